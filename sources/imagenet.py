@@ -1,0 +1,120 @@
+"""ImageNet in the ILSVRC (CLS-LOC) layout, for class-grouped sentences.
+
+Layout read (the Kaggle/LOC release; `val/<wnid>/` folders are accepted too):
+
+    root/LOC_synset_mapping.txt         "n01440764 tench, Tinca tinca"
+    root/LOC_val_solution.csv           "ImageId,PredictionString" ("n01440764 x0 y0 x1 y1 ...")
+    root/train/<wnid>/<wnid>_<n>.JPEG
+    root/val/ILSVRC2012_val_<8 digits>.JPEG
+
+Each image becomes an `ImageRecord` carrying its wnid; grouping 16 images of a class into a
+sentence happens later, after decoding, so that a broken file costs one image, not a sentence.
+The official split of the layout (train/ vs val/) is kept as the record's split.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from dataclasses import dataclass
+from typing import Iterator
+
+from sources import fsio
+from sources.records import ImageRecord, Reject, SourceItem, safe_key
+
+SYNSET_FILE = "LOC_synset_mapping.txt"
+VAL_LABELS_FILE = "LOC_val_solution.csv"
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+VAL_FILES_PER_UNIT = 256
+
+
+@dataclass(frozen=True)
+class Unit:
+    split: str
+    wnid: str | None  # set for class folders; None for the flat val folder
+    uris: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=8)
+def read_synsets(uri: str) -> dict[str, str]:
+    """wnid -> human-readable class name, from LOC_synset_mapping.txt."""
+    mapping: dict[str, str] = {}
+    for line in fsio.iter_lines(uri):
+        wnid, _, name = line.strip().partition(" ")
+        if wnid:
+            mapping[wnid] = name.strip()
+    return mapping
+
+
+@functools.lru_cache(maxsize=8)
+def read_val_labels(uri: str) -> dict[str, str]:
+    """val image id -> wnid: the first wnid of each PredictionString in LOC_val_solution.csv."""
+    labels: dict[str, str] = {}
+    reader = csv.DictReader(io.StringIO(fsio.read_text(uri)))
+    for row in reader:
+        prediction = (row.get("PredictionString") or "").split()
+        if row.get("ImageId") and prediction:
+            labels[row["ImageId"]] = prediction[0]
+    return labels
+
+
+@dataclass(frozen=True)
+class ImageNetSource:
+    name: str
+    path: str
+    splits: tuple[str, ...] = ("train", "val")
+
+    @property
+    def synsets_uri(self) -> str:
+        return fsio.join(self.path, SYNSET_FILE)
+
+    @property
+    def val_labels_uri(self) -> str:
+        return fsio.join(self.path, VAL_LABELS_FILE)
+
+    def units(self) -> list[Unit]:
+        units: list[Unit] = []
+        for split in self.splits:
+            split_dir = fsio.join(self.path, split)
+            if not fsio.isdir(split_dir):
+                raise FileNotFoundError(f"{self.name}: ILSVRC layout has no {split}/ folder under {self.path}")
+            for class_dir in fsio.list_dirs(split_dir):
+                files = fsio.list_files(class_dir, IMAGE_SUFFIXES)
+                units.append(Unit(split, fsio.basename(class_dir), tuple(files)))
+            flat = fsio.list_files(split_dir, IMAGE_SUFFIXES)
+            if flat and not fsio.exists(self.val_labels_uri):
+                raise FileNotFoundError(
+                    f"{self.name}: {split}/ holds images without class folders but {VAL_LABELS_FILE} "
+                    f"is missing from {self.path}"
+                )
+            for i in range(0, len(flat), VAL_FILES_PER_UNIT):
+                units.append(Unit(split, None, tuple(flat[i : i + VAL_FILES_PER_UNIT])))
+        if not units:
+            raise FileNotFoundError(f"{self.name}: no ImageNet images under {self.path}")
+        return units
+
+    def read(self, unit: Unit) -> Iterator[SourceItem]:
+        synsets = read_synsets(self.synsets_uri) if fsio.exists(self.synsets_uri) else {}
+        labels = read_val_labels(self.val_labels_uri) if unit.wnid is None else {}
+        for uri in unit.uris:
+            stem = fsio.basename(uri).rsplit(".", 1)[0]
+            wnid = unit.wnid or labels.get(stem)
+            key = safe_key(self.name, unit.split, wnid or "unlabelled", stem)
+            if wnid is None:
+                yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {VAL_LABELS_FILE}",
+                             split_hint=unit.split)
+                continue
+            if synsets and wnid not in synsets:
+                yield Reject(key, self.name, key, "read", "unknown_label", f"{wnid} not in {SYNSET_FILE}",
+                             split_hint=unit.split)
+                continue
+            yield ImageRecord(
+                key=key,
+                source=self.name,
+                group=key,
+                uri=uri,
+                split_hint=unit.split,
+                label=wnid,
+                lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid), "file": f"{unit.split}/{stem}"},
+            )

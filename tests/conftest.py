@@ -1,0 +1,92 @@
+"""Shared fixtures: the embedded sample corpus (written once per session) and small builds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory) -> Path:
+    """The full embedded sample corpus, written by the real generator into a temp folder."""
+    from uvd_pipeline.sample import write_sample_corpus
+
+    return Path(write_sample_corpus(str(tmp_path_factory.mktemp("corpus") / "sample")))
+
+
+@pytest.fixture(scope="session")
+def mini_corpus(sample_corpus: Path, tmp_path_factory) -> Path:
+    """A small slice of the sample corpus in the same layouts, for fast end-to-end builds:
+    one img2dataset shard, two ImageNet classes (train and their val images), five videos."""
+    root = tmp_path_factory.mktemp("mini")
+    laion = root / "laion"
+    laion.mkdir()
+    for name in ("00001.tar", "00001.parquet", "00001_stats.json"):
+        shutil.copy(sample_corpus / "laion" / name, laion / name)
+    imagenet = root / "imagenet"
+    (imagenet / "train").mkdir(parents=True)
+    (imagenet / "val").mkdir()
+    classes = ("n03063599", "n04266014")  # the second has no broken files; the first has one
+    for wnid in classes:
+        shutil.copytree(sample_corpus / "imagenet" / "train" / wnid, imagenet / "train" / wnid)
+    shutil.copy(sample_corpus / "imagenet" / "LOC_synset_mapping.txt", imagenet)
+    rows = (sample_corpus / "imagenet" / "LOC_val_solution.csv").read_text().splitlines()
+    kept = [rows[0]] + [r for r in rows[1:] if r.split(",")[1].split()[0] in classes]
+    (imagenet / "LOC_val_solution.csv").write_text("\n".join(kept) + "\n")
+    for row in kept[1:]:
+        image_id = row.split(",")[0]
+        shutil.copy(sample_corpus / "imagenet" / "val" / f"{image_id}.JPEG", imagenet / "val")
+    video = root / "video"
+    video.mkdir()
+    for name in ("short_20f.webm", "clip_40f.avi", "short_10f.mp4", "truncated_faststart.mp4", "not_a_video.mp4"):
+        shutil.copy(sample_corpus / "video" / name, video / name)
+    return root
+
+
+def write_config(path: Path, corpus: Path, output: Path, **beam) -> Path:
+    """A build config over `corpus` (mini or full layout) with in-process Beam by default."""
+    config = {
+        "version": 1,
+        "output": str(output),
+        "seed": 0,
+        "image": {"size": 64, "resize": "center_crop"},
+        "split": {"val_fraction": 0.1},
+        "sources": [
+            {"name": "web", "type": "laion", "path": str(corpus / "laion"), "num_shards": 3},
+            {"name": "inet", "type": "imagenet", "path": str(corpus / "imagenet"), "num_shards": 2},
+            {"name": "clips", "type": "video", "path": str(corpus / "video"), "num_shards": 2,
+             "strides": [10, 20, 30]},
+        ],
+        "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory", **beam},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def mini_build(mini_corpus: Path, tmp_path_factory):
+    """One finished in-process build of the mini corpus, shared by read-only tests."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    work = tmp_path_factory.mktemp("mini_build")
+    config = load_config(str(write_config(work / "config.yaml", mini_corpus, work / "out")))
+    result = run_build(config)
+    return config, result.summary
+
+
+def shard_digests(output: Path) -> dict[str, str]:
+    """sha256 of every rendered file (tars, rejects, stats) under a build output."""
+    import hashlib
+
+    digests = {}
+    for path in sorted((output / "rendered").rglob("*")):
+        if path.is_file():
+            digests[str(path.relative_to(output))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests

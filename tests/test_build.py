@@ -1,0 +1,195 @@
+"""The Beam build end to end: shards, rejects, splits, determinism, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shard_digests, write_config
+from uvd_pipeline.rendered_shards import iter_shard
+
+
+def _sentences(output: Path):
+    for tar in sorted((output / "rendered").rglob("*.tar")):
+        yield from iter_shard(str(tar))
+
+
+def test_mini_build_counts_and_reject_reasons(mini_build):
+    config, summary = mini_build
+    sources = summary["sources"]
+    assert sources["web"]["sentences"] == 70  # 72 entries, one truncated, one corrupt header
+    assert sources["inet"]["by_split"] == {"train": {"sentences": 4, "images": 64},
+                                           "val": {"sentences": 2, "images": 32}}
+    assert sources["clips"]["sentences"] == 3
+    assert sources["clips"]["images"] == 48
+    reasons = defaultdict(int)
+    for s in sources.values():
+        for reason, n in s["rejects_by_reason"].items():
+            reasons[reason] += n
+    assert dict(reasons) == {"truncated": 2, "corrupt_header": 1, "failed_to_download": 2,
+                             "class_remainder": 10, "too_few_frames": 1, "unreadable": 1}
+    rejects = [json.loads(line) for line in (Path(config.output) / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == summary["totals"]["rejects"] == 17
+    assert all(set(r) == {"key", "source", "stage", "reason", "detail"} for r in rejects)
+    assert {r["stage"] for r in rejects} == {"download", "decode", "assemble", "plan"}
+
+
+def test_shards_read_back_with_webdataset(mini_build):
+    import webdataset as wds
+
+    config, summary = mini_build
+    output = Path(config.output)
+    tars = sorted(str(p) for p in (output / "rendered").rglob("*.tar"))
+    samples = list(wds.WebDataset(tars, shardshuffle=False, empty_check=False).decode("rgb8"))
+    assert len(samples) == summary["totals"]["sentences"]
+    for sample in samples:
+        header = sample["json"]
+        images = [sample[k] for k in sorted(k for k in sample if k.endswith(".png"))]
+        assert len(images) == header["n_images"] == len(header["members"])
+        assert all(img.shape == (64, 64, 3) and img.dtype == np.uint8 for img in images)
+        assert sample["__key__"] == header["sentence_id"]
+    videos = [s for s in samples if s["json"]["kind"] == "video"]
+    for sample in videos:
+        frames = [m["frame"] for m in sample["json"]["members"]]
+        assert frames == list(range(frames[0], frames[0] + 16 * sample["json"]["meta"]["stride"],
+                                    sample["json"]["meta"]["stride"]))
+
+
+def test_stats_are_the_commit_mark(mini_build):
+    import hashlib
+
+    config, summary = mini_build
+    for stats_path in (Path(config.output) / "rendered").rglob("*.stats.json"):
+        stats = json.loads(stats_path.read_text())
+        tar = stats_path.with_name(stats["tar"])
+        assert hashlib.sha256(tar.read_bytes()).hexdigest() == stats["tar_sha256"]
+        assert stats["sentences"] == sum(1 for _ in iter_shard(str(tar)))
+        assert stats["config_hash"] == config.content_hash()
+
+
+def test_no_group_spans_two_splits(mini_build):
+    config, _ = mini_build
+    split_of_member: dict[str, set[str]] = defaultdict(set)
+    for sentence in _sentences(Path(config.output)):
+        header = sentence.header
+        if header["kind"] == "video":
+            split_of_member[header["meta"]["video"]].add(header["split"])
+        for member in header["members"]:
+            if "key" in member:
+                split_of_member[member["key"]].add(header["split"])
+    assert split_of_member and all(len(splits) == 1 for splits in split_of_member.values())
+
+
+def test_category_sentences_hold_one_class(mini_build):
+    config, _ = mini_build
+    for sentence in _sentences(Path(config.output)):
+        if sentence.header["kind"] == "category":
+            wnids = {m["wnid"] for m in sentence.header["members"]}
+            assert wnids == {sentence.header["meta"]["label"]} and len(sentence.images) == 16
+            assert len({m["key"] for m in sentence.header["members"]}) == 16
+
+
+def test_rerun_skips_committed_shards_and_changed_config_is_refused(mini_build, tmp_path):
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import ConfigError
+
+    config, summary = mini_build
+    before = shard_digests(Path(config.output))
+    again = run_build(config).summary
+    assert again["run"]["shards_resumed"] == summary["totals"]["shards"]
+    # all 72 tar entries and the 2 failed downloads are dropped before any decoding
+    assert again["run"]["counters"].get("web.skipped_committed", 0) == 74
+    assert shard_digests(Path(config.output)) == before
+    changed = config.model_copy(update={"seed": 1})
+    with pytest.raises(ConfigError, match="different configuration"):
+        run_build(changed)
+
+
+def test_partial_output_is_completed_with_identical_bytes(mini_corpus, mini_build, tmp_path):
+    """The states a kill leaves behind: shards missing, a tar without stats, temp files."""
+    import shutil
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    config, _ = mini_build
+    reference = shard_digests(Path(config.output))
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    rendered = sorted((out / "rendered").rglob("*.stats.json"))
+    rendered[0].unlink()  # tar renamed, stats not yet written
+    for stats in rendered[1:3]:  # shards never written
+        stats.unlink()
+        stats.with_name(stats.name.replace(".stats.json", ".tar")).unlink()
+    half = rendered[3].with_name(rendered[3].name.replace(".stats.json", ".tar"))
+    (half.parent / (half.name + ".tmp-deadbeef")).write_bytes(half.read_bytes()[:1000])
+    (out / "summary.json").unlink()
+    resumed = load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, out)))
+    summary = run_build(resumed).summary
+    assert summary["run"]["shards_resumed"] == len(rendered) - 3
+    assert shard_digests(out) == reference
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_identical_bytes(mini_corpus, mini_build, tmp_path):
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    config, _ = mini_build
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out",
+                        direct_num_workers=2, direct_running_mode="multi_processing")
+    run_build(load_config(str(path)))
+    assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "uvd_pipeline", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_killed_build_resumes_to_identical_bytes(mini_corpus, mini_build, tmp_path):
+    config, _ = mini_build
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, direct_num_workers=2,
+                        direct_running_mode="multi_processing")
+    proc = _cli("build", str(path), start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if list((out / "rendered").rglob("*.stats.json")) if (out / "rendered").exists() else []:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists(), "the build finished before it could be killed"
+    committed_at_kill = len(list((out / "rendered").rglob("*.stats.json")))
+    rerun = _cli("build", str(path))
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log
+    assert shard_digests(out) == shard_digests(Path(config.output))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["shards_resumed"] == committed_at_kill
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_with_report(mini_corpus, tmp_path):
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out")
+    proc = _cli("build", str(path), "--report")
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    assert "report:" in log and "rejects by reason:" in log
+    report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
+    assert report["totals"]["sentences"] == 70 + 6 + 3
+    assert (tmp_path / "out" / "report" / "report.html").exists()
+    missing = _cli("report", str(tmp_path / "nothing"))
+    log, _ = missing.communicate(timeout=120)
+    assert missing.returncode == 2 and "run the build" in log

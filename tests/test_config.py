@@ -1,0 +1,85 @@
+"""Config validation: errors name the field and what is allowed, before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uvd_pipeline.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+BASE = {"output": "out", "sources": [{"name": "web", "type": "laion", "path": "data/laion"}]}
+
+
+def _error(data) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return str(info.value)
+
+
+def test_sample_config_is_valid_and_paths_are_relative_to_it():
+    config = load_config(str(REPO / "configs" / "sample.yaml"))
+    assert config.output == str(REPO / "build" / "sample")
+    assert [s.type for s in config.sources] == ["laion", "imagenet", "video"]
+    assert config.sources[0].path == str(REPO / "data" / "sample" / "laion")
+    assert config.sources[2].strides == (10, 20, 30)
+
+
+def test_unknown_field_lists_allowed_ones():
+    message = _error({**BASE, "sources": [{**BASE["sources"][0], "shards": 3}]})
+    assert "sources[0].shards: unknown field" in message and "num_shards" in message
+    assert "imag: unknown field" in _error({**BASE, "imag": {}})
+
+
+@pytest.mark.parametrize(
+    "patch,expected",
+    [
+        ({"image": {"size": 250}}, "image.size: must be a multiple of 16"),
+        ({"image": {"resize": "stretch"}}, "image.resize: got 'stretch'; allowed: 'squash', 'center_crop' or 'pad'"),
+        ({"split": {"val_fraction": 1.5}}, "split.val_fraction"),
+        ({"sources": []}, "sources: needs at least 1 entry"),
+        ({"sources": [{"name": "v", "type": "video", "path": "p", "strides": [0]}]},
+         "sources[0].strides: every stride must be >= 1"),
+        ({"sources": [{"name": "v", "type": "vidoe", "path": "p"}]}, "sources[0].type: must be one of laion, imagenet, video"),
+        ({"sources": [{"name": "Web.1", "type": "laion", "path": "p"}]}, "sources[0].name: got 'Web.1'; use lower_snake_case"),
+        ({"sources": [{"name": "a", "type": "laion", "path": "p"}, {"name": "a", "type": "video", "path": "q"}]},
+         "sources[1].name: 'a' is used twice"),
+        ({"beam": {"options": ["project=x"]}}, "beam.options: each option must be a --flag"),
+        ({"beam": {"direct_running_mode": "threads"}}, "beam.direct_running_mode: got 'threads'"),
+    ],
+)
+def test_bad_values_name_field_and_fix(patch, expected):
+    assert expected in _error({**BASE, **patch})
+
+
+def test_missing_output_and_yaml_errors(tmp_path: Path):
+    assert "output: required field is missing" in _error({"sources": BASE["sources"]})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_content_hash_ignores_how_it_runs(tmp_path: Path):
+    a = parse_config({**BASE, "beam": {"direct_num_workers": 1}})
+    b = parse_config({**BASE, "beam": {"direct_num_workers": 8, "options": ["--foo=1"]}, "output": "elsewhere"})
+    c = parse_config({**BASE, "image": {"resize": "pad"}})
+    assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+def test_urls_are_kept_as_is():
+    config = parse_config({"output": "gs://bucket/uvd", "sources": [{"name": "w", "type": "laion",
+                                                                      "path": "s3://b/laion"}]}, "/base")
+    assert config.output == "gs://bucket/uvd" and config.sources[0].path == "s3://b/laion"
+
+
+def test_cli_reports_config_errors(tmp_path: Path):
+    from uvd_pipeline.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "image": {"size": 100}}))
+    assert main(["check", str(path)]) == 2

@@ -1,0 +1,99 @@
+"""The web-image source on img2dataset layouts (webdataset, parquet + files) and plain folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sources.laion import LaionSource, detect_format
+from sources.records import ImageRecord, Reject
+from transforms.decode import DecodeError, load_image
+
+
+def _read_all(source: LaionSource):
+    return [item for unit in source.units() for item in source.read(unit)]
+
+
+def test_webdataset_layout_records_and_rejects(sample_corpus: Path):
+    source = LaionSource("web", str(sample_corpus / "laion"))
+    assert detect_format(source.path) == "webdataset"
+    items = _read_all(source)
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert len(records) == 215  # 216 entries, one of them has no image member
+    assert Counter(r.reason for r in rejects) == {"failed_to_download": 6, "missing_image": 1}
+    assert len({r.key for r in records}) == len(records)
+    assert all("." not in r.key for r in records)
+    first = next(r for r in records if r.lineage["sample_key"] == "000000000")
+    assert first.lineage["caption"].startswith("a photo of astronaut")
+    assert first.lineage["url"] == "http://sample.invalid/uvd-laion/000000000.jpg"
+    # what the tar holds decodes or fails with the reasons the corpus planted
+    reasons = Counter()
+    for r in records:
+        try:
+            load_image(r.data, 32, "center_crop")
+        except DecodeError as exc:
+            reasons[exc.reason] += 1
+    assert reasons == {"empty_file": 1, "not_an_image": 1, "truncated": 1, "corrupt_header": 1,
+                       "decompression_bomb": 1}
+
+
+def test_truncated_tar_keeps_earlier_samples(sample_corpus: Path, tmp_path: Path):
+    data = (sample_corpus / "laion" / "00000.tar").read_bytes()
+    (tmp_path / "00000.tar").write_bytes(data[: len(data) // 3])
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert 5 < len(records) < 72
+    assert "corrupt_archive" in {r.reason for r in rejects}
+
+
+def test_files_layout_matches_webdataset(sample_corpus: Path, tmp_path: Path):
+    """img2dataset output_format=files: NNNNN/{key}.jpg|txt|json plus NNNNN.parquet."""
+    shard = tmp_path / "00002"
+    shard.mkdir()
+    with tarfile.open(sample_corpus / "laion" / "00002.tar") as tar:
+        tar.extractall(shard, filter="data")
+    shutil.copy(sample_corpus / "laion" / "00002.parquet", tmp_path)
+    files = LaionSource("web", str(tmp_path))
+    assert detect_format(files.path) == "files"
+    tars = LaionSource("web", str(sample_corpus / "laion"))
+    from_tar = {i.key: i for u in tars.units() if u.uris[0].endswith("00002.tar") for i in tars.read(u)}
+    from_files = {i.key: i for i in _read_all(files)}
+    assert from_files.keys() == from_tar.keys()
+    for key, item in from_files.items():
+        if isinstance(item, ImageRecord):
+            assert item.read_bytes() == from_tar[key].data
+            assert item.lineage["caption"] == from_tar[key].lineage["caption"]
+
+
+def test_plain_folder_with_captions(tmp_path: Path, sample_corpus: Path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    jpg = sample_corpus / "imagenet" / "train" / "n04266014"
+    first, second = sorted(jpg.iterdir())[:2]
+    shutil.copy(first, tmp_path / "a" / "one.jpg")
+    shutil.copy(second, tmp_path / "a" / "b" / "two.v2.jpeg")
+    (tmp_path / "a" / "one.txt").write_text("a rocket on its pad\n")
+    items = _read_all(LaionSource("folder_src", str(tmp_path)))
+    assert [i.lineage["path"] for i in items] == ["a/b/two.v2.jpeg", "a/one.jpg"]
+    assert items[1].lineage["caption"] == "a rocket on its pad"
+    assert all("." not in i.key for i in items)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="no images"):
+        LaionSource("web", str(tmp_path), "folder").units()
+
+
+def test_parquet_failures_are_counted(sample_corpus: Path):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sample_corpus / "laion" / "00000.parquet")
+    assert table.column_names[:4] == ["url", "caption", "key", "status"]
+    stats = json.loads((sample_corpus / "laion" / "00000_stats.json").read_text())
+    assert stats["count"] == table.num_rows and stats["failed_to_download"] == 2

@@ -1,0 +1,150 @@
+"""Decoding every kind of image file to RGB, and the resize policies as geometry."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.resize import fit_image, plan_resize
+from uvd_pipeline.sample import media
+from uvd_pipeline.sample.web import decompression_bomb_png
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return media.photo("chelsea")  # 300 x 451 real photo
+
+
+def test_rgb_png_is_exact(photo):
+    assert np.array_equal(decode_rgb(_encode(Image.fromarray(photo), "PNG")), photo)
+
+
+def test_grayscale_becomes_three_equal_channels(photo):
+    gray = np.asarray(Image.fromarray(photo).convert("L"))
+    out = decode_rgb(_encode(Image.fromarray(gray), "PNG"))
+    assert out.shape == photo.shape and np.array_equal(out[..., 0], gray) and np.array_equal(out[..., 2], gray)
+
+
+def test_sixteen_bit_png_keeps_the_high_byte():
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 65536, (40, 50, 3), dtype=np.uint16)
+    ok, rgb16 = cv2.imencode(".png", wide[:, :, ::-1])
+    assert np.array_equal(decode_rgb(rgb16.tobytes()), (wide >> 8).astype(np.uint8))
+    ok, gray16 = cv2.imencode(".png", wide[:, :, 0])
+    out = decode_rgb(gray16.tobytes())
+    assert np.array_equal(out[..., 1], (wide[:, :, 0] >> 8).astype(np.uint8))
+
+
+def test_alpha_is_composited_on_white():
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 0] = 200  # red channel
+    rgba[:, :5, 3] = 255  # left half opaque, right half transparent
+    rgba[:, 5:, 3] = 0
+    out = decode_rgb(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert out[0, 0].tolist() == [200, 0, 0]
+    assert out[0, 9].tolist() == [255, 255, 255]
+    half = rgba.copy()
+    half[..., 3] = 128
+    mixed = decode_rgb(_encode(Image.fromarray(half, "RGBA"), "PNG"))[0, 0]
+    assert mixed.tolist() == [(200 * 128 + 255 * 127 + 127) // 255, 127, 127]
+
+
+def test_palette_with_transparency_and_cmyk(photo):
+    pal = Image.fromarray(photo).quantize(16)
+    pal.info["transparency"] = 0
+    out = decode_rgb(_encode(pal, "PNG", transparency=0))
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    cmyk = decode_rgb(_encode(Image.fromarray(photo).convert("CMYK"), "JPEG", quality=95))
+    assert np.abs(cmyk.astype(int) - photo).mean() < 6  # CMYK round trip through JPEG
+
+
+def test_exif_orientation_is_applied(photo):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: "rotate 90 clockwise to display"
+    stored = np.ascontiguousarray(np.rot90(photo, 1))
+    data = _encode(Image.fromarray(stored), "JPEG", quality=95, exif=exif.tobytes())
+    out = decode_rgb(data)
+    assert out.shape == photo.shape
+    assert np.abs(out.astype(int) - photo).mean() < 4
+    # the fast path must respect orientation too
+    fast = load_image(data, 64, "squash").pixels
+    full = fit_image(photo, 64, "squash")
+    assert np.abs(fast.astype(int) - full).mean() < 6
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty_file"),
+        (b"<html>403</html>", "not_an_image"),
+        (decompression_bomb_png(), "decompression_bomb"),
+    ],
+)
+def test_bad_inputs_raise_with_reason(data, reason):
+    with pytest.raises(DecodeError) as info:
+        load_image(data, 64, "center_crop")
+    assert info.value.reason == reason
+
+
+def test_truncated_jpeg_is_rejected(photo):
+    data = _encode(Image.fromarray(photo), "JPEG", quality=90)
+    with pytest.raises(DecodeError) as info:
+        load_image(data[: len(data) // 2], 64, "center_crop")
+    assert info.value.reason == "truncated"
+
+
+def test_bomb_guard_uses_configured_limit(photo):
+    data = _encode(Image.fromarray(photo), "PNG")
+    with pytest.raises(DecodeError, match="decompression_bomb"):
+        load_image(data, 64, "pad", max_pixels=100 * 100)
+    assert load_image(data, 64, "pad", max_pixels=451 * 300).pixels.shape == (64, 64, 3)
+
+
+def test_fast_jpeg_path_matches_full_decode():
+    big = cv2.resize(media.photo("coffee"), (2400, 1600), interpolation=cv2.INTER_CUBIC)
+    data = _encode(Image.fromarray(big), "JPEG", quality=92)
+    fast = load_image(data, 256, "center_crop")
+    full = load_image(data, 256, "center_crop", fast=False)
+    assert fast.reduced_decode == 4 and full.reduced_decode == 1  # 1600 short side / 4 = 400 >= 256
+    assert (fast.width, fast.height) == (2400, 1600)
+    mse = np.mean((fast.pixels.astype(float) - full.pixels) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 32
+
+
+def test_policies_shapes_and_content():
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[:, 50:150] = 255  # a white central square 100x100 in a black 100x200 image
+    crop = fit_image(image, 50, "center_crop")
+    assert crop.shape == (50, 50, 3) and crop.min() == 255  # only the central square remains
+    pad = fit_image(image, 50, "pad", pad_value=7)
+    assert pad.shape == (50, 50, 3)
+    assert (pad[:12] == 7).all() and (pad[-12:] == 7).all()  # 25 rows of content, centred
+    assert pad[25, 25].tolist() == [255, 255, 255] and pad[25, 2].tolist() == [0, 0, 0]
+    squash = fit_image(image, 50, "squash")
+    assert squash.shape == (50, 50, 3) and squash[:, :10].max() == 0 and squash[:, 15:35].min() == 255
+
+
+@pytest.mark.parametrize("policy", ["squash", "center_crop", "pad"])
+@pytest.mark.parametrize("shape", [(120, 300), (300, 120), (97, 97)])
+def test_points_follow_the_image(policy, shape):
+    """A point drawn in the input lands where apply_points says, within a pixel."""
+    h, w = shape
+    plan = plan_resize(h, w, 64, policy)
+    for x, y in [(w * 0.5, h * 0.5), (w * 0.4, h * 0.6), (w * 0.55, h * 0.35)]:
+        image = np.zeros((h, w), np.float32)
+        cv2.circle(image, (int(x), int(y)), 4, 1.0, -1)
+        out = plan.apply_image(image)
+        ys, xs = np.nonzero(out > 0.5 * out.max())
+        mapped = plan.apply_points(np.array([[int(x) + 0.5, int(y) + 0.5]]))[0]
+        assert abs(xs.mean() + 0.5 - mapped[0]) <= 1.0 and abs(ys.mean() + 0.5 - mapped[1]) <= 1.0

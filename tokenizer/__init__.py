@@ -1,0 +1,1 @@
+"""The VQGAN tokenizer (LVM-compatible). Arrives with the tokenizer issue."""

@@ -1,0 +1,1 @@
+"""The LLaMA-style trainer on token shards. Arrives with the trainer issue."""

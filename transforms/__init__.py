@@ -1,0 +1,1 @@
+"""Pure functions on numpy arrays: decoding, resize policies, (later) annotation renderers."""

@@ -1,0 +1,257 @@
+"""Run a build: check the output, run the Beam graph, then summarise what landed.
+
+The output folder records the config it was built with (`build.json`). A rerun with the same
+config resumes (committed shards are kept, the rest is written); a rerun with a different config
+is refused unless `overwrite` is given, because mixing shards of two configs would be silent
+corruption.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sources import fsio
+from uvd_pipeline.config import FORMAT_VERSION, BuildConfig, ConfigError
+from uvd_pipeline.rendered_shards import (
+    REJECTS_SUFFIX,
+    RENDERED_DIR,
+    STATS_SUFFIX,
+    write_bytes_atomic,
+    committed_shards,
+    read_json,
+    remove_temporaries,
+    stats_files,
+)
+
+log = logging.getLogger(__name__)
+BUILD_FILE = "build.json"
+SUMMARY_FILE = "summary.json"
+REJECTS_FILE = "rejects.jsonl"
+
+
+def pipeline_options(config: BuildConfig):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    beam = config.beam
+    flags = list(beam.options)
+    if beam.runner == "DirectRunner":
+        flags += [f"--direct_num_workers={beam.direct_num_workers}",
+                  f"--direct_running_mode={beam.direct_running_mode}"]
+    if not any(f.startswith("--sdk_harness_log_level_overrides") for f in flags):
+        # Worker processes log their own start/stop at INFO; keep only our progress lines.
+        flags.append('--sdk_harness_log_level_overrides={"apache_beam":"WARNING","__main__":"WARNING"}')
+    else:
+        flags.append(f"--runner={beam.runner}")
+    return PipelineOptions(flags)
+
+
+def make_runner(config: BuildConfig, options):
+    """Locally, Beam's FnApiRunner directly: the DirectRunner would first try to download the
+    Prism runner, which fails offline and only adds a delay before it falls back to the same
+    FnApiRunner. As the DirectRunner does, the options travel in the provision info, so worker
+    processes see them (log levels included). Any other runner name is passed through to Beam."""
+    if config.beam.runner != "DirectRunner":
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=provision)
+
+
+def prepare_output(config: BuildConfig, overwrite: bool) -> None:
+    output = config.output
+    fs, root = fsio.filesystem(output)
+    build_uri = fsio.join(output, BUILD_FILE)
+    record = {"format_version": FORMAT_VERSION, "config_hash": config.content_hash(),
+              "config": config.model_dump(mode="json", exclude={"beam": True})}
+    if fs.exists(fsio.filesystem(build_uri)[1]):
+        existing = read_json(build_uri)
+        if existing.get("config_hash") != record["config_hash"] and not overwrite:
+            raise ConfigError(
+                f"output {output} holds a build of a different configuration "
+                f"(config hash {existing.get('config_hash')} vs {record['config_hash']}); "
+                "choose a new `output`, or pass --overwrite to replace it"
+            )
+    if overwrite:
+        for name in (RENDERED_DIR, SUMMARY_FILE, REJECTS_FILE, BUILD_FILE, "report"):
+            path = fsio.filesystem(fsio.join(output, name))[1]
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+    fs.makedirs(root, exist_ok=True)
+    write_bytes_atomic(build_uri, json.dumps(record, indent=1, sort_keys=True).encode())
+
+
+class _ShardProgress:
+    """Reports committed shards while the pipeline runs (stats files are the commit marks)."""
+
+    def __init__(self, output: str, interval: float = 2.0) -> None:
+        self.output = output
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "_ShardProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        seen = -1
+        started = time.perf_counter()
+        while not self._stop.wait(self.interval):
+            try:
+                count = len(stats_files(self.output))
+            except Exception:
+                continue
+            if count != seen:
+                log.info("progress: %d shards committed (%.0fs)", count, time.perf_counter() - started)
+                seen = count
+
+
+@dataclass
+class BuildResult:
+    summary: dict[str, Any]
+    summary_path: str
+
+
+def run_build(config: BuildConfig, overwrite: bool = False) -> BuildResult:
+    import apache_beam as beam
+
+    from uvd_pipeline.graph import build_graph
+
+    started = time.perf_counter()
+    prepare_output(config, overwrite)
+    removed = remove_temporaries(config.output)
+    if removed:
+        log.info("removed %d temporary files left by an interrupted run", removed)
+    done = committed_shards(config.output, config.content_hash())
+    if done:
+        log.info("resuming: %d shards already committed are kept", len(done))
+    options = pipeline_options(config)
+    pipeline = beam.Pipeline(runner=make_runner(config, options), options=options)
+    build_graph(pipeline, config, done)
+    with _ShardProgress(config.output):
+        result = pipeline.run()
+        result.wait_until_finish()
+    counters = _counters(result)
+    summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done))
+    return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
+
+
+def _counters(result) -> dict[str, int]:
+    try:
+        from apache_beam.metrics.metric import MetricsFilter
+
+        query = result.metrics().query(MetricsFilter())
+        totals: Counter[str] = Counter()
+        for counter in query["counters"]:
+            totals[counter.key.metric.name] += counter.committed or counter.attempted or 0
+        return dict(sorted(totals.items()))
+    except Exception:  # some runners report no metrics; the summary stands on the stats files
+        return {}
+
+
+def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resumed: int = 0) -> dict[str, Any]:
+    """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`."""
+    output = config.output
+    config_hash = config.content_hash()
+    shards = []
+    for uri in stats_files(output):
+        stats = read_json(uri)
+        if stats.get("config_hash") != config_hash:
+            continue
+        shards.append((uri, stats))
+    shards.sort(key=lambda pair: (pair[1]["source"], pair[1]["split"], pair[1]["shard"]))
+    per_source: dict[str, dict[str, Any]] = {}
+    reject_lines: list[str] = []
+    for uri, stats in shards:
+        entry = per_source.setdefault(stats["source"], {
+            "sentences": 0, "images": 0, "rejects": 0, "shards": 0,
+            "by_split": defaultdict(lambda: {"sentences": 0, "images": 0}),
+            "by_kind": Counter(), "rejects_by_reason": Counter(),
+        })
+        entry["sentences"] += stats["sentences"]
+        entry["images"] += stats["images"]
+        entry["rejects"] += stats["rejects"]
+        entry["shards"] += 1
+        entry["by_split"][stats["split"]]["sentences"] += stats["sentences"]
+        entry["by_split"][stats["split"]]["images"] += stats["images"]
+        entry["by_kind"].update(stats["by_kind"])
+        entry["rejects_by_reason"].update(stats["rejects_by_reason"])
+        rejects_uri = uri[: -len(STATS_SUFFIX)] + REJECTS_SUFFIX
+        if stats["rejects"]:
+            reject_lines += [line for line in fsio.read_text(rejects_uri).splitlines() if line]
+    reject_lines.sort(key=lambda line: (json.loads(line)["source"], line))
+    write_bytes_atomic(fsio.join(output, REJECTS_FILE), "".join(l + "\n" for l in reject_lines).encode())
+    sources = {}
+    for name, entry in sorted(per_source.items()):
+        sources[name] = {
+            **{k: entry[k] for k in ("sentences", "images", "rejects", "shards")},
+            "by_split": {k: dict(v) for k, v in sorted(entry["by_split"].items())},
+            "by_kind": dict(sorted(entry["by_kind"].items())),
+            "rejects_by_reason": dict(sorted(entry["rejects_by_reason"].items())),
+        }
+    types = {s.name: s.type for s in config.sources}
+    for name in sources:
+        sources[name]["type"] = types.get(name, "?")
+    summary = {
+        "format_version": FORMAT_VERSION,
+        "config_hash": config_hash,
+        "output": output,
+        "image_size": config.image.size,
+        "resize": config.image.resize,
+        "totals": {
+            "sentences": sum(s["sentences"] for s in sources.values()),
+            "images": sum(s["images"] for s in sources.values()),
+            "rejects": sum(s["rejects"] for s in sources.values()),
+            "shards": len(shards),
+        },
+        "sources": sources,
+        "shards": [
+            {k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "images", "rejects",
+                                   "tar_sha256")}
+            for _, stats in shards
+        ],
+        "run": {
+            "seconds": round(seconds, 2),
+            "runner": config.beam.runner,
+            "workers": config.beam.direct_num_workers if config.beam.runner == "DirectRunner" else None,
+            "shards_resumed": resumed,
+            "counters": counters,
+        },
+    }
+    write_bytes_atomic(fsio.join(output, SUMMARY_FILE), json.dumps(summary, indent=1, sort_keys=True).encode())
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The end-of-build table a person reads."""
+    rows = [("source", "type", "sentences", "images", "rejects", "train/val sentences")]
+    for name, s in summary["sources"].items():
+        split = s["by_split"]
+        rows.append((name, s["type"], str(s["sentences"]), str(s["images"]), str(s["rejects"]),
+                     f"{split.get('train', {}).get('sentences', 0)}/{split.get('val', {}).get('sentences', 0)}"))
+    t = summary["totals"]
+    rows.append(("total", "", str(t["sentences"]), str(t["images"]), str(t["rejects"]), ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    reasons: Counter[str] = Counter()
+    for s in summary["sources"].values():
+        reasons.update(s["rejects_by_reason"])
+    if reasons:
+        lines.append("rejects by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
+    lines.append(f"{t['shards']} shards in {summary['output']} ({summary['run']['seconds']:.1f}s)")
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""`python -m uvd_pipeline` (or `uvd`): sample, build, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from uvd_pipeline.config import ConfigError
+
+DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # Beam's own INFO lines are about its internals; keep ours readable.
+    logging.getLogger("apache_beam").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from uvd_pipeline.sample import write_sample_corpus
+
+    path = write_sample_corpus(args.out, seed=args.seed, force=args.force)
+    print(f"sample corpus: {path}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from uvd_pipeline.build import format_summary, run_build
+    from uvd_pipeline.config import config_summary, load_config
+
+    overrides = {}
+    if args.output:
+        overrides["output"] = os.path.abspath(args.output)
+    config = load_config(args.config, overrides)
+    if args.workers is not None:
+        config = config.model_copy(update={"beam": config.beam.model_copy(update={"direct_num_workers": args.workers})})
+    if args.beam_option:
+        beam_config = config.beam.model_copy(update={"options": tuple(config.beam.options) + tuple(args.beam_option)})
+        config = config.model_copy(update={"beam": beam_config})
+    logging.getLogger("uvd").info("build config:\n%s", config_summary(config))
+    result = run_build(config, overwrite=args.overwrite)
+    print(format_summary(result.summary))
+    print(f"summary: {result.summary_path}")
+    if args.report:
+        from uvd_pipeline.report import write_report
+
+        paths = write_report(config.output)
+        print(f"report: {paths['html']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from uvd_pipeline.report import write_report
+
+    paths = write_report(args.out, max_sentences_per_source=args.sentences)
+    print(f"report: {paths['html']}")
+    print(f"report data: {paths['json']}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from uvd_pipeline.config import config_summary, load_config
+
+    print(config_summary(load_config(args.config)))
+    print("config OK")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m uvd_pipeline", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sample", help="write the embedded sample corpus (once; reused afterwards)")
+    s.add_argument("out", nargs="?", default=DEFAULT_SAMPLE_DIR)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true", help="rewrite even if a complete corpus is there")
+    s.set_defaults(func=cmd_sample)
+
+    b = sub.add_parser("build", help="run the Beam build described by a config file")
+    b.add_argument("config")
+    b.add_argument("--output", help="override the config's output location")
+    b.add_argument("--workers", type=int, help="override beam.direct_num_workers")
+    b.add_argument("--overwrite", action="store_true", help="replace an output built with another config")
+    b.add_argument("--report", action="store_true", help="write the report when the build ends")
+    b.add_argument("--beam-option", action="append", default=[], metavar="--FLAG=VALUE",
+                   help="extra Beam pipeline flag (repeatable), e.g. --beam-option=--project=my-proj")
+    b.set_defaults(func=cmd_build)
+
+    r = sub.add_parser("report", help="write report.html and report.json for a build output")
+    r.add_argument("out")
+    r.add_argument("--sentences", type=int, default=4, help="sentences per source in the contact sheet")
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("check", help="validate a config file and print what it would build")
+    c.add_argument("config")
+    c.set_defaults(func=cmd_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,257 @@
+"""The build configuration: typed, validated YAML that fails before any work starts.
+
+Every error names the field path (``sources[2].strides[0]``) and what is allowed, and unknown
+fields are errors, not silently ignored typos. Relative paths are taken from the config file's
+folder, so a config works from whatever directory it is run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from transforms.resize import RESIZE_POLICIES
+
+FORMAT_VERSION = 1
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, already phrased for the person who wrote the config."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageConfig(Strict):
+    size: int = Field(256, ge=16, le=4096, description="side of the square images (LVM: 256)")
+    resize: Literal["squash", "center_crop", "pad"] = Field(
+        "center_crop", description="squash = the LVM scripts' plain resize; center_crop / pad keep aspect"
+    )
+    pad_value: int = Field(0, ge=0, le=255, description="grey level of the padding under `pad`")
+    max_pixels: int = Field(178_956_970, ge=1, description="decompression-bomb guard on header size")
+    png_compression: int = Field(1, ge=0, le=9, description="zlib level of the lossless rendered images")
+
+    @field_validator("size")
+    @classmethod
+    def _multiple_of_16(cls, value: int) -> int:
+        if value % 16:
+            raise ValueError(f"must be a multiple of 16 (the VQGAN downsamples by 16), got {value}")
+        return value
+
+
+class SplitConfig(Strict):
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="share of groups hashed into 'val'")
+
+
+class SourceBase(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="lower_snake_case, unique within the build")
+    path: str = Field(min_length=1, description="local path or fsspec URL")
+    num_shards: int = Field(4, ge=1, le=1_000_000, description="output shards of the train split")
+    num_val_shards: int = Field(1, ge=1, le=1_000_000, description="output shards of the val split")
+    enabled: bool = True
+
+
+class LaionSourceConfig(SourceBase):
+    type: Literal["laion"]
+    format: Literal["auto", "webdataset", "files", "folder"] = "auto"
+
+
+class ImageNetSourceConfig(SourceBase):
+    type: Literal["imagenet"]
+    splits: tuple[Literal["train", "val"], ...] = ("train", "val")
+    sentence_length: int = Field(16, ge=1, le=64)
+    remainder: Literal["drop", "wrap"] = Field(
+        "drop", description="drop: leftover images of a class are counted as rejects; "
+        "wrap: the last sentence is completed with the class's first images"
+    )
+
+
+class VideoSourceConfig(SourceBase):
+    type: Literal["video"]
+    strides: tuple[int, ...] = Field((10, 20, 30), min_length=1)
+    frames: int = Field(16, ge=2, le=64)
+    max_windows_per_stride: int | None = Field(None, ge=1)
+    decoder: Literal["auto", "decord", "pyav"] = "auto"
+
+    @field_validator("strides")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(s < 1 for s in value):
+            raise ValueError(f"every stride must be >= 1, got {list(value)}")
+        return value
+
+
+SourceConfig = Annotated[
+    Union[LaionSourceConfig, ImageNetSourceConfig, VideoSourceConfig], Field(discriminator="type")
+]
+SOURCE_TYPES = ("laion", "imagenet", "video")
+
+
+class BeamConfig(Strict):
+    runner: str = Field("DirectRunner", description="any Beam runner: DirectRunner, DataflowRunner, ...")
+    direct_num_workers: int = Field(2, ge=1, description="local worker processes (DirectRunner)")
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
+    options: tuple[str, ...] = Field((), description="pass-through Beam flags, e.g. --project=...")
+
+    @field_validator("options")
+    @classmethod
+    def _flags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for flag in value:
+            if not flag.startswith("--"):
+                raise ValueError(f"each option must be a --flag[=value], got {flag!r}")
+        return value
+
+
+class BuildConfig(Strict):
+    version: Literal[1] = 1
+    output: str = Field(min_length=1, description="local path or fsspec URL of the build")
+    seed: int = Field(0, ge=0)
+    image: ImageConfig = ImageConfig()
+    split: SplitConfig = SplitConfig()
+    sources: tuple[SourceConfig, ...] = Field(min_length=1)
+    beam: BeamConfig = BeamConfig()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "BuildConfig":
+        seen: set[str] = set()
+        for index, source in enumerate(self.sources):
+            if source.name in seen:
+                raise ValueError(f"sources[{index}].name: {source.name!r} is used twice; names must be unique")
+            seen.add(source.name)
+        return self
+
+    @property
+    def enabled_sources(self) -> tuple[Any, ...]:
+        return tuple(s for s in self.sources if s.enabled)
+
+    def content_hash(self) -> str:
+        """A digest of everything that shapes the output bytes (not how or where it runs)."""
+        content = self.model_dump(mode="json", exclude={"beam": True, "output": True})
+        content["format_version"] = FORMAT_VERSION
+        blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in SOURCE_TYPES + ("function-after[_positive(), tuple[int, ...]]",):
+            continue  # pydantic names the union branch; the user never wrote it
+        elif isinstance(part, str) and part.startswith(("function-", "tagged-union")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple[Any, ...], data: Any) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc`, to list its allowed fields."""
+    model: type[BaseModel] | None = BuildConfig
+    node = data
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, (list, tuple)) and part < len(node) else None
+            continue
+        if part in SOURCE_TYPES:
+            model = {"laion": LaionSourceConfig, "imagenet": ImageNetSourceConfig, "video": VideoSourceConfig}[part]
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        node = node.get(part) if isinstance(node, dict) else None
+        if part == "sources":
+            model = None
+            continue
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _describe(error: dict[str, Any], data: Any) -> str:
+    loc = tuple(error["loc"])
+    where = _location(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc, data)
+        allowed = ", ".join(model.model_fields) if model else "see configs/sample.yaml"
+        return f"{where}: unknown field; allowed fields here: {allowed}"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return f"{where}.type: must be one of {', '.join(SOURCE_TYPES)}"
+    if kind == "too_short":
+        return f"{where}: needs at least {error.get('ctx', {}).get('min_length', 1)} entry; got none"
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"{where}: got {error.get('input')!r}; allowed: {expected}"
+    if kind == "string_pattern_mismatch":
+        return f"{where}: got {error.get('input')!r}; use lower_snake_case (a-z, 0-9, _) starting with a letter"
+    message = error["msg"].removeprefix("Value error, ")
+    if where == "(top level)" and message.startswith("sources["):
+        return message
+    shown = repr(error.get("input"))
+    return f"{where}: {message}" + (f" (got {shown})" if len(shown) <= 60 and shown not in message else "")
+
+
+def _relevant(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop a list's length complaint when its items already failed (pydantic reports both)."""
+    item_error_parents = {tuple(e["loc"][:1]) for e in errors if len(e["loc"]) > 1}
+    return [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in item_error_parents)]
+
+
+def parse_config(data: Any, base_dir: str = ".", origin: str = "config") -> BuildConfig:
+    """Validate a config mapping; relative paths are resolved against `base_dir`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        config = BuildConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = _relevant(exc.errors())
+        problems = "\n  ".join(_describe(e, data) for e in errors)
+        raise ConfigError(f"{origin}: {len(errors)} problem(s):\n  {problems}") from None
+    return _resolve_paths(config, base_dir)
+
+
+def _resolve(path: str, base_dir: str) -> str:
+    if "://" in path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+
+def _resolve_paths(config: BuildConfig, base_dir: str) -> BuildConfig:
+    sources = tuple(s.model_copy(update={"path": _resolve(s.path, base_dir)}) for s in config.sources)
+    return config.model_copy(update={"output": _resolve(config.output, base_dir), "sources": sources})
+
+
+def load_config(path: str, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Read and validate a YAML config file. `overrides` replace top-level keys (e.g. output)."""
+    if not os.path.exists(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as handle:
+        try:
+            data = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if isinstance(data, dict) and overrides:
+        data = {**data, **overrides}
+    return parse_config(data, os.path.dirname(os.path.abspath(path)), origin=path)
+
+
+def config_summary(config: BuildConfig) -> str:
+    lines = [f"output: {config.output}", f"image: {config.image.size}px {config.image.resize}"]
+    for s in config.enabled_sources:
+        lines.append(f"source {s.name} ({s.type}) <- {s.path} [{s.num_shards} shards/split]")
+    return "\n".join(lines)
+
+
+def valid_name(name: str) -> bool:
+    return re.match(NAME_PATTERN, name) is not None

@@ -1,0 +1,251 @@
+"""Rendered-sentence shards: webdataset tars of lossless images, a rejects file and a stats file.
+
+One shard per (source, split, index). A shard is committed in three steps: the tar and the
+rejects file are written under temporary names and renamed, and only then is the stats JSON
+written. A shard without its stats file does not exist: a rerun rewrites it (with the same
+bytes, since members are sorted by key and tar headers carry no times or owners).
+
+In a tar, a sentence is `{sentence_id}.json` (its header) then `{sentence_id}.NN.png` for each
+image: webdataset cuts keys at the first dot, so the images share the sentence's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import posixpath
+import tarfile
+import tempfile
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, NamedTuple
+
+from sources import fsio
+from sources.records import Reject
+from uvd_pipeline.sentences import Sentence
+from uvd_pipeline.tarfiles import add_member, open_writer
+
+RENDERED_DIR = "rendered"
+STATS_SUFFIX = ".stats.json"
+REJECTS_SUFFIX = ".rejects.jsonl"
+TAR_SUFFIX = ".tar"
+TMP_MARK = ".tmp-"
+
+
+class ShardAddress(NamedTuple):
+    source: str
+    split: str
+    index: int
+
+    @property
+    def stem(self) -> str:
+        return f"{self.source}-{self.split}-{self.index:05d}"
+
+    def folder(self, output: str) -> str:
+        return fsio.join(output, RENDERED_DIR, self.source, self.split)
+
+    def path(self, output: str, suffix: str) -> str:
+        return fsio.join(self.folder(output), self.stem + suffix)
+
+
+def stats_files(output: str) -> list[str]:
+    """Every committed shard's stats file under a build output (any source, any split)."""
+    root = fsio.join(output, RENDERED_DIR)
+    if not fsio.exists(root):
+        return []
+    return [f for f in fsio.list_files(root, (STATS_SUFFIX,), recursive=True) if TMP_MARK not in f]
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(fsio.read_bytes(uri))
+
+
+def committed_shards(output: str, config_hash: str) -> set[ShardAddress]:
+    """Shards already finished by an earlier run of the same config (skipped on resume)."""
+    done = set()
+    for uri in stats_files(output):
+        stats = read_json(uri)
+        if stats.get("config_hash") == config_hash:
+            done.add(ShardAddress(stats["source"], stats["split"], int(stats["shard"])))
+    return done
+
+
+def remove_temporaries(output: str) -> int:
+    """Delete leftovers of an interrupted run (files with the temporary mark)."""
+    root = fsio.join(output, RENDERED_DIR)
+    if not fsio.exists(root):
+        return 0
+    fs, _ = fsio.filesystem(root)
+    leftovers = [f for f in fsio.list_files(root, recursive=True) if TMP_MARK in fsio.basename(f)]
+    for uri in leftovers:
+        fs.rm(fsio.filesystem(uri)[1])
+    return len(leftovers)
+
+
+class _SpillSorter:
+    """Keeps a shard's sentences on local disk and yields them sorted by id.
+
+    A shard may hold more sentences than fit in memory; only (id, offset, length) stays in RAM.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._index: list[tuple[str, int, int]] = []
+
+    def add(self, sentence: Sentence) -> None:
+        blob = pickle.dumps(sentence, protocol=pickle.HIGHEST_PROTOCOL)
+        offset = self._file.seek(0, os.SEEK_END)
+        self._file.write(blob)
+        self._index.append((sentence.sentence_id, offset, len(blob)))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def sorted(self) -> Iterator[Sentence]:
+        for _, offset, length in sorted(self._index):
+            self._file.seek(offset)
+            yield pickle.loads(self._file.read(length))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _commit(local_path: str, uri: str) -> None:
+    """Upload under a temporary name and rename into place: a reader never sees half a file."""
+    fs, target = fsio.filesystem(uri)
+    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    fs.makedirs(posixpath.dirname(target), exist_ok=True)
+    fs.put_file(local_path, temporary)
+    fs.mv(temporary, target)
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(delete=False) as handle:
+        handle.write(data)
+    try:
+        _commit(handle.name, uri)
+    finally:
+        os.unlink(handle.name)
+
+
+@dataclass
+class ShardWriteResult:
+    address: ShardAddress
+    stats: dict[str, Any]
+    skipped: bool
+
+
+def write_shard(
+    output: str,
+    address: ShardAddress,
+    items: Iterable[Sentence | Reject],
+    *,
+    config_hash: str,
+    num_shards: int,
+    image_size: int,
+    format_version: int,
+) -> ShardWriteResult:
+    """Write one shard (tar, rejects, then stats) unless an earlier run already committed it."""
+    stats_uri = address.path(output, STATS_SUFFIX)
+    if fsio.exists(stats_uri):
+        existing = read_json(stats_uri)
+        if existing.get("config_hash") == config_hash:
+            return ShardWriteResult(address, existing, skipped=True)
+    spill = _SpillSorter()
+    rejects: list[dict[str, str]] = []
+    try:
+        for item in items:
+            if isinstance(item, Sentence):
+                spill.add(item)
+            else:
+                rejects.append(item.as_row())
+        kinds: Counter[str] = Counter()
+        tasks: Counter[str] = Counter()
+        n_images = 0
+        first = last = None
+        with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False) as local:
+            local_tar = local.name
+            with open_writer(local) as tar:
+                for sentence in spill.sorted():
+                    add_member(tar, f"{sentence.sentence_id}.json", sentence.header_json())
+                    for position, png in enumerate(sentence.images):
+                        add_member(tar, f"{sentence.sentence_id}.{position:02d}.png", png)
+                    kinds[sentence.kind] += 1
+                    tasks[sentence.task] += 1
+                    n_images += sentence.n_images
+                    first = first or sentence.sentence_id
+                    last = sentence.sentence_id
+        try:
+            size = os.path.getsize(local_tar)
+            digest = _file_sha256(local_tar)
+            _commit(local_tar, address.path(output, TAR_SUFFIX))
+        finally:
+            os.unlink(local_tar)
+        rejects.sort(key=lambda r: (r["key"], r["stage"], r["reason"], r["detail"]))
+        lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects)
+        write_bytes_atomic(address.path(output, REJECTS_SUFFIX), lines.encode())
+        stats = {
+            "format_version": format_version,
+            "config_hash": config_hash,
+            "source": address.source,
+            "split": address.split,
+            "shard": address.index,
+            "num_shards": num_shards,
+            "tar": address.stem + TAR_SUFFIX,
+            "tar_bytes": size,
+            "tar_sha256": digest,
+            "image_size": image_size,
+            "sentences": len(spill),
+            "images": n_images,
+            "by_kind": dict(sorted(kinds.items())),
+            "by_task": dict(sorted(tasks.items())),
+            "rejects": len(rejects),
+            "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+            "first_sentence": first,
+            "last_sentence": last,
+        }
+        write_bytes_atomic(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode())
+        return ShardWriteResult(address, stats, skipped=False)
+    finally:
+        spill.close()
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- reading back ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoredSentence:
+    header: dict[str, Any]
+    images: tuple[bytes, ...]
+
+    @property
+    def sentence_id(self) -> str:
+        return self.header["sentence_id"]
+
+
+def iter_shard(uri: str) -> Iterator[StoredSentence]:
+    """Stream the sentences of a rendered tar in order (never the whole tar in memory)."""
+    header: dict[str, Any] | None = None
+    images: list[bytes] = []
+    with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+        for info in tar:
+            extracted = tar.extractfile(info)
+            data = extracted.read() if extracted is not None else b""
+            key, _, ext = info.name.partition(".")
+            if ext == "json":
+                if header is not None:
+                    yield StoredSentence(header, tuple(images))
+                header, images = json.loads(data), []
+            else:
+                images.append(data)
+    if header is not None:
+        yield StoredSentence(header, tuple(images))

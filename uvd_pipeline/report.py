@@ -1,0 +1,166 @@
+"""Report v0: what a build holds and what it rejected, as `report.html` plus `report.json`.
+
+It reads only what the build committed (summary, stats, rejects, rendered tars), so it can be
+run on any finished output, local or remote. Contact sheets show whole sentences, one per row,
+so a person sees at a glance whether frames are in order and classes are coherent.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from sources import fsio
+from uvd_pipeline.build import REJECTS_FILE, SUMMARY_FILE
+from uvd_pipeline.render import decode_png
+from uvd_pipeline.rendered_shards import iter_shard, read_json, write_bytes_atomic
+
+REPORT_DIR = "report"
+THUMB = 64
+LABEL_WIDTH = 260
+EXAMPLES_PER_REASON = 3
+
+
+def pick_sentences(output: str, summary: dict[str, Any], per_source: int) -> dict[str, list]:
+    """The first sentences (in shard order) of each source, preferring the train split."""
+    picked: dict[str, list] = defaultdict(list)
+    shards = sorted(summary["shards"], key=lambda s: (s["source"], s["split"] != "train", s["split"], s["shard"]))
+    for shard in shards:
+        source = shard["source"]
+        if len(picked[source]) >= per_source or not shard["sentences"]:
+            continue
+        uri = fsio.join(output, "rendered", source, shard["split"], shard["tar"])
+        for sentence in iter_shard(uri):
+            picked[source].append(sentence)
+            if len(picked[source]) >= per_source:
+                break
+    return dict(picked)
+
+
+def contact_sheet(sentences: list, thumb: int = THUMB) -> Image.Image:
+    """One row per sentence: its id on the left, then every image in sentence order."""
+    columns = max(len(s.images) for s in sentences)
+    sheet = Image.new("RGB", (LABEL_WIDTH + columns * (thumb + 2), len(sentences) * (thumb + 4)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, sentence in enumerate(sentences):
+        y = row * (thumb + 4) + 2
+        header = sentence.header
+        draw.text((4, y + 2), header["sentence_id"][:40], fill="black")
+        draw.text((4, y + 16), f"{header['kind']} / {header['split']} / {header['n_images']} images", fill="gray")
+        for column, png in enumerate(sentence.images):
+            small = Image.fromarray(np.ascontiguousarray(decode_png(png))).resize((thumb, thumb), Image.BILINEAR)
+            sheet.paste(small, (LABEL_WIDTH + column * (thumb + 2), y))
+    return sheet
+
+
+def _reject_examples(output: str) -> dict[str, list[dict[str, str]]]:
+    examples: dict[str, list[dict[str, str]]] = defaultdict(list)
+    uri = fsio.join(output, REJECTS_FILE)
+    if not fsio.exists(uri):
+        return {}
+    for line in fsio.iter_lines(uri):
+        if not line:
+            continue
+        row = json.loads(line)
+        if len(examples[row["reason"]]) < EXAMPLES_PER_REASON:
+            examples[row["reason"]].append(row)
+    return dict(sorted(examples.items()))
+
+
+def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
+    by_kind: dict[str, int] = defaultdict(int)
+    by_split: dict[str, int] = defaultdict(int)
+    by_reason: dict[str, int] = defaultdict(int)
+    for source in summary["sources"].values():
+        for kind, n in source["by_kind"].items():
+            by_kind[kind] += n
+        for split, counts in source["by_split"].items():
+            by_split[split] += counts["sentences"]
+        for reason, n in source["rejects_by_reason"].items():
+            by_reason[reason] += n
+    return {
+        "output": output,
+        "config_hash": summary["config_hash"],
+        "image_size": summary["image_size"],
+        "totals": summary["totals"],
+        "sources": summary["sources"],
+        "sentences_by_kind": dict(sorted(by_kind.items())),
+        "sentences_by_split": dict(sorted(by_split.items())),
+        "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "reject_examples": _reject_examples(output),
+    }
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
+    source_rows = []
+    for name, s in data["sources"].items():
+        split = s["by_split"]
+        source_rows.append([name, s["type"], ", ".join(s["by_kind"]), s["sentences"], s["images"],
+                            split.get("train", {}).get("sentences", 0), split.get("val", {}).get("sentences", 0),
+                            s["rejects"]])
+    reject_rows = [[reason, n, "; ".join(f"{e['key']} ({e['detail'][:60]})" for e in
+                                         data["reject_examples"].get(reason, []))]
+                   for reason, n in data["rejects_by_reason"].items()]
+    sections = "".join(
+        f"<h3>{html.escape(name)}</h3><img src=\"{html.escape(path)}\" alt=\"contact sheet of {html.escape(name)}\">"
+        for name, path in sheets.items()
+    )
+    t = data["totals"]
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>UVD build report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%;border:1px solid #ddd}}</style>
+</head><body>
+<h1>UVD build report</h1>
+<p>Output <code>{html.escape(data['output'])}</code>, config {data['config_hash']}, images {data['image_size']}px.
+{t['sentences']} sentences, {t['images']} images, {t['rejects']} rejects in {t['shards']} shards.</p>
+<h2>Sentences by source</h2>
+{_table(['source', 'type', 'kinds', 'sentences', 'images', 'train', 'val', 'rejects'], source_rows)}
+<h2>Sentences by kind</h2>
+{_table(['kind', 'sentences'], [[k, n] for k, n in data['sentences_by_kind'].items()])}
+<h2>Sentences by split</h2>
+{_table(['split', 'sentences'], [[k, n] for k, n in data['sentences_by_split'].items()])}
+<h2>Rejects by reason</h2>
+{_table(['reason', 'count', 'examples'], reject_rows)}
+<h2>Contact sheets (one row per sentence)</h2>
+{sections}
+</body></html>
+"""
+
+
+def write_report(output: str, max_sentences_per_source: int = 4) -> dict[str, str]:
+    summary_uri = fsio.join(output, SUMMARY_FILE)
+    if not fsio.exists(summary_uri):
+        raise FileNotFoundError(f"{output} has no {SUMMARY_FILE}: run the build (to completion) first")
+    summary = read_json(summary_uri)
+    data = report_data(output, summary)
+    report_dir = fsio.join(output, REPORT_DIR)
+    sheets: dict[str, str] = {}
+    picked = {k: v for k, v in pick_sentences(output, summary, max_sentences_per_source).items() if v}
+    groups = {"all sources": [s for sentences in picked.values() for s in sentences], **picked}
+    for title, sentences in groups.items():
+        if not sentences:
+            continue
+        buf = io.BytesIO()
+        contact_sheet(sentences).save(buf, "PNG")
+        name = "contact_sheet.png" if title == "all sources" else f"contact_{title}.png"
+        write_bytes_atomic(fsio.join(report_dir, name), buf.getvalue())
+        sheets[title] = name
+    data["contact_sheets"] = sheets
+    json_uri = fsio.join(report_dir, "report.json")
+    html_uri = fsio.join(report_dir, "report.html")
+    write_bytes_atomic(json_uri, json.dumps(data, indent=1, sort_keys=True).encode())
+    write_bytes_atomic(html_uri, render_html(data, sheets).encode())
+    return {"html": html_uri, "json": json_uri}

