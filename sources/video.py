@@ -301,8 +301,10 @@ class VideoSource:
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
 
     def units(self) -> list[str]:
+        if not fsio.exists(self.path):
+            raise FileNotFoundError(f"{self.path} does not exist")
         if not fsio.isdir(self.path):
-            return [self.path] if fsio.exists(self.path) else []
+            return [self.path]
         files = fsio.list_files(self.path, self.extensions, recursive=True)
         if not files:
             raise FileNotFoundError(f"{self.name}: no videos ({', '.join(self.extensions)}) under {self.path}")

@@ -193,3 +193,44 @@ def test_cli_end_to_end_with_report(mini_corpus, tmp_path):
     missing = _cli("report", str(tmp_path / "nothing"))
     log, _ = missing.communicate(timeout=120)
     assert missing.returncode == 2 and "run the build" in log
+
+
+def test_any_fsspec_url_in_and_out(mini_corpus, mini_build, tmp_path):
+    """Sources and output on a non-local fsspec filesystem give the same shards as local disk."""
+    import fsspec
+    import yaml
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    config, summary = mini_build
+    memory = fsspec.filesystem("memory")
+    root = f"/uvd-test-{tmp_path.name}"
+    for path in mini_corpus.rglob("*"):
+        if path.is_file():
+            memory.pipe(f"{root}/in/{path.relative_to(mini_corpus)}", path.read_bytes())
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "unused")
+    data = yaml.safe_load(path.read_text())
+    data["output"] = f"memory://{root}/out"
+    for source in data["sources"]:
+        source["path"] = source["path"].replace(str(mini_corpus), f"memory://{root}/in")
+    path.write_text(yaml.safe_dump(data))
+    remote = run_build(load_config(str(path))).summary
+    digests = {s["tar"]: s["tar_sha256"] for s in remote["shards"]}
+    assert digests == {s["tar"]: s["tar_sha256"] for s in summary["shards"]}
+    assert memory.exists(f"{root}/out/summary.json") and memory.exists(f"{root}/out/rejects.jsonl")
+    memory.rm(root, recursive=True)
+
+
+def test_wrong_source_path_fails_before_writing(tmp_path, mini_corpus):
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import ConfigError, load_config
+
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out")
+    config = load_config(str(path))
+    broken = config.model_copy(update={"sources": (
+        config.sources[0], config.sources[1],
+        config.sources[2].model_copy(update={"path": str(tmp_path / "no-such-folder")}))})
+    with pytest.raises(ConfigError, match=r"sources\[2\]\.path \(clips\): .*does not exist"):
+        run_build(broken)
+    assert not (tmp_path / "out").exists()

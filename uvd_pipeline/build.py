@@ -129,9 +129,10 @@ class BuildResult:
 def run_build(config: BuildConfig, overwrite: bool = False) -> BuildResult:
     import apache_beam as beam
 
-    from uvd_pipeline.graph import build_graph
+    from uvd_pipeline.graph import build_graph, list_units
 
     started = time.perf_counter()
+    units = list_units(config)
     prepare_output(config, overwrite)
     removed = remove_temporaries(config.output)
     if removed:
@@ -141,7 +142,7 @@ def run_build(config: BuildConfig, overwrite: bool = False) -> BuildResult:
         log.info("resuming: %d shards already committed are kept", len(done))
     options = pipeline_options(config)
     pipeline = beam.Pipeline(runner=make_runner(config, options), options=options)
-    build_graph(pipeline, config, done)
+    build_graph(pipeline, config, done, units)
     with _ShardProgress(config.output):
         result = pipeline.run()
         result.wait_until_finish()

@@ -24,10 +24,10 @@ from apache_beam.pvalue import TaggedOutput
 
 from sources.imagenet import ImageNetSource
 from sources.laion import LaionSource
-from sources.records import ImageRecord, Reject, VideoClipRecord
+from sources.records import ImageRecord, Reject, VideoClipRecord, safe_key
 from sources.video import VideoSource
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
-from uvd_pipeline.keys import shard_of
+from uvd_pipeline.keys import shard_of, stable_hash
 from uvd_pipeline.render import RenderSettings, render_clip, render_image
 from uvd_pipeline.rendered_shards import ShardAddress, write_shard
 from uvd_pipeline.sentences import (
@@ -113,10 +113,11 @@ class ReadUnit(beam.DoFn):
                     _count(name, "records")
                     yield item
         except Exception as exc:  # a broken unit must not stop the build
-            label = str(getattr(unit, "uris", unit))[:120]
+            label = str(getattr(unit, "uris", unit))
+            key = safe_key(name, "unit", f"{stable_hash(label):016x}")
             _count(name, "rejects.unit_failed")
-            yield TaggedOutput(REJECTS, Reject(f"{name}-unit", name, label, "read", "unit_failed",
-                                               f"{label}: {type(exc).__name__}: {exc}"[:300]))
+            yield TaggedOutput(REJECTS, Reject(key, name, key, "read", "unit_failed",
+                                               f"{label[:120]}: {type(exc).__name__}: {exc}"[:300]))
 
 
 class Render(beam.DoFn):
@@ -232,8 +233,29 @@ class WriteShard(beam.DoFn):
 KIND_OF = {"laion": "image", "imagenet": "category", "video": "video"}
 
 
-def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAddress]):
+def list_units(config: BuildConfig) -> dict[str, list]:
+    """Every source's work units, listed before anything is written: a wrong path fails here,
+    naming the config field."""
+    from uvd_pipeline.config import ConfigError
+
+    units = {}
+    for index, source_config in enumerate(config.sources):
+        if not source_config.enabled:
+            continue
+        try:
+            units[source_config.name] = make_source(source_config).units()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ConfigError(f"sources[{index}].path ({source_config.name}): {exc}") from None
+        if not units[source_config.name]:
+            raise ConfigError(f"sources[{index}].path ({source_config.name}): nothing to read at "
+                              f"{source_config.path}")
+    return units
+
+
+def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAddress],
+                units: dict[str, list] | None = None):
     """Add the whole build to `pipeline`; returns the PCollection of per-shard stats."""
+    units_by_source = units if units is not None else list_units(config)
     router = ShardRouter(config)
     settings = router.settings
     done_keys = frozenset(tuple(a) for a in done)
@@ -243,11 +265,11 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
         name = source_config.name
         kind = KIND_OF[source_config.type]
         source = make_source(source_config)
-        units = source.units()
-        log.info("%s: %d work units", name, len(units))
+        source_units = units_by_source[name]
+        log.info("%s: %d work units", name, len(source_units))
         read = (
             pipeline
-            | f"{name}/Units" >> beam.Create(units, reshuffle=False)
+            | f"{name}/Units" >> beam.Create(source_units, reshuffle=False)
             | f"{name}/Spread" >> beam.Reshuffle()
             | f"{name}/Read" >> beam.ParDo(ReadUnit(source, router, done_keys, kind == "image"))
             .with_outputs(REJECTS, main="records")

@@ -30,7 +30,6 @@ def encode(path: str, frames: Sequence[np.ndarray], codec: str, rate: int = 25, 
         h, w = frames[0].shape[:2]
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.thread_type = "NONE"
-        stream.codec_context.flags |= 0  # keep defaults; bitexact is set through options below
         for arr in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
             for packet in stream.encode(frame):
