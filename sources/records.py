@@ -30,6 +30,12 @@ def safe_key(*parts: str) -> str:
     return cleaned
 
 
+def stable_hash(*parts: object) -> int:
+    """A 64-bit hash of `parts` that is the same on every machine, process and Python version."""
+    text = "\x1f".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One image to decode. Exactly one of `data` (bytes in hand) or `uri` (fsspec URL) is set."""
@@ -69,6 +75,66 @@ class VideoClipRecord:
 
 
 @dataclass(frozen=True)
+class PairRecord:
+    """One (image, annotation) pair of one task, before rendering.
+
+    `annotation` holds plain values and URIs (boxes, polygons, keypoints, the URI of a depth or
+    label map...); `render_pair` in the pipeline turns it into the target image. The group is
+    the image, not the pair, so one image's pairs of every task share a split.
+    """
+
+    key: str
+    source: str
+    group: str
+    task: str
+    image_uri: str | None = None
+    image_data: bytes | None = None
+    annotation: dict[str, Any] = field(default_factory=dict)
+    split_hint: str | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TupleRecord:
+    """One image and its dense annotations of several tasks, matched by file stem."""
+
+    key: str
+    source: str
+    group: str
+    uris: tuple[tuple[str, str], ...]  # (task, uri), the image first
+    formats: tuple[tuple[str, str], ...] = ()  # (task, map format) where the task needs one
+    split_hint: str | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MultiViewRecord:
+    """One object's views, already ordered by azimuth: a whole multi-view sentence."""
+
+    key: str  # the sentence id
+    source: str
+    group: str  # the object or sequence: all its views share a split
+    view_uris: tuple[str, ...]
+    azimuths_deg: tuple[float, ...]
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnnotatedClipRecord:
+    """Frames of one video with a per-frame annotation, laid out as one sentence."""
+
+    key: str  # the sentence id: video + stride + start
+    source: str
+    group: str  # the video
+    frame_uris: tuple[str, ...]
+    annotation: dict[str, Any]  # {"kind": "mask", "uris": [...]} or {"kind": "pose", "skeleton", "points"}
+    layout: str  # interleaved | separated
+    stride: int = 1
+    start: int = 0
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Reject:
     """An input that did not become (part of) a sentence, and why. Never dropped silently."""
 
@@ -103,4 +169,5 @@ def clean_detail(text: str) -> str:
     return text
 
 
-SourceItem = Union[ImageRecord, VideoClipRecord, Reject]
+SourceItem = Union[ImageRecord, VideoClipRecord, PairRecord, TupleRecord, MultiViewRecord,
+                   AnnotatedClipRecord, Reject]

@@ -36,7 +36,7 @@ def test_mini_build_counts_and_reject_reasons(mini_build):
         for reason, n in s["rejects_by_reason"].items():
             reasons[reason] += n
     assert dict(reasons) == {"truncated": 2, "corrupt_header": 1, "failed_to_download": 2,
-                             "class_remainder": 10, "too_few_frames": 1, "unreadable": 1}
+                             "remainder_dropped": 10, "too_few_frames": 1, "unreadable": 1}
     rejects = [json.loads(line) for line in (Path(config.output) / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == summary["totals"]["rejects"] == 17
     assert all(set(r) == {"key", "source", "stage", "reason", "detail"} for r in rejects)

@@ -20,7 +20,7 @@ def test_report_counts_and_sheets(mini_build):
     data = json.loads(Path(paths["json"]).read_text())
     assert data["totals"] == summary["totals"]
     assert data["sentences_by_kind"] == {"category": 6, "image": 70, "video": 3}
-    assert data["rejects_by_reason"]["class_remainder"] == 10
+    assert data["rejects_by_reason"]["remainder_dropped"] == 10
     assert data["reject_examples"]["too_few_frames"][0]["key"].startswith("clips-short_10f")
     page = Path(paths["html"]).read_text()
     images = re.findall(r'<img src="([^"]+)"', page)

@@ -6,12 +6,12 @@ from collections import Counter
 
 from sources.records import Reject, safe_key
 from uvd_pipeline.keys import shard_of, split_of, stable_hash
-from uvd_pipeline.sentences import RenderedImage, Slot, category_sentence, plan_class_sentences
+from uvd_pipeline.sentences import RenderedUnit, assemble, plan_group_sentences
 
 
 def _plan(n: int, remainder: str, length: int = 16):
     keys = [f"k{i:03d}" for i in range(n)]
-    return list(plan_class_sentences("inet", "n01", "train", keys, length, remainder, seed=0))
+    return list(plan_group_sentences("inet", "n01", "train", keys, length, remainder, seed=0))
 
 
 def test_class_sentences_drop_remainder():
@@ -19,7 +19,7 @@ def test_class_sentences_drop_remainder():
     slots = [o for o in out if not isinstance(o, Reject)]
     rejects = [o for o in out if isinstance(o, Reject)]
     assert len(slots) == 32 and len(rejects) == 5
-    assert {r.reason for r in rejects} == {"class_remainder"}
+    assert {r.reason for r in rejects} == {"remainder_dropped"}
     per_sentence = Counter(slot.sentence_id for _, slot in slots)
     assert per_sentence == {"inet-train-n01-0000": 16, "inet-train-n01-0001": 16}
     used = {key for key, _ in slots} | {r.key for r in rejects}
@@ -33,21 +33,41 @@ def test_class_sentences_wrap_and_too_small():
     last = sorted((s.position, k) for k, s in slots if s.sentence_id.endswith("0002"))
     assert [p for p, _ in last] == list(range(16))
     small = _plan(9, "wrap")
-    assert len(small) == 9 and all(isinstance(o, Reject) and o.reason == "class_too_small" for o in small)
+    assert len(small) == 9 and all(isinstance(o, Reject) and o.reason == "group_too_small" for o in small)
 
 
 def test_class_order_is_seeded_and_stable():
     assert _plan(40, "drop") == _plan(40, "drop")
-    other_seed = list(plan_class_sentences("inet", "n01", "train", [f"k{i:03d}" for i in range(40)], 16, "drop", 1))
+    other_seed = list(plan_group_sentences("inet", "n01", "train", [f"k{i:03d}" for i in range(40)], 16, "drop", 1))
     assert other_seed != _plan(40, "drop")
 
 
-def test_category_sentence_detects_gaps():
-    image = RenderedImage("k", "inet", "train", "k", b"png", {"key": "k", "class_name": "x"}, "n01")
-    ok = category_sentence("s", "inet", "train", "n01", [(1, image), (0, image)])
-    assert not isinstance(ok, Reject) and ok.n_images == 2 and ok.kind == "category"
-    gap = category_sentence("s", "inet", "train", "n01", [(0, image), (2, image)])
+def test_assembly_orders_units_and_detects_gaps():
+    a = RenderedUnit("a", "inet", "train", "a", (b"A",), ({"key": "a", "class_name": "x"},), "n01")
+    b = RenderedUnit("b", "inet", "train", "b", (b"B",), ({"key": "b", "class_name": "x"},), "n01")
+    ok = assemble("category", "s", "n01", 0, [(1, b), (0, a)])
+    assert not isinstance(ok, Reject) and ok.images == (b"A", b"B") and ok.kind == "category"
+    gap = assemble("category", "s", "n01", 0, [(0, a), (2, b)])
     assert isinstance(gap, Reject) and gap.reason == "incomplete_sentence"
+
+
+def test_pairs_and_multitask_layouts():
+    pairs = [RenderedUnit(f"p{i}", "coco", "train", f"g{i}", (f"in{i}".encode(), f"tg{i}".encode()),
+                          ({"role": "input"}, {"role": "target"}), "pose", "pairs") for i in range(3)]
+    sentence = assemble("pairs", "s", "pose", 0, list(enumerate(pairs)))
+    assert sentence.images == (b"in0", b"tg0", b"in1", b"tg1", b"in2", b"tg2") and sentence.task == "pose"
+    names = ("image", "normals", "edges", "depth", "segmentation")
+    tuples = [RenderedUnit(f"t{i}", "tk", "train", f"t{i}", tuple(f"{n}{i}".encode() for n in names),
+                           tuple({"task": n} for n in names), "multitask", "multitask") for i in range(3)]
+    orders = set()
+    for sid in ("s0", "s1", "s2", "s3", "s4", "s5"):
+        s = assemble("multitask", sid, "multitask", 0, list(enumerate(tuples)))
+        order = s.meta["task_order"]
+        assert order[0] == "image" and sorted(order) == sorted(names) and len(s.images) == 15
+        # every tuple of the sentence uses the same order
+        assert [m["task"] for m in s.members] == order * 3
+        orders.add(tuple(order))
+    assert len(orders) > 1  # shuffled per sentence
 
 
 def test_split_by_group_hash_and_hint():

@@ -47,6 +47,7 @@ class DecodedImage:
     height: int
     format: str
     reduced_decode: int  # 1, 2, 4 or 8: the JPEG DCT scale used (1 = full decode)
+    plan: ResizePlan  # the geometry from the original (oriented) image to the canvas
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -166,4 +167,4 @@ def load_image(
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     pixels = plan.apply_image(to_rgb_array(image), pad_value=pad_value)
-    return DecodedImage(pixels, width, height, fmt, reduced)
+    return DecodedImage(pixels, width, height, fmt, reduced, plan)

@@ -89,10 +89,105 @@ class VideoSourceConfig(SourceBase):
         return value
 
 
+class GroupedOptions(Strict):
+    """Options of sources whose units (pairs, tuples) are grouped into sentences."""
+
+    remainder: Literal["drop", "wrap"] = Field(
+        "drop", description="drop: leftover units are counted as rejects; wrap: the last sentence is "
+        "completed with the group's first units"
+    )
+
+
+class PairSource(GroupedOptions):
+    pairs_per_sentence: int = Field(8, ge=1, le=32, description="LVM: 8 (image, target) pairs = 16 images")
+
+
+class LabelerSpec(Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Literal["canny", "sgbm", "mmpose"]
+
+
+class ObjaverseSourceConfig(SourceBase):
+    type: Literal["objaverse"]
+    views: int = Field(24, ge=2, le=64, description="views per sentence, ordered by azimuth")
+
+
+class Co3dSourceConfig(SourceBase):
+    type: Literal["co3d"]
+    views: int = Field(24, ge=2, le=64)
+    categories: tuple[str, ...] = ()
+    pair_tasks: tuple[Literal["depth", "segmentation"], ...] = Field(
+        (), description="also emit (frame, depth) and (frame, mask) pairs"
+    )
+    pairs_per_sentence: int = Field(8, ge=1, le=32)
+    remainder: Literal["drop", "wrap"] = "drop"
+
+
+class CocoSourceConfig(SourceBase, PairSource):
+    type: Literal["coco"]
+    split: str = Field("val2017", min_length=1, description="names the files: instances_<split>.json, images")
+    annotation_files: tuple[str, ...] = Field((), description="default: annotations/{instances,person_keypoints}_<split>.json")
+    images_dir: str | None = Field(None, description="default: images/<split> or <split>")
+    tasks: tuple[Literal["detection", "segmentation", "pose"], ...] = ("detection", "segmentation", "pose")
+
+
+class MpiiSourceConfig(SourceBase, PairSource):
+    type: Literal["mpii"]
+    annotation_file: str = "annotations/mpii_train.json"
+    images_dir: str = "images"
+
+
+class SegmentationSourceConfig(SourceBase, PairSource):
+    type: Literal["segmentation"]
+    layout: Literal["ade20k", "cityscapes"] = "ade20k"
+
+
+class StereoSourceConfig(SourceBase, PairSource):
+    type: Literal["stereo"]
+    tasks: tuple[Literal["stereo", "depth"], ...] = ("stereo", "depth")
+    disparity_folder: str = "disp_noc_0"
+    labeler: LabelerSpec | None = Field(None, description="depth targets for pairs without disparity, e.g. {name: sgbm}")
+
+
+class MultiTaskSourceConfig(SourceBase, GroupedOptions):
+    type: Literal["multitask"]
+    tuples_per_sentence: int = Field(3, ge=1, le=12, description="LVM: 3 tuples of 5 = 15 images")
+
+
+class AnnotatedVideoSourceConfig(SourceBase):
+    type: Literal["annotated_video"]
+    layout: Literal["vipseg", "jhmdb"]
+    sentence_layout: Literal["interleaved", "separated"] = "interleaved"
+    frames: int = Field(8, ge=1, le=32, description="frames per sentence (each with its annotation)")
+    stride: int = Field(1, ge=1)
+
+
+class SyntheticSourceConfig(SourceBase, PairSource):
+    type: Literal["synthetic"]
+    format: Literal["auto", "webdataset", "files", "folder"] = "auto"
+    tasks: tuple[Literal["colorization", "inpainting", "denoising", "low_light", "deraining", "style"], ...] = (
+        "colorization", "inpainting", "denoising", "low_light", "deraining", "style")
+    tasks_per_image: int = Field(1, ge=1, le=6)
+
+
+class PseudoLabeledSourceConfig(SourceBase, PairSource):
+    type: Literal["pseudo_labeled"]
+    format: Literal["auto", "webdataset", "files", "folder"] = "auto"
+    task: Literal["edges", "pose", "depth"]
+    labeler: LabelerSpec
+
+
+SOURCE_MODELS = {
+    "laion": LaionSourceConfig, "imagenet": ImageNetSourceConfig, "video": VideoSourceConfig,
+    "objaverse": ObjaverseSourceConfig, "co3d": Co3dSourceConfig, "coco": CocoSourceConfig,
+    "mpii": MpiiSourceConfig, "segmentation": SegmentationSourceConfig, "stereo": StereoSourceConfig,
+    "multitask": MultiTaskSourceConfig, "annotated_video": AnnotatedVideoSourceConfig,
+    "synthetic": SyntheticSourceConfig, "pseudo_labeled": PseudoLabeledSourceConfig,
+}
+SOURCE_TYPES = tuple(SOURCE_MODELS)
 SourceConfig = Annotated[
-    Union[LaionSourceConfig, ImageNetSourceConfig, VideoSourceConfig], Field(discriminator="type")
+    Union[tuple(SOURCE_MODELS.values())], Field(discriminator="type")  # type: ignore[valid-type]
 ]
-SOURCE_TYPES = ("laion", "imagenet", "video")
 
 
 class BeamConfig(Strict):
@@ -145,7 +240,7 @@ def _location(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in SOURCE_TYPES + ("function-after[_positive(), tuple[int, ...]]",):
+        elif part in SOURCE_TYPES:
             continue  # pydantic names the union branch; the user never wrote it
         elif isinstance(part, str) and part.startswith(("function-", "tagged-union")):
             continue
@@ -163,7 +258,7 @@ def _model_at(loc: tuple[Any, ...], data: Any) -> type[BaseModel] | None:
             node = node[part] if isinstance(node, (list, tuple)) and part < len(node) else None
             continue
         if part in SOURCE_TYPES:
-            model = {"laion": LaionSourceConfig, "imagenet": ImageNetSourceConfig, "video": VideoSourceConfig}[part]
+            model = SOURCE_MODELS[part]
             continue
         if model is None or part not in model.model_fields:
             return None

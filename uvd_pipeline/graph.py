@@ -22,38 +22,27 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from sources.imagenet import ImageNetSource
-from sources.laion import LaionSource
-from sources.records import ImageRecord, Reject, VideoClipRecord, safe_key
-from sources.video import VideoSource
+from sources.records import (
+    AnnotatedClipRecord,
+    ImageRecord,
+    MultiViewRecord,
+    PairRecord,
+    Reject,
+    TupleRecord,
+    VideoClipRecord,
+    safe_key,
+)
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
 from uvd_pipeline.keys import shard_of, stable_hash
 from uvd_pipeline.render import RenderSettings, render_clip, render_image
+from uvd_pipeline.render_annotated import render_annotated_clip, render_multiview, render_pair, render_tuple
 from uvd_pipeline.rendered_shards import ShardAddress, write_shard
-from uvd_pipeline.sentences import (
-    RenderedImage,
-    Sentence,
-    Slot,
-    category_sentence,
-    image_sentence,
-    plan_class_sentences,
-)
+from uvd_pipeline.sentences import RenderedUnit, Sentence, Slot, assemble, image_sentence, plan_group_sentences
+from uvd_pipeline.source_factory import labeler_specs, make_source, units_per_sentence
 
 log = logging.getLogger(__name__)
 REJECTS = "rejects"
 NAMESPACE = "uvd"
-
-
-def make_source(source_config) -> LaionSource | ImageNetSource | VideoSource:
-    """The reader for one configured source (plain values only, so it pickles to workers)."""
-    c = source_config
-    if c.type == "laion":
-        return LaionSource(c.name, c.path, c.format)
-    if c.type == "imagenet":
-        return ImageNetSource(c.name, c.path, tuple(c.splits))
-    if c.type == "video":
-        return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder)
-    raise ValueError(f"unknown source type {c.type!r}")
 
 
 class ShardRouter:
@@ -77,9 +66,21 @@ class ShardRouter:
         """The address of a record whose sentence id is already known, else None."""
         if isinstance(item, Reject):
             return self.of_reject(item)
-        if isinstance(item, VideoClipRecord):
+        if isinstance(item, SENTENCE_RECORDS):
             return self.address(item.source, self.settings.split(item.group), item.key)
         return None
+
+
+# records that render straight into one whole sentence (their key is its id)
+SENTENCE_RECORDS = (VideoClipRecord, MultiViewRecord, AnnotatedClipRecord)
+RENDERERS = {
+    VideoClipRecord: render_clip,
+    MultiViewRecord: render_multiview,
+    AnnotatedClipRecord: render_annotated_clip,
+    PairRecord: render_pair,
+    TupleRecord: render_tuple,
+    ImageRecord: render_image,
+}
 
 
 def _count(source: str, name: str, n: int = 1) -> None:
@@ -120,86 +121,89 @@ class ReadUnit(beam.DoFn):
                                                f"{label[:120]}: {type(exc).__name__}: {exc}"[:300]))
 
 
-class Render(beam.DoFn):
-    """Decode and resize; web images come out as one-image sentences, videos as whole sentences."""
+UNITS = "units"
 
-    def __init__(self, settings: RenderSettings, kind: str) -> None:
+
+class Render(beam.DoFn):
+    """Decode, resize and draw. Whole sentences (web images, clips, objects) go to the main
+    output; units that still need grouping (class images, pairs, tuples) to `units`."""
+
+    def __init__(self, settings: RenderSettings, web_images: bool) -> None:
         self.settings = settings
-        self.kind = kind
+        self.web_images = web_images  # an ImageRecord is a whole one-image sentence
 
     def process(self, record) -> Iterator[Any]:
         try:
-            if isinstance(record, VideoClipRecord):
-                result: Any = render_clip(record, self.settings)
-            else:
-                result = render_image(record, self.settings)
-                if self.kind == "image" and isinstance(result, RenderedImage):
-                    result = image_sentence(result)
+            result: Any = RENDERERS[type(record)](record, self.settings)
+            if self.web_images and isinstance(result, RenderedUnit):
+                result = image_sentence(result)
         except Exception as exc:  # decoders can fail in ways no reason code foresaw
             result = Reject(record.key, record.source, record.group, "render", "internal_error",
                             f"{type(exc).__name__}: {exc}"[:300])
         if isinstance(result, Reject):
             _count(record.source, f"rejects.{result.reason}")
             yield TaggedOutput(REJECTS, result)
+        elif isinstance(result, RenderedUnit):
+            _count(record.source, "rendered_units")
+            yield TaggedOutput(UNITS, result)
         else:
-            _count(record.source, "rendered")
+            _count(record.source, "rendered_sentences")
             yield result
 
 
-def _plan_class(item: tuple[tuple[str, str], Iterable[str]], source: str, length: int, remainder: str,
-                seed: int) -> Iterator[Any]:
-    (label, split), keys = item
-    for planned in plan_class_sentences(source, label, split, keys, length, remainder, seed):
+def _plan(item: tuple[tuple[str, str, str], Iterable[str]], source: str, lengths: dict[str, int],
+          remainder: str, seed: int) -> Iterator[Any]:
+    (kind, label, split), keys = item
+    for planned in plan_group_sentences(source, label, split, keys, lengths[kind], remainder, seed):
         if isinstance(planned, Reject):
             _count(source, f"rejects.{planned.reason}")
             yield TaggedOutput(REJECTS, planned)
         else:
-            yield planned
+            unit_key, slot = planned
+            yield unit_key, (kind, slot)
 
 
-def _place(item: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[Slot, RenderedImage]]]:
+def _place(item: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, Slot, RenderedUnit]]]:
     _, grouped = item
-    for image in grouped["image"]:
-        for slot in grouped["slot"]:
-            yield slot.sentence_id, (slot, image)
+    for unit in grouped["unit"]:
+        for kind, slot in grouped["slot"]:
+            yield slot.sentence_id, (kind, slot, unit)
 
 
-def _assemble_category(item: tuple[str, Iterable[tuple[Slot, RenderedImage]]]) -> Iterator[Any]:
+def _assemble(item: tuple[str, Iterable[tuple[str, Slot, RenderedUnit]]], seed: int) -> Iterator[Any]:
     sentence_id, placed = item
     placed = list(placed)
-    slot = placed[0][0]
-    first = placed[0][1]
-    result = category_sentence(sentence_id, first.source, first.split, slot.label,
-                               [(s.position, image) for s, image in placed])
+    kind, slot, _ = placed[0]
+    result = assemble(kind, sentence_id, slot.label, seed, [(s.position, unit) for _, s, unit in placed])
     if isinstance(result, Reject):
         yield TaggedOutput(REJECTS, result)
     else:
         yield result
 
 
-class AssembleCategories(beam.PTransform):
-    """Group a class's rendered images into sentences by a join on keys, so that only keys (not
-    pixels) are gathered per class and every sentence's images meet in a group of 16."""
+class AssembleGroups(beam.PTransform):
+    """Group units (class images, pairs, tuples) into sentences by a join on keys: only keys are
+    gathered per group, and each sentence's images meet in a group of its own size."""
 
-    def __init__(self, source: str, length: int, remainder: str, seed: int) -> None:
+    def __init__(self, source: str, lengths: dict[str, int], remainder: str, seed: int) -> None:
         super().__init__()
-        self.source, self.length, self.remainder, self.seed = source, length, remainder, seed
+        self.source, self.lengths, self.remainder, self.seed = source, lengths, remainder, seed
 
-    def expand(self, images):
+    def expand(self, units):
         slots = (
-            images
-            | "ClassKeys" >> beam.Map(lambda r: ((r.label, r.split), r.key))
-            | "ByClass" >> beam.GroupByKey()
-            | "Plan" >> beam.FlatMap(_plan_class, self.source, self.length, self.remainder, self.seed)
+            units
+            | "GroupKeys" >> beam.Map(lambda u: ((u.kind, u.label, u.split), u.key))
+            | "ByGroup" >> beam.GroupByKey()
+            | "Plan" >> beam.FlatMap(_plan, self.source, self.lengths, self.remainder, self.seed)
             .with_outputs(REJECTS, main="slots")
         )
-        keyed_images = images | "ByKey" >> beam.Map(lambda r: (r.key, r))
+        keyed_units = units | "ByKey" >> beam.Map(lambda u: (u.key, u))
         sentences = (
-            {"image": keyed_images, "slot": slots.slots}
+            {"unit": keyed_units, "slot": slots.slots}
             | "Join" >> beam.CoGroupByKey()
             | "Place" >> beam.FlatMap(_place)
             | "BySentence" >> beam.GroupByKey()
-            | "Assemble" >> beam.FlatMap(_assemble_category).with_outputs(REJECTS, main="sentences")
+            | "Assemble" >> beam.FlatMap(_assemble, self.seed).with_outputs(REJECTS, main="sentences")
         )
         rejects = (slots[REJECTS], sentences[REJECTS]) | "Rejects" >> beam.Flatten()
         return sentences.sentences, rejects
@@ -230,9 +234,6 @@ class WriteShard(beam.DoFn):
         yield {"shard": address.stem, "skipped": result.skipped, **result.stats}
 
 
-KIND_OF = {"laion": "image", "imagenet": "category", "video": "video"}
-
-
 def list_units(config: BuildConfig) -> dict[str, list]:
     """Every source's work units, listed before anything is written: a wrong path fails here,
     naming the config field."""
@@ -242,8 +243,15 @@ def list_units(config: BuildConfig) -> dict[str, list]:
     for index, source_config in enumerate(config.sources):
         if not source_config.enabled:
             continue
+        for field, spec, task in labeler_specs(source_config):
+            from uvd_pipeline.labelers import LabelerError, check_spec
+
+            try:
+                check_spec(spec, task)
+            except LabelerError as exc:
+                raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {exc}") from None
         try:
-            units[source_config.name] = make_source(source_config).units()
+            units[source_config.name] = make_source(source_config, config.seed).units()
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise ConfigError(f"sources[{index}].path ({source_config.name}): {exc}") from None
         if not units[source_config.name]:
@@ -263,31 +271,32 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
     reject_parts = []
     for source_config in config.enabled_sources:
         name = source_config.name
-        kind = KIND_OF[source_config.type]
-        source = make_source(source_config)
+        web_images = source_config.type == "laion"
+        source = make_source(source_config, config.seed)
         source_units = units_by_source[name]
         log.info("%s: %d work units", name, len(source_units))
         read = (
             pipeline
             | f"{name}/Units" >> beam.Create(source_units, reshuffle=False)
             | f"{name}/Spread" >> beam.Reshuffle()
-            | f"{name}/Read" >> beam.ParDo(ReadUnit(source, router, done_keys, kind == "image"))
+            | f"{name}/Read" >> beam.ParDo(ReadUnit(source, router, done_keys, web_images))
             .with_outputs(REJECTS, main="records")
         )
         rendered = (
             read.records
             | f"{name}/Spread records" >> beam.Reshuffle()
-            | f"{name}/Render" >> beam.ParDo(Render(settings, kind)).with_outputs(REJECTS, main="rendered")
+            | f"{name}/Render" >> beam.ParDo(Render(settings, web_images))
+            .with_outputs(REJECTS, UNITS, main="sentences")
         )
         reject_parts += [read[REJECTS], rendered[REJECTS]]
-        if kind == "category":
-            sentences, rejects = rendered.rendered | f"{name}/Assemble" >> AssembleCategories(
-                name, source_config.sentence_length, source_config.remainder, config.seed
+        sentence_parts.append(rendered.sentences)
+        lengths = units_per_sentence(source_config)
+        if lengths:
+            sentences, rejects = rendered[UNITS] | f"{name}/Assemble" >> AssembleGroups(
+                name, lengths, getattr(source_config, "remainder", "drop"), config.seed
             )
             sentence_parts.append(sentences)
             reject_parts.append(rejects)
-        else:
-            sentence_parts.append(rendered.rendered)
 
     sentences = sentence_parts | "All sentences" >> beam.Flatten()
     rejects = reject_parts | "All rejects" >> beam.Flatten()

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
+from sources.records import stable_hash
 
 SPLITS = ("train", "val")
-
-
-def stable_hash(*parts: object) -> int:
-    """A 64-bit hash of `parts` that is the same on every machine, process and Python version."""
-    text = "\x1f".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+__all__ = ["stable_hash", "split_of", "shard_of", "seed_for", "unit_interval"]
 
 
 def unit_interval(*parts: object) -> float:

@@ -12,7 +12,7 @@ from sources.video import VideoError, read_clip_frames
 from transforms.decode import DecodeError, load_image
 from transforms.resize import fit_image
 from uvd_pipeline.keys import split_of
-from uvd_pipeline.sentences import RenderedImage, Sentence
+from uvd_pipeline.sentences import RenderedUnit, Sentence
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def decode_png(data: bytes) -> np.ndarray:
     return bgr[:, :, ::-1]
 
 
-def render_image(record: ImageRecord, settings: RenderSettings) -> RenderedImage | Reject:
+def render_image(record: ImageRecord, settings: RenderSettings) -> RenderedUnit | Reject:
     split = settings.split(record.group, record.split_hint)
     try:
         data = record.read_bytes()
@@ -66,8 +66,9 @@ def render_image(record: ImageRecord, settings: RenderSettings) -> RenderedImage
         return Reject(record.key, record.source, record.group, "decode", exc.reason, exc.detail, split_hint=split)
     member = {"key": record.key, "width": decoded.width, "height": decoded.height, "format": decoded.format}
     member.update(record.lineage)
-    return RenderedImage(record.key, record.source, split, record.group,
-                         encode_png(decoded.pixels, settings.png_compression), member, record.label)
+    return RenderedUnit(record.key, record.source, split, record.group,
+                        (encode_png(decoded.pixels, settings.png_compression),), (member,), record.label,
+                        "category")
 
 
 def render_clip(record: VideoClipRecord, settings: RenderSettings) -> Sentence | Reject:

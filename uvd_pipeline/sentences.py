@@ -4,11 +4,15 @@ A sentence is an ordered list of size x size images (stored as lossless PNG byte
 lineage of every member. How each kind groups its images:
 
 - image (web): one image per sentence.
-- category (ImageNet): 16 images of one class and split. The class's members are put in a seeded
-  hash order and cut into runs of 16; the remainder is either dropped, each leftover image
-  counted as a reject (`class_remainder`), or (`wrap`) the last run is completed with the first
-  images of the order. A class smaller than one sentence is rejected (`class_too_small`).
-- video: the 16 planned frames of one (clip, stride, start), in time order.
+- category (ImageNet): 16 images of one class and split.
+- pairs: 8 (image, target) pairs of one task and split.
+- multitask: 3 tuples (image, normals, edges, depth, segmentation); the annotation order is
+  shuffled once per sentence (seeded by its id) and shared by its tuples.
+  Grouped kinds put a group's units in a seeded hash order and cut runs; the remainder is either
+  dropped, each leftover counted as a reject (`remainder_dropped`), or (`wrap`) the last run is
+  completed with the group's first units. A group smaller than one sentence is rejected
+  (`group_too_small`).
+- video, multiview, annotated_video: whole sentences straight from one record.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+import numpy as np
+
 from sources.records import Reject
 from uvd_pipeline.keys import stable_hash
 
@@ -24,16 +30,19 @@ KINDS = ("image", "video", "multiview", "category", "pairs", "multitask", "annot
 
 
 @dataclass(frozen=True)
-class RenderedImage:
-    """One decoded image on the canvas, waiting to be grouped into a sentence."""
+class RenderedUnit:
+    """What one record renders to before grouping: one image (ImageNet), an (image, target) pair,
+    or a tuple of an image and its annotations. `label` is what units are grouped by (the class
+    of an ImageNet image, the task of a pair)."""
 
     key: str
     source: str
     split: str
     group: str
-    png: bytes
-    member: dict[str, Any]
+    images: tuple[bytes, ...]
+    members: tuple[dict[str, Any], ...]
     label: str | None = None
+    kind: str = "category"  # the grouped sentence kind it belongs to: category | pairs | multitask
 
 
 @dataclass(frozen=True)
@@ -67,13 +76,13 @@ class Sentence:
         return json.dumps(self.header(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def image_sentence(image: RenderedImage) -> Sentence:
-    return Sentence(image.key, image.source, "image", "none", image.split, (image.png,), (image.member,))
+def image_sentence(unit: RenderedUnit) -> Sentence:
+    return Sentence(unit.key, unit.source, "image", "none", unit.split, unit.images, unit.members)
 
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one member image goes: which sentence and at which position."""
+    """Where one unit goes: which sentence and at which position."""
 
     sentence_id: str
     position: int
@@ -81,21 +90,26 @@ class Slot:
     label: str
 
 
-def plan_class_sentences(
+def plan_group_sentences(
     source: str,
     label: str,
     split: str,
-    member_keys: Iterable[str],
+    unit_keys: Iterable[str],
     length: int,
     remainder: str,
     seed: int,
 ) -> Iterator[tuple[str, Slot] | Reject]:
-    """Cut one class's members into sentences; yields (member_key, Slot) pairs and rejects."""
-    order = sorted(set(member_keys), key=lambda k: (stable_hash("order", seed, k), k))
+    """Cut one group's units (a class, a task) into sentences of `length` units.
+
+    Units are put in a seeded hash order; yields (unit_key, Slot) pairs and, for units that fit
+    no sentence, rejects (`remainder_dropped`, or `group_too_small` when not even one sentence
+    can be made).
+    """
+    order = sorted(set(unit_keys), key=lambda k: (stable_hash("order", seed, k), k))
     if len(order) < length:
         for key in order:
-            yield Reject(key, source, key, "assemble", "class_too_small",
-                         f"{label} has {len(order)} {split} images < {length}", split_hint=split)
+            yield Reject(key, source, key, "assemble", "group_too_small",
+                         f"{label} has {len(order)} {split} units < {length}", split_hint=split)
         return
     full, left = divmod(len(order), length)
     runs = [order[i * length : (i + 1) * length] for i in range(full)]
@@ -104,24 +118,52 @@ def plan_class_sentences(
             runs.append(order[full * length :] + order[: length - left])
         else:
             for key in order[full * length :]:
-                yield Reject(key, source, key, "assemble", "class_remainder",
-                             f"{label}: {left} {split} images left after {full} sentences of {length}",
+                yield Reject(key, source, key, "assemble", "remainder_dropped",
+                             f"{label}: {left} {split} units left after {full} sentences of {length}",
                              split_hint=split)
     for index, run in enumerate(runs):
-        sentence_id = f"{source}-{split}-{label}-{index:04d}"
+        sentence_id = f"{source}-{split}-{safe_label(label)}-{index:04d}"
         for position, key in enumerate(run):
             yield key, Slot(sentence_id, position, length, label)
 
 
-def category_sentence(sentence_id: str, source: str, split: str, label: str,
-                      placed: Iterable[tuple[int, RenderedImage]]) -> Sentence | Reject:
-    """Assemble a class sentence from (position, image) pairs; a gap means a member went missing."""
+def safe_label(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in label)
+
+
+MULTITASK_ANNOTATIONS = ("normals", "edges", "depth", "segmentation")
+
+
+def arrange(kind: str, sentence_id: str, units: list[RenderedUnit], label: str, seed: int) -> Sentence:
+    """The sentence made of `units` (in position order) for a grouped kind."""
+    first = units[0]
+    if kind == "category":
+        meta = {"label": label, "class_name": first.members[0].get("class_name", label)}
+        return Sentence(sentence_id, first.source, kind, "none", first.split,
+                        tuple(u.images[0] for u in units), tuple(u.members[0] for u in units), meta)
+    if kind == "pairs":
+        images = tuple(png for u in units for png in u.images)
+        members = tuple(m for u in units for m in u.members)
+        return Sentence(sentence_id, first.source, kind, label, first.split, images, members, {"pairs": len(units)})
+    if kind == "multitask":
+        # one task order per sentence, the same for each of its tuples, image first
+        order = list(np.random.default_rng(stable_hash("task_order", seed, sentence_id)).permutation(
+            len(MULTITASK_ANNOTATIONS)))
+        picks = [0] + [1 + int(i) for i in order]
+        images = tuple(u.images[i] for u in units for i in picks)
+        members = tuple(u.members[i] for u in units for i in picks)
+        meta = {"task_order": ["image"] + [MULTITASK_ANNOTATIONS[int(i)] for i in order], "tuples": len(units)}
+        return Sentence(sentence_id, first.source, kind, "multitask", first.split, images, members, meta)
+    raise ValueError(f"no grouped assembly for kind {kind!r}")
+
+
+def assemble(kind: str, sentence_id: str, label: str, seed: int,
+             placed: Iterable[tuple[int, RenderedUnit]]) -> Sentence | Reject:
+    """A grouped sentence from (position, unit) pairs; a gap means a unit went missing."""
     ordered = sorted(placed, key=lambda pair: pair[0])
     positions = [p for p, _ in ordered]
+    source, split = ordered[0][1].source, ordered[0][1].split
     if positions != list(range(len(positions))):
         return Reject(sentence_id, source, sentence_id, "assemble", "incomplete_sentence",
                       f"positions {positions}", split_hint=split)
-    images = tuple(image.png for _, image in ordered)
-    members = tuple(image.member for _, image in ordered)
-    meta = {"label": label, "class_name": members[0].get("class_name", label)}
-    return Sentence(sentence_id, source, "category", "none", split, images, members, meta)
+    return arrange(kind, sentence_id, [u for _, u in ordered], label, seed)

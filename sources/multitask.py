@@ -1,0 +1,59 @@
+"""Multi-annotation tuples in a Taskonomy-style layout, matched by file stem.
+
+`<building>/<domain folder>/<stem>_domain_<domain>.png`. A tuple is the image and its normals,
+edges, depth and segmentation; a stem missing any of them is rejected with the missing task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from sources import fsio
+from sources.records import Reject, SourceItem, TupleRecord, safe_key
+
+# task -> (folder, domain suffix)
+TASKONOMY = {
+    "image": ("rgb", "rgb"),
+    "normals": ("normal", "normal"),
+    "edges": ("edge_occlusion", "edge_occlusion"),
+    "depth": ("depth_zbuffer", "depth_zbuffer"),
+    "segmentation": ("segment_semantic", "segment_semantic"),
+}
+TUPLE_TASKS = tuple(TASKONOMY)
+DEPTH_SCALE = 1 / 512  # Taskonomy depth_zbuffer: 1/512 m per unit, 65535 = no depth
+
+
+@dataclass(frozen=True)
+class MultiTaskSource:
+    name: str
+    path: str
+    tasks: tuple[str, ...] = TUPLE_TASKS
+
+    def units(self) -> list[str]:
+        buildings = [d for d in fsio.list_dirs(self.path) if fsio.exists(fsio.join(d, TASKONOMY["image"][0]))]
+        if not buildings:
+            raise FileNotFoundError(f"no <building>/{TASKONOMY['image'][0]}/ folders under {self.path}")
+        return buildings
+
+    def read(self, building: str) -> Iterator[SourceItem]:
+        name = fsio.basename(building)
+        files: dict[str, dict[str, str]] = {}
+        for task in self.tasks:
+            folder, domain = TASKONOMY[task]
+            directory = fsio.join(building, folder)
+            if not fsio.exists(directory):
+                continue
+            suffix = f"_domain_{domain}.png"
+            for uri in fsio.list_files(directory, (suffix,)):
+                files.setdefault(fsio.basename(uri)[: -len(suffix)], {})[task] = uri
+        for stem in sorted(files):
+            group = safe_key(self.name, name, stem)
+            found = files[stem]
+            missing = [t for t in self.tasks if t not in found]
+            if missing:
+                yield Reject(group, self.name, group, "read", "incomplete_tuple", f"missing {', '.join(missing)}")
+                continue
+            yield TupleRecord(key=group, source=self.name, group=group,
+                              uris=tuple((t, found[t]) for t in self.tasks),
+                              formats=(("depth", "png16"),), lineage={"building": name, "stem": stem})

@@ -1,0 +1,70 @@
+"""Semantic segmentation label maps: ADE20K (SceneParsing) and Cityscapes layouts.
+
+A pair is an image and its label PNG, matched by name; a missing label is a counted reject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+from sources import fsio
+from sources.records import PairRecord, Reject, SourceItem, safe_key
+
+Layout = Literal["ade20k", "cityscapes"]
+ADE_SPLITS = {"training": "train", "validation": "val"}
+CITYSCAPES_SPLITS = {"train": "train", "val": "val"}
+FILES_PER_UNIT = 256
+
+
+@dataclass(frozen=True)
+class SegmentationSource:
+    name: str
+    path: str
+    layout: Layout = "ade20k"
+
+    def _pairs_root(self) -> tuple[str, str, dict[str, str]]:
+        if self.layout == "ade20k":
+            base = fsio.join(self.path, "ADEChallengeData2016")
+            if not fsio.exists(base):
+                base = self.path
+            return fsio.join(base, "images"), fsio.join(base, "annotations"), ADE_SPLITS
+        return fsio.join(self.path, "leftImg8bit"), fsio.join(self.path, "gtFine"), CITYSCAPES_SPLITS
+
+    def units(self) -> list[tuple[str, tuple[str, ...]]]:
+        images_root, _, splits = self._pairs_root()
+        if not fsio.exists(images_root):
+            raise FileNotFoundError(f"{self.layout} layout: {images_root} does not exist")
+        units = []
+        for folder, split in splits.items():
+            split_dir = fsio.join(images_root, folder)
+            if not fsio.exists(split_dir):
+                continue
+            files = fsio.list_files(split_dir, (".jpg", ".png"), recursive=True)
+            units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
+        return units
+
+    def label_uri(self, image_uri: str, folder: str) -> str:
+        images_root, labels_root, _ = self._pairs_root()
+        relative = image_uri[len(fsio.join(images_root, folder)) :].lstrip("/")
+        if self.layout == "ade20k":
+            relative = relative.rsplit(".", 1)[0] + ".png"
+        else:
+            relative = relative.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+        return fsio.join(labels_root, folder, relative)
+
+    def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
+        folder, files = unit
+        split = (ADE_SPLITS if self.layout == "ade20k" else CITYSCAPES_SPLITS)[folder]
+        for uri in files:
+            stem = fsio.basename(uri).rsplit(".", 1)[0].removesuffix("_leftImg8bit")
+            group = safe_key(self.name, folder, stem)
+            key = f"{group}-segmentation"
+            label = self.label_uri(uri, folder)
+            if not fsio.exists(label):
+                yield Reject(key, self.name, group, "read", "missing_annotation", f"no label map {fsio.basename(label)}",
+                             split_hint=split)
+                continue
+            yield PairRecord(key=key, source=self.name, group=group, task="segmentation", image_uri=uri,
+                             annotation={"label_uri": label}, split_hint=split,
+                             lineage={"file": f"{folder}/{fsio.basename(uri)}"})

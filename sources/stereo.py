@@ -1,0 +1,59 @@
+"""Stereo pairs in the KITTI layout: left -> right view, and left -> disparity (depth).
+
+Where a pair has no ground-truth disparity, the depth task can take its target from a labeler
+(semi-global block matching on the rectified pair) instead of being rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from sources import fsio
+from sources.records import PairRecord, Reject, SourceItem, safe_key
+
+STEREO_TASKS = ("stereo", "depth")
+DISPARITY_SCALE = 1 / 256  # KITTI stores disparity * 256 in uint16, 0 = no measurement
+
+
+@dataclass(frozen=True)
+class StereoSource:
+    name: str
+    path: str
+    tasks: tuple[str, ...] = STEREO_TASKS
+    split_folder: str = "training"
+    disparity_folder: str = "disp_noc_0"
+    labeler: tuple[tuple[str, Any], ...] | None = None  # a labeler spec for pairs without disparity
+
+    def units(self) -> list[tuple[str, ...]]:
+        left = fsio.join(self.path, self.split_folder, "image_2")
+        if not fsio.exists(left):
+            raise FileNotFoundError(f"KITTI layout: {left} does not exist")
+        files = fsio.list_files(left, (".png", ".jpg"))
+        return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)]
+
+    def read(self, files: tuple[str, ...]) -> Iterator[SourceItem]:
+        root = fsio.join(self.path, self.split_folder)
+        for left in files:
+            name = fsio.basename(left)
+            group = safe_key(self.name, name.rsplit(".", 1)[0])
+            right = fsio.join(root, "image_3", name)
+            if not fsio.exists(right):
+                yield Reject(f"{group}-pair", self.name, group, "read", "missing_right_view", name)
+                continue
+            disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
+            for task in self.tasks:
+                key = f"{group}-{task}"
+                lineage = {"file": name}
+                if task == "stereo":
+                    annotation: dict[str, Any] = {"right_uri": right}
+                elif fsio.exists(disparity):
+                    annotation = {"disparity_uri": disparity, "scale": DISPARITY_SCALE}
+                elif self.labeler is not None:
+                    annotation = {"right_uri": right, "labeler": dict(self.labeler)}
+                    lineage["pseudo_label"] = dict(self.labeler)["name"]
+                else:
+                    yield Reject(key, self.name, group, "read", "missing_annotation", f"no disparity for {name}")
+                    continue
+                yield PairRecord(key=key, source=self.name, group=group, task=task, image_uri=left,
+                                 annotation=annotation, lineage=lineage)

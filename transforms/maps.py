@@ -1,0 +1,116 @@
+"""Decode dense annotation files (label maps, depth, disparity, normals) from bytes.
+
+Each raises `MapError` with a short reason when the bytes are not what the format promises, so
+a bad annotation rejects its pair instead of crashing the build.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Literal
+
+import cv2
+import numpy as np
+
+DepthFormat = Literal["png16", "npy", "pfm", "tiff", "co3d"]
+DEPTH_FORMATS = ("png16", "npy", "pfm", "tiff", "co3d")
+
+
+class MapError(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _imdecode(data: bytes) -> np.ndarray:
+    if not data:
+        raise MapError("empty_annotation")
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise MapError("corrupt_annotation", "not a decodable image")
+    return array
+
+
+def decode_label_map(data: bytes) -> np.ndarray:
+    """A single-channel 8- or 16-bit label PNG -> int32 class (or panoptic) ids."""
+    array = _imdecode(data)
+    if array.ndim == 3:
+        if array.shape[2] >= 3 and (np.ptp(array[..., :3], axis=2) == 0).all():
+            array = array[..., 0]  # grey stored as RGB
+        else:
+            raise MapError("bad_label_map", f"expected one channel, got {array.shape[2]}")
+    return array.astype(np.int32)
+
+
+def read_pfm(data: bytes) -> np.ndarray:
+    """Portable float map (SceneFlow, Middlebury): header, dims, scale (sign = endianness), rows bottom-up."""
+    stream = io.BytesIO(data)
+    header = stream.readline().strip()
+    if header not in (b"PF", b"Pf"):
+        raise MapError("corrupt_annotation", "not a PFM file")
+    dims = re.match(rb"^(\d+)\s+(\d+)\s*$", stream.readline())
+    if not dims:
+        raise MapError("corrupt_annotation", "bad PFM dimensions")
+    width, height = int(dims.group(1)), int(dims.group(2))
+    scale = float(stream.readline().strip())
+    channels = 3 if header == b"PF" else 1
+    dtype = "<f4" if scale < 0 else ">f4"
+    values = np.frombuffer(stream.read(), dtype=dtype)
+    if values.size != width * height * channels:
+        raise MapError("truncated_annotation", f"PFM holds {values.size} values, header says {width * height * channels}")
+    shape = (height, width, channels) if channels == 3 else (height, width)
+    return np.flipud(values.reshape(shape)).astype(np.float32)
+
+
+def decode_depth(data: bytes, fmt: DepthFormat, scale: float = 1.0) -> np.ndarray:
+    """Depth (or disparity) as float32 in the dataset's units times `scale`; invalid <= 0 or non-finite."""
+    if fmt == "png16":
+        array = _imdecode(data)
+        if array.dtype != np.uint16 or array.ndim != 2:
+            raise MapError("bad_depth_map", f"expected a 16-bit single-channel PNG, got {array.dtype} {array.shape}")
+        depth = array.astype(np.float32) * scale
+        depth[array == 65535] = 0  # the conventional 'no depth' value of 16-bit depth maps
+        return depth
+    if fmt == "co3d":
+        array = _imdecode(data)
+        if array.dtype != np.uint16:
+            raise MapError("bad_depth_map", f"CO3D depth must be 16-bit, got {array.dtype}")
+        return array.view(np.float16).astype(np.float32) * scale
+    if fmt == "npy":
+        try:
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:
+            raise MapError("corrupt_annotation", f"npy: {exc}"[:200]) from None
+        return np.squeeze(array).astype(np.float32) * scale
+    if fmt == "pfm":
+        return read_pfm(data) * scale
+    if fmt == "tiff":
+        array = _imdecode(data)
+        return array.astype(np.float32) * scale
+    raise MapError("bad_format", f"unknown depth format {fmt!r}; allowed: {', '.join(DEPTH_FORMATS)}")
+
+
+def decode_normals(data: bytes, fmt: Literal["rgb", "npy"] = "rgb") -> np.ndarray:
+    """Unit normals (H, W, 3) float32; RGB-encoded maps use n = rgb / 127.5 - 1."""
+    if fmt == "npy":
+        try:
+            normals = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+        except Exception as exc:
+            raise MapError("corrupt_annotation", f"npy: {exc}"[:200]) from None
+    else:
+        array = _imdecode(data)
+        if array.ndim != 3 or array.shape[2] < 3:
+            raise MapError("bad_normal_map", f"expected RGB, got shape {array.shape}")
+        rgb = array[..., 2::-1] if array.dtype == np.uint8 else (array[..., 2::-1] >> 8).astype(np.uint8)
+        normals = rgb.astype(np.float32) / 127.5 - 1
+    if normals.ndim != 3 or normals.shape[2] != 3:
+        raise MapError("bad_normal_map", f"expected (H, W, 3), got {normals.shape}")
+    return normals
+
+
+def decode_gray(data: bytes) -> np.ndarray:
+    """Any single-channel map (edges, masks) as its raw integer values."""
+    array = _imdecode(data)
+    return array if array.ndim == 2 else array[..., 0]

@@ -1,0 +1,118 @@
+"""Pseudo-labelers: a task's targets from a model or an algorithm instead of ground truth.
+
+The paper labelled much of UVDv1 with MMPose (pose), DPT (depth), Mask2Former (segmentation)
+and DexiNed (edges). A labeler here takes the canvas image (and, for stereo, the right view on
+the same canvas) and returns the target image. Shipped: classical `canny` (edges) and `sgbm`
+(depth as disparity from a rectified stereo pair), and `mmpose` (pose), which needs the optional
+`mmpose` extra plus a config and checkpoint the user supplies; nothing is downloaded.
+
+A spec is a mapping: {"name": "sgbm", "num_disparities": 64} and is checked before the build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from transforms.annotations import COCO17, canny_edges, depth_to_colour, draw_skeletons
+
+LABELER_TASKS = {"canny": "edges", "sgbm": "depth", "mmpose": "pose"}
+
+
+class LabelerError(ValueError):
+    """A labeler spec that cannot work; phrased for the config's author."""
+
+
+@dataclass(frozen=True)
+class LabelContext:
+    right: np.ndarray | None = None  # the right view of a rectified stereo pair, on the same canvas
+
+
+def _canny(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarray]:
+    sigma = float(spec.get("sigma", 0.33))
+    return lambda image, context: canny_edges(image, sigma)
+
+
+def sgbm_disparity(left: np.ndarray, right: np.ndarray, num_disparities: int = 64, block_size: int = 5) -> np.ndarray:
+    """Semi-global block matching on a rectified pair: disparity in pixels, <= 0 where unknown."""
+    num_disparities = max(16, int(np.ceil(num_disparities / 16)) * 16)
+    matcher = cv2.StereoSGBM_create(
+        minDisparity=0, numDisparities=num_disparities, blockSize=block_size,
+        P1=8 * 3 * block_size**2, P2=32 * 3 * block_size**2, disp12MaxDiff=1,
+        uniquenessRatio=10, speckleWindowSize=100, speckleRange=2, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+    )
+    gray_left = cv2.cvtColor(np.ascontiguousarray(left), cv2.COLOR_RGB2GRAY)
+    gray_right = cv2.cvtColor(np.ascontiguousarray(right), cv2.COLOR_RGB2GRAY)
+    return matcher.compute(gray_left, gray_right).astype(np.float32) / 16.0
+
+
+def _sgbm(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarray]:
+    num_disparities = int(spec.get("num_disparities", 64))
+    block_size = int(spec.get("block_size", 5))
+
+    def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
+        if context.right is None:
+            raise LabelerError("the sgbm labeler needs the right view of a stereo pair")
+        return depth_to_colour(sgbm_disparity(image, context.right, num_disparities, block_size), disparity=True)
+
+    return label
+
+
+def _mmpose(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarray]:
+    try:
+        from mmpose.apis import inference_topdown, init_model
+    except Exception as exc:  # not installed, or its mmcv ops do not load
+        raise LabelerError(
+            "the mmpose labeler needs the optional extra: pip install -e '.[mmpose]' "
+            f"(import failed: {type(exc).__name__}: {exc})"
+        ) from None
+    model = init_model(spec["config"], spec["checkpoint"], device=spec.get("device", "cpu"))
+    threshold = float(spec.get("score_threshold", 0.3))
+
+    def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
+        results = inference_topdown(model, np.ascontiguousarray(image[:, :, ::-1]))
+        people = []
+        for result in results:
+            points = np.asarray(result.pred_instances.keypoints)[0]
+            scores = np.asarray(result.pred_instances.keypoint_scores)[0]
+            people.append(np.column_stack([points + 0.5, np.where(scores > threshold, 2.0, 0.0)]))
+        return draw_skeletons(image.shape[0], people, COCO17)
+
+    return label
+
+
+FACTORIES: dict[str, Callable[[dict[str, Any]], Callable[[np.ndarray, LabelContext], np.ndarray]]] = {
+    "canny": _canny, "sgbm": _sgbm, "mmpose": _mmpose,
+}
+
+
+def check_spec(spec: dict[str, Any], task: str | None = None) -> None:
+    """Fail before the build when a labeler spec cannot work (unknown name, missing files)."""
+    name = spec.get("name")
+    if name not in FACTORIES:
+        raise LabelerError(f"unknown labeler {name!r}; allowed: {', '.join(FACTORIES)}")
+    if task is not None and LABELER_TASKS[name] != task:
+        raise LabelerError(f"labeler {name!r} makes {LABELER_TASKS[name]} targets, not {task}")
+    if name == "mmpose":
+        for field in ("config", "checkpoint"):
+            path = spec.get(field)
+            if not path or not os.path.exists(path):
+                raise LabelerError(f"the mmpose labeler needs `{field}`: a local file path (got {path!r})")
+        _mmpose(spec)  # import check: fail now, not in a worker
+
+
+@lru_cache(maxsize=8)
+def _cached(spec_json: str) -> Callable[[np.ndarray, LabelContext], np.ndarray]:
+    spec = json.loads(spec_json)
+    return FACTORIES[spec["name"]](spec)
+
+
+def get_labeler(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarray]:
+    """The labeler for `spec`, built once per worker process (a model loads once)."""
+    return _cached(json.dumps(spec, sort_keys=True))

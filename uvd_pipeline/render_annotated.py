@@ -1,0 +1,267 @@
+"""Render annotated records: pairs, tuples, multi-view objects and annotated clips.
+
+Every image and its annotation go through one `ResizePlan` (computed on the image): geometry
+through `apply_points`, dense maps through `apply_image(nearest=True)`. Pairs decode at full
+resolution (no reduced JPEG decode) so that the two are transformed exactly alike.
+A missing or broken annotation rejects that pair with a reason; nothing raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord
+from sources.fsio import read_bytes
+from transforms.annotations import (
+    SKELETONS,
+    canny_edges,
+    colourize_labels,
+    depth_to_colour,
+    draw_boxes,
+    draw_skeletons,
+    edge_map_to_rgb,
+    normals_to_rgb,
+    transform_boxes,
+    transform_keypoints,
+    xywh_to_xyxy,
+)
+from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.degrade import synthetic_pair
+from transforms.maps import MapError, decode_depth, decode_gray, decode_label_map, decode_normals
+from transforms.resize import ResizePlan
+from uvd_pipeline.keys import seed_for
+from uvd_pipeline.labelers import LabelContext, LabelerError, get_labeler
+from uvd_pipeline.render import RenderSettings, encode_png
+from uvd_pipeline.sentences import RenderedUnit, Sentence
+
+ASPECT_TOLERANCE = 0.01
+
+
+class AnnotationError(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _read(uri: str) -> bytes:
+    try:
+        return read_bytes(uri)
+    except (OSError, ValueError) as exc:
+        raise AnnotationError("missing_annotation", f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+def _fit_map(plan: ResizePlan, values: np.ndarray, *, nearest: bool = True) -> np.ndarray:
+    """A dense map through the image's plan; a map of another size must share its aspect ratio."""
+    h, w = values.shape[:2]
+    if (h, w) != (plan.in_h, plan.in_w):
+        if abs(w / h - plan.in_w / plan.in_h) > ASPECT_TOLERANCE * plan.in_w / plan.in_h:
+            raise AnnotationError("annotation_size_mismatch", f"map {w}x{h} vs image {plan.in_w}x{plan.in_h}")
+    return plan.apply_image(values, nearest=nearest)
+
+
+def _labels_from_segments(annotation: dict[str, Any]) -> np.ndarray:
+    """COCO polygons / RLE -> one class-id map, in the given order (later ones on top)."""
+    from pycocotools import mask as mask_utils
+
+    h, w = annotation["height"], annotation["width"]
+    labels = np.zeros((h, w), np.int32)
+    for segment in annotation["segments"]:
+        seg = segment["segmentation"]
+        try:
+            if isinstance(seg, list):
+                polygons = [p for p in seg if len(p) >= 6]
+                if not polygons:
+                    continue
+                rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+            elif isinstance(seg.get("counts"), list):
+                rle = mask_utils.frPyObjects(seg, h, w)
+            else:
+                rle = seg
+            mask = mask_utils.decode(rle).astype(bool)
+        except Exception as exc:
+            raise AnnotationError("bad_segmentation", f"{type(exc).__name__}: {exc}"[:200]) from None
+        if mask.shape != (h, w):
+            raise AnnotationError("bad_segmentation", f"mask {mask.shape} vs image {(h, w)}")
+        labels[mask] = segment["category_id"]
+    return labels
+
+
+def target_for(task: str, annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
+               settings: RenderSettings, key: str, right: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(input, target) canvas images of one pair."""
+    size = settings.size
+    if "labeler" in annotation:
+        try:
+            return canvas, get_labeler(annotation["labeler"])(canvas, LabelContext(right=right))
+        except LabelerError as exc:
+            raise AnnotationError("labeler_failed", str(exc)[:200]) from None
+    if "synthetic" in annotation:
+        return synthetic_pair(task, canvas, np.random.default_rng(seed_for(settings.seed, key)))
+    if task == "detection":
+        boxes = transform_boxes(plan, np.array([xywh_to_xyxy(b) for b in annotation["boxes"]]))
+        return canvas, draw_boxes(canvas, boxes, annotation["categories"])
+    if task == "segmentation":
+        if "segments" in annotation:
+            labels = _labels_from_segments(annotation)
+        elif "mask_uri" in annotation:
+            labels = np.where(decode_gray(_read(annotation["mask_uri"])) > 127, annotation.get("class_id", 1), 0)
+        else:
+            labels = decode_label_map(_read(annotation["label_uri"]))
+            divisor = int(annotation.get("panoptic_divisor", 0))
+            if divisor:
+                labels = labels // divisor
+        return canvas, colourize_labels(_fit_map(plan, labels.astype(np.int32)))
+    if task == "pose":
+        skeleton = SKELETONS[annotation["skeleton"]]
+        people = [transform_keypoints(plan, np.asarray(p, dtype=np.float64).reshape(-1, 3), size)
+                  for p in annotation["people"]]
+        if any(len(p) != len(skeleton.joints) for p in people):
+            raise AnnotationError("bad_keypoints", f"{skeleton.name} needs {len(skeleton.joints)} joints")
+        return canvas, draw_skeletons(size, people, skeleton)
+    if task == "depth":
+        if "disparity_uri" in annotation:
+            values = decode_depth(_read(annotation["disparity_uri"]), "png16", float(annotation.get("scale", 1.0)))
+            return canvas, depth_to_colour(_fit_map(plan, values), disparity=True)
+        values = decode_depth(_read(annotation["depth_uri"]), annotation.get("format", "png16"),
+                              float(annotation.get("scale", 1.0)))
+        return canvas, depth_to_colour(_fit_map(plan, values))
+    if task == "normals":
+        normals = decode_normals(_read(annotation["normals_uri"]), annotation.get("format", "rgb"))
+        return canvas, normals_to_rgb(_fit_map(plan, normals))
+    if task == "edges":
+        if "edges_uri" in annotation:
+            edges = decode_gray(_read(annotation["edges_uri"])).astype(np.float32)
+            return canvas, edge_map_to_rgb(_fit_map(plan, (edges > 0).astype(np.float32), nearest=False))
+        return canvas, canny_edges(canvas)
+    if task == "stereo":
+        return canvas, right if right is not None else _decode_on(plan, _read(annotation["right_uri"]), settings)
+    raise AnnotationError("unknown_task", task)
+
+
+def _decode_on(plan: ResizePlan, data: bytes, settings: RenderSettings) -> np.ndarray:
+    """Another image of the same scene (a right view) through the same plan."""
+    try:
+        rgb = decode_rgb(data, settings.max_pixels)
+    except DecodeError as exc:
+        raise AnnotationError(f"annotation_{exc.reason}", exc.detail) from None
+    if rgb.shape[:2] != (plan.in_h, plan.in_w):
+        raise AnnotationError("annotation_size_mismatch", f"{rgb.shape[1]}x{rgb.shape[0]} vs {plan.in_w}x{plan.in_h}")
+    return plan.apply_image(rgb, pad_value=settings.pad_value)
+
+
+def _load(uri: str | None, data: bytes | None, settings: RenderSettings):
+    raw = data if data is not None else read_bytes(uri)  # type: ignore[arg-type]
+    return load_image(raw, settings.size, settings.resize,  # type: ignore[arg-type]
+                      max_pixels=settings.max_pixels, pad_value=settings.pad_value, fast=False)
+
+
+def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | Reject:
+    split = settings.split(record.group, record.split_hint)
+
+    def reject(stage: str, reason: str, detail: str = "") -> Reject:
+        return Reject(record.key, record.source, record.group, stage, reason, detail, split_hint=split)
+
+    try:
+        decoded = _load(record.image_uri, record.image_data, settings)
+    except (OSError, ValueError) as exc:
+        return reject("read", "unreadable_file", f"{type(exc).__name__}: {exc}"[:200])
+    except DecodeError as exc:
+        return reject("decode", exc.reason, exc.detail)
+    try:
+        right = None
+        if "right_uri" in record.annotation:
+            right = _decode_on(decoded.plan, _read(record.annotation["right_uri"]), settings)
+        source, target = target_for(record.task, record.annotation, decoded.pixels, decoded.plan, settings,
+                                    record.key, right)
+    except AnnotationError as exc:
+        return reject("annotation", exc.reason, exc.detail)
+    except MapError as exc:
+        return reject("annotation", exc.reason, exc.detail)
+    member = {"key": record.key, "task": record.task, "role": "input", "width": decoded.width,
+              "height": decoded.height, **record.lineage}
+    pngs = (encode_png(source, settings.png_compression), encode_png(target, settings.png_compression))
+    return RenderedUnit(record.key, record.source, split, record.group, pngs,
+                        (member, {"key": record.key, "task": record.task, "role": "target"}), record.task, "pairs")
+
+
+def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit | Reject:
+    """The image and its annotations, in the canonical task order (image first)."""
+    split = settings.split(record.group, record.split_hint)
+    uris = dict(record.uris)
+    formats = dict(record.formats)
+    try:
+        decoded = _load(uris["image"], None, settings)
+        images = [decoded.pixels]
+        for task, uri in record.uris[1:]:
+            annotation: dict[str, Any] = {
+                "normals": {"normals_uri": uri},
+                "edges": {"edges_uri": uri},
+                "depth": {"depth_uri": uri, "format": formats.get("depth", "png16"), "scale": 1 / 512},
+                "segmentation": {"label_uri": uri},
+            }[task]
+            images.append(target_for(task, annotation, decoded.pixels, decoded.plan, settings, record.key)[1])
+    except (OSError, ValueError) as exc:
+        return Reject(record.key, record.source, record.group, "read", "unreadable_file",
+                      f"{type(exc).__name__}: {exc}"[:200], split_hint=split)
+    except (DecodeError, AnnotationError, MapError) as exc:
+        return Reject(record.key, record.source, record.group, "annotation", exc.reason, exc.detail, split_hint=split)
+    members = tuple({"key": record.key, "task": task, **(record.lineage if task == "image" else {})}
+                    for task, _ in record.uris)
+    pngs = tuple(encode_png(image, settings.png_compression) for image in images)
+    return RenderedUnit(record.key, record.source, split, record.group, pngs, members, "multitask", "multitask")
+
+
+def render_multiview(record: MultiViewRecord, settings: RenderSettings) -> Sentence | Reject:
+    split = settings.split(record.group)
+    images = []
+    for uri in record.view_uris:
+        try:
+            view = _load(uri, None, settings)
+        except (OSError, ValueError) as exc:
+            return Reject(record.key, record.source, record.group, "read", "unreadable_file",
+                          f"{uri.rsplit('/', 1)[-1]}: {type(exc).__name__}"[:200], split_hint=split)
+        except DecodeError as exc:
+            return Reject(record.key, record.source, record.group, "decode", exc.reason,
+                          f"{uri.rsplit('/', 1)[-1]}: {exc.detail}"[:200], split_hint=split)
+        images.append(encode_png(view.pixels, settings.png_compression))
+    members = tuple({"view": i, "azimuth_deg": a} for i, a in enumerate(record.azimuths_deg))
+    return Sentence(record.key, record.source, "multiview", "none", split, tuple(images), members,
+                    dict(record.lineage))
+
+
+def render_annotated_clip(record: AnnotatedClipRecord, settings: RenderSettings) -> Sentence | Reject:
+    split = settings.split(record.group)
+    annotation = record.annotation
+    frames, targets = [], []
+    try:
+        for index, uri in enumerate(record.frame_uris):
+            decoded = _load(uri, None, settings)
+            if annotation["kind"] == "mask":
+                payload = {"label_uri": annotation["uris"][index], "panoptic_divisor": annotation.get("divisor", 100)}
+                task = "segmentation"
+            else:
+                payload = {"skeleton": annotation["skeleton"], "people": [annotation["points"][index]]}
+                task = "pose"
+            frames.append(decoded.pixels)
+            targets.append(target_for(task, payload, decoded.pixels, decoded.plan, settings, record.key)[1])
+    except (OSError, ValueError) as exc:
+        return Reject(record.key, record.source, record.group, "read", "unreadable_file",
+                      f"{type(exc).__name__}: {exc}"[:200], split_hint=split)
+    except (DecodeError, AnnotationError, MapError) as exc:
+        return Reject(record.key, record.source, record.group, "annotation", exc.reason, exc.detail, split_hint=split)
+    if record.layout == "interleaved":
+        order = [img for pair in zip(frames, targets) for img in pair]
+        roles = [r for i in range(len(frames)) for r in (("frame", i), ("annotation", i))]
+    else:
+        order = frames + targets
+        roles = [("frame", i) for i in range(len(frames))] + [("annotation", i) for i in range(len(targets))]
+    frame_numbers = record.lineage.get("frames", list(range(len(frames))))
+    members = tuple({"role": role, "frame": int(frame_numbers[i])} for role, i in roles)
+    meta = {"layout": record.layout, "stride": record.stride, "start": record.start, **record.lineage}
+    pngs = tuple(encode_png(image, settings.png_compression) for image in order)
+    return Sentence(record.key, record.source, "annotated_video", "segmentation" if annotation["kind"] == "mask" else "pose",
+                    split, pngs, members, meta)
+
