@@ -16,7 +16,7 @@ from uvd_pipeline.rendered_shards import iter_shard
 
 def test_report_counts_and_sheets(mini_build):
     config, summary = mini_build
-    paths = write_report(config.output, max_sentences_per_source=2)
+    paths = write_report(config.output, max_sentences_per_group=2)
     data = json.loads(Path(paths["json"]).read_text())
     assert data["totals"] == summary["totals"]
     assert data["sentences_by_kind"] == {"category": 6, "image": 70, "video": 3}
@@ -24,12 +24,13 @@ def test_report_counts_and_sheets(mini_build):
     assert data["reject_examples"]["too_few_frames"][0]["key"].startswith("clips-short_10f")
     page = Path(paths["html"]).read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert "contact_sheet.png" in images and len(images) == 4  # all sources + one per source
+    assert "contact_sheet.png" in images and len(images) == 4  # overview + image, category, video
     report_dir = Path(paths["html"]).parent
     for name in images:
         with Image.open(report_dir / name) as sheet:
             sheet.verify()
-    sheet = np.asarray(Image.open(report_dir / "contact_clips.png").convert("RGB"))
+    assert data["sentences_by_task"] == {"category": 6, "image": 70, "video": 3}
+    sheet = np.asarray(Image.open(report_dir / "contact_video.png").convert("RGB"))
     assert sheet.shape[0] == 2 * (THUMB + 4)  # one row per sentence
     # the first thumbnail of the first row is the first frame of the first video sentence
     first_tar = sorted((Path(config.output) / "rendered" / "clips").rglob("*.tar"))

@@ -181,7 +181,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         entry = per_source.setdefault(stats["source"], {
             "sentences": 0, "images": 0, "rejects": 0, "shards": 0,
             "by_split": defaultdict(lambda: {"sentences": 0, "images": 0}),
-            "by_kind": Counter(), "rejects_by_reason": Counter(),
+            "by_kind": Counter(), "by_kind_task": Counter(), "rejects_by_reason": Counter(),
         })
         entry["sentences"] += stats["sentences"]
         entry["images"] += stats["images"]
@@ -190,6 +190,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         entry["by_split"][stats["split"]]["sentences"] += stats["sentences"]
         entry["by_split"][stats["split"]]["images"] += stats["images"]
         entry["by_kind"].update(stats["by_kind"])
+        entry["by_kind_task"].update(stats.get("by_kind_task", {}))
         entry["rejects_by_reason"].update(stats["rejects_by_reason"])
         rejects_uri = uri[: -len(STATS_SUFFIX)] + REJECTS_SUFFIX
         if stats["rejects"]:
@@ -202,6 +203,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             **{k: entry[k] for k in ("sentences", "images", "rejects", "shards")},
             "by_split": {k: dict(v) for k, v in sorted(entry["by_split"].items())},
             "by_kind": dict(sorted(entry["by_kind"].items())),
+            "by_kind_task": dict(sorted(entry["by_kind_task"].items())),
             "rejects_by_reason": dict(sorted(entry["rejects_by_reason"].items())),
         }
     types = {s.name: s.type for s in config.sources}
@@ -221,8 +223,8 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         },
         "sources": sources,
         "shards": [
-            {k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "images", "rejects",
-                                   "tar_sha256")}
+            {**{k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "images", "rejects",
+                                      "tar_sha256")}, "by_kind_task": stats.get("by_kind_task", {})}
             for _, stats in shards
         ],
         "run": {

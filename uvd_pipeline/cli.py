@@ -58,7 +58,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from uvd_pipeline.report import write_report
 
-    paths = write_report(args.out, max_sentences_per_source=args.sentences)
+    paths = write_report(args.out, max_sentences_per_group=args.sentences)
     print(f"report: {paths['html']}")
     print(f"report data: {paths['json']}")
     return 0
@@ -95,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="write report.html and report.json for a build output")
     r.add_argument("out")
-    r.add_argument("--sentences", type=int, default=4, help="sentences per source in the contact sheet")
+    r.add_argument("--sentences", type=int, default=4, help="sentences per kind/task in the contact sheets")
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("check", help="validate a config file and print what it would build")

@@ -35,6 +35,11 @@ TAR_SUFFIX = ".tar"
 TMP_MARK = ".tmp-"
 
 
+def sentence_group(kind: str, task: str) -> str:
+    """How reports group sentences: by kind, and by task where a kind has several."""
+    return kind if task in ("none", kind) else f"{kind}/{task}"
+
+
 class ShardAddress(NamedTuple):
     source: str
     split: str
@@ -164,6 +169,7 @@ def write_shard(
                 rejects.append(item.as_row())
         kinds: Counter[str] = Counter()
         tasks: Counter[str] = Counter()
+        kind_tasks: Counter[str] = Counter()
         n_images = 0
         first = last = None
         with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False) as local:
@@ -175,6 +181,7 @@ def write_shard(
                         add_member(tar, f"{sentence.sentence_id}.{position:02d}.png", png)
                     kinds[sentence.kind] += 1
                     tasks[sentence.task] += 1
+                    kind_tasks[sentence_group(sentence.kind, sentence.task)] += 1
                     n_images += sentence.n_images
                     first = first or sentence.sentence_id
                     last = sentence.sentence_id
@@ -202,6 +209,7 @@ def write_shard(
             "images": n_images,
             "by_kind": dict(sorted(kinds.items())),
             "by_task": dict(sorted(tasks.items())),
+            "by_kind_task": dict(sorted(kind_tasks.items())),
             "rejects": len(rejects),
             "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
             "first_sentence": first,

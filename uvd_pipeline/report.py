@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from sources import fsio
 from uvd_pipeline.build import REJECTS_FILE, SUMMARY_FILE
 from uvd_pipeline.render import decode_png
-from uvd_pipeline.rendered_shards import iter_shard, read_json, write_bytes_atomic
+from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, write_bytes_atomic
 
 REPORT_DIR = "report"
 THUMB = 64
@@ -27,20 +27,25 @@ LABEL_WIDTH = 260
 EXAMPLES_PER_REASON = 3
 
 
-def pick_sentences(output: str, summary: dict[str, Any], per_source: int) -> dict[str, list]:
-    """The first sentences (in shard order) of each source, preferring the train split."""
+def pick_sentences(output: str, summary: dict[str, Any], per_group: int) -> dict[str, list]:
+    """The first sentences (in shard order, train first) of every kind/task group.
+
+    Shards are opened only while some group they hold still wants sentences.
+    """
     picked: dict[str, list] = defaultdict(list)
-    shards = sorted(summary["shards"], key=lambda s: (s["source"], s["split"] != "train", s["split"], s["shard"]))
+    shards = sorted(summary["shards"], key=lambda s: (s["split"] != "train", s["source"], s["split"], s["shard"]))
     for shard in shards:
-        source = shard["source"]
-        if len(picked[source]) >= per_source or not shard["sentences"]:
+        wanted = [g for g in shard.get("by_kind_task", {}) if len(picked[g]) < per_group]
+        if not wanted:
             continue
-        uri = fsio.join(output, "rendered", source, shard["split"], shard["tar"])
+        uri = fsio.join(output, "rendered", shard["source"], shard["split"], shard["tar"])
         for sentence in iter_shard(uri):
-            picked[source].append(sentence)
-            if len(picked[source]) >= per_source:
+            group = sentence_group(sentence.header["kind"], sentence.header["task"])
+            if len(picked[group]) < per_group:
+                picked[group].append(sentence)
+            if all(len(picked[g]) >= per_group for g in wanted):
                 break
-    return dict(picked)
+    return dict(sorted(picked.items()))
 
 
 def contact_sheet(sentences: list, thumb: int = THUMB) -> Image.Image:
@@ -75,11 +80,14 @@ def _reject_examples(output: str) -> dict[str, list[dict[str, str]]]:
 
 def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
     by_kind: dict[str, int] = defaultdict(int)
+    by_kind_task: dict[str, int] = defaultdict(int)
     by_split: dict[str, int] = defaultdict(int)
     by_reason: dict[str, int] = defaultdict(int)
     for source in summary["sources"].values():
         for kind, n in source["by_kind"].items():
             by_kind[kind] += n
+        for group, n in source.get("by_kind_task", {}).items():
+            by_kind_task[group] += n
         for split, counts in source["by_split"].items():
             by_split[split] += counts["sentences"]
         for reason, n in source["rejects_by_reason"].items():
@@ -91,6 +99,7 @@ def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
         "totals": summary["totals"],
         "sources": summary["sources"],
         "sentences_by_kind": dict(sorted(by_kind.items())),
+        "sentences_by_task": dict(sorted(by_kind_task.items())),
         "sentences_by_split": dict(sorted(by_split.items())),
         "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
         "reject_examples": _reject_examples(output),
@@ -130,17 +139,19 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 {_table(['source', 'type', 'kinds', 'sentences', 'images', 'train', 'val', 'rejects'], source_rows)}
 <h2>Sentences by kind</h2>
 {_table(['kind', 'sentences'], [[k, n] for k, n in data['sentences_by_kind'].items()])}
+<h2>Sentences by kind and task</h2>
+{_table(['kind / task', 'sentences'], [[k, n] for k, n in data['sentences_by_task'].items()])}
 <h2>Sentences by split</h2>
 {_table(['split', 'sentences'], [[k, n] for k, n in data['sentences_by_split'].items()])}
 <h2>Rejects by reason</h2>
 {_table(['reason', 'count', 'examples'], reject_rows)}
-<h2>Contact sheets (one row per sentence)</h2>
+<h2>Contact sheets (one row per sentence, one sheet per kind and task)</h2>
 {sections}
 </body></html>
 """
 
 
-def write_report(output: str, max_sentences_per_source: int = 4) -> dict[str, str]:
+def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str]:
     summary_uri = fsio.join(output, SUMMARY_FILE)
     if not fsio.exists(summary_uri):
         raise FileNotFoundError(f"{output} has no {SUMMARY_FILE}: run the build (to completion) first")
@@ -148,14 +159,15 @@ def write_report(output: str, max_sentences_per_source: int = 4) -> dict[str, st
     data = report_data(output, summary)
     report_dir = fsio.join(output, REPORT_DIR)
     sheets: dict[str, str] = {}
-    picked = {k: v for k, v in pick_sentences(output, summary, max_sentences_per_source).items() if v}
-    groups = {"all sources": [s for sentences in picked.values() for s in sentences], **picked}
+    picked = {k: v for k, v in pick_sentences(output, summary, max_sentences_per_group).items() if v}
+    overview = [sentences[0] for sentences in picked.values()]
+    groups = {"all kinds and tasks": overview, **picked}
     for title, sentences in groups.items():
         if not sentences:
             continue
         buf = io.BytesIO()
         contact_sheet(sentences).save(buf, "PNG")
-        name = "contact_sheet.png" if title == "all sources" else f"contact_{title}.png"
+        name = "contact_sheet.png" if title == "all kinds and tasks" else f"contact_{title.replace('/', '_')}.png"
         write_bytes_atomic(fsio.join(report_dir, name), buf.getvalue())
         sheets[title] = name
     data["contact_sheets"] = sheets

@@ -1,0 +1,95 @@
+"""Synthetic degradations and pseudo-labelers on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transforms.degrade import SYNTHETIC_TASKS, grayscale, inpainting_mask, synthetic_pair
+from uvd_pipeline.labelers import LabelerError, check_spec, get_labeler, sgbm_disparity, LabelContext
+from uvd_pipeline.sample import media
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    import cv2
+
+    return cv2.resize(media.photo("coffee"), (256, 256), interpolation=cv2.INTER_AREA)
+
+
+def test_colorization_input_is_the_lvm_luma(photo):
+    gray = grayscale(photo)
+    expected = np.round(0.2989 * photo[..., 0] + 0.5870 * photo[..., 1] + 0.1140 * photo[..., 2])
+    assert np.array_equal(gray[..., 0], expected.astype(np.uint8))
+    assert np.array_equal(gray[..., 0], gray[..., 2])
+
+
+def test_inpainting_mask_recipe():
+    squares = 0
+    for seed in range(400):
+        mask = inpainting_mask(256, 256, np.random.default_rng(seed))
+        blocks = mask.reshape(8, 32, 8, 32).transpose(0, 2, 1, 3).reshape(64, -1)
+        if all(b.all() or not b.any() for b in blocks):
+            continue  # the grid of 32-px patches
+        ys, xs = np.nonzero(mask)  # otherwise it must be one filled square of side U[0.1, 0.5) * 256
+        side = ys.max() - ys.min() + 1
+        assert side == xs.max() - xs.min() + 1 and mask.sum() == side * side
+        assert int(0.1 * 256) <= side < 0.5 * 256
+        squares += 1
+    assert 0.22 < squares / 400 < 0.38  # p = 0.3
+
+
+@pytest.mark.parametrize("task", SYNTHETIC_TASKS)
+def test_synthetic_pairs_are_seeded_and_change_the_input(photo, task):
+    first = synthetic_pair(task, photo, np.random.default_rng(7))
+    again = synthetic_pair(task, photo, np.random.default_rng(7))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    source, target = first
+    assert source.shape == target.shape == photo.shape and source.dtype == np.uint8
+    if task == "style":
+        assert np.array_equal(source, photo) and not np.array_equal(target, photo)
+    else:
+        assert np.array_equal(target, photo) and not np.array_equal(source, photo)
+    if task == "low_light":
+        assert source.mean() < photo.mean() * 0.6
+
+
+def test_sgbm_on_the_real_middlebury_pair():
+    """Semi-global matching recovers the real ground-truth disparity of the motorcycle pair."""
+    import cv2
+    from PIL import Image
+
+    left = np.asarray(Image.open(media.package_file("skimage", "data/motorcycle_left.png")).convert("RGB"))
+    right = np.asarray(Image.open(media.package_file("skimage", "data/motorcycle_right.png")).convert("RGB"))
+    truth = np.load(media.package_file("skimage", "data/motorcycle_disp.npz"))["arr_0"]
+    scale = 0.5
+    small = [cv2.resize(x, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for x in (left, right)]
+    estimate = sgbm_disparity(*small, num_disparities=96)
+    truth_small = cv2.resize(np.where(np.isfinite(truth), truth, 0), None, fx=scale, fy=scale,
+                             interpolation=cv2.INTER_NEAREST) * scale
+    both = (estimate > 0) & (truth_small > 0)
+    assert both.mean() > 0.5
+    error = np.abs(estimate[both] - truth_small[both])
+    assert np.median(error) < 1.5 and (error < 3).mean() > 0.75
+
+
+def test_labeler_specs_are_checked_before_the_build(tmp_path):
+    check_spec({"name": "canny"}, "edges")
+    with pytest.raises(LabelerError, match="unknown labeler"):
+        check_spec({"name": "dpt"})
+    with pytest.raises(LabelerError, match="makes edges targets, not depth"):
+        check_spec({"name": "canny"}, "depth")
+    with pytest.raises(LabelerError, match="needs `config`"):
+        check_spec({"name": "mmpose", "checkpoint": "x"}, "pose")
+    (tmp_path / "c.py").write_text("# config")
+    (tmp_path / "w.pth").write_bytes(b"0")
+    try:
+        import mmpose  # noqa: F401
+    except Exception:
+        with pytest.raises(LabelerError, match=r"pip install -e '\.\[mmpose\]'"):
+            check_spec({"name": "mmpose", "config": str(tmp_path / "c.py"), "checkpoint": str(tmp_path / "w.pth")})
+
+
+def test_canny_labeler_gives_white_edges(photo):
+    edges = get_labeler({"name": "canny"})(photo, LabelContext())
+    assert set(np.unique(edges)) == {0, 255} and 0.01 < (edges[..., 0] > 0).mean() < 0.4

@@ -1,0 +1,186 @@
+"""Readers of multi-view and annotated layouts, on small trees written in the real layouts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sources.annotated_video import AnnotatedVideoSource, frame_windows
+from sources.multitask import MultiTaskSource
+from sources.multiview import Co3dSource, ObjaverseSource, azimuths_about_axis, pick_evenly
+from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord
+from sources.segmentation import SegmentationSource
+from sources.stereo import StereoSource
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), array)
+
+
+def blender_rt(azimuth_deg: float, elevation_deg: float, radius: float) -> np.ndarray:
+    """A Zero123 world-to-camera [R|t] for a camera looking at the origin (Blender: +Z up)."""
+    a, e = np.radians(azimuth_deg), np.radians(elevation_deg)
+    centre = radius * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+    back = centre / np.linalg.norm(centre)  # camera +Z points away from the target
+    right = np.cross([0, 0, 1.0], back)
+    right /= np.linalg.norm(right)
+    up = np.cross(back, right)
+    rotation = np.stack([right, up, back])  # rows: camera axes in world coordinates
+    return np.concatenate([rotation, (-rotation @ centre)[:, None]], axis=1).astype(np.float32)
+
+
+def test_objaverse_views_sorted_by_azimuth(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    uid = "0123456789abcdef0123456789abcdef"
+    azimuths = (37.0 + 15.0 * np.arange(24)) % 360
+    order = rng.permutation(24)
+    for file_index, view in enumerate(order):
+        _png(tmp_path / uid / f"{file_index:03d}.png", np.full((8, 8, 4), view, np.uint8))
+        np.save(tmp_path / uid / f"{file_index:03d}.npy", blender_rt(azimuths[view], 20.0, 1.8))
+    short = "f" * 32
+    for i in range(12):
+        _png(tmp_path / short / f"{i:03d}.png", np.zeros((8, 8, 4), np.uint8))
+        np.save(tmp_path / short / f"{i:03d}.npy", blender_rt(i * 30.0, 0.0, 2.0))
+    source = ObjaverseSource("obj", str(tmp_path))
+    items = [i for unit in source.units() for i in source.read(unit)]
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert reject.reason == "too_few_views"
+    assert list(record.azimuths_deg) == sorted(record.azimuths_deg)
+    assert np.allclose(sorted(record.azimuths_deg), sorted(azimuths), atol=1e-3)
+    values = [int(cv2.imread(u, cv2.IMREAD_UNCHANGED)[0, 0, 0]) for u in record.view_uris]
+    assert values == list(np.argsort(azimuths))  # the pixel value names the view: true azimuth order
+    assert record.lineage["elevation_deg"] == pytest.approx(20.0, abs=1e-3)
+    assert record.lineage["radius"] == pytest.approx(1.8, abs=1e-3)
+
+
+def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
+    """Cameras circle a tilted axis; the reader recovers their order from R, T alone."""
+    tilt = cv2.Rodrigues(np.array([0.4, 0.1, 0.0]))[0]
+    frames = []
+    rng = np.random.default_rng(3)
+    angles = np.sort(rng.uniform(0, 360, 30))
+    shuffled = rng.permutation(30)
+    for number, k in enumerate(shuffled):
+        a = np.radians(angles[k])
+        centre = tilt @ np.array([3 * np.cos(a), 3 * np.sin(a), 0.5])
+        up_world = tilt @ np.array([0, 0, 1.0])
+        forward = -centre / np.linalg.norm(centre)
+        left = np.cross(up_world, forward)
+        left /= np.linalg.norm(left)
+        up = np.cross(forward, left)
+        r = np.stack([left, up, forward], axis=1)  # columns: view axes in world (PyTorch3D +X left)
+        t = -centre @ r
+        path = f"toy/seq1/images/frame{number:06d}.jpg"
+        _png(tmp_path / path, np.full((6, 6, 3), k, np.uint8))
+        frames.append({"sequence_name": "seq1", "frame_number": number, "frame_timestamp": float(number),
+                       "image": {"path": path, "size": [6, 6]},
+                       "depth": {"path": f"toy/seq1/depths/frame{number:06d}.jpg.geometric.png",
+                                 "scale_adjustment": 1.0, "mask_path": None},
+                       "mask": {"path": f"toy/seq1/masks/frame{number:06d}.png", "mass": 1.0},
+                       "viewpoint": {"R": r.tolist(), "T": t.tolist(), "focal_length": [1, 1],
+                                     "principal_point": [0, 0], "intrinsics_format": "ndc_isotropic"},
+                       "meta": {}})
+    frames.append({**frames[0], "frame_number": 99, "image": {"path": "toy/seq1/images/frame000099.jpg"}})
+    (tmp_path / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    source = Co3dSource("co3d", str(tmp_path), views=24, pair_tasks=("depth",))
+    items = [i for unit in source.units() for i in source.read(unit)]
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    reasons = {i.reason for i in items if isinstance(i, Reject)}
+    assert reasons == {"missing_frames"}
+    ks = [int(shuffled[int(Path(u).stem[len("frame"):])]) for u in record.view_uris]
+    steps = np.diff(ks) % 30
+    assert (steps > 0).all() and steps.sum() < 30  # one turn, in angular order (start anywhere)
+    pairs = [i for i in items if isinstance(i, PairRecord)]
+    assert len(pairs) == 30 and pairs[0].annotation["format"] == "co3d"
+
+
+def test_azimuth_helpers():
+    centres = np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], float)
+    assert azimuths_about_axis(centres, np.array([0, 0, 1.0])).tolist() == [0, 90, 180, 270]
+    assert pick_evenly(48, 24) == list(range(0, 48, 2)) and pick_evenly(24, 24) == list(range(24))
+
+
+def test_cityscapes_and_ade20k_pairs(tmp_path: Path):
+    city = tmp_path / "cs"
+    _png(city / "leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png", np.zeros((8, 16, 3), np.uint8))
+    _png(city / "gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png", np.full((8, 16), 7, np.uint8))
+    _png(city / "leftImg8bit/val/bonn/bonn_000001_000019_leftImg8bit.png", np.zeros((8, 16, 3), np.uint8))
+    source = SegmentationSource("cs", str(city), "cityscapes")
+    items = [i for unit in source.units() for i in source.read(unit)]
+    pair = next(i for i in items if isinstance(i, PairRecord))
+    assert pair.annotation["label_uri"].endswith("aachen_000000_000019_gtFine_labelIds.png") and pair.split_hint == "train"
+    assert [(i.reason, i.split_hint) for i in items if isinstance(i, Reject)] == [("missing_annotation", "val")]
+    ade = tmp_path / "ade" / "ADEChallengeData2016"
+    _png(ade / "images/validation/ADE_val_00000001.jpg", np.zeros((8, 8, 3), np.uint8))
+    _png(ade / "annotations/validation/ADE_val_00000001.png", np.ones((8, 8), np.uint8))
+    items = list(SegmentationSource("ade", str(tmp_path / "ade")).read(SegmentationSource("ade", str(tmp_path / "ade")).units()[0]))
+    assert items[0].split_hint == "val" and items[0].task == "segmentation"
+
+
+def test_kitti_pairs_with_and_without_disparity(tmp_path: Path):
+    for name in ("000000_10.png", "000001_10.png"):
+        _png(tmp_path / "training/image_2" / name, np.zeros((8, 8, 3), np.uint8))
+        _png(tmp_path / "training/image_3" / name, np.zeros((8, 8, 3), np.uint8))
+    _png(tmp_path / "training/disp_noc_0/000000_10.png", np.full((8, 8), 256 * 5, np.uint16))
+    plain = StereoSource("k", str(tmp_path))
+    items = [i for u in plain.units() for i in plain.read(u)]
+    assert sorted((i.key.rsplit("-", 1)[1], type(i).__name__) for i in items) == [
+        ("depth", "PairRecord"), ("depth", "Reject"), ("stereo", "PairRecord"), ("stereo", "PairRecord")]
+    labelled = StereoSource("k", str(tmp_path), labeler=(("name", "sgbm"),))
+    depth = [i for u in labelled.units() for i in labelled.read(u) if i.task == "depth"]
+    assert {("labeler" in d.annotation) for d in depth} == {True, False}
+
+
+def test_taskonomy_tuples(tmp_path: Path):
+    domains = {"rgb": "rgb", "normal": "normal", "edge_occlusion": "edge_occlusion",
+               "depth_zbuffer": "depth_zbuffer", "segment_semantic": "segment_semantic"}
+    for stem in ("point_0_view_0", "point_0_view_1"):
+        for folder, domain in domains.items():
+            if stem == "point_0_view_1" and folder == "depth_zbuffer":
+                continue
+            _png(tmp_path / "b1" / folder / f"{stem}_domain_{domain}.png", np.zeros((4, 4), np.uint8))
+    items = list(MultiTaskSource("tk", str(tmp_path)).read(str(tmp_path / "b1")))
+    record = next(i for i in items if isinstance(i, TupleRecord))
+    assert [t for t, _ in record.uris] == ["image", "normals", "edges", "depth", "segmentation"]
+    reject = next(i for i in items if isinstance(i, Reject))
+    assert reject.reason == "incomplete_tuple" and "depth" in reject.detail
+
+
+def test_annotated_video_layouts(tmp_path: Path):
+    from scipy.io import savemat
+
+    assert frame_windows(20, 8, 1) == [tuple(range(8)), tuple(range(8, 16))]
+    assert frame_windows(20, 8, 2) == [tuple(range(0, 16, 2))]
+    vip = tmp_path / "vip"
+    for f in range(10):
+        _png(vip / f"imgs/v1/{f:05d}.jpg", np.zeros((8, 8, 3), np.uint8))
+        if f != 3:
+            _png(vip / f"panomasks/v1/{f:05d}.png", np.full((8, 8), 101, np.uint16))
+    for f in range(20, 36):
+        _png(vip / f"imgs/v2/{f:05d}.jpg", np.zeros((8, 8, 3), np.uint8))
+        _png(vip / f"panomasks/v2/{f:05d}.png", np.full((8, 8), 205, np.uint16))
+    source = AnnotatedVideoSource("vip", str(vip), "vipseg", "separated", frames=8)
+    items = [i for u in source.units() for i in source.read(u)]
+    clips = [i for i in items if isinstance(i, AnnotatedClipRecord)]
+    assert [c.key.rsplit("-", 1)[1] for c in clips] == ["f00000", "f00008"]
+    assert [i.reason for i in items if isinstance(i, Reject)] == ["missing_annotation"]
+    jh = tmp_path / "jh"
+    for f in range(12):
+        _png(jh / f"Rename_Images/walk/clip_a/{f + 1:05d}.png", np.zeros((8, 8, 3), np.uint8))
+    (jh / "joint_positions/walk/clip_a").mkdir(parents=True)
+    pos = np.random.default_rng(0).uniform(0, 8, (2, 15, 12))
+    savemat(jh / "joint_positions/walk/clip_a/joint_positions.mat", {"pos_img": pos})
+    for f in range(4):
+        _png(jh / f"Rename_Images/walk/clip_b/{f + 1:05d}.png", np.zeros((8, 8, 3), np.uint8))
+    source = AnnotatedVideoSource("jh", str(jh), "jhmdb", frames=8)
+    items = [i for u in source.units() for i in source.read(u)]
+    (clip,) = [i for i in items if isinstance(i, AnnotatedClipRecord)]
+    assert clip.annotation["points"][2][:2] == pytest.approx([pos[0, 0, 2], pos[1, 0, 2]])
+    assert [i.reason for i in items if isinstance(i, Reject)] == ["too_few_frames"]
