@@ -32,7 +32,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: sample
 	$(PY) benchmarks/run_all.py
 
 report: $(STAMP)

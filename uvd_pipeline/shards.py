@@ -1,0 +1,237 @@
+"""Token shards: the contract between the build and the trainer.
+
+An Arrow IPC file, one row per sentence: `sentence_id`, `source`, `kind`, `task`, `split`,
+`n_images`, `tokens` (uint16, n_images * tokens_per_image) and `lineage` (JSON of the member
+keys). Schema metadata names the tokenizer (name, weights hash), codebook size, tokens per image,
+image size, config hash and format version, so a trainer can refuse shards of another tokenizer.
+
+Like rendered shards, a token shard is written under a temporary name, renamed, and only then is
+its stats JSON written; a shard without stats does not exist. Readers memory-map the file.
+
+Also here: the LVM/EasyLM JSONL interchange (`{"tokens": base64 of little-endian int32}`).
+This module imports only pyarrow and numpy, so the trainer can use it without Beam.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob as globlib
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+TOKEN_FORMAT_VERSION = 1
+TOKENS_DIR = "tokens"
+ARROW_SUFFIX = ".arrow"
+STATS_SUFFIX = ".stats.json"
+META_PREFIX = "uvd."
+
+SCHEMA = pa.schema([
+    ("sentence_id", pa.string()),
+    ("source", pa.string()),
+    ("kind", pa.string()),
+    ("task", pa.string()),
+    ("split", pa.string()),
+    ("n_images", pa.int32()),
+    ("tokens", pa.large_list(pa.uint16())),
+    ("lineage", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class TokenShardMeta:
+    """What every row of a shard shares; stored in the Arrow schema metadata."""
+
+    tokenizer_name: str
+    tokenizer_hash: str
+    codebook_size: int
+    tokens_per_image: int
+    image_size: int
+    config_hash: str
+    format_version: int = TOKEN_FORMAT_VERSION
+
+    def to_metadata(self) -> dict[bytes, bytes]:
+        return {f"{META_PREFIX}{k}".encode(): str(v).encode() for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[bytes, bytes] | None) -> "TokenShardMeta":
+        if not metadata:
+            raise ValueError("not a UVD token shard: its Arrow schema has no metadata")
+        values = {k.decode()[len(META_PREFIX):]: v.decode() for k, v in metadata.items()
+                  if k.decode().startswith(META_PREFIX)}
+        try:
+            return cls(
+                tokenizer_name=values["tokenizer_name"], tokenizer_hash=values["tokenizer_hash"],
+                codebook_size=int(values["codebook_size"]), tokens_per_image=int(values["tokens_per_image"]),
+                image_size=int(values["image_size"]), config_hash=values["config_hash"],
+                format_version=int(values["format_version"]),
+            )
+        except KeyError as exc:
+            raise ValueError(f"not a UVD token shard: metadata lacks {exc}") from None
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    sentence_id: str
+    source: str
+    kind: str
+    task: str
+    split: str
+    tokens: np.ndarray  # uint16, (n_images * tokens_per_image,)
+    lineage: dict[str, Any]
+
+
+def to_table(rows: Iterable[TokenRow], meta: TokenShardMeta) -> pa.Table:
+    rows = sorted(rows, key=lambda r: r.sentence_id)
+    for row in rows:
+        if row.tokens.dtype != np.uint16 or row.tokens.size % meta.tokens_per_image:
+            raise ValueError(f"{row.sentence_id}: tokens must be uint16 and a multiple of {meta.tokens_per_image}")
+        if row.tokens.size and int(row.tokens.max()) >= meta.codebook_size:
+            raise ValueError(f"{row.sentence_id}: token {int(row.tokens.max())} >= codebook size {meta.codebook_size}")
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum([r.tokens.size for r in rows], out=offsets[1:])
+    flat = np.concatenate([r.tokens for r in rows]) if rows else np.zeros(0, np.uint16)
+    tokens = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.uint16()))
+    columns = [
+        pa.array([r.sentence_id for r in rows], pa.string()),
+        pa.array([r.source for r in rows], pa.string()),
+        pa.array([r.kind for r in rows], pa.string()),
+        pa.array([r.task for r in rows], pa.string()),
+        pa.array([r.split for r in rows], pa.string()),
+        pa.array([r.tokens.size // meta.tokens_per_image for r in rows], pa.int32()),
+        tokens,
+        pa.array([json.dumps(r.lineage, sort_keys=True, separators=(",", ":")) for r in rows], pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA.with_metadata(meta.to_metadata()))
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def write_token_shard(path: str, rows: Iterable[TokenRow], meta: TokenShardMeta,
+                      extra_stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `path` (.arrow) and then its stats file; returns the stats. Local paths or fsspec URLs."""
+    from sources.fsio import filesystem
+
+    table = to_table(rows, meta)
+    data = table_bytes(table)
+
+    stats = {
+        "format_version": TOKEN_FORMAT_VERSION,
+        "file": os.path.basename(path),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "sentences": table.num_rows,
+        "images": int(pc.sum(table.column("n_images")).as_py() or 0),
+        "tokens": int(sum(len(chunk.values) for chunk in table.column("tokens").chunks)),
+        **{k: v for k, v in meta.__dict__.items()},
+        **(extra_stats or {}),
+    }
+    fs, target = filesystem(path)
+    fs.makedirs(os.path.dirname(target), exist_ok=True)
+    for final, payload in ((target, data), (target[: -len(ARROW_SUFFIX)] + STATS_SUFFIX,
+                                             json.dumps(stats, indent=1, sort_keys=True).encode())):
+        temporary = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+        with fs.open(temporary, "wb") as handle:
+            handle.write(payload)
+        fs.mv(temporary, final)
+    return stats
+
+
+def committed(path: str) -> bool:
+    return os.path.exists(path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX) and os.path.exists(path)
+
+
+def read_token_shard(path: str) -> tuple[pa.Table, TokenShardMeta]:
+    """Memory-map a committed shard (no copy of the token data into Python memory)."""
+    if not committed(path):
+        raise FileNotFoundError(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)")
+    source = pa.memory_map(path, "r")
+    table = ipc.open_file(source).read_all()
+    return table, TokenShardMeta.from_metadata(table.schema.metadata)
+
+
+def find_shards(pattern: str) -> list[str]:
+    """Committed token shards matching a glob (a folder means every shard below it)."""
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
+    return sorted(p for p in globlib.glob(pattern, recursive=True) if p.endswith(ARROW_SUFFIX) and committed(p))
+
+
+def sentence_tokens(table: pa.Table, index: int) -> np.ndarray:
+    """One row's tokens as a zero-copy uint16 view."""
+    column = table.column("tokens")
+    chunk_index = 0
+    while index >= len(column.chunk(chunk_index)):
+        index -= len(column.chunk(chunk_index))
+        chunk_index += 1
+    chunk = column.chunk(chunk_index)
+    start, end = chunk.offsets[index].as_py(), chunk.offsets[index + 1].as_py()
+    return chunk.values.to_numpy(zero_copy_only=True)[start:end]
+
+
+def iter_rows(path: str) -> Iterator[TokenRow]:
+    table, _ = read_token_shard(path)
+    for i in range(table.num_rows):
+        yield TokenRow(
+            sentence_id=table.column("sentence_id")[i].as_py(), source=table.column("source")[i].as_py(),
+            kind=table.column("kind")[i].as_py(), task=table.column("task")[i].as_py(),
+            split=table.column("split")[i].as_py(), tokens=sentence_tokens(table, i).copy(),
+            lineage=json.loads(table.column("lineage")[i].as_py()),
+        )
+
+
+# -- LVM / EasyLM JSONL interchange ----------------------------------------------------------
+def encode_jsonl_line(tokens: np.ndarray) -> str:
+    """{"tokens": base64 of little-endian int32}: the released LVM data format."""
+    return json.dumps({"tokens": base64.b64encode(np.asarray(tokens, dtype="<i4").tobytes()).decode("ascii")})
+
+
+def decode_jsonl_line(line: str) -> np.ndarray:
+    record = json.loads(line)
+    return np.frombuffer(base64.b64decode(record["tokens"]), dtype="<i4").astype(np.int64)
+
+
+def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
+    """Write every sentence of the shards as one JSONL line; returns the number of lines."""
+    count = 0
+    directory = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
+        for path in shard_paths:
+            for row in iter_rows(path):
+                handle.write(encode_jsonl_line(row.tokens) + "\n")
+                count += 1
+    os.replace(handle.name, out_path)
+    return count
+
+
+def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: str = "jsonl",
+                 split: str = "train", kind: str = "image", task: str = "none") -> dict[str, Any]:
+    """Read LVM/EasyLM JSONL back into a token shard (sentence ids from the line numbers)."""
+    rows = []
+    stem = os.path.basename(jsonl_path).split(".")[0]
+    with open(jsonl_path) as handle:
+        for number, line in enumerate(handle):
+            if not line.strip():
+                continue
+            tokens = decode_jsonl_line(line)
+            if tokens.size % meta.tokens_per_image or (tokens.size and (tokens.min() < 0 or tokens.max() >= meta.codebook_size)):
+                raise ValueError(f"{jsonl_path}:{number + 1}: {tokens.size} tokens are not whole images of "
+                                 f"{meta.tokens_per_image} codes below {meta.codebook_size}")
+            rows.append(TokenRow(f"{source}-{stem}-{number:09d}", source, kind, task, split,
+                                 tokens.astype(np.uint16), {"jsonl": os.path.basename(jsonl_path), "line": number}))
+    return write_token_shard(out_path, rows, meta)
