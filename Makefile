@@ -24,7 +24,7 @@ sample: $(STAMP)
 	$(PY) -m uvd_pipeline sample $(SAMPLE_DIR)
 
 build-uvd: sample
-	$(PY) -m uvd_pipeline build $(CONFIG) --report
+	$(PY) -m uvd_pipeline build $(CONFIG) --replace-changed --report
 
 test: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow" -q

@@ -27,14 +27,17 @@ def frame_windows(n_frames: int, frames: int, stride: int) -> list[tuple[int, ..
     return [tuple(range(start, start + span, stride)) for start in range(0, n_frames - span + 1, span)]
 
 
+MATLAB_OFFSET = 0.5  # JHMDB's pos_img is in MATLAB's 1-based pixel-centre coordinates
+
+
 def load_jhmdb_points(data: bytes) -> np.ndarray:
-    """joint_positions.mat -> (T, 15, 2) pixel coordinates from its `pos_img` (2, 15, T)."""
+    """joint_positions.mat -> (T, 15, 2) pixel-edge coordinates from its `pos_img` (2, 15, T)."""
     from scipy.io import loadmat
 
     pos = np.asarray(loadmat(io.BytesIO(data))["pos_img"], dtype=np.float64)
     if pos.ndim != 3 or pos.shape[0] != 2 or pos.shape[1] != 15:
         raise ValueError(f"pos_img must be (2, 15, T), got {pos.shape}")
-    return pos.transpose(2, 1, 0)
+    return pos.transpose(2, 1, 0) - MATLAB_OFFSET
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from sources import fsio
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 MPII_JOINTS = 16
+MATLAB_OFFSET = 0.5
 ENTRIES_PER_UNIT = 512
 
 
@@ -46,7 +47,9 @@ class MpiiSource:
                     yield Reject(key, self.name, group, "read", "bad_keypoints",
                                  f"{image}: expected {MPII_JOINTS} joints, got {len(joints)}")
                     break
-                points.append([v for (x, y), vis in zip(joints, visible) for v in (x, y, 2.0 if vis else 0.0)])
+                # MPII coordinates are MATLAB's (1-based pixel centres): pixel-edge = value - 0.5
+                points.append([v for (x, y), vis in zip(joints, visible)
+                               for v in (x - MATLAB_OFFSET, y - MATLAB_OFFSET, 2.0 if vis else 0.0)])
             else:
                 yield PairRecord(key=key, source=self.name, group=group, task="pose",
                                  image_uri=fsio.join(self.path, self.images_dir, image),

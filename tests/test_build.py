@@ -234,3 +234,18 @@ def test_wrong_source_path_fails_before_writing(tmp_path, mini_corpus):
     with pytest.raises(ConfigError, match=r"sources\[2\]\.path \(clips\): .*does not exist"):
         run_build(broken)
     assert not (tmp_path / "out").exists()
+
+
+def test_incomplete_shard_is_never_committed(tmp_path):
+    from sources.records import Reject
+    from uvd_pipeline.rendered_shards import IncompleteShardError, ShardAddress, write_shard
+
+    address = ShardAddress("web", "train", 0)
+    items = [Reject(f"k{i}", "web", f"k{i}", "decode", "truncated") for i in range(3)]
+    with pytest.raises(IncompleteShardError, match="received 3 of 5 items"):
+        write_shard(str(tmp_path), address, items, config_hash="h", num_shards=1, image_size=64,
+                    format_version=1, expected_items=5)
+    assert not list(tmp_path.rglob("*.stats.json"))
+    result = write_shard(str(tmp_path), address, items, config_hash="h", num_shards=1, image_size=64,
+                         format_version=1, expected_items=3)
+    assert result.stats["rejects"] == 3 and address.path(str(tmp_path), ".stats.json")

@@ -182,5 +182,5 @@ def test_annotated_video_layouts(tmp_path: Path):
     source = AnnotatedVideoSource("jh", str(jh), "jhmdb", frames=8)
     items = [i for u in source.units() for i in source.read(u)]
     (clip,) = [i for i in items if isinstance(i, AnnotatedClipRecord)]
-    assert clip.annotation["points"][2][:2] == pytest.approx([pos[0, 0, 2], pos[1, 0, 2]])
+    assert clip.annotation["points"][2][:2] == pytest.approx([pos[0, 0, 2] - 0.5, pos[1, 0, 2] - 0.5])
     assert [i.reason for i in items if isinstance(i, Reject)] == ["too_few_frames"]

@@ -67,7 +67,7 @@ def make_runner(config: BuildConfig, options):
     return fn_runner.FnApiRunner(provision_info=provision)
 
 
-def prepare_output(config: BuildConfig, overwrite: bool) -> None:
+def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool = False) -> None:
     output = config.output
     fs, root = fsio.filesystem(output)
     build_uri = fsio.join(output, BUILD_FILE)
@@ -75,11 +75,15 @@ def prepare_output(config: BuildConfig, overwrite: bool) -> None:
               "config": config.model_dump(mode="json", exclude={"beam": True})}
     if fs.exists(fsio.filesystem(build_uri)[1]):
         existing = read_json(build_uri)
-        if existing.get("config_hash") != record["config_hash"] and not overwrite:
+        changed = existing.get("config_hash") != record["config_hash"]
+        if changed and replace_changed:
+            log.info("output %s holds another configuration's build: replacing it", output)
+            overwrite = True
+        if changed and not overwrite:
             raise ConfigError(
                 f"output {output} holds a build of a different configuration "
                 f"(config hash {existing.get('config_hash')} vs {record['config_hash']}); "
-                "choose a new `output`, or pass --overwrite to replace it"
+                "choose a new `output`, or pass --overwrite (or --replace-changed) to replace it"
             )
     if overwrite:
         for name in (RENDERED_DIR, SUMMARY_FILE, REJECTS_FILE, BUILD_FILE, "report"):
@@ -126,14 +130,14 @@ class BuildResult:
     summary_path: str
 
 
-def run_build(config: BuildConfig, overwrite: bool = False) -> BuildResult:
+def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: bool = False) -> BuildResult:
     import apache_beam as beam
 
     from uvd_pipeline.graph import build_graph, list_units
 
     started = time.perf_counter()
     units = list_units(config)
-    prepare_output(config, overwrite)
+    prepare_output(config, overwrite, replace_changed)
     removed = remove_temporaries(config.output)
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)

@@ -44,7 +44,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         beam_config = config.beam.model_copy(update={"options": tuple(config.beam.options) + tuple(args.beam_option)})
         config = config.model_copy(update={"beam": beam_config})
     logging.getLogger("uvd").info("build config:\n%s", config_summary(config))
-    result = run_build(config, overwrite=args.overwrite)
+    result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed)
     print(format_summary(result.summary))
     print(f"summary: {result.summary_path}")
     if args.report:
@@ -87,7 +87,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("config")
     b.add_argument("--output", help="override the config's output location")
     b.add_argument("--workers", type=int, help="override beam.direct_num_workers")
-    b.add_argument("--overwrite", action="store_true", help="replace an output built with another config")
+    b.add_argument("--overwrite", action="store_true", help="delete the output first and build anew")
+    b.add_argument("--replace-changed", action="store_true",
+                   help="if the output holds a build of another config, replace it; else resume")
     b.add_argument("--report", action="store_true", help="write the report when the build ends")
     b.add_argument("--beam-option", action="append", default=[], metavar="--FLAG=VALUE",
                    help="extra Beam pipeline flag (repeatable), e.g. --beam-option=--project=my-proj")

@@ -151,6 +151,10 @@ class Render(beam.DoFn):
             yield result
 
 
+class IncompleteGroupError(RuntimeError):
+    """The runner delivered fewer elements than were produced; nothing incomplete is committed."""
+
+
 def _plan(item: tuple[tuple[str, str, str], Iterable[str]], source: str, lengths: dict[str, int],
           remainder: str, seed: int) -> Iterator[Any]:
     (kind, label, split), keys = item
@@ -164,9 +168,12 @@ def _plan(item: tuple[tuple[str, str, str], Iterable[str]], source: str, lengths
 
 
 def _place(item: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, Slot, RenderedUnit]]]:
-    _, grouped = item
-    for unit in grouped["unit"]:
-        for kind, slot in grouped["slot"]:
+    unit_key, grouped = item
+    units, slots = list(grouped["unit"]), list(grouped["slot"])
+    if slots and not units:  # slots are planned from rendered units: only a lost element gets here
+        raise IncompleteGroupError(f"unit {unit_key} was planned into a sentence but never arrived")
+    for unit in units:
+        for kind, slot in slots:
             yield slot.sentence_id, (kind, slot, unit)
 
 
@@ -216,11 +223,13 @@ class WriteShard(beam.DoFn):
         self.router = router
         self.image_size = image_size
 
-    def process(self, item: tuple[tuple[str, str, int], Iterable[Any]]) -> Iterator[dict]:
-        (source, split, index), items = item
+    def process(self, item: tuple[tuple[str, str, int], dict[str, Iterable[Any]]]) -> Iterator[dict]:
+        (source, split, index), grouped = item
         address = ShardAddress(source, split, index)
+        expected = sum(grouped["count"])
         result = write_shard(
-            self.output, address, items,
+            self.output, address, grouped["items"],
+            expected_items=expected,
             config_hash=self.config_hash,
             num_shards=self.router.counts[source][split],
             image_size=self.image_size,
@@ -300,13 +309,14 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
 
     sentences = sentence_parts | "All sentences" >> beam.Flatten()
     rejects = reject_parts | "All rejects" >> beam.Flatten()
-    keyed = (
-        (
-            sentences | "Address sentences" >> beam.Map(lambda s: (router.of_sentence(s), s)),
-            rejects | "Address rejects" >> beam.Map(lambda r: (router.of_reject(r), r)),
-        )
-        | "Shard items" >> beam.Flatten()
-        | "By shard" >> beam.GroupByKey()
-    )
+    items = (
+        sentences | "Address sentences" >> beam.Map(lambda s: (router.of_sentence(s), s)),
+        rejects | "Address rejects" >> beam.Map(lambda r: (router.of_reject(r), r)),
+    ) | "Shard items" >> beam.Flatten()
+    # Every shard also gets its item count through a separate combine, so the writer can refuse
+    # to commit a shard that arrives incomplete (we saw the local multi-process runner drop
+    # grouped values under heavy load); an incomplete shard fails the job and stays uncommitted.
+    counts = items | "Count per shard" >> beam.combiners.Count.PerKey()
+    keyed = {"items": items, "count": counts} | "By shard" >> beam.CoGroupByKey()
     return keyed | "Write shards" >> beam.ParDo(WriteShard(config.output, config.content_hash(), router,
                                                           config.image.size))

@@ -136,6 +136,10 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         os.unlink(handle.name)
 
 
+class IncompleteShardError(RuntimeError):
+    """A shard's items arrived incomplete; committing it would lose data silently."""
+
+
 @dataclass
 class ShardWriteResult:
     address: ShardAddress
@@ -152,6 +156,7 @@ def write_shard(
     num_shards: int,
     image_size: int,
     format_version: int,
+    expected_items: int | None = None,
 ) -> ShardWriteResult:
     """Write one shard (tar, rejects, then stats) unless an earlier run already committed it."""
     stats_uri = address.path(output, STATS_SUFFIX)
@@ -167,6 +172,12 @@ def write_shard(
                 spill.add(item)
             else:
                 rejects.append(item.as_row())
+        received = len(spill) + len(rejects)
+        if expected_items is not None and received != expected_items:
+            raise IncompleteShardError(
+                f"shard {address.stem}: received {received} of {expected_items} items; it is not committed "
+                "(the runner lost data; run the build again to finish it)"
+            )
         kinds: Counter[str] = Counter()
         tasks: Counter[str] = Counter()
         kind_tasks: Counter[str] = Counter()

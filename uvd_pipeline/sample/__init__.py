@@ -18,14 +18,18 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 MANIFEST = "MANIFEST.json"
 
 
 def _families() -> dict[str, Callable[[str, int], dict]]:
-    from uvd_pipeline.sample import imagenet, videos, web
+    from uvd_pipeline.sample import annotated, annotated_video, imagenet, multiview, videos, web
 
-    return {"laion": web.write, "imagenet": imagenet.write, "video": videos.write}
+    return {"laion": web.write, "imagenet": imagenet.write, "video": videos.write,
+            "objaverse": multiview.write_objaverse, "co3d": multiview.write_co3d,
+            "coco": annotated.write_coco, "mpii": annotated.write_mpii, "ade20k": annotated.write_ade20k,
+            "kitti": annotated.write_kitti, "taskonomy": annotated.write_taskonomy,
+            "vipseg": annotated_video.write_vipseg, "jhmdb": annotated_video.write_jhmdb}
 
 
 README = """# UVD embedded sample corpus
@@ -39,6 +43,18 @@ package's data documentation); the corpus is for building and testing this pipel
 - `laion/`: img2dataset webdataset output (tars with jpg/txt/json, parquet, _stats.json)
 - `imagenet/`: ILSVRC CLS-LOC layout (train/<wnid>/, flat val/, LOC_val_solution.csv, LOC_synset_mapping.txt)
 - `video/`: real clips, re-encodings (mkv/H.264, webm/VP9 and VP8, avi/MJPEG), short and truncated files
+- `kitti/`: KITTI stereo layout cut from scikit-image's real Middlebury pair and its disparity
+
+Where no real data ships in packages, a small numpy ray-caster renders textured primitives
+(textures from the real photos) and articulated mannequins, and writes exact ground truth, no
+model, in the real layouts (see docs/layouts.md):
+
+- `objaverse/`: Zero123 layout, 24 RGBA views per object with 3x4 camera matrices
+- `co3d/`: CO3D v2 layout, image sequences with masks, float16 depth and frame annotations
+- `coco/`: COCO JSON with boxes, polygons, RLE and 17 keypoints
+- `mpii/`: MMPose's MPII JSON; `ade20k/`: SceneParsing label maps
+- `taskonomy/`: image, normals, occlusion edges, z-buffer depth and semantic labels by stem
+- `vipseg/`, `jhmdb/`: annotated video (panoptic masks; joint_positions.mat)
 
 Broken entries are deliberate: the build must count each one as a reject with its reason.
 

@@ -1,0 +1,140 @@
+"""Checkpoint I/O in open-muse's format: a folder with `config.json` + `pytorch_model.bin`.
+
+`load` reads the released LVM tokenizer folder exactly as published (or `model.safetensors`
+when the optional safetensors package is installed) and refuses anything that does not fit the
+architecture its config describes, naming the missing/unexpected keys and differing shapes.
+Pickles are never executed: every `torch.load` runs with `weights_only=True`.
+
+`save` writes the same format atomically (temp file, then rename), so a reader never sees half
+a checkpoint. `weights_hash` is the provenance id token shards record next to the tokenizer name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from typing import Callable, Mapping
+
+import torch
+
+from .config import VQGANConfig
+from .model import VQGAN
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "pytorch_model.bin"
+SAFETENSORS_NAME = "model.safetensors"
+_SHOW = 5  # how many offending keys a mismatch message names per kind
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match its config (or is not a checkpoint at all)."""
+
+
+def _preview(items: list[str]) -> str:
+    head = ", ".join(items[:_SHOW])
+    return f"{head}, ... ({len(items)} in all)" if len(items) > _SHOW else head
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, object], source: str = "checkpoint") -> None:
+    """Raise `CheckpointError` naming missing keys, unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"  # type: ignore[union-attr]
+              for k, v in expected.items()
+              if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_preview(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {_preview(shapes)}")
+    if not_tensors:
+        problems.append(f"values that are not tensors: {_preview(not_tensors)}")
+    if problems:
+        raise CheckpointError(f"{source} does not match its config: " + "; ".join(problems))
+
+
+def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
+    bin_path = os.path.join(folder, WEIGHTS_NAME)
+    st_path = os.path.join(folder, SAFETENSORS_NAME)
+    if os.path.exists(bin_path):
+        try:
+            state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # an unpickling refusal or a corrupt file: say which file
+            raise CheckpointError(f"{bin_path}: cannot be read as a weights-only state dict ({exc})") from None
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{bin_path}: expected a state dict (mapping of name -> tensor), "
+                                  f"got {type(state).__name__}")
+        return dict(state), bin_path
+    if os.path.exists(st_path):
+        if importlib.util.find_spec("safetensors") is None:
+            raise CheckpointError(f"{st_path}: reading safetensors needs the optional 'safetensors' package")
+        from safetensors.torch import load_file
+
+        return load_file(st_path, device="cpu"), st_path
+    raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} or {SAFETENSORS_NAME} found")
+
+
+def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VQGAN:
+    """The model in folder `path` (muse format), fp32, in eval mode."""
+    folder = os.fspath(path)
+    config_path = os.path.join(folder, CONFIG_NAME)
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"{folder}: no {CONFIG_NAME}")
+    try:
+        config = VQGANConfig.from_json(config_path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"bad config: {exc}") from None
+    state, source = _read_state_dict(folder)
+    with torch.device("meta"):  # no random init of 146M parameters that are overwritten anyway
+        model = VQGAN(config)
+    check_state_dict(model, state, source)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device).eval()
+
+
+def atomic_write(path: str, write: Callable[[str], object]) -> None:
+    """Call `write(tmp)` on a temp file next to `path`, then rename it over `path`."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".tmp-")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(model: VQGAN, path: str | os.PathLike[str]) -> str:
+    """Write `config.json` + `pytorch_model.bin` (open-muse format) into folder `path`, atomically
+    per file; returns the weights hash. Weights go first, so a folder whose config exists and
+    whose weights are half-written never occurs."""
+    folder = os.fspath(path)
+    os.makedirs(folder, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write(os.path.join(folder, WEIGHTS_NAME), lambda tmp: torch.save(state, tmp))
+    atomic_write(os.path.join(folder, CONFIG_NAME), lambda tmp: model.config.to_json(tmp))
+    return weights_hash(state)
+
+
+def weights_hash(source: VQGAN | Mapping[str, torch.Tensor]) -> str:
+    """sha256 (hex) over the state dict in key order: each key, dtype, shape and raw bytes.
+
+    Independent of device and of how the file was serialised, so the same weights always give
+    the same id; token shards record it to tie tokens to the tokenizer that made them.
+    """
+    state = source.state_dict() if isinstance(source, torch.nn.Module) else source
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

@@ -1,0 +1,163 @@
+"""Images for training and evaluating a tokenizer: rendered-sentence tars and image folders.
+
+Rendered shards are webdataset tars whose samples are `{id}.json` plus `{id}.NN.png` (one PNG
+per image of the sentence); we read their members straight with `tarfile`, so this package needs
+neither Beam nor the pipeline. Plain image files and folders of images work too.
+
+Training order and augmentation are pure functions of (seed, step): a resumed run sees exactly
+the batches an uninterrupted one would, without storing any data-loader state.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import io
+import os
+import tarfile
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image: a file, or a member of a tar."""
+
+    path: str
+    member: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.member}" if self.member else self.path
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _tar_images(path: str) -> list[ImageRef]:
+    with tarfile.open(path) as tar:
+        return [ImageRef(path, m.name) for m in tar.getmembers() if m.isfile() and _is_image(m.name)]
+
+
+def find_images(patterns: str | Sequence[str]) -> list[ImageRef]:
+    """Every image behind the given globs (tars, image files, folders searched recursively), in a
+    stable sorted order."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    refs: list[ImageRef] = []
+    for pattern in patterns:
+        matches = sorted(globlib.glob(pattern, recursive=True)) or ([pattern] if os.path.exists(pattern) else [])
+        for path in matches:
+            if os.path.isdir(path):
+                for root, _, files in sorted(os.walk(path)):
+                    refs += [ImageRef(os.path.join(root, f)) for f in sorted(files) if _is_image(f)]
+                    refs += [r for f in sorted(files) if f.endswith(".tar") for r in _tar_images(os.path.join(root, f))]
+            elif path.endswith(".tar"):
+                refs += _tar_images(path)
+            elif _is_image(path):
+                refs.append(ImageRef(path))
+    return sorted(set(refs), key=lambda r: (r.path, r.member or ""))
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return np.asarray(image.convert("RGB"))
+
+
+class ImageReader:
+    """Reads `ImageRef`s, keeping the tars it has opened open (random access into shards)."""
+
+    def __init__(self) -> None:
+        self._tars: dict[str, tarfile.TarFile] = {}
+
+    def read(self, ref: ImageRef) -> np.ndarray:
+        if ref.member is None:
+            with Image.open(ref.path) as image:
+                return _to_rgb(image)
+        tar = self._tars.get(ref.path)
+        if tar is None:
+            tar = self._tars[ref.path] = tarfile.open(ref.path)
+        handle = tar.extractfile(ref.member)
+        if handle is None:
+            raise FileNotFoundError(str(ref))
+        with Image.open(io.BytesIO(handle.read())) as image:
+            return _to_rgb(image)
+
+    def close(self) -> None:
+        for tar in self._tars.values():
+            tar.close()
+        self._tars.clear()
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop, then resize to `size` (evaluation input; a no-op for rendered images)."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    image = image[top:top + side, left:left + side]
+    if side != size:
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    return image
+
+
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, flip: bool = True) -> np.ndarray:
+    """A random `size` x `size` crop (upscaling first when the image is smaller), maybe mirrored."""
+    h, w = image.shape[:2]
+    if min(h, w) < size:
+        scale = size / min(h, w)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BICUBIC))
+        h, w = nh, nw
+    top = int(rng.integers(0, h - size + 1))
+    left = int(rng.integers(0, w - size + 1))
+    crop = image[top:top + size, left:left + size]
+    if flip and rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return np.ascontiguousarray(crop)
+
+
+class TrainBatches:
+    """Batch `step` (0-based) of an endless shuffled stream: epoch e is a permutation seeded by
+    (seed, e); sample i of step s is cropped with a generator seeded by (seed, s, i)."""
+
+    def __init__(self, refs: Sequence[ImageRef], batch_size: int, crop: int, seed: int) -> None:
+        if not refs:
+            raise ValueError("no training images found")
+        self.refs = list(refs)
+        self.batch_size = batch_size
+        self.crop = crop
+        self.seed = seed
+        self.reader = ImageReader()
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _index(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.refs))
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.refs)))
+        return int(self._perm[1][offset])
+
+    def batch(self, step: int) -> np.ndarray:
+        """(batch_size, crop, crop, 3) uint8."""
+        out = []
+        for i in range(self.batch_size):
+            ref = self.refs[self._index(step * self.batch_size + i)]
+            rng = np.random.default_rng([self.seed, step, i])
+            out.append(random_crop(self.reader.read(ref), self.crop, rng))
+        return np.stack(out)
+
+
+def iter_images(refs: Iterable[ImageRef], size: int) -> Iterator[tuple[ImageRef, np.ndarray]]:
+    """Each image, centre-cropped and resized to `size` (evaluation order = `refs` order)."""
+    reader = ImageReader()
+    try:
+        for ref in refs:
+            yield ref, resize_square(reader.read(ref), size)
+    finally:
+        reader.close()

@@ -1,0 +1,165 @@
+"""Measure a tokenizer: `python -m tokenizer.evaluate --checkpoint DIR --data GLOB`.
+
+Reconstruction PSNR and SSIM (data range 1), codebook usage (share of codes used) and code
+perplexity over a set of images; prints a table and writes JSON. `comparison_sheet` and
+`usage_histogram` feed the build report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .codec import Tokenizer
+from .data import ImageRef, find_images, iter_images
+from .metrics import codebook_usage, perplexity, psnr_per_image, ssim_per_image, usage_histogram
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate` measured; `histogram` and the sample images stay out of the JSON."""
+
+    tokenizer: str
+    weights_hash: str
+    images: int
+    psnr: float
+    ssim: float
+    codebook_usage: float
+    perplexity: float
+    codebook_size: int
+    histogram: np.ndarray = field(repr=False)
+    originals: np.ndarray = field(repr=False)
+    reconstructions: np.ndarray = field(repr=False)
+
+    def summary(self) -> dict:
+        out = asdict(self)
+        for key in ("histogram", "originals", "reconstructions"):
+            out.pop(key)
+        out["codes_used"] = int(np.count_nonzero(self.histogram))
+        return out
+
+
+def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None = None,
+             batch_size: int = 16, keep: int = 8) -> Evaluation:
+    """Encode and decode every image (centre square at the tokenizer's resolution)."""
+    size = tokenizer.image_size
+    hist = np.zeros(tokenizer.codebook_size, dtype=np.int64)
+    psnrs: list[np.ndarray] = []
+    ssims: list[np.ndarray] = []
+    kept_in: list[np.ndarray] = []
+    kept_out: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        images = np.stack(batch)
+        codes = tokenizer.encode(images)
+        recon = tokenizer.decode(codes)
+        hist[:] += usage_histogram(codes, tokenizer.codebook_size)
+        psnrs.append(psnr_per_image(images, recon))
+        ssims.append(ssim_per_image(images, recon))
+        room = keep - sum(len(k) for k in kept_in)
+        if room > 0:
+            kept_in.append(images[:room])
+            kept_out.append(recon[:room])
+        batch.clear()
+
+    count = 0
+    for _, image in iter_images(refs, size):
+        if limit is not None and count >= limit:
+            break
+        batch.append(image)
+        count += 1
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    if count == 0:
+        raise ValueError("no images to evaluate")
+    empty = np.zeros((0, size, size, 3), np.uint8)
+    return Evaluation(
+        tokenizer=tokenizer.name, weights_hash=tokenizer.weights_hash, images=count,
+        psnr=float(np.mean(np.concatenate(psnrs))), ssim=float(np.mean(np.concatenate(ssims))),
+        codebook_usage=codebook_usage(hist), perplexity=perplexity(hist), codebook_size=tokenizer.codebook_size,
+        histogram=hist, originals=np.concatenate(kept_in) if kept_in else empty,
+        reconstructions=np.concatenate(kept_out) if kept_out else empty)
+
+
+def comparison_sheet(originals: np.ndarray, reconstructions: np.ndarray, columns: int = 4,
+                     gap: int = 4) -> Image.Image:
+    """A grid of (original | reconstruction) pairs, `columns` pairs per row, for the report."""
+    if len(originals) != len(reconstructions):
+        raise ValueError("originals and reconstructions differ in count")
+    if len(originals) == 0:
+        return Image.new("RGB", (1, 1), "white")
+    h, w = originals.shape[1:3]
+    columns = max(1, min(columns, len(originals)))
+    rows = -(-len(originals) // columns)
+    pair_w = 2 * w + gap
+    sheet = Image.new("RGB", (columns * pair_w + (columns - 1) * gap * 2, rows * (h + gap) - gap), "white")
+    for i, (a, b) in enumerate(zip(originals, reconstructions)):
+        x, y = (i % columns) * (pair_w + 2 * gap), (i // columns) * (h + gap)
+        sheet.paste(Image.fromarray(a), (x, y))
+        sheet.paste(Image.fromarray(b), (x + w + gap, y))
+    return sheet
+
+
+def usage_plot(histogram: np.ndarray, width: int = 512, height: int = 128) -> Image.Image:
+    """Code frequencies sorted high to low (log scale), as a small PIL image."""
+    counts = np.sort(histogram)[::-1].astype(np.float64)
+    image = Image.new("RGB", (width, height), "white")
+    if counts.size == 0 or counts[0] == 0:
+        return image
+    draw = ImageDraw.Draw(image)
+    xs = np.linspace(0, counts.size - 1, width).astype(int)
+    top = np.log1p(counts[0])
+    for x, i in enumerate(xs):
+        bar = int(round((height - 1) * np.log1p(counts[i]) / top))
+        if bar:
+            draw.line([(x, height - 1), (x, height - 1 - bar)], fill=(40, 90, 160))
+    return image
+
+
+def format_table(summary: dict) -> str:
+    rows = [("tokenizer", summary["tokenizer"]), ("weights", summary["weights_hash"][:16]),
+            ("images", str(summary["images"])), ("PSNR (dB)", f"{summary['psnr']:.2f}"),
+            ("SSIM", f"{summary['ssim']:.4f}"),
+            ("codebook usage", f"{100 * summary['codebook_usage']:.2f}% "
+                               f"({summary['codes_used']}/{summary['codebook_size']})"),
+            ("perplexity", f"{summary['perplexity']:.1f}")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tokenizer.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="muse-format folder (config.json + pytorch_model.bin)")
+    p.add_argument("--data", action="append", required=True, help="glob of tars, images or folders (repeatable)")
+    p.add_argument("--limit", type=int, help="evaluate at most this many images")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default="tokenizer_eval.json", help="JSON summary path")
+    p.add_argument("--sheet", help="also write an original-vs-reconstruction sheet (PNG) here")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder/decoder")
+    args = p.parse_args(argv)
+    tokenizer = Tokenizer.from_pretrained(args.checkpoint, device=args.device, batch_size=args.batch_size,
+                                          compile=args.compile)
+    result = evaluate(tokenizer, find_images(args.data), limit=args.limit, batch_size=args.batch_size)
+    summary = result.summary()
+    print(format_table(summary))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=1)
+    if args.sheet:
+        comparison_sheet(result.originals, result.reconstructions).save(args.sheet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

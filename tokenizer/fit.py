@@ -1,0 +1,265 @@
+"""Train a VQGAN tokenizer on rendered images: `python -m tokenizer.fit --data GLOB --out DIR`.
+
+Loss: L1 + L2 reconstruction, the VQ codebook and commitment terms, and after `--disc-start`
+steps a PatchGAN hinge loss weighted adaptively (taming's last-layer gradient ratio). AdamW for
+both networks. Random crops and flips.
+
+`--out` ends up holding the tokenizer in open-muse format (`config.json` + `pytorch_model.bin`,
+loadable by `tokenizer.checkpoint.load` and `Tokenizer.from_pretrained`), `train_state.pt` (model,
+discriminator, optimisers, step, RNG, usage counters: everything a resume needs) and `log.jsonl`.
+Both checkpoint files are replaced atomically. Running the same command again resumes.
+
+Deterministic for a given seed on CPU as far as torch allows: batches and crops are functions of
+(seed, step), torch's RNG is saved and restored, deterministic algorithms are requested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .config import VQGANConfig, preset
+from .data import TrainBatches, find_images
+from .losses import NLayerDiscriminator, adaptive_weight, generator_loss, hinge_d_loss, psnr, reconstruction_loss
+from .metrics import codebook_usage, perplexity
+from .model import VQGAN, build
+
+STATE_NAME = "train_state.pt"
+LOG_NAME = "log.jsonl"
+
+
+@dataclass
+class FitOptions:
+    data: list[str]
+    out: str
+    preset: str = "tiny"
+    config: str | None = None
+    max_steps: int = 1000
+    batch_size: int = 8
+    crop: int | None = None
+    seed: int = 0
+    lr: float = 2e-4
+    disc_lr: float | None = None
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    disc_start: int = 2000
+    disc_weight: float = 0.5
+    disc_channels: int = 64
+    disc_layers: int = 3
+    restart_dead_every: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 500
+    threads: int | None = None
+    device: str | None = None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tokenizer.fit", description=__doc__.split("\n")[0])
+    p.add_argument("--data", action="append", required=True,
+                   help="glob of rendered-sentence tars, image files or folders (repeatable)")
+    p.add_argument("--out", required=True, help="output folder (resumed when it holds a train_state.pt)")
+    p.add_argument("--preset", default="tiny", help="model preset: tiny or lvm")
+    p.add_argument("--config", help="a muse config.json to use instead of the preset")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, help="training crop size (default: the config resolution)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--disc-lr", type=float, help="discriminator learning rate (default: --lr)")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--l1-weight", type=float, default=1.0)
+    p.add_argument("--l2-weight", type=float, default=1.0)
+    p.add_argument("--disc-start", type=int, default=2000, help="step the GAN loss switches on")
+    p.add_argument("--disc-weight", type=float, default=0.5)
+    p.add_argument("--disc-channels", type=int, default=64)
+    p.add_argument("--disc-layers", type=int, default=3)
+    p.add_argument("--restart-dead-every", type=int, default=0,
+                   help="every N steps move codes unused since the last restart onto encoder outputs (0: off)")
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> FitOptions:
+    ns = _parser().parse_args(argv)
+    return FitOptions(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(FitOptions)})
+
+
+class Trainer:
+    """Model, discriminator, optimisers and counters; `step()` runs one update."""
+
+    def __init__(self, options: FitOptions, config: VQGANConfig, device: torch.device) -> None:
+        self.options = options
+        self.device = device
+        self.model: VQGAN = build(config, seed=options.seed).to(device).train()
+        torch.manual_seed(options.seed + 1)
+        self.disc = NLayerDiscriminator(config.num_channels, options.disc_channels, options.disc_layers).to(device)
+        self.opt_g = torch.optim.AdamW(self.model.parameters(), lr=options.lr, betas=(0.5, 0.9),
+                                       weight_decay=options.weight_decay)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=options.disc_lr or options.lr, betas=(0.5, 0.9),
+                                       weight_decay=options.weight_decay)
+        self.step = 0
+        # Codes used since the last dead-code restart (for restarts) and since the last log line.
+        self.used_since_restart = torch.zeros(config.num_embeddings, dtype=torch.int64)
+        self.used_since_log = torch.zeros(config.num_embeddings, dtype=torch.int64)
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "config": json.dumps(self.model.config.to_dict()),
+            "model": self.model.state_dict(),
+            "disc": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "used_since_restart": self.used_since_restart,
+            "used_since_log": self.used_since_log,
+        }
+
+    def save(self, out: str) -> None:
+        """Tokenizer files (muse format) and the full training state, each replaced atomically."""
+        checkpoint.save(self.model, out)
+        state = self.state()
+        checkpoint.atomic_write(os.path.join(out, STATE_NAME), lambda tmp: torch.save(state, tmp))
+
+    def resume(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = VQGANConfig.from_json(json.loads(state["config"]))
+        if saved != self.model.config:
+            raise ValueError(f"{path} was trained with another model config: {saved} vs {self.model.config}")
+        self.model.load_state_dict(state["model"])
+        self.disc.load_state_dict(state["disc"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["torch_rng"])
+        self.used_since_restart = state["used_since_restart"]
+        self.used_since_log = state["used_since_log"]
+        self.step = int(state["step"])
+
+    # -- one update ----------------------------------------------------------------------------
+    def _lr(self) -> float:
+        o = self.options
+        return o.lr * min(1.0, (self.step + 1) / o.warmup_steps) if o.warmup_steps else o.lr
+
+    def train_step(self, images: np.ndarray) -> dict[str, float]:
+        o = self.options
+        for group in self.opt_g.param_groups:
+            group["lr"] = self._lr()
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div(255.0).contiguous()
+        out = self.model(x)
+        rec = reconstruction_loss(out.reconstruction, x, o.l1_weight, o.l2_weight)
+        loss = rec + out.vq_loss
+        gan_on = self.step >= o.disc_start
+        g_loss = d_weight = torch.zeros((), device=self.device)
+        if gan_on:
+            self.disc.requires_grad_(False)
+            g_loss = generator_loss(self.disc(out.reconstruction))
+            d_weight = adaptive_weight(rec, g_loss, self.model.last_layer(), o.disc_weight)
+            loss = loss + d_weight * g_loss
+            self.disc.requires_grad_(True)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+
+        d_loss = torch.zeros((), device=self.device)
+        if gan_on:
+            d_loss = hinge_d_loss(self.disc(x), self.disc(out.reconstruction.detach()))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+
+        counts = torch.bincount(out.codes.flatten().cpu(), minlength=self.model.config.num_embeddings)
+        self.used_since_restart += counts
+        self.used_since_log += counts
+        self.step += 1
+        restarted = 0
+        if o.restart_dead_every and self.step % o.restart_dead_every == 0:
+            generator = torch.Generator(device=self.device).manual_seed(o.seed * 1_000_003 + self.step)
+            restarted = self.model.quantize.restart_dead_codes(self.used_since_restart == 0, out.latent, generator)
+            self.used_since_restart.zero_()
+        return {"loss": loss.item(), "rec": rec.item(), "codebook": out.codebook_loss.item(),
+                "commit": out.commitment_loss.item(), "g": g_loss.item(), "d": d_loss.item(),
+                "d_weight": float(d_weight), "psnr": psnr(out.reconstruction, x), "restarted": restarted}
+
+
+def _log(out: str, record: dict) -> None:
+    line = json.dumps(record)
+    print(line, flush=True)
+    with open(os.path.join(out, LOG_NAME), "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+def fit(options: FitOptions) -> dict:
+    """Train (or resume) until `max_steps`; returns the last logged record."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _fit(options, device)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _fit(options: FitOptions, device: torch.device) -> dict:
+    config = VQGANConfig.from_json(options.config) if options.config else preset(options.preset)
+    crop = options.crop or config.resolution
+    if crop % config.downsample_factor:
+        raise ValueError(f"--crop {crop} is not a multiple of {config.downsample_factor}")
+    refs = find_images(options.data)
+    batches = TrainBatches(refs, options.batch_size, crop, options.seed)
+    os.makedirs(options.out, exist_ok=True)
+    trainer = Trainer(options, config, device)
+    state_path = os.path.join(options.out, STATE_NAME)
+    if os.path.exists(state_path):
+        trainer.resume(state_path)
+        _log(options.out, {"event": "resume", "step": trainer.step})
+    else:
+        _log(options.out, {"event": "start", "images": len(refs), "config": config.to_dict(),
+                           "options": dataclasses.asdict(options)})
+    window: list[dict[str, float]] = []
+    last: dict = {"step": trainer.step}
+    started = time.perf_counter()
+    while trainer.step < options.max_steps:
+        window.append(trainer.train_step(batches.batch(trainer.step)))
+        done = trainer.step >= options.max_steps
+        if trainer.step % options.log_every == 0 or done:
+            hist = trainer.used_since_log.numpy()
+            last = {"step": trainer.step, **{k: round(float(np.mean([w[k] for w in window])), 5) for k in window[0]},
+                    "usage": round(codebook_usage(hist), 5), "perplexity": round(perplexity(hist), 2),
+                    "seconds": round(time.perf_counter() - started, 2)}
+            last["restarted"] = int(sum(w["restarted"] for w in window))
+            _log(options.out, last)
+            trainer.used_since_log.zero_()
+            window = []
+        if trainer.step % options.checkpoint_every == 0 or done:
+            trainer.save(options.out)
+    batches.reader.close()
+    return last
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    fit(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

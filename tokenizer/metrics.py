@@ -1,0 +1,81 @@
+"""Tokenizer quality numbers: PSNR, SSIM, codebook usage and code perplexity.
+
+SSIM follows scikit-image's `structural_similarity(..., gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=1)`, the usual setting in tokenizer papers, so numbers
+compare with published ones; it is written in torch here because this package depends on torch,
+numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _as_unit_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """NHWC uint8 or float in [0, 1] -> NCHW float64 in [0, 1]."""
+    t = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    t = t.double() / 255.0 if t.dtype == torch.uint8 else t.double()
+    if t.ndim == 3:
+        t = t[None]
+    return t.permute(0, 3, 1, 2)
+
+
+def psnr_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """PSNR (dB, data range 1) of each image pair; NHWC uint8 or float in [0, 1]."""
+    x, y = _as_unit_float(a), _as_unit_float(b)
+    mse = (x - y).pow(2).flatten(1).mean(1)
+    out = 10.0 * torch.log10(1.0 / mse)
+    return out.masked_fill(mse == 0, math.inf).numpy()
+
+
+def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    w = torch.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def ssim_per_image(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """Mean SSIM of each image pair (data range 1, gaussian window, channels averaged)."""
+    x, y = _as_unit_float(a), _as_unit_float(b)
+    n, c, h, w = x.shape
+    g = _gaussian_window(sigma)
+    k = g.numel()
+    if h < k or w < k:
+        raise ValueError(f"SSIM needs images of at least {k}x{k} pixels, got {h}x{w}")
+    kernel_h = g.view(1, 1, k, 1).expand(c, 1, k, 1)
+    kernel_w = g.view(1, 1, 1, k).expand(c, 1, 1, k)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # 'valid' = skimage's border crop of (k-1)/2
+        return F.conv2d(F.conv2d(t, kernel_h, groups=c), kernel_w, groups=c)
+
+    c1, c2 = 0.01**2, 0.03**2
+    ux, uy = blur(x), blur(y)
+    vx = blur(x * x) - ux * ux
+    vy = blur(y * y) - uy * uy
+    vxy = blur(x * y) - ux * uy
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1).numpy()
+
+
+def usage_histogram(codes: np.ndarray, num_embeddings: int) -> np.ndarray:
+    """How often each code occurs (int64 array of length `num_embeddings`)."""
+    return np.bincount(np.asarray(codes, dtype=np.int64).ravel(), minlength=num_embeddings)
+
+
+def codebook_usage(histogram: np.ndarray) -> float:
+    """Share of the codebook that occurs at least once."""
+    return float(np.count_nonzero(histogram) / len(histogram)) if len(histogram) else 0.0
+
+
+def perplexity(histogram: np.ndarray) -> float:
+    """exp(entropy) of the code distribution: the effective number of codes in use."""
+    total = histogram.sum()
+    if total == 0:
+        return 0.0
+    p = histogram[histogram > 0] / total
+    return float(np.exp(-(p * np.log(p)).sum()))

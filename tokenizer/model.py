@@ -1,0 +1,348 @@
+"""The VQGAN network, module for module and key for key as open-muse's `VQGANModel`.
+
+State-dict names match the released "vqgan-f16-8192-laion" checkpoint exactly (taming layout:
+`encoder.down.{i}.block.{j}.norm1`, `decoder.up.{i}.upsample.conv`, `quantize.embedding.weight`,
+...), so its `pytorch_model.bin` loads without renaming. Pixels are in [0, 1] on both sides.
+
+Differences from open-muse, all outside the inference path of the LVM preset:
+- the training forward uses the textbook VQ-VAE losses (beta on the encoder-side commitment
+  term; open-muse puts it on the codebook term) and returns them separately;
+- an optional cosine lookup over l2-normalised codes (`codebook_l2_norm`, LlamaGen) and a
+  dead-code restart for training new tokenizers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import VQGANConfig
+
+# Rows of (tokens x codebook) distances computed at once: bounds lookup memory (~128 MB fp32).
+_LOOKUP_CHUNK = 4096
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """taming's GroupNorm (32 groups, eps 1e-6); fewer groups when 32 does not divide `channels`."""
+    return nn.GroupNorm(num_groups=math.gcd(channels, 32), num_channels=channels, eps=1e-6, affine=True)
+
+
+class ResnetBlock(nn.Module):
+    """norm-SiLU-conv twice plus a residual; 1x1 `nin_shortcut` when the width changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
+        self.norm2 = group_norm(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
+        self.nin_shortcut = (nn.Conv2d(in_channels, out_channels, kernel_size=1)
+                             if in_channels != out_channels else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if self.nin_shortcut is not None:
+            x = self.nin_shortcut(x)
+        return x + h
+
+
+class Downsample(nn.Module):
+    """Halve the grid: pad right/bottom by one, then a stride-2 3x3 conv (or 2x2 average pool)."""
+
+    def __init__(self, channels: int, with_conv: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0) if with_conv else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv is None:
+            return F.avg_pool2d(x, kernel_size=2, stride=2)
+        return self.conv(F.pad(x, (0, 1, 0, 1), mode="constant", value=0.0))
+
+
+class Upsample(nn.Module):
+    """Double the grid: nearest-neighbour x2, then a 3x3 conv."""
+
+    def __init__(self, channels: int, with_conv: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1) if with_conv else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return x if self.conv is None else self.conv(x)
+
+
+class MidBlock(nn.Module):
+    """Two resnet blocks at the lowest resolution (no attention: `no_attn_mid_block`)."""
+
+    def __init__(self, channels: int, dropout: float) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, dropout)
+        self.block_2 = ResnetBlock(channels, channels, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.block_1(x))
+
+
+class DownLevel(nn.Module):
+    """One encoder level: `num_res_blocks` resnet blocks, then a downsample unless last."""
+
+    def __init__(self, config: VQGANConfig, level: int) -> None:
+        super().__init__()
+        in_mult = (1,) + tuple(config.channel_mult)
+        block_in = config.hidden_channels * in_mult[level]
+        block_out = config.hidden_channels * config.channel_mult[level]
+        blocks = []
+        for _ in range(config.num_res_blocks):
+            blocks.append(ResnetBlock(block_in, block_out, config.dropout))
+            block_in = block_out
+        self.block = nn.ModuleList(blocks)
+        last = level == config.num_resolutions - 1
+        self.downsample = None if last else Downsample(block_out, config.resample_with_conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.block:
+            x = block(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class UpLevel(nn.Module):
+    """One decoder level, mirror of encoder level `level`: resnet blocks, upsample unless level 0."""
+
+    def __init__(self, config: VQGANConfig, level: int) -> None:
+        super().__init__()
+        mult = config.channel_mult
+        block_in = config.hidden_channels * mult[min(level + 1, config.num_resolutions - 1)]
+        block_out = config.hidden_channels * mult[level]
+        blocks = []
+        for _ in range(config.num_res_blocks + 1):
+            blocks.append(ResnetBlock(block_in, block_out, config.dropout))
+            block_in = block_out
+        self.block = nn.ModuleList(blocks)
+        self.upsample = None if level == 0 else Upsample(block_out, config.resample_with_conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.block:
+            x = block(x)
+        return x if self.upsample is None else self.upsample(x)
+
+
+class Encoder(nn.Module):
+    """pixels (N, 3, H, W) -> features (N, z_channels, H/f, W/f)."""
+
+    def __init__(self, config: VQGANConfig) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(config.num_channels, config.hidden_channels, kernel_size=3, padding=1)
+        self.down = nn.ModuleList(DownLevel(config, i) for i in range(config.num_resolutions))
+        mid = config.hidden_channels * config.channel_mult[-1]
+        self.mid = MidBlock(mid, config.dropout)
+        self.norm_out = group_norm(mid)
+        self.conv_out = nn.Conv2d(mid, config.z_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        for level in self.down:
+            x = level(x)
+        x = self.mid(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class Decoder(nn.Module):
+    """features (N, z_channels, h, w) -> pixels (N, 3, h*f, w*f), unclamped."""
+
+    def __init__(self, config: VQGANConfig) -> None:
+        super().__init__()
+        block_in = config.hidden_channels * config.channel_mult[-1]
+        self.conv_in = nn.Conv2d(config.z_channels, block_in, kernel_size=3, padding=1)
+        self.mid = MidBlock(block_in, config.dropout)
+        # Indexed like the encoder (up.{i} mirrors down.{i}); run from the last level to 0.
+        self.up = nn.ModuleList(UpLevel(config, i) for i in range(config.num_resolutions))
+        block_out = config.hidden_channels * config.channel_mult[0]
+        self.norm_out = group_norm(block_out)
+        self.conv_out = nn.Conv2d(block_out, config.num_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.mid(self.conv_in(x))
+        for level in reversed(self.up):
+            x = level(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+@dataclass
+class QuantizerOutput:
+    """Straight-through quantised features plus the two VQ loss terms (unweighted codebook term,
+    beta-weighted commitment term)."""
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour lookup in `embedding` (K x D).
+
+    Plain mode computes distances exactly as open-muse does (|z|^2 + |e|^2 - 2 z.e via addmm), so
+    released weights give the released codes. l2 mode (LlamaGen) normalises both sides and takes
+    the largest cosine; with a low D this keeps a trained codebook in use.
+    """
+
+    def __init__(self, num_embeddings: int, dim: int, beta: float, l2_norm: bool) -> None:
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.dim = dim
+        self.beta = beta
+        self.l2_norm = l2_norm
+        self.embedding = nn.Embedding(num_embeddings, dim)
+        if l2_norm:
+            nn.init.normal_(self.embedding.weight)
+        else:
+            nn.init.uniform_(self.embedding.weight, -1.0 / num_embeddings, 1.0 / num_embeddings)
+
+    def codebook(self) -> torch.Tensor:
+        weight = self.embedding.weight
+        return F.normalize(weight, dim=1) if self.l2_norm else weight
+
+    def lookup(self, flat: torch.Tensor) -> torch.Tensor:
+        """Code index for every row of `flat` (M x D), in chunks to bound memory."""
+        with torch.autocast(device_type=flat.device.type, enabled=False):  # always fp32 distances
+            flat = flat.float()
+            codebook = self.codebook().float()
+            if self.l2_norm:
+                flat = F.normalize(flat, dim=1)
+            else:
+                codebook_sq = codebook.pow(2.0).sum(dim=1)
+            out = []
+            for rows in flat.split(_LOOKUP_CHUNK):
+                if self.l2_norm:
+                    out.append(torch.argmax(rows @ codebook.t(), dim=1))
+                else:
+                    sq = rows.pow(2.0).sum(dim=1, keepdim=True) + codebook_sq
+                    out.append(torch.argmin(torch.addmm(sq, rows, codebook.t(), alpha=-2.0), dim=1))
+            return torch.cat(out)
+
+    def codes(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, D, h, w) features -> (N, h*w) codes in raster order."""
+        n, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(n * h * w, d)
+        return self.lookup(flat).view(n, h * w)
+
+    def embed(self, codes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(N, h*w) codes -> (N, D, h, w) code vectors."""
+        vectors = F.embedding(codes, self.codebook())
+        return vectors.view(codes.shape[0], height, width, self.dim).permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        n, d, h, w = z.shape
+        codes = self.codes(z.detach())
+        quantized = self.embed(codes, h, w)
+        if self.l2_norm:
+            z = F.normalize(z, dim=1)
+        codebook_loss = F.mse_loss(quantized, z.detach())
+        commitment_loss = self.beta * F.mse_loss(z, quantized.detach())
+        quantized = z + (quantized - z).detach()  # straight-through estimator
+        return QuantizerOutput(quantized, codes, codebook_loss, commitment_loss)
+
+    @torch.no_grad()
+    def restart_dead_codes(self, dead: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None,
+                           noise: float = 0.01) -> int:
+        """Re-seed the codes flagged in `dead` (bool, K) from random encoder outputs `z` (N, D, h, w).
+
+        Why: a code no input picks never gets a gradient and stays dead; moving it onto live data
+        gives it a chance (the usual fix for codebook collapse). Returns how many were restarted.
+        """
+        index = torch.nonzero(dead, as_tuple=False).flatten()
+        if index.numel() == 0:
+            return 0
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
+        if self.l2_norm:
+            flat = F.normalize(flat, dim=1)
+        pick = torch.randint(0, flat.shape[0], (index.numel(),), generator=generator, device=flat.device)
+        jitter = torch.randn(index.numel(), flat.shape[1], generator=generator, device=flat.device)
+        scale = flat.std() if flat.numel() > 1 else flat.new_tensor(1.0)
+        fresh = flat[pick] + noise * scale * jitter
+        self.embedding.weight[index] = fresh.to(self.embedding.weight.dtype)
+        return int(index.numel())
+
+
+@dataclass
+class VQGANOutput:
+    """The training forward: reconstruction (unclamped, so the loss has gradients everywhere),
+    codes (N, h*w), and the VQ loss terms."""
+
+    reconstruction: torch.Tensor
+    codes: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    latent: torch.Tensor
+
+    @property
+    def vq_loss(self) -> torch.Tensor:
+        return self.codebook_loss + self.commitment_loss
+
+
+class VQGAN(nn.Module):
+    """open-muse `VQGANModel`: encoder -> quant_conv -> quantize -> post_quant_conv -> decoder."""
+
+    def __init__(self, config: VQGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quantize = VectorQuantizer(config.num_embeddings, config.quantized_embed_dim,
+                                        config.commitment_cost, config.codebook_l2_norm)
+        self.quant_conv = nn.Conv2d(config.z_channels, config.quantized_embed_dim, kernel_size=1)
+        self.post_quant_conv = nn.Conv2d(config.quantized_embed_dim, config.z_channels, kernel_size=1)
+
+    def last_layer(self) -> torch.Tensor:
+        """The weight the adaptive GAN weight is measured on (taming)."""
+        return self.decoder.conv_out.weight
+
+    def encode_latent(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels (N, 3, H, W) in [0, 1] -> pre-quantisation features (N, D, H/f, W/f)."""
+        return self.quant_conv(self.encoder(pixels))
+
+    def encode_codes(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels (N, 3, H, W) float in [0, 1] -> codes LongTensor (N, H/f * W/f), raster order."""
+        return self.quantize.codes(self.encode_latent(pixels))
+
+    def decode_latent(self, quantized: torch.Tensor) -> torch.Tensor:
+        """Quantised features -> pixels, unclamped."""
+        return self.decoder(self.post_quant_conv(quantized))
+
+    def decode_codes(self, codes: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """codes (N, h*w) -> pixels (N, 3, h*f, w*f) clamped to [0, 1]; square grid unless given."""
+        if grid is None:
+            side = math.isqrt(codes.shape[1])
+            if side * side != codes.shape[1]:
+                raise ValueError(f"{codes.shape[1]} codes per image is not a square grid; pass grid=(h, w)")
+            grid = (side, side)
+        quantized = self.quantize.embed(codes.long(), *grid)
+        return self.decode_latent(quantized).clamp(0.0, 1.0)
+
+    def forward(self, pixels: torch.Tensor) -> VQGANOutput:
+        latent = self.encode_latent(pixels)
+        q = self.quantize(latent)
+        return VQGANOutput(self.decode_latent(q.quantized), q.codes, q.codebook_loss, q.commitment_loss, latent)
+
+
+def build(config: VQGANConfig, seed: int | None = None, device: str | torch.device | None = None) -> VQGAN:
+    """A freshly initialised model; with `seed`, the same weights on every machine and process."""
+    if seed is None:
+        return VQGAN(config).to(device or "cpu")
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = VQGAN(config)
+    finally:
+        torch.random.set_rng_state(state)
+    return model.to(device or "cpu")
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
