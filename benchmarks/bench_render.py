@@ -3,7 +3,7 @@
 Records come from the embedded sample corpus through the real sources (COCO, KITTI, Taskonomy
 tuples, img2dataset images for the synthetic tasks); each task's renderer runs on the same
 records several times. The baseline column is the bare decode + resize of the same images, so
-the cost of drawing the target is the difference.
+the cost of making and encoding the target is the difference (speedup < 1 by nature).
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def _rate(fn, records) -> float:
 def main() -> None:
     cv2.setNumThreads(1)
     from sources.records import Reject
-    from uvd_pipeline.render import RenderSettings
-    from uvd_pipeline.render_annotated import _load, render_pair
+    from uvd_pipeline.render import RenderSettings, encode_png
+    from uvd_pipeline.render_annotated import _load, derived_from_canvas, render_pair
 
     settings = RenderSettings(SIZE, "center_crop", 0, 10**9, 1, 0, 0.0)
     rows = []
@@ -81,10 +81,11 @@ def main() -> None:
         if not records:
             continue
         ours = _rate(lambda r: render_pair(r, settings), records)
-        decode_only = _rate(lambda r: _load(r.image_uri, r.image_data, settings), records)
+        image_only = _rate(lambda r: encode_png(_load(r.image_uri, r.image_data, settings,
+                                                      derived_from_canvas(r.annotation)).pixels, 1), records)
         rows.append({"metric": f"render pairs/s per core: {task}", "ours": round(ours, 1),
-                     "baseline": round(decode_only, 1), "baseline_name": "decode + resize only",
-                     "speedup": round(ours / decode_only, 2), "target": "report", "met": "",
+                     "baseline": round(image_only, 1), "baseline_name": "the input image alone (decode, resize, PNG)",
+                     "speedup": round(ours / image_only, 2), "target": "report", "met": "",
                      "note": f"{len(records)} records"})
     emit("render", rows)
 

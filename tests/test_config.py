@@ -22,7 +22,7 @@ def _error(data) -> str:
 def test_sample_config_is_valid_and_paths_are_relative_to_it():
     config = load_config(str(REPO / "configs" / "sample.yaml"))
     assert config.output == str(REPO / "build" / "sample")
-    assert [s.type for s in config.sources] == ["laion", "imagenet", "video"]
+    assert [s.type for s in config.sources][:3] == ["laion", "imagenet", "video"]
     assert config.sources[0].path == str(REPO / "data" / "sample" / "laion")
     assert config.sources[2].strides == (10, 20, 30)
 
@@ -83,3 +83,32 @@ def test_cli_reports_config_errors(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({**BASE, "image": {"size": 100}}))
     assert main(["check", str(path)]) == 2
+
+
+def test_sample_config_covers_every_source_type():
+    from uvd_pipeline.config import SOURCE_TYPES
+
+    config = load_config(str(REPO / "configs" / "sample.yaml"))
+    assert {s.type for s in config.sources} == set(SOURCE_TYPES)
+
+
+def test_labeler_errors_name_the_field(tmp_path: Path):
+    from uvd_pipeline.build import run_build
+
+    bad_name = {**BASE, "sources": [{"name": "e", "type": "pseudo_labeled", "path": "p", "task": "edges",
+                                      "labeler": {"name": "dpt"}}]}
+    assert "sources[0].labeler.name: got 'dpt'; allowed: 'canny', 'sgbm' or 'mmpose'" in _error(bad_name)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    import shutil
+
+    shutil.copy(REPO / "tests" / "fixtures" / "coco" / "000000000785.jpg", images / "a.jpg")
+    no_files = parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "p", "type": "pseudo_labeled", "path": str(images), "task": "pose", "labeler": {"name": "mmpose"}}]})
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.labeler \(p\): the mmpose labeler needs `config`"):
+        run_build(no_files)
+    wrong_task = parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "p", "type": "pseudo_labeled", "path": str(images), "task": "depth", "labeler": {"name": "canny"}}]})
+    with pytest.raises(ConfigError, match="makes edges targets, not depth"):
+        run_build(wrong_task)
+    assert not (tmp_path / "out").exists()

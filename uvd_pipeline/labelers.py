@@ -40,8 +40,12 @@ def _canny(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndar
 
 
 def sgbm_disparity(left: np.ndarray, right: np.ndarray, num_disparities: int = 64, block_size: int = 5) -> np.ndarray:
-    """Semi-global block matching on a rectified pair: disparity in pixels, <= 0 where unknown."""
-    num_disparities = max(16, int(np.ceil(num_disparities / 16)) * 16)
+    """Semi-global block matching on a rectified pair: disparity in pixels, <= 0 where unknown.
+
+    The search range is capped at half the image width (OpenCV needs it below the width).
+    """
+    cap = max(16, (left.shape[1] // 2) // 16 * 16)
+    num_disparities = min(max(16, int(np.ceil(num_disparities / 16)) * 16), cap)
     matcher = cv2.StereoSGBM_create(
         minDisparity=0, numDisparities=num_disparities, blockSize=block_size,
         P1=8 * 3 * block_size**2, P2=32 * 3 * block_size**2, disp12MaxDiff=1,

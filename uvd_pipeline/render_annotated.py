@@ -152,10 +152,17 @@ def _decode_on(plan: ResizePlan, data: bytes, settings: RenderSettings) -> np.nd
     return plan.apply_image(rgb, pad_value=settings.pad_value)
 
 
-def _load(uri: str | None, data: bytes | None, settings: RenderSettings):
+def _load(uri: str | None, data: bytes | None, settings: RenderSettings, fast: bool = False):
+    """Decode onto the canvas. `fast` (reduced-size JPEG decode) only where the target is made
+    from the canvas itself: ground-truth geometry needs the exact full-resolution plan."""
     raw = data if data is not None else read_bytes(uri)  # type: ignore[arg-type]
     return load_image(raw, settings.size, settings.resize,  # type: ignore[arg-type]
-                      max_pixels=settings.max_pixels, pad_value=settings.pad_value, fast=False)
+                      max_pixels=settings.max_pixels, pad_value=settings.pad_value, fast=fast)
+
+
+def derived_from_canvas(annotation: dict[str, Any]) -> bool:
+    """Targets made from the rendered image alone (synthetic, single-view labelers)."""
+    return ("synthetic" in annotation or "labeler" in annotation) and "right_uri" not in annotation
 
 
 def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | Reject:
@@ -165,7 +172,7 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
         return Reject(record.key, record.source, record.group, stage, reason, detail, split_hint=split)
 
     try:
-        decoded = _load(record.image_uri, record.image_data, settings)
+        decoded = _load(record.image_uri, record.image_data, settings, fast=derived_from_canvas(record.annotation))
     except (OSError, ValueError) as exc:
         return reject("read", "unreadable_file", f"{type(exc).__name__}: {exc}"[:200])
     except DecodeError as exc:
