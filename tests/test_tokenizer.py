@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -232,7 +233,7 @@ def test_lvm_codes_equal_an_independent_functional_forward(lvm_model):
     assert torch.allclose(latent, ref_latent, atol=1e-4, rtol=1e-4)
     assert_codes_match(ours, ref, gap, scale=float(ref_latent.pow(2).sum(1).mean()))
     assert len(np.unique(ours)) > 16  # a meaningful lookup, not one code everywhere
-    fast = Tokenizer(lvm_model, "lvm-random", device="cpu").encode(images)  # channels_last path
+    fast = Tokenizer(lvm_model, "lvm-random", device="cpu").encode(images)  # the codec's default path
     assert fast.dtype == np.uint16
     assert_codes_match(fast, ref, gap, scale=float(ref_latent.pow(2).sum(1).mean()))
 
@@ -324,7 +325,7 @@ def test_loading_never_unpickles_code(tmp_path, monkeypatch):
     folder = tmp_path / "tok"
     save(build(TINY, seed=0), folder)
     with open(folder / "pytorch_model.bin", "wb") as handle:
-        pickle.dump({"encoder.conv_in.weight": _Payload()}, handle)
+        pickle.dump({"encoder.conv_in.weight": _Payload()}, handle, protocol=2)
     with pytest.raises(CheckpointError, match="weights-only"):
         load(folder)
     seen = []
@@ -371,6 +372,37 @@ def test_codec_fast_path_matches_eager_and_batches_do_not_matter():
     assert tok.tokens_per_image == 256 and tok.codebook_size == 8192 and tok.image_size == 256
     assert tok.weights_hash == weights_hash(model)
     assert tok.decode(np.zeros((0, 256), np.uint16)).shape == (0, 256, 256, 3)
+
+
+def test_codec_streams_and_layouts_agree_and_leave_the_model_alone():
+    model = build(TINY, seed=0)
+    images = photos(128)
+    ref = eager_encode(model, images)
+    streams = Tokenizer(model, "tiny", batch_size=1, streams=2)
+    try:
+        assert code_agreement(streams.encode(images), ref) >= 0.99  # 1-thread streams: ulp-level drift
+    finally:
+        streams.close()
+    # eager channels_last: allowed, not a default (torch's channels-last GroupNorm drifts more)
+    assert code_agreement(Tokenizer(model, "tiny", channels_last=True).encode(images), ref) >= 0.99
+    padded = Tokenizer(model, "tiny", batch_size=3, pad_batches=True)
+    assert np.array_equal(padded.encode(images), ref) and padded.decode(ref[:1]).shape == (1, 128, 128, 3)
+    with ThreadPoolExecutor(2) as pool:  # one Tokenizer shared by threads (Beam's Shared)
+        outs = list(pool.map(padded.encode, [images, images[::-1]]))
+    assert np.array_equal(outs[0], ref) and np.array_equal(outs[1], ref[::-1])
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.encoder.conv_in.weight.is_contiguous()
+
+
+@pytest.mark.slow
+def test_compiled_codec_pads_the_last_batch_and_agrees():
+    model = build(TINY, seed=0)
+    images = photos(64)[:3]
+    tok = Tokenizer(model, "tiny", batch_size=2, compile=True, channels_last=True)
+    codes = tok.encode(images)
+    assert codes.shape == (3, 16)
+    assert code_agreement(codes, eager_encode(model, images)) >= 0.99
+    assert tok.decode(codes).shape == images.shape
 
 
 def test_codec_refuses_bad_input():

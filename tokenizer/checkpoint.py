@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
+import uuid
 from typing import Callable, Mapping
 
 import torch
@@ -100,10 +100,9 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VQ
 
 
 def atomic_write(path: str, write: Callable[[str], object]) -> None:
-    """Call `write(tmp)` on a temp file next to `path`, then rename it over `path`."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".tmp-")
-    os.close(fd)
+    """Call `write(tmp)` on a fresh temp name next to `path`, then rename it over `path`.
+    (The writer creates the file itself, so it gets the usual umask permissions.)"""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -1,13 +1,18 @@
 """Batched inference: uint8 images <-> uint16 codes, fast on the device at hand.
 
 `Tokenizer.encode` is what the build's Tokenize stage calls: NHWC uint8 in, (N, tokens) uint16
-out. The fast path changes how the arithmetic is laid out, never what is computed:
+out. The fast path changes how the arithmetic is laid out, not what is computed:
 
-- CPU: fp32 always; channels_last activations for wide models (oneDNN's native layout, no
-  reorders around every conv); optionally `torch.compile` with inductor weight freezing (pre-packed conv weights, the
-  residual add fused into the conv). The codes equal a plain eager fp32 forward's.
-- CUDA: bf16 autocast for the convolutions, channels_last, pinned host memory and non-blocking
-  copies, optional `torch.compile`. The code lookup itself always runs in fp32.
+- CPU: fp32 always. With `compile=True`: `torch.compile` with inductor weight freezing
+  (pre-packed conv weights, residual adds fused into the convs) and, for wide models,
+  channels_last activations (oneDNN's native layout, no reorders around every conv);
+  optionally several single-threaded streams instead of one multi-threaded one. Features move
+  by float rounding only (~1e-5), so codes equal the plain eager fp32 forward's except where two
+  codes tie to within that rounding (none of 1536 codes in the benchmark).
+- CUDA: channels_last, pinned host memory and non-blocking copies, optional `torch.compile`,
+  fixed cuDNN algorithms. fp32 by default; `precision="tf32"` or `"bf16"` (autocast for the
+  encoder body and the decoder; encoder head, quant_conv and the code lookup stay fp32) trade
+  exact codes for speed: bf16 changed ~6% of an LVM-size model's codes in our checks.
 
 Batches are cut to `batch_size`; with compile on, the last partial batch is zero-padded so the
 compiled graph sees one static shape (no recompiles, same kernels for every image).
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy as copy_module
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -56,50 +63,79 @@ def eager_encode(model: VQGAN, images: np.ndarray, batch_size: int = 8) -> np.nd
     path is measured against (speed in the benchmark, code equality in the tests)."""
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(images), batch_size):
-        x = to_pixels(images[start:start + batch_size]).contiguous().to(device)
-        out.append(model.encode_codes(x).cpu())
+    strict = torch.backends.cudnn.flags(enabled=True, allow_tf32=False) if device.type == "cuda" \
+        else contextlib.nullcontext()
+    with strict:
+        for start in range(0, len(images), batch_size):
+            x = to_pixels(images[start:start + batch_size]).contiguous().to(device)
+            out.append(model.encode_codes(x).cpu())
     return torch.cat(out).numpy().astype(np.uint16)
 
 
 class Tokenizer:
     """A VQGAN ready for batched encode/decode of uint8 images on one device.
 
-    One per process (a Beam DoFn builds it in `setup`): it holds the model (fp32, ~585 MB for
-    LVM) and, with compile, a frozen copy of the pre-packed weights. A model passed in is copied
+    One per process (a Beam DoFn builds it in `setup`, or shares it with `beam.utils.Shared`;
+    `encode`/`decode` may be called from several threads at once): it holds the model (fp32,
+    ~585 MB for LVM) and, with compile, a frozen copy of the pre-packed weights. A model passed in is copied
     unless `copy=False` (then it is converted in place: eval, no grads, device, layout).
+
+    Defaults keep the codes of the plain eager fp32 forward: fp32, NCHW, no compile. Options:
+    `compile` (+ channels_last on wide models; the CPU fast path), `streams` (CPU: that many
+    batches at once, each on its own thread with `threads // streams` intra-op threads, since
+    convolutions scale better across images than across the threads of one op),
+    `pad_batches` (zero-pad the last batch: every image computed in the same shape),
+    `precision` (CUDA: fp32, tf32 or bf16).
     """
 
     def __init__(self, model: VQGAN, name: str = "vqgan", *, device: str | torch.device | None = None,
                  batch_size: int = 8, compile: bool = False, channels_last: bool | None = None,
-                 precision: str = "auto", threads: int | None = None, copy: bool = True) -> None:
+                 precision: str = "auto", threads: int | None = None, streams: int = 1,
+                 pad_batches: bool | None = None, copy: bool = True) -> None:
         if model.config.num_embeddings > 65536:
             raise ValueError(f"codebook of {model.config.num_embeddings} codes does not fit uint16 tokens")
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        if precision not in ("auto", "fp32", "tf32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32, tf32 or bf16, not {precision!r}")
         if threads is not None:
             torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
         self.device = torch.device(device) if device is not None else default_device()
         self.name = name
         self.batch_size = int(batch_size)
         if channels_last is None:
-            # oneDNN's channels_last kernels pay off for wide layers (LVM: 128..768 channels); on
-            # narrow ones (tiny: 32) they are slower on CPU and their numerics drift further.
-            channels_last = self.device.type == "cuda" or model.config.hidden_channels >= 64
+            # CPU: oneDNN's channels_last convs pay off for wide layers (LVM: 128..768 channels),
+            # but torch's eager channels-last GroupNorm loses precision (~1e-4 vs ~1e-6) and
+            # varies with the batch size; inductor's generated GroupNorm does not. So on CPU
+            # channels_last comes with compile, and narrow models (tiny) stay NCHW.
+            channels_last = self.device.type == "cuda" or (compile and model.config.hidden_channels >= 64)
         self.channels_last = channels_last
         self.compile = compile
-        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        self.pad_batches = compile if pad_batches is None else pad_batches
+        # fp32 by default everywhere: bf16 moved ~6% of the codes of an LVM-size model (random
+        # weights, real photos); it is there for throughput when exact codes do not matter.
+        self.precision = "fp32" if precision == "auto" else precision
+        if self.precision == "tf32" and self.device.type != "cuda":
+            raise ValueError("precision tf32 needs a CUDA device")
+        self.streams = max(1, int(streams)) if self.device.type == "cpu" else 1
+        self.threads_per_stream = max(1, torch.get_num_threads() // self.streams)
         if copy:  # we change layout, device and grad flags: leave the caller's model alone
             model = copy_module(model)
         self.model = model.eval().requires_grad_(False).to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._hash: str | None = None
-        self._encode_fn: Callable[[torch.Tensor], torch.Tensor] = self.model.encode_latent
+        self._encode_fn: Callable[[torch.Tensor], torch.Tensor] = (
+            self._latent_bf16 if self.precision == "bf16" else self.model.encode_latent)
         self._decode_fn: Callable[[torch.Tensor], torch.Tensor] = self.model.decode_latent
         if compile:
-            self._encode_fn = torch.compile(self.model.encode_latent, dynamic=False)
+            self._encode_fn = torch.compile(self._encode_fn, dynamic=False)
             self._decode_fn = torch.compile(self.model.decode_latent, dynamic=False)
+        self._compiled_shapes: set[tuple] = set()
+        self._warm_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        if self.streams > 1:
+            self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="tokenizer",
+                                            initializer=torch.set_num_threads,
+                                            initargs=(self.threads_per_stream,))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], name: str | None = None, **options) -> "Tokenizer":
@@ -107,6 +143,12 @@ class Tokenizer:
         folder = os.fspath(path)
         options.setdefault("copy", False)  # the loaded model is ours alone
         return cls(checkpoint.load(folder), name or os.path.basename(os.path.normpath(folder)), **options)
+
+    def close(self) -> None:
+        """Stop the stream threads (a DoFn's `teardown`)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     # -- what token shards record ------------------------------------------------------------
     @property
@@ -132,33 +174,92 @@ class Tokenizer:
         return self.config.resolution
 
     # -- plumbing ----------------------------------------------------------------------------
-    def _context(self) -> contextlib.ExitStack:
+    def _context(self, autocast: bool = False) -> contextlib.ExitStack:
+        """Per-call (and per-thread) modes: inference, and bf16 autocast where asked and chosen."""
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        if self.compile and self.device.type == "cpu":
-            import torch._inductor.config as inductor_config
-
-            # Freezing turns weights into constants so inductor can pre-pack them for oneDNN.
-            stack.enter_context(inductor_config.patch(freezing=True))
-        if self.precision == "bf16":
+        if self.device.type == "cuda":
+            # fixed conv algorithms (no autotuning) so reruns give the same codes; TF32 only on request
+            stack.enter_context(torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True,
+                                                           allow_tf32=self.precision == "tf32"))
+        if autocast and self.precision == "bf16":
             stack.enter_context(torch.autocast(device_type=self.device.type, dtype=torch.bfloat16))
         return stack
 
-    def _batches(self, array: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
-        """Slices of `batch_size`; the last one zero-padded when compiled (static shapes)."""
+    def _batches(self, array: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """Slices of `batch_size`; with `pad_batches` (default: when compiled) the last one is
+        zero-padded, so every image is computed in the same shape (static shapes for compile;
+        results independent of how callers cut their batches)."""
+        out = []
         for start in range(0, len(array), self.batch_size):
             chunk = array[start:start + self.batch_size]
             real = len(chunk)
-            if self.compile and real < self.batch_size:
+            if self.pad_batches and real < self.batch_size:
                 pad = np.zeros((self.batch_size - real,) + chunk.shape[1:], dtype=chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
-            yield chunk, real
+            out.append((chunk, real))
+        return out
+
+    def _run(self, work: Callable[[np.ndarray, int], np.ndarray], batches: list[tuple[np.ndarray, int]],
+             key: tuple) -> list[np.ndarray]:
+        """Apply `work` to every batch, in order, on the stream threads when there are several.
+
+        With compile, the first batch of a new shape runs alone, under inductor freezing (weights
+        become constants that oneDNN pre-packs), and on a stream thread, so the generated code
+        is built for the stream's thread count.
+        """
+        if not batches:
+            return []
+        results: list[np.ndarray] = []
+        if self.compile and key not in self._compiled_shapes:
+            with self._warm_lock:  # callers on other threads wait for the one compile
+                if key not in self._compiled_shapes:
+                    results.append(self._submit(self._warm, work, *batches[0]))
+                    self._compiled_shapes.add(key)
+                    batches = batches[1:]
+        if self._pool is None:
+            return results + [work(*b) for b in batches]
+        return results + list(self._pool.map(lambda b: work(*b), batches))
+
+    def _submit(self, fn: Callable, *args):
+        return fn(*args) if self._pool is None else self._pool.submit(fn, *args).result()
+
+    def _warm(self, work: Callable[[np.ndarray, int], np.ndarray], chunk: np.ndarray, real: int) -> np.ndarray:
+        if self.device.type != "cpu":
+            return work(chunk, real)
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=True):
+            return work(chunk, real)
+
+    def _latent_bf16(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder body in bf16; head and quant_conv in fp32, so the features the code lookup
+        compares are not rounded to bf16's 8-bit mantissa at the last step."""
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+            h = self.model.encoder.features(x)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return self.model.quant_conv(self.model.encoder.head(h.float()))
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def _encode_batch(self, chunk: np.ndarray, real: int) -> np.ndarray:
+        with self._context():
+            x = self._layout(self._to_device(chunk).permute(0, 3, 1, 2).float().div_(255.0))
+            latent = self._encode_fn(x)
+            codes = self.model.quantize.codes(latent[:real])  # always an fp32 lookup
+            return codes.to(torch.int32).cpu().numpy().astype(np.uint16)
+
+    def _decode_batch(self, chunk: np.ndarray, real: int, grid: tuple[int, int]) -> np.ndarray:
+        with self._context(autocast=True):
+            quantized = self._layout(self.model.quantize.embed(self._to_device(chunk), *grid))
+            return to_uint8(self._decode_fn(quantized)[:real])
 
     # -- the API -----------------------------------------------------------------------------
     def encode(self, images: np.ndarray) -> np.ndarray:
@@ -173,18 +274,8 @@ class Tokenizer:
         if images.shape[1] % factor or images.shape[2] % factor:
             raise ValueError(f"image size {images.shape[1]}x{images.shape[2]} is not a multiple of {factor}")
         tokens = (images.shape[1] // factor) * (images.shape[2] // factor)
-        out = np.empty((len(images), tokens), dtype=np.uint16)
-        done = 0
-        with self._context():
-            for chunk, real in self._batches(images):
-                x = self._to_device(chunk).permute(0, 3, 1, 2).float().div_(255.0)
-                x = x.contiguous(memory_format=torch.channels_last if self.channels_last
-                                 else torch.contiguous_format)
-                latent = self._encode_fn(x)
-                codes = self.model.quantize.codes(latent[:real])  # fp32 lookup, autocast off inside
-                out[done:done + real] = codes.to(torch.int32).cpu().numpy()
-                done += real
-        return out
+        parts = self._run(self._encode_batch, self._batches(images), ("encode",) + images.shape[1:])
+        return np.concatenate(parts) if parts else np.zeros((0, tokens), dtype=np.uint16)
 
     def decode(self, codes: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
         """codes (N, h*w) -> uint8 images (N, h*16, w*16, 3); square grid unless `grid` given."""
@@ -200,16 +291,11 @@ class Tokenizer:
             if side * side != codes.shape[1]:
                 raise ValueError(f"{codes.shape[1]} codes per image is not a square grid; pass grid=(h, w)")
             grid = (side, side)
-        out = []
-        with self._context():
-            for chunk, real in self._batches(codes.astype(np.int64)):
-                c = self._to_device(chunk)
-                quantized = self.model.quantize.embed(c, *grid)
-                if self.channels_last:
-                    quantized = quantized.contiguous(memory_format=torch.channels_last)
-                pixels = self._decode_fn(quantized)[:real]
-                out.append(to_uint8(pixels))
-        if not out:
+        if grid[0] * grid[1] != codes.shape[1]:
+            raise ValueError(f"grid {grid} does not hold {codes.shape[1]} codes")
+        parts = self._run(lambda chunk, real: self._decode_batch(chunk, real, grid),
+                          self._batches(codes.astype(np.int64)), ("decode",) + tuple(grid))
+        if not parts:
             f = self.config.downsample_factor
             return np.zeros((0, grid[0] * f, grid[1] * f, self.config.num_channels), dtype=np.uint8)
-        return np.concatenate(out)
+        return np.concatenate(parts)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -45,6 +44,8 @@ class FitOptions:
     out: str
     preset: str = "tiny"
     config: str | None = None
+    init: str | None = None
+    export: str | None = None
     max_steps: int = 1000
     batch_size: int = 8
     crop: int | None = None
@@ -73,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (resumed when it holds a train_state.pt)")
     p.add_argument("--preset", default="tiny", help="model preset: tiny or lvm")
     p.add_argument("--config", help="a muse config.json to use instead of the preset")
+    p.add_argument("--init", help="start from the weights (and config) of a muse-format folder, e.g. the "
+                                  "released LVM tokenizer, to fine-tune it")
+    p.add_argument("--export", help="at the end, also write just the tokenizer (config.json + "
+                                    "pytorch_model.bin) to this folder, e.g. to ship it")
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, help="training crop size (default: the config resolution)")
@@ -220,7 +225,11 @@ def fit(options: FitOptions) -> dict:
 
 
 def _fit(options: FitOptions, device: torch.device) -> dict:
-    config = VQGANConfig.from_json(options.config) if options.config else preset(options.preset)
+    init = checkpoint.load(options.init) if options.init else None
+    if init is not None:
+        config = init.config
+    else:
+        config = VQGANConfig.from_json(options.config) if options.config else preset(options.preset)
     crop = options.crop or config.resolution
     if crop % config.downsample_factor:
         raise ValueError(f"--crop {crop} is not a multiple of {config.downsample_factor}")
@@ -228,6 +237,8 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     batches = TrainBatches(refs, options.batch_size, crop, options.seed)
     os.makedirs(options.out, exist_ok=True)
     trainer = Trainer(options, config, device)
+    if init is not None:
+        trainer.model.load_state_dict(init.state_dict())
     state_path = os.path.join(options.out, STATE_NAME)
     if os.path.exists(state_path):
         trainer.resume(state_path)
@@ -253,6 +264,8 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
         if trainer.step % options.checkpoint_every == 0 or done:
             trainer.save(options.out)
     batches.reader.close()
+    if options.export:
+        checkpoint.save(trainer.model, options.export)
     return last
 
 

@@ -144,12 +144,19 @@ class Encoder(nn.Module):
         self.norm_out = group_norm(mid)
         self.conv_out = nn.Conv2d(mid, config.z_channels, kernel_size=3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The body (conv_in, levels, mid): nearly all the compute."""
         x = self.conv_in(x)
         for level in self.down:
             x = level(x)
-        x = self.mid(x)
+        return self.mid(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """norm_out, SiLU, conv_out: cheap, and kept in fp32 by reduced-precision callers."""
         return self.conv_out(F.silu(self.norm_out(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 class Decoder(nn.Module):

@@ -1,0 +1,167 @@
+"""Training a tokenizer (`tokenizer.fit`) and measuring one (`tokenizer.evaluate`), on real photos
+and on rendered-sentence tars laid out like the build writes them."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tokenizer import evaluate as evaluate_cli
+from tokenizer import fit as fit_cli
+from tokenizer.checkpoint import load, weights_hash
+from tokenizer.codec import Tokenizer
+from tokenizer.data import TrainBatches, find_images
+from tokenizer.losses import NLayerDiscriminator, adaptive_weight, hinge_d_loss
+from tokenizer.model import build
+from tokenizer.config import TINY
+
+SKIMAGE_DATA = Path(os.path.dirname(importlib.util.find_spec("skimage").origin)) / "data"
+PHOTOS = str(SKIMAGE_DATA / "*.png")
+COMMON = ["--data", PHOTOS, "--preset", "tiny", "--batch-size", "4", "--crop", "64", "--seed", "7",
+          "--lr", "1e-3", "--disc-start", "3", "--restart-dead-every", "3", "--log-every", "1"]
+
+
+def _log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def _fixed_batch_loss(model: torch.nn.Module) -> float:
+    batch = TrainBatches(find_images(PHOTOS), 8, 64, seed=123).batch(0)
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255.0)
+    with torch.no_grad():
+        return float((model.eval()(x).reconstruction - x).abs().mean())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One run interrupted after 4 steps and resumed to 8, and one straight run to 8."""
+    base = tmp_path_factory.mktemp("fit")
+    resumed, straight = base / "resumed", base / "straight"
+    fit_cli.main(COMMON + ["--out", str(resumed), "--max-steps", "4", "--checkpoint-every", "2"])
+    first_half = _log(resumed)
+    fit_cli.main(COMMON + ["--out", str(resumed), "--max-steps", "8", "--checkpoint-every", "2"])
+    fit_cli.main(COMMON + ["--out", str(straight), "--max-steps", "8", "--checkpoint-every", "8"])
+    return resumed, straight, first_half
+
+
+def test_a_short_fit_lowers_the_reconstruction_loss(runs):
+    resumed, _, _ = runs
+    before = _fixed_batch_loss(build(TINY, seed=7))
+    after = _fixed_batch_loss(load(resumed))
+    print(f"L1 on held images: {before:.4f} -> {after:.4f}")
+    assert after < 0.8 * before
+    steps = [r for r in _log(resumed) if "loss" in r]
+    assert steps[-1]["rec"] < steps[0]["rec"]
+    assert {"psnr", "usage", "perplexity", "g", "d", "d_weight", "commit", "codebook"} <= set(steps[-1])
+    assert any(r["d"] > 0 for r in steps if r["step"] > 3)  # the GAN switched on after warm-up
+
+
+def test_resume_continues_at_the_saved_step_and_matches_a_straight_run(runs):
+    resumed, straight, first_half = runs
+    assert [r["step"] for r in first_half if "loss" in r] == [1, 2, 3, 4]
+    log = _log(resumed)
+    resume = [r for r in log if r.get("event") == "resume"]
+    assert resume == [{"event": "resume", "step": 4}]
+    after = log[log.index(resume[0]) + 1:]
+    assert [r["step"] for r in after] == [5, 6, 7, 8]
+    state = torch.load(resumed / "train_state.pt", weights_only=True)
+    assert state["step"] == 8 and {"disc", "opt_g", "opt_d", "torch_rng"} <= set(state)
+    assert not [n for n in os.listdir(resumed) if ".tmp-" in n]
+    # every batch, crop, restart and optimiser step replayed exactly
+    assert weights_hash(load(resumed)) == weights_hash(load(straight))
+    straight_steps = [r for r in _log(straight) if "loss" in r]
+    assert [r["loss"] for r in straight_steps[4:]] == [r["loss"] for r in after]
+
+
+def test_fit_output_is_a_loadable_tokenizer_and_evaluates(runs, tmp_path):
+    resumed, _, _ = runs
+    tok = Tokenizer.from_pretrained(resumed)
+    assert tok.name == "resumed" and tok.encode(np.zeros((1, 64, 64, 3), np.uint8)).shape == (1, 16)
+    out, sheet = tmp_path / "eval.json", tmp_path / "sheet.png"
+    assert evaluate_cli.main(["--checkpoint", str(resumed), "--data", PHOTOS, "--limit", "3",
+                              "--out", str(out), "--sheet", str(sheet), "--batch-size", "2"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["images"] == 3 and summary["codebook_size"] == 8192
+    assert 0 < summary["codebook_usage"] <= 1 and summary["perplexity"] >= 1
+    assert 0 < summary["psnr"] < 60 and -1 <= summary["ssim"] <= 1
+    with Image.open(sheet) as image:
+        assert image.size[0] > 2 * 256 and image.size[1] >= 256
+
+
+def test_fit_can_start_from_a_muse_checkpoint(runs, tmp_path):
+    resumed, _, _ = runs
+    fit_cli.main(["--data", PHOTOS, "--init", str(resumed), "--out", str(tmp_path / "ft"), "--max-steps", "1",
+                  "--batch-size", "2", "--crop", "32", "--lr", "0", "--disc-start", "100",
+                  "--export", str(tmp_path / "ship")])
+    assert weights_hash(load(tmp_path / "ft")) == weights_hash(load(resumed))  # lr 0: weights kept
+    assert sorted(os.listdir(tmp_path / "ship")) == ["config.json", "pytorch_model.bin"]
+    assert weights_hash(load(tmp_path / "ship")) == weights_hash(load(resumed))
+
+
+def test_evaluate_reads_rendered_sentence_tars(tmp_path):
+    """`{id}.json` + `{id}.NN.png` samples, as the build's rendered shards hold them."""
+    rng = np.random.default_rng(0)
+    shard = tmp_path / "rendered" / "src-train-00000.tar"
+    shard.parent.mkdir()
+    with tarfile.open(shard, "w") as tar:
+        for key in ("src-train-a-0000", "src-train-b-0001"):
+            members = {f"{key}.json": json.dumps({"n_images": 2}).encode()}
+            for i in range(2):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+                members[f"{key}.{i:02d}.png"] = buf.getvalue()
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    refs = find_images(str(tmp_path / "rendered" / "*.tar"))
+    assert [r.member for r in refs] == ["src-train-a-0000.00.png", "src-train-a-0000.01.png",
+                                        "src-train-b-0001.00.png", "src-train-b-0001.01.png"]
+    assert find_images(str(tmp_path / "rendered")) == refs  # a folder is searched too
+    tok = Tokenizer(build(TINY, seed=0), "tiny")
+    result = evaluate_cli.evaluate(tok, refs, batch_size=3)
+    assert result.images == 4 and result.histogram.sum() == 4 * 256
+    assert result.originals.shape == (4, 256, 256, 3)
+    plot = evaluate_cli.usage_plot(result.histogram)
+    assert plot.size == (512, 128)
+    print(evaluate_cli.format_table(result.summary()))
+
+
+def test_training_batches_are_a_function_of_seed_and_step():
+    refs = find_images(PHOTOS)
+    a, b = TrainBatches(refs, 3, 32, seed=1), TrainBatches(refs, 3, 32, seed=1)
+    assert np.array_equal(a.batch(5), b.batch(5)) and np.array_equal(a.batch(0), b.batch(0))
+    assert not np.array_equal(a.batch(5), TrainBatches(refs, 3, 32, seed=2).batch(5))
+    assert a.batch(1).shape == (3, 32, 32, 3)
+
+
+def test_discriminator_hinge_and_adaptive_weight():
+    disc = NLayerDiscriminator(3, 16, 2)
+    logits = disc(torch.rand(2, 3, 64, 64))
+    assert logits.shape[:2] == (2, 1) and logits.shape[-1] > 1  # one logit per patch
+    assert float(hinge_d_loss(torch.full((4,), 2.0), torch.full((4,), -2.0))) == 0.0
+    last = torch.nn.Parameter(torch.ones(3))
+    rec, g = (last * 2).sum(), (last * 4).sum()
+    assert abs(float(adaptive_weight(rec, g, last, scale=1.0)) - 0.5) < 1e-3
+
+
+def test_dead_codes_restart_onto_encoder_outputs():
+    model = build(TINY, seed=0)
+    z = torch.randn(2, TINY.quantized_embed_dim, 4, 4)
+    dead = torch.zeros(TINY.num_embeddings, dtype=torch.bool)
+    dead[:5] = True
+    before = model.quantize.embedding.weight[5:].clone()
+    assert model.quantize.restart_dead_codes(dead, z, torch.Generator().manual_seed(0)) == 5
+    assert torch.equal(model.quantize.embedding.weight[5:], before)
+    moved = torch.nn.functional.normalize(model.quantize.embedding.weight[:5], dim=1)
+    targets = torch.nn.functional.normalize(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), dim=1)
+    assert (moved @ targets.t()).max(dim=1).values.min() > 0.99  # each sits on a live latent
