@@ -10,6 +10,19 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+_TOKENIZER: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_tokenizer(tmp_path_factory) -> Path:
+    """A tiny VQGAN with fixed random weights in muse format: fast, and independent of the
+    embedded trained one, so the build's tokenize stage runs in every end-to-end test."""
+    from tokenizer import TINY, build, save
+
+    folder = tmp_path_factory.mktemp("tokenizer") / "tiny-seed0"
+    save(build(TINY, seed=0), folder)
+    _TOKENIZER["path"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +76,7 @@ def write_config(path: Path, corpus: Path, output: Path, **beam) -> Path:
             {"name": "clips", "type": "video", "path": str(corpus / "video"), "num_shards": 2,
              "strides": [10, 20, 30]},
         ],
+        "tokenizer": {"checkpoint": _TOKENIZER["path"], "batch_size": 8, "threads": 1},
         "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory", **beam},
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -82,11 +96,12 @@ def mini_build(mini_corpus: Path, tmp_path_factory):
 
 
 def shard_digests(output: Path) -> dict[str, str]:
-    """sha256 of every rendered file (tars, rejects, stats) under a build output."""
+    """sha256 of every shard file (rendered tars, token shards, rejects, stats) under a build."""
     import hashlib
 
     digests = {}
-    for path in sorted((output / "rendered").rglob("*")):
-        if path.is_file():
-            digests[str(path.relative_to(output))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for folder in ("rendered", "tokens"):
+        for path in sorted((output / folder).rglob("*")):
+            if path.is_file():
+                digests[str(path.relative_to(output))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests

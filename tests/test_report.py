@@ -24,7 +24,7 @@ def test_report_counts_and_sheets(mini_build):
     assert data["reject_examples"]["too_few_frames"][0]["key"].startswith("clips-short_10f")
     page = Path(paths["html"]).read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert "contact_sheet.png" in images and len(images) == 4  # overview + image, category, video
+    assert "contact_sheet.png" in images and len(images) == 6  # overview, image, category, video, 2 tokenizer
     report_dir = Path(paths["html"]).parent
     for name in images:
         with Image.open(report_dir / name) as sheet:
@@ -38,3 +38,21 @@ def test_report_counts_and_sheets(mini_build):
     frame = np.asarray(Image.fromarray(np.ascontiguousarray(decode_png(sentence.images[0]))).resize((THUMB, THUMB), Image.BILINEAR))
     thumb = sheet[2 : 2 + THUMB, LABEL_WIDTH : LABEL_WIDTH + THUMB]
     assert np.abs(thumb.astype(int) - frame).mean() < 1.0
+
+
+def test_report_tokenizer_section(mini_build):
+    config, summary = mini_build
+    paths = write_report(config.output, max_sentences_per_group=1)
+    data = json.loads(Path(paths["json"]).read_text())
+    section = data["tokenizer"]
+    assert section["tokenizer"] == "tiny-seed0" and section["codebook_size"] == 8192
+    # 64 px images at f16: 16 tokens each, every rendered image tokenized
+    assert section["all"]["tokens"] == summary["totals"]["images"] * 16
+    assert set(section["by_source"]) == {"web", "inet", "clips"}
+    assert 0 < section["all"]["usage"] <= 1 and section["all"]["perplexity"] >= 1
+    assert 0 < section["sample_psnr"] < 60
+    report_dir = Path(paths["html"]).parent
+    for name in (section["usage_plot"], section["reconstruction_sheet"]):
+        with Image.open(report_dir / name) as image:
+            image.verify()
+    assert "reconstruction_sheet" in section and section["reconstruction_sheet"] in Path(paths["html"]).read_text()

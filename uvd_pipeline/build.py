@@ -86,7 +86,7 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
                 "choose a new `output`, or pass --overwrite (or --replace-changed) to replace it"
             )
     if overwrite:
-        for name in (RENDERED_DIR, SUMMARY_FILE, REJECTS_FILE, BUILD_FILE, "report"):
+        for name in (RENDERED_DIR, "tokens", SUMMARY_FILE, REJECTS_FILE, BUILD_FILE, "report"):
             path = fsio.filesystem(fsio.join(output, name))[1]
             if fs.exists(path):
                 fs.rm(path, recursive=True)
@@ -130,12 +130,38 @@ class BuildResult:
     summary_path: str
 
 
-def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: bool = False) -> BuildResult:
+def check_tokenizer(config: BuildConfig) -> None:
+    """The tokenizer checkpoint must exist before anything runs (it loads in every worker)."""
+    if not config.tokenizer.enabled:
+        return
+    from uvd_pipeline.tokenize_stage import TokenizeSettings
+
+    path = TokenizeSettings(config.tokenizer.checkpoint).path
+    for name in ("config.json",):
+        if not fsio.exists(fsio.join(path, name)):
+            hint = ("run `make tokenizer` to train the embedded one" if config.tokenizer.checkpoint == "embedded"
+                    else "point it at a folder holding config.json and pytorch_model.bin")
+            raise ConfigError(f"tokenizer.checkpoint: no {name} in {path}; {hint}, or set tokenizer.enabled: false")
+
+
+def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: bool = False,
+              retokenize: bool = False) -> BuildResult:
     import apache_beam as beam
 
-    from uvd_pipeline.graph import build_graph, list_units
+    from uvd_pipeline.graph import build_graph, build_retokenize_graph, list_units
 
     started = time.perf_counter()
+    check_tokenizer(config)
+    if retokenize:
+        if not config.tokenizer.enabled:
+            raise ConfigError("--retokenize needs tokenizer.enabled: true")
+        options = pipeline_options(config)
+        pipeline = beam.Pipeline(runner=make_runner(config, options), options=options)
+        build_retokenize_graph(pipeline, config)
+        result = pipeline.run()
+        result.wait_until_finish()
+        summary = finalize(config, time.perf_counter() - started, _counters(result))
+        return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
     units = list_units(config)
     prepare_output(config, overwrite, replace_changed)
     removed = remove_temporaries(config.output)
@@ -213,6 +239,8 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
     types = {s.name: s.type for s in config.sources}
     for name in sources:
         sources[name]["type"] = types.get(name, "?")
+    from uvd_pipeline.tokenize_stage import summarize_tokens
+
     summary = {
         "format_version": FORMAT_VERSION,
         "config_hash": config_hash,
@@ -226,6 +254,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "shards": len(shards),
         },
         "sources": sources,
+        "tokens": summarize_tokens(output),
         "shards": [
             {**{k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "images", "rejects",
                                       "tar_sha256")}, "by_kind_task": stats.get("by_kind_task", {})}
@@ -260,5 +289,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         reasons.update(s["rejects_by_reason"])
     if reasons:
         lines.append("rejects by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
+    tokens = summary.get("tokens") or {}
+    if tokens.get("sources"):
+        total = sum(s["tokens"] for s in tokens["sources"].values())
+        names = ", ".join(f"{t['name']} ({t['weights_hash'][:12]})" for t in tokens["tokenizers"])
+        lines.append(f"tokens: {total:,} in {sum(s['shards'] for s in tokens['sources'].values())} "
+                     f"token shards, tokenizer {names}")
     lines.append(f"{t['shards']} shards in {summary['output']} ({summary['run']['seconds']:.1f}s)")
     return "\n".join(lines)

@@ -44,7 +44,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         beam_config = config.beam.model_copy(update={"options": tuple(config.beam.options) + tuple(args.beam_option)})
         config = config.model_copy(update={"beam": beam_config})
     logging.getLogger("uvd").info("build config:\n%s", config_summary(config))
-    result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed)
+    if args.no_tokenize:
+        config = config.model_copy(update={"tokenizer": config.tokenizer.model_copy(update={"enabled": False})})
+    if args.tokenizer:
+        checkpoint = args.tokenizer if args.tokenizer == "embedded" else os.path.abspath(args.tokenizer)
+        config = config.model_copy(update={"tokenizer": config.tokenizer.model_copy(update={"checkpoint": checkpoint})})
+    result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
+                       retokenize=args.retokenize)
     print(format_summary(result.summary))
     print(f"summary: {result.summary_path}")
     if args.report:
@@ -61,6 +67,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     paths = write_report(args.out, max_sentences_per_group=args.sentences)
     print(f"report: {paths['html']}")
     print(f"report data: {paths['json']}")
+    return 0
+
+
+def cmd_export_jsonl(args: argparse.Namespace) -> int:
+    from uvd_pipeline.shards import export_jsonl, find_shards
+
+    shards = [p for pattern in args.shards for p in find_shards(pattern)]
+    if not shards:
+        raise FileNotFoundError(f"no committed token shards match {', '.join(args.shards)}")
+    count = export_jsonl(shards, args.out)
+    print(f"wrote {count} sentences from {len(shards)} token shards to {args.out}")
+    return 0
+
+
+def cmd_import_jsonl(args: argparse.Namespace) -> int:
+    from uvd_pipeline.shards import TokenShardMeta, import_jsonl
+
+    meta = TokenShardMeta(args.tokenizer_name, args.tokenizer_hash, args.codebook_size, args.tokens_per_image,
+                          args.image_size, "imported")
+    stats = import_jsonl(args.jsonl, meta, args.out, source=args.source, split=args.split, kind=args.kind)
+    print(f"wrote {stats['sentences']} sentences ({stats['tokens']} tokens) to {args.out}")
     return 0
 
 
@@ -91,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--replace-changed", action="store_true",
                    help="if the output holds a build of another config, replace it; else resume")
     b.add_argument("--report", action="store_true", help="write the report when the build ends")
+    b.add_argument("--retokenize", action="store_true",
+                   help="only tokenize the committed rendered shards again (e.g. with another tokenizer)")
+    b.add_argument("--tokenizer", help="override tokenizer.checkpoint (a muse-format folder, or 'embedded')")
+    b.add_argument("--no-tokenize", action="store_true", help="stop after the rendered shards")
     b.add_argument("--beam-option", action="append", default=[], metavar="--FLAG=VALUE",
                    help="extra Beam pipeline flag (repeatable), e.g. --beam-option=--project=my-proj")
     b.set_defaults(func=cmd_build)
@@ -99,6 +130,24 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("out")
     r.add_argument("--sentences", type=int, default=4, help="sentences per kind/task in the contact sheets")
     r.set_defaults(func=cmd_report)
+
+    e = sub.add_parser("export-jsonl", help="token shards -> LVM/EasyLM JSONL ({'tokens': base64 int32})")
+    e.add_argument("shards", nargs="+", help="token shard files, globs or folders")
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=cmd_export_jsonl)
+
+    i = sub.add_parser("import-jsonl", help="LVM/EasyLM JSONL -> one token shard")
+    i.add_argument("jsonl")
+    i.add_argument("--out", required=True, help="the .arrow file to write")
+    i.add_argument("--source", default="jsonl")
+    i.add_argument("--split", default="train", choices=["train", "val"])
+    i.add_argument("--kind", default="image")
+    i.add_argument("--tokenizer-name", default="vqgan-f16-8192-laion")
+    i.add_argument("--tokenizer-hash", default="unknown", help="weights hash of the tokenizer that made the codes")
+    i.add_argument("--codebook-size", type=int, default=8192)
+    i.add_argument("--tokens-per-image", type=int, default=256)
+    i.add_argument("--image-size", type=int, default=256)
+    i.set_defaults(func=cmd_import_jsonl)
 
     c = sub.add_parser("check", help="validate a config file and print what it would build")
     c.add_argument("config")

@@ -205,6 +205,19 @@ class BeamConfig(Strict):
         return value
 
 
+class TokenizerConfig(Strict):
+    enabled: bool = Field(True, description="write Arrow token shards after the rendered shards")
+    checkpoint: str = Field("embedded", min_length=1, description="'embedded' (the repo's small tokenizer) or a "
+                            "muse-format folder (config.json + pytorch_model.bin), e.g. the LVM tokenizer")
+    batch_size: int = Field(16, ge=1, le=4096, description="images per forward pass")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = Field(False, description="torch.compile the encoder (pays off on long runs)")
+    threads: int | None = Field(1, ge=1, description="torch threads per worker process (one worker "
+                                "process per core is the default; fixed so token bytes never depend on it)")
+    accelerator: str | None = Field(None, description="Beam resource hint for the tokenize step only, e.g. "
+                                    "'type:nvidia-l4;count:1;install-nvidia-driver'")
+
+
 class BuildConfig(Strict):
     version: Literal[1] = 1
     output: str = Field(min_length=1, description="local path or fsspec URL of the build")
@@ -212,6 +225,7 @@ class BuildConfig(Strict):
     image: ImageConfig = ImageConfig()
     split: SplitConfig = SplitConfig()
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
+    tokenizer: TokenizerConfig = TokenizerConfig()
     beam: BeamConfig = BeamConfig()
 
     @model_validator(mode="after")
@@ -229,7 +243,8 @@ class BuildConfig(Strict):
 
     def content_hash(self) -> str:
         """A digest of everything that shapes the output bytes (not how or where it runs)."""
-        content = self.model_dump(mode="json", exclude={"beam": True, "output": True})
+        # the tokenizer is not part of it: retokenizing keeps the rendered shards valid
+        content = self.model_dump(mode="json", exclude={"beam": True, "output": True, "tokenizer": True})
         content["format_version"] = FORMAT_VERSION
         blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -324,7 +339,11 @@ def _resolve(path: str, base_dir: str) -> str:
 
 def _resolve_paths(config: BuildConfig, base_dir: str) -> BuildConfig:
     sources = tuple(s.model_copy(update={"path": _resolve(s.path, base_dir)}) for s in config.sources)
-    return config.model_copy(update={"output": _resolve(config.output, base_dir), "sources": sources})
+    tokenizer = config.tokenizer
+    if tokenizer.checkpoint != "embedded":
+        tokenizer = tokenizer.model_copy(update={"checkpoint": _resolve(tokenizer.checkpoint, base_dir)})
+    return config.model_copy(update={"output": _resolve(config.output, base_dir), "sources": sources,
+                                     "tokenizer": tokenizer})
 
 
 def load_config(path: str, overrides: dict[str, Any] | None = None) -> BuildConfig:

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.utils.shared import Shared
 
 from sources.records import (
     AnnotatedClipRecord,
@@ -39,6 +40,7 @@ from uvd_pipeline.render_annotated import render_annotated_clip, render_multivie
 from uvd_pipeline.rendered_shards import ShardAddress, write_shard
 from uvd_pipeline.sentences import RenderedUnit, Sentence, Slot, assemble, image_sentence, plan_group_sentences
 from uvd_pipeline.source_factory import labeler_specs, make_source, units_per_sentence
+from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer, committed_rendered, tokenize_shard
 
 log = logging.getLogger(__name__)
 REJECTS = "rejects"
@@ -318,5 +320,68 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
     # grouped values under heavy load); an incomplete shard fails the job and stays uncommitted.
     counts = items | "Count per shard" >> beam.combiners.Count.PerKey()
     keyed = {"items": items, "count": counts} | "By shard" >> beam.CoGroupByKey()
-    return keyed | "Write shards" >> beam.ParDo(WriteShard(config.output, config.content_hash(), router,
-                                                          config.image.size))
+    written = keyed | "Write shards" >> beam.ParDo(WriteShard(config.output, config.content_hash(), router,
+                                                             config.image.size))
+    if not config.tokenizer.enabled:
+        return written
+    # Shards committed by an earlier run may get no element this run (their records were dropped
+    # before rendering), so they join the tokenize input from the listing; duplicates merge.
+    earlier = [s for s in committed_rendered(config.output, config.content_hash())
+               if (s["source"], s["split"], int(s["shard"])) in done_keys]
+    rendered = (
+        (written | "Rendered stats" >> beam.Map(_rendered_fields),
+         pipeline | "Earlier shards" >> beam.Create(earlier, reshuffle=False))
+        | "All rendered" >> beam.Flatten()
+        | "By tar" >> beam.Map(lambda s: (s["tar"], s))
+        | "Once per tar" >> beam.CombinePerKey(lambda values: next(iter(values)))
+        | "Drop keys" >> beam.Values()
+    )
+    return add_tokenize(rendered, config)
+
+
+def _rendered_fields(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "config_hash", "image_size")}
+
+
+class TokenizeShard(beam.DoFn):
+    """One model per worker process, shared by the DoFn instances of its threads."""
+
+    def __init__(self, output: str, settings: TokenizeSettings, config_hash: str) -> None:
+        self.output = output
+        self.settings = settings
+        self.config_hash = config_hash
+        self._shared = Shared()
+
+    def setup(self) -> None:
+        settings = self.settings
+        self.tokenizer = self._shared.acquire(lambda: _load_tokenizer(settings))
+
+    def process(self, stats: dict[str, Any]) -> Iterator[dict]:
+        result = tokenize_shard(self.output, stats, self.tokenizer, self.config_hash)
+        source = stats["source"]
+        _count(source, "token_shards_skipped" if result["skipped"] else "token_shards_written")
+        if not result["skipped"]:
+            _count(source, "images_tokenized", result["images"])
+            log.info("tokenized %s: %d images", stats["tar"], result["images"])
+        yield result
+
+
+def add_tokenize(rendered, config: BuildConfig):
+    """Tokenize rendered shards; only this step carries the accelerator hint."""
+    t = config.tokenizer
+    settings = TokenizeSettings(t.checkpoint, t.batch_size, t.device, t.compile, t.threads)
+    step = beam.ParDo(TokenizeShard(config.output, settings, config.content_hash()))
+    if t.accelerator:
+        step = step.with_resource_hints(accelerator=t.accelerator)
+    return rendered | "Spread shards" >> beam.Reshuffle() | "Tokenize" >> step
+
+
+def build_retokenize_graph(pipeline: beam.Pipeline, config: BuildConfig):
+    """Tokenize the committed rendered shards again, without reading or rendering anything."""
+    shards = committed_rendered(config.output, config.content_hash())
+    if not shards:
+        from uvd_pipeline.config import ConfigError
+
+        raise ConfigError(f"{config.output} has no committed rendered shards of this config to retokenize")
+    log.info("retokenizing %d rendered shards", len(shards))
+    return add_tokenize(pipeline | "Rendered shards" >> beam.Create(shards, reshuffle=False), config)

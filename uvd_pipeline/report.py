@@ -112,6 +112,21 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _tokenizer_html(section: dict[str, Any] | None) -> str:
+    if not section:
+        return "<h2>Tokenizer</h2><p>No token shards in this build.</p>"
+    rows = [["all", *section["all"].values()]] + [[k, *v.values()] for k, v in section["by_source"].items()]
+    html_rows = _table(["source", "tokens", "codes used", "usage", "perplexity"], rows)
+    sample = ""
+    if "reconstruction_sheet" in section:
+        sample = (f"<p>Original (left) and decoded from the stored tokens (right): PSNR "
+                  f"{section['sample_psnr']} dB, SSIM {section['sample_ssim']}.</p>"
+                  f"<img src=\"{section['reconstruction_sheet']}\" alt=\"reconstructions\">")
+    return (f"<h2>Tokenizer</h2><p>{html.escape(section['tokenizer'])} (weights "
+            f"{section['weights_hash'][:16]}), codebook {section['codebook_size']}.</p>{html_rows}"
+            f"<p>Code frequencies, sorted, log scale:</p><img src=\"{section['usage_plot']}\" alt=\"usage\">{sample}")
+
+
 def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     source_rows = []
     for name, s in data["sources"].items():
@@ -147,8 +162,92 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 {_table(['reason', 'count', 'examples'], reject_rows)}
 <h2>Contact sheets (one row per sentence, one sheet per kind and task)</h2>
 {sections}
+{_tokenizer_html(data.get("tokenizer"))}
 </body></html>
 """
+
+
+def tokenizer_section(output: str, report_dir: str, sample_images: int = 8) -> dict[str, Any] | None:
+    """Codebook usage and code perplexity per source from the token shards, and an original vs
+    reconstruction sheet decoded from the stored tokens with the build's tokenizer."""
+    from uvd_pipeline.shards import find_shards, read_token_shard, sentence_tokens
+
+    local = fsio.local_path(output)
+    if local is None:
+        return None  # token shards are memory-mapped: local outputs only
+    paths = find_shards(fsio.join(local, "tokens"))
+    if not paths:
+        return None
+    histograms: dict[str, np.ndarray] = {}
+    meta = None
+    for path in paths:
+        table, meta = read_token_shard(path)
+        source = table.column("source")[0].as_py() if table.num_rows else None
+        if source is None:
+            continue
+        values = np.concatenate([c.values.to_numpy() for c in table.column("tokens").chunks])
+        counts = np.bincount(values, minlength=meta.codebook_size)
+        histograms[source] = histograms.get(source, 0) + counts
+    assert meta is not None
+    total = sum(histograms.values())
+
+    def stats(hist: np.ndarray) -> dict[str, float]:
+        p = hist[hist > 0] / hist.sum()
+        return {"tokens": int(hist.sum()), "codes_used": int((hist > 0).sum()),
+                "usage": round(float((hist > 0).mean()), 4),
+                "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1)}
+
+    section: dict[str, Any] = {"tokenizer": meta.tokenizer_name, "weights_hash": meta.tokenizer_hash,
+                               "codebook_size": meta.codebook_size, "all": stats(total),
+                               "by_source": {k: stats(v) for k, v in sorted(histograms.items())}}
+    from tokenizer.evaluate import comparison_sheet, usage_plot
+
+    buf = io.BytesIO()
+    usage_plot(total).save(buf, "PNG")
+    write_bytes_atomic(fsio.join(report_dir, "tokenizer_usage.png"), buf.getvalue())
+    section["usage_plot"] = "tokenizer_usage.png"
+    reconstruction = _reconstruction(output, paths[0], sample_images)
+    if reconstruction is not None:
+        originals, decoded = reconstruction
+        from tokenizer.metrics import psnr_per_image, ssim_per_image
+
+        section["sample_psnr"] = round(float(np.mean(psnr_per_image(originals, decoded))), 2)
+        section["sample_ssim"] = round(float(np.mean(ssim_per_image(originals, decoded))), 4)
+        buf = io.BytesIO()
+        comparison_sheet(originals, decoded).save(buf, "PNG")
+        write_bytes_atomic(fsio.join(report_dir, "tokenizer_reconstruction.png"), buf.getvalue())
+        section["reconstruction_sheet"] = "tokenizer_reconstruction.png"
+    return section
+
+
+def _reconstruction(output: str, token_path: str, count: int):
+    """Rendered images of one shard next to the images its stored tokens decode to."""
+    from uvd_pipeline.shards import read_token_shard, sentence_tokens
+    from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer
+
+    build = read_json(fsio.join(output, "build.json"))
+    checkpoint = build.get("config", {}).get("tokenizer", {}).get("checkpoint", "embedded")
+    try:
+        tok = _load_tokenizer(TokenizeSettings(checkpoint, batch_size=8))
+    except Exception:  # the checkpoint moved since the build: the usage numbers still stand
+        return None
+    table, meta = read_token_shard(token_path)
+    parts = token_path.split("/")
+    tar = fsio.join(output, "rendered", parts[-3], parts[-2], parts[-1].replace(".arrow", ".tar"))
+    originals, codes = [], []
+    for index, sentence in enumerate(iter_shard(tar)):
+        tokens = sentence_tokens(table, index).reshape(-1, meta.tokens_per_image)
+        for png, image_codes in zip(sentence.images, tokens):
+            originals.append(decode_png(png))
+            codes.append(image_codes)
+            if len(originals) >= count:
+                break
+        if len(originals) >= count:
+            break
+    if not originals:
+        return None
+    side = int(round(meta.tokens_per_image ** 0.5))
+    return np.stack(originals), tok.decode(np.stack(codes).astype(np.int64), grid=(side, side))
 
 
 def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str]:
@@ -171,6 +270,7 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
         write_bytes_atomic(fsio.join(report_dir, name), buf.getvalue())
         sheets[title] = name
     data["contact_sheets"] = sheets
+    data["tokenizer"] = tokenizer_section(output, report_dir)
     json_uri = fsio.join(report_dir, "report.json")
     html_uri = fsio.join(report_dir, "report.html")
     write_bytes_atomic(json_uri, json.dumps(data, indent=1, sort_keys=True).encode())

@@ -1,0 +1,92 @@
+"""The build's tokenize stage: token shards hold the codes of the rendered images, exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, _TOKENIZER
+from uvd_pipeline.render import decode_png
+from uvd_pipeline.rendered_shards import iter_shard
+from uvd_pipeline.shards import decode_jsonl_line, find_shards, read_token_shard, sentence_tokens
+
+
+def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
+    from tokenizer import Tokenizer
+
+    config, summary = mini_build
+    output = Path(config.output)
+    tok = Tokenizer.from_pretrained(_TOKENIZER["path"], batch_size=8, threads=1)
+    shards = find_shards(str(output / "tokens"))
+    assert len(shards) == summary["totals"]["shards"]
+    checked = 0
+    for path in shards:
+        table, meta = read_token_shard(path)
+        assert meta.tokenizer_hash == tok.weights_hash and meta.tokens_per_image == 16
+        assert meta.image_size == 64 and meta.config_hash == config.content_hash()
+        tar = str(Path(path.replace("/tokens/", "/rendered/")).with_suffix(".tar"))
+        for index, sentence in enumerate(iter_shard(tar)):
+            assert table.column("sentence_id")[index].as_py() == sentence.sentence_id
+            images = np.stack([decode_png(p) for p in sentence.images])
+            expected = tok.encode(images).reshape(-1)
+            assert np.array_equal(sentence_tokens(table, index), expected)
+            checked += 1
+    assert checked == summary["totals"]["sentences"]
+    assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.weights_hash}]
+
+
+def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
+    import shutil
+
+    from tokenizer import TINY, build, save
+    from uvd_pipeline.build import run_build
+
+    config, summary = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    other = tmp_path / "tiny-seed1"
+    new_hash = save(build(TINY, seed=1), other)
+    moved = config.model_copy(update={"output": str(out), "tokenizer": config.tokenizer.model_copy(
+        update={"checkpoint": str(other)})})
+    rendered_before = sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar"))
+    result = run_build(moved, retokenize=True).summary
+    assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash}]
+    assert sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar")) == rendered_before
+    for path in find_shards(str(out / "tokens")):
+        assert read_token_shard(path)[1].tokenizer_hash == new_hash
+    assert result["run"]["counters"].get("web.token_shards_written", 0) >= 1
+
+
+def test_jsonl_export_import_cli(mini_build, tmp_path):
+    config, summary = mini_build
+    jsonl = tmp_path / "all.jsonl"
+    run = subprocess.run([sys.executable, "-m", "uvd_pipeline", "export-jsonl", str(Path(config.output) / "tokens"),
+                          "--out", str(jsonl)], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    lines = jsonl.read_text().splitlines()
+    assert len(lines) == summary["totals"]["sentences"]
+    assert all(decode_jsonl_line(line).size % 16 == 0 for line in lines)
+    back = tmp_path / "back.arrow"
+    run = subprocess.run([sys.executable, "-m", "uvd_pipeline", "import-jsonl", str(jsonl), "--out", str(back),
+                          "--tokens-per-image", "16", "--image-size", "64"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    table, meta = read_token_shard(str(back))
+    assert table.num_rows == len(lines)
+    assert np.array_equal(sentence_tokens(table, 3), decode_jsonl_line(lines[3]))
+
+
+def test_missing_tokenizer_fails_before_the_build(tmp_path, mini_corpus):
+    from conftest import write_config
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import ConfigError, load_config
+
+    config = load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out")))
+    missing = config.model_copy(update={"tokenizer": config.tokenizer.model_copy(update={"checkpoint": str(tmp_path)})})
+    with pytest.raises(ConfigError, match="tokenizer.checkpoint: no config.json"):
+        run_build(missing)
+    assert not (tmp_path / "out").exists()

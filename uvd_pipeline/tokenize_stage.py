@@ -1,0 +1,142 @@
+"""The Tokenize stage: rendered-sentence shards -> Arrow token shards.
+
+One token shard per rendered shard (same source, split and index). The model is loaded once per
+worker process (Beam's `Shared` handle, so the DoFn instances of a process's threads share it)
+and images are encoded in fixed-size batches across sentence boundaries. A token shard is
+skipped when it is already committed for the same tokenizer weights and build config, so a
+rerun (or `--retokenize` with the same weights) only fills in what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sources import fsio
+from uvd_pipeline.render import decode_png
+from uvd_pipeline.rendered_shards import RENDERED_DIR, TAR_SUFFIX, iter_shard, read_json, stats_files
+from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TOKENS_DIR, TokenRow, TokenShardMeta, write_token_shard
+
+log = logging.getLogger(__name__)
+EMBEDDED = "embedded"
+
+
+def embedded_checkpoint() -> str:
+    """The small tokenizer trained by `make tokenizer` on the sample corpus, shipped in the repo."""
+    import tokenizer
+
+    return os.path.join(os.path.dirname(tokenizer.__file__), "weights", "uvd-tiny")
+
+
+@dataclass(frozen=True)
+class TokenizeSettings:
+    checkpoint: str
+    batch_size: int = 16
+    device: str = "auto"
+    compile: bool = False
+    threads: int | None = None
+
+    @property
+    def path(self) -> str:
+        return embedded_checkpoint() if self.checkpoint == EMBEDDED else self.checkpoint
+
+
+def token_shard_path(output: str, source: str, split: str, stem: str) -> str:
+    return fsio.join(output, TOKENS_DIR, source, split, stem + ARROW_SUFFIX)
+
+
+def rendered_tar_path(output: str, stats: dict[str, Any]) -> str:
+    return fsio.join(output, RENDERED_DIR, stats["source"], stats["split"], stats["tar"])
+
+
+def committed_rendered(output: str, config_hash: str) -> list[dict[str, Any]]:
+    """Stats of every rendered shard an earlier run committed (what `--retokenize` reads)."""
+    found = []
+    for uri in stats_files(output):
+        stats = read_json(uri)
+        if stats.get("config_hash") == config_hash:
+            found.append({k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "config_hash",
+                                                "image_size")})
+    return sorted(found, key=lambda s: s["tar"])
+
+
+def _lineage(header: dict[str, Any]) -> dict[str, Any]:
+    members = [m.get("key", m.get("frame", m.get("view"))) for m in header.get("members", [])]
+    return {"members": members, "meta": header.get("meta", {})}
+
+
+def _load_tokenizer(settings: TokenizeSettings):
+    from tokenizer.codec import Tokenizer
+
+    device = None if settings.device == "auto" else settings.device
+    return Tokenizer.from_pretrained(settings.path, batch_size=settings.batch_size, device=device,
+                                     compile=settings.compile, threads=settings.threads)
+
+
+def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str) -> dict[str, Any]:
+    """Encode every image of one rendered shard and write its token shard (stats last)."""
+    stem = stats["tar"][: -len(TAR_SUFFIX)]
+    path = token_shard_path(output, stats["source"], stats["split"], stem)
+    stats_uri = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
+    if fsio.exists(stats_uri):
+        existing = read_json(stats_uri)
+        if existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash:
+            return {**existing, "skipped": True}
+    image_size = int(stats["image_size"])
+    grid = image_size // tok.config.downsample_factor
+    meta = TokenShardMeta(tok.name, tok.weights_hash, tok.codebook_size, grid * grid, image_size, config_hash)
+    headers: list[dict[str, Any]] = []
+    pending: list[np.ndarray] = []
+    owners: list[int] = []
+    codes: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pending:
+            codes.extend(tok.encode(np.stack(pending)))
+            pending.clear()
+
+    for sentence in iter_shard(rendered_tar_path(output, stats)):
+        headers.append(sentence.header)
+        for png in sentence.images:
+            pending.append(decode_png(png))
+            owners.append(len(headers) - 1)
+            if len(pending) >= tok.batch_size:
+                flush()
+    flush()
+    per_sentence: list[list[np.ndarray]] = [[] for _ in headers]
+    for owner, code in zip(owners, codes):
+        per_sentence[owner].append(code)
+    rows = [
+        TokenRow(h["sentence_id"], h["source"], h["kind"], h["task"], h["split"],
+                 np.concatenate(parts).astype(np.uint16) if parts else np.zeros(0, np.uint16), _lineage(h))
+        for h, parts in zip(headers, per_sentence)
+    ]
+    written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"]})
+    return {**written, "skipped": False}
+
+
+def summarize_tokens(output: str) -> dict[str, Any]:
+    """Token totals per source from the committed token stats (for the build summary)."""
+    root = fsio.join(output, TOKENS_DIR)
+    if not fsio.exists(root):
+        return {}
+    per_source: dict[str, dict[str, Any]] = {}
+    tokenizers = set()
+    for uri in fsio.list_files(root, (STATS_SUFFIX,), recursive=True):
+        if ".tmp-" in uri:
+            continue
+        stats = json.loads(fsio.read_bytes(uri))
+        source = uri.rstrip("/").split("/")[-3]
+        entry = per_source.setdefault(source, {"shards": 0, "sentences": 0, "images": 0, "tokens": 0})
+        entry["shards"] += 1
+        for key in ("sentences", "images", "tokens"):
+            entry[key] += int(stats.get(key, 0))
+        tokenizers.add((stats.get("tokenizer_name"), stats.get("tokenizer_hash")))
+    return {"sources": dict(sorted(per_source.items())),
+            "tokenizers": [{"name": n, "weights_hash": h} for n, h in sorted(tokenizers)]}
+
