@@ -9,7 +9,11 @@ STAMP := $(VENV)/.uvd-installed
 SAMPLE_DIR ?= data/sample
 CONFIG ?= configs/sample.yaml
 
-.PHONY: build-uvd test test-fast bench sample report env clean
+TOKENIZER_DIR ?= tokenizer/weights/uvd-tiny
+# natural-image sources of the sample build: what the embedded tokenizer is trained on
+TOKENIZER_SOURCES := laion_sample imagenet_sample video_sample co3d_sample objaverse_sample
+
+.PHONY: build-uvd test test-fast bench sample report env clean tokenizer
 
 env: $(STAMP)
 
@@ -37,6 +41,18 @@ bench: sample
 
 report: $(STAMP)
 	$(PY) -m uvd_pipeline report build/sample
+
+# Reproduces the embedded tokenizer (about 30 minutes on 2 CPU cores) and its held-out figures.
+tokenizer: sample
+	$(PY) -m uvd_pipeline build $(CONFIG) --replace-changed --no-tokenize
+	rm -rf build/tokenizer-fit
+	$(PY) -m tokenizer.fit $(foreach s,$(TOKENIZER_SOURCES),--data 'build/sample/rendered/$(s)/train/*.tar') \
+	  --out build/tokenizer-fit --preset tiny1k --crop 64 --batch-size 16 --max-steps 2400 --lr 8e-4 \
+	  --l1-weight 0 --restart-dead-every 25 --disc-start 2000 --disc-weight 0.1 --threads 2 --seed 0 \
+	  --checkpoint-every 200 --log-every 100 --export $(TOKENIZER_DIR)
+	$(PY) -m tokenizer.evaluate --checkpoint $(TOKENIZER_DIR) \
+	  $(foreach s,$(TOKENIZER_SOURCES),--data 'build/sample/rendered/$(s)/val/*.tar') \
+	  --out $(TOKENIZER_DIR)/eval.json --sheet build/tokenizer-fit/heldout.png
 
 clean:
 	rm -rf build bench_out .pytest_cache

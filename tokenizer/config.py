@@ -189,7 +189,12 @@ TINY = VQGANConfig(
     codebook_l2_norm=True,
 )
 
-PRESETS: dict[str, VQGANConfig] = {"lvm": LVM, "tiny": TINY}
+# The embedded tokenizer of the sample build: `tiny` with 1024 codes. Its batches are small on a
+# CPU (256 latent vectors a step), which an 8192-code book cannot keep alive; codes still lie
+# below 8192, so token streams fit the LVM vocabulary.
+TINY1K = dataclasses.replace(TINY, num_embeddings=1024)
+
+PRESETS: dict[str, VQGANConfig] = {"lvm": LVM, "tiny": TINY, "tiny1k": TINY1K}
 
 
 def preset(name: str) -> VQGANConfig:

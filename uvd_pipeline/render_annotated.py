@@ -194,6 +194,14 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
                         (member, {"key": record.key, "task": record.task, "role": "target"}), record.task, "pairs")
 
 
+def _reject(record, split: str, exc: Exception) -> Reject:
+    """A failed read or annotation as a counted reject of the whole record."""
+    if isinstance(exc, (DecodeError, AnnotationError, MapError)):
+        return Reject(record.key, record.source, record.group, "annotation", exc.reason, exc.detail, split_hint=split)
+    return Reject(record.key, record.source, record.group, "read", "unreadable_file",
+                  f"{type(exc).__name__}: {exc}"[:200], split_hint=split)
+
+
 def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit | Reject:
     """The image and its annotations, in the canonical task order (image first)."""
     split = settings.split(record.group, record.split_hint)
@@ -210,11 +218,8 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
                 "segmentation": {"label_uri": uri},
             }[task]
             images.append(target_for(task, annotation, decoded.pixels, decoded.plan, settings, record.key)[1])
-    except (OSError, ValueError) as exc:
-        return Reject(record.key, record.source, record.group, "read", "unreadable_file",
-                      f"{type(exc).__name__}: {exc}"[:200], split_hint=split)
-    except (DecodeError, AnnotationError, MapError) as exc:
-        return Reject(record.key, record.source, record.group, "annotation", exc.reason, exc.detail, split_hint=split)
+    except (OSError, ValueError, DecodeError, AnnotationError, MapError) as exc:
+        return _reject(record, split, exc)
     members = tuple({"key": record.key, "task": task, **(record.lineage if task == "image" else {})}
                     for task, _ in record.uris)
     pngs = tuple(encode_png(image, settings.png_compression) for image in images)
@@ -254,11 +259,8 @@ def render_annotated_clip(record: AnnotatedClipRecord, settings: RenderSettings)
                 task = "pose"
             frames.append(decoded.pixels)
             targets.append(target_for(task, payload, decoded.pixels, decoded.plan, settings, record.key)[1])
-    except (OSError, ValueError) as exc:
-        return Reject(record.key, record.source, record.group, "read", "unreadable_file",
-                      f"{type(exc).__name__}: {exc}"[:200], split_hint=split)
-    except (DecodeError, AnnotationError, MapError) as exc:
-        return Reject(record.key, record.source, record.group, "annotation", exc.reason, exc.detail, split_hint=split)
+    except (OSError, ValueError, DecodeError, AnnotationError, MapError) as exc:
+        return _reject(record, split, exc)
     if record.layout == "interleaved":
         order = [img for pair in zip(frames, targets) for img in pair]
         roles = [r for i in range(len(frames)) for r in (("frame", i), ("annotation", i))]
