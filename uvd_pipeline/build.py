@@ -151,10 +151,10 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
     from uvd_pipeline.graph import build_graph, build_retokenize_graph, list_units
 
     started = time.perf_counter()
-    check_tokenizer(config)
     if retokenize:
         if not config.tokenizer.enabled:
             raise ConfigError("--retokenize needs tokenizer.enabled: true")
+        check_tokenizer(config)
         options = pipeline_options(config)
         pipeline = beam.Pipeline(runner=make_runner(config, options), options=options)
         build_retokenize_graph(pipeline, config)
@@ -162,7 +162,8 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
         result.wait_until_finish()
         summary = finalize(config, time.perf_counter() - started, _counters(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
-    units = list_units(config)
+    units = list_units(config)  # source errors first: they name the field the user wrote
+    check_tokenizer(config)
     prepare_output(config, overwrite, replace_changed)
     removed = remove_temporaries(config.output)
     if removed:

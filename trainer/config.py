@@ -1,0 +1,116 @@
+"""Model configuration and size presets of the LVM transformer (`../shared/LVM_FACTS.md`).
+
+The field names follow Hugging Face `LlamaConfig`, so a config moves to and from
+`config.json` of a `LlamaForCausalLM` without a translation table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+# Language-model vocabulary: 8192 VQ codes, then 100 special ids.
+CODEBOOK_SIZE = 8192
+VOCAB_SIZE = 8292
+BOS_ID = 8192
+EOS_ID = 8193
+PAD_ID = 8194
+TOKENS_PER_IMAGE = 256
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A LLaMA decoder: RMSNorm, RoPE, SwiGLU, untied embeddings, no biases."""
+
+    vocab_size: int = VOCAB_SIZE
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_attention_heads: int = 32
+    num_hidden_layers: int = 32
+    num_key_value_heads: int | None = None
+    max_position_embeddings: int = 4096
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+        if self.num_attention_heads % self.kv_heads:
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                             f"num_key_value_heads {self.kv_heads}")
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_key_value_heads or self.num_attention_heads
+
+    def num_parameters(self) -> int:
+        """Exact parameter count (embeddings and output layer included)."""
+        h, m, layers = self.hidden_size, self.intermediate_size, self.num_hidden_layers
+        kv = self.kv_heads * self.head_dim
+        attention = h * h * 2 + h * kv * 2
+        per_layer = attention + 3 * h * m + 2 * h
+        return 2 * self.vocab_size * h + layers * per_layer + h
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward), PaLM-style: 6N + 12 L h T."""
+        return 6.0 * self.num_parameters() + 12.0 * self.num_hidden_layers * self.hidden_size * seq_len
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """Accepts our own dict or an HF LlamaConfig dict (extra HF keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in values.items() if k in names}
+        if kept.get("num_key_value_heads") == values.get("num_attention_heads"):
+            kept["num_key_value_heads"] = None
+        return cls(**kept)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "ModelConfig":
+        file = os.path.join(path, "config.json") if os.path.isdir(path) else str(path)
+        with open(file, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+
+def _preset(hidden: int, mlp: int, heads: int, layers: int) -> ModelConfig:
+    return ModelConfig(hidden_size=hidden, intermediate_size=mlp, num_attention_heads=heads,
+                       num_hidden_layers=layers)
+
+
+# Paper sizes (hidden / MLP / heads / layers), the released code's 100M, and small CPU presets.
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": _preset(128, 352, 4, 2),
+    "small": _preset(256, 688, 4, 4),
+    "100m": _preset(640, 1664, 10, 22),
+    "300m": _preset(1024, 2688, 8, 22),
+    "600m": _preset(1536, 4096, 16, 22),
+    "1b": _preset(2048, 5504, 16, 22),
+    "3b": _preset(3200, 8640, 32, 26),
+    "7b": _preset(4096, 11008, 32, 32),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A named size preset, optionally with fields replaced (e.g. max_position_embeddings)."""
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; choose from {', '.join(PRESETS)}") from None
+    return dataclasses.replace(base, **overrides) if overrides else base
