@@ -1,0 +1,179 @@
+"""Checkpoint I/O and HF interop: our logits equal `transformers.LlamaForCausalLM`'s both ways."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never reach for the Hub
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainer.checkpoint_io import CheckpointError, load_pretrained, save_pretrained
+from trainer.config import preset
+from trainer.interop import export_hf, import_hf, main
+from trainer.model import LVMTransformer
+
+transformers = pytest.importorskip("transformers")
+
+
+def _config(**overrides):
+    values = dict(hidden_size=64, intermediate_size=160, num_attention_heads=4, num_hidden_layers=2,
+                  max_position_embeddings=256, rope_theta=5000.0, rms_norm_eps=1e-5)
+    values.update(overrides)
+    return preset("tiny", **values)
+
+
+def _random_model(seed: int = 0, **overrides) -> LVMTransformer:
+    torch.manual_seed(seed)
+    model = LVMTransformer(_config(**overrides)).eval()
+    with torch.no_grad():  # non-trivial norms, so a norm that is dropped or swapped shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def _ids(n: int = 2, t: int = 40, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, 8292, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+def _hf_logits(folder: Path, ids: torch.Tensor, **kwargs) -> torch.Tensor:
+    hf = transformers.LlamaForCausalLM.from_pretrained(str(folder), local_files_only=True, **kwargs).eval()
+    with torch.no_grad():
+        return hf(ids).logits.float()
+
+
+def test_save_load_round_trip_and_atomic_replace(tmp_path: Path):
+    model = _random_model()
+    folder = tmp_path / "ckpt"
+    save_pretrained(model, folder, max_shard_size="100KB")
+    files = sorted(os.listdir(folder))
+    assert "model.safetensors.index.json" in files and sum(f.endswith(".safetensors") for f in files) > 1
+    loaded = load_pretrained(folder)
+    assert loaded.config == model.config and not loaded.training
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    # saving again replaces the folder as a whole: a single file now, no stale shards or temp folders
+    save_pretrained(model, folder, dtype="bfloat16", write_extra=lambda d: (d / "trainer_state.json").write_text("{}"))
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "trainer_state.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    assert load_pretrained(folder, dtype="auto").model.embed_tokens.weight.dtype == torch.bfloat16
+
+
+def test_export_loads_in_transformers_with_equal_logits(tmp_path: Path):
+    model = _random_model(num_key_value_heads=2)  # grouped-query attention too
+    save_pretrained(model, tmp_path / "ours")
+    summary = export_hf(tmp_path / "ours", tmp_path / "hf", max_shard_size="200KB")
+    assert len(summary["files"]) > 1 and summary["dtype"] == "float32"
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["model_type"] == "llama"
+    assert config["vocab_size"] == 8292 and config["tie_word_embeddings"] is False
+    assert (config["bos_token_id"], config["eos_token_id"]) == (8192, 8193)
+    assert config["rope_theta"] == 5000.0 and config["rms_norm_eps"] == 1e-5
+    ids = _ids()
+    with torch.no_grad():
+        ours = model(ids)
+    theirs = _hf_logits(tmp_path / "hf", ids, dtype=torch.float32)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), (ours - theirs).abs().max()
+    # with a KV cache, continuing after a prefix gives the same logits as HF's full forward
+    from trainer.model import KVCache
+
+    cache = KVCache()
+    with torch.no_grad():
+        model(ids[:, :25], cache)
+        tail = model(ids[:, 25:], cache)
+    assert torch.allclose(tail, theirs[:, 25:], atol=1e-5, rtol=0)
+
+
+def test_import_transformers_saves_fp32_and_sharded_fp16(tmp_path: Path):
+    torch.manual_seed(3)
+    hf_config = transformers.LlamaConfig(vocab_size=8292, hidden_size=64, intermediate_size=160,
+                                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=128,
+                                         rope_theta=20000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    hf.save_pretrained(tmp_path / "hf32")
+    ids = _ids(t=64)
+    with torch.no_grad():
+        expected = hf(ids).logits
+    ours = load_pretrained(tmp_path / "hf32")
+    assert ours.config.rope_theta == 20000.0
+    with torch.no_grad():
+        assert torch.allclose(ours(ids), expected, atol=1e-5, rtol=0)
+
+    hf.to(torch.float16).save_pretrained(tmp_path / "hf16", max_shard_size="150KB")
+    assert (tmp_path / "hf16" / "model.safetensors.index.json").is_file()
+    summary = import_hf(tmp_path / "hf16", tmp_path / "ours16", dtype="float32")
+    assert summary["dtype"] == "float32" and summary["tensors"] == len(ours.state_dict())
+    imported = load_pretrained(tmp_path / "ours16")
+    assert imported.model.layers[0].mlp.up_proj.weight.dtype == torch.float32
+    reference = _hf_logits(tmp_path / "hf16", ids, dtype=torch.float32)  # HF on the same fp16-rounded weights
+    with torch.no_grad():
+        assert torch.allclose(imported(ids), reference, atol=1e-5, rtol=0)
+    # and fp16 kept as stored when asked
+    half = load_pretrained(tmp_path / "hf16", dtype="auto")
+    assert half.lm_head.weight.dtype == torch.float16
+
+
+def test_import_legacy_bin_with_rotary_buffers_and_tied_embeddings(tmp_path: Path):
+    model = _random_model()
+    state = {k: v.clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # old transformers saved it
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    torch.save(state, folder / "pytorch_model.bin")
+    config = json.loads(json.dumps({"model_type": "llama", "tie_word_embeddings": True,
+                                    **model.config.to_dict(), "rope_scaling": None}))
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = load_pretrained(folder)
+    assert torch.equal(loaded.lm_head.weight, model.model.embed_tokens.weight)
+    assert torch.equal(loaded.model.layers[1].self_attn.o_proj.weight, model.model.layers[1].self_attn.o_proj.weight)
+
+
+def test_wrong_shape_and_missing_keys_are_named(tmp_path: Path):
+    model = _random_model()
+    save_pretrained(model, tmp_path / "ok")
+    tensors = load_file(str(tmp_path / "ok" / "model.safetensors"))
+    tensors["model.layers.1.mlp.down_proj.weight"] = torch.zeros(64, 100)
+    del tensors["model.norm.weight"]
+    tensors["model.layers.9.extra.weight"] = torch.zeros(3)
+    save_file(tensors, str(tmp_path / "ok" / "model.safetensors"))
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(tmp_path / "ok")
+    message = str(error.value)
+    assert "model.layers.1.mlp.down_proj.weight: checkpoint (64, 100) vs model (64, 160)" in message
+    assert "missing keys: model.norm.weight" in message and "unexpected keys: model.layers.9.extra.weight" in message
+    with pytest.raises(CheckpointError, match="down_proj"):
+        import_hf(tmp_path / "ok", tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("field, value", [("hidden_act", "gelu"), ("attention_bias", True),
+                                          ("rope_scaling", {"rope_type": "linear", "factor": 2.0}),
+                                          ("model_type", "mistral")])
+def test_unsupported_config_fields_are_named(tmp_path: Path, field, value):
+    save_pretrained(_random_model(), tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    config[field] = value
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"field '{field}'"):
+        load_pretrained(tmp_path / "m")
+
+
+def test_cli_export_import(tmp_path: Path, capsys):
+    model = _random_model()
+    save_pretrained(model, tmp_path / "ours")
+    assert main(["export", "--checkpoint", str(tmp_path / "ours"), "--out", str(tmp_path / "hf"),
+                 "--dtype", "bfloat16"]) == 0
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert main(["import", "--hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    back = load_pretrained(tmp_path / "back")
+    expected = model.model.embed_tokens.weight.to(torch.bfloat16).float()
+    assert torch.equal(back.model.embed_tokens.weight, expected)
+    with pytest.raises(SystemExit):
+        main(["import", "--hf", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert "nothing: no config.json" in capsys.readouterr().err

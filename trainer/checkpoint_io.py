@@ -1,0 +1,397 @@
+"""Model checkpoints on disk: one format, the Hugging Face `LlamaForCausalLM` folder.
+
+Our parameter names are HF's (see `model.py`), so our checkpoint *is* an HF folder: `config.json`
+(an HF LlamaConfig dict) + `model.safetensors`, or shards `model-0000i-of-0000N.safetensors` with
+`model.safetensors.index.json`. Reading also accepts `pytorch_model.bin` (sharded or not; loaded
+with `weights_only=True`, never unpickling code). `save_pretrained` / `load_pretrained` are the
+public pair the fit loop and the CLIs use; `interop.py` streams whole folders through the same
+readers and writer without building a model.
+
+Why streaming and meta-device construction: the released 7B is 13.5 GB of fp16 shards. Loading
+builds the model on the meta device (no random init), allocates it once in the asked dtype, and
+copies tensors in one at a time; a mismatch is found from the file headers before any copy.
+Writes go to a temporary folder that is renamed into place, so a reader never sees half a
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+
+from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
+from .model import LVMTransformer
+
+CONFIG_NAME = "config.json"
+SAFE_NAME = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+BIN_NAME = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+DEFAULT_SHARD_SIZE = "5GB"
+# Buffers older transformers versions saved; RoPE tables are computed, never loaded.
+IGNORED_KEYS = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+_SHOW = 5
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+
+
+class CheckpointError(ValueError):
+    """A folder that is not a usable checkpoint, or whose tensors do not fit its config."""
+
+
+def parse_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
+    """'float16' / 'bf16' / torch.float32 -> torch.dtype; None or 'auto' -> None (keep the file's)."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    if value == "auto":
+        return None
+    try:
+        return DTYPES[value]
+    except KeyError:
+        raise ValueError(f"unknown dtype {value!r}; choose from auto, {', '.join(sorted(set(DTYPES)))}") from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from 123, '500MB' (powers of 1000, as HF) or '2GiB' (powers of 1024)."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*", value, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"cannot read size {value!r}; write e.g. 5GB, 500MB or 2GiB")
+    unit = (match.group(2) or "B").upper()
+    base = 1024 if "I" in unit else 1000
+    power = "BKMGT".index(unit[0]) if unit != "B" else 0
+    return int(float(match.group(1)) * base ** power)
+
+
+# -- config ----------------------------------------------------------------------------------
+def read_config(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, Any]]:
+    """Our config from `config.json` (ours or HF's), refusing what our LLaMA cannot represent.
+
+    Returns the config and the raw dict (for `tie_word_embeddings` and `torch_dtype`)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: no {CONFIG_NAME}; expected a model folder with {CONFIG_NAME} "
+                              f"and {SAFE_NAME} (or {SAFE_INDEX}, {BIN_NAME})")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    return config_from_dict(raw, str(path)), raw
+
+
+def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> ModelConfig:
+    """Validate an HF LlamaConfig dict field by field and turn it into a `ModelConfig`."""
+    def refuse(field: str, why: str) -> CheckpointError:
+        return CheckpointError(f"{source}: field {field!r} = {raw.get(field)!r}: {why}")
+
+    if raw.get("model_type", "llama") != "llama":
+        raise refuse("model_type", "only llama checkpoints are supported")
+    if raw.get("hidden_act", "silu") != "silu":
+        raise refuse("hidden_act", "our MLP is SwiGLU (silu)")
+    for field in ("attention_bias", "mlp_bias"):
+        if raw.get(field, False):
+            raise refuse(field, "our projections have no biases")
+    if raw.get("pretraining_tp", 1) not in (1, None):
+        raise refuse("pretraining_tp", "tensor-parallel slicing of the forward is not supported")
+    values = dict(raw)
+    rope = raw.get("rope_parameters") or {}
+    scaling = raw.get("rope_scaling") or {}
+    for field, spec in (("rope_parameters", rope), ("rope_scaling", scaling)):
+        kind = spec.get("rope_type", spec.get("type", "default")) if isinstance(spec, Mapping) else spec
+        if kind not in ("default", None):
+            raise refuse(field, "only plain RoPE (rope_type default) is supported")
+    if "rope_theta" not in values and isinstance(rope, Mapping) and "rope_theta" in rope:
+        values["rope_theta"] = rope["rope_theta"]
+    try:
+        config = ModelConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    head_dim = raw.get("head_dim")
+    if head_dim not in (None, config.head_dim):
+        raise refuse("head_dim", f"must be hidden_size / num_attention_heads = {config.head_dim}")
+    return config
+
+
+def hf_config_dict(config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
+    """The `config.json` of a `LlamaForCausalLM` equal to our model (new and old transformers keys)."""
+    values = config.to_dict()
+    values["num_key_value_heads"] = config.kv_heads
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        **values,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "tie_word_embeddings": False,
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+        "pad_token_id": PAD_ID,
+        "use_cache": True,
+        "torch_dtype": dtype_name(dtype),
+    }
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape, computed on the meta device (no memory, no init time)."""
+    with torch.device("meta"):
+        model = LVMTransformer(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+# -- reading tensors -------------------------------------------------------------------------
+def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The weight files of a checkpoint folder, in the preference order safetensors > bin."""
+    root = Path(folder)
+    for index_name in (SAFE_INDEX, BIN_INDEX):
+        index = root / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{index}: not a shard index with a 'weight_map' ({exc})") from None
+            files = [root / name for name in dict.fromkeys(weight_map.values())]
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
+            return files
+    for name in (SAFE_NAME, BIN_NAME):
+        if (root / name).is_file():
+            return [root / name]
+    raise CheckpointError(f"{folder}: no weights; expected {SAFE_NAME}, {SAFE_INDEX}, {BIN_NAME} or {BIN_INDEX}")
+
+
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: values that are not tensors: {_preview(bad)}")
+    return dict(state)
+
+
+def tensor_shapes(folder: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every stored tensor, read from the file headers (safetensors) only."""
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in weight_files(folder):
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    shapes[key] = tuple(handle.get_slice(key).get_shape())
+        else:
+            shapes.update({k: tuple(v.shape) for k, v in _load_bin(path).items()})
+    return shapes
+
+
+def iter_tensors(folder: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every stored tensor, one file open at a time (memory stays flat)."""
+    from safetensors import safe_open
+
+    for path in weight_files(folder):
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    yield key, handle.get_tensor(key)
+        else:
+            state = _load_bin(path)
+            for key in list(state):
+                yield key, state.pop(key)
+
+
+def _preview(items: list[str]) -> str:
+    head = ", ".join(items[:_SHOW])
+    return f"{head}, ... ({len(items)} in all)" if len(items) > _SHOW else head
+
+
+def check_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]],
+                 source: str, tied: bool = False) -> None:
+    """Raise `CheckpointError` naming missing / unexpected keys and differing shapes."""
+    found = {k: v for k, v in found.items() if not IGNORED_KEYS.search(k)}
+    missing = [k for k in expected if k not in found and not (tied and k == "lm_head.weight")]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k}: checkpoint {found[k]} vs model {v}" for k, v in expected.items()
+              if k in found and tuple(found[k]) != tuple(v)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_preview(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {_preview(shapes)}")
+    if problems:
+        raise CheckpointError(f"{source} does not match its config: " + "; ".join(problems))
+
+
+def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, Any], Iterator[tuple[str, torch.Tensor]]]:
+    """Config, raw config and a stream of exactly the model's tensors, validated up front.
+
+    A tied-embedding checkpoint (no `lm_head.weight`) gets `lm_head.weight` = the embeddings."""
+    config, raw = read_config(folder)
+    tied = bool(raw.get("tie_word_embeddings", False))
+    check_shapes(expected_shapes(config), tensor_shapes(folder), str(folder), tied=tied)
+
+    def stream() -> Iterator[tuple[str, torch.Tensor]]:
+        head_seen = False
+        for key, tensor in iter_tensors(folder):
+            if IGNORED_KEYS.search(key):
+                continue
+            head_seen |= key == "lm_head.weight"
+            yield key, tensor
+            if tied and key == "model.embed_tokens.weight" and not head_seen:
+                yield "lm_head.weight", tensor
+                head_seen = True
+
+    return config, raw, stream()
+
+
+# -- writing ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces `folder` as a whole."""
+    final = Path(folder)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    temporary.mkdir()
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():  # rename() cannot replace a non-empty folder: move the old one aside first
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(temporary, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class ShardWriter:
+    """Collects tensors into safetensors files of at most `max_bytes` (one tensor may exceed it),
+    named as HF names them; one file means `model.safetensors` and no index."""
+
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        self.folder, self.max_bytes = folder, max_bytes
+        self.pending: dict[str, torch.Tensor] = {}
+        self.pending_bytes = 0
+        self.parts: list[tuple[Path, list[str]]] = []
+        self.total_bytes = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if self.pending and self.pending_bytes + size > self.max_bytes:
+            self.flush()
+        self.pending[name] = tensor.detach().to("cpu").contiguous()
+        self.pending_bytes += size
+        self.total_bytes += size
+
+    def flush(self) -> None:
+        from safetensors.torch import save_file
+
+        if not self.pending:
+            return
+        path = self.folder / f".part-{len(self.parts):05d}.safetensors"
+        save_file(self.pending, str(path), metadata={"format": "pt"})
+        self.parts.append((path, list(self.pending)))
+        self.pending, self.pending_bytes = {}, 0
+
+    def close(self) -> list[str]:
+        """Give the files their final names (and write the index); returns the file names."""
+        self.flush()
+        if len(self.parts) == 1:
+            os.replace(self.parts[0][0], self.folder / SAFE_NAME)
+            return [SAFE_NAME]
+        names, weight_map = [], {}
+        for i, (path, keys) in enumerate(self.parts):
+            name = f"model-{i + 1:05d}-of-{len(self.parts):05d}.safetensors"
+            os.replace(path, self.folder / name)
+            names.append(name)
+            weight_map.update({k: name for k in keys})
+        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
+        (self.folder / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True), encoding="utf-8")
+        return names
+
+
+def write_config(folder: Path, config: ModelConfig, dtype: torch.dtype, extra: Mapping[str, Any] | None = None) -> None:
+    values = hf_config_dict(config, dtype)
+    values.update(extra or {})
+    (folder / CONFIG_NAME).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_pretrained(model: LVMTransformer, folder: str | os.PathLike[str], *, dtype: str | torch.dtype | None = None,
+                    max_shard_size: int | str = DEFAULT_SHARD_SIZE,
+                    write_extra: Callable[[Path], None] | None = None) -> Path:
+    """Write `model` as an HF LlamaForCausalLM folder (config.json + safetensors), atomically.
+
+    `dtype` converts on the way out (default: the model's). `write_extra(tmp_folder)` may add
+    files (optimizer state, a training log) that commit together with the weights. The folder is
+    replaced as a whole."""
+    target = parse_dtype(dtype) or next(model.parameters()).dtype
+    with atomic_folder(folder) as temporary:
+        writer = ShardWriter(temporary, parse_size(max_shard_size))
+        for name, tensor in model.state_dict().items():
+            writer.add(name, tensor.to(target))
+        writer.close()
+        write_config(temporary, model.config, target)
+        if write_extra is not None:
+            write_extra(temporary)
+    return Path(folder)
+
+
+def stored_dtype(raw: Mapping[str, Any], folder: str | os.PathLike[str]) -> torch.dtype:
+    """The dtype a folder's weights are stored in (config's torch_dtype/dtype, else fp32)."""
+    name = raw.get("torch_dtype") or raw.get("dtype") or "float32"
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise CheckpointError(f"{folder}/{CONFIG_NAME}: field 'torch_dtype' = {name!r} is not a dtype we load") from None
+
+
+def load_pretrained(folder: str | os.PathLike[str], device: str | torch.device = "cpu",
+                    dtype: str | torch.dtype | None = "float32") -> LVMTransformer:
+    """Our model from a checkpoint folder (ours or any HF Llama folder), in eval mode.
+
+    `dtype`: the parameter dtype ('auto' or None keeps the stored one). Tensors are copied in one
+    at a time into a model allocated once, so peak memory is the model plus one tensor."""
+    config, raw, tensors = checked_tensors(folder)
+    target = parse_dtype(dtype) or stored_dtype(raw, folder)
+    with torch.device("meta"):
+        model = LVMTransformer(config)
+    model = model.to(target).to_empty(device=device)
+    parameters = model.state_dict()
+    loaded: set[str] = set()
+    with torch.no_grad():
+        for name, tensor in tensors:
+            parameters[name].copy_(tensor)
+            loaded.add(name)
+    if loaded != set(parameters):  # headers and contents disagree: never hand out uninitialised memory
+        raise CheckpointError(f"{folder}: tensors never loaded: {_preview(sorted(set(parameters) - loaded))}")
+    return model.eval()
