@@ -165,3 +165,24 @@ def test_dead_codes_restart_onto_encoder_outputs():
     moved = torch.nn.functional.normalize(model.quantize.embedding.weight[:5], dim=1)
     targets = torch.nn.functional.normalize(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), dim=1)
     assert (moved @ targets.t()).max(dim=1).values.min() > 0.99  # each sits on a live latent
+
+
+def test_autoencoder_warmup_then_seeds_the_codebook_from_encoder_outputs(tmp_path: Path):
+    """`--ae-warmup-steps`: quantisation off for the first steps, then every code is moved onto
+    an encoder output of real images, so the book starts where the data is."""
+    out = tmp_path / "warm"
+    before = build(TINY, seed=7).quantize.embedding.weight.detach().clone()
+    fit_cli.main(COMMON + ["--out", str(out), "--max-steps", "4", "--ae-warmup-steps", "2",
+                           "--checkpoint-every", "4", "--restart-dead-every", "0", "--disc-start", "100"])
+    log = _log(out)
+    seeded = [r for r in log if r.get("event") == "codebook_seeded"]
+    assert seeded == [{"event": "codebook_seeded", "step": 2, "codes": TINY.num_embeddings}]
+    steps = [r for r in log if "loss" in r]
+    assert [r["codebook"] for r in steps[:2]] == [0.0, 0.0]  # no quantiser while warming up
+    assert all(r["codebook"] > 0 for r in steps[2:])
+    model = load(out)
+    book = model.quantize.embedding.weight.detach()
+    assert not torch.allclose(book, before)
+    # seeded codes are (jittered) l2-normalised encoder outputs: unit length, not the init's
+    assert torch.allclose(book.norm(dim=1).mean(), torch.tensor(1.0), atol=0.05)
+    assert before.norm(dim=1).mean() < 0.5 or before.norm(dim=1).mean() > 1.5

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import checkpoint
 from .config import VQGANConfig, preset
@@ -61,6 +62,7 @@ class FitOptions:
     disc_channels: int = 64
     disc_layers: int = 3
     restart_dead_every: int = 0
+    ae_warmup_steps: int = 0
     log_every: int = 20
     checkpoint_every: int = 500
     threads: int | None = None
@@ -94,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--disc-layers", type=int, default=3)
     p.add_argument("--restart-dead-every", type=int, default=0,
                    help="every N steps move codes unused since the last restart onto encoder outputs (0: off)")
+    p.add_argument("--ae-warmup-steps", type=int, default=0,
+                   help="train this many steps as a plain autoencoder (no quantisation), then seed the "
+                   "codebook from encoder outputs: a small model on a CPU otherwise learns to output the "
+                   "mean while its codes still mean nothing")
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--threads", type=int, help="torch intra-op threads")
@@ -168,6 +174,8 @@ class Trainer:
         for group in self.opt_g.param_groups:
             group["lr"] = self._lr()
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div(255.0).contiguous()
+        if self.step < o.ae_warmup_steps:
+            return self._autoencoder_step(x)
         out = self.model(x)
         rec = reconstruction_loss(out.reconstruction, x, o.l1_weight, o.l2_weight)
         loss = rec + out.vq_loss
@@ -202,6 +210,41 @@ class Trainer:
         return {"loss": loss.item(), "rec": rec.item(), "codebook": out.codebook_loss.item(),
                 "commit": out.commitment_loss.item(), "g": g_loss.item(), "d": d_loss.item(),
                 "d_weight": float(d_weight), "psnr": psnr(out.reconstruction, x), "restarted": restarted}
+
+
+    def _latent(self, x: torch.Tensor) -> torch.Tensor:
+        latent = self.model.encode_latent(x)
+        return F.normalize(latent, dim=1) if self.model.config.codebook_l2_norm else latent
+
+    def _autoencoder_step(self, x: torch.Tensor) -> dict[str, float]:
+        """One update of encoder and decoder around an unquantised bottleneck."""
+        o = self.options
+        reconstruction = self.model.decode_latent(self._latent(x))
+        rec = reconstruction_loss(reconstruction, x, o.l1_weight, o.l2_weight)
+        self.opt_g.zero_grad(set_to_none=True)
+        rec.backward()
+        self.opt_g.step()
+        self.step += 1
+        zero = 0.0
+        return {"loss": rec.item(), "rec": rec.item(), "codebook": zero, "commit": zero, "g": zero, "d": zero,
+                "d_weight": zero, "psnr": psnr(reconstruction, x), "restarted": 0}
+
+    @torch.no_grad()
+    def seed_codebook(self, batches: list[np.ndarray]) -> int:
+        """Codebook := random encoder outputs (seeded), so every code starts on real data."""
+        vectors = []
+        for images in batches:
+            x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div(255.0)
+            z = self._latent(x)
+            vectors.append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]))
+        flat = torch.cat(vectors)
+        generator = torch.Generator(device=flat.device).manual_seed(self.options.seed * 7919 + self.step)
+        pick = torch.randperm(flat.shape[0], generator=generator, device=flat.device)
+        count = self.model.config.num_embeddings
+        pick = pick[torch.arange(count, device=flat.device) % flat.shape[0]]
+        jitter = 0.01 * flat.std() * torch.randn(count, flat.shape[1], generator=generator, device=flat.device)
+        self.model.quantize.embedding.weight.copy_((flat[pick] + jitter).to(self.model.quantize.embedding.weight.dtype))
+        return count
 
 
 def _log(out: str, record: dict) -> None:
@@ -250,6 +293,11 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     last: dict = {"step": trainer.step}
     started = time.perf_counter()
     while trainer.step < options.max_steps:
+        if options.ae_warmup_steps and trainer.step == options.ae_warmup_steps:
+            per_batch = options.batch_size * (crop // config.downsample_factor) ** 2
+            needed = -(-2 * config.num_embeddings // per_batch)
+            seeded = trainer.seed_codebook([batches.batch(trainer.step + i) for i in range(needed)])
+            _log(options.out, {"event": "codebook_seeded", "step": trainer.step, "codes": seeded})
         window.append(trainer.train_step(batches.batch(trainer.step)))
         done = trainer.step >= options.max_steps
         if trainer.step % options.log_every == 0 or done:
