@@ -1,0 +1,176 @@
+"""Perplexity evaluation: protocols per kind, exact context lengths, grouping, and a model that
+knows the targets scoring far better than one that does not."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainer.checkpoint_io import save_pretrained
+from trainer.config import BOS_ID, ModelConfig
+from trainer.evaluate import Evaluator, Instance, evaluate, main, plan_instances
+from trainer.model import LVMTransformer
+from uvd_pipeline.shards import TokenRow, TokenShardMeta, find_shards, write_token_shard
+
+META = TokenShardMeta("uvd-tiny", "abc123", 8192, 256, 256, "cfg1")
+TPI = 256
+
+
+def _tiny(max_positions: int = 2048, hidden: int = 32, seed: int = 0) -> LVMTransformer:
+    torch.manual_seed(seed)
+    config = ModelConfig(hidden_size=hidden, intermediate_size=48, num_attention_heads=2, num_hidden_layers=1,
+                         max_position_embeddings=max_positions)
+    return LVMTransformer(config).eval()
+
+
+def _bigram_model(sequence: np.ndarray, max_positions: int = 4096) -> LVMTransformer:
+    """A model that has memorised `sequence`: its layers add nothing (o_proj, down_proj = 0), so
+    logits = lm_head(norm(embedding of the current token)), and lm_head maps each token of the
+    sequence to its successor. Exact next-token alignment is needed for it to score well."""
+    model = _tiny(max_positions, hidden=64)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        vectors = torch.randn(model.config.vocab_size, 64, generator=generator)
+        vectors = vectors / vectors.norm(dim=1, keepdim=True)
+        model.model.embed_tokens.weight.copy_(vectors)
+        model.lm_head.weight.zero_()
+        seq = torch.as_tensor(sequence.astype(np.int64))
+        model.lm_head.weight.index_add_(0, seq[1:], 2.0 * vectors[seq[:-1]])
+    return model
+
+
+def _distinct(n_images: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(8192)[: n_images * TPI].astype(np.uint16)
+
+
+def _row(sid, source, kind, task, tokens, split="val", lineage=None) -> TokenRow:
+    return TokenRow(sid, source, kind, task, split, tokens, lineage or {"members": [], "meta": {}})
+
+
+def test_plan_instances_per_kind():
+    pairs, why = plan_instances("pairs", "depth", 16, None)
+    assert why is None and [(i.context, i.target, i.task) for i in pairs] == [(k, 2 * k + 1, "depth") for k in range(1, 8)]
+    assert [i.target for i in plan_instances("pairs", "depth", 16, None, shots=[5])[0]] == [11]
+    order = ["image", "depth", "edges", "normals", "segmentation"]
+    multi, _ = plan_instances("multitask", "multitask", 15, {"meta": {"task_order": order}}, shots=[2])
+    assert [(i.task, i.target) for i in multi] == [("depth", 11), ("edges", 12), ("normals", 13), ("segmentation", 14)]
+    video, _ = plan_instances("video", "none", 16, None)
+    assert [(i.protocol, i.context, i.target) for i in video] == [("next_frame", c, c) for c in (1, 3, 7, 11, 15)]
+    assert [i.context for i in plan_instances("multiview", "none", 8, None)[0]] == [1, 3, 7]
+    inter, _ = plan_instances("annotated_video", "pose", 8, {"meta": {"layout": "interleaved"}})
+    assert [(i.protocol, i.target) for i in inter] == [("k_shot", 3), ("k_shot", 5), ("k_shot", 7)]
+    sep, _ = plan_instances("annotated_video", "pose", 16, {"meta": {"layout": "separated"}})
+    assert [(i.task, i.target) for i in sep] == [("frames", 1), ("frames", 3), ("frames", 7)]
+    assert plan_instances("image", "none", 1, None)[0] == [Instance("unconditional", "none", 0, 0)]
+    assert plan_instances("hologram", "none", 4, None) == ([], "no protocol for kind 'hologram'")
+
+
+def test_k_shot_context_length_and_exact_prefix_scores():
+    model = _tiny(max_positions=1600)
+    tokens = np.random.default_rng(0).integers(0, 8192, 8 * TPI).astype(np.uint16)  # 4 pairs
+    evaluator = Evaluator(model, batch_size=1)
+    evaluator.add_sentence("coco", "pairs", "segmentation", tokens)
+    result = evaluator.result()
+    cells = {g["context"]: g for g in result["groups"]}
+    assert sorted(cells) == [1, 2]  # k=3 needs 1 + 8*256 = 2049 positions > 1600
+    assert cells[1]["context_tokens"] == [1 + 3 * TPI] and cells[2]["context_tokens"] == [1 + 5 * TPI]
+    assert result["skipped"] == {"k_shot context 3: needs 2049 positions > max_position_embeddings 1600": 1}
+    ids = torch.as_tensor(np.concatenate([[BOS_ID], tokens.astype(np.int64)]))
+    for k, cell in cells.items():
+        prefix = ids[: 1 + (2 * k + 2) * TPI]  # exactly x1,y1..xk,yk,x_q,y_q: nothing later
+        with torch.no_grad():
+            logits = model(prefix[None])[0]
+        nll = F.cross_entropy(logits[-TPI - 1:-1], prefix[-TPI:])
+        assert cell["tokens"] == TPI and cell["nll"] == pytest.approx(float(nll), rel=1e-5)
+        assert cell["perplexity"] == pytest.approx(math.exp(float(nll)), rel=1e-5)
+    # stream mode: no BOS, context counted without it
+    stream = Evaluator(model, bos=False)
+    stream.add_sentence("coco", "pairs", "segmentation", tokens)
+    assert {g["context"]: g["context_tokens"] for g in stream.result()["groups"]}[1] == [3 * TPI]
+
+
+def test_right_padded_batches_score_like_single_sentences():
+    model = _tiny(max_positions=1100)
+    rng = np.random.default_rng(1)
+    sentences = [("a", "video", rng.integers(0, 8192, 4 * TPI)), ("b", "category", rng.integers(0, 8192, 2 * TPI)),
+                 ("c", "image", rng.integers(0, 8192, TPI))]
+    results = []
+    for batch_size in (1, 3):
+        evaluator = Evaluator(model, contexts=(1, 3), batch_size=batch_size)
+        for source, kind, tokens in sentences:
+            evaluator.add_sentence(source, kind, "none", tokens.astype(np.uint16))
+        results.append(evaluator.result())
+    single, batched = results
+    assert [g["source"] for g in single["groups"]] == ["a", "a", "b", "c"]
+    for g1, g2 in zip(single["groups"], batched["groups"]):
+        assert g1["nll"] == pytest.approx(g2["nll"], rel=1e-5, abs=1e-6)
+
+
+def test_grouping_split_filter_and_memorised_model_beats_random(tmp_path: Path):
+    memo = _distinct(8, seed=0)
+    fresh = _distinct(8, seed=1)
+    rng = np.random.default_rng(2)
+    order = ["image", "normals", "edges", "depth", "segmentation"]
+    rows = [
+        _row("m0", "memo", "video", "none", memo),
+        _row("f0", "fresh", "video", "none", fresh),
+        _row("f1", "fresh", "video", "none", fresh, split="train"),  # not val: never counted
+        _row("p0", "inet", "pairs", "depth", rng.integers(0, 8192, 6 * TPI).astype(np.uint16)),
+        _row("p1", "inet", "pairs", "edges", rng.integers(0, 8192, 6 * TPI).astype(np.uint16)),
+        _row("t0", "tuples", "multitask", "multitask", rng.integers(0, 8192, 10 * TPI).astype(np.uint16),
+             lineage={"members": [], "meta": {"task_order": order}}),
+        _row("w0", "web", "image", "none", rng.integers(0, 8192, TPI).astype(np.uint16)),
+    ]
+    write_token_shard(str(tmp_path / "tokens" / "a.arrow"), rows[:3], META)
+    write_token_shard(str(tmp_path / "tokens" / "b.arrow"), rows[3:], META)
+    paths = find_shards(str(tmp_path / "tokens"))
+
+    memorised = evaluate(_bigram_model(np.concatenate([[BOS_ID], memo.astype(np.int64)])), paths,
+                         contexts=(1, 3, 7), batch_size=2)
+    keys = {(g["source"], g["kind"], g["task"], g["protocol"], g["context"]) for g in memorised["groups"]}
+    assert keys == ({("memo", "video", "none", "next_frame", c) for c in (1, 3, 7)}
+                    | {("fresh", "video", "none", "next_frame", c) for c in (1, 3, 7)}
+                    | {("inet", "pairs", t, "k_shot", k) for t in ("depth", "edges") for k in (1, 2)}
+                    | {("tuples", "multitask", t, "k_shot", 1) for t in order[1:]}
+                    | {("web", "image", "none", "unconditional", 0)})
+    by_key = {(g["source"], g["context"]): g for g in memorised["groups"] if g["kind"] == "video"}
+    assert all(g["instances"] == 1 and g["tokens"] == TPI for g in by_key.values())  # train row excluded
+    assert memorised["sentences"] == 6
+    for c in (1, 3, 7):
+        assert by_key[("memo", c)]["perplexity"] < 2.0, by_key[("memo", c)]
+        assert by_key[("fresh", c)]["perplexity"] > 100.0
+    overall = {(g["protocol"], g["task"], g["context"]): g for g in memorised["overall"]}
+    assert overall[("next_frame", "none", 3)]["instances"] == 2
+
+    untrained = evaluate(_tiny(max_positions=4096, hidden=64), paths, contexts=(1, 3, 7))
+    memo_random = [g for g in untrained["groups"] if g["source"] == "memo"]
+    assert all(g["perplexity"] > 1000.0 for g in memo_random)  # ~uniform over 8292 ids
+    assert all(math.isfinite(g["perplexity"]) for g in untrained["groups"])
+
+
+def test_cli_writes_json_and_table(tmp_path: Path, capsys):
+    model = _tiny(max_positions=1100)
+    save_pretrained(model, tmp_path / "ckpt")
+    rng = np.random.default_rng(3)
+    rows = [_row(f"v{i}", "clips", "video", "none", rng.integers(0, 8192, 4 * TPI).astype(np.uint16)) for i in range(3)]
+    write_token_shard(str(tmp_path / "tokens" / "clips-val-00000.arrow"), rows, META)
+    out = tmp_path / "eval.json"
+    code = main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "tokens" / "*.arrow"),
+                 "--contexts", "1,3,7", "--limit", "2", "--batch-size", "2", "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert [(g["context"], g["instances"]) for g in result["groups"]] == [(1, 2), (3, 2)]
+    assert result["skipped"] == {}  # context 7 is not offered by 4-image sentences
+    table = capsys.readouterr().out
+    assert "clips" in table and "next_frame" in table
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "nowhere" / "*.arrow")])
