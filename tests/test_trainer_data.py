@@ -1,0 +1,185 @@
+"""Trainer data: mixture spec, packing (paper / stream), shuffling, mixture sampling, rank sharding,
+exact-resume state and refusals, on shards written by the real writer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from trainer_shards import META, numbered_sentences, write_shards
+
+from trainer.config import BOS_ID, EOS_ID
+from trainer.data import Mixture, MixtureEntry, TokenWindows, mixture_from_args, parse_data_arg
+
+T = 32  # seq_len
+
+
+def _stream(loader: TokenWindows, batches: int) -> np.ndarray:
+    """The token stream the windows cut: the first window whole, then each window minus its first
+    token (which repeats the previous window's last)."""
+    windows = [w for _ in range(batches) for w in loader.next_batch()]
+    for a, b in zip(windows, windows[1:]):
+        assert a[-1] == b[0]
+    return np.concatenate([windows[0]] + [w[1:] for w in windows[1:]])
+
+
+def _loader(glob: str, **kwargs) -> TokenWindows:
+    args = {"seq_len": T, "batch_size": 2, "mode": "paper", "seed": 0, **kwargs}
+    return TokenWindows(Mixture((MixtureEntry(glob),)), **args)
+
+
+@pytest.fixture(scope="module")
+def numbered(tmp_path_factory) -> tuple[str, list[np.ndarray]]:
+    folder = tmp_path_factory.mktemp("numbered")
+    sentences = numbered_sentences(24)
+    write_shards(folder, "web", sentences, shards=3)
+    return str(folder / "*.arrow"), sentences
+
+
+def test_paper_mode_wraps_every_sentence_in_bos_eos(numbered):
+    glob, sentences = numbered
+    total = sum(s.size + 2 for s in sentences)
+    stream = _stream(_loader(glob), batches=(2 * total) // (2 * T) + 2)
+    assert stream.dtype == np.int64
+    starts = np.flatnonzero(stream == BOS_ID)
+    assert starts[0] == 0
+    pieces = [stream[a:b] for a, b in zip(starts, starts[1:])]
+    seen = []
+    for piece in pieces:  # BOS, one sentence's tokens, EOS
+        assert piece[-1] == EOS_ID and EOS_ID not in piece[1:-1] and BOS_ID not in piece[1:]
+        body = piece[1:-1]
+        assert body.size and np.all(body == body[0]) and body.size == sentences[body[0]].size
+        seen.append(int(body[0]))
+    n = len(sentences)
+    assert sorted(seen[:n]) == list(range(n)), "an epoch is a permutation of all sentences"
+    assert sorted(seen[n:2 * n]) == list(range(n))
+    assert seen[:n] != list(range(n)) and seen[:n] != seen[n:2 * n], "shuffled, and anew each epoch"
+
+
+def test_stream_mode_concatenates_plain_sentences(numbered):
+    glob, sentences = numbered
+    stream = _stream(_loader(glob, mode="stream"), batches=6)
+    assert stream.max() < 8192, "no special ids in stream mode"
+    # runs of equal values are whole sentences (neighbours never share a value within an epoch)
+    change = np.flatnonzero(np.diff(stream)) + 1
+    runs = np.split(stream, change)
+    for run in runs[1:-1]:
+        assert run.size == sentences[run[0]].size
+
+
+def test_sentences_are_zero_copy_views(numbered):
+    glob, sentences = numbered
+    source = _loader(glob).sources[0]
+    view = source.sentence(3)
+    assert not view.flags.owndata and not view.flags.writeable
+    assert source.length(3) == view.size and len(source) == len(sentences)
+
+
+def test_same_seed_same_batches_other_seed_other(numbered):
+    glob, _ = numbered
+    a, b, c = _loader(glob), _loader(glob), _loader(glob, seed=1)
+    first = [a.next_batch() for _ in range(5)]
+    assert all(np.array_equal(x, b.next_batch()) for x in first)
+    assert not all(np.array_equal(x, c.next_batch()) for x in first)
+
+
+def test_mixture_weights_are_respected(tmp_path: Path):
+    write_shards(tmp_path / "a", "a", numbered_sentences(40, images=lambda i: 1, base=0), shards=2)
+    write_shards(tmp_path / "b", "b", numbered_sentences(40, images=lambda i: 1, base=100), shards=1)
+    mixture = mixture_from_args([f"{tmp_path}/a/*.arrow:3", f"{tmp_path}/b:1"])
+    assert [e.weight for e in mixture.entries] == [3.0, 1.0]
+    loader = TokenWindows(mixture, seq_len=16 * 8, batch_size=4, mode="stream", seed=7)
+    stream = _stream(loader, batches=100)  # 100 * 4 * 8 = 3200 sentences of 16 tokens
+    share_a = np.mean(stream < 100)
+    assert abs(share_a - 0.75) < 0.03, share_a  # binomial sd ~0.008
+    again = TokenWindows(mixture, seq_len=16 * 8, batch_size=4, mode="stream", seed=7)
+    assert np.array_equal(_stream(again, batches=100), stream)
+    # both sources cycle through their epochs on their own
+    assert loader.epochs[0] > loader.epochs[1] > 0
+
+
+def test_rank_slices_are_disjoint_and_cover_the_global_batch(numbered):
+    glob, _ = numbered
+    world, per_rank = 3, 2
+    single = _loader(glob, batch_size=world * per_rank)
+    ranks = [_loader(glob, batch_size=per_rank, rank=r, world_size=world) for r in range(world)]
+    for _ in range(4):
+        expected = single.next_batch()
+        parts = [r.next_batch() for r in ranks]
+        assert np.array_equal(np.concatenate(parts), expected)
+    # and the windows of different ranks are different windows
+    a, b = (_loader(glob, batch_size=1, rank=r, world_size=2, mode="stream") for r in range(2))
+    wa, wb = a.next_batch()[0], b.next_batch()[0]
+    assert wa[-1] == wb[0] and not np.array_equal(wa, wb)
+
+
+def test_state_resumes_the_identical_sequence(numbered):
+    glob, _ = numbered
+    loader = _loader(glob, batch_size=3)
+    for _ in range(7):
+        loader.next_batch()
+    state = json.loads(json.dumps(loader.state_dict()))  # what a checkpoint stores
+    expected = [loader.next_batch() for _ in range(12)]  # crosses epoch boundaries
+    fresh = _loader(glob, batch_size=3)
+    fresh.load_state_dict(state)
+    assert all(np.array_equal(e, fresh.next_batch()) for e in expected)
+    assert fresh.state_dict() == json.loads(json.dumps(loader.state_dict()))
+    # a state belongs to its data
+    other = _loader(glob, batch_size=3, seq_len=T * 2)
+    with pytest.raises(ValueError, match="data changed since this checkpoint.*seq_len"):
+        other.load_state_dict(state)
+
+
+def test_split_filter(tmp_path: Path):
+    sentences = numbered_sentences(20)
+    write_shards(tmp_path, "web", sentences, split=lambda i: "val" if i % 4 == 0 else "train")
+    train = _loader(str(tmp_path), mode="stream")
+    assert len(train.sources[0]) == 15
+    values = set(np.unique(_stream(train, batches=20)).tolist())
+    assert values == {i for i in range(20) if i % 4}
+    val = TokenWindows(Mixture((MixtureEntry(str(tmp_path)),), split="val"), seq_len=T, batch_size=2)
+    assert len(val.sources[0]) == 5
+    everything = TokenWindows(mixture_from_args([str(tmp_path)], split="all"), seq_len=T, batch_size=2)
+    assert len(everything.sources[0]) == 20
+    with pytest.raises(ValueError, match="none holds sentences of split 'test'"):
+        TokenWindows(Mixture((MixtureEntry(str(tmp_path)),), split="test"), seq_len=T, batch_size=2)
+
+
+def test_mixture_spec_parsing(tmp_path: Path):
+    assert parse_data_arg("build/t/*.arrow:2.5") == MixtureEntry("build/t/*.arrow", 2.5)
+    assert parse_data_arg("gs://bucket/t/*.arrow") == MixtureEntry("gs://bucket/t/*.arrow", 1.0)
+    assert parse_data_arg("c:/t/x.arrow") == MixtureEntry("c:/t/x.arrow", 1.0)
+    spec = tmp_path / "mix.yaml"
+    spec.write_text("split: val\ndata:\n  - glob: a/*.arrow\n    weight: 2\n  - b/*.arrow:0.5\n")
+    mixture = mixture_from_args([str(spec)])
+    assert mixture == Mixture((MixtureEntry("a/*.arrow", 2.0), MixtureEntry("b/*.arrow", 0.5)), split="val")
+    (tmp_path / "mix.json").write_text(json.dumps([{"glob": "c/*.arrow"}]))
+    assert mixture_from_args([str(tmp_path / "mix.json")]).entries == (MixtureEntry("c/*.arrow"),)
+    with pytest.raises(ValueError, match="positive"):
+        parse_data_arg("a/*.arrow:0")
+
+
+def test_refusals(tmp_path: Path, numbered):
+    glob, sentences = numbered
+    with pytest.raises(ValueError, match=r"'/nowhere/\*\.arrow' matches no committed token shard"):
+        _loader("/nowhere/*.arrow")
+    # an .arrow without its stats file is not committed: the message says so
+    write_shards(tmp_path / "loose", "x", sentences[:2], shards=1)
+    (tmp_path / "loose" / "x-00000.stats.json").unlink()
+    with pytest.raises(ValueError, match="none has its .stats.json"):
+        _loader(str(tmp_path / "loose" / "*.arrow"))
+    # shards of another tokenizer geometry cannot be mixed in
+    write_shards(tmp_path / "other", "o", numbered_sentences(4, tokens_per_image=8), shards=1,
+                 meta=dataclasses.replace(META, tokens_per_image=8))
+    mixture = Mixture((MixtureEntry(glob), MixtureEntry(str(tmp_path / "other"))))
+    with pytest.raises(ValueError, match="disagree on tokens_per_image: .*o-00000.arrow has 8"):
+        TokenWindows(mixture, seq_len=T, batch_size=1)
+    # codes that would collide with BOS/EOS
+    write_shards(tmp_path / "big", "g", sentences[:2], shards=1, meta=dataclasses.replace(META, codebook_size=16384))
+    with pytest.raises(ValueError, match="codebook size 16384 does not fit the model vocabulary"):
+        _loader(str(tmp_path / "big"))
+    with pytest.raises(ValueError, match="paper mode needs BOS/EOS"):
+        _loader(glob, vocab_size=8192)

@@ -1,0 +1,424 @@
+"""Token-shard data for the trainer: a weighted mixture of shard globs, packed into windows.
+
+The trainer sees only committed token shards (`uvd_pipeline.shards`) and a mixture spec: globs with
+weights, plus a split filter. Shards are memory-mapped; a sentence is a zero-copy uint16 view and
+only the windows this rank trains on are ever copied out.
+
+The token stream, the same on every rank:
+  - mixture: for each next sentence a seeded generator picks a source with probability
+    weight / sum(weights);
+  - within a source, sentences come in a permutation drawn from (seed, source, epoch); when a
+    source runs out its epoch advances and a new permutation starts;
+  - packing: `paper` mode puts BOS before and EOS after every sentence (the paper's recipe),
+    `stream` mode concatenates plain sentences (the released code);
+  - windows: window w is stream[w*T : w*T + T + 1] (inputs = first T, targets = last T), so every
+    transition of the stream is trained on exactly once; a sentence longer than a window
+    continues in the next one; attention is not masked at sentence borders (as in LVM).
+Micro-batch m of the global stream is windows [m*B*W, (m+1)*B*W) for B windows per rank and W
+ranks; rank r takes the contiguous slice [r*B, (r+1)*B) of it, and skips the others without
+reading their tokens. So one process with batch B*W sees exactly the union of W ranks' batches.
+
+`state_dict()` is a few integers plus the generator state; loading it into a fresh loader over the
+same shards replays the identical batch sequence (exact resume).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TokenShardMeta, find_shards, read_token_shard
+
+from .config import BOS_ID, EOS_ID, VOCAB_SIZE
+
+MODES = ("paper", "stream")
+STATE_VERSION = 1
+_MIX_STREAM, _PERMUTATION_STREAM = 1, 2  # sub-streams of the seed: never collide
+
+
+# -- the mixture spec ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MixtureEntry:
+    """Shards matching `glob` (a folder means every shard below it), drawn with `weight`."""
+
+    glob: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise ValueError(f"mixture weight of {self.glob!r} must be a positive number, got {self.weight}")
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """What the trainer reads. `split` keeps only sentences of that split (None: every split)."""
+
+    entries: tuple[MixtureEntry, ...]
+    split: str | None = "train"
+
+    def __post_init__(self) -> None:
+        if not self.entries:
+            raise ValueError("the mixture names no data: pass --data GLOB[:WEIGHT] or a mixture file")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "data": [{"glob": e.glob, "weight": e.weight} for e in self.entries]}
+
+
+def parse_data_arg(value: str) -> MixtureEntry:
+    """`GLOB[:WEIGHT]`; the weight is split off only when the text after the last ':' is a number,
+    so URLs (gs://...) and paths with colons stay whole."""
+    head, sep, tail = value.rpartition(":")
+    if sep and head:
+        try:
+            weight = float(tail)
+        except ValueError:
+            pass
+        else:
+            return MixtureEntry(head, weight)
+    return MixtureEntry(value, 1.0)
+
+
+def load_mixture_file(path: str) -> Mixture:
+    """A YAML or JSON mixture: `{split: train, data: [{glob: ..., weight: ...}, ...]}` or just the list.
+    Globs are taken relative to the current directory, as on the command line."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if path.endswith(".json"):
+        spec = json.loads(text)
+    else:
+        import yaml
+
+        spec = yaml.safe_load(text)
+    split: str | None = "train"
+    if isinstance(spec, dict):
+        split = spec.get("split", "train")
+        items = spec.get("data", spec.get("mixture"))
+    else:
+        items = spec
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: a mixture file holds a list of {{glob, weight}} (or a mapping with 'data')")
+    entries = []
+    for item in items:
+        if isinstance(item, str):
+            entries.append(parse_data_arg(item))
+        elif isinstance(item, dict) and "glob" in item:
+            entries.append(MixtureEntry(str(item["glob"]), float(item.get("weight", 1.0))))
+        else:
+            raise ValueError(f"{path}: mixture entry {item!r} has no 'glob'")
+    return Mixture(tuple(entries), _split_value(split))
+
+
+def _split_value(split: str | None) -> str | None:
+    return None if split in (None, "", "all", "*") else str(split)
+
+
+def mixture_from_args(data: Sequence[str], split: str | None = "train") -> Mixture:
+    """`--data` values: each is `GLOB[:WEIGHT]` or a .yaml/.yml/.json mixture file (whose own split
+    wins when it names one)."""
+    entries: list[MixtureEntry] = []
+    for value in data:
+        if value.endswith((".yaml", ".yml", ".json")) and os.path.isfile(value):
+            loaded = load_mixture_file(value)
+            entries.extend(loaded.entries)
+            split = loaded.split
+        else:
+            entries.append(parse_data_arg(value))
+    return Mixture(tuple(entries), _split_value(split))
+
+
+# -- shards and sources ----------------------------------------------------------------------
+class _OpenShards:
+    """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._open: OrderedDict[str, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+
+    def chunks(self, path: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(offsets int64, values uint16) per Arrow chunk of the tokens column, all zero-copy."""
+        found = self._open.get(path)
+        if found is not None:
+            self._open.move_to_end(path)
+            return found
+        table, _ = read_token_shard(path)
+        found = [(np.asarray(c.offsets.to_numpy(zero_copy_only=True)),
+                  np.asarray(c.values.to_numpy(zero_copy_only=True)))
+                 for c in table.column("tokens").chunks]
+        self._open[path] = found
+        if len(self._open) > self.limit:
+            self._open.popitem(last=False)
+        return found
+
+
+@dataclass
+class _Shard:
+    path: str
+    rows: np.ndarray | None  # selected row numbers, None when every row is selected
+    count: int               # selected rows
+    chunk_rows: np.ndarray   # first row of each Arrow chunk
+
+
+class SentenceSource:
+    """The sentences of one mixture entry (split-filtered), addressed 0..len-1."""
+
+    def __init__(self, entry: MixtureEntry, split: str | None, cache: _OpenShards) -> None:
+        self.entry = entry
+        self.paths = find_shards(entry.glob)
+        if not self.paths:
+            hint = ""
+            pattern = entry.glob if not os.path.isdir(entry.glob) else os.path.join(entry.glob, "**", "*" + ARROW_SUFFIX)
+            import glob as globlib
+
+            loose = [p for p in globlib.glob(pattern, recursive=True) if p.endswith(ARROW_SUFFIX)]
+            if loose:
+                hint = (f" ({len(loose)} .arrow file(s) match but none has its {STATS_SUFFIX}: "
+                        "an unfinished build?)")
+            raise ValueError(f"--data {entry.glob!r} matches no committed token shard{hint}")
+        self._cache = cache
+        self.metas: list[TokenShardMeta] = []
+        self.shards: list[_Shard] = []
+        self.tokens = 0
+        for path in self.paths:
+            table, meta = read_token_shard(path)
+            self.metas.append(meta)
+            rows = None
+            count = table.num_rows
+            if split is not None:
+                matches = pc.fill_null(pc.equal(table.column("split"), pa.scalar(split)), False)
+                keep = np.flatnonzero(matches.to_numpy(zero_copy_only=False))
+                if keep.size != table.num_rows:
+                    rows, count = keep.astype(np.int64), int(keep.size)
+            sizes = [len(c) for c in table.column("tokens").chunks]
+            chunk_rows = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            self.shards.append(_Shard(path, rows, count, chunk_rows))
+            lengths = np.concatenate([np.diff(c.offsets.to_numpy(zero_copy_only=True))
+                                      for c in table.column("tokens").chunks] or [np.zeros(0, np.int64)])
+            self.tokens += int(lengths.sum() if rows is None else lengths[rows].sum())
+            del table
+        self.starts = np.concatenate([[0], np.cumsum([s.count for s in self.shards])]).astype(np.int64)
+        if self.starts[-1] == 0:
+            raise ValueError(f"--data {entry.glob!r} matches {len(self.paths)} shard(s) but none holds "
+                             f"sentences of split {split!r}")
+        if self.tokens == 0:
+            raise ValueError(f"--data {entry.glob!r}: its sentences hold no tokens")
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _locate(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        shard_no = int(np.searchsorted(self.starts, index, side="right")) - 1
+        shard = self.shards[shard_no]
+        local = index - int(self.starts[shard_no])
+        row = int(shard.rows[local]) if shard.rows is not None else local
+        chunk_no = int(np.searchsorted(shard.chunk_rows, row, side="right")) - 1
+        offsets, values = self._cache.chunks(shard.path)[chunk_no]
+        return offsets, values, row - int(shard.chunk_rows[chunk_no])
+
+    def length(self, index: int) -> int:
+        """Tokens of sentence `index`, read from the offsets only."""
+        offsets, _, row = self._locate(index)
+        return int(offsets[row + 1] - offsets[row])
+
+    def sentence(self, index: int) -> np.ndarray:
+        """Sentence `index` as a zero-copy uint16 view of the memory-mapped shard."""
+        offsets, values, row = self._locate(index)
+        return values[int(offsets[row]):int(offsets[row + 1])]
+
+
+def check_metadata(sources: Sequence[SentenceSource], vocab_size: int = VOCAB_SIZE,
+                   tokens_per_image: int | None = None) -> TokenShardMeta:
+    """Refuse shards that the model cannot read or that cannot be mixed: codes must lie below the
+    special ids (BOS = 8192) and inside the vocabulary, and every shard must come from one
+    tokenizer with one codebook size and one number of tokens per image."""
+    first_path, first = sources[0].paths[0], sources[0].metas[0]
+    if first.codebook_size > BOS_ID or first.codebook_size > vocab_size:
+        raise ValueError(f"{first_path}: codebook size {first.codebook_size} does not fit the model vocabulary "
+                         f"(vocab_size {vocab_size}, special ids from {BOS_ID}): its codes would collide "
+                         "with BOS/EOS or fall outside the embedding")
+    if tokens_per_image is not None and first.tokens_per_image != tokens_per_image:
+        raise ValueError(f"{first_path}: {first.tokens_per_image} tokens per image, the model expects "
+                         f"{tokens_per_image}")
+    for source in sources:
+        for path, meta in zip(source.paths, source.metas):
+            for name in ("codebook_size", "tokens_per_image", "tokenizer_name", "tokenizer_hash"):
+                if getattr(meta, name) != getattr(first, name):
+                    raise ValueError(
+                        f"token shards disagree on {name}: {path} has {getattr(meta, name)!r}, {first_path} has "
+                        f"{getattr(first, name)!r}; shards of different tokenizers cannot be mixed")
+    return first
+
+
+# -- the stream ------------------------------------------------------------------------------
+@dataclass
+class _Cursor:
+    source: int = -1
+    index: int = -1
+    offset: int = 0
+    length: int = 0  # of the current sentence as packed (with BOS/EOS in paper mode)
+
+
+@dataclass
+class _SourceState:
+    epoch: int = 0
+    position: int = 0
+    order: np.ndarray | None = field(default=None, repr=False)
+
+
+class TokenWindows:
+    """Micro-batches (batch_size, seq_len + 1) int64 of this rank, forever (see the module doc)."""
+
+    def __init__(self, mixture: Mixture, seq_len: int, batch_size: int, mode: str = "paper", seed: int = 0,
+                 rank: int = 0, world_size: int = 1, vocab_size: int = VOCAB_SIZE,
+                 tokens_per_image: int | None = None, max_open_shards: int = 64) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown packing mode {mode!r}; choose from {', '.join(MODES)}")
+        if seq_len < 1 or batch_size < 1:
+            raise ValueError(f"seq_len and batch_size must be positive, got {seq_len} and {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        if mode == "paper" and vocab_size <= EOS_ID:
+            raise ValueError(f"paper mode needs BOS/EOS ids {BOS_ID}/{EOS_ID} inside vocab_size {vocab_size}")
+        self.mixture, self.seq_len, self.batch_size, self.mode, self.seed = mixture, seq_len, batch_size, mode, seed
+        self.rank, self.world_size = rank, world_size
+        cache = _OpenShards(max_open_shards)
+        self.sources = [SentenceSource(entry, mixture.split, cache) for entry in mixture.entries]
+        self.meta = check_metadata(self.sources, vocab_size, tokens_per_image)
+        weights = np.array([e.weight for e in mixture.entries], np.float64)
+        self._cumulative = np.cumsum(weights / weights.sum())
+        self._cumulative[-1] = 1.0
+        self._extra = 2 if mode == "paper" else 0
+        self.reset()
+
+    # state ----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, _MIX_STREAM])))
+        self._source_states = [_SourceState() for _ in self.sources]
+        self._cursor = _Cursor()
+        self.windows = 0  # global windows consumed (all ranks)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a saved state is only valid for: the same sentences in the same order, same packing."""
+        return {"mode": self.mode, "seq_len": self.seq_len, "seed": self.seed,
+                "sources": [{"glob": s.entry.glob, "shards": len(s.paths), "sentences": len(s)} for s in self.sources],
+                "weights": [e.weight for e in self.mixture.entries], "split": self.mixture.split}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-able types: positions, epochs, the cursor and the mixture generator."""
+        c = self._cursor
+        return {
+            "version": STATE_VERSION,
+            "windows": self.windows,
+            "cursor": {"source": c.source, "index": c.index, "offset": c.offset},
+            "sources": [{"epoch": s.epoch, "position": s.position} for s in self._source_states],
+            "rng": self._rng.bit_generator.state,
+            "fingerprint": self.fingerprint(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"data-loader state version {state.get('version')} is not {STATE_VERSION}")
+        saved, now = state["fingerprint"], self.fingerprint()
+        if saved != now:
+            changed = sorted(k for k in now if saved.get(k) != now.get(k))
+            raise ValueError(f"the data changed since this checkpoint ({', '.join(changed)} differ: saved "
+                             f"{ {k: saved.get(k) for k in changed} }, now { {k: now.get(k) for k in changed} }); "
+                             "resume with the same data, or start a fresh run")
+        self.reset()
+        self._rng.bit_generator.state = state["rng"]
+        for source_state, saved_source in zip(self._source_states, state["sources"]):
+            source_state.epoch, source_state.position = int(saved_source["epoch"]), int(saved_source["position"])
+        cursor = state["cursor"]
+        self._cursor = _Cursor(int(cursor["source"]), int(cursor["index"]), int(cursor["offset"]), 0)
+        if self._cursor.source >= 0:
+            self._cursor.length = self.sources[self._cursor.source].length(self._cursor.index) + self._extra
+        self.windows = int(state["windows"])
+
+    @property
+    def epochs(self) -> list[int]:
+        return [s.epoch for s in self._source_states]
+
+    # the stream -----------------------------------------------------------------------------
+    def _order(self, source: int) -> np.ndarray:
+        state = self._source_states[source]
+        if state.order is None:
+            generator = np.random.default_rng([self.seed, _PERMUTATION_STREAM, source, state.epoch])
+            state.order = generator.permutation(len(self.sources[source]))
+        return state.order
+
+    def _next_sentence(self) -> None:
+        source = int(np.searchsorted(self._cumulative, self._rng.random(), side="right"))
+        source = min(source, len(self.sources) - 1)
+        state = self._source_states[source]
+        if state.position >= len(self.sources[source]):
+            state.epoch, state.position, state.order = state.epoch + 1, 0, None
+        index = int(self._order(source)[state.position])
+        state.position += 1
+        self._cursor = _Cursor(source, index, 0, self.sources[source].length(index) + self._extra)
+
+    def _copy(self, out: np.ndarray, start: int, count: int) -> None:
+        """Tokens [start, start+count) of the current sentence as packed, into `out`."""
+        c = self._cursor
+        tokens = self.sources[c.source].sentence(c.index)
+        if self.mode == "stream":
+            out[:count] = tokens[start:start + count]
+            return
+        end = start + count
+        pos = 0
+        if start == 0:
+            out[0] = BOS_ID
+            pos = 1
+        a, b = max(start, 1) - 1, min(end, c.length - 1) - 1
+        if b > a:
+            out[pos:pos + b - a] = tokens[a:b]
+            pos += b - a
+        if end == c.length:
+            out[pos] = EOS_ID
+
+    def _take(self, out: np.ndarray | None, count: int) -> None:
+        filled = 0
+        while filled < count:
+            if self._cursor.offset >= self._cursor.length:
+                self._next_sentence()
+                continue
+            n = min(count - filled, self._cursor.length - self._cursor.offset)
+            if out is not None:
+                self._copy(out[filled:filled + n], self._cursor.offset, n)
+            self._cursor.offset += n
+            filled += n
+
+    def _window(self, out: np.ndarray | None) -> None:
+        """The next global window into `out` (or skipped when None); the cursor moves by seq_len,
+        so the window's last token is the next window's first."""
+        self._take(None if out is None else out[:self.seq_len], self.seq_len)
+        if self._cursor.offset >= self._cursor.length:
+            self._next_sentence()
+        if out is not None:
+            self._copy(out[self.seq_len:], self._cursor.offset, 1)
+        self.windows += 1
+
+    def next_batch(self) -> np.ndarray:
+        """This rank's next micro-batch (batch_size, seq_len + 1) int64; other ranks' windows of the
+        same global micro-batch are skipped without reading their tokens."""
+        batch = np.empty((self.batch_size, self.seq_len + 1), np.int64)
+        for r in range(self.world_size):
+            for i in range(self.batch_size):
+                self._window(batch[i] if r == self.rank else None)
+        return batch
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            yield self.next_batch()
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Per mixture entry: shards, sentences and tokens after the split filter."""
+        total = sum(e.weight for e in self.mixture.entries)
+        return [{"glob": s.entry.glob, "weight": s.entry.weight, "share": s.entry.weight / total,
+                 "shards": len(s.paths), "sentences": len(s), "tokens": s.tokens} for s in self.sources]
