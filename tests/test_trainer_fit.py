@@ -1,0 +1,159 @@
+"""The trainer: model masking, schedule, learning on real token shards, exact resume, checkpoints,
+DDP and FSDP2 on CPU (gloo) against a single process, and the errors a user meets."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from trainer_shards import structured_sentences, write_shards
+
+from trainer import checkpoint as ckpt
+from trainer.config import VOCAB_SIZE, preset
+from trainer.fit import FitOptions, fit, learning_rate, main
+from trainer.model import LVMTransformer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("trainer_shards")
+    write_shards(folder / "a", "a", structured_sentences(24, seed=0), shards=2)
+    write_shards(folder / "b", "b", structured_sentences(12, seed=1, images=2), shards=1)
+    return str(folder)
+
+
+def _options(shards: str, out: Path, **kwargs) -> FitOptions:
+    base = {"data": [f"{shards}/a/*.arrow:2", f"{shards}/b/*.arrow:1"], "out": str(out), "preset": "tiny",
+            "seq_len": 64, "batch_size": 2, "max_steps": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
+            "log_every": 1, "checkpoint_every": 1000, "quiet": True, "threads": 1}
+    return FitOptions(**{**base, **kwargs})
+
+
+def test_model_shapes_and_causal_mask():
+    torch.manual_seed(0)
+    model = LVMTransformer(preset("tiny")).eval()
+    ids = torch.randint(0, 8192, (2, 12))
+    with torch.no_grad():
+        logits = model(ids)
+        changed = ids.clone()
+        changed[:, 7] = (changed[:, 7] + 1) % 8192
+        after = model(changed)
+    assert logits.shape == (2, 12, VOCAB_SIZE)
+    assert torch.allclose(logits[:, :7], after[:, :7], atol=1e-6, rtol=0)
+    assert not torch.allclose(logits[:, 7:], after[:, 7:], atol=1e-3)
+    # the training loss is the mean next-token cross-entropy of the logits
+    targets = torch.randint(0, 8192, (2, 12))
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    assert torch.allclose(model.loss(ids, targets, chunk_tokens=5), expected, atol=1e-5)
+
+
+def test_learning_rate_schedule():
+    o = FitOptions(data=[], out="", lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
+    rates = [learning_rate(s, o) for s in range(110)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])), "cosine decays"
+    assert rates[60] == pytest.approx(1e-4 + 0.5 * 9e-4, rel=1e-6)
+    assert learning_rate(110, o) == pytest.approx(1e-4) and rates[-1] > 1e-4
+
+
+def test_loss_decreases_on_structured_shards(shards, tmp_path: Path):
+    summary = fit(_options(shards, tmp_path / "run", max_steps=30, batch_size=4, log_every=10))
+    losses = summary["losses"]
+    assert len(losses) == 30 and math.log(VOCAB_SIZE) - 0.5 < losses[0] < math.log(VOCAB_SIZE) + 0.5
+    assert np.mean(losses[-5:]) < losses[0] - 4.0, losses
+    curve = json.loads((tmp_path / "run" / "losses.json").read_text())
+    assert curve["step"] == list(range(1, 31)) and curve["loss"] == losses
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [10, 20, 30] and all(r["tokens_per_s"] > 0 for r in log)
+    assert summary["tokens_seen"] == 30 * 4 * 64 and summary["mfu"] is None  # no MFU on CPU
+
+
+def test_resume_replays_the_identical_losses(shards, tmp_path: Path):
+    whole = fit(_options(shards, tmp_path / "whole", max_steps=6))
+    first = fit(_options(shards, tmp_path / "split", max_steps=6, stop_at=3))
+    assert first["step"] == 3 and first["checkpoint"].endswith("step-00000003")
+    second = fit(_options(shards, tmp_path / "split", max_steps=6))
+    assert second["resumed_from"] == first["checkpoint"] and second["start_step"] == 3
+    assert first["losses"] + second["losses"] == whole["losses"]  # bit for bit
+    a = ckpt.load_checkpoint(whole["checkpoint"])
+    b = ckpt.load_checkpoint(second["checkpoint"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["state"]["data"] == b["state"]["data"]
+    curve = json.loads((tmp_path / "split" / "losses.json").read_text())
+    assert curve["loss"] == whole["losses"]
+    # a finished run run again does nothing more
+    again = fit(_options(shards, tmp_path / "split", max_steps=6))
+    assert again["losses"] == [] and again["step"] == 6
+
+
+def test_checkpoint_contents_and_pruning(shards, tmp_path: Path):
+    summary = fit(_options(shards, tmp_path / "run", max_steps=5, checkpoint_every=1, keep_checkpoints=2))
+    found = ckpt.list_checkpoints(str(tmp_path / "run"))
+    assert [step for step, _ in found] == [4, 5]
+    assert not [n for n in os.listdir(tmp_path / "run" / "checkpoints") if n.startswith(".")]
+    loaded = ckpt.load_checkpoint(summary["checkpoint"])  # weights_only=True inside
+    assert loaded["config"] == preset("tiny") and loaded["state"]["step"] == 5
+    assert "model.layers.1.self_attn.q_proj.weight" in loaded["model"] and "lm_head.weight" in loaded["model"]
+    assert loaded["state"]["options"]["lr"] == 3e-3
+    model = ckpt.load_model(summary["checkpoint"])
+    assert torch.equal(model.lm_head.weight, loaded["model"]["lm_head.weight"])
+
+
+def test_wrong_shape_checkpoint_names_the_keys(shards, tmp_path: Path):
+    fit(_options(shards, tmp_path / "run", max_steps=1))
+    with pytest.raises(ValueError, match=r"model.embed_tokens.weight: checkpoint \(8292, 128\) vs model "
+                                         r"\(8292, 256\).*hidden_size 128 in the checkpoint vs 256 now"):
+        fit(_options(shards, tmp_path / "run", preset="small", max_steps=2))
+    torch.save({"lm_head.weight": torch.zeros(3, 3)}, tmp_path / "run" / "checkpoints" / "step-00000001" / "model.pt")
+    with pytest.raises(ValueError, match=r"lm_head.weight: checkpoint \(3, 3\) vs model \(8292, 128\).*missing "
+                                         r"from the checkpoint: model.embed_tokens.weight"):
+        ckpt.load_model(str(tmp_path / "run" / "checkpoints" / "step-00000001"))
+
+
+def test_cli_errors_name_the_glob(tmp_path: Path, capsys):
+    code = main(["--data", "/nowhere/tokens/*.arrow:2", "--out", str(tmp_path / "run"), "--seq-len", "64"])
+    assert code == 2
+    assert "'/nowhere/tokens/*.arrow' matches no committed token shard" in capsys.readouterr().err
+
+
+def test_stream_mode_runs(shards, tmp_path: Path):
+    summary = fit(_options(shards, tmp_path / "run", mode="stream", max_steps=2, grad_accum=2))
+    assert len(summary["losses"]) == 2 and summary["tokens_per_step"] == 2 * 2 * 64
+
+
+def _torchrun(shards: str, out: Path, extra: list[str]) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "trainer.fit", "--data", f"{shards}/a/*.arrow:2", "--data", f"{shards}/b/*.arrow:1",
+               "--out", str(out), "--seq-len", "64", "--batch-size", "1", "--grad-accum", "2", "--max-steps", "3",
+               "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-steps", "2", "--log-every", "1",
+               "--checkpoint-every", "2", "--threads", "1", *extra]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("extra", [pytest.param([], id="ddp"), pytest.param(["--fsdp"], id="fsdp2",
+                                                                             marks=pytest.mark.slow)])
+def test_two_processes_match_one(shards, tmp_path: Path, extra: list[str]):
+    """torchrun, 2 CPU processes on gloo, batch 1 each, against 1 process with batch 2: the same
+    global batches, so the same losses up to float summation order."""
+    single = fit(_options(shards, tmp_path / "single", batch_size=2, grad_accum=2, max_steps=3,
+                          checkpoint_every=2))
+    summary = _torchrun(shards, tmp_path / "ranks", extra)
+    assert summary["world_size"] == 2 and summary["fsdp"] == bool(extra)
+    assert np.allclose(summary["losses"], single["losses"], rtol=1e-4, atol=1e-5), (summary["losses"],
+                                                                                    single["losses"])
+    # the gathered checkpoint is an ordinary full one, with the same weights
+    a = ckpt.load_checkpoint(summary["checkpoint"])["model"]
+    b = ckpt.load_checkpoint(single["checkpoint"])["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in b)

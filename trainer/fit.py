@@ -1,0 +1,502 @@
+"""Fit the LVM transformer on token shards: `python -m trainer.fit --data GLOB[:WEIGHT] --out DIR`.
+
+The LVM recipe (`../shared/LVM_FACTS.md`): AdamW (0.9, 0.95), weight decay 0.1 on matrices and
+embeddings (not on norms), clip 1.0, linear warmup then cosine from 1.5e-4 to 3e-5, bf16 autocast
+on CUDA. Windows and mixture: `trainer.data`. Checkpoints: `trainer.checkpoint`.
+
+Scale-out: launched by torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment) it starts a
+process group (nccl on CUDA, gloo on CPU) and wraps the model in DDP, or shards it with FSDP2
+(`fully_shard` per decoder layer, then the root) with `--fsdp`. `--batch-size` is per rank; a step
+is `--grad-accum` micro-batches, so a step trains on batch * grad_accum * world * seq_len tokens.
+
+Running the same command again resumes from the newest checkpoint in `--out`: model, optimizer,
+step, data-loader position and RNG come back, and on CPU the losses continue bit for bit as if the
+run had not stopped. `OUT/log.jsonl` (one line per log interval), `OUT/losses.json` (every step's
+loss) and `OUT/summary.json` are what a report reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+from . import checkpoint as ckpt
+from .config import ModelConfig, preset
+from .data import MODES, TokenWindows, mixture_from_args
+from .model import LVMTransformer
+
+LOG_NAME = "log.jsonl"
+LOSSES_NAME = "losses.json"
+SUMMARY_NAME = "summary.json"
+
+# Dense bf16 tensor-core peaks (FLOP/s), longest name first when matched against the device name.
+PEAK_BF16_FLOPS: dict[str, float] = {
+    "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "H800": 989e12, "GH200": 989e12,
+    "B200": 2250e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12,
+    "A10G": 70e12, "A10": 125e12, "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12,
+}
+
+
+@dataclass
+class FitOptions:
+    """Every knob of a run; stored in each checkpoint."""
+
+    data: list[str]
+    out: str
+    preset: str = "tiny"
+    split: str | None = "train"
+    seq_len: int = 4096
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr: float = 1.5e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    clip: float = 1.0
+    mode: str = "paper"
+    seed: int = 0
+    compile: bool = False
+    activation_checkpointing: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    resume: str = "auto"
+    fsdp: bool = False
+    stop_at: int | None = None
+    chunk_tokens: int = 4096
+    threads: int | None = None
+    quiet: bool = False
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"--dtype must be auto, fp32 or bf16, got {self.dtype!r}")
+        for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "checkpoint_every", "log_every",
+                     "chunk_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"need warmup >= 0 and 0 <= min-lr <= lr (got {self.warmup_steps}, {self.min_lr}, "
+                             f"{self.lr})")
+
+
+class TrainingModel(LVMTransformer):
+    """The LVM transformer whose `forward(inputs, targets)` is the chunked loss: DDP and FSDP2 hook
+    `forward`, so the loss must live there. Same parameter names as `LVMTransformer`."""
+
+    chunk_tokens = 4096
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: Any = None) -> torch.Tensor:
+        if targets is None:
+            return super().forward(input_ids, cache)
+        return self.loss(input_ids, targets, chunk_tokens=self.chunk_tokens)
+
+
+def learning_rate(step: int, options: FitOptions) -> float:
+    """LR of update `step` (0-based): linear warmup to lr, then cosine down to min_lr at max_steps."""
+    if step < options.warmup_steps:
+        return options.lr * (step + 1) / options.warmup_steps
+    span = options.max_steps - options.warmup_steps
+    if span <= 0:
+        return options.lr
+    progress = min(1.0, (step - options.warmup_steps) / span)
+    return options.min_lr + 0.5 * (options.lr - options.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def peak_flops(device: torch.device, dtype: str) -> float | None:
+    """Dense bf16 peak of this GPU by name; None on CPU, in fp32, or for a GPU not in the table."""
+    if device.type != "cuda" or dtype != "bf16":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_BF16_FLOPS, key=len, reverse=True):
+        if key in name:
+            return PEAK_BF16_FLOPS[key]
+    return None
+
+
+# -- distributed ------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    started: bool = False  # we made the process group, so we end it
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """A process group when launched by torchrun (WORLD_SIZE > 1): nccl on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return Dist(dist.get_rank(), dist.get_world_size(), local, False)
+    if device_kind == "cuda":
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return Dist(rank, world, local, True)
+
+
+def resolve_device(options: FitOptions, local_rank: int) -> torch.device:
+    kind = options.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+        return torch.device("cuda", local_rank)
+    return torch.device(kind)
+
+
+# -- the run ----------------------------------------------------------------------------------
+class Trainer:
+    """Model, optimizer, data and bookkeeping of one run on one rank."""
+
+    def __init__(self, options: FitOptions, env: Dist, device: torch.device) -> None:
+        self.options, self.env, self.device = options, env, device
+        self.dtype = options.dtype if options.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+        overrides = {**options.model_overrides}
+        self.config: ModelConfig = preset(options.preset, **overrides)
+        if options.seq_len > self.config.max_position_embeddings:
+            raise ValueError(f"--seq-len {options.seq_len} exceeds max_position_embeddings "
+                             f"{self.config.max_position_embeddings} of preset {options.preset!r}")
+        mixture = mixture_from_args(options.data, options.split)
+        self.data = TokenWindows(mixture, options.seq_len, options.batch_size, options.mode, options.seed,
+                                 env.rank, env.world_size, vocab_size=self.config.vocab_size)
+        torch.manual_seed(options.seed)  # the same initial weights on every rank and every device
+        core = TrainingModel(self.config)
+        core.chunk_tokens = options.chunk_tokens
+        core.activation_checkpointing = options.activation_checkpointing
+        self.shapes = {k: tuple(v.shape) for k, v in core.state_dict().items()}
+        core.to(device)
+        self.core = core
+        self.runner: torch.nn.Module = core
+        if env.world_size > 1 and options.fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in core.model.layers:
+                fully_shard(layer)
+            fully_shard(core)
+        elif env.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.runner = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+        elif options.fsdp and env.main and not options.quiet:
+            print("note: --fsdp has no effect in a single process (launch with torchrun)", flush=True)
+        decay = [p for n, p in core.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in core.named_parameters() if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=options.lr, betas=(options.beta1, options.beta2), eps=options.eps,
+            fused=True if device.type == "cuda" and not (options.fsdp and env.world_size > 1) else None)
+        self.forward = torch.compile(self.runner) if options.compile else self.runner
+        self.step = 0
+        self.tokens_seen = 0
+        self.curve: dict[str, list] = {"step": [], "loss": []}
+
+    # state -----------------------------------------------------------------------------------
+    def _full_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_state_dict(self.core, self.optimizer, options=opts)
+
+    def save(self) -> str | None:
+        """Collective under FSDP (gathers the shards); rank 0 writes."""
+        model_state, optimizer_state = self._full_state()
+        path = None
+        if self.env.main:
+            state = {"tokens_seen": self.tokens_seen, "data": self.data.state_dict(),
+                     "options": dataclasses.asdict(self.options), "world_size": self.env.world_size}
+            path = ckpt.save_checkpoint(self.options.out, self.step, model_state, optimizer_state, self.config,
+                                        state, keep=self.options.keep_checkpoints)
+            self._write_curve()
+        if self.env.world_size > 1:
+            dist.barrier()
+        return path
+
+    def resume(self, path: str) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        loaded = ckpt.load_checkpoint(path)
+        if loaded["config"] != self.config:
+            differ = {k: (v, getattr(self.config, k)) for k, v in loaded["config"].to_dict().items()
+                      if getattr(self.config, k) != v}
+            detail = ", ".join(f"{k} {a} in the checkpoint vs {b} now" for k, (a, b) in differ.items())
+            try:
+                ckpt.check_state_shapes(self.shapes, loaded["model"], path)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (config: {detail})") from None
+            raise ValueError(f"{path} was trained with another model config: {detail}")
+        ckpt.check_state_shapes(self.shapes, loaded["model"], path)
+        set_state_dict(self.core, self.optimizer, model_state_dict=loaded["model"],
+                       optim_state_dict=loaded["optimizer"], options=StateDictOptions(full_state_dict=True))
+        state = loaded["state"]
+        self.data.load_state_dict(state["data"])
+        ckpt.set_rng_state(loaded["rng"], state.get("rng", {}))
+        self.step = int(state["step"])
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self._read_curve()
+
+    def _curve_path(self) -> str:
+        return os.path.join(self.options.out, LOSSES_NAME)
+
+    def _read_curve(self) -> None:
+        path = self._curve_path()
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            keep = [i for i, s in enumerate(saved["step"]) if s <= self.step]
+            self.curve = {"step": [saved["step"][i] for i in keep], "loss": [saved["loss"][i] for i in keep]}
+
+    def _write_curve(self) -> None:
+        _write_json(self._curve_path(), self.curve)
+
+    # training --------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _sync(self, last: bool) -> contextlib.AbstractContextManager:
+        if self.env.world_size > 1 and self.options.fsdp:
+            self.core.set_requires_gradient_sync(last)
+            return contextlib.nullcontext()
+        if self.env.world_size > 1 and not last:
+            return self.runner.no_sync()
+        return contextlib.nullcontext()
+
+    def train_step(self) -> tuple[float, float]:
+        """One optimizer update over grad_accum micro-batches; returns (mean loss over ranks, grad norm)."""
+        lr = learning_rate(self.step, self.options)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        accum = self.options.grad_accum
+        total = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            batch = torch.from_numpy(self.data.next_batch()).to(self.device, non_blocking=True)
+            with self._sync(micro == accum - 1), self._autocast():
+                loss = self.forward(batch[:, :-1], batch[:, 1:])
+            (loss / accum).backward()
+            total += loss.detach().float()
+        clip = self.options.clip if self.options.clip > 0 else math.inf  # 0: measure, do not clip
+        norm = torch.nn.utils.clip_grad_norm_(self.core.parameters(), clip)
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        total /= accum
+        if self.env.world_size > 1:
+            dist.all_reduce(total)
+            total /= self.env.world_size
+        self.step += 1
+        self.tokens_seen += self.tokens_per_step
+        return float(total.item()), float(norm)
+
+    @property
+    def tokens_per_step(self) -> int:
+        o = self.options
+        return o.batch_size * o.grad_accum * self.env.world_size * o.seq_len
+
+
+def _write_json(path: str, value: Any) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle)
+    os.replace(temporary, path)
+
+
+def _trim_log(path: str, step: int) -> None:
+    """Keep the log lines up to `step` (the resumed checkpoint; none on a fresh start): lines of
+    steps that a stopped run made after its last checkpoint are made again."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        handle.writelines(kept)
+    os.replace(f"{path}.tmp", path)
+
+
+def _log(trainer: Trainer, record: dict[str, Any]) -> None:
+    if not trainer.env.main:
+        return
+    with open(os.path.join(trainer.options.out, LOG_NAME), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if not trainer.options.quiet:
+        line = (f"step {record['step']}/{trainer.options.max_steps} | loss {record['loss']:.4f} | "
+                f"lr {record['lr']:.3e} | grad norm {record['grad_norm']:.3f} | "
+                f"{record['tokens_per_s']:,.0f} tok/s")
+        if record.get("mfu") is not None:
+            line += f" | mfu {100 * record['mfu']:.1f}%"
+        print(line, flush=True)
+
+
+def fit(options: FitOptions) -> dict[str, Any]:
+    """Train (or resume) and return the summary: losses of this run, tokens/s, MFU, last checkpoint."""
+    options.validate()
+    kind = options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    env = init_distributed(kind)
+    try:
+        return _fit(options, env, resolve_device(options, env.local_rank))
+    finally:
+        if env.started:
+            dist.destroy_process_group()
+
+
+def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]:
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    os.makedirs(options.out, exist_ok=True)
+    trainer = Trainer(options, env, device)
+    resume_from = None
+    if options.resume == "auto":
+        resume_from = ckpt.latest_checkpoint(options.out)
+    elif options.resume not in ("none", "never", ""):
+        resume_from = options.resume
+    if resume_from:
+        trainer.resume(resume_from)
+    start_step = trainer.step
+    if env.main:
+        _trim_log(os.path.join(options.out, LOG_NAME), start_step)
+    end = options.max_steps if options.stop_at is None else min(options.max_steps, options.stop_at)
+    peak = peak_flops(device, trainer.dtype)
+    flops_per_token = trainer.config.flops_per_token(options.seq_len)
+    if env.main and not options.quiet:
+        data = "; ".join(f"{d['glob']} x{d['weight']:g}: {d['shards']} shards, {d['sentences']} sentences, "
+                         f"{d['tokens']:,} tokens" for d in trainer.data.describe())
+        print(f"fit {options.preset} ({trainer.config.num_parameters() / 1e6:.1f}M params) on {device} "
+              f"{trainer.dtype}, world {env.world_size}{' fsdp' if options.fsdp and env.world_size > 1 else ''}, "
+              f"{trainer.tokens_per_step:,} tokens/step, steps {start_step}->{end}"
+              f"{f' (resumed from {resume_from})' if resume_from else ''}\n  data: {data}", flush=True)
+    losses: list[float] = []
+    step_seconds: list[float] = []
+    last_path = resume_from
+    interval_started, interval_tokens = time.perf_counter(), 0
+    run_started = time.perf_counter()
+    while trainer.step < end:
+        began = time.perf_counter()
+        loss, norm = trainer.train_step()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the loss is {loss} at step {trainer.step}; lower --lr or check the data")
+        step_seconds.append(time.perf_counter() - began)
+        losses.append(loss)
+        trainer.curve["step"].append(trainer.step)
+        trainer.curve["loss"].append(loss)
+        interval_tokens += trainer.tokens_per_step
+        if trainer.step % options.log_every == 0 or trainer.step == end:
+            elapsed = time.perf_counter() - interval_started
+            rate = interval_tokens / elapsed if elapsed > 0 else float("nan")
+            _log(trainer, {"step": trainer.step, "loss": loss, "lr": learning_rate(trainer.step - 1, options),
+                           "grad_norm": norm, "tokens_per_s": rate, "tokens_seen": trainer.tokens_seen,
+                           "epochs": trainer.data.epochs, "time": time.time(),
+                           "mfu": (flops_per_token * rate / (peak * env.world_size)) if peak else None})
+            interval_started, interval_tokens = time.perf_counter(), 0
+        if trainer.step % options.checkpoint_every == 0 or trainer.step == end:
+            last_path = trainer.save()
+    elapsed = time.perf_counter() - run_started
+    # steady-state throughput: the first step (warm-up, compilation) is left out when there are others
+    timed = step_seconds[1:] if len(step_seconds) > 1 else step_seconds
+    tokens_per_s = trainer.tokens_per_step * len(timed) / sum(timed) if timed and sum(timed) > 0 else None
+    summary = {
+        "out": options.out, "preset": options.preset, "parameters": trainer.config.num_parameters(),
+        "device": str(device), "dtype": trainer.dtype, "world_size": env.world_size,
+        "fsdp": bool(options.fsdp and env.world_size > 1), "start_step": start_step, "step": trainer.step,
+        "losses": losses, "final_loss": losses[-1] if losses else None,
+        "tokens_per_step": trainer.tokens_per_step, "tokens_seen": trainer.tokens_seen,
+        "tokens_per_s": tokens_per_s, "first_step_s": step_seconds[0] if step_seconds else None,
+        "mfu": flops_per_token * tokens_per_s / (peak * env.world_size) if peak and tokens_per_s else None,
+        "elapsed_s": elapsed, "checkpoint": last_path, "resumed_from": resume_from,
+        "loss_curve": os.path.join(options.out, LOSSES_NAME), "data": trainer.data.describe(),
+    }
+    if env.main:
+        _write_json(os.path.join(options.out, SUMMARY_NAME), summary)
+        if not options.quiet:
+            rate_text = f"{tokens_per_s:,.0f} tok/s" if tokens_per_s else "no steps run"
+            mfu_text = f", mfu {100 * summary['mfu']:.1f}%" if summary["mfu"] else ""
+            final = f"{summary['final_loss']:.4f}" if losses else "n/a"
+            print(f"done: step {trainer.step}/{options.max_steps}, final loss {final}, {rate_text}{mfu_text}, "
+                  f"{elapsed:.1f} s, checkpoint {last_path}", flush=True)
+    return summary
+
+
+# -- CLI --------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer.fit", description=__doc__.split("\n")[0])
+    p.add_argument("--data", action="append", required=True,
+                   help="GLOB[:WEIGHT] of committed token shards (repeat for a mixture), or a YAML/JSON mixture "
+                        "file {split: train, data: [{glob, weight}]}")
+    p.add_argument("--split", default="train", help="train on sentences of this split ('all': no filter)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints/, log.jsonl, losses.json, summary.json")
+    p.add_argument("--preset", default="tiny", help="model size: tiny, small, 100m, 300m, 600m, 1b, 3b, 7b")
+    p.add_argument("--seq-len", type=int, default=4096, help="tokens per window (16 images of 256)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per micro-batch per rank")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per update")
+    p.add_argument("--max-steps", type=int, default=1000, help="updates in the whole run (sets the LR schedule)")
+    p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) after this step; rerun to continue")
+    p.add_argument("--lr", type=float, default=1.5e-4)
+    p.add_argument("--min-lr", type=float, default=3e-5)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--beta1", type=float, default=0.9)
+    p.add_argument("--beta2", type=float, default=0.95)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
+    p.add_argument("--mode", choices=MODES, default="paper",
+                   help="paper: BOS/EOS around each sentence; stream: plain concatenation (released code)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--activation-checkpointing", action="store_true", help="recompute layers in backward")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--chunk-tokens", type=int, default=4096, help="tokens per logits chunk of the loss")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--keep-checkpoints", type=int, default=3)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--resume", default="auto",
+                   help="auto: the newest checkpoint in --out if any; none: start fresh; or a checkpoint folder")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: FSDP2 (fully_shard) instead of DDP")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> FitOptions:
+    args = vars(_parser().parse_args(argv))
+    return FitOptions(**args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        fit(parse_args(argv))
+    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
