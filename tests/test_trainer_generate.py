@@ -1,0 +1,187 @@
+"""Visual prompting: seeded sampling, suppressed special ids, the sliding window, the PNG strip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainer.checkpoint_io import save_pretrained
+from trainer.config import BOS_ID, ModelConfig
+from trainer.generate import GENERATED_FRAME, PROMPT_FRAME, generate, generate_codes, main, make_strip, sample_token
+from trainer.model import LVMTransformer
+
+TPI = 256
+# Generation logic is the same for any image length; 16-token images keep slow references cheap.
+SMALL = 16
+
+
+def _tiny(max_positions: int = 1100, seed: int = 0) -> LVMTransformer:
+    torch.manual_seed(seed)
+    config = ModelConfig(hidden_size=32, intermediate_size=48, num_attention_heads=2, num_hidden_layers=1,
+                         max_position_embeddings=max_positions)
+    model = LVMTransformer(config).eval()
+    with torch.no_grad():  # sharper logits than the 0.02 init, so greedy choices are far apart
+        model.lm_head.weight.mul_(50)
+    return model
+
+
+class _LovesSpecials(torch.nn.Module):
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.head(x)
+        logits[..., 8192:] += 100.0
+        return logits
+
+
+def _codes(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 8192, (n, TPI)).astype(np.uint16)
+
+
+def test_sample_token_filters():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.zeros(8292)
+    logits[8200] = 100.0  # a special id the model loves
+    logits[5] = 3.0
+    logits[9] = 2.9
+    assert sample_token(logits, generator, allowed=8192, temperature=0) == 5
+    assert sample_token(logits, generator, allowed=8192, top_k=1) == 5
+    assert sample_token(logits, generator, allowed=8192, top_p=1e-6) == 5
+    picks = {sample_token(logits, generator, allowed=8192, top_k=2) for _ in range(50)}
+    assert picks == {5, 9}
+    assert sample_token(logits, generator, allowed=8, temperature=0) == 5
+    assert all(sample_token(logits, generator, allowed=8192) < 8192 for _ in range(100))
+
+
+def test_seeded_sampling_is_deterministic_and_suppresses_special_ids():
+    model = _tiny()
+    model.lm_head = _LovesSpecials(model.lm_head)  # special ids win every draw unless suppressed
+    short = _codes(2)[:, :SMALL]
+    b = generate_codes(model, short, 2, seed=7, tokens_per_image=SMALL)
+    assert b.shape == (2, SMALL) and b.dtype == np.uint16 and b.max() < 8192
+    assert np.array_equal(b, generate_codes(model, short, 2, seed=7, tokens_per_image=SMALL))
+    assert not np.array_equal(b, generate_codes(model, short, 2, seed=8, tokens_per_image=SMALL))
+    small = generate_codes(model, short % 1024, 2, seed=7, codebook_size=1024, top_k=50, top_p=0.9,
+                           tokens_per_image=SMALL)
+    assert small.max() < 1024  # a 1024-code tokenizer can decode everything sampled
+
+
+def _reference_greedy(model: LVMTransformer, prompt: np.ndarray, n: int, keep: int, tpi: int) -> np.ndarray:
+    """No cache: every token from a full forward over [BOS] + the last `keep` images + the partial image."""
+    images = [row.astype(np.int64) for row in prompt]
+    out = []
+    for _ in range(n):
+        context = np.concatenate([[BOS_ID]] + images[-keep:])
+        codes: list[int] = []
+        for _ in range(tpi):
+            ids = torch.as_tensor(np.concatenate([context, np.asarray(codes, dtype=np.int64)]))[None]
+            with torch.no_grad():
+                codes.append(int(model(ids)[0, -1, :8192].argmax()))
+        images.append(np.asarray(codes))
+        out.append(codes)
+    return np.asarray(out, dtype=np.uint16)
+
+
+def test_sliding_window_rebuilds_and_matches_a_cacheless_reference():
+    model = _tiny(max_positions=1 + 3 * SMALL + SMALL - 1)  # three context images fit beside a new one
+    prompt = np.random.default_rng(0).integers(0, 8192, (17, SMALL))
+    rebuilds: list[tuple[int, int]] = []
+    out = generate_codes(model, prompt, 2, temperature=0, tokens_per_image=SMALL,
+                         on_rebuild=lambda s, k: rebuilds.append((s, k)))
+    assert rebuilds == [(14, 3), (15, 3)]  # the window slid for each new image
+    assert np.array_equal(out, _reference_greedy(model, prompt, 2, keep=3, tpi=SMALL))
+    # images that left the window do not matter; the last one does
+    changed_first = prompt.copy()
+    changed_first[0] = (changed_first[0] + 1) % 8192
+    assert np.array_equal(generate_codes(model, changed_first, 2, temperature=0, tokens_per_image=SMALL), out)
+    changed_last = prompt.copy()
+    changed_last[-1] = (changed_last[-1] + 1) % 8192
+    assert not np.array_equal(generate_codes(model, changed_last, 2, temperature=0, tokens_per_image=SMALL), out)
+
+
+def test_window_that_still_fits_reuses_the_cache():
+    model = _tiny(max_positions=1 + 3 * SMALL + SMALL - 1)
+    prompt = np.random.default_rng(1).integers(0, 8192, (1, SMALL))
+    rebuilds: list[tuple[int, int]] = []
+    out = generate_codes(model, prompt, 4, temperature=0, tokens_per_image=SMALL,
+                         on_rebuild=lambda s, k: rebuilds.append((s, k)))
+    assert rebuilds == [(0, 1), (1, 3)]  # built once, reused for images 2 and 3, slid for image 4
+    assert np.array_equal(out, _reference_greedy(model, prompt, 4, keep=3, tpi=SMALL))
+    with pytest.raises(ValueError, match="no room"):
+        generate_codes(_tiny(max_positions=400), _codes(1), 1)
+    with pytest.raises(ValueError, match="stream mode"):
+        generate_codes(model, np.zeros((0, SMALL), np.uint16), 1, bos=False, tokens_per_image=SMALL)
+
+
+def test_lvm_window_of_15_images_at_4096_positions():
+    model = _tiny(max_positions=4096)
+    rebuilds: list[tuple[int, int]] = []
+    out = generate_codes(model, _codes(17), 1, top_k=100, on_rebuild=lambda s, k: rebuilds.append((s, k)))
+    assert rebuilds == [(2, 15)] and out.shape == (1, TPI)  # BOS + 3840 + 255 = 4096 positions, not one more
+    with pytest.raises(ValueError, match="exceeds max_position_embeddings"):  # the model's own guard
+        model(torch.zeros(1, 4097, dtype=torch.long))
+
+
+class _PatchTokenizer:
+    """A stand-in with the Tokenizer interface: one code per 16x16 patch (its mean grey level)."""
+
+    image_size, tokens_per_image, codebook_size = 256, TPI, 1024
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, ...]] = []
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        self.seen.append(images.shape)
+        patches = images.reshape(len(images), 16, 16, 16, 16, 3).mean(axis=(2, 4, 5))
+        return patches.reshape(len(images), TPI).astype(np.uint16)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        grey = (codes.reshape(-1, 16, 16) % 256).astype(np.uint8)
+        return np.repeat(np.repeat(grey, 16, axis=1), 16, axis=2)[..., None].repeat(3, axis=-1)
+
+
+def test_generate_api_resizes_encodes_and_decodes(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (120, 90, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    tokenizer = _PatchTokenizer()
+    model = _tiny()
+    codes, images = generate(model, tokenizer, [tmp_path / "a.png", rng.integers(0, 255, (300, 500, 3), dtype=np.uint8)],
+                             1, seed=3, resize="squash")
+    assert tokenizer.seen == [(2, 256, 256, 3)]
+    assert codes.shape == (1, TPI) and codes.max() < 1024  # the tokenizer's codebook bounds the samples
+    assert images.shape == (1, 256, 256, 3) and images.dtype == np.uint8
+    assert np.array_equal(images[0, ::16, ::16, 0], (codes[0].reshape(16, 16) % 256).astype(np.uint8))
+    strip = make_strip(np.zeros((3, 256, 256, 3), np.uint8), images)
+    assert strip.shape == (256 + 12, 4 * (256 + 12), 3)
+    assert tuple(strip[0, 0]) == PROMPT_FRAME and tuple(strip[0, 3 * 268 + 1]) == GENERATED_FRAME
+    assert np.array_equal(strip[6:262, 3 * 268 + 6:3 * 268 + 262], images[0])
+
+
+@pytest.mark.slow
+def test_cli_writes_the_strip(tmp_path: Path, tiny_tokenizer: Path):
+    rng = np.random.default_rng(0)
+    sizes = [(100, 150), (300, 200), (256, 256)]
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+    model = _tiny()
+    save_pretrained(model, tmp_path / "ckpt")
+    out = tmp_path / "out" / "strip.png"
+    code = main(["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer),
+                 "--prompt", *map(str, paths), "--n", "1", "--out", str(out), "--seed", "1",
+                 "--codes-out", str(tmp_path / "codes.npy"), "--device", "cpu"])
+    assert code == 0
+    strip = np.asarray(Image.open(out))
+    assert strip.shape == (256 + 12, 4 * (256 + 12), 3)
+    assert tuple(strip[0, 0]) == PROMPT_FRAME and tuple(strip[0, 3 * 268 + 1]) == GENERATED_FRAME
+    saved = np.load(tmp_path / "codes.npy")
+    assert saved.shape == (1, TPI) and saved.max() < 8192
+    assert main(["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer),
+                 "--prompt", str(tmp_path / "missing.png"), "--out", str(out)]) == 2

@@ -1,0 +1,213 @@
+"""Visual prompting: continue a sequence of prompt images with sampled images.
+
+The LVM recipe: tokenize the prompt images, keep the last 15 images (3840 tokens) as context,
+sample 256 tokens per new image with special ids (>= the codebook size) suppressed, and slide
+the window for longer generations. Tokens are sampled one at a time through a `KVCache`; when
+the window slides (a new image would push the context past the window), the cache is rebuilt
+from the kept tokens, so positions never exceed max_position_embeddings. Sampling draws from
+one `torch.Generator`, so a seed gives the same images every run on the same device.
+
+    python -m trainer.generate --checkpoint runs/lvm --tokenizer tokenizer/weights/tiny1k \\
+        --prompt f1.png f2.png f3.png --n 2 --out strip.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .config import BOS_ID, CODEBOOK_SIZE, TOKENS_PER_IMAGE
+from .model import KVCache, LVMTransformer
+
+WINDOW_IMAGES = 15
+PROMPT_FRAME = (190, 190, 190)
+GENERATED_FRAME = (220, 40, 40)
+
+
+def sample_token(logits: torch.Tensor, generator: torch.Generator, *, allowed: int, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0) -> int:
+    """One id below `allowed` from logits (vocab,): temperature 0 is greedy; top-k, then top-p
+    (the smallest set of ids whose probability reaches p) restrict the draw."""
+    logits = logits.float()[:allowed].clone()
+    if temperature <= 0:
+        return int(logits.argmax())
+    logits /= temperature
+    if 0 < top_k < allowed:
+        kth = torch.topk(logits, top_k).values[-1]
+        logits[logits < kth] = float("-inf")
+    if top_p < 1.0:
+        ordered, index = torch.sort(logits, descending=True)
+        probs = torch.softmax(ordered, dim=-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # mass before this id already reaches p
+        logits[index[drop]] = float("-inf")
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def window_images(model: LVMTransformer, bos: bool, tokens_per_image: int, window: int = WINDOW_IMAGES) -> int:
+    """Context images kept: at most `window`, and bos + W * tpi + (tpi - 1) <= max positions, so
+    the last token fed while sampling an image still has a position."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1 image, got {window}")
+    fit = (model.config.max_position_embeddings - int(bos) - (tokens_per_image - 1)) // tokens_per_image
+    if fit < 1:
+        raise ValueError(f"max_position_embeddings {model.config.max_position_embeddings} leaves no room for "
+                         f"one context image of {tokens_per_image} tokens plus one generated image")
+    return min(window, fit)
+
+
+@torch.inference_mode()
+def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, temperature: float = 1.0,
+                   top_k: int = 0, top_p: float = 1.0, seed: int = 0, bos: bool = True,
+                   window: int = WINDOW_IMAGES, codebook_size: int = CODEBOOK_SIZE,
+                   tokens_per_image: int = TOKENS_PER_IMAGE,
+                   on_rebuild: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Sample `n` images of codes after the prompt codes (P, tokens_per_image) -> (n, tokens_per_image) uint16.
+
+    `on_rebuild(first_image, n_images)` is told each time the cache is (re)built from a window."""
+    prompt = np.asarray(prompt, dtype=np.int64).reshape(-1, tokens_per_image)
+    if prompt.size and (prompt.min() < 0 or prompt.max() >= codebook_size):
+        raise ValueError(f"prompt codes must lie in [0, {codebook_size}), got {prompt.min()}..{prompt.max()}")
+    if not len(prompt) and not bos:
+        raise ValueError("stream mode (no BOS) needs at least one prompt image")
+    if codebook_size > model.config.vocab_size:
+        raise ValueError(f"codebook_size {codebook_size} exceeds the model's vocab_size {model.config.vocab_size}")
+    keep = window_images(model, bos, tokens_per_image, window)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    images = [row for row in prompt]
+    generated: list[np.ndarray] = []
+    cache, first = None, -1
+
+    def logits_of(ids: list[int] | np.ndarray) -> torch.Tensor:
+        batch = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None]
+        return model.lm_head(model.hidden_states(batch, cache)[0, -1])
+
+    for _ in range(n):
+        start = max(0, len(images) - keep)
+        if cache is None or start != first:  # (re)build from the kept window
+            cache, first = KVCache(), start
+            window_ids = np.concatenate(([np.array([BOS_ID])] if bos else []) + images[start:]).astype(np.int64)
+            logits = logits_of(window_ids)
+            if on_rebuild is not None:
+                on_rebuild(start, len(images) - start)
+        else:  # the window still holds everything: feed the previous image's last token
+            logits = logits_of([int(images[-1][-1])])
+        codes = np.empty(tokens_per_image, dtype=np.int64)
+        for t in range(tokens_per_image):
+            codes[t] = sample_token(logits, generator, allowed=codebook_size, temperature=temperature,
+                                    top_k=top_k, top_p=top_p)
+            if t < tokens_per_image - 1:
+                logits = logits_of([int(codes[t])])
+        images.append(codes)
+        generated.append(codes)
+    return np.stack(generated).astype(np.uint16) if generated else np.zeros((0, tokens_per_image), np.uint16)
+
+
+def prepare_images(images: Sequence[np.ndarray | str | os.PathLike[str] | bytes], size: int,
+                   policy: str = "center_crop") -> np.ndarray:
+    """Any-size RGB arrays, image files or encoded bytes -> uint8 (N, size, size, 3), through the
+    project's own decode and resize (the same policies the build uses)."""
+    from transforms.decode import load_image
+    from transforms.resize import fit_image
+
+    out = []
+    for item in images:
+        if isinstance(item, np.ndarray):
+            array = item if item.ndim == 3 else np.repeat(item[..., None], 3, axis=-1)
+            if array.dtype != np.uint8 or array.shape[-1] != 3:
+                raise ValueError(f"prompt arrays must be uint8 (H, W, 3), got {array.dtype} {array.shape}")
+            out.append(fit_image(array, size, policy))  # type: ignore[arg-type]
+        else:
+            if isinstance(item, bytes):
+                data = item
+            else:
+                try:
+                    with open(item, "rb") as handle:
+                        data = handle.read()
+                except OSError as exc:
+                    raise ValueError(f"prompt image {os.fspath(item)!r}: {exc.strerror}") from None
+            out.append(load_image(data, size, policy).pixels)  # type: ignore[arg-type]
+    return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+def generate(model: LVMTransformer, tokenizer, images: Sequence[np.ndarray | str | os.PathLike[str] | bytes],
+             n: int = 1, *, resize: str = "center_crop", **options) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt `model` with images; returns (codes (n, tokens) uint16, images (n, H, W, 3) uint8).
+
+    `tokenizer` is a `tokenizer.codec.Tokenizer`; `options` go to `generate_codes` (temperature,
+    top_k, top_p, seed, bos, window)."""
+    pixels = prepare_images(images, tokenizer.image_size, resize)
+    prompt = tokenizer.encode(pixels) if len(pixels) else np.zeros((0, tokenizer.tokens_per_image), np.uint16)
+    codes = generate_codes(model, prompt, n, codebook_size=min(tokenizer.codebook_size, CODEBOOK_SIZE),
+                           tokens_per_image=tokenizer.tokens_per_image, **options)
+    return codes, tokenizer.decode(codes)
+
+
+def make_strip(prompt: np.ndarray, generated: np.ndarray, border: int = 6) -> np.ndarray:
+    """One row: prompt images framed grey, then generated images framed red."""
+    cells = [(img, PROMPT_FRAME) for img in prompt] + [(img, GENERATED_FRAME) for img in generated]
+    if not cells:
+        raise ValueError("nothing to draw: no prompt and no generated images")
+    h, w = cells[0][0].shape[:2]
+    strip = np.zeros((h + 2 * border, len(cells) * (w + 2 * border), 3), np.uint8)
+    for i, (image, colour) in enumerate(cells):
+        x = i * (w + 2 * border)
+        strip[:, x:x + w + 2 * border] = colour
+        strip[border:border + h, x + border:x + border + w] = image
+    return strip
+
+
+def main(argv: list[str] | None = None) -> int:
+    from PIL import Image
+
+    from tokenizer.codec import Tokenizer
+
+    from .checkpoint_io import CheckpointError, load_pretrained
+
+    parser = argparse.ArgumentParser(prog="python -m trainer.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="model folder (ours or an HF Llama folder)")
+    parser.add_argument("--tokenizer", required=True, help="VQGAN folder (muse format)")
+    parser.add_argument("--prompt", nargs="*", default=[], help="prompt image files, in order")
+    parser.add_argument("--n", type=int, default=1, help="images to generate")
+    parser.add_argument("--out", required=True, help="PNG strip of prompt (grey frames) + generated (red frames)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0, help="0: no top-k")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stream", action="store_true", help="no BOS (the released code's stream mode)")
+    parser.add_argument("--window", type=int, default=WINDOW_IMAGES, help="context images kept (LVM: 15)")
+    parser.add_argument("--resize", default="center_crop", choices=("squash", "center_crop", "pad"))
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (bf16 on CUDA, else fp32)")
+    parser.add_argument("--codes-out", default=None, help="also save the generated codes (.npy)")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be at least 1")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    dtype = ("bfloat16" if device.startswith("cuda") else "float32") if args.dtype == "auto" else args.dtype
+    try:
+        model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
+        tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device)
+        prompt = prepare_images(args.prompt, tokenizer.image_size, args.resize)
+        codes, images = generate(model, tokenizer, list(prompt), args.n, resize=args.resize,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                 seed=args.seed, bos=not args.stream, window=args.window)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    Image.fromarray(make_strip(prompt, images)).save(args.out)
+    if args.codes_out:
+        np.save(args.codes_out, codes)
+    print(f"wrote {args.out}: {len(prompt)} prompt + {len(images)} generated images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
