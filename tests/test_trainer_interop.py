@@ -177,3 +177,19 @@ def test_cli_export_import(tmp_path: Path, capsys):
     with pytest.raises(SystemExit):
         main(["import", "--hf", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert "nothing: no config.json" in capsys.readouterr().err
+
+
+def test_fit_run_folder_loads_and_exports(tmp_path: Path):
+    """The fit loop's step folders (model.pt + config.json) and its run folder (newest step) load
+    everywhere a checkpoint is asked for."""
+    from trainer.checkpoint import save_checkpoint
+
+    old, new = _random_model(seed=1), _random_model(seed=2)
+    for step, model in ((10, old), (20, new)):
+        save_checkpoint(str(tmp_path / "run"), step, model.state_dict(), {}, model.config, {"tokens_seen": 0})
+    loaded = load_pretrained(tmp_path / "run")
+    assert torch.equal(loaded.lm_head.weight, new.lm_head.weight)
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    ids = _ids(t=16)
+    with torch.no_grad():
+        assert torch.allclose(_hf_logits(tmp_path / "hf", ids), new(ids), atol=1e-5, rtol=0)

@@ -2,8 +2,9 @@
 
 Our parameter names are HF's (see `model.py`), so our checkpoint *is* an HF folder: `config.json`
 (an HF LlamaConfig dict) + `model.safetensors`, or shards `model-0000i-of-0000N.safetensors` with
-`model.safetensors.index.json`. Reading also accepts `pytorch_model.bin` (sharded or not; loaded
-with `weights_only=True`, never unpickling code). `save_pretrained` / `load_pretrained` are the
+`model.safetensors.index.json`. Reading also accepts `pytorch_model.bin` (sharded or not) and the
+fit loop's `model.pt`, both loaded with `weights_only=True` (never unpickling code), and a run's
+output folder (its newest `checkpoints/step-*`). `save_pretrained` / `load_pretrained` are the
 public pair the fit loop and the CLIs use; `interop.py` streams whole folders through the same
 readers and writer without building a model.
 
@@ -35,6 +36,7 @@ SAFE_NAME = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_NAME = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
+FIT_NAME = "model.pt"  # the fit loop's step folders (`trainer.checkpoint`): a plain fp32 state dict
 DEFAULT_SHARD_SIZE = "5GB"
 # Buffers older transformers versions saved; RoPE tables are computed, never loaded.
 IGNORED_KEYS = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
@@ -81,6 +83,19 @@ def parse_size(value: int | str) -> int:
 
 
 # -- config ----------------------------------------------------------------------------------
+def resolve_folder(folder: str | os.PathLike[str]) -> Path:
+    """A model folder itself, or for a fit run's output folder its newest complete step folder."""
+    root = Path(folder)
+    if not (root / CONFIG_NAME).is_file() and (root / "checkpoints").is_dir():
+        from .checkpoint import latest_checkpoint
+
+        newest = latest_checkpoint(str(root))
+        if newest is None:
+            raise CheckpointError(f"{folder}: a run folder without a complete checkpoint under checkpoints/")
+        return Path(newest)
+    return root
+
+
 def read_config(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, Any]]:
     """Our config from `config.json` (ours or HF's), refusing what our LLaMA cannot represent.
 
@@ -177,10 +192,11 @@ def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
             if missing:
                 raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
             return files
-    for name in (SAFE_NAME, BIN_NAME):
+    for name in (SAFE_NAME, BIN_NAME, FIT_NAME):
         if (root / name).is_file():
             return [root / name]
-    raise CheckpointError(f"{folder}: no weights; expected {SAFE_NAME}, {SAFE_INDEX}, {BIN_NAME} or {BIN_INDEX}")
+    raise CheckpointError(f"{folder}: no weights; expected {SAFE_NAME}, {SAFE_INDEX}, {BIN_NAME}, {BIN_INDEX} "
+                          f"or {FIT_NAME}")
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
@@ -254,6 +270,7 @@ def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
     """Config, raw config and a stream of exactly the model's tensors, validated up front.
 
     A tied-embedding checkpoint (no `lm_head.weight`) gets `lm_head.weight` = the embeddings."""
+    folder = resolve_folder(folder)
     config, raw = read_config(folder)
     tied = bool(raw.get("tie_word_embeddings", False))
     check_shapes(expected_shapes(config), tensor_shapes(folder), str(folder), tied=tied)

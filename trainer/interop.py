@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.interop", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="our checkpoint -> HF LlamaForCausalLM folder")
-    export.add_argument("--checkpoint", required=True, help="our checkpoint folder (config.json + weights)")
+    export.add_argument("--checkpoint", required=True,
+                        help="our checkpoint folder (config.json + weights) or a fit run's --out (newest step)")
     export.add_argument("--out", required=True, help="the HF folder to write (replaced as a whole)")
     export.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (keep stored)")
     export.add_argument("--max-shard-size", default=DEFAULT_SHARD_SIZE, help="e.g. 5GB, 500MB, 2GiB")
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--max-shard-size", default=DEFAULT_SHARD_SIZE, help="e.g. 5GB, 500MB, 2GiB")
     args = parser.parse_args(argv)
     source = args.checkpoint if args.command == "export" else args.hf
-    if not Path(source, CONFIG_NAME).is_file():
-        parser.error(f"{source}: no {CONFIG_NAME} there; pass a model folder")
+    if not Path(source, CONFIG_NAME).is_file() and not Path(source, "checkpoints").is_dir():
+        parser.error(f"{source}: no {CONFIG_NAME} there; pass a model folder (or a fit run's output folder)")
     try:
         run = export_hf if args.command == "export" else import_hf
         summary = run(source, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size)
