@@ -43,10 +43,10 @@ def pipeline_options(config: BuildConfig):
     if beam.runner == "DirectRunner":
         flags += [f"--direct_num_workers={beam.direct_num_workers}",
                   f"--direct_running_mode={beam.direct_running_mode}"]
-    if not any(f.startswith("--sdk_harness_log_level_overrides") for f in flags):
-        # Worker processes log their own start/stop at INFO; keep only our progress lines.
-        flags.append('--sdk_harness_log_level_overrides={"apache_beam":"WARNING","__main__":"WARNING"}')
-    else:
+        if not any(f.startswith("--sdk_harness_log_level_overrides") for f in flags):
+            # Worker processes log their own start/stop at INFO; keep only our progress lines.
+            flags.append('--sdk_harness_log_level_overrides={"apache_beam":"WARNING","__main__":"WARNING"}')
+    elif not any(f.startswith("--runner") for f in flags):
         flags.append(f"--runner={beam.runner}")
     return PipelineOptions(flags)
 

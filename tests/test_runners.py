@@ -1,0 +1,64 @@
+"""The build graph for remote runners: it must construct, pickle every DoFn and serialise to the
+portable pipeline proto with Dataflow, Flink and Spark options, and only the tokenize step may
+carry the GPU hint. (Those runners cannot execute here: their job servers are fetched at launch.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import (FlinkRunnerOptions, GoogleCloudOptions, PortableOptions,
+                                                  SetupOptions, SparkRunnerOptions, WorkerOptions)
+
+from conftest import REPO, write_config
+from uvd_pipeline.build import pipeline_options
+from uvd_pipeline.config import load_config
+from uvd_pipeline.graph import build_graph, list_units
+
+GPU = "type:nvidia-tesla-t4;count:1;install-nvidia-driver"
+RUNNERS = {
+    "DataflowRunner": ["--project=uvd-demo", "--region=europe-west4", "--temp_location=gs://uvd-demo/tmp",
+                       f"--setup_file={REPO / 'pyproject.toml'}", "--sdk_container_image=uvd:latest",
+                       "--machine_type=n2-standard-8", "--max_num_workers=64"],
+    "FlinkRunner": ["--flink_master=flink-host:8081", "--environment_type=DOCKER",
+                    "--environment_config=uvd:latest", "--parallelism=32"],
+    "SparkRunner": ["--spark_master_url=spark://spark-host:7077", "--environment_type=DOCKER",
+                    "--environment_config=uvd:latest"],
+}
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_graph_serialises_for_remote_runners(runner: str, mini_corpus: Path, tmp_path: Path):
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", runner=runner,
+                        options=RUNNERS[runner])
+    text = path.read_text().replace("threads: 1", f"threads: 1\n  accelerator: '{GPU}'")
+    path.write_text(text)
+    config = load_config(str(path))
+    options = pipeline_options(config)
+    assert options.get_all_options()["runner"] == runner
+    if runner == "DataflowRunner":
+        assert options.view_as(GoogleCloudOptions).project == "uvd-demo"
+        assert options.view_as(SetupOptions).setup_file.endswith("pyproject.toml")
+        assert options.view_as(WorkerOptions).max_num_workers == 64
+    elif runner == "FlinkRunner":
+        assert options.view_as(FlinkRunnerOptions).flink_master == "flink-host:8081"
+        assert options.view_as(PortableOptions).environment_type == "DOCKER"
+    else:
+        assert options.view_as(SparkRunnerOptions).spark_master_url == "spark://spark-host:7077"
+
+    pipeline = beam.Pipeline(options=options)  # constructed, never run
+    build_graph(pipeline, config, set(), list_units(config))
+    proto = pipeline.to_runner_api()  # pickles every DoFn and coder
+    names = {t.unique_name: t for t in proto.components.transforms.values()}
+    assert any(n.endswith("Write shards") for n in names)
+    environments = proto.components.environments
+    with_gpu = sorted(n for n, t in names.items() if t.environment_id and GPU.encode() in
+                      environments[t.environment_id].resource_hints.values())
+    # the hint sits on the tokenize step's environment (where remote runners read it), nowhere else
+    assert with_gpu and all("Tokenize" in n for n in with_gpu), with_gpu
+    assert any(n.endswith("/Render") for n in names)
+    assert not any(n.endswith("/Render") for n in with_gpu)
+    # the proto reads back into a pipeline (what a job service does first)
+    again = beam.Pipeline.from_runner_api(proto, pipeline.runner, options)
+    assert again.to_runner_api().components.transforms.keys() == proto.components.transforms.keys()
