@@ -18,6 +18,7 @@ from trainer_shards import structured_sentences, write_shards
 from trainer import checkpoint as ckpt
 from trainer.config import VOCAB_SIZE, preset
 from trainer.fit import FitOptions, fit, learning_rate, main
+from trainer.losses import fused_linear_cross_entropy
 from trainer.model import LVMTransformer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +55,24 @@ def test_model_shapes_and_causal_mask():
     targets = torch.randint(0, 8192, (2, 12))
     expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
     assert torch.allclose(model.loss(ids, targets, chunk_tokens=5), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [5, 4096])
+def test_fused_cross_entropy_matches_autograd(chunk: int):
+    torch.manual_seed(0)
+    hidden = torch.randn(23, 16, requires_grad=True)
+    weight = torch.randn(40, 16, requires_grad=True)
+    targets = torch.randint(0, 40, (23,))
+    targets[[2, 11]] = -100
+    expected = torch.nn.functional.cross_entropy(hidden @ weight.T, targets)
+    grad_h, grad_w = torch.autograd.grad(2.5 * expected, (hidden, weight))
+    loss = fused_linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk)
+    got_h, got_w = torch.autograd.grad(2.5 * loss, (hidden, weight))
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert torch.allclose(got_h, grad_h, atol=1e-6) and torch.allclose(got_w, grad_w, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(fused_linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk), expected,
+                              atol=1e-6)
 
 
 def test_learning_rate_schedule():

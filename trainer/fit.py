@@ -34,6 +34,7 @@ import torch.distributed as dist
 from . import checkpoint as ckpt
 from .config import ModelConfig, preset
 from .data import MODES, TokenWindows, mixture_from_args
+from .losses import fused_linear_cross_entropy
 from .model import LVMTransformer
 
 LOG_NAME = "log.jsonl"
@@ -101,14 +102,17 @@ class FitOptions:
 
 class TrainingModel(LVMTransformer):
     """The LVM transformer whose `forward(inputs, targets)` is the chunked loss: DDP and FSDP2 hook
-    `forward`, so the loss must live there. Same parameter names as `LVMTransformer`."""
+    `forward`, so the loss must live there. The loss is `trainer.losses`' fused output-layer
+    cross-entropy (the same value as `LVMTransformer.loss`). Same parameter names as `LVMTransformer`."""
 
     chunk_tokens = 4096
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: Any = None) -> torch.Tensor:
         if targets is None:
             return super().forward(input_ids, cache)
-        return self.loss(input_ids, targets, chunk_tokens=self.chunk_tokens)
+        hidden = self.hidden_states(input_ids).flatten(0, 1)
+        return fused_linear_cross_entropy(hidden, self.lm_head.weight, targets.flatten(),
+                                          chunk_tokens=self.chunk_tokens)
 
 
 def learning_rate(step: int, options: FitOptions) -> float:
@@ -211,7 +215,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=options.lr, betas=(options.beta1, options.beta2), eps=options.eps,
-            fused=True if device.type == "cuda" and not (options.fsdp and env.world_size > 1) else None)
+            fused=None if options.fsdp and env.world_size > 1 else True)
         self.forward = torch.compile(self.runner) if options.compile else self.runner
         self.step = 0
         self.tokens_seen = 0
@@ -355,8 +359,11 @@ def _log(trainer: Trainer, record: dict[str, Any]) -> None:
         print(line, flush=True)
 
 
-def fit(options: FitOptions) -> dict[str, Any]:
-    """Train (or resume) and return the summary: losses of this run, tokens/s, MFU, last checkpoint."""
+def fit(options: FitOptions | dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) and return the summary: losses of this run, tokens/s, MFU, last checkpoint.
+    `options` may be a plain dict of `FitOptions` fields (e.g. from a build config)."""
+    if isinstance(options, dict):
+        options = FitOptions(**options)
     options.validate()
     kind = options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     env = init_distributed(kind)
