@@ -41,7 +41,8 @@ def list_checkpoints(out: str) -> list[tuple[int, str]]:
     found = []
     for name in os.listdir(root):
         path = os.path.join(root, name)
-        if name.startswith(PREFIX) and name[len(PREFIX):].isdigit() and os.path.isfile(os.path.join(path, "state.json")):
+        complete = os.path.isfile(os.path.join(path, "state.json"))
+        if name.startswith(PREFIX) and name[len(PREFIX):].isdigit() and complete:
             found.append((int(name[len(PREFIX):]), path))
     return sorted(found)
 

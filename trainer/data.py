@@ -24,6 +24,7 @@ same shards replays the identical batch sequence (exact resume).
 
 from __future__ import annotations
 
+import glob as globlib
 import json
 import math
 import os
@@ -174,9 +175,9 @@ class SentenceSource:
         self.paths = find_shards(entry.glob)
         if not self.paths:
             hint = ""
-            pattern = entry.glob if not os.path.isdir(entry.glob) else os.path.join(entry.glob, "**", "*" + ARROW_SUFFIX)
-            import glob as globlib
-
+            pattern = entry.glob
+            if os.path.isdir(pattern):
+                pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
             loose = [p for p in globlib.glob(pattern, recursive=True) if p.endswith(ARROW_SUFFIX)]
             if loose:
                 hint = (f" ({len(loose)} .arrow file(s) match but none has its {STATS_SUFFIX}: "
