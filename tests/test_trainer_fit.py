@@ -3,6 +3,7 @@ DDP and FSDP2 on CPU (gloo) against a single process, and the errors a user meet
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -110,8 +111,11 @@ def test_resume_replays_the_identical_losses(shards, tmp_path: Path):
     curve = json.loads((tmp_path / "split" / "losses.json").read_text())
     assert curve["loss"] == whole["losses"]
     # a finished run run again does nothing more
-    again = fit(_options(shards, tmp_path / "split", max_steps=6))
+    again = fit(dataclasses.asdict(_options(shards, tmp_path / "split", max_steps=6)))
     assert again["losses"] == [] and again["step"] == 6
+    # a fresh start must not mix with an earlier run's checkpoints
+    with pytest.raises(ValueError, match="holds checkpoints beyond the starting step 0"):
+        fit(_options(shards, tmp_path / "split", max_steps=6, resume="none"))
 
 
 def test_checkpoint_contents_and_pruning(shards, tmp_path: Path):

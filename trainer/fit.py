@@ -387,6 +387,10 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
     if resume_from:
         trainer.resume(resume_from)
     start_step = trainer.step
+    newer = [path for step, path in ckpt.list_checkpoints(options.out) if step > start_step]
+    if newer:
+        raise ValueError(f"{options.out} holds checkpoints beyond the starting step {start_step} ({', '.join(newer)}); "
+                         "they would mix with this run: use another --out, or remove them to roll back")
     if env.main:
         _trim_log(os.path.join(options.out, LOG_NAME), start_step)
     end = options.max_steps if options.stop_at is None else min(options.max_steps, options.stop_at)
@@ -481,7 +485,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--chunk-tokens", type=int, default=4096, help="tokens per logits chunk of the loss")
     p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--keep-checkpoints", type=int, default=3)
+    p.add_argument("--keep-checkpoints", type=int, default=3, help="newest checkpoints kept (0: all)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--resume", default="auto",
                    help="auto: the newest checkpoint in --out if any; none: start fresh; or a checkpoint folder")
