@@ -5,8 +5,9 @@ weights and batch.
 Ours: `trainer.fit.TrainingModel` (the LVM transformer with the fused chunked output-layer
 cross-entropy of `trainer.losses`), eager and under torch.compile (compile time on its own row).
 Baseline: `transformers.LlamaForCausalLM` (sdpa attention), its own loss (`labels` with
-`shift_labels`, so both models score the same targets), eager; the compiled HF model is reported
-for information. Both use the same optimizer (AdamW, fused where torch has it) and gradient clip,
+`shift_labels`, so both models score the same targets), eager. The target (>= 1.1x) is on the eager
+pair, the step `trainer.fit` runs by default; the compiled pairs (ours compiled vs HF eager and vs
+HF compiled) are reported for information. Both use the same optimizer (AdamW, fused where torch has it) and gradient clip,
 so the difference is the model step. Steps alternate between the variants, forward and reversed
 order each round, so machine load hits all alike; the median step time is the figure (best step in
 the note). The first-step losses of ours and HF are compared as a check that the work is the same.
@@ -27,6 +28,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Cold compile times: inductor's on-disk caches would make a second run's "compile" a cache load.
+os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")
+os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "0")
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -38,7 +43,7 @@ TARGET_SPEEDUP = 1.1
 TARGET_MFU = 0.45
 SEQ_LEN = 1024
 BATCH = 2
-ROUNDS = 8
+ROUNDS = 10
 # One intra-op thread by default: on a shared 2-core box two threads made every step 2-3x slower
 # and far noisier (OpenMP barriers wait for a descheduled thread). UVD_BENCH_THREADS overrides.
 THREADS = int(os.environ.get("UVD_BENCH_THREADS", "1"))
@@ -119,7 +124,9 @@ def step_rows(device: str) -> list[dict]:
     where = f"{device}, {THREADS} thread(s)" if device == "cpu" else device
     shape = f"tiny ({config.num_parameters() / 1e6:.1f}M), {BATCH}x{SEQ_LEN} tokens"
     rows = []
-    for ours_name, base_name, target in (("ours eager", "HF eager", True), ("ours compile", "HF eager", True),
+    # The target is on the step `trainer.fit` runs by default (eager); the compiled pairs are for
+    # information (on CPU, compiling adds little to either model once the loss is fused).
+    for ours_name, base_name, target in (("ours eager", "HF eager", True), ("ours compile", "HF eager", False),
                                          ("ours compile", "HF compile", False)):
         speedup = median[ours_name] / median[base_name]
         rows.append({
@@ -137,7 +144,7 @@ def step_rows(device: str) -> list[dict]:
     for name in ("ours compile", "HF compile"):
         rows.append({"metric": f"train step {shape}, {where}: {name} compile time (s)",
                      "ours": round(first_seconds[name], 1), "baseline": "", "speedup": "", "target": "reported",
-                     "met": True, "note": "first step including torch.compile (inductor)"})
+                     "met": True, "note": "first step including torch.compile (inductor), caches off"})
     return rows
 
 
