@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.uvd-installed
 SAMPLE_DIR ?= data/sample
 CONFIG ?= configs/sample.yaml
+# the output folder named in $(CONFIG)
+BUILD_DIR ?= build/sample
 
 TOKENIZER_DIR ?= tokenizer/weights/uvd-tiny
 # natural-image sources of the sample build: what the embedded tokenizer is trained on
@@ -27,8 +29,12 @@ $(STAMP): pyproject.toml
 sample: $(STAMP)
 	$(PY) -m uvd_pipeline sample $(SAMPLE_DIR)
 
+# The build, then a tiny transformer fitted on its token shards and prompted with held-out
+# sentences (loss curve and generations go into the report), then the report.
 build-uvd: sample
-	$(PY) -m uvd_pipeline build $(CONFIG) --replace-changed --report
+	$(PY) -m uvd_pipeline build $(CONFIG) --replace-changed
+	$(PY) -m trainer.demo $(BUILD_DIR) --steps 300 --seq-len 1024 --batch-size 2
+	$(PY) -m uvd_pipeline report $(BUILD_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow" -q
@@ -40,7 +46,7 @@ bench: sample
 	$(PY) benchmarks/run_all.py
 
 report: $(STAMP)
-	$(PY) -m uvd_pipeline report build/sample
+	$(PY) -m uvd_pipeline report $(BUILD_DIR)
 
 # Reproduces the embedded tokenizer (about 35 minutes on 2 CPU cores) and its held-out figures.
 # Plain autoencoder first, then the codebook is seeded from encoder outputs; no GAN phase: on two

@@ -137,3 +137,9 @@ def weights_hash(source: VQGAN | Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{key}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}\n".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+def embedded_checkpoint() -> str:
+    """The small tokenizer trained by `make tokenizer` on the sample corpus, shipped in the repo:
+    the build's default (`tokenizer.checkpoint: embedded`)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "uvd-tiny")

@@ -22,6 +22,7 @@ from uvd_pipeline.render import decode_png
 from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, write_bytes_atomic
 
 REPORT_DIR = "report"
+TRAINER_DIR = "trainer"  # written by `python -m trainer.demo` (the report only reads it)
 THUMB = 64
 LABEL_WIDTH = 260
 EXAMPLES_PER_REASON = 3
@@ -127,6 +128,55 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
             f"<p>Code frequencies, sorted, log scale:</p><img src=\"{section['usage_plot']}\" alt=\"usage\">{sample}")
 
 
+def trainer_section(output: str, report_dir: str) -> dict[str, Any] | None:
+    """The demo fit that `make build-uvd` ends with (`python -m trainer.demo`): its loss curve,
+    plotted here, and its generation strip, copied next to the page."""
+    demo_uri = fsio.join(output, TRAINER_DIR, "demo.json")
+    if not fsio.exists(demo_uri):
+        return None
+    demo = read_json(demo_uri)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3), dpi=100)
+    axis.plot(demo["curve"]["step"], demo["curve"]["loss"], linewidth=1)
+    axis.set_xlabel("step")
+    axis.set_ylabel("train loss (nats/token)")
+    axis.set_title(f"{demo['preset']} on this build's token shards")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png")
+    plt.close(figure)
+    write_bytes_atomic(fsio.join(report_dir, "trainer_loss.png"), buf.getvalue())
+    section = {k: demo[k] for k in ("preset", "parameters", "steps", "seq_len", "tokens_seen", "tokens_per_s",
+                                    "final_loss", "prompts", "legend")}
+    section["first_loss"] = demo["curve"]["loss"][0] if demo["curve"]["loss"] else None
+    section["loss_plot"] = "trainer_loss.png"
+    if demo.get("generation_png"):
+        strip = fsio.read_bytes(fsio.join(output, TRAINER_DIR, demo["generation_png"]))
+        write_bytes_atomic(fsio.join(report_dir, "trainer_generation.png"), strip)
+        section["generation"] = "trainer_generation.png"
+    return section
+
+
+def _trainer_html(section: dict[str, Any] | None) -> str:
+    if not section:
+        return ""
+    rate = f"{section['tokens_per_s']:,.0f} tokens/s" if section.get("tokens_per_s") else ""
+    prompts = _table(["sentence", "source", "kind", "task", "context images", "codes equal to truth"],
+                     [[p["sentence_id"], p["source"], p["kind"], p["task"], p["context_images"],
+                       f"{p['codes_equal_to_truth']:.3f}"] for p in section["prompts"]])
+    generation = (f"<p>{html.escape(section['legend'])}</p><img src=\"{section['generation']}\" alt=\"generation\">"
+                  if section.get("generation") else "")
+    return (f"<h2>Trainer</h2><p>{html.escape(section['preset'])} ({section['parameters'] / 1e6:.1f}M parameters), "
+            f"{section['steps']} steps of {section['seq_len']} tokens, {section['tokens_seen']:,} tokens seen, {rate}; "
+            f"loss {section['first_loss']:.3f} -> {section['final_loss']:.3f}.</p>"
+            f"<img src=\"{section['loss_plot']}\" alt=\"loss curve\">{prompts}{generation}")
+
+
 def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     source_rows = []
     for name, s in data["sources"].items():
@@ -163,6 +213,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h2>Contact sheets (one row per sentence, one sheet per kind and task)</h2>
 {sections}
 {_tokenizer_html(data.get("tokenizer"))}
+{_trainer_html(data.get("trainer"))}
 </body></html>
 """
 
@@ -271,6 +322,7 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
         sheets[title] = name
     data["contact_sheets"] = sheets
     data["tokenizer"] = tokenizer_section(output, report_dir)
+    data["trainer"] = trainer_section(output, report_dir)
     json_uri = fsio.join(report_dir, "report.json")
     html_uri = fsio.join(report_dir, "report.html")
     write_bytes_atomic(json_uri, json.dumps(data, indent=1, sort_keys=True).encode())

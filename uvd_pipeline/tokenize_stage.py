@@ -26,13 +26,6 @@ log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
 
 
-def embedded_checkpoint() -> str:
-    """The small tokenizer trained by `make tokenizer` on the sample corpus, shipped in the repo."""
-    import tokenizer
-
-    return os.path.join(os.path.dirname(tokenizer.__file__), "weights", "uvd-tiny")
-
-
 @dataclass(frozen=True)
 class TokenizeSettings:
     checkpoint: str
@@ -43,7 +36,11 @@ class TokenizeSettings:
 
     @property
     def path(self) -> str:
-        return embedded_checkpoint() if self.checkpoint == EMBEDDED else self.checkpoint
+        if self.checkpoint != EMBEDDED:
+            return self.checkpoint
+        from tokenizer.checkpoint import embedded_checkpoint  # torch loads only where it is needed
+
+        return embedded_checkpoint()
 
 
 def token_shard_path(output: str, source: str, split: str, stem: str) -> str:
