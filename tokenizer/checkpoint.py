@@ -37,15 +37,13 @@ def _preview(items: list[str]) -> str:
     return f"{head}, ... ({len(items)} in all)" if len(items) > _SHOW else head
 
 
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, object], source: str = "checkpoint") -> None:
-    """Raise `CheckpointError` naming missing keys, unexpected keys and shape mismatches."""
-    expected = model.state_dict()
-    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"  # type: ignore[union-attr]
-              for k, v in expected.items()
-              if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(v.shape)]
+def shape_problems(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Missing keys, unexpected keys and shape mismatches between two name -> shape maps, as
+    readable phrases (empty when they agree). Shared with the trainer's checkpoints."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(found[k])} vs model {tuple(v)}"
+              for k, v in expected.items() if k in found and tuple(found[k]) != tuple(v)]
     problems = []
     if missing:
         problems.append(f"missing keys: {_preview(missing)}")
@@ -53,6 +51,15 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, object], source
         problems.append(f"unexpected keys: {_preview(unexpected)}")
     if shapes:
         problems.append(f"shape mismatches: {_preview(shapes)}")
+    return problems
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, object], source: str = "checkpoint") -> None:
+    """Raise `CheckpointError` naming missing keys, unexpected keys and shape mismatches."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    found = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else expected.get(k, ()) for k, v in state.items()}
+    problems = shape_problems(expected, found)
     if not_tensors:
         problems.append(f"values that are not tensors: {_preview(not_tensors)}")
     if problems:

@@ -116,24 +116,9 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
 def check_state_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, torch.Tensor],
                        where: str) -> None:
     """Raise naming every missing, unexpected and differently shaped tensor."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = [f"{k}: checkpoint {tuple(found[k].shape)} vs model {tuple(expected[k])}"
-             for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k])]
-    if not (missing or unexpected or wrong):
-        return
+    from .checkpoint_io import check_shapes
 
-    def listed(items: list[str]) -> str:
-        return "; ".join(items[:8]) + (f"; ... ({len(items)} in all)" if len(items) > 8 else "")
-
-    parts = []
-    if wrong:
-        parts.append(f"shapes differ: {listed(wrong)}")
-    if missing:
-        parts.append(f"missing from the checkpoint: {listed(missing)}")
-    if unexpected:
-        parts.append(f"not in the model: {listed(unexpected)}")
-    raise ValueError(f"{where} does not fit the model: " + " | ".join(parts))
+    check_shapes(expected, {k: tuple(v.shape) for k, v in found.items()}, where)
 
 
 def load_model(path: str, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -250,18 +250,12 @@ def _preview(items: list[str]) -> str:
 def check_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]],
                  source: str, tied: bool = False) -> None:
     """Raise `CheckpointError` naming missing / unexpected keys and differing shapes."""
+    from tokenizer.checkpoint import shape_problems
+
     found = {k: v for k, v in found.items() if not IGNORED_KEYS.search(k)}
-    missing = [k for k in expected if k not in found and not (tied and k == "lm_head.weight")]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k}: checkpoint {found[k]} vs model {v}" for k, v in expected.items()
-              if k in found and tuple(found[k]) != tuple(v)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_preview(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_preview(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatches: {_preview(shapes)}")
+    if tied and "lm_head.weight" not in found:
+        expected = {k: v for k, v in expected.items() if k != "lm_head.weight"}
+    problems = shape_problems(expected, found)
     if problems:
         raise CheckpointError(f"{source} does not match its config: " + "; ".join(problems))
 
