@@ -153,11 +153,13 @@ def test_mixture_spec_parsing(tmp_path: Path):
     assert parse_data_arg("gs://bucket/t/*.arrow") == MixtureEntry("gs://bucket/t/*.arrow", 1.0)
     assert parse_data_arg("c:/t/x.arrow") == MixtureEntry("c:/t/x.arrow", 1.0)
     spec = tmp_path / "mix.yaml"
-    spec.write_text("split: val\ndata:\n  - glob: a/*.arrow\n    weight: 2\n  - b/*.arrow:0.5\n")
+    spec.write_text("split: val\ndata:\n  - glob: a/*.arrow\n    weight: 2\n  - /abs/b/*.arrow:0.5\n")
     mixture = mixture_from_args([str(spec)])
-    assert mixture == Mixture((MixtureEntry("a/*.arrow", 2.0), MixtureEntry("b/*.arrow", 0.5)), split="val")
+    # relative globs in a file are relative to the file, absolute ones stay
+    assert mixture == Mixture((MixtureEntry(f"{tmp_path}/a/*.arrow", 2.0), MixtureEntry("/abs/b/*.arrow", 0.5)),
+                              split="val")
     (tmp_path / "mix.json").write_text(json.dumps([{"glob": "c/*.arrow"}]))
-    assert mixture_from_args([str(tmp_path / "mix.json")]).entries == (MixtureEntry("c/*.arrow"),)
+    assert mixture_from_args([str(tmp_path / "mix.json")]).entries == (MixtureEntry(f"{tmp_path}/c/*.arrow"),)
     with pytest.raises(ValueError, match="positive"):
         parse_data_arg("a/*.arrow:0")
 

@@ -89,7 +89,8 @@ def parse_data_arg(value: str) -> MixtureEntry:
 
 def load_mixture_file(path: str) -> Mixture:
     """A YAML or JSON mixture: `{split: train, data: [{glob: ..., weight: ...}, ...]}` or just the list.
-    Globs are taken relative to the current directory, as on the command line."""
+    Relative globs are taken relative to the file's folder, so a build's `mixture.yaml` works from
+    anywhere (as relative paths in a build config do)."""
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     if path.endswith(".json"):
@@ -109,11 +110,14 @@ def load_mixture_file(path: str) -> Mixture:
     entries = []
     for item in items:
         if isinstance(item, str):
-            entries.append(parse_data_arg(item))
+            entry = parse_data_arg(item)
         elif isinstance(item, dict) and "glob" in item:
-            entries.append(MixtureEntry(str(item["glob"]), float(item.get("weight", 1.0))))
+            entry = MixtureEntry(str(item["glob"]), float(item.get("weight", 1.0)))
         else:
             raise ValueError(f"{path}: mixture entry {item!r} has no 'glob'")
+        if "://" not in entry.glob and not os.path.isabs(entry.glob):
+            entry = MixtureEntry(os.path.join(os.path.dirname(os.path.abspath(path)), entry.glob), entry.weight)
+        entries.append(entry)
     return Mixture(tuple(entries), _split_value(split))
 
 
@@ -304,6 +308,8 @@ class TokenWindows:
         self._source_states = [_SourceState() for _ in self.sources]
         self._cursor = _Cursor()
         self.windows = 0  # global windows consumed (all ranks)
+        # packed tokens taken from each mixture entry since this loader started: the realised mix
+        self.tokens_drawn = np.zeros(len(self.sources), np.int64)
 
     def fingerprint(self) -> dict[str, Any]:
         """What a saved state is only valid for: the same sentences in the same order, same packing."""
@@ -390,6 +396,7 @@ class TokenWindows:
                 self._next_sentence()
                 continue
             n = min(count - filled, self._cursor.length - self._cursor.offset)
+            self.tokens_drawn[self._cursor.source] += n
             if out is not None:
                 self._copy(out[filled:filled + n], self._cursor.offset, n)
             self._cursor.offset += n

@@ -242,6 +242,8 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         sources[name]["type"] = types.get(name, "?")
     from uvd_pipeline.tokenize_stage import summarize_tokens
 
+    tokens = summarize_tokens(output, config_hash)
+    mixture = write_mixture(config, tokens, {name: s["by_kind"] for name, s in sources.items()})
     summary = {
         "format_version": FORMAT_VERSION,
         "config_hash": config_hash,
@@ -255,7 +257,8 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "shards": len(shards),
         },
         "sources": sources,
-        "tokens": summarize_tokens(output),
+        "tokens": tokens,
+        "mixture": mixture,
         "shards": [
             {**{k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "images", "rejects",
                                       "tar_sha256")}, "by_kind_task": stats.get("by_kind_task", {})}
@@ -271,6 +274,23 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
     }
     write_bytes_atomic(fsio.join(output, SUMMARY_FILE), json.dumps(summary, indent=1, sort_keys=True).encode())
     return summary
+
+
+def write_mixture(config: BuildConfig, tokens: dict[str, Any], kinds: dict[str, dict[str, int]]) -> dict | None:
+    """Plan the asked token mix over the train token shards and write the trainer's `mixture.yaml`."""
+    import yaml
+
+    from uvd_pipeline.mixture import MIXTURE_FILE, mixture_spec, plan_mixture, source_tokens
+
+    available = source_tokens(tokens, kinds)
+    if not available:
+        return None
+    m = config.mixture
+    plan = plan_mixture(available, m.groups, m.sources, bos_eos=m.mode == "paper")
+    spec = mixture_spec(plan)
+    text = "# trainer mixture of this build: python -m trainer.fit --data <this file> --mode " + m.mode + "\n"
+    write_bytes_atomic(fsio.join(config.output, MIXTURE_FILE), (text + yaml.safe_dump(spec, sort_keys=False)).encode())
+    return plan
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -162,6 +162,25 @@ def trainer_section(output: str, report_dir: str) -> dict[str, Any] | None:
     return section
 
 
+def _mixture_html(plan: dict[str, Any] | None) -> str:
+    """The asked token mix next to what the trainer draws with `mixture.yaml` and what the data
+    holds (train split, packed tokens)."""
+    if not plan:
+        return ""
+    pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
+    groups = _table(["group", "asked", "effective", "natural"],
+                    [[g, pct(v["asked"]), pct(v["effective"]), pct(v["natural"])] for g, v in plan["groups"].items()])
+    sources = _table(["source", "group", "train tokens", "weight", "effective", "natural", "upsampling"],
+                     [[n, v["group"], f"{v['tokens']:,}", f"{v['weight']:.4g}", pct(v["effective_share"]),
+                       pct(v["natural_share"]), f"{v['upsampling']:.2f}x" if v.get("upsampling") else ""]
+                      for n, v in plan["sources"].items()])
+    absent = (f"<p>Asked for but absent from this build (their share went to the others): "
+              f"{html.escape(', '.join(plan['absent_groups']))}.</p>" if plan.get("absent_groups") else "")
+    return (f"<h2>Token mix</h2><p>Train with <code>python -m trainer.fit --data mixture.yaml</code>: the "
+            f"trainer draws sentences with these weights, which give the effective token shares.</p>"
+            f"{groups}{absent}{sources}")
+
+
 def _trainer_html(section: dict[str, Any] | None) -> str:
     if not section:
         return ""
@@ -213,6 +232,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h2>Contact sheets (one row per sentence, one sheet per kind and task)</h2>
 {sections}
 {_tokenizer_html(data.get("tokenizer"))}
+{_mixture_html(data.get("mixture"))}
 {_trainer_html(data.get("trainer"))}
 </body></html>
 """

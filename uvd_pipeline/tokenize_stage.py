@@ -117,8 +117,9 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str) ->
     return {**written, "skipped": False}
 
 
-def summarize_tokens(output: str) -> dict[str, Any]:
-    """Token totals per source from the committed token stats (for the build summary)."""
+def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, Any]:
+    """Token totals per source (and per split) from the committed token stats, for the build
+    summary; with `config_hash`, shards of another configuration are left out."""
     root = fsio.join(output, TOKENS_DIR)
     if not fsio.exists(root):
         return {}
@@ -128,12 +129,19 @@ def summarize_tokens(output: str) -> dict[str, Any]:
         if ".tmp-" in uri:
             continue
         stats = json.loads(fsio.read_bytes(uri))
-        source = uri.rstrip("/").split("/")[-3]
-        entry = per_source.setdefault(source, {"shards": 0, "sentences": 0, "images": 0, "tokens": 0})
+        if config_hash is not None and stats.get("config_hash") not in (None, config_hash):
+            continue
+        *_, source, split, _ = uri.rstrip("/").split("/")
+        entry = per_source.setdefault(source, {"shards": 0, "sentences": 0, "images": 0, "tokens": 0,
+                                               "by_split": {}})
+        split_entry = entry["by_split"].setdefault(split, {"sentences": 0, "images": 0, "tokens": 0})
         entry["shards"] += 1
         for key in ("sentences", "images", "tokens"):
             entry[key] += int(stats.get(key, 0))
+            split_entry[key] += int(stats.get(key, 0))
         tokenizers.add((stats.get("tokenizer_name"), stats.get("tokenizer_hash")))
+    for entry in per_source.values():
+        entry["by_split"] = dict(sorted(entry["by_split"].items()))
     return {"sources": dict(sorted(per_source.items())),
             "tokenizers": [{"name": n, "weights_hash": h} for n, h in sorted(tokenizers)]}
 
