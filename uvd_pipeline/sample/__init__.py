@@ -18,7 +18,7 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 MANIFEST = "MANIFEST.json"
 
 

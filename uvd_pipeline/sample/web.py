@@ -3,7 +3,9 @@
 Per shard NNNNN: `NNNNN.tar` with `{key}.jpg|png|webp`, `{key}.txt`, `{key}.json`; `NNNNN.parquet`
 with one row per attempted URL; `NNNNN_stats.json`. The images are crops and rescales of the
 real bundled photos in many sizes, aspect ratios, formats and colour modes, and a few broken
-entries so that a default build exercises every reject path.
+entries so that a default build exercises every reject path. A few entries of the last shard
+are planted duplicates, as web crawls hold them (`PLANTED`): a byte copy of an earlier image, a
+lossy re-encode, a slightly downscaled copy, and a byte copy of an ImageNet val image.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ BROKEN = {
     (1, 30): "corrupt_header",
     (2, 11): "decompression_bomb",
     (2, 40): "caption_only",
+}
+# Planted duplicates: (shard, index) -> (how, what of). The originals are entries written earlier
+# (shard, index), or an ImageNet val image (class index, val index).
+PLANTED = {
+    (2, 50): ("byte_copy", (0, 1)),
+    (2, 51): ("reencoded", (0, 20)),
+    (2, 52): ("downscaled", (1, 14)),
+    (2, 53): ("imagenet_val_copy", (2, 5)),
 }
 
 
@@ -140,11 +150,35 @@ def _broken(kind: str, rng: np.random.Generator) -> tuple[bytes | None, str]:
     raise KeyError(kind)
 
 
+def _planted(how: str, of: tuple[int, int], written: dict[tuple[int, int], tuple[bytes, str, np.ndarray]],
+             seed: int) -> tuple[bytes, str, np.ndarray]:
+    """A duplicate of an earlier entry (or of an ImageNet val image): bytes, extension, pixels."""
+    if how == "imagenet_val_copy":
+        from uvd_pipeline.sample import imagenet
+
+        pixels, data = imagenet.val_jpeg(seed, *of)
+        return data, "jpg", pixels
+    data, ext, pixels = written[of]
+    if how == "byte_copy":
+        return data, ext, pixels
+    buf = io.BytesIO()
+    if how == "reencoded":
+        Image.fromarray(pixels).save(buf, "JPEG", quality=55)
+        return buf.getvalue(), "jpg", pixels
+    if how == "downscaled":
+        h, w = pixels.shape[:2]
+        smaller = cv2.resize(pixels, (round(w * 0.85), round(h * 0.85)), interpolation=cv2.INTER_AREA)
+        Image.fromarray(smaller).save(buf, "JPEG", quality=90)
+        return buf.getvalue(), "jpg", smaller
+    raise KeyError(how)
+
+
 def write(root: str, seed: int = 0) -> dict:
     """Write the img2dataset-style corpus under `root`; returns counts for the corpus README."""
     os.makedirs(root, exist_ok=True)
     photos = [name for name, _, _ in media.PHOTOS]
-    counts = {"images": 0, "broken": 0, "failed_downloads": 0, "large": 0}
+    counts = {"images": 0, "broken": 0, "failed_downloads": 0, "large": 0, "planted_duplicates": 0}
+    written: dict[tuple[int, int], tuple[bytes, str, np.ndarray]] = {}
     for shard in range(SHARDS):
         rows: list[dict] = []
         tar_path = os.path.join(root, f"{shard:05d}.tar")
@@ -157,14 +191,23 @@ def write(root: str, seed: int = 0) -> dict:
                 caption = f"a photo of {name.replace('_', ' ')} (crop {global_index})"
                 url = f"{URL_ROOT}/{key}.jpg"
                 broken = BROKEN.get((shard, index))
+                planted = PLANTED.get((shard, index))
                 width = height = original_width = original_height = None
                 if broken:
                     data, ext = _broken(broken, rng)
                     counts["broken"] += 1
                     description = broken
+                elif planted:
+                    data, ext, pixels = _planted(*planted, written, seed)
+                    description = f"duplicate: {planted[0]} of {planted[1]}"
+                    original_height, original_width = pixels.shape[:2]
+                    width, height = original_width, original_height
+                    counts["images"] += 1
+                    counts["planted_duplicates"] += 1
                 else:
                     pixels = _crop_and_scale(rng, media.photo(name), global_index)
                     data, ext, description = _encode(rng, pixels, global_index)
+                    written[(shard, index)] = (data, ext, pixels)
                     original_height, original_width = pixels.shape[:2]
                     width, height = original_width, original_height
                     counts["images"] += 1
