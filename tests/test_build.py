@@ -26,7 +26,9 @@ def _sentences(output: Path):
 def test_mini_build_counts_and_reject_reasons(mini_build):
     config, summary = mini_build
     sources = summary["sources"]
-    assert sources["web"]["sentences"] == 70  # 72 entries, one truncated, one corrupt header
+    # 72 entries: one truncated, one corrupt header, and three near duplicates (dropped: one of
+    # another web image, two of ImageNet train images, whose keys rank first)
+    assert sources["web"]["sentences"] == 67
     assert sources["inet"]["by_split"] == {"train": {"sentences": 4, "images": 64},
                                            "val": {"sentences": 2, "images": 32}}
     assert sources["clips"]["sentences"] == 3
@@ -36,11 +38,13 @@ def test_mini_build_counts_and_reject_reasons(mini_build):
         for reason, n in s["rejects_by_reason"].items():
             reasons[reason] += n
     assert dict(reasons) == {"truncated": 2, "corrupt_header": 1, "failed_to_download": 2,
-                             "remainder_dropped": 10, "too_few_frames": 1, "unreadable": 1}
+                             "remainder_dropped": 8, "too_few_frames": 1, "unreadable": 1,
+                             "duplicate_near": 5}
+    assert sources["web"]["rejects_by_reason"]["duplicate_near"] == 3
     rejects = [json.loads(line) for line in (Path(config.output) / "rejects.jsonl").read_text().splitlines()]
-    assert len(rejects) == summary["totals"]["rejects"] == 17
+    assert len(rejects) == summary["totals"]["rejects"] == 20
     assert all(set(r) == {"key", "source", "stage", "reason", "detail"} for r in rejects)
-    assert {r["stage"] for r in rejects} == {"download", "decode", "assemble", "plan"}
+    assert {r["stage"] for r in rejects} == {"download", "decode", "assemble", "plan", "dedup"}
 
 
 def test_shards_read_back_with_webdataset(mini_build):
@@ -188,7 +192,7 @@ def test_cli_end_to_end_with_report(mini_corpus, tmp_path):
     assert proc.returncode == 0, log
     assert "report:" in log and "rejects by reason:" in log
     report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
-    assert report["totals"]["sentences"] == 70 + 6 + 3
+    assert report["totals"]["sentences"] == 67 + 6 + 3
     assert (tmp_path / "out" / "report" / "report.html").exists()
     missing = _cli("report", str(tmp_path / "nothing"))
     log, _ = missing.communicate(timeout=120)

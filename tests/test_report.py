@@ -19,8 +19,9 @@ def test_report_counts_and_sheets(mini_build):
     paths = write_report(config.output, max_sentences_per_group=2)
     data = json.loads(Path(paths["json"]).read_text())
     assert data["totals"] == summary["totals"]
-    assert data["sentences_by_kind"] == {"category": 6, "image": 70, "video": 3}
-    assert data["rejects_by_reason"]["remainder_dropped"] == 10
+    assert data["sentences_by_kind"] == {"category": 6, "image": 67, "video": 3}
+    assert data["rejects_by_reason"]["remainder_dropped"] == 8
+    assert data["rejects_by_reason"]["duplicate_near"] == 5
     assert data["reject_examples"]["too_few_frames"][0]["key"].startswith("clips-short_10f")
     page = Path(paths["html"]).read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
@@ -29,7 +30,7 @@ def test_report_counts_and_sheets(mini_build):
     for name in images:
         with Image.open(report_dir / name) as sheet:
             sheet.verify()
-    assert data["sentences_by_task"] == {"category": 6, "image": 70, "video": 3}
+    assert data["sentences_by_task"] == {"category": 6, "image": 67, "video": 3}
     sheet = np.asarray(Image.open(report_dir / "contact_video.png").convert("RGB"))
     assert sheet.shape[0] == 2 * (THUMB + 4)  # one row per sentence
     # the first thumbnail of the first row is the first frame of the first video sentence

@@ -240,6 +240,11 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
     types = {s.name: s.type for s in config.sources}
     for name in sources:
         sources[name]["type"] = types.get(name, "?")
+    from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES, duplicate_counts
+
+    for entry in sources.values():
+        if config.dedup.enabled and entry["type"] in DEDUP_SOURCE_TYPES:
+            entry["duplicates"] = duplicate_counts(entry["rejects_by_reason"], entry["images"], entry["rejects"])
     from uvd_pipeline.tokenize_stage import summarize_tokens
 
     tokens = summarize_tokens(output, config_hash)
@@ -310,6 +315,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         reasons.update(s["rejects_by_reason"])
     if reasons:
         lines.append("rejects by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
+    duplicates = [f"{name} {d['exact']} exact + {d['near']} near of {d['inputs']} ({100 * d['rate']:.1f}%)"
+                  for name, s in summary["sources"].items() if (d := s.get("duplicates"))]
+    if duplicates:
+        lines.append("duplicates dropped: " + ", ".join(duplicates))
     tokens = summary.get("tokens") or {}
     if tokens.get("sources"):
         total = sum(s["tokens"] for s in tokens["sources"].values())

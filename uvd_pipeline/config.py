@@ -16,10 +16,12 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from transforms.phash import probes_per_band
 from transforms.resize import RESIZE_POLICIES
 
 FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 
 
 class ConfigError(ValueError):
@@ -205,6 +207,37 @@ class BeamConfig(Strict):
         return value
 
 
+class DedupConfig(Strict):
+    """Deduplication of image units (web and class images) across all sources; see
+    `uvd_pipeline.dedup` for the scope, the fingerprints and which copy is kept."""
+
+    enabled: bool = Field(True, description="drop duplicate web and class images before sentences are made")
+    exact: bool = Field(True, description="drop copies whose rendered pixels are identical (sha256)")
+    near: bool = Field(True, description="drop copies whose 64-bit pHash is within hamming_threshold bits")
+    hamming_threshold: int = Field(6, ge=0, le=32, description="largest pHash Hamming distance of a near copy")
+    bands: int = Field(4, ge=1, le=64, description="pHash bands of the near-duplicate index (a divisor of 64)")
+
+    @field_validator("bands")
+    @classmethod
+    def _divides_64(cls, value: int) -> int:
+        if 64 % value:
+            raise ValueError(f"must divide 64 (1, 2, 4, 8, 16, 32 or 64), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _usable(self) -> "DedupConfig":
+        if self.enabled and not (self.exact or self.near):
+            raise ValueError("enabled, but neither exact nor near is on; set dedup.enabled: false instead")
+        if self.enabled and self.near:
+            probes = self.bands * probes_per_band(self.hamming_threshold, self.bands)
+            if probes > MAX_DEDUP_PROBES:
+                raise ValueError(
+                    f"bands {self.bands} with hamming_threshold {self.hamming_threshold} make every "
+                    f"image look up {probes} index buckets (at most {MAX_DEDUP_PROBES}); use more bands (each band "
+                    f"may then differ by hamming_threshold // bands bits)")
+        return self
+
+
 class TokenizerConfig(Strict):
     enabled: bool = Field(True, description="write Arrow token shards after the rendered shards")
     checkpoint: str = Field("embedded", min_length=1, description="'embedded' (the repo's small tokenizer) or a "
@@ -225,6 +258,7 @@ class BuildConfig(Strict):
     image: ImageConfig = ImageConfig()
     split: SplitConfig = SplitConfig()
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
+    dedup: DedupConfig = DedupConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     beam: BeamConfig = BeamConfig()
 

@@ -4,6 +4,11 @@
                       |                    |                   |                   +--> shards
                       +------ rejects -----+------ rejects ----+--- rejects -------+
 
+With deduplication on (`dedup` in the config), web and class images meet in one Dedup step
+between Render and Assemble, across all such sources: duplicates leave as rejects
+(`duplicate_exact`, `duplicate_near`) naming their kept twin, and class sentences are cut from
+the images that survive (see `uvd_pipeline.dedup`).
+
 Every stage sends what it cannot use to a tagged `rejects` output with a reason; rejects are
 written next to the sentences of the shard their key hashes to, so a shard commits its
 sentences and its rejects together and a resumed build neither loses nor repeats either.
@@ -33,7 +38,22 @@ from sources.records import (
     VideoClipRecord,
     safe_key,
 )
+from sources import fsio
+from transforms.phash import band_probes
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
+from uvd_pipeline.dedup import (
+    DEDUP_SOURCE_TYPES,
+    FINGERPRINTS_SUFFIX,
+    PERSISTED_TYPES,
+    DedupSettings,
+    Fingerprint,
+    Twin,
+    choose_twin,
+    duplicate_reject,
+    exact_group,
+    near_bucket,
+    parse_fingerprint_lines,
+)
 from uvd_pipeline.keys import shard_of, stable_hash
 from uvd_pipeline.render import RenderSettings, render_clip, render_image
 from uvd_pipeline.render_annotated import render_annotated_clip, render_multiview, render_pair, render_tuple
@@ -130,13 +150,18 @@ class Render(beam.DoFn):
     """Decode, resize and draw. Whole sentences (web images, clips, objects) go to the main
     output; units that still need grouping (class images, pairs, tuples) to `units`."""
 
-    def __init__(self, settings: RenderSettings, web_images: bool) -> None:
+    def __init__(self, settings: RenderSettings, web_images: bool, fingerprint: bool = False) -> None:
         self.settings = settings
         self.web_images = web_images  # an ImageRecord is a whole one-image sentence
+        self.fingerprint = fingerprint  # image units carry their dedup fingerprint
 
     def process(self, record) -> Iterator[Any]:
         try:
-            result: Any = RENDERERS[type(record)](record, self.settings)
+            result: Any
+            if self.fingerprint and isinstance(record, ImageRecord):
+                result = render_image(record, self.settings, fingerprint=True)
+            else:
+                result = RENDERERS[type(record)](record, self.settings)
             if self.web_images and isinstance(result, RenderedUnit):
                 result = image_sentence(result)
         except Exception as exc:  # decoders can fail in ways no reason code foresaw
@@ -218,6 +243,114 @@ class AssembleGroups(beam.PTransform):
         return sentences.sentences, rejects
 
 
+TWINS = "twins"
+
+
+def _exact(item: tuple[str, Iterable[Fingerprint]]) -> Iterator[Any]:
+    best, twins = exact_group(item[1])
+    yield best
+    for twin in twins:
+        yield TaggedOutput(TWINS, twin)
+
+
+def _probes(entry: Fingerprint, settings: DedupSettings) -> Iterator[tuple[tuple[int, int], tuple[bool, Fingerprint]]]:
+    for band, value, stored in band_probes(entry.phash, settings.bands, settings.threshold):
+        yield (band, value), (stored, entry)
+
+
+def _mark_twins(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[str, tuple[Twin, bool]]]:
+    """Each twin record, keyed by the unit it would drop, with whether its twin is dropped too."""
+    _, grouped = item
+    twin_dropped = any(True for _ in grouped["dropped"])
+    for twin in grouped["as_twin"]:
+        yield twin.key, (twin, twin_dropped)
+
+
+def _decide(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
+    key, grouped = item
+    units = list(grouped["unit"])
+    candidates = list(grouped["twins"])
+    if not candidates:
+        yield from units
+        return
+    twin, twin_dropped = choose_twin(candidates)
+    if not units:
+        if twin.committed:  # decided in an earlier run; its reject is already in a committed shard
+            return
+        raise IncompleteGroupError(f"unit {key} was fingerprinted but never arrived at the dedup decision")
+    for unit in units:
+        _count(unit.source, f"rejects.{twin.reason}")
+        yield TaggedOutput(REJECTS, duplicate_reject(unit.key, unit.group, twin, twin_dropped))
+
+
+def _read_fingerprints(uri: str) -> Iterator[Fingerprint]:
+    if fsio.exists(uri):  # a committed shard holding only rejects of unrendered records has none
+        yield from parse_fingerprint_lines(fsio.read_text(uri))
+
+
+class Deduplicate(beam.PTransform):
+    """Drop duplicate image units across sources (see `uvd_pipeline.dedup`).
+
+    Input: (rendered units carrying fingerprints, fingerprints read back from committed shards).
+    Exact: a GroupByKey on the pixels' sha256; each group's best-ranked member goes on to the
+    near search. Near: a GroupByKey on (band index, band value) of the pHash, every entry stored
+    under its own band values and probing the values within `threshold // bands` bits, so every
+    pair within the threshold shares a bucket and is compared in full there. Each twin record is
+    then told whether its twin is itself dropped, and a final join on the unit key decides.
+    Outputs the kept units (main) and the duplicates as rejects.
+    """
+
+    def __init__(self, settings: DedupSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def expand(self, inputs):
+        units, committed = inputs
+        settings = self.settings
+        entries = (units | "Fingerprints" >> beam.Map(lambda u: u.fingerprint),
+                   committed) | "All fingerprints" >> beam.Flatten()
+        twin_parts = []
+        if settings.exact:
+            exact = (
+                entries
+                | "By pixels" >> beam.Map(lambda e: (e.sha256, e))
+                | "Exact groups" >> beam.GroupByKey()
+                | "Exact twins" >> beam.FlatMap(_exact).with_outputs(TWINS, main="best")
+            )
+            twin_parts.append(exact[TWINS])
+            entries = exact.best
+        if settings.near:
+            twin_parts.append(
+                entries
+                | "Band probes" >> beam.FlatMap(_probes, settings)
+                | "By band" >> beam.GroupByKey()
+                | "Near twins" >> beam.FlatMap(lambda item, t: near_bucket(item[1], t), settings.threshold)
+            )
+        twins = twin_parts | "All twins" >> beam.Flatten()
+        dropped = (twins | "Dropped keys" >> beam.Map(lambda t: t.key)
+                   | "Count twins" >> beam.combiners.Count.PerElement())
+        marked = (
+            {"as_twin": twins | "By twin" >> beam.Map(lambda t: (t.twin, t)), "dropped": dropped}
+            | "Twin kept?" >> beam.CoGroupByKey()
+            | "Mark twins" >> beam.FlatMap(_mark_twins)
+        )
+        decided = (
+            {"unit": units | "Units by key" >> beam.Map(lambda u: (u.key, u)), "twins": marked}
+            | "Join decisions" >> beam.CoGroupByKey()
+            | "Decide" >> beam.FlatMap(_decide).with_outputs(REJECTS, main="kept")
+        )
+        return decided.kept, decided[REJECTS]
+
+
+def committed_fingerprints(pipeline: beam.Pipeline, config: BuildConfig, done: frozenset, names: set[str]):
+    """Fingerprints of the units in shards an earlier run committed (their records are skipped)."""
+    uris = sorted(ShardAddress(*address).path(config.output, FINGERPRINTS_SUFFIX)
+                  for address in done if address[0] in names)
+    return (pipeline
+            | "Committed fingerprint files" >> beam.Create(uris, reshuffle=False)
+            | "Read committed fingerprints" >> beam.FlatMap(_read_fingerprints))
+
+
 class WriteShard(beam.DoFn):
     def __init__(self, output: str, config_hash: str, router: ShardRouter, image_size: int) -> None:
         self.output = output
@@ -280,9 +413,12 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
     done_keys = frozenset(tuple(a) for a in done)
     sentence_parts = []
     reject_parts = []
+    dedup_units = {}  # source -> its rendered image units, before deduplication
+    dedup_types = DEDUP_SOURCE_TYPES if config.dedup.enabled else ()
     for source_config in config.enabled_sources:
         name = source_config.name
         web_images = source_config.type == "laion"
+        deduplicated = source_config.type in dedup_types
         source = make_source(source_config, config.seed)
         source_units = units_by_source[name]
         log.info("%s: %d work units", name, len(source_units))
@@ -296,15 +432,43 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
         rendered = (
             read.records
             | f"{name}/Spread records" >> beam.Reshuffle()
-            | f"{name}/Render" >> beam.ParDo(Render(settings, web_images))
+            | f"{name}/Render" >> beam.ParDo(Render(settings, web_images and not deduplicated, deduplicated))
             .with_outputs(REJECTS, UNITS, main="sentences")
         )
         reject_parts += [read[REJECTS], rendered[REJECTS]]
         sentence_parts.append(rendered.sentences)
         lengths = units_per_sentence(source_config)
-        if lengths:
+        if deduplicated:
+            dedup_units[name] = rendered[UNITS]  # assembled after deduplication, below
+        elif lengths:
             sentences, rejects = rendered[UNITS] | f"{name}/Assemble" >> AssembleGroups(
                 name, lengths, getattr(source_config, "remainder", "drop"), config.seed
+            )
+            sentence_parts.append(sentences)
+            reject_parts.append(rejects)
+
+    shard_parts = []
+    if dedup_units:
+        sources = {s.name: s for s in config.enabled_sources}
+        names = sorted(dedup_units)
+        persisted = {n for n in names if sources[n].type in PERSISTED_TYPES}
+        units = [dedup_units[n] for n in names] | "Dedup/Units" >> beam.Flatten()
+        kept, rejects = (units, committed_fingerprints(pipeline, config, done_keys, persisted)) | "Dedup" >> (
+            Deduplicate(DedupSettings.from_config(config.dedup)))
+        reject_parts.append(rejects)
+        # each web image's fingerprint is committed with its shard, for a resumed build's index
+        shard_parts.append(
+            units
+            | "Dedup/Persisted" >> beam.Filter(lambda u, keep: u.source in keep, persisted)
+            | "Address fingerprints" >> beam.Map(
+                lambda u: (router.address(u.source, u.split, u.key), u.fingerprint)))
+        by_source = kept | "Dedup/By source" >> beam.Partition(lambda u, n: names.index(u.source), len(names))
+        for index, name in enumerate(names):
+            if sources[name].type == "laion":
+                sentence_parts.append(by_source[index] | f"{name}/Image sentences" >> beam.Map(image_sentence))
+                continue
+            sentences, rejects = by_source[index] | f"{name}/Assemble" >> AssembleGroups(
+                name, units_per_sentence(sources[name]), getattr(sources[name], "remainder", "drop"), config.seed
             )
             sentence_parts.append(sentences)
             reject_parts.append(rejects)
@@ -314,6 +478,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
     items = (
         sentences | "Address sentences" >> beam.Map(lambda s: (router.of_sentence(s), s)),
         rejects | "Address rejects" >> beam.Map(lambda r: (router.of_reject(r), r)),
+        *shard_parts,
     ) | "Shard items" >> beam.Flatten()
     # Every shard also gets its item count through a separate combine, so the writer can refuse
     # to commit a shard that arrives incomplete (we saw the local multi-process runner drop

@@ -10,7 +10,9 @@ import numpy as np
 from sources.records import ImageRecord, Reject, VideoClipRecord
 from sources.video import VideoError, read_clip_frames
 from transforms.decode import DecodeError, load_image
+from transforms.phash import phash64, pixel_sha256
 from transforms.resize import fit_image
+from uvd_pipeline.dedup import Fingerprint
 from uvd_pipeline.keys import split_of
 from uvd_pipeline.sentences import RenderedUnit, Sentence
 
@@ -52,7 +54,8 @@ def decode_png(data: bytes) -> np.ndarray:
     return bgr[:, :, ::-1]
 
 
-def render_image(record: ImageRecord, settings: RenderSettings) -> RenderedUnit | Reject:
+def render_image(record: ImageRecord, settings: RenderSettings, fingerprint: bool = False) -> RenderedUnit | Reject:
+    """One image on the canvas; with `fingerprint`, its dedup fingerprint taken on these pixels."""
     split = settings.split(record.group, record.split_hint)
     try:
         data = record.read_bytes()
@@ -66,9 +69,12 @@ def render_image(record: ImageRecord, settings: RenderSettings) -> RenderedUnit 
         return Reject(record.key, record.source, record.group, "decode", exc.reason, exc.detail, split_hint=split)
     member = {"key": record.key, "width": decoded.width, "height": decoded.height, "format": decoded.format}
     member.update(record.lineage)
+    identity = None
+    if fingerprint:
+        identity = Fingerprint(record.key, record.source, split, pixel_sha256(decoded.pixels), phash64(decoded.pixels))
     return RenderedUnit(record.key, record.source, split, record.group,
                         (encode_png(decoded.pixels, settings.png_compression),), (member,), record.label,
-                        "category")
+                        "category", identity)
 
 
 def render_clip(record: VideoClipRecord, settings: RenderSettings) -> Sentence | Reject:

@@ -1,8 +1,9 @@
 """Rendered-sentence shards: webdataset tars of lossless images, a rejects file and a stats file.
 
 One shard per (source, split, index). A shard is committed in three steps: the tar and the
-rejects file are written under temporary names and renamed, and only then is the stats JSON
-written. A shard without its stats file does not exist: a rerun rewrites it (with the same
+rejects file (and, for web images when deduplication is on, the fingerprints file: see
+`uvd_pipeline.dedup`) are written under temporary names and renamed, and only then is the stats
+JSON written. A shard without its stats file does not exist: a rerun rewrites it (with the same
 bytes, since members are sorted by key and tar headers carry no times or owners).
 
 In a tar, a sentence is `{sentence_id}.json` (its header) then `{sentence_id}.NN.png` for each
@@ -25,6 +26,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 
 from sources import fsio
 from sources.records import Reject
+from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.tarfiles import add_member, open_writer
 
@@ -150,7 +152,7 @@ class ShardWriteResult:
 def write_shard(
     output: str,
     address: ShardAddress,
-    items: Iterable[Sentence | Reject],
+    items: Iterable[Sentence | Reject | Fingerprint],
     *,
     config_hash: str,
     num_shards: int,
@@ -166,13 +168,16 @@ def write_shard(
             return ShardWriteResult(address, existing, skipped=True)
     spill = _SpillSorter()
     rejects: list[dict[str, str]] = []
+    fingerprints: list[Fingerprint] = []
     try:
         for item in items:
             if isinstance(item, Sentence):
                 spill.add(item)
+            elif isinstance(item, Fingerprint):
+                fingerprints.append(item)
             else:
                 rejects.append(item.as_row())
-        received = len(spill) + len(rejects)
+        received = len(spill) + len(rejects) + len(fingerprints)
         if expected_items is not None and received != expected_items:
             raise IncompleteShardError(
                 f"shard {address.stem}: received {received} of {expected_items} items; it is not committed "
@@ -205,6 +210,8 @@ def write_shard(
         rejects.sort(key=lambda r: (r["key"], r["stage"], r["reason"], r["detail"]))
         lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects)
         write_bytes_atomic(address.path(output, REJECTS_SUFFIX), lines.encode())
+        if fingerprints:
+            write_bytes_atomic(address.path(output, FINGERPRINTS_SUFFIX), fingerprint_lines(fingerprints))
         stats = {
             "format_version": format_version,
             "config_hash": config_hash,
@@ -226,6 +233,8 @@ def write_shard(
             "first_sentence": first,
             "last_sentence": last,
         }
+        if fingerprints:
+            stats["fingerprints"] = len(fingerprints)
         write_bytes_atomic(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode())
         return ShardWriteResult(address, stats, skipped=False)
     finally:

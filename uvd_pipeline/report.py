@@ -104,6 +104,7 @@ def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
         "sentences_by_split": dict(sorted(by_split.items())),
         "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
         "reject_examples": _reject_examples(output),
+        "duplicates": {name: s["duplicates"] for name, s in summary["sources"].items() if "duplicates" in s},
     }
 
 
@@ -196,6 +197,15 @@ def _trainer_html(section: dict[str, Any] | None) -> str:
             f"<img src=\"{section['loss_plot']}\" alt=\"loss curve\">{prompts}{generation}")
 
 
+def _duplicates_html(duplicates: dict[str, Any] | None) -> str:
+    if not duplicates:
+        return ""
+    rows = [[name, d["inputs"], d["exact"], d["near"], f"{100 * d['rate']:.1f}%"] for name, d in duplicates.items()]
+    return ("<h2>Duplicates</h2><p>Web and class images dropped as copies of a kept twin (rendered pixels "
+            "identical, or pHash within the configured Hamming distance); inputs = images in sentences + "
+            "rejects.</p>" + _table(["source", "inputs", "exact", "near", "dup rate"], rows))
+
+
 def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     source_rows = []
     for name, s in data["sources"].items():
@@ -229,6 +239,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 {_table(['split', 'sentences'], [[k, n] for k, n in data['sentences_by_split'].items()])}
 <h2>Rejects by reason</h2>
 {_table(['reason', 'count', 'examples'], reject_rows)}
+{_duplicates_html(data.get("duplicates"))}
 <h2>Contact sheets (one row per sentence, one sheet per kind and task)</h2>
 {sections}
 {_tokenizer_html(data.get("tokenizer"))}

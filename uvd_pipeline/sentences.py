@@ -43,6 +43,7 @@ class RenderedUnit:
     members: tuple[dict[str, Any], ...]
     label: str | None = None
     kind: str = "category"  # the grouped sentence kind it belongs to: category | pairs | multitask
+    fingerprint: Any = None  # a dedup.Fingerprint when the unit takes part in deduplication
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,515 @@
+"""Deduplication: the pHash on real photos, banding recall, the Beam step against a brute-force
+reference, and an end-to-end build with planted copies (including a killed-and-resumed one)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import shard_digests
+from transforms.phash import (
+    band_probes,
+    bands_of,
+    grayscale_thumbnail,
+    hamming,
+    phash64,
+    pixel_sha256,
+    probes_per_band,
+)
+from uvd_pipeline.dedup import (
+    EXACT,
+    NEAR,
+    DedupSettings,
+    Fingerprint,
+    choose_twin,
+    exact_group,
+    near_bucket,
+)
+from uvd_pipeline.render import decode_png
+from uvd_pipeline.rendered_shards import iter_shard
+from uvd_pipeline.sample import media
+
+
+def _jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+# -- the fingerprints -----------------------------------------------------------------------------
+def test_phash_of_real_photos_and_their_copies():
+    astronaut, coffee, chelsea = (media.photo(n) for n in ("astronaut", "coffee", "chelsea"))
+    h = phash64(astronaut)
+    assert bin(h).count("1") == 32  # median threshold: half the bits set (no ties on a photo)
+    reencoded = _decode(_jpeg(astronaut, quality=35))
+    resized = cv2.resize(astronaut, (430, 430), interpolation=cv2.INTER_AREA)  # 84%
+    brighter = np.clip(astronaut.astype(np.float32) * 1.15 + 8, 0, 255).astype(np.uint8)
+    for copy in (reencoded, resized, brighter):
+        assert hamming(h, phash64(copy)) <= 6
+    assert hamming(h, phash64(astronaut[:, ::-1])) > 16  # a mirror image is another picture
+    for a, b in itertools.combinations((astronaut, coffee, chelsea), 2):
+        assert hamming(phash64(a), phash64(b)) > 20
+    # grayscale input and a gray RGB image agree; the thumbnail is an exact area average
+    gray = np.asarray(Image.fromarray(coffee).convert("L"))
+    assert phash64(gray) == phash64(np.dstack([gray] * 3))
+    block = np.arange(64 * 64, dtype=np.float64).reshape(64, 64)
+    assert np.allclose(grayscale_thumbnail(block), block.reshape(32, 2, 32, 2).mean(axis=(1, 3)))
+
+
+def test_phash_dct_matches_scipy():
+    scipy_fft = pytest.importorskip("scipy.fft")
+    photo = media.photo("camera")
+    thumb = grayscale_thumbnail(photo)
+    coefficients = scipy_fft.dctn(thumb, norm="ortho")
+    block = coefficients[1:9, 1:9].ravel()
+    expected = int("".join("1" if c > np.median(block) else "0" for c in block), 2)
+    assert phash64(photo) == expected
+
+
+def test_pixel_sha256_sees_pixels_not_bytes():
+    photo = media.photo("chelsea")
+    png_fast, png_small = io.BytesIO(), io.BytesIO()
+    Image.fromarray(photo).save(png_fast, "PNG", compress_level=1)
+    Image.fromarray(photo).save(png_small, "PNG", compress_level=9)
+    assert png_fast.getvalue() != png_small.getvalue()
+    assert pixel_sha256(_decode(png_fast.getvalue())) == pixel_sha256(_decode(png_small.getvalue()))
+    changed = photo.copy()
+    changed[5, 5, 0] ^= 1
+    assert pixel_sha256(changed) != pixel_sha256(photo)
+    assert pixel_sha256(photo[:, :, 0]) != pixel_sha256(photo[:, :, 0].reshape(-1, 1))  # shape counts
+
+
+# -- banding ------------------------------------------------------------------------------------
+def _random_hashes(rng: np.random.Generator, bases: int, variants: int) -> list[int]:
+    """Random 64-bit hashes plus copies of some of them with 0..12 bits flipped (and copies of
+    copies), so that every distance up to past the threshold occurs."""
+    hashes = [int(rng.integers(0, 2**63)) * 2 + int(rng.integers(0, 2)) for _ in range(bases)]
+    for _ in range(variants):
+        value = hashes[int(rng.integers(0, len(hashes)))]
+        for bit in rng.choice(64, size=int(rng.integers(0, 13)), replace=False):
+            value ^= 1 << int(bit)
+        hashes.append(value)
+    return hashes
+
+
+def _banded_pairs(hashes: list[int], threshold: int, bands: int) -> set[tuple[int, int]]:
+    """The pairs the dedup index compares and keeps, without Beam: a dict stands in for the
+    GroupByKey on (band, value)."""
+    entries = [Fingerprint(f"k{i:04d}", "s", "train", f"sha{i}", h) for i, h in enumerate(hashes)]
+    buckets: dict[tuple[int, int], list] = defaultdict(list)
+    for entry in entries:
+        for band, value, stored in band_probes(entry.phash, bands, threshold):
+            buckets[(band, value)].append((stored, entry))
+    found = set()
+    for members in buckets.values():
+        for twin in near_bucket(members, threshold):
+            found.add(tuple(sorted((int(twin.key[1:]), int(twin.twin[1:])))))
+    return found
+
+
+@pytest.mark.parametrize("threshold,bands", [(6, 4), (6, 8), (3, 4), (10, 8), (0, 4), (7, 4), (12, 16)])
+def test_banding_finds_every_pair_within_the_threshold(threshold, bands):
+    rng = np.random.default_rng(threshold * 100 + bands)
+    hashes = _random_hashes(rng, 150, 250)
+    brute = {(i, j) for i, j in itertools.combinations(range(len(hashes)), 2)
+             if hamming(hashes[i], hashes[j]) <= threshold}
+    assert len(brute) > 10  # the planted variants make close pairs at every distance
+    assert _banded_pairs(hashes, threshold, bands) == brute
+
+
+def test_band_probes_cover_the_radius():
+    value = 0x0123456789ABCDEF
+    assert bands_of(value, 4) == (0x0123, 0x4567, 0x89AB, 0xCDEF)
+    probes = band_probes(value, 4, 6)
+    assert len(probes) == 4 * probes_per_band(6, 4) == 4 * 17
+    assert [p for p in probes if p[2]] == [(0, 0x0123, True), (1, 0x4567, True), (2, 0x89AB, True),
+                                           (3, 0xCDEF, True)]
+    assert all(bin(v ^ bands_of(value, 4)[b]).count("1") == 1 for b, v, stored in probes if not stored)
+
+
+# -- the decision rule, pure and in Beam -----------------------------------------------------------
+def _random_fingerprints(seed: int, n_bases: int = 90, n_copies: int = 160) -> list[Fingerprint]:
+    """Fingerprints with exact copies (same pixels), near copies (bits flipped), chains, both
+    splits, two sources, and keys in no particular order."""
+    rng = np.random.default_rng(seed)
+    entries: list[Fingerprint] = []
+
+    def add(sha: str, phash: int) -> None:
+        source = "a" if rng.random() < 0.5 else "b"
+        split = "val" if rng.random() < 0.2 else "train"
+        entries.append(Fingerprint(f"{source}-{int(rng.integers(0, 10**9)):09d}", source, split, sha, phash))
+
+    for i in range(n_bases):
+        add(f"sha-base-{i}", int(rng.integers(0, 2**63)) * 2 + int(rng.integers(0, 2)))
+    for i in range(n_copies):
+        original = entries[int(rng.integers(0, len(entries)))]
+        if rng.random() < 0.3:
+            add(original.sha256, original.phash)  # exact copy
+        else:
+            value = original.phash
+            for bit in rng.choice(64, size=int(rng.integers(1, 10)), replace=False):
+                value ^= 1 << int(bit)
+            add(f"sha-copy-{i}", value)
+    assert len({e.key for e in entries}) == len(entries)
+    return entries
+
+
+def _reference(entries: list[Fingerprint], settings: DedupSettings) -> dict[str, tuple[str, str, int, bool]]:
+    """The documented rule by brute force: dropped key -> (reason, twin, distance, twin dropped)."""
+    candidates: dict[str, list] = defaultdict(list)
+    representatives = entries
+    if settings.exact:
+        by_sha = defaultdict(list)
+        for e in entries:
+            by_sha[e.sha256].append(e)
+        representatives = []
+        for group in by_sha.values():
+            best, twins = exact_group(group)
+            representatives.append(best)
+            for twin in twins:
+                candidates[twin.key].append(twin)
+    if settings.near:
+        for a, b in itertools.combinations(sorted(representatives, key=lambda e: e.rank), 2):
+            if hamming(a.phash, b.phash) <= settings.threshold:
+                candidates[b.key].append(next(near_bucket([(True, a), (True, b)], settings.threshold)))
+    dropped = set(candidates)
+    decisions = {}
+    for key, twins in candidates.items():
+        twin, twin_dropped = choose_twin((t, t.twin in dropped) for t in twins)
+        decisions[key] = (twin.reason, twin.twin, twin.distance, twin_dropped)
+    return decisions
+
+
+def test_reference_rule_keeps_no_two_close_units():
+    entries = _random_fingerprints(1)
+    settings = DedupSettings(True, True, 6, 4)
+    decisions = _reference(entries, settings)
+    by_key = {e.key: e for e in entries}
+    # dropped = exactly the units with a better-ranked exact or near twin (pairwise, order-free)
+    better_twin = {b.key for a, b in itertools.permutations(entries, 2)
+                   if a.rank < b.rank and (a.sha256 == b.sha256 or hamming(a.phash, b.phash) <= 6)}
+    assert set(decisions) == better_twin
+    kept = [e for e in entries if e.key not in decisions]
+    assert all(hamming(a.phash, b.phash) > 6 and a.sha256 != b.sha256 for a, b in itertools.combinations(kept, 2))
+    for key, (reason, twin, distance, twin_dropped) in decisions.items():
+        assert by_key[twin].rank < by_key[key].rank
+        assert distance == hamming(by_key[twin].phash, by_key[key].phash) <= 6
+        assert (reason == EXACT) == (by_key[twin].sha256 == by_key[key].sha256)
+        assert twin_dropped == (twin in decisions)
+    assert any(d[3] for d in decisions.values()) and not all(d[3] for d in decisions.values())
+    assert {d[0] for d in decisions.values()} == {EXACT, NEAR}
+
+
+@pytest.mark.parametrize("exact,near", [(True, True), (True, False), (False, True)])
+def test_beam_dedup_step_matches_the_reference(exact, near):
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from uvd_pipeline.graph import REJECTS, Deduplicate
+    from uvd_pipeline.sentences import RenderedUnit
+
+    entries = _random_fingerprints(2)
+    settings = DedupSettings(exact, near, 6, 4)
+    expected = _reference(entries, settings)
+    # a fifth of the fingerprints come from committed shards: they take part but yield nothing
+    committed = [Fingerprint(e.key, e.source, e.split, e.sha256, e.phash, committed=True)
+                 for e in entries[::5]]
+    fresh = [e for i, e in enumerate(entries) if i % 5]
+    units = [RenderedUnit(e.key, e.source, e.split, e.key, (b"png",), ({"key": e.key},), fingerprint=e)
+             for e in fresh]
+    fresh_keys = {e.key for e in fresh}
+    kept_expected = sorted(k for k in fresh_keys if k not in expected)
+    rejects_expected = sorted(
+        (k, reason, f"twin {twin} ", f"hamming {d}", twin_dropped)
+        for k, (reason, twin, d, twin_dropped) in expected.items() if k in fresh_keys)
+    assert rejects_expected and kept_expected
+
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
+        kept, rejects = (
+            (pipeline | "Units" >> beam.Create(units), pipeline | "Committed" >> beam.Create(committed))
+            | Deduplicate(settings))
+        assert_that(kept | beam.Map(lambda u: u.key), equal_to(kept_expected), label="kept")
+        assert_that(
+            rejects | beam.Map(lambda r: (r.key, r.reason, re.search(r"twin \S+ ", r.detail).group(0),
+                                          re.search(r"hamming \d+", r.detail).group(0),
+                                          "itself a duplicate" in r.detail)),
+            equal_to(rejects_expected), label="rejects")
+    assert REJECTS == "rejects"
+
+
+# -- end to end ----------------------------------------------------------------------------------
+SIZE = 64  # the build's canvas in these tests
+
+
+def _distinct_squares(count: int) -> list[np.ndarray]:
+    """Square 128 px crops of the bundled photos, each far (>= 18 bits at the build's size) from
+    every other one, so that only the planted copies are duplicates."""
+    picked: list[np.ndarray] = []
+    hashes: list[int] = []
+    for name, _, _ in media.PHOTOS:
+        photo = media.photo(name)
+        h, w = photo.shape[:2]
+        for fy, fx in ((0.1, 0.1), (0.6, 0.55), (0.1, 0.6), (0.55, 0.1), (0.3, 0.3)):
+            y, x = int(fy * (h - 128)), int(fx * (w - 128))
+            crop = np.ascontiguousarray(photo[y : y + 128, x : x + 128])
+            value = phash64(cv2.resize(crop, (SIZE, SIZE), interpolation=cv2.INTER_AREA))
+            if all(hamming(value, other) >= 18 for other in hashes):
+                picked.append(crop)
+                hashes.append(value)
+            if len(picked) == count:
+                return picked
+    raise AssertionError(f"only {len(picked)} distinct crops")
+
+
+@pytest.fixture(scope="module")
+def planted_corpus(tmp_path_factory) -> tuple[Path, dict[str, tuple[str, str]]]:
+    """A web-image folder and an ILSVRC layout with planted copies; returns the expected drops:
+    dropped key -> (reason, kept twin)."""
+    root = tmp_path_factory.mktemp("planted")
+    squares = iter(_distinct_squares(35))
+    web = root / "web"
+    web.mkdir()
+    originals = {}
+    for i in range(10):
+        originals[i] = next(squares)
+        (web / f"a{i:02d}.jpg").write_bytes(_jpeg(originals[i]))
+    png = next(squares)
+    Image.fromarray(png).save(web / "a10.png", compress_level=9)
+    # ImageNet: two classes, official train/ and a flat val/ with its labels CSV
+    net = root / "imagenet"
+    for wnid in ("n01000001", "n02000002"):
+        (net / "train" / wnid).mkdir(parents=True)
+    (net / "val").mkdir()
+    (net / "LOC_synset_mapping.txt").write_text("n01000001 first class\nn02000002 second class\n")
+    val_rows = []
+    val_bytes = {}
+    for wnid, n_val in (("n01000001", 4), ("n02000002", 3)):
+        for i in range(n_val):
+            image_id = f"ILSVRC2012_val_{len(val_rows) + 1:08d}"
+            val_bytes[image_id] = _jpeg(next(squares))
+            (net / "val" / f"{image_id}.JPEG").write_bytes(val_bytes[image_id])
+            val_rows.append(f"{image_id},{wnid} 0 0 127 127")
+    for wnid, n_train in (("n01000001", 8), ("n02000002", 9)):
+        for i in range(n_train):
+            (net / "train" / wnid / f"{wnid}_{100 + i}.JPEG").write_bytes(_jpeg(next(squares)))
+    # the planted copies
+    (web / "z_byte_copy.jpg").write_bytes((web / "a00.jpg").read_bytes())
+    buf = io.BytesIO()
+    Image.fromarray(png).save(buf, "PNG", compress_level=1, pnginfo=_text_chunk("copied"))
+    (web / "z_png_copy.png").write_bytes(buf.getvalue())  # other bytes, the same pixels
+    (web / "z_reencoded.jpg").write_bytes(_jpeg(originals[1], quality=30))
+    smaller = cv2.resize(originals[2], (112, 112), interpolation=cv2.INTER_AREA)
+    (web / "z_resized.jpg").write_bytes(_jpeg(smaller))
+    (web / "z_val_copy.jpg").write_bytes(val_bytes["ILSVRC2012_val_00000001"])
+    (net / "train" / "n01000001" / "n01000001_900.JPEG").write_bytes(val_bytes["ILSVRC2012_val_00000001"])
+    (net / "train" / "n02000002" / "n02000002_901.JPEG").write_bytes((web / "a03.jpg").read_bytes())
+    train_image = _decode((net / "train" / "n02000002" / "n02000002_104.JPEG").read_bytes())
+    (net / "val" / "ILSVRC2012_val_00000008.JPEG").write_bytes(
+        _jpeg(cv2.resize(train_image, (120, 120), interpolation=cv2.INTER_AREA), quality=80))
+    val_rows.append("ILSVRC2012_val_00000008,n02000002 0 0 119 119")
+    (net / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(val_rows) + "\n")
+    expected = {
+        "laion-z_byte_copy": (EXACT, "laion-a00"),
+        "laion-z_png_copy": (EXACT, "laion-a10"),
+        "laion-z_reencoded": (NEAR, "laion-a01"),
+        "laion-z_resized": (NEAR, "laion-a02"),
+        # a web copy of a val image, and a val image copied into train: the val one is kept
+        "laion-z_val_copy": (EXACT, "net-val-n01000001-ILSVRC2012_val_00000001"),
+        "net-train-n01000001-n01000001_900": (EXACT, "net-val-n01000001-ILSVRC2012_val_00000001"),
+        # a class image copied from the web (both train: the smaller key, the web one, is kept)
+        "net-train-n02000002-n02000002_901": (EXACT, "laion-a03"),
+        # a train image whose resized copy is in val: the train one goes
+        "net-train-n02000002-n02000002_104": (NEAR, "net-val-n02000002-ILSVRC2012_val_00000008"),
+    }
+    return root, expected
+
+
+def _text_chunk(text: str):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", text)
+    return info
+
+
+def _planted_config(root: Path, output: Path, dedup: dict | None = None, **beam) -> Path:
+    config = {
+        "output": str(output),
+        "image": {"size": SIZE},
+        "split": {"val_fraction": 0.0},
+        "sources": [
+            {"name": "laion", "type": "laion", "path": str(root / "web"), "num_shards": 2},
+            {"name": "net", "type": "imagenet", "path": str(root / "imagenet"), "sentence_length": 4,
+             "num_shards": 2},
+        ],
+        "tokenizer": {"enabled": False},
+        "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory", **beam},
+    }
+    if dedup is not None:
+        config["dedup"] = dedup
+    path = output.parent / f"{output.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _build(path: Path):
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    config = load_config(str(path))
+    return config, run_build(config).summary
+
+
+@pytest.fixture(scope="module")
+def planted_build(planted_corpus, tmp_path_factory):
+    root, _ = planted_corpus
+    work = tmp_path_factory.mktemp("planted_build")
+    return _build(_planted_config(root, work / "out"))
+
+
+def _rejects(output: str) -> list[dict]:
+    return [json.loads(line) for line in (Path(output) / "rejects.jsonl").read_text().splitlines()]
+
+
+def _kept_images(output: str) -> list[tuple[str, str, np.ndarray]]:
+    """(member key, split, pixels) of every image in the build's sentences."""
+    out = []
+    for tar in sorted((Path(output) / "rendered").rglob("*.tar")):
+        for sentence in iter_shard(str(tar)):
+            for member, png in zip(sentence.header["members"], sentence.images):
+                out.append((member["key"], sentence.header["split"], decode_png(png)))
+    return out
+
+
+def test_planted_duplicates_are_dropped_with_their_kept_twin(planted_corpus, planted_build):
+    _, expected = planted_corpus
+    config, summary = planted_build
+    duplicates = {r["key"]: r for r in _rejects(config.output) if r["reason"].startswith("duplicate_")}
+    assert {k: (r["reason"], re.match(r"twin (\S+) ", r["detail"]).group(1)) for k, r in duplicates.items()} == expected
+    assert all(r["stage"] == "dedup" for r in duplicates.values())
+    for key, row in duplicates.items():
+        distance = int(re.search(r"hamming (\d+)", row["detail"]).group(1))
+        assert distance <= 6 and (distance == 0 or row["reason"] == NEAR)
+        assert "itself a duplicate" not in row["detail"]
+    kept = _kept_images(config.output)
+    kept_keys = [k for k, _, _ in kept]
+    assert len(kept_keys) == len(set(kept_keys))
+    assert {twin for _, twin in expected.values()} <= set(kept_keys)  # every named twin is kept
+    assert not set(expected) & set(kept_keys)
+    # the kept images: no two identical, none within the threshold, so none across splits
+    fingerprints = [(key, split, pixel_sha256(px), phash64(px)) for key, split, px in kept]
+    for a, b in itertools.combinations(fingerprints, 2):
+        assert a[2] != b[2] and hamming(a[3], b[3]) > 6, (a[:2], b[:2], hamming(a[3], b[3]))
+    # class sentences are whole, cut from the images that survived
+    laion, net = summary["sources"]["laion"], summary["sources"]["net"]
+    assert laion["sentences"] == 11 and laion["duplicates"] == {"exact": 3, "near": 2, "inputs": 16,
+                                                               "rate": round(5 / 16, 4)}
+    assert net["by_split"] == {"train": {"sentences": 4, "images": 16}, "val": {"sentences": 2, "images": 8}}
+    assert net["duplicates"]["exact"] == 2 and net["duplicates"]["near"] == 1
+    assert net["rejects_by_reason"] == {"duplicate_exact": 2, "duplicate_near": 1}
+    # the fingerprints of web images are committed with their shards, for resumed builds
+    sidecars = sorted((Path(config.output) / "rendered" / "laion").rglob("*.fingerprints.jsonl"))
+    rows = [json.loads(line) for path in sidecars for line in path.read_text().splitlines()]
+    assert sorted(r["key"] for r in rows) == sorted(k for k in kept_keys if k.startswith("laion-")) + sorted(
+        k for k in expected if k.startswith("laion-"))
+    assert not list((Path(config.output) / "rendered" / "net").rglob("*.fingerprints.jsonl"))
+
+
+def test_report_and_summary_count_duplicates(planted_build):
+    from uvd_pipeline.build import format_summary
+    from uvd_pipeline.report import write_report
+
+    config, summary = planted_build
+    text = format_summary(summary)
+    assert "duplicates dropped: laion 3 exact + 2 near of 16 (31.2%), net 2 exact + 1 near of 27 (11.1%)" in text
+    paths = write_report(config.output, max_sentences_per_group=1)
+    data = json.loads(Path(paths["json"]).read_text())
+    assert data["duplicates"]["laion"]["near"] == 2
+    assert data["rejects_by_reason"]["duplicate_exact"] == 5
+    assert "<h2>Duplicates</h2>" in Path(paths["html"]).read_text()
+
+
+def test_exact_only_and_disabled(planted_corpus, planted_build, tmp_path):
+    root, expected = planted_corpus
+    config, _ = planted_build
+    exact_config, summary = _build(_planted_config(root, tmp_path / "exact", {"near": False}))
+    dropped = {r["key"]: r["reason"] for r in _rejects(exact_config.output)}
+    # the near copy in train stays: its class has 9 train images, one left over
+    assert dropped == {**{k: EXACT for k, (reason, _) in expected.items() if reason == EXACT},
+                       "net-train-n02000002-n02000002_100": "remainder_dropped"}
+    assert exact_config.content_hash() != config.content_hash()
+    off_config, summary = _build(_planted_config(root, tmp_path / "off", {"enabled": False}))
+    assert not [r for r in _rejects(off_config.output) if r["stage"] == "dedup"]
+    assert summary["sources"]["laion"]["sentences"] == 16
+    assert "duplicates" not in summary["sources"]["laion"]
+    assert not list((tmp_path / "off" / "rendered").rglob("*.fingerprints.jsonl"))
+
+
+def test_resume_decides_from_the_committed_fingerprints(planted_corpus, planted_build, tmp_path):
+    """Web shards committed, class shards not: the web images are not read again, yet the class
+    image copied from a web image is still dropped, from the web shard's committed fingerprints.
+    Without them the resumed build would differ (checked by removing them)."""
+    root, _ = planted_corpus
+    config, _ = planted_build
+    reference = shard_digests(Path(config.output))
+    for with_fingerprints in (True, False):
+        out = tmp_path / f"out_{with_fingerprints}"
+        shutil.copytree(config.output, out)
+        for stats in (out / "rendered" / "net").rglob("*.stats.json"):
+            stats.unlink()
+        if not with_fingerprints:
+            for sidecar in (out / "rendered").rglob("*.fingerprints.jsonl"):
+                sidecar.unlink()
+        resumed, summary = _build(_planted_config(root, out))
+        assert summary["run"]["counters"].get("laion.skipped_committed") == 16
+        digests, expected = shard_digests(out), reference
+        if not with_fingerprints:
+            digests = {k: v for k, v in digests.items() if "fingerprints" not in k}
+            expected = {k: v for k, v in reference.items() if "fingerprints" not in k}
+        assert (digests == expected) == with_fingerprints
+    kept = {key for key, _, _ in _kept_images(str(tmp_path / "out_False"))}
+    assert "net-train-n02000002-n02000002_901" in kept  # what the committed fingerprint prevents
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_bytes(planted_corpus, planted_build, tmp_path):
+    root, _ = planted_corpus
+    config, _ = planted_build
+    _build(_planted_config(root, tmp_path / "out", direct_num_workers=2, direct_running_mode="multi_processing"))
+    assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
+
+
+def test_bad_dedup_config_fails_early_naming_the_field(tmp_path):
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    base = {"output": str(tmp_path), "sources": [{"name": "web", "type": "laion", "path": str(tmp_path)}]}
+    for dedup, message in (
+        ({"bands": 3}, r"dedup\.bands: must divide 64"),
+        ({"hamming_threshold": 33}, r"dedup\.hamming_threshold: .*less than or equal to 32"),
+        ({"hamming_threshold": -1}, r"dedup\.hamming_threshold: .*greater than or equal to 0"),
+        ({"bands": 2}, r"dedup: bands 2 with hamming_threshold 6 .* 10978 index buckets"),
+        ({"exact": False, "near": False}, r"dedup: enabled, but neither exact nor near"),
+        ({"treshold": 4}, r"dedup\.treshold: unknown field; allowed fields here: enabled, exact, near"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_config({**base, "dedup": dedup})
+    assert parse_config({**base, "dedup": {"enabled": False, "exact": False, "near": False}}).dedup.enabled is False
+    hashes = {parse_config({**base, "dedup": d}).content_hash() for d in ({}, {"hamming_threshold": 4}, {"bands": 8})}
+    assert len(hashes) == 3

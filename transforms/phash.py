@@ -1,0 +1,152 @@
+"""Image fingerprints for deduplication: an exact pixel digest and a 64-bit perceptual hash.
+
+- `pixel_sha256`: sha256 of the decoded pixels (shape and dtype included). Two files with the
+  same pixels (a byte copy, a PNG of a decoded image) agree; any change to a pixel does not.
+- `phash64`: the DCT perceptual hash of pHash.org (`ph_dct_imagehash`): the image in grayscale
+  (BT.601 luma), area-averaged to 32x32, a 2-D DCT-II, the 8x8 block of the lowest frequencies
+  *after* the DC row and column (coefficients [1:9, 1:9]; the DC term is mean brightness and
+  would swamp the rest), one bit per coefficient: above the block's median or not. Re-encoding,
+  mild rescaling, exposure and contrast changes move few bits; a different picture moves about
+  half of them. Bits are read row-major, the first coefficient the most significant bit.
+
+Matching by Hamming distance at scale uses banding with multi-index probing (`bands`,
+`band_probes`): the 64 bits are cut into `m` bands; two hashes within distance `r` must agree,
+by pigeonhole, to within `r // m` bits on at least one band. So an item is indexed under its
+exact value of every band and looks itself up under every value within `r // m` bits of it;
+every pair within `r` meets in at least one (band, value) bucket, and only pairs in a bucket
+are compared in full.
+
+Pure numpy; no global state. Everything is deterministic for a given input array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from itertools import combinations
+
+import numpy as np
+
+HASH_BITS = 64
+HASH_SIDE = 32  # the grayscale thumbnail the DCT runs on
+LOW_FREQ = 8  # 8 x 8 low-frequency coefficients -> 64 bits
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def pixel_sha256(pixels: np.ndarray) -> str:
+    """Hex sha256 of an image array's shape, dtype and pixel bytes (C order)."""
+    array = np.ascontiguousarray(pixels)
+    digest = hashlib.sha256(f"{array.shape}|{array.dtype.str}|".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=32)
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights that average each output cell's share of the input (area resize)."""
+    weights = np.zeros((n_out, n_in))
+    scale = n_in / n_out
+    for i in range(n_out):
+        start, stop = i * scale, (i + 1) * scale
+        first, last = int(np.floor(start)), int(np.ceil(stop))
+        for j in range(first, min(last, n_in)):
+            weights[i, j] = min(stop, j + 1) - max(start, j)
+        weights[i] /= weights[i].sum()
+    weights.setflags(write=False)
+    return weights
+
+
+@lru_cache(maxsize=4)
+def _dct_matrix(n: int) -> np.ndarray:
+    """The orthonormal DCT-II matrix: dct(x) = D @ x."""
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    d = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
+    d[0] /= np.sqrt(2.0)
+    d.setflags(write=False)
+    return d
+
+
+def grayscale_thumbnail(pixels: np.ndarray, side: int = HASH_SIDE) -> np.ndarray:
+    """(side, side) float64 luma of an (H, W) or (H, W, C) uint8 image, area-averaged."""
+    image = np.asarray(pixels)
+    if image.ndim == 3:
+        if image.shape[2] == 1:
+            gray = image[:, :, 0].astype(np.float64)
+        else:
+            gray = image[:, :, :3].astype(np.float64) @ LUMA
+    elif image.ndim == 2:
+        gray = image.astype(np.float64)
+    else:
+        raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
+    h, w = gray.shape
+    if h < 1 or w < 1:
+        raise ValueError(f"empty image of shape {image.shape}")
+    return _area_matrix(h, side) @ gray @ _area_matrix(w, side).T
+
+
+def phash64(pixels: np.ndarray) -> int:
+    """The 64-bit DCT perceptual hash of an image, as an int in [0, 2**64)."""
+    thumb = grayscale_thumbnail(pixels)
+    d = _dct_matrix(HASH_SIDE)
+    coefficients = d @ thumb @ d.T
+    block = coefficients[1 : 1 + LOW_FREQ, 1 : 1 + LOW_FREQ].ravel()
+    bits = block > np.median(block)
+    value = 0
+    for bit in bits:
+        value = (value << 1) | int(bit)
+    return value
+
+
+def hamming(a: int, b: int) -> int:
+    """Number of differing bits of two 64-bit hashes."""
+    return bin(a ^ b).count("1")
+
+
+def band_width(bands: int) -> int:
+    if bands < 1 or HASH_BITS % bands:
+        raise ValueError(f"bands must divide {HASH_BITS}, got {bands}")
+    return HASH_BITS // bands
+
+
+def bands_of(value: int, bands: int) -> tuple[int, ...]:
+    """The `bands` band values of a hash, most significant band first."""
+    width = band_width(bands)
+    mask = (1 << width) - 1
+    return tuple((value >> (HASH_BITS - width * (i + 1))) & mask for i in range(bands))
+
+
+def probe_radius(threshold: int, bands: int) -> int:
+    """Bits a matching band may differ by: two hashes within `threshold` agree to within this
+    many bits on at least one of `bands` bands (pigeonhole)."""
+    return threshold // bands
+
+
+def probes_per_band(threshold: int, bands: int) -> int:
+    """How many bucket values one band of one hash looks up: sum_{i<=radius} C(width, i)."""
+    width, radius = band_width(bands), probe_radius(threshold, bands)
+    total, term = 0, 1
+    for i in range(radius + 1):
+        total += term
+        term = term * (width - i) // (i + 1)
+    return total
+
+
+def band_probes(value: int, bands: int, threshold: int) -> list[tuple[int, int, bool]]:
+    """(band index, band value, is own value) of every bucket a hash is looked up in.
+
+    Its own value of each band comes first (`True`: the hash is also *stored* there); then every
+    value within `probe_radius` bits of it (`False`: looked up only).
+    """
+    width = band_width(bands)
+    radius = probe_radius(threshold, bands)
+    out = []
+    for index, own in enumerate(bands_of(value, bands)):
+        out.append((index, own, True))
+        for flips in range(1, radius + 1):
+            for positions in combinations(range(width), flips):
+                probe = own
+                for p in positions:
+                    probe ^= 1 << p
+                out.append((index, probe, False))
+    return out

@@ -1,0 +1,201 @@
+"""Deduplication across sources: which image units are duplicates, and of what (pure functions).
+
+Scope. Only *image units* are deduplicated: web images (`laion`: each becomes a one-image
+sentence) and class images (`imagenet`: each becomes a member of a 16-image class sentence).
+They are independent samples, so two copies of one picture are a mistake in the data; dropping
+one changes nothing else. Units are deduplicated after rendering and *before* class sentences
+are assembled, so a class's sentences are cut from the images that survive and stay whole.
+Everything else is left alone, on purpose:
+- videos, annotated videos: frames of one clip are near-duplicates by nature, and the clips of
+  one video at strides 10, 20 and 30 all start on the same frame, so a first-frame hash would
+  drop sentences that differ in everything but their first image;
+- multi-view objects: the views of one object are meant to look alike;
+- pair, tuple, synthetic and pseudo-labelled sources: they reuse one image for several tasks by
+  design (and `synthetic`/`pseudo_labeled` typically read the very images a `laion` source
+  reads), so the same input image under a different target is not a duplicate.
+
+Fingerprints (`transforms.phash`) are taken on the rendered size x size pixels, the pixels that
+are stored and tokenized: `sha256` of the pixels for exact duplicates (byte copies, lossless
+re-encodes that decode to the same canvas), the 64-bit DCT pHash for near duplicates (lossy
+re-encodes, rescaled copies, small crops or exposure changes) within `hamming_threshold` bits.
+
+Which copy is kept. Units are ranked by (split, key): an evaluation-split member before a train
+one, then the smallest stable key; the rank depends on nothing a run can change. A unit is
+dropped when a better-ranked unit is its exact copy, or (near) within the threshold. So no two
+kept units are within the threshold of each other, in particular none across train and val.
+The rule looks at pairs only, so it is the same whatever order or partition the units arrive
+in; a chain (a ~ b ~ c with a and c far apart) drops both b and c. The reported twin of a
+dropped unit is its best-ranked twin that is kept when there is one (an exact copy first, then
+the closest, then the best-ranked); when every twin is itself dropped (a chain), the detail
+says so.
+
+Exact duplicates are grouped by their sha256 first; only the best-ranked member of each exact
+group takes part in the near search, which keeps the bands' buckets small when one picture is
+copied thousands of times (a dropped exact copy would have dropped, and been dropped by, the
+same units as its kept twin, which has its pHash).
+
+Resume. A web image whose shard an earlier run committed is not read again, but its
+fingerprint may still decide another unit's fate. So every web image's fingerprint is committed
+with the shard its sentence (or its duplicate reject) lands in, in `<shard>.fingerprints.jsonl`,
+and a resumed build feeds the fingerprints of committed shards back into the index. Class images
+are always read again (their sentence is only known after assembly), so theirs are recomputed.
+The decisions are thus made from every unit's fingerprint in every run, and a resumed build
+writes the bytes an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Iterable, Iterator
+
+from sources.records import Reject
+from transforms.phash import hamming
+
+# source types whose units are deduplicated (see the module docstring for why only these)
+DEDUP_SOURCE_TYPES = ("laion", "imagenet")
+# source types whose units' fingerprints are committed with their shards (units skipped on resume)
+PERSISTED_TYPES = ("laion",)
+FINGERPRINTS_SUFFIX = ".fingerprints.jsonl"
+EXACT = "duplicate_exact"
+NEAR = "duplicate_near"
+STAGE = "dedup"
+
+
+@dataclass(frozen=True)
+class DedupSettings:
+    """What the dedup stage needs from the build config, as a small picklable value."""
+
+    exact: bool
+    near: bool
+    threshold: int
+    bands: int
+
+    @classmethod
+    def from_config(cls, dedup) -> "DedupSettings":
+        return cls(dedup.exact, dedup.near, dedup.hamming_threshold, dedup.bands)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The identity of one rendered image unit for deduplication."""
+
+    key: str
+    source: str
+    split: str
+    sha256: str
+    phash: int
+    committed: bool = False  # read back from a committed shard: its unit is not rendered this run
+
+    @property
+    def rank(self) -> tuple[int, str]:
+        """Smaller is kept: the evaluation split first, then the smallest key."""
+        return (0 if self.split == "val" else 1, self.key)
+
+    def row(self) -> dict[str, str]:
+        return {"key": self.key, "source": self.source, "split": self.split, "sha256": self.sha256,
+                "phash": f"{self.phash:016x}"}
+
+    @classmethod
+    def from_row(cls, row: dict[str, str], committed: bool = True) -> "Fingerprint":
+        return cls(row["key"], row["source"], row["split"], row["sha256"], int(row["phash"], 16), committed)
+
+
+def fingerprint_lines(entries: Iterable[Fingerprint]) -> bytes:
+    """The sidecar file of a shard: one JSON row per fingerprint, sorted by key."""
+    rows = sorted((e.row() for e in entries), key=lambda r: r["key"])
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+
+
+def parse_fingerprint_lines(text: str) -> Iterator[Fingerprint]:
+    for line in text.splitlines():
+        if line:
+            yield Fingerprint.from_row(json.loads(line))
+
+
+@dataclass(frozen=True)
+class Twin:
+    """`key` should be dropped: `twin` ranks better and is its exact copy or within the threshold."""
+
+    key: str
+    source: str
+    split: str
+    twin: str
+    twin_split: str
+    reason: str  # duplicate_exact | duplicate_near
+    distance: int
+    committed: bool  # the dropped unit's own shard is already committed
+
+    def preference(self, twin_dropped: bool) -> tuple:
+        """How good a reported twin is: kept first, exact first, closest, best-ranked."""
+        return (twin_dropped, self.reason != EXACT, self.distance, (0 if self.twin_split == "val" else 1, self.twin))
+
+
+def _twin(worse: Fingerprint, better: Fingerprint, reason: str, distance: int) -> Twin:
+    return Twin(worse.key, worse.source, worse.split, better.key, better.split, reason, distance, worse.committed)
+
+
+def unique_by_key(entries: Iterable[Fingerprint]) -> list[Fingerprint]:
+    """One entry per key (a key read twice, say from two listings, counts once), rank order."""
+    by_key: dict[str, Fingerprint] = {}
+    for entry in entries:
+        kept = by_key.get(entry.key)
+        if kept is None or (kept.committed and not entry.committed):
+            by_key[entry.key] = entry
+    return sorted(by_key.values(), key=lambda e: e.rank)
+
+
+def exact_group(entries: Iterable[Fingerprint]) -> tuple[Fingerprint, list[Twin]]:
+    """One sha256 group: its best-ranked member, and a twin record for each other member."""
+    ordered = unique_by_key(entries)
+    best = ordered[0]
+    return best, [_twin(e, best, EXACT, hamming(e.phash, best.phash)) for e in ordered[1:]]
+
+
+def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> Iterator[Twin]:
+    """Pairs within `threshold` among one (band, value) bucket's members.
+
+    `members` are (stored, fingerprint): stored ones have this exact band value, the others only
+    probe it. Stored pairs are compared, and probing x stored; two probing members meet in the
+    bucket of one of their own band values, so they need no comparison here.
+    """
+    stored: dict[str, Fingerprint] = {}
+    probing: dict[str, Fingerprint] = {}
+    for is_stored, entry in members:
+        (stored if is_stored else probing)[entry.key] = entry
+    stored_list = sorted(stored.values(), key=lambda e: e.rank)
+    for a, b in combinations(stored_list, 2):  # a ranks better
+        distance = hamming(a.phash, b.phash)
+        if distance <= threshold:
+            yield _twin(b, a, NEAR, distance)
+    for p in sorted(probing.values(), key=lambda e: e.rank):
+        for s in stored_list:
+            if s.key == p.key:
+                continue
+            distance = hamming(p.phash, s.phash)
+            if distance <= threshold:
+                better, worse = (p, s) if p.rank < s.rank else (s, p)
+                yield _twin(worse, better, NEAR, distance)
+
+
+def choose_twin(candidates: Iterable[tuple[Twin, bool]]) -> tuple[Twin, bool]:
+    """The twin to report for a dropped unit: (twin record, whether that twin is dropped too)."""
+    return min(candidates, key=lambda pair: pair[0].preference(pair[1]))
+
+
+def duplicate_reject(unit_key: str, group: str, twin: Twin, twin_dropped: bool) -> Reject:
+    detail = f"twin {twin.twin} ({twin.twin_split}), hamming {twin.distance}"
+    if twin_dropped:
+        detail += "; the twin is itself a duplicate of another unit"
+    return Reject(unit_key, twin.source, group, STAGE, twin.reason, detail, split_hint=twin.split)
+
+
+def duplicate_counts(rejects_by_reason: dict[str, int], images: int, rejects: int) -> dict[str, Any]:
+    """A source's duplicate figures for the summary: exact, near, and their share of its inputs
+    (inputs = images in its sentences + its rejects; one per input image where no class sentence
+    wraps around)."""
+    exact, near = rejects_by_reason.get(EXACT, 0), rejects_by_reason.get(NEAR, 0)
+    inputs = images + rejects
+    return {"exact": exact, "near": near, "inputs": inputs,
+            "rate": round((exact + near) / inputs, 4) if inputs else 0.0}
