@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transforms.phash import probes_per_band
 from transforms.resize import RESIZE_POLICIES
+from uvd_pipeline.mixture import GROUPS, PAPER_MIX
 
 FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -207,6 +208,38 @@ class BeamConfig(Strict):
         return value
 
 
+class MixtureConfig(Strict):
+    """The token mix to train on (see `uvd_pipeline.mixture`); it shapes `mixture.yaml` only."""
+
+    groups: dict[str, float] = Field(
+        default_factory=lambda: dict(PAPER_MIX),
+        description="token share per group: single_images, image_sequences, annotated_images, annotated_video "
+        "(default: the paper's UVDv1 mix)")
+    sources: dict[str, float] = Field(
+        default_factory=dict, description="weight of a source within its group (default: the tokens it holds)")
+    mode: Literal["paper", "stream"] = Field("paper", description="paper: BOS/EOS counted per sentence")
+
+    @field_validator("groups")
+    @classmethod
+    def _known_groups(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if name not in GROUPS:
+                raise ValueError(f"unknown group {name!r}; allowed: {', '.join(GROUPS)}")
+            if not weight >= 0:
+                raise ValueError(f"weight of {name!r} must be >= 0, got {weight}")
+        if not any(w > 0 for w in value.values()):
+            raise ValueError("at least one group needs a positive weight")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not weight > 0:
+                raise ValueError(f"weight of {name!r} must be > 0, got {weight}")
+        return value
+
+
 class DedupConfig(Strict):
     """Deduplication of image units (web and class images) across all sources; see
     `uvd_pipeline.dedup` for the scope, the fingerprints and which copy is kept."""
@@ -260,6 +293,7 @@ class BuildConfig(Strict):
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
     dedup: DedupConfig = DedupConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
+    mixture: MixtureConfig = MixtureConfig()
     beam: BeamConfig = BeamConfig()
 
     @model_validator(mode="after")
@@ -269,6 +303,10 @@ class BuildConfig(Strict):
             if source.name in seen:
                 raise ValueError(f"sources[{index}].name: {source.name!r} is used twice; names must be unique")
             seen.add(source.name)
+        for name in self.mixture.sources:
+            if name not in seen:
+                raise ValueError(f"mixture.sources.{name}: no source is named {name!r}; sources are "
+                                 f"{', '.join(sorted(seen))}")
         return self
 
     @property
@@ -277,8 +315,10 @@ class BuildConfig(Strict):
 
     def content_hash(self) -> str:
         """A digest of everything that shapes the output bytes (not how or where it runs)."""
-        # the tokenizer is not part of it: retokenizing keeps the rendered shards valid
-        content = self.model_dump(mode="json", exclude={"beam": True, "output": True, "tokenizer": True})
+        # the tokenizer is not part of it: retokenizing keeps the rendered shards valid; nor is
+        # the mixture, which shapes only mixture.yaml (rewritten at the end of every build)
+        content = self.model_dump(mode="json", exclude={"beam": True, "output": True, "tokenizer": True,
+                                                        "mixture": True})
         content["format_version"] = FORMAT_VERSION
         blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
