@@ -138,3 +138,26 @@ def test_labelers_fill_missing_ground_truth(annotated_build):
                    for m in s.header["members"] if m.get("pseudo_label")]
     assert kitti_depth and {m["pseudo_label"] for m in kitti_depth} == {"sgbm"}
     assert summary["sources"]["edges"]["by_kind_task"] == {"pairs/edges": summary["sources"]["edges"]["sentences"]}
+
+
+def test_input_sizes_of_every_kind(annotated_build):
+    """The original size of every input picture is recorded (views, tuple images, clip frames, pair
+    inputs; never annotation targets) and lands in the stats' input histograms."""
+    from uvd_pipeline.quality import ASPECT_EDGES, SIDE_EDGES, bin_index
+
+    summary, sentences = annotated_build
+    images_per_input = {"multiview": 1, "pairs": 2, "multitask": 5, "annotated_video": 2}
+    expected: Counter[str] = Counter()
+    for s in sentences:
+        inputs = s.header["n_images"] // images_per_input[s.header["kind"]]
+        assert len([m for m in s.header["members"] if m.get("width") and m.get("height")]) == inputs
+        expected[s.header["source"]] += inputs
+    histograms = {name: source["inputs"] for name, source in summary["sources"].items()}
+    assert {name: h["count"] for name, h in histograms.items()} == dict(expected)
+    # the corpus renders objects and Taskonomy images at 256 x 256, JHMDB and VIPSeg frames at 320 x 240
+    for name, (width, height) in {"objaverse": (256, 256), "tk": (256, 256), "jh": (320, 240),
+                                  "vip": (320, 240)}.items():
+        h = histograms[name]
+        assert h["short_side"][bin_index(min(width, height), SIDE_EDGES)] == h["count"] > 0, name
+        assert h["aspect"][bin_index(width / height, ASPECT_EDGES)] == h["count"], name
+        assert h["pixels"] == h["count"] * width * height, name

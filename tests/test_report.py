@@ -1,17 +1,30 @@
-"""Report v0 on a finished build: counts, rejects, contact sheets that show real sentences."""
+"""The data-quality report on a finished build: counts, rejects, input sizes, sentence lengths,
+contact sheets that show real sentences, code statistics and reconstructions per source, stage
+throughput, and the page itself loaded in headless Chromium."""
 
 from __future__ import annotations
 
+import bisect
+import io
 import json
+import os
 import re
+import shutil
+import subprocess
+import tarfile
+from collections import Counter
 from pathlib import Path
 
+import av
 import numpy as np
-from PIL import Image
+import pytest
+from PIL import Image, ImageOps
 
+from uvd_pipeline.quality import ASPECT_EDGES, SIDE_EDGES
 from uvd_pipeline.render import decode_png
-from uvd_pipeline.report import LABEL_WIDTH, THUMB, write_report
+from uvd_pipeline.report import LABEL_WIDTH, RECONSTRUCTION_IMAGES, RECONSTRUCTION_PER_SENTENCE, THUMB, write_report
 from uvd_pipeline.rendered_shards import iter_shard
+from uvd_pipeline.shards import find_shards, read_token_shard, sentence_tokens
 
 
 def test_report_counts_and_sheets(mini_build):
@@ -25,7 +38,9 @@ def test_report_counts_and_sheets(mini_build):
     assert data["reject_examples"]["too_few_frames"][0]["key"].startswith("clips-short_10f")
     page = Path(paths["html"]).read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert "contact_sheet.png" in images and len(images) == 6  # overview, image, category, video, 2 tokenizer
+    # contact sheets: overview, image, category, video; input sizes, sentence lengths, code statistics,
+    # one reconstruction sheet per source (3), throughput
+    assert "contact_sheet.png" in images and len(images) == 11
     report_dir = Path(paths["html"]).parent
     for name in images:
         with Image.open(report_dir / name) as sheet:
@@ -53,7 +68,223 @@ def test_report_tokenizer_section(mini_build):
     assert 0 < section["all"]["usage"] <= 1 and section["all"]["perplexity"] >= 1
     assert 0 < section["sample_psnr"] < 60
     report_dir = Path(paths["html"]).parent
-    for name in (section["usage_plot"], section["reconstruction_sheet"]):
+    page = Path(paths["html"]).read_text()
+    assert set(section["reconstruction"]) == {"web", "inet", "clips"}
+    for name in (section["usage_plot"], *(r["sheet"] for r in section["reconstruction"].values())):
         with Image.open(report_dir / name) as image:
             image.verify()
-    assert "reconstruction_sheet" in section and section["reconstruction_sheet"] in Path(paths["html"]).read_text()
+        assert f'src="{name}"' in page
+
+
+def _bin(value: float, edges: tuple) -> int:
+    return bisect.bisect_right(edges, value) - 1
+
+
+def _histogram(values, edges: tuple) -> list[int]:
+    counts = Counter(_bin(v, edges) for v in values)
+    return [counts[i] for i in range(len(edges))]
+
+
+def test_report_input_sizes(mini_build):
+    config, summary = mini_build
+    data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+    inputs = data["inputs"]["by_source"]
+    # each image of an image, category or video sentence comes from one input picture
+    for name, source in summary["sources"].items():
+        assert inputs[name]["count"] == source["images"] > 0
+        for key in ("short_side", "long_side", "aspect"):
+            assert sum(inputs[name][key]) == source["images"]
+    output = Path(config.output)
+    paths = {s.name: Path(s.path) for s in config.sources}
+    # web: the sizes of the committed images, read here from the corpus bytes (EXIF orientation applied)
+    members = [s.header["members"][0] for tar in (output / "rendered" / "web").rglob("*.tar")
+               for s in iter_shard(str(tar))]
+    names = {f"{m['sample_key']}.{m['file_ext']}" for m in members}
+    sizes = []
+    with tarfile.open(paths["web"] / "00001.tar") as tar:
+        for member in tar.getmembers():
+            if member.name in names:
+                with Image.open(io.BytesIO(tar.extractfile(member).read())) as image:
+                    sizes.append(ImageOps.exif_transpose(image).size)
+    assert len(sizes) == len(members) == summary["sources"]["web"]["images"]
+    web = inputs["web"]
+    assert web["short_side"] == _histogram([min(w, h) for w, h in sizes], SIDE_EDGES)
+    assert web["long_side"] == _histogram([max(w, h) for w, h in sizes], SIDE_EDGES)
+    assert web["aspect"] == _histogram([w / h for w, h in sizes], ASPECT_EDGES)
+    assert web["pixels"] == sum(w * h for w, h in sizes)
+    assert web["below_canvas"] == sum(min(w, h) < 64 for w, h in sizes) > 0  # the corpus has tiny images
+    assert web["mean_megapixels"] == pytest.approx(web["pixels"] / len(sizes) / 1e6, abs=1e-4)
+    # videos: every frame has its clip's size, read here from the container
+    clip_sizes = []
+    for tar in (output / "rendered" / "clips").rglob("*.tar"):
+        for sentence in iter_shard(str(tar)):
+            with av.open(str(paths["clips"] / sentence.header["meta"]["file"])) as container:
+                stream = container.streams.video[0]
+                clip_sizes += [(stream.width, stream.height)] * sentence.header["n_images"]
+    assert len(clip_sizes) == 48
+    assert inputs["clips"]["short_side"] == _histogram([min(w, h) for w, h in clip_sizes], SIDE_EDGES)
+    assert inputs["clips"]["aspect"] == _histogram([w / h for w, h in clip_sizes], ASPECT_EDGES)
+    page = Path(data["output"], "report", "report.html").read_text()
+    assert '<img src="input_sizes.png"' in page and "Input sizes" in page
+
+
+def test_report_counts_lengths_and_entropy(mini_build):
+    config, summary = mini_build
+    data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+    web = summary["sources"]["web"]["sentences"]
+    assert data["sentence_lengths"] == {"category": {"16": 6}, "image": {"1": web}, "video": {"16": 3}}
+    groups = data["counts"]["by_kind_task"]
+    assert {g: (c["sentences"], c["images"]) for g, c in groups.items()} == {
+        "category": (6, 96), "image": (web, web), "video": (3, 48)}
+    for group in groups.values():
+        assert group["tokens"] == 16 * group["images"]  # 64 px at f16: 4 x 4 codes per image
+    for name, counts in data["counts"]["by_source"].items():
+        assert counts["tokens"] == 16 * summary["sources"][name]["images"]
+    # entropy in bits of the codes each source's token shards hold, computed here from the shards
+    section = data["tokenizer"]
+    values: dict[str, list[np.ndarray]] = {}
+    for path in find_shards(str(Path(config.output) / "tokens")):
+        table, _ = read_token_shard(path)
+        for source, tokens in zip(table.column("source").to_pylist(), table.column("tokens").to_pylist()):
+            values.setdefault(source, []).append(np.asarray(tokens, np.int64))
+    values["all"] = [np.concatenate(v) for v in values.values()]
+
+    def entropy(codes: np.ndarray) -> float:
+        p = np.bincount(codes) / codes.size
+        p = p[p > 0]
+        return float(-(p * np.log2(p)).sum())
+
+    for name, parts in values.items():
+        codes = np.concatenate(parts)
+        stats = section["all"] if name == "all" else section["by_source"][name]
+        assert stats["tokens"] == codes.size
+        assert stats["entropy_bits"] == pytest.approx(entropy(codes), abs=1e-4)
+        assert stats["perplexity"] == pytest.approx(2 ** entropy(codes), abs=0.06)
+        assert 0 < stats["entropy_bits"] <= np.log2(8192)
+
+
+def test_report_reconstruction_per_source(mini_build):
+    """Per-source PSNR/SSIM equal a direct computation on the images the report samples."""
+    from tokenizer.codec import Tokenizer
+
+    config, _ = mini_build
+    data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+    reconstruction = data["tokenizer"]["reconstruction"]
+    tok = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8)
+    output = Path(config.output)
+    all_psnr = []
+    for source in ("web", "inet", "clips"):
+        shards = [Path(p) for p in find_shards(str(output / "tokens" / source))]  # train before val
+        originals, codes, used = [], [], []
+        for path in shards:
+            if len(originals) == RECONSTRUCTION_IMAGES:
+                break
+            used.append(path.name)
+            table, _ = read_token_shard(str(path))
+            tar = output / "rendered" / source / path.parent.name / path.name.replace(".arrow", ".tar")
+            for index, sentence in enumerate(iter_shard(str(tar))):
+                tokens = sentence_tokens(table, index).reshape(sentence.header["n_images"], 16)
+                for position in range(min(RECONSTRUCTION_PER_SENTENCE, sentence.header["n_images"])):
+                    if len(originals) < RECONSTRUCTION_IMAGES:
+                        originals.append(decode_png(sentence.images[position]).astype(np.float64))
+                        codes.append(tokens[position])
+        assert reconstruction[source]["shards"] == used
+        decoded = tok.decode(np.stack(codes).astype(np.int64), grid=(4, 4)).astype(np.float64)
+        mse = ((np.stack(originals) - decoded) ** 2).reshape(len(originals), -1).mean(1)
+        psnr = 10 * np.log10(255.0**2 / mse)
+        all_psnr += list(psnr)
+        assert reconstruction[source]["images"] == len(originals)
+        assert reconstruction[source]["psnr"] == pytest.approx(psnr.mean(), abs=1e-3)
+        assert 0 < reconstruction[source]["ssim"] < 1
+    # 2 frames of each of the 3 clips (3 shards), 2 images of each of 4 class sentences, 8 web images
+    assert {s: r["images"] for s, r in reconstruction.items()} == {"clips": 6, "inet": 8, "web": 8}
+    assert data["tokenizer"]["sample_psnr"] == pytest.approx(np.mean(all_psnr), abs=0.01)
+
+
+def test_stage_throughput(mini_build):
+    config, summary = mini_build
+    stages = summary["run"]["stages"]
+    assert set(stages) == {"read", "render", "assemble", "write", "tokenize"}
+    totals = summary["totals"]
+    assert (stages["write"]["calls"], stages["write"]["items"]) == (totals["shards"], totals["sentences"])
+    assert (stages["tokenize"]["calls"], stages["tokenize"]["items"]) == (totals["shards"], totals["images"])
+    assert stages["assemble"]["items"] == 6  # the class sentences
+    counters = summary["run"]["counters"]
+    assert stages["render"]["items"] == sum(n for k, n in counters.items() if k.endswith(".records"))
+    assert stages["read"]["items"] >= stages["render"]["items"]
+    for stage in stages.values():
+        assert stage["seconds"] > 0
+        assert stage["items_per_s"] == pytest.approx(stage["items"] / stage["seconds"], rel=0.01)
+    distributions = summary["run"]["distributions"]
+    assert distributions["tokenize.batch_images"]["sum"] == totals["images"]
+    assert distributions["tokenize.batch_images"]["max"] == 8  # the configured batch size
+    inputs = sum(s["inputs"]["count"] for s in summary["sources"].values())
+    assert distributions["input.kilopixels"]["count"] >= inputs  # rendered, some later dropped
+    data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+    assert data["throughput"]["stages"] == stages
+    page = Path(config.output, "report", "report.html").read_text()
+    table = page[page.index("<h2>Throughput</h2>"):]
+    rows = [table.index(f"<tr><td>{stage}</td>") for stage in ("read", "render", "assemble", "write", "tokenize")]
+    assert rows == sorted(rows)  # in pipeline order
+    assert '<img src="throughput.png"' in page and '<img src="sentence_lengths.png"' in page
+
+
+# -- the page in a browser ---------------------------------------------------------------------
+# Chromium's --dump-dom prints the DOM once the page has loaded; a copy of the report with this
+# script added writes what the browser made of every <img> into the DOM. No driver, no new
+# Python dependency: the same page, its images resolved by the browser from the same folder.
+PROBE = """<script>window.addEventListener("load", () => {
+  const found = [...document.images].map(i => ({src: i.getAttribute("src"), complete: i.complete,
+                                               width: i.naturalWidth, height: i.naturalHeight}));
+  const out = document.createElement("pre");
+  out.id = "uvd-image-probe";
+  out.textContent = JSON.stringify(found);
+  document.body.appendChild(out);
+});</script>"""
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def browser_images(browser: str, page: Path, profile: Path) -> list[dict]:
+    """Every <img> of `page` as headless Chromium loaded it: src, complete, naturalWidth/Height."""
+    import html
+
+    probe = page.with_name("browser-probe.html")  # next to the page: the same relative image paths
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    proc = subprocess.run([browser, "--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                           f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    match = re.search(r'<pre id="uvd-image-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert match, f"the page did not finish loading in Chromium (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    return json.loads(html.unescape(match.group(1)))
+
+
+def test_report_page_renders_every_image_in_chromium(mini_build, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("UVD_REQUIRE_BROWSER"):
+            pytest.fail("UVD_REQUIRE_BROWSER is set but no chromium is installed")
+        pytest.skip("no chromium on this machine (`make test` installs it)")
+    config, _ = mini_build
+    paths = write_report(config.output, max_sentences_per_group=2)
+    copy = tmp_path / "report"  # the shared build stays untouched
+    shutil.copytree(Path(paths["html"]).parent, copy)
+    page = copy / "report.html"
+    referenced = re.findall(r'<img src="([^"]+)"', page.read_text())
+    assert len(referenced) == 11
+    images = browser_images(browser, page, tmp_path / "profile")
+    assert [i["src"] for i in images] == referenced
+    assert [i["src"] for i in images if not (i["complete"] and i["width"] > 0 and i["height"] > 0)] == []
+    for image in images:  # the browser's size is the file's size
+        with Image.open(copy / image["src"]) as png:
+            assert png.size == (image["width"], image["height"])
+    # the check sees a missing image and a broken one
+    (copy / referenced[1]).unlink()
+    (copy / referenced[-1]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"not the rest of a PNG" * 4)
+    images = browser_images(browser, page, tmp_path / "profile")
+    assert sorted(i["src"] for i in images if i["width"] == 0) == sorted([referenced[1], referenced[-1]])

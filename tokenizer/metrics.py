@@ -79,3 +79,13 @@ def perplexity(histogram: np.ndarray) -> float:
         return 0.0
     p = histogram[histogram > 0] / total
     return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def entropy_bits(histogram: np.ndarray) -> float:
+    """Entropy of the code distribution in bits per token (log2 of the perplexity); at most
+    log2 of the codebook size (13 bits for 8192 codes)."""
+    total = histogram.sum()
+    if total == 0:
+        return 0.0
+    p = histogram[histogram > 0] / total
+    return float(-(p * np.log2(p)).sum())

@@ -18,6 +18,7 @@ from typing import Any
 
 from sources import fsio
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig, ConfigError
+from uvd_pipeline.quality import INPUT_BINS, empty_inputs, merge_inputs, merge_lengths, stage_throughput
 from uvd_pipeline.rendered_shards import (
     REJECTS_SUFFIX,
     RENDERED_DIR,
@@ -95,11 +96,16 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
 
 
 class _ShardProgress:
-    """Reports committed shards while the pipeline runs (stats files are the commit marks)."""
+    """Reports committed rendered and token shards while the pipeline runs (stats files are the
+    commit marks), against the most there can be (a shard no item hashes to is never written).
+    Per-record progress of the other stages is in the Beam counters and distributions, which
+    remote runners show live."""
 
-    def __init__(self, output: str, interval: float = 2.0) -> None:
+    def __init__(self, output: str, interval: float = 2.0, most: int | None = None, tokens: bool = False) -> None:
         self.output = output
         self.interval = interval
+        self.most = most
+        self.tokens = tokens
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -112,16 +118,28 @@ class _ShardProgress:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        seen = -1
+        seen = None
         started = time.perf_counter()
+        of = f"/{self.most}" if self.most else ""
         while not self._stop.wait(self.interval):
             try:
-                count = len(stats_files(self.output))
+                count = (len(stats_files(self.output)), len(token_stats_files(self.output)) if self.tokens else 0)
             except Exception:
                 continue
             if count != seen:
-                log.info("progress: %d shards committed (%.0fs)", count, time.perf_counter() - started)
+                tokens = f", tokenize {count[1]}{of}" if self.tokens else ""
+                log.info("progress: shards committed: write %d%s%s (%.0fs)", count[0], of, tokens,
+                         time.perf_counter() - started)
                 seen = count
+
+
+def token_stats_files(output: str) -> list[str]:
+    from uvd_pipeline.shards import STATS_SUFFIX as TOKEN_STATS, TOKENS_DIR
+
+    root = fsio.join(output, TOKENS_DIR)
+    if not fsio.exists(root):
+        return []
+    return [f for f in fsio.list_files(root, (TOKEN_STATS,), recursive=True) if ".tmp-" not in f]
 
 
 @dataclass
@@ -160,7 +178,8 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
         build_retokenize_graph(pipeline, config)
         result = pipeline.run()
         result.wait_until_finish()
-        summary = finalize(config, time.perf_counter() - started, _counters(result))
+        summary = finalize(config, time.perf_counter() - started, _counters(result),
+                           distributions=_distributions(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
     units = list_units(config)  # source errors first: they name the field the user wrote
     check_tokenizer(config)
@@ -174,11 +193,13 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
     options = pipeline_options(config)
     pipeline = beam.Pipeline(runner=make_runner(config, options), options=options)
     build_graph(pipeline, config, done, units)
-    with _ShardProgress(config.output):
+    most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
+    with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
         result = pipeline.run()
         result.wait_until_finish()
     counters = _counters(result)
-    summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done))
+    summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done),
+                       distributions=_distributions(result))
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
 
 
@@ -195,7 +216,29 @@ def _counters(result) -> dict[str, int]:
         return {}
 
 
-def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resumed: int = 0) -> dict[str, Any]:
+def _distributions(result) -> dict[str, dict[str, float]]:
+    """Beam Distribution metrics summed over steps: count, sum, min, max per name."""
+    try:
+        from apache_beam.metrics.metric import MetricsFilter
+
+        totals: dict[str, dict[str, float]] = {}
+        for metric in result.metrics().query(MetricsFilter())["distributions"]:
+            value = metric.committed if metric.committed is not None and metric.committed.count else metric.attempted
+            if value is None or not value.count:
+                continue
+            entry = totals.setdefault(metric.key.metric.name,
+                                      {"count": 0, "sum": 0, "min": value.min, "max": value.max})
+            entry["count"] += value.count
+            entry["sum"] += value.sum
+            entry["min"] = min(entry["min"], value.min)
+            entry["max"] = max(entry["max"], value.max)
+        return dict(sorted(totals.items()))
+    except Exception:  # some runners report no metrics
+        return {}
+
+
+def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resumed: int = 0,
+             distributions: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`."""
     output = config.output
     config_hash = config.content_hash()
@@ -213,6 +256,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "sentences": 0, "images": 0, "rejects": 0, "shards": 0,
             "by_split": defaultdict(lambda: {"sentences": 0, "images": 0}),
             "by_kind": Counter(), "by_kind_task": Counter(), "rejects_by_reason": Counter(),
+            "images_by_kind_task": Counter(), "sentence_lengths": {}, "inputs": empty_inputs(),
         })
         entry["sentences"] += stats["sentences"]
         entry["images"] += stats["images"]
@@ -223,6 +267,9 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         entry["by_kind"].update(stats["by_kind"])
         entry["by_kind_task"].update(stats.get("by_kind_task", {}))
         entry["rejects_by_reason"].update(stats["rejects_by_reason"])
+        entry["images_by_kind_task"].update(stats.get("images_by_kind_task", {}))
+        merge_lengths(entry["sentence_lengths"], stats.get("sentence_lengths"))
+        merge_inputs(entry["inputs"], stats.get("inputs"))
         rejects_uri = uri[: -len(STATS_SUFFIX)] + REJECTS_SUFFIX
         if stats["rejects"]:
             reject_lines += [line for line in fsio.read_text(rejects_uri).splitlines() if line]
@@ -236,6 +283,10 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "by_kind": dict(sorted(entry["by_kind"].items())),
             "by_kind_task": dict(sorted(entry["by_kind_task"].items())),
             "rejects_by_reason": dict(sorted(entry["rejects_by_reason"].items())),
+            "images_by_kind_task": dict(sorted(entry["images_by_kind_task"].items())),
+            "sentence_lengths": {k: dict(sorted(v.items(), key=lambda kv: int(kv[0])))
+                                 for k, v in sorted(entry["sentence_lengths"].items())},
+            "inputs": entry["inputs"],
         }
     types = {s.name: s.type for s in config.sources}
     for name in sources:
@@ -262,6 +313,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "shards": len(shards),
         },
         "sources": sources,
+        "input_bins": {k: list(v) for k, v in INPUT_BINS.items()},
         "tokens": tokens,
         "mixture": mixture,
         "shards": [
@@ -275,6 +327,8 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "workers": config.beam.direct_num_workers if config.beam.runner == "DirectRunner" else None,
             "shards_resumed": resumed,
             "counters": counters,
+            "distributions": distributions or {},
+            "stages": stage_throughput(distributions or {}),
         },
     }
     write_bytes_atomic(fsio.join(output, SUMMARY_FILE), json.dumps(summary, indent=1, sort_keys=True).encode())
@@ -325,5 +379,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         names = ", ".join(f"{t['name']} ({t['weights_hash'][:12]})" for t in tokens["tokenizers"])
         lines.append(f"tokens: {total:,} in {sum(s['shards'] for s in tokens['sources'].values())} "
                      f"token shards, tokenizer {names}")
+    stages = summary["run"].get("stages") or {}
+    if stages:
+        lines.append("stages (items per busy second of one worker): " + ", ".join(
+            f"{name} {s['items']} {s['unit']} at {s['items_per_s'] or 0:,.1f}/s" for name, s in stages.items()))
     lines.append(f"{t['shards']} shards in {summary['output']} ({summary['run']['seconds']:.1f}s)")
     return "\n".join(lines)

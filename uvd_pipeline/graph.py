@@ -21,6 +21,7 @@ and the writer leaves every committed shard untouched.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -55,6 +56,7 @@ from uvd_pipeline.dedup import (
     parse_fingerprint_lines,
 )
 from uvd_pipeline.keys import shard_of, stable_hash
+from uvd_pipeline.quality import input_sizes
 from uvd_pipeline.render import RenderSettings, render_clip, render_image
 from uvd_pipeline.render_annotated import render_annotated_clip, render_multiview, render_pair, render_tuple
 from uvd_pipeline.rendered_shards import ShardAddress, write_shard
@@ -109,6 +111,26 @@ def _count(source: str, name: str, n: int = 1) -> None:
     Metrics.counter(NAMESPACE, f"{source}.{name}").inc(n)
 
 
+def _distribution(name: str, value: float) -> None:
+    """A Beam Distribution (count, sum, min, max): stage timings in microseconds, item counts,
+    input sizes; remote runners show them live, and the summary keeps them (`run.distributions`)."""
+    Metrics.distribution(NAMESPACE, name).update(int(value))
+
+
+def _timed(items: Iterable[Any], clock: list[float]) -> Iterator[Any]:
+    """Yield from `items`, adding to clock[0] only the time spent producing them."""
+    iterator = iter(items)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            clock[0] += time.perf_counter() - start
+            return
+        clock[0] += time.perf_counter() - start
+        yield item
+
+
 class ReadUnit(beam.DoFn):
     """Yields a unit's records; a unit that fails part-way becomes a reject, not a crash."""
 
@@ -120,8 +142,10 @@ class ReadUnit(beam.DoFn):
 
     def process(self, unit) -> Iterator[Any]:
         name = self.source.name
+        clock, records = [0.0], 0
         try:
-            for item in self.source.read(unit):
+            for item in _timed(self.source.read(unit), clock):
+                records += 1
                 address = self.router.of_planned(item)
                 if address is None and self.keyed_by_record and isinstance(item, ImageRecord):
                     address = self.router.address(name, self.router.settings.split(item.group, item.split_hint),
@@ -141,6 +165,8 @@ class ReadUnit(beam.DoFn):
             _count(name, "rejects.unit_failed")
             yield TaggedOutput(REJECTS, Reject(key, name, key, "read", "unit_failed",
                                                f"{label[:120]}: {type(exc).__name__}: {exc}"[:300]))
+        _distribution("stage.read_us", clock[0] * 1e6)
+        _distribution("stage.read_records", records)
 
 
 UNITS = "units"
@@ -156,6 +182,7 @@ class Render(beam.DoFn):
         self.fingerprint = fingerprint  # image units carry their dedup fingerprint
 
     def process(self, record) -> Iterator[Any]:
+        start = time.perf_counter()
         try:
             result: Any
             if self.fingerprint and isinstance(record, ImageRecord):
@@ -167,6 +194,11 @@ class Render(beam.DoFn):
         except Exception as exc:  # decoders can fail in ways no reason code foresaw
             result = Reject(record.key, record.source, record.group, "render", "internal_error",
                             f"{type(exc).__name__}: {exc}"[:300])
+        _distribution("stage.render_us", (time.perf_counter() - start) * 1e6)
+        if not isinstance(result, Reject):
+            kind = result.kind if isinstance(result, Sentence) else "unit"
+            for width, height in input_sizes(kind, result.members, getattr(result, "meta", {})):
+                _distribution("input.kilopixels", width * height / 1000)
         if isinstance(result, Reject):
             _count(record.source, f"rejects.{result.reason}")
             yield TaggedOutput(REJECTS, result)
@@ -206,9 +238,11 @@ def _place(item: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, 
 
 def _assemble(item: tuple[str, Iterable[tuple[str, Slot, RenderedUnit]]], seed: int) -> Iterator[Any]:
     sentence_id, placed = item
+    start = time.perf_counter()
     placed = list(placed)
     kind, slot, _ = placed[0]
     result = assemble(kind, sentence_id, slot.label, seed, [(s.position, unit) for _, s, unit in placed])
+    _distribution("stage.assemble_us", (time.perf_counter() - start) * 1e6)
     if isinstance(result, Reject):
         yield TaggedOutput(REJECTS, result)
     else:
@@ -362,6 +396,7 @@ class WriteShard(beam.DoFn):
         (source, split, index), grouped = item
         address = ShardAddress(source, split, index)
         expected = sum(grouped["count"])
+        start = time.perf_counter()
         result = write_shard(
             self.output, address, grouped["items"],
             expected_items=expected,
@@ -372,6 +407,8 @@ class WriteShard(beam.DoFn):
         )
         _count(source, "shards_skipped" if result.skipped else "shards_written")
         if not result.skipped:
+            _distribution("stage.write_us", (time.perf_counter() - start) * 1e6)
+            _distribution("stage.write_sentences", result.stats["sentences"])
             _count(source, "sentences_written", result.stats["sentences"])
             log.info("committed %s: %d sentences, %d rejects", address.stem,
                      result.stats["sentences"], result.stats["rejects"])
@@ -522,13 +559,21 @@ class TokenizeShard(beam.DoFn):
         self.tokenizer = self._shared.acquire(lambda: _load_tokenizer(settings))
 
     def process(self, stats: dict[str, Any]) -> Iterator[dict]:
-        result = tokenize_shard(self.output, stats, self.tokenizer, self.config_hash)
+        start = time.perf_counter()
+        result = tokenize_shard(self.output, stats, self.tokenizer, self.config_hash, on_batch=_batch_timing)
         source = stats["source"]
         _count(source, "token_shards_skipped" if result["skipped"] else "token_shards_written")
         if not result["skipped"]:
+            _distribution("stage.tokenize_us", (time.perf_counter() - start) * 1e6)
+            _distribution("stage.tokenize_images", result["images"])
             _count(source, "images_tokenized", result["images"])
             log.info("tokenized %s: %d images", stats["tar"], result["images"])
         yield result
+
+
+def _batch_timing(seconds: float, images: int) -> None:
+    _distribution("tokenize.batch_us", seconds * 1e6)
+    _distribution("tokenize.batch_images", images)
 
 
 def add_tokenize(rendered, config: BuildConfig):

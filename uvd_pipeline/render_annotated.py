@@ -220,7 +220,9 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
             images.append(target_for(task, annotation, decoded.pixels, decoded.plan, settings, record.key)[1])
     except (OSError, ValueError, DecodeError, AnnotationError, MapError) as exc:
         return _reject(record, split, exc)
-    members = tuple({"key": record.key, "task": task, **(record.lineage if task == "image" else {})}
+    # the image's original size (before resizing) is recorded for the report's input histograms
+    size = {"width": decoded.width, "height": decoded.height}
+    members = tuple({"key": record.key, "task": task, **({**size, **record.lineage} if task == "image" else {})}
                     for task, _ in record.uris)
     pngs = tuple(encode_png(image, settings.png_compression) for image in images)
     return RenderedUnit(record.key, record.source, split, record.group, pngs, members, "multitask", "multitask")
@@ -228,7 +230,7 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
 
 def render_multiview(record: MultiViewRecord, settings: RenderSettings) -> Sentence | Reject:
     split = settings.split(record.group)
-    images = []
+    images, sizes = [], []
     for uri in record.view_uris:
         try:
             view = _load(uri, None, settings)
@@ -239,7 +241,9 @@ def render_multiview(record: MultiViewRecord, settings: RenderSettings) -> Sente
             return Reject(record.key, record.source, record.group, "decode", exc.reason,
                           f"{uri.rsplit('/', 1)[-1]}: {exc.detail}"[:200], split_hint=split)
         images.append(encode_png(view.pixels, settings.png_compression))
-    members = tuple({"view": i, "azimuth_deg": a} for i, a in enumerate(record.azimuths_deg))
+        sizes.append((view.width, view.height))
+    members = tuple({"view": i, "azimuth_deg": a, "width": w, "height": h}
+                    for i, (a, (w, h)) in enumerate(zip(record.azimuths_deg, sizes)))
     return Sentence(record.key, record.source, "multiview", "none", split, tuple(images), members,
                     dict(record.lineage))
 
@@ -247,10 +251,11 @@ def render_multiview(record: MultiViewRecord, settings: RenderSettings) -> Sente
 def render_annotated_clip(record: AnnotatedClipRecord, settings: RenderSettings) -> Sentence | Reject:
     split = settings.split(record.group)
     annotation = record.annotation
-    frames, targets = [], []
+    frames, targets, sizes = [], [], []
     try:
         for index, uri in enumerate(record.frame_uris):
             decoded = _load(uri, None, settings)
+            sizes.append({"width": decoded.width, "height": decoded.height})
             if annotation["kind"] == "mask":
                 payload = {"label_uri": annotation["uris"][index], "panoptic_divisor": annotation.get("divisor", 100)}
                 task = "segmentation"
@@ -268,7 +273,8 @@ def render_annotated_clip(record: AnnotatedClipRecord, settings: RenderSettings)
         order = frames + targets
         roles = [("frame", i) for i in range(len(frames))] + [("annotation", i) for i in range(len(targets))]
     frame_numbers = record.lineage.get("frames", list(range(len(frames))))
-    members = tuple({"role": role, "frame": int(frame_numbers[i])} for role, i in roles)
+    members = tuple({"role": role, "frame": int(frame_numbers[i]), **(sizes[i] if role == "frame" else {})}
+                    for role, i in roles)
     meta = {"layout": record.layout, "stride": record.stride, "start": record.start, **record.lineage}
     pngs = tuple(encode_png(image, settings.png_compression) for image in order)
     return Sentence(record.key, record.source, "annotated_video", "segmentation" if annotation["kind"] == "mask" else "pose",

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 from sources import fsio
 from sources.records import Reject
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
+from uvd_pipeline.quality import ShardQuality
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.tarfiles import add_member, open_writer
 
@@ -186,6 +187,7 @@ def write_shard(
         kinds: Counter[str] = Counter()
         tasks: Counter[str] = Counter()
         kind_tasks: Counter[str] = Counter()
+        quality = ShardQuality(image_size)
         n_images = 0
         first = last = None
         with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False) as local:
@@ -198,6 +200,8 @@ def write_shard(
                     kinds[sentence.kind] += 1
                     tasks[sentence.task] += 1
                     kind_tasks[sentence_group(sentence.kind, sentence.task)] += 1
+                    quality.add(sentence.kind, sentence_group(sentence.kind, sentence.task), sentence.members,
+                                sentence.meta, sentence.n_images)
                     n_images += sentence.n_images
                     first = first or sentence.sentence_id
                     last = sentence.sentence_id
@@ -232,6 +236,7 @@ def write_shard(
             "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
             "first_sentence": first,
             "last_sentence": last,
+            **quality.stats(),  # input sizes, sentence lengths, images per kind/task (for the report)
         }
         if fingerprints:
             stats["fingerprints"] = len(fingerprints)

@@ -1,8 +1,15 @@
-"""Report v0: what a build holds and what it rejected, as `report.html` plus `report.json`.
+"""The data-quality report of a build: `report/report.html` (plots as PNG files next to it)
+plus `report/report.json` with every number shown.
 
-It reads only what the build committed (summary, stats, rejects, rendered tars), so it can be
-run on any finished output, local or remote. Contact sheets show whole sentences, one per row,
-so a person sees at a glance whether frames are in order and classes are coherent.
+It reads only what the build committed (summary, stats, rejects, rendered tars, token shards),
+so it can be run on any finished output, local or remote (the token sections need a local
+output: token shards are memory-mapped). Sections: counts, images and tokens per source and per
+kind/task; rejects by reason with examples; duplicates; input resolution and aspect ratio (the
+sizes before resizing, recorded in the shard stats: `uvd_pipeline.quality`); sentence lengths;
+contact sheets of whole sentences, one per row, so a person sees at a glance whether frames are
+in order and classes are coherent; per source, code usage, entropy and a code histogram, and
+PSNR/SSIM of a sample decoded from the stored tokens next to the rendered originals; stage
+throughput; the token mix; the trainer demo.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import html
 import io
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -18,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from sources import fsio
 from uvd_pipeline.build import REJECTS_FILE, SUMMARY_FILE
+from uvd_pipeline.quality import INPUT_BINS, STAGES, bin_labels
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, write_bytes_atomic
 
@@ -26,6 +34,10 @@ TRAINER_DIR = "trainer"  # written by `python -m trainer.demo` (the report only 
 THUMB = 64
 LABEL_WIDTH = 260
 EXAMPLES_PER_REASON = 3
+# reconstruction sample of each source: its token shards in path order (train before val), the
+# first RECONSTRUCTION_PER_SENTENCE images of each sentence in order, RECONSTRUCTION_IMAGES in all
+RECONSTRUCTION_IMAGES = 8
+RECONSTRUCTION_PER_SENTENCE = 2
 
 
 def pick_sentences(output: str, summary: dict[str, Any], per_group: int) -> dict[str, list]:
@@ -105,7 +117,148 @@ def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
         "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
         "reject_examples": _reject_examples(output),
         "duplicates": {name: s["duplicates"] for name, s in summary["sources"].items() if "duplicates" in s},
+        **_quality_data(summary, by_kind_task),
     }
+
+
+def _quality_data(summary: dict[str, Any], sentences_by_group: dict[str, int]) -> dict[str, Any]:
+    """Counts per source and per kind/task, input sizes, sentence lengths, stage throughput."""
+    tokens = (summary.get("tokens") or {}).get("sources", {})
+    images_by_group: Counter[str] = Counter()
+    lengths: dict[str, Counter[str]] = {}
+    for source in summary["sources"].values():
+        images_by_group.update(source.get("images_by_kind_task", {}))
+        for kind, counts in source.get("sentence_lengths", {}).items():
+            lengths.setdefault(kind, Counter()).update(counts)
+    inputs = {}
+    for name, source in summary["sources"].items():
+        hist = source.get("inputs")
+        if hist and hist["count"]:
+            inputs[name] = {**hist, "mean_megapixels": round(hist["pixels"] / hist["count"] / 1e6, 4),
+                            "below_canvas_share": round(hist["below_canvas"] / hist["count"], 4)}
+    run = summary.get("run", {})
+    return {
+        "counts": {
+            "by_source": {name: {"sentences": s["sentences"], "images": s["images"],
+                                 "tokens": tokens.get(name, {}).get("tokens")}
+                          for name, s in summary["sources"].items()},
+            # tokens per kind/task are filled in from the token shards (tokenizer section)
+            "by_kind_task": {group: {"sentences": n, "images": images_by_group.get(group), "tokens": None}
+                             for group, n in sorted(sentences_by_group.items())},
+        },
+        "inputs": {"bins": summary.get("input_bins", {k: list(v) for k, v in INPUT_BINS.items()}),
+                   "by_source": inputs},
+        "sentence_lengths": {kind: dict(sorted(counts.items(), key=lambda kv: int(kv[0])))
+                             for kind, counts in sorted(lengths.items())},
+        "throughput": {"seconds": run.get("seconds"), "runner": run.get("runner"), "workers": run.get("workers"),
+                       # pipeline order (summary.json sorts keys)
+                       "stages": {k: run["stages"][k] for k in STAGES if k in run.get("stages", {})},
+                       "distributions": run.get("distributions", {})},
+    }
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def _save_figure(figure, report_dir: str, name: str) -> str:
+    figure.tight_layout()
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png")
+    _pyplot().close(figure)
+    write_bytes_atomic(fsio.join(report_dir, name), buf.getvalue())
+    return name
+
+
+def inputs_plot(inputs: dict[str, Any], report_dir: str) -> str | None:
+    """Short side, long side and aspect ratio of the inputs, as shares of each source's inputs."""
+    if not inputs["by_source"]:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(15, 3.8), dpi=90)
+    titles = {"short_side": "short side (px)", "long_side": "long side (px)", "aspect": "aspect ratio (width / height)"}
+    for axis, (key, title) in zip(axes, titles.items()):
+        labels = bin_labels(tuple(inputs["bins"][key]))
+        x = np.arange(len(labels))
+        for name, hist in inputs["by_source"].items():
+            counts = np.asarray(hist[key], np.float64)
+            axis.plot(x, counts / max(counts.sum(), 1), marker="o", markersize=3, linewidth=1, label=name)
+        axis.set_xticks(x)
+        axis.set_xticklabels(labels, rotation=60, fontsize=7)
+        axis.set_title(title)
+        axis.set_ylabel("share of the source's inputs")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save_figure(figure, report_dir, "input_sizes.png")
+
+
+def lengths_plot(lengths: dict[str, dict[str, int]], report_dir: str) -> str | None:
+    """Sentences per length (images per sentence), one bar series per kind."""
+    if not lengths:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 3.2), dpi=90)
+    width = 0.8 / len(lengths)
+    for i, (kind, counts) in enumerate(lengths.items()):
+        x = np.array([int(n) for n in counts], np.float64)
+        axis.bar(x - 0.4 + (i + 0.5) * width, list(counts.values()), width=width, label=kind)
+    axis.set_yscale("log")
+    axis.set_ylim(bottom=0.5)
+    axis.xaxis.get_major_locator().set_params(integer=True)
+    axis.set_xlabel("images per sentence")
+    axis.set_ylabel("sentences")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    return _save_figure(figure, report_dir, "sentence_lengths.png")
+
+
+def throughput_plot(stages: dict[str, Any], report_dir: str) -> str | None:
+    """Busy seconds per stage (all workers together), labelled with items per busy second."""
+    if not stages:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 0.5 + 0.5 * len(stages)), dpi=90)
+    names = list(stages)
+    seconds = [stages[n]["seconds"] for n in names]
+    axis.barh(names, seconds, color="#4878a8")
+    for y, name in enumerate(names):
+        s = stages[name]
+        axis.text(s["seconds"], y, f" {s['items_per_s'] or 0:,.1f} {s['unit']}/s", va="center", fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("busy seconds (all workers)")
+    axis.set_xlim(0, max(seconds) * 1.35 or 1)
+    return _save_figure(figure, report_dir, "throughput.png")
+
+
+def tokens_plot(histograms: dict[str, np.ndarray], report_dir: str) -> str:
+    """Per source (and all): code frequencies sorted high to low (log-log), and the share of
+    tokens over code ids in 64 bins."""
+    plt = _pyplot()
+    figure, (rank_axis, id_axis) = plt.subplots(1, 2, figsize=(13, 3.6), dpi=90)
+    for name, hist in histograms.items():
+        total = max(int(hist.sum()), 1)
+        ranked = np.sort(hist)[::-1]
+        ranked = ranked[ranked > 0]
+        style = {"color": "black", "linewidth": 1.6} if name == "all" else {"linewidth": 1}
+        rank_axis.loglog(np.arange(1, ranked.size + 1), ranked / total, label=name, **style)
+        step = -(-hist.size // 64)
+        starts = np.arange(0, hist.size, step)
+        id_axis.step(starts, np.add.reduceat(hist, starts) / total, where="post", label=name, **style)
+    rank_axis.set_xlabel("code rank")
+    rank_axis.set_ylabel("share of tokens")
+    rank_axis.set_title("code frequencies, sorted")
+    rank_axis.grid(alpha=0.3)
+    rank_axis.legend(fontsize=7)
+    id_axis.set_xlabel(f"code id (bins of {step})")
+    id_axis.set_ylabel("share of tokens")
+    id_axis.set_title("token histogram")
+    id_axis.grid(alpha=0.3)
+    return _save_figure(figure, report_dir, "tokenizer_usage.png")
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -117,16 +270,68 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 def _tokenizer_html(section: dict[str, Any] | None) -> str:
     if not section:
         return "<h2>Tokenizer</h2><p>No token shards in this build.</p>"
-    rows = [["all", *section["all"].values()]] + [[k, *v.values()] for k, v in section["by_source"].items()]
-    html_rows = _table(["source", "tokens", "codes used", "usage", "perplexity"], rows)
+    columns = ("tokens", "codes_used", "usage", "perplexity", "entropy_bits")
+    rows = [[k, *(v[c] for c in columns)] for k, v in [("all", section["all"]), *section["by_source"].items()]]
+    html_rows = _table(["source", "tokens", "codes used", "usage", "perplexity", "entropy (bits/token)"], rows)
     sample = ""
-    if "reconstruction_sheet" in section:
-        sample = (f"<p>Original (left) and decoded from the stored tokens (right): PSNR "
-                  f"{section['sample_psnr']} dB, SSIM {section['sample_ssim']}.</p>"
-                  f"<img src=\"{section['reconstruction_sheet']}\" alt=\"reconstructions\">")
+    reconstruction = section.get("reconstruction") or {}
+    if reconstruction:
+        rows = [[name, r["images"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"] for name, r in reconstruction.items()]
+        sheets = "".join(f"<h3>{html.escape(name)}</h3><img src=\"{html.escape(r['sheet'])}\" "
+                         f"alt=\"original and decoded images of {html.escape(name)}\">"
+                         for name, r in reconstruction.items())
+        sample = (f"<h3>Reconstruction from the stored tokens</h3><p>Per source, a sample from its first token "
+                  f"shards (up to {RECONSTRUCTION_PER_SENTENCE} images per sentence) decoded with the build's "
+                  f"tokenizer and compared with the rendered images: mean PSNR {section['sample_psnr']} dB, "
+                  f"SSIM {section['sample_ssim']} over all samples.</p>"
+                  f"{_table(['source', 'images', 'PSNR (dB)', 'SSIM'], rows)}"
+                  f"<p>Original (left) and decoded (right) pairs:</p>{sheets}")
     return (f"<h2>Tokenizer</h2><p>{html.escape(section['tokenizer'])} (weights "
-            f"{section['weights_hash'][:16]}), codebook {section['codebook_size']}.</p>{html_rows}"
-            f"<p>Code frequencies, sorted, log scale:</p><img src=\"{section['usage_plot']}\" alt=\"usage\">{sample}")
+            f"{section['weights_hash'][:16]}), codebook {section['codebook_size']} "
+            f"(at most {np.log2(section['codebook_size']):.2f} bits/token).</p>{html_rows}"
+            f"<img src=\"{section['usage_plot']}\" alt=\"code frequencies and token histogram per source\">"
+            f"{sample}")
+
+
+def _inputs_html(inputs: dict[str, Any], plot: str | None) -> str:
+    if not inputs["by_source"]:
+        return "<h2>Input sizes</h2><p>No input sizes recorded in this build's shard stats.</p>"
+    rows = []
+    for name, h in inputs["by_source"].items():
+        rows.append([name, h["count"], f"{h['mean_megapixels']:.3f}", f"{100 * h['below_canvas_share']:.1f}%"])
+    labels = {k: bin_labels(tuple(e)) for k, e in inputs["bins"].items()}
+    detail = "".join(
+        f"<h3>{html.escape(title)}</h3>" + _table(["source", *labels[key]],
+                                                  [[n, *h[key]] for n, h in inputs["by_source"].items()])
+        for key, title in (("short_side", "Short side (px)"), ("aspect", "Aspect ratio (width / height)")))
+    img = f"<img src=\"{plot}\" alt=\"input resolution and aspect ratio\">" if plot else ""
+    return ("<h2>Input sizes</h2><p>The source pictures before resizing (every input image of a committed "
+            "sentence: each frame of a video, each view of an object; annotation targets are not inputs). "
+            "Below canvas: the short side is smaller than the canvas, so the image was enlarged.</p>"
+            + _table(["source", "inputs", "mean megapixels", "below canvas"], rows) + img + detail)
+
+
+def _lengths_html(lengths: dict[str, dict[str, int]], plot: str | None) -> str:
+    if not lengths:
+        return ""
+    rows = [[kind, sum(c.values()), ", ".join(f"{n} images: {k}" for n, k in c.items())] for kind, c in lengths.items()]
+    img = f"<img src=\"{plot}\" alt=\"sentence lengths\">" if plot else ""
+    return "<h2>Sentence lengths</h2>" + _table(["kind", "sentences", "sentences by length"], rows) + img
+
+
+def _throughput_html(throughput: dict[str, Any], plot: str | None) -> str:
+    stages = throughput.get("stages") or {}
+    if not stages:
+        return ("<h2>Throughput</h2><p>No stage timings in this build's summary (the runner reported no "
+                "Beam distribution metrics).</p>")
+    rows = [[name, s["items"], s["unit"], s["calls"], f"{s['seconds']:.3f}", f"{s['items_per_s'] or 0:,.1f}"]
+            for name, s in stages.items()]
+    img = f"<img src=\"{plot}\" alt=\"stage throughput\">" if plot else ""
+    return (f"<h2>Throughput</h2><p>The last run: {throughput['seconds']} s wall time on {throughput['runner']}"
+            f"{'' if throughput.get('workers') is None else ', ' + str(throughput['workers']) + ' workers'}. "
+            "Busy seconds are each stage's own work summed over workers (Beam distribution metrics); items per "
+            "busy second is one worker's rate. Shards an earlier run committed are not counted.</p>"
+            + _table(["stage", "items", "item", "calls", "busy seconds", "items per busy second"], rows) + img)
 
 
 def trainer_section(output: str, report_dir: str) -> dict[str, Any] | None:
@@ -206,13 +411,19 @@ def _duplicates_html(duplicates: dict[str, Any] | None) -> str:
             "rejects.</p>" + _table(["source", "inputs", "exact", "near", "dup rate"], rows))
 
 
+def _or_dash(value: Any) -> Any:
+    return "-" if value is None else value
+
+
 def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     source_rows = []
     for name, s in data["sources"].items():
         split = s["by_split"]
         source_rows.append([name, s["type"], ", ".join(s["by_kind"]), s["sentences"], s["images"],
                             split.get("train", {}).get("sentences", 0), split.get("val", {}).get("sentences", 0),
-                            s["rejects"]])
+                            s["rejects"], _or_dash(data["counts"]["by_source"][name]["tokens"])])
+    group_rows = [[g, c["sentences"], _or_dash(c["images"]), _or_dash(c["tokens"])]
+                  for g, c in data["counts"]["by_kind_task"].items()]
     reject_rows = [[reason, n, "; ".join(f"{e['key']} ({e['detail'][:60]})" for e in
                                          data["reject_examples"].get(reason, []))]
                    for reason, n in data["rejects_by_reason"].items()]
@@ -230,29 +441,36 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <p>Output <code>{html.escape(data['output'])}</code>, config {data['config_hash']}, images {data['image_size']}px.
 {t['sentences']} sentences, {t['images']} images, {t['rejects']} rejects in {t['shards']} shards.</p>
 <h2>Sentences by source</h2>
-{_table(['source', 'type', 'kinds', 'sentences', 'images', 'train', 'val', 'rejects'], source_rows)}
+{_table(['source', 'type', 'kinds', 'sentences', 'images', 'train', 'val', 'rejects', 'tokens'], source_rows)}
 <h2>Sentences by kind</h2>
 {_table(['kind', 'sentences'], [[k, n] for k, n in data['sentences_by_kind'].items()])}
-<h2>Sentences by kind and task</h2>
-{_table(['kind / task', 'sentences'], [[k, n] for k, n in data['sentences_by_task'].items()])}
+<h2>Sentences, images and tokens by kind and task</h2>
+{_table(['kind / task', 'sentences', 'images', 'tokens'], group_rows)}
 <h2>Sentences by split</h2>
 {_table(['split', 'sentences'], [[k, n] for k, n in data['sentences_by_split'].items()])}
 <h2>Rejects by reason</h2>
 {_table(['reason', 'count', 'examples'], reject_rows)}
 {_duplicates_html(data.get("duplicates"))}
+{_inputs_html(data["inputs"], data.get("plots", {}).get("inputs"))}
+{_lengths_html(data["sentence_lengths"], data.get("plots", {}).get("sentence_lengths"))}
 <h2>Contact sheets (one row per sentence, one sheet per kind and task)</h2>
 {sections}
 {_tokenizer_html(data.get("tokenizer"))}
+{_throughput_html(data["throughput"], data.get("plots", {}).get("throughput"))}
 {_mixture_html(data.get("mixture"))}
 {_trainer_html(data.get("trainer"))}
 </body></html>
 """
 
 
-def tokenizer_section(output: str, report_dir: str, sample_images: int = 8) -> dict[str, Any] | None:
-    """Codebook usage and code perplexity per source from the token shards, and an original vs
-    reconstruction sheet decoded from the stored tokens with the build's tokenizer."""
-    from uvd_pipeline.shards import find_shards, read_token_shard, sentence_tokens
+def tokenizer_section(output: str, report_dir: str,
+                      sample_images: int = RECONSTRUCTION_IMAGES) -> dict[str, Any] | None:
+    """Per source: codebook usage, code perplexity and entropy from the token shards, a code
+    histogram plot, and PSNR/SSIM of a sample decoded from its stored tokens with the build's
+    tokenizer against the rendered originals, with an original vs decoded sheet."""
+    import pyarrow.compute as pc
+
+    from uvd_pipeline.shards import find_shards, read_token_shard
 
     local = fsio.local_path(output)
     if local is None:
@@ -261,75 +479,105 @@ def tokenizer_section(output: str, report_dir: str, sample_images: int = 8) -> d
     if not paths:
         return None
     histograms: dict[str, np.ndarray] = {}
+    shards_of: dict[str, list[str]] = defaultdict(list)
+    by_group: Counter[str] = Counter()
     meta = None
     for path in paths:
         table, meta = read_token_shard(path)
         source = table.column("source")[0].as_py() if table.num_rows else None
         if source is None:
             continue
+        shards_of[source].append(path)
         values = np.concatenate([c.values.to_numpy() for c in table.column("tokens").chunks])
         counts = np.bincount(values, minlength=meta.codebook_size)
         histograms[source] = histograms.get(source, 0) + counts
+        lengths = pc.list_value_length(table.column("tokens")).to_numpy(zero_copy_only=False)
+        for kind, task, n in zip(table.column("kind").to_pylist(), table.column("task").to_pylist(), lengths):
+            by_group[sentence_group(kind, task)] += int(n)
     assert meta is not None
+    histograms = dict(sorted(histograms.items()))
     total = sum(histograms.values())
+    from tokenizer.metrics import codebook_usage, entropy_bits, perplexity
 
     def stats(hist: np.ndarray) -> dict[str, float]:
-        p = hist[hist > 0] / hist.sum()
         return {"tokens": int(hist.sum()), "codes_used": int((hist > 0).sum()),
-                "usage": round(float((hist > 0).mean()), 4),
-                "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1)}
+                "usage": round(codebook_usage(hist), 4), "perplexity": round(perplexity(hist), 1),
+                "entropy_bits": round(entropy_bits(hist), 4)}
 
     section: dict[str, Any] = {"tokenizer": meta.tokenizer_name, "weights_hash": meta.tokenizer_hash,
                                "codebook_size": meta.codebook_size, "all": stats(total),
-                               "by_source": {k: stats(v) for k, v in sorted(histograms.items())}}
-    from tokenizer.evaluate import comparison_sheet, usage_plot
+                               "by_source": {k: stats(v) for k, v in histograms.items()},
+                               "tokens_by_kind_task": dict(sorted(by_group.items()))}
+    section["usage_plot"] = tokens_plot({"all": total, **histograms}, report_dir)
+    tok = _build_tokenizer(output)
+    if tok is None:
+        return section
+    from tokenizer.evaluate import comparison_sheet
+    from tokenizer.metrics import psnr_per_image, ssim_per_image
 
-    buf = io.BytesIO()
-    usage_plot(total).save(buf, "PNG")
-    write_bytes_atomic(fsio.join(report_dir, "tokenizer_usage.png"), buf.getvalue())
-    section["usage_plot"] = "tokenizer_usage.png"
-    reconstruction = _reconstruction(output, paths[0], sample_images)
-    if reconstruction is not None:
-        originals, decoded = reconstruction
-        from tokenizer.metrics import psnr_per_image, ssim_per_image
-
-        section["sample_psnr"] = round(float(np.mean(psnr_per_image(originals, decoded))), 2)
-        section["sample_ssim"] = round(float(np.mean(ssim_per_image(originals, decoded))), 4)
+    reconstruction, psnrs, ssims = {}, [], []
+    for source, source_paths in sorted(shards_of.items()):
+        originals, codes, side, used = reconstruction_sample(output, source_paths, sample_images)
+        if not originals.size:
+            continue
+        decoded = tok.decode(codes.astype(np.int64), grid=(side, side))
+        psnr, ssim = psnr_per_image(originals, decoded), ssim_per_image(originals, decoded)
+        psnrs += list(psnr)
+        ssims += list(ssim)
         buf = io.BytesIO()
         comparison_sheet(originals, decoded).save(buf, "PNG")
-        write_bytes_atomic(fsio.join(report_dir, "tokenizer_reconstruction.png"), buf.getvalue())
-        section["reconstruction_sheet"] = "tokenizer_reconstruction.png"
+        name = f"reconstruction_{source}.png"
+        write_bytes_atomic(fsio.join(report_dir, name), buf.getvalue())
+        reconstruction[source] = {"images": len(originals), "shards": [p.rsplit("/", 1)[-1] for p in used],
+                                  "psnr": round(float(np.mean(psnr)), 4), "ssim": round(float(np.mean(ssim)), 5),
+                                  "sheet": name}
+    if reconstruction:
+        section["reconstruction"] = reconstruction
+        section["sample_psnr"] = round(float(np.mean(psnrs)), 2)
+        section["sample_ssim"] = round(float(np.mean(ssims)), 4)
     return section
 
 
-def _reconstruction(output: str, token_path: str, count: int):
-    """Rendered images of one shard next to the images its stored tokens decode to."""
-    from uvd_pipeline.shards import read_token_shard, sentence_tokens
+def _build_tokenizer(output: str):
+    """The build's tokenizer, or None when its checkpoint cannot be loaded any more."""
     from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer
 
     build = read_json(fsio.join(output, "build.json"))
     checkpoint = build.get("config", {}).get("tokenizer", {}).get("checkpoint", "embedded")
     try:
-        tok = _load_tokenizer(TokenizeSettings(checkpoint, batch_size=8))
+        return _load_tokenizer(TokenizeSettings(checkpoint, batch_size=8))
     except Exception:  # the checkpoint moved since the build: the usage numbers still stand
         return None
-    table, meta = read_token_shard(token_path)
-    parts = token_path.split("/")
-    tar = fsio.join(output, "rendered", parts[-3], parts[-2], parts[-1].replace(".arrow", ".tar"))
-    originals, codes = [], []
-    for index, sentence in enumerate(iter_shard(tar)):
-        tokens = sentence_tokens(table, index).reshape(-1, meta.tokens_per_image)
-        for png, image_codes in zip(sentence.images, tokens):
-            originals.append(decode_png(png))
-            codes.append(image_codes)
-            if len(originals) >= count:
-                break
+
+
+def reconstruction_sample(output: str, token_paths: list[str], count: int,
+                          per_sentence: int = RECONSTRUCTION_PER_SENTENCE):
+    """Rendered images of token shards' rendered twins (the first `per_sentence` of each sentence,
+    shard after shard, `count` in all) and their stored codes:
+    (originals NHWC, codes N x tokens, grid side, the token shards used)."""
+    from uvd_pipeline.shards import read_token_shard, sentence_tokens
+
+    originals, codes, used, side = [], [], [], 0
+    for token_path in token_paths:
         if len(originals) >= count:
             break
+        table, meta = read_token_shard(token_path)
+        side = int(round(meta.tokens_per_image ** 0.5))
+        parts = token_path.split("/")
+        tar = fsio.join(output, "rendered", parts[-3], parts[-2], parts[-1].replace(".arrow", ".tar"))
+        used.append(token_path)
+        for index, sentence in enumerate(iter_shard(tar)):
+            tokens = sentence_tokens(table, index).reshape(-1, meta.tokens_per_image)
+            for png, image_codes in list(zip(sentence.images, tokens))[:per_sentence]:
+                originals.append(decode_png(png))
+                codes.append(image_codes)
+                if len(originals) >= count:
+                    break
+            if len(originals) >= count:
+                break
     if not originals:
-        return None
-    side = int(round(meta.tokens_per_image ** 0.5))
-    return np.stack(originals), tok.decode(np.stack(codes).astype(np.int64), grid=(side, side))
+        return np.zeros((0,), np.uint8), np.zeros((0,), np.uint16), side, used
+    return np.stack(originals), np.stack(codes), side, used
 
 
 def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str]:
@@ -353,6 +601,12 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
         sheets[title] = name
     data["contact_sheets"] = sheets
     data["tokenizer"] = tokenizer_section(output, report_dir)
+    for group, n in ((data["tokenizer"] or {}).get("tokens_by_kind_task") or {}).items():
+        data["counts"]["by_kind_task"].setdefault(group, {"sentences": 0, "images": None, "tokens": None})["tokens"] = n
+    data["plots"] = {name: path for name, path in (
+        ("inputs", inputs_plot(data["inputs"], report_dir)),
+        ("sentence_lengths", lengths_plot(data["sentence_lengths"], report_dir)),
+        ("throughput", throughput_plot(data["throughput"]["stages"], report_dir))) if path}
     data["trainer"] = trainer_section(output, report_dir)
     json_uri = fsio.join(report_dir, "report.json")
     html_uri = fsio.join(report_dir, "report.html")

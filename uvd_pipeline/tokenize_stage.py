@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -75,8 +76,10 @@ def _load_tokenizer(settings: TokenizeSettings):
                                      compile=settings.compile, threads=settings.threads)
 
 
-def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str) -> dict[str, Any]:
-    """Encode every image of one rendered shard and write its token shard (stats last)."""
+def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
+                   on_batch: Callable[[float, int], None] | None = None) -> dict[str, Any]:
+    """Encode every image of one rendered shard and write its token shard (stats last).
+    `on_batch(seconds, images)` is told how long each encoded batch took (Beam metrics)."""
     stem = stats["tar"][: -len(TAR_SUFFIX)]
     path = token_shard_path(output, stats["source"], stats["split"], stem)
     stats_uri = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
@@ -94,7 +97,10 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str) ->
 
     def flush() -> None:
         if pending:
+            start = time.perf_counter()
             codes.extend(tok.encode(np.stack(pending)))
+            if on_batch is not None:
+                on_batch(time.perf_counter() - start, len(pending))
             pending.clear()
 
     for sentence in iter_shard(rendered_tar_path(output, stats)):
