@@ -253,3 +253,40 @@ def test_incomplete_shard_is_never_committed(tmp_path):
     result = write_shard(str(tmp_path), address, items, config_hash="h", num_shards=1, image_size=64,
                          format_version=1, expected_items=3)
     assert result.stats["rejects"] == 3 and address.path(str(tmp_path), ".stats.json")
+
+
+def test_image_spool_leaves_the_bytes_unchanged(mini_corpus, mini_build, tmp_path):
+    """The local runner spools rendered PNGs to OUT/_spool (flat memory); without the spool the
+    same images travel through the runner's groupings: the shards must not differ, and the spool
+    is gone once the build is done."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    config, _ = mini_build
+    assert config.beam.spools and not (Path(config.output) / "_spool").exists()
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", spool="off")
+    unspooled = load_config(str(path))
+    assert not unspooled.beam.spools
+    run_build(unspooled)
+    assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
+
+
+def test_spool_round_trip_and_leftovers(tmp_path):
+    from sources.records import Reject
+    from uvd_pipeline.sentences import Sentence
+    from uvd_pipeline.spool import SpoolReader, SpoolRef, SpoolWriter, remove_spool, spool_folder
+
+    writer = SpoolWriter(spool_folder(str(tmp_path)))
+    sentence = Sentence("s", "web", "image", "none", "train", (b"\x89PNG one", b"two" * 1000), ({"key": "a"},))
+    spooled = writer.spool(sentence)
+    writer.close()
+    assert all(isinstance(i, SpoolRef) for i in spooled.images) and spooled.images[1].offset == 8
+    reject = Reject("k", "web", "g", "read", "corrupt_image", "")
+    reader = SpoolReader()
+    assert list(reader.resolve_all([spooled, reject])) == [sentence, reject]
+    reader.close()
+    truncated = SpoolRef(spooled.images[1].path, 8, 10**6)
+    with pytest.raises(IOError, match="short"):
+        SpoolReader().read(truncated)
+    assert remove_spool(str(tmp_path)) and not (tmp_path / "_spool").exists()
+    assert not remove_spool(str(tmp_path))

@@ -29,6 +29,7 @@ from uvd_pipeline.rendered_shards import (
     remove_temporaries,
     stats_files,
 )
+from uvd_pipeline.spool import remove_spool
 
 log = logging.getLogger(__name__)
 BUILD_FILE = "build.json"
@@ -187,6 +188,8 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
     removed = remove_temporaries(config.output)
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
+    if remove_spool(config.output):
+        log.info("removed the image spool left by an interrupted run")
     done = committed_shards(config.output, config.content_hash())
     if done:
         log.info("resuming: %d shards already committed are kept", len(done))
@@ -197,6 +200,7 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
     with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
         result = pipeline.run()
         result.wait_until_finish()
+    remove_spool(config.output)  # every shard is written: the spooled images are in the tars
     counters = _counters(result)
     summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done),
                        distributions=_distributions(result))

@@ -62,6 +62,7 @@ from uvd_pipeline.render_annotated import render_annotated_clip, render_multivie
 from uvd_pipeline.rendered_shards import ShardAddress, write_shard
 from uvd_pipeline.sentences import RenderedUnit, Sentence, Slot, assemble, image_sentence, plan_group_sentences
 from uvd_pipeline.source_factory import labeler_specs, make_source, units_per_sentence
+from uvd_pipeline.spool import SpoolReader, SpoolWriter, spool_folder
 from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer, committed_rendered, tokenize_shard
 
 log = logging.getLogger(__name__)
@@ -176,10 +177,23 @@ class Render(beam.DoFn):
     """Decode, resize and draw. Whole sentences (web images, clips, objects) go to the main
     output; units that still need grouping (class images, pairs, tuples) to `units`."""
 
-    def __init__(self, settings: RenderSettings, web_images: bool, fingerprint: bool = False) -> None:
+    def __init__(self, settings: RenderSettings, web_images: bool, fingerprint: bool = False,
+                 spool: str | None = None) -> None:
         self.settings = settings
         self.web_images = web_images  # an ImageRecord is a whole one-image sentence
         self.fingerprint = fingerprint  # image units carry their dedup fingerprint
+        self.spool = spool  # folder: rendered PNGs wait there, the runner holds only references
+        self._writer: SpoolWriter | None = None
+
+    def start_bundle(self) -> None:
+        self._writer = SpoolWriter(self.spool) if self.spool else None
+
+    def finish_bundle(self) -> None:
+        if self._writer is not None:
+            self._writer.close()  # before this bundle's outputs go on
+
+    def teardown(self) -> None:
+        self.finish_bundle()
 
     def process(self, record) -> Iterator[Any]:
         start = time.perf_counter()
@@ -204,10 +218,10 @@ class Render(beam.DoFn):
             yield TaggedOutput(REJECTS, result)
         elif isinstance(result, RenderedUnit):
             _count(record.source, "rendered_units")
-            yield TaggedOutput(UNITS, result)
+            yield TaggedOutput(UNITS, self._writer.spool(result) if self._writer else result)
         else:
             _count(record.source, "rendered_sentences")
-            yield result
+            yield self._writer.spool(result) if self._writer else result
 
 
 class IncompleteGroupError(RuntimeError):
@@ -397,14 +411,18 @@ class WriteShard(beam.DoFn):
         address = ShardAddress(source, split, index)
         expected = sum(grouped["count"])
         start = time.perf_counter()
-        result = write_shard(
-            self.output, address, grouped["items"],
-            expected_items=expected,
-            config_hash=self.config_hash,
-            num_shards=self.router.counts[source][split],
-            image_size=self.image_size,
-            format_version=FORMAT_VERSION,
-        )
+        reader = SpoolReader()
+        try:
+            result = write_shard(
+                self.output, address, reader.resolve_all(grouped["items"]),
+                expected_items=expected,
+                config_hash=self.config_hash,
+                num_shards=self.router.counts[source][split],
+                image_size=self.image_size,
+                format_version=FORMAT_VERSION,
+            )
+        finally:
+            reader.close()
         _count(source, "shards_skipped" if result.skipped else "shards_written")
         if not result.skipped:
             _distribution("stage.write_us", (time.perf_counter() - start) * 1e6)
@@ -452,6 +470,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
     reject_parts = []
     dedup_units = {}  # source -> its rendered image units, before deduplication
     dedup_types = DEDUP_SOURCE_TYPES if config.dedup.enabled else ()
+    spool = spool_folder(config.output) if config.beam.spools else None
     for source_config in config.enabled_sources:
         name = source_config.name
         web_images = source_config.type == "laion"
@@ -466,12 +485,14 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
             | f"{name}/Read" >> beam.ParDo(ReadUnit(source, router, done_keys, web_images))
             .with_outputs(REJECTS, main="records")
         )
-        rendered = (
-            read.records
-            | f"{name}/Spread records" >> beam.Reshuffle()
-            | f"{name}/Render" >> beam.ParDo(Render(settings, web_images and not deduplicated, deduplicated))
-            .with_outputs(REJECTS, UNITS, main="sentences")
-        )
+        records = read.records
+        if not config.beam.local:
+            # spread a big unit's records over workers; the local runner would hold them all in
+            # memory (raw input bytes) at this shuffle, and its units are spread already
+            records = records | f"{name}/Spread records" >> beam.Reshuffle()
+        rendered = records | f"{name}/Render" >> beam.ParDo(
+            Render(settings, web_images and not deduplicated, deduplicated, spool)
+        ).with_outputs(REJECTS, UNITS, main="sentences")
         reject_parts += [read[REJECTS], rendered[REJECTS]]
         sentence_parts.append(rendered.sentences)
         lengths = units_per_sentence(source_config)
