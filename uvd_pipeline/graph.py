@@ -21,7 +21,10 @@ and the writer leaves every committed shard untouched.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+from collections import Counter
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -112,6 +115,32 @@ def _count(source: str, name: str, n: int = 1) -> None:
     Metrics.counter(NAMESPACE, f"{source}.{name}").inc(n)
 
 
+class StageProgress:
+    """Per worker process: how many items each stage has done, logged at most every few seconds.
+    The local runner returns Beam metrics only when the job ends, so this is what a person watching
+    a local build sees move; remote runners show the counters and distributions live."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self.done: Counter[str] = Counter()
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def add(self, stage: str, n: int = 1) -> None:
+        with self.lock:
+            self.done[stage] += n
+            now = time.monotonic()
+            if now - self.last < self.every_s:
+                return
+            self.last = now
+            counts = ", ".join(f"{name} {self.done[name]:,}" for name in STAGE_ORDER if self.done[name])
+        log.info("worker %d progress: %s", os.getpid(), counts)
+
+
+STAGE_ORDER = ("read records", "rendered", "assembled sentences", "written sentences", "tokenized images")
+PROGRESS = StageProgress()
+
+
 def _distribution(name: str, value: float) -> None:
     """A Beam Distribution (count, sum, min, max): stage timings in microseconds, item counts,
     input sizes; remote runners show them live, and the summary keeps them (`run.distributions`)."""
@@ -159,6 +188,7 @@ class ReadUnit(beam.DoFn):
                     yield TaggedOutput(REJECTS, item)
                 else:
                     _count(name, "records")
+                    PROGRESS.add("read records")
                     yield item
         except Exception as exc:  # a broken unit must not stop the build
             label = str(getattr(unit, "uris", unit))
@@ -209,14 +239,15 @@ class Render(beam.DoFn):
             result = Reject(record.key, record.source, record.group, "render", "internal_error",
                             f"{type(exc).__name__}: {exc}"[:300])
         _distribution("stage.render_us", (time.perf_counter() - start) * 1e6)
-        if not isinstance(result, Reject):
-            kind = result.kind if isinstance(result, Sentence) else "unit"
-            for width, height in input_sizes(kind, result.members, getattr(result, "meta", {})):
-                _distribution("input.kilopixels", width * height / 1000)
         if isinstance(result, Reject):
             _count(record.source, f"rejects.{result.reason}")
             yield TaggedOutput(REJECTS, result)
-        elif isinstance(result, RenderedUnit):
+            return
+        kind = result.kind if isinstance(result, Sentence) else "unit"
+        for width, height in input_sizes(kind, result.members, getattr(result, "meta", {})):
+            _distribution("input.kilopixels", width * height / 1000)
+        PROGRESS.add("rendered")
+        if isinstance(result, RenderedUnit):
             _count(record.source, "rendered_units")
             yield TaggedOutput(UNITS, self._writer.spool(result) if self._writer else result)
         else:
@@ -257,6 +288,7 @@ def _assemble(item: tuple[str, Iterable[tuple[str, Slot, RenderedUnit]]], seed: 
     kind, slot, _ = placed[0]
     result = assemble(kind, sentence_id, slot.label, seed, [(s.position, unit) for _, s, unit in placed])
     _distribution("stage.assemble_us", (time.perf_counter() - start) * 1e6)
+    PROGRESS.add("assembled sentences")
     if isinstance(result, Reject):
         yield TaggedOutput(REJECTS, result)
     else:
@@ -428,6 +460,7 @@ class WriteShard(beam.DoFn):
             _distribution("stage.write_us", (time.perf_counter() - start) * 1e6)
             _distribution("stage.write_sentences", result.stats["sentences"])
             _count(source, "sentences_written", result.stats["sentences"])
+            PROGRESS.add("written sentences", result.stats["sentences"])
             log.info("committed %s: %d sentences, %d rejects", address.stem,
                      result.stats["sentences"], result.stats["rejects"])
         yield {"shard": address.stem, "skipped": result.skipped, **result.stats}
@@ -588,6 +621,7 @@ class TokenizeShard(beam.DoFn):
             _distribution("stage.tokenize_us", (time.perf_counter() - start) * 1e6)
             _distribution("stage.tokenize_images", result["images"])
             _count(source, "images_tokenized", result["images"])
+            PROGRESS.add("tokenized images", result["images"])
             log.info("tokenized %s: %d images", stats["tar"], result["images"])
         yield result
 
