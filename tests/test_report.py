@@ -226,7 +226,8 @@ def test_stage_throughput(mini_build):
     assert data["throughput"]["stages"] == on_disk["run"]["stages"]
     page = Path(config.output, "report", "report.html").read_text()
     table = page[page.index("<h2>Throughput</h2>"):]
-    rows = [table.index(f"<tr><td>{stage}</td>") for stage in ("read", "render", "assemble", "write", "tokenize")]
+    shown = [stage for stage in ("read", "render", "assemble", "write", "tokenize") if stage in on_disk["run"]["stages"]]
+    rows = [table.index(f"<tr><td>{stage}</td>") for stage in shown]
     assert rows == sorted(rows)  # in pipeline order
     assert '<img src="throughput.png"' in page and '<img src="sentence_lengths.png"' in page
 
