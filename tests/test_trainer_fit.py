@@ -17,6 +17,7 @@ import torch
 from trainer_shards import structured_sentences, write_shards
 
 from trainer import checkpoint as ckpt
+from trainer.checkpoint_io import load_pretrained
 from trainer.config import VOCAB_SIZE, preset
 from trainer.fit import FitOptions, fit, learning_rate, main
 from trainer.losses import fused_linear_cross_entropy
@@ -127,7 +128,7 @@ def test_checkpoint_contents_and_pruning(shards, tmp_path: Path):
     assert loaded["config"] == preset("tiny") and loaded["state"]["step"] == 5
     assert "model.layers.1.self_attn.q_proj.weight" in loaded["model"] and "lm_head.weight" in loaded["model"]
     assert loaded["state"]["options"]["lr"] == 3e-3
-    model = ckpt.load_model(summary["checkpoint"])
+    model = load_pretrained(summary["checkpoint"])
     assert torch.equal(model.lm_head.weight, loaded["model"]["lm_head.weight"])
 
 
@@ -139,7 +140,7 @@ def test_wrong_shape_checkpoint_names_the_keys(shards, tmp_path: Path):
     torch.save({"lm_head.weight": torch.zeros(3, 3)}, tmp_path / "run" / "checkpoints" / "step-00000001" / "model.pt")
     with pytest.raises(ValueError, match=r"missing keys: .*model.embed_tokens.weight.*shape mismatches: "
                                          r"lm_head.weight: checkpoint \(3, 3\) vs model \(8292, 128\)"):
-        ckpt.load_model(str(tmp_path / "run" / "checkpoints" / "step-00000001"))
+        load_pretrained(str(tmp_path / "run" / "checkpoints" / "step-00000001"))
 
 
 def test_cli_errors_name_the_glob(tmp_path: Path, capsys):

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import shutil
-import uuid
 from typing import Any, Mapping
 
 import torch
@@ -74,25 +73,19 @@ def save_checkpoint(out: str, step: int, model_state: Mapping[str, torch.Tensor]
                     optimizer_state: Mapping[str, Any], config: ModelConfig, state: dict[str, Any],
                     keep: int = 3) -> str:
     """Write the checkpoint of `step` atomically and prune to the newest `keep`; returns its folder."""
+    from .checkpoint_io import atomic_folder
+
     final = checkpoint_dir(out, step)
-    root = os.path.dirname(final)
-    os.makedirs(root, exist_ok=True)
-    temporary = os.path.join(root, f".tmp-{PREFIX}{step:08d}-{uuid.uuid4().hex[:8]}")
-    os.makedirs(temporary)
     tensors, plain = rng_state()
-    torch.save(dict(model_state), os.path.join(temporary, "model.pt"))
-    torch.save(optimizer_state, os.path.join(temporary, "optimizer.pt"))
-    torch.save(tensors, os.path.join(temporary, "rng.pt"))
-    with open(os.path.join(temporary, "config.json"), "w", encoding="utf-8") as handle:
-        json.dump({**config.to_dict(), "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-                   "tie_word_embeddings": False}, handle, indent=1)
-    with open(os.path.join(temporary, "state.json"), "w", encoding="utf-8") as handle:
-        json.dump({"format_version": FORMAT_VERSION, "step": step, **state, "rng": plain}, handle, indent=1)
-    if os.path.exists(final):  # the same step saved again (a resumed run stopped where it began)
-        stale = os.path.join(root, f".old-{PREFIX}{step:08d}-{uuid.uuid4().hex[:8]}")
-        os.replace(final, stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    os.replace(temporary, final)
+    with atomic_folder(final) as temporary:  # a resumed run that stops where it began replaces it
+        torch.save(dict(model_state), os.path.join(temporary, "model.pt"))
+        torch.save(optimizer_state, os.path.join(temporary, "optimizer.pt"))
+        torch.save(tensors, os.path.join(temporary, "rng.pt"))
+        with open(os.path.join(temporary, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump({**config.to_dict(), "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                       "tie_word_embeddings": False}, handle, indent=1)
+        with open(os.path.join(temporary, "state.json"), "w", encoding="utf-8") as handle:
+            json.dump({"format_version": FORMAT_VERSION, "step": step, **state, "rng": plain}, handle, indent=1)
     for _, old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -119,14 +112,3 @@ def check_state_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[s
     from .checkpoint_io import check_shapes
 
     check_shapes(expected, {k: tuple(v.shape) for k, v in found.items()}, where)
-
-
-def load_model(path: str, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """An `LVMTransformer` with the weights of a checkpoint folder (for evaluate / generate)."""
-    from .model import LVMTransformer
-
-    checkpoint = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
-    model = LVMTransformer(ModelConfig.load(path))
-    check_state_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()}, checkpoint, path)
-    model.load_state_dict(checkpoint)
-    return model.to(device)

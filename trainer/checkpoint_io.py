@@ -305,6 +305,15 @@ def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a file under a temporary name, then rename it into place: readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
 class ShardWriter:
     """Collects tensors into safetensors files of at most `max_bytes` (one tensor may exceed it),
     named as HF names them; one file means `model.safetensors` and no index."""

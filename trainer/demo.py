@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from uvd_pipeline.shards import TOKENS_DIR, find_shards, read_token_shard, sentence_tokens
 
-from .config import TOKENS_PER_IMAGE
+from .checkpoint_io import write_file_atomic
 from .fit import FitOptions, fit
 from .generate import make_strip
 
@@ -76,15 +75,6 @@ def _framed(image: np.ndarray, colour: tuple[int, int, int], border: int = 6) ->
     out[:] = colour
     out[border:-border, border:-border] = image
     return out
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.replace(temporary, path)
 
 
 def run_demo(build_output: str, tokenizer_path: str, *, steps: int = 300, seq_len: int = 1024,
@@ -148,7 +138,7 @@ def run_demo(build_output: str, tokenizer_path: str, *, steps: int = 300, seq_le
             y += r.shape[0]
         buffer = io.BytesIO()
         Image.fromarray(canvas).save(buffer, format="PNG")
-        _write_atomic(os.path.join(folder, STRIP_PNG), buffer.getvalue())
+        write_file_atomic(os.path.join(folder, STRIP_PNG), buffer.getvalue())
         strip_name = STRIP_PNG
     result = {
         "preset": preset, "parameters": summary["parameters"], "steps": summary["step"], "seq_len": seq_len,
@@ -158,7 +148,7 @@ def run_demo(build_output: str, tokenizer_path: str, *, steps: int = 300, seq_le
         "tokenizer": meta.tokenizer_name, "generation_png": strip_name, "prompts": described,
         "legend": "grey: prompt, red: sampled (seeded, top-k 100), green: the true next image",
     }
-    _write_atomic(os.path.join(folder, DEMO_JSON), (json.dumps(result, indent=1) + "\n").encode())
+    write_file_atomic(os.path.join(folder, DEMO_JSON), (json.dumps(result, indent=1) + "\n").encode())
     return result
 
 

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from . import checkpoint as ckpt
 from .config import ModelConfig, preset
 from .data import MODES, TokenWindows, mixture_from_args
+from .checkpoint_io import write_file_atomic
 from .losses import fused_linear_cross_entropy
 from .model import LVMTransformer
 
@@ -327,10 +328,7 @@ class Trainer:
 
 
 def _write_json(path: str, value: Any) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(value, handle)
-    os.replace(temporary, path)
+    write_file_atomic(path, json.dumps(value).encode())
 
 
 def _trim_log(path: str, step: int) -> None:
