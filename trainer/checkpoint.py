@@ -73,7 +73,7 @@ def save_checkpoint(out: str, step: int, model_state: Mapping[str, torch.Tensor]
                     optimizer_state: Mapping[str, Any], config: ModelConfig, state: dict[str, Any],
                     keep: int = 3) -> str:
     """Write the checkpoint of `step` atomically and prune to the newest `keep`; returns its folder."""
-    from .checkpoint_io import atomic_folder
+    from .checkpoint_io import atomic_folder, write_config
 
     final = checkpoint_dir(out, step)
     tensors, plain = rng_state()
@@ -81,9 +81,7 @@ def save_checkpoint(out: str, step: int, model_state: Mapping[str, torch.Tensor]
         torch.save(dict(model_state), os.path.join(temporary, "model.pt"))
         torch.save(optimizer_state, os.path.join(temporary, "optimizer.pt"))
         torch.save(tensors, os.path.join(temporary, "rng.pt"))
-        with open(os.path.join(temporary, "config.json"), "w", encoding="utf-8") as handle:
-            json.dump({**config.to_dict(), "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-                       "tie_word_embeddings": False}, handle, indent=1)
+        write_config(temporary, config, torch.float32)  # the HF config.json, as exports have it
         with open(os.path.join(temporary, "state.json"), "w", encoding="utf-8") as handle:
             json.dump({"format_version": FORMAT_VERSION, "step": step, **state, "rng": plain}, handle, indent=1)
     for _, old in list_checkpoints(out)[:-keep] if keep > 0 else []:

@@ -306,12 +306,13 @@ def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a file under a temporary name, then rename it into place: readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    """Bytes to `path` through the tokenizer's atomic writer (temp name, rename; the temp file is
+    removed if writing fails)."""
+    from tokenizer.checkpoint import atomic_write
+
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda temporary: Path(temporary).write_bytes(data))
 
 
 class ShardWriter:

@@ -338,9 +338,7 @@ def _trim_log(path: str, step: int) -> None:
         return
     with open(path, encoding="utf-8") as handle:
         kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
-    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        handle.writelines(kept)
-    os.replace(f"{path}.tmp", path)
+    write_file_atomic(path, "".join(kept).encode("utf-8"))
 
 
 def _log(trainer: Trainer, record: dict[str, Any]) -> None:

@@ -142,7 +142,12 @@ def generate(model: LVMTransformer, tokenizer, images: Sequence[np.ndarray | str
 
     `tokenizer` is a `tokenizer.codec.Tokenizer`; `options` go to `generate_codes` (temperature,
     top_k, top_p, seed, bos, window)."""
-    pixels = prepare_images(images, tokenizer.image_size, resize)
+    return generate_pixels(model, tokenizer, prepare_images(images, tokenizer.image_size, resize), n, **options)
+
+
+def generate_pixels(model: LVMTransformer, tokenizer, pixels: np.ndarray, n: int = 1,
+                    **options) -> tuple[np.ndarray, np.ndarray]:
+    """`generate` for prompt images already at the tokenizer's size (uint8 NHWC)."""
     prompt = tokenizer.encode(pixels) if len(pixels) else np.zeros((0, tokenizer.tokens_per_image), np.uint16)
     codes = generate_codes(model, prompt, n, codebook_size=min(tokenizer.codebook_size, CODEBOOK_SIZE),
                            tokens_per_image=tokenizer.tokens_per_image, **options)
@@ -195,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
         tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device)
         prompt = prepare_images(args.prompt, tokenizer.image_size, args.resize)
-        codes, images = generate(model, tokenizer, list(prompt), args.n, resize=args.resize,
-                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                 seed=args.seed, bos=not args.stream, window=args.window)
+        codes, images = generate_pixels(model, tokenizer, prompt, args.n, temperature=args.temperature,
+                                        top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                                        bos=not args.stream, window=args.window)
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

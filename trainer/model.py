@@ -187,12 +187,7 @@ class LVMTransformer(nn.Module):
              chunk_tokens: int = 4096) -> torch.Tensor:
         """Mean next-token cross-entropy; logits are made chunk by chunk so the full
         (N*T, vocab) fp32 tensor never exists at once."""
+        from .losses import fused_linear_cross_entropy
+
         hidden = self.hidden_states(input_ids).flatten(0, 1)
-        flat_targets = targets.flatten()
-        total = hidden.new_zeros((), dtype=torch.float32)
-        for start in range(0, hidden.shape[0], chunk_tokens):
-            logits = self.lm_head(hidden[start:start + chunk_tokens]).float()
-            total = total + F.cross_entropy(logits, flat_targets[start:start + chunk_tokens],
-                                            ignore_index=ignore_index, reduction="sum")
-        count = (flat_targets != ignore_index).sum().clamp(min=1)
-        return total / count
+        return fused_linear_cross_entropy(hidden, self.lm_head.weight, targets.flatten(), ignore_index, chunk_tokens)
