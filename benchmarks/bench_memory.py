@@ -1,8 +1,7 @@
 """Peak memory of a build as its input grows tenfold.
 
-A synthetic corpus of photo-like JPEGs (smooth random fields plus the real skimage photos, crops
-of varied size) in the img2dataset webdataset layout, at N and 10N images, with the same number of
-sentences per shard (so 10x the shards, as a real larger build would have). Each build runs in a
+A synthetic corpus of photo-like JPEGs (smooth random fields with noise, 600-1400 px a side) in
+the img2dataset webdataset layout, at N and 10N images, with the same number of sentences per shard (so 10x the shards, as a real larger build would have). Each build runs in a
 fresh process (the local in-process runner, tokenizer on) and we read its peak RSS from the
 kernel (`ru_maxrss` of the child). Flat means the 10x build's peak stays within 1.25x of the 1x
 build's: everything streams, nothing holds the dataset.
@@ -32,7 +31,7 @@ PER_SHARD = 40  # sentences per output shard, the same at both sizes
 TARGET_RATIO = 1.25
 
 
-def _image(rng: np.random.Generator, index: int) -> bytes:
+def _image(rng: np.random.Generator) -> bytes:
     """A photo-sized JPEG: a smooth random field (no two alike), 600-1400 px on a side."""
     h, w = int(rng.integers(600, 1400)), int(rng.integers(600, 1400))
     coarse = rng.integers(0, 256, (h // 64 + 2, w // 64 + 2, 3), dtype=np.uint8)
@@ -51,7 +50,7 @@ def write_corpus(folder: str, images: int, seed: int = 0) -> None:
         with tarfile.open(os.path.join(folder, f"{shard:05d}.tar"), "w") as tar:
             for index in range(start, min(images, start + 100)):
                 key = f"{shard:05d}{index % 100:04d}"
-                for suffix, payload in (("jpg", _image(rng, index)), ("txt", f"synthetic {index}".encode()),
+                for suffix, payload in (("jpg", _image(rng)), ("txt", f"synthetic {index}".encode()),
                                         ("json", json.dumps({"key": key, "url": f"synthetic://{index}"}).encode())):
                     info = tarfile.TarInfo(f"{key}.{suffix}")
                     info.size = len(payload)

@@ -262,12 +262,16 @@ def test_image_spool_leaves_the_bytes_unchanged(mini_corpus, mini_build, tmp_pat
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
-    config, _ = mini_build
+    config, summary = mini_build
     assert config.beam.spools and not (Path(config.output) / "_spool").exists()
+    counters = summary["run"]["counters"]
+    spooled = sum(n for k, n in counters.items() if k.endswith(".spooled_images"))
+    assert spooled >= summary["totals"]["images"]  # every stored image went through the spool
     path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", spool="off")
     unspooled = load_config(str(path))
     assert not unspooled.beam.spools
-    run_build(unspooled)
+    again = run_build(unspooled).summary
+    assert not any(k.endswith(".spooled_images") for k in again["run"]["counters"])
     assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
 
 

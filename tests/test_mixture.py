@@ -84,3 +84,11 @@ def test_the_trainer_realises_the_build_mixture(mini_build):
     assert plan["sources"]["web"]["natural_share"] < 0.5
     report = json.loads((out / "summary.json").read_text())["mixture"]
     assert report["groups"]["single_images"]["asked"] == pytest.approx(88.5 / 99.95)
+    # the report's token-mix table shows the plan's shares
+    from uvd_pipeline.report import write_report
+
+    page = Path(write_report(str(out), max_sentences_per_group=1)["html"]).read_text()
+    table = page[page.index("<h2>Token mix</h2>"):]
+    web = plan["sources"]["web"]
+    assert (f"<tr><td>web</td><td>single_images</td><td>{web['tokens']:,}</td><td>{web['weight']:.4g}</td>"
+            f"<td>{100 * web['effective_share']:.2f}%</td>") in table

@@ -291,3 +291,25 @@ def test_report_page_renders_every_image_in_chromium(mini_build, tmp_path):
     (copy / referenced[-1]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"not the rest of a PNG" * 4)
     images = browser_images(browser, page, tmp_path / "profile")
     assert sorted(i["src"] for i in images if i["width"] == 0) == sorted([referenced[1], referenced[-1]])
+
+
+def test_report_does_not_decode_with_a_retrained_tokenizer(mini_build, tmp_path):
+    """The build's checkpoint path now holds other weights: decoding the stored tokens with them
+    would give a meaningless PSNR, so the report says why it shows none."""
+    import shutil
+
+    from tokenizer import TINY, build, save
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    other = tmp_path / "retrained"
+    save(build(TINY, seed=5), other)
+    record = json.loads((out / "build.json").read_text())
+    record["config"]["tokenizer"]["checkpoint"] = str(other)
+    (out / "build.json").write_text(json.dumps(record))
+    paths = write_report(str(out), max_sentences_per_group=1)
+    section = json.loads(Path(paths["json"]).read_text())["tokenizer"]
+    assert "reconstruction" not in section and "sample_psnr" not in section
+    assert "the tokens were made by" in section["reconstruction_skipped"]
+    assert "No reconstruction:" in Path(paths["html"]).read_text()

@@ -204,7 +204,7 @@ class BeamConfig(Strict):
 
     @property
     def spools(self) -> bool:
-        return self.spool == "on" or (self.spool == "auto" and self.runner == "DirectRunner")
+        return self.spool == "on" or (self.spool == "auto" and self.local)
 
     @property
     def local(self) -> bool:

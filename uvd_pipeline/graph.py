@@ -249,10 +249,16 @@ class Render(beam.DoFn):
         PROGRESS.add("rendered")
         if isinstance(result, RenderedUnit):
             _count(record.source, "rendered_units")
-            yield TaggedOutput(UNITS, self._writer.spool(result) if self._writer else result)
+            yield TaggedOutput(UNITS, self._spooled(result))
         else:
             _count(record.source, "rendered_sentences")
-            yield self._writer.spool(result) if self._writer else result
+            yield self._spooled(result)
+
+    def _spooled(self, result: Any) -> Any:
+        if self._writer is None:
+            return result
+        _count(result.source, "spooled_images", len(result.images))
+        return self._writer.spool(result)
 
 
 class IncompleteGroupError(RuntimeError):

@@ -117,6 +117,7 @@ def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
         "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
         "reject_examples": _reject_examples(output),
         "duplicates": {name: s["duplicates"] for name, s in summary["sources"].items() if "duplicates" in s},
+        "mixture": summary.get("mixture"),
         **_quality_data(summary, by_kind_task),
     }
 
@@ -286,6 +287,8 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
                   f"SSIM {section['sample_ssim']} over all samples.</p>"
                   f"{_table(['source', 'images', 'PSNR (dB)', 'SSIM'], rows)}"
                   f"<p>Original (left) and decoded (right) pairs:</p>{sheets}")
+    elif section.get("reconstruction_skipped"):
+        sample = f"<p>No reconstruction: {html.escape(section['reconstruction_skipped'])}.</p>"
     return (f"<h2>Tokenizer</h2><p>{html.escape(section['tokenizer'])} (weights "
             f"{section['weights_hash'][:16]}), codebook {section['codebook_size']} "
             f"(at most {np.log2(section['codebook_size']):.2f} bits/token).</p>{html_rows}"
@@ -341,26 +344,17 @@ def trainer_section(output: str, report_dir: str) -> dict[str, Any] | None:
     if not fsio.exists(demo_uri):
         return None
     demo = read_json(demo_uri)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3), dpi=100)
+    figure, axis = _pyplot().subplots(figsize=(6, 3), dpi=100)
     axis.plot(demo["curve"]["step"], demo["curve"]["loss"], linewidth=1)
     axis.set_xlabel("step")
     axis.set_ylabel("train loss (nats/token)")
     axis.set_title(f"{demo['preset']} on this build's token shards")
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    buf = io.BytesIO()
-    figure.savefig(buf, format="png")
-    plt.close(figure)
-    write_bytes_atomic(fsio.join(report_dir, "trainer_loss.png"), buf.getvalue())
+    loss_plot = _save_figure(figure, report_dir, "trainer_loss.png")
     section = {k: demo[k] for k in ("preset", "parameters", "steps", "seq_len", "tokens_seen", "tokens_per_s",
                                     "final_loss", "prompts", "legend")}
     section["first_loss"] = demo["curve"]["loss"][0] if demo["curve"]["loss"] else None
-    section["loss_plot"] = "trainer_loss.png"
+    section["loss_plot"] = loss_plot
     if demo.get("generation_png"):
         strip = fsio.read_bytes(fsio.join(output, TRAINER_DIR, demo["generation_png"]))
         write_bytes_atomic(fsio.join(report_dir, "trainer_generation.png"), strip)
@@ -511,6 +505,11 @@ def tokenizer_section(output: str, report_dir: str,
     section["usage_plot"] = tokens_plot({"all": total, **histograms}, report_dir)
     tok = _build_tokenizer(output)
     if tok is None:
+        return section
+    if tok.weights_hash != meta.tokenizer_hash:
+        # the checkpoint the config names was retrained since: its decodings would not be these tokens'
+        section["reconstruction_skipped"] = (f"the tokenizer at the build's checkpoint has weights "
+                                             f"{tok.weights_hash[:16]}, the tokens were made by {meta.tokenizer_hash[:16]}")
         return section
     from tokenizer.evaluate import comparison_sheet
     from tokenizer.metrics import psnr_per_image, ssim_per_image

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import IO, Any, Iterable, Iterator
@@ -66,22 +65,21 @@ class SpoolWriter:
 
 
 class SpoolReader:
-    """Reads refs back; keeps the last spool file open (a shard's images mostly come from a few)."""
+    """Reads refs back; keeps the last spool file open (a shard's images mostly come from a few).
+    One per shard write, never shared between threads."""
 
     def __init__(self) -> None:
         self._path = ""
         self._handle: IO[bytes] | None = None
-        self._lock = threading.Lock()
 
     def read(self, ref: SpoolRef) -> bytes:
-        with self._lock:
-            if ref.path != self._path:
-                self.close()
-                self._handle = fsio.open_file(ref.path, "rb")
-                self._path = ref.path
-            assert self._handle is not None
-            self._handle.seek(ref.offset)
-            data = self._handle.read(ref.length)
+        if ref.path != self._path:
+            self.close()
+            self._handle = fsio.open_file(ref.path, "rb")
+            self._path = ref.path
+        assert self._handle is not None
+        self._handle.seek(ref.offset)
+        data = self._handle.read(ref.length)
         if len(data) != ref.length:
             raise IOError(f"spool file {ref.path} is short at {ref.offset} (+{ref.length}): was it removed mid-build?")
         return data
