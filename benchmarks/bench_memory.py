@@ -2,8 +2,9 @@
 
 A synthetic corpus of photo-like JPEGs (smooth random fields with noise, 600-1400 px a side) in
 the img2dataset webdataset layout, at N and 10N images, with the same number of sentences per
-shard (so 10x the shards, as a real larger build would have). Each build runs in a fresh process (the local in-process runner, tokenizer on) and we read its peak RSS from the
-kernel (`ru_maxrss` of the child). Flat means the 10x build's peak stays within 1.25x of the 1x
+shard (so 10x the shards, as a real larger build would have). Each build runs in a fresh process
+(the local in-process runner, tokenizer on) and we read its peak RSS from the kernel
+(`ru_maxrss` of the child). Flat means the 10x build's peak stays within 1.25x of the 1x
 build's: everything streams, nothing holds the dataset.
 """
 
