@@ -77,6 +77,32 @@ def test_fused_cross_entropy_matches_autograd(chunk: int):
                               atol=1e-6)
 
 
+def test_fused_cross_entropy_compiled_and_bf16():
+    """Under torch.compile the gradients must still arrive (torch 2.11 zeroed them when the
+    returned loss was accumulated in place), and bf16 autocast (the GPU default) must agree with
+    autograd's bf16 logits."""
+    torch.manual_seed(1)
+    hidden = torch.randn(64, 32, requires_grad=True)
+    weight = (0.2 * torch.randn(50, 32)).requires_grad_()
+    targets = torch.randint(0, 50, (64,))
+    expected = torch.nn.functional.cross_entropy(hidden @ weight.T, targets)
+    grad_h, grad_w = torch.autograd.grad(expected, (hidden, weight))
+    compiled = torch.compile(lambda h, w, t: fused_linear_cross_entropy(h, w, t, chunk_tokens=24))
+    loss = compiled(hidden, weight, targets)
+    got_h, got_w = torch.autograd.grad(loss, (hidden, weight))
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert torch.allclose(got_h, grad_h, atol=1e-5) and torch.allclose(got_w, grad_w, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = fused_linear_cross_entropy(hidden, weight, targets, chunk_tokens=24)
+        reference = torch.nn.functional.cross_entropy((hidden @ weight.T).float(), targets)
+    got_h, got_w = torch.autograd.grad(loss, (hidden, weight))
+    ref_h, ref_w = torch.autograd.grad(reference, (hidden, weight))
+    assert loss.dtype == torch.float32 and abs(loss.item() - reference.item()) < 1e-3
+    assert got_w.dtype == weight.dtype and got_h.dtype == hidden.dtype
+    assert torch.allclose(got_h, ref_h, atol=2e-3, rtol=2e-2) and torch.allclose(got_w, ref_w, atol=2e-3, rtol=2e-2)
+    assert float(got_w.norm()) > 0.1  # real gradients, not zeros
+
+
 def test_learning_rate_schedule():
     o = FitOptions(data=[], out="", lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
     rates = [learning_rate(s, o) for s in range(110)]

@@ -26,9 +26,12 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         count = valid.sum().clamp(min=1)
         scale = valid.to(torch.float32) / count  # per-row weight of the mean; 0 for ignored rows
         safe = torch.where(valid, targets, torch.zeros_like(targets))
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
-            if ctx.needs_input_grad[1] else None
+        # Accumulators are updated out of place: torch.compile (2.11) routed the gradient of a
+        # returned tensor that was mutated in place (`total += ...`) to the wrong output, so every
+        # gradient came out zero on GPU (pytorch/pytorch#180642). Out of place costs nothing here.
+        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        hidden_parts: list[torch.Tensor] = []
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_tokens):
             end = min(start + chunk_tokens, hidden.shape[0])
@@ -39,17 +42,18 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             logits.sub_(peak).exp_()
             sums = logits.sum(dim=1, keepdim=True)
             row_loss = (peak + sums.log() - picked).squeeze(1)
-            total += (row_loss * scale[start:end]).sum()
-            if grad_hidden is None and grad_weight is None:
+            total = total + (row_loss * scale[start:end]).sum()
+            if not (want_hidden or want_weight):
                 continue
             # softmax - onehot, weighted by 1/count (0 on ignored rows): d loss / d logits
             logits.mul_(scale[start:end, None] / sums)
             logits.scatter_add_(1, t, -scale[start:end, None])
             g = logits.to(h.dtype) if h.dtype != torch.float32 else logits
-            if grad_hidden is not None:
-                grad_hidden[start:end] = torch.mm(g, weight.to(g.dtype))
+            if want_hidden:
+                hidden_parts.append(torch.mm(g, weight.to(g.dtype)).to(hidden.dtype))
             if grad_weight is not None:
-                grad_weight += torch.mm(g.t(), h.to(g.dtype)).float()
+                grad_weight = grad_weight + torch.mm(g.t(), h.to(g.dtype)).float()
+        grad_hidden = torch.cat(hidden_parts) if want_hidden else None
         ctx.save_for_backward(*(x for x in (grad_hidden, grad_weight) if x is not None))
         ctx.has = (grad_hidden is not None, grad_weight is not None)
         ctx.weight_dtype = weight.dtype
