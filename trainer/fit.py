@@ -92,8 +92,10 @@ class FitOptions:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ValueError(f"--dtype must be auto, fp32 or bf16, got {self.dtype!r}")
-        for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "checkpoint_every", "log_every",
-                     "chunk_tokens"):
+        if self.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every must be at least 0 (0: write no checkpoints), got "
+                             f"{self.checkpoint_every}")
+        for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "log_every", "chunk_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or not 0 <= self.min_lr <= self.lr:
@@ -319,7 +321,8 @@ class Trainer:
             total /= self.env.world_size
         self.step += 1
         self.tokens_seen += self.tokens_per_step
-        return float(total.item()), float(norm)
+        loss, norm_value = torch.stack([total.float(), norm.detach().float().to(total.device)]).tolist()
+        return loss, norm_value  # one device->host transfer, so one wait per step
 
     @property
     def tokens_per_step(self) -> int:
@@ -422,7 +425,8 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
                            "epochs": trainer.data.epochs, "time": time.time(),
                            "mfu": (flops_per_token * rate / (peak * env.world_size)) if peak else None})
             interval_started, interval_tokens = time.perf_counter(), 0
-        if trainer.step % options.checkpoint_every == 0 or trainer.step == end:
+        every = options.checkpoint_every
+        if every and (trainer.step % every == 0 or trainer.step == end):
             last_path = trainer.save()
     elapsed = time.perf_counter() - run_started
     # steady-state throughput: the first step (warm-up, compilation) is left out when there are others
@@ -480,7 +484,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--chunk-tokens", type=int, default=4096, help="tokens per logits chunk of the loss")
-    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--checkpoint-every", type=int, default=500,
+                   help="steps between checkpoints (and one at the end); 0 writes none (benchmarks, smoke runs)")
     p.add_argument("--keep-checkpoints", type=int, default=3, help="newest checkpoints kept (0: all)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--resume", default="auto",
