@@ -405,6 +405,30 @@ def test_compiled_codec_pads_the_last_batch_and_agrees():
     assert tok.decode(codes).shape == images.shape
 
 
+def test_low_precision_codec_and_the_fp16_overflow_fallback():
+    """fp16 moves few codes; a model whose fp16 features overflow falls back to fp32 per batch
+    (through the per-batch path and the queued path the GPU uses) and then gives fp32's codes."""
+    model = build(TINY, seed=0)
+    images = photos(64)
+    reference = eager_encode(model, images)
+    half = Tokenizer(model, "tiny", precision="fp16", batch_size=2, device="cpu")  # explicit: kept on CPU
+    assert half.precision == "fp16" and code_agreement(half.encode(images), reference) >= 0.9
+    if not torch.cuda.is_available():  # device left to the codec, no GPU: exact (and fast) fp32
+        assert Tokenizer(model, "tiny", precision="fp16").precision == "fp32"
+        assert Tokenizer(model, "tiny", precision="tf32").precision == "fp32"
+        with pytest.raises(ValueError, match="tf32 needs a CUDA device"):
+            Tokenizer(model, "tiny", precision="tf32", device="cpu")
+    with torch.no_grad():
+        model.encoder.conv_in.weight.mul_(1e5)  # activations beyond fp16's 65504
+    reference = eager_encode(model, images)
+    tok = Tokenizer(model, "tiny", precision="fp16", batch_size=3, device="cpu")
+    assert np.array_equal(tok.encode(images), reference) and tok.fp32_fallbacks == 2
+    queued = np.concatenate(tok._encode_queued(tok._batches(images), ("encode",) + images.shape[1:]))
+    assert np.array_equal(queued, reference) and tok.fp32_fallbacks == 4
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Tokenizer(model, "tiny", precision="fp8")
+
+
 def test_codec_refuses_bad_input():
     tok = Tokenizer(build(TINY, seed=0), "tiny")
     with pytest.raises(ValueError, match="uint8"):
