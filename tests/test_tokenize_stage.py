@@ -62,6 +62,47 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
     assert result["run"]["counters"].get("web.token_shards_written", 0) >= 1
 
 
+def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
+    """fp16 codes may differ from fp32 ones, so a token shard made in another precision is redone,
+    its stats say which precision made it, and a rerun with the same precision skips it. (One
+    shard, directly: fp16 convolutions are ~45x slower than fp32 on this CPU.)"""
+    import shutil
+
+    from tokenizer import Tokenizer
+    from uvd_pipeline.config import ConfigError, load_config
+    from uvd_pipeline.tokenize_stage import committed_rendered, tokenize_shard
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    stats = min(committed_rendered(str(out), config.content_hash()), key=lambda s: s["sentences"])
+    fp32 = Tokenizer.from_pretrained(_TOKENIZER["path"], batch_size=8, threads=1)
+    assert tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]  # the build's own
+    half = Tokenizer.from_pretrained(_TOKENIZER["path"], batch_size=8, threads=1, device="cpu", precision="fp16")
+    before = read_token_shard(str(out / "tokens" / stats["source"] / stats["split"] /
+                                  stats["tar"].replace(".tar", ".arrow")))[0]
+    written = tokenize_shard(str(out), stats, half, config.content_hash())
+    assert not written["skipped"] and written["precision"] == "fp16"
+    now = read_token_shard(str(out / "tokens" / stats["source"] / stats["split"] /
+                               stats["tar"].replace(".tar", ".arrow")))[0]
+    a = np.concatenate([sentence_tokens(before, i) for i in range(before.num_rows)])
+    b = np.concatenate([sentence_tokens(now, i) for i in range(now.num_rows)])
+    assert a.shape == b.shape and np.mean(a == b) >= 0.9  # rounding moves a few codes at most
+    assert tokenize_shard(str(out), stats, half, config.content_hash())["skipped"]
+    assert not tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]  # and back
+
+    import yaml
+
+    from conftest import write_config
+
+    path = write_config(tmp_path / "c.yaml", Path(config.sources[0].path).parent, tmp_path / "never")
+    raw = yaml.safe_load(path.read_text())
+    raw["tokenizer"].update(precision="tf32", device="cpu")
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="tokenizer.*precision tf32 is a GPU mode"):
+        load_config(str(path))
+
+
 def test_jsonl_export_import_cli(mini_build, tmp_path):
     config, summary = mini_build
     jsonl = tmp_path / "all.jsonl"

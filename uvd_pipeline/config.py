@@ -289,10 +289,20 @@ class TokenizerConfig(Strict):
     batch_size: int = Field(16, ge=1, le=4096, description="images per forward pass")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = Field(False, description="torch.compile the encoder (pays off on long runs)")
+    precision: Literal["fp32", "tf32", "fp16", "bf16"] = Field(
+        "fp32", description="GPU arithmetic: fp32 (codes of the plain forward), tf32, fp16 or bf16 (faster; "
+        "some codes differ by rounding, fp16 fewest: see `make bench`); with device auto and no GPU the "
+        "codec computes in fp32")
     threads: int | None = Field(1, ge=1, description="torch threads per worker process (one worker "
                                 "process per core is the default; fixed so token bytes never depend on it)")
     accelerator: str | None = Field(None, description="Beam resource hint for the tokenize step only, e.g. "
                                     "'type:nvidia-l4;count:1;install-nvidia-driver'")
+
+    @model_validator(mode="after")
+    def _precision_fits_device(self) -> "TokenizerConfig":
+        if self.precision == "tf32" and self.device == "cpu":
+            raise ValueError("precision tf32 is a GPU mode; with device: cpu use fp32 (exact) or fp16/bf16")
+        return self
 
 
 class BuildConfig(Strict):

@@ -34,6 +34,7 @@ class TokenizeSettings:
     device: str = "auto"
     compile: bool = False
     threads: int | None = None
+    precision: str = "fp32"
 
     @property
     def path(self) -> str:
@@ -73,7 +74,8 @@ def _load_tokenizer(settings: TokenizeSettings):
 
     device = None if settings.device == "auto" else settings.device
     return Tokenizer.from_pretrained(settings.path, batch_size=settings.batch_size, device=device,
-                                     compile=settings.compile, threads=settings.threads)
+                                     compile=settings.compile, threads=settings.threads,
+                                     precision=settings.precision)
 
 
 def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
@@ -85,7 +87,9 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     stats_uri = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
     if fsio.exists(stats_uri):
         existing = read_json(stats_uri)
-        if existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash:
+        precision = getattr(tok, "precision", "fp32")  # bf16 codes differ from fp32 ones: redo on a change
+        if (existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash
+                and existing.get("precision", "fp32") == precision):
             return {**existing, "skipped": True}
     image_size = int(stats["image_size"])
     grid = image_size // tok.config.downsample_factor
@@ -119,7 +123,8 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                  np.concatenate(parts).astype(np.uint16) if parts else np.zeros(0, np.uint16), _lineage(h))
         for h, parts in zip(headers, per_sentence)
     ]
-    written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"]})
+    written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"],
+                                                                   "precision": getattr(tok, "precision", "fp32")})
     return {**written, "skipped": False}
 
 
