@@ -1,0 +1,57 @@
+"""The rooms of DESIGN.md: which of our packages may import which, and Beam only in uvd_pipeline/.
+
+One departure, on purpose: `trainer.generate` imports `transforms` to bring prompt images to the
+sentence size exactly as the build does (decode + resize policy), rather than a second copy.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = ("transforms", "sources", "tokenizer", "uvd_pipeline", "trainer")
+ALLOWED = {
+    "transforms": set(),
+    "sources": {"transforms"},
+    "tokenizer": set(),
+    "uvd_pipeline": {"sources", "transforms", "tokenizer"},
+    "trainer": {"tokenizer", "uvd_pipeline.shards", "transforms"},
+}
+
+
+def imported_modules(package: str) -> dict[str, set[str]]:
+    """Absolute imports of our other packages, module -> files that import it."""
+    found: dict[str, set[str]] = {}
+    for path in (REPO / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def _allowed(name: str, rules: set[str]) -> bool:
+    return any(name == rule or name.startswith(rule + ".") for rule in rules)
+
+
+@pytest.mark.parametrize("package", OURS)
+def test_packages_import_only_what_the_design_allows(package: str):
+    wrong = {name: sorted(files) for name, files in imported_modules(package).items()
+             if name.split(".")[0] in OURS and name.split(".")[0] != package
+             and not _allowed(name, ALLOWED[package])}
+    assert not wrong, f"{package}/ imports outside its room: {wrong}"
+
+
+@pytest.mark.parametrize("package", [p for p in OURS if p != "uvd_pipeline"])
+def test_beam_is_imported_only_in_uvd_pipeline(package: str):
+    beam = {name: sorted(files) for name, files in imported_modules(package).items()
+            if name.split(".")[0] == "apache_beam"}
+    assert not beam, f"{package}/ imports Beam: {beam}"
