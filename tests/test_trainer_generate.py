@@ -185,3 +185,20 @@ def test_cli_writes_the_strip(tmp_path: Path, tiny_tokenizer: Path):
     assert saved.shape == (1, TPI) and saved.max() < 8192
     assert main(["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer),
                  "--prompt", str(tmp_path / "missing.png"), "--out", str(out)]) == 2
+
+
+def test_kv_cache_grows_in_place_and_returns_what_was_appended():
+    from trainer.model import KVCache
+
+    torch.manual_seed(0)
+    cache, parts = KVCache(), []
+    for size in (3, 1, 300, 1, 600):  # grows past its first 256 slots, twice
+        k, v = torch.randn(2, 4, size, 8), torch.randn(2, 4, size, 8)
+        parts.append((k, v))
+        got_k, got_v = cache.append(0, k, v)
+        assert torch.equal(got_k, torch.cat([p[0] for p in parts], dim=2))
+        assert torch.equal(got_v, torch.cat([p[1] for p in parts], dim=2))
+    assert cache.length == 905 and cache.keys[0].shape[2] >= 905
+    held = cache.keys[0]
+    cache.append(0, torch.randn(2, 4, 1, 8), torch.randn(2, 4, 1, 8))
+    assert cache.keys[0] is held  # one more token: written in place, nothing copied

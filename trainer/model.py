@@ -53,24 +53,39 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 @dataclass
 class KVCache:
-    """Keys and values of the tokens seen so far, one entry per layer."""
+    """Keys and values of the tokens seen so far, one entry per layer.
+
+    Stored in buffers that grow by doubling, so sampling a token writes one position instead of
+    copying the whole cache (a `torch.cat` per token and layer made a 3,840-token window cost
+    O(T^2) copies); `append` returns views of the filled part."""
 
     keys: list[torch.Tensor | None] = field(default_factory=list)
     values: list[torch.Tensor | None] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
 
     @property
     def length(self) -> int:
-        return 0 if not self.keys or self.keys[0] is None else int(self.keys[0].shape[2])
+        return self.lengths[0] if self.lengths else 0
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         while len(self.keys) <= layer:
             self.keys.append(None)
             self.values.append(None)
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+            self.lengths.append(0)
+        used, need = self.lengths[layer], self.lengths[layer] + k.shape[2]
+        held = self.keys[layer]
+        if held is None or held.shape[2] < need:
+            capacity = max(need, 2 * (held.shape[2] if held is not None else 0), 256)
+            grown_k = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
+            grown_v = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])
+            if held is not None:
+                grown_k[:, :, :used] = held[:, :, :used]
+                grown_v[:, :, :used] = self.values[layer][:, :, :used]
+            self.keys[layer], self.values[layer] = grown_k, grown_v
+        self.keys[layer][:, :, used:need] = k
+        self.values[layer][:, :, used:need] = v
+        self.lengths[layer] = need
+        return self.keys[layer][:, :, :need], self.values[layer][:, :, :need]
 
 
 class Attention(nn.Module):
