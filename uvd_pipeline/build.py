@@ -30,6 +30,7 @@ from uvd_pipeline.rendered_shards import (
     stats_files,
 )
 from uvd_pipeline.spool import remove_spool
+from uvd_pipeline.tokenize_stage import token_stats_files
 
 log = logging.getLogger(__name__)
 BUILD_FILE = "build.json"
@@ -132,15 +133,6 @@ class _ShardProgress:
                 log.info("progress: shards committed: write %d%s%s (%.0fs)", count[0], of, tokens,
                          time.perf_counter() - started)
                 seen = count
-
-
-def token_stats_files(output: str) -> list[str]:
-    from uvd_pipeline.shards import STATS_SUFFIX as TOKEN_STATS, TOKENS_DIR
-
-    root = fsio.join(output, TOKENS_DIR)
-    if not fsio.exists(root):
-        return []
-    return [f for f in fsio.list_files(root, (TOKEN_STATS,), recursive=True) if ".tmp-" not in f]
 
 
 @dataclass

@@ -66,7 +66,8 @@ from uvd_pipeline.rendered_shards import ShardAddress, write_shard
 from uvd_pipeline.sentences import RenderedUnit, Sentence, Slot, assemble, image_sentence, plan_group_sentences
 from uvd_pipeline.source_factory import labeler_specs, make_source, units_per_sentence
 from uvd_pipeline.spool import SpoolReader, SpoolWriter, spool_folder
-from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer, committed_rendered, tokenize_shard
+from uvd_pipeline.tokenize_stage import (TokenizeSettings, _load_tokenizer, committed_rendered, rendered_fields,
+                                         tokenize_shard)
 
 log = logging.getLogger(__name__)
 REJECTS = "rejects"
@@ -591,7 +592,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
     earlier = [s for s in committed_rendered(config.output, config.content_hash())
                if (s["source"], s["split"], int(s["shard"])) in done_keys]
     rendered = (
-        (written | "Rendered stats" >> beam.Map(_rendered_fields),
+        (written | "Rendered stats" >> beam.Map(rendered_fields),
          pipeline | "Earlier shards" >> beam.Create(earlier, reshuffle=False))
         | "All rendered" >> beam.Flatten()
         | "By tar" >> beam.Map(lambda s: (s["tar"], s))
@@ -599,10 +600,6 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
         | "Drop keys" >> beam.Values()
     )
     return add_tokenize(rendered, config)
-
-
-def _rendered_fields(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "config_hash", "image_size")}
 
 
 class TokenizeShard(beam.DoFn):

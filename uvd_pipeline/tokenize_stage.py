@@ -53,15 +53,27 @@ def rendered_tar_path(output: str, stats: dict[str, Any]) -> str:
     return fsio.join(output, RENDERED_DIR, stats["source"], stats["split"], stats["tar"])
 
 
+RENDERED_FIELDS = ("source", "split", "shard", "tar", "sentences", "config_hash", "image_size")
+
+
+def rendered_fields(stats: dict[str, Any]) -> dict[str, Any]:
+    """What the Tokenize step needs of a rendered shard's stats."""
+    return {k: stats[k] for k in RENDERED_FIELDS}
+
+
 def committed_rendered(output: str, config_hash: str) -> list[dict[str, Any]]:
     """Stats of every rendered shard an earlier run committed (what `--retokenize` reads)."""
-    found = []
-    for uri in stats_files(output):
-        stats = read_json(uri)
-        if stats.get("config_hash") == config_hash:
-            found.append({k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "config_hash",
-                                                "image_size")})
+    found = [rendered_fields(stats) for stats in map(read_json, stats_files(output))
+             if stats.get("config_hash") == config_hash]
     return sorted(found, key=lambda s: s["tar"])
+
+
+def token_stats_files(output: str) -> list[str]:
+    """The committed token-shard stats of a build (temporary files of unfinished writes left out)."""
+    root = fsio.join(output, TOKENS_DIR)
+    if not fsio.exists(root):
+        return []
+    return [f for f in fsio.list_files(root, (STATS_SUFFIX,), recursive=True) if ".tmp-" not in f]
 
 
 def _lineage(header: dict[str, Any]) -> dict[str, Any]:
@@ -131,14 +143,12 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
 def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, Any]:
     """Token totals per source (and per split) from the committed token stats, for the build
     summary; with `config_hash`, shards of another configuration are left out."""
-    root = fsio.join(output, TOKENS_DIR)
-    if not fsio.exists(root):
+    files = token_stats_files(output)
+    if not files and not fsio.exists(fsio.join(output, TOKENS_DIR)):
         return {}
     per_source: dict[str, dict[str, Any]] = {}
     tokenizers = set()
-    for uri in fsio.list_files(root, (STATS_SUFFIX,), recursive=True):
-        if ".tmp-" in uri:
-            continue
+    for uri in files:
         stats = json.loads(fsio.read_bytes(uri))
         if config_hash is not None and stats.get("config_hash") not in (None, config_hash):
             continue
