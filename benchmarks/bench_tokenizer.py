@@ -20,7 +20,6 @@ trained codebook is, so nearest-code lookups are about as decisive as with real 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ from common import emit  # noqa: E402
 from tokenizer.codec import Tokenizer, code_agreement, eager_encode  # noqa: E402
 from tokenizer.config import LVM  # noqa: E402
 from tokenizer.model import build  # noqa: E402
+from uvd_pipeline.sample.media import package_file, square_photos  # noqa: E402
 
 TARGET_SPEEDUP = 1.3
 BATCH = 2
@@ -45,17 +45,7 @@ NAMES = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "horse")
 
 def photos(size: int = 256) -> np.ndarray:
     """Real bundled photos (scikit-image), centre square resized to `size`."""
-    data = os.path.join(os.path.dirname(importlib.util.find_spec("skimage").origin), "data")
-    out = []
-    for name in NAMES:
-        path = next(os.path.join(data, f) for f in sorted(os.listdir(data)) if f.startswith(name + "."))
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            w, h = image.size
-            s = min(w, h)
-            box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-            out.append(np.asarray(image.crop(box).resize((size, size), Image.BICUBIC)))
-    return np.stack(out)
+    return square_photos(NAMES, size)
 
 
 def lvm_model(images: np.ndarray) -> torch.nn.Module:
@@ -101,7 +91,7 @@ TRAINED_PRECISIONS = ("tf32", "fp16", "bf16")
 def photo_crops(names: tuple[str, ...], count: int, seed: int, size: int = 256) -> np.ndarray:
     """`count` distinct real images: random square crops (35-100% of the short side) of the bundled
     photos, resized to `size`, every other one mirrored."""
-    data = os.path.join(os.path.dirname(importlib.util.find_spec("skimage").origin), "data")
+    data = package_file("skimage", "data")
     photos = []
     for name in names:
         path = next(os.path.join(data, f) for f in sorted(os.listdir(data)) if f.startswith(name + "."))

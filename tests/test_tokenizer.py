@@ -8,7 +8,6 @@ code), on the full LVM preset and on the tiny one.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import math
 import os
@@ -20,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from tokenizer import checkpoint
 from tokenizer.checkpoint import CheckpointError, load, save, weights_hash
@@ -28,8 +26,8 @@ from tokenizer.codec import Tokenizer, code_agreement, eager_encode
 from tokenizer.config import LVM, TINY, VQGANConfig, preset
 from tokenizer.metrics import codebook_usage, perplexity, psnr_per_image, ssim_per_image, usage_histogram
 from tokenizer.model import build, parameter_count
+from uvd_pipeline.sample.media import square_photos
 
-SKIMAGE_DATA = Path(os.path.dirname(importlib.util.find_spec("skimage").origin)) / "data"
 
 # What the released "vqgan-f16-8192-laion" config.json holds (open-muse ConfigMixin output).
 RELEASED_CONFIG = {
@@ -53,16 +51,7 @@ RELEASED_CONFIG = {
 
 def photos(size: int, names=("astronaut", "coffee", "chelsea", "rocket")) -> np.ndarray:
     """Real bundled photos, centre-cropped and resized to size x size, NHWC uint8."""
-    out = []
-    for name in names:
-        path = next(SKIMAGE_DATA.glob(f"{name}.*"))
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            w, h = image.size
-            s = min(w, h)
-            box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-            out.append(np.asarray(image.crop(box).resize((size, size), Image.BICUBIC)))
-    return np.stack(out)
+    return square_photos(names, size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,6 +71,22 @@ def photo(name: str) -> np.ndarray:
     raise KeyError(name)
 
 
+def square_photos(names: tuple[str, ...], size: int) -> np.ndarray:
+    """scikit-image's bundled photos by file stem ("astronaut", "coffee", ...), centre square
+    resized to size x size, NHWC uint8: real images of known content for tests and benchmarks."""
+    data = package_file("skimage", "data")
+    out = []
+    for name in names:
+        path = next(os.path.join(data, f) for f in sorted(os.listdir(data)) if f.startswith(name + "."))
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            w, h = image.size
+            s = min(w, h)
+            box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+            out.append(np.asarray(image.crop(box).resize((size, size), Image.BICUBIC)))
+    return np.stack(out)
+
+
 def clip_path(name: str) -> str:
     for clip_name, package, relative in CLIPS:
         if clip_name == name:
