@@ -201,10 +201,11 @@ def cuda_rows(budget_s: float) -> list[dict]:
 
 def trained_agreement(images: np.ndarray) -> dict[str, float]:
     """How often the lower-precision paths change the codes of a trained tokenizer (ours)."""
+    from tokenizer import checkpoint
     from tokenizer.checkpoint import embedded_checkpoint
 
-    reference = Tokenizer.from_pretrained(embedded_checkpoint(), device=CUDA_DEVICE, batch_size=CUDA_BATCH)
-    codes = eager_encode(reference.model, images, batch_size=CUDA_BATCH)
+    reference = checkpoint.load(embedded_checkpoint()).to(CUDA_DEVICE).eval()
+    codes = eager_encode(reference, images, batch_size=CUDA_BATCH)
     out = {}
     for precision in TRAINED_PRECISIONS:
         tok = Tokenizer.from_pretrained(embedded_checkpoint(), device=CUDA_DEVICE, batch_size=CUDA_BATCH,

@@ -175,11 +175,8 @@ def token_shards(folder: str, sentences: int, seed: int = 0) -> str:
 
 
 def memory_note(device: str) -> str:
-    if device != "cuda":
-        return ""
-    note = f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB; "
-    torch.cuda.reset_peak_memory_stats()
-    return note
+    """Peak GPU memory since the last reset (each fit resets it)."""
+    return f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB; " if device == "cuda" else ""
 
 
 MFU_PRESET, MFU_SEQ, MFU_BATCHES, MFU_STEPS = "300m", 4096, (8, 16), 25
@@ -204,6 +201,8 @@ def mfu_rows(budget_s: float, device: str = "cuda") -> list[dict]:
             options = FitOptions(data=[data], out=os.path.join(folder, f"run{batch}"), preset=MFU_PRESET,
                                  seq_len=MFU_SEQ, batch_size=batch, max_steps=MFU_STEPS, warmup_steps=5, log_every=5,
                                  checkpoint_every=0, compile=True, device=device)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             summary = fit(options)
             peak = peak_flops(torch.device(device), "bf16")
             mfu = summary["mfu"]

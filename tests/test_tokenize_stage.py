@@ -37,7 +37,8 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
             assert np.array_equal(sentence_tokens(table, index), expected)
             checked += 1
     assert checked == summary["totals"]["sentences"]
-    assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.weights_hash}]
+    assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.weights_hash,
+                                                  "precision": "fp32"}]
 
 
 def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
@@ -55,7 +56,7 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
         update={"checkpoint": str(other)})})
     rendered_before = sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar"))
     result = run_build(moved, retokenize=True).summary
-    assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash}]
+    assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash, "precision": "fp32"}]
     assert sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar")) == rendered_before
     for path in find_shards(str(out / "tokens")):
         assert read_token_shard(path)[1].tokenizer_hash == new_hash
@@ -70,7 +71,7 @@ def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
 
     from tokenizer import Tokenizer
     from uvd_pipeline.config import ConfigError, load_config
-    from uvd_pipeline.tokenize_stage import committed_rendered, tokenize_shard
+    from uvd_pipeline.tokenize_stage import committed_rendered, summarize_tokens, tokenize_shard
 
     config, _ = mini_build
     out = tmp_path / "out"
@@ -89,6 +90,8 @@ def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
     b = np.concatenate([sentence_tokens(now, i) for i in range(now.num_rows)])
     assert a.shape == b.shape and np.mean(a == b) >= 0.9  # rounding moves a few codes at most
     assert tokenize_shard(str(out), stats, half, config.content_hash())["skipped"]
+    made_by = summarize_tokens(str(out), config.content_hash())["tokenizers"]
+    assert sorted(t["precision"] for t in made_by) == ["fp16", "fp32"]  # the summary says which shards are which
     assert not tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]  # and back
 
     import yaml

@@ -122,13 +122,14 @@ class Tokenizer:
         # fp32 by default everywhere: on an H100, bf16 moved ~5% and fp16 ~0.6% of the codes of an
         # LVM-size model (random weights, real photos); they are there for throughput.
         self.precision = "fp32" if precision == "auto" else precision
-        if self.precision == "tf32" and self.device.type != "cuda" and device is not None:
-            raise ValueError("precision tf32 needs a CUDA device")
-        if self.precision != "fp32" and self.device.type != "cuda" and device is None:
-            # The device was left to us and there is no GPU: the reduced precisions are GPU modes
-            # (fp16/bf16 convolutions ran ~45x slower than fp32 on a CPU without native support),
-            # and fp32 gives the exact codes. An explicit device="cpu" keeps fp16/bf16.
-            self.precision = "fp32"
+        if self.precision != "fp32" and self.device.type != "cuda":
+            if device is None:
+                # The device was left to us and there is no GPU: the reduced precisions are GPU
+                # modes (fp16/bf16 convolutions ran ~45x slower than fp32 on a CPU without native
+                # support), and fp32 gives the exact codes. An explicit device="cpu" keeps fp16/bf16.
+                self.precision = "fp32"
+            elif self.precision == "tf32":
+                raise ValueError("precision tf32 needs a CUDA device")
         self.streams = max(1, int(streams)) if self.device.type == "cpu" else 1
         self.threads_per_stream = max(1, torch.get_num_threads() // self.streams)
         if copy:  # we change layout, device and grad flags: leave the caller's model alone
@@ -266,11 +267,16 @@ class Tokenizer:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
+    def _pixels(self, chunk: np.ndarray) -> torch.Tensor:
+        """uint8 NHWC on the host -> float NCHW in [0, 1] on the device, in the model's layout
+        (uploaded as uint8: a quarter of the bytes)."""
+        return self._layout(self._to_device(chunk).permute(0, 3, 1, 2).float().div_(255.0))
+
     def _launch_encode(self, chunk: np.ndarray, real: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Queue one batch's encode; returns its codes (int32, on the device) and, for fp16, a
         device flag that the features stayed finite. Nothing here waits for the device."""
         with self._context():
-            x = self._layout(self._to_device(chunk).permute(0, 3, 1, 2).float().div_(255.0))
+            x = self._pixels(chunk)
             latent = self._encode_fn(x)
             finite = torch.isfinite(latent[:real]).all() if self.precision == "fp16" else None
             return self.model.quantize.codes(latent[:real]).to(torch.int32), finite  # an fp32 lookup
@@ -279,8 +285,7 @@ class Tokenizer:
         """A batch whose fp16 features overflowed, again in full precision."""
         self.fp32_fallbacks += 1
         with self._context():
-            x = self._layout(self._to_device(chunk).permute(0, 3, 1, 2).float().div_(255.0))
-            codes = self.model.quantize.codes(self.model.encode_latent(x)[:real])
+            codes = self.model.quantize.codes(self.model.encode_latent(self._pixels(chunk))[:real])
             return codes.to(torch.int32).cpu().numpy().astype(np.uint16)
 
     def _encode_batch(self, chunk: np.ndarray, real: int) -> np.ndarray:

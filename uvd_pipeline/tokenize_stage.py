@@ -97,9 +97,9 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     stem = stats["tar"][: -len(TAR_SUFFIX)]
     path = token_shard_path(output, stats["source"], stats["split"], stem)
     stats_uri = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
+    precision = getattr(tok, "precision", "fp32")  # fp16/bf16 codes differ from fp32 ones: redo on a change
     if fsio.exists(stats_uri):
         existing = read_json(stats_uri)
-        precision = getattr(tok, "precision", "fp32")  # bf16 codes differ from fp32 ones: redo on a change
         if (existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash
                 and existing.get("precision", "fp32") == precision):
             return {**existing, "skipped": True}
@@ -135,8 +135,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                  np.concatenate(parts).astype(np.uint16) if parts else np.zeros(0, np.uint16), _lineage(h))
         for h, parts in zip(headers, per_sentence)
     ]
-    written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"],
-                                                                   "precision": getattr(tok, "precision", "fp32")})
+    written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"], "precision": precision})
     return {**written, "skipped": False}
 
 
@@ -160,9 +159,9 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
         for key in ("sentences", "images", "tokens"):
             entry[key] += int(stats.get(key, 0))
             split_entry[key] += int(stats.get(key, 0))
-        tokenizers.add((stats.get("tokenizer_name"), stats.get("tokenizer_hash")))
+        tokenizers.add((stats.get("tokenizer_name"), stats.get("tokenizer_hash"), stats.get("precision", "fp32")))
     for entry in per_source.values():
         entry["by_split"] = dict(sorted(entry["by_split"].items()))
     return {"sources": dict(sorted(per_source.items())),
-            "tokenizers": [{"name": n, "weights_hash": h} for n, h in sorted(tokenizers)]}
+            "tokenizers": [{"name": n, "weights_hash": h, "precision": p} for n, h, p in sorted(tokenizers)]}
 
