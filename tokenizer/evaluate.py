@@ -1,8 +1,8 @@
 """Measure a tokenizer: `python -m tokenizer.evaluate --checkpoint DIR --data GLOB`.
 
 Reconstruction PSNR and SSIM (data range 1), codebook usage (share of codes used) and code
-perplexity over a set of images; prints a table and writes JSON. `comparison_sheet` and
-`usage_histogram` feed the build report.
+perplexity over a set of images; prints a table and writes JSON. `comparison_sheet` feeds the
+build report.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .codec import Tokenizer
 from .data import ImageRef, find_images, iter_images
@@ -108,22 +108,6 @@ def comparison_sheet(originals: np.ndarray, reconstructions: np.ndarray, columns
         sheet.paste(Image.fromarray(a), (x, y))
         sheet.paste(Image.fromarray(b), (x + w + gap, y))
     return sheet
-
-
-def usage_plot(histogram: np.ndarray, width: int = 512, height: int = 128) -> Image.Image:
-    """Code frequencies sorted high to low (log scale), as a small PIL image."""
-    counts = np.sort(histogram)[::-1].astype(np.float64)
-    image = Image.new("RGB", (width, height), "white")
-    if counts.size == 0 or counts[0] == 0:
-        return image
-    draw = ImageDraw.Draw(image)
-    xs = np.linspace(0, counts.size - 1, width).astype(int)
-    top = np.log1p(counts[0])
-    for x, i in enumerate(xs):
-        bar = int(round((height - 1) * np.log1p(counts[i]) / top))
-        if bar:
-            draw.line([(x, height - 1), (x, height - 1 - bar)], fill=(40, 90, 160))
-    return image
 
 
 def format_table(summary: dict) -> str:

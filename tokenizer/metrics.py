@@ -72,20 +72,16 @@ def codebook_usage(histogram: np.ndarray) -> float:
     return float(np.count_nonzero(histogram) / len(histogram)) if len(histogram) else 0.0
 
 
-def perplexity(histogram: np.ndarray) -> float:
-    """exp(entropy) of the code distribution: the effective number of codes in use."""
-    total = histogram.sum()
-    if total == 0:
-        return 0.0
-    p = histogram[histogram > 0] / total
-    return float(np.exp(-(p * np.log(p)).sum()))
-
-
 def entropy_bits(histogram: np.ndarray) -> float:
-    """Entropy of the code distribution in bits per token (log2 of the perplexity); at most
-    log2 of the codebook size (13 bits for 8192 codes)."""
+    """Entropy of the code distribution in bits per token; at most log2 of the codebook size
+    (13 bits for 8192 codes)."""
     total = histogram.sum()
     if total == 0:
         return 0.0
     p = histogram[histogram > 0] / total
     return float(-(p * np.log2(p)).sum())
+
+
+def perplexity(histogram: np.ndarray) -> float:
+    """2 ** entropy of the code distribution: the effective number of codes in use (0 when empty)."""
+    return float(2.0 ** entropy_bits(histogram)) if histogram.sum() else 0.0

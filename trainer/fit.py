@@ -35,7 +35,6 @@ from . import checkpoint as ckpt
 from .config import ModelConfig, preset
 from .data import MODES, TokenWindows, mixture_from_args
 from .checkpoint_io import write_file_atomic
-from .losses import fused_linear_cross_entropy
 from .model import LVMTransformer
 
 LOG_NAME = "log.jsonl"
@@ -105,17 +104,15 @@ class FitOptions:
 
 class TrainingModel(LVMTransformer):
     """The LVM transformer whose `forward(inputs, targets)` is the chunked loss: DDP and FSDP2 hook
-    `forward`, so the loss must live there. The loss is `trainer.losses`' fused output-layer
-    cross-entropy (the same value as `LVMTransformer.loss`). Same parameter names as `LVMTransformer`."""
+    `forward`, so the loss must live there: `forward(inputs, targets)` is `LVMTransformer.loss`.
+    Same parameter names as `LVMTransformer`."""
 
     chunk_tokens = 4096
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: Any = None) -> torch.Tensor:
         if targets is None:
             return super().forward(input_ids, cache)
-        hidden = self.hidden_states(input_ids).flatten(0, 1)
-        return fused_linear_cross_entropy(hidden, self.lm_head.weight, targets.flatten(),
-                                          chunk_tokens=self.chunk_tokens)
+        return self.loss(input_ids, targets, chunk_tokens=self.chunk_tokens)
 
 
 def learning_rate(step: int, options: FitOptions) -> float:

@@ -200,8 +200,9 @@ class LVMTransformer(nn.Module):
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
              chunk_tokens: int = 4096) -> torch.Tensor:
-        """Mean next-token cross-entropy; logits are made chunk by chunk so the full
-        (N*T, vocab) fp32 tensor never exists at once."""
+        """Mean next-token cross-entropy through `trainer.losses`' fused output layer: logits are
+        made chunk by chunk (the full (N*T, vocab) fp32 tensor never exists) and, under autograd,
+        turned into gradients at once."""
         from .losses import fused_linear_cross_entropy
 
         hidden = self.hidden_states(input_ids).flatten(0, 1)
