@@ -21,11 +21,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 from PIL import Image
 
 from common import emit  # noqa: E402
+from uvd_pipeline.tarfiles import add_member  # noqa: E402
 
 BASE_IMAGES = int(os.environ.get("UVD_BENCH_MEMORY_IMAGES", "120"))
 PER_SHARD = 40  # sentences per output shard, the same at both sizes
@@ -53,9 +55,7 @@ def write_corpus(folder: str, images: int, seed: int = 0) -> None:
                 key = f"{shard:05d}{index % 100:04d}"
                 for suffix, payload in (("jpg", _image(rng)), ("txt", f"synthetic {index}".encode()),
                                         ("json", json.dumps({"key": key, "url": f"synthetic://{index}"}).encode())):
-                    info = tarfile.TarInfo(f"{key}.{suffix}")
-                    info.size = len(payload)
-                    tar.addfile(info, io.BytesIO(payload))
+                    add_member(tar, f"{key}.{suffix}", payload)
 
 
 def peak_rss_of_build(work: str, images: int) -> tuple[float, float, int]:

@@ -138,8 +138,9 @@ def test_report_counts_lengths_and_entropy(mini_build):
         "category": (6, 96), "image": (web, web), "video": (3, 48)}
     for group in groups.values():
         assert group["tokens"] == 16 * group["images"]  # 64 px at f16: 4 x 4 codes per image
-    for name, counts in data["counts"]["by_source"].items():
+    for name, counts in data["counts"]["by_source"].items():  # counted in the token stats
         assert counts["tokens"] == 16 * summary["sources"][name]["images"]
+    assert sum(g["tokens"] for g in groups.values()) == sum(c["tokens"] for c in data["counts"]["by_source"].values())
     # entropy in bits of the codes each source's token shards hold, computed here from the shards
     section = data["tokenizer"]
     values: dict[str, list[np.ndarray]] = {}
@@ -195,7 +196,10 @@ def test_report_reconstruction_per_source(mini_build):
         all_psnr += list(psnr)
         assert reconstruction[source]["images"] == len(originals)
         assert reconstruction[source]["psnr"] == pytest.approx(psnr.mean(), abs=1e-3)
-        assert 0 < reconstruction[source]["ssim"] < 1
+        from tokenizer.metrics import ssim_per_image
+
+        ssim = ssim_per_image(np.stack(originals).astype(np.uint8), decoded.astype(np.uint8))
+        assert reconstruction[source]["ssim"] == pytest.approx(ssim.mean(), abs=1e-5) and 0 < ssim.mean() < 1
     # 2 frames of each of the 3 clips (3 shards), 2 images of each of 4 class sentences, 8 web images
     assert {s: r["images"] for s, r in reconstruction.items()} == {"clips": 6, "inet": 8, "web": 8}
     assert data["tokenizer"]["sample_psnr"] == pytest.approx(np.mean(all_psnr), abs=0.01)
@@ -218,8 +222,6 @@ def test_stage_throughput(mini_build):
     distributions = summary["run"]["distributions"]
     assert distributions["tokenize.batch_images"]["sum"] == totals["images"]
     assert distributions["tokenize.batch_images"]["max"] == 8  # the configured batch size
-    inputs = sum(s["inputs"]["count"] for s in summary["sources"].values())
-    assert distributions["input.kilopixels"]["count"] >= inputs  # rendered, some later dropped
     data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
     # the report shows the summary on disk (a test that reruns the shared build rewrites it)
     on_disk = json.loads(Path(config.output, "summary.json").read_text())

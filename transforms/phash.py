@@ -105,7 +105,8 @@ def hamming(a: int, b: int) -> int:
 
 def band_width(bands: int) -> int:
     if bands < 1 or HASH_BITS % bands:
-        raise ValueError(f"bands must divide {HASH_BITS}, got {bands}")
+        divisors = ", ".join(str(d) for d in range(1, HASH_BITS + 1) if HASH_BITS % d == 0)
+        raise ValueError(f"bands must divide {HASH_BITS} ({divisors}), got {bands}")
     return HASH_BITS // bands
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from sources import fsio
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig, ConfigError
-from uvd_pipeline.quality import INPUT_BINS, empty_inputs, merge_inputs, merge_lengths, stage_throughput
+from uvd_pipeline.quality import (INPUT_BINS, empty_inputs, merge_inputs, merge_lengths, sorted_lengths,
+                                  stage_throughput)
 from uvd_pipeline.rendered_shards import (
     REJECTS_SUFFIX,
     RENDERED_DIR,
@@ -43,7 +44,7 @@ def pipeline_options(config: BuildConfig):
 
     beam = config.beam
     flags = list(beam.options)
-    if beam.runner == "DirectRunner":
+    if beam.local:
         flags += [f"--direct_num_workers={beam.direct_num_workers}",
                   f"--direct_running_mode={beam.direct_running_mode}"]
         if not any(f.startswith("--sdk_harness_log_level_overrides") for f in flags):
@@ -59,7 +60,7 @@ def make_runner(config: BuildConfig, options):
     Prism runner, which fails offline and only adds a delay before it falls back to the same
     FnApiRunner. As the DirectRunner does, the options travel in the provision info, so worker
     processes see them (log levels included). Any other runner name is passed through to Beam."""
-    if config.beam.runner != "DirectRunner":
+    if not config.beam.local:
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -280,8 +281,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "by_kind_task": dict(sorted(entry["by_kind_task"].items())),
             "rejects_by_reason": dict(sorted(entry["rejects_by_reason"].items())),
             "images_by_kind_task": dict(sorted(entry["images_by_kind_task"].items())),
-            "sentence_lengths": {k: dict(sorted(v.items(), key=lambda kv: int(kv[0])))
-                                 for k, v in sorted(entry["sentence_lengths"].items())},
+            "sentence_lengths": sorted_lengths(entry["sentence_lengths"]),
             "inputs": entry["inputs"],
         }
     types = {s.name: s.type for s in config.sources}
@@ -320,7 +320,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         "run": {
             "seconds": round(seconds, 2),
             "runner": config.beam.runner,
-            "workers": config.beam.direct_num_workers if config.beam.runner == "DirectRunner" else None,
+            "workers": config.beam.direct_num_workers if config.beam.local else None,
             "shards_resumed": resumed,
             "counters": counters,
             "distributions": distributions or {},

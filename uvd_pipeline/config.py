@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from transforms.phash import probes_per_band
+from transforms.phash import band_width, probes_per_band
 from transforms.resize import RESIZE_POLICIES
 from uvd_pipeline.mixture import GROUPS, PAPER_MIX
 
@@ -264,8 +264,7 @@ class DedupConfig(Strict):
     @field_validator("bands")
     @classmethod
     def _divides_64(cls, value: int) -> int:
-        if 64 % value:
-            raise ValueError(f"must divide 64 (1, 2, 4, 8, 16, 32 or 64), got {value}")
+        band_width(value)  # the index's own check (a ValueError that names the rule)
         return value
 
     @model_validator(mode="after")

@@ -77,6 +77,11 @@ class DedupSettings:
         return cls(dedup.exact, dedup.near, dedup.hamming_threshold, dedup.bands)
 
 
+def rank_of(split: str, key: str) -> tuple[int, str]:
+    """Of two duplicates the smaller rank is kept: the evaluation split first, then the smallest key."""
+    return (0 if split == "val" else 1, key)
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     """The identity of one rendered image unit for deduplication."""
@@ -90,8 +95,7 @@ class Fingerprint:
 
     @property
     def rank(self) -> tuple[int, str]:
-        """Smaller is kept: the evaluation split first, then the smallest key."""
-        return (0 if self.split == "val" else 1, self.key)
+        return rank_of(self.split, self.key)
 
     def row(self) -> dict[str, str]:
         return {"key": self.key, "source": self.source, "split": self.split, "sha256": self.sha256,
@@ -129,7 +133,7 @@ class Twin:
 
     def preference(self, twin_dropped: bool) -> tuple:
         """How good a reported twin is: kept first, exact first, closest, best-ranked."""
-        return (twin_dropped, self.reason != EXACT, self.distance, (0 if self.twin_split == "val" else 1, self.twin))
+        return (twin_dropped, self.reason != EXACT, self.distance, rank_of(self.twin_split, self.twin))
 
 
 def _twin(worse: Fingerprint, better: Fingerprint, reason: str, distance: int) -> Twin:

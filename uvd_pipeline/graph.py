@@ -59,7 +59,6 @@ from uvd_pipeline.dedup import (
     parse_fingerprint_lines,
 )
 from uvd_pipeline.keys import shard_of, stable_hash
-from uvd_pipeline.quality import input_sizes
 from uvd_pipeline.render import RenderSettings, render_clip, render_image
 from uvd_pipeline.render_annotated import render_annotated_clip, render_multiview, render_pair, render_tuple
 from uvd_pipeline.rendered_shards import ShardAddress, write_shard
@@ -244,9 +243,6 @@ class Render(beam.DoFn):
             _count(record.source, f"rejects.{result.reason}")
             yield TaggedOutput(REJECTS, result)
             return
-        kind = result.kind if isinstance(result, Sentence) else "unit"
-        for width, height in input_sizes(kind, result.members, getattr(result, "meta", {})):
-            _distribution("input.kilopixels", width * height / 1000)
         PROGRESS.add("rendered")
         if isinstance(result, RenderedUnit):
             _count(record.source, "rendered_units")

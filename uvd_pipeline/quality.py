@@ -112,6 +112,11 @@ def merge_lengths(total: dict[str, Counter], part: dict[str, dict[str, int]] | N
         total.setdefault(kind, Counter()).update({str(n): c for n, c in counts.items()})
 
 
+def sorted_lengths(lengths: dict[str, Counter]) -> dict[str, dict[str, int]]:
+    """Sentence-length counts per kind, kinds sorted and lengths in numeric order (JSON keys are strings)."""
+    return {kind: dict(sorted(counts.items(), key=lambda kv: int(kv[0]))) for kind, counts in sorted(lengths.items())}
+
+
 def stage_throughput(distributions: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     """Items, busy seconds and items per busy second of each stage that ran."""
     stages = {}

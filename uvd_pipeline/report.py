@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from sources import fsio
 from uvd_pipeline.build import REJECTS_FILE, SUMMARY_FILE
-from uvd_pipeline.quality import INPUT_BINS, STAGES, bin_labels
+from uvd_pipeline.quality import INPUT_BINS, STAGES, bin_labels, merge_lengths, sorted_lengths
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, write_bytes_atomic
 
@@ -129,8 +129,7 @@ def _quality_data(summary: dict[str, Any], sentences_by_group: dict[str, int]) -
     lengths: dict[str, Counter[str]] = {}
     for source in summary["sources"].values():
         images_by_group.update(source.get("images_by_kind_task", {}))
-        for kind, counts in source.get("sentence_lengths", {}).items():
-            lengths.setdefault(kind, Counter()).update(counts)
+        merge_lengths(lengths, source.get("sentence_lengths"))
     inputs = {}
     for name, source in summary["sources"].items():
         hist = source.get("inputs")
@@ -143,14 +142,13 @@ def _quality_data(summary: dict[str, Any], sentences_by_group: dict[str, int]) -
             "by_source": {name: {"sentences": s["sentences"], "images": s["images"],
                                  "tokens": tokens.get(name, {}).get("tokens")}
                           for name, s in summary["sources"].items()},
-            # tokens per kind/task are filled in from the token shards (tokenizer section)
+            # tokens per kind/task: images x tokens per image of the token shards (tokenizer section)
             "by_kind_task": {group: {"sentences": n, "images": images_by_group.get(group), "tokens": None}
                              for group, n in sorted(sentences_by_group.items())},
         },
         "inputs": {"bins": summary.get("input_bins", {k: list(v) for k, v in INPUT_BINS.items()}),
                    "by_source": inputs},
-        "sentence_lengths": {kind: dict(sorted(counts.items(), key=lambda kv: int(kv[0])))
-                             for kind, counts in sorted(lengths.items())},
+        "sentence_lengths": sorted_lengths(lengths),
         "throughput": {"seconds": run.get("seconds"), "runner": run.get("runner"), "workers": run.get("workers"),
                        # pipeline order (summary.json sorts keys)
                        "stages": {k: run["stages"][k] for k in STAGES if k in run.get("stages", {})},
@@ -462,8 +460,6 @@ def tokenizer_section(output: str, report_dir: str,
     """Per source: codebook usage, code perplexity and entropy from the token shards, a code
     histogram plot, and PSNR/SSIM of a sample decoded from its stored tokens with the build's
     tokenizer against the rendered originals, with an original vs decoded sheet."""
-    import pyarrow.compute as pc
-
     from uvd_pipeline.shards import find_shards, read_token_shard
 
     local = fsio.local_path(output)
@@ -474,7 +470,6 @@ def tokenizer_section(output: str, report_dir: str,
         return None
     histograms: dict[str, np.ndarray] = {}
     shards_of: dict[str, list[str]] = defaultdict(list)
-    by_group: Counter[str] = Counter()
     meta = None
     for path in paths:
         table, meta = read_token_shard(path)
@@ -485,9 +480,6 @@ def tokenizer_section(output: str, report_dir: str,
         values = np.concatenate([c.values.to_numpy() for c in table.column("tokens").chunks])
         counts = np.bincount(values, minlength=meta.codebook_size)
         histograms[source] = histograms.get(source, 0) + counts
-        lengths = pc.list_value_length(table.column("tokens")).to_numpy(zero_copy_only=False)
-        for kind, task, n in zip(table.column("kind").to_pylist(), table.column("task").to_pylist(), lengths):
-            by_group[sentence_group(kind, task)] += int(n)
     assert meta is not None
     histograms = dict(sorted(histograms.items()))
     total = sum(histograms.values())
@@ -501,7 +493,7 @@ def tokenizer_section(output: str, report_dir: str,
     section: dict[str, Any] = {"tokenizer": meta.tokenizer_name, "weights_hash": meta.tokenizer_hash,
                                "codebook_size": meta.codebook_size, "all": stats(total),
                                "by_source": {k: stats(v) for k, v in histograms.items()},
-                               "tokens_by_kind_task": dict(sorted(by_group.items()))}
+                               "tokens_per_image": meta.tokens_per_image}
     section["usage_plot"] = tokens_plot({"all": total, **histograms}, report_dir)
     tok = _build_tokenizer(output)
     if tok is None:
@@ -600,8 +592,10 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
         sheets[title] = name
     data["contact_sheets"] = sheets
     data["tokenizer"] = tokenizer_section(output, report_dir)
-    for group, n in ((data["tokenizer"] or {}).get("tokens_by_kind_task") or {}).items():
-        data["counts"]["by_kind_task"].setdefault(group, {"sentences": 0, "images": None, "tokens": None})["tokens"] = n
+    per_image = (data["tokenizer"] or {}).get("tokens_per_image")
+    for counts in data["counts"]["by_kind_task"].values():  # every image is the same number of tokens
+        if per_image and counts["images"] is not None:
+            counts["tokens"] = counts["images"] * per_image
     data["plots"] = {name: path for name, path in (
         ("inputs", inputs_plot(data["inputs"], report_dir)),
         ("sentence_lengths", lengths_plot(data["sentence_lengths"], report_dir)),
