@@ -134,3 +134,20 @@ def test_missing_tokenizer_fails_before_the_build(tmp_path, mini_corpus):
     with pytest.raises(ConfigError, match="tokenizer.checkpoint: no config.json"):
         run_build(missing)
     assert not (tmp_path / "out").exists()
+
+
+def test_tokenizer_settings_reach_the_codec(monkeypatch):
+    """Every tokenizer field of the build config reaches `Tokenizer.from_pretrained`; kernel tuning
+    (timing-dependent on a GPU) stays off unless the config asks for it."""
+    from tokenizer.codec import Tokenizer
+    from uvd_pipeline.config import TokenizerConfig
+    from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer
+
+    seen = {}
+    monkeypatch.setattr(Tokenizer, "from_pretrained", classmethod(lambda cls, path, **kw: seen.update(kw, path=path)))
+    assert TokenizerConfig().tune_kernels is False
+    t = TokenizerConfig(checkpoint=_TOKENIZER["path"], batch_size=64, device="cuda", compile=True, precision="fp16",
+                        tune_kernels=True, threads=2)
+    _load_tokenizer(TokenizeSettings.of(t))
+    assert seen == {"path": _TOKENIZER["path"], "batch_size": 64, "device": "cuda", "compile": True, "threads": 2,
+                    "precision": "fp16", "tune_kernels": True}

@@ -394,6 +394,27 @@ def test_compiled_codec_pads_the_last_batch_and_agrees():
     assert tok.decode(codes).shape == images.shape
 
 
+def test_first_compiled_call_runs_under_the_devices_inductor_settings():
+    """CPU compiles with weight freezing; CUDA with coordinate-descent kernel tuning (unless
+    `tune_kernels=False`). The settings hold for the compiling call only."""
+    import torch._inductor.config as inductor_config
+
+    def probe(chunk, real):
+        return inductor_config.freezing, inductor_config.coordinate_descent_tuning
+
+    model = build(TINY, seed=0)
+    chunk = np.zeros((1, 16, 16, 3), np.uint8)
+    cpu = Tokenizer(model, "tiny", compile=True, device="cpu")
+    assert not cpu.tune_kernels and cpu._warm(probe, chunk, 1) == (True, False)
+    for tune in (True, False):
+        tok = Tokenizer(model, "tiny", compile=True, device="cpu", tune_kernels=tune)
+        tok.device = torch.device("cuda")  # the settings only; nothing runs on a GPU
+        tok.tune_kernels = tune
+        assert tok._warm(probe, chunk, 1) == (False, tune)
+    assert probe(chunk, 1) == (False, False)
+    assert not Tokenizer(model, "tiny", device="cpu", tune_kernels=True).tune_kernels
+
+
 def test_low_precision_codec_and_the_fp16_overflow_fallback():
     """fp16 moves few codes; a model whose fp16 features overflow falls back to fp32 per batch
     (through the per-batch path and the queued path the GPU uses) and then gives fp32's codes."""

@@ -292,6 +292,10 @@ class TokenizerConfig(Strict):
         "fp32", description="GPU arithmetic: fp32 (codes of the plain forward), tf32, fp16 or bf16 (faster; "
         "some codes differ by rounding, fp16 fewest: see `make bench`); with device auto and no GPU the "
         "codec computes in fp32")
+    tune_kernels: bool = Field(
+        False, description="GPU with compile: inductor times launch configs of its generated kernels (+14% "
+        "encode on an H100, ~90 s more compile); the pick can differ between processes, so codes may differ "
+        "by rounding between workers: off, so token bytes never depend on where they were made")
     threads: int | None = Field(1, ge=1, description="torch threads per worker process (one worker "
                                 "process per core is the default; fixed so token bytes never depend on it)")
     accelerator: str | None = Field(None, description="Beam resource hint for the tokenize step only, e.g. "

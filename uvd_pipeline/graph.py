@@ -633,7 +633,7 @@ def _batch_timing(seconds: float, images: int) -> None:
 def add_tokenize(rendered, config: BuildConfig):
     """Tokenize rendered shards; only this step carries the accelerator hint."""
     t = config.tokenizer
-    settings = TokenizeSettings(t.checkpoint, t.batch_size, t.device, t.compile, t.threads, t.precision)
+    settings = TokenizeSettings.of(t)
     step = beam.ParDo(TokenizeShard(config.output, settings, config.content_hash()))
     if t.accelerator:
         step = step.with_resource_hints(accelerator=t.accelerator)

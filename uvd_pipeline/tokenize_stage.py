@@ -35,6 +35,13 @@ class TokenizeSettings:
     compile: bool = False
     threads: int | None = None
     precision: str = "fp32"
+    tune_kernels: bool = False
+
+    @classmethod
+    def of(cls, config: Any) -> "TokenizeSettings":
+        """From the build config's `tokenizer` section (a `TokenizerConfig`)."""
+        return cls(config.checkpoint, config.batch_size, config.device, config.compile, config.threads,
+                   config.precision, config.tune_kernels)
 
     @property
     def path(self) -> str:
@@ -87,7 +94,7 @@ def _load_tokenizer(settings: TokenizeSettings):
     device = None if settings.device == "auto" else settings.device
     return Tokenizer.from_pretrained(settings.path, batch_size=settings.batch_size, device=device,
                                      compile=settings.compile, threads=settings.threads,
-                                     precision=settings.precision)
+                                     precision=settings.precision, tune_kernels=settings.tune_kernels)
 
 
 def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
