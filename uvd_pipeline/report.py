@@ -287,9 +287,11 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
                   f"<p>Original (left) and decoded (right) pairs:</p>{sheets}")
     elif section.get("reconstruction_skipped"):
         sample = f"<p>No reconstruction: {html.escape(section['reconstruction_skipped'])}.</p>"
+    made_in = ", ".join(f"{n} in {p}" for p, n in section.get("shards_by_precision", {}).items())
     return (f"<h2>Tokenizer</h2><p>{html.escape(section['tokenizer'])} (weights "
             f"{section['weights_hash'][:16]}), codebook {section['codebook_size']} "
-            f"(at most {np.log2(section['codebook_size']):.2f} bits/token).</p>{html_rows}"
+            f"(at most {np.log2(section['codebook_size']):.2f} bits/token); token shards computed: "
+            f"{html.escape(made_in)}.</p>{html_rows}"
             f"<img src=\"{section['usage_plot']}\" alt=\"code frequencies and token histogram per source\">"
             f"{sample}")
 
@@ -490,10 +492,15 @@ def tokenizer_section(output: str, report_dir: str,
                 "usage": round(codebook_usage(hist), 4), "perplexity": round(perplexity(hist), 1),
                 "entropy_bits": round(entropy_bits(hist), 4)}
 
+    from uvd_pipeline.tokenize_stage import token_stats_files
+
+    # fp16/bf16 tokens may differ from fp32 ones by rounding: say which arithmetic made them
+    made_in = Counter(read_json(f).get("precision", "fp32") for f in token_stats_files(local))
     section: dict[str, Any] = {"tokenizer": meta.tokenizer_name, "weights_hash": meta.tokenizer_hash,
                                "codebook_size": meta.codebook_size, "all": stats(total),
                                "by_source": {k: stats(v) for k, v in histograms.items()},
-                               "tokens_per_image": meta.tokens_per_image}
+                               "tokens_per_image": meta.tokens_per_image,
+                               "shards_by_precision": dict(sorted(made_in.items()))}
     section["usage_plot"] = tokens_plot({"all": total, **histograms}, report_dir)
     tok = _build_tokenizer(output)
     if tok is None:
