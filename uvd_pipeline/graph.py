@@ -495,6 +495,16 @@ def list_units(config: BuildConfig) -> dict[str, list]:
     return units
 
 
+def sentences_of_units(units, source_config, seed: int):
+    """A source's rendered image units -> (sentences, rejects or None): a web image is a sentence
+    of its own; other sources' units are grouped (`units_per_sentence`), with remainders counted."""
+    name = source_config.name
+    if source_config.type == "laion":
+        return units | f"{name}/Image sentences" >> beam.Map(image_sentence), None
+    return units | f"{name}/Assemble" >> AssembleGroups(
+        name, units_per_sentence(source_config), getattr(source_config, "remainder", "drop"), seed)
+
+
 def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAddress],
                 units: dict[str, list] | None = None):
     """Add the whole build to `pipeline`; returns the PCollection of per-shard stats."""
@@ -535,9 +545,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
         if deduplicated:
             dedup_units[name] = rendered[UNITS]  # assembled after deduplication, below
         elif lengths:
-            sentences, rejects = rendered[UNITS] | f"{name}/Assemble" >> AssembleGroups(
-                name, lengths, getattr(source_config, "remainder", "drop"), config.seed
-            )
+            sentences, rejects = sentences_of_units(rendered[UNITS], source_config, config.seed)
             sentence_parts.append(sentences)
             reject_parts.append(rejects)
 
@@ -558,14 +566,10 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
                 lambda u: (router.address(u.source, u.split, u.key), u.fingerprint)))
         by_source = kept | "Dedup/By source" >> beam.Partition(lambda u, n: names.index(u.source), len(names))
         for index, name in enumerate(names):
-            if sources[name].type == "laion":
-                sentence_parts.append(by_source[index] | f"{name}/Image sentences" >> beam.Map(image_sentence))
-                continue
-            sentences, rejects = by_source[index] | f"{name}/Assemble" >> AssembleGroups(
-                name, units_per_sentence(sources[name]), getattr(sources[name], "remainder", "drop"), config.seed
-            )
+            sentences, rejects = sentences_of_units(by_source[index], sources[name], config.seed)
             sentence_parts.append(sentences)
-            reject_parts.append(rejects)
+            if rejects is not None:
+                reject_parts.append(rejects)
 
     sentences = sentence_parts | "All sentences" >> beam.Flatten()
     rejects = reject_parts | "All rejects" >> beam.Flatten()
