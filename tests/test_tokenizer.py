@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from tokenizer import checkpoint
 from tokenizer.checkpoint import CheckpointError, load, save, weights_hash
-from tokenizer.codec import Tokenizer, code_agreement, eager_encode
+from tokenizer.codec import Tokenizer, code_agreement, eager_encode, inductor_options
 from tokenizer.config import LVM, TINY, VQGANConfig, preset
 from tokenizer.metrics import codebook_usage, perplexity, psnr_per_image, ssim_per_image, usage_histogram
 from tokenizer.model import build, parameter_count
@@ -394,25 +394,20 @@ def test_compiled_codec_pads_the_last_batch_and_agrees():
     assert tok.decode(codes).shape == images.shape
 
 
-def test_first_compiled_call_runs_under_the_devices_inductor_settings():
-    """CPU compiles with weight freezing; CUDA with coordinate-descent kernel tuning (unless
-    `tune_kernels=False`). The settings hold for the compiling call only."""
+def test_kernel_tuning_is_a_cuda_compile_option():
+    """CUDA compiles tune inductor's kernels (unless `tune_kernels=False`), passed as torch.compile
+    options so Tokenizers that differ in it never share a compiled graph; CPU compiles freeze
+    weights instead, for the first (warm-up) compile only."""
     import torch._inductor.config as inductor_config
 
-    def probe(chunk, real):
-        return inductor_config.freezing, inductor_config.coordinate_descent_tuning
-
+    assert inductor_options(True) == {"coordinate_descent_tuning": True} and inductor_options(False) is None
     model = build(TINY, seed=0)
-    chunk = np.zeros((1, 16, 16, 3), np.uint8)
+    assert not Tokenizer(model, "tiny", compile=True, device="cpu", tune_kernels=True).tune_kernels
+    assert not Tokenizer(model, "tiny", device="cpu").tune_kernels
     cpu = Tokenizer(model, "tiny", compile=True, device="cpu")
-    assert not cpu.tune_kernels and cpu._warm(probe, chunk, 1) == (True, False)
-    for tune in (True, False):
-        tok = Tokenizer(model, "tiny", compile=True, device="cpu", tune_kernels=tune)
-        tok.device = torch.device("cuda")  # the settings only; nothing runs on a GPU
-        tok.tune_kernels = tune
-        assert tok._warm(probe, chunk, 1) == (False, tune)
-    assert probe(chunk, 1) == (False, False)
-    assert not Tokenizer(model, "tiny", device="cpu", tune_kernels=True).tune_kernels
+    probe = lambda chunk, real: (inductor_config.freezing, inductor_config.coordinate_descent_tuning)  # noqa: E731
+    assert cpu._warm(probe, np.zeros((1, 16, 16, 3), np.uint8), 1) == (True, False)
+    assert probe(None, 1) == (False, False)
 
 
 def test_low_precision_codec_and_the_fp16_overflow_fallback():

@@ -11,8 +11,9 @@ out. The fast path changes how the arithmetic is laid out, not what is computed:
   codes tie to within that rounding (none of 1536 codes in the benchmark).
 - CUDA: channels_last, pinned host memory and non-blocking copies, optional `torch.compile`
   (with inductor's coordinate-descent tuning of its generated GroupNorm/SiLU kernels: on an H100,
-  1,679 instead of 1,472 images/s for the LVM encoder in fp16, for a first call of ~85 s instead
-  of ~15 s; `benchmarks/explore_tokenizer_cuda.py`), fixed cuDNN algorithms. fp32 by default; `precision="tf32"`, `"fp16"` or `"bf16"` (autocast
+  1,679 instead of 1,472 images/s for the LVM encoder in fp16 in one process, 1,687-1,710 in
+  `make bench`, for a first call of ~80 s instead of ~15 s; `benchmarks/explore_tokenizer_cuda.py`),
+  fixed cuDNN algorithms. fp32 by default; `precision="tf32"`, `"fp16"` or `"bf16"` (autocast
   for the encoder body and the decoder; encoder head, quant_conv and the code lookup stay fp32)
   trade exact codes for speed. fp16 and bf16 run at the same tensor-core rate, but fp16 keeps
   3 more mantissa bits, so it moves about 8x fewer codes (see `make bench`); a batch whose fp16
@@ -80,6 +81,15 @@ def eager_encode(model: VQGAN, images: np.ndarray, batch_size: int = 8) -> np.nd
     return torch.cat(out).numpy().astype(np.uint16)
 
 
+def inductor_options(tune_kernels: bool) -> dict[str, bool] | None:
+    """Inductor settings for a CUDA compile. Generated GroupNorm/SiLU kernels are ~40% of an H100's
+    time in the LVM encoder, and their heuristic launch configs leave bandwidth unused; coordinate
+    descent times neighbouring block sizes and warp counts per kernel. The arithmetic stays the
+    same up to a reduction's rounding order (99.34-99.38% of the codes equal eager fp32's in fp16,
+    untuned 99.37%), but the picks depend on timings, so they may differ between processes."""
+    return {"coordinate_descent_tuning": True} if tune_kernels else None
+
+
 class Tokenizer:
     """A VQGAN ready for batched encode/decode of uint8 images on one device.
 
@@ -123,9 +133,6 @@ class Tokenizer:
         self.channels_last = channels_last
         self.compile = compile
         self.autotune = bool(autotune)
-        # Generated GroupNorm/SiLU kernels are ~40% of an H100's time in the LVM encoder, and their
-        # heuristic launch configs leave bandwidth unused. Only block sizes and warps change (a
-        # reduction's rounding order at most): 99.38% of the codes equal eager fp32's, untuned 99.37%.
         self.tune_kernels = bool(tune_kernels) and compile and self.device.type == "cuda"
         self.pad_batches = compile if pad_batches is None else pad_batches
         # fp32 by default everywhere: on an H100, bf16 moved ~5% and fp16 ~0.6% of the codes of an
@@ -152,8 +159,11 @@ class Tokenizer:
             self._latent_low if self.precision in LOW_PRECISION else self.model.encode_latent)
         self._decode_fn: Callable[[torch.Tensor], torch.Tensor] = self.model.decode_latent
         if compile:
-            self._encode_fn = torch.compile(self._encode_fn, dynamic=False)
-            self._decode_fn = torch.compile(self.model.decode_latent, dynamic=False)
+            # the options are part of the compiled graphs' identity: two Tokenizers of one process
+            # that differ in them get their own graphs (same options: the graphs are shared)
+            options = inductor_options(self.tune_kernels)
+            self._encode_fn = torch.compile(self._encode_fn, dynamic=False, options=options)
+            self._decode_fn = torch.compile(self.model.decode_latent, dynamic=False, options=options)
         self._compiled_shapes: set[tuple] = set()
         self._warm_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -252,13 +262,11 @@ class Tokenizer:
         return fn(*args) if self._pool is None else self._pool.submit(fn, *args).result()
 
     def _warm(self, work: Callable[[np.ndarray, int], np.ndarray], chunk: np.ndarray, real: int) -> np.ndarray:
+        if self.device.type != "cpu":
+            return work(chunk, real)
         import torch._inductor.config as inductor_config
 
-        if self.device.type == "cpu":
-            settings = {"freezing": True}
-        else:
-            settings = {"coordinate_descent_tuning": self.tune_kernels}
-        with inductor_config.patch(settings):
+        with inductor_config.patch(freezing=True):
             return work(chunk, real)
 
     def _latent_low(self, x: torch.Tensor) -> torch.Tensor:
