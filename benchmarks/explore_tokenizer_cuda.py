@@ -14,7 +14,7 @@ against that path and against the eager fp32 codes:
 - `max-autotune`: inductor benchmarks Triton conv/GEMM templates against cuDNN per shape;
 - `batch 32`.
 
-The other variants are untuned. Writes `tokenizer_explore.json` (and the profile table) under $OUT (or bench_out/).
+The other variants are untuned, except max-autotune, which includes coordinate-descent tuning. Writes `tokenizer_explore.json` (and the profile table) under $OUT (or bench_out/).
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def profile_table(tok: Tokenizer, images: np.ndarray) -> str:
         torch.cuda.synchronize()
         wall = time.perf_counter() - started
     events = prof.key_averages()
+    table = "(no profiler table: neither device-time column exists in this torch)"
     for key in ("self_device_time_total", "self_cuda_time_total"):
         try:
             table = events.table(sort_by=key, row_limit=40, max_name_column_width=90)

@@ -38,7 +38,7 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
             checked += 1
     assert checked == summary["totals"]["sentences"]
     assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.weights_hash,
-                                                  "precision": "fp32"}]
+                                                  "precision": "fp32", "tuned_kernels": False}]
 
 
 def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
@@ -56,7 +56,8 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
         update={"checkpoint": str(other)})})
     rendered_before = sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar"))
     result = run_build(moved, retokenize=True).summary
-    assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash, "precision": "fp32"}]
+    assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash, "precision": "fp32",
+                                                   "tuned_kernels": False}]
     assert sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar")) == rendered_before
     for path in find_shards(str(out / "tokens")):
         assert read_token_shard(path)[1].tokenizer_hash == new_hash
@@ -93,6 +94,18 @@ def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
     made_by = summarize_tokens(str(out), config.content_hash())["tokenizers"]
     assert sorted(t["precision"] for t in made_by) == ["fp16", "fp32"]  # the summary says which shards are which
     assert not tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]  # and back
+    # GPU kernel tuning may round differently too: recorded, and a change re-encodes (the flag is
+    # set by hand here; a CPU Tokenizer never tunes)
+    fp32.tune_kernels = True
+    written = tokenize_shard(str(out), stats, fp32, config.content_hash())
+    assert not written["skipped"] and written["tuned_kernels"] and written["precision"] == "fp32"
+    assert tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]
+    made_by = summarize_tokens(str(out), config.content_hash())["tokenizers"]
+    assert [(t["precision"], t["tuned_kernels"]) for t in made_by] == [("fp32", False), ("fp32", True)]
+    from uvd_pipeline.report import tokenizer_section
+
+    section = tokenizer_section(str(out), str(tmp_path / "report"), sample_images=0)
+    assert section["shards_by_precision"]["fp32 with tuned kernels"] == 1
 
     import yaml
 

@@ -394,20 +394,29 @@ def test_compiled_codec_pads_the_last_batch_and_agrees():
     assert tok.decode(codes).shape == images.shape
 
 
-def test_kernel_tuning_is_a_cuda_compile_option():
+def test_kernel_tuning_is_a_cuda_compile_option(monkeypatch):
     """CUDA compiles tune inductor's kernels (unless `tune_kernels=False`), passed as torch.compile
     options so Tokenizers that differ in it never share a compiled graph; CPU compiles freeze
     weights instead, for the first (warm-up) compile only."""
     import torch._inductor.config as inductor_config
 
+    from tokenizer import codec
+
     assert inductor_options(True) == {"coordinate_descent_tuning": True} and inductor_options(False) is None
     model = build(TINY, seed=0)
     assert not Tokenizer(model, "tiny", compile=True, device="cpu", tune_kernels=True).tune_kernels
     assert not Tokenizer(model, "tiny", device="cpu").tune_kernels
+    compiled = []
+    monkeypatch.setattr(codec.torch, "compile", lambda fn, **options: compiled.append(options) or fn)
+    Tokenizer(model, "tiny", compile=True, device="cpu")
+    assert compiled == [{"dynamic": False, "options": None}] * 2  # encoder and decoder
+    monkeypatch.setattr(codec, "inductor_options", lambda tune: {"coordinate_descent_tuning": True})
+    Tokenizer(model, "tiny", compile=True, device="cpu")
+    assert compiled[2:] == [{"dynamic": False, "options": {"coordinate_descent_tuning": True}}] * 2
+    monkeypatch.undo()
     cpu = Tokenizer(model, "tiny", compile=True, device="cpu")
-    probe = lambda chunk, real: (inductor_config.freezing, inductor_config.coordinate_descent_tuning)  # noqa: E731
-    assert cpu._warm(probe, np.zeros((1, 16, 16, 3), np.uint8), 1) == (True, False)
-    assert probe(None, 1) == (False, False)
+    probe = lambda chunk, real: inductor_config.freezing  # noqa: E731
+    assert cpu._warm(probe, np.zeros((1, 16, 16, 3), np.uint8), 1) is True and probe(None, 1) is False
 
 
 def test_low_precision_codec_and_the_fp16_overflow_fallback():

@@ -12,7 +12,7 @@ out. The fast path changes how the arithmetic is laid out, not what is computed:
 - CUDA: channels_last, pinned host memory and non-blocking copies, optional `torch.compile`
   (with inductor's coordinate-descent tuning of its generated GroupNorm/SiLU kernels: on an H100,
   1,679 instead of 1,472 images/s for the LVM encoder in fp16 in one process, 1,687-1,710 in
-  `make bench`, for a first call of ~80 s instead of ~15 s; `benchmarks/explore_tokenizer_cuda.py`),
+  `make bench`, for a first call of 75-87 s instead of 12-15 s; `benchmarks/explore_tokenizer_cuda.py`),
   fixed cuDNN algorithms. fp32 by default; `precision="tf32"`, `"fp16"` or `"bf16"` (autocast
   for the encoder body and the decoder; encoder head, quant_conv and the code lookup stay fp32)
   trade exact codes for speed. fp16 and bf16 run at the same tensor-core rate, but fp16 keeps

@@ -130,10 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="tokenizer_eval.json", help="JSON summary path")
     p.add_argument("--sheet", help="also write an original-vs-reconstruction sheet (PNG) here")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoder/decoder")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder/decoder (on CUDA with "
+                   "kernel tuning: a first batch of over a minute for the LVM size, faster after)")
+    p.add_argument("--no-tune-kernels", action="store_true", help="with --compile on CUDA: skip kernel tuning")
     args = p.parse_args(argv)
     tokenizer = Tokenizer.from_pretrained(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                                          compile=args.compile)
+                                          compile=args.compile, tune_kernels=not args.no_tune_kernels)
     result = evaluate(tokenizer, find_images(args.data), limit=args.limit, batch_size=args.batch_size)
     summary = result.summary()
     print(format_table(summary))

@@ -372,7 +372,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     tokens = summary.get("tokens") or {}
     if tokens.get("sources"):
         total = sum(s["tokens"] for s in tokens["sources"].values())
-        names = ", ".join(f"{t['name']} ({t['weights_hash'][:12]}, {t['precision']})" for t in tokens["tokenizers"])
+        from uvd_pipeline.tokenize_stage import arithmetic_label
+
+        names = ", ".join(f"{t['name']} ({t['weights_hash'][:12]}, {arithmetic_label(t)})" for t in tokens["tokenizers"])
         lines.append(f"tokens: {total:,} in {sum(s['shards'] for s in tokens['sources'].values())} "
                      f"token shards, tokenizer {names}")
     stages = summary["run"].get("stages") or {}

@@ -294,7 +294,7 @@ class TokenizerConfig(Strict):
         "codec computes in fp32")
     tune_kernels: bool = Field(
         False, description="GPU with compile: inductor times launch configs of its generated kernels (+14% "
-        "encode on an H100, ~90 s more compile); the pick can differ between processes, so codes may differ "
+        "encode on an H100, ~70 s more compile); the pick can differ between processes, so codes may differ "
         "by rounding between workers: off, so token bytes never depend on where they were made")
     threads: int | None = Field(1, ge=1, description="torch threads per worker process (one worker "
                                 "process per core is the default; fixed so token bytes never depend on it)")

@@ -547,7 +547,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
         elif lengths:
             sentences, rejects = sentences_of_units(rendered[UNITS], source_config, config.seed)
             sentence_parts.append(sentences)
-            reject_parts.append(rejects)
+            reject_parts += [rejects] if rejects is not None else []
 
     shard_parts = []
     if dedup_units:
@@ -568,8 +568,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
         for index, name in enumerate(names):
             sentences, rejects = sentences_of_units(by_source[index], sources[name], config.seed)
             sentence_parts.append(sentences)
-            if rejects is not None:
-                reject_parts.append(rejects)
+            reject_parts += [rejects] if rejects is not None else []
 
     sentences = sentence_parts | "All sentences" >> beam.Flatten()
     rejects = reject_parts | "All rejects" >> beam.Flatten()

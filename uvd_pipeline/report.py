@@ -492,10 +492,10 @@ def tokenizer_section(output: str, report_dir: str,
                 "usage": round(codebook_usage(hist), 4), "perplexity": round(perplexity(hist), 1),
                 "entropy_bits": round(entropy_bits(hist), 4)}
 
-    from uvd_pipeline.tokenize_stage import token_stats_files
+    from uvd_pipeline.tokenize_stage import arithmetic_label, recorded_arithmetic, token_stats_files
 
-    # fp16/bf16 tokens may differ from fp32 ones by rounding: say which arithmetic made them
-    made_in = Counter(read_json(f).get("precision", "fp32") for f in token_stats_files(local))
+    # fp16/bf16 (or tuned-kernel) tokens may differ from fp32 ones by rounding: say what made them
+    made_in = Counter(arithmetic_label(recorded_arithmetic(read_json(f))) for f in token_stats_files(local))
     section: dict[str, Any] = {"tokenizer": meta.tokenizer_name, "weights_hash": meta.tokenizer_hash,
                                "codebook_size": meta.codebook_size, "all": stats(total),
                                "by_source": {k: stats(v) for k, v in histograms.items()},

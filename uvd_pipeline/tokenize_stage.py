@@ -40,8 +40,9 @@ class TokenizeSettings:
     @classmethod
     def of(cls, config: Any) -> "TokenizeSettings":
         """From the build config's `tokenizer` section (a `TokenizerConfig`)."""
-        return cls(config.checkpoint, config.batch_size, config.device, config.compile, config.threads,
-                   config.precision, config.tune_kernels)
+        return cls(checkpoint=config.checkpoint, batch_size=config.batch_size, device=config.device,
+                   compile=config.compile, threads=config.threads, precision=config.precision,
+                   tune_kernels=config.tune_kernels)
 
     @property
     def path(self) -> str:
@@ -97,6 +98,20 @@ def _load_tokenizer(settings: TokenizeSettings):
                                      precision=settings.precision, tune_kernels=settings.tune_kernels)
 
 
+def arithmetic_of(tok) -> dict[str, Any]:
+    """How a tokenizer computes, as token stats record it: codes made otherwise may differ by rounding."""
+    return {"precision": getattr(tok, "precision", "fp32"), "tuned_kernels": bool(getattr(tok, "tune_kernels", False))}
+
+
+def recorded_arithmetic(stats: dict[str, Any]) -> dict[str, Any]:
+    """`arithmetic_of` as a token shard's stats recorded it (older stats: fp32, untuned)."""
+    return {"precision": stats.get("precision", "fp32"), "tuned_kernels": bool(stats.get("tuned_kernels", False))}
+
+
+def arithmetic_label(arithmetic: dict[str, Any]) -> str:
+    return arithmetic["precision"] + (" with tuned kernels" if arithmetic["tuned_kernels"] else "")
+
+
 def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                    on_batch: Callable[[float, int], None] | None = None) -> dict[str, Any]:
     """Encode every image of one rendered shard and write its token shard (stats last).
@@ -104,11 +119,11 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     stem = stats["tar"][: -len(TAR_SUFFIX)]
     path = token_shard_path(output, stats["source"], stats["split"], stem)
     stats_uri = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
-    precision = getattr(tok, "precision", "fp32")  # fp16/bf16 codes differ from fp32 ones: redo on a change
+    arithmetic = arithmetic_of(tok)  # fp16/bf16 or tuned kernels round differently: redo on a change
     if fsio.exists(stats_uri):
         existing = read_json(stats_uri)
         if (existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash
-                and existing.get("precision", "fp32") == precision):
+                and recorded_arithmetic(existing) == arithmetic):
             return {**existing, "skipped": True}
     image_size = int(stats["image_size"])
     grid = image_size // tok.config.downsample_factor
@@ -142,7 +157,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                  np.concatenate(parts).astype(np.uint16) if parts else np.zeros(0, np.uint16), _lineage(h))
         for h, parts in zip(headers, per_sentence)
     ]
-    written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"], "precision": precision})
+    written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"], **arithmetic})
     return {**written, "skipped": False}
 
 
@@ -166,9 +181,12 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
         for key in ("sentences", "images", "tokens"):
             entry[key] += int(stats.get(key, 0))
             split_entry[key] += int(stats.get(key, 0))
-        tokenizers.add((stats.get("tokenizer_name"), stats.get("tokenizer_hash"), stats.get("precision", "fp32")))
+        recorded = recorded_arithmetic(stats)
+        tokenizers.add((stats.get("tokenizer_name"), stats.get("tokenizer_hash"), recorded["precision"],
+                        recorded["tuned_kernels"]))
     for entry in per_source.values():
         entry["by_split"] = dict(sorted(entry["by_split"].items()))
     return {"sources": dict(sorted(per_source.items())),
-            "tokenizers": [{"name": n, "weights_hash": h, "precision": p} for n, h, p in sorted(tokenizers)]}
+            "tokenizers": [{"name": n, "weights_hash": h, "precision": p, "tuned_kernels": k}
+                           for n, h, p, k in sorted(tokenizers)]}
 
