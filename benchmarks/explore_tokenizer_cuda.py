@@ -31,22 +31,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_tokenizer import CUDA_BATCH, CUDA_IMAGES, NAMES, lvm_model, photo_crops  # noqa: E402
+from bench_tokenizer import CUDA_BATCH, CUDA_IMAGES, NAMES, best_rate, lvm_model, photo_crops  # noqa: E402
 from tokenizer.codec import Tokenizer, code_agreement, eager_encode  # noqa: E402
 
 OUT = os.environ.get("OUT") or "bench_out"
 BUDGET_S = float(os.environ.get("UVD_EXPLORE_BUDGET_S", "330"))
-
-
-def best_rate(fn, images: np.ndarray, passes: int = 3) -> tuple[float, np.ndarray]:
-    fn(images[:CUDA_BATCH])
-    best, codes = float("inf"), None
-    for _ in range(passes):
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        codes = fn(images)
-        best = min(best, time.perf_counter() - started)
-    return len(images) / best, codes
 
 
 def pad_conv_in(tok: Tokenizer, channels: int = 8) -> None:

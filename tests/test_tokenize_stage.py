@@ -38,7 +38,8 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
             checked += 1
     assert checked == summary["totals"]["sentences"]
     assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.weights_hash,
-                                                  "precision": "fp32", "tuned_kernels": False}]
+                                                  "precision": "fp32", "tuned_kernels": False,
+                                                  "shards": len(shards)}]
 
 
 def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
@@ -57,7 +58,7 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
     rendered_before = sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar"))
     result = run_build(moved, retokenize=True).summary
     assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash, "precision": "fp32",
-                                                   "tuned_kernels": False}]
+                                                   "tuned_kernels": False, "shards": summary["totals"]["shards"]}]
     assert sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar")) == rendered_before
     for path in find_shards(str(out / "tokens")):
         assert read_token_shard(path)[1].tokenizer_hash == new_hash
@@ -72,7 +73,7 @@ def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
 
     from tokenizer import Tokenizer
     from uvd_pipeline.config import ConfigError, load_config
-    from uvd_pipeline.tokenize_stage import committed_rendered, summarize_tokens, tokenize_shard
+    from uvd_pipeline.tokenize_stage import committed_rendered, summarize_tokens, token_stats_files, tokenize_shard
 
     config, _ = mini_build
     out = tmp_path / "out"
@@ -101,11 +102,9 @@ def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
     assert not written["skipped"] and written["tuned_kernels"] and written["precision"] == "fp32"
     assert tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]
     made_by = summarize_tokens(str(out), config.content_hash())["tokenizers"]
-    assert [(t["precision"], t["tuned_kernels"]) for t in made_by] == [("fp32", False), ("fp32", True)]
-    from uvd_pipeline.report import tokenizer_section
-
-    section = tokenizer_section(str(out), str(tmp_path / "report"), sample_images=0)
-    assert section["shards_by_precision"]["fp32 with tuned kernels"] == 1
+    shards = len(token_stats_files(str(out)))
+    assert [(t["precision"], t["tuned_kernels"], t["shards"]) for t in made_by] == [("fp32", False, shards - 1),
+                                                                                    ("fp32", True, 1)]
 
     import yaml
 

@@ -31,7 +31,7 @@ from uvd_pipeline.rendered_shards import (
     stats_files,
 )
 from uvd_pipeline.spool import remove_spool
-from uvd_pipeline.tokenize_stage import token_stats_files
+from uvd_pipeline.tokenize_stage import arithmetic_label, token_stats_files
 
 log = logging.getLogger(__name__)
 BUILD_FILE = "build.json"
@@ -372,8 +372,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     tokens = summary.get("tokens") or {}
     if tokens.get("sources"):
         total = sum(s["tokens"] for s in tokens["sources"].values())
-        from uvd_pipeline.tokenize_stage import arithmetic_label
-
         names = ", ".join(f"{t['name']} ({t['weights_hash'][:12]}, {arithmetic_label(t)})" for t in tokens["tokenizers"])
         lines.append(f"tokens: {total:,} in {sum(s['shards'] for s in tokens['sources'].values())} "
                      f"token shards, tokenizer {names}")

@@ -28,6 +28,7 @@ from uvd_pipeline.build import REJECTS_FILE, SUMMARY_FILE
 from uvd_pipeline.quality import INPUT_BINS, STAGES, bin_labels, merge_lengths, sorted_lengths
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, write_bytes_atomic
+from uvd_pipeline.tokenize_stage import arithmetic_label
 
 REPORT_DIR = "report"
 TRAINER_DIR = "trainer"  # written by `python -m trainer.demo` (the report only reads it)
@@ -287,7 +288,7 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
                   f"<p>Original (left) and decoded (right) pairs:</p>{sheets}")
     elif section.get("reconstruction_skipped"):
         sample = f"<p>No reconstruction: {html.escape(section['reconstruction_skipped'])}.</p>"
-    made_in = ", ".join(f"{n} in {p}" for p, n in section.get("shards_by_precision", {}).items())
+    made_in = ", ".join(f"{t['shards']} in {arithmetic_label(t)}" for t in section.get("made_by", []))
     return (f"<h2>Tokenizer</h2><p>{html.escape(section['tokenizer'])} (weights "
             f"{section['weights_hash'][:16]}), codebook {section['codebook_size']} "
             f"(at most {np.log2(section['codebook_size']):.2f} bits/token); token shards computed: "
@@ -492,15 +493,10 @@ def tokenizer_section(output: str, report_dir: str,
                 "usage": round(codebook_usage(hist), 4), "perplexity": round(perplexity(hist), 1),
                 "entropy_bits": round(entropy_bits(hist), 4)}
 
-    from uvd_pipeline.tokenize_stage import arithmetic_label, recorded_arithmetic, token_stats_files
-
-    # fp16/bf16 (or tuned-kernel) tokens may differ from fp32 ones by rounding: say what made them
-    made_in = Counter(arithmetic_label(recorded_arithmetic(read_json(f))) for f in token_stats_files(local))
     section: dict[str, Any] = {"tokenizer": meta.tokenizer_name, "weights_hash": meta.tokenizer_hash,
                                "codebook_size": meta.codebook_size, "all": stats(total),
                                "by_source": {k: stats(v) for k, v in histograms.items()},
-                               "tokens_per_image": meta.tokens_per_image,
-                               "shards_by_precision": dict(sorted(made_in.items()))}
+                               "tokens_per_image": meta.tokens_per_image}
     section["usage_plot"] = tokens_plot({"all": total, **histograms}, report_dir)
     tok = _build_tokenizer(output)
     if tok is None:
@@ -599,6 +595,8 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
         sheets[title] = name
     data["contact_sheets"] = sheets
     data["tokenizer"] = tokenizer_section(output, report_dir)
+    if data["tokenizer"]:  # fp16/bf16 (or tuned-kernel) tokens may differ by rounding: say what made them
+        data["tokenizer"]["made_by"] = (summary.get("tokens") or {}).get("tokenizers", [])
     per_image = (data["tokenizer"] or {}).get("tokens_per_image")
     for counts in data["counts"]["by_kind_task"].values():  # every image is the same number of tokens
         if per_image and counts["images"] is not None:

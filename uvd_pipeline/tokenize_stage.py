@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -168,7 +169,7 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
     if not files and not fsio.exists(fsio.join(output, TOKENS_DIR)):
         return {}
     per_source: dict[str, dict[str, Any]] = {}
-    tokenizers = set()
+    tokenizers: Counter[tuple] = Counter()  # (name, hash, precision, tuned kernels) -> shards
     for uri in files:
         stats = json.loads(fsio.read_bytes(uri))
         if config_hash is not None and stats.get("config_hash") not in (None, config_hash):
@@ -182,11 +183,11 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
             entry[key] += int(stats.get(key, 0))
             split_entry[key] += int(stats.get(key, 0))
         recorded = recorded_arithmetic(stats)
-        tokenizers.add((stats.get("tokenizer_name"), stats.get("tokenizer_hash"), recorded["precision"],
-                        recorded["tuned_kernels"]))
+        tokenizers[(stats.get("tokenizer_name"), stats.get("tokenizer_hash"), recorded["precision"],
+                    recorded["tuned_kernels"])] += 1
     for entry in per_source.values():
         entry["by_split"] = dict(sorted(entry["by_split"].items()))
     return {"sources": dict(sorted(per_source.items())),
-            "tokenizers": [{"name": n, "weights_hash": h, "precision": p, "tuned_kernels": k}
-                           for n, h, p, k in sorted(tokenizers)]}
+            "tokenizers": [{"name": n, "weights_hash": h, "precision": p, "tuned_kernels": k, "shards": count}
+                           for (n, h, p, k), count in sorted(tokenizers.items())]}
 
