@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from uvd_pipeline.sample import MANIFEST, write_sample_corpus
+from uvd_pipeline.sample import MANIFEST, videos, write_sample_corpus
 
 
 def test_layouts_and_sizes(sample_corpus: Path):
@@ -46,9 +50,56 @@ def test_reused_when_complete(sample_corpus: Path):
     assert (sample_corpus / MANIFEST).stat().st_mtime_ns == before
 
 
+def _scramble_heap(rng: np.random.Generator) -> None:
+    """Leave freed heap blocks full of random bytes, as a busy process does: a reader of
+    uninitialised memory then sees something new on every call."""
+    blocks = [bytearray(rng.bytes(int(n))) for n in rng.integers(1_000, 1 << 17, size=300)]
+    del blocks
+
+
+def test_x264_bytes_do_not_depend_on_heap_contents(tmp_path: Path):
+    """The corpus's H.264 settings on a frame height that is not a multiple of 16 (x264's
+    AVX-512 code reads uninitialised memory there): the same bytes whatever the heap held."""
+    frames = videos._all_frames("bikes", 0.5, limit=48)
+    assert frames[0].shape[0] % 16 != 0
+    rng = np.random.default_rng(0)
+    digests = set()
+    for attempt in range(16):
+        _scramble_heap(rng)
+        path = tmp_path / f"bikes_{attempt}.mkv"
+        videos.encode(str(path), frames, "libx264", codec_options=videos.X264)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+def _burn_cpu() -> list[subprocess.Popen]:
+    """One busy-looping process per core, so the second write runs on a loaded machine."""
+    loop = "import time\nend = time.time() + 600\nwhile time.time() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(os.cpu_count() or 2)]
+
+
+def _file_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.slow
 def test_same_bytes_on_every_run(sample_corpus: Path, tmp_path: Path):
-    again = Path(write_sample_corpus(str(tmp_path / "again")))
-    first = json.loads((sample_corpus / MANIFEST).read_text())["files"]
-    second = json.loads((again / MANIFEST).read_text())["files"]
-    assert first == second and len(first) > 300
+    """A second write in another process (other hash seed, thread counts, time zone), while every
+    core is kept busy and in a later wall-clock second, gives every file byte for byte."""
+    again = tmp_path / "again"
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "TZ": "Pacific/Kiritimati"}
+    first_written = (sample_corpus / MANIFEST).stat().st_mtime
+    burners = _burn_cpu()
+    try:
+        subprocess.run([sys.executable, "-m", "uvd_pipeline", "sample", str(again)], env=env, check=True,
+                       capture_output=True, timeout=600)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert int((again / MANIFEST).stat().st_mtime) > int(first_written)
+    first, second = _file_bytes(sample_corpus), _file_bytes(again)
+    assert len(first) > 300 and first.keys() == second.keys()
+    differing = sorted(name for name in first if first[name] != second[name])
+    assert differing == []

@@ -18,7 +18,7 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 3
+CORPUS_VERSION = 4
 MANIFEST = "MANIFEST.json"
 
 
