@@ -112,3 +112,57 @@ def test_labeler_errors_name_the_field(tmp_path: Path):
     with pytest.raises(ConfigError, match="makes edges targets, not depth"):
         run_build(wrong_task)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "patch,expected",
+    [
+        ({"beam": {"direct_num_workers": 100000}}, "beam.direct_num_workers: Input should be less than or equal to 1024"),
+        ({"beam": {"direct_num_workers": 0}}, "beam.direct_num_workers: Input should be greater than or equal to 1"),
+        ({"image": {"max_pixels": 10**12}}, "image.max_pixels: Input should be less than or equal to 1073741824"),
+        ({"mixture": {"groups": {"single_images": float("inf")}}}, "mixture.groups: weight of 'single_images' must be a finite"),
+        ({"mixture": {"groups": {"single_images": float("nan")}}}, "mixture.groups: weight of 'single_images' must be a finite"),
+        ({"mixture": {"sources": {"web": float("inf")}}}, "mixture.sources: weight of 'web' must be a finite"),
+    ],
+)
+def test_out_of_range_values_are_refused(patch, expected):
+    assert expected in _error({**BASE, **patch})
+
+
+@pytest.mark.parametrize("output,source", [("data/laion/out", "data/laion"), ("data", "data/laion"),
+                                           ("data/laion", "data/laion")])
+def test_output_and_sources_stay_apart(tmp_path: Path, output: str, source: str):
+    data = {"output": output, "sources": [{"name": "web", "type": "laion", "path": source}]}
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.path .* output|output .* sources\[0\]\.path"):
+        parse_config(data, str(tmp_path))
+    parse_config({**data, "output": "elsewhere"}, str(tmp_path))  # apart: fine
+
+
+def test_output_inside_a_source_through_a_link(tmp_path: Path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    data = {"output": "link/out", "sources": [{"name": "web", "type": "laion", "path": "data"}]}
+    with pytest.raises(ConfigError, match=r"lies inside sources\[0\]\.path"):
+        parse_config(data, str(tmp_path))
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path: Path):
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert bomb.stat().st_size < 500
+    with pytest.raises(ConfigError, match="expands to more than 100000 values"):
+        load_config(str(bomb))
+
+
+def test_oversized_and_deeply_nested_yaml_are_refused(tmp_path: Path):
+    big = tmp_path / "big.yaml"
+    big.write_text("output: out\n" + "#" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match="a config is at most"):
+        load_config(str(big))
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply|not valid YAML"):
+        load_config(str(deep))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from typing import Annotated, Any, Literal, Union
@@ -23,6 +24,10 @@ from uvd_pipeline.mixture import GROUPS, PAPER_MIX
 FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
+MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
+MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
+MAX_WORKERS = 1024  # local worker processes; more is a typo, not a machine
+MAX_PIXELS_LIMIT = 1 << 30  # a header guard above this (3 GiB of RGB) guards nothing
 
 
 class ConfigError(ValueError):
@@ -39,7 +44,8 @@ class ImageConfig(Strict):
         "center_crop", description="squash = the LVM scripts' plain resize; center_crop / pad keep aspect"
     )
     pad_value: int = Field(0, ge=0, le=255, description="grey level of the padding under `pad`")
-    max_pixels: int = Field(178_956_970, ge=1, description="decompression-bomb guard on header size")
+    max_pixels: int = Field(178_956_970, ge=1, le=MAX_PIXELS_LIMIT,
+                            description="decompression-bomb guard on header size")
     png_compression: int = Field(1, ge=0, le=9, description="zlib level of the lossless rendered images")
 
     @field_validator("size")
@@ -195,7 +201,7 @@ SourceConfig = Annotated[
 
 class BeamConfig(Strict):
     runner: str = Field("DirectRunner", description="any Beam runner: DirectRunner, DataflowRunner, ...")
-    direct_num_workers: int = Field(2, ge=1, description="local worker processes (DirectRunner)")
+    direct_num_workers: int = Field(2, ge=1, le=MAX_WORKERS, description="local worker processes (DirectRunner)")
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
     options: tuple[str, ...] = Field((), description="pass-through Beam flags, e.g. --project=...")
     spool: Literal["auto", "on", "off"] = Field(
@@ -236,8 +242,8 @@ class MixtureConfig(Strict):
         for name, weight in value.items():
             if name not in GROUPS:
                 raise ValueError(f"unknown group {name!r}; allowed: {', '.join(GROUPS)}")
-            if not weight >= 0:
-                raise ValueError(f"weight of {name!r} must be >= 0, got {weight}")
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"weight of {name!r} must be a finite number >= 0, got {weight}")
         if not any(w > 0 for w in value.values()):
             raise ValueError("at least one group needs a positive weight")
         return value
@@ -246,8 +252,8 @@ class MixtureConfig(Strict):
     @classmethod
     def _positive(cls, value: dict[str, float]) -> dict[str, float]:
         for name, weight in value.items():
-            if not weight > 0:
-                raise ValueError(f"weight of {name!r} must be > 0, got {weight}")
+            if not (math.isfinite(weight) and weight > 0):
+                raise ValueError(f"weight of {name!r} must be a finite number > 0, got {weight}")
         return value
 
 
@@ -426,7 +432,9 @@ def parse_config(data: Any, base_dir: str = ".", origin: str = "config") -> Buil
         errors = _relevant(exc.errors())
         problems = "\n  ".join(_describe(e, data) for e in errors)
         raise ConfigError(f"{origin}: {len(errors)} problem(s):\n  {problems}") from None
-    return _resolve_paths(config, base_dir)
+    config = _resolve_paths(config, base_dir)
+    _check_output_apart(config, origin)
+    return config
 
 
 def _resolve(path: str, base_dir: str) -> str:
@@ -444,15 +452,70 @@ def _resolve_paths(config: BuildConfig, base_dir: str) -> BuildConfig:
                                      "tokenizer": tokenizer})
 
 
-def load_config(path: str, overrides: dict[str, Any] | None = None) -> BuildConfig:
-    """Read and validate a YAML config file. `overrides` replace top-level keys (e.g. output)."""
+def _comparable(path: str) -> str:
+    """A path with links resolved (local) or a normalised URL, ending in a separator."""
+    if "://" in path:
+        return path.rstrip("/") + "/"
+    return os.path.join(os.path.realpath(path), "")
+
+
+def _check_output_apart(config: BuildConfig, origin: str) -> None:
+    """Refuse an output inside a source (the next build would read this build's files) and a
+    source inside the output (a rebuild with --overwrite would delete its own input)."""
+    output = _comparable(config.output)
+    for index, source in enumerate(config.sources):
+        path = _comparable(source.path)
+        if output.startswith(path):
+            raise ConfigError(f"{origin}: output {config.output!r} lies inside sources[{index}].path "
+                              f"{source.path!r}; put the output outside every source folder")
+        if path.startswith(output):
+            raise ConfigError(f"{origin}: sources[{index}].path {source.path!r} lies inside output "
+                              f"{config.output!r}; put the output outside every source folder")
+
+
+def _expanded_size(value: Any, limit: int) -> int:
+    """How many values `value` holds once YAML aliases are expanded, counted without expanding
+    them (shared objects are sized once); stops counting past `limit`."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) not in sizes:
+            sizes[id(node)] = limit + 1  # a cycle (a recursive alias) counts as too big
+            children = list(node.values()) + list(node.keys()) if isinstance(node, dict) else node
+            sizes[id(node)] = min(limit + 1, 1 + sum(size(child) for child in children))
+        return sizes[id(node)]
+
+    return size(value)
+
+
+def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX_CONFIG_NODES) -> Any:
+    """Safe YAML (no object tags) with limits on file size and on the size after aliases expand."""
     if not os.path.exists(path):
         raise ConfigError(f"config file not found: {path}")
+    if os.path.getsize(path) > max_bytes:
+        raise ConfigError(f"{path}: {os.path.getsize(path)} bytes; a config is at most {max_bytes} bytes")
     with open(path) as handle:
         try:
             data = yaml.safe_load(handle)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a config") from None
+    try:
+        nodes = _expanded_size(data, max_nodes)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
+    if nodes > max_nodes:
+        raise ConfigError(f"{path}: expands to more than {max_nodes} values (YAML aliases repeat what they "
+                          "name); write the config without deep alias chains")
+    return data
+
+
+def load_config(path: str, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Read and validate a YAML config file. `overrides` replace top-level keys (e.g. output)."""
+    data = read_yaml(path)
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
     return parse_config(data, os.path.dirname(os.path.abspath(path)), origin=path)
