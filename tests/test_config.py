@@ -166,3 +166,43 @@ def test_oversized_and_deeply_nested_yaml_are_refused(tmp_path: Path):
     deep.write_text("[" * 50_000 + "]" * 50_000 + "\n")
     with pytest.raises(ConfigError, match="nested too deeply|not valid YAML"):
         load_config(str(deep))
+
+
+def _pickled_code(path: Path) -> None:
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    with open(path, "wb") as handle:
+        pickle.dump({"encoder.conv_in.weight": Payload()}, handle, protocol=2)
+
+
+def test_check_reads_sources_and_loads_the_tokenizer(tmp_path: Path, mini_corpus: Path, tiny_tokenizer: Path,
+                                                     capsys):
+    """`check` fails, in one line naming the field, on what the build would fail on later."""
+    import shutil
+
+    from uvd_pipeline.cli import main
+
+    config = {"output": str(tmp_path / "out"),
+              "sources": [{"name": "web", "type": "laion", "path": str(mini_corpus / "laion")}],
+              "tokenizer": {"checkpoint": str(tiny_tokenizer)}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check", str(path)]) == 0
+    assert "source web: 1 input units" in capsys.readouterr().out
+
+    missing = {**config, "sources": [{**config["sources"][0], "path": str(tmp_path / "nope")}]}
+    path.write_text(yaml.safe_dump(missing))
+    assert main(["check", str(path)]) == 2
+    assert "sources[0].path (web)" in capsys.readouterr().err
+
+    hostile = tmp_path / "hostile-tokenizer"
+    shutil.copytree(tiny_tokenizer, hostile)
+    _pickled_code(hostile / "pytorch_model.bin")
+    path.write_text(yaml.safe_dump({**config, "tokenizer": {"checkpoint": str(hostile)}}))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer.checkpoint:" in err and "weights-only" in err and "code ran" not in err

@@ -143,7 +143,8 @@ class BuildResult:
 
 
 def check_tokenizer(config: BuildConfig) -> None:
-    """The tokenizer checkpoint must exist before anything runs (it loads in every worker)."""
+    """The tokenizer checkpoint must load before anything runs (it loads in every worker, after
+    all rendering): a missing, damaged or unsafe checkpoint fails here in one line."""
     if not config.tokenizer.enabled:
         return
     from uvd_pipeline.tokenize_stage import TokenizeSettings
@@ -154,6 +155,14 @@ def check_tokenizer(config: BuildConfig) -> None:
             hint = ("run `make tokenizer` to train the embedded one" if config.tokenizer.checkpoint == "embedded"
                     else "point it at a folder holding config.json and pytorch_model.bin")
             raise ConfigError(f"tokenizer.checkpoint: no {name} in {path}; {hint}, or set tokenizer.enabled: false")
+    if "://" in path:
+        return  # a remote checkpoint is loaded by the workers that can reach it
+    from tokenizer.checkpoint import CheckpointError, load
+
+    try:
+        load(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"tokenizer.checkpoint: {exc}") from None
 
 
 def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: bool = False,

@@ -92,9 +92,16 @@ def cmd_import_jsonl(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Everything a build checks before it starts: the config, every source's input, the tokenizer."""
+    from uvd_pipeline.build import check_tokenizer
     from uvd_pipeline.config import config_summary, load_config
+    from uvd_pipeline.graph import list_units
 
-    print(config_summary(load_config(args.config)))
+    config = load_config(args.config)
+    print(config_summary(config))
+    for name, units in list_units(config).items():
+        print(f"source {name}: {len(units)} input units")
+    check_tokenizer(config)
     print("config OK")
     return 0
 
@@ -149,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--image-size", type=int, default=256)
     i.set_defaults(func=cmd_import_jsonl)
 
-    c = sub.add_parser("check", help="validate a config file and print what it would build")
+    c = sub.add_parser("check", help="validate a config file, its sources and its tokenizer; print what it would build")
     c.add_argument("config")
     c.set_defaults(func=cmd_check)
     return p
