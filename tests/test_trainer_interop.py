@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainer.checkpoint_io import CheckpointError, load_pretrained, save_pretrained
+from trainer.integrity import write_manifest
 from trainer.config import preset
 from trainer.interop import export_hf, import_hf, main
 from trainer.model import LVMTransformer
@@ -59,7 +60,7 @@ def test_save_load_round_trip_and_atomic_replace(tmp_path: Path):
         assert k == k2 and torch.equal(a, b), k
     # saving again replaces the folder as a whole: a single file now, no stale shards or temp folders
     save_pretrained(model, folder, dtype="bfloat16", write_extra=lambda d: (d / "trainer_state.json").write_text("{}"))
-    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "trainer_state.json"]
+    assert sorted(os.listdir(folder)) == ["config.json", "manifest.json", "model.safetensors", "trainer_state.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     assert load_pretrained(folder, dtype="auto").model.embed_tokens.weight.dtype == torch.bfloat16
 
@@ -141,6 +142,7 @@ def test_wrong_shape_and_missing_keys_are_named(tmp_path: Path):
     del tensors["model.norm.weight"]
     tensors["model.layers.9.extra.weight"] = torch.zeros(3)
     save_file(tensors, str(tmp_path / "ok" / "model.safetensors"))
+    write_manifest(tmp_path / "ok")  # edited on purpose: reseal, so the shape check is what refuses it
     with pytest.raises(CheckpointError) as error:
         load_pretrained(tmp_path / "ok")
     message = str(error.value)
@@ -160,6 +162,7 @@ def test_unsupported_config_fields_are_named(tmp_path: Path, field, value):
     config = json.loads(path.read_text())
     config[field] = value
     path.write_text(json.dumps(config))
+    write_manifest(tmp_path / "m")
     with pytest.raises(CheckpointError, match=f"field '{field}'"):
         load_pretrained(tmp_path / "m")
 
