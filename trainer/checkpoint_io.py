@@ -311,7 +311,11 @@ class ShardWriter:
         size = tensor.numel() * tensor.element_size()
         if self.pending and self.pending_bytes + size > self.max_bytes:
             self.flush()
-        self.pending[name] = tensor.detach().to("cpu").contiguous()
+        tensor = tensor.detach().to("cpu").contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if any(t.untyped_storage().data_ptr() == storage for t in self.pending.values()):
+            tensor = tensor.clone()  # tied weights share memory, which safetensors refuses to store
+        self.pending[name] = tensor
         self.pending_bytes += size
         self.total_bytes += size
 
