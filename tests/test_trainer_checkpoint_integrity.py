@@ -228,3 +228,16 @@ def test_trainer_modules_import_without_a_cycle():
 
     cycles = sorted(m for m in graph if reaches(m, m, set()))
     assert not cycles, f"trainer modules in an import cycle: {cycles}"
+
+
+def test_integrity_command_checks_and_reseals(runs, tmp_path, capsys):
+    from trainer.integrity import main as integrity_main
+
+    out = _copy(runs, tmp_path)
+    assert integrity_main([str(_step(out, 2)), str(_step(out, 3))]) == 0
+    assert capsys.readouterr().out.count(": intact") == 2
+    overwrite(_step(out, 3) / "model.pt")
+    assert integrity_main([str(_step(out, 2)), str(_step(out, 3))]) == 1
+    assert f"damaged: {_step(out, 3) / 'model.pt'}: sha256 differs" in capsys.readouterr().out
+    assert integrity_main(["--seal", str(_step(out, 3))]) == 0
+    assert integrity_main([str(_step(out, 3))]) == 0
