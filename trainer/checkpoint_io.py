@@ -187,7 +187,10 @@ def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
         index = root / index_name
         if index.is_file():
             with reading(index):
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                weight_map = json.loads(index.read_text(encoding="utf-8"))
+            if not isinstance(weight_map, Mapping) or not isinstance(weight_map.get("weight_map"), Mapping):
+                raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
+            weight_map = weight_map["weight_map"]
             files = [root / name for name in dict.fromkeys(weight_map.values())]
             missing = [str(f) for f in files if not f.is_file()]
             if missing:
