@@ -20,6 +20,7 @@ from trainer import checkpoint as ckpt
 from trainer.checkpoint_io import load_pretrained
 from trainer.config import VOCAB_SIZE, preset
 from trainer.fit import FitOptions, fit, learning_rate, main
+from trainer.integrity import write_manifest
 from trainer.losses import fused_linear_cross_entropy
 from trainer.model import LVMTransformer
 
@@ -164,6 +165,7 @@ def test_wrong_shape_checkpoint_names_the_keys(shards, tmp_path: Path):
                                          r"\(8292, 256\).*hidden_size 128 in the checkpoint vs 256 now"):
         fit(_options(shards, tmp_path / "run", preset="small", max_steps=2))
     torch.save({"lm_head.weight": torch.zeros(3, 3)}, tmp_path / "run" / "checkpoints" / "step-00000001" / "model.pt")
+    write_manifest(tmp_path / "run" / "checkpoints" / "step-00000001")  # consistent, but the wrong shapes
     with pytest.raises(ValueError, match=r"missing keys: .*model.embed_tokens.weight.*shape mismatches: "
                                          r"lm_head.weight: checkpoint \(3, 3\) vs model \(8292, 128\)"):
         load_pretrained(str(tmp_path / "run" / "checkpoints" / "step-00000001"))

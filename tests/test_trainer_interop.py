@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainer.checkpoint_io import CheckpointError, load_pretrained, save_pretrained
+from trainer.integrity import write_manifest
 from trainer.config import preset
 from trainer.interop import export_hf, import_hf, main
 from trainer.model import LVMTransformer
@@ -59,7 +60,7 @@ def test_save_load_round_trip_and_atomic_replace(tmp_path: Path):
         assert k == k2 and torch.equal(a, b), k
     # saving again replaces the folder as a whole: a single file now, no stale shards or temp folders
     save_pretrained(model, folder, dtype="bfloat16", write_extra=lambda d: (d / "trainer_state.json").write_text("{}"))
-    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "trainer_state.json"]
+    assert sorted(os.listdir(folder)) == ["config.json", "manifest.json", "model.safetensors", "trainer_state.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     assert load_pretrained(folder, dtype="auto").model.embed_tokens.weight.dtype == torch.bfloat16
 
@@ -118,6 +119,40 @@ def test_import_transformers_saves_fp32_and_sharded_fp16(tmp_path: Path):
     assert half.lm_head.weight.dtype == torch.float16
 
 
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_import_tied_and_untied_transformers_models_at_the_default_dtype(tmp_path: Path, capsys, tied: bool):
+    """The default import keeps fp32 as fp32, so a tied head would reach the writer as the very
+    embedding tensor (safetensors refuses shared memory): it must be written as its own copy."""
+    torch.manual_seed(5)
+    hf_config = transformers.LlamaConfig(vocab_size=8292, hidden_size=64, intermediate_size=160,
+                                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=128,
+                                         tie_word_embeddings=tied)
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    assert (hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()) == tied
+    hf.save_pretrained(tmp_path / "hf")
+    assert ("lm_head.weight" in load_file(str(tmp_path / "hf" / "model.safetensors"))) != tied  # stored once if tied
+    ids = _ids(t=48)
+    with torch.no_grad():
+        expected = hf(ids).logits
+    assert main(["import", "--hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ours")]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "float32"
+    ours = load_pretrained(tmp_path / "ours")
+    assert torch.equal(ours.lm_head.weight, hf.lm_head.weight)
+    assert torch.equal(ours.model.embed_tokens.weight, hf.model.embed_tokens.weight)
+    with torch.no_grad():
+        assert torch.allclose(ours(ids), expected, atol=1e-5, rtol=0)
+    # back to transformers: our export has an explicit head and gives the same logits
+    export_hf(tmp_path / "ours", tmp_path / "back")
+    assert torch.allclose(_hf_logits(tmp_path / "back", ids), expected, atol=1e-5, rtol=0)
+    if tied:  # a pytorch_model.bin keeps the sharing on disk: both keys, one storage
+        (tmp_path / "bin").mkdir()
+        torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+        (tmp_path / "bin" / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
+        import_hf(tmp_path / "bin", tmp_path / "from_bin")
+        with torch.no_grad():
+            assert torch.allclose(load_pretrained(tmp_path / "from_bin")(ids), expected, atol=1e-5, rtol=0)
+
+
 def test_import_legacy_bin_with_rotary_buffers_and_tied_embeddings(tmp_path: Path):
     model = _random_model()
     state = {k: v.clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
@@ -141,6 +176,7 @@ def test_wrong_shape_and_missing_keys_are_named(tmp_path: Path):
     del tensors["model.norm.weight"]
     tensors["model.layers.9.extra.weight"] = torch.zeros(3)
     save_file(tensors, str(tmp_path / "ok" / "model.safetensors"))
+    write_manifest(tmp_path / "ok")  # edited on purpose: reseal, so the shape check is what refuses it
     with pytest.raises(CheckpointError) as error:
         load_pretrained(tmp_path / "ok")
     message = str(error.value)
@@ -160,6 +196,7 @@ def test_unsupported_config_fields_are_named(tmp_path: Path, field, value):
     config = json.loads(path.read_text())
     config[field] = value
     path.write_text(json.dumps(config))
+    write_manifest(tmp_path / "m")
     with pytest.raises(CheckpointError, match=f"field '{field}'"):
         load_pretrained(tmp_path / "m")
 

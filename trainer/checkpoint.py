@@ -6,8 +6,12 @@ Layout of `OUT/checkpoints/step-00001000/`:
   - `rng.pt`        torch CPU (and CUDA) generator states
   - `config.json`   the model config (HF LlamaConfig field names)
   - `state.json`    step, tokens seen, data-loader state, fit options, Python RNG: plain JSON
-Files go into a temporary folder that is renamed into place only when complete, so a folder
-named `step-*` is always whole; only the newest `keep` folders are kept.
+  - `manifest.json` size and sha256 of each file above, written last (the commit mark)
+Files go into a temporary folder that is sealed and renamed into place only when complete, so a
+folder named `step-*` is always whole; only the newest `keep` folders are kept. Loading verifies
+every file against the manifest; on resume a damaged newest step is set aside (`step-*.damaged`)
+with a warning naming the file, and the newest intact one is used. Folders written before
+manifests existed (format 1) load with a warning.
 """
 
 from __future__ import annotations
@@ -20,35 +24,22 @@ from typing import Any, Mapping
 
 import torch
 
+from .checkpoint_io import check_shapes, write_config
 from .config import ModelConfig
+from .integrity import CheckpointDamaged, reading, sealed_folder
+from .run_layout import (  # noqa: F401 - the run layout, re-exported for callers of this module
+    CHECKPOINTS,
+    PREFIX,
+    SEALED_FORMAT,
+    STATE_NAME,
+    checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    verify_checkpoint,
+)
 
-CHECKPOINTS = "checkpoints"
-PREFIX = "step-"
-FORMAT_VERSION = 1
-FILES = ("model.pt", "optimizer.pt", "rng.pt", "config.json", "state.json")
-
-
-def checkpoint_dir(out: str, step: int) -> str:
-    return os.path.join(out, CHECKPOINTS, f"{PREFIX}{step:08d}")
-
-
-def list_checkpoints(out: str) -> list[tuple[int, str]]:
-    """(step, folder) of the complete checkpoints under `out`, oldest first."""
-    root = os.path.join(out, CHECKPOINTS)
-    if not os.path.isdir(root):
-        return []
-    found = []
-    for name in os.listdir(root):
-        path = os.path.join(root, name)
-        complete = os.path.isfile(os.path.join(path, "state.json"))
-        if name.startswith(PREFIX) and name[len(PREFIX):].isdigit() and complete:
-            found.append((int(name[len(PREFIX):]), path))
-    return sorted(found)
-
-
-def latest_checkpoint(out: str) -> str | None:
-    found = list_checkpoints(out)
-    return found[-1][1] if found else None
+FORMAT_VERSION = SEALED_FORMAT  # 2: sealed with manifest.json; 1: the same files without it
+FILES = ("model.pt", "optimizer.pt", "rng.pt", "config.json", STATE_NAME)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -73,16 +64,14 @@ def save_checkpoint(out: str, step: int, model_state: Mapping[str, torch.Tensor]
                     optimizer_state: Mapping[str, Any], config: ModelConfig, state: dict[str, Any],
                     keep: int = 3) -> str:
     """Write the checkpoint of `step` atomically and prune to the newest `keep`; returns its folder."""
-    from .checkpoint_io import atomic_folder, write_config
-
     final = checkpoint_dir(out, step)
     tensors, plain = rng_state()
-    with atomic_folder(final) as temporary:  # a resumed run that stops where it began replaces it
+    with sealed_folder(final) as temporary:  # a resumed run that stops where it began replaces it
         torch.save(dict(model_state), os.path.join(temporary, "model.pt"))
         torch.save(optimizer_state, os.path.join(temporary, "optimizer.pt"))
         torch.save(tensors, os.path.join(temporary, "rng.pt"))
         write_config(temporary, config, torch.float32)  # the HF config.json, as exports have it
-        with open(os.path.join(temporary, "state.json"), "w", encoding="utf-8") as handle:
+        with open(os.path.join(temporary, STATE_NAME), "w", encoding="utf-8") as handle:
             json.dump({"format_version": FORMAT_VERSION, "step": step, **state, "rng": plain}, handle, indent=1)
     for _, old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -90,23 +79,43 @@ def save_checkpoint(out: str, step: int, model_state: Mapping[str, torch.Tensor]
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Everything of a checkpoint folder; tensors through `torch.load(weights_only=True)`."""
-    missing = [name for name in FILES if not os.path.isfile(os.path.join(path, name))]
-    if missing:
-        raise FileNotFoundError(f"{path} is not a trainer checkpoint: {', '.join(missing)} missing")
+    """Everything of a checkpoint folder, every file verified against its manifest first; tensors
+    through `torch.load(weights_only=True)`. A missing, damaged or unreadable file raises
+    `CheckpointDamaged` naming it."""
+    if not os.path.isdir(path):
+        raise CheckpointDamaged(path, "not a checkpoint folder (it does not exist)")
+    verify_checkpoint(path)
+    for name in FILES:
+        if not os.path.isfile(os.path.join(path, name)):
+            raise CheckpointDamaged(os.path.join(path, name), "missing: not a complete trainer checkpoint")
 
     def tensors(name: str) -> Any:
-        return torch.load(os.path.join(path, name), map_location=map_location, weights_only=True)
+        with reading(os.path.join(path, name)):
+            return torch.load(os.path.join(path, name), map_location=map_location, weights_only=True)
 
-    with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
-        state = json.load(handle)
+    with reading(os.path.join(path, STATE_NAME)):
+        with open(os.path.join(path, STATE_NAME), encoding="utf-8") as handle:
+            state = json.load(handle)
+    with reading(os.path.join(path, "config.json")):
+        config = ModelConfig.load(path)
     return {"model": tensors("model.pt"), "optimizer": tensors("optimizer.pt"), "rng": tensors("rng.pt"),
-            "config": ModelConfig.load(path), "state": state}
+            "config": config, "state": state}
+
+
+def load_newest_intact(out: str, map_location: str | torch.device = "cpu"
+                       ) -> tuple[str | None, dict[str, Any] | None, list[tuple[str, CheckpointDamaged]]]:
+    """The newest checkpoint under `out` that loads whole: (folder, contents, [(folder, damage)]
+    of the newer ones, newest first). (None, None, damage) when there is no intact one."""
+    damaged: list[tuple[str, CheckpointDamaged]] = []
+    for _, path in reversed(list_checkpoints(out)):
+        try:
+            return path, load_checkpoint(path, map_location), damaged
+        except CheckpointDamaged as exc:
+            damaged.append((path, exc))
+    return None, None, damaged
 
 
 def check_state_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, torch.Tensor],
                        where: str) -> None:
     """Raise naming every missing, unexpected and differently shaped tensor."""
-    from .checkpoint_io import check_shapes
-
     check_shapes(expected, {k: tuple(v.shape) for k, v in found.items()}, where)

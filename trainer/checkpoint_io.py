@@ -11,25 +11,34 @@ readers and writer without building a model.
 Why streaming and meta-device construction: the released 7B is 13.5 GB of fp16 shards. Loading
 builds the model on the meta device (no random init), allocates it once in the asked dtype, and
 copies tensors in one at a time; a mismatch is found from the file headers before any copy.
-Writes go to a temporary folder that is renamed into place, so a reader never sees half a
-checkpoint.
+Writes go to a temporary folder that is sealed with a manifest of sizes and digests and renamed
+into place (`integrity.py`), so a reader never sees half a checkpoint; reads check the config,
+index and weight files against that manifest first, and every read error names its file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
+from .integrity import (  # noqa: F401 - atomic_folder, write_file_atomic: re-exported for callers
+    CheckpointDamaged,
+    CheckpointError,
+    atomic_folder,
+    read_manifest,
+    reading,
+    sealed_folder,
+    verify_folder,
+    write_file_atomic,
+)
 from .model import LVMTransformer
+from .run_layout import CHECKPOINTS, latest_checkpoint, verify_checkpoint
 
 CONFIG_NAME = "config.json"
 SAFE_NAME = "model.safetensors"
@@ -47,10 +56,6 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
-
-
-class CheckpointError(ValueError):
-    """A folder that is not a usable checkpoint, or whose tensors do not fit its config."""
 
 
 def parse_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
@@ -86,12 +91,10 @@ def parse_size(value: int | str) -> int:
 def resolve_folder(folder: str | os.PathLike[str]) -> Path:
     """A model folder itself, or for a fit run's output folder its newest complete step folder."""
     root = Path(folder)
-    if not (root / CONFIG_NAME).is_file() and (root / "checkpoints").is_dir():
-        from .checkpoint import latest_checkpoint
-
+    if not (root / CONFIG_NAME).is_file() and (root / CHECKPOINTS).is_dir():
         newest = latest_checkpoint(str(root))
         if newest is None:
-            raise CheckpointError(f"{folder}: a run folder without a complete checkpoint under checkpoints/")
+            raise CheckpointError(f"{folder}: a run folder without a complete checkpoint under {CHECKPOINTS}/")
         return Path(newest)
     return root
 
@@ -104,10 +107,10 @@ def read_config(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, 
     if not path.is_file():
         raise CheckpointError(f"{folder}: no {CONFIG_NAME}; expected a model folder with {CONFIG_NAME} "
                               f"and {SAFE_NAME} (or {SAFE_INDEX}, {BIN_NAME})")
-    try:
+    with reading(path):
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     return config_from_dict(raw, str(path)), raw
 
 
@@ -183,10 +186,11 @@ def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
     for index_name in (SAFE_INDEX, BIN_INDEX):
         index = root / index_name
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise CheckpointError(f"{index}: not a shard index with a 'weight_map' ({exc})") from None
+            with reading(index):
+                weight_map = json.loads(index.read_text(encoding="utf-8"))
+            if not isinstance(weight_map, Mapping) or not isinstance(weight_map.get("weight_map"), Mapping):
+                raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
+            weight_map = weight_map["weight_map"]
             files = [root / name for name in dict.fromkeys(weight_map.values())]
             missing = [str(f) for f in files if not f.is_file()]
             if missing:
@@ -200,10 +204,11 @@ def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    with reading(path):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -219,7 +224,7 @@ def tensor_shapes(folder: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for path in weight_files(folder):
         if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
+            with reading(path), safe_open(str(path), framework="pt", device="cpu") as handle:
                 for key in handle.keys():
                     shapes[key] = tuple(handle.get_slice(key).get_shape())
         else:
@@ -233,7 +238,7 @@ def iter_tensors(folder: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Te
 
     for path in weight_files(folder):
         if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
+            with reading(path), safe_open(str(path), framework="pt", device="cpu") as handle:
                 for key in handle.keys():
                     yield key, handle.get_tensor(key)
         else:
@@ -260,11 +265,21 @@ def check_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tu
         raise CheckpointError(f"{source} does not match its config: " + "; ".join(problems))
 
 
+def verify_model_files(folder: Path) -> None:
+    """Check the files a model load reads (config, shard index, weights) against the folder's
+    manifest, by size and sha256; `CheckpointDamaged` names the first bad one."""
+    head = [name for name in (CONFIG_NAME, SAFE_INDEX, BIN_INDEX) if (folder / name).is_file()]
+    verify_checkpoint(folder, head)  # first: the index decides which weight files are read
+    if read_manifest(folder) is not None:
+        verify_folder(folder, [path.relative_to(folder).as_posix() for path in weight_files(folder)])
+
+
 def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, Any], Iterator[tuple[str, torch.Tensor]]]:
-    """Config, raw config and a stream of exactly the model's tensors, validated up front.
+    """Config, raw config and a stream of exactly the model's tensors, verified and validated up front.
 
     A tied-embedding checkpoint (no `lm_head.weight`) gets `lm_head.weight` = the embeddings."""
     folder = resolve_folder(folder)
+    verify_model_files(folder)
     config, raw = read_config(folder)
     tied = bool(raw.get("tie_word_embeddings", False))
     check_shapes(expected_shapes(config), tensor_shapes(folder), str(folder), tied=tied)
@@ -284,37 +299,6 @@ def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
 
 
 # -- writing ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `folder` as a whole."""
-    final = Path(folder)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    temporary.mkdir()
-    try:
-        yield temporary
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():  # rename() cannot replace a non-empty folder: move the old one aside first
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(temporary, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Bytes to `path` through the tokenizer's atomic writer (temp name, rename; the temp file is
-    removed if writing fails)."""
-    from tokenizer.checkpoint import atomic_write
-
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda temporary: Path(temporary).write_bytes(data))
-
-
 class ShardWriter:
     """Collects tensors into safetensors files of at most `max_bytes` (one tensor may exceed it),
     named as HF names them; one file means `model.safetensors` and no index."""
@@ -330,7 +314,11 @@ class ShardWriter:
         size = tensor.numel() * tensor.element_size()
         if self.pending and self.pending_bytes + size > self.max_bytes:
             self.flush()
-        self.pending[name] = tensor.detach().to("cpu").contiguous()
+        tensor = tensor.detach().to("cpu").contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if any(t.untyped_storage().data_ptr() == storage for t in self.pending.values()):
+            tensor = tensor.clone()  # tied weights share memory, which safetensors refuses to store
+        self.pending[name] = tensor
         self.pending_bytes += size
         self.total_bytes += size
 
@@ -374,9 +362,9 @@ def save_pretrained(model: LVMTransformer, folder: str | os.PathLike[str], *, dt
 
     `dtype` converts on the way out (default: the model's). `write_extra(tmp_folder)` may add
     files (optimizer state, a training log) that commit together with the weights. The folder is
-    replaced as a whole."""
+    replaced as a whole, sealed with its manifest."""
     target = parse_dtype(dtype) or next(model.parameters()).dtype
-    with atomic_folder(folder) as temporary:
+    with sealed_folder(folder) as temporary:
         writer = ShardWriter(temporary, parse_size(max_shard_size))
         for name, tensor in model.state_dict().items():
             writer.add(name, tensor.to(target))

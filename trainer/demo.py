@@ -23,7 +23,7 @@ import numpy as np
 
 from uvd_pipeline.shards import TOKENS_DIR, find_shards, read_token_shard, sentence_tokens
 
-from .checkpoint_io import write_file_atomic
+from .integrity import write_file_atomic
 from .fit import FitOptions, fit
 from .generate import make_strip
 

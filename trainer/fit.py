@@ -9,9 +9,10 @@ process group (nccl on CUDA, gloo on CPU) and wraps the model in DDP, or shards 
 (`fully_shard` per decoder layer, then the root) with `--fsdp`. `--batch-size` is per rank; a step
 is `--grad-accum` micro-batches, so a step trains on batch * grad_accum * world * seq_len tokens.
 
-Running the same command again resumes from the newest checkpoint in `--out`: model, optimizer,
-step, data-loader position and RNG come back, and on CPU the losses continue bit for bit as if the
-run had not stopped. `OUT/log.jsonl` (one line per log interval), `OUT/losses.json` (every step's
+Running the same command again resumes from the newest intact checkpoint in `--out` (a damaged
+newer one is set aside with a warning naming the file): model, optimizer, step, data-loader
+position and RNG come back, and on CPU the losses continue bit for bit as if the run had not
+stopped. `OUT/log.jsonl` (one line per log interval), `OUT/losses.json` (every step's
 loss) and `OUT/summary.json` are what a report reads.
 """
 
@@ -25,6 +26,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -34,8 +36,9 @@ import torch.distributed as dist
 from . import checkpoint as ckpt
 from .config import ModelConfig, preset
 from .data import MODES, TokenWindows, mixture_from_args
-from .checkpoint_io import write_file_atomic
+from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning, write_file_atomic
 from .model import LVMTransformer
+from .run_layout import set_aside
 
 LOG_NAME = "log.jsonl"
 LOSSES_NAME = "losses.json"
@@ -242,10 +245,11 @@ class Trainer:
             dist.barrier()
         return path
 
-    def resume(self, path: str) -> None:
+    def resume(self, path: str, loaded: dict[str, Any] | None = None) -> None:
+        """Continue from the checkpoint folder `path` (`loaded`: its contents, when already read)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        loaded = ckpt.load_checkpoint(path)
+        loaded = loaded if loaded is not None else ckpt.load_checkpoint(path)
         if loaded["config"] != self.config:
             differ = {k: (v, getattr(self.config, k)) for k, v in loaded["config"].to_dict().items()
                       if getattr(self.config, k) != v}
@@ -370,18 +374,43 @@ def fit(options: FitOptions | dict[str, Any]) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
+def _set_aside_damaged(damaged: list[tuple[str, CheckpointDamaged]], resumed: str | None, env: Dist) -> list[str]:
+    """Rename damaged step folders newer than the resumed one to `step-*.damaged` (rank 0, after
+    every rank has read them), so they neither count as newer steps nor get pruned; warn naming
+    the damaged file. Returns the new names."""
+    if not damaged:
+        return []
+    if env.world_size > 1:
+        dist.barrier()
+    moved = []
+    if env.main:
+        for folder, damage in damaged:
+            moved.append(set_aside(folder))
+            warnings.warn(f"{damage}; this checkpoint is set aside as {moved[-1]}; resuming from "
+                          f"{resumed or 'the start'}", CheckpointWarning, stacklevel=3)
+    if env.world_size > 1:
+        dist.barrier()
+    return moved
+
+
 def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]:
     if options.threads:
         torch.set_num_threads(options.threads)
     os.makedirs(options.out, exist_ok=True)
     trainer = Trainer(options, env, device)
-    resume_from = None
-    if options.resume == "auto":
-        resume_from = ckpt.latest_checkpoint(options.out)
+    resume_from, damaged = None, []
+    if options.resume == "auto":  # the newest intact step; damaged newer ones are set aside
+        resume_from, loaded, damaged = ckpt.load_newest_intact(options.out)
+        if damaged and resume_from is None:
+            raise CheckpointError(f"{options.out}: no intact checkpoint to resume from: "
+                                  + "; ".join(str(damage) for _, damage in damaged)
+                                  + ". Move them away (they are kept, not deleted) to start fresh")
+        if resume_from:
+            trainer.resume(resume_from, loaded)
     elif options.resume not in ("none", "never", ""):
         resume_from = options.resume
-    if resume_from:
         trainer.resume(resume_from)
+    set_aside_as = _set_aside_damaged(damaged, resume_from, env)
     start_step = trainer.step
     newer = [path for step, path in ckpt.list_checkpoints(options.out) if step > start_step]
     if newer:
@@ -437,7 +466,7 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
         "tokens_per_step": trainer.tokens_per_step, "tokens_seen": trainer.tokens_seen,
         "tokens_per_s": tokens_per_s, "first_step_s": step_seconds[0] if step_seconds else None,
         "mfu": flops_per_token * tokens_per_s / (peak * env.world_size) if peak and tokens_per_s else None,
-        "elapsed_s": elapsed, "checkpoint": last_path, "resumed_from": resume_from,
+        "elapsed_s": elapsed, "checkpoint": last_path, "resumed_from": resume_from, "set_aside": set_aside_as,
         "loss_curve": os.path.join(options.out, LOSSES_NAME), "data": trainer.data.describe(),
     }
     if env.main:

@@ -2,7 +2,8 @@
 
 Because our parameter names and RoPE layout are HF's, both directions are a streamed copy of
 tensors: validate the config and every key/shape from the file headers first, then read one
-tensor at a time, convert its dtype, and write shards of bounded size. Nothing builds a model,
+tensor at a time, convert its dtype, and write shards of bounded size (sealed with a manifest of
+digests, as every checkpoint folder we write; a damaged source is refused, naming the file). Nothing builds a model,
 so importing the released 7B (fp16, sharded) needs memory for one shard, not for the model.
 Only `safetensors` is needed at run time; `transformers` is a test dependency.
 
@@ -26,7 +27,6 @@ from .checkpoint_io import (
     DEFAULT_SHARD_SIZE,
     CheckpointError,
     ShardWriter,
-    atomic_folder,
     checked_tensors,
     dtype_name,
     parse_dtype,
@@ -34,6 +34,7 @@ from .checkpoint_io import (
     stored_dtype,
     write_config,
 )
+from .integrity import sealed_folder
 
 
 def convert(source: str | os.PathLike[str], out: str | os.PathLike[str], *, dtype: str | torch.dtype | None = None,
@@ -44,7 +45,7 @@ def convert(source: str | os.PathLike[str], out: str | os.PathLike[str], *, dtyp
     config, raw, tensors = checked_tensors(source)
     target = parse_dtype(dtype) or stored_dtype(raw, source)
     count = 0
-    with atomic_folder(out) as temporary:
+    with sealed_folder(out) as temporary:
         writer = ShardWriter(Path(temporary), parse_size(max_shard_size))
         for name, tensor in tensors:
             if not tensor.is_floating_point():

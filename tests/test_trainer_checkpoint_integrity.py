@@ -1,0 +1,243 @@
+"""Trainer checkpoints are sealed with a manifest of sizes and digests and verified by every reader.
+
+Checkpoints here are written by the real fit loop and then damaged the way disks and people
+damage them: 4 KiB overwritten in place (same size), a truncated file, a deleted file. Every
+reader (load_checkpoint, load_pretrained, export, evaluate, generate) refuses naming the file;
+resume falls back to the newest intact step with a warning; old checkpoints without a manifest
+load with a warning.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from trainer_shards import structured_sentences, write_shards
+
+from trainer import checkpoint as ckpt
+from trainer import evaluate as evaluate_cli
+from trainer import generate as generate_cli
+from trainer.checkpoint_io import load_pretrained, save_pretrained
+from trainer.fit import FitOptions, fit
+from trainer.integrity import MANIFEST, CheckpointDamaged, CheckpointError, CheckpointWarning, write_manifest
+from trainer.interop import main as interop_main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("integrity_shards")
+    write_shards(folder / "a", "a", structured_sentences(16, seed=0), shards=2)
+    return str(folder)
+
+
+def _options(shards: str, out: Path, **kwargs) -> FitOptions:
+    base = {"data": [f"{shards}/a/*.arrow"], "out": str(out), "preset": "tiny", "seq_len": 64, "batch_size": 2,
+            "max_steps": 5, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 1, "log_every": 1, "checkpoint_every": 1,
+            "quiet": True, "threads": 1}
+    return FitOptions(**{**base, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def runs(shards, tmp_path_factory) -> dict:
+    """A 5-step run stopped after step 3 with a checkpoint per step, and the whole run (reference)."""
+    root = tmp_path_factory.mktemp("integrity_runs")
+    fit(_options(shards, root / "run", stop_at=3))
+    whole = fit(_options(shards, root / "whole"))
+    return {"run": root / "run", "whole": whole}
+
+
+def _copy(runs: dict, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(runs["run"], out)
+    return out
+
+
+def _step(out: Path, step: int) -> Path:
+    return Path(ckpt.checkpoint_dir(str(out), step))
+
+
+def overwrite(path: Path) -> None:
+    """4 KiB (half of a smaller file) of 0xFF in the middle of the file: same size, other bytes."""
+    size = path.stat().st_size
+    count = min(4096, size // 2)
+    with open(path, "r+b") as handle:
+        handle.seek((size - count) // 2)
+        handle.write(b"\xff" * count)
+    assert path.stat().st_size == size
+
+
+def truncate(path: Path) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+def delete(path: Path) -> None:
+    path.unlink()
+
+
+DAMAGE = [("model.pt", overwrite, "sha256 differs"), ("model.pt", truncate, "recorded"),
+          ("optimizer.pt", delete, "missing"), ("config.json", overwrite, "sha256 differs"),
+          ("rng.pt", truncate, "recorded")]
+
+
+def test_manifest_records_every_file_and_is_written_last(runs):
+    folder = _step(runs["run"], 3)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert sorted(manifest["files"]) == sorted(ckpt.FILES)
+    for name, entry in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+    # the commit mark: no file of the folder is newer than the manifest
+    assert all((folder / n).stat().st_mtime_ns <= (folder / MANIFEST).stat().st_mtime_ns for n in ckpt.FILES)
+    assert json.loads((folder / "state.json").read_text())["format_version"] == 2
+
+
+@pytest.mark.parametrize("name, damage, reason", DAMAGE, ids=[f"{n}-{d.__name__}" for n, d, _ in DAMAGE])
+def test_every_reader_refuses_a_damaged_checkpoint_naming_the_file(runs, shards, tmp_path, capsys,
+                                                                     name, damage, reason):
+    out = _copy(runs, tmp_path)
+    bad = _step(out, 3) / name
+    damage(bad)
+    with pytest.raises(CheckpointDamaged, match=reason) as error:
+        ckpt.load_checkpoint(str(_step(out, 3)))
+    assert error.value.path == str(bad) and str(error.value).startswith(str(bad))
+    for source in (out, _step(out, 3)):  # the run folder (its newest step) and the step folder
+        with pytest.raises(CheckpointDamaged, match=reason) as error:
+            load_pretrained(source)
+        assert error.value.path == str(bad)
+    assert interop_main(["export", "--checkpoint", str(out), "--out", str(tmp_path / "hf")]) == 2
+    assert f"error: {bad}: " in capsys.readouterr().err and not (tmp_path / "hf").exists()
+    assert evaluate_cli.main(["--checkpoint", str(out), "--data", f"{shards}/a/*.arrow", "--split", "all"]) == 2
+    assert f"error: {bad}: " in capsys.readouterr().err
+    assert generate_cli.main(["--checkpoint", str(out), "--tokenizer", str(tmp_path / "unused"),
+                              "--out", str(tmp_path / "strip.png")]) == 2
+    assert f"error: {bad}: " in capsys.readouterr().err and not (tmp_path / "strip.png").exists()
+
+
+@pytest.mark.parametrize("name, damage", [("model.pt", overwrite), ("optimizer.pt", truncate), ("state.json", delete)])
+def test_resume_falls_back_to_the_newest_intact_step(runs, shards, tmp_path, name, damage):
+    out = _copy(runs, tmp_path)
+    damage(_step(out, 3) / name)
+    with pytest.warns(CheckpointWarning, match=f"step-00000003/{name}: .*set aside") as caught:
+        summary = fit(_options(shards, out))
+    assert len([w for w in caught if issubclass(w.category, CheckpointWarning)]) == 1
+    assert summary["resumed_from"] == str(_step(out, 2)) and summary["start_step"] == 2
+    assert summary["set_aside"] == [str(_step(out, 3)) + ".damaged"]
+    assert (out / "checkpoints" / "step-00000003.damaged" / name).exists() or damage is delete
+    # redoing step 3 from step 2 gives the uninterrupted run's losses bit for bit
+    assert summary["losses"] == runs["whole"]["losses"][2:]
+    assert [s for s, _ in ckpt.list_checkpoints(str(out))] == [3, 4, 5]
+    fresh = ckpt.load_checkpoint(str(_step(out, 5)))
+    reference = ckpt.load_checkpoint(runs["whole"]["checkpoint"])
+    assert all(torch.equal(fresh["model"][k], reference["model"][k]) for k in reference["model"])
+
+
+def test_no_intact_checkpoint_and_an_explicit_damaged_one_are_errors(runs, shards, tmp_path):
+    out = _copy(runs, tmp_path)
+    for step in (1, 2, 3):
+        truncate(_step(out, step) / "model.pt")
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint.*step-00000003/model.pt.*step-00000001/model.pt"):
+        fit(_options(shards, out))
+    assert [s for s, _ in ckpt.list_checkpoints(str(out))] == [1, 2, 3]  # nothing moved, nothing deleted
+    with pytest.raises(CheckpointDamaged, match="step-00000002/model.pt"):
+        fit(_options(shards, out, resume=str(_step(out, 2))))
+
+
+def _make_legacy(out: Path) -> None:
+    """What format 1 wrote: the same files, no manifest, format_version 1."""
+    for _, folder in ckpt.list_checkpoints(str(out)):
+        os.remove(os.path.join(folder, MANIFEST))
+        state_path = os.path.join(folder, "state.json")
+        state = json.loads(Path(state_path).read_text())
+        Path(state_path).write_text(json.dumps({**state, "format_version": 1}))
+
+
+def test_checkpoints_without_a_manifest_load_with_a_warning(runs, shards, tmp_path):
+    out = _copy(runs, tmp_path)
+    _make_legacy(out)
+    expected = ckpt.load_checkpoint(str(_step(runs["run"], 3)))
+    with pytest.warns(CheckpointWarning, match="no manifest.json"):
+        loaded = ckpt.load_checkpoint(str(_step(out, 3)))
+    assert all(torch.equal(loaded["model"][k], v) for k, v in expected["model"].items())
+    with pytest.warns(CheckpointWarning, match="no manifest.json"):
+        model = load_pretrained(out)
+    assert torch.equal(model.lm_head.weight, expected["model"]["lm_head.weight"])
+    # unverifiable, but a short file is still an error naming it, not a raw torch traceback
+    truncate(_step(out, 3) / "model.pt")
+    with pytest.warns(CheckpointWarning), pytest.raises(CheckpointDamaged, match="model.pt: cannot be read"):
+        load_pretrained(out)
+    with pytest.warns(CheckpointWarning) as caught:
+        summary = fit(_options(shards, out, stop_at=4))
+    messages = [str(w.message) for w in caught]
+    assert [m for m in messages if re.search(r"step-00000003/model.pt: cannot be read .*set aside", m)], messages
+    assert [m for m in messages if re.search(r"step-00000002: no manifest.json", m)], messages
+    assert summary["resumed_from"] == str(_step(out, 2)) and summary["losses"] == runs["whole"]["losses"][2:4]
+
+
+def test_a_sealed_checkpoint_that_lost_its_manifest_is_damaged(runs, tmp_path):
+    out = _copy(runs, tmp_path)
+    os.remove(_step(out, 3) / MANIFEST)
+    with pytest.raises(CheckpointDamaged, match=f"{MANIFEST}: missing"):
+        load_pretrained(out)
+
+
+def test_model_folders_we_write_are_sealed_and_verified(runs, tmp_path, capsys):
+    assert interop_main(["export", "--checkpoint", str(runs["run"]), "--out", str(tmp_path / "hf")]) == 0
+    manifest = json.loads((tmp_path / "hf" / MANIFEST).read_text())
+    assert sorted(manifest["files"]) == ["config.json", "model.safetensors"]
+    model = load_pretrained(tmp_path / "hf")
+    overwrite(tmp_path / "hf" / "model.safetensors")
+    with pytest.raises(CheckpointDamaged, match="model.safetensors: sha256 differs"):
+        load_pretrained(tmp_path / "hf")
+    assert interop_main(["import", "--hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 2
+    assert "model.safetensors: sha256 differs" in capsys.readouterr().err
+    # a deliberate edit is resealed; an HF folder from elsewhere (no manifest) loads without a warning
+    save_pretrained(model, tmp_path / "ours")
+    os.remove(tmp_path / "ours" / MANIFEST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_pretrained(tmp_path / "ours")
+    write_manifest(tmp_path / "ours")
+    load_pretrained(tmp_path / "ours")
+
+
+def test_trainer_modules_import_without_a_cycle():
+    """Run state (checkpoint.py) builds on the HF format (checkpoint_io.py), never the reverse;
+    imports inside functions count too."""
+    graph: dict[str, set[str]] = {}
+    for path in (REPO / "trainer").glob("*.py"):
+        edges = graph.setdefault(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                edges.update([node.module] if node.module else [a.name for a in node.names])
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trainer."):
+                edges.add(node.module.split(".")[1])
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    cycles = sorted(m for m in graph if reaches(m, m, set()))
+    assert not cycles, f"trainer modules in an import cycle: {cycles}"
+
+
+def test_integrity_command_checks_and_reseals(runs, tmp_path, capsys):
+    from trainer.integrity import main as integrity_main
+
+    out = _copy(runs, tmp_path)
+    assert integrity_main([str(_step(out, 2)), str(_step(out, 3))]) == 0
+    assert capsys.readouterr().out.count(": intact") == 2
+    overwrite(_step(out, 3) / "model.pt")
+    assert integrity_main([str(_step(out, 2)), str(_step(out, 3))]) == 1
+    assert f"damaged: {_step(out, 3) / 'model.pt'}: sha256 differs" in capsys.readouterr().out
+    assert integrity_main(["--seal", str(_step(out, 3))]) == 0
+    assert integrity_main([str(_step(out, 3))]) == 0

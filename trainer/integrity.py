@@ -1,0 +1,187 @@
+"""Committing and verifying checkpoint folders: the trainer's one writer of folders and files.
+
+A folder is written under a temporary name, sealed with `manifest.json` (size and sha256 of every
+other file, written last: the commit mark) and renamed into place as a whole. Readers check the
+files they use against the manifest before using them, so an altered byte or a short file is an
+error that names the file, never NaN weights or a traceback from deep inside torch.
+
+A leaf module: it imports no other trainer module, so the run-state and HF-format modules both
+build on it without importing each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+_REASON_CHARS = 200
+
+
+class CheckpointError(ValueError):
+    """A folder that is not a usable checkpoint, or whose tensors do not fit its config."""
+
+
+class CheckpointDamaged(CheckpointError):
+    """A checkpoint file that is missing, short, altered or unreadable; `path` names it."""
+
+    def __init__(self, path: str | os.PathLike[str], why: str) -> None:
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path}: {why}")
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint read without digests to check, or skipped on resume because it is damaged."""
+
+
+# -- writing ---------------------------------------------------------------------------------
+def file_digest(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def describe_files(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Relative path -> {bytes, sha256} of every file under `folder` except the manifest."""
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() != MANIFEST)
+    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in files}
+
+
+def write_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Seal `folder`: record every file's size and digest in its manifest (replacing an old one)."""
+    manifest = {"version": MANIFEST_VERSION, "files": describe_files(folder)}
+    write_file_atomic(Path(folder) / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return manifest
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces `folder` as a whole."""
+    final = Path(folder)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    temporary.mkdir()
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():  # rename() cannot replace a non-empty folder: move the old one aside first
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(temporary, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def sealed_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """`atomic_folder` whose contents are sealed with their manifest just before the rename."""
+    with atomic_folder(folder) as temporary:
+        yield temporary
+        write_manifest(temporary)
+
+
+def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Bytes to `path` through the tokenizer's atomic writer (temp name, rename; the temp file is
+    removed if writing fails)."""
+    from tokenizer.checkpoint import atomic_write
+
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda temporary: Path(temporary).write_bytes(data))
+
+
+# -- reading ---------------------------------------------------------------------------------
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
+    """The manifest's file table, or None for a folder written before manifests existed."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+        if not all(isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values()):
+            raise ValueError("an entry without bytes and sha256")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointDamaged(path, f"not a readable manifest ({type(exc).__name__}: {exc})"[:_REASON_CHARS]) from None
+    return files
+
+
+def verify_folder(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> bool:
+    """Check `folder` against its manifest: the size of every listed file, and the sha256 of the
+    files in `names` (None: all), which must be listed. Returns False when there is no manifest
+    (nothing to check against); raises `CheckpointDamaged` naming the first bad file."""
+    files = read_manifest(folder)
+    if files is None:
+        return False
+    root = Path(folder)
+    for name, entry in files.items():
+        path = root / name
+        if not path.is_file():
+            raise CheckpointDamaged(path, f"missing (listed in {MANIFEST})")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise CheckpointDamaged(path, f"{size} bytes, {MANIFEST} recorded {entry['bytes']} (truncated or rewritten)")
+    for name in files if names is None else names:
+        if name not in files:
+            raise CheckpointDamaged(root / name, f"not listed in {MANIFEST} (added after the folder was sealed)")
+        if file_digest(root / name) != files[name]["sha256"]:
+            raise CheckpointDamaged(root / name, f"sha256 differs from the one in {MANIFEST}: the bytes changed "
+                                                 "after it was written (if on purpose, reseal the folder: "
+                                                 f"python -m trainer.integrity --seal {root})")
+    return True
+
+
+def warn_unverified(folder: str | os.PathLike[str]) -> None:
+    warnings.warn(f"{folder}: no {MANIFEST} (written before checkpoints carried digests): read without "
+                  f"verification; if you trust it, seal it: python -m trainer.integrity --seal {folder}",
+                  CheckpointWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn any failure to read `path` (torch, safetensors, JSON, OS) into `CheckpointDamaged` naming it."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except FileNotFoundError:
+        raise CheckpointDamaged(path, "missing") from None
+    except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many types for a bad file
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:_REASON_CHARS]
+        raise CheckpointDamaged(path, f"cannot be read ({reason})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trainer.integrity FOLDER [--seal]`: check a checkpoint folder, or reseal it after a
+    deliberate edit (e.g. a hand-changed config.json)."""
+    args = sys.argv[1:] if argv is None else argv
+    folders = [a for a in args if a != "--seal"]
+    if not folders:
+        print("usage: python -m trainer.integrity FOLDER... [--seal]", file=sys.stderr)
+        return 2
+    status = 0
+    for folder in folders:
+        if "--seal" in args:
+            print(f"{folder}: sealed {len(write_manifest(folder)['files'])} files")
+            continue
+        try:
+            print(f"{folder}: {'intact' if verify_folder(folder) else 'no ' + MANIFEST + ', nothing to check'}")
+        except CheckpointDamaged as exc:
+            print(f"damaged: {exc}")
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
