@@ -50,6 +50,18 @@ def test_reused_when_complete(sample_corpus: Path):
     assert (sample_corpus / MANIFEST).stat().st_mtime_ns == before
 
 
+def _burn_cpu() -> list[subprocess.Popen]:
+    """One busy-looping process per core (stopped by the caller, or after 10 minutes)."""
+    loop = "import time\nend = time.time() + 600\nwhile time.time() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(os.cpu_count() or 2)]
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
 def _scramble_heap(rng: np.random.Generator) -> None:
     """Leave freed heap blocks full of random bytes, as a busy process does: a reader of
     uninitialised memory then sees something new on every call."""
@@ -72,10 +84,27 @@ def test_x264_bytes_do_not_depend_on_heap_contents(tmp_path: Path):
     assert len(digests) == 1
 
 
-def _burn_cpu() -> list[subprocess.Popen]:
-    """One busy-looping process per core, so the second write runs on a loaded machine."""
-    loop = "import time\nend = time.time() + 600\nwhile time.time() < end: pass"
-    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(os.cpu_count() or 2)]
+ENCODINGS = [("libx264", videos.X264, "yuv420p"), ("libvpx-vp9", videos.VPX, "yuv420p"),
+             ("libvpx", videos.VP8, "yuv420p"), ("mjpeg", videos.MJPEG, "yuvj420p")]
+
+
+@pytest.mark.parametrize("codec,options,pix_fmt", ENCODINGS, ids=[e[0] for e in ENCODINGS])
+def test_encoders_give_the_same_bytes_on_a_busy_machine(tmp_path: Path, codec: str, options: dict, pix_fmt: str):
+    """Each encoder setting of the corpus, idle and with every core busy: one set of bytes.
+    (libvpx's VP8 realtime mode picks its speed from frame timings unless cpu-used is negative.)"""
+    frames = videos._all_frames("bikes", 0.5, limit=20)
+
+    def digest(path: Path) -> str:
+        videos.encode(str(path), frames, codec, codec_options=options, pix_fmt=pix_fmt)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    idle = digest(tmp_path / "idle.mkv")
+    burners = _burn_cpu()
+    try:
+        busy = {digest(tmp_path / f"busy_{attempt}.mkv") for attempt in range(3)}
+    finally:
+        _stop(burners)
+    assert busy == {idle}
 
 
 def _file_bytes(root: Path) -> dict[str, bytes]:
@@ -95,9 +124,7 @@ def test_same_bytes_on_every_run(sample_corpus: Path, tmp_path: Path):
         subprocess.run([sys.executable, "-m", "uvd_pipeline", "sample", str(again)], env=env, check=True,
                        capture_output=True, timeout=600)
     finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
+        _stop(burners)
     assert int((again / MANIFEST).stat().st_mtime) > int(first_written)
     first, second = _file_bytes(sample_corpus), _file_bytes(again)
     assert len(first) > 300 and first.keys() == second.keys()

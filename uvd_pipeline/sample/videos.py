@@ -6,6 +6,8 @@ x264 runs its portable C code (`no-asm`): its AVX-512 assembly reads uninitialis
 whose height is not a multiple of 16 (`bikes` at half size is 320x136), so its output changed with
 whatever the heap held before; and its assembly rounds some floats (macroblock-tree costs)
 differently from the C code, so bytes would also depend on the CPU's instruction sets.
+VP8 gets a negative `cpu-used`: in realtime mode a positive one lets libvpx pick its speed from how
+long the last frames took to encode (`vp8_auto_select_speed`), so a busy machine wrote other bytes.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def _all_frames(name: str, scale: float = 1.0, limit: int | None = None) -> list
 
 X264 = {"preset": "veryfast", "crf": "26", "flags": "+bitexact", "x264-params": "no-asm=1"}
 VPX = {"deadline": "realtime", "cpu-used": "8", "crf": "36", "b": "0", "flags": "+bitexact"}
+# VP8 realtime: a negative cpu-used is a fixed speed; a positive one is re-chosen from frame timings
+VP8 = {**VPX, "cpu-used": "-8"}
 MJPEG = {"q:v": "5", "flags": "+bitexact"}
 
 
@@ -83,7 +87,7 @@ def write(root: str, seed: int = 0) -> dict:
     notes["carphone_gop4.mp4"] = "mp4/H.264, key frame every 4 frames, B-frames"
     encode(os.path.join(root, "short_10f.mp4"), carphone[:10], "libx264", rate=30, codec_options=X264)
     notes["short_10f.mp4"] = "10 frames: fewer than 16, rejected"
-    encode(os.path.join(root, "short_20f.webm"), bikes[:20], "libvpx", codec_options=VPX)
+    encode(os.path.join(root, "short_20f.webm"), bikes[:20], "libvpx", codec_options=VP8)
     notes["short_20f.webm"] = "20 frames, WebM/VP8: every stride reduces to 1"
     encode(os.path.join(root, "clip_40f.avi"), bunny[:40], "mjpeg", codec_options=MJPEG, pix_fmt="yuvj420p")
     notes["clip_40f.avi"] = "40 frames, AVI/MJPEG: every stride reduces to 2"
