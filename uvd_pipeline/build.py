@@ -13,8 +13,9 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from sources import fsio
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig, ConfigError
@@ -39,7 +40,7 @@ SUMMARY_FILE = "summary.json"
 REJECTS_FILE = "rejects.jsonl"
 
 
-def pipeline_options(config: BuildConfig):
+def pipeline_options(config: BuildConfig, dask_address: str | None = None):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     beam = config.beam
@@ -50,6 +51,12 @@ def pipeline_options(config: BuildConfig):
         if not any(f.startswith("--sdk_harness_log_level_overrides") for f in flags):
             # Worker processes log their own start/stop at INFO; keep only our progress lines.
             flags.append('--sdk_harness_log_level_overrides={"apache_beam":"WARNING","__main__":"WARNING"}')
+    elif beam.is_dask:
+        # the runner object is made by `open_runner`; Beam would not find it by a short name
+        if dask_address and not any(f.startswith("--dask_client_address") for f in flags):
+            flags.append(f"--dask_client_address={dask_address}")
+        if not any(f.startswith(("--dask_partition_size", "--dask_npartitions")) for f in flags):
+            flags.append(f"--dask_partition_size={beam.dask_settings.partition_size}")
     elif not any(f.startswith("--runner") for f in flags):
         flags.append(f"--runner={beam.runner}")
     return PipelineOptions(flags)
@@ -60,6 +67,8 @@ def make_runner(config: BuildConfig, options):
     Prism runner, which fails offline and only adds a delay before it falls back to the same
     FnApiRunner. As the DirectRunner does, the options travel in the provision info, so worker
     processes see them (log levels included). Any other runner name is passed through to Beam."""
+    if config.beam.is_dask:
+        return _dask_runner()
     if not config.beam.local:
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
@@ -69,6 +78,43 @@ def make_runner(config: BuildConfig, options):
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return fn_runner.FnApiRunner(provision_info=provision)
+
+
+def _dask_runner():
+    try:
+        from apache_beam.runners.dask.dask_runner import DaskRunner
+        import distributed  # noqa: F401  (the runner imports it lazily and fails late without it)
+    except ImportError as exc:
+        raise ConfigError(f"beam.runner: dask needs the dask extra ({exc}); install it with "
+                          "pip install -e '.[dask]'") from None
+    return DaskRunner()
+
+
+@contextmanager
+def open_runner(config: BuildConfig) -> Iterator[tuple[Any, Any]]:
+    """(runner, options) of a build. With `runner: dask` and no scheduler address, a local cluster
+    of worker processes lives as long as this block (see `uvd_pipeline.dask_cluster`)."""
+    if not config.beam.is_dask:
+        options = pipeline_options(config)
+        yield make_runner(config, options), options
+        return
+    from uvd_pipeline.dask_cluster import scheduler
+
+    runner = make_runner(config, None)  # a missing extra fails before a cluster starts
+    with scheduler(config.beam.dask_settings) as address:
+        yield runner, pipeline_options(config, dask_address=address)
+
+
+def run_pipeline(pipeline) -> Any:
+    """Run to the end; a runner's client connection (Dask) is closed whatever happens."""
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()
+    return result
 
 
 def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool = False) -> None:
@@ -167,11 +213,10 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
         if not config.tokenizer.enabled:
             raise ConfigError("--retokenize needs tokenizer.enabled: true")
         check_tokenizer(config)
-        options = pipeline_options(config)
-        pipeline = beam.Pipeline(runner=make_runner(config, options), options=options)
-        build_retokenize_graph(pipeline, config)
-        result = pipeline.run()
-        result.wait_until_finish()
+        with open_runner(config) as (runner, options):
+            pipeline = beam.Pipeline(runner=runner, options=options)
+            build_retokenize_graph(pipeline, config)
+            result = run_pipeline(pipeline)
         summary = finalize(config, time.perf_counter() - started, _counters(result),
                            distributions=_distributions(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
@@ -186,14 +231,17 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
     done = committed_shards(config.output, config.content_hash())
     if done:
         log.info("resuming: %d shards already committed are kept", len(done))
-    options = pipeline_options(config)
-    pipeline = beam.Pipeline(runner=make_runner(config, options), options=options)
-    build_graph(pipeline, config, done, units)
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
-    with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
-        result = pipeline.run()
-        result.wait_until_finish()
+    with open_runner(config) as (runner, options):
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        build_graph(pipeline, config, done, units)
+        with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
+            result = run_pipeline(pipeline)
     remove_spool(config.output)  # every shard is written: the spooled images are in the tars
+    # a retried bundle (lost worker, engine retry) may have left an attempt's temporary files
+    removed = remove_temporaries(config.output)
+    if removed:
+        log.info("removed %d temporary files of retried work", removed)
     counters = _counters(result)
     summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done),
                        distributions=_distributions(result))
