@@ -68,7 +68,7 @@ def make_runner(config: BuildConfig, options):
     FnApiRunner. As the DirectRunner does, the options travel in the provision info, so worker
     processes see them (log levels included). Any other runner name is passed through to Beam."""
     if config.beam.is_dask:
-        return _dask_runner()
+        return _dask_runner(config.beam.dask_settings.shuffle_partitions)
     if not config.beam.local:
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
@@ -80,14 +80,16 @@ def make_runner(config: BuildConfig, options):
     return fn_runner.FnApiRunner(provision_info=provision)
 
 
-def _dask_runner():
+def _dask_runner(shuffle_partitions: int):
     try:
-        from apache_beam.runners.dask.dask_runner import DaskRunner
+        import apache_beam.runners.dask.dask_runner  # noqa: F401
         import distributed  # noqa: F401  (the runner imports it lazily and fails late without it)
     except ImportError as exc:
         raise ConfigError(f"beam.runner: dask needs the dask extra ({exc}); install it with "
                           "pip install -e '.[dask]'") from None
-    return DaskRunner()
+    from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    return bounded_dask_runner(shuffle_partitions)
 
 
 @contextmanager

@@ -209,6 +209,8 @@ class DaskConfig(Strict):
                               "shared out; 0: no limit")
     partition_size: int = Field(1, ge=1, description="work units per Dask partition (one task per "
                                 "partition and step: small partitions spread the work over workers)")
+    shuffle_partitions: int = Field(8, ge=1, le=4096, description="partitions of every grouping (at least the "
+                                    "cluster's worker threads, so each step's work spreads; each costs tasks)")
 
     @field_validator("address")
     @classmethod
