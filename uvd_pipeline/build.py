@@ -220,7 +220,7 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
             build_retokenize_graph(pipeline, config)
             result = run_pipeline(pipeline)
         summary = finalize(config, time.perf_counter() - started, _counters(result),
-                           distributions=_distributions(result))
+                           distributions=_distributions(result), metrics=metrics_reported(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
     units = list_units(config)  # source errors first: they name the field the user wrote
     check_tokenizer(config)
@@ -246,8 +246,23 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
         log.info("removed %d temporary files of retried work", removed)
     counters = _counters(result)
     summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done),
-                       distributions=_distributions(result))
+                       distributions=_distributions(result), metrics=metrics_reported(result))
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
+
+
+def metrics_reported(result) -> bool:
+    """Whether the runner reports Beam metrics at all (Beam's DaskRunner raises NotImplementedError)."""
+    try:
+        result.metrics()
+    except NotImplementedError:
+        return False
+    return True
+
+
+# what a runner without Beam metrics leaves out of the summary; every count (sentences, images,
+# rejects, shards, tokens) comes from the committed stats files either way
+UNREPORTED = ("counters: records read, rendered and skipped per source",
+              "distributions: stage timings, so no stage throughput")
 
 
 def _counters(result) -> dict[str, int]:
@@ -285,8 +300,9 @@ def _distributions(result) -> dict[str, dict[str, float]]:
 
 
 def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resumed: int = 0,
-             distributions: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
-    """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`."""
+             distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True) -> dict[str, Any]:
+    """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`.
+    `metrics`: whether the runner reported Beam metrics (if not, the summary names what is missing)."""
     output = config.output
     config_hash = config.content_hash()
     shards = []
@@ -370,7 +386,8 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         "run": {
             "seconds": round(seconds, 2),
             "runner": config.beam.runner,
-            "workers": config.beam.direct_num_workers if config.beam.local else None,
+            "workers": _workers(config),
+            "metrics": {"reported": metrics, "not_reported": [] if metrics else list(UNREPORTED)},
             "shards_resumed": resumed,
             "counters": counters,
             "distributions": distributions or {},
@@ -379,6 +396,16 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
     }
     write_bytes_atomic(fsio.join(output, SUMMARY_FILE), json.dumps(summary, indent=1, sort_keys=True).encode())
     return summary
+
+
+def _workers(config: BuildConfig) -> int | None:
+    """Worker processes, where the build itself chose them (local runner, local Dask cluster)."""
+    beam = config.beam
+    if beam.local:
+        return beam.direct_num_workers
+    if beam.is_dask and not beam.dask_settings.address:
+        return beam.dask_settings.workers
+    return None
 
 
 def write_mixture(config: BuildConfig, tokens: dict[str, Any], kinds: dict[str, dict[str, int]]) -> dict | None:
@@ -429,5 +456,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     if stages:
         lines.append("stages (items per busy second of one worker): " + ", ".join(
             f"{name} {s['items']} {s['unit']} at {s['items_per_s'] or 0:,.1f}/s" for name, s in stages.items()))
+    metrics = summary["run"].get("metrics") or {}
+    if metrics.get("reported") is False:
+        lines.append(f"the {summary['run']['runner']} runner reported no Beam metrics; the counts above come from "
+                     "the committed shards' stats. Not reported: " + "; ".join(metrics["not_reported"]))
     lines.append(f"{t['shards']} shards in {summary['output']} ({summary['run']['seconds']:.1f}s)")
     return "\n".join(lines)
