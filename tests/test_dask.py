@@ -11,12 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+import distributed  # the dask extra, which `make test` installs
 import pytest
 
 from conftest import shard_digests, write_config
 from uvd_pipeline.config import ConfigError, load_config
-
-distributed = pytest.importorskip("distributed", reason="the dask extra: pip install -e '.[dask]'")
 
 
 @pytest.mark.parametrize("beam, message", [

@@ -1,6 +1,8 @@
 """The build graph for remote runners: it must construct, pickle every DoFn and serialise to the
 portable pipeline proto with Dataflow, Flink and Spark options, and only the tokenize step may
-carry the GPU hint. (Those runners cannot execute here: their job servers are fetched at launch.)"""
+carry the GPU hint. (Those runners cannot execute here: their job servers are fetched at launch.)
+The path Flink and Spark take for Python, Beam's portable job service with SDK workers started by
+an external worker pool, does run here. The Dask runner: `test_dask.py`."""
 
 from __future__ import annotations
 
