@@ -81,6 +81,7 @@ class _KillOneWorker(threading.Thread):
         super().__init__(daemon=True)
         self.address, self.output = address, output
         self.killed: str | None = None
+        self.lost_tasks = 0  # tasks the scheduler had given the killed worker: they must run again
         self.committed_at_kill: tuple[int, int] | None = None
         self.error: BaseException | None = None
 
@@ -94,13 +95,14 @@ class _KillOneWorker(threading.Thread):
                 deadline = time.time() + 240
                 while time.time() < deadline and self.committed()[0] == 0:
                     time.sleep(0.02)
-                busy = []
+                busy: dict = {}
                 while time.time() < deadline and not busy:
-                    busy = [w for w, tasks in client.processing().items() if tasks]
+                    busy = {w: tasks for w, tasks in client.processing().items() if tasks}
                     time.sleep(0.01)
                 pids = client.run(os.getpid)
                 self.committed_at_kill = self.committed()
-                self.killed = busy[0]
+                self.killed = sorted(busy)[0]
+                self.lost_tasks = len(busy[self.killed])
                 os.kill(pids[self.killed], signal.SIGKILL)
         except BaseException as exc:  # surfaced by the test
             self.error = exc
@@ -125,7 +127,7 @@ def test_dask_build_survives_a_lost_worker(mini_corpus, mini_build, tmp_path):
         summary = run_build(load_config(str(path))).summary
         killer.join(timeout=30)
         assert killer.error is None, killer.error
-        assert killer.killed is not None
+        assert killer.killed is not None and killer.lost_tasks > 0
         with distributed.Client(cluster.scheduler_address) as client:
             assert killer.killed not in client.scheduler_info()["workers"]
     rendered_at_kill, tokens_at_kill = killer.committed_at_kill
