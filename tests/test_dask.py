@@ -25,17 +25,17 @@ from uvd_pipeline.config import ConfigError, load_config
     ({"dask": {"workers": 2}}, "read only with runner: dask"),
     ({"runner": "DaskRunner"}, "write runner: dask"),
 ])
-def test_dask_config_fails_early_naming_the_field(beam, message, mini_corpus, tmp_path):
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", **beam)
+def test_dask_config_fails_early_naming_the_field(beam, message, tmp_path):
+    path = write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", **beam)  # no source is read
     with pytest.raises(ConfigError, match=message):
         load_config(str(path))
 
 
-def test_dask_options_and_cli_runner_override(mini_corpus, tmp_path):
+def test_dask_options_and_cli_runner_override(tmp_path):
     from uvd_pipeline.build import pipeline_options
     from uvd_pipeline.cli import with_runner
 
-    config = load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out")))
+    config = load_config(str(write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out")))
     dask = with_runner(config, "dask")
     assert dask.beam.is_dask and not dask.beam.local and not dask.beam.spools
     assert dask.beam.dask_settings.workers == 2 and dask.beam.dask_settings.memory_limit == "auto"

@@ -90,8 +90,9 @@ def test_portable_runner_with_external_worker_pool(mini_corpus, mini_build, tmp_
     port = _free_port()
     # the pool starts each SDK worker as `python -c ...`: this environment's python
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    log = (tmp_path / "worker_pool.log").open("w")  # a file: a pipe nobody reads would fill and block
     pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                             f"--service_port={port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             f"--service_port={port}"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         import socket
 
@@ -101,7 +102,7 @@ def test_portable_runner_with_external_worker_pool(mini_corpus, mini_build, tmp_
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                assert pool.poll() is None and time.time() < deadline, "the worker pool did not start"
+                assert pool.poll() is None and time.time() < deadline, (tmp_path / "worker_pool.log").read_text()
                 time.sleep(0.2)
         out = tmp_path / "out"
         path = write_config(tmp_path / "c.yaml", mini_corpus, out, runner="PortableRunner",
@@ -111,6 +112,7 @@ def test_portable_runner_with_external_worker_pool(mini_corpus, mini_build, tmp_
     finally:
         pool.kill()
         pool.wait()
+        log.close()
     assert shard_digests(out) == shard_digests(Path(reference_config.output))
     assert summary["totals"] == reference["totals"]
     assert summary["run"]["metrics"]["reported"] is True
