@@ -1,5 +1,6 @@
 # Worker image for remote Beam runners (Dataflow `--sdk_container_image`, Flink/Spark
-# `--environment_type=DOCKER --environment_config=IMAGE`). The SDK harness and Python match the
+# `--environment_type=DOCKER --environment_config=IMAGE`), and for Dask workers (run it with the command
+# `dask worker tcp://SCHEDULER:8786`; the image carries the dask extra). The SDK harness and Python match the
 # pinned apache-beam; the project and its pinned dependencies are installed from this checkout.
 # The default torch wheel for Linux is the CUDA build: right for GPU tokenize workers (Dataflow
 # installs the driver through the resource hint `tokenizer.accelerator:
@@ -19,7 +20,7 @@ COPY configs ./configs
 
 # torch first and pinned, so the project install never picks another version.
 RUN pip install --no-cache-dir torch==2.13.0 ${TORCH_PIP_ARGS} \
- && pip install --no-cache-dir . \
- && python -c "import uvd_pipeline, tokenizer, trainer, decord, av, cv2, pyarrow"
+ && pip install --no-cache-dir '.[dask]' \
+ && python -c "import uvd_pipeline, tokenizer, trainer, decord, av, cv2, pyarrow, distributed"
 
 ENTRYPOINT ["/opt/apache/beam/boot"]

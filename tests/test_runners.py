@@ -1,6 +1,8 @@
 """The build graph for remote runners: it must construct, pickle every DoFn and serialise to the
 portable pipeline proto with Dataflow, Flink and Spark options, and only the tokenize step may
-carry the GPU hint. (Those runners cannot execute here: their job servers are fetched at launch.)"""
+carry the GPU hint. (Those runners cannot execute here: their job servers are fetched at launch.)
+The path Flink and Spark take for Python, Beam's portable job service with SDK workers started by
+an external worker pool, does run here. The Dask runner: `test_dask.py`."""
 
 from __future__ import annotations
 
@@ -62,3 +64,57 @@ def test_graph_serialises_for_remote_runners(runner: str, mini_corpus: Path, tmp
     # the proto reads back into a pipeline (what a job service does first)
     again = beam.Pipeline.from_runner_api(proto, pipeline.runner, options)
     assert again.to_runner_api().components.transforms.keys() == proto.components.transforms.keys()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_portable_runner_with_external_worker_pool(mini_corpus, mini_build, tmp_path):
+    """How Flink and Spark run Python: the job goes through Beam's portable job service (here the
+    in-process one) to SDK workers that an outside worker pool starts (`--environment_type=EXTERNAL`)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import shard_digests
+    from uvd_pipeline.build import run_build
+
+    reference_config, reference = mini_build
+    port = _free_port()
+    # the pool starts each SDK worker as `python -c ...`: this environment's python
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    log = (tmp_path / "worker_pool.log").open("w")  # a file: a pipe nobody reads would fill and block
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import socket
+
+        deadline = time.time() + 60
+        while True:  # the pool listens once its gRPC server is up
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert pool.poll() is None and time.time() < deadline, (tmp_path / "worker_pool.log").read_text()
+                time.sleep(0.2)
+        out = tmp_path / "out"
+        path = write_config(tmp_path / "c.yaml", mini_corpus, out, runner="PortableRunner",
+                            options=["--job_endpoint=embed", "--environment_type=EXTERNAL",
+                                     f"--environment_config=localhost:{port}"])
+        summary = run_build(load_config(str(path))).summary
+    finally:
+        pool.kill()
+        pool.wait()
+        log.close()
+    assert shard_digests(out) == shard_digests(Path(reference_config.output))
+    assert summary["totals"] == reference["totals"]
+    assert summary["run"]["metrics"]["reported"] is True
+    # the SDK workers' counters come back through the job service
+    assert summary["run"]["counters"]["web.sentences_written"] == reference["sources"]["web"]["sentences"]

@@ -13,8 +13,9 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from sources import fsio
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig, ConfigError
@@ -39,7 +40,7 @@ SUMMARY_FILE = "summary.json"
 REJECTS_FILE = "rejects.jsonl"
 
 
-def pipeline_options(config: BuildConfig):
+def pipeline_options(config: BuildConfig, dask_address: str | None = None):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     beam = config.beam
@@ -50,6 +51,12 @@ def pipeline_options(config: BuildConfig):
         if not any(f.startswith("--sdk_harness_log_level_overrides") for f in flags):
             # Worker processes log their own start/stop at INFO; keep only our progress lines.
             flags.append('--sdk_harness_log_level_overrides={"apache_beam":"WARNING","__main__":"WARNING"}')
+    elif beam.is_dask:
+        # the runner object is made by `open_runner`; Beam would not find it by a short name
+        if dask_address and not any(f.startswith("--dask_client_address") for f in flags):
+            flags.append(f"--dask_client_address={dask_address}")
+        if not any(f.startswith(("--dask_partition_size", "--dask_npartitions")) for f in flags):
+            flags.append(f"--dask_partition_size={beam.dask_settings.partition_size}")
     elif not any(f.startswith("--runner") for f in flags):
         flags.append(f"--runner={beam.runner}")
     return PipelineOptions(flags)
@@ -60,6 +67,8 @@ def make_runner(config: BuildConfig, options):
     Prism runner, which fails offline and only adds a delay before it falls back to the same
     FnApiRunner. As the DirectRunner does, the options travel in the provision info, so worker
     processes see them (log levels included). Any other runner name is passed through to Beam."""
+    if config.beam.is_dask:
+        return _dask_runner(config.beam.dask_settings.shuffle_partitions)
     if not config.beam.local:
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
@@ -69,6 +78,45 @@ def make_runner(config: BuildConfig, options):
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return fn_runner.FnApiRunner(provision_info=provision)
+
+
+def _dask_runner(shuffle_partitions: int):
+    try:
+        import apache_beam.runners.dask.dask_runner  # noqa: F401
+        import distributed  # noqa: F401  (the runner imports it lazily and fails late without it)
+    except ImportError as exc:
+        raise ConfigError(f"beam.runner: dask needs the dask extra ({exc}); install it with "
+                          "pip install -e '.[dask]'") from None
+    from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    return bounded_dask_runner(shuffle_partitions)
+
+
+@contextmanager
+def open_runner(config: BuildConfig) -> Iterator[tuple[Any, Any]]:
+    """(runner, options) of a build. With `runner: dask` and no scheduler address, a local cluster
+    of worker processes lives as long as this block (see `uvd_pipeline.dask_cluster`)."""
+    if not config.beam.is_dask:
+        options = pipeline_options(config)
+        yield make_runner(config, options), options
+        return
+    from uvd_pipeline.dask_cluster import scheduler
+
+    runner = make_runner(config, None)  # a missing extra fails before a cluster starts
+    with scheduler(config.beam.dask_settings) as address:
+        yield runner, pipeline_options(config, dask_address=address)
+
+
+def run_pipeline(pipeline) -> Any:
+    """Run to the end; a runner's client connection (Dask) is closed whatever happens."""
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()
+    return result
 
 
 def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool = False) -> None:
@@ -176,13 +224,12 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
         if not config.tokenizer.enabled:
             raise ConfigError("--retokenize needs tokenizer.enabled: true")
         check_tokenizer(config)
-        options = pipeline_options(config)
-        pipeline = beam.Pipeline(runner=make_runner(config, options), options=options)
-        build_retokenize_graph(pipeline, config)
-        result = pipeline.run()
-        result.wait_until_finish()
+        with open_runner(config) as (runner, options):
+            pipeline = beam.Pipeline(runner=runner, options=options)
+            build_retokenize_graph(pipeline, config)
+            result = run_pipeline(pipeline)
         summary = finalize(config, time.perf_counter() - started, _counters(result),
-                           distributions=_distributions(result))
+                           distributions=_distributions(result), metrics=metrics_reported(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
     units = list_units(config)  # source errors first: they name the field the user wrote
     check_tokenizer(config)
@@ -195,18 +242,36 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
     done = committed_shards(config.output, config.content_hash())
     if done:
         log.info("resuming: %d shards already committed are kept", len(done))
-    options = pipeline_options(config)
-    pipeline = beam.Pipeline(runner=make_runner(config, options), options=options)
-    build_graph(pipeline, config, done, units)
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
-    with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
-        result = pipeline.run()
-        result.wait_until_finish()
+    with open_runner(config) as (runner, options):
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        build_graph(pipeline, config, done, units)
+        with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
+            result = run_pipeline(pipeline)
     remove_spool(config.output)  # every shard is written: the spooled images are in the tars
+    # a retried bundle (lost worker, engine retry) may have left an attempt's temporary files
+    removed = remove_temporaries(config.output)
+    if removed:
+        log.info("removed %d temporary files of retried work", removed)
     counters = _counters(result)
     summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done),
-                       distributions=_distributions(result))
+                       distributions=_distributions(result), metrics=metrics_reported(result))
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
+
+
+def metrics_reported(result) -> bool:
+    """Whether the runner reports Beam metrics at all (Beam's DaskRunner raises NotImplementedError)."""
+    try:
+        result.metrics()
+    except NotImplementedError:
+        return False
+    return True
+
+
+# what a runner without Beam metrics leaves out of the summary; every count (sentences, images,
+# rejects, shards, tokens) comes from the committed stats files either way
+UNREPORTED = ("counters: records read, rendered and skipped per source",
+              "distributions: stage timings, so no stage throughput")
 
 
 def _counters(result) -> dict[str, int]:
@@ -244,8 +309,9 @@ def _distributions(result) -> dict[str, dict[str, float]]:
 
 
 def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resumed: int = 0,
-             distributions: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
-    """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`."""
+             distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True) -> dict[str, Any]:
+    """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`.
+    `metrics`: whether the runner reported Beam metrics (if not, the summary names what is missing)."""
     output = config.output
     config_hash = config.content_hash()
     shards = []
@@ -329,7 +395,8 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         "run": {
             "seconds": round(seconds, 2),
             "runner": config.beam.runner,
-            "workers": config.beam.direct_num_workers if config.beam.local else None,
+            "workers": _workers(config),
+            "metrics": {"reported": metrics, "not_reported": [] if metrics else list(UNREPORTED)},
             "shards_resumed": resumed,
             "counters": counters,
             "distributions": distributions or {},
@@ -338,6 +405,16 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
     }
     write_bytes_atomic(fsio.join(output, SUMMARY_FILE), json.dumps(summary, indent=1, sort_keys=True).encode())
     return summary
+
+
+def _workers(config: BuildConfig) -> int | None:
+    """Worker processes, where the build itself chose them (local runner, local Dask cluster)."""
+    beam = config.beam
+    if beam.local:
+        return beam.direct_num_workers
+    if beam.is_dask and not beam.dask_settings.address:
+        return beam.dask_settings.workers
+    return None
 
 
 def write_mixture(config: BuildConfig, tokens: dict[str, Any], kinds: dict[str, dict[str, int]]) -> dict | None:
@@ -388,5 +465,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     if stages:
         lines.append("stages (items per busy second of one worker): " + ", ".join(
             f"{name} {s['items']} {s['unit']} at {s['items_per_s'] or 0:,.1f}/s" for name, s in stages.items()))
+    metrics = summary["run"].get("metrics") or {}
+    if metrics.get("reported") is False:
+        lines.append(f"the {summary['run']['runner']} runner reported no Beam metrics; the counts above come from "
+                     "the committed shards' stats. Not reported: " + "; ".join(metrics["not_reported"]))
     lines.append(f"{t['shards']} shards in {summary['output']} ({summary['run']['seconds']:.1f}s)")
     return "\n".join(lines)

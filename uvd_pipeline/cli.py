@@ -38,6 +38,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.output:
         overrides["output"] = os.path.abspath(args.output)
     config = load_config(args.config, overrides)
+    if args.runner:
+        config = with_runner(config, args.runner)
     if args.workers is not None:
         config = config.model_copy(update={"beam": config.beam.model_copy(update={"direct_num_workers": args.workers})})
     if args.beam_option:
@@ -59,6 +61,23 @@ def cmd_build(args: argparse.Namespace) -> int:
         paths = write_report(config.output)
         print(f"report: {paths['html']}")
     return 0
+
+
+def with_runner(config, runner: str):
+    """The config with `beam.runner` replaced (validated again; a `beam.dask` section is dropped
+    for another runner)."""
+    from pydantic import ValidationError
+
+    from uvd_pipeline.config import BeamConfig
+
+    fields = config.beam.model_dump()
+    if runner != "dask":
+        fields.pop("dask", None)
+    try:
+        beam = BeamConfig.model_validate({**fields, "runner": runner})
+    except ValidationError as exc:
+        raise ConfigError(f"--runner {runner}: {exc.errors()[0]['msg']}") from None
+    return config.model_copy(update={"beam": beam})
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -120,6 +139,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="run the Beam build described by a config file")
     b.add_argument("config")
     b.add_argument("--output", help="override the config's output location")
+    b.add_argument("--runner", help="override beam.runner: DirectRunner, dask (beam.dask, or a 2-worker local "
+                   "cluster), or any Beam runner name")
     b.add_argument("--workers", type=int, help="override beam.direct_num_workers")
     b.add_argument("--overwrite", action="store_true", help="delete the output first and build anew")
     b.add_argument("--replace-changed", action="store_true",

@@ -111,6 +111,26 @@ RENDERERS = {
 }
 
 
+class OfType:
+    """Keeps the elements of one output of a multi-output step by their type.
+
+    Beam's DaskRunner keys collections by the step that produced them, not by output tag, so every
+    consumer of a step with tagged outputs receives all of them (rejects, units and sentences
+    mixed). Each consumer therefore keeps its tag's type (a tagged output) or drops the types of the
+    step's tagged outputs (its main output); on other runners this keeps everything."""
+
+    def __init__(self, kinds: type | tuple[type, ...], negate: bool = False) -> None:
+        self.kinds, self.negate = kinds, negate
+
+    def __call__(self, item: Any) -> bool:
+        return isinstance(item, self.kinds) != self.negate
+
+
+def of_type(pcoll, label: str, kinds: type | tuple[type, ...], negate: bool = False):
+    """`pcoll` (a tagged output) narrowed to `kinds` (or to everything else, with `negate`)."""
+    return pcoll | label >> beam.Filter(OfType(kinds, negate))
+
+
 def _count(source: str, name: str, n: int = 1) -> None:
     Metrics.counter(NAMESPACE, f"{source}.{name}").inc(n)
 
@@ -316,14 +336,15 @@ class AssembleGroups(beam.PTransform):
         )
         keyed_units = units | "ByKey" >> beam.Map(lambda u: (u.key, u))
         sentences = (
-            {"unit": keyed_units, "slot": slots.slots}
+            {"unit": keyed_units, "slot": of_type(slots.slots, "Slots only", Reject, negate=True)}
             | "Join" >> beam.CoGroupByKey()
             | "Place" >> beam.FlatMap(_place)
             | "BySentence" >> beam.GroupByKey()
             | "Assemble" >> beam.FlatMap(_assemble, self.seed).with_outputs(REJECTS, main="sentences")
         )
-        rejects = (slots[REJECTS], sentences[REJECTS]) | "Rejects" >> beam.Flatten()
-        return sentences.sentences, rejects
+        rejects = (of_type(slots[REJECTS], "Plan rejects", Reject),
+                   of_type(sentences[REJECTS], "Assemble rejects", Reject)) | "Rejects" >> beam.Flatten()
+        return of_type(sentences.sentences, "Sentences only", Reject, negate=True), rejects
 
 
 TWINS = "twins"
@@ -400,8 +421,8 @@ class Deduplicate(beam.PTransform):
                 | "Exact groups" >> beam.GroupByKey()
                 | "Exact twins" >> beam.FlatMap(_exact).with_outputs(TWINS, main="best")
             )
-            twin_parts.append(exact[TWINS])
-            entries = exact.best
+            twin_parts.append(of_type(exact[TWINS], "Exact twins only", Twin))
+            entries = of_type(exact.best, "Exact best only", Twin, negate=True)
         if settings.near:
             twin_parts.append(
                 entries
@@ -422,7 +443,8 @@ class Deduplicate(beam.PTransform):
             | "Join decisions" >> beam.CoGroupByKey()
             | "Decide" >> beam.FlatMap(_decide).with_outputs(REJECTS, main="kept")
         )
-        return decided.kept, decided[REJECTS]
+        return (of_type(decided.kept, "Kept only", Reject, negate=True),
+                of_type(decided[REJECTS], "Duplicate rejects", Reject))
 
 
 def committed_fingerprints(pipeline: beam.Pipeline, config: BuildConfig, done: frozenset, names: set[str]):
@@ -531,7 +553,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
             | f"{name}/Read" >> beam.ParDo(ReadUnit(source, router, done_keys, web_images))
             .with_outputs(REJECTS, main="records")
         )
-        records = read.records
+        records = of_type(read.records, f"{name}/Records only", Reject, negate=True)
         if not config.beam.local:
             # spread a big unit's records over workers; the local runner would hold them all in
             # memory (raw input bytes) at this shuffle, and its units are spread already
@@ -539,13 +561,16 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
         rendered = records | f"{name}/Render" >> beam.ParDo(
             Render(settings, web_images and not deduplicated, deduplicated, spool)
         ).with_outputs(REJECTS, UNITS, main="sentences")
-        reject_parts += [read[REJECTS], rendered[REJECTS]]
-        sentence_parts.append(rendered.sentences)
+        reject_parts += [of_type(read[REJECTS], f"{name}/Read rejects", Reject),
+                         of_type(rendered[REJECTS], f"{name}/Render rejects", Reject)]
+        sentence_parts.append(of_type(rendered.sentences, f"{name}/Rendered sentences", (Reject, RenderedUnit),
+                                      negate=True))
         lengths = units_per_sentence(source_config)
+        rendered_units = of_type(rendered[UNITS], f"{name}/Rendered units", RenderedUnit)
         if deduplicated:
-            dedup_units[name] = rendered[UNITS]  # assembled after deduplication, below
+            dedup_units[name] = rendered_units  # assembled after deduplication, below
         elif lengths:
-            sentences, rejects = sentences_of_units(rendered[UNITS], source_config, config.seed)
+            sentences, rejects = sentences_of_units(rendered_units, source_config, config.seed)
             sentence_parts.append(sentences)
             reject_parts += [rejects] if rejects is not None else []
 
@@ -564,9 +589,9 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
             | "Dedup/Persisted" >> beam.Filter(lambda u, keep: u.source in keep, persisted)
             | "Address fingerprints" >> beam.Map(
                 lambda u: (router.address(u.source, u.split, u.key), u.fingerprint)))
-        by_source = kept | "Dedup/By source" >> beam.Partition(lambda u, n: names.index(u.source), len(names))
-        for index, name in enumerate(names):
-            sentences, rejects = sentences_of_units(by_source[index], sources[name], config.seed)
+        for name in names:  # a Filter per source, not a Partition: see `OfType`
+            of_source = kept | f"Dedup/{name} units" >> beam.Filter(lambda u, n: u.source == n, name)
+            sentences, rejects = sentences_of_units(of_source, sources[name], config.seed)
             sentence_parts.append(sentences)
             reject_parts += [rejects] if rejects is not None else []
 

@@ -82,15 +82,21 @@ def committed_shards(output: str, config_hash: str) -> set[ShardAddress]:
 
 
 def remove_temporaries(output: str) -> int:
-    """Delete leftovers of an interrupted run (files with the temporary mark)."""
-    root = fsio.join(output, RENDERED_DIR)
-    if not fsio.exists(root):
-        return 0
-    fs, _ = fsio.filesystem(root)
-    leftovers = [f for f in fsio.list_files(root, recursive=True) if TMP_MARK in fsio.basename(f)]
-    for uri in leftovers:
-        fs.rm(fsio.filesystem(uri)[1])
-    return len(leftovers)
+    """Delete leftovers of an interrupted run or of a retried bundle whose worker was lost (files
+    with the temporary mark, rendered and token shards): only while no writer runs."""
+    from uvd_pipeline.shards import TOKENS_DIR
+
+    removed = 0
+    for folder in (RENDERED_DIR, TOKENS_DIR):
+        root = fsio.join(output, folder)
+        if not fsio.exists(root):
+            continue
+        fs, _ = fsio.filesystem(root)
+        leftovers = [f for f in fsio.list_files(root, recursive=True) if TMP_MARK in fsio.basename(f)]
+        for uri in leftovers:
+            fs.rm(fsio.filesystem(uri)[1])
+        removed += len(leftovers)
+    return removed
 
 
 class _SpillSorter:

@@ -151,6 +151,7 @@ def _quality_data(summary: dict[str, Any], sentences_by_group: dict[str, int]) -
                    "by_source": inputs},
         "sentence_lengths": sorted_lengths(lengths),
         "throughput": {"seconds": run.get("seconds"), "runner": run.get("runner"), "workers": run.get("workers"),
+                       "metrics": run.get("metrics", {"reported": True, "not_reported": []}),
                        # pipeline order (summary.json sorts keys)
                        "stages": {k: run["stages"][k] for k in STAGES if k in run.get("stages", {})},
                        "distributions": run.get("distributions", {})},
@@ -325,6 +326,12 @@ def _lengths_html(lengths: dict[str, dict[str, int]], plot: str | None) -> str:
 
 def _throughput_html(throughput: dict[str, Any], plot: str | None) -> str:
     stages = throughput.get("stages") or {}
+    metrics = throughput.get("metrics") or {}
+    if metrics.get("reported") is False:
+        missing = "".join(f"<li>{html.escape(item)}</li>" for item in metrics.get("not_reported", []))
+        return (f"<h2>Throughput</h2><p>The last run: {throughput['seconds']} s wall time on "
+                f"{html.escape(str(throughput['runner']))}, which reports no Beam metrics. Every count in this "
+                f"report comes from the committed shards' stats; not reported by the runner:</p><ul>{missing}</ul>")
     if not stages:
         return ("<h2>Throughput</h2><p>No stage timings in this build's summary (the runner reported no "
                 "Beam distribution metrics).</p>")

@@ -1,0 +1,142 @@
+"""The build on a Dask cluster (Beam's DaskRunner): separate worker processes, no shared memory, a
+runner without metrics. The bytes must equal the local runner's, also after a worker is lost
+mid-build and Dask re-runs its work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import distributed  # the dask extra, which `make test` installs
+import pytest
+
+from conftest import shard_digests, write_config
+from uvd_pipeline.config import ConfigError, load_config
+
+
+@pytest.mark.parametrize("beam, message", [
+    ({"runner": "dask", "dask": {"memory_limit": "lots"}}, "beam.dask.memory_limit"),
+    ({"runner": "dask", "dask": {"address": "scheduler"}}, "beam.dask.address"),
+    ({"runner": "dask", "dask": {"workers": 0}}, "beam.dask.workers"),
+    ({"dask": {"workers": 2}}, "read only with runner: dask"),
+    ({"runner": "DaskRunner"}, "write runner: dask"),
+])
+def test_dask_config_fails_early_naming_the_field(beam, message, tmp_path):
+    path = write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", **beam)  # no source is read
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))
+
+
+def test_dask_options_and_cli_runner_override(tmp_path):
+    from uvd_pipeline.build import pipeline_options
+    from uvd_pipeline.cli import with_runner
+
+    config = load_config(str(write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out")))
+    dask = with_runner(config, "dask")
+    assert dask.beam.is_dask and not dask.beam.local and not dask.beam.spools
+    assert dask.beam.dask_settings.workers == 2 and dask.beam.dask_settings.memory_limit == "auto"
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    options = pipeline_options(dask, dask_address="tcp://127.0.0.1:8786").view_as(DaskOptions)
+    assert options.address == "tcp://127.0.0.1:8786" and options.partition_size == 1
+    assert with_runner(dask, "DirectRunner").beam.dask is None
+    assert dask.content_hash() == config.content_hash()  # the runner never changes what is built
+
+
+def _check_summary_without_metrics(summary: dict, reference: dict) -> None:
+    assert summary["totals"] == reference["totals"]
+    assert summary["tokens"]["sources"] == reference["tokens"]["sources"]
+    run = summary["run"]
+    assert run["runner"] == "dask" and run["counters"] == {} and run["stages"] == {}
+    assert run["metrics"]["reported"] is False
+    assert any(item.startswith("distributions") for item in run["metrics"]["not_reported"])
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_identical_bytes(mini_corpus, mini_build, tmp_path):
+    from uvd_pipeline.build import format_summary, run_build
+    from uvd_pipeline.report import write_report
+
+    reference_config, reference = mini_build
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, runner="dask",
+                        dask={"workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"})
+    summary = run_build(load_config(str(path))).summary
+    assert shard_digests(out) == shard_digests(Path(reference_config.output))
+    _check_summary_without_metrics(summary, reference)
+    assert summary["run"]["workers"] == 2
+    assert "runner reported no Beam metrics" in format_summary(summary)
+    page = Path(write_report(str(out))["html"]).read_text()
+    assert "reports no Beam metrics" in page and "stage timings" in page
+
+
+class _KillOneWorker(threading.Thread):
+    """Once the first rendered shard is committed, SIGKILLs the process of a worker that is busy."""
+
+    def __init__(self, address: str, output: Path) -> None:
+        super().__init__(daemon=True)
+        self.address, self.output = address, output
+        self.killed: str | None = None
+        self.lost_tasks = 0  # tasks the scheduler had given the killed worker: they must run again
+        self.committed_at_kill: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+
+    def committed(self) -> tuple[int, int]:
+        return (len(list((self.output / "rendered").rglob("*.stats.json"))),
+                len(list((self.output / "tokens").rglob("*.stats.json"))))
+
+    def run(self) -> None:
+        try:
+            with distributed.Client(self.address) as client:
+                deadline = time.time() + 240
+                while time.time() < deadline and self.committed()[0] == 0:
+                    time.sleep(0.02)
+                busy: dict = {}
+                while time.time() < deadline and not busy:
+                    busy = {w: tasks for w, tasks in client.processing().items() if tasks}
+                    time.sleep(0.01)
+                pids = client.run(os.getpid)
+                self.committed_at_kill = self.committed()
+                self.killed = sorted(busy)[0]
+                self.lost_tasks = len(busy[self.killed])
+                os.kill(pids[self.killed], signal.SIGKILL)
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+
+
+@pytest.mark.slow
+def test_dask_build_survives_a_lost_worker(mini_corpus, mini_build, tmp_path):
+    """A worker process dies with work in flight after some shards are committed; Dask runs that
+    work again elsewhere (the nanny starts a new worker) and every side effect is idempotent."""
+    from distributed import LocalCluster
+
+    from uvd_pipeline.build import run_build
+
+    reference_config, reference = mini_build
+    out = tmp_path / "out"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        path = write_config(tmp_path / "c.yaml", mini_corpus, out, runner="dask",
+                            dask={"address": cluster.scheduler_address})
+        killer = _KillOneWorker(cluster.scheduler_address, out)
+        killer.start()
+        summary = run_build(load_config(str(path))).summary
+        killer.join(timeout=30)
+        assert killer.error is None, killer.error
+        assert killer.killed is not None and killer.lost_tasks > 0
+        with distributed.Client(cluster.scheduler_address) as client:
+            assert killer.killed not in client.scheduler_info()["workers"]
+    rendered_at_kill, tokens_at_kill = killer.committed_at_kill
+    total = reference["totals"]["shards"]
+    assert rendered_at_kill >= 1 and tokens_at_kill < total, "the worker was lost after the build's work was done"
+    assert shard_digests(out) == shard_digests(Path(reference_config.output))
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]  # the lost attempt's temporaries are gone
+    _check_summary_without_metrics(summary, reference)
+    assert summary["run"]["workers"] is None  # an existing scheduler: the build did not choose them
+    rejects = (out / "rejects.jsonl").read_text()
+    assert rejects == (Path(reference_config.output) / "rejects.jsonl").read_text()
+    assert json.loads(rejects.splitlines()[0])["reason"]
