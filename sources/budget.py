@@ -101,6 +101,9 @@ class _Worker:
             start = time.monotonic()
             ready, _, _ = select.select([self.out_fd], [], [], _POLL_S)
             spent[0] += time.monotonic() - start
+            if spent[0] > budget.time_s:
+                self.kill()
+                raise BudgetExceeded("decode_timeout", f"no result within the budget of {budget.time_s:g} s")
             if ready:
                 chunk = os.read(self.out_fd, min(n, 1 << 20))
                 if not chunk:

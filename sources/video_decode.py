@@ -133,6 +133,8 @@ class _Session:
                 if packet.size == 0 or packet.pts is None:
                     continue
                 at = position_of.get(packet.pts)
+                if at is not None and index.size[at] != packet.size:
+                    at = None  # same time stamp, other bytes: after a seek, MPEG-PS can misplace stamps
                 if at != position + 1:
                     if not seeked:
                         raise VideoError("decode_failed",
@@ -189,7 +191,7 @@ class _Session:
                 return None
             packets = self._container.demux(stream)
             for packet in packets:
-                if packet.size and packet.pts in position_of:
+                if packet.size and packet.pts in position_of and index.size[position_of[packet.pts]] == packet.size:
                     at = position_of[packet.pts]
                     if at <= target:
                         return _prepend(packet, packets), at - 1
@@ -227,6 +229,7 @@ class Probe:
 
     n_frames: int  # presented frames that decode
     packets: int  # what the demuxer holds (more than n_frames with an edit list or a cut tail)
+    claimed: int  # the container's frame count (0: none stored), often wrong for cut files
     times: tuple[float, ...]  # presentation time of each frame, seconds from the first
     width: int  # display orientation
     height: int
@@ -236,6 +239,7 @@ class Probe:
     keyframes: int
     hidden: int  # frames an edit list hides
     rotation: int
+    pixel_format: str
 
 
 def probe(uri: str) -> Probe:
@@ -258,6 +262,8 @@ def probe(uri: str) -> Probe:
     first = ends[0]
     container, stream = open_stream(uri)
     try:
+        claimed = int(stream.frames or 0)
+        pixel_format = stream.codec_context.format.name if stream.codec_context.format else ""
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
         rotation = 0
@@ -268,8 +274,8 @@ def probe(uri: str) -> Probe:
         container.close()
     base = shown[0]
     times = tuple(round(float((p - base) * index.time_base), 6) for p in shown[:n])
-    return Probe(n, len(index.pts), times, first.shape[1], first.shape[0], fps, index.container, index.codec,
-                 sum(index.keyframe), sum(index.discard), rotation)
+    return Probe(n, len(index.pts), claimed, times, first.shape[1], first.shape[0], fps, index.container, index.codec,
+                 sum(index.keyframe), sum(index.discard), rotation, pixel_format)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int]):
@@ -320,6 +326,7 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
 # elsewhere (MPEG-TS/PS, HEVC, edit lists, rotation, cut files) PyAV decodes instead
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
 DECORD_CODECS = ("h264", "vp8", "vp9", "mjpeg", "mpeg4", "prores")
+DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p")  # decord converts others (10-bit, 4:4:4) differently
 
 
 def decord_exact(probe: Probe) -> str | None:
@@ -328,10 +335,12 @@ def decord_exact(probe: Probe) -> str | None:
         return f"container {probe.container}"
     if probe.codec not in DECORD_CODECS:
         return f"codec {probe.codec}"
+    if probe.pixel_format not in DECORD_PIXEL_FORMATS:
+        return f"pixel format {probe.pixel_format}"
     if probe.hidden:
         return "edit list"
     if probe.rotation:
         return "display rotation"
-    if probe.packets != probe.n_frames:
+    if probe.packets != probe.n_frames or probe.claimed not in (0, probe.n_frames):
         return "cut file"
     return None

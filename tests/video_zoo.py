@@ -45,8 +45,16 @@ def read_index(frame: np.ndarray) -> int:
     return index
 
 
-def ffmpeg_available() -> bool:
-    return shutil.which("ffmpeg") is not None
+def require_ffmpeg() -> None:
+    """Skip without the ffmpeg CLI, or fail when the setup promised it (`make test` installs it)."""
+    import os
+
+    import pytest
+
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        if os.environ.get("UVD_REQUIRE_FFMPEG"):
+            pytest.fail("UVD_REQUIRE_FFMPEG is set but the ffmpeg CLI is not installed")
+        pytest.skip("the ffmpeg CLI (Debian package `ffmpeg`) is not installed")
 
 
 def ffmpeg(*args: str) -> None:

@@ -1,0 +1,190 @@
+"""Frame i is the i-th frame a player shows, in every container we accept, with both decoders.
+
+The zoo (tests/video_zoo.py) is written at test time; every frame shows its own index. Each
+file goes through the source and the renderer as a build runs them, every stored image is
+decoded back to the index it shows, and that is compared with the ffmpeg CLI's sequential
+decode (the player's view: edit lists and rotation applied); the pixels are compared with
+PyAV decoding everything in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import video_zoo
+
+from sources import budget
+from sources.budget import Budget, BudgetExceeded
+from sources.records import Reject, VideoRecord
+from sources.video import VIDEO_EXTENSIONS, VideoSource, clip_frames, decord_available
+from sources.video_decode import decode_frames, probe
+from uvd_pipeline.render import RenderSettings, decode_png, render_video
+
+ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov", "h264_444_odd.m4v",
+       "h264_vfr.mkv", "h264_rot90.mp4", "hevc.mp4", "vp9.webm", "vp8.webm", "mjpeg.avi", "mpeg4.avi",
+       "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
+       "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4"]
+DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
+STRIDES = (1, 3, 10, 20, 30)
+SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
+                          val_fraction=0.0)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> dict[str, Path]:
+    video_zoo.require_ffmpeg()
+    return video_zoo.build_zoo(tmp_path_factory.mktemp("zoo"), ZOO)
+
+
+@pytest.fixture(scope="module")
+def shown(zoo) -> dict[str, list[np.ndarray]]:
+    """What a player shows, per file: the ffmpeg CLI's frames."""
+    return {name: video_zoo.sequential(path) for name, path in zoo.items()}
+
+
+def _pyav_everything(path: Path) -> list[np.ndarray]:
+    """PyAV decoding every frame in order, rotated as the stream says: the independent pixels."""
+    frames = []
+    with av.open(str(path)) as container:
+        try:
+            for frame in container.decode(video=0):
+                rgb = frame.to_ndarray(format="rgb24")
+                frames.append(np.rot90(rgb, (int(frame.rotation) // 90) % 4))
+        except av.error.FFmpegError:
+            pass
+    return frames
+
+
+def _index_of(image: np.ndarray, rotation: int) -> int:
+    upright = np.rot90(image, -(rotation // 90)) if rotation else image
+    return video_zoo.read_index(upright)
+
+
+def test_the_zoo_covers_every_accepted_extension():
+    assert {Path(name).suffix for name in ZOO} == set(VIDEO_EXTENSIONS)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("name", ZOO)
+def test_every_stored_frame_is_the_frame_a_player_shows(zoo, shown, name: str, decoder: str):
+    path, reference = zoo[name], shown[name]
+    source = VideoSource("zoo", str(path.parent), strides=STRIDES, decoder=decoder)
+    (record,) = list(source.read(str(path)))
+    assert isinstance(record, VideoRecord), record
+    assert record.n_frames == len(reference)  # the count is the count of presented frames
+    rotation = record.clips[0].lineage.get("rotation", 0)
+    expected = [_index_of(f, rotation) for f in reference]
+    height, width = reference[0].shape[:2]
+    results = render_video(record, SETTINGS)
+    assert len(results) == len(record.clips)
+    for sentence in results:
+        assert not isinstance(sentence, Reject), sentence
+        assert sentence.meta["width"] == width and sentence.meta["height"] == height
+        for image, member in zip(sentence.images, sentence.members):
+            stored = cv2.resize(decode_png(image), (width, height), interpolation=cv2.INTER_AREA)
+            assert _index_of(stored, rotation) == expected[member["frame"]], (sentence.sentence_id, member)
+            assert member["time_s"] >= 0
+    # the same frames before the resize, pixel for pixel as a sequential PyAV decode gives them
+    everything = _pyav_everything(path)
+    for clip, frames in clip_frames(record):
+        assert not isinstance(frames, Exception), frames
+        for i, frame in zip(clip.frame_indices, frames):
+            assert frame.shape == (height, width, 3)
+            assert np.array_equal(frame, everything[i]), (clip.key, i)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_seeking_over_every_gap_gives_the_same_frames(zoo, shown, name: str):
+    """Force a container seek between all stretches (TS/PS seeks land late: they are checked)."""
+    info = probe(str(zoo[name]))
+    wanted = list(range(1, info.n_frames, 9)) + [info.n_frames - 1]
+    got = dict(decode_frames(str(zoo[name]), wanted, seek_bytes=0))
+    assert sorted(got) == sorted(set(wanted))
+    rotation = info.rotation
+    for i in wanted:
+        assert _index_of(got[i], rotation) == _index_of(shown[name][i], rotation)
+
+
+def test_edit_list_count_and_lineage(zoo, shown):
+    source = VideoSource("zoo", str(zoo["editlist.mp4"].parent))
+    (record,) = list(source.read(str(zoo["editlist.mp4"])))
+    lineage = record.clips[0].lineage
+    assert record.n_frames == len(shown["editlist.mp4"]) == 77  # 3 s at 25 fps shown (+ the cut's edge)
+    assert lineage["packets"] == 92 and lineage["frames_hidden_by_edit_list"] == 15
+    assert video_zoo.read_index(shown["editlist.mp4"][0]) == 65  # the cut starts at 2.6 s
+    for clip in record.clips:  # 25 fps: frame i is shown at i / 25 s after the first
+        assert clip.frame_times == tuple(round(i / 25, 6) for i in clip.frame_indices)
+
+
+def test_the_last_frames_of_a_short_clip_come_out_of_the_final_flush(zoo):
+    got = dict(decode_frames(str(zoo["h264_16f.mp4"]), [14, 15]))
+    assert sorted(got) == [14, 15]
+    assert [video_zoo.read_index(got[i]) for i in (14, 15)] == [14, 15]
+
+
+def test_rotation_is_applied_by_both_decoders(zoo):
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(zoo["h264_rot90.mp4"].parent), strides=(3,), decoder=decoder)
+                         .read(str(zoo["h264_rot90.mp4"])))
+        assert record.decoder == "pyav"  # decord is not trusted with display matrices
+        (clip, frames), = list(clip_frames(record))
+        assert frames.shape == (16, 64, 48, 3)  # display orientation: portrait
+
+
+def test_decord_is_refused_where_it_is_not_exact(zoo):
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    for name, why in (("x264_gop25.ts", "container mpegts"), ("mpeg2_gop15.mpg", "container mpeg"),
+                      ("hevc.mp4", "codec hevc"), ("editlist.mp4", "edit list"), ("h264_10bit.mov", "pixel format"),
+                      ("h264_rot90.mp4", "display rotation")):
+        (record,) = list(VideoSource("zoo", str(zoo[name].parent), decoder="decord").read(str(zoo[name])))
+        assert record.decoder == "pyav"
+        assert why in record.clips[0].lineage["decoder_note"], name
+
+
+def test_a_video_that_never_answers_costs_that_video_not_the_build(zoo, tmp_path):
+    """A named pipe nobody writes to (a stalled mount, say): opening it blocks inside FFmpeg's C
+    code. The probe is killed at the budget and the video is a `decode_timeout` reject; the next
+    video of the same source is read as usual."""
+    import os
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    os.mkfifo(folder / "stalled.mp4")
+    (folder / "fine.mp4").write_bytes(zoo["h264_bframes.mp4"].read_bytes())
+    source = VideoSource("zoo", str(folder), strides=(10,), limits=Budget(time_s=2))
+    items = [item for uri in source.units() for item in source.read(uri)]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert reject.reason == "decode_timeout" and reject.stage == "plan" and "2 s" in reject.detail
+    assert "stalled" in reject.key
+    (record,) = [i for i in items if isinstance(i, VideoRecord)]
+    assert all(not isinstance(r, Reject) for r in render_video(record, SETTINGS))
+
+
+def test_decord_on_mpeg_ts_gives_rejects_never_wrong_frames(zoo):
+    """decord on an MPEG-TS file with x264's default GOP: seeking to the last frame hangs (seen
+    under load) or fails; forced to decode such a file anyway, each clip is a reject with the
+    reason, and the same video through the decoder the source chose renders exactly."""
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    path = str(zoo["x264_default.ts"])
+    source = VideoSource("zoo", str(zoo["x264_default.ts"].parent), strides=(1,), limits=Budget(time_s=5))
+    (record,) = list(source.read(path))
+    assert record.decoder == "pyav"
+    last = (dataclasses.replace(record.clips[-1], key="zoo-last", frame_indices=tuple(range(284, 300))),)
+    forced = VideoRecord(record.key, record.source, record.group, path, last, "decord", record.n_frames,
+                         Budget(time_s=5))
+    rejects = render_video(forced, SETTINGS)
+    assert rejects and all(isinstance(r, Reject) and r.reason in ("decode_timeout", "decode_failed")
+                           for r in rejects)
+    after = render_video(record, SETTINGS)
+    assert all(not isinstance(r, Reject) for r in after) and len(after) == len(record.clips) == 18
+def test_probe_timeout_is_a_plan_reject(zoo):
+    source = VideoSource("zoo", str(zoo["x264_default.ts"].parent), limits=Budget(time_s=0.001))
+    (reject,) = list(source.read(str(zoo["x264_default.ts"])))
+    assert isinstance(reject, Reject) and reject.reason == "decode_timeout" and reject.stage == "plan"
