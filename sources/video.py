@@ -17,7 +17,10 @@ never padded. Strides that reduce to the same value give one sentence, not dupli
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -89,6 +92,27 @@ def _job_error(exc: BudgetExceeded | JobError) -> VideoError:
     return VideoError(exc.reason or "decode_failed", exc.detail or f"{exc.kind}: {exc.message}"[:200])
 
 
+PROCESS_LOCAL = ("memory",)  # fsspec filesystems the worker process cannot see
+
+
+@contextlib.contextmanager
+def _worker_uri(uri: str) -> Iterator[str]:
+    """`uri` as the worker process can open it: a file on a process-local filesystem (fsspec's
+    memory://) is copied to a temporary file for the job; every other URL is passed through."""
+    fs, _ = fsio.filesystem(uri)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if not set(protocols) & set(PROCESS_LOCAL):
+        yield uri
+        return
+    handle, path = tempfile.mkstemp(suffix=os.path.splitext(uri)[1])
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(fsio.read_bytes(uri))
+        yield path
+    finally:
+        os.unlink(path)
+
+
 @dataclass(frozen=True)
 class VideoProbe:
     decoder: str  # who decodes this file: "pyav", or "decord" where it is exact
@@ -102,7 +126,8 @@ class VideoProbe:
 def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budget()) -> VideoProbe:
     """Count the presented frames of `uri` and choose who decodes it. Raises VideoError."""
     try:
-        info: Probe = budget.call("sources.video_decode:probe", uri, budget=limits)
+        with _worker_uri(uri) as local:
+            info: Probe = budget.call("sources.video_decode:probe", local, budget=limits)
     except (BudgetExceeded, JobError) as exc:
         raise _job_error(exc) from None
     chosen, note = "pyav", ""
@@ -130,27 +155,25 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     missing = [len(set(clip.frame_indices)) for clip in record.clips]
     frames: dict[int, np.ndarray] = {}
     done = [False] * len(record.clips)
-    if record.decoder == "decord":
-        job = budget.run("sources.video_decode:decord_frames", record.uri, sorted(users), record.n_frames,
-                         postprocess, budget=record.limits)
-    else:
-        job = budget.run("sources.video_decode:decode_frames", record.uri, sorted(users), record.n_frames,
-                         postprocess, budget=record.limits)
+    job_name = "decord_frames" if record.decoder == "decord" else "decode_frames"
     failure: VideoError | None = None
-    try:
-        for i, pixels in job:
-            frames[i] = pixels
-            for c in users.get(i, ()):
-                missing[c] -= 1
-                if missing[c] == 0:
-                    clip = record.clips[c]
-                    done[c] = True
-                    yield clip, np.stack([frames[j] for j in clip.frame_indices])
-                    for j in set(clip.frame_indices):
-                        if all(done[u] for u in users[j]):
-                            frames.pop(j, None)
-    except (BudgetExceeded, JobError) as exc:
-        failure = _job_error(exc)
+    with _worker_uri(record.uri) as uri:
+        job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
+                         budget=record.limits)
+        try:
+            for i, pixels in job:
+                frames[i] = pixels
+                for c in users.get(i, ()):
+                    missing[c] -= 1
+                    if missing[c] == 0:
+                        clip = record.clips[c]
+                        done[c] = True
+                        yield clip, np.stack([frames[j] for j in clip.frame_indices])
+                        for j in set(clip.frame_indices):
+                            if all(done[u] for u in users[j]):
+                                frames.pop(j, None)
+        except (BudgetExceeded, JobError) as exc:
+            failure = _job_error(exc)
     for c, clip in enumerate(record.clips):
         if not done[c]:
             if failure is None:
