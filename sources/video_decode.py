@@ -66,9 +66,20 @@ def read_index(uri: str) -> VideoIndex:
         container.close()
 
 
+_REFORMATTER = None
+
+
 def display(frame) -> np.ndarray:
-    """RGB pixels as a player shows them: the display matrix's rotation applied."""
-    rgb = frame.to_ndarray(format="rgb24")
+    """RGB pixels as a player shows them: the display matrix's rotation applied.
+
+    One reformatter serves every frame: it keeps its scaler context between frames of the same
+    shape, where `frame.to_ndarray(format=...)` sets one up per frame (most of its cost)."""
+    global _REFORMATTER
+    if _REFORMATTER is None:
+        from av.video.reformatter import VideoReformatter
+
+        _REFORMATTER = VideoReformatter()
+    rgb = _REFORMATTER.reformat(frame, format="rgb24").to_ndarray()
     rotation = int(frame.rotation or 0)
     if rotation % 90:
         raise VideoError("unsupported_container", f"display rotation {rotation} degrees is not a multiple of 90")
@@ -86,6 +97,7 @@ class _Session:
     skip_nonref: bool
     seek_bytes: int
     _container: object = None
+    rotation: int = 0  # of the last frame delivered
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._container, stream = open_stream(self.uri)
@@ -104,6 +116,7 @@ class _Session:
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
             del self.wanted[pts]
+            self.rotation = int(frame.rotation or 0)
             pixels = display(frame)
             yield w, self.postprocess(pixels) if self.postprocess else pixels
 
@@ -254,24 +267,20 @@ def probe(uri: str) -> Probe:
         raise VideoError("too_few_frames", "no frames")
     starts = key_of(index)
     n = len(shown)
-    ends = dict(decode_frames_indexed(uri, index, [0, n - 1], starts))
+    session = _Session(uri, index, {shown[0]: 0, shown[n - 1]: n - 1}, None, True, 1 << 62)
+    ends = dict(session.run(decode_plan(index, [0, n - 1], starts)))
     if 0 not in ends:
         raise VideoError("decode_failed", "the first frame does not decode")
     if n - 1 not in ends:
         n = _decodable_count(uri, index, starts)
     first = ends[0]
     container, stream = open_stream(uri)
-    try:
-        claimed = int(stream.frames or 0)
-        pixel_format = stream.codec_context.format.name if stream.codec_context.format else ""
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        rotation = 0
-        for frame in container.decode(stream):
-            rotation = int(frame.rotation or 0)
-            break
-    finally:
-        container.close()
+    claimed = int(stream.frames or 0)
+    pixel_format = stream.codec_context.format.name if stream.codec_context.format else ""
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    container.close()
+    rotation = session.rotation
     base = shown[0]
     times = tuple(round(float((p - base) * index.time_base), 6) for p in shown[:n])
     return Probe(n, len(index.pts), claimed, times, first.shape[1], first.shape[0], fps, index.container, index.codec,
