@@ -26,7 +26,7 @@ from sources.video_decode import decode_frames, probe
 from uvd_pipeline.render import RenderSettings, decode_png, render_video
 
 ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov", "h264_444_odd.m4v",
-       "h264_vfr.mkv", "h264_rot90.mp4", "hevc.mp4", "vp9.webm", "vp8.webm", "mjpeg.avi", "mpeg4.avi",
+       "h264_vfr.mkv", "h264_rot90.mp4", "h264_rot270.mov", "hevc.mp4", "vp9.webm", "vp8.webm", "mjpeg.avi", "mpeg4.avi",
        "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
        "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4"]
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
@@ -127,13 +127,52 @@ def test_the_last_frames_of_a_short_clip_come_out_of_the_final_flush(zoo):
     assert [video_zoo.read_index(got[i]) for i in (14, 15)] == [14, 15]
 
 
-def test_rotation_is_applied_by_both_decoders(zoo):
+@pytest.mark.parametrize("name,turns", [("h264_rot90.mp4", 1), ("h264_rot270.mov", 3)])
+def test_rotation_is_applied_by_both_decoders(zoo, name: str, turns: int):
     for decoder in DECODERS:
-        (record,) = list(VideoSource("zoo", str(zoo["h264_rot90.mp4"].parent), strides=(3,), decoder=decoder)
-                         .read(str(zoo["h264_rot90.mp4"])))
+        (record,) = list(VideoSource("zoo", str(zoo[name].parent), strides=(2,), decoder=decoder)
+                         .read(str(zoo[name])))
         assert record.decoder == "pyav"  # decord is not trusted with display matrices
         (clip, frames), = list(clip_frames(record))
         assert frames.shape == (16, 64, 48, 3)  # display orientation: portrait
+        # turning the picture back by the display rotation shows the coded frame's index
+        assert [video_zoo.read_index(np.rot90(f, -turns)) for f in frames] == list(clip.frame_indices)
+
+
+def test_all_strides_of_a_video_come_from_one_decoding_job(zoo, monkeypatch):
+    jobs = []
+    real_run = budget.run
+
+    def counting(function, *args, **kwargs):
+        jobs.append(function)
+        return real_run(function, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "run", counting)
+    (record,) = list(VideoSource("zoo", str(zoo["h264_longgop.mkv"].parent), strides=(2, 3, 5, 7))
+                     .read(str(zoo["h264_longgop.mkv"])))
+    jobs.clear()
+    results = render_video(record, SETTINGS)
+    assert len(results) == len(record.clips) > 4 and {r.meta["stride"] for r in results} == {2, 3, 5, 7}
+    assert jobs == ["sources.video_decode:decode_frames"]
+
+
+def test_the_plan_decodes_only_the_stretches_wanted_frames_need(zoo):
+    """Key frames every 12 frames: frame 45 needs the stretch from the key frame at 36; frames
+    nobody wants after it and the GOPs in between are never sent to the decoder."""
+    from sources.video_decode import read_index
+    from sources.video_index import Stretch, decode_plan
+
+    index = read_index(str(zoo["h264_bframes.mp4"]))
+    keys = [i for i, k in enumerate(index.keyframe) if k]
+    assert keys == list(range(0, 90, 12))
+    plan = decode_plan(index, [0, 45])
+    assert [(s.first, s.trusted_from is None) for s in plan] == [(0, True), (36, False)]
+    assert plan[1].last < 48 and plan[0].last < 12
+    assert sum(s.last - s.first + 1 for s in plan) < 20
+    dense = decode_plan(index, list(range(0, 90, 5)))  # wanted frames in every GOP
+    assert all(s.first in keys for s in dense) and dense[0].first == 0
+    assert 60 < sum(s.last - s.first + 1 for s in dense) < 90  # only each GOP's tail is left out
+    assert decode_plan(index, list(range(90))) == [Stretch(0, 89, None)]  # everything: one pass
 
 
 def test_decord_is_refused_where_it_is_not_exact(zoo):

@@ -107,6 +107,7 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
         "h264_vfr.mkv": lambda p: encode(p, 70, "libx264", options={**X264, "g": "15"}, time_base=Fraction(1, 1000),
                                         pts=lambda i: i * 40 + (i * i) % 37 + (i // 10) * 25),
         "h264_rot90.mp4": lambda p: encode(p, 60, "libx264", options={**X264, "g": "20"}, rotation=90),
+        "h264_rot270.mov": lambda p: encode(p, 40, "libx264", options={**X264, "g": "20"}, rotation=-90),
         "hevc.mp4": lambda p: encode(p, 100, "libx265", options={"preset": "ultrafast", "x265-params":
                                                                   "keyint=40:log-level=error"}),
         "vp9.webm": lambda p: encode(p, 60, "libvpx-vp9", options={"deadline": "good", "cpu-used": "8", "g": "20"}),
