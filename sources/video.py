@@ -245,8 +245,8 @@ class VideoSource:
         }
         if info.rotation:
             lineage["rotation"] = info.rotation
-        if info.hidden:
-            lineage["frames_hidden_by_edit_list"] = info.hidden
+        if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP
+            lineage["frames_hidden"] = info.hidden
         if probe.note:
             lineage["decoder_note"] = probe.note
         clips = tuple(

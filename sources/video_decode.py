@@ -250,7 +250,7 @@ class Probe:
     container: str
     codec: str
     keyframes: int
-    hidden: int  # frames an edit list hides
+    hidden: int  # packets decoded but never shown (edit list; before the first key frame)
     rotation: int
     pixel_format: str
 
@@ -347,7 +347,7 @@ def decord_exact(probe: Probe) -> str | None:
     if probe.pixel_format not in DECORD_PIXEL_FORMATS:
         return f"pixel format {probe.pixel_format}"
     if probe.hidden:
-        return "edit list"
+        return "edit list or a stream cut mid-GOP"
     if probe.rotation:
         return "display rotation"
     if probe.packets != probe.n_frames or probe.claimed not in (0, probe.n_frames):

@@ -2,8 +2,8 @@
 
 "Frame i" is the i-th frame a player shows: packets that an edit list hides (the pre-roll of a
 cut that starts between key frames, flagged *discard* by the demuxer) still have to be decoded
-as references but are not counted, and the order is presentation order (time stamps), not
-decode order. Every packet must carry a unique time stamp so a decoded frame can be named; a
+as references but are not counted, nor are frames before the first key frame of a stream cut
+mid-GOP; the order is presentation order (time stamps), not decode order. Every packet must carry a unique time stamp so a decoded frame can be named; a
 file where they do not is refused rather than guessed at.
 """
 
@@ -78,6 +78,12 @@ def build_index(container, stream) -> VideoIndex:
                                f"{fmt}/{codec}: packets share time stamps, so frames cannot be told apart")
     if pts and not any(keyframe):
         raise UnsupportedVideo("unsupported_container", f"{fmt}/{codec}: no key frame in the stream")
+    if pts:
+        # a stream cut mid-GOP (captured MPEG-TS, say) starts with frames whose references are
+        # gone: decoders drop them and players start at the first key frame, so they are hidden
+        # too, like the leading frames of an open GOP that key frame begins
+        first = keyframe.index(True)
+        discard = [d or i < first or p < pts[first] for i, (d, p) in enumerate(zip(discard, pts))]
     return VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
                       clean, fmt, codec)
 

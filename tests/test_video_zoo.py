@@ -28,7 +28,7 @@ from uvd_pipeline.render import RenderSettings, decode_png, render_video
 ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov", "h264_444_odd.m4v",
        "h264_vfr.mkv", "h264_rot90.mp4", "h264_rot270.mov", "hevc.mp4", "vp9.webm", "vp8.webm", "mjpeg.avi", "mpeg4.avi",
        "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
-       "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4"]
+       "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg"]
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 STRIDES = (1, 3, 10, 20, 30)
 SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
@@ -115,10 +115,19 @@ def test_edit_list_count_and_lineage(zoo, shown):
     (record,) = list(source.read(str(zoo["editlist.mp4"])))
     lineage = record.clips[0].lineage
     assert record.n_frames == len(shown["editlist.mp4"]) == 77  # 3 s at 25 fps shown (+ the cut's edge)
-    assert lineage["packets"] == 92 and lineage["frames_hidden_by_edit_list"] == 15
+    assert lineage["packets"] == 92 and lineage["frames_hidden"] == 15
     assert video_zoo.read_index(shown["editlist.mp4"][0]) == 65  # the cut starts at 2.6 s
     for clip in record.clips:  # 25 fps: frame i is shown at i / 25 s after the first
         assert clip.frame_times == tuple(round(i / 25, 6) for i in clip.frame_indices)
+
+
+@pytest.mark.parametrize("name,first", [("x264_headcut.ts", 45), ("mpeg2_headcut.mpg", 45)])
+def test_a_stream_cut_mid_gop_starts_at_its_first_key_frame(zoo, shown, name: str, first: int):
+    (record,) = list(VideoSource("zoo", str(zoo[name].parent), strides=(1,)).read(str(zoo[name])))
+    assert record.n_frames == len(shown[name])
+    assert record.clips[0].lineage["frames_hidden"] > 0
+    (clip, frames), *_ = list(clip_frames(record))
+    assert video_zoo.read_index(frames[0]) == first == video_zoo.read_index(shown[name][0])
 
 
 def test_the_last_frames_of_a_short_clip_come_out_of_the_final_flush(zoo):

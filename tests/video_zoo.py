@@ -126,6 +126,8 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
         "mpeg2_gop15.mpeg": lambda p: _from_cli(root, p, ["-c:v", "mpeg2video", "-g", "15", "-bf", "2", "-q:v", "4",
                                                           "-f", "mpeg"], n=60),
         "editlist.mp4": lambda p: _edit_list(root, p),
+        "x264_headcut.ts": lambda p: _head_cut(build_zoo(root, ["x264_gop25.ts"])["x264_gop25.ts"], p, 188),
+        "mpeg2_headcut.mpg": lambda p: _head_cut(build_zoo(root, ["mpeg2_gop15.mpg"])["mpeg2_gop15.mpg"], p, 2048),
         "theora.ogv": lambda p: _from_cli(root, p, ["-c:v", "libtheora", "-g", "12", "-q:v", "7"], n=50),
     }
     wanted = list(names) if names is not None else list(makers) + list(cli)
@@ -136,6 +138,14 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
             (makers.get(name) or cli[name])(path)
         paths[name] = path
     return paths
+
+
+def _head_cut(src: Path, dst: Path, unit: int) -> Path:
+    """The file without its first 30% (whole 188-byte TS / 2048-byte PS packs): a capture that
+    starts mid-GOP."""
+    data = src.read_bytes()
+    dst.write_bytes(data[(len(data) * 3 // 10) // unit * unit:])
+    return dst
 
 
 def _source(root: Path, n: int) -> Path:
