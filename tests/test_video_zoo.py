@@ -28,7 +28,8 @@ from uvd_pipeline.render import RenderSettings, decode_png, render_video
 ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov", "h264_444_odd.m4v",
        "h264_vfr.mkv", "h264_rot90.mp4", "h264_rot270.mov", "hevc.mp4", "vp9.webm", "vp8.webm", "mjpeg.avi", "mpeg4.avi",
        "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
-       "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg"]
+       "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg",
+       "mpeg2_elementary.mpg"]
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 STRIDES = (1, 3, 10, 20, 30)
 SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
@@ -232,6 +233,16 @@ def test_decord_on_mpeg_ts_gives_rejects_never_wrong_frames(zoo):
                            for r in rejects)
     after = render_video(record, SETTINGS)
     assert all(not isinstance(r, Reject) for r in after) and len(after) == len(record.clips) == 18
+def test_frames_without_time_stamps_are_refused_with_the_reason(tmp_path):
+    """A raw H.264 stream named .ts: nothing ties a decoded frame to its place, so no guessing."""
+    video_zoo.require_ffmpeg()
+    (path,) = video_zoo.build_zoo(tmp_path, ["h264_elementary.ts"]).values()
+    (reject,) = list(VideoSource("zoo", str(tmp_path)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "unsupported_container"
+    assert reject.detail == ("h264/h264: 40 of 40 packets carry no time stamp, so decoded frames cannot be "
+                             "matched to their place")
+
+
 def test_probe_timeout_is_a_plan_reject(zoo):
     source = VideoSource("zoo", str(zoo["x264_default.ts"].parent), limits=Budget(time_s=0.001))
     (reject,) = list(source.read(str(zoo["x264_default.ts"])))
