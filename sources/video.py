@@ -243,8 +243,9 @@ class VideoSource:
             "width": info.width,
             "height": info.height,
         }
-        if info.rotation:
+        if info.rotation or info.mirrored:  # applied: frames are stored as players show them
             lineage["rotation"] = info.rotation
+            lineage["mirrored"] = info.mirrored
         if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP
             lineage["frames_hidden"] = info.hidden
         if probe.note:

@@ -67,10 +67,29 @@ def read_index(uri: str) -> VideoIndex:
 
 
 _REFORMATTER = None
+# the display matrix's 2x2 part (signs of a, b, c, d) -> (quarter turns counterclockwise, mirror
+# first), as the ffmpeg CLI shows such frames (checked by tests/test_video_zoo.py)
+_ORIENTATIONS = {
+    (1, 0, 0, 1): (0, False), (0, 1, -1, 0): (3, False), (-1, 0, 0, -1): (2, False), (0, -1, 1, 0): (1, False),
+    (-1, 0, 0, 1): (0, True), (1, 0, 0, -1): (2, True), (0, 1, 1, 0): (1, True), (0, -1, -1, 0): (3, True),
+}
+
+
+def orientation(frame) -> tuple[int, bool]:
+    """(quarter turns, mirrored) that take a decoded frame to what a player shows."""
+    matrix = frame.side_data.get("DISPLAYMATRIX")
+    if matrix is None:
+        return 0, False
+    m = np.frombuffer(bytes(matrix), dtype="<i4")
+    key = tuple(int(np.sign(v)) for v in (m[0], m[1], m[3], m[4]))
+    if key not in _ORIENTATIONS:
+        raise VideoError("unsupported_container", f"display matrix {m[:2].tolist() + m[3:5].tolist()} is not a "
+                         "quarter turn or mirror")
+    return _ORIENTATIONS[key]
 
 
 def display(frame) -> np.ndarray:
-    """RGB pixels as a player shows them: the display matrix's rotation applied.
+    """RGB pixels as a player shows them: the display matrix's rotation and mirroring applied.
 
     One reformatter serves every frame: it keeps its scaler context between frames of the same
     shape, where `frame.to_ndarray(format=...)` sets one up per frame (most of its cost)."""
@@ -80,10 +99,10 @@ def display(frame) -> np.ndarray:
 
         _REFORMATTER = VideoReformatter()
     rgb = _REFORMATTER.reformat(frame, format="rgb24").to_ndarray()
-    rotation = int(frame.rotation or 0)
-    if rotation % 90:
-        raise VideoError("unsupported_container", f"display rotation {rotation} degrees is not a multiple of 90")
-    return np.ascontiguousarray(np.rot90(rgb, (rotation // 90) % 4)) if rotation % 360 else rgb
+    turns, mirrored = orientation(frame)
+    if mirrored:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns or mirrored else rgb
 
 
 @dataclass
@@ -97,7 +116,7 @@ class _Session:
     skip_nonref: bool
     seek_bytes: int
     _container: object = None
-    rotation: int = 0  # of the last frame delivered
+    orientation: tuple[int, bool] = (0, False)  # of the last frame delivered
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._container, stream = open_stream(self.uri)
@@ -116,7 +135,7 @@ class _Session:
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
             del self.wanted[pts]
-            self.rotation = int(frame.rotation or 0)
+            self.orientation = orientation(frame)
             pixels = display(frame)
             yield w, self.postprocess(pixels) if self.postprocess else pixels
 
@@ -251,7 +270,8 @@ class Probe:
     codec: str
     keyframes: int
     hidden: int  # packets decoded but never shown (edit list; before the first key frame)
-    rotation: int
+    rotation: int  # degrees counterclockwise applied to show the frame
+    mirrored: bool  # mirrored left-right before the rotation
     pixel_format: str
 
 
@@ -280,11 +300,11 @@ def probe(uri: str) -> Probe:
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 0.0
     container.close()
-    rotation = session.rotation
+    turns, mirrored = session.orientation
     base = shown[0]
     times = tuple(round(float((p - base) * index.time_base), 6) for p in shown[:n])
     return Probe(n, len(index.pts), claimed, times, first.shape[1], first.shape[0], fps, index.container, index.codec,
-                 sum(index.keyframe), sum(index.discard), rotation, pixel_format)
+                 sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int]):
@@ -348,7 +368,7 @@ def decord_exact(probe: Probe) -> str | None:
         return f"pixel format {probe.pixel_format}"
     if probe.hidden:
         return "edit list or a stream cut mid-GOP"
-    if probe.rotation:
+    if probe.rotation or probe.mirrored:
         return "display rotation"
     if probe.packets != probe.n_frames or probe.claimed not in (0, probe.n_frames):
         return "cut file"

@@ -63,7 +63,8 @@ def ffmpeg(*args: str) -> None:
 
 def encode(path: Path, n: int, codec: str, rate: int = 25, pix_fmt: str = "yuv420p", options=None,
            size: tuple[int, int] = (W, H), pts: Callable[[int], int] | None = None,
-           time_base: Fraction | None = None, rotation: int = 0, first: int = 0) -> Path:
+           time_base: Fraction | None = None, rotation: int = 0, first: int = 0,
+           matrix: Sequence[int] | None = None) -> Path:
     """Frames first..first+n-1 of the pattern, written by PyAV."""
     import av
 
@@ -74,6 +75,9 @@ def encode(path: Path, n: int, codec: str, rate: int = 25, pix_fmt: str = "yuv42
             stream.codec_context.time_base = time_base
         if rotation:
             stream.set_display_rotation(rotation)
+        if matrix is not None:  # the 2x2 part (a, b, c, d) of a display matrix, in units of 1.0
+            a, b, c, d = (v << 16 for v in matrix)
+            stream.set_display_matrix([a, b, 0, c, d, 0, 0, 0, 1 << 30])
         for i in range(n):
             frame = av.VideoFrame.from_ndarray(pattern(first + i, *size), format="rgb24")
             if pts is not None:
@@ -108,6 +112,8 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
                                         pts=lambda i: i * 40 + (i * i) % 37 + (i // 10) * 25),
         "h264_rot90.mp4": lambda p: encode(p, 60, "libx264", options={**X264, "g": "20"}, rotation=90),
         "h264_rot270.mov": lambda p: encode(p, 40, "libx264", options={**X264, "g": "20"}, rotation=-90),
+        "h264_mirror.mp4": lambda p: encode(p, 40, "libx264", options={**X264, "g": "20"}, matrix=(-1, 0, 0, 1)),
+        "h264_transpose.mov": lambda p: encode(p, 40, "libx264", options={**X264, "g": "20"}, matrix=(0, 1, 1, 0)),
         "hevc.mp4": lambda p: encode(p, 100, "libx265", options={"preset": "ultrafast", "x265-params":
                                                                   "keyint=40:log-level=error"}),
         "vp9.webm": lambda p: encode(p, 60, "libvpx-vp9", options={"deadline": "good", "cpu-used": "8", "g": "20"}),
@@ -177,18 +183,14 @@ def _edit_list(root: Path, out: Path) -> Path:
 def sequential(path: Path) -> list[np.ndarray]:
     """Every frame a player shows, in order, by the ffmpeg CLI (edit lists and rotation applied,
     no frame dropped or repeated): the independent reference."""
-    import json
+    import re
 
-    info = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                           "stream=width,height:stream_side_data=rotation", "-of", "json", str(path)],
-                          capture_output=True, text=True, check=True)
-    stream = json.loads(info.stdout)["streams"][0]
-    w, h = stream["width"], stream["height"]
-    rotation = next((int(s["rotation"]) for s in stream.get("side_data_list", []) if "rotation" in s), 0)
-    if rotation % 180:
-        w, h = h, w
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vsync", "passthrough",
                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+    log = subprocess.run(["ffmpeg", "-v", "info", "-i", str(path), "-map", "0:v:0", "-frames:v", "1",
+                          "-f", "null", "-"], capture_output=True, text=True).stderr
+    # the size of the frames it writes: the output stream line, after rotation
+    w, h = map(int, re.findall(r"Stream #0:0.*?: Video: .*?, (\d+)x(\d+)", log.split("Output #0")[1])[0])
     data = np.frombuffer(raw.stdout, np.uint8)
     n = len(data) // (w * h * 3)
     return list(data[: n * w * h * 3].reshape(n, h, w, 3))
