@@ -72,6 +72,7 @@ class _Worker:
         self.process = subprocess.Popen([sys.executable, "-m", "sources.budget"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, env=env, close_fds=True)
         self.out_fd = self.process.stdout.fileno()  # type: ignore[union-attr]
+        self.owner = os.getpid()
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -127,11 +128,15 @@ _LOCAL = threading.local()
 _ALL: list[_Worker] = []
 
 
-def _worker() -> _Worker:
-    worker = getattr(_LOCAL, "worker", None)
-    if worker is None or not worker.alive():
-        worker = _Worker()
-        _LOCAL.worker = worker
+def _worker(pool: str) -> _Worker:
+    """This thread's worker of `pool` (jobs that load conflicting native libraries use different
+    pools), started when missing, dead, or inherited from another process by a fork."""
+    workers = getattr(_LOCAL, "workers", None)
+    if workers is None:
+        workers = _LOCAL.workers = {}
+    worker = workers.get(pool)
+    if worker is None or worker.owner != os.getpid() or not worker.alive():
+        worker = workers[pool] = _Worker()
         _ALL.append(worker)
     return worker
 
@@ -139,19 +144,21 @@ def _worker() -> _Worker:
 @atexit.register
 def _stop_all() -> None:
     for worker in _ALL:
+        if worker.owner != os.getpid():
+            continue  # a forked child leaves its parent's workers alone
         try:
             worker.kill()
         except Exception:
             pass
 
 
-def run(function: str, *args: Any, budget: Budget = Budget(), **kwargs: Any) -> Iterator[Any]:
+def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", **kwargs: Any) -> Iterator[Any]:
     """Call `function` ("module:name") in the worker; yield its result (or each item it generates).
 
     Raises BudgetExceeded (the worker is killed) or JobError (the job raised; the worker lives on).
     Stopping the iteration early kills the worker, whose job may still be running.
     """
-    worker = _worker()
+    worker = _worker(pool)
     spent = [0.0]
     finished = False
     try:
@@ -174,9 +181,9 @@ def run(function: str, *args: Any, budget: Budget = Budget(), **kwargs: Any) -> 
             worker.kill()
 
 
-def call(function: str, *args: Any, budget: Budget = Budget(), **kwargs: Any) -> Any:
+def call(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", **kwargs: Any) -> Any:
     """`run` for a job that returns one value."""
-    (value,) = list(run(function, *args, budget=budget, **kwargs))
+    (value,) = list(run(function, *args, budget=budget, pool=pool, **kwargs))
     return value
 
 

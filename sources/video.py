@@ -79,11 +79,12 @@ def plan_clips(
 
 # -- probing and decoding, each a budgeted job in the worker process ------------------------
 def decord_available() -> bool:
-    try:
-        import decord  # noqa: F401
-    except Exception:
-        return False
-    return True
+    """Whether decord is installed, without importing it here: decord's bundled libraries break
+    OpenCV's PNG decoding ("libpng error: bad parameters to zlib") in any process that loads it,
+    so it is only ever imported inside its own worker process."""
+    import importlib.util
+
+    return importlib.util.find_spec("decord") is not None
 
 
 def _job_error(exc: BudgetExceeded | JobError) -> VideoError:
@@ -159,7 +160,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     failure: VideoError | None = None
     with _worker_uri(record.uri) as uri:
         job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
-                         budget=record.limits)
+                         budget=record.limits, pool=record.decoder)  # decord's libraries stay in its own process
         try:
             for i, pixels in job:
                 frames[i] = pixels

@@ -196,6 +196,21 @@ def test_the_plan_decodes_only_the_stretches_wanted_frames_need(zoo):
     assert decode_plan(index, list(range(90))) == [Stretch(0, 89, None)]  # everything: one pass
 
 
+def test_decord_never_loads_in_the_build_process(zoo):
+    """decord's bundled libraries break OpenCV's PNG decoding in a process that loads them (the
+    tokenize stage decodes the rendered PNGs): decord runs in its own worker process only."""
+    import sys
+
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    (record,) = list(VideoSource("zoo", str(zoo["h264_bframes.mp4"].parent), strides=(5,), decoder="decord")
+                     .read(str(zoo["h264_bframes.mp4"])))
+    assert record.decoder == "decord"
+    sentences = render_video(record, SETTINGS)
+    assert "decord" not in sys.modules
+    assert all(decode_png(image).shape == (64, 64, 3) for s in sentences for image in s.images)
+
+
 def test_decord_is_refused_where_it_is_not_exact(zoo):
     if not decord_available():
         pytest.skip("decord is not installed")
