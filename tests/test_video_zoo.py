@@ -19,7 +19,7 @@ import pytest
 import video_zoo
 
 from sources import budget
-from sources.budget import Budget, BudgetExceeded
+from sources.budget import Budget
 from sources.records import Reject, VideoRecord
 from sources.video import VIDEO_EXTENSIONS, VideoSource, clip_frames, decord_available
 from sources.video_decode import decode_frames, probe

@@ -86,7 +86,8 @@ class VideoSourceConfig(SourceBase):
         "auto", description="auto/pyav: PyAV, frame-exact in every accepted container; decord: used where it is "
         "frame-exact too (the rest falls back to PyAV, noted in the lineage)")
     time_budget_s: float = Field(600.0, gt=0, le=86_400, description="seconds one video's probe or decode may "
-                                 "take before its decoder is killed and its clips become `decode_timeout` rejects")
+                                 "take before its decoder is killed and its clips become `decode_timeout` rejects "
+                                 "(ample for clips of minutes; raise it for hour-long high-resolution videos)")
     memory_budget_mb: int = Field(4096, ge=256, le=1_048_576, description="resident memory of one video's decoding "
                                   "process before it is killed (`decode_memory` rejects)")
 
