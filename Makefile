@@ -15,7 +15,7 @@ TOKENIZER_DIR ?= tokenizer/weights/uvd-tiny
 # natural-image sources of the sample build: what the embedded tokenizer is trained on
 TOKENIZER_SOURCES := laion_sample imagenet_sample video_sample co3d_sample objaverse_sample
 
-.PHONY: build-uvd test test-fast bench sample report env clean tokenizer browser
+.PHONY: build-uvd test test-fast bench sample report env clean tokenizer browser ffmpeg
 
 env: $(STAMP)
 
@@ -36,15 +36,22 @@ build-uvd: sample
 	$(PY) -m trainer.demo $(BUILD_DIR) --steps 300 --seq-len 1024 --batch-size 2
 	$(PY) -m uvd_pipeline report $(BUILD_DIR)
 
-# The report test loads report.html in headless Chromium (Debian's `chromium` package), installed
-# here when missing; UVD_REQUIRE_BROWSER makes that test fail rather than skip without it.
-test: $(STAMP) browser
-	UVD_REQUIRE_BROWSER=1 $(PY) -m pytest -m "slow or not slow" -q
+# The report test loads report.html in headless Chromium (Debian's `chromium` package), and the
+# video zoo tests write MPEG-TS/PS, edit-list and Theora clips with the ffmpeg CLI (Debian's
+# `ffmpeg`), both installed here when missing; UVD_REQUIRE_BROWSER / UVD_REQUIRE_FFMPEG make those
+# tests fail rather than skip without them.
+test: $(STAMP) browser ffmpeg
+	UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 $(PY) -m pytest -m "slow or not slow" -q
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+ffmpeg:
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; }
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from sources.budget import Budget
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -72,6 +74,29 @@ class VideoClipRecord:
     start: int
     decoder: str  # "decord" or "pyav", fixed at planning so renders are reproducible
     lineage: dict[str, Any] = field(default_factory=dict)
+    frame_times: tuple[float, ...] = ()  # presentation time of each frame, seconds from the first
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """Every planned sentence of one video, rendered together so the file is read once."""
+
+    key: str  # the video key
+    source: str
+    group: str
+    uri: str
+    clips: tuple[VideoClipRecord, ...]
+    decoder: str
+    n_frames: int  # presented frames when planned: a file that has changed since is refused
+    limits: Budget = Budget()  # the source's time and memory budget for decoding this video
+
+    def without(self, keys: set[str]) -> "VideoRecord | None":
+        """The same video without the clips in `keys` (already committed), or None if none is left."""
+        clips = tuple(c for c in self.clips if c.key not in keys)
+        if not clips:
+            return None
+        return VideoRecord(self.key, self.source, self.group, self.uri, clips, self.decoder, self.n_frames,
+                           self.limits)
 
 
 @dataclass(frozen=True)
@@ -169,5 +194,5 @@ def clean_detail(text: str) -> str:
     return text
 
 
-SourceItem = Union[ImageRecord, VideoClipRecord, PairRecord, TupleRecord, MultiViewRecord,
+SourceItem = Union[ImageRecord, VideoClipRecord, VideoRecord, PairRecord, TupleRecord, MultiViewRecord,
                    AnnotatedClipRecord, Reject]

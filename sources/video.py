@@ -1,42 +1,42 @@
-"""Video clips as 16-frame sentences at fixed strides.
+"""Video clips as 16-frame sentences at fixed strides, every frame the one a player shows.
 
-Planning (here, at read time) opens each file once, finds its *real* frame count and which
-decoder can read it, and yields one `VideoClipRecord` per (clip, stride, start). Decoding the
-chosen frames happens later in the render stage, by seeking, never by decoding the whole clip.
+Planning (here, at read time) probes each file once: it counts the frames a player presents
+(edit lists applied, presentation order; see `sources.video_index`), checks that the first and
+the last of them decode, and yields one `VideoRecord` holding every (stride, start) sentence of
+the file. Rendering decodes what all those sentences need in one read of the file
+(`sources.video_decode`), so a clip is never decoded once per stride.
+
+Every decoding job runs in a killable worker process under the source's time and memory budget
+(`sources.budget`): a decoder stuck in C code or eating memory costs that video a reject
+(`decode_timeout`, `decode_memory`), never the build.
 
 The paper's rule: 16 frames at stride s span 15*s + 1 frames. A clip too short for s samples at
 the reduced stride (T - 1) // 15 instead; a clip with fewer than 16 decodable frames is rejected,
 never padded. Strides that reduce to the same value give one sentence, not duplicates.
-
-Real frame counts: container metadata is often wrong (webm and mkv carry none, truncated files
-claim frames they lost). We count demuxed packets (cheap: no decoding) and then confirm that
-the last frame actually decodes, searching back by bisection when it does not.
 """
 
 from __future__ import annotations
 
-import bisect
+import contextlib
 import logging
-from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from sources import fsio
-from sources.records import Reject, SourceItem, VideoClipRecord, safe_key
+from sources import budget, fsio
+from sources.budget import Budget, BudgetExceeded, JobError
+from sources.records import Reject, SourceItem, VideoClipRecord, VideoRecord, safe_key
+from sources.video_decode import Probe, VideoError, decord_exact
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".ogv")
 DecoderChoice = Literal["auto", "decord", "pyav"]
 PAPER_STRIDES = (10, 20, 30)
-
-
-class VideoError(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+__all__ = ["VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]
 
 
 # -- planning (pure) -----------------------------------------------------------------------
@@ -77,217 +77,121 @@ def plan_clips(
     return sorted(plans.values(), key=lambda p: (p.stride, p.start))
 
 
-# -- decoders ------------------------------------------------------------------------------
+# -- probing and decoding, each a budgeted job in the worker process ------------------------
 def decord_available() -> bool:
+    """Whether decord is installed, without importing it here: decord's bundled libraries break
+    OpenCV's PNG decoding ("libpng error: bad parameters to zlib") in any process that loads it,
+    so it is only ever imported inside its own worker process."""
+    import importlib.util
+
+    return importlib.util.find_spec("decord") is not None
+
+
+def _job_error(exc: BudgetExceeded | JobError) -> VideoError:
+    if isinstance(exc, BudgetExceeded):
+        return VideoError(exc.reason, exc.detail)
+    return VideoError(exc.reason or "decode_failed", exc.detail or f"{exc.kind}: {exc.message}"[:200])
+
+
+PROCESS_LOCAL = ("memory",)  # fsspec filesystems the worker process cannot see
+
+
+@contextlib.contextmanager
+def _worker_uri(uri: str) -> Iterator[str]:
+    """`uri` as the worker process can open it: a file on a process-local filesystem (fsspec's
+    memory://) is copied to a temporary file for the job; every other URL is passed through."""
+    fs, _ = fsio.filesystem(uri)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if not set(protocols) & set(PROCESS_LOCAL):
+        yield uri
+        return
+    handle, path = tempfile.mkstemp(suffix=os.path.splitext(uri)[1])
     try:
-        import decord  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def _quiet_ffmpeg() -> None:
-    """FFmpeg prints every demux error of a broken file; we turn those into reject reasons."""
-    import av.logging
-
-    av.logging.set_level(av.logging.FATAL)
-    if decord_available():
-        import decord
-
-        decord.logging.set_level(decord.logging.QUIET)
-
-
-def _open_target(uri: str):
-    """A local path when possible (fast seeks), else an open fsspec file object."""
-    return fsio.local_path(uri) or fsio.open_file(uri)
-
-
-class PyAVReader:
-    """Frame-accurate random access with PyAV: seek to the key frame before a target, decode forward."""
-
-    def __init__(self, uri: str) -> None:
-        import av
-
-        _quiet_ffmpeg()
-        try:
-            self._container = av.open(_open_target(uri))
-        except Exception as exc:
-            raise VideoError("unreadable", f"{type(exc).__name__}: {exc}"[:200]) from None
-        if not self._container.streams.video:
-            self._container.close()
-            raise VideoError("no_video_stream")
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "NONE"
-        self.metadata_frames = int(self._stream.frames or 0)
-        self._pts, self._keyframes = self._index()
-
-    def _index(self) -> tuple[list[int], list[int]]:
-        """Presentation timestamps of every packet (sorted) and of key frames, by demuxing only."""
-        pts: list[int] = []
-        keys: list[int] = []
-        try:
-            for packet in self._container.demux(self._stream):
-                if packet.size == 0 or packet.pts is None:
-                    continue
-                pts.append(packet.pts)
-                if packet.is_keyframe:
-                    keys.append(packet.pts)
-        except Exception as exc:  # truncated files end the index early, which is what we want
-            log.debug("demux stopped early: %s", exc)
-        pts.sort()
-        keys.sort()
-        return pts, keys
-
-    def __len__(self) -> int:
-        return len(self._pts)
-
-    @property
-    def fps(self) -> float:
-        rate = self._stream.average_rate or self._stream.guessed_rate
-        return float(rate) if rate else 0.0
-
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        targets = [self._pts[i] for i in indices]
-        wanted = set(targets)
-        found: dict[int, np.ndarray] = {}
-        position: int | None = None
-        for target in sorted(wanted):
-            if target in found:
-                continue
-            k = bisect.bisect_right(self._keyframes, target) - 1
-            keyframe = self._keyframes[k] if k >= 0 else (self._pts[0] if self._pts else 0)
-            if position is None or not (keyframe <= position < target):
-                self._container.seek(keyframe, stream=self._stream, backward=True, any_frame=False)
-            position = self._decode_until(target, wanted, found)
-        missing = [i for i, t in zip(indices, targets) if t not in found]
-        if missing:
-            raise VideoError("decode_failed", f"frames {missing[:4]} did not decode")
-        return np.stack([found[t] for t in targets])
-
-    def _decode_until(self, target: int, wanted: set[int], found: dict[int, np.ndarray]) -> int | None:
-        last: int | None = None
-        try:
-            for packet in self._container.demux(self._stream):
-                for frame in packet.decode():
-                    if frame.pts is None:
-                        continue
-                    last = frame.pts
-                    if frame.pts in wanted and frame.pts not in found:
-                        found[frame.pts] = frame.to_ndarray(format="rgb24")
-                    if frame.pts >= target:
-                        return last
-        except Exception as exc:
-            log.debug("decode stopped: %s", exc)
-        return last
-
-    def close(self) -> None:
-        self._container.close()
-
-
-class DecordReader:
-    def __init__(self, uri: str) -> None:
-        import decord
-
-        _quiet_ffmpeg()
-        try:
-            self._reader = decord.VideoReader(_open_target(uri), ctx=decord.cpu(0), num_threads=1)
-        except Exception as exc:
-            raise VideoError("unreadable", f"{type(exc).__name__}: {exc}"[:200]) from None
-        self.metadata_frames = len(self._reader)
-
-    def __len__(self) -> int:
-        return len(self._reader)
-
-    @property
-    def fps(self) -> float:
-        return float(self._reader.get_avg_fps())
-
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        try:
-            frames = self._reader.get_batch(list(indices)).asnumpy()
-        except Exception as exc:
-            raise VideoError("decode_failed", f"{type(exc).__name__}: {exc}"[:200]) from None
-        if frames.shape[0] != len(indices):
-            raise VideoError("decode_failed", f"got {frames.shape[0]} of {len(indices)} frames")
-        return frames
-
-    def close(self) -> None:
-        del self._reader
-
-
-def open_reader(uri: str, decoder: str) -> PyAVReader | DecordReader:
-    if decoder == "decord":
-        return DecordReader(uri)
-    if decoder == "pyav":
-        return PyAVReader(uri)
-    raise ValueError(f"unknown decoder {decoder!r}; allowed: decord, pyav")
-
-
-def _decodes(reader: PyAVReader | DecordReader, index: int) -> bool:
-    try:
-        reader.get_frames([index])
-    except VideoError:
-        return False
-    return True
-
-
-def decodable_frame_count(reader: PyAVReader | DecordReader, upper: int) -> int:
-    """The real number of decodable frames, given an upper bound from the demuxer.
-
-    Checks the last frame; when it fails, bisects for the last decodable one (O(log n) seeks).
-    """
-    if upper <= 0:
-        return 0
-    if _decodes(reader, upper - 1):
-        return upper
-    lo, hi = 0, upper - 1  # frame lo-1 known good (or none), frame hi known bad
-    if not _decodes(reader, 0):
-        return 0
-    lo = 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _decodes(reader, mid):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+        with os.fdopen(handle, "wb") as out:
+            out.write(fsio.read_bytes(uri))
+        yield path
+    finally:
+        os.unlink(path)
 
 
 @dataclass(frozen=True)
 class VideoProbe:
-    decoder: str
-    n_frames: int  # decodable frames, what plans are made against
-    metadata_frames: int  # what the container claimed
+    decoder: str  # who decodes this file: "pyav", or "decord" where it is exact
+    n_frames: int  # presented frames that decode, what plans are made against
+    metadata_frames: int  # what the container claims (0: nothing; wrong for cut files)
     fps: float
+    info: Probe
+    note: str = ""  # why the requested decoder was not used
 
 
-def probe_video(uri: str, decoder: DecoderChoice = "auto") -> VideoProbe:
-    """Choose a decoder that reads `uri` and count its real frames."""
-    choices = [decoder] if decoder != "auto" else (["decord", "pyav"] if decord_available() else ["pyav"])
-    last_error = VideoError("unreadable")
-    for choice in choices:
+def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budget()) -> VideoProbe:
+    """Count the presented frames of `uri` and choose who decodes it. Raises VideoError."""
+    try:
+        with _worker_uri(uri) as local:
+            info: Probe = budget.call("sources.video_decode:probe", local, budget=limits)
+    except (BudgetExceeded, JobError) as exc:
+        raise _job_error(exc) from None
+    chosen, note = "pyav", ""
+    if decoder == "decord":
+        why = decord_exact(info) if decord_available() else "decord is not installed"
+        if why is None:
+            chosen = "decord"
+        else:
+            note = f"decord is not frame-exact here ({why}): PyAV decodes"
+    return VideoProbe(chosen, info.n_frames, info.claimed, info.fps, info, note)
+
+
+def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndarray] | None = None
+                ) -> Iterator[tuple[VideoClipRecord, np.ndarray | VideoError]]:
+    """Each clip of `record` with its frames (N, H, W, 3) uint8 RGB, or the error that lost them.
+
+    One decoding job reads every frame any clip needs; a clip is yielded as soon as its frames
+    are in, and a frame is dropped once no pending clip needs it (memory stays near a few clips).
+    `postprocess` (picklable) runs on each frame inside the worker, e.g. the resize to the canvas.
+    """
+    users: dict[int, list[int]] = {}
+    for c, clip in enumerate(record.clips):
+        for i in clip.frame_indices:
+            users.setdefault(i, []).append(c)
+    missing = [len(set(clip.frame_indices)) for clip in record.clips]
+    frames: dict[int, np.ndarray] = {}
+    done = [False] * len(record.clips)
+    job_name = "decord_frames" if record.decoder == "decord" else "decode_frames"
+    failure: VideoError | None = None
+    with _worker_uri(record.uri) as uri:
+        job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
+                         budget=record.limits, pool=record.decoder)  # decord's libraries stay in its own process
         try:
-            reader = open_reader(uri, choice)
-        except VideoError as exc:
-            last_error = exc
-            continue
-        try:
-            pyav_count = None
-            if choice == "decord":
-                # decord's length can come from container metadata; confirm it by demuxing.
-                counter = PyAVReader(uri)
-                pyav_count = len(counter)
-                counter.close()
-            upper = len(reader) if pyav_count is None else min(len(reader), pyav_count)
-            n = decodable_frame_count(reader, upper)
-            if n == 0 and choice != choices[-1]:
-                continue
-            return VideoProbe(choice, n, reader.metadata_frames, reader.fps)
-        except VideoError as exc:
-            last_error = exc
-        finally:
-            reader.close()
-    raise last_error
+            for i, pixels in job:
+                frames[i] = pixels
+                for c in users.get(i, ()):
+                    missing[c] -= 1
+                    if missing[c] == 0:
+                        clip = record.clips[c]
+                        done[c] = True
+                        yield clip, np.stack([frames[j] for j in clip.frame_indices])
+                        for j in set(clip.frame_indices):
+                            if all(done[u] for u in users[j]):
+                                frames.pop(j, None)
+        except (BudgetExceeded, JobError) as exc:
+            failure = _job_error(exc)
+    for c, clip in enumerate(record.clips):
+        if not done[c]:
+            if failure is None:
+                lost = [i for i in clip.frame_indices if i not in frames]
+                yield clip, VideoError("decode_failed", f"frames {lost[:4]} did not decode")
+            else:
+                yield clip, failure
+
+
+def read_clip_frames(clip: VideoClipRecord, limits: Budget = Budget()) -> np.ndarray:
+    """One clip's frames on its own (tests, tools); builds read whole `VideoRecord`s."""
+    record = VideoRecord(clip.key, clip.source, clip.group, clip.uri, (clip,), clip.decoder,
+                         int(clip.lineage.get("frames_total", max(clip.frame_indices) + 1)), limits)
+    ((_, result),) = list(clip_frames(record))
+    if isinstance(result, VideoError):
+        raise result
+    return result
 
 
 @dataclass(frozen=True)
@@ -299,6 +203,7 @@ class VideoSource:
     max_windows_per_stride: int | None = None
     decoder: DecoderChoice = "auto"
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+    limits: Budget = field(default_factory=Budget)
 
     def units(self) -> list[str]:
         if not fsio.exists(self.path):
@@ -318,7 +223,7 @@ class VideoSource:
     def read(self, uri: str) -> Iterator[SourceItem]:
         video = self.video_key(uri)
         try:
-            probe = probe_video(uri, self.decoder)
+            probe = probe_video(uri, self.decoder, self.limits)
         except VideoError as exc:
             yield Reject(video, self.name, video, "plan", exc.reason, exc.detail)
             return
@@ -327,14 +232,27 @@ class VideoSource:
             yield Reject(video, self.name, video, "plan", "too_few_frames",
                          f"{probe.n_frames} decodable frames < {self.frames}")
             return
+        info = probe.info
         lineage = {
             "file": fsio.basename(uri),
             "frames_total": probe.n_frames,
             "frames_metadata": probe.metadata_frames,
+            "packets": info.packets,
             "fps": round(probe.fps, 3),
+            "container": info.container,
+            "codec": info.codec,
+            "width": info.width,
+            "height": info.height,
         }
-        for plan in plans:
-            yield VideoClipRecord(
+        if info.rotation or info.mirrored:  # applied: frames are stored as players show them
+            lineage["rotation"] = info.rotation
+            lineage["mirrored"] = info.mirrored
+        if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP
+            lineage["frames_hidden"] = info.hidden
+        if probe.note:
+            lineage["decoder_note"] = probe.note
+        clips = tuple(
+            VideoClipRecord(
                 key=f"{video}-s{plan.stride}-f{plan.start:06d}",
                 source=self.name,
                 group=video,
@@ -345,13 +263,8 @@ class VideoSource:
                 start=plan.start,
                 decoder=probe.decoder,
                 lineage=dict(lineage),
+                frame_times=tuple(info.times[i] for i in plan.indices),
             )
-
-
-def read_clip_frames(record: VideoClipRecord) -> np.ndarray:
-    """The record's frames as (N, H, W, 3) uint8 RGB, decoded by seeking."""
-    reader = open_reader(record.uri, record.decoder)
-    try:
-        return reader.get_frames(record.frame_indices)
-    finally:
-        reader.close()
+            for plan in plans
+        )
+        yield VideoRecord(video, self.name, video, uri, clips, probe.decoder, probe.n_frames, self.limits)

@@ -88,7 +88,14 @@ class VideoSourceConfig(SourceBase):
     strides: tuple[int, ...] = Field((10, 20, 30), min_length=1)
     frames: int = Field(16, ge=2, le=64)
     max_windows_per_stride: int | None = Field(None, ge=1)
-    decoder: Literal["auto", "decord", "pyav"] = "auto"
+    decoder: Literal["auto", "decord", "pyav"] = Field(
+        "auto", description="auto/pyav: PyAV, frame-exact in every accepted container; decord: used where it is "
+        "frame-exact too (the rest falls back to PyAV, noted in the lineage)")
+    time_budget_s: float = Field(600.0, gt=0, le=86_400, description="seconds one video's probe or decode may "
+                                 "take before its decoder is killed and its clips become `decode_timeout` rejects "
+                                 "(ample for clips of minutes; raise it for hour-long high-resolution videos)")
+    memory_budget_mb: int = Field(4096, ge=256, le=1_048_576, description="resident memory of one video's decoding "
+                                  "process before it is killed (`decode_memory` rejects)")
 
     @field_validator("strides")
     @classmethod

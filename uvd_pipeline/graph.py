@@ -40,6 +40,7 @@ from sources.records import (
     Reject,
     TupleRecord,
     VideoClipRecord,
+    VideoRecord,
     safe_key,
 )
 from sources import fsio
@@ -59,7 +60,7 @@ from uvd_pipeline.dedup import (
     parse_fingerprint_lines,
 )
 from uvd_pipeline.keys import shard_of, stable_hash
-from uvd_pipeline.render import RenderSettings, render_clip, render_image
+from uvd_pipeline.render import RenderSettings, render_clip, render_image, render_video
 from uvd_pipeline.render_annotated import render_annotated_clip, render_multiview, render_pair, render_tuple
 from uvd_pipeline.rendered_shards import ShardAddress, write_shard
 from uvd_pipeline.sentences import RenderedUnit, Sentence, Slot, assemble, image_sentence, plan_group_sentences
@@ -103,6 +104,7 @@ class ShardRouter:
 SENTENCE_RECORDS = (VideoClipRecord, MultiViewRecord, AnnotatedClipRecord)
 RENDERERS = {
     VideoClipRecord: render_clip,
+    VideoRecord: render_video,  # all clips of one video from one read: a list of results
     MultiViewRecord: render_multiview,
     AnnotatedClipRecord: render_annotated_clip,
     PairRecord: render_pair,
@@ -196,6 +198,12 @@ class ReadUnit(beam.DoFn):
         try:
             for item in _timed(self.source.read(unit), clock):
                 records += 1
+                if isinstance(item, VideoRecord):  # drop the clips whose shards are committed
+                    committed = {c.key for c in item.clips if self.router.of_planned(c) in self.done}
+                    _count(name, "skipped_committed", len(committed))
+                    item = item.without(committed)
+                    if item is None:
+                        continue
                 address = self.router.of_planned(item)
                 if address is None and self.keyed_by_record and isinstance(item, ImageRecord):
                     address = self.router.address(name, self.router.settings.split(item.group, item.split_hint),
@@ -259,6 +267,10 @@ class Render(beam.DoFn):
             result = Reject(record.key, record.source, record.group, "render", "internal_error",
                             f"{type(exc).__name__}: {exc}"[:300])
         _distribution("stage.render_us", (time.perf_counter() - start) * 1e6)
+        for one in result if isinstance(result, list) else [result]:
+            yield from self._emit(record, one)
+
+    def _emit(self, record, result) -> Iterator[Any]:
         if isinstance(result, Reject):
             _count(record.source, f"rejects.{result.reason}")
             yield TaggedOutput(REJECTS, result)

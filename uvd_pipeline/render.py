@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
 
-from sources.records import ImageRecord, Reject, VideoClipRecord
-from sources.video import VideoError, read_clip_frames
+from sources.records import ImageRecord, Reject, VideoClipRecord, VideoRecord
+from sources.video import VideoError, clip_frames
 from transforms.decode import DecodeError, load_image
 from transforms.phash import phash64, pixel_sha256
 from transforms.resize import fit_image
@@ -77,27 +78,40 @@ def render_image(record: ImageRecord, settings: RenderSettings, fingerprint: boo
                         "category", identity)
 
 
-def render_clip(record: VideoClipRecord, settings: RenderSettings) -> Sentence | Reject:
+def render_video(record: VideoRecord, settings: RenderSettings) -> list[Sentence | Reject]:
+    """Every sentence of one video from one read of the file; a clip whose frames are lost (budget
+    spent, frames that do not decode) becomes a reject with the reason, the others are kept."""
     split = settings.split(record.group)
-    try:
-        frames = read_clip_frames(record)
-    except VideoError as exc:
-        return Reject(record.key, record.source, record.group, "decode", exc.reason, exc.detail, split_hint=split)
-    images = tuple(
-        encode_png(fit_image(frame, settings.size, settings.resize, settings.pad_value),  # type: ignore[arg-type]
-                   settings.png_compression)
-        for frame in frames
-    )
-    height, width = frames.shape[1:3]
-    members = tuple({"frame": int(i)} for i in record.frame_indices)
+    fit = partial(fit_image, size=settings.size, policy=settings.resize, pad_value=settings.pad_value)
+    results: list[Sentence | Reject] = []
+    for clip, frames in clip_frames(record, fit):
+        if isinstance(frames, VideoError):
+            results.append(Reject(clip.key, clip.source, clip.group, "decode", frames.reason, frames.detail,
+                                  split_hint=split))
+        else:
+            results.append(clip_sentence(clip, frames, settings, split))
+    return results
+
+
+def clip_sentence(record: VideoClipRecord, frames: np.ndarray, settings: RenderSettings, split: str) -> Sentence:
+    """A clip's sentence from its frames, already on the canvas."""
+    images = tuple(encode_png(frame, settings.png_compression) for frame in frames)
+    times = record.frame_times or (None,) * len(record.frame_indices)
+    members = tuple({"frame": int(i), "time_s": t} for i, t in zip(record.frame_indices, times))
     meta = {
         "video": record.group,
         "stride": record.stride,
         "requested_stride": record.requested_stride,
         "start": record.start,
         "decoder": record.decoder,
-        "width": int(width),
-        "height": int(height),
         **record.lineage,
     }
     return Sentence(record.key, record.source, "video", "none", split, images, members, meta)
+
+
+def render_clip(record: VideoClipRecord, settings: RenderSettings) -> Sentence | Reject:
+    """One clip on its own (a build renders whole `VideoRecord`s)."""
+    video = VideoRecord(record.key, record.source, record.group, record.uri, (record,), record.decoder,
+                        int(record.lineage.get("frames_total", max(record.frame_indices) + 1)))
+    (result,) = render_video(video, settings)
+    return result

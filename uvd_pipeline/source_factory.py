@@ -9,6 +9,7 @@ from typing import Any
 
 from sources import fsio
 from sources.annotated_video import AnnotatedVideoSource
+from sources.budget import Budget
 from sources.coco import CocoSource
 from sources.derived import DerivedPairsSource
 from sources.imagenet import ImageNetSource
@@ -50,7 +51,8 @@ def make_source(c, seed: int = 0):
     if c.type == "imagenet":
         return ImageNetSource(c.name, c.path, tuple(c.splits))
     if c.type == "video":
-        return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder)
+        return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder,
+                           limits=Budget(c.time_budget_s, c.memory_budget_mb))
     if c.type == "objaverse":
         return ObjaverseSource(c.name, c.path, c.views)
     if c.type == "co3d":

@@ -1,0 +1,225 @@
+"""Run a decoding job in a child process that can be killed: a per-job time and memory budget.
+
+Decoders hang or balloon inside C code (decord's `get_batch` on some MPEG-TS files never
+returns), where no Python-level timeout reaches. So jobs run in a long-lived worker process
+started with `subprocess` (it works inside daemonic runner workers, where `multiprocessing`
+may not start children), talking length-prefixed pickles over its stdin/stdout. The parent waits
+with `select`, sums only the time it spends waiting, watches the worker's resident memory, and
+kills the worker when either budget is spent; the next job starts a fresh worker.
+
+A job is a module-level function named "module:function"; if it returns a generator, its items
+stream back one by one, so callers can use results before the job ends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import GeneratorType
+from typing import Any, Iterator
+
+_HEADER = struct.Struct("<Q")
+_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits of one job: wall seconds spent waiting on the worker, and its resident memory."""
+
+    time_s: float = 600.0
+    memory_mb: int = 4096
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason  # decode_timeout | decode_memory | decoder_crashed
+        self.detail = detail
+
+
+class JobError(Exception):
+    """The job raised; carries the exception's type name, message and (for VideoError) reason."""
+
+    def __init__(self, kind: str, message: str, reason: str | None, detail: str | None) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind, self.message, self.reason, self.detail = kind, message, reason, detail
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0  # not Linux, or the process is gone: the time budget still applies
+
+
+class _Worker:
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)  # the child imports what this process can
+        env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in sys.path if p]])
+        self.process = subprocess.Popen([sys.executable, "-m", "sources.budget"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.out_fd = self.process.stdout.fileno()  # type: ignore[union-attr]
+        self.owner = os.getpid()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    def send(self, message: Any) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        assert self.process.stdin is not None
+        self.process.stdin.write(_HEADER.pack(len(data)) + data)
+        self.process.stdin.flush()
+
+    def receive(self, budget: Budget, spent: list[float]) -> Any:
+        """One message; `spent[0]` accumulates the seconds waited. Kills the worker past a budget."""
+        header = self._read(_HEADER.size, budget, spent)
+        return pickle.loads(self._read(_HEADER.unpack(header)[0], budget, spent))
+
+    def _read(self, n: int, budget: Budget, spent: list[float]) -> bytes:
+        chunks: list[bytes] = []
+        while n:
+            start = time.monotonic()
+            ready, _, _ = select.select([self.out_fd], [], [], _POLL_S)
+            spent[0] += time.monotonic() - start
+            if spent[0] > budget.time_s:
+                self.kill()
+                raise BudgetExceeded("decode_timeout", f"no result within the budget of {budget.time_s:g} s")
+            if ready:
+                chunk = os.read(self.out_fd, min(n, 1 << 20))
+                if not chunk:
+                    code = self.process.wait()
+                    name = signal.Signals(-code).name if code < 0 else f"exit code {code}"
+                    raise BudgetExceeded("decoder_crashed", f"the decoding process died ({name})")
+                chunks.append(chunk)
+                n -= len(chunk)
+                continue
+            rss = _rss_mb(self.process.pid)
+            if rss > budget.memory_mb:
+                self.kill()
+                raise BudgetExceeded("decode_memory", f"decoder used {rss:.0f} MB > budget {budget.memory_mb} MB")
+            if spent[0] > budget.time_s:
+                self.kill()
+                raise BudgetExceeded("decode_timeout", f"no result within the budget of {budget.time_s:g} s")
+        return b"".join(chunks)
+
+
+_LOCAL = threading.local()
+_ALL: list[_Worker] = []
+
+
+def _worker(pool: str) -> _Worker:
+    """This thread's worker of `pool` (jobs that load conflicting native libraries use different
+    pools), started when missing, dead, or inherited from another process by a fork."""
+    workers = getattr(_LOCAL, "workers", None)
+    if workers is None:
+        workers = _LOCAL.workers = {}
+    worker = workers.get(pool)
+    if worker is None or worker.owner != os.getpid() or not worker.alive():
+        worker = workers[pool] = _Worker()
+        _ALL.append(worker)
+    return worker
+
+
+@atexit.register
+def _stop_all() -> None:
+    for worker in _ALL:
+        if worker.owner != os.getpid():
+            continue  # a forked child leaves its parent's workers alone
+        try:
+            worker.kill()
+        except Exception:
+            pass
+
+
+def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", **kwargs: Any) -> Iterator[Any]:
+    """Call `function` ("module:name") in the worker; yield its result (or each item it generates).
+
+    Raises BudgetExceeded (the worker is killed) or JobError (the job raised; the worker lives on).
+    Stopping the iteration early kills the worker, whose job may still be running.
+    """
+    worker = _worker(pool)
+    spent = [0.0]
+    finished = False
+    try:
+        worker.send((function, args, kwargs))
+        while True:
+            kind, value = worker.receive(budget, spent)
+            if kind == "item":
+                yield value
+            elif kind == "done":
+                finished = True
+                return
+            else:
+                finished = True
+                raise JobError(*value)
+    except BudgetExceeded:
+        finished = True
+        raise
+    finally:
+        if not finished:  # abandoned mid-job (or the pipe broke): the worker's state is unknown
+            worker.kill()
+
+
+def call(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", **kwargs: Any) -> Any:
+    """`run` for a job that returns one value."""
+    (value,) = list(run(function, *args, budget=budget, pool=pool, **kwargs))
+    return value
+
+
+# -- the worker side ----------------------------------------------------------------------------
+def _resolve(name: str):
+    module, _, attribute = name.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _serve() -> None:
+    channel_in = os.fdopen(os.dup(0), "rb")
+    channel_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything C code prints to stdout goes to stderr, not into the channel
+
+    def send(message: Any) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        channel_out.write(_HEADER.pack(len(data)) + data)
+        channel_out.flush()
+
+    while True:
+        header = channel_in.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return  # the parent went away
+        function, args, kwargs = pickle.loads(channel_in.read(_HEADER.unpack(header)[0]))
+        try:
+            result = _resolve(function)(*args, **kwargs)
+            if isinstance(result, GeneratorType):
+                for item in result:
+                    send(("item", item))
+            else:
+                send(("item", result))
+            send(("done", None))
+        except Exception as exc:
+            send(("error", (type(exc).__name__, str(exc)[:500], getattr(exc, "reason", None),
+                            getattr(exc, "detail", None))))
+
+
+if __name__ == "__main__":
+    _serve()

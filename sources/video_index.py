@@ -1,0 +1,134 @@
+"""Which frames a player presents, learned by demuxing only (no decoding).
+
+"Frame i" is the i-th frame a player shows: packets that an edit list hides (the pre-roll of a
+cut that starts between key frames, flagged *discard* by the demuxer) still have to be decoded
+as references but are not counted, nor are frames before the first key frame of a stream cut
+mid-GOP; the order is presentation order (time stamps), not decode order. Every packet must carry a unique time stamp so a decoded frame can be named; a
+file where they do not is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+
+log = logging.getLogger(__name__)
+
+
+class UnsupportedVideo(Exception):
+    """The file cannot be read frame-exactly; `reason` is a reject code, `detail` says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    """Packets in decode order and the presented frames they hold."""
+
+    pts: tuple[int, ...]  # per packet, decode order
+    keyframe: tuple[bool, ...]
+    discard: tuple[bool, ...]  # hidden by an edit list: decoded as reference, never shown
+    size: tuple[int, ...]  # bytes: what skipping a stretch saves in reading
+    time_base: Fraction
+    clean_end: bool  # demuxing reached the end without an error
+    container: str
+    codec: str
+
+    @property
+    def presented(self) -> tuple[int, ...]:
+        """Time stamps of the shown frames, in presentation order."""
+        return tuple(sorted(p for p, d in zip(self.pts, self.discard) if not d))
+
+
+def build_index(container, stream) -> VideoIndex:
+    """Demux every packet of `stream` once (cheap: no decoding)."""
+    pts: list[int] = []
+    keyframe: list[bool] = []
+    discard: list[bool] = []
+    size: list[int] = []
+    clean = True
+    missing = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if packet.pts is None:
+                missing += 1
+                continue
+            pts.append(int(packet.pts))
+            keyframe.append(bool(packet.is_keyframe))
+            discard.append(bool(packet.is_discard))
+            size.append(int(packet.size))
+    except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
+        log.debug("demux stopped early: %s", exc)
+        clean = False
+    fmt = container.format.name
+    codec = stream.codec_context.name
+    if missing:
+        raise UnsupportedVideo("unsupported_container",
+                               f"{fmt}/{codec}: {missing} of {missing + len(pts)} packets carry no time stamp, "
+                               "so decoded frames cannot be matched to their place")
+    if len(set(pts)) != len(pts):
+        raise UnsupportedVideo("unsupported_container",
+                               f"{fmt}/{codec}: packets share time stamps, so frames cannot be told apart")
+    if pts and not any(keyframe):
+        raise UnsupportedVideo("unsupported_container", f"{fmt}/{codec}: no key frame in the stream")
+    if pts:
+        # a stream cut mid-GOP (captured MPEG-TS, say) starts with frames whose references are
+        # gone: decoders drop them and players start at the first key frame, so they are hidden
+        # too, like the leading frames of an open GOP that key frame begins
+        first = keyframe.index(True)
+        discard = [d or i < first or p < pts[first] for i, (d, p) in enumerate(zip(discard, pts))]
+    return VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
+                      clean, fmt, codec)
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Packets [first, last] (decode order) sent to the decoder in one go; frames from them are
+    trusted when their time stamp is at least `trusted_from` (earlier ones may be leading frames
+    that reference what was skipped before `first`)."""
+
+    first: int
+    last: int
+    trusted_from: int | None  # None: decoding starts at the stream's beginning, all frames trusted
+
+
+def key_of(index: VideoIndex) -> list[int]:
+    """For each presented frame, the packet position of the key frame its decode starts from:
+    the last key frame at or before it in decode order whose time stamp is not after it (leading
+    frames of an open GOP, RASL and the like, belong to the key frame before)."""
+    position = {p: i for i, p in enumerate(index.pts)}
+    keys = [i for i, k in enumerate(index.keyframe) if k]
+    starts = []
+    for pts in index.presented:
+        at = position[pts]
+        k = bisect.bisect_right(keys, at) - 1
+        while k > 0 and index.pts[keys[k]] > pts:
+            k -= 1
+        starts.append(keys[k] if k >= 0 and index.pts[keys[k]] <= pts else 0)
+    return starts
+
+
+def decode_plan(index: VideoIndex, wanted: list[int], starts: list[int] | None = None) -> list[Stretch]:
+    """The packet stretches that yield the presented frames `wanted` (indices), fewest packets first.
+
+    A frame needs the decode from its key frame (`key_of`) up to its own packet; overlapping or
+    adjacent needs merge into one stretch. Packets between stretches are not decoded at all.
+    """
+    shown = index.presented
+    position = {p: i for i, p in enumerate(index.pts)}
+    starts = key_of(index) if starts is None else starts
+    needs = sorted((starts[w], position[shown[w]]) for w in set(wanted))
+    stretches: list[list[int]] = []
+    for start, end in needs:
+        if stretches and start <= stretches[-1][1] + 1:
+            stretches[-1][1] = max(stretches[-1][1], end)
+        else:
+            stretches.append([start, end])
+    return [Stretch(a, b, None if a == 0 else index.pts[a]) for a, b in stretches]

@@ -1,0 +1,37 @@
+"""Jobs for the budget worker's tests: stuck in C code, hungry for memory, or well behaved."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+
+def sleep_in_c() -> None:
+    """Blocks in pause(2): no Python-level timeout or signal handler gets it out."""
+    ctypes.CDLL(None).pause()
+
+
+def allocate(mb: int) -> int:
+    block = bytearray(mb * 2**20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(30)
+    return len(block)
+
+
+def count(n: int):
+    for i in range(n):
+        yield i * i
+
+
+def fail() -> None:
+    raise ValueError("bad input")
+
+
+def crash() -> None:
+    os.abort()
+
+
+def pid() -> int:
+    return os.getpid()

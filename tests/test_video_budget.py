@@ -1,0 +1,41 @@
+"""The per-video budget: a job stuck in C code or eating memory is killed, the caller goes on."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sources import budget
+from sources.budget import Budget, BudgetExceeded, JobError
+
+
+def test_results_stream_and_the_worker_is_reused():
+    first = budget.call("budget_jobs:pid")
+    assert list(budget.run("budget_jobs:count", 4)) == [0, 1, 4, 9]
+    assert budget.call("budget_jobs:pid") == first
+
+
+def test_a_job_stuck_in_c_code_is_killed_and_the_next_job_runs():
+    start = time.monotonic()
+    with pytest.raises(BudgetExceeded) as caught:
+        budget.call("budget_jobs:sleep_in_c", budget=Budget(time_s=1.0))
+    assert caught.value.reason == "decode_timeout" and "1 s" in caught.value.detail
+    assert time.monotonic() - start < 5
+    assert list(budget.run("budget_jobs:count", 2)) == [0, 1]
+
+
+def test_memory_budget():
+    with pytest.raises(BudgetExceeded) as caught:
+        budget.call("budget_jobs:allocate", 300, budget=Budget(time_s=20, memory_mb=200))
+    assert caught.value.reason == "decode_memory"
+
+
+def test_errors_and_crashes_become_reasons():
+    with pytest.raises(JobError) as caught:
+        budget.call("budget_jobs:fail")
+    assert caught.value.kind == "ValueError" and caught.value.message == "bad input"
+    with pytest.raises(BudgetExceeded) as crashed:
+        budget.call("budget_jobs:crash")
+    assert crashed.value.reason == "decoder_crashed" and "SIGABRT" in crashed.value.detail
+    assert budget.call("budget_jobs:pid") > 0

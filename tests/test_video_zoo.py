@@ -1,0 +1,275 @@
+"""Frame i is the i-th frame a player shows, in every container we accept, with both decoders.
+
+The zoo (tests/video_zoo.py) is written at test time; every frame shows its own index. Each
+file goes through the source and the renderer as a build runs them, every stored image is
+decoded back to the index it shows, and that is compared with the ffmpeg CLI's sequential
+decode (the player's view: edit lists and rotation applied); the pixels are compared with
+PyAV decoding everything in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import video_zoo
+
+from sources import budget
+from sources.budget import Budget
+from sources.records import Reject, VideoRecord
+from sources.video import VIDEO_EXTENSIONS, VideoSource, clip_frames, decord_available
+from sources.video_decode import decode_frames, probe
+from uvd_pipeline.render import RenderSettings, decode_png, render_video
+
+ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov", "h264_444_odd.m4v",
+       "h264_vfr.mkv", "h264_rot90.mp4", "h264_rot270.mov", "h264_mirror.mp4",
+       "h264_transpose.mov", "hevc.mp4", "vp9.webm", "vp8.webm", "mjpeg.avi", "mpeg4.avi",
+       "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
+       "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg",
+       "mpeg2_elementary.mpg"]
+DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
+STRIDES = (1, 3, 10, 20, 30)
+SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
+                          val_fraction=0.0)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> dict[str, Path]:
+    video_zoo.require_ffmpeg()
+    return video_zoo.build_zoo(tmp_path_factory.mktemp("zoo"), ZOO)
+
+
+@pytest.fixture(scope="module")
+def shown(zoo) -> dict[str, list[np.ndarray]]:
+    """What a player shows, per file: the ffmpeg CLI's frames."""
+    return {name: video_zoo.sequential(path) for name, path in zoo.items()}
+
+
+def _pyav_everything(path: Path) -> list[np.ndarray]:
+    """PyAV decoding every frame in order, as coded: the independent pixels."""
+    frames = []
+    with av.open(str(path)) as container:
+        try:
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+        except av.error.FFmpegError:
+            pass
+    return frames
+
+
+def _coded(image: np.ndarray, lineage: dict) -> np.ndarray:
+    """A stored frame turned back to the coded orientation, undoing what the lineage says was applied."""
+    upright = np.rot90(image, -(lineage.get("rotation", 0) // 90))
+    return upright[:, ::-1] if lineage.get("mirrored") else upright
+
+
+def _index_of(image: np.ndarray, lineage: dict) -> int:
+    return video_zoo.read_index(_coded(image, lineage))
+
+
+def test_the_zoo_covers_every_accepted_extension():
+    assert {Path(name).suffix for name in ZOO} == set(VIDEO_EXTENSIONS)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("name", ZOO)
+def test_every_stored_frame_is_the_frame_a_player_shows(zoo, shown, name: str, decoder: str):
+    path, reference = zoo[name], shown[name]
+    source = VideoSource("zoo", str(path.parent), strides=STRIDES, decoder=decoder)
+    (record,) = list(source.read(str(path)))
+    assert isinstance(record, VideoRecord), record
+    assert record.n_frames == len(reference)  # the count is the count of presented frames
+    lineage = record.clips[0].lineage
+    expected = [_index_of(f, lineage) for f in reference]  # what the player's frame i shows
+    height, width = reference[0].shape[:2]
+    results = render_video(record, SETTINGS)
+    assert len(results) == len(record.clips)
+    for sentence in results:
+        assert not isinstance(sentence, Reject), sentence
+        assert sentence.meta["width"] == width and sentence.meta["height"] == height
+        for image, member in zip(sentence.images, sentence.members):
+            stored = cv2.resize(decode_png(image), (width, height), interpolation=cv2.INTER_AREA)
+            assert _index_of(stored, lineage) == expected[member["frame"]], (sentence.sentence_id, member)
+            assert member["time_s"] >= 0
+    # before the resize: oriented as the player shows them (the CLI's pixels, up to its colour
+    # conversion), and pixel for pixel the frames a sequential PyAV decode gives, once turned back
+    everything = _pyav_everything(path)
+    for clip, frames in clip_frames(record):
+        assert not isinstance(frames, Exception), frames
+        for i, frame in zip(clip.frame_indices, frames):
+            assert frame.shape == reference[i].shape
+            assert np.abs(frame.astype(int) - reference[i]).mean() < 3, (clip.key, i)
+            assert np.array_equal(_coded(frame, lineage), everything[i]), (clip.key, i)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_seeking_over_every_gap_gives_the_same_frames(zoo, shown, name: str):
+    """Force a container seek between all stretches (TS/PS seeks land late: they are checked)."""
+    info = probe(str(zoo[name]))
+    wanted = list(range(1, info.n_frames, 9)) + [info.n_frames - 1]
+    got = dict(decode_frames(str(zoo[name]), wanted, seek_bytes=0))
+    assert sorted(got) == sorted(set(wanted))
+    lineage = {"rotation": info.rotation, "mirrored": info.mirrored}
+    for i in wanted:
+        assert _index_of(got[i], lineage) == _index_of(shown[name][i], lineage)
+
+
+def test_edit_list_count_and_lineage(zoo, shown):
+    source = VideoSource("zoo", str(zoo["editlist.mp4"].parent))
+    (record,) = list(source.read(str(zoo["editlist.mp4"])))
+    lineage = record.clips[0].lineage
+    assert record.n_frames == len(shown["editlist.mp4"]) == 77  # 3 s at 25 fps shown (+ the cut's edge)
+    assert lineage["packets"] == 92 and lineage["frames_hidden"] == 15
+    assert video_zoo.read_index(shown["editlist.mp4"][0]) == 65  # the cut starts at 2.6 s
+    for clip in record.clips:  # 25 fps: frame i is shown at i / 25 s after the first
+        assert clip.frame_times == tuple(round(i / 25, 6) for i in clip.frame_indices)
+
+
+@pytest.mark.parametrize("name,first", [("x264_headcut.ts", 45), ("mpeg2_headcut.mpg", 45)])
+def test_a_stream_cut_mid_gop_starts_at_its_first_key_frame(zoo, shown, name: str, first: int):
+    (record,) = list(VideoSource("zoo", str(zoo[name].parent), strides=(1,)).read(str(zoo[name])))
+    assert record.n_frames == len(shown[name])
+    assert record.clips[0].lineage["frames_hidden"] > 0
+    (clip, frames), *_ = list(clip_frames(record))
+    assert video_zoo.read_index(frames[0]) == first == video_zoo.read_index(shown[name][0])
+
+
+def test_the_last_frames_of_a_short_clip_come_out_of_the_final_flush(zoo):
+    got = dict(decode_frames(str(zoo["h264_16f.mp4"]), [14, 15]))
+    assert sorted(got) == [14, 15]
+    assert [video_zoo.read_index(got[i]) for i in (14, 15)] == [14, 15]
+
+
+@pytest.mark.parametrize("name,turns,mirrored", [("h264_rot90.mp4", 1, False), ("h264_rot270.mov", 3, False),
+                                                 ("h264_mirror.mp4", 0, True), ("h264_transpose.mov", 1, True)])
+def test_display_matrix_is_applied_by_both_decoders(zoo, name: str, turns: int, mirrored: bool):
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(zoo[name].parent), strides=(2,), decoder=decoder)
+                         .read(str(zoo[name])))
+        assert record.decoder == "pyav"  # decord is not trusted with display matrices
+        lineage = record.clips[0].lineage
+        assert (lineage["rotation"], lineage["mirrored"]) == (90 * turns, mirrored)
+        (clip, frames), = list(clip_frames(record))
+        assert frames.shape == ((16, 64, 48, 3) if turns % 2 else (16, 48, 64, 3))
+        # turning the picture back (mirror last) shows the coded frame's index
+        back = [np.rot90(f, -turns)[:, ::-1] if mirrored else np.rot90(f, -turns) for f in frames]
+        assert [video_zoo.read_index(f) for f in back] == list(clip.frame_indices)
+
+
+def test_all_strides_of_a_video_come_from_one_decoding_job(zoo, monkeypatch):
+    jobs = []
+    real_run = budget.run
+
+    def counting(function, *args, **kwargs):
+        jobs.append(function)
+        return real_run(function, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "run", counting)
+    (record,) = list(VideoSource("zoo", str(zoo["h264_longgop.mkv"].parent), strides=(2, 3, 5, 7))
+                     .read(str(zoo["h264_longgop.mkv"])))
+    jobs.clear()
+    results = render_video(record, SETTINGS)
+    assert len(results) == len(record.clips) > 4 and {r.meta["stride"] for r in results} == {2, 3, 5, 7}
+    assert jobs == ["sources.video_decode:decode_frames"]
+
+
+def test_the_plan_decodes_only_the_stretches_wanted_frames_need(zoo):
+    """Key frames every 12 frames: frame 45 needs the stretch from the key frame at 36; frames
+    nobody wants after it and the GOPs in between are never sent to the decoder."""
+    from sources.video_decode import read_index
+    from sources.video_index import Stretch, decode_plan
+
+    index = read_index(str(zoo["h264_bframes.mp4"]))
+    keys = [i for i, k in enumerate(index.keyframe) if k]
+    assert keys == list(range(0, 90, 12))
+    plan = decode_plan(index, [0, 45])
+    assert [(s.first, s.trusted_from is None) for s in plan] == [(0, True), (36, False)]
+    assert plan[1].last < 48 and plan[0].last < 12
+    assert sum(s.last - s.first + 1 for s in plan) < 20
+    dense = decode_plan(index, list(range(0, 90, 5)))  # wanted frames in every GOP
+    assert all(s.first in keys for s in dense) and dense[0].first == 0
+    assert 60 < sum(s.last - s.first + 1 for s in dense) < 90  # only each GOP's tail is left out
+    assert decode_plan(index, list(range(90))) == [Stretch(0, 89, None)]  # everything: one pass
+
+
+def test_decord_never_loads_in_the_build_process(zoo):
+    """decord's bundled libraries break OpenCV's PNG decoding in a process that loads them (the
+    tokenize stage decodes the rendered PNGs): decord runs in its own worker process only."""
+    import sys
+
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    (record,) = list(VideoSource("zoo", str(zoo["h264_bframes.mp4"].parent), strides=(5,), decoder="decord")
+                     .read(str(zoo["h264_bframes.mp4"])))
+    assert record.decoder == "decord"
+    sentences = render_video(record, SETTINGS)
+    assert "decord" not in sys.modules
+    assert all(decode_png(image).shape == (64, 64, 3) for s in sentences for image in s.images)
+
+
+def test_decord_is_refused_where_it_is_not_exact(zoo):
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    for name, why in (("x264_gop25.ts", "container mpegts"), ("mpeg2_gop15.mpg", "container mpeg"),
+                      ("hevc.mp4", "codec hevc"), ("editlist.mp4", "edit list"), ("h264_10bit.mov", "pixel format"),
+                      ("h264_rot90.mp4", "display rotation")):
+        (record,) = list(VideoSource("zoo", str(zoo[name].parent), decoder="decord").read(str(zoo[name])))
+        assert record.decoder == "pyav"
+        assert why in record.clips[0].lineage["decoder_note"], name
+
+
+def test_a_video_that_never_answers_costs_that_video_not_the_build(zoo, tmp_path):
+    """A named pipe nobody writes to (a stalled mount, say): opening it blocks inside FFmpeg's C
+    code. The probe is killed at the budget and the video is a `decode_timeout` reject; the next
+    video of the same source is read as usual."""
+    import os
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    os.mkfifo(folder / "stalled.mp4")
+    (folder / "fine.mp4").write_bytes(zoo["h264_bframes.mp4"].read_bytes())
+    source = VideoSource("zoo", str(folder), strides=(10,), limits=Budget(time_s=2))
+    items = [item for uri in source.units() for item in source.read(uri)]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert reject.reason == "decode_timeout" and reject.stage == "plan" and "2 s" in reject.detail
+    assert "stalled" in reject.key
+    (record,) = [i for i in items if isinstance(i, VideoRecord)]
+    assert all(not isinstance(r, Reject) for r in render_video(record, SETTINGS))
+
+
+def test_decord_on_mpeg_ts_gives_rejects_never_wrong_frames(zoo):
+    """decord on an MPEG-TS file with x264's default GOP: seeking to the last frame hangs (seen
+    under load) or fails; forced to decode such a file anyway, each clip is a reject with the
+    reason, and the same video through the decoder the source chose renders exactly."""
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    path = str(zoo["x264_default.ts"])
+    source = VideoSource("zoo", str(zoo["x264_default.ts"].parent), strides=(1,), limits=Budget(time_s=5))
+    (record,) = list(source.read(path))
+    assert record.decoder == "pyav"
+    last = (dataclasses.replace(record.clips[-1], key="zoo-last", frame_indices=tuple(range(284, 300))),)
+    forced = VideoRecord(record.key, record.source, record.group, path, last, "decord", record.n_frames,
+                         Budget(time_s=5))
+    rejects = render_video(forced, SETTINGS)
+    assert rejects and all(isinstance(r, Reject) and r.reason in ("decode_timeout", "decode_failed")
+                           for r in rejects)
+    after = render_video(record, SETTINGS)
+    assert all(not isinstance(r, Reject) for r in after) and len(after) == len(record.clips) == 18
+def test_frames_without_time_stamps_are_refused_with_the_reason(tmp_path):
+    """A raw H.264 stream named .ts: nothing ties a decoded frame to its place, so no guessing."""
+    video_zoo.require_ffmpeg()
+    (path,) = video_zoo.build_zoo(tmp_path, ["h264_elementary.ts"]).values()
+    (reject,) = list(VideoSource("zoo", str(tmp_path)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "unsupported_container"
+    assert reject.detail == ("h264/h264: 40 of 40 packets carry no time stamp, so decoded frames cannot be "
+                             "matched to their place")
+
+
+def test_probe_timeout_is_a_plan_reject(zoo):
+    source = VideoSource("zoo", str(zoo["x264_default.ts"].parent), limits=Budget(time_s=0.001))
+    (reject,) = list(source.read(str(zoo["x264_default.ts"])))
+    assert isinstance(reject, Reject) and reject.reason == "decode_timeout" and reject.stage == "plan"

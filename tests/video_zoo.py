@@ -1,0 +1,196 @@
+"""A zoo of tiny videos whose every frame shows its own index, for frame-exactness tests.
+
+Each frame carries its source index as 16 black/white blocks (a binary number) that survive any
+lossy codec here, above a moving texture that gives the encoders real motion to code. Clips are
+written with PyAV where it can, and with the ffmpeg CLI for what PyAV's muxing cannot express
+(MPEG-TS/PS defaults, edit lists from a stream copy, a display rotation).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+W, H = 64, 48
+BITS = 16
+_BLOCK_W, _BLOCK_H = 8, 12  # 8 columns x 2 rows of bits in the top 24 rows
+
+
+def pattern(index: int, width: int = W, height: int = H) -> np.ndarray:
+    """An RGB frame showing `index` in binary, on a texture that moves with the index."""
+    rng = np.random.default_rng(7)
+    texture = rng.integers(40, 216, size=(height, width * 2, 3), dtype=np.uint8)
+    frame = np.roll(texture, 2 * index, axis=1)[:, :width].copy()
+    for bit in range(BITS):
+        row, col = divmod(bit, 8)
+        value = 235 if (index >> bit) & 1 else 16
+        frame[row * _BLOCK_H:(row + 1) * _BLOCK_H, col * _BLOCK_W:(col + 1) * _BLOCK_W] = value
+    return frame
+
+
+def read_index(frame: np.ndarray) -> int:
+    """The index a frame shows (the inverse of `pattern`, tolerant of coding noise)."""
+    gray = frame.astype(np.float32).mean(axis=2)
+    index = 0
+    for bit in range(BITS):
+        row, col = divmod(bit, 8)
+        block = gray[row * _BLOCK_H + 3:(row + 1) * _BLOCK_H - 3, col * _BLOCK_W + 2:(col + 1) * _BLOCK_W - 2]
+        if block.mean() > 128:
+            index |= 1 << bit
+    return index
+
+
+def require_ffmpeg() -> None:
+    """Skip without the ffmpeg CLI, or fail when the setup promised it (`make test` installs it)."""
+    import os
+
+    import pytest
+
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        if os.environ.get("UVD_REQUIRE_FFMPEG"):
+            pytest.fail("UVD_REQUIRE_FFMPEG is set but the ffmpeg CLI is not installed")
+        pytest.skip("the ffmpeg CLI (Debian package `ffmpeg`) is not installed")
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def encode(path: Path, n: int, codec: str, rate: int = 25, pix_fmt: str = "yuv420p", options=None,
+           size: tuple[int, int] = (W, H), pts: Callable[[int], int] | None = None,
+           time_base: Fraction | None = None, rotation: int = 0, first: int = 0,
+           matrix: Sequence[int] | None = None) -> Path:
+    """Frames first..first+n-1 of the pattern, written by PyAV."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate, options={"threads": "1", **(options or {})})
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
+        if time_base is not None:
+            stream.codec_context.time_base = time_base
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if matrix is not None:  # the 2x2 part (a, b, c, d) of a display matrix, in units of 1.0
+            a, b, c, d = (v << 16 for v in matrix)
+            stream.set_display_matrix([a, b, 0, c, d, 0, 0, 0, 1 << 30])
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(pattern(first + i, *size), format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts(i), time_base
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+X264 = {"preset": "veryfast", "crf": "23"}
+
+
+def truncate(src: Path, dst: Path, fraction: float) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]:
+    """Write the zoo (or the named part of it) under `root`; returns name -> path."""
+    root.mkdir(parents=True, exist_ok=True)
+    makers: dict[str, Callable[[Path], Path]] = {
+        "h264_bframes.mp4": lambda p: encode(p, 90, "libx264", options={**X264, "g": "12", "bf": "3"}),
+        "h264_longgop.mkv": lambda p: encode(p, 120, "libx264", options={**X264, "g": "250", "bf": "3"}),
+        "h264_16f.mp4": lambda p: encode(p, 16, "libx264", options={**X264, "g": "250", "bf": "3"}),
+        "h264_10bit.mov": lambda p: encode(p, 60, "libx264", pix_fmt="yuv420p10le", options={**X264, "g": "20"}),
+        "h264_444_odd.m4v": lambda p: encode(p, 50, "libx264", pix_fmt="yuv444p", size=(65, 49),
+                                            options={**X264, "g": "15"}),
+        "h264_vfr.mkv": lambda p: encode(p, 70, "libx264", options={**X264, "g": "15"}, time_base=Fraction(1, 1000),
+                                        pts=lambda i: i * 40 + (i * i) % 37 + (i // 10) * 25),
+        "h264_rot90.mp4": lambda p: encode(p, 60, "libx264", options={**X264, "g": "20"}, rotation=90),
+        "h264_rot270.mov": lambda p: encode(p, 40, "libx264", options={**X264, "g": "20"}, rotation=-90),
+        "h264_mirror.mp4": lambda p: encode(p, 40, "libx264", options={**X264, "g": "20"}, matrix=(-1, 0, 0, 1)),
+        "h264_transpose.mov": lambda p: encode(p, 40, "libx264", options={**X264, "g": "20"}, matrix=(0, 1, 1, 0)),
+        "hevc.mp4": lambda p: encode(p, 100, "libx265", options={"preset": "ultrafast", "x265-params":
+                                                                  "keyint=40:log-level=error"}),
+        "vp9.webm": lambda p: encode(p, 60, "libvpx-vp9", options={"deadline": "good", "cpu-used": "8", "g": "20"}),
+        "vp8.webm": lambda p: encode(p, 50, "libvpx", options={"deadline": "good", "cpu-used": "8", "g": "20"}),
+        "mjpeg.avi": lambda p: encode(p, 40, "mjpeg", pix_fmt="yuvj420p"),
+        "mpeg4.avi": lambda p: encode(p, 60, "mpeg4", options={"g": "12", "bf": "2"}),
+        "prores.mov": lambda p: encode(p, 40, "prores_ks", pix_fmt="yuv422p10le"),
+        "flv1.flv": lambda p: encode(p, 50, "flv", options={"g": "12"}),
+        "truncated.mkv": lambda p: truncate(build_zoo(root, ["h264_longgop.mkv"])["h264_longgop.mkv"], p, 0.6),
+    }
+    cli: dict[str, Callable[[Path], Path]] = {
+        "x264_default.ts": lambda p: _from_cli(root, p, ["-c:v", "libx264", "-preset", "veryfast"], n=300),
+        "x264_gop25.ts": lambda p: _from_cli(root, p, ["-c:v", "libx264", "-preset", "veryfast", "-g", "25"], n=120),
+        "mpeg2_gop15.mpg": lambda p: _from_cli(root, p, ["-c:v", "mpeg2video", "-g", "15", "-bf", "2", "-q:v", "4"],
+                                               n=100),
+        "mpeg2_gop15.mpeg": lambda p: _from_cli(root, p, ["-c:v", "mpeg2video", "-g", "15", "-bf", "2", "-q:v", "4",
+                                                          "-f", "mpeg"], n=60),
+        "editlist.mp4": lambda p: _edit_list(root, p),
+        "mpeg2_elementary.mpg": lambda p: _from_cli(root, p, ["-c:v", "mpeg2video", "-g", "15", "-bf", "2",
+                                                              "-q:v", "4", "-f", "mpeg2video"], n=60),
+        "h264_elementary.ts": lambda p: _from_cli(root, p, ["-c:v", "libx264", "-preset", "veryfast", "-f", "h264"],
+                                                  n=40),
+        "x264_headcut.ts": lambda p: _head_cut(build_zoo(root, ["x264_gop25.ts"])["x264_gop25.ts"], p, 188),
+        "mpeg2_headcut.mpg": lambda p: _head_cut(build_zoo(root, ["mpeg2_gop15.mpg"])["mpeg2_gop15.mpg"], p, 2048),
+        "theora.ogv": lambda p: _from_cli(root, p, ["-c:v", "libtheora", "-g", "12", "-q:v", "7"], n=50),
+    }
+    wanted = list(names) if names is not None else list(makers) + list(cli)
+    paths = {}
+    for name in wanted:
+        path = root / name
+        if not path.exists():
+            (makers.get(name) or cli[name])(path)
+        paths[name] = path
+    return paths
+
+
+def _head_cut(src: Path, dst: Path, unit: int) -> Path:
+    """The file without its first 30% (whole 188-byte TS / 2048-byte PS packs): a capture that
+    starts mid-GOP."""
+    data = src.read_bytes()
+    dst.write_bytes(data[(len(data) * 3 // 10) // unit * unit:])
+    return dst
+
+
+def _source(root: Path, n: int) -> Path:
+    """A lossless-ish intermediate the CLI re-encodes (the pattern survives MJPEG at high quality)."""
+    path = root / f"_src_{n}.avi"
+    if not path.exists():
+        encode(path, n, "mjpeg", pix_fmt="yuvj444p", options={"q:v": "2"})
+    return path
+
+
+def _from_cli(root: Path, out: Path, codec_args: list[str], n: int) -> Path:
+    ffmpeg("-i", str(_source(root, n)), *codec_args, "-pix_fmt", "yuv420p", str(out))
+    return out
+
+
+def _edit_list(root: Path, out: Path) -> Path:
+    """A stream copy cut at a non-key time: the mp4 keeps the GOP's pre-roll behind an edit list."""
+    src = root / "_editlist_src.mp4"
+    if not src.exists():
+        encode(src, 200, "libx264", options={**X264, "g": "50", "bf": "3"})
+    ffmpeg("-ss", "2.6", "-i", str(src), "-t", "3", "-c", "copy", str(out))
+    return out
+
+
+def sequential(path: Path) -> list[np.ndarray]:
+    """Every frame a player shows, in order, by the ffmpeg CLI (edit lists and rotation applied,
+    no frame dropped or repeated): the independent reference."""
+    import re
+
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vsync", "passthrough",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+    log = subprocess.run(["ffmpeg", "-v", "info", "-i", str(path), "-map", "0:v:0", "-frames:v", "1",
+                          "-f", "null", "-"], capture_output=True, text=True).stderr
+    # the size of the frames it writes: the output stream line, after rotation
+    w, h = map(int, re.findall(r"Stream #0:0.*?: Video: .*?, (\d+)x(\d+)", log.split("Output #0")[1])[0])
+    data = np.frombuffer(raw.stdout, np.uint8)
+    n = len(data) // (w * h * 3)
+    return list(data[: n * w * h * 3].reshape(n, h, w, 3))
