@@ -1,0 +1,181 @@
+"""Web images in the wild, at the source and the writer: injective keys, every file counted,
+cut img2dataset tars accounted sample by sample, img2dataset metadata carried."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from sources.laion import LaionSource
+from sources.records import ImageRecord, Reject, path_key, safe_key
+from transforms.decode import DecodeError, load_image
+from uvd_pipeline.rendered_shards import REJECTS_SUFFIX, TAR_SUFFIX, ShardAddress, iter_shard, write_shard
+from uvd_pipeline.sentences import Sentence
+
+
+def _read_all(source: LaionSource):
+    return [item for unit in source.units() for item in source.read(unit)]
+
+
+def _image(fmt: str = "JPEG", size=(24, 16), seed: int = 0, **save) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+# -- 1. keys unique by construction ------------------------------------------------------------
+COLLIDING = ["x.jpg", "x.png", "x.jpeg", "x.JPG", "sub/x.jpg", "sub-x.jpg", "sub_x.jpg", "x_png.jpg",
+             "x--png.jpg", "a.b.jpg", "a_b.jpg", "a b.jpg", "x", "x.tar.jpg", "sub/x.png", "_x.jpg",
+             "sub/y/x.jpg", "sub-y/x.jpg", "sub/y-x.jpg", "é.jpg", "e.jpg"]
+
+
+def test_path_keys_are_injective_dot_free_and_stable():
+    keys = [path_key("web", p) for p in COLLIDING]
+    assert len(set(keys)) == len(keys)
+    assert all("." not in k and k.startswith("web-") for k in keys)
+    assert all(set(k) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") for k in keys)
+    # plain jpg paths keep the key they always had (no sample build changes for them)
+    for plain in ("x.jpg", "sub/x.jpg", "sub_x.jpg", "x_png.jpg", "a_b.jpg", "sub/y/x.jpg"):
+        assert path_key("web", plain) == safe_key("web", *plain[: -len(".jpg")].split("/"))
+    assert path_key("web", "x.png") == "web-x--png"
+    assert path_key("web", "sub/x.png") == "web-sub-x--png"
+    # the rest carries a digest of the whole path: fixed values, so keys never drift
+    assert path_key("web", "sub-x.jpg") == path_key("web", "sub-x.jpg")
+    assert path_key("web", "sub-x.jpg").startswith("web-sub-x-jpg--")
+    assert len(path_key("web", "sub-x.jpg").rsplit("--", 1)[1]) == 16
+
+
+def test_folder_collisions_become_distinct_sentences_and_captions_pair(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    for i, name in enumerate(["x.jpg", "sub/x.jpg", "sub-x.jpg"]):
+        (tmp_path / name).write_bytes(_image(seed=i))
+    (tmp_path / "x.png").write_bytes(_image("PNG", seed=9))
+    (tmp_path / "x.txt").write_text("shared caption\n")
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert all(isinstance(i, ImageRecord) for i in items)
+    assert sorted(i.lineage["path"] for i in items) == ["sub-x.jpg", "sub/x.jpg", "x.jpg", "x.png"]
+    assert len({i.key for i in items}) == 4
+    by_path = {i.lineage["path"]: i for i in items}
+    assert by_path["x.jpg"].lineage["caption"] == by_path["x.png"].lineage["caption"] == "shared caption"
+    assert "caption" not in by_path["sub/x.jpg"].lineage
+
+
+def _sentence(sid: str, origin: str, seed: int) -> Sentence:
+    return Sentence(sid, "web", "image", "none", "train", (_image("PNG", seed=seed),),
+                    ({"key": sid, "path": origin, "width": 24, "height": 16},))
+
+
+def test_writer_refuses_a_repeated_id_per_shard_and_keeps_a_readable_tar(tmp_path: Path):
+    address = ShardAddress("web", "train", 0)
+    items = [_sentence("web-a", "a.jpg", 0), _sentence("web-b", "b.jpg", 1), _sentence("web-a", "a2.jpg", 2)]
+    kept = set()
+    for order in (items, items[::-1]):  # whichever arrives first, the same one is kept
+        out = tmp_path / f"o{len(kept)}"
+        result = write_shard(str(out), address, order, config_hash="h", num_shards=1, image_size=16,
+                             format_version=1, expected_items=3)
+        assert result.stats["sentences"] == 2 and result.stats["rejects_by_reason"] == {"duplicate_key": 1}
+        tar = address.path(str(out), TAR_SUFFIX)
+        samples = list(wds.WebDataset([tar], shardshuffle=False))  # would raise on a repeated name
+        assert [s["__key__"] for s in samples] == ["web-a", "web-b"]
+        kept.add(json.loads(samples[0]["json"])["members"][0]["path"])
+        (reject,) = [json.loads(l) for l in Path(address.path(str(out), REJECTS_SUFFIX)).read_text().splitlines()]
+        assert reject["reason"] == "duplicate_key" and reject["key"] == "web-a"
+    assert len(kept) == 1
+
+
+def _tar(path: Path, members: list[tuple[str, bytes | tarfile.TarInfo]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            if isinstance(data, tarfile.TarInfo):
+                data.name = name
+                tar.addfile(data)
+            else:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_repeated_tar_key_is_a_duplicate_key_reject(tmp_path: Path):
+    _tar(tmp_path / "00000.tar", [("a.jpg", _image(seed=1)), ("a.txt", b"first"), ("b.jpg", _image(seed=2)),
+                                  ("a.jpg", _image(seed=3)), ("a.txt", b"again"), ("c.jpg", _image(seed=4)),
+                                  ("c.png", _image("PNG", seed=5))])
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [r.lineage["sample_key"] for r in records] == ["a", "b", "c"]
+    assert records[0].lineage["caption"] == "first"
+    assert Counter(r.reason for r in rejects) == {"duplicate_key": 3}  # a.jpg, a.txt again; c.png
+    assert {r.key for r in rejects} == {"web-00000-a", "web-00000-c"}
+
+
+# -- 2. every file counted -----------------------------------------------------------------------
+SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"></svg>\n'
+
+
+def _planar_tiff() -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.ones((4, 8, 8), np.uint16), planarconfig="separate", photometric="rgb",
+                     extrasamples=[0])
+    return buf.getvalue()
+
+
+def test_every_folder_file_is_decoded_or_rejected_with_its_format(tmp_path: Path):
+    (tmp_path / "a.avif").write_bytes(_image("AVIF", seed=1))
+    (tmp_path / "b.heic").write_bytes(_image("HEIF", seed=2))
+    (tmp_path / "c.svg").write_bytes(SVG)
+    (tmp_path / "d.tif").write_bytes(_planar_tiff())
+    (tmp_path / "e.html").write_bytes(b"<html>403</html>")
+    (tmp_path / "f.txt").write_text("a caption without its image")
+    (tmp_path / "g.jpg").write_bytes(_image(seed=3))
+    os.mkfifo(tmp_path / "h.jpg")  # would block a reader forever
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert len(items) == 8
+    outcome = {}
+    for item in items:
+        if isinstance(item, Reject):
+            outcome[item.key] = item.reason
+            continue
+        try:
+            outcome[item.lineage["path"]] = load_image(item.read_bytes(), 16, "center_crop").format
+        except DecodeError as exc:
+            outcome[item.lineage["path"]] = f"{exc.reason}: {exc.detail.split(':')[0]}"
+    assert outcome == {
+        "a.avif": "AVIF", "b.heic": "HEIF", "g.jpg": "JPEG",
+        "c.svg": "unsupported_format: SVG (vector graphics)",
+        "d.tif": "unsupported_format: TIFF (RGB, a sample layout Pillow cannot read)",
+        "e.html": "not_an_image: no image format recognises the first bytes b'<html>40'",
+        path_key("web", "f.txt"): "missing_image",
+        path_key("web", "h.jpg"): "not_a_regular_file",
+    }
+
+
+def test_non_regular_tar_members_are_rejects(tmp_path: Path):
+    link = tarfile.TarInfo()
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    fifo = tarfile.TarInfo()
+    fifo.type = tarfile.FIFOTYPE
+    hard = tarfile.TarInfo()
+    hard.type, hard.linkname = tarfile.LNKTYPE, "a.jpg"
+    _tar(tmp_path / "00000.tar", [("a.jpg", _image()), ("l.jpg", link), ("f.jpg", fifo), ("h.jpg", hard),
+                                  ("b.jpg", _image(seed=1))])
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert [i.lineage["sample_key"] for i in items if isinstance(i, ImageRecord)] == ["a", "b"]
+    rejects = {i.key: i.detail for i in items if isinstance(i, Reject)}
+    assert {r.reason for r in items if isinstance(r, Reject)} == {"not_a_regular_file"}
+    assert rejects == {"web-00000-l": "l.jpg: tar member of type symlink",
+                       "web-00000-f": "f.jpg: tar member of type fifo",
+                       "web-00000-h": "h.jpg: tar member of type hard link"}
