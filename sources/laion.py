@@ -202,6 +202,7 @@ class LaionSource:
                         continue
                     extracted = tar.extractfile(info)
                     members[ext] = extracted.read() if extracted is not None else b""
+                _check_end_marker(tar, handle)
         except (tarfile.TarError, EOFError, OSError) as exc:
             if current is not None and members and not repeated:
                 yield self._reject(self._key(shard, current), "read", "truncated_sample",
@@ -344,6 +345,21 @@ def _image_members(members: dict[str, Any]) -> list[str]:
     is not a sidecar (the decoder judges it)."""
     images = [e for e in IMAGE_EXTENSIONS if e in members]
     return images or sorted(e for e in members if e not in SIDECARS)[:1]
+
+
+def _check_end_marker(tar: tarfile.TarFile, handle) -> None:
+    """Raise when an uncompressed tar stops at a member boundary without its end-of-archive
+    block: `tarfile` ends such a stream quietly, and a shard cut there would look whole."""
+    if getattr(tar.fileobj, "comptype", "tar") != "tar":
+        return
+    try:
+        handle.seek(tar.offset)
+        tail = handle.read(tarfile.BLOCKSIZE)
+    except (OSError, ValueError):  # a stream that cannot seek: nothing more to learn
+        return
+    if len(tail) < tarfile.BLOCKSIZE or tail.count(0) != tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(f"the archive ends after {tar.offset} bytes without its end-of-archive "
+                                "block (cut short)")
 
 
 def _member_type(info: tarfile.TarInfo) -> str:

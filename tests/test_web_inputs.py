@@ -179,3 +179,64 @@ def test_non_regular_tar_members_are_rejects(tmp_path: Path):
     assert rejects == {"web-00000-l": "l.jpg: tar member of type symlink",
                        "web-00000-f": "f.jpg: tar member of type fifo",
                        "web-00000-h": "h.jpg: tar member of type hard link"}
+
+
+# -- 3. a cut img2dataset tar: every success accounted ------------------------------------------
+def _img2dataset_shard(root: Path, n: int = 12, failed: int = 2, resized: bool = False) -> list[bytes]:
+    """One shard as img2dataset 1.47 writes it (webdataset format): tar, parquet, _stats.json."""
+    rows, members, images = [], [], []
+    for i in range(n + failed):
+        key = f"0000{i:04d}"
+        ok = i < n
+        data = _image(seed=i, size=(40 + i, 30)) if ok else None
+        stored = (32, 32) if resized else (40 + i, 30)
+        meta = {"url": f"http://127.0.0.1/{i}.jpg", "caption": f"image {i}", "key": key,
+                "status": "success" if ok else "failed_to_download",
+                "error_message": None if ok else "HTTP Error 404: Not Found",
+                "width": stored[0] if ok else None, "height": stored[1] if ok else None,
+                "original_width": 40 + i if ok else None, "original_height": 30 if ok else None,
+                "exif": json.dumps({"Image Orientation": "Horizontal (normal)"}) if ok else None,
+                "sha256": __import__("hashlib").sha256(data).hexdigest() if ok else None,
+                "license": "cc-by" if i % 2 else None}
+        rows.append(meta)
+        if ok:
+            images.append(data)
+            members += [(f"{key}.jpg", data), (f"{key}.txt", meta["caption"].encode()),
+                        (f"{key}.json", json.dumps(meta).encode())]
+    _tar(root / "00000.tar", members)
+    pq.write_table(pa.Table.from_pylist(rows), root / "00000.parquet")
+    (root / "00000_stats.json").write_text(json.dumps({"count": n + failed, "successes": n,
+                                                       "failed_to_download": failed}))
+    return images
+
+
+def test_cut_tar_accounts_for_every_listed_success(tmp_path: Path):
+    _img2dataset_shard(tmp_path)
+    tar = tmp_path / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: len(data) * 2 // 5])
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    reasons = Counter(i.reason for i in items if isinstance(i, Reject))
+    assert 2 <= len(records) < 12
+    assert reasons["failed_to_download"] == 2 and reasons["corrupt_archive"] == 1
+    # every success is a record, the sample cut in half, or missing_from_archive: each its own
+    assert len(records) + reasons["truncated_sample"] + reasons["missing_from_archive"] == 12
+    assert reasons["missing_from_archive"] >= 6
+    keys = {i.key for i in items if not (isinstance(i, Reject) and i.reason == "corrupt_archive")}
+    assert len(keys) == 14  # 12 successes and 2 failures, one item each
+    missing = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
+    assert missing[-1].key == "web-00000-00000011"
+    assert missing[-1].detail == "00000.parquet lists 00000011 as downloaded; 00000.tar lacks it"
+
+
+def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
+    _img2dataset_shard(tmp_path)
+    (tmp_path / "00000.parquet").unlink()
+    tar = tmp_path / "00000.tar"
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    (missing,) = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
+    found = sum(isinstance(i, ImageRecord) for i in items) + sum(
+        isinstance(i, Reject) and i.reason == "truncated_sample" for i in items)
+    assert missing.detail.startswith(f"00000_stats.json counts 12 successes, 00000.tar holds {found};")
