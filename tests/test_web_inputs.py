@@ -240,3 +240,65 @@ def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
     found = sum(isinstance(i, ImageRecord) for i in items) + sum(
         isinstance(i, Reject) and i.reason == "truncated_sample" for i in items)
     assert missing.detail.startswith(f"00000_stats.json counts 12 successes, 00000.tar holds {found};")
+
+
+# -- 4. img2dataset metadata, output_format=parquet, resized input -------------------------------
+def test_img2dataset_metadata_rides_in_the_lineage(tmp_path: Path):
+    images = _img2dataset_shard(tmp_path)
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    first = next(i for i in items if isinstance(i, ImageRecord))
+    meta = first.lineage["img2dataset"]
+    assert meta["sha256"] == __import__("hashlib").sha256(images[0]).hexdigest()
+    assert json.loads(meta["exif"]) == {"Image Orientation": "Horizontal (normal)"}
+    assert (meta["original_width"], meta["original_height"], meta["width"]) == (40, 30, 40)
+    assert meta["status"] == "success" and meta["url"] == "http://127.0.0.1/0.jpg"
+    assert "license" in meta  # an extra parquet column (--save_additional_columns)
+    assert next(i for i in items if isinstance(i, ImageRecord) and i.lineage["sample_key"] == "00000001"
+                ).lineage["img2dataset"]["license"] == "cc-by"
+    assert "resized_from" not in first.lineage
+    assert LaionSource("web", str(tmp_path)).notices() == []
+
+
+def test_output_format_parquet_is_read(tmp_path: Path):
+    webdataset_dir = tmp_path / "wds"
+    webdataset_dir.mkdir()
+    images = _img2dataset_shard(webdataset_dir)
+    table = pq.read_table(webdataset_dir / "00000.parquet")
+    rows = table.to_pylist()
+    for row, i in zip(rows, range(len(rows))):
+        row["jpg"] = images[i] if i < len(images) else None
+        row["txt"] = row["caption"] if i < len(images) else None
+    parquet_dir = tmp_path / "pq"
+    parquet_dir.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), parquet_dir / "00000.parquet", row_group_size=5)
+    source = LaionSource("web", str(parquet_dir))
+    assert source.resolved_format() == "parquet"
+    from_parquet = _read_all(source)
+    from_tar = _read_all(LaionSource("web", str(webdataset_dir)))
+    records = [i for i in from_parquet if isinstance(i, ImageRecord)]
+    assert [r.data for r in records] == images
+    assert {i.key: type(i).__name__ for i in from_parquet} == {i.key: type(i).__name__ for i in from_tar}
+    assert records[3].lineage["img2dataset"] == next(
+        i for i in from_tar if i.key == records[3].key).lineage["img2dataset"]
+    assert Counter(i.reason for i in from_parquet if isinstance(i, Reject)) == {"failed_to_download": 2}
+
+
+def test_resized_input_is_detected_and_sized_by_its_original(tmp_path: Path):
+    from uvd_pipeline.quality import input_sizes
+
+    _img2dataset_shard(tmp_path, resized=True)
+    source = LaionSource("web", str(tmp_path))
+    (notice,) = source.notices()
+    assert "img2dataset resized 12 of 12 images in 00000.parquet (e.g. stored 32x32 of 40x30)" in notice
+    assert "--resize_mode no --disable_all_reencoding True" in notice
+    record = next(i for i in _read_all(source) if isinstance(i, ImageRecord))
+    assert record.lineage["resized_from"] == [40, 30]
+    member = {"width": 32, "height": 32, **record.lineage}
+    assert input_sizes("image", [member], {}) == [(40, 30)]
+
+
+def test_duplicate_rate_leaves_failed_downloads_out():
+    from uvd_pipeline.dedup import duplicate_counts
+
+    counts = duplicate_counts({"duplicate_exact": 2, "duplicate_near": 1, "failed_to_download": 10}, 17, 13, 10)
+    assert counts == {"exact": 2, "near": 1, "inputs": 20, "rate": 0.15}

@@ -240,6 +240,7 @@ def write_shard(
             "by_kind_task": dict(sorted(kind_tasks.items())),
             "rejects": len(rejects),
             "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+            "rejects_by_stage": dict(sorted(Counter(r["stage"] for r in rejects).items())),
             "first_sentence": first,
             "last_sentence": last,
             **quality.stats(),  # input sizes, sentence lengths, images per kind/task (for the report)
