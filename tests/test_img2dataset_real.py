@@ -87,6 +87,9 @@ def write_zoo(folder: Path) -> dict[str, bytes]:
     buf = io.BytesIO()
     Image.fromarray(np.full((32, 48, 3), (30, 160, 60), np.uint8)).save(buf, "AVIF", quality=90)
     zoo["photo.avif"] = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 48, 3), (40, 60, 170), np.uint8)).save(buf, "HEIF", quality=90)  # pillow-heif
+    zoo["photo.heic"] = buf.getvalue()
     zoo["wide.jpg"] = _jpeg(_halves(160, 640, vertical=False, seed=3))
     zoo["logo.svg"] = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">' \
                       b'<rect width="64" height="64" fill="red"/></svg>\n'
@@ -98,7 +101,8 @@ def write_zoo(folder: Path) -> dict[str, bytes]:
     return zoo
 
 
-URLS = ["landscape.jpg", "copy.jpg", "rot6.jpg", "cmyk.jpg", "deep.png", "alpha.png", "photo.avif", "wide.jpg",
+URLS = ["landscape.jpg", "copy.jpg", "rot6.jpg", "cmyk.jpg", "deep.png", "alpha.png", "photo.avif", "photo.heic",
+        "wide.jpg",
         "logo.svg", "broken.jpg", "page.jpg", "gone.jpg"]
 
 
@@ -214,7 +218,8 @@ def test_raw_download_renders_every_odd_image_right(raw_build, downloads):
                     "broken.jpg": "truncated", "page.jpg": "not_an_image", "gone.jpg": "failed_to_download"}
     svg = next(r for r in rejects.values() if r["reason"] == "unsupported_format")
     assert svg["detail"].startswith("SVG")
-    # pixels: EXIF orientation applied, CMYK colours, 16-bit not white, alpha on white, AVIF decoded
+    # pixels: EXIF orientation applied, CMYK colours, 16-bit not white, alpha on white, AVIF and
+    # HEIC decoded
     rot = found["rot6.jpg"]["pixels"]
     assert np.abs(_mean(rot[:8]) - RED).max() < 30 and np.abs(_mean(rot[-8:]) - BLUE).max() < 30
     assert np.abs(_mean(found["cmyk.jpg"]["pixels"]) - (200, 40, 40)).max() < 25
@@ -224,6 +229,7 @@ def test_raw_download_renders_every_odd_image_right(raw_build, downloads):
     alpha = found["alpha.png"]["pixels"]
     assert np.abs(_mean(alpha[:, :24]) - WHITE).max() < 10 and np.abs(_mean(alpha[:, -24:]) - RED).max() < 10
     assert np.abs(_mean(found["photo.avif"]["pixels"]) - (30, 160, 60)).max() < 20
+    assert np.abs(_mean(found["photo.heic"]["pixels"]) - (40, 60, 170)).max() < 20
     assert found["rot6.jpg"]["member"]["width"] == 96 and found["rot6.jpg"]["member"]["height"] == 64
     # img2dataset's metadata rides along: sha256 of the served bytes, extra columns, exif
     for name, entry in found.items():

@@ -51,6 +51,7 @@ def test_path_keys_are_injective_dot_free_and_stable():
         assert path_key("web", plain) == safe_key("web", *plain[: -len(".jpg")].split("/"))
     assert path_key("web", "x.png") == "web-x--png"
     assert path_key("web", "sub/x.png") == "web-sub-x--png"
+    assert (path_key("web", "x.JPG"), path_key("web", "x.JPEG")) == ("web-x--JPG", "web-x--JPEG")
     # the rest carries a digest of the whole path: fixed values, so keys never drift
     assert path_key("web", "sub-x.jpg") == path_key("web", "sub-x.jpg")
     assert path_key("web", "sub-x.jpg").startswith("web-sub-x-jpg--")
