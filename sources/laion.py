@@ -36,6 +36,10 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "
 SIDECARS = ("txt", "json")  # a caption and metadata next to an image of the same stem
 LaionFormat = Literal["auto", "webdataset", "files", "parquet", "folder"]
 FOLDER_FILES_PER_UNIT = 256
+# Parquet through a Python (fsspec) file object: no pre-buffering and no reader threads. With
+# them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
+# one process in ten then aborts ("terminate called without an active exception").
+PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
 RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
                  "(README: Getting LAION with img2dataset)")
 
@@ -292,7 +296,7 @@ class LaionSource:
         shard = fsio.basename(uri).removesuffix(".parquet")
         column = _image_column(uri)
         with fsio.open_file(uri) as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=64):
+            for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
                 for row in batch.to_pylist():
                     sample_key = str(row.get("key"))
                     key = self._key(shard, sample_key)
@@ -404,7 +408,7 @@ class ShardListing:
             import pyarrow.parquet as pq
 
             with fsio.open_file(parquet_uri) as handle:
-                table = pq.read_table(handle)
+                table = pq.read_table(handle, **PYTHON_FILE_READ)
             if "key" in table.column_names:
                 keep = [c for c in table.column_names if not _is_binary(table.schema.field(c).type)]
                 for row in table.select(keep).to_pylist():
@@ -436,7 +440,7 @@ def resized_samples(parquet_uri: str) -> tuple[int, int, str] | None:
         if not all(c in names for c in columns):
             return None
         handle.seek(0)
-        rows = pq.read_table(handle, columns=list(columns)).to_pylist()
+        rows = pq.read_table(handle, columns=list(columns), **PYTHON_FILE_READ).to_pylist()
     done = [r for r in rows if r["status"] == "success" and r["width"] and r["original_width"]]
     resized = [r for r in done if (r["width"], r["height"]) != (r["original_width"], r["original_height"])]
     if not resized:
