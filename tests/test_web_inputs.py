@@ -303,3 +303,33 @@ def test_duplicate_rate_leaves_failed_downloads_out():
 
     counts = duplicate_counts({"duplicate_exact": 2, "duplicate_near": 1, "failed_to_download": 10}, 17, 13, 10)
     assert counts == {"exact": 2, "near": 1, "inputs": 20, "rate": 0.15}
+
+
+# -- a plain folder end to end: every file a sentence or a reject, shards webdataset reads ---------
+def test_colliding_folder_builds_into_readable_shards(tmp_path: Path):
+    import yaml
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    web = tmp_path / "web"
+    (web / "sub").mkdir(parents=True)
+    for i, name in enumerate(["x.jpg", "sub/x.jpg", "sub-x.jpg"]):
+        (web / name).write_bytes(_image(seed=10 + i, size=(48, 40)))
+    (web / "x.png").write_bytes(_image("PNG", seed=20, size=(40, 48)))
+    (web / "x.avif").write_bytes(_image("AVIF", seed=21, size=(44, 44)))
+    (web / "x.heic").write_bytes(_image("HEIF", seed=22, size=(40, 40)))
+    (web / "x.svg").write_bytes(SVG)
+    os.mkfifo(web / "pipe.jpg")
+    config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
+              "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
+              "sources": [{"name": "web", "type": "laion", "path": str(web), "num_shards": 1}],
+              "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary
+    tars = sorted(str(p) for p in (tmp_path / "out" / "rendered").rglob("*.tar"))
+    samples = list(wds.WebDataset(tars, shardshuffle=False))
+    paths = sorted(json.loads(s["json"])["members"][0]["path"] for s in samples)
+    assert paths == ["sub-x.jpg", "sub/x.jpg", "x.avif", "x.heic", "x.jpg", "x.png"]
+    assert len({s["__key__"] for s in samples}) == 6
+    assert summary["sources"]["web"]["rejects_by_reason"] == {"not_a_regular_file": 1, "unsupported_format": 1}
