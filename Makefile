@@ -15,7 +15,11 @@ TOKENIZER_DIR ?= tokenizer/weights/uvd-tiny
 # natural-image sources of the sample build: what the embedded tokenizer is trained on
 TOKENIZER_SOURCES := laion_sample imagenet_sample video_sample co3d_sample objaverse_sample
 
-.PHONY: build-uvd test test-fast bench sample report env clean tokenizer browser ffmpeg
+# img2dataset (tests run it on a local image zoo) pins packages that clash with ours: its own venv.
+I2D_VENV ?= .venv-img2dataset
+I2D_STAMP := $(I2D_VENV)/.img2dataset-installed
+
+.PHONY: build-uvd test test-fast bench sample report env clean tokenizer browser ffmpeg img2dataset
 
 env: $(STAMP)
 
@@ -38,10 +42,17 @@ build-uvd: sample
 
 # The report test loads report.html in headless Chromium (Debian's `chromium` package), and the
 # video zoo tests write MPEG-TS/PS, edit-list and Theora clips with the ffmpeg CLI (Debian's
-# `ffmpeg`), both installed here when missing; UVD_REQUIRE_BROWSER / UVD_REQUIRE_FFMPEG make those
-# tests fail rather than skip without them.
-test: $(STAMP) browser ffmpeg
-	UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 $(PY) -m pytest -m "slow or not slow" -q
+# `ffmpeg`), both installed here when missing; the img2dataset tests run img2dataset from its own
+# venv. UVD_REQUIRE_* make those tests fail rather than skip without them.
+test: $(STAMP) browser ffmpeg $(I2D_STAMP)
+	UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q
+
+img2dataset: $(I2D_STAMP)
+
+$(I2D_STAMP):
+	@test -x $(I2D_VENV)/bin/python || $(PYTHON) -m venv $(I2D_VENV)
+	@$(I2D_VENV)/bin/python -m pip install --quiet --quiet --disable-pip-version-check img2dataset==1.47.0
+	@touch $@
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

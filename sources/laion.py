@@ -1,33 +1,55 @@
-"""Web images: img2dataset outputs (webdataset tars, or parquet + files) and plain image folders.
+"""Web images: img2dataset outputs (webdataset tars, parquet + files, parquet with the images) and
+plain image folders.
 
 img2dataset writes, per shard NNNNN: `NNNNN.tar` holding `{key}.jpg`, `{key}.txt` (caption),
 `{key}.json` (url, key, sizes...), or with `output_format=files` a folder `NNNNN/` with the same
-files, plus `NNNNN.parquet` (one row per attempted URL with its status) and `NNNNN_stats.json`.
-We read tars as streams (never a whole shard in memory), keep caption and URL as lineage, and
-turn the parquet's failed rows into counted rejects so that nothing vanishes silently.
+files, or with `output_format=parquet` only `NNNNN.parquet` with the image bytes in a column; and
+always `NNNNN.parquet` (one row per attempted URL with its status) and `NNNNN_stats.json`.
+
+Nothing vanishes: failed downloads are rejects, every sample the parquet lists as a success but
+the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
+`duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
+is an image record (the decoder decides: AVIF and HEIC decode, SVG is `unsupported_format`) or,
+for a caption without its image, a reject. Tars are read as streams (never a whole shard in
+memory). img2dataset's metadata (every parquet column and `.json` field) rides along in the
+sentence header under `img2dataset`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import posixpath
+import stat
 import tarfile
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 from sources import fsio
-from sources.records import ImageRecord, Reject, SourceItem, safe_key
+from sources.records import ImageRecord, Reject, SourceItem, path_key, safe_key
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
-LaionFormat = Literal["auto", "webdataset", "files", "folder"]
+# extensions an image member or file may carry; the decoder sniffs content, these only say
+# which member of a sample is its picture
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif",
+                    "svg", "jxl", "jp2", "ico")
+SIDECARS = ("txt", "json")  # a caption and metadata next to an image of the same stem
+LaionFormat = Literal["auto", "webdataset", "files", "parquet", "folder"]
 FOLDER_FILES_PER_UNIT = 256
+# Parquet through a Python (fsspec) file object: no pre-buffering and no reader threads. With
+# them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
+# one process in ten then aborts ("terminate called without an active exception").
+PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
+RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
+                 "(README: Getting LAION with img2dataset)")
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One parallel work item: a tar, a files-layout shard folder, or a slice of an image folder."""
+    """One parallel work item: a tar, a files-layout shard folder, a parquet of images, or a slice
+    of an image folder (an image's sidecars always in the same slice)."""
 
-    kind: str  # "tar" | "files" | "folder"
+    kind: str  # "tar" | "files" | "parquet" | "folder"
     uris: tuple[str, ...]
     root: str
 
@@ -39,13 +61,53 @@ def _split_member(name: str) -> tuple[str, str]:
     return posixpath.join(directory, stem) if directory else stem, ext.lower()
 
 
+def _image_column(parquet_uri: str) -> str | None:
+    """The binary image column of an `output_format=parquet` shard, if it has one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        schema = pq.read_schema(handle)
+    for field in schema:
+        if field.name in IMAGE_EXTENSIONS and (pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type)):
+            return field.name
+    return None
+
+
 def detect_format(root: str) -> LaionFormat:
     files = fsio.list_files(root)
     if any(f.endswith(".tar") for f in files):
         return "webdataset"
-    if any(f.endswith(".parquet") for f in files) and fsio.list_dirs(root):
+    parquets = [f for f in files if f.endswith(".parquet")]
+    if parquets and fsio.list_dirs(root):
         return "files"
+    if parquets and _image_column(parquets[0]):
+        return "parquet"
     return "folder"
+
+
+def _stem_of(relative: str) -> str:
+    """A folder file's pairing stem: the path without its last extension."""
+    directory, _, base = relative.rpartition("/")
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return f"{directory}/{stem}" if directory else stem
+
+
+def _ext_of(relative: str) -> str:
+    base = relative.rpartition("/")[2]
+    return base.rsplit(".", 1)[1].lower() if "." in base else ""
+
+
+def _relative(uri: str, root: str) -> str:
+    return uri[len(root.rstrip("/")) :].lstrip("/")
+
+
+def folder_groups(files: list[str], root: str) -> list[list[str]]:
+    """A folder's files grouped by stem (an image with its caption and metadata), in path order."""
+    groups: dict[str, list[str]] = {}
+    for uri in files:
+        groups.setdefault(_stem_of(_relative(uri, root)), []).append(uri)
+    return [groups[stem] for stem in sorted(groups)]
 
 
 @dataclass(frozen=True)
@@ -54,8 +116,11 @@ class LaionSource:
     path: str
     format: LaionFormat = "auto"
 
+    def resolved_format(self) -> LaionFormat:
+        return detect_format(self.path) if self.format == "auto" else self.format
+
     def units(self) -> list[Unit]:
-        fmt = detect_format(self.path) if self.format == "auto" else self.format
+        fmt = self.resolved_format()
         if fmt == "webdataset":
             tars = fsio.list_files(self.path, (".tar",))
             if not tars:
@@ -63,127 +128,367 @@ class LaionSource:
             return [Unit("tar", (t,), self.path) for t in tars]
         if fmt == "files":
             return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path)]
-        images = fsio.list_files(self.path, tuple("." + e for e in IMAGE_EXTENSIONS), recursive=True)
-        if not images:
+        if fmt == "parquet":
+            shards = fsio.list_files(self.path, (".parquet",))
+            if not shards:
+                raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
+            return [Unit("parquet", (p,), self.path) for p in shards]
+        files = fsio.list_files(self.path, recursive=True)
+        groups = folder_groups(files, self.path)
+        if not any(_ext_of(_relative(u, self.path)) not in SIDECARS for g in groups for u in g):
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
-        step = FOLDER_FILES_PER_UNIT
-        return [Unit("folder", tuple(images[i : i + step]), self.path) for i in range(0, len(images), step)]
+        units, chunk = [], []
+        for group in groups:
+            chunk += group
+            if len(chunk) >= FOLDER_FILES_PER_UNIT:
+                units.append(Unit("folder", tuple(chunk), self.path))
+                chunk = []
+        if chunk:
+            units.append(Unit("folder", tuple(chunk), self.path))
+        return units
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:
         if unit.kind == "tar":
             yield from self._read_tar(unit.uris[0])
         elif unit.kind == "files":
             yield from self._read_files(unit.uris[0])
+        elif unit.kind == "parquet":
+            yield from self._read_parquet(unit.uris[0])
         else:
             yield from self._read_folder(unit)
 
+    def notices(self) -> list[str]:
+        """Warnings about the input as a whole (once per source): img2dataset-resized images."""
+        if self.resolved_format() == "folder":
+            return []
+        for parquet in fsio.list_files(self.path, (".parquet",))[:2]:
+            resized = resized_samples(parquet)
+            if resized:
+                count, total, example = resized
+                return [f"{self.name}: img2dataset resized {count} of {total} images in "
+                        f"{fsio.basename(parquet)} (e.g. stored {example}); the build then sees its "
+                        f"letterboxed or re-encoded pixels, not the originals: {RESIZE_ADVICE}"]
+        return []
+
     # -- img2dataset webdataset shards -------------------------------------------------
+    def _key(self, shard: str, sample_key: str) -> str:
+        return safe_key(self.name, shard, sample_key)
+
+    def _reject(self, key: str, stage: str, reason: str, detail: str) -> Reject:
+        return Reject(key, self.name, key, stage, reason, detail[:300])
+
     def _read_tar(self, uri: str) -> Iterator[SourceItem]:
         shard = fsio.basename(uri).removesuffix(".tar")
-        yield from self._upstream_failures(uri[: -len(".tar")] + ".parquet", shard)
+        listing = ShardListing.read(uri[: -len(".tar")] + ".parquet", uri[: -len(".tar")] + "_stats.json")
+        yield from self._upstream_failures(listing, shard)
+        seen: set[str] = set()  # keys whose sample has been yielded (or rejected as cut short)
         current: str | None = None
+        repeated = False  # the current run of members repeats a key already seen
         members: dict[str, bytes] = {}
         try:
             with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
                 for info in tar:
-                    if not info.isfile():
+                    if info.isdir():
                         continue
                     key, ext = _split_member(info.name)
-                    if key != current and current is not None:
-                        yield self._sample(shard, current, members)
-                        members = {}
-                    current = key
+                    if not info.isfile():  # links, devices, fifos: counted, never followed
+                        yield self._reject(self._key(shard, key), "read", "not_a_regular_file",
+                                           f"{info.name}: tar member of type {_member_type(info)}")
+                        continue
+                    if key != current:
+                        if current is not None and not repeated:
+                            yield from self._sample(shard, current, members, listing)
+                            seen.add(current)
+                        current, members, repeated = key, {}, key in seen
+                    if repeated or ext in members:
+                        yield self._reject(self._key(shard, key), "read", "duplicate_key",
+                                           f"{info.name}: key {key} already has a {ext} member in {shard}.tar")
+                        continue
                     extracted = tar.extractfile(info)
                     members[ext] = extracted.read() if extracted is not None else b""
+                _check_end_marker(tar, handle)
         except (tarfile.TarError, EOFError, OSError) as exc:
-            if current is not None and members:
-                yield Reject(
-                    safe_key(self.name, shard, current), self.name, safe_key(self.name, shard, current),
-                    "read", "truncated_sample", f"{type(exc).__name__}: {exc}"[:200],
-                )
-                current = None
-            yield Reject(safe_key(self.name, shard), self.name, safe_key(self.name, shard),
-                         "read", "corrupt_archive", f"{type(exc).__name__}: {exc}"[:200])
-        if current is not None:
-            yield self._sample(shard, current, members)
+            if current is not None and members and not repeated:
+                yield self._reject(self._key(shard, current), "read", "truncated_sample",
+                                   f"{type(exc).__name__}: {exc}"[:200])
+                seen.add(current)
+            current = None
+            yield self._reject(safe_key(self.name, shard), "read", "corrupt_archive",
+                               f"{type(exc).__name__}: {exc}"[:200])
+        if current is not None and not repeated:
+            yield from self._sample(shard, current, members, listing)
+            seen.add(current)
+        yield from self._missing(listing, shard, seen, f"{shard}.tar")
 
-    def _sample(self, shard: str, sample_key: str, members: dict[str, bytes]) -> SourceItem:
-        key = safe_key(self.name, shard, sample_key)
-        image_ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
-        if image_ext is None:
-            return Reject(key, self.name, key, "read", "missing_image",
-                          f"members: {', '.join(sorted(members)) or 'none'}")
-        lineage = _lineage(members.get("txt"), members.get("json"))
+    def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
+                listing: "ShardListing") -> Iterator[SourceItem]:
+        key = self._key(shard, sample_key)
+        images = _image_members(members)
+        if not images:
+            yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(members)) or 'none'}")
+            return
+        image_ext = images[0]
+        for extra in images[1:]:
+            yield self._reject(key, "read", "duplicate_key",
+                               f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})")
+        lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
         lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext})
-        return ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
+        yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
 
-    def _upstream_failures(self, parquet_uri: str, shard: str) -> Iterator[Reject]:
+    def _upstream_failures(self, listing: "ShardListing", shard: str) -> Iterator[Reject]:
         """img2dataset's parquet lists every URL it tried; failed ones become counted rejects."""
-        if not fsio.exists(parquet_uri):
-            return
-        import pyarrow.parquet as pq
-
-        with fsio.open_file(parquet_uri) as handle:
-            table = pq.read_table(handle, columns=None)
-        names = table.column_names
-        if "status" not in names or "key" not in names:
-            return
-        status = table.column("status").to_pylist()
-        keys = table.column("key").to_pylist()
-        errors = table.column("error_message").to_pylist() if "error_message" in names else [None] * len(keys)
-        for sample_key, state, error in zip(keys, status, errors):
+        for sample_key, row in listing.rows.items():
+            state = row.get("status")
             if state != "success":
-                key = safe_key(self.name, shard, str(sample_key))
-                yield Reject(key, self.name, key, "download", str(state or "failed"), str(error or "")[:200])
+                yield self._reject(self._key(shard, sample_key), "download", str(state or "failed"),
+                                   str(row.get("error_message") or ""))
+
+    def _missing(self, listing: "ShardListing", shard: str, seen: set[str], archive: str) -> Iterator[Reject]:
+        """Successes img2dataset recorded that the archive does not hold (a cut or lost shard)."""
+        for sample_key in listing.successes():
+            if sample_key not in seen:
+                yield self._reject(self._key(shard, sample_key), "read", "missing_from_archive",
+                                   f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it")
+        if listing.rows or listing.stats_successes is None:
+            return
+        found = len(seen)
+        if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
+            yield self._reject(safe_key(self.name, shard, "missing"), "read", "missing_from_archive",
+                               f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
+                               f"holds {found}; without {shard}.parquet the missing keys are unknown")
 
     # -- img2dataset files layout --------------------------------------------------------
     def _read_files(self, folder: str) -> Iterator[SourceItem]:
         shard = fsio.basename(folder)
-        yield from self._upstream_failures(fsio.join(self.path, shard + ".parquet"), shard)
+        base = fsio.join(self.path, shard)
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json")
+        yield from self._upstream_failures(listing, shard)
         by_key: dict[str, dict[str, str]] = {}
         for uri in fsio.list_files(folder):
             key, ext = _split_member(fsio.basename(uri))
-            by_key.setdefault(key, {})[ext] = uri
+            if ext in by_key.setdefault(key, {}):
+                yield self._reject(self._key(shard, key), "read", "duplicate_key",
+                                   f"{fsio.basename(uri)}: key {key} already has a {ext} file")
+                continue
+            by_key[key][ext] = uri
         for sample_key in sorted(by_key):
             files = by_key[sample_key]
-            key = safe_key(self.name, shard, sample_key)
-            image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
-            if image_ext is None:
-                yield Reject(key, self.name, key, "read", "missing_image",
-                             f"members: {', '.join(sorted(files))}")
+            key = self._key(shard, sample_key)
+            images = _image_members(files)
+            if not images:
+                yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}")
                 continue
+            for extra in images[1:]:
+                yield self._reject(key, "read", "duplicate_key",
+                                   f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
             text = fsio.read_bytes(files["txt"]) if "txt" in files else None
             meta = fsio.read_bytes(files["json"]) if "json" in files else None
-            lineage = _lineage(text, meta)
-            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext})
-            yield ImageRecord(key=key, source=self.name, group=key, uri=files[image_ext], lineage=lineage)
+            lineage = _lineage(text, meta, listing.rows.get(sample_key))
+            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
+            yield ImageRecord(key=key, source=self.name, group=key, uri=files[images[0]], lineage=lineage)
+        yield from self._missing(listing, shard, set(by_key), f"folder {shard}/")
+
+    # -- img2dataset output_format=parquet -----------------------------------------------
+    def _read_parquet(self, uri: str) -> Iterator[SourceItem]:
+        """Images inside the parquet (img2dataset `output_format=parquet`), read a batch at a time."""
+        import pyarrow.parquet as pq
+
+        shard = fsio.basename(uri).removesuffix(".parquet")
+        column = _image_column(uri)
+        with fsio.open_file(uri) as handle:
+            for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
+                for row in batch.to_pylist():
+                    sample_key = str(row.get("key"))
+                    key = self._key(shard, sample_key)
+                    data = row.pop(column, None) if column else None
+                    caption = row.pop("txt", None)
+                    if row.get("status", "success") != "success":
+                        yield self._reject(key, "download", str(row.get("status") or "failed"),
+                                           str(row.get("error_message") or ""))
+                        continue
+                    if not data:
+                        yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes")
+                        continue
+                    lineage = _lineage(caption.encode() if caption else None, None, row)
+                    lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
+                    yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage)
 
     # -- plain folders -------------------------------------------------------------------
     def _read_folder(self, unit: Unit) -> Iterator[SourceItem]:
-        root = unit.root.rstrip("/")
-        for uri in unit.uris:
-            relative = uri[len(root) :].lstrip("/")
-            stem = relative.rsplit(".", 1)[0]
-            key = safe_key(self.name, *stem.split("/"))
-            caption_uri = uri.rsplit(".", 1)[0] + ".txt"
-            caption = fsio.read_text(caption_uri).strip() if fsio.exists(caption_uri) else None
-            lineage = {"path": relative}
-            if caption:
-                lineage["caption"] = caption
-            yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+        root = unit.root
+        for group in folder_groups(list(unit.uris), root):
+            sidecars = {_ext_of(_relative(u, root)): u for u in group if _ext_of(_relative(u, root)) in SIDECARS}
+            entries = [u for u in group if u not in sidecars.values()]
+            if not entries:  # a caption or metadata file whose image is not there
+                for uri in sidecars.values():
+                    relative = _relative(uri, root)
+                    yield self._reject(path_key(self.name, relative), "read", "missing_image",
+                                       f"{relative}: no image file with this stem")
+                continue
+            for uri in entries:
+                relative = _relative(uri, root)
+                key = path_key(self.name, relative)
+                problem = _not_regular(uri, root)
+                if problem:
+                    yield self._reject(key, "read", "not_a_regular_file", f"{relative}: {problem}")
+                    continue
+                lineage: dict[str, Any] = {"path": relative}
+                if "txt" in sidecars:
+                    caption = fsio.read_bytes(sidecars["txt"]).decode("utf-8", errors="replace").strip()
+                    if caption:
+                        lineage["caption"] = caption
+                if "json" in sidecars:
+                    parsed = _parse_json(fsio.read_bytes(sidecars["json"]))
+                    if parsed:
+                        lineage["metadata"] = parsed
+                yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
 
 
-def _lineage(text: bytes | None, meta: bytes | None) -> dict:
+def _image_members(members: dict[str, Any]) -> list[str]:
+    """A sample's picture candidates: image extensions in preference order, else any member that
+    is not a sidecar (the decoder judges it)."""
+    images = [e for e in IMAGE_EXTENSIONS if e in members]
+    return images or sorted(e for e in members if e not in SIDECARS)[:1]
+
+
+def _check_end_marker(tar: tarfile.TarFile, handle) -> None:
+    """Raise when an uncompressed tar stops at a member boundary without its end-of-archive
+    block: `tarfile` ends such a stream quietly, and a shard cut there would look whole."""
+    if getattr(tar.fileobj, "comptype", "tar") != "tar":
+        return
+    try:
+        handle.seek(tar.offset)
+        tail = handle.read(tarfile.BLOCKSIZE)
+    except (OSError, ValueError):  # a stream that cannot seek: nothing more to learn
+        return
+    if len(tail) < tarfile.BLOCKSIZE or tail.count(0) != tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(f"the archive ends after {tar.offset} bytes without its end-of-archive "
+                                "block (cut short)")
+
+
+def _member_type(info: tarfile.TarInfo) -> str:
+    for test, name in ((info.issym, "symlink"), (info.islnk, "hard link"), (info.ischr, "character device"),
+                       (info.isblk, "block device"), (info.isfifo, "fifo")):
+        if test():
+            return name
+    return f"type {info.type!r}"
+
+
+def _not_regular(uri: str, root: str) -> str | None:
+    """Why a local folder entry cannot be read as a file (a fifo would block, a link may point
+    out of the source), or None. Remote stores hold only regular objects."""
+    path = fsio.local_path(uri)
+    if path is None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (fifo, device or socket)"
+    base = fsio.local_path(root)
+    if base is not None and os.path.islink(path):
+        real, top = os.path.realpath(path), os.path.realpath(base)
+        if os.path.commonpath([real, top]) != top:
+            return "a link pointing outside the source folder"
+    return None
+
+
+@dataclass
+class ShardListing:
+    """What img2dataset says a shard holds: its parquet rows by key and its _stats.json count."""
+
+    rows: dict[str, dict[str, Any]]
+    stats_successes: int | None
+
+    @classmethod
+    def read(cls, parquet_uri: str, stats_uri: str) -> "ShardListing":
+        rows: dict[str, dict[str, Any]] = {}
+        if fsio.exists(parquet_uri):
+            import pyarrow.parquet as pq
+
+            with fsio.open_file(parquet_uri) as handle:
+                table = pq.read_table(handle, **PYTHON_FILE_READ)
+            if "key" in table.column_names:
+                keep = [c for c in table.column_names if not _is_binary(table.schema.field(c).type)]
+                for row in table.select(keep).to_pylist():
+                    rows[str(row["key"])] = row
+        successes = None
+        if fsio.exists(stats_uri):
+            parsed = _parse_json(fsio.read_bytes(stats_uri))
+            if isinstance(parsed.get("successes"), int):
+                successes = parsed["successes"]
+        return cls(rows, successes)
+
+    def successes(self) -> list[str]:
+        return [k for k, row in self.rows.items() if row.get("status", "success") == "success"]
+
+
+def _is_binary(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+
+def resized_samples(parquet_uri: str) -> tuple[int, int, str] | None:
+    """(resized, successes, an example) when img2dataset stored other sizes than the originals."""
+    import pyarrow.parquet as pq
+
+    columns = ("status", "width", "height", "original_width", "original_height")
+    with fsio.open_file(parquet_uri) as handle:
+        names = pq.read_schema(handle).names
+        if not all(c in names for c in columns):
+            return None
+        handle.seek(0)
+        rows = pq.read_table(handle, columns=list(columns), **PYTHON_FILE_READ).to_pylist()
+    done = [r for r in rows if r["status"] == "success" and r["width"] and r["original_width"]]
+    resized = [r for r in done if (r["width"], r["height"]) != (r["original_width"], r["original_height"])]
+    if not resized:
+        return None
+    r = resized[0]
+    return len(resized), len(done), f"{r['width']}x{r['height']} of {r['original_width']}x{r['original_height']}"
+
+
+def _parse_json(data: bytes | None) -> dict:
+    if not data:
+        return {}
+    try:
+        parsed = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _jsonable(value: Any) -> Any:
+    """A metadata value as plain JSON (bytes are never carried; NaN becomes null)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None) -> dict:
+    """Caption and URL at the top (as before), and everything img2dataset recorded under
+    `img2dataset`: its parquet row, overlaid by the sample's `.json`."""
     lineage: dict = {}
     if text:
         lineage["caption"] = text.decode("utf-8", errors="replace").strip()
-    if meta:
-        try:
-            parsed = json.loads(meta)
-        except (ValueError, UnicodeDecodeError):
-            parsed = {}
-        if isinstance(parsed, dict):
-            for field in ("url", "caption", "original_width", "original_height"):
-                if parsed.get(field) is not None and field not in lineage:
-                    lineage[field] = parsed[field]
+    parsed = _parse_json(meta)
+    recorded = {**(row or {}), **parsed}
+    for field in ("url", "caption", "original_width", "original_height"):
+        if recorded.get(field) is not None and field not in lineage:
+            lineage[field] = _jsonable(recorded[field])
+    if recorded:
+        lineage["img2dataset"] = {k: _jsonable(v) for k, v in sorted(recorded.items())}
+        width, height = recorded.get("width"), recorded.get("height")
+        original = (recorded.get("original_width"), recorded.get("original_height"))
+        if width and height and all(original) and (width, height) != original:
+            lineage["resized_from"] = [int(original[0]), int(original[1])]  # type: ignore[arg-type]
     return lineage

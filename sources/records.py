@@ -32,6 +32,36 @@ def safe_key(*parts: str) -> str:
     return cleaned
 
 
+_PLAIN_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_]*[A-Za-z0-9])?")
+PLAIN_EXTENSION = "jpg"  # the one extension a plain path's key leaves out
+
+
+def path_key(source: str, relative: str) -> str:
+    """The key of a file at `relative` (a '/'-separated path under a source root): injective.
+
+    A *plain* path (directories and stem of letters, digits and inner '_', one extension of up
+    to 10 letters or digits) keeps the key it always had, `source-dir-stem`, with `--ext` (case
+    kept) added unless the extension is `jpg`: `x.jpg` -> `s-x`, `x.png` -> `s-x--png`,
+    `x.JPEG` -> `s-x--JPEG`. Plain parts hold no '-', so '-' separates them unambiguously and
+    '--' only ever marks the extension. Every other path (`sub-x.jpg`, `a b.jpg`, `a.b.jpg`)
+    gets its cleaned text plus `--` and a 64-bit digest of the whole relative path (16 hex
+    digits, longer than any plain extension). Distinct paths thus get distinct keys; the writer
+    still checks per shard.
+    """
+    directory, _, base = relative.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    parts = (directory.split("/") if directory else []) + [stem]
+    prefix = _UNSAFE.sub("_", source).strip("_") or "_"
+    if all(_PLAIN_PART.fullmatch(p) for p in parts) and re.fullmatch(r"[A-Za-z0-9]{1,10}", ext):
+        key = "-".join([prefix, *parts])
+        return key if ext == PLAIN_EXTENSION else f"{key}--{ext}"
+    cleaned = "-".join(_UNSAFE.sub("_", p).strip("_") or "_" for p in parts + ([ext] if ext else []))
+    digest = hashlib.blake2b(relative.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+    return f"{prefix}-{cleaned}--{digest}"
+
+
 def stable_hash(*parts: object) -> int:
     """A 64-bit hash of `parts` that is the same on every machine, process and Python version."""
     text = "\x1f".join(str(p) for p in parts)

@@ -20,6 +20,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
 
+try:  # HEIC/HEIF (phone photos): decodable when pillow-heif is installed, else `unsupported_format`
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - it is a declared dependency
+    pass
+
 # Our own guard (`max_pixels`, checked on the header before any pixel is decoded) replaces
 # Pillow's global one, so the limit is the build config's and not a process-wide constant.
 Image.MAX_IMAGE_PIXELS = None
@@ -58,8 +65,14 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        known = sniff_format(data)
+        if known:
+            raise DecodeError("unsupported_format", f"{known}: a real image format this build cannot decode") from None
         raise DecodeError("not_an_image", f"no image format recognises the first bytes {data[:8]!r}") from None
     except Exception as exc:  # Pillow raises many types on broken headers
+        known = sniff_format(data)
+        if known and known.startswith("TIFF"):  # a layout Pillow has no raw mode for
+            raise DecodeError("unsupported_format", f"{known}: {type(exc).__name__}: {exc}"[:200]) from None
         raise DecodeError("corrupt_header", f"{type(exc).__name__}: {exc}"[:200]) from None
     w, h = image.size
     if w < 1 or h < 1:
@@ -67,6 +80,31 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if w * h > max_pixels:
         raise DecodeError("decompression_bomb", f"{w}x{h} exceeds max_pixels={max_pixels}")
     return image
+
+
+_FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
+                b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The name of a real image format recognised by its first bytes, for formats that Pillow may
+    not open (vector, HEIF family, JPEG XL, PDF, TIFF variants): such a file is a picture we
+    cannot use, not junk, and its reject says which format it is."""
+    head = data[:512]
+    if head[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(head[8:12], f"ISO media ({head[8:12].decode('latin-1')!r} brand)")
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF (a sample layout Pillow cannot read)"
+    if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
+        return "JPEG XL"
+    if head[:5] == b"%PDF-":
+        return "PDF"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
+        return "SVG (vector graphics)"
+    if text.startswith(b"<!doctype svg") or text.startswith(b"<!-- ") and b"<svg" in head.lower():
+        return "SVG (vector graphics)"
+    return None
 
 
 def _orientation(image: Image.Image) -> int:
@@ -84,10 +122,19 @@ def _load(image: Image.Image) -> None:
             image.load()
     except OSError as exc:
         text = str(exc)
-        reason = "truncated" if "truncated" in text or "broken data stream" in text else "decode_error"
-        raise DecodeError(reason, text[:200]) from None
+        if "truncated" in text or "broken data stream" in text:
+            raise DecodeError("truncated", text[:200]) from None
+        raise _load_failure(image, text) from None
     except Exception as exc:
-        raise DecodeError("decode_error", f"{type(exc).__name__}: {exc}"[:200]) from None
+        raise _load_failure(image, f"{type(exc).__name__}: {exc}") from None
+
+
+def _load_failure(image: Image.Image, text: str) -> DecodeError:
+    """A TIFF that opens but will not load uses a sample layout Pillow lacks (planar 16-bit RGBA,
+    say): a real image we cannot decode (`unsupported_format`), not a broken file."""
+    if image.format == "TIFF":
+        return DecodeError("unsupported_format", f"TIFF ({image.mode}, a sample layout Pillow cannot read): {text}"[:200])
+    return DecodeError("decode_error", text[:200])
 
 
 def _composite_on_white(rgba: np.ndarray) -> np.ndarray:

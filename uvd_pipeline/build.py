@@ -31,6 +31,7 @@ from uvd_pipeline.rendered_shards import (
     remove_temporaries,
     stats_files,
 )
+from uvd_pipeline.source_factory import source_notices
 from uvd_pipeline.spool import remove_spool
 from uvd_pipeline.tokenize_stage import arithmetic_label, token_stats_files
 
@@ -232,6 +233,9 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
                            distributions=_distributions(result), metrics=metrics_reported(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
     units = list_units(config)  # source errors first: they name the field the user wrote
+    for warnings in source_notices(config).values():
+        for warning in warnings:
+            log.warning("%s", warning)
     check_tokenizer(config)
     prepare_output(config, overwrite, replace_changed)
     removed = remove_temporaries(config.output)
@@ -328,7 +332,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "sentences": 0, "images": 0, "rejects": 0, "shards": 0,
             "by_split": defaultdict(lambda: {"sentences": 0, "images": 0}),
             "by_kind": Counter(), "by_kind_task": Counter(), "rejects_by_reason": Counter(),
-            "images_by_kind_task": Counter(), "sentence_lengths": {}, "inputs": empty_inputs(),
+            "rejects_by_stage": Counter(), "images_by_kind_task": Counter(), "sentence_lengths": {}, "inputs": empty_inputs(),
         })
         entry["sentences"] += stats["sentences"]
         entry["images"] += stats["images"]
@@ -339,6 +343,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         entry["by_kind"].update(stats["by_kind"])
         entry["by_kind_task"].update(stats.get("by_kind_task", {}))
         entry["rejects_by_reason"].update(stats["rejects_by_reason"])
+        entry["rejects_by_stage"].update(stats.get("rejects_by_stage", {}))
         entry["images_by_kind_task"].update(stats.get("images_by_kind_task", {}))
         merge_lengths(entry["sentence_lengths"], stats.get("sentence_lengths"))
         merge_inputs(entry["inputs"], stats.get("inputs"))
@@ -355,6 +360,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "by_kind": dict(sorted(entry["by_kind"].items())),
             "by_kind_task": dict(sorted(entry["by_kind_task"].items())),
             "rejects_by_reason": dict(sorted(entry["rejects_by_reason"].items())),
+            "rejects_by_stage": dict(sorted(entry["rejects_by_stage"].items())),
             "images_by_kind_task": dict(sorted(entry["images_by_kind_task"].items())),
             "sentence_lengths": sorted_lengths(entry["sentence_lengths"]),
             "inputs": entry["inputs"],
@@ -362,11 +368,15 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
     types = {s.name: s.type for s in config.sources}
     for name in sources:
         sources[name]["type"] = types.get(name, "?")
+    for name, warnings in source_notices(config).items():
+        if name in sources:
+            sources[name]["warnings"] = warnings
     from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES, duplicate_counts
 
     for entry in sources.values():
         if config.dedup.enabled and entry["type"] in DEDUP_SOURCE_TYPES:
-            entry["duplicates"] = duplicate_counts(entry["rejects_by_reason"], entry["images"], entry["rejects"])
+            entry["duplicates"] = duplicate_counts(entry["rejects_by_reason"], entry["images"], entry["rejects"],
+                                                   entry["rejects_by_stage"].get("download", 0))
     from uvd_pipeline.tokenize_stage import summarize_tokens
 
     tokens = summarize_tokens(output, config_hash)
@@ -455,6 +465,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                   for name, s in summary["sources"].items() if (d := s.get("duplicates"))]
     if duplicates:
         lines.append("duplicates dropped: " + ", ".join(duplicates))
+    for name, s in summary["sources"].items():
+        lines += [f"warning: {w}" for w in s.get("warnings", ())]
     tokens = summary.get("tokens") or {}
     if tokens.get("sources"):
         total = sum(s["tokens"] for s in tokens["sources"].values())

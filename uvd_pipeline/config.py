@@ -70,7 +70,7 @@ class SourceBase(Strict):
 
 class LaionSourceConfig(SourceBase):
     type: Literal["laion"]
-    format: Literal["auto", "webdataset", "files", "folder"] = "auto"
+    format: Literal["auto", "webdataset", "files", "parquet", "folder"] = "auto"
 
 
 class ImageNetSourceConfig(SourceBase):

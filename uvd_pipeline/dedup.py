@@ -195,11 +195,13 @@ def duplicate_reject(unit_key: str, group: str, twin: Twin, twin_dropped: bool) 
     return Reject(unit_key, twin.source, group, STAGE, twin.reason, detail, split_hint=twin.split)
 
 
-def duplicate_counts(rejects_by_reason: dict[str, int], images: int, rejects: int) -> dict[str, Any]:
+def duplicate_counts(rejects_by_reason: dict[str, int], images: int, rejects: int,
+                     failed_downloads: int = 0) -> dict[str, Any]:
     """A source's duplicate figures for the summary: exact, near, and their share of its inputs
-    (inputs = images in its sentences + its rejects; one per input image where no class sentence
+    (inputs = images in its sentences + its rejects, less the URLs img2dataset failed to download
+    (stage `download`): those never were images; one per input image where no class sentence
     wraps around)."""
     exact, near = rejects_by_reason.get(EXACT, 0), rejects_by_reason.get(NEAR, 0)
-    inputs = images + rejects
+    inputs = images + rejects - failed_downloads
     return {"exact": exact, "near": near, "inputs": inputs,
             "rate": round((exact + near) / inputs, 4) if inputs else 0.0}

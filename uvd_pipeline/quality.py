@@ -5,7 +5,7 @@ pictures *before* resizing, so the report never re-reads the inputs. An input is
 sentence image was made from: the image of a web, class, pair or multitask unit, each frame of
 a video or annotated video, each view of a multi-view object; annotation targets are not
 inputs. Renderers record the size (after EXIF orientation) as `width`/`height` in the member's
-lineage (videos: once, in the sentence meta, for all their frames). An image a sentence holds
+lineage (web images that img2dataset resized first: its recorded original size, `resized_from`) (videos: once, in the sentence meta, for all their frames). An image a sentence holds
 twice (class sentences under `remainder: wrap`) counts twice: the histograms describe what the
 sentences are made of.
 
@@ -54,7 +54,16 @@ def input_sizes(kind: str, members: Iterable[dict[str, Any]], meta: dict[str, An
         if meta.get("width") and meta.get("height"):
             return [(int(meta["width"]), int(meta["height"]))] * len(members)
         return []
-    return [(int(m["width"]), int(m["height"])) for m in members if m.get("width") and m.get("height")]
+    return [_original_size(m) for m in members if m.get("width") and m.get("height")]
+
+
+def _original_size(member: dict[str, Any]) -> tuple[int, int]:
+    """The picture's own size: img2dataset's recorded original when it resized the image before
+    we saw it (`resized_from`), else what we decoded."""
+    if member.get("resized_from"):
+        width, height = member["resized_from"]
+        return int(width), int(height)
+    return int(member["width"]), int(member["height"])
 
 
 def empty_inputs() -> dict[str, Any]:

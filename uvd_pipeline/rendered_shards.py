@@ -107,19 +107,21 @@ class _SpillSorter:
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile()
-        self._index: list[tuple[str, int, int]] = []
+        self._index: list[tuple[str, str, int, int]] = []
 
     def add(self, sentence: Sentence) -> None:
         blob = pickle.dumps(sentence, protocol=pickle.HIGHEST_PROTOCOL)
         offset = self._file.seek(0, os.SEEK_END)
         self._file.write(blob)
-        self._index.append((sentence.sentence_id, offset, len(blob)))
+        # the header digest orders sentences sharing an id the same way whatever the arrival order
+        digest = hashlib.sha256(sentence.header_json()).hexdigest()
+        self._index.append((sentence.sentence_id, digest, offset, len(blob)))
 
     def __len__(self) -> int:
         return len(self._index)
 
     def sorted(self) -> Iterator[Sentence]:
-        for _, offset, length in sorted(self._index):
+        for _, _, offset, length in sorted(self._index):
             self._file.seek(offset)
             yield pickle.loads(self._file.read(length))
 
@@ -194,12 +196,15 @@ def write_shard(
         tasks: Counter[str] = Counter()
         kind_tasks: Counter[str] = Counter()
         quality = ShardQuality(image_size)
-        n_images = 0
+        n_images = written = 0
         first = last = None
         with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False) as local:
             local_tar = local.name
             with open_writer(local) as tar:
                 for sentence in spill.sorted():
+                    if sentence.sentence_id == last:  # a tar must not hold a key twice
+                        rejects.append(duplicate_sentence(sentence).as_row())
+                        continue
                     add_member(tar, f"{sentence.sentence_id}.json", sentence.header_json())
                     for position, png in enumerate(sentence.images):
                         add_member(tar, f"{sentence.sentence_id}.{position:02d}.png", png)
@@ -209,6 +214,7 @@ def write_shard(
                     quality.add(sentence.kind, sentence_group(sentence.kind, sentence.task), sentence.members,
                                 sentence.meta, sentence.n_images)
                     n_images += sentence.n_images
+                    written += 1
                     first = first or sentence.sentence_id
                     last = sentence.sentence_id
         try:
@@ -233,13 +239,14 @@ def write_shard(
             "tar_bytes": size,
             "tar_sha256": digest,
             "image_size": image_size,
-            "sentences": len(spill),
+            "sentences": written,
             "images": n_images,
             "by_kind": dict(sorted(kinds.items())),
             "by_task": dict(sorted(tasks.items())),
             "by_kind_task": dict(sorted(kind_tasks.items())),
             "rejects": len(rejects),
             "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+            "rejects_by_stage": dict(sorted(Counter(r["stage"] for r in rejects).items())),
             "first_sentence": first,
             "last_sentence": last,
             **quality.stats(),  # input sizes, sentence lengths, images per kind/task (for the report)
@@ -250,6 +257,16 @@ def write_shard(
         return ShardWriteResult(address, stats, skipped=False)
     finally:
         spill.close()
+
+
+def duplicate_sentence(sentence: Sentence) -> Reject:
+    """A second sentence with an id already written to this shard: keys are unique by
+    construction, so this means two inputs map to one key; the one whose header sorts first is
+    kept, this one is counted instead of writing a tar webdataset would refuse."""
+    member = sentence.members[0] if sentence.members else {}
+    origin = member.get("path") or member.get("sample_key") or member.get("key") or ""
+    return Reject(sentence.sentence_id, sentence.source, sentence.sentence_id, "write", "duplicate_key",
+                  f"another sentence of this shard has id {sentence.sentence_id}; this one from {origin}"[:300])
 
 
 def _file_sha256(path: str) -> str:

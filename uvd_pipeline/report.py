@@ -118,6 +118,7 @@ def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
         "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
         "reject_examples": _reject_examples(output),
         "duplicates": {name: s["duplicates"] for name, s in summary["sources"].items() if "duplicates" in s},
+        "warnings": {name: s["warnings"] for name, s in summary["sources"].items() if s.get("warnings")},
         "mixture": summary.get("mixture"),
         **_quality_data(summary, by_kind_task),
     }
@@ -404,13 +405,20 @@ def _trainer_html(section: dict[str, Any] | None) -> str:
             f"<img src=\"{section['loss_plot']}\" alt=\"loss curve\">{prompts}{generation}")
 
 
+def _warnings_html(warnings: dict[str, list[str]] | None) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(w)}</li>" for found in warnings.values() for w in found)
+    return f"<h2>Warnings</h2><ul class=\"warnings\">{items}</ul>"
+
+
 def _duplicates_html(duplicates: dict[str, Any] | None) -> str:
     if not duplicates:
         return ""
     rows = [[name, d["inputs"], d["exact"], d["near"], f"{100 * d['rate']:.1f}%"] for name, d in duplicates.items()]
     return ("<h2>Duplicates</h2><p>Web and class images dropped as copies of a kept twin (rendered pixels "
             "identical, or pHash within the configured Hamming distance); inputs = images in sentences + "
-            "rejects.</p>" + _table(["source", "inputs", "exact", "near", "dup rate"], rows))
+            "rejects, less failed downloads.</p>" + _table(["source", "inputs", "exact", "near", "dup rate"], rows))
 
 
 def _or_dash(value: Any) -> Any:
@@ -442,6 +450,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h1>UVD build report</h1>
 <p>Output <code>{html.escape(data['output'])}</code>, config {data['config_hash']}, images {data['image_size']}px.
 {t['sentences']} sentences, {t['images']} images, {t['rejects']} rejects in {t['shards']} shards.</p>
+{_warnings_html(data.get("warnings"))}
 <h2>Sentences by source</h2>
 {_table(['source', 'type', 'kinds', 'sentences', 'images', 'train', 'val', 'rejects', 'tokens'], source_rows)}
 <h2>Sentences by kind</h2>

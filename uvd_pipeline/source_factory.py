@@ -44,6 +44,22 @@ def _coco_files(c) -> tuple[tuple[str, ...], str]:
     return files, images
 
 
+def source_notices(config) -> dict[str, list[str]]:
+    """Warnings about each enabled source's input as a whole (img2dataset-resized images), once
+    per source; a source that cannot tell says nothing (its own errors surface while listing)."""
+    notices = {}
+    for c in config.enabled_sources:
+        if c.type != "laion":
+            continue
+        try:
+            found = LaionSource(c.name, c.path, c.format).notices()
+        except (OSError, ValueError):
+            continue
+        if found:
+            notices[c.name] = found
+    return notices
+
+
 def make_source(c, seed: int = 0):
     """The reader for one configured source."""
     if c.type == "laion":

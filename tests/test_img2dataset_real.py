@@ -1,0 +1,289 @@
+"""Real img2dataset 1.47 output of an image zoo served on 127.0.0.1, built and read back.
+
+img2dataset lives in its own venv (`make img2dataset`, a dependency of `make test`): its pins
+clash with ours. Two downloads of the same URL list: webdataset format with `resize_mode=no` and
+`disable_all_reencoding` (what the README recommends), and files format with img2dataset's
+defaults (256 px letterboxed, re-encoded). One build reads both; the test checks every case by
+reading the rendered shards back.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import subprocess
+import tarfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+import yaml
+from PIL import Image
+
+from sources.laion import LaionSource
+from sources.records import ImageRecord, Reject
+
+REPO = Path(__file__).resolve().parent.parent
+IMG2DATASET = REPO / ".venv-img2dataset" / "bin" / "img2dataset"
+RED, BLUE, WHITE = (220, 20, 20), (20, 20, 220), (255, 255, 255)
+
+pytestmark = pytest.mark.slow
+
+
+def _require_img2dataset() -> None:
+    if not IMG2DATASET.exists():
+        if os.environ.get("UVD_REQUIRE_IMG2DATASET"):
+            pytest.fail(f"{IMG2DATASET} is missing: run `make img2dataset`")
+        pytest.skip("img2dataset venv missing (`make img2dataset`; `make test` builds it)")
+
+
+def _jpeg(pixels: np.ndarray, mode: str = "RGB", **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, "JPEG", quality=95, **save)
+    return buf.getvalue()
+
+
+def _halves(h: int, w: int, first=RED, second=BLUE, vertical: bool = True, seed: int = 0) -> np.ndarray:
+    """Top (or left) half `first`, the rest `second`, with a seeded texture (so that no two zoo
+    images look alike to the dedup pHash): orientation shows in the rendered pixels."""
+    out = np.empty((h, w, 3), np.int16)
+    if vertical:
+        out[: h // 2], out[h // 2 :] = first, second
+    else:
+        out[:, : w // 2], out[:, w // 2 :] = first, second
+    texture = np.random.default_rng(seed).integers(-20, 21, (h // 8 + 1, w // 8 + 1, 1))
+    out += np.kron(texture, np.ones((8, 8, 1), np.int16))[:h, :w]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def write_zoo(folder: Path) -> dict[str, bytes]:
+    """Odd images as the web serves them; returns name -> bytes (what each URL returns)."""
+    zoo: dict[str, bytes] = {}
+    landscape = _halves(64, 96)
+    zoo["landscape.jpg"] = _jpeg(landscape)
+    zoo["copy.jpg"] = zoo["landscape.jpg"]  # the same file under another URL
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated; "rotate 90 clockwise to display"
+    zoo["rot6.jpg"] = _jpeg(np.ascontiguousarray(np.rot90(_halves(64, 96, seed=1), 1)), exif=exif.tobytes())
+    zoo["cmyk.jpg"] = _jpeg(np.full((48, 48, 3), (200, 40, 40), np.uint8), "CMYK")
+    gradient = np.tile(np.linspace(0, 65535, 80).astype(np.uint16), (40, 1))
+    buf = io.BytesIO()
+    Image.fromarray(gradient.astype(np.int32), "I").convert("I;16").save(buf, "PNG")
+    zoo["deep.png"] = buf.getvalue()
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., :3], rgba[:, 20:, 3] = _halves(40, 40, RED, RED, seed=2), 255  # left half transparent
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    zoo["alpha.png"] = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 48, 3), (30, 160, 60), np.uint8)).save(buf, "AVIF", quality=90)
+    zoo["photo.avif"] = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 48, 3), (40, 60, 170), np.uint8)).save(buf, "HEIF", quality=90)  # pillow-heif
+    zoo["photo.heic"] = buf.getvalue()
+    zoo["wide.jpg"] = _jpeg(_halves(160, 640, vertical=False, seed=3))
+    zoo["logo.svg"] = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">' \
+                      b'<rect width="64" height="64" fill="red"/></svg>\n'
+    whole = _jpeg(np.random.default_rng(0).integers(0, 255, (120, 120, 3), dtype=np.uint8))
+    zoo["broken.jpg"] = whole[: len(whole) * 2 // 5]
+    zoo["page.jpg"] = b"<html><body>403 Forbidden</body></html>\n"
+    for name, data in zoo.items():
+        (folder / name).write_bytes(data)
+    return zoo
+
+
+URLS = ["landscape.jpg", "copy.jpg", "rot6.jpg", "cmyk.jpg", "deep.png", "alpha.png", "photo.avif", "photo.heic",
+        "wide.jpg",
+        "logo.svg", "broken.jpg", "page.jpg", "gone.jpg"]
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _download(url_list: Path, out: Path, *extra: str) -> None:
+    command = [str(IMG2DATASET), "--url_list", str(url_list), "--input_format", "csv", "--url_col", "url",
+               "--caption_col", "caption", "--save_additional_columns", '["license"]', "--output_folder", str(out),
+               "--processes_count", "1", "--thread_count", "4", "--timeout", "5", "--retries", "0",
+               "--number_sample_per_shard", "100", *extra]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory):
+    """The zoo served on 127.0.0.1 and downloaded twice by the real img2dataset."""
+    _require_img2dataset()
+    root = tmp_path_factory.mktemp("img2dataset")
+    site = root / "site"
+    site.mkdir()
+    zoo = write_zoo(site)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        url_list = root / "urls.csv"
+        with url_list.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["url", "caption", "license"])
+            for i, name in enumerate(URLS):
+                writer.writerow([f"{base}/{name}", f"zoo {name}", f"cc-by-{i}"])
+        raw, default = root / "raw", root / "default"
+        _download(url_list, raw, "--output_format", "webdataset", "--resize_mode", "no",
+                  "--disable_all_reencoding", "True")
+        _download(url_list, default, "--output_format", "files")
+    finally:
+        server.shutdown()
+    return {"root": root, "raw": raw, "default": default, "zoo": zoo}
+
+
+def _build(downloads, name: str):
+    """A build of one download (dedup spans sources, and the two downloads hold the same images)."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    root = downloads["root"]
+    config = {
+        "version": 1, "output": str(root / f"out-{name}"), "seed": 0,
+        "image": {"size": 64, "resize": "center_crop"},
+        "split": {"val_fraction": 0.0},
+        "sources": [{"name": name, "type": "laion", "path": str(downloads[name]), "num_shards": 1}],
+        "tokenizer": {"enabled": False},
+        "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"},
+    }
+    (root / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run_build(load_config(str(root / f"{name}.yaml")))
+    return result.summary, root / f"out-{name}"
+
+
+@pytest.fixture(scope="module")
+def raw_build(downloads):
+    return _build(downloads, "raw")
+
+
+@pytest.fixture(scope="module")
+def default_build(downloads):
+    return _build(downloads, "default")
+
+
+def _sentences(out: Path, source: str) -> dict[str, dict]:
+    """URL file name -> (header, RGB pixels) of every sentence of a source, read with webdataset."""
+    from uvd_pipeline.render import decode_png
+
+    shards = sorted(str(p) for p in (out / "rendered" / source).rglob("*.tar"))
+    found = {}
+    for sample in wds.WebDataset(shards, shardshuffle=False):
+        header = json.loads(sample["json"])
+        member = header["members"][0]
+        found[member["url"].rsplit("/", 1)[1]] = {"member": member, "pixels": decode_png(sample["00.png"])}
+    return found
+
+
+def _rejects(out: Path, source: str) -> dict[str, dict]:
+    rows = [json.loads(l) for l in (out / "rejects.jsonl").read_text().splitlines()]
+    return {r["key"]: r for r in rows if r["source"] == source}
+
+
+def _parquet_rows(folder: Path) -> list[dict]:
+    return [row for path in sorted(folder.glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+def _mean(pixels: np.ndarray) -> np.ndarray:
+    return pixels.reshape(-1, 3).mean(axis=0)
+
+
+def test_raw_download_renders_every_odd_image_right(raw_build, downloads):
+    summary, out = raw_build
+    found = _sentences(out, "raw")
+    rejects = _rejects(out, "raw")
+    rows = {r["key"]: r for r in _parquet_rows(downloads["raw"])}
+    by_name = {r["url"].rsplit("/", 1)[1]: r for r in rows.values()}
+    reasons = {name: rejects[f"raw-00000-{row['key']}"]["reason"] for name, row in by_name.items()
+               if f"raw-00000-{row['key']}" in rejects}
+    assert set(found) | set(reasons) == set(URLS) and not set(found) & set(reasons)
+    assert reasons == {"copy.jpg": "duplicate_exact", "logo.svg": "unsupported_format",
+                       "broken.jpg": "truncated", "page.jpg": "not_an_image", "gone.jpg": "failed_to_download"} or \
+        reasons == {"landscape.jpg": "duplicate_exact", "logo.svg": "unsupported_format",
+                    "broken.jpg": "truncated", "page.jpg": "not_an_image", "gone.jpg": "failed_to_download"}
+    svg = next(r for r in rejects.values() if r["reason"] == "unsupported_format")
+    assert svg["detail"].startswith("SVG")
+    # pixels: EXIF orientation applied, CMYK colours, 16-bit not white, alpha on white, AVIF and
+    # HEIC decoded
+    rot = found["rot6.jpg"]["pixels"]
+    assert np.abs(_mean(rot[:8]) - RED).max() < 30 and np.abs(_mean(rot[-8:]) - BLUE).max() < 30
+    assert np.abs(_mean(found["cmyk.jpg"]["pixels"]) - (200, 40, 40)).max() < 25
+    deep = found["deep.png"]["pixels"]
+    # the centre crop keeps the middle half of the 0..65535 ramp: about 64 to 191 in 8 bits
+    assert 50 < deep[:, 0].mean() < 80 and 175 < deep[:, -1].mean() < 205 and 110 < deep.mean() < 145
+    alpha = found["alpha.png"]["pixels"]
+    assert np.abs(_mean(alpha[:, :24]) - WHITE).max() < 10 and np.abs(_mean(alpha[:, -24:]) - RED).max() < 10
+    assert np.abs(_mean(found["photo.avif"]["pixels"]) - (30, 160, 60)).max() < 20
+    assert np.abs(_mean(found["photo.heic"]["pixels"]) - (40, 60, 170)).max() < 20
+    assert found["rot6.jpg"]["member"]["width"] == 96 and found["rot6.jpg"]["member"]["height"] == 64
+    # img2dataset's metadata rides along: sha256 of the served bytes, extra columns, exif
+    for name, entry in found.items():
+        meta = entry["member"]["img2dataset"]
+        assert meta["sha256"] == hashlib.sha256(downloads["zoo"][name]).hexdigest()
+        assert meta["license"] == f"cc-by-{URLS.index(name)}" and meta["status"] == "success"
+        assert "exif" in meta and entry["member"]["caption"] == f"zoo {name}"
+    assert "resized_from" not in found["wide.jpg"]["member"]
+    assert "warnings" not in summary["sources"]["raw"]
+    # every URL is one sentence or one reject; the duplicate rate counts images only
+    assert summary["sources"]["raw"]["sentences"] + summary["sources"]["raw"]["rejects"] == len(rows) == len(URLS)
+    assert summary["sources"]["raw"]["duplicates"]["inputs"] == len(URLS) - 1
+
+
+def test_default_download_is_warned_about_and_sized_by_originals(default_build, downloads):
+    summary, out = default_build
+    source = summary["sources"]["default"]
+    rows = _parquet_rows(downloads["default"])
+    assert source["sentences"] + source["rejects"] == len(rows) == len(URLS)
+    (warning,) = source["warnings"]
+    assert "img2dataset resized" in warning and "--resize_mode no --disable_all_reencoding True" in warning
+    from uvd_pipeline.build import format_summary
+
+    assert f"warning: {warning}" in format_summary(summary)
+    found = _sentences(out, "default")
+    wide = found["wide.jpg"]["member"]
+    assert wide["resized_from"] == [640, 160] and (wide["width"], wide["height"]) == (256, 256)
+    # the histogram counts the original 640 px long side, not img2dataset's 256
+    from uvd_pipeline.quality import SIDE_EDGES, bin_index
+
+    long_sides = source["inputs"]["long_side"]
+    assert long_sides[bin_index(640, SIDE_EDGES)] == 1
+    # what img2dataset's defaults did: letterboxed white bars
+    pixels = found["wide.jpg"]["pixels"]
+    assert pixels.shape == (64, 64, 3)
+    from uvd_pipeline.report import write_report
+
+    paths = write_report(str(out), max_sentences_per_group=1)
+    assert json.loads(Path(paths["json"]).read_text())["warnings"] == {"default": [warning]}
+    page = Path(paths["html"]).read_text()
+    assert "<h2>Warnings</h2>" in page and "img2dataset resized 8 of 8 images" in page
+
+
+def test_cut_real_tar_accounts_for_every_success(downloads, tmp_path: Path):
+    _require_img2dataset()
+    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
+        (tmp_path / name).write_bytes((downloads["raw"] / name).read_bytes())
+    tar = tmp_path / "00000.tar"
+    with tarfile.open(tar) as whole:
+        offsets = [m.offset for m in whole.getmembers() if m.name.endswith(".jpg")]
+    tar.write_bytes(tar.read_bytes()[: offsets[len(offsets) // 2] + 700])  # inside a member's header+data
+    items = [i for u in LaionSource("web", str(tmp_path)).units() for i in LaionSource("web", str(tmp_path)).read(u)]
+    reasons = Counter(i.reason for i in items if isinstance(i, Reject))
+    successes = sum(r["status"] == "success" for r in _parquet_rows(tmp_path))
+    records = sum(isinstance(i, ImageRecord) for i in items)
+    assert reasons["corrupt_archive"] == 1 and reasons["missing_from_archive"] >= 4
+    assert records + reasons["truncated_sample"] + reasons["missing_from_archive"] == successes

@@ -1,0 +1,335 @@
+"""Web images in the wild, at the source and the writer: injective keys, every file counted,
+cut img2dataset tars accounted sample by sample, img2dataset metadata carried."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from sources.laion import LaionSource
+from sources.records import ImageRecord, Reject, path_key, safe_key
+from transforms.decode import DecodeError, load_image
+from uvd_pipeline.rendered_shards import REJECTS_SUFFIX, TAR_SUFFIX, ShardAddress, iter_shard, write_shard
+from uvd_pipeline.sentences import Sentence
+
+
+def _read_all(source: LaionSource):
+    return [item for unit in source.units() for item in source.read(unit)]
+
+
+def _image(fmt: str = "JPEG", size=(24, 16), seed: int = 0, **save) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+# -- 1. keys unique by construction ------------------------------------------------------------
+COLLIDING = ["x.jpg", "x.png", "x.jpeg", "x.JPG", "sub/x.jpg", "sub-x.jpg", "sub_x.jpg", "x_png.jpg",
+             "x--png.jpg", "a.b.jpg", "a_b.jpg", "a b.jpg", "x", "x.tar.jpg", "sub/x.png", "_x.jpg",
+             "sub/y/x.jpg", "sub-y/x.jpg", "sub/y-x.jpg", "é.jpg", "e.jpg"]
+
+
+def test_path_keys_are_injective_dot_free_and_stable():
+    keys = [path_key("web", p) for p in COLLIDING]
+    assert len(set(keys)) == len(keys)
+    assert all("." not in k and k.startswith("web-") for k in keys)
+    assert all(set(k) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") for k in keys)
+    # plain jpg paths keep the key they always had (no sample build changes for them)
+    for plain in ("x.jpg", "sub/x.jpg", "sub_x.jpg", "x_png.jpg", "a_b.jpg", "sub/y/x.jpg"):
+        assert path_key("web", plain) == safe_key("web", *plain[: -len(".jpg")].split("/"))
+    assert path_key("web", "x.png") == "web-x--png"
+    assert path_key("web", "sub/x.png") == "web-sub-x--png"
+    assert (path_key("web", "x.JPG"), path_key("web", "x.JPEG")) == ("web-x--JPG", "web-x--JPEG")
+    # the rest carries a digest of the whole path: fixed values, so keys never drift
+    assert path_key("web", "sub-x.jpg") == path_key("web", "sub-x.jpg")
+    assert path_key("web", "sub-x.jpg").startswith("web-sub-x-jpg--")
+    assert len(path_key("web", "sub-x.jpg").rsplit("--", 1)[1]) == 16
+
+
+def test_folder_collisions_become_distinct_sentences_and_captions_pair(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    for i, name in enumerate(["x.jpg", "sub/x.jpg", "sub-x.jpg"]):
+        (tmp_path / name).write_bytes(_image(seed=i))
+    (tmp_path / "x.png").write_bytes(_image("PNG", seed=9))
+    (tmp_path / "x.txt").write_text("shared caption\n")
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert all(isinstance(i, ImageRecord) for i in items)
+    assert sorted(i.lineage["path"] for i in items) == ["sub-x.jpg", "sub/x.jpg", "x.jpg", "x.png"]
+    assert len({i.key for i in items}) == 4
+    by_path = {i.lineage["path"]: i for i in items}
+    assert by_path["x.jpg"].lineage["caption"] == by_path["x.png"].lineage["caption"] == "shared caption"
+    assert "caption" not in by_path["sub/x.jpg"].lineage
+
+
+def _sentence(sid: str, origin: str, seed: int) -> Sentence:
+    return Sentence(sid, "web", "image", "none", "train", (_image("PNG", seed=seed),),
+                    ({"key": sid, "path": origin, "width": 24, "height": 16},))
+
+
+def test_writer_refuses_a_repeated_id_per_shard_and_keeps_a_readable_tar(tmp_path: Path):
+    address = ShardAddress("web", "train", 0)
+    items = [_sentence("web-a", "a.jpg", 0), _sentence("web-b", "b.jpg", 1), _sentence("web-a", "a2.jpg", 2)]
+    kept = set()
+    for order in (items, items[::-1]):  # whichever arrives first, the same one is kept
+        out = tmp_path / f"o{len(kept)}"
+        result = write_shard(str(out), address, order, config_hash="h", num_shards=1, image_size=16,
+                             format_version=1, expected_items=3)
+        assert result.stats["sentences"] == 2 and result.stats["rejects_by_reason"] == {"duplicate_key": 1}
+        tar = address.path(str(out), TAR_SUFFIX)
+        samples = list(wds.WebDataset([tar], shardshuffle=False))  # would raise on a repeated name
+        assert [s["__key__"] for s in samples] == ["web-a", "web-b"]
+        kept.add(json.loads(samples[0]["json"])["members"][0]["path"])
+        (reject,) = [json.loads(l) for l in Path(address.path(str(out), REJECTS_SUFFIX)).read_text().splitlines()]
+        assert reject["reason"] == "duplicate_key" and reject["key"] == "web-a"
+    assert len(kept) == 1
+
+
+def _tar(path: Path, members: list[tuple[str, bytes | tarfile.TarInfo]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            if isinstance(data, tarfile.TarInfo):
+                data.name = name
+                tar.addfile(data)
+            else:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_repeated_tar_key_is_a_duplicate_key_reject(tmp_path: Path):
+    _tar(tmp_path / "00000.tar", [("a.jpg", _image(seed=1)), ("a.txt", b"first"), ("b.jpg", _image(seed=2)),
+                                  ("a.jpg", _image(seed=3)), ("a.txt", b"again"), ("c.jpg", _image(seed=4)),
+                                  ("c.png", _image("PNG", seed=5))])
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [r.lineage["sample_key"] for r in records] == ["a", "b", "c"]
+    assert records[0].lineage["caption"] == "first"
+    assert Counter(r.reason for r in rejects) == {"duplicate_key": 3}  # a.jpg, a.txt again; c.png
+    assert {r.key for r in rejects} == {"web-00000-a", "web-00000-c"}
+
+
+# -- 2. every file counted -----------------------------------------------------------------------
+SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"></svg>\n'
+
+
+def _planar_tiff() -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.ones((4, 8, 8), np.uint16), planarconfig="separate", photometric="rgb",
+                     extrasamples=[0])
+    return buf.getvalue()
+
+
+def test_every_folder_file_is_decoded_or_rejected_with_its_format(tmp_path: Path):
+    (tmp_path / "a.avif").write_bytes(_image("AVIF", seed=1))
+    (tmp_path / "b.heic").write_bytes(_image("HEIF", seed=2))
+    (tmp_path / "c.svg").write_bytes(SVG)
+    (tmp_path / "d.tif").write_bytes(_planar_tiff())
+    (tmp_path / "e.html").write_bytes(b"<html>403</html>")
+    (tmp_path / "f.txt").write_text("a caption without its image")
+    (tmp_path / "g.jpg").write_bytes(_image(seed=3))
+    os.mkfifo(tmp_path / "h.jpg")  # would block a reader forever
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert len(items) == 8
+    outcome = {}
+    for item in items:
+        if isinstance(item, Reject):
+            outcome[item.key] = item.reason
+            continue
+        try:
+            outcome[item.lineage["path"]] = load_image(item.read_bytes(), 16, "center_crop").format
+        except DecodeError as exc:
+            outcome[item.lineage["path"]] = f"{exc.reason}: {exc.detail.split(':')[0]}"
+    assert outcome == {
+        "a.avif": "AVIF", "b.heic": "HEIF", "g.jpg": "JPEG",
+        "c.svg": "unsupported_format: SVG (vector graphics)",
+        "d.tif": "unsupported_format: TIFF (RGB, a sample layout Pillow cannot read)",
+        "e.html": "not_an_image: no image format recognises the first bytes b'<html>40'",
+        path_key("web", "f.txt"): "missing_image",
+        path_key("web", "h.jpg"): "not_a_regular_file",
+    }
+
+
+def test_non_regular_tar_members_are_rejects(tmp_path: Path):
+    link = tarfile.TarInfo()
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    fifo = tarfile.TarInfo()
+    fifo.type = tarfile.FIFOTYPE
+    hard = tarfile.TarInfo()
+    hard.type, hard.linkname = tarfile.LNKTYPE, "a.jpg"
+    _tar(tmp_path / "00000.tar", [("a.jpg", _image()), ("l.jpg", link), ("f.jpg", fifo), ("h.jpg", hard),
+                                  ("b.jpg", _image(seed=1))])
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert [i.lineage["sample_key"] for i in items if isinstance(i, ImageRecord)] == ["a", "b"]
+    rejects = {i.key: i.detail for i in items if isinstance(i, Reject)}
+    assert {r.reason for r in items if isinstance(r, Reject)} == {"not_a_regular_file"}
+    assert rejects == {"web-00000-l": "l.jpg: tar member of type symlink",
+                       "web-00000-f": "f.jpg: tar member of type fifo",
+                       "web-00000-h": "h.jpg: tar member of type hard link"}
+
+
+# -- 3. a cut img2dataset tar: every success accounted ------------------------------------------
+def _img2dataset_shard(root: Path, n: int = 12, failed: int = 2, resized: bool = False) -> list[bytes]:
+    """One shard as img2dataset 1.47 writes it (webdataset format): tar, parquet, _stats.json."""
+    rows, members, images = [], [], []
+    for i in range(n + failed):
+        key = f"0000{i:04d}"
+        ok = i < n
+        data = _image(seed=i, size=(40 + i, 30)) if ok else None
+        stored = (32, 32) if resized else (40 + i, 30)
+        meta = {"url": f"http://127.0.0.1/{i}.jpg", "caption": f"image {i}", "key": key,
+                "status": "success" if ok else "failed_to_download",
+                "error_message": None if ok else "HTTP Error 404: Not Found",
+                "width": stored[0] if ok else None, "height": stored[1] if ok else None,
+                "original_width": 40 + i if ok else None, "original_height": 30 if ok else None,
+                "exif": json.dumps({"Image Orientation": "Horizontal (normal)"}) if ok else None,
+                "sha256": __import__("hashlib").sha256(data).hexdigest() if ok else None,
+                "license": "cc-by" if i % 2 else None}
+        rows.append(meta)
+        if ok:
+            images.append(data)
+            members += [(f"{key}.jpg", data), (f"{key}.txt", meta["caption"].encode()),
+                        (f"{key}.json", json.dumps(meta).encode())]
+    _tar(root / "00000.tar", members)
+    pq.write_table(pa.Table.from_pylist(rows), root / "00000.parquet")
+    (root / "00000_stats.json").write_text(json.dumps({"count": n + failed, "successes": n,
+                                                       "failed_to_download": failed}))
+    return images
+
+
+def test_cut_tar_accounts_for_every_listed_success(tmp_path: Path):
+    _img2dataset_shard(tmp_path)
+    tar = tmp_path / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: len(data) * 2 // 5])
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    reasons = Counter(i.reason for i in items if isinstance(i, Reject))
+    assert 2 <= len(records) < 12
+    assert reasons["failed_to_download"] == 2 and reasons["corrupt_archive"] == 1
+    # every success is a record, the sample cut in half, or missing_from_archive: each its own
+    assert len(records) + reasons["truncated_sample"] + reasons["missing_from_archive"] == 12
+    assert reasons["missing_from_archive"] >= 6
+    keys = {i.key for i in items if not (isinstance(i, Reject) and i.reason == "corrupt_archive")}
+    assert len(keys) == 14  # 12 successes and 2 failures, one item each
+    missing = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
+    assert missing[-1].key == "web-00000-00000011"
+    assert missing[-1].detail == "00000.parquet lists 00000011 as downloaded; 00000.tar lacks it"
+
+
+def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
+    _img2dataset_shard(tmp_path)
+    (tmp_path / "00000.parquet").unlink()
+    tar = tmp_path / "00000.tar"
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    (missing,) = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
+    found = sum(isinstance(i, ImageRecord) for i in items) + sum(
+        isinstance(i, Reject) and i.reason == "truncated_sample" for i in items)
+    assert missing.detail.startswith(f"00000_stats.json counts 12 successes, 00000.tar holds {found};")
+
+
+# -- 4. img2dataset metadata, output_format=parquet, resized input -------------------------------
+def test_img2dataset_metadata_rides_in_the_lineage(tmp_path: Path):
+    images = _img2dataset_shard(tmp_path)
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    first = next(i for i in items if isinstance(i, ImageRecord))
+    meta = first.lineage["img2dataset"]
+    assert meta["sha256"] == __import__("hashlib").sha256(images[0]).hexdigest()
+    assert json.loads(meta["exif"]) == {"Image Orientation": "Horizontal (normal)"}
+    assert (meta["original_width"], meta["original_height"], meta["width"]) == (40, 30, 40)
+    assert meta["status"] == "success" and meta["url"] == "http://127.0.0.1/0.jpg"
+    assert "license" in meta  # an extra parquet column (--save_additional_columns)
+    assert next(i for i in items if isinstance(i, ImageRecord) and i.lineage["sample_key"] == "00000001"
+                ).lineage["img2dataset"]["license"] == "cc-by"
+    assert "resized_from" not in first.lineage
+    assert LaionSource("web", str(tmp_path)).notices() == []
+
+
+def test_output_format_parquet_is_read(tmp_path: Path):
+    webdataset_dir = tmp_path / "wds"
+    webdataset_dir.mkdir()
+    images = _img2dataset_shard(webdataset_dir)
+    table = pq.read_table(webdataset_dir / "00000.parquet")
+    rows = table.to_pylist()
+    for row, i in zip(rows, range(len(rows))):
+        row["jpg"] = images[i] if i < len(images) else None
+        row["txt"] = row["caption"] if i < len(images) else None
+    parquet_dir = tmp_path / "pq"
+    parquet_dir.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), parquet_dir / "00000.parquet", row_group_size=5)
+    source = LaionSource("web", str(parquet_dir))
+    assert source.resolved_format() == "parquet"
+    from_parquet = _read_all(source)
+    from_tar = _read_all(LaionSource("web", str(webdataset_dir)))
+    records = [i for i in from_parquet if isinstance(i, ImageRecord)]
+    assert [r.data for r in records] == images
+    assert {i.key: type(i).__name__ for i in from_parquet} == {i.key: type(i).__name__ for i in from_tar}
+    assert records[3].lineage["img2dataset"] == next(
+        i for i in from_tar if i.key == records[3].key).lineage["img2dataset"]
+    assert Counter(i.reason for i in from_parquet if isinstance(i, Reject)) == {"failed_to_download": 2}
+
+
+def test_resized_input_is_detected_and_sized_by_its_original(tmp_path: Path):
+    from uvd_pipeline.quality import input_sizes
+
+    _img2dataset_shard(tmp_path, resized=True)
+    source = LaionSource("web", str(tmp_path))
+    (notice,) = source.notices()
+    assert "img2dataset resized 12 of 12 images in 00000.parquet (e.g. stored 32x32 of 40x30)" in notice
+    assert "--resize_mode no --disable_all_reencoding True" in notice
+    record = next(i for i in _read_all(source) if isinstance(i, ImageRecord))
+    assert record.lineage["resized_from"] == [40, 30]
+    member = {"width": 32, "height": 32, **record.lineage}
+    assert input_sizes("image", [member], {}) == [(40, 30)]
+
+
+def test_duplicate_rate_leaves_failed_downloads_out():
+    from uvd_pipeline.dedup import duplicate_counts
+
+    counts = duplicate_counts({"duplicate_exact": 2, "duplicate_near": 1, "failed_to_download": 10}, 17, 13, 10)
+    assert counts == {"exact": 2, "near": 1, "inputs": 20, "rate": 0.15}
+
+
+# -- a plain folder end to end: every file a sentence or a reject, shards webdataset reads ---------
+def test_colliding_folder_builds_into_readable_shards(tmp_path: Path):
+    import yaml
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    web = tmp_path / "web"
+    (web / "sub").mkdir(parents=True)
+    for i, name in enumerate(["x.jpg", "sub/x.jpg", "sub-x.jpg"]):
+        (web / name).write_bytes(_image(seed=10 + i, size=(48, 40)))
+    (web / "x.png").write_bytes(_image("PNG", seed=20, size=(40, 48)))
+    (web / "x.avif").write_bytes(_image("AVIF", seed=21, size=(44, 44)))
+    (web / "x.heic").write_bytes(_image("HEIF", seed=22, size=(40, 40)))
+    (web / "x.svg").write_bytes(SVG)
+    os.mkfifo(web / "pipe.jpg")
+    config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
+              "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
+              "sources": [{"name": "web", "type": "laion", "path": str(web), "num_shards": 1}],
+              "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary
+    tars = sorted(str(p) for p in (tmp_path / "out" / "rendered").rglob("*.tar"))
+    samples = list(wds.WebDataset(tars, shardshuffle=False))
+    paths = sorted(json.loads(s["json"])["members"][0]["path"] for s in samples)
+    assert paths == ["sub-x.jpg", "sub/x.jpg", "x.avif", "x.heic", "x.jpg", "x.png"]
+    assert len({s["__key__"] for s in samples}) == 6
+    assert summary["sources"]["web"]["rejects_by_reason"] == {"not_a_regular_file": 1, "unsupported_format": 1}
