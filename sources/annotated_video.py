@@ -14,6 +14,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from sources import fsio
+from sources.paths import OUTSIDE_ROOT, OutsideRoot, check_inside, outside_detail
 from sources.records import AnnotatedClipRecord, Reject, SourceItem, safe_key
 
 VideoLayout = Literal["vipseg", "jhmdb"]
@@ -27,6 +28,7 @@ def frame_windows(n_frames: int, frames: int, stride: int) -> list[tuple[int, ..
     return [tuple(range(start, start + span, stride)) for start in range(0, n_frames - span + 1, span)]
 
 
+MAX_JOINTS_BYTES = 1 << 24  # JHMDB's joint_positions.mat holds (2, 15, T) doubles: kilobytes
 MATLAB_OFFSET = 0.5  # JHMDB's pos_img is in MATLAB's 1-based pixel-centre coordinates
 
 
@@ -48,6 +50,7 @@ class AnnotatedVideoSource:
     sentence_layout: SentenceLayout = "interleaved"
     frames: int = 8
     stride: int = 1
+    follow_links: bool = False  # read frames and annotations that are links leading out of `path`
 
     def units(self) -> list[str]:
         if self.layout == "vipseg":
@@ -60,23 +63,41 @@ class AnnotatedVideoSource:
         return videos
 
     def read(self, video_dir: str) -> Iterator[SourceItem]:
-        frames = fsio.list_files(video_dir, FRAME_SUFFIXES)
         if self.layout == "vipseg":
             video = fsio.basename(video_dir)
         else:
             video = f"{fsio.basename(video_dir.rsplit('/', 1)[0])}/{fsio.basename(video_dir)}"
         group = safe_key(self.name, *video.split("/"))
+        outside = outside_detail(self.path, video_dir, self.follow_links)
+        if outside:  # not listed: the linked video folder is one rejected item
+            yield Reject(group, self.name, group, "read", OUTSIDE_ROOT, outside)
+            return
+        frames = fsio.list_files(video_dir, FRAME_SUFFIXES)
         windows = frame_windows(len(frames), self.frames, self.stride)
         if not windows:
             yield Reject(group, self.name, group, "plan", "too_few_frames", f"{len(frames)} frames < {self.frames}")
             return
         try:
             annotations = self._annotations(video, frames)
-        except (OSError, ValueError, KeyError) as exc:
-            yield Reject(group, self.name, group, "read", "bad_annotation", f"{type(exc).__name__}: {exc}"[:200])
+        except OutsideRoot as exc:
+            yield Reject(group, self.name, group, "read", OUTSIDE_ROOT, exc.detail)
+            return
+        except FileNotFoundError as exc:
+            yield Reject(group, self.name, group, "read", "missing_annotation", str(exc)[:200])
+            return
+        except (OSError, ValueError, KeyError, NotImplementedError, TypeError) as exc:
+            # scipy's messages can quote the file's header bytes: name the problem only
+            yield Reject(group, self.name, group, "read", "bad_annotation", f"joint_positions.mat: {type(exc).__name__}")
             return
         for window in windows:
             key = f"{group}-s{self.stride}-f{window[0]:05d}"
+            used = [frames[i] for i in window]
+            if self.layout == "vipseg":
+                used += [u for u in (annotations[i] for i in window) if u is not None]
+            outside = next(filter(None, (outside_detail(self.path, u, self.follow_links) for u in used)), None)
+            if outside:
+                yield Reject(key, self.name, group, "read", OUTSIDE_ROOT, outside)
+                continue
             if self.layout == "vipseg":
                 uris = [annotations[i] for i in window]
                 if any(u is None for u in uris):
@@ -107,4 +128,5 @@ class AnnotatedVideoSource:
         mat = fsio.join(self.path, "joint_positions", video, "joint_positions.mat")
         if not fsio.exists(mat):
             raise FileNotFoundError(f"no joint_positions.mat for {video}")
-        return load_jhmdb_points(fsio.read_bytes(mat))
+        check_inside(self.path, mat, self.follow_links)
+        return load_jhmdb_points(fsio.read_bytes(mat, MAX_JOINTS_BYTES))

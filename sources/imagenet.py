@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
+from sources.paths import OUTSIDE_ROOT, outside_detail
 from sources.records import ImageRecord, Reject, SourceItem, safe_key
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -64,6 +65,7 @@ class ImageNetSource:
     name: str
     path: str
     splits: tuple[str, ...] = ("train", "val")
+    follow_links: bool = False  # read files and class folders that are links leading out of `path`
 
     @property
     def synsets_uri(self) -> str:
@@ -80,6 +82,10 @@ class ImageNetSource:
             if not fsio.isdir(split_dir):
                 raise FileNotFoundError(f"{self.name}: ILSVRC layout has no {split}/ folder under {self.path}")
             for class_dir in fsio.list_dirs(split_dir):
+                if outside_detail(self.path, class_dir, self.follow_links):
+                    # not listed: its reader rejects the folder itself as one item
+                    units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
+                    continue
                 files = fsio.list_files(class_dir, IMAGE_SUFFIXES)
                 units.append(Unit(split, fsio.basename(class_dir), tuple(files)))
             flat = fsio.list_files(split_dir, IMAGE_SUFFIXES)
@@ -101,6 +107,10 @@ class ImageNetSource:
             stem = fsio.basename(uri).rsplit(".", 1)[0]
             wnid = unit.wnid or labels.get(stem)
             key = safe_key(self.name, unit.split, wnid or "unlabelled", stem)
+            outside = outside_detail(self.path, uri, self.follow_links)
+            if outside:
+                yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, outside, split_hint=unit.split)
+                continue
             if wnid is None:
                 yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {VAL_LABELS_FILE}",
                              split_hint=unit.split)

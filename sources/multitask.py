@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
+from sources.paths import OUTSIDE_ROOT, outside_detail
 from sources.records import Reject, SourceItem, TupleRecord, safe_key
 
 # task -> (folder, domain suffix)
@@ -29,6 +30,7 @@ class MultiTaskSource:
     name: str
     path: str
     tasks: tuple[str, ...] = TUPLE_TASKS
+    follow_links: bool = False  # read buildings and files that are links leading out of `path`
 
     def units(self) -> list[str]:
         buildings = [d for d in fsio.list_dirs(self.path) if fsio.exists(fsio.join(d, TASKONOMY["image"][0]))]
@@ -38,6 +40,11 @@ class MultiTaskSource:
 
     def read(self, building: str) -> Iterator[SourceItem]:
         name = fsio.basename(building)
+        outside = outside_detail(self.path, building, self.follow_links)
+        if outside:  # not listed: the linked building is one rejected item
+            key = safe_key(self.name, name)
+            yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, outside)
+            return
         files: dict[str, dict[str, str]] = {}
         for task in self.tasks:
             folder, domain = TASKONOMY[task]
@@ -51,6 +58,10 @@ class MultiTaskSource:
             group = safe_key(self.name, name, stem)
             found = files[stem]
             missing = [t for t in self.tasks if t not in found]
+            outside = next(filter(None, (outside_detail(self.path, u, self.follow_links) for u in found.values())), None)
+            if outside:
+                yield Reject(group, self.name, group, "read", OUTSIDE_ROOT, outside)
+                continue
             if missing:
                 yield Reject(group, self.name, group, "read", "incomplete_tuple", f"missing {', '.join(missing)}")
                 continue

@@ -159,11 +159,15 @@ class Reject:
 _VOLATILE = (
     (re.compile(r"\[\d{2}:\d{2}:\d{2}\] ?"), ""),  # log timestamps some decoders put in messages
     (re.compile(r" at 0x[0-9a-fA-F]+"), ""),  # object addresses in reprs
+    # bytes reprs that library messages embed (numpy quotes a bad .npy's magic, float() a
+    # bad number): input bytes never reach a published reject file
+    (re.compile(r"""\bb(?:'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?)"""), "<bytes>"),
 )
 
 
 def clean_detail(text: str) -> str:
-    """A reject's detail without run-specific noise, so reject files are reproducible too."""
+    """A reject's detail without run-specific noise or quoted input bytes, so reject files are
+    reproducible and publish nothing of the input's content."""
     for pattern, replacement in _VOLATILE:
         text = pattern.sub(replacement, text)
     return text

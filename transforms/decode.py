@@ -58,7 +58,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise DecodeError("not_an_image", f"no image format recognises the first bytes {data[:8]!r}") from None
+        # the detail never quotes the bytes: a text file read by mistake must not be published
+        raise DecodeError("not_an_image", f"no image format recognises these {len(data)} bytes") from None
     except Exception as exc:  # Pillow raises many types on broken headers
         raise DecodeError("corrupt_header", f"{type(exc).__name__}: {exc}"[:200]) from None
     w, h = image.size

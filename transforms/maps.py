@@ -54,7 +54,10 @@ def read_pfm(data: bytes) -> np.ndarray:
     if not dims:
         raise MapError("corrupt_annotation", "bad PFM dimensions")
     width, height = int(dims.group(1)), int(dims.group(2))
-    scale = float(stream.readline().strip())
+    try:
+        scale = float(stream.readline().strip())
+    except ValueError:
+        raise MapError("corrupt_annotation", "bad PFM scale line") from None
     channels = 3 if header == b"PF" else 1
     dtype = "<f4" if scale < 0 else ">f4"
     values = np.frombuffer(stream.read(), dtype=dtype)
@@ -82,7 +85,8 @@ def decode_depth(data: bytes, fmt: DepthFormat, scale: float = 1.0) -> np.ndarra
         try:
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as exc:
-            raise MapError("corrupt_annotation", f"npy: {exc}"[:200]) from None
+            # numpy's message quotes the file's first bytes: name the error only
+            raise MapError("corrupt_annotation", f"npy: {type(exc).__name__}") from None
         return np.squeeze(array).astype(np.float32) * scale
     if fmt == "pfm":
         return read_pfm(data) * scale
@@ -98,7 +102,8 @@ def decode_normals(data: bytes, fmt: Literal["rgb", "npy"] = "rgb") -> np.ndarra
         try:
             normals = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
         except Exception as exc:
-            raise MapError("corrupt_annotation", f"npy: {exc}"[:200]) from None
+            # numpy's message quotes the file's first bytes: name the error only
+            raise MapError("corrupt_annotation", f"npy: {type(exc).__name__}") from None
     else:
         array = _imdecode(data)
         if array.ndim != 3 or array.shape[2] < 3:

@@ -62,30 +62,45 @@ def _fit_map(plan: ResizePlan, values: np.ndarray, *, nearest: bool = True) -> n
     return plan.apply_image(values, nearest=nearest)
 
 
-def _labels_from_segments(annotation: dict[str, Any]) -> np.ndarray:
-    """COCO polygons / RLE -> one class-id map, in the given order (later ones on top)."""
+def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.ndarray:
+    """COCO polygons / RLE -> one class-id map, in the given order (later ones on top).
+
+    The map has the decoded image's size, never the size the JSON declares (a declared
+    20000 x 20000 would cost gigabytes before any check); a declaration that differs from the
+    image means the coordinates refer to another image, so the pair is rejected.
+    """
     from pycocotools import mask as mask_utils
 
-    h, w = annotation["height"], annotation["width"]
+    h, w = plan.in_h, plan.in_w
+    declared = annotation.get("height"), annotation.get("width")
+    if declared != (None, None) and declared != (h, w):
+        raise AnnotationError("annotation_size_mismatch",
+                              f"annotation declares {declared[1]}x{declared[0]}, image is {w}x{h}")
     labels = np.zeros((h, w), np.int32)
+    covered = False
     for segment in annotation["segments"]:
         seg = segment["segmentation"]
         try:
             if isinstance(seg, list):
                 polygons = [p for p in seg if len(p) >= 6]
                 if not polygons:
-                    continue
+                    raise AnnotationError("bad_segmentation", "no polygon of 3 or more points")
                 rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
             elif isinstance(seg.get("counts"), list):
                 rle = mask_utils.frPyObjects(seg, h, w)
             else:
                 rle = seg
             mask = mask_utils.decode(rle).astype(bool)
+        except AnnotationError:
+            raise
         except Exception as exc:
-            raise AnnotationError("bad_segmentation", f"{type(exc).__name__}: {exc}"[:200]) from None
+            raise AnnotationError("bad_segmentation", type(exc).__name__) from None
         if mask.shape != (h, w):
             raise AnnotationError("bad_segmentation", f"mask {mask.shape} vs image {(h, w)}")
         labels[mask] = segment["category_id"]
+        covered = covered or bool(mask.any())
+    if not covered:
+        raise AnnotationError("empty_target", "no segment covers a pixel of the image")
     return labels
 
 
@@ -105,7 +120,7 @@ def target_for(task: str, annotation: dict[str, Any], canvas: np.ndarray, plan: 
         return canvas, draw_boxes(canvas, boxes, annotation["categories"])
     if task == "segmentation":
         if "segments" in annotation:
-            labels = _labels_from_segments(annotation)
+            labels = _labels_from_segments(annotation, plan)
         elif "mask_uri" in annotation:
             labels = np.where(decode_gray(_read(annotation["mask_uri"])) > 127, annotation.get("class_id", 1), 0)
         else:
