@@ -16,7 +16,9 @@ from typing import Any
 
 from sources import fsio
 
-MAX_ANNOTATION_BYTES = 2 << 30  # COCO train's instances JSON is 448 MB, LVIS about 1 GB
+# COCO train's instances JSON is 448 MB; a CO3D frame_annotations.jgz expands to far less
+MAX_ANNOTATION_BYTES = 512 << 20
+GUNZIP_STEP = 16 << 20  # bytes inflated at a time
 BAD_ANNOTATION = "bad_annotation"  # the reject reason of an entry that fails its checks
 
 
@@ -43,15 +45,26 @@ def _read_capped(uri: str, limit: int) -> bytes:
 
 
 def _gunzip_capped(uri: str, data: bytes, limit: int) -> bytes:
-    """Decompress a gzip stream without letting a small bomb expand past `limit`."""
+    """Decompress a gzip stream without letting a small bomb expand past `limit` (in steps, so
+    that zlib's own output buffers never hold more than a step beyond what is kept)."""
     inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    out = bytearray()
+    pending = data
     try:
-        out = inflater.decompress(data, limit + 1)
+        while True:
+            out += inflater.decompress(pending, GUNZIP_STEP)
+            if len(out) > limit:
+                raise AnnotationFileError(uri, f"expands past {limit} bytes (the limit of one annotation file)")
+            pending = inflater.unconsumed_tail
+            if not pending:
+                if inflater.eof or not (tail := inflater.flush()):
+                    break
+                out += tail
     except zlib.error:
         raise AnnotationFileError(uri, "is not a valid gzip stream") from None
-    if len(out) > limit or inflater.unconsumed_tail:
+    if len(out) > limit:
         raise AnnotationFileError(uri, f"expands past {limit} bytes (the limit of one annotation file)")
-    return out
+    return bytes(out)
 
 
 def parse_json(uri: str, data: bytes) -> Any:

@@ -27,7 +27,7 @@ from transforms.annotations import (
     transform_keypoints,
     xywh_to_xyxy,
 )
-from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodeError, decode_rgb, load_image
 from transforms.degrade import synthetic_pair
 from transforms.maps import MapError, decode_depth, decode_gray, decode_label_map, decode_normals
 from transforms.resize import ResizePlan
@@ -37,6 +37,7 @@ from uvd_pipeline.render import RenderSettings, encode_png
 from uvd_pipeline.sentences import RenderedUnit, Sentence
 
 ASPECT_TOLERANCE = 0.01
+SEGMENT_MAP_BYTES = 6  # per pixel while drawing segments: int32 labels, one uint8 mask and its bool view
 
 
 class AnnotationError(Exception):
@@ -76,6 +77,8 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
     if declared != (None, None) and declared != (h, w):
         raise AnnotationError("annotation_size_mismatch",
                               f"annotation declares {declared[1]}x{declared[0]}, image is {w}x{h}")
+    if h * w * SEGMENT_MAP_BYTES > DEFAULT_MAX_DECODE_BYTES:
+        raise AnnotationError("annotation_too_large", f"a {w}x{h} label map is over the memory budget")
     labels = np.zeros((h, w), np.int32)
     covered = False
     for segment in annotation["segments"]:
