@@ -299,3 +299,52 @@ def test_reject_details_never_quote_input_bytes(tmp_path: Path):
     row = Reject("k", "s", "g", "render", "internal_error", "ValueError: could not convert: b'root:x:0:0'").as_row()
     assert row["detail"] == "ValueError: could not convert: <bytes>"
     assert clean_detail("expected b'\\x93NUMPY', got b'ro\\'ot:x'") == "expected <bytes>, got <bytes>"
+
+
+@pytest.mark.slow
+def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_path: Path, outside: Path):
+    """A whole build over datasets that point out of their roots and hold broken annotations:
+    it finishes, every planted fault is a reject with its reason, and the canary's bytes appear
+    in no file of the output (shards, tokens, rejects, report)."""
+    import yaml
+
+    from conftest import _TOKENIZER
+    from uvd_pipeline.build import REJECTS_FILE, run_build
+    from uvd_pipeline.config import load_config
+
+    rng = np.random.default_rng(5)
+    inet = tmp_path / "imagenet"
+    for n in range(4):
+        _png(inet / "train" / "n0" / f"n0_{n}.png", rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+    (inet / "train" / "n0" / "n0_5.png").symlink_to(outside / "passwd")
+    (inet / "train" / "n0" / "n0_6.png").write_bytes(CANARY)  # inside the root, but not an image
+    (inet / "train" / "n9").symlink_to(outside / "classdir")
+    coco = _coco_tree(tmp_path)
+    images = [{"id": n, "file_name": f"{n}.jpg", "width": 60, "height": 40} for n in (1, 2, 3)]
+    images += [{"id": 4, "file_name": "../../outside/passwd", "width": 8, "height": 8},
+               {"id": 5, "file_name": str(outside / "private.png"), "width": 8, "height": 8}]
+    annotations = [_box(1, 1), _box(2, 2, category_id="abc"), _box(3, 3), _box(4, 4), _box(5, 5)]
+    name = _coco_json(coco, images, annotations)
+    config = {
+        "output": str(tmp_path / "out"), "image": {"size": 32}, "split": {"val_fraction": 0.0},
+        "sources": [
+            {"name": "inet", "type": "imagenet", "path": str(inet), "splits": ["train"], "sentence_length": 2,
+             "num_shards": 1},
+            {"name": "coco", "type": "coco", "path": str(coco), "annotation_files": [name], "images_dir": "images",
+             "tasks": ["detection", "segmentation"], "pairs_per_sentence": 1, "num_shards": 1},
+        ],
+        "tokenizer": {"checkpoint": _TOKENIZER["path"], "batch_size": 8, "threads": 1},
+        "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary
+    reasons = {source: dict(s["rejects_by_reason"]) for source, s in summary["sources"].items()}
+    assert reasons["inet"] == {"outside_root": 2, "not_an_image": 1}
+    assert reasons["coco"] == {"outside_root": 4, "bad_annotation": 2}
+    assert summary["sources"]["inet"]["sentences"] == 2 and summary["sources"]["coco"]["sentences"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "out" / REJECTS_FILE).read_text().splitlines()]
+    assert len(rows) == 9 and all(row["detail"] for row in rows)
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(leak.encode() in data for leak in LEAKS), path
