@@ -196,6 +196,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
                        for y in range(0, h, rows)] or [0])
         eight_bit = mode == "I" and high <= 255
         top = 1.0 if mode == "F" and high <= 1.0 else 255.0
+    if h <= rows:  # one strip: the common case of web-sized images, no copies to stitch
+        return _strip_to_rgb(image, mode, has_alpha, eight_bit, top)
     out = np.empty((h, w, 3), np.uint8)
     for y in range(0, h, rows):
         strip = image.crop((0, y, w, min(h, y + rows)))
