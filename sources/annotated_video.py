@@ -28,7 +28,9 @@ def frame_windows(n_frames: int, frames: int, stride: int) -> list[tuple[int, ..
     return [tuple(range(start, start + span, stride)) for start in range(0, n_frames - span + 1, span)]
 
 
-MAX_JOINTS_BYTES = 1 << 24  # JHMDB's joint_positions.mat holds (2, 15, T) doubles: kilobytes
+# JHMDB's joint_positions.mat holds a few (2, 15, T) arrays: kilobytes. The cap also bounds what
+# a compressed MAT element can inflate to (zlib expands at most about 1000-fold)
+MAX_JOINTS_BYTES = 1 << 18
 MATLAB_OFFSET = 0.5  # JHMDB's pos_img is in MATLAB's 1-based pixel-centre coordinates
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
+from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
 from sources.paths import OUTSIDE_ROOT, outside_detail
 from sources.records import ImageRecord, Reject, SourceItem, safe_key
 
@@ -37,11 +38,23 @@ class Unit:
     uris: tuple[str, ...]
 
 
+def _index_text(uri: str) -> str:
+    """An index file's text, capped like any annotation file, decoding errors named not quoted."""
+    try:
+        data = fsio.read_bytes(uri, MAX_ANNOTATION_BYTES)
+    except fsio.FileTooLarge:
+        raise AnnotationFileError(uri, f"larger than {MAX_ANNOTATION_BYTES} bytes") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AnnotationFileError(uri, f"is not UTF-8 text (at byte {exc.start})") from None
+
+
 @functools.lru_cache(maxsize=8)
 def read_synsets(uri: str) -> dict[str, str]:
     """wnid -> human-readable class name, from LOC_synset_mapping.txt."""
     mapping: dict[str, str] = {}
-    for line in fsio.iter_lines(uri):
+    for line in _index_text(uri).splitlines():
         wnid, _, name = line.strip().partition(" ")
         if wnid:
             mapping[wnid] = name.strip()
@@ -52,11 +65,14 @@ def read_synsets(uri: str) -> dict[str, str]:
 def read_val_labels(uri: str) -> dict[str, str]:
     """val image id -> wnid: the first wnid of each PredictionString in LOC_val_solution.csv."""
     labels: dict[str, str] = {}
-    reader = csv.DictReader(io.StringIO(fsio.read_text(uri)))
-    for row in reader:
-        prediction = (row.get("PredictionString") or "").split()
-        if row.get("ImageId") and prediction:
-            labels[row["ImageId"]] = prediction[0]
+    reader = csv.DictReader(io.StringIO(_index_text(uri)))
+    try:
+        for row in reader:
+            prediction = (row.get("PredictionString") or "").split()
+            if row.get("ImageId") and prediction:
+                labels[row["ImageId"]] = prediction[0]
+    except csv.Error as exc:
+        raise AnnotationFileError(uri, f"is not CSV (line {reader.line_num}: {type(exc).__name__})") from None
     return labels
 
 
@@ -98,6 +114,11 @@ class ImageNetSource:
                 units.append(Unit(split, None, tuple(flat[i : i + VAL_FILES_PER_UNIT])))
         if not units:
             raise FileNotFoundError(f"{self.name}: no ImageNet images under {self.path}")
+        # the index files are parsed here, up front: a broken one stops `check`, naming it
+        if fsio.exists(self.synsets_uri):
+            read_synsets(self.synsets_uri)
+        if any(unit.wnid is None for unit in units):
+            read_val_labels(self.val_labels_uri)
         return units
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:

@@ -348,3 +348,12 @@ def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_p
         if path.is_file():
             data = path.read_bytes()
             assert not any(leak.encode() in data for leak in LEAKS), path
+
+
+def test_imagenet_index_files_checked_up_front(tmp_path: Path):
+    root = tmp_path / "imagenet"
+    _png(root / "val" / "ILSVRC2012_val_00000001.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "LOC_val_solution.csv").write_bytes(b"ImageId,PredictionString\n" + CANARY + b"\xff\xfe\n")
+    with pytest.raises(AnnotationFileError, match=r"LOC_val_solution\.csv: is not UTF-8 text") as caught:
+        ImageNetSource("inet", str(root), ("val",)).units()
+    assert not any(leak in str(caught.value) for leak in LEAKS)
