@@ -56,10 +56,11 @@ class AnnotatedVideoSource:
 
     def units(self) -> list[str]:
         if self.layout == "vipseg":
-            videos = fsio.list_dirs(fsio.join(self.path, "imgs")) if fsio.exists(fsio.join(self.path, "imgs")) else []
+            videos = fsio.list_dirs(fsio.join(self.path, "imgs"), links=True) if fsio.exists(fsio.join(self.path, "imgs")) else []
         else:
             root = fsio.join(self.path, "Rename_Images")
-            videos = [v for action in (fsio.list_dirs(root) if fsio.exists(root) else []) for v in fsio.list_dirs(action)]
+            videos = [v for action in (fsio.list_dirs(root, links=True) if fsio.exists(root) else [])
+                      for v in fsio.list_dirs(action, links=True)]
         if not videos:
             raise FileNotFoundError(f"no videos in the {self.layout} layout under {self.path}")
         return videos
@@ -74,7 +75,7 @@ class AnnotatedVideoSource:
         if outside:  # not listed: the linked video folder is one rejected item
             yield Reject(group, self.name, group, "read", OUTSIDE_ROOT, outside)
             return
-        frames = fsio.list_files(video_dir, FRAME_SUFFIXES)
+        frames = fsio.list_files(video_dir, FRAME_SUFFIXES, links=True)
         windows = frame_windows(len(frames), self.frames, self.stride)
         if not windows:
             yield Reject(group, self.name, group, "plan", "too_few_frames", f"{len(frames)} frames < {self.frames}")
@@ -124,7 +125,7 @@ class AnnotatedVideoSource:
     def _annotations(self, video: str, frames: list[str]):
         if self.layout == "vipseg":
             masks_dir = fsio.join(self.path, "panomasks", video)
-            masks = {fsio.basename(m).rsplit(".", 1)[0]: m for m in fsio.list_files(masks_dir, (".png",))} \
+            masks = {fsio.basename(m).rsplit(".", 1)[0]: m for m in fsio.list_files(masks_dir, (".png",), links=True)} \
                 if fsio.exists(masks_dir) else {}
             return [masks.get(fsio.basename(f).rsplit(".", 1)[0]) for f in frames]
         mat = fsio.join(self.path, "joint_positions", video, "joint_positions.mat")

@@ -40,11 +40,11 @@ def isdir(uri: str) -> bool:
 
 
 def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: bool = False,
-               follow_links: bool = False) -> list[str]:
+               follow_links: bool = False, links: bool = False) -> list[str]:
     """Sorted files directly under (or, with `recursive`, anywhere below) a directory URL.
 
-    Symbolic links are listed too (a link is never skipped silently): readers check each with
-    `sources.paths` and reject those leading out of the root. A recursive listing descends into
+    With `links` (readers that check every path with `sources.paths`), symbolic links on a local
+    disk are listed too, so none is skipped silently, and a recursive listing descends into
     linked folders only with `follow_links`; otherwise the folder link itself is listed, whatever
     its name, so that its reader accounts for it.
     """
@@ -52,8 +52,7 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: boo
     if not fs.isdir(path):
         raise FileNotFoundError(f"not a directory: {uri}")
     lowered = tuple(s.lower() for s in suffixes) if suffixes else None
-    local = local_path(uri)
-    if local is not None:
+    if links and local_path(uri) is not None:
         names = _local_files(path, recursive, follow_links, lowered)
     else:
         if recursive:
@@ -97,13 +96,13 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
     return found
 
 
-def list_dirs(uri: str) -> list[str]:
-    """Sorted immediate subdirectories of a directory URL, links to folders included (readers
-    check where they lead with `sources.paths`)."""
+def list_dirs(uri: str, links: bool = False) -> list[str]:
+    """Sorted immediate subdirectories of a directory URL; with `links`, local links to folders
+    too (for readers that check where they lead with `sources.paths`)."""
     fs, path = filesystem(uri)
     if not fs.isdir(path):
         raise FileNotFoundError(f"not a directory: {uri}")
-    if local_path(uri) is not None:
+    if links and local_path(uri) is not None:
         with os.scandir(path) as entries:
             names = [os.path.join(path, e.name) for e in entries
                      if e.is_dir(follow_symlinks=False) or (e.is_symlink() and os.path.isdir(os.path.join(path, e.name)))]

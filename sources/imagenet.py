@@ -97,14 +97,14 @@ class ImageNetSource:
             split_dir = fsio.join(self.path, split)
             if not fsio.isdir(split_dir):
                 raise FileNotFoundError(f"{self.name}: ILSVRC layout has no {split}/ folder under {self.path}")
-            for class_dir in fsio.list_dirs(split_dir):
+            for class_dir in fsio.list_dirs(split_dir, links=True):
                 if outside_detail(self.path, class_dir, self.follow_links):
                     # not listed: its reader rejects the folder itself as one item
                     units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
                     continue
-                files = fsio.list_files(class_dir, IMAGE_SUFFIXES)
+                files = fsio.list_files(class_dir, IMAGE_SUFFIXES, links=True)
                 units.append(Unit(split, fsio.basename(class_dir), tuple(files)))
-            flat = fsio.list_files(split_dir, IMAGE_SUFFIXES)
+            flat = fsio.list_files(split_dir, IMAGE_SUFFIXES, links=True)
             if flat and not fsio.exists(self.val_labels_uri):
                 raise FileNotFoundError(
                     f"{self.name}: {split}/ holds images without class folders but {VAL_LABELS_FILE} "

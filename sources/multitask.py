@@ -33,7 +33,7 @@ class MultiTaskSource:
     follow_links: bool = False  # read buildings and files that are links leading out of `path`
 
     def units(self) -> list[str]:
-        buildings = [d for d in fsio.list_dirs(self.path) if fsio.exists(fsio.join(d, TASKONOMY["image"][0]))]
+        buildings = [d for d in fsio.list_dirs(self.path, links=True) if fsio.exists(fsio.join(d, TASKONOMY["image"][0]))]
         if not buildings:
             raise FileNotFoundError(f"no <building>/{TASKONOMY['image'][0]}/ folders under {self.path}")
         return buildings
@@ -52,7 +52,7 @@ class MultiTaskSource:
             if not fsio.exists(directory):
                 continue
             suffix = f"_domain_{domain}.png"
-            for uri in fsio.list_files(directory, (suffix,)):
+            for uri in fsio.list_files(directory, (suffix,), links=True):
                 files.setdefault(fsio.basename(uri)[: -len(suffix)], {})[task] = uri
         for stem in sorted(files):
             group = safe_key(self.name, name, stem)

@@ -72,7 +72,7 @@ class ObjaverseSource:
     follow_links: bool = False  # read object folders and views that are links leading out of `path`
 
     def units(self) -> list[str]:
-        objects = fsio.list_dirs(self.path)
+        objects = fsio.list_dirs(self.path, links=True)
         if not objects:
             raise FileNotFoundError(f"no object folders (<uid>/NNN.png + NNN.npy) under {self.path}")
         return objects
@@ -84,7 +84,7 @@ class ObjaverseSource:
         if outside:  # not listed: the linked object folder is one rejected item
             yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, outside)
             return
-        files = fsio.list_files(folder)
+        files = fsio.list_files(folder, links=True)
         outside = next(filter(None, (outside_detail(self.path, f, self.follow_links) for f in files)), None)
         if outside:
             yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, outside)
@@ -175,7 +175,7 @@ class Co3dSource:
     follow_links: bool = False  # read files that are links leading out of `path`
 
     def units(self) -> list[str]:
-        categories = [d for d in fsio.list_dirs(self.path) if fsio.exists(fsio.join(d, "frame_annotations.jgz"))]
+        categories = [d for d in fsio.list_dirs(self.path, links=True) if fsio.exists(fsio.join(d, "frame_annotations.jgz"))]
         if self.categories:
             categories = [d for d in categories if fsio.basename(d) in self.categories]
         if not categories:
@@ -227,7 +227,7 @@ class Co3dSource:
     def _sequence(self, category: str, sequence: str, frames: Sequence[dict]) -> Iterator[SourceItem]:
         key = safe_key(self.name, category, sequence)
         images_dir = fsio.join(self.path, category, sequence, "images")
-        present = {fsio.basename(f) for f in fsio.list_files(images_dir)} if fsio.exists(images_dir) else set()
+        present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
         usable = [f for f in frames if fsio.basename(f["image"]["path"]) in present]
         lost = len(frames) - len(usable)
         if lost:

@@ -42,7 +42,8 @@ class SegmentationSource:
             split_dir = fsio.join(images_root, folder)
             if not fsio.exists(split_dir):
                 continue
-            files = fsio.list_files(split_dir, (".jpg", ".png"), recursive=True, follow_links=self.follow_links)
+            files = fsio.list_files(split_dir, (".jpg", ".png"), recursive=True,
+                                     follow_links=self.follow_links, links=True)
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
         return units
 

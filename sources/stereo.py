@@ -31,7 +31,7 @@ class StereoSource:
         left = fsio.join(self.path, self.split_folder, "image_2")
         if not fsio.exists(left):
             raise FileNotFoundError(f"KITTI layout: {left} does not exist")
-        files = fsio.list_files(left, (".png", ".jpg"))
+        files = fsio.list_files(left, (".png", ".jpg"), links=True)
         return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)]
 
     def read(self, files: tuple[str, ...]) -> Iterator[SourceItem]:

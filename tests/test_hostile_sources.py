@@ -85,12 +85,14 @@ def test_links_leading_out_are_listed_and_refused(tmp_path: Path, outside: Path)
     (root / "inside.png").symlink_to(root / "sub" / "in.png")
     (root / "outdir").symlink_to(outside / "classdir")
     (root / "sub" / "loop").symlink_to(root)
-    listed = fsio.list_files(str(root), (".png",))
+    assert [fsio.basename(f) for f in fsio.list_files(str(root), (".png",))] == []  # others' readers: as before
+    listed = fsio.list_files(str(root), (".png",), links=True)
     assert [fsio.basename(f) for f in listed] == ["inside.png", "out.png"]  # links are listed, not skipped
-    assert [fsio.basename(d) for d in fsio.list_dirs(str(root))] == ["outdir", "sub"]
-    deep = [f[len(str(root)) + 1:] for f in fsio.list_files(str(root), (".png",), recursive=True)]
+    assert [fsio.basename(d) for d in fsio.list_dirs(str(root), links=True)] == ["outdir", "sub"]
+    deep = [f[len(str(root)) + 1:] for f in fsio.list_files(str(root), (".png",), recursive=True, links=True)]
     assert deep == ["inside.png", "out.png", "outdir", "sub/in.png", "sub/loop"]  # folder links listed whatever their name
-    followed = [f[len(str(root)) + 1:] for f in fsio.list_files(str(root), (".png",), recursive=True, follow_links=True)]
+    followed = [f[len(str(root)) + 1:] for f in fsio.list_files(str(root), (".png",), recursive=True, follow_links=True,
+                                                                                 links=True)]
     assert followed == ["inside.png", "out.png", "outdir/n0_9.png", "sub/in.png"]  # the loop is not walked
     check_inside(str(root), str(root / "inside.png"))
     with pytest.raises(OutsideRoot, match="follow_links") as caught:
