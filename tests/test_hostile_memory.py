@@ -179,6 +179,19 @@ def test_png_exif_orientation_found_without_decoding(tmp_path: Path):
     assert decoded.pixels[2, 16, 2] > 200 and decoded.pixels[-3, 16, 0] > 200  # blue on top after rotation
 
 
+def test_rle_declaring_another_size_is_refused_before_decoding(tmp_path: Path):
+    from sources.records import PairRecord, Reject
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    cv2.imwrite(str(tmp_path / "i.png"), np.zeros((40, 60, 3), np.uint8))
+    rle = {"size": [40000, 40000], "counts": "0" * 10}  # pycocotools would allocate 1.6 GB for it
+    pair = PairRecord("k", "coco", "g", "segmentation", str(tmp_path / "i.png"),
+                      annotation={"segments": [{"segmentation": rle, "category_id": 1}]})
+    result = render_pair(pair, RenderSettings(32, "pad", 0, 10**9, 1, 0, 0.0))
+    assert isinstance(result, Reject) and result.reason == "bad_segmentation" and "40000" in result.detail
+
+
 def test_declared_map_size_checked_before_decoding(tmp_path: Path):
     path = write_png(tmp_path / "depth.png", 30000, 30000, 16, 0)
     with pytest.raises(MapError) as caught:

@@ -89,6 +89,8 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
                 if not polygons:
                     raise AnnotationError("bad_segmentation", "no polygon of 3 or more points")
                 rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+            elif list(seg.get("size") or ()) != [h, w]:  # checked before pycocotools allocates its size
+                raise AnnotationError("bad_segmentation", f"RLE size {seg.get('size')} vs image {[h, w]}")
             elif isinstance(seg.get("counts"), list):
                 rle = mask_utils.frPyObjects(seg, h, w)
             else:
