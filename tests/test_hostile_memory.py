@@ -1,6 +1,7 @@
 """Memory judged from what a file declares: each hostile input is handled in a child process
 whose peak RSS (VmHWM, else ru_maxrss) must stay under 1.5 GB, and must end as a rendered unit or a reject
-with the expected reason. Before the budget, the 16-bit PNG took 3.1 GB and the RGBA one 4.9 GB.
+with the expected reason. Before the budget, the 13000 x 13000 16-bit PNG took 3.1 GB and the
+RGBA one 4.9 GB.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from uvd_pipeline.render_annotated import render_pair
 SETTINGS = RenderSettings(64, "center_crop", 0, 178_956_970, 1, 0, 0.0)
 
 def run():
-    if case in ("png16", "rgba"):
+    if case in ("png16", "png16_11k", "rgba"):
         return render_image(ImageRecord(case, "web", case, uri=str(folder / f"{case}.png")), SETTINGS)
     if case == "coco20000":
         from sources.coco import CocoSource
@@ -86,6 +87,7 @@ def measure(case: str, folder: Path) -> dict:
 def corpus(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("hostile")
     write_png(folder / "png16.png", 13000, 13000, 16, 0)  # 1.5 MB on disk, just under max_pixels
+    write_png(folder / "png16_11k.png", 11000, 11000, 16, 0)
     write_png(folder / "rgba.png", 13000, 13000, 8, 6)
     write_png(folder / "depth.png", 20000, 20000, 16, 0)  # a depth map declaring 400 MP
     cv2.imwrite(str(folder / "small.png"), np.zeros((40, 60, 3), np.uint8))
@@ -109,8 +111,9 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case, expected", [
-    ("png16", "ok:RenderedUnit"),  # 845 MB declared: decoded, in strips
-    ("rgba", "reject:image_too_large"),  # 1.15 GB declared: refused from the header
+    ("png16", "reject:image_too_large"),  # 845 MB declared: refused from the header
+    ("png16_11k", "ok:RenderedUnit"),  # 605 MB declared: decoded, converted in strips
+    ("rgba", "reject:image_too_large"),  # 1.15 GB declared
     ("coco20000", "reject:annotation_size_mismatch"),  # the mask takes the decoded image's size
     ("depth20000", "reject:annotation_too_large"),
     ("jpeg_pair", "ok:RenderedUnit"),  # over budget at full size: a DCT-reduced decode

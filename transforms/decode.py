@@ -32,7 +32,8 @@ from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_
 Image.MAX_IMAGE_PIXELS = None
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x 89.5 MP).
-DEFAULT_MAX_DECODE_BYTES = 1 << 30  # one input's decode, so a worker stays well under 1.5 GB
+# one input's decode: with a worker's own few hundred MB (Beam, the tokenizer) it stays under 1.5 GB
+DEFAULT_MAX_DECODE_BYTES = 768 << 20
 STRIP_PIXELS = 1 << 20  # pixels converted at a time: the temporaries of a conversion are per strip
 # bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
 _STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
