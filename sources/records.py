@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# one input file read whole; above it the bytes alone would crowd the decode's memory budget
+MAX_INPUT_FILE_BYTES = 256 << 20
+FILE_TOO_LARGE = "file_too_large"
 
 
 def safe_key(*parts: str) -> str:
@@ -55,7 +58,7 @@ class ImageRecord:
         from sources.fsio import read_bytes
 
         assert self.uri is not None
-        return read_bytes(self.uri)
+        return read_bytes(self.uri, MAX_INPUT_FILE_BYTES)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from uvd_pipeline.render_annotated import render_pair
 SETTINGS = RenderSettings(64, "center_crop", 0, 178_956_970, 1, 0, 0.0)
 
 def run():
-    if case in ("png16", "png16_11k", "rgba"):
+    if case in ("png16", "png16_11k", "rgba", "sparse", "zero"):
         return render_image(ImageRecord(case, "web", case, uri=str(folder / f"{case}.png")), SETTINGS)
     if case == "coco20000":
         from sources.coco import CocoSource
@@ -88,6 +88,9 @@ def corpus(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("hostile")
     write_png(folder / "png16.png", 13000, 13000, 16, 0)  # 1.5 MB on disk, just under max_pixels
     write_png(folder / "png16_11k.png", 11000, 11000, 16, 0)
+    with open(folder / "sparse.png", "wb") as sparse:  # 1 GiB that takes no disk
+        sparse.truncate(1 << 30)
+    (folder / "zero.png").symlink_to("/dev/zero")  # what a followed link can lead to: endless bytes
     write_png(folder / "rgba.png", 13000, 13000, 8, 6)
     write_png(folder / "depth.png", 20000, 20000, 16, 0)  # a depth map declaring 400 MP
     cv2.imwrite(str(folder / "small.png"), np.zeros((40, 60, 3), np.uint8))
@@ -114,6 +117,8 @@ def corpus(tmp_path_factory) -> Path:
     ("png16", "reject:image_too_large"),  # 845 MB declared: refused from the header
     ("png16_11k", "ok:RenderedUnit"),  # 605 MB declared: decoded, converted in strips
     ("rgba", "reject:image_too_large"),  # 1.15 GB declared
+    ("sparse", "reject:file_too_large"),  # read up to the cap, never whole
+    ("zero", "reject:file_too_large"),
     ("coco20000", "reject:annotation_size_mismatch"),  # the mask takes the decoded image's size
     ("depth20000", "reject:annotation_too_large"),
     ("jpeg_pair", "ok:RenderedUnit"),  # over budget at full size: a DCT-reduced decode

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord
-from sources.fsio import read_bytes
+from sources.fsio import FileTooLarge, read_bytes
+from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, AnnotatedClipRecord, MultiViewRecord, PairRecord,
+                             Reject, TupleRecord)
 from transforms.annotations import (
     SKELETONS,
     canny_edges,
@@ -49,7 +50,9 @@ class AnnotationError(Exception):
 
 def _read(uri: str) -> bytes:
     try:
-        return read_bytes(uri)
+        return read_bytes(uri, MAX_INPUT_FILE_BYTES)
+    except FileTooLarge as exc:
+        raise AnnotationError("annotation_too_large", str(exc)) from None
     except (OSError, ValueError) as exc:
         raise AnnotationError("missing_annotation", f"{type(exc).__name__}: {exc}"[:200]) from None
 
@@ -175,7 +178,7 @@ def _decode_on(plan: ResizePlan, data: bytes, settings: RenderSettings) -> np.nd
 def _load(uri: str | None, data: bytes | None, settings: RenderSettings, fast: bool = False):
     """Decode onto the canvas. `fast` (reduced-size JPEG decode) only where the target is made
     from the canvas itself: ground-truth geometry needs the exact full-resolution plan."""
-    raw = data if data is not None else read_bytes(uri)  # type: ignore[arg-type]
+    raw = data if data is not None else read_bytes(uri, MAX_INPUT_FILE_BYTES)  # type: ignore[arg-type]
     return load_image(raw, settings.size, settings.resize,  # type: ignore[arg-type]
                       max_pixels=settings.max_pixels, pad_value=settings.pad_value, fast=fast)
 
@@ -193,6 +196,8 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
 
     try:
         decoded = _load(record.image_uri, record.image_data, settings, fast=derived_from_canvas(record.annotation))
+    except FileTooLarge as exc:
+        return reject("read", FILE_TOO_LARGE, str(exc))
     except (OSError, ValueError) as exc:
         return reject("read", "unreadable_file", f"{type(exc).__name__}: {exc}"[:200])
     except DecodeError as exc:
@@ -218,6 +223,8 @@ def _reject(record, split: str, exc: Exception) -> Reject:
     """A failed read or annotation as a counted reject of the whole record."""
     if isinstance(exc, (DecodeError, AnnotationError, MapError)):
         return Reject(record.key, record.source, record.group, "annotation", exc.reason, exc.detail, split_hint=split)
+    if isinstance(exc, FileTooLarge):
+        return Reject(record.key, record.source, record.group, "read", FILE_TOO_LARGE, str(exc), split_hint=split)
     return Reject(record.key, record.source, record.group, "read", "unreadable_file",
                   f"{type(exc).__name__}: {exc}"[:200], split_hint=split)
 
@@ -254,6 +261,8 @@ def render_multiview(record: MultiViewRecord, settings: RenderSettings) -> Sente
     for uri in record.view_uris:
         try:
             view = _load(uri, None, settings)
+        except FileTooLarge as exc:
+            return Reject(record.key, record.source, record.group, "read", FILE_TOO_LARGE, str(exc), split_hint=split)
         except (OSError, ValueError) as exc:
             return Reject(record.key, record.source, record.group, "read", "unreadable_file",
                           f"{uri.rsplit('/', 1)[-1]}: {type(exc).__name__}"[:200], split_hint=split)
