@@ -14,7 +14,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from sources import fsio
-from sources.paths import OUTSIDE_ROOT, OutsideRoot, check_inside, outside_detail
+from sources.paths import OutsideRoot, check_inside, path_problem
 from sources.records import AnnotatedClipRecord, Reject, SourceItem, safe_key
 
 VideoLayout = Literal["vipseg", "jhmdb"]
@@ -71,9 +71,9 @@ class AnnotatedVideoSource:
         else:
             video = f"{fsio.basename(video_dir.rsplit('/', 1)[0])}/{fsio.basename(video_dir)}"
         group = safe_key(self.name, *video.split("/"))
-        outside = outside_detail(self.path, video_dir, self.follow_links)
+        outside = path_problem(self.path, video_dir, self.follow_links)
         if outside:  # not listed: the linked video folder is one rejected item
-            yield Reject(group, self.name, group, "read", OUTSIDE_ROOT, outside)
+            yield Reject(group, self.name, group, "read", outside.reason, outside.detail)
             return
         frames = fsio.list_files(video_dir, FRAME_SUFFIXES, links=True)
         windows = frame_windows(len(frames), self.frames, self.stride)
@@ -83,7 +83,7 @@ class AnnotatedVideoSource:
         try:
             annotations = self._annotations(video, frames)
         except OutsideRoot as exc:
-            yield Reject(group, self.name, group, "read", OUTSIDE_ROOT, exc.detail)
+            yield Reject(group, self.name, group, "read", exc.reason, exc.detail)
             return
         except FileNotFoundError as exc:
             yield Reject(group, self.name, group, "read", "missing_annotation", str(exc)[:200])
@@ -97,9 +97,9 @@ class AnnotatedVideoSource:
             used = [frames[i] for i in window]
             if self.layout == "vipseg":
                 used += [u for u in (annotations[i] for i in window) if u is not None]
-            outside = next(filter(None, (outside_detail(self.path, u, self.follow_links) for u in used)), None)
+            outside = next(filter(None, (path_problem(self.path, u, self.follow_links) for u in used)), None)
             if outside:
-                yield Reject(key, self.name, group, "read", OUTSIDE_ROOT, outside)
+                yield Reject(key, self.name, group, "read", outside.reason, outside.detail)
                 continue
             if self.layout == "vipseg":
                 uris = [annotations[i] for i in window]

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import OUTSIDE_ROOT, OutsideRoot, check_inside, join_inside
+from sources.paths import OutsideRoot, check_inside, join_inside
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 COCO_TASKS = ("detection", "segmentation", "pose")
@@ -167,7 +167,7 @@ class CocoSource:
                 check_inside(images_uri, image_uri, self.follow_links)
             except OutsideRoot as exc:
                 for task in self.tasks:
-                    yield Reject(f"{group}-{task}", self.name, group, "read", OUTSIDE_ROOT,
+                    yield Reject(f"{group}-{task}", self.name, group, "read", exc.reason,
                                  f"image {image_id}: {exc.detail}")
                 continue
             for task in self.tasks:

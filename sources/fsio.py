@@ -87,10 +87,9 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
                     elif recursive:
                         found.append(name)  # listed whatever its name: its reader rejects it
                     continue
-                if entry.is_symlink() or entry.is_file(follow_symlinks=False):
-                    if not suffixes or entry.name.lower().endswith(suffixes):
-                        found.append(name)
-                # sockets, fifos and devices are no dataset files
+                # files, links, and fifos/sockets/devices too: their reader rejects them unread
+                if not suffixes or entry.name.lower().endswith(suffixes):
+                    found.append(name)
         if not recursive:
             break
     return found

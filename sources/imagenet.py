@@ -22,7 +22,7 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.paths import OUTSIDE_ROOT, outside_detail
+from sources.paths import path_problem
 from sources.records import ImageRecord, Reject, SourceItem, safe_key
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -98,7 +98,7 @@ class ImageNetSource:
             if not fsio.isdir(split_dir):
                 raise FileNotFoundError(f"{self.name}: ILSVRC layout has no {split}/ folder under {self.path}")
             for class_dir in fsio.list_dirs(split_dir, links=True):
-                if outside_detail(self.path, class_dir, self.follow_links):
+                if path_problem(self.path, class_dir, self.follow_links):
                     # not listed: its reader rejects the folder itself as one item
                     units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
                     continue
@@ -128,9 +128,9 @@ class ImageNetSource:
             stem = fsio.basename(uri).rsplit(".", 1)[0]
             wnid = unit.wnid or labels.get(stem)
             key = safe_key(self.name, unit.split, wnid or "unlabelled", stem)
-            outside = outside_detail(self.path, uri, self.follow_links)
+            outside = path_problem(self.path, uri, self.follow_links)
             if outside:
-                yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, outside, split_hint=unit.split)
+                yield Reject(key, self.name, key, "read", outside.reason, outside.detail, split_hint=unit.split)
                 continue
             if wnid is None:
                 yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {VAL_LABELS_FILE}",

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, load_json, numbers
-from sources.paths import OUTSIDE_ROOT, OutsideRoot, check_inside, join_inside
+from sources.paths import OutsideRoot, check_inside, join_inside
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 MPII_JOINTS = 16
@@ -82,7 +82,7 @@ class MpiiSource:
                 image_uri = join_inside(images_root, image)
                 check_inside(images_root, image_uri, self.follow_links)
             except OutsideRoot as exc:
-                yield Reject(key, self.name, group, "read", OUTSIDE_ROOT, exc.detail)
+                yield Reject(key, self.name, group, "read", exc.reason, exc.detail)
                 continue
             points = []
             for person in people:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
-from sources.paths import OUTSIDE_ROOT, outside_detail
+from sources.paths import path_problem
 from sources.records import Reject, SourceItem, TupleRecord, safe_key
 
 # task -> (folder, domain suffix)
@@ -40,10 +40,10 @@ class MultiTaskSource:
 
     def read(self, building: str) -> Iterator[SourceItem]:
         name = fsio.basename(building)
-        outside = outside_detail(self.path, building, self.follow_links)
+        outside = path_problem(self.path, building, self.follow_links)
         if outside:  # not listed: the linked building is one rejected item
             key = safe_key(self.name, name)
-            yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, outside)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
             return
         files: dict[str, dict[str, str]] = {}
         for task in self.tasks:
@@ -58,9 +58,9 @@ class MultiTaskSource:
             group = safe_key(self.name, name, stem)
             found = files[stem]
             missing = [t for t in self.tasks if t not in found]
-            outside = next(filter(None, (outside_detail(self.path, u, self.follow_links) for u in found.values())), None)
+            outside = next(filter(None, (path_problem(self.path, u, self.follow_links) for u in found.values())), None)
             if outside:
-                yield Reject(group, self.name, group, "read", OUTSIDE_ROOT, outside)
+                yield Reject(group, self.name, group, "read", outside.reason, outside.detail)
                 continue
             if missing:
                 yield Reject(group, self.name, group, "read", "incomplete_tuple", f"missing {', '.join(missing)}")

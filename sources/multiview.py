@@ -15,7 +15,7 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json, numbers
-from sources.paths import OUTSIDE_ROOT, OutsideRoot, check_inside, join_inside, outside_detail
+from sources.paths import OutsideRoot, check_inside, join_inside, path_problem
 from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
 
 
@@ -80,14 +80,14 @@ class ObjaverseSource:
     def read(self, folder: str) -> Iterator[SourceItem]:
         uid = fsio.basename(folder)
         key = safe_key(self.name, uid)
-        outside = outside_detail(self.path, folder, self.follow_links)
+        outside = path_problem(self.path, folder, self.follow_links)
         if outside:  # not listed: the linked object folder is one rejected item
-            yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, outside)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
             return
         files = fsio.list_files(folder, links=True)
-        outside = next(filter(None, (outside_detail(self.path, f, self.follow_links) for f in files)), None)
+        outside = next(filter(None, (path_problem(self.path, f, self.follow_links) for f in files)), None)
         if outside:
-            yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, outside)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
             return
         pngs = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".png")}
         npys = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".npy")}
@@ -184,10 +184,10 @@ class Co3dSource:
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)
-        outside = outside_detail(self.path, category_dir, self.follow_links)
+        outside = path_problem(self.path, category_dir, self.follow_links)
         if outside:
             key = safe_key(self.name, category)
-            yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, outside)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
             return
         uri = fsio.join(category_dir, "frame_annotations.jgz")
         try:
@@ -207,7 +207,7 @@ class Co3dSource:
                                       for field in ("image", "depth", "mask")}
                 except OutsideRoot as exc:
                     key = safe_key(self.name, category, "frame", str(index))
-                    yield Reject(key, self.name, key, "read", OUTSIDE_ROOT, f"frame_annotations.jgz[{index}]: {exc.detail}")
+                    yield Reject(key, self.name, key, "read", exc.reason, f"frame_annotations.jgz[{index}]: {exc.detail}")
                     continue
             else:
                 key = safe_key(self.name, category, "frame", str(index))

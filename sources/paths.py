@@ -7,15 +7,19 @@ config names (the source path, an `images_dir`) are the config author's choice a
 links included: the root is resolved once, and what lies below it must stay below it.
 
 `follow_links` is the per-source opt-in for datasets laid out as links to another disk; names
-from annotation files must still stay inside the root lexically.
+from annotation files must still stay inside the root lexically. Fifos, sockets and devices
+are never read (`not_a_file`): opening a fifo blocks, and a device can stream forever.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import stat
+from typing import NamedTuple
 
 OUTSIDE_ROOT = "outside_root"  # the reject reason for every path that leaves its root
+NOT_A_FILE = "not_a_file"  # a fifo, socket or device: reading it could block or never end
 
 
 class OutsideRoot(Exception):
@@ -26,6 +30,17 @@ class OutsideRoot(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class NotAFile(OutsideRoot):
+    """Inside the root, but a fifo, socket or device rather than a file or folder."""
+
+    reason = NOT_A_FILE
+
+
+class PathProblem(NamedTuple):
+    reason: str
+    detail: str
 
 
 def _is_url(path: str) -> bool:
@@ -78,19 +93,24 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
     root, path = _local(root), _local(path)
     if not _within(root, path, os.sep):
         raise OutsideRoot(f"{_shown(_relative(root, path))} lies outside the source root")
-    if follow_links:
-        return
-    if not _within(os.path.realpath(root), os.path.realpath(path), os.sep):
+    if not follow_links and not _within(os.path.realpath(root), os.path.realpath(path), os.sep):
         raise OutsideRoot(f"{_shown(_relative(root, path))} is a link leading out of the source root "
                           f"(set follow_links: true to allow it)")
+    try:
+        mode = os.stat(path).st_mode  # follows links; never opens, so a fifo cannot block here
+    except OSError:
+        return  # missing or dangling: the reader's own "missing" reject says so
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise NotAFile(f"{_shown(_relative(root, path))} is a fifo, socket or device, not a file")
 
 
-def outside_detail(root: str, path: str, follow_links: bool = False) -> str | None:
-    """None when `path` stays inside `root`, else the reject detail (for loops that yield rejects)."""
+def path_problem(root: str, path: str, follow_links: bool = False) -> PathProblem | None:
+    """None when `path` is safe to read, else the reject's (reason, detail) (for loops that
+    yield rejects)."""
     try:
         check_inside(root, path, follow_links)
     except OutsideRoot as exc:
-        return exc.detail
+        return PathProblem(exc.reason, exc.detail)
     return None
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Iterator, Literal
 
 from sources import fsio
-from sources.paths import OUTSIDE_ROOT, outside_detail
+from sources.paths import path_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 Layout = Literal["ade20k", "cityscapes"]
@@ -64,10 +64,10 @@ class SegmentationSource:
             group = safe_key(self.name, folder, stem)
             key = f"{group}-segmentation"
             label = self.label_uri(uri, folder)
-            outside = outside_detail(self.path, uri, self.follow_links) or \
-                outside_detail(self.path, label, self.follow_links)
+            outside = path_problem(self.path, uri, self.follow_links) or \
+                path_problem(self.path, label, self.follow_links)
             if outside:
-                yield Reject(key, self.name, group, "read", OUTSIDE_ROOT, outside, split_hint=split)
+                yield Reject(key, self.name, group, "read", outside.reason, outside.detail, split_hint=split)
                 continue
             if not fsio.exists(label):
                 yield Reject(key, self.name, group, "read", "missing_annotation", f"no label map {fsio.basename(label)}",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import OUTSIDE_ROOT, outside_detail
+from sources.paths import path_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
@@ -41,10 +41,10 @@ class StereoSource:
             group = safe_key(self.name, name.rsplit(".", 1)[0])
             right = fsio.join(root, "image_3", name)
             disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
-            outside = next(filter(None, (outside_detail(self.path, u, self.follow_links)
+            outside = next(filter(None, (path_problem(self.path, u, self.follow_links)
                                          for u in (left, right, disparity))), None)
             if outside:
-                yield Reject(f"{group}-pair", self.name, group, "read", OUTSIDE_ROOT, outside)
+                yield Reject(f"{group}-pair", self.name, group, "read", outside.reason, outside.detail)
                 continue
             if not fsio.exists(right):
                 yield Reject(f"{group}-pair", self.name, group, "read", "missing_right_view", name)

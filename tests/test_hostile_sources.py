@@ -359,3 +359,21 @@ def test_imagenet_index_files_checked_up_front(tmp_path: Path):
     with pytest.raises(AnnotationFileError, match=r"LOC_val_solution\.csv: is not UTF-8 text") as caught:
         ImageNetSource("inet", str(root), ("val",)).units()
     assert not any(leak in str(caught.value) for leak in LEAKS)
+
+
+def test_fifos_and_devices_are_rejects_never_opened(tmp_path: Path):
+    """Opening a fifo blocks until a writer comes, and a device can stream forever: both are
+    listed (never skipped silently) and rejected `not_a_file` without being opened."""
+    root = tmp_path / "imagenet"
+    _png(root / "train" / "n0" / "n0_1.png", np.zeros((8, 8, 3), np.uint8))
+    os.mkfifo(root / "train" / "n0" / "n0_2.png")
+    (root / "train" / "n0" / "n0_3.png").symlink_to("/dev/zero")
+    items = _items(ImageNetSource("inet", str(root), ("train",)))
+    assert _rejects(items) == {"inet-train-n0-n0_2": "not_a_file", "inet-train-n0-n0_3": "outside_root"}
+    followed = _items(ImageNetSource("inet", str(root), ("train",), follow_links=True))
+    assert _rejects(followed) == {"inet-train-n0-n0_2": "not_a_file", "inet-train-n0-n0_3": "not_a_file"}
+    coco = _coco_tree(tmp_path)
+    os.mkfifo(coco / "images" / "4.jpg")
+    name = _coco_json(coco, [{"id": 4, "file_name": "4.jpg", "width": 8, "height": 8}], [_box(4, 4)])
+    items = _items(CocoSource("coco", str(coco), (name,), "images", ("detection",)))
+    assert _rejects(items) == {"coco-4-detection": "not_a_file"}
