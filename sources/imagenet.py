@@ -31,6 +31,10 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 VAL_FILES_PER_UNIT = 256
 
 
+def _is_image_name(uri: str) -> bool:
+    return uri.lower().endswith(IMAGE_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class Unit:
     split: str
@@ -102,10 +106,11 @@ class ImageNetSource:
                     # not listed: its reader rejects the folder itself as one item
                     units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
                     continue
-                files = fsio.list_files(class_dir, IMAGE_SUFFIXES, links=True)
+                # every file, not only images: another one is a reject (`unexpected_file`), not a skip
+                files = fsio.list_files(class_dir, links=True)
                 units.append(Unit(split, fsio.basename(class_dir), tuple(files)))
-            flat = fsio.list_files(split_dir, IMAGE_SUFFIXES, links=True)
-            if flat and not fsio.exists(self.val_labels_uri):
+            flat = fsio.list_files(split_dir, links=True)
+            if any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
                 raise FileNotFoundError(
                     f"{self.name}: {split}/ holds images without class folders but {VAL_LABELS_FILE} "
                     f"is missing from {self.path}"
@@ -131,6 +136,12 @@ class ImageNetSource:
             outside = path_problem(self.path, uri, self.follow_links)
             if outside:
                 yield Reject(key, self.name, key, "read", outside.reason, outside.detail, split_hint=unit.split)
+                continue
+            if not _is_image_name(uri):  # keyed by the whole name: it may share its stem with an image
+                other = safe_key(self.name, unit.split, unit.wnid or "unlabelled", fsio.basename(uri))
+                yield Reject(other, self.name, other, "read", "unexpected_file",
+                             f"{unit.split}/{fsio.basename(uri)} is not one of {', '.join(IMAGE_SUFFIXES)}",
+                             split_hint=unit.split)
                 continue
             if wnid is None:
                 yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {VAL_LABELS_FILE}",

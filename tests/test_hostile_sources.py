@@ -321,6 +321,7 @@ def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_p
     (inet / "train" / "n0" / "n0_5.png").symlink_to(outside / "passwd")
     (inet / "train" / "n0" / "n0_6.png").write_bytes(CANARY)  # inside the root, but not an image
     (inet / "train" / "n9").symlink_to(outside / "classdir")
+    (inet / "train" / "n0" / "n0_1.txt").write_text("a note next to an image of the same stem")
     coco = _coco_tree(tmp_path)
     images = [{"id": n, "file_name": f"{n}.jpg", "width": 60, "height": 40} for n in (1, 2, 3)]
     images += [{"id": 4, "file_name": "../../outside/passwd", "width": 8, "height": 8},
@@ -341,11 +342,11 @@ def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_p
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary
     reasons = {source: dict(s["rejects_by_reason"]) for source, s in summary["sources"].items()}
-    assert reasons["inet"] == {"outside_root": 2, "not_an_image": 1}
+    assert reasons["inet"] == {"outside_root": 2, "not_an_image": 1, "unexpected_file": 1}
     assert reasons["coco"] == {"outside_root": 4, "bad_annotation": 2}
     assert summary["sources"]["inet"]["sentences"] == 2 and summary["sources"]["coco"]["sentences"] == 4
     rows = [json.loads(line) for line in (tmp_path / "out" / REJECTS_FILE).read_text().splitlines()]
-    assert len(rows) == 9 and all(row["detail"] for row in rows)
+    assert len(rows) == 10 and all(row["detail"] for row in rows)
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
             data = path.read_bytes()
