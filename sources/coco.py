@@ -7,12 +7,14 @@ One `PairRecord` per (image, task). The annotation files are parsed once per wor
 from __future__ import annotations
 
 import functools
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
+from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
+                                      numbers, where)
+from sources.paths import OutsideRoot, check_inside, join_inside
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 COCO_TASKS = ("detection", "segmentation", "pose")
@@ -26,27 +28,101 @@ class CocoIndex:
     categories: dict[int, dict[str, Any]]
 
 
+AT = "_at"  # where an annotation came from ("instances.json annotations[12]"), for reject details
+
+
+def _list(uri: str, data: dict, field: str) -> list:
+    value = data.get(field, [])
+    if not isinstance(value, list):
+        raise AnnotationFileError(uri, f"'{field}' is not a list")
+    return value
+
+
+def _int_field(uri: str, name: str, index: int, entry: Any, field: str) -> int:
+    """An id the index is keyed by: without it the entry belongs to no image, so the file is refused."""
+    value = as_int(entry.get(field)) if isinstance(entry, dict) else None
+    if value is None:
+        raise AnnotationFileError(uri, f"{name}[{index}] has no integer '{field}'")
+    return value
+
+
 @functools.lru_cache(maxsize=4)
 def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
-    """Merge COCO JSON files (instances, person_keypoints...) by image id and annotation id."""
+    """Merge COCO JSON files (instances, person_keypoints...) by image id and annotation id.
+
+    Entries without the ids that place them (an image's `id`, an annotation's `id` and
+    `image_id`) refuse the file, naming it and the entry's index; every other value is checked
+    when its pair is made, so that a bad one rejects that pair only.
+    """
     images: dict[int, dict[str, Any]] = {}
     annotations: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
     for uri in annotation_uris:
-        data = json.loads(fsio.read_bytes(uri))
-        for image in data.get("images", []):
-            images[int(image["id"])] = image
-        for category in data.get("categories", []):
-            categories[int(category["id"])] = {**categories.get(int(category["id"]), {}), **category}
-        for ann in data.get("annotations", []):
-            merged = annotations[int(ann["image_id"])].get(int(ann["id"]), {})
-            annotations[int(ann["image_id"])][int(ann["id"])] = {**merged, **ann}
+        data = load_json(uri)
+        if not isinstance(data, dict):
+            raise AnnotationFileError(uri, "is not a COCO JSON object")
+        short = fsio.basename(uri)
+        for index, image in enumerate(_list(uri, data, "images")):
+            images[_int_field(uri, "images", index, image, "id")] = image
+        for index, category in enumerate(_list(uri, data, "categories")):
+            category_id = _int_field(uri, "categories", index, category, "id")
+            categories[category_id] = {**categories.get(category_id, {}), **category}
+        for index, ann in enumerate(_list(uri, data, "annotations")):
+            image_id = _int_field(uri, "annotations", index, ann, "image_id")
+            ann_id = _int_field(uri, "annotations", index, ann, "id")
+            merged = annotations[image_id].get(ann_id, {})
+            annotations[image_id][ann_id] = {**merged, **ann, AT: f"{short} {where('annotations', index, ann)}"}
     return CocoIndex(images, {k: [v[i] for i in sorted(v)] for k, v in annotations.items()}, categories)
 
 
 def _has_area(ann: dict[str, Any]) -> bool:
-    bbox = ann.get("bbox") or [0, 0, 0, 0]
-    return len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0
+    bbox = ann["bbox"]
+    return bbox[2] > 0 and bbox[3] > 0
+
+
+def _polygon_problem(seg: Any) -> str | None:
+    """Polygons: lists of x, y pairs, at least one with 3 points (1-2 points draw nothing)."""
+    if not isinstance(seg, list) or not all(numbers(p, multiple_of=2) for p in seg):
+        return "segmentation polygons are not lists of x, y numbers"
+    if not any(len(p) >= 6 for p in seg):
+        return "segmentation has no polygon of 3 or more points"
+    return None
+
+
+def _rle_problem(seg: dict) -> str | None:
+    size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(as_int(v) is not None and as_int(v) > 0 for v in size)):
+        return "RLE segmentation has no [height, width] size"
+    if not (isinstance(counts, str) or (isinstance(counts, list) and all(as_int(c) is not None and as_int(c) >= 0
+                                                                         for c in counts))):
+        return "RLE segmentation counts are neither a string nor a list of run lengths"
+    return None
+
+
+def segmentation_problem(ann: dict[str, Any]) -> str | None:
+    seg = ann["segmentation"]
+    problem = _rle_problem(seg) if isinstance(seg, dict) else _polygon_problem(seg)
+    if problem is None and as_int(ann.get("category_id")) is None:
+        problem = "category_id is not an integer"
+    if problem is None and "area" in ann and not is_number(ann["area"]):
+        problem = "area is not a number"
+    return problem
+
+
+def detection_problem(ann: dict[str, Any]) -> str | None:
+    if not numbers(ann.get("bbox"), length=4):
+        return "bbox is not 4 numbers"
+    if as_int(ann.get("category_id")) is None:
+        return "category_id is not an integer"
+    return None
+
+
+def pose_problem(ann: dict[str, Any]) -> str | None:
+    if as_int(ann.get("num_keypoints", 0)) is None:
+        return "num_keypoints is not an integer"
+    if "keypoints" in ann and not numbers(ann["keypoints"], multiple_of=3):
+        return "keypoints are not x, y, visibility numbers"
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,6 +132,7 @@ class CocoSource:
     annotation_files: tuple[str, ...]  # relative to path (or URLs)
     images_dir: str  # relative to path (or a URL)
     tasks: tuple[str, ...] = COCO_TASKS
+    follow_links: bool = False  # read image files that are links leading out of the images folder
 
     def _uris(self) -> tuple[str, ...]:
         return tuple(f if "://" in f or f.startswith("/") else fsio.join(self.path, f) for f in self.annotation_files)
@@ -78,8 +155,21 @@ class CocoSource:
             image = index.images[image_id]
             group = safe_key(self.name, str(image_id))
             anns = [a for a in index.annotations.get(image_id, [])]
-            lineage = {"image_id": image_id, "file": image["file_name"],
+            lineage = {"image_id": image_id, "file": image.get("file_name"),
                        "width": image.get("width"), "height": image.get("height")}
+            if not isinstance(image.get("file_name"), str) or not image["file_name"]:
+                for task in self.tasks:
+                    yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
+                                 f"image {image_id}: file_name is not a text")
+                continue
+            try:  # file_name comes from the JSON: it must name a file inside the images folder
+                image_uri = join_inside(images_uri, image["file_name"])
+                check_inside(images_uri, image_uri, self.follow_links)
+            except OutsideRoot as exc:
+                for task in self.tasks:
+                    yield Reject(f"{group}-{task}", self.name, group, "read", exc.reason,
+                                 f"image {image_id}: {exc.detail}")
+                continue
             for task in self.tasks:
                 key = f"{group}-{task}"
                 payload = self._payload(task, anns, image, index)
@@ -87,30 +177,45 @@ class CocoSource:
                     yield Reject(key, self.name, group, "read", f"no_{task}_annotations",
                                  f"image {image_id} has none")
                     continue
+                if isinstance(payload, str):
+                    yield Reject(key, self.name, group, "read", BAD_ANNOTATION, payload)
+                    continue
                 yield PairRecord(key=key, source=self.name, group=group, task=task,
-                                 image_uri=fsio.join(images_uri, image["file_name"]),
+                                 image_uri=image_uri,
                                  annotation=payload, lineage=dict(lineage))
 
     @staticmethod
-    def _payload(task: str, anns: list[dict], image: dict, index: CocoIndex) -> dict | None:
+    def _payload(task: str, anns: list[dict], image: dict, index: CocoIndex) -> dict | str | None:
+        """The pair's annotation; None when the image has none for `task`; a text naming the
+        entry when one of them is malformed (that pair is rejected, nothing else)."""
+        if task not in COCO_TASKS:
+            raise ValueError(f"unknown COCO task {task!r}; allowed: {', '.join(COCO_TASKS)}")
+        check = {"detection": detection_problem, "segmentation": segmentation_problem, "pose": pose_problem}[task]
+        used = {"detection": lambda a: "bbox" in a, "segmentation": lambda a: bool(a.get("segmentation")),
+                "pose": lambda a: "keypoints" in a or "num_keypoints" in a}[task]
+        for ann in anns:
+            if used(ann):
+                problem = check(ann)
+                if problem:
+                    return f"{ann[AT]}: {problem}"
         if task == "detection":
-            kept = [a for a in anns if _has_area(a) and not a.get("iscrowd", 0)]
+            kept = [a for a in anns if "bbox" in a and _has_area(a) and not a.get("iscrowd", 0)]
             if not kept:
                 return None
             return {"boxes": [list(map(float, a["bbox"])) for a in kept],
-                    "categories": [int(a["category_id"]) for a in kept]}
+                    "categories": [int(as_int(a["category_id"])) for a in kept]}
         if task == "segmentation":
             kept = [a for a in anns if a.get("segmentation")]
             if not kept:
                 return None
             # larger first, so smaller objects stay visible on top
             kept.sort(key=lambda a: -float(a.get("area", 0)))
-            return {"height": int(image["height"]), "width": int(image["width"]),
-                    "segments": [{"segmentation": a["segmentation"], "category_id": int(a["category_id"])}
+            # the declared size is what the polygons' coordinates refer to; the renderer takes
+            # its mask size from the decoded image and rejects a pair whose declaration differs
+            return {"height": as_int(image.get("height")), "width": as_int(image.get("width")),
+                    "segments": [{"segmentation": a["segmentation"], "category_id": int(as_int(a["category_id"]))}
                                  for a in kept]}
-        if task == "pose":
-            people = [a for a in anns if a.get("num_keypoints", 0) > 0 and a.get("keypoints")]
-            if not people:
-                return None
-            return {"skeleton": "coco17", "people": [[float(v) for v in a["keypoints"]] for a in people]}
-        raise ValueError(f"unknown COCO task {task!r}; allowed: {', '.join(COCO_TASKS)}")
+        people = [a for a in anns if as_int(a.get("num_keypoints", 0)) > 0 and a.get("keypoints")]
+        if not people:
+            return None
+        return {"skeleton": "coco17", "people": [[float(v) for v in a["keypoints"]] for a in people]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import IO, Iterator
 
@@ -25,8 +26,6 @@ def _unstrip(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
 def join(base: str, *parts: str) -> str:
     if "://" in base:
         return posixpath.join(base, *parts)
-    import os
-
     return os.path.join(base, *parts)
 
 
@@ -40,27 +39,74 @@ def isdir(uri: str) -> bool:
     return fs.isdir(path)
 
 
-def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: bool = False) -> list[str]:
-    """Sorted files directly under (or, with `recursive`, anywhere below) a directory URL."""
+def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: bool = False,
+               follow_links: bool = False, links: bool = False) -> list[str]:
+    """Sorted files directly under (or, with `recursive`, anywhere below) a directory URL.
+
+    With `links` (readers that check every path with `sources.paths`), symbolic links on a local
+    disk are listed too, so none is skipped silently, and a recursive listing descends into
+    linked folders only with `follow_links`; otherwise the folder link itself is listed, whatever
+    its name, so that its reader accounts for it.
+    """
     fs, path = filesystem(uri)
     if not fs.isdir(path):
         raise FileNotFoundError(f"not a directory: {uri}")
-    if recursive:
-        names = fs.find(path)
+    lowered = tuple(s.lower() for s in suffixes) if suffixes else None
+    if links and local_path(uri) is not None:
+        names = _local_files(path, recursive, follow_links, lowered)
     else:
-        names = [entry["name"] for entry in fs.ls(path, detail=True) if entry["type"] == "file"]
-    if suffixes:
-        lowered = tuple(s.lower() for s in suffixes)
-        names = [n for n in names if n.lower().endswith(lowered)]
+        if recursive:
+            names = fs.find(path)
+        else:
+            names = [entry["name"] for entry in fs.ls(path, detail=True) if entry["type"] == "file"]
+        if lowered:
+            names = [n for n in names if n.lower().endswith(lowered)]
     return sorted(_unstrip(fs, n, uri) for n in names)
 
 
-def list_dirs(uri: str) -> list[str]:
-    """Sorted immediate subdirectories of a directory URL."""
+def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple[str, ...] | None) -> list[str]:
+    """Files and links below a local folder; folder links are entries unless followed."""
+    found: list[str] = []
+    stack: list[tuple[str, frozenset[str]]] = [(path, frozenset())]
+    while stack:
+        folder, above = stack.pop()
+        real = os.path.realpath(folder)
+        if real in above:  # a link back to a folder above: a cycle
+            continue
+        above = above | {real}
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = os.path.join(folder, entry.name)
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        stack.append((name, above))
+                    continue
+                if entry.is_symlink() and os.path.isdir(name):
+                    if recursive and follow_links:
+                        stack.append((name, above))
+                    elif recursive:
+                        found.append(name)  # listed whatever its name: its reader rejects it
+                    continue
+                # files, links, and fifos/sockets/devices too: their reader rejects them unread
+                if not suffixes or entry.name.lower().endswith(suffixes):
+                    found.append(name)
+        if not recursive:
+            break
+    return found
+
+
+def list_dirs(uri: str, links: bool = False) -> list[str]:
+    """Sorted immediate subdirectories of a directory URL; with `links`, local links to folders
+    too (for readers that check where they lead with `sources.paths`)."""
     fs, path = filesystem(uri)
     if not fs.isdir(path):
         raise FileNotFoundError(f"not a directory: {uri}")
-    names = [entry["name"] for entry in fs.ls(path, detail=True) if entry["type"] == "directory"]
+    if links and local_path(uri) is not None:
+        with os.scandir(path) as entries:
+            names = [os.path.join(path, e.name) for e in entries
+                     if e.is_dir(follow_symlinks=False) or (e.is_symlink() and os.path.isdir(os.path.join(path, e.name)))]
+    else:
+        names = [entry["name"] for entry in fs.ls(path, detail=True) if entry["type"] == "directory"]
     return sorted(_unstrip(fs, n.rstrip("/"), uri) for n in names)
 
 
@@ -68,9 +114,19 @@ def open_file(uri: str, mode: str = "rb") -> IO[bytes]:
     return fsspec.open(uri, mode).open()
 
 
-def read_bytes(uri: str) -> bytes:
+class FileTooLarge(ValueError):
+    """A file longer than its reader's cap (nothing beyond the cap was read)."""
+
+
+def read_bytes(uri: str, limit: int | None = None) -> bytes:
+    """The whole file; with `limit`, raises `FileTooLarge` instead of reading past that many bytes."""
     with fsspec.open(uri, "rb") as handle:
-        return handle.read()
+        if limit is None:
+            return handle.read()
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(f"{basename(uri)} is larger than {limit} bytes")
+    return data
 
 
 def read_text(uri: str) -> str:

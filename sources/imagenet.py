@@ -21,12 +21,18 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
+from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
+from sources.paths import path_problem
 from sources.records import ImageRecord, Reject, SourceItem, safe_key
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
 VAL_LABELS_FILE = "LOC_val_solution.csv"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 VAL_FILES_PER_UNIT = 256
+
+
+def _is_image_name(uri: str) -> bool:
+    return uri.lower().endswith(IMAGE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,23 @@ class Unit:
     uris: tuple[str, ...]
 
 
+def _index_text(uri: str) -> str:
+    """An index file's text, capped like any annotation file, decoding errors named not quoted."""
+    try:
+        data = fsio.read_bytes(uri, MAX_ANNOTATION_BYTES)
+    except fsio.FileTooLarge:
+        raise AnnotationFileError(uri, f"larger than {MAX_ANNOTATION_BYTES} bytes") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AnnotationFileError(uri, f"is not UTF-8 text (at byte {exc.start})") from None
+
+
 @functools.lru_cache(maxsize=8)
 def read_synsets(uri: str) -> dict[str, str]:
     """wnid -> human-readable class name, from LOC_synset_mapping.txt."""
     mapping: dict[str, str] = {}
-    for line in fsio.iter_lines(uri):
+    for line in _index_text(uri).splitlines():
         wnid, _, name = line.strip().partition(" ")
         if wnid:
             mapping[wnid] = name.strip()
@@ -51,11 +69,14 @@ def read_synsets(uri: str) -> dict[str, str]:
 def read_val_labels(uri: str) -> dict[str, str]:
     """val image id -> wnid: the first wnid of each PredictionString in LOC_val_solution.csv."""
     labels: dict[str, str] = {}
-    reader = csv.DictReader(io.StringIO(fsio.read_text(uri)))
-    for row in reader:
-        prediction = (row.get("PredictionString") or "").split()
-        if row.get("ImageId") and prediction:
-            labels[row["ImageId"]] = prediction[0]
+    reader = csv.DictReader(io.StringIO(_index_text(uri)))
+    try:
+        for row in reader:
+            prediction = (row.get("PredictionString") or "").split()
+            if row.get("ImageId") and prediction:
+                labels[row["ImageId"]] = prediction[0]
+    except csv.Error as exc:
+        raise AnnotationFileError(uri, f"is not CSV (line {reader.line_num}: {type(exc).__name__})") from None
     return labels
 
 
@@ -64,6 +85,7 @@ class ImageNetSource:
     name: str
     path: str
     splits: tuple[str, ...] = ("train", "val")
+    follow_links: bool = False  # read files and class folders that are links leading out of `path`
 
     @property
     def synsets_uri(self) -> str:
@@ -79,11 +101,16 @@ class ImageNetSource:
             split_dir = fsio.join(self.path, split)
             if not fsio.isdir(split_dir):
                 raise FileNotFoundError(f"{self.name}: ILSVRC layout has no {split}/ folder under {self.path}")
-            for class_dir in fsio.list_dirs(split_dir):
-                files = fsio.list_files(class_dir, IMAGE_SUFFIXES)
+            for class_dir in fsio.list_dirs(split_dir, links=True):
+                if path_problem(self.path, class_dir, self.follow_links):
+                    # not listed: its reader rejects the folder itself as one item
+                    units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
+                    continue
+                # every file, not only images: another one is a reject (`unexpected_file`), not a skip
+                files = fsio.list_files(class_dir, links=True)
                 units.append(Unit(split, fsio.basename(class_dir), tuple(files)))
-            flat = fsio.list_files(split_dir, IMAGE_SUFFIXES)
-            if flat and not fsio.exists(self.val_labels_uri):
+            flat = fsio.list_files(split_dir, links=True)
+            if any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
                 raise FileNotFoundError(
                     f"{self.name}: {split}/ holds images without class folders but {VAL_LABELS_FILE} "
                     f"is missing from {self.path}"
@@ -92,6 +119,11 @@ class ImageNetSource:
                 units.append(Unit(split, None, tuple(flat[i : i + VAL_FILES_PER_UNIT])))
         if not units:
             raise FileNotFoundError(f"{self.name}: no ImageNet images under {self.path}")
+        # the index files are parsed here, up front: a broken one stops `check`, naming it
+        if fsio.exists(self.synsets_uri):
+            read_synsets(self.synsets_uri)
+        if any(unit.wnid is None for unit in units):
+            read_val_labels(self.val_labels_uri)
         return units
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:
@@ -101,6 +133,16 @@ class ImageNetSource:
             stem = fsio.basename(uri).rsplit(".", 1)[0]
             wnid = unit.wnid or labels.get(stem)
             key = safe_key(self.name, unit.split, wnid or "unlabelled", stem)
+            outside = path_problem(self.path, uri, self.follow_links)
+            if outside:
+                yield Reject(key, self.name, key, "read", outside.reason, outside.detail, split_hint=unit.split)
+                continue
+            if not _is_image_name(uri):  # keyed by the whole name: it may share its stem with an image
+                other = safe_key(self.name, unit.split, unit.wnid or "unlabelled", fsio.basename(uri))
+                yield Reject(other, self.name, other, "read", "unexpected_file",
+                             f"{unit.split}/{fsio.basename(uri)} is not one of {', '.join(IMAGE_SUFFIXES)}",
+                             split_hint=unit.split)
+                continue
             if wnid is None:
                 yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {VAL_LABELS_FILE}",
                              split_hint=unit.split)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
+from sources.paths import path_problem
 from sources.records import Reject, SourceItem, TupleRecord, safe_key
 
 # task -> (folder, domain suffix)
@@ -29,15 +30,21 @@ class MultiTaskSource:
     name: str
     path: str
     tasks: tuple[str, ...] = TUPLE_TASKS
+    follow_links: bool = False  # read buildings and files that are links leading out of `path`
 
     def units(self) -> list[str]:
-        buildings = [d for d in fsio.list_dirs(self.path) if fsio.exists(fsio.join(d, TASKONOMY["image"][0]))]
+        buildings = [d for d in fsio.list_dirs(self.path, links=True) if fsio.exists(fsio.join(d, TASKONOMY["image"][0]))]
         if not buildings:
             raise FileNotFoundError(f"no <building>/{TASKONOMY['image'][0]}/ folders under {self.path}")
         return buildings
 
     def read(self, building: str) -> Iterator[SourceItem]:
         name = fsio.basename(building)
+        outside = path_problem(self.path, building, self.follow_links)
+        if outside:  # not listed: the linked building is one rejected item
+            key = safe_key(self.name, name)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
+            return
         files: dict[str, dict[str, str]] = {}
         for task in self.tasks:
             folder, domain = TASKONOMY[task]
@@ -45,12 +52,16 @@ class MultiTaskSource:
             if not fsio.exists(directory):
                 continue
             suffix = f"_domain_{domain}.png"
-            for uri in fsio.list_files(directory, (suffix,)):
+            for uri in fsio.list_files(directory, (suffix,), links=True):
                 files.setdefault(fsio.basename(uri)[: -len(suffix)], {})[task] = uri
         for stem in sorted(files):
             group = safe_key(self.name, name, stem)
             found = files[stem]
             missing = [t for t in self.tasks if t not in found]
+            outside = next(filter(None, (path_problem(self.path, u, self.follow_links) for u in found.values())), None)
+            if outside:
+                yield Reject(group, self.name, group, "read", outside.reason, outside.detail)
+                continue
             if missing:
                 yield Reject(group, self.name, group, "read", "incomplete_tuple", f"missing {', '.join(missing)}")
                 continue

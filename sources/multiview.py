@@ -7,15 +7,15 @@ views are picked evenly in azimuth order; fewer is a reject (`too_few_views`).
 
 from __future__ import annotations
 
-import gzip
 import io
-import json
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from sources import fsio
+from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json, numbers
+from sources.paths import OutsideRoot, check_inside, join_inside, path_problem
 from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
 
 
@@ -60,15 +60,19 @@ def pick_evenly(count: int, wanted: int) -> list[int]:
     return sorted({int(i) for i in np.floor(np.arange(wanted) * count / wanted)})
 
 
+MAX_CAMERA_BYTES = 1 << 16  # a 3x4 camera matrix in .npy is 176 bytes
+
+
 # -- Objaverse (Zero123 layout) ----------------------------------------------------------------
 @dataclass(frozen=True)
 class ObjaverseSource:
     name: str
     path: str
     views: int = 24
+    follow_links: bool = False  # read object folders and views that are links leading out of `path`
 
     def units(self) -> list[str]:
-        objects = fsio.list_dirs(self.path)
+        objects = fsio.list_dirs(self.path, links=True)
         if not objects:
             raise FileNotFoundError(f"no object folders (<uid>/NNN.png + NNN.npy) under {self.path}")
         return objects
@@ -76,7 +80,15 @@ class ObjaverseSource:
     def read(self, folder: str) -> Iterator[SourceItem]:
         uid = fsio.basename(folder)
         key = safe_key(self.name, uid)
-        files = fsio.list_files(folder)
+        outside = path_problem(self.path, folder, self.follow_links)
+        if outside:  # not listed: the linked object folder is one rejected item
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
+            return
+        files = fsio.list_files(folder, links=True)
+        outside = next(filter(None, (path_problem(self.path, f, self.follow_links) for f in files)), None)
+        if outside:
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
+            return
         pngs = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".png")}
         npys = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".npy")}
         views = []
@@ -84,10 +96,11 @@ class ObjaverseSource:
             if stem not in npys:
                 continue
             try:
-                rt = np.load(io.BytesIO(fsio.read_bytes(npys[stem])), allow_pickle=False)
+                rt = np.load(io.BytesIO(fsio.read_bytes(npys[stem], MAX_CAMERA_BYTES)), allow_pickle=False)
                 centre = blender_camera_centre(rt)
             except Exception as exc:
-                yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {exc}"[:200])
+                # numpy's messages quote the file's first bytes: name the problem, not the bytes
+                yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {type(exc).__name__}")
                 return
             views.append((stem, pngs[stem], centre))
         missing = sorted(set(pngs) - set(npys))
@@ -119,7 +132,37 @@ CO3D_PAIR_TASKS = ("depth", "segmentation")
 
 
 def read_jgz(uri: str) -> Any:
-    return json.loads(gzip.decompress(fsio.read_bytes(uri)))
+    """A gzipped JSON annotation file, its expansion capped (a small .jgz can inflate to gigabytes)."""
+    return load_json(uri, gzipped=True)
+
+
+def frame_problem(frame: Any) -> str | None:
+    """What is wrong with one CO3D frame annotation, or None: the fields this reader uses."""
+    if not isinstance(frame, dict):
+        return "is not an object"
+    if not isinstance(frame.get("sequence_name"), str) or not frame["sequence_name"]:
+        return "has no sequence_name"
+    if as_int(frame.get("frame_number")) is None:
+        return "frame_number is not an integer"
+    image = frame.get("image")
+    if not isinstance(image, dict) or not isinstance(image.get("path"), str):
+        return "has no image.path"
+    viewpoint = frame.get("viewpoint")
+    if not isinstance(viewpoint, dict):
+        return "has no viewpoint"
+    rotation, translation = viewpoint.get("R"), viewpoint.get("T")
+    if not (isinstance(rotation, list) and len(rotation) == 3 and all(numbers(row, length=3) for row in rotation)):
+        return "viewpoint.R is not a 3x3 matrix"
+    if not numbers(translation, length=3):
+        return "viewpoint.T is not 3 numbers"
+    for field in ("depth", "mask"):
+        value = frame.get(field)
+        if value is not None and not (isinstance(value, dict) and isinstance(value.get("path", ""), (str, type(None)))):
+            return f"{field} is not an object with a path"
+    scale = (frame.get("depth") or {}).get("scale_adjustment")
+    if scale is not None and not is_number(scale):
+        return "depth.scale_adjustment is not a number"
+    return None
 
 
 @dataclass(frozen=True)
@@ -129,9 +172,10 @@ class Co3dSource:
     views: int = 24
     categories: tuple[str, ...] = ()
     pair_tasks: tuple[str, ...] = ()  # also emit (frame, depth) / (frame, mask) pairs
+    follow_links: bool = False  # read files that are links leading out of `path`
 
     def units(self) -> list[str]:
-        categories = [d for d in fsio.list_dirs(self.path) if fsio.exists(fsio.join(d, "frame_annotations.jgz"))]
+        categories = [d for d in fsio.list_dirs(self.path, links=True) if fsio.exists(fsio.join(d, "frame_annotations.jgz"))]
         if self.categories:
             categories = [d for d in categories if fsio.basename(d) in self.categories]
         if not categories:
@@ -140,17 +184,50 @@ class Co3dSource:
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)
-        frames = read_jgz(fsio.join(category_dir, "frame_annotations.jgz"))
+        outside = path_problem(self.path, category_dir, self.follow_links)
+        if outside:
+            key = safe_key(self.name, category)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
+            return
+        uri = fsio.join(category_dir, "frame_annotations.jgz")
+        try:
+            frames = read_jgz(uri)
+            if not isinstance(frames, list):
+                raise AnnotationFileError(uri, "is not a list of frames")
+        except AnnotationFileError as exc:
+            key = safe_key(self.name, category)
+            yield Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300])
+            return
         by_sequence: dict[str, list[dict]] = {}
-        for frame in frames:
+        for index, frame in enumerate(frames):
+            problem = frame_problem(frame)
+            if problem is None:
+                try:  # names from the annotation file must stay inside the dataset
+                    frame["_uris"] = {field: self._inside((frame.get(field) or {}).get("path"))
+                                      for field in ("image", "depth", "mask")}
+                except OutsideRoot as exc:
+                    key = safe_key(self.name, category, "frame", str(index))
+                    yield Reject(key, self.name, key, "read", exc.reason, f"frame_annotations.jgz[{index}]: {exc.detail}")
+                    continue
+            else:
+                key = safe_key(self.name, category, "frame", str(index))
+                yield Reject(key, self.name, key, "read", BAD_ANNOTATION, f"frame_annotations.jgz[{index}] {problem}")
+                continue
             by_sequence.setdefault(frame["sequence_name"], []).append(frame)
         for sequence in sorted(by_sequence):
             yield from self._sequence(category, sequence, by_sequence[sequence])
 
+    def _inside(self, name: str | None) -> str | None:
+        if not name:
+            return None
+        uri = join_inside(self.path, name)
+        check_inside(self.path, uri, self.follow_links)
+        return uri
+
     def _sequence(self, category: str, sequence: str, frames: Sequence[dict]) -> Iterator[SourceItem]:
         key = safe_key(self.name, category, sequence)
         images_dir = fsio.join(self.path, category, sequence, "images")
-        present = {fsio.basename(f) for f in fsio.list_files(images_dir)} if fsio.exists(images_dir) else set()
+        present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
         usable = [f for f in frames if fsio.basename(f["image"]["path"]) in present]
         lost = len(frames) - len(usable)
         if lost:
@@ -169,7 +246,7 @@ class Co3dSource:
         chosen = [order[i] for i in pick_evenly(len(order), self.views)]
         yield MultiViewRecord(
             key=key, source=self.name, group=key,
-            view_uris=tuple(fsio.join(self.path, usable[i]["image"]["path"]) for i in chosen),
+            view_uris=tuple(usable[i]["_uris"]["image"] for i in chosen),
             azimuths_deg=tuple(round(float(azimuths[i]), 3) for i in chosen),
             lineage={"category": category, "sequence": sequence, "frames_available": len(usable),
                      "frame_numbers": [int(usable[i]["frame_number"]) for i in chosen]},
@@ -180,20 +257,20 @@ class Co3dSource:
 
     def _pair(self, task: str, category: str, sequence: str, group: str, frame: dict) -> Iterator[SourceItem]:
         pair_key = f"{group}-f{int(frame['frame_number']):06d}-{task}"
-        image_uri = fsio.join(self.path, frame["image"]["path"])
+        image_uri = frame["_uris"]["image"]
         if task == "depth":
             depth = frame.get("depth") or {}
             if not depth.get("path"):
                 yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no depth path")
                 return
-            annotation = {"depth_uri": fsio.join(self.path, depth["path"]), "format": "co3d",
+            annotation = {"depth_uri": frame["_uris"]["depth"], "format": "co3d",
                           "scale": float(depth.get("scale_adjustment") or 1.0)}
         else:
             mask = frame.get("mask") or {}
             if not mask.get("path"):
                 yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no mask path")
                 return
-            annotation = {"mask_uri": fsio.join(self.path, mask["path"]), "class_id": 1}
+            annotation = {"mask_uri": frame["_uris"]["mask"], "class_id": 1}
         yield PairRecord(key=pair_key, source=self.name, group=group, task=task, image_uri=image_uri,
                          annotation=annotation,
                          lineage={"category": category, "sequence": sequence, "frame": int(frame["frame_number"])})

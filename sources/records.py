@@ -16,6 +16,9 @@ from typing import Any, Union
 from sources.budget import Budget
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# one input file read whole; above it the bytes alone would crowd the decode's memory budget
+MAX_INPUT_FILE_BYTES = 256 << 20
+FILE_TOO_LARGE = "file_too_large"
 
 
 def safe_key(*parts: str) -> str:
@@ -87,7 +90,7 @@ class ImageRecord:
         from sources.fsio import read_bytes
 
         assert self.uri is not None
-        return read_bytes(self.uri)
+        return read_bytes(self.uri, MAX_INPUT_FILE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -214,11 +217,15 @@ class Reject:
 _VOLATILE = (
     (re.compile(r"\[\d{2}:\d{2}:\d{2}\] ?"), ""),  # log timestamps some decoders put in messages
     (re.compile(r" at 0x[0-9a-fA-F]+"), ""),  # object addresses in reprs
+    # bytes reprs that library messages embed (numpy quotes a bad .npy's magic, float() a
+    # bad number): input bytes never reach a published reject file
+    (re.compile(r"""\bb(?:'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?)"""), "<bytes>"),
 )
 
 
 def clean_detail(text: str) -> str:
-    """A reject's detail without run-specific noise, so reject files are reproducible too."""
+    """A reject's detail without run-specific noise or quoted input bytes, so reject files are
+    reproducible and publish nothing of the input's content."""
     for pattern, replacement in _VOLATILE:
         text = pattern.sub(replacement, text)
     return text

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterator, Literal
 
 from sources import fsio
+from sources.paths import path_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 Layout = Literal["ade20k", "cityscapes"]
@@ -22,6 +23,7 @@ class SegmentationSource:
     name: str
     path: str
     layout: Layout = "ade20k"
+    follow_links: bool = False  # read images and label maps that are links leading out of `path`
 
     def _pairs_root(self) -> tuple[str, str, dict[str, str]]:
         if self.layout == "ade20k":
@@ -40,7 +42,8 @@ class SegmentationSource:
             split_dir = fsio.join(images_root, folder)
             if not fsio.exists(split_dir):
                 continue
-            files = fsio.list_files(split_dir, (".jpg", ".png"), recursive=True)
+            files = fsio.list_files(split_dir, (".jpg", ".png"), recursive=True,
+                                     follow_links=self.follow_links, links=True)
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
         return units
 
@@ -61,6 +64,11 @@ class SegmentationSource:
             group = safe_key(self.name, folder, stem)
             key = f"{group}-segmentation"
             label = self.label_uri(uri, folder)
+            outside = path_problem(self.path, uri, self.follow_links) or \
+                path_problem(self.path, label, self.follow_links)
+            if outside:
+                yield Reject(key, self.name, group, "read", outside.reason, outside.detail, split_hint=split)
+                continue
             if not fsio.exists(label):
                 yield Reject(key, self.name, group, "read", "missing_annotation", f"no label map {fsio.basename(label)}",
                              split_hint=split)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
+from sources.paths import path_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
@@ -24,12 +25,13 @@ class StereoSource:
     split_folder: str = "training"
     disparity_folder: str = "disp_noc_0"
     labeler: tuple[tuple[str, Any], ...] | None = None  # a labeler spec for pairs without disparity
+    follow_links: bool = False  # read views and disparity maps that are links leading out of `path`
 
     def units(self) -> list[tuple[str, ...]]:
         left = fsio.join(self.path, self.split_folder, "image_2")
         if not fsio.exists(left):
             raise FileNotFoundError(f"KITTI layout: {left} does not exist")
-        files = fsio.list_files(left, (".png", ".jpg"))
+        files = fsio.list_files(left, (".png", ".jpg"), links=True)
         return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)]
 
     def read(self, files: tuple[str, ...]) -> Iterator[SourceItem]:
@@ -38,10 +40,15 @@ class StereoSource:
             name = fsio.basename(left)
             group = safe_key(self.name, name.rsplit(".", 1)[0])
             right = fsio.join(root, "image_3", name)
+            disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
+            outside = next(filter(None, (path_problem(self.path, u, self.follow_links)
+                                         for u in (left, right, disparity))), None)
+            if outside:
+                yield Reject(f"{group}-pair", self.name, group, "read", outside.reason, outside.detail)
+                continue
             if not fsio.exists(right):
                 yield Reject(f"{group}-pair", self.name, group, "read", "missing_right_view", name)
                 continue
-            disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
             for task in self.tasks:
                 key = f"{group}-{task}"
                 lineage = {"file": name}

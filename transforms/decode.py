@@ -7,6 +7,13 @@ count rejects by reason instead of crashing.
 The fast path: a JPEG can decode at 1/2, 1/4 or 1/8 scale inside libjpeg (DCT scaling). We
 ask for the smallest scale that still covers the output at full resolution, which is most of
 the speed-up on large web images; area interpolation then finishes the resize.
+
+Memory is judged before decoding, from what the header declares: Pillow's buffer for the mode
+(16-bit grey 2 bytes a pixel, RGB and alpha modes 4), the RGB array (3) and a transposed copy
+when EXIF rotates. Conversions to RGB run in strips of rows, so a mode's extra work (alpha
+compositing, 16-bit scaling) costs a strip, not a second full-size image. An input whose cost
+is over the budget is decoded at reduced scale where the format allows (a JPEG's DCT scaling,
+on the paths that accept a reduced decode) or rejected `image_too_large`.
 """
 
 from __future__ import annotations
@@ -32,6 +39,12 @@ except ImportError:  # pragma: no cover - it is a declared dependency
 Image.MAX_IMAGE_PIXELS = None
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x 89.5 MP).
+# one input's decode: with a worker's own few hundred MB (Beam, the tokenizer) it stays under 1.5 GB
+DEFAULT_MAX_DECODE_BYTES = 768 << 20
+STRIP_PIXELS = 1 << 20  # pixels converted at a time: the temporaries of a conversion are per strip
+# bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
+_STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_STRIP_COST = STRIP_PIXELS * 24  # the largest per-strip temporaries (int64 / uint16 working copies)
 EXIF_ORIENTATION = 0x0112
 WHITE = 255
 
@@ -68,7 +81,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         known = sniff_format(data)
         if known:
             raise DecodeError("unsupported_format", f"{known}: a real image format this build cannot decode") from None
-        raise DecodeError("not_an_image", f"no image format recognises the first bytes {data[:8]!r}") from None
+        # the detail never quotes the bytes: a text file read by mistake must not be published
+        raise DecodeError("not_an_image", f"no image format recognises these {len(data)} bytes") from None
     except Exception as exc:  # Pillow raises many types on broken headers
         known = sniff_format(data)
         if known and known.startswith("TIFF"):  # a layout Pillow has no raw mode for
@@ -107,9 +121,47 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _orientation(image: Image.Image) -> int:
+def decode_cost(width: int, height: int, mode: str, transposed: bool = False) -> int:
+    """Bytes a decode of this size and mode holds at its peak: Pillow's buffer, the RGB array,
+    and, when EXIF orientation applies, the transposed copy of the buffer."""
+    storage = _STORAGE.get(mode, 4)
+    return width * height * (storage + 3 + (storage if transposed else 0)) + _STRIP_COST
+
+
+def _check_budget(image: Image.Image, orientation: int, budget: int) -> None:
+    w, h = image.size
+    cost = decode_cost(w, h, image.mode, orientation != 1)
+    if cost > budget:
+        raise DecodeError("image_too_large", f"{w}x{h} {image.mode} needs about {cost >> 20} MiB to decode, "
+                                             f"over the budget of {budget >> 20} MiB")
+
+
+def _png_exif(data: bytes) -> bytes | None:
+    """The eXIf chunk of a PNG, found by walking chunk headers (Pillow's `getexif` would decode
+    every pixel to reach a chunk stored after them, before any budget check)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"eXIf":
+            return data[pos + 8 : pos + 8 + length]
+        if kind == b"IEND":
+            return None
+        pos += 12 + length
+    return None
+
+
+def _orientation(image: Image.Image, data: bytes) -> int:
     try:
-        value = int(image.getexif().get(EXIF_ORIENTATION, 1))
+        if image.format == "PNG":
+            raw = image.info.get("exif") or _png_exif(data)
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+        else:
+            exif = image.getexif()
+        value = int(exif.get(EXIF_ORIENTATION, 1))
     except Exception:
         return 1
     return value if 1 <= value <= 8 else 1
@@ -144,41 +196,71 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """A loaded Pillow image of any mode as an (H, W, 3) uint8 array."""
+def _has_alpha(image: Image.Image) -> bool:
     mode = image.mode
-    if mode == "RGB":
-        return np.asarray(image)
-    if mode == "L":
-        gray = np.asarray(image)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(image).astype(np.int64)
-        if mode == "I" and values.max(initial=0) <= 255:
-            gray = values.clip(0, 255).astype(np.uint8)
-        else:
-            gray = (values.clip(0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
-        gray = np.round(np.nan_to_num(values / top).clip(0, 1) * 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+    return mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode == "P" and "transparency" in image.info
     ) or (mode in ("L", "RGB") and "transparency" in image.info)
+
+
+def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, eight_bit: bool, top: float) -> np.ndarray:
+    """One strip of rows as (h, W, 3) uint8: the per-pixel part of `to_rgb_array`."""
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(strip)
+        if mode == "I":
+            values = values.clip(0, 255 if eight_bit else 65535)
+            gray = values.astype(np.uint8) if eight_bit else (values >> 8).astype(np.uint8)
+        else:
+            gray = (values.astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        values = np.asarray(strip, dtype=np.float64)
+        gray = np.round(np.nan_to_num(values / top).clip(0, 1) * 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "L" and not has_alpha:
+        return np.repeat(np.asarray(strip)[:, :, None], 3, axis=2)
     if has_alpha:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rgba = np.asarray(image.convert("RGBA"))
+            rgba = np.asarray(strip.convert("RGBA"))
         return _composite_on_white(rgba)
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(strip if mode == "RGB" else strip.convert("RGB"))
 
 
-def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """A loaded Pillow image of any mode as an (H, W, 3) uint8 array.
+
+    Converted strip by strip into one output array: only the RGB result and one strip's
+    temporaries exist besides Pillow's own buffer (even for RGB: `np.asarray` of a whole image
+    goes through `tobytes`, which holds two full copies at once).
+    """
+    mode = image.mode
+    has_alpha = _has_alpha(image)
+    w, h = image.size
+    rows = max(1, STRIP_PIXELS // max(1, w))
+    eight_bit, top = False, 255.0
+    if mode in ("I", "F"):  # a whole-image decision first, so that every strip agrees
+        high = np.max([np.asarray(image.crop((0, y, w, min(h, y + rows)))).max(initial=0)
+                       for y in range(0, h, rows)] or [0])
+        eight_bit = mode == "I" and high <= 255
+        top = 1.0 if mode == "F" and high <= 1.0 else 255.0
+    if h <= rows:  # one strip: the common case of web-sized images, no copies to stitch
+        return _strip_to_rgb(image, mode, has_alpha, eight_bit, top)
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, rows):
+        strip = image.crop((0, y, w, min(h, y + rows)))
+        if has_alpha and "transparency" in image.info:
+            strip.info["transparency"] = image.info["transparency"]
+        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, eight_bit, top)
+    return out
+
+
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
     """Full-resolution decode to (H, W, 3) uint8 with EXIF orientation applied."""
     image = _open(data, max_pixels)
-    orientation = _orientation(image)
+    orientation = _orientation(image, data)
+    _check_budget(image, orientation, max_bytes)
     _load(image)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
@@ -193,23 +275,39 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     pad_value: int = 0,
     fast: bool = True,
+    max_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> DecodedImage:
-    """Decode `data` straight onto a size x size canvas (the ingest hot path)."""
+    """Decode `data` straight onto a size x size canvas (the ingest hot path).
+
+    With `fast` a JPEG decodes at the smallest DCT scale that still covers the canvas. Without
+    it the decode is at full resolution (ground-truth geometry is exact on it), unless the
+    image is over the memory budget: a JPEG then decodes at the mildest scale that fits (the
+    plan stays in original coordinates, so annotations still land within a reduced pixel),
+    any other format is rejected `image_too_large`."""
     image = _open(data, max_pixels)
     fmt = image.format or "unknown"
-    orientation = _orientation(image)
+    orientation = _orientation(image, data)
     raw_w, raw_h = image.size
     swapped = orientation in (5, 6, 7, 8)
     width, height = (raw_h, raw_w) if swapped else (raw_w, raw_h)
     plan: ResizePlan = plan_resize(height, width, size, policy)
-    reduced = 1
-    if fast and fmt == "JPEG":
+    request = None
+    if fmt == "JPEG" and fast:
         need_w, need_h = needed_input_size(plan)
         request = (need_h, need_w) if swapped else (need_w, need_h)
+    elif fmt == "JPEG" and decode_cost(raw_w, raw_h, image.mode, orientation != 1) > max_bytes:
+        for scale in (2, 4, 8):
+            w, h = -(-raw_w // scale), -(-raw_h // scale)
+            if decode_cost(w, h, image.mode, orientation != 1) <= max_bytes:
+                request = (w, h)
+                break
+    reduced = 1
+    if request is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image.draft(image.mode, request)
         reduced = max(1, raw_w // max(1, image.size[0]))
+    _check_budget(image, orientation, max_bytes)
     _load(image)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)

@@ -12,6 +12,11 @@ from typing import Literal
 
 import cv2
 import numpy as np
+from PIL import Image
+
+from transforms.decode import DEFAULT_MAX_DECODE_BYTES, decode_cost
+
+MAP_WORK_BYTES = 8  # per pixel beyond the decoded buffer: the float32 / int32 copies a map goes through
 
 DepthFormat = Literal["png16", "npy", "pfm", "tiff", "co3d"]
 DEPTH_FORMATS = ("png16", "npy", "pfm", "tiff", "co3d")
@@ -24,9 +29,26 @@ class MapError(Exception):
         self.detail = detail
 
 
-def _imdecode(data: bytes) -> np.ndarray:
+def _declared(data: bytes) -> tuple[int, int, str] | None:
+    """(width, height, mode) from the header alone, or None when Pillow does not know the format."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size[0], image.size[1], image.mode
+    except Exception:
+        return None
+
+
+def _imdecode(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
+    """Decode a map after checking, on its header, that it fits the memory budget."""
     if not data:
         raise MapError("empty_annotation")
+    declared = _declared(data)
+    if declared is not None:
+        w, h, mode = declared
+        cost = decode_cost(w, h, mode) + w * h * MAP_WORK_BYTES
+        if cost > max_bytes:
+            raise MapError("annotation_too_large", f"{w}x{h} {mode} map needs about {cost >> 20} MiB, "
+                                                   f"over the budget of {max_bytes >> 20} MiB")
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise MapError("corrupt_annotation", "not a decodable image")
@@ -54,7 +76,10 @@ def read_pfm(data: bytes) -> np.ndarray:
     if not dims:
         raise MapError("corrupt_annotation", "bad PFM dimensions")
     width, height = int(dims.group(1)), int(dims.group(2))
-    scale = float(stream.readline().strip())
+    try:
+        scale = float(stream.readline().strip())
+    except ValueError:
+        raise MapError("corrupt_annotation", "bad PFM scale line") from None
     channels = 3 if header == b"PF" else 1
     dtype = "<f4" if scale < 0 else ">f4"
     values = np.frombuffer(stream.read(), dtype=dtype)
@@ -82,7 +107,8 @@ def decode_depth(data: bytes, fmt: DepthFormat, scale: float = 1.0) -> np.ndarra
         try:
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as exc:
-            raise MapError("corrupt_annotation", f"npy: {exc}"[:200]) from None
+            # numpy's message quotes the file's first bytes: name the error only
+            raise MapError("corrupt_annotation", f"npy: {type(exc).__name__}") from None
         return np.squeeze(array).astype(np.float32) * scale
     if fmt == "pfm":
         return read_pfm(data) * scale
@@ -98,7 +124,8 @@ def decode_normals(data: bytes, fmt: Literal["rgb", "npy"] = "rgb") -> np.ndarra
         try:
             normals = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
         except Exception as exc:
-            raise MapError("corrupt_annotation", f"npy: {exc}"[:200]) from None
+            # numpy's message quotes the file's first bytes: name the error only
+            raise MapError("corrupt_annotation", f"npy: {type(exc).__name__}") from None
     else:
         array = _imdecode(data)
         if array.ndim != 3 or array.shape[2] < 3:

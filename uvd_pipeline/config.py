@@ -68,12 +68,19 @@ class SourceBase(Strict):
     enabled: bool = True
 
 
+class LinkOptions(Strict):
+    """For sources whose readers check where every path leads (`sources.paths`)."""
+
+    follow_links: bool = Field(False, description="read files and folders that are symbolic links leading "
+                               "out of `path` (default: each is a reject `outside_root`)")
+
+
 class LaionSourceConfig(SourceBase):
     type: Literal["laion"]
     format: Literal["auto", "webdataset", "files", "parquet", "folder"] = "auto"
 
 
-class ImageNetSourceConfig(SourceBase):
+class ImageNetSourceConfig(SourceBase, LinkOptions):
     type: Literal["imagenet"]
     splits: tuple[Literal["train", "val"], ...] = ("train", "val")
     sentence_length: int = Field(16, ge=1, le=64)
@@ -123,12 +130,12 @@ class LabelerSpec(Strict):
     name: Literal["canny", "sgbm", "mmpose"]
 
 
-class ObjaverseSourceConfig(SourceBase):
+class ObjaverseSourceConfig(SourceBase, LinkOptions):
     type: Literal["objaverse"]
     views: int = Field(24, ge=2, le=64, description="views per sentence, ordered by azimuth")
 
 
-class Co3dSourceConfig(SourceBase):
+class Co3dSourceConfig(SourceBase, LinkOptions):
     type: Literal["co3d"]
     views: int = Field(24, ge=2, le=64)
     categories: tuple[str, ...] = ()
@@ -139,7 +146,7 @@ class Co3dSourceConfig(SourceBase):
     remainder: Literal["drop", "wrap"] = "drop"
 
 
-class CocoSourceConfig(SourceBase, PairSource):
+class CocoSourceConfig(SourceBase, LinkOptions, PairSource):
     type: Literal["coco"]
     split: str = Field("val2017", min_length=1, description="names the files: instances_<split>.json, images")
     annotation_files: tuple[str, ...] = Field((), description="default: annotations/{instances,person_keypoints}_<split>.json")
@@ -147,30 +154,30 @@ class CocoSourceConfig(SourceBase, PairSource):
     tasks: tuple[Literal["detection", "segmentation", "pose"], ...] = ("detection", "segmentation", "pose")
 
 
-class MpiiSourceConfig(SourceBase, PairSource):
+class MpiiSourceConfig(SourceBase, LinkOptions, PairSource):
     type: Literal["mpii"]
     annotation_file: str = "annotations/mpii_train.json"
     images_dir: str = "images"
 
 
-class SegmentationSourceConfig(SourceBase, PairSource):
+class SegmentationSourceConfig(SourceBase, LinkOptions, PairSource):
     type: Literal["segmentation"]
     layout: Literal["ade20k", "cityscapes"] = "ade20k"
 
 
-class StereoSourceConfig(SourceBase, PairSource):
+class StereoSourceConfig(SourceBase, LinkOptions, PairSource):
     type: Literal["stereo"]
     tasks: tuple[Literal["stereo", "depth"], ...] = ("stereo", "depth")
     disparity_folder: str = "disp_noc_0"
     labeler: LabelerSpec | None = Field(None, description="depth targets for pairs without disparity, e.g. {name: sgbm}")
 
 
-class MultiTaskSourceConfig(SourceBase, GroupedOptions):
+class MultiTaskSourceConfig(SourceBase, LinkOptions, GroupedOptions):
     type: Literal["multitask"]
     tuples_per_sentence: int = Field(3, ge=1, le=12, description="LVM: 3 tuples of 5 = 15 images")
 
 
-class AnnotatedVideoSourceConfig(SourceBase):
+class AnnotatedVideoSourceConfig(SourceBase, LinkOptions):
     type: Literal["annotated_video"]
     layout: Literal["vipseg", "jhmdb"]
     sentence_layout: Literal["interleaved", "separated"] = "interleaved"

@@ -44,6 +44,7 @@ from sources.records import (
     safe_key,
 )
 from sources import fsio
+from sources.annotation_files import AnnotationFileError
 from transforms.phash import band_probes
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
 from uvd_pipeline.dedup import (
@@ -521,7 +522,7 @@ def list_units(config: BuildConfig) -> dict[str, list]:
                 raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {exc}") from None
         try:
             units[source_config.name] = make_source(source_config, config.seed).units()
-        except (FileNotFoundError, NotADirectoryError) as exc:
+        except (FileNotFoundError, NotADirectoryError, AnnotationFileError) as exc:
             raise ConfigError(f"sources[{index}].path ({source_config.name}): {exc}") from None
         if not units[source_config.name]:
             raise ConfigError(f"sources[{index}].path ({source_config.name}): nothing to read at "

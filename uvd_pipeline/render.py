@@ -8,7 +8,8 @@ from functools import partial
 import cv2
 import numpy as np
 
-from sources.records import ImageRecord, Reject, VideoClipRecord, VideoRecord
+from sources.fsio import FileTooLarge
+from sources.records import FILE_TOO_LARGE, ImageRecord, Reject, VideoClipRecord, VideoRecord
 from sources.video import VideoError, clip_frames
 from transforms.decode import DecodeError, load_image
 from transforms.phash import phash64, pixel_sha256
@@ -60,6 +61,8 @@ def render_image(record: ImageRecord, settings: RenderSettings, fingerprint: boo
     split = settings.split(record.group, record.split_hint)
     try:
         data = record.read_bytes()
+    except FileTooLarge as exc:
+        return Reject(record.key, record.source, record.group, "read", FILE_TOO_LARGE, str(exc), split_hint=split)
     except (OSError, ValueError) as exc:
         return Reject(record.key, record.source, record.group, "read", "unreadable_file",
                       f"{type(exc).__name__}: {exc}"[:200], split_hint=split)

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord
-from sources.fsio import read_bytes
+from sources.fsio import FileTooLarge, read_bytes
+from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, AnnotatedClipRecord, MultiViewRecord, PairRecord,
+                             Reject, TupleRecord)
 from transforms.annotations import (
     SKELETONS,
     canny_edges,
@@ -27,7 +28,7 @@ from transforms.annotations import (
     transform_keypoints,
     xywh_to_xyxy,
 )
-from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodeError, decode_rgb, load_image
 from transforms.degrade import synthetic_pair
 from transforms.maps import MapError, decode_depth, decode_gray, decode_label_map, decode_normals
 from transforms.resize import ResizePlan
@@ -37,6 +38,7 @@ from uvd_pipeline.render import RenderSettings, encode_png
 from uvd_pipeline.sentences import RenderedUnit, Sentence
 
 ASPECT_TOLERANCE = 0.01
+SEGMENT_MAP_BYTES = 6  # per pixel while drawing segments: int32 labels, one uint8 mask and its bool view
 
 
 class AnnotationError(Exception):
@@ -48,7 +50,9 @@ class AnnotationError(Exception):
 
 def _read(uri: str) -> bytes:
     try:
-        return read_bytes(uri)
+        return read_bytes(uri, MAX_INPUT_FILE_BYTES)
+    except FileTooLarge as exc:
+        raise AnnotationError("annotation_too_large", str(exc)) from None
     except (OSError, ValueError) as exc:
         raise AnnotationError("missing_annotation", f"{type(exc).__name__}: {exc}"[:200]) from None
 
@@ -62,30 +66,49 @@ def _fit_map(plan: ResizePlan, values: np.ndarray, *, nearest: bool = True) -> n
     return plan.apply_image(values, nearest=nearest)
 
 
-def _labels_from_segments(annotation: dict[str, Any]) -> np.ndarray:
-    """COCO polygons / RLE -> one class-id map, in the given order (later ones on top)."""
+def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.ndarray:
+    """COCO polygons / RLE -> one class-id map, in the given order (later ones on top).
+
+    The map has the decoded image's size, never the size the JSON declares (a declared
+    20000 x 20000 would cost gigabytes before any check); a declaration that differs from the
+    image means the coordinates refer to another image, so the pair is rejected.
+    """
     from pycocotools import mask as mask_utils
 
-    h, w = annotation["height"], annotation["width"]
+    h, w = plan.in_h, plan.in_w
+    declared = annotation.get("height"), annotation.get("width")
+    if declared != (None, None) and declared != (h, w):
+        raise AnnotationError("annotation_size_mismatch",
+                              f"annotation declares {declared[1]}x{declared[0]}, image is {w}x{h}")
+    if h * w * SEGMENT_MAP_BYTES > DEFAULT_MAX_DECODE_BYTES:
+        raise AnnotationError("annotation_too_large", f"a {w}x{h} label map is over the memory budget")
     labels = np.zeros((h, w), np.int32)
+    covered = False
     for segment in annotation["segments"]:
         seg = segment["segmentation"]
         try:
             if isinstance(seg, list):
                 polygons = [p for p in seg if len(p) >= 6]
                 if not polygons:
-                    continue
+                    raise AnnotationError("bad_segmentation", "no polygon of 3 or more points")
                 rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+            elif list(seg.get("size") or ()) != [h, w]:  # checked before pycocotools allocates its size
+                raise AnnotationError("bad_segmentation", f"RLE size {seg.get('size')} vs image {[h, w]}")
             elif isinstance(seg.get("counts"), list):
                 rle = mask_utils.frPyObjects(seg, h, w)
             else:
                 rle = seg
             mask = mask_utils.decode(rle).astype(bool)
+        except AnnotationError:
+            raise
         except Exception as exc:
-            raise AnnotationError("bad_segmentation", f"{type(exc).__name__}: {exc}"[:200]) from None
+            raise AnnotationError("bad_segmentation", type(exc).__name__) from None
         if mask.shape != (h, w):
             raise AnnotationError("bad_segmentation", f"mask {mask.shape} vs image {(h, w)}")
         labels[mask] = segment["category_id"]
+        covered = covered or bool(mask.any())
+    if not covered:
+        raise AnnotationError("empty_target", "no segment covers a pixel of the image")
     return labels
 
 
@@ -105,7 +128,7 @@ def target_for(task: str, annotation: dict[str, Any], canvas: np.ndarray, plan: 
         return canvas, draw_boxes(canvas, boxes, annotation["categories"])
     if task == "segmentation":
         if "segments" in annotation:
-            labels = _labels_from_segments(annotation)
+            labels = _labels_from_segments(annotation, plan)
         elif "mask_uri" in annotation:
             labels = np.where(decode_gray(_read(annotation["mask_uri"])) > 127, annotation.get("class_id", 1), 0)
         else:
@@ -155,7 +178,7 @@ def _decode_on(plan: ResizePlan, data: bytes, settings: RenderSettings) -> np.nd
 def _load(uri: str | None, data: bytes | None, settings: RenderSettings, fast: bool = False):
     """Decode onto the canvas. `fast` (reduced-size JPEG decode) only where the target is made
     from the canvas itself: ground-truth geometry needs the exact full-resolution plan."""
-    raw = data if data is not None else read_bytes(uri)  # type: ignore[arg-type]
+    raw = data if data is not None else read_bytes(uri, MAX_INPUT_FILE_BYTES)  # type: ignore[arg-type]
     return load_image(raw, settings.size, settings.resize,  # type: ignore[arg-type]
                       max_pixels=settings.max_pixels, pad_value=settings.pad_value, fast=fast)
 
@@ -173,6 +196,8 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
 
     try:
         decoded = _load(record.image_uri, record.image_data, settings, fast=derived_from_canvas(record.annotation))
+    except FileTooLarge as exc:
+        return reject("read", FILE_TOO_LARGE, str(exc))
     except (OSError, ValueError) as exc:
         return reject("read", "unreadable_file", f"{type(exc).__name__}: {exc}"[:200])
     except DecodeError as exc:
@@ -198,6 +223,8 @@ def _reject(record, split: str, exc: Exception) -> Reject:
     """A failed read or annotation as a counted reject of the whole record."""
     if isinstance(exc, (DecodeError, AnnotationError, MapError)):
         return Reject(record.key, record.source, record.group, "annotation", exc.reason, exc.detail, split_hint=split)
+    if isinstance(exc, FileTooLarge):
+        return Reject(record.key, record.source, record.group, "read", FILE_TOO_LARGE, str(exc), split_hint=split)
     return Reject(record.key, record.source, record.group, "read", "unreadable_file",
                   f"{type(exc).__name__}: {exc}"[:200], split_hint=split)
 
@@ -234,6 +261,8 @@ def render_multiview(record: MultiViewRecord, settings: RenderSettings) -> Sente
     for uri in record.view_uris:
         try:
             view = _load(uri, None, settings)
+        except FileTooLarge as exc:
+            return Reject(record.key, record.source, record.group, "read", FILE_TOO_LARGE, str(exc), split_hint=split)
         except (OSError, ValueError) as exc:
             return Reject(record.key, record.source, record.group, "read", "unreadable_file",
                           f"{uri.rsplit('/', 1)[-1]}: {type(exc).__name__}"[:200], split_hint=split)

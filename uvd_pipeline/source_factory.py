@@ -65,28 +65,28 @@ def make_source(c, seed: int = 0):
     if c.type == "laion":
         return LaionSource(c.name, c.path, c.format)
     if c.type == "imagenet":
-        return ImageNetSource(c.name, c.path, tuple(c.splits))
+        return ImageNetSource(c.name, c.path, tuple(c.splits), c.follow_links)
     if c.type == "video":
         return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder,
                            limits=Budget(c.time_budget_s, c.memory_budget_mb))
     if c.type == "objaverse":
-        return ObjaverseSource(c.name, c.path, c.views)
+        return ObjaverseSource(c.name, c.path, c.views, c.follow_links)
     if c.type == "co3d":
-        return Co3dSource(c.name, c.path, c.views, tuple(c.categories), tuple(c.pair_tasks))
+        return Co3dSource(c.name, c.path, c.views, tuple(c.categories), tuple(c.pair_tasks), c.follow_links)
     if c.type == "coco":
         files, images = _coco_files(c)
-        return CocoSource(c.name, c.path, files, images, tuple(c.tasks))
+        return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links)
     if c.type == "mpii":
-        return MpiiSource(c.name, c.path, c.annotation_file, c.images_dir)
+        return MpiiSource(c.name, c.path, c.annotation_file, c.images_dir, c.follow_links)
     if c.type == "segmentation":
-        return SegmentationSource(c.name, c.path, c.layout)
+        return SegmentationSource(c.name, c.path, c.layout, c.follow_links)
     if c.type == "stereo":
         return StereoSource(c.name, c.path, tuple(c.tasks), disparity_folder=c.disparity_folder,
-                            labeler=_labeler(c.labeler))
+                            labeler=_labeler(c.labeler), follow_links=c.follow_links)
     if c.type == "multitask":
-        return MultiTaskSource(c.name, c.path)
+        return MultiTaskSource(c.name, c.path, follow_links=c.follow_links)
     if c.type == "annotated_video":
-        return AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout, c.frames, c.stride)
+        return AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout, c.frames, c.stride, c.follow_links)
     if c.type == "synthetic":
         return DerivedPairsSource(c.name, LaionSource(c.name, c.path, c.format), tuple(c.tasks),
                                   c.tasks_per_image, seed)

@@ -1,0 +1,125 @@
+"""Keep every read inside a source's root.
+
+Names that come from the data (a COCO `file_name`, a CO3D frame path, a file or folder that is a
+symbolic link) are not trusted: an absolute name, a `..` that climbs out, or a link that leads
+elsewhere would make the build read, and publish, a file the dataset does not hold. Paths the
+config names (the source path, an `images_dir`) are the config author's choice and are trusted,
+links included: the root is resolved once, and what lies below it must stay below it.
+
+`follow_links` is the per-source opt-in for datasets laid out as links to another disk; names
+from annotation files must still stay inside the root lexically. Fifos, sockets and devices
+are never read (`not_a_file`): opening a fifo blocks, and a device can stream forever.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from typing import NamedTuple
+
+OUTSIDE_ROOT = "outside_root"  # the reject reason for every path that leaves its root
+NOT_A_FILE = "not_a_file"  # a fifo, socket or device: reading it could block or never end
+
+
+class OutsideRoot(Exception):
+    """A name that would leave the source root; `detail` never names the target."""
+
+    reason = OUTSIDE_ROOT
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotAFile(OutsideRoot):
+    """Inside the root, but a fifo, socket or device rather than a file or folder."""
+
+    reason = NOT_A_FILE
+
+
+class PathProblem(NamedTuple):
+    reason: str
+    detail: str
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return os.path.abspath(path[len("file://"):] if path.startswith("file://") else path)
+
+
+def _within(root: str, path: str, sep: str) -> bool:
+    root = root.rstrip(sep) or sep
+    return path == root or path.startswith(root if root.endswith(sep) else root + sep)
+
+
+def join_inside(root: str, name: str) -> str:
+    """`root`/`name` for a name read from an annotation or index file; raises `OutsideRoot`
+    when the name is absolute, a URL, or climbs out with `..`."""
+    if not isinstance(name, str) or not name:
+        raise OutsideRoot("empty or non-text file name")
+    if _is_url(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise OutsideRoot(f"{_shown(name)} is an absolute name")
+    if "\0" in name:
+        raise OutsideRoot("file name holds a NUL byte")
+    if _is_url(root):
+        joined = posixpath.normpath(posixpath.join(root.split("://", 1)[1], name))
+        base = posixpath.normpath(root.split("://", 1)[1])
+        if not _within(base, joined, "/"):
+            raise OutsideRoot(f"{_shown(name)} climbs out of the source root")
+        return f"{root.split('://', 1)[0]}://{joined}"
+    joined = os.path.normpath(os.path.join(root, name))
+    if not _within(_local(root), _local(joined), os.sep):
+        raise OutsideRoot(f"{_shown(name)} climbs out of the source root")
+    return joined
+
+
+def check_inside(root: str, path: str, follow_links: bool = False) -> None:
+    """Raise `OutsideRoot` unless `path` stays inside `root` once every link is resolved.
+
+    Remote filesystems have no links, so there the check is on the normalised name alone.
+    With `follow_links` only the lexical check applies.
+    """
+    if _is_url(root) or _is_url(path):
+        if not _is_url(path) or not _is_url(root):
+            raise OutsideRoot(f"{_shown(path)} is on another filesystem than the source root")
+        base = posixpath.normpath(root.split("://", 1)[1])
+        if not _within(base, posixpath.normpath(path.split("://", 1)[1]), "/"):
+            raise OutsideRoot(f"{_shown(_relative(root, path))} lies outside the source root")
+        return
+    root, path = _local(root), _local(path)
+    if not _within(root, path, os.sep):
+        raise OutsideRoot(f"{_shown(_relative(root, path))} lies outside the source root")
+    if not follow_links and not _within(os.path.realpath(root), os.path.realpath(path), os.sep):
+        raise OutsideRoot(f"{_shown(_relative(root, path))} is a link leading out of the source root "
+                          f"(set follow_links: true to allow it)")
+    try:
+        mode = os.stat(path).st_mode  # follows links; never opens, so a fifo cannot block here
+    except OSError:
+        return  # missing or dangling: the reader's own "missing" reject says so
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise NotAFile(f"{_shown(_relative(root, path))} is a fifo, socket or device, not a file")
+
+
+def path_problem(root: str, path: str, follow_links: bool = False) -> PathProblem | None:
+    """None when `path` is safe to read, else the reject's (reason, detail) (for loops that
+    yield rejects)."""
+    try:
+        check_inside(root, path, follow_links)
+    except OutsideRoot as exc:
+        return PathProblem(exc.reason, exc.detail)
+    return None
+
+
+def _relative(root: str, path: str) -> str:
+    root = root.rstrip("/\\")
+    return path[len(root) + 1:] if path.startswith(root + "/") or path.startswith(root + os.sep) else path
+
+
+def _shown(name: str, limit: int = 120) -> str:
+    """A name for a reject detail: printable, bounded, never the bytes of any file."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in name)
+    return repr(text if len(text) <= limit else text[:limit] + "...")

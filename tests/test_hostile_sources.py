@@ -1,0 +1,380 @@
+"""Hostile datasets, written at test time: names and links that leave the source root, and
+annotation files that are broken on purpose. Each must end as a reject with a reason (or, for a
+file that is unusable as a whole, one error naming the file), never as a read of a file outside
+the root, a traceback, or a lost unit."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sources import fsio
+from sources.annotated_video import AnnotatedVideoSource
+from sources.annotation_files import AnnotationFileError, load_json
+from sources.coco import CocoSource, load_index
+from sources.imagenet import ImageNetSource
+from sources.mpii import MpiiSource
+from sources.multitask import MultiTaskSource
+from sources.multiview import Co3dSource, ObjaverseSource
+from sources.paths import OutsideRoot, check_inside, join_inside
+from sources.records import PairRecord, Reject, clean_detail
+from sources.segmentation import SegmentationSource
+from sources.stereo import StereoSource
+from transforms.decode import DecodeError, load_image
+from transforms.maps import MapError, decode_depth
+
+CANARY = b"root:x:0:0:CANARY-7f3a9 private bytes that must never be read"
+LEAKS = ("root:x:0", "CANARY-7f3a9")  # what a leaked canary looks like in any text
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+
+
+@pytest.fixture()
+def outside(tmp_path: Path) -> Path:
+    """A folder next to the dataset root: a canary file and a real image nobody may read."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "passwd").write_bytes(CANARY)
+    _png(folder / "private.png", np.full((8, 8, 3), 200, np.uint8))
+    (folder / "classdir").mkdir()
+    _png(folder / "classdir" / "n0_9.png", np.zeros((8, 8, 3), np.uint8))
+    return folder
+
+
+def _items(source) -> list:
+    return [item for unit in source.units() for item in source.read(unit)]
+
+
+def _rejects(items) -> dict[str, str]:
+    return {r.key: r.reason for r in items if isinstance(r, Reject)}
+
+
+def _no_canary(items) -> None:
+    for item in items:
+        assert not any(leak in repr(item) for leak in LEAKS)
+
+
+def test_join_inside_refuses_absolute_and_climbing_names(tmp_path: Path):
+    root = str(tmp_path / "root")
+    assert join_inside(root, "a/b.jpg") == os.path.join(root, "a", "b.jpg")
+    assert join_inside(root, "a/../b.jpg") == os.path.join(root, "b.jpg")
+    for name in ("/etc/passwd", "../../../etc/passwd", "a/../../x.jpg", "gs://bucket/x.jpg", "C:\\x.jpg", "", 3):
+        with pytest.raises(OutsideRoot):
+            join_inside(root, name)  # type: ignore[arg-type]
+    assert join_inside("gs://bucket/root", "a/b.jpg") == "gs://bucket/root/a/b.jpg"
+    with pytest.raises(OutsideRoot):
+        join_inside("gs://bucket/root", "../other/x.jpg")
+    with pytest.raises(OutsideRoot):  # a sibling whose name starts like the root
+        check_inside(root, str(tmp_path / "root2" / "x.jpg"))
+
+
+def test_links_leading_out_are_listed_and_refused(tmp_path: Path, outside: Path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    _png(root / "sub" / "in.png", np.zeros((4, 4, 3), np.uint8))
+    (root / "out.png").symlink_to(outside / "private.png")
+    (root / "inside.png").symlink_to(root / "sub" / "in.png")
+    (root / "outdir").symlink_to(outside / "classdir")
+    (root / "sub" / "loop").symlink_to(root)
+    assert [fsio.basename(f) for f in fsio.list_files(str(root), (".png",))] == []  # others' readers: as before
+    listed = fsio.list_files(str(root), (".png",), links=True)
+    assert [fsio.basename(f) for f in listed] == ["inside.png", "out.png"]  # links are listed, not skipped
+    assert [fsio.basename(d) for d in fsio.list_dirs(str(root), links=True)] == ["outdir", "sub"]
+    deep = [f[len(str(root)) + 1:] for f in fsio.list_files(str(root), (".png",), recursive=True, links=True)]
+    assert deep == ["inside.png", "out.png", "outdir", "sub/in.png", "sub/loop"]  # folder links listed whatever their name
+    followed = [f[len(str(root)) + 1:] for f in fsio.list_files(str(root), (".png",), recursive=True, follow_links=True,
+                                                                                 links=True)]
+    assert followed == ["inside.png", "out.png", "outdir/n0_9.png", "sub/in.png"]  # the loop is not walked
+    check_inside(str(root), str(root / "inside.png"))
+    with pytest.raises(OutsideRoot, match="follow_links") as caught:
+        check_inside(str(root), str(root / "out.png"))
+    assert str(outside) not in caught.value.detail  # the detail names the link, not where it leads
+    check_inside(str(root), str(root / "out.png"), follow_links=True)
+
+
+def test_imagenet_links_become_outside_root_rejects(tmp_path: Path, outside: Path):
+    root = tmp_path / "imagenet"
+    _png(root / "train" / "n0" / "n0_1.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "train" / "n0" / "n0_2.png").symlink_to(outside / "private.png")
+    (root / "train" / "n0" / "n0_3.png").symlink_to(outside / "passwd")
+    (root / "train" / "n0" / "n0_4.png").symlink_to(root / "train" / "n0" / "n0_1.png")  # stays inside
+    (root / "train" / "n9").symlink_to(outside / "classdir")
+    items = _items(ImageNetSource("inet", str(root), ("train",)))
+    assert sorted(i.key for i in items if not isinstance(i, Reject)) == ["inet-train-n0-n0_1", "inet-train-n0-n0_4"]
+    assert _rejects(items) == {"inet-train-n0-n0_2": "outside_root", "inet-train-n0-n0_3": "outside_root",
+                               "inet-train-n9-n9": "outside_root"}
+    _no_canary(items)
+    followed = _items(ImageNetSource("inet", str(root), ("train",), follow_links=True))
+    assert not _rejects(followed) and len(followed) == 5  # the config can allow links explicitly
+
+
+def _coco_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "coco"
+    for n in (1, 2, 3):
+        _png(root / "images" / f"{n}.jpg", np.full((40, 60, 3), 90, np.uint8))
+    return root
+
+
+def _coco_json(root: Path, images: list, annotations: list, name: str = "ann.json") -> str:
+    data = {"images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]}
+    path = root / name
+    path.write_text(json.dumps(data))
+    return name
+
+
+def _box(ann_id: int, image_id: int, **extra) -> dict:
+    polygon = [[5.0, 5.0, 30.0, 5.0, 30.0, 25.0, 5.0, 25.0]]
+    return {"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": [5.0, 5.0, 25.0, 20.0],
+            "area": 500.0, "iscrowd": 0, "segmentation": polygon, **extra}
+
+
+def test_coco_file_names_stay_inside_the_images_folder(tmp_path: Path, outside: Path):
+    root = _coco_tree(tmp_path)
+    (root / "images" / "link.jpg").symlink_to(outside / "private.png")
+    images = [{"id": 1, "file_name": "1.jpg", "width": 60, "height": 40},
+              {"id": 2, "file_name": str(outside / "private.png"), "width": 8, "height": 8},
+              {"id": 3, "file_name": "../../outside/passwd", "width": 8, "height": 8},
+              {"id": 4, "file_name": "link.jpg", "width": 8, "height": 8},
+              {"id": 5, "file_name": {"not": "text"}, "width": 8, "height": 8}]
+    name = _coco_json(root, images, [_box(i, i) for i in (1, 2, 3, 4, 5)])
+    items = _items(CocoSource("coco", str(root), (name,), "images", ("detection", "segmentation")))
+    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == ["coco-1-detection", "coco-1-segmentation"]
+    reasons = _rejects(items)
+    assert {k: v for k, v in reasons.items() if not k.startswith("coco-5")} == {
+        f"coco-{n}-{t}": "outside_root" for n in (2, 3, 4) for t in ("detection", "segmentation")}
+    assert reasons["coco-5-detection"] == "bad_annotation"
+    _no_canary(items)
+
+
+@pytest.mark.parametrize("images, annotations, message", [
+    ([{"file_name": "1.jpg"}], [], r"ann\.json: images\[0\] has no integer 'id'"),
+    ([{"id": 1, "file_name": "1.jpg"}], [{"id": 7, "image_id": "x"}], r"annotations\[0\] has no integer 'image_id'"),
+    ([{"id": 1, "file_name": "1.jpg"}, {"id": "one"}], [], r"images\[1\] has no integer 'id'"),
+])
+def test_coco_entries_without_ids_refuse_the_file_naming_it(tmp_path: Path, images, annotations, message):
+    root = _coco_tree(tmp_path)
+    name = _coco_json(root, images, annotations)
+    load_index.cache_clear()
+    with pytest.raises(AnnotationFileError, match=message):
+        CocoSource("coco", str(root), (name,), "images").units()
+
+
+def test_annotation_files_nesting_bomb_size_and_gzip_bomb(tmp_path: Path):
+    bomb = tmp_path / "bomb.json"
+    bomb.write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(AnnotationFileError, match=r"bomb\.json: nests too deep"):
+        load_json(str(bomb))
+    with pytest.raises(AnnotationFileError, match="larger than 1000 bytes"):
+        load_json(str(bomb), limit=1000)
+    (tmp_path / "bad.json").write_bytes(CANARY)
+    with pytest.raises(AnnotationFileError, match=r"not valid JSON \(Expecting value at line 1 column 1\)") as caught:
+        load_json(str(tmp_path / "bad.json"))
+    assert not any(leak in str(caught.value) for leak in LEAKS)
+    jgz = tmp_path / "frames.jgz"
+    jgz.write_bytes(gzip.compress(b" " * 5_000_000 + b"[]"))  # 5 MB of blanks in a 5 KB file
+    assert len(jgz.read_bytes()) < 10_000
+    with pytest.raises(AnnotationFileError, match="expands past 100000 bytes"):
+        load_json(str(jgz), gzipped=True, limit=100_000)
+    assert load_json(str(jgz), gzipped=True) == []
+
+
+def test_one_bad_coco_annotation_rejects_its_own_pair_only(tmp_path: Path):
+    root = _coco_tree(tmp_path)
+    images = [{"id": n, "file_name": f"{n}.jpg", "width": 60, "height": 40} for n in (1, 2, 3)]
+    annotations = [_box(10, 1, category_id="abc"),  # image 1: detection and segmentation use it
+                   _box(20, 2, segmentation=[[1.0, 1.0, 9.0, 9.0]]),  # image 2: a 2-point polygon
+                   _box(30, 3), _box(31, 3, keypoints=[1.0, 2.0], num_keypoints=1)]
+    name = _coco_json(root, images, annotations)
+    items = _items(CocoSource("coco", str(root), (name,), "images"))
+    rejects = {r.key: r for r in items if isinstance(r, Reject)}
+    assert {k: r.reason for k, r in rejects.items()} == {
+        "coco-1-detection": "bad_annotation", "coco-1-segmentation": "bad_annotation", "coco-1-pose": "no_pose_annotations",
+        "coco-2-segmentation": "bad_annotation", "coco-2-pose": "no_pose_annotations",
+        "coco-3-pose": "bad_annotation"}
+    assert rejects["coco-1-detection"].detail == "ann.json annotations[0] (id 10): category_id is not an integer"
+    assert rejects["coco-2-segmentation"].detail == \
+        "ann.json annotations[1] (id 20): segmentation has no polygon of 3 or more points"
+    assert "annotations[3] (id 31)" in rejects["coco-3-pose"].detail
+    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == [
+        "coco-2-detection", "coco-3-detection", "coco-3-segmentation"]
+
+
+def test_mpii_bad_entries_and_names_that_leave_the_root(tmp_path: Path):
+    root = tmp_path / "mpii"
+    _png(root / "images" / "a.jpg", np.zeros((16, 16, 3), np.uint8))
+    joints = [[float(i), float(i)] for i in range(16)]
+    person = {"joints": joints, "joints_vis": [1] * 16}
+    entries = [{"image": "a.jpg", **person}, {"image": "../../outside/passwd", **person},
+               {"image": "b.jpg", "joints": "x", "joints_vis": [1]}, {"joints": joints}, 7]
+    (root / "annotations").mkdir()
+    (root / "annotations" / "mpii_train.json").write_text(json.dumps(entries))
+    items = _items(MpiiSource("mpii", str(root)))
+    assert [i.key for i in items if isinstance(i, PairRecord)] == ["mpii-a-pose"]
+    rejects = {r.key: r for r in items if isinstance(r, Reject)}
+    assert sorted((k, r.reason) for k, r in rejects.items() if r.reason != "outside_root") == [
+        ("mpii-b-pose", "bad_annotation"), ("mpii-entry-3", "bad_annotation"), ("mpii-entry-4", "bad_annotation")]
+    (escape,) = [r for r in rejects.values() if r.reason == "outside_root"]
+    assert "climbs out" in escape.detail
+    assert rejects["mpii-entry-3"].detail == "annotations/mpii_train.json[3] has no image name"
+
+
+def test_dense_layouts_refuse_links_out_of_the_root(tmp_path: Path, outside: Path):
+    image = np.zeros((8, 8, 3), np.uint8)
+    # ADE20K: an image that is a link out
+    ade = tmp_path / "ade"
+    _png(ade / "images/training/a1.jpg", image)
+    _png(ade / "annotations/training/a1.png", np.ones((8, 8), np.uint8))
+    (ade / "images/training/a2.jpg").symlink_to(outside / "private.png")
+    _png(ade / "annotations/training/a2.png", np.ones((8, 8), np.uint8))
+    items = _items(SegmentationSource("ade", str(ade)))
+    assert _rejects(items) == {"ade-training-a2-segmentation": "outside_root"} and len(items) == 2
+    # KITTI: a right view that is a link out
+    kitti = tmp_path / "kitti"
+    for n in ("0_10.png", "1_10.png"):
+        _png(kitti / "training/image_2" / n, image)
+    _png(kitti / "training/image_3/0_10.png", image)
+    (kitti / "training/image_3/1_10.png").symlink_to(outside / "private.png")
+    assert _rejects(_items(StereoSource("k", str(kitti), ("stereo",)))) == {"k-1_10-pair": "outside_root"}
+    # Taskonomy: a linked building
+    tk = tmp_path / "tk"
+    _png(tk / "b1/rgb/p_domain_rgb.png", image)
+    (tk / "b2").symlink_to(outside)
+    (outside / "rgb").mkdir()
+    assert _rejects(_items(MultiTaskSource("tk", str(tk), ("image",)))) == {"tk-b2": "outside_root"}
+    # Objaverse: a view that is a link out
+    obj = tmp_path / "obj"
+    for i in range(3):
+        _png(obj / "u1" / f"{i:03d}.png", image)
+        np.save(obj / "u1" / f"{i:03d}.npy", np.eye(3, 4, dtype=np.float32))
+    (obj / "u1" / "003.png").symlink_to(outside / "private.png")
+    assert _rejects(_items(ObjaverseSource("obj", str(obj), views=2))) == {"obj-u1": "outside_root"}
+    # VIPSeg: a mask that is a link out
+    vip = tmp_path / "vip"
+    for f in range(2):
+        _png(vip / f"imgs/v1/{f:05d}.jpg", image)
+    _png(vip / "panomasks/v1/00000.png", np.ones((8, 8), np.uint8))
+    (vip / "panomasks/v1/00001.png").symlink_to(outside / "private.png")
+    items = _items(AnnotatedVideoSource("vip", str(vip), "vipseg", frames=1))
+    assert _rejects(items) == {"vip-v1-s1-f00001": "outside_root"} and len(items) == 2
+
+
+def test_co3d_frames_checked_one_by_one(tmp_path: Path, outside: Path):
+    root = tmp_path / "co3d"
+    frames = []
+    for n in range(3):
+        path = f"toy/s1/images/frame{n:06d}.jpg"
+        _png(root / path, np.zeros((6, 6, 3), np.uint8))
+        frames.append({"sequence_name": "s1", "frame_number": n, "image": {"path": path},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [float(n), 1.0, 2.0]}})
+    frames += [{**frames[0], "frame_number": 3, "image": {"path": "../outside/private.png"}},
+               {**frames[0], "frame_number": 4, "viewpoint": {"R": "abc", "T": [0, 0, 0]}},
+               {"frame_number": 5}]
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    items = _items(Co3dSource("co3d", str(root), views=3))
+    assert _rejects(items) == {"co3d-toy-frame-3": "outside_root", "co3d-toy-frame-4": "bad_annotation",
+                               "co3d-toy-frame-5": "bad_annotation"}
+    assert sum(not isinstance(i, Reject) for i in items) == 1  # the sequence still makes its sentence
+    (root / "toy" / "frame_annotations.jgz").write_bytes(b"[" * 100_000)
+    (reject,) = _items(Co3dSource("co3d", str(root), views=3))
+    assert reject.reason == "bad_annotation_file" and "frame_annotations.jgz" in reject.detail
+
+
+def test_reject_details_never_quote_input_bytes(tmp_path: Path):
+    with pytest.raises(DecodeError) as caught:
+        load_image(CANARY, 32, "pad")
+    assert caught.value.reason == "not_an_image" and not any(leak in caught.value.detail for leak in LEAKS)
+    for data, fmt in ((CANARY, "npy"), (b"PF\n2 2\n" + CANARY, "pfm")):
+        with pytest.raises(MapError) as map_error:
+            decode_depth(data, fmt)  # type: ignore[arg-type]
+        assert not any(leak in map_error.value.detail for leak in LEAKS)
+    # library messages that quote bytes are scrubbed in every published reject row
+    row = Reject("k", "s", "g", "render", "internal_error", "ValueError: could not convert: b'root:x:0:0'").as_row()
+    assert row["detail"] == "ValueError: could not convert: <bytes>"
+    assert clean_detail("expected b'\\x93NUMPY', got b'ro\\'ot:x'") == "expected <bytes>, got <bytes>"
+
+
+@pytest.mark.slow
+def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_path: Path, outside: Path):
+    """A whole build over datasets that point out of their roots and hold broken annotations:
+    it finishes, every planted fault is a reject with its reason, and the canary's bytes appear
+    in no file of the output (shards, tokens, rejects, report)."""
+    import yaml
+
+    from conftest import _TOKENIZER
+    from uvd_pipeline.build import REJECTS_FILE, run_build
+    from uvd_pipeline.config import load_config
+
+    rng = np.random.default_rng(5)
+    inet = tmp_path / "imagenet"
+    for n in range(4):
+        _png(inet / "train" / "n0" / f"n0_{n}.png", rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+    (inet / "train" / "n0" / "n0_5.png").symlink_to(outside / "passwd")
+    (inet / "train" / "n0" / "n0_6.png").write_bytes(CANARY)  # inside the root, but not an image
+    (inet / "train" / "n9").symlink_to(outside / "classdir")
+    (inet / "train" / "n0" / "n0_1.txt").write_text("a note next to an image of the same stem")
+    coco = _coco_tree(tmp_path)
+    images = [{"id": n, "file_name": f"{n}.jpg", "width": 60, "height": 40} for n in (1, 2, 3)]
+    images += [{"id": 4, "file_name": "../../outside/passwd", "width": 8, "height": 8},
+               {"id": 5, "file_name": str(outside / "private.png"), "width": 8, "height": 8}]
+    annotations = [_box(1, 1), _box(2, 2, category_id="abc"), _box(3, 3), _box(4, 4), _box(5, 5)]
+    name = _coco_json(coco, images, annotations)
+    config = {
+        "output": str(tmp_path / "out"), "image": {"size": 32}, "split": {"val_fraction": 0.0},
+        "sources": [
+            {"name": "inet", "type": "imagenet", "path": str(inet), "splits": ["train"], "sentence_length": 2,
+             "num_shards": 1},
+            {"name": "coco", "type": "coco", "path": str(coco), "annotation_files": [name], "images_dir": "images",
+             "tasks": ["detection", "segmentation"], "pairs_per_sentence": 1, "num_shards": 1},
+        ],
+        "tokenizer": {"checkpoint": _TOKENIZER["path"], "batch_size": 8, "threads": 1},
+        "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary
+    reasons = {source: dict(s["rejects_by_reason"]) for source, s in summary["sources"].items()}
+    assert reasons["inet"] == {"outside_root": 2, "not_an_image": 1, "unexpected_file": 1}
+    assert reasons["coco"] == {"outside_root": 4, "bad_annotation": 2}
+    assert summary["sources"]["inet"]["sentences"] == 2 and summary["sources"]["coco"]["sentences"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "out" / REJECTS_FILE).read_text().splitlines()]
+    assert len(rows) == 10 and all(row["detail"] for row in rows)
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(leak.encode() in data for leak in LEAKS), path
+
+
+def test_imagenet_index_files_checked_up_front(tmp_path: Path):
+    root = tmp_path / "imagenet"
+    _png(root / "val" / "ILSVRC2012_val_00000001.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "LOC_val_solution.csv").write_bytes(b"ImageId,PredictionString\n" + CANARY + b"\xff\xfe\n")
+    with pytest.raises(AnnotationFileError, match=r"LOC_val_solution\.csv: is not UTF-8 text") as caught:
+        ImageNetSource("inet", str(root), ("val",)).units()
+    assert not any(leak in str(caught.value) for leak in LEAKS)
+
+
+def test_fifos_and_devices_are_rejects_never_opened(tmp_path: Path):
+    """Opening a fifo blocks until a writer comes, and a device can stream forever: both are
+    listed (never skipped silently) and rejected `not_a_file` without being opened."""
+    root = tmp_path / "imagenet"
+    _png(root / "train" / "n0" / "n0_1.png", np.zeros((8, 8, 3), np.uint8))
+    os.mkfifo(root / "train" / "n0" / "n0_2.png")
+    (root / "train" / "n0" / "n0_3.png").symlink_to("/dev/zero")
+    items = _items(ImageNetSource("inet", str(root), ("train",)))
+    assert _rejects(items) == {"inet-train-n0-n0_2": "not_a_file", "inet-train-n0-n0_3": "outside_root"}
+    followed = _items(ImageNetSource("inet", str(root), ("train",), follow_links=True))
+    assert _rejects(followed) == {"inet-train-n0-n0_2": "not_a_file", "inet-train-n0-n0_3": "not_a_file"}
+    coco = _coco_tree(tmp_path)
+    os.mkfifo(coco / "images" / "4.jpg")
+    name = _coco_json(coco, [{"id": 4, "file_name": "4.jpg", "width": 8, "height": 8}], [_box(4, 4)])
+    items = _items(CocoSource("coco", str(coco), (name,), "images", ("detection",)))
+    assert _rejects(items) == {"coco-4-detection": "not_a_file"}
