@@ -498,7 +498,7 @@ def test_two_workers_give_the_same_bytes(planted_corpus, planted_build, tmp_path
 def test_bad_dedup_config_fails_early_naming_the_field(tmp_path):
     from uvd_pipeline.config import ConfigError, parse_config
 
-    base = {"output": str(tmp_path), "sources": [{"name": "web", "type": "laion", "path": str(tmp_path)}]}
+    base = {"output": str(tmp_path / "out"), "sources": [{"name": "web", "type": "laion", "path": str(tmp_path / "in")}]}
     for dedup, message in (
         ({"bands": 3}, r"dedup\.bands: bands must divide 64 \(1, 2, 4, 8, 16, 32, 64\), got 3"),
         ({"hamming_threshold": 33}, r"dedup\.hamming_threshold: .*less than or equal to 32"),

@@ -53,7 +53,7 @@ def test_mixture_config_errors_name_the_field():
     for mixture, message in [({"groups": {"photos": 1}}, "mixture.groups: unknown group 'photos'"),
                              ({"groups": {"single_images": 0}}, "at least one group needs a positive weight"),
                              ({"sources": {"x": 1}}, "mixture.sources.x: no source is named 'x'"),
-                             ({"sources": {"w": -1}}, "mixture.sources: weight of 'w' must be > 0")]:
+                             ({"sources": {"w": -1}}, "mixture.sources: weight of 'w' must be a finite number > 0")]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             parse_config({**base, "mixture": mixture})
     # the mixture does not change the rendered bytes, so not the config hash either
