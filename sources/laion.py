@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import posixpath
-import stat
 import tarfile
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
 from sources import fsio
+from sources.paths import NOT_A_FILE, path_problem
 from sources.records import ImageRecord, Reject, SourceItem, path_key, safe_key
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -192,7 +191,7 @@ class LaionSource:
                         continue
                     key, ext = _split_member(info.name)
                     if not info.isfile():  # links, devices, fifos: counted, never followed
-                        yield self._reject(self._key(shard, key), "read", "not_a_regular_file",
+                        yield self._reject(self._key(shard, key), "read", NOT_A_FILE,
                                            f"{info.name}: tar member of type {_member_type(info)}")
                         continue
                     if key != current:
@@ -328,9 +327,9 @@ class LaionSource:
             for uri in entries:
                 relative = _relative(uri, root)
                 key = path_key(self.name, relative)
-                problem = _not_regular(uri, root)
+                problem = path_problem(root, uri)
                 if problem:
-                    yield self._reject(key, "read", "not_a_regular_file", f"{relative}: {problem}")
+                    yield self._reject(key, "read", problem.reason, problem.detail)
                     continue
                 lineage: dict[str, Any] = {"path": relative}
                 if "txt" in sidecars:
@@ -372,26 +371,6 @@ def _member_type(info: tarfile.TarInfo) -> str:
         if test():
             return name
     return f"type {info.type!r}"
-
-
-def _not_regular(uri: str, root: str) -> str | None:
-    """Why a local folder entry cannot be read as a file (a fifo would block, a link may point
-    out of the source), or None. Remote stores hold only regular objects."""
-    path = fsio.local_path(uri)
-    if path is None:
-        return None
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        return f"{type(exc).__name__}: {exc.strerror}"
-    if not stat.S_ISREG(mode):
-        return "not a regular file (fifo, device or socket)"
-    base = fsio.local_path(root)
-    if base is not None and os.path.islink(path):
-        real, top = os.path.realpath(path), os.path.realpath(base)
-        if os.path.commonpath([real, top]) != top:
-            return "a link pointing outside the source folder"
-    return None
 
 
 @dataclass

@@ -158,10 +158,31 @@ def test_every_folder_file_is_decoded_or_rejected_with_its_format(tmp_path: Path
         "a.avif": "AVIF", "b.heic": "HEIF", "g.jpg": "JPEG",
         "c.svg": "unsupported_format: SVG (vector graphics)",
         "d.tif": "unsupported_format: TIFF (RGB, a sample layout Pillow cannot read)",
-        "e.html": "not_an_image: no image format recognises the first bytes b'<html>40'",
+        "e.html": "not_an_image: no image format recognises these 16 bytes",
         path_key("web", "f.txt"): "missing_image",
-        path_key("web", "h.jpg"): "not_a_regular_file",
+        path_key("web", "h.jpg"): "not_a_file",
     }
+
+
+def test_folder_links_out_of_the_source_are_rejects_that_never_read_the_target(tmp_path: Path):
+    """A plain folder with links to a private photo and to a text file outside it: two
+    `outside_root` rejects whose details hold neither the target's name nor its bytes; a link
+    that stays inside the folder is read like the file it names."""
+    root, private = tmp_path / "web", tmp_path / "private"
+    root.mkdir()
+    private.mkdir()
+    (private / "photo.jpg").write_bytes(_image(seed=5))
+    (private / "secret.txt").write_text("root:x:0:0:canary\n")
+    (root / "a.jpg").write_bytes(_image(seed=6))
+    (root / "photo.jpg").symlink_to(private / "photo.jpg")
+    (root / "passwd.jpg").symlink_to(private / "secret.txt")
+    (root / "same.jpg").symlink_to(root / "a.jpg")
+    items = _read_all(LaionSource("web", str(root)))
+    rejects = {i.key: i for i in items if isinstance(i, Reject)}
+    assert {k: r.reason for k, r in rejects.items()} == {path_key("web", "photo.jpg"): "outside_root",
+                                                         path_key("web", "passwd.jpg"): "outside_root"}
+    assert all("private" not in r.detail and "canary" not in r.detail for r in rejects.values())
+    assert sorted(i.lineage["path"] for i in items if isinstance(i, ImageRecord)) == ["a.jpg", "same.jpg"]
 
 
 def test_non_regular_tar_members_are_rejects(tmp_path: Path):
@@ -176,7 +197,7 @@ def test_non_regular_tar_members_are_rejects(tmp_path: Path):
     items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
     assert [i.lineage["sample_key"] for i in items if isinstance(i, ImageRecord)] == ["a", "b"]
     rejects = {i.key: i.detail for i in items if isinstance(i, Reject)}
-    assert {r.reason for r in items if isinstance(r, Reject)} == {"not_a_regular_file"}
+    assert {r.reason for r in items if isinstance(r, Reject)} == {"not_a_file"}
     assert rejects == {"web-00000-l": "l.jpg: tar member of type symlink",
                        "web-00000-f": "f.jpg: tar member of type fifo",
                        "web-00000-h": "h.jpg: tar member of type hard link"}
@@ -332,4 +353,4 @@ def test_colliding_folder_builds_into_readable_shards(tmp_path: Path):
     paths = sorted(json.loads(s["json"])["members"][0]["path"] for s in samples)
     assert paths == ["sub-x.jpg", "sub/x.jpg", "x.avif", "x.heic", "x.jpg", "x.png"]
     assert len({s["__key__"] for s in samples}) == 6
-    assert summary["sources"]["web"]["rejects_by_reason"] == {"not_a_regular_file": 1, "unsupported_format": 1}
+    assert summary["sources"]["web"]["rejects_by_reason"] == {"not_a_file": 1, "unsupported_format": 1}
