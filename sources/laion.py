@@ -26,7 +26,7 @@ from typing import Any, Iterator, Literal
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, path_problem
-from sources.records import ImageRecord, Reject, SourceItem, path_key, safe_key
+from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, path_key, safe_key
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
 # which member of a sample is its picture
@@ -183,6 +183,7 @@ class LaionSource:
         seen: set[str] = set()  # keys whose sample has been yielded (or rejected as cut short)
         current: str | None = None
         repeated = False  # the current run of members repeats a key already seen
+        dropped = False  # the current sample was rejected whole (a member over the size cap)
         members: dict[str, bytes] = {}
         try:
             with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
@@ -196,26 +197,38 @@ class LaionSource:
                         continue
                     if key != current:
                         if current is not None and not repeated:
-                            yield from self._sample(shard, current, members, listing)
+                            if not dropped:
+                                yield from self._sample(shard, current, members, listing)
                             seen.add(current)
-                        current, members, repeated = key, {}, key in seen
+                        current, members, repeated, dropped = key, {}, key in seen, False
                     if repeated or ext in members:
                         yield self._reject(self._key(shard, key), "read", "duplicate_key",
                                            f"{info.name}: key {key} already has a {ext} member in {shard}.tar")
+                        continue
+                    if dropped:
+                        continue
+                    if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never read into memory
+                        yield self._reject(self._key(shard, key), "read", "member_too_large",
+                                           f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} "
+                                           "byte cap for one member")
+                        dropped = True
                         continue
                     extracted = tar.extractfile(info)
                     members[ext] = extracted.read() if extracted is not None else b""
                 _check_end_marker(tar, handle)
         except (tarfile.TarError, EOFError, OSError) as exc:
-            if current is not None and members and not repeated:
+            if current is not None and members and not repeated and not dropped:
                 yield self._reject(self._key(shard, current), "read", "truncated_sample",
                                    f"{type(exc).__name__}: {exc}"[:200])
                 seen.add(current)
+            if current is not None and dropped:
+                seen.add(current)  # already rejected whole: not missing from the archive too
             current = None
             yield self._reject(safe_key(self.name, shard), "read", "corrupt_archive",
                                f"{type(exc).__name__}: {exc}"[:200])
         if current is not None and not repeated:
-            yield from self._sample(shard, current, members, listing)
+            if not dropped:
+                yield from self._sample(shard, current, members, listing)
             seen.add(current)
         yield from self._missing(listing, shard, seen, f"{shard}.tar")
 

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from hostile_corpus import write_gzip_of_blanks, write_png
+from sources.records import MAX_INPUT_FILE_BYTES
 from transforms.decode import DecodeError, decode_cost, load_image, to_rgb_array
 from transforms.maps import MapError, decode_depth
 
@@ -52,6 +53,12 @@ def run():
     if case == "nesting":
         from sources.coco import CocoSource
         return CocoSource("coco", str(folder / "coco"), ("bomb.json",), "images").units()
+    if case == "gztar":
+        from sources.laion import LaionSource
+        source = LaionSource("web", str(folder / "gz"), "webdataset")
+        items = [i for u in source.units() for i in source.read(u)]
+        rendered = [render_image(i, SETTINGS) for i in items if isinstance(i, ImageRecord)]
+        return [r for r in items if isinstance(r, Reject)] + rendered
     if case == "jgz":
         from sources.multiview import Co3dSource
         return list(Co3dSource("co3d", str(folder / "co3d")).read(str(folder / "co3d" / "toy")))
@@ -61,7 +68,10 @@ try:
     result = run()
     if isinstance(result, list) and len(result) == 1:
         result = result[0]
-    outcome = f"reject:{result.reason}" if isinstance(result, Reject) else f"ok:{type(result).__name__}"
+    if isinstance(result, list):
+        result = [f"reject:{r.reason}" if isinstance(r, Reject) else f"ok:{type(r).__name__}" for r in result]
+    outcome = " ".join(result) if isinstance(result, list) else \
+        f"reject:{result.reason}" if isinstance(result, Reject) else f"ok:{type(result).__name__}"
 except Exception as exc:
     outcome = f"error:{type(exc).__name__}: {exc}"[:300]
 # VmHWM is this process image's own peak; ru_maxrss can carry the parent's peak over fork and exec
@@ -109,7 +119,34 @@ def corpus(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-c", "import sys; from PIL import Image; "
                     "Image.new('RGB', (13000, 13000), (90, 120, 200)).save(sys.argv[1], quality=50)",
                     str(folder / "big.jpg")], check=True, timeout=120)
+    # an img2dataset-style shard, gzip-compressed: a member one byte over the cap in a few hundred KB,
+    # then a real sample; written by a child, streaming zeros, to keep this process small
+    (folder / "gz").mkdir()
+    subprocess.run([sys.executable, "-c", GZ_TAR, str(folder / "gz" / "00000.tar"), str(MAX_INPUT_FILE_BYTES + 1)],
+                   check=True, timeout=120)
     return folder
+
+
+GZ_TAR = r'''
+import gzip, io, sys, tarfile
+from PIL import Image
+
+class Zeros(io.RawIOBase):
+    def __init__(self, n): self.left = n
+    def readable(self): return True
+    def readinto(self, buffer):
+        n = min(len(buffer), self.left); buffer[:n] = bytes(n); self.left -= n; return n
+
+def add(tar, name, size, stream):
+    info = tarfile.TarInfo(name); info.size = size; tar.addfile(info, stream)
+
+jpeg = io.BytesIO(); Image.new("RGB", (40, 30), (200, 40, 40)).save(jpeg, "JPEG"); jpeg = jpeg.getvalue()
+size = int(sys.argv[2])
+with gzip.open(sys.argv[1], "wb", compresslevel=1) as packed, tarfile.open(fileobj=packed, mode="w|") as tar:
+    add(tar, "000000000.jpg", size, Zeros(size))
+    add(tar, "000000000.txt", 4, io.BytesIO(b"huge"))
+    add(tar, "000000001.jpg", len(jpeg), io.BytesIO(jpeg))
+'''
 
 
 @pytest.mark.slow
@@ -124,6 +161,7 @@ def corpus(tmp_path_factory) -> Path:
     ("jpeg_pair", "ok:RenderedUnit"),  # over budget at full size: a DCT-reduced decode
     ("nesting", "error:AnnotationFileError: annotation file"),
     ("jgz", "reject:bad_annotation_file"),  # a 1 MB .jgz expanding to 1 GiB
+    ("gztar", "reject:member_too_large ok:RenderedUnit"),  # a member over the cap skipped, the next kept
 ])
 def test_peak_memory_of_one_hostile_input(corpus: Path, case: str, expected: str):
     result = measure(case, corpus)
