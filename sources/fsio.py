@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import os
 import posixpath
+from dataclasses import dataclass, field
 from typing import IO, Iterator
 
 import fsspec
@@ -21,6 +25,65 @@ def _unstrip(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
         protocol = like.split("://", 1)[0]
         return f"{protocol}://{path}"
     return path
+
+
+@dataclass
+class InputsRead:
+    """What one stretch of reading touched: files opened and folder listings with their result.
+
+    A build records this around each input unit, so a rerun can tell whether the unit's input is
+    still what it rendered (see `uvd_pipeline.unit_store`) without knowing each reader's layout."""
+
+    files: set[str] = field(default_factory=set)
+    listings: dict[tuple, str] = field(default_factory=dict)  # (uri, options...) -> digest of names
+
+
+_RECORDING: contextvars.ContextVar[InputsRead | None] = contextvars.ContextVar("uvd_inputs_read", default=None)
+
+
+@contextlib.contextmanager
+def recording_inputs() -> Iterator[InputsRead]:
+    """Record every file opened and every folder listed through this module inside the block."""
+    record = InputsRead()
+    token = _RECORDING.set(record)
+    try:
+        yield record
+    finally:
+        _RECORDING.reset(token)
+
+
+def _opened(uri: str) -> None:
+    record = _RECORDING.get()
+    if record is not None:
+        record.files.add(uri)
+
+
+def _listed(key: tuple, names: list[str]) -> list[str]:
+    record = _RECORDING.get()
+    if record is not None:
+        record.listings[key] = listing_digest(names)
+    return names
+
+
+def listing_digest(names: list[str]) -> str:
+    return hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def file_state(uri: str) -> list:
+    """[size, modification stamp] of a file or folder as the filesystem reports them, or
+    ["missing"]: two states differ when the content was replaced, grown or removed."""
+    path = local_path(uri)
+    try:
+        if path is not None:
+            st = os.stat(path)
+            return [st.st_size, st.st_mtime_ns]
+        fs, target = filesystem(uri)
+        info = fs.info(target)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return ["missing"]
+    stamp = next((str(info[k]) for k in ("mtime", "LastModified", "updated", "generation", "ETag", "etag")
+                  if info.get(k) is not None), "")
+    return [info.get("size"), stamp]
 
 
 def join(base: str, *parts: str) -> str:
@@ -61,7 +124,7 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: boo
             names = [entry["name"] for entry in fs.ls(path, detail=True) if entry["type"] == "file"]
         if lowered:
             names = [n for n in names if n.lower().endswith(lowered)]
-    return sorted(_unstrip(fs, n, uri) for n in names)
+    return _listed(("files", uri, suffixes, recursive, follow_links, links), sorted(_unstrip(fs, n, uri) for n in names))
 
 
 def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple[str, ...] | None) -> list[str]:
@@ -107,10 +170,23 @@ def list_dirs(uri: str, links: bool = False) -> list[str]:
                      if e.is_dir(follow_symlinks=False) or (e.is_symlink() and os.path.isdir(os.path.join(path, e.name)))]
     else:
         names = [entry["name"] for entry in fs.ls(path, detail=True) if entry["type"] == "directory"]
-    return sorted(_unstrip(fs, n.rstrip("/"), uri) for n in names)
+    return _listed(("dirs", uri, links), sorted(_unstrip(fs, n.rstrip("/"), uri) for n in names))
+
+
+def relist(key: tuple) -> str:
+    """The digest of a listing recorded under `key`, taken again now ("missing" if it fails)."""
+    try:
+        if key[0] == "files":
+            _, uri, suffixes, recursive, follow_links, links = key
+            return listing_digest(list_files(uri, suffixes, recursive, follow_links, links))
+        _, uri, links = key
+        return listing_digest(list_dirs(uri, links))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return "missing"
 
 
 def open_file(uri: str, mode: str = "rb") -> IO[bytes]:
+    _opened(uri)
     return fsspec.open(uri, mode).open()
 
 
@@ -120,6 +196,7 @@ class FileTooLarge(ValueError):
 
 def read_bytes(uri: str, limit: int | None = None) -> bytes:
     """The whole file; with `limit`, raises `FileTooLarge` instead of reading past that many bytes."""
+    _opened(uri)
     with fsspec.open(uri, "rb") as handle:
         if limit is None:
             return handle.read()
@@ -134,6 +211,7 @@ def read_text(uri: str) -> str:
 
 
 def iter_lines(uri: str) -> Iterator[str]:
+    _opened(uri)
     with fsspec.open(uri, "rt", encoding="utf-8") as handle:
         for line in handle:
             yield line.rstrip("\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,8 +111,11 @@ def test_rerun_skips_committed_shards_and_changed_config_is_refused(mini_build, 
     before = shard_digests(Path(config.output))
     again = run_build(config).summary
     assert again["run"]["shards_resumed"] == summary["totals"]["shards"]
-    # all 72 tar entries and the 2 failed downloads are dropped before any decoding
-    assert again["run"]["counters"].get("web.skipped_committed", 0) == 74
+    # every unit comes from the unit store: no record read, nothing decoded, no shard written
+    counters = again["run"]["counters"]
+    assert not any(k.endswith((".units_rendered", ".records", ".rendered_units", ".rendered_sentences",
+                               ".shards_written")) for k in counters), counters
+    assert counters["web.units_reused"] == 1 and counters["web.outputs_reused"] == 74  # 72 images, 2 failures
     assert shard_digests(Path(config.output)) == before
     changed = config.model_copy(update={"seed": 1})
     with pytest.raises(ConfigError, match="different configuration"):
@@ -160,28 +164,54 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def _unit_marks(out: Path) -> dict[str, int]:
+    """Commit mark -> its inode and mtime (a unit rendered again gets a new mark)."""
+    if not (out / "_units").exists():
+        return {}
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "_units").glob("*/*.json")}
+
+
 @pytest.mark.slow
-def test_killed_build_resumes_to_identical_bytes(mini_corpus, mini_build, tmp_path):
+def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mini_corpus, mini_build, tmp_path):
+    """kill -9 the build three times, when a quarter, half and three quarters of its input units
+    are committed (long before any output shard can be written), then let it finish: no
+    committed unit is ever rendered again, at most one unit per worker was in flight at each kill,
+    the last run renders exactly the units not committed at the last kill, and the bytes equal a
+    build that was never interrupted."""
+    from uvd_pipeline.graph import list_units
+
     config, _ = mini_build
+    total = sum(map(len, list_units(config).values()))
     out = tmp_path / "out"
-    path = write_config(tmp_path / "c.yaml", mini_corpus, out, direct_num_workers=2,
+    workers = 2
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, direct_num_workers=workers,
                         direct_running_mode="multi_processing")
-    proc = _cli("build", str(path), start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if list((out / "rendered").rglob("*.stats.json")) if (out / "rendered").exists() else []:
-            break
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (out / "summary.json").exists(), "the build finished before it could be killed"
-    committed_at_kill = len(list((out / "rendered").rglob("*.stats.json")))
+    committed: dict[str, int] = {}
+    for fraction in (0.25, 0.5, 0.75):
+        proc = _cli("build", str(path), start_new_session=True)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and len(_unit_marks(out)) < fraction * total:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (out / "summary.json").exists(), "the build finished before it could be killed"
+        marks = _unit_marks(out)
+        assert {k: marks.get(k) for k in committed} == committed, "a committed unit was rendered again"
+        assert len(marks) >= fraction * total
+        in_flight = list((out / "_units").glob("*/*.png.bin.tmp-*"))
+        assert len(in_flight) <= workers, in_flight
+        committed = marks
     rerun = _cli("build", str(path))
     log, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, log
+    marks = _unit_marks(out)
+    assert {k: marks[k] for k in committed} == committed
+    counters = json.loads((out / "summary.json").read_text())["run"]["counters"]
+    rendered = sum(v for k, v in counters.items() if k.endswith(".units_rendered"))
+    reused = sum(v for k, v in counters.items() if k.endswith(".units_reused"))
+    assert (rendered, reused) == (total - len(committed), len(committed))
+    assert not list((out / "_units").glob("*/*.tmp-*"))
     assert shard_digests(out) == shard_digests(Path(config.output))
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["run"]["shards_resumed"] == committed_at_kill
 
 
 @pytest.mark.slow
@@ -255,45 +285,74 @@ def test_incomplete_shard_is_never_committed(tmp_path):
     assert result.stats["rejects"] == 3 and address.path(str(tmp_path), ".stats.json")
 
 
-def test_image_spool_leaves_the_bytes_unchanged(mini_corpus, mini_build, tmp_path):
-    """The local runner spools rendered PNGs to OUT/_spool (flat memory); without the spool the
-    same images travel through the runner's groupings: the shards must not differ, and the spool
-    is gone once the build is done."""
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.config import load_config
+def test_every_unit_is_committed_to_the_unit_store(mini_build):
+    """Render commits each input unit to OUT/_units/<source>/: images, results, then the mark."""
+    from uvd_pipeline.graph import list_units
 
     config, summary = mini_build
-    assert config.beam.spools and not (Path(config.output) / "_spool").exists()
     counters = summary["run"]["counters"]
-    spooled = sum(n for k, n in counters.items() if k.endswith(".spooled_images"))
-    assert spooled >= summary["totals"]["images"]  # every stored image went through the spool
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", spool="off")
-    unspooled = load_config(str(path))
-    assert not unspooled.beam.spools
-    again = run_build(unspooled).summary
-    assert not any(k.endswith(".spooled_images") for k in again["run"]["counters"])
-    assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
+    for name, source_units in list_units(config).items():
+        folder = Path(config.output) / "_units" / name
+        marks = sorted(folder.glob("*.json"))
+        assert len(marks) == len(source_units) == counters[f"{name}.units_rendered"]
+        for mark in marks:
+            recorded = json.loads(mark.read_text())
+            assert recorded["images"]["bytes"] == (folder / (mark.stem + ".png.bin")).stat().st_size
+            assert recorded["inputs"]["files"], "the files the unit's reading touched are recorded"
 
 
-def test_spool_round_trip_and_leftovers(tmp_path):
+def test_unit_store_round_trip_and_damage(tmp_path):
+    """A committed unit comes back with refs that read the same bytes; a changed input, a flipped
+    byte in its images or a results file naming a foreign class makes it render again."""
+    import pickle
+
+    from sources import fsio
     from sources.records import Reject
     from uvd_pipeline.sentences import Sentence
-    from uvd_pipeline.spool import SpoolReader, SpoolRef, SpoolWriter, remove_spool, spool_folder
+    from uvd_pipeline.unit_store import StoredRef, StoreReader, UnitStore
 
-    writer = SpoolWriter(spool_folder(str(tmp_path)))
+    source_file = tmp_path / "in.txt"
+    source_file.write_text("input")
+    store = UnitStore(str(tmp_path / "out"), "web", "hash")
+    unit = str(source_file)
+    writer = store.writer(unit)
     sentence = Sentence("s", "web", "image", "none", "train", (b"\x89PNG one", b"two" * 1000), ({"key": "a"},))
-    spooled = writer.spool(sentence)
-    writer.close()
-    assert all(isinstance(i, SpoolRef) for i in spooled.images) and spooled.images[1].offset == 8
     reject = Reject("k", "web", "g", "read", "corrupt_image", "")
-    reader = SpoolReader()
-    assert list(reader.resolve_all([spooled, reject])) == [sentence, reject]
+    with fsio.recording_inputs() as record:
+        fsio.read_bytes(str(source_file))
+        outputs = [("sentences", writer.stored(sentence)), ("rejects", reject)]
+    digest = writer.commit(outputs, record)
+    loaded, again = store.load(unit)
+    assert again == digest and loaded[1] == ("rejects", reject)
+    refs = loaded[0][1].images
+    assert all(isinstance(r, StoredRef) for r in refs) and refs[1].offset == 8
+    reader = StoreReader()
+    assert list(reader.resolve_all([loaded[0][1], reject])) == [sentence, reject]
     reader.close()
-    truncated = SpoolRef(spooled.images[1].path, 8, 10**6)
     with pytest.raises(IOError, match="short"):
-        SpoolReader().read(truncated)
-    assert remove_spool(str(tmp_path)) and not (tmp_path / "_spool").exists()
-    assert not remove_spool(str(tmp_path))
+        StoreReader().read(StoredRef(refs[1].path, 8, 10**6))
+    assert UnitStore(str(tmp_path / "out"), "web", "other config").load(unit) is None
+
+    images = Path(refs[0].path)
+    intact = images.read_bytes()
+    images.write_bytes(intact[:3] + b"X" + intact[4:])  # same size, one byte flipped
+    assert store.load(unit) is None
+    images.write_bytes(intact)
+    assert store.load(unit) is not None
+    results = next((tmp_path / "out" / "_units" / "web").glob("*.results"))
+    mark_file = next((tmp_path / "out" / "_units" / "web").glob("*.json"))
+    honest, mark = results.read_bytes(), mark_file.read_text()
+    hostile = pickle.dumps([("rejects", print)])
+    results.write_bytes(hostile)
+    import hashlib, json
+    forged = json.loads(mark)
+    forged["results"] = {"bytes": len(hostile), "sha256": hashlib.sha256(hostile).hexdigest()}
+    mark_file.write_text(json.dumps(forged))
+    assert store.load(unit) is None  # refused by the unpickler, not run
+    results.write_bytes(honest)
+    mark_file.write_text(mark)
+    source_file.write_text("input, grown")
+    assert store.load(unit) is None
 
 
 def test_stage_progress_counts_every_stage(caplog):

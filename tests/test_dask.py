@@ -37,7 +37,7 @@ def test_dask_options_and_cli_runner_override(tmp_path):
 
     config = load_config(str(write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out")))
     dask = with_runner(config, "dask")
-    assert dask.beam.is_dask and not dask.beam.local and not dask.beam.spools
+    assert dask.beam.is_dask and not dask.beam.local
     assert dask.beam.dask_settings.workers == 2 and dask.beam.dask_settings.memory_limit == "auto"
     from apache_beam.runners.dask.dask_runner import DaskOptions
 

@@ -461,30 +461,30 @@ def test_exact_only_and_disabled(planted_corpus, planted_build, tmp_path):
     assert not list((tmp_path / "off" / "rendered").rglob("*.fingerprints.jsonl"))
 
 
-def test_resume_decides_from_the_committed_fingerprints(planted_corpus, planted_build, tmp_path):
-    """Web shards committed, class shards not: the web images are not read again, yet the class
-    image copied from a web image is still dropped, from the web shard's committed fingerprints.
-    Without them the resumed build would differ (checked by removing them)."""
+def test_resume_decides_from_the_stored_units(planted_corpus, planted_build, tmp_path):
+    """Web shards committed, class shards not: the web images are not read again (their units
+    come from the unit store, fingerprints included), yet the class image copied from a web image
+    is still dropped. With the web units' store removed they are rendered again; the bytes are
+    the same either way."""
     root, _ = planted_corpus
-    config, _ = planted_build
+    config, summary = planted_build
     reference = shard_digests(Path(config.output))
-    for with_fingerprints in (True, False):
-        out = tmp_path / f"out_{with_fingerprints}"
+    web_units = summary["run"]["counters"]["laion.units_rendered"]
+    for keep_store in (True, False):
+        out = tmp_path / f"out_{keep_store}"
         shutil.copytree(config.output, out)
         for stats in (out / "rendered" / "net").rglob("*.stats.json"):
             stats.unlink()
-        if not with_fingerprints:
-            for sidecar in (out / "rendered").rglob("*.fingerprints.jsonl"):
-                sidecar.unlink()
+        if not keep_store:
+            shutil.rmtree(out / "_units" / "laion")
         resumed, summary = _build(_planted_config(root, out))
-        assert summary["run"]["counters"].get("laion.skipped_committed") == 16
-        digests, expected = shard_digests(out), reference
-        if not with_fingerprints:
-            digests = {k: v for k, v in digests.items() if "fingerprints" not in k}
-            expected = {k: v for k, v in reference.items() if "fingerprints" not in k}
-        assert (digests == expected) == with_fingerprints
-    kept = {key for key, _, _ in _kept_images(str(tmp_path / "out_False"))}
-    assert "net-train-n02000002-n02000002_901" in kept  # what the committed fingerprint prevents
+        counters = summary["run"]["counters"]
+        assert counters.get("laion.units_reused", 0) == (web_units if keep_store else 0)
+        assert ("laion.records" in counters) != keep_store
+        assert counters.get("laion.shards_written", 0) == 0  # unchanged input: web shards stay committed
+        assert shard_digests(out) == reference
+        kept = {key for key, _, _ in _kept_images(str(out))}
+        assert "net-train-n02000002-n02000002_901" not in kept  # the copy of a web image
 
 
 @pytest.mark.slow

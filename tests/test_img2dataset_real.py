@@ -87,8 +87,11 @@ def write_zoo(folder: Path) -> dict[str, bytes]:
     buf = io.BytesIO()
     Image.fromarray(np.full((32, 48, 3), (30, 160, 60), np.uint8)).save(buf, "AVIF", quality=90)
     zoo["photo.avif"] = buf.getvalue()
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()  # whether or not a module that registers it was imported before
     buf = io.BytesIO()
-    Image.fromarray(np.full((32, 48, 3), (40, 60, 170), np.uint8)).save(buf, "HEIF", quality=90)  # pillow-heif
+    Image.fromarray(np.full((32, 48, 3), (40, 60, 170), np.uint8)).save(buf, "HEIF", quality=90)
     zoo["photo.heic"] = buf.getvalue()
     zoo["wide.jpg"] = _jpeg(_halves(160, 640, vertical=False, seed=3))
     zoo["logo.svg"] = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">' \
@@ -111,60 +114,71 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _download(url_list: Path, out: Path, *extra: str) -> None:
+def _download(url_list: Path, out: Path, *extra: str, per_shard: int = 100) -> None:
     command = [str(IMG2DATASET), "--url_list", str(url_list), "--input_format", "csv", "--url_col", "url",
                "--caption_col", "caption", "--save_additional_columns", '["license"]', "--output_folder", str(out),
                "--processes_count", "1", "--thread_count", "4", "--timeout", "5", "--retries", "0",
-               "--number_sample_per_shard", "100", *extra]
+               "--number_sample_per_shard", str(per_shard), *extra]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def _url_list(path: Path, base: str, names: list[str]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["url", "caption", "license"])
+        for i, name in enumerate(names):
+            writer.writerow([f"{base}/{name}", f"zoo {name}", f"cc-by-{i}"])
+    return path
+
+
 @pytest.fixture(scope="module")
-def downloads(tmp_path_factory):
-    """The zoo served on 127.0.0.1 and downloaded twice by the real img2dataset."""
+def site(tmp_path_factory):
+    """The zoo served on 127.0.0.1 while this module's tests run: (folder, base URL, zoo)."""
     _require_img2dataset()
     root = tmp_path_factory.mktemp("img2dataset")
-    site = root / "site"
-    site.mkdir()
-    zoo = write_zoo(site)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    folder = root / "site"
+    folder.mkdir()
+    zoo = write_zoo(folder)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        url_list = root / "urls.csv"
-        with url_list.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["url", "caption", "license"])
-            for i, name in enumerate(URLS):
-                writer.writerow([f"{base}/{name}", f"zoo {name}", f"cc-by-{i}"])
-        raw, default = root / "raw", root / "default"
-        _download(url_list, raw, "--output_format", "webdataset", "--resize_mode", "no",
-                  "--disable_all_reencoding", "True")
-        _download(url_list, default, "--output_format", "files")
+        yield root, f"http://127.0.0.1:{server.server_address[1]}", zoo
     finally:
         server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def downloads(site):
+    """The zoo downloaded twice by the real img2dataset."""
+    root, base, zoo = site
+    url_list = _url_list(root / "urls.csv", base, URLS)
+    raw, default = root / "raw", root / "default"
+    _download(url_list, raw, "--output_format", "webdataset", "--resize_mode", "no",
+              "--disable_all_reencoding", "True")
+    _download(url_list, default, "--output_format", "files")
     return {"root": root, "raw": raw, "default": default, "zoo": zoo}
 
 
-def _build(downloads, name: str):
+def _build(downloads, name: str, output: Path | None = None):
     """A build of one download (dedup spans sources, and the two downloads hold the same images)."""
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
     root = downloads["root"]
+    output = output or root / f"out-{name}"
     config = {
-        "version": 1, "output": str(root / f"out-{name}"), "seed": 0,
+        "version": 1, "output": str(output), "seed": 0,
         "image": {"size": 64, "resize": "center_crop"},
         "split": {"val_fraction": 0.0},
         "sources": [{"name": name, "type": "laion", "path": str(downloads[name]), "num_shards": 1}],
         "tokenizer": {"enabled": False},
         "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"},
     }
-    (root / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    result = run_build(load_config(str(root / f"{name}.yaml")))
-    return result.summary, root / f"out-{name}"
+    (output.parent / f"{output.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run_build(load_config(str(output.parent / f"{output.name}.yaml")))
+    return result.summary, output
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +301,39 @@ def test_cut_real_tar_accounts_for_every_success(downloads, tmp_path: Path):
     records = sum(isinstance(i, ImageRecord) for i in items)
     assert reasons["corrupt_archive"] == 1 and reasons["missing_from_archive"] >= 4
     assert records + reasons["truncated_sample"] + reasons["missing_from_archive"] == successes
+
+
+def test_a_grown_or_shrunk_download_renders_only_what_changed(site, tmp_path: Path):
+    """img2dataset's incremental mode adds shards to an existing output; a rerun of the same build
+    renders the new shards only (the others come from the unit store), loses none of their rows,
+    and gives the bytes of a fresh build of the grown folder. A removed input shard takes its
+    sentences with it, again as a fresh build would."""
+    from conftest import shard_digests
+
+    _, base, _ = site
+    grow = tmp_path / "grow"
+    raw = ("--output_format", "webdataset", "--resize_mode", "no", "--disable_all_reencoding", "True")
+    _download(_url_list(tmp_path / "first.csv", base, URLS[:8]), grow, *raw, per_shard=4)
+    assert len(list(grow.glob("*.tar"))) == 2
+    downloads = {"root": tmp_path, "grow": grow}
+    first, out = _build(downloads, "grow", tmp_path / "out")
+    _download(_url_list(tmp_path / "all.csv", base, URLS), grow, *raw, per_shard=4)  # incremental: the default
+    assert len(list(grow.glob("*.tar"))) == 4
+    grown, _ = _build(downloads, "grow", out)
+    counters = grown["run"]["counters"]
+    assert (counters.get("grow.units_reused"), counters.get("grow.units_rendered")) == (2, 2)
+    successes = sum(r["status"] == "success" for r in _parquet_rows(grow))
+    assert grown["totals"]["sentences"] > first["totals"]["sentences"]
+    assert grown["totals"]["sentences"] + grown["sources"]["grow"]["rejects"] >= successes
+    fresh, fresh_out = _build(downloads, "grow", tmp_path / "fresh")
+    assert fresh["totals"] == grown["totals"]
+    assert shard_digests(out) == shard_digests(fresh_out)
+
+    for path in grow.glob("00001*"):  # a shard deleted between runs
+        path.unlink()
+    shrunk, _ = _build(downloads, "grow", out)
+    assert "grow.units_rendered" not in shrunk["run"]["counters"]
+    assert shrunk["totals"]["sentences"] < grown["totals"]["sentences"]
+    assert len(list((out / "_units" / "grow").glob("*.json"))) == 3
+    again, again_out = _build(downloads, "grow", tmp_path / "fresh-shrunk")
+    assert shard_digests(out) == shard_digests(again_out)

@@ -50,7 +50,7 @@ def test_graph_serialises_for_remote_runners(runner: str, mini_corpus: Path, tmp
         assert options.view_as(SparkRunnerOptions).spark_master_url == "spark://spark-host:7077"
 
     pipeline = beam.Pipeline(options=options)  # constructed, never run
-    build_graph(pipeline, config, set(), list_units(config))
+    build_graph(pipeline, config, {}, list_units(config))
     proto = pipeline.to_runner_api()  # pickles every DoFn and coder
     names = {t.unique_name: t for t in proto.components.transforms.values()}
     assert any(n.endswith("Write shards") for n in names)

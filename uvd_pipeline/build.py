@@ -32,7 +32,7 @@ from uvd_pipeline.rendered_shards import (
     stats_files,
 )
 from uvd_pipeline.source_factory import source_notices
-from uvd_pipeline.spool import remove_spool
+from uvd_pipeline import unit_store
 from uvd_pipeline.tokenize_stage import arithmetic_label, token_stats_files
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
                 "choose a new `output`, or pass --overwrite (or --replace-changed) to replace it"
             )
     if overwrite:
-        for name in (RENDERED_DIR, "tokens", SUMMARY_FILE, REJECTS_FILE, BUILD_FILE, "report"):
+        for name in (RENDERED_DIR, "tokens", unit_store.UNITS_DIR, unit_store.SHARD_INPUTS_DIR, SUMMARY_FILE, REJECTS_FILE, BUILD_FILE, "report"):
             path = fsio.filesystem(fsio.join(output, name))[1]
             if fs.exists(path):
                 fs.rm(path, recursive=True)
@@ -238,29 +238,72 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
             log.warning("%s", warning)
     check_tokenizer(config)
     prepare_output(config, overwrite, replace_changed)
-    removed = remove_temporaries(config.output)
+    removed = remove_temporaries(config.output) + unit_store.remove_unit_temporaries(config.output)
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
-    if remove_spool(config.output):
-        log.info("removed the image spool left by an interrupted run")
-    done = committed_shards(config.output, config.content_hash())
+    done = committed_inputs(config)
     if done:
-        log.info("resuming: %d shards already committed are kept", len(done))
+        log.info("resuming: %d shards committed earlier (kept where their input is unchanged)", len(done))
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
     with open_runner(config) as (runner, options):
         pipeline = beam.Pipeline(runner=runner, options=options)
         build_graph(pipeline, config, done, units)
         with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
             result = run_pipeline(pipeline)
-    remove_spool(config.output)  # every shard is written: the spooled images are in the tars
     # a retried bundle (lost worker, engine retry) may have left an attempt's temporary files
-    removed = remove_temporaries(config.output)
+    removed = remove_temporaries(config.output) + unit_store.remove_unit_temporaries(config.output)
     if removed:
         log.info("removed %d temporary files of retried work", removed)
+    drop_stale(config, units)
     counters = _counters(result)
     summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done),
                        distributions=_distributions(result), metrics=metrics_reported(result))
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
+
+
+def committed_inputs(config: BuildConfig) -> dict[Any, str | None]:
+    """Committed shards of this config and the input digest of their source each was built from."""
+    return {address: unit_store.read_shard_inputs(unit_store.shard_inputs_uri(config.output, address.source,
+                                                                                  address.stem))
+            for address in committed_shards(config.output, config.content_hash())}
+
+
+def drop_stale(config: BuildConfig, units: dict[str, list]) -> None:
+    """After a finished run: forget units no longer in the input, and remove the shards still built
+    from another input than their source's current one (no item of the current input reached
+    them, so nothing rewrote them), with their token shards."""
+    from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX
+    from uvd_pipeline.graph import digest_groups
+    from uvd_pipeline.rendered_shards import TAR_SUFFIX
+    from uvd_pipeline.shards import ARROW_SUFFIX
+    from uvd_pipeline.tokenize_stage import token_shard_path
+
+    ids = {name: [unit_store.unit_id(name, u) for u in source_units] for name, source_units in units.items()}
+    gone = unit_store.prune(config.output, {name: set(uids) for name, uids in ids.items()})
+    if gone:
+        log.info("forgot %d rendered units whose input is gone", gone)
+    by_group: dict[str, list[tuple[str, str]]] = {}
+    complete = True
+    for name, group in digest_groups(config).items():
+        found = unit_store.committed_digests(config.output, name, ids[name])
+        complete = complete and found is not None
+        by_group.setdefault(group, []).extend(found or [])
+    if not complete:
+        return  # the run did not finish every unit: nothing can be judged stale yet
+    current = {name: unit_store.group_digest(by_group[group]) for name, group in digest_groups(config).items()}
+    fs, _ = fsio.filesystem(config.output)
+    for address, digest in committed_inputs(config).items():
+        if digest == current.get(address.source):
+            continue
+        stale = [address.path(config.output, STATS_SUFFIX)]  # the commit mark first
+        stale += [address.path(config.output, suffix) for suffix in (TAR_SUFFIX, REJECTS_SUFFIX, FINGERPRINTS_SUFFIX)]
+        token = token_shard_path(config.output, address.source, address.split, address.stem)
+        stale += [token[: -len(ARROW_SUFFIX)] + STATS_SUFFIX, token,
+                  unit_store.shard_inputs_uri(config.output, address.source, address.stem)]
+        for uri in stale:
+            if fsio.exists(uri):
+                fs.rm(fsio.filesystem(uri)[1])
+        log.info("removed %s: its input is gone", address.stem)
 
 
 def metrics_reported(result) -> bool:
@@ -477,6 +520,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     if stages:
         lines.append("stages (items per busy second of one worker): " + ", ".join(
             f"{name} {s['items']} {s['unit']} at {s['items_per_s'] or 0:,.1f}/s" for name, s in stages.items()))
+    counters = summary["run"].get("counters") or {}
+    rendered = sum(n for k, n in counters.items() if k.endswith(".units_rendered"))
+    reused = sum(n for k, n in counters.items() if k.endswith(".units_reused"))
+    if rendered or reused:
+        lines.append(f"input units: {rendered} rendered, {reused} taken from the unit store (committed earlier, "
+                     "input unchanged)")
     metrics = summary["run"].get("metrics") or {}
     if metrics.get("reported") is False:
         lines.append(f"the {summary['run']['runner']} runner reported no Beam metrics; the counts above come from "

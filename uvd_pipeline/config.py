@@ -254,14 +254,6 @@ class BeamConfig(Strict):
     direct_num_workers: int = Field(2, ge=1, le=MAX_WORKERS, description="local worker processes (DirectRunner)")
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
     options: tuple[str, ...] = Field((), description="pass-through Beam flags, e.g. --project=...")
-    spool: Literal["auto", "on", "off"] = Field(
-        "auto", description="keep rendered images on disk (OUT/_spool) between Render and the shard "
-        "writer, so memory stays flat; auto: on for the local runner, whose groupings are in memory")
-
-    @property
-    def spools(self) -> bool:
-        return self.spool == "on" or (self.spool == "auto" and self.local)
-
     @property
     def local(self) -> bool:
         return self.runner == "DirectRunner"

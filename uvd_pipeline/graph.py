@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -63,10 +64,11 @@ from uvd_pipeline.dedup import (
 from uvd_pipeline.keys import shard_of, stable_hash
 from uvd_pipeline.render import RenderSettings, render_clip, render_image, render_video
 from uvd_pipeline.render_annotated import render_annotated_clip, render_multiview, render_pair, render_tuple
-from uvd_pipeline.rendered_shards import ShardAddress, write_shard
+from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, write_bytes_atomic, write_shard
 from uvd_pipeline.sentences import RenderedUnit, Sentence, Slot, assemble, image_sentence, plan_group_sentences
 from uvd_pipeline.source_factory import labeler_specs, make_source, units_per_sentence
-from uvd_pipeline.spool import SpoolReader, SpoolWriter, spool_folder
+from uvd_pipeline.unit_store import (StoreReader, UnitStore, UnitStoreError, UnitWriter, group_digest,
+                                     read_shard_inputs, shard_inputs_uri, unit_id)
 from uvd_pipeline.tokenize_stage import (TokenizeSettings, _load_tokenizer, committed_rendered, rendered_fields,
                                          tokenize_shard)
 
@@ -92,17 +94,7 @@ class ShardRouter:
         split = self.settings.split(reject.group, reject.split_hint)
         return self.address(reject.source, split, reject.key)
 
-    def of_planned(self, item: Any) -> tuple[str, str, int] | None:
-        """The address of a record whose sentence id is already known, else None."""
-        if isinstance(item, Reject):
-            return self.of_reject(item)
-        if isinstance(item, SENTENCE_RECORDS):
-            return self.address(item.source, self.settings.split(item.group), item.key)
-        return None
 
-
-# records that render straight into one whole sentence (their key is its id)
-SENTENCE_RECORDS = (VideoClipRecord, MultiViewRecord, AnnotatedClipRecord)
 RENDERERS = {
     VideoClipRecord: render_clip,
     VideoRecord: render_video,  # all clips of one video from one read: a list of results
@@ -184,77 +176,87 @@ def _timed(items: Iterable[Any], clock: list[float]) -> Iterator[Any]:
         yield item
 
 
-class ReadUnit(beam.DoFn):
-    """Yields a unit's records; a unit that fails part-way becomes a reject, not a crash."""
-
-    def __init__(self, source, router: ShardRouter, done: frozenset, keyed_by_record: bool) -> None:
-        self.source = source
-        self.router = router
-        self.done = done
-        self.keyed_by_record = keyed_by_record  # the record key is the sentence id (web images)
-
-    def process(self, unit) -> Iterator[Any]:
-        name = self.source.name
-        clock, records = [0.0], 0
-        try:
-            for item in _timed(self.source.read(unit), clock):
-                records += 1
-                if isinstance(item, VideoRecord):  # drop the clips whose shards are committed
-                    committed = {c.key for c in item.clips if self.router.of_planned(c) in self.done}
-                    _count(name, "skipped_committed", len(committed))
-                    item = item.without(committed)
-                    if item is None:
-                        continue
-                address = self.router.of_planned(item)
-                if address is None and self.keyed_by_record and isinstance(item, ImageRecord):
-                    address = self.router.address(name, self.router.settings.split(item.group, item.split_hint),
-                                                  item.key)
-                if address is not None and address in self.done:
-                    _count(name, "skipped_committed")
-                    continue
-                if isinstance(item, Reject):
-                    _count(name, f"rejects.{item.reason}")
-                    yield TaggedOutput(REJECTS, item)
-                else:
-                    _count(name, "records")
-                    PROGRESS.add("read records")
-                    yield item
-        except Exception as exc:  # a broken unit must not stop the build
-            label = str(getattr(unit, "uris", unit))
-            key = safe_key(name, "unit", f"{stable_hash(label):016x}")
-            _count(name, "rejects.unit_failed")
-            yield TaggedOutput(REJECTS, Reject(key, name, key, "read", "unit_failed",
-                                               f"{label[:120]}: {type(exc).__name__}: {exc}"[:300]))
-        _distribution("stage.read_us", clock[0] * 1e6)
-        _distribution("stage.read_records", records)
-
-
 UNITS = "units"
+INPUTS = "inputs"
 
 
-class Render(beam.DoFn):
-    """Decode, resize and draw. Whole sentences (web images, clips, objects) go to the main
-    output; units that still need grouping (class images, pairs, tuples) to `units`."""
+@dataclass(frozen=True)
+class UnitInputs:
+    """The input digest of one rendered unit (what the shards of its source were built from)."""
 
-    def __init__(self, settings: RenderSettings, web_images: bool, fingerprint: bool = False,
-                 spool: str | None = None) -> None:
+    source: str
+    unit: str
+    digest: str
+
+
+class RenderUnit(beam.DoFn):
+    """Read one input unit and render its records, then commit the unit's results to the unit store
+    (`uvd_pipeline.unit_store`) before passing them on; a unit committed by an earlier run whose
+    input is unchanged is passed on from the store without reading or decoding anything.
+
+    Outputs: whole sentences (web images, clips, objects) on the main output, units that still
+    need grouping (class images, pairs, tuples) on `units`, rejects on `rejects`, and the unit's
+    input digest on `inputs`. A unit that fails part-way keeps what it rendered and adds a
+    `unit_failed` reject: bad input never stops the build."""
+
+    def __init__(self, source, settings: RenderSettings, web_images: bool, fingerprint: bool,
+                 output: str, config_hash: str) -> None:
+        self.source = source
         self.settings = settings
         self.web_images = web_images  # an ImageRecord is a whole one-image sentence
         self.fingerprint = fingerprint  # image units carry their dedup fingerprint
-        self.spool = spool  # folder: rendered PNGs wait there, the runner holds only references
-        self._writer: SpoolWriter | None = None
+        self.output = output
+        self.config_hash = config_hash
 
-    def start_bundle(self) -> None:
-        self._writer = SpoolWriter(self.spool) if self.spool else None
+    def process(self, unit) -> Iterator[Any]:
+        name = self.source.name
+        store = UnitStore(self.output, name, self.config_hash)
+        loaded = store.load(unit)
+        if loaded is not None:
+            outputs, digest = loaded
+            _count(name, "units_reused")
+            _count(name, "outputs_reused", len(outputs))
+        else:
+            outputs, digest = self._render_unit(store, unit)
+            _count(name, "units_rendered")
+        yield TaggedOutput(INPUTS, UnitInputs(name, unit_id(name, unit), digest))
+        for tag, item in outputs:
+            yield TaggedOutput(tag, item) if tag != MAIN else item
 
-    def finish_bundle(self) -> None:
-        if self._writer is not None:
-            self._writer.close()  # before this bundle's outputs go on
+    def _render_unit(self, store: UnitStore, unit) -> tuple[list[tuple[str, Any]], str]:
+        name = self.source.name
+        writer = store.writer(unit)
+        outputs: list[tuple[str, Any]] = []
+        clock, records = [0.0], 0
+        try:
+            with fsio.recording_inputs() as inputs_read:
+                try:
+                    for item in _timed(self.source.read(unit), clock):
+                        if isinstance(item, Reject):
+                            _count(name, f"rejects.{item.reason}")
+                            outputs.append((REJECTS, item))
+                            continue
+                        records += 1
+                        _count(name, "records")
+                        PROGRESS.add("read records")
+                        outputs.extend(self._render(item, writer))
+                except UnitStoreError:
+                    raise
+                except Exception as exc:  # a broken unit must not stop the build
+                    label = str(getattr(unit, "uris", unit))
+                    key = safe_key(name, "unit", f"{stable_hash(label):016x}")
+                    _count(name, "rejects.unit_failed")
+                    outputs.append((REJECTS, Reject(key, name, key, "read", "unit_failed",
+                                                    f"{label[:120]}: {error_text(exc)}")))
+            digest = writer.commit(outputs, inputs_read)
+        except BaseException:
+            writer.abandon()
+            raise
+        _distribution("stage.read_us", clock[0] * 1e6)
+        _distribution("stage.read_records", records)
+        return outputs, digest
 
-    def teardown(self) -> None:
-        self.finish_bundle()
-
-    def process(self, record) -> Iterator[Any]:
+    def _render(self, record, writer: UnitWriter) -> Iterator[tuple[str, Any]]:
         start = time.perf_counter()
         try:
             result: Any
@@ -265,30 +267,28 @@ class Render(beam.DoFn):
             if self.web_images and isinstance(result, RenderedUnit):
                 result = image_sentence(result)
         except Exception as exc:  # decoders can fail in ways no reason code foresaw
-            result = Reject(record.key, record.source, record.group, "render", "internal_error",
-                            f"{type(exc).__name__}: {exc}"[:300])
+            result = Reject(record.key, record.source, record.group, "render", "internal_error", error_text(exc))
         _distribution("stage.render_us", (time.perf_counter() - start) * 1e6)
         for one in result if isinstance(result, list) else [result]:
-            yield from self._emit(record, one)
+            if isinstance(one, Reject):
+                _count(record.source, f"rejects.{one.reason}")
+                yield REJECTS, one
+                continue
+            PROGRESS.add("rendered")
+            stored = writer.stored(one)
+            if isinstance(one, RenderedUnit):
+                _count(record.source, "rendered_units")
+                yield UNITS, stored
+            else:
+                _count(record.source, "rendered_sentences")
+                yield MAIN, stored
 
-    def _emit(self, record, result) -> Iterator[Any]:
-        if isinstance(result, Reject):
-            _count(record.source, f"rejects.{result.reason}")
-            yield TaggedOutput(REJECTS, result)
-            return
-        PROGRESS.add("rendered")
-        if isinstance(result, RenderedUnit):
-            _count(record.source, "rendered_units")
-            yield TaggedOutput(UNITS, self._spooled(result))
-        else:
-            _count(record.source, "rendered_sentences")
-            yield self._spooled(result)
 
-    def _spooled(self, result: Any) -> Any:
-        if self._writer is None:
-            return result
-        _count(result.source, "spooled_images", len(result.images))
-        return self._writer.spool(result)
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+MAIN = "sentences"
 
 
 class IncompleteGroupError(RuntimeError):
@@ -460,28 +460,32 @@ class Deduplicate(beam.PTransform):
                 of_type(decided[REJECTS], "Duplicate rejects", Reject))
 
 
-def committed_fingerprints(pipeline: beam.Pipeline, config: BuildConfig, done: frozenset, names: set[str]):
-    """Fingerprints of the units in shards an earlier run committed (their records are skipped)."""
-    uris = sorted(ShardAddress(*address).path(config.output, FINGERPRINTS_SUFFIX)
-                  for address in done if address[0] in names)
-    return (pipeline
-            | "Committed fingerprint files" >> beam.Create(uris, reshuffle=False)
-            | "Read committed fingerprints" >> beam.FlatMap(_read_fingerprints))
-
-
 class WriteShard(beam.DoFn):
+    """Write one shard, unless an earlier run committed it from the same input (its source's input
+    digest, `unit_store.shard_inputs_uri`). A shard whose source's input changed is uncommitted
+    (stats removed first) and written again; the digest is recorded before the data, stats last."""
+
     def __init__(self, output: str, config_hash: str, router: ShardRouter, image_size: int) -> None:
         self.output = output
         self.config_hash = config_hash
         self.router = router
         self.image_size = image_size
 
-    def process(self, item: tuple[tuple[str, str, int], dict[str, Iterable[Any]]]) -> Iterator[dict]:
+    def process(self, item: tuple[tuple[str, str, int], dict[str, Iterable[Any]]],
+                digests: dict[str, str]) -> Iterator[dict]:
         (source, split, index), grouped = item
         address = ShardAddress(source, split, index)
+        inputs_uri = shard_inputs_uri(self.output, source, address.stem)
+        stats_uri = address.path(self.output, STATS_SUFFIX)
+        if read_shard_inputs(inputs_uri) != digests[source]:
+            if fsio.exists(stats_uri):
+                fs, target = fsio.filesystem(stats_uri)
+                fs.rm(target)  # uncommitted before anything of it changes
+                log.info("%s: its input changed since it was committed: writing it again", address.stem)
+            write_bytes_atomic(inputs_uri, digests[source].encode())
         expected = sum(grouped["count"])
         start = time.perf_counter()
-        reader = SpoolReader()
+        reader = StoreReader()
         try:
             result = write_shard(
                 self.output, address, reader.resolve_all(grouped["items"]),
@@ -502,6 +506,21 @@ class WriteShard(beam.DoFn):
             log.info("committed %s: %d sentences, %d rejects", address.stem,
                      result.stats["sentences"], result.stats["rejects"])
         yield {"shard": address.stem, "skipped": result.skipped, **result.stats}
+
+
+def _source_digests(item: tuple[str, Iterable[UnitInputs]], members: dict[str, list[str]]) -> Iterator[tuple[str, str]]:
+    """(source, input digest of its shards) for each source of one digest group."""
+    group, units = item
+    digest = group_digest((u.unit, u.digest) for u in units)
+    for source in members[group]:
+        yield source, digest
+
+
+def digest_groups(config: BuildConfig) -> dict[str, str]:
+    """source -> the group whose units its shards depend on: deduplicated sources decide together
+    (a new image in one can make an image of another a duplicate), others alone."""
+    dedup_types = DEDUP_SOURCE_TYPES if config.dedup.enabled else ()
+    return {s.name: "dedup" if s.type in dedup_types else f"source:{s.name}" for s in config.enabled_sources}
 
 
 def list_units(config: BuildConfig) -> dict[str, list]:
@@ -540,18 +559,23 @@ def sentences_of_units(units, source_config, seed: int):
         name, units_per_sentence(source_config), getattr(source_config, "remainder", "drop"), seed)
 
 
-def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAddress],
+def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAddress, str | None],
                 units: dict[str, list] | None = None):
-    """Add the whole build to `pipeline`; returns the PCollection of per-shard stats."""
+    """Add the whole build to `pipeline`; returns the PCollection of per-shard stats.
+
+    `done`: shards an earlier run of this config committed, with the input digest each was built
+    from. Every unit's results flow into the global steps (from the unit store when committed),
+    so dedup and assembly decide exactly as a fresh build would; items of a shard committed from
+    the same input are dropped just before the shard grouping."""
     units_by_source = units if units is not None else list_units(config)
     router = ShardRouter(config)
     settings = router.settings
-    done_keys = frozenset(tuple(a) for a in done)
+    output, config_hash = config.output, config.content_hash()
     sentence_parts = []
     reject_parts = []
+    input_parts = []
     dedup_units = {}  # source -> its rendered image units, before deduplication
     dedup_types = DEDUP_SOURCE_TYPES if config.dedup.enabled else ()
-    spool = spool_folder(config.output) if config.beam.spools else None
     for source_config in config.enabled_sources:
         name = source_config.name
         web_images = source_config.type == "laion"
@@ -559,25 +583,18 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
         source = make_source(source_config, config.seed)
         source_units = units_by_source[name]
         log.info("%s: %d work units", name, len(source_units))
-        read = (
+        rendered = (
             pipeline
             | f"{name}/Units" >> beam.Create(source_units, reshuffle=False)
             | f"{name}/Spread" >> beam.Reshuffle()
-            | f"{name}/Read" >> beam.ParDo(ReadUnit(source, router, done_keys, web_images))
-            .with_outputs(REJECTS, main="records")
+            | f"{name}/Render" >> beam.ParDo(
+                RenderUnit(source, settings, web_images and not deduplicated, deduplicated, output, config_hash))
+            .with_outputs(REJECTS, UNITS, INPUTS, main=MAIN)
         )
-        records = of_type(read.records, f"{name}/Records only", Reject, negate=True)
-        if not config.beam.local:
-            # spread a big unit's records over workers; the local runner would hold them all in
-            # memory (raw input bytes) at this shuffle, and its units are spread already
-            records = records | f"{name}/Spread records" >> beam.Reshuffle()
-        rendered = records | f"{name}/Render" >> beam.ParDo(
-            Render(settings, web_images and not deduplicated, deduplicated, spool)
-        ).with_outputs(REJECTS, UNITS, main="sentences")
-        reject_parts += [of_type(read[REJECTS], f"{name}/Read rejects", Reject),
-                         of_type(rendered[REJECTS], f"{name}/Render rejects", Reject)]
-        sentence_parts.append(of_type(rendered.sentences, f"{name}/Rendered sentences", (Reject, RenderedUnit),
-                                      negate=True))
+        reject_parts.append(of_type(rendered[REJECTS], f"{name}/Rejects", Reject))
+        input_parts.append(of_type(rendered[INPUTS], f"{name}/Input digests", UnitInputs))
+        sentence_parts.append(of_type(rendered[MAIN], f"{name}/Rendered sentences",
+                                      (Reject, RenderedUnit, UnitInputs), negate=True))
         lengths = units_per_sentence(source_config)
         rendered_units = of_type(rendered[UNITS], f"{name}/Rendered units", RenderedUnit)
         if deduplicated:
@@ -587,16 +604,27 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
             sentence_parts.append(sentences)
             reject_parts += [rejects] if rejects is not None else []
 
+    groups = digest_groups(config)
+    members: dict[str, list[str]] = {}
+    for name, group in sorted(groups.items()):
+        members.setdefault(group, []).append(name)
+    digests = beam.pvalue.AsDict(
+        input_parts
+        | "All input digests" >> beam.Flatten()
+        | "By digest group" >> beam.Map(lambda u, g: (g[u.source], u), groups)
+        | "Digest groups" >> beam.GroupByKey()
+        | "Source digests" >> beam.FlatMap(_source_digests, members))
+
     shard_parts = []
     if dedup_units:
         sources = {s.name: s for s in config.enabled_sources}
         names = sorted(dedup_units)
         persisted = {n for n in names if sources[n].type in PERSISTED_TYPES}
         units = [dedup_units[n] for n in names] | "Dedup/Units" >> beam.Flatten()
-        kept, rejects = (units, committed_fingerprints(pipeline, config, done_keys, persisted)) | "Dedup" >> (
-            Deduplicate(DedupSettings.from_config(config.dedup)))
+        nothing_committed = pipeline | "Dedup/No earlier fingerprints" >> beam.Create([])
+        kept, rejects = (units, nothing_committed) | "Dedup" >> Deduplicate(DedupSettings.from_config(config.dedup))
         reject_parts.append(rejects)
-        # each web image's fingerprint is committed with its shard, for a resumed build's index
+        # each web image's fingerprint is committed with its shard (the shard's dedup record)
         shard_parts.append(
             units
             | "Dedup/Persisted" >> beam.Filter(lambda u, keep: u.source in keep, persisted)
@@ -610,33 +638,46 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: set[ShardAdd
 
     sentences = sentence_parts | "All sentences" >> beam.Flatten()
     rejects = reject_parts | "All rejects" >> beam.Flatten()
+    done_inputs = {tuple(address): digest for address, digest in done.items()}
     items = (
-        sentences | "Address sentences" >> beam.Map(lambda s: (router.of_sentence(s), s)),
-        rejects | "Address rejects" >> beam.Map(lambda r: (router.of_reject(r), r)),
-        *shard_parts,
-    ) | "Shard items" >> beam.Flatten()
+        (sentences | "Address sentences" >> beam.Map(lambda s: (router.of_sentence(s), s)),
+         rejects | "Address rejects" >> beam.Map(lambda r: (router.of_reject(r), r)),
+         *shard_parts)
+        | "Shard items" >> beam.Flatten()
+        | "Drop committed" >> beam.Filter(_not_committed, done_inputs, digests)
+    )
     # Every shard also gets its item count through a separate combine, so the writer can refuse
     # to commit a shard that arrives incomplete (we saw the local multi-process runner drop
     # grouped values under heavy load); an incomplete shard fails the job and stays uncommitted.
     counts = items | "Count per shard" >> beam.combiners.Count.PerKey()
     keyed = {"items": items, "count": counts} | "By shard" >> beam.CoGroupByKey()
-    written = keyed | "Write shards" >> beam.ParDo(WriteShard(config.output, config.content_hash(), router,
-                                                             config.image.size))
+    written = keyed | "Write shards" >> beam.ParDo(
+        WriteShard(output, config_hash, router, config.image.size), digests)
     if not config.tokenizer.enabled:
         return written
-    # Shards committed by an earlier run may get no element this run (their records were dropped
-    # before rendering), so they join the tokenize input from the listing; duplicates merge.
-    earlier = [s for s in committed_rendered(config.output, config.content_hash())
-               if (s["source"], s["split"], int(s["shard"])) in done_keys]
+    # Shards committed earlier from the same input get no element this run, so they join the
+    # tokenize input from the listing.
+    earlier = [s for s in committed_rendered(output, config_hash)
+               if (s["source"], s["split"], int(s["shard"])) in done_inputs]
     rendered = (
         (written | "Rendered stats" >> beam.Map(rendered_fields),
-         pipeline | "Earlier shards" >> beam.Create(earlier, reshuffle=False))
+         pipeline | "Earlier shards" >> beam.Create(earlier, reshuffle=False)
+         | "Still current" >> beam.Filter(
+             lambda s, d, now: not _not_committed(((s["source"], s["split"], int(s["shard"])), None), d, now),
+             done_inputs, digests))
         | "All rendered" >> beam.Flatten()
-        | "By tar" >> beam.Map(lambda s: (s["tar"], s))
+        | "By tar" >> beam.Map(lambda s: (s["tar"], s))  # a retried write may report a shard twice
         | "Once per tar" >> beam.CombinePerKey(lambda values: next(iter(values)))
         | "Drop keys" >> beam.Values()
     )
     return add_tokenize(rendered, config)
+
+
+def _not_committed(item: tuple[tuple[str, str, int], Any], done: dict[tuple, str | None],
+                   digests: dict[str, str]) -> bool:
+    """Whether an item's shard still has to be written: not committed, or from other input."""
+    address = item[0]
+    return address not in done or done[address] != digests[address[0]]
 
 
 class TokenizeShard(beam.DoFn):

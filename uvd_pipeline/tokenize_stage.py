@@ -124,7 +124,8 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     if fsio.exists(stats_uri):
         existing = read_json(stats_uri)
         if (existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash
-                and recorded_arithmetic(existing) == arithmetic):
+                and recorded_arithmetic(existing) == arithmetic
+                and existing.get("rendered_sha256") == stats.get("tar_sha256")):  # a rewritten tar: redo
             return {**existing, "skipped": True}
     image_size = int(stats["image_size"])
     grid = image_size // tok.config.downsample_factor
@@ -158,7 +159,8 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                  np.concatenate(parts).astype(np.uint16) if parts else np.zeros(0, np.uint16), _lineage(h))
         for h, parts in zip(headers, per_sentence)
     ]
-    written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"], **arithmetic})
+    written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"], "rendered_sha256": stats.get("tar_sha256"),
+                                                                  **arithmetic})
     return {**written, "skipped": False}
 
 

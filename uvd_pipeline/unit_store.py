@@ -1,0 +1,371 @@
+"""Rendered input units, committed one by one before any global step (`OUT/_units/`).
+
+Dedup, sentence assembly and shard routing need every image of a build, so no output shard can be
+written before all input is rendered. What can be kept is each input unit's rendering (a web
+shard, a class-folder chunk, a video, an object): Render commits a unit as soon as it is done,
+
+    OUT/_units/<source>/<unit id>.png.bin   every rendered PNG of the unit, back to back
+    OUT/_units/<source>/<unit id>.results   what Render emitted (sentences, units, rejects), images as refs
+    OUT/_units/<source>/<unit id>.json      the commit mark, written last: the unit, its input
+                                            manifest, sizes and sha256 of the two files above
+
+and passes on results whose images are `StoredRef`s of a few dozen bytes (the runner's groupings
+never hold pixels; WriteShard reads the bytes back when it writes a tar). A rerun of the same
+config takes a committed unit's results instead of reading and rendering it again when the files
+its reading touched (recorded through `sources.fsio.recording_inputs`: every file opened, every
+folder listed) still have the same size and modification stamp and the stored files match their
+digests; a grown, changed or damaged unit is rendered again, a vanished one is dropped.
+
+Disk: the store holds each rendered image once, as the output shards do, plus one in-flight unit
+per worker; it stays after the build so that a grown or changed input renders only what changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import pickle
+import posixpath
+import uuid
+from dataclasses import dataclass
+from typing import IO, Any, Iterable, Iterator
+
+from sources import fsio
+from uvd_pipeline.rendered_shards import TMP_MARK, write_bytes_atomic
+
+log = logging.getLogger(__name__)
+UNITS_DIR = "_units"
+BIN_SUFFIX = ".png.bin"
+RESULTS_SUFFIX = ".results"
+MARK_SUFFIX = ".json"
+STORE_VERSION = 1
+
+
+class UnitStoreError(OSError):
+    """Writing the store failed (a full disk, say): the build stops, the unit stays uncommitted."""
+
+
+@dataclass(frozen=True)
+class StoredRef:
+    """Where one rendered PNG lies: a unit's image file, its offset and length."""
+
+    path: str
+    offset: int
+    length: int
+
+
+def unit_id(source: str, unit: Any) -> str:
+    """A stable name for one input unit of a source (its repr names every file or id it covers)."""
+    return hashlib.sha256(f"{source}\n{unit!r}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def unit_paths(unit: Any) -> list[str]:
+    """Paths a unit names itself (a video file, an object folder, a shard's files): their state
+    belongs to its manifest even when a reader opens them outside `sources.fsio`."""
+    if isinstance(unit, str):
+        return [unit]
+    uris = getattr(unit, "uris", None)
+    if isinstance(uris, (tuple, list)):
+        return [u for u in uris if isinstance(u, str)]
+    return []
+
+
+def input_manifest(record: fsio.InputsRead, unit: Any) -> dict[str, Any]:
+    files = sorted(record.files | set(unit_paths(unit)))
+    return {"files": {uri: fsio.file_state(uri) for uri in files},
+            "listings": sorted([list(key), digest] for key, digest in record.listings.items())}
+
+
+def changed_input(manifest: dict[str, Any]) -> str | None:
+    """What differs between a recorded manifest and the filesystem now (None: nothing)."""
+    for uri, state in manifest["files"].items():
+        if fsio.file_state(uri) != state:
+            return f"{uri} changed"
+    for key, digest in manifest["listings"]:
+        if fsio.relist(tuple(tuple(k) if isinstance(k, list) else k for k in key)) != digest:
+            return f"the listing of {key[1]} changed"
+    return None
+
+
+def digest_of(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def group_digest(units: Iterable[tuple[str, str]]) -> str:
+    """The input digest of a set of units, (unit id, input digest) pairs in any order: what a
+    source's shards were built from (a shard of a source may hold any of its units' items)."""
+    return hashlib.sha256("\n".join(sorted(f"{u} {d}" for u, d in units)).encode()).hexdigest()
+
+
+def committed_digests(output: str, source: str, uids: Iterable[str]) -> list[tuple[str, str]] | None:
+    """(unit id, input digest) of the given units from their commit marks; None if one is missing."""
+    found = []
+    for uid in uids:
+        uri = fsio.join(output, UNITS_DIR, source, uid + MARK_SUFFIX)
+        try:
+            found.append((uid, json.loads(fsio.read_bytes(uri))["inputs_digest"]))
+        except (FileNotFoundError, KeyError, ValueError):
+            return None
+    return found
+
+
+class _Unpickler(pickle.Unpickler):
+    """Loads only the project's record classes and plain values: a results file cannot run code."""
+
+    PLAIN = {("builtins", n) for n in ("set", "frozenset", "tuple", "list", "dict", "bytes", "bytearray",
+                                        "int", "float", "complex", "str", "bool", "slice", "range")}
+    PLAIN |= {("copyreg", "_reconstructor"), ("collections", "OrderedDict"), ("collections", "Counter")}
+    NUMPY = {"_reconstruct", "scalar", "dtype", "ndarray", "_frombuffer"}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.PLAIN:
+            return super().find_class(module, name)
+        if module.split(".")[0] == "numpy" and name in self.NUMPY:
+            return super().find_class(module, name)
+        if module.split(".")[0] in ("sources", "uvd_pipeline", "transforms"):
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise pickle.UnpicklingError(f"a unit results file names {module}.{name}, which is not a record type")
+
+
+class UnitStore:
+    """One source's committed units under OUT/_units/<source>/."""
+
+    def __init__(self, output: str, source: str, config_hash: str) -> None:
+        self.folder = fsio.join(output, UNITS_DIR, source)
+        self.source = source
+        self.config_hash = config_hash
+
+    def _path(self, uid: str, suffix: str) -> str:
+        return fsio.join(self.folder, uid + suffix)
+
+    def load(self, unit: Any, verify_images: bool = True) -> tuple[list[tuple[str, Any]], str] | None:
+        """(the unit's stored outputs, its input digest) when it is committed, of this config, its
+        input unchanged and its files intact; None means: render it."""
+        uid = unit_id(self.source, unit)
+        mark_uri = self._path(uid, MARK_SUFFIX)
+        try:
+            mark = json.loads(fsio.read_bytes(mark_uri))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("unit %s of %s: unreadable commit mark (%s): rendering it again", uid, self.source, exc)
+            return None
+        if (mark.get("version") != STORE_VERSION or mark.get("config_hash") != self.config_hash
+                or mark.get("unit") != repr(unit)):
+            return None
+        change = changed_input(mark["inputs"])
+        if change:
+            log.info("%s: input of unit %s: %s: rendering it again", self.source, uid, change)
+            return None
+        try:
+            results = self._read_checked(uid, RESULTS_SUFFIX, mark["results"], True)
+            self._read_checked(uid, BIN_SUFFIX, mark["images"], verify_images, whole=False)
+            outputs = _Unpickler(io.BytesIO(results)).load()
+        except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+            log.warning("%s: unit %s is damaged (%s): rendering it again", self.source, uid, exc)
+            return None
+        images = self._path(uid, BIN_SUFFIX)
+        return [(tag, _with_image_file(item, images)) for tag, item in outputs], mark["inputs_digest"]
+
+    def _read_checked(self, uid: str, suffix: str, recorded: dict[str, Any], digest: bool,
+                      whole: bool = True) -> bytes:
+        uri = self._path(uid, suffix)
+        fs, target = fsio.filesystem(uri)
+        size = fs.size(target)
+        if size != recorded["bytes"]:
+            raise ValueError(f"{uri} holds {size} bytes, its commit mark says {recorded['bytes']}")
+        if not digest and not whole:
+            return b""
+        sha, data = hashlib.sha256(), io.BytesIO() if whole else None
+        with fsio.open_file(uri) as handle:
+            while chunk := handle.read(1 << 22):
+                sha.update(chunk)
+                if data is not None:
+                    data.write(chunk)
+        if digest and sha.hexdigest() != recorded["sha256"]:
+            raise ValueError(f"{uri} does not match the sha256 its commit mark records")
+        return data.getvalue() if data is not None else b""
+
+    def writer(self, unit: Any) -> "UnitWriter":
+        return UnitWriter(self, unit)
+
+
+class UnitWriter:
+    """Writes one unit: images as they are rendered, then results, then the commit mark."""
+
+    def __init__(self, store: UnitStore, unit: Any) -> None:
+        self.store = store
+        self.unit = unit
+        self.uid = unit_id(store.source, unit)
+        self.images_uri = store._path(self.uid, BIN_SUFFIX)
+        self._temporary = f"{self.images_uri}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+        self._handle: IO[bytes] | None = None
+        self._sha = hashlib.sha256()
+        self._offset = 0
+
+    def stored(self, item: Any) -> Any:
+        """The same sentence or rendered unit with its images replaced by refs into this unit."""
+        images = getattr(item, "images", None)
+        if not images:
+            return item
+        return dataclasses.replace(item, images=tuple(self._put(png) for png in images))
+
+    def _put(self, payload: bytes) -> StoredRef:
+        try:
+            if self._handle is None:
+                fs, target = fsio.filesystem(self._temporary)
+                fs.makedirs(posixpath.dirname(target), exist_ok=True)
+                self._handle = fs.open(target, "wb")
+            self._handle.write(payload)
+        except OSError as exc:
+            raise UnitStoreError(f"cannot write the unit store file {self._temporary}: {exc}") from exc
+        self._sha.update(payload)
+        ref = StoredRef(self.images_uri, self._offset, len(payload))
+        self._offset += len(payload)
+        return ref
+
+    def commit(self, outputs: list[tuple[str, Any]], record: fsio.InputsRead) -> str:
+        """Images, results, then the mark; returns the unit's input digest."""
+        fs, _ = fsio.filesystem(self.images_uri)
+        if self._handle is None:  # a unit of rejects only still commits an (empty) image file
+            self._put(b"")
+        assert self._handle is not None
+        self._handle.close()
+        self._handle = None
+        fs.mv(fsio.filesystem(self._temporary)[1], fsio.filesystem(self.images_uri)[1])
+        portable = [(tag, _with_image_file(item, "")) for tag, item in outputs]
+        results = pickle.dumps(portable, protocol=pickle.HIGHEST_PROTOCOL)
+        write_bytes_atomic(self.store._path(self.uid, RESULTS_SUFFIX), results)
+        manifest = input_manifest(record, self.unit)
+        mark = {
+            "version": STORE_VERSION,
+            "source": self.store.source,
+            "config_hash": self.store.config_hash,
+            "unit": repr(self.unit),
+            "inputs": manifest,
+            "inputs_digest": digest_of(manifest),
+            "outputs": len(outputs),
+            "results": {"bytes": len(results), "sha256": hashlib.sha256(results).hexdigest()},
+            "images": {"bytes": self._offset, "sha256": self._sha.hexdigest()},
+        }
+        write_bytes_atomic(self.store._path(self.uid, MARK_SUFFIX), json.dumps(mark, sort_keys=True).encode())
+        return mark["inputs_digest"]
+
+    def abandon(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            fs, target = fsio.filesystem(self._temporary)
+            if fs.exists(target):
+                fs.rm(target)
+
+
+def _with_image_file(item: Any, images_uri: str) -> Any:
+    """Point every `StoredRef` of an item at `images_uri` ("" in a results file: the store may move)."""
+    images = getattr(item, "images", None)
+    if not images or not isinstance(images[0], StoredRef):
+        return item
+    return dataclasses.replace(item, images=tuple(dataclasses.replace(r, path=images_uri) for r in images))
+
+
+class StoreReader:
+    """Reads refs back; keeps the last unit file open (a shard's images mostly come from a few).
+    One per shard write, never shared between threads."""
+
+    def __init__(self) -> None:
+        self._path = ""
+        self._handle: IO[bytes] | None = None
+
+    def read(self, ref: StoredRef) -> bytes:
+        if ref.path != self._path:
+            self.close()
+            self._handle = fsio.open_file(ref.path, "rb")
+            self._path = ref.path
+        assert self._handle is not None
+        self._handle.seek(ref.offset)
+        data = self._handle.read(ref.length)
+        if len(data) != ref.length:
+            raise IOError(f"unit image file {ref.path} is short at {ref.offset} (+{ref.length}): "
+                          "it changed during the build; run the build again")
+        return data
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            self._path = ""
+
+    def resolve(self, item: Any) -> Any:
+        """An item with every `StoredRef` image replaced by its bytes (others pass through)."""
+        images = getattr(item, "images", None)
+        if not images or not any(isinstance(i, StoredRef) for i in images):
+            return item
+        return dataclasses.replace(item, images=tuple(self.read(i) if isinstance(i, StoredRef) else i
+                                                      for i in images))
+
+    def resolve_all(self, items: Iterable[Any]) -> Iterator[Any]:
+        for item in items:
+            yield self.resolve(item)
+
+
+SHARD_INPUTS_DIR = "_inputs"
+
+
+def shard_inputs_uri(output: str, source: str, stem: str) -> str:
+    """Where a committed output shard records the input digest of its source it was built from:
+    outside `rendered/`, so the shard files stay the same bytes wherever the input lies, and
+    outside the unit store, which a user may delete to reclaim its space."""
+    return fsio.join(output, SHARD_INPUTS_DIR, source, stem + ".txt")
+
+
+def read_shard_inputs(uri: str) -> str | None:
+    try:
+        return fsio.read_bytes(uri).decode().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+
+
+def stored_units(output: str, source: str) -> list[str]:
+    """The commit marks of every unit of a source in the store."""
+    folder = fsio.join(output, UNITS_DIR, source)
+    if not fsio.exists(folder):
+        return []
+    return [f for f in fsio.list_files(folder, (MARK_SUFFIX,)) if TMP_MARK not in fsio.basename(f)]
+
+
+def prune(output: str, keep: dict[str, set[str]]) -> int:
+    """Remove the store's files of units no longer in the input (`keep`: source -> unit ids) and of
+    sources no longer built; returns how many units went."""
+    root = fsio.join(output, UNITS_DIR)
+    if not fsio.exists(root):
+        return 0
+    fs, _ = fsio.filesystem(root)
+    removed = 0
+    for folder in fsio.list_dirs(root):
+        source = fsio.basename(folder)
+        wanted = keep.get(source, set())
+        gone = set()
+        for uri in fsio.list_files(folder):
+            uid = fsio.basename(uri).split(".", 1)[0]
+            if uid not in wanted:
+                fs.rm(fsio.filesystem(uri)[1])
+                gone.add(uid)
+        removed += len(gone)
+    return removed
+
+
+def remove_unit_temporaries(output: str) -> int:
+    """Image files a killed worker was writing (only while no build runs)."""
+    root = fsio.join(output, UNITS_DIR)
+    if not fsio.exists(root):
+        return 0
+    fs, _ = fsio.filesystem(root)
+    leftovers = [f for f in fsio.list_files(root, recursive=True) if TMP_MARK in fsio.basename(f)]
+    for uri in leftovers:
+        fs.rm(fsio.filesystem(uri)[1])
+    return len(leftovers)
