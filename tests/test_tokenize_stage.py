@@ -163,3 +163,24 @@ def test_tokenizer_settings_reach_the_codec(monkeypatch, tmp_path):
     assert seen == {"path": str(tmp_path), "batch_size": 64, "device": "cuda", "compile": True, "threads": 2,
                     "precision": "fp16", "tune_kernels": True}
 
+
+def test_one_source_for_the_tokenizer_defaults():
+    """The build config's `tokenizer` section, the stage's settings and the codec agree on every default
+    they share (the codec cannot import the config: tokenizer/ sits below uvd_pipeline/)."""
+    import dataclasses
+    import inspect
+
+    from tokenizer.codec import Tokenizer
+    from uvd_pipeline.config import TokenizerConfig
+    from uvd_pipeline.tokenize_stage import TokenizeSettings
+
+    config = TokenizerConfig()
+    settings = TokenizeSettings(config.checkpoint)
+    assert TokenizeSettings.of(config) == settings
+    assert {f.name for f in dataclasses.fields(settings)} <= set(TokenizerConfig.model_fields)
+    codec = inspect.signature(Tokenizer).parameters
+    for name in ("batch_size", "compile", "tune_kernels", "threads"):
+        if name == "threads":  # the build pins one thread per worker process; the codec leaves torch's own
+            assert codec[name].default is None and config.threads == 1
+            continue
+        assert codec[name].default == getattr(config, name), name
