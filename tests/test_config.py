@@ -236,3 +236,10 @@ def test_check_reads_sources_and_loads_the_tokenizer(tmp_path: Path, mini_corpus
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert "tokenizer.checkpoint:" in err and "weights-only" in err and "code ran" not in err
+
+
+def test_every_source_type_has_a_reader():
+    from uvd_pipeline.config import SOURCE_TYPES
+    from uvd_pipeline.source_factory import READERS
+
+    assert set(READERS) == set(SOURCE_TYPES)
