@@ -618,7 +618,3 @@ def config_summary(config: BuildConfig) -> str:
     for s in config.enabled_sources:
         lines.append(f"source {s.name} ({s.type}) <- {s.path} [{s.num_shards} shards/split]")
     return "\n".join(lines)
-
-
-def valid_name(name: str) -> bool:
-    return re.match(NAME_PATTERN, name) is not None
