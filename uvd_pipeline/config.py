@@ -18,7 +18,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transforms.phash import band_width, probes_per_band
-from transforms.resize import RESIZE_POLICIES
 from uvd_pipeline.mixture import GROUPS, PAPER_MIX
 
 FORMAT_VERSION = 1
