@@ -6,7 +6,8 @@ path without kernel tuning (fp16 + channels_last + compile, batch 64, 512 distin
 as in `bench_tokenizer.py --cuda-only`) and times variants of it in the same process, each
 against that path and against the eager fp32 codes:
 
-- `coordinate descent tuning` (the codec's default since this experiment, `tune_kernels=True`):
+- `coordinate descent tuning` (`tune_kernels=True`; off by default, as in the build
+  config, because its picks depend on timings):
   inductor tunes the launch configs of its generated kernels (GroupNorm reductions, fused
   pointwise) instead of taking its heuristics; on an H100: 1,679 vs 1,472 images/s;
 - `conv_in padded to 8 channels`: the first conv reads 3 channels, which the tensor-core kernels

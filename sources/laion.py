@@ -27,6 +27,7 @@ from typing import Any, Iterator, Literal
 from sources import fsio
 from sources.paths import NOT_A_FILE, path_problem
 from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, path_key, safe_key
+from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
 # which member of a sample is its picture
@@ -219,13 +220,13 @@ class LaionSource:
         except (tarfile.TarError, EOFError, OSError) as exc:
             if current is not None and members and not repeated and not dropped:
                 yield self._reject(self._key(shard, current), "read", "truncated_sample",
-                                   f"{type(exc).__name__}: {exc}"[:200])
+                                   exception_detail(exc))
                 seen.add(current)
             if current is not None and dropped:
                 seen.add(current)  # already rejected whole: not missing from the archive too
             current = None
             yield self._reject(safe_key(self.name, shard), "read", "corrupt_archive",
-                               f"{type(exc).__name__}: {exc}"[:200])
+                               exception_detail(exc))
         if current is not None and not repeated:
             if not dropped:
                 yield from self._sample(shard, current, members, listing)

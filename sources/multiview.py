@@ -128,9 +128,6 @@ class ObjaverseSource:
 
 
 # -- CO3D v2 ---------------------------------------------------------------------------------
-CO3D_PAIR_TASKS = ("depth", "segmentation")
-
-
 def read_jgz(uri: str) -> Any:
     """A gzipped JSON annotation file, its expansion capped (a small .jgz can inflate to gigabytes)."""
     return load_json(uri, gzipped=True)

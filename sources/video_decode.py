@@ -21,17 +21,15 @@ import numpy as np
 
 from sources import fsio
 from sources.video_index import Stretch, UnsupportedVideo, VideoIndex, build_index, decode_plan, key_of
+from transforms.errors import Rejected, exception_detail
 
 log = logging.getLogger(__name__)
 
 SEEK_BYTES = 8 << 20  # a gap holding more packet bytes than this is seeked over rather than read
 
 
-class VideoError(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class VideoError(Rejected):
+    """A video that cannot be opened or decoded."""
 
 
 def _quiet() -> None:
@@ -47,7 +45,7 @@ def open_stream(uri: str):
     try:
         container = av.open(fsio.local_path(uri) or fsio.open_file(uri))
     except Exception as exc:
-        raise VideoError("unreadable", f"{type(exc).__name__}: {exc}"[:200]) from None
+        raise VideoError("unreadable", exception_detail(exc)) from None
     if not container.streams.video:
         container.close()
         raise VideoError("no_video_stream")
@@ -337,7 +335,7 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
     try:
         reader = decord.VideoReader(fsio.local_path(uri) or fsio.open_file(uri), ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:
-        raise VideoError("unreadable", f"{type(exc).__name__}: {exc}"[:200]) from None
+        raise VideoError("unreadable", exception_detail(exc)) from None
     if len(reader) != expected_frames:
         raise VideoError("changed_file", f"decord counts {len(reader)} frames, planned with {expected_frames}")
     order = sorted(set(wanted))
@@ -346,7 +344,7 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
         try:
             batch = reader.get_batch(chunk).asnumpy()
         except Exception as exc:
-            raise VideoError("decode_failed", f"{type(exc).__name__}: {exc}"[:200]) from None
+            raise VideoError("decode_failed", exception_detail(exc)) from None
         for i, pixels in zip(chunk, batch):
             yield i, postprocess(pixels) if postprocess else pixels
 

@@ -1,4 +1,9 @@
-"""Shared fixtures: the embedded sample corpus (written once per session) and small builds."""
+"""Shared fixtures: the embedded sample corpus (written once per session) and small builds.
+
+Nothing here is autouse: a test asks for what it needs (`tiny_tokenizer`, `mini_build`, ...), so a
+test of pure functions pays for no model and no build. `mini_build` is shared by the whole session
+and read-only: a test that reruns, resumes or writes a report asks for `mini_build_copy` (its own
+copy) instead; the build's files are checked unchanged when the session ends."""
 
 from __future__ import annotations
 
@@ -10,10 +15,23 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-_TOKENIZER: dict[str, str] = {}
+MINI_LAION_SHARD = 1  # the one img2dataset shard of the sample corpus that the mini corpus holds
+# Web images of that shard dropped as near duplicates: nothing planted them (the corpus's planted
+# duplicates are all in shard 2); crops of the same bundled photos land within the pHash threshold.
+MINI_WEB_NEAR_DUPLICATES = 3
 
 
-@pytest.fixture(scope="session", autouse=True)
+def mini_web_sentences() -> int:
+    """Web sentences of the mini build, from the corpus generator's tables: one per tar entry of
+    the shard, less its broken entries and the near duplicates."""
+    from uvd_pipeline.sample import web
+
+    assert not [key for key in web.PLANTED if key[0] == MINI_LAION_SHARD]
+    broken = [key for key in web.BROKEN if key[0] == MINI_LAION_SHARD]
+    return web.SAMPLES_PER_SHARD - len(broken) - MINI_WEB_NEAR_DUPLICATES
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory) -> Path:
     """A tiny VQGAN with fixed random weights in muse format: fast, and independent of the
     embedded trained one, so the build's tokenize stage runs in every end-to-end test."""
@@ -21,7 +39,6 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("tokenizer") / "tiny-seed0"
     save(build(TINY, seed=0), folder)
-    _TOKENIZER["path"] = str(folder)
     return folder
 
 
@@ -40,7 +57,7 @@ def mini_corpus(sample_corpus: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mini")
     laion = root / "laion"
     laion.mkdir()
-    for name in ("00001.tar", "00001.parquet", "00001_stats.json"):
+    for name in (f"{MINI_LAION_SHARD:05d}.tar", f"{MINI_LAION_SHARD:05d}.parquet", f"{MINI_LAION_SHARD:05d}_stats.json"):
         shutil.copy(sample_corpus / "laion" / name, laion / name)
     imagenet = root / "imagenet"
     (imagenet / "train").mkdir(parents=True)
@@ -62,8 +79,9 @@ def mini_corpus(sample_corpus: Path, tmp_path_factory) -> Path:
     return root
 
 
-def write_config(path: Path, corpus: Path, output: Path, **beam) -> Path:
-    """A build config over `corpus` (mini or full layout) with in-process Beam by default."""
+def write_config(path: Path, corpus: Path, output: Path, tokenizer: Path | str, **beam) -> Path:
+    """A build config over `corpus` (mini or full layout) encoding with the `tokenizer` checkpoint
+    (the `tiny_tokenizer` fixture), with in-process Beam by default."""
     config = {
         "version": 1,
         "output": str(output),
@@ -76,7 +94,7 @@ def write_config(path: Path, corpus: Path, output: Path, **beam) -> Path:
             {"name": "clips", "type": "video", "path": str(corpus / "video"), "num_shards": 2,
              "strides": [10, 20, 30]},
         ],
-        "tokenizer": {"checkpoint": _TOKENIZER["path"], "batch_size": 8, "threads": 1},
+        "tokenizer": {"checkpoint": str(tokenizer), "batch_size": 8, "threads": 1},
         "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory", **beam},
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -84,15 +102,37 @@ def write_config(path: Path, corpus: Path, output: Path, **beam) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mini_build(mini_corpus: Path, tmp_path_factory):
-    """One finished in-process build of the mini corpus, shared by read-only tests."""
+def mini_build(mini_corpus: Path, tiny_tokenizer: Path, tmp_path_factory):
+    """One finished in-process build of the mini corpus, shared by read-only tests (checked
+    unchanged, file by file, when the session ends)."""
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
     work = tmp_path_factory.mktemp("mini_build")
-    config = load_config(str(write_config(work / "config.yaml", mini_corpus, work / "out")))
+    config = load_config(str(write_config(work / "config.yaml", mini_corpus, work / "out", tiny_tokenizer)))
     result = run_build(config)
-    return config, result.summary
+    before = file_digests(Path(config.output))
+    yield config, result.summary
+    changed = sorted(set(before.items()) ^ set(file_digests(Path(config.output)).items()))
+    assert not changed, f"a test wrote into the shared mini_build (use mini_build_copy): {changed[:5]}"
+
+
+@pytest.fixture
+def mini_build_copy(mini_build, tmp_path: Path):
+    """The shared mini build copied into this test's own folder: (config pointing at the copy,
+    summary), for tests that rerun, resume or add files."""
+    config, summary = mini_build
+    out = tmp_path / "mini_build"
+    shutil.copytree(config.output, out)
+    return config.model_copy(update={"output": str(out)}), summary
+
+
+def file_digests(output: Path) -> dict[str, str]:
+    """sha256 of every file under `output` (relative path -> digest)."""
+    import hashlib
+
+    return {str(p.relative_to(output)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(output.rglob("*")) if p.is_file()}
 
 
 def shard_digests(output: Path) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, shard_digests, write_config
+from conftest import MINI_WEB_NEAR_DUPLICATES, REPO, mini_web_sentences, shard_digests, write_config
 from uvd_pipeline.rendered_shards import iter_shard
 
 
@@ -29,7 +29,7 @@ def test_mini_build_counts_and_reject_reasons(mini_build):
     sources = summary["sources"]
     # 72 entries: one truncated, one corrupt header, and three near duplicates (dropped: one of
     # another web image, two of ImageNet train images, whose keys rank first)
-    assert sources["web"]["sentences"] == 67
+    assert sources["web"]["sentences"] == mini_web_sentences()
     assert sources["inet"]["by_split"] == {"train": {"sentences": 4, "images": 64},
                                            "val": {"sentences": 2, "images": 32}}
     assert sources["clips"]["sentences"] == 3
@@ -41,7 +41,7 @@ def test_mini_build_counts_and_reject_reasons(mini_build):
     assert dict(reasons) == {"truncated": 2, "corrupt_header": 1, "failed_to_download": 2,
                              "remainder_dropped": 8, "too_few_frames": 1, "unreadable": 1,
                              "duplicate_near": 5}
-    assert sources["web"]["rejects_by_reason"]["duplicate_near"] == 3
+    assert sources["web"]["rejects_by_reason"]["duplicate_near"] == MINI_WEB_NEAR_DUPLICATES
     rejects = [json.loads(line) for line in (Path(config.output) / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == summary["totals"]["rejects"] == 20
     assert all(set(r) == {"key", "source", "stage", "reason", "detail"} for r in rejects)
@@ -103,11 +103,11 @@ def test_category_sentences_hold_one_class(mini_build):
             assert len({m["key"] for m in sentence.header["members"]}) == 16
 
 
-def test_rerun_skips_committed_shards_and_changed_config_is_refused(mini_build, tmp_path):
+def test_rerun_skips_committed_shards_and_changed_config_is_refused(mini_build_copy):
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import ConfigError
 
-    config, summary = mini_build
+    config, summary = mini_build_copy
     before = shard_digests(Path(config.output))
     again = run_build(config).summary
     assert again["run"]["shards_resumed"] == summary["totals"]["shards"]
@@ -141,7 +141,7 @@ def test_partial_output_is_completed_with_identical_bytes(mini_corpus, mini_buil
     half = rendered[3].with_name(rendered[3].name.replace(".stats.json", ".tar"))
     (half.parent / (half.name + ".tmp-deadbeef")).write_bytes(half.read_bytes()[:1000])
     (out / "summary.json").unlink()
-    resumed = load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, out)))
+    resumed = load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint)))
     summary = run_build(resumed).summary
     assert summary["run"]["shards_resumed"] == len(rendered) - 3
     assert shard_digests(out) == reference
@@ -153,7 +153,7 @@ def test_two_worker_processes_give_identical_bytes(mini_corpus, mini_build, tmp_
     from uvd_pipeline.config import load_config
 
     config, _ = mini_build
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out",
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", config.tokenizer.checkpoint,
                         direct_num_workers=2, direct_running_mode="multi_processing")
     run_build(load_config(str(path)))
     assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
@@ -184,7 +184,7 @@ def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mi
     total = sum(map(len, list_units(config).values()))
     out = tmp_path / "out"
     workers = 2
-    path = write_config(tmp_path / "c.yaml", mini_corpus, out, direct_num_workers=workers,
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint, direct_num_workers=workers,
                         direct_running_mode="multi_processing")
     committed: dict[str, int] = {}
     for fraction in (0.25, 0.5, 0.75):
@@ -215,14 +215,14 @@ def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mi
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_with_report(mini_corpus, tmp_path):
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out")
+def test_cli_end_to_end_with_report(mini_corpus, tiny_tokenizer, tmp_path):
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", tiny_tokenizer)
     proc = _cli("build", str(path), "--report")
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log
     assert "report:" in log and "rejects by reason:" in log
     report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
-    assert report["totals"]["sentences"] == 67 + 6 + 3
+    assert report["totals"]["sentences"] == mini_web_sentences() + 6 + 3
     assert (tmp_path / "out" / "report" / "report.html").exists()
     missing = _cli("report", str(tmp_path / "nothing"))
     log, _ = missing.communicate(timeout=120)
@@ -243,7 +243,7 @@ def test_any_fsspec_url_in_and_out(mini_corpus, mini_build, tmp_path):
     for path in mini_corpus.rglob("*"):
         if path.is_file():
             memory.pipe(f"{root}/in/{path.relative_to(mini_corpus)}", path.read_bytes())
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "unused")
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "unused", config.tokenizer.checkpoint)
     data = yaml.safe_load(path.read_text())
     data["output"] = f"memory://{root}/out"
     for source in data["sources"]:
@@ -256,11 +256,11 @@ def test_any_fsspec_url_in_and_out(mini_corpus, mini_build, tmp_path):
     memory.rm(root, recursive=True)
 
 
-def test_wrong_source_path_fails_before_writing(tmp_path, mini_corpus):
+def test_wrong_source_path_fails_before_writing(tmp_path, mini_corpus, tiny_tokenizer):
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import ConfigError, load_config
 
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out")
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", tiny_tokenizer)
     config = load_config(str(path))
     broken = config.model_copy(update={"sources": (
         config.sources[0], config.sources[1],

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import _TOKENIZER
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.rendered_shards import iter_shard
 
 
 @pytest.fixture(scope="module")
-def annotated_build(sample_corpus: Path, tmp_path_factory):
+def annotated_build(sample_corpus: Path, tiny_tokenizer: Path, tmp_path_factory):
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
@@ -41,7 +40,7 @@ def annotated_build(sample_corpus: Path, tmp_path_factory):
             {"name": "edges", "type": "pseudo_labeled", "path": f"{c}/imagenet/val", "task": "edges",
              "labeler": {"name": "canny"}, "num_shards": 1},
         ],
-        "tokenizer": {"checkpoint": _TOKENIZER["path"], "batch_size": 8},
+        "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8},
         "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
     }
     path = work / "c.yaml"

@@ -89,6 +89,32 @@ def test_cli_reports_config_errors(tmp_path: Path):
     assert main(["check", str(path)]) == 2
 
 
+@pytest.mark.parametrize("flags, field", [
+    (["--workers", "0"], "beam.direct_num_workers"),
+    (["--beam-option", "project=p"], "beam.options"),
+    (["--workers", "100000"], "beam.direct_num_workers"),
+])
+def test_build_flags_are_validated_like_the_file(tmp_path: Path, capsys, flags, field):
+    """A flag sets its field before validation: what the file may not hold, the flag may not set."""
+    from uvd_pipeline.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "beam": {"direct_num_workers": 1}}))
+    assert main(["build", str(path), *flags]) == 2
+    assert f"{field}:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_overrides_set_nested_fields_and_extend_lists(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "beam": {"options": ["--a=1"]}}))
+    config = load_config(str(path), {"beam.direct_num_workers": 3, "tokenizer.batch_size": 32,
+                                     "beam.options": lambda old: [*old, "--b=2"]})
+    assert config.beam.direct_num_workers == 3 and config.tokenizer.batch_size == 32
+    assert config.beam.options == ("--a=1", "--b=2")
+    assert yaml.safe_load(path.read_text())["beam"] == {"options": ["--a=1"]}  # the file is not touched
+
+
 def test_sample_config_covers_every_source_type():
     from uvd_pipeline.config import SOURCE_TYPES
 
@@ -210,3 +236,10 @@ def test_check_reads_sources_and_loads_the_tokenizer(tmp_path: Path, mini_corpus
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert "tokenizer.checkpoint:" in err and "weights-only" in err and "code ran" not in err
+
+
+def test_every_source_type_has_a_reader():
+    from uvd_pipeline.config import SOURCE_TYPES
+    from uvd_pipeline.source_factory import READERS
+
+    assert set(READERS) == set(SOURCE_TYPES)

@@ -26,7 +26,7 @@ from uvd_pipeline.config import ConfigError, load_config
     ({"runner": "DaskRunner"}, "write runner: dask"),
 ])
 def test_dask_config_fails_early_naming_the_field(beam, message, tmp_path):
-    path = write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", **beam)  # no source is read
+    path = write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", "embedded", **beam)  # nothing is read
     with pytest.raises(ConfigError, match=message):
         load_config(str(path))
 
@@ -35,7 +35,7 @@ def test_dask_options_and_cli_runner_override(tmp_path):
     from uvd_pipeline.build import pipeline_options
     from uvd_pipeline.cli import with_runner
 
-    config = load_config(str(write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out")))
+    config = load_config(str(write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", "embedded")))
     dask = with_runner(config, "dask")
     assert dask.beam.is_dask and not dask.beam.local
     assert dask.beam.dask_settings.workers == 2 and dask.beam.dask_settings.memory_limit == "auto"
@@ -63,8 +63,8 @@ def test_dask_local_cluster_gives_identical_bytes(mini_corpus, mini_build, tmp_p
 
     reference_config, reference = mini_build
     out = tmp_path / "out"
-    path = write_config(tmp_path / "c.yaml", mini_corpus, out, runner="dask",
-                        dask={"workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"})
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, reference_config.tokenizer.checkpoint,
+                        runner="dask", dask={"workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"})
     summary = run_build(load_config(str(path))).summary
     assert shard_digests(out) == shard_digests(Path(reference_config.output))
     _check_summary_without_metrics(summary, reference)
@@ -120,8 +120,8 @@ def test_dask_build_survives_a_lost_worker(mini_corpus, mini_build, tmp_path):
     out = tmp_path / "out"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster:
-        path = write_config(tmp_path / "c.yaml", mini_corpus, out, runner="dask",
-                            dask={"address": cluster.scheduler_address})
+        path = write_config(tmp_path / "c.yaml", mini_corpus, out, reference_config.tokenizer.checkpoint,
+                            runner="dask", dask={"address": cluster.scheduler_address})
         killer = _KillOneWorker(cluster.scheduler_address, out)
         killer.start()
         summary = run_build(load_config(str(path))).summary

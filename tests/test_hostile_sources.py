@@ -304,13 +304,13 @@ def test_reject_details_never_quote_input_bytes(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_path: Path, outside: Path):
+def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_path: Path, outside: Path,
+                                                                           tiny_tokenizer: Path):
     """A whole build over datasets that point out of their roots and hold broken annotations:
     it finishes, every planted fault is a reject with its reason, and the canary's bytes appear
     in no file of the output (shards, tokens, rejects, report)."""
     import yaml
 
-    from conftest import _TOKENIZER
     from uvd_pipeline.build import REJECTS_FILE, run_build
     from uvd_pipeline.config import load_config
 
@@ -336,7 +336,7 @@ def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_p
             {"name": "coco", "type": "coco", "path": str(coco), "annotation_files": [name], "images_dir": "images",
              "tasks": ["detection", "segmentation"], "pairs_per_sentence": 1, "num_shards": 1},
         ],
-        "tokenizer": {"checkpoint": _TOKENIZER["path"], "batch_size": 8, "threads": 1},
+        "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8, "threads": 1},
         "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -60,10 +59,10 @@ def test_mixture_config_errors_name_the_field():
     assert parse_config(base).content_hash() == parse_config({**base, "mixture": {"groups": {"single_images": 1}}}).content_hash()
 
 
-def test_the_trainer_realises_the_build_mixture(mini_build):
+def test_the_trainer_realises_the_build_mixture(mini_build_copy):
     from trainer.data import TokenWindows, mixture_from_args
 
-    config, summary = mini_build
+    config, summary = mini_build_copy  # the report is written into the build
     out = Path(config.output)
     plan = summary["mixture"]
     assert set(plan["sources"]) == {"web", "inet", "clips"}

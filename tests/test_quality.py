@@ -71,8 +71,16 @@ def test_stage_throughput_from_distributions():
     assert stages["render"]["items"] == 100 and stages["render"]["items_per_s"] == 50.0
 
 
-def test_progress_reports_rendered_and_token_shards(tmp_path: Path, caplog):
+def test_progress_reports_rendered_and_token_shards(tmp_path: Path, caplog, monkeypatch):
+    import sys
+    import time
+
     from uvd_pipeline.build import _ShardProgress
+
+    module = sys.modules[_ShardProgress.__module__]
+    polls = []
+    counted = module.stats_files
+    monkeypatch.setattr(module, "stats_files", lambda output: polls.append(1) or counted(output))
 
     out = tmp_path / "out"
     (out / "rendered" / "web" / "train").mkdir(parents=True)
@@ -82,10 +90,11 @@ def test_progress_reports_rendered_and_token_shards(tmp_path: Path, caplog):
     (out / "tokens" / "web" / "train" / "web-train-00000.stats.json").write_text("{}")
     (out / "tokens" / "web" / "train" / "web-train-00001.stats.json.tmp-1234").write_text("{}")
     with caplog.at_level(logging.INFO, logger="uvd_pipeline.build"):
-        with _ShardProgress(str(out), interval=0.05, most=4, tokens=True):
-            import time
-
-            time.sleep(0.3)
+        with _ShardProgress(str(out), interval=0.01, most=4, tokens=True):
+            deadline = time.monotonic() + 30
+            while len(polls) < 5 and time.monotonic() < deadline:  # the folder is looked at 5 times
+                time.sleep(0.01)
+    assert len(polls) >= 5
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress")]
     assert lines and "write 2/4, tokenize 1/4" in lines[0]
     assert len(lines) == 1  # only changes are logged

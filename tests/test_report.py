@@ -27,12 +27,23 @@ from uvd_pipeline.rendered_shards import iter_shard
 from uvd_pipeline.shards import find_shards, read_token_shard, sentence_tokens
 
 
-def test_report_counts_and_sheets(mini_build):
+@pytest.fixture(scope="module")
+def report_build(mini_build, tmp_path_factory):
+    """A copy of the shared mini build for this module's reports (written into the build's folder):
+    (config pointing at the copy, summary)."""
     config, summary = mini_build
+    out = tmp_path_factory.mktemp("report_build") / "out"
+    shutil.copytree(config.output, out)
+    return config.model_copy(update={"output": str(out)}), summary
+
+
+def test_report_counts_and_sheets(report_build):
+    config, summary = report_build
     paths = write_report(config.output, max_sentences_per_group=2)
     data = json.loads(Path(paths["json"]).read_text())
     assert data["totals"] == summary["totals"]
-    assert data["sentences_by_kind"] == {"category": 6, "image": 67, "video": 3}
+    web = summary["sources"]["web"]["sentences"]
+    assert data["sentences_by_kind"] == {"category": 6, "image": web, "video": 3}
     assert data["rejects_by_reason"]["remainder_dropped"] == 8
     assert data["rejects_by_reason"]["duplicate_near"] == 5
     assert data["reject_examples"]["too_few_frames"][0]["key"].startswith("clips-short_10f")
@@ -45,7 +56,7 @@ def test_report_counts_and_sheets(mini_build):
     for name in images:
         with Image.open(report_dir / name) as sheet:
             sheet.verify()
-    assert data["sentences_by_task"] == {"category": 6, "image": 67, "video": 3}
+    assert data["sentences_by_task"] == {"category": 6, "image": web, "video": 3}
     sheet = np.asarray(Image.open(report_dir / "contact_video.png").convert("RGB"))
     assert sheet.shape[0] == 2 * (THUMB + 4)  # one row per sentence
     # the first thumbnail of the first row is the first frame of the first video sentence
@@ -56,8 +67,8 @@ def test_report_counts_and_sheets(mini_build):
     assert np.abs(thumb.astype(int) - frame).mean() < 1.0
 
 
-def test_report_tokenizer_section(mini_build):
-    config, summary = mini_build
+def test_report_tokenizer_section(report_build):
+    config, summary = report_build
     paths = write_report(config.output, max_sentences_per_group=1)
     data = json.loads(Path(paths["json"]).read_text())
     section = data["tokenizer"]
@@ -88,8 +99,8 @@ def _histogram(values, edges: tuple) -> list[int]:
     return [counts[i] for i in range(len(edges))]
 
 
-def test_report_input_sizes(mini_build):
-    config, summary = mini_build
+def test_report_input_sizes(report_build):
+    config, summary = report_build
     data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
     inputs = data["inputs"]["by_source"]
     # each image of an image, category or video sentence comes from one input picture
@@ -131,8 +142,8 @@ def test_report_input_sizes(mini_build):
     assert '<img src="input_sizes.png"' in page and "Input sizes" in page
 
 
-def test_report_counts_lengths_and_entropy(mini_build):
-    config, summary = mini_build
+def test_report_counts_lengths_and_entropy(report_build):
+    config, summary = report_build
     data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
     web = summary["sources"]["web"]["sentences"]
     assert data["sentence_lengths"] == {"category": {"16": 6}, "image": {"1": web}, "video": {"16": 3}}
@@ -167,11 +178,11 @@ def test_report_counts_lengths_and_entropy(mini_build):
         assert 0 < stats["entropy_bits"] <= np.log2(8192)
 
 
-def test_report_reconstruction_per_source(mini_build):
+def test_report_reconstruction_per_source(report_build):
     """Per-source PSNR/SSIM equal a direct computation on the images the report samples."""
     from tokenizer.codec import Tokenizer
 
-    config, _ = mini_build
+    config, _ = report_build
     data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
     reconstruction = data["tokenizer"]["reconstruction"]
     tok = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8)
@@ -208,8 +219,8 @@ def test_report_reconstruction_per_source(mini_build):
     assert data["tokenizer"]["sample_psnr"] == pytest.approx(np.mean(all_psnr), abs=0.01)
 
 
-def test_stage_throughput(mini_build):
-    config, summary = mini_build
+def test_stage_throughput(report_build):
+    config, summary = report_build
     stages = summary["run"]["stages"]
     assert set(stages) == {"read", "render", "assemble", "write", "tokenize"}
     totals = summary["totals"]
@@ -226,7 +237,7 @@ def test_stage_throughput(mini_build):
     assert distributions["tokenize.batch_images"]["sum"] == totals["images"]
     assert distributions["tokenize.batch_images"]["max"] == 8  # the configured batch size
     data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
-    # the report shows the summary on disk (a test that reruns the shared build rewrites it)
+    # the report shows the summary on disk
     on_disk = json.loads(Path(config.output, "summary.json").read_text())
     assert data["throughput"]["stages"] == on_disk["run"]["stages"]
     page = Path(config.output, "report", "report.html").read_text()
@@ -272,15 +283,15 @@ def browser_images(browser: str, page: Path, profile: Path) -> list[dict]:
     return json.loads(html.unescape(match.group(1)))
 
 
-def test_report_page_renders_every_image_in_chromium(mini_build, tmp_path):
+def test_report_page_renders_every_image_in_chromium(report_build, tmp_path):
     browser = _chromium()
     if browser is None:
         if os.environ.get("UVD_REQUIRE_BROWSER"):
             pytest.fail("UVD_REQUIRE_BROWSER is set but no chromium is installed")
         pytest.skip("no chromium on this machine (`make test` installs it)")
-    config, _ = mini_build
+    config, _ = report_build
     paths = write_report(config.output, max_sentences_per_group=2)
-    copy = tmp_path / "report"  # the shared build stays untouched
+    copy = tmp_path / "report"  # the module's build keeps its own report
     shutil.copytree(Path(paths["html"]).parent, copy)
     page = copy / "report.html"
     referenced = re.findall(r'<img src="([^"]+)"', page.read_text())

@@ -31,8 +31,8 @@ RUNNERS = {
 
 
 @pytest.mark.parametrize("runner", sorted(RUNNERS))
-def test_graph_serialises_for_remote_runners(runner: str, mini_corpus: Path, tmp_path: Path):
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", runner=runner,
+def test_graph_serialises_for_remote_runners(runner: str, mini_corpus: Path, tiny_tokenizer: Path, tmp_path: Path):
+    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", tiny_tokenizer, runner=runner,
                         options=RUNNERS[runner])
     text = path.read_text().replace("threads: 1", f"threads: 1\n  accelerator: '{GPU}'")
     path.write_text(text)
@@ -105,7 +105,8 @@ def test_portable_runner_with_external_worker_pool(mini_corpus, mini_build, tmp_
                 assert pool.poll() is None and time.time() < deadline, (tmp_path / "worker_pool.log").read_text()
                 time.sleep(0.2)
         out = tmp_path / "out"
-        path = write_config(tmp_path / "c.yaml", mini_corpus, out, runner="PortableRunner",
+        path = write_config(tmp_path / "c.yaml", mini_corpus, out, reference_config.tokenizer.checkpoint,
+                            runner="PortableRunner",
                             options=["--job_endpoint=embed", "--environment_type=EXTERNAL",
                                      f"--environment_config=localhost:{port}"])
         summary = run_build(load_config(str(path))).summary

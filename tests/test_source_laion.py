@@ -13,6 +13,11 @@ import pytest
 from sources.laion import LaionSource, detect_format
 from sources.records import ImageRecord, Reject
 from transforms.decode import DecodeError, load_image
+from uvd_pipeline.sample import web
+
+# what each broken entry of the corpus generator decodes to
+DECODE_REASONS = {"zero_byte": "empty_file", "not_an_image": "not_an_image", "truncated_jpeg": "truncated",
+                  "corrupt_header": "corrupt_header", "decompression_bomb": "decompression_bomb"}
 
 
 def _read_all(source: LaionSource):
@@ -25,8 +30,10 @@ def test_webdataset_layout_records_and_rejects(sample_corpus: Path):
     items = _read_all(source)
     records = [i for i in items if isinstance(i, ImageRecord)]
     rejects = [i for i in items if isinstance(i, Reject)]
-    assert len(records) == 215  # 216 entries, one of them has no image member
-    assert Counter(r.reason for r in rejects) == {"failed_to_download": 6, "missing_image": 1}
+    caption_only = sum(kind == "caption_only" for kind in web.BROKEN.values())
+    assert len(records) == web.SHARDS * web.SAMPLES_PER_SHARD - caption_only  # entries with no image member
+    assert Counter(r.reason for r in rejects) == {"failed_to_download": web.SHARDS * web.FAILED_DOWNLOADS_PER_SHARD,
+                                                  "missing_image": caption_only}
     assert len({r.key for r in records}) == len(records)
     assert all("." not in r.key for r in records)
     first = next(r for r in records if r.lineage["sample_key"] == "000000000")
@@ -39,8 +46,7 @@ def test_webdataset_layout_records_and_rejects(sample_corpus: Path):
             load_image(r.data, 32, "center_crop")
         except DecodeError as exc:
             reasons[exc.reason] += 1
-    assert reasons == {"empty_file": 1, "not_an_image": 1, "truncated": 1, "corrupt_header": 1,
-                       "decompression_bomb": 1}
+    assert reasons == Counter(DECODE_REASONS[kind] for kind in web.BROKEN.values() if kind != "caption_only")
 
 
 def test_truncated_tar_keeps_earlier_samples(sample_corpus: Path, tmp_path: Path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, _TOKENIZER
+from conftest import REPO, write_config
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.rendered_shards import iter_shard
 from uvd_pipeline.shards import decode_jsonl_line, find_shards, read_token_shard, sentence_tokens
@@ -21,7 +21,7 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
 
     config, summary = mini_build
     output = Path(config.output)
-    tok = Tokenizer.from_pretrained(_TOKENIZER["path"], batch_size=8, threads=1)
+    tok = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8, threads=1)
     shards = find_shards(str(output / "tokens"))
     assert len(shards) == summary["totals"]["shards"]
     checked = 0
@@ -79,9 +79,10 @@ def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(config.output, out)
     stats = min(committed_rendered(str(out), config.content_hash()), key=lambda s: s["sentences"])
-    fp32 = Tokenizer.from_pretrained(_TOKENIZER["path"], batch_size=8, threads=1)
+    fp32 = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8, threads=1)
     assert tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]  # the build's own
-    half = Tokenizer.from_pretrained(_TOKENIZER["path"], batch_size=8, threads=1, device="cpu", precision="fp16")
+    half = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8, threads=1, device="cpu",
+                                      precision="fp16")
     before = read_token_shard(str(out / "tokens" / stats["source"] / stats["split"] /
                                   stats["tar"].replace(".tar", ".arrow")))[0]
     written = tokenize_shard(str(out), stats, half, config.content_hash())
@@ -108,9 +109,8 @@ def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
 
     import yaml
 
-    from conftest import write_config
-
-    path = write_config(tmp_path / "c.yaml", Path(config.sources[0].path).parent, tmp_path / "never")
+    path = write_config(tmp_path / "c.yaml", Path(config.sources[0].path).parent, tmp_path / "never",
+                        config.tokenizer.checkpoint)
     raw = yaml.safe_load(path.read_text())
     raw["tokenizer"].update(precision="tf32", device="cpu")
     path.write_text(yaml.safe_dump(raw))
@@ -137,18 +137,17 @@ def test_jsonl_export_import_cli(mini_build, tmp_path):
 
 
 def test_missing_tokenizer_fails_before_the_build(tmp_path, mini_corpus):
-    from conftest import write_config
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import ConfigError, load_config
 
-    config = load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out")))
+    config = load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", "embedded")))
     missing = config.model_copy(update={"tokenizer": config.tokenizer.model_copy(update={"checkpoint": str(tmp_path)})})
     with pytest.raises(ConfigError, match="tokenizer.checkpoint: no config.json"):
         run_build(missing)
     assert not (tmp_path / "out").exists()
 
 
-def test_tokenizer_settings_reach_the_codec(monkeypatch):
+def test_tokenizer_settings_reach_the_codec(monkeypatch, tmp_path):
     """Every tokenizer field of the build config reaches `Tokenizer.from_pretrained`; kernel tuning
     (timing-dependent on a GPU) stays off unless the config asks for it."""
     from tokenizer.codec import Tokenizer
@@ -158,8 +157,30 @@ def test_tokenizer_settings_reach_the_codec(monkeypatch):
     seen = {}
     monkeypatch.setattr(Tokenizer, "from_pretrained", classmethod(lambda cls, path, **kw: seen.update(kw, path=path)))
     assert TokenizerConfig().tune_kernels is False
-    t = TokenizerConfig(checkpoint=_TOKENIZER["path"], batch_size=64, device="cuda", compile=True, precision="fp16",
+    t = TokenizerConfig(checkpoint=str(tmp_path), batch_size=64, device="cuda", compile=True, precision="fp16",
                         tune_kernels=True, threads=2)
     _load_tokenizer(TokenizeSettings.of(t))
-    assert seen == {"path": _TOKENIZER["path"], "batch_size": 64, "device": "cuda", "compile": True, "threads": 2,
+    assert seen == {"path": str(tmp_path), "batch_size": 64, "device": "cuda", "compile": True, "threads": 2,
                     "precision": "fp16", "tune_kernels": True}
+
+
+def test_one_source_for_the_tokenizer_defaults():
+    """The build config's `tokenizer` section, the stage's settings and the codec agree on every default
+    they share (the codec cannot import the config: tokenizer/ sits below uvd_pipeline/)."""
+    import dataclasses
+    import inspect
+
+    from tokenizer.codec import Tokenizer
+    from uvd_pipeline.config import TokenizerConfig
+    from uvd_pipeline.tokenize_stage import TokenizeSettings
+
+    config = TokenizerConfig()
+    settings = TokenizeSettings(config.checkpoint)
+    assert TokenizeSettings.of(config) == settings
+    assert {f.name for f in dataclasses.fields(settings)} <= set(TokenizerConfig.model_fields)
+    codec = inspect.signature(Tokenizer).parameters
+    for name in ("batch_size", "compile", "tune_kernels", "threads"):
+        if name == "threads":  # the build pins one thread per worker process; the codec leaves torch's own
+            assert codec[name].default is None and config.threads == 1
+            continue
+        assert codec[name].default == getattr(config, name), name

@@ -395,7 +395,7 @@ def test_compiled_codec_pads_the_last_batch_and_agrees():
 
 
 def test_kernel_tuning_is_a_cuda_compile_option(monkeypatch):
-    """CUDA compiles tune inductor's kernels (unless `tune_kernels=False`), passed as torch.compile
+    """CUDA compiles tune inductor's kernels when asked (`tune_kernels=True`), passed as torch.compile
     options so Tokenizers that differ in it never share a compiled graph; CPU compiles freeze
     weights instead, for the first (warm-up) compile only."""
     import torch._inductor.config as inductor_config

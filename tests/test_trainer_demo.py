@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import _TOKENIZER
 from trainer import demo
 from uvd_pipeline.report import write_report
 
@@ -25,9 +24,15 @@ def demo_build(mini_build, tmp_path_factory) -> Path:
     return out
 
 
-def test_demo_fits_generates_and_reports(demo_build: Path):
+@pytest.fixture(scope="module")
+def demo_tokenizer(mini_build) -> str:
+    """The checkpoint the mini build encoded with."""
+    return mini_build[0].tokenizer.checkpoint
+
+
+def test_demo_fits_generates_and_reports(demo_build: Path, demo_tokenizer: str):
     # 64 px images: 16 tokens each, so 256-token windows hold 16 images as at 256 px
-    assert demo.main([str(demo_build), "--tokenizer", _TOKENIZER["path"], "--steps", "40", "--seq-len", "256",
+    assert demo.main([str(demo_build), "--tokenizer", demo_tokenizer, "--steps", "40", "--seq-len", "256",
                       "--batch-size", "4", "--context-images", "3", "--threads", "1"]) == 0
     result = json.loads((demo_build / "trainer" / "demo.json").read_text())
     losses = result["curve"]["loss"]
@@ -58,7 +63,7 @@ def test_demo_fits_generates_and_reports(demo_build: Path):
 
     # a rerun resumes the finished run instead of training again, and gives the same strip
     before = (demo_build / "trainer" / "generation.png").read_bytes()
-    assert demo.main([str(demo_build), "--tokenizer", _TOKENIZER["path"], "--steps", "40", "--seq-len", "256",
+    assert demo.main([str(demo_build), "--tokenizer", demo_tokenizer, "--steps", "40", "--seq-len", "256",
                       "--batch-size", "4", "--threads", "1"]) == 0
     assert (demo_build / "trainer" / "generation.png").read_bytes() == before
 

@@ -209,3 +209,10 @@ def test_two_processes_match_one(shards, tmp_path: Path, extra: list[str]):
     a = ckpt.load_checkpoint(summary["checkpoint"])["model"]
     b = ckpt.load_checkpoint(single["checkpoint"])["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in b)
+
+
+def test_cli_defaults_are_the_options_defaults():
+    """The command line takes its defaults from `FitOptions`: the two cannot disagree."""
+    from trainer.fit import FitOptions, parse_args
+
+    assert parse_args(["--data", "shards/*.arrow", "--out", "run"]) == FitOptions(data=["shards/*.arrow"], out="run")

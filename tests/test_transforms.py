@@ -148,3 +148,21 @@ def test_points_follow_the_image(policy, shape):
         ys, xs = np.nonzero(out > 0.5 * out.max())
         mapped = plan.apply_points(np.array([[int(x) + 0.5, int(y) + 0.5]]))[0]
         assert abs(xs.mean() + 0.5 - mapped[0]) <= 1.0 and abs(ys.mean() + 0.5 - mapped[1]) <= 1.0
+
+
+def test_typed_failures_share_one_shape():
+    """Every expected failure on one input is a `Rejected` (reason, detail), and the detail of an
+    unexpected exception is cut the same way everywhere."""
+    from sources.video_decode import VideoError
+    from transforms.decode import DecodeError
+    from transforms.errors import DETAIL_CHARS, Rejected, exception_detail
+    from transforms.maps import MapError
+    from uvd_pipeline.render_annotated import AnnotationError
+
+    for kind in (DecodeError, MapError, VideoError, AnnotationError):
+        error = kind("truncated", "at byte 12")
+        assert isinstance(error, Rejected) and (error.reason, error.detail) == ("truncated", "at byte 12")
+        assert str(error) == "truncated: at byte 12" and str(kind("empty_file")) == "empty_file"
+    long = ValueError("x" * 500)
+    assert exception_detail(long) == ("ValueError: " + "x" * 500)[:DETAIL_CHARS]
+    assert exception_detail(long, "TIFF: ", limit=None) == "TIFF: ValueError: " + "x" * 500

@@ -10,10 +10,9 @@ out. The fast path changes how the arithmetic is laid out, not what is computed:
   by float rounding only (~1e-5), so codes equal the plain eager fp32 forward's except where two
   codes tie to within that rounding (none of 1536 codes in the benchmark).
 - CUDA: channels_last, pinned host memory and non-blocking copies, optional `torch.compile`
-  (with inductor's coordinate-descent tuning of its generated GroupNorm/SiLU kernels: on an H100,
-  1,679 instead of 1,472 images/s for the LVM encoder in fp16 in one process, 1,687-1,710 in
-  `make bench`, for a first call of 75-87 s instead of 12-15 s; `benchmarks/explore_tokenizer_cuda.py`),
-  fixed cuDNN algorithms. fp32 by default; `precision="tf32"`, `"fp16"` or `"bf16"` (autocast
+  (optionally with inductor's coordinate-descent tuning of its generated GroupNorm/SiLU kernels,
+  `tune_kernels`: faster once compiled, a much longer first call, and picks that depend on
+  timings; figures in the README and `benchmarks/explore_tokenizer_cuda.py`), fixed cuDNN algorithms. fp32 by default; `precision="tf32"`, `"fp16"` or `"bf16"` (autocast
   for the encoder body and the decoder; encoder head, quant_conv and the code lookup stay fp32)
   trade exact codes for speed. fp16 and bf16 run at the same tensor-core rate, but fp16 keeps
   3 more mantissa bits, so it moves about 8x fewer codes (see `make bench`); a batch whose fp16
@@ -82,11 +81,11 @@ def eager_encode(model: VQGAN, images: np.ndarray, batch_size: int = 8) -> np.nd
 
 
 def inductor_options(tune_kernels: bool) -> dict[str, bool] | None:
-    """Inductor settings for a CUDA compile. Generated GroupNorm/SiLU kernels are ~40% of an H100's
-    time in the LVM encoder, and their heuristic launch configs leave bandwidth unused; coordinate
-    descent times neighbouring block sizes and warp counts per kernel. The arithmetic stays the
-    same up to a reduction's rounding order (99.34-99.38% of the codes equal eager fp32's in fp16,
-    untuned 99.37%), but the picks depend on timings, so they may differ between processes."""
+    """Inductor settings for a CUDA compile. Generated GroupNorm/SiLU kernels take a large share of
+    the LVM encoder's GPU time, and their heuristic launch configs leave bandwidth unused;
+    coordinate descent times neighbouring block sizes and warp counts per kernel. The arithmetic
+    stays the same up to a reduction's rounding order, but the picks depend on timings, so they
+    may differ between processes (and so may a few codes)."""
     return {"coordinate_descent_tuning": True} if tune_kernels else None
 
 
@@ -105,15 +104,17 @@ class Tokenizer:
     `pad_batches` (zero-pad the last batch: every image computed in the same shape),
     `precision` (fp32; on CUDA also tf32, fp16 or bf16), `autotune` (CUDA: cuDNN times its convolution
     algorithms per shape and keeps the fastest; the choice can differ between processes, so codes
-    may then differ by float rounding from run to run), `tune_kernels` (CUDA with compile, on by
-    default: inductor times launch configs of the kernels it generates while compiling; a longer
-    first call, faster after).
+    may then differ by float rounding from run to run), `tune_kernels` (CUDA with compile, off by
+    default as in the build config: inductor times launch configs of the kernels it generates while
+    compiling; a longer first call, faster after, and codes that may differ between processes).
+    The defaults of `batch_size` and `tune_kernels` are those of the build's `tokenizer` config
+    section (a test holds them equal).
     """
 
     def __init__(self, model: VQGAN, name: str = "vqgan", *, device: str | torch.device | None = None,
-                 batch_size: int = 8, compile: bool = False, channels_last: bool | None = None,
+                 batch_size: int = 16, compile: bool = False, channels_last: bool | None = None,
                  precision: str = "auto", threads: int | None = None, streams: int = 1,
-                 pad_batches: bool | None = None, autotune: bool = False, tune_kernels: bool = True,
+                 pad_batches: bool | None = None, autotune: bool = False, tune_kernels: bool = False,
                  copy: bool = True) -> None:
         if model.config.num_embeddings > 65536:
             raise ValueError(f"codebook of {model.config.num_embeddings} codes does not fit uint16 tokens")
@@ -135,8 +136,8 @@ class Tokenizer:
         self.autotune = bool(autotune)
         self.tune_kernels = bool(tune_kernels) and compile and self.device.type == "cuda"
         self.pad_batches = compile if pad_batches is None else pad_batches
-        # fp32 by default everywhere: on an H100, bf16 moved ~5% and fp16 ~0.6% of the codes of an
-        # LVM-size model (random weights, real photos); they are there for throughput.
+        # fp32 by default everywhere: bf16 and fp16 move some codes of an LVM-size model (bf16
+        # several times more than fp16; see `make bench`); they are there for throughput.
         self.precision = "fp32" if precision == "auto" else precision
         if self.precision != "fp32" and self.device.type != "cuda":
             if device is None:
@@ -315,8 +316,7 @@ class Tokenizer:
 
     def _encode_queued(self, batches: list[tuple[np.ndarray, int]], key: tuple) -> list[np.ndarray]:
         """CUDA: every batch is queued before any result is read, so the host pins and uploads
-        batch i+1 while the GPU computes batch i; one wait per call instead of one per batch
-        (on an H100 at batch 64: 1,481 instead of 1,434 images/s for the LVM encoder in fp16)."""
+        batch i+1 while the GPU computes batch i; one wait per call instead of one per batch."""
         first_compile = self.compile and key not in self._compiled_shapes
         results = self._run(self._encode_batch, batches[:1], key) if first_compile else []
         queued = [self._launch_encode(*b) for b in batches[len(results):]]

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
@@ -486,39 +486,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", required=True,
                    help="GLOB[:WEIGHT] of committed token shards (repeat for a mixture), or a YAML/JSON mixture "
                         "file {split: train, data: [{glob, weight}]}")
-    p.add_argument("--split", default="train", help="train on sentences of this split ('all': no filter)")
+    p.add_argument("--split", help="train on sentences of this split ('all': no filter)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, log.jsonl, losses.json, summary.json")
-    p.add_argument("--preset", default="tiny", help="model size: tiny, small, 100m, 300m, 600m, 1b, 3b, 7b")
-    p.add_argument("--seq-len", type=int, default=4096, help="tokens per window (16 images of 256)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per micro-batch per rank")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per update")
-    p.add_argument("--max-steps", type=int, default=1000, help="updates in the whole run (sets the LR schedule)")
+    p.add_argument("--preset", help="model size: tiny, small, 100m, 300m, 600m, 1b, 3b, 7b")
+    p.add_argument("--seq-len", type=int, help="tokens per window (16 images of 256)")
+    p.add_argument("--batch-size", type=int, help="windows per micro-batch per rank")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per update")
+    p.add_argument("--max-steps", type=int, help="updates in the whole run (sets the LR schedule)")
     p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) after this step; rerun to continue")
-    p.add_argument("--lr", type=float, default=1.5e-4)
-    p.add_argument("--min-lr", type=float, default=3e-5)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--beta1", type=float, default=0.9)
-    p.add_argument("--beta2", type=float, default=0.95)
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
-    p.add_argument("--mode", choices=MODES, default="paper",
+    p.add_argument("--lr", type=float)
+    p.add_argument("--min-lr", type=float)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--beta1", type=float)
+    p.add_argument("--beta2", type=float)
+    p.add_argument("--clip", type=float, help="gradient-norm clip")
+    p.add_argument("--mode", choices=MODES,
                    help="paper: BOS/EOS around each sentence; stream: plain concatenation (released code)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute layers in backward")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"),
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    p.add_argument("--chunk-tokens", type=int, default=4096, help="tokens per logits chunk of the loss")
-    p.add_argument("--checkpoint-every", type=int, default=500,
+    p.add_argument("--chunk-tokens", type=int, help="tokens per logits chunk of the loss")
+    p.add_argument("--checkpoint-every", type=int,
                    help="steps between checkpoints (and one at the end); 0 writes none (benchmarks, smoke runs)")
-    p.add_argument("--keep-checkpoints", type=int, default=3, help="newest checkpoints kept (0: all)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--resume", default="auto",
+    p.add_argument("--keep-checkpoints", type=int, help="newest checkpoints kept (0: all)")
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--resume",
                    help="auto: the newest checkpoint in --out if any; none: start fresh; or a checkpoint folder")
     p.add_argument("--fsdp", action="store_true", help="under torchrun: FSDP2 (fully_shard) instead of DDP")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--quiet", action="store_true")
+    # the defaults are FitOptions' own (one source of truth)
+    flags = {action.dest for action in p._actions}
+    p.set_defaults(**{f.name: f.default for f in fields(FitOptions) if f.name in flags and f.default is not MISSING})
     return p
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from transforms.errors import Rejected, exception_detail
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
 
 try:  # HEIC/HEIF (phone photos): decodable when pillow-heif is installed, else `unsupported_format`
@@ -49,13 +50,8 @@ EXIF_ORIENTATION = 0x0112
 WHITE = 255
 
 
-class DecodeError(Exception):
+class DecodeError(Rejected):
     """An input that cannot become an image; `reason` is a short stable code for reports."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -86,8 +82,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except Exception as exc:  # Pillow raises many types on broken headers
         known = sniff_format(data)
         if known and known.startswith("TIFF"):  # a layout Pillow has no raw mode for
-            raise DecodeError("unsupported_format", f"{known}: {type(exc).__name__}: {exc}"[:200]) from None
-        raise DecodeError("corrupt_header", f"{type(exc).__name__}: {exc}"[:200]) from None
+            raise DecodeError("unsupported_format", exception_detail(exc, f"{known}: ")) from None
+        raise DecodeError("corrupt_header", exception_detail(exc)) from None
     w, h = image.size
     if w < 1 or h < 1:
         raise DecodeError("no_pixels", f"{w}x{h}")
@@ -178,7 +174,7 @@ def _load(image: Image.Image) -> None:
             raise DecodeError("truncated", text[:200]) from None
         raise _load_failure(image, text) from None
     except Exception as exc:
-        raise _load_failure(image, f"{type(exc).__name__}: {exc}") from None
+        raise _load_failure(image, exception_detail(exc, limit=None)) from None
 
 
 def _load_failure(image: Image.Image, text: str) -> DecodeError:

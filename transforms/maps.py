@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, decode_cost
+from transforms.errors import Rejected
 
 MAP_WORK_BYTES = 8  # per pixel beyond the decoded buffer: the float32 / int32 copies a map goes through
 
@@ -22,11 +23,8 @@ DepthFormat = Literal["png16", "npy", "pfm", "tiff", "co3d"]
 DEPTH_FORMATS = ("png16", "npy", "pfm", "tiff", "co3d")
 
 
-class MapError(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class MapError(Rejected):
+    """A map (depth, mask, labels) that cannot be read or rendered."""
 
 
 def _declared(data: bytes) -> tuple[int, int, str] | None:

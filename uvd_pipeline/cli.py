@@ -34,23 +34,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from uvd_pipeline.build import format_summary, run_build
     from uvd_pipeline.config import config_summary, load_config
 
-    overrides = {}
-    if args.output:
-        overrides["output"] = os.path.abspath(args.output)
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, build_overrides(args))
     if args.runner:
         config = with_runner(config, args.runner)
-    if args.workers is not None:
-        config = config.model_copy(update={"beam": config.beam.model_copy(update={"direct_num_workers": args.workers})})
-    if args.beam_option:
-        beam_config = config.beam.model_copy(update={"options": tuple(config.beam.options) + tuple(args.beam_option)})
-        config = config.model_copy(update={"beam": beam_config})
     logging.getLogger("uvd").info("build config:\n%s", config_summary(config))
-    if args.no_tokenize:
-        config = config.model_copy(update={"tokenizer": config.tokenizer.model_copy(update={"enabled": False})})
-    if args.tokenizer:
-        checkpoint = args.tokenizer if args.tokenizer == "embedded" else os.path.abspath(args.tokenizer)
-        config = config.model_copy(update={"tokenizer": config.tokenizer.model_copy(update={"checkpoint": checkpoint})})
     result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
                        retokenize=args.retokenize)
     print(format_summary(result.summary))
@@ -61,6 +48,23 @@ def cmd_build(args: argparse.Namespace) -> int:
         paths = write_report(config.output)
         print(f"report: {paths['html']}")
     return 0
+
+
+def build_overrides(args: argparse.Namespace) -> dict:
+    """The config fields that `build`'s flags set, validated with the file (`load_config`)."""
+    overrides: dict = {}
+    if args.output:
+        overrides["output"] = os.path.abspath(args.output)
+    if args.workers is not None:
+        overrides["beam.direct_num_workers"] = args.workers
+    if args.beam_option:
+        overrides["beam.options"] = lambda options: [*(options or ()), *args.beam_option]
+    if args.no_tokenize:
+        overrides["tokenizer.enabled"] = False
+    if args.tokenizer:
+        overrides["tokenizer.checkpoint"] = args.tokenizer if args.tokenizer == "embedded" else os.path.abspath(
+            args.tokenizer)
+    return overrides
 
 
 def with_runner(config, runner: str):

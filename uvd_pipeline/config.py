@@ -18,7 +18,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transforms.phash import band_width, probes_per_band
-from transforms.resize import RESIZE_POLICIES
 from uvd_pipeline.mixture import GROUPS, PAPER_MIX
 
 FORMAT_VERSION = 1
@@ -358,9 +357,9 @@ class TokenizerConfig(Strict):
         "some codes differ by rounding, fp16 fewest: see `make bench`); with device auto and no GPU the "
         "codec computes in fp32")
     tune_kernels: bool = Field(
-        False, description="GPU with compile: inductor times launch configs of its generated kernels (+14% "
-        "encode on an H100, ~70 s more compile); the pick can differ between processes, so codes may differ "
-        "by rounding between workers: off, so token bytes never depend on where they were made")
+        False, description="GPU with compile: inductor times launch configs of its generated kernels (faster "
+        "encode, a much longer compile; figures in the README); the pick can differ between processes, so codes "
+        "may differ by rounding between workers: off, so token bytes never depend on where they were made")
     threads: int | None = Field(1, ge=1, description="torch threads per worker process (one worker "
                                 "process per core is the default; fixed so token bytes never depend on it)")
     accelerator: str | None = Field(None, description="Beam resource hint for the tokenize step only, e.g. "
@@ -572,12 +571,37 @@ def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX
     return data
 
 
+def with_overrides(data: Any, overrides: dict[str, Any]) -> Any:
+    """The raw config mapping with `overrides` set: dotted keys name nested fields
+    (`beam.direct_num_workers`); a callable value gets the current value (None when unset) and
+    returns the new one. The result is validated like the file itself, so an override can never
+    make a config the file could not be."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for dotted, value in overrides.items():
+        *parents, name = dotted.split(".")
+        node = data
+        for part in parents:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else ({} if child is None else child)
+            node = node[part]
+            if not isinstance(node, dict):
+                break  # not a mapping in the file: validation names it
+        else:
+            node[name] = value(node.get(name)) if callable(value) else value
+    return data
+
+
 def load_config(path: str, overrides: dict[str, Any] | None = None) -> BuildConfig:
-    """Read and validate a YAML config file. `overrides` replace top-level keys (e.g. output)."""
+    """Read and validate a YAML config file. `overrides` (see `with_overrides`) are set before
+    validation; errors then name the overridden field."""
     data = read_yaml(path)
-    if isinstance(data, dict) and overrides:
-        data = {**data, **overrides}
-    return parse_config(data, os.path.dirname(os.path.abspath(path)), origin=path)
+    origin = path
+    if overrides:
+        data = with_overrides(data, overrides)
+        origin = f"{path} with {', '.join(overrides)} from the command line"
+    return parse_config(data, os.path.dirname(os.path.abspath(path)), origin=origin)
 
 
 def config_summary(config: BuildConfig) -> str:
@@ -585,7 +609,3 @@ def config_summary(config: BuildConfig) -> str:
     for s in config.enabled_sources:
         lines.append(f"source {s.name} ({s.type}) <- {s.path} [{s.num_shards} shards/split]")
     return "\n".join(lines)
-
-
-def valid_name(name: str) -> bool:
-    return re.match(NAME_PATTERN, name) is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sources.records import stable_hash
 
-SPLITS = ("train", "val")
 __all__ = ["stable_hash", "split_of", "shard_of", "seed_for", "unit_interval"]
 
 

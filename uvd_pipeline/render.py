@@ -12,6 +12,7 @@ from sources.fsio import FileTooLarge
 from sources.records import FILE_TOO_LARGE, ImageRecord, Reject, VideoClipRecord, VideoRecord
 from sources.video import VideoError, clip_frames
 from transforms.decode import DecodeError, load_image
+from transforms.errors import exception_detail
 from transforms.phash import phash64, pixel_sha256
 from transforms.resize import fit_image
 from uvd_pipeline.dedup import Fingerprint
@@ -65,7 +66,7 @@ def render_image(record: ImageRecord, settings: RenderSettings, fingerprint: boo
         return Reject(record.key, record.source, record.group, "read", FILE_TOO_LARGE, str(exc), split_hint=split)
     except (OSError, ValueError) as exc:
         return Reject(record.key, record.source, record.group, "read", "unreadable_file",
-                      f"{type(exc).__name__}: {exc}"[:200], split_hint=split)
+                      exception_detail(exc), split_hint=split)
     try:
         decoded = load_image(data, settings.size, settings.resize,  # type: ignore[arg-type]
                              max_pixels=settings.max_pixels, pad_value=settings.pad_value)

@@ -8,11 +8,12 @@ A missing or broken annotation rejects that pair with a reason; nothing raises.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from sources.fsio import FileTooLarge, read_bytes
+from sources.multitask import DEPTH_SCALE
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, AnnotatedClipRecord, MultiViewRecord, PairRecord,
                              Reject, TupleRecord)
 from transforms.annotations import (
@@ -30,6 +31,7 @@ from transforms.annotations import (
 )
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodeError, decode_rgb, load_image
 from transforms.degrade import synthetic_pair
+from transforms.errors import Rejected, exception_detail
 from transforms.maps import MapError, decode_depth, decode_gray, decode_label_map, decode_normals
 from transforms.resize import ResizePlan
 from uvd_pipeline.keys import seed_for
@@ -41,11 +43,8 @@ ASPECT_TOLERANCE = 0.01
 SEGMENT_MAP_BYTES = 6  # per pixel while drawing segments: int32 labels, one uint8 mask and its bool view
 
 
-class AnnotationError(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class AnnotationError(Rejected):
+    """An annotation that cannot become a target image."""
 
 
 def _read(uri: str) -> bytes:
@@ -54,7 +53,7 @@ def _read(uri: str) -> bytes:
     except FileTooLarge as exc:
         raise AnnotationError("annotation_too_large", str(exc)) from None
     except (OSError, ValueError) as exc:
-        raise AnnotationError("missing_annotation", f"{type(exc).__name__}: {exc}"[:200]) from None
+        raise AnnotationError("missing_annotation", exception_detail(exc)) from None
 
 
 def _fit_map(plan: ResizePlan, values: np.ndarray, *, nearest: bool = True) -> np.ndarray:
@@ -112,10 +111,80 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
     return labels
 
 
+def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
+               right: np.ndarray | None) -> np.ndarray:
+    boxes = transform_boxes(plan, np.array([xywh_to_xyxy(b) for b in annotation["boxes"]]))
+    return draw_boxes(canvas, boxes, annotation["categories"])
+
+
+def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
+                  right: np.ndarray | None) -> np.ndarray:
+    """Polygons or RLE (`segments`), a binary mask (`mask_uri`) or a label/panoptic map (`label_uri`)."""
+    if "segments" in annotation:
+        labels = _labels_from_segments(annotation, plan)
+    elif "mask_uri" in annotation:
+        labels = np.where(decode_gray(_read(annotation["mask_uri"])) > 127, annotation.get("class_id", 1), 0)
+    else:
+        labels = decode_label_map(_read(annotation["label_uri"]))
+        divisor = int(annotation.get("panoptic_divisor", 0))
+        if divisor:
+            labels = labels // divisor
+    return colourize_labels(_fit_map(plan, labels.astype(np.int32)))
+
+
+def _pose(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
+          right: np.ndarray | None) -> np.ndarray:
+    skeleton = SKELETONS[annotation["skeleton"]]
+    people = [transform_keypoints(plan, np.asarray(p, dtype=np.float64).reshape(-1, 3), settings.size)
+              for p in annotation["people"]]
+    if any(len(p) != len(skeleton.joints) for p in people):
+        raise AnnotationError("bad_keypoints", f"{skeleton.name} needs {len(skeleton.joints)} joints")
+    return draw_skeletons(settings.size, people, skeleton)
+
+
+def _depth(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
+           right: np.ndarray | None) -> np.ndarray:
+    """A disparity map (`disparity_uri`, stereo datasets) or a depth map (`depth_uri`)."""
+    if "disparity_uri" in annotation:
+        values = decode_depth(_read(annotation["disparity_uri"]), "png16", float(annotation.get("scale", 1.0)))
+        return depth_to_colour(_fit_map(plan, values), disparity=True)
+    values = decode_depth(_read(annotation["depth_uri"]), annotation.get("format", "png16"),
+                          float(annotation.get("scale", 1.0)))
+    return depth_to_colour(_fit_map(plan, values))
+
+
+def _normals(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
+             right: np.ndarray | None) -> np.ndarray:
+    normals = decode_normals(_read(annotation["normals_uri"]), annotation.get("format", "rgb"))
+    return normals_to_rgb(_fit_map(plan, normals))
+
+
+def _edges(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
+           right: np.ndarray | None) -> np.ndarray:
+    """A given edge map (`edges_uri`), else Canny edges of the input."""
+    if "edges_uri" in annotation:
+        edges = decode_gray(_read(annotation["edges_uri"])).astype(np.float32)
+        return edge_map_to_rgb(_fit_map(plan, (edges > 0).astype(np.float32), nearest=False))
+    return canny_edges(canvas)
+
+
+def _stereo(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
+            right: np.ndarray | None) -> np.ndarray:
+    return right if right is not None else _decode_on(plan, _read(annotation["right_uri"]), settings)
+
+
+# task -> how its target image is drawn from the annotation, on the input's canvas
+TARGETS: dict[str, Callable[[dict[str, Any], np.ndarray, ResizePlan, RenderSettings, np.ndarray | None],
+                            np.ndarray]] = {
+    "detection": _detection, "segmentation": _segmentation, "pose": _pose, "depth": _depth,
+    "normals": _normals, "edges": _edges, "stereo": _stereo,
+}
+
+
 def target_for(task: str, annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
                settings: RenderSettings, key: str, right: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(input, target) canvas images of one pair."""
-    size = settings.size
+    """(input, target) canvas images of one pair: a pseudo-labeler's or a synthetic pair's when the
+    annotation names one, else the task's entry of `TARGETS`."""
     if "labeler" in annotation:
         try:
             return canvas, get_labeler(annotation["labeler"])(canvas, LabelContext(right=right))
@@ -123,45 +192,10 @@ def target_for(task: str, annotation: dict[str, Any], canvas: np.ndarray, plan: 
             raise AnnotationError("labeler_failed", str(exc)[:200]) from None
     if "synthetic" in annotation:
         return synthetic_pair(task, canvas, np.random.default_rng(seed_for(settings.seed, key)))
-    if task == "detection":
-        boxes = transform_boxes(plan, np.array([xywh_to_xyxy(b) for b in annotation["boxes"]]))
-        return canvas, draw_boxes(canvas, boxes, annotation["categories"])
-    if task == "segmentation":
-        if "segments" in annotation:
-            labels = _labels_from_segments(annotation, plan)
-        elif "mask_uri" in annotation:
-            labels = np.where(decode_gray(_read(annotation["mask_uri"])) > 127, annotation.get("class_id", 1), 0)
-        else:
-            labels = decode_label_map(_read(annotation["label_uri"]))
-            divisor = int(annotation.get("panoptic_divisor", 0))
-            if divisor:
-                labels = labels // divisor
-        return canvas, colourize_labels(_fit_map(plan, labels.astype(np.int32)))
-    if task == "pose":
-        skeleton = SKELETONS[annotation["skeleton"]]
-        people = [transform_keypoints(plan, np.asarray(p, dtype=np.float64).reshape(-1, 3), size)
-                  for p in annotation["people"]]
-        if any(len(p) != len(skeleton.joints) for p in people):
-            raise AnnotationError("bad_keypoints", f"{skeleton.name} needs {len(skeleton.joints)} joints")
-        return canvas, draw_skeletons(size, people, skeleton)
-    if task == "depth":
-        if "disparity_uri" in annotation:
-            values = decode_depth(_read(annotation["disparity_uri"]), "png16", float(annotation.get("scale", 1.0)))
-            return canvas, depth_to_colour(_fit_map(plan, values), disparity=True)
-        values = decode_depth(_read(annotation["depth_uri"]), annotation.get("format", "png16"),
-                              float(annotation.get("scale", 1.0)))
-        return canvas, depth_to_colour(_fit_map(plan, values))
-    if task == "normals":
-        normals = decode_normals(_read(annotation["normals_uri"]), annotation.get("format", "rgb"))
-        return canvas, normals_to_rgb(_fit_map(plan, normals))
-    if task == "edges":
-        if "edges_uri" in annotation:
-            edges = decode_gray(_read(annotation["edges_uri"])).astype(np.float32)
-            return canvas, edge_map_to_rgb(_fit_map(plan, (edges > 0).astype(np.float32), nearest=False))
-        return canvas, canny_edges(canvas)
-    if task == "stereo":
-        return canvas, right if right is not None else _decode_on(plan, _read(annotation["right_uri"]), settings)
-    raise AnnotationError("unknown_task", task)
+    draw = TARGETS.get(task)
+    if draw is None:
+        raise AnnotationError("unknown_task", task)
+    return canvas, draw(annotation, canvas, plan, settings, right)
 
 
 def _decode_on(plan: ResizePlan, data: bytes, settings: RenderSettings) -> np.ndarray:
@@ -199,7 +233,7 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
     except FileTooLarge as exc:
         return reject("read", FILE_TOO_LARGE, str(exc))
     except (OSError, ValueError) as exc:
-        return reject("read", "unreadable_file", f"{type(exc).__name__}: {exc}"[:200])
+        return reject("read", "unreadable_file", exception_detail(exc))
     except DecodeError as exc:
         return reject("decode", exc.reason, exc.detail)
     try:
@@ -226,7 +260,7 @@ def _reject(record, split: str, exc: Exception) -> Reject:
     if isinstance(exc, FileTooLarge):
         return Reject(record.key, record.source, record.group, "read", FILE_TOO_LARGE, str(exc), split_hint=split)
     return Reject(record.key, record.source, record.group, "read", "unreadable_file",
-                  f"{type(exc).__name__}: {exc}"[:200], split_hint=split)
+                  exception_detail(exc), split_hint=split)
 
 
 def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit | Reject:
@@ -241,7 +275,7 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
             annotation: dict[str, Any] = {
                 "normals": {"normals_uri": uri},
                 "edges": {"edges_uri": uri},
-                "depth": {"depth_uri": uri, "format": formats.get("depth", "png16"), "scale": 1 / 512},
+                "depth": {"depth_uri": uri, "format": formats.get("depth", "png16"), "scale": DEPTH_SCALE},
                 "segmentation": {"label_uri": uri},
             }[task]
             images.append(target_for(task, annotation, decoded.pixels, decoded.plan, settings, record.key)[1])

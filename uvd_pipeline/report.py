@@ -555,7 +555,7 @@ def _build_tokenizer(output: str):
     build = read_json(fsio.join(output, "build.json"))
     checkpoint = build.get("config", {}).get("tokenizer", {}).get("checkpoint", "embedded")
     try:
-        return _load_tokenizer(TokenizeSettings(checkpoint, batch_size=8))
+        return _load_tokenizer(TokenizeSettings(checkpoint, batch_size=8, threads=None))  # all cores
     except Exception:  # the checkpoint moved since the build: the usage numbers still stand
         return None
 

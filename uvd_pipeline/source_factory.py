@@ -5,7 +5,7 @@ Readers hold plain values only, so they pickle to Beam workers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from sources import fsio
 from sources.annotated_video import AnnotatedVideoSource
@@ -60,40 +60,44 @@ def source_notices(config) -> dict[str, list[str]]:
     return notices
 
 
+def _web_images(c) -> LaionSource:
+    return LaionSource(c.name, c.path, c.format)
+
+
+def _coco(c, seed: int) -> CocoSource:
+    files, images = _coco_files(c)
+    return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links)
+
+
+# source type -> its reader, from the validated source config and the build seed
+READERS: dict[str, Callable[[Any, int], Any]] = {
+    "laion": lambda c, seed: _web_images(c),
+    "imagenet": lambda c, seed: ImageNetSource(c.name, c.path, tuple(c.splits), c.follow_links),
+    "video": lambda c, seed: VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride,
+                                         c.decoder, limits=Budget(c.time_budget_s, c.memory_budget_mb)),
+    "objaverse": lambda c, seed: ObjaverseSource(c.name, c.path, c.views, c.follow_links),
+    "co3d": lambda c, seed: Co3dSource(c.name, c.path, c.views, tuple(c.categories), tuple(c.pair_tasks),
+                                       c.follow_links),
+    "coco": _coco,
+    "mpii": lambda c, seed: MpiiSource(c.name, c.path, c.annotation_file, c.images_dir, c.follow_links),
+    "segmentation": lambda c, seed: SegmentationSource(c.name, c.path, c.layout, c.follow_links),
+    "stereo": lambda c, seed: StereoSource(c.name, c.path, tuple(c.tasks), disparity_folder=c.disparity_folder,
+                                           labeler=_labeler(c.labeler), follow_links=c.follow_links),
+    "multitask": lambda c, seed: MultiTaskSource(c.name, c.path, follow_links=c.follow_links),
+    "annotated_video": lambda c, seed: AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout, c.frames,
+                                                            c.stride, c.follow_links),
+    "synthetic": lambda c, seed: DerivedPairsSource(c.name, _web_images(c), tuple(c.tasks), c.tasks_per_image, seed),
+    "pseudo_labeled": lambda c, seed: DerivedPairsSource(c.name, _web_images(c), (c.task,), 1, seed,
+                                                         _labeler(c.labeler)),
+}
+
+
 def make_source(c, seed: int = 0):
     """The reader for one configured source."""
-    if c.type == "laion":
-        return LaionSource(c.name, c.path, c.format)
-    if c.type == "imagenet":
-        return ImageNetSource(c.name, c.path, tuple(c.splits), c.follow_links)
-    if c.type == "video":
-        return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder,
-                           limits=Budget(c.time_budget_s, c.memory_budget_mb))
-    if c.type == "objaverse":
-        return ObjaverseSource(c.name, c.path, c.views, c.follow_links)
-    if c.type == "co3d":
-        return Co3dSource(c.name, c.path, c.views, tuple(c.categories), tuple(c.pair_tasks), c.follow_links)
-    if c.type == "coco":
-        files, images = _coco_files(c)
-        return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links)
-    if c.type == "mpii":
-        return MpiiSource(c.name, c.path, c.annotation_file, c.images_dir, c.follow_links)
-    if c.type == "segmentation":
-        return SegmentationSource(c.name, c.path, c.layout, c.follow_links)
-    if c.type == "stereo":
-        return StereoSource(c.name, c.path, tuple(c.tasks), disparity_folder=c.disparity_folder,
-                            labeler=_labeler(c.labeler), follow_links=c.follow_links)
-    if c.type == "multitask":
-        return MultiTaskSource(c.name, c.path, follow_links=c.follow_links)
-    if c.type == "annotated_video":
-        return AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout, c.frames, c.stride, c.follow_links)
-    if c.type == "synthetic":
-        return DerivedPairsSource(c.name, LaionSource(c.name, c.path, c.format), tuple(c.tasks),
-                                  c.tasks_per_image, seed)
-    if c.type == "pseudo_labeled":
-        return DerivedPairsSource(c.name, LaionSource(c.name, c.path, c.format), (c.task,), 1, seed,
-                                  _labeler(c.labeler))
-    raise ValueError(f"unknown source type {c.type!r}")
+    reader = READERS.get(c.type)
+    if reader is None:
+        raise ValueError(f"unknown source type {c.type!r}")
+    return reader(c, seed)
 
 
 def units_per_sentence(c) -> dict[str, int]:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sources import fsio
+from uvd_pipeline.config import TokenizerConfig
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.rendered_shards import RENDERED_DIR, TAR_SUFFIX, iter_shard, read_json, stats_files
 from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TOKENS_DIR, TokenRow, TokenShardMeta, write_token_shard
@@ -28,15 +29,20 @@ log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
 
 
+def _default(name: str) -> Any:
+    """The build config's default for `tokenizer.<name>`: the one source of these settings."""
+    return TokenizerConfig.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class TokenizeSettings:
     checkpoint: str
-    batch_size: int = 16
-    device: str = "auto"
-    compile: bool = False
-    threads: int | None = None
-    precision: str = "fp32"
-    tune_kernels: bool = False
+    batch_size: int = _default("batch_size")
+    device: str = _default("device")
+    compile: bool = _default("compile")
+    threads: int | None = _default("threads")
+    precision: str = _default("precision")
+    tune_kernels: bool = _default("tune_kernels")
 
     @classmethod
     def of(cls, config: Any) -> "TokenizeSettings":
