@@ -46,6 +46,7 @@ from sources.records import (
 )
 from sources import fsio
 from sources.annotation_files import AnnotationFileError
+from transforms.errors import exception_detail
 from transforms.phash import band_probes
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
 from uvd_pipeline.dedup import (
@@ -247,7 +248,7 @@ class RenderUnit(beam.DoFn):
                     key = safe_key(name, "unit", f"{stable_hash(label):016x}")
                     _count(name, "rejects.unit_failed")
                     outputs.append((REJECTS, Reject(key, name, key, "read", "unit_failed",
-                                                    f"{label[:120]}: {error_text(exc)}")))
+                                                    exception_detail(exc, f"{label[:120]}: ", limit=300))))
             digest = writer.commit(outputs, inputs_read)
         except BaseException:
             writer.abandon()
@@ -267,7 +268,8 @@ class RenderUnit(beam.DoFn):
             if self.web_images and isinstance(result, RenderedUnit):
                 result = image_sentence(result)
         except Exception as exc:  # decoders can fail in ways no reason code foresaw
-            result = Reject(record.key, record.source, record.group, "render", "internal_error", error_text(exc))
+            result = Reject(record.key, record.source, record.group, "render", "internal_error",
+                            exception_detail(exc, limit=300))
         _distribution("stage.render_us", (time.perf_counter() - start) * 1e6)
         for one in result if isinstance(result, list) else [result]:
             if isinstance(one, Reject):
@@ -282,10 +284,6 @@ class RenderUnit(beam.DoFn):
             else:
                 _count(record.source, "rendered_sentences")
                 yield MAIN, stored
-
-
-def error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 MAIN = "sentences"
