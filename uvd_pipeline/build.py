@@ -215,7 +215,9 @@ def check_tokenizer(config: BuildConfig) -> None:
 
 
 def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: bool = False,
-              retokenize: bool = False) -> BuildResult:
+              retokenize: bool = False, verify: bool = False) -> BuildResult:
+    """`verify`: on resume, check every committed shard's sha256 too (the sizes are always
+    checked); a damaged shard is rebuilt."""
     import apache_beam as beam
 
     from uvd_pipeline.graph import build_graph, build_retokenize_graph, list_units
@@ -243,7 +245,7 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
         log.info("removed %d temporary files left by an interrupted run", removed)
     if remove_spool(config.output):
         log.info("removed the image spool left by an interrupted run")
-    done = committed_shards(config.output, config.content_hash())
+    done = committed_shards(config.output, config.content_hash(), verify=verify)
     if done:
         log.info("resuming: %d shards already committed are kept", len(done))
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
