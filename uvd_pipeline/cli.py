@@ -53,7 +53,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         checkpoint = args.tokenizer if args.tokenizer == "embedded" else os.path.abspath(args.tokenizer)
         config = config.model_copy(update={"tokenizer": config.tokenizer.model_copy(update={"checkpoint": checkpoint})})
     result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
-                       retokenize=args.retokenize, verify=args.verify)
+                       retokenize=args.retokenize, verify=args.verify, force_unlock=args.force_unlock)
     print(format_summary(result.summary))
     print(f"summary: {result.summary_path}")
     if args.report:
@@ -162,6 +162,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--verify", action="store_true",
                    help="on resume, check the sha256 of every committed shard (sizes are always checked); "
                         "damaged shards are rebuilt")
+    b.add_argument("--force-unlock", action="store_true",
+                   help="take the output's lock even if another build holds it (one on another host that died)")
     b.set_defaults(func=cmd_build)
 
     v = sub.add_parser("verify", help="check every committed file of a build output against its stats "

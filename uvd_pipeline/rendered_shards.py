@@ -8,6 +8,10 @@ bytes, since members are sorted by key and tar headers carry no times or owners)
 the size and sha256 of every file of the shard (`tar_bytes`/`tar_sha256`, and `files` for the
 side files); resume, tokenize and the report check them (`uvd_pipeline.integrity`).
 
+A local output's temporaries (the tar being written, the sentences being sorted) live in the
+run's folder `OUT/_tmp/<run id>/` (`uvd_pipeline.output_lock`), which the next run removes if a
+kill left it behind; the finished tar is renamed from there into place.
+
 In a tar, a sentence is `{sentence_id}.json` (its header) then `{sentence_id}.NN.png` for each
 image: webdataset cuts keys at the first dot, so the images share the sentence's key.
 """
@@ -136,8 +140,8 @@ class _SpillSorter:
     A shard may hold more sentences than fit in memory; only (id, offset, length) stays in RAM.
     """
 
-    def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile()
+    def __init__(self, folder: str | None = None) -> None:
+        self._file = tempfile.TemporaryFile(dir=folder)
         self._index: list[tuple[str, str, int, int]] = []
 
     def add(self, sentence: Sentence) -> None:
@@ -161,21 +165,29 @@ class _SpillSorter:
 
 
 def _commit(local_path: str, uri: str) -> None:
-    """Upload under a temporary name and rename into place: a reader never sees half a file."""
+    """Upload under a temporary name and rename into place: a reader never sees half a file. On
+    the local disk the file is renamed into place (no copy) where it lies on the same filesystem."""
     fs, target = fsio.filesystem(uri)
-    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     fs.makedirs(posixpath.dirname(target), exist_ok=True)
+    if fsio.local_path(uri) is not None:
+        try:
+            os.replace(local_path, target)
+            return
+        except OSError:
+            pass  # another filesystem ($TMPDIR): copy under a temporary name, as below
+    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     fs.put_file(local_path, temporary)
     fs.mv(temporary, target)
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(delete=False) as handle:
-        handle.write(data)
-    try:
-        _commit(handle.name, uri)
-    finally:
-        os.unlink(handle.name)
+    """`data` to a temporary name beside `uri`, then renamed into place (`remove_temporaries`
+    finds what a kill leaves)."""
+    fs, target = fsio.filesystem(uri)
+    fs.makedirs(posixpath.dirname(target), exist_ok=True)
+    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    fs.pipe_file(temporary, data)
+    fs.mv(temporary, target)
 
 
 def _recorded(data: bytes) -> dict[str, Any]:
@@ -210,7 +222,10 @@ def write_shard(
         existing = read_json(stats_uri)
         if existing.get("config_hash") == config_hash:
             return ShardWriteResult(address, existing, skipped=True)
-    spill = _SpillSorter()
+    from uvd_pipeline.output_lock import run_tmp
+
+    scratch = run_tmp(output)  # None: the system's temporary folder
+    spill = _SpillSorter(scratch)
     rejects: list[dict[str, str]] = []
     fingerprints: list[Fingerprint] = []
     try:
@@ -233,7 +248,7 @@ def write_shard(
         quality = ShardQuality(image_size)
         n_images = written = 0
         first = last = None
-        with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False) as local:
+        with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False, dir=scratch) as local:
             local_tar = local.name
             with open_writer(local) as tar:
                 for sentence in spill.sorted():
@@ -257,7 +272,8 @@ def write_shard(
             digest = _file_sha256(local_tar)
             _commit(local_tar, address.path(output, TAR_SUFFIX))
         finally:
-            os.unlink(local_tar)
+            with contextlib.suppress(FileNotFoundError):  # renamed into place
+                os.unlink(local_tar)
         rejects.sort(key=lambda r: (r["key"], r["stage"], r["reason"], r["detail"]))
         lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects).encode()
         write_bytes_atomic(address.path(output, REJECTS_SUFFIX), lines)

@@ -26,6 +26,7 @@ class VerifyResult:
     token_shards: int = 0
     files: int = 0
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (file, what is wrong)
+    holder: str | None = None  # the build holding the output's lock, if any
 
     @property
     def intact(self) -> bool:
@@ -51,12 +52,15 @@ def verify_output(output: str, quick: bool = False,
                   on_damage: Callable[[str, str], None] | None = None) -> VerifyResult:
     """Check every committed file of `output`; `on_damage(file, why)` is told of each damaged one."""
     from uvd_pipeline.build import BUILD_FILE, SUMMARY_FILE
+    from uvd_pipeline.output_lock import read_holder
     from uvd_pipeline.rendered_shards import stats_files
     from uvd_pipeline.tokenize_stage import token_stats_files
 
     if not fsio.exists(fsio.join(output, BUILD_FILE)):
         raise FileNotFoundError(f"{output} is not a build output (it has no {BUILD_FILE})")
     result = VerifyResult(output, full=not quick)
+    holder = read_holder(output)
+    result.holder = holder.describe() if holder else None
 
     def damaged(uri: str, why: str) -> None:
         result.damaged.append((uri, why))
@@ -98,6 +102,9 @@ def verify_output(output: str, quick: bool = False,
 def main(output: str, quick: bool = False) -> int:
     """Print each damaged file and a summary line; 0 if intact, 1 if damaged."""
     result = verify_output(output, quick, on_damage=lambda uri, why: print(f"damaged: {uri}: {why}", flush=True))
+    if result.holder:
+        print(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
+              "and were not checked")
     print(result.summary_line())
     if not result.intact:
         print("a resumed build with --verify rebuilds the damaged shards: python -m uvd_pipeline build CONFIG --verify")
