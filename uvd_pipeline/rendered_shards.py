@@ -118,16 +118,17 @@ def _uncommit(stats_uri: str) -> None:
 
 def remove_temporaries(output: str) -> int:
     """Delete leftovers of an interrupted run or of a retried bundle whose worker was lost (files
-    with the temporary mark, rendered and token shards): only while no writer runs."""
+    with the temporary mark: rendered and token shards, and the output's own files such as
+    `summary.json`): only while no writer runs."""
     from uvd_pipeline.shards import TOKENS_DIR
 
     removed = 0
-    for folder in (RENDERED_DIR, TOKENS_DIR):
-        root = fsio.join(output, folder)
+    for folder, recursive in ((RENDERED_DIR, True), (TOKENS_DIR, True), ("", False)):
+        root = fsio.join(output, folder) if folder else output
         if not fsio.exists(root):
             continue
         fs, _ = fsio.filesystem(root)
-        leftovers = [f for f in fsio.list_files(root, recursive=True) if TMP_MARK in fsio.basename(f)]
+        leftovers = [f for f in fsio.list_files(root, recursive=recursive) if TMP_MARK in fsio.basename(f)]
         for uri in leftovers:
             fs.rm(fsio.filesystem(uri)[1])
         removed += len(leftovers)
