@@ -93,6 +93,10 @@ def test_resume_rebuilds_exactly_the_damaged_shards(mini_corpus, mini_build, tmp
     assert {k: v for k, v in _stamps(out / "rendered").items() if k in untouched} == untouched, \
         "only the damaged shards are written again"
     assert main(["verify", str(out)]) == 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {p.stat().st_mode & 0o777 for p in (out / "rendered").rglob("*.tar")}
+    assert modes == {0o666 & ~umask}, "tars get the mode of a new file, not a private temporary's"
 
 
 def test_damaged_tar_in_tokenize_and_report_names_the_file(mini_corpus, mini_build, tmp_path):

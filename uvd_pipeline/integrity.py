@@ -35,12 +35,23 @@ def sha256_of(uri: str) -> str:
     return digest.hexdigest()
 
 
-def check_file(recorded: Recorded, full: bool = False) -> str | None:
+def file_sizes(uri: str) -> dict[str, int]:
+    """Path inside its filesystem -> size of every file below `uri`, in one listing (an object
+    store answers it in a few requests, not one per file)."""
+    fs, root = fsio.filesystem(uri)
+    if not fs.exists(root):
+        return {}
+    return {path: int(info.get("size") or 0) for path, info in fs.find(root, detail=True).items()
+            if info.get("type") == "file"}
+
+
+def check_file(recorded: Recorded, full: bool = False, sizes: dict[str, int] | None = None) -> str | None:
     """What is wrong with a committed file (None: nothing): missing, another size, or (with
-    `full`) another sha256 than its stats recorded."""
+    `full`) another sha256 than its stats recorded. `sizes`: a `file_sizes` listing to look the
+    size up in, instead of asking the filesystem."""
     fs, path = fsio.filesystem(recorded.uri)
     try:
-        size = fs.size(path)
+        size = sizes.get(path) if sizes is not None else fs.size(path)
     except FileNotFoundError:
         return "missing (its stats file records it)"
     if size is None:

@@ -35,7 +35,8 @@ from typing import Any, Iterable, Iterator, NamedTuple
 from sources import fsio
 from sources.records import Reject
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
-from uvd_pipeline.integrity import REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, rendered_files
+from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, file_sizes,
+                                    rendered_files)
 from uvd_pipeline.quality import ShardQuality
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.tarfiles import add_member, open_writer
@@ -89,6 +90,7 @@ def committed_shards(output: str, config_hash: str, verify: bool = False) -> set
     (with a warning naming the file), so this run writes the shard again. An unreadable stats
     file is removed the same way."""
     done = set()
+    sizes = file_sizes(fsio.join(output, RENDERED_DIR))
     for uri in stats_files(output):
         try:
             stats = read_json(uri)
@@ -100,7 +102,7 @@ def committed_shards(output: str, config_hash: str, verify: bool = False) -> set
             continue
         if stats.get("config_hash") != config_hash:
             continue
-        problems = [(f.uri, why) for f in rendered_files(uri, stats) if (why := check_file(f, full=verify))]
+        problems = [(f.uri, why) for f in rendered_files(uri, stats) if (why := check_file(f, verify, sizes))]
         if problems:
             for path, why in problems:
                 log.warning("damaged: %s: %s; shard %s is rebuilt", path, why, fsio.basename(uri)[: -len(STATS_SUFFIX)])
@@ -172,6 +174,7 @@ def _commit(local_path: str, uri: str) -> None:
     fs.makedirs(posixpath.dirname(target), exist_ok=True)
     if fsio.local_path(uri) is not None:
         try:
+            os.chmod(local_path, _new_file_mode())  # a temporary file is private (0600); a copy would not be
             os.replace(local_path, target)
             return
         except OSError:
@@ -179,6 +182,18 @@ def _commit(local_path: str, uri: str) -> None:
     temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     fs.put_file(local_path, temporary)
     fs.mv(temporary, target)
+
+
+def _new_file_mode() -> int:
+    """The mode a newly created file gets here (0666 less the umask, read without changing it)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
