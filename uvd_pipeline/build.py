@@ -226,8 +226,8 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
 
 
 def lock_output(held: ExitStack, output: str, force: bool = False) -> str:
-    """Take the output's lock (released when `held` closes), then remove what dead runs left in
-    `OUT/_tmp/`. Returns the run id."""
+    """Take the output's lock (released when `held` closes), then remove what dead runs left: their
+    folders in `OUT/_tmp/` and the `.tmp-` files of interrupted commits. Returns the run id."""
     from uvd_pipeline.output_lock import acquire, remove_dead_runs
 
     lock = held.enter_context(acquire(output, force=force))
@@ -235,6 +235,9 @@ def lock_output(held: ExitStack, output: str, force: bool = False) -> str:
     if files:
         log.info("removed %d temporary files (%.1f MB) of dead runs from %s", files, size / 1e6,
                  fsio.join(output, "_tmp"))
+    removed = remove_temporaries(output)
+    if removed:
+        log.info("removed %d temporary files left by an interrupted run", removed)
     return lock.run_id
 
 
