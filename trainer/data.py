@@ -153,7 +153,7 @@ class _OpenShards:
         if found is not None:
             self._open.move_to_end(path)
             return found
-        table, _ = read_token_shard(path)
+        table, _ = read_token_shard(path)  # the sha256 is checked here, before any token is used
         found = [(np.asarray(c.offsets.to_numpy(zero_copy_only=True)),
                   np.asarray(c.values.to_numpy(zero_copy_only=True)))
                  for c in table.column("tokens").chunks]
@@ -192,7 +192,9 @@ class SentenceSource:
         self.shards: list[_Shard] = []
         self.tokens = 0
         for path in self.paths:
-            table, meta = read_token_shard(path)
+            # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
+            # run does not read every shard before its first step
+            table, meta = read_token_shard(path, verify="size")
             self.metas.append(meta)
             rows = None
             count = table.num_rows

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -215,9 +215,54 @@ def check_tokenizer(config: BuildConfig) -> None:
 
 
 def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: bool = False,
-              retokenize: bool = False) -> BuildResult:
+              retokenize: bool = False, verify: bool = False, force_unlock: bool = False) -> BuildResult:
+    """Run a build. The output's lock is taken once the config and the inputs are checked, and
+    held to the end (released on errors too): see `uvd_pipeline.output_lock`. `verify`: on resume,
+    check every committed shard's sha256 too (the sizes are always checked); a damaged shard is
+    rebuilt. `force_unlock`: take the output's lock whoever holds it."""
+    with ExitStack() as held:
+        return _run_build(config, overwrite, replace_changed, retokenize, verify,
+                          lock=lambda: lock_output(held, config.output, force_unlock))
+
+
+def lock_output(held: ExitStack, output: str, force: bool = False) -> str:
+    """Take the output's lock (released when `held` closes), then remove what dead runs left: their
+    folders in `OUT/_tmp/` and the `.tmp-` files of interrupted commits. Returns the run id."""
+    from uvd_pipeline.output_lock import acquire, remove_dead_runs
+
+    lock = held.enter_context(acquire(output, force=force))
+    files, size = remove_dead_runs(output, keep=lock.run_id)
+    if files:
+        log.info("removed %d temporary files (%.1f MB) of dead runs from %s", files, size / 1e6,
+                 fsio.join(output, "_tmp"))
+    removed = remove_temporaries(output)
+    if removed:
+        log.info("removed %d temporary files left by an interrupted run", removed)
+    return lock.run_id
+
+
+def new_pipeline(config: BuildConfig, runner, options):
+    """A Beam pipeline whose local temporary folder lies in the run's folder `OUT/_tmp/<run id>/`
+    (local outputs): Beam makes one per pipeline and removes it when the run ends, but a kill leaves
+    it behind, and the next run removes what is in `OUT/_tmp/`."""
+    import tempfile
+
     import apache_beam as beam
 
+    from uvd_pipeline.output_lock import run_tmp
+
+    folder = run_tmp(config.output)
+    saved = tempfile.tempdir
+    if folder is not None:
+        tempfile.tempdir = folder  # only while Beam makes its folder
+    try:
+        return beam.Pipeline(runner=runner, options=options)
+    finally:
+        tempfile.tempdir = saved
+
+
+def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, retokenize: bool, verify: bool,
+               lock) -> BuildResult:
     from uvd_pipeline.graph import build_graph, build_retokenize_graph, list_units
 
     started = time.perf_counter()
@@ -225,8 +270,9 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
         if not config.tokenizer.enabled:
             raise ConfigError("--retokenize needs tokenizer.enabled: true")
         check_tokenizer(config)
+        lock()
         with open_runner(config) as (runner, options):
-            pipeline = beam.Pipeline(runner=runner, options=options)
+            pipeline = new_pipeline(config, runner, options)
             build_retokenize_graph(pipeline, config)
             result = run_pipeline(pipeline)
         summary = finalize(config, time.perf_counter() - started, _counters(result),
@@ -237,16 +283,17 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
         for warning in warnings:
             log.warning("%s", warning)
     check_tokenizer(config)
+    lock()
     prepare_output(config, overwrite, replace_changed)
     removed = remove_temporaries(config.output) + unit_store.remove_unit_temporaries(config.output)
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
-    done = committed_inputs(config)
+    done = committed_inputs(config, verify=verify)
     if done:
         log.info("resuming: %d shards committed earlier (kept where their input is unchanged)", len(done))
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
     with open_runner(config) as (runner, options):
-        pipeline = beam.Pipeline(runner=runner, options=options)
+        pipeline = new_pipeline(config, runner, options)
         build_graph(pipeline, config, done, units)
         with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
             result = run_pipeline(pipeline)
@@ -261,11 +308,12 @@ def run_build(config: BuildConfig, overwrite: bool = False, replace_changed: boo
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
 
 
-def committed_inputs(config: BuildConfig) -> dict[Any, str | None]:
-    """Committed shards of this config and the input digest of their source each was built from."""
+def committed_inputs(config: BuildConfig, verify: bool = False) -> dict[Any, str | None]:
+    """Committed (and intact) shards of this config and the input digest of their source each was
+    built from; `verify` checks sha256 too, not only sizes."""
     return {address: unit_store.read_shard_inputs(unit_store.shard_inputs_uri(config.output, address.source,
                                                                                   address.stem))
-            for address in committed_shards(config.output, config.content_hash())}
+            for address in committed_shards(config.output, config.content_hash(), verify=verify)}
 
 
 def drop_stale(config: BuildConfig, units: dict[str, list]) -> None:

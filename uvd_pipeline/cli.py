@@ -1,4 +1,4 @@
-"""`python -m uvd_pipeline` (or `uvd`): sample, build, report."""
+"""`python -m uvd_pipeline` (or `uvd`): sample, build, report, verify."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 
 from uvd_pipeline.config import ConfigError
+from uvd_pipeline.shards import ShardDamaged
 
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
 
@@ -39,7 +40,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         config = with_runner(config, args.runner)
     logging.getLogger("uvd").info("build config:\n%s", config_summary(config))
     result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
-                       retokenize=args.retokenize)
+                       retokenize=args.retokenize, verify=args.verify, force_unlock=args.force_unlock)
     print(format_summary(result.summary))
     print(f"summary: {result.summary_path}")
     if args.report:
@@ -114,6 +115,12 @@ def cmd_import_jsonl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from uvd_pipeline.verify import main as verify_main
+
+    return verify_main(args.out, quick=args.quick)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Everything a build checks before it starts: the config, every source's input, the tokenizer."""
     from uvd_pipeline.build import check_tokenizer
@@ -156,7 +163,18 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-tokenize", action="store_true", help="stop after the rendered shards")
     b.add_argument("--beam-option", action="append", default=[], metavar="--FLAG=VALUE",
                    help="extra Beam pipeline flag (repeatable), e.g. --beam-option=--project=my-proj")
+    b.add_argument("--verify", action="store_true",
+                   help="on resume, check the sha256 of every committed shard (sizes are always checked); "
+                        "damaged shards are rebuilt")
+    b.add_argument("--force-unlock", action="store_true",
+                   help="take the output's lock even if another build holds it (one on another host that died)")
     b.set_defaults(func=cmd_build)
+
+    v = sub.add_parser("verify", help="check every committed file of a build output against its stats "
+                       "(exit 0 intact, 1 damaged)")
+    v.add_argument("out")
+    v.add_argument("--quick", action="store_true", help="sizes only: read no file")
+    v.set_defaults(func=cmd_verify)
 
     r = sub.add_parser("report", help="write report.html and report.json for a build output")
     r.add_argument("out")
@@ -198,3 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ShardDamaged as exc:
+        print(f"error: damaged: {exc}", file=sys.stderr)
+        return 1

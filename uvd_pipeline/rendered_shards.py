@@ -4,7 +4,13 @@ One shard per (source, split, index). A shard is committed in three steps: the t
 rejects file (and, for web images when deduplication is on, the fingerprints file: see
 `uvd_pipeline.dedup`) are written under temporary names and renamed, and only then is the stats
 JSON written. A shard without its stats file does not exist: a rerun rewrites it (with the same
-bytes, since members are sorted by key and tar headers carry no times or owners).
+bytes, since members are sorted by key and tar headers carry no times or owners). The stats record
+the size and sha256 of every file of the shard (`tar_bytes`/`tar_sha256`, and `files` for the
+side files); resume, tokenize and the report check them (`uvd_pipeline.integrity`).
+
+A local output's temporaries (the tar being written, the sentences being sorted) live in the
+run's folder `OUT/_tmp/<run id>/` (`uvd_pipeline.output_lock`), which the next run removes if a
+kill left it behind; the finished tar is renamed from there into place.
 
 In a tar, a sentence is `{sentence_id}.json` (its header) then `{sentence_id}.NN.png` for each
 image: webdataset cuts keys at the first dot, so the images share the sentence's key.
@@ -13,7 +19,9 @@ image: webdataset cuts keys at the first dot, so the images share the sentence's
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import json
+import logging
 import os
 import pickle
 import posixpath
@@ -27,10 +35,13 @@ from typing import Any, Iterable, Iterator, NamedTuple
 from sources import fsio
 from sources.records import Reject
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
+from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, file_sizes,
+                                    rendered_files)
 from uvd_pipeline.quality import ShardQuality
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.tarfiles import add_member, open_writer
 
+log = logging.getLogger(__name__)
 RENDERED_DIR = "rendered"
 STATS_SUFFIX = ".stats.json"
 REJECTS_SUFFIX = ".rejects.jsonl"
@@ -71,28 +82,55 @@ def read_json(uri: str) -> Any:
     return json.loads(fsio.read_bytes(uri))
 
 
-def committed_shards(output: str, config_hash: str) -> set[ShardAddress]:
-    """Shards already finished by an earlier run of the same config (skipped on resume)."""
+def committed_shards(output: str, config_hash: str, verify: bool = False) -> set[ShardAddress]:
+    """Shards already finished by an earlier run of the same config (skipped on resume).
+
+    Each shard's files are checked against its stats: the sizes always, the sha256 with `verify`
+    (it reads every tar). A damaged shard is not committed any more: its stats file is removed
+    (with a warning naming the file), so this run writes the shard again. An unreadable stats
+    file is removed the same way."""
     done = set()
+    sizes = file_sizes(fsio.join(output, RENDERED_DIR))
     for uri in stats_files(output):
-        stats = read_json(uri)
-        if stats.get("config_hash") == config_hash:
-            done.add(ShardAddress(stats["source"], stats["split"], int(stats["shard"])))
+        try:
+            stats = read_json(uri)
+            if not isinstance(stats, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            log.warning("damaged: %s: unreadable stats (%s); the shard is rebuilt", uri, exc)
+            _uncommit(uri)
+            continue
+        if stats.get("config_hash") != config_hash:
+            continue
+        problems = [(f.uri, why) for f in rendered_files(uri, stats) if (why := check_file(f, verify, sizes))]
+        if problems:
+            for path, why in problems:
+                log.warning("damaged: %s: %s; shard %s is rebuilt", path, why, fsio.basename(uri)[: -len(STATS_SUFFIX)])
+            _uncommit(uri)
+            continue
+        done.add(ShardAddress(stats["source"], stats["split"], int(stats["shard"])))
     return done
+
+
+def _uncommit(stats_uri: str) -> None:
+    fs, path = fsio.filesystem(stats_uri)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
 
 
 def remove_temporaries(output: str) -> int:
     """Delete leftovers of an interrupted run or of a retried bundle whose worker was lost (files
-    with the temporary mark, rendered and token shards): only while no writer runs."""
+    with the temporary mark: rendered and token shards, and the output's own files such as
+    `summary.json`): only while no writer runs."""
     from uvd_pipeline.shards import TOKENS_DIR
 
     removed = 0
-    for folder in (RENDERED_DIR, TOKENS_DIR):
-        root = fsio.join(output, folder)
+    for folder, recursive in ((RENDERED_DIR, True), (TOKENS_DIR, True), ("", False)):
+        root = fsio.join(output, folder) if folder else output
         if not fsio.exists(root):
             continue
         fs, _ = fsio.filesystem(root)
-        leftovers = [f for f in fsio.list_files(root, recursive=True) if TMP_MARK in fsio.basename(f)]
+        leftovers = [f for f in fsio.list_files(root, recursive=recursive) if TMP_MARK in fsio.basename(f)]
         for uri in leftovers:
             fs.rm(fsio.filesystem(uri)[1])
         removed += len(leftovers)
@@ -105,8 +143,8 @@ class _SpillSorter:
     A shard may hold more sentences than fit in memory; only (id, offset, length) stays in RAM.
     """
 
-    def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile()
+    def __init__(self, folder: str | None = None) -> None:
+        self._file = tempfile.TemporaryFile(dir=folder)
         self._index: list[tuple[str, str, int, int]] = []
 
     def add(self, sentence: Sentence) -> None:
@@ -130,21 +168,46 @@ class _SpillSorter:
 
 
 def _commit(local_path: str, uri: str) -> None:
-    """Upload under a temporary name and rename into place: a reader never sees half a file."""
+    """Upload under a temporary name and rename into place: a reader never sees half a file. On
+    the local disk the file is renamed into place (no copy) where it lies on the same filesystem."""
     fs, target = fsio.filesystem(uri)
-    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     fs.makedirs(posixpath.dirname(target), exist_ok=True)
+    if fsio.local_path(uri) is not None:
+        try:
+            os.chmod(local_path, _new_file_mode())  # a temporary file is private (0600); a copy would not be
+            os.replace(local_path, target)
+            return
+        except OSError:
+            pass  # another filesystem ($TMPDIR): copy under a temporary name, as below
+    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     fs.put_file(local_path, temporary)
     fs.mv(temporary, target)
 
 
-def write_bytes_atomic(uri: str, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(delete=False) as handle:
-        handle.write(data)
+def _new_file_mode() -> int:
+    """The mode a newly created file gets here (0666 less the umask, read without changing it)."""
     try:
-        _commit(handle.name, uri)
-    finally:
-        os.unlink(handle.name)
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """`data` to a temporary name beside `uri`, then renamed into place (`remove_temporaries`
+    finds what a kill leaves)."""
+    fs, target = fsio.filesystem(uri)
+    fs.makedirs(posixpath.dirname(target), exist_ok=True)
+    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    fs.pipe_file(temporary, data)
+    fs.mv(temporary, target)
+
+
+def _recorded(data: bytes) -> dict[str, Any]:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 class IncompleteShardError(RuntimeError):
@@ -175,7 +238,10 @@ def write_shard(
         existing = read_json(stats_uri)
         if existing.get("config_hash") == config_hash:
             return ShardWriteResult(address, existing, skipped=True)
-    spill = _SpillSorter()
+    from uvd_pipeline.output_lock import run_tmp
+
+    scratch = run_tmp(output)  # None: the system's temporary folder
+    spill = _SpillSorter(scratch)
     rejects: list[dict[str, str]] = []
     fingerprints: list[Fingerprint] = []
     try:
@@ -198,7 +264,7 @@ def write_shard(
         quality = ShardQuality(image_size)
         n_images = written = 0
         first = last = None
-        with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False) as local:
+        with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False, dir=scratch) as local:
             local_tar = local.name
             with open_writer(local) as tar:
                 for sentence in spill.sorted():
@@ -222,12 +288,16 @@ def write_shard(
             digest = _file_sha256(local_tar)
             _commit(local_tar, address.path(output, TAR_SUFFIX))
         finally:
-            os.unlink(local_tar)
+            with contextlib.suppress(FileNotFoundError):  # renamed into place
+                os.unlink(local_tar)
         rejects.sort(key=lambda r: (r["key"], r["stage"], r["reason"], r["detail"]))
-        lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects)
-        write_bytes_atomic(address.path(output, REJECTS_SUFFIX), lines.encode())
+        lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects).encode()
+        write_bytes_atomic(address.path(output, REJECTS_SUFFIX), lines)
+        side_files = {address.stem + REJECTS_SUFFIX: _recorded(lines)}
         if fingerprints:
-            write_bytes_atomic(address.path(output, FINGERPRINTS_SUFFIX), fingerprint_lines(fingerprints))
+            data = fingerprint_lines(fingerprints)
+            write_bytes_atomic(address.path(output, FINGERPRINTS_SUFFIX), data)
+            side_files[address.stem + FINGERPRINTS_SUFFIX] = _recorded(data)
         stats = {
             "format_version": format_version,
             "config_hash": config_hash,
@@ -238,6 +308,7 @@ def write_shard(
             "tar": address.stem + TAR_SUFFIX,
             "tar_bytes": size,
             "tar_sha256": digest,
+            "files": dict(sorted(side_files.items())),  # the side files' sizes and digests
             "image_size": image_size,
             "sentences": written,
             "images": n_images,
@@ -288,20 +359,63 @@ class StoredSentence:
         return self.header["sentence_id"]
 
 
-def iter_shard(uri: str) -> Iterator[StoredSentence]:
-    """Stream the sentences of a rendered tar in order (never the whole tar in memory)."""
+def tar_recorded(output: str, stats: dict[str, Any]) -> Recorded:
+    """A rendered shard's tar as its stats (or the fields the Tokenize step carries) record it."""
+    uri = fsio.join(output, RENDERED_DIR, stats["source"], stats["split"], stats["tar"])
+    return Recorded(uri, stats.get("tar_bytes"), stats.get("tar_sha256"))
+
+
+def verified_tar(output: str, source: str, split: str, tar: str) -> str:
+    """The tar of a committed shard after checking it (size and sha256) against its stats file,
+    for a reader that may not read it to the end (the report). Raises `ShardDamaged`."""
+    stats_uri = fsio.join(output, RENDERED_DIR, source, split, tar[: -len(TAR_SUFFIX)] + STATS_SUFFIX)
+    try:
+        stats = read_json(stats_uri)
+    except FileNotFoundError:
+        raise ShardDamaged(stats_uri, "missing: the shard is not committed; run the build to finish it") from None
+    except ValueError as exc:
+        raise ShardDamaged(stats_uri, f"unreadable stats ({exc})") from None
+    recorded = Recorded(fsio.join(output, RENDERED_DIR, source, split, tar), stats.get("tar_bytes"),
+                        stats.get("tar_sha256"))
+    why = check_file(recorded, full=True)
+    if why:
+        raise ShardDamaged(recorded.uri, f"{why}; {REBUILD_HINT}")
+    return recorded.uri
+
+
+def iter_shard(uri: str | Recorded) -> Iterator[StoredSentence]:
+    """Stream the sentences of a rendered tar in order (never the whole tar in memory).
+
+    Given a `Recorded` tar, its size is checked before the first sentence and its sha256 after the
+    last (the bytes are hashed as they stream): a damaged tar raises `ShardDamaged` naming it, also
+    when it breaks the tar format first. Stopping early skips the digest check."""
+    recorded = uri if isinstance(uri, Recorded) else None
+    path = recorded.uri if recorded else uri
+    if recorded is not None:
+        why = check_file(recorded)
+        if why:
+            raise ShardDamaged(path, f"{why}; {REBUILD_HINT}")
     header: dict[str, Any] | None = None
     images: list[bytes] = []
-    with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
-        for info in tar:
-            extracted = tar.extractfile(info)
-            data = extracted.read() if extracted is not None else b""
-            key, _, ext = info.name.partition(".")
-            if ext == "json":
-                if header is not None:
-                    yield StoredSentence(header, tuple(images))
-                header, images = json.loads(data), []
-            else:
-                images.append(data)
+    with fsio.open_file(path) as handle:
+        reader = HashingReader(handle)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                for info in tar:
+                    extracted = tar.extractfile(info)
+                    data = extracted.read() if extracted is not None else b""
+                    key, _, ext = info.name.partition(".")
+                    if ext == "json":
+                        if header is not None:
+                            yield StoredSentence(header, tuple(images))
+                        header, images = json.loads(data), []
+                    else:
+                        images.append(data)
+        except (tarfile.TarError, ValueError, EOFError) as exc:
+            if recorded is not None:
+                confirm(recorded, reader)  # names the file if its bytes changed
+            raise ShardDamaged(path, f"not a readable tar ({type(exc).__name__}: {exc})"[:300]) from None
+        if recorded is not None:
+            confirm(recorded, reader)
     if header is not None:
         yield StoredSentence(header, tuple(images))

@@ -27,7 +27,7 @@ from sources import fsio
 from uvd_pipeline.build import REJECTS_FILE, SUMMARY_FILE
 from uvd_pipeline.quality import INPUT_BINS, STAGES, bin_labels, merge_lengths, sorted_lengths
 from uvd_pipeline.render import decode_png
-from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, write_bytes_atomic
+from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, verified_tar, write_bytes_atomic
 from uvd_pipeline.tokenize_stage import arithmetic_label
 
 REPORT_DIR = "report"
@@ -52,7 +52,7 @@ def pick_sentences(output: str, summary: dict[str, Any], per_group: int) -> dict
         wanted = [g for g in shard.get("by_kind_task", {}) if len(picked[g]) < per_group]
         if not wanted:
             continue
-        uri = fsio.join(output, "rendered", shard["source"], shard["split"], shard["tar"])
+        uri = verified_tar(output, shard["source"], shard["split"], shard["tar"])  # size and sha256
         for sentence in iter_shard(uri):
             group = sentence_group(sentence.header["kind"], sentence.header["task"])
             if len(picked[group]) < per_group:
@@ -574,7 +574,7 @@ def reconstruction_sample(output: str, token_paths: list[str], count: int,
         table, meta = read_token_shard(token_path)
         side = int(round(meta.tokens_per_image ** 0.5))
         parts = token_path.split("/")
-        tar = fsio.join(output, "rendered", parts[-3], parts[-2], parts[-1].replace(".arrow", ".tar"))
+        tar = verified_tar(output, parts[-3], parts[-2], parts[-1].replace(".arrow", ".tar"))
         used.append(token_path)
         for index, sentence in enumerate(iter_shard(tar)):
             tokens = sentence_tokens(table, index).reshape(-1, meta.tokens_per_image)

@@ -6,7 +6,10 @@ keys). Schema metadata names the tokenizer (name, weights hash), codebook size, 
 image size, config hash and format version, so a trainer can refuse shards of another tokenizer.
 
 Like rendered shards, a token shard is written under a temporary name, renamed, and only then is
-its stats JSON written; a shard without stats does not exist. Readers memory-map the file.
+its stats JSON written; a shard without stats does not exist. The stats record the file's size and
+sha256; readers check them before they use a shard (`verify_token_shard`: the size always, the
+digest once per file and process), so flipped or missing bytes are a `ShardDamaged` error that
+names the file, never wrong tokens. Readers memory-map the file.
 
 Also here: the LVM/EasyLM JSONL interchange (`{"tokens": base64 of little-endian int32}`).
 This module imports only pyarrow and numpy, so the trainer can use it without Beam.
@@ -45,6 +48,22 @@ SCHEMA = pa.schema([
     ("tokens", pa.large_list(pa.uint16())),
     ("lineage", pa.string()),
 ])
+
+
+class ShardDamaged(ValueError):
+    """A committed shard file (rendered tar, token shard, their side files) that is missing, short,
+    altered or unreadable; `path` names it."""
+
+    def __init__(self, path: str, why: str = "") -> None:
+        if not why:  # one argument: the whole message (how Beam re-raises an error with its step name)
+            path, _, why = str(path).partition(": ")
+        self.path = str(path)
+        self.why = why
+        super().__init__(f"{self.path}: {why}")
+
+
+REBUILD_HINT = ("a resumed build with --verify rebuilds damaged shards (python -m uvd_pipeline build CONFIG "
+                "--verify); python -m uvd_pipeline verify OUT lists them")
 
 
 @dataclass(frozen=True)
@@ -155,13 +174,66 @@ def committed(path: str) -> bool:
     return os.path.exists(path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX) and os.path.exists(path)
 
 
-def read_token_shard(path: str) -> tuple[pa.Table, TokenShardMeta]:
-    """Memory-map a committed shard (no copy of the token data into Python memory)."""
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+# files whose digest matched in this process: path -> (size, mtime_ns, inode) when it was checked
+_VERIFIED: dict[str, tuple[int, int, int]] = {}
+
+
+def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
+    """Check a committed token shard against its stats (returned): its size always, and with
+    `full` its sha256 (once per file and process: a file rewritten since is checked again).
+    Raises `ShardDamaged` naming the damaged file."""
+    stats_path = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
+    try:
+        with open(stats_path, "rb") as handle:
+            stats = json.loads(handle.read())
+        if not isinstance(stats, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)") from None
+    except (OSError, ValueError) as exc:
+        raise ShardDamaged(stats_path, f"unreadable stats ({type(exc).__name__}: {exc})"[:200]) from None
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ShardDamaged(path, f"missing (its {STATS_SUFFIX} records it); {REBUILD_HINT}") from None
+    recorded = stats.get("bytes")
+    if recorded is not None and info.st_size != recorded:
+        raise ShardDamaged(path, f"{info.st_size} bytes, its stats record {recorded} (truncated or rewritten); "
+                                 f"{REBUILD_HINT}")
+    digest = stats.get("sha256")
+    if full and digest:
+        seen = (info.st_size, info.st_mtime_ns, info.st_ino)
+        if _VERIFIED.get(path) != seen:
+            if file_sha256(path) != digest:
+                _VERIFIED.pop(path, None)
+                raise ShardDamaged(path, "sha256 differs from its stats: the bytes changed after it was committed; "
+                                         + REBUILD_HINT)
+            _VERIFIED[path] = seen
+    return stats
+
+
+def read_token_shard(path: str, verify: str = "full") -> tuple[pa.Table, TokenShardMeta]:
+    """Memory-map a committed shard (no copy of the token data into Python memory), checked first
+    against its stats: `verify` "full" (size and sha256) or "size" (for a caller that checks the
+    digest before it reads any token, as the trainer's data loader does)."""
+    if verify not in ("full", "size"):
+        raise ValueError(f"verify must be 'full' or 'size', not {verify!r}")
     if not committed(path):
         raise FileNotFoundError(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)")
-    source = pa.memory_map(path, "r")
-    table = ipc.open_file(source).read_all()
-    return table, TokenShardMeta.from_metadata(table.schema.metadata)
+    verify_token_shard(path, full=verify == "full")
+    try:
+        source = pa.memory_map(path, "r")
+        table = ipc.open_file(source).read_all()
+        meta = TokenShardMeta.from_metadata(table.schema.metadata)
+    except (pa.ArrowException, ValueError, OSError) as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise ShardDamaged(path, f"cannot be read as a token shard ({reason})") from None
+    return table, meta
 
 
 def find_shards(pattern: str) -> list[str]:

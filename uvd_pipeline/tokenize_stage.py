@@ -22,7 +22,9 @@ import numpy as np
 from sources import fsio
 from uvd_pipeline.config import TokenizerConfig
 from uvd_pipeline.render import decode_png
-from uvd_pipeline.rendered_shards import RENDERED_DIR, TAR_SUFFIX, iter_shard, read_json, stats_files
+from uvd_pipeline.integrity import REBUILD_HINT, ShardDamaged, check_file, token_file
+from uvd_pipeline.rendered_shards import (RENDERED_DIR, TAR_SUFFIX, iter_shard, read_json, stats_files,
+                                          tar_recorded)
 from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TOKENS_DIR, TokenRow, TokenShardMeta, write_token_shard
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,12 @@ def rendered_tar_path(output: str, stats: dict[str, Any]) -> str:
 
 
 RENDERED_FIELDS = ("source", "split", "shard", "tar", "sentences", "config_hash", "image_size")
+CHECK_FIELDS = ("tar_bytes", "tar_sha256")  # what the tar is checked against (older stats lack them)
 
 
 def rendered_fields(stats: dict[str, Any]) -> dict[str, Any]:
     """What the Tokenize step needs of a rendered shard's stats."""
-    return {k: stats[k] for k in RENDERED_FIELDS}
+    return {**{k: stats[k] for k in RENDERED_FIELDS}, **{k: stats[k] for k in CHECK_FIELDS if k in stats}}
 
 
 def committed_rendered(output: str, config_hash: str) -> list[dict[str, Any]]:
@@ -132,7 +135,11 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
         if (existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash
                 and recorded_arithmetic(existing) == arithmetic
                 and existing.get("rendered_sha256") == stats.get("tar_sha256")):  # a rewritten tar: redo
-            return {**existing, "skipped": True}
+            # a committed token shard is small next to its tar: its digest is checked every time
+            why = check_file(token_file(stats_uri, existing), full=True)
+            if not why:
+                return {**existing, "skipped": True}
+            log.warning("damaged: %s: %s; it is tokenized again", path, why)
     image_size = int(stats["image_size"])
     grid = image_size // tok.config.downsample_factor
     meta = TokenShardMeta(tok.name, tok.weights_hash, tok.codebook_size, grid * grid, image_size, config_hash)
@@ -149,13 +156,21 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                 on_batch(time.perf_counter() - start, len(pending))
             pending.clear()
 
-    for sentence in iter_shard(rendered_tar_path(output, stats)):
-        headers.append(sentence.header)
-        for png in sentence.images:
-            pending.append(decode_png(png))
-            owners.append(len(headers) - 1)
-            if len(pending) >= tok.batch_size:
-                flush()
+    tar = tar_recorded(output, stats)
+    try:  # the tar's size is checked before, its sha256 after the last sentence (`iter_shard`)
+        for sentence in iter_shard(tar):
+            headers.append(sentence.header)
+            for png in sentence.images:
+                pending.append(decode_png(png))
+                owners.append(len(headers) - 1)
+                if len(pending) >= tok.batch_size:
+                    flush()
+    except ShardDamaged:
+        raise
+    except ValueError as exc:  # a PNG or header that does not decode: say which tar, and whether it changed
+        why = check_file(tar, full=True)
+        raise ShardDamaged(tar.uri, f"{why}; {REBUILD_HINT}" if why else
+                           f"holds a sentence that does not decode ({exc})"[:300]) from None
     flush()
     per_sentence: list[list[np.ndarray]] = [[] for _ in headers]
     for owner, code in zip(owners, codes):

@@ -1,0 +1,235 @@
+"""Commits you can trust: every committed file is checked against its stats (resume rebuilds what is
+damaged; tokenize, report, export and the trainer refuse it, naming the file), `verify` checks a
+whole output, one build holds an output at a time, and a dead run's temporaries are removed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, shard_digests, write_config
+from uvd_pipeline.shards import ShardDamaged
+
+
+def _copy(mini_corpus: Path, mini_build, tmp_path: Path):
+    """A copy of the session's mini build and a config (same config hash) that points at it."""
+    from uvd_pipeline.config import load_config
+
+    config, summary = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    return load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, out))), out, summary
+
+
+def _flip(path: Path, count: int, at: float = 0.5) -> None:
+    """Invert `count` bytes in the middle of a file: same size, other bytes."""
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * at)
+    for i in range(start, start + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "uvd_pipeline", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*.tar"))}
+
+
+def test_resume_rebuilds_exactly_the_damaged_shards(mini_corpus, mini_build, tmp_path, caplog, capsys):
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.cli import main
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    reference = shard_digests(out)
+    total = summary["totals"]["shards"]
+    assert main(["verify", str(out)]) == 0
+    assert "intact: %d rendered shards" % total in capsys.readouterr().out
+
+    tars = sorted((out / "rendered").rglob("*.tar"))
+    flipped, deleted = tars[0], tars[-1]
+    _flip(flipped, 64)  # same size: only a digest finds it
+    deleted.unlink()  # its stats kept
+    tokens = sorted((out / "tokens").rglob("*.arrow"))
+    _flip(tokens[1], 32)
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    for path, why in ((flipped, "sha256 differs"), (deleted, "missing"), (tokens[1], "sha256 differs")):
+        assert f"damaged: {path}: {why}" in printed
+    assert "DAMAGED: 3 damaged files" in printed
+    assert main(["verify", str(out), "--quick"]) == 1  # sizes only: just the missing tar
+    printed = capsys.readouterr().out
+    assert f"damaged: {deleted}: missing" in printed and str(flipped) not in printed and str(tokens[1]) not in printed
+
+    untouched = {k: v for k, v in _stamps(out / "rendered").items() if k not in (
+        str(flipped.relative_to(out / "rendered")), str(deleted.relative_to(out / "rendered")))}
+    caplog.set_level(logging.INFO)
+    # a plain resume checks sizes: it rebuilds the missing tar (and re-tokenizes the token shard,
+    # whose digest is always checked), and keeps the flipped tar
+    again = run_build(config).summary
+    assert again["run"]["shards_resumed"] == total - 1
+    assert f"damaged: {deleted}: missing" in caplog.text
+    assert f"damaged: {tokens[1]}: sha256 differs" in caplog.text
+    # --verify checks digests: the flipped tar is rebuilt
+    caplog.clear()
+    again = run_build(config, verify=True).summary
+    assert again["run"]["shards_resumed"] == total - 1
+    assert f"damaged: {flipped}: sha256 differs" in caplog.text
+    assert shard_digests(out) == reference
+    assert {k: v for k, v in _stamps(out / "rendered").items() if k in untouched} == untouched, \
+        "only the damaged shards are written again"
+    assert main(["verify", str(out)]) == 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {p.stat().st_mode & 0o777 for p in (out / "rendered").rglob("*.tar")}
+    assert modes == {0o666 & ~umask}, "tars get the mode of a new file, not a private temporary's"
+
+
+def test_damaged_tar_in_tokenize_and_report_names_the_file(mini_corpus, mini_build, tmp_path):
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.report import write_report
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    first = min(summary["shards"], key=lambda s: (s["split"] != "train", s["source"], s["split"], s["shard"]))
+    tar = out / "rendered" / first["source"] / first["split"] / first["tar"]
+    _flip(tar, 64, at=0.3)
+    with pytest.raises(ShardDamaged, match=f"{tar}: sha256 differs"):
+        write_report(str(out))
+    # a forced re-tokenize reads the tar: the error names it (not "not a PNG image")
+    (out / "tokens" / first["source"] / first["split"] / first["tar"].replace(".tar", ".stats.json")).unlink()
+    with pytest.raises(Exception, match=f"{tar}: sha256 differs") as error:
+        run_build(config, retokenize=True)
+    assert "PNG" not in str(error.value)
+    assert not (out / "_lock.json").exists(), "the lock is released when a build fails"
+
+
+def test_damaged_token_shard_fails_export_and_training_naming_it(tmp_path):
+    import numpy as np
+    from trainer_shards import numbered_sentences, write_shards
+
+    from trainer.data import Mixture, MixtureEntry, TokenWindows
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.shards import export_jsonl, read_token_shard
+
+    paths = [Path(p) for p in write_shards(tmp_path, "web", numbered_sentences(40), shards=3)]
+    flipped, truncated = paths[0], paths[2]
+    _flip(flipped, 32, at=0.4)
+    with pytest.raises(ShardDamaged, match=f"{flipped}: sha256 differs"):
+        export_jsonl([str(flipped)], str(tmp_path / "out.jsonl"))
+    assert not (tmp_path / "out.jsonl").exists()
+    assert main(["export-jsonl", str(tmp_path), "--out", str(tmp_path / "cli.jsonl")]) == 1
+    with pytest.raises(ShardDamaged, match=f"{flipped}: sha256 differs"):
+        windows = TokenWindows(Mixture((MixtureEntry(str(tmp_path / "*.arrow")),)), seq_len=32, batch_size=4)
+        for _ in range(20):  # the digest is checked when a shard's tokens are first used
+            windows.next_batch()
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    with pytest.raises(ShardDamaged, match=f"{truncated}: .* bytes, its stats record"):
+        TokenWindows(Mixture((MixtureEntry(str(truncated)),)), seq_len=32, batch_size=4)
+    table, _ = read_token_shard(str(paths[1]))  # an intact one reads as before
+    assert table.num_rows and np.all(np.isin(table.column("n_images").to_numpy(), [1, 2, 3]))
+
+
+def test_a_second_build_fails_while_the_lock_is_held(mini_corpus, mini_build, tmp_path):
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.output_lock import OutputLocked, acquire, read_holder
+
+    config, out, _ = _copy(mini_corpus, mini_build, tmp_path)
+    before = shard_digests(out)
+    with acquire(str(out)) as held:
+        pattern = f"locked by another build .*pid {os.getpid()}.*run {held.run_id}"
+        with pytest.raises(OutputLocked, match=pattern):
+            run_build(config)
+        cli = _cli("build", str(tmp_path / "c.yaml"))
+        assert cli.returncode == 2 and f"pid {os.getpid()}" in cli.stderr and held.run_id in cli.stderr, cli.stderr
+        assert read_holder(str(out)) == held.holder, "a refused build leaves the holder's lock alone"
+    assert not (out / "_lock.json").exists()
+    assert shard_digests(out) == before
+
+
+def test_stale_lock_is_taken_over_and_dead_run_temporaries_are_removed(mini_corpus, mini_build, tmp_path, caplog):
+    from uvd_pipeline.build import run_build
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    reference = shard_digests(out)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / "_lock.json").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
+                                                "started": "2026-01-01T00:00:00+00:00", "run_id": "dead-run"}))
+    leftovers = out / "_tmp" / "dead-run"
+    leftovers.mkdir(parents=True)
+    (leftovers / "tmpa1b2.tar").write_bytes(b"x" * 5000)
+    (leftovers / "tmpc3d4").write_bytes(b"y" * 100)
+    token_tmp = next((out / "tokens").rglob("*.arrow"))
+    (token_tmp.parent / (token_tmp.name + ".tmp-deadbeef")).write_bytes(b"z" * 10)
+    (out / "summary.json.tmp-cafe0001").write_bytes(b"{")
+    caplog.set_level(logging.INFO)
+    again = run_build(config).summary
+    assert again["run"]["shards_resumed"] == summary["totals"]["shards"]
+    assert "taking over the stale lock of host" in caplog.text and "run dead-run" in caplog.text
+    assert "removed 2 temporary files (0.0 MB) of dead runs" in caplog.text
+    assert not (out / "_tmp").exists() and not (out / "_lock.json").exists()
+    assert not list(out.rglob("*.tmp-*"))
+    assert shard_digests(out) == reference
+
+
+def test_lock_on_an_fsspec_output_and_force_unlock(tmp_path, caplog):
+    from uvd_pipeline.output_lock import OutputLocked, acquire, read_holder
+
+    output = f"memory://uvd-lock-{tmp_path.name}/out"
+    with acquire(output) as first:
+        with pytest.raises(OutputLocked, match=first.run_id):
+            acquire(output)
+    assert read_holder(output) is None
+    (tmp_path / "_lock.json").write_text(json.dumps({"host": "another-host", "pid": 1, "started": "t",
+                                                    "run_id": "far-away"}))
+    with pytest.raises(OutputLocked, match="host another-host .*--force-unlock"):
+        acquire(str(tmp_path))
+    caplog.set_level(logging.WARNING)
+    with acquire(str(tmp_path), force=True) as taken:
+        assert read_holder(str(tmp_path)).run_id == taken.run_id
+    assert "--force-unlock: removing the lock of host another-host" in caplog.text
+
+
+@pytest.mark.slow
+def test_killed_build_leaves_no_temporaries_after_the_rerun(mini_corpus, mini_build, tmp_path):
+    """A build killed while it writes shards: the rerun takes the stale lock, removes the dead run's
+    temporaries and ends with the same bytes; nothing is left in the output or in $TMPDIR."""
+    config, _ = mini_build
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, direct_num_workers=2,
+                        direct_running_mode="multi_processing")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen([sys.executable, "-m", "uvd_pipeline", "build", str(path)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "rendered").exists() and list((out / "rendered").rglob("*.stats.json")):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists(), "the build finished before it could be killed"
+    assert (out / "_lock.json").exists() and (out / "_tmp").is_dir(), "the killed run left its lock and temporaries"
+    rerun = _cli("build", str(path), env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "taking over the stale lock" in rerun.stderr
+    assert shard_digests(out) == shard_digests(Path(config.output))
+    assert not (out / "_tmp").exists() and not (out / "_lock.json").exists()
+    assert not list(out.rglob("*.tmp-*"))
+    assert sorted(p.name for p in scratch.iterdir()) == []

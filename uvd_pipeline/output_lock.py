@@ -1,0 +1,294 @@
+"""One writer per build output: a lock file, and the run's temporary folder inside the output.
+
+`OUT/_lock.json` names the build holding the output (host, pid, the process's start, the run's
+start time and id). It is created exclusively: `O_CREAT | O_EXCL` on a local disk; elsewhere
+fsspec's write-if-absent mode (`"xb"`), which object stores implement with a conditional write
+(s3fs and gcsfs: If-None-Match / ifGenerationMatch=0); a filesystem without it falls back to
+"check, write, read back", which two builds starting within the same moment can both pass.
+
+A second build on a locked output fails at once, naming the holder. A lock whose holder ran on this
+host and is gone (its pid is dead, or now belongs to a process started later) is stale: the next
+build takes it over with a warning. A holder on another host cannot be checked from here: if it
+is dead, pass `--force-unlock` to `build` (or delete `OUT/_lock.json` by hand).
+
+Temporaries of a run live under `OUT/_tmp/<run id>/` when the output is on a local (or shared)
+disk; the run that takes the lock next removes every other run's folder there, since no other
+writer can be alive. The folder needs room for one shard per worker writing at once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sources import fsio
+from uvd_pipeline.config import ConfigError
+
+log = logging.getLogger(__name__)
+LOCK_FILE = "_lock.json"
+TMP_DIR = "_tmp"
+UNREADABLE_GRACE_S = 60.0  # a lock file still empty this long after it was made is a crashed start
+
+
+class OutputLocked(ConfigError):
+    """Another build holds the output."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    host: str
+    pid: int
+    started: str  # when the run began (UTC, ISO 8601)
+    run_id: str
+    pid_start: int | None = None  # the process's start (Linux clock ticks since boot): catches pid reuse
+
+    @classmethod
+    def this_process(cls) -> "LockHolder":
+        now = datetime.datetime.now(datetime.timezone.utc)
+        run_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        return cls(socket.gethostname(), os.getpid(), now.isoformat(timespec="seconds"), run_id,
+                   _process_start(os.getpid()))
+
+    def describe(self) -> str:
+        return f"host {self.host}, pid {self.pid}, started {self.started}, run {self.run_id}"
+
+    def is_alive(self) -> bool | None:
+        """Whether the holder still runs: None when that cannot be known here (another host)."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # alive, another user's
+        if self.pid_start is not None:
+            now = _process_start(self.pid)
+            if now is not None and now != self.pid_start:
+                return False  # the pid was reused by a later process
+        return True
+
+
+def _process_start(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read().decode(errors="replace")
+        return int(text.rsplit(")", 1)[1].split()[19])  # field 22 (starttime), after "pid (comm)"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def lock_uri(output: str) -> str:
+    return fsio.join(output, LOCK_FILE)
+
+
+def read_holder(output: str) -> LockHolder | None:
+    """Who holds the output's lock (None: nobody, or a lock file that cannot be read)."""
+    try:
+        raw = json.loads(fsio.read_bytes(lock_uri(output)))
+        return LockHolder(str(raw["host"]), int(raw["pid"]), str(raw["started"]), str(raw["run_id"]),
+                          raw.get("pid_start"))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _create_exclusive(uri: str, data: bytes) -> bool:
+    """Write `data` to `uri` unless it exists; True if this call made the file."""
+    local = fsio.local_path(uri)
+    if local is not None:
+        try:
+            fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+    fs, path = fsio.filesystem(uri)
+    try:
+        with fs.open(path, "xb") as handle:
+            handle.write(data)
+        return True
+    except FileExistsError:
+        return False
+    except (ValueError, NotImplementedError, TypeError):
+        pass  # no write-if-absent here: check, write, read back (a race of simultaneous starts remains)
+    if fs.exists(path):
+        return False
+    fs.pipe_file(path, data)
+    return fs.cat_file(path) == data
+
+
+def _age_seconds(uri: str) -> float | None:
+    fs, path = fsio.filesystem(uri)
+    try:
+        modified = fs.modified(path)
+    except (FileNotFoundError, NotImplementedError, OSError):
+        return None
+    if modified.tzinfo is None:
+        return time.time() - modified.timestamp()
+    return (datetime.datetime.now(datetime.timezone.utc) - modified).total_seconds()
+
+
+def _remove_lock(output: str, expected: LockHolder | None) -> None:
+    """Remove the lock file if it still is `expected`'s (None: an unreadable one). Locally the file is
+    first renamed aside, so two builds taking over the same stale lock cannot both remove it: the
+    second finds a new lock, moves it back and retries."""
+    uri = lock_uri(output)
+    local = fsio.local_path(uri)
+    if local is None:
+        if read_holder(output) == expected:
+            fs, path = fsio.filesystem(uri)
+            fs.rm_file(path)
+        return
+    aside = f"{local}.taken-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(local, aside)
+    except FileNotFoundError:
+        return
+    try:
+        with open(aside, "rb") as handle:
+            raw = json.loads(handle.read())
+        moved = LockHolder(str(raw["host"]), int(raw["pid"]), str(raw["started"]), str(raw["run_id"]),
+                           raw.get("pid_start"))
+    except (OSError, ValueError, KeyError, TypeError):
+        moved = None
+    if moved != expected:
+        try:
+            os.link(aside, local)  # put the newer lock back, unless yet another one is there
+        except FileExistsError:
+            pass
+    os.unlink(aside)
+
+
+class OutputLock:
+    """The output's lock, held by this process; `release()` (or leaving the `with`) gives it back."""
+
+    def __init__(self, output: str, holder: LockHolder) -> None:
+        self.output = output
+        self.holder = holder
+
+    @property
+    def run_id(self) -> str:
+        return self.holder.run_id
+
+    def __enter__(self) -> "OutputLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Remove this run's temporary folder and the lock (only if it is still this run's)."""
+        remove_run_temporaries(self.output, self.run_id)
+        if read_holder(self.output) == self.holder:
+            fs, path = fsio.filesystem(lock_uri(self.output))
+            try:
+                fs.rm_file(path)
+            except FileNotFoundError:
+                pass
+
+
+def acquire(output: str, force: bool = False) -> OutputLock:
+    """Take the output's lock or raise `OutputLocked` naming the build that holds it. A stale lock
+    (holder on this host and gone) is taken over with a warning; `force` takes any lock."""
+    fs, root = fsio.filesystem(output)
+    fs.makedirs(root, exist_ok=True)
+    uri = lock_uri(output)
+    mine = LockHolder.this_process()
+    data = (json.dumps(asdict(mine), indent=1, sort_keys=True) + "\n").encode()
+    for _ in range(5):
+        if _create_exclusive(uri, data):
+            return OutputLock(output, mine)
+        holder = read_holder(output)
+        if holder is None:
+            age = _age_seconds(uri)
+            if age is None:
+                continue  # gone between the two calls: try again
+            if force or age > UNREADABLE_GRACE_S:
+                log.warning("removing the unreadable lock file %s (%.0f s old)", uri, age)
+                _remove_lock(output, None)
+                continue
+            time.sleep(0.5)  # a build is writing it right now
+            continue
+        alive = holder.is_alive()
+        if force:
+            log.warning("--force-unlock: removing the lock of %s on %s", holder.describe(), output)
+        elif alive is False:
+            log.warning("taking over the stale lock of %s on %s: that process is gone", holder.describe(), output)
+        else:
+            if alive:
+                hint = "its process runs on this host: wait for it to end, or stop it"
+            else:
+                hint = (f"wait for it to end; if it is dead (host {holder.host} cannot be checked from here), "
+                        f"run again with --force-unlock, or delete {uri}")
+            raise OutputLocked(f"output {output} is locked by another build ({holder.describe()}); {hint}")
+        _remove_lock(output, holder)
+    raise OutputLocked(f"could not take the lock {uri}: other builds keep taking it")
+
+
+# -- the run's temporaries ---------------------------------------------------------------------
+def tmp_root(output: str) -> str:
+    return fsio.join(output, TMP_DIR)
+
+
+def run_tmp(output: str) -> str | None:
+    """This run's temporary folder (made if needed) when `output` is on a disk this process sees
+    and a build holds its lock; None otherwise (callers then use the system's temporary folder)."""
+    local = fsio.local_path(output)
+    if local is None:
+        return None
+    holder = read_holder(output)
+    if holder is None:
+        return None
+    folder = os.path.join(local, TMP_DIR, holder.run_id)
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def remove_run_temporaries(output: str, run_id: str) -> None:
+    """Remove a run's temporary folder, and `OUT/_tmp/` once it is empty."""
+    local = fsio.local_path(output)
+    if local is not None:
+        shutil.rmtree(os.path.join(local, TMP_DIR, run_id), ignore_errors=True)
+        try:
+            os.rmdir(os.path.join(local, TMP_DIR))
+        except OSError:
+            pass  # not there, or not empty
+
+
+def remove_dead_runs(output: str, keep: str) -> tuple[int, int]:
+    """Remove every run folder under `OUT/_tmp/` but `keep` (call only while holding the lock: no
+    other run can be alive). Returns (files, bytes) removed."""
+    local = fsio.local_path(output)
+    root = os.path.join(local, TMP_DIR) if local is not None else None
+    if root is None or not os.path.isdir(root):
+        return 0, 0
+    files = size = 0
+    for name in sorted(os.listdir(root)):
+        if name == keep:
+            continue
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            for folder, _, names in os.walk(path):
+                for file in names:
+                    files += 1
+                    try:
+                        size += os.lstat(os.path.join(folder, file)).st_size
+                    except OSError:
+                        pass
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            files += 1
+            size += os.lstat(path).st_size
+            os.unlink(path)
+    return files, size
