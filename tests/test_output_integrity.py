@@ -28,7 +28,8 @@ def _copy(mini_corpus: Path, mini_build, tmp_path: Path):
     config, summary = mini_build
     out = tmp_path / "out"
     shutil.copytree(config.output, out)
-    return load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, out))), out, summary
+    return (load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint))),
+            out, summary)
 
 
 def _flip(path: Path, count: int, at: float = 0.5) -> None:
@@ -210,7 +211,7 @@ def test_killed_build_leaves_no_temporaries_after_the_rerun(mini_corpus, mini_bu
     temporaries and ends with the same bytes; nothing is left in the output or in $TMPDIR."""
     config, _ = mini_build
     out = tmp_path / "out"
-    path = write_config(tmp_path / "c.yaml", mini_corpus, out, direct_num_workers=2,
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint, direct_num_workers=2,
                         direct_running_mode="multi_processing")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
