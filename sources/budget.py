@@ -38,7 +38,7 @@ class Budget:
     """Limits of one job: wall seconds spent waiting on the worker, and its resident memory."""
 
     time_s: float = 600.0
-    memory_mb: int = 4096
+    memory_mb: int = 1536  # a video's decoding process; its declared cost is judged against it first
 
 
 class BudgetExceeded(Exception):
