@@ -258,6 +258,9 @@ class VideoSource:
         if info.rotation or info.mirrored:  # applied: frames are stored as players show them
             lineage["rotation"] = info.rotation
             lineage["mirrored"] = info.mirrored
+        if info.sample_aspect_ratio:  # non-square pixels: stretched to square (or, if implausible, not)
+            lineage["sample_aspect_ratio"] = info.sample_aspect_ratio
+            lineage["sample_aspect_ratio_applied"] = info.sar_applied
         if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP
             lineage["frames_hidden"] = info.hidden
         if probe.note:

@@ -19,6 +19,11 @@ over the memory budget even with frames converted straight to the working size, 
 in the scaler, frame by frame (never a full-size RGB frame). Within the budget, frames are
 converted at full size, exactly as before. Frames are checked against the judged size as they
 decode (a stream that grows mid-way is refused too).
+
+Non-square pixels (a sample aspect ratio other than 1:1, as in anamorphic DVD and broadcast
+video) are shown as players show them: the frame is stretched to its display aspect ratio in the
+RGB conversion, keeping its height (width x SAR), as `ffmpeg -vf scale=iw*sar:ih` does. Ratios
+outside 1:4..4:1 are not believed (left unapplied, said in the lineage).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import logging
 import gc
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -40,6 +46,20 @@ DEFAULT_MAX_PIXELS = 178_956_970  # the image setting's default (transforms.deco
 DEFAULT_MEMORY_MB = 1536  # one video's decoding process, judged from the declaration and watched
 DECODER_BASE_MB = 256  # that process before any frame: Python, PyAV, NumPy, OpenCV
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
+SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
+
+
+def sample_aspect_ratio(stream) -> Fraction | None:
+    """The stream's pixel aspect ratio when it is applied (not 1:1, within `SAR_LIMITS`), else None."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not sar or sar == 1 or not SAR_LIMITS[0] <= sar <= SAR_LIMITS[1]:
+        return None
+    return Fraction(sar)
+
+
+def sar_width(width: int, sar: Fraction | None) -> int:
+    """A frame's width once its pixels are made square (height kept)."""
+    return width if sar is None else max(1, int(round(width * sar)))
 
 
 class VideoError(Exception):
@@ -140,7 +160,7 @@ class Judgement:
 
 def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level: int, rotated: bool,
                  max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB,
-                 working: tuple[int, int] | None = None, convert: bool = True) -> Judgement:
+                 working: tuple[int, int] | None = None, convert: bool = True, stretch: float = 1.0) -> Judgement:
     """Judge a stream before decoding; raises VideoError("video_too_large") when it cannot fit.
 
     `working`: (w, h) a frame may be converted at (display orientation), when the caller resizes
@@ -152,7 +172,7 @@ def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level
     held = frames_held(codec, level, width, height)
     decoder = frame_bytes(width, height, pix_fmt) * held
     per_pixel = RGB_CONVERSION_BYTES + (3 if rotated else 0)  # a turned frame is copied once more
-    full = width * height * per_pixel if convert else 0
+    full = int(width * max(1.0, stretch)) * height * per_pixel if convert else 0  # stretched by the SAR
     budget = (memory_mb - DECODER_BASE_MB) << 20
     if decoder + full <= budget:
         return Judgement(width, height, decoder, full, False)
@@ -175,13 +195,15 @@ def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: 
     if width < 1 or height < 1:
         raise VideoError("unsupported_container", "the stream declares no frame size")
     pix_fmt = codec.pix_fmt or (codec.format.name if codec.format else None)
+    sar = sample_aspect_ratio(stream)
+    shown = sar_width(width, sar)
     working = None
     if canvas is not None and hasattr(canvas, "working_size"):
         # the display orientation is only known from a decoded frame: take the larger reduction
-        working = max(canvas.working_size(height, width), canvas.working_size(width, height)[::-1],
+        working = max(canvas.working_size(height, shown), canvas.working_size(shown, height)[::-1],
                       key=lambda wh: wh[0] * wh[1])
     return judge_memory(width, height, pix_fmt, codec.name, int(codec.level or 0), True, max_pixels, memory_mb,
-                        working, convert)
+                        working, convert, float(sar or 1))
 
 
 def read_index(uri: str) -> VideoIndex:
@@ -260,11 +282,13 @@ class _Session:
     judgement: Judgement | None = None
     _collect: bool = False
     _working: tuple[int, int] | None = None  # (w, h) frames are converted at, coded orientation
+    sar: Fraction | None = None  # the stream's pixel aspect ratio, applied in the conversion
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._container, stream = open_stream(self.uri)
         try:
             self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
+            self.sar = sample_aspect_ratio(stream)
             yield from self._run(stream, plan)
         finally:
             self._container.close()
@@ -287,14 +311,15 @@ class _Session:
                 self.orientation = orientation(frame)
                 self._collect = True
             turns, _ = self.orientation
+            shown = sar_width(frame.width, self.sar)  # coded orientation, square pixels
             if not self.convert:
-                shape = (frame.width, frame.height)[::-1] if turns % 2 == 0 else (frame.width, frame.height)
+                shape = (frame.height, shown) if turns % 2 == 0 else (shown, frame.height)
                 yield w, shape
                 continue
-            size = None
+            size = None if shown == frame.width else (shown, frame.height)
             if judged is not None and judged.reduce:
                 if self._working is None:
-                    h, wd = (frame.height, frame.width) if turns % 2 == 0 else (frame.width, frame.height)
+                    h, wd = (frame.height, shown) if turns % 2 == 0 else (shown, frame.height)
                     ww, wh = self.postprocess.working_size(h, wd)  # type: ignore[union-attr]
                     self._working = (ww, wh) if turns % 2 == 0 else (wh, ww)
                 size = self._working
@@ -449,6 +474,8 @@ class Probe:
     mirrored: bool  # mirrored left-right before the rotation
     pixel_format: str
     full_size_fits: bool = True  # full-size RGB frames fit the memory budget (decord needs them)
+    sample_aspect_ratio: str = ""  # "num:den" when not 1:1 ("" for square pixels)
+    sar_applied: bool = False  # False for a ratio outside SAR_LIMITS (frames keep their coded shape)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -477,6 +504,8 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
         RGB_CONVERSION_BYTES + 3)) <= (memory_mb - DECODER_BASE_MB) << 20
     container, stream = open_stream(uri)
     claimed = int(stream.frames or 0)
+    declared_sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    sar_text = f"{declared_sar.numerator}:{declared_sar.denominator}" if declared_sar and declared_sar != 1 else ""
     pixel_format = stream.codec_context.format.name if stream.codec_context.format else ""
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 0.0
@@ -485,7 +514,8 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     base = shown[0]
     times = tuple(round(float((p - base) * index.time_base), 6) for p in shown[:n])
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
-                 sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits)
+                 sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
+                 session.sar is not None)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
@@ -569,4 +599,6 @@ def decord_exact(probe: Probe) -> str | None:
         return "cut file"
     if not probe.full_size_fits:
         return "frames too large to convert at full size within the memory budget"
+    if probe.sample_aspect_ratio:
+        return "non-square pixels"
     return None

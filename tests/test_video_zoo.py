@@ -334,3 +334,21 @@ def test_memory_is_judged_from_the_declaration():
     assert judge_memory(8192, 4320, "yuv420p", "h264", 62, True, memory_mb=768, working=(486, 256)).reduce
     ten_bit = judge_memory(1920, 1080, "yuv420p10le", "vp9", 0, False)
     assert ten_bit.decoder_bytes == 1920 * 1080 * 3 * (8 + 2)  # 2 bytes a sample, 4:2:0, 8 references
+
+
+def test_non_square_pixels_are_shown_at_their_display_aspect_ratio(tmp_path):
+    """A 64x48 clip flagged 2:1 pixels is shown 128x48 (as `ffmpeg -vf scale=iw*sar:ih`); squeezed
+    back, each frame still shows its own index."""
+    video_zoo.require_ffmpeg()
+    coded = video_zoo.encode(tmp_path / "square.mp4", 40, "libx264", options={**video_zoo.X264, "g": "10"})
+    video_zoo.ffmpeg("-i", str(coded), "-vf", "setsar=2", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
+                     str(tmp_path / "sar.mp4"))
+    path = tmp_path / "sar.mp4"
+    (record,) = list(VideoSource("zoo", str(tmp_path), strides=(2,), decoder="decord").read(str(path)))
+    lineage = record.clips[0].lineage
+    assert record.decoder == "pyav" and (lineage["width"], lineage["height"]) == (128, 48)
+    assert lineage["sample_aspect_ratio"] == "2:1" and lineage["sample_aspect_ratio_applied"] is True
+    (clip, frames), = list(clip_frames(record))
+    assert frames.shape == (16, 48, 128, 3)
+    squeezed = [cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in frames]
+    assert [video_zoo.read_index(f) for f in squeezed] == list(clip.frame_indices)
