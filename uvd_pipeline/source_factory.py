@@ -60,15 +60,17 @@ def source_notices(config) -> dict[str, list[str]]:
     return notices
 
 
-def make_source(c, seed: int = 0):
-    """The reader for one configured source."""
+def make_source(c, seed: int = 0, max_pixels: int | None = None):
+    """The reader for one configured source. `max_pixels` (the build's `image.max_pixels`) lets a
+    video source refuse oversized frames when planning; rendering applies it in any case."""
     if c.type == "laion":
         return LaionSource(c.name, c.path, c.format)
     if c.type == "imagenet":
         return ImageNetSource(c.name, c.path, tuple(c.splits), c.follow_links)
     if c.type == "video":
+        extra = {} if max_pixels is None else {"max_pixels": max_pixels}
         return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder,
-                           limits=Budget(c.time_budget_s, c.memory_budget_mb))
+                           limits=Budget(c.time_budget_s, c.memory_budget_mb), **extra)
     if c.type == "objaverse":
         return ObjaverseSource(c.name, c.path, c.views, c.follow_links)
     if c.type == "co3d":
