@@ -70,28 +70,35 @@ def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:
     return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links)
 
 
+def _video(c, seed: int, max_pixels: int | None) -> VideoSource:
+    extra = {} if max_pixels is None else {"max_pixels": max_pixels}
+    return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder,
+                       limits=Budget(c.time_budget_s, c.memory_budget_mb), **extra)
+
+
 # source type -> its reader, from the validated source config, the build seed and the build's
 # `image.max_pixels` (None: the reader's default)
 READERS: dict[str, Callable[[Any, int, int | None], Any]] = {
     "laion": lambda c, seed, max_pixels: _web_images(c),
     "imagenet": lambda c, seed, max_pixels: ImageNetSource(c.name, c.path, tuple(c.splits), c.follow_links),
-    "video": lambda c, seed, max_pixels: VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride,
-                                         c.decoder, limits=Budget(c.time_budget_s, c.memory_budget_mb),
-                                         **({} if max_pixels is None else {"max_pixels": max_pixels})),
+    "video": _video,
     "objaverse": lambda c, seed, max_pixels: ObjaverseSource(c.name, c.path, c.views, c.follow_links),
-    "co3d": lambda c, seed, max_pixels: Co3dSource(c.name, c.path, c.views, tuple(c.categories), tuple(c.pair_tasks),
-                                       c.follow_links),
+    "co3d": lambda c, seed, max_pixels: Co3dSource(c.name, c.path, c.views, tuple(c.categories),
+                                                   tuple(c.pair_tasks), c.follow_links),
     "coco": _coco,
-    "mpii": lambda c, seed, max_pixels: MpiiSource(c.name, c.path, c.annotation_file, c.images_dir, c.follow_links),
+    "mpii": lambda c, seed, max_pixels: MpiiSource(c.name, c.path, c.annotation_file, c.images_dir,
+                                                   c.follow_links),
     "segmentation": lambda c, seed, max_pixels: SegmentationSource(c.name, c.path, c.layout, c.follow_links),
-    "stereo": lambda c, seed, max_pixels: StereoSource(c.name, c.path, tuple(c.tasks), disparity_folder=c.disparity_folder,
-                                           labeler=_labeler(c.labeler), follow_links=c.follow_links),
+    "stereo": lambda c, seed, max_pixels: StereoSource(c.name, c.path, tuple(c.tasks),
+                                                       disparity_folder=c.disparity_folder,
+                                                       labeler=_labeler(c.labeler), follow_links=c.follow_links),
     "multitask": lambda c, seed, max_pixels: MultiTaskSource(c.name, c.path, follow_links=c.follow_links),
-    "annotated_video": lambda c, seed, max_pixels: AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout, c.frames,
-                                                            c.stride, c.follow_links),
-    "synthetic": lambda c, seed, max_pixels: DerivedPairsSource(c.name, _web_images(c), tuple(c.tasks), c.tasks_per_image, seed),
+    "annotated_video": lambda c, seed, max_pixels: AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout,
+                                                                        c.frames, c.stride, c.follow_links),
+    "synthetic": lambda c, seed, max_pixels: DerivedPairsSource(c.name, _web_images(c), tuple(c.tasks),
+                                                                c.tasks_per_image, seed),
     "pseudo_labeled": lambda c, seed, max_pixels: DerivedPairsSource(c.name, _web_images(c), (c.task,), 1, seed,
-                                                         _labeler(c.labeler)),
+                                                                     _labeler(c.labeler)),
 }
 
 
