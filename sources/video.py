@@ -8,7 +8,11 @@ the file. Rendering decodes what all those sentences need in one read of the fil
 
 Every decoding job runs in a killable worker process under the source's time and memory budget
 (`sources.budget`): a decoder stuck in C code or eating memory costs that video a reject
-(`decode_timeout`, `decode_memory`), never the build.
+(`decode_timeout`, `decode_memory`), never the build. The memory budget is judged first from what
+the stream declares (frame size, pixel format, frames its decoder holds; `video_decode.judge_memory`):
+a video that cannot fit, or whose frames exceed `max_pixels`, is refused `video_too_large` before
+a frame is decoded, and one that fits only with frames converted straight to the canvas's working
+size is decoded that way.
 
 The paper's rule: 16 frames at stride s span 15*s + 1 frames. A clip too short for s samples at
 the reduced stride (T - 1) // 15 instead; a clip with fewer than 16 decodable frames is rejected,
@@ -29,7 +33,7 @@ import numpy as np
 from sources import budget, fsio
 from sources.budget import Budget, BudgetExceeded, JobError
 from sources.records import Reject, SourceItem, VideoClipRecord, VideoRecord, safe_key
-from sources.video_decode import Probe, VideoError, decord_exact
+from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +128,13 @@ class VideoProbe:
     note: str = ""  # why the requested decoder was not used
 
 
-def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budget()) -> VideoProbe:
+def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budget(),
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoProbe:
     """Count the presented frames of `uri` and choose who decodes it. Raises VideoError."""
     try:
         with _worker_uri(uri) as local:
-            info: Probe = budget.call("sources.video_decode:probe", local, budget=limits)
+            info: Probe = budget.call("sources.video_decode:probe", local, max_pixels, limits.memory_mb,
+                                      budget=limits)
     except (BudgetExceeded, JobError) as exc:
         raise _job_error(exc) from None
     chosen, note = "pyav", ""
@@ -141,13 +147,16 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
     return VideoProbe(chosen, info.n_frames, info.claimed, info.fps, info, note)
 
 
-def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndarray] | None = None
-                ) -> Iterator[tuple[VideoClipRecord, np.ndarray | VideoError]]:
+def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[VideoClipRecord, np.ndarray | VideoError]]:
     """Each clip of `record` with its frames (N, H, W, 3) uint8 RGB, or the error that lost them.
 
     One decoding job reads every frame any clip needs; a clip is yielded as soon as its frames
     are in, and a frame is dropped once no pending clip needs it (memory stays near a few clips).
-    `postprocess` (picklable) runs on each frame inside the worker, e.g. the resize to the canvas.
+    `postprocess` (picklable) runs on each frame inside the worker, e.g. the resize to the canvas
+    (a `transforms.resize.Canvas` also lets frames too large for the budget at full size be
+    converted at the canvas's working size). A video over `max_pixels` or the memory budget loses
+    every clip to `video_too_large`, judged before decoding.
     """
     users: dict[int, list[int]] = {}
     for c, clip in enumerate(record.clips):
@@ -160,6 +169,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     failure: VideoError | None = None
     with _worker_uri(record.uri) as uri:
         job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
+                         max_pixels=max_pixels, memory_mb=record.limits.memory_mb,
                          budget=record.limits, pool=record.decoder)  # decord's libraries stay in its own process
         try:
             for i, pixels in job:
@@ -204,6 +214,7 @@ class VideoSource:
     decoder: DecoderChoice = "auto"
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
     limits: Budget = field(default_factory=Budget)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # per frame, as for images (rendering applies the build's own)
 
     def units(self) -> list[str]:
         if not fsio.exists(self.path):
@@ -223,7 +234,7 @@ class VideoSource:
     def read(self, uri: str) -> Iterator[SourceItem]:
         video = self.video_key(uri)
         try:
-            probe = probe_video(uri, self.decoder, self.limits)
+            probe = probe_video(uri, self.decoder, self.limits, self.max_pixels)
         except VideoError as exc:
             yield Reject(video, self.name, video, "plan", exc.reason, exc.detail)
             return
@@ -247,6 +258,9 @@ class VideoSource:
         if info.rotation or info.mirrored:  # applied: frames are stored as players show them
             lineage["rotation"] = info.rotation
             lineage["mirrored"] = info.mirrored
+        if info.sample_aspect_ratio:  # non-square pixels: stretched to square (or, if implausible, not)
+            lineage["sample_aspect_ratio"] = info.sample_aspect_ratio
+            lineage["sample_aspect_ratio_applied"] = info.sar_applied
         if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP
             lineage["frames_hidden"] = info.hidden
         if probe.note:

@@ -9,12 +9,29 @@ Long gaps between stretches are jumped with a container seek, checked against th
 
 Frames are named by time stamp through the index, so a frame is never taken for another; a
 frame is returned in display orientation (the stream's rotation applied, as players do).
+
+Memory is judged before any frame is decoded, from what the stream declares (`judge_memory`):
+width x height x the bytes a pixel takes in the decoder's format x the frames its decoder may
+hold at once (reference and reorder frames; for H.264 and HEVC what the declared level allows),
+plus the RGB conversion of one frame. A video whose frames exceed `max_pixels`, or whose cost is
+over the memory budget even with frames converted straight to the working size, is refused
+`video_too_large` before decoding; one that only fits that way is converted to the working size
+in the scaler, frame by frame (never a full-size RGB frame). Within the budget, frames are
+converted at full size, exactly as before. Frames are checked against the judged size as they
+decode (a stream that grows mid-way is refused too).
+
+Non-square pixels (a sample aspect ratio other than 1:1, as in anamorphic DVD and broadcast
+video) are shown as players show them: the frame is stretched to its display aspect ratio in the
+RGB conversion, keeping its height (width x SAR), as `ffmpeg -vf scale=iw*sar:ih` does. Ratios
+outside 1:4..4:1 are not believed (left unapplied, said in the lineage).
 """
 
 from __future__ import annotations
 
 import logging
+import gc
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -26,6 +43,24 @@ from transforms.errors import Rejected, exception_detail
 log = logging.getLogger(__name__)
 
 SEEK_BYTES = 8 << 20  # a gap holding more packet bytes than this is seeked over rather than read
+DEFAULT_MAX_PIXELS = 178_956_970  # the image setting's default (transforms.decode), per frame
+DEFAULT_MEMORY_MB = 1536  # one video's decoding process, judged from the declaration and watched
+DECODER_BASE_MB = 256  # that process before any frame: Python, PyAV, NumPy, OpenCV
+RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
+SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
+
+
+def sample_aspect_ratio(stream) -> Fraction | None:
+    """The stream's pixel aspect ratio when it is applied (not 1:1, within `SAR_LIMITS`), else None."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not sar or sar == 1 or not SAR_LIMITS[0] <= sar <= SAR_LIMITS[1]:
+        return None
+    return Fraction(sar)
+
+
+def sar_width(width: int, sar: Fraction | None) -> int:
+    """A frame's width once its pixels are made square (height kept)."""
+    return width if sar is None else max(1, int(round(width * sar)))
 
 
 class VideoError(Rejected):
@@ -52,6 +87,121 @@ def open_stream(uri: str):
     stream = container.streams.video[0]
     stream.thread_type = "NONE"  # skip_frame is switched per packet: it must apply to that packet
     return container, stream
+
+
+# -- memory judged from the declaration ---------------------------------------------------
+# H.264 (Annex A): by level_idc, the largest frame (macroblocks) and decoded picture buffer
+_H264_MAX_FS = {9: 99, 10: 99, 11: 396, 12: 396, 13: 396, 20: 396, 21: 792, 22: 1620, 30: 1620, 31: 3600,
+                32: 5120, 40: 8192, 41: 8192, 42: 8704, 50: 22080, 51: 36864, 52: 36864, 60: 139264,
+                61: 139264, 62: 139264}
+_H264_MAX_DPB_MBS = {9: 396, 10: 396, 11: 900, 12: 2376, 13: 2376, 20: 2376, 21: 4752, 22: 8100, 30: 8100,
+                     31: 18000, 32: 20480, 40: 32768, 41: 32768, 42: 34816, 50: 110400, 51: 184320,
+                     52: 184320, 60: 696320, 61: 696320, 62: 696320}
+# HEVC (Annex A): by general_level_idc, the largest picture in luma samples (its DPB holds 6 such)
+_HEVC_MAX_LUMA_PS = {30: 36864, 60: 122880, 63: 245760, 90: 552960, 93: 983040, 120: 2228224, 123: 2228224,
+                     150: 8912896, 153: 8912896, 156: 8912896, 180: 35651584, 183: 35651584, 186: 35651584}
+# reference frames other decoders keep (VP9 and AV1: 8 slots; VP8: last, golden, altref)
+_REFERENCES = {"vp8": 3, "vp9": 8, "av1": 8, "libdav1d": 8, "mpeg1video": 2, "mpeg2video": 2, "mpeg4": 2,
+               "h263": 2, "msmpeg4v3": 2, "flv1": 2, "theora": 2, "mjpeg": 0, "prores": 0, "ffv1": 0,
+               "rawvideo": 0, "png": 0, "dnxhd": 0, "huffyuv": 0, "utvideo": 0}
+MAX_REFERENCES = 16  # the most any codec here may keep: a level that cannot hold the frame is a lie
+
+
+def frame_bytes(width: int, height: int, pix_fmt: str | None) -> int:
+    """Bytes one decoded frame takes in the decoder's pixel format (4 a pixel when unknown)."""
+    import av
+
+    try:
+        fmt = av.VideoFormat(pix_fmt or "")
+    except (ValueError, TypeError):
+        return width * height * 4
+    total = 0
+    for component in fmt.components:
+        plane = width * height
+        if component.is_chroma:
+            plane = fmt.chroma_width(width) * fmt.chroma_height(height)
+        total += plane * ((component.bits + 7) // 8)
+    return total or width * height * 4
+
+
+def frames_held(codec: str, level: int, width: int, height: int) -> int:
+    """Frames the decoder may hold at once: its references (what the declared level allows for
+    H.264 and HEVC) plus the frame being decoded and the one being converted."""
+    refs = _REFERENCES.get(codec, MAX_REFERENCES)
+    if codec == "h264":
+        mbs = -(-width // 16) * -(-height // 16)
+        refs = MAX_REFERENCES
+        if mbs <= _H264_MAX_FS.get(level, 0):
+            refs = max(1, min(MAX_REFERENCES, _H264_MAX_DPB_MBS[level] // mbs))
+    elif codec == "hevc":
+        limit, size = _HEVC_MAX_LUMA_PS.get(level, 0), width * height
+        refs = MAX_REFERENCES
+        if size <= limit:
+            refs = 16 if size <= limit >> 2 else 12 if size <= limit >> 1 else 8 if size <= limit * 3 >> 2 else 6
+    return refs + 2
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What decoding one stream will cost, from its declaration; `reduce`: convert at working size."""
+
+    width: int  # coded orientation
+    height: int
+    decoder_bytes: int
+    conversion_bytes: int
+    reduce: bool
+
+    @property
+    def total_mb(self) -> int:
+        return DECODER_BASE_MB + (self.decoder_bytes + self.conversion_bytes) // 2**20
+
+
+def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level: int, rotated: bool,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB,
+                 working: tuple[int, int] | None = None, convert: bool = True, stretch: float = 1.0) -> Judgement:
+    """Judge a stream before decoding; raises VideoError("video_too_large") when it cannot fit.
+
+    `working`: (w, h) a frame may be converted at (display orientation), when the caller resizes
+    anyway; `convert`: False when no frame is converted at all (the probe only looks at shapes)."""
+    what = f"{width}x{height} {pix_fmt or '?'} {codec}"
+    if width * height > max_pixels:
+        raise VideoError("video_too_large", f"{what}: frames of {width * height} pixels exceed "
+                                            f"max_pixels={max_pixels}")
+    held = frames_held(codec, level, width, height)
+    decoder = frame_bytes(width, height, pix_fmt) * held
+    per_pixel = RGB_CONVERSION_BYTES + (3 if rotated else 0)  # a turned frame is copied once more
+    full = int(width * max(1.0, stretch)) * height * per_pixel if convert else 0  # stretched by the SAR
+    budget = (memory_mb - DECODER_BASE_MB) << 20
+    if decoder + full <= budget:
+        return Judgement(width, height, decoder, full, False)
+    if working is not None:
+        reduced = working[0] * working[1] * per_pixel
+        if decoder + reduced <= budget:
+            return Judgement(width, height, decoder, reduced, True)
+    else:
+        reduced = full
+    raise VideoError("video_too_large",
+                     f"{what}: about {(DECODER_BASE_MB << 20) + decoder + min(full, reduced) >> 20} MiB to decode "
+                     f"({held} frames of {frame_bytes(width, height, pix_fmt) >> 20} MiB held by the decoder), "
+                     f"over the memory budget of {memory_mb} MiB")
+
+
+def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True) -> Judgement:
+    """`judge_memory` from what the opened stream declares (no frame decoded yet)."""
+    codec = stream.codec_context
+    width, height = codec.width, codec.height
+    if width < 1 or height < 1:
+        raise VideoError("unsupported_container", "the stream declares no frame size")
+    pix_fmt = codec.pix_fmt or (codec.format.name if codec.format else None)
+    sar = sample_aspect_ratio(stream)
+    shown = sar_width(width, sar)
+    working = None
+    if canvas is not None and hasattr(canvas, "working_size"):
+        # the display orientation is only known from a decoded frame: take the larger reduction
+        working = max(canvas.working_size(height, shown), canvas.working_size(shown, height)[::-1],
+                      key=lambda wh: wh[0] * wh[1])
+    return judge_memory(width, height, pix_fmt, codec.name, int(codec.level or 0), True, max_pixels, memory_mb,
+                        working, convert, float(sar or 1))
 
 
 def read_index(uri: str) -> VideoIndex:
@@ -86,18 +236,27 @@ def orientation(frame) -> tuple[int, bool]:
     return _ORIENTATIONS[key]
 
 
-def display(frame) -> np.ndarray:
+def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[int, int] | None = None
+            ) -> np.ndarray:
     """RGB pixels as a player shows them: the display matrix's rotation and mirroring applied.
 
     One reformatter serves every frame: it keeps its scaler context between frames of the same
-    shape, where `frame.to_ndarray(format=...)` sets one up per frame (most of its cost)."""
+    shape, where `frame.to_ndarray(format=...)` sets one up per frame (most of its cost).
+    `turns_mirrored`: the frame's orientation when already known (reading a frame's side data
+    ties the frame in a reference cycle: it stays in memory until Python's cyclic collector
+    runs, a decoded frame per frame otherwise). `size`: (w, h) to scale to in the conversion, in
+    the frame's coded orientation (area interpolation)."""
     global _REFORMATTER
     if _REFORMATTER is None:
         from av.video.reformatter import VideoReformatter
 
         _REFORMATTER = VideoReformatter()
-    rgb = _REFORMATTER.reformat(frame, format="rgb24").to_ndarray()
-    turns, mirrored = orientation(frame)
+    if size is None or size == (frame.width, frame.height):
+        rgb = _REFORMATTER.reformat(frame, format="rgb24").to_ndarray()
+    else:
+        rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1],
+                                    interpolation="AREA").to_ndarray()
+    turns, mirrored = orientation(frame) if turns_mirrored is None else turns_mirrored
     if mirrored:
         rgb = rgb[:, ::-1]
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns or mirrored else rgb
@@ -113,12 +272,21 @@ class _Session:
     postprocess: Callable[[np.ndarray], np.ndarray] | None
     skip_nonref: bool
     seek_bytes: int
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    memory_mb: int = DEFAULT_MEMORY_MB
+    convert: bool = True  # False: deliver each frame's display (height, width), no pixels (the probe)
     _container: object = None
-    orientation: tuple[int, bool] = (0, False)  # of the last frame delivered
+    orientation: tuple[int, bool] | None = None  # read from the first frame delivered
+    judgement: Judgement | None = None
+    _collect: bool = False
+    _working: tuple[int, int] | None = None  # (w, h) frames are converted at, coded orientation
+    sar: Fraction | None = None  # the stream's pixel aspect ratio, applied in the conversion
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._container, stream = open_stream(self.uri)
         try:
+            self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
+            self.sar = sample_aspect_ratio(stream)
             yield from self._run(stream, plan)
         finally:
             self._container.close()
@@ -133,9 +301,33 @@ class _Session:
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
             del self.wanted[pts]
-            self.orientation = orientation(frame)
-            pixels = display(frame)
+            judged = self.judgement
+            if judged is not None and frame.width * frame.height > judged.width * judged.height:
+                raise VideoError("video_too_large", f"frame {w} is {frame.width}x{frame.height}, larger than the "
+                                                    f"{judged.width}x{judged.height} the stream declares")
+            if self.orientation is None:  # once: reading side data keeps the frame until a collection
+                self.orientation = orientation(frame)
+                self._collect = True
+            turns, _ = self.orientation
+            shown = sar_width(frame.width, self.sar)  # coded orientation, square pixels
+            if not self.convert:
+                shape = (frame.height, shown) if turns % 2 == 0 else (shown, frame.height)
+                yield w, shape
+                continue
+            size = None if shown == frame.width else (shown, frame.height)
+            if judged is not None and judged.reduce:
+                if self._working is None:
+                    h, wd = (frame.height, shown) if turns % 2 == 0 else (shown, frame.height)
+                    ww, wh = self.postprocess.working_size(h, wd)  # type: ignore[union-attr]
+                    self._working = (ww, wh) if turns % 2 == 0 else (wh, ww)
+                size = self._working
+            pixels = display(frame, self.orientation, size)
             yield w, self.postprocess(pixels) if self.postprocess else pixels
+
+    def _after(self) -> None:
+        if self._collect:  # the first frame's side data cycle: free that frame now
+            self._collect = False
+            gc.collect()
 
     def _run(self, stream, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         index, codec = self.index, stream.codec_context
@@ -191,6 +383,9 @@ class _Session:
                     log.debug("decode error at packet %d: %s", position, exc)
                     continue
                 yield from self._deliver(frames, trust)
+                if self._collect:
+                    del frames
+                    self._after()
         if self.wanted:
             codec.skip_frame = "DEFAULT"
             try:
@@ -236,11 +431,15 @@ def _prepend(first, rest):
 
 def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None = None,
                   postprocess: Callable[[np.ndarray], np.ndarray] | None = None, skip_nonref: bool = True,
-                  seek_bytes: int = SEEK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+                  seek_bytes: int = SEEK_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  memory_mb: int = DEFAULT_MEMORY_MB) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (presented index, RGB frame) for every index in `wanted`, in decoding order.
 
     `expected_frames`: the count the file was planned with; a file that changed since is refused.
     Frames that do not decode are simply not yielded: the caller names what is missing.
+    `postprocess` runs on each frame as it decodes; one with a `working_size` (a
+    `transforms.resize.Canvas`) lets a stream too large to convert at full size be converted at
+    the working size instead. `max_pixels`, `memory_mb`: see `judge_memory`.
     """
     index = read_index(uri)
     shown = index.presented
@@ -249,7 +448,8 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
     wanted = sorted(set(wanted))
     if wanted and (wanted[0] < 0 or wanted[-1] >= len(shown)):
         raise VideoError("decode_failed", f"frame {wanted[-1]} is past the last of {len(shown)}")
-    session = _Session(uri, index, {shown[w]: w for w in wanted}, postprocess, skip_nonref, seek_bytes)
+    session = _Session(uri, index, {shown[w]: w for w in wanted}, postprocess, skip_nonref, seek_bytes, max_pixels,
+                       memory_mb)
     yield from session.run(decode_plan(index, wanted))
 
 
@@ -271,13 +471,17 @@ class Probe:
     rotation: int  # degrees counterclockwise applied to show the frame
     mirrored: bool  # mirrored left-right before the rotation
     pixel_format: str
+    full_size_fits: bool = True  # full-size RGB frames fit the memory budget (decord needs them)
+    sample_aspect_ratio: str = ""  # "num:den" when not 1:1 ("" for square pixels)
+    sar_applied: bool = False  # False for a ratio outside SAR_LIMITS (frames keep their coded shape)
 
 
-def probe(uri: str) -> Probe:
+def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
     """Count the frames a player shows and check the first and last of them decode.
 
     When the last does not (a cut file), the key frame stretches are tried from the end until
-    one decodes, and the count stops at its first frame that does not.
+    one decodes, and the count stops at its first frame that does not. The stream's declared
+    size is judged first (`judge_memory`, without conversion: no frame is converted here).
     """
     index = read_index(uri)
     shown = index.presented
@@ -285,40 +489,51 @@ def probe(uri: str) -> Probe:
         raise VideoError("too_few_frames", "no frames")
     starts = key_of(index)
     n = len(shown)
-    session = _Session(uri, index, {shown[0]: 0, shown[n - 1]: n - 1}, None, True, 1 << 62)
+    session = _Session(uri, index, {shown[0]: 0, shown[n - 1]: n - 1}, None, True, 1 << 62, max_pixels, memory_mb,
+                       convert=False)
     ends = dict(session.run(decode_plan(index, [0, n - 1], starts)))
     if 0 not in ends:
         raise VideoError("decode_failed", "the first frame does not decode")
     if n - 1 not in ends:
-        n = _decodable_count(uri, index, starts)
-    first = ends[0]
+        n = _decodable_count(uri, index, starts, max_pixels, memory_mb)
+    height, width = ends[0]
+    judged = session.judgement
+    full_size_fits = judged is not None and (judged.decoder_bytes + judged.width * judged.height * (
+        RGB_CONVERSION_BYTES + 3)) <= (memory_mb - DECODER_BASE_MB) << 20
     container, stream = open_stream(uri)
     claimed = int(stream.frames or 0)
+    declared_sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    sar_text = f"{declared_sar.numerator}:{declared_sar.denominator}" if declared_sar and declared_sar != 1 else ""
     pixel_format = stream.codec_context.format.name if stream.codec_context.format else ""
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 0.0
     container.close()
-    turns, mirrored = session.orientation
+    turns, mirrored = session.orientation or (0, False)
     base = shown[0]
     times = tuple(round(float((p - base) * index.time_base), 6) for p in shown[:n])
-    return Probe(n, len(index.pts), claimed, times, first.shape[1], first.shape[0], fps, index.container, index.codec,
-                 sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format)
+    return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
+                 sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
+                 session.sar is not None)
 
 
-def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int]):
+def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
+                          max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB):
+    """(presented index, display (height, width)) of each wanted frame that decodes; no conversion."""
     shown = index.presented
-    session = _Session(uri, index, {shown[w]: w for w in wanted}, None, True, 1 << 62)
+    session = _Session(uri, index, {shown[w]: w for w in wanted}, None, True, 1 << 62, max_pixels, memory_mb,
+                       convert=False)
     yield from session.run(decode_plan(index, list(wanted), starts))
 
 
-def _decodable_count(uri: str, index: VideoIndex, starts: list[int]) -> int:
+def _decodable_count(uri: str, index: VideoIndex, starts: list[int], max_pixels: int = DEFAULT_MAX_PIXELS,
+                     memory_mb: int = DEFAULT_MEMORY_MB) -> int:
     """How many presented frames decode, searching key frame stretches from the end."""
     by_start: dict[int, list[int]] = {}
     for i, s in enumerate(starts):
         by_start.setdefault(s, []).append(i)
     for start in sorted(by_start, reverse=True):
         frames = by_start[start]
-        got = {i for i, _ in decode_frames_indexed(uri, index, frames, starts)}
+        got = {i for i, _ in decode_frames_indexed(uri, index, frames, starts, max_pixels, memory_mb)}
         if got:
             first_missing = next((i for i in frames if i not in got), frames[-1] + 1)
             return first_missing
@@ -327,8 +542,10 @@ def _decodable_count(uri: str, index: VideoIndex, starts: list[int]) -> int:
 
 # -- decord --------------------------------------------------------------------------------
 def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
-                  postprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """The same frames through decord, for files `decord_exact` admits."""
+                  postprocess: Callable[[np.ndarray], np.ndarray] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  memory_mb: int = DEFAULT_MEMORY_MB) -> Iterator[tuple[int, np.ndarray]]:
+    """The same frames through decord, for files `decord_exact` admits (full-size frames within
+    the memory budget, judged at the probe), in batches of at most `DECORD_BATCH_BYTES`."""
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)
@@ -339,12 +556,19 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
     if len(reader) != expected_frames:
         raise VideoError("changed_file", f"decord counts {len(reader)} frames, planned with {expected_frames}")
     order = sorted(set(wanted))
-    for start in range(0, len(order), 32):  # bounded memory: a batch at a time
-        chunk = order[start:start + 32]
+    start, batch_size = 0, 1  # the first frame alone: its size sets the batch
+    while start < len(order):  # bounded memory: a batch at a time
+        chunk = order[start:start + batch_size]
+        start += len(chunk)
         try:
             batch = reader.get_batch(chunk).asnumpy()
         except Exception as exc:
             raise VideoError("decode_failed", exception_detail(exc)) from None
+        pixels_per_frame = batch.shape[1] * batch.shape[2]
+        if pixels_per_frame > max_pixels:
+            raise VideoError("video_too_large", f"{batch.shape[2]}x{batch.shape[1]}: frames of {pixels_per_frame} "
+                                                f"pixels exceed max_pixels={max_pixels}")
+        batch_size = max(1, min(32, DECORD_BATCH_BYTES // (pixels_per_frame * 3)))
         for i, pixels in zip(chunk, batch):
             yield i, postprocess(pixels) if postprocess else pixels
 
@@ -354,6 +578,7 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
 DECORD_CODECS = ("h264", "vp8", "vp9", "mjpeg", "mpeg4", "prores")
 DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p")  # decord converts others (10-bit, 4:4:4) differently
+DECORD_BATCH_BYTES = 64 << 20  # full-size RGB frames decord returns at once
 
 
 def decord_exact(probe: Probe) -> str | None:
@@ -370,4 +595,8 @@ def decord_exact(probe: Probe) -> str | None:
         return "display rotation"
     if probe.packets != probe.n_frames or probe.claimed not in (0, probe.n_frames):
         return "cut file"
+    if not probe.full_size_fits:
+        return "frames too large to convert at full size within the memory budget"
+    if probe.sample_aspect_ratio:
+        return "non-square pixels"
     return None

@@ -358,16 +358,16 @@ def test_unit_store_round_trip_and_damage(tmp_path):
 def test_stage_progress_counts_every_stage(caplog):
     import logging
 
-    from uvd_pipeline.graph import StageProgress
+    from uvd_pipeline.step_metrics import StageProgress
 
     progress = StageProgress(every_s=0)
-    with caplog.at_level(logging.INFO, logger="uvd_pipeline.graph"):
+    with caplog.at_level(logging.INFO, logger="uvd_pipeline.step_metrics"):
         progress.add("read records", 3)
         progress.add("tokenized images", 16)
         progress.add("rendered", 2)
     assert caplog.records[-1].getMessage().endswith("progress: read records 3, rendered 2, tokenized images 16")
     quiet = StageProgress(every_s=3600)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="uvd_pipeline.graph"):
+    with caplog.at_level(logging.INFO, logger="uvd_pipeline.step_metrics"):
         quiet.add("rendered")
     assert not caplog.records and quiet.done["rendered"] == 1

@@ -49,7 +49,7 @@ def test_unknown_field_lists_allowed_ones():
         ({"sources": [{"name": "v", "type": "video", "path": "p", "time_budget_s": 0}]},
          "sources[0].time_budget_s: Input should be greater than 0"),
         ({"sources": [{"name": "v", "type": "video", "path": "p", "memory_budget_mb": 10}]},
-         "sources[0].memory_budget_mb: Input should be greater than or equal to 256"),
+         "sources[0].memory_budget_mb: Input should be greater than or equal to 512"),
         ({"beam": {"options": ["project=x"]}}, "beam.options: each option must be a --flag"),
         ({"beam": {"direct_running_mode": "threads"}}, "beam.direct_running_mode: got 'threads'"),
     ],

@@ -220,31 +220,24 @@ def test_beam_dedup_step_matches_the_reference(exact, near):
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    from uvd_pipeline.graph import Deduplicate
+    from uvd_pipeline.group_steps import Deduplicate
     from uvd_pipeline.sentences import RenderedUnit
 
     entries = _random_fingerprints(2)
     settings = DedupSettings(exact, near, 6, 4)
     expected = _reference(entries, settings)
-    # a fifth of the fingerprints come from committed shards: they take part but yield nothing
-    committed = [Fingerprint(e.key, e.source, e.split, e.sha256, e.phash, committed=True)
-                 for e in entries[::5]]
-    fresh = [e for i, e in enumerate(entries) if i % 5]
     units = [RenderedUnit(e.key, e.source, e.split, e.key, (b"png",), ({"key": e.key},), fingerprint=e)
-             for e in fresh]
-    fresh_keys = {e.key for e in fresh}
-    kept_expected = sorted(k for k in fresh_keys if k not in expected)
+             for e in entries]
+    kept_expected = sorted(e.key for e in entries if e.key not in expected)
     rejects_expected = sorted(
         (k, reason, f"twin {twin} ", f"hamming {d}", twin_dropped)
-        for k, (reason, twin, d, twin_dropped) in expected.items() if k in fresh_keys)
+        for k, (reason, twin, d, twin_dropped) in expected.items())
     assert rejects_expected and kept_expected
 
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
     with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
-        kept, rejects = (
-            (pipeline | "Units" >> beam.Create(units), pipeline | "Committed" >> beam.Create(committed))
-            | Deduplicate(settings))
+        kept, rejects = pipeline | "Units" >> beam.Create(units) | Deduplicate(settings)
         assert_that(kept | beam.Map(lambda u: u.key), equal_to(kept_expected), label="kept")
         assert_that(
             rejects | beam.Map(lambda r: (r.key, r.reason, re.search(r"twin \S+ ", r.detail).group(0),

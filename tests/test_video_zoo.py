@@ -273,3 +273,82 @@ def test_probe_timeout_is_a_plan_reject(zoo):
     source = VideoSource("zoo", str(zoo["x264_default.ts"].parent), limits=Budget(time_s=0.001))
     (reject,) = list(source.read(str(zoo["x264_default.ts"])))
     assert isinstance(reject, Reject) and reject.reason == "decode_timeout" and reject.stage == "plan"
+
+
+# -- memory judged from the declaration (issue 14) -------------------------------------------
+def test_a_normal_clip_renders_exactly_as_a_full_size_decode_then_resize(zoo):
+    """Within the budget nothing changes: each canvas frame is the full-size frame resized."""
+    from transforms.resize import Canvas, fit_image
+
+    path = zoo["h264_bframes.mp4"]
+    (record,) = list(VideoSource("zoo", str(path.parent), strides=(3,)).read(str(path)))
+    canvas = Canvas(32, "center_crop")
+    full = dict(decode_frames(str(path), sorted({i for c in record.clips for i in c.frame_indices})))
+    for clip, frames in clip_frames(record, canvas):
+        assert not isinstance(frames, Exception), frames
+        expected = np.stack([fit_image(full[i], 32, "center_crop") for i in clip.frame_indices])
+        assert np.array_equal(frames, expected)
+
+
+def test_frames_too_large_for_the_budget_at_full_size_are_converted_at_working_size(tmp_path):
+    """A 1920x1080 clip under a budget that holds its decoder but not a full-size RGB conversion:
+    each frame goes straight from the decoder to the canvas's working size (455x256)."""
+    from sources.video_decode import DECODER_BASE_MB, judge_memory
+    from transforms.resize import Canvas
+
+    path = video_zoo.encode(tmp_path / "hd.mp4", 16, "libx264", size=(1920, 1080),
+                            options={**video_zoo.X264, "g": "8"})
+    canvas = Canvas(256, "center_crop")
+    with av.open(str(path)) as container:
+        codec = container.streams.video[0].codec_context
+        judged = judge_memory(1920, 1080, codec.pix_fmt, codec.name, codec.level, True, working=(455, 256))
+    full_mb = DECODER_BASE_MB + (judged.decoder_bytes + 1920 * 1080 * 9 >> 20)
+    tight = full_mb - 1  # the full-size conversion no longer fits; the working size does
+    full = dict(decode_frames(str(path), range(16), 16, canvas))
+    reduced = dict(decode_frames(str(path), range(16), 16, canvas, memory_mb=tight))
+    assert sorted(reduced) == list(range(16))
+    for i in range(16):
+        assert reduced[i].shape == full[i].shape == (256, 256, 3)
+        small = [cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA).astype(int) for f in (reduced[i], full[i])]
+        assert np.abs(small[0] - small[1]).mean() < 2  # the same picture (its texture is per-pixel noise)
+    assert any(not np.array_equal(reduced[i], full[i]) for i in range(16))  # scaled by the scaler, not cv2
+    with pytest.raises(Exception, match="video_too_large"):  # without a canvas it cannot fit
+        list(decode_frames(str(path), range(16), 16, None, memory_mb=tight))
+
+
+def test_memory_is_judged_from_the_declaration():
+    from sources.video_decode import VideoError, frames_held, judge_memory
+
+    assert frames_held("h264", 51, 3840, 2160) == 5 + 2  # level 5.1: 184320 DPB macroblocks / 32400
+    assert frames_held("h264", 62, 8192, 8192) == 16 + 2  # larger than level 6.2 allows: the worst case
+    assert frames_held("hevc", 153, 3840, 2160) == 6 + 2
+    assert frames_held("mjpeg", 0, 8192, 8192) == 2
+    with pytest.raises(VideoError) as caught:
+        judge_memory(20000, 10000, "yuv420p", "h264", 62, False, max_pixels=10**8)
+    assert caught.value.reason == "video_too_large" and "max_pixels=100000000" in caught.value.detail
+    with pytest.raises(VideoError) as caught:
+        judge_memory(8192, 8192, "yuv420p", "h264", 62, False, working=(256, 256))
+    assert caught.value.reason == "video_too_large"
+    assert "8192x8192 yuv420p h264" in caught.value.detail and "memory budget of 1536 MiB" in caught.value.detail
+    assert not judge_memory(1920, 1080, "yuv420p", "h264", 40, False).reduce
+    assert judge_memory(8192, 4320, "yuv420p", "h264", 62, True, memory_mb=768, working=(486, 256)).reduce
+    ten_bit = judge_memory(1920, 1080, "yuv420p10le", "vp9", 0, False)
+    assert ten_bit.decoder_bytes == 1920 * 1080 * 3 * (8 + 2)  # 2 bytes a sample, 4:2:0, 8 references
+
+
+def test_non_square_pixels_are_shown_at_their_display_aspect_ratio(tmp_path):
+    """A 64x48 clip flagged 2:1 pixels is shown 128x48 (as `ffmpeg -vf scale=iw*sar:ih`); squeezed
+    back, each frame still shows its own index."""
+    video_zoo.require_ffmpeg()
+    coded = video_zoo.encode(tmp_path / "square.mp4", 40, "libx264", options={**video_zoo.X264, "g": "10"})
+    video_zoo.ffmpeg("-i", str(coded), "-vf", "setsar=2", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
+                     str(tmp_path / "sar.mp4"))
+    path = tmp_path / "sar.mp4"
+    (record,) = list(VideoSource("zoo", str(tmp_path), strides=(2,), decoder="decord").read(str(path)))
+    lineage = record.clips[0].lineage
+    assert record.decoder == "pyav" and (lineage["width"], lineage["height"]) == (128, 48)
+    assert lineage["sample_aspect_ratio"] == "2:1" and lineage["sample_aspect_ratio_applied"] is True
+    (clip, frames), = list(clip_frames(record))
+    assert frames.shape == (16, 48, 128, 3)
+    squeezed = [cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in frames]
+    assert [video_zoo.read_index(f) for f in squeezed] == list(clip.frame_indices)

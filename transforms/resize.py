@@ -118,6 +118,24 @@ def fit_image(image: np.ndarray, size: int, policy: ResizePolicy, pad_value: int
     return plan.apply_image(image, pad_value=pad_value)
 
 
+@dataclass(frozen=True)
+class Canvas:
+    """`fit_image` as a picklable value (a decoding process's per-frame postprocess), which also
+    says how small a frame may be decoded or converted without losing canvas resolution."""
+
+    size: int
+    policy: ResizePolicy
+    pad_value: int = 0
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return fit_image(image, self.size, self.policy, self.pad_value)
+
+    def working_size(self, h: int, w: int) -> tuple[int, int]:
+        """(w, h) of the smallest uniform reduction of an (h, w) frame that still covers the canvas."""
+        ww, wh = needed_input_size(plan_resize(h, w, self.size, self.policy))
+        return min(w, max(ww, 1)), min(h, max(wh, 1))
+
+
 def needed_input_size(plan: ResizePlan) -> tuple[int, int]:
     """The smallest (w, h) a uniformly reduced input may have without upsampling the crop."""
     x0, y0, x1, y1 = plan.crop

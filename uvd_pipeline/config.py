@@ -100,8 +100,11 @@ class VideoSourceConfig(SourceBase):
     time_budget_s: float = Field(600.0, gt=0, le=86_400, description="seconds one video's probe or decode may "
                                  "take before its decoder is killed and its clips become `decode_timeout` rejects "
                                  "(ample for clips of minutes; raise it for hour-long high-resolution videos)")
-    memory_budget_mb: int = Field(4096, ge=256, le=1_048_576, description="resident memory of one video's decoding "
-                                  "process before it is killed (`decode_memory` rejects)")
+    memory_budget_mb: int = Field(1536, ge=512, le=1_048_576, description="resident memory of one video's "
+                                  "decoding process: judged before decoding from what the stream declares (frame "
+                                  "size, pixel format, frames the decoder holds; over it: `video_too_large` rejects, "
+                                  "or frames converted straight to the working size where that fits) and watched "
+                                  "while decoding (the process is killed past it: `decode_memory` rejects)")
 
     @field_validator("strides")
     @classmethod

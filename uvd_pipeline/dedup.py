@@ -34,13 +34,11 @@ group takes part in the near search, which keeps the bands' buckets small when o
 copied thousands of times (a dropped exact copy would have dropped, and been dropped by, the
 same units as its kept twin, which has its pHash).
 
-Resume. A web image whose shard an earlier run committed is not read again, but its
-fingerprint may still decide another unit's fate. So every web image's fingerprint is committed
-with the shard its sentence (or its duplicate reject) lands in, in `<shard>.fingerprints.jsonl`,
-and a resumed build feeds the fingerprints of committed shards back into the index. Class images
-are always read again (their sentence is only known after assembly), so theirs are recomputed.
-The decisions are thus made from every unit's fingerprint in every run, and a resumed build
-writes the bytes an uninterrupted one does.
+Resume. A unit committed to the unit store by an earlier run (see `uvd_pipeline.unit_store`) is
+not read again, but its stored results carry its fingerprint, so every run decides from every
+unit's fingerprint and a resumed build writes the bytes an uninterrupted one does. Each web
+image's fingerprint is also written beside the shard its sentence (or duplicate reject) lands in,
+`<shard>.fingerprints.jsonl`: the record of what dedup compared.
 """
 
 from __future__ import annotations
@@ -55,7 +53,7 @@ from transforms.phash import hamming
 
 # source types whose units are deduplicated (see the module docstring for why only these)
 DEDUP_SOURCE_TYPES = ("laion", "imagenet")
-# source types whose units' fingerprints are committed with their shards (units skipped on resume)
+# source types whose units' fingerprints are written beside their shards
 PERSISTED_TYPES = ("laion",)
 FINGERPRINTS_SUFFIX = ".fingerprints.jsonl"
 EXACT = "duplicate_exact"
@@ -91,7 +89,6 @@ class Fingerprint:
     split: str
     sha256: str
     phash: int
-    committed: bool = False  # read back from a committed shard: its unit is not rendered this run
 
     @property
     def rank(self) -> tuple[int, str]:
@@ -101,21 +98,11 @@ class Fingerprint:
         return {"key": self.key, "source": self.source, "split": self.split, "sha256": self.sha256,
                 "phash": f"{self.phash:016x}"}
 
-    @classmethod
-    def from_row(cls, row: dict[str, str], committed: bool = True) -> "Fingerprint":
-        return cls(row["key"], row["source"], row["split"], row["sha256"], int(row["phash"], 16), committed)
-
 
 def fingerprint_lines(entries: Iterable[Fingerprint]) -> bytes:
     """The sidecar file of a shard: one JSON row per fingerprint, sorted by key."""
     rows = sorted((e.row() for e in entries), key=lambda r: r["key"])
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
-
-
-def parse_fingerprint_lines(text: str) -> Iterator[Fingerprint]:
-    for line in text.splitlines():
-        if line:
-            yield Fingerprint.from_row(json.loads(line))
 
 
 @dataclass(frozen=True)
@@ -129,7 +116,6 @@ class Twin:
     twin_split: str
     reason: str  # duplicate_exact | duplicate_near
     distance: int
-    committed: bool  # the dropped unit's own shard is already committed
 
     def preference(self, twin_dropped: bool) -> tuple:
         """How good a reported twin is: kept first, exact first, closest, best-ranked."""
@@ -137,16 +123,14 @@ class Twin:
 
 
 def _twin(worse: Fingerprint, better: Fingerprint, reason: str, distance: int) -> Twin:
-    return Twin(worse.key, worse.source, worse.split, better.key, better.split, reason, distance, worse.committed)
+    return Twin(worse.key, worse.source, worse.split, better.key, better.split, reason, distance)
 
 
 def unique_by_key(entries: Iterable[Fingerprint]) -> list[Fingerprint]:
     """One entry per key (a key read twice, say from two listings, counts once), rank order."""
     by_key: dict[str, Fingerprint] = {}
     for entry in entries:
-        kept = by_key.get(entry.key)
-        if kept is None or (kept.committed and not entry.committed):
-            by_key[entry.key] = entry
+        by_key.setdefault(entry.key, entry)
     return sorted(by_key.values(), key=lambda e: e.rank)
 
 

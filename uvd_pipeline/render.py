@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import cv2
 import numpy as np
@@ -14,7 +13,7 @@ from sources.video import VideoError, clip_frames
 from transforms.decode import DecodeError, load_image
 from transforms.errors import exception_detail
 from transforms.phash import phash64, pixel_sha256
-from transforms.resize import fit_image
+from transforms.resize import Canvas
 from uvd_pipeline.dedup import Fingerprint
 from uvd_pipeline.keys import split_of
 from uvd_pipeline.sentences import RenderedUnit, Sentence
@@ -86,9 +85,9 @@ def render_video(record: VideoRecord, settings: RenderSettings) -> list[Sentence
     """Every sentence of one video from one read of the file; a clip whose frames are lost (budget
     spent, frames that do not decode) becomes a reject with the reason, the others are kept."""
     split = settings.split(record.group)
-    fit = partial(fit_image, size=settings.size, policy=settings.resize, pad_value=settings.pad_value)
+    fit = Canvas(settings.size, settings.resize, settings.pad_value)  # type: ignore[arg-type]
     results: list[Sentence | Reject] = []
-    for clip, frames in clip_frames(record, fit):
+    for clip, frames in clip_frames(record, fit, settings.max_pixels):
         if isinstance(frames, VideoError):
             results.append(Reject(clip.key, clip.source, clip.group, "decode", frames.reason, frames.detail,
                                   split_hint=split))

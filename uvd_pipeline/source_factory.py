@@ -20,6 +20,7 @@ from sources.multiview import Co3dSource, ObjaverseSource
 from sources.segmentation import SegmentationSource
 from sources.stereo import StereoSource
 from sources.video import VideoSource
+from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES
 
 # kind -> how the config names its number of units per sentence
 UNITS_PER_SENTENCE_FIELD = {"category": "sentence_length", "pairs": "pairs_per_sentence",
@@ -64,40 +65,61 @@ def _web_images(c) -> LaionSource:
     return LaionSource(c.name, c.path, c.format)
 
 
-def _coco(c, seed: int) -> CocoSource:
+def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:
     files, images = _coco_files(c)
     return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links)
 
 
-# source type -> its reader, from the validated source config and the build seed
-READERS: dict[str, Callable[[Any, int], Any]] = {
-    "laion": lambda c, seed: _web_images(c),
-    "imagenet": lambda c, seed: ImageNetSource(c.name, c.path, tuple(c.splits), c.follow_links),
-    "video": lambda c, seed: VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride,
-                                         c.decoder, limits=Budget(c.time_budget_s, c.memory_budget_mb)),
-    "objaverse": lambda c, seed: ObjaverseSource(c.name, c.path, c.views, c.follow_links),
-    "co3d": lambda c, seed: Co3dSource(c.name, c.path, c.views, tuple(c.categories), tuple(c.pair_tasks),
-                                       c.follow_links),
+def _video(c, seed: int, max_pixels: int | None) -> VideoSource:
+    extra = {} if max_pixels is None else {"max_pixels": max_pixels}
+    return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder,
+                       limits=Budget(c.time_budget_s, c.memory_budget_mb), **extra)
+
+
+# source type -> its reader, from the validated source config, the build seed and the build's
+# `image.max_pixels` (None: the reader's default)
+READERS: dict[str, Callable[[Any, int, int | None], Any]] = {
+    "laion": lambda c, seed, max_pixels: _web_images(c),
+    "imagenet": lambda c, seed, max_pixels: ImageNetSource(c.name, c.path, tuple(c.splits), c.follow_links),
+    "video": _video,
+    "objaverse": lambda c, seed, max_pixels: ObjaverseSource(c.name, c.path, c.views, c.follow_links),
+    "co3d": lambda c, seed, max_pixels: Co3dSource(c.name, c.path, c.views, tuple(c.categories),
+                                                   tuple(c.pair_tasks), c.follow_links),
     "coco": _coco,
-    "mpii": lambda c, seed: MpiiSource(c.name, c.path, c.annotation_file, c.images_dir, c.follow_links),
-    "segmentation": lambda c, seed: SegmentationSource(c.name, c.path, c.layout, c.follow_links),
-    "stereo": lambda c, seed: StereoSource(c.name, c.path, tuple(c.tasks), disparity_folder=c.disparity_folder,
-                                           labeler=_labeler(c.labeler), follow_links=c.follow_links),
-    "multitask": lambda c, seed: MultiTaskSource(c.name, c.path, follow_links=c.follow_links),
-    "annotated_video": lambda c, seed: AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout, c.frames,
-                                                            c.stride, c.follow_links),
-    "synthetic": lambda c, seed: DerivedPairsSource(c.name, _web_images(c), tuple(c.tasks), c.tasks_per_image, seed),
-    "pseudo_labeled": lambda c, seed: DerivedPairsSource(c.name, _web_images(c), (c.task,), 1, seed,
-                                                         _labeler(c.labeler)),
+    "mpii": lambda c, seed, max_pixels: MpiiSource(c.name, c.path, c.annotation_file, c.images_dir,
+                                                   c.follow_links),
+    "segmentation": lambda c, seed, max_pixels: SegmentationSource(c.name, c.path, c.layout, c.follow_links),
+    "stereo": lambda c, seed, max_pixels: StereoSource(c.name, c.path, tuple(c.tasks),
+                                                       disparity_folder=c.disparity_folder,
+                                                       labeler=_labeler(c.labeler), follow_links=c.follow_links),
+    "multitask": lambda c, seed, max_pixels: MultiTaskSource(c.name, c.path, follow_links=c.follow_links),
+    "annotated_video": lambda c, seed, max_pixels: AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout,
+                                                                        c.frames, c.stride, c.follow_links),
+    "synthetic": lambda c, seed, max_pixels: DerivedPairsSource(c.name, _web_images(c), tuple(c.tasks),
+                                                                c.tasks_per_image, seed),
+    "pseudo_labeled": lambda c, seed, max_pixels: DerivedPairsSource(c.name, _web_images(c), (c.task,), 1, seed,
+                                                                     _labeler(c.labeler)),
 }
 
 
-def make_source(c, seed: int = 0):
-    """The reader for one configured source."""
+def make_source(c, seed: int = 0, max_pixels: int | None = None):
+    """The reader for one configured source. `max_pixels` (the build's `image.max_pixels`) lets a
+    video source refuse oversized frames when planning; rendering applies it in any case."""
     reader = READERS.get(c.type)
     if reader is None:
         raise ValueError(f"unknown source type {c.type!r}")
-    return reader(c, seed)
+    return reader(c, seed, max_pixels)
+
+
+def one_image_sentences(c) -> bool:
+    """Whether each image of the source is a whole sentence of its own (web images), rather than
+    a unit grouped with others (classes, pairs, tuples) or a sentence by itself (clips, objects)."""
+    return c.type == "laion"
+
+
+def deduplicated(config, c) -> bool:
+    """Whether the source's images take part in the build's deduplication (`uvd_pipeline.dedup`)."""
+    return config.dedup.enabled and c.type in DEDUP_SOURCE_TYPES
 
 
 def units_per_sentence(c) -> dict[str, int]:

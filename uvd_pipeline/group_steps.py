@@ -1,0 +1,181 @@
+"""The global steps between Render and the shard writer: sentence assembly of grouped units and
+deduplication across sources (see `uvd_pipeline.sentences` and `uvd_pipeline.dedup`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+
+from sources.records import Reject
+from transforms.phash import band_probes
+from uvd_pipeline.dedup import (
+    DedupSettings,
+    Fingerprint,
+    Twin,
+    choose_twin,
+    duplicate_reject,
+    exact_group,
+    near_bucket,
+)
+from uvd_pipeline.sentences import RenderedUnit, Slot, assemble, plan_group_sentences
+from uvd_pipeline.step_metrics import PROGRESS, count, distribution
+from uvd_pipeline.tagged import REJECTS, TWINS, of_type
+
+class IncompleteGroupError(RuntimeError):
+    """The runner delivered fewer elements than were produced; nothing incomplete is committed."""
+
+
+def _plan(item: tuple[tuple[str, str, str], Iterable[str]], source: str, lengths: dict[str, int],
+          remainder: str, seed: int) -> Iterator[Any]:
+    (kind, label, split), keys = item
+    for planned in plan_group_sentences(source, label, split, keys, lengths[kind], remainder, seed):
+        if isinstance(planned, Reject):
+            count(source, f"rejects.{planned.reason}")
+            yield TaggedOutput(REJECTS, planned)
+        else:
+            unit_key, slot = planned
+            yield unit_key, (kind, slot)
+
+
+def _place(item: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, Slot, RenderedUnit]]]:
+    unit_key, grouped = item
+    units, slots = list(grouped["unit"]), list(grouped["slot"])
+    if slots and not units:  # slots are planned from rendered units: only a lost element gets here
+        raise IncompleteGroupError(f"unit {unit_key} was planned into a sentence but never arrived")
+    for unit in units:
+        for kind, slot in slots:
+            yield slot.sentence_id, (kind, slot, unit)
+
+
+def _assemble(item: tuple[str, Iterable[tuple[str, Slot, RenderedUnit]]], seed: int) -> Iterator[Any]:
+    sentence_id, placed = item
+    start = time.perf_counter()
+    placed = list(placed)
+    kind, slot, _ = placed[0]
+    result = assemble(kind, sentence_id, slot.label, seed, [(s.position, unit) for _, s, unit in placed])
+    distribution("stage.assemble_us", (time.perf_counter() - start) * 1e6)
+    PROGRESS.add("assembled sentences")
+    if isinstance(result, Reject):
+        yield TaggedOutput(REJECTS, result)
+    else:
+        yield result
+
+
+class AssembleGroups(beam.PTransform):
+    """Group units (class images, pairs, tuples) into sentences by a join on keys: only keys are
+    gathered per group, and each sentence's images meet in a group of its own size."""
+
+    def __init__(self, source: str, lengths: dict[str, int], remainder: str, seed: int) -> None:
+        super().__init__()
+        self.source, self.lengths, self.remainder, self.seed = source, lengths, remainder, seed
+
+    def expand(self, units):
+        slots = (
+            units
+            | "GroupKeys" >> beam.Map(lambda u: ((u.kind, u.label, u.split), u.key))
+            | "ByGroup" >> beam.GroupByKey()
+            | "Plan" >> beam.FlatMap(_plan, self.source, self.lengths, self.remainder, self.seed)
+            .with_outputs(REJECTS, main="slots")
+        )
+        keyed_units = units | "ByKey" >> beam.Map(lambda u: (u.key, u))
+        sentences = (
+            {"unit": keyed_units, "slot": of_type(slots.slots, "Slots only", Reject, negate=True)}
+            | "Join" >> beam.CoGroupByKey()
+            | "Place" >> beam.FlatMap(_place)
+            | "BySentence" >> beam.GroupByKey()
+            | "Assemble" >> beam.FlatMap(_assemble, self.seed).with_outputs(REJECTS, main="sentences")
+        )
+        rejects = (of_type(slots[REJECTS], "Plan rejects", Reject),
+                   of_type(sentences[REJECTS], "Assemble rejects", Reject)) | "Rejects" >> beam.Flatten()
+        return of_type(sentences.sentences, "Sentences only", Reject, negate=True), rejects
+
+
+def _exact(item: tuple[str, Iterable[Fingerprint]]) -> Iterator[Any]:
+    best, twins = exact_group(item[1])
+    yield best
+    for twin in twins:
+        yield TaggedOutput(TWINS, twin)
+
+
+def _probes(entry: Fingerprint, settings: DedupSettings) -> Iterator[tuple[tuple[int, int], tuple[bool, Fingerprint]]]:
+    for band, value, stored in band_probes(entry.phash, settings.bands, settings.threshold):
+        yield (band, value), (stored, entry)
+
+
+def _mark_twins(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[str, tuple[Twin, bool]]]:
+    """Each twin record, keyed by the unit it would drop, with whether its twin is dropped too."""
+    _, grouped = item
+    twin_dropped = any(True for _ in grouped["dropped"])
+    for twin in grouped["as_twin"]:
+        yield twin.key, (twin, twin_dropped)
+
+
+def _decide(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
+    key, grouped = item
+    units = list(grouped["unit"])
+    candidates = list(grouped["twins"])
+    if not candidates:
+        yield from units
+        return
+    twin, twin_dropped = choose_twin(candidates)
+    if not units:
+        raise IncompleteGroupError(f"unit {key} was fingerprinted but never arrived at the dedup decision")
+    for unit in units:
+        count(unit.source, f"rejects.{twin.reason}")
+        yield TaggedOutput(REJECTS, duplicate_reject(unit.key, unit.group, twin, twin_dropped))
+
+
+class Deduplicate(beam.PTransform):
+    """Drop duplicate image units across sources (see `uvd_pipeline.dedup`).
+
+    Input: the rendered units of every deduplicated source, each carrying its fingerprint.
+    Exact: a GroupByKey on the pixels' sha256; each group's best-ranked member goes on to the
+    near search. Near: a GroupByKey on (band index, band value) of the pHash, every entry stored
+    under its own band values and probing the values within `threshold // bands` bits, so every
+    pair within the threshold shares a bucket and is compared in full there. Each twin record is
+    then told whether its twin is itself dropped, and a final join on the unit key decides.
+    Outputs the kept units (main) and the duplicates as rejects.
+    """
+
+    def __init__(self, settings: DedupSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def expand(self, units):
+        settings = self.settings
+        entries = units | "Fingerprints" >> beam.Map(lambda u: u.fingerprint)
+        twin_parts = []
+        if settings.exact:
+            exact = (
+                entries
+                | "By pixels" >> beam.Map(lambda e: (e.sha256, e))
+                | "Exact groups" >> beam.GroupByKey()
+                | "Exact twins" >> beam.FlatMap(_exact).with_outputs(TWINS, main="best")
+            )
+            twin_parts.append(of_type(exact[TWINS], "Exact twins only", Twin))
+            entries = of_type(exact.best, "Exact best only", Twin, negate=True)
+        if settings.near:
+            twin_parts.append(
+                entries
+                | "Band probes" >> beam.FlatMap(_probes, settings)
+                | "By band" >> beam.GroupByKey()
+                | "Near twins" >> beam.FlatMap(lambda item, t: near_bucket(item[1], t), settings.threshold)
+            )
+        twins = twin_parts | "All twins" >> beam.Flatten()
+        dropped = (twins | "Dropped keys" >> beam.Map(lambda t: t.key)
+                   | "Count twins" >> beam.combiners.Count.PerElement())
+        marked = (
+            {"as_twin": twins | "By twin" >> beam.Map(lambda t: (t.twin, t)), "dropped": dropped}
+            | "Twin kept?" >> beam.CoGroupByKey()
+            | "Mark twins" >> beam.FlatMap(_mark_twins)
+        )
+        decided = (
+            {"unit": units | "Units by key" >> beam.Map(lambda u: (u.key, u)), "twins": marked}
+            | "Join decisions" >> beam.CoGroupByKey()
+            | "Decide" >> beam.FlatMap(_decide).with_outputs(REJECTS, main="kept")
+        )
+        return (of_type(decided.kept, "Kept only", Reject, negate=True),
+                of_type(decided[REJECTS], "Duplicate rejects", Reject))
