@@ -147,18 +147,6 @@ def test_partial_output_is_completed_with_identical_bytes(mini_corpus, mini_buil
     assert shard_digests(out) == reference
 
 
-@pytest.mark.slow
-def test_two_worker_processes_give_identical_bytes(mini_corpus, mini_build, tmp_path):
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.config import load_config
-
-    config, _ = mini_build
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", config.tokenizer.checkpoint,
-                        direct_num_workers=2, direct_running_mode="multi_processing")
-    run_build(load_config(str(path)))
-    assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
-
-
 def _cli(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "uvd_pipeline", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
@@ -173,11 +161,12 @@ def _unit_marks(out: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mini_corpus, mini_build, tmp_path):
-    """kill -9 the build three times, when a quarter, half and three quarters of its input units
-    are committed (long before any output shard can be written), then let it finish: no
-    committed unit is ever rendered again, at most one unit per worker was in flight at each kill,
-    the last run renders exactly the units not committed at the last kill, and the bytes equal a
-    build that was never interrupted."""
+    """kill -9 a 2-process build when a quarter, half and three quarters of its input units are
+    committed (long before any output shard can be written), and once more while it writes
+    shards, then let it finish: no committed unit is ever rendered again, at most one unit per
+    worker was in flight at each kill, the last run renders exactly the units not committed at the
+    last kill, takes over the dead run's lock, removes its temporaries (nothing left in the output
+    or in $TMPDIR), and the bytes equal a build that was never interrupted."""
     from uvd_pipeline.graph import list_units
 
     config, _ = mini_build
@@ -186,44 +175,63 @@ def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mi
     workers = 2
     path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint, direct_num_workers=workers,
                         direct_running_mode="multi_processing")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+
+    def shards_committed() -> bool:
+        return (out / "rendered").exists() and bool(list((out / "rendered").rglob("*.stats.json")))
+
     committed: dict[str, int] = {}
-    for fraction in (0.25, 0.5, 0.75):
-        proc = _cli("build", str(path), start_new_session=True)
+    kill_points = [lambda f=f: len(_unit_marks(out)) >= f * total for f in (0.25, 0.5, 0.75)] + [shards_committed]
+    for reached in kill_points:
+        proc = _cli("build", str(path), start_new_session=True, env=env)
         deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None and len(_unit_marks(out)) < fraction * total:
+        while time.time() < deadline and proc.poll() is None and not reached():
             time.sleep(0.01)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         assert not (out / "summary.json").exists(), "the build finished before it could be killed"
+        assert reached() and (out / "_lock.json").exists(), "the killed run left its lock"
         marks = _unit_marks(out)
         assert {k: marks.get(k) for k in committed} == committed, "a committed unit was rendered again"
-        assert len(marks) >= fraction * total
         in_flight = list((out / "_units").glob("*/*.png.bin.tmp-*"))
         assert len(in_flight) <= workers, in_flight
         committed = marks
-    rerun = _cli("build", str(path))
+    assert len(committed) == total  # the last kill came while shards were written
+    rerun = _cli("build", str(path), env=env)
     log, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, log
+    assert "taking over the stale lock" in log
     marks = _unit_marks(out)
     assert {k: marks[k] for k in committed} == committed
     counters = json.loads((out / "summary.json").read_text())["run"]["counters"]
     rendered = sum(v for k, v in counters.items() if k.endswith(".units_rendered"))
     reused = sum(v for k, v in counters.items() if k.endswith(".units_reused"))
-    assert (rendered, reused) == (total - len(committed), len(committed))
-    assert not list((out / "_units").glob("*/*.tmp-*"))
+    assert (rendered, reused) == (0, total)
     assert shard_digests(out) == shard_digests(Path(config.output))
+    assert not (out / "_tmp").exists() and not (out / "_lock.json").exists()
+    assert not list(out.rglob("*.tmp-*"))
+    assert sorted(p.name for p in scratch.iterdir()) == []
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_with_report(mini_corpus, tiny_tokenizer, tmp_path):
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", tiny_tokenizer)
+def test_cli_end_to_end_with_report(mini_corpus, mini_build_copy, tmp_path):
+    """The CLI on an output whose every unit and shard is committed: it renders nothing, says so,
+    and writes the summary and the report."""
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    (out / "summary.json").unlink()
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint)
     proc = _cli("build", str(path), "--report")
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log
     assert "report:" in log and "rejects by reason:" in log
-    report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
+    units = sum(v for k, v in summary["run"]["counters"].items() if k.endswith(".units_rendered"))
+    assert f"input units: 0 rendered, {units} taken from the unit store" in log
+    report = json.loads((out / "report" / "report.json").read_text())
     assert report["totals"]["sentences"] == mini_web_sentences() + 6 + 3
-    assert (tmp_path / "out" / "report" / "report.html").exists()
+    assert (out / "report" / "report.html").exists()
     missing = _cli("report", str(tmp_path / "nothing"))
     log, _ = missing.communicate(timeout=120)
     assert missing.returncode == 2 and "run the build" in log

@@ -20,7 +20,6 @@ import pytest
 from PIL import Image
 
 from hostile_corpus import write_gzip_of_blanks, write_png
-from sources.records import MAX_INPUT_FILE_BYTES
 from transforms.decode import DecodeError, decode_cost, load_image, to_rgb_array
 from transforms.maps import MapError, decode_depth
 
@@ -55,9 +54,9 @@ def run():
     if case == "nesting":
         from sources.coco import CocoSource
         return CocoSource("coco", str(folder / "coco"), ("bomb.json",), "images").units()
-    if case == "gztar":
+    if case == "huge_member":
         from sources.laion import LaionSource
-        source = LaionSource("web", str(folder / "gz"), "webdataset")
+        source = LaionSource("web", str(folder / "big_member"), "webdataset")
         items = [i for u in source.units() for i in source.read(u)]
         rendered = [render_image(i, SETTINGS) for i in items if isinstance(i, ImageRecord)]
         return [r for r in items if isinstance(r, Reject)] + rendered
@@ -133,34 +132,34 @@ def corpus(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-c", "import sys; from PIL import Image; "
                     "Image.new('RGB', (13000, 13000), (90, 120, 200)).save(sys.argv[1], quality=50)",
                     str(folder / "big.jpg")], check=True, timeout=120)
-    # an img2dataset-style shard, gzip-compressed: a member one byte over the cap in a few hundred KB,
-    # then a real sample; written by a child, streaming zeros, to keep this process small
-    (folder / "gz").mkdir()
-    subprocess.run([sys.executable, "-c", GZ_TAR, str(folder / "gz" / "00000.tar"), str(MAX_INPUT_FILE_BYTES + 1)],
-                   check=True, timeout=120)
+    # an img2dataset-style shard declaring a 1.5 GiB member (the size of the xz bomb that once took
+    # 3.3 GB), then a real sample: the member's data is a hole, so the file costs nothing on disk
+    (folder / "big_member").mkdir()
+    write_tar_with_a_huge_member(folder / "big_member" / "00000.tar", 3 << 29)
     return folder
 
 
-GZ_TAR = r'''
-import gzip, io, sys, tarfile
-from PIL import Image
+def write_tar_with_a_huge_member(path: Path, size: int) -> None:
+    """A tar whose first member declares `size` bytes of zeros (a sparse hole), then a caption and a
+    real JPEG sample: what a reader that trusts the header would read whole."""
+    import io
+    import tarfile
 
-class Zeros(io.RawIOBase):
-    def __init__(self, n): self.left = n
-    def readable(self): return True
-    def readinto(self, buffer):
-        n = min(len(buffer), self.left); buffer[:n] = bytes(n); self.left -= n; return n
+    jpeg = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(jpeg, "JPEG")
+    with path.open("wb") as out:
+        def header(name: str, length: int) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = length
+            out.write(info.tobuf(tarfile.USTAR_FORMAT))
 
-def add(tar, name, size, stream):
-    info = tarfile.TarInfo(name); info.size = size; tar.addfile(info, stream)
-
-jpeg = io.BytesIO(); Image.new("RGB", (40, 30), (200, 40, 40)).save(jpeg, "JPEG"); jpeg = jpeg.getvalue()
-size = int(sys.argv[2])
-with gzip.open(sys.argv[1], "wb", compresslevel=1) as packed, tarfile.open(fileobj=packed, mode="w|") as tar:
-    add(tar, "000000000.jpg", size, Zeros(size))
-    add(tar, "000000000.txt", 4, io.BytesIO(b"huge"))
-    add(tar, "000000001.jpg", len(jpeg), io.BytesIO(jpeg))
-'''
+        header("000000000.jpg", size)
+        out.seek(-(-size // 512) * 512, os.SEEK_CUR)
+        for name, data in (("000000000.txt", b"huge"), ("000000001.jpg", jpeg.getvalue())):
+            header(name, len(data))
+            out.write(data + bytes(-len(data) % 512))
+        out.write(bytes(1024))  # the end-of-archive blocks
+        out.write(bytes(-out.tell() % tarfile.RECORDSIZE))
 
 
 @pytest.mark.slow
@@ -175,7 +174,7 @@ with gzip.open(sys.argv[1], "wb", compresslevel=1) as packed, tarfile.open(fileo
     ("jpeg_pair", "ok:RenderedUnit"),  # over budget at full size: a DCT-reduced decode
     ("nesting", "error:AnnotationFileError: annotation file"),
     ("jgz", "reject:bad_annotation_file"),  # a 1 MB .jgz expanding to 1 GiB
-    ("gztar", "reject:member_too_large ok:RenderedUnit"),  # a member over the cap skipped, the next kept
+    ("huge_member", "reject:member_too_large ok:RenderedUnit"),  # 1.5 GiB member skipped, the next kept
 ])
 def test_peak_memory_of_one_hostile_input(corpus: Path, case: str, expected: str):
     result = measure(case, corpus)

@@ -330,12 +330,20 @@ def read_shard_inputs(uri: str) -> str | None:
         return None
 
 
-def stored_units(output: str, source: str) -> list[str]:
-    """The commit marks of every unit of a source in the store."""
-    folder = fsio.join(output, UNITS_DIR, source)
-    if not fsio.exists(folder):
+def unit_marks(output: str) -> list[str]:
+    """The commit marks of every unit in the store, all sources."""
+    root = fsio.join(output, UNITS_DIR)
+    if not fsio.exists(root):
         return []
-    return [f for f in fsio.list_files(folder, (MARK_SUFFIX,)) if TMP_MARK not in fsio.basename(f)]
+    return [f for folder in fsio.list_dirs(root) for f in fsio.list_files(folder, (MARK_SUFFIX,))
+            if TMP_MARK not in fsio.basename(f)]
+
+
+def stored_files(mark_uri: str, mark: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(file, bytes, sha256) of the results and image files a unit's mark records."""
+    stem = mark_uri[: -len(MARK_SUFFIX)]
+    return [(stem + RESULTS_SUFFIX, mark["results"]["bytes"], mark["results"]["sha256"]),
+            (stem + BIN_SUFFIX, mark["images"]["bytes"], mark["images"]["sha256"])]
 
 
 def prune(output: str, keep: dict[str, set[str]]) -> int:
@@ -360,12 +368,16 @@ def prune(output: str, keep: dict[str, set[str]]) -> int:
 
 
 def remove_unit_temporaries(output: str) -> int:
-    """Image files a killed worker was writing (only while no build runs)."""
-    root = fsio.join(output, UNITS_DIR)
-    if not fsio.exists(root):
-        return 0
-    fs, _ = fsio.filesystem(root)
-    leftovers = [f for f in fsio.list_files(root, recursive=True) if TMP_MARK in fsio.basename(f)]
-    for uri in leftovers:
-        fs.rm(fsio.filesystem(uri)[1])
-    return len(leftovers)
+    """Files a killed worker was writing into the store or the shard input records (only while no
+    build runs)."""
+    removed = 0
+    for folder in (UNITS_DIR, SHARD_INPUTS_DIR):
+        root = fsio.join(output, folder)
+        if not fsio.exists(root):
+            continue
+        fs, _ = fsio.filesystem(root)
+        leftovers = [f for f in fsio.list_files(root, recursive=True) if TMP_MARK in fsio.basename(f)]
+        for uri in leftovers:
+            fs.rm(fsio.filesystem(uri)[1])
+        removed += len(leftovers)
+    return removed

@@ -2,7 +2,9 @@
 
 Every committed file (rendered tars and their rejects/fingerprints files, token shards) is checked
 against the size and sha256 its stats file recorded (`--quick`: sizes only, no file is read);
-unreadable stats files and an unreadable `build.json`/`summary.json` count as damaged too. Each
+unreadable stats files and an unreadable `build.json`/`summary.json` count as damaged too, and so
+do unit store files (`OUT/_units/`) that differ from their commit marks (the next build renders
+such a unit again). Each
 damaged file is printed with what is wrong, then one summary line; the exit code is 0 when the
 output is intact and 1 when something is damaged. A resumed `build --verify` rebuilds the damaged
 shards.
@@ -16,6 +18,7 @@ from typing import Any, Callable
 
 from sources import fsio
 from uvd_pipeline.integrity import Recorded, check_file, rendered_files, token_file
+from uvd_pipeline.unit_store import stored_files, unit_marks
 
 
 @dataclass
@@ -24,6 +27,7 @@ class VerifyResult:
     full: bool
     rendered_shards: int = 0
     token_shards: int = 0
+    units: int = 0
     files: int = 0
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (file, what is wrong)
     holder: str | None = None  # the build holding the output's lock, if any
@@ -34,8 +38,8 @@ class VerifyResult:
 
     def summary_line(self) -> str:
         checked = "sizes and sha256" if self.full else "sizes only (--quick)"
-        counts = (f"{self.rendered_shards} rendered shards and {self.token_shards} token shards "
-                  f"({self.files} files, {checked})")
+        counts = (f"{self.rendered_shards} rendered shards, {self.token_shards} token shards and "
+                  f"{self.units} stored units ({self.files} files, {checked})")
         if self.intact:
             return f"{self.output}: intact: {counts}"
         return f"{self.output}: DAMAGED: {len(self.damaged)} damaged files in {counts}"
@@ -96,6 +100,16 @@ def verify_output(output: str, quick: bool = False,
                 result.token_shards += 1
             for recorded in files:
                 check(recorded)
+    for uri in unit_marks(output):
+        result.files += 1
+        try:
+            files = stored_files(uri, _json(uri))
+        except (ValueError, KeyError, TypeError) as exc:
+            damaged(uri, f"unreadable unit mark ({type(exc).__name__}: {exc})"[:200])
+            continue
+        result.units += 1
+        for file, size, digest in files:
+            check(Recorded(file, size, digest))
     return result
 
 
