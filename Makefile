@@ -26,10 +26,8 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# torch first and pinned: pip then takes the CPU wheel, never a multi-GB CUDA build.
-	@# --no-compile: Python compiles what is imported when it is first imported; compiling every
-	@# module of every package at install took 40 of the 90 s a fresh `make test` spends installing.
-	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -e '.[dev,dask]'
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,dask]'
 	@touch $@
 
 sample: $(STAMP)
@@ -53,7 +51,7 @@ img2dataset: $(I2D_STAMP)
 
 $(I2D_STAMP):
 	@test -x $(I2D_VENV)/bin/python || $(PYTHON) -m venv $(I2D_VENV)
-	@$(I2D_VENV)/bin/python -m pip install --quiet --quiet --no-compile --disable-pip-version-check img2dataset==1.47.0
+	@$(I2D_VENV)/bin/python -m pip install --quiet --quiet --disable-pip-version-check img2dataset==1.47.0
 	@touch $@
 
 browser:
