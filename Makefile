@@ -19,7 +19,7 @@ TOKENIZER_SOURCES := laion_sample imagenet_sample video_sample co3d_sample objav
 I2D_VENV ?= .venv-img2dataset
 I2D_STAMP := $(I2D_VENV)/.img2dataset-installed
 
-.PHONY: build-uvd test test-fast bench sample report env clean tokenizer browser ffmpeg img2dataset
+.PHONY: build-uvd test test-deps system-tools test-fast bench sample report env clean tokenizer browser ffmpeg img2dataset
 
 env: $(STAMP)
 
@@ -44,10 +44,19 @@ build-uvd: sample
 # video zoo tests write MPEG-TS/PS, edit-list and Theora clips with the ffmpeg CLI (Debian's
 # `ffmpeg`), both installed here when missing; the img2dataset tests run img2dataset from its own
 # venv. UVD_REQUIRE_* make those tests fail rather than skip without them.
-test: $(STAMP) browser ffmpeg $(I2D_STAMP)
+test: test-deps
 	UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q
 
 img2dataset: $(I2D_STAMP)
+
+# The two environments install side by side (a sub-make with two jobs: a fresh `make test` spends
+# about 90 s installing, a third of it on img2dataset's venv); apt-get runs one package at a time.
+test-deps:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) $(I2D_STAMP) system-tools
+
+system-tools:
+	@$(MAKE) --no-print-directory browser
+	@$(MAKE) --no-print-directory ffmpeg
 
 $(I2D_STAMP):
 	@test -x $(I2D_VENV)/bin/python || $(PYTHON) -m venv $(I2D_VENV)
