@@ -56,24 +56,6 @@ def _check_summary_without_metrics(summary: dict, reference: dict) -> None:
     assert any(item.startswith("distributions") for item in run["metrics"]["not_reported"])
 
 
-@pytest.mark.slow
-def test_dask_local_cluster_gives_identical_bytes(mini_corpus, mini_build, tmp_path):
-    from uvd_pipeline.build import format_summary, run_build
-    from uvd_pipeline.report import write_report
-
-    reference_config, reference = mini_build
-    out = tmp_path / "out"
-    path = write_config(tmp_path / "c.yaml", mini_corpus, out, reference_config.tokenizer.checkpoint,
-                        runner="dask", dask={"workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"})
-    summary = run_build(load_config(str(path))).summary
-    assert shard_digests(out) == shard_digests(Path(reference_config.output))
-    _check_summary_without_metrics(summary, reference)
-    assert summary["run"]["workers"] == 2
-    assert "runner reported no Beam metrics" in format_summary(summary)
-    page = Path(write_report(str(out))["html"]).read_text()
-    assert "reports no Beam metrics" in page and "stage timings" in page
-
-
 class _KillOneWorker(threading.Thread):
     """Once the first rendered shard is committed, SIGKILLs the process of a worker that is busy."""
 
@@ -109,34 +91,47 @@ class _KillOneWorker(threading.Thread):
 
 
 @pytest.mark.slow
-def test_dask_build_survives_a_lost_worker(mini_corpus, mini_build, tmp_path):
-    """A worker process dies with work in flight after some shards are committed; Dask runs that
-    work again elsewhere (the nanny starts a new worker) and every side effect is idempotent."""
-    from distributed import LocalCluster
+def test_dask_build_on_its_own_cluster_survives_a_lost_worker(mini_corpus, mini_build, tmp_path, monkeypatch):
+    """The build starts its own 2-worker local cluster (`runner: dask`, no address); one worker
+    process dies with work in flight after some shards are committed; Dask runs that work again
+    (the nanny starts a new worker) and every side effect is idempotent: the bytes equal the local
+    runner's, and the summary and report say which figures the runner did not report."""
+    from contextlib import contextmanager
 
-    from uvd_pipeline.build import run_build
+    from uvd_pipeline import dask_cluster
+    from uvd_pipeline.build import format_summary, run_build
+    from uvd_pipeline.report import write_report
 
     reference_config, reference = mini_build
     out = tmp_path / "out"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
-        path = write_config(tmp_path / "c.yaml", mini_corpus, out, reference_config.tokenizer.checkpoint,
-                            runner="dask", dask={"address": cluster.scheduler_address})
-        killer = _KillOneWorker(cluster.scheduler_address, out)
-        killer.start()
-        summary = run_build(load_config(str(path))).summary
-        killer.join(timeout=30)
-        assert killer.error is None, killer.error
-        assert killer.killed is not None and killer.lost_tasks > 0
-        with distributed.Client(cluster.scheduler_address) as client:
-            assert killer.killed not in client.scheduler_info()["workers"]
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, reference_config.tokenizer.checkpoint,
+                        runner="dask", dask={"workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"})
+    killers: list[_KillOneWorker] = []
+    started = dask_cluster.scheduler
+
+    @contextmanager
+    def watched(settings):
+        with started(settings) as address:
+            killers.append(_KillOneWorker(address, out))
+            killers[0].start()
+            yield address
+
+    monkeypatch.setattr(dask_cluster, "scheduler", watched)
+    summary = run_build(load_config(str(path))).summary
+    killer, = killers
+    killer.join(timeout=30)
+    assert killer.error is None, killer.error
+    assert killer.killed is not None and killer.lost_tasks > 0
     rendered_at_kill, tokens_at_kill = killer.committed_at_kill
     total = reference["totals"]["shards"]
     assert rendered_at_kill >= 1 and tokens_at_kill < total, "the worker was lost after the build's work was done"
     assert shard_digests(out) == shard_digests(Path(reference_config.output))
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]  # the lost attempt's temporaries are gone
     _check_summary_without_metrics(summary, reference)
-    assert summary["run"]["workers"] is None  # an existing scheduler: the build did not choose them
+    assert summary["run"]["workers"] == 2
     rejects = (out / "rejects.jsonl").read_text()
     assert rejects == (Path(reference_config.output) / "rejects.jsonl").read_text()
     assert json.loads(rejects.splitlines()[0])["reason"]
+    assert "runner reported no Beam metrics" in format_summary(summary)
+    page = Path(write_report(str(out))["html"]).read_text()
+    assert "reports no Beam metrics" in page and "stage timings" in page

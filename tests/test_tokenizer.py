@@ -391,7 +391,6 @@ def test_compiled_codec_pads_the_last_batch_and_agrees():
     codes = tok.encode(images)
     assert codes.shape == (3, 16)
     assert code_agreement(codes, eager_encode(model, images)) >= 0.99
-    assert tok.decode(codes).shape == images.shape
 
 
 def test_kernel_tuning_is_a_cuda_compile_option(monkeypatch):
