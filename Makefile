@@ -44,8 +44,11 @@ build-uvd: sample
 # video zoo tests write MPEG-TS/PS, edit-list and Theora clips with the ffmpeg CLI (Debian's
 # `ffmpeg`), both installed here when missing; the img2dataset tests run img2dataset from its own
 # venv. UVD_REQUIRE_* make those tests fail rather than skip without them.
+# Two pytest workers (pytest-xdist), each test file on one of them: the suite is mostly one
+# process waiting on another (Beam workers, ffmpeg, img2dataset), so two files at a time take
+# 4 minutes instead of 7 on two cores; session fixtures are built once per worker.
 test: test-deps
-	UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q
+	UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
 
 img2dataset: $(I2D_STAMP)
 
