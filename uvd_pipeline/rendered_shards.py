@@ -124,8 +124,14 @@ def remove_temporaries(output: str) -> int:
     `summary.json`): only while no writer runs."""
     from uvd_pipeline.shards import TOKENS_DIR
 
+    return remove_marked(output, ((RENDERED_DIR, True), (TOKENS_DIR, True), ("", False)))
+
+
+def remove_marked(output: str, folders: Iterable[tuple[str, bool]]) -> int:
+    """Delete the files with the temporary mark in each (folder of `output`, recursively or not);
+    "" is the output folder itself. Returns how many went."""
     removed = 0
-    for folder, recursive in ((RENDERED_DIR, True), (TOKENS_DIR, True), ("", False)):
+    for folder, recursive in folders:
         root = fsio.join(output, folder) if folder else output
         if not fsio.exists(root):
             continue

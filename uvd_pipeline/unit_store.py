@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Iterable, Iterator
 
 from sources import fsio
-from uvd_pipeline.rendered_shards import TMP_MARK, write_bytes_atomic
+from uvd_pipeline.rendered_shards import TMP_MARK, remove_marked, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 UNITS_DIR = "_units"
@@ -370,14 +370,4 @@ def prune(output: str, keep: dict[str, set[str]]) -> int:
 def remove_unit_temporaries(output: str) -> int:
     """Files a killed worker was writing into the store or the shard input records (only while no
     build runs)."""
-    removed = 0
-    for folder in (UNITS_DIR, SHARD_INPUTS_DIR):
-        root = fsio.join(output, folder)
-        if not fsio.exists(root):
-            continue
-        fs, _ = fsio.filesystem(root)
-        leftovers = [f for f in fsio.list_files(root, recursive=True) if TMP_MARK in fsio.basename(f)]
-        for uri in leftovers:
-            fs.rm(fsio.filesystem(uri)[1])
-        removed += len(leftovers)
-    return removed
+    return remove_marked(output, ((UNITS_DIR, True), (SHARD_INPUTS_DIR, True)))
