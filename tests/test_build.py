@@ -344,9 +344,12 @@ def test_unit_store_round_trip_and_damage(tmp_path):
     images = Path(refs[0].path)
     intact = images.read_bytes()
     images.write_bytes(intact[:3] + b"X" + intact[4:])  # same size, one byte flipped
+    assert store.load(unit) is not None  # sizes only: what a plain resume checks
+    assert store.load(unit, verify_images=True) is None
+    images.write_bytes(intact[:-1])  # short: always found
     assert store.load(unit) is None
     images.write_bytes(intact)
-    assert store.load(unit) is not None
+    assert store.load(unit, verify_images=True) is not None
     results = next((tmp_path / "out" / "_units" / "web").glob("*.results"))
     mark_file = next((tmp_path / "out" / "_units" / "web").glob("*.json"))
     honest, mark = results.read_bytes(), mark_file.read_text()

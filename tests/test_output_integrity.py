@@ -94,12 +94,15 @@ def test_resume_rebuilds_exactly_the_damaged_shards(mini_corpus, mini_build, tmp
     assert main(["verify", str(out)]) == 0
     capsys.readouterr()
 
-    # a damaged unit in the store: verify names it, and the next build renders that unit again
+    # a damaged unit in the store: verify names it; a plain resume (sizes) reuses it, --verify
+    # renders that unit again
     unit_images = max((out / "_units").glob("*/*.png.bin"), key=lambda p: p.stat().st_size)
     _flip(unit_images, 16)
     assert main(["verify", str(out)]) == 1
     assert f"damaged: {unit_images}: sha256 differs" in capsys.readouterr().out
     counters = run_build(config).summary["run"]["counters"]
+    assert not any(k.endswith(".units_rendered") for k in counters)
+    counters = run_build(config, verify=True).summary["run"]["counters"]
     assert sum(v for k, v in counters.items() if k.endswith(".units_rendered")) == 1
     assert shard_digests(out) == reference and main(["verify", str(out)]) == 0
     umask = os.umask(0o022)

@@ -139,7 +139,8 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
                 "choose a new `output`, or pass --overwrite (or --replace-changed) to replace it"
             )
     if overwrite:
-        for name in (RENDERED_DIR, "tokens", unit_store.UNITS_DIR, unit_store.SHARD_INPUTS_DIR, SUMMARY_FILE, REJECTS_FILE, BUILD_FILE, "report"):
+        for name in (RENDERED_DIR, "tokens", unit_store.UNITS_DIR, unit_store.SHARD_INPUTS_DIR, SUMMARY_FILE,
+                     REJECTS_FILE, BUILD_FILE, "report"):
             path = fsio.filesystem(fsio.join(output, name))[1]
             if fs.exists(path):
                 fs.rm(path, recursive=True)
@@ -283,22 +284,19 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
         for warning in warnings:
             log.warning("%s", warning)
     check_tokenizer(config)
-    lock()
+    lock()  # also removes what dead runs left
     prepare_output(config, overwrite, replace_changed)
-    removed = remove_temporaries(config.output) + unit_store.remove_unit_temporaries(config.output)
-    if removed:
-        log.info("removed %d temporary files left by an interrupted run", removed)
     done = committed_inputs(config, verify=verify)
     if done:
         log.info("resuming: %d shards committed earlier (kept where their input is unchanged)", len(done))
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
     with open_runner(config) as (runner, options):
         pipeline = new_pipeline(config, runner, options)
-        build_graph(pipeline, config, done, units)
+        build_graph(pipeline, config, done, units, verify=verify)
         with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
             result = run_pipeline(pipeline)
     # a retried bundle (lost worker, engine retry) may have left an attempt's temporary files
-    removed = remove_temporaries(config.output) + unit_store.remove_unit_temporaries(config.output)
+    removed = remove_temporaries(config.output)
     if removed:
         log.info("removed %d temporary files of retried work", removed)
     drop_stale(config, units)

@@ -102,9 +102,15 @@ def source_digests(input_parts: list, config: BuildConfig):
         | "Source digests" >> beam.FlatMap(_source_digests, members))
 
 
+def _still_current(stats: dict, done: dict[tuple, str | None], digests: dict[str, str]) -> bool:
+    """Whether a shard committed earlier was built from its source's input of this run."""
+    return not _not_committed(((stats["source"], stats["split"], int(stats["shard"])), None), done, digests)
+
+
 def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAddress, str | None],
-                units: dict[str, list] | None = None):
-    """Add the whole build to `pipeline`; returns the PCollection of per-shard stats.
+                units: dict[str, list] | None = None, verify: bool = False):
+    """Add the whole build to `pipeline`; returns the PCollection of per-shard stats. `verify`:
+    a stored unit's images are checked by sha256 before they are reused (always by size).
 
     `done`: shards an earlier run of this config committed, with the input digest each was built
     from. Every unit's results flow into the global steps (from the unit store when committed),
@@ -122,7 +128,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         together = deduplicated(config, source_config)
         render = RenderUnit(make_source(source_config, config.seed, config.image.max_pixels), router.settings,
                             web_images=one_image_sentences(source_config) and not together,
-                            fingerprint=together, output=output, config_hash=config_hash)
+                            fingerprint=together, output=output, config_hash=config_hash, verify=verify)
         sentences, rendered_units, rejects, inputs = pipeline | name >> RenderSource(source_units, render)
         sentence_parts.append(sentences)
         reject_parts.append(rejects)
@@ -180,9 +186,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
     rendered = (
         (written | "Rendered stats" >> beam.Map(rendered_fields),
          pipeline | "Earlier shards" >> beam.Create(earlier, reshuffle=False)
-         | "Still current" >> beam.Filter(
-             lambda s, d, now: not _not_committed(((s["source"], s["split"], int(s["shard"])), None), d, now),
-             done_inputs, digests))
+         | "Still current" >> beam.Filter(_still_current, done_inputs, digests))
         | "All rendered" >> beam.Flatten()
         | "By tar" >> beam.Map(lambda s: (s["tar"], s))  # a retried write may report a shard twice
         | "Once per tar" >> beam.CombinePerKey(lambda values: next(iter(values)))

@@ -61,18 +61,19 @@ class RenderUnit(beam.DoFn):
     `unit_failed` reject: bad input never stops the build."""
 
     def __init__(self, source, settings: RenderSettings, web_images: bool, fingerprint: bool,
-                 output: str, config_hash: str) -> None:
+                 output: str, config_hash: str, verify: bool = False) -> None:
         self.source = source
         self.settings = settings
         self.web_images = web_images  # an ImageRecord is a whole one-image sentence
         self.fingerprint = fingerprint  # image units carry their dedup fingerprint
         self.output = output
         self.config_hash = config_hash
+        self.verify = verify  # a stored unit's images are checked by sha256 too, not only by size
 
     def process(self, unit) -> Iterator[Any]:
         name = self.source.name
         store = UnitStore(self.output, name, self.config_hash)
-        loaded = store.load(unit)
+        loaded = store.load(unit, verify_images=self.verify)
         if loaded is not None:
             outputs, digest = loaded
             count(name, "units_reused")

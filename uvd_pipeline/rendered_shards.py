@@ -119,28 +119,17 @@ def _uncommit(stats_uri: str) -> None:
 
 
 def remove_temporaries(output: str) -> int:
-    """Delete leftovers of an interrupted run or of a retried bundle whose worker was lost (files
-    with the temporary mark: rendered and token shards, and the output's own files such as
-    `summary.json`): only while no writer runs."""
-    from uvd_pipeline.shards import TOKENS_DIR
-
-    return remove_marked(output, ((RENDERED_DIR, True), (TOKENS_DIR, True), ("", False)))
-
-
-def remove_marked(output: str, folders: Iterable[tuple[str, bool]]) -> int:
-    """Delete the files with the temporary mark in each (folder of `output`, recursively or not);
-    "" is the output folder itself. Returns how many went."""
-    removed = 0
-    for folder, recursive in folders:
-        root = fsio.join(output, folder) if folder else output
-        if not fsio.exists(root):
-            continue
-        fs, _ = fsio.filesystem(root)
-        leftovers = [f for f in fsio.list_files(root, recursive=recursive) if TMP_MARK in fsio.basename(f)]
-        for uri in leftovers:
-            fs.rm(fsio.filesystem(uri)[1])
-        removed += len(leftovers)
-    return removed
+    """Delete leftovers of an interrupted run or of a retried bundle whose worker was lost: every
+    file with the temporary mark anywhere in the output (rendered and token shards, the unit
+    store, the shard input records, the output's own files such as `summary.json`): only while no
+    writer runs. Returns how many went."""
+    if not fsio.exists(output):
+        return 0
+    fs, _ = fsio.filesystem(output)
+    leftovers = [f for f in fsio.list_files(output, recursive=True) if TMP_MARK in fsio.basename(f)]
+    for uri in leftovers:
+        fs.rm(fsio.filesystem(uri)[1])
+    return len(leftovers)
 
 
 class _SpillSorter:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Iterable, Iterator
 
 from sources import fsio
-from uvd_pipeline.rendered_shards import TMP_MARK, remove_marked, write_bytes_atomic
+from uvd_pipeline.rendered_shards import TMP_MARK, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 UNITS_DIR = "_units"
@@ -143,9 +143,11 @@ class UnitStore:
     def _path(self, uid: str, suffix: str) -> str:
         return fsio.join(self.folder, uid + suffix)
 
-    def load(self, unit: Any, verify_images: bool = True) -> tuple[list[tuple[str, Any]], str] | None:
+    def load(self, unit: Any, verify_images: bool = False) -> tuple[list[tuple[str, Any]], str] | None:
         """(the unit's stored outputs, its input digest) when it is committed, of this config, its
-        input unchanged and its files intact; None means: render it."""
+        input unchanged and its files intact; None means: render it. The results file is small and
+        always checked by sha256; the images by size, and by sha256 with `verify_images` (as a
+        resume checks shards: reading every image again on each rerun would cost the output's size)."""
         uid = unit_id(self.source, unit)
         mark_uri = self._path(uid, MARK_SUFFIX)
         try:
@@ -365,9 +367,3 @@ def prune(output: str, keep: dict[str, set[str]]) -> int:
                 gone.add(uid)
         removed += len(gone)
     return removed
-
-
-def remove_unit_temporaries(output: str) -> int:
-    """Files a killed worker was writing into the store or the shard input records (only while no
-    build runs)."""
-    return remove_marked(output, ((UNITS_DIR, True), (SHARD_INPUTS_DIR, True)))
