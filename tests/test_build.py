@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import MINI_WEB_NEAR_DUPLICATES, REPO, mini_web_sentences, shard_digests, write_config
 from uvd_pipeline.rendered_shards import iter_shard
@@ -215,6 +216,63 @@ def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mi
     assert sorted(p.name for p in scratch.iterdir()) == []
 
 
+def _allocated(folder: Path) -> int:
+    """Bytes the disk gives `folder`'s files (holes punched out of a file are not counted)."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass  # renamed or removed while we looked
+    return total
+
+
+@pytest.mark.slow
+def test_disk_peak_is_the_output_plus_what_is_in_flight(mini_corpus, mini_build, tmp_path):
+    """Sampled every few milliseconds through a whole build, the output folder never takes more
+    than the finished output plus one unit and one shard in flight (one worker): the unit store
+    gives its copy of each image up as soon as a shard holding it commits, instead of keeping a
+    second copy of the output."""
+    import threading
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint)
+    raw = yaml.safe_load(path.read_text())
+    for source, shards in zip(raw["sources"], (8, 6, 6)):
+        source["num_shards"] = shards
+    raw["tokenizer"]["enabled"] = False
+    raw["image"]["size"] = 256  # images of the size a real build writes: the files dwarf the blocks
+    path.write_text(yaml.safe_dump(raw))
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            if out.exists():
+                peak[0] = max(peak[0], _allocated(out))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        summary = run_build(load_config(str(path))).summary
+    finally:
+        done.set()
+        sampler.join()
+    final = _allocated(out)
+    largest_tar = max(p.stat().st_size for p in (out / "rendered").rglob("*.tar"))
+    moved = sum(image[2] for p in (out / "_inputs").glob("*/*.placed.json")
+                for image in json.loads(p.read_text())["images"])
+    largest_unit = max(json.loads(p.read_text())["images"]["bytes"] for p in (out / "_units").glob("*/*.json"))
+    in_flight = largest_tar + largest_unit + (256 << 10)
+    assert summary["totals"]["sentences"] > 0 and in_flight < moved, "a second copy of the images would exceed the bound"
+    assert peak[0] <= final + in_flight, (peak[0], final, in_flight, moved)
+
+
 @pytest.mark.slow
 def test_cli_end_to_end_with_report(mini_corpus, mini_build_copy, tmp_path):
     """The CLI on an output whose every unit and shard is committed: it renders nothing, says so,
@@ -293,25 +351,49 @@ def test_incomplete_shard_is_never_committed(tmp_path):
     assert result.stats["rejects"] == 3 and address.path(str(tmp_path), ".stats.json")
 
 
-def test_every_unit_is_committed_to_the_unit_store(mini_build):
-    """Render commits each input unit to OUT/_units/<source>/: images, results, then the mark."""
+def test_every_unit_is_committed_and_its_images_live_once(mini_build):
+    """Render commits each input unit to OUT/_units/<source>/ (images, results, then the mark);
+    once a shard commits, the store gives up its copy of the images the shard holds: every image
+    of the shards is in a placement record, and the store keeps only what no shard holds (images
+    dedup or assembly dropped) plus its small files and partial blocks."""
     from uvd_pipeline.graph import list_units
+    from uvd_pipeline.unit_store import StoreReader, UnitStore, read_moved
 
     config, summary = mini_build
     counters = summary["run"]["counters"]
+    out = Path(config.output)
+    placed = [json.loads(p.read_text()) for p in (out / "_inputs").glob("*/*.placed.json")]
+    assert sum(len(p["images"]) for p in placed) == sum(s["images"] for s in summary["shards"])
+    kept = moved = 0
     for name, source_units in list_units(config).items():
-        folder = Path(config.output) / "_units" / name
+        folder = out / "_units" / name
         marks = sorted(folder.glob("*.json"))
         assert len(marks) == len(source_units) == counters[f"{name}.units_rendered"]
-        for mark in marks:
-            recorded = json.loads(mark.read_text())
-            assert recorded["images"]["bytes"] == (folder / (mark.stem + ".png.bin")).stat().st_size
-            assert recorded["inputs"]["files"], "the files the unit's reading touched are recorded"
+        for mark_file in marks:
+            mark = json.loads(mark_file.read_text())
+            assert mark["inputs"]["files"], "the files the unit's reading touched are recorded"
+            uid = mark_file.name[: -len(".json")]
+            away = read_moved(str(folder / (uid + ".moved")), mark["render"])
+            outputs = UnitStore(str(out), name, config.content_hash()).stored_outputs(uid, mark)
+            refs = [r for _, item in outputs for r in getattr(item, "images", ())]
+            assert {r.unit_offset for r in refs if r.path.endswith(".tar")} == set(away)
+            still = [r for r in refs if not r.path.endswith(".tar")]
+            images = folder / (uid + ".png.bin")
+            assert images.exists() == bool(still) or mark["images"]["bytes"] == 0
+            reader = StoreReader()
+            assert all(reader.read(r) for r in refs), "every image reads back with its digest"
+            reader.close()
+            kept += sum(r.length for r in still)
+            moved += len(away)
+    allocated = sum(p.stat().st_blocks * 512 for p in (out / "_units").rglob("*.png.bin"))
+    assert moved == sum(s["images"] for s in summary["shards"])
+    assert allocated <= kept + 8192 * moved, "the store holds no second copy of the shards' images"
 
 
 def test_unit_store_round_trip_and_damage(tmp_path):
     """A committed unit comes back with refs that read the same bytes; a changed input, a flipped
     byte in its images or a results file naming a foreign class makes it render again."""
+    import dataclasses
     import pickle
 
     from sources import fsio
@@ -338,7 +420,9 @@ def test_unit_store_round_trip_and_damage(tmp_path):
     assert list(reader.resolve_all([loaded[0][1], reject])) == [sentence, reject]
     reader.close()
     with pytest.raises(IOError, match="short"):
-        StoreReader().read(StoredRef(refs[1].path, 8, 10**6))
+        StoreReader().read(dataclasses.replace(refs[1], length=10**6))
+    with pytest.raises(IOError, match="sha256"):
+        StoreReader().read(dataclasses.replace(refs[1], offset=7))
     assert UnitStore(str(tmp_path / "out"), "web", "other config").load(unit) is None
 
     images = Path(refs[0].path)

@@ -33,6 +33,7 @@ from uvd_pipeline.rendered_shards import (
 )
 from uvd_pipeline.source_factory import source_notices
 from uvd_pipeline import unit_store
+from uvd_pipeline.unit_relocation import drop_previous, placement_uri, relocate
 from uvd_pipeline.tokenize_stage import arithmetic_label, token_stats_files
 
 log = logging.getLogger(__name__)
@@ -289,6 +290,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     done = committed_inputs(config, verify=verify)
     if done:
         log.info("resuming: %d shards committed earlier (kept where their input is unchanged)", len(done))
+    settle_store(config.output, done)
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
     with open_runner(config) as (runner, options):
         pipeline = new_pipeline(config, runner, options)
@@ -300,10 +302,21 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     if removed:
         log.info("removed %d temporary files of retried work", removed)
     drop_stale(config, units)
+    settle_store(config.output, committed_shards(config.output, config.content_hash()))
     counters = _counters(result)
     summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done),
                        distributions=_distributions(result), metrics=metrics_reported(result))
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
+
+
+def settle_store(output: str, committed) -> None:
+    """Point the unit store at the images the committed shards hold (`unit_relocation`), with no
+    shard being written: before the pipeline and after it."""
+    drop_previous(output)
+    moved = relocate(output, committed)
+    if moved.files_removed:
+        log.info("unit store: %d units' images are all in committed shards: their image files went",
+                 moved.files_removed)
 
 
 def committed_inputs(config: BuildConfig, verify: bool = False) -> dict[Any, str | None]:
@@ -345,7 +358,8 @@ def drop_stale(config: BuildConfig, units: dict[str, list]) -> None:
         stale += [address.path(config.output, suffix) for suffix in (TAR_SUFFIX, REJECTS_SUFFIX, FINGERPRINTS_SUFFIX)]
         token = token_shard_path(config.output, address.source, address.split, address.stem)
         stale += [token[: -len(ARROW_SUFFIX)] + STATS_SUFFIX, token,
-                  unit_store.shard_inputs_uri(config.output, address.source, address.stem)]
+                  unit_store.shard_inputs_uri(config.output, address.source, address.stem),
+                  placement_uri(config.output, address.source, address.stem)]
         for uri in stale:
             if fsio.exists(uri):
                 fs.rm(fsio.filesystem(uri)[1])

@@ -29,8 +29,8 @@ import tarfile
 import tempfile
 import uuid
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from sources import fsio
 from sources.records import Reject
@@ -214,6 +214,7 @@ class ShardWriteResult:
     address: ShardAddress
     stats: dict[str, Any]
     skipped: bool
+    placed: list[tuple[Any, int]] = field(default_factory=list)  # (image read by `read_image`, its offset in the tar)
 
 
 def write_shard(
@@ -226,8 +227,13 @@ def write_shard(
     image_size: int,
     format_version: int,
     expected_items: int | None = None,
+    read_image: Callable[[Any], bytes] | None = None,
 ) -> ShardWriteResult:
-    """Write one shard (tar, rejects, then stats) unless an earlier run already committed it."""
+    """Write one shard (tar, rejects, then stats) unless an earlier run already committed it.
+
+    A sentence's images are bytes, or references that `read_image` reads as the tar is written
+    (a shard's sentences wait in the sort spill as references, not pixels); the result lists where
+    in the tar each referenced image landed (`placed`), so its other copy can be released."""
     stats_uri = address.path(output, STATS_SUFFIX)
     if fsio.exists(stats_uri):
         existing = read_json(stats_uri)
@@ -259,6 +265,7 @@ def write_shard(
         quality = ShardQuality(image_size)
         n_images = written = 0
         first = last = None
+        placed: list[tuple[Any, int]] = []
         with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False, dir=scratch) as local:
             local_tar = local.name
             with open_writer(local) as tar:
@@ -267,8 +274,11 @@ def write_shard(
                         rejects.append(duplicate_sentence(sentence).as_row())
                         continue
                     add_member(tar, f"{sentence.sentence_id}.json", sentence.header_json())
-                    for position, png in enumerate(sentence.images):
+                    for position, image in enumerate(sentence.images):
+                        png = image if isinstance(image, bytes) or read_image is None else read_image(image)
                         add_member(tar, f"{sentence.sentence_id}.{position:02d}.png", png)
+                        if png is not image:  # the data ends where the tar now stands, padded to a block
+                            placed.append((image, tar.offset - -(-len(png) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE))
                     kinds[sentence.kind] += 1
                     tasks[sentence.task] += 1
                     kind_tasks[sentence_group(sentence.kind, sentence.task)] += 1
@@ -320,7 +330,7 @@ def write_shard(
         if fingerprints:
             stats["fingerprints"] = len(fingerprints)
         write_bytes_atomic(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode())
-        return ShardWriteResult(address, stats, skipped=False)
+        return ShardWriteResult(address, stats, skipped=False, placed=placed)
     finally:
         spill.close()
 

@@ -16,8 +16,10 @@ its reading touched (recorded through `sources.fsio.recording_inputs`: every fil
 folder listed) still have the same size and modification stamp and the stored files match their
 digests; a grown, changed or damaged unit is rendered again, a vanished one is dropped.
 
-Disk: the store holds each rendered image once, as the output shards do, plus one in-flight unit
-per worker; it stays after the build so that a grown or changed input renders only what changed.
+Disk: once a shard holding an image commits, the store gives its copy up
+(`uvd_pipeline.unit_relocation`), so a build needs the output's size plus what is in flight,
+not twice the output; the store stays after the build so that a grown or changed input renders
+only what changed.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pickle
 import posixpath
 import uuid
 from dataclasses import dataclass
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from sources import fsio
 from uvd_pipeline.rendered_shards import TMP_MARK, write_bytes_atomic
@@ -41,7 +43,8 @@ UNITS_DIR = "_units"
 BIN_SUFFIX = ".png.bin"
 RESULTS_SUFFIX = ".results"
 MARK_SUFFIX = ".json"
-STORE_VERSION = 1
+STORE_VERSION = 2
+MOVED_SUFFIX = ".moved"
 
 
 class UnitStoreError(OSError):
@@ -50,11 +53,21 @@ class UnitStoreError(OSError):
 
 @dataclass(frozen=True)
 class StoredRef:
-    """Where one rendered PNG lies: a unit's image file, its offset and length."""
+    """One rendered PNG of a unit: where its bytes lie now (the unit's image file, or the tar of
+    the committed shard it was moved into: `uvd_pipeline.unit_relocation`), and which image it is
+    (the rendering it belongs to and its offset in that rendering's image file). Every read checks
+    the sha256, so a damaged store or shard is found before its bytes reach a shard."""
 
     path: str
     offset: int
     length: int
+    sha256: str = ""
+    unit: str = ""  # "<source>/<unit id>/<render id>"
+    unit_offset: int = 0
+
+
+class StoredImageError(IOError):
+    """A stored image's bytes are gone or differ from its digest."""
 
 
 def unit_id(source: str, unit: Any) -> str:
@@ -136,6 +149,7 @@ class UnitStore:
     """One source's committed units under OUT/_units/<source>/."""
 
     def __init__(self, output: str, source: str, config_hash: str) -> None:
+        self.output = output
         self.folder = fsio.join(output, UNITS_DIR, source)
         self.source = source
         self.config_hash = config_hash
@@ -146,8 +160,9 @@ class UnitStore:
     def load(self, unit: Any, verify_images: bool = False) -> tuple[list[tuple[str, Any]], str] | None:
         """(the unit's stored outputs, its input digest) when it is committed, of this config, its
         input unchanged and its files intact; None means: render it. The results file is small and
-        always checked by sha256; the images by size, and by sha256 with `verify_images` (as a
-        resume checks shards: reading every image again on each rerun would cost the output's size)."""
+        always checked by sha256; the image file by size, and each image still in it by sha256 with
+        `verify_images` (every read checks it anyway, before its bytes go into a shard). Images
+        moved into committed shards come back as refs into their tars."""
         uid = unit_id(self.source, unit)
         mark_uri = self._path(uid, MARK_SUFFIX)
         try:
@@ -165,33 +180,44 @@ class UnitStore:
             log.info("%s: input of unit %s: %s: rendering it again", self.source, uid, change)
             return None
         try:
-            results = self._read_checked(uid, RESULTS_SUFFIX, mark["results"], True)
-            self._read_checked(uid, BIN_SUFFIX, mark["images"], verify_images, whole=False)
-            outputs = _Unpickler(io.BytesIO(results)).load()
-        except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+            outputs = self.stored_outputs(uid, mark, verify_images)
+        except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError) as exc:
             log.warning("%s: unit %s is damaged (%s): rendering it again", self.source, uid, exc)
             return None
-        images = self._path(uid, BIN_SUFFIX)
-        return [(tag, _with_image_file(item, images)) for tag, item in outputs], mark["inputs_digest"]
+        return outputs, mark["inputs_digest"]
 
-    def _read_checked(self, uid: str, suffix: str, recorded: dict[str, Any], digest: bool,
-                      whole: bool = True) -> bytes:
+    def stored_outputs(self, uid: str, mark: dict[str, Any], verify_images: bool = False) -> list[tuple[str, Any]]:
+        """A committed unit's outputs with every image a ref to where it lies now; raises
+        ValueError/OSError naming the file when the results, the image file or (with
+        `verify_images`) an image in it differs from what the mark records."""
+        results = self._read_checked(uid, RESULTS_SUFFIX, mark["results"])
+        outputs = _Unpickler(io.BytesIO(results)).load()
+        moved = read_moved(self._path(uid, MOVED_SUFFIX), mark["render"])
+        images_uri = self._path(uid, BIN_SUFFIX)
+        placed = [(tag, _placed(item, images_uri, self.output, moved)) for tag, item in outputs]
+        in_file = [r for _, item in placed for r in _refs(item) if r.path == images_uri]
+        if in_file:
+            fs, target = fsio.filesystem(images_uri)
+            size = fs.size(target) if fs.exists(target) else None
+            if size != mark["images"]["bytes"]:
+                raise ValueError(f"{images_uri} holds {size} bytes, its commit mark says {mark['images']['bytes']}")
+            if verify_images:
+                reader = StoreReader()
+                try:
+                    for ref in in_file:
+                        reader.read(ref)
+                finally:
+                    reader.close()
+        return placed
+
+    def _read_checked(self, uid: str, suffix: str, recorded: dict[str, Any]) -> bytes:
         uri = self._path(uid, suffix)
-        fs, target = fsio.filesystem(uri)
-        size = fs.size(target)
-        if size != recorded["bytes"]:
-            raise ValueError(f"{uri} holds {size} bytes, its commit mark says {recorded['bytes']}")
-        if not digest and not whole:
-            return b""
-        sha, data = hashlib.sha256(), io.BytesIO() if whole else None
-        with fsio.open_file(uri) as handle:
-            while chunk := handle.read(1 << 22):
-                sha.update(chunk)
-                if data is not None:
-                    data.write(chunk)
-        if digest and sha.hexdigest() != recorded["sha256"]:
+        data = fsio.read_bytes(uri)
+        if len(data) != recorded["bytes"]:
+            raise ValueError(f"{uri} holds {len(data)} bytes, its commit mark says {recorded['bytes']}")
+        if hashlib.sha256(data).hexdigest() != recorded["sha256"]:
             raise ValueError(f"{uri} does not match the sha256 its commit mark records")
-        return data.getvalue() if data is not None else b""
+        return data
 
     def writer(self, unit: Any) -> "UnitWriter":
         return UnitWriter(self, unit)
@@ -204,10 +230,10 @@ class UnitWriter:
         self.store = store
         self.unit = unit
         self.uid = unit_id(store.source, unit)
+        self.render = uuid.uuid4().hex[:16]  # tells this rendering's images from an earlier one's
         self.images_uri = store._path(self.uid, BIN_SUFFIX)
         self._temporary = f"{self.images_uri}{TMP_MARK}{uuid.uuid4().hex[:8]}"
         self._handle: IO[bytes] | None = None
-        self._sha = hashlib.sha256()
         self._offset = 0
 
     def stored(self, item: Any) -> Any:
@@ -226,8 +252,8 @@ class UnitWriter:
             self._handle.write(payload)
         except OSError as exc:
             raise UnitStoreError(f"cannot write the unit store file {self._temporary}: {exc}") from exc
-        self._sha.update(payload)
-        ref = StoredRef(self.images_uri, self._offset, len(payload))
+        ref = StoredRef(self.images_uri, self._offset, len(payload), hashlib.sha256(payload).hexdigest(),
+                        f"{self.store.source}/{self.uid}/{self.render}", self._offset)
         self._offset += len(payload)
         return ref
 
@@ -240,7 +266,7 @@ class UnitWriter:
         self._handle.close()
         self._handle = None
         fs.mv(fsio.filesystem(self._temporary)[1], fsio.filesystem(self.images_uri)[1])
-        portable = [(tag, _with_image_file(item, "")) for tag, item in outputs]
+        portable = [(tag, _placed(item, "", "", {})) for tag, item in outputs]
         results = pickle.dumps(portable, protocol=pickle.HIGHEST_PROTOCOL)
         write_bytes_atomic(self.store._path(self.uid, RESULTS_SUFFIX), results)
         manifest = input_manifest(record, self.unit)
@@ -249,11 +275,12 @@ class UnitWriter:
             "source": self.store.source,
             "config_hash": self.store.config_hash,
             "unit": repr(self.unit),
+            "render": self.render,
             "inputs": manifest,
             "inputs_digest": digest_of(manifest),
             "outputs": len(outputs),
             "results": {"bytes": len(results), "sha256": hashlib.sha256(results).hexdigest()},
-            "images": {"bytes": self._offset, "sha256": self._sha.hexdigest()},
+            "images": {"bytes": self._offset},  # each image's sha256 is in its ref
         }
         write_bytes_atomic(self.store._path(self.uid, MARK_SUFFIX), json.dumps(mark, sort_keys=True).encode())
         return mark["inputs_digest"]
@@ -267,34 +294,76 @@ class UnitWriter:
                 fs.rm(target)
 
 
-def _with_image_file(item: Any, images_uri: str) -> Any:
-    """Point every `StoredRef` of an item at `images_uri` ("" in a results file: the store may move)."""
+Moved = dict[int, tuple[str, int, int, str]]  # offset in the unit's image file -> (tar, offset, length, sha256)
+
+
+def read_moved(uri: str, render: str) -> Moved:
+    """Where a unit's images moved (`unit_relocation`): only for the rendering `render`."""
+    try:
+        data = json.loads(fsio.read_bytes(uri))
+    except FileNotFoundError:
+        return {}
+    if data.get("render") != render:
+        return {}
+    return {int(offset): (tar, int(at), int(length), sha) for offset, (tar, at, length, sha) in data["images"].items()}
+
+
+def _refs(item: Any) -> list[StoredRef]:
+    return [i for i in getattr(item, "images", None) or () if isinstance(i, StoredRef)]
+
+
+def _placed(item: Any, images_uri: str, output: str, moved: Moved) -> Any:
+    """An item whose refs point where each image lies: in a committed shard's tar when `moved`
+    says so, else at its offset in `images_uri` ("" in a results file: the store may move)."""
     images = getattr(item, "images", None)
     if not images or not isinstance(images[0], StoredRef):
         return item
-    return dataclasses.replace(item, images=tuple(dataclasses.replace(r, path=images_uri) for r in images))
+
+    def where(ref: StoredRef) -> StoredRef:
+        if ref.unit_offset in moved:
+            tar, at, _, _ = moved[ref.unit_offset]
+            return dataclasses.replace(ref, path=fsio.join(output, tar), offset=at)
+        return dataclasses.replace(ref, path=images_uri, offset=ref.unit_offset)
+
+    return dataclasses.replace(item, images=tuple(where(r) for r in images))
 
 
 class StoreReader:
-    """Reads refs back; keeps the last unit file open (a shard's images mostly come from a few).
-    One per shard write, never shared between threads."""
+    """Reads refs back, each checked against its sha256; keeps the last file open (a shard's images
+    mostly come from a few). `previous`: where a shard's tar replaced during this run was kept
+    (`unit_relocation.keep_previous`): a ref into a tar that changed is read from there. One per
+    shard write, never shared between threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, previous: Callable[[str], str | None] | None = None) -> None:
         self._path = ""
         self._handle: IO[bytes] | None = None
+        self._previous = previous
 
     def read(self, ref: StoredRef) -> bytes:
-        if ref.path != self._path:
+        data = self._read_at(ref.path, ref.offset, ref.length)
+        if data is not None and hashlib.sha256(data).hexdigest() == ref.sha256:
+            return data
+        kept = self._previous(ref.path) if self._previous else None
+        if kept is not None:
+            data = self._read_at(kept, ref.offset, ref.length)
+            if data is not None and hashlib.sha256(data).hexdigest() == ref.sha256:
+                return data
+        why = "is short" if data is None else "does not match its sha256"
+        raise StoredImageError(f"the stored image at {ref.path} (offset {ref.offset}, {ref.length} bytes) {why} "
+                               f"(unit {ref.unit}); run the build again with --verify: the unit is rendered again")
+
+    def _read_at(self, path: str, offset: int, length: int) -> bytes | None:
+        if path != self._path:
             self.close()
-            self._handle = fsio.open_file(ref.path, "rb")
-            self._path = ref.path
+            try:
+                self._handle = fsio.open_file(path, "rb")
+            except FileNotFoundError:
+                return None
+            self._path = path
         assert self._handle is not None
-        self._handle.seek(ref.offset)
-        data = self._handle.read(ref.length)
-        if len(data) != ref.length:
-            raise IOError(f"unit image file {ref.path} is short at {ref.offset} (+{ref.length}): "
-                          "it changed during the build; run the build again")
-        return data
+        self._handle.seek(offset)
+        data = self._handle.read(length)
+        return data if len(data) == length else None
 
     def close(self) -> None:
         if self._handle is not None:
@@ -341,11 +410,17 @@ def unit_marks(output: str) -> list[str]:
             if TMP_MARK not in fsio.basename(f)]
 
 
-def stored_files(mark_uri: str, mark: dict[str, Any]) -> list[tuple[str, int, str]]:
-    """(file, bytes, sha256) of the results and image files a unit's mark records."""
-    stem = mark_uri[: -len(MARK_SUFFIX)]
-    return [(stem + RESULTS_SUFFIX, mark["results"]["bytes"], mark["results"]["sha256"]),
-            (stem + BIN_SUFFIX, mark["images"]["bytes"], mark["images"]["sha256"])]
+def check_unit(output: str, mark_uri: str, full: bool) -> str | None:
+    """What is wrong with one committed unit (None: intact): its mark, its results file (size and
+    sha256), its image file (size; with `full`, each image still in it by sha256). Images already
+    moved into committed shards are checked with those shards."""
+    try:
+        mark = json.loads(fsio.read_bytes(mark_uri))
+        store = UnitStore(output, mark["source"], mark["config_hash"])
+        store.stored_outputs(fsio.basename(mark_uri)[: -len(MARK_SUFFIX)], mark, verify_images=full)
+    except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError, EOFError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
 
 
 def prune(output: str, keep: dict[str, set[str]]) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from sources import fsio
 from uvd_pipeline.integrity import Recorded, check_file, rendered_files, token_file
-from uvd_pipeline.unit_store import stored_files, unit_marks
+from uvd_pipeline.unit_store import check_unit, unit_marks
 
 
 @dataclass
@@ -102,14 +102,10 @@ def verify_output(output: str, quick: bool = False,
                 check(recorded)
     for uri in unit_marks(output):
         result.files += 1
-        try:
-            files = stored_files(uri, _json(uri))
-        except (ValueError, KeyError, TypeError) as exc:
-            damaged(uri, f"unreadable unit mark ({type(exc).__name__}: {exc})"[:200])
-            continue
         result.units += 1
-        for file, size, digest in files:
-            check(Recorded(file, size, digest))
+        why = check_unit(output, uri, full=not quick)
+        if why:
+            damaged(uri, why)
     return result
 
 

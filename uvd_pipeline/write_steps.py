@@ -18,6 +18,7 @@ from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, write_bytes
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution
 from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer, tokenize_shard
+from uvd_pipeline.unit_relocation import keep_previous, previous_lookup, record_placement, release
 from uvd_pipeline.unit_store import StoreReader, read_shard_inputs, shard_inputs_uri
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,26 @@ class WriteShard(beam.DoFn):
                 fs, target = fsio.filesystem(stats_uri)
                 fs.rm(target)  # uncommitted before anything of it changes
                 log.info("%s: its input changed since it was committed: writing it again", address.stem)
+            keep_previous(self.output, address)  # other shards' images may still be read from the old tar
             write_bytes_atomic(inputs_uri, digests[source].encode())
         expected = sum(grouped["count"])
         start = time.perf_counter()
-        reader = StoreReader()
+        reader = StoreReader(previous_lookup(self.output))
         try:
             result = write_shard(
-                self.output, address, reader.resolve_all(grouped["items"]),
+                self.output, address, grouped["items"],
                 expected_items=expected,
                 config_hash=self.config_hash,
                 num_shards=self.router.counts[source][split],
                 image_size=self.image_size,
                 format_version=FORMAT_VERSION,
+                read_image=reader.read,
             )
         finally:
             reader.close()
+        if not result.skipped:  # the store's copy of each image goes, now that the shard holds it
+            record_placement(self.output, address, result.stats["tar_sha256"], result.placed)
+            count(source, "store_bytes_released", release(result.placed))
         count(source, "shards_skipped" if result.skipped else "shards_written")
         if not result.skipped:
             distribution("stage.write_us", (time.perf_counter() - start) * 1e6)

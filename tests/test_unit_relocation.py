@@ -1,0 +1,113 @@
+"""The unit store hands its images over to committed shards (`uvd_pipeline.unit_relocation`)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sources import fsio
+from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, iter_shard, write_shard
+from uvd_pipeline.sentences import Sentence
+from uvd_pipeline.unit_relocation import (drop_previous, keep_previous, previous_lookup, record_placement, relocate,
+                                          release)
+from uvd_pipeline.unit_store import StoredImageError, StoreReader, UnitStore
+
+
+def _png(seed: int) -> bytes:
+    """A 256x256 noise PNG (about 200 KB: it spans many disk blocks)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _sentence(key: str, images: tuple) -> Sentence:
+    return Sentence(key, "web", "image", "none", "train", images, ({"key": key},))
+
+
+def _write(out: Path, address: ShardAddress, sentences: list[Sentence], reader: StoreReader):
+    result = write_shard(str(out), address, sentences, config_hash="h", num_shards=2, image_size=256,
+                         format_version=1, read_image=reader.read)
+    record_placement(str(out), address, result.stats["tar_sha256"], result.placed)
+    return result
+
+
+def _allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512 if path.exists() else 0
+
+
+def test_images_move_into_shards_and_come_back_from_there(tmp_path):
+    out = tmp_path / "out"
+    source_file = tmp_path / "in.txt"
+    source_file.write_text("input")
+    store = UnitStore(str(out), "web", "h")
+    unit = str(source_file)
+    pngs = [_png(i) for i in range(3)]
+    writer = store.writer(unit)
+    with fsio.recording_inputs() as record:
+        fsio.read_bytes(unit)
+        outputs = [("sentences", writer.stored(_sentence(f"s{i}", (png,)))) for i, png in enumerate(pngs)]
+    writer.commit(outputs, record)
+    images_file = Path(writer.images_uri)
+    full = _allocated(images_file)
+    loaded, _ = store.load(unit)
+    first, second = ShardAddress("web", "train", 0), ShardAddress("web", "train", 1)
+
+    # shard 0 takes two images: the store's copies are punched out (the file keeps its size)
+    reader = StoreReader()
+    result = _write(out, first, [loaded[0][1], loaded[1][1]], reader)
+    assert release(result.placed) == len(pngs[0]) + len(pngs[1])
+    assert images_file.stat().st_size == sum(map(len, pngs))
+    assert _allocated(images_file) < full - len(pngs[0]) - len(pngs[1]) + 3 * 8192
+    assert [s.images[0] for s in iter_shard(str(out / "rendered/web/train/web-train-00000.tar"))] == pngs[:2]
+
+    # after relocation the refs point into the tar, and read the same bytes
+    moved = relocate(str(out), [first])
+    assert (moved.units, moved.moved_images, moved.forgotten) == (1, 2, 0)
+    loaded, _ = store.load(unit, verify_images=True)
+    paths = [item.images[0].path for _, item in loaded]
+    assert paths[0].endswith("web-train-00000.tar") and paths[2] == writer.images_uri
+    assert [StoreReader().read(item.images[0]) for _, item in loaded] == pngs
+
+    # shard 0 is rewritten (its input changed) while its old tar is still needed by a ref: the
+    # old tar is kept for the run, and a read falls back to it when the bytes at the ref changed
+    keep_previous(str(out), first)
+    (out / "rendered/web/train/web-train-00000.stats.json").unlink()
+    fallback = StoreReader(previous_lookup(str(out)))
+    _write(out, first, [_sentence("other", (pngs[2][::-1],))], StoreReader())
+    assert fallback.read(loaded[0][1].images[0]) == pngs[0]
+    drop_previous(str(out))
+    with pytest.raises(StoredImageError, match="web-train-00000.tar"):
+        StoreReader(previous_lookup(str(out))).read(loaded[0][1].images[0])
+
+    # those two images are now nowhere intact: relocation forgets the unit (it renders again)
+    assert relocate(str(out), [first]).forgotten == 1
+    assert store.load(unit) is None and not images_file.exists()
+
+
+def test_a_unit_whose_images_all_moved_loses_its_image_file(tmp_path):
+    out = tmp_path / "out"
+    source_file = tmp_path / "in.txt"
+    source_file.write_text("input")
+    store = UnitStore(str(out), "web", "h")
+    writer = store.writer(str(source_file))
+    pngs = [_png(10), _png(11)]
+    with fsio.recording_inputs() as record:
+        outputs = [("sentences", writer.stored(_sentence(f"s{i}", (png,)))) for i, png in enumerate(pngs)]
+    writer.commit(outputs, record)
+    loaded, _ = store.load(str(source_file))
+    address = ShardAddress("web", "train", 0)
+    _write(out, address, [item for _, item in loaded], StoreReader())
+    # no punching here (as on a disk that cannot): the file goes when relocation sees it is empty
+    assert relocate(str(out), [address]).files_removed == 1
+    assert not Path(writer.images_uri).exists()
+    loaded, _ = store.load(str(source_file), verify_images=True)
+    assert [StoreReader().read(item.images[0]) for _, item in loaded] == pngs
+    # a shard whose stats are gone is not trusted: its images are nowhere else, so the unit goes
+    os.unlink(address.path(str(out), STATS_SUFFIX))
+    assert relocate(str(out), []).forgotten == 1

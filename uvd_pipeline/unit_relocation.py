@@ -1,0 +1,271 @@
+"""One copy of each rendered image: the unit store hands its images over to the committed shards.
+
+The unit store (`uvd_pipeline.unit_store`) keeps every rendered PNG so that a rerun renders only
+what changed; the output shards hold the same PNGs. Two full copies would double the disk a build
+needs, so the store gives up its copy as soon as a shard that holds the image is committed:
+
+    OUT/_inputs/<source>/<shard>.placed.json   written by the shard's writer right after the shard
+                                               commits: for each image it took from the store, the
+                                               rendering and offset it came from, its length and
+                                               sha256, and its offset in the shard's tar
+    OUT/_units/<source>/<unit id>.moved        the same facts per unit (written by `relocate` on the
+                                               driver, at the start and end of a build)
+
+Right after writing the placement record the writer punches the images' byte ranges out of the
+units' image files (`fallocate(PUNCH_HOLE)` on a local Linux disk: the file keeps its size and its
+offsets, the blocks are freed). A unit whose images all moved loses its image file at the next
+`relocate`. A later run's refs to moved images point into the tars; every read checks the image's
+sha256. So the disk a build needs is the output, plus the images dedup dropped (kept for a rerun
+that may decide otherwise), plus the store's small files, plus what is in flight: the units being
+rendered and, during the write phase, the shards being written (on an object store, where nothing
+can be punched, the store's copy goes at the end of the build instead: peak twice the output).
+
+When a shard is rewritten (its source's input changed), other shards of the run may still need
+images from its old tar: the old tar is kept (a hard link, no copy on a local disk) under
+`OUT/_tmp/previous/` until the run ends, and readers fall back to it when the tar's bytes changed.
+If a kill loses that copy, `relocate` finds the images nowhere (their record names a tar that no
+longer holds them and the unit's file no longer holds them either) and forgets the unit: it is
+rendered again. Nothing is lost silently: every image a unit's results name is either at its
+recorded offset with its recorded sha256, or the unit is rendered again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sources import fsio
+from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX, ShardAddress, read_json, write_bytes_atomic
+from uvd_pipeline.unit_store import (BIN_SUFFIX, MARK_SUFFIX, MOVED_SUFFIX, RESULTS_SUFFIX, SHARD_INPUTS_DIR, Moved,
+                                     StoredRef, read_moved, unit_marks)
+
+log = logging.getLogger(__name__)
+PLACED_SUFFIX = ".placed.json"
+PREVIOUS_DIR = ("_tmp", "previous")
+_FALLOC_PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
+
+
+def placement_uri(output: str, source: str, stem: str) -> str:
+    return fsio.join(output, SHARD_INPUTS_DIR, source, stem + PLACED_SUFFIX)
+
+
+def tar_relative(address: ShardAddress) -> str:
+    return "/".join((RENDERED_DIR, address.source, address.split, address.stem + TAR_SUFFIX))
+
+
+def record_placement(output: str, address: ShardAddress, tar_sha256: str, placed: list[tuple[Any, int]]) -> None:
+    """Where the store's images landed in a just committed shard (written after its stats: a
+    record always describes a committed tar, whose sha256 it names)."""
+    images = sorted([ref.unit, ref.unit_offset, ref.length, ref.sha256, at]
+                    for ref, at in placed if isinstance(ref, StoredRef) and ref.unit)
+    uri = placement_uri(output, address.source, address.stem)
+    if not images:
+        if fsio.exists(uri):  # an earlier version of this shard's record
+            fs, target = fsio.filesystem(uri)
+            fs.rm(target)
+        return
+    record = {"source": address.source, "split": address.split, "shard": address.index,
+              "tar": tar_relative(address), "tar_sha256": tar_sha256, "images": images}
+    write_bytes_atomic(uri, json.dumps(record).encode())
+
+
+def release(placed: list[tuple[Any, int]]) -> int:
+    """Punch the placed images out of the units' image files they were read from; returns the bytes
+    released (0 where the disk cannot punch holes)."""
+    by_file: dict[str, list[StoredRef]] = {}
+    for ref, _ in placed:
+        if isinstance(ref, StoredRef) and ref.path.endswith(BIN_SUFFIX):
+            by_file.setdefault(ref.path, []).append(ref)
+    return sum(punch(path, [(r.offset, r.length) for r in refs]) for path, refs in by_file.items())
+
+
+def punch(uri: str, ranges: Iterable[tuple[int, int]]) -> int:
+    """Free the blocks of `ranges` in a local file, keeping its size and every other byte."""
+    path = fsio.local_path(uri)
+    fallocate = _fallocate()
+    if path is None or fallocate is None:
+        return 0
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return 0
+    freed = 0
+    try:
+        for offset, length in ranges:
+            if length and fallocate(fd, _FALLOC_PUNCH_HOLE_KEEP_SIZE, offset, length) == 0:
+                freed += length
+            elif length:
+                return freed  # this filesystem cannot punch holes: the copy goes when the unit is done
+    finally:
+        os.close(fd)
+    return freed
+
+
+_FALLOCATE: list = []
+
+
+def _fallocate():
+    if not _FALLOCATE:
+        function = None
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            function = libc.fallocate
+            function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+            function.restype = ctypes.c_int
+        _FALLOCATE.append(function)
+    return _FALLOCATE[0]
+
+
+def previous_uri(output: str, relative: str) -> str:
+    return fsio.join(output, *PREVIOUS_DIR, *relative.split("/"))
+
+
+def keep_previous(output: str, address: ShardAddress) -> None:
+    """Before a committed shard's tar is replaced: keep the old one for the rest of the run (refs
+    of other shards' images may point into it). A hard link on a local disk, a copy elsewhere."""
+    relative = tar_relative(address)
+    current, kept = fsio.join(output, relative), previous_uri(output, relative)
+    if not fsio.exists(current) or fsio.exists(kept):
+        return
+    local, local_kept = fsio.local_path(current), fsio.local_path(kept)
+    if local is not None and local_kept is not None:
+        os.makedirs(os.path.dirname(local_kept), exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.link(local, local_kept)
+        return
+    fs, target = fsio.filesystem(current)
+    fs.copy(target, fsio.filesystem(kept)[1])
+
+
+def previous_lookup(output: str):
+    """For `StoreReader`: the kept old copy of a tar (None when there is none)."""
+    prefix = fsio.join(output, RENDERED_DIR)
+
+    def lookup(uri: str) -> str | None:
+        if not uri.startswith(prefix):
+            return None
+        relative = uri[len(fsio.join(output, "")):].replace(os.sep, "/")
+        kept = previous_uri(output, relative)
+        return kept if fsio.exists(kept) else None
+
+    return lookup
+
+
+def drop_previous(output: str) -> None:
+    """Remove the old tars kept during a run (at its end, or at the next start after a kill)."""
+    folder = fsio.join(output, *PREVIOUS_DIR)
+    if fsio.exists(folder):
+        fs, target = fsio.filesystem(folder)
+        fs.rm(target, recursive=True)
+
+
+@dataclass
+class Relocation:
+    units: int = 0  # units with images in shards
+    moved_images: int = 0
+    files_removed: int = 0  # units' image files whose every image is in a shard
+    forgotten: int = 0  # units whose images are nowhere intact any more: rendered again
+
+
+def relocate(output: str, committed: Iterable[ShardAddress]) -> Relocation:
+    """Bring every unit's `.moved` record up to date with the placement records of the committed
+    shards (`committed`: intact shards of this config), punch what moved, remove image files that
+    hold nothing any more, and forget units whose images are lost. Runs on the driver while no
+    shard is being written (at the start and at the end of a build)."""
+    trusted = {tar_relative(a): _tar_sha(output, a) for a in committed}
+    located: dict[str, Moved] = {}  # rendering -> its moved images (committed shards)
+    doubtful: dict[str, dict[int, tuple[int, str]]] = {}  # placed into a shard that is no longer intact
+    root = fsio.join(output, SHARD_INPUTS_DIR)
+    records = fsio.list_files(root, (PLACED_SUFFIX,), recursive=True) if fsio.exists(root) else []
+    for uri in records:
+        try:
+            record = read_json(uri)
+            intact = record["tar_sha256"] is not None and trusted.get(record["tar"]) == record["tar_sha256"]
+            for unit, offset, length, sha, at in record["images"]:
+                if intact:
+                    located.setdefault(unit, {}).setdefault(offset, (record["tar"], at, length, sha))
+                else:
+                    doubtful.setdefault(unit, {})[offset] = (length, sha)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable placement record %s (%s): ignored", uri, exc)
+    result = Relocation()
+    for mark_uri in unit_marks(output):
+        _relocate_unit(mark_uri, located, doubtful, result)
+    if result.forgotten:
+        log.warning("%d stored units lost images (a shard holding them changed): they are rendered again",
+                    result.forgotten)
+    return result
+
+
+def _tar_sha(output: str, address: ShardAddress) -> str | None:
+    try:
+        return read_json(address.path(output, STATS_SUFFIX)).get("tar_sha256")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _relocate_unit(mark_uri: str, located: dict[str, Moved], doubtful: dict[str, dict[int, tuple[int, str]]],
+                   result: Relocation) -> None:
+    stem = mark_uri[: -len(MARK_SUFFIX)]
+    try:
+        mark = read_json(mark_uri)
+        rendering = f"{mark['source']}/{fsio.basename(stem)}/{mark['render']}"
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return  # not a unit of this store version: the next load renders it again
+    moved_uri, images_uri = stem + MOVED_SUFFIX, stem + BIN_SUFFIX
+    earlier = read_moved(moved_uri, mark["render"])
+    now = located.get(rendering, {})
+    suspects = {o: (v[2], v[3]) for o, v in earlier.items()} | doubtful.get(rendering, {})
+    lost = [(o, length, sha) for o, (length, sha) in suspects.items() if o not in now]
+    if lost and not _still_in_file(images_uri, lost):
+        _forget(stem)
+        result.forgotten += 1
+        return
+    if now != earlier:
+        if now:
+            record = {"render": mark["render"], "images": {str(o): list(v) for o, v in sorted(now.items())}}
+            write_bytes_atomic(moved_uri, json.dumps(record).encode())
+        elif fsio.exists(moved_uri):
+            fs, target = fsio.filesystem(moved_uri)
+            fs.rm(target)
+    if not now:
+        return
+    result.units += 1
+    result.moved_images += len(now)
+    if not fsio.exists(images_uri):
+        return
+    if 0 < mark["images"]["bytes"] == sum(length for _, _, length, _ in now.values()):
+        fs, target = fsio.filesystem(images_uri)
+        fs.rm(target)
+        result.files_removed += 1
+    else:
+        punch(images_uri, [(o, v[2]) for o, v in now.items()])
+
+
+def _still_in_file(images_uri: str, images: list[tuple[int, int, str]]) -> bool:
+    """Whether each (offset, length, sha256) is intact in the unit's image file (not punched out)."""
+    try:
+        with fsio.open_file(images_uri, "rb") as handle:
+            for offset, length, sha in images:
+                handle.seek(offset)
+                if hashlib.sha256(handle.read(length)).hexdigest() != sha:
+                    return False
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _forget(stem: str) -> None:
+    """Remove a unit from the store, its commit mark first."""
+    for suffix in (MARK_SUFFIX, RESULTS_SUFFIX, BIN_SUFFIX, MOVED_SUFFIX):
+        uri = stem + suffix
+        if fsio.exists(uri):
+            fs, target = fsio.filesystem(uri)
+            fs.rm(target)
