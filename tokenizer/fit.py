@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
+from .atomic import atomic_path
 from .config import VQGANConfig, preset
 from .data import TrainBatches, find_images
 from .losses import NLayerDiscriminator, adaptive_weight, generator_loss, hinge_d_loss, psnr, reconstruction_loss
@@ -148,7 +149,8 @@ class Trainer:
         """Tokenizer files (muse format) and the full training state, each replaced atomically."""
         checkpoint.save(self.model, out)
         state = self.state()
-        checkpoint.atomic_write(os.path.join(out, STATE_NAME), lambda tmp: torch.save(state, tmp))
+        with atomic_path(os.path.join(out, STATE_NAME)) as temporary:
+            torch.save(state, temporary)
 
     def resume(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)

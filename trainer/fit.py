@@ -33,10 +33,12 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
+from tokenizer.atomic import write_bytes
+
 from . import checkpoint as ckpt
 from .config import ModelConfig, preset
 from .data import MODES, TokenWindows, mixture_from_args
-from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning, write_file_atomic
+from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning
 from .model import LVMTransformer
 from .run_layout import set_aside
 
@@ -332,7 +334,7 @@ class Trainer:
 
 
 def _write_json(path: str, value: Any) -> None:
-    write_file_atomic(path, json.dumps(value).encode())
+    write_bytes(path, json.dumps(value).encode())
 
 
 def _trim_log(path: str, step: int) -> None:
@@ -342,7 +344,7 @@ def _trim_log(path: str, step: int) -> None:
         return
     with open(path, encoding="utf-8") as handle:
         kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
-    write_file_atomic(path, "".join(kept).encode("utf-8"))
+    write_bytes(path, "".join(kept).encode("utf-8"))
 
 
 def _log(trainer: Trainer, record: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
+from tokenizer.atomic import write_bytes
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig, ConfigError
 from uvd_pipeline.quality import (INPUT_BINS, empty_inputs, merge_inputs, merge_lengths, sorted_lengths,
                                   stage_throughput)
@@ -25,7 +26,6 @@ from uvd_pipeline.rendered_shards import (
     REJECTS_SUFFIX,
     RENDERED_DIR,
     STATS_SUFFIX,
-    write_bytes_atomic,
     committed_shards,
     read_json,
     remove_temporaries,
@@ -145,7 +145,7 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
             if fs.exists(path):
                 fs.rm(path, recursive=True)
     fs.makedirs(root, exist_ok=True)
-    write_bytes_atomic(build_uri, json.dumps(record, indent=1, sort_keys=True).encode())
+    write_bytes(build_uri, json.dumps(record, indent=1, sort_keys=True).encode())
 
 
 class _ShardProgress:
@@ -440,7 +440,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         if stats["rejects"]:
             reject_lines += [line for line in fsio.read_text(rejects_uri).splitlines() if line]
     reject_lines.sort(key=lambda line: (json.loads(line)["source"], line))
-    write_bytes_atomic(fsio.join(output, REJECTS_FILE), "".join(l + "\n" for l in reject_lines).encode())
+    write_bytes(fsio.join(output, REJECTS_FILE), "".join(l + "\n" for l in reject_lines).encode())
     sources = {}
     for name, entry in sorted(per_source.items()):
         sources[name] = {
@@ -502,7 +502,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "stages": stage_throughput(distributions or {}),
         },
     }
-    write_bytes_atomic(fsio.join(output, SUMMARY_FILE), json.dumps(summary, indent=1, sort_keys=True).encode())
+    write_bytes(fsio.join(output, SUMMARY_FILE), json.dumps(summary, indent=1, sort_keys=True).encode())
     return summary
 
 
@@ -529,7 +529,7 @@ def write_mixture(config: BuildConfig, tokens: dict[str, Any], kinds: dict[str, 
     plan = plan_mixture(available, m.groups, m.sources, bos_eos=m.mode == "paper")
     spec = mixture_spec(plan)
     text = "# trainer mixture of this build: python -m trainer.fit --data <this file> --mode " + m.mode + "\n"
-    write_bytes_atomic(fsio.join(config.output, MIXTURE_FILE), (text + yaml.safe_dump(spec, sort_keys=False)).encode())
+    write_bytes(fsio.join(config.output, MIXTURE_FILE), (text + yaml.safe_dump(spec, sort_keys=False)).encode())
     return plan
 
 

@@ -27,13 +27,13 @@ import pickle
 import posixpath
 import tarfile
 import tempfile
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from sources import fsio
 from sources.records import Reject
+from tokenizer.atomic import TMP_MARK, commit_file, write_bytes
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
 from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, file_sizes,
                                     rendered_files)
@@ -46,7 +46,6 @@ RENDERED_DIR = "rendered"
 STATS_SUFFIX = ".stats.json"
 REJECTS_SUFFIX = ".rejects.jsonl"
 TAR_SUFFIX = ".tar"
-TMP_MARK = ".tmp-"
 
 
 def sentence_group(kind: str, task: str) -> str:
@@ -162,45 +161,6 @@ class _SpillSorter:
         self._file.close()
 
 
-def _commit(local_path: str, uri: str) -> None:
-    """Upload under a temporary name and rename into place: a reader never sees half a file. On
-    the local disk the file is renamed into place (no copy) where it lies on the same filesystem."""
-    fs, target = fsio.filesystem(uri)
-    fs.makedirs(posixpath.dirname(target), exist_ok=True)
-    if fsio.local_path(uri) is not None:
-        try:
-            os.chmod(local_path, _new_file_mode())  # a temporary file is private (0600); a copy would not be
-            os.replace(local_path, target)
-            return
-        except OSError:
-            pass  # another filesystem ($TMPDIR): copy under a temporary name, as below
-    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-    fs.put_file(local_path, temporary)
-    fs.mv(temporary, target)
-
-
-def _new_file_mode() -> int:
-    """The mode a newly created file gets here (0666 less the umask, read without changing it)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o644
-
-
-def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """`data` to a temporary name beside `uri`, then renamed into place (`remove_temporaries`
-    finds what a kill leaves)."""
-    fs, target = fsio.filesystem(uri)
-    fs.makedirs(posixpath.dirname(target), exist_ok=True)
-    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-    fs.pipe_file(temporary, data)
-    fs.mv(temporary, target)
-
-
 def _recorded(data: bytes) -> dict[str, Any]:
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -281,17 +241,17 @@ def write_shard(
         try:
             size = os.path.getsize(local_tar)
             digest = _file_sha256(local_tar)
-            _commit(local_tar, address.path(output, TAR_SUFFIX))
+            commit_file(local_tar, address.path(output, TAR_SUFFIX))
         finally:
             with contextlib.suppress(FileNotFoundError):  # renamed into place
                 os.unlink(local_tar)
         rejects.sort(key=lambda r: (r["key"], r["stage"], r["reason"], r["detail"]))
         lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects).encode()
-        write_bytes_atomic(address.path(output, REJECTS_SUFFIX), lines)
+        write_bytes(address.path(output, REJECTS_SUFFIX), lines)
         side_files = {address.stem + REJECTS_SUFFIX: _recorded(lines)}
         if fingerprints:
             data = fingerprint_lines(fingerprints)
-            write_bytes_atomic(address.path(output, FINGERPRINTS_SUFFIX), data)
+            write_bytes(address.path(output, FINGERPRINTS_SUFFIX), data)
             side_files[address.stem + FINGERPRINTS_SUFFIX] = _recorded(data)
         stats = {
             "format_version": format_version,
@@ -319,7 +279,7 @@ def write_shard(
         }
         if fingerprints:
             stats["fingerprints"] = len(fingerprints)
-        write_bytes_atomic(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode())
+        write_bytes(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode())
         return ShardWriteResult(address, stats, skipped=False)
     finally:
         spill.close()

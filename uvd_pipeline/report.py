@@ -24,10 +24,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sources import fsio
+from tokenizer.atomic import write_bytes
 from uvd_pipeline.build import REJECTS_FILE, SUMMARY_FILE
 from uvd_pipeline.quality import INPUT_BINS, STAGES, bin_labels, merge_lengths, sorted_lengths
 from uvd_pipeline.render import decode_png
-from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, verified_tar, write_bytes_atomic
+from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, verified_tar
 from uvd_pipeline.tokenize_stage import arithmetic_label
 
 REPORT_DIR = "report"
@@ -173,7 +174,7 @@ def _save_figure(figure, report_dir: str, name: str) -> str:
     buf = io.BytesIO()
     figure.savefig(buf, format="png")
     _pyplot().close(figure)
-    write_bytes_atomic(fsio.join(report_dir, name), buf.getvalue())
+    write_bytes(fsio.join(report_dir, name), buf.getvalue())
     return name
 
 
@@ -366,7 +367,7 @@ def trainer_section(output: str, report_dir: str) -> dict[str, Any] | None:
     section["loss_plot"] = loss_plot
     if demo.get("generation_png"):
         strip = fsio.read_bytes(fsio.join(output, TRAINER_DIR, demo["generation_png"]))
-        write_bytes_atomic(fsio.join(report_dir, "trainer_generation.png"), strip)
+        write_bytes(fsio.join(report_dir, "trainer_generation.png"), strip)
         section["generation"] = "trainer_generation.png"
     return section
 
@@ -537,7 +538,7 @@ def tokenizer_section(output: str, report_dir: str,
         buf = io.BytesIO()
         comparison_sheet(originals, decoded).save(buf, "PNG")
         name = f"reconstruction_{source}.png"
-        write_bytes_atomic(fsio.join(report_dir, name), buf.getvalue())
+        write_bytes(fsio.join(report_dir, name), buf.getvalue())
         reconstruction[source] = {"images": len(originals), "shards": [p.rsplit("/", 1)[-1] for p in used],
                                   "psnr": round(float(np.mean(psnr)), 4), "ssim": round(float(np.mean(ssim)), 5),
                                   "sheet": name}
@@ -607,7 +608,7 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
         buf = io.BytesIO()
         contact_sheet(sentences).save(buf, "PNG")
         name = "contact_sheet.png" if title == "all kinds and tasks" else f"contact_{title.replace('/', '_')}.png"
-        write_bytes_atomic(fsio.join(report_dir, name), buf.getvalue())
+        write_bytes(fsio.join(report_dir, name), buf.getvalue())
         sheets[title] = name
     data["contact_sheets"] = sheets
     data["tokenizer"] = tokenizer_section(output, report_dir)
@@ -624,6 +625,6 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
     data["trainer"] = trainer_section(output, report_dir)
     json_uri = fsio.join(report_dir, "report.json")
     html_uri = fsio.join(report_dir, "report.html")
-    write_bytes_atomic(json_uri, json.dumps(data, indent=1, sort_keys=True).encode())
-    write_bytes_atomic(html_uri, render_html(data, sheets).encode())
+    write_bytes(json_uri, json.dumps(data, indent=1, sort_keys=True).encode())
+    write_bytes(html_uri, render_html(data, sheets).encode())
     return {"html": html_uri, "json": json_uri}

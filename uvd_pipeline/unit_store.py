@@ -28,13 +28,11 @@ import io
 import json
 import logging
 import pickle
-import posixpath
-import uuid
 from dataclasses import dataclass
 from typing import IO, Any, Iterable, Iterator
 
 from sources import fsio
-from uvd_pipeline.rendered_shards import TMP_MARK, write_bytes_atomic
+from tokenizer.atomic import TMP_MARK, AtomicFile, write_bytes
 
 log = logging.getLogger(__name__)
 UNITS_DIR = "_units"
@@ -205,8 +203,7 @@ class UnitWriter:
         self.unit = unit
         self.uid = unit_id(store.source, unit)
         self.images_uri = store._path(self.uid, BIN_SUFFIX)
-        self._temporary = f"{self.images_uri}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-        self._handle: IO[bytes] | None = None
+        self._images = AtomicFile(self.images_uri)
         self._sha = hashlib.sha256()
         self._offset = 0
 
@@ -219,13 +216,9 @@ class UnitWriter:
 
     def _put(self, payload: bytes) -> StoredRef:
         try:
-            if self._handle is None:
-                fs, target = fsio.filesystem(self._temporary)
-                fs.makedirs(posixpath.dirname(target), exist_ok=True)
-                self._handle = fs.open(target, "wb")
-            self._handle.write(payload)
+            self._images.write(payload)
         except OSError as exc:
-            raise UnitStoreError(f"cannot write the unit store file {self._temporary}: {exc}") from exc
+            raise UnitStoreError(f"cannot write the unit store file {self._images.temporary}: {exc}") from exc
         self._sha.update(payload)
         ref = StoredRef(self.images_uri, self._offset, len(payload))
         self._offset += len(payload)
@@ -233,16 +226,10 @@ class UnitWriter:
 
     def commit(self, outputs: list[tuple[str, Any]], record: fsio.InputsRead) -> str:
         """Images, results, then the mark; returns the unit's input digest."""
-        fs, _ = fsio.filesystem(self.images_uri)
-        if self._handle is None:  # a unit of rejects only still commits an (empty) image file
-            self._put(b"")
-        assert self._handle is not None
-        self._handle.close()
-        self._handle = None
-        fs.mv(fsio.filesystem(self._temporary)[1], fsio.filesystem(self.images_uri)[1])
+        self._images.commit()  # a unit of rejects only still commits an (empty) image file
         portable = [(tag, _with_image_file(item, "")) for tag, item in outputs]
         results = pickle.dumps(portable, protocol=pickle.HIGHEST_PROTOCOL)
-        write_bytes_atomic(self.store._path(self.uid, RESULTS_SUFFIX), results)
+        write_bytes(self.store._path(self.uid, RESULTS_SUFFIX), results)
         manifest = input_manifest(record, self.unit)
         mark = {
             "version": STORE_VERSION,
@@ -255,16 +242,11 @@ class UnitWriter:
             "results": {"bytes": len(results), "sha256": hashlib.sha256(results).hexdigest()},
             "images": {"bytes": self._offset, "sha256": self._sha.hexdigest()},
         }
-        write_bytes_atomic(self.store._path(self.uid, MARK_SUFFIX), json.dumps(mark, sort_keys=True).encode())
+        write_bytes(self.store._path(self.uid, MARK_SUFFIX), json.dumps(mark, sort_keys=True).encode())
         return mark["inputs_digest"]
 
     def abandon(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-            fs, target = fsio.filesystem(self._temporary)
-            if fs.exists(target):
-                fs.rm(target)
+        self._images.abandon()
 
 
 def _with_image_file(item: Any, images_uri: str) -> Any:
