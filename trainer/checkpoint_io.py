@@ -28,7 +28,6 @@ import torch
 
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 from .integrity import (
-    CheckpointDamaged,
     CheckpointError,
     read_manifest,
     reading,

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import pickle
-import posixpath
 import tarfile
 import tempfile
 from collections import Counter
