@@ -425,7 +425,7 @@ def test_planted_duplicates_are_dropped_with_their_kept_twin(planted_corpus, pla
 
 
 def test_report_and_summary_count_duplicates(planted_build):
-    from uvd_pipeline.build import format_summary
+    from uvd_pipeline.summary import format_summary
     from uvd_pipeline.report import write_report
 
     config, summary = planted_build

@@ -32,7 +32,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from uvd_pipeline.build import format_summary, run_build
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.summary import format_summary
     from uvd_pipeline.config import config_summary, load_config
 
     config = load_config(args.config, build_overrides(args))

@@ -24,14 +24,13 @@ import numpy as np
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
-from uvd_pipeline.build import SUMMARY_FILE
 from uvd_pipeline.rendered_shards import read_json
-from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, RECONSTRUCTION_PER_SENTENCE, TRAINER_DIR,  # noqa: F401
-                                      build_tokenizer, pick_sentences, reconstructions, report_data,
-                                      token_usage, trainer_demo, trainer_figures)
+from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, TRAINER_DIR, build_tokenizer, pick_sentences,
+                                      reconstructions, report_data, token_usage, trainer_demo, trainer_figures)
 from uvd_pipeline.report_page import render_html
-from uvd_pipeline.report_plots import (LABEL_WIDTH, THUMB, contact_sheet, inputs_plot, lengths_plot,  # noqa: F401
-                                       loss_plot, save_image, throughput_plot, tokens_plot)
+from uvd_pipeline.report_plots import (contact_sheet, inputs_plot, lengths_plot, loss_plot, save_image,
+                                       throughput_plot, tokens_plot)
+from uvd_pipeline.summary import SUMMARY_FILE
 
 REPORT_DIR = "report"
 

@@ -11,10 +11,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from sources import fsio
-from uvd_pipeline.build import REJECTS_FILE
 from uvd_pipeline.quality import INPUT_BINS, STAGES, merge_lengths, sorted_lengths
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, verified_tar
+from uvd_pipeline.summary import REJECTS_FILE
 
 TRAINER_DIR = "trainer"  # written by `python -m trainer.demo` (the report only reads it)
 EXAMPLES_PER_REASON = 3
