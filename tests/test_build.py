@@ -128,8 +128,6 @@ def test_rerun_skips_committed_shards_and_changed_config_is_refused(mini_build_c
 
 def test_partial_output_is_completed_with_identical_bytes(mini_corpus, mini_build, tmp_path):
     """The states a kill leaves behind: shards missing, a tar without stats, temp files."""
-    import shutil
-
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
