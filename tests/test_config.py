@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uvd_pipeline.config import ConfigError, load_config, parse_config
+from uvd_pipeline.config import ConfigError, load_config, parse_config, parse_set_options
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = {"output": "out", "sources": [{"name": "web", "type": "laion", "path": "data/laion"}]}
@@ -122,13 +122,15 @@ def test_set_options_set_typed_values_like_the_file(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(BASE))
     args = parser().parse_args(["build", str(path), "--set", "tokenizer.batch_size=32", "--set",
-                                "beam.direct_num_workers=2", "--set", "sources.0.enabled=false",
+                                "beam.direct_num_workers=2", "--set", "sources.web.enabled=false",
                                 "--set", "image.resize=pad", "--beam-option=--a=1"])
     config = load_config(str(path), build_overrides(args))
     assert config.tokenizer.batch_size == 32 and config.beam.direct_num_workers == 2
     assert config.sources[0].enabled is False and config.image.resize == "pad"
     assert config.beam.options == ("--a=1",)
     assert yaml.safe_load(path.read_text()) == BASE  # the file is not touched
+    by_index = load_config(str(path), parse_set_options(["sources.0.num_shards=7"]))
+    assert by_index.sources[0].num_shards == 7
 
 
 @pytest.mark.parametrize("sets, expected", [
@@ -140,7 +142,8 @@ def test_set_options_set_typed_values_like_the_file(tmp_path: Path):
     (["tokenizer.batch_size"], "expected KEY=VALUE with KEY a dotted field path, e.g. --set tokenizer.batch_size=32"),
     (["tokenizer..batch_size=3"], "expected KEY=VALUE"),
     (["output.path=x"], "output.path: output holds the value 'out', not a section with fields; set output itself"),
-    (["sources.3.enabled=false"], "sources.3.enabled: sources is a list of 1; name an entry by its index 0..0"),
+    (["sources.3.enabled=false"], "sources.3.enabled: sources is a list of 1; name an entry by its index 0..0 "
+                                  "or its name (web)"),
     (["beam.options=[--a=1]"], "--set beam.options: give one scalar value"),
     (["tokenizer.batch_size=8", "tokenizer.batch_size=16"], "--set tokenizer.batch_size is given twice"),
     (["beam.direct_num_workers=2", "--workers", "3"], "--set beam.direct_num_workers and a flag both set"),

@@ -147,7 +147,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _add_set_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="set a config field (repeatable): KEY a dotted path such as tokenizer.batch_size or "
-                          "sources.0.enabled, VALUE a YAML scalar; validated with the file, paths relative to it")
+                          "sources.web.enabled (a source by name or index), VALUE a YAML scalar; validated with the file, paths relative to it")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -576,7 +576,8 @@ def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX
 
 def with_overrides(data: Any, overrides: dict[str, Any]) -> Any:
     """The raw config mapping with `overrides` set: dotted keys name nested fields
-    (`beam.direct_num_workers`, `sources.0.num_shards`); a callable value gets the current value
+    (`beam.direct_num_workers`; `sources.0.num_shards` or `sources.web.num_shards` for a list entry by
+    index or name); a callable value gets the current value
     (None when unset) and returns the new one. The result is validated like the file itself, so an
     override can never make a config the file could not be. A key that cannot be set (its parent is
     a value, or a list index past the end) is refused here, since validation would never see it."""
@@ -597,10 +598,15 @@ def with_overrides(data: Any, overrides: dict[str, Any]) -> Any:
 
 
 def _list_index(node: list, part: str, dotted: str, where: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"{dotted}: {where} is a list of {len(node)}; name an entry by its index "
-                          f"0..{len(node) - 1} (e.g. {where}.0)")
-    return int(part)
+    """The entry of a list that `part` names: its index, or the `name` of a mapping in it (a source)."""
+    if part.isdigit() and int(part) < len(node):
+        return int(part)
+    names = [entry.get("name") if isinstance(entry, dict) else None for entry in node]
+    if part in names:
+        return names.index(part)
+    known = ", ".join(str(n) for n in names if n is not None)
+    raise ConfigError(f"{dotted}: {where} is a list of {len(node)}; name an entry by its index "
+                      f"0..{len(node) - 1}" + (f" or its name ({known})" if known else ""))
 
 
 def _child_for_update(node: Any, part: str, dotted: str, where: str) -> Any:
@@ -625,7 +631,7 @@ def _child_for_update(node: Any, part: str, dotted: str, where: str) -> Any:
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:
     """`--set KEY=VALUE` options as overrides for `load_config`: KEY is a dotted field path
-    (`tokenizer.batch_size`, `sources.0.enabled`), VALUE a YAML scalar (`32`, `true`, `null`,
+    (`tokenizer.batch_size`, `sources.0.enabled`, `sources.web.enabled`), VALUE a YAML scalar (`32`, `true`, `null`,
     `text`), so a value means what it would mean written in the file."""
     overrides: dict[str, Any] = {}
     for item in items:
