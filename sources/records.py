@@ -123,14 +123,6 @@ class VideoRecord:
     n_frames: int  # presented frames when planned: a file that has changed since is refused
     limits: Budget = Budget()  # the source's time and memory budget for decoding this video
 
-    def without(self, keys: set[str]) -> "VideoRecord | None":
-        """The same video without the clips in `keys` (already committed), or None if none is left."""
-        clips = tuple(c for c in self.clips if c.key not in keys)
-        if not clips:
-            return None
-        return VideoRecord(self.key, self.source, self.group, self.uri, clips, self.decoder, self.n_frames,
-                           self.limits)
-
 
 @dataclass(frozen=True)
 class PairRecord:

@@ -151,10 +151,6 @@ class Judgement:
     conversion_bytes: int
     reduce: bool
 
-    @property
-    def total_mb(self) -> int:
-        return DECODER_BASE_MB + (self.decoder_bytes + self.conversion_bytes) // 2**20
-
 
 def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level: int, rotated: bool,
                  max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uvd_pipeline.config import ConfigError, load_config, parse_config
+from uvd_pipeline.config import ConfigError, load_config, parse_config, parse_set_options
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = {"output": "out", "sources": [{"name": "web", "type": "laion", "path": "data/laion"}]}
@@ -113,6 +113,50 @@ def test_overrides_set_nested_fields_and_extend_lists(tmp_path: Path):
     assert config.beam.direct_num_workers == 3 and config.tokenizer.batch_size == 32
     assert config.beam.options == ("--a=1", "--b=2")
     assert yaml.safe_load(path.read_text())["beam"] == {"options": ["--a=1"]}  # the file is not touched
+
+
+def test_set_options_set_typed_values_like_the_file(tmp_path: Path):
+    """`--set KEY=VALUE`: values are YAML scalars, so they arrive typed as the file would give them."""
+    from uvd_pipeline.cli import build_overrides, parser
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    args = parser().parse_args(["build", str(path), "--set", "tokenizer.batch_size=32", "--set",
+                                "beam.direct_num_workers=2", "--set", "sources.web.enabled=false",
+                                "--set", "image.resize=pad", "--beam-option=--a=1"])
+    config = load_config(str(path), build_overrides(args))
+    assert config.tokenizer.batch_size == 32 and config.beam.direct_num_workers == 2
+    assert config.sources[0].enabled is False and config.image.resize == "pad"
+    assert config.beam.options == ("--a=1",)
+    assert yaml.safe_load(path.read_text()) == BASE  # the file is not touched
+    by_index = load_config(str(path), parse_set_options(["sources.0.num_shards=7"]))
+    assert by_index.sources[0].num_shards == 7
+
+
+@pytest.mark.parametrize("sets, expected", [
+    (["tokenizer.batchsize=32"], "tokenizer.batchsize: unknown field; allowed fields here: enabled, checkpoint, batch_size"),
+    (["tokenzer.batch_size=32"], "tokenzer: unknown field; allowed fields here: version, output, "),
+    (["beam.direct_num_workers=0"], "beam.direct_num_workers: Input should be greater than or equal to 1"),
+    (["tokenizer.batch_size=many"], "tokenizer.batch_size: Input should be a valid integer"),
+    (["image.resize=stretch"], "image.resize: got 'stretch'; allowed: 'squash', 'center_crop' or 'pad'"),
+    (["tokenizer.batch_size"], "expected KEY=VALUE with KEY a dotted field path, e.g. --set tokenizer.batch_size=32"),
+    (["tokenizer..batch_size=3"], "expected KEY=VALUE"),
+    (["output.path=x"], "output.path: output holds the value 'out', not a section with fields; set output itself"),
+    (["sources.3.enabled=false"], "sources.3.enabled: sources is a list of 1; name an entry by its index 0..0 "
+                                  "or its name (web)"),
+    (["beam.options=[--a=1]"], "--set beam.options: give one scalar value"),
+    (["tokenizer.batch_size=8", "tokenizer.batch_size=16"], "--set tokenizer.batch_size is given twice"),
+    (["beam.direct_num_workers=2", "--workers", "3"], "--set beam.direct_num_workers and a flag both set"),
+])
+def test_bad_set_options_fail_before_the_build_naming_the_field(tmp_path: Path, capsys, sets, expected):
+    from uvd_pipeline.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    flags = [flag for item in sets for flag in ((item,) if item.startswith("-") or item.isdigit() else ("--set", item))]
+    assert main(["build", str(path), *flags]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_sample_config_covers_every_source_type():

@@ -99,7 +99,8 @@ def test_dask_build_on_its_own_cluster_survives_a_lost_worker(mini_corpus, mini_
     from contextlib import contextmanager
 
     from uvd_pipeline import dask_cluster
-    from uvd_pipeline.build import format_summary, run_build
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.summary import format_summary
     from uvd_pipeline.report import write_report
 
     reference_config, reference = mini_build

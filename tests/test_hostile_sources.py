@@ -311,7 +311,8 @@ def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_p
     in no file of the output (shards, tokens, rejects, report)."""
     import yaml
 
-    from uvd_pipeline.build import REJECTS_FILE, run_build
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.summary import REJECTS_FILE
     from uvd_pipeline.config import load_config
 
     rng = np.random.default_rng(5)

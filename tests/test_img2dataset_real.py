@@ -265,7 +265,7 @@ def test_default_download_is_warned_about_and_sized_by_originals(default_build, 
     assert source["sentences"] + source["rejects"] == len(rows) == len(URLS)
     (warning,) = source["warnings"]
     assert "img2dataset resized" in warning and "--resize_mode no --disable_all_reencoding True" in warning
-    from uvd_pipeline.build import format_summary
+    from uvd_pipeline.summary import format_summary
 
     assert f"warning: {warning}" in format_summary(summary)
     found = _sentences(out, "default")

@@ -22,7 +22,9 @@ from PIL import Image, ImageOps
 
 from uvd_pipeline.quality import ASPECT_EDGES, SIDE_EDGES
 from uvd_pipeline.render import decode_png
-from uvd_pipeline.report import LABEL_WIDTH, RECONSTRUCTION_IMAGES, RECONSTRUCTION_PER_SENTENCE, THUMB, write_report
+from uvd_pipeline.report import write_report
+from uvd_pipeline.report_data import RECONSTRUCTION_IMAGES, RECONSTRUCTION_PER_SENTENCE
+from uvd_pipeline.report_plots import LABEL_WIDTH, THUMB
 from uvd_pipeline.rendered_shards import iter_shard
 from uvd_pipeline.shards import find_shards, read_token_shard, sentence_tokens
 

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import webdataset as wds
 from PIL import Image
 
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject, path_key, safe_key
 from transforms.decode import DecodeError, load_image
-from uvd_pipeline.rendered_shards import REJECTS_SUFFIX, TAR_SUFFIX, ShardAddress, iter_shard, write_shard
+from uvd_pipeline.rendered_shards import REJECTS_SUFFIX, TAR_SUFFIX, ShardAddress, write_shard
 from uvd_pipeline.sentences import Sentence
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import uuid
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 
+from .atomic import atomic_path
 from .config import VQGANConfig
 from .model import VQGAN
 
@@ -106,19 +106,6 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VQ
     return model.to(device).eval()
 
 
-def atomic_write(path: str, write: Callable[[str], object]) -> None:
-    """Call `write(tmp)` on a fresh temp name next to `path`, then rename it over `path`.
-    (The writer creates the file itself, so it gets the usual umask permissions.)"""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save(model: VQGAN, path: str | os.PathLike[str]) -> str:
     """Write `config.json` + `pytorch_model.bin` (open-muse format) into folder `path`, atomically
     per file; returns the weights hash. Weights go first, so a folder whose config exists and
@@ -126,8 +113,10 @@ def save(model: VQGAN, path: str | os.PathLike[str]) -> str:
     folder = os.fspath(path)
     os.makedirs(folder, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write(os.path.join(folder, WEIGHTS_NAME), lambda tmp: torch.save(state, tmp))
-    atomic_write(os.path.join(folder, CONFIG_NAME), lambda tmp: model.config.to_json(tmp))
+    with atomic_path(os.path.join(folder, WEIGHTS_NAME)) as temporary:
+        torch.save(state, temporary)
+    with atomic_path(os.path.join(folder, CONFIG_NAME)) as temporary:
+        model.config.to_json(temporary)
     return weights_hash(state)
 
 

@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
+from .atomic import atomic_path
 from .config import VQGANConfig, preset
 from .data import TrainBatches, find_images
+from .dataclass_cli import add_flags, flag, options_from
 from .losses import NLayerDiscriminator, adaptive_weight, generator_loss, hinge_d_loss, psnr, reconstruction_loss
 from .metrics import codebook_usage, perplexity
 from .model import VQGAN, build
@@ -41,75 +43,49 @@ LOG_NAME = "log.jsonl"
 
 @dataclass
 class FitOptions:
-    data: list[str]
-    out: str
-    preset: str = "tiny"
-    config: str | None = None
-    init: str | None = None
-    export: str | None = None
-    max_steps: int = 1000
-    batch_size: int = 8
-    crop: int | None = None
-    seed: int = 0
-    lr: float = 2e-4
-    disc_lr: float | None = None
-    weight_decay: float = 1e-4
-    warmup_steps: int = 0
-    l1_weight: float = 1.0
-    l2_weight: float = 1.0
-    disc_start: int = 2000
-    disc_weight: float = 0.5
-    disc_channels: int = 64
-    disc_layers: int = 3
-    restart_dead_every: int = 0
-    ae_warmup_steps: int = 0
-    log_every: int = 20
-    checkpoint_every: int = 500
-    threads: int | None = None
-    device: str | None = None
+    """Every knob of a tokenizer training run; `python -m tokenizer.fit` has a flag for each."""
+
+    data: list[str] = flag(help="glob of rendered-sentence tars, image files or folders (repeatable)")
+    out: str = flag(help="output folder (resumed when it holds a train_state.pt)")
+    preset: str = flag("tiny", "model preset: tiny or lvm")
+    config: str | None = flag(None, "a muse config.json to use instead of the preset")
+    init: str | None = flag(None, "start from the weights (and config) of a muse-format folder, e.g. the "
+                                  "released LVM tokenizer, to fine-tune it")
+    export: str | None = flag(None, "at the end, also write just the tokenizer (config.json + "
+                                    "pytorch_model.bin) to this folder, e.g. to ship it")
+    max_steps: int = flag(1000)
+    batch_size: int = flag(8)
+    crop: int | None = flag(None, "training crop size (default: the config resolution)")
+    seed: int = flag(0)
+    lr: float = flag(2e-4)
+    disc_lr: float | None = flag(None, "discriminator learning rate (default: --lr)")
+    weight_decay: float = flag(1e-4)
+    warmup_steps: int = flag(0)
+    l1_weight: float = flag(1.0)
+    l2_weight: float = flag(1.0)
+    disc_start: int = flag(2000, "step the GAN loss switches on")
+    disc_weight: float = flag(0.5)
+    disc_channels: int = flag(64)
+    disc_layers: int = flag(3)
+    restart_dead_every: int = flag(0, "every N steps move codes unused since the last restart onto encoder "
+                                      "outputs (0: off)")
+    ae_warmup_steps: int = flag(0, "train this many steps as a plain autoencoder (no quantisation), then seed "
+                                   "the codebook from encoder outputs: a small model on a CPU otherwise learns "
+                                   "to output the mean while its codes still mean nothing")
+    log_every: int = flag(20)
+    checkpoint_every: int = flag(500)
+    threads: int | None = flag(None, "torch intra-op threads")
+    device: str | None = flag(None, "cpu or cuda (default: cuda when available)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tokenizer.fit", description=__doc__.split("\n")[0])
-    p.add_argument("--data", action="append", required=True,
-                   help="glob of rendered-sentence tars, image files or folders (repeatable)")
-    p.add_argument("--out", required=True, help="output folder (resumed when it holds a train_state.pt)")
-    p.add_argument("--preset", default="tiny", help="model preset: tiny or lvm")
-    p.add_argument("--config", help="a muse config.json to use instead of the preset")
-    p.add_argument("--init", help="start from the weights (and config) of a muse-format folder, e.g. the "
-                                  "released LVM tokenizer, to fine-tune it")
-    p.add_argument("--export", help="at the end, also write just the tokenizer (config.json + "
-                                    "pytorch_model.bin) to this folder, e.g. to ship it")
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop", type=int, help="training crop size (default: the config resolution)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--disc-lr", type=float, help="discriminator learning rate (default: --lr)")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--l1-weight", type=float, default=1.0)
-    p.add_argument("--l2-weight", type=float, default=1.0)
-    p.add_argument("--disc-start", type=int, default=2000, help="step the GAN loss switches on")
-    p.add_argument("--disc-weight", type=float, default=0.5)
-    p.add_argument("--disc-channels", type=int, default=64)
-    p.add_argument("--disc-layers", type=int, default=3)
-    p.add_argument("--restart-dead-every", type=int, default=0,
-                   help="every N steps move codes unused since the last restart onto encoder outputs (0: off)")
-    p.add_argument("--ae-warmup-steps", type=int, default=0,
-                   help="train this many steps as a plain autoencoder (no quantisation), then seed the "
-                   "codebook from encoder outputs: a small model on a CPU otherwise learns to output the "
-                   "mean while its codes still mean nothing")
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--threads", type=int, help="torch intra-op threads")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    return p
+    """The flags of `FitOptions` (names, types, defaults and help are the dataclass's own)."""
+    return add_flags(argparse.ArgumentParser(prog="python -m tokenizer.fit", description=__doc__.split("\n")[0]),
+                     FitOptions)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> FitOptions:
-    ns = _parser().parse_args(argv)
-    return FitOptions(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(FitOptions)})
+    return options_from(_parser().parse_args(argv), FitOptions)
 
 
 class Trainer:
@@ -148,7 +124,8 @@ class Trainer:
         """Tokenizer files (muse format) and the full training state, each replaced atomically."""
         checkpoint.save(self.model, out)
         state = self.state()
-        checkpoint.atomic_write(os.path.join(out, STATE_NAME), lambda tmp: torch.save(state, tmp))
+        with atomic_path(os.path.join(out, STATE_NAME)) as temporary:
+            torch.save(state, temporary)
 
     def resume(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)

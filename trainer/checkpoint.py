@@ -27,13 +27,10 @@ import torch
 from .checkpoint_io import check_shapes, write_config
 from .config import ModelConfig
 from .integrity import CheckpointDamaged, reading, sealed_folder
-from .run_layout import (  # noqa: F401 - the run layout, re-exported for callers of this module
-    CHECKPOINTS,
-    PREFIX,
+from .run_layout import (  # noqa: F401 - checkpoint_dir, list_checkpoints: re-exported for the fit loop
     SEALED_FORMAT,
     STATE_NAME,
     checkpoint_dir,
-    latest_checkpoint,
     list_checkpoints,
     verify_checkpoint,
 )

@@ -27,15 +27,12 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
-from .integrity import (  # noqa: F401 - atomic_folder, write_file_atomic: re-exported for callers
-    CheckpointDamaged,
+from .integrity import (
     CheckpointError,
-    atomic_folder,
     read_manifest,
     reading,
     sealed_folder,
     verify_folder,
-    write_file_atomic,
 )
 from .model import LVMTransformer
 from .run_layout import CHECKPOINTS, latest_checkpoint, verify_checkpoint

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tokenizer.atomic import write_bytes
 from uvd_pipeline.shards import TOKENS_DIR, find_shards, read_token_shard, sentence_tokens
 
-from .integrity import write_file_atomic
 from .fit import FitOptions, fit
 from .generate import make_strip
 
@@ -138,7 +138,7 @@ def run_demo(build_output: str, tokenizer_path: str, *, steps: int = 300, seq_le
             y += r.shape[0]
         buffer = io.BytesIO()
         Image.fromarray(canvas).save(buffer, format="PNG")
-        write_file_atomic(os.path.join(folder, STRIP_PNG), buffer.getvalue())
+        write_bytes(os.path.join(folder, STRIP_PNG), buffer.getvalue())
         strip_name = STRIP_PNG
     result = {
         "preset": preset, "parameters": summary["parameters"], "steps": summary["step"], "seq_len": seq_len,
@@ -148,7 +148,7 @@ def run_demo(build_output: str, tokenizer_path: str, *, steps: int = 300, seq_le
         "tokenizer": meta.tokenizer_name, "generation_png": strip_name, "prompts": described,
         "legend": "grey: prompt, red: sampled (seeded, top-k 100), green: the true next image",
     }
-    write_file_atomic(os.path.join(folder, DEMO_JSON), (json.dumps(result, indent=1) + "\n").encode())
+    write_bytes(os.path.join(folder, DEMO_JSON), (json.dumps(result, indent=1) + "\n").encode())
     return result
 
 

@@ -27,16 +27,19 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
 
+from tokenizer.atomic import write_bytes
+from tokenizer.dataclass_cli import add_flags, flag, options_from
+
 from . import checkpoint as ckpt
 from .config import ModelConfig, preset
 from .data import MODES, TokenWindows, mixture_from_args
-from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning, write_file_atomic
+from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning
 from .model import LVMTransformer
 from .run_layout import set_aside
 
@@ -56,38 +59,42 @@ PEAK_BF16_FLOPS: dict[str, float] = {
 class FitOptions:
     """Every knob of a run; stored in each checkpoint."""
 
-    data: list[str]
-    out: str
-    preset: str = "tiny"
-    split: str | None = "train"
-    seq_len: int = 4096
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_steps: int = 1000
-    lr: float = 1.5e-4
-    min_lr: float = 3e-5
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    clip: float = 1.0
-    mode: str = "paper"
-    seed: int = 0
-    compile: bool = False
-    activation_checkpointing: bool = False
-    device: str = "auto"
-    dtype: str = "auto"
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    log_every: int = 10
-    resume: str = "auto"
-    fsdp: bool = False
-    stop_at: int | None = None
-    chunk_tokens: int = 4096
-    threads: int | None = None
-    quiet: bool = False
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data: list[str] = flag(help="GLOB[:WEIGHT] of committed token shards (repeat for a mixture), or a YAML/JSON "
+                                "mixture file {split: train, data: [{glob, weight}]}")
+    out: str = flag(help="run folder: checkpoints/, log.jsonl, losses.json, summary.json")
+    preset: str = flag("tiny", "model size: tiny, small, 100m, 300m, 600m, 1b, 3b, 7b")
+    split: str | None = flag("train", "train on sentences of this split ('all': no filter)")
+    seq_len: int = flag(4096, "tokens per window (16 images of 256)")
+    batch_size: int = flag(8, "windows per micro-batch per rank")
+    grad_accum: int = flag(1, "micro-batches per update")
+    max_steps: int = flag(1000, "updates in the whole run (sets the LR schedule)")
+    lr: float = flag(1.5e-4, "peak learning rate")
+    min_lr: float = flag(3e-5, "learning rate at the end of the cosine decay")
+    warmup_steps: int = flag(100, "linear warmup steps")
+    weight_decay: float = flag(0.1)
+    beta1: float = flag(0.9)
+    beta2: float = flag(0.95)
+    eps: float = flag(1e-8, cli=False)
+    clip: float = flag(1.0, "gradient-norm clip")
+    mode: str = flag("paper", "paper: BOS/EOS around each sentence; stream: plain concatenation (released code)",
+                     choices=MODES)
+    seed: int = flag(0)
+    compile: bool = flag(False, "torch.compile the model")
+    activation_checkpointing: bool = flag(False, "recompute layers in backward")
+    device: str = flag("auto", "auto, cpu or cuda")
+    dtype: str = flag("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
+    checkpoint_every: int = flag(500, "steps between checkpoints (and one at the end); 0 writes none "
+                                      "(benchmarks, smoke runs)")
+    keep_checkpoints: int = flag(3, "newest checkpoints kept (0: all)")
+    log_every: int = flag(10)
+    resume: str = flag("auto", "auto: the newest checkpoint in --out if any; none: start fresh; or a checkpoint "
+                               "folder")
+    fsdp: bool = flag(False, "under torchrun: FSDP2 (fully_shard) instead of DDP")
+    stop_at: int | None = flag(None, "stop (with a checkpoint) after this step; rerun to continue")
+    chunk_tokens: int = flag(4096, "tokens per logits chunk of the loss")
+    threads: int | None = flag(None, "torch intra-op threads")
+    quiet: bool = flag(False)
+    model_overrides: dict[str, Any] = flag(default_factory=dict, cli=False)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -332,7 +339,7 @@ class Trainer:
 
 
 def _write_json(path: str, value: Any) -> None:
-    write_file_atomic(path, json.dumps(value).encode())
+    write_bytes(path, json.dumps(value).encode())
 
 
 def _trim_log(path: str, step: int) -> None:
@@ -342,7 +349,7 @@ def _trim_log(path: str, step: int) -> None:
         return
     with open(path, encoding="utf-8") as handle:
         kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
-    write_file_atomic(path, "".join(kept).encode("utf-8"))
+    write_bytes(path, "".join(kept).encode("utf-8"))
 
 
 def _log(trainer: Trainer, record: dict[str, Any]) -> None:
@@ -482,52 +489,13 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
 
 # -- CLI --------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer.fit", description=__doc__.split("\n")[0])
-    p.add_argument("--data", action="append", required=True,
-                   help="GLOB[:WEIGHT] of committed token shards (repeat for a mixture), or a YAML/JSON mixture "
-                        "file {split: train, data: [{glob, weight}]}")
-    p.add_argument("--split", help="train on sentences of this split ('all': no filter)")
-    p.add_argument("--out", required=True, help="run folder: checkpoints/, log.jsonl, losses.json, summary.json")
-    p.add_argument("--preset", help="model size: tiny, small, 100m, 300m, 600m, 1b, 3b, 7b")
-    p.add_argument("--seq-len", type=int, help="tokens per window (16 images of 256)")
-    p.add_argument("--batch-size", type=int, help="windows per micro-batch per rank")
-    p.add_argument("--grad-accum", type=int, help="micro-batches per update")
-    p.add_argument("--max-steps", type=int, help="updates in the whole run (sets the LR schedule)")
-    p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) after this step; rerun to continue")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--min-lr", type=float)
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--beta1", type=float)
-    p.add_argument("--beta2", type=float)
-    p.add_argument("--clip", type=float, help="gradient-norm clip")
-    p.add_argument("--mode", choices=MODES,
-                   help="paper: BOS/EOS around each sentence; stream: plain concatenation (released code)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--activation-checkpointing", action="store_true", help="recompute layers in backward")
-    p.add_argument("--device", help="auto, cpu or cuda")
-    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"),
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    p.add_argument("--chunk-tokens", type=int, help="tokens per logits chunk of the loss")
-    p.add_argument("--checkpoint-every", type=int,
-                   help="steps between checkpoints (and one at the end); 0 writes none (benchmarks, smoke runs)")
-    p.add_argument("--keep-checkpoints", type=int, help="newest checkpoints kept (0: all)")
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--resume",
-                   help="auto: the newest checkpoint in --out if any; none: start fresh; or a checkpoint folder")
-    p.add_argument("--fsdp", action="store_true", help="under torchrun: FSDP2 (fully_shard) instead of DDP")
-    p.add_argument("--threads", type=int, help="torch intra-op threads")
-    p.add_argument("--quiet", action="store_true")
-    # the defaults are FitOptions' own (one source of truth)
-    flags = {action.dest for action in p._actions}
-    p.set_defaults(**{f.name: f.default for f in fields(FitOptions) if f.name in flags and f.default is not MISSING})
-    return p
+    """The flags of `FitOptions` (names, types, defaults and help are the dataclass's own)."""
+    return add_flags(argparse.ArgumentParser(prog="python -m trainer.fit", description=__doc__.split("\n")[0]),
+                     FitOptions)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> FitOptions:
-    args = vars(_parser().parse_args(argv))
-    return FitOptions(**args)
+    return options_from(_parser().parse_args(argv), FitOptions)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

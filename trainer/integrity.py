@@ -1,11 +1,12 @@
-"""Committing and verifying checkpoint folders: the trainer's one writer of folders and files.
+"""Committing and verifying checkpoint folders.
 
-A folder is written under a temporary name, sealed with `manifest.json` (size and sha256 of every
+A folder is written under a temporary name (`tokenizer.atomic.atomic_folder`, the project's one
+atomic writer), sealed with `manifest.json` (size and sha256 of every
 other file, written last: the commit mark) and renamed into place as a whole. Readers check the
 files they use against the manifest before using them, so an altered byte or a short file is an
 error that names the file, never NaN weights or a traceback from deep inside torch.
 
-A leaf module: it imports no other trainer module, so the run-state and HF-format modules both
+A leaf of trainer/: it imports no other trainer module, so the run-state and HF-format modules both
 build on it without importing each other.
 """
 
@@ -15,12 +16,12 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from tokenizer.atomic import atomic_folder, write_bytes
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -59,29 +60,8 @@ def describe_files(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 def write_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Seal `folder`: record every file's size and digest in its manifest (replacing an old one)."""
     manifest = {"version": MANIFEST_VERSION, "files": describe_files(folder)}
-    write_file_atomic(Path(folder) / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes(os.fspath(Path(folder) / MANIFEST), (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return manifest
-
-
-@contextlib.contextmanager
-def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `folder` as a whole."""
-    final = Path(folder)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    temporary.mkdir()
-    try:
-        yield temporary
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():  # rename() cannot replace a non-empty folder: move the old one aside first
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(temporary, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -90,16 +70,6 @@ def sealed_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
     with atomic_folder(folder) as temporary:
         yield temporary
         write_manifest(temporary)
-
-
-def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Bytes to `path` through the tokenizer's atomic writer (temp name, rename; the temp file is
-    removed if writing fails)."""
-    from tokenizer.checkpoint import atomic_write
-
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda temporary: Path(temporary).write_bytes(data))
 
 
 # -- reading ---------------------------------------------------------------------------------

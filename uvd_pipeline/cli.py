@@ -32,7 +32,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from uvd_pipeline.build import format_summary, run_build
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.summary import format_summary
     from uvd_pipeline.config import config_summary, load_config
 
     config = load_config(args.config, build_overrides(args))
@@ -52,7 +53,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def build_overrides(args: argparse.Namespace) -> dict:
-    """The config fields that `build`'s flags set, validated with the file (`load_config`)."""
+    """The config fields that `build`'s flags and `--set` options set, validated with the file
+    (`load_config`). A field set both ways is refused rather than one silently winning."""
+    from uvd_pipeline.config import parse_set_options
+
     overrides: dict = {}
     if args.output:
         overrides["output"] = os.path.abspath(args.output)
@@ -65,7 +69,11 @@ def build_overrides(args: argparse.Namespace) -> dict:
     if args.tokenizer:
         overrides["tokenizer.checkpoint"] = args.tokenizer if args.tokenizer == "embedded" else os.path.abspath(
             args.tokenizer)
-    return overrides
+    dotted = parse_set_options(args.set)
+    clash = sorted(overrides.keys() & dotted.keys())
+    if clash:
+        raise ConfigError(f"--set {clash[0]} and a flag both set {clash[0]}; give one of them")
+    return {**dotted, **overrides}
 
 
 def with_runner(config, runner: str):
@@ -124,16 +132,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Everything a build checks before it starts: the config, every source's input, the tokenizer."""
     from uvd_pipeline.build import check_tokenizer
-    from uvd_pipeline.config import config_summary, load_config
+    from uvd_pipeline.config import config_summary, load_config, parse_set_options
     from uvd_pipeline.graph import list_units
 
-    config = load_config(args.config)
+    config = load_config(args.config, parse_set_options(args.set))
     print(config_summary(config))
     for name, units in list_units(config).items():
         print(f"source {name}: {len(units)} input units")
     check_tokenizer(config)
     print("config OK")
     return 0
+
+
+def _add_set_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="set a config field (repeatable): KEY a dotted path such as tokenizer.batch_size or "
+                          "sources.web.enabled (a source by name or index), VALUE a YAML scalar; validated with the file, paths relative to it")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -168,6 +182,7 @@ def parser() -> argparse.ArgumentParser:
                         "damaged shards are rebuilt")
     b.add_argument("--force-unlock", action="store_true",
                    help="take the output's lock even if another build holds it (one on another host that died)")
+    _add_set_option(b)
     b.set_defaults(func=cmd_build)
 
     v = sub.add_parser("verify", help="check every committed file of a build output against its stats "
@@ -201,6 +216,7 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate a config file, its sources and its tokenizer; print what it would build")
     c.add_argument("config")
+    _add_set_option(c)
     c.set_defaults(func=cmd_check)
     return p
 

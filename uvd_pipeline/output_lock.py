@@ -237,10 +237,6 @@ def acquire(output: str, force: bool = False) -> OutputLock:
 
 
 # -- the run's temporaries ---------------------------------------------------------------------
-def tmp_root(output: str) -> str:
-    return fsio.join(output, TMP_DIR)
-
-
 def run_tmp(output: str) -> str | None:
     """This run's temporary folder (made if needed) when `output` is on a disk this process sees
     and a build holds its lock; None otherwise (callers then use the system's temporary folder)."""

@@ -24,16 +24,15 @@ import json
 import logging
 import os
 import pickle
-import posixpath
 import tarfile
 import tempfile
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from sources import fsio
 from sources.records import Reject
+from tokenizer.atomic import TMP_MARK, commit_file, write_bytes
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
 from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, file_sizes,
                                     rendered_files)
@@ -46,7 +45,6 @@ RENDERED_DIR = "rendered"
 STATS_SUFFIX = ".stats.json"
 REJECTS_SUFFIX = ".rejects.jsonl"
 TAR_SUFFIX = ".tar"
-TMP_MARK = ".tmp-"
 
 
 def sentence_group(kind: str, task: str) -> str:
@@ -162,45 +160,6 @@ class _SpillSorter:
         self._file.close()
 
 
-def _commit(local_path: str, uri: str) -> None:
-    """Upload under a temporary name and rename into place: a reader never sees half a file. On
-    the local disk the file is renamed into place (no copy) where it lies on the same filesystem."""
-    fs, target = fsio.filesystem(uri)
-    fs.makedirs(posixpath.dirname(target), exist_ok=True)
-    if fsio.local_path(uri) is not None:
-        try:
-            os.chmod(local_path, _new_file_mode())  # a temporary file is private (0600); a copy would not be
-            os.replace(local_path, target)
-            return
-        except OSError:
-            pass  # another filesystem ($TMPDIR): copy under a temporary name, as below
-    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-    fs.put_file(local_path, temporary)
-    fs.mv(temporary, target)
-
-
-def _new_file_mode() -> int:
-    """The mode a newly created file gets here (0666 less the umask, read without changing it)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o644
-
-
-def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """`data` to a temporary name beside `uri`, then renamed into place (`remove_temporaries`
-    finds what a kill leaves)."""
-    fs, target = fsio.filesystem(uri)
-    fs.makedirs(posixpath.dirname(target), exist_ok=True)
-    temporary = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-    fs.pipe_file(temporary, data)
-    fs.mv(temporary, target)
-
-
 def _recorded(data: bytes) -> dict[str, Any]:
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -259,49 +218,23 @@ def write_shard(
                 f"shard {address.stem}: received {received} of {expected_items} items; it is not committed "
                 "(the runner lost data; run the build again to finish it)"
             )
-        kinds: Counter[str] = Counter()
-        tasks: Counter[str] = Counter()
-        kind_tasks: Counter[str] = Counter()
-        quality = ShardQuality(image_size)
-        n_images = written = 0
-        first = last = None
-        placed: list[tuple[Any, int]] = []
         with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False, dir=scratch) as local:
             local_tar = local.name
-            with open_writer(local) as tar:
-                for sentence in spill.sorted():
-                    if sentence.sentence_id == last:  # a tar must not hold a key twice
-                        rejects.append(duplicate_sentence(sentence).as_row())
-                        continue
-                    add_member(tar, f"{sentence.sentence_id}.json", sentence.header_json())
-                    for position, image in enumerate(sentence.images):
-                        png = image if isinstance(image, bytes) or read_image is None else read_image(image)
-                        add_member(tar, f"{sentence.sentence_id}.{position:02d}.png", png)
-                        if png is not image:  # the data ends where the tar now stands, padded to a block
-                            placed.append((image, tar.offset - -(-len(png) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE))
-                    kinds[sentence.kind] += 1
-                    tasks[sentence.task] += 1
-                    kind_tasks[sentence_group(sentence.kind, sentence.task)] += 1
-                    quality.add(sentence.kind, sentence_group(sentence.kind, sentence.task), sentence.members,
-                                sentence.meta, sentence.n_images)
-                    n_images += sentence.n_images
-                    written += 1
-                    first = first or sentence.sentence_id
-                    last = sentence.sentence_id
+            tally = _write_tar(local, spill.sorted(), rejects, image_size, read_image)
         try:
             size = os.path.getsize(local_tar)
             digest = _file_sha256(local_tar)
-            _commit(local_tar, address.path(output, TAR_SUFFIX))
+            commit_file(local_tar, address.path(output, TAR_SUFFIX))
         finally:
             with contextlib.suppress(FileNotFoundError):  # renamed into place
                 os.unlink(local_tar)
         rejects.sort(key=lambda r: (r["key"], r["stage"], r["reason"], r["detail"]))
         lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects).encode()
-        write_bytes_atomic(address.path(output, REJECTS_SUFFIX), lines)
+        write_bytes(address.path(output, REJECTS_SUFFIX), lines)
         side_files = {address.stem + REJECTS_SUFFIX: _recorded(lines)}
         if fingerprints:
             data = fingerprint_lines(fingerprints)
-            write_bytes_atomic(address.path(output, FINGERPRINTS_SUFFIX), data)
+            write_bytes(address.path(output, FINGERPRINTS_SUFFIX), data)
             side_files[address.stem + FINGERPRINTS_SUFFIX] = _recorded(data)
         stats = {
             "format_version": format_version,
@@ -315,24 +248,71 @@ def write_shard(
             "tar_sha256": digest,
             "files": dict(sorted(side_files.items())),  # the side files' sizes and digests
             "image_size": image_size,
-            "sentences": written,
-            "images": n_images,
-            "by_kind": dict(sorted(kinds.items())),
-            "by_task": dict(sorted(tasks.items())),
-            "by_kind_task": dict(sorted(kind_tasks.items())),
-            "rejects": len(rejects),
-            "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
-            "rejects_by_stage": dict(sorted(Counter(r["stage"] for r in rejects).items())),
-            "first_sentence": first,
-            "last_sentence": last,
-            **quality.stats(),  # input sizes, sentence lengths, images per kind/task (for the report)
+            **tally.stats(rejects),
         }
         if fingerprints:
             stats["fingerprints"] = len(fingerprints)
-        write_bytes_atomic(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode())
-        return ShardWriteResult(address, stats, skipped=False, placed=placed)
+        write_bytes(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode())
+        return ShardWriteResult(address, stats, skipped=False, placed=tally.placed)
     finally:
         spill.close()
+
+
+@dataclass
+class _Tally:
+    """What a shard's tar received, for its stats; and where each referenced image landed."""
+
+    quality: ShardQuality
+    kinds: Counter = field(default_factory=Counter)
+    tasks: Counter = field(default_factory=Counter)
+    kind_tasks: Counter = field(default_factory=Counter)
+    images: int = 0
+    sentences: int = 0
+    first: str | None = None
+    last: str | None = None
+    placed: list[tuple[Any, int]] = field(default_factory=list)
+
+    def stats(self, rejects: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "sentences": self.sentences,
+            "images": self.images,
+            "by_kind": dict(sorted(self.kinds.items())),
+            "by_task": dict(sorted(self.tasks.items())),
+            "by_kind_task": dict(sorted(self.kind_tasks.items())),
+            "rejects": len(rejects),
+            "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+            "rejects_by_stage": dict(sorted(Counter(r["stage"] for r in rejects).items())),
+            "first_sentence": self.first,
+            "last_sentence": self.last,
+            **self.quality.stats(),  # input sizes, sentence lengths, images per kind/task (for the report)
+        }
+
+
+def _write_tar(fileobj, sentences: Iterable[Sentence], rejects: list[dict[str, str]], image_size: int,
+               read_image: Callable[[Any], bytes] | None) -> _Tally:
+    """Sorted sentences into a tar; a repeated id becomes a reject (a tar must not hold a key twice)."""
+    tally = _Tally(ShardQuality(image_size))
+    with open_writer(fileobj) as tar:
+        for sentence in sentences:
+            if sentence.sentence_id == tally.last:
+                rejects.append(duplicate_sentence(sentence).as_row())
+                continue
+            add_member(tar, f"{sentence.sentence_id}.json", sentence.header_json())
+            for position, image in enumerate(sentence.images):
+                png = image if isinstance(image, bytes) or read_image is None else read_image(image)
+                add_member(tar, f"{sentence.sentence_id}.{position:02d}.png", png)
+                if png is not image:  # the data ends where the tar now stands, padded to a block
+                    tally.placed.append((image, tar.offset - -(-len(png) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE))
+            group = sentence_group(sentence.kind, sentence.task)
+            tally.kinds[sentence.kind] += 1
+            tally.tasks[sentence.task] += 1
+            tally.kind_tasks[group] += 1
+            tally.quality.add(sentence.kind, group, sentence.members, sentence.meta, sentence.n_images)
+            tally.images += sentence.n_images
+            tally.sentences += 1
+            tally.first = tally.first or sentence.sentence_id
+            tally.last = sentence.sentence_id
+    return tally
 
 
 def duplicate_sentence(sentence: Sentence) -> Reject:

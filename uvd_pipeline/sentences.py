@@ -26,8 +26,6 @@ import numpy as np
 from sources.records import Reject
 from uvd_pipeline.keys import stable_hash
 
-KINDS = ("image", "video", "multiview", "category", "pairs", "multitask", "annotated_video")
-
 
 @dataclass(frozen=True)
 class RenderedUnit:

@@ -22,8 +22,6 @@ import glob as globlib
 import hashlib
 import json
 import os
-import tempfile
-import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -31,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
+
+from tokenizer.atomic import open_atomic, write_bytes
 
 TOKEN_FORMAT_VERSION = 1
 TOKENS_DIR = "tokens"
@@ -143,8 +143,6 @@ def table_bytes(table: pa.Table) -> bytes:
 def write_token_shard(path: str, rows: Iterable[TokenRow], meta: TokenShardMeta,
                       extra_stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write `path` (.arrow) and then its stats file; returns the stats. Local paths or fsspec URLs."""
-    from sources.fsio import filesystem
-
     table = to_table(rows, meta)
     data = table_bytes(table)
 
@@ -159,14 +157,8 @@ def write_token_shard(path: str, rows: Iterable[TokenRow], meta: TokenShardMeta,
         **{k: v for k, v in meta.__dict__.items()},
         **(extra_stats or {}),
     }
-    fs, target = filesystem(path)
-    fs.makedirs(os.path.dirname(target), exist_ok=True)
-    for final, payload in ((target, data), (target[: -len(ARROW_SUFFIX)] + STATS_SUFFIX,
-                                             json.dumps(stats, indent=1, sort_keys=True).encode())):
-        temporary = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        with fs.open(temporary, "wb") as handle:
-            handle.write(payload)
-        fs.mv(temporary, final)
+    write_bytes(path, data)  # the shard, then its stats: the commit mark
+    write_bytes(path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX, json.dumps(stats, indent=1, sort_keys=True).encode())
     return stats
 
 
@@ -280,14 +272,11 @@ def decode_jsonl_line(line: str) -> np.ndarray:
 def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
     """Write every sentence of the shards as one JSONL line; returns the number of lines."""
     count = 0
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
+    with open_atomic(out_path) as handle:
         for path in shard_paths:
             for row in iter_rows(path):
-                handle.write(encode_jsonl_line(row.tokens) + "\n")
+                handle.write((encode_jsonl_line(row.tokens) + "\n").encode())
                 count += 1
-    os.replace(handle.name, out_path)
     return count
 
 

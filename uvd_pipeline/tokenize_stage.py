@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from sources import fsio
 from uvd_pipeline.config import TokenizerConfig
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.integrity import REBUILD_HINT, ShardDamaged, check_file, token_file
-from uvd_pipeline.rendered_shards import (RENDERED_DIR, TAR_SUFFIX, iter_shard, read_json, stats_files,
+from uvd_pipeline.rendered_shards import (TAR_SUFFIX, iter_shard, read_json, stats_files,
                                           tar_recorded)
 from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TOKENS_DIR, TokenRow, TokenShardMeta, write_token_shard
 
@@ -64,10 +63,6 @@ class TokenizeSettings:
 
 def token_shard_path(output: str, source: str, split: str, stem: str) -> str:
     return fsio.join(output, TOKENS_DIR, source, split, stem + ARROW_SUFFIX)
-
-
-def rendered_tar_path(output: str, stats: dict[str, Any]) -> str:
-    return fsio.join(output, RENDERED_DIR, stats["source"], stats["split"], stats["tar"])
 
 
 RENDERED_FIELDS = ("source", "split", "shard", "tar", "sentences", "config_hash", "image_size")

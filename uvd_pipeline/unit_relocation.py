@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from sources import fsio
-from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX, ShardAddress, read_json, write_bytes_atomic
+from tokenizer.atomic import write_bytes
+from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX, ShardAddress, read_json
 from uvd_pipeline.unit_store import (BIN_SUFFIX, MARK_SUFFIX, MOVED_SUFFIX, RESULTS_SUFFIX, SHARD_INPUTS_DIR, Moved,
                                      StoredRef, read_moved, unit_marks)
 
@@ -73,7 +74,7 @@ def record_placement(output: str, address: ShardAddress, tar_sha256: str, placed
         return
     record = {"source": address.source, "split": address.split, "shard": address.index,
               "tar": tar_relative(address), "tar_sha256": tar_sha256, "images": images}
-    write_bytes_atomic(uri, json.dumps(record).encode())
+    write_bytes(uri, json.dumps(record).encode())
 
 
 def release(placed: list[tuple[Any, int]]) -> int:
@@ -231,7 +232,7 @@ def _relocate_unit(mark_uri: str, located: dict[str, Moved], doubtful: dict[str,
     if now != earlier:
         if now:
             record = {"render": mark["render"], "images": {str(o): list(v) for o, v in sorted(now.items())}}
-            write_bytes_atomic(moved_uri, json.dumps(record).encode())
+            write_bytes(moved_uri, json.dumps(record).encode())
         elif fsio.exists(moved_uri):
             fs, target = fsio.filesystem(moved_uri)
             fs.rm(target)

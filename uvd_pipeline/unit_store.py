@@ -30,13 +30,12 @@ import io
 import json
 import logging
 import pickle
-import posixpath
 import uuid
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from sources import fsio
-from uvd_pipeline.rendered_shards import TMP_MARK, write_bytes_atomic
+from tokenizer.atomic import TMP_MARK, AtomicFile, write_bytes
 
 log = logging.getLogger(__name__)
 UNITS_DIR = "_units"
@@ -232,8 +231,7 @@ class UnitWriter:
         self.uid = unit_id(store.source, unit)
         self.render = uuid.uuid4().hex[:16]  # tells this rendering's images from an earlier one's
         self.images_uri = store._path(self.uid, BIN_SUFFIX)
-        self._temporary = f"{self.images_uri}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-        self._handle: IO[bytes] | None = None
+        self._images = AtomicFile(self.images_uri)
         self._offset = 0
 
     def stored(self, item: Any) -> Any:
@@ -245,13 +243,9 @@ class UnitWriter:
 
     def _put(self, payload: bytes) -> StoredRef:
         try:
-            if self._handle is None:
-                fs, target = fsio.filesystem(self._temporary)
-                fs.makedirs(posixpath.dirname(target), exist_ok=True)
-                self._handle = fs.open(target, "wb")
-            self._handle.write(payload)
+            self._images.write(payload)
         except OSError as exc:
-            raise UnitStoreError(f"cannot write the unit store file {self._temporary}: {exc}") from exc
+            raise UnitStoreError(f"cannot write the unit store file {self._images.temporary}: {exc}") from exc
         ref = StoredRef(self.images_uri, self._offset, len(payload), hashlib.sha256(payload).hexdigest(),
                         f"{self.store.source}/{self.uid}/{self.render}", self._offset)
         self._offset += len(payload)
@@ -259,16 +253,10 @@ class UnitWriter:
 
     def commit(self, outputs: list[tuple[str, Any]], record: fsio.InputsRead) -> str:
         """Images, results, then the mark; returns the unit's input digest."""
-        fs, _ = fsio.filesystem(self.images_uri)
-        if self._handle is None:  # a unit of rejects only still commits an (empty) image file
-            self._put(b"")
-        assert self._handle is not None
-        self._handle.close()
-        self._handle = None
-        fs.mv(fsio.filesystem(self._temporary)[1], fsio.filesystem(self.images_uri)[1])
+        self._images.commit()  # a unit of rejects only still commits an (empty) image file
         portable = [(tag, _placed(item, "", "", {})) for tag, item in outputs]
         results = pickle.dumps(portable, protocol=pickle.HIGHEST_PROTOCOL)
-        write_bytes_atomic(self.store._path(self.uid, RESULTS_SUFFIX), results)
+        write_bytes(self.store._path(self.uid, RESULTS_SUFFIX), results)
         manifest = input_manifest(record, self.unit)
         mark = {
             "version": STORE_VERSION,
@@ -282,16 +270,11 @@ class UnitWriter:
             "results": {"bytes": len(results), "sha256": hashlib.sha256(results).hexdigest()},
             "images": {"bytes": self._offset},  # each image's sha256 is in its ref
         }
-        write_bytes_atomic(self.store._path(self.uid, MARK_SUFFIX), json.dumps(mark, sort_keys=True).encode())
+        write_bytes(self.store._path(self.uid, MARK_SUFFIX), json.dumps(mark, sort_keys=True).encode())
         return mark["inputs_digest"]
 
     def abandon(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-            fs, target = fsio.filesystem(self._temporary)
-            if fs.exists(target):
-                fs.rm(target)
+        self._images.abandon()
 
 
 Moved = dict[int, tuple[str, int, int, str]]  # offset in the unit's image file -> (tar, offset, length, sha256)

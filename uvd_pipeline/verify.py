@@ -55,7 +55,8 @@ def _json(uri: str) -> Any:
 def verify_output(output: str, quick: bool = False,
                   on_damage: Callable[[str, str], None] | None = None) -> VerifyResult:
     """Check every committed file of `output`; `on_damage(file, why)` is told of each damaged one."""
-    from uvd_pipeline.build import BUILD_FILE, SUMMARY_FILE
+    from uvd_pipeline.build import BUILD_FILE
+    from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.output_lock import read_holder
     from uvd_pipeline.rendered_shards import stats_files
     from uvd_pipeline.tokenize_stage import token_stats_files

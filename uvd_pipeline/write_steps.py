@@ -11,10 +11,11 @@ from apache_beam.utils.shared import Shared
 
 from sources import fsio
 from sources.records import Reject
+from tokenizer.atomic import write_bytes
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
 from uvd_pipeline.keys import shard_of
 from uvd_pipeline.render import RenderSettings
-from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, write_bytes_atomic, write_shard
+from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, write_shard
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution
 from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer, tokenize_shard
@@ -65,7 +66,7 @@ class WriteShard(beam.DoFn):
                 fs.rm(target)  # uncommitted before anything of it changes
                 log.info("%s: its input changed since it was committed: writing it again", address.stem)
             keep_previous(self.output, address)  # other shards' images may still be read from the old tar
-            write_bytes_atomic(inputs_uri, digests[source].encode())
+            write_bytes(inputs_uri, digests[source].encode())
         expected = sum(grouped["count"])
         start = time.perf_counter()
         reader = StoreReader(previous_lookup(self.output))

@@ -11,10 +11,10 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from typing import Callable
+
+from tokenizer.atomic import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,8 @@ def write_sample_corpus(out: str, seed: int = 0, force: bool = False) -> str:
     if is_complete(out) and not force:
         log.info("sample corpus already at %s (delete it or pass --force to rewrite)", out)
         return out
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".sample-", dir=parent)
-    try:
+    with atomic_folder(out) as staging_path:
+        staging = str(staging_path)
         summaries = {}
         for family, writer in _families().items():
             started = time.perf_counter()
@@ -106,11 +104,5 @@ def write_sample_corpus(out: str, seed: int = 0, force: bool = False) -> str:
         manifest = {"version": CORPUS_VERSION, "seed": seed, "families": summaries, "files": files}
         with open(os.path.join(staging, MANIFEST), "w") as handle:
             json.dump(manifest, handle, indent=1, sort_keys=True)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("sample corpus written to %s (%d files)", out, len(files))
     return out

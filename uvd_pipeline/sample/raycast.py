@@ -279,10 +279,6 @@ class Camera:
         """K in pixels, pixel-edge origin: the image centre is (W/2, H/2)."""
         return self.K.copy()
 
-    def opencv(self) -> tuple[np.ndarray, np.ndarray]:
-        """World-to-camera rotation and translation, camera axes x right, y down, z forward."""
-        return self.R.copy(), self.t.copy()
-
     def blender_rt(self) -> np.ndarray:
         """(3, 4) [R | t] world-to-camera in Blender's camera axes (looks down -Z, +Y up),
         as Zero123's `get_3x4_RT_matrix_from_blender` writes it."""

@@ -1,0 +1,197 @@
+"""Atomic writes: the project's one writer of files a reader may see while they are written.
+
+A file is written under a temporary name beside its target (`NAME.tmp-XXXXXXXX`: `TMP_MARK` is
+what a build's sweep of a killed run's leftovers looks for), flushed to the disk where the target
+is local, and renamed into place, so a reader finds the old file or the new one, never half of
+one. Any fsspec URL works (`gs://`, `s3://`, `memory://`): there the temporary is uploaded and
+moved, which the object stores make a single visible step. A folder (a checkpoint, the sample
+corpus) is built under a temporary sibling and renamed as a whole.
+
+Why it lives in `tokenizer/`: the rooms of DESIGN.md let `tokenizer/` import none of our other
+packages, and let `uvd_pipeline/` and `trainer/` import `tokenizer/` (tests/test_layering.py), so
+this is the one place all three writing rooms may share. It imports only the standard library and
+fsspec (no torch, nothing of ours): a leaf, so it can never take part in an import cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import IO, Iterator
+
+from fsspec.core import url_to_fs
+
+TMP_MARK = ".tmp-"
+
+
+def temporary_name(target: str) -> str:
+    """A fresh temporary name beside `target`; two writers of one target never share it."""
+    return f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+
+
+def _local(uri: str) -> str | None:
+    """The OS path when `uri` is on the local disk (there a rename is atomic and fsync means something)."""
+    fs, path = url_to_fs(uri)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return path if "file" in protocols or "local" in protocols else None
+
+
+def _sync_folder(folder: str) -> None:
+    """Make a rename in `folder` durable (the entry itself is data of the folder)."""
+    with contextlib.suppress(OSError):  # a filesystem that cannot fsync a folder
+        handle = os.open(folder or ".", os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def _replace_local(temporary: str, target: str) -> None:
+    """fsync `temporary`, rename it over `target`, fsync the folder: after a crash the target is
+    the old file or the whole new one, and a later file's commit mark never outlives this one."""
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+    _sync_folder(os.path.dirname(target))
+
+
+def new_file_mode() -> int:
+    """The mode a newly created file gets here (0666 less the umask, read without changing it)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """`data` to `uri` atomically (its folder is created when missing)."""
+    with open_atomic(uri) as handle:
+        handle.write(data)
+
+
+class AtomicFile:
+    """A file written piece by piece under a temporary name, then committed (renamed into place)
+    or abandoned (removed). Opened on the first write, so an unused one leaves nothing behind."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._fs, self._target = url_to_fs(uri)
+        self._local = _local(uri)
+        self.temporary = temporary_name(self._target)
+        self._handle: IO[bytes] | None = None
+
+    def write(self, data: bytes) -> int:
+        if self._handle is None:
+            self._fs.makedirs(posixpath.dirname(self._target), exist_ok=True)
+            self._handle = self._fs.open(self.temporary, "wb")
+        return self._handle.write(data)
+
+    def commit(self) -> None:
+        """Rename the written bytes (none: an empty file) into place."""
+        if self._handle is None:
+            self.write(b"")
+        assert self._handle is not None
+        self._handle.close()
+        self._handle = None
+        if self._local is not None:
+            _replace_local(self.temporary, self._target)
+        else:
+            self._fs.mv(self.temporary, self._target)
+
+    def abandon(self) -> None:
+        """Remove what was written; the target is left as it was."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.rm(self.temporary)
+
+
+@contextlib.contextmanager
+def open_atomic(uri: str) -> Iterator[AtomicFile]:
+    """An `AtomicFile` committed when the block ends, abandoned when it raises."""
+    file = AtomicFile(uri)
+    try:
+        yield file
+    except BaseException:
+        file.abandon()
+        raise
+    file.commit()
+
+
+def commit_file(local_file: str, uri: str) -> None:
+    """Move the finished local file `local_file` to `uri` atomically. On the local disk it is
+    renamed (no copy) when it lies on the same filesystem, and given a new file's mode (a
+    temporary file is private, 0600; a copy would not be); elsewhere it is uploaded under a
+    temporary name and moved. `local_file` is gone afterwards only when it was renamed."""
+    fs, target = url_to_fs(uri)
+    fs.makedirs(posixpath.dirname(target), exist_ok=True)
+    if _local(uri) is not None:
+        try:
+            os.chmod(local_file, new_file_mode())
+            _replace_local(local_file, target)
+            return
+        except OSError:
+            pass  # another filesystem ($TMPDIR): copy under a temporary name, as below
+    temporary = temporary_name(target)
+    fs.put_file(local_file, temporary)
+    if _local(uri) is not None:
+        _replace_local(temporary, target)
+    else:
+        fs.mv(temporary, target)
+
+
+@contextlib.contextmanager
+def atomic_path(uri: str, scratch: str | None = None) -> Iterator[str]:
+    """A local path to write (for writers that want a file name: `torch.save`, a JSON dump);
+    when the block ends it becomes `uri`. For a local `uri` the path lies beside it; otherwise
+    in `scratch` (None: the system's temporary folder) and is uploaded. Removed if the block raises."""
+    local = _local(uri)
+    if local is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+        path = temporary_name(local)
+    else:
+        handle, path = tempfile.mkstemp(prefix="atomic-", suffix=".tmp", dir=scratch)
+        os.close(handle)
+    try:
+        yield path
+        if local is not None:
+            _replace_local(path, local)
+        else:
+            commit_file(path, uri)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary sibling folder to fill (local disk); on success it replaces `folder` as a
+    whole (an old `folder` is moved aside first, since a rename cannot replace a non-empty
+    folder, and removed after). Removed if the block raises."""
+    final = Path(folder)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.parent / f".{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    temporary.mkdir()
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(temporary, final)
+    _sync_folder(str(final.parent))
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

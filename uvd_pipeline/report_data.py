@@ -1,0 +1,238 @@
+"""The report's figures, gathered from what a build committed (summary, rejects, rendered tars,
+token shards, the trainer demo): plain data, no drawing and no HTML, so every number the page
+shows is also in report.json and testable without a browser."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from typing import Any, Iterator
+
+import numpy as np
+
+from sources import fsio
+from uvd_pipeline.quality import INPUT_BINS, STAGES, merge_lengths, sorted_lengths
+from uvd_pipeline.render import decode_png
+from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, verified_tar
+from uvd_pipeline.summary import REJECTS_FILE
+
+TRAINER_DIR = "trainer"  # written by `python -m trainer.demo` (the report only reads it)
+EXAMPLES_PER_REASON = 3
+# reconstruction sample of each source: its token shards in path order (train before val), the
+# first RECONSTRUCTION_PER_SENTENCE images of each sentence in order, RECONSTRUCTION_IMAGES in all
+RECONSTRUCTION_IMAGES = 8
+RECONSTRUCTION_PER_SENTENCE = 2
+
+
+def pick_sentences(output: str, summary: dict[str, Any], per_group: int) -> dict[str, list]:
+    """The first sentences (in shard order, train first) of every kind/task group.
+
+    Shards are opened only while some group they hold still wants sentences.
+    """
+    picked: dict[str, list] = defaultdict(list)
+    shards = sorted(summary["shards"], key=lambda s: (s["split"] != "train", s["source"], s["split"], s["shard"]))
+    for shard in shards:
+        wanted = [g for g in shard.get("by_kind_task", {}) if len(picked[g]) < per_group]
+        if not wanted:
+            continue
+        uri = verified_tar(output, shard["source"], shard["split"], shard["tar"])  # size and sha256
+        for sentence in iter_shard(uri):
+            group = sentence_group(sentence.header["kind"], sentence.header["task"])
+            if len(picked[group]) < per_group:
+                picked[group].append(sentence)
+            if all(len(picked[g]) >= per_group for g in wanted):
+                break
+    return dict(sorted(picked.items()))
+
+
+def _reject_examples(output: str) -> dict[str, list[dict[str, str]]]:
+    examples: dict[str, list[dict[str, str]]] = defaultdict(list)
+    uri = fsio.join(output, REJECTS_FILE)
+    if not fsio.exists(uri):
+        return {}
+    for line in fsio.iter_lines(uri):
+        if not line:
+            continue
+        row = json.loads(line)
+        if len(examples[row["reason"]]) < EXAMPLES_PER_REASON:
+            examples[row["reason"]].append(row)
+    return dict(sorted(examples.items()))
+
+
+def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Counts by source, kind, task, split and reject reason, with examples, from the summary."""
+    by_kind: dict[str, int] = defaultdict(int)
+    by_kind_task: dict[str, int] = defaultdict(int)
+    by_split: dict[str, int] = defaultdict(int)
+    by_reason: dict[str, int] = defaultdict(int)
+    for source in summary["sources"].values():
+        for kind, n in source["by_kind"].items():
+            by_kind[kind] += n
+        for group, n in source.get("by_kind_task", {}).items():
+            by_kind_task[group] += n
+        for split, counts in source["by_split"].items():
+            by_split[split] += counts["sentences"]
+        for reason, n in source["rejects_by_reason"].items():
+            by_reason[reason] += n
+    return {
+        "output": output,
+        "config_hash": summary["config_hash"],
+        "image_size": summary["image_size"],
+        "totals": summary["totals"],
+        "sources": summary["sources"],
+        "sentences_by_kind": dict(sorted(by_kind.items())),
+        "sentences_by_task": dict(sorted(by_kind_task.items())),
+        "sentences_by_split": dict(sorted(by_split.items())),
+        "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "reject_examples": _reject_examples(output),
+        "duplicates": {name: s["duplicates"] for name, s in summary["sources"].items() if "duplicates" in s},
+        "warnings": {name: s["warnings"] for name, s in summary["sources"].items() if s.get("warnings")},
+        "mixture": summary.get("mixture"),
+        **_quality_data(summary, by_kind_task),
+    }
+
+
+def _quality_data(summary: dict[str, Any], sentences_by_group: dict[str, int]) -> dict[str, Any]:
+    """Counts per source and per kind/task, input sizes, sentence lengths, stage throughput."""
+    tokens = (summary.get("tokens") or {}).get("sources", {})
+    images_by_group: Counter[str] = Counter()
+    lengths: dict[str, Counter[str]] = {}
+    for source in summary["sources"].values():
+        images_by_group.update(source.get("images_by_kind_task", {}))
+        merge_lengths(lengths, source.get("sentence_lengths"))
+    inputs = {}
+    for name, source in summary["sources"].items():
+        hist = source.get("inputs")
+        if hist and hist["count"]:
+            inputs[name] = {**hist, "mean_megapixels": round(hist["pixels"] / hist["count"] / 1e6, 4),
+                            "below_canvas_share": round(hist["below_canvas"] / hist["count"], 4)}
+    run = summary.get("run", {})
+    return {
+        "counts": {
+            "by_source": {name: {"sentences": s["sentences"], "images": s["images"],
+                                 "tokens": tokens.get(name, {}).get("tokens")}
+                          for name, s in summary["sources"].items()},
+            # tokens per kind/task: images x tokens per image of the token shards (tokenizer section)
+            "by_kind_task": {group: {"sentences": n, "images": images_by_group.get(group), "tokens": None}
+                             for group, n in sorted(sentences_by_group.items())},
+        },
+        "inputs": {"bins": summary.get("input_bins", {k: list(v) for k, v in INPUT_BINS.items()}),
+                   "by_source": inputs},
+        "sentence_lengths": sorted_lengths(lengths),
+        "throughput": {"seconds": run.get("seconds"), "runner": run.get("runner"), "workers": run.get("workers"),
+                       "metrics": run.get("metrics", {"reported": True, "not_reported": []}),
+                       # pipeline order (summary.json sorts keys)
+                       "stages": {k: run["stages"][k] for k in STAGES if k in run.get("stages", {})},
+                       "distributions": run.get("distributions", {})},
+    }
+
+
+def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, list[str]]] | None:
+    """Code statistics of the token shards (codebook usage, perplexity, entropy), overall and per
+    source: (section, code histograms with "all" first, token shard paths per source); None without
+    token shards or for a remote output (token shards are memory-mapped: local outputs only)."""
+    from tokenizer.metrics import codebook_usage, entropy_bits, perplexity
+    from uvd_pipeline.shards import find_shards, read_token_shard
+
+    local = fsio.local_path(output)
+    if local is None:
+        return None
+    paths = find_shards(fsio.join(local, "tokens"))
+    if not paths:
+        return None
+    histograms: dict[str, np.ndarray] = {}
+    shards_of: dict[str, list[str]] = defaultdict(list)
+    meta = None
+    for path in paths:
+        table, meta = read_token_shard(path)
+        source = table.column("source")[0].as_py() if table.num_rows else None
+        if source is None:
+            continue
+        shards_of[source].append(path)
+        values = np.concatenate([c.values.to_numpy() for c in table.column("tokens").chunks])
+        histograms[source] = histograms.get(source, 0) + np.bincount(values, minlength=meta.codebook_size)
+    assert meta is not None
+    histograms = dict(sorted(histograms.items()))
+    total = sum(histograms.values())
+
+    def stats(hist: np.ndarray) -> dict[str, float]:
+        return {"tokens": int(hist.sum()), "codes_used": int((hist > 0).sum()),
+                "usage": round(codebook_usage(hist), 4), "perplexity": round(perplexity(hist), 1),
+                "entropy_bits": round(entropy_bits(hist), 4)}
+
+    section: dict[str, Any] = {"tokenizer": meta.tokenizer_name, "weights_hash": meta.tokenizer_hash,
+                               "codebook_size": meta.codebook_size, "all": stats(total),
+                               "by_source": {k: stats(v) for k, v in histograms.items()},
+                               "tokens_per_image": meta.tokens_per_image}
+    return section, {"all": total, **histograms}, dict(shards_of)
+
+
+def build_tokenizer(output: str):
+    """The build's tokenizer, or None when its checkpoint cannot be loaded any more."""
+    from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer
+
+    build = read_json(fsio.join(output, "build.json"))
+    checkpoint = build.get("config", {}).get("tokenizer", {}).get("checkpoint", "embedded")
+    try:
+        return _load_tokenizer(TokenizeSettings(checkpoint, batch_size=8, threads=None))  # all cores
+    except Exception:  # the checkpoint moved since the build: the usage numbers still stand
+        return None
+
+
+def reconstruction_sample(output: str, token_paths: list[str], count: int,
+                          per_sentence: int = RECONSTRUCTION_PER_SENTENCE):
+    """Rendered images of token shards' rendered twins (the first `per_sentence` of each sentence,
+    shard after shard, `count` in all) and their stored codes:
+    (originals NHWC, codes N x tokens, grid side, the token shards used)."""
+    from uvd_pipeline.shards import read_token_shard, sentence_tokens
+
+    originals, codes, used, side = [], [], [], 0
+    for token_path in token_paths:
+        if len(originals) >= count:
+            break
+        table, meta = read_token_shard(token_path)
+        side = int(round(meta.tokens_per_image ** 0.5))
+        parts = token_path.split("/")
+        tar = verified_tar(output, parts[-3], parts[-2], parts[-1].replace(".arrow", ".tar"))
+        used.append(token_path)
+        for index, sentence in enumerate(iter_shard(tar)):
+            tokens = sentence_tokens(table, index).reshape(-1, meta.tokens_per_image)
+            for png, image_codes in list(zip(sentence.images, tokens))[:per_sentence]:
+                originals.append(decode_png(png))
+                codes.append(image_codes)
+                if len(originals) >= count:
+                    break
+            if len(originals) >= count:
+                break
+    if not originals:
+        return np.zeros((0,), np.uint8), np.zeros((0,), np.uint16), side, used
+    return np.stack(originals), np.stack(codes), side, used
+
+
+def reconstructions(output: str, tokenizer, shards_of: dict[str, list[str]],
+                    sample_images: int) -> Iterator[dict[str, Any]]:
+    """Per source (sorted): a sample of rendered images decoded from their stored tokens with
+    `tokenizer`, with per-image PSNR and SSIM against the originals."""
+    from tokenizer.metrics import psnr_per_image, ssim_per_image
+
+    for source, source_paths in sorted(shards_of.items()):
+        originals, codes, side, used = reconstruction_sample(output, source_paths, sample_images)
+        if not originals.size:
+            continue
+        decoded = tokenizer.decode(codes.astype(np.int64), grid=(side, side))
+        yield {"source": source, "originals": originals, "decoded": decoded, "used": used,
+               "psnr": psnr_per_image(originals, decoded), "ssim": ssim_per_image(originals, decoded)}
+
+
+def trainer_demo(output: str) -> dict[str, Any] | None:
+    """What `python -m trainer.demo` recorded (`make build-uvd` ends with it), or None."""
+    demo_uri = fsio.join(output, TRAINER_DIR, "demo.json")
+    return read_json(demo_uri) if fsio.exists(demo_uri) else None
+
+
+def trainer_figures(demo: dict[str, Any]) -> dict[str, Any]:
+    """The demo's numbers the page shows (its plot and image are added by the caller)."""
+    section = {k: demo[k] for k in ("preset", "parameters", "steps", "seq_len", "tokens_seen", "tokens_per_s",
+                                    "final_loss", "prompts", "legend")}
+    section["first_loss"] = demo["curve"]["loss"][0] if demo["curve"]["loss"] else None
+    return section
