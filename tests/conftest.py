@@ -94,7 +94,8 @@ def write_config(path: Path, corpus: Path, output: Path, tokenizer: Path | str, 
             {"name": "clips", "type": "video", "path": str(corpus / "video"), "num_shards": 2,
              "strides": [10, 20, 30]},
         ],
-        "tokenizer": {"checkpoint": str(tokenizer), "batch_size": 8, "threads": 1},
+        # eager: a compile costs 10-30 s per worker process, more than these builds' whole Tokenize
+        "tokenizer": {"checkpoint": str(tokenizer), "batch_size": 8, "threads": 1, "compile": False},
         "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory", **beam},
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))

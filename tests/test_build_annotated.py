@@ -40,7 +40,7 @@ def annotated_build(sample_corpus: Path, tiny_tokenizer: Path, tmp_path_factory)
             {"name": "edges", "type": "pseudo_labeled", "path": f"{c}/imagenet/val", "task": "edges",
              "labeler": {"name": "canny"}, "num_shards": 1},
         ],
-        "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8},
+        "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8, "compile": False},
         "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
     }
     path = work / "c.yaml"

@@ -337,7 +337,7 @@ def test_build_on_a_hostile_corpus_reads_nothing_outside_and_drops_nothing(tmp_p
             {"name": "coco", "type": "coco", "path": str(coco), "annotation_files": [name], "images_dir": "images",
              "tasks": ["detection", "segmentation"], "pairs_per_sentence": 1, "num_shards": 1},
         ],
-        "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8, "threads": 1},
+        "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8, "threads": 1, "compile": False},
         "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))

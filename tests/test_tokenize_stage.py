@@ -38,7 +38,7 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
     assert checked == summary["totals"]["sentences"]
     assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.weights_hash,
                                                   "precision": "fp32", "tuned_kernels": False,
-                                                  "shards": len(shards)}]
+                                                  "compiled": False, "shards": len(shards)}]
 
 
 def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
@@ -57,11 +57,40 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
     rendered_before = sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar"))
     result = run_build(moved, retokenize=True).summary
     assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash, "precision": "fp32",
-                                                   "tuned_kernels": False, "shards": summary["totals"]["shards"]}]
+                                                   "tuned_kernels": False, "compiled": False,
+                                                   "shards": summary["totals"]["shards"]}]
     assert sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar")) == rendered_before
     for path in find_shards(str(out / "tokens")):
         assert read_token_shard(path)[1].tokenizer_hash == new_hash
     assert result["run"]["counters"].get("web.token_shards_written", 0) >= 1
+
+
+@pytest.mark.slow
+def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
+    """The build compiles the encoder by default: its codes differ from the eager forward's by
+    rounding at near ties only, token stats say `compiled`, a change re-encodes, a rerun skips."""
+    import shutil
+
+    from tokenizer import Tokenizer
+    from uvd_pipeline.tokenize_stage import arithmetic_label, committed_rendered, summarize_tokens, tokenize_shard
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    stats = max(committed_rendered(str(out), config.content_hash()), key=lambda s: s["sentences"])
+    path = out / "tokens" / stats["source"] / stats["split"] / stats["tar"].replace(".tar", ".arrow")
+    before = read_token_shard(str(path))[0]
+    compiled = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8, threads=1, device="cpu",
+                                         compile=True)
+    written = tokenize_shard(str(out), stats, compiled, config.content_hash())
+    assert not written["skipped"] and written["compiled"] and arithmetic_label(written) == "fp32 compiled"
+    now = read_token_shard(str(path))[0]
+    a = np.concatenate([sentence_tokens(before, i) for i in range(before.num_rows)])
+    b = np.concatenate([sentence_tokens(now, i) for i in range(now.num_rows)])
+    assert a.shape == b.shape and a.size >= 256 and np.mean(a == b) >= 0.99
+    assert tokenize_shard(str(out), stats, compiled, config.content_hash())["skipped"]
+    made_by = summarize_tokens(str(out), config.content_hash())["tokenizers"]
+    assert sorted(t["compiled"] for t in made_by) == [False, True]
 
 
 def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
@@ -181,5 +210,8 @@ def test_one_source_for_the_tokenizer_defaults():
     for name in ("batch_size", "compile", "tune_kernels", "threads"):
         if name == "threads":  # the build pins one thread per worker process; the codec leaves torch's own
             assert codec[name].default is None and config.threads == 1
+            continue
+        if name == "compile":  # the codec's default is the plain forward; the build compiles (measured faster)
+            assert codec[name].default is False and config.compile is True
             continue
         assert codec[name].default == getattr(config, name), name

@@ -354,7 +354,11 @@ class TokenizerConfig(Strict):
                             "muse-format folder (config.json + pytorch_model.bin), e.g. the LVM tokenizer")
     batch_size: int = Field(16, ge=1, le=4096, description="images per forward pass")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = Field(False, description="torch.compile the encoder (pays off on long runs)")
+    compile: bool = Field(True, description="torch.compile the encoder (with zero-padded last batches: one static "
+                          "shape): the sample build's Tokenize ran 2.7x faster on this project's 2-core CPU machine "
+                          "(7.7 against 2.8 images per worker-second), for 12-35 s of compile per worker process; "
+                          "codes differ from the eager forward's by rounding in about 2 of 100,000 (near ties), so "
+                          "token stats record it and switching it re-tokenizes. Off for tiny runs or exact eager codes")
     precision: Literal["fp32", "tf32", "fp16", "bf16"] = Field(
         "fp32", description="GPU arithmetic: fp32 (codes of the plain forward), tf32, fp16 or bf16 (faster; "
         "some codes differ by rounding, fp16 fewest: see `make bench`); with device auto and no GPU the "

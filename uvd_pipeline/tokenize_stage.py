@@ -105,16 +105,19 @@ def _load_tokenizer(settings: TokenizeSettings):
 
 def arithmetic_of(tok) -> dict[str, Any]:
     """How a tokenizer computes, as token stats record it: codes made otherwise may differ by rounding."""
-    return {"precision": getattr(tok, "precision", "fp32"), "tuned_kernels": bool(getattr(tok, "tune_kernels", False))}
+    return {"precision": getattr(tok, "precision", "fp32"), "tuned_kernels": bool(getattr(tok, "tune_kernels", False)),
+            "compiled": bool(getattr(tok, "compile", False))}
 
 
 def recorded_arithmetic(stats: dict[str, Any]) -> dict[str, Any]:
-    """`arithmetic_of` as a token shard's stats recorded it (older stats: fp32, untuned)."""
-    return {"precision": stats.get("precision", "fp32"), "tuned_kernels": bool(stats.get("tuned_kernels", False))}
+    """`arithmetic_of` as a token shard's stats recorded it (older stats: fp32, untuned, eager)."""
+    return {"precision": stats.get("precision", "fp32"), "tuned_kernels": bool(stats.get("tuned_kernels", False)),
+            "compiled": bool(stats.get("compiled", False))}
 
 
 def arithmetic_label(arithmetic: dict[str, Any]) -> str:
-    return arithmetic["precision"] + (" with tuned kernels" if arithmetic["tuned_kernels"] else "")
+    return (arithmetic["precision"] + (" compiled" if arithmetic.get("compiled") else "")
+            + (" with tuned kernels" if arithmetic["tuned_kernels"] else ""))
 
 
 def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
@@ -124,7 +127,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     stem = stats["tar"][: -len(TAR_SUFFIX)]
     path = token_shard_path(output, stats["source"], stats["split"], stem)
     stats_uri = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
-    arithmetic = arithmetic_of(tok)  # fp16/bf16 or tuned kernels round differently: redo on a change
+    arithmetic = arithmetic_of(tok)  # fp16/bf16, compiled or tuned kernels round differently: redo on a change
     if fsio.exists(stats_uri):
         existing = read_json(stats_uri)
         if (existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash
@@ -202,10 +205,11 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
             split_entry[key] += int(stats.get(key, 0))
         recorded = recorded_arithmetic(stats)
         tokenizers[(stats.get("tokenizer_name"), stats.get("tokenizer_hash"), recorded["precision"],
-                    recorded["tuned_kernels"])] += 1
+                    recorded["tuned_kernels"], recorded["compiled"])] += 1
     for entry in per_source.values():
         entry["by_split"] = dict(sorted(entry["by_split"].items()))
     return {"sources": dict(sorted(per_source.items())),
-            "tokenizers": [{"name": n, "weights_hash": h, "precision": p, "tuned_kernels": k, "shards": count}
-                           for (n, h, p, k), count in sorted(tokenizers.items())]}
+            "tokenizers": [{"name": n, "weights_hash": h, "precision": p, "tuned_kernels": k, "compiled": c,
+                            "shards": count}
+                           for (n, h, p, k, c), count in sorted(tokenizers.items())]}
 
