@@ -3,7 +3,9 @@
 Decoders hang or balloon inside C code (decord's `get_batch` on some MPEG-TS files never
 returns), where no Python-level timeout reaches. So jobs run in a long-lived worker process
 started with `subprocess` (it works inside daemonic runner workers, where `multiprocessing`
-may not start children), talking length-prefixed pickles over its stdin/stdout. The parent waits
+may not start children), talking length-prefixed pickles over its stdin/stdout (results travel
+as pickle protocol 5 with their arrays' memory out of band: the raw bytes are written from the
+array and read into the parent's buffer, one copy each way, no pickling copy). The parent waits
 with `select`, sums only the time it spends waiting, watches the worker's resident memory, and
 kills the worker when either budget is spent; the next job starts a fresh worker.
 
@@ -29,7 +31,10 @@ from pathlib import Path
 from types import GeneratorType
 from typing import Any, Iterator
 
+import numpy as np
+
 _HEADER = struct.Struct("<Q")
+_RESULT = struct.Struct("<QQ")  # a result's pickle length and how many out-of-band buffers follow it
 _POLL_S = 0.2
 
 
@@ -110,12 +115,20 @@ class _Worker:
 
     def receive(self, budget: Budget, spent: list[float]) -> Any:
         """One message; `spent[0]` accumulates the seconds waited. Kills the worker past a budget."""
-        header = self._read(_HEADER.size, budget, spent)
-        return pickle.loads(self._read(_HEADER.unpack(header)[0], budget, spent))
+        size, count = _RESULT.unpack(self._read(_RESULT.size, budget, spent))
+        lengths = struct.unpack(f"<{count}Q", self._read(8 * count, budget, spent)) if count else ()
+        data = self._read(size, budget, spent)
+        buffers = [self._read_into(np.empty(length, np.uint8), budget, spent) for length in lengths]
+        return pickle.loads(data, buffers=buffers)
 
-    def _read(self, n: int, budget: Budget, spent: list[float]) -> bytes:
-        chunks: list[bytes] = []
-        while n:
+    def _read(self, n: int, budget: Budget, spent: list[float]) -> bytearray:
+        return self._read_into(bytearray(n), budget, spent)
+
+    def _read_into(self, buffer, budget: Budget, spent: list[float]):
+        """Fill `buffer` from the worker's pipe and return it."""
+        view = memoryview(buffer).cast("B")
+        done, n = 0, len(view)
+        while done < n:
             start = time.monotonic()
             ready, _, _ = select.select([self.out_fd], [], [], _POLL_S)
             spent[0] += time.monotonic() - start
@@ -123,13 +136,12 @@ class _Worker:
                 self.kill()
                 raise BudgetExceeded("decode_timeout", f"no result within the budget of {budget.time_s:g} s")
             if ready:
-                chunk = os.read(self.out_fd, min(n, 1 << 20))
-                if not chunk:
+                got = os.readv(self.out_fd, [view[done:]])
+                if not got:
                     code = self.process.wait()
                     name = signal.Signals(-code).name if code < 0 else f"exit code {code}"
                     raise BudgetExceeded("decoder_crashed", f"the decoding process died ({name})")
-                chunks.append(chunk)
-                n -= len(chunk)
+                done += got
                 continue
             rss = _rss_mb(self.process.pid)
             if rss > budget.memory_mb:
@@ -138,7 +150,7 @@ class _Worker:
             if spent[0] > budget.time_s:
                 self.kill()
                 raise BudgetExceeded("decode_timeout", f"no result within the budget of {budget.time_s:g} s")
-        return b"".join(chunks)
+        return buffer
 
 
 _LOCAL = threading.local()
@@ -216,8 +228,13 @@ def _serve() -> None:
     os.dup2(2, 1)  # anything C code prints to stdout goes to stderr, not into the channel
 
     def send(message: Any) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        channel_out.write(_HEADER.pack(len(data)) + data)
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+        raw = [buffer.raw() for buffer in buffers]  # contiguous arrays' memory, not copied
+        channel_out.write(_RESULT.pack(len(data), len(raw)) + struct.pack(f"<{len(raw)}Q", *(r.nbytes for r in raw))
+                          + data)
+        for view in raw:
+            channel_out.write(view)
         channel_out.flush()
 
     while True:
