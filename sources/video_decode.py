@@ -46,6 +46,7 @@ SEEK_BYTES = 8 << 20  # a gap holding more packet bytes than this is seeked over
 DEFAULT_MAX_PIXELS = 178_956_970  # the image setting's default (transforms.decode), per frame
 DEFAULT_MEMORY_MB = 1536  # one video's decoding process, judged from the declaration and watched
 DECODER_BASE_MB = 256  # that process before any frame: Python, PyAV, NumPy, OpenCV
+COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side data ties it in a cycle)
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
 
@@ -307,7 +308,8 @@ class _Session:
                                                     f"{judged.width}x{judged.height} the stream declares")
             if self.orientation is None:  # once: reading side data keeps the frame until a collection
                 self.orientation = orientation(frame)
-                self._collect = True
+                # worth a full collection (10 ms in a decoding process) only for a large frame
+                self._collect = frame.width * frame.height >= COLLECT_PIXELS
             turns, _ = self.orientation
             shown = sar_width(frame.width, self.sar)  # coded orientation, square pixels
             if not self.convert:
@@ -509,8 +511,8 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     fps = float(rate) if rate else 0.0
     container.close()
     turns, mirrored = session.orientation or (0, False)
-    base = shown[0]
-    times = tuple(round(float((p - base) * index.time_base), 6) for p in shown[:n])
+    base, num, den = shown[0], index.time_base.numerator, index.time_base.denominator
+    times = tuple(round((p - base) * num / den, 6) for p in shown[:n])  # = float(Fraction): exactly rounded
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
                  session.sar is not None)
