@@ -246,17 +246,19 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
     `turns_mirrored`: the frame's orientation when already known (reading a frame's side data
     ties the frame in a reference cycle: it stays in memory until Python's cyclic collector
     runs, a decoded frame per frame otherwise). `size`: (w, h) to scale to in the conversion, in
-    the frame's coded orientation (area interpolation)."""
+    the frame's coded orientation (area interpolation). One thread: the scaler's automatic threads
+    (one per core) only add hand-offs on small frames and on a busy machine (512 frames of 320x240:
+    0.021 s against 0.037 s, 0.1 s when other processes run; the same pixels)."""
     global _REFORMATTER
     if _REFORMATTER is None:
         from av.video.reformatter import VideoReformatter
 
         _REFORMATTER = VideoReformatter()
     if size is None or size == (frame.width, frame.height):
-        rgb = _REFORMATTER.reformat(frame, format="rgb24").to_ndarray()
+        rgb = _REFORMATTER.reformat(frame, format="rgb24", threads=1).to_ndarray()
     else:
         rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1],
-                                    interpolation="AREA").to_ndarray()
+                                    interpolation="AREA", threads=1).to_ndarray()
     turns, mirrored = orientation(frame) if turns_mirrored is None else turns_mirrored
     if mirrored:
         rgb = rgb[:, ::-1]
