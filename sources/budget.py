@@ -113,12 +113,18 @@ class _Worker:
         self.process.stdin.write(_HEADER.pack(len(data)) + data)
         self.process.stdin.flush()
 
-    def receive(self, budget: Budget, spent: list[float]) -> Any:
-        """One message; `spent[0]` accumulates the seconds waited. Kills the worker past a budget."""
+    def receive(self, budget: Budget, spent: list[float], scratch: list[np.ndarray] | None = None) -> Any:
+        """One message; `spent[0]` accumulates the seconds waited. Kills the worker past a budget.
+        `scratch`: the previous message's buffers, reused where the sizes match (then replaced)."""
         size, count = _RESULT.unpack(self._read(_RESULT.size, budget, spent))
         lengths = struct.unpack(f"<{count}Q", self._read(8 * count, budget, spent)) if count else ()
         data = self._read(size, budget, spent)
-        buffers = [self._read_into(np.empty(length, np.uint8), budget, spent) for length in lengths]
+        buffers = []
+        for k, length in enumerate(lengths):
+            reuse = scratch is not None and k < len(scratch) and scratch[k].size == length
+            buffers.append(self._read_into(scratch[k] if reuse else np.empty(length, np.uint8), budget, spent))
+        if scratch is not None:
+            scratch[:] = buffers
         return pickle.loads(data, buffers=buffers)
 
     def _read(self, n: int, budget: Budget, spent: list[float]) -> bytearray:
@@ -181,19 +187,23 @@ def _stop_all() -> None:
             pass
 
 
-def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", **kwargs: Any) -> Iterator[Any]:
+def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", scratch: bool = False,
+        **kwargs: Any) -> Iterator[Any]:
     """Call `function` ("module:name") in the worker; yield its result (or each item it generates).
 
     Raises BudgetExceeded (the worker is killed) or JobError (the job raised; the worker lives on).
     Stopping the iteration early kills the worker, whose job may still be running.
+    `scratch`: an item's arrays are read into the previous item's buffers (no fresh memory per
+    item), so they are only valid until the next item is asked for: copy what is kept.
     """
     worker = _worker(pool)
     spent = [0.0]
     finished = False
+    buffers: list[np.ndarray] | None = [] if scratch else None
     try:
         worker.send((function, args, kwargs))
         while True:
-            kind, value = worker.receive(budget, spent)
+            kind, value = worker.receive(budget, spent, buffers)
             if kind == "item":
                 yield value
             elif kind == "done":

@@ -35,3 +35,12 @@ def crash() -> None:
 
 def pid() -> int:
     return os.getpid()
+
+
+def arrays(n: int):
+    """Frames as a decoding job yields them: (index, a contiguous array, a non-contiguous view)."""
+    import numpy as np
+
+    for i in range(n):
+        frame = np.full((48, 64, 3), i, np.uint8)
+        yield i, frame, frame[:, ::2]
