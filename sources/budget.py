@@ -5,7 +5,8 @@ returns), where no Python-level timeout reaches. So jobs run in a long-lived wor
 started with `subprocess` (it works inside daemonic runner workers, where `multiprocessing`
 may not start children), talking length-prefixed pickles over its stdin/stdout (results travel
 as pickle protocol 5 with their arrays' memory out of band: the raw bytes are written from the
-array and read into the parent's buffer, one copy each way, no pickling copy). The parent waits
+array and read into the parent's buffer, one copy each way, no pickling copy; a sender thread
+writes them, so a job runs ahead of a busy parent by up to `SEND_AHEAD_BYTES`). The parent waits
 with `select`, sums only the time it spends waiting, watches the worker's resident memory, and
 kills the worker when either budget is spent; the next job starts a fresh worker.
 
@@ -16,6 +17,7 @@ stream back one by one, so callers can use results before the job ends.
 from __future__ import annotations
 
 import atexit
+import collections
 import importlib
 import os
 import pickle
@@ -232,20 +234,66 @@ def _resolve(name: str):
     return getattr(importlib.import_module(module), attribute)
 
 
+SEND_AHEAD_BYTES = 16 << 20  # results a job may have waiting for the parent before it is held
+
+
+class _Sender:
+    """Writes the worker's messages from a thread, so a job runs on while the parent is busy (with
+    the clips it already has, or waiting for a core on a loaded machine) instead of stopping each
+    time the pipe is full: up to `SEND_AHEAD_BYTES` of results wait (one result, however large,
+    always may; the job is held before its next result until they drop under the limit). Items
+    must not be changed after they are yielded: their arrays are written from where they lie."""
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+        self.pending: collections.deque = collections.deque()
+        self.bytes = 0
+        self.error: BaseException | None = None
+        self.ready = threading.Condition()
+        threading.Thread(target=self._write, daemon=True, name="budget-sender").start()
+
+    def send(self, message: Any) -> None:
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+        raw = [buffer.raw() for buffer in buffers]  # contiguous arrays' memory, not copied
+        head = _RESULT.pack(len(data), len(raw)) + struct.pack(f"<{len(raw)}Q", *(r.nbytes for r in raw))
+        size = len(head) + len(data) + sum(r.nbytes for r in raw)
+        with self.ready:
+            self.pending.append((head + data, raw, size))
+            self.bytes += size
+            self.ready.notify_all()
+            while self.bytes > SEND_AHEAD_BYTES and self.error is None:
+                self.ready.wait()
+            if self.error is not None:
+                raise self.error
+
+    def _write(self) -> None:
+        while True:
+            with self.ready:
+                while not self.pending:
+                    self.ready.wait()
+                data, raw, size = self.pending[0]
+            try:
+                self.channel.write(data)
+                for view in raw:
+                    self.channel.write(view)
+                self.channel.flush()
+            except BaseException as exc:  # the parent went away
+                with self.ready:
+                    self.error = exc
+                    self.ready.notify_all()
+                return
+            with self.ready:
+                self.pending.popleft()
+                self.bytes -= size
+                self.ready.notify_all()
+
+
 def _serve() -> None:
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything C code prints to stdout goes to stderr, not into the channel
-
-    def send(message: Any) -> None:
-        buffers: list[pickle.PickleBuffer] = []
-        data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
-        raw = [buffer.raw() for buffer in buffers]  # contiguous arrays' memory, not copied
-        channel_out.write(_RESULT.pack(len(data), len(raw)) + struct.pack(f"<{len(raw)}Q", *(r.nbytes for r in raw))
-                          + data)
-        for view in raw:
-            channel_out.write(view)
-        channel_out.flush()
+    send = _Sender(channel_out).send
 
     while True:
         header = channel_in.read(_HEADER.size)

@@ -37,6 +37,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from sources import fsio
+from sources.budget import SEND_AHEAD_BYTES
 from sources.video_index import Stretch, UnsupportedVideo, VideoIndex, build_index, decode_plan, key_of
 from transforms.errors import Rejected, exception_detail
 
@@ -45,7 +46,9 @@ log = logging.getLogger(__name__)
 SEEK_BYTES = 8 << 20  # a gap holding more packet bytes than this is seeked over rather than read
 DEFAULT_MAX_PIXELS = 178_956_970  # the image setting's default (transforms.decode), per frame
 DEFAULT_MEMORY_MB = 1536  # one video's decoding process, judged from the declaration and watched
-DECODER_BASE_MB = 256  # that process before any frame: Python, PyAV, NumPy, OpenCV
+# that process before any frame (Python, PyAV, NumPy, OpenCV), plus the frames it may have sent
+# ahead of the parent (`sources.budget.SEND_AHEAD_BYTES`)
+DECODER_BASE_MB = 256 + (SEND_AHEAD_BYTES >> 20)
 COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side data ties it in a cycle)
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed

@@ -44,3 +44,11 @@ def arrays(n: int):
     for i in range(n):
         frame = np.full((48, 64, 3), i, np.uint8)
         yield i, frame, frame[:, ::2]
+
+
+def stamped(n: int):
+    """Items of 100 kB with the time each was made (the clock is shared across processes)."""
+    import numpy as np
+
+    for i in range(n):
+        yield i, time.monotonic(), np.zeros(100_000, np.uint8)
