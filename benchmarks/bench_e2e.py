@@ -145,12 +145,13 @@ def write_config(path: str, data: str, output: str, dedup: bool) -> None:
 
 
 # -- measuring ----------------------------------------------------------------------------------
-def measure(command: list[str], env: dict[str, str] | None = None) -> dict:
-    """Wall seconds and CPU seconds (user + sys of the whole waited-for process tree) of one command."""
+def measure(command: list[str], env: dict[str, str] | None = None, cwd: str = REPO) -> dict:
+    """Wall seconds and CPU seconds (user + sys of the whole waited-for process tree) of one command
+    (run in `cwd`: `python -m` imports from there first)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
