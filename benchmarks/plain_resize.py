@@ -10,7 +10,8 @@ resize to size x size, PNG; the main process writes one output tar per input tar
     img2dataset  img2dataset's own `Resizer` (center_crop, png at that level): run it with the
                  img2dataset venv's python (it has no Pillow)
 
-No dedup, no rejects file, no stats, no resume: this is what the build costs more than.
+No dedup, no rejects file (an image that fails is counted), no stats, no resume: this is what
+the build costs more than.
 
     python benchmarks/plain_resize.py OUT IN.tar... [--kernel pillow] [--workers 2] [--size 256] [--png-level 1]
 """
@@ -78,9 +79,12 @@ def _init(kernel: str, size: int, level: int) -> None:
     _kernel = KERNELS[kernel](size, level)
 
 
-def _work(item: tuple[int, str, bytes]) -> tuple[int, str, bytes]:
+def _work(item: tuple[int, str, bytes]) -> tuple[int, str, bytes | None]:
     index, key, data = item
-    return index, key, _kernel(data)
+    try:
+        return index, key, _kernel(data)
+    except Exception:  # a broken image is counted, not fatal
+        return index, key, None
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png-level", type=int, default=1)
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    written = 0
+    written = failed = 0
     outputs: dict[int, tarfile.TarFile] = {}
     with multiprocessing.Pool(args.workers, _init, (args.kernel, args.size, args.png_level)) as pool:
         for index, key, png in pool.imap(_work, members(args.tars), chunksize=4):
@@ -108,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
                     done.close()
                 name = os.path.basename(args.tars[index])
                 outputs = {index: tarfile.open(os.path.join(args.out, name), "w")}
+            if png is None:
+                failed += 1
+                continue
             _add(outputs[index], f"{key}.png", png)
             written += 1
     for done in outputs.values():
         done.close()
-    json.dump({"images": written}, sys.stdout)
+    json.dump({"images": written, "failed": failed}, sys.stdout)
     print()
     return 0
 
