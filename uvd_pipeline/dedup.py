@@ -99,6 +99,22 @@ class Fingerprint:
                 "phash": f"{self.phash:016x}"}
 
 
+ProbeRow = tuple[str, str, str, int]  # (key, source, split, phash)
+
+
+def probe_row(entry: Fingerprint) -> ProbeRow:
+    """What the near search needs of a fingerprint, as plain values: the runner encodes a tuple of
+    strings and ints itself, where a `Fingerprint` goes through pickle; the near search's buckets
+    carry about 36 of these per image (4 bands, 16 bits, threshold 6)."""
+    return (entry.key, entry.source, entry.split, entry.phash)
+
+
+def from_probe_row(row: ProbeRow) -> Fingerprint:
+    """A `probe_row` back as a fingerprint for the near search (its sha256 is not needed there)."""
+    key, source, split, phash = row
+    return Fingerprint(key, source, split, "", phash)
+
+
 def fingerprint_lines(entries: Iterable[Fingerprint]) -> bytes:
     """The sidecar file of a shard: one JSON row per fingerprint, sorted by key."""
     rows = sorted((e.row() for e in entries), key=lambda r: r["key"])
@@ -146,8 +162,13 @@ def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> 
 
     `members` are (stored, fingerprint): stored ones have this exact band value, the others only
     probe it. Stored pairs are compared, and probing x stored; two probing members meet in the
-    bucket of one of their own band values, so they need no comparison here.
+    bucket of one of their own band values, so they need no comparison here. Most buckets hold
+    one member (a probe that found nothing): they are done before anything is sorted.
     """
+    if not isinstance(members, (list, tuple)):
+        members = list(members)
+    if len(members) < 2:
+        return
     stored: dict[str, Fingerprint] = {}
     probing: dict[str, Fingerprint] = {}
     for is_stored, entry in members:
