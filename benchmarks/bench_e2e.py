@@ -174,8 +174,9 @@ def contestants(work: str, tars: list[str], data: str) -> dict[str, tuple[list[s
                      os.path.join(work, "plain"), None)
     i2d = i2d_python()
     if i2d:
+        quiet = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
         runs["img2dataset"] = ([i2d, plain, os.path.join(work, "img2dataset"), *tars, "--kernel", "img2dataset",
-                                *args], os.path.join(work, "img2dataset"), {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+                                *args], os.path.join(work, "img2dataset"), quiet)
     return runs
 
 
