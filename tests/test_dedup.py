@@ -122,7 +122,8 @@ def _banded_pairs(hashes: list[int], threshold: int, bands: int) -> set[tuple[in
     return found
 
 
-@pytest.mark.parametrize("threshold,bands", [(6, 4), (6, 8), (3, 4), (10, 8), (0, 4), (7, 4), (12, 16), (8, 4), (12, 4)])
+@pytest.mark.parametrize("threshold,bands",
+                         [(6, 4), (6, 8), (3, 4), (10, 8), (0, 4), (7, 4), (12, 16), (8, 4), (12, 4)])
 def test_banding_finds_every_pair_within_the_threshold(threshold, bands):
     rng = np.random.default_rng(threshold * 100 + bands)
     hashes = _random_hashes(rng, 150, 250)

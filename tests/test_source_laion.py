@@ -121,7 +121,8 @@ def test_parts_of_a_big_tar_yield_exactly_what_the_whole_tar_does(sample_corpus:
     monkeypatch.setattr(laion, "TAR_PART_BYTES", 1 << 18)
     units = source.units()
     assert len(units) > 4 and all(u.parts > 1 for u in units)
-    assert "part=" in repr(units[0]) and "part=" not in repr(laion.Unit("tar", ("x.tar",), "r"))  # whole units keep their ids
+    assert "part=" in repr(units[0])
+    assert "part=" not in repr(laion.Unit("tar", ("x.tar",), "r"))  # a whole unit keeps its store id
     per_part = [[item for item in source.read(unit)] for unit in units]
     assert all(per_part)  # every part has work
     assert sorted(map(repr, (item for part in per_part for item in part))) == sorted(map(repr, whole))

@@ -162,13 +162,8 @@ def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> 
 
     `members` are (stored, fingerprint): stored ones have this exact band value, the others only
     probe it. Stored pairs are compared, and probing x stored; two probing members meet in the
-    bucket of one of their own band values, so they need no comparison here. Most buckets hold
-    one member (a probe that found nothing): they are done before anything is sorted.
+    bucket of one of their own band values, so they need no comparison here.
     """
-    if not isinstance(members, (list, tuple)):
-        members = list(members)
-    if len(members) < 2:
-        return
     stored: dict[str, Fingerprint] = {}
     probing: dict[str, Fingerprint] = {}
     for is_stored, entry in members:
