@@ -60,8 +60,13 @@ def plan_clips(
 ) -> list[ClipPlan]:
     """Every (stride, start) sentence of a clip with `n_frames` frames; [] if it is too short.
 
-    Windows at one stride do not overlap: starts are 0, span, 2*span, ... where
-    span = (frames - 1) * stride + 1.
+    The frames at a stride are `range(0, n_frames, stride)`, cut into consecutive runs of
+    `frames`: starts are 0, frames * stride, 2 * frames * stride, ... (windows never overlap, and
+    the gap between two windows is the stride, as inside one). Every stride's frames then lie on
+    the smallest stride's grid when the strides divide each other's multiples (10/20/30: the
+    multiples of 10), so the strides share frames: the 3000-frame clip at 10/20/30 needs 288
+    distinct frames decoded, converted and encoded, where starts spaced by the window's length
+    ((frames - 1) * stride + 1) put each window off the others' grid and needed 512.
     """
     if n_frames < frames:
         return []
@@ -71,7 +76,7 @@ def plan_clips(
         if (frames - 1) * stride + 1 > n_frames:
             stride = (n_frames - 1) // (frames - 1)
         span = (frames - 1) * stride + 1
-        starts = range(0, n_frames - span + 1, span)
+        starts = range(0, n_frames - span + 1, frames * stride)
         if max_windows_per_stride is not None:
             starts = starts[:max_windows_per_stride]
         for start in starts:

@@ -17,9 +17,11 @@ from sources.video import VideoSource, decord_available, plan_clips, probe_video
 def test_plan_exact_sixteen_frames_at_each_stride():
     plans = plan_clips(1000, (10, 20, 30))
     assert {(p.stride, p.start) for p in plans} == {
-        (10, 0), (10, 151), (10, 302), (10, 453), (10, 604), (10, 755),
-        (20, 0), (20, 301), (20, 602), (30, 0), (30, 451),
+        (10, 0), (10, 160), (10, 320), (10, 480), (10, 640), (10, 800),
+        (20, 0), (20, 320), (20, 640), (30, 0), (30, 480),
     }
+    # every window's frames lie on the stride-10 grid: the strides share frames
+    assert set().union(*(p.indices for p in plans)) <= set(range(0, 1000, 10))
     for p in plans:
         assert len(p.indices) == 16
         assert np.all(np.diff(p.indices) == p.stride)
