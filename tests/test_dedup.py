@@ -512,3 +512,28 @@ def test_bad_dedup_config_fails_early_naming_the_field(tmp_path):
     assert parse_config({**base, "dedup": {"enabled": False, "exact": False, "near": False}}).dedup.enabled is False
     hashes = {parse_config({**base, "dedup": d}).content_hash() for d in ({}, {"hamming_threshold": 4}, {"bands": 8})}
     assert len(hashes) == 3
+
+
+def test_super_buckets_give_each_bucket_its_members_with_a_few_hundred_keys_per_band():
+    """The near search groups by (band, super-bucket) and splits each group into its (band, value)
+    buckets: the same twin records as a grouping by (band, value), from a grouping whose keys do
+    not grow with the images (the local runner keeps a key and a list per key until it is read)."""
+    from uvd_pipeline.group_steps import _near_twins, _probes
+
+    entries = _random_fingerprints(3, n_bases=300, n_copies=300)
+    settings = DedupSettings(True, True, 6, 4)
+    by_value: dict[tuple[int, int], list] = defaultdict(list)
+    for entry in entries:
+        for band, value, stored in band_probes(entry.phash, settings.bands, settings.threshold):
+            by_value[(band, value)].append((stored, entry))
+    expected = Counter(twin for members in by_value.values() if len(members) > 1
+                       for twin in near_bucket(members, settings.threshold))
+    grouped: dict[tuple[int, int], list] = defaultdict(list)
+    elements = 0
+    for entry in entries:
+        for key, value in _probes(entry, settings):
+            grouped[key].append(value)
+            elements += 1
+    found = Counter(twin for item in grouped.items() for twin in _near_twins(item, settings.threshold))
+    assert found == expected and sum(t.reason == NEAR for t in found.elements()) > 100
+    assert len(grouped) <= settings.bands * 256 and elements < sum(map(len, by_value.values())) * 2 // 3

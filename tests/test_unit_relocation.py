@@ -111,3 +111,55 @@ def test_a_unit_whose_images_all_moved_loses_its_image_file(tmp_path):
     # a shard whose stats are gone is not trusted: its images are nowhere else, so the unit goes
     os.unlink(address.path(str(out), STATS_SUFFIX))
     assert relocate(str(out), []).forgotten == 1
+
+
+def test_relocation_in_passes_holds_a_share_of_the_placements_and_ends_the_same(tmp_path, monkeypatch):
+    """A build's placement records are read in passes, each holding the entries of a share of
+    the units only (the driver's memory must not grow with the images a build has), and the
+    store ends as one pass that holds them all leaves it."""
+    import shutil
+
+    from uvd_pipeline import unit_relocation
+
+    out = tmp_path / "out"
+    store = UnitStore(str(out), "web", "h")
+    items = []
+    for u in range(12):
+        source_file = tmp_path / f"in{u}.txt"
+        source_file.write_text(str(u))
+        writer = store.writer(str(source_file))
+        with fsio.recording_inputs() as record:
+            outputs = [("sentences", writer.stored(_sentence(f"u{u:02d}s{i}", (f"png {u} {i} ".encode() * 40,))))
+                       for i in range(4)]
+        writer.commit(outputs, record)
+        items += [item for _, item in store.load(str(source_file))[0]]
+    addresses = [ShardAddress("web", "train", i) for i in range(3)]
+    for index, address in enumerate(addresses):  # the last three images stay in the store
+        _write(out, address, items[:-3][index::3], StoreReader())
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+
+    held: list[int] = []
+    placements = unit_relocation._placements
+
+    def counting(*args):
+        located, doubtful = placements(*args)
+        held.append(sum(map(len, located.values())) + sum(map(len, doubtful.values())))
+        return located, doubtful
+
+    monkeypatch.setattr(unit_relocation, "_placements", counting)
+    one = relocate(str(out), addresses)
+    assert held == [len(items) - 3]
+    held.clear()
+    records = sum(p.stat().st_size for p in (out / "_inputs").rglob("*.placed.json"))
+    several = relocate(str(copy), addresses, pass_bytes=records // 4 + 1)
+    assert len(held) == 4 and sum(held) == len(items) - 3 and max(held) < (len(items) - 3) / 2
+    assert several == one and (one.units, one.moved_images, one.files_removed) == (12, 45, 11)
+
+    def store_files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "_units").rglob("*"))
+                if p.is_file() and not p.name.endswith(".png.bin")}
+
+    assert store_files(copy) == store_files(out)
+    assert sorted(p.name for p in (copy / "_units").rglob("*.png.bin")) == sorted(
+        p.name for p in (out / "_units").rglob("*.png.bin"))

@@ -3,6 +3,7 @@ deduplication across sources (see `uvd_pipeline.sentences` and `uvd_pipeline.ded
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import Any, Iterable, Iterator
 
@@ -10,7 +11,7 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from sources.records import Reject
-from transforms.phash import band_probes
+from transforms.phash import band_probes, band_width
 from uvd_pipeline.dedup import (
     DedupSettings,
     Fingerprint,
@@ -103,17 +104,43 @@ def _exact(item: tuple[str, Iterable[Fingerprint]]) -> Iterator[Any]:
         yield TaggedOutput(TWINS, twin)
 
 
-def _probes(entry: Fingerprint, settings: DedupSettings) -> Iterator[tuple[tuple[int, int], tuple[bool, ProbeRow]]]:
+def _probes(entry: Fingerprint, settings: DedupSettings) -> Iterator[tuple[tuple[int, int], tuple[bytes, ProbeRow]]]:
+    """Every (band, value) bucket a hash is stored in or probes (`band_probes`), sent as one
+    element per (band, super-bucket) it touches: a super-bucket is a range of band values sharing
+    their upper bits (`super_shift`), and the element names the hash's values in it (about 20
+    elements per image instead of 36 at 4 bands and threshold 6). The grouping then has a few
+    hundred keys per band instead of one per probed value, nearly all of which held one element:
+    the local runner keeps a key, a list and the decoded values of every key until the whole
+    grouping is read, which made this grouping the largest thing a build held per image."""
     row = probe_row(entry)
+    shift = super_shift(settings.bands)
+    targets: dict[tuple[int, int], list[tuple[int, bool]]] = {}
     for band, value, stored in band_probes(entry.phash, settings.bands, settings.threshold):
-        yield (band, value), (stored, row)
+        targets.setdefault((band, value >> shift), []).append((value, stored))
+    for key, values in targets.items():
+        yield key, (b"".join(_TARGET.pack(value, stored) for value, stored in values), row)
 
 
-def _near_twins(item: tuple[tuple[int, int], Iterable[tuple[bool, ProbeRow]]], threshold: int) -> Iterator[Twin]:
-    members = list(item[1])
-    if len(members) < 2:  # most buckets: a probe that found nothing
-        return
-    yield from near_bucket([(stored, from_probe_row(row)) for stored, row in members], threshold)
+_TARGET = struct.Struct("<QB")  # a band value and whether the hash is stored there (else it probes it)
+
+
+def super_shift(bands: int) -> int:
+    """Band values are grouped into super-buckets by their upper half of bits: 256 per band of
+    16 bits, each holding about 1/256 of the images (per band) and the probes that reach them."""
+    return band_width(bands) // 2
+
+
+def _near_twins(item: tuple[tuple[int, int], Iterable[tuple[bytes, ProbeRow]]], threshold: int) -> Iterator[Twin]:
+    """The (band, value) buckets of one super-bucket, each with exactly the members a grouping by
+    (band, value) would give it; pairs within the threshold in each (`near_bucket`)."""
+    buckets: dict[int, list[tuple[bool, ProbeRow]]] = {}
+    for targets, row in item[1]:
+        for value, stored in _TARGET.iter_unpack(targets):
+            buckets.setdefault(value, []).append((bool(stored), row))
+    for members in buckets.values():
+        if len(members) < 2:  # most buckets: a probe that found nothing
+            continue
+        yield from near_bucket([(stored, from_probe_row(row)) for stored, row in members], threshold)
 
 
 def _mark_twins(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[str, tuple[Twin, bool]]]:
@@ -144,9 +171,10 @@ class Deduplicate(beam.PTransform):
 
     Input: the rendered units of every deduplicated source, each carrying its fingerprint.
     Exact: a GroupByKey on the pixels' sha256; each group's best-ranked member goes on to the
-    near search. Near: a GroupByKey on (band index, band value) of the pHash, every entry stored
+    near search. Near: buckets of (band index, band value) of the pHash, every entry stored
     under its own band values and probing the values within `threshold // bands` bits, so every
-    pair within the threshold shares a bucket and is compared in full there. Each twin record is
+    pair within the threshold shares a bucket and is compared in full there; the GroupByKey is on
+    (band index, super-bucket) and each group splits into its buckets (`_probes`). Each twin record is
     then told whether its twin is itself dropped, and a final join on the unit key decides.
     Outputs the kept units (main) and the duplicates as rejects.
     """

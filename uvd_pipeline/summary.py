@@ -9,12 +9,15 @@ Beam metrics (Dask) loses only the counters and timings, never a count.
 
 from __future__ import annotations
 
+import heapq
 import json
+import tempfile
 from collections import Counter, defaultdict
-from typing import Any
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterable
 
 from sources import fsio
-from tokenizer.atomic import write_bytes
+from tokenizer.atomic import open_atomic, write_bytes
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
 from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES, duplicate_counts
 from uvd_pipeline.quality import INPUT_BINS, empty_inputs, merge_inputs, merge_lengths, sorted_lengths, stage_throughput
@@ -75,55 +78,109 @@ def run_distributions(result) -> dict[str, dict[str, float]]:
         return {}
 
 
-def committed_stats(output: str, config_hash: str) -> list[tuple[str, dict[str, Any]]]:
-    """(stats uri, stats) of every shard of this config, by source, split and shard number."""
-    shards = [(uri, stats) for uri in stats_files(output)
-              if (stats := read_json(uri)).get("config_hash") == config_hash]
-    return sorted(shards, key=lambda pair: (pair[1]["source"], pair[1]["split"], pair[1]["shard"]))
+SHARD_FIELDS = ("source", "split", "shard", "tar", "sentences", "images", "rejects", "tar_sha256")
+# rejects lines sorted in memory at once; past it, sorted runs wait in temporary files and are merged
+REJECTS_SORT_BYTES = 64 << 20
 
 
-def _merge_stats(shards: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per source: the shards' counts added up (still as counters)."""
-    per_source: dict[str, dict[str, Any]] = {}
-    for _, stats in shards:
-        entry = per_source.setdefault(stats["source"], {
-            "sentences": 0, "images": 0, "rejects": 0, "shards": 0,
-            "by_split": defaultdict(lambda: {"sentences": 0, "images": 0}),
-            "by_kind": Counter(), "by_kind_task": Counter(), "rejects_by_reason": Counter(),
-            "rejects_by_stage": Counter(), "images_by_kind_task": Counter(), "sentence_lengths": {}, "inputs": empty_inputs(),
-        })
-        entry["sentences"] += stats["sentences"]
-        entry["images"] += stats["images"]
-        entry["rejects"] += stats["rejects"]
-        entry["shards"] += 1
-        entry["by_split"][stats["split"]]["sentences"] += stats["sentences"]
-        entry["by_split"][stats["split"]]["images"] += stats["images"]
-        entry["by_kind"].update(stats["by_kind"])
-        entry["by_kind_task"].update(stats.get("by_kind_task", {}))
-        entry["rejects_by_reason"].update(stats["rejects_by_reason"])
-        entry["rejects_by_stage"].update(stats.get("rejects_by_stage", {}))
-        entry["images_by_kind_task"].update(stats.get("images_by_kind_task", {}))
-        merge_lengths(entry["sentence_lengths"], stats.get("sentence_lengths"))
-        merge_inputs(entry["inputs"], stats.get("inputs"))
-    return per_source
+@dataclass
+class CommittedShards:
+    """What the summary needs of the committed shards, gathered one stats file at a time (a build's
+    stats files are never all in memory): per source, the shards' counts added up (still as
+    counters); a small row per shard, by source, split and shard number; the rejects files."""
+
+    per_source: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[str] = field(default_factory=list)
 
 
-def write_rejects(output: str, shards: list[tuple[str, dict[str, Any]]]) -> None:
-    """Every shard's rejects in one `rejects.jsonl`, by source, then line."""
-    reject_lines: list[str] = []
-    for uri, stats in shards:
+def committed_shards_of(output: str, config_hash: str) -> CommittedShards:
+    """Every committed shard of this config, read once."""
+    found = CommittedShards()
+    for uri in stats_files(output):
+        stats = read_json(uri)
+        if stats.get("config_hash") != config_hash:
+            continue
+        _add_stats(found.per_source, stats)
+        found.rows.append({**{k: stats[k] for k in SHARD_FIELDS}, "by_kind_task": stats.get("by_kind_task", {})})
         if stats["rejects"]:
-            rejects_uri = uri[: -len(STATS_SUFFIX)] + REJECTS_SUFFIX
-            reject_lines += [line for line in fsio.read_text(rejects_uri).splitlines() if line]
-    reject_lines.sort(key=lambda line: (json.loads(line)["source"], line))
-    write_bytes(fsio.join(output, REJECTS_FILE), "".join(l + "\n" for l in reject_lines).encode())
+            found.rejects.append(uri[: -len(STATS_SUFFIX)] + REJECTS_SUFFIX)
+    found.rows.sort(key=lambda row: (row["source"], row["split"], row["shard"]))
+    return found
 
 
-def source_summaries(config: BuildConfig, shards: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+def _add_stats(per_source: dict[str, dict[str, Any]], stats: dict[str, Any]) -> None:
+    """Add one shard's counts to its source's (all sums: the order shards come in does not matter)."""
+    entry = per_source.setdefault(stats["source"], {
+        "sentences": 0, "images": 0, "rejects": 0, "shards": 0,
+        "by_split": defaultdict(lambda: {"sentences": 0, "images": 0}),
+        "by_kind": Counter(), "by_kind_task": Counter(), "rejects_by_reason": Counter(),
+        "rejects_by_stage": Counter(), "images_by_kind_task": Counter(), "sentence_lengths": {}, "inputs": empty_inputs(),
+    })
+    entry["sentences"] += stats["sentences"]
+    entry["images"] += stats["images"]
+    entry["rejects"] += stats["rejects"]
+    entry["shards"] += 1
+    entry["by_split"][stats["split"]]["sentences"] += stats["sentences"]
+    entry["by_split"][stats["split"]]["images"] += stats["images"]
+    entry["by_kind"].update(stats["by_kind"])
+    entry["by_kind_task"].update(stats.get("by_kind_task", {}))
+    entry["rejects_by_reason"].update(stats["rejects_by_reason"])
+    entry["rejects_by_stage"].update(stats.get("rejects_by_stage", {}))
+    entry["images_by_kind_task"].update(stats.get("images_by_kind_task", {}))
+    merge_lengths(entry["sentence_lengths"], stats.get("sentence_lengths"))
+    merge_inputs(entry["inputs"], stats.get("inputs"))
+
+
+def _reject_order(line: str) -> tuple[str, str]:
+    return json.loads(line)["source"], line
+
+
+def write_rejects(output: str, files: Iterable[str], sort_bytes: int | None = None) -> None:
+    """Every shard's rejects in one `rejects.jsonl`, by source, then line. Lines are sorted in
+    memory up to `sort_bytes` (default `REJECTS_SORT_BYTES`) at a time; sorted runs beyond that
+    wait in temporary files and are merged as the file is written, so memory does not grow with
+    the rejects."""
+    from uvd_pipeline.output_lock import run_tmp
+
+    limit = sort_bytes or REJECTS_SORT_BYTES
+    runs: list[IO[bytes]] = []
+    lines: list[str] = []
+    held = 0
+    try:
+        for uri in files:
+            for line in fsio.read_text(uri).splitlines():
+                if line:
+                    lines.append(line)
+                    held += len(line)
+            if held > limit:
+                run = tempfile.TemporaryFile(dir=run_tmp(output))
+                run.write("".join(l + "\n" for l in sorted(lines, key=_reject_order)).encode())
+                run.seek(0)
+                runs.append(run)
+                lines, held = [], 0
+        lines.sort(key=_reject_order)
+        spilled = [(raw.decode().rstrip("\n") for raw in run) for run in runs]
+        with open_atomic(fsio.join(output, REJECTS_FILE)) as target:
+            block: list[str] = []
+            size = 0
+            for line in heapq.merge(*spilled, lines, key=_reject_order):
+                block.append(line + "\n")
+                size += len(line) + 1
+                if size >= 1 << 16:
+                    target.write("".join(block).encode())
+                    block, size = [], 0
+            target.write("".join(block).encode())
+    finally:
+        for run in runs:
+            run.close()
+
+
+def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per source, sorted: counts, kinds, rejects, lengths and inputs, its type, its warnings, and
     the duplicates dropped where deduplication applies."""
     sources = {}
-    for name, entry in sorted(_merge_stats(shards).items()):
+    for name, entry in sorted(per_source.items()):
         sources[name] = {
             **{k: entry[k] for k in ("sentences", "images", "rejects", "shards")},
             "by_split": {k: dict(v) for k, v in sorted(entry["by_split"].items())},
@@ -155,9 +212,9 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
     names what is missing)."""
     output = config.output
     config_hash = config.content_hash()
-    shards = committed_stats(output, config_hash)
-    write_rejects(output, shards)
-    sources = source_summaries(config, shards)
+    shards = committed_shards_of(output, config_hash)
+    write_rejects(output, shards.rejects)
+    sources = source_summaries(config, shards.per_source)
     tokens = summarize_tokens(output, config_hash)
     mixture = write_mixture(config, tokens, {name: s["by_kind"] for name, s in sources.items()})
     summary = {
@@ -170,17 +227,13 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "sentences": sum(s["sentences"] for s in sources.values()),
             "images": sum(s["images"] for s in sources.values()),
             "rejects": sum(s["rejects"] for s in sources.values()),
-            "shards": len(shards),
+            "shards": len(shards.rows),
         },
         "sources": sources,
         "input_bins": {k: list(v) for k, v in INPUT_BINS.items()},
         "tokens": tokens,
         "mixture": mixture,
-        "shards": [
-            {**{k: stats[k] for k in ("source", "split", "shard", "tar", "sentences", "images", "rejects",
-                                      "tar_sha256")}, "by_kind_task": stats.get("by_kind_task", {})}
-            for _, stats in shards
-        ],
+        "shards": shards.rows,
         "run": {
             "seconds": round(seconds, 2),
             "runner": config.beam.runner,

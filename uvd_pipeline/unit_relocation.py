@@ -39,11 +39,13 @@ import hashlib
 import json
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
+from uvd_pipeline.integrity import file_sizes
 from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX, ShardAddress, read_json
 from uvd_pipeline.unit_store import (BIN_SUFFIX, MARK_SUFFIX, MOVED_SUFFIX, RESULTS_SUFFIX, SHARD_INPUTS_DIR, Moved,
                                      StoredRef, read_moved, unit_marks)
@@ -173,34 +175,65 @@ class Relocation:
     forgotten: int = 0  # units whose images are nowhere intact any more: rendered again
 
 
-def relocate(output: str, committed: Iterable[ShardAddress]) -> Relocation:
+# Placement records read per pass of `relocate`: their entries (about 150 bytes of JSON, 400 bytes
+# as Python objects, per image) are held for one pass, so the driver's memory stays bounded
+# however many images the build has; a build with more records takes more passes.
+RELOCATE_PASS_BYTES = 16 << 20
+
+
+def relocate(output: str, committed: Iterable[ShardAddress], pass_bytes: int | None = None) -> Relocation:
     """Bring every unit's `.moved` record up to date with the placement records of the committed
     shards (`committed`: intact shards of this config), punch what moved, remove image files that
     hold nothing any more, and forget units whose images are lost. Runs on the driver while no
-    shard is being written (at the start and at the end of a build)."""
+    shard is being written (at the start and at the end of a build).
+
+    The units are taken in passes, each a share of them by their id's hash, with the placement
+    entries of that share only: one pass per `pass_bytes` of placement records (default
+    `RELOCATE_PASS_BYTES`), so memory does not grow with the build (a small build takes one)."""
     trusted = {tar_relative(a): _tar_sha(output, a) for a in committed}
-    located: dict[str, Moved] = {}  # rendering -> its moved images (committed shards)
-    doubtful: dict[str, dict[int, tuple[int, str]]] = {}  # placed into a shard that is no longer intact
     root = fsio.join(output, SHARD_INPUTS_DIR)
     records = fsio.list_files(root, (PLACED_SUFFIX,), recursive=True) if fsio.exists(root) else []
+    total = sum(size for path, size in file_sizes(root).items() if path.endswith(PLACED_SUFFIX)) if records else 0
+    passes = max(1, -(-total // (pass_bytes or RELOCATE_PASS_BYTES)))
+    marks = unit_marks(output)
+    result = Relocation()
+    for part in range(passes):
+        located, doubtful = _placements(records, trusted, passes, part)
+        for mark_uri in marks:
+            if passes == 1 or _share(fsio.basename(mark_uri)[: -len(MARK_SUFFIX)], passes) == part:
+                _relocate_unit(mark_uri, located, doubtful, result)
+    if result.forgotten:
+        log.warning("%d stored units lost images (a shard holding them changed): they are rendered again",
+                    result.forgotten)
+    return result
+
+
+def _share(uid: str, passes: int) -> int:
+    """Which pass of `relocate` takes a unit (by its id, the same for its mark and its placements)."""
+    return zlib.crc32(uid.encode()) % passes
+
+
+def _placements(records: list[str], trusted: dict[str, str | None], passes: int,
+                part: int) -> tuple[dict[str, Moved], dict[str, dict[int, tuple[int, str]]]]:
+    """The placement entries of pass `part`'s units: (located: rendering -> its images in intact
+    committed shards, doubtful: rendering -> its images placed into a shard no longer intact)."""
+    located: dict[str, Moved] = {}
+    doubtful: dict[str, dict[int, tuple[int, str]]] = {}
     for uri in records:
         try:
             record = read_json(uri)
             intact = record["tar_sha256"] is not None and trusted.get(record["tar"]) == record["tar_sha256"]
             for unit, offset, length, sha, at in record["images"]:
+                if passes > 1 and _share(unit.rsplit("/", 2)[-2], passes) != part:
+                    continue
                 if intact:
                     located.setdefault(unit, {}).setdefault(offset, (record["tar"], at, length, sha))
                 else:
                     doubtful.setdefault(unit, {})[offset] = (length, sha)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("unreadable placement record %s (%s): ignored", uri, exc)
-    result = Relocation()
-    for mark_uri in unit_marks(output):
-        _relocate_unit(mark_uri, located, doubtful, result)
-    if result.forgotten:
-        log.warning("%d stored units lost images (a shard holding them changed): they are rendered again",
-                    result.forgotten)
-    return result
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            if part == 0:
+                log.warning("unreadable placement record %s (%s): ignored", uri, exc)
+    return located, doubtful
 
 
 def _tar_sha(output: str, address: ShardAddress) -> str | None:
