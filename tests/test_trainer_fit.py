@@ -76,6 +76,11 @@ def test_fused_cross_entropy_matches_autograd(chunk: int):
     with torch.no_grad():
         assert torch.allclose(fused_linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk), expected,
                               atol=1e-6)
+    # a plain `loss.backward()` (gradient 1: the made gradients are handed over as they are)
+    grad_h, grad_w = torch.autograd.grad(torch.nn.functional.cross_entropy(hidden @ weight.T, targets),
+                                         (hidden, weight))
+    fused_linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk).backward()
+    assert torch.allclose(hidden.grad, grad_h, atol=1e-6) and torch.allclose(weight.grad, grad_w, atol=1e-6)
 
 
 def test_fused_cross_entropy_compiled_and_bf16():

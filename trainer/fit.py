@@ -91,7 +91,7 @@ class FitOptions:
                                "folder")
     fsdp: bool = flag(False, "under torchrun: FSDP2 (fully_shard) instead of DDP")
     stop_at: int | None = flag(None, "stop (with a checkpoint) after this step; rerun to continue")
-    chunk_tokens: int = flag(4096, "tokens per logits chunk of the loss")
+    chunk_tokens: int | None = flag(None, "tokens per logits chunk of the loss (default: 128 on CPU, 4096 on GPU)")
     threads: int | None = flag(None, "torch intra-op threads")
     quiet: bool = flag(False)
     model_overrides: dict[str, Any] = flag(default_factory=dict, cli=False)
@@ -105,7 +105,7 @@ class FitOptions:
             raise ValueError(f"--checkpoint-every must be at least 0 (0: write no checkpoints), got "
                              f"{self.checkpoint_every}")
         for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "log_every", "chunk_tokens"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"need warmup >= 0 and 0 <= min-lr <= lr (got {self.warmup_steps}, {self.min_lr}, "
@@ -117,7 +117,7 @@ class TrainingModel(LVMTransformer):
     `forward`, so the loss must live there: `forward(inputs, targets)` is `LVMTransformer.loss`.
     Same parameter names as `LVMTransformer`."""
 
-    chunk_tokens = 4096
+    chunk_tokens: int | None = None  # None: the loss's default (128 on CPU, 4096 elsewhere)
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: Any = None) -> torch.Tensor:
         if targets is None:
