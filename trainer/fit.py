@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import json
 import math
@@ -400,9 +401,27 @@ def _set_aside_damaged(damaged: list[tuple[str, CheckpointDamaged]], resumed: st
     return moved
 
 
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse (up to 32 MiB blocks from its heap, no trim)
+    instead of handing it back to the kernel, which zero-fills it again at the next step's first
+    touch. A CPU step allocates and frees the same few hundred MB of activations every step; on the
+    tiny preset at 2x1024 tokens that was 5,000-14,000 page faults (20-55 MB) a step and 3-5% of
+    its time. Process-wide; RSS then stays at the peak. False where there is no glibc `mallopt`."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>; 32 MiB is glibc's largest mmap threshold
+    return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(mallopt(m_trim_threshold, 2**30))
+
+
 def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]:
     if options.threads:
         torch.set_num_threads(options.threads)
+    if device.type == "cpu":
+        keep_freed_memory()
     os.makedirs(options.out, exist_ok=True)
     trainer = Trainer(options, env, device)
     resume_from, damaged = None, []
