@@ -3,7 +3,10 @@
 Decoders hang or balloon inside C code (decord's `get_batch` on some MPEG-TS files never
 returns), where no Python-level timeout reaches. So jobs run in a long-lived worker process
 started with `subprocess` (it works inside daemonic runner workers, where `multiprocessing`
-may not start children), talking length-prefixed pickles over its stdin/stdout. The parent waits
+may not start children), talking length-prefixed pickles over its stdin/stdout (results travel
+as pickle protocol 5 with their arrays' memory out of band: the raw bytes are written from the
+array and read into the parent's buffer, one copy each way, no pickling copy; a sender thread
+writes them, so a job runs ahead of a busy parent by up to `SEND_AHEAD_BYTES`). The parent waits
 with `select`, sums only the time it spends waiting, watches the worker's resident memory, and
 kills the worker when either budget is spent; the next job starts a fresh worker.
 
@@ -14,6 +17,7 @@ stream back one by one, so callers can use results before the job ends.
 from __future__ import annotations
 
 import atexit
+import collections
 import importlib
 import os
 import pickle
@@ -29,7 +33,10 @@ from pathlib import Path
 from types import GeneratorType
 from typing import Any, Iterator
 
+import numpy as np
+
 _HEADER = struct.Struct("<Q")
+_RESULT = struct.Struct("<QQ")  # a result's pickle length and how many out-of-band buffers follow it
 _POLL_S = 0.2
 
 
@@ -108,14 +115,28 @@ class _Worker:
         self.process.stdin.write(_HEADER.pack(len(data)) + data)
         self.process.stdin.flush()
 
-    def receive(self, budget: Budget, spent: list[float]) -> Any:
-        """One message; `spent[0]` accumulates the seconds waited. Kills the worker past a budget."""
-        header = self._read(_HEADER.size, budget, spent)
-        return pickle.loads(self._read(_HEADER.unpack(header)[0], budget, spent))
+    def receive(self, budget: Budget, spent: list[float], scratch: list[np.ndarray] | None = None) -> Any:
+        """One message; `spent[0]` accumulates the seconds waited. Kills the worker past a budget.
+        `scratch`: the previous message's buffers, reused where the sizes match (then replaced)."""
+        size, count = _RESULT.unpack(self._read(_RESULT.size, budget, spent))
+        lengths = struct.unpack(f"<{count}Q", self._read(8 * count, budget, spent)) if count else ()
+        data = self._read(size, budget, spent)
+        buffers = []
+        for k, length in enumerate(lengths):
+            reuse = scratch is not None and k < len(scratch) and scratch[k].size == length
+            buffers.append(self._read_into(scratch[k] if reuse else np.empty(length, np.uint8), budget, spent))
+        if scratch is not None:
+            scratch[:] = buffers
+        return pickle.loads(data, buffers=buffers)
 
-    def _read(self, n: int, budget: Budget, spent: list[float]) -> bytes:
-        chunks: list[bytes] = []
-        while n:
+    def _read(self, n: int, budget: Budget, spent: list[float]) -> bytearray:
+        return self._read_into(bytearray(n), budget, spent)
+
+    def _read_into(self, buffer, budget: Budget, spent: list[float]):
+        """Fill `buffer` from the worker's pipe and return it."""
+        view = memoryview(buffer).cast("B")
+        done, n = 0, len(view)
+        while done < n:
             start = time.monotonic()
             ready, _, _ = select.select([self.out_fd], [], [], _POLL_S)
             spent[0] += time.monotonic() - start
@@ -123,13 +144,12 @@ class _Worker:
                 self.kill()
                 raise BudgetExceeded("decode_timeout", f"no result within the budget of {budget.time_s:g} s")
             if ready:
-                chunk = os.read(self.out_fd, min(n, 1 << 20))
-                if not chunk:
+                got = os.readv(self.out_fd, [view[done:]])
+                if not got:
                     code = self.process.wait()
                     name = signal.Signals(-code).name if code < 0 else f"exit code {code}"
                     raise BudgetExceeded("decoder_crashed", f"the decoding process died ({name})")
-                chunks.append(chunk)
-                n -= len(chunk)
+                done += got
                 continue
             rss = _rss_mb(self.process.pid)
             if rss > budget.memory_mb:
@@ -138,7 +158,7 @@ class _Worker:
             if spent[0] > budget.time_s:
                 self.kill()
                 raise BudgetExceeded("decode_timeout", f"no result within the budget of {budget.time_s:g} s")
-        return b"".join(chunks)
+        return buffer
 
 
 _LOCAL = threading.local()
@@ -169,19 +189,23 @@ def _stop_all() -> None:
             pass
 
 
-def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", **kwargs: Any) -> Iterator[Any]:
+def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", scratch: bool = False,
+        **kwargs: Any) -> Iterator[Any]:
     """Call `function` ("module:name") in the worker; yield its result (or each item it generates).
 
     Raises BudgetExceeded (the worker is killed) or JobError (the job raised; the worker lives on).
     Stopping the iteration early kills the worker, whose job may still be running.
+    `scratch`: an item's arrays are read into the previous item's buffers (no fresh memory per
+    item), so they are only valid until the next item is asked for: copy what is kept.
     """
     worker = _worker(pool)
     spent = [0.0]
     finished = False
+    buffers: list[np.ndarray] | None = [] if scratch else None
     try:
         worker.send((function, args, kwargs))
         while True:
-            kind, value = worker.receive(budget, spent)
+            kind, value = worker.receive(budget, spent, buffers)
             if kind == "item":
                 yield value
             elif kind == "done":
@@ -210,15 +234,66 @@ def _resolve(name: str):
     return getattr(importlib.import_module(module), attribute)
 
 
+SEND_AHEAD_BYTES = 16 << 20  # results a job may have waiting for the parent before it is held
+
+
+class _Sender:
+    """Writes the worker's messages from a thread, so a job runs on while the parent is busy (with
+    the clips it already has, or waiting for a core on a loaded machine) instead of stopping each
+    time the pipe is full: up to `SEND_AHEAD_BYTES` of results wait (one result, however large,
+    always may; the job is held before its next result until they drop under the limit). Items
+    must not be changed after they are yielded: their arrays are written from where they lie."""
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+        self.pending: collections.deque = collections.deque()
+        self.bytes = 0
+        self.error: BaseException | None = None
+        self.ready = threading.Condition()
+        threading.Thread(target=self._write, daemon=True, name="budget-sender").start()
+
+    def send(self, message: Any) -> None:
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+        raw = [buffer.raw() for buffer in buffers]  # contiguous arrays' memory, not copied
+        head = _RESULT.pack(len(data), len(raw)) + struct.pack(f"<{len(raw)}Q", *(r.nbytes for r in raw))
+        size = len(head) + len(data) + sum(r.nbytes for r in raw)
+        with self.ready:
+            self.pending.append((head + data, raw, size))
+            self.bytes += size
+            self.ready.notify_all()
+            while self.bytes > SEND_AHEAD_BYTES and self.error is None:
+                self.ready.wait()
+            if self.error is not None:
+                raise self.error
+
+    def _write(self) -> None:
+        while True:
+            with self.ready:
+                while not self.pending:
+                    self.ready.wait()
+                data, raw, size = self.pending[0]
+            try:
+                self.channel.write(data)
+                for view in raw:
+                    self.channel.write(view)
+                self.channel.flush()
+            except BaseException as exc:  # the parent went away
+                with self.ready:
+                    self.error = exc
+                    self.ready.notify_all()
+                return
+            with self.ready:
+                self.pending.popleft()
+                self.bytes -= size
+                self.ready.notify_all()
+
+
 def _serve() -> None:
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything C code prints to stdout goes to stderr, not into the channel
-
-    def send(message: Any) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        channel_out.write(_HEADER.pack(len(data)) + data)
-        channel_out.flush()
+    send = _Sender(channel_out).send
 
     while True:
         header = channel_in.read(_HEADER.size)

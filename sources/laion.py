@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import posixpath
 import tarfile
+import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, path_problem
@@ -44,14 +46,42 @@ RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reenc
                  "(README: Getting LAION with img2dataset)")
 
 
+# A local tar of this size or more is read as several units (`Unit.part`), so that a few big tars
+# spread over the workers (3 tars on 2 workers: one renders two while the other waits). Each part
+# reads the whole tar (on a local disk 0.1 CPU-s per 100 MB, a part's image decoding is 30 times
+# that) and yields the items whose key hashes to it: together the parts yield exactly what one
+# reading does. A remote tar is never split (each part would download all of it).
+TAR_PART_BYTES = 64 << 20
+MAX_TAR_PARTS = 8
+
+
 @dataclass(frozen=True)
 class Unit:
-    """One parallel work item: a tar, a files-layout shard folder, a parquet of images, or a slice
-    of an image folder (an image's sidecars always in the same slice)."""
+    """One parallel work item: a tar (or one of its `parts`), a files-layout shard folder, a
+    parquet of images, or a slice of an image folder (an image's sidecars always in the same slice)."""
 
     kind: str  # "tar" | "files" | "parquet" | "folder"
     uris: tuple[str, ...]
     root: str
+    part: int = 0
+    parts: int = 1
+
+    def __repr__(self) -> str:  # a whole unit keeps the name (`unit_store.unit_id`) it always had
+        split = f", part={self.part}, parts={self.parts}" if self.parts > 1 else ""
+        return f"Unit(kind={self.kind!r}, uris={self.uris!r}, root={self.root!r}{split})"
+
+    def owns(self, key: str) -> bool:
+        """Whether an item of this unit's input is this part's to yield."""
+        return self.parts == 1 or zlib.crc32(key.encode("utf-8", "surrogateescape")) % self.parts == self.part
+
+
+def tar_units(uri: str, root: str) -> list[Unit]:
+    """A tar's units: one, or `parts` of a big local tar (`TAR_PART_BYTES`)."""
+    path = fsio.local_path(uri)
+    parts = 1
+    if path is not None:
+        parts = min(MAX_TAR_PARTS, max(1, -(-os.path.getsize(path) // TAR_PART_BYTES)))
+    return [Unit("tar", (uri,), root, part, parts) for part in range(parts)]
 
 
 def _split_member(name: str) -> tuple[str, str]:
@@ -125,7 +155,7 @@ class LaionSource:
             tars = fsio.list_files(self.path, (".tar",))
             if not tars:
                 raise FileNotFoundError(f"{self.name}: no .tar shards in {self.path}")
-            return [Unit("tar", (t,), self.path) for t in tars]
+            return [part for t in tars for part in tar_units(t, self.path)]
         if fmt == "files":
             return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path)]
         if fmt == "parquet":
@@ -149,7 +179,8 @@ class LaionSource:
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:
         if unit.kind == "tar":
-            yield from self._read_tar(unit.uris[0])
+            items = self._read_tar(unit.uris[0], unit.owns if unit.parts > 1 else None)
+            yield from items if unit.parts == 1 else (item for item in items if unit.owns(item.key))
         elif unit.kind == "files":
             yield from self._read_files(unit.uris[0])
         elif unit.kind == "parquet":
@@ -177,7 +208,9 @@ class LaionSource:
     def _reject(self, key: str, stage: str, reason: str, detail: str) -> Reject:
         return Reject(key, self.name, key, stage, reason, detail[:300])
 
-    def _read_tar(self, uri: str) -> Iterator[SourceItem]:
+    def _read_tar(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
+        """Every item of a tar; with `owns` (a part of the tar), samples whose key it does not own
+        are read as usual but not made records (the caller drops their items)."""
         shard = fsio.basename(uri).removesuffix(".tar")
         listing = ShardListing.read(uri[: -len(".tar")] + ".parquet", uri[: -len(".tar")] + "_stats.json")
         yield from self._upstream_failures(listing, shard)
@@ -198,7 +231,7 @@ class LaionSource:
                         continue
                     if key != current:
                         if current is not None and not repeated:
-                            if not dropped:
+                            if not dropped and (owns is None or owns(self._key(shard, current))):
                                 yield from self._sample(shard, current, members, listing)
                             seen.add(current)
                         current, members, repeated, dropped = key, {}, key in seen, False
@@ -228,7 +261,7 @@ class LaionSource:
             yield self._reject(safe_key(self.name, shard), "read", "corrupt_archive",
                                exception_detail(exc))
         if current is not None and not repeated:
-            if not dropped:
+            if not dropped and (owns is None or owns(self._key(shard, current))):
                 yield from self._sample(shard, current, members, listing)
             seen.add(current)
         yield from self._missing(listing, shard, seen, f"{shard}.tar")

@@ -151,44 +151,54 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[VideoClipRecord, np.ndarray | VideoError]]:
     """Each clip of `record` with its frames (N, H, W, 3) uint8 RGB, or the error that lost them.
 
-    One decoding job reads every frame any clip needs; a clip is yielded as soon as its frames
-    are in, and a frame is dropped once no pending clip needs it (memory stays near a few clips).
+    One decoding job reads every frame any clip needs; each frame is copied into the clips that
+    use it as it arrives, and a clip is yielded as soon as its frames are in (memory stays near a
+    few clips).
     `postprocess` (picklable) runs on each frame inside the worker, e.g. the resize to the canvas
     (a `transforms.resize.Canvas` also lets frames too large for the budget at full size be
     converted at the canvas's working size). A video over `max_pixels` or the memory budget loses
     every clip to `video_too_large`, judged before decoding.
     """
-    users: dict[int, list[int]] = {}
+    users: dict[int, list[tuple[int, int]]] = {}  # frame -> (clip, place in the clip) of each use
     for c, clip in enumerate(record.clips):
-        for i in clip.frame_indices:
-            users.setdefault(i, []).append(c)
-    missing = [len(set(clip.frame_indices)) for clip in record.clips]
-    frames: dict[int, np.ndarray] = {}
+        for k, i in enumerate(clip.frame_indices):
+            users.setdefault(i, []).append((c, k))
+    missing = [len(clip.frame_indices) for clip in record.clips]
+    arrays: dict[int, np.ndarray] = {}  # clip -> its frames, filled as they arrive
+    got: set[int] = set()
     done = [False] * len(record.clips)
     job_name = "decord_frames" if record.decoder == "decord" else "decode_frames"
     failure: VideoError | None = None
     with _worker_uri(record.uri) as uri:
+        # each frame is read into one reused buffer and copied straight into the clips that use it
         job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
-                         max_pixels=max_pixels, memory_mb=record.limits.memory_mb,
-                         budget=record.limits, pool=record.decoder)  # decord's libraries stay in its own process
+                         max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=record.limits,
+                         pool=record.decoder, scratch=True)  # decord's libraries stay in its own process
         try:
             for i, pixels in job:
-                frames[i] = pixels
-                for c in users.get(i, ()):
+                got.add(i)
+                for c, k in users.get(i, ()):
+                    clip = record.clips[c]
+                    frames = arrays.get(c)
+                    if frames is None:
+                        frames = arrays[c] = np.empty((len(clip.frame_indices),) + pixels.shape, pixels.dtype)
+                    elif frames.shape[1:] != pixels.shape:
+                        raise VideoError("decode_failed", f"frame {i} is {pixels.shape}, the clip's first "
+                                                          f"{frames.shape[1:]}")
+                    frames[k] = pixels
                     missing[c] -= 1
                     if missing[c] == 0:
-                        clip = record.clips[c]
                         done[c] = True
-                        yield clip, np.stack([frames[j] for j in clip.frame_indices])
-                        for j in set(clip.frame_indices):
-                            if all(done[u] for u in users[j]):
-                                frames.pop(j, None)
+                        yield clip, arrays.pop(c)
         except (BudgetExceeded, JobError) as exc:
             failure = _job_error(exc)
+        except VideoError as exc:
+            job.close()  # the worker is stopped mid-job
+            failure = exc
     for c, clip in enumerate(record.clips):
         if not done[c]:
             if failure is None:
-                lost = [i for i in clip.frame_indices if i not in frames]
+                lost = [i for i in clip.frame_indices if i not in got]
                 yield clip, VideoError("decode_failed", f"frames {lost[:4]} did not decode")
             else:
                 yield clip, failure

@@ -35,3 +35,20 @@ def crash() -> None:
 
 def pid() -> int:
     return os.getpid()
+
+
+def arrays(n: int):
+    """Frames as a decoding job yields them: (index, a contiguous array, a non-contiguous view)."""
+    import numpy as np
+
+    for i in range(n):
+        frame = np.full((48, 64, 3), i, np.uint8)
+        yield i, frame, frame[:, ::2]
+
+
+def stamped(n: int):
+    """Items of 100 kB with the time each was made (the clock is shared across processes)."""
+    import numpy as np
+
+    for i in range(n):
+        yield i, time.monotonic(), np.zeros(100_000, np.uint8)

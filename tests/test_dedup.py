@@ -122,7 +122,8 @@ def _banded_pairs(hashes: list[int], threshold: int, bands: int) -> set[tuple[in
     return found
 
 
-@pytest.mark.parametrize("threshold,bands", [(6, 4), (6, 8), (3, 4), (10, 8), (0, 4), (7, 4), (12, 16)])
+@pytest.mark.parametrize("threshold,bands",
+                         [(6, 4), (6, 8), (3, 4), (10, 8), (0, 4), (7, 4), (12, 16), (8, 4), (12, 4)])
 def test_banding_finds_every_pair_within_the_threshold(threshold, bands):
     rng = np.random.default_rng(threshold * 100 + bands)
     hashes = _random_hashes(rng, 150, 250)
@@ -136,10 +137,13 @@ def test_band_probes_cover_the_radius():
     value = 0x0123456789ABCDEF
     assert bands_of(value, 4) == (0x0123, 0x4567, 0x89AB, 0xCDEF)
     probes = band_probes(value, 4, 6)
-    assert len(probes) == 4 * probes_per_band(6, 4) == 4 * 17
+    assert probes_per_band(6, 4) == 17  # the own value and its 16 one-bit neighbours
+    zeros = sum(16 - bin(band).count("1") for band in bands_of(value, 4))
+    assert len(probes) == 4 + zeros  # looked up: the larger neighbours only (a 0 bit set)
     assert [p for p in probes if p[2]] == [(0, 0x0123, True), (1, 0x4567, True), (2, 0x89AB, True),
                                            (3, 0xCDEF, True)]
-    assert all(bin(v ^ bands_of(value, 4)[b]).count("1") == 1 for b, v, stored in probes if not stored)
+    assert all(bin(v ^ bands_of(value, 4)[b]).count("1") == 1 and v > bands_of(value, 4)[b]
+               for b, v, stored in probes if not stored)
 
 
 # -- the decision rule, pure and in Beam -----------------------------------------------------------

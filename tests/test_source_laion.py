@@ -103,3 +103,28 @@ def test_parquet_failures_are_counted(sample_corpus: Path):
     assert table.column_names[:4] == ["url", "caption", "key", "status"]
     stats = json.loads((sample_corpus / "laion" / "00000_stats.json").read_text())
     assert stats["count"] == table.num_rows and stats["failed_to_download"] == 2
+
+
+@pytest.mark.parametrize("cut", [None, 3, 2])
+def test_parts_of_a_big_tar_yield_exactly_what_the_whole_tar_does(sample_corpus: Path, tmp_path: Path, monkeypatch,
+                                                                  cut):
+    """A local tar over `TAR_PART_BYTES` is read as parts (so a few big tars spread over the
+    workers): together they yield the same items, rejects of a cut tar included, each once."""
+    import sources.laion as laion
+
+    for name in ("00000.tar", "00000.parquet", "00000_stats.json", "00002.tar", "00002.parquet"):
+        data = (sample_corpus / "laion" / name).read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) // cut] if cut and name == "00000.tar" else data)
+    source = LaionSource("web", str(tmp_path), "webdataset")
+    whole = _read_all(source)
+    assert [u.parts for u in source.units()] == [1, 1]
+    monkeypatch.setattr(laion, "TAR_PART_BYTES", 1 << 18)
+    units = source.units()
+    assert len(units) > 4 and all(u.parts > 1 for u in units)
+    assert "part=" in repr(units[0])
+    assert "part=" not in repr(laion.Unit("tar", ("x.tar",), "r"))  # a whole unit keeps its store id
+    per_part = [[item for item in source.read(unit)] for unit in units]
+    assert all(per_part)  # every part has work
+    assert sorted(map(repr, (item for part in per_part for item in part))) == sorted(map(repr, whole))
+    if cut:
+        assert "corrupt_archive" in {i.reason for i in whole if isinstance(i, Reject)}

@@ -16,6 +16,29 @@ def test_results_stream_and_the_worker_is_reused():
     assert budget.call("budget_jobs:pid") == first
 
 
+def test_arrays_come_back_whole_and_scratch_reuses_their_memory():
+    items = list(budget.run("budget_jobs:arrays", 3))
+    for i, frame, view in items:  # out of band (contiguous) and in band (a strided view) alike
+        assert frame.shape == (48, 64, 3) and (frame == i).all() and frame.flags.writeable
+        assert view.shape == (48, 32, 3) and (view == i).all()
+    seen = []
+    for i, frame, _ in budget.run("budget_jobs:arrays", 3, scratch=True):
+        assert (frame == i).all()  # valid until the next item is asked for
+        seen.append(frame.base)
+    assert seen[0] is seen[1] is seen[2]
+
+
+def test_a_job_runs_ahead_of_a_busy_parent():
+    """The worker goes on making results while the parent is busy with the first (up to
+    SEND_AHEAD_BYTES of them), instead of stopping each time the pipe is full."""
+    items = budget.run("budget_jobs:stamped", 40)  # 4 MB: more than the pipe holds
+    next(items)
+    time.sleep(1.0)
+    woke = time.monotonic()
+    made = [stamp for _, stamp, _ in items]
+    assert len(made) == 39 and max(made) < woke
+
+
 def test_a_job_stuck_in_c_code_is_killed_and_the_next_job_runs():
     start = time.monotonic()
     with pytest.raises(BudgetExceeded) as caught:

@@ -12,9 +12,10 @@
 Matching by Hamming distance at scale uses banding with multi-index probing (`bands`,
 `band_probes`): the 64 bits are cut into `m` bands; two hashes within distance `r` must agree,
 by pigeonhole, to within `r // m` bits on at least one band. So an item is indexed under its
-exact value of every band and looks itself up under every value within `r // m` bits of it;
-every pair within `r` meets in at least one (band, value) bucket, and only pairs in a bucket
-are compared in full.
+exact value of every band and looks itself up under every *larger* value within `r // m` bits
+of it (of two values within the radius, the smaller looks up the larger: each such pair meets
+once, with half the lookups of probing both ways); every pair within `r` meets in at least one
+(band, value) bucket, and only pairs in a bucket are compared in full.
 
 Pure numpy; no global state. Everything is deterministic for a given input array.
 """
@@ -124,7 +125,9 @@ def probe_radius(threshold: int, bands: int) -> int:
 
 
 def probes_per_band(threshold: int, bands: int) -> int:
-    """How many bucket values one band of one hash looks up: sum_{i<=radius} C(width, i)."""
+    """At most how many bucket values one band of one hash looks up: sum_{i<=radius} C(width, i)
+    (its own and every value within the radius; `band_probes` looks up the larger ones only,
+    about half)."""
     width, radius = band_width(bands), probe_radius(threshold, bands)
     total, term = 0, 1
     for i in range(radius + 1):
@@ -137,7 +140,9 @@ def band_probes(value: int, bands: int, threshold: int) -> list[tuple[int, int, 
     """(band index, band value, is own value) of every bucket a hash is looked up in.
 
     Its own value of each band comes first (`True`: the hash is also *stored* there); then every
-    value within `probe_radius` bits of it (`False`: looked up only).
+    value within `probe_radius` bits of it that is larger than its own (`False`: looked up only).
+    Two band values within the radius of each other meet where the smaller probes the larger's
+    stored bucket; the larger need not probe the smaller's too.
     """
     width = band_width(bands)
     radius = probe_radius(threshold, bands)
@@ -149,5 +154,6 @@ def band_probes(value: int, bands: int, threshold: int) -> list[tuple[int, int, 
                 probe = own
                 for p in positions:
                     probe ^= 1 << p
-                out.append((index, probe, False))
+                if probe > own:
+                    out.append((index, probe, False))
     return out

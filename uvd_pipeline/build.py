@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -92,10 +93,27 @@ def _dask_runner(shuffle_partitions: int):
     return bounded_dask_runner(shuffle_partitions)
 
 
+# Worker processes run one at a time per core: a numeric library's own thread pool in each of them
+# only fights the other workers. OpenBLAS's (numpy's matmul, the dedup pHash) on a busy 2-core
+# machine cost 20 ms an image instead of 0.3, as much as the rest of the rendering; its results
+# are the same bits either way (it splits the output among threads, never a sum). Dask's workers
+# get these from Dask itself.
+WORKER_ENVIRON = {"OPENBLAS_NUM_THREADS": "1"}
+
+
+def one_thread_numerics() -> None:
+    """The local runner's worker processes are started from this process's environment: set what
+    they inherit (a value the user set is kept)."""
+    for name, value in WORKER_ENVIRON.items():
+        os.environ.setdefault(name, value)
+
+
 @contextmanager
 def open_runner(config: BuildConfig) -> Iterator[tuple[Any, Any]]:
     """(runner, options) of a build. With `runner: dask` and no scheduler address, a local cluster
     of worker processes lives as long as this block (see `uvd_pipeline.dask_cluster`)."""
+    if config.beam.local:
+        one_thread_numerics()
     if not config.beam.is_dask:
         options = pipeline_options(config)
         yield make_runner(config, options), options

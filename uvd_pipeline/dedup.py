@@ -99,6 +99,22 @@ class Fingerprint:
                 "phash": f"{self.phash:016x}"}
 
 
+ProbeRow = tuple[str, str, str, int]  # (key, source, split, phash)
+
+
+def probe_row(entry: Fingerprint) -> ProbeRow:
+    """What the near search needs of a fingerprint, as plain values: the runner encodes a tuple of
+    strings and ints itself, where a `Fingerprint` goes through pickle; the near search's buckets
+    carry about 36 of these per image (4 bands, 16 bits, threshold 6)."""
+    return (entry.key, entry.source, entry.split, entry.phash)
+
+
+def from_probe_row(row: ProbeRow) -> Fingerprint:
+    """A `probe_row` back as a fingerprint for the near search (its sha256 is not needed there)."""
+    key, source, split, phash = row
+    return Fingerprint(key, source, split, "", phash)
+
+
 def fingerprint_lines(entries: Iterable[Fingerprint]) -> bytes:
     """The sidecar file of a shard: one JSON row per fingerprint, sorted by key."""
     rows = sorted((e.row() for e in entries), key=lambda r: r["key"])

@@ -14,11 +14,14 @@ from transforms.phash import band_probes
 from uvd_pipeline.dedup import (
     DedupSettings,
     Fingerprint,
+    ProbeRow,
     Twin,
     choose_twin,
     duplicate_reject,
     exact_group,
+    from_probe_row,
     near_bucket,
+    probe_row,
 )
 from uvd_pipeline.sentences import RenderedUnit, Slot, assemble, plan_group_sentences
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution
@@ -100,9 +103,17 @@ def _exact(item: tuple[str, Iterable[Fingerprint]]) -> Iterator[Any]:
         yield TaggedOutput(TWINS, twin)
 
 
-def _probes(entry: Fingerprint, settings: DedupSettings) -> Iterator[tuple[tuple[int, int], tuple[bool, Fingerprint]]]:
+def _probes(entry: Fingerprint, settings: DedupSettings) -> Iterator[tuple[tuple[int, int], tuple[bool, ProbeRow]]]:
+    row = probe_row(entry)
     for band, value, stored in band_probes(entry.phash, settings.bands, settings.threshold):
-        yield (band, value), (stored, entry)
+        yield (band, value), (stored, row)
+
+
+def _near_twins(item: tuple[tuple[int, int], Iterable[tuple[bool, ProbeRow]]], threshold: int) -> Iterator[Twin]:
+    members = list(item[1])
+    if len(members) < 2:  # most buckets: a probe that found nothing
+        return
+    yield from near_bucket([(stored, from_probe_row(row)) for stored, row in members], threshold)
 
 
 def _mark_twins(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[str, tuple[Twin, bool]]]:
@@ -162,7 +173,7 @@ class Deduplicate(beam.PTransform):
                 entries
                 | "Band probes" >> beam.FlatMap(_probes, settings)
                 | "By band" >> beam.GroupByKey()
-                | "Near twins" >> beam.FlatMap(lambda item, t: near_bucket(item[1], t), settings.threshold)
+                | "Near twins" >> beam.FlatMap(_near_twins, settings.threshold)
             )
         twins = twin_parts | "All twins" >> beam.Flatten()
         dropped = (twins | "Dropped keys" >> beam.Map(lambda t: t.key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -87,18 +88,40 @@ def render_video(record: VideoRecord, settings: RenderSettings) -> list[Sentence
     split = settings.split(record.group)
     fit = Canvas(settings.size, settings.resize, settings.pad_value)  # type: ignore[arg-type]
     results: list[Sentence | Reject] = []
+    # a frame several clips share (strides 10, 20 and 30 all start at frame 0) is encoded once;
+    # its PNG is kept until the last clip that uses it has it
+    users: dict[int, int] = {}
+    for clip in record.clips:
+        for i in set(clip.frame_indices):
+            users[i] = users.get(i, 0) + 1
+    shared: dict[int, bytes] = {}
+
+    def png(i: int, frame: np.ndarray) -> bytes:
+        data = shared.pop(i, None) if users[i] == 1 else shared.get(i)
+        if data is None:
+            data = encode_png(frame, settings.png_compression)
+            if users[i] > 1:
+                shared[i] = data
+        users[i] -= 1
+        return data
+
     for clip, frames in clip_frames(record, fit, settings.max_pixels):
         if isinstance(frames, VideoError):
             results.append(Reject(clip.key, clip.source, clip.group, "decode", frames.reason, frames.detail,
                                   split_hint=split))
         else:
-            results.append(clip_sentence(clip, frames, settings, split))
+            results.append(clip_sentence(clip, frames, settings, split, png))
     return results
 
 
-def clip_sentence(record: VideoClipRecord, frames: np.ndarray, settings: RenderSettings, split: str) -> Sentence:
-    """A clip's sentence from its frames, already on the canvas."""
-    images = tuple(encode_png(frame, settings.png_compression) for frame in frames)
+def clip_sentence(record: VideoClipRecord, frames: np.ndarray, settings: RenderSettings, split: str,
+                  png: Callable[[int, np.ndarray], bytes] | None = None) -> Sentence:
+    """A clip's sentence from its frames, already on the canvas; `png(index, frame)` encodes a frame
+    (default: `encode_png` at the settings' compression)."""
+    if png is None:
+        images = tuple(encode_png(frame, settings.png_compression) for frame in frames)
+    else:
+        images = tuple(png(int(i), frame) for i, frame in zip(record.frame_indices, frames))
     times = record.frame_times or (None,) * len(record.frame_indices)
     members = tuple({"frame": int(i), "time_s": t} for i, t in zip(record.frame_indices, times))
     meta = {

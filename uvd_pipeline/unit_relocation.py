@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import json
 import logging
@@ -109,19 +110,16 @@ def punch(uri: str, ranges: Iterable[tuple[int, int]]) -> int:
     return freed
 
 
-_FALLOCATE: list = []
-
-
+@functools.cache
 def _fallocate():
-    if not _FALLOCATE:
-        function = None
-        with contextlib.suppress(OSError, AttributeError, TypeError):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            function = libc.fallocate
-            function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-            function.restype = ctypes.c_int
-        _FALLOCATE.append(function)
-    return _FALLOCATE[0]
+    """libc's fallocate, or None where there is none (not Linux, no libc found)."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.fallocate
+        function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        function.restype = ctypes.c_int
+        return function
+    return None
 
 
 def previous_uri(output: str, relative: str) -> str:
@@ -229,25 +227,32 @@ def _relocate_unit(mark_uri: str, located: dict[str, Moved], doubtful: dict[str,
         _forget(stem)
         result.forgotten += 1
         return
-    if now != earlier:
-        if now:
-            record = {"render": mark["render"], "images": {str(o): list(v) for o, v in sorted(now.items())}}
-            write_bytes(moved_uri, json.dumps(record).encode())
-        elif fsio.exists(moved_uri):
-            fs, target = fsio.filesystem(moved_uri)
-            fs.rm(target)
     if not now:
+        _write_moved(moved_uri, mark["render"], now, earlier)
         return
     result.units += 1
     result.moved_images += len(now)
-    if not fsio.exists(images_uri):
+    # the store's copies go before the record says they went: a kill in between leaves nothing unfreed
+    if fsio.exists(images_uri):
+        if 0 < mark["images"]["bytes"] == sum(length for _, _, length, _ in now.values()):
+            fs, target = fsio.filesystem(images_uri)
+            fs.rm(target)
+            result.files_removed += 1
+        else:  # ranges recorded earlier were freed then: only the new ones
+            punch(images_uri, [(o, v[2]) for o, v in now.items() if o not in earlier])
+    _write_moved(moved_uri, mark["render"], now, earlier)
+
+
+def _write_moved(uri: str, render: str, now: Moved, earlier: Moved) -> None:
+    """A unit's `.moved` record, rewritten only when it changes (removed when nothing moved)."""
+    if now == earlier:
         return
-    if 0 < mark["images"]["bytes"] == sum(length for _, _, length, _ in now.values()):
-        fs, target = fsio.filesystem(images_uri)
+    if now:
+        record = {"render": render, "images": {str(o): list(v) for o, v in sorted(now.items())}}
+        write_bytes(uri, json.dumps(record).encode())
+    elif fsio.exists(uri):
+        fs, target = fsio.filesystem(uri)
         fs.rm(target)
-        result.files_removed += 1
-    else:
-        punch(images_uri, [(o, v[2]) for o, v in now.items()])
 
 
 def _still_in_file(images_uri: str, images: list[tuple[int, int, str]]) -> bool:

@@ -173,80 +173,60 @@ def _planted(how: str, of: tuple[int, int], written: dict[tuple[int, int], tuple
     raise KeyError(how)
 
 
-def write(root: str, seed: int = 0) -> dict:
-    """Write the img2dataset-style corpus under `root`; returns counts for the corpus README."""
-    os.makedirs(root, exist_ok=True)
-    photos = [name for name, _, _ in media.PHOTOS]
-    counts = {"images": 0, "broken": 0, "failed_downloads": 0, "large": 0, "planted_duplicates": 0}
-    written: dict[tuple[int, int], tuple[bytes, str, np.ndarray]] = {}
-    for shard in range(SHARDS):
-        rows: list[dict] = []
-        tar_path = os.path.join(root, f"{shard:05d}.tar")
-        with open(tar_path, "wb") as handle, open_writer(handle) as tar:
-            for index in range(SAMPLES_PER_SHARD):
-                global_index = shard * SAMPLES_PER_SHARD + index
-                rng = np.random.default_rng([seed, 1, global_index])
-                key = f"{shard:05d}{index:04d}"
-                name = photos[global_index % len(photos)]
-                caption = f"a photo of {name.replace('_', ' ')} (crop {global_index})"
-                url = f"{URL_ROOT}/{key}.jpg"
-                broken = BROKEN.get((shard, index))
-                planted = PLANTED.get((shard, index))
-                width = height = original_width = original_height = None
-                if broken:
-                    data, ext = _broken(broken, rng)
-                    counts["broken"] += 1
-                    description = broken
-                elif planted:
-                    data, ext, pixels = _planted(*planted, written, seed)
-                    description = f"duplicate: {planted[0]} of {planted[1]}"
-                    original_height, original_width = pixels.shape[:2]
-                    width, height = original_width, original_height
-                    counts["images"] += 1
-                    counts["planted_duplicates"] += 1
-                else:
-                    pixels = _crop_and_scale(rng, media.photo(name), global_index)
-                    data, ext, description = _encode(rng, pixels, global_index)
-                    written[(shard, index)] = (data, ext, pixels)
-                    original_height, original_width = pixels.shape[:2]
-                    width, height = original_width, original_height
-                    counts["images"] += 1
-                    counts["large"] += int(max(pixels.shape[:2]) >= 2000)
-                meta = {
-                    "url": url,
-                    "caption": caption,
-                    "key": key,
-                    "status": "success",
-                    "error_message": None,
-                    "width": width,
-                    "height": height,
-                    "original_width": original_width,
-                    "original_height": original_height,
-                    "exif": None,
-                    "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
-                    "sample_note": description,
-                }
-                if data is not None:
-                    add_member(tar, f"{key}.{ext}", data)
-                add_member(tar, f"{key}.txt", caption.encode())
-                add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-                rows.append({k: meta[k] for k in ("url", "caption", "key", "status", "error_message",
-                                                  "width", "height", "original_width",
-                                                  "original_height", "exif", "sha256")})
-        for failed in range(FAILED_DOWNLOADS_PER_SHARD):
-            key = f"{shard:05d}{SAMPLES_PER_SHARD + failed:04d}"
-            error = "HTTP Error 404: Not Found" if failed % 2 == 0 else "The read operation timed out"
-            rows.append({"url": f"{URL_ROOT}/{key}.jpg", "caption": "lost image", "key": key,
-                         "status": "failed_to_download", "error_message": error, "width": None,
-                         "height": None, "original_width": None, "original_height": None,
-                         "exif": None, "sha256": None})
-            counts["failed_downloads"] += 1
-        schema = pa.schema([("url", pa.string()), ("caption", pa.string()), ("key", pa.string()),
+PARQUET_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("key", pa.string()),
                             ("status", pa.string()), ("error_message", pa.string()),
                             ("width", pa.int64()), ("height", pa.int64()),
                             ("original_width", pa.int64()), ("original_height", pa.int64()),
                             ("exif", pa.string()), ("sha256", pa.string())])
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), os.path.join(root, f"{shard:05d}.parquet"))
+
+
+class ShardWriter:
+    """One shard as img2dataset writes it: `NNNNN.tar` (`{key}.{ext}`, `{key}.txt`, `{key}.json` per
+    sample), then on `close` `NNNNN.parquet` (one row per attempted URL) and `NNNNN_stats.json`."""
+
+    def __init__(self, root: str, shard: int) -> None:
+        self.root, self.shard = root, shard
+        self.rows: list[dict] = []
+        self._handle = open(os.path.join(root, f"{shard:05d}.tar"), "wb")
+        self._tar = open_writer(self._handle)
+
+    def add(self, key: str, data: bytes | None, ext: str, caption: str, url: str,
+            size: tuple[int, int] | None, note: str | None = None) -> None:
+        """A downloaded sample (`data` None: a caption without its image); `size` (width, height)."""
+        width, height = size if size else (None, None)
+        meta = {
+            "url": url,
+            "caption": caption,
+            "key": key,
+            "status": "success",
+            "error_message": None,
+            "width": width,
+            "height": height,
+            "original_width": width,
+            "original_height": height,
+            "exif": None,
+            "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+        }
+        if note is not None:
+            meta["sample_note"] = note
+        if data is not None:
+            add_member(self._tar, f"{key}.{ext}", data)
+        add_member(self._tar, f"{key}.txt", caption.encode())
+        add_member(self._tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+        self.rows.append({k: meta[k] for k in PARQUET_SCHEMA.names})
+
+    def add_failed(self, key: str, url: str, error: str, caption: str = "lost image") -> None:
+        """A URL that did not download: a parquet row only."""
+        self.rows.append({"url": url, "caption": caption, "key": key, "status": "failed_to_download",
+                          "error_message": error, "width": None, "height": None, "original_width": None,
+                          "original_height": None, "exif": None, "sha256": None})
+
+    def close(self) -> None:
+        self._tar.close()
+        self._handle.close()
+        rows = self.rows
+        pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA),
+                       os.path.join(self.root, f"{self.shard:05d}.parquet"))
         successes = sum(r["status"] == "success" for r in rows)
         stats = {
             "count": len(rows),
@@ -260,6 +240,49 @@ def write(root: str, seed: int = 0) -> dict:
                 e: sum(r["error_message"] == e for r in rows)
                 for e in sorted({r["error_message"] for r in rows if r["error_message"]})}},
         }
-        with open(os.path.join(root, f"{shard:05d}_stats.json"), "w") as handle:
+        with open(os.path.join(self.root, f"{self.shard:05d}_stats.json"), "w") as handle:
             json.dump(stats, handle, indent=2, sort_keys=True)
+
+
+def write(root: str, seed: int = 0) -> dict:
+    """Write the img2dataset-style corpus under `root`; returns counts for the corpus README."""
+    os.makedirs(root, exist_ok=True)
+    photos = [name for name, _, _ in media.PHOTOS]
+    counts = {"images": 0, "broken": 0, "failed_downloads": 0, "large": 0, "planted_duplicates": 0}
+    written: dict[tuple[int, int], tuple[bytes, str, np.ndarray]] = {}
+    for shard in range(SHARDS):
+        writer = ShardWriter(root, shard)
+        for index in range(SAMPLES_PER_SHARD):
+            global_index = shard * SAMPLES_PER_SHARD + index
+            rng = np.random.default_rng([seed, 1, global_index])
+            key = f"{shard:05d}{index:04d}"
+            name = photos[global_index % len(photos)]
+            caption = f"a photo of {name.replace('_', ' ')} (crop {global_index})"
+            broken = BROKEN.get((shard, index))
+            planted = PLANTED.get((shard, index))
+            size = None
+            if broken:
+                data, ext = _broken(broken, rng)
+                counts["broken"] += 1
+                description = broken
+            elif planted:
+                data, ext, pixels = _planted(*planted, written, seed)
+                description = f"duplicate: {planted[0]} of {planted[1]}"
+                size = (pixels.shape[1], pixels.shape[0])
+                counts["images"] += 1
+                counts["planted_duplicates"] += 1
+            else:
+                pixels = _crop_and_scale(rng, media.photo(name), global_index)
+                data, ext, description = _encode(rng, pixels, global_index)
+                written[(shard, index)] = (data, ext, pixels)
+                size = (pixels.shape[1], pixels.shape[0])
+                counts["images"] += 1
+                counts["large"] += int(max(pixels.shape[:2]) >= 2000)
+            writer.add(key, data, ext, caption, f"{URL_ROOT}/{key}.jpg", size, description)
+        for failed in range(FAILED_DOWNLOADS_PER_SHARD):
+            key = f"{shard:05d}{SAMPLES_PER_SHARD + failed:04d}"
+            error = "HTTP Error 404: Not Found" if failed % 2 == 0 else "The read operation timed out"
+            writer.add_failed(key, f"{URL_ROOT}/{key}.jpg", error)
+            counts["failed_downloads"] += 1
+        writer.close()
     return counts
