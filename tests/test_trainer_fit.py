@@ -258,3 +258,18 @@ def test_cli_defaults_are_the_options_defaults():
     from trainer.fit import FitOptions, parse_args
 
     assert parse_args(["--data", "shards/*.arrow", "--out", "run"]) == FitOptions(data=["shards/*.arrow"], out="run")
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_exit_keeps_the_code_and_the_output(world: str):
+    """A torchrun rank leaves through os._exit (gloo's late worker threads abort an interpreter
+    shutdown): its exit code and everything it printed must still come out."""
+    code = ("import logging, sys; from trainer.fit import exit_process; "
+            "logging.basicConfig(stream=sys.stderr); print('printed', end=''); "
+            "logging.getLogger('t').warning('logged'); exit_process(3)")
+    env = {**os.environ, "WORLD_SIZE": world, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("PYTHONUNBUFFERED", None)  # block-buffered stdout: only a flush gets it out
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 3
+    assert done.stdout == "printed"
+    assert "logged" in done.stderr
