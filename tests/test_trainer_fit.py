@@ -76,6 +76,48 @@ def test_fused_cross_entropy_matches_autograd(chunk: int):
     with torch.no_grad():
         assert torch.allclose(fused_linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk), expected,
                               atol=1e-6)
+    # a plain `loss.backward()` (gradient 1: the made gradients are handed over as they are)
+    grad_h, grad_w = torch.autograd.grad(torch.nn.functional.cross_entropy(hidden @ weight.T, targets),
+                                         (hidden, weight))
+    fused_linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk).backward()
+    assert torch.allclose(hidden.grad, grad_h, atol=1e-6) and torch.allclose(weight.grad, grad_w, atol=1e-6)
+
+
+@pytest.mark.parametrize(("length", "checkpointing"), [(200, False), (64, True), (1, False)])
+def test_training_attention_matches_sdpa(monkeypatch, length: int, checkpointing: bool):
+    """The CPU training step's attention (`model._TrainingAttention`: fused q/k/v GEMM, RoPE,
+    blocked causal attention keeping its probabilities) gives SDPA's loss and gradients; a window
+    that is not a multiple of the block, and under activation checkpointing."""
+    from trainer import model as model_module
+
+    torch.manual_seed(0)
+    config = preset("tiny", num_hidden_layers=2)
+    ids = torch.randint(0, 8192, (2, length))
+    targets = torch.randint(0, 8192, (2, length))
+    taken = []
+    apply = model_module._TrainingAttention.apply
+    monkeypatch.setattr(model_module._TrainingAttention, "apply", lambda *a: taken.append(1) or apply(*a))
+
+    def loss_and_grads(budget: int) -> tuple[float, dict[str, torch.Tensor]]:
+        monkeypatch.setattr(model_module, "ATTENTION_SAVED_BYTES", budget)
+        torch.manual_seed(1)
+        model = LVMTransformer(config)
+        model.activation_checkpointing = checkpointing
+        loss = model.loss(ids, targets)
+        loss.backward()
+        return loss.item(), {name: p.grad for name, p in model.named_parameters()}
+
+    ours, ours_grads = loss_and_grads(256 * 2**20)
+    assert taken, "the training attention was not used"
+    taken.clear()
+    sdpa, sdpa_grads = loss_and_grads(0)
+    assert not taken
+    assert abs(ours - sdpa) < 1e-5
+    for name, grad in sdpa_grads.items():
+        assert torch.allclose(ours_grads[name], grad, atol=1e-6, rtol=1e-4), name
+    with torch.no_grad():  # inference (no autograd) keeps SDPA
+        LVMTransformer(config).loss(ids, targets)
+    assert not taken
 
 
 def test_fused_cross_entropy_compiled_and_bf16():
@@ -216,3 +258,18 @@ def test_cli_defaults_are_the_options_defaults():
     from trainer.fit import FitOptions, parse_args
 
     assert parse_args(["--data", "shards/*.arrow", "--out", "run"]) == FitOptions(data=["shards/*.arrow"], out="run")
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_exit_keeps_the_code_and_the_output(world: str):
+    """A torchrun rank leaves through os._exit (gloo's late worker threads abort an interpreter
+    shutdown): its exit code and everything it printed must still come out."""
+    code = ("import logging, sys; from trainer.fit import exit_process; "
+            "logging.basicConfig(stream=sys.stderr); print('printed', end=''); "
+            "logging.getLogger('t').warning('logged'); exit_process(3)")
+    env = {**os.environ, "WORLD_SIZE": world, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("PYTHONUNBUFFERED", None)  # block-buffered stdout: only a flush gets it out
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 3
+    assert done.stdout == "printed"
+    assert "logged" in done.stderr

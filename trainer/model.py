@@ -4,11 +4,14 @@ Parameter names are those of Hugging Face `LlamaForCausalLM` (`model.layers.0.se
 `lm_head`, ...) so that interop is a file-format question, not a renaming one. RoPE uses the HF
 "rotate half" layout for the same reason. Attention is `scaled_dot_product_attention`; a
 `KVCache` makes sampling 256 tokens per image cost one token per step instead of a full window.
+A CPU training step takes `_TrainingAttention` instead (one GEMM for q, k and v, RoPE, blocked
+causal attention that keeps its probabilities); the parameters stay HF's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +28,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # same arithmetic, fewer autograd nodes
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -49,6 +54,92 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (N, heads, T, head_dim)."""
     return x * cos + _rotate_half(x) * sin
+
+
+def _rope_into(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, sign: float, out: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` of x (..., T, heads, head_dim) written into `out` (any strides), with the
+    tables' halves c, s (T, 1, head_dim / 2): the complex product (x1 + i x2)(c + i s) half by
+    half; sign -1 multiplies by the conjugate (RoPE's backward)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    o1, o2 = out[..., :half], out[..., half:]
+    torch.mul(x1, c, out=o1)
+    o1.addcmul_(x2, s, value=-sign)
+    torch.mul(x2, c, out=o2)
+    o2.addcmul_(x1, s, value=sign)
+    return out
+
+
+# `_TrainingAttention`: query rows per block, and the most bytes of softmax probabilities it may
+# keep for backward per layer (beyond that a step takes SDPA).
+ATTENTION_BLOCK = 128
+ATTENTION_SAVED_BYTES = 256 * 2**20
+
+
+class _TrainingAttention(torch.autograd.Function):
+    """Causal self-attention of a CPU training step, from the fused projection
+    `qkv (N, T, 3 * heads, head_dim)` to the rows `(N, T, heads * head_dim)` that `o_proj` takes.
+
+    SDPA on CPU (its flash kernel) recomputes the scores in backward and works in small tiles; at
+    the tiny preset's head_dim of 32 it ran at about half the GEMM rate. Here query rows go in
+    blocks of ATTENTION_BLOCK through batched GEMMs against the keys up to the block's end (the
+    causal half of the work plus the diagonal blocks), and each block's softmax probabilities are
+    kept (N * heads * T * (T + block) / 2 floats: `Attention` checks ATTENTION_SAVED_BYTES), so
+    backward is four GEMMs per block and recomputes nothing. RoPE is applied on the way into the
+    head-major q and k, with 1/sqrt(head_dim) folded into the queries' tables; the gradient comes
+    back in `qkv`'s layout, so the projection's backward is one GEMM. Same arithmetic as SDPA's
+    math up to float rounding (tests/test_trainer_fit.py compares them)."""
+
+    @staticmethod
+    def forward(ctx: Any, qkv: torch.Tensor, c: torch.Tensor, s: torch.Tensor, block: int) -> torch.Tensor:
+        n, t, three_heads, d = qkv.shape
+        heads = three_heads // 3
+        scale = d ** -0.5
+        q = qkv.new_empty(n, heads, t, d)
+        k = qkv.new_empty(n, heads, t, d)
+        _rope_into(qkv[:, :, :heads], c * scale, s * scale, 1.0, q.transpose(1, 2))
+        _rope_into(qkv[:, :, heads:2 * heads], c, s, 1.0, k.transpose(1, 2))
+        q, k = q.view(n * heads, t, d), k.view(n * heads, t, d)
+        v = qkv[:, :, 2 * heads:].transpose(1, 2).reshape(n * heads, t, d)
+        out = qkv.new_empty(n * heads, t, d)
+        above = torch.full((block, block), float("-inf"), dtype=qkv.dtype, device=qkv.device).triu_(1)
+        probs = []
+        for start in range(0, t, block):
+            end = min(start + block, t)
+            scores = torch.bmm(q[:, start:end], k[:, :end].transpose(1, 2))
+            scores[:, :, start:end].add_(above[:end - start, :end - start])  # causal: -inf above the diagonal
+            p = torch._softmax(scores, -1, False, out=scores)  # in place: the scores are still in cache
+            torch.bmm(p, v[:, :end], out=out[:, start:end])
+            probs.append(p)
+        ctx.save_for_backward(q, k, v, out, c, s, *probs)
+        ctx.block = block
+        return out.view(n, heads, t, d).transpose(1, 2).reshape(n, t, heads * d)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, k, v, out, c, s, *probs = ctx.saved_tensors
+        nh, t, d = q.shape
+        n = grad.shape[0]
+        heads = nh // n
+        go = grad.reshape(n, t, heads, d).transpose(1, 2).reshape(nh, t, d)
+        delta = (go * out).sum(-1, keepdim=True)  # rowsum(dO * O): the softmax backward's correction
+        dq = torch.empty_like(q)
+        dk = torch.zeros_like(k)
+        dv = torch.zeros_like(v)
+        for p, start in zip(probs, range(0, t, ctx.block)):
+            end = start + p.shape[1]
+            g = go[:, start:end]
+            dv[:, :end].baddbmm_(p.transpose(1, 2), g)
+            dp = torch.bmm(g, v[:, :end].transpose(1, 2))
+            dp.sub_(delta[:, start:end]).mul_(p)  # d scores
+            torch.bmm(dp, k[:, :end], out=dq[:, start:end])
+            dk[:, :end].baddbmm_(dp.transpose(1, 2), q[:, start:end])
+        scale = d ** -0.5
+        grad_qkv = grad.new_empty(n, t, 3 * heads, d)
+        _rope_into(dq.view(n, heads, t, d).transpose(1, 2), c * scale, s * scale, -1.0, grad_qkv[:, :, :heads])
+        _rope_into(dk.view(n, heads, t, d).transpose(1, 2), c, s, -1.0, grad_qkv[:, :, heads:2 * heads])
+        grad_qkv[:, :, 2 * heads:] = dv.view(n, heads, t, d).transpose(1, 2)
+        return grad_qkv, None, None, None
 
 
 @dataclass
@@ -103,6 +194,12 @@ class Attention(nn.Module):
                 cache: KVCache | None = None) -> torch.Tensor:
         n, t, _ = x.shape
         c = self.config
+        if cache is None and self._training_attention(x, t):
+            weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+            qkv = F.linear(x, weight).view(n, t, 3 * c.num_attention_heads, c.head_dim)
+            half = c.head_dim // 2
+            return self.o_proj(_TrainingAttention.apply(qkv, cos[:, None, :half], sin[:, None, :half],
+                                                        ATTENTION_BLOCK))
         q = self.q_proj(x).view(n, t, c.num_attention_heads, c.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(n, t, c.kv_heads, c.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(n, t, c.kv_heads, c.head_dim).transpose(1, 2)
@@ -121,6 +218,17 @@ class Attention(nn.Module):
             mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(n, t, -1))
+
+    def _training_attention(self, x: torch.Tensor, t: int) -> bool:
+        """Whether `_TrainingAttention` takes this call: an eager fp32 step on CPU under autograd,
+        every head with its own keys, and the probabilities it keeps within ATTENTION_SAVED_BYTES."""
+        c = self.config
+        if not (x.device.type == "cpu" and x.dtype == self.q_proj.weight.dtype == torch.float32
+                and torch.is_grad_enabled() and (x.requires_grad or self.q_proj.weight.requires_grad)
+                and c.kv_heads == c.num_attention_heads and not torch.is_autocast_enabled("cpu")
+                and not torch.compiler.is_compiling()):
+            return False
+        return x.shape[0] * c.num_attention_heads * t * (t + ATTENTION_BLOCK) // 2 * 4 <= ATTENTION_SAVED_BYTES
 
 
 class MLP(nn.Module):
@@ -199,7 +307,7 @@ class LVMTransformer(nn.Module):
         return self.lm_head(self.hidden_states(input_ids, cache))
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
-             chunk_tokens: int = 4096) -> torch.Tensor:
+             chunk_tokens: int | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy through `trainer.losses`' fused output layer: logits are
         made chunk by chunk (the full (N*T, vocab) fp32 tensor never exists) and, under autograd,
         turned into gradients at once."""
