@@ -16,12 +16,13 @@ def test_rejects_are_merged_in_bounded_sorted_runs_with_the_same_bytes(tmp_path)
     files, lines = [], []
     for shard in range(20):
         rows = [{"key": f"k{rng.randrange(10 ** 6):06d}", "source": rng.choice(["web", "coco", "video"]),
-                 "stage": "read", "reason": "broken", "detail": "é" * rng.randrange(80)} for _ in range(400)]
+                 "stage": "read", "reason": "broken", "detail": "é" * rng.randrange(80) + rng.choice(["", "\u2028", "\x85", "\u2029\x1c"])}
+                for _ in range(400)]  # separators str.splitlines cuts at: kept raw in a JSON string
         text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
         path = tmp_path / f"shard{shard}.rejects.jsonl"
         path.write_text(text, encoding="utf-8")
         files.append(str(path))
-        lines += text.splitlines()
+        lines += [line for line in text.split("\n") if line]
     expected = "".join(l + "\n" for l in sorted(lines, key=lambda l: (json.loads(l)["source"], l))).encode()
     total = len(expected)
 
@@ -33,3 +34,4 @@ def test_rejects_are_merged_in_bounded_sorted_runs_with_the_same_bytes(tmp_path)
         tracemalloc.stop()
         assert (tmp_path / name / REJECTS_FILE).read_bytes() == expected
     assert peaks["memory"] > total and peaks["runs"] < total / 2, (peaks, total)
+    assert len(lines) == 20 * 400 and any("\u2028" in line for line in lines)

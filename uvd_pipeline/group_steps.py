@@ -137,10 +137,13 @@ def _near_twins(item: tuple[tuple[int, int], Iterable[tuple[bytes, ProbeRow]]], 
     for targets, row in item[1]:
         for value, stored in _TARGET.iter_unpack(targets):
             buckets.setdefault(value, []).append((bool(stored), row))
+    decoded: dict[ProbeRow, Any] = {}  # a row sits in several buckets of the group: decode it once
     for members in buckets.values():
         if len(members) < 2:  # most buckets: a probe that found nothing
             continue
-        yield from near_bucket([(stored, from_probe_row(row)) for stored, row in members], threshold)
+        fingerprints = [(stored, decoded.get(row) or decoded.setdefault(row, from_probe_row(row)))
+                        for stored, row in members]
+        yield from near_bucket(fingerprints, threshold)
 
 
 def _mark_twins(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[str, tuple[Twin, bool]]]:

@@ -144,17 +144,21 @@ def write_rejects(output: str, files: Iterable[str], sort_bytes: int | None = No
     from uvd_pipeline.output_lock import run_tmp
 
     limit = sort_bytes or REJECTS_SORT_BYTES
+    spill_dir: str | None = None  # the run's temporary folder, looked up at the first spill
     runs: list[IO[bytes]] = []
     lines: list[str] = []
     held = 0
     try:
         for uri in files:
-            for line in fsio.read_text(uri).splitlines():
+            # lines end at "\n" only: details keep U+2028, U+0085 and the like raw (ensure_ascii off),
+            # and str.splitlines would cut a record there
+            for line in fsio.read_text(uri).split("\n"):
                 if line:
                     lines.append(line)
                     held += len(line)
             if held > limit:
-                run = tempfile.TemporaryFile(dir=run_tmp(output))
+                spill_dir = spill_dir or run_tmp(output)
+                run = tempfile.TemporaryFile(dir=spill_dir)
                 run.write("".join(l + "\n" for l in sorted(lines, key=_reject_order)).encode())
                 run.seek(0)
                 runs.append(run)

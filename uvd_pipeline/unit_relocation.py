@@ -48,7 +48,7 @@ from tokenizer.atomic import write_bytes
 from uvd_pipeline.integrity import file_sizes
 from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX, ShardAddress, read_json
 from uvd_pipeline.unit_store import (BIN_SUFFIX, MARK_SUFFIX, MOVED_SUFFIX, RESULTS_SUFFIX, SHARD_INPUTS_DIR, Moved,
-                                     StoredRef, read_moved, unit_marks)
+                                     StoredRef, read_moved, rendering_name, unit_id_of, unit_marks)
 
 log = logging.getLogger(__name__)
 PLACED_SUFFIX = ".placed.json"
@@ -200,7 +200,7 @@ def relocate(output: str, committed: Iterable[ShardAddress], pass_bytes: int | N
     for part in range(passes):
         located, doubtful = _placements(records, trusted, passes, part)
         for mark_uri in marks:
-            if passes == 1 or _share(fsio.basename(mark_uri)[: -len(MARK_SUFFIX)], passes) == part:
+            if passes == 1 or _share(fsio.basename(mark_uri)[: -len(MARK_SUFFIX)], passes) == part:  # its unit id
                 _relocate_unit(mark_uri, located, doubtful, result)
     if result.forgotten:
         log.warning("%d stored units lost images (a shard holding them changed): they are rendered again",
@@ -211,6 +211,9 @@ def relocate(output: str, committed: Iterable[ShardAddress], pass_bytes: int | N
 def _share(uid: str, passes: int) -> int:
     """Which pass of `relocate` takes a unit (by its id, the same for its mark and its placements)."""
     return zlib.crc32(uid.encode()) % passes
+
+
+
 
 
 def _placements(records: list[str], trusted: dict[str, str | None], passes: int,
@@ -224,7 +227,7 @@ def _placements(records: list[str], trusted: dict[str, str | None], passes: int,
             record = read_json(uri)
             intact = record["tar_sha256"] is not None and trusted.get(record["tar"]) == record["tar_sha256"]
             for unit, offset, length, sha, at in record["images"]:
-                if passes > 1 and _share(unit.rsplit("/", 2)[-2], passes) != part:
+                if passes > 1 and _share(unit_id_of(unit), passes) != part:
                     continue
                 if intact:
                     located.setdefault(unit, {}).setdefault(offset, (record["tar"], at, length, sha))
@@ -248,7 +251,7 @@ def _relocate_unit(mark_uri: str, located: dict[str, Moved], doubtful: dict[str,
     stem = mark_uri[: -len(MARK_SUFFIX)]
     try:
         mark = read_json(mark_uri)
-        rendering = f"{mark['source']}/{fsio.basename(stem)}/{mark['render']}"
+        rendering = rendering_name(mark['source'], fsio.basename(stem), mark['render'])
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return  # not a unit of this store version: the next load renders it again
     moved_uri, images_uri = stem + MOVED_SUFFIX, stem + BIN_SUFFIX

@@ -50,6 +50,16 @@ class UnitStoreError(OSError):
     """Writing the store failed (a full disk, say): the build stops, the unit stays uncommitted."""
 
 
+def rendering_name(source: str, uid: str, render: str) -> str:
+    """A stored image's unit (`StoredRef.unit`): "<source>/<unit id>/<render id>"."""
+    return f"{source}/{uid}/{render}"
+
+
+def unit_id_of(rendering: str) -> str:
+    """The unit id inside a `rendering_name`."""
+    return rendering.rsplit("/", 2)[-2]
+
+
 @dataclass(frozen=True)
 class StoredRef:
     """One rendered PNG of a unit: where its bytes lie now (the unit's image file, or the tar of
@@ -247,7 +257,7 @@ class UnitWriter:
         except OSError as exc:
             raise UnitStoreError(f"cannot write the unit store file {self._images.temporary}: {exc}") from exc
         ref = StoredRef(self.images_uri, self._offset, len(payload), hashlib.sha256(payload).hexdigest(),
-                        f"{self.store.source}/{self.uid}/{self.render}", self._offset)
+                        rendering_name(self.store.source, self.uid, self.render), self._offset)
         self._offset += len(payload)
         return ref
 
