@@ -60,8 +60,14 @@ def test_model_shapes_and_causal_mask():
     assert torch.allclose(model.loss(ids, targets, chunk_tokens=5), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("cpu_path", [True, False], ids=["cpu-loop", "general"])
 @pytest.mark.parametrize("chunk", [5, 4096])
-def test_fused_cross_entropy_matches_autograd(chunk: int):
+def test_fused_cross_entropy_matches_autograd(monkeypatch, chunk: int, cpu_path: bool):
+    """Both paths of the fused loss: the CPU chunk loop, and the general one that CUDA fp32 and
+    compiled steps take (forced here on CPU)."""
+    import trainer.losses as losses
+
+    monkeypatch.setattr(losses, "_cpu_path", lambda *args, real=losses._cpu_path: cpu_path and real(*args))
     torch.manual_seed(0)
     hidden = torch.randn(23, 16, requires_grad=True)
     weight = torch.randn(40, 16, requires_grad=True)
@@ -273,3 +279,11 @@ def test_exit_keeps_the_code_and_the_output(world: str):
     assert done.returncode == 3
     assert done.stdout == "printed"
     assert "logged" in done.stderr
+
+
+def test_fused_cross_entropy_of_no_rows_has_zero_gradients():
+    hidden = torch.randn(0, 16, requires_grad=True)
+    weight = torch.randn(40, 16, requires_grad=True)
+    loss = fused_linear_cross_entropy(hidden, weight, torch.zeros(0, dtype=torch.long), chunk_tokens=5)
+    (grad_w,) = torch.autograd.grad(loss, (weight,), allow_unused=True)
+    assert grad_w is None or torch.count_nonzero(grad_w) == 0

@@ -550,5 +550,19 @@ def exit_process(code: int) -> None:
     sys.exit(code)
 
 
+def _main_exit_code() -> int:
+    """`main`'s code; any other failure printed and code 1, so a torchrun rank that fails also
+    leaves through `exit_process`, not through the shutdown race it avoids."""
+    try:
+        return main()
+    except BaseException as exc:  # noqa: BLE001 - the process ends here either way
+        if isinstance(exc, SystemExit):
+            return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+        import traceback
+
+        traceback.print_exc()
+        return 1
+
+
 if __name__ == "__main__":
-    exit_process(main())
+    exit_process(_main_exit_code())

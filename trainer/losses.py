@@ -106,7 +106,9 @@ def _cpu_chunks(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
     into its rows and the weight gradient accumulates inside its GEMM (`addmm_`), instead of the
     out-of-place sums and the `cat` the compiled path needs."""
     grad_hidden = torch.empty_like(hidden, memory_format=torch.contiguous_format) if want_hidden else None
-    grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format) if want_weight else None
+    # zeros when there are no rows (no GEMM then writes it); otherwise the first chunk's GEMM does
+    make = torch.empty_like if hidden.shape[0] else torch.zeros_like
+    grad_weight = make(weight, memory_format=torch.contiguous_format) if want_weight else None
     total = torch.zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[0], chunk_tokens):
         end = min(start + chunk_tokens, hidden.shape[0])
