@@ -15,7 +15,7 @@ from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, iter_shard,
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.unit_relocation import (drop_previous, keep_previous, previous_lookup, record_placement, relocate,
                                           release)
-from uvd_pipeline.unit_store import StoredImageError, StoreReader, UnitStore
+from uvd_pipeline.unit_store import StoredImageError, StoreReader, UnitStore, unit_id_of
 
 
 def _png(seed: int) -> bytes:
@@ -153,7 +153,11 @@ def test_relocation_in_passes_holds_a_share_of_the_placements_and_ends_the_same(
     held.clear()
     records = sum(p.stat().st_size for p in (out / "_inputs").rglob("*.placed.json"))
     several = relocate(str(copy), addresses, pass_bytes=records // 4 + 1)
-    assert len(held) == 4 and sum(held) == len(items) - 3 and max(held) < (len(items) - 3) / 2
+    # each pass holds exactly its share of the units' placed images (unit ids are hashes of the
+    # input paths, so how the 12 units fall over the 4 shares differs from run to run)
+    placed = [ref.unit for item in items[:-3] for ref in item.images]
+    shares = [sum(unit_relocation._share(unit_id_of(unit), 4) == part for unit in placed) for part in range(4)]
+    assert held == shares and sum(held) == len(items) - 3 and max(held) < len(items) - 3
     assert several == one and (one.units, one.moved_images, one.files_removed) == (12, 45, 11)
 
     def store_files(root: Path) -> dict[str, bytes]:
