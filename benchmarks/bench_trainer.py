@@ -182,8 +182,14 @@ def tcmalloc_rows() -> list[dict]:
         return [{"metric": metric, "ours": "not measured", "baseline": "", "speedup": "", "target": "info",
                  "met": "", "note": "no tcmalloc on this machine (Debian: libtcmalloc-minimal4)"}]
     child = subprocess.run([sys.executable, os.path.abspath(__file__), "--tcmalloc-pair"], capture_output=True,
-                           text=True, env={**os.environ, "LD_PRELOAD": library}, check=True)
-    return json.loads(child.stdout.strip().splitlines()[-1])
+                           text=True, env={**os.environ, "LD_PRELOAD": library})
+    lines = child.stdout.strip().splitlines()
+    if child.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    # a crash of the preloaded child costs its row, not the rows already measured
+    tail = " | ".join((child.stderr or "").strip().splitlines()[-3:])
+    return [{"metric": metric, "ours": "failed", "baseline": "", "speedup": "", "target": "info", "met": "",
+             "note": f"tcmalloc child exited {child.returncode}: {tail[:300]}"}]
 
 
 def fit_row(device: str) -> dict:

@@ -126,6 +126,25 @@ def test_training_attention_matches_sdpa(monkeypatch, length: int, checkpointing
     assert not taken
 
 
+def test_training_attention_budget_counts_every_layer(monkeypatch):
+    """The probabilities kept for backward are bounded per step, not per layer: a budget that
+    holds one layer's but not all layers' sends the step to SDPA."""
+    from trainer import model as model_module
+
+    config = preset("tiny", num_hidden_layers=3)
+    n, t = 2, 64
+    per_layer = n * config.num_attention_heads * t * (t + model_module.ATTENTION_BLOCK) // 2 * 4
+    taken = []
+    apply = model_module._TrainingAttention.apply
+    monkeypatch.setattr(model_module._TrainingAttention, "apply", lambda *a: taken.append(1) or apply(*a))
+    ids = torch.randint(0, 8192, (n, t))
+    for budget, expected in ((3 * per_layer, 3), (3 * per_layer - 1, 0), (per_layer, 0)):
+        monkeypatch.setattr(model_module, "ATTENTION_SAVED_BYTES", budget)
+        taken.clear()
+        LVMTransformer(config).loss(ids, ids).backward()
+        assert len(taken) == expected, budget
+
+
 def test_fused_cross_entropy_compiled_and_bf16():
     """Under torch.compile the gradients must still arrive (torch 2.11 zeroed them when the
     returned loss was accumulated in place), and bf16 autocast (the GPU default) must agree with

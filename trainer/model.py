@@ -70,10 +70,12 @@ def _rope_into(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, sign: float, o
     return out
 
 
-# `_TrainingAttention`: query rows per block, and the most bytes of softmax probabilities it may
-# keep for backward per layer (beyond that a step takes SDPA).
+# `_TrainingAttention`: query rows per block, and the most bytes of softmax probabilities all
+# layers of a step together may keep for backward (beyond that a step takes SDPA). Counted for
+# every layer even under activation checkpointing, where only one layer's are alive at a time:
+# conservative, and a step that checkpoints is one that is short of memory anyway.
 ATTENTION_BLOCK = 128
-ATTENTION_SAVED_BYTES = 256 * 2**20
+ATTENTION_SAVED_BYTES = 1024 * 2**20
 
 
 class _TrainingAttention(torch.autograd.Function):
@@ -221,14 +223,15 @@ class Attention(nn.Module):
 
     def _training_attention(self, x: torch.Tensor, t: int) -> bool:
         """Whether `_TrainingAttention` takes this call: an eager fp32 step on CPU under autograd,
-        every head with its own keys, and the probabilities it keeps within ATTENTION_SAVED_BYTES."""
+        every head with its own keys, and the probabilities all layers keep within ATTENTION_SAVED_BYTES."""
         c = self.config
         if not (x.device.type == "cpu" and x.dtype == self.q_proj.weight.dtype == torch.float32
                 and torch.is_grad_enabled() and (x.requires_grad or self.q_proj.weight.requires_grad)
                 and c.kv_heads == c.num_attention_heads and not torch.is_autocast_enabled("cpu")
                 and not torch.compiler.is_compiling()):
             return False
-        return x.shape[0] * c.num_attention_heads * t * (t + ATTENTION_BLOCK) // 2 * 4 <= ATTENTION_SAVED_BYTES
+        per_layer = x.shape[0] * c.num_attention_heads * t * (t + ATTENTION_BLOCK) // 2 * 4
+        return per_layer * c.num_hidden_layers <= ATTENTION_SAVED_BYTES
 
 
 class MLP(nn.Module):
