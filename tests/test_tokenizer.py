@@ -24,7 +24,8 @@ from tokenizer import checkpoint
 from tokenizer.checkpoint import CheckpointError, load, save, weights_hash
 from tokenizer.codec import Tokenizer, code_agreement, eager_encode, inductor_options
 from tokenizer.config import LVM, TINY, VQGANConfig, preset
-from tokenizer.metrics import codebook_usage, perplexity, psnr_per_image, ssim_per_image, usage_histogram
+from tokenizer.metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,
+                               usage_histogram)
 from tokenizer.model import build, parameter_count
 from uvd_pipeline.sample.media import square_photos
 
@@ -477,6 +478,15 @@ def test_ssim_and_psnr_match_scikit_image():
         assert abs(ours[i] - theirs) < 1e-6
         assert abs(psnr_per_image(a, b)[i] - peak_signal_noise_ratio(a[i], b[i], data_range=255)) < 1e-6
     assert np.allclose(ssim_per_image(a, a), 1.0) and np.isinf(psnr_per_image(a, a)).all()
+
+
+def test_colour_shift_is_the_mean_signed_difference_per_channel():
+    a = photos(64, ("astronaut", "coffee")).astype(np.int16)
+    b = np.clip(a + np.array([6, 0, -9]), 0, 255).astype(np.uint8)
+    clipped = b.astype(np.int16) - a  # what the shift became where it hit 0 or 255
+    expected = clipped.reshape(2, -1, 3).mean(axis=1)
+    assert np.allclose(colour_shift_per_image(a.astype(np.uint8), b), expected, atol=1e-9)
+    assert expected[:, 0].min() > 5 and expected[:, 2].max() < -7 and np.all(expected[:, 1] == 0)  # clipping bites
 
 
 def test_usage_and_perplexity():

@@ -189,9 +189,9 @@ TINY = VQGANConfig(
     codebook_l2_norm=True,
 )
 
-# The embedded tokenizer of the sample build: `tiny` with 1024 codes. Its batches are small on a
-# CPU (256 latent vectors a step), which an 8192-code book cannot keep alive; codes still lie
-# below 8192, so token streams fit the LVM vocabulary.
+# `tiny` with 1024 codes: for CPU runs whose batches are too small (a few hundred latent vectors a
+# step) to keep an 8192-code book alive. The embedded tokenizer used it until its colours proved too
+# coarse; it is `tiny` now, trained with dead-code restarts over 25,000+ vectors (`make tokenizer`).
 TINY1K = dataclasses.replace(TINY, num_embeddings=1024)
 
 PRESETS: dict[str, VQGANConfig] = {"lvm": LVM, "tiny": TINY, "tiny1k": TINY1K}

@@ -1,6 +1,9 @@
 """Measure a tokenizer: `python -m tokenizer.evaluate --checkpoint DIR --data GLOB`.
 
-Reconstruction PSNR and SSIM (data range 1), codebook usage (share of codes used) and code
+Reconstruction PSNR and SSIM (data range 1), the colour cast (`colour_shift`: per channel, the
+mean of reconstruction minus original over all pixels of all images, in 0-255 units; `colour_error`
+its largest channel; `colour_error_per_image`: the same per image, absolute, averaged over images,
+largest channel), codebook usage (share of codes used) and code
 perplexity over a set of images; prints a table and writes JSON. `comparison_sheet` feeds the
 build report.
 """
@@ -19,7 +22,8 @@ from PIL import Image
 
 from .codec import Tokenizer
 from .data import ImageRef, find_images, iter_images
-from .metrics import codebook_usage, perplexity, psnr_per_image, ssim_per_image, usage_histogram
+from .metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,
+                      usage_histogram)
 
 
 @dataclass
@@ -31,6 +35,8 @@ class Evaluation:
     images: int
     psnr: float
     ssim: float
+    colour_shift: list[float]
+    colour_error_per_image: float
     codebook_usage: float
     perplexity: float
     codebook_size: int
@@ -43,6 +49,7 @@ class Evaluation:
         for key in ("histogram", "originals", "reconstructions"):
             out.pop(key)
         out["codes_used"] = int(np.count_nonzero(self.histogram))
+        out["colour_error"] = max(abs(v) for v in self.colour_shift)
         return out
 
 
@@ -53,6 +60,7 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
     hist = np.zeros(tokenizer.codebook_size, dtype=np.int64)
     psnrs: list[np.ndarray] = []
     ssims: list[np.ndarray] = []
+    shifts: list[np.ndarray] = []
     kept_in: list[np.ndarray] = []
     kept_out: list[np.ndarray] = []
     batch: list[np.ndarray] = []
@@ -64,6 +72,7 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
         hist[:] += usage_histogram(codes, tokenizer.codebook_size)
         psnrs.append(psnr_per_image(images, recon))
         ssims.append(ssim_per_image(images, recon))
+        shifts.append(colour_shift_per_image(images, recon))
         room = keep - sum(len(k) for k in kept_in)
         if room > 0:
             kept_in.append(images[:room])
@@ -86,6 +95,8 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
     return Evaluation(
         tokenizer=tokenizer.name, weights_hash=tokenizer.weights_hash, images=count,
         psnr=float(np.mean(np.concatenate(psnrs))), ssim=float(np.mean(np.concatenate(ssims))),
+        colour_shift=[round(float(v), 3) for v in np.concatenate(shifts).mean(axis=0)],
+        colour_error_per_image=round(float(np.abs(np.concatenate(shifts)).mean(axis=0).max()), 3),
         codebook_usage=codebook_usage(hist), perplexity=perplexity(hist), codebook_size=tokenizer.codebook_size,
         histogram=hist, originals=np.concatenate(kept_in) if kept_in else empty,
         reconstructions=np.concatenate(kept_out) if kept_out else empty)
@@ -114,6 +125,8 @@ def format_table(summary: dict) -> str:
     rows = [("tokenizer", summary["tokenizer"]), ("weights", summary["weights_hash"][:16]),
             ("images", str(summary["images"])), ("PSNR (dB)", f"{summary['psnr']:.2f}"),
             ("SSIM", f"{summary['ssim']:.4f}"),
+            ("colour shift R/G/B (0-255)", " / ".join(f"{v:+.2f}" for v in summary["colour_shift"])),
+            ("colour error per image", f"{summary['colour_error_per_image']:.2f}"),
             ("codebook usage", f"{100 * summary['codebook_usage']:.2f}% "
                                f"({summary['codes_used']}/{summary['codebook_size']})"),
             ("perplexity", f"{summary['perplexity']:.1f}")]

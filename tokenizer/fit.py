@@ -1,8 +1,9 @@
 """Train a VQGAN tokenizer on rendered images: `python -m tokenizer.fit --data GLOB --out DIR`.
 
-Loss: L1 + L2 reconstruction, the VQ codebook and commitment terms, and after `--disc-start`
-steps a PatchGAN hinge loss weighted adaptively (taming's last-layer gradient ratio). AdamW for
-both networks. Random crops and flips.
+Loss: L1 + L2 reconstruction (with --colour-weight, also the error of each image's mean colour),
+the VQ codebook and commitment terms, and after `--disc-start` steps a PatchGAN hinge loss weighted
+adaptively (taming's last-layer gradient ratio). AdamW for both networks, a constant or cosine
+learning rate. Random crops and flips.
 
 `--out` ends up holding the tokenizer in open-muse format (`config.json` + `pytorch_model.bin`,
 loadable by `tokenizer.checkpoint.load` and `Tokenizer.from_pretrained`), `train_state.pt` (model,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -33,7 +35,8 @@ from .atomic import atomic_path
 from .config import VQGANConfig, preset
 from .data import TrainBatches, find_images
 from .dataclass_cli import add_flags, flag, options_from
-from .losses import NLayerDiscriminator, adaptive_weight, generator_loss, hinge_d_loss, psnr, reconstruction_loss
+from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generator_loss, hinge_d_loss, psnr,
+                     reconstruction_loss)
 from .metrics import codebook_usage, perplexity
 from .model import VQGAN, build
 
@@ -61,8 +64,13 @@ class FitOptions:
     disc_lr: float | None = flag(None, "discriminator learning rate (default: --lr)")
     weight_decay: float = flag(1e-4)
     warmup_steps: int = flag(0)
+    lr_decay: str = flag("constant", "learning-rate schedule after warm-up: constant, or cosine down to "
+                                     "--min-lr-ratio x --lr at --max-steps")
+    min_lr_ratio: float = flag(0.0, "with --lr-decay cosine: the last step's learning rate as a share of --lr")
     l1_weight: float = flag(1.0)
     l2_weight: float = flag(1.0)
+    colour_weight: float = flag(0.0, "weight of the squared error of each image's mean colour (against a colour "
+                                     "cast, which plain MSE barely sees)")
     disc_start: int = flag(2000, "step the GAN loss switches on")
     disc_weight: float = flag(0.5)
     disc_channels: int = flag(64)
@@ -143,8 +151,7 @@ class Trainer:
 
     # -- one update ----------------------------------------------------------------------------
     def _lr(self) -> float:
-        o = self.options
-        return o.lr * min(1.0, (self.step + 1) / o.warmup_steps) if o.warmup_steps else o.lr
+        return learning_rate(self.options, self.step)
 
     def train_step(self, images: np.ndarray) -> dict[str, float]:
         o = self.options
@@ -154,7 +161,7 @@ class Trainer:
         if self.step < o.ae_warmup_steps:
             return self._autoencoder_step(x)
         out = self.model(x)
-        rec = reconstruction_loss(out.reconstruction, x, o.l1_weight, o.l2_weight)
+        rec = self._reconstruction_loss(out.reconstruction, x)
         loss = rec + out.vq_loss
         gan_on = self.step >= o.disc_start
         g_loss = d_weight = torch.zeros((), device=self.device)
@@ -189,15 +196,19 @@ class Trainer:
                 "d_weight": float(d_weight), "psnr": psnr(out.reconstruction, x), "restarted": restarted}
 
 
+    def _reconstruction_loss(self, reconstruction: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        o = self.options
+        rec = reconstruction_loss(reconstruction, x, o.l1_weight, o.l2_weight)
+        return rec + o.colour_weight * colour_loss(reconstruction, x) if o.colour_weight else rec
+
     def _latent(self, x: torch.Tensor) -> torch.Tensor:
         latent = self.model.encode_latent(x)
         return F.normalize(latent, dim=1) if self.model.config.codebook_l2_norm else latent
 
     def _autoencoder_step(self, x: torch.Tensor) -> dict[str, float]:
         """One update of encoder and decoder around an unquantised bottleneck."""
-        o = self.options
         reconstruction = self.model.decode_latent(self._latent(x))
-        rec = reconstruction_loss(reconstruction, x, o.l1_weight, o.l2_weight)
+        rec = self._reconstruction_loss(reconstruction, x)
         self.opt_g.zero_grad(set_to_none=True)
         rec.backward()
         self.opt_g.step()
@@ -224,6 +235,28 @@ class Trainer:
         return count
 
 
+def learning_rate(options: FitOptions, step: int) -> float:
+    """Linear warm-up, then constant or a cosine from --lr down to --min-lr-ratio x --lr."""
+    o = options
+    if o.warmup_steps and step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.lr_decay == "constant":
+        return o.lr
+    span = max(1, o.max_steps - o.warmup_steps)
+    progress = min(1.0, (step - o.warmup_steps) / span)
+    return o.lr * (o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def check_options(options: FitOptions) -> None:
+    """Refuse a bad run before any data is read, naming the flag and the fix."""
+    if options.lr_decay not in ("constant", "cosine"):
+        raise ValueError(f"--lr-decay {options.lr_decay!r}: choose constant or cosine")
+    if options.colour_weight < 0:
+        raise ValueError(f"--colour-weight {options.colour_weight}: give a weight >= 0")
+    if not 0.0 <= options.min_lr_ratio <= 1.0:
+        raise ValueError(f"--min-lr-ratio {options.min_lr_ratio}: give a share of --lr between 0 and 1")
+
+
 def _log(out: str, record: dict) -> None:
     line = json.dumps(record)
     print(line, flush=True)
@@ -245,6 +278,7 @@ def fit(options: FitOptions) -> dict:
 
 
 def _fit(options: FitOptions, device: torch.device) -> dict:
+    check_options(options)
     init = checkpoint.load(options.init) if options.init else None
     if init is not None:
         config = init.config

@@ -1,4 +1,4 @@
-"""Tokenizer quality numbers: PSNR, SSIM, codebook usage and code perplexity.
+"""Tokenizer quality numbers: PSNR, SSIM, colour shift, codebook usage and code perplexity.
 
 SSIM follows scikit-image's `structural_similarity(..., gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=1)`, the usual setting in tokenizer papers, so numbers
@@ -30,6 +30,13 @@ def psnr_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     mse = (x - y).pow(2).flatten(1).mean(1)
     out = 10.0 * torch.log10(1.0 / mse)
     return out.masked_fill(mse == 0, math.inf).numpy()
+
+
+def colour_shift_per_image(original: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+    """Per image and channel, mean(reconstruction - original) in 0-255 units, shape (N, 3).
+    Averaged over a set it is the colour cast (a brown cast: red up, blue down)."""
+    x, y = _as_unit_float(original), _as_unit_float(reconstruction)
+    return ((y - x).mean(dim=(2, 3)) * 255.0).numpy()
 
 
 def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
