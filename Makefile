@@ -14,6 +14,9 @@ BUILD_DIR ?= build/sample
 TOKENIZER_DIR ?= tokenizer/weights/uvd-tiny
 # natural-image sources of the sample build: what the embedded tokenizer is trained on
 TOKENIZER_SOURCES := laion_sample imagenet_sample video_sample co3d_sample objaverse_sample
+# what both training stages of `make tokenizer` share: data, MSE only, no GAN, 2 threads, seed
+TOKENIZER_FIT = $(PY) -m tokenizer.fit $(foreach s,$(TOKENIZER_SOURCES),--data 'build/sample/rendered/$(s)/train/*.tar') \
+  --l1-weight 0 --disc-start 1000000 --threads 2 --seed 0
 
 # img2dataset (tests run it on a local image zoo) pins packages that clash with ours: its own venv.
 I2D_VENV ?= .venv-img2dataset
@@ -93,16 +96,15 @@ tokenizer: sample
 	rm -rf build/tokenizer-fit
 	@# 1) 64-px crops (cheap): 500 steps as a plain autoencoder, then the codebook (8192 codes, like
 	@#    LVM's: 1024 left colours too coarse) seeded from encoder outputs, dead codes restarted.
-	$(PY) -m tokenizer.fit $(foreach s,$(TOKENIZER_SOURCES),--data 'build/sample/rendered/$(s)/train/*.tar') \
+	$(TOKENIZER_FIT) \
 	  --out build/tokenizer-fit/crops64 --preset tiny --crop 64 --batch-size 16 --max-steps 1200 --lr 8e-4 \
-	  --l1-weight 0 --ae-warmup-steps 500 --restart-dead-every 100 --disc-start 1000000 --threads 2 --seed 0 \
-	  --checkpoint-every 200 --log-every 100
+	  --ae-warmup-steps 500 --restart-dead-every 100 --checkpoint-every 200 --log-every 100
 	@# 2) whole 256-px images, cosine to zero, mean-colour term: GroupNorm statistics of 64-px crops do
 	@#    not carry over to 256 px (stage 1 alone decodes full images 3 dB worse and much darker).
-	$(PY) -m tokenizer.fit $(foreach s,$(TOKENIZER_SOURCES),--data 'build/sample/rendered/$(s)/train/*.tar') \
+	$(TOKENIZER_FIT) \
 	  --out build/tokenizer-fit/full256 --init build/tokenizer-fit/crops64 --crop 256 --batch-size 4 \
-	  --max-steps 700 --lr 3e-4 --lr-decay cosine --l1-weight 0 --colour-weight 2 --restart-dead-every 25 \
-	  --disc-start 1000000 --threads 2 --seed 0 --checkpoint-every 100 --log-every 50 --export $(TOKENIZER_DIR)
+	  --max-steps 700 --lr 3e-4 --lr-decay cosine --colour-weight 2 --restart-dead-every 25 \
+	  --checkpoint-every 100 --log-every 50 --export $(TOKENIZER_DIR)
 	$(PY) -m tokenizer.evaluate --checkpoint $(TOKENIZER_DIR) \
 	  $(foreach s,$(TOKENIZER_SOURCES),--data 'build/sample/rendered/$(s)/val/*.tar') \
 	  --out $(TOKENIZER_DIR)/eval.json --sheet build/tokenizer-fit/heldout.png

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ from .dataclass_cli import add_flags, flag, options_from
 from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generator_loss, hinge_d_loss, psnr,
                      reconstruction_loss)
 from .metrics import codebook_usage, perplexity
+from .schedule import warmup_cosine
 from .model import VQGAN, build
 
 STATE_NAME = "train_state.pt"
@@ -238,13 +238,9 @@ class Trainer:
 def learning_rate(options: FitOptions, step: int) -> float:
     """Linear warm-up, then constant or a cosine from --lr down to --min-lr-ratio x --lr."""
     o = options
-    if o.warmup_steps and step < o.warmup_steps:
-        return o.lr * (step + 1) / o.warmup_steps
     if o.lr_decay == "constant":
-        return o.lr
-    span = max(1, o.max_steps - o.warmup_steps)
-    progress = min(1.0, (step - o.warmup_steps) / span)
-    return o.lr * (o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return o.lr * (step + 1) / o.warmup_steps if step < o.warmup_steps else o.lr
+    return warmup_cosine(step, o.lr, o.warmup_steps, o.max_steps, o.min_lr_ratio * o.lr)
 
 
 def check_options(options: FitOptions) -> None:

@@ -36,6 +36,7 @@ import torch.distributed as dist
 
 from tokenizer.atomic import write_bytes
 from tokenizer.dataclass_cli import add_flags, flag, options_from
+from tokenizer.schedule import warmup_cosine
 
 from . import checkpoint as ckpt
 from .config import ModelConfig, preset
@@ -128,13 +129,7 @@ class TrainingModel(LVMTransformer):
 
 def learning_rate(step: int, options: FitOptions) -> float:
     """LR of update `step` (0-based): linear warmup to lr, then cosine down to min_lr at max_steps."""
-    if step < options.warmup_steps:
-        return options.lr * (step + 1) / options.warmup_steps
-    span = options.max_steps - options.warmup_steps
-    if span <= 0:
-        return options.lr
-    progress = min(1.0, (step - options.warmup_steps) / span)
-    return options.min_lr + 0.5 * (options.lr - options.min_lr) * (1.0 + math.cos(math.pi * progress))
+    return warmup_cosine(step, options.lr, options.warmup_steps, options.max_steps, options.min_lr)
 
 
 def peak_flops(device: torch.device, dtype: str) -> float | None:
