@@ -25,6 +25,7 @@ from uvd_pipeline.rendered_shards import (
     REJECTS_SUFFIX,
     RENDERED_DIR,
     STATS_SUFFIX,
+    ShardAddress,
     committed_shards,
     read_json,
     remove_temporaries,
@@ -317,8 +318,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     removed = remove_temporaries(config.output)
     if removed:
         log.info("removed %d temporary files of retried work", removed)
-    drop_stale(config, units)
-    settle_store(config.output, committed_shards(config.output, config.content_hash()))
+    committed = committed_shards(config.output, config.content_hash())  # read once for both steps
+    settle_store(config.output, committed - drop_stale(config, units, committed))
     counters = run_counters(result)
     summary = finalize(config, time.perf_counter() - started, counters, resumed=len(done),
                        distributions=run_distributions(result), metrics=metrics_reported(result))
@@ -335,18 +336,23 @@ def settle_store(output: str, committed) -> None:
                  moved.files_removed)
 
 
-def committed_inputs(config: BuildConfig, verify: bool = False) -> dict[Any, str | None]:
+def committed_inputs(config: BuildConfig, verify: bool = False,
+                     committed: set[ShardAddress] | None = None) -> dict[ShardAddress, str | None]:
     """Committed (and intact) shards of this config and the input digest of their source each was
-    built from; `verify` checks sha256 too, not only sizes."""
+    built from; `verify` checks sha256 too, not only sizes. `committed`: the shards, when the
+    caller has just listed them."""
+    if committed is None:
+        committed = committed_shards(config.output, config.content_hash(), verify=verify)
     return {address: unit_store.read_shard_inputs(unit_store.shard_inputs_uri(config.output, address.source,
                                                                                   address.stem))
-            for address in committed_shards(config.output, config.content_hash(), verify=verify)}
+            for address in committed}
 
 
-def drop_stale(config: BuildConfig, units: dict[str, list]) -> None:
-    """After a finished run: forget units no longer in the input, and remove the shards still built
-    from another input than their source's current one (no item of the current input reached
-    them, so nothing rewrote them), with their token shards."""
+def drop_stale(config: BuildConfig, units: dict[str, list], committed: set[ShardAddress]) -> set[ShardAddress]:
+    """After a finished run: forget units no longer in the input, and remove the shards (of
+    `committed`, the shards committed now) still built from another input than their source's
+    current one (no item of the current input reached them, so nothing rewrote them), with their
+    token shards. Returns the shards removed."""
     from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX
     from uvd_pipeline.graph import digest_groups
     from uvd_pipeline.rendered_shards import TAR_SUFFIX
@@ -364,12 +370,14 @@ def drop_stale(config: BuildConfig, units: dict[str, list]) -> None:
         complete = complete and found is not None
         by_group.setdefault(group, []).extend(found or [])
     if not complete:
-        return  # the run did not finish every unit: nothing can be judged stale yet
+        return set()  # the run did not finish every unit: nothing can be judged stale yet
     current = {name: unit_store.group_digest(by_group[group]) for name, group in digest_groups(config).items()}
     fs, _ = fsio.filesystem(config.output)
-    for address, digest in committed_inputs(config).items():
+    removed = set()
+    for address, digest in committed_inputs(config, committed=committed).items():
         if digest == current.get(address.source):
             continue
+        removed.add(address)
         stale = [address.path(config.output, STATS_SUFFIX)]  # the commit mark first
         stale += [address.path(config.output, suffix) for suffix in (TAR_SUFFIX, REJECTS_SUFFIX, FINGERPRINTS_SUFFIX)]
         token = token_shard_path(config.output, address.source, address.split, address.stem)
@@ -380,3 +388,4 @@ def drop_stale(config: BuildConfig, units: dict[str, list]) -> None:
             if fsio.exists(uri):
                 fs.rm(fsio.filesystem(uri)[1])
         log.info("removed %s: its input is gone", address.stem)
+    return removed
