@@ -110,7 +110,7 @@ class _TrainingAttention(torch.autograd.Function):
             end = min(start + block, t)
             scores = torch.bmm(q[:, start:end], k[:, :end].transpose(1, 2))
             scores[:, :, start:end].add_(above[:end - start, :end - start])  # causal: -inf above the diagonal
-            p = torch._softmax(scores, -1, False, out=scores)  # in place: the scores are still in cache
+            p = torch.softmax(scores, -1, out=scores)  # in place: the scores are still in cache
             torch.bmm(p, v[:, :end], out=out[:, start:end])
             probs.append(p)
         ctx.save_for_backward(q, k, v, out, c, s, *probs)
