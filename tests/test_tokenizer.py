@@ -8,6 +8,7 @@ code), on the full LVM preset and on the tiny one.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import os
@@ -263,6 +264,39 @@ def test_save_load_round_trip_in_muse_format(tmp_path):
     assert not [n for n in os.listdir(tmp_path / "tok") if ".tmp-" in n]
     images = photos(64, ("coffee",))
     assert np.array_equal(eager_encode(model, images), eager_encode(loaded, images))
+
+
+def test_decoder_level_path_adds_each_images_level_and_round_trips(tmp_path):
+    """`decoder_level`: the decoder's output moves by a linear map of each image's mean features
+    (taken before `norm_out`), which is zero at first; the key is ours and written only when set."""
+    plain = build(TINY, seed=3).eval()
+    levelled = build(dataclasses.replace(TINY, decoder_level=True), seed=3).eval()
+    missing, unexpected = levelled.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["decoder.level_out.weight", "decoder.level_out.bias"] and unexpected == []
+    assert "decoder_level" not in TINY.to_dict() and "decoder_level" not in LVM.to_dict()
+    latent = torch.randn(2, TINY.quantized_embed_dim, 4, 4)
+    with torch.no_grad():
+        before = plain.decode_latent(latent)
+        assert torch.equal(levelled.decode_latent(latent), before)  # zero path: nothing changes
+        levelled.decoder.level_out.bias.copy_(torch.tensor([0.25, 0.0, -0.5]))
+        features = {}
+        levelled.decoder.norm_out.register_forward_hook(lambda m, args, out: features.update(x=args[0]))
+        levelled.decoder.level_out.weight[1, 0] = 2.0  # green follows channel 0's per-image mean
+        after = levelled.decode_latent(latent)
+    offset = after - before
+    per_image_mean = features["x"][:, 0].mean(dim=(1, 2))
+    assert torch.allclose(offset[:, 0], torch.full_like(offset[:, 0], 0.25), atol=1e-6)
+    assert torch.allclose(offset[:, 2], torch.full_like(offset[:, 2], -0.5), atol=1e-6)
+    assert torch.allclose(offset[:, 1], 2.0 * per_image_mean[:, None, None].expand_as(offset[:, 1]), atol=1e-5)
+    assert not torch.allclose(per_image_mean[0], per_image_mean[1])  # a level per image, not one constant
+    digest = save(levelled, tmp_path / "tok")
+    assert json.loads((tmp_path / "tok" / "config.json").read_text())["decoder_level"] is True
+    loaded = load(tmp_path / "tok")
+    assert loaded.config.decoder_level and weights_hash(loaded) == digest
+    with torch.no_grad():
+        assert torch.equal(loaded.decode_latent(latent), after)
+    with pytest.raises(ValueError, match="decoder_level"):
+        VQGANConfig.from_dict({**RELEASED_CONFIG, "decoder_level": "yes"})
 
 
 def _broken_checkpoint(tmp_path: Path, edit) -> Path:

@@ -107,6 +107,31 @@ def test_fit_can_start_from_a_muse_checkpoint(runs, tmp_path):
     assert weights_hash(load(tmp_path / "ship")) == weights_hash(load(resumed))
 
 
+def test_fit_adds_a_decoder_level_path_to_init_weights(runs, tmp_path):
+    """--decoder-level with --init: the init weights load into the larger model and decode exactly
+    as before at first (lr 0); weights that miss anything else are refused, naming the keys."""
+    resumed, _, _ = runs
+    fit_cli.main(["--data", PHOTOS, "--init", str(resumed), "--out", str(tmp_path / "lv"), "--max-steps", "1",
+                  "--batch-size", "2", "--crop", "32", "--lr", "0", "--disc-start", "100", "--decoder-level"])
+    levelled, plain = load(tmp_path / "lv"), load(resumed)
+    assert levelled.config.decoder_level and not plain.config.decoder_level
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(levelled(x).reconstruction, plain(x).reconstruction)
+    options = fit_cli.parse_args(["--data", PHOTOS, "--out", "x", "--lr", "1e-3", "--level-lr-scale", "30"])
+    trainer = fit_cli.Trainer(options, levelled.config, torch.device("cpu"))
+    plain_group, level_group = trainer.opt_g.param_groups
+    assert [p.shape for p in level_group["params"]] == [(3, 32), (3,)] and level_group["lr_scale"] == 30
+    assert len(plain_group["params"]) + 2 == len(list(trainer.model.parameters()))
+    trainer.train_step(TrainBatches(find_images(PHOTOS), 2, 32, seed=0).batch(0))
+    assert plain_group["lr"] == 1e-3 and level_group["lr"] == pytest.approx(3e-2)
+    assert len(fit_cli.Trainer(options, TINY, torch.device("cpu")).opt_g.param_groups) == 1  # no path: one group
+    broken = build(TINY, seed=0)
+    del broken.decoder.conv_out  # a model without a layer the target has
+    with pytest.raises(ValueError, match=r"missing \['decoder.conv_out.weight', 'decoder.conv_out.bias'\]"):
+        fit_cli.load_init(build(TINY, seed=0), broken)
+
+
 def test_evaluate_reads_rendered_sentence_tars(tmp_path):
     """`{id}.json` + `{id}.NN.png` samples, as the build's rendered shards hold them."""
     rng = np.random.default_rng(0)
@@ -200,7 +225,8 @@ def test_learning_rate_warms_up_then_follows_a_cosine_down_to_the_floor():
 
 @pytest.mark.parametrize("flags, named", [(["--lr-decay", "linear"], "--lr-decay"),
                                           (["--min-lr-ratio", "1.5"], "--min-lr-ratio"),
-                                          (["--colour-weight", "-1"], "--colour-weight")])
+                                          (["--colour-weight", "-1"], "--colour-weight"),
+                                          (["--level-lr-scale", "0"], "--level-lr-scale")])
 def test_bad_schedule_or_weights_are_refused_before_reading_data(tmp_path, flags, named):
     with pytest.raises(ValueError, match=named):
         fit_cli.main(["--data", str(tmp_path / "none" / "*.tar"), "--out", str(tmp_path / "o")] + flags)

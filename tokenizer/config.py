@@ -6,8 +6,9 @@ an underscore (`_class_name`, `_version`, ...). We read that file unchanged. Key
 change the architecture and that we do not model are refused by name rather than ignored, so a
 different checkpoint can never load into the wrong network silently.
 
-One key is ours: `codebook_l2_norm` (LlamaGen-style cosine lookup over l2-normalised codes, for
-training new tokenizers). It is written only when set, so an LVM config round-trips unchanged.
+Two keys are ours: `codebook_l2_norm` (LlamaGen-style cosine lookup over l2-normalised codes, for
+training new tokenizers) and `decoder_level` (the decoder carries each image's colour level past
+its last GroupNorm). They are written only when set, so an LVM config round-trips unchanged.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class VQGANConfig:
     resample_with_conv: bool = True
     # Ours, not open-muse: cosine lookup over l2-normalised codes (training new tokenizers).
     codebook_l2_norm: bool = field(default=False, metadata={"extension": True})
+    # Ours: the decoder adds a per-image, per-channel level to its output (`model.Decoder`), because
+    # its last GroupNorm removes each image's level; with one channel per group (`tiny`) nothing of
+    # an image's mean colour would otherwise survive to `conv_out` but what texture carries.
+    decoder_level: bool = field(default=False, metadata={"extension": True})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
@@ -93,7 +98,7 @@ class VQGANConfig:
         if self.no_attn_mid_block is not True:
             raise ValueError("config key 'no_attn_mid_block' must be true: the mid-block attention is not "
                              "implemented (the released LVM tokenizer has none)")
-        for name in ("resample_with_conv", "codebook_l2_norm"):
+        for name in ("resample_with_conv", "codebook_l2_norm", "decoder_level"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"config key {name!r} must be true or false, got {getattr(self, name)!r}")
         for name in ("commitment_cost", "dropout"):

@@ -54,6 +54,9 @@ class FitOptions:
     config: str | None = flag(None, "a muse config.json to use instead of the preset")
     init: str | None = flag(None, "start from the weights (and config) of a muse-format folder, e.g. the "
                                   "released LVM tokenizer, to fine-tune it")
+    decoder_level: bool = flag(False, "give the decoder a per-image colour level path (config key decoder_level); "
+                                      "with --init it starts at zero, so the init weights decode unchanged")
+    level_lr_scale: float = flag(1.0, "learning rate of the decoder's level path as a multiple of --lr")
     export: str | None = flag(None, "at the end, also write just the tokenizer (config.json + "
                                     "pytorch_model.bin) to this folder, e.g. to ship it")
     max_steps: int = flag(1000)
@@ -105,8 +108,8 @@ class Trainer:
         self.model: VQGAN = build(config, seed=options.seed).to(device).train()
         torch.manual_seed(options.seed + 1)
         self.disc = NLayerDiscriminator(config.num_channels, options.disc_channels, options.disc_layers).to(device)
-        self.opt_g = torch.optim.AdamW(self.model.parameters(), lr=options.lr, betas=(0.5, 0.9),
-                                       weight_decay=options.weight_decay)
+        self.opt_g = torch.optim.AdamW(generator_groups(self.model, options.level_lr_scale), lr=options.lr,
+                                       betas=(0.5, 0.9), weight_decay=options.weight_decay)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=options.disc_lr or options.lr, betas=(0.5, 0.9),
                                        weight_decay=options.weight_decay)
         self.step = 0
@@ -156,7 +159,7 @@ class Trainer:
     def train_step(self, images: np.ndarray) -> dict[str, float]:
         o = self.options
         for group in self.opt_g.param_groups:
-            group["lr"] = self._lr()
+            group["lr"] = self._lr() * group.get("lr_scale", 1.0)
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div(255.0).contiguous()
         if self.step < o.ae_warmup_steps:
             return self._autoencoder_step(x)
@@ -243,14 +246,37 @@ def learning_rate(options: FitOptions, step: int) -> float:
     return warmup_cosine(step, o.lr, o.warmup_steps, o.max_steps, o.min_lr_ratio * o.lr)
 
 
+def generator_groups(model: VQGAN, level_lr_scale: float) -> list[dict]:
+    """The optimiser's parameter groups: the decoder's level path (when the model has one) on its
+    own, at `level_lr_scale` x the learning rate: it starts at zero and is only a linear map, so at
+    the network's rate it moves too little in a short fine-tune to set each image's colour."""
+    level = model.decoder.level_out
+    if level is None:
+        return [{"params": list(model.parameters())}]
+    ids = {id(p) for p in level.parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+            {"params": list(level.parameters()), "lr_scale": level_lr_scale}]
+
+
 def check_options(options: FitOptions) -> None:
     """Refuse a bad run before any data is read, naming the flag and the fix."""
     if options.lr_decay not in ("constant", "cosine"):
         raise ValueError(f"--lr-decay {options.lr_decay!r}: choose constant or cosine")
+    if options.level_lr_scale <= 0:
+        raise ValueError(f"--level-lr-scale {options.level_lr_scale}: give a factor > 0")
     if options.colour_weight < 0:
         raise ValueError(f"--colour-weight {options.colour_weight}: give a weight >= 0")
     if not 0.0 <= options.min_lr_ratio <= 1.0:
         raise ValueError(f"--min-lr-ratio {options.min_lr_ratio}: give a share of --lr between 0 and 1")
+
+
+def load_init(model: VQGAN, init: VQGAN, source: str = "--init") -> None:
+    """`init`'s weights into `model`; only a level path `model` adds (zero, so it changes nothing
+    at first) may be missing from them."""
+    missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
+    added = [k for k in missing if not k.startswith("decoder.level_out.")]
+    if added or unexpected:
+        raise ValueError(f"{source}: its weights do not fit the model (missing {added}, unexpected {unexpected})")
 
 
 def _log(out: str, record: dict) -> None:
@@ -280,6 +306,8 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
         config = init.config
     else:
         config = VQGANConfig.from_json(options.config) if options.config else preset(options.preset)
+    if options.decoder_level:
+        config = dataclasses.replace(config, decoder_level=True)
     crop = options.crop or config.resolution
     if crop % config.downsample_factor:
         raise ValueError(f"--crop {crop} is not a multiple of {config.downsample_factor}")
@@ -288,7 +316,7 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     os.makedirs(options.out, exist_ok=True)
     trainer = Trainer(options, config, device)
     if init is not None:
-        trainer.model.load_state_dict(init.state_dict())
+        load_init(trainer.model, init, f"--init {options.init}")
     state_path = os.path.join(options.out, STATE_NAME)
     if os.path.exists(state_path):
         trainer.resume(state_path)

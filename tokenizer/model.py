@@ -172,12 +172,23 @@ class Decoder(nn.Module):
         block_out = config.hidden_channels * config.channel_mult[0]
         self.norm_out = group_norm(block_out)
         self.conv_out = nn.Conv2d(block_out, config.num_channels, kernel_size=3, padding=1)
+        # `decoder_level`: norm_out removes each image's level per channel group, so the output's
+        # mean colour could only come from texture; this maps the features' per-image means, taken
+        # before the norm, to an output offset per channel. Zero at first: weights trained without
+        # it decode exactly as before (`tokenizer.fit --decoder-level --init ...`).
+        self.level_out = nn.Linear(block_out, config.num_channels) if config.decoder_level else None
+        if self.level_out is not None:
+            nn.init.zeros_(self.level_out.weight)
+            nn.init.zeros_(self.level_out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.mid(self.conv_in(x))
         for level in reversed(self.up):
             x = level(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        out = self.conv_out(F.silu(self.norm_out(x)))
+        if self.level_out is not None:
+            out = out + self.level_out(x.mean(dim=(2, 3)))[:, :, None, None]
+        return out
 
 
 @dataclass
