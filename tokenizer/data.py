@@ -123,28 +123,17 @@ def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, flip: bo
     return np.ascontiguousarray(crop)
 
 
-def colour_jitter(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
-    """`image` with each channel scaled by its own gain in [1 - amount, 1 + amount] (rounded,
-    clipped to uint8): an autoencoder's input is its target, so this only widens the colours it
-    learns to reproduce, against a colour cast on images whose balance the training set lacks."""
-    gains = rng.uniform(1.0 - amount, 1.0 + amount, size=3)
-    return np.clip(np.rint(image.astype(np.float32) * gains.astype(np.float32)), 0, 255).astype(np.uint8)
-
-
 class TrainBatches:
     """Batch `step` (0-based) of an endless shuffled stream: epoch e is a permutation seeded by
-    (seed, e); sample i of step s is cropped (and, with `jitter` > 0, colour-jittered after) with
-    a generator seeded by (seed, s, i)."""
+    (seed, e); sample i of step s is cropped with a generator seeded by (seed, s, i)."""
 
-    def __init__(self, refs: Sequence[ImageRef], batch_size: int, crop: int, seed: int,
-                 jitter: float = 0.0) -> None:
+    def __init__(self, refs: Sequence[ImageRef], batch_size: int, crop: int, seed: int) -> None:
         if not refs:
             raise ValueError("no training images found")
         self.refs = list(refs)
         self.batch_size = batch_size
         self.crop = crop
         self.seed = seed
-        self.jitter = jitter
         self.reader = ImageReader()
         self._perm: tuple[int, np.ndarray] | None = None
 
@@ -160,8 +149,7 @@ class TrainBatches:
         for i in range(self.batch_size):
             ref = self.refs[self._index(step * self.batch_size + i)]
             rng = np.random.default_rng([self.seed, step, i])
-            crop = random_crop(self.reader.read(ref), self.crop, rng)
-            out.append(colour_jitter(crop, self.jitter, rng) if self.jitter > 0 else crop)
+            out.append(random_crop(self.reader.read(ref), self.crop, rng))
         return np.stack(out)
 
 

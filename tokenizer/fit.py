@@ -62,8 +62,6 @@ class FitOptions:
     max_steps: int = flag(1000)
     batch_size: int = flag(8)
     crop: int | None = flag(None, "training crop size (default: the config resolution)")
-    colour_jitter: float = flag(0.0, "scale each channel of each training crop by a random gain in "
-                                     "[1 - J, 1 + J] (0: off)")
     seed: int = flag(0)
     lr: float = flag(2e-4)
     disc_lr: float | None = flag(None, "discriminator learning rate (default: --lr)")
@@ -266,8 +264,6 @@ def check_options(options: FitOptions) -> None:
         raise ValueError(f"--lr-decay {options.lr_decay!r}: choose constant or cosine")
     if options.level_lr_scale <= 0:
         raise ValueError(f"--level-lr-scale {options.level_lr_scale}: give a factor > 0")
-    if not 0.0 <= options.colour_jitter < 1.0:
-        raise ValueError(f"--colour-jitter {options.colour_jitter}: give a gain spread in [0, 1)")
     if options.colour_weight < 0:
         raise ValueError(f"--colour-weight {options.colour_weight}: give a weight >= 0")
     if not 0.0 <= options.min_lr_ratio <= 1.0:
@@ -316,7 +312,7 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     if crop % config.downsample_factor:
         raise ValueError(f"--crop {crop} is not a multiple of {config.downsample_factor}")
     refs = find_images(options.data)
-    batches = TrainBatches(refs, options.batch_size, crop, options.seed, options.colour_jitter)
+    batches = TrainBatches(refs, options.batch_size, crop, options.seed)
     os.makedirs(options.out, exist_ok=True)
     trainer = Trainer(options, config, device)
     if init is not None:
