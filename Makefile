@@ -88,7 +88,7 @@ bench: sample
 report: $(STAMP)
 	$(PY) -m uvd_pipeline report $(BUILD_DIR)
 
-# Reproduces the embedded tokenizer (about 20 minutes on 2 idle CPU cores) and its held-out figures.
+# Reproduces the embedded tokenizer (about 30 minutes on 2 idle CPU cores) and its held-out figures.
 # Plain autoencoder first, then the codebook is seeded from encoder outputs; no GAN phase: on two
 # CPU cores a short adversarial phase trades PSNR for texture, and this model exists for tests.
 tokenizer: sample
@@ -100,11 +100,12 @@ tokenizer: sample
 	  --out build/tokenizer-fit/crops64 --preset tiny --crop 64 --batch-size 16 --max-steps 1200 --lr 8e-4 \
 	  --ae-warmup-steps 500 --restart-dead-every 100 --checkpoint-every 200 --log-every 100
 	@# 2) whole 256-px images, cosine to zero, mean-colour term: GroupNorm statistics of 64-px crops do
-	@#    not carry over to 256 px (stage 1 alone decodes full images 3 dB worse and much darker).
+	@#    not carry over to 256 px (stage 1 alone decodes full images 3 dB worse and much darker);
+	@#    the decoder gains its level path (per-image colour past its last GroupNorm).
 	$(TOKENIZER_FIT) \
 	  --out build/tokenizer-fit/full256 --init build/tokenizer-fit/crops64 --crop 256 --batch-size 4 \
 	  --max-steps 700 --lr 3e-4 --lr-decay cosine --colour-weight 2 --restart-dead-every 25 \
-	  --checkpoint-every 100 --log-every 50 --export $(TOKENIZER_DIR)
+	  --checkpoint-every 100 --log-every 50 --decoder-level --export $(TOKENIZER_DIR)
 	$(PY) -m tokenizer.evaluate --checkpoint $(TOKENIZER_DIR) \
 	  $(foreach s,$(TOKENIZER_SOURCES),--data 'build/sample/rendered/$(s)/val/*.tar') \
 	  --out $(TOKENIZER_DIR)/eval.json --sheet build/tokenizer-fit/heldout.png
