@@ -221,6 +221,10 @@ def test_learning_rate_warms_up_then_follows_a_cosine_down_to_the_floor():
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
     constant = fit_cli.parse_args(["--data", PHOTOS, "--out", "x", "--lr", "1e-3", "--max-steps", "50"])
     assert {fit_cli.learning_rate(constant, s) for s in range(50)} == {1e-3}
+    warm = fit_cli.parse_args(["--data", PHOTOS, "--out", "x", "--lr", "1e-3", "--max-steps", "50",
+                               "--warmup-steps", "5"])
+    rates = [fit_cli.learning_rate(warm, s) for s in range(50)]
+    assert rates[0] == pytest.approx(2e-4) and set(rates[4:]) == {1e-3}  # warm-up, then flat at --lr
 
 
 @pytest.mark.parametrize("flags, named", [(["--lr-decay", "linear"], "--lr-decay"),

@@ -241,9 +241,8 @@ class Trainer:
 def learning_rate(options: FitOptions, step: int) -> float:
     """Linear warm-up, then constant or a cosine from --lr down to --min-lr-ratio x --lr."""
     o = options
-    if o.lr_decay == "constant":
-        return o.lr * (step + 1) / o.warmup_steps if step < o.warmup_steps else o.lr
-    return warmup_cosine(step, o.lr, o.warmup_steps, o.max_steps, o.min_lr_ratio * o.lr)
+    floor = o.lr if o.lr_decay == "constant" else o.min_lr_ratio * o.lr  # a cosine to lr itself is flat
+    return warmup_cosine(step, o.lr, o.warmup_steps, o.max_steps, floor)
 
 
 def generator_groups(model: VQGAN, level_lr_scale: float) -> list[dict]:
