@@ -123,11 +123,34 @@ def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, flip: bo
     return np.ascontiguousarray(crop)
 
 
+class _Shuffled:
+    """Position -> item of an endless stream of `items` whose epoch e is a permutation seeded by
+    (*seed, e)."""
+
+    def __init__(self, items: Sequence, seed: Sequence[int]) -> None:
+        self.items = list(items)
+        self.seed = list(seed)
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __getitem__(self, position: int):
+        epoch, offset = divmod(position, len(self.items))
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([*self.seed, epoch]).permutation(len(self.items)))
+        return self.items[int(self._perm[1][offset])]
+
+
 class TrainBatches:
     """Batch `step` (0-based) of an endless shuffled stream: epoch e is a permutation seeded by
-    (seed, e); sample i of step s is cropped with a generator seeded by (seed, s, i)."""
+    (seed, e); sample i of step s is cropped with a generator seeded by (seed, s, i).
 
-    def __init__(self, refs: Sequence[ImageRef], batch_size: int, crop: int, seed: int) -> None:
+    With `groups` (one list of refs per --data pattern, say), every group is drawn equally often
+    however many images it has: positions come in rounds of one draw per group (the order within
+    a round shuffled), each group walking its own shuffled stream. Why: a corpus where one source
+    has half the images (multi-view renders of a few objects) otherwise tunes the model, colour
+    included, to that source, at the cost of the natural photos it is judged on."""
+
+    def __init__(self, refs: Sequence[ImageRef], batch_size: int, crop: int, seed: int,
+                 groups: Sequence[Sequence[ImageRef]] | None = None) -> None:
         if not refs:
             raise ValueError("no training images found")
         self.refs = list(refs)
@@ -135,19 +158,30 @@ class TrainBatches:
         self.crop = crop
         self.seed = seed
         self.reader = ImageReader()
-        self._perm: tuple[int, np.ndarray] | None = None
+        self._stream = _Shuffled(self.refs, [seed])
+        self._groups = None
+        if groups is not None:
+            empty = [i for i, group in enumerate(groups) if not group]
+            if empty:
+                raise ValueError(f"data group(s) {empty} hold no images: nothing to balance")
+            self._groups = [_Shuffled(group, [seed, 1, g]) for g, group in enumerate(groups)]
+        self._round: tuple[int, np.ndarray] | None = None
 
-    def _index(self, position: int) -> int:
-        epoch, offset = divmod(position, len(self.refs))
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.refs)))
-        return int(self._perm[1][offset])
+    def ref_at(self, position: int) -> ImageRef:
+        """The image drawn at `position` of the stream (sample i of step s is at s * batch_size + i)."""
+        if self._groups is None:
+            return self._stream[position]
+        count = len(self._groups)
+        round_, slot = divmod(position, count)
+        if self._round is None or self._round[0] != round_:
+            self._round = (round_, np.random.default_rng([self.seed, 2, round_]).permutation(count))
+        return self._groups[int(self._round[1][slot])][round_]
 
     def batch(self, step: int) -> np.ndarray:
         """(batch_size, crop, crop, 3) uint8."""
         out = []
         for i in range(self.batch_size):
-            ref = self.refs[self._index(step * self.batch_size + i)]
+            ref = self.ref_at(step * self.batch_size + i)
             rng = np.random.default_rng([self.seed, step, i])
             out.append(random_crop(self.reader.read(ref), self.crop, rng))
         return np.stack(out)

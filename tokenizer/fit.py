@@ -3,7 +3,8 @@
 Loss: L1 + L2 reconstruction (with --colour-weight, also the error of each image's mean colour),
 the VQ codebook and commitment terms, and after `--disc-start` steps a PatchGAN hinge loss weighted
 adaptively (taming's last-layer gradient ratio). AdamW for both networks, a constant or cosine
-learning rate. Random crops and flips.
+learning rate. Random crops and flips; with --balance-data every --data pattern is drawn equally
+often.
 
 `--out` ends up holding the tokenizer in open-muse format (`config.json` + `pytorch_model.bin`,
 loadable by `tokenizer.checkpoint.load` and `Tokenizer.from_pretrained`), `train_state.pt` (model,
@@ -57,6 +58,8 @@ class FitOptions:
     decoder_level: bool = flag(False, "give the decoder a per-image colour level path (config key decoder_level); "
                                       "with --init it starts at zero, so the init weights decode unchanged")
     level_lr_scale: float = flag(1.0, "learning rate of the decoder's level path as a multiple of --lr")
+    balance_data: bool = flag(False, "draw every --data pattern equally often, whatever its image count (each "
+                                     "walks its own shuffled order), instead of every image equally often")
     export: str | None = flag(None, "at the end, also write just the tokenizer (config.json + "
                                     "pytorch_model.bin) to this folder, e.g. to ship it")
     max_steps: int = flag(1000)
@@ -311,7 +314,11 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     if crop % config.downsample_factor:
         raise ValueError(f"--crop {crop} is not a multiple of {config.downsample_factor}")
     refs = find_images(options.data)
-    batches = TrainBatches(refs, options.batch_size, crop, options.seed)
+    groups = [find_images(pattern) for pattern in options.data] if options.balance_data else None
+    if groups is not None and not all(groups):
+        empty = [p for p, g in zip(options.data, groups) if not g]
+        raise ValueError(f"--balance-data: no images behind --data {empty[0]!r}; drop it or fix the pattern")
+    batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups)
     os.makedirs(options.out, exist_ok=True)
     trainer = Trainer(options, config, device)
     if init is not None:
