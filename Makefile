@@ -105,7 +105,7 @@ tokenizer: sample
 	$(TOKENIZER_FIT) \
 	  --out build/tokenizer-fit/full256 --init build/tokenizer-fit/crops64 --crop 256 --batch-size 4 \
 	  --max-steps 700 --lr 3e-4 --lr-decay cosine --colour-weight 2 --restart-dead-every 25 \
-	  --checkpoint-every 100 --log-every 50 --decoder-level --export $(TOKENIZER_DIR)
+	  --checkpoint-every 100 --log-every 50 --decoder-level --balance-data --export $(TOKENIZER_DIR)
 	$(PY) -m tokenizer.evaluate --checkpoint $(TOKENIZER_DIR) \
 	  $(foreach s,$(TOKENIZER_SOURCES),--data 'build/sample/rendered/$(s)/val/*.tar') \
 	  --out $(TOKENIZER_DIR)/eval.json --sheet build/tokenizer-fit/heldout.png

@@ -167,6 +167,34 @@ def test_training_batches_are_a_function_of_seed_and_step():
     assert a.batch(1).shape == (3, 32, 32, 3)
 
 
+def test_balanced_batches_draw_every_group_equally_often():
+    """--balance-data: a one-image group is drawn as often as a group of many, once per round."""
+    one = find_images(str(SKIMAGE_DATA / "astronaut.png"))
+    many = [r for r in find_images(PHOTOS) if r not in one]
+    assert len(one) == 1 and len(many) >= 10
+    plain = TrainBatches(one + many, 4, 32, seed=3)
+    balanced = TrainBatches(one + many, 4, 32, seed=3, groups=[one, many])
+    epoch = len(many) + 1
+    assert sorted(map(str, (plain.ref_at(p) for p in range(epoch)))) == sorted(map(str, one + many))
+    drawn = [balanced.ref_at(p) for p in range(2 * epoch)]
+    rounds = [drawn[i:i + 2] for i in range(0, len(drawn), 2)]
+    assert all(sum(r in one for r in pair) == 1 for pair in rounds)  # one of each group per round
+    assert [pair.index(one[0]) for pair in rounds] != [0] * len(rounds)  # the order within rounds varies
+    from_many = [r for r in drawn if r in many]
+    assert sorted(map(str, from_many[:len(many)])) == sorted(map(str, many))  # the big group walks an epoch
+    again = TrainBatches(one + many, 4, 32, seed=3, groups=[one, many])
+    assert np.array_equal(balanced.batch(3), again.batch(3))
+    assert not np.array_equal(balanced.batch(3), plain.batch(3))
+    with pytest.raises(ValueError, match="hold no images"):
+        TrainBatches(one + many, 4, 32, seed=3, groups=[one, []])
+
+
+def test_balance_data_refuses_a_pattern_with_no_images(tmp_path):
+    with pytest.raises(ValueError, match="--balance-data.*none"):
+        fit_cli.main(["--data", PHOTOS, "--data", str(tmp_path / "none" / "*.tar"), "--balance-data",
+                      "--out", str(tmp_path / "o"), "--max-steps", "1", "--crop", "32"])
+
+
 def test_discriminator_hinge_and_adaptive_weight():
     disc = NLayerDiscriminator(3, 16, 2)
     logits = disc(torch.rand(2, 3, 64, 64))
@@ -255,10 +283,10 @@ def test_the_embedded_tokenizer_reconstructs_held_out_photos(sample_corpus: Path
     """The shipped `uvd-tiny` (what `make tokenizer` trains on the sample build's train splits) on
     64 ImageNet val photos of the sample corpus, which it never saw. The weights trained on 64-px
     crops only gave 14.9 dB, SSIM 0.47 and a cast of -28/-24/-20 on these images; the two-stage
-    weights without the decoder's level path 18.9 dB, 0.57, -7.5/+9.3/+2.8; these (with it) give
-    19.7 dB, 0.575, -8.7/+8.1/+4.5 and each image's mean colour off by 12.0/255 (64 images: that
-    per-image error makes the cast of so few swing by a few units; over the 136 held-out images it
-    is -2.4/+3.3/+0.8)."""
+    weights without the decoder's level path 18.9 dB, 0.57, -7.5/+9.3/+2.8; with it 19.7 dB, 0.575,
+    -8.7/+8.1/+4.5 and each image's mean colour off by 12.0/255; these (sources drawn equally often
+    too) 20.0 dB, 0.579, -6.8/+8.0/+3.0 and 9.6/255 (64 images: that per-image error makes the cast
+    of so few swing by a few units; over the 136 held-out images it is -2.9/+3.0/+1.3)."""
     from tokenizer.checkpoint import embedded_checkpoint
 
     tokenizer = Tokenizer.from_pretrained(embedded_checkpoint(), batch_size=16, threads=1)
@@ -266,5 +294,5 @@ def test_the_embedded_tokenizer_reconstructs_held_out_photos(sample_corpus: Path
     assert len(refs) >= 64
     summary = evaluate_cli.evaluate(tokenizer, refs[:64], batch_size=16).summary()
     print(evaluate_cli.format_table(summary))
-    assert summary["psnr"] >= 19.3 and summary["ssim"] >= 0.56
-    assert summary["colour_error"] <= 10.0 and summary["colour_error_per_image"] <= 13.0, summary["colour_shift"]
+    assert summary["psnr"] >= 19.85 and summary["ssim"] >= 0.57
+    assert summary["colour_error"] <= 9.0 and summary["colour_error_per_image"] <= 10.8, summary["colour_shift"]
