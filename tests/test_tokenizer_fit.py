@@ -19,7 +19,7 @@ from tokenizer import evaluate as evaluate_cli
 from tokenizer import fit as fit_cli
 from tokenizer.checkpoint import load, weights_hash
 from tokenizer.codec import Tokenizer
-from tokenizer.data import TrainBatches, find_images
+from tokenizer.data import TrainBatches, find_images, merge_refs
 from tokenizer.losses import NLayerDiscriminator, adaptive_weight, colour_loss, hinge_d_loss
 from tokenizer.model import build
 from tokenizer.config import TINY
@@ -172,6 +172,7 @@ def test_balanced_batches_draw_every_group_equally_often():
     one = find_images(str(SKIMAGE_DATA / "astronaut.png"))
     many = [r for r in find_images(PHOTOS) if r not in one]
     assert len(one) == 1 and len(many) >= 10
+    assert merge_refs([many, one, one]) == find_images(PHOTOS)  # the union, once each, in listing order
     plain = TrainBatches(one + many, 4, 32, seed=3)
     balanced = TrainBatches(one + many, 4, 32, seed=3, groups=[one, many])
     epoch = len(many) + 1

@@ -60,7 +60,12 @@ def find_images(patterns: str | Sequence[str]) -> list[ImageRef]:
                 refs += _tar_images(path)
             elif _is_image(path):
                 refs.append(ImageRef(path))
-    return sorted(set(refs), key=lambda r: (r.path, r.member or ""))
+    return merge_refs([refs])
+
+
+def merge_refs(groups: Iterable[Sequence[ImageRef]]) -> list[ImageRef]:
+    """The images of several `find_images` results, each once, in `find_images`'s order."""
+    return sorted({r for group in groups for r in group}, key=lambda r: (r.path, r.member or ""))
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .atomic import atomic_path
 from .config import VQGANConfig, preset
-from .data import TrainBatches, find_images
+from .data import TrainBatches, find_images, merge_refs
 from .dataclass_cli import add_flags, flag, options_from
 from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generator_loss, hinge_d_loss, psnr,
                      reconstruction_loss)
@@ -313,11 +313,13 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     crop = options.crop or config.resolution
     if crop % config.downsample_factor:
         raise ValueError(f"--crop {crop} is not a multiple of {config.downsample_factor}")
-    refs = find_images(options.data)
-    groups = [find_images(pattern) for pattern in options.data] if options.balance_data else None
-    if groups is not None and not all(groups):
+    groups = None
+    if options.balance_data:  # each pattern's images listed once (listing reads every tar's headers)
+        groups = [find_images(pattern) for pattern in options.data]
         empty = [p for p, g in zip(options.data, groups) if not g]
-        raise ValueError(f"--balance-data: no images behind --data {empty[0]!r}; drop it or fix the pattern")
+        if empty:
+            raise ValueError(f"--balance-data: no images behind --data {empty[0]!r}; drop it or fix the pattern")
+    refs = merge_refs(groups) if groups is not None else find_images(options.data)
     batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups)
     os.makedirs(options.out, exist_ok=True)
     trainer = Trainer(options, config, device)
