@@ -6,7 +6,8 @@ corpus's img2dataset writer (`uvd_pipeline.sample.web.ShardWriter`) and kept bet
 
 Contestants, each to 256x256 center_crop PNGs at the build's zlib level, two worker processes:
   - ours, dedup on (the default) and dedup off: `python -m uvd_pipeline build CONFIG --no-tokenize`,
-    one `laion` source, the local runner in multi_processing mode;
+    one `laion` source, the local runner in its default mode (`auto`: 2 workers as threads), and
+    dedup on with the 2 workers as processes (`multi_processing`, the default before 2026-12-03);
   - plain: `benchmarks/plain_resize.py` (a multiprocessing.Pool, Pillow draft decode, centre crop,
     box resize, PNG, output tars);
   - img2dataset: the same script with img2dataset's `Resizer` as its kernel, run by the img2dataset
@@ -129,7 +130,7 @@ def write_input(root: str, images: int = IMAGES, seed: int = 0) -> list[str]:
     return tars
 
 
-def write_config(path: str, data: str, output: str, dedup: bool) -> None:
+def write_config(path: str, data: str, output: str, dedup: bool, mode: str = "auto") -> None:
     import yaml
 
     config = {
@@ -138,7 +139,7 @@ def write_config(path: str, data: str, output: str, dedup: bool) -> None:
         "dedup": {"enabled": dedup},
         "sources": [{"name": "web", "type": "laion", "path": data, "num_shards": SHARDS, "num_val_shards": 1}],
         "tokenizer": {"enabled": False},
-        "beam": {"runner": "DirectRunner", "direct_num_workers": WORKERS, "direct_running_mode": "multi_processing"},
+        "beam": {"runner": "DirectRunner", "direct_num_workers": WORKERS, "direct_running_mode": mode},
     }
     with open(path, "w") as handle:
         yaml.safe_dump(config, handle, sort_keys=False)
@@ -164,9 +165,10 @@ def contestants(work: str, tars: list[str], data: str) -> dict[str, tuple[list[s
     """name -> (command, output folder, env)."""
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     runs = {}
-    for name, dedup in (("ours_dedup_on", True), ("ours_dedup_off", False)):
+    for name, dedup, mode in (("ours_dedup_on", True, "auto"), ("ours_dedup_off", False, "auto"),
+                              ("ours_processes", True, "multi_processing")):
         config, output = os.path.join(work, f"{name}.yaml"), os.path.join(work, name)
-        write_config(config, data, output, dedup)
+        write_config(config, data, output, dedup, mode)
         runs[name] = ([sys.executable, "-m", "uvd_pipeline", "build", config, "--no-tokenize"], output, env)
     plain = os.path.join(HERE, "plain_resize.py")
     args = ["--workers", str(WORKERS), "--size", str(SIZE), "--png-level", str(PNG_LEVEL)]
@@ -262,6 +264,17 @@ def main() -> None:
             "met": ratio >= target and checks["same_count"],
             "note": f"CPU ratio {plain['cpu'] / med[name]['cpu']:.2f}x; medians of {ROUNDS} interleaved rounds",
         })
+    processes = med["ours_processes"]
+    rows.append({
+        "metric": "e2e same, dedup on, the 2 workers as processes (multi_processing) vs threads (auto)",
+        "ours": fig(med["ours_dedup_on"]),
+        "baseline": fig(processes),
+        "baseline_name": "this build with beam.direct_running_mode: multi_processing",
+        "speedup": round(processes["wall"] / med["ours_dedup_on"]["wall"], 2),
+        "target": "",
+        "met": "",
+        "note": f"processes vs plain: {plain['wall'] / processes['wall']:.2f}x",
+    })
     rows.append({
         "metric": "e2e dedup's extra CPU (on vs off)",
         "ours": f"{100 * extra_cpu:+.0f}%",

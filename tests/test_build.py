@@ -468,3 +468,33 @@ def test_stage_progress_counts_every_stage(caplog):
     with caplog.at_level(logging.INFO, logger="uvd_pipeline.step_metrics"):
         quiet.add("rendered")
     assert not caplog.records and quiet.done["rendered"] == 1
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch):
+    """The in-process local modes run the workers as threads of this process, whose numpy read its
+    environment long ago: the BLAS pool itself is set to one thread for the run, then restored; a
+    value the user set is left alone. Worker processes inherit the variable instead."""
+    from threadpoolctl import threadpool_limits
+
+    from uvd_pipeline.build import one_thread_numerics
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with threadpool_limits(limits=2, user_api="blas"):  # as on any machine of 2 cores or more
+        assert _blas_threads() and set(_blas_threads()) == {2}
+        with one_thread_numerics(in_process=True):
+            assert set(_blas_threads()) == {1}
+            assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert set(_blas_threads()) == {2}
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+        with one_thread_numerics(in_process=False):
+            assert set(_blas_threads()) == {2}  # the workers are processes: they read the variable
+            assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+        with one_thread_numerics(in_process=True):
+            assert set(_blas_threads()) == {2}

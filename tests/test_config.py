@@ -75,6 +75,23 @@ def test_content_hash_ignores_how_it_runs(tmp_path: Path):
     assert a.content_hash() == b.content_hash() != c.content_hash()
 
 
+def test_auto_running_mode_follows_the_worker_count():
+    """`auto` (the default): one worker in this process, two as threads, more as processes; an
+    explicit mode is kept, and reaches the runner's flags."""
+    from uvd_pipeline.build import pipeline_options
+
+    def mode(**beam) -> str:
+        return parse_config({**BASE, "beam": beam}).beam.running_mode
+
+    assert parse_config(BASE).beam.direct_running_mode == "auto"
+    assert [mode(direct_num_workers=n) for n in (1, 2, 3, 16)] == [
+        "in_memory", "multi_threading", "multi_processing", "multi_processing"]
+    assert mode(direct_num_workers=16, direct_running_mode="multi_threading") == "multi_threading"
+    assert mode(direct_num_workers=1, direct_running_mode="multi_processing") == "multi_processing"
+    options = pipeline_options(parse_config({**BASE, "beam": {"direct_num_workers": 4}})).get_all_options()
+    assert options["direct_running_mode"] == "multi_processing" and options["direct_num_workers"] == 4
+
+
 def test_urls_are_kept_as_is():
     config = parse_config({"output": "gs://bucket/uvd", "sources": [{"name": "w", "type": "laion",
                                                                       "path": "s3://b/laion"}]}, "/base")

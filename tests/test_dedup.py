@@ -488,10 +488,13 @@ def test_resume_decides_from_the_stored_units(planted_corpus, planted_build, tmp
 
 
 @pytest.mark.slow
-def test_two_workers_give_the_same_bytes(planted_corpus, planted_build, tmp_path):
+@pytest.mark.parametrize("mode", ["multi_processing", "multi_threading"])
+def test_two_workers_give_the_same_bytes(planted_corpus, planted_build, tmp_path, mode):
+    """Two worker processes, or two threads of this process (`auto`'s choice for 2 workers), give
+    the bytes of the one in-process worker."""
     root, _ = planted_corpus
     config, _ = planted_build
-    _build(_planted_config(root, tmp_path / "out", direct_num_workers=2, direct_running_mode="multi_processing"))
+    _build(_planted_config(root, tmp_path / "out", direct_num_workers=2, direct_running_mode=mode))
     assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
 
 
