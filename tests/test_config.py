@@ -88,8 +88,9 @@ def test_auto_running_mode_follows_the_worker_count():
         "in_memory", "multi_threading", "multi_processing", "multi_processing"]
     assert mode(direct_num_workers=16, direct_running_mode="multi_threading") == "multi_threading"
     assert mode(direct_num_workers=1, direct_running_mode="multi_processing") == "multi_processing"
-    options = pipeline_options(parse_config({**BASE, "beam": {"direct_num_workers": 4}})).get_all_options()
-    assert options["direct_running_mode"] == "multi_processing" and options["direct_num_workers"] == 4
+    for beam, flags in (({"direct_num_workers": 4}, ("multi_processing", 4)), ({}, ("multi_threading", 2))):
+        options = pipeline_options(parse_config({**BASE, "beam": beam})).get_all_options()
+        assert (options["direct_running_mode"], options["direct_num_workers"]) == flags
 
 
 def test_urls_are_kept_as_is():

@@ -28,6 +28,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from transforms.errors import Rejected, exception_detail
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
 
+# Pillow warns about what this module handles itself (images over the pixel budget are refused
+# before decoding, truncated files become rejects with a reason, EXIF is read defensively,
+# transparency is composited on white). Ignored by one filter set at import: a
+# `warnings.catch_warnings()` around each call is not thread-safe, and the local runner's workers
+# may be threads of one process (`beam.direct_running_mode: auto`), whose interleaved restores
+# could leave every warning of the process ignored, or let Pillow's through.
+warnings.filterwarnings("ignore", module=r"PIL\.")
+
 try:  # HEIC/HEIF (phone photos): decodable when pillow-heif is installed, else `unsupported_format`
     from pillow_heif import register_heif_opener
 
@@ -70,9 +78,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         known = sniff_format(data)
         if known:
@@ -165,9 +171,7 @@ def _orientation(image: Image.Image, data: bytes) -> int:
 
 def _load(image: Image.Image) -> None:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image.load()
+        image.load()
     except OSError as exc:
         text = str(exc)
         if "truncated" in text or "broken data stream" in text:
@@ -216,9 +220,7 @@ def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, eight_bit: boo
     if mode == "L" and not has_alpha:
         return np.repeat(np.asarray(strip)[:, :, None], 3, axis=2)
     if has_alpha:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rgba = np.asarray(strip.convert("RGBA"))
+        rgba = np.asarray(strip.convert("RGBA"))
         return _composite_on_white(rgba)
     return np.asarray(strip if mode == "RGB" else strip.convert("RGB"))
 
@@ -299,9 +301,7 @@ def load_image(
                 break
     reduced = 1
     if request is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image.draft(image.mode, request)
+        image.draft(image.mode, request)
         reduced = max(1, raw_w // max(1, image.size[0]))
     _check_budget(image, orientation, max_bytes)
     _load(image)

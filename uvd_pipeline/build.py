@@ -100,6 +100,7 @@ def _dask_runner(shuffle_partitions: int):
 # same bits either way (it splits the output among threads, never a sum). Dask's workers get these
 # from Dask itself.
 WORKER_ENVIRON = {"OPENBLAS_NUM_THREADS": "1"}
+_SET_BY_BUILD: set[str] = set()  # names of WORKER_ENVIRON this process set (not the user's)
 
 
 @contextmanager
@@ -109,9 +110,12 @@ def one_thread_numerics(in_process: bool) -> Iterator[None]:
     workers in this process, whose numpy has already read its environment: its BLAS pool is set to
     one thread for the run instead (with `multi_threading` on 2 cores, 900 images with dedup took
     12.4 s and 19.8 CPU-s with OpenBLAS's own 2 threads, 7.3 s and 10.2 CPU-s without)."""
-    user_set = {name for name in WORKER_ENVIRON if name in os.environ}
     for name, value in WORKER_ENVIRON.items():
-        os.environ.setdefault(name, value)
+        if name not in os.environ:
+            os.environ[name] = value
+            _SET_BY_BUILD.add(name)
+    user_set = {name for name, value in WORKER_ENVIRON.items()
+                if name in os.environ and not (name in _SET_BY_BUILD and os.environ[name] == value)}
     if not in_process or "OPENBLAS_NUM_THREADS" in user_set:
         yield
         return

@@ -25,7 +25,7 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
-MAX_WORKERS = 1024  # local worker processes; more is a typo, not a machine
+MAX_WORKERS = 1024  # local workers; more is a typo, not a machine
 MAX_THREAD_WORKERS = 2  # `beam.direct_running_mode: auto` runs up to this many local workers as threads
 MAX_PIXELS_LIMIT = 1 << 30  # a header guard above this (3 GiB of RGB) guards nothing
 
@@ -385,8 +385,9 @@ class TokenizerConfig(Strict):
         False, description="GPU with compile: inductor times launch configs of its generated kernels (faster "
         "encode, a much longer compile; figures in the README); the pick can differ between processes, so codes "
         "may differ by rounding between workers: off, so token bytes never depend on where they were made")
-    threads: int | None = Field(1, ge=1, description="torch threads per worker process (one worker "
-                                "process per core is the default; fixed so token bytes never depend on it)")
+    threads: int | None = Field(1, ge=1, description="torch threads per worker process (one worker per "
+                                "core is the default; worker threads of one process each run on this "
+                                "many; fixed so token bytes never depend on it)")
     accelerator: str | None = Field(None, description="Beam resource hint for the tokenize step only, e.g. "
                                     "'type:nvidia-l4;count:1;install-nvidia-driver'")
 
