@@ -525,3 +525,32 @@ def test_two_worker_threads_give_the_same_bytes(mini_corpus, mini_build, tmp_pat
     assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
     counters = result.summary["run"]["counters"]
     assert counters.get("clips.records", 0) > 0 and counters == summary["run"]["counters"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_threaded_build_keeps_what_is_committed(mini_corpus, mini_build, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) on a build whose 2
+    workers are threads: the command stops at once with 130 and says how to finish, without the
+    abort a teardown under the runner's threads would give; units committed so far are not
+    rendered again, and the rerun gives the bytes of a build never interrupted."""
+    config, _ = mini_build
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint,
+                        direct_num_workers=2, direct_running_mode="auto")
+    proc = _cli("build", str(path), start_new_session=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and len(_unit_marks(out)) < 2:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    log, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, log[-3000:]
+    assert "interrupted: the units and shards committed so far are kept" in log
+    assert "terminate called" not in log and not (out / "summary.json").exists()
+    marks = _unit_marks(out)
+    assert len(marks) >= 2 and not (out / "_lock.json").exists()
+    rerun = _cli("build", str(path))
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log[-3000:]
+    assert {k: _unit_marks(out).get(k) for k in marks} == marks  # committed units were not redone
+    assert shard_digests(out) == shard_digests(Path(config.output))

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from uvd_pipeline.config import ConfigError
 from uvd_pipeline.shards import ShardDamaged
@@ -40,8 +41,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.runner:
         config = with_runner(config, args.runner)
     logging.getLogger("uvd").info("build config:\n%s", config_summary(config))
-    result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
-                       retokenize=args.retokenize, verify=args.verify, force_unlock=args.force_unlock)
+    try:
+        result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
+                           retokenize=args.retokenize, verify=args.verify, force_unlock=args.force_unlock)
+    except KeyboardInterrupt:
+        interrupted()
     print(format_summary(result.summary))
     print(f"summary: {result.summary_path}")
     if args.report:
@@ -50,6 +54,23 @@ def cmd_build(args: argparse.Namespace) -> int:
         paths = write_report(config.output)
         print(f"report: {paths['html']}")
     return 0
+
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def interrupted() -> NoReturn:
+    """Ctrl-C: say what is kept and leave at once. The output's lock is already released (the
+    interrupt came through `run_build`); the local runner's workers may be threads of this process,
+    still inside a bundle, beside the runner's gRPC servers: waiting for them at interpreter exit
+    would finish their bundles first, and tearing gRPC down under them aborts the process. Nothing
+    is lost by not waiting: what they did not commit is redone by the next run."""
+    print("\ninterrupted: the units and shards committed so far are kept; run the same command again "
+          "to finish the build (it redoes only the rest)", file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_EXIT)
 
 
 def build_overrides(args: argparse.Namespace) -> dict:
