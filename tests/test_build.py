@@ -525,6 +525,7 @@ def test_two_worker_threads_give_the_same_bytes(mini_corpus, mini_build, tmp_pat
     assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
     counters = result.summary["run"]["counters"]
     assert counters.get("clips.records", 0) > 0 and counters == summary["run"]["counters"]
+    assert (result.summary["run"]["worker_mode"], summary["run"]["worker_mode"]) == ("multi_threading", "in_memory")
 
 
 @pytest.mark.slow

@@ -88,6 +88,9 @@ def test_auto_running_mode_follows_the_worker_count():
         "in_memory", "multi_threading", "multi_processing", "multi_processing"]
     assert mode(direct_num_workers=16, direct_running_mode="multi_threading") == "multi_threading"
     assert mode(direct_num_workers=1, direct_running_mode="multi_processing") == "multi_processing"
+    from uvd_pipeline.config import config_summary
+
+    assert "workers: 2 as threads of this process (beam.direct_running_mode: auto)" in config_summary(parse_config(BASE))
     for beam, flags in (({"direct_num_workers": 4}, ("multi_processing", 4)), ({}, ("multi_threading", 2))):
         options = pipeline_options(parse_config({**BASE, "beam": beam})).get_all_options()
         assert (options["direct_running_mode"], options["direct_num_workers"]) == flags

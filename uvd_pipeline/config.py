@@ -692,4 +692,9 @@ def config_summary(config: BuildConfig) -> str:
     lines = [f"output: {config.output}", f"image: {config.image.size}px {config.image.resize}"]
     for s in config.enabled_sources:
         lines.append(f"source {s.name} ({s.type}) <- {s.path} [{s.num_shards} shards/split]")
+    beam = config.beam
+    if beam.local:
+        how = {"in_memory": "in this process", "multi_threading": "as threads of this process",
+               "multi_processing": "as processes"}[beam.running_mode]
+        lines.append(f"workers: {beam.direct_num_workers} {how} (beam.direct_running_mode: {beam.direct_running_mode})")
     return "\n".join(lines)

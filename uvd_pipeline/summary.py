@@ -242,6 +242,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
             "seconds": round(seconds, 2),
             "runner": config.beam.runner,
             "workers": _workers(config),
+            "worker_mode": config.beam.running_mode if config.beam.local else None,  # threads or processes
             "metrics": {"reported": metrics, "not_reported": [] if metrics else list(UNREPORTED)},
             "shards_resumed": resumed,
             "counters": counters,
@@ -254,7 +255,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
 
 
 def _workers(config: BuildConfig) -> int | None:
-    """Worker processes, where the build itself chose them (local runner, local Dask cluster)."""
+    """Workers, where the build itself chose them (local runner, local Dask cluster)."""
     beam = config.beam
     if beam.local:
         return beam.direct_num_workers
