@@ -7,8 +7,13 @@ copy) instead; the build's files are checked unchanged when the session ends."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -146,3 +151,17 @@ def shard_digests(output: Path) -> dict[str, str]:
             if path.is_file():
                 digests[str(path.relative_to(output))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
+
+
+@contextmanager
+def busy_machine(processes: int | None = None) -> Iterator[None]:
+    """Busy-looping processes, one per core by default, for as long as the block runs (and at most
+    10 minutes): determinism on a loaded machine."""
+    loop = "import time\nend = time.time() + 600\nwhile time.time() < end: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(processes or os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import busy_machine
 from uvd_pipeline.sample import MANIFEST, videos, write_sample_corpus
 
 
@@ -48,18 +49,6 @@ def test_reused_when_complete(sample_corpus: Path):
     before = (sample_corpus / MANIFEST).stat().st_mtime_ns
     write_sample_corpus(str(sample_corpus))
     assert (sample_corpus / MANIFEST).stat().st_mtime_ns == before
-
-
-def _burn_cpu(processes: int | None = None) -> list[subprocess.Popen]:
-    """Busy-looping processes, one per core by default (stopped by the caller, or after 10 minutes)."""
-    loop = "import time\nend = time.time() + 600\nwhile time.time() < end: pass"
-    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(processes or os.cpu_count() or 2)]
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.kill()
-        process.wait()
 
 
 def _scramble_heap(rng: np.random.Generator) -> None:
@@ -99,11 +88,8 @@ def test_encoders_give_the_same_bytes_on_a_busy_machine(tmp_path: Path, codec: s
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
     idle = digest(tmp_path / "idle.mkv")
-    burners = _burn_cpu()
-    try:
+    with busy_machine():
         busy = {digest(tmp_path / f"busy_{attempt}.mkv") for attempt in range(3)}
-    finally:
-        _stop(burners)
     assert busy == {idle}
 
 
@@ -120,12 +106,9 @@ def test_same_bytes_on_every_run(sample_corpus: Path, tmp_path: Path):
     env = {**os.environ, "PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "TZ": "Pacific/Kiritimati"}
     first_written = (sample_corpus / MANIFEST).stat().st_mtime
-    burners = _burn_cpu(1)
-    try:
+    with busy_machine(1):
         subprocess.run([sys.executable, "-m", "uvd_pipeline", "sample", str(again)], env=env, check=True,
                        capture_output=True, timeout=600)
-    finally:
-        _stop(burners)
     assert int((again / MANIFEST).stat().st_mtime) > int(first_written)
     first, second = _file_bytes(sample_corpus), _file_bytes(again)
     assert len(first) > 300 and first.keys() == second.keys()
