@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import MINI_WEB_NEAR_DUPLICATES, REPO, mini_web_sentences, shard_digests, write_config
+from conftest import MINI_WEB_NEAR_DUPLICATES, REPO, busy_machine, mini_web_sentences, shard_digests, write_config
 from uvd_pipeline.rendered_shards import iter_shard
 
 
@@ -480,9 +480,10 @@ def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch, tmp_path):
     """The in-process local modes run the workers as threads of this process, whose numpy read its
     environment long ago: the BLAS pool itself is set to one thread for the run, then restored, on
     every build of the process (the variable the first one set is not taken for the user's); a
-    value the user set is left alone. Worker processes inherit the variable instead."""
+    value the user gave the process is left alone. Worker processes inherit the variable instead."""
     from threadpoolctl import threadpool_limits
 
+    from uvd_pipeline import build
     from uvd_pipeline.build import one_thread_numerics, open_runner
     from uvd_pipeline.config import parse_config
 
@@ -491,6 +492,7 @@ def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch, tmp_path):
                              "sources": [{"name": "web", "type": "laion", "path": str(tmp_path / "in")}]})
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(build, "_USER_BLAS_THREADS", None)  # the process started without it
     with threadpool_limits(limits=2, user_api="blas"):  # as on any machine of 2 cores or more
         assert _blas_threads() and set(_blas_threads()) == {2}
         for _ in range(2):
@@ -503,16 +505,16 @@ def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch, tmp_path):
         with open_runner(config(direct_num_workers=4)):  # processes: they read the variable
             assert set(_blas_threads()) == {2}
             assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
-        monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+        monkeypatch.setattr(build, "_USER_BLAS_THREADS", "2")  # the process started with it
         with one_thread_numerics(in_process=True):
             assert set(_blas_threads()) == {2}
 
 
 @pytest.mark.slow
 def test_two_worker_threads_give_the_same_bytes(mini_corpus, mini_build, tmp_path):
-    """`auto` runs 2 workers as threads of this process (the default): web images, class images,
-    video clips (each thread with its own decoder process) and tokens (one model, shared) come out
-    as the one in-process worker made them."""
+    """`auto` runs 2 workers as threads of this process (the default): with every core kept busy,
+    web images, class images, video clips (each thread with its own decoder process) and tokens
+    (one model, shared) come out as the one in-process worker made them."""
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
@@ -521,7 +523,8 @@ def test_two_worker_threads_give_the_same_bytes(mini_corpus, mini_build, tmp_pat
                         direct_num_workers=2, direct_running_mode="auto")
     threaded = load_config(str(path))
     assert threaded.beam.running_mode == "multi_threading"
-    result = run_build(threaded)
+    with busy_machine():
+        result = run_build(threaded)
     assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
     counters = result.summary["run"]["counters"]
     assert counters.get("clips.records", 0) > 0 and counters == summary["run"]["counters"]

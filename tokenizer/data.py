@@ -170,17 +170,13 @@ class TrainBatches:
             if empty:
                 raise ValueError(f"data group(s) {empty} hold no images: nothing to balance")
             self._groups = [_Shuffled(group, [seed, 1, g]) for g, group in enumerate(groups)]
-        self._round: tuple[int, np.ndarray] | None = None
+            self._group_order = _Shuffled(range(len(groups)), [seed, 2])  # round r: permutation (seed, 2, r)
 
     def ref_at(self, position: int) -> ImageRef:
         """The image drawn at `position` of the stream (sample i of step s is at s * batch_size + i)."""
         if self._groups is None:
             return self._stream[position]
-        count = len(self._groups)
-        round_, slot = divmod(position, count)
-        if self._round is None or self._round[0] != round_:
-            self._round = (round_, np.random.default_rng([self.seed, 2, round_]).permutation(count))
-        return self._groups[int(self._round[1][slot])][round_]
+        return self._groups[self._group_order[position]][position // len(self._groups)]
 
     def batch(self, step: int) -> np.ndarray:
         """(batch_size, crop, crop, 3) uint8."""

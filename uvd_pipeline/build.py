@@ -100,7 +100,9 @@ def _dask_runner(shuffle_partitions: int):
 # same bits either way (it splits the output among threads, never a sum). Dask's workers get these
 # from Dask itself.
 WORKER_ENVIRON = {"OPENBLAS_NUM_THREADS": "1"}
-_SET_BY_BUILD: set[str] = set()  # names of WORKER_ENVIRON this process set (not the user's)
+# The user's choice for this process's own BLAS pool, if any: read before any build here sets the
+# variable for its worker processes.
+_USER_BLAS_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
 
 
 @contextmanager
@@ -111,12 +113,8 @@ def one_thread_numerics(in_process: bool) -> Iterator[None]:
     one thread for the run instead (with `multi_threading` on 2 cores, 900 images with dedup took
     12.4 s and 19.8 CPU-s with OpenBLAS's own 2 threads, 7.3 s and 10.2 CPU-s without)."""
     for name, value in WORKER_ENVIRON.items():
-        if name not in os.environ:
-            os.environ[name] = value
-            _SET_BY_BUILD.add(name)
-    user_set = {name for name, value in WORKER_ENVIRON.items()
-                if name in os.environ and not (name in _SET_BY_BUILD and os.environ[name] == value)}
-    if not in_process or "OPENBLAS_NUM_THREADS" in user_set:
+        os.environ.setdefault(name, value)
+    if not in_process or _USER_BLAS_THREADS is not None:
         yield
         return
     from threadpoolctl import threadpool_limits
