@@ -161,8 +161,9 @@ def downloads(site):
     return {"root": root, "raw": raw, "default": default, "zoo": zoo}
 
 
-def _build(downloads, name: str, output: Path | None = None):
-    """A build of one download (dedup spans sources, and the two downloads hold the same images)."""
+def _build(downloads, name: str, output: Path | None = None, beam: dict | None = None):
+    """A build of one download (dedup spans sources, and the two downloads hold the same images);
+    one in-process worker unless `beam` says otherwise."""
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
@@ -174,7 +175,7 @@ def _build(downloads, name: str, output: Path | None = None):
         "split": {"val_fraction": 0.0},
         "sources": [{"name": name, "type": "laion", "path": str(downloads[name]), "num_shards": 1}],
         "tokenizer": {"enabled": False},
-        "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"},
+        "beam": beam or {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"},
     }
     (output.parent / f"{output.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     result = run_build(load_config(str(output.parent / f"{output.name}.yaml")))
@@ -337,3 +338,17 @@ def test_a_grown_or_shrunk_download_renders_only_what_changed(site, tmp_path: Pa
     assert len(list((out / "_units" / "grow").glob("*.json"))) == 3
     again, again_out = _build(downloads, "grow", tmp_path / "fresh-shrunk")
     assert shard_digests(out) == shard_digests(again_out)
+
+
+@pytest.mark.slow
+def test_two_worker_threads_build_the_real_download_to_the_same_bytes(raw_build, downloads, tmp_path: Path):
+    """The default local mode (2 workers as threads of the build's process) on the real img2dataset
+    download of the odd-image zoo: the same shards, rejects and counters as one in-process worker."""
+    from conftest import shard_digests
+
+    summary, out = raw_build
+    threaded, threaded_out = _build(downloads, "raw", tmp_path / "threads", beam={"direct_num_workers": 2})
+    assert threaded["run"]["worker_mode"] == "multi_threading"
+    assert shard_digests(threaded_out) == shard_digests(out)
+    assert threaded["run"]["counters"] == summary["run"]["counters"]
+    assert _rejects(threaded_out, "raw") == _rejects(out, "raw") and _rejects(out, "raw")

@@ -352,3 +352,34 @@ def test_non_square_pixels_are_shown_at_their_display_aspect_ratio(tmp_path):
     assert frames.shape == (16, 48, 128, 3)
     squeezed = [cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in frames]
     assert [video_zoo.read_index(f) for f in squeezed] == list(clip.frame_indices)
+
+
+@pytest.mark.slow
+def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path):
+    """The ffmpeg-made zoo (every codec, rotations, VFR, cut streams, a truncated file) built by one
+    in-process worker, and by the default 2 workers as threads (each with its own decoder process)
+    while every core is kept busy: the same shards, rejects and counts."""
+    from conftest import busy_machine, shard_digests
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import parse_config
+
+    folder = next(iter(zoo.values())).parent
+
+    def build(name: str, workers: int) -> dict:
+        config = parse_config({
+            "version": 1, "output": str(tmp_path / name), "seed": 0,
+            "image": {"size": 64, "resize": "center_crop"}, "split": {"val_fraction": 0.0},
+            "sources": [{"name": "zoo", "type": "video", "path": str(folder), "num_shards": 2,
+                         "strides": [10, 20, 30]}],
+            "tokenizer": {"enabled": False}, "beam": {"direct_num_workers": workers}})
+        return run_build(config).summary
+
+    one = build("one", 1)
+    with busy_machine():
+        two = build("two", 2)
+    assert (one["run"]["worker_mode"], two["run"]["worker_mode"]) == ("in_memory", "multi_threading")
+    assert shard_digests(tmp_path / "two") == shard_digests(tmp_path / "one")
+    assert (tmp_path / "two" / "rejects.jsonl").read_bytes() == (tmp_path / "one" / "rejects.jsonl").read_bytes()
+    counters = one["run"]["counters"]
+    assert counters == two["run"]["counters"]
+    assert counters.get("zoo.rendered_sentences", 0) > 0
