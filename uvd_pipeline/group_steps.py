@@ -207,8 +207,9 @@ class Deduplicate(beam.PTransform):
                 | "Near twins" >> beam.FlatMap(_near_twins, settings.threshold)
             )
         twins = twin_parts | "All twins" >> beam.Flatten()
-        dropped = (twins | "Dropped keys" >> beam.Map(lambda t: t.key)
-                   | "Count twins" >> beam.combiners.Count.PerElement())
+        # a key with any twin record is dropped: the grouping that gathers each unit's records as
+        # the better twin also gathers a marker per record that drops it (no counting stage)
+        dropped = twins | "Dropped keys" >> beam.Map(lambda t: (t.key, None))
         marked = (
             {"as_twin": twins | "By twin" >> beam.Map(lambda t: (t.twin, t)), "dropped": dropped}
             | "Twin kept?" >> beam.CoGroupByKey()
