@@ -49,6 +49,20 @@ def test_mini_build_counts_and_reject_reasons(mini_build):
     assert {r["stage"] for r in rejects} == {"download", "decode", "assemble", "plan", "dedup"}
 
 
+def test_summary_splits_the_build_time_into_its_phases(mini_build):
+    from uvd_pipeline.summary import format_summary
+
+    _, summary = mini_build
+    run = summary["run"]
+    phases = run["phases"]
+    assert set(phases) == {"prepare", "pipeline", "settle"}
+    assert all(seconds >= 0 for seconds in phases.values()) and phases["pipeline"] > 0
+    assert sum(phases.values()) == pytest.approx(run["seconds"], abs=0.03)  # rounded to 0.01 s each
+    last = format_summary(summary).splitlines()[-1]
+    assert last.endswith(f"({run['seconds']:.1f}s: prepare {phases['prepare']:.1f}s, "
+                         f"pipeline {phases['pipeline']:.1f}s, settle {phases['settle']:.1f}s)")
+
+
 def test_shards_read_back_with_webdataset(mini_build):
     import webdataset as wds
 

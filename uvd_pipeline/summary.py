@@ -210,7 +210,8 @@ def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]])
 
 
 def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resumed: int = 0,
-             distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True) -> dict[str, Any]:
+             distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True,
+             phases: dict[str, float] | None = None) -> dict[str, Any]:
     """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`, and
     write `mixture.yaml`. `metrics`: whether the runner reported Beam metrics (if not, the summary
     names what is missing)."""
@@ -240,6 +241,7 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         "shards": shards.rows,
         "run": {
             "seconds": round(seconds, 2),
+            "phases": phases or {},  # prepare / pipeline / settle seconds (`build.phases`)
             "runner": config.beam.runner,
             "workers": _workers(config),
             "worker_mode": config.beam.running_mode if config.beam.local else None,  # threads or processes
@@ -324,5 +326,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if metrics.get("reported") is False:
         lines.append(f"the {summary['run']['runner']} runner reported no Beam metrics; the counts above come from "
                      "the committed shards' stats. Not reported: " + "; ".join(metrics["not_reported"]))
-    lines.append(f"{t['shards']} shards in {summary['output']} ({summary['run']['seconds']:.1f}s)")
+    spent = summary["run"].get("phases") or {}
+    split = (": " + ", ".join(f"{name} {spent[name]:.1f}s" for name in ("prepare", "pipeline", "settle")
+                              if name in spent)) if spent else ""
+    lines.append(f"{t['shards']} shards in {summary['output']} ({summary['run']['seconds']:.1f}s{split})")
     return "\n".join(lines)
