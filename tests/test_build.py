@@ -56,7 +56,8 @@ def test_summary_splits_the_build_time_into_its_phases(mini_build):
     run = summary["run"]
     phases = run["phases"]
     assert set(phases) == {"prepare", "pipeline", "settle"}
-    assert all(seconds >= 0 for seconds in phases.values()) and phases["pipeline"] > 0
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert phases["pipeline"] > phases["prepare"] + phases["settle"]  # the mini build's work runs in Beam
     assert sum(phases.values()) == pytest.approx(run["seconds"], abs=0.03)  # rounded to 0.01 s each
     last = format_summary(summary).splitlines()[-1]
     assert last.endswith(f"({run['seconds']:.1f}s: prepare {phases['prepare']:.1f}s, "

@@ -311,9 +311,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
             running = time.perf_counter()
             result = run_pipeline(pipeline)
         ran = time.perf_counter()
-        summary = finalize(config, ran - started, run_counters(result),
-                           distributions=run_distributions(result), metrics=metrics_reported(result),
-                           phases=phases(started, running, ran, ran))
+        summary = finalize(config, phases(started, running, ran, ran), run_counters(result),
+                           distributions=run_distributions(result), metrics=metrics_reported(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
     units = list_units(config)  # source errors first: they name the field the user wrote
     for warnings in source_notices(config).values():
@@ -341,10 +340,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     committed = committed_shards(config.output, config.content_hash())  # read once for both steps
     settle_store(config.output, committed - drop_stale(config, units, committed))
     counters = run_counters(result)
-    settled = time.perf_counter()
-    summary = finalize(config, settled - started, counters, resumed=len(done),
-                       distributions=run_distributions(result), metrics=metrics_reported(result),
-                       phases=phases(started, running, ran, settled))
+    summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),
+                       distributions=run_distributions(result), metrics=metrics_reported(result))
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
 
 
@@ -353,8 +350,7 @@ def phases(started: float, running: float, ran: float, settled: float) -> dict[s
     lock, reading what is committed and building the graph; the runner's run (its start, every
     stage, its stop); and settling the output after it. The first and last, with the imports
     before them (about 0.7 s), are what a small build pays whatever its size."""
-    return {"prepare": round(running - started, 2), "pipeline": round(ran - running, 2),
-            "settle": round(settled - ran, 2)}
+    return {"prepare": running - started, "pipeline": ran - running, "settle": settled - ran}
 
 
 def settle_store(output: str, committed) -> None:

@@ -209,12 +209,12 @@ def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]])
     return sources
 
 
-def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resumed: int = 0,
-             distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True,
-             phases: dict[str, float] | None = None) -> dict[str, Any]:
+def finalize(config: BuildConfig, phases: dict[str, float], counters: dict[str, int], resumed: int = 0,
+             distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True) -> dict[str, Any]:
     """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`, and
-    write `mixture.yaml`. `metrics`: whether the runner reported Beam metrics (if not, the summary
-    names what is missing)."""
+    write `mixture.yaml`. `phases`: seconds of each phase of the run (`build.phases`), whose sum is
+    its time. `metrics`: whether the runner reported Beam metrics (if not, the summary names what
+    is missing)."""
     output = config.output
     config_hash = config.content_hash()
     shards = committed_shards_of(output, config_hash)
@@ -240,8 +240,8 @@ def finalize(config: BuildConfig, seconds: float, counters: dict[str, int], resu
         "mixture": mixture,
         "shards": shards.rows,
         "run": {
-            "seconds": round(seconds, 2),
-            "phases": phases or {},  # prepare / pipeline / settle seconds (`build.phases`)
+            "seconds": round(sum(phases.values()), 2),
+            "phases": {name: round(seconds, 2) for name, seconds in phases.items()},
             "runner": config.beam.runner,
             "workers": _workers(config),
             "worker_mode": config.beam.running_mode if config.beam.local else None,  # threads or processes
@@ -326,8 +326,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if metrics.get("reported") is False:
         lines.append(f"the {summary['run']['runner']} runner reported no Beam metrics; the counts above come from "
                      "the committed shards' stats. Not reported: " + "; ".join(metrics["not_reported"]))
-    spent = summary["run"].get("phases") or {}
-    split = (": " + ", ".join(f"{name} {spent[name]:.1f}s" for name in ("prepare", "pipeline", "settle")
-                              if name in spent)) if spent else ""
+    spent = summary["run"].get("phases") or {}  # none in a summary written before phases were kept
+    split = ": " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in spent.items()) if spent else ""
     lines.append(f"{t['shards']} shards in {summary['output']} ({summary['run']['seconds']:.1f}s{split})")
     return "\n".join(lines)
