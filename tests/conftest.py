@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -165,3 +167,22 @@ def busy_machine(processes: int | None = None) -> Iterator[None]:
         for burner in burners:
             burner.kill()
             burner.wait()
+
+
+def png_row_filters(png: bytes) -> list[int]:
+    """The filter type byte of every row, from the PNG's own chunks (8-bit RGB, not interlaced)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(png):
+        length, tag = struct.unpack(">I4s", png[pos : pos + 8])
+        body = png[pos + 8 : pos + 8 + length]
+        if tag == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            assert (depth, colour, interlace) == (8, 2, 0)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = 1 + 3 * width
+    assert len(raw) == stride * height
+    return [raw[row * stride] for row in range(height)]

@@ -201,7 +201,8 @@ def _sentences(out: Path, source: str) -> dict[str, dict]:
     for sample in wds.WebDataset(shards, shardshuffle=False):
         header = json.loads(sample["json"])
         member = header["members"][0]
-        found[member["url"].rsplit("/", 1)[1]] = {"member": member, "pixels": decode_png(sample["00.png"])}
+        found[member["url"].rsplit("/", 1)[1]] = {"member": member, "pixels": decode_png(sample["00.png"]),
+                                                  "png": sample["00.png"]}
     return found
 
 
@@ -257,6 +258,20 @@ def test_raw_download_renders_every_odd_image_right(raw_build, downloads):
     # every URL is one sentence or one reject; the duplicate rate counts images only
     assert summary["sources"]["raw"]["sentences"] + summary["sources"]["raw"]["rejects"] == len(rows) == len(URLS)
     assert summary["sources"]["raw"]["duplicates"]["inputs"] == len(URLS) - 1
+
+
+def test_rendered_pngs_of_the_real_download_read_back_with_pillow(raw_build):
+    """The shards' PNGs (the build's default level 1: one Avg row filter) decode in Pillow, whose
+    PNG reader is not OpenCV's libpng, to the pixels the build read back, every row filtered Avg."""
+    from conftest import png_row_filters
+
+    _, out = raw_build
+    found = _sentences(out, "raw")
+    assert len(found) >= 8
+    for name, entry in found.items():
+        pillow = np.asarray(Image.open(io.BytesIO(entry["png"])).convert("RGB"))
+        assert np.array_equal(pillow, entry["pixels"]), name
+        assert set(png_row_filters(entry["png"])) == {3}, name
 
 
 def test_default_download_is_warned_about_and_sized_by_originals(default_build, downloads):

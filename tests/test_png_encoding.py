@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
 
+from conftest import png_row_filters as row_filters
+
 from uvd_pipeline.render import encode_png
-
-
-def row_filters(png: bytes) -> list[int]:
-    """The filter type byte of every row, from the PNG's own chunks (8-bit RGB, not interlaced)."""
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width, height = 8, b"", 0, 0
-    while pos < len(png):
-        length, tag = struct.unpack(">I4s", png[pos : pos + 8])
-        body = png[pos + 8 : pos + 8 + length]
-        if tag == b"IHDR":
-            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
-            assert (depth, colour, interlace) == (8, 2, 0)
-        elif tag == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    stride = 1 + 3 * width
-    assert len(raw) == stride * height
-    return [raw[row * stride] for row in range(height)]
 
 
 @pytest.fixture(scope="module")

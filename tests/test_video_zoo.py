@@ -10,6 +10,8 @@ PyAV decoding everything in order.
 from __future__ import annotations
 
 import dataclasses
+import io
+import tarfile
 from pathlib import Path
 
 import av
@@ -17,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import video_zoo
+from PIL import Image
 
 from sources import budget
 from sources.budget import Budget
@@ -359,7 +362,7 @@ def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path):
     """The ffmpeg-made zoo (every codec, rotations, VFR, cut streams, a truncated file) built by one
     in-process worker, and by the default 2 workers as threads (each with its own decoder process)
     while every core is kept busy: the same shards, rejects and counts."""
-    from conftest import busy_machine, shard_digests
+    from conftest import busy_machine, png_row_filters, shard_digests
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import parse_config
 
@@ -383,3 +386,13 @@ def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path):
     counters = one["run"]["counters"]
     assert counters == two["run"]["counters"]
     assert counters.get("zoo.rendered_sentences", 0) > 0
+    # the frames' PNGs (default level 1: one Avg row filter) read back in Pillow as in OpenCV
+    frames = 0
+    for shard in sorted((tmp_path / "two" / "rendered").rglob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in (m for m in tar if m.name.endswith(".png")):
+                png = tar.extractfile(member).read()
+                pillow = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+                assert np.array_equal(pillow, decode_png(png)) and set(png_row_filters(png)) == {3}
+                frames += 1
+    assert frames == 16 * counters["zoo.rendered_sentences"]
