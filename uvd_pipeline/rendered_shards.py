@@ -38,7 +38,7 @@ from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, Shard
                                     rendered_files)
 from uvd_pipeline.quality import ShardQuality
 from uvd_pipeline.sentences import Sentence
-from uvd_pipeline.tarfiles import add_member, open_writer
+from uvd_pipeline.tarfiles import TarWriter
 
 log = logging.getLogger(__name__)
 RENDERED_DIR = "rendered"
@@ -220,10 +220,8 @@ def write_shard(
             )
         with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False, dir=scratch) as local:
             local_tar = local.name
-            tally = _write_tar(local, spill.sorted(), rejects, image_size, read_image)
+            tally, size, digest = _write_tar(local, spill.sorted(), rejects, image_size, read_image)
         try:
-            size = os.path.getsize(local_tar)
-            digest = _file_sha256(local_tar)
             commit_file(local_tar, address.path(output, TAR_SUFFIX))
         finally:
             with contextlib.suppress(FileNotFoundError):  # renamed into place
@@ -289,20 +287,21 @@ class _Tally:
 
 
 def _write_tar(fileobj, sentences: Iterable[Sentence], rejects: list[dict[str, str]], image_size: int,
-               read_image: Callable[[Any], bytes] | None) -> _Tally:
-    """Sorted sentences into a tar; a repeated id becomes a reject (a tar must not hold a key twice)."""
+               read_image: Callable[[Any], bytes] | None) -> tuple[_Tally, int, str]:
+    """Sorted sentences into a tar; a repeated id becomes a reject (a tar must not hold a key twice).
+    Returns the tally, and the tar's size and sha256."""
     tally = _Tally(ShardQuality(image_size))
-    with open_writer(fileobj) as tar:
+    with TarWriter(fileobj) as tar:
         for sentence in sentences:
             if sentence.sentence_id == tally.last:
                 rejects.append(duplicate_sentence(sentence).as_row())
                 continue
-            add_member(tar, f"{sentence.sentence_id}.json", sentence.header_json())
+            tar.add(f"{sentence.sentence_id}.json", sentence.header_json())
             for position, image in enumerate(sentence.images):
                 png = image if isinstance(image, bytes) or read_image is None else read_image(image)
-                add_member(tar, f"{sentence.sentence_id}.{position:02d}.png", png)
-                if png is not image:  # the data ends where the tar now stands, padded to a block
-                    tally.placed.append((image, tar.offset - -(-len(png) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE))
+                offset = tar.add(f"{sentence.sentence_id}.{position:02d}.png", png)
+                if png is not image:
+                    tally.placed.append((image, offset))
             group = sentence_group(sentence.kind, sentence.task)
             tally.kinds[sentence.kind] += 1
             tally.tasks[sentence.task] += 1
@@ -312,7 +311,7 @@ def _write_tar(fileobj, sentences: Iterable[Sentence], rejects: list[dict[str, s
             tally.sentences += 1
             tally.first = tally.first or sentence.sentence_id
             tally.last = sentence.sentence_id
-    return tally
+    return tally, tar.size, tar.sha256()
 
 
 def duplicate_sentence(sentence: Sentence) -> Reject:
@@ -323,14 +322,6 @@ def duplicate_sentence(sentence: Sentence) -> Reject:
     origin = member.get("path") or member.get("sample_key") or member.get("key") or ""
     return Reject(sentence.sentence_id, sentence.source, sentence.sentence_id, "write", "duplicate_key",
                   f"another sentence of this shard has id {sentence.sentence_id}; this one from {origin}"[:300])
-
-
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- reading back ----------------------------------------------------------------------------

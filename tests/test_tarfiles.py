@@ -1,0 +1,81 @@
+"""The shard writer's tar (`TarWriter`): the bytes `tarfile` writes for the same members, the digest
+of those bytes, data offsets that point at the data, and archives GNU tar itself lists."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import subprocess
+import tarfile
+
+import numpy as np
+import pytest
+
+from uvd_pipeline.tarfiles import TarWriter, add_member, open_writer
+
+
+def _members() -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(0)
+    sizes = [0, 1, 511, 512, 513, 1024, 10_239, 10_240, 100_003]
+    members = [(f"s{index:04d}.{index % 3:02d}.png", rng.bytes(size)) for index, size in enumerate(sizes)]
+    members.append(("x" * 150 + ".json", b'{"long": "name"}'))  # past 100 bytes: a GNU long-name record
+    members.append(("caf\u00e9/\u56fe\u50cf.png", b"\x89PNG not really"))  # names beyond ASCII
+    members.append(("d" * 99 + "/" + "e" * 120 + ".png", rng.bytes(700)))
+    return members
+
+
+def _with_tarfile(members: list[tuple[str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with open_writer(out) as tar:
+        for name, data in members:
+            add_member(tar, name, data)
+    return out.getvalue()
+
+
+def _with_writer(members: list[tuple[str, bytes]]) -> tuple[bytes, list[int], TarWriter]:
+    out = io.BytesIO()
+    with TarWriter(out) as tar:
+        offsets = [tar.add(name, data) for name, data in members]
+    return out.getvalue(), offsets, tar
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 12])
+def test_the_writer_writes_what_tarfile_writes(count):
+    members = _members()[:count]
+    written, offsets, tar = _with_writer(members)
+    assert written == _with_tarfile(members)
+    assert len(written) % tarfile.RECORDSIZE == 0
+    assert tar.size == len(written)
+    assert tar.sha256() == hashlib.sha256(written).hexdigest()
+    for (name, data), offset in zip(members, offsets):  # where the relocated store copies will point
+        assert written[offset:offset + len(data)] == data
+    with tarfile.open(fileobj=io.BytesIO(written)) as read_back:
+        assert [(m.name, read_back.extractfile(m).read()) for m in read_back] == members
+
+
+def test_closing_twice_adds_nothing_and_a_closed_writer_refuses_members():
+    out = io.BytesIO()
+    tar = TarWriter(out)
+    tar.add("a.json", b"{}")
+    tar.close()
+    size = len(out.getvalue())
+    tar.close()
+    assert len(out.getvalue()) == size == tar.size
+    with pytest.raises(ValueError, match="closed"):
+        tar.add("b.json", b"{}")
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar is not installed")
+def test_gnu_tar_lists_and_extracts_what_the_writer_wrote(tmp_path):
+    members = _members()
+    written, _, _ = _with_writer(members)
+    path = tmp_path / "shard.tar"
+    path.write_bytes(written)
+    listed = subprocess.run(["tar", "-tf", str(path)], capture_output=True, text=True, check=True).stdout
+    assert listed.splitlines() == [name for name, _ in members]
+    target = tmp_path / "out"
+    target.mkdir()
+    subprocess.run(["tar", "-xf", str(path), "-C", str(target)], check=True)
+    for name, data in members:
+        assert (target / name).read_bytes() == data
