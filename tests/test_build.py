@@ -573,3 +573,16 @@ def test_ctrl_c_on_a_threaded_build_keeps_what_is_committed(mini_corpus, mini_bu
     assert rerun.returncode == 0, log[-3000:]
     assert {k: _unit_marks(out).get(k) for k in marks} == marks  # committed units were not redone
     assert shard_digests(out) == shard_digests(Path(config.output))
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_command_line_hides_beams_bigquery_warning_unless_verbose(verbose):
+    """Importing Beam logs "apitools not found, ..." on the root logger: the command's log keeps it
+    out (it printed on every build), and --verbose keeps it, so this test sees the real import."""
+    code = ("import logging, sys; from uvd_pipeline.cli import _setup_logging; _setup_logging(sys.argv[1] == 'v'); "
+            "import apache_beam; logging.getLogger('uvd').info('our line'); logging.warning('another warning')")
+    done = subprocess.run([sys.executable, "-c", code, "v" if verbose else "q"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "our line" in done.stderr and "another warning" in done.stderr
+    assert ("apitools not found" in done.stderr) == verbose

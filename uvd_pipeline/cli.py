@@ -14,6 +14,15 @@ from uvd_pipeline.shards import ShardDamaged
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
 
 
+class BeamImportNoise(logging.Filter):
+    """Beam's import warns, on the root logger, that its BigQuery client libraries are missing
+    (every build printed "apitools not found, ..."): no step of ours uses BigQuery, so the line
+    only alarms people. Shown with --verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and str(record.msg).startswith("apitools not found"))
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -22,6 +31,9 @@ def _setup_logging(verbose: bool) -> None:
     )
     # Beam's own INFO lines are about its internals; keep ours readable.
     logging.getLogger("apache_beam").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(BeamImportNoise())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
