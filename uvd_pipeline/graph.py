@@ -22,46 +22,19 @@ from typing import Iterable, Iterator
 
 import apache_beam as beam
 
-from sources.annotation_files import AnnotationFileError
 from uvd_pipeline.config import BuildConfig
 from uvd_pipeline.dedup import PERSISTED_TYPES, DedupSettings
 from uvd_pipeline.group_steps import AssembleGroups, Deduplicate
-from uvd_pipeline.render_step import RenderSource, RenderUnit, UnitInputs
+from uvd_pipeline.render_step import RenderSource, RenderUnit
 from uvd_pipeline.rendered_shards import ShardAddress
 from uvd_pipeline.sentences import image_sentence
-from uvd_pipeline.source_factory import (deduplicated, labeler_specs, make_source, one_image_sentences,
-                                         units_per_sentence)
+from uvd_pipeline.source_factory import deduplicated, one_image_sentences, units_per_sentence
 from uvd_pipeline.tokenize_stage import committed_rendered, rendered_fields
+from uvd_pipeline.unit_render import UnitInputs, list_units, unit_renderers
 from uvd_pipeline.unit_store import group_digest
 from uvd_pipeline.write_steps import ShardRouter, WriteShard, _not_committed, add_tokenize
 
 log = logging.getLogger(__name__)
-
-
-def list_units(config: BuildConfig) -> dict[str, list]:
-    """Every source's work units, listed before anything is written: a wrong path fails here,
-    naming the config field."""
-    from uvd_pipeline.config import ConfigError
-
-    units = {}
-    for index, source_config in enumerate(config.sources):
-        if not source_config.enabled:
-            continue
-        for field, spec, task in labeler_specs(source_config):
-            from uvd_pipeline.labelers import LabelerError, check_spec
-
-            try:
-                check_spec(spec, task)
-            except LabelerError as exc:
-                raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {exc}") from None
-        try:
-            units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
-        except (FileNotFoundError, NotADirectoryError, AnnotationFileError) as exc:
-            raise ConfigError(f"sources[{index}].path ({source_config.name}): {exc}") from None
-        if not units[source_config.name]:
-            raise ConfigError(f"sources[{index}].path ({source_config.name}): nothing to read at "
-                              f"{source_config.path}")
-    return units
 
 
 def sentences_of_units(units, source_config, seed: int):
@@ -118,6 +91,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
     the same input are dropped just before the shard grouping."""
     units_by_source = units if units is not None else list_units(config)
     router = ShardRouter(config)
+    renderers = unit_renderers(config, verify)
     output, config_hash = config.output, config.content_hash()
     sentence_parts, reject_parts, input_parts = [], [], []
     dedup_units = {}  # source -> its rendered image units, grouped after deduplication
@@ -126,9 +100,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         source_units = units_by_source[name]
         log.info("%s: %d work units", name, len(source_units))
         together = deduplicated(config, source_config)
-        render = RenderUnit(make_source(source_config, config.seed, config.image.max_pixels), router.settings,
-                            web_images=one_image_sentences(source_config) and not together,
-                            fingerprint=together, output=output, config_hash=config_hash, verify=verify)
+        render = RenderUnit(renderers[name])
         sentences, rendered_units, rejects, inputs = pipeline | name >> RenderSource(source_units, render)
         sentence_parts.append(sentences)
         reject_parts.append(rejects)

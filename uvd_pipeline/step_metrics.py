@@ -1,10 +1,16 @@
 """Beam metrics and progress lines of the build's steps: what a person watching a build sees.
 
 Counters are named `<source>.<what>` in one namespace; distributions carry stage timings in
-microseconds and item counts (remote runners show both live; the summary keeps them)."""
+microseconds and item counts (remote runners show both live; the summary keeps them).
+
+Beam is imported on the first metric, not with this module: the render code that reports through
+it also runs before Beam is imported (`uvd_pipeline.early_render`), and records its metrics
+(`recorded`) for the step that takes its work over to report (`replay`)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -12,14 +18,51 @@ import time
 from collections import Counter
 from typing import Any, Iterable, Iterator
 
-from apache_beam.metrics import Metrics
-
 log = logging.getLogger(__name__)
 NAMESPACE = "uvd"
 
+MetricRecord = tuple[str, str, float]  # ("count" | "distribution", name, value)
+_RECORDING: contextvars.ContextVar[list[MetricRecord] | None] = contextvars.ContextVar("uvd_metrics", default=None)
+
+
+@contextlib.contextmanager
+def recorded() -> Iterator[list[MetricRecord]]:
+    """Inside the block (this thread only), metrics are kept in the yielded list instead of being
+    reported: work done outside any Beam step reports them through the step that uses it."""
+    records: list[MetricRecord] = []
+    token = _RECORDING.set(records)
+    try:
+        yield records
+    finally:
+        _RECORDING.reset(token)
+
+
+def replay(records: Iterable[MetricRecord]) -> None:
+    """Report metrics kept by `recorded`, in the calling step."""
+    for kind, name, value in records:
+        if kind == "count":
+            _metrics().counter(NAMESPACE, name).inc(int(value))
+        else:
+            _metrics().distribution(NAMESPACE, name).update(int(value))
+
+
+_BEAM_METRICS: list[Any] = []
+
+
+def _metrics() -> Any:
+    if not _BEAM_METRICS:
+        from apache_beam.metrics import Metrics
+
+        _BEAM_METRICS.append(Metrics)
+    return _BEAM_METRICS[0]
+
 
 def count(source: str, name: str, n: int = 1) -> None:
-    Metrics.counter(NAMESPACE, f"{source}.{name}").inc(n)
+    records = _RECORDING.get()
+    if records is not None:
+        records.append(("count", f"{source}.{name}", n))
+        return
+    _metrics().counter(NAMESPACE, f"{source}.{name}").inc(n)
 
 
 class StageProgress:
@@ -53,7 +96,11 @@ PROGRESS = StageProgress()
 def distribution(name: str, value: float) -> None:
     """A Beam Distribution (count, sum, min, max): stage timings in microseconds, item counts,
     input sizes; remote runners show them live, and the summary keeps them (`run.distributions`)."""
-    Metrics.distribution(NAMESPACE, name).update(int(value))
+    records = _RECORDING.get()
+    if records is not None:
+        records.append(("distribution", name, value))
+        return
+    _metrics().distribution(NAMESPACE, name).update(int(value))
 
 
 def timed(items: Iterable[Any], clock: list[float]) -> Iterator[Any]:

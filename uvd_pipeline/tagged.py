@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import apache_beam as beam
-
 MAIN = "sentences"  # whole sentences
 UNITS = "units"  # rendered units that still need grouping into sentences
 REJECTS = "rejects"
@@ -30,4 +28,6 @@ class OfType:
 
 def of_type(pcoll, label: str, kinds: type | tuple[type, ...], negate: bool = False):
     """`pcoll` (a tagged output) narrowed to `kinds` (or to everything else, with `negate`)."""
+    import apache_beam as beam  # not at import: the tags are read by Beam-free render code
+
     return pcoll | label >> beam.Filter(OfType(kinds, negate))

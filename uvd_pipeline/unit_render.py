@@ -1,0 +1,198 @@
+"""Read and render one input unit and commit it to the unit store: the work of the build's Render
+step (`render_step.RenderUnit`), without Beam, so that it can also start before Beam is imported
+(`uvd_pipeline.early_render`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from sources import fsio
+from sources.records import (
+    AnnotatedClipRecord,
+    ImageRecord,
+    MultiViewRecord,
+    PairRecord,
+    Reject,
+    TupleRecord,
+    VideoClipRecord,
+    VideoRecord,
+    safe_key,
+)
+from transforms.errors import exception_detail
+from uvd_pipeline.config import BuildConfig, ConfigError
+from uvd_pipeline.keys import stable_hash
+from uvd_pipeline.render import RenderSettings, render_clip, render_image, render_video
+from uvd_pipeline.render_annotated import render_annotated_clip, render_multiview, render_pair, render_tuple
+from uvd_pipeline.sentences import RenderedUnit, image_sentence
+from uvd_pipeline.source_factory import deduplicated, labeler_specs, make_source, one_image_sentences
+from uvd_pipeline.step_metrics import PROGRESS, count, distribution, timed
+from uvd_pipeline.tagged import MAIN, REJECTS, UNITS
+from uvd_pipeline.unit_store import UnitStore, UnitStoreError, UnitWriter, unit_id
+
+RENDERERS = {
+    VideoClipRecord: render_clip,
+    VideoRecord: render_video,  # all clips of one video from one read: a list of results
+    MultiViewRecord: render_multiview,
+    AnnotatedClipRecord: render_annotated_clip,
+    PairRecord: render_pair,
+    TupleRecord: render_tuple,
+    ImageRecord: render_image,
+}
+
+
+@dataclass(frozen=True)
+class UnitInputs:
+    """The input digest of one rendered unit (what the shards of its source were built from)."""
+
+    source: str
+    unit: str
+    digest: str
+
+
+class RenderCancelled(Exception):
+    """A unit's rendering was stopped between two records (the build ended first); nothing of it
+    is committed."""
+
+
+Outputs = list[tuple[str, Any]]  # (tag, item): tags of `uvd_pipeline.tagged`
+
+
+class UnitRenderer:
+    """One source's unit rendering: a unit committed by an earlier run whose input is unchanged
+    is taken from the store without reading or decoding anything; any other is read, rendered
+    and committed before its results are returned. A unit that fails part-way keeps what it
+    rendered and adds a `unit_failed` reject: bad input never stops the build.
+
+    Results: whole sentences (web images, clips, objects) tagged `MAIN`, units that still need
+    grouping (class images, pairs, tuples) `UNITS`, rejects `REJECTS`."""
+
+    def __init__(self, source, settings: RenderSettings, web_images: bool, fingerprint: bool,
+                 output: str, config_hash: str, verify: bool = False) -> None:
+        self.source = source
+        self.settings = settings
+        self.web_images = web_images  # an ImageRecord is a whole one-image sentence
+        self.fingerprint = fingerprint  # image units carry their dedup fingerprint
+        self.output = output
+        self.config_hash = config_hash
+        self.verify = verify  # a stored unit's images are checked by sha256 too, not only by size
+
+    def unit_key(self, unit) -> str:
+        return unit_id(self.source.name, unit)
+
+    def render(self, unit, cancelled: Callable[[], bool] | None = None) -> tuple[Outputs, UnitInputs]:
+        """The unit's results and input digest. `cancelled`, asked before each record: when it
+        says so, the unit is abandoned uncommitted (`RenderCancelled`)."""
+        name = self.source.name
+        store = UnitStore(self.output, name, self.config_hash)
+        loaded = store.load(unit, verify_images=self.verify)
+        if loaded is not None:
+            outputs, digest = loaded
+            count(name, "units_reused")
+            count(name, "outputs_reused", len(outputs))
+        else:
+            outputs, digest = self._render_unit(store, unit, cancelled)
+            count(name, "units_rendered")
+        return outputs, UnitInputs(name, self.unit_key(unit), digest)
+
+    def _render_unit(self, store: UnitStore, unit, cancelled: Callable[[], bool] | None) -> tuple[Outputs, str]:
+        name = self.source.name
+        writer = store.writer(unit)
+        outputs: Outputs = []
+        clock, records = [0.0], 0
+        try:
+            with fsio.recording_inputs() as inputs_read:
+                try:
+                    for item in timed(self.source.read(unit), clock):
+                        if cancelled is not None and cancelled():
+                            raise RenderCancelled(self.unit_key(unit))
+                        if isinstance(item, Reject):
+                            count(name, f"rejects.{item.reason}")
+                            outputs.append((REJECTS, item))
+                            continue
+                        records += 1
+                        count(name, "records")
+                        PROGRESS.add("read records")
+                        outputs.extend(self._render(item, writer))
+                except (UnitStoreError, RenderCancelled):
+                    raise
+                except Exception as exc:  # a broken unit must not stop the build
+                    label = str(getattr(unit, "uris", unit))
+                    key = safe_key(name, "unit", f"{stable_hash(label):016x}")
+                    count(name, "rejects.unit_failed")
+                    outputs.append((REJECTS, Reject(key, name, key, "read", "unit_failed",
+                                                    exception_detail(exc, f"{label[:120]}: ", limit=300))))
+            digest = writer.commit(outputs, inputs_read)
+        except BaseException:
+            writer.abandon()
+            raise
+        distribution("stage.read_us", clock[0] * 1e6)
+        distribution("stage.read_records", records)
+        return outputs, digest
+
+    def _render(self, record, writer: UnitWriter) -> Iterator[tuple[str, Any]]:
+        start = time.perf_counter()
+        try:
+            result: Any
+            if self.fingerprint and isinstance(record, ImageRecord):
+                result = render_image(record, self.settings, fingerprint=True)
+            else:
+                result = RENDERERS[type(record)](record, self.settings)
+            if self.web_images and isinstance(result, RenderedUnit):
+                result = image_sentence(result)
+        except Exception as exc:  # decoders can fail in ways no reason code foresaw
+            result = Reject(record.key, record.source, record.group, "render", "internal_error",
+                            exception_detail(exc, limit=300))
+        distribution("stage.render_us", (time.perf_counter() - start) * 1e6)
+        for one in result if isinstance(result, list) else [result]:
+            if isinstance(one, Reject):
+                count(record.source, f"rejects.{one.reason}")
+                yield REJECTS, one
+                continue
+            PROGRESS.add("rendered")
+            stored = writer.stored(one)
+            if isinstance(one, RenderedUnit):
+                count(record.source, "rendered_units")
+                yield UNITS, stored
+            else:
+                count(record.source, "rendered_sentences")
+                yield MAIN, stored
+
+
+def unit_renderers(config: BuildConfig, verify: bool = False) -> dict[str, UnitRenderer]:
+    """Each enabled source's renderer, as the build's Render step and the early render both use it."""
+    settings = RenderSettings.from_config(config)
+    renderers = {}
+    for source_config in config.enabled_sources:
+        together = deduplicated(config, source_config)
+        renderers[source_config.name] = UnitRenderer(
+            make_source(source_config, config.seed, config.image.max_pixels), settings,
+            web_images=one_image_sentences(source_config) and not together, fingerprint=together,
+            output=config.output, config_hash=config.content_hash(), verify=verify)
+    return renderers
+
+
+def list_units(config: BuildConfig) -> dict[str, list]:
+    """Every source's work units, listed before anything is written: a wrong path fails here,
+    naming the config field."""
+    from sources.annotation_files import AnnotationFileError
+    from uvd_pipeline.labelers import LabelerError, check_spec
+
+    units = {}
+    for index, source_config in enumerate(config.sources):
+        if not source_config.enabled:
+            continue
+        for field, spec, task in labeler_specs(source_config):
+            try:
+                check_spec(spec, task)
+            except LabelerError as exc:
+                raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {exc}") from None
+        try:
+            units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
+        except (FileNotFoundError, NotADirectoryError, AnnotationFileError) as exc:
+            raise ConfigError(f"sources[{index}].path ({source_config.name}): {exc}") from None
+        if not units[source_config.name]:
+            raise ConfigError(f"sources[{index}].path ({source_config.name}): nothing to read at "
+                              f"{source_config.path}")
+    return units
