@@ -123,15 +123,19 @@ def one_thread_numerics(in_process: bool) -> Iterator[None]:
         yield
 
 
+def worker_numerics(config: BuildConfig):
+    """`one_thread_numerics` for the local runner's workers (nothing for other runners)."""
+    beam = config.beam
+    return one_thread_numerics(beam.running_mode != "multi_processing") if beam.local else nullcontext()
+
+
 @contextmanager
 def open_runner(config: BuildConfig) -> Iterator[tuple[Any, Any]]:
     """(runner, options) of a build. With `runner: dask` and no scheduler address, a local cluster
     of worker processes lives as long as this block (see `uvd_pipeline.dask_cluster`)."""
     if not config.beam.is_dask:
-        options = pipeline_options(config)
-        beam = config.beam
-        numerics = one_thread_numerics(beam.running_mode != "multi_processing") if beam.local else nullcontext()
-        with numerics:
+        with worker_numerics(config):
+            options = pipeline_options(config)
             yield make_runner(config, options), options
         return
     from uvd_pipeline.dask_cluster import scheduler
@@ -297,10 +301,13 @@ def new_pipeline(config: BuildConfig, runner, options):
 
 def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, retokenize: bool, verify: bool,
                lock) -> BuildResult:
-    from uvd_pipeline.graph import build_graph, build_retokenize_graph, list_units
+    from uvd_pipeline.early_render import rendering_early
+    from uvd_pipeline.unit_render import list_units
 
     started = time.perf_counter()
     if retokenize:
+        from uvd_pipeline.graph import build_retokenize_graph
+
         if not config.tokenizer.enabled:
             raise ConfigError("--retokenize needs tokenizer.enabled: true")
         check_tokenizer(config)
@@ -326,13 +333,20 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
         log.info("resuming: %d shards committed earlier (kept where their input is unchanged)", len(done))
     settle_store(config.output, done)
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
-    with open_runner(config) as (runner, options):
-        pipeline = new_pipeline(config, runner, options)
-        build_graph(pipeline, config, done, units, verify=verify)
-        running = time.perf_counter()
-        with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
-            result = run_pipeline(pipeline)
+    # local threads only: units render while Beam is imported and the graph is built (`early_render`)
+    with worker_numerics(config), rendering_early(config, units, verify) as early:
+        from uvd_pipeline.graph import build_graph
+
+        with open_runner(config) as (runner, options):
+            pipeline = new_pipeline(config, runner, options)
+            build_graph(pipeline, config, done, units, verify=verify)
+            running = time.perf_counter()
+            with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
+                result = run_pipeline(pipeline)
     ran = time.perf_counter()
+    if early is not None:
+        log.info("early render: %d of %d input units rendered by the pool", early.rendered,
+                 sum(map(len, units.values())))
     # a retried bundle (lost worker, engine retry) may have left an attempt's temporary files
     removed = remove_temporaries(config.output)
     if removed:

@@ -8,7 +8,9 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from sources.records import Reject
+from uvd_pipeline import early_render
 from uvd_pipeline.sentences import RenderedUnit
+from uvd_pipeline.step_metrics import replay
 from uvd_pipeline.tagged import INPUTS, MAIN, REJECTS, UNITS, of_type
 from uvd_pipeline.unit_render import UnitInputs, UnitRenderer
 
@@ -17,7 +19,9 @@ __all__ = ["RenderSource", "RenderUnit", "UnitInputs"]
 
 class RenderUnit(beam.DoFn):
     """Read one input unit and render its records, then commit the unit's results to the unit store
-    (`uvd_pipeline.unit_store`) before passing them on (`unit_render.UnitRenderer`).
+    (`uvd_pipeline.unit_store`) before passing them on (`unit_render.UnitRenderer`). Where this
+    process runs an early render pool (`uvd_pipeline.early_render`), the unit's results come from
+    it, with the metrics it recorded.
 
     Outputs: whole sentences (web images, clips, objects) on the main output, units that still
     need grouping (class images, pairs, tuples) on `units`, rejects on `rejects`, and the unit's
@@ -27,7 +31,12 @@ class RenderUnit(beam.DoFn):
         self.renderer = renderer
 
     def process(self, unit) -> Iterator[Any]:
-        outputs, inputs = self.renderer.render(unit)
+        taken = early_render.claim(self.renderer, unit)
+        if taken is None:
+            outputs, inputs = self.renderer.render(unit)
+        else:
+            (outputs, inputs), metrics = taken
+            replay(metrics)
         yield TaggedOutput(INPUTS, inputs)
         for tag, item in outputs:
             yield TaggedOutput(tag, item) if tag != MAIN else item

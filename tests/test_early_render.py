@@ -1,0 +1,222 @@
+"""The early render pool (`uvd_pipeline.early_render`): its scheduling, told apart with renderers
+whose units finish when the test says so, and a build with it against one without it on real
+input (same bytes, same counters)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import shard_digests, write_config
+from uvd_pipeline.early_render import EarlyRender
+from uvd_pipeline.step_metrics import count, distribution
+from uvd_pipeline.unit_render import RenderCancelled
+
+WAIT = 10.0  # seconds any step of these tests may take before it counts as stuck
+
+
+class GatedRenderer:
+    """A renderer whose unit `u` renders when `release(u)` is called: records the order units
+    start in, reports metrics the way the real one does, raises for units named 'bad*', and
+    checks `cancelled` between its "records"."""
+
+    def __init__(self, name: str = "src") -> None:
+        self.source = SimpleNamespace(name=name)
+        self.started: list[str] = []
+        self.gates: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+
+    def unit_key(self, unit: str) -> str:
+        return unit
+
+    def gate(self, unit: str) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(unit, threading.Event())
+
+    def release(self, *units: str) -> None:
+        for unit in units:
+            self.gate(unit).set()
+
+    def render(self, unit: str, cancelled=None):
+        with self.lock:
+            self.started.append(unit)
+        while not self.gate(unit).wait(0.01):
+            if cancelled is not None and cancelled():
+                raise RenderCancelled(unit)
+        if unit.startswith("bad"):
+            raise ValueError(f"cannot read {unit}")
+        count(self.source.name, "units_rendered")
+        distribution("stage.read_records", 3)
+        return [("sentences", f"{unit}-sentence")], f"{unit}-digest"
+
+
+def _until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _pool(units: list[str], workers: int = 1, ahead: int | None = None) -> tuple[EarlyRender, GatedRenderer]:
+    renderer = GatedRenderer()
+    return EarlyRender(lambda: {"src": renderer}, {"src": units}, workers, ahead=ahead).start(), renderer
+
+
+def _claim_in_thread(pool: EarlyRender, unit: str) -> tuple[threading.Thread, dict]:
+    got: dict = {}
+
+    def run() -> None:
+        try:
+            got["value"] = pool.claim("src", unit)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            got["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_units_render_in_listing_order_and_come_back_once_with_their_metrics():
+    pool, renderer = _pool(["u0", "u1", "u2"], workers=1, ahead=3)
+    try:
+        renderer.release("u0", "u1", "u2")
+        _until(lambda: pool.rendered == 3, "three units")
+        assert renderer.started == ["u0", "u1", "u2"]
+        results, metrics = pool.claim("src", "u1")
+        assert results == ([("sentences", "u1-sentence")], "u1-digest")
+        # recorded, not reported: the Render step replays them as its own
+        assert metrics == [("count", "src.units_rendered", 1), ("distribution", "stage.read_records", 3)]
+        assert pool.claim("src", "u1") is None  # asked again (a retried bundle): the step's own
+        assert pool.claim("src", "not-listed") is None
+    finally:
+        pool.close()
+
+
+def test_a_unit_a_step_waits_for_is_rendered_next():
+    pool, renderer = _pool([f"u{i}" for i in range(5)], workers=1)
+    try:
+        _until(lambda: renderer.started == ["u0"], "the first unit to start")
+        waiter, got = _claim_in_thread(pool, "u3")
+        time.sleep(0.05)
+        assert waiter.is_alive() and "value" not in got  # u3 has not run yet
+        renderer.release("u0", "u3")
+        waiter.join(WAIT)
+        assert got["value"][0][1] == "u3-digest"
+        assert renderer.started[:2] == ["u0", "u3"]  # before u1 and u2
+    finally:
+        renderer.release(*[f"u{i}" for i in range(5)])
+        pool.close()
+
+
+def test_the_pool_holds_at_most_ahead_unclaimed_units():
+    pool, renderer = _pool([f"u{i}" for i in range(6)], workers=1, ahead=2)
+    try:
+        renderer.release(*[f"u{i}" for i in range(6)])
+        _until(lambda: pool.rendered == 2, "two units")
+        time.sleep(0.1)
+        assert renderer.started == ["u0", "u1"]  # held back: nobody took them
+        pool.claim("src", "u0")
+        _until(lambda: pool.rendered == 3, "a third unit once one is taken")
+        time.sleep(0.1)
+        assert renderer.started == ["u0", "u1", "u2"]
+        waiter, got = _claim_in_thread(pool, "u5")  # a step's unit goes past the limit
+        waiter.join(WAIT)
+        assert got["value"][0][1] == "u5-digest" and renderer.started[-1] == "u5"
+    finally:
+        pool.close()
+
+
+def test_a_units_error_reaches_the_step_that_takes_it_and_the_others_are_fine():
+    pool, renderer = _pool(["u0", "bad1", "u2"], workers=2)
+    try:
+        renderer.release("u0", "bad1", "u2")
+        with pytest.raises(ValueError, match="cannot read bad1"):
+            pool.claim("src", "bad1")
+        assert pool.claim("src", "u0")[0][1] == "u0-digest"
+        assert pool.claim("src", "u2")[0][1] == "u2-digest"
+        assert pool.rendered == 2
+    finally:
+        pool.close()
+
+
+def test_each_thread_renders_with_renderers_of_its_own():
+    """As each runner worker has its own copy of the step, each pool thread makes its own readers."""
+    made: list[tuple[str, GatedRenderer]] = []
+
+    def make():
+        renderer = GatedRenderer()
+        renderer.release(*[f"u{i}" for i in range(6)])
+        made.append((threading.current_thread().name, renderer))
+        return {"src": renderer}
+
+    pool = EarlyRender(make, {"src": [f"u{i}" for i in range(6)]}, workers=2, ahead=6).start()
+    try:
+        _until(lambda: pool.rendered == 6, "six units")
+        threads = [name for name, _ in made[1:]]  # the first set keyed the units, in this thread
+        assert made[0][0] == threading.current_thread().name and not made[0][1].started
+        assert len(threads) == len(set(threads)) <= 2 and all(n.startswith("uvd-early-render") for n in threads)
+        assert sorted(u for _, r in made[1:] for u in r.started) == [f"u{i}" for i in range(6)]
+    finally:
+        pool.close()
+
+
+def test_close_stops_a_running_unit_at_its_next_record_and_renders_no_more():
+    pool, renderer = _pool(["u0", "u1", "u2"], workers=2)
+    _until(lambda: sorted(renderer.started) == ["u0", "u1"], "two running units")
+    started = time.monotonic()
+    pool.close()  # neither unit was released: both stop between records
+    assert time.monotonic() - started < WAIT
+    assert pool.rendered == 0 and sorted(renderer.started) == ["u0", "u1"]
+
+
+@pytest.mark.parametrize("workers, mode", [(2, "multi_threading"), (1, "in_memory")])
+def test_a_build_with_the_pool_writes_the_bytes_and_counts_of_one_without(
+        workers, mode, mini_corpus, tiny_tokenizer, tmp_path, caplog):
+    """The mini corpus (web tars, class folders, videos) built with `beam.early_render` on and off,
+    tokenized: every shard and token file the same, every counter the same, and the pool did
+    render the units."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.unit_render import list_units
+
+    summaries, outputs = {}, {}
+    for early in (False, True):
+        out = tmp_path / f"early_{early}"
+        config = load_config(str(write_config(tmp_path / f"{early}.yaml", mini_corpus, out, tiny_tokenizer,
+                                              direct_num_workers=workers, direct_running_mode=mode,
+                                              early_render=early)))
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="uvd_pipeline.build")
+        summaries[early] = run_build(config).summary
+        outputs[early] = out
+        units = sum(map(len, list_units(config).values()))
+        said = [r.getMessage() for r in caplog.records if "early render" in r.getMessage()]
+        assert said == ([f"early render: {units} of {units} input units rendered by the pool"] if early else [])
+    assert shard_digests(outputs[True]) == shard_digests(outputs[False])
+    tokens = {early: sorted(p.read_bytes() for p in (outputs[early] / "tokens").rglob("*.arrow")) for early in outputs}
+    assert tokens[True] == tokens[False] and tokens[True]
+    counters = {early: summaries[early]["run"]["counters"] for early in summaries}
+    assert counters[True] == counters[False] and counters[True]["web.units_rendered"] > 0
+    distributions = {early: {k: v["count"] for k, v in summaries[early]["run"]["distributions"].items()}
+                     for early in summaries}
+    assert distributions[True] == distributions[False]
+    assert json.loads((outputs[True] / "summary.json").read_text())["totals"] == summaries[False]["totals"]
+
+
+def test_the_pool_is_off_where_the_workers_are_other_processes(tmp_path, mini_corpus, tiny_tokenizer):
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.early_render import wanted
+
+    def config(**beam):
+        return load_config(str(write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "o", tiny_tokenizer, **beam)))
+
+    assert wanted(config(direct_num_workers=2, direct_running_mode="auto"))
+    assert wanted(config(direct_num_workers=1, direct_running_mode="in_memory"))
+    assert not wanted(config(direct_num_workers=2, direct_running_mode="multi_processing"))
+    assert not wanted(config(direct_num_workers=4, direct_running_mode="auto"))  # processes beyond 2
+    assert not wanted(config(direct_num_workers=2, direct_running_mode="auto", early_render=False))
