@@ -259,8 +259,8 @@ class BeamConfig(Strict):
     direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = Field(
         "auto", description="local workers as threads of this process or as processes; auto: in_memory for 1 "
         f"worker, multi_threading up to {MAX_THREAD_WORKERS}, multi_processing beyond (see `running_mode`)")
-    early_render: bool = Field(True, description="with the local workers as threads (in_memory, multi_threading): "
-                               "start rendering input units while Beam starts; same output bytes "
+    early_render: bool = Field(True, description="with the local workers as threads (multi_threading): render "
+                               "input units in a pool that starts before Beam does; same output bytes "
                                "(see uvd_pipeline.early_render)")
     options: tuple[str, ...] = Field((), description="pass-through Beam flags, e.g. --project=...")
 
