@@ -4,6 +4,7 @@ input (same bytes, same counters)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -12,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import shard_digests, write_config
+from conftest import busy_machine, shard_digests, write_config
 from uvd_pipeline.early_render import EarlyRender
 from uvd_pipeline.step_metrics import count, distribution
 from uvd_pipeline.unit_render import RenderCancelled
@@ -177,8 +178,8 @@ def test_close_stops_a_running_unit_at_its_next_record_and_renders_no_more():
 def test_a_build_with_the_pool_writes_the_bytes_and_counts_of_one_without(
         mini_corpus, tiny_tokenizer, tmp_path, caplog):
     """The mini corpus (web tars, class folders, videos) built by 2 thread workers with
-    `beam.early_render` on and off, tokenized: every shard and token file the same, every counter
-    and distribution the same, and the pool did render the units."""
+    `beam.early_render` on (while every core is kept busy) and off, tokenized: every shard and
+    token file the same, every counter and distribution the same, and the pool did render the units."""
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
     from uvd_pipeline.unit_render import list_units
@@ -191,7 +192,8 @@ def test_a_build_with_the_pool_writes_the_bytes_and_counts_of_one_without(
                                               early_render=early)))
         caplog.clear()
         caplog.set_level(logging.INFO, logger="uvd_pipeline.build")
-        summaries[early] = run_build(config).summary
+        with busy_machine() if early else contextlib.nullcontext():
+            summaries[early] = run_build(config).summary
         outputs[early] = out
         units = sum(map(len, list_units(config).values()))
         said = [r.getMessage() for r in caplog.records if "early render" in r.getMessage()]
