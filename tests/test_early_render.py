@@ -5,10 +5,13 @@ input (same bytes, same counters)."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
+import random
 import threading
 import time
+import weakref
 from types import SimpleNamespace
 
 import pytest
@@ -173,6 +176,54 @@ def test_close_stops_a_running_unit_at_its_next_record_and_renders_no_more():
     pool.close()  # neither unit was released: both stop between records
     assert time.monotonic() - started < WAIT
     assert pool.rendered == 0 and sorted(renderer.started) == ["u0", "u1"]
+
+
+def test_a_step_waiting_when_the_pool_closes_gets_cancelled_not_a_hang():
+    pool, renderer = _pool(["u0", "u1", "u2"], workers=1)
+    _until(lambda: renderer.started == ["u0"], "the first unit to start")
+    waiter, got = _claim_in_thread(pool, "u2")  # not started: it waits in line
+    time.sleep(0.05)
+    pool.close()  # u0 stops at its next record
+    waiter.join(WAIT)
+    assert not waiter.is_alive() and isinstance(got.get("error"), RenderCancelled)
+    with pytest.raises(RenderCancelled):  # a straggling step after the close
+        pool.claim("src", "u1")
+    assert renderer.started == ["u0"] and pool.rendered == 0
+
+
+class Payload:
+    """A result the test can watch being freed."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+
+
+class PayloadRenderer(GatedRenderer):
+    def render(self, unit: str, cancelled=None):
+        outputs, digest = super().render(unit, cancelled)
+        return [("sentences", Payload(unit))], digest
+
+
+def test_results_handed_over_are_not_kept_whatever_order_steps_ask_in():
+    """Steps ask in an order of their own (the runner reshuffles units): results handed over must
+    not stay referenced by the pool, or its memory grows with the input, not with `ahead`."""
+    units = [f"u{i}" for i in range(40)]
+    renderer = PayloadRenderer()
+    renderer.release(*units)
+    pool = EarlyRender(lambda: {"src": renderer}, {"src": units}, workers=2, ahead=2).start()
+    try:
+        watched = []
+        order = units[:]
+        random.Random(0).shuffle(order)
+        for unit in order:
+            (outputs, _), _ = pool.claim("src", unit)
+            watched.append(weakref.ref(outputs[0][1]))
+            del outputs
+        gc.collect()
+        alive = [ref().unit for ref in watched if ref() is not None]
+        assert alive == [], f"the pool still holds results it handed over: {alive[:5]}"
+    finally:
+        pool.close()
 
 
 def test_a_build_with_the_pool_writes_the_bytes_and_counts_of_one_without(

@@ -24,7 +24,9 @@ rules:
   committed to the unit store the same way; a unit's results depend only on the unit and the
   config, so the bytes do not change.
 - `close` stops the pool at each thread's next record; a unit it leaves is not committed (the
-  next run renders it), so a build that fails or is interrupted waits at most one record.
+  next run renders it), so a build that fails or is interrupted waits at most one record. A step
+  still waiting then (another bundle of a job that failed) gets `RenderCancelled`, never a hang.
+- Handed-over results are not kept: the pool's memory is bounded whatever order steps ask in.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any, Callable, Iterator
 
 from uvd_pipeline.config import BuildConfig
 from uvd_pipeline.step_metrics import MetricRecord, recorded
-from uvd_pipeline.unit_render import UnitRenderer, unit_renderers
+from uvd_pipeline.unit_render import RenderCancelled, UnitRenderer, unit_renderers
 
 log = logging.getLogger(__name__)
 QUEUED, RUNNING, DONE = "queued", "running", "done"
@@ -92,20 +94,31 @@ class EarlyRender:
             if entry is None:
                 return None
             if entry.state == QUEUED:  # asked for before it started: next in line
+                if self._stopped:  # the build is ending: nothing renders it any more
+                    raise RenderCancelled(key)
                 self._wanted.append(entry)
-                self._cond.notify_all()
             else:
                 self._unclaimed -= 1
-                self._cond.notify_all()
+            self._cond.notify_all()
         entry.finished.wait()
-        if entry.error is not None:
-            raise entry.error
-        return entry.result, entry.metrics
+        # handed over: the entry may wait in the listing queue a while yet, without the results
+        taken, error = (entry.result, entry.metrics), entry.error
+        entry.result = entry.error = None
+        entry.metrics = []
+        if error is not None:
+            raise error
+        return taken
 
     def close(self) -> None:
-        """Stop taking units, stop the running ones at their next record, and wait for the threads."""
+        """Stop taking units, stop the running ones at their next record, fail the ones a step
+        still waits for (`RenderCancelled`), and wait for the threads."""
         with self._cond:
             self._stopped = True
+            while self._wanted:
+                entry = self._wanted.popleft()
+                if entry.state == QUEUED:
+                    entry.error, entry.state = RenderCancelled(entry.key), DONE
+                    entry.finished.set()
             self._cond.notify_all()
         for thread in self._threads:
             if thread.is_alive():
@@ -187,6 +200,6 @@ def rendering_early(config: BuildConfig, units: dict[str, list], verify: bool = 
     try:
         yield early.start()
     finally:
+        early.close()  # first: a step still running (a failed job's other bundle) gets RenderCancelled
         with _ACTIVE_LOCK:
             _ACTIVE.pop(build, None)
-        early.close()
