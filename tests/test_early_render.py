@@ -215,7 +215,7 @@ def test_results_handed_over_are_not_kept_whatever_order_steps_ask_in():
         watched = []
         order = units[:]
         random.Random(0).shuffle(order)
-        for unit in order:
+        for unit in order[:20]:  # half: most of them still behind the pool's place in the listing
             (outputs, _), _ = pool.claim("src", unit)
             watched.append(weakref.ref(outputs[0][1]))
             del outputs
