@@ -19,7 +19,7 @@ rules:
   results, or its error, once, with the metrics it recorded (`step_metrics.recorded`), so the
   build's counters are those of a build without the pool. A unit asked for again (a retried
   bundle) is the step's own: it loads from the unit store.
-- The rendering is the step's own (`unit_render.UnitRenderer`; each thread makes its own, as each
+- The rendering is the step's own (`unit_render.UnitRenderer`; each thread has its own, as each
   runner worker has its own copy of the step, so no reader's state is shared between threads),
   committed to the unit store the same way; a unit's results depend only on the unit and the
   config, so the bytes do not change.
@@ -65,9 +65,11 @@ class EarlyRender:
 
     def __init__(self, make_renderers: Callable[[], dict[str, UnitRenderer]], units: dict[str, list],
                  workers: int, ahead: int | None = None) -> None:
-        self._make_renderers = make_renderers  # called once by each thread
+        # one set of renderers per thread, made here: a source that cannot be opened fails the
+        # build now, in the caller, not as some unit's error later
+        self._renderers = [make_renderers() for _ in range(workers)]
         self._entries: dict[tuple[str, str], _Entry] = {}
-        for name, renderer in make_renderers().items():
+        for name, renderer in self._renderers[0].items():
             for unit in units.get(name, ()):
                 key = renderer.unit_key(unit)
                 self._entries[(name, key)] = _Entry(name, key, unit)
@@ -78,8 +80,8 @@ class EarlyRender:
         self._unclaimed = 0  # finished or running units no step has asked for yet
         self._stopped = False
         self.rendered = 0  # units the pool finished
-        self._threads = [threading.Thread(target=self._work, name=f"uvd-early-render-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [threading.Thread(target=self._work, args=(renderers,), name=f"uvd-early-render-{i}",
+                                          daemon=True) for i, renderers in enumerate(self._renderers)]
 
     def start(self) -> "EarlyRender":
         for thread in self._threads:
@@ -148,12 +150,10 @@ class EarlyRender:
     def _stopping(self) -> bool:
         return self._stopped
 
-    def _work(self) -> None:
-        renderers: dict[str, UnitRenderer] | None = None
+    def _work(self, renderers: dict[str, UnitRenderer]) -> None:
         while (entry := self._next()) is not None:
             with recorded() as metrics:
                 try:
-                    renderers = renderers or self._make_renderers()
                     entry.result = renderers[entry.source].render(entry.unit, cancelled=self._stopping)
                 except BaseException as exc:  # handed to the step that claims the unit (or dropped by close)
                     entry.error = exc
