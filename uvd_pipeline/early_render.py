@@ -67,9 +67,9 @@ class EarlyRender:
                  workers: int, ahead: int | None = None) -> None:
         # one set of renderers per thread, made here: a source that cannot be opened fails the
         # build now, in the caller, not as some unit's error later
-        self._renderers = [make_renderers() for _ in range(workers)]
+        per_thread = [make_renderers() for _ in range(workers)]
         self._entries: dict[tuple[str, str], _Entry] = {}
-        for name, renderer in self._renderers[0].items():
+        for name, renderer in per_thread[0].items():
             for unit in units.get(name, ()):
                 key = renderer.unit_key(unit)
                 self._entries[(name, key)] = _Entry(name, key, unit)
@@ -81,7 +81,7 @@ class EarlyRender:
         self._stopped = False
         self.rendered = 0  # units the pool finished
         self._threads = [threading.Thread(target=self._work, args=(renderers,), name=f"uvd-early-render-{i}",
-                                          daemon=True) for i, renderers in enumerate(self._renderers)]
+                                          daemon=True) for i, renderers in enumerate(per_thread)]
 
     def start(self) -> "EarlyRender":
         for thread in self._threads:
@@ -139,7 +139,7 @@ class EarlyRender:
                 if self._unclaimed < self._ahead:
                     while self._queue:
                         entry = self._queue.popleft()
-                        if entry.state == QUEUED and self._entries.get((entry.source, entry.key)) is entry:
+                        if entry.state == QUEUED:  # a claimed one left the wanted line above, started
                             entry.state = RUNNING
                             self._unclaimed += 1
                             return entry

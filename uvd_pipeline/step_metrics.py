@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import threading
@@ -46,15 +47,11 @@ def replay(records: Iterable[MetricRecord]) -> None:
             _metrics().distribution(NAMESPACE, name).update(int(value))
 
 
-_BEAM_METRICS: list[Any] = []
-
-
+@functools.cache
 def _metrics() -> Any:
-    if not _BEAM_METRICS:
-        from apache_beam.metrics import Metrics
+    from apache_beam.metrics import Metrics
 
-        _BEAM_METRICS.append(Metrics)
-    return _BEAM_METRICS[0]
+    return Metrics
 
 
 def count(source: str, name: str, n: int = 1) -> None:
