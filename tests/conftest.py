@@ -186,3 +186,15 @@ def png_row_filters(png: bytes) -> list[int]:
     stride = 1 + 3 * width
     assert len(raw) == stride * height
     return [raw[row * stride] for row in range(height)]
+
+
+def early_rendered(caplog) -> tuple[int, int] | None:
+    """(units the early render pool rendered, units listed) from the build's log line, or None
+    where no pool ran (`uvd_pipeline.early_render`); `caplog` must capture `uvd_pipeline.build` at INFO."""
+    import re
+
+    for record in caplog.records:
+        found = re.fullmatch(r"early render: (\d+) of (\d+) input units rendered by the pool", record.getMessage())
+        if found:
+            return int(found[1]), int(found[2])
+    return None

@@ -356,14 +356,21 @@ def test_a_grown_or_shrunk_download_renders_only_what_changed(site, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_two_worker_threads_build_the_real_download_to_the_same_bytes(raw_build, downloads, tmp_path: Path):
-    """The default local mode (2 workers as threads of the build's process) on the real img2dataset
-    download of the odd-image zoo: the same shards, rejects and counters as one in-process worker."""
-    from conftest import shard_digests
+def test_two_worker_threads_build_the_real_download_to_the_same_bytes(raw_build, downloads, tmp_path: Path,
+                                                                       caplog):
+    """The default local mode (2 workers as threads of the build's process, every unit rendered by
+    the early render pool) on the real img2dataset download of the odd-image zoo: the same shards,
+    rejects and counters as one in-process worker (no pool)."""
+    import logging
+
+    from conftest import early_rendered, shard_digests
 
     summary, out = raw_build
+    caplog.set_level(logging.INFO, logger="uvd_pipeline.build")
     threaded, threaded_out = _build(downloads, "raw", tmp_path / "threads", beam={"direct_num_workers": 2})
     assert threaded["run"]["worker_mode"] == "multi_threading"
+    rendered, listed = early_rendered(caplog)
+    assert rendered == listed > 0
     assert shard_digests(threaded_out) == shard_digests(out)
     assert threaded["run"]["counters"] == summary["run"]["counters"]
     assert _rejects(threaded_out, "raw") == _rejects(out, "raw") and _rejects(out, "raw")

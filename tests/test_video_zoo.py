@@ -358,11 +358,14 @@ def test_non_square_pixels_are_shown_at_their_display_aspect_ratio(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path):
+def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path, caplog):
     """The ffmpeg-made zoo (every codec, rotations, VFR, cut streams, a truncated file) built by one
-    in-process worker, and by the default 2 workers as threads (each with its own decoder process)
-    while every core is kept busy: the same shards, rejects and counts."""
-    from conftest import busy_machine, png_row_filters, shard_digests
+    in-process worker, and by the default 2 workers as threads (each with its own decoder process;
+    every video rendered by the early render pool) while every core is kept busy: the same shards,
+    rejects and counts."""
+    import logging
+
+    from conftest import busy_machine, early_rendered, png_row_filters, shard_digests
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import parse_config
 
@@ -377,9 +380,14 @@ def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path):
             "tokenizer": {"enabled": False}, "beam": {"direct_num_workers": workers}})
         return run_build(config).summary
 
+    caplog.set_level(logging.INFO, logger="uvd_pipeline.build")
     one = build("one", 1)
+    assert early_rendered(caplog) is None  # one worker: no pool
+    caplog.clear()
     with busy_machine():
         two = build("two", 2)
+    rendered, listed = early_rendered(caplog)
+    assert rendered == listed > 0
     assert (one["run"]["worker_mode"], two["run"]["worker_mode"]) == ("in_memory", "multi_threading")
     assert shard_digests(tmp_path / "two") == shard_digests(tmp_path / "one")
     assert (tmp_path / "two" / "rejects.jsonl").read_bytes() == (tmp_path / "one" / "rejects.jsonl").read_bytes()
