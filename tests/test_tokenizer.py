@@ -418,6 +418,42 @@ def test_codec_streams_and_layouts_agree_and_leave_the_model_alone():
     assert model.encoder.conv_in.weight.is_contiguous()
 
 
+@pytest.mark.parametrize("shape, groups", [((2, 128, 12, 10), 32), ((3, 96, 8, 8), 32), ((2, 3, 9, 7), 3)])
+def test_group_norm_by_channels_is_group_norm(shape, groups):
+    """The per-channel-statistics GroupNorm (the GPU tokenizer's compiled path) is the same
+    function as `F.group_norm`, to fp32 rounding, in both layouts and for activations whose
+    mean is far from zero (where a plain sum-of-squares variance would cancel)."""
+    from tokenizer.model import group_norm_by_channels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g) * 0.5 + torch.linspace(-40, 40, shape[1])[None, :, None, None]
+    weight, bias = torch.randn(shape[1], generator=g), torch.randn(shape[1], generator=g)
+    reference = F.group_norm(x.double(), groups, weight.double(), bias.double(), eps=1e-6)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        ours = group_norm_by_channels(x.contiguous(memory_format=layout), groups, weight, bias, 1e-6)
+        assert ours.dtype == torch.float32 and ours.shape == x.shape
+        assert (ours.double() - reference).abs().max() < 5e-5
+    half = group_norm_by_channels(x.half(), groups, weight, bias, 1e-6)  # fp16 in, fp32 out (autocast's habit)
+    of_half = F.group_norm(x.half().double(), groups, weight.double(), bias.double(), eps=1e-6)
+    assert half.dtype == torch.float32 and (half.double() - of_half).abs().max() < 5e-5
+
+
+def test_channel_statistics_switch_keeps_the_codes():
+    """`channel_statistics` swaps every GroupNorm's arithmetic and nothing else: on CPU it is off
+    by default, asked for it gives the plain forward's codes, and the caller's model keeps torch's."""
+    from tokenizer.model import GroupNorm
+
+    model = build(TINY, seed=0)
+    images = photos(128)
+    ref = eager_encode(model, images)
+    assert not Tokenizer(model, "tiny", device="cpu").channel_statistics
+    tok = Tokenizer(model, "tiny", device="cpu", channel_statistics=True)
+    norms = [m for m in tok.model.modules() if isinstance(m, GroupNorm)]
+    assert norms and all(m.by_channels for m in norms)
+    assert not any(m.by_channels for m in model.modules() if isinstance(m, GroupNorm))
+    assert np.array_equal(tok.encode(images), ref)
+
+
 @pytest.mark.slow
 def test_compiled_codec_pads_the_last_batch_and_agrees():
     model = build(TINY, seed=0)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .model import VQGAN
+from .model import VQGAN, use_channel_statistics
 
 
 PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16")
@@ -106,7 +106,11 @@ class Tokenizer:
     algorithms per shape and keeps the fastest; the choice can differ between processes, so codes
     may then differ by float rounding from run to run), `tune_kernels` (CUDA with compile, off by
     default as in the build config: inductor times launch configs of the kernels it generates while
-    compiling; a longer first call, faster after, and codes that may differ between processes).
+    compiling; a longer first call, faster after, and codes that may differ between processes),
+    `channel_statistics` (GroupNorm from per-channel statistics, `tokenizer.model.group_norm_by_channels`:
+    the same function, arithmetic that inductor compiles into kernels reading the channels-last
+    activations along their contiguous axis; default on for CUDA with compile and channels_last,
+    the path whose time the GroupNorms dominated; off elsewhere, so CPU codes stay as they were).
     The defaults of `batch_size` and `tune_kernels` are those of the build's `tokenizer` config
     section (a test holds them equal).
     """
@@ -115,7 +119,7 @@ class Tokenizer:
                  batch_size: int = 16, compile: bool = False, channels_last: bool | None = None,
                  precision: str = "auto", threads: int | None = None, streams: int = 1,
                  pad_batches: bool | None = None, autotune: bool = False, tune_kernels: bool = False,
-                 copy: bool = True) -> None:
+                 channel_statistics: bool | None = None, copy: bool = True) -> None:
         if model.config.num_embeddings > 65536:
             raise ValueError(f"codebook of {model.config.num_embeddings} codes does not fit uint16 tokens")
         if precision not in PRECISIONS:
@@ -154,6 +158,10 @@ class Tokenizer:
         self.model = model.eval().requires_grad_(False).to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if channel_statistics is None:
+            channel_statistics = self.device.type == "cuda" and compile and channels_last
+        self.channel_statistics = bool(channel_statistics)
+        use_channel_statistics(self.model, self.channel_statistics)
         self._hash: str | None = None
         self.fp32_fallbacks = 0  # fp16 batches recomputed in fp32 after an overflow
         self._encode_fn: Callable[[torch.Tensor], torch.Tensor] = (

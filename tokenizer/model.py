@@ -26,9 +26,52 @@ from .config import VQGANConfig
 _LOOKUP_CHUNK = 4096
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
+def group_norm_by_channels(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                           eps: float) -> torch.Tensor:
+    """GroupNorm from per-channel statistics, in fp32; the same function as `F.group_norm`.
+
+    `F.group_norm` views (N, C, H, W) as (N, groups, C/groups * H * W), which for a channels-last
+    tensor is a strided gather: inductor then copies or reads the activation across its layout.
+    Here the statistics are per (image, channel) first, a reduction over H and W that reads a
+    channels-last tensor along its contiguous axis, and are combined into groups exactly (equal
+    counts: the group mean is the mean of channel means, its variance the mean of channel
+    variances plus the variance of the channel means). The normalisation is then one per-channel
+    scale and shift, which inductor fuses with the SiLU and the cast that follow. Returns fp32,
+    as `F.group_norm` does under autocast.
+    """
+    n, c = x.shape[:2]
+    var_c, mean_c = torch.var_mean(x.float(), dim=(2, 3), correction=0)
+    mean_c, var_c = mean_c.view(n, groups, -1), var_c.view(n, groups, -1)
+    mean = mean_c.mean(-1, keepdim=True)
+    var = var_c.mean(-1, keepdim=True) + (mean_c - mean).square().mean(-1, keepdim=True)
+    scale = (torch.rsqrt(var + eps) * weight.float().view(1, groups, -1)).view(n, c)
+    shift = bias.float() - (mean * scale.view(n, groups, -1)).view(n, c)
+    return x.float() * scale[:, :, None, None] + shift[:, :, None, None]
+
+
+class GroupNorm(nn.GroupNorm):
+    """`nn.GroupNorm` (same parameters, same state-dict keys) that can compute through
+    `group_norm_by_channels` instead: the GPU tokenizer's compiled channels-last path turns it on
+    (`use_channel_statistics`); everything else keeps torch's own kernel."""
+
+    by_channels: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.by_channels:
+            return group_norm_by_channels(x, self.num_groups, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
+def group_norm(channels: int) -> GroupNorm:
     """taming's GroupNorm (32 groups, eps 1e-6); fewer groups when 32 does not divide `channels`."""
-    return nn.GroupNorm(num_groups=math.gcd(channels, 32), num_channels=channels, eps=1e-6, affine=True)
+    return GroupNorm(num_groups=math.gcd(channels, 32), num_channels=channels, eps=1e-6, affine=True)
+
+
+def use_channel_statistics(model: nn.Module, enabled: bool = True) -> None:
+    """Switch every GroupNorm of `model` to (or back from) `group_norm_by_channels`."""
+    for module in model.modules():
+        if isinstance(module, GroupNorm):
+            module.by_channels = enabled
 
 
 class ResnetBlock(nn.Module):
