@@ -95,6 +95,11 @@ CUDA_DEVICE = "cuda"
 CUDA_VARIANTS: list[tuple[str, dict]] = [  # priority order: the time budget may cut the tail
     ("fp16+channels_last+compile", dict(precision="fp16", compile=True, tune_kernels=True)),  # the main path
     ("fp16+channels_last+compile, untuned kernels", dict(precision="fp16", compile=True, tune_kernels=False)),
+    # torch's own GroupNorm arithmetic (the compiled default before channel statistics), untuned and tuned
+    ("fp16+channels_last+compile, torch GroupNorm, untuned kernels",
+     dict(precision="fp16", compile=True, tune_kernels=False, channel_statistics=False)),
+    ("fp16+channels_last+compile, torch GroupNorm",
+     dict(precision="fp16", compile=True, tune_kernels=True, channel_statistics=False)),
     ("fp16+channels_last+compile, batch 128", dict(precision="fp16", compile=True, batch_size=128, tune_kernels=True)),
     ("bf16+channels_last+compile", dict(precision="bf16", compile=True, tune_kernels=True)),
     ("fp16+channels_last (eager)", dict(precision="fp16")),
@@ -177,6 +182,14 @@ def cuda_rows(budget_s: float) -> list[dict]:
                           "warm_s": warm_s}
         print(f"{name}: {per_second:.0f} images/s, codes {100 * measured[name]['gaussian']:.2f}% identical "
               f"(first call {warm_s:.1f} s)", flush=True)
+    if os.environ.get("UVD_BENCH_PROFILE") and CUDA_VARIANTS[0][0] in measured:
+        from explore_tokenizer_cuda import profile_table  # where the main path's GPU time goes
+
+        from common import OUT_DIR
+
+        os.makedirs(OUT_DIR, exist_ok=True)
+        with open(os.path.join(OUT_DIR, "tokenizer_profile.txt"), "w") as handle:
+            handle.write(profile_table(measured[CUDA_VARIANTS[0][0]]["tok"], images))
     # the same features against a codebook drawn from other photos' features
     book = data_codebook(model, photo_crops(BOOK_NAMES, 64, seed=1))
     with torch.no_grad():

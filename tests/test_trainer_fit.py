@@ -285,6 +285,27 @@ def test_cli_defaults_are_the_options_defaults():
     assert parse_args(["--data", "shards/*.arrow", "--out", "run"]) == FitOptions(data=["shards/*.arrow"], out="run")
 
 
+def test_attention_kernel_pins_one_sdpa_backend(shards, tmp_path: Path):
+    """`--attention` maps to torch's SDPA backend flags; a CUDA kernel asked for on CPU is refused
+    up front, naming the flag, and a misspelt one by the parser."""
+    from trainer.fit import ATTENTION_KERNELS, attention_kernel, parse_args
+
+    flags = {"cudnn": torch.backends.cuda.cudnn_sdp_enabled, "flash": torch.backends.cuda.flash_sdp_enabled,
+             "efficient": torch.backends.cuda.mem_efficient_sdp_enabled, "math": torch.backends.cuda.math_sdp_enabled}
+    before = {name: enabled() for name, enabled in flags.items()}
+    for name in ATTENTION_KERNELS[1:]:
+        with attention_kernel(name):
+            assert {k: enabled() for k, enabled in flags.items()} == {k: k == name for k in flags}
+        assert {k: enabled() for k, enabled in flags.items()} == before
+    with attention_kernel("auto"):
+        assert {k: enabled() for k, enabled in flags.items()} == before
+    assert parse_args(["--data", "d", "--out", "o", "--attention", "cudnn"]).attention == "cudnn"
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "d", "--out", "o", "--attention", "fast"])
+    with pytest.raises(ValueError, match="--attention cudnn picks a CUDA kernel, but this run is on cpu; leave it at auto"):
+        fit(_options(shards, tmp_path / "run", device="cpu", attention="cudnn"))
+
+
 @pytest.mark.parametrize("world", ["1", "2"])
 def test_exit_keeps_the_code_and_the_output(world: str):
     """A torchrun rank leaves through os._exit (gloo's late worker threads abort an interpreter

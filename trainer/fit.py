@@ -57,6 +57,22 @@ PEAK_BF16_FLOPS: dict[str, float] = {
 }
 
 
+# `--attention` values: torch's SDPA backends a training step may be pinned to (CUDA only).
+ATTENTION_KERNELS = ("auto", "cudnn", "flash", "efficient")
+
+
+def attention_kernel(name: str) -> contextlib.AbstractContextManager:
+    """The SDPA backend `--attention` pins for a training step (a compiled step keeps the kernel
+    it was traced with); "auto" leaves the pick to torch."""
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    return sdpa_kernel(backends[name])
+
+
 @dataclass
 class FitOptions:
     """Every knob of a run; stored in each checkpoint."""
@@ -82,6 +98,8 @@ class FitOptions:
                      choices=MODES)
     seed: int = flag(0)
     compile: bool = flag(False, "torch.compile the model")
+    attention: str = flag("auto", "attention kernel of training steps on CUDA: auto (torch's pick), cudnn, flash "
+                                  "or efficient", choices=ATTENTION_KERNELS)
     activation_checkpointing: bool = flag(False, "recompute layers in backward")
     device: str = flag("auto", "auto, cpu or cuda")
     dtype: str = flag("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
@@ -101,6 +119,8 @@ class FitOptions:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise ValueError(f"--attention must be one of {', '.join(ATTENTION_KERNELS)}, got {self.attention!r}")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ValueError(f"--dtype must be auto, fp32 or bf16, got {self.dtype!r}")
         if self.checkpoint_every < 0:
@@ -188,6 +208,9 @@ class Trainer:
     def __init__(self, options: FitOptions, env: Dist, device: torch.device) -> None:
         self.options, self.env, self.device = options, env, device
         self.dtype = options.dtype if options.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+        if options.attention != "auto" and device.type != "cuda":
+            raise ValueError(f"--attention {options.attention} picks a CUDA kernel, but this run is on {device.type}; "
+                             f"leave it at auto")
         overrides = {**options.model_overrides}
         self.config: ModelConfig = preset(options.preset, **overrides)
         if options.seq_len > self.config.max_position_embeddings:
@@ -292,6 +315,9 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _attention_kernel(self) -> contextlib.AbstractContextManager:
+        return attention_kernel(self.options.attention)
+
     def _sync(self, last: bool) -> contextlib.AbstractContextManager:
         if self.env.world_size > 1 and self.options.fsdp:
             self.core.set_requires_gradient_sync(last)
@@ -309,7 +335,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for micro in range(accum):
             batch = torch.from_numpy(self.data.next_batch()).to(self.device, non_blocking=True)
-            with self._sync(micro == accum - 1), self._autocast():
+            with self._sync(micro == accum - 1), self._autocast(), self._attention_kernel():
                 loss = self.forward(batch[:, :-1], batch[:, 1:])
             (loss / accum).backward()
             total += loss.detach().float()

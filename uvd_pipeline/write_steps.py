@@ -117,11 +117,14 @@ class TokenizeShard(beam.DoFn):
         self.tokenizer = self._shared.acquire(lambda: _load_tokenizer(settings))
 
     def process(self, stats: dict[str, Any]) -> Iterator[dict]:
-        start = time.perf_counter()
+        start, clock = time.perf_counter(), time.time()
         result = tokenize_shard(self.output, stats, self.tokenizer, self.config_hash, on_batch=_batch_timing)
         source = stats["source"]
         count(source, "token_shards_skipped" if result["skipped"] else "token_shards_written")
         if not result["skipped"]:
+            # wall-clock ends of each shard's work: min and max span the stage across workers
+            distribution("stage.tokenize_clock_ms", int(clock * 1000))
+            distribution("stage.tokenize_clock_ms", int(time.time() * 1000))
             distribution("stage.tokenize_us", (time.perf_counter() - start) * 1e6)
             distribution("stage.tokenize_images", result["images"])
             count(source, "images_tokenized", result["images"])

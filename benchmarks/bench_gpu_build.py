@@ -1,0 +1,192 @@
+"""The Beam build's Tokenize stage on a GPU against the codec's own rate, in one run.
+
+Input: `--images` (5,000) JPEGs of 320-720 px, crops of the bundled real photos, in img2dataset
+tars written by the sample corpus's writer; one `laion` source, dedup off (every image reaches
+Tokenize), the local runner with `--workers` worker processes. The tokenizer is an LVM-size VQGAN
+(random weights, codebook spread like its features, as in `bench_tokenizer.py`) saved in muse
+format and named by the build config: device cuda, fp16, compile, batch 64.
+
+- stage: images tokenized / the Tokenize stage's wall span across workers (first shard started
+  to last shard finished, from the build's `stage.tokenize_clock_ms` distribution). Each worker
+  process loads and compiles its own copy, so the span includes one compile; "steady" takes the
+  longest encode call (the compiling first batch) off the span.
+- codec: `Tokenizer.encode` with the same settings over the build's own rendered images, read
+  back from its shards, after a warm-up call: the rate the stage is held to (target >= 70%).
+
+    python benchmarks/bench_gpu_build.py [--images 5000] [--workers 8] [--shards 40] [--device cuda]
+
+Writes `bench_out/gpu_build.json` (or `$UVD_BENCH_OUT/gpu_build.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from multiprocessing import Pool
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path[:0] = [HERE, REPO]
+
+import numpy as np  # noqa: E402
+
+TARGET = 0.70
+SHARD_IMAGES = 250
+
+
+def _write_shard(job: tuple[str, int, int]) -> int:
+    """One img2dataset tar of `count` JPEG crops (320-720 px on the long side)."""
+    import cv2
+    from PIL import Image
+
+    from uvd_pipeline.sample import media
+    from uvd_pipeline.sample.web import ShardWriter
+
+    root, shard, count = job
+    names = sorted(name for name, _, _ in media.PHOTOS)
+    photos = {name: media.photo(name) for name in names}
+    writer = ShardWriter(root, shard)
+    for index in range(count):
+        rng = np.random.default_rng([shard, index])
+        name = names[(shard * SHARD_IMAGES + index) % len(names)]
+        base = photos[name]
+        h, w = base.shape[:2]
+        side = int(min(h, w) * rng.uniform(0.3, 1.0))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        long_side = int(rng.integers(320, 721))
+        crop = cv2.resize(np.ascontiguousarray(base[y:y + side, x:x + side]), (long_side, long_side),
+                          interpolation=cv2.INTER_AREA)
+        buf = io.BytesIO()
+        Image.fromarray(crop).save(buf, "JPEG", quality=90)
+        key = f"{shard:05d}{index:04d}"
+        writer.add(key, buf.getvalue(), "jpg", f"a photo of {name}", f"http://bench.invalid/{key}.jpg",
+                   (long_side, long_side))
+    writer.close()
+    return count
+
+
+def write_input(root: str, images: int) -> int:
+    os.makedirs(root, exist_ok=True)
+    jobs = [(root, s, min(SHARD_IMAGES, images - s * SHARD_IMAGES)) for s in range(-(-images // SHARD_IMAGES))]
+    with Pool(min(len(jobs), os.cpu_count() or 1)) as pool:
+        return sum(pool.map(_write_shard, jobs))
+
+
+def write_checkpoint(folder: str, size: str) -> None:
+    from bench_tokenizer import lvm_model, photos
+
+    from tokenizer import checkpoint
+    from tokenizer.config import TINY
+    from tokenizer.model import build
+
+    model = lvm_model(photos()) if size == "lvm" else build(TINY, seed=0)
+    checkpoint.save(model, folder)
+
+
+def write_config(path: str, data: str, output: str, checkpoint: str, device: str, workers: int, shards: int) -> None:
+    import yaml
+
+    config = {
+        "version": 1, "output": output, "seed": 0,
+        "image": {"size": 256, "resize": "center_crop"},
+        "dedup": {"enabled": False},
+        "sources": [{"name": "web", "type": "laion", "path": data, "num_shards": shards, "num_val_shards": 1}],
+        "tokenizer": {"checkpoint": checkpoint, "device": device, "batch_size": 64, "compile": True,
+                      "precision": "fp16" if device == "cuda" else "fp32"},
+        "beam": {"runner": "DirectRunner", "direct_num_workers": workers, "direct_running_mode": "multi_processing"},
+    }
+    with open(path, "w") as handle:
+        yaml.safe_dump(config, handle, sort_keys=False)
+
+
+def rendered_images(output: str) -> np.ndarray:
+    from uvd_pipeline.render import decode_png
+    from uvd_pipeline.rendered_shards import iter_shard
+
+    found = []
+    for dirpath, _, files in os.walk(os.path.join(output, "rendered")):
+        for name in sorted(files):
+            if name.endswith(".tar") and ".tmp-" not in name:
+                found += [decode_png(png) for s in iter_shard(os.path.join(dirpath, name)) for png in s.images]
+    return np.stack(found)
+
+
+def codec_rate(checkpoint: str, device: str, images: np.ndarray) -> tuple[float, float]:
+    """Images/s of `Tokenizer.encode` with the build's settings (best of two passes) and its first call's seconds."""
+    import torch
+
+    from tokenizer.codec import Tokenizer
+
+    tok = Tokenizer.from_pretrained(checkpoint, device=device, batch_size=64, compile=True,
+                                    precision="fp16" if device == "cuda" else "fp32", threads=1 if device == "cpu" else None)
+    started = time.perf_counter()
+    tok.encode(images[:64])
+    first = time.perf_counter() - started
+    best = float("inf")
+    for _ in range(2):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        tok.encode(images)
+        best = min(best, time.perf_counter() - started)
+    return len(images) / best, first
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--shards", type=int, default=40, help="output shards (train; one more for val)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--model", default="lvm", choices=("lvm", "tiny"))
+    parser.add_argument("--work", default=os.path.join(REPO, "bench_out", "gpu_build"))
+    args = parser.parse_args()
+    out_dir = os.environ.get("UVD_BENCH_OUT", os.path.join(REPO, "bench_out"))
+    os.makedirs(args.work, exist_ok=True)
+    data, output = os.path.join(args.work, "input"), os.path.join(args.work, "build")
+    checkpoint, config = os.path.join(args.work, "tokenizer"), os.path.join(args.work, "build.yaml")
+    started = time.perf_counter()
+    written = write_input(data, args.images)
+    print(f"wrote {written} input JPEGs in {time.perf_counter() - started:.0f} s", flush=True)
+    write_checkpoint(checkpoint, args.model)
+    write_config(config, data, output, checkpoint, args.device, args.workers, args.shards)
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", config, "--replace-changed"],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    build_s = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"build failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    summary = json.load(open(os.path.join(output, "summary.json")))
+    dists = summary["run"]["distributions"]
+    clock, batches = dists["stage.tokenize_clock_ms"], dists["tokenize.batch_us"]
+    tokenized = int(dists["stage.tokenize_images"]["sum"])
+    span = (clock["max"] - clock["min"]) / 1000
+    steady = span - batches["max"] / 1e6
+    images = rendered_images(output)
+    rate, first_call = codec_rate(checkpoint, args.device, images)
+    import torch
+
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    result = {
+        "gpu": gpu, "torch": torch.__version__, "model": args.model, "workers": args.workers,
+        "images_tokenized": tokenized, "build_s": round(build_s, 1), "tokenize_span_s": round(span, 2),
+        "stage_images_per_s": round(tokenized / span, 1), "stage_steady_images_per_s": round(tokenized / steady, 1),
+        "longest_encode_call_s": round(batches["max"] / 1e6, 1), "codec_images_per_s": round(rate, 1),
+        "codec_first_call_s": round(first_call, 1),
+        "stage_vs_codec": round(tokenized / span / rate, 3), "steady_vs_codec": round(tokenized / steady / rate, 3),
+        "target": f">= {TARGET:.0%} of the codec's rate", "stages": summary["run"]["stages"],
+    }
+    print(json.dumps(result, indent=1), flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "gpu_build.json"), "w") as handle:
+        json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every GPU benchmark in one command, sized for a short lease of one GPU (about 9 minutes):
+#   tokenizer encode paths (bench_tokenizer --cuda-only, with a kernel profile of the main path),
+#   trainer MFU (bench_trainer --cuda-only), the Beam build's Tokenize stage (bench_gpu_build).
+# Each part has its own time limit, so one that fails or runs long leaves the others their time.
+# Results (JSON, the profile, the log) go to $UVD_BENCH_OUT (default bench_out/). Wheels for the
+# packages the GPU image lacks (Beam and its needs, pydantic) are taken from .whl/ when present.
+set -u
+OUT_DIR=${UVD_BENCH_OUT:-bench_out}
+mkdir -p "$OUT_DIR"
+export UVD_BENCH_OUT=$OUT_DIR PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+PY=${PYTHON:-python3}
+nvidia-smi -L
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+part() {  # part NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  local started=$SECONDS
+  echo "=== $name (limit ${limit}s)"
+  timeout -k 10 "$limit" "$@"
+  echo "=== $name: exit $? after $((SECONDS - started))s"
+}
+part tokenizer "${TOKENIZER_S:-240}" env UVD_BENCH_CUDA_BUDGET_S="${TOKENIZER_BUDGET_S:-140}" UVD_BENCH_PROFILE=1 \
+  $PY benchmarks/bench_tokenizer.py --cuda-only
+part trainer "${TRAINER_S:-230}" env UVD_BENCH_CUDA_BUDGET_S="${TRAINER_BUDGET_S:-120}" \
+  $PY benchmarks/bench_trainer.py --cuda-only
+part gpu_build "${BUILD_S:-150}" $PY benchmarks/bench_gpu_build.py --images "${BUILD_IMAGES:-5000}" \
+  --workers "${BUILD_WORKERS:-8}" --work /tmp/gpu_build
