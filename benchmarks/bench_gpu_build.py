@@ -4,16 +4,17 @@ Input: `--images` (5,000) JPEGs of 320-720 px, crops of the bundled real photos,
 tars written by the sample corpus's writer; one `laion` source, dedup off (every image reaches
 Tokenize), the local runner with `--workers` worker processes. The tokenizer is an LVM-size VQGAN
 (random weights, codebook spread like its features, as in `bench_tokenizer.py`) saved in muse
-format and named by the build config: device cuda, fp16, compile, batch 64.
+format and named by the build config: device cuda, fp16, compile, batch 64. The workers run in
+the local runner's default mode unless `--mode` says otherwise (as threads, they share one model
+and one compile; as processes, each loads and compiles its own).
 
 - stage: images tokenized / the Tokenize stage's wall span across workers (first shard started
-  to last shard finished, from the build's `stage.tokenize_clock_ms` distribution). Each worker
-  process loads and compiles its own copy, so the span includes one compile; "steady" takes the
-  longest encode call (the compiling first batch) off the span.
+  to last shard finished, from the build's `stage.tokenize_clock_ms` distribution). The span
+  includes the compile; "steady" takes the longest encode call (the compiling first batch) off it.
 - codec: `Tokenizer.encode` with the same settings over the build's own rendered images, read
   back from its shards, after a warm-up call: the rate the stage is held to (target >= 70%).
 
-    python benchmarks/bench_gpu_build.py [--images 5000] [--workers 8] [--shards 40] [--device cuda]
+    python benchmarks/bench_gpu_build.py [--images 5000] [--workers 8] [--shards 40] [--mode auto] [--device cuda]
 
 Writes `bench_out/gpu_build.json` (or `$UVD_BENCH_OUT/gpu_build.json`).
 """
@@ -88,7 +89,8 @@ def write_checkpoint(folder: str, size: str) -> None:
     checkpoint.save(model, folder)
 
 
-def write_config(path: str, data: str, output: str, checkpoint: str, device: str, workers: int, shards: int) -> None:
+def write_config(path: str, data: str, output: str, checkpoint: str, device: str, workers: int, shards: int,
+                 mode: str = "auto") -> None:
     import yaml
 
     config = {
@@ -98,7 +100,7 @@ def write_config(path: str, data: str, output: str, checkpoint: str, device: str
         "sources": [{"name": "web", "type": "laion", "path": data, "num_shards": shards, "num_val_shards": 1}],
         "tokenizer": {"checkpoint": checkpoint, "device": device, "batch_size": 64, "compile": True,
                       "precision": "fp16" if device == "cuda" else "fp32"},
-        "beam": {"runner": "DirectRunner", "direct_num_workers": workers, "direct_running_mode": "multi_processing"},
+        "beam": {"runner": "DirectRunner", "direct_num_workers": workers, "direct_running_mode": mode},
     }
     with open(path, "w") as handle:
         yaml.safe_dump(config, handle, sort_keys=False)
@@ -142,6 +144,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--shards", type=int, default=40, help="output shards (train; one more for val)")
+    parser.add_argument("--mode", default="auto", choices=("auto", "multi_threading", "multi_processing"),
+                        help="the local runner's workers: auto (the build's default: threads up to 2 workers, processes beyond), threads of one process (one "
+                             "model and one compile for all), or processes (one each)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--model", default="lvm", choices=("lvm", "tiny"))
     parser.add_argument("--work", default=os.path.join(REPO, "bench_out", "gpu_build"))
@@ -154,7 +159,7 @@ def main() -> None:
     written = write_input(data, args.images)
     print(f"wrote {written} input JPEGs in {time.perf_counter() - started:.0f} s", flush=True)
     write_checkpoint(checkpoint, args.model)
-    write_config(config, data, output, checkpoint, args.device, args.workers, args.shards)
+    write_config(config, data, output, checkpoint, args.device, args.workers, args.shards, args.mode)
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", config, "--replace-changed"],
@@ -174,7 +179,7 @@ def main() -> None:
 
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     result = {
-        "gpu": gpu, "torch": torch.__version__, "model": args.model, "workers": args.workers,
+        "gpu": gpu, "torch": torch.__version__, "model": args.model, "workers": args.workers, "mode": args.mode,
         "images_tokenized": tokenized, "build_s": round(build_s, 1), "tokenize_span_s": round(span, 2),
         "stage_images_per_s": round(tokenized / span, 1), "stage_steady_images_per_s": round(tokenized / steady, 1),
         "longest_encode_call_s": round(batches["max"] / 1e6, 1), "codec_images_per_s": round(rate, 1),

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU benchmark in one command, sized for a short lease of one GPU (about 9 minutes):
 #   tokenizer encode paths (bench_tokenizer --cuda-only, with a kernel profile of the main path),
-#   trainer MFU (bench_trainer --cuda-only), the Beam build's Tokenize stage (bench_gpu_build).
+#   trainer MFU (bench_trainer --cuda-only), the Beam build's Tokenize stage (bench_gpu_build; its
+#   workers as threads of one process by default, so one model is loaded and compiled, not one per
+#   worker: with 8 processes the 5,000-image part ran out of its 150 s on 2026-12-04).
 # Each part has its own time limit, so one that fails or runs long leaves the others their time.
 # Results (JSON, the profile, the log) go to $UVD_BENCH_OUT (default bench_out/). Wheels for the
 # packages the GPU image lacks (Beam and its needs, pydantic) are taken from .whl/ when present.
@@ -28,4 +30,4 @@ part tokenizer "${TOKENIZER_S:-240}" env UVD_BENCH_CUDA_BUDGET_S="${TOKENIZER_BU
 part trainer "${TRAINER_S:-230}" env UVD_BENCH_CUDA_BUDGET_S="${TRAINER_BUDGET_S:-120}" \
   $PY benchmarks/bench_trainer.py --cuda-only
 part gpu_build "${BUILD_S:-150}" $PY benchmarks/bench_gpu_build.py --images "${BUILD_IMAGES:-5000}" \
-  --workers "${BUILD_WORKERS:-8}" --work /tmp/gpu_build
+  --workers "${BUILD_WORKERS:-8}" --mode "${BUILD_MODE:-multi_threading}" --work /tmp/gpu_build

@@ -93,6 +93,61 @@ def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
     assert sorted(t["compiled"] for t in made_by) == [False, True]
 
 
+def test_overlapped_encode_writes_the_same_token_shard(mini_build, tmp_path):
+    """Decoding the next batch while this one encodes (the GPU default, asked for here on CPU)
+    gives the same token shard bytes, reports every batch in order on the caller's thread, and an
+    encode error still reaches the caller."""
+    import shutil
+    import threading
+
+    from tokenizer import Tokenizer
+    from uvd_pipeline.tokenize_stage import committed_rendered, token_shard_path, tokenize_shard
+
+    config, _ = mini_build
+    stats = max(committed_rendered(config.output, config.content_hash()), key=lambda s: s["sentences"])
+    tok = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=3, threads=1)
+    written: dict[bool, bytes] = {}
+    batches: dict[bool, list[int]] = {}
+    for overlap in (False, True):
+        out = tmp_path / f"overlap-{overlap}"
+        shutil.copytree(config.output, out)
+        shutil.rmtree(out / "tokens")
+        seen: list[int] = []
+
+        def on_batch(seconds: float, images: int) -> None:
+            assert threading.current_thread() is threading.main_thread() and seconds > 0
+            seen.append(images)
+
+        result = tokenize_shard(str(out), stats, tok, config.content_hash(), on_batch=on_batch, overlap=overlap)
+        assert not result["skipped"]
+        written[overlap] = Path(token_shard_path(str(out), stats["source"], stats["split"],
+                                                 stats["tar"][:-4])).read_bytes()
+        batches[overlap] = seen
+    assert written[True] == written[False]
+    images = sum(batches[False])
+    assert images > 3 and batches[True] == batches[False] == [3] * (images // 3) + ([images % 3] if images % 3 else [])
+
+    class Failing:  # a codec that breaks on its second batch, on the encode thread
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def encode(self, batch):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("device lost")
+            return tok.encode(batch)
+
+    out = tmp_path / "failing"
+    shutil.copytree(config.output, out)
+    shutil.rmtree(out / "tokens")
+    with pytest.raises(RuntimeError, match="device lost"):
+        tokenize_shard(str(out), stats, Failing(), config.content_hash(), overlap=True)
+    assert not Path(token_shard_path(str(out), stats["source"], stats["split"], stats["tar"][:-4])).exists()
+
+
 def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
     """fp16 codes may differ from fp32 ones, so a token shard made in another precision is redone,
     its stats say which precision made it, and a rerun with the same precision skips it. (One

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -120,10 +121,53 @@ def arithmetic_label(arithmetic: dict[str, Any]) -> str:
             + (" with tuned kernels" if arithmetic["tuned_kernels"] else ""))
 
 
+class BatchEncoder:
+    """Encodes batches in order, optionally one at a time on a background thread, so the caller
+    decodes the next batch's PNGs while the device computes this one (a GPU otherwise waits for
+    the CPU between batches). Results and `on_batch(seconds, images)` reach the caller's thread
+    (Beam metrics live there), in submission order; an encode error is raised there too."""
+
+    def __init__(self, tok, on_batch: Callable[[float, int], None] | None, overlap: bool) -> None:
+        self.tok, self.on_batch = tok, on_batch
+        self.codes: list[np.ndarray] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="encode") if overlap else None
+        self._in_flight: Future | None = None
+
+    def _encode(self, batch: np.ndarray) -> tuple[np.ndarray, float, int]:
+        start = time.perf_counter()
+        return self.tok.encode(batch), time.perf_counter() - start, len(batch)
+
+    def _take(self, result: tuple[np.ndarray, float, int]) -> None:
+        codes, seconds, images = result
+        self.codes.extend(codes)
+        if self.on_batch is not None:
+            self.on_batch(seconds, images)
+
+    def submit(self, images: list[np.ndarray]) -> None:
+        batch = np.stack(images)
+        if self._pool is None:
+            self._take(self._encode(batch))
+            return
+        self.wait()
+        self._in_flight = self._pool.submit(self._encode, batch)
+
+    def wait(self) -> None:
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            self._take(future.result())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
 def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
-                   on_batch: Callable[[float, int], None] | None = None) -> dict[str, Any]:
+                   on_batch: Callable[[float, int], None] | None = None,
+                   overlap: bool | None = None) -> dict[str, Any]:
     """Encode every image of one rendered shard and write its token shard (stats last).
-    `on_batch(seconds, images)` is told how long each encoded batch took (Beam metrics)."""
+    `on_batch(seconds, images)` is told how long each encoded batch took (Beam metrics).
+    `overlap`: decode the next batch while this one encodes (default: when the codec runs on a
+    GPU); the batches, and so the token bytes, are the same either way."""
     stem = stats["tar"][: -len(TAR_SUFFIX)]
     path = token_shard_path(output, stats["source"], stats["split"], stem)
     stats_uri = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
@@ -144,16 +188,9 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     headers: list[dict[str, Any]] = []
     pending: list[np.ndarray] = []
     owners: list[int] = []
-    codes: list[np.ndarray] = []
-
-    def flush() -> None:
-        if pending:
-            start = time.perf_counter()
-            codes.extend(tok.encode(np.stack(pending)))
-            if on_batch is not None:
-                on_batch(time.perf_counter() - start, len(pending))
-            pending.clear()
-
+    if overlap is None:
+        overlap = getattr(getattr(tok, "device", None), "type", "cpu") == "cuda"
+    encoder = BatchEncoder(tok, on_batch, overlap)
     tar = tar_recorded(output, stats)
     try:  # the tar's size is checked before, its sha256 after the last sentence (`iter_shard`)
         for sentence in iter_shard(tar):
@@ -162,14 +199,20 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                 pending.append(decode_png(png))
                 owners.append(len(headers) - 1)
                 if len(pending) >= tok.batch_size:
-                    flush()
+                    encoder.submit(pending)
+                    pending = []
+        if pending:
+            encoder.submit(pending)
+        encoder.wait()
     except ShardDamaged:
         raise
     except ValueError as exc:  # a PNG or header that does not decode: say which tar, and whether it changed
         why = check_file(tar, full=True)
         raise ShardDamaged(tar.uri, f"{why}; {REBUILD_HINT}" if why else
                            f"holds a sentence that does not decode ({exc})"[:300]) from None
-    flush()
+    finally:
+        encoder.close()
+    codes = encoder.codes
     per_sentence: list[list[np.ndarray]] = [[] for _ in headers]
     for owner, code in zip(owners, codes):
         per_sentence[owner].append(code)
