@@ -48,9 +48,13 @@ RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reenc
 
 # A local tar of this size or more is read as several units (`Unit.part`), so that a few big tars
 # spread over the workers (3 tars on 2 workers: one renders two while the other waits). Each part
-# reads the whole tar (on a local disk 0.1 CPU-s per 100 MB, a part's image decoding is 30 times
-# that) and yields the items whose key hashes to it: together the parts yield exactly what one
-# reading does. A remote tar is never split (each part would download all of it).
+# reads every member header of the tar and seeks over the data of samples another part owns (on a
+# local disk 14 ms per 900-member tar against 40 ms for reading it through; decoding a part's 450
+# images takes ~200 times that); it yields the items whose key hashes to it: together the parts
+# yield exactly what one reading does. A remote tar is never split (each part would download all
+# of it). Smaller parts did not pay: 16 MB (18 units of 50 images for a 900-image build of three
+# 92 MB tars instead of 6 of 150) took 5.14 s against 4.91 s (medians of 4 interleaved runs, 8.0
+# against 7.8 CPU-s).
 TAR_PART_BYTES = 64 << 20
 MAX_TAR_PARTS = 8
 
@@ -219,8 +223,10 @@ class LaionSource:
         repeated = False  # the current run of members repeats a key already seen
         dropped = False  # the current sample was rejected whole (a member over the size cap)
         members: dict[str, bytes] = {}
+        # a part (a local file) seeks over other parts' members; a whole tar may be a stream
+        mode = "r|*" if owns is None else "r:*"
         try:
-            with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
+            with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode=mode) as tar:
                 for info in tar:
                     if info.isdir():
                         continue
@@ -246,6 +252,9 @@ class LaionSource:
                                            f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} "
                                            "byte cap for one member")
                         dropped = True
+                        continue
+                    if owns is not None and not owns(self._key(shard, key)):
+                        members[ext] = b""  # another part's sample: its bytes are that part's to read
                         continue
                     extracted = tar.extractfile(info)
                     members[ext] = extracted.read() if extracted is not None else b""

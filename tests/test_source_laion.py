@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tarfile
 from collections import Counter
@@ -123,7 +124,16 @@ def test_parts_of_a_big_tar_yield_exactly_what_the_whole_tar_does(sample_corpus:
     assert len(units) > 4 and all(u.parts > 1 for u in units)
     assert "part=" in repr(units[0])
     assert "part=" not in repr(laion.Unit("tar", ("x.tar",), "r"))  # a whole unit keeps its store id
-    per_part = [[item for item in source.read(unit)] for unit in units]
+    extracted: list[str] = []  # members whose bytes a part read: only its own samples'
+    real_extract = tarfile.TarFile.extractfile
+    monkeypatch.setattr(tarfile.TarFile, "extractfile",
+                        lambda tar, info: extracted.append(info.name) or real_extract(tar, info))
+    per_part = []
+    for unit in units:
+        extracted.clear()
+        per_part.append(list(source.read(unit)))
+        shard = os.path.basename(unit.uris[0]).removesuffix(".tar")
+        assert extracted and all(unit.owns(source._key(shard, name.partition(".")[0])) for name in extracted)
     assert all(per_part)  # every part has work
     assert sorted(map(repr, (item for part in per_part for item in part))) == sorted(map(repr, whole))
     if cut:
