@@ -26,8 +26,8 @@ HF's strongest CPU setup we know of, reported next to the target so it is not re
 Also: tokens/s of the whole `trainer.fit` loop (data loader over real token shards, logging) on
 this machine, and on a CUDA device (alone with `--cuda-only`) the MFU of the real loop,
 `trainer.fit --preset 300m --seq-len 4096 --compile` in bf16 over token shards, at batch 8 (the
-target, 45%) with torch's attention kernel and with cuDNN's (`--attention cudnn`), then the 1b
-preset and 300m at batch 16 (time allowing); on CPU that row says it was not measured.
+target row), then time allowing at batch 16, the 1b preset, and 300m with cuDNN's attention
+kernel pinned (`--attention cudnn`); on CPU that row says it was not measured.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from trainer.config import ModelConfig, preset  # noqa: E402
 from trainer.fit import FitOptions, TrainingModel, fit, keep_freed_memory, peak_flops  # noqa: E402
 
 TARGET_SPEEDUP = 1.5
-TARGET_MFU = 0.45
+TARGET_MFU = 0.60  # issue 18 (was 45%, met on the H100 and H200)
 SEQ_LEN = 1024
 BATCH = 2
 ROUNDS = 16
@@ -225,15 +225,16 @@ def memory_note(device: str) -> str:
 
 MFU_SEQ, MFU_STEPS = 4096, 25
 # (preset, windows per step, --attention), in priority order: the time budget may cut the tail.
-# "best" takes the 300m batch-8 attention kernel that measured faster in this run.
+# "best" takes the 300m batch-8 attention kernel that measured faster in this run (on an H200 on
+# 2026-12-04 cuDNN's pinned kernel gave 53.9% against 53.8% for torch's pick: it runs last now).
 MFU_VARIANTS: tuple[tuple[str, int, str], ...] = (
-    ("300m", 8, "auto"), ("300m", 8, "cudnn"), ("1b", 8, "best"), ("300m", 16, "best"))
+    ("300m", 8, "auto"), ("300m", 16, "best"), ("1b", 8, "best"), ("300m", 8, "cudnn"))
 
 
 def mfu_rows(budget_s: float, device: str = "cuda") -> list[dict]:
     """MFU of the real loop: `trainer.fit --preset P --seq-len 4096 --compile` (bf16 autocast) on
-    one GPU over real token shards: the 300m preset at batch 8 with torch's attention kernel and
-    with cuDNN's, then the 1b preset, then 300m at batch 16 (time allowing)."""
+    one GPU over real token shards: the 300m preset at batch 8, then (time allowing) at batch 16,
+    the 1b preset, and 300m with cuDNN's attention kernel pinned."""
     metric = "MFU {preset} preset, 4096 tokens/window, bf16 (% of peak)"
     if device == "cuda" and not torch.cuda.is_available():
         return [{"metric": metric.format(preset="300m"), "ours": "not measured", "baseline": "", "speedup": "",
