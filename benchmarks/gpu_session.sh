@@ -5,6 +5,9 @@
 #   workers as threads of one process by default, so one model is loaded and compiled, not one per
 #   worker: with 8 processes the 5,000-image part ran out of its 150 s on 2026-12-04).
 # Each part has its own time limit, so one that fails or runs long leaves the others their time.
+# Knobs: TOKENIZER_S / TRAINER_S / BUILD_S (each part's hard limit, s), TOKENIZER_BUDGET_S and
+# TRAINER_BUDGET_S (no new variant starts after that), TOKENIZER_VARIANTS ("0,2": indices into
+# bench_tokenizer.CUDA_VARIANTS), BUILD_IMAGES, BUILD_WORKERS, BUILD_MODE.
 # Results (JSON, the profile, the log) go to $UVD_BENCH_OUT (default bench_out/). Wheels for the
 # packages the GPU image lacks (Beam and its needs, pydantic) are taken from .whl/ when present.
 set -u
@@ -26,6 +29,7 @@ part() {  # part NAME SECONDS COMMAND...
   echo "=== $name: exit $? after $((SECONDS - started))s"
 }
 part tokenizer "${TOKENIZER_S:-240}" env UVD_BENCH_CUDA_BUDGET_S="${TOKENIZER_BUDGET_S:-140}" UVD_BENCH_PROFILE=1 \
+  UVD_BENCH_CUDA_VARIANTS="${TOKENIZER_VARIANTS:-}" \
   $PY benchmarks/bench_tokenizer.py --cuda-only
 part trainer "${TRAINER_S:-230}" env UVD_BENCH_CUDA_BUDGET_S="${TRAINER_BUDGET_S:-120}" \
   $PY benchmarks/bench_trainer.py --cuda-only
