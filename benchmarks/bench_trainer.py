@@ -280,7 +280,7 @@ def mfu_rows(budget_s: float, device: str = "cuda") -> list[dict]:
                 "target": f">= {100 * TARGET_MFU:.0f}% on one H100" if main_row else "info",
                 "met": bool(mfu is not None and mfu >= TARGET_MFU) if main_row else "",
                 "note": (f"{name}; {summary['tokens_per_s']:.0f} tokens/s, mean of steps 2-{MFU_STEPS} of the real loop "
-                         f"(loader, fused AdamW, clip, loss sync each step); first step incl. compile "
+                         f"(loader, fused AdamW, clip; losses read back once per log interval); first step incl. compile "
                          f"{summary['first_step_s']:.0f} s; peak {(peak or 0) / 1e12:.0f} TFLOP/s; "
                          f"{summary['parameters'] / 1e6:.0f}M params, 6N + 12 L h T FLOPs per token; "
                          f"{memory_note(device)}torch {torch.__version__}"),

@@ -192,6 +192,38 @@ def test_loss_decreases_on_structured_shards(shards, tmp_path: Path):
     assert summary["tokens_seen"] == 30 * 4 * 64 and summary["mfu"] is None  # no MFU on CPU
 
 
+def test_steps_are_read_back_per_interval_and_a_diverged_step_is_never_saved(shards, tmp_path: Path, monkeypatch):
+    """The loop queues steps on the device and reads their losses back at log and checkpoint
+    steps (and after the first): every step's loss still lands in the run's losses and curve, in
+    order, the same values as one read-back per step gives; a non-finite loss stops the run at
+    the next read-back, naming its step, before any checkpoint could hold it."""
+    import trainer.fit as fit_module
+
+    per_step = fit(_options(shards, tmp_path / "per_step", max_steps=7, log_every=1))
+    drains: list[int] = []
+    real_drain = fit_module.StepReadback.drain
+    monkeypatch.setattr(fit_module.StepReadback, "drain",
+                        lambda self: drains.append(len(self._queued)) or real_drain(self))
+    batched = fit(_options(shards, tmp_path / "batched", max_steps=7, log_every=3))
+    assert drains == [1, 2, 3, 1]  # after step 1, then at steps 3, 6 and the last, 7
+    assert batched["losses"] == per_step["losses"] and len(batched["losses"]) == 7
+    curve = json.loads((tmp_path / "batched" / "losses.json").read_text())
+    assert curve == {"step": list(range(1, 8)), "loss": per_step["losses"]}
+    assert batched["first_step_s"] > 0 and batched["tokens_per_s"] > 0
+
+    real_step = fit_module.Trainer.train_step_queued
+
+    def diverging(self):
+        values = real_step(self)
+        return values.clone().fill_(float("nan")) if self.step >= 5 else values
+
+    monkeypatch.setattr(fit_module.Trainer, "train_step_queued", diverging)
+    with pytest.raises(FloatingPointError, match="the loss is nan at step 5; lower --lr"):
+        fit(_options(shards, tmp_path / "diverged", max_steps=12, log_every=4, checkpoint_every=2))
+    saved = sorted(p.name for p in (tmp_path / "diverged" / "checkpoints").iterdir())
+    assert saved == ["step-00000002", "step-00000004"]
+
+
 def test_resume_replays_the_identical_losses(shards, tmp_path: Path):
     whole = fit(_options(shards, tmp_path / "whole", max_steps=6))
     first = fit(_options(shards, tmp_path / "split", max_steps=6, stop_at=3))

@@ -13,7 +13,8 @@ Running the same command again resumes from the newest intact checkpoint in `--o
 newer one is set aside with a warning naming the file): model, optimizer, step, data-loader
 position and RNG come back, and on CPU the losses continue bit for bit as if the run had not
 stopped. `OUT/log.jsonl` (one line per log interval), `OUT/losses.json` (every step's
-loss) and `OUT/summary.json` are what a report reads.
+loss) and `OUT/summary.json` are what a report reads. Losses are read back from the device once
+per log interval (`StepReadback`), not after every step.
 """
 
 from __future__ import annotations
@@ -328,6 +329,12 @@ class Trainer:
 
     def train_step(self) -> tuple[float, float]:
         """One optimizer update over grad_accum micro-batches; returns (mean loss over ranks, grad norm)."""
+        loss, norm = self.train_step_queued().tolist()
+        return loss, norm
+
+    def train_step_queued(self) -> torch.Tensor:
+        """`train_step` without waiting for the device: returns [loss, grad norm] as a float32
+        tensor on the device, so the host can queue the next step while this one computes."""
         lr = learning_rate(self.step, self.options)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -351,8 +358,7 @@ class Trainer:
             total /= self.env.world_size
         self.step += 1
         self.tokens_seen += self.tokens_per_step
-        loss, norm_value = torch.stack([total.float(), norm.detach().float().to(total.device)]).tolist()
-        return loss, norm_value  # one device->host transfer, so one wait per step
+        return torch.stack([total.float(), norm.detach().float().to(total.device)])
 
     @property
     def tokens_per_step(self) -> int:
@@ -386,6 +392,38 @@ def _log(trainer: Trainer, record: dict[str, Any]) -> None:
         if record.get("mfu") is not None:
             line += f" | mfu {100 * record['mfu']:.1f}%"
         print(line, flush=True)
+
+
+class StepReadback:
+    """Steps' [loss, grad norm] tensors queued on the device and read back together: one wait per
+    log interval instead of one per step, so the host prepares the next step (loader, launches)
+    while the device still computes. Reading back records every step's loss in order (the run's
+    losses and its curve) and refuses a non-finite one, naming its step; `fit` reads back before
+    logging, before each checkpoint (a checkpoint never holds a diverged step), after the first
+    step and at least every `limit` steps."""
+
+    def __init__(self, curve: dict[str, list], losses: list[float], limit: int = 64) -> None:
+        self.curve, self.losses, self.limit = curve, losses, limit
+        self._queued: list[tuple[int, torch.Tensor]] = []
+
+    @property
+    def full(self) -> bool:
+        return len(self._queued) >= self.limit
+
+    def add(self, step: int, values: torch.Tensor) -> None:
+        self._queued.append((step, values))
+
+    def drain(self) -> tuple[float, float]:
+        """Wait for the queued steps; returns the last one's (loss, grad norm)."""
+        queued, self._queued = self._queued, []
+        rows = torch.stack([values for _, values in queued]).tolist()  # one device->host transfer
+        for (step, _), (loss, _norm) in zip(queued, rows):
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss is {loss} at step {step}; lower --lr or check the data")
+            self.losses.append(loss)
+            self.curve["step"].append(step)
+            self.curve["loss"].append(loss)
+        return rows[-1][0], rows[-1][1]
 
 
 def fit(options: FitOptions | dict[str, Any]) -> dict[str, Any]:
@@ -476,21 +514,27 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
               f"{trainer.tokens_per_step:,} tokens/step, steps {start_step}->{end}"
               f"{f' (resumed from {resume_from})' if resume_from else ''}\n  data: {data}", flush=True)
     losses: list[float] = []
-    step_seconds: list[float] = []
     last_path = resume_from
     interval_started, interval_tokens = time.perf_counter(), 0
     run_started = time.perf_counter()
+    readback = StepReadback(trainer.curve, losses)
+    first_step_s: float | None = None
+    steady_from: float | None = None  # when the first step had finished (read back)
+    last_read: float | None = None  # when the newest read-back finished
+    saving_s, saving_before_read = 0.0, 0.0  # checkpoint writes are not training time
     while trainer.step < end:
-        began = time.perf_counter()
-        loss, norm = trainer.train_step()
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the loss is {loss} at step {trainer.step}; lower --lr or check the data")
-        step_seconds.append(time.perf_counter() - began)
-        losses.append(loss)
-        trainer.curve["step"].append(trainer.step)
-        trainer.curve["loss"].append(loss)
+        readback.add(trainer.step + 1, trainer.train_step_queued())
         interval_tokens += trainer.tokens_per_step
-        if trainer.step % options.log_every == 0 or trainer.step == end:
+        every = options.checkpoint_every
+        log_now = trainer.step % options.log_every == 0 or trainer.step == end
+        save_now = bool(every) and (trainer.step % every == 0 or trainer.step == end)
+        if first_step_s is None or log_now or save_now or readback.full:
+            loss, norm = readback.drain()  # waits for the device; raises on a non-finite loss
+            last_read, saving_before_read = time.perf_counter(), saving_s
+            if first_step_s is None:
+                first_step_s = last_read - run_started
+                steady_from = last_read
+        if log_now:
             elapsed = time.perf_counter() - interval_started
             rate = interval_tokens / elapsed if elapsed > 0 else float("nan")
             _log(trainer, {"step": trainer.step, "loss": loss, "lr": learning_rate(trainer.step - 1, options),
@@ -498,20 +542,28 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
                            "epochs": trainer.data.epochs, "time": time.time(),
                            "mfu": (flops_per_token * rate / (peak * env.world_size)) if peak else None})
             interval_started, interval_tokens = time.perf_counter(), 0
-        every = options.checkpoint_every
-        if every and (trainer.step % every == 0 or trainer.step == end):
+        if save_now:
+            saving = time.perf_counter()
             last_path = trainer.save()
+            saving_s += time.perf_counter() - saving
     elapsed = time.perf_counter() - run_started
-    # steady-state throughput: the first step (warm-up, compilation) is left out when there are others
-    timed = step_seconds[1:] if len(step_seconds) > 1 else step_seconds
-    tokens_per_s = trainer.tokens_per_step * len(timed) / sum(timed) if timed and sum(timed) > 0 else None
+    # steady-state throughput: from the end of the first step (warm-up, compilation) to the end of
+    # the last, when there are others (each read back, so the device has finished them), less the
+    # checkpoint writes in between
+    steps_after_first = len(losses) - 1
+    if steps_after_first > 0 and steady_from is not None and last_read is not None:
+        tokens_per_s = trainer.tokens_per_step * steps_after_first / (last_read - steady_from - saving_before_read)
+    elif first_step_s:
+        tokens_per_s = trainer.tokens_per_step / first_step_s
+    else:
+        tokens_per_s = None
     summary = {
         "out": options.out, "preset": options.preset, "parameters": trainer.config.num_parameters(),
         "device": str(device), "dtype": trainer.dtype, "world_size": env.world_size,
         "fsdp": bool(options.fsdp and env.world_size > 1), "start_step": start_step, "step": trainer.step,
         "losses": losses, "final_loss": losses[-1] if losses else None,
         "tokens_per_step": trainer.tokens_per_step, "tokens_seen": trainer.tokens_seen,
-        "tokens_per_s": tokens_per_s, "first_step_s": step_seconds[0] if step_seconds else None,
+        "tokens_per_s": tokens_per_s, "first_step_s": first_step_s,
         "mfu": flops_per_token * tokens_per_s / (peak * env.world_size) if peak and tokens_per_s else None,
         "elapsed_s": elapsed, "checkpoint": last_path, "resumed_from": resume_from, "set_aside": set_aside_as,
         "loss_curve": os.path.join(options.out, LOSSES_NAME), "data": trainer.data.describe(),
