@@ -223,10 +223,8 @@ class LaionSource:
         repeated = False  # the current run of members repeats a key already seen
         dropped = False  # the current sample was rejected whole (a member over the size cap)
         members: dict[str, bytes] = {}
-        # a part (a local file) seeks over other parts' members; a whole tar may be a stream
-        mode = "r|*" if owns is None else "r:*"
         try:
-            with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode=mode) as tar:
+            with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode=_read_mode(handle, owns)) as tar:
                 for info in tar:
                     if info.isdir():
                         continue
@@ -404,6 +402,21 @@ def _image_members(members: dict[str, Any]) -> list[str]:
     is not a sidecar (the decoder judges it)."""
     images = [e for e in IMAGE_EXTENSIONS if e in members]
     return images or sorted(e for e in members if e not in SIDECARS)[:1]
+
+
+# magic numbers of the compressions tarfile's "r|*" reads: a compressed tar is always streamed
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
+    """tarfile mode for one reading: a part of a plain local tar opens it seekably, so the data of
+    samples other parts own is skipped, not read; a whole tar, or a compressed one, is streamed
+    (the end-of-archive check then sees the same stream whichever part reads it)."""
+    if owns is None:
+        return "r|*"
+    head = handle.read(6)
+    handle.seek(0)
+    return "r|*" if head.startswith(COMPRESSED_MAGIC) else "r:"
 
 
 def _check_end_marker(tar: tarfile.TarFile, handle) -> None:

@@ -106,15 +106,20 @@ def test_parquet_failures_are_counted(sample_corpus: Path):
     assert stats["count"] == table.num_rows and stats["failed_to_download"] == 2
 
 
-@pytest.mark.parametrize("cut", [None, 3, 2])
+@pytest.mark.parametrize("cut, gzipped", [(None, False), (3, False), (2, False), (None, True), (2, True)])
 def test_parts_of_a_big_tar_yield_exactly_what_the_whole_tar_does(sample_corpus: Path, tmp_path: Path, monkeypatch,
-                                                                  cut):
+                                                                  cut, gzipped):
     """A local tar over `TAR_PART_BYTES` is read as parts (so a few big tars spread over the
-    workers): together they yield the same items, rejects of a cut tar included, each once."""
+    workers): together they yield the same items, rejects of a cut tar included, each once; also
+    when the `.tar` is gzip-compressed (then streamed), whole or cut."""
+    import gzip
+
     import sources.laion as laion
 
     for name in ("00000.tar", "00000.parquet", "00000_stats.json", "00002.tar", "00002.parquet"):
         data = (sample_corpus / "laion" / name).read_bytes()
+        if gzipped and name == "00000.tar":
+            data = gzip.compress(data, mtime=0)
         (tmp_path / name).write_bytes(data[: len(data) // cut] if cut and name == "00000.tar" else data)
     source = LaionSource("web", str(tmp_path), "webdataset")
     whole = _read_all(source)

@@ -38,7 +38,7 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
     assert checked == summary["totals"]["sentences"]
     assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.weights_hash,
                                                   "precision": "fp32", "tuned_kernels": False,
-                                                  "compiled": False, "shards": len(shards)}]
+                                                  "compiled": False, "channel_statistics": False, "shards": len(shards)}]
 
 
 def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
@@ -58,6 +58,7 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
     result = run_build(moved, retokenize=True).summary
     assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash, "precision": "fp32",
                                                    "tuned_kernels": False, "compiled": False,
+                                                   "channel_statistics": False,
                                                    "shards": summary["totals"]["shards"]}]
     assert sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar")) == rendered_before
     for path in find_shards(str(out / "tokens")):
@@ -101,7 +102,7 @@ def test_overlapped_encode_writes_the_same_token_shard(mini_build, tmp_path):
     import threading
 
     from tokenizer import Tokenizer
-    from uvd_pipeline.tokenize_stage import committed_rendered, token_shard_path, tokenize_shard
+    from uvd_pipeline.tokenize_stage import EncodeFailed, committed_rendered, token_shard_path, tokenize_shard
 
     config, _ = mini_build
     stats = max(committed_rendered(config.output, config.content_hash()), key=lambda s: s["sentences"])
@@ -128,8 +129,8 @@ def test_overlapped_encode_writes_the_same_token_shard(mini_build, tmp_path):
     assert images > 3 and batches[True] == batches[False] == [3] * (images // 3) + ([images % 3] if images % 3 else [])
 
     class Failing:  # a codec that breaks on its second batch, on the encode thread
-        def __init__(self) -> None:
-            self.calls = 0
+        def __init__(self, error: Exception) -> None:
+            self.calls, self.error = 0, error
 
         def __getattr__(self, name):
             return getattr(tok, name)
@@ -137,15 +138,21 @@ def test_overlapped_encode_writes_the_same_token_shard(mini_build, tmp_path):
         def encode(self, batch):
             self.calls += 1
             if self.calls == 2:
-                raise RuntimeError("device lost")
+                raise self.error
             return tok.encode(batch)
 
     out = tmp_path / "failing"
     shutil.copytree(config.output, out)
     shutil.rmtree(out / "tokens")
     with pytest.raises(RuntimeError, match="device lost"):
-        tokenize_shard(str(out), stats, Failing(), config.content_hash(), overlap=True)
+        tokenize_shard(str(out), stats, Failing(RuntimeError("device lost")), config.content_hash(), overlap=True)
     assert not Path(token_shard_path(str(out), stats["source"], stats["split"], stats["tar"][:-4])).exists()
+    # a codec's ValueError is the codec's, not a damaged shard's (that one would re-hash the tar
+    # and say a sentence does not decode)
+    for overlap in (False, True):
+        with pytest.raises(EncodeFailed, match="the tokenizer refused a batch of .*: image size 64x64"):
+            tokenize_shard(str(out), stats, Failing(ValueError("image size 64x64 is not a multiple of 48")),
+                           config.content_hash(), overlap=overlap)
 
 
 def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
@@ -185,6 +192,14 @@ def test_a_precision_change_re_encodes_and_is_recorded(mini_build, tmp_path):
     written = tokenize_shard(str(out), stats, fp32, config.content_hash())
     assert not written["skipped"] and written["tuned_kernels"] and written["precision"] == "fp32"
     assert tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]
+    # so may GroupNorm from per-channel statistics (the GPU compiled default): recorded, a change
+    # re-encodes, and switching back re-encodes again
+    fp32.channel_statistics = True
+    written = tokenize_shard(str(out), stats, fp32, config.content_hash())
+    assert not written["skipped"] and written["channel_statistics"]
+    assert tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]
+    fp32.channel_statistics = False
+    assert not tokenize_shard(str(out), stats, fp32, config.content_hash())["skipped"]
     made_by = summarize_tokens(str(out), config.content_hash())["tokenizers"]
     shards = len(token_stats_files(str(out)))
     assert [(t["precision"], t["tuned_kernels"], t["shards"]) for t in made_by] == [("fp32", False, shards - 1),

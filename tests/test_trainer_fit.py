@@ -338,6 +338,36 @@ def test_attention_kernel_pins_one_sdpa_backend(shards, tmp_path: Path):
         fit(_options(shards, tmp_path / "run", device="cpu", attention="cudnn"))
 
 
+def test_the_pinned_attention_kernel_holds_for_backward(shards, tmp_path: Path, monkeypatch):
+    """Backward runs inside the step's attention-kernel context: under activation checkpointing
+    it runs each layer's forward again, which must take the kernel the forward took."""
+    import contextlib
+
+    import trainer.fit as fit_module
+
+    inside: list[bool] = []
+
+    @contextlib.contextmanager
+    def pinned():
+        inside.append(True)
+        try:
+            yield
+        finally:
+            inside.pop()
+
+    during_backward: list[bool] = []
+    real_backward = torch.Tensor.backward
+
+    def backward(tensor, *args, **kwargs):
+        during_backward.append(bool(inside))
+        return real_backward(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module.Trainer, "_attention_kernel", lambda self: pinned())
+    monkeypatch.setattr(torch.Tensor, "backward", backward)
+    fit(_options(shards, tmp_path / "run", max_steps=2, activation_checkpointing=True))
+    assert during_backward and all(during_backward)
+
+
 @pytest.mark.parametrize("world", ["1", "2"])
 def test_exit_keeps_the_code_and_the_output(world: str):
     """A torchrun rank leaves through os._exit (gloo's late worker threads abort an interpreter

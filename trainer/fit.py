@@ -342,9 +342,12 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for micro in range(accum):
             batch = torch.from_numpy(self.data.next_batch()).to(self.device, non_blocking=True)
-            with self._sync(micro == accum - 1), self._autocast(), self._attention_kernel():
-                loss = self.forward(batch[:, :-1], batch[:, 1:])
-            (loss / accum).backward()
+            # the pinned attention kernel holds for backward too: activation checkpointing runs
+            # each layer's forward again there, and it must pick the same kernel
+            with self._sync(micro == accum - 1), self._attention_kernel():
+                with self._autocast():
+                    loss = self.forward(batch[:, :-1], batch[:, 1:])
+                (loss / accum).backward()
             total += loss.detach().float()
         clip = self.options.clip if self.options.clip > 0 else math.inf  # 0: measure, do not clip
         norm = torch.nn.utils.clip_grad_norm_(self.core.parameters(), clip)

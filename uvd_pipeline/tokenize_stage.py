@@ -105,20 +105,29 @@ def _load_tokenizer(settings: TokenizeSettings):
 
 
 def arithmetic_of(tok) -> dict[str, Any]:
-    """How a tokenizer computes, as token stats record it: codes made otherwise may differ by rounding."""
+    """How a tokenizer computes, as token stats record it: codes made otherwise may differ by
+    rounding (precision, compile, tuned kernels, GroupNorm from per-channel statistics)."""
     return {"precision": getattr(tok, "precision", "fp32"), "tuned_kernels": bool(getattr(tok, "tune_kernels", False)),
-            "compiled": bool(getattr(tok, "compile", False))}
+            "compiled": bool(getattr(tok, "compile", False)),
+            "channel_statistics": bool(getattr(tok, "channel_statistics", False))}
 
 
 def recorded_arithmetic(stats: dict[str, Any]) -> dict[str, Any]:
-    """`arithmetic_of` as a token shard's stats recorded it (older stats: fp32, untuned, eager)."""
+    """`arithmetic_of` as a token shard's stats recorded it (older stats: fp32, untuned, eager,
+    torch's GroupNorm)."""
     return {"precision": stats.get("precision", "fp32"), "tuned_kernels": bool(stats.get("tuned_kernels", False)),
-            "compiled": bool(stats.get("compiled", False))}
+            "compiled": bool(stats.get("compiled", False)),
+            "channel_statistics": bool(stats.get("channel_statistics", False))}
 
 
 def arithmetic_label(arithmetic: dict[str, Any]) -> str:
     return (arithmetic["precision"] + (" compiled" if arithmetic.get("compiled") else "")
-            + (" with tuned kernels" if arithmetic["tuned_kernels"] else ""))
+            + (" with tuned kernels" if arithmetic["tuned_kernels"] else "")
+            + (" with per-channel GroupNorm statistics" if arithmetic.get("channel_statistics") else ""))
+
+
+class EncodeFailed(RuntimeError):
+    """The codec refused or failed a batch (not the shard's fault: it is not reported as damaged)."""
 
 
 class BatchEncoder:
@@ -135,7 +144,11 @@ class BatchEncoder:
 
     def _encode(self, batch: np.ndarray) -> tuple[np.ndarray, float, int]:
         start = time.perf_counter()
-        return self.tok.encode(batch), time.perf_counter() - start, len(batch)
+        try:
+            codes = self.tok.encode(batch)
+        except ValueError as exc:  # the caller reads ValueError as a sentence that does not decode
+            raise EncodeFailed(f"the tokenizer refused a batch of {batch.shape}: {exc}") from exc
+        return codes, time.perf_counter() - start, len(batch)
 
     def _take(self, result: tuple[np.ndarray, float, int]) -> None:
         codes, seconds, images = result
@@ -233,7 +246,7 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
     if not files and not fsio.exists(fsio.join(output, TOKENS_DIR)):
         return {}
     per_source: dict[str, dict[str, Any]] = {}
-    tokenizers: Counter[tuple] = Counter()  # (name, hash, precision, tuned kernels) -> shards
+    tokenizers: Counter[tuple] = Counter()  # (name, hash, arithmetic...) -> shards
     for uri in files:
         stats = json.loads(fsio.read_bytes(uri))
         if config_hash is not None and stats.get("config_hash") not in (None, config_hash):
@@ -248,11 +261,11 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
             split_entry[key] += int(stats.get(key, 0))
         recorded = recorded_arithmetic(stats)
         tokenizers[(stats.get("tokenizer_name"), stats.get("tokenizer_hash"), recorded["precision"],
-                    recorded["tuned_kernels"], recorded["compiled"])] += 1
+                    recorded["tuned_kernels"], recorded["compiled"], recorded["channel_statistics"])] += 1
     for entry in per_source.values():
         entry["by_split"] = dict(sorted(entry["by_split"].items()))
     return {"sources": dict(sorted(per_source.items())),
             "tokenizers": [{"name": n, "weights_hash": h, "precision": p, "tuned_kernels": k, "compiled": c,
-                            "shards": count}
-                           for (n, h, p, k, c), count in sorted(tokenizers.items())]}
+                            "channel_statistics": g, "shards": count}
+                           for (n, h, p, k, c, g), count in sorted(tokenizers.items())]}
 
