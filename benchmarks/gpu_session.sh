@@ -31,7 +31,7 @@ part() {  # part NAME SECONDS COMMAND...
 part tokenizer "${TOKENIZER_S:-240}" env UVD_BENCH_CUDA_BUDGET_S="${TOKENIZER_BUDGET_S:-140}" UVD_BENCH_PROFILE=1 \
   UVD_BENCH_CUDA_VARIANTS="${TOKENIZER_VARIANTS:-}" \
   $PY benchmarks/bench_tokenizer.py --cuda-only
-part trainer "${TRAINER_S:-230}" env UVD_BENCH_CUDA_BUDGET_S="${TRAINER_BUDGET_S:-120}" \
+part trainer "${TRAINER_S:-230}" env UVD_BENCH_CUDA_BUDGET_S="${TRAINER_BUDGET_S:-120}" UVD_BENCH_PROFILE=1 \
   $PY benchmarks/bench_trainer.py --cuda-only
 part gpu_build "${BUILD_S:-150}" $PY benchmarks/bench_gpu_build.py --images "${BUILD_IMAGES:-5000}" \
   --workers "${BUILD_WORKERS:-8}" --mode "${BUILD_MODE:-multi_threading}" --work /tmp/gpu_build

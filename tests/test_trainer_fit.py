@@ -224,6 +224,21 @@ def test_steps_are_read_back_per_interval_and_a_diverged_step_is_never_saved(sha
     assert saved == ["step-00000002", "step-00000004"]
 
 
+@pytest.mark.parametrize("log_every", [1, 3])
+def test_profile_steps_writes_where_the_time_goes(shards, tmp_path: Path, log_every: int):
+    """`--profile-steps 2` profiles the two steps after the first and writes the busiest
+    operators to OUT/profile.txt; the run's losses are those of a run without it, and its
+    throughput is timed after the profiled steps."""
+    plain = fit(_options(shards, tmp_path / "plain", max_steps=6, log_every=log_every))
+    profiled = fit(_options(shards, tmp_path / "profiled", max_steps=6, log_every=log_every, profile_steps=2))
+    table = (tmp_path / "profiled" / "profile.txt").read_text()
+    assert table.startswith("2 steps profiled") and "aten::mm" in table and "Self CPU" in table
+    assert not (tmp_path / "plain" / "profile.txt").exists()
+    assert profiled["losses"] == plain["losses"] and profiled["tokens_per_s"] > 0
+    with pytest.raises(ValueError, match="--profile-steps must be at least 0"):
+        fit(_options(shards, tmp_path / "bad", profile_steps=-1))
+
+
 def test_resume_replays_the_identical_losses(shards, tmp_path: Path):
     whole = fit(_options(shards, tmp_path / "whole", max_steps=6))
     first = fit(_options(shards, tmp_path / "split", max_steps=6, stop_at=3))

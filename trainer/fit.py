@@ -114,6 +114,8 @@ class FitOptions:
     stop_at: int | None = flag(None, "stop (with a checkpoint) after this step; rerun to continue")
     chunk_tokens: int | None = flag(None, "tokens per logits chunk of the loss (default: 128 on CPU, 4096 on GPU)")
     threads: int | None = flag(None, "torch intra-op threads")
+    profile_steps: int = flag(0, "profile this many steps after the first (torch.profiler) and write the "
+                                 "busiest kernels to OUT/profile.txt (0: off)")
     quiet: bool = flag(False)
     model_overrides: dict[str, Any] = flag(default_factory=dict, cli=False)
 
@@ -124,6 +126,8 @@ class FitOptions:
             raise ValueError(f"--attention must be one of {', '.join(ATTENTION_KERNELS)}, got {self.attention!r}")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ValueError(f"--dtype must be auto, fp32 or bf16, got {self.dtype!r}")
+        if self.profile_steps < 0:
+            raise ValueError(f"--profile-steps must be at least 0 (0: off), got {self.profile_steps}")
         if self.checkpoint_every < 0:
             raise ValueError(f"--checkpoint-every must be at least 0 (0: write no checkpoints), got "
                              f"{self.checkpoint_every}")
@@ -397,6 +401,58 @@ def _log(trainer: Trainer, record: dict[str, Any]) -> None:
         print(line, flush=True)
 
 
+PROFILE_NAME = "profile.txt"
+
+
+class StepProfile:
+    """`--profile-steps N`: torch.profiler over steps 2..N+1 (the first compiles), then the top
+    operators and kernels by device time (CPU time on a CPU run) in OUT/profile.txt: where a
+    step's time goes, for tuning MFU."""
+
+    def __init__(self, steps: int, device: torch.device, path: str) -> None:
+        self.steps, self.device, self.path = steps, device, path
+        self._profiler: Any = None
+        self._done = 0
+
+    def step_finished(self, step_index: int) -> bool:
+        """Called after each step of this run (1-based within the run; step 1 read back). True
+        when the profile has just ended: the steps it covered ran slower, so `fit` times its
+        throughput from there."""
+        if not self.steps or self._done >= self.steps:
+            return False
+        if self._profiler is None:
+            if step_index == 1:
+                from torch.profiler import ProfilerActivity, profile
+
+                activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+                self._profiler = profile(activities=activities)
+                self._profiler.__enter__()
+            return False
+        self._done += 1
+        if self._done == self.steps:
+            self.finish()
+            return True
+        return False
+
+    def finish(self) -> None:
+        if self._profiler is None:
+            return
+        profiler, self._profiler = self._profiler, None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        profiler.__exit__(None, None, None)
+        events = profiler.key_averages()
+        table = None
+        keys = ("self_device_time_total", "self_cuda_time_total") if self.device.type == "cuda" else ()
+        for key in keys + ("self_cpu_time_total",):
+            try:
+                table = events.table(sort_by=key, row_limit=50, max_name_column_width=100)
+                break
+            except Exception:  # noqa: BLE001 - the column's name differs across torch versions
+                continue
+        write_bytes(self.path, f"{self._done} steps profiled\n{table}\n".encode())
+
+
 class StepReadback:
     """Steps' [loss, grad norm] tensors queued on the device and read back together: one wait per
     log interval instead of one per step, so the host prepares the next step (loader, launches)
@@ -412,6 +468,10 @@ class StepReadback:
     @property
     def full(self) -> bool:
         return len(self._queued) >= self.limit
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
 
     def add(self, step: int, values: torch.Tensor) -> None:
         self._queued.append((step, values))
@@ -521,9 +581,12 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
     interval_started, interval_tokens = time.perf_counter(), 0
     run_started = time.perf_counter()
     readback = StepReadback(trainer.curve, losses)
+    profile = StepProfile(options.profile_steps if env.main else 0, device, os.path.join(options.out, PROFILE_NAME))
+    steps_run = 0
     first_step_s: float | None = None
     steady_from: float | None = None  # when the first step had finished (read back)
     last_read: float | None = None  # when the newest read-back finished
+    steady_base, saving_at_steady = 1, 0.0  # steps and checkpoint time before the timed stretch
     saving_s, saving_before_read = 0.0, 0.0  # checkpoint writes are not training time
     while trainer.step < end:
         readback.add(trainer.step + 1, trainer.train_step_queued())
@@ -537,6 +600,12 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
             if first_step_s is None:
                 first_step_s = last_read - run_started
                 steady_from = last_read
+        steps_run += 1
+        if profile.step_finished(steps_run):  # the profiled steps ran slower: time from here
+            if readback.queued:
+                readback.drain()
+            steady_from, steady_base, saving_at_steady = time.perf_counter(), len(losses), saving_s
+            last_read, saving_before_read = steady_from, saving_s
         if log_now:
             elapsed = time.perf_counter() - interval_started
             rate = interval_tokens / elapsed if elapsed > 0 else float("nan")
@@ -549,13 +618,16 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
             saving = time.perf_counter()
             last_path = trainer.save()
             saving_s += time.perf_counter() - saving
+    profile.finish()  # a run shorter than the profile asked for
     elapsed = time.perf_counter() - run_started
     # steady-state throughput: from the end of the first step (warm-up, compilation) to the end of
     # the last, when there are others (each read back, so the device has finished them), less the
     # checkpoint writes in between
-    steps_after_first = len(losses) - 1
-    if steps_after_first > 0 and steady_from is not None and last_read is not None:
-        tokens_per_s = trainer.tokens_per_step * steps_after_first / (last_read - steady_from - saving_before_read)
+    steps_after_first = len(losses) - steady_base
+    timed_s = (last_read - steady_from - (saving_before_read - saving_at_steady)
+               if steady_from is not None and last_read is not None else 0.0)
+    if steps_after_first > 0 and timed_s > 0:
+        tokens_per_s = trainer.tokens_per_step * steps_after_first / timed_s
     elif first_step_s:
         tokens_per_s = trainer.tokens_per_step / first_step_s
     else:
