@@ -9,7 +9,8 @@
 # TRAINER_BUDGET_S (no new variant starts after that), TOKENIZER_VARIANTS ("0,2": indices into
 # bench_tokenizer.CUDA_VARIANTS), BUILD_IMAGES, BUILD_WORKERS, BUILD_MODE.
 # Results (JSON, the profile, the log) go to $UVD_BENCH_OUT (default bench_out/). Wheels for the
-# packages the GPU image lacks (Beam and its needs, pydantic) are taken from .whl/ when present.
+# packages the GPU image lacks (Beam and its needs, pydantic) are taken from .whl/ when present:
+# `bash benchmarks/gpu_wheels.sh` fetches them here; carry `.whl` in the device call.
 set -u
 OUT_DIR=${UVD_BENCH_OUT:-bench_out}
 mkdir -p "$OUT_DIR"
