@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -250,14 +251,14 @@ def test_tokenizer_settings_reach_the_codec(monkeypatch, tmp_path):
     (timing-dependent on a GPU) stays off unless the config asks for it."""
     from tokenizer.codec import Tokenizer
     from uvd_pipeline.config import TokenizerConfig
-    from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer
+    from uvd_pipeline.tokenize_stage import TokenizeSettings, load_tokenizer
 
     seen = {}
     monkeypatch.setattr(Tokenizer, "from_pretrained", classmethod(lambda cls, path, **kw: seen.update(kw, path=path)))
     assert TokenizerConfig().tune_kernels is False
     t = TokenizerConfig(checkpoint=str(tmp_path), batch_size=64, device="cuda", compile=True, precision="fp16",
                         tune_kernels=True, threads=2)
-    _load_tokenizer(TokenizeSettings.of(t))
+    load_tokenizer(TokenizeSettings.of(t))
     assert seen == {"path": str(tmp_path), "batch_size": 64, "device": "cuda", "compile": True, "threads": 2,
                     "precision": "fp16", "tune_kernels": True}
 
@@ -285,3 +286,41 @@ def test_one_source_for_the_tokenizer_defaults():
             assert codec[name].default is False and config.compile is True
             continue
         assert codec[name].default == getattr(config, name), name
+
+
+def test_the_tokenizer_loads_while_the_build_renders(mini_build, tmp_path, monkeypatch, caplog):
+    """On a GPU (faked here: the check is patched, the codec stays on this CPU) the build loads the
+    tokenizer on a thread at its start and the Tokenize step takes that object: one load in all,
+    the same token shards as the build that loaded it in the step, and a log line saying so."""
+    import logging
+
+    from conftest import shard_digests
+    from uvd_pipeline import early_tokenizer, tokenize_stage
+    from uvd_pipeline.build import run_build
+
+    config, _ = mini_build
+    loads: list[str] = []
+    real_load = tokenize_stage.load_tokenizer
+
+    def counted(settings):
+        loads.append(threading.current_thread().name)
+        return real_load(settings)
+
+    from uvd_pipeline import write_steps
+
+    monkeypatch.setattr(early_tokenizer, "load_tokenizer", counted)
+    monkeypatch.setattr(write_steps, "load_tokenizer", counted)  # the step's own load, if it made one
+    monkeypatch.setattr(early_tokenizer, "on_gpu", lambda config: True)
+    moved = config.model_copy(update={"output": str(tmp_path / "out")})
+    with caplog.at_level(logging.INFO, logger="uvd_pipeline.build"):
+        run_build(moved)
+    assert loads == ["uvd-early-tokenizer"]  # the step's setup took it: no second load
+    assert any("early tokenizer: loaded in" in r.getMessage() for r in caplog.records)
+    tokens = {k: v for k, v in shard_digests(tmp_path / "out").items() if k.startswith("tokens")}
+    assert tokens and tokens == {k: v for k, v in shard_digests(Path(config.output)).items() if k.startswith("tokens")}
+    assert not early_tokenizer._ACTIVE  # nothing left behind for another build
+    # processes (the Tokenize step in other processes) and CPU builds keep the step's own load
+    assert not early_tokenizer.wanted(config.model_copy(update={"beam": config.beam.model_copy(
+        update={"direct_num_workers": 4, "direct_running_mode": "multi_processing"})}))
+    monkeypatch.setattr(early_tokenizer, "on_gpu", lambda config: False)
+    assert not early_tokenizer.wanted(config)

@@ -302,6 +302,7 @@ def new_pipeline(config: BuildConfig, runner, options):
 def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, retokenize: bool, verify: bool,
                lock) -> BuildResult:
     from uvd_pipeline.early_render import rendering_early
+    from uvd_pipeline.early_tokenizer import tokenizer_early
     from uvd_pipeline.unit_render import list_units
 
     started = time.perf_counter()
@@ -334,7 +335,9 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     settle_store(config.output, done)
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
     # local threads only: units render while Beam is imported and the graph is built (`early_render`)
-    with worker_numerics(config), rendering_early(config, units, verify) as early:
+    # and, on a GPU, the tokenizer loads and compiles meanwhile (`early_tokenizer`)
+    with worker_numerics(config), rendering_early(config, units, verify) as early, \
+            tokenizer_early(config) as early_tokenizer:
         from uvd_pipeline.graph import build_graph
 
         with open_runner(config) as (runner, options):
@@ -347,6 +350,9 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     if early is not None:
         log.info("early render: %d of %d input units rendered by the pool", early.rendered,
                  sum(map(len, units.values())))
+    if early_tokenizer is not None:
+        log.info("early tokenizer: loaded%s in %.1f s while the build rendered",
+                 " and compiled" if early_tokenizer.settings.compile else "", early_tokenizer.seconds)
     # a retried bundle (lost worker, engine retry) may have left an attempt's temporary files
     removed = remove_temporaries(config.output)
     if removed:

@@ -169,14 +169,14 @@ def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dic
 
 def build_tokenizer(output: str):
     """The build's tokenizer, or None when its checkpoint cannot be loaded any more."""
-    from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer
+    from uvd_pipeline.tokenize_stage import TokenizeSettings, load_tokenizer
 
     build = read_json(fsio.join(output, "build.json"))
     checkpoint = build.get("config", {}).get("tokenizer", {}).get("checkpoint", "embedded")
     try:
         # all cores, eager: the report decodes a few dozen images, and the build's default compile
         # (10-30 s a process) made `make build-uvd`'s report step 35 -> 44 s
-        return _load_tokenizer(TokenizeSettings(checkpoint, batch_size=8, threads=None, compile=False))
+        return load_tokenizer(TokenizeSettings(checkpoint, batch_size=8, threads=None, compile=False))
     except Exception:  # the checkpoint moved since the build: the usage numbers still stand
         return None
 

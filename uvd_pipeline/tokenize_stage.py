@@ -95,7 +95,7 @@ def _lineage(header: dict[str, Any]) -> dict[str, Any]:
     return {"members": members, "meta": header.get("meta", {})}
 
 
-def _load_tokenizer(settings: TokenizeSettings):
+def load_tokenizer(settings: TokenizeSettings):
     from tokenizer.codec import Tokenizer
 
     device = None if settings.device == "auto" else settings.device

@@ -18,7 +18,8 @@ from uvd_pipeline.render import RenderSettings
 from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, write_shard
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution
-from uvd_pipeline.tokenize_stage import TokenizeSettings, _load_tokenizer, tokenize_shard
+from uvd_pipeline import early_tokenizer
+from uvd_pipeline.tokenize_stage import TokenizeSettings, load_tokenizer, tokenize_shard
 from uvd_pipeline.unit_relocation import keep_previous, previous_lookup, record_placement, release
 from uvd_pipeline.unit_store import StoreReader, read_shard_inputs, shard_inputs_uri
 
@@ -114,7 +115,8 @@ class TokenizeShard(beam.DoFn):
 
     def setup(self) -> None:
         settings = self.settings
-        self.tokenizer = self._shared.acquire(lambda: _load_tokenizer(settings))
+        # a tokenizer this process loaded and compiled while the build rendered (GPU), else a new one
+        self.tokenizer = self._shared.acquire(lambda: early_tokenizer.take(settings) or load_tokenizer(settings))
 
     def process(self, stats: dict[str, Any]) -> Iterator[dict]:
         start, clock = time.perf_counter(), time.time()
