@@ -66,8 +66,12 @@ class EarlyTokenizer:
         tok, self._tokenizer = self._tokenizer, None
         return tok
 
-    def close(self) -> None:
-        self._done.wait()  # never leave a compile running behind the build
+    def close(self, wait: bool = True) -> None:
+        """Drop the tokenizer; `wait` for a load still running (a finished build leaves no compile
+        behind it), or not (a build that failed or was interrupted leaves at once: the daemon
+        thread's compile ends with it or with the process)."""
+        if wait:
+            self._done.wait()
         self._tokenizer = None
 
 
@@ -108,9 +112,11 @@ def tokenizer_early(config: BuildConfig) -> Iterator[EarlyTokenizer | None]:
     early = EarlyTokenizer(settings, config.image.size)
     with _ACTIVE_LOCK:
         _ACTIVE[settings] = early
+    failed = True
     try:
         yield early.start()
+        failed = False
     finally:
         with _ACTIVE_LOCK:
             _ACTIVE.pop(settings, None)
-        early.close()
+        early.close(wait=not failed)
