@@ -211,13 +211,13 @@ def test_steps_are_read_back_per_interval_and_a_diverged_step_is_never_saved(sha
     assert curve == {"step": list(range(1, 8)), "loss": per_step["losses"]}
     assert batched["first_step_s"] > 0 and batched["tokens_per_s"] > 0
 
-    real_step = fit_module.Trainer.train_step_queued
+    real_step = fit_module.Trainer.train_step
 
     def diverging(self):
         values = real_step(self)
         return values.clone().fill_(float("nan")) if self.step >= 5 else values
 
-    monkeypatch.setattr(fit_module.Trainer, "train_step_queued", diverging)
+    monkeypatch.setattr(fit_module.Trainer, "train_step", diverging)
     with pytest.raises(FloatingPointError, match="the loss is nan at step 5; lower --lr"):
         fit(_options(shards, tmp_path / "diverged", max_steps=12, log_every=4, checkpoint_every=2))
     saved = sorted(p.name for p in (tmp_path / "diverged" / "checkpoints").iterdir())

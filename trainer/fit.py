@@ -331,14 +331,9 @@ class Trainer:
             return self.runner.no_sync()
         return contextlib.nullcontext()
 
-    def train_step(self) -> tuple[float, float]:
-        """One optimizer update over grad_accum micro-batches; returns (mean loss over ranks, grad norm)."""
-        loss, norm = self.train_step_queued().tolist()
-        return loss, norm
-
-    def train_step_queued(self) -> torch.Tensor:
-        """`train_step` without waiting for the device: returns [loss, grad norm] as a float32
-        tensor on the device, so the host can queue the next step while this one computes."""
+    def train_step(self) -> torch.Tensor:
+        """One optimizer update over grad_accum micro-batches; returns [mean loss over ranks, grad
+        norm] as a float32 tensor on the device, without waiting for it (`StepReadback`)."""
         lr = learning_rate(self.step, self.options)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -451,6 +446,32 @@ class StepProfile:
             except Exception:  # noqa: BLE001 - the column's name differs across torch versions
                 continue
         write_bytes(self.path, f"{self._done} steps profiled\n{table}\n".encode())
+
+
+class SteadyTimer:
+    """Seconds and steps of a run's timed stretch: from a read-back (the first step's, or the one
+    after a profile) to the latest read-back, when the device has finished those steps; checkpoint
+    writes in between are left out."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.base = self.steps = 0
+        self.seconds = self._paused = 0.0
+
+    def restart(self, steps: int) -> None:
+        self.started, self.base, self.steps, self.seconds, self._paused = time.perf_counter(), steps, 0, 0.0, 0.0
+
+    def read_back(self, steps: int) -> None:
+        if self.started is None:
+            self.restart(steps)
+            return
+        self.seconds = time.perf_counter() - self.started - self._paused
+        self.steps = steps - self.base
+
+    def pause(self, seconds: float) -> None:
+        """`seconds` spent on something else (a checkpoint write) since the last read-back."""
+        if self.started is not None:
+            self._paused += seconds
 
 
 class StepReadback:
@@ -582,30 +603,22 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
     run_started = time.perf_counter()
     readback = StepReadback(trainer.curve, losses)
     profile = StepProfile(options.profile_steps if env.main else 0, device, os.path.join(options.out, PROFILE_NAME))
-    steps_run = 0
+    timer = SteadyTimer()  # steady throughput: the first step (warm-up, compile) left out
     first_step_s: float | None = None
-    steady_from: float | None = None  # when the first step had finished (read back)
-    last_read: float | None = None  # when the newest read-back finished
-    steady_base, saving_at_steady = 1, 0.0  # steps and checkpoint time before the timed stretch
-    saving_s, saving_before_read = 0.0, 0.0  # checkpoint writes are not training time
     while trainer.step < end:
-        readback.add(trainer.step + 1, trainer.train_step_queued())
+        readback.add(trainer.step + 1, trainer.train_step())
         interval_tokens += trainer.tokens_per_step
         every = options.checkpoint_every
         log_now = trainer.step % options.log_every == 0 or trainer.step == end
         save_now = bool(every) and (trainer.step % every == 0 or trainer.step == end)
         if first_step_s is None or log_now or save_now or readback.full:
             loss, norm = readback.drain()  # waits for the device; raises on a non-finite loss
-            last_read, saving_before_read = time.perf_counter(), saving_s
-            if first_step_s is None:
-                first_step_s = last_read - run_started
-                steady_from = last_read
-        steps_run += 1
-        if profile.step_finished(steps_run):  # the profiled steps ran slower: time from here
+            first_step_s = first_step_s or time.perf_counter() - run_started
+            timer.read_back(len(losses))
+        if profile.step_finished(trainer.step - start_step):  # profiled steps ran slower: time from here
             if readback.queued:
                 readback.drain()
-            steady_from, steady_base, saving_at_steady = time.perf_counter(), len(losses), saving_s
-            last_read, saving_before_read = steady_from, saving_s
+            timer.restart(len(losses))
         if log_now:
             elapsed = time.perf_counter() - interval_started
             rate = interval_tokens / elapsed if elapsed > 0 else float("nan")
@@ -617,17 +630,11 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
         if save_now:
             saving = time.perf_counter()
             last_path = trainer.save()
-            saving_s += time.perf_counter() - saving
+            timer.pause(time.perf_counter() - saving)
     profile.finish()  # a run shorter than the profile asked for
     elapsed = time.perf_counter() - run_started
-    # steady-state throughput: from the end of the first step (warm-up, compilation) to the end of
-    # the last, when there are others (each read back, so the device has finished them), less the
-    # checkpoint writes in between
-    steps_after_first = len(losses) - steady_base
-    timed_s = (last_read - steady_from - (saving_before_read - saving_at_steady)
-               if steady_from is not None and last_read is not None else 0.0)
-    if steps_after_first > 0 and timed_s > 0:
-        tokens_per_s = trainer.tokens_per_step * steps_after_first / timed_s
+    if timer.steps and timer.seconds > 0:
+        tokens_per_s = trainer.tokens_per_step * timer.steps / timer.seconds
     elif first_step_s:
         tokens_per_s = trainer.tokens_per_step / first_step_s
     else:

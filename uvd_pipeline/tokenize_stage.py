@@ -246,7 +246,7 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
     if not files and not fsio.exists(fsio.join(output, TOKENS_DIR)):
         return {}
     per_source: dict[str, dict[str, Any]] = {}
-    tokenizers: Counter[tuple] = Counter()  # (name, hash, arithmetic...) -> shards
+    tokenizers: Counter[tuple] = Counter()  # ((field, value), ...) of name, hash, arithmetic -> shards
     for uri in files:
         stats = json.loads(fsio.read_bytes(uri))
         if config_hash is not None and stats.get("config_hash") not in (None, config_hash):
@@ -259,13 +259,11 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
         for key in ("sentences", "images", "tokens"):
             entry[key] += int(stats.get(key, 0))
             split_entry[key] += int(stats.get(key, 0))
-        recorded = recorded_arithmetic(stats)
-        tokenizers[(stats.get("tokenizer_name"), stats.get("tokenizer_hash"), recorded["precision"],
-                    recorded["tuned_kernels"], recorded["compiled"], recorded["channel_statistics"])] += 1
+        made_by = {"name": stats.get("tokenizer_name"), "weights_hash": stats.get("tokenizer_hash"),
+                   **recorded_arithmetic(stats)}
+        tokenizers[tuple(made_by.items())] += 1
     for entry in per_source.values():
         entry["by_split"] = dict(sorted(entry["by_split"].items()))
     return {"sources": dict(sorted(per_source.items())),
-            "tokenizers": [{"name": n, "weights_hash": h, "precision": p, "tuned_kernels": k, "compiled": c,
-                            "channel_statistics": g, "shards": count}
-                           for (n, h, p, k, c, g), count in sorted(tokenizers.items())]}
+            "tokenizers": [{**dict(made_by), "shards": count} for made_by, count in sorted(tokenizers.items())]}
 
