@@ -192,14 +192,15 @@ def cuda_rows(budget_s: float) -> list[dict]:
                           "warm_s": warm_s}
         print(f"{name}: {per_second:.0f} images/s, codes {100 * measured[name]['gaussian']:.2f}% identical "
               f"(first call {warm_s:.1f} s)", flush=True)
-    if os.environ.get("UVD_BENCH_PROFILE") and CUDA_VARIANTS[0][0] in measured:
-        from explore_tokenizer_cuda import profile_table  # where the main path's GPU time goes
+    if os.environ.get("UVD_BENCH_PROFILE") and measured:
+        from explore_tokenizer_cuda import profile_table  # where the first measured path's GPU time goes
 
         from common import OUT_DIR
 
         os.makedirs(OUT_DIR, exist_ok=True)
+        first_name, first = next(iter(measured.items()))
         with open(os.path.join(OUT_DIR, "tokenizer_profile.txt"), "w") as handle:
-            handle.write(profile_table(measured[CUDA_VARIANTS[0][0]]["tok"], images))
+            handle.write(f"{first_name}\n" + profile_table(first["tok"], images))
     # the same features against a codebook drawn from other photos' features
     book = data_codebook(model, photo_crops(BOOK_NAMES, 64, seed=1))
     with torch.no_grad():

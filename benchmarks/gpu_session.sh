@@ -7,7 +7,10 @@
 # Each part has its own time limit, so one that fails or runs long leaves the others their time.
 # Knobs: TOKENIZER_S / TRAINER_S / BUILD_S (each part's hard limit, s), TOKENIZER_BUDGET_S and
 # TRAINER_BUDGET_S (no new variant starts after that), TOKENIZER_VARIANTS ("0,2": indices into
-# bench_tokenizer.CUDA_VARIANTS), BUILD_IMAGES, BUILD_WORKERS, BUILD_MODE.
+# bench_tokenizer.CUDA_VARIANTS), BUILD_IMAGES, BUILD_WORKERS, BUILD_MODE, PARTS (which to run, default
+# "tokenizer trainer gpu_build"), PROFILE=0 (no kernel profiles), PYSPY=1 (py-spy samples every
+# thread of the build, idle ones too, into gpu_build_pyspy.txt: where the Tokenize stage waits; the
+# py-spy wheel is among gpu_wheels.sh's).
 # Results (JSON, the profile, the log) go to $UVD_BENCH_OUT (default bench_out/). Wheels for the
 # packages the GPU image lacks (Beam and its needs, pydantic) are taken from .whl/ when present:
 # `bash benchmarks/gpu_wheels.sh` fetches them here; carry `.whl` in the device call.
@@ -29,10 +32,31 @@ part() {  # part NAME SECONDS COMMAND...
   timeout -k 10 "$limit" "$@"
   echo "=== $name: exit $? after $((SECONDS - started))s"
 }
-part tokenizer "${TOKENIZER_S:-240}" env UVD_BENCH_CUDA_BUDGET_S="${TOKENIZER_BUDGET_S:-140}" UVD_BENCH_PROFILE=1 \
-  UVD_BENCH_CUDA_VARIANTS="${TOKENIZER_VARIANTS:-}" \
-  $PY benchmarks/bench_tokenizer.py --cuda-only
-part trainer "${TRAINER_S:-230}" env UVD_BENCH_CUDA_BUDGET_S="${TRAINER_BUDGET_S:-120}" UVD_BENCH_PROFILE=1 \
-  $PY benchmarks/bench_trainer.py --cuda-only
-part gpu_build "${BUILD_S:-150}" $PY benchmarks/bench_gpu_build.py --images "${BUILD_IMAGES:-5000}" \
-  --workers "${BUILD_WORKERS:-8}" --mode "${BUILD_MODE:-multi_threading}" --work /tmp/gpu_build
+PARTS=" ${PARTS:-tokenizer trainer gpu_build} "
+PROFILE_ENV=()
+[ "${PROFILE:-1}" != 0 ] && PROFILE_ENV=(UVD_BENCH_PROFILE=1)
+sampled() {  # sampled COMMAND...: the command, with py-spy attached to it when PYSPY=1 (never in its way)
+  "$@" &
+  local pid=$!
+  if [ "${PYSPY:-0}" = 1 ] && [ -x /tmp/site/bin/py-spy ]; then
+    /tmp/site/bin/py-spy record --pid "$pid" --rate 50 --idle --threads --subprocesses --nonblocking \
+      --format raw -o "$OUT_DIR/gpu_build_pyspy.txt" >/dev/null 2>&1 &
+  fi
+  wait "$pid"
+}
+if [[ $PARTS == *" tokenizer "* ]]; then
+  part tokenizer "${TOKENIZER_S:-240}" env UVD_BENCH_CUDA_BUDGET_S="${TOKENIZER_BUDGET_S:-140}" "${PROFILE_ENV[@]}" \
+    UVD_BENCH_CUDA_VARIANTS="${TOKENIZER_VARIANTS:-}" \
+    $PY benchmarks/bench_tokenizer.py --cuda-only
+fi
+if [[ $PARTS == *" trainer "* ]]; then
+  part trainer "${TRAINER_S:-230}" env UVD_BENCH_CUDA_BUDGET_S="${TRAINER_BUDGET_S:-120}" "${PROFILE_ENV[@]}" \
+    $PY benchmarks/bench_trainer.py --cuda-only
+fi
+if [[ $PARTS == *" gpu_build "* ]]; then
+  export -f sampled
+  export OUT_DIR
+  part gpu_build "${BUILD_S:-150}" bash -c 'sampled "$@"' _ $PY benchmarks/bench_gpu_build.py \
+    --images "${BUILD_IMAGES:-5000}" --workers "${BUILD_WORKERS:-8}" --mode "${BUILD_MODE:-multi_threading}" \
+    --work /tmp/gpu_build
+fi
