@@ -60,6 +60,40 @@ def test_model_shapes_and_causal_mask():
     assert torch.allclose(model.loss(ids, targets, chunk_tokens=5), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("kv_heads", [None, 2], ids=["mha", "gqa"])
+def test_gpu_step_shortcuts_keep_the_loss_and_gradients(monkeypatch, kv_heads: int | None):
+    """What a GPU training step does differently, forced on here: q/k/v and gate/up as one GEMM
+    each over the concatenated weights (`fuse_projections`), and RoPE tables made once and passed
+    in (`rope=`). Same loss and gradients as the plain modules (fp64: the CPU step's own attention
+    steps aside), the same HF parameters, and inference (no grad) takes the plain path."""
+    from trainer.model import MLP, Attention, rope_tables
+
+    overrides = {"num_key_value_heads": kv_heads} if kv_heads else {}
+    torch.manual_seed(0)
+    model = LVMTransformer(preset("tiny", **overrides)).double()
+    ids, targets = torch.randint(0, 8192, (2, 24)), torch.randint(0, 8192, (2, 24))
+
+    def loss_and_grads(fused: bool, rope=None):
+        monkeypatch.setattr(Attention, "fuse_projections", fused)
+        monkeypatch.setattr(MLP, "fuse_projections", fused)
+        model.zero_grad()
+        loss = model.loss(ids, targets, rope=rope)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain, plain_grads = loss_and_grads(False)
+    tables = rope_tables(model.config, torch.arange(24), torch.float64)
+    fused, fused_grads = loss_and_grads(True, tables)
+    assert abs(float(fused - plain)) < 1e-12
+    assert fused_grads.keys() == plain_grads.keys()
+    for name, grad in plain_grads.items():
+        assert torch.allclose(fused_grads[name], grad, rtol=1e-9, atol=1e-12), name
+    assert float(plain_grads["model.layers.0.self_attn.k_proj.weight"].norm()) > 0
+    with torch.no_grad():  # the passed tables are the ones used, and those the model makes itself
+        assert abs(float(model.loss(ids, targets, rope=(tables[0].flip(0), tables[1])) - plain)) > 1e-6
+        assert torch.equal(model.loss(ids, targets), model.loss(ids, targets, rope=tables))
+
+
 @pytest.mark.parametrize("cpu_path", [True, False], ids=["cpu-loop", "general"])
 @pytest.mark.parametrize("chunk", [5, 4096])
 def test_fused_cross_entropy_matches_autograd(monkeypatch, chunk: int, cpu_path: bool):

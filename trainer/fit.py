@@ -43,7 +43,7 @@ from . import checkpoint as ckpt
 from .config import ModelConfig, preset
 from .data import MODES, TokenWindows, mixture_from_args
 from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning
-from .model import LVMTransformer
+from .model import LVMTransformer, rope_tables
 from .run_layout import set_aside
 
 LOG_NAME = "log.jsonl"
@@ -146,10 +146,11 @@ class TrainingModel(LVMTransformer):
 
     chunk_tokens: int | None = None  # None: the loss's default (128 on CPU, 4096 elsewhere)
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: Any = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: Any = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if targets is None:
             return super().forward(input_ids, cache)
-        return self.loss(input_ids, targets, chunk_tokens=self.chunk_tokens)
+        return self.loss(input_ids, targets, chunk_tokens=self.chunk_tokens, rope=rope)
 
 
 def learning_rate(step: int, options: FitOptions) -> float:
@@ -331,6 +332,13 @@ class Trainer:
             return self.runner.no_sync()
         return contextlib.nullcontext()
 
+    def _rope(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE tables of a window of `t` tokens, made once and passed to every step."""
+        if getattr(self, "_rope_tables", None) is None or self._rope_tables[0].shape[0] != t:
+            positions = torch.arange(t, device=self.device)
+            self._rope_tables = rope_tables(self.config, positions, self.core.model.embed_tokens.weight.dtype)
+        return self._rope_tables
+
     def train_step(self) -> torch.Tensor:
         """One optimizer update over grad_accum micro-batches; returns [mean loss over ranks, grad
         norm] as a float32 tensor on the device, without waiting for it (`StepReadback`)."""
@@ -345,7 +353,7 @@ class Trainer:
             # each layer's forward again there, and it must pick the same kernel
             with self._sync(micro == accum - 1), self._attention_kernel():
                 with self._autocast():
-                    loss = self.forward(batch[:, :-1], batch[:, 1:])
+                    loss = self.forward(batch[:, :-1], batch[:, 1:], rope=self._rope(batch.shape[1] - 1))
                 (loss / accum).backward()
             total += loss.detach().float()
         clip = self.options.clip if self.options.clip > 0 else math.inf  # 0: measure, do not clip

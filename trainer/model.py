@@ -181,7 +181,18 @@ class KVCache:
         return self.keys[layer][:, :, :need], self.values[layer][:, :, :need]
 
 
+def _fused_projections(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a training step computes the projections that read the same input as one GEMM over
+    the concatenated weights (q, k, v; gate, up): wider GEMMs, one input-gradient GEMM instead of
+    several plus their sum. `fuse_projections` None: on GPUs (the CPU step has its own paths);
+    True/False force it. The parameters stay HF's."""
+    wanted = module.fuse_projections
+    return torch.is_grad_enabled() and (x.device.type != "cpu" if wanted is None else wanted)
+
+
 class Attention(nn.Module):
+    fuse_projections: bool | None = None
+
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.config = config
@@ -202,9 +213,14 @@ class Attention(nn.Module):
             half = c.head_dim // 2
             return self.o_proj(_TrainingAttention.apply(qkv, cos[:, None, :half], sin[:, None, :half],
                                                         ATTENTION_BLOCK))
-        q = self.q_proj(x).view(n, t, c.num_attention_heads, c.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(n, t, c.kv_heads, c.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(n, t, c.kv_heads, c.head_dim).transpose(1, 2)
+        if cache is None and _fused_projections(self, x):  # one GEMM for q, k and v
+            q, k, v = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])).split(
+                [c.num_attention_heads * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(n, t, c.num_attention_heads, c.head_dim).transpose(1, 2)
+        k = k.view(n, t, c.kv_heads, c.head_dim).transpose(1, 2)
+        v = v.view(n, t, c.kv_heads, c.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.append(self.layer, k, v)
@@ -235,6 +251,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    fuse_projections: bool | None = None
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
@@ -242,6 +260,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fused_projections(self, x):  # gate and up in one GEMM (and one in backward)
+            gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -289,16 +310,23 @@ class LVMTransformer(nn.Module):
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
 
-    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Final-norm hidden states (N, T, hidden); with a cache, positions continue after it."""
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None,
+                      rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Final-norm hidden states (N, T, hidden); with a cache, positions continue after it.
+        `rope`: the cos/sin tables of positions 0..T-1 made beforehand (`rope_tables`), which a
+        compiled training step then reads instead of recomputing them inside every kernel that
+        applies them (inductor inlined the cos/sin into each RoPE kernel: ~10% of an H200 step)."""
         n, t = input_ids.shape
         start = cache.length if cache is not None else 0
         if start + t > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {start + t} tokens exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
         x = self.model.embed_tokens(input_ids)
-        positions = torch.arange(start, start + t, device=input_ids.device)
-        cos, sin = rope_tables(self.config, positions, x.dtype)
+        if rope is not None and start == 0 and rope[0].shape[0] == t:
+            cos, sin = rope[0].to(x.dtype), rope[1].to(x.dtype)
+        else:
+            positions = torch.arange(start, start + t, device=input_ids.device)
+            cos, sin = rope_tables(self.config, positions, x.dtype)
         for layer in self.model.layers:
             if self.activation_checkpointing and self.training and cache is None:
                 x = checkpoint(layer, x, cos, sin, use_reentrant=False)
@@ -310,11 +338,11 @@ class LVMTransformer(nn.Module):
         return self.lm_head(self.hidden_states(input_ids, cache))
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
-             chunk_tokens: int | None = None) -> torch.Tensor:
+             chunk_tokens: int | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy through `trainer.losses`' fused output layer: logits are
         made chunk by chunk (the full (N*T, vocab) fp32 tensor never exists) and, under autograd,
         turned into gradients at once."""
         from .losses import fused_linear_cross_entropy
 
-        hidden = self.hidden_states(input_ids).flatten(0, 1)
+        hidden = self.hidden_states(input_ids, rope=rope).flatten(0, 1)
         return fused_linear_cross_entropy(hidden, self.lm_head.weight, targets.flatten(), ignore_index, chunk_tokens)
