@@ -226,6 +226,21 @@ def test_loss_decreases_on_structured_shards(shards, tmp_path: Path):
     assert summary["tokens_seen"] == 30 * 4 * 64 and summary["mfu"] is None  # no MFU on CPU
 
 
+def test_cpu_gemm_backends_train_the_same_curve(shards, tmp_path: Path, monkeypatch):
+    """The CPU step's GEMMs through oneDNN (the default where it works) or MKL: the same losses
+    up to float rounding over 8 updates (same data, same initial weights)."""
+    from trainer import cpu_gemm
+
+    if not cpu_gemm._onednn_works():
+        pytest.skip("this torch has no working oneDNN linear")
+    monkeypatch.setenv("UVD_CPU_GEMM", "onednn")
+    fast = fit(_options(shards, tmp_path / "onednn", max_steps=8))["losses"]
+    monkeypatch.setenv("UVD_CPU_GEMM", "mkl")
+    plain = fit(_options(shards, tmp_path / "mkl", max_steps=8))["losses"]
+    assert np.allclose(fast, plain, rtol=0, atol=2e-4), (fast, plain)
+    assert plain[-1] < plain[0] - 0.5
+
+
 def test_steps_are_read_back_per_interval_and_a_diverged_step_is_never_saved(shards, tmp_path: Path, monkeypatch):
     """The loop queues steps on the device and reads their losses back at log and checkpoint
     steps (and after the first): every step's loss still lands in the run's losses and curve, in
@@ -266,7 +281,10 @@ def test_profile_steps_writes_where_the_time_goes(shards, tmp_path: Path, log_ev
     plain = fit(_options(shards, tmp_path / "plain", max_steps=6, log_every=log_every))
     profiled = fit(_options(shards, tmp_path / "profiled", max_steps=6, log_every=log_every, profile_steps=2))
     table = (tmp_path / "profiled" / "profile.txt").read_text()
-    assert table.startswith("2 steps profiled") and "aten::mm" in table and "Self CPU" in table
+    from trainer import cpu_gemm
+
+    gemm = "mkldnn::_linear_pointwise" if cpu_gemm.backend() == "onednn" else "aten::mm"
+    assert table.startswith("2 steps profiled") and gemm in table and "Self CPU" in table
     assert not (tmp_path / "plain" / "profile.txt").exists()
     assert profiled["losses"] == plain["losses"] and profiled["tokens_per_s"] > 0
     with pytest.raises(ValueError, match="--profile-steps must be at least 0"):

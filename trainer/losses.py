@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .cpu_gemm import matmul_t
+
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
@@ -83,12 +85,13 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 
 
 # Tokens per chunk when the caller passes none. On CPU a chunk's logits (chunk x vocab fp32) should
-# stay in cache between the GEMM that makes them and the two that use them: 128 tokens x 8292 words
-# is 4 MiB. On the tiny preset (2x1024 tokens, one thread) 4096 -> 128 took the loss's forward and
-# backward from about 245 to 190 ms: the logits GEMM no longer writes a fresh 68 MB matrix (page
-# faults, cache misses) and the softmax passes run in cache. 64-512 measured within noise of 128.
+# stay in cache between the GEMM that makes them and the two that use them: 256 tokens x 8292 words
+# is 8 MiB. On the tiny preset (2x1024 tokens, one thread, MKL) 4096 -> 128 took the loss's forward
+# and backward from about 245 to 190 ms: the logits GEMM no longer writes a fresh 68 MB matrix (page
+# faults, cache misses) and the softmax passes run in cache. With oneDNN and row-major logits, whole
+# steps interleaved: 128 tokens 195 ms, 256 tokens 193 ms (the vocab-major layout: 213 ms).
 CHUNK_TOKENS = 4096
-CPU_CHUNK_TOKENS = 128
+CPU_CHUNK_TOKENS = 256
 
 
 def _cpu_path(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -100,35 +103,34 @@ def _cpu_path(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
 def _cpu_chunks(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
                 chunk_tokens: int, want_hidden: bool, want_weight: bool
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """The chunk loop on CPU. Logits are made transposed (vocab x chunk): MKL ran `weight @ h.T`
-    faster than `h @ weight.T` at a 128-wide hidden (the whole step 3-4% faster, interleaved), and
-    the two gradient GEMMs are as fast either way. Each chunk's hidden-state gradient is written
-    into its rows and the weight gradient accumulates inside its GEMM (`addmm_`), instead of the
-    out-of-place sums and the `cat` the compiled path needs."""
+    """The chunk loop on CPU, its three GEMMs through `trainer.cpu_gemm` (oneDNN where faster).
+    Logits are made row-major (chunk x vocab: softmax along contiguous rows) and every GEMM reads
+    its operands as they lie (transposed views, never a copy of a chunk's logits): the weight
+    gradient accumulates transposed (hidden x vocab) and is transposed once at the end. Each
+    chunk's hidden-state gradient is written into its rows. With oneDNN on the development
+    machine's AMD EPYC this ran the tiny preset's loss (2x1024 tokens) in 98 ms against 113 for
+    the vocab-major layout MKL preferred (`benchmarks/bench_trainer.py`)."""
     grad_hidden = torch.empty_like(hidden, memory_format=torch.contiguous_format) if want_hidden else None
-    # zeros when there are no rows (no GEMM then writes it); otherwise the first chunk's GEMM does
-    make = torch.empty_like if hidden.shape[0] else torch.zeros_like
-    grad_weight = make(weight, memory_format=torch.contiguous_format) if want_weight else None
+    grad_weight_t = hidden.new_zeros(weight.shape[1], weight.shape[0]) if want_weight else None
     total = torch.zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[0], chunk_tokens):
         end = min(start + chunk_tokens, hidden.shape[0])
-        h, t, w = hidden[start:end], targets[None, start:end], scale[None, start:end]
-        logits = torch.mm(weight, h.t())  # (vocab, chunk)
-        picked = logits.gather(0, t)
-        peak = logits.amax(dim=0, keepdim=True)
+        h, t, w = hidden[start:end], targets[start:end, None], scale[start:end, None]
+        logits = matmul_t(h, weight)  # (chunk, vocab)
+        picked = logits.gather(1, t)
+        peak = logits.amax(dim=1, keepdim=True)
         logits.sub_(peak).exp_()
-        sums = logits.sum(dim=0, keepdim=True)
+        sums = logits.sum(dim=1, keepdim=True)
         total = total + ((peak + sums.log() - picked) * w).sum()
-        if grad_hidden is None and grad_weight is None:
+        if grad_hidden is None and grad_weight_t is None:
             continue
         logits.mul_(w / sums)  # softmax - onehot, weighted by 1/count: d loss / d logits
-        logits.scatter_add_(0, t, -w)
+        logits.scatter_add_(1, t, -w)
         if grad_hidden is not None:
-            torch.mm(logits.t(), weight, out=grad_hidden[start:end])
-        if grad_weight is not None and start == 0:
-            torch.mm(logits, h, out=grad_weight)
-        elif grad_weight is not None:
-            grad_weight.addmm_(logits, h)
+            grad_hidden[start:end] = matmul_t(logits, weight.t())
+        if grad_weight_t is not None:
+            grad_weight_t.add_(matmul_t(h.t(), logits.t()))
+    grad_weight = grad_weight_t.t().contiguous() if grad_weight_t is not None else None
     return total, grad_hidden, grad_weight
 
 

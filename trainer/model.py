@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from . import cpu_gemm
 from .config import ModelConfig
 
 
@@ -209,10 +210,10 @@ class Attention(nn.Module):
         c = self.config
         if cache is None and self._training_attention(x, t):
             weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-            qkv = F.linear(x, weight).view(n, t, 3 * c.num_attention_heads, c.head_dim)
+            qkv = cpu_gemm.linear(x, weight).view(n, t, 3 * c.num_attention_heads, c.head_dim)
             half = c.head_dim // 2
-            return self.o_proj(_TrainingAttention.apply(qkv, cos[:, None, :half], sin[:, None, :half],
-                                                        ATTENTION_BLOCK))
+            rows = _TrainingAttention.apply(qkv, cos[:, None, :half], sin[:, None, :half], ATTENTION_BLOCK)
+            return cpu_gemm.linear(rows, self.o_proj.weight)
         if cache is None and _fused_projections(self, x):  # one GEMM for q, k and v
             q, k, v = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])).split(
                 [c.num_attention_heads * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], dim=-1)
@@ -263,6 +264,9 @@ class MLP(nn.Module):
         if _fused_projections(self, x):  # gate and up in one GEMM (and one in backward)
             gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
             return self.down_proj(F.silu(gate) * up)
+        if torch.is_grad_enabled() and cpu_gemm.wanted(x, self.gate_proj.weight):  # the CPU training step
+            gate, up = cpu_gemm.linear(x, self.gate_proj.weight), cpu_gemm.linear(x, self.up_proj.weight)
+            return cpu_gemm.linear(F.silu(gate) * up, self.down_proj.weight)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
