@@ -6,6 +6,7 @@ import contextlib
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +122,16 @@ def test_overlapped_encode_writes_the_same_token_shard(mini_build, tmp_path):
             assert threading.current_thread() is threading.main_thread() and seconds > 0
             seen.append(images)
 
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
         with busy_machine() if overlap else contextlib.nullcontext():  # the encode thread's timing varies
-            result = tokenize_shard(str(out), stats, tok, config.content_hash(), on_batch=on_batch, overlap=overlap)
+            result = tokenize_shard(str(out), stats, tok, config.content_hash(), on_batch=on_batch, overlap=overlap,
+                                    timings=timings)
+        wall = time.perf_counter() - started
         assert not result["skipped"]
+        # where the shard's time went: the parts are all there and add up to no more than its wall time
+        assert sorted(timings) == ["read", "wait", "write"] and all(v > 0 for v in timings.values())
+        assert sum(timings.values()) <= wall
         written[overlap] = Path(token_shard_path(str(out), stats["source"], stats["split"],
                                                  stats["tar"][:-4])).read_bytes()
         batches[overlap] = seen

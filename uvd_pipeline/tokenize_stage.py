@@ -139,6 +139,7 @@ class BatchEncoder:
     def __init__(self, tok, on_batch: Callable[[float, int], None] | None, overlap: bool) -> None:
         self.tok, self.on_batch = tok, on_batch
         self.codes: list[np.ndarray] = []
+        self.waited = 0.0  # seconds the caller spent blocked on the codec (all of it without overlap)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="encode") if overlap else None
         self._in_flight: Future | None = None
 
@@ -159,7 +160,10 @@ class BatchEncoder:
     def submit(self, images: list[np.ndarray]) -> None:
         batch = np.stack(images)
         if self._pool is None:
-            self._take(self._encode(batch))
+            started = time.perf_counter()
+            result = self._encode(batch)
+            self.waited += time.perf_counter() - started
+            self._take(result)
             return
         self.wait()
         self._in_flight = self._pool.submit(self._encode, batch)
@@ -167,7 +171,10 @@ class BatchEncoder:
     def wait(self) -> None:
         if self._in_flight is not None:
             future, self._in_flight = self._in_flight, None
-            self._take(future.result())
+            started = time.perf_counter()
+            result = future.result()
+            self.waited += time.perf_counter() - started
+            self._take(result)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -176,11 +183,15 @@ class BatchEncoder:
 
 def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                    on_batch: Callable[[float, int], None] | None = None,
-                   overlap: bool | None = None) -> dict[str, Any]:
+                   overlap: bool | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Encode every image of one rendered shard and write its token shard (stats last).
     `on_batch(seconds, images)` is told how long each encoded batch took (Beam metrics).
     `overlap`: decode the next batch while this one encodes (default: when the codec runs on a
-    GPU); the batches, and so the token bytes, are the same either way."""
+    GPU); the batches, and so the token bytes, are the same either way. `timings`, when given,
+    gets where the shard's wall time went (seconds): `wait` (blocked on the codec), `write`
+    (the token shard), `read` (the rest: the tar, its digest, PNG decodes): what a GPU stage
+    that falls short of the codec's rate is short of."""
+    started = time.perf_counter()
     stem = stats["tar"][: -len(TAR_SUFFIX)]
     path = token_shard_path(output, stats["source"], stats["split"], stem)
     stats_uri = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
@@ -225,6 +236,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                            f"holds a sentence that does not decode ({exc})"[:300]) from None
     finally:
         encoder.close()
+    encoded = time.perf_counter()
     codes = encoder.codes
     per_sentence: list[list[np.ndarray]] = [[] for _ in headers]
     for owner, code in zip(owners, codes):
@@ -236,6 +248,9 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     ]
     written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"], "rendered_sha256": stats.get("tar_sha256"),
                                                                   **arithmetic})
+    if timings is not None:
+        timings.update(wait=encoder.waited, read=encoded - started - encoder.waited,
+                       write=time.perf_counter() - encoded)
     return {**written, "skipped": False}
 
 

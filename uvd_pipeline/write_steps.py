@@ -120,7 +120,9 @@ class TokenizeShard(beam.DoFn):
 
     def process(self, stats: dict[str, Any]) -> Iterator[dict]:
         start, clock = time.perf_counter(), time.time()
-        result = tokenize_shard(self.output, stats, self.tokenizer, self.config_hash, on_batch=_batch_timing)
+        timings: dict[str, float] = {}
+        result = tokenize_shard(self.output, stats, self.tokenizer, self.config_hash, on_batch=_batch_timing,
+                                timings=timings)
         source = stats["source"]
         count(source, "token_shards_skipped" if result["skipped"] else "token_shards_written")
         if not result["skipped"]:
@@ -128,6 +130,8 @@ class TokenizeShard(beam.DoFn):
             distribution("stage.tokenize_clock_ms", int(clock * 1000))
             distribution("stage.tokenize_clock_ms", int(time.time() * 1000))
             distribution("stage.tokenize_us", (time.perf_counter() - start) * 1e6)
+            for part, seconds in timings.items():  # read + decode, blocked on the codec, token shard write
+                distribution(f"tokenize.{part}_us", seconds * 1e6)
             distribution("stage.tokenize_images", result["images"])
             count(source, "images_tokenized", result["images"])
             PROGRESS.add("tokenized images", result["images"])
