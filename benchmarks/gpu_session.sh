@@ -33,16 +33,20 @@ part() {  # part NAME SECONDS COMMAND...
   echo "=== $name: exit $? after $((SECONDS - started))s"
 }
 PARTS=" ${PARTS:-tokenizer trainer gpu_build} "
-PROFILE_ENV=()
+PROFILE_ENV=(UVD_BENCH_PROFILE=)  # never empty: "${a[@]}" of an empty array fails under set -u before bash 4.4
 [ "${PROFILE:-1}" != 0 ] && PROFILE_ENV=(UVD_BENCH_PROFILE=1)
 sampled() {  # sampled COMMAND...: the command, with py-spy attached to it when PYSPY=1 (never in its way)
   "$@" &
-  local pid=$!
+  local pid=$! spy= status
   if [ "${PYSPY:-0}" = 1 ] && [ -x /tmp/site/bin/py-spy ]; then
     /tmp/site/bin/py-spy record --pid "$pid" --rate 50 --idle --threads --subprocesses --nonblocking \
       --format raw -o "$OUT_DIR/gpu_build_pyspy.txt" >/dev/null 2>&1 &
+    spy=$!
   fi
   wait "$pid"
+  status=$?
+  [ -n "$spy" ] && wait "$spy"  # py-spy writes its file once the command has exited
+  return $status
 }
 if [[ $PARTS == *" tokenizer "* ]]; then
   part tokenizer "${TOKENIZER_S:-240}" env UVD_BENCH_CUDA_BUDGET_S="${TOKENIZER_BUDGET_S:-140}" "${PROFILE_ENV[@]}" \

@@ -34,6 +34,22 @@ def test_products_match_on_every_layout(monkeypatch, backend: str):
     assert torch.allclose(got_x, ref_x.float(), atol=1e-4) and torch.allclose(got_w, ref_w.float(), atol=1e-4)
 
 
+def test_edge_cases_fall_back_to_torch(monkeypatch):
+    """An empty inner dimension (oneDNN refuses K = 0) and operands autograd tracks (the op has no
+    backward) take torch's own product: zeros of the right shape, and gradients that flow."""
+    monkeypatch.delenv("UVD_CPU_GEMM", raising=False)
+    assert torch.equal(cpu_gemm.matmul_t(torch.randn(3, 0), torch.randn(4, 0)), torch.zeros(3, 4))
+    x = torch.randn(0, 3, 16, requires_grad=True)
+    weight = torch.randn(5, 16, requires_grad=True)
+    out = cpu_gemm.linear(x, weight)
+    out.sum().backward()
+    assert out.shape == (0, 3, 5) and torch.equal(weight.grad, torch.zeros(5, 16))
+    a = torch.randn(6, 4, requires_grad=True)
+    b = torch.randn(5, 4)
+    cpu_gemm.matmul_t(a, b).sum().backward()
+    assert torch.allclose(a.grad, b.sum(0).expand(6, 4))
+
+
 def test_only_eager_fp32_cpu_operands_take_onednn(monkeypatch):
     if not cpu_gemm._onednn_works():
         pytest.skip("this torch has no working oneDNN linear")

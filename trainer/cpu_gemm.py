@@ -6,11 +6,13 @@ JIT kernels (shipped inside torch, reached through `torch.ops.mkldnn._linear_poi
 inductor uses for CPU linears) made ~215 on the same shapes, also with transposed operands. On
 Intel processors MKL is already at full speed; oneDNN matches it there.
 
-The backend is chosen once per process (`backend()`): `UVD_CPU_GEMM=mkl` or `onednn` forces it,
-`auto` (the default) takes oneDNN when the op exists and a probe product agrees with MKL's. Only
-eager fp32 CPU tensors outside autocast and torch.compile take it (`wanted`); everything else,
-and a torch without the op, gets the plain torch call. Results are IEEE fp32 either way; only the
-order of additions inside a dot product may differ.
+The backend (`backend()`) follows `UVD_CPU_GEMM` as it is at each call: `mkl` or `onednn` forces
+it, `auto` (the default) takes oneDNN when the op exists and a probe product agrees with torch's
+(probed once per process). Only eager fp32 CPU tensors outside autocast and torch.compile take it
+(`wanted`), and `matmul_t` only outside autograd (the op has no backward: `_Linear` supplies one)
+and with a non-empty inner dimension (oneDNN refuses K = 0); everything else, and a torch
+without the op, gets the plain torch call. Results are IEEE fp32 either way; only the order of
+additions inside a dot product may differ.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 BACKENDS = ("auto", "onednn", "mkl")
 
 
-def _onednn_op():
+def _onednn_op() -> Any:
     return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
 
@@ -68,7 +70,8 @@ def wanted(*tensors: torch.Tensor) -> bool:
 
 def matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """`a (M, K) @ b (N, K).T` -> (M, N); either operand may be a transposed view."""
-    if wanted(a, b):
+    tracked = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    if a.shape[1] and not tracked and wanted(a, b):
         return _onednn_op()(a, b, None, "none", [], "")
     return a @ b.t()
 

@@ -258,6 +258,7 @@ class Trainer:
         self.forward = torch.compile(self.runner) if options.compile else self.runner
         self.step = 0
         self.tokens_seen = 0
+        self._rope_tables: tuple[torch.Tensor, torch.Tensor] | None = None
         self.curve: dict[str, list] = {"step": [], "loss": []}
 
     # state -----------------------------------------------------------------------------------
@@ -338,7 +339,7 @@ class Trainer:
 
     def _rope(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE tables of a window of `t` tokens, made once and passed to every step."""
-        if getattr(self, "_rope_tables", None) is None or self._rope_tables[0].shape[0] != t:
+        if self._rope_tables is None or self._rope_tables[0].shape[0] != t:
             positions = torch.arange(t, device=self.device)
             self._rope_tables = rope_tables(self.config, positions, self.core.model.embed_tokens.weight.dtype)
         return self._rope_tables

@@ -104,9 +104,10 @@ def _cpu_chunks(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
                 chunk_tokens: int, want_hidden: bool, want_weight: bool
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The chunk loop on CPU, its three GEMMs through `trainer.cpu_gemm` (oneDNN where faster).
-    Logits are made row-major (chunk x vocab: softmax along contiguous rows) and every GEMM reads
-    its operands as they lie (transposed views, never a copy of a chunk's logits): the weight
-    gradient accumulates transposed (hidden x vocab) and is transposed once at the end. Each
+    Logits are made row-major (chunk x vocab: softmax along contiguous rows) and no GEMM copies a
+    chunk's logits (oneDNN takes them transposed as its second operand; it makes only the small
+    `h.t()` contiguous): the weight gradient accumulates transposed (hidden x vocab) and is
+    transposed once at the end. Each
     chunk's hidden-state gradient is written into its rows. With oneDNN on the development
     machine's AMD EPYC this ran the tiny preset's loss (2x1024 tokens) in 98 ms against 113 for
     the vocab-major layout MKL preferred (`benchmarks/bench_trainer.py`)."""

@@ -187,8 +187,8 @@ def _fused_projections(module: nn.Module, x: torch.Tensor) -> bool:
     the concatenated weights (q, k, v; gate, up): wider GEMMs, one input-gradient GEMM instead of
     several plus their sum. `fuse_projections` None: on GPUs (the CPU step has its own paths);
     True/False force it. The parameters stay HF's."""
-    wanted = module.fuse_projections
-    return torch.is_grad_enabled() and (x.device.type != "cpu" if wanted is None else wanted)
+    asked = module.fuse_projections
+    return torch.is_grad_enabled() and (x.device.type != "cpu" if asked is None else asked)
 
 
 class Attention(nn.Module):
