@@ -40,6 +40,7 @@ from tokenizer.dataclass_cli import add_flags, flag, options_from
 from tokenizer.schedule import warmup_cosine
 
 from . import checkpoint as ckpt
+from . import cpu_gemm
 from .config import ModelConfig, preset
 from .data import MODES, TokenWindows, mixture_from_args
 from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning
@@ -606,7 +607,8 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
     if env.main and not options.quiet:
         data = "; ".join(f"{d['glob']} x{d['weight']:g}: {d['shards']} shards, {d['sentences']} sentences, "
                          f"{d['tokens']:,} tokens" for d in trainer.data.describe())
-        print(f"fit {options.preset} ({trainer.config.num_parameters() / 1e6:.1f}M params) on {device} "
+        gemm = f" ({cpu_gemm.backend()} GEMMs)" if device.type == "cpu" and not options.compile else ""
+        print(f"fit {options.preset} ({trainer.config.num_parameters() / 1e6:.1f}M params) on {device}{gemm} "
               f"{trainer.dtype}, world {env.world_size}{' fsdp' if options.fsdp and env.world_size > 1 else ''}, "
               f"{trainer.tokens_per_step:,} tokens/step, steps {start_step}->{end}"
               f"{f' (resumed from {resume_from})' if resume_from else ''}\n  data: {data}", flush=True)
