@@ -65,7 +65,7 @@ def test_gpu_step_shortcuts_keep_the_loss_and_gradients(monkeypatch, kv_heads: i
     """What a GPU training step does differently, forced on here: q/k/v and gate/up as one GEMM
     each over the concatenated weights (`fuse_projections`), and RoPE tables made once and passed
     in (`rope=`). Same loss and gradients as the plain modules (fp64: the CPU step's own attention
-    steps aside), the same HF parameters, and inference (no grad) takes the plain path."""
+    steps aside) and the same HF parameters."""
     from trainer.model import MLP, Attention, rope_tables
 
     overrides = {"num_key_value_heads": kv_heads} if kv_heads else {}
@@ -224,6 +224,27 @@ def test_loss_decreases_on_structured_shards(shards, tmp_path: Path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [10, 20, 30] and all(r["tokens_per_s"] > 0 for r in log)
     assert summary["tokens_seen"] == 30 * 4 * 64 and summary["mfu"] is None  # no MFU on CPU
+
+
+def test_the_loop_makes_rope_tables_once_and_the_model_uses_them(shards, tmp_path: Path, monkeypatch):
+    """`trainer.fit` makes the RoPE tables of its window length once per run and every step's
+    model uses them (a mismatched length would make the model compute its own each step, the
+    recomputation the passed tables exist to avoid), with the same losses as tables it makes."""
+    import trainer.fit as fit_module
+    import trainer.model as model_module
+
+    plain = fit(_options(shards, tmp_path / "plain", max_steps=4))["losses"]
+    made: list[int] = []
+    real = model_module.rope_tables
+
+    def counted(config, positions, dtype):
+        made.append(len(positions))
+        return real(config, positions, dtype)
+
+    monkeypatch.setattr(fit_module, "rope_tables", counted)
+    monkeypatch.setattr(model_module, "rope_tables", counted)
+    assert fit(_options(shards, tmp_path / "counted", max_steps=4))["losses"] == plain
+    assert made == [64]  # seq_len 64: one table for the run, none made inside the 4 steps
 
 
 def test_cpu_gemm_backends_train_the_same_curve(shards, tmp_path: Path, monkeypatch):

@@ -113,7 +113,7 @@ class FitOptions:
                                "folder")
     fsdp: bool = flag(False, "under torchrun: FSDP2 (fully_shard) instead of DDP")
     stop_at: int | None = flag(None, "stop (with a checkpoint) after this step; rerun to continue")
-    chunk_tokens: int | None = flag(None, "tokens per logits chunk of the loss (default: 128 on CPU, 4096 on GPU)")
+    chunk_tokens: int | None = flag(None, "tokens per logits chunk of the loss (default: 256 on CPU, 4096 on GPU)")
     threads: int | None = flag(None, "torch intra-op threads")
     profile_steps: int = flag(0, "profile this many steps after the first (torch.profiler) and write the "
                                  "busiest kernels to OUT/profile.txt (0: off)")
@@ -145,7 +145,7 @@ class TrainingModel(LVMTransformer):
     `forward`, so the loss must live there: `forward(inputs, targets)` is `LVMTransformer.loss`.
     Same parameter names as `LVMTransformer`."""
 
-    chunk_tokens: int | None = None  # None: the loss's default (128 on CPU, 4096 elsewhere)
+    chunk_tokens: int | None = None  # None: the loss's default (losses.CPU_CHUNK_TOKENS on CPU, CHUNK_TOKENS elsewhere)
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: Any = None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

@@ -107,10 +107,9 @@ def _cpu_chunks(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
     Logits are made row-major (chunk x vocab: softmax along contiguous rows) and no GEMM copies a
     chunk's logits (oneDNN takes them transposed as its second operand; it makes only the small
     `h.t()` contiguous): the weight gradient accumulates transposed (hidden x vocab) and is
-    transposed once at the end. Each
-    chunk's hidden-state gradient is written into its rows. With oneDNN on the development
-    machine's AMD EPYC this ran the tiny preset's loss (2x1024 tokens) in 98 ms against 113 for
-    the vocab-major layout MKL preferred (`benchmarks/bench_trainer.py`)."""
+    transposed once at the end. Each chunk's hidden-state gradient is written into its rows. With
+    oneDNN on the development machine's AMD EPYC this ran the tiny preset's loss (2x1024 tokens)
+    in 98 ms against 113 for the vocab-major layout MKL preferred."""
     grad_hidden = torch.empty_like(hidden, memory_format=torch.contiguous_format) if want_hidden else None
     grad_weight_t = hidden.new_zeros(weight.shape[1], weight.shape[0]) if want_weight else None
     total = torch.zeros((), dtype=torch.float32)

@@ -209,13 +209,12 @@ class Attention(nn.Module):
         n, t, _ = x.shape
         c = self.config
         if cache is None and self._training_attention(x, t):
-            weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-            qkv = cpu_gemm.linear(x, weight).view(n, t, 3 * c.num_attention_heads, c.head_dim)
+            qkv = cpu_gemm.linear(x, self._qkv_weight()).view(n, t, 3 * c.num_attention_heads, c.head_dim)
             half = c.head_dim // 2
             rows = _TrainingAttention.apply(qkv, cos[:, None, :half], sin[:, None, :half], ATTENTION_BLOCK)
             return cpu_gemm.linear(rows, self.o_proj.weight)
         if cache is None and _fused_projections(self, x):  # one GEMM for q, k and v
-            q, k, v = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])).split(
+            q, k, v = F.linear(x, self._qkv_weight()).split(
                 [c.num_attention_heads * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
@@ -237,6 +236,10 @@ class Attention(nn.Module):
             mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(n, t, -1))
+
+    def _qkv_weight(self) -> torch.Tensor:
+        """q, k and v's weights stacked: one GEMM for the three projections (HF's parameters kept)."""
+        return torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
 
     def _training_attention(self, x: torch.Tensor, t: int) -> bool:
         """Whether `_TrainingAttention` takes this call: an eager fp32 step on CPU under autograd,
@@ -261,13 +264,14 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # training: the CPU step's GEMMs through oneDNN where it is faster (`cpu_gemm.linear` is
+        # F.linear everywhere else); inference keeps torch's own
+        linear = cpu_gemm.linear if torch.is_grad_enabled() else F.linear
         if _fused_projections(self, x):  # gate and up in one GEMM (and one in backward)
-            gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
-            return self.down_proj(F.silu(gate) * up)
-        if torch.is_grad_enabled() and cpu_gemm.wanted(x, self.gate_proj.weight):  # the CPU training step
-            gate, up = cpu_gemm.linear(x, self.gate_proj.weight), cpu_gemm.linear(x, self.up_proj.weight)
-            return cpu_gemm.linear(F.silu(gate) * up, self.down_proj.weight)
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+            gate, up = linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
+        else:
+            gate, up = linear(x, self.gate_proj.weight), linear(x, self.up_proj.weight)
+        return linear(F.silu(gate) * up, self.down_proj.weight)
 
 
 class DecoderLayer(nn.Module):

@@ -157,13 +157,17 @@ class BatchEncoder:
         if self.on_batch is not None:
             self.on_batch(seconds, images)
 
+    def _take_when_done(self, result: Callable[[], tuple[np.ndarray, float, int]]) -> None:
+        """Take what `result()` returns, counting the time it blocks the caller in `waited`."""
+        started = time.perf_counter()
+        done = result()
+        self.waited += time.perf_counter() - started
+        self._take(done)
+
     def submit(self, images: list[np.ndarray]) -> None:
         batch = np.stack(images)
         if self._pool is None:
-            started = time.perf_counter()
-            result = self._encode(batch)
-            self.waited += time.perf_counter() - started
-            self._take(result)
+            self._take_when_done(lambda: self._encode(batch))
             return
         self.wait()
         self._in_flight = self._pool.submit(self._encode, batch)
@@ -171,10 +175,7 @@ class BatchEncoder:
     def wait(self) -> None:
         if self._in_flight is not None:
             future, self._in_flight = self._in_flight, None
-            started = time.perf_counter()
-            result = future.result()
-            self.waited += time.perf_counter() - started
-            self._take(result)
+            self._take_when_done(future.result)
 
     def close(self) -> None:
         if self._pool is not None:

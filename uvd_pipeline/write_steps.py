@@ -12,13 +12,13 @@ from apache_beam.utils.shared import Shared
 from sources import fsio
 from sources.records import Reject
 from tokenizer.atomic import write_bytes
+from uvd_pipeline import early_tokenizer
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
 from uvd_pipeline.keys import shard_of
 from uvd_pipeline.render import RenderSettings
 from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, write_shard
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution
-from uvd_pipeline import early_tokenizer
 from uvd_pipeline.tokenize_stage import TokenizeSettings, load_tokenizer, tokenize_shard
 from uvd_pipeline.unit_relocation import keep_previous, previous_lookup, record_placement, release
 from uvd_pipeline.unit_store import StoreReader, read_shard_inputs, shard_inputs_uri
