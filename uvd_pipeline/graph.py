@@ -140,15 +140,19 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
          rejects | "Address rejects" >> beam.Map(lambda r: (router.of_reject(r), r)),
          *shard_parts)
         | "Shard items" >> beam.Flatten()
-        | "Drop committed" >> beam.Filter(_not_committed, done_inputs, digests)
     )
+    if done_inputs:  # a resumed build: items of shards committed from this run's input go
+        # (a step with this side input waits for every unit's digest: a fresh build skips it, so
+        # its items go from the render stage to the grouping without being stored in between)
+        items = items | "Drop committed" >> beam.Filter(_not_committed, done_inputs, digests)
     # Every shard also gets its item count through a separate combine, so the writer can refuse
     # to commit a shard that arrives incomplete (we saw the local multi-process runner drop
     # grouped values under heavy load); an incomplete shard fails the job and stays uncommitted.
-    counts = items | "Count per shard" >> beam.combiners.Count.PerKey()
-    keyed = {"items": items, "count": counts} | "By shard" >> beam.CoGroupByKey()
-    written = keyed | "Write shards" >> beam.ParDo(
-        WriteShard(output, config_hash, router, config.image.size), digests)
+    # The counts reach the writer as a side input, not through a join with the items: a join
+    # re-encodes every item once more in a stage of its own.
+    counts = beam.pvalue.AsDict(items | "Count per shard" >> beam.combiners.Count.PerKey())
+    written = items | "By shard" >> beam.GroupByKey() | "Write shards" >> beam.ParDo(
+        WriteShard(output, config_hash, router, config.image.size), digests, counts)
     if not config.tokenizer.enabled:
         return written
     # Shards committed earlier from the same input get no element this run, so they join the

@@ -55,9 +55,9 @@ class WriteShard(beam.DoFn):
         self.router = router
         self.image_size = image_size
 
-    def process(self, item: tuple[tuple[str, str, int], dict[str, Iterable[Any]]],
-                digests: dict[str, str]) -> Iterator[dict]:
-        (source, split, index), grouped = item
+    def process(self, item: tuple[tuple[str, str, int], Iterable[Any]], digests: dict[str, str],
+                counts: dict[tuple[str, str, int], int]) -> Iterator[dict]:
+        (source, split, index), items = item
         address = ShardAddress(source, split, index)
         inputs_uri = shard_inputs_uri(self.output, source, address.stem)
         stats_uri = address.path(self.output, STATS_SUFFIX)
@@ -68,12 +68,12 @@ class WriteShard(beam.DoFn):
                 log.info("%s: its input changed since it was committed: writing it again", address.stem)
             keep_previous(self.output, address)  # other shards' images may still be read from the old tar
             write_bytes(inputs_uri, digests[source].encode())
-        expected = sum(grouped["count"])
+        expected = counts.get((source, split, index), 0)
         start = time.perf_counter()
         reader = StoreReader(previous_lookup(self.output))
         try:
             result = write_shard(
-                self.output, address, grouped["items"],
+                self.output, address, items,
                 expected_items=expected,
                 config_hash=self.config_hash,
                 num_shards=self.router.counts[source][split],
