@@ -1,5 +1,3 @@
-import sys
+from uvd_pipeline.cli import run
 
-from uvd_pipeline.cli import main
-
-sys.exit(main())
+run()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
+import threading
 from typing import NoReturn
 
 from uvd_pipeline.config import ConfigError
@@ -79,10 +81,32 @@ def interrupted() -> NoReturn:
     is lost by not waiting: what they did not commit is redone by the next run."""
     print("\ninterrupted: the units and shards committed so far are kept; run the same command again "
           "to finish the build (it redoes only the rest)", file=sys.stderr)
+    _flush_and_exit(INTERRUPTED_EXIT)
+
+
+def leave(code: int) -> NoReturn:
+    """End the command's process with `code` without the interpreter's teardown: freeing every
+    module and object of a process that imported Beam took 0.3 s after a 900-image build had
+    finished (10 s in all on 2 cores), with nothing left to do. Everything a command writes is
+    committed and flushed before it returns; the `atexit` functions still run (the decode
+    workers of `sources.budget` are stopped there). A thread that is not a daemon, if any is
+    still running, is waited for the usual way instead."""
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    _flush_and_exit(code)
+
+
+def run() -> NoReturn:
+    """The `uvd` command and `python -m uvd_pipeline`."""
+    leave(main())
+
+
+def _flush_and_exit(code: int) -> NoReturn:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(INTERRUPTED_EXIT)
+    os._exit(code)
 
 
 def build_overrides(args: argparse.Namespace) -> dict:
