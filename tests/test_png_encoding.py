@@ -45,3 +45,42 @@ def test_any_view_of_an_image_encodes_and_decodes_to_its_pixels(photo, view):
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), pixels)
     back = decode_png(png)
     assert np.array_equal(back, pixels) and back.flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (9, 1), (37, 53), (256, 256)])
+def test_default_level_is_exact_on_any_shape_and_values(shape):
+    """Level 1's own writer (`png_fast`): noise with every byte value, at shapes with one row or one
+    column (the Avg filter's edges), read back by Pillow and by OpenCV, both independent of it."""
+    import cv2
+
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    pixels.reshape(-1)[:2] = (0, 255)
+    png = encode_png(pixels, 1)
+    assert set(row_filters(png)) == {3}
+    image = Image.open(io.BytesIO(png))
+    assert (image.mode, image.size) == ("RGB", (shape[1], shape[0]))
+    assert np.array_equal(np.asarray(image), pixels)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)[:, :, ::-1], pixels)
+
+
+def test_default_level_is_as_small_as_libpngs_and_checks_its_chunks(photo):
+    """The same filter through libpng and zlib's level 1 gives about the same size; each chunk's
+    CRC is right (Pillow verifies them)."""
+    import cv2
+
+    from uvd_pipeline.render import png_params
+
+    ours = encode_png(photo, 1)
+    ok, theirs = cv2.imencode(".png", photo[:, :, ::-1], png_params(1))
+    assert ok and 0.9 < len(ours) / len(theirs) < 1.05
+    Image.open(io.BytesIO(ours)).verify()
+
+
+def test_default_level_refuses_what_is_not_rgb():
+    from uvd_pipeline.png_fast import encode_rgb_png
+
+    with pytest.raises(ValueError, match="uint8"):
+        encode_rgb_png(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        encode_rgb_png(np.zeros((4, 4, 3), np.float32))
