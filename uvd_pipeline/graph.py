@@ -142,8 +142,8 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         | "Shard items" >> beam.Flatten()
     )
     if done_inputs:  # a resumed build: items of shards committed from this run's input go
-        # (a step with this side input waits for every unit's digest: a fresh build skips it, so
-        # its items go from the render stage to the grouping without being stored in between)
+        # (with nothing committed the filter drops nothing, and its side input would make the
+        # step wait for every unit's digest)
         items = items | "Drop committed" >> beam.Filter(_not_committed, done_inputs, digests)
     # Every shard also gets its item count through a separate combine, so the writer can refuse
     # to commit a shard that arrives incomplete (we saw the local multi-process runner drop
