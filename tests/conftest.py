@@ -194,7 +194,8 @@ def early_rendered(caplog) -> tuple[int, int] | None:
     import re
 
     for record in caplog.records:
-        found = re.fullmatch(r"early render: (\d+) of (\d+) input units rendered by the pool", record.getMessage())
+        found = re.fullmatch(r"early render: (\d+) of (\d+) input units rendered by the pool \(in (?:processes|threads)\)",
+                             record.getMessage())
         if found:
             return int(found[1]), int(found[2])
     return None

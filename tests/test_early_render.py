@@ -229,34 +229,42 @@ def test_results_handed_over_are_not_kept_whatever_order_steps_ask_in():
 def test_a_build_with_the_pool_writes_the_bytes_and_counts_of_one_without(
         mini_corpus, tiny_tokenizer, tmp_path, caplog):
     """The mini corpus (web tars, class folders, videos) built by 2 thread workers with
-    `beam.early_render` on (while every core is kept busy) and off, tokenized: every shard and
-    token file the same, every counter and distribution the same, and the pool did render the units."""
+    `beam.early_render` off, on in threads and on in processes (the pool's two, while every core is
+    kept busy), tokenized: every shard and token file the same, every counter and distribution the
+    same, and the pool did render the units, where it said."""
+    import sys
+
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
     from uvd_pipeline.unit_render import list_units
 
     summaries, outputs = {}, {}
-    for early in (False, True):
+    for early, where in (("off", "auto"), ("threads", "threads"), ("auto", "auto")):
         out = tmp_path / f"early_{early}"
         config = load_config(str(write_config(tmp_path / f"{early}.yaml", mini_corpus, out, tiny_tokenizer,
                                               direct_num_workers=2, direct_running_mode="multi_threading",
-                                              early_render=early)))
+                                              early_render=early != "off", early_render_in=where)))
         caplog.clear()
         caplog.set_level(logging.INFO, logger="uvd_pipeline.build")
-        with busy_machine() if early else contextlib.nullcontext():
+        with busy_machine() if early != "off" else contextlib.nullcontext():
             summaries[early] = run_build(config).summary
         outputs[early] = out
         units = sum(map(len, list_units(config).values()))
-        assert early_rendered(caplog) == ((units, units) if early else None)
-    assert shard_digests(outputs[True]) == shard_digests(outputs[False])
-    tokens = {early: sorted(p.read_bytes() for p in (outputs[early] / "tokens").rglob("*.arrow")) for early in outputs}
-    assert tokens[True] == tokens[False] and tokens[True]
-    counters = {early: summaries[early]["run"]["counters"] for early in summaries}
-    assert counters[True] == counters[False] and counters[True]["web.units_rendered"] > 0
-    distributions = {early: {k: v["count"] for k, v in summaries[early]["run"]["distributions"].items()}
-                     for early in summaries}
-    assert distributions[True] == distributions[False]
-    assert json.loads((outputs[True] / "summary.json").read_text())["totals"] == summaries[False]["totals"]
+        assert early_rendered(caplog) == (None if early == "off" else (units, units))
+        if early != "off":
+            processes = early == "auto" and sys.platform.startswith("linux")
+            assert any(r.getMessage().endswith("(in processes)" if processes else "(in threads)")
+                       for r in caplog.records)
+    for early in ("threads", "auto"):
+        assert shard_digests(outputs[early]) == shard_digests(outputs["off"])
+        tokens = {e: sorted(p.read_bytes() for p in (outputs[e] / "tokens").rglob("*.arrow")) for e in (early, "off")}
+        assert tokens[early] == tokens["off"] and tokens["off"]
+        assert summaries[early]["run"]["counters"] == summaries["off"]["run"]["counters"]
+        distributions = {e: {k: v["count"] for k, v in summaries[e]["run"]["distributions"].items()}
+                         for e in (early, "off")}
+        assert distributions[early] == distributions["off"]
+        assert json.loads((outputs[early] / "summary.json").read_text())["totals"] == summaries["off"]["totals"]
+    assert summaries["off"]["run"]["counters"]["web.units_rendered"] > 0
 
 
 def test_the_pool_is_on_only_where_the_workers_are_threads(tmp_path, mini_corpus, tiny_tokenizer):
@@ -271,3 +279,74 @@ def test_the_pool_is_on_only_where_the_workers_are_threads(tmp_path, mini_corpus
     assert not wanted(config(direct_num_workers=2, direct_running_mode="multi_processing"))
     assert not wanted(config(direct_num_workers=4, direct_running_mode="auto"))  # processes beyond 2
     assert not wanted(config(direct_num_workers=2, direct_running_mode="auto", early_render=False))
+    with pytest.raises(ValueError, match="early_render_in"):
+        config(direct_num_workers=2, early_render_in="fibres")
+
+
+class PlainRenderer:
+    """A renderer for the pool's render processes (inherited by the fork, so it needs no pickling):
+    'bad*' units raise, 'odd*' units raise an error pickle cannot carry, 'slow*' units run until
+    cancelled, 'die*' units end their process; the others return results and report metrics."""
+
+    def __init__(self, name: str = "src") -> None:
+        self.source = SimpleNamespace(name=name)
+
+    def unit_key(self, unit: str) -> str:
+        return unit
+
+    def render(self, unit: str, cancelled=None):
+        import os
+
+        if unit.startswith("bad"):
+            raise ValueError(f"cannot read {unit}")
+        if unit.startswith("odd"):
+            error = RuntimeError(f"odd {unit}")
+            error.handle = threading.Lock()  # not picklable
+            raise error
+        if unit.startswith("die"):
+            os._exit(3)
+        while unit.startswith("slow"):
+            if cancelled():
+                raise RenderCancelled(unit)
+            time.sleep(0.01)
+        count(self.source.name, "units_rendered")
+        distribution("stage.read_records", 3)
+        return [("sentences", f"{unit}-sentence from pid {os.getpid()}")], f"{unit}-digest"
+
+
+def test_in_processes_results_errors_and_metrics_come_back():
+    """The pool's render processes (`early_render_in: auto` on Linux): results and recorded metrics
+    cross the pipe; a unit's error reaches the step that takes it, one pickle cannot carry as a
+    RuntimeError naming it, a process that dies as an error naming the unit; the others go on."""
+    import os
+
+    units = ["u0", "bad1", "odd2", "u3", "die4", "u5"]
+    pool = EarlyRender(lambda: {"src": PlainRenderer()}, {"src": units}, workers=2, ahead=6, processes=True).start()
+    try:
+        assert pool.in_processes
+        (outputs, digest), metrics = pool.claim("src", "u0")
+        assert digest == "u0-digest" and outputs[0][1].startswith("u0-sentence from pid ")
+        assert int(outputs[0][1].rsplit(" ", 1)[1]) != os.getpid()  # rendered in another process
+        assert ("count", "src.units_rendered", 1) in metrics and ("distribution", "stage.read_records", 3) in metrics
+        with pytest.raises(ValueError, match="cannot read bad1"):
+            pool.claim("src", "bad1")
+        with pytest.raises(RuntimeError, match="RuntimeError: odd odd2"):
+            pool.claim("src", "odd2")
+        assert pool.claim("src", "u3")[0][1] == "u3-digest"
+        with pytest.raises(RuntimeError, match="render process ended .* unit die4"):
+            pool.claim("src", "die4")
+        assert pool.claim("src", "u5")[0][1] == "u5-digest"  # its thread renders on without the process
+    finally:
+        pool.close()
+
+
+def test_in_processes_close_cancels_the_running_unit_and_ends_the_processes():
+    pool = EarlyRender(lambda: {"src": PlainRenderer()}, {"src": ["slow0", "u1"]}, workers=1, ahead=2,
+                       processes=True).start()
+    children = [child._process for child in pool._children]
+    thread, got = _claim_in_thread(pool, "slow0")
+    time.sleep(0.2)
+    pool.close()
+    thread.join(WAIT)
+    assert isinstance(got.get("error"), RenderCancelled)
+    assert all(not process.is_alive() for process in children)

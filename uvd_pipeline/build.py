@@ -348,8 +348,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
                 result = run_pipeline(pipeline)
     ran = time.perf_counter()
     if early is not None:
-        log.info("early render: %d of %d input units rendered by the pool", early.rendered,
-                 sum(map(len, units.values())))
+        log.info("early render: %d of %d input units rendered by the pool (%s)", early.rendered,
+                 sum(map(len, units.values())), "in processes" if early.in_processes else "in threads")
     if early_tokenizer is not None:
         log.info("early tokenizer: loaded%s in %.1f s while the build rendered",
                  " and compiled" if early_tokenizer.settings.compile else "", early_tokenizer.seconds)

@@ -263,6 +263,10 @@ class BeamConfig(Strict):
     early_render: bool = Field(True, description="with the local workers as threads (multi_threading): render "
                                "input units in a pool that starts before Beam does; same output bytes "
                                "(see uvd_pipeline.early_render)")
+    early_render_in: Literal["auto", "threads"] = Field(
+        "auto", description="where the early render pool renders; auto: in forked processes (no render "
+        "waits for Python's lock beside the build's own Python work) where the platform forks (Linux) "
+        "and the build's process runs no other thread yet, else in threads")
     options: tuple[str, ...] = Field((), description="pass-through Beam flags, e.g. --project=...")
 
     @property
