@@ -350,3 +350,30 @@ def test_in_processes_close_cancels_the_running_unit_and_ends_the_processes():
     thread.join(WAIT)
     assert isinstance(got.get("error"), RenderCancelled)
     assert all(not process.is_alive() for process in children)
+
+
+def test_in_processes_a_render_process_never_outlives_the_build():
+    """A build process that ends abruptly (os._exit, as a kill would) while its render process is
+    in the middle of a unit: the render process is gone within seconds, not left writing."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import os, time
+from test_early_render import PlainRenderer
+from uvd_pipeline.early_render import EarlyRender
+pool = EarlyRender(lambda: {{"src": PlainRenderer()}}, {{"src": ["slow0"]}}, workers=1, ahead=1, processes=True).start()
+print(pool._children[0]._process.pid, flush=True)
+time.sleep(0.5)
+os._exit(0)
+"""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.path.dirname(tests)])})
+    assert done.returncode == 0, done.stderr
+    child = int(done.stdout.split()[0])
+    deadline = time.monotonic() + WAIT
+    while os.path.exists(f"/proc/{child}") and "zombie" not in open(f"/proc/{child}/status").read().lower():
+        assert time.monotonic() < deadline, "the render process outlived the build"
+        time.sleep(0.05)

@@ -230,7 +230,7 @@ class _RenderProcess:
         context = multiprocessing.get_context("fork")
         self._stopped = context.Event()
         self._conn, child_end = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child_end, renderers, self._stopped),
+        self._process = context.Process(target=_serve, args=(child_end, renderers, self._stopped, os.getpid()),
                                         name="uvd-early-render", daemon=True)
         self._process.start()
         child_end.close()
@@ -263,9 +263,24 @@ class _RenderProcess:
         self._conn.close()
 
 
-def _serve(conn, renderers: dict[str, UnitRenderer], stopped) -> None:
+def _die_with(parent: int) -> None:
+    """Be killed when the build's process ends, however it ends (Linux's parent-death signal): a
+    render process must not go on writing into an output another run may have locked since."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - Linux has it
+        pass
+    if os.getppid() != parent:  # it ended before the signal was asked for
+        os._exit(0)
+
+
+def _serve(conn, renderers: dict[str, UnitRenderer], stopped, parent: int) -> None:
     """The render process: units from the pipe until None or the pipe closes (the build ended)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle: it closes the pipe
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle: it closes the pool
     while True:
         try:
             job = conn.recv()
@@ -276,10 +291,13 @@ def _serve(conn, renderers: dict[str, UnitRenderer], stopped) -> None:
         source, unit = job
         result, metrics, error = _render(renderers, source, unit, stopped.is_set)
         try:
-            conn.send((result, metrics, error))
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # an error or result pickle cannot carry
-            what = error if error is not None else exc
-            conn.send((None, metrics, RuntimeError(f"{type(what).__name__}: {what}")))
+            try:
+                conn.send((result, metrics, error))
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:  # what pickle cannot carry
+                what = error if error is not None else exc
+                conn.send((None, metrics, RuntimeError(f"{type(what).__name__}: {what}")))
+        except OSError:  # the build is gone
+            break
     conn.close()
     os._exit(0)  # not the build's atexit functions, nor its interpreter teardown
 
