@@ -377,3 +377,29 @@ os._exit(0)
     while os.path.exists(f"/proc/{child}") and "zombie" not in open(f"/proc/{child}/status").read().lower():
         assert time.monotonic() < deadline, "the render process outlived the build"
         time.sleep(0.05)
+
+
+def test_in_processes_a_failed_fork_falls_back_to_threads(monkeypatch, caplog):
+    """No process can be forked (out of memory or process slots): the pool says so and renders in
+    its threads, with the same results."""
+    import uvd_pipeline.early_render as early_render
+
+    made = []
+
+    class Refused(early_render._RenderProcess):
+        def __init__(self, renderers):
+            if made:
+                raise OSError(11, "Resource temporarily unavailable")
+            super().__init__(renderers)
+            made.append(self)
+
+    monkeypatch.setattr(early_render, "_RenderProcess", Refused)
+    caplog.set_level(logging.WARNING, logger="uvd_pipeline.early_render")
+    pool = EarlyRender(lambda: {"src": PlainRenderer()}, {"src": ["u0", "u1"]}, workers=2, ahead=2,
+                       processes=True).start()
+    try:
+        assert not pool.in_processes and "rendering in threads" in caplog.text
+        assert not made[0]._process.is_alive()  # the one forked before the failure was ended
+        assert [pool.claim("src", u)[0][1] for u in ("u0", "u1")] == ["u0-digest", "u1-digest"]
+    finally:
+        pool.close()

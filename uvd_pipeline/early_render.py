@@ -105,8 +105,16 @@ class EarlyRender:
         for it (`_RenderProcess`), made here, before any thread of the pool exists; where the
         platform does not fork safely (`forking_is_safe`), the threads render themselves."""
         if self._processes and forking_is_safe():
-            self._children = [_RenderProcess(renderers) for renderers in self._per_thread]
-            self.in_processes = True
+            try:
+                for index, renderers in enumerate(self._per_thread):
+                    self._children[index] = _RenderProcess(renderers)
+                self.in_processes = True
+            except OSError as exc:  # no memory or process slots for a fork: the threads render
+                log.warning("early render: cannot start render processes (%s); rendering in threads", exc)
+                for child in self._children:
+                    if child is not None:
+                        child.close()
+                self._children = [None] * len(self._children)
         for thread in self._threads:
             thread.start()
         return self
