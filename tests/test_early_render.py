@@ -403,3 +403,40 @@ def test_in_processes_a_failed_fork_falls_back_to_threads(monkeypatch, caplog):
         assert [pool.claim("src", u)[0][1] for u in ("u0", "u1")] == ["u0-digest", "u1-digest"]
     finally:
         pool.close()
+
+
+def test_in_processes_ctrl_c_while_forking_is_not_lost():
+    """A Ctrl-C that arrives while the render processes are forked: Python drops exceptions raised
+    in its fork callbacks, so a KeyboardInterrupt there was lost (the build went on; logging's lock,
+    which a callback re-releases, stayed held and the build's other threads hung at their next log
+    line). Here the signal is raised inside the fork on purpose: the pool's start raises the
+    KeyboardInterrupt, and another thread can still log."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import logging, os, signal, sys, threading
+from test_early_render import PlainRenderer
+from uvd_pipeline.early_render import EarlyRender
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+os.register_at_fork(after_in_parent=lambda: signal.raise_signal(signal.SIGINT))
+pool = EarlyRender(lambda: {"src": PlainRenderer()}, {"src": ["u0"]}, workers=1, ahead=1, processes=True)
+try:
+    pool.start()
+    print("not interrupted", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+finally:
+    pool.close()
+logger = threading.Thread(target=lambda: logging.getLogger("t").info("a thread logs"))
+logger.start()
+logger.join(10)
+print("logger hung" if logger.is_alive() else "logger done", flush=True)
+os._exit(0)
+"""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.path.dirname(tests)])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["interrupted", "a thread logs", "logger done"], done.stdout + done.stderr

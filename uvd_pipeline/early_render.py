@@ -106,8 +106,9 @@ class EarlyRender:
         platform does not fork safely (`forking_is_safe`), the threads render themselves."""
         if self._processes and forking_is_safe():
             try:
-                for index, renderers in enumerate(self._per_thread):
-                    self._children[index] = _RenderProcess(renderers)
+                with _interrupts_held():
+                    for index, renderers in enumerate(self._per_thread):
+                        self._children[index] = _RenderProcess(renderers)
                 self.in_processes = True
             except OSError as exc:  # no memory or process slots for a fork: the threads render
                 log.warning("early render: cannot start render processes (%s); rendering in threads", exc)
@@ -212,6 +213,27 @@ def _render(renderers: dict[str, UnitRenderer], source: str, unit: Any,
             return renderers[source].render(unit, cancelled=cancelled), metrics, None
         except BaseException as exc:  # handed to the step that claims the unit (or dropped by close)
             return None, metrics, exc
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C held back while the render processes are forked, then delivered. A KeyboardInterrupt
+    raised inside `os.fork` comes from a callback Python runs around it (logging's, which
+    re-releases its lock in the parent), where Python only prints and drops exceptions: the build
+    went on as if never interrupted, and with logging's lock left held its other threads hung at
+    their next log line (a Ctrl-C test, 1 run in 3 at the wrong moment). Python's signal handlers
+    run in the main thread only; elsewhere nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if arrived:
+            signal.raise_signal(signal.SIGINT)  # now, to the build's own handler
 
 
 def forking_is_safe() -> bool:
