@@ -228,9 +228,13 @@ def _interrupts_held() -> Iterator[None]:
         return
     arrived: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    # also blocked for this thread: one sent to it waits, pending, until the fork is over; one a
+    # thread of Python's runs for it (another thread took it) finds the recorder above
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending one is recorded here
         signal.signal(signal.SIGINT, previous)
         if arrived:
             signal.raise_signal(signal.SIGINT)  # now, to the build's own handler
