@@ -417,6 +417,7 @@ def test_in_processes_ctrl_c_while_forking_is_not_lost():
 
     script = """
 import logging, os, signal, sys, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the test runner's shell left it as
 from test_early_render import PlainRenderer
 from uvd_pipeline.early_render import EarlyRender
 logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
