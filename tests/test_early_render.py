@@ -356,8 +356,6 @@ def test_in_processes_a_render_process_never_outlives_the_build():
     """A build process that ends abruptly (os._exit, as a kill would) while its render process is
     in the middle of a unit: the render process is gone within seconds, not left writing."""
     import os
-    import subprocess
-    import sys
 
     script = f"""
 import os, time
@@ -368,9 +366,7 @@ print(pool._children[0]._process.pid, flush=True)
 time.sleep(0.5)
 os._exit(0)
 """
-    tests = os.path.dirname(os.path.abspath(__file__))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.path.dirname(tests)])})
+    done = _run_script(script)
     assert done.returncode == 0, done.stderr
     child = int(done.stdout.split()[0])
     deadline = time.monotonic() + WAIT
@@ -411,9 +407,6 @@ def test_in_processes_ctrl_c_while_forking_is_not_lost():
     which a callback re-releases, stayed held and the build's other threads hung at their next log
     line). Here the signal is raised inside the fork on purpose: the pool's start raises the
     KeyboardInterrupt, and another thread can still log."""
-    import os
-    import subprocess
-    import sys
 
     script = """
 import logging, os, signal, sys, threading
@@ -436,8 +429,17 @@ logger.join(10)
 print("logger hung" if logger.is_alive() else "logger done", flush=True)
 os._exit(0)
 """
-    tests = os.path.dirname(os.path.abspath(__file__))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.path.dirname(tests)])})
+    done = _run_script(script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["interrupted", "a thread logs", "logger done"], done.stdout + done.stderr
+
+
+def _run_script(script: str) -> "subprocess.CompletedProcess":
+    """`script` in a fresh interpreter that imports this test module and the repository."""
+    import os
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.path.dirname(tests)])})
