@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pickle
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -247,6 +248,39 @@ def test_tiny_codes_and_decode_equal_the_functional_reference():
 
 # ---------------------------------------------------------------------------------------------
 # checkpoints
+def test_weights_hash_is_computed_once_for_threads_that_ask_together(monkeypatch):
+    """A build's Tokenize threads all ask for the tokenizer's id as they start: one computes it,
+    the others wait for it (each hashing an LVM-size model held a GPU build's start for 1.7 s)."""
+    model = build(TINY, seed=3)
+    tok = Tokenizer(model, "tiny")
+    calls = []
+
+    def slow(source):
+        calls.append(1)
+        time.sleep(0.2)
+        return weights_hash(source)
+
+    monkeypatch.setattr(checkpoint, "weights_hash", slow)
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: tok.weights_hash, range(8)))
+    assert len(calls) == 1 and set(ids) == {weights_hash(model)}
+
+
+def test_weights_hash_covers_every_dtype_byte_for_byte():
+    """The id hashes each tensor's raw bytes (bf16 and empty tensors too) as a buffer, no copy:
+    checked against the same digest built from byte copies."""
+    import hashlib
+
+    state = {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+             "c": torch.zeros(0, 4), "d": torch.arange(5, dtype=torch.int64)[::2]}
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        t = tensor.contiguous()
+        digest.update(f"{key}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}\n".encode())
+        digest.update(bytes(t.reshape(-1).view(torch.uint8).tolist()))
+    assert weights_hash(state) == digest.hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------
 def test_save_load_round_trip_in_muse_format(tmp_path):
     model = build(TINY, seed=1)

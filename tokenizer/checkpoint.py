@@ -131,7 +131,8 @@ def weights_hash(source: VQGAN | Mapping[str, torch.Tensor]) -> str:
     for key, tensor in state.items():
         t = tensor.detach().to("cpu").contiguous()
         digest.update(f"{key}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}\n".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():  # the bytes as a buffer, not a copy (a copy would hold Python's lock throughout)
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 

@@ -165,6 +165,7 @@ class Tokenizer:
         self.channel_statistics = bool(channel_statistics)
         use_channel_statistics(self.model, self.channel_statistics)
         self._hash: str | None = None
+        self._hash_lock = threading.Lock()
         self.fp32_fallbacks = 0  # fp16 batches recomputed in fp32 after an overflow
         self._encode_fn: Callable[[torch.Tensor], torch.Tensor] = (
             self._latent_low if self.precision in LOW_PRECISION else self.model.encode_latent)
@@ -203,8 +204,13 @@ class Tokenizer:
 
     @property
     def weights_hash(self) -> str:
+        """The weights' id (`checkpoint.weights_hash`), computed once: the threads of a build's
+        Tokenize stage that ask at the same time wait for one computation (eight threads each
+        hashing an LVM-size model's weights held a GPU build's first shards for 1.7 s)."""
         if self._hash is None:
-            self._hash = checkpoint.weights_hash(self.model)
+            with self._hash_lock:
+                if self._hash is None:
+                    self._hash = checkpoint.weights_hash(self.model)
         return self._hash
 
     @property
