@@ -47,6 +47,18 @@ def test_any_view_of_an_image_encodes_and_decodes_to_its_pixels(photo, view):
     assert np.array_equal(back, pixels) and back.flags["C_CONTIGUOUS"]
 
 
+def test_decode_png_without_opencvs_rgb_flag(photo, monkeypatch):
+    """OpenCV before 4.10 has no IMREAD_COLOR_RGB: decode to BGR and swap, the same pixels."""
+    from uvd_pipeline import render
+
+    png = encode_png(photo, 1)
+    monkeypatch.setattr(render, "_IMREAD_RGB", None)
+    back = render.decode_png(png)
+    assert np.array_equal(back, photo) and back.flags["C_CONTIGUOUS"]
+    with pytest.raises(ValueError, match="not a PNG"):
+        render.decode_png(b"not a png at all")
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (9, 1), (37, 53), (256, 256)])
 def test_default_level_is_exact_on_any_shape_and_values(shape):
     """Level 1's own writer (`png_fast`): noise with every byte value, at shapes with one row or one

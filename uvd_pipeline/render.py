@@ -71,9 +71,19 @@ def encode_png(rgb: np.ndarray, compression: int) -> bytes:
     return buf.tobytes()
 
 
+# OpenCV >= 4.10 decodes straight to RGB: one call (and one release of Python's lock) per image
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """Rendered PNG bytes back to RGB uint8 (a contiguous array)."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    buffer = np.frombuffer(data, np.uint8)
+    if _IMREAD_RGB is not None:
+        rgb = cv2.imdecode(buffer, _IMREAD_RGB)
+        if rgb is None:
+            raise ValueError("not a PNG image")
+        return rgb
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError("not a PNG image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -376,7 +376,7 @@ def iter_shard(uri: str | Recorded) -> Iterator[StoredSentence]:
     with fsio.open_file(path) as handle:
         reader = HashingReader(handle)
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
+            with tarfile.open(fileobj=reader.buffered(), mode="r|") as tar:
                 for info in tar:
                     extracted = tar.extractfile(info)
                     data = extracted.read() if extracted is not None else b""
