@@ -152,6 +152,49 @@ def codec_rate(checkpoint: str, device: str, images: np.ndarray) -> tuple[float,
     return len(images) / best, first, codes
 
 
+class CpuTimeline:
+    """Busy cores of the whole machine every `every` s (from /proc/stat; nothing elsewhere), to tell
+    whether a stage that falls short was short of CPU or of something else (Python's lock)."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float]] = []  # (epoch s at the interval's end, busy cores)
+        self._every, self._stop = every, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _times() -> tuple[float, float] | None:
+        try:
+            with open("/proc/stat") as handle:
+                fields = [float(v) for v in handle.readline().split()[1:]]
+        except OSError:
+            return None
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait (clock ticks)
+
+    def _run(self) -> None:
+        last = self._times()
+        while last is not None and not self._stop.wait(self._every):
+            now = self._times()
+            total, idle = now[0] - last[0], now[1] - last[1]
+            if total > 0:
+                self.samples.append((time.time(), (os.cpu_count() or 1) * (total - idle) / total))
+            last = now
+
+    def __enter__(self) -> "CpuTimeline":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def mean_busy(self, start: float, end: float) -> float | None:
+        """Mean busy cores over the samples that ended within [start, end] (epoch s)."""
+        inside = [busy for at, busy in self.samples if start <= at <= end]
+        return sum(inside) / len(inside) if inside else None
+
+
 def not_measured(why: str) -> list[dict]:
     return [{"metric": "Beam build Tokenize stage on a GPU vs the codec (images/s)", "ours": "not measured",
              "baseline": "", "speedup": "", "target": f">= {TARGET:.0%} of the codec's rate", "met": "", "note": why}]
@@ -187,9 +230,15 @@ def main() -> None:
     write_config(config, data, output, checkpoint, args.device, args.workers, args.shards, args.mode)
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", config, "--overwrite"],
-                          cwd=REPO, env=env, capture_output=True, text=True)
+    with CpuTimeline() as cpu:
+        done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", config, "--overwrite"],
+                              cwd=REPO, env=env, capture_output=True, text=True)
     build_s = time.perf_counter() - started
+    from common import OUT_DIR
+
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(os.path.join(OUT_DIR, "gpu_build_log.txt"), "w") as handle:  # the build's own log: its timeline
+        handle.write(done.stdout + done.stderr)
     if done.returncode != 0:
         raise SystemExit(f"build failed ({done.returncode}):\n{done.stderr[-4000:]}")
     summary = json.load(open(os.path.join(output, "summary.json")))
@@ -209,6 +258,9 @@ def main() -> None:
     # on the codec), write (token shards)
     parts = {part: dists.get(f"tokenize.{part}_us", {}).get("sum", 0) / 1e6 for part in ("read", "wait", "write")}
     breakdown = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in parts.items())
+    busy = cpu.mean_busy(clock["min"] / 1000, clock["max"] / 1000)
+    if busy is not None:
+        breakdown += f"; the machine's busy cores during the span: {busy:.1f} of {os.cpu_count()}"
     rows = [
         {"metric": f"Beam build Tokenize stage, {setup}: images/s over the stage's span",
          "ours": round(stage_rate, 1), "baseline": round(rate, 1),

@@ -241,6 +241,14 @@ MFU_VARIANTS: tuple[tuple[str, int, str], ...] = (
     ("300m", 8, "auto"), ("1b", 8, "auto"), ("300m", 16, "auto"), ("300m", 8, "cudnn"))
 
 
+def chosen_mfu_variants() -> list[tuple[int, tuple[str, int, str]]]:
+    """(index, variant) of `MFU_VARIANTS`, or of those `UVD_BENCH_MFU_VARIANTS` lists ("2,3"): a
+    short device session picks what it has time for; index 0 stays the target row."""
+    picked = os.environ.get("UVD_BENCH_MFU_VARIANTS", "").strip()
+    indices = [int(i) for i in picked.split(",")] if picked else range(len(MFU_VARIANTS))
+    return [(i, MFU_VARIANTS[i]) for i in indices]
+
+
 def mfu_rows(budget_s: float, device: str = "cuda") -> list[dict]:
     """MFU of the real loop: `trainer.fit --preset P --seq-len 4096 --compile` (bf16 autocast) on
     one GPU over real token shards: the 300m preset at batch 8, then (time allowing) the 1b
@@ -254,14 +262,15 @@ def mfu_rows(budget_s: float, device: str = "cuda") -> list[dict]:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as folder:
         data = token_shards(folder, 512)
-        for index, (size, batch, attention) in enumerate(MFU_VARIANTS):
+        chosen = chosen_mfu_variants()
+        for index, (size, batch, attention) in chosen:
             if rows and time.perf_counter() - started > budget_s:
                 print(f"time budget spent: skipping {size} batch {batch}", flush=True)
                 continue
             # UVD_BENCH_PROFILE: the last variant (an info row) profiles 3 steps after its first,
             # timed after them; not the target row: on an H200 the profiled run then stalled at half
             # speed for five steps (43.6% against 53.4-54.5% in its other intervals)
-            profile = 3 if index == len(MFU_VARIANTS) - 1 and os.environ.get("UVD_BENCH_PROFILE") else 0
+            profile = 3 if index == chosen[-1][0] and index != 0 and os.environ.get("UVD_BENCH_PROFILE") else 0
             options = FitOptions(data=[data], out=os.path.join(folder, f"run{index}"), preset=size,
                                  seq_len=MFU_SEQ, batch_size=batch, max_steps=MFU_STEPS, warmup_steps=5, log_every=5,
                                  checkpoint_every=0, compile=True, device=device, attention=attention,

@@ -7,7 +7,8 @@
 # Each part has its own time limit, so one that fails or runs long leaves the others their time.
 # Knobs: TOKENIZER_S / TRAINER_S / BUILD_S (each part's hard limit, s), TOKENIZER_BUDGET_S and
 # TRAINER_BUDGET_S (no new variant starts after that), TOKENIZER_VARIANTS ("0,2": indices into
-# bench_tokenizer.CUDA_VARIANTS), BUILD_IMAGES, BUILD_WORKERS, BUILD_MODE, PARTS (which to run, default
+# bench_tokenizer.CUDA_VARIANTS), MFU_VARIANTS ("2,3": indices into bench_trainer.MFU_VARIANTS; with
+# PROFILE the last one picked, unless it is the target row 0, is profiled), BUILD_IMAGES, BUILD_WORKERS, BUILD_MODE, PARTS (which to run, default
 # "tokenizer trainer gpu_build"), PROFILE=0 (no kernel profiles), PYSPY=1 (py-spy samples every
 # thread of the build, idle ones too, into gpu_build_pyspy.txt: where the Tokenize stage waits; the
 # py-spy wheel is among gpu_wheels.sh's).
@@ -55,7 +56,7 @@ if [[ $PARTS == *" tokenizer "* ]]; then
 fi
 if [[ $PARTS == *" trainer "* ]]; then
   part trainer "${TRAINER_S:-230}" env UVD_BENCH_CUDA_BUDGET_S="${TRAINER_BUDGET_S:-120}" "${PROFILE_ENV[@]}" \
-    $PY benchmarks/bench_trainer.py --cuda-only
+    UVD_BENCH_MFU_VARIANTS="${MFU_VARIANTS:-}" $PY benchmarks/bench_trainer.py --cuda-only
 fi
 if [[ $PARTS == *" gpu_build "* ]]; then
   export -f sampled
