@@ -359,3 +359,33 @@ def test_a_failing_build_does_not_wait_for_the_early_tokenizer(mini_build, monke
         pass
     assert early._done.is_set()
 
+
+
+def test_a_batch_decodes_the_same_on_the_shared_pool_and_refuses_what_is_not_its_size(mini_build):
+    """A GPU build's Tokenize threads decode a batch's PNGs on a pool a thread per core shares
+    (`decode_pool`): the batch holds each rendered image's pixels (Pillow reads them too), in order,
+    with or without the pool; bytes that are not a PNG, or a PNG of another size, raise ValueError
+    (what the stage reports as a sentence that does not decode), also from a pool thread."""
+    import io
+
+    from PIL import Image
+
+    from uvd_pipeline.tokenize_stage import decode_batch, decode_pool
+
+    config, _ = mini_build
+    pngs = [png for tar in sorted(Path(config.output, "rendered").rglob("*.tar")) if ".tmp-" not in tar.name
+            for sentence in iter_shard(str(tar)) for png in sentence.images][:40]
+    assert len(pngs) == 40
+    expected = np.stack([np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in pngs])
+    pool = decode_pool()
+    assert decode_pool() is pool  # one per process
+    for chunk in (1, 3, 8, 64):
+        assert np.array_equal(decode_batch(pngs, pool, chunk=chunk), expected)
+    assert np.array_equal(decode_batch(pngs), expected)
+    assert np.array_equal(decode_batch(pngs[:1], pool), expected[:1])
+    small = io.BytesIO()
+    Image.fromarray(expected[0][:32, :32]).save(small, "PNG")
+    for bad, why in ((b"not a png", "not a PNG"), (small.getvalue(), "a rendered image of 32x32")):
+        for use in (None, pool):
+            with pytest.raises(ValueError, match=why):
+                decode_batch(pngs[:20] + [bad] + pngs[20:], use)
