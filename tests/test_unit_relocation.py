@@ -167,3 +167,107 @@ def test_relocation_in_passes_holds_a_share_of_the_placements_and_ends_the_same(
     assert store_files(copy) == store_files(out)
     assert sorted(p.name for p in (copy / "_units").rglob("*.png.bin")) == sorted(
         p.name for p in (out / "_units").rglob("*.png.bin"))
+
+
+def test_background_release_punches_one_shard_at_a_time(tmp_path, monkeypatch):
+    """A writer hands a committed shard's store copies to the process's release thread and goes
+    on; the next hand-over waits till those punches are done (so at most one shard's copies are
+    pending), and the blocks are freed once `wait` returns. A forked child starts without one."""
+    import threading
+    import time
+
+    from uvd_pipeline import unit_relocation
+    from uvd_pipeline.unit_relocation import BackgroundRelease, background_release
+
+    out = tmp_path / "out"
+    source_file = tmp_path / "in.txt"
+    source_file.write_text("input")
+    store = UnitStore(str(out), "web", "h")
+    pngs = [_png(20 + i) for i in range(4)]
+    writer = store.writer(str(source_file))
+    with fsio.recording_inputs() as record:
+        outputs = [("sentences", writer.stored(_sentence(f"s{i}", (png,)))) for i, png in enumerate(pngs)]
+    writer.commit(outputs, record)
+    images_file = Path(writer.images_uri)
+    full = _allocated(images_file)
+    loaded, _ = store.load(str(source_file))
+    shards = [_write(out, ShardAddress("web", "train", i), [loaded[2 * i][1], loaded[2 * i + 1][1]], StoreReader())
+              for i in range(2)]
+
+    punched: list[tuple[float, float]] = []
+    real_punch = unit_relocation.punch
+
+    def slow_punch(uri, ranges):
+        started = time.perf_counter()
+        time.sleep(0.3)
+        freed = real_punch(uri, ranges)
+        punched.append((started, time.perf_counter()))
+        return freed
+
+    monkeypatch.setattr(unit_relocation, "punch", slow_punch)
+    releaser = BackgroundRelease()
+    started = time.perf_counter()
+    assert releaser.submit(shards[0].placed) == len(pngs[0]) + len(pngs[1])
+    assert time.perf_counter() - started < 0.2  # the writer does not wait for its own punches
+    handed: list[float] = []
+    second = threading.Thread(target=lambda: handed.append((releaser.submit(shards[1].placed), time.perf_counter())))
+    second.start()
+    second.join()
+    assert handed[0][0] == len(pngs[2]) + len(pngs[3])
+    assert handed[0][1] >= punched[0][1]  # the second hand-over waited for the first shard's punches
+    releaser.wait()
+    assert len(punched) == 2 and punched[1][0] >= punched[0][1]
+    assert releaser.released == sum(map(len, pngs))
+    assert images_file.stat().st_size == sum(map(len, pngs)) and _allocated(images_file) < full - sum(map(len, pngs)) + 4 * 8192
+    assert [s.images[0] for s in iter_shard(str(out / "rendered/web/train/web-train-00001.tar"))] == pngs[2:]
+
+    # one per process, and none inherited by a forked child
+    assert background_release() is background_release()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh releaser, not the parent's
+        os.write(write, b"1" if unit_relocation._BACKGROUND is None else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+
+
+def test_store_reader_keeps_a_bounded_set_of_files_open(tmp_path):
+    """A shard's images alternate between the files of the units that rendered them: the reader
+    keeps up to `OPEN_FILES` of them open (one `pread` per image on a local disk, the least
+    recently used closed first), checks each image's sha256, and closes everything at the end; a
+    file that is gone, short or changed is an error naming it."""
+    import hashlib
+
+    from uvd_pipeline.unit_store import StoredRef
+
+    payloads = {}
+    refs = []
+    for f in range(StoreReader.OPEN_FILES + 8):
+        path = tmp_path / f"unit{f}.png.bin"
+        parts = [os.urandom(1000 + 37 * i + f) for i in range(3)]
+        path.write_bytes(b"".join(parts))
+        offset = 0
+        for part in parts:
+            ref = StoredRef(str(path), offset, len(part), hashlib.sha256(part).hexdigest())
+            refs.append(ref)
+            payloads[ref] = part
+            offset += len(part)
+    order = [refs[(i * 7) % len(refs)] for i in range(3 * len(refs))]  # files interleaved, each many times
+    open_before = len(os.listdir("/proc/self/fd"))
+    reader = StoreReader()
+    most = 0
+    for ref in order:
+        assert reader.read(ref) == payloads[ref]
+        most = max(most, len(os.listdir("/proc/self/fd")) - open_before)
+    assert 0 < most <= StoreReader.OPEN_FILES
+    reader.close()
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    # gone, short, changed
+    gone = StoredRef(str(tmp_path / "nothing.png.bin"), 0, 10, "0" * 64)
+    short = StoredRef(refs[0].path, 0, 10 ** 6, refs[0].sha256)
+    changed = StoredRef(refs[0].path, 1, refs[0].length, refs[0].sha256)
+    for ref, why in ((gone, "is short"), (short, "is short"), (changed, "does not match its sha256")):
+        with pytest.raises(StoredImageError, match=f"{ref.path}.*{why}"):
+            reader.read(ref)
+    reader.close()

@@ -11,13 +11,15 @@ needs, so the store gives up its copy as soon as a shard that holds the image is
     OUT/_units/<source>/<unit id>.moved        the same facts per unit (written by `relocate` on the
                                                driver, at the start and end of a build)
 
-Right after writing the placement record the writer punches the images' byte ranges out of the
-units' image files (`fallocate(PUNCH_HOLE)` on a local Linux disk: the file keeps its size and its
-offsets, the blocks are freed). A unit whose images all moved loses its image file at the next
+Right after writing the placement record the writer hands the images' byte ranges to a thread
+that punches them out of the units' image files (`fallocate(PUNCH_HOLE)` on a local Linux disk: the
+file keeps its size and its offsets, the blocks are freed), one shard at a time
+(`BackgroundRelease`). A unit whose images all moved loses its image file at the next
 `relocate`. A later run's refs to moved images point into the tars; every read checks the image's
 sha256. So the disk a build needs is the output, plus the images dedup dropped (kept for a rerun
 that may decide otherwise), plus the store's small files, plus what is in flight: the units being
-rendered and, during the write phase, the shards being written (on an object store, where nothing
+rendered and, during the write phase, the shards being written and the store copies of one
+committed shard being punched (on an object store, where nothing
 can be punched, the store's copy goes at the end of the build instead: peak twice the output).
 
 When a shard is rewritten (its source's input changed), other shards of the run may still need
@@ -39,6 +41,8 @@ import hashlib
 import json
 import logging
 import os
+import queue
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -80,14 +84,88 @@ def record_placement(output: str, address: ShardAddress, tar_sha256: str, placed
     write_bytes(uri, json.dumps(record).encode())
 
 
+def _ranges_by_file(placed: list[tuple[Any, int]]) -> dict[str, list[tuple[int, int]]]:
+    """The store's byte ranges of the placed images, per unit image file, in file order."""
+    by_file: dict[str, list[tuple[int, int]]] = {}
+    for ref, _ in placed:
+        if isinstance(ref, StoredRef) and ref.path.endswith(BIN_SUFFIX):
+            by_file.setdefault(ref.path, []).append((ref.offset, ref.length))
+    return {path: sorted(ranges) for path, ranges in by_file.items()}
+
+
 def release(placed: list[tuple[Any, int]]) -> int:
     """Punch the placed images out of the units' image files they were read from; returns the bytes
     released (0 where the disk cannot punch holes)."""
-    by_file: dict[str, list[StoredRef]] = {}
-    for ref, _ in placed:
-        if isinstance(ref, StoredRef) and ref.path.endswith(BIN_SUFFIX):
-            by_file.setdefault(ref.path, []).append(ref)
-    return sum(punch(path, [(r.offset, r.length) for r in refs]) for path, refs in by_file.items())
+    return sum(punch(path, ranges) for path, ranges in _ranges_by_file(placed).items())
+
+
+class BackgroundRelease:
+    """Punches committed shards' images out of the store on a thread of its own, one shard at a
+    time, so a writer goes on to its next shard: on a local ext4 disk each punch of a synced file
+    took ~250 us, and a 900-image build's writers spent 0.3 s of its tail on them. A writer hands
+    its shard over once the previous shard's punches are done (`submit` waits till then), so the
+    disk holds at most one committed shard's store copies more than with punching in the writer.
+    What is still queued when the build ends is not waited for: the driver's `relocate` then
+    removes each unit file whose images all moved and punches the rest (punching is idempotent)."""
+
+    def __init__(self) -> None:
+        self._idle = threading.Semaphore(1)
+        self._jobs: queue.SimpleQueue[dict[str, list[tuple[int, int]]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.released = 0  # bytes punched so far
+
+    def submit(self, placed: list[tuple[Any, int]]) -> int:
+        """Queue the punching of `placed`'s store copies; returns the bytes handed over (those on a
+        local disk: elsewhere nothing can be punched and `relocate` removes the files at the end)."""
+        jobs = {path: ranges for path, ranges in _ranges_by_file(placed).items() if fsio.local_path(path) is not None}
+        if not jobs or _fallocate() is None:
+            return 0
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="uvd-store-release", daemon=True)
+                self._thread.start()
+        self._idle.acquire()  # the previous shard's punches are done
+        self._jobs.put(jobs)
+        return sum(length for ranges in jobs.values() for _, length in ranges)
+
+    def wait(self) -> None:
+        """Until the punching handed over so far is done (tests; a writer never needs to)."""
+        self._idle.acquire()
+        self._idle.release()
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._jobs.get()
+            try:
+                for path, ranges in jobs.items():
+                    self.released += punch(path, ranges)
+            except OSError as exc:  # a store file gone or unwritable: relocate sees to it at the end
+                log.debug("background release: %s", exc)
+            finally:
+                self._idle.release()
+
+
+_BACKGROUND: BackgroundRelease | None = None
+_BACKGROUND_LOCK = threading.Lock()
+
+
+def background_release() -> BackgroundRelease:
+    """This process's `BackgroundRelease` (the writer threads of a process share it)."""
+    global _BACKGROUND
+    with _BACKGROUND_LOCK:
+        if _BACKGROUND is None:
+            _BACKGROUND = BackgroundRelease()
+        return _BACKGROUND
+
+
+def _forget_background_release() -> None:
+    """A forked child has no release thread (and the parent's semaphore state is not its own)."""
+    global _BACKGROUND, _BACKGROUND_LOCK
+    _BACKGROUND, _BACKGROUND_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_background_release)
 
 
 def punch(uri: str, ranges: Iterable[tuple[int, int]]) -> int:

@@ -20,7 +20,7 @@ from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, write_shard
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution
 from uvd_pipeline.tokenize_stage import TokenizeSettings, load_tokenizer, tokenize_shard
-from uvd_pipeline.unit_relocation import keep_previous, previous_lookup, record_placement, release
+from uvd_pipeline.unit_relocation import background_release, keep_previous, previous_lookup, record_placement
 from uvd_pipeline.unit_store import StoreReader, read_shard_inputs, shard_inputs_uri
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class WriteShard(beam.DoFn):
             reader.close()
         if not result.skipped:  # the store's copy of each image goes, now that the shard holds it
             record_placement(self.output, address, result.stats["tar_sha256"], result.placed)
-            count(source, "store_bytes_released", release(result.placed))
+            count(source, "store_bytes_released", background_release().submit(result.placed))
         count(source, "shards_skipped" if result.skipped else "shards_written")
         if not result.skipped:
             distribution("stage.write_us", (time.perf_counter() - start) * 1e6)
