@@ -220,7 +220,8 @@ def write_shard(
             )
         with tempfile.NamedTemporaryFile(suffix=TAR_SUFFIX, delete=False, dir=scratch) as local:
             local_tar = local.name
-            tally, size, digest = _write_tar(local, spill.sorted(), rejects, image_size, read_image)
+            # the wrapper's own file: each write through the wrapper looks the method up again
+            tally, size, digest = _write_tar(local.file, spill.sorted(), rejects, image_size, read_image)
         try:
             commit_file(local_tar, address.path(output, TAR_SUFFIX))
         finally:
