@@ -23,6 +23,7 @@ import numpy as np
 
 from sources import fsio
 from uvd_pipeline.config import TokenizerConfig
+from uvd_pipeline.daemon_pool import DaemonPool, cores
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.integrity import REBUILD_HINT, ShardDamaged, check_file, token_file
 from uvd_pipeline.rendered_shards import (TAR_SUFFIX, iter_shard, read_json, stats_files,
@@ -128,24 +129,23 @@ def arithmetic_label(arithmetic: dict[str, Any]) -> str:
             + (" with per-channel GroupNorm statistics" if arithmetic.get("channel_statistics") else ""))
 
 
-_DECODE_POOL: ThreadPoolExecutor | None = None
+_DECODE_POOL: tuple[int, DaemonPool] | None = None  # (the process it belongs to, the pool)
 _DECODE_POOL_LOCK = threading.Lock()
 
 
-def decode_pool() -> ThreadPoolExecutor:
+def decode_pool() -> DaemonPool:
     """One pool per process, a thread per core, that the Tokenize threads of a GPU build share for
     their PNG decodes (OpenCV lets go of Python's lock while it decodes). A worker thread alone
     decodes one PNG at a time: on a 16-core H200 machine eight of them kept 6.7 cores busy and the
     GPU waited, most of all at the end, when the last shard decoded on one thread."""
     global _DECODE_POOL
     with _DECODE_POOL_LOCK:
-        if _DECODE_POOL is None:
-            _DECODE_POOL = ThreadPoolExecutor(max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                                  else os.cpu_count() or 2), thread_name_prefix="uvd-decode")
-        return _DECODE_POOL
+        if _DECODE_POOL is None or _DECODE_POOL[0] != os.getpid():  # a forked child makes its own
+            _DECODE_POOL = (os.getpid(), DaemonPool(max(2, cores()), "uvd-decode"))
+        return _DECODE_POOL[1]
 
 
-def decode_batch(pngs: list[bytes], pool: ThreadPoolExecutor | None = None, chunk: int = 8) -> np.ndarray:
+def decode_batch(pngs: list[bytes], pool: DaemonPool | None = None, chunk: int = 8) -> np.ndarray:
     """PNG bytes -> one (N, H, W, 3) uint8 array, written in place (no stacking copy); on `pool`
     in slices of `chunk` images when given (fewer hand-overs than one task per image). Raises
     ValueError for bytes that are not a PNG of the first one's size."""
