@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import REPO
-from uvd_pipeline.daemon_pool import DaemonPool
+from uvd_pipeline.daemon_pool import DaemonPool, PerProcess
 
 
 def test_results_errors_and_parallel_work():
@@ -60,3 +60,17 @@ def test_a_command_that_used_the_decode_pool_leaves_at_once():
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 3, done.stderr
     assert time.perf_counter() - started < 20
+
+
+def test_per_process_value_is_made_once_and_again_in_a_forked_child():
+    made = []
+    value = PerProcess(lambda: made.append(1) or object())
+    first = value.get()
+    assert value.get() is first and len(made) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child makes its own (the parent's threads did not cross the fork)
+        os.write(write, b"1" if value.get() is not first and len(made) == 2 else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1" and value.get() is first

@@ -12,7 +12,9 @@ import os
 import queue
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class DaemonPool:
@@ -45,6 +47,26 @@ class DaemonPool:
                 future.set_exception(exc)
             else:
                 future.set_result(result)
+
+
+class PerProcess(Generic[T]):
+    """A value made on first use, once per process: a forked child makes its own (a pool's threads,
+    and the state they guard, do not cross a fork)."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        os.register_at_fork(after_in_child=self._forget)
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = self._make()
+            return self._value
+
+    def _forget(self) -> None:
+        self._value, self._lock = None, threading.Lock()
 
 
 def cores() -> int:

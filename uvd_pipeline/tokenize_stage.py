@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +21,7 @@ import numpy as np
 
 from sources import fsio
 from uvd_pipeline.config import TokenizerConfig
-from uvd_pipeline.daemon_pool import DaemonPool, cores
+from uvd_pipeline.daemon_pool import DaemonPool, PerProcess, cores
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.integrity import REBUILD_HINT, ShardDamaged, check_file, token_file
 from uvd_pipeline.rendered_shards import (TAR_SUFFIX, iter_shard, read_json, stats_files,
@@ -129,20 +127,15 @@ def arithmetic_label(arithmetic: dict[str, Any]) -> str:
             + (" with per-channel GroupNorm statistics" if arithmetic.get("channel_statistics") else ""))
 
 
-_DECODE_POOL: tuple[int, DaemonPool] | None = None  # (the process it belongs to, the pool)
-_DECODE_POOL_LOCK = threading.Lock()
-
-
 def decode_pool() -> DaemonPool:
     """One pool per process, a thread per core, that the Tokenize threads of a GPU build share for
     their PNG decodes (OpenCV lets go of Python's lock while it decodes). A worker thread alone
     decodes one PNG at a time: on a 16-core H200 machine eight of them kept 6.7 cores busy and the
     GPU waited, most of all at the end, when the last shard decoded on one thread."""
-    global _DECODE_POOL
-    with _DECODE_POOL_LOCK:
-        if _DECODE_POOL is None or _DECODE_POOL[0] != os.getpid():  # a forked child makes its own
-            _DECODE_POOL = (os.getpid(), DaemonPool(max(2, cores()), "uvd-decode"))
-        return _DECODE_POOL[1]
+    return _DECODE_POOL.get()
+
+
+_DECODE_POOL = PerProcess(lambda: DaemonPool(max(2, cores()), "uvd-decode"))
 
 
 def decode_batch(pngs: list[bytes], pool: DaemonPool | None = None, chunk: int = 8) -> np.ndarray:

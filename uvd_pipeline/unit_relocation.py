@@ -41,7 +41,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import threading
 import zlib
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from typing import Any, Iterable
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
+from uvd_pipeline.daemon_pool import DaemonPool, PerProcess
 from uvd_pipeline.integrity import file_sizes
 from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX, ShardAddress, read_json
 from uvd_pipeline.unit_store import (BIN_SUFFIX, MARK_SUFFIX, MOVED_SUFFIX, RESULTS_SUFFIX, SHARD_INPUTS_DIR, Moved,
@@ -110,9 +110,7 @@ class BackgroundRelease:
 
     def __init__(self) -> None:
         self._idle = threading.Semaphore(1)
-        self._jobs: queue.SimpleQueue[dict[str, list[tuple[int, int]]]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._pool = DaemonPool(1, "uvd-store-release")
         self.released = 0  # bytes punched so far
 
     def submit(self, placed: list[tuple[Any, int]]) -> int:
@@ -121,12 +119,8 @@ class BackgroundRelease:
         jobs = {path: ranges for path, ranges in _ranges_by_file(placed).items() if fsio.local_path(path) is not None}
         if not jobs or _fallocate() is None:
             return 0
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="uvd-store-release", daemon=True)
-                self._thread.start()
         self._idle.acquire()  # the previous shard's punches are done
-        self._jobs.put(jobs)
+        self._pool.submit(self._punch, jobs)
         return sum(length for ranges in jobs.values() for _, length in ranges)
 
     def wait(self) -> None:
@@ -134,38 +128,22 @@ class BackgroundRelease:
         self._idle.acquire()
         self._idle.release()
 
-    def _run(self) -> None:
-        while True:
-            jobs = self._jobs.get()
-            try:
-                for path, ranges in jobs.items():
-                    self.released += punch(path, ranges)
-            except OSError as exc:  # a store file gone or unwritable: relocate sees to it at the end
-                log.debug("background release: %s", exc)
-            finally:
-                self._idle.release()
+    def _punch(self, jobs: dict[str, list[tuple[int, int]]]) -> None:
+        try:
+            for path, ranges in jobs.items():
+                self.released += punch(path, ranges)
+        except OSError as exc:  # a store file gone or unwritable: relocate sees to it at the end
+            log.debug("background release: %s", exc)
+        finally:
+            self._idle.release()
 
 
-_BACKGROUND: BackgroundRelease | None = None
-_BACKGROUND_LOCK = threading.Lock()
+_BACKGROUND = PerProcess(BackgroundRelease)
 
 
 def background_release() -> BackgroundRelease:
     """This process's `BackgroundRelease` (the writer threads of a process share it)."""
-    global _BACKGROUND
-    with _BACKGROUND_LOCK:
-        if _BACKGROUND is None:
-            _BACKGROUND = BackgroundRelease()
-        return _BACKGROUND
-
-
-def _forget_background_release() -> None:
-    """A forked child has no release thread (and the parent's semaphore state is not its own)."""
-    global _BACKGROUND, _BACKGROUND_LOCK
-    _BACKGROUND, _BACKGROUND_LOCK = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_background_release)
+    return _BACKGROUND.get()
 
 
 def punch(uri: str, ranges: Iterable[tuple[int, int]]) -> int:
