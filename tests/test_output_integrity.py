@@ -162,6 +162,43 @@ def test_a_committed_tar_is_read_and_hashed_in_large_reads(mini_build, monkeypat
     assert checked
 
 
+def test_a_tar_made_by_gnu_tar_reads_and_checks_the_same(tmp_path):
+    """The buffered, hashing tar reader on a webdataset tar made by the `tar` command (GNU format,
+    its own member order and padding), its digest taken by hashlib over the file: every member
+    comes back in order with its bytes, and a changed byte near the end (after the last member's
+    data) is still caught."""
+    import hashlib
+    import shutil
+
+    from uvd_pipeline.integrity import Recorded
+    from uvd_pipeline.rendered_shards import iter_shard
+
+    if shutil.which("tar") is None:
+        pytest.skip("no tar command")
+    folder = tmp_path / "members"
+    folder.mkdir()
+    names, payloads = [], {}
+    for i in range(3):
+        header = json.dumps({"sentence_id": f"s{i}"}).encode()
+        image = os.urandom(700_000 + 4099 * i)  # spans the reader's 1 MiB buffer
+        for name, data in ((f"s{i}.json", header), (f"s{i}.00.png", image)):
+            (folder / name).write_bytes(data)
+            names.append(name)
+            payloads[name] = data
+    tar = tmp_path / "made.tar"
+    subprocess.run(["tar", "--format=gnu", "-cf", str(tar), "-C", str(folder), *names], check=True)
+    data = tar.read_bytes()
+    recorded = Recorded(str(tar), len(data), hashlib.sha256(data).hexdigest())
+    sentences = list(iter_shard(recorded))
+    assert [s.header["sentence_id"] for s in sentences] == ["s0", "s1", "s2"]
+    assert [s.images[0] for s in sentences] == [payloads[f"s{i}.00.png"] for i in range(3)]
+    damaged = bytearray(data)
+    damaged[-100] ^= 0xFF  # in the end-of-archive padding: only the digest can tell
+    tar.write_bytes(bytes(damaged))
+    with pytest.raises(ShardDamaged, match="sha256 differs"):
+        list(iter_shard(recorded))
+
+
 def test_damaged_token_shard_fails_export_and_training_naming_it(tmp_path):
     import numpy as np
     from trainer_shards import numbered_sentences, write_shards
