@@ -65,21 +65,16 @@ def pipeline_options(config: BuildConfig, dask_address: str | None = None):
 
 
 def make_runner(config: BuildConfig, options):
-    """Locally, Beam's FnApiRunner directly: the DirectRunner would first try to download the
-    Prism runner, which fails offline and only adds a delay before it falls back to the same
-    FnApiRunner. As the DirectRunner does, the options travel in the provision info, so worker
-    processes see them (log levels included). Any other runner name is passed through to Beam."""
+    """The runner object of a build: locally `local_runner.local_runner` (Beam's FnApiRunner with
+    its data channels made safe), a bounded DaskRunner for `runner: dask`, and None otherwise (Beam
+    then finds the runner by the name in the options)."""
     if config.beam.is_dask:
         return _dask_runner(config.beam.dask_settings.shuffle_partitions)
     if not config.beam.local:
         return None
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+    from uvd_pipeline.local_runner import local_runner
 
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return fn_runner.FnApiRunner(provision_info=provision)
+    return local_runner(options)
 
 
 def _dask_runner(shuffle_partitions: int):

@@ -1,0 +1,51 @@
+"""The local Beam runner (FnApiRunner), made safe for batch builds.
+
+Beam 2.77's local runner buffers the data it sends between the runner and its workers in
+`data_plane.TimeBasedBufferingClosableOutputStream` (`fn_api_runner.worker_handlers.
+DATA_BUFFER_TIME_LIMIT_MS = 1000`: the runner's data service always, the workers run as threads
+with `direct_running_mode: multi_threading`). A timer thread flushes that buffer every second
+while the bundle's thread goes on writing elements into it, and the flush (`get()`, then
+`_clear()`) is not guarded against those writes: whatever a writer appends between the two calls
+is dropped. A dropped whole element vanishes silently; a dropped part of one leaves the rest of the
+stream misframed, and the reader fails ("Invalid PaneInfoEncoding", "Unknown type tag") or reads a
+garbage length and allocates until the machine is out of memory. On 2026-12-04 this took about one
+dedup-on build in 10-40 of 900 images (`benchmarks/stress_build.py`); with the timer at 1 ms a
+small pipeline loses elements on every run (`tests/test_local_runner.py`).
+
+A time-based flush only lowers latency for streaming; a batch build needs none, so the local
+runner here runs with size-based buffering alone (flushed at a size threshold and on close, both
+from the writing thread)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["local_runner", "disable_timed_flushes"]
+
+
+def disable_timed_flushes() -> None:
+    """Make the local runner's data channels (its own and its thread workers') size-buffered only.
+    Beam reads the constant when a run starts its data service and thread workers, so this holds
+    for every local run made after it in this process."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    if not hasattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS"):
+        raise RuntimeError("apache_beam.runners.portability.fn_api_runner.worker_handlers no longer has "
+                           "DATA_BUFFER_TIME_LIMIT_MS: check whether this Beam version still flushes its data "
+                           "channels from a timer thread (see uvd_pipeline/local_runner.py) before using it")
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
+
+
+def local_runner(options: Any) -> Any:
+    """Beam's FnApiRunner directly: the DirectRunner would first try to download the Prism runner,
+    which fails offline and only adds a delay before it falls back to the same FnApiRunner. As the
+    DirectRunner does, the options travel in the provision info, so worker processes see them (log
+    levels included)."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    disable_timed_flushes()
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=provision)
