@@ -43,7 +43,7 @@ BUILD_FILE = "build.json"
 
 
 def pipeline_options(config: BuildConfig, dask_address: str | None = None):
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from uvd_pipeline.beam_options import ViewCachingOptions
 
     beam = config.beam
     flags = list(beam.options)
@@ -61,7 +61,7 @@ def pipeline_options(config: BuildConfig, dask_address: str | None = None):
             flags.append(f"--dask_partition_size={beam.dask_settings.partition_size}")
     elif not any(f.startswith("--runner") for f in flags):
         flags.append(f"--runner={beam.runner}")
-    return PipelineOptions(flags)
+    return ViewCachingOptions(flags)
 
 
 def make_runner(config: BuildConfig, options):
