@@ -121,12 +121,15 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         kept, rejects = units | "Dedup" >> Deduplicate(DedupSettings.from_config(config.dedup))
         reject_parts.append(rejects)
         persisted = {n for n in names if sources[n].type in PERSISTED_TYPES}
-        shard_parts.append(  # each web image's fingerprint is written beside its shard
-            units
-            | "Dedup/Persisted" >> beam.Filter(lambda u, keep: u.source in keep, persisted)
-            | "Address fingerprints" >> beam.Map(
-                lambda u: (router.address(u.source, u.split, u.key), u.fingerprint)))
-        for name in names:  # a Filter per source, not a Partition: see `tagged.OfType`
+        if persisted:  # each web image's fingerprint is written beside its shard
+            shard_parts.append(units | "Address fingerprints" >> beam.FlatMap(
+                lambda u, keep: [(router.address(u.source, u.split, u.key), u.fingerprint)] if u.source in keep else [],
+                persisted))
+        for name in names:  # a step per source, not a Partition: see `tagged.OfType`
+            if one_image_sentences(sources[name]):
+                sentence_parts.append(kept | f"Dedup/{name} sentences" >> beam.FlatMap(
+                    lambda u, n: [image_sentence(u)] if u.source == n else [], name))
+                continue
             of_source = kept | f"Dedup/{name} units" >> beam.Filter(lambda u, n: u.source == n, name)
             sentences, rejects = sentences_of_units(of_source, sources[name], config.seed)
             sentence_parts.append(sentences)

@@ -97,11 +97,18 @@ class AssembleGroups(beam.PTransform):
         return of_type(sentences.sentences, "Sentences only", Reject, negate=True), rejects
 
 
-def _exact(item: tuple[str, Iterable[Fingerprint]]) -> Iterator[Any]:
+def _exact(item: tuple[str, Iterable[Fingerprint]], near: DedupSettings | None) -> Iterator[Any]:
+    """One sha256 group: a twin record for each member but the best-ranked (on `TWINS`), and the
+    best one's band probes (`_probes`, main) when the near search runs."""
     best, twins = exact_group(item[1])
-    yield best
     for twin in twins:
         yield TaggedOutput(TWINS, twin)
+    if near is not None:
+        yield from _probes(best, near)
+
+
+def _probes_of_unit(unit: RenderedUnit, settings: DedupSettings) -> Iterator[Any]:
+    return _probes(unit.fingerprint, settings)
 
 
 def _probes(entry: Fingerprint, settings: DedupSettings) -> Iterator[tuple[tuple[int, int], tuple[bytes, ProbeRow]]]:
@@ -146,27 +153,49 @@ def _near_twins(item: tuple[tuple[int, int], Iterable[tuple[bytes, ProbeRow]]], 
         yield from near_bucket(fingerprints, threshold)
 
 
-def _mark_twins(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[str, tuple[Twin, bool]]]:
-    """Each twin record, keyed by the unit it would drop, with whether its twin is dropped too."""
-    _, grouped = item
-    twin_dropped = any(True for _ in grouped["dropped"])
-    for twin in grouped["as_twin"]:
-        yield twin.key, (twin, twin_dropped)
+def _twin_records(twin: Twin) -> Iterator[tuple[str, Twin | None]]:
+    """A twin record under its better twin's key, and a marker (None) under the key it drops."""
+    yield twin.twin, twin
+    yield twin.key, None
 
 
-def _decide(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
-    key, grouped = item
-    units = list(grouped["unit"])
-    candidates = list(grouped["twins"])
+def _mark_twins(item: tuple[str, Iterable[Twin | None]]) -> Iterator[tuple[str, tuple[Twin, bool]]]:
+    """Each twin record of which this key is the better twin, keyed by the unit it would drop, with
+    whether this key is dropped too (it has a marker)."""
+    values = list(item[1])
+    twin_dropped = any(value is None for value in values)
+    for twin in values:
+        if twin is not None:
+            yield twin.key, (twin, twin_dropped)
+
+
+def _split_decision(values: Iterable[Any]) -> tuple[list[RenderedUnit], list[tuple[Twin, bool]]]:
+    units: list[RenderedUnit] = []
+    candidates: list[tuple[Twin, bool]] = []
+    for value in values:
+        (units if isinstance(value, RenderedUnit) else candidates).append(value)
+    return units, candidates
+
+
+def _kept(item: tuple[str, Iterable[Any]]) -> Iterator[RenderedUnit]:
+    """A unit no twin record drops."""
+    units, candidates = _split_decision(item[1])
     if not candidates:
         yield from units
+
+
+def _duplicates(item: tuple[str, Iterable[Any]]) -> Iterator[Reject]:
+    """A dropped unit as a reject naming its best twin (`choose_twin`)."""
+    key = item[0]
+    units, candidates = _split_decision(item[1])
+    if not candidates:
         return
-    twin, twin_dropped = choose_twin(candidates)
     if not units:
         raise IncompleteGroupError(f"unit {key} was fingerprinted but never arrived at the dedup decision")
+    twin, twin_dropped = choose_twin(candidates)
     for unit in units:
         count(unit.source, f"rejects.{twin.reason}")
-        yield TaggedOutput(REJECTS, duplicate_reject(unit.key, unit.group, twin, twin_dropped))
+        yield duplicate_reject(unit.key, unit.group, twin, twin_dropped)
 
 
 class Deduplicate(beam.PTransform):
@@ -188,37 +217,39 @@ class Deduplicate(beam.PTransform):
 
     def expand(self, units):
         settings = self.settings
-        entries = units | "Fingerprints" >> beam.Map(lambda u: u.fingerprint)
-        twin_parts = []
+        near = settings if settings.near else None
+        twin_parts, probes = [], None
         if settings.exact:
             exact = (
-                entries
-                | "By pixels" >> beam.Map(lambda e: (e.sha256, e))
+                units
+                | "By pixels" >> beam.Map(lambda u: (u.fingerprint.sha256, u.fingerprint))
                 | "Exact groups" >> beam.GroupByKey()
-                | "Exact twins" >> beam.FlatMap(_exact).with_outputs(TWINS, main="best")
+                | "Exact twins" >> beam.FlatMap(_exact, near).with_outputs(TWINS, main="probes")
             )
             twin_parts.append(of_type(exact[TWINS], "Exact twins only", Twin))
-            entries = of_type(exact.best, "Exact best only", Twin, negate=True)
-        if settings.near:
+            if near is not None:
+                probes = of_type(exact.probes, "Probes only", Twin, negate=True)
+        elif near is not None:
+            probes = units | "Band probes" >> beam.FlatMap(_probes_of_unit, near)
+        if probes is not None:
             twin_parts.append(
-                entries
-                | "Band probes" >> beam.FlatMap(_probes, settings)
+                probes
                 | "By band" >> beam.GroupByKey()
                 | "Near twins" >> beam.FlatMap(_near_twins, settings.threshold)
             )
-        twins = twin_parts | "All twins" >> beam.Flatten()
         # a key with any twin record is dropped: the grouping that gathers each unit's records as
-        # the better twin also gathers a marker per record that drops it (no counting stage)
-        dropped = twins | "Dropped keys" >> beam.Map(lambda t: (t.key, None))
+        # the better twin also gathers a marker per record that drops it (no counting stage). The
+        # groupings' inputs are told apart by type, not tagged (a CoGroupByKey adds three steps)
         marked = (
-            {"as_twin": twins | "By twin" >> beam.Map(lambda t: (t.twin, t)), "dropped": dropped}
-            | "Twin kept?" >> beam.CoGroupByKey()
+            twin_parts
+            | "All twins" >> beam.Flatten()
+            | "Twin records" >> beam.FlatMap(_twin_records)
+            | "Twin kept?" >> beam.GroupByKey()
             | "Mark twins" >> beam.FlatMap(_mark_twins)
         )
         decided = (
-            {"unit": units | "Units by key" >> beam.Map(lambda u: (u.key, u)), "twins": marked}
-            | "Join decisions" >> beam.CoGroupByKey()
-            | "Decide" >> beam.FlatMap(_decide).with_outputs(REJECTS, main="kept")
+            (units | "Units by key" >> beam.Map(lambda u: (u.key, u)), marked)
+            | "Decision inputs" >> beam.Flatten()
+            | "Join decisions" >> beam.GroupByKey()
         )
-        return (of_type(decided.kept, "Kept only", Reject, negate=True),
-                of_type(decided[REJECTS], "Duplicate rejects", Reject))
+        return decided | "Kept" >> beam.FlatMap(_kept), decided | "Duplicates" >> beam.FlatMap(_duplicates)
