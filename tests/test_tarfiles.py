@@ -12,7 +12,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from uvd_pipeline.tarfiles import TarWriter, add_member, open_writer
+from uvd_pipeline.tarfiles import NAME_ENCODING, TarWriter, add_member, fixed_info, member_header, open_writer
 
 
 def _members() -> list[tuple[str, bytes]]:
@@ -52,6 +52,15 @@ def test_the_writer_writes_what_tarfile_writes(count):
         assert written[offset:offset + len(data)] == data
     with tarfile.open(fileobj=io.BytesIO(written)) as read_back:
         assert [(m.name, read_back.extractfile(m).read()) for m in read_back] == members
+
+
+@pytest.mark.parametrize("name", ["a", "s0001.00.png", "n" * 99, "n" * 100, "n" * 101, "\u00e9" * 50, "x" * 99 + "\u00e9"])
+@pytest.mark.parametrize("size", [0, 7, 512, 123_456_789, 8**11 - 1, 8**11])
+def test_member_headers_are_tarfiles_headers(name, size):
+    """The template-made header of every name length around tar's 100-byte field (a two-byte
+    character across it included) and sizes up to the field's last octal digit and past it."""
+    expected = fixed_info(name, size).tobuf(tarfile.GNU_FORMAT, NAME_ENCODING, "surrogateescape")
+    assert member_header(name, size) == expected
 
 
 def test_closing_twice_adds_nothing_and_a_closed_writer_refuses_members():

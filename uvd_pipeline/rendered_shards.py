@@ -139,11 +139,13 @@ class _SpillSorter:
     def __init__(self, folder: str | None = None) -> None:
         self._file = tempfile.TemporaryFile(dir=folder)
         self._index: list[tuple[str, str, int, int]] = []
+        self._end = 0  # appends only: no seek (each one flushed the write buffer) until `sorted`
 
     def add(self, sentence: Sentence) -> None:
         blob = pickle.dumps(sentence, protocol=pickle.HIGHEST_PROTOCOL)
-        offset = self._file.seek(0, os.SEEK_END)
+        offset = self._end
         self._file.write(blob)
+        self._end += len(blob)
         # the header digest orders sentences sharing an id the same way whatever the arrival order
         digest = hashlib.sha256(sentence.header_json()).hexdigest()
         self._index.append((sentence.sentence_id, digest, offset, len(blob)))
