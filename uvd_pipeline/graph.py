@@ -135,15 +135,16 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
             sentence_parts.append(sentences)
             reject_parts += [rejects] if rejects is not None else []
 
-    sentences = sentence_parts | "All sentences" >> beam.Flatten()
-    rejects = reject_parts | "All rejects" >> beam.Flatten()
     done_inputs = {tuple(address): digest for address, digest in done.items()}
+    # Each part is addressed where it is made, and all meet in one Flatten: the local runner gives
+    # every Flatten of several inputs a stage of its own (a write and a read of every element)
     items = (
-        (sentences | "Address sentences" >> beam.Map(lambda s: (router.of_sentence(s), s)),
-         rejects | "Address rejects" >> beam.Map(lambda r: (router.of_reject(r), r)),
-         *shard_parts)
-        | "Shard items" >> beam.Flatten()
-    )
+        [part | f"Address sentences {i}" >> beam.Map(lambda s: (router.of_sentence(s), s))
+         for i, part in enumerate(sentence_parts)]
+        + [part | f"Address rejects {i}" >> beam.Map(lambda r: (router.of_reject(r), r))
+           for i, part in enumerate(reject_parts)]
+        + shard_parts
+    ) | "Shard items" >> beam.Flatten()
     if done_inputs:  # a resumed build: items of shards committed from this run's input go
         # (with nothing committed the filter drops nothing, and its side input would make the
         # step wait for every unit's digest)
