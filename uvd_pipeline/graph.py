@@ -151,7 +151,9 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         items = items | "Drop committed" >> beam.Filter(_not_committed, done_inputs, digests)
     # Every shard also gets its item count through a separate combine, so the writer can refuse
     # to commit a shard that arrives incomplete (we saw the local multi-process runner drop
-    # grouped values under heavy load); an incomplete shard fails the job and stays uncommitted.
+    # grouped values under heavy load: Beam's timer-flushed data buffer, since disabled by
+    # `local_runner`; the check stays for other runners and Beam versions); an incomplete shard
+    # fails the job and stays uncommitted.
     # The counts reach the writer as a side input, not through a join with the items: a join
     # re-encodes every item once more in a stage of its own.
     counts = beam.pvalue.AsDict(items | "Count per shard" >> beam.combiners.Count.PerKey())
