@@ -21,6 +21,7 @@ from conftest import shard_digests
 from transforms.phash import (
     band_probes,
     bands_of,
+    _dct_matrix,
     grayscale_thumbnail,
     hamming,
     phash64,
@@ -69,6 +70,36 @@ def test_phash_of_real_photos_and_their_copies():
     assert phash64(gray) == phash64(np.dstack([gray] * 3))
     block = np.arange(64 * 64, dtype=np.float64).reshape(64, 64)
     assert np.allclose(grayscale_thumbnail(block), block.reshape(32, 2, 32, 2).mean(axis=(1, 3)))
+
+
+def test_fast_thumbnail_is_the_exact_area_average_and_keeps_every_hash():
+    """Power-of-two blocks (a 256 px canvas: 8 x 8) take OpenCV's float32 area resize: their means
+    equal integer block sums / n exactly, the luma thumbnail equals the per-pixel matrix path's to
+    rounding, and the pHash of every real photo at the build's canvas sizes is the same."""
+    from transforms.phash import _block_means, _matrix_thumbnail
+
+    rng = np.random.default_rng(3)
+    for shape in [(256, 256, 3), (512, 512, 3), (128, 64, 3), (1024, 1024, 3), (256, 256), (64, 64, 4)]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        channels = image[:, :, :3] if image.ndim == 3 else image
+        means = _block_means(channels, 32)
+        fh, fw = shape[0] // 32, shape[1] // 32
+        exact = channels.astype(np.int64).reshape(32, fh, 32, fw, *channels.shape[2:]).sum(axis=(1, 3)) / (fh * fw)
+        assert np.array_equal(means, exact)
+        assert np.abs(grayscale_thumbnail(image) - _matrix_thumbnail(image, 32)).max() < 1e-9
+    assert _block_means(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), 32) is None  # 7 x 7: not exact
+    assert _block_means(rng.integers(0, 256, (250, 250, 3), dtype=np.uint8), 32) is None
+
+    def matrix_phash(image: np.ndarray) -> int:
+        d = _dct_matrix(32)
+        block = (d @ _matrix_thumbnail(image, 32) @ d.T)[1:9, 1:9].ravel()
+        return int("".join("1" if c > np.median(block) else "0" for c in block), 2)
+
+    for name, _, _ in media.PHOTOS:
+        photo = media.photo(name)
+        for size in (256, 512, 128):
+            canvas = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
+            assert phash64(canvas) == matrix_phash(canvas), (name, size)
 
 
 def test_phash_dct_matches_scipy():

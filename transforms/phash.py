@@ -17,7 +17,7 @@ of it (of two values within the radius, the smaller looks up the larger: each su
 once, with half the lookups of probing both ways); every pair within `r` meets in at least one
 (band, value) bucket, and only pairs in a bucket are compared in full.
 
-Pure numpy; no global state. Everything is deterministic for a given input array.
+numpy and OpenCV; no global state. Everything is deterministic for a given input array.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import hashlib
 from functools import lru_cache
 from itertools import combinations
 
+import cv2
 import numpy as np
 
 HASH_BITS = 64
@@ -68,9 +69,34 @@ def _dct_matrix(n: int) -> np.ndarray:
     return d
 
 
+def _block_means(image: np.ndarray, side: int) -> np.ndarray | None:
+    """Exact (side, side[, C]) block means of a uint8 image whose blocks have a power-of-two number
+    of pixels (a 256 px canvas: 8 x 8): OpenCV's area resize in float32 sums a block's integers
+    exactly (they stay below 2**24) and scales by 1/n, exact for a power of two. A third of the
+    time of the float64 matrix products below; the thumbnail differs from theirs by rounding only
+    (about 1e-13). None where that does not hold."""
+    h, w = image.shape[:2]
+    if image.dtype != np.uint8 or h % side or w % side:
+        return None
+    area = (h // side) * (w // side)
+    if area & (area - 1) or area > 1 << 16:  # power of two, and sums below 2**24
+        return None
+    return cv2.resize(image.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA).astype(np.float64)
+
+
 def grayscale_thumbnail(pixels: np.ndarray, side: int = HASH_SIDE) -> np.ndarray:
     """(side, side) float64 luma of an (H, W) or (H, W, C) uint8 image, area-averaged."""
     image = np.asarray(pixels)
+    if image.ndim in (2, 3) and image.size:
+        channels = image if image.ndim == 2 else image[:, :, 0] if image.shape[2] == 1 else image[:, :, :3]
+        means = _block_means(channels, side)
+        if means is not None:
+            return means if means.ndim == 2 else means @ LUMA
+    return _matrix_thumbnail(image, side)
+
+
+def _matrix_thumbnail(image: np.ndarray, side: int) -> np.ndarray:
+    """`grayscale_thumbnail` for any size: per-pixel luma, then area weights as two matrix products."""
     if image.ndim == 3:
         if image.shape[2] == 1:
             gray = image[:, :, 0].astype(np.float64)
@@ -92,11 +118,9 @@ def phash64(pixels: np.ndarray) -> int:
     d = _dct_matrix(HASH_SIDE)
     coefficients = d @ thumb @ d.T
     block = coefficients[1 : 1 + LOW_FREQ, 1 : 1 + LOW_FREQ].ravel()
-    bits = block > np.median(block)
-    value = 0
-    for bit in bits:
-        value = (value << 1) | int(bit)
-    return value
+    middle = np.sort(block)[HASH_BITS // 2 - 1 : HASH_BITS // 2 + 1]
+    bits = block > (middle[0] + middle[1]) / 2  # the median, as np.median computes it
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def hamming(a: int, b: int) -> int:
