@@ -4,6 +4,7 @@ deduplication across sources (see `uvd_pipeline.sentences` and `uvd_pipeline.ded
 from __future__ import annotations
 
 import struct
+import zlib
 import time
 from typing import Any, Iterable, Iterator
 
@@ -26,7 +27,7 @@ from uvd_pipeline.dedup import (
 )
 from uvd_pipeline.sentences import RenderedUnit, Slot, assemble, plan_group_sentences
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution
-from uvd_pipeline.tagged import REJECTS, TWINS, of_type
+from uvd_pipeline.tagged import REJECTS, of_type
 
 class IncompleteGroupError(RuntimeError):
     """The runner delivered fewer elements than were produced; nothing incomplete is committed."""
@@ -97,12 +98,18 @@ class AssembleGroups(beam.PTransform):
         return of_type(sentences.sentences, "Sentences only", Reject, negate=True), rejects
 
 
-def _exact(item: tuple[str, Iterable[Fingerprint]], near: DedupSettings | None) -> Iterator[Any]:
-    """One sha256 group: a twin record for each member but the best-ranked (on `TWINS`), and the
-    best one's band probes (`_probes`, main) when the near search runs."""
+EXACT_BAND = -1  # the band index under which exact twin records travel through the near grouping
+EXACT_SPREAD = 256  # ... spread over this many keys by their unit key
+
+
+def _exact(item: tuple[str, Iterable[Fingerprint]], near: DedupSettings | None) -> Iterator[tuple[tuple[int, int], Any]]:
+    """One sha256 group: a twin record for each member but the best-ranked, and the best one's band
+    probes (`_probes`) when the near search runs. The twin records take the near search's grouping
+    too, under `EXACT_BAND` (`_near_twins` passes them on): one stream of twin records, where two
+    streams needed a Flatten (a stage of its own on the local runner) and a filter each."""
     best, twins = exact_group(item[1])
     for twin in twins:
-        yield TaggedOutput(TWINS, twin)
+        yield (EXACT_BAND, zlib.crc32(twin.key.encode()) % EXACT_SPREAD), twin
     if near is not None:
         yield from _probes(best, near)
 
@@ -137,9 +144,13 @@ def super_shift(bands: int) -> int:
     return band_width(bands) // 2
 
 
-def _near_twins(item: tuple[tuple[int, int], Iterable[tuple[bytes, ProbeRow]]], threshold: int) -> Iterator[Twin]:
+def _near_twins(item: tuple[tuple[int, int], Iterable[Any]], threshold: int) -> Iterator[Twin]:
     """The (band, value) buckets of one super-bucket, each with exactly the members a grouping by
-    (band, value) would give it; pairs within the threshold in each (`near_bucket`)."""
+    (band, value) would give it; pairs within the threshold in each (`near_bucket`). Under
+    `EXACT_BAND`, the exact twin records, passed on."""
+    if item[0][0] == EXACT_BAND:
+        yield from item[1]
+        return
     buckets: dict[int, list[tuple[bool, ProbeRow]]] = {}
     for targets, row in item[1]:
         for value, stored in _TARGET.iter_unpack(targets):
@@ -206,9 +217,10 @@ class Deduplicate(beam.PTransform):
     near search. Near: buckets of (band index, band value) of the pHash, every entry stored
     under its own band values and probing the values within `threshold // bands` bits, so every
     pair within the threshold shares a bucket and is compared in full there; the GroupByKey is on
-    (band index, super-bucket) and each group splits into its buckets (`_probes`). Each twin record is
-    then told whether its twin is itself dropped, and a final join on the unit key decides.
-    Outputs the kept units (main) and the duplicates as rejects.
+    (band index, super-bucket) and each group splits into its buckets (`_probes`); the exact twin
+    records ride along in that grouping (`EXACT_BAND`). Each twin record is then told whether its
+    twin is itself dropped, and a final join on the unit key decides.
+    Outputs the kept units and the duplicates as rejects.
     """
 
     def __init__(self, settings: DedupSettings) -> None:
@@ -218,31 +230,21 @@ class Deduplicate(beam.PTransform):
     def expand(self, units):
         settings = self.settings
         near = settings if settings.near else None
-        twin_parts, probes = [], None
         if settings.exact:
-            exact = (
+            keyed = (
                 units
                 | "By pixels" >> beam.Map(lambda u: (u.fingerprint.sha256, u.fingerprint))
                 | "Exact groups" >> beam.GroupByKey()
-                | "Exact twins" >> beam.FlatMap(_exact, near).with_outputs(TWINS, main="probes")
+                | "Exact twins and probes" >> beam.FlatMap(_exact, near)
             )
-            twin_parts.append(of_type(exact[TWINS], "Exact twins only", Twin))
-            if near is not None:
-                probes = of_type(exact.probes, "Probes only", Twin, negate=True)
-        elif near is not None:
-            probes = units | "Band probes" >> beam.FlatMap(_probes_of_unit, near)
-        if probes is not None:
-            twin_parts.append(
-                probes
-                | "By band" >> beam.GroupByKey()
-                | "Near twins" >> beam.FlatMap(_near_twins, settings.threshold)
-            )
+        else:
+            keyed = units | "Band probes" >> beam.FlatMap(_probes_of_unit, near)
+        twins = keyed | "By band" >> beam.GroupByKey() | "Twins" >> beam.FlatMap(_near_twins, settings.threshold)
         # a key with any twin record is dropped: the grouping that gathers each unit's records as
         # the better twin also gathers a marker per record that drops it (no counting stage). The
         # groupings' inputs are told apart by type, not tagged (a CoGroupByKey adds three steps)
         marked = (
-            twin_parts
-            | "All twins" >> beam.Flatten()
+            twins
             | "Twin records" >> beam.FlatMap(_twin_records)
             | "Twin kept?" >> beam.GroupByKey()
             | "Mark twins" >> beam.FlatMap(_mark_twins)

@@ -8,7 +8,6 @@ MAIN = "sentences"  # whole sentences
 UNITS = "units"  # rendered units that still need grouping into sentences
 REJECTS = "rejects"
 INPUTS = "inputs"  # the input digest of each rendered input unit
-TWINS = "twins"
 
 
 class OfType:
