@@ -108,3 +108,25 @@ def test_disable_timed_flushes_makes_size_buffered_streams():
         assert not isinstance(stream, TimeBasedBufferingClosableOutputStream)
     finally:
         worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = saved
+
+
+def test_the_builds_local_runner_is_made_safe(tmp_path):
+    """The build's own path to the runner (`build.make_runner`) goes through `local_runner`."""
+    from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
+
+    from uvd_pipeline.build import make_runner, pipeline_options
+    from uvd_pipeline.config import parse_config
+
+    (tmp_path / "web").mkdir()
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"),
+                           "sources": [{"name": "web", "type": "laion", "path": str(tmp_path / "web")}],
+                           "tokenizer": {"enabled": False},
+                           "beam": {"direct_num_workers": 2, "direct_running_mode": "multi_threading"}})
+    saved = worker_handlers.DATA_BUFFER_TIME_LIMIT_MS
+    try:
+        worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 1000
+        runner = make_runner(config, pipeline_options(config))
+        assert isinstance(runner, fn_runner.FnApiRunner)
+        assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
+    finally:
+        worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = saved
