@@ -37,12 +37,19 @@ from uvd_pipeline.write_steps import ShardRouter, WriteShard, _not_committed, ad
 log = logging.getLogger(__name__)
 
 
-def sentences_of_units(units, source_config, seed: int):
+def sentences_of_units(units, source_config, seed: int, mixed: bool = False):
     """A source's rendered image units -> (sentences, rejects or None): a web image is a sentence
-    of its own; other sources' units are grouped (`units_per_sentence`), with remainders counted."""
+    of its own; other sources' units are grouped (`units_per_sentence`), with remainders counted.
+    `mixed`: `units` holds several sources' units (after dedup), this source's are kept (a step per
+    source, not a Partition: see `tagged.OfType`; a web image's selection and sentence are one step)."""
     name = source_config.name
     if one_image_sentences(source_config):
+        if mixed:
+            return units | f"{name}/Image sentences" >> beam.FlatMap(
+                lambda u, n: [image_sentence(u)] if u.source == n else [], name), None
         return units | f"{name}/Image sentences" >> beam.Map(image_sentence), None
+    if mixed:
+        units = units | f"{name}/Its units" >> beam.Filter(lambda u, n: u.source == n, name)
     return units | f"{name}/Assemble" >> AssembleGroups(
         name, units_per_sentence(source_config), getattr(source_config, "remainder", "drop"), seed)
 
@@ -125,13 +132,8 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
             shard_parts.append(units | "Address fingerprints" >> beam.FlatMap(
                 lambda u, keep: [(router.address(u.source, u.split, u.key), u.fingerprint)] if u.source in keep else [],
                 persisted))
-        for name in names:  # a step per source, not a Partition: see `tagged.OfType`
-            if one_image_sentences(sources[name]):
-                sentence_parts.append(kept | f"Dedup/{name} sentences" >> beam.FlatMap(
-                    lambda u, n: [image_sentence(u)] if u.source == n else [], name))
-                continue
-            of_source = kept | f"Dedup/{name} units" >> beam.Filter(lambda u, n: u.source == n, name)
-            sentences, rejects = sentences_of_units(of_source, sources[name], config.seed)
+        for name in names:
+            sentences, rejects = sentences_of_units(kept, sources[name], config.seed, mixed=True)
             sentence_parts.append(sentences)
             reject_parts += [rejects] if rejects is not None else []
 

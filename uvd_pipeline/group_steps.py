@@ -4,8 +4,8 @@ deduplication across sources (see `uvd_pipeline.sentences` and `uvd_pipeline.ded
 from __future__ import annotations
 
 import struct
-import zlib
 import time
+import zlib
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
