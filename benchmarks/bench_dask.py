@@ -11,50 +11,27 @@ outputs must hold the same bytes, or the row is not written.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np
-from PIL import Image
-
 from common import emit  # noqa: E402
-from uvd_pipeline.tarfiles import add_member  # noqa: E402
+from synthetic_web import photo_jpeg, web_build_config, write_tars  # noqa: E402
 
 IMAGES = int(os.environ.get("UVD_BENCH_DASK_IMAGES", "1000"))
 PER_TAR = 100
 PER_SHARD = 100  # sentences per output shard
 
 
-def _image(rng: np.random.Generator) -> bytes:
-    """A large photo-like JPEG: a smooth random field with noise, 1600-2600 px a side."""
-    h, w = int(rng.integers(1600, 2600)), int(rng.integers(1600, 2600))
-    coarse = rng.integers(0, 256, (h // 96 + 2, w // 96 + 2, 3), dtype=np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.int16)
-    noise = rng.integers(-10, 10, (h, w, 3), dtype=np.int16)
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(field + noise, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=88)
-    return buffer.getvalue()
-
-
 def write_corpus(folder: str, images: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    for shard, start in enumerate(range(0, images, PER_TAR)):
-        with tarfile.open(os.path.join(folder, f"{shard:05d}.tar"), "w") as tar:
-            for index in range(start, min(images, start + PER_TAR)):
-                key = f"{shard:05d}{index % PER_TAR:04d}"
-                for suffix, payload in (("jpg", _image(rng)), ("txt", f"synthetic {index}".encode()),
-                                        ("json", json.dumps({"key": key, "url": f"synthetic://{index}"}).encode())):
-                    add_member(tar, f"{key}.{suffix}", payload)
+    write_tars(folder, images, lambda rng: photo_jpeg(rng, (1600, 2600), cell=96, noise=10, quality=88),
+               per_tar=PER_TAR, seed=seed)
 
 
 def build(work: str, corpus: str, name: str, beam: dict) -> tuple[float, dict]:
@@ -62,11 +39,7 @@ def build(work: str, corpus: str, name: str, beam: dict) -> tuple[float, dict]:
     output = os.path.join(work, f"out-{name}")
     config = os.path.join(work, f"{name}.yaml")
     with open(config, "w") as handle:
-        json.dump({"version": 1, "output": output, "seed": 0,
-                   "image": {"size": 256, "resize": "center_crop"}, "split": {"val_fraction": 0.05},
-                   "sources": [{"name": "web", "type": "laion", "path": corpus,
-                                "num_shards": max(1, IMAGES // PER_SHARD), "num_val_shards": 1}],
-                   "tokenizer": {"enabled": False}, "beam": beam}, handle)
+        json.dump(web_build_config(output, corpus, max(1, IMAGES // PER_SHARD), False, beam), handle)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", config], capture_output=True, text=True)
     seconds = time.perf_counter() - started

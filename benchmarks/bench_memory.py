@@ -29,24 +29,19 @@ in the run's temporary folder, about 0.1 s and 340 KB an image).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np
-from PIL import Image
-
 from common import emit  # noqa: E402
-from uvd_pipeline.tarfiles import add_member  # noqa: E402
+from synthetic_web import photo_jpeg, web_build_config, write_tars  # noqa: E402
 
 BASE_IMAGES = int(os.environ.get("UVD_BENCH_MEMORY_IMAGES", "20"))
 FACTOR = int(os.environ.get("UVD_BENCH_MEMORY_FACTOR", "100"))
@@ -57,28 +52,9 @@ PER_SHARD = 40  # sentences per output shard, the same at every size
 TARGET_RATIO = 1.25
 
 
-def _image(rng: np.random.Generator) -> bytes:
-    """A photo-sized JPEG: a smooth random field (no two alike), 600-1400 px on a side."""
-    h, w = int(rng.integers(600, 1400)), int(rng.integers(600, 1400))
-    coarse = rng.integers(0, 256, (h // 64 + 2, w // 64 + 2, 3), dtype=np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.int16)
-    noise = rng.integers(-12, 12, (h, w, 3), dtype=np.int16)
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(field + noise, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def write_corpus(folder: str, images: int, seed: int = 0) -> None:
-    """img2dataset layout: tars of 100 samples with {key}.jpg/.txt/.json."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    for shard, start in enumerate(range(0, images, 100)):
-        with tarfile.open(os.path.join(folder, f"{shard:05d}.tar"), "w") as tar:
-            for index in range(start, min(images, start + 100)):
-                key = f"{shard:05d}{index % 100:04d}"
-                for suffix, payload in (("jpg", _image(rng)), ("txt", f"synthetic {index}".encode()),
-                                        ("json", json.dumps({"key": key, "url": f"synthetic://{index}"}).encode())):
-                    add_member(tar, f"{key}.{suffix}", payload)
+    write_tars(folder, images, lambda rng: photo_jpeg(rng, (600, 1400), cell=64, noise=12, quality=90),
+               per_tar=100, seed=seed)
 
 
 # a fresh interpreter per build: ru_maxrss of the child is that build's own peak; RUSAGE_CHILDREN
@@ -99,13 +75,9 @@ def peak_rss_of_build(work: str, images: int, tokenize: bool) -> dict:
     config = os.path.join(work, f"build-{name}.yaml")
     output = os.path.join(work, f"out-{name}")
     with open(config, "w") as handle:
-        json.dump({"version": 1, "output": output, "seed": 0,
-                   "image": {"size": 256, "resize": "center_crop"}, "split": {"val_fraction": 0.05},
-                   "sources": [{"name": "web", "type": "laion", "path": corpus,
-                                "num_shards": max(1, images // PER_SHARD), "num_val_shards": 1}],
-                   "tokenizer": {"enabled": tokenize},
-                   "beam": {"runner": "DirectRunner", "direct_num_workers": 1,
-                            "direct_running_mode": "in_memory"}}, handle)
+        json.dump(web_build_config(output, corpus, max(1, images // PER_SHARD), tokenize,
+                                   {"runner": "DirectRunner", "direct_num_workers": 1,
+                                    "direct_running_mode": "in_memory"}), handle)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _CHILD, config], capture_output=True, text=True)
     seconds = time.perf_counter() - started

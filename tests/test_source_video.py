@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import video_zoo
@@ -37,18 +36,6 @@ def test_plan_reduces_stride_for_short_clips_and_merges_duplicates():
     assert len(plan_clips(250, (10, 20, 30), max_windows_per_stride=1)) == 2
 
 
-def _sequential(path: Path) -> list[np.ndarray]:
-    """Every decodable frame in order, the slow way (a truncated file just ends early)."""
-    frames = []
-    with av.open(str(path)) as container:
-        try:
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-        except av.error.FFmpegError:
-            pass
-    return frames
-
-
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 
 
@@ -60,7 +47,7 @@ def test_real_frame_count_beats_wrong_metadata(sample_corpus: Path):
     # what a player shows (the ffmpeg CLI): more than PyAV's decode loop gives before the cut's
     # error stops it, since frames still held in the decoder come out on the final flush
     assert probe.n_frames == len(video_zoo.sequential(video / "truncated_faststart.mp4")) == 68
-    assert len(_sequential(video / "truncated_faststart.mp4")) == 66
+    assert len(video_zoo.coded(video / "truncated_faststart.mp4")) == 66
     mkv = probe_video(str(video / "bikes_h264.mkv"), "pyav")
     assert mkv.metadata_frames == 0 and mkv.n_frames == 250  # Matroska stores no frame count
     cut = probe_video(str(video / "truncated_bikes.mkv"))
@@ -99,6 +86,6 @@ def test_clip_frames_match_a_sequential_decode(sample_corpus: Path, decoder: str
     (video,) = [c for c in source.read(uri) if isinstance(c, VideoRecord)]
     (clip,) = video.clips
     frames = read_clip_frames(clip)
-    everything = _sequential(sample_corpus / "video" / "clip_40f.avi")
+    everything = video_zoo.coded(sample_corpus / "video" / "clip_40f.avi")
     assert frames.shape == (16, 180, 320, 3)
     assert all(np.array_equal(frames[i], everything[2 * i]) for i in range(16))

@@ -52,18 +52,6 @@ def shown(zoo) -> dict[str, list[np.ndarray]]:
     return {name: video_zoo.sequential(path) for name, path in zoo.items()}
 
 
-def _pyav_everything(path: Path) -> list[np.ndarray]:
-    """PyAV decoding every frame in order, as coded: the independent pixels."""
-    frames = []
-    with av.open(str(path)) as container:
-        try:
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-        except av.error.FFmpegError:
-            pass
-    return frames
-
-
 def _coded(image: np.ndarray, lineage: dict) -> np.ndarray:
     """A stored frame turned back to the coded orientation, undoing what the lineage says was applied."""
     upright = np.rot90(image, -(lineage.get("rotation", 0) // 90))
@@ -100,7 +88,7 @@ def test_every_stored_frame_is_the_frame_a_player_shows(zoo, shown, name: str, d
             assert member["time_s"] >= 0
     # before the resize: oriented as the player shows them (the CLI's pixels, up to its colour
     # conversion), and pixel for pixel the frames a sequential PyAV decode gives, once turned back
-    everything = _pyav_everything(path)
+    everything = video_zoo.coded(path)
     for clip, frames in clip_frames(record):
         assert not isinstance(frames, Exception), frames
         for i, frame in zip(clip.frame_indices, frames):

@@ -194,3 +194,18 @@ def sequential(path: Path) -> list[np.ndarray]:
     data = np.frombuffer(raw.stdout, np.uint8)
     n = len(data) // (w * h * 3)
     return list(data[: n * w * h * 3].reshape(n, h, w, 3))
+
+
+def coded(path: Path) -> list[np.ndarray]:
+    """Every decodable frame in coded order by PyAV, no edit list or rotation applied (a truncated
+    file just ends early): the pixels as the stream holds them."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        try:
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+        except av.error.FFmpegError:
+            pass
+    return frames
