@@ -26,6 +26,27 @@ def blender_camera_centre(rt: np.ndarray) -> np.ndarray:
     return -rt[:, :3].T @ rt[:, 3]
 
 
+ROTATION_TOLERANCE = 1e-3  # float32 cameras are orthonormal to ~1e-7; a scaled or sheared one is far off
+MIN_CAMERA_DISTANCE = 1e-6  # a centre closer to the object's origin has no azimuth
+
+
+def camera_problem(rt: np.ndarray) -> str | None:
+    """Why a Zero123 [R | t] cannot place its view, or None. NaN or inf would sort the view last
+    and reach the sentence JSON; a 3x3 part that is not a rotation (orthonormal, determinant +1)
+    or a centre at the origin gives an azimuth that means nothing."""
+    if rt.dtype.kind not in "fiu" or rt.size != 12:
+        return "is not a 3x4 matrix of numbers"
+    rt = rt.astype(np.float64).reshape(3, 4)
+    if not np.isfinite(rt).all():
+        return "holds NaN or inf"
+    rotation = rt[:, :3]
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=ROTATION_TOLERANCE) or np.linalg.det(rotation) < 0:
+        return "its 3x3 part is not a rotation (orthonormal, determinant +1)"
+    if np.linalg.norm(blender_camera_centre(rt)) < MIN_CAMERA_DISTANCE:
+        return "its camera centre is the origin (no azimuth)"
+    return None
+
+
 def pytorch3d_camera_centre(r: np.ndarray, t: np.ndarray) -> np.ndarray:
     """CO3D/PyTorch3D row-vector convention X_view = X_world @ R + T: C = -T @ R^T."""
     return -np.asarray(t, dtype=np.float64) @ np.asarray(r, dtype=np.float64).T
@@ -97,11 +118,14 @@ class ObjaverseSource:
                 continue
             try:
                 rt = np.load(io.BytesIO(fsio.read_bytes(npys[stem], MAX_CAMERA_BYTES)), allow_pickle=False)
-                centre = blender_camera_centre(rt)
+                problem = camera_problem(rt)
             except Exception as exc:
                 # numpy's messages quote the file's first bytes: name the problem, not the bytes
-                yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {type(exc).__name__}")
+                problem = type(exc).__name__
+            if problem:
+                yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {problem}")
                 return
+            centre = blender_camera_centre(rt)
             views.append((stem, pngs[stem], centre))
         missing = sorted(set(pngs) - set(npys))
         if len(views) < self.views:
