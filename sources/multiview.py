@@ -15,7 +15,7 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json, numbers
-from sources.paths import OutsideRoot, check_inside, join_inside, path_problem
+from sources.paths import ConfiguredPathMissing, OutsideRoot, check_inside, join_inside, names_found, path_problem
 from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
 
 
@@ -197,11 +197,13 @@ class Co3dSource:
 
     def units(self) -> list[str]:
         categories = [d for d in fsio.list_dirs(self.path, links=True) if fsio.exists(fsio.join(d, "frame_annotations.jgz"))]
-        if self.categories:
-            categories = [d for d in categories if fsio.basename(d) in self.categories]
         if not categories:
             raise FileNotFoundError(f"no <category>/frame_annotations.jgz under {self.path}")
-        return categories
+        unknown = sorted(set(self.categories) - {fsio.basename(d) for d in categories})
+        if unknown:  # a misspelt category is the config's fault, not the path's
+            raise ConfiguredPathMissing("categories", f"no {', '.join(unknown)}/frame_annotations.jgz under "
+                                        f"{self.path} (categories there: {names_found(categories)})")
+        return [d for d in categories if not self.categories or fsio.basename(d) in self.categories]
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)
