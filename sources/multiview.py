@@ -249,7 +249,11 @@ class Co3dSource:
 
     def _sequence(self, category: str, sequence: str, frames: Sequence[dict]) -> Iterator[SourceItem]:
         key = safe_key(self.name, category, sequence)
-        images_dir = fsio.join(self.path, category, sequence, "images")
+        try:  # the sequence name comes from the annotation file: its folder must stay inside the root
+            images_dir = join_inside(self.path, f"{category}/{sequence}/images")
+        except OutsideRoot as exc:
+            yield Reject(key, self.name, key, "read", exc.reason, f"sequence_name: {exc.detail}")
+            return
         present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
         usable = [f for f in frames if fsio.basename(f["image"]["path"]) in present]
         lost = len(frames) - len(usable)
