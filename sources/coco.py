@@ -14,7 +14,7 @@ from typing import Any, Iterator
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import OutsideRoot, check_inside, join_inside
+from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 COCO_TASKS = ("detection", "segmentation", "pose")
@@ -142,10 +142,12 @@ class CocoSource:
         return d if "://" in d or d.startswith("/") else fsio.join(self.path, d)
 
     def units(self) -> list[tuple[int, ...]]:
-        for uri in self._uris():
+        for name, uri in zip(self.annotation_files, self._uris()):
             if not fsio.exists(uri):
-                raise FileNotFoundError(f"COCO annotation file {uri} does not exist")
+                raise missing_under("annotation_files", self.path, name, "COCO: ")
         ids = sorted(load_index(self._uris()).images)
+        if not fsio.isdir(self._images_uri()):  # else every pair is a missing image
+            raise missing_under("images_dir", self.path, self.images_dir, "COCO: ")
         return [tuple(ids[i : i + IMAGES_PER_UNIT]) for i in range(0, len(ids), IMAGES_PER_UNIT)]
 
     def read(self, image_ids: tuple[int, ...]) -> Iterator[SourceItem]:

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, load_json, numbers
-from sources.paths import OutsideRoot, check_inside, join_inside
+from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 MPII_JOINTS = 16
@@ -50,9 +50,10 @@ class MpiiSource:
         return _load_entries(fsio.join(self.path, self.annotation_file))
 
     def units(self) -> list[tuple[int, int]]:
-        uri = fsio.join(self.path, self.annotation_file)
-        if not fsio.exists(uri):
-            raise FileNotFoundError(f"MPII annotation file {uri} does not exist")
+        if not fsio.exists(fsio.join(self.path, self.annotation_file)):
+            raise missing_under("annotation_file", self.path, self.annotation_file, "MPII: ")
+        if not fsio.isdir(fsio.join(self.path, self.images_dir)):  # else every pose pair is a missing image
+            raise missing_under("images_dir", self.path, self.images_dir, "MPII: ")
         n = len(self._annotations())
         return [(i, min(i + ENTRIES_PER_UNIT, n)) for i in range(0, n, ENTRIES_PER_UNIT)]
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json, numbers
-from sources.paths import OutsideRoot, check_inside, join_inside, path_problem
+from sources.paths import ConfiguredPathMissing, OutsideRoot, check_inside, join_inside, names_found, path_problem
 from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
 
 
@@ -24,6 +24,27 @@ def blender_camera_centre(rt: np.ndarray) -> np.ndarray:
     """Zero123's 3x4 world-to-camera [R | t]: the camera centre C = -R^T t."""
     rt = np.asarray(rt, dtype=np.float64).reshape(3, 4)
     return -rt[:, :3].T @ rt[:, 3]
+
+
+ROTATION_TOLERANCE = 1e-3  # float32 cameras are orthonormal to ~1e-7; a scaled or sheared one is far off
+MIN_CAMERA_DISTANCE = 1e-6  # a centre closer to the object's origin has no azimuth
+
+
+def camera_problem(rt: np.ndarray) -> str | None:
+    """Why a Zero123 [R | t] cannot place its view, or None. NaN or inf would sort the view last
+    and reach the sentence JSON; a 3x3 part that is not a rotation (orthonormal, determinant +1)
+    or a centre at the origin gives an azimuth that means nothing."""
+    if rt.dtype.kind not in "fiu" or rt.size != 12:
+        return "is not a 3x4 matrix of numbers"
+    rt = rt.astype(np.float64).reshape(3, 4)
+    if not np.isfinite(rt).all():
+        return "holds NaN or inf"
+    rotation = rt[:, :3]
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=ROTATION_TOLERANCE) or np.linalg.det(rotation) < 0:
+        return "its 3x3 part is not a rotation (orthonormal, determinant +1)"
+    if np.linalg.norm(blender_camera_centre(rt)) < MIN_CAMERA_DISTANCE:
+        return "its camera centre is the origin (no azimuth)"
+    return None
 
 
 def pytorch3d_camera_centre(r: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -97,11 +118,14 @@ class ObjaverseSource:
                 continue
             try:
                 rt = np.load(io.BytesIO(fsio.read_bytes(npys[stem], MAX_CAMERA_BYTES)), allow_pickle=False)
-                centre = blender_camera_centre(rt)
+                problem = camera_problem(rt)
             except Exception as exc:
                 # numpy's messages quote the file's first bytes: name the problem, not the bytes
-                yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {type(exc).__name__}")
+                problem = type(exc).__name__
+            if problem:
+                yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {problem}")
                 return
+            centre = blender_camera_centre(rt)
             views.append((stem, pngs[stem], centre))
         missing = sorted(set(pngs) - set(npys))
         if len(views) < self.views:
@@ -173,11 +197,13 @@ class Co3dSource:
 
     def units(self) -> list[str]:
         categories = [d for d in fsio.list_dirs(self.path, links=True) if fsio.exists(fsio.join(d, "frame_annotations.jgz"))]
-        if self.categories:
-            categories = [d for d in categories if fsio.basename(d) in self.categories]
         if not categories:
             raise FileNotFoundError(f"no <category>/frame_annotations.jgz under {self.path}")
-        return categories
+        unknown = sorted(set(self.categories) - {fsio.basename(d) for d in categories})
+        if unknown:  # a misspelt category is the config's fault, not the path's
+            raise ConfiguredPathMissing("categories", f"no {', '.join(unknown)}/frame_annotations.jgz under "
+                                        f"{self.path} (categories there: {names_found(categories)})")
+        return [d for d in categories if not self.categories or fsio.basename(d) in self.categories]
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)
@@ -223,7 +249,11 @@ class Co3dSource:
 
     def _sequence(self, category: str, sequence: str, frames: Sequence[dict]) -> Iterator[SourceItem]:
         key = safe_key(self.name, category, sequence)
-        images_dir = fsio.join(self.path, category, sequence, "images")
+        try:  # the sequence name comes from the annotation file: its folder must stay inside the root
+            images_dir = join_inside(self.path, f"{category}/{sequence}/images")
+        except OutsideRoot as exc:
+            yield Reject(key, self.name, key, "read", exc.reason, f"sequence_name: {exc.detail}")
+            return
         present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
         usable = [f for f in frames if fsio.basename(f["image"]["path"]) in present]
         lost = len(frames) - len(usable)

@@ -18,6 +18,8 @@ import posixpath
 import stat
 from typing import NamedTuple
 
+from sources import fsio
+
 OUTSIDE_ROOT = "outside_root"  # the reject reason for every path that leaves its root
 NOT_A_FILE = "not_a_file"  # a fifo, socket or device: reading it could block or never end
 
@@ -36,6 +38,43 @@ class NotAFile(OutsideRoot):
     """Inside the root, but a fifo, socket or device rather than a file or folder."""
 
     reason = NOT_A_FILE
+
+
+class ConfiguredPathMissing(FileNotFoundError):
+    """A folder or file that a config field other than `path` names (a disparity folder, a
+    category, an annotation file) is not there. `field` lets `check` blame that field instead of
+    the source path, which is fine; the message says what is there instead."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def names_found(entries: list[str], limit: int = 20) -> str:
+    """The base names of listed files or folders (a trailing / kept), for a message saying what
+    is there instead."""
+    names = sorted((posixpath.basename(e.rstrip("/")) or e) + "/" * e.endswith("/") for e in entries)
+    if not names:
+        return "nothing"
+    shown = ", ".join(_shown(n, 60)[1:-1] for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def missing_under(field: str, root: str, name: str, what: str = "", hint: str = "") -> FileNotFoundError:
+    """The error for `root`/`name` (named by config `field`) not being there. When `root` itself
+    is missing the source path is to blame; otherwise `field` is, and the message lists what the
+    nearest existing folder on the way holds."""
+    if not fsio.isdir(root):
+        return FileNotFoundError(f"{root} does not exist or is not a folder")
+    target = fsio.join(root, name)
+    folder = target
+    while folder != root and not fsio.isdir(folder):
+        parent = posixpath.dirname(folder) if "://" in folder else os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    entries = [d + "/" for d in fsio.list_dirs(folder)] + fsio.list_files(folder) if fsio.isdir(folder) else []
+    return ConfiguredPathMissing(field, f"{what}no {name} under {root} ({folder} holds: {names_found(entries)}){hint}")
 
 
 class PathProblem(NamedTuple):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Iterator, Literal
 
 from sources import fsio
-from sources.paths import path_problem
+from sources.paths import missing_under, path_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 Layout = Literal["ade20k", "cityscapes"]
@@ -35,8 +35,7 @@ class SegmentationSource:
 
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
         images_root, _, splits = self._pairs_root()
-        if not fsio.exists(images_root):
-            raise FileNotFoundError(f"{self.layout} layout: {images_root} does not exist")
+        self._check_layout(images_root, tuple(splits))
         units = []
         for folder, split in splits.items():
             split_dir = fsio.join(images_root, folder)
@@ -46,6 +45,16 @@ class SegmentationSource:
                                      follow_links=self.follow_links, links=True)
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
         return units
+
+    def _check_layout(self, images_root: str, folders: tuple[str, ...]) -> None:
+        """The path holds the layout's image folder and at least one split folder in it; else
+        `check` names `layout` and what the path holds (a wrong layout would read nothing)."""
+        relative = images_root[len(self.path):].strip("/")
+        if not fsio.isdir(images_root):
+            raise missing_under("layout", self.path, relative, f"{self.layout} layout: ")
+        if not any(fsio.isdir(fsio.join(images_root, f)) for f in folders):
+            raise missing_under("layout", self.path, f"{relative}/{folders[0]}", f"{self.layout} layout: ",
+                                f"; nor {relative}/{folders[1]}")
 
     def label_uri(self, image_uri: str, folder: str) -> str:
         images_root, labels_root, _ = self._pairs_root()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import path_problem
+from sources.paths import ConfiguredPathMissing, names_found, path_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
@@ -31,8 +31,20 @@ class StereoSource:
         left = fsio.join(self.path, self.split_folder, "image_2")
         if not fsio.exists(left):
             raise FileNotFoundError(f"KITTI layout: {left} does not exist")
+        self._check_disparity_folder()
         files = fsio.list_files(left, (".png", ".jpg"), links=True)
         return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)]
+
+    def _check_disparity_folder(self) -> None:
+        """Without a labeler, depth targets come from `disparity_folder` alone: a misspelt one
+        would reject every depth pair, so it stops `check` instead, naming the folders there."""
+        if "depth" not in self.tasks or self.labeler is not None:
+            return
+        split = fsio.join(self.path, self.split_folder)
+        if not fsio.isdir(fsio.join(split, self.disparity_folder)):
+            raise ConfiguredPathMissing(
+                "disparity_folder", f"KITTI layout: no {self.disparity_folder}/ under {split} (folders there: "
+                f"{names_found(fsio.list_dirs(split))}); name one of them, or set a labeler for depth targets")
 
     def read(self, files: tuple[str, ...]) -> Iterator[SourceItem]:
         root = fsio.join(self.path, self.split_folder)

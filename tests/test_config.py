@@ -308,3 +308,105 @@ def test_every_source_type_has_a_reader():
     from uvd_pipeline.source_factory import READERS
 
     assert set(READERS) == set(SOURCE_TYPES)
+
+
+def _image(path: Path, mode: str = "RGB") -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (16, 8), 40).save(path)
+
+
+def _kitti(root: Path) -> None:
+    for folder in ("image_2", "image_3"):
+        _image(root / "training" / folder / "000000_10.png")
+    _image(root / "training" / "disp_noc_0" / "000000_10.png", "I;16")
+
+
+def _co3d(root: Path) -> None:
+    import gzip
+    import json
+
+    for category in ("ball", "suitcase"):
+        (root / category).mkdir(parents=True)
+        frames = [{"sequence_name": "1_2_3", "frame_number": 0, "image": {"path": f"{category}/1_2_3/images/a.jpg"},
+                   "viewpoint": {"R": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "T": [0, 0, 2]}}]
+        (root / category / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+
+
+def _mpii(root: Path) -> None:
+    import json
+
+    _image(root / "images" / "a.jpg")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "mpii_train.json").write_text(json.dumps(
+        [{"image": "a.jpg", "joints": [[1.0, 1.0]] * 16, "joints_vis": [1] * 16}]))
+
+
+def _coco(root: Path) -> None:
+    import json
+
+    _image(root / "images" / "val2017" / "000000000001.jpg")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(
+        {"images": [{"id": 1, "file_name": "000000000001.jpg", "width": 16, "height": 8}], "annotations": [],
+         "categories": [{"id": 1, "name": "person"}]}))
+
+
+def _ade(root: Path) -> None:
+    _image(root / "ADEChallengeData2016" / "images" / "training" / "ADE_train_00000001.jpg")
+    _image(root / "ADEChallengeData2016" / "annotations" / "training" / "ADE_train_00000001.png", "L")
+
+
+@pytest.mark.parametrize(
+    "writer,source,expected",
+    [
+        (_kitti, {"type": "stereo", "disparity_folder": "disp_occ_0"},
+         ["sources[0].disparity_folder (s)", "no disp_occ_0/", "disp_noc_0, image_2, image_3"]),
+        (_co3d, {"type": "co3d", "categories": ["dog"]},
+         ["sources[0].categories (s)", "no dog/frame_annotations.jgz", "categories there: ball, suitcase"]),
+        (_co3d, {"type": "co3d", "categories": ["ball", "dgo"]}, ["sources[0].categories (s)", "no dgo/"]),
+        (_mpii, {"type": "mpii", "annotation_file": "annotations/mpii_val.json"},
+         ["sources[0].annotation_file (s)", "no annotations/mpii_val.json", "annotations holds: mpii_train.json)"]),
+        (_mpii, {"type": "mpii", "images_dir": "imgs"}, ["sources[0].images_dir (s)", "no imgs", "annotations/, images/"]),
+        (_coco, {"type": "coco", "split": "val"},
+         ["sources[0].split (s)", "no annotations/instances_val.json", "holds: instances_val2017.json",
+          "set split or annotation_files"]),
+        (_coco, {"type": "coco", "annotation_files": ["annotations/instances_train2017.json"]},
+         ["sources[0].annotation_files (s)", "no annotations/instances_train2017.json"]),
+        (_coco, {"type": "coco", "images_dir": "images/train2017"},
+         ["sources[0].images_dir (s)", "no images/train2017", "holds: val2017/"]),
+        (_ade, {"type": "segmentation", "layout": "cityscapes"},
+         ["sources[0].layout (s)", "cityscapes layout: no leftImg8bit", "holds: ADEChallengeData2016/"]),
+    ],
+)
+def test_a_missing_configured_name_is_blamed_on_its_field(tmp_path: Path, writer, source, expected):
+    """A folder, file or category named by a field other than `path` that is not there fails
+    `check` naming that field and what is there; it used to pass (every pair then rejected) or
+    blame `path`, which was right."""
+    from uvd_pipeline.unit_render import list_units
+
+    root = tmp_path / "data"
+    writer(root)
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [{"name": "s", "path": str(root), **source}]})
+    with pytest.raises(ConfigError) as info:
+        list_units(config)
+    for text in expected:
+        assert text in str(info.value)
+    fine = {k: v for k, v in source.items() if k == "type"}  # the defaults fit the trees written
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [{"name": "s", "path": str(root), **fine}]})
+    assert len(list_units(config)["s"]) >= 1
+    missing = parse_config({"output": str(tmp_path / "out"),
+                            "sources": [{"name": "s", "path": str(tmp_path / "nope"), **source}]})
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.path \(s\)"):
+        list_units(missing)
+
+
+def test_stereo_with_a_labeler_needs_no_disparity_folder(tmp_path: Path):
+    from uvd_pipeline.unit_render import list_units
+
+    _kitti(tmp_path / "kitti")
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "stereo", "path": str(tmp_path / "kitti"), "disparity_folder": "disp_occ_0",
+         "labeler": {"name": "sgbm"}}]})
+    assert len(list_units(config)["s"]) == 1

@@ -289,6 +289,29 @@ def test_co3d_frames_checked_one_by_one(tmp_path: Path, outside: Path):
     assert reject.reason == "bad_annotation_file" and "frame_annotations.jgz" in reject.detail
 
 
+def test_co3d_sequence_name_that_climbs_out_is_outside_root(tmp_path: Path, outside: Path):
+    """A sequence_name is a folder name too: `../../outside` is refused before anything is
+    listed (it used to list the folder outside and end as `too_few_views`)."""
+    root = tmp_path / "co3d"
+    for n in range(3):
+        _png(outside / "images" / f"frame{n:06d}.jpg", np.zeros((6, 6, 3), np.uint8))
+    frames = []
+    for sequence in ("s1", "../../outside"):
+        for n in range(3):
+            path = f"toy/s1/images/frame{n:06d}.jpg"
+            _png(root / path, np.zeros((6, 6, 3), np.uint8))
+            frames.append({"sequence_name": sequence, "frame_number": n, "image": {"path": path},
+                           "viewpoint": {"R": np.eye(3).tolist(), "T": [float(n), 1.0, 2.0]}})
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    with fsio.recording_inputs() as record:
+        items = _items(Co3dSource("co3d", str(root), views=3))
+    escaped = [r for r in items if isinstance(r, Reject)]
+    assert [(r.reason, r.detail.startswith("sequence_name: ")) for r in escaped] == [("outside_root", True)]
+    assert [i.key for i in items if not isinstance(i, Reject)] == ["co3d-toy-s1"]
+    listed = [key[1] for key in record.listings]
+    assert listed and not any(str(outside) in os.path.normpath(uri) for uri in listed)
+
+
 def test_reject_details_never_quote_input_bytes(tmp_path: Path):
     with pytest.raises(DecodeError) as caught:
         load_image(CANARY, 32, "pad")

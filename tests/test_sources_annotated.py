@@ -60,6 +60,39 @@ def test_objaverse_views_sorted_by_azimuth(tmp_path: Path):
     assert record.lineage["radius"] == pytest.approx(1.8, abs=1e-3)
 
 
+def _objaverse_object(folder: Path, views: int = 4) -> None:
+    for i in range(views):
+        _png(folder / f"{i:03d}.png", np.full((8, 8, 4), i, np.uint8))
+        np.save(folder / f"{i:03d}.npy", blender_rt(i * 90.0 + 10.0, 25.0, 1.9))
+
+
+def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
+    """NaN, inf, zeros, a scaled or mirrored R, a centre at the origin: each rejects its object
+    `bad_camera` (they used to sort the view last and put NaN into the sentence JSON)."""
+    good = blender_rt(10.0, 25.0, 1.9)
+    mirrored = good.copy()
+    mirrored[0] *= -1  # one camera axis flipped: orthonormal, determinant -1
+    broken = {"nan": ("holds NaN or inf", np.where(np.arange(12).reshape(3, 4) == 3, np.nan, good)),
+              "inf": ("holds NaN or inf", np.where(np.arange(12).reshape(3, 4) == 7, np.inf, good)),
+              "zeros": ("not a rotation", np.zeros((3, 4), np.float32)),
+              "scaled": ("not a rotation", good * np.float32(2.0)),
+              "mirrored": ("not a rotation", mirrored),
+              "centred": ("centre is the origin", np.concatenate([good[:, :3], np.zeros((3, 1), np.float32)], 1))}
+    for uid, (_, camera) in broken.items():
+        _objaverse_object(tmp_path / uid)
+        np.save(tmp_path / uid / "002.npy", camera.astype(np.float32))
+    _objaverse_object(tmp_path / "fine")
+    source = ObjaverseSource("obj", str(tmp_path), views=4)
+    items = [i for unit in source.units() for i in source.read(unit)]
+    rejects = {i.key: i for i in items if isinstance(i, Reject)}
+    assert {k: r.reason for k, r in rejects.items()} == {f"obj-{uid}": "bad_camera" for uid in broken}
+    for uid, (words, _) in broken.items():
+        assert rejects[f"obj-{uid}"].detail.startswith("002.npy: ") and words in rejects[f"obj-{uid}"].detail
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert record.key == "obj-fine" and list(record.azimuths_deg) == pytest.approx([10.0, 100.0, 190.0, 280.0], abs=1e-3)
+    assert record.lineage["radius"] == pytest.approx(1.9, abs=1e-4)
+
+
 def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
     """Cameras circle a tilted axis; the reader recovers their order from R, T alone."""
     tilt = cv2.Rodrigues(np.array([0.4, 0.1, 0.0]))[0]

@@ -72,7 +72,10 @@ class Sentence:
         }
 
     def header_json(self) -> bytes:
-        return json.dumps(self.header(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        """Strict JSON: a NaN or inf that reached a header raises here (a bug upstream) instead of
+        being written as a bare NaN token that strict parsers refuse."""
+        return json.dumps(self.header(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode()
 
 
 def image_sentence(unit: RenderedUnit) -> Sentence:

@@ -128,7 +128,7 @@ def to_table(rows: Iterable[TokenRow], meta: TokenShardMeta) -> pa.Table:
         pa.array([r.split for r in rows], pa.string()),
         pa.array([r.tokens.size // meta.tokens_per_image for r in rows], pa.int32()),
         tokens,
-        pa.array([json.dumps(r.lineage, sort_keys=True, separators=(",", ":")) for r in rows], pa.string()),
+        pa.array([json.dumps(r.lineage, sort_keys=True, separators=(",", ":"), allow_nan=False) for r in rows], pa.string()),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA.with_metadata(meta.to_metadata()))
 

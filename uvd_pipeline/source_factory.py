@@ -17,6 +17,7 @@ from sources.laion import LaionSource
 from sources.mpii import MpiiSource
 from sources.multitask import MultiTaskSource
 from sources.multiview import Co3dSource, ObjaverseSource
+from sources.paths import missing_under
 from sources.segmentation import SegmentationSource
 from sources.stereo import StereoSource
 from sources.video import VideoSource
@@ -36,8 +37,9 @@ def _coco_files(c) -> tuple[tuple[str, ...], str]:
     if not files:
         candidates = (f"annotations/instances_{c.split}.json", f"annotations/person_keypoints_{c.split}.json")
         files = tuple(f for f in candidates if fsio.exists(fsio.join(c.path, f)))
-        if not files:
-            raise FileNotFoundError(f"no {' or '.join(candidates)} under {c.path}; set annotation_files")
+        if not files:  # the split names the default files
+            raise missing_under("split", c.path, candidates[0], "COCO: ",
+                                f"; nor {candidates[1]}: set split or annotation_files")
     images = c.images_dir
     if images is None:
         nested = f"images/{c.split}"

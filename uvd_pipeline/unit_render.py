@@ -191,7 +191,8 @@ def list_units(config: BuildConfig) -> dict[str, list]:
         try:
             units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
         except (FileNotFoundError, NotADirectoryError, AnnotationFileError) as exc:
-            raise ConfigError(f"sources[{index}].path ({source_config.name}): {exc}") from None
+            field = getattr(exc, "field", "path")  # sources.paths.ConfiguredPathMissing names its own
+            raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {exc}") from None
         if not units[source_config.name]:
             raise ConfigError(f"sources[{index}].path ({source_config.name}): nothing to read at "
                               f"{source_config.path}")
