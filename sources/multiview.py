@@ -34,9 +34,9 @@ def camera_problem(rt: np.ndarray) -> str | None:
     """Why a Zero123 [R | t] cannot place its view, or None. NaN or inf would sort the view last
     and reach the sentence JSON; a 3x3 part that is not a rotation (orthonormal, determinant +1)
     or a centre at the origin gives an azimuth that means nothing."""
-    if rt.dtype.kind not in "fiu" or rt.size != 12:
+    if rt.dtype.kind not in "fiu" or rt.shape != (3, 4):
         return "is not a 3x4 matrix of numbers"
-    rt = rt.astype(np.float64).reshape(3, 4)
+    rt = rt.astype(np.float64)
     if not np.isfinite(rt).all():
         return "holds NaN or inf"
     rotation = rt[:, :3]

@@ -77,7 +77,8 @@ def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
               "zeros": ("not a rotation", np.zeros((3, 4), np.float32)),
               "scaled": ("not a rotation", good * np.float32(2.0)),
               "mirrored": ("not a rotation", mirrored),
-              "centred": ("centre is the origin", np.concatenate([good[:, :3], np.zeros((3, 1), np.float32)], 1))}
+              "centred": ("centre is the origin", np.concatenate([good[:, :3], np.zeros((3, 1), np.float32)], 1)),
+              "flat": ("not a 3x4 matrix", good.reshape(12))}  # twelve numbers, but not laid out as [R | t]
     for uid, (_, camera) in broken.items():
         _objaverse_object(tmp_path / uid)
         np.save(tmp_path / uid / "002.npy", camera.astype(np.float32))
