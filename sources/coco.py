@@ -16,6 +16,7 @@ from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_in
                                       numbers, where)
 from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
 from sources.records import PairRecord, Reject, SourceItem, safe_key
+from transforms.annotations import MAX_CLASS_ID
 
 COCO_TASKS = ("detection", "segmentation", "pose")
 IMAGES_PER_UNIT = 256
@@ -26,6 +27,7 @@ class CocoIndex:
     images: dict[int, dict[str, Any]]
     annotations: dict[int, list[dict[str, Any]]]
     categories: dict[int, dict[str, Any]]
+    problems: dict[int, str]  # image id -> why all its pairs are rejected (an id used twice in one file)
 
 
 AT = "_at"  # where an annotation came from ("instances.json annotations[12]"), for reject details
@@ -52,27 +54,44 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
 
     Entries without the ids that place them (an image's `id`, an annotation's `id` and
     `image_id`) refuse the file, naming it and the entry's index; every other value is checked
-    when its pair is made, so that a bad one rejects that pair only.
+    when its pair is made, so that a bad one rejects that pair only. The same id in two files
+    merges (person_keypoints repeats instances' images and people); an id used twice within one
+    file is ambiguous (which entry is the image, which the object?), so every pair of the images
+    involved is rejected, naming the file and both entries, and the rest of the file is used.
     """
     images: dict[int, dict[str, Any]] = {}
     annotations: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
+    problems: dict[int, str] = {}
     for uri in annotation_uris:
         data = load_json(uri)
         if not isinstance(data, dict):
             raise AnnotationFileError(uri, "is not a COCO JSON object")
         short = fsio.basename(uri)
+        seen_images: dict[int, int] = {}  # id -> index of its first entry in this file
         for index, image in enumerate(_list(uri, data, "images")):
-            images[_int_field(uri, "images", index, image, "id")] = image
+            image_id = _int_field(uri, "images", index, image, "id")
+            if image_id in seen_images:
+                problems.setdefault(image_id, f"{short} images[{seen_images[image_id]}] and images[{index}] "
+                                              f"both have id {image_id}")
+            seen_images.setdefault(image_id, index)
+            images[image_id] = image
         for index, category in enumerate(_list(uri, data, "categories")):
             category_id = _int_field(uri, "categories", index, category, "id")
             categories[category_id] = {**categories.get(category_id, {}), **category}
+        seen_anns: dict[int, tuple[int, int]] = {}  # id -> (index, image id) of its first entry in this file
         for index, ann in enumerate(_list(uri, data, "annotations")):
             image_id = _int_field(uri, "annotations", index, ann, "image_id")
             ann_id = _int_field(uri, "annotations", index, ann, "id")
+            if ann_id in seen_anns:
+                first, first_image = seen_anns[ann_id]
+                problem = f"{short} annotations[{first}] and annotations[{index}] both have id {ann_id}"
+                problems.setdefault(first_image, problem)  # the first problem found is the one reported
+                problems.setdefault(image_id, problem)
+            seen_anns.setdefault(ann_id, (index, image_id))
             merged = annotations[image_id].get(ann_id, {})
             annotations[image_id][ann_id] = {**merged, **ann, AT: f"{short} {where('annotations', index, ann)}"}
-    return CocoIndex(images, {k: [v[i] for i in sorted(v)] for k, v in annotations.items()}, categories)
+    return CocoIndex(images, {k: [v[i] for i in sorted(v)] for k, v in annotations.items()}, categories, problems)
 
 
 def _has_area(ann: dict[str, Any]) -> bool:
@@ -99,11 +118,22 @@ def _rle_problem(seg: dict) -> str | None:
     return None
 
 
+def _category_problem(ann: dict[str, Any]) -> str | None:
+    """The category is the target's colour: 1..MAX_CLASS_ID each have their own (0 is the
+    background's black, and a larger id would wrap onto another class's colour or overflow)."""
+    category_id = as_int(ann.get("category_id"))
+    if category_id is None:
+        return "category_id is not an integer"
+    if not 1 <= category_id <= MAX_CLASS_ID:
+        return f"category_id is outside 1..{MAX_CLASS_ID} (the ids the target palette colours)"
+    return None
+
+
 def segmentation_problem(ann: dict[str, Any]) -> str | None:
     seg = ann["segmentation"]
     problem = _rle_problem(seg) if isinstance(seg, dict) else _polygon_problem(seg)
-    if problem is None and as_int(ann.get("category_id")) is None:
-        problem = "category_id is not an integer"
+    if problem is None:
+        problem = _category_problem(ann)
     if problem is None and "area" in ann and not is_number(ann["area"]):
         problem = "area is not a number"
     return problem
@@ -112,8 +142,16 @@ def segmentation_problem(ann: dict[str, Any]) -> str | None:
 def detection_problem(ann: dict[str, Any]) -> str | None:
     if not numbers(ann.get("bbox"), length=4):
         return "bbox is not 4 numbers"
-    if as_int(ann.get("category_id")) is None:
-        return "category_id is not an integer"
+    return _category_problem(ann)
+
+
+def declared_size_problem(image: dict[str, Any]) -> str | None:
+    """The image entry's `width`/`height`, where given, must be positive integers: the
+    segmentation renderer compares them with the decoded image (its polygons' frame)."""
+    for name in ("width", "height"):
+        value = as_int(image.get(name)) if name in image else 1
+        if value is None or value < 1:
+            return f"{name} is not a positive integer"
     return None
 
 
@@ -157,8 +195,13 @@ class CocoSource:
             image = index.images[image_id]
             group = safe_key(self.name, str(image_id))
             anns = [a for a in index.annotations.get(image_id, [])]
-            lineage = {"image_id": image_id, "file": image.get("file_name"),
-                       "width": image.get("width"), "height": image.get("height")}
+            # the pair's width/height are the decoded image's (render_pair), never the JSON's
+            lineage = {"image_id": image_id, "file": image.get("file_name")}
+            if image_id in index.problems:
+                for task in self.tasks:
+                    yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
+                                 f"image {image_id}: {index.problems[image_id]}")
+                continue
             if not isinstance(image.get("file_name"), str) or not image["file_name"]:
                 for task in self.tasks:
                     yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
@@ -210,6 +253,9 @@ class CocoSource:
             kept = [a for a in anns if a.get("segmentation")]
             if not kept:
                 return None
+            size_problem = declared_size_problem(image)
+            if size_problem:
+                return f"image {image.get('id')}: {size_problem}"
             # larger first, so smaller objects stay visible on top
             kept.sort(key=lambda a: -float(a.get("area", 0)))
             # the declared size is what the polygons' coordinates refer to; the renderer takes

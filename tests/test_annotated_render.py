@@ -184,3 +184,151 @@ def test_fixture_licences_kept():
     data = json.loads((COCO / "test_coco.json").read_text())
     assert data["licenses"] and all("license" in image for image in data["images"])
     assert (FIXTURES / "README.md").read_text().count("CC BY 4.0") == 1
+
+
+# -- COCO segments that pycocotools would misread: judged before it sees them ---------------------
+SQUARE = RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0)  # a 64x64 image onto a 64 canvas: pixel for pixel
+
+
+def coco_dataset(tmp_path: Path, images: list[dict], annotations: list[dict], tasks=("segmentation",),
+                 size: tuple[int, int] = (64, 64)) -> dict[str, PairRecord | Reject]:
+    """A COCO folder as the world writes one (PNGs by Pillow, the JSON by json), read back by
+    CocoSource: its pairs and rejects by key."""
+    from PIL import Image
+
+    from sources.coco import load_index
+
+    w, h = size
+    for image in images:
+        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / f"{image['id']}.png")
+    data = {"images": [{"file_name": f"{i['id']}.png", **i} for i in images], "annotations": annotations,
+            "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    load_index.cache_clear()
+    source = CocoSource("coco", str(tmp_path), ("ann.json",), ".", tasks)
+    return {i.key: i for unit in source.units() for i in source.read(unit)}
+
+
+def segment(ann_id: int, image_id: int, segmentation, category_id: int = 1, **extra) -> dict:
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": segmentation,
+            "bbox": [0.0, 0.0, 10.0, 10.0], "area": 100.0, "iscrowd": int(isinstance(segmentation, dict)), **extra}
+
+
+def painted(result, category_id: int) -> np.ndarray:
+    """The target's pixels in the category's colour; every other pixel must be background black."""
+    assert not isinstance(result, Reject), result
+    target = decode_png(result.images[1])
+    mine = np.all(target == colour_of(category_id), axis=2)
+    assert (target[~mine] == 0).all()
+    return mine
+
+
+@pytest.mark.parametrize("far", [4e6, 1e9, 1e300])
+def test_polygon_far_outside_the_image_is_rejected_before_pycocotools(tmp_path: Path, far: float):
+    """pycocotools walks the outline in C ints: 4e6 cost half a gigabyte, 1e9 crashed the process."""
+    pairs = coco_dataset(tmp_path, [{"id": 1, "width": 64, "height": 64}],
+                         [segment(1, 1, [[0.0, 0.0, far, 0.0, far, far]])])
+    result = render_pair(pairs["coco-1-segmentation"], SQUARE)
+    assert isinstance(result, Reject) and (result.stage, result.reason) == ("annotation", "bad_segmentation")
+    assert result.detail == "a polygon vertex lies more than 1024 pixels (16 image sizes) outside the 64x64 image"
+
+
+def test_polygon_coordinates_that_are_not_finite_are_rejected(tmp_path: Path):
+    pairs = coco_dataset(tmp_path, [{"id": 1, "width": 64, "height": 64}], [segment(1, 1, [[0, 0, 9, 0, 9, 9]])])
+    record = pairs["coco-1-segmentation"]
+    annotation = {**record.annotation, "segments": [{"segmentation": [[0, 0, float("nan"), 0, 9, 9]], "category_id": 1}]}
+    result = render_pair(PairRecord(record.key, "coco", record.group, "segmentation", record.image_uri,
+                                    annotation=annotation), SQUARE)
+    assert isinstance(result, Reject) and result.reason == "bad_segmentation" and "not a finite number" in result.detail
+
+
+def test_polygon_outline_over_the_memory_budget_is_rejected(tmp_path: Path):
+    """Within reach, but 4000 edges across it: 37M outline points, ~900 MB inside pycocotools."""
+    zigzag = [v for i in range(4000) for v in ((-900.0, -900.0) if i % 2 else (960.0, 960.0))]
+    pairs = coco_dataset(tmp_path, [{"id": 1, "width": 64, "height": 64}], [segment(1, 1, [zigzag])])
+    result = render_pair(pairs["coco-1-segmentation"], SQUARE)
+    assert isinstance(result, Reject) and result.reason == "annotation_too_large"
+    assert "polygon outlines of 37200000 points" in result.detail
+
+
+def test_polygons_within_reach_rasterise_exactly_as_pycocotools_does(tmp_path: Path):
+    """The checks only refuse: a polygon that crosses the border, even by hundreds of pixels, is
+    pycocotools' own rasterisation, pixel for pixel."""
+    from pycocotools import mask as mask_utils
+
+    polygons = [[-500.0, -300.0, 100.5, 10.25, 20.0, 90.0], [50.0, 50.0, 63.5, 52.0, 55.0, 63.9]]
+    pairs = coco_dataset(tmp_path, [{"id": 1, "width": 64, "height": 64}], [segment(1, 1, polygons, category_id=7)])
+    expected = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, 64, 64))).astype(bool)
+    assert 500 < expected.sum() < 4000
+    assert np.array_equal(painted(render_pair(pairs["coco-1-segmentation"], SQUARE), 7), expected)
+
+
+def test_rle_counts_must_cover_the_image_exactly(tmp_path: Path):
+    """Crowd RLE as pycocotools writes it renders exactly; run lengths that describe fewer pixels
+    than the image (pycocotools left the rest of its mask uninitialised) or more, or a compressed
+    string its C decoder would misread, reject the pair."""
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 20:50] = 1
+    mask[40:44, 5:9] = 1
+    whole = mask_utils.encode(np.asfortranarray(mask))["counts"].decode()
+    top_half = mask_utils.encode(np.asfortranarray(mask[:32]))["counts"].decode()  # 2048 of the 4096 pixels
+    uncompressed = [5, 10]
+    rles = {1: whole, 2: uncompressed, 3: top_half, 4: [100, 4000], 5: whole + "a", 6: whole[:-1] + "~"}
+    pairs = coco_dataset(tmp_path, [{"id": n, "width": 64, "height": 64} for n in rles],
+                         [segment(n, n, {"size": [64, 64], "counts": counts}, category_id=3)
+                          for n, counts in rles.items()])
+    assert np.array_equal(painted(render_pair(pairs["coco-1-segmentation"], SQUARE), 3), mask.astype(bool))
+    details = {}
+    for n in (2, 3, 4, 5, 6):
+        result = render_pair(pairs[f"coco-{n}-segmentation"], SQUARE)
+        assert isinstance(result, Reject) and result.reason == "bad_segmentation", (n, result)
+        details[n] = result.detail
+    assert details[2] == "RLE run lengths sum to 15, the 64x64 image has 4096 pixels"
+    assert details[3] == "RLE run lengths sum to 2048, the 64x64 image has 4096 pixels"
+    assert details[4] == "RLE run lengths sum to 4100, the 64x64 image has 4096 pixels"
+    assert details[5] == "RLE counts end inside a count"
+    assert details[6] == "RLE counts hold a character outside '0'..'o'"
+
+
+def test_declared_image_size_never_replaces_the_decoded_one(tmp_path: Path):
+    """The JSON's width/height: detection ignores them (the decoded 64x48 is what the pair records),
+    segmentation compares them with the image its polygons were drawn on."""
+    declared = {1: {"width": 64, "height": 48}, 2: {"width": 64, "height": "abc"}, 3: {"width": 64, "height": 0.5},
+                4: {"width": 64, "height": 9999}, 5: {"width": 0, "height": 48}, 6: {}, 7: {"height": 48}}
+    polygon = [[5.0, 5.0, 30.0, 5.0, 30.0, 25.0]]
+    pairs = coco_dataset(tmp_path, [{"id": n, **size} for n, size in declared.items()],
+                         [segment(n, n, polygon) for n in declared], ("detection", "segmentation"), size=(64, 48))
+    for n in declared:
+        unit = render_pair(pairs[f"coco-{n}-detection"], SQUARE)
+        assert (unit.members[0]["width"], unit.members[0]["height"]) == (64, 48), n
+    outcome = {n: pairs[f"coco-{n}-segmentation"] for n in declared}
+    outcome = {n: r if isinstance(r, Reject) else render_pair(r, SQUARE) for n, r in outcome.items()}
+    reasons = {n: (r.stage, r.reason) if isinstance(r, Reject) else "rendered" for n, r in outcome.items()}
+    assert reasons == {1: "rendered", 2: ("read", "bad_annotation"), 3: ("read", "bad_annotation"),
+                       4: ("annotation", "annotation_size_mismatch"), 5: ("read", "bad_annotation"),
+                       6: "rendered", 7: "rendered"}
+    assert outcome[2].detail == "image 2: height is not a positive integer"
+    assert outcome[5].detail == "image 5: width is not a positive integer"
+    assert outcome[4].detail == "annotation declares 64x9999, image is 64x48"
+    assert all((r.members[0]["width"], r.members[0]["height"]) == (64, 48) for n, r in outcome.items() if n in (1, 6, 7))
+
+
+def test_category_ids_beyond_the_palette_are_rejected_not_wrapped(tmp_path: Path):
+    """65536 wrapped onto the background's black (the object vanished), 2**40 overflowed int32;
+    65535, the last id with its own colour, is painted in it."""
+    ids = {1: 65535, 2: 65536, 3: 2**40, 4: 0, 5: -3}
+    polygon = [[5.0, 5.0, 30.0, 5.0, 30.0, 25.0]]
+    pairs = coco_dataset(tmp_path, [{"id": n, "width": 64, "height": 64} for n in ids],
+                         [segment(n, n, polygon, category_id=c) for n, c in ids.items()], ("detection", "segmentation"))
+    from pycocotools import mask as mask_utils
+
+    expected = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygon, 64, 64))).astype(bool)
+    assert np.array_equal(painted(render_pair(pairs["coco-1-segmentation"], SQUARE), 65535), expected)
+    for n in (2, 3, 4, 5):
+        for task in ("detection", "segmentation"):
+            reject = pairs[f"coco-{n}-{task}"]
+            assert isinstance(reject, Reject) and reject.reason == "bad_annotation"
+            assert reject.detail == (f"ann.json annotations[{n - 1}] (id {n}): category_id is outside 1..65535 "
+                                     "(the ids the target palette colours)")

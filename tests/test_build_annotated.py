@@ -160,3 +160,50 @@ def test_input_sizes_of_every_kind(annotated_build):
         assert h["short_side"][bin_index(min(width, height), SIDE_EDGES)] == h["count"] > 0, name
         assert h["aspect"][bin_index(width / height, ASPECT_EDGES)] == h["count"], name
         assert h["pixels"] == h["count"] * width * height, name
+
+
+def test_hostile_coco_values_end_as_counted_rejects(tmp_path: Path):
+    """One COCO file holding every value that used to crash or corrupt a build (a declared height
+    of "abc" or 0.5, a polygon to 1e9, RLE short of its image, category 2**40 and 65536, an image id
+    used twice): the build finishes, each is a counted reject, and the report's input sizes are
+    the decoded 64 x 48 of every image whatever its entry declares."""
+    import json
+
+    from PIL import Image
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.quality import SIDE_EDGES, bin_index
+
+    root = tmp_path / "coco"
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for n in range(1, 13):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(root / "images" / f"{n}.jpg")
+        images.append({"id": n, "file_name": f"{n}.jpg", "width": 64, "height": 48})
+        annotations.append({"id": n, "image_id": n, "category_id": 1, "iscrowd": 0, "area": 400.0,
+                            "bbox": [5.0, 5.0, 20.0, 20.0], "segmentation": [[5, 5, 25, 5, 25, 25, 5, 25]]})
+    images[1]["height"], images[2]["height"], images[3]["height"] = "abc", 0.5, 9999
+    annotations[4]["segmentation"] = [[0, 0, 1e9, 0, 1e9, 1e9]]
+    annotations[5].update(iscrowd=1, segmentation={"size": [48, 64], "counts": [5, 10]})
+    annotations[6]["category_id"], annotations[7]["category_id"] = 2**40, 65536
+    images.append({"id": 9, "file_name": "1.jpg", "width": 64, "height": 48})
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                               "categories": [{"id": 1, "name": "thing"}]}))
+    config = {"output": str(tmp_path / "out"), "image": {"size": 32}, "split": {"val_fraction": 0.0},
+              "sources": [{"name": "coco", "type": "coco", "path": str(root), "annotation_files": ["ann.json"],
+                           "images_dir": "images", "tasks": ["detection", "segmentation"],
+                           "pairs_per_sentence": 1, "num_shards": 1}],
+              "tokenizer": {"enabled": False}, "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary["sources"]["coco"]
+    assert dict(summary["rejects_by_reason"]) == {
+        "bad_annotation": 1 + 1 + 2 + 2 + 2,  # segmentation of images 2 and 3; both tasks of 7, 8 and 9
+        "annotation_size_mismatch": 1,  # segmentation of image 4 (declared 9999 high)
+        "bad_segmentation": 2,  # images 5 and 6
+        "no_detection_annotations": 1}  # image 6: its only object is a crowd
+    assert summary["sentences"] == 12 * 2 - 12
+    inputs = summary["inputs"]
+    assert inputs["count"] == 12 and inputs["pixels"] == 12 * 64 * 48
+    assert inputs["long_side"][bin_index(64, SIDE_EDGES)] == 12 and inputs["short_side"][bin_index(48, SIDE_EDGES)] == 12

@@ -209,6 +209,37 @@ def test_one_bad_coco_annotation_rejects_its_own_pair_only(tmp_path: Path):
         "coco-2-detection", "coco-3-detection", "coco-3-segmentation"]
 
 
+def test_coco_ids_used_twice_in_one_file_reject_the_images_involved(tmp_path: Path):
+    """An id used twice within one file is ambiguous (which entry is image 2? which object is
+    annotation 30?): every pair of the images involved is rejected, naming the file and both
+    entries, and the rest of the file builds. The same ids across files still merge."""
+    root = _coco_tree(tmp_path)
+    for n in (4, 5):
+        _png(root / "images" / f"{n}.jpg", np.full((40, 60, 3), 90, np.uint8))
+    images = [{"id": n, "file_name": f"{n}.jpg", "width": 60, "height": 40} for n in (1, 2, 3, 4, 5)]
+    images.insert(2, {"id": 2, "file_name": "3.jpg", "width": 60, "height": 40})  # images[2]: id 2 again
+    annotations = [_box(10, 1), _box(20, 2), _box(30, 3), _box(30, 4),  # annotation 30 on images 3 and 4
+                   _box(50, 5), _box(50, 5, bbox=[1.0, 1.0, 5.0, 5.0])]  # annotation 50 twice on image 5
+    name = _coco_json(root, images, annotations)
+    people = _coco_json(root, images[:1], [{"id": 10, "image_id": 1, "num_keypoints": 1,
+                                             "keypoints": [float(v) for j in range(17) for v in (9 + j, 9, 2)]}],
+                        name="person_keypoints.json")
+    load_index.cache_clear()
+    items = _items(CocoSource("coco", str(root), (name, people), "images"))
+    rejects = {r.key: r for r in items if isinstance(r, Reject)}
+    tasks = ("detection", "segmentation", "pose")
+    assert {k: r.reason for k, r in rejects.items()} == {f"coco-{n}-{t}": "bad_annotation" for n in (2, 3, 4, 5)
+                                                         for t in tasks}
+    assert rejects["coco-2-detection"].detail == "image 2: ann.json images[1] and images[2] both have id 2"
+    assert rejects["coco-3-pose"].detail == "image 3: ann.json annotations[2] and annotations[3] both have id 30"
+    assert rejects["coco-4-segmentation"].detail == \
+        "image 4: ann.json annotations[2] and annotations[3] both have id 30"
+    assert rejects["coco-5-detection"].detail == "image 5: ann.json annotations[4] and annotations[5] both have id 50"
+    pairs = {i.key: i for i in items if isinstance(i, PairRecord)}
+    assert sorted(pairs) == ["coco-1-detection", "coco-1-pose", "coco-1-segmentation"]
+    assert len(pairs["coco-1-pose"].annotation["people"]) == 1  # keypoints merged into annotation 10
+
+
 def test_mpii_bad_entries_and_names_that_leave_the_root(tmp_path: Path):
     root = tmp_path / "mpii"
     _png(root / "images" / "a.jpg", np.zeros((16, 16, 3), np.uint8))

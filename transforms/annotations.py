@@ -18,6 +18,7 @@ import numpy as np
 
 PALETTE_SEED = 20231201  # one fixed palette for every build: a class keeps its colour everywhere
 PALETTE_SIZE = 1 << 16
+MAX_CLASS_ID = PALETTE_SIZE - 1  # class ids 1..MAX_CLASS_ID have their own colour; 0 is background
 BOX_THICKNESS = 2
 JOINT_RADIUS = 3
 LIMB_WIDTH = 2

@@ -41,6 +41,11 @@ from uvd_pipeline.sentences import RenderedUnit, Sentence
 
 ASPECT_TOLERANCE = 0.01
 SEGMENT_MAP_BYTES = 6  # per pixel while drawing segments: int32 labels, one uint8 mask and its bool view
+# pycocotools' rleFrPoly walks a polygon's outline at 5x in C ints, holding ~24 bytes a point
+POLYGON_UPSAMPLE = 5
+POLYGON_POINT_BYTES = 24
+POLYGON_REACH = 16  # how far past the border (in the image's longer side) a polygon's vertex may lie
+RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any count of a budgeted map
 
 
 class AnnotationError(Rejected):
@@ -65,6 +70,83 @@ def _fit_map(plan: ResizePlan, values: np.ndarray, *, nearest: bool = True) -> n
     return plan.apply_image(values, nearest=nearest)
 
 
+def _check_polygons(polygons: list, h: int, w: int) -> None:
+    """Judge a polygon before pycocotools rasterises it: its C code allocates in proportion to
+    the outline's length and converts coordinates to int, so a vertex at 1e7 costs gigabytes and
+    one past the int range crashes the process. Polygons within reach pass unchanged, so their
+    rasterisation is pycocotools' own."""
+    reach = POLYGON_REACH * max(h, w)
+    points = 0
+    for polygon in polygons:
+        try:
+            xy = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError):
+            raise AnnotationError("bad_segmentation", "a polygon is not a list of x, y numbers") from None
+        if not np.isfinite(xy).all():
+            raise AnnotationError("bad_segmentation", "a polygon coordinate is not a finite number")
+        if (xy < -reach).any() or (xy[:, 0] > w + reach).any() or (xy[:, 1] > h + reach).any():
+            raise AnnotationError("bad_segmentation", f"a polygon vertex lies more than {reach} pixels "
+                                                      f"({POLYGON_REACH} image sizes) outside the {w}x{h} image")
+        corners = np.trunc(POLYGON_UPSAMPLE * np.vstack([xy, xy[:1]]) + 0.5)  # as rleFrPoly rounds them
+        points += int((np.abs(np.diff(corners, axis=0)).max(axis=1) + 1).sum())
+    if points * POLYGON_POINT_BYTES > DEFAULT_MAX_DECODE_BYTES:
+        raise AnnotationError("annotation_too_large", f"polygon outlines of {points} points are over the memory budget")
+
+
+def _rle_string_counts(text: str) -> list[int]:
+    """The run lengths of a compressed COCO RLE string, decoded as pycocotools' rleFrString does
+    (6-bit digits from '0', 5 value bits, a continuation bit, the last digit's sign bit, counts
+    after the third stored as differences), refusing what its C code would misread: a character
+    outside the alphabet, a count cut short at the end, or one too long for its int arithmetic."""
+    counts: list[int] = []
+    digits = 0
+    value = 0
+    for char in text:
+        code = ord(char) - 48
+        if not 0 <= code < 64:
+            raise AnnotationError("bad_segmentation", "RLE counts hold a character outside '0'..'o'")
+        value |= (code & 0x1F) << (5 * digits)
+        digits += 1
+        if code & 0x20:
+            if digits == RLE_DIGITS:
+                raise AnnotationError("bad_segmentation", f"an RLE count runs past {RLE_DIGITS} digits")
+            continue
+        if code & 0x10:
+            value |= -1 << (5 * digits)
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+        digits = value = 0
+    if digits:
+        raise AnnotationError("bad_segmentation", "RLE counts end inside a count")
+    return counts
+
+
+def _check_rle_counts(counts: Any, h: int, w: int) -> None:
+    """Run lengths must cover the image exactly: pycocotools refuses more than h*w, but paints
+    fewer and leaves the rest of its mask uninitialised (a different target every run)."""
+    if isinstance(counts, str):
+        runs = _rle_string_counts(counts)
+    elif isinstance(counts, list) and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in counts):
+        runs = [int(c) for c in counts]
+    else:
+        raise AnnotationError("bad_segmentation", "RLE counts are neither a string nor a list of run lengths")
+    if any(run < 0 for run in runs):
+        raise AnnotationError("bad_segmentation", "an RLE run length is negative")
+    if sum(runs) != h * w:
+        raise AnnotationError("bad_segmentation", f"RLE run lengths sum to {sum(runs)}, "
+                                                  f"the {w}x{h} image has {h * w} pixels")
+
+
+def _check_declared_size(annotation: dict[str, Any], h: int, w: int) -> None:
+    """A declared height or width (the source passes only positive integers) names the image the
+    coordinates were drawn on: another size than the decoded image's rejects the pair."""
+    declared = annotation.get("height"), annotation.get("width")
+    if any(d is not None and d != actual for d, actual in zip(declared, (h, w))):
+        shown = ["?" if d is None else str(d) for d in declared]
+        raise AnnotationError("annotation_size_mismatch", f"annotation declares {shown[1]}x{shown[0]}, image is {w}x{h}")
+
+
 def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.ndarray:
     """COCO polygons / RLE -> one class-id map, in the given order (later ones on top).
 
@@ -75,10 +157,7 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
     from pycocotools import mask as mask_utils
 
     h, w = plan.in_h, plan.in_w
-    declared = annotation.get("height"), annotation.get("width")
-    if declared != (None, None) and declared != (h, w):
-        raise AnnotationError("annotation_size_mismatch",
-                              f"annotation declares {declared[1]}x{declared[0]}, image is {w}x{h}")
+    _check_declared_size(annotation, h, w)
     if h * w * SEGMENT_MAP_BYTES > DEFAULT_MAX_DECODE_BYTES:
         raise AnnotationError("annotation_too_large", f"a {w}x{h} label map is over the memory budget")
     labels = np.zeros((h, w), np.int32)
@@ -90,13 +169,13 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
                 polygons = [p for p in seg if len(p) >= 6]
                 if not polygons:
                     raise AnnotationError("bad_segmentation", "no polygon of 3 or more points")
+                _check_polygons(polygons, h, w)
                 rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
             elif list(seg.get("size") or ()) != [h, w]:  # checked before pycocotools allocates its size
                 raise AnnotationError("bad_segmentation", f"RLE size {seg.get('size')} vs image {[h, w]}")
-            elif isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, h, w)
             else:
-                rle = seg
+                _check_rle_counts(seg.get("counts"), h, w)
+                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
             mask = mask_utils.decode(rle).astype(bool)
         except AnnotationError:
             raise
@@ -222,6 +301,13 @@ def derived_from_canvas(annotation: dict[str, Any]) -> bool:
     return ("synthetic" in annotation or "labeler" in annotation) and "right_uri" not in annotation
 
 
+def _with_decoded_size(member: dict[str, Any], decoded) -> dict[str, Any]:
+    """The input's width/height are what was decoded, whatever a lineage says (a COCO JSON's
+    `height: "abc"` or 9999 must not reach the report's histograms); key order is kept."""
+    member["width"], member["height"] = decoded.width, decoded.height
+    return member
+
+
 def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | Reject:
     split = settings.split(record.group, record.split_hint)
 
@@ -246,8 +332,8 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
         return reject("annotation", exc.reason, exc.detail)
     except MapError as exc:
         return reject("annotation", exc.reason, exc.detail)
-    member = {"key": record.key, "task": record.task, "role": "input", "width": decoded.width,
-              "height": decoded.height, **record.lineage}
+    member = _with_decoded_size({"key": record.key, "task": record.task, "role": "input", "width": decoded.width,
+                                 "height": decoded.height, **record.lineage}, decoded)
     pngs = (encode_png(source, settings.png_compression), encode_png(target, settings.png_compression))
     return RenderedUnit(record.key, record.source, split, record.group, pngs,
                         (member, {"key": record.key, "task": record.task, "role": "target"}), record.task, "pairs")
@@ -283,7 +369,8 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
         return _reject(record, split, exc)
     # the image's original size (before resizing) is recorded for the report's input histograms
     size = {"width": decoded.width, "height": decoded.height}
-    members = tuple({"key": record.key, "task": task, **({**size, **record.lineage} if task == "image" else {})}
+    members = tuple({"key": record.key, "task": task,
+                     **(_with_decoded_size({**size, **record.lineage}, decoded) if task == "image" else {})}
                     for task, _ in record.uris)
     pngs = tuple(encode_png(image, settings.png_compression) for image in images)
     return RenderedUnit(record.key, record.source, split, record.group, pngs, members, "multitask", "multitask")
