@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
+
+import numpy as np
+from PIL import Image
 
 from sources.records import Reject, safe_key
 from uvd_pipeline.keys import shard_of, split_of, stable_hash
-from uvd_pipeline.sentences import RenderedUnit, assemble, plan_group_sentences
+from uvd_pipeline.sentences import RenderedUnit, Slot, assemble, place_units, plan_group_sentences
 
 
 def _plan(n: int, remainder: str, length: int = 16):
@@ -94,3 +98,47 @@ def test_safe_keys_are_dot_free_and_distinct():
     a = safe_key("src", "clip.v1.mp4")
     b = safe_key("src", "clip_v1_mp4")
     assert "." not in a and a != b and b == "src-clip_v1_mp4"
+
+
+def _png_unit(key: str, shade: int, file: str, label: str = "n01") -> RenderedUnit:
+    """A class unit holding a real 8x8 PNG of one grey level."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), shade, np.uint8)).save(buffer, "PNG")
+    return RenderedUnit(key, "inet", "train", key, (buffer.getvalue(),),
+                        ({"key": key, "file": file, "class_name": "x"},), label)
+
+
+def test_units_sharing_a_key_cost_only_themselves():
+    kept, clash = _png_unit("k", 10, "train/k.JPEG"), _png_unit("k", 200, "train/k.png")
+    # the key sits in two sentences of its class (wrap); one unit fills both, whatever the arrival order
+    slots = [("category", Slot("s0", 3, 16, "n01", "train")), ("category", Slot("s1", 0, 16, "n01", "train"))]
+    for units in ([kept, clash], [clash, kept]):
+        placements, rejects = place_units(units, slots)
+        assert [(slot.sentence_id, slot.position, unit) for _, slot, unit in placements] == [
+            ("s0", 3, kept), ("s1", 0, kept)]
+        (reject,) = rejects
+        assert (reject.key, reject.reason, reject.stage) == ("k", "duplicate_key", "assemble")
+        assert "train/k.JPEG" in reject.detail and "train/k.png" in reject.detail
+    # units of other groups under one key each keep their own slot
+    other = _png_unit("k", 90, "train/k.JPEG", label="n02")
+    placements, rejects = place_units([kept, other], slots[:1] + [("category", Slot("t0", 5, 16, "n02", "train"))])
+    assert [(slot.sentence_id, unit) for _, slot, unit in placements] == [("s0", kept), ("t0", other)] and not rejects
+
+
+def test_beam_assembly_keeps_a_sentence_whole_when_two_units_share_a_key():
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from uvd_pipeline.group_steps import AssembleGroups
+
+    units = [_png_unit(f"k{i:02d}", i, f"train/k{i:02d}.JPEG") for i in range(16)]
+    units.append(_png_unit("k05", 250, "train/k05.png"))  # x.JPEG beside x.png: one key, two inputs
+    with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
+        sentences, rejects = (pipeline | beam.Create(units)
+                              | AssembleGroups("inet", {"category": 16}, "drop", seed=0))
+        assert_that(sentences | beam.Map(lambda s: (s.sentence_id, s.n_images, sorted(m["file"] for m in s.members))),
+                    equal_to([("inet-train-n01-0000", 16, sorted(f"train/k{i:02d}.JPEG" for i in range(16)))]),
+                    label="sentence")
+        assert_that(rejects | beam.Map(lambda r: (r.key, r.reason)), equal_to([("k05", "duplicate_key")]),
+                    label="rejects")
