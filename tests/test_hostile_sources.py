@@ -228,6 +228,46 @@ def test_mpii_bad_entries_and_names_that_leave_the_root(tmp_path: Path):
     assert rejects["mpii-entry-3"].detail == "annotations/mpii_train.json[3] has no image name"
 
 
+def _mpii_person(image: str, shift: float) -> dict:
+    """One MPII person entry as MMPose's converter writes it (MATLAB 1-based pixel centres)."""
+    return {"image": image, "center": [32.0, 24.0], "scale": 0.3,
+            "joints": [[10.0 + j + shift, 20.0 + j] for j in range(16)], "joints_vis": [1] * 16}
+
+
+def test_mpii_image_people_make_one_pair_across_unit_boundaries(tmp_path: Path):
+    """An image's people at entries 511 and 512 (the unit boundary), and an image whose two
+    people are far apart in the list, each become one pair with all their people: no key is read
+    twice. A second image with a stem already taken is a `duplicate_key` reject."""
+    from PIL import Image
+
+    root = tmp_path / "mpii"
+    (root / "images").mkdir(parents=True)
+    entries = []
+    for i in range(515):
+        Image.fromarray(np.full((12, 16, 3), i % 255, np.uint8)).save(root / "images" / f"{i:05d}.jpg", quality=90)
+        entries.append(_mpii_person(f"{i:05d}.jpg", 0.0))
+        if i == 511:
+            entries.append(_mpii_person("00511.jpg", 5.0))  # entry 512: the same image, the next unit
+    entries.append(_mpii_person("00003.jpg", 7.0))  # the second person of image 3, far from its first
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(root / "images" / "00007.png")
+    entries.append(_mpii_person("00007.png", 0.0))  # stem 00007 is 00007.jpg's key already
+    (root / "annotations").mkdir()
+    with open(root / "annotations" / "mpii_train.json", "w") as handle:
+        json.dump(entries, handle)
+    source = MpiiSource("mpii", str(root))
+    assert source.units() == [(0, 512), (512, 518)]
+    items = _items(source)
+    pairs = {i.key: i for i in items if isinstance(i, PairRecord)}
+    assert len(pairs) == 515 == sum(isinstance(i, PairRecord) for i in items)
+    for key, shifts in (("mpii-00511-pose", (0.0, 5.0)), ("mpii-00003-pose", (0.0, 7.0))):
+        people = pairs[key].annotation["people"]
+        assert pairs[key].lineage == {"file": f"{key[5:10]}.jpg", "people": 2}
+        assert [person[:3] for person in people] == [[9.5 + shift, 19.5, 2.0] for shift in shifts]
+    (clash,) = [i for i in items if isinstance(i, Reject)]
+    assert (clash.key, clash.reason) == ("mpii-00007-pose", "duplicate_key")
+    assert clash.detail == "00007.png: key mpii-00007-pose already taken by 00007.jpg"
+
+
 def test_dense_layouts_refuse_links_out_of_the_root(tmp_path: Path, outside: Path):
     image = np.zeros((8, 8, 3), np.uint8)
     # ADE20K: an image that is a link out
