@@ -329,6 +329,30 @@ def test_co3d_frames_checked_one_by_one(tmp_path: Path, outside: Path):
     assert reject.reason == "bad_annotation_file" and "frame_annotations.jgz" in reject.detail
 
 
+def test_co3d_frame_number_listed_twice_rejects_the_later_frame(tmp_path: Path):
+    root = tmp_path / "co3d"
+    frames = []
+    for n in range(4):
+        path = f"toy/s1/images/frame{n:06d}.jpg"
+        _png(root / path, np.full((6, 6, 3), 40 * n, np.uint8))
+        mask = f"toy/s1/masks/frame{n:06d}.png"
+        _png(root / mask, np.full((6, 6), 255, np.uint8))
+        frames.append({"sequence_name": "s1", "frame_number": n, "image": {"path": path}, "mask": {"path": mask},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [float(n), 1.0, 2.0]}})
+    frames[3]["frame_number"] = 1  # an exporter's slip: two frames called 1
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    items = _items(Co3dSource("co3d", str(root), views=3, pair_tasks=("segmentation",)))
+    rejects = {r.key: r for r in items if isinstance(r, Reject)}
+    assert {k: r.reason for k, r in rejects.items()} == {"co3d-toy-frame-3": "duplicate_key"}
+    assert rejects["co3d-toy-frame-3"].detail == \
+        "frame_annotations.jgz[3]: frame_number 1 of its sequence is already frame_annotations.jgz[1]"
+    pairs = [i for i in items if isinstance(i, PairRecord)]
+    assert [(p.key, p.image_uri.rsplit("/", 1)[1]) for p in pairs] == [
+        (f"co3d-toy-s1-f{n:06d}-segmentation", f"frame{n:06d}.jpg") for n in range(3)]
+    (views,) = [i for i in items if not isinstance(i, (Reject, PairRecord))]
+    assert sorted(uri.rsplit("/", 1)[1] for uri in views.view_uris) == [f"frame{n:06d}.jpg" for n in range(3)]
+
+
 def test_reject_details_never_quote_input_bytes(tmp_path: Path):
     with pytest.raises(DecodeError) as caught:
         load_image(CANARY, 32, "pad")
