@@ -22,13 +22,14 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.paths import path_problem
+from sources.paths import path_problem, shown_name
 from sources.records import ImageRecord, Reject, SourceItem, safe_key
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
 VAL_LABELS_FILE = "LOC_val_solution.csv"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 VAL_FILES_PER_UNIT = 256
+VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 
 
 def _is_image_name(uri: str) -> bool:
@@ -48,8 +49,8 @@ def _index_text(uri: str) -> str:
         data = fsio.read_bytes(uri, MAX_ANNOTATION_BYTES)
     except fsio.FileTooLarge:
         raise AnnotationFileError(uri, f"larger than {MAX_ANNOTATION_BYTES} bytes") from None
-    try:
-        return data.decode("utf-8")
+    try:  # utf-8-sig: Excel and many Windows tools start the file with a byte-order mark
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise AnnotationFileError(uri, f"is not UTF-8 text (at byte {exc.start})") from None
 
@@ -70,14 +71,25 @@ def read_val_labels(uri: str) -> dict[str, str]:
     """val image id -> wnid: the first wnid of each PredictionString in LOC_val_solution.csv."""
     labels: dict[str, str] = {}
     reader = csv.DictReader(io.StringIO(_index_text(uri)))
+    rows = 0
     try:
-        for row in reader:
+        _check_val_header(uri, reader.fieldnames)
+        for rows, row in enumerate(reader, start=1):
             prediction = (row.get("PredictionString") or "").split()
             if row.get("ImageId") and prediction:
                 labels[row["ImageId"]] = prediction[0]
     except csv.Error as exc:
         raise AnnotationFileError(uri, f"is not CSV (line {reader.line_num}: {type(exc).__name__})") from None
+    if not labels:  # every val image would become a `missing_label` reject
+        raise AnnotationFileError(uri, f"none of its {rows} rows has an ImageId and a PredictionString")
     return labels
+
+
+def _check_val_header(uri: str, fieldnames: list[str] | None) -> None:
+    """The CSV's header must name the layout's columns: any other header would read no label."""
+    if fieldnames is None or not set(VAL_LABELS_HEADER) <= set(fieldnames):
+        found = ",".join(fieldnames) if fieldnames else "nothing (empty file)"
+        raise AnnotationFileError(uri, f"header is {shown_name(found)}, expected {','.join(VAL_LABELS_HEADER)}")
 
 
 @dataclass(frozen=True)
