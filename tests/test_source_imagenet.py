@@ -70,6 +70,53 @@ def _val_solution(path: Path, rows: list[tuple[str, str]], encoding: str = "utf-
         writer.writerows((image_id, f"{wnid} 10 12 40 44 {wnid} 3 4 20 30") for image_id, wnid in rows)
 
 
+def test_a_stem_taken_twice_is_one_duplicate_key_reject(tmp_path: Path):
+    """`x.JPEG` beside `x.png` share a key: the first by name is read, the other is a reject of
+    its own; in a flat val folder the pair stays in one unit even across the 256-file cut."""
+    root = tmp_path / "inet"
+    for i in range(17):
+        _jpeg(root / "train" / "n01440764" / f"n01440764_{i}.JPEG", i)
+    _jpeg(root / "train" / "n01440764" / "n01440764_0.png", 200, "PNG")
+    ids = [f"ILSVRC2012_val_{i:08d}" for i in range(1, 257)]
+    for i, image_id in enumerate(ids):
+        _jpeg(root / "val" / f"{image_id}.JPEG", i % 255)
+    _jpeg(root / "val" / f"{ids[-1]}.png", 7, "PNG")  # sorts right after the 256th file
+    _val_solution(root / "LOC_val_solution.csv", [(image_id, "n01440764") for image_id in ids])
+    source = ImageNetSource("inet", str(root))
+    units = source.units()
+    assert [len(u.uris) for u in units] == [18, 257]
+    items = [i for u in units for i in source.read(u)]
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(records) == 17 + 256 and len({r.key for r in records}) == len(records)
+    assert {r.uri.rsplit(".", 1)[1] for r in records} == {"JPEG"}
+    rejects = sorted((r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert rejects == [
+        ("duplicate_key", "train/n01440764/n01440764_0.png: key inet-train-n01440764-n01440764_0 already taken by "
+                          "train/n01440764/n01440764_0.JPEG"),
+        ("duplicate_key", "val/ILSVRC2012_val_00000256.png: key inet-val-n01440764-ILSVRC2012_val_00000256 "
+                          "already taken by val/ILSVRC2012_val_00000256.JPEG")]
+
+
+def test_folders_inside_a_class_folder_are_rejects_not_skips(tmp_path: Path):
+    root, elsewhere = tmp_path / "inet", tmp_path / "elsewhere"
+    _jpeg(root / "train" / "n0" / "n0_1.JPEG", 1)
+    _jpeg(root / "train" / "n0" / "extra" / "n0_99.JPEG", 2)
+    _jpeg(elsewhere / "n0_7.JPEG", 3)
+    (root / "train" / "n0" / "linked_out").symlink_to(elsewhere)
+    (root / "train" / "n0" / "linked_in").symlink_to(root / "train" / "n0" / "extra")
+    items = [i for u in ImageNetSource("inet", str(root), ("train",)).units()
+             for i in ImageNetSource("inet", str(root), ("train",)).read(u)]
+    assert [i.key for i in items if isinstance(i, ImageRecord)] == ["inet-train-n0-n0_1"]
+    rejects = {r.detail.split(" ")[0].strip("'"): r.reason for r in items if isinstance(r, Reject)}
+    assert rejects == {"train/n0/extra/": "unexpected_file", "train/n0/linked_in/": "unexpected_file",
+                       "train/n0/linked_out": "outside_root"}
+    (nested,) = [r for r in items if isinstance(r, Reject) and "extra" in r.detail]
+    assert nested.detail == "train/n0/extra/ is a folder: class folders are read flat"
+    followed = ImageNetSource("inet", str(root), ("train",), follow_links=True)
+    reasons = Counter(i.reason for u in followed.units() for i in followed.read(u) if isinstance(i, Reject))
+    assert reasons == {"unexpected_file": 3}  # a followed link is still a folder, never descended into
+
+
 def test_index_files_with_a_byte_order_mark(tmp_path: Path):
     root = tmp_path / "inet"
     ids = ["ILSVRC2012_val_00000001", "ILSVRC2012_val_00000002"]
