@@ -109,7 +109,9 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: boo
     With `links` (readers that check every path with `sources.paths`), symbolic links on a local
     disk are listed too, so none is skipped silently, and a recursive listing descends into
     linked folders only with `follow_links`; otherwise the folder link itself is listed, whatever
-    its name, so that its reader accounts for it.
+    its name, so that its reader accounts for it. A listing that is not recursive holds files and
+    file links only: folders, linked or not, are `list_dirs`'s (a reader that must account for
+    them lists both, as ImageNet's class folders do).
     """
     fs, path = filesystem(uri)
     if not fs.isdir(path):

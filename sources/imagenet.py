@@ -10,6 +10,11 @@ Layout read (the Kaggle/LOC release; `val/<wnid>/` folders are accepted too):
 Each image becomes an `ImageRecord` carrying its wnid; grouping 16 images of a class into a
 sentence happens later, after decoding, so that a broken file costs one image, not a sentence.
 The official split of the layout (train/ vs val/) is kept as the record's split.
+
+A key is the image's stem: a second image with a stem already taken (`x.JPEG` beside `x.png`) is
+a `duplicate_key` reject, and the unit cut keeps same-stem files together so the clash is seen.
+Class folders are read flat: a folder inside one (or a link to a folder) is an `unexpected_file`
+reject, never descended into and never skipped silently.
 """
 
 from __future__ import annotations
@@ -22,17 +27,44 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.paths import path_problem
+from sources.paths import path_problem, shown_name
 from sources.records import ImageRecord, Reject, SourceItem, safe_key
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
 VAL_LABELS_FILE = "LOC_val_solution.csv"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 VAL_FILES_PER_UNIT = 256
+VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 
 
 def _is_image_name(uri: str) -> bool:
     return uri.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _stem(uri: str) -> str:
+    return fsio.basename(uri).rsplit(".", 1)[0]
+
+
+def _stem_ordered(files: list[str]) -> list[str]:
+    """`files` (sorted) with the files sharing a stem moved next to the first of them: the same
+    order when every stem is unique."""
+    by_stem: dict[str, list[str]] = {}
+    for uri in files:
+        by_stem.setdefault(_stem(uri), []).append(uri)
+    return [uri for same in by_stem.values() for uri in same]
+
+
+def _flat_chunks(files: list[str]) -> list[tuple[str, ...]]:
+    """A flat folder's files in units of `VAL_FILES_PER_UNIT`, a unit running on past that while
+    the next file shares the last one's stem, so that a key clash falls inside one unit."""
+    ordered, chunks, start = _stem_ordered(files), [], 0
+    while start < len(ordered):
+        end = min(start + VAL_FILES_PER_UNIT, len(ordered))
+        while end < len(ordered) and _stem(ordered[end]) == _stem(ordered[end - 1]):
+            end += 1
+        chunks.append(tuple(ordered[start:end]))
+        start = end
+    return chunks
 
 
 @dataclass(frozen=True)
@@ -48,8 +80,8 @@ def _index_text(uri: str) -> str:
         data = fsio.read_bytes(uri, MAX_ANNOTATION_BYTES)
     except fsio.FileTooLarge:
         raise AnnotationFileError(uri, f"larger than {MAX_ANNOTATION_BYTES} bytes") from None
-    try:
-        return data.decode("utf-8")
+    try:  # utf-8-sig: Excel and many Windows tools start the file with a byte-order mark
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise AnnotationFileError(uri, f"is not UTF-8 text (at byte {exc.start})") from None
 
@@ -70,14 +102,25 @@ def read_val_labels(uri: str) -> dict[str, str]:
     """val image id -> wnid: the first wnid of each PredictionString in LOC_val_solution.csv."""
     labels: dict[str, str] = {}
     reader = csv.DictReader(io.StringIO(_index_text(uri)))
+    rows = 0
     try:
-        for row in reader:
+        _check_val_header(uri, reader.fieldnames)
+        for rows, row in enumerate(reader, start=1):
             prediction = (row.get("PredictionString") or "").split()
             if row.get("ImageId") and prediction:
                 labels[row["ImageId"]] = prediction[0]
     except csv.Error as exc:
         raise AnnotationFileError(uri, f"is not CSV (line {reader.line_num}: {type(exc).__name__})") from None
+    if not labels:  # every val image would become a `missing_label` reject
+        raise AnnotationFileError(uri, f"none of its {rows} rows has an ImageId and a PredictionString")
     return labels
+
+
+def _check_val_header(uri: str, fieldnames: list[str] | None) -> None:
+    """The CSV's header must name the layout's columns: any other header would read no label."""
+    if fieldnames is None or not set(VAL_LABELS_HEADER) <= set(fieldnames):
+        found = ",".join(fieldnames) if fieldnames else "nothing (empty file)"
+        raise AnnotationFileError(uri, f"header is {shown_name(found)}, expected {','.join(VAL_LABELS_HEADER)}")
 
 
 @dataclass(frozen=True)
@@ -106,17 +149,15 @@ class ImageNetSource:
                     # not listed: its reader rejects the folder itself as one item
                     units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
                     continue
-                # every file, not only images: another one is a reject (`unexpected_file`), not a skip
-                files = fsio.list_files(class_dir, links=True)
-                units.append(Unit(split, fsio.basename(class_dir), tuple(files)))
+                # every entry, not only images: another file or a folder is a reject, not a skip
+                units.append(Unit(split, fsio.basename(class_dir), tuple(_class_entries(class_dir))))
             flat = fsio.list_files(split_dir, links=True)
             if any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
                 raise FileNotFoundError(
                     f"{self.name}: {split}/ holds images without class folders but {VAL_LABELS_FILE} "
                     f"is missing from {self.path}"
                 )
-            for i in range(0, len(flat), VAL_FILES_PER_UNIT):
-                units.append(Unit(split, None, tuple(flat[i : i + VAL_FILES_PER_UNIT])))
+            units.extend(Unit(split, None, chunk) for chunk in _flat_chunks(flat))
         if not units:
             raise FileNotFoundError(f"{self.name}: no ImageNet images under {self.path}")
         # the index files are parsed here, up front: a broken one stops `check`, naming it
@@ -129,20 +170,25 @@ class ImageNetSource:
     def read(self, unit: Unit) -> Iterator[SourceItem]:
         synsets = read_synsets(self.synsets_uri) if fsio.exists(self.synsets_uri) else {}
         labels = read_val_labels(self.val_labels_uri) if unit.wnid is None else {}
+        taken: dict[str, str] = {}  # key -> the file that has it
         for uri in unit.uris:
-            stem = fsio.basename(uri).rsplit(".", 1)[0]
+            stem = _stem(uri)
             wnid = unit.wnid or labels.get(stem)
             key = safe_key(self.name, unit.split, wnid or "unlabelled", stem)
             outside = path_problem(self.path, uri, self.follow_links)
             if outside:
                 yield Reject(key, self.name, key, "read", outside.reason, outside.detail, split_hint=unit.split)
                 continue
-            if not _is_image_name(uri):  # keyed by the whole name: it may share its stem with an image
-                other = safe_key(self.name, unit.split, unit.wnid or "unlabelled", fsio.basename(uri))
-                yield Reject(other, self.name, other, "read", "unexpected_file",
-                             f"{unit.split}/{fsio.basename(uri)} is not one of {', '.join(IMAGE_SUFFIXES)}",
-                             split_hint=unit.split)
+            if not _is_image_name(uri):
+                yield self._unexpected(unit, uri)
                 continue
+            if key in taken:  # keyed by the whole name, like an unexpected file
+                other = safe_key(self.name, unit.split, wnid or "unlabelled", fsio.basename(uri))
+                yield Reject(other, self.name, other, "read", "duplicate_key",
+                             f"{_where(unit, fsio.basename(uri))}: key {key} already taken by "
+                             f"{_where(unit, taken[key])}", split_hint=unit.split)
+                continue
+            taken[key] = fsio.basename(uri)
             if wnid is None:
                 yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {VAL_LABELS_FILE}",
                              split_hint=unit.split)
@@ -160,3 +206,24 @@ class ImageNetSource:
                 label=wnid,
                 lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid), "file": f"{unit.split}/{stem}"},
             )
+
+    def _unexpected(self, unit: Unit, uri: str) -> Reject:
+        """A class folder's entry that is no image: a file, or a folder (it is not descended into).
+        Keyed by the whole name (a folder's with a trailing '/'): it may share its stem with an image."""
+        folder = fsio.isdir(uri)
+        name = fsio.basename(uri) + ("/" if folder else "")
+        key = safe_key(self.name, unit.split, unit.wnid or "unlabelled", name)
+        detail = (f"{_where(unit, name)} is a folder: class folders are read flat" if folder
+                  else f"{unit.split}/{name} is not one of {', '.join(IMAGE_SUFFIXES)}")
+        return Reject(key, self.name, key, "read", "unexpected_file", detail, split_hint=unit.split)
+
+
+def _where(unit: Unit, name: str) -> str:
+    """A file's place for a reject detail: split/wnid/name in a class folder, split/name in a flat one."""
+    return f"{unit.split}/{unit.wnid}/{name}" if unit.wnid else f"{unit.split}/{name}"
+
+
+def _class_entries(class_dir: str) -> list[str]:
+    """A class folder's files and links (`fsio.list_files`) and its folders and folder links,
+    sorted: each becomes an image or a reject."""
+    return sorted(fsio.list_files(class_dir, links=True) + fsio.list_dirs(class_dir, links=True))

@@ -1,4 +1,11 @@
-"""MPII human pose in MMPose's JSON form (the .mat original converted by MMPose's tools)."""
+"""MPII human pose in MMPose's JSON form (the .mat original converted by MMPose's tools).
+
+MPII lists one entry per person; an image's people become one pair, keyed by the image's stem.
+Units are ranges of entries, and an image is read in the unit holding its first entry, with all
+its people wherever they stand in the list: a unit boundary never splits an image into two pairs
+with one key. A second image name with a stem already taken (`a.jpg`, `a.png`) is a
+`duplicate_key` reject.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,38 @@ def _load_entries(uri: str) -> list:
     if not isinstance(entries, list):
         raise AnnotationFileError(uri, "is not a list of people")
     return entries
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """Where each image's people stand in the list, and which image owns each key stem."""
+
+    people: dict[str, tuple[int, ...]]  # image name -> indices of its entries, in list order
+    stem_owner: dict[str, str]  # stem -> the first image name (in list order) with that stem
+
+
+@functools.lru_cache(maxsize=2)
+def _image_index(uri: str) -> ImageIndex:
+    people: dict[str, list[int]] = {}
+    for index, entry in enumerate(_load_entries(uri)):
+        image = image_name(entry)
+        if image is not None:
+            people.setdefault(image, []).append(index)
+    owners: dict[str, str] = {}
+    for image in people:
+        owners.setdefault(_stem(image), image)
+    return ImageIndex({image: tuple(indices) for image, indices in people.items()}, owners)
+
+
+def image_name(entry: object) -> str | None:
+    """The entry's image name, when it has one."""
+    if isinstance(entry, dict) and isinstance(entry.get("image"), str) and entry["image"]:
+        return entry["image"]
+    return None
+
+
+def _stem(image: str) -> str:
+    return image.rsplit(".", 1)[0]
 
 
 def entry_problem(entry: object) -> str | None:
@@ -58,45 +97,53 @@ class MpiiSource:
         return [(i, min(i + ENTRIES_PER_UNIT, n)) for i in range(0, n, ENTRIES_PER_UNIT)]
 
     def read(self, unit: tuple[int, int]) -> Iterator[SourceItem]:
-        entries = self._annotations()[unit[0] : unit[1]]
-        # MPII lists one entry per person; group the people of an image into one pair
-        by_image: dict[str, list[dict]] = {}
-        bad: dict[str, str] = {}  # image -> the first bad entry of its people
-        for index, entry in enumerate(entries, start=unit[0]):
-            problem = entry_problem(entry)
-            if problem and isinstance(entry, dict) and isinstance(entry.get("image"), str) and entry["image"]:
-                bad.setdefault(entry["image"], f"{self.annotation_file}[{index}] {problem}")
-                by_image.setdefault(entry["image"], [])
-            elif problem:  # belongs to no image: the entry itself is the rejected item
+        entries = self._annotations()
+        index_of = _image_index(fsio.join(self.path, self.annotation_file))
+        images: list[str] = []  # the images whose first person is in this unit
+        for index in range(unit[0], min(unit[1], len(entries))):
+            image = image_name(entries[index])
+            if image is None:  # belongs to no image: the entry itself is the rejected item
                 key = safe_key(self.name, "entry", str(index))
-                yield Reject(key, self.name, key, "read", BAD_ANNOTATION, f"{self.annotation_file}[{index}] {problem}")
-            else:
-                by_image.setdefault(entry["image"], []).append(entry)
-        for image, people in by_image.items():
-            group = safe_key(self.name, image.rsplit(".", 1)[0])
-            key = f"{group}-pose"
-            if image in bad:  # one bad person spoils the image's pose target, not the unit
-                yield Reject(key, self.name, group, "read", BAD_ANNOTATION, bad[image])
-                continue
-            images_root = fsio.join(self.path, self.images_dir)
-            try:  # the name comes from the JSON: it must stay inside the images folder
-                image_uri = join_inside(images_root, image)
-                check_inside(images_root, image_uri, self.follow_links)
-            except OutsideRoot as exc:
-                yield Reject(key, self.name, group, "read", exc.reason, exc.detail)
-                continue
-            points = []
-            for person in people:
-                joints, visible = person.get("joints", []), person.get("joints_vis", [])
-                if len(joints) != MPII_JOINTS or len(visible) != MPII_JOINTS:
-                    yield Reject(key, self.name, group, "read", "bad_keypoints",
-                                 f"{image}: expected {MPII_JOINTS} joints, got {len(joints)}")
-                    break
-                # MPII coordinates are MATLAB's (1-based pixel centres): pixel-edge = value - 0.5
-                points.append([v for (x, y), vis in zip(joints, visible)
-                               for v in (x - MATLAB_OFFSET, y - MATLAB_OFFSET, 2.0 if vis else 0.0)])
-            else:
-                yield PairRecord(key=key, source=self.name, group=group, task="pose",
-                                 image_uri=image_uri,
-                                 annotation={"skeleton": "mpii16", "people": points},
-                                 lineage={"file": image, "people": len(points)})
+                yield Reject(key, self.name, key, "read", BAD_ANNOTATION,
+                             f"{self.annotation_file}[{index}] {entry_problem(entries[index])}")
+            elif index_of.people[image][0] == index:
+                images.append(image)
+        for image in images:
+            yield from self._image(image, index_of)
+
+    def _image(self, image: str, index_of: ImageIndex) -> Iterator[SourceItem]:
+        """One image's pose pair from all its people, or its reject."""
+        entries = self._annotations()
+        group = safe_key(self.name, _stem(image))
+        key = f"{group}-pose"
+        owner = index_of.stem_owner[_stem(image)]
+        if owner != image:
+            yield Reject(key, self.name, group, "read", "duplicate_key",
+                         f"{image}: key {key} already taken by {owner}")
+            return
+        indices = index_of.people[image]
+        bad = next(((i, p) for i in indices if (p := entry_problem(entries[i]))), None)
+        if bad:  # one bad person spoils the image's pose target, not the unit
+            yield Reject(key, self.name, group, "read", BAD_ANNOTATION, f"{self.annotation_file}[{bad[0]}] {bad[1]}")
+            return
+        images_root = fsio.join(self.path, self.images_dir)
+        try:  # the name comes from the JSON: it must stay inside the images folder
+            image_uri = join_inside(images_root, image)
+            check_inside(images_root, image_uri, self.follow_links)
+        except OutsideRoot as exc:
+            yield Reject(key, self.name, group, "read", exc.reason, exc.detail)
+            return
+        points = []
+        for person in (entries[i] for i in indices):
+            joints, visible = person.get("joints", []), person.get("joints_vis", [])
+            if len(joints) != MPII_JOINTS or len(visible) != MPII_JOINTS:
+                yield Reject(key, self.name, group, "read", "bad_keypoints",
+                             f"{image}: expected {MPII_JOINTS} joints, got {len(joints)}")
+                return
+            # MPII coordinates are MATLAB's (1-based pixel centres): pixel-edge = value - 0.5
+            points.append([v for (x, y), vis in zip(joints, visible)
+                           for v in (x - MATLAB_OFFSET, y - MATLAB_OFFSET, 2.0 if vis else 0.0)])
+        yield PairRecord(key=key, source=self.name, group=group, task="pose",
+                         image_uri=image_uri,
+                         annotation={"skeleton": "mpii16", "people": points},
+                         lineage={"file": image, "people": len(points)})

@@ -222,6 +222,7 @@ class Co3dSource:
             yield Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300])
             return
         by_sequence: dict[str, list[dict]] = {}
+        first_index: dict[tuple[str, int], int] = {}  # (sequence, frame_number) -> its first frame
         for index, frame in enumerate(frames):
             problem = frame_problem(frame)
             if problem is None:
@@ -236,6 +237,14 @@ class Co3dSource:
                 key = safe_key(self.name, category, "frame", str(index))
                 yield Reject(key, self.name, key, "read", BAD_ANNOTATION, f"frame_annotations.jgz[{index}] {problem}")
                 continue
+            number = (frame["sequence_name"], as_int(frame["frame_number"]))
+            if number in first_index:  # its pairs' keys would clash with the first frame's
+                key = safe_key(self.name, category, "frame", str(index))
+                yield Reject(key, self.name, key, "read", "duplicate_key",
+                             f"frame_annotations.jgz[{index}]: frame_number {number[1]} of its sequence "
+                             f"is already frame_annotations.jgz[{first_index[number]}]")
+                continue
+            first_index[number] = index
             by_sequence.setdefault(frame["sequence_name"], []).append(frame)
         for sequence in sorted(by_sequence):
             yield from self._sequence(category, sequence, by_sequence[sequence])

@@ -56,7 +56,7 @@ def names_found(entries: list[str], limit: int = 20) -> str:
     names = sorted((posixpath.basename(e.rstrip("/")) or e) + "/" * e.endswith("/") for e in entries)
     if not names:
         return "nothing"
-    shown = ", ".join(_shown(n, 60)[1:-1] for n in names[:limit])
+    shown = ", ".join(shown_name(n, 60)[1:-1] for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
@@ -101,18 +101,18 @@ def join_inside(root: str, name: str) -> str:
     if not isinstance(name, str) or not name:
         raise OutsideRoot("empty or non-text file name")
     if _is_url(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise OutsideRoot(f"{_shown(name)} is an absolute name")
+        raise OutsideRoot(f"{shown_name(name)} is an absolute name")
     if "\0" in name:
         raise OutsideRoot("file name holds a NUL byte")
     if _is_url(root):
         joined = posixpath.normpath(posixpath.join(root.split("://", 1)[1], name))
         base = posixpath.normpath(root.split("://", 1)[1])
         if not _within(base, joined, "/"):
-            raise OutsideRoot(f"{_shown(name)} climbs out of the source root")
+            raise OutsideRoot(f"{shown_name(name)} climbs out of the source root")
         return f"{root.split('://', 1)[0]}://{joined}"
     joined = os.path.normpath(os.path.join(root, name))
     if not _within(_local(root), _local(joined), os.sep):
-        raise OutsideRoot(f"{_shown(name)} climbs out of the source root")
+        raise OutsideRoot(f"{shown_name(name)} climbs out of the source root")
     return joined
 
 
@@ -124,23 +124,23 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
     """
     if _is_url(root) or _is_url(path):
         if not _is_url(path) or not _is_url(root):
-            raise OutsideRoot(f"{_shown(path)} is on another filesystem than the source root")
+            raise OutsideRoot(f"{shown_name(path)} is on another filesystem than the source root")
         base = posixpath.normpath(root.split("://", 1)[1])
         if not _within(base, posixpath.normpath(path.split("://", 1)[1]), "/"):
-            raise OutsideRoot(f"{_shown(_relative(root, path))} lies outside the source root")
+            raise OutsideRoot(f"{shown_name(_relative(root, path))} lies outside the source root")
         return
     root, path = _local(root), _local(path)
     if not _within(root, path, os.sep):
-        raise OutsideRoot(f"{_shown(_relative(root, path))} lies outside the source root")
+        raise OutsideRoot(f"{shown_name(_relative(root, path))} lies outside the source root")
     if not follow_links and not _within(os.path.realpath(root), os.path.realpath(path), os.sep):
-        raise OutsideRoot(f"{_shown(_relative(root, path))} is a link leading out of the source root "
+        raise OutsideRoot(f"{shown_name(_relative(root, path))} is a link leading out of the source root "
                           f"(set follow_links: true to allow it)")
     try:
         mode = os.stat(path).st_mode  # follows links; never opens, so a fifo cannot block here
     except OSError:
         return  # missing or dangling: the reader's own "missing" reject says so
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise NotAFile(f"{_shown(_relative(root, path))} is a fifo, socket or device, not a file")
+        raise NotAFile(f"{shown_name(_relative(root, path))} is a fifo, socket or device, not a file")
 
 
 def path_problem(root: str, path: str, follow_links: bool = False) -> PathProblem | None:
@@ -158,7 +158,7 @@ def _relative(root: str, path: str) -> str:
     return path[len(root) + 1:] if path.startswith(root + "/") or path.startswith(root + os.sep) else path
 
 
-def _shown(name: str, limit: int = 120) -> str:
+def shown_name(name: str, limit: int = 120) -> str:
     """A name for a reject detail: printable, bounded, never the bytes of any file."""
     text = "".join(ch if ch.isprintable() else "?" for ch in name)
     return repr(text if len(text) <= limit else text[:limit] + "...")

@@ -259,6 +259,46 @@ def test_mpii_bad_entries_and_names_that_leave_the_root(tmp_path: Path):
     assert rejects["mpii-entry-3"].detail == "annotations/mpii_train.json[3] has no image name"
 
 
+def _mpii_person(image: str, shift: float) -> dict:
+    """One MPII person entry as MMPose's converter writes it (MATLAB 1-based pixel centres)."""
+    return {"image": image, "center": [32.0, 24.0], "scale": 0.3,
+            "joints": [[10.0 + j + shift, 20.0 + j] for j in range(16)], "joints_vis": [1] * 16}
+
+
+def test_mpii_image_people_make_one_pair_across_unit_boundaries(tmp_path: Path):
+    """An image's people at entries 511 and 512 (the unit boundary), and an image whose two
+    people are far apart in the list, each become one pair with all their people: no key is read
+    twice. A second image with a stem already taken is a `duplicate_key` reject."""
+    from PIL import Image
+
+    root = tmp_path / "mpii"
+    (root / "images").mkdir(parents=True)
+    entries = []
+    for i in range(515):
+        Image.fromarray(np.full((12, 16, 3), i % 255, np.uint8)).save(root / "images" / f"{i:05d}.jpg", quality=90)
+        entries.append(_mpii_person(f"{i:05d}.jpg", 0.0))
+        if i == 511:
+            entries.append(_mpii_person("00511.jpg", 5.0))  # entry 512: the same image, the next unit
+    entries.append(_mpii_person("00003.jpg", 7.0))  # the second person of image 3, far from its first
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(root / "images" / "00007.png")
+    entries.append(_mpii_person("00007.png", 0.0))  # stem 00007 is 00007.jpg's key already
+    (root / "annotations").mkdir()
+    with open(root / "annotations" / "mpii_train.json", "w") as handle:
+        json.dump(entries, handle)
+    source = MpiiSource("mpii", str(root))
+    assert source.units() == [(0, 512), (512, 518)]
+    items = _items(source)
+    pairs = {i.key: i for i in items if isinstance(i, PairRecord)}
+    assert len(pairs) == 515 == sum(isinstance(i, PairRecord) for i in items)
+    for key, shifts in (("mpii-00511-pose", (0.0, 5.0)), ("mpii-00003-pose", (0.0, 7.0))):
+        people = pairs[key].annotation["people"]
+        assert pairs[key].lineage == {"file": f"{key[5:10]}.jpg", "people": 2}
+        assert [person[:3] for person in people] == [[9.5 + shift, 19.5, 2.0] for shift in shifts]
+    (clash,) = [i for i in items if isinstance(i, Reject)]
+    assert (clash.key, clash.reason) == ("mpii-00007-pose", "duplicate_key")
+    assert clash.detail == "00007.png: key mpii-00007-pose already taken by 00007.jpg"
+
+
 def test_dense_layouts_refuse_links_out_of_the_root(tmp_path: Path, outside: Path):
     image = np.zeros((8, 8, 3), np.uint8)
     # ADE20K: an image that is a link out
@@ -341,6 +381,30 @@ def test_co3d_sequence_name_that_climbs_out_is_outside_root(tmp_path: Path, outs
     assert [i.key for i in items if not isinstance(i, Reject)] == ["co3d-toy-s1"]
     listed = [key[1] for key in record.listings]
     assert listed and not any(str(outside) in os.path.normpath(uri) for uri in listed)
+
+
+def test_co3d_frame_number_listed_twice_rejects_the_later_frame(tmp_path: Path):
+    root = tmp_path / "co3d"
+    frames = []
+    for n in range(4):
+        path = f"toy/s1/images/frame{n:06d}.jpg"
+        _png(root / path, np.full((6, 6, 3), 40 * n, np.uint8))
+        mask = f"toy/s1/masks/frame{n:06d}.png"
+        _png(root / mask, np.full((6, 6), 255, np.uint8))
+        frames.append({"sequence_name": "s1", "frame_number": n, "image": {"path": path}, "mask": {"path": mask},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [float(n), 1.0, 2.0]}})
+    frames[3]["frame_number"] = 1  # an exporter's slip: two frames called 1
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    items = _items(Co3dSource("co3d", str(root), views=3, pair_tasks=("segmentation",)))
+    rejects = {r.key: r for r in items if isinstance(r, Reject)}
+    assert {k: r.reason for k, r in rejects.items()} == {"co3d-toy-frame-3": "duplicate_key"}
+    assert rejects["co3d-toy-frame-3"].detail == \
+        "frame_annotations.jgz[3]: frame_number 1 of its sequence is already frame_annotations.jgz[1]"
+    pairs = [i for i in items if isinstance(i, PairRecord)]
+    assert [(p.key, p.image_uri.rsplit("/", 1)[1]) for p in pairs] == [
+        (f"co3d-toy-s1-f{n:06d}-segmentation", f"frame{n:06d}.jpg") for n in range(3)]
+    (views,) = [i for i in items if not isinstance(i, (Reject, PairRecord))]
+    assert sorted(uri.rsplit("/", 1)[1] for uri in views.view_uris) == [f"frame{n:06d}.jpg" for n in range(3)]
 
 
 def test_reject_details_never_quote_input_bytes(tmp_path: Path):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
+from PIL import Image
 
+from sources.annotation_files import AnnotationFileError
 from sources.imagenet import ImageNetSource
 from sources.records import ImageRecord, Reject
 from uvd_pipeline.sample import imagenet as sample_imagenet
@@ -47,3 +54,100 @@ def test_flat_val_without_labels_file_fails_early(sample_corpus: Path, tmp_path:
         ImageNetSource("inet", str(root), ("val",)).units()
     with pytest.raises(FileNotFoundError, match="no train/ folder"):
         ImageNetSource("inet", str(root)).units()
+
+
+def _jpeg(path: Path, shade: int, fmt: str = "JPEG") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((12, 16, 3), shade, np.uint8)).save(path, fmt)
+
+
+def _val_solution(path: Path, rows: list[tuple[str, str]], encoding: str = "utf-8",
+                  header: tuple[str, str] = ("ImageId", "PredictionString")) -> None:
+    """LOC_val_solution.csv as Kaggle ships it (`encoding="utf-8-sig"`: as Excel saves it)."""
+    with open(path, "w", newline="", encoding=encoding) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows((image_id, f"{wnid} 10 12 40 44 {wnid} 3 4 20 30") for image_id, wnid in rows)
+
+
+def test_a_stem_taken_twice_is_one_duplicate_key_reject(tmp_path: Path):
+    """`x.JPEG` beside `x.png` share a key: the first by name is read, the other is a reject of
+    its own; in a flat val folder the pair stays in one unit even across the 256-file cut."""
+    root = tmp_path / "inet"
+    for i in range(17):
+        _jpeg(root / "train" / "n01440764" / f"n01440764_{i}.JPEG", i)
+    _jpeg(root / "train" / "n01440764" / "n01440764_0.png", 200, "PNG")
+    ids = [f"ILSVRC2012_val_{i:08d}" for i in range(1, 257)]
+    for i, image_id in enumerate(ids):
+        _jpeg(root / "val" / f"{image_id}.JPEG", i % 255)
+    _jpeg(root / "val" / f"{ids[-1]}.png", 7, "PNG")  # sorts right after the 256th file
+    _val_solution(root / "LOC_val_solution.csv", [(image_id, "n01440764") for image_id in ids])
+    source = ImageNetSource("inet", str(root))
+    units = source.units()
+    assert [len(u.uris) for u in units] == [18, 257]
+    items = [i for u in units for i in source.read(u)]
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(records) == 17 + 256 and len({r.key for r in records}) == len(records)
+    assert {r.uri.rsplit(".", 1)[1] for r in records} == {"JPEG"}
+    rejects = sorted((r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert rejects == [
+        ("duplicate_key", "train/n01440764/n01440764_0.png: key inet-train-n01440764-n01440764_0 already taken by "
+                          "train/n01440764/n01440764_0.JPEG"),
+        ("duplicate_key", "val/ILSVRC2012_val_00000256.png: key inet-val-n01440764-ILSVRC2012_val_00000256 "
+                          "already taken by val/ILSVRC2012_val_00000256.JPEG")]
+
+
+def test_folders_inside_a_class_folder_are_rejects_not_skips(tmp_path: Path):
+    root, elsewhere = tmp_path / "inet", tmp_path / "elsewhere"
+    _jpeg(root / "train" / "n0" / "n0_1.JPEG", 1)
+    _jpeg(root / "train" / "n0" / "extra" / "n0_99.JPEG", 2)
+    _jpeg(elsewhere / "n0_7.JPEG", 3)
+    (root / "train" / "n0" / "linked_out").symlink_to(elsewhere)
+    (root / "train" / "n0" / "linked_in").symlink_to(root / "train" / "n0" / "extra")
+    items = [i for u in ImageNetSource("inet", str(root), ("train",)).units()
+             for i in ImageNetSource("inet", str(root), ("train",)).read(u)]
+    assert [i.key for i in items if isinstance(i, ImageRecord)] == ["inet-train-n0-n0_1"]
+    rejects = {r.detail.split(" ")[0].strip("'"): r.reason for r in items if isinstance(r, Reject)}
+    assert rejects == {"train/n0/extra/": "unexpected_file", "train/n0/linked_in/": "unexpected_file",
+                       "train/n0/linked_out": "outside_root"}
+    (nested,) = [r for r in items if isinstance(r, Reject) and "extra" in r.detail]
+    assert nested.detail == "train/n0/extra/ is a folder: class folders are read flat"
+    followed = ImageNetSource("inet", str(root), ("train",), follow_links=True)
+    reasons = Counter(i.reason for u in followed.units() for i in followed.read(u) if isinstance(i, Reject))
+    assert reasons == {"unexpected_file": 3}  # a followed link is still a folder, never descended into
+
+
+def test_index_files_with_a_byte_order_mark(tmp_path: Path):
+    root = tmp_path / "inet"
+    ids = ["ILSVRC2012_val_00000001", "ILSVRC2012_val_00000002"]
+    for i, image_id in enumerate(ids):
+        _jpeg(root / "val" / f"{image_id}.JPEG", 40 * i)
+    _val_solution(root / "LOC_val_solution.csv", [(ids[0], "n01440764"), (ids[1], "n01443537")], "utf-8-sig")
+    (root / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish\n",
+                                                 encoding="utf-8-sig")
+    source = ImageNetSource("inet", str(root), ("val",))
+    items = [i for u in source.units() for i in source.read(u)]
+    assert [(i.key, i.label, i.lineage["class_name"]) for i in items] == [
+        ("inet-val-n01440764-ILSVRC2012_val_00000001", "n01440764", "tench, Tinca tinca"),
+        ("inet-val-n01443537-ILSVRC2012_val_00000002", "n01443537", "goldfish")]
+
+
+def test_val_solution_header_and_rows_checked_up_front(tmp_path: Path):
+    root = tmp_path / "inet"
+    _jpeg(root / "val" / "ILSVRC2012_val_00000001.JPEG", 1)
+    csv_path = root / "LOC_val_solution.csv"
+    _val_solution(csv_path, [("ILSVRC2012_val_00000001", "n01440764")], header=("ImageID", "Prediction"))
+    with pytest.raises(AnnotationFileError, match=r"LOC_val_solution\.csv: header is 'ImageID,Prediction', "
+                                                  r"expected ImageId,PredictionString"):
+        ImageNetSource("inet", str(root), ("val",)).units()
+    csv_path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,\n")
+    with pytest.raises(AnnotationFileError, match="none of its 1 rows has an ImageId and a PredictionString"):
+        ImageNetSource("inet", str(root), ("val",)).units()
+    _val_solution(csv_path, [("ILSVRC2012_val_00000001", "n01440764")], header=("ImageID", "Prediction"))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+                                      "sources": [{"name": "inet", "type": "imagenet", "path": str(root),
+                                                   "splits": ["val"]}]}))
+    check = subprocess.run([sys.executable, "-m", "uvd_pipeline", "check", str(config)], capture_output=True,
+                           text=True, timeout=120)
+    assert check.returncode == 2 and f"{csv_path}: header is 'ImageID,Prediction'" in check.stderr, check.stderr

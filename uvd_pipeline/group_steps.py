@@ -25,7 +25,7 @@ from uvd_pipeline.dedup import (
     near_bucket,
     probe_row,
 )
-from uvd_pipeline.sentences import RenderedUnit, Slot, assemble, plan_group_sentences
+from uvd_pipeline.sentences import RenderedUnit, Slot, assemble, place_units, plan_group_sentences
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution
 from uvd_pipeline.tagged import REJECTS, of_type
 
@@ -45,14 +45,19 @@ def _plan(item: tuple[tuple[str, str, str], Iterable[str]], source: str, lengths
             yield unit_key, (kind, slot)
 
 
-def _place(item: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, Slot, RenderedUnit]]]:
+def _place(item: tuple[str, dict[str, list]]) -> Iterator[Any]:
+    """Each slot of a key with its unit; units clashing on the key cost themselves only
+    (`place_units`), never the sentences they were planned into."""
     unit_key, grouped = item
     units, slots = list(grouped["unit"]), list(grouped["slot"])
-    if slots and not units:  # slots are planned from rendered units: only a lost element gets here
+    placements, rejects = place_units(units, slots)
+    if len(placements) < len(slots):  # slots are planned from rendered units: only a lost element gets here
         raise IncompleteGroupError(f"unit {unit_key} was planned into a sentence but never arrived")
-    for unit in units:
-        for kind, slot in slots:
-            yield slot.sentence_id, (kind, slot, unit)
+    for reject in rejects:
+        count(reject.source, f"rejects.{reject.reason}")
+        yield TaggedOutput(REJECTS, reject)
+    for kind, slot, unit in placements:
+        yield slot.sentence_id, (kind, slot, unit)
 
 
 def _assemble(item: tuple[str, Iterable[tuple[str, Slot, RenderedUnit]]], seed: int) -> Iterator[Any]:
@@ -86,14 +91,18 @@ class AssembleGroups(beam.PTransform):
             .with_outputs(REJECTS, main="slots")
         )
         keyed_units = units | "ByKey" >> beam.Map(lambda u: (u.key, u))
-        sentences = (
+        placed = (
             {"unit": keyed_units, "slot": of_type(slots.slots, "Slots only", Reject, negate=True)}
             | "Join" >> beam.CoGroupByKey()
-            | "Place" >> beam.FlatMap(_place)
+            | "Place" >> beam.FlatMap(_place).with_outputs(REJECTS, main="placed")
+        )
+        sentences = (
+            of_type(placed.placed, "Placed only", Reject, negate=True)
             | "BySentence" >> beam.GroupByKey()
             | "Assemble" >> beam.FlatMap(_assemble, self.seed).with_outputs(REJECTS, main="sentences")
         )
         rejects = (of_type(slots[REJECTS], "Plan rejects", Reject),
+                   of_type(placed[REJECTS], "Place rejects", Reject),
                    of_type(sentences[REJECTS], "Assemble rejects", Reject)) | "Rejects" >> beam.Flatten()
         return of_type(sentences.sentences, "Sentences only", Reject, negate=True), rejects
 

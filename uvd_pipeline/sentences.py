@@ -90,6 +90,7 @@ class Slot:
     position: int
     length: int
     label: str
+    split: str = ""
 
 
 def plan_group_sentences(
@@ -126,7 +127,50 @@ def plan_group_sentences(
     for index, run in enumerate(runs):
         sentence_id = f"{source}-{split}-{safe_label(label)}-{index:04d}"
         for position, key in enumerate(run):
-            yield key, Slot(sentence_id, position, length, label)
+            yield key, Slot(sentence_id, position, length, label, split)
+
+
+def place_units(
+    units: Iterable[RenderedUnit], slots: Iterable[tuple[str, Slot]]
+) -> tuple[list[tuple[str, Slot, RenderedUnit]], list[Reject]]:
+    """The (kind, slot, unit) placements of the units that share one key, and a `duplicate_key`
+    reject for each unit that clashes with another of its group (kind, label, split).
+
+    Two inputs with one key would otherwise both land on the key's slots and the sentence would
+    be refused whole (`incomplete_sentence`); instead one unit per group is kept, chosen by its
+    content (not by arrival order), and only the others are lost, each with a reject of its own.
+    """
+    by_group: dict[tuple[str, str | None, str], list[RenderedUnit]] = {}
+    for unit in units:
+        by_group.setdefault((unit.kind, unit.label, unit.split), []).append(unit)
+    kept: dict[tuple[str, str | None, str], RenderedUnit] = {}
+    rejects: list[Reject] = []
+    for group, members in by_group.items():
+        ranked = sorted(members, key=_unit_rank)
+        kept[group] = ranked[0]
+        rejects.extend(_clash_reject(unit, ranked[0], len(ranked)) for unit in ranked[1:])
+    placements = []
+    for kind, slot in slots:
+        unit = kept.get((kind, slot.label, slot.split))
+        if unit is not None:
+            placements.append((kind, slot, unit))
+    return placements, rejects
+
+
+def _unit_rank(unit: RenderedUnit) -> tuple[str, tuple[bytes, ...]]:
+    return json.dumps(unit.members, sort_keys=True, default=str), unit.images
+
+
+def _describe(unit: RenderedUnit) -> str:
+    member = unit.members[0] if unit.members else {}
+    named = [f"{k} {member[k]}" for k in ("file", "format", "frame", "width", "height") if k in member]
+    return ", ".join(named) or "no lineage"
+
+
+def _clash_reject(unit: RenderedUnit, kept: RenderedUnit, count: int) -> Reject:
+    return Reject(unit.key, unit.source, unit.group, "assemble", "duplicate_key",
+                  f"{count} {unit.split} {unit.kind} units of {unit.label} share this key: "
+                  f"kept ({_describe(kept)}), dropped ({_describe(unit)})", split_hint=unit.split)
 
 
 def safe_label(label: str) -> str:
