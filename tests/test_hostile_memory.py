@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hostile_corpus import write_gzip_of_blanks, write_png
+from hostile_corpus import icns_with_png, ico_with_png, png_bytes, progressive_jpeg, write_gzip_of_blanks, write_png
 from transforms.decode import DecodeError, decode_cost, load_image, to_rgb_array
+from transforms.headers import coefficient_bytes, jpeg_layout
 from transforms.maps import MapError, decode_depth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,9 @@ SETTINGS = RenderSettings(64, "center_crop", 0, 178_956_970, 1, 0, 0.0)
 def run():
     if case in ("png16", "png16_11k", "rgba", "sparse", "zero"):
         return render_image(ImageRecord(case, "web", case, uri=str(folder / f"{case}.png")), SETTINGS)
+    if case in ("icon_bomb", "progressive13000"):
+        name = {"icon_bomb": "bomb.ico", "progressive13000": "progressive.jpg"}[case]
+        return render_image(ImageRecord(case, "web", case, uri=str(folder / name)), SETTINGS)
     if case == "coco20000":
         from sources.coco import CocoSource
         source = CocoSource("coco", str(folder / "coco"), ("ann.json",), "images", ("segmentation",))
@@ -136,6 +140,12 @@ def corpus(tmp_path_factory) -> Path:
     # 3.3 GB), then a real sample: the member's data is a hole, so the file costs nothing on disk
     (folder / "big_member").mkdir()
     write_tar_with_a_huge_member(folder / "big_member" / "00000.tar", 3 << 29)
+    # an ICO whose directory says 16 x 16, holding a complete 14000 x 14000 RGBA PNG (3 MB): Pillow
+    # decoded it inside Image.open, 750 MB, before any check saw its size
+    (folder / "bomb.ico").write_bytes(ico_with_png(png_bytes(14000, 14000, 8, 6)))
+    # a valid 13000 x 13000 progressive JPEG of 1 MB: libjpeg holds 967 MiB of coefficients for it at
+    # any decode scale (accepted before, 1 GB at 1/8 scale)
+    (folder / "progressive.jpg").write_bytes(progressive_jpeg(13000, 13000, 3))
     return folder
 
 
@@ -180,6 +190,17 @@ def test_peak_memory_of_one_hostile_input(corpus: Path, case: str, expected: str
     result = measure(case, corpus)
     assert result["outcome"].startswith(expected), result
     assert result["peak_mb"] < PEAK_LIMIT_MB, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, expected", [
+    ("icon_bomb", "reject:decompression_bomb"),  # judged on the embedded PNG's header
+    ("progressive13000", "reject:image_too_large"),  # judged on the coefficients its frame declares
+])
+def test_declared_work_refused_before_decoding(corpus: Path, case: str, expected: str):
+    result = measure(case, corpus)
+    assert result["outcome"] == expected, result
+    assert result["peak_mb"] < 400, result  # the child's imports alone: nothing was decoded
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +307,121 @@ def test_declared_map_size_checked_before_decoding(tmp_path: Path):
     ok = cv2.imencode(".png", np.full((30, 40), 512, np.uint16))[1].tobytes()
     assert decode_depth(ok, "png16", 0.5)[0, 0] == 256
 
+
+
+def _spy_png_decode(monkeypatch) -> None:
+    """Make any PNG pixel buffer allocation fail loudly: a check that runs first never reaches it."""
+    from PIL import PngImagePlugin
+
+    def refuse(self):
+        raise AssertionError("a PNG was decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load_prepare", refuse)
+
+
+@pytest.mark.parametrize("container", [ico_with_png, icns_with_png])
+def test_icon_judged_on_the_image_it_embeds(monkeypatch, container):
+    """An ICO or ICNS sized by its directory (16 x 16, 128 x 128) holding a 3000 x 2000 RGBA PNG is
+    refused on the PNG's header, before Pillow decodes it (an ICO's inside `Image.open`)."""
+    data = container(png_bytes(3000, 2000, 8, 6))
+    _spy_png_decode(monkeypatch)
+    with pytest.raises(DecodeError) as caught:
+        load_image(data, 64, "pad", max_pixels=1_000_000)
+    assert (caught.value.reason, caught.value.detail) == (
+        "decompression_bomb", "an embedded PNG of 3000x2000 exceeds max_pixels=1000000")
+    with pytest.raises(DecodeError) as caught:
+        load_image(data, 64, "pad", max_bytes=32 << 20)  # 3000 x 2000 x (4 + 3) bytes: 40 MiB
+    assert caught.value.reason == "image_too_large" and "embedded PNG of 3000x2000" in caught.value.detail
+
+
+def test_icons_pillow_writes_decode_as_before(tmp_path: Path):
+    """Ordinary icons (Pillow writes PNG frames in both containers) pass the check and decode to
+    Pillow's own pixels, composited on white."""
+    rng = np.random.default_rng(2)
+    rgba = Image.fromarray(rng.integers(0, 256, (256, 256, 4), dtype=np.uint8), "RGBA")
+    for fmt, options in (("ICO", {"sizes": [(16, 16), (48, 48), (256, 256)]}), ("ICNS", {})):
+        rgba.save(tmp_path / "icon", fmt, **options)
+        data = (tmp_path / "icon").read_bytes()
+        reference = Image.open(tmp_path / "icon")
+        reference.load()
+        white = Image.new("RGBA", reference.size, (255, 255, 255, 255))
+        expected = np.asarray(Image.alpha_composite(white, reference.convert("RGBA")).convert("RGB"))
+        out = load_image(data, reference.width, "squash").pixels
+        assert np.abs(out.astype(int) - expected).max() <= 1, fmt
+
+
+def _photo_jpeg(progressive: bool, mode: str = "RGB", **options) -> bytes:
+    import io
+
+    from uvd_pipeline.sample import media
+
+    image = Image.fromarray(cv2.resize(media.photo("coffee"), (2400, 1600), interpolation=cv2.INTER_CUBIC))
+    buffer = io.BytesIO()
+    image.convert(mode).save(buffer, "JPEG", quality=90, progressive=progressive, **options)
+    return buffer.getvalue()
+
+
+def test_progressive_jpeg_coefficients_count_in_the_budget():
+    """libjpeg holds a progressive JPEG's coefficients at full size whatever the DCT scale: 2400 x
+    1600 at 4:2:0 is 11.5 MB, where its 1/4-scale decode takes 7 MB. A budget that holds the
+    reduced decode but not both refuses the progressive file and keeps the baseline one."""
+    baseline, progressive = _photo_jpeg(False), _photo_jpeg(True)
+    assert coefficient_bytes(jpeg_layout(progressive, 100)) == (300 * 200 + 2 * 150 * 100) * 128
+    assert coefficient_bytes(jpeg_layout(baseline, 100)) == 0  # one interleaved scan: a row of blocks at a time
+    budget = decode_cost(600, 400, "RGB") + (4 << 20)
+    assert load_image(baseline, 256, "center_crop", max_bytes=budget).reduced_decode == 4
+    with pytest.raises(DecodeError) as caught:
+        load_image(progressive, 256, "center_crop", max_bytes=budget)
+    assert caught.value.reason == "image_too_large"
+    assert "10 MiB are the DCT coefficients of a 2400x1600 progressive JPEG" in caught.value.detail
+
+
+@pytest.mark.parametrize("mode, options", [("RGB", {}), ("RGB", {"subsampling": 0}), ("L", {}), ("CMYK", {})])
+def test_progressive_jpegs_decode_to_the_baseline_pixels(mode, options):
+    """A progressive file holds the same coefficients as the baseline one of the same quality:
+    both decode to the same pixels, on the fast path and at full size."""
+    baseline, progressive = _photo_jpeg(False, mode, **options), _photo_jpeg(True, mode, **options)
+    for fast in (True, False):
+        ours = load_image(progressive, 256, "center_crop", fast=fast)
+        assert np.array_equal(ours.pixels, load_image(baseline, 256, "center_crop", fast=fast).pixels)
+
+
+def test_coefficient_model_is_what_libjpeg_holds(tmp_path: Path):
+    """The model against the decoder: a 4000 x 4000 4:4:4 progressive JPEG decoded at 1/8 scale in a
+    child raises its peak by the coefficients counted (91 MiB), where the output is 0.7 MiB."""
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).resize((4000, 4000))
+    path = tmp_path / "p.jpg"
+    image.save(path, "JPEG", quality=90, progressive=True, subsampling=0)
+    code = ("import sys; from PIL import Image\n"
+            "peak = lambda: next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) << 10\n"
+            "image = Image.open(sys.argv[1]); before = peak(); image.draft('RGB', (500, 500)); image.load()\n"
+            "print(image.size[0], peak() - before)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    width, rise = map(int, done.stdout.split())
+    counted = coefficient_bytes(jpeg_layout(path.read_bytes(), 100))
+    assert width == 500 and counted == 500 * 500 * 128 * 3
+    assert 0.9 * counted < rise < counted + (16 << 20), (rise, counted)
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "JPEG2000"])
+def test_decoder_working_memory_is_counted(tmp_path: Path, fmt: str):
+    """libwebp keeps two RGBA canvases beside Pillow's buffer, OpenJPEG 32-bit samples: Pillow's
+    load of a 3000 x 2000 RGB file in a child rises by 4 times its own buffer or more, and the budget
+    counts that (it counted the buffer alone: 6000 x 6000 took 554 and 669 MB, judged 264)."""
+    from transforms.decode import _STRIP_COST
+
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)).resize((3000, 2000)).save(tmp_path / "i", fmt)
+    data = (tmp_path / "i").read_bytes()
+    code = ("import sys; from PIL import Image\n"
+            "peak = lambda: next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) << 10\n"
+            "image = Image.open(sys.argv[1]); before = peak(); image.load(); print(peak() - before)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "i")], capture_output=True, text=True, timeout=60)
+    rise, pixels = int(done.stdout), 3000 * 2000
+    assert rise > 3.9 * pixels * 4, rise  # Pillow's own RGB buffer is 4 bytes a pixel
+    needed = rise + pixels * 3 + _STRIP_COST  # the decoder's peak, then our RGB array and a strip
+    with pytest.raises(DecodeError) as caught:
+        load_image(data, 64, "pad", max_bytes=needed - (1 << 20))
+    assert caught.value.reason == "image_too_large" and f"the {fmt} decoder's working buffers" in caught.value.detail
+    assert load_image(data, 64, "pad", max_bytes=needed + (8 << 20)).pixels.shape == (64, 64, 3)

@@ -166,3 +166,40 @@ def test_typed_failures_share_one_shape():
     long = ValueError("x" * 500)
     assert exception_detail(long) == ("ValueError: " + "x" * 500)[:DETAIL_CHARS]
     assert exception_detail(long, "TIFF: ", limit=None) == "TIFF: ValueError: " + "x" * 500
+
+
+def test_jpeg_of_too_many_scans_is_refused_before_decoding():
+    """Each scan of a progressive JPEG walks every block of its components: 3200 scans of EOB runs
+    (435 KB) held a worker 49 s at 8000 x 8000. Counted from the markers, they are refused at once;
+    100 scans, more than real encoders write, still decode."""
+    import time
+
+    from hostile_corpus import jpeg_scan_bomb
+    from transforms.decode import MAX_JPEG_SCANS
+
+    bomb = jpeg_scan_bomb(8000, 8000, 3200)
+    start = time.perf_counter()
+    with pytest.raises(DecodeError) as caught:
+        load_image(bomb, 64, "center_crop")
+    assert time.perf_counter() - start < 1
+    assert (caught.value.reason, caught.value.detail) == (
+        "too_many_scans", "a 8000x8000 JPEG of more than 100 scans (real encoders write at most a few dozen)")
+    with pytest.raises(DecodeError, match="too_many_scans"):
+        load_image(jpeg_scan_bomb(2000, 2000, MAX_JPEG_SCANS), 64, "center_crop")  # 101 scans: quick to decode
+    flat = load_image(jpeg_scan_bomb(2000, 2000, MAX_JPEG_SCANS - 1), 64, "center_crop")  # 100 scans
+    assert (flat.width, flat.pixels.min(), flat.pixels.max()) == (2000, 128, 128)  # DC 0: mid grey
+
+
+@pytest.mark.parametrize("mode, scans", [("RGB", 10), ("L", 6), ("CMYK", 18)])
+def test_scans_counted_as_libjpeg_writes_them(photo, mode, scans):
+    """libjpeg's standard progressive scripts: 10 scans for colour, 6 for grey, 18 for CMYK, far
+    under the limit; markers inside an EXIF thumbnail (a JPEG of its own) are not counted."""
+    from transforms.headers import jpeg_layout
+
+    thumbnail = _encode(Image.fromarray(photo).resize((64, 40)), "JPEG")
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    data = _encode(Image.fromarray(photo).convert(mode), "JPEG", progressive=True, exif=exif.tobytes() + thumbnail)
+    layout = jpeg_layout(data, 1000)
+    assert (layout.width, layout.height, layout.progressive, layout.scans) == (451, 300, True, scans)
+    assert jpeg_layout(_encode(Image.fromarray(photo), "JPEG"), 1000).scans == 1

@@ -14,6 +14,13 @@ when EXIF rotates. Conversions to RGB run in strips of rows, so a mode's extra w
 compositing, 16-bit scaling) costs a strip, not a second full-size image. An input whose cost
 is over the budget is decoded at reduced scale where the format allows (a JPEG's DCT scaling,
 on the paths that accept a reduced decode) or rejected `image_too_large`.
+
+What a decoder holds besides its output counts too (`transforms.headers` reads it from the bytes):
+a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp and
+the 32-bit samples of OpenJPEG; and an icon container is judged on the images it embeds, which
+Pillow decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time
+grows with its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is
+rejected `too_many_scans` before decoding.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms.errors import Rejected, exception_detail
+from transforms.headers import coefficient_bytes, embedded_images, jpeg_layout
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
 
 # Pillow warns about what this module handles itself (images over the pixel budget are refused
@@ -54,6 +62,23 @@ STRIP_PIXELS = 1 << 20  # pixels converted at a time: the temporaries of a conve
 # bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
 _STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 _STRIP_COST = STRIP_PIXELS * 24  # the largest per-strip temporaries (int64 / uint16 working copies)
+# Decoder working memory beyond Pillow's buffer, bytes a pixel, measured as the rise of Pillow's
+# load in a fresh process (3000 x 2000 and 6000 x 6000 RGB): libwebp's animation decoder, which
+# Pillow uses for every WebP, keeps two RGBA canvases and hands a third copy over (16 in all, 4 of
+# them Pillow's); OpenJPEG decodes into 32-bit samples, one per component, plus its tile buffers
+# (19.4 for RGB). Before, 6000 x 6000 was judged 264 MB and took 554 and 669.
+_WORKING = {"WEBP": lambda bands: 12, "JPEG2000": lambda bands: 4 * bands + 4}
+# An icon's embedded image: Pillow holds it in 4 bytes a pixel; a bitmap icon also gets an RGBA
+# copy and a one-byte mask (IcoFile.frame), a JPEG 2000 one OpenJPEG's buffers for 4 components.
+_EMBEDDED_EXTRA = {"BMP": 5, "JPEG 2000": 20}
+# Scans a JPEG may have. Each scan walks every block of its components, so decode time grows with
+# the scan count, and a scan of EOB runs costs a few bytes (12 ms a scan at 8000 x 8000, measured):
+# a 435 KB file of 3200 scans held a worker 49 s. libjpeg's standard progressive scripts write at
+# most 6 scans a component (10 for colour, 6 for grey, 18 for CMYK); "hard to imagine any
+# real-world application needing more than 100" (https://bugzilla.redhat.com/1344214, the report
+# behind libjpeg-turbo's `-maxscans` and TJPARAM_SCANLIMIT). At 100, a max_pixels image of
+# hostile scans decodes in seconds.
+MAX_JPEG_SCANS = 100
 EXIF_ORIENTATION = 0x0112
 WHITE = 255
 
@@ -74,9 +99,18 @@ class DecodedImage:
     plan: ResizePlan  # the geometry from the original (oriented) image to the canvas
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
+@dataclass(frozen=True)
+class Held:
+    """Bytes a decoder holds besides Pillow's buffer, whatever the output scale, and what they are."""
+
+    bytes: int = 0
+    what: str = ""
+
+
+def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
+    _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -123,19 +157,60 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_cost(width: int, height: int, mode: str, transposed: bool = False) -> int:
+def decode_cost(width: int, height: int, mode: str, transposed: bool = False, held: int = 0) -> int:
     """Bytes a decode of this size and mode holds at its peak: Pillow's buffer, the RGB array,
-    and, when EXIF orientation applies, the transposed copy of the buffer."""
+    when EXIF orientation applies the transposed copy of the buffer, and `held`: what the decoder
+    itself keeps whatever the output size (`Held`)."""
     storage = _STORAGE.get(mode, 4)
-    return width * height * (storage + 3 + (storage if transposed else 0)) + _STRIP_COST
+    return width * height * (storage + 3 + (storage if transposed else 0)) + _STRIP_COST + held
 
 
-def _check_budget(image: Image.Image, orientation: int, budget: int) -> None:
+def _check_budget(image: Image.Image, orientation: int, budget: int, held: Held = Held()) -> None:
     w, h = image.size
-    cost = decode_cost(w, h, image.mode, orientation != 1)
+    cost = decode_cost(w, h, image.mode, orientation != 1, held.bytes)
     if cost > budget:
+        of_which = f": {held.bytes >> 20} MiB are {held.what}" if held.bytes else ""
         raise DecodeError("image_too_large", f"{w}x{h} {image.mode} needs about {cost >> 20} MiB to decode, "
-                                             f"over the budget of {budget >> 20} MiB")
+                                             f"over the budget of {budget >> 20} MiB{of_which}")
+
+
+def _check_embedded(data: bytes, max_pixels: int, budget: int) -> None:
+    """An icon container judged on the images it embeds, as their own headers declare them: Pillow
+    sizes an ICO or ICNS from its directory, then decodes the embedded PNG or bitmap whatever its
+    size (with our `Image.MAX_IMAGE_PIXELS = None`, its own bomb check in IcoFile.frame is off)."""
+    for image in embedded_images(data):
+        w, h = image.width, image.height
+        if w * h > max_pixels:
+            raise DecodeError("decompression_bomb", f"an embedded {image.kind} of {w}x{h} exceeds max_pixels={max_pixels}")
+        cost = decode_cost(w, h, "RGBA", held=w * h * _EMBEDDED_EXTRA.get(image.kind, 0))
+        if cost > budget:
+            raise DecodeError("image_too_large", f"an embedded {image.kind} of {w}x{h} needs about {cost >> 20} MiB "
+                                                 f"to decode, over the budget of {budget >> 20} MiB")
+
+
+def _jpeg_held(data: bytes) -> Held:
+    """A JPEG's coefficient buffer (`coefficient_bytes`); a JPEG of more than `MAX_JPEG_SCANS`
+    scans is refused here, before its decode time is spent."""
+    layout = jpeg_layout(data, MAX_JPEG_SCANS)
+    if layout is None:
+        return Held()
+    if layout.scans > MAX_JPEG_SCANS:
+        raise DecodeError("too_many_scans", f"a {layout.width}x{layout.height} JPEG of more than {MAX_JPEG_SCANS} "
+                                            f"scans (real encoders write at most a few dozen)")
+    kind = "progressive" if layout.progressive else "multi-scan"
+    return Held(coefficient_bytes(layout), f"the DCT coefficients of a {layout.width}x{layout.height} {kind} JPEG, "
+                                           f"held at any decode scale")
+
+
+def _held(image: Image.Image, data: bytes) -> Held:
+    """What the decoder of this opened image holds besides Pillow's buffer (`Held`)."""
+    if image.format in ("JPEG", "MPO"):
+        return _jpeg_held(data)
+    working = _WORKING.get(image.format or "")
+    if working is None:
+        return Held()
+    w, h = image.size
+    return Held(w * h * working(len(image.getbands())), f"the {image.format} decoder's working buffers")
 
 
 def _png_exif(data: bytes) -> bytes | None:
@@ -256,9 +331,10 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
     """Full-resolution decode to (H, W, 3) uint8 with EXIF orientation applied."""
-    image = _open(data, max_pixels)
+    image = _open(data, max_pixels, max_bytes)
+    held = _held(image, data)
     orientation = _orientation(image, data)
-    _check_budget(image, orientation, max_bytes)
+    _check_budget(image, orientation, max_bytes, held)
     _load(image)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
@@ -282,7 +358,8 @@ def load_image(
     image is over the memory budget: a JPEG then decodes at the mildest scale that fits (the
     plan stays in original coordinates, so annotations still land within a reduced pixel),
     any other format is rejected `image_too_large`."""
-    image = _open(data, max_pixels)
+    image = _open(data, max_pixels, max_bytes)
+    held = _held(image, data)
     fmt = image.format or "unknown"
     orientation = _orientation(image, data)
     raw_w, raw_h = image.size
@@ -293,17 +370,17 @@ def load_image(
     if fmt == "JPEG" and fast:
         need_w, need_h = needed_input_size(plan)
         request = (need_h, need_w) if swapped else (need_w, need_h)
-    elif fmt == "JPEG" and decode_cost(raw_w, raw_h, image.mode, orientation != 1) > max_bytes:
+    elif fmt == "JPEG" and decode_cost(raw_w, raw_h, image.mode, orientation != 1, held.bytes) > max_bytes:
         for scale in (2, 4, 8):
             w, h = -(-raw_w // scale), -(-raw_h // scale)
-            if decode_cost(w, h, image.mode, orientation != 1) <= max_bytes:
+            if decode_cost(w, h, image.mode, orientation != 1, held.bytes) <= max_bytes:
                 request = (w, h)
                 break
     reduced = 1
     if request is not None:
         image.draft(image.mode, request)
         reduced = max(1, raw_w // max(1, image.size[0]))
-    _check_budget(image, orientation, max_bytes)
+    _check_budget(image, orientation, max_bytes, held)
     _load(image)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)

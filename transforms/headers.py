@@ -1,0 +1,212 @@
+"""What an image file declares, read from its bytes without decoding anything.
+
+The decode budgets are judged on these facts, before Pillow or libjpeg touch a pixel:
+
+- a JPEG's frame (size, components and their sampling) and its scans: libjpeg holds every DCT
+  coefficient of a multi-scan (progressive, or non-interleaved) JPEG at full size whatever the
+  output scale, and walks every block of a scan's components once per scan;
+- the images inside an ICO or ICNS container: Pillow sizes an icon from its directory but decodes
+  the embedded PNG or bitmap at whatever size that one declares (an ICO's, inside `Image.open`).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ICO_MAGIC = b"\x00\x00\x01\x00"
+ICNS_MAGIC = b"icns"
+_J2K_MAGICS = (b"\xff\x4f\xff\x51", b"\x0d\x0a\x87\x0a", b"\x00\x00\x00\x0cjP  \x0d\x0a\x87\x0a")
+# the DIB header sizes Pillow's BMP reader accepts (core, info, v2-v5)
+_DIB_HEADERS = (12, 40, 52, 56, 64, 108, 124)
+_HEAD = 64  # bytes of an embedded image that hold its header
+
+# frame markers (SOF0-SOF15 less DHT C4, JPG C8, DAC CC); progressive ones are C2 C6 CA CE
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+_SOS, _EOI = 0xDA, 0xD9
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length
+# the next marker after entropy-coded data: 0xFF not followed by a stuffed 0, a restart or a fill byte
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+BLOCK_BYTES = 64 * 2  # one 8x8 block of 16-bit DCT coefficients (JCOEF)
+
+
+@dataclass(frozen=True)
+class JpegLayout:
+    """A JPEG's first frame and how many scans follow it (counted up to a cap)."""
+
+    width: int
+    height: int
+    sof: int  # the frame marker's second byte (0xC0 baseline, 0xC2 progressive, ...)
+    sampling: tuple[tuple[int, int], ...]  # (h, v) sampling factors per component
+    first_scan_components: int
+    scans: int
+
+    @property
+    def progressive(self) -> bool:
+        return self.sof in _PROGRESSIVE
+
+    @property
+    def multi_scan(self) -> bool:
+        """What makes libjpeg buffer the whole image's coefficients (jdinput.c `has_multiple_scans`):
+        a progressive frame, or a first scan that does not carry every component."""
+        return self.progressive or 0 < self.first_scan_components < len(self.sampling)
+
+
+def _u16be(data: bytes, pos: int) -> int:
+    return int.from_bytes(data[pos : pos + 2], "big")
+
+
+def _frame(data: bytes, pos: int, length: int) -> tuple[int, int, tuple[tuple[int, int], ...]] | None:
+    """(width, height, sampling per component) of a SOF segment whose payload starts at `pos`."""
+    if length < 6:
+        return None
+    height, width, count = _u16be(data, pos + 1), _u16be(data, pos + 3), data[pos + 5]
+    table = data[pos + 6 : pos + 6 + 3 * count]
+    if len(table) < 3 * count:
+        return None
+    sampling = tuple((max(1, b >> 4), max(1, b & 15)) for b in table[1::3])
+    return width, height, sampling
+
+
+def jpeg_layout(data: bytes, max_scans: int) -> JpegLayout | None:
+    """The frame and scan count of a JPEG, walking its marker segments (and skipping each scan's
+    entropy-coded data by searching for the next marker, in C). Stops counting after `max_scans`:
+    the caller only needs to know a file has more. None when there is no frame before a scan."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    frame, sof, first, scans, pos, end = None, 0, 0, 0, 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF or data[pos + 1] in (0xFF, 0x00) or data[pos + 1] in _STANDALONE:
+            found = _NEXT_MARKER.search(data, pos + 1 if data[pos] == 0xFF else pos)
+            if found is None:
+                break
+            pos = found.start()
+            continue
+        marker, length = data[pos + 1], _u16be(data, pos + 2)
+        if marker == _EOI or length < 2:
+            break
+        if marker in _SOF and frame is None:
+            frame, sof = _frame(data, pos + 4, length - 2), marker
+        elif marker == _SOS:
+            if frame is None:
+                return None
+            scans += 1
+            first = first or data[pos + 4]
+            if scans > max_scans:
+                break
+        pos += 2 + length
+    if frame is None:
+        return None
+    width, height, sampling = frame
+    return JpegLayout(width, height, sof, sampling, first, scans)
+
+
+def coefficient_bytes(layout: JpegLayout) -> int:
+    """Bytes libjpeg's coefficient buffer takes for a multi-scan JPEG (0 for a single-scan one,
+    which libjpeg decodes one row of blocks at a time): per component, its blocks at full size,
+    rounded up to whole MCUs (jdcoefct.c), 64 16-bit coefficients each. The DCT scaling of a
+    reduced decode happens after this buffer, so it does not shrink it. A lossless frame's
+    sample buffer (1-2 bytes a sample) is counted the same way, an upper bound."""
+    if not layout.multi_scan or not layout.sampling:
+        return 0
+    h_max = max(h for h, _ in layout.sampling)
+    v_max = max(v for _, v in layout.sampling)
+    total = 0
+    for h, v in layout.sampling:
+        wide = -(-(-(-layout.width * h // h_max)) // 8)  # blocks across this component
+        tall = -(-(-(-layout.height * v // v_max)) // 8)
+        total += -(-wide // h) * h * (-(-tall // v) * v) * BLOCK_BYTES
+    return total
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One image inside an icon container, as its own header declares it."""
+
+    kind: str  # "PNG", "BMP" or "JPEG 2000"
+    width: int
+    height: int
+
+
+def _png_size(head: bytes) -> tuple[int, int] | None:
+    if head[:8] != PNG_MAGIC or head[12:16] != b"IHDR" or len(head) < 24:
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _dib_size(head: bytes) -> tuple[int, int] | None:
+    """An icon bitmap's size: its DIB header's height covers the image and its AND mask, which
+    Pillow's icon reader halves."""
+    size = int.from_bytes(head[:4], "little")
+    if size not in _DIB_HEADERS or len(head) < 16:
+        return None
+    if size == 12:
+        width, height = int.from_bytes(head[4:6], "little"), int.from_bytes(head[6:8], "little")
+    else:
+        width = abs(int.from_bytes(head[4:8], "little", signed=True))
+        height = abs(int.from_bytes(head[8:12], "little", signed=True))
+    return width, height // 2
+
+
+def _j2k_size(payload: bytes) -> tuple[int, int] | None:
+    from PIL import Jpeg2KImagePlugin
+
+    try:
+        return Jpeg2KImagePlugin.Jpeg2KImageFile(io.BytesIO(payload)).size
+    except Exception:  # Pillow's own reader fails on it too, before decoding anything
+        return None
+
+
+def _embedded(payload: bytes, bitmaps: bool) -> Embedded | None:
+    head = payload[:_HEAD]
+    size = _png_size(head)
+    if size:
+        return Embedded("PNG", *size)
+    if head.startswith(_J2K_MAGICS):
+        size = _j2k_size(payload)
+        return Embedded("JPEG 2000", *size) if size else None
+    size = _dib_size(head) if bitmaps else None
+    return Embedded("BMP", *size) if size else None
+
+
+def _ico_images(data: bytes) -> list[Embedded]:
+    """Every image an ICO directory points at (Pillow decodes the largest-declared one inside
+    `Image.open`, at the size its own header says)."""
+    found = []
+    count = int.from_bytes(data[4:6], "little")
+    for i in range(count):
+        entry = data[6 + 16 * i : 22 + 16 * i]
+        if len(entry) < 16:
+            break
+        offset = int.from_bytes(entry[12:16], "little")
+        image = _embedded(data[offset : offset + _HEAD], bitmaps=True)
+        if image:
+            found.append(image)
+    return found
+
+
+def _icns_images(data: bytes) -> list[Embedded]:
+    """The PNG and JPEG 2000 images of an ICNS file's blocks (the fixed-size RLE icon types are
+    at most 1024 x 1024 by their type code)."""
+    found, pos = [], 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos + 4 : pos + 8], "big")
+        if length < 8:
+            break
+        image = _embedded(data[pos + 8 : pos + length], bitmaps=False)
+        if image:
+            found.append(image)
+        pos += length
+    return found
+
+
+def embedded_images(data: bytes) -> list[Embedded]:
+    """The images inside an ICO or ICNS file ([] for any other file)."""
+    if data[:4] == ICO_MAGIC:
+        return _ico_images(data)
+    if data[:4] == ICNS_MAGIC:
+        return _icns_images(data)
+    return []
