@@ -366,8 +366,8 @@ def test_progressive_jpeg_coefficients_count_in_the_budget():
     1600 at 4:2:0 is 11.5 MB, where its 1/4-scale decode takes 7 MB. A budget that holds the
     reduced decode but not both refuses the progressive file and keeps the baseline one."""
     baseline, progressive = _photo_jpeg(False), _photo_jpeg(True)
-    assert coefficient_bytes(jpeg_layout(progressive, 100)) == (300 * 200 + 2 * 150 * 100) * 128
-    assert coefficient_bytes(jpeg_layout(baseline, 100)) == 0  # one interleaved scan: a row of blocks at a time
+    assert coefficient_bytes(jpeg_layout(progressive)) == (300 * 200 + 2 * 150 * 100) * 128
+    assert coefficient_bytes(jpeg_layout(baseline)) == 0  # one interleaved scan: a row of blocks at a time
     budget = decode_cost(600, 400, "RGB") + (4 << 20)
     assert load_image(baseline, 256, "center_crop", max_bytes=budget).reduced_decode == 4
     with pytest.raises(DecodeError) as caught:
@@ -399,7 +399,7 @@ def test_coefficient_model_is_what_libjpeg_holds(tmp_path: Path):
             "print(image.size[0], peak() - before)")
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
     width, rise = map(int, done.stdout.split())
-    counted = coefficient_bytes(jpeg_layout(path.read_bytes(), 100))
+    counted = coefficient_bytes(jpeg_layout(path.read_bytes()))
     assert width == 500 and counted == 500 * 500 * 128 * 3
     assert 0.9 * counted < rise < counted + (16 << 20), (rise, counted)
 

@@ -200,6 +200,6 @@ def test_scans_counted_as_libjpeg_writes_them(photo, mode, scans):
     exif = Image.Exif()
     exif[0x0112] = 1
     data = _encode(Image.fromarray(photo).convert(mode), "JPEG", progressive=True, exif=exif.tobytes() + thumbnail)
-    layout = jpeg_layout(data, 1000)
+    layout = jpeg_layout(data)
     assert (layout.width, layout.height, layout.progressive, layout.scans) == (451, 300, True, scans)
-    assert jpeg_layout(_encode(Image.fromarray(photo), "JPEG"), 1000).scans == 1
+    assert jpeg_layout(_encode(Image.fromarray(photo), "JPEG")).scans == 1

@@ -191,7 +191,7 @@ def _check_embedded(data: bytes, max_pixels: int, budget: int) -> None:
 def _jpeg_held(data: bytes) -> Held:
     """A JPEG's coefficient buffer (`coefficient_bytes`); a JPEG of more than `MAX_JPEG_SCANS`
     scans is refused here, before its decode time is spent."""
-    layout = jpeg_layout(data, MAX_JPEG_SCANS)
+    layout = jpeg_layout(data)
     if layout is None:
         return Held()
     if layout.scans > MAX_JPEG_SCANS:
