@@ -291,9 +291,9 @@ class LaionSource:
     def _upstream_failures(self, listing: "ShardListing", shard: str) -> Iterator[Reject]:
         """img2dataset's parquet lists every URL it tried; failed ones become counted rejects."""
         for sample_key, row in listing.rows.items():
-            state = row.get("status")
+            state = download_status(row)
             if state != "success":
-                yield self._reject(self._key(shard, sample_key), "download", str(state or "failed"),
+                yield self._reject(self._key(shard, sample_key), "download", state,
                                    str(row.get("error_message") or ""))
 
     def _missing(self, listing: "ShardListing", shard: str, seen: set[str], archive: str) -> Iterator[Reject]:
@@ -355,9 +355,9 @@ class LaionSource:
                     key = self._key(shard, sample_key)
                     data = row.pop(column, None) if column else None
                     caption = row.pop("txt", None)
-                    if row.get("status", "success") != "success":
-                        yield self._reject(key, "download", str(row.get("status") or "failed"),
-                                           str(row.get("error_message") or ""))
+                    state = download_status(row)
+                    if state != "success":
+                        yield self._reject(key, "download", state, str(row.get("error_message") or ""))
                         continue
                     if not data:
                         yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes")
@@ -469,7 +469,16 @@ class ShardListing:
         return cls(rows, successes)
 
     def successes(self) -> list[str]:
-        return [k for k, row in self.rows.items() if row.get("status", "success") == "success"]
+        return [k for k, row in self.rows.items() if download_status(row) == "success"]
+
+
+def download_status(row: dict[str, Any]) -> str:
+    """img2dataset's status of one parquet row: a parquet without a `status` column (older
+    img2dataset outputs, hand-made listings) lists what was downloaded, so its rows are successes;
+    an empty status in a row that has the column is a failure of unknown kind."""
+    if "status" not in row:
+        return "success"
+    return str(row["status"] or "failed")
 
 
 def _is_binary(kind) -> bool:

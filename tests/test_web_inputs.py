@@ -263,6 +263,19 @@ def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
     assert missing.detail.startswith(f"00000_stats.json counts 12 successes, 00000.tar holds {found};")
 
 
+def test_parquet_without_status_column_lists_successes(tmp_path: Path):
+    """A listing without `status` (older img2dataset outputs): each row is a success, once: two
+    records and one `missing_from_archive`, never a `failed` reject beside a record."""
+    _tar(tmp_path / "00000.tar", [("000000000.jpg", _image(seed=1)), ("000000001.jpg", _image(seed=2))])
+    rows = [{"key": f"00000000{i}", "url": f"http://127.0.0.1/{i}.jpg", "caption": f"c{i}"} for i in range(3)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "00000.parquet")
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert [r.lineage["url"] for r in records] == ["http://127.0.0.1/0.jpg", "http://127.0.0.1/1.jpg"]
+    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [
+        ("web-00000-000000002", "missing_from_archive")]
+
+
 # -- 4. img2dataset metadata, output_format=parquet, resized input -------------------------------
 def test_img2dataset_metadata_rides_in_the_lineage(tmp_path: Path):
     images = _img2dataset_shard(tmp_path)
