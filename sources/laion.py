@@ -42,6 +42,7 @@ FOLDER_FILES_PER_UNIT = 256
 # them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
+BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
 RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
                  "(README: Getting LAION with img2dataset)")
 
@@ -209,6 +210,10 @@ class LaionSource:
     def _key(self, shard: str, sample_key: str) -> str:
         return safe_key(self.name, shard, sample_key)
 
+    def _shard_key(self, shard: str) -> str:
+        """The key of a reject about a whole shard (its archive or its listing)."""
+        return safe_key(self.name, shard)
+
     def _reject(self, key: str, stage: str, reason: str, detail: str) -> Reject:
         return Reject(key, self.name, key, stage, reason, detail[:300])
 
@@ -265,7 +270,7 @@ class LaionSource:
             if current is not None and dropped:
                 seen.add(current)  # already rejected whole: not missing from the archive too
             current = None
-            yield self._reject(safe_key(self.name, shard), "read", "corrupt_archive",
+            yield self._reject(self._shard_key(shard), "read", "corrupt_archive",
                                exception_detail(exc))
         if current is not None and not repeated:
             if not dropped and (owns is None or owns(self._key(shard, current))):
@@ -289,7 +294,10 @@ class LaionSource:
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
 
     def _upstream_failures(self, listing: "ShardListing", shard: str) -> Iterator[Reject]:
-        """img2dataset's parquet lists every URL it tried; failed ones become counted rejects."""
+        """img2dataset's parquet lists every URL it tried; failed ones become counted rejects (an
+        unreadable parquet is one `bad_parquet` reject: what it would have listed is unknown)."""
+        if listing.problem:
+            yield self._reject(self._shard_key(shard), "read", BAD_PARQUET, listing.problem)
         for sample_key, row in listing.rows.items():
             state = download_status(row)
             if state != "success":
@@ -343,10 +351,20 @@ class LaionSource:
 
     # -- img2dataset output_format=parquet -----------------------------------------------
     def _read_parquet(self, uri: str) -> Iterator[SourceItem]:
-        """Images inside the parquet (img2dataset `output_format=parquet`), read a batch at a time."""
-        import pyarrow.parquet as pq
+        """Images inside the parquet (img2dataset `output_format=parquet`), read a batch at a time;
+        a damaged one is a `bad_parquet` reject after the rows read before the damage."""
+        import pyarrow as pa
 
         shard = fsio.basename(uri).removesuffix(".parquet")
+        try:
+            yield from self._parquet_items(uri, shard)
+        except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, or cut by a killed download
+            yield self._reject(self._shard_key(shard), "read", BAD_PARQUET,
+                               parquet_problem(uri, exc, "its rows after the last one read are unknown"))
+
+    def _parquet_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
+        import pyarrow.parquet as pq
+
         column = _image_column(uri)
         with fsio.open_file(uri) as handle:
             for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
@@ -448,28 +466,48 @@ class ShardListing:
 
     rows: dict[str, dict[str, Any]]
     stats_successes: int | None
+    problem: str | None = None  # why the parquet, though there, could not be read
 
     @classmethod
     def read(cls, parquet_uri: str, stats_uri: str) -> "ShardListing":
-        rows: dict[str, dict[str, Any]] = {}
-        if fsio.exists(parquet_uri):
-            import pyarrow.parquet as pq
+        """The shard's listing; an unreadable parquet (a killed img2dataset leaves it empty) lists
+        nothing and says why in `problem`, so the archive beside it is still read."""
+        import pyarrow as pa
 
-            with fsio.open_file(parquet_uri) as handle:
-                table = pq.read_table(handle, **PYTHON_FILE_READ)
-            if "key" in table.column_names:
-                keep = [c for c in table.column_names if not _is_binary(table.schema.field(c).type)]
-                for row in table.select(keep).to_pylist():
-                    rows[str(row["key"])] = row
+        rows: dict[str, dict[str, Any]] = {}
+        problem = None
+        if fsio.exists(parquet_uri):
+            try:
+                rows = _parquet_rows(parquet_uri)
+            except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
+                problem = parquet_problem(parquet_uri, exc, "the shard's failed downloads are unknown")
         successes = None
         if fsio.exists(stats_uri):
             parsed = _parse_json(fsio.read_bytes(stats_uri))
             if isinstance(parsed.get("successes"), int):
                 successes = parsed["successes"]
-        return cls(rows, successes)
+        return cls(rows, successes, problem)
 
     def successes(self) -> list[str]:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
+
+
+def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:
+    """A `bad_parquet` detail: the file by name (not where it lies), the error, what is unknown."""
+    name = fsio.basename(uri)
+    return f"{name} cannot be read ({type(exc).__name__}: {str(exc).replace(uri, name)}); {unknown}"
+
+
+def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
+    """An img2dataset listing's rows by key, without binary columns."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        table = pq.read_table(handle, **PYTHON_FILE_READ)
+    if "key" not in table.column_names:
+        return {}
+    keep = [c for c in table.column_names if not _is_binary(table.schema.field(c).type)]
+    return {str(row["key"]): row for row in table.select(keep).to_pylist()}
 
 
 def download_status(row: dict[str, Any]) -> str:

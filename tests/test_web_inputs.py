@@ -263,6 +263,56 @@ def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
     assert missing.detail.startswith(f"00000_stats.json counts 12 successes, 00000.tar holds {found};")
 
 
+def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
+    """What a killed img2dataset leaves: the tar cut at a member boundary and a 0-byte parquet (it
+    writes the parquet, and _stats.json, when the shard closes). The tar's samples are built, the
+    last one read is `truncated_sample` (its later members may be lost), and the parquet is one
+    `bad_parquet` reject: its failed downloads are unknown, not a reason to drop the tar."""
+    _img2dataset_shard(tmp_path, n=6, failed=2)
+    (tmp_path / "00000.parquet").write_bytes(b"")
+    (tmp_path / "00000_stats.json").unlink()
+    tar = tmp_path / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: data.find(b"00000004.jpg")])  # samples 0-3 whole, the end block missing
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [i.lineage["sample_key"] for i in items if isinstance(i, ImageRecord)] == ["00000000", "00000001",
+                                                                                      "00000002"]
+    rejects = {i.reason: i for i in items if isinstance(i, Reject)}
+    assert sorted(rejects) == ["bad_parquet", "corrupt_archive", "truncated_sample"]
+    assert rejects["truncated_sample"].key == "web-00000-00000003"
+    assert rejects["bad_parquet"].key == "web-00000" and rejects["bad_parquet"].detail.startswith(
+        "00000.parquet cannot be read (ArrowInvalid: ")
+    assert rejects["bad_parquet"].detail.endswith("; the shard's failed downloads are unknown")
+    assert str(tmp_path) not in rejects["bad_parquet"].detail
+
+
+def test_damaged_parquet_beside_whole_shards_is_one_reject(tmp_path: Path):
+    """A damaged listing next to a whole tar, or a whole `files` folder: every image is built and
+    the parquet is one `bad_parquet`; _stats.json still vouches for the count. A damaged
+    `output_format=parquet` shard (its images inside) is a `bad_parquet` too, not a failed unit."""
+    wds_dir, files_dir, pq_dir = tmp_path / "wds", tmp_path / "files", tmp_path / "pq"
+    for folder in (wds_dir, files_dir, pq_dir):
+        folder.mkdir()
+    images = _img2dataset_shard(wds_dir, n=5, failed=1)
+    with tarfile.open(wds_dir / "00000.tar") as tar:
+        tar.extractall(files_dir / "00000", filter="data")
+    for name in ("00000.parquet", "00000_stats.json"):
+        (files_dir / name).write_bytes((wds_dir / name).read_bytes())
+    rows = pq.read_table(wds_dir / "00000.parquet").to_pylist()
+    for row, image in zip(rows, images + [None]):
+        row["jpg"] = image
+    pq.write_table(pa.Table.from_pylist(rows), pq_dir / "00000.parquet")
+    for folder in (wds_dir, files_dir):
+        listing = folder / "00000.parquet"
+        listing.write_bytes(listing.read_bytes()[:-40])  # the footer cut off
+    (pq_dir / "00000.parquet").write_bytes(b"PAR1" + bytes(100))
+    for folder, fmt, records in ((wds_dir, "webdataset", 5), (files_dir, "files", 5), (pq_dir, "parquet", 0)):
+        source = LaionSource("web", str(folder), fmt)
+        items = _read_all(source)
+        assert sum(isinstance(i, ImageRecord) for i in items) == records, fmt
+        assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("web-00000", "bad_parquet")], fmt
+
+
 def test_parquet_without_status_column_lists_successes(tmp_path: Path):
     """A listing without `status` (older img2dataset outputs): each row is a success, once: two
     records and one `missing_from_archive`, never a `failed` reject beside a record."""
