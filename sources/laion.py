@@ -263,7 +263,8 @@ class LaionSource:
                     members[ext] = extracted.read() if extracted is not None else b""
                 _check_end_marker(tar, handle)
         except (tarfile.TarError, EOFError, OSError) as exc:
-            if current is not None and members and not repeated and not dropped:
+            # the sample whose header was read last is cut, whether in its first member or a later one
+            if current is not None and not repeated and not dropped:
                 yield self._reject(self._key(shard, current), "read", "truncated_sample",
                                    exception_detail(exc))
                 seen.add(current)

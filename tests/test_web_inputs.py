@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 from PIL import Image
 
@@ -249,6 +250,30 @@ def test_cut_tar_accounts_for_every_listed_success(tmp_path: Path):
     missing = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
     assert missing[-1].key == "web-00000-00000011"
     assert missing[-1].detail == "00000.parquet lists 00000011 as downloaded; 00000.tar lacks it"
+
+
+@pytest.mark.parametrize("member", ["jpg", "txt"])
+def test_sample_cut_in_any_member_is_truncated_sample(tmp_path: Path, monkeypatch, member: str):
+    """A tar cut inside the data of a sample's first member (its image) or of a later one: that
+    sample is a `truncated_sample` either way, every listed success is accounted once, and the
+    parts of the tar read as several units say the same."""
+    import sources.laion as laion
+
+    _img2dataset_shard(tmp_path, n=6, failed=0)
+    tar = tmp_path / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: data.find(f"00000003.{member}".encode()) + tarfile.BLOCKSIZE + 100])
+    whole = _read_all(LaionSource("web", str(tmp_path)))
+    reasons = {i.key: i.reason for i in whole if isinstance(i, Reject)}
+    assert [i.lineage["sample_key"] for i in whole if isinstance(i, ImageRecord)] == ["00000000", "00000001",
+                                                                                      "00000002"]
+    assert reasons == {"web-00000": "corrupt_archive", "web-00000-00000003": "truncated_sample",
+                       "web-00000-00000004": "missing_from_archive", "web-00000-00000005": "missing_from_archive"}
+    monkeypatch.setattr(laion, "TAR_PART_BYTES", max(1, tar.stat().st_size // 3))
+    source = LaionSource("web", str(tmp_path))
+    assert len(source.units()) >= 3 and all(u.parts > 1 for u in source.units())
+    parts = [repr(i) for u in source.units() for i in source.read(u)]
+    assert sorted(parts) == sorted(repr(i) for i in whole)
 
 
 def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
