@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, path_problem
-from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, path_key, safe_key
+from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, path_key
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -208,11 +208,12 @@ class LaionSource:
 
     # -- img2dataset webdataset shards -------------------------------------------------
     def _key(self, shard: str, sample_key: str) -> str:
-        return safe_key(self.name, shard, sample_key)
+        """A sample's key: one-to-one over (shard, sample key), both of which may hold '-'."""
+        return data_key(self.name, shard, sample_key)
 
     def _shard_key(self, shard: str) -> str:
         """The key of a reject about a whole shard (its archive or its listing)."""
-        return safe_key(self.name, shard)
+        return data_key(self.name, shard)
 
     def _reject(self, key: str, stage: str, reason: str, detail: str) -> Reject:
         return Reject(key, self.name, key, stage, reason, detail[:300])
@@ -315,7 +316,7 @@ class LaionSource:
             return
         found = len(seen)
         if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
-            yield self._reject(safe_key(self.name, shard, "missing"), "read", "missing_from_archive",
+            yield self._reject(data_key(self.name, shard, "missing"), "read", "missing_from_archive",
                                f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
                                f"holds {found}; without {shard}.parquet the missing keys are unknown")
 

@@ -18,7 +18,7 @@ import webdataset as wds
 from PIL import Image
 
 from sources.laion import LaionSource
-from sources.records import ImageRecord, Reject, path_key, safe_key
+from sources.records import ImageRecord, Reject, data_key, path_key, safe_key
 from transforms.decode import DecodeError, load_image
 from uvd_pipeline.rendered_shards import REJECTS_SUFFIX, TAR_SUFFIX, ShardAddress, write_shard
 from uvd_pipeline.sentences import Sentence
@@ -71,6 +71,31 @@ def test_folder_collisions_become_distinct_sentences_and_captions_pair(tmp_path:
     by_path = {i.lineage["path"]: i for i in items}
     assert by_path["x.jpg"].lineage["caption"] == by_path["x.png"].lineage["caption"] == "shared caption"
     assert "caption" not in by_path["sub/x.jpg"].lineage
+
+
+def test_tar_sample_keys_are_one_to_one_over_shard_and_key(tmp_path: Path):
+    """`cc3m.tar` holding `train-0001.jpg` and `cc3m-train.tar` holding `0001.png` are two images:
+    two records with two keys (safe_key alone joins both to `web-cc3m-train-0001`). Keys whose
+    parts hold no '-', or that safe_key already marked with its digest, are as they were."""
+    _tar(tmp_path / "cc3m.tar", [("train-0001.jpg", _image(seed=1)), ("0002.jpg", _image(seed=2))])
+    _tar(tmp_path / "cc3m-train.tar", [("0001.png", _image("PNG", seed=3))])
+    _tar(tmp_path / "00000.tar", [("000000001.jpg", _image(seed=4)), ("a.b-c.jpg", _image(seed=5))])
+    with tarfile.open(tmp_path / "latin.tar", "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        info = tarfile.TarInfo("caf\xe9.jpg")  # a member name that is not UTF-8
+        info.size = len(_image(seed=6))
+        tar.addfile(info, io.BytesIO(_image(seed=6)))
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert all(isinstance(i, ImageRecord) for i in items)
+    keys = {(i.lineage["shard"], i.lineage["sample_key"]): i.key for i in items}
+    assert len(set(keys.values())) == len(keys) == 6
+    assert keys["cc3m", "0002"] == "web-cc3m-0002" == safe_key("web", "cc3m", "0002")
+    assert keys["00000", "000000001"] == "web-00000-000000001"
+    assert keys["00000", "a"] == safe_key("web", "00000", "a")  # the key is cut at the first dot
+    assert keys["latin", "caf\udce9"].startswith("web-latin-caf_")
+    for dashed in (("cc3m", "train-0001"), ("cc3m-train", "0001")):
+        assert keys[dashed].startswith("web-cc3m-train-0001--") and len(keys[dashed].rsplit("--", 1)[1]) == 16
+    assert data_key("web", "a-b", "c") != data_key("web", "a", "b-c") != data_key("web", "a-b-c")
+    assert data_key("web", "x.y-z", "1") == safe_key("web", "x.y-z", "1")  # already digest-marked
 
 
 def _sentence(sid: str, origin: str, seed: int) -> Sentence:
