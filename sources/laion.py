@@ -10,8 +10,8 @@ Nothing vanishes: failed downloads are rejects, every sample the parquet lists a
 the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
 `duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
 is an image record (the decoder decides: AVIF and HEIC decode, SVG is `unsupported_format`) or,
-for a caption without its image, a reject. Tars are read as streams (never a whole shard in
-memory). img2dataset's metadata (every parquet column and `.json` field) rides along in the
+for a caption without its image, a reject. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
+reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every parquet column and `.json` field) rides along in the
 sentence header under `img2dataset`.
 """
 
@@ -58,6 +58,10 @@ RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reenc
 # against 7.8 CPU-s).
 TAR_PART_BYTES = 64 << 20
 MAX_TAR_PARTS = 8
+# webdataset shards: plain, or gzip-compressed as webdataset also reads them (streamed through
+# zlib's 32 KiB window, so memory stays bounded; never split into parts: each would inflate it all)
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz")
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,17 @@ def tar_units(uri: str, root: str) -> list[Unit]:
     """A tar's units: one, or `parts` of a big local tar (`TAR_PART_BYTES`)."""
     path = fsio.local_path(uri)
     parts = 1
-    if path is not None:
+    if path is not None and not uri.lower().endswith(COMPRESSED_TAR_SUFFIXES):
         parts = min(MAX_TAR_PARTS, max(1, -(-os.path.getsize(path) // TAR_PART_BYTES)))
     return [Unit("tar", (uri,), root, part, parts) for part in range(parts)]
+
+
+def shard_of(uri: str) -> tuple[str, str]:
+    """(the shard's name, its path without the archive suffix) of a webdataset archive:
+    `00000.tar` and `00000.tar.gz` are shard `00000`, listed by `00000.parquet` beside them."""
+    suffix = next(s for s in TAR_SUFFIXES[::-1] if uri.lower().endswith(s))
+    base = uri[: -len(suffix)]
+    return fsio.basename(base), base
 
 
 def _split_member(name: str) -> tuple[str, str]:
@@ -111,7 +123,7 @@ def _image_column(parquet_uri: str) -> str | None:
 
 def detect_format(root: str) -> LaionFormat:
     files = fsio.list_files(root)
-    if any(f.endswith(".tar") for f in files):
+    if any(f.lower().endswith(TAR_SUFFIXES) for f in files):
         return "webdataset"
     parquets = [f for f in files if f.endswith(".parquet")]
     if parquets and fsio.list_dirs(root):
@@ -157,9 +169,9 @@ class LaionSource:
     def units(self) -> list[Unit]:
         fmt = self.resolved_format()
         if fmt == "webdataset":
-            tars = fsio.list_files(self.path, (".tar",))
+            tars = fsio.list_files(self.path, TAR_SUFFIXES)
             if not tars:
-                raise FileNotFoundError(f"{self.name}: no .tar shards in {self.path}")
+                raise FileNotFoundError(f"{self.name}: no {', '.join(TAR_SUFFIXES)} shards in {self.path}")
             return [part for t in tars for part in tar_units(t, self.path)]
         if fmt == "files":
             return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path)]
@@ -221,8 +233,9 @@ class LaionSource:
     def _read_tar(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
         """Every item of a tar; with `owns` (a part of the tar), samples whose key it does not own
         are read as usual but not made records (the caller drops their items)."""
-        shard = fsio.basename(uri).removesuffix(".tar")
-        listing = ShardListing.read(uri[: -len(".tar")] + ".parquet", uri[: -len(".tar")] + "_stats.json")
+        shard, base = shard_of(uri)
+        archive = fsio.basename(uri)
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json")
         yield from self._upstream_failures(listing, shard)
         seen: set[str] = set()  # keys whose sample has been yielded (or rejected as cut short)
         current: str | None = None
@@ -247,7 +260,7 @@ class LaionSource:
                         current, members, repeated, dropped = key, {}, key in seen, False
                     if repeated or ext in members:
                         yield self._reject(self._key(shard, key), "read", "duplicate_key",
-                                           f"{info.name}: key {key} already has a {ext} member in {shard}.tar")
+                                           f"{info.name}: key {key} already has a {ext} member in {archive}")
                         continue
                     if dropped:
                         continue
@@ -278,7 +291,7 @@ class LaionSource:
             if not dropped and (owns is None or owns(self._key(shard, current))):
                 yield from self._sample(shard, current, members, listing)
             seen.add(current)
-        yield from self._missing(listing, shard, seen, f"{shard}.tar")
+        yield from self._missing(listing, shard, seen, archive)
 
     def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
                 listing: "ShardListing") -> Iterator[SourceItem]:

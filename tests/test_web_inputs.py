@@ -17,6 +17,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from sources import fsio
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject, data_key, path_key, safe_key
 from transforms.decode import DecodeError, load_image
@@ -361,6 +362,49 @@ def test_damaged_parquet_beside_whole_shards_is_one_reject(tmp_path: Path):
         items = _read_all(source)
         assert sum(isinstance(i, ImageRecord) for i in items) == records, fmt
         assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("web-00000", "bad_parquet")], fmt
+
+
+def test_gzipped_tar_shards_are_read_beside_plain_ones(tmp_path: Path, monkeypatch, capsys):
+    """webdataset reads `.tar.gz` and `.tgz` shards; so does the build, with their parquet
+    listings, instead of leaving them out unsaid: `check` counts them, a cut one is a
+    `corrupt_archive` with its samples accounted, and a big one is one unit (never split)."""
+    import gzip
+
+    import yaml
+
+    import sources.laion as laion
+    from uvd_pipeline.cli import main
+
+    plain, zipped = tmp_path / "plain", tmp_path / "web"
+    plain.mkdir()
+    zipped.mkdir()
+    _img2dataset_shard(plain, n=4, failed=1)
+    (zipped / "00000.tar").write_bytes((plain / "00000.tar").read_bytes())
+    for shard, suffix in (("00001", ".tar.gz"), ("00002", ".tgz")):
+        (zipped / f"{shard}{suffix}").write_bytes(gzip.compress((plain / "00000.tar").read_bytes()))
+        (zipped / f"{shard}.parquet").write_bytes((plain / "00000.parquet").read_bytes())
+    cut = zipped / "00002.tgz"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    monkeypatch.setattr(laion, "TAR_PART_BYTES", 1024)
+    source = LaionSource("web", str(zipped))
+    assert [(fsio.basename(u.uris[0]), u.parts) for u in source.units() if u.part == 0] == [
+        ("00000.tar", 8), ("00001.tar.gz", 1), ("00002.tgz", 1)]
+    items = _read_all(source)
+    records = Counter(i.lineage["shard"] for i in items if isinstance(i, ImageRecord))
+    assert records["00000"] == records["00001"] == 4 and 1 <= records["00002"] < 4
+    first = next(i for i in items if isinstance(i, ImageRecord) and i.lineage["shard"] == "00001")
+    assert first.key == "web-00001-00000000" and first.lineage["url"] == "http://127.0.0.1/0.jpg"
+    assert first.data == next(i.data for i in items if isinstance(i, ImageRecord) and i.key == "web-00000-00000000")
+    reasons = Counter((i.key.split("-")[1], i.reason) for i in items if isinstance(i, Reject))
+    assert reasons["00001", "failed_to_download"] == reasons["00002", "failed_to_download"] == 1
+    assert reasons["00002", "corrupt_archive"] == 1
+    assert records["00002"] + reasons["00002", "truncated_sample"] + reasons["00002", "missing_from_archive"] == 4
+    config = {"version": 1, "output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+              "sources": [{"name": "web", "type": "laion", "path": str(zipped), "num_shards": 1}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(laion, "TAR_PART_BYTES", 64 << 20)
+    assert main(["check", str(tmp_path / "c.yaml")]) == 0
+    assert "source web: 3 input units" in capsys.readouterr().out
 
 
 def test_parquet_without_status_column_lists_successes(tmp_path: Path):
