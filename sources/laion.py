@@ -169,14 +169,14 @@ class LaionSource:
     def units(self) -> list[Unit]:
         fmt = self.resolved_format()
         if fmt == "webdataset":
-            tars = fsio.list_files(self.path, TAR_SUFFIXES)
+            tars = fsio.list_files(self.path, TAR_SUFFIXES, links=True)
             if not tars:
                 raise FileNotFoundError(f"{self.name}: no {', '.join(TAR_SUFFIXES)} shards in {self.path}")
             return [part for t in tars for part in tar_units(t, self.path)]
         if fmt == "files":
-            return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path)]
+            return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path, links=True)]
         if fmt == "parquet":
-            shards = fsio.list_files(self.path, (".parquet",))
+            shards = fsio.list_files(self.path, (".parquet",), links=True)
             if not shards:
                 raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
             return [Unit("parquet", (p,), self.path) for p in shards]
@@ -235,8 +235,12 @@ class LaionSource:
         are read as usual but not made records (the caller drops their items)."""
         shard, base = shard_of(uri)
         archive = fsio.basename(uri)
-        listing = ShardListing.read(base + ".parquet", base + "_stats.json")
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path)
         yield from self._upstream_failures(listing, shard)
+        problem = path_problem(self.path, uri)
+        if problem:  # a link out of the root, or a fifo: never opened; one reject for what it holds
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
+            return
         seen: set[str] = set()  # keys whose sample has been yielded (or rejected as cut short)
         current: str | None = None
         repeated = False  # the current run of members repeats a key already seen
@@ -310,9 +314,10 @@ class LaionSource:
 
     def _upstream_failures(self, listing: "ShardListing", shard: str) -> Iterator[Reject]:
         """img2dataset's parquet lists every URL it tried; failed ones become counted rejects (an
-        unreadable parquet is one `bad_parquet` reject: what it would have listed is unknown)."""
-        if listing.problem:
-            yield self._reject(self._shard_key(shard), "read", BAD_PARQUET, listing.problem)
+        unreadable parquet is one `bad_parquet` reject: what it would have listed is unknown; a
+        listing file that links out of the root an `outside_root` one, never read)."""
+        for reason, detail in listing.problems:
+            yield self._reject(self._shard_key(shard), "read", reason, detail)
         for sample_key, row in listing.rows.items():
             state = download_status(row)
             if state != "success":
@@ -337,11 +342,21 @@ class LaionSource:
     def _read_files(self, folder: str) -> Iterator[SourceItem]:
         shard = fsio.basename(folder)
         base = fsio.join(self.path, shard)
-        listing = ShardListing.read(base + ".parquet", base + "_stats.json")
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path)
         yield from self._upstream_failures(listing, shard)
+        problem = path_problem(self.path, folder)
+        if problem:  # a shard folder linking out of the root: one reject for what it holds
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
+            return
         by_key: dict[str, dict[str, str]] = {}
-        for uri in fsio.list_files(folder):
+        refused: set[str] = set()  # samples with a file that links out of the root (never read)
+        for uri in fsio.list_files(folder, links=True):
             key, ext = _split_member(fsio.basename(uri))
+            problem = path_problem(self.path, uri)
+            if problem:
+                yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail)
+                refused.add(key)
+                continue
             if ext in by_key.setdefault(key, {}):
                 yield self._reject(self._key(shard, key), "read", "duplicate_key",
                                    f"{fsio.basename(uri)}: key {key} already has a {ext} file")
@@ -352,7 +367,8 @@ class LaionSource:
             key = self._key(shard, sample_key)
             images = _image_members(files)
             if not images:
-                yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}")
+                if sample_key not in refused:  # else its image is the `outside_root` reject above
+                    yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}")
                 continue
             for extra in images[1:]:
                 yield self._reject(key, "read", "duplicate_key",
@@ -362,7 +378,7 @@ class LaionSource:
             lineage = _lineage(text, meta, listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
             yield ImageRecord(key=key, source=self.name, group=key, uri=files[images[0]], lineage=lineage)
-        yield from self._missing(listing, shard, set(by_key), f"folder {shard}/")
+        yield from self._missing(listing, shard, set(by_key) | refused, f"folder {shard}/")
 
     # -- img2dataset output_format=parquet -----------------------------------------------
     def _read_parquet(self, uri: str) -> Iterator[SourceItem]:
@@ -371,6 +387,10 @@ class LaionSource:
         import pyarrow as pa
 
         shard = fsio.basename(uri).removesuffix(".parquet")
+        problem = path_problem(self.path, uri)
+        if problem:  # a link out of the root, or a fifo: never opened
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
+            return
         try:
             yield from self._parquet_items(uri, shard)
         except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, or cut by a killed download
@@ -405,6 +425,12 @@ class LaionSource:
         for group in folder_groups(list(unit.uris), root):
             sidecars = {_ext_of(_relative(u, root)): u for u in group if _ext_of(_relative(u, root)) in SIDECARS}
             entries = [u for u in group if u not in sidecars.values()]
+            for ext, uri in list(sidecars.items()):
+                problem = path_problem(root, uri)
+                if problem:  # a caption linking out of the root: never read, its image goes without
+                    del sidecars[ext]
+                    yield self._reject(path_key(self.name, _relative(uri, root)), "read", problem.reason,
+                                       problem.detail)
             if not entries:  # a caption or metadata file whose image is not there
                 for uri in sidecars.values():
                     relative = _relative(uri, root)
@@ -481,27 +507,36 @@ class ShardListing:
 
     rows: dict[str, dict[str, Any]]
     stats_successes: int | None
-    problem: str | None = None  # why the parquet, though there, could not be read
+    problems: tuple[tuple[str, str], ...] = ()  # (reason, detail) of listing files that are there, unused
 
     @classmethod
-    def read(cls, parquet_uri: str, stats_uri: str) -> "ShardListing":
+    def read(cls, parquet_uri: str, stats_uri: str, root: str) -> "ShardListing":
         """The shard's listing; an unreadable parquet (a killed img2dataset leaves it empty) lists
-        nothing and says why in `problem`, so the archive beside it is still read."""
+        nothing and says why in `problems`, so the archive beside it is still read. A listing file
+        that links out of `root` is never opened (`sources.paths`)."""
         import pyarrow as pa
 
         rows: dict[str, dict[str, Any]] = {}
-        problem = None
+        problems = []
         if fsio.exists(parquet_uri):
-            try:
-                rows = _parquet_rows(parquet_uri)
-            except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
-                problem = parquet_problem(parquet_uri, exc, "the shard's failed downloads are unknown")
+            outside = path_problem(root, parquet_uri)
+            if outside:
+                problems.append(outside)
+            else:
+                try:
+                    rows = _parquet_rows(parquet_uri)
+                except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
+                    problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
+                                                                  "the shard's failed downloads are unknown")))
         successes = None
         if fsio.exists(stats_uri):
-            parsed = _parse_json(fsio.read_bytes(stats_uri))
+            outside = path_problem(root, stats_uri)
+            parsed = {} if outside else _parse_json(fsio.read_bytes(stats_uri))
             if isinstance(parsed.get("successes"), int):
                 successes = parsed["successes"]
-        return cls(rows, successes, problem)
+            if outside:
+                problems.append(outside)
+        return cls(rows, successes, tuple(problems))
 
     def successes(self) -> list[str]:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
