@@ -407,6 +407,48 @@ def test_gzipped_tar_shards_are_read_beside_plain_ones(tmp_path: Path, monkeypat
     assert "source web: 3 input units" in capsys.readouterr().out
 
 
+def test_parquet_appearing_after_a_build_changes_the_rerun(tmp_path: Path):
+    """img2dataset writes a shard's parquet and _stats.json when the shard closes: a build run
+    before they are there (or before they are copied) read only the tar. Once they appear, a rerun
+    into the same output renders the unit again (the reading looked for them: their absence was
+    part of its input) and gives what a fresh build gives: the failed download as a reject, the
+    URL in each header."""
+    import yaml
+    from conftest import shard_digests
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    web = tmp_path / "web"
+    web.mkdir()
+    _img2dataset_shard(web, n=3, failed=1)
+    listing = {name: (web / name).read_bytes() for name in ("00000.parquet", "00000_stats.json")}
+    for name in listing:
+        (web / name).unlink()
+
+    def build(output: str):
+        config = {"version": 1, "output": str(tmp_path / output), "seed": 0, "image": {"size": 32},
+                  "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
+                  "sources": [{"name": "web", "type": "laion", "path": str(web), "num_shards": 1}],
+                  "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+        (tmp_path / f"{output}.yaml").write_text(yaml.safe_dump(config))
+        return run_build(load_config(str(tmp_path / f"{output}.yaml"))).summary
+
+    first = build("out")
+    assert first["sources"]["web"]["rejects"] == 0
+    for name, data in listing.items():
+        (web / name).write_bytes(data)
+    rerun = build("out")
+    assert rerun["run"]["counters"].get("web.units_rendered") == 1
+    assert rerun["sources"]["web"]["rejects_by_reason"] == {"failed_to_download": 1}
+    fresh = build("fresh")
+    assert rerun["totals"] == fresh["totals"]
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")
+    headers = [json.loads(s["json"]) for s in wds.WebDataset(
+        sorted(str(p) for p in (tmp_path / "out" / "rendered").rglob("*.tar")), shardshuffle=False)]
+    assert sorted(h["members"][0]["url"] for h in headers) == [f"http://127.0.0.1/{i}.jpg" for i in range(3)]
+
+
 def test_parquet_without_status_column_lists_successes(tmp_path: Path):
     """A listing without `status` (older img2dataset outputs): each row is a success, once: two
     records and one `missing_from_archive`, never a `failed` reject beside a record."""
