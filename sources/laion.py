@@ -10,9 +10,10 @@ Nothing vanishes: failed downloads are rejects, every sample the parquet lists a
 the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
 `duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
 is an image record (the decoder decides: AVIF and HEIC decode, SVG is `unsupported_format`) or,
-for a caption without its image, a reject. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
-reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every parquet column and `.json` field) rides along in the
-sentence header under `img2dataset`.
+for a caption without its image, a reject; a link leading out of the root, in any layout, is an
+`outside_root` reject and is never opened. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
+reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every
+parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
 """
 
 from __future__ import annotations
@@ -531,11 +532,11 @@ class ShardListing:
         successes = None
         if fsio.exists(stats_uri):
             outside = path_problem(root, stats_uri)
-            parsed = {} if outside else _parse_json(fsio.read_bytes(stats_uri))
-            if isinstance(parsed.get("successes"), int):
-                successes = parsed["successes"]
             if outside:
                 problems.append(outside)
+            else:
+                parsed = _parse_json(fsio.read_bytes(stats_uri))
+                successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
         return cls(rows, successes, tuple(problems))
 
     def successes(self) -> list[str]:
