@@ -90,7 +90,10 @@ def tar_units(uri: str, root: str) -> list[Unit]:
     path = fsio.local_path(uri)
     parts = 1
     if path is not None and not uri.lower().endswith(COMPRESSED_TAR_SUFFIXES):
-        parts = min(MAX_TAR_PARTS, max(1, -(-os.path.getsize(path) // TAR_PART_BYTES)))
+        try:
+            parts = min(MAX_TAR_PARTS, max(1, -(-os.path.getsize(path) // TAR_PART_BYTES)))
+        except OSError:  # a dangling link: its one unit says what became of it
+            parts = 1
     return [Unit("tar", (uri,), root, part, parts) for part in range(parts)]
 
 
@@ -210,8 +213,13 @@ class LaionSource:
         """Warnings about the input as a whole (once per source): img2dataset-resized images."""
         if self.resolved_format() == "folder":
             return []
+        import pyarrow as pa
+
         for parquet in fsio.list_files(self.path, (".parquet",))[:2]:
-            resized = resized_samples(parquet)
+            try:
+                resized = resized_samples(parquet)
+            except (OSError, ValueError, pa.ArrowException):  # unreadable: its unit rejects it
+                continue
             if resized:
                 count, total, example = resized
                 return [f"{self.name}: img2dataset resized {count} of {total} images in "

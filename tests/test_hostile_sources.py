@@ -309,6 +309,8 @@ def test_web_layouts_refuse_links_out_of_the_root(tmp_path: Path, outside: Path)
     (wds / "00000.parquet").symlink_to(outside / "listing.parquet")
     (wds / "00000_stats.json").symlink_to(outside / "stats.json")
     (wds / "00001.tar").symlink_to(outside / "shard.tar")
+    (wds / "00002.tar").symlink_to(wds / "gone.tar")  # dangling, inside: a shard that is not there
+    (wds / "00003.tar").symlink_to(outside / "gone.tar")  # dangling, leading out
     images = tmp_path / "pq"  # output_format=parquet
     images.mkdir()
     pq.write_table(pa.Table.from_pylist([{**row, "caption": "c", "jpg": jpg}]), images / "00000.parquet")
@@ -322,7 +324,8 @@ def test_web_layouts_refuse_links_out_of_the_root(tmp_path: Path, outside: Path)
         (files, "files"): [("web-00000-000000000", "outside_root"), ("web-00000-000000007", "outside_root"),
                            ("web-00001", "outside_root")],
         (wds, "webdataset"): [("web-00000", "outside_root"), ("web-00000", "outside_root"),
-                              ("web-00001", "outside_root")],
+                              ("web-00001", "outside_root"), ("web-00002", "corrupt_archive"),
+                              ("web-00003", "outside_root")],
         (images, "parquet"): [("web-00001", "outside_root")],
         (folder, "folder"): [("web-a--txt", "outside_root")],
     }
