@@ -29,13 +29,17 @@ def _unstrip(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
 
 @dataclass
 class InputsRead:
-    """What one stretch of reading touched: files opened and folder listings with their result.
+    """What one stretch of reading touched: files opened, paths found absent, and folder listings
+    with their result.
 
     A build records this around each input unit, so a rerun can tell whether the unit's input is
-    still what it rendered (see `uvd_pipeline.unit_store`) without knowing each reader's layout."""
+    still what it rendered (see `uvd_pipeline.unit_store`) without knowing each reader's layout.
+    An absent path counts too: a reader that looked for a file (img2dataset's parquet beside its
+    tar) reads it once it appears, so its appearance changes the unit's input."""
 
     files: set[str] = field(default_factory=set)
     listings: dict[tuple, str] = field(default_factory=dict)  # (uri, options...) -> digest of names
+    absent: set[str] = field(default_factory=set)  # probed with `exists` and not there
 
 
 _RECORDING: contextvars.ContextVar[InputsRead | None] = contextvars.ContextVar("uvd_inputs_read", default=None)
@@ -94,7 +98,11 @@ def join(base: str, *parts: str) -> str:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return fs.exists(path)
+    found = fs.exists(path)
+    record = _RECORDING.get()
+    if not found and record is not None:
+        record.absent.add(uri)
+    return found
 
 
 def isdir(uri: str) -> bool:

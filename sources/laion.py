@@ -10,9 +10,10 @@ Nothing vanishes: failed downloads are rejects, every sample the parquet lists a
 the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
 `duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
 is an image record (the decoder decides: AVIF and HEIC decode, SVG is `unsupported_format`) or,
-for a caption without its image, a reject. Tars are read as streams (never a whole shard in
-memory). img2dataset's metadata (every parquet column and `.json` field) rides along in the
-sentence header under `img2dataset`.
+for a caption without its image, a reject; a link leading out of the root, in any layout, is an
+`outside_root` reject and is never opened. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
+reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every
+parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, path_problem
-from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, path_key, safe_key
+from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, path_key
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -42,6 +43,7 @@ FOLDER_FILES_PER_UNIT = 256
 # them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
+BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
 RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
                  "(README: Getting LAION with img2dataset)")
 
@@ -57,6 +59,10 @@ RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reenc
 # against 7.8 CPU-s).
 TAR_PART_BYTES = 64 << 20
 MAX_TAR_PARTS = 8
+# webdataset shards: plain, or gzip-compressed as webdataset also reads them (streamed through
+# zlib's 32 KiB window, so memory stays bounded; never split into parts: each would inflate it all)
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz")
 
 
 @dataclass(frozen=True)
@@ -83,9 +89,20 @@ def tar_units(uri: str, root: str) -> list[Unit]:
     """A tar's units: one, or `parts` of a big local tar (`TAR_PART_BYTES`)."""
     path = fsio.local_path(uri)
     parts = 1
-    if path is not None:
-        parts = min(MAX_TAR_PARTS, max(1, -(-os.path.getsize(path) // TAR_PART_BYTES)))
+    if path is not None and not uri.lower().endswith(COMPRESSED_TAR_SUFFIXES):
+        try:
+            parts = min(MAX_TAR_PARTS, max(1, -(-os.path.getsize(path) // TAR_PART_BYTES)))
+        except OSError:  # a dangling link: its one unit says what became of it
+            parts = 1
     return [Unit("tar", (uri,), root, part, parts) for part in range(parts)]
+
+
+def shard_of(uri: str) -> tuple[str, str]:
+    """(the shard's name, its path without the archive suffix) of a webdataset archive:
+    `00000.tar` and `00000.tar.gz` are shard `00000`, listed by `00000.parquet` beside them."""
+    suffix = next(s for s in TAR_SUFFIXES[::-1] if uri.lower().endswith(s))
+    base = uri[: -len(suffix)]
+    return fsio.basename(base), base
 
 
 def _split_member(name: str) -> tuple[str, str]:
@@ -110,7 +127,7 @@ def _image_column(parquet_uri: str) -> str | None:
 
 def detect_format(root: str) -> LaionFormat:
     files = fsio.list_files(root)
-    if any(f.endswith(".tar") for f in files):
+    if any(f.lower().endswith(TAR_SUFFIXES) for f in files):
         return "webdataset"
     parquets = [f for f in files if f.endswith(".parquet")]
     if parquets and fsio.list_dirs(root):
@@ -156,14 +173,14 @@ class LaionSource:
     def units(self) -> list[Unit]:
         fmt = self.resolved_format()
         if fmt == "webdataset":
-            tars = fsio.list_files(self.path, (".tar",))
+            tars = fsio.list_files(self.path, TAR_SUFFIXES, links=True)
             if not tars:
-                raise FileNotFoundError(f"{self.name}: no .tar shards in {self.path}")
+                raise FileNotFoundError(f"{self.name}: no {', '.join(TAR_SUFFIXES)} shards in {self.path}")
             return [part for t in tars for part in tar_units(t, self.path)]
         if fmt == "files":
-            return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path)]
+            return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path, links=True)]
         if fmt == "parquet":
-            shards = fsio.list_files(self.path, (".parquet",))
+            shards = fsio.list_files(self.path, (".parquet",), links=True)
             if not shards:
                 raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
             return [Unit("parquet", (p,), self.path) for p in shards]
@@ -196,8 +213,13 @@ class LaionSource:
         """Warnings about the input as a whole (once per source): img2dataset-resized images."""
         if self.resolved_format() == "folder":
             return []
+        import pyarrow as pa
+
         for parquet in fsio.list_files(self.path, (".parquet",))[:2]:
-            resized = resized_samples(parquet)
+            try:
+                resized = resized_samples(parquet)
+            except (OSError, ValueError, pa.ArrowException):  # unreadable: its unit rejects it
+                continue
             if resized:
                 count, total, example = resized
                 return [f"{self.name}: img2dataset resized {count} of {total} images in "
@@ -207,7 +229,12 @@ class LaionSource:
 
     # -- img2dataset webdataset shards -------------------------------------------------
     def _key(self, shard: str, sample_key: str) -> str:
-        return safe_key(self.name, shard, sample_key)
+        """A sample's key: one-to-one over (shard, sample key), both of which may hold '-'."""
+        return data_key(self.name, shard, sample_key)
+
+    def _shard_key(self, shard: str) -> str:
+        """The key of a reject about a whole shard (its archive or its listing)."""
+        return data_key(self.name, shard)
 
     def _reject(self, key: str, stage: str, reason: str, detail: str) -> Reject:
         return Reject(key, self.name, key, stage, reason, detail[:300])
@@ -215,9 +242,14 @@ class LaionSource:
     def _read_tar(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
         """Every item of a tar; with `owns` (a part of the tar), samples whose key it does not own
         are read as usual but not made records (the caller drops their items)."""
-        shard = fsio.basename(uri).removesuffix(".tar")
-        listing = ShardListing.read(uri[: -len(".tar")] + ".parquet", uri[: -len(".tar")] + "_stats.json")
+        shard, base = shard_of(uri)
+        archive = fsio.basename(uri)
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path)
         yield from self._upstream_failures(listing, shard)
+        problem = path_problem(self.path, uri)
+        if problem:  # a link out of the root, or a fifo: never opened; one reject for what it holds
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
+            return
         seen: set[str] = set()  # keys whose sample has been yielded (or rejected as cut short)
         current: str | None = None
         repeated = False  # the current run of members repeats a key already seen
@@ -241,7 +273,7 @@ class LaionSource:
                         current, members, repeated, dropped = key, {}, key in seen, False
                     if repeated or ext in members:
                         yield self._reject(self._key(shard, key), "read", "duplicate_key",
-                                           f"{info.name}: key {key} already has a {ext} member in {shard}.tar")
+                                           f"{info.name}: key {key} already has a {ext} member in {archive}")
                         continue
                     if dropped:
                         continue
@@ -258,20 +290,21 @@ class LaionSource:
                     members[ext] = extracted.read() if extracted is not None else b""
                 _check_end_marker(tar, handle)
         except (tarfile.TarError, EOFError, OSError) as exc:
-            if current is not None and members and not repeated and not dropped:
+            # the sample whose header was read last is cut, whether in its first member or a later one
+            if current is not None and not repeated and not dropped:
                 yield self._reject(self._key(shard, current), "read", "truncated_sample",
                                    exception_detail(exc))
                 seen.add(current)
             if current is not None and dropped:
                 seen.add(current)  # already rejected whole: not missing from the archive too
             current = None
-            yield self._reject(safe_key(self.name, shard), "read", "corrupt_archive",
+            yield self._reject(self._shard_key(shard), "read", "corrupt_archive",
                                exception_detail(exc))
         if current is not None and not repeated:
             if not dropped and (owns is None or owns(self._key(shard, current))):
                 yield from self._sample(shard, current, members, listing)
             seen.add(current)
-        yield from self._missing(listing, shard, seen, f"{shard}.tar")
+        yield from self._missing(listing, shard, seen, archive)
 
     def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
                 listing: "ShardListing") -> Iterator[SourceItem]:
@@ -289,11 +322,15 @@ class LaionSource:
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
 
     def _upstream_failures(self, listing: "ShardListing", shard: str) -> Iterator[Reject]:
-        """img2dataset's parquet lists every URL it tried; failed ones become counted rejects."""
+        """img2dataset's parquet lists every URL it tried; failed ones become counted rejects (an
+        unreadable parquet is one `bad_parquet` reject: what it would have listed is unknown; a
+        listing file that links out of the root an `outside_root` one, never read)."""
+        for reason, detail in listing.problems:
+            yield self._reject(self._shard_key(shard), "read", reason, detail)
         for sample_key, row in listing.rows.items():
-            state = row.get("status")
+            state = download_status(row)
             if state != "success":
-                yield self._reject(self._key(shard, sample_key), "download", str(state or "failed"),
+                yield self._reject(self._key(shard, sample_key), "download", state,
                                    str(row.get("error_message") or ""))
 
     def _missing(self, listing: "ShardListing", shard: str, seen: set[str], archive: str) -> Iterator[Reject]:
@@ -306,7 +343,7 @@ class LaionSource:
             return
         found = len(seen)
         if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
-            yield self._reject(safe_key(self.name, shard, "missing"), "read", "missing_from_archive",
+            yield self._reject(data_key(self.name, shard, "missing"), "read", "missing_from_archive",
                                f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
                                f"holds {found}; without {shard}.parquet the missing keys are unknown")
 
@@ -314,11 +351,21 @@ class LaionSource:
     def _read_files(self, folder: str) -> Iterator[SourceItem]:
         shard = fsio.basename(folder)
         base = fsio.join(self.path, shard)
-        listing = ShardListing.read(base + ".parquet", base + "_stats.json")
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path)
         yield from self._upstream_failures(listing, shard)
+        problem = path_problem(self.path, folder)
+        if problem:  # a shard folder linking out of the root: one reject for what it holds
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
+            return
         by_key: dict[str, dict[str, str]] = {}
-        for uri in fsio.list_files(folder):
+        refused: set[str] = set()  # samples with a file that links out of the root (never read)
+        for uri in fsio.list_files(folder, links=True):
             key, ext = _split_member(fsio.basename(uri))
+            problem = path_problem(self.path, uri)
+            if problem:
+                yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail)
+                refused.add(key)
+                continue
             if ext in by_key.setdefault(key, {}):
                 yield self._reject(self._key(shard, key), "read", "duplicate_key",
                                    f"{fsio.basename(uri)}: key {key} already has a {ext} file")
@@ -329,7 +376,8 @@ class LaionSource:
             key = self._key(shard, sample_key)
             images = _image_members(files)
             if not images:
-                yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}")
+                if sample_key not in refused:  # else its image is the `outside_root` reject above
+                    yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}")
                 continue
             for extra in images[1:]:
                 yield self._reject(key, "read", "duplicate_key",
@@ -339,14 +387,28 @@ class LaionSource:
             lineage = _lineage(text, meta, listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
             yield ImageRecord(key=key, source=self.name, group=key, uri=files[images[0]], lineage=lineage)
-        yield from self._missing(listing, shard, set(by_key), f"folder {shard}/")
+        yield from self._missing(listing, shard, set(by_key) | refused, f"folder {shard}/")
 
     # -- img2dataset output_format=parquet -----------------------------------------------
     def _read_parquet(self, uri: str) -> Iterator[SourceItem]:
-        """Images inside the parquet (img2dataset `output_format=parquet`), read a batch at a time."""
-        import pyarrow.parquet as pq
+        """Images inside the parquet (img2dataset `output_format=parquet`), read a batch at a time;
+        a damaged one is a `bad_parquet` reject after the rows read before the damage."""
+        import pyarrow as pa
 
         shard = fsio.basename(uri).removesuffix(".parquet")
+        problem = path_problem(self.path, uri)
+        if problem:  # a link out of the root, or a fifo: never opened
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
+            return
+        try:
+            yield from self._parquet_items(uri, shard)
+        except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, or cut by a killed download
+            yield self._reject(self._shard_key(shard), "read", BAD_PARQUET,
+                               parquet_problem(uri, exc, "its rows after the last one read are unknown"))
+
+    def _parquet_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
+        import pyarrow.parquet as pq
+
         column = _image_column(uri)
         with fsio.open_file(uri) as handle:
             for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
@@ -355,9 +417,9 @@ class LaionSource:
                     key = self._key(shard, sample_key)
                     data = row.pop(column, None) if column else None
                     caption = row.pop("txt", None)
-                    if row.get("status", "success") != "success":
-                        yield self._reject(key, "download", str(row.get("status") or "failed"),
-                                           str(row.get("error_message") or ""))
+                    state = download_status(row)
+                    if state != "success":
+                        yield self._reject(key, "download", state, str(row.get("error_message") or ""))
                         continue
                     if not data:
                         yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes")
@@ -372,6 +434,12 @@ class LaionSource:
         for group in folder_groups(list(unit.uris), root):
             sidecars = {_ext_of(_relative(u, root)): u for u in group if _ext_of(_relative(u, root)) in SIDECARS}
             entries = [u for u in group if u not in sidecars.values()]
+            for ext, uri in list(sidecars.items()):
+                problem = path_problem(root, uri)
+                if problem:  # a caption linking out of the root: never read, its image goes without
+                    del sidecars[ext]
+                    yield self._reject(path_key(self.name, _relative(uri, root)), "read", problem.reason,
+                                       problem.detail)
             if not entries:  # a caption or metadata file whose image is not there
                 for uri in sidecars.values():
                     relative = _relative(uri, root)
@@ -448,28 +516,66 @@ class ShardListing:
 
     rows: dict[str, dict[str, Any]]
     stats_successes: int | None
+    problems: tuple[tuple[str, str], ...] = ()  # (reason, detail) of listing files that are there, unused
 
     @classmethod
-    def read(cls, parquet_uri: str, stats_uri: str) -> "ShardListing":
-        rows: dict[str, dict[str, Any]] = {}
-        if fsio.exists(parquet_uri):
-            import pyarrow.parquet as pq
+    def read(cls, parquet_uri: str, stats_uri: str, root: str) -> "ShardListing":
+        """The shard's listing; an unreadable parquet (a killed img2dataset leaves it empty) lists
+        nothing and says why in `problems`, so the archive beside it is still read. A listing file
+        that links out of `root` is never opened (`sources.paths`)."""
+        import pyarrow as pa
 
-            with fsio.open_file(parquet_uri) as handle:
-                table = pq.read_table(handle, **PYTHON_FILE_READ)
-            if "key" in table.column_names:
-                keep = [c for c in table.column_names if not _is_binary(table.schema.field(c).type)]
-                for row in table.select(keep).to_pylist():
-                    rows[str(row["key"])] = row
+        rows: dict[str, dict[str, Any]] = {}
+        problems = []
+        if fsio.exists(parquet_uri):
+            outside = path_problem(root, parquet_uri)
+            if outside:
+                problems.append(outside)
+            else:
+                try:
+                    rows = _parquet_rows(parquet_uri)
+                except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
+                    problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
+                                                                  "the shard's failed downloads are unknown")))
         successes = None
         if fsio.exists(stats_uri):
-            parsed = _parse_json(fsio.read_bytes(stats_uri))
-            if isinstance(parsed.get("successes"), int):
-                successes = parsed["successes"]
-        return cls(rows, successes)
+            outside = path_problem(root, stats_uri)
+            if outside:
+                problems.append(outside)
+            else:
+                parsed = _parse_json(fsio.read_bytes(stats_uri))
+                successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
+        return cls(rows, successes, tuple(problems))
 
     def successes(self) -> list[str]:
-        return [k for k, row in self.rows.items() if row.get("status", "success") == "success"]
+        return [k for k, row in self.rows.items() if download_status(row) == "success"]
+
+
+def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:
+    """A `bad_parquet` detail: the file by name (not where it lies), the error, what is unknown."""
+    name = fsio.basename(uri)
+    return f"{name} cannot be read ({type(exc).__name__}: {str(exc).replace(uri, name)}); {unknown}"
+
+
+def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
+    """An img2dataset listing's rows by key, without binary columns."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        table = pq.read_table(handle, **PYTHON_FILE_READ)
+    if "key" not in table.column_names:
+        return {}
+    keep = [c for c in table.column_names if not _is_binary(table.schema.field(c).type)]
+    return {str(row["key"]): row for row in table.select(keep).to_pylist()}
+
+
+def download_status(row: dict[str, Any]) -> str:
+    """img2dataset's status of one parquet row: a parquet without a `status` column (older
+    img2dataset outputs, hand-made listings) lists what was downloaded, so its rows are successes;
+    an empty status in a row that has the column is a failure of unknown kind."""
+    if "status" not in row:
+        return "success"
+    return str(row["status"] or "failed")
 
 
 def _is_binary(kind) -> bool:

@@ -27,12 +27,33 @@ def safe_key(*parts: str) -> str:
     When anything had to be replaced, a short digest of the original text is appended so that
     two inputs differing only in punctuation ("a.b" vs "a_b") still get different keys.
     """
-    cleaned_parts = [_UNSAFE.sub("_", part).strip("_") or "_" for part in parts]
+    cleaned_parts = _cleaned(parts)
     cleaned = "-".join(cleaned_parts)
     if cleaned_parts != list(parts):
-        raw = "\0".join(parts)
-        cleaned += "_" + hashlib.blake2b(raw.encode(), digest_size=4).hexdigest()
+        raw = "\0".join(parts)  # a name that is not UTF-8 (a latin-1 tar member) keeps its bytes
+        cleaned += "_" + hashlib.blake2b(raw.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
     return cleaned
+
+
+def _cleaned(parts: tuple[str, ...]) -> list[str]:
+    return [_UNSAFE.sub("_", part).strip("_") or "_" for part in parts]
+
+
+def data_key(source: str, *parts: str) -> str:
+    """`safe_key(source, *parts)` made one-to-one for `parts` taken from the data (a shard name,
+    a webdataset key), which may hold '-', the separator: ("cc3m", "train-0001") and
+    ("cc3m-train", "0001") would both join to `src-cc3m-train-0001`.
+
+    A key `safe_key` already marked with its digest, and a key whose parts hold no '-', is
+    `safe_key`'s unchanged (those could not meet before). Clean parts holding a '-' get `--` and a
+    64-bit digest of the parts: no other key holds `--` followed by 16 hex digits at its end
+    (unmarked keys hold no `--`, source names no '-'; `safe_key`'s digest is `_` and 8), so
+    distinct parts give distinct keys up to the digest.
+    """
+    if not any("-" in part for part in parts) or _cleaned(parts) != list(parts):
+        return safe_key(source, *parts)
+    raw = "\0".join(parts).encode("utf-8", "surrogateescape")
+    return f"{safe_key(source, *parts)}--{hashlib.blake2b(raw, digest_size=8).hexdigest()}"
 
 
 _PLAIN_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_]*[A-Za-z0-9])?")

@@ -6,12 +6,16 @@ the root, a traceback, or a lost unit."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sources import fsio
@@ -19,6 +23,7 @@ from sources.annotated_video import AnnotatedVideoSource
 from sources.annotation_files import AnnotationFileError, load_json
 from sources.coco import CocoSource, load_index
 from sources.imagenet import ImageNetSource
+from sources.laion import LaionSource
 from sources.mpii import MpiiSource
 from sources.multitask import MultiTaskSource
 from sources.multiview import Co3dSource, ObjaverseSource
@@ -337,6 +342,75 @@ def test_dense_layouts_refuse_links_out_of_the_root(tmp_path: Path, outside: Pat
     (vip / "panomasks/v1/00001.png").symlink_to(outside / "private.png")
     items = _items(AnnotatedVideoSource("vip", str(vip), "vipseg", frames=1))
     assert _rejects(items) == {"vip-v1-s1-f00001": "outside_root"} and len(items) == 2
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_web_layouts_refuse_links_out_of_the_root(tmp_path: Path, outside: Path):
+    """Every img2dataset layout, and a plain folder, with links leading out of the root: a shard
+    folder, an image no parquet lists, a caption, a tar, the parquet and _stats.json, a parquet
+    of images. Each is an `outside_root` reject (never a silent gap), and none is opened."""
+    jpg = cv2.imencode(".jpg", np.full((16, 24, 3), 90, np.uint8))[1].tobytes()
+    (outside / "shard").mkdir()
+    (outside / "shard" / "000000005.jpg").write_bytes(jpg)
+    (outside / "shard" / "000000005.txt").write_bytes(CANARY)
+    _tar(outside / "shard.tar", {"000000005.jpg": jpg, "000000005.txt": CANARY})
+    (outside / "stats.json").write_text(json.dumps({"successes": 9, "note": CANARY.decode()}))
+    row = {"key": "000000000", "status": "success", "url": "http://127.0.0.1/0.jpg", "caption": CANARY.decode()}
+    pq.write_table(pa.Table.from_pylist([row]), outside / "listing.parquet")
+    pq.write_table(pa.Table.from_pylist([{**row, "jpg": jpg}]), outside / "images.parquet")
+
+    files = tmp_path / "files"  # output_format=files
+    (files / "00000").mkdir(parents=True)
+    (files / "00000" / "000000000.jpg").write_bytes(jpg)
+    (files / "00000" / "000000000.txt").symlink_to(outside / "passwd")  # a caption leading out
+    (files / "00000" / "000000007.jpg").symlink_to(outside / "private.png")  # an image no listing names
+    (files / "00001").symlink_to(outside / "shard")  # a shard folder on another disk
+    pq.write_table(pa.Table.from_pylist([{**row, "caption": "c"}]), files / "00000.parquet")
+    pq.write_table(pa.Table.from_pylist([{**row, "key": "000000005"}]), files / "00001.parquet")
+    wds = tmp_path / "wds"  # output_format=webdataset
+    wds.mkdir()
+    _tar(wds / "00000.tar", {"000000000.jpg": jpg})
+    (wds / "00000.parquet").symlink_to(outside / "listing.parquet")
+    (wds / "00000_stats.json").symlink_to(outside / "stats.json")
+    (wds / "00001.tar").symlink_to(outside / "shard.tar")
+    (wds / "00002.tar").symlink_to(wds / "gone.tar")  # dangling, inside: a shard that is not there
+    (wds / "00003.tar").symlink_to(outside / "gone.tar")  # dangling, leading out
+    images = tmp_path / "pq"  # output_format=parquet
+    images.mkdir()
+    pq.write_table(pa.Table.from_pylist([{**row, "caption": "c", "jpg": jpg}]), images / "00000.parquet")
+    (images / "00001.parquet").symlink_to(outside / "images.parquet")
+    folder = tmp_path / "folder"  # a plain folder
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(jpg)
+    (folder / "a.txt").symlink_to(outside / "passwd")
+
+    expected = {
+        (files, "files"): [("web-00000-000000000", "outside_root"), ("web-00000-000000007", "outside_root"),
+                           ("web-00001", "outside_root")],
+        (wds, "webdataset"): [("web-00000", "outside_root"), ("web-00000", "outside_root"),
+                              ("web-00001", "outside_root"), ("web-00002", "corrupt_archive"),
+                              ("web-00003", "outside_root")],
+        (images, "parquet"): [("web-00001", "outside_root")],
+        (folder, "folder"): [("web-a--txt", "outside_root")],
+    }
+    for (root, layout), rejects in expected.items():
+        source = LaionSource("web", str(root))
+        assert source.resolved_format() == layout
+        with fsio.recording_inputs() as opened:
+            items = _items(source)
+        assert sorted((r.key, r.reason) for r in items if isinstance(r, Reject)) == rejects, layout
+        (record,) = [i for i in items if not isinstance(i, Reject)]
+        assert record.key in ("web-00000-000000000", "web-a")
+        assert record.lineage.get("caption") in (None, "c")  # never the one a link leads to
+        assert not [f for f in opened.files if os.path.realpath(f).startswith(str(outside.resolve()))], layout
+        _no_canary(items)
 
 
 def test_co3d_frames_checked_one_by_one(tmp_path: Path, outside: Path):

@@ -319,6 +319,24 @@ def test_cut_real_tar_accounts_for_every_success(downloads, tmp_path: Path):
     assert records + reasons["truncated_sample"] + reasons["missing_from_archive"] == successes
 
 
+def test_killed_real_download_keeps_its_tar_samples(downloads, tmp_path: Path):
+    """A killed img2dataset leaves its tar cut at a 10 KiB record (its tar writer's block) and a
+    0-byte parquet, no _stats.json: the samples the tar holds are built, the cut one is counted,
+    and the parquet is one `bad_parquet` reject."""
+    _require_img2dataset()
+    whole = (downloads["raw"] / "00000.tar").read_bytes()
+    (tmp_path / "00000.tar").write_bytes(whole[: len(whole) // 2 // tarfile.RECORDSIZE * tarfile.RECORDSIZE])
+    (tmp_path / "00000.parquet").write_bytes(b"")
+    source = LaionSource("web", str(tmp_path))
+    items = [i for u in source.units() for i in source.read(u)]
+    reasons = Counter(i.reason for i in items if isinstance(i, Reject))
+    assert reasons["bad_parquet"] == 1 and reasons["corrupt_archive"] == 1
+    shas = {row["sha256"] for row in _parquet_rows(downloads["raw"]) if row["status"] == "success"}
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(records) >= 2 and all(hashlib.sha256(r.data).hexdigest() in shas for r in records)
+    assert all(r.lineage["url"].startswith("http://127.0.0.1:") for r in records)  # from each sample's .json
+
+
 @pytest.mark.parametrize("made_by", ["img2dataset", "img2dataset, cut", "GNU tar"])
 def test_parts_of_a_real_tar_yield_what_the_whole_tar_does(downloads, tmp_path: Path, monkeypatch, made_by: str):
     """A big local tar is read as parts, each seeking over the samples other parts own: on the

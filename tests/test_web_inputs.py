@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 from PIL import Image
 
+from sources import fsio
 from sources.laion import LaionSource
-from sources.records import ImageRecord, Reject, path_key, safe_key
+from sources.records import ImageRecord, Reject, data_key, path_key, safe_key
 from transforms.decode import DecodeError, load_image
 from uvd_pipeline.rendered_shards import REJECTS_SUFFIX, TAR_SUFFIX, ShardAddress, write_shard
 from uvd_pipeline.sentences import Sentence
@@ -70,6 +72,31 @@ def test_folder_collisions_become_distinct_sentences_and_captions_pair(tmp_path:
     by_path = {i.lineage["path"]: i for i in items}
     assert by_path["x.jpg"].lineage["caption"] == by_path["x.png"].lineage["caption"] == "shared caption"
     assert "caption" not in by_path["sub/x.jpg"].lineage
+
+
+def test_tar_sample_keys_are_one_to_one_over_shard_and_key(tmp_path: Path):
+    """`cc3m.tar` holding `train-0001.jpg` and `cc3m-train.tar` holding `0001.png` are two images:
+    two records with two keys (safe_key alone joins both to `web-cc3m-train-0001`). Keys whose
+    parts hold no '-', or that safe_key already marked with its digest, are as they were."""
+    _tar(tmp_path / "cc3m.tar", [("train-0001.jpg", _image(seed=1)), ("0002.jpg", _image(seed=2))])
+    _tar(tmp_path / "cc3m-train.tar", [("0001.png", _image("PNG", seed=3))])
+    _tar(tmp_path / "00000.tar", [("000000001.jpg", _image(seed=4)), ("a.b-c.jpg", _image(seed=5))])
+    with tarfile.open(tmp_path / "latin.tar", "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        info = tarfile.TarInfo("caf\xe9.jpg")  # a member name that is not UTF-8
+        info.size = len(_image(seed=6))
+        tar.addfile(info, io.BytesIO(_image(seed=6)))
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert all(isinstance(i, ImageRecord) for i in items)
+    keys = {(i.lineage["shard"], i.lineage["sample_key"]): i.key for i in items}
+    assert len(set(keys.values())) == len(keys) == 6
+    assert keys["cc3m", "0002"] == "web-cc3m-0002" == safe_key("web", "cc3m", "0002")
+    assert keys["00000", "000000001"] == "web-00000-000000001"
+    assert keys["00000", "a"] == safe_key("web", "00000", "a")  # the key is cut at the first dot
+    assert keys["latin", "caf\udce9"].startswith("web-latin-caf_")
+    for dashed in (("cc3m", "train-0001"), ("cc3m-train", "0001")):
+        assert keys[dashed].startswith("web-cc3m-train-0001--") and len(keys[dashed].rsplit("--", 1)[1]) == 16
+    assert data_key("web", "a-b", "c") != data_key("web", "a", "b-c") != data_key("web", "a-b-c")
+    assert data_key("web", "x.y-z", "1") == safe_key("web", "x.y-z", "1")  # already digest-marked
 
 
 def _sentence(sid: str, origin: str, seed: int) -> Sentence:
@@ -251,6 +278,30 @@ def test_cut_tar_accounts_for_every_listed_success(tmp_path: Path):
     assert missing[-1].detail == "00000.parquet lists 00000011 as downloaded; 00000.tar lacks it"
 
 
+@pytest.mark.parametrize("member", ["jpg", "txt"])
+def test_sample_cut_in_any_member_is_truncated_sample(tmp_path: Path, monkeypatch, member: str):
+    """A tar cut inside the data of a sample's first member (its image) or of a later one: that
+    sample is a `truncated_sample` either way, every listed success is accounted once, and the
+    parts of the tar read as several units say the same."""
+    import sources.laion as laion
+
+    _img2dataset_shard(tmp_path, n=6, failed=0)
+    tar = tmp_path / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: data.find(f"00000003.{member}".encode()) + tarfile.BLOCKSIZE + 100])
+    whole = _read_all(LaionSource("web", str(tmp_path)))
+    reasons = {i.key: i.reason for i in whole if isinstance(i, Reject)}
+    assert [i.lineage["sample_key"] for i in whole if isinstance(i, ImageRecord)] == ["00000000", "00000001",
+                                                                                      "00000002"]
+    assert reasons == {"web-00000": "corrupt_archive", "web-00000-00000003": "truncated_sample",
+                       "web-00000-00000004": "missing_from_archive", "web-00000-00000005": "missing_from_archive"}
+    monkeypatch.setattr(laion, "TAR_PART_BYTES", max(1, tar.stat().st_size // 3))
+    source = LaionSource("web", str(tmp_path))
+    assert len(source.units()) >= 3 and all(u.parts > 1 for u in source.units())
+    parts = [repr(i) for u in source.units() for i in source.read(u)]
+    assert sorted(parts) == sorted(repr(i) for i in whole)
+
+
 def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
     _img2dataset_shard(tmp_path)
     (tmp_path / "00000.parquet").unlink()
@@ -261,6 +312,155 @@ def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
     found = sum(isinstance(i, ImageRecord) for i in items) + sum(
         isinstance(i, Reject) and i.reason == "truncated_sample" for i in items)
     assert missing.detail.startswith(f"00000_stats.json counts 12 successes, 00000.tar holds {found};")
+
+
+def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
+    """What a killed img2dataset leaves: the tar cut at a member boundary and a 0-byte parquet (it
+    writes the parquet, and _stats.json, when the shard closes). The tar's samples are built, the
+    last one read is `truncated_sample` (its later members may be lost), and the parquet is one
+    `bad_parquet` reject: its failed downloads are unknown, not a reason to drop the tar."""
+    _img2dataset_shard(tmp_path, n=6, failed=2)
+    (tmp_path / "00000.parquet").write_bytes(b"")
+    (tmp_path / "00000_stats.json").unlink()
+    tar = tmp_path / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: data.find(b"00000004.jpg")])  # samples 0-3 whole, the end block missing
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [i.lineage["sample_key"] for i in items if isinstance(i, ImageRecord)] == ["00000000", "00000001",
+                                                                                      "00000002"]
+    rejects = {i.reason: i for i in items if isinstance(i, Reject)}
+    assert sorted(rejects) == ["bad_parquet", "corrupt_archive", "truncated_sample"]
+    assert rejects["truncated_sample"].key == "web-00000-00000003"
+    assert rejects["bad_parquet"].key == "web-00000" and rejects["bad_parquet"].detail.startswith(
+        "00000.parquet cannot be read (ArrowInvalid: ")
+    assert rejects["bad_parquet"].detail.endswith("; the shard's failed downloads are unknown")
+    assert str(tmp_path) not in rejects["bad_parquet"].detail
+    assert LaionSource("web", str(tmp_path)).notices() == []  # the build's resize check passes it by
+
+
+def test_damaged_parquet_beside_whole_shards_is_one_reject(tmp_path: Path):
+    """A damaged listing next to a whole tar, or a whole `files` folder: every image is built and
+    the parquet is one `bad_parquet`; _stats.json still vouches for the count. A damaged
+    `output_format=parquet` shard (its images inside) is a `bad_parquet` too, not a failed unit."""
+    wds_dir, files_dir, pq_dir = tmp_path / "wds", tmp_path / "files", tmp_path / "pq"
+    for folder in (wds_dir, files_dir, pq_dir):
+        folder.mkdir()
+    images = _img2dataset_shard(wds_dir, n=5, failed=1)
+    with tarfile.open(wds_dir / "00000.tar") as tar:
+        tar.extractall(files_dir / "00000", filter="data")
+    for name in ("00000.parquet", "00000_stats.json"):
+        (files_dir / name).write_bytes((wds_dir / name).read_bytes())
+    rows = pq.read_table(wds_dir / "00000.parquet").to_pylist()
+    for row, image in zip(rows, images + [None]):
+        row["jpg"] = image
+    pq.write_table(pa.Table.from_pylist(rows), pq_dir / "00000.parquet")
+    for folder in (wds_dir, files_dir):
+        listing = folder / "00000.parquet"
+        listing.write_bytes(listing.read_bytes()[:-40])  # the footer cut off
+    (pq_dir / "00000.parquet").write_bytes(b"PAR1" + bytes(100))
+    for folder, fmt, records in ((wds_dir, "webdataset", 5), (files_dir, "files", 5), (pq_dir, "parquet", 0)):
+        source = LaionSource("web", str(folder), fmt)
+        items = _read_all(source)
+        assert sum(isinstance(i, ImageRecord) for i in items) == records, fmt
+        assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("web-00000", "bad_parquet")], fmt
+
+
+def test_gzipped_tar_shards_are_read_beside_plain_ones(tmp_path: Path, monkeypatch, capsys):
+    """webdataset reads `.tar.gz` and `.tgz` shards; so does the build, with their parquet
+    listings, instead of leaving them out unsaid: `check` counts them, a cut one is a
+    `corrupt_archive` with its samples accounted, and a big one is one unit (never split)."""
+    import gzip
+
+    import yaml
+
+    import sources.laion as laion
+    from uvd_pipeline.cli import main
+
+    plain, zipped = tmp_path / "plain", tmp_path / "web"
+    plain.mkdir()
+    zipped.mkdir()
+    _img2dataset_shard(plain, n=4, failed=1)
+    (zipped / "00000.tar").write_bytes((plain / "00000.tar").read_bytes())
+    for shard, suffix in (("00001", ".tar.gz"), ("00002", ".tgz")):
+        (zipped / f"{shard}{suffix}").write_bytes(gzip.compress((plain / "00000.tar").read_bytes()))
+        (zipped / f"{shard}.parquet").write_bytes((plain / "00000.parquet").read_bytes())
+    cut = zipped / "00002.tgz"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    monkeypatch.setattr(laion, "TAR_PART_BYTES", 1024)
+    source = LaionSource("web", str(zipped))
+    assert [(fsio.basename(u.uris[0]), u.parts) for u in source.units() if u.part == 0] == [
+        ("00000.tar", 8), ("00001.tar.gz", 1), ("00002.tgz", 1)]
+    items = _read_all(source)
+    records = Counter(i.lineage["shard"] for i in items if isinstance(i, ImageRecord))
+    assert records["00000"] == records["00001"] == 4 and 1 <= records["00002"] < 4
+    first = next(i for i in items if isinstance(i, ImageRecord) and i.lineage["shard"] == "00001")
+    assert first.key == "web-00001-00000000" and first.lineage["url"] == "http://127.0.0.1/0.jpg"
+    assert first.data == next(i.data for i in items if isinstance(i, ImageRecord) and i.key == "web-00000-00000000")
+    reasons = Counter((i.key.split("-")[1], i.reason) for i in items if isinstance(i, Reject))
+    assert reasons["00001", "failed_to_download"] == reasons["00002", "failed_to_download"] == 1
+    assert reasons["00002", "corrupt_archive"] == 1
+    assert records["00002"] + reasons["00002", "truncated_sample"] + reasons["00002", "missing_from_archive"] == 4
+    config = {"version": 1, "output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+              "sources": [{"name": "web", "type": "laion", "path": str(zipped), "num_shards": 1}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(laion, "TAR_PART_BYTES", 64 << 20)
+    assert main(["check", str(tmp_path / "c.yaml")]) == 0
+    assert "source web: 3 input units" in capsys.readouterr().out
+
+
+def test_parquet_appearing_after_a_build_changes_the_rerun(tmp_path: Path):
+    """img2dataset writes a shard's parquet and _stats.json when the shard closes: a build run
+    before they are there (or before they are copied) read only the tar. Once they appear, a rerun
+    into the same output renders the unit again (the reading looked for them: their absence was
+    part of its input) and gives what a fresh build gives: the failed download as a reject, the
+    URL in each header."""
+    import yaml
+    from conftest import shard_digests
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    web = tmp_path / "web"
+    web.mkdir()
+    _img2dataset_shard(web, n=3, failed=1)
+    listing = {name: (web / name).read_bytes() for name in ("00000.parquet", "00000_stats.json")}
+    for name in listing:
+        (web / name).unlink()
+
+    def build(output: str):
+        config = {"version": 1, "output": str(tmp_path / output), "seed": 0, "image": {"size": 32},
+                  "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
+                  "sources": [{"name": "web", "type": "laion", "path": str(web), "num_shards": 1}],
+                  "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+        (tmp_path / f"{output}.yaml").write_text(yaml.safe_dump(config))
+        return run_build(load_config(str(tmp_path / f"{output}.yaml"))).summary
+
+    first = build("out")
+    assert first["sources"]["web"]["rejects"] == 0
+    for name, data in listing.items():
+        (web / name).write_bytes(data)
+    rerun = build("out")
+    assert rerun["run"]["counters"].get("web.units_rendered") == 1
+    assert rerun["sources"]["web"]["rejects_by_reason"] == {"failed_to_download": 1}
+    fresh = build("fresh")
+    assert rerun["totals"] == fresh["totals"]
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")
+    headers = [json.loads(s["json"]) for s in wds.WebDataset(
+        sorted(str(p) for p in (tmp_path / "out" / "rendered").rglob("*.tar")), shardshuffle=False)]
+    assert sorted(h["members"][0]["url"] for h in headers) == [f"http://127.0.0.1/{i}.jpg" for i in range(3)]
+
+
+def test_parquet_without_status_column_lists_successes(tmp_path: Path):
+    """A listing without `status` (older img2dataset outputs): each row is a success, once: two
+    records and one `missing_from_archive`, never a `failed` reject beside a record."""
+    _tar(tmp_path / "00000.tar", [("000000000.jpg", _image(seed=1)), ("000000001.jpg", _image(seed=2))])
+    rows = [{"key": f"00000000{i}", "url": f"http://127.0.0.1/{i}.jpg", "caption": f"c{i}"} for i in range(3)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "00000.parquet")
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert [r.lineage["url"] for r in records] == ["http://127.0.0.1/0.jpg", "http://127.0.0.1/1.jpg"]
+    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [
+        ("web-00000-000000002", "missing_from_archive")]
 
 
 # -- 4. img2dataset metadata, output_format=parquet, resized input -------------------------------

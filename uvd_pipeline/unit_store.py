@@ -13,8 +13,8 @@ and passes on results whose images are `StoredRef`s of a few dozen bytes (the ru
 never hold pixels; WriteShard reads the bytes back when it writes a tar). A rerun of the same
 config takes a committed unit's results instead of reading and rendering it again when the files
 its reading touched (recorded through `sources.fsio.recording_inputs`: every file opened, every
-folder listed) still have the same size and modification stamp and the stored files match their
-digests; a grown, changed or damaged unit is rendered again, a vanished one is dropped.
+path probed and found absent, every folder listed) still have the same size and modification stamp
+and the stored files match their digests; a grown, changed or damaged unit is rendered again, a vanished one is dropped.
 
 Disk: once a shard holding an image commits, the store gives its copy up
 (`uvd_pipeline.unit_relocation`), so a build needs the output's size plus what is in flight,
@@ -97,8 +97,12 @@ def unit_paths(unit: Any) -> list[str]:
 
 
 def input_manifest(record: fsio.InputsRead, unit: Any) -> dict[str, Any]:
+    """Each file the reading opened with its state now, each path it found absent as "missing"
+    (as it was when probed: one that appears before a rerun changes the unit), each listing."""
     files = sorted(record.files | set(unit_paths(unit)))
-    return {"files": {uri: fsio.file_state(uri) for uri in files},
+    states = {uri: fsio.file_state(uri) for uri in files}
+    states.update({uri: ["missing"] for uri in sorted(record.absent) if uri not in states})
+    return {"files": dict(sorted(states.items())),
             "listings": sorted([list(key), digest] for key, digest in record.listings.items())}
 
 
