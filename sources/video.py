@@ -32,6 +32,7 @@ import numpy as np
 
 from sources import budget, fsio
 from sources.budget import Budget, BudgetExceeded, JobError
+from sources.paths import path_problem
 from sources.records import Reject, SourceItem, VideoClipRecord, VideoRecord, safe_key
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
 
@@ -230,13 +231,17 @@ class VideoSource:
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
     limits: Budget = field(default_factory=Budget)
     max_pixels: int = DEFAULT_MAX_PIXELS  # per frame, as for images (rendering applies the build's own)
+    follow_links: bool = False  # read videos and folders that are links leading out of `path`
 
     def units(self) -> list[str]:
         if not fsio.exists(self.path):
             raise FileNotFoundError(f"{self.path} does not exist")
         if not fsio.isdir(self.path):
             return [self.path]
-        files = fsio.list_files(self.path, self.extensions, recursive=True)
+        # links, fifos and devices are listed too (a folder link whatever its name): `read` rejects
+        # those it must not open, so none is skipped silently
+        files = fsio.list_files(self.path, self.extensions, recursive=True, follow_links=self.follow_links,
+                                links=True)
         if not files:
             raise FileNotFoundError(f"{self.name}: no videos ({', '.join(self.extensions)}) under {self.path}")
         return files
@@ -248,6 +253,10 @@ class VideoSource:
 
     def read(self, uri: str) -> Iterator[SourceItem]:
         video = self.video_key(uri)
+        problem = path_problem(self.path, uri, self.follow_links)
+        if problem:  # a link leading out of the root, a fifo or a device: never opened
+            yield Reject(video, self.name, video, "read", problem.reason, problem.detail)
+            return
         try:
             probe = probe_video(uri, self.decoder, self.limits, self.max_pixels)
         except VideoError as exc:

@@ -8,7 +8,12 @@ Long gaps between stretches are jumped with a container seek, checked against th
 (MPEG-TS/PS seeks land late or early) and retried earlier, or replaced by reading on.
 
 Frames are named by time stamp through the index, so a frame is never taken for another; a
-frame is returned in display orientation (the stream's rotation applied, as players do).
+frame is returned in display orientation (the stream's rotation applied, as players do). A
+decoder outputs frames in presentation order, so within one decoding run their stamps must rise:
+where they do not, the stamps are not presentation times and the video is refused
+(`unsupported_container`), never delivered as wrong frames. Streams whose stamps only count
+packets in decode order (`VideoIndex.decode_order_stamps`: H.264 with B-frames in AVI) are named
+by the decoder's output order instead.
 
 Memory is judged before any frame is decoded, from what the stream declares (`judge_memory`):
 width x height x the bytes a pixel takes in the decoder's format x the frames its decoder may
@@ -283,8 +288,12 @@ class _Session:
     _collect: bool = False
     _working: tuple[int, int] | None = None  # (w, h) frames are converted at, coded orientation
     sar: Fraction | None = None  # the stream's pixel aspect ratio, applied in the conversion
+    _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
+    _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
+    _shown: tuple[int, ...] = ()
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
+        self._shown = self.index.presented
         self._container, stream = open_stream(self.uri)
         try:
             self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
@@ -293,9 +302,32 @@ class _Session:
         finally:
             self._container.close()
 
+    def _name(self, frame) -> int | None:
+        """The stamp that names a decoded frame in the index: its own, checked to rise within the
+        run, or with `decode_order_stamps` that of its place in the decoder's output order."""
+        if self.index.decode_order_stamps:
+            k, self._outputs = self._outputs, self._outputs + 1
+            if k >= len(self._shown):
+                raise VideoError("unsupported_container", f"{self.index.container}/{self.index.codec}: the decoder "
+                                 f"gives more frames than the {len(self._shown)} the stream holds")
+            return self._shown[k]
+        pts = frame.pts
+        if pts is None:
+            return None
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise VideoError("unsupported_container", f"{self.index.container}/{self.index.codec}: the decoder gives "
+                             f"the frame stamped {pts} after the one stamped {self._last_pts}: the stamps are not "
+                             "presentation times, so decoded frames cannot be matched to their place")
+        self._last_pts = pts
+        return pts
+
+    def _restart(self) -> None:
+        """The decoder was flushed or reopened: a new run of rising stamps begins."""
+        self._last_pts = None
+
     def _deliver(self, frames, trust: dict[int, int | None]) -> Iterator[tuple[int, np.ndarray]]:
         for frame in frames:
-            pts = frame.pts
+            pts = self._name(frame)
             w = self.wanted.get(pts)
             if w is None:
                 continue
@@ -342,16 +374,20 @@ class _Session:
         for stretch in plan:
             if not self.wanted:
                 break
-            if position + 1 < stretch.first and sum(index.size[position + 1:stretch.first]) > self.seek_bytes:
-                yield from self._deliver(codec.decode(None), trust)  # drain before the decoder is reset
+            if 0 <= position and position + 1 < stretch.first:
+                # a gap: the decoder starts afresh at the stretch's key frame (carried over the gap, it
+                # may give frames out of order), its held frames drained first
+                yield from self._deliver(codec.decode(None), trust)
                 codec.flush_buffers()
+                self._restart()
+            if position + 1 < stretch.first and sum(index.size[position + 1:stretch.first]) > self.seek_bytes:
                 landed = self._seek(stream, stretch.first)
                 if landed is None:
                     packets, position, stream, codec = self._reopen()
                 else:
                     packets, position = landed
                     seeked = True
-            while position < stretch.last:
+            while position < stretch.last and self.wanted:  # nothing left to deliver: stop reading
                 packet = next(packets, None)
                 if packet is None:
                     break
@@ -372,13 +408,14 @@ class _Session:
                     # the demuxer resumed in a way the index cannot follow: read from the start
                     yield from self._deliver(codec.decode(None), trust)
                     packets, position, stream, codec = self._reopen()
+                    self._restart()
                     seeked = False
                     continue
                 position = at
                 if position < stretch.first:
                     continue
                 trust[packet.pts] = stretch.trusted_from
-                if self.skip_nonref:
+                if self.skip_nonref and not index.decode_order_stamps:  # a skipped frame would shift the names
                     codec.skip_frame = "DEFAULT" if packet.pts in self.wanted else "NONREF"
                 try:
                     frames = codec.decode(packet)
@@ -401,6 +438,7 @@ class _Session:
         self._container.close()
         self._container, stream = open_stream(self.uri)
         self.seek_bytes = 1 << 62
+        self._outputs = 0
         return self._container.demux(stream), -1, stream, stream.codec_context
 
     def _seek(self, stream, target: int):
@@ -477,6 +515,9 @@ class Probe:
     full_size_fits: bool = True  # full-size RGB frames fit the memory budget (decord needs them)
     sample_aspect_ratio: str = ""  # "num:den" when not 1:1 ("" for square pixels)
     sar_applied: bool = False  # False for a ratio outside SAR_LIMITS (frames keep their coded shape)
+    reordered: bool = False  # frames are shown in another order than decoded (by their stamps)
+    open_gop: bool = False  # a frame after a key frame (decode order) is shown before it
+    decode_order_stamps: bool = False  # stamps count packets in decode order; frames named by output order
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -490,15 +531,23 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     shown = index.presented
     if not shown:
         raise VideoError("too_few_frames", "no frames")
-    starts = key_of(index)
     n = len(shown)
-    session = _Session(uri, index, {shown[0]: 0, shown[n - 1]: n - 1}, None, True, 1 << 62, max_pixels, memory_mb,
-                       convert=False)
-    ends = dict(session.run(decode_plan(index, [0, n - 1], starts)))
-    if 0 not in ends:
-        raise VideoError("decode_failed", "the first frame does not decode")
-    if n - 1 not in ends:
-        n = _decodable_count(uri, index, starts, max_pixels, memory_mb)
+    if index.decode_order_stamps:  # named by output order: count what a whole decode gives
+        session = _Session(uri, index, {p: i for i, p in enumerate(shown)}, None, False, 1 << 62, max_pixels,
+                           memory_mb, convert=False)
+        ends = dict(session.run(decode_plan(index, list(range(n)))))
+        n = len(ends)  # 0..n-1: outputs are named in order
+        if 0 not in ends:
+            raise VideoError("decode_failed", "the first frame does not decode")
+    else:
+        starts = key_of(index)
+        session = _Session(uri, index, {shown[0]: 0, shown[n - 1]: n - 1}, None, True, 1 << 62, max_pixels,
+                           memory_mb, convert=False)
+        ends = dict(session.run(decode_plan(index, [0, n - 1], starts)))
+        if 0 not in ends:
+            raise VideoError("decode_failed", "the first frame does not decode")
+        if n - 1 not in ends:
+            n = _decodable_count(uri, index, starts, max_pixels, memory_mb)
     height, width = ends[0]
     judged = session.judgement
     full_size_fits = judged is not None and (judged.decoder_bytes + judged.width * judged.height * (
@@ -516,7 +565,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     times = tuple(round((p - base) * num / den, 6) for p in shown[:n])  # = float(Fraction): exactly rounded
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
-                 session.sar is not None)
+                 session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
@@ -577,7 +626,8 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
 
 
 # containers and codecs where decord's frame i is the presented frame i (checked by the zoo tests);
-# elsewhere (MPEG-TS/PS, HEVC, edit lists, rotation, cut files) PyAV decodes instead
+# elsewhere (MPEG-TS/PS, HEVC, edit lists, rotation, cut files, open GOPs, AVI with H.264 or
+# B-frames) PyAV decodes instead
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
 DECORD_CODECS = ("h264", "vp8", "vp9", "mjpeg", "mpeg4", "prores")
 DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p")  # decord converts others (10-bit, 4:4:4) differently
@@ -594,6 +644,12 @@ def decord_exact(probe: Probe) -> str | None:
         return f"pixel format {probe.pixel_format}"
     if probe.hidden:
         return "edit list or a stream cut mid-GOP"
+    if probe.decode_order_stamps:
+        return "time stamps in decode order from a decoder that reorders frames"
+    if probe.open_gop:  # decord's seeks then give frames of a neighbouring place (x264 open-gop, MPEG-4 ASP)
+        return "open GOP (frames after a key frame shown before it)"
+    if probe.container == "avi" and (probe.codec == "h264" or probe.reordered):
+        return "H.264 or B-frames in AVI (decord's seeks there land on other frames)"
     if probe.rotation or probe.mirrored:
         return "display rotation"
     if probe.packets != probe.n_frames or probe.claimed not in (0, probe.n_frames):

@@ -5,6 +5,12 @@ cut that starts between key frames, flagged *discard* by the demuxer) still have
 as references but are not counted, nor are frames before the first key frame of a stream cut
 mid-GOP; the order is presentation order (time stamps), not decode order. Every packet must carry a unique time stamp so a decoded frame can be named; a
 file where they do not is refused rather than guessed at.
+
+Some containers store no presentation stamps: AVI gives each packet the next tick in decode
+order, so H.264 with B-frames there has stamps that rise in decode order while its decoder
+reorders. Such stamps name no shown frame: the index marks the stream `decode_order_stamps`, and
+its frames are named by the order the decoder gives them (presentation order), decoding from the
+first key frame with nothing skipped.
 """
 
 from __future__ import annotations
@@ -38,11 +44,31 @@ class VideoIndex:
     clean_end: bool  # demuxing reached the end without an error
     container: str
     codec: str
+    # the stamps rise in decode order while the decoder reorders (H.264 with B-frames in AVI):
+    # the k-th frame the decoder outputs is presented frame k, whatever its stamp
+    decode_order_stamps: bool = False
 
     @property
     def presented(self) -> tuple[int, ...]:
-        """Time stamps of the shown frames, in presentation order."""
+        """Time stamps of the shown frames, in presentation order (with `decode_order_stamps`,
+        the names of the decoder's outputs in the order it gives them)."""
         return tuple(sorted(p for p, d in zip(self.pts, self.discard) if not d))
+
+    @property
+    def reordered(self) -> bool:
+        """Whether frames are shown in another order than they are decoded (by their stamps)."""
+        return any(b <= a for a, b in zip(self.pts, self.pts[1:]))
+
+    @property
+    def open_gop(self) -> bool:
+        """Whether a frame after a key frame in decode order is shown before it (an open GOP:
+        that frame references the GOP before the key frame)."""
+        later = float("inf")  # the smallest stamp after the current packet
+        for p, key in zip(reversed(self.pts), reversed(self.keyframe)):
+            if key and later < p:
+                return True
+            later = min(later, p)
+        return False
 
 
 def build_index(container, stream) -> VideoIndex:
@@ -84,8 +110,22 @@ def build_index(container, stream) -> VideoIndex:
         # too, like the leading frames of an open GOP that key frame begins
         first = keyframe.index(True)
         discard = [d or i < first or p < pts[first] for i, (d, p) in enumerate(zip(discard, pts))]
+    in_decode_order = _stamps_in_decode_order(pts, stream.codec_context)
+    if in_decode_order and any(discard[keyframe.index(True):]):
+        raise UnsupportedVideo("unsupported_container",
+                               f"{fmt}/{codec}: time stamps in decode order from a decoder that reorders frames, "
+                               "with frames an edit list hides: the shown frames cannot be named")
     return VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
-                      clean, fmt, codec)
+                      clean, fmt, codec, in_decode_order)
+
+
+def _stamps_in_decode_order(pts: list[int], codec_context) -> bool:
+    """Stamps that only count packets in decode order (AVI's), from a decoder that may output
+    frames in another order (it declares a reorder delay, `has_b_frames`): then a frame's stamp
+    is not its place. Stamps that rise in decode order from a decoder that never reorders are
+    presentation stamps too."""
+    rising = all(a < b for a, b in zip(pts, pts[1:]))
+    return len(pts) > 1 and rising and bool(codec_context.has_b_frames)
 
 
 @dataclass(frozen=True)
@@ -120,7 +160,11 @@ def decode_plan(index: VideoIndex, wanted: list[int], starts: list[int] | None =
 
     A frame needs the decode from its key frame (`key_of`) up to its own packet; overlapping or
     adjacent needs merge into one stretch. Packets between stretches are not decoded at all.
+    With `decode_order_stamps`, frames are named by the order they come out, so everything is
+    decoded from the first key frame (until the wanted frames are out).
     """
+    if index.decode_order_stamps:
+        return [Stretch(index.keyframe.index(True), len(index.pts) - 1, None)] if wanted else []
     shown = index.presented
     position = {p: i for i, p in enumerate(index.pts)}
     starts = key_of(index) if starts is None else starts

@@ -89,3 +89,84 @@ def test_clip_frames_match_a_sequential_decode(sample_corpus: Path, decoder: str
     everything = video_zoo.coded(sample_corpus / "video" / "clip_40f.avi")
     assert frames.shape == (16, 180, 320, 3)
     assert all(np.array_equal(frames[i], everything[2 * i]) for i in range(16))
+
+
+def _links_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A video root holding a real clip, links in and out of it, a link to /dev/zero, a fifo and
+    a folder link leading out; the linked videos outside are real clips too."""
+    import os
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "more").mkdir(parents=True)
+    root.mkdir()
+    video_zoo.encode(root / "inside.mp4", 20, "libx264", options={**video_zoo.X264, "g": "10"})
+    video_zoo.encode(outside / "secret.mp4", 24, "libx264", options={**video_zoo.X264, "g": "10"}, first=100)
+    video_zoo.encode(outside / "more" / "other.mp4", 18, "libx264", options={**video_zoo.X264, "g": "10"}, first=200)
+    (root / "link_in.mp4").symlink_to(root / "inside.mp4")
+    (root / "link_out.mp4").symlink_to(outside / "secret.mp4")
+    (root / "zero_dev.mp4").symlink_to("/dev/zero")
+    (root / "linkdir").symlink_to(outside / "more")
+    os.mkfifo(root / "fifo.mp4")
+    return root, outside
+
+
+def _names(items, kind) -> dict[str, object]:
+    """Items of `kind` by key, without the key's hash suffix."""
+    import re
+
+    return {re.sub(r"_[0-9a-f]{8}$", "", i.key): i for i in items if isinstance(i, kind)}
+
+
+def _shown_indices(record: VideoRecord, path: Path) -> list[list[int]]:
+    """Per clip, the index each frame shows, after checking its pixels are the ffmpeg CLI's frame."""
+    reference = video_zoo.sequential(path)
+    shown = []
+    for clip in record.clips:
+        frames = read_clip_frames(clip)
+        for i, frame in zip(clip.frame_indices, frames):
+            assert np.abs(frame.astype(int) - reference[i]).mean() < 3, (clip.key, i)
+        shown.append([video_zoo.read_index(f) for f in frames])
+    return shown
+
+
+def test_links_out_of_the_root_fifos_and_devices_are_rejects_never_opened(tmp_path: Path):
+    """A file link leading out (even to /dev/zero) and a folder link leading out are `outside_root`,
+    a fifo `not_a_file`: listed, rejected, never opened (opened, a fifo blocks the probe until its
+    time budget ends: 600 s by default, 20 here). A link that stays inside is read like the file it
+    names."""
+    from sources.budget import Budget
+
+    video_zoo.require_ffmpeg()
+    root, _ = _links_tree(tmp_path)
+    source = VideoSource("vid", str(root), strides=(1,), limits=Budget(time_s=20))
+    items = [item for uri in source.units() for item in source.read(uri)]
+    rejects = {key: r.reason for key, r in _names(items, Reject).items()}
+    assert rejects == {"vid-link_out_mp4": "outside_root", "vid-zero_dev_mp4": "outside_root",
+                       "vid-linkdir": "outside_root", "vid-fifo_mp4": "not_a_file"}
+    assert all(r.stage == "read" and "secret" not in r.detail for r in items if isinstance(r, Reject))
+    records = _names(items, VideoRecord)
+    assert sorted(records) == ["vid-inside_mp4", "vid-link_in_mp4"]
+    for record in records.values():
+        assert _shown_indices(record, root / "inside.mp4") == [list(range(16))]
+
+
+def test_follow_links_reads_linked_videos_and_folders(tmp_path: Path):
+    """With `follow_links` the linked file and folder outside are read (their real frames); a link
+    to a device is still `not_a_file`, and the fifo too."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.source_factory import make_source
+
+    video_zoo.require_ffmpeg()
+    root, outside = _links_tree(tmp_path)
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "sources": [
+        {"name": "vid", "type": "video", "path": str(root), "strides": [1], "follow_links": True}]})
+    source = make_source(config.sources[0])
+    assert source.follow_links is True
+    items = [item for uri in source.units() for item in source.read(uri)]
+    rejects = {key: r.reason for key, r in _names(items, Reject).items()}
+    assert rejects == {"vid-zero_dev_mp4": "not_a_file", "vid-fifo_mp4": "not_a_file"}
+    records = _names(items, VideoRecord)
+    assert sorted(records) == ["vid-inside_mp4", "vid-link_in_mp4", "vid-link_out_mp4", "vid-linkdir-other_mp4"]
+    assert _shown_indices(records["vid-link_out_mp4"], outside / "secret.mp4") == [list(range(100, 116))]
+    assert _shown_indices(records["vid-linkdir-other_mp4"], outside / "more" / "other.mp4") == \
+        [list(range(200, 216))]

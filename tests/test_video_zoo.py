@@ -33,7 +33,8 @@ ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov",
        "h264_transpose.mov", "hevc.mp4", "vp9.webm", "vp8.webm", "mjpeg.avi", "mpeg4.avi",
        "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
        "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg",
-       "mpeg2_elementary.mpg"]
+       "mpeg2_elementary.mpg", "h264_bframes.avi", "h264_ipp.avi", "h264_bframes_cut.avi", "h264_opengop.mp4",
+       "mpeg4_bframes.mp4"]
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 STRIDES = (1, 3, 10, 20, 30)
 SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
@@ -66,11 +67,10 @@ def test_the_zoo_covers_every_accepted_extension():
     assert {Path(name).suffix for name in ZOO} == set(VIDEO_EXTENSIONS)
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
-@pytest.mark.parametrize("name", ZOO)
-def test_every_stored_frame_is_the_frame_a_player_shows(zoo, shown, name: str, decoder: str):
-    path, reference = zoo[name], shown[name]
-    source = VideoSource("zoo", str(path.parent), strides=STRIDES, decoder=decoder)
+def _rendered_as_shown(path: Path, reference: list[np.ndarray], strides, decoder: str) -> VideoRecord:
+    """Read and render `path` as a build does; every stored frame shows the index of the frame
+    the player (`reference`, the ffmpeg CLI) shows at its place. Returns the record."""
+    source = VideoSource("zoo", str(path.parent), strides=strides, decoder=decoder)
     (record,) = list(source.read(str(path)))
     assert isinstance(record, VideoRecord), record
     assert record.n_frames == len(reference)  # the count is the count of presented frames
@@ -86,6 +86,15 @@ def test_every_stored_frame_is_the_frame_a_player_shows(zoo, shown, name: str, d
             stored = cv2.resize(decode_png(image), (width, height), interpolation=cv2.INTER_AREA)
             assert _index_of(stored, lineage) == expected[member["frame"]], (sentence.sentence_id, member)
             assert member["time_s"] >= 0
+    return record
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("name", ZOO)
+def test_every_stored_frame_is_the_frame_a_player_shows(zoo, shown, name: str, decoder: str):
+    path, reference = zoo[name], shown[name]
+    record = _rendered_as_shown(path, reference, STRIDES, decoder)
+    lineage = record.clips[0].lineage
     # before the resize: oriented as the player shows them (the CLI's pixels, up to its colour
     # conversion), and pixel for pixel the frames a sequential PyAV decode gives, once turned back
     everything = video_zoo.coded(path)
@@ -207,28 +216,44 @@ def test_decord_is_refused_where_it_is_not_exact(zoo):
         pytest.skip("decord is not installed")
     for name, why in (("x264_gop25.ts", "container mpegts"), ("mpeg2_gop15.mpg", "container mpeg"),
                       ("hevc.mp4", "codec hevc"), ("editlist.mp4", "edit list"), ("h264_10bit.mov", "pixel format"),
-                      ("h264_rot90.mp4", "display rotation")):
+                      ("h264_rot90.mp4", "display rotation"), ("h264_opengop.mp4", "open GOP"),
+                      ("mpeg4_bframes.mp4", "open GOP"), ("mpeg4.avi", "open GOP"),
+                      ("h264_bframes.avi", "time stamps in decode order"), ("h264_ipp.avi", "H.264 or B-frames in AVI")):
         (record,) = list(VideoSource("zoo", str(zoo[name].parent), decoder="decord").read(str(zoo[name])))
         assert record.decoder == "pyav"
         assert why in record.clips[0].lineage["decoder_note"], name
 
 
+@pytest.mark.parametrize("name,decoder", [
+    ("h264_opengop.mp4", "pyav"), ("mpeg4_bframes.mp4", "pyav"), ("h264_bframes.avi", "pyav"),
+    ("h264_ipp.avi", "pyav"), ("h264_bframes.mp4", "decord"), ("vp8.webm", "decord"), ("mjpeg.avi", "decord")])
+def test_decord_is_chosen_only_where_its_sparse_picks_are_exact(zoo, shown, name: str, decoder: str):
+    """A single stride (frames apart, so decord seeks): on open GOPs, MPEG-4 ASP B-frames and H.264
+    in AVI decord gives neighbouring frames, so the source has PyAV decode those; where it is
+    exact it keeps decord. Either way every stored frame is the one the ffmpeg CLI shows."""
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    record = _rendered_as_shown(zoo[name], shown[name], (10,), "decord")
+    assert record.decoder == decoder and record.clips[0].stride > 1
+
+
 def test_a_video_that_never_answers_costs_that_video_not_the_build(zoo, tmp_path):
     """A named pipe nobody writes to (a stalled mount, say): opening it blocks inside FFmpeg's C
-    code. The probe is killed at the budget and the video is a `decode_timeout` reject; the next
-    video of the same source is read as usual."""
+    code. The source never opens a fifo (`not_a_file`, tests/test_source_video.py); a probe that
+    blocks anyway is killed at the budget, a `decode_timeout`, and the next video is read as usual."""
     import os
+
+    from sources.video import VideoError, probe_video
 
     folder = tmp_path / "videos"
     folder.mkdir()
     os.mkfifo(folder / "stalled.mp4")
     (folder / "fine.mp4").write_bytes(zoo["h264_bframes.mp4"].read_bytes())
+    with pytest.raises(VideoError) as caught:
+        probe_video(str(folder / "stalled.mp4"), limits=Budget(time_s=2))
+    assert caught.value.reason == "decode_timeout" and "2 s" in caught.value.detail
     source = VideoSource("zoo", str(folder), strides=(10,), limits=Budget(time_s=2))
-    items = [item for uri in source.units() for item in source.read(uri)]
-    (reject,) = [i for i in items if isinstance(i, Reject)]
-    assert reject.reason == "decode_timeout" and reject.stage == "plan" and "2 s" in reject.detail
-    assert "stalled" in reject.key
-    (record,) = [i for i in items if isinstance(i, VideoRecord)]
+    (record,) = list(source.read(str(folder / "fine.mp4")))
     assert all(not isinstance(r, Reject) for r in render_video(record, SETTINGS))
 
 
@@ -250,6 +275,43 @@ def test_decord_on_mpeg_ts_gives_rejects_never_wrong_frames(zoo):
                            for r in rejects)
     after = render_video(record, SETTINGS)
     assert all(not isinstance(r, Reject) for r in after) and len(after) == len(record.clips) == 18
+def test_avi_h264_b_frames_are_named_by_the_decoders_output_order(zoo, shown):
+    """AVI stamps H.264 packets in decode order (pts = dts + 1): the stamps name no shown frame.
+    Frame k is the decoder's k-th output, the k-th frame the ffmpeg CLI shows, at every stride and
+    for sparse picks (nothing skipped, no seek); a cut copy counts the frames that still decode."""
+    from sources.video_decode import read_index
+
+    index = read_index(str(zoo["h264_bframes.avi"]))
+    assert index.decode_order_stamps and not index.reordered
+    assert not read_index(str(zoo["h264_ipp.avi"])).decode_order_stamps  # no B-frames: stamps are times
+    for name in ("h264_bframes.avi", "h264_bframes_cut.avi"):
+        info = probe(str(zoo[name]))
+        assert info.n_frames == len(shown[name]) and info.decode_order_stamps
+        wanted = [3, 17, 41, info.n_frames - 1]
+        got = dict(decode_frames(str(zoo[name]), wanted, seek_bytes=0))
+        for i in wanted:
+            assert video_zoo.read_index(got[i]) == video_zoo.read_index(shown[name][i])
+            assert np.abs(got[i].astype(int) - shown[name][i]).mean() < 3
+        assert name.endswith("_cut.avi") or [video_zoo.read_index(got[i]) for i in wanted] == wanted
+    assert probe(str(zoo["h264_bframes_cut.avi"])).n_frames < probe(str(zoo["h264_bframes.avi"])).n_frames
+
+
+def test_decoded_frames_whose_stamps_do_not_rise_are_refused_never_delivered(zoo, monkeypatch):
+    """If the index ever took decode-order stamps for presentation times (its check switched off
+    here, on the real AVI), the decoder's outputs come with falling stamps: the decode is refused
+    `unsupported_container` rather than naming frames wrongly."""
+    import dataclasses as dc
+
+    from sources import video_decode
+
+    real = video_decode.read_index
+    monkeypatch.setattr(video_decode, "read_index",
+                        lambda uri: dc.replace(real(uri), decode_order_stamps=False))
+    with pytest.raises(video_decode.VideoError) as caught:
+        list(decode_frames(str(zoo["h264_bframes.avi"]), range(100)))
+    assert caught.value.reason == "unsupported_container" and "not presentation times" in caught.value.detail
+
+
 def test_frames_without_time_stamps_are_refused_with_the_reason(tmp_path):
     """A raw H.264 stream named .ts: nothing ties a decoded frame to its place, so no guessing."""
     video_zoo.require_ffmpeg()

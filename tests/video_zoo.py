@@ -90,6 +90,7 @@ def encode(path: Path, n: int, codec: str, rate: int = 25, pix_fmt: str = "yuv42
 
 
 X264 = {"preset": "veryfast", "crf": "23"}
+X264_CLI = ["-c:v", "libx264", "-preset", "veryfast", "-threads", "1"]
 
 
 def truncate(src: Path, dst: Path, fraction: float) -> Path:
@@ -139,6 +140,15 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
         "x264_headcut.ts": lambda p: _head_cut(build_zoo(root, ["x264_gop25.ts"])["x264_gop25.ts"], p, 188),
         "mpeg2_headcut.mpg": lambda p: _head_cut(build_zoo(root, ["mpeg2_gop15.mpg"])["mpeg2_gop15.mpg"], p, 2048),
         "theora.ogv": lambda p: _from_cli(root, p, ["-c:v", "libtheora", "-g", "12", "-q:v", "7"], n=50),
+        # AVI stores no presentation stamps: packets are stamped in decode order, B-frames or not
+        "h264_bframes.avi": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "30", "-bf", "3"], n=100),
+        "h264_ipp.avi": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "30", "-bf", "0"], n=60),
+        "h264_bframes_cut.avi": lambda p: truncate(build_zoo(root, ["h264_bframes.avi"])["h264_bframes.avi"], p, 0.6),
+        # open GOPs: frames after a key frame that are shown before it
+        "h264_opengop.mp4": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "30", "-bf", "3", "-sc_threshold", "0",
+                                                          "-x264-params", "open-gop=1"], n=120),
+        "mpeg4_bframes.mp4": lambda p: _from_cli(root, p, ["-c:v", "mpeg4", "-bf", "2", "-g", "12", "-q:v", "3"],
+                                                 n=80),
     }
     wanted = list(names) if names is not None else list(makers) + list(cli)
     paths = {}

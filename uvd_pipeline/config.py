@@ -92,7 +92,7 @@ class ImageNetSourceConfig(SourceBase, LinkOptions):
     )
 
 
-class VideoSourceConfig(SourceBase):
+class VideoSourceConfig(SourceBase, LinkOptions):
     type: Literal["video"]
     strides: tuple[int, ...] = Field((10, 20, 30), min_length=1)
     frames: int = Field(16, ge=2, le=64)

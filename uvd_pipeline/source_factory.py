@@ -75,7 +75,7 @@ def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:
 def _video(c, seed: int, max_pixels: int | None) -> VideoSource:
     extra = {} if max_pixels is None else {"max_pixels": max_pixels}
     return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder,
-                       limits=Budget(c.time_budget_s, c.memory_budget_mb), **extra)
+                       limits=Budget(c.time_budget_s, c.memory_budget_mb), follow_links=c.follow_links, **extra)
 
 
 # source type -> its reader, from the validated source config, the build seed and the build's
