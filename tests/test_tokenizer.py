@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import io
 import json
 import math
 import os
 import pickle
+import re
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +31,7 @@ from tokenizer.codec import Tokenizer, code_agreement, eager_encode, inductor_op
 from tokenizer.config import LVM, TINY, VQGANConfig, preset
 from tokenizer.metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,
                                usage_histogram)
-from tokenizer.model import build, parameter_count
+from tokenizer.model import VQGAN, build, parameter_count, state_shapes
 from uvd_pipeline.sample.media import square_photos
 
 
@@ -372,6 +375,118 @@ def test_bad_config_in_a_checkpoint_is_refused(tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="bad config"):
         load(folder)
+
+
+# A small muse config (hidden 8): its checkpoint files are written and loaded in milliseconds.
+SMALL_CONFIG = {"_class_name": "VQGANModel", "resolution": 256, "num_channels": 3, "hidden_channels": 8,
+                "channel_mult": [1, 1, 1, 1, 1], "num_res_blocks": 1, "z_channels": 4, "quantized_embed_dim": 4,
+                "num_embeddings": 16}
+
+
+def _muse_folder(folder: Path, config: dict, weights: dict[str, bytes]) -> Path:
+    """A checkpoint folder as open-muse/HF write it: config.json (json.dump) and weight files."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    for name, data in weights.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _torch_bytes(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _small_state() -> dict[str, torch.Tensor]:
+    return build(VQGANConfig.from_dict(SMALL_CONFIG), seed=0).state_dict()
+
+
+def _safetensors_header_declaring(nbytes: int) -> bytes:
+    """A safetensors file whose header declares one tensor of `nbytes` over 64 bytes of data."""
+    header = json.dumps({"quantize.embedding.weight": {"dtype": "F32", "shape": [nbytes // 4 // 4, 4],
+                                                       "data_offsets": [0, nbytes]}}).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0" * 64
+
+
+@pytest.mark.parametrize("case", ["integer weights", "truncated safetensors", "safetensors declaring 1 TiB",
+                                  "hidden_channels 1e12"])
+def test_broken_checkpoint_files_are_refused_naming_file_and_problem(tmp_path, case):
+    """What escaped as RuntimeError / SafetensorError is a CheckpointError naming the file."""
+    from safetensors.torch import save as safetensors_bytes
+
+    state = _small_state()
+    good = safetensors_bytes({k: v.contiguous() for k, v in state.items()})
+    folder, file, words = {
+        "integer weights": (
+            lambda: _muse_folder(tmp_path / "int", SMALL_CONFIG,
+                                 {"pytorch_model.bin": _torch_bytes({k: v.to(torch.int64) for k, v in state.items()})}),
+            "pytorch_model.bin", ["tensors that are not floating point", "encoder.conv_in.weight (int64)"]),
+        "truncated safetensors": (
+            lambda: _muse_folder(tmp_path / "short", SMALL_CONFIG, {"model.safetensors": good[:-100]}),
+            "model.safetensors", ["cannot be read as safetensors"]),
+        "safetensors declaring 1 TiB": (
+            lambda: _muse_folder(tmp_path / "huge", SMALL_CONFIG,
+                                 {"model.safetensors": _safetensors_header_declaring(1 << 40)}),
+            "model.safetensors", ["cannot be read as safetensors"]),
+        "hidden_channels 1e12": (
+            lambda: _muse_folder(tmp_path / "wide", {**SMALL_CONFIG, "hidden_channels": 10**12},
+                                 {"pytorch_model.bin": _torch_bytes(state)}),
+            "config.json", ["hidden_channels", "1000000000000", "more than 8192"]),
+    }[case]
+    folder = folder()
+    with pytest.raises(CheckpointError) as err:
+        load(folder)
+    assert str(folder / file) in str(err.value)
+    for word in words:
+        assert word in str(err.value)
+    _muse_folder(tmp_path / "fine", SMALL_CONFIG, {"model.safetensors": good})
+    assert weights_hash(load(tmp_path / "fine")) == weights_hash(state)  # the same format, intact, loads
+
+
+def test_check_turns_a_broken_tokenizer_into_one_error_line(tmp_path, capsys):
+    """`uvd_pipeline check` names the field and exits 2 for a truncated model.safetensors."""
+    from safetensors.torch import save as safetensors_bytes
+    from PIL import Image
+
+    from uvd_pipeline.cli import main
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(photos(64, ("coffee",))[0]).save(tmp_path / "imgs" / "0.jpg")
+    good = safetensors_bytes({k: v.contiguous() for k, v in _small_state().items()})
+    folder = _muse_folder(tmp_path / "short", SMALL_CONFIG, {"model.safetensors": good[: len(good) // 2]})
+    config = tmp_path / "c.yaml"
+    config.write_text(f"version: 1\noutput: {tmp_path / 'out'}\nsources:\n"
+                      f"  - {{name: web, type: laion, path: {tmp_path / 'imgs'}}}\n")
+    assert main(["check", str(config), "--set", f"tokenizer.checkpoint={folder}"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: tokenizer.checkpoint: {folder / 'model.safetensors'}: cannot be read as safetensors" in err
+    assert "Traceback" not in err
+
+
+def test_state_shapes_are_the_built_models():
+    """The arithmetic `state_shapes` a loader checks first is the model's state dict, in order."""
+    configs = [LVM, TINY, dataclasses.replace(TINY, decoder_level=True, resample_with_conv=False),
+               VQGANConfig(resolution=64, hidden_channels=8, channel_mult=(3, 1, 2), num_res_blocks=3),
+               VQGANConfig.from_dict(SMALL_CONFIG)]
+    for config in configs:
+        with torch.device("meta"):
+            model = VQGAN(config)
+        assert list(state_shapes(config).items()) == [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+@pytest.mark.parametrize("blocks, words", [(64, "missing keys: encoder.conv_in.weight"),
+                                           (1500, "'num_res_blocks' = 1500 is more than 64")])
+def test_a_declared_depth_costs_nothing_before_the_file_is_compared(tmp_path, monkeypatch, blocks, words):
+    """A few hundred bytes declaring thousands of blocks took 36 s and 216 MiB before the refusal:
+    the file is compared with the config's arithmetic shapes, no module is built for a mismatch."""
+    folder = _muse_folder(tmp_path / "deep", {**SMALL_CONFIG, "num_res_blocks": blocks},
+                          {"pytorch_model.bin": _torch_bytes({"x": torch.zeros(1)})})
+    monkeypatch.setattr(checkpoint, "VQGAN", lambda config: pytest.fail("built a model for a mismatched file"))
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match=re.escape(words)):
+        load(folder)
+    assert time.perf_counter() - started < 1.0
 
 
 class _Payload:

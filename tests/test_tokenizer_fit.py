@@ -7,6 +7,9 @@ import importlib.util
 import io
 import json
 import os
+import re
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -190,10 +193,10 @@ def test_balanced_batches_draw_every_group_equally_often():
         TrainBatches(one + many, 4, 32, seed=3, groups=[one, []])
 
 
-def test_balance_data_refuses_a_pattern_with_no_images(tmp_path):
-    with pytest.raises(ValueError, match="--balance-data.*none"):
-        fit_cli.main(["--data", PHOTOS, "--data", str(tmp_path / "none" / "*.tar"), "--balance-data",
-                      "--out", str(tmp_path / "o"), "--max-steps", "1", "--crop", "32"])
+def test_balance_data_refuses_a_pattern_with_no_images(tmp_path, capsys):
+    assert fit_cli.main(["--data", PHOTOS, "--data", str(tmp_path / "none" / "*.tar"), "--balance-data",
+                         "--out", str(tmp_path / "o"), "--max-steps", "1", "--crop", "32"]) == 2
+    assert re.search("error: --balance-data.*none", capsys.readouterr().err)
 
 
 def test_discriminator_hinge_and_adaptive_weight():
@@ -260,10 +263,92 @@ def test_learning_rate_warms_up_then_follows_a_cosine_down_to_the_floor():
                                           (["--min-lr-ratio", "1.5"], "--min-lr-ratio"),
                                           (["--colour-weight", "-1"], "--colour-weight"),
                                           (["--level-lr-scale", "0"], "--level-lr-scale")])
-def test_bad_schedule_or_weights_are_refused_before_reading_data(tmp_path, flags, named):
-    with pytest.raises(ValueError, match=named):
-        fit_cli.main(["--data", str(tmp_path / "none" / "*.tar"), "--out", str(tmp_path / "o")] + flags)
+def test_bad_schedule_or_weights_are_refused_before_reading_data(tmp_path, capsys, flags, named):
+    assert fit_cli.main(["--data", str(tmp_path / "none" / "*.tar"), "--out", str(tmp_path / "o")] + flags) == 2
+    assert f"error: {named}" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    """The real entry point, `python -m module`, from the repository root."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_fit_mistakes_are_one_error_line_naming_the_flag(tmp_path, capsys):
+    """A missing or broken --config, an unknown --preset, --out an existing file, --data matching
+    nothing and a missing --init were tracebacks (exit 1): one `error:` line, exit 2, nothing written."""
+    (tmp_path / "bad.json").write_text('{"hidden_channels": 0}')
+    (tmp_path / "afile").write_text("not a folder")
+    base = ["--max-steps", "1", "--crop", "32"]
+    for flags, words in (
+            (["--config", str(tmp_path / "no_such.json")], f"--config {tmp_path / 'no_such.json'}: cannot be read"),
+            (["--config", str(tmp_path / "bad.json")], "'hidden_channels' must be a positive integer"),
+            (["--init", str(tmp_path / "no_such_tok")], f"--init: {tmp_path / 'no_such_tok'}: no config.json"),
+            (["--data", str(tmp_path / "nothing" / "*.png")], "--data"),
+            (["--out", str(tmp_path / "afile")], f"--out {tmp_path / 'afile'}: exists and is not a folder")):
+        extra = [*(["--data", PHOTOS] if flags[0] != "--data" else []), *(["--out", str(tmp_path / "o")]
+                                                                       if flags[0] != "--out" else [])]
+        assert fit_cli.main(base + flags + extra) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and words in err, (flags, err)
+        assert not (tmp_path / "o").exists()
+    base += ["--data", PHOTOS]
+    preset = _cli("tokenizer.fit", *base, "--out", str(tmp_path / "o"), "--preset", "bogus")
+    assert preset.returncode == 2 and "argument --preset: invalid choice: 'bogus'" in preset.stderr
+    missing = _cli("tokenizer.fit", *base, "--out", str(tmp_path / "o"), "--config", str(tmp_path / "none.json"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip() == f"error: --config {tmp_path / 'none.json'}: cannot be read (No such file or directory)"
+
+
+def _mixed_folder(folder: Path) -> Path:
+    """Two real photos (JPEG and PNG, Pillow), a text file named .png and a PNG cut in half."""
+    folder.mkdir()
+    photos = [np.asarray(Image.open(SKIMAGE_DATA / name).convert("RGB")) for name in ("astronaut.png", "coffee.png")]
+    Image.fromarray(photos[0]).save(folder / "a.jpg", quality=90)
+    Image.fromarray(photos[1]).save(folder / "b.png")
+    (folder / "c.png").write_text("hi\n")
+    buffer = io.BytesIO()
+    Image.fromarray(photos[1][:128, :128]).save(buffer, "PNG")
+    (folder / "d.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    return folder
+
+
+def test_evaluate_skips_unreadable_images_counting_their_reasons(tiny_tokenizer, tmp_path, capsys):
+    """One non-image file aborted the whole evaluation (UnidentifiedImageError): now it is skipped,
+    counted by reason in the summary, and named on stderr; the readable images are measured."""
+    folder = _mixed_folder(tmp_path / "mixed")
+    out = tmp_path / "eval.json"
+    assert evaluate_cli.main(["--checkpoint", str(tiny_tokenizer), "--data", str(folder), "--out", str(out),
+                              "--batch-size", "2"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["images"] == 2 and summary["skipped"] == {"not_an_image": 1, "truncated": 1}
+    captured = capsys.readouterr()
+    assert f"skipped {folder / 'c.png'}: not_an_image: UnidentifiedImageError" in captured.err
+    assert f"skipped {folder / 'd.png'}: truncated: " in captured.err
+    assert "1 not_an_image, 1 truncated" in captured.out
+    clean = evaluate_cli.evaluate(Tokenizer.from_pretrained(tiny_tokenizer), find_images(str(folder / "[ab].*")))
+    assert clean.summary()["psnr"] == summary["psnr"] and clean.summary()["skipped"] == {}
+
+
+def test_evaluate_mistakes_are_one_error_line_naming_the_flag(tiny_tokenizer, tmp_path, capsys):
+    """A missing checkpoint, --data matching nothing or only unreadable files, --batch-size 0:
+    tracebacks before (exit 1), now one `error:` line and exit 2."""
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_text("hi\n")
+    for args, words in (
+            (["--checkpoint", str(tmp_path / "no_such_tok"), "--data", PHOTOS],
+             f"error: --checkpoint: {tmp_path / 'no_such_tok'}: no config.json"),
+            (["--checkpoint", str(tiny_tokenizer), "--data", str(tmp_path / "nomatch" / "*.png")],
+             f"error: --data {tmp_path / 'nomatch' / '*.png'}: no images there"),
+            (["--checkpoint", str(tiny_tokenizer), "--data", str(tmp_path / "junk")],
+             f"no images to evaluate (1 unreadable: {tmp_path / 'junk' / 'a.png'}: not_an_image")):
+        assert evaluate_cli.main(args + ["--out", str(tmp_path / "e.json")]) == 2, args
+        assert words in capsys.readouterr().err, args
+    assert not (tmp_path / "e.json").exists()
+    zero = _cli("tokenizer.evaluate", "--checkpoint", str(tiny_tokenizer), "--data", PHOTOS, "--batch-size", "0")
+    assert zero.returncode == 2 and "error: --batch-size 0: give at least 1" in zero.stderr
+    assert "Traceback" not in zero.stderr
 
 
 def test_colour_term_weighs_each_images_mean_colour():

@@ -15,6 +15,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -241,3 +243,38 @@ def test_integrity_command_checks_and_reseals(runs, tmp_path, capsys):
     assert f"damaged: {_step(out, 3) / 'model.pt'}: sha256 differs" in capsys.readouterr().out
     assert integrity_main(["--seal", str(_step(out, 3))]) == 0
     assert integrity_main([str(_step(out, 3))]) == 0
+
+
+def test_integrity_command_refuses_mistakes_and_checks_a_run_folder(runs, tmp_path, capsys):
+    """A typo'd folder, a misspelt flag or --help were taken as folders and reported "nothing to
+    check" with exit 0; a run's --out too; --seal created a missing folder with an empty manifest."""
+    from trainer.integrity import main as integrity_main
+
+    out = _copy(runs, tmp_path)
+    steps = [Path(path) for _, path in ckpt.list_checkpoints(str(out))]
+    assert len(steps) >= 2
+    for argv, words in (([str(tmp_path / "no_such_ckpt")], "no_such_ckpt: no such folder"),
+                        (["--chek", str(out)], "unrecognized arguments: --chek"),
+                        ([str(out / "log.jsonl")], "log.jsonl: not a folder"),
+                        (["--seal", str(tmp_path / "no_such_ckpt")], "no_such_ckpt: no such folder"),
+                        (["--seal", str(out)], "seal the checkpoint folder you edited, not the run folder")):
+        with pytest.raises(SystemExit) as exit_:
+            integrity_main(argv)
+        assert exit_.value.code == 2 and words in capsys.readouterr().err, argv
+    assert not (tmp_path / "no_such_ckpt").exists() and not (out / MANIFEST).exists()
+
+    assert integrity_main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"holds {len(steps)} sealed checkpoint folder(s)" in printed and "checkpoints/" in printed
+    assert all(f"{step}: intact" in printed for step in steps)
+    overwrite(steps[-1] / "model.pt")
+    assert integrity_main([str(out)]) == 1
+    assert f"damaged: {steps[-1] / 'model.pt'}: sha256 differs" in capsys.readouterr().out
+
+    helped = subprocess.run([sys.executable, "-m", "trainer.integrity", "--help"], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert helped.returncode == 0 and "usage: python -m trainer.integrity" in helped.stdout
+    assert "nothing to check" not in helped.stdout
+    missing = subprocess.run([sys.executable, "-m", "trainer.integrity", str(tmp_path / "typo")],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert missing.returncode == 2 and "typo: no such folder" in missing.stderr and "Traceback" not in missing.stderr

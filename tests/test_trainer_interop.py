@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never reach for the Hub
@@ -16,7 +19,7 @@ from trainer.checkpoint_io import CheckpointError, load_pretrained, save_pretrai
 from trainer.integrity import write_manifest
 from trainer.config import preset
 from trainer.interop import export_hf, import_hf, main
-from trainer.model import LVMTransformer
+from trainer.model import LVMTransformer, state_shapes
 
 transformers = pytest.importorskip("transformers")
 
@@ -230,3 +233,94 @@ def test_fit_run_folder_loads_and_exports(tmp_path: Path):
     ids = _ids(t=16)
     with torch.no_grad():
         assert torch.allclose(_hf_logits(tmp_path / "hf", ids), new(ids), atol=1e-5, rtol=0)
+
+
+def _edited_config_folder(folder: Path, **fields) -> Path:
+    """A real checkpoint (our writer: HF LlamaConfig keys, safetensors) whose config.json then gets
+    `fields` the way a hand edit or a foreign tool writes them, resealed so the config is what is judged."""
+    save_pretrained(_random_model(), folder)
+    path = folder / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}, indent=2))
+    write_manifest(folder)
+    return folder
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"num_attention_heads": 0, "head_dim": None}, "field 'num_attention_heads' = 0: must be a positive integer"),
+    ({"hidden_size": "64"}, "field 'hidden_size' = '64': must be a positive integer, not str"),
+    ({"num_attention_heads": -4, "num_key_value_heads": -4, "head_dim": None},
+     "field 'num_attention_heads' = -4: must be a positive integer"),
+    ({"num_hidden_layers": 2.0}, "field 'num_hidden_layers' = 2.0: must be a positive integer, not float"),
+    ({"num_key_value_heads": 3}, "field 'num_key_value_heads' = 3: num_attention_heads 4 is not a multiple of it"),
+    ({"rms_norm_eps": "1e-5"}, "field 'rms_norm_eps' = '1e-5': must be a finite number"),
+    ({"rope_theta": 0, "rope_parameters": None}, "field 'rope_theta' = 0: must be positive"),
+    ({"num_hidden_layers": 20000}, "field 'num_hidden_layers' = 20000: more than 1024"),
+    ({"tie_word_embeddings": "false"}, "field 'tie_word_embeddings' = 'false': must be true or false"),
+    ({"torch_dtype": ["float16"]}, "field 'torch_dtype' = ['float16'] is not a dtype we load"),
+], ids=["heads_zero", "hidden_str", "heads_negative", "layers_float", "kv_heads", "eps_str", "theta_zero",
+        "layers_huge", "tie_str", "dtype_list"])
+def test_bad_config_values_are_checkpoint_errors_naming_the_field(tmp_path: Path, capsys, fields, words):
+    """Values that escaped as ZeroDivisionError, a string-formatting TypeError, or loaded and then
+    failed inside RoPE, are refused on load, and the CLIs say so in one line with exit 2."""
+    from trainer.generate import main as generate_main
+
+    folder = _edited_config_folder(tmp_path / "m", **fields)
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(folder, dtype="auto")
+    assert str(folder / "config.json") in str(error.value) and words in str(error.value)
+    assert main(["export", "--checkpoint", str(folder), "--out", str(tmp_path / "hf")]) == 2
+    assert f"error: {folder / 'config.json'}" in capsys.readouterr().err and not (tmp_path / "hf").exists()
+    if "torch_dtype" not in fields:  # generate loads in float32 on CPU, whatever the file stores
+        assert generate_main(["--checkpoint", str(folder), "--tokenizer", str(tmp_path / "unused"), "--out",
+                              str(tmp_path / "strip.png"), "--device", "cpu"]) == 2
+        assert words in capsys.readouterr().err
+
+
+def test_state_shapes_are_the_built_models():
+    """The arithmetic shapes a load compares the file with first are the model's state dict."""
+    for config in (_config(), _config(num_key_value_heads=2), preset("7b")):
+        with torch.device("meta"):
+            model = LVMTransformer(config)
+        assert list(state_shapes(config).items()) == [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+@pytest.mark.parametrize("layers, words", [(1000, "missing keys: model.embed_tokens.weight"),
+                                           (4000, "field 'num_hidden_layers' = 4000: more than 1024")])
+def test_a_declared_depth_costs_nothing_before_the_file_is_compared(tmp_path: Path, monkeypatch, layers, words):
+    """741 bytes declaring 4000 layers took 29 s and 142 MiB before the refusal: the headers are
+    compared with arithmetic shapes, and no module is built for a file that does not fill it."""
+    from trainer import checkpoint_io
+
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    config = {**checkpoint_io.hf_config_dict(_config(), torch.float32), "num_hidden_layers": layers}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_file({"x": torch.zeros(1)}, str(folder / "model.safetensors"))
+    monkeypatch.setattr(checkpoint_io, "LVMTransformer", lambda config: pytest.fail("built a model first"))
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match=re.escape(words)):
+        load_pretrained(folder)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("shard", ["ABSOLUTE", "../elsewhere/secret.safetensors", "sub/model.safetensors"])
+def test_a_shard_index_naming_files_outside_the_folder_is_refused(tmp_path: Path, shard):
+    """model.safetensors.index.json may name only plain files of its folder (as HF writes them):
+    an absolute path or ../ was followed, reading any file of the machine as weights."""
+    elsewhere = tmp_path / "elsewhere"
+    save_pretrained(_random_model(seed=3), elsewhere)
+    os.rename(elsewhere / "model.safetensors", elsewhere / "secret.safetensors")
+    (tmp_path / "downloaded" / "sub").mkdir(parents=True)
+    shutil.copy(elsewhere / "secret.safetensors", tmp_path / "downloaded" / "sub" / "model.safetensors")
+    shard = str(elsewhere / "secret.safetensors") if shard == "ABSOLUTE" else shard
+    folder = tmp_path / "downloaded"
+    shutil.copy(elsewhere / "config.json", folder / "config.json")
+    weight_map = {name: shard for name in load_file(str(elsewhere / "secret.safetensors"))}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    for read in (load_pretrained, lambda f: import_hf(f, tmp_path / "imported")):
+        with pytest.raises(CheckpointError) as error:
+            read(folder)
+        message = str(error.value)
+        assert str(folder / "model.safetensors.index.json") in message and repr(shard) in message
+        assert "plain file names" in message
+    assert not (tmp_path / "imported").exists()

@@ -2,7 +2,10 @@
 
 `load` reads the released LVM tokenizer folder exactly as published (or `model.safetensors`
 when the optional safetensors package is installed) and refuses anything that does not fit the
-architecture its config describes, naming the missing/unexpected keys and differing shapes.
+architecture its config describes, naming the missing/unexpected keys and differing shapes; the
+file is compared with shapes computed from the config before any module is built, so the cost of
+a refusal follows the file, not the depth a config declares. Every failure is a `CheckpointError`
+naming the file.
 Pickles are never executed: every `torch.load` runs with `weights_only=True`.
 
 `save` writes the same format atomically (temp file, then rename), so a reader never sees half
@@ -20,7 +23,7 @@ import torch
 
 from .atomic import atomic_path
 from .config import VQGANConfig
-from .model import VQGAN
+from .model import VQGAN, state_shapes
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "pytorch_model.bin"
@@ -54,14 +57,19 @@ def shape_problems(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, 
     return problems
 
 
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, object], source: str = "checkpoint") -> None:
-    """Raise `CheckpointError` naming missing keys, unexpected keys and shape mismatches."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, object], source: str = "checkpoint") -> None:
+    """Raise `CheckpointError` naming missing keys, unexpected keys, shape mismatches and values
+    that are not floating-point tensors (every VQGAN tensor is one), against name -> shape
+    (`model.state_shapes`): judged before any model is built."""
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     found = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else expected.get(k, ()) for k, v in state.items()}
     problems = shape_problems(expected, found)
     if not_tensors:
         problems.append(f"values that are not tensors: {_preview(not_tensors)}")
+    not_float = [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in state.items()
+                 if isinstance(v, torch.Tensor) and not v.is_floating_point()]
+    if not_float:
+        problems.append(f"tensors that are not floating point: {_preview(not_float)}")
     if problems:
         raise CheckpointError(f"{source} does not match its config: " + "; ".join(problems))
 
@@ -83,7 +91,10 @@ def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
             raise CheckpointError(f"{st_path}: reading safetensors needs the optional 'safetensors' package")
         from safetensors.torch import load_file
 
-        return load_file(st_path, device="cpu"), st_path
+        try:  # a short file, or a header whose offsets the file does not hold
+            return load_file(st_path, device="cpu"), st_path
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type, and OSError
+            raise CheckpointError(f"{st_path}: cannot be read as safetensors ({type(exc).__name__}: {exc})") from None
     raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} or {SAFETENSORS_NAME} found")
 
 
@@ -98,11 +109,14 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VQ
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"bad config: {exc}") from None
     state, source = _read_state_dict(folder)
-    with torch.device("meta"):  # no random init of 146M parameters that are overwritten anyway
-        model = VQGAN(config)
-    check_state_dict(model, state, source)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
+    check_state(state_shapes(config), state, source)  # before building: the file bounds the model
+    try:
+        with torch.device("meta"):  # no random init of 146M parameters that are overwritten anyway
+            model = VQGAN(config)
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    except (RuntimeError, ValueError, OverflowError) as exc:  # what the checks above did not foresee
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise CheckpointError(f"{source}: does not load into the model its config describes ({reason})") from None
     return model.to(device).eval()
 
 

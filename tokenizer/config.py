@@ -31,6 +31,21 @@ _MUSE_OPTIONAL_NULL_KEYS = (
 _IGNORED_KEYS = ("name_or_path",)
 
 
+# Sanity bounds on what a config may declare (the released LVM tokenizer: 256 px, 128 hidden
+# channels, 768 at its widest level, 2 blocks per level, 5 levels, 8192 codes of 64 dims).
+LIMITS: dict[str, int] = {
+    "resolution": 16384,
+    "num_channels": 64,
+    "hidden_channels": 8192,
+    "channels": 16384,  # hidden_channels * max(channel_mult)
+    "channel_mult": 12,  # levels: a downsampling factor of up to 2 ** 11
+    "num_res_blocks": 64,
+    "z_channels": 16384,
+    "quantized_embed_dim": 16384,
+    "num_embeddings": 2**22,
+}
+
+
 @dataclass(frozen=True)
 class VQGANConfig:
     """Architecture of an open-muse `VQGANModel` (taming VQGAN, pixels in [0, 1])."""
@@ -92,6 +107,7 @@ class VQGANConfig:
                                         for m in self.channel_mult):
             raise ValueError(f"config key 'channel_mult' must be a non-empty list of positive integers, "
                              f"got {list(self.channel_mult)!r}")
+        self._check_limits()
         if self.attn_resolutions:
             raise ValueError(f"config key 'attn_resolutions' is {list(self.attn_resolutions)}: attention "
                              "blocks are not implemented (the released LVM tokenizer has none); use []")
@@ -110,6 +126,20 @@ class VQGANConfig:
         if self.resolution % self.downsample_factor:
             raise ValueError(f"resolution {self.resolution} is not a multiple of the downsampling factor "
                              f"{self.downsample_factor} (2 ** (len(channel_mult) - 1))")
+
+    def _check_limits(self) -> None:
+        """Refuse sizes far beyond any VQGAN: a few bytes of config must not cost minutes or
+        gigabytes (a loader builds what the config declares once the file's tensors fit it)."""
+        widest = self.hidden_channels * max(self.channel_mult)
+        sizes = {name: (f"config key {name!r} = {getattr(self, name)}", getattr(self, name))
+                 for name in LIMITS if name not in ("channel_mult", "channels")}
+        sizes["channel_mult"] = (f"config key 'channel_mult' has {len(self.channel_mult)} levels, which",
+                                 len(self.channel_mult))
+        sizes["channels"] = (f"the widest level's channels, hidden_channels * max(channel_mult) = {widest},", widest)
+        for name, (what, value) in sizes.items():
+            if value > LIMITS[name]:
+                raise ValueError(f"{what} is more than {LIMITS[name]}, far beyond any VQGAN "
+                                 "(a sanity bound: tokenizer/config.py LIMITS)")
 
     # -- JSON ----------------------------------------------------------------------------------
     @classmethod

@@ -188,11 +188,33 @@ class TrainBatches:
         return np.stack(out)
 
 
-def iter_images(refs: Iterable[ImageRef], size: int) -> Iterator[tuple[ImageRef, np.ndarray]]:
-    """Each image, centre-cropped and resized to `size` (evaluation order = `refs` order)."""
+def unreadable_reason(exc: BaseException) -> str:
+    """A short stable code for an image Pillow cannot read (the build's decode reasons)."""
+    if isinstance(exc, Image.DecompressionBombError):
+        return "decompression_bomb"
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not_an_image"
+    if "truncated" in str(exc).lower():
+        return "truncated"
+    return "decode_error"
+
+
+def iter_images(refs: Iterable[ImageRef], size: int,
+                skipped: list[tuple[ImageRef, str, str]] | None = None) -> Iterator[tuple[ImageRef, np.ndarray]]:
+    """Each image, centre-cropped and resized to `size` (evaluation order = `refs` order).
+
+    With `skipped`, an image that cannot be read is appended to it as (ref, reason, detail) and
+    the rest go on; without, the error propagates."""
     reader = ImageReader()
     try:
         for ref in refs:
-            yield ref, resize_square(reader.read(ref), size)
+            try:
+                image = reader.read(ref)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, tarfile.TarError) as exc:
+                if skipped is None:
+                    raise
+                skipped.append((ref, unreadable_reason(exc), " ".join(f"{type(exc).__name__}: {exc}".split())[:200]))
+                continue
+            yield ref, resize_square(image, size)
     finally:
         reader.close()

@@ -14,14 +14,16 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
+from .checkpoint import CheckpointError
 from .codec import Tokenizer
-from .data import ImageRef, find_images, iter_images
+from .data import IMAGE_SUFFIXES, ImageRef, find_images, iter_images
 from .metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,
                       usage_histogram)
 
@@ -43,19 +45,23 @@ class Evaluation:
     histogram: np.ndarray = field(repr=False)
     originals: np.ndarray = field(repr=False)
     reconstructions: np.ndarray = field(repr=False)
+    # Images that could not be read: (image, reason code, detail); counted, not fatal.
+    skipped: list[tuple[str, str, str]] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
         out = asdict(self)
-        for key in ("histogram", "originals", "reconstructions"):
+        for key in ("histogram", "originals", "reconstructions", "skipped"):
             out.pop(key)
         out["codes_used"] = int(np.count_nonzero(self.histogram))
         out["colour_error"] = max(abs(v) for v in self.colour_shift)
+        out["skipped"] = dict(sorted(Counter(reason for _, reason, _ in self.skipped).items()))
         return out
 
 
 def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None = None,
              batch_size: int = 16, keep: int = 8) -> Evaluation:
-    """Encode and decode every image (centre square at the tokenizer's resolution)."""
+    """Encode and decode every image (centre square at the tokenizer's resolution); one that
+    cannot be read is skipped and counted with its reason (`Evaluation.skipped`)."""
     size = tokenizer.image_size
     hist = np.zeros(tokenizer.codebook_size, dtype=np.int64)
     psnrs: list[np.ndarray] = []
@@ -80,7 +86,8 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
         batch.clear()
 
     count = 0
-    for _, image in iter_images(refs, size):
+    skipped: list[tuple[ImageRef, str, str]] = []
+    for _, image in iter_images(refs, size, skipped):
         if limit is not None and count >= limit:
             break
         batch.append(image)
@@ -90,7 +97,8 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
     if batch:
         flush()
     if count == 0:
-        raise ValueError("no images to evaluate")
+        why = f" ({len(skipped)} unreadable: {skipped[0][0]}: {skipped[0][1]}, ...)" if skipped else ""
+        raise ValueError(f"no images to evaluate{why}")
     empty = np.zeros((0, size, size, 3), np.uint8)
     return Evaluation(
         tokenizer=tokenizer.name, weights_hash=tokenizer.weights_hash, images=count,
@@ -99,7 +107,8 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
         colour_error_per_image=round(float(np.abs(np.concatenate(shifts)).mean(axis=0).max()), 3),
         codebook_usage=codebook_usage(hist), perplexity=perplexity(hist), codebook_size=tokenizer.codebook_size,
         histogram=hist, originals=np.concatenate(kept_in) if kept_in else empty,
-        reconstructions=np.concatenate(kept_out) if kept_out else empty)
+        reconstructions=np.concatenate(kept_out) if kept_out else empty,
+        skipped=[(str(ref), reason, detail) for ref, reason, detail in skipped])
 
 
 def comparison_sheet(originals: np.ndarray, reconstructions: np.ndarray, columns: int = 4,
@@ -130,8 +139,16 @@ def format_table(summary: dict) -> str:
             ("codebook usage", f"{100 * summary['codebook_usage']:.2f}% "
                                f"({summary['codes_used']}/{summary['codebook_size']})"),
             ("perplexity", f"{summary['perplexity']:.1f}")]
+    if summary.get("skipped"):
+        rows.append(("skipped (unreadable)", ", ".join(f"{n} {reason}" for reason, n in summary["skipped"].items())))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _fail(message: str) -> int:
+    """A user mistake: one line naming the flag, exit 2 (argparse's convention), no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,9 +164,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "kernel tuning: a first batch of over a minute for the LVM size, faster after)")
     p.add_argument("--no-tune-kernels", action="store_true", help="with --compile on CUDA: skip kernel tuning")
     args = p.parse_args(argv)
-    tokenizer = Tokenizer.from_pretrained(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                                          compile=args.compile, tune_kernels=not args.no_tune_kernels)
-    result = evaluate(tokenizer, find_images(args.data), limit=args.limit, batch_size=args.batch_size)
+    for name in ("batch_size", "limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: give at least 1")
+    refs = find_images(args.data)
+    if not refs:
+        return _fail(f"--data {' '.join(args.data)}: no images there (image files {', '.join(IMAGE_SUFFIXES)}, "
+                     "folders of them, or tars)")
+    try:
+        tokenizer = Tokenizer.from_pretrained(args.checkpoint, device=args.device, batch_size=args.batch_size,
+                                              compile=args.compile, tune_kernels=not args.no_tune_kernels)
+    except CheckpointError as exc:
+        return _fail(f"--checkpoint: {exc}")
+    try:
+        result = evaluate(tokenizer, refs, limit=args.limit, batch_size=args.batch_size)
+    except ValueError as exc:
+        return _fail(f"--data {' '.join(args.data)}: {exc}")
+    for ref, reason, detail in result.skipped:
+        print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr)
     summary = result.summary()
     print(format_table(summary))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .atomic import atomic_path
-from .config import VQGANConfig, preset
+from .config import PRESETS, VQGANConfig, preset
 from .data import TrainBatches, find_images, merge_refs
 from .dataclass_cli import add_flags, flag, options_from
 from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generator_loss, hinge_d_loss, psnr,
@@ -51,7 +51,7 @@ class FitOptions:
 
     data: list[str] = flag(help="glob of rendered-sentence tars, image files or folders (repeatable)")
     out: str = flag(help="output folder (resumed when it holds a train_state.pt)")
-    preset: str = flag("tiny", "model preset: tiny or lvm")
+    preset: str = flag("tiny", "model preset", choices=tuple(PRESETS))
     config: str | None = flag(None, "a muse config.json to use instead of the preset")
     init: str | None = flag(None, "start from the weights (and config) of a muse-format folder, e.g. the "
                                   "released LVM tokenizer, to fine-tune it")
@@ -270,6 +270,20 @@ def check_options(options: FitOptions) -> None:
         raise ValueError(f"--colour-weight {options.colour_weight}: give a weight >= 0")
     if not 0.0 <= options.min_lr_ratio <= 1.0:
         raise ValueError(f"--min-lr-ratio {options.min_lr_ratio}: give a share of --lr between 0 and 1")
+    if os.path.exists(options.out) and not os.path.isdir(options.out):
+        raise ValueError(f"--out {options.out}: exists and is not a folder")
+
+
+def model_config(options: FitOptions) -> VQGANConfig:
+    """The architecture `--config` (a muse config.json) or `--preset` asks for; errors name the flag."""
+    if not options.config:
+        return preset(options.preset)
+    try:
+        return VQGANConfig.from_json(options.config)
+    except OSError as exc:
+        raise ValueError(f"--config {options.config}: cannot be read ({exc.strerror or exc})") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--config {options.config}: {exc}") from None
 
 
 def load_init(model: VQGAN, init: VQGAN, source: str = "--init") -> None:
@@ -303,11 +317,11 @@ def fit(options: FitOptions) -> dict:
 
 def _fit(options: FitOptions, device: torch.device) -> dict:
     check_options(options)
-    init = checkpoint.load(options.init) if options.init else None
-    if init is not None:
-        config = init.config
-    else:
-        config = VQGANConfig.from_json(options.config) if options.config else preset(options.preset)
+    try:
+        init = checkpoint.load(options.init) if options.init else None
+    except checkpoint.CheckpointError as exc:
+        raise ValueError(f"--init: {exc}") from None
+    config = init.config if init is not None else model_config(options)
     if options.decoder_level:
         config = dataclasses.replace(config, decoder_level=True)
     crop = options.crop or config.resolution
@@ -320,6 +334,8 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
         if empty:
             raise ValueError(f"--balance-data: no images behind --data {empty[0]!r}; drop it or fix the pattern")
     refs = merge_refs(groups) if groups is not None else find_images(options.data)
+    if not refs:
+        raise ValueError(f"--data {' '.join(options.data)}: no images there (image files, folders of them, or tars)")
     batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups)
     os.makedirs(options.out, exist_ok=True)
     trainer = Trainer(options, config, device)
@@ -361,7 +377,12 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    fit(parse_args(argv))
+    """Exit 2 with one `error:` line naming the flag for a run refused before (or while) it starts."""
+    try:
+        fit(parse_args(argv))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -392,6 +392,78 @@ class VQGAN(nn.Module):
         return VQGANOutput(self.decode_latent(q.quantized), q.codes, q.codebook_loss, q.commitment_loss, latent)
 
 
+Shapes = dict[str, tuple[int, ...]]
+
+
+def _conv_shapes(prefix: str, cin: int, cout: int, kernel: int) -> Shapes:
+    return {f"{prefix}.weight": (cout, cin, kernel, kernel), f"{prefix}.bias": (cout,)}
+
+
+def _norm_shapes(prefix: str, channels: int) -> Shapes:
+    return {f"{prefix}.weight": (channels,), f"{prefix}.bias": (channels,)}
+
+
+def _resnet_shapes(prefix: str, cin: int, cout: int) -> Shapes:
+    shapes = {**_norm_shapes(f"{prefix}.norm1", cin), **_conv_shapes(f"{prefix}.conv1", cin, cout, 3),
+              **_norm_shapes(f"{prefix}.norm2", cout), **_conv_shapes(f"{prefix}.conv2", cout, cout, 3)}
+    if cin != cout:
+        shapes.update(_conv_shapes(f"{prefix}.nin_shortcut", cin, cout, 1))
+    return shapes
+
+
+def _mid_shapes(prefix: str, channels: int) -> Shapes:
+    return {**_resnet_shapes(f"{prefix}.block_1", channels, channels),
+            **_resnet_shapes(f"{prefix}.block_2", channels, channels)}
+
+
+def _encoder_shapes(config: VQGANConfig) -> Shapes:
+    hidden, mult = config.hidden_channels, config.channel_mult
+    shapes = _conv_shapes("encoder.conv_in", config.num_channels, hidden, 3)
+    for level in range(config.num_resolutions):
+        block_in, block_out = hidden * ((1,) + mult)[level], hidden * mult[level]
+        for j in range(config.num_res_blocks):
+            shapes.update(_resnet_shapes(f"encoder.down.{level}.block.{j}", block_in, block_out))
+            block_in = block_out
+        if level != config.num_resolutions - 1 and config.resample_with_conv:
+            shapes.update(_conv_shapes(f"encoder.down.{level}.downsample.conv", block_out, block_out, 3))
+    mid = hidden * mult[-1]
+    return {**shapes, **_mid_shapes("encoder.mid", mid), **_norm_shapes("encoder.norm_out", mid),
+            **_conv_shapes("encoder.conv_out", mid, config.z_channels, 3)}
+
+
+def _decoder_shapes(config: VQGANConfig) -> Shapes:
+    hidden, mult, levels = config.hidden_channels, config.channel_mult, config.num_resolutions
+    shapes = {**_conv_shapes("decoder.conv_in", config.z_channels, hidden * mult[-1], 3),
+              **_mid_shapes("decoder.mid", hidden * mult[-1])}
+    for level in range(levels):
+        block_in, block_out = hidden * mult[min(level + 1, levels - 1)], hidden * mult[level]
+        for j in range(config.num_res_blocks + 1):
+            shapes.update(_resnet_shapes(f"decoder.up.{level}.block.{j}", block_in, block_out))
+            block_in = block_out
+        if level != 0 and config.resample_with_conv:
+            shapes.update(_conv_shapes(f"decoder.up.{level}.upsample.conv", block_out, block_out, 3))
+    block_out = hidden * mult[0]
+    shapes.update({**_norm_shapes("decoder.norm_out", block_out),
+                   **_conv_shapes("decoder.conv_out", block_out, config.num_channels, 3)})
+    if config.decoder_level:
+        shapes.update({"decoder.level_out.weight": (config.num_channels, block_out),
+                       "decoder.level_out.bias": (config.num_channels,)})
+    return shapes
+
+
+def state_shapes(config: VQGANConfig) -> Shapes:
+    """Name -> shape of every tensor of `VQGAN(config).state_dict()`, in its order, by arithmetic.
+
+    Why not build the model on the meta device: that costs a Python module per block, so a config
+    of a few bytes declaring thousands of blocks (or absurd widths) would cost minutes before the
+    checkpoint's tensors are even compared with it. A loader compares with these shapes first and
+    builds only a model the file's tensors fill (tests/test_tokenizer.py keeps the two equal)."""
+    z, d = config.z_channels, config.quantized_embed_dim
+    return {**_encoder_shapes(config), **_decoder_shapes(config),
+            "quantize.embedding.weight": (config.num_embeddings, d),
+            **_conv_shapes("quant_conv", z, d, 1), **_conv_shapes("post_quant_conv", d, z, 1)}
+
+
 def build(config: VQGANConfig, seed: int | None = None, device: str | torch.device | None = None) -> VQGAN:
     """A freshly initialised model; with `seed`, the same weights on every machine and process."""
     if seed is None:

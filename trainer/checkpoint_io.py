@@ -34,7 +34,7 @@ from .integrity import (
     sealed_folder,
     verify_folder,
 )
-from .model import LVMTransformer
+from .model import LVMTransformer, state_shapes
 from .run_layout import CHECKPOINTS, latest_checkpoint, verify_checkpoint
 
 CONFIG_NAME = "config.json"
@@ -123,6 +123,8 @@ def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> ModelCon
     for field in ("attention_bias", "mlp_bias"):
         if raw.get(field, False):
             raise refuse(field, "our projections have no biases")
+    if not isinstance(raw.get("tie_word_embeddings", False), bool):
+        raise refuse("tie_word_embeddings", "must be true or false")
     if raw.get("pretraining_tp", 1) not in (1, None):
         raise refuse("pretraining_tp", "tensor-parallel slicing of the forward is not supported")
     values = dict(raw)
@@ -170,10 +172,9 @@ def hf_config_dict(config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Parameter name -> shape, computed on the meta device (no memory, no init time)."""
-    with torch.device("meta"):
-        model = LVMTransformer(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Parameter name -> shape, by arithmetic (`model.state_shapes`): no module is built before
+    the file's headers are known to fill the model."""
+    return state_shapes(config)
 
 
 # -- reading tensors -------------------------------------------------------------------------
@@ -187,8 +188,7 @@ def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
                 weight_map = json.loads(index.read_text(encoding="utf-8"))
             if not isinstance(weight_map, Mapping) or not isinstance(weight_map.get("weight_map"), Mapping):
                 raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
-            weight_map = weight_map["weight_map"]
-            files = [root / name for name in dict.fromkeys(weight_map.values())]
+            files = [root / name for name in dict.fromkeys(_shard_names(index, weight_map["weight_map"]))]
             missing = [str(f) for f in files if not f.is_file()]
             if missing:
                 raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
@@ -198,6 +198,18 @@ def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
             return [root / name]
     raise CheckpointError(f"{folder}: no weights; expected {SAFE_NAME}, {SAFE_INDEX}, {BIN_NAME}, {BIN_INDEX} "
                           f"or {FIT_NAME}")
+
+
+def _shard_names(index: Path, weight_map: Mapping[str, Any]) -> list[str]:
+    """The shard file names of an index, each a plain name inside the checkpoint folder (as HF
+    writes them): a name with a folder part, absolute or `..`, would read a file elsewhere."""
+    names = list(weight_map.values())
+    odd = [repr(n) for n in names if not isinstance(n, str) or n in ("", ".", "..")
+           or os.path.basename(n) != n or "\\" in n or os.path.isabs(n)]
+    if odd:
+        raise CheckpointError(f"{index}: 'weight_map' must name shard files inside the checkpoint folder "
+                              f"(plain file names, as Hugging Face writes them), not {_preview(list(dict.fromkeys(odd)))}")
+    return names
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
@@ -375,10 +387,10 @@ def save_pretrained(model: LVMTransformer, folder: str | os.PathLike[str], *, dt
 def stored_dtype(raw: Mapping[str, Any], folder: str | os.PathLike[str]) -> torch.dtype:
     """The dtype a folder's weights are stored in (config's torch_dtype/dtype, else fp32)."""
     name = raw.get("torch_dtype") or raw.get("dtype") or "float32"
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise CheckpointError(f"{folder}/{CONFIG_NAME}: field 'torch_dtype' = {name!r} is not a dtype we load") from None
+    if not isinstance(name, str) or name not in DTYPES:
+        raise CheckpointError(f"{folder}/{CONFIG_NAME}: field 'torch_dtype' = {name!r} is not a dtype we load "
+                              f"(one of {', '.join(sorted(DTYPES))})")
+    return DTYPES[name]
 
 
 def load_pretrained(folder: str | os.PathLike[str], device: str | torch.device = "cpu",

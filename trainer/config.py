@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,38 @@ BOS_ID = 8192
 EOS_ID = 8193
 PAD_ID = 8194
 TOKENS_PER_IMAGE = 256
+
+
+# Sanity bounds, far beyond any LLaMA (Llama 3 405B: 126 layers, hidden 16384, MLP 53248, 128
+# heads): a config.json of a few bytes must not drive minutes of work or gigabytes of memory.
+LIMITS: dict[str, int] = {
+    "vocab_size": 2**24,
+    "hidden_size": 2**17,
+    "intermediate_size": 2**19,
+    "num_attention_heads": 2**12,
+    "num_key_value_heads": 2**12,
+    "num_hidden_layers": 1024,
+    "max_position_embeddings": 2**24,
+}
+
+
+def _check_int(name: str, value: Any) -> None:
+    """A positive integer within `LIMITS` (JSON's true/false and 128.0 or "128" are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"field {name!r} = {value!r}: must be a positive integer, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"field {name!r} = {value}: must be a positive integer")
+    if value > LIMITS[name]:
+        raise ValueError(f"field {name!r} = {value}: more than {LIMITS[name]}, far beyond any LLaMA "
+                         "(a sanity bound: trainer/config.py LIMITS)")
+
+
+def _check_number(name: str, value: Any, positive: bool) -> None:
+    """A finite real number, > 0 (`positive`) or >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"field {name!r} = {value!r}: must be a finite number")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"field {name!r} = {value}: must be {'positive' if positive else 'at least 0'}")
 
 
 @dataclass(frozen=True)
@@ -37,18 +70,25 @@ class ModelConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
+        # Types and ranges first: the divisibility checks below would divide by zero or format a
+        # string. Each message names the config.json field.
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
+                     "max_position_embeddings"):
+            _check_int(name, getattr(self, name))
+        if self.num_key_value_heads is not None:
+            _check_int("num_key_value_heads", self.num_key_value_heads)
+        for name in ("rms_norm_eps", "rope_theta"):
+            _check_number(name, getattr(self, name), positive=True)
+        _check_number("initializer_range", self.initializer_range, positive=False)
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+            raise ValueError(f"field 'hidden_size' = {self.hidden_size}: not a multiple of "
                              f"num_attention_heads {self.num_attention_heads}")
         if self.head_dim % 2:
-            raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+            raise ValueError(f"field 'num_attention_heads' = {self.num_attention_heads}: head_dim "
+                             f"{self.head_dim} (hidden_size / num_attention_heads) must be even for RoPE")
         if self.num_attention_heads % self.kv_heads:
-            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
-                             f"num_key_value_heads {self.kv_heads}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "max_position_embeddings"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            raise ValueError(f"field 'num_key_value_heads' = {self.kv_heads}: num_attention_heads "
+                             f"{self.num_attention_heads} is not a multiple of it")
 
     @property
     def head_dim(self) -> int:

@@ -121,6 +121,8 @@ class FitOptions:
     model_overrides: dict[str, Any] = flag(default_factory=dict, cli=False)
 
     def validate(self) -> None:
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise ValueError(f"--out {self.out}: exists and is not a folder; give the run's output folder")
         if self.mode not in MODES:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.attention not in ATTENTION_KERNELS:

@@ -114,10 +114,11 @@ def prepare_images(images: Sequence[np.ndarray | str | os.PathLike[str] | bytes]
     """Any-size RGB arrays, image files or encoded bytes -> uint8 (N, size, size, 3), through the
     project's own decode and resize (the same policies the build uses)."""
     from transforms.decode import load_image
+    from transforms.errors import Rejected
     from transforms.resize import fit_image
 
     out = []
-    for item in images:
+    for number, item in enumerate(images):
         if isinstance(item, np.ndarray):
             array = item if item.ndim == 3 else np.repeat(item[..., None], 3, axis=-1)
             if array.dtype != np.uint8 or array.shape[-1] != 3:
@@ -132,7 +133,11 @@ def prepare_images(images: Sequence[np.ndarray | str | os.PathLike[str] | bytes]
                         data = handle.read()
                 except OSError as exc:
                     raise ValueError(f"prompt image {os.fspath(item)!r}: {exc.strerror}") from None
-            out.append(load_image(data, size, policy).pixels)  # type: ignore[arg-type]
+            try:
+                out.append(load_image(data, size, policy).pixels)  # type: ignore[arg-type]
+            except Rejected as exc:  # a user's file: say which one and why, never a traceback
+                name = f"{os.fspath(item)!r}" if not isinstance(item, bytes) else f"number {number + 1} (bytes)"
+                raise ValueError(f"prompt image {name}: {exc}") from None
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 

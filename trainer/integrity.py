@@ -12,6 +12,7 @@ build on it without importing each other.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -132,25 +133,66 @@ def reading(path: str | os.PathLike[str]) -> Iterator[None]:
         raise CheckpointDamaged(path, f"cannot be read ({reason})") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m trainer.integrity FOLDER [--seal]`: check a checkpoint folder, or reseal it after a
-    deliberate edit (e.g. a hand-changed config.json)."""
-    args = sys.argv[1:] if argv is None else argv
-    folders = [a for a in args if a != "--seal"]
-    if not folders:
-        print("usage: python -m trainer.integrity FOLDER... [--seal]", file=sys.stderr)
-        return 2
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.integrity",
+        description="Check checkpoint folders against their manifest.json (exit 0: intact, 1: damaged), or "
+                    "reseal one edited on purpose. A fit run's --out folder is not a checkpoint: its sealed "
+                    "checkpoints are the step folders under checkpoints/, which are then checked one by one.")
+    parser.add_argument("folders", nargs="+", metavar="FOLDER", help="a checkpoint folder (or a fit run's --out)")
+    parser.add_argument("--seal", action="store_true",
+                        help="write a new manifest.json over the folder's files as they are now")
+    return parser
+
+
+def sealed_below(folder: Path) -> list[Path]:
+    """Sealed checkpoint folders under `folder` (a fit run's --out keeps one per step under
+    checkpoints/), sorted; none when `folder` is itself sealed."""
+    return sorted(path.parent for path in folder.rglob(MANIFEST) if path.parent != folder)
+
+
+def _check(folder: Path) -> int:
+    """Print one line per checked folder; 0 intact (or nothing recorded to check), 1 damaged."""
+    targets = [folder]
+    if not (folder / MANIFEST).is_file():
+        targets = sealed_below(folder)
+        if not targets:
+            print(f"{folder}: no {MANIFEST}, nothing to check (a folder from before checkpoints carried "
+                  f"digests, or from elsewhere; if you trust it: python -m trainer.integrity --seal {folder})")
+            return 0
+        print(f"{folder}: not a checkpoint itself (no {MANIFEST}) but holds {len(targets)} sealed checkpoint "
+              "folder(s) (a fit run keeps one per step under checkpoints/): checking each")
     status = 0
-    for folder in folders:
-        if "--seal" in args:
-            print(f"{folder}: sealed {len(write_manifest(folder)['files'])} files")
-            continue
+    for target in targets:
         try:
-            print(f"{folder}: {'intact' if verify_folder(folder) else 'no ' + MANIFEST + ', nothing to check'}")
+            verify_folder(target)
+            print(f"{target}: intact")
         except CheckpointDamaged as exc:
             print(f"damaged: {exc}")
             status = 1
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trainer.integrity FOLDER... [--seal]`: check checkpoint folders, or reseal one
+    after a deliberate edit (e.g. a hand-changed config.json). A path that is not a folder is a
+    usage error (exit 2), never "nothing to check": a typo must not read as a pass."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    folders = [Path(folder) for folder in args.folders]
+    for folder in folders:
+        if not folder.is_dir():
+            parser.error(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
+        if args.seal and not (folder / MANIFEST).is_file() and sealed_below(folder):
+            parser.error(f"--seal {folder}: it holds sealed checkpoint folders ({sealed_below(folder)[0]}, ...): "
+                         "seal the checkpoint folder you edited, not the run folder around it")
+        if args.seal and not any(path.is_file() for path in folder.rglob("*")):
+            parser.error(f"--seal {folder}: an empty folder, nothing to seal")
+    if args.seal:
+        for folder in folders:
+            print(f"{folder}: sealed {len(write_manifest(folder)['files'])} files")
+        return 0
+    return max(_check(folder) for folder in folders)
 
 
 if __name__ == "__main__":

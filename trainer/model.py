@@ -298,6 +298,22 @@ class LlamaBody(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
+def state_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of `LVMTransformer(config).state_dict()`, in its order, by
+    arithmetic: a loader compares a checkpoint's headers with these before building anything, so
+    a config.json declaring thousands of layers costs a dict, not a module per layer
+    (tests/test_trainer_interop.py keeps the two equal)."""
+    h, m, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
+    q, kv = config.num_attention_heads * config.head_dim, config.kv_heads * config.head_dim
+    layer = {"self_attn.q_proj.weight": (q, h), "self_attn.k_proj.weight": (kv, h), "self_attn.v_proj.weight": (kv, h),
+             "self_attn.o_proj.weight": (h, q), "mlp.gate_proj.weight": (m, h), "mlp.up_proj.weight": (m, h),
+             "mlp.down_proj.weight": (h, m), "input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,)}
+    shapes = {"model.embed_tokens.weight": (vocab, h)}
+    for i in range(config.num_hidden_layers):
+        shapes.update({f"model.layers.{i}.{name}": shape for name, shape in layer.items()})
+    return {**shapes, "model.norm.weight": (h,), "lm_head.weight": (vocab, h)}
+
+
 class LVMTransformer(nn.Module):
     """Token ids (N, T) -> logits (N, T, vocab). Untied input and output embeddings."""
 
