@@ -188,12 +188,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Everything a build checks before it starts: the config, every source's input, the tokenizer."""
-    from uvd_pipeline.build import check_tokenizer
+    from uvd_pipeline.build import check_before_build, check_tokenizer
     from uvd_pipeline.config import config_summary, load_config, parse_set_options
     from uvd_pipeline.graph import list_units
 
     config = load_config(args.config, parse_set_options(args.set))
     print(config_summary(config))
+    check_before_build(config)
     for name, units in list_units(config).items():
         print(f"source {name}: {len(units)} input units")
     check_tokenizer(config)
