@@ -526,6 +526,9 @@ def test_runner_names_are_beams_and_read_as_beam_reads_them(tmp_path: Path, caps
     code, err = _cli(capsys, "check", str(path), "--set", "tokenizer.enabled=false", "--set",
                      "beam.runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner")
     assert code == 0, err
+    code, err = _cli(capsys, "build", str(path), "--runner", "DirectRuner")
+    assert code == 2 and err.startswith("error: --runner DirectRuner: unknown runner 'DirectRuner'; the runners known")
+    assert not (tmp_path / "out").exists()
 
 
 LAX = """version: 1

@@ -146,7 +146,7 @@ def with_runner(config, runner: str):
     try:
         beam = BeamConfig.model_validate({**fields, "runner": runner})
     except ValidationError as exc:
-        raise ConfigError(f"--runner {runner}: {exc.errors()[0]['msg']}") from None
+        raise ConfigError(f"--runner {runner}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     return config.model_copy(update={"beam": beam})
 
 
