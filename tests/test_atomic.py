@@ -101,3 +101,12 @@ def test_atomic_folder_replaces_a_folder_as_a_whole(tmp_path: Path):
     with atomic_folder(final) as temporary:
         (temporary / "c").write_text("3")
     assert _names(final) == ["c"] and _names(tmp_path) == ["ckpt"]
+
+
+def test_a_failed_rename_leaves_no_temporary(tmp_path: Path):
+    """The rename is the last step and can fail too (the target is a folder): the temporary went
+    with it only when the block raised, so a `NAME.tmp-XXXX` stayed beside the folder."""
+    (tmp_path / "target").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_bytes(str(tmp_path / "target"), b"payload")
+    assert _names(tmp_path) == ["target"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,8 @@ def test_set_options_set_typed_values_like_the_file(tmp_path: Path):
     from uvd_pipeline.cli import build_overrides, parser
 
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(BASE))
+    two = {**BASE, "sources": [*BASE["sources"], {"name": "more", "type": "laion", "path": "data/more"}]}
+    path.write_text(yaml.safe_dump(two))
     args = parser().parse_args(["build", str(path), "--set", "tokenizer.batch_size=32", "--set",
                                 "beam.direct_num_workers=2", "--set", "sources.web.enabled=false",
                                 "--set", "image.resize=pad", "--beam-option=--a=1"])
@@ -149,7 +151,7 @@ def test_set_options_set_typed_values_like_the_file(tmp_path: Path):
     assert config.tokenizer.batch_size == 32 and config.beam.direct_num_workers == 2
     assert config.sources[0].enabled is False and config.image.resize == "pad"
     assert config.beam.options == ("--a=1",)
-    assert yaml.safe_load(path.read_text()) == BASE  # the file is not touched
+    assert yaml.safe_load(path.read_text()) == two  # the file is not touched
     by_index = load_config(str(path), parse_set_options(["sources.0.num_shards=7"]))
     assert by_index.sources[0].num_shards == 7
 
@@ -410,3 +412,284 @@ def test_stereo_with_a_labeler_needs_no_disparity_folder(tmp_path: Path):
         {"name": "s", "type": "stereo", "path": str(tmp_path / "kitti"), "disparity_folder": "disp_occ_0",
          "labeler": {"name": "sgbm"}}]})
     assert len(list_units(config)["s"]) == 1
+
+
+# -- configs that `check` passed and `build` crashed on (files written as YAML, run through the CLI) --
+def _jpegs(folder: Path, count: int = 3) -> Path:
+    """A folder of real JPEGs (Pillow), a `laion` folder source."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(folder / f"{i}.jpg", quality=90)
+    return folder
+
+
+def _yaml_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text.replace("IMGS", str(_jpegs(tmp_path / "imgs"))).replace("OUT", str(tmp_path / "out")))
+    return path
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    from uvd_pipeline.cli import main
+
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("write, expected", [
+    (lambda p: p.write_bytes(b"version: 1\noutput: \xff\xfe\n"),
+     "not UTF-8 text (byte 0xff on line 2); save the config as UTF-8"),
+    (lambda p: p.mkdir(), "is a folder; give the path of the YAML config file itself"),
+    # never opened: reading a fifo would block
+    (lambda p: os.mkfifo(p), "not a regular file; give the path of a YAML config file"),
+])
+def test_a_config_file_that_cannot_be_read_is_one_line_error(tmp_path: Path, capsys, write, expected):
+    path = tmp_path / "c.yaml"
+    write(path)
+    for command in ("check", "build"):
+        code, err = _cli(capsys, command, str(path))
+        assert code == 2 and err == f"error: {path}: {expected}\n"
+
+
+def test_a_config_file_error_leaves_the_module_entry_point_without_a_traceback(tmp_path: Path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes("version: 1\noutput: caf\u00e9\n".encode("latin-1"))
+    proc = subprocess.run([sys.executable, "-m", "uvd_pipeline", "check", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: {path}: not UTF-8 text (byte 0xe9 on line 2); save the config as UTF-8"
+
+
+def test_a_utf8_config_with_a_byte_order_mark_reads(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + yaml.safe_dump(BASE).encode())
+    assert load_config(str(path)).sources[0].name == "web"
+
+
+OUTPUT_FILE = """version: 1
+output: OUT
+sources:
+  - {name: web, type: laion, path: IMGS, num_shards: 1}
+beam: {direct_num_workers: 1}
+"""
+
+
+@pytest.mark.parametrize("config, prepare, expected", [
+    (OUTPUT_FILE, lambda out: out.write_text("keep me"),
+     "error: output: {out} is a file; name a folder (it is made when missing)"),
+    (OUTPUT_FILE.replace("output: OUT", "output: OUT/sub"), lambda out: out.write_text("keep me"),
+     "error: output: {out} is a file, so no folder can be made at {out}/sub"),
+    (OUTPUT_FILE.replace("num_shards: 1}", "num_shards: 1, enabled: false}"), lambda out: None,
+     "sources: every source has enabled: false (web), so there is nothing to build; set enabled: true on at least "
+     "one (or --set sources.web.enabled=true)"),
+    (OUTPUT_FILE.replace("beam: {", "beam: {runner: DirectRuner, "), lambda out: None,
+     "beam.runner: unknown runner 'DirectRuner'; the runners known by name are DirectRunner, dask, DataflowRunner"),
+    (OUTPUT_FILE.replace("beam: {", "beam: {runner: my_company.beam.CustomRunner, "), lambda out: None,
+     "error: beam.runner: my_company.beam.CustomRunner cannot be loaded (ModuleNotFoundError: No module named "
+     "'my_company')"),
+    (OUTPUT_FILE.replace("beam: {", "beam: {runner: apache_beam.runners.portability.fn_api_runner.FnApiRuner, "),
+     lambda out: None, "error: beam.runner: apache_beam.runners.portability.fn_api_runner has no FnApiRuner"),
+])
+def test_check_refuses_what_build_would_crash_on(tmp_path: Path, capsys, config, prepare, expected):
+    """An output that is a file, every source disabled, a misspelt runner: `check` said "config OK"
+    and `build` died in a traceback (the runner's after build.json was written). Both refuse now,
+    naming the field and the fix, and the build writes nothing."""
+    path = _yaml_config(tmp_path, config)
+    out = tmp_path / "out"
+    prepare(out)
+    expected = expected.format(out=out)
+    code, err = _cli(capsys, "check", str(path), "--set", "tokenizer.enabled=false")
+    assert code == 2 and expected in err, err
+    code, err = _cli(capsys, "build", str(path), "--no-tokenize")
+    assert code == 2 and expected in err, err
+    assert not out.exists() or (out.is_file() and out.read_text() == "keep me")
+
+
+def test_runner_names_are_beams_and_read_as_beam_reads_them(tmp_path: Path, capsys):
+    """The names known without importing Beam are Beam's own; `direct` and `flinkrunner` are the
+    runners Beam would pick (case and the Runner suffix are optional there), named properly."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from uvd_pipeline.config import BEAM_RUNNERS
+
+    assert set(BEAM_RUNNERS) == set(StandardOptions.ALL_KNOWN_RUNNERS)
+    assert parse_config({**BASE, "beam": {"runner": "direct"}}).beam.local
+    assert parse_config({**BASE, "beam": {"runner": "flinkrunner"}}).beam.runner == "FlinkRunner"
+    path = _yaml_config(tmp_path, OUTPUT_FILE)
+    code, err = _cli(capsys, "check", str(path), "--set", "tokenizer.enabled=false", "--set",
+                     "beam.runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner")
+    assert code == 0, err
+    code, err = _cli(capsys, "build", str(path), "--runner", "DirectRuner")
+    assert code == 2 and err.startswith("error: --runner DirectRuner: unknown runner 'DirectRuner'; the runners known")
+    assert not (tmp_path / "out").exists()
+
+
+LAX = """version: 1
+output: OUT
+sources:
+  - {name: web, type: laion, path: IMGS, num_shards: true, num_val_shards: yes, enabled: 1}
+"""
+
+
+def test_booleans_are_not_numbers_and_numbers_not_booleans(tmp_path: Path, capsys):
+    """YAML reads `true`/`yes` as booleans: pydantic's lax mode took them as 1, and 1 as true."""
+    code, err = _cli(capsys, "check", str(_yaml_config(tmp_path, LAX)), "--set", "tokenizer.enabled=false")
+    assert code == 2
+    assert "sources[0].num_shards: expects a whole number, got True (YAML reads true/false" in err
+    assert "sources[0].num_val_shards: expects a whole number, got True" in err
+    assert "sources[0].enabled: expects true or false, got 1" in err
+    code, err = _cli(capsys, "check", str(tmp_path / "c.yaml"), "--set", "sources.web.num_shards=2", "--set",
+                     "sources.web.num_val_shards=1", "--set", "sources.web.enabled=true", "--set",
+                     "tokenizer.enabled=0")
+    assert code == 2 and err.endswith("1 problem(s):\n  tokenizer.enabled: expects true or false, got 0\n")
+    for patch, expected in (({"split": {"val_fraction": False}}, "split.val_fraction: expects a number, got False"),
+                            ({"version": True}, "version: expects 1, got True"),
+                            ({"beam": {"direct_num_workers": 2.0}},
+                             "beam.direct_num_workers: Input should be a valid integer"),
+                            ({"sources": [{**BASE["sources"][0], "type": "video", "strides": [10, True]}]},
+                             "sources[0].strides[1]: expects a whole number, got True")):
+        assert expected in _error({**BASE, **patch})
+    assert parse_config({**BASE, "split": {"val_fraction": 0}}).split.val_fraction == 0.0  # an int is a number
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path: Path, capsys):
+    """PyYAML keeps the last of two equal keys: the output moved silently to the second one."""
+    text = "version: 1\noutput: OUT\noutput: OUT2\nsources:\n  - {name: web, type: laion, path: IMGS}\n"
+    path = _yaml_config(tmp_path, text)
+    code, err = _cli(capsys, "check", str(path))
+    assert code == 2
+    assert err == f"error: {path}: line 3: key 'output' is given twice in one mapping (first on line 2); give it once\n"
+    path.write_text(f"version: 1\noutput: {tmp_path / 'out'}\nsources:\n"
+                    f"  - {{name: web, type: laion, path: {tmp_path / 'imgs'}, num_shards: 1, num_shards: 2}}\n")
+    code, err = _cli(capsys, "build", str(path))
+    assert code == 2 and "line 4: key 'num_shards' is given twice in one mapping (first on line 4)" in err
+    # a merge key brings defaults that a mapping may override, as the YAML spec allows
+    from uvd_pipeline.config import read_yaml
+
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {num_shards: 1, enabled: true}\nsources:\n  - <<: *b\n    num_shards: 3\n")
+    assert read_yaml(str(merged))["sources"][0] == {"num_shards": 3, "enabled": True}
+    assert not (tmp_path / "out").exists()
+
+
+LABELER = """version: 1
+output: OUT
+sources:
+  - {name: e, type: pseudo_labeled, path: IMGS, task: edges, labeler: LABELER, num_shards: 1}
+beam: {direct_num_workers: 1}
+"""
+
+
+@pytest.mark.parametrize("labeler, expected", [
+    ("{name: canny, sigma: abc, sigmaa: 0.5}",
+     ["sources[0].labeler.sigma: Input should be a valid number (got 'abc')",
+      "sources[0].labeler.sigmaa: unknown field; allowed fields here: name, sigma"]),
+    ("{name: canny, sigma: 1.5}", ["sources[0].labeler.sigma: Input should be less than or equal to 1 (got 1.5)"]),
+    ("{name: canny, sigma: .nan}", ["sources[0].labeler.sigma: Input should be"]),
+    ("{name: dpt}", ["sources[0].labeler.name: got 'dpt'; allowed: 'canny', 'sgbm' or 'mmpose'"]),
+    ("{sigma: 0.5}", ["sources[0].labeler.name: required field is missing; allowed: 'canny', 'sgbm' or 'mmpose'"]),
+])
+def test_labeler_parameters_are_checked_before_the_build(tmp_path: Path, capsys, labeler, expected):
+    """`sigma: abc` passed `check`, and the build exited 0 with every pair an `internal_error`;
+    a misspelt parameter was ignored."""
+    path = _yaml_config(tmp_path, LABELER.replace("LABELER", labeler))
+    for argv in (("check", str(path)), ("build", str(path), "--no-tokenize")):
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and all(line in err for line in expected), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_labeler_parameters_of_each_labeler(tmp_path: Path):
+    stereo = {"name": "s", "type": "stereo", "path": "kitti"}
+    for labeler, expected in (
+            ({"name": "sgbm", "block_size": 4}, "sources[0].labeler.block_size: must be odd"),
+            ({"name": "sgbm", "num_disparities": 0}, "sources[0].labeler.num_disparities: Input should be greater"),
+            ({"name": "sgbm", "num_disparities": True}, "sources[0].labeler.num_disparities: expects a whole number"),
+            ({"name": "sgbm", "sigma": 0.3}, "sources[0].labeler.sigma: unknown field; allowed fields here: name, "
+                                             "num_disparities, block_size")):
+        assert expected in _error({**BASE, "sources": [{**stereo, "labeler": labeler}]})
+    pose = {"name": "p", "type": "pseudo_labeled", "path": "imgs", "task": "pose"}
+    assert "sources[0].labeler.score_threshold: Input should be less than or equal to 1" in _error(
+        {**BASE, "sources": [{**pose, "labeler": {"name": "mmpose", "score_threshold": 2}}]})
+    assert "sources[0].labeler.device: expects cpu, cuda or cuda:N, got 'gpu'" in _error(
+        {**BASE, "sources": [{**pose, "labeler": {"name": "mmpose", "device": "gpu"}}]})
+
+
+def test_labeler_specs_dump_as_written(tmp_path: Path):
+    """The spec reaches the labeler, the lineage and the config hash as written (defaults are not
+    added), so configs that were valid hash and build as before."""
+    config = parse_config({**BASE, "sources": [
+        {"name": "e", "type": "pseudo_labeled", "path": "imgs", "task": "edges", "labeler": {"name": "canny"}},
+        {"name": "s", "type": "stereo", "path": "kitti", "labeler": {"name": "sgbm", "num_disparities": 64}}]})
+    dumped = config.model_dump(mode="json")["sources"]
+    assert dumped[0]["labeler"] == {"name": "canny"}
+    assert dumped[1]["labeler"] == {"name": "sgbm", "num_disparities": 64}
+    assert config.sources[0].labeler.sigma == 0.33 and config.sources[1].labeler.block_size == 5
+
+
+def test_a_labeler_with_checked_parameters_builds(tmp_path: Path, capsys):
+    """A sigma in range reaches the labeler: every pair becomes a sentence, no `internal_error`."""
+    import json
+
+    path = _yaml_config(tmp_path, LABELER.replace("LABELER", "{name: canny, sigma: 0.5}").replace(
+        "num_shards: 1}", "num_shards: 1, pairs_per_sentence: 1}"))
+    code, err = _cli(capsys, "build", str(path), "--no-tokenize")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["sources"]["e"]["sentences"] == 3 and not (tmp_path / "out" / "rejects.jsonl").read_text()
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from transforms.annotations import canny_edges
+
+    (tar_path,) = (tmp_path / "out" / "rendered" / "e").glob("*/*.tar")
+    with tarfile.open(tar_path) as tar:
+        pngs = {m.name: np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())))
+                for m in tar if m.name.endswith(".png")}
+    for name, image in pngs.items():
+        if name.endswith(".00.png"):  # the target is Canny at the configured sigma, not the default's
+            target = pngs[name.replace(".00.png", ".01.png")]
+            assert np.array_equal(target, canny_edges(image, 0.5))
+            assert not np.array_equal(target, canny_edges(image, 0.33))
+
+
+SMALL_VQGAN = dict(resolution=256, num_channels=3, hidden_channels=8, channel_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
+                   z_channels=4, quantized_embed_dim=4, num_embeddings=16)
+
+
+@pytest.mark.parametrize("change, size, expected", [
+    ({"num_channels": 4}, 256, "it encodes images of 4 channels; the build renders RGB images (3 channels)"),
+    ({"num_embeddings": 70_000}, 256,
+     "its codebook holds 70000 codes; token shards store uint16 codes (at most 65536)"),
+    ({"channel_mult": [1] * 6}, 272, "it downsamples by 32; image.size 272 is not a multiple of it: set image.size to "
+                                     "a multiple of 32"),
+])
+def test_a_tokenizer_that_cannot_tokenize_this_build_fails_check_and_build(tmp_path: Path, capsys, change, size,
+                                                                          expected):
+    """Well-formed checkpoints that load but cannot encode this build's images: `check` said OK and
+    the build rendered everything, then died in Tokenize with a traceback."""
+    from tokenizer.checkpoint import save
+    from tokenizer.config import VQGANConfig
+    from tokenizer.model import VQGAN
+
+    checkpoint = tmp_path / "tokenizer"
+    save(VQGAN(VQGANConfig.from_dict({**SMALL_VQGAN, **change})), checkpoint)
+    path = _yaml_config(tmp_path, OUTPUT_FILE + f"image: {{size: {size}}}\ntokenizer: {{compile: false}}\n")
+    for command in ("check", "build"):
+        code, err = _cli(capsys, command, str(path), "--set", f"tokenizer.checkpoint={checkpoint}")
+        assert code == 2 and err.startswith(f"error: tokenizer.checkpoint: {checkpoint}: {expected}"), err
+    assert not (tmp_path / "out").exists()  # nothing rendered
+    save(VQGAN(VQGANConfig.from_dict(SMALL_VQGAN)), checkpoint)  # the same build with a tokenizer that fits
+    code, err = _cli(capsys, "check", str(path), "--set", f"tokenizer.checkpoint={checkpoint}",
+                     "--set", "image.size=256")
+    assert code == 0, err

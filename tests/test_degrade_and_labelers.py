@@ -79,6 +79,14 @@ def test_labeler_specs_are_checked_before_the_build(tmp_path):
         check_spec({"name": "dpt"})
     with pytest.raises(LabelerError, match="makes edges targets, not depth"):
         check_spec({"name": "canny"}, "depth")
+    # parameters: names, types and ranges, whoever passes the spec (the config checks them too)
+    with pytest.raises(LabelerError, match=r"^sigma: Input should be a valid number \(got 'abc'\); sigmaa: unknown "
+                                           r"parameter; canny takes sigma$"):
+        check_spec({"name": "canny", "sigma": "abc", "sigmaa": 0.5}, "edges")
+    with pytest.raises(LabelerError, match="block_size: must be odd"):
+        check_spec({"name": "sgbm", "block_size": 4}, "depth")
+    with pytest.raises(LabelerError, match="sigma: Input should be less than or equal to 1"):
+        get_labeler({"name": "canny", "sigma": 7.0})
     with pytest.raises(LabelerError, match="needs `config`"):
         check_spec({"name": "mmpose", "checkpoint": "x"}, "pose")
     (tmp_path / "c.py").write_text("# config")

@@ -84,7 +84,7 @@ def test_jsonl_round_trip(tmp_path: Path):
     back = list(iter_rows(str(tmp_path / "imported" / "jsonl-train-00000.arrow")))
     assert [r.tokens.tolist() for r in back] == [r.tokens.tolist() for r in sorted(rows, key=lambda r: r.sentence_id)]
     (tmp_path / "bad.jsonl").write_text(encode_jsonl_line(np.arange(10)) + "\n")
-    with pytest.raises(ValueError, match="bad.jsonl:1"):
+    with pytest.raises(ValueError, match="bad.jsonl line 1: 10 tokens are not whole images of 256 codes"):
         import_jsonl(str(tmp_path / "bad.jsonl"), META, str(tmp_path / "bad.arrow"))
 
 
@@ -96,3 +96,123 @@ def test_memory_mapped_reading(tmp_path: Path):
     assert not view.flags.owndata  # a view into the mapped file, not a copy
     with open(path, "rb") as handle:
         assert ipc.open_file(handle).num_record_batches == 1
+
+
+# -- import-jsonl / export-jsonl through the CLI, on lines written as LVM/EasyLM writes them --------
+def _lvm_line(tokens) -> str:
+    """One line as the released LVM data (EasyLM's JSONL): base64 of little-endian int32 ids."""
+    import base64
+
+    return json.dumps({"tokens": base64.b64encode(np.asarray(tokens, dtype="<i4").tobytes()).decode("ascii")})
+
+
+def _import(capsys, jsonl: Path, out: Path, *flags: str) -> tuple[int, str]:
+    return _cli(capsys, "import-jsonl", str(jsonl), "--out", str(out), *flags)
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    from uvd_pipeline.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+GOOD = _lvm_line(np.arange(256) % 16)
+HOSTILE = {
+    "bad base64": ('{"tokens": "!!!notbase64@@"}', "'tokens' is not valid base64"),
+    "length not a multiple of 4": (json.dumps({"tokens": "AQID"}), "'tokens' decodes to 3 bytes, not whole int32 "
+                                                                    "tokens (a multiple of 4 bytes)"),
+    "not JSON": ("hello", "not JSON (Expecting value at column 1)"),
+    "a list": ("[1, 2]", "a JSON list, not an object with a 'tokens' field"),
+    "no tokens": ('{"toks": "AAAA"}', "no 'tokens' field (it has 'toks')"),
+    "tokens a number": ('{"tokens": 5}', "'tokens' is a JSON int, not a base64 string"),
+    "id >= codebook": (_lvm_line(np.full(256, 9000)), "token id 9000 at position 0 is outside the codebook 0..8191 "
+                                                      "(256 of the line's 256 ids are); give the codebook size of "
+                                                      "the tokenizer that made them"),
+    "negative id": (_lvm_line([*range(255), -1]), "token id -1 at position 255 is outside the codebook 0..8191 "
+                                                          "(1 of the line's 256 ids are); give the codebook size of "
+                                                          "the tokenizer that made them"),
+    "no ids": (_lvm_line([]), "no tokens"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_import_jsonl_names_the_file_and_line_of_a_bad_line(tmp_path: Path, capsys, case):
+    """Each hostile line ended in a traceback without its line number; now one line naming both,
+    exit 2, and no shard (nor a temporary) is left: a shard without the line would be trained on as
+    if it held the whole file."""
+    line, expected = HOSTILE[case]
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text("\n".join([GOOD, GOOD, line, GOOD]) + "\n")
+    code, err = _import(capsys, jsonl, tmp_path / "out" / "x.arrow")
+    assert code == 2 and err == f"error: {jsonl} line 3: {expected}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_jsonl_refuses_a_line_that_is_not_utf8(tmp_path: Path, capsys):
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_bytes((GOOD + "\n").encode() + b'{"tokens": "\xff"}\n')
+    code, err = _import(capsys, jsonl, tmp_path / "x.arrow")
+    assert code == 2 and err == f"error: {jsonl} line 2: not UTF-8 text\n"
+
+
+def test_import_jsonl_refuses_codebooks_and_sizes_a_shard_cannot_hold(tmp_path: Path, capsys):
+    """`--codebook-size 100000` let id 70000 through, stored as uint16 (read back 4464); a negative
+    `--tokens-per-image` wrote n_images = -1 per sentence."""
+    jsonl = tmp_path / "big.jsonl"
+    jsonl.write_text(_lvm_line(np.full(256, 70_000)) + "\n")
+    code, err = _import(capsys, jsonl, tmp_path / "big.arrow", "--codebook-size", "100000")
+    assert code == 2 and "argument --codebook-size: 100000 codes do not fit the token shards' uint16 codes" in err
+    code, err = _import(capsys, jsonl, tmp_path / "big.arrow", "--codebook-size", "65536")
+    assert code == 2 and f"error: {jsonl} line 1: token id 70000 at position 0 is outside the codebook 0..65535 " in err
+    for flag in ("--tokens-per-image", "--image-size", "--codebook-size"):
+        code, err = _import(capsys, jsonl, tmp_path / "n.arrow", flag, "-256")
+        assert code == 2 and f"argument {flag}: must be a positive integer, got -256" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]
+    from uvd_pipeline.shards import JsonlError
+
+    for meta in (TokenShardMeta("t", "h", 100_000, 256, 256, "c"), TokenShardMeta("t", "h", 16, -256, 256, "c")):
+        with pytest.raises(JsonlError, match="codebook size 100000|tokens per image -256: must be a positive"):
+            import_jsonl(str(jsonl), meta, str(tmp_path / "lib.arrow"))
+    # the largest codebook uint16 holds: its last id survives the round trip
+    jsonl.write_text(_lvm_line(np.full(256, 65_535)) + "\n")
+    assert _import(capsys, jsonl, tmp_path / "max.arrow", "--codebook-size", "65536")[0] == 0
+    assert _cli(capsys, "export-jsonl", str(tmp_path / "max.arrow"), "--out", str(tmp_path / "back.jsonl"))[0] == 0
+    assert decode_jsonl_line((tmp_path / "back.jsonl").read_text()).tolist() == [65_535] * 256
+
+
+def test_import_jsonl_writes_a_shard_named_arrow_with_its_stats_beside_it(tmp_path: Path, capsys):
+    """`--out x/tokens.bin` wrote its stats as `toke.stats.json` (six characters cut as if from
+    `.arrow`), a shard no reader finds: an output not named .arrow is refused."""
+    jsonl = tmp_path / "good.jsonl"
+    jsonl.write_text(GOOD + "\n" + GOOD + "\n")
+    code, err = _import(capsys, jsonl, tmp_path / "d" / "tokens.bin", "--codebook-size", "16")
+    assert code == 2 and err == (f"error: {tmp_path}/d/tokens.bin: a token shard's name ends in .arrow (readers find "
+                                 f"shards, and their .stats.json beside them, by it), e.g. {tmp_path}/d/tokens.arrow\n")
+    assert not (tmp_path / "d").exists()
+    code, _ = _import(capsys, jsonl, tmp_path / "d" / "tokens.arrow", "--codebook-size", "16")
+    assert code == 0 and sorted(p.name for p in (tmp_path / "d").iterdir()) == ["tokens.arrow", "tokens.stats.json"]
+    assert find_shards(str(tmp_path / "d")) == [str(tmp_path / "d" / "tokens.arrow")]
+    with pytest.raises(ValueError, match="a token shard's name ends in .arrow"):
+        write_token_shard(str(tmp_path / "tokens.bin"), _rows(1), META)
+
+
+def test_jsonl_commands_refuse_a_folder_as_out_and_leave_nothing(tmp_path: Path, capsys):
+    """`--out` naming a folder: a traceback after the whole write, and a `outdir.tmp-XXXX` left."""
+    jsonl = tmp_path / "good.jsonl"
+    jsonl.write_text(GOOD + "\n")
+    folder = tmp_path / "e" / "outdir"
+    folder.mkdir(parents=True)
+    code, err = _import(capsys, jsonl, folder, "--codebook-size", "16")
+    assert code == 2 and err == (f"error: {folder} is a folder; name the token shard file to write, e.g. "
+                                 f"{folder}/tokens.arrow\n")
+    assert _import(capsys, jsonl, tmp_path / "t.arrow", "--codebook-size", "16")[0] == 0
+    code, err = _cli(capsys, "export-jsonl", str(tmp_path / "t.arrow"), "--out", str(folder))
+    assert code == 2 and err == f"error: {folder} is a folder; name the file to write, e.g. {folder}/tokens.jsonl\n"
+    assert [p.name for p in (tmp_path / "e").iterdir()] == ["outdir"] and not any(folder.iterdir())
+    (tmp_path / "afile").write_text("x")
+    code, err = _cli(capsys, "export-jsonl", str(tmp_path / "t.arrow"), "--out", str(tmp_path / "afile" / "x.jsonl"))
+    assert code == 2 and err.startswith(f"error: {tmp_path}/afile/x.jsonl: cannot be written (")

@@ -102,10 +102,15 @@ class AtomicFile:
         assert self._handle is not None
         self._handle.close()
         self._handle = None
-        if self._local is not None:
-            _replace_local(self.temporary, self._target)
-        else:
-            self._fs.mv(self.temporary, self._target)
+        try:
+            if self._local is not None:
+                _replace_local(self.temporary, self._target)
+            else:
+                self._fs.mv(self.temporary, self._target)
+        except BaseException:  # e.g. the target is a folder: leave no temporary behind
+            with contextlib.suppress(OSError):
+                self._fs.rm(self.temporary)
+            raise
 
     def abandon(self) -> None:
         """Remove what was written; the target is left as it was."""

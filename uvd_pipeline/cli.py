@@ -11,7 +11,7 @@ import threading
 from typing import NoReturn
 
 from uvd_pipeline.config import ConfigError
-from uvd_pipeline.shards import ShardDamaged
+from uvd_pipeline.shards import JsonlError, ShardDamaged
 
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
 
@@ -146,7 +146,7 @@ def with_runner(config, runner: str):
     try:
         beam = BeamConfig.model_validate({**fields, "runner": runner})
     except ValidationError as exc:
-        raise ConfigError(f"--runner {runner}: {exc.errors()[0]['msg']}") from None
+        raise ConfigError(f"--runner {runner}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     return config.model_copy(update={"beam": beam})
 
 
@@ -188,12 +188,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Everything a build checks before it starts: the config, every source's input, the tokenizer."""
-    from uvd_pipeline.build import check_tokenizer
+    from uvd_pipeline.build import check_before_build, check_tokenizer
     from uvd_pipeline.config import config_summary, load_config, parse_set_options
     from uvd_pipeline.graph import list_units
 
     config = load_config(args.config, parse_set_options(args.set))
     print(config_summary(config))
+    check_before_build(config)
     for name, units in list_units(config).items():
         print(f"source {name}: {len(units)} input units")
     check_tokenizer(config)
@@ -205,6 +206,28 @@ def _add_set_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="set a config field (repeatable): KEY a dotted path such as tokenizer.batch_size or "
                           "sources.web.enabled (a source by name or index), VALUE a YAML scalar; validated with the file, paths relative to it")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a usage error names the option otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def codebook_size(text: str) -> int:
+    """An argparse type: a codebook that token shards can hold (uint16 codes)."""
+    from uvd_pipeline.shards import TOKEN_DTYPE_CODES
+
+    value = positive_int(text)
+    if value > TOKEN_DTYPE_CODES:
+        raise argparse.ArgumentTypeError(f"{value} codes do not fit the token shards' uint16 codes (at most "
+                                         f"{TOKEN_DTYPE_CODES})")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -260,15 +283,16 @@ def parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("import-jsonl", help="LVM/EasyLM JSONL -> one token shard")
     i.add_argument("jsonl")
-    i.add_argument("--out", required=True, help="the .arrow file to write")
+    i.add_argument("--out", required=True, help="the token shard to write (a name ending in .arrow)")
     i.add_argument("--source", default="jsonl")
     i.add_argument("--split", default="train", choices=["train", "val"])
     i.add_argument("--kind", default="image")
     i.add_argument("--tokenizer-name", default="vqgan-f16-8192-laion")
     i.add_argument("--tokenizer-hash", default="unknown", help="weights hash of the tokenizer that made the codes")
-    i.add_argument("--codebook-size", type=int, default=8192)
-    i.add_argument("--tokens-per-image", type=int, default=256)
-    i.add_argument("--image-size", type=int, default=256)
+    i.add_argument("--codebook-size", type=codebook_size, default=8192,
+                   help="codes of the tokenizer that made the tokens (at most 65536: shards store uint16)")
+    i.add_argument("--tokens-per-image", type=positive_int, default=256)
+    i.add_argument("--image-size", type=positive_int, default=256)
     i.set_defaults(func=cmd_import_jsonl)
 
     c = sub.add_parser("check", help="validate a config file, its sources and its tokenizer; print what it would build")
@@ -283,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, JsonlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

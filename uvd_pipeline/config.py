@@ -12,10 +12,12 @@ import json
 import math
 import os
 import re
+import stat
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError,
+                      field_validator, model_serializer, model_validator)
 
 from transforms.phash import band_width, probes_per_band
 from uvd_pipeline.mixture import GROUPS, PAPER_MIX
@@ -39,14 +41,14 @@ class Strict(BaseModel):
 
 
 class ImageConfig(Strict):
-    size: int = Field(256, ge=16, le=4096, description="side of the square images (LVM: 256)")
+    size: StrictInt = Field(256, ge=16, le=4096, description="side of the square images (LVM: 256)")
     resize: Literal["squash", "center_crop", "pad"] = Field(
         "center_crop", description="squash = the LVM scripts' plain resize; center_crop / pad keep aspect"
     )
-    pad_value: int = Field(0, ge=0, le=255, description="grey level of the padding under `pad`")
-    max_pixels: int = Field(178_956_970, ge=1, le=MAX_PIXELS_LIMIT,
+    pad_value: StrictInt = Field(0, ge=0, le=255, description="grey level of the padding under `pad`")
+    max_pixels: StrictInt = Field(178_956_970, ge=1, le=MAX_PIXELS_LIMIT,
                             description="decompression-bomb guard on header size")
-    png_compression: int = Field(1, ge=0, le=9, description="zlib level of the lossless rendered images; 0 and 1 "
+    png_compression: StrictInt = Field(1, ge=0, le=9, description="zlib level of the lossless rendered images; 0 and 1 "
                                  "(speed) use one PNG row filter, 2-9 (size) libpng's adaptive choice; 1 "
                                  "(the default) deflates with zlib-ng, faster than zlib for no larger files")
 
@@ -59,21 +61,21 @@ class ImageConfig(Strict):
 
 
 class SplitConfig(Strict):
-    val_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="share of groups hashed into 'val'")
+    val_fraction: StrictFloat = Field(0.05, ge=0.0, lt=1.0, description="share of groups hashed into 'val'")
 
 
 class SourceBase(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="lower_snake_case, unique within the build")
     path: str = Field(min_length=1, description="local path or fsspec URL")
-    num_shards: int = Field(4, ge=1, le=1_000_000, description="output shards of the train split")
-    num_val_shards: int = Field(1, ge=1, le=1_000_000, description="output shards of the val split")
-    enabled: bool = True
+    num_shards: StrictInt = Field(4, ge=1, le=1_000_000, description="output shards of the train split")
+    num_val_shards: StrictInt = Field(1, ge=1, le=1_000_000, description="output shards of the val split")
+    enabled: StrictBool = True
 
 
 class LinkOptions(Strict):
     """For sources whose readers check where every path leads (`sources.paths`)."""
 
-    follow_links: bool = Field(False, description="read files and folders that are symbolic links leading "
+    follow_links: StrictBool = Field(False, description="read files and folders that are symbolic links leading "
                                "out of `path` (default: each is a reject `outside_root`)")
 
 
@@ -85,7 +87,7 @@ class LaionSourceConfig(SourceBase):
 class ImageNetSourceConfig(SourceBase, LinkOptions):
     type: Literal["imagenet"]
     splits: tuple[Literal["train", "val"], ...] = ("train", "val")
-    sentence_length: int = Field(16, ge=1, le=64)
+    sentence_length: StrictInt = Field(16, ge=1, le=64)
     remainder: Literal["drop", "wrap"] = Field(
         "drop", description="drop: leftover images of a class are counted as rejects; "
         "wrap: the last sentence is completed with the class's first images"
@@ -94,16 +96,16 @@ class ImageNetSourceConfig(SourceBase, LinkOptions):
 
 class VideoSourceConfig(SourceBase, LinkOptions):
     type: Literal["video"]
-    strides: tuple[int, ...] = Field((10, 20, 30), min_length=1)
-    frames: int = Field(16, ge=2, le=64)
-    max_windows_per_stride: int | None = Field(None, ge=1)
+    strides: tuple[StrictInt, ...] = Field((10, 20, 30), min_length=1)
+    frames: StrictInt = Field(16, ge=2, le=64)
+    max_windows_per_stride: StrictInt | None = Field(None, ge=1)
     decoder: Literal["auto", "decord", "pyav"] = Field(
         "auto", description="auto/pyav: PyAV, frame-exact in every accepted container; decord: used where it is "
         "frame-exact too (the rest falls back to PyAV, noted in the lineage)")
-    time_budget_s: float = Field(600.0, gt=0, le=86_400, description="seconds one video's probe or decode may "
+    time_budget_s: StrictFloat = Field(600.0, gt=0, le=86_400, description="seconds one video's probe or decode may "
                                  "take before its decoder is killed and its clips become `decode_timeout` rejects "
                                  "(ample for clips of minutes; raise it for hour-long high-resolution videos)")
-    memory_budget_mb: int = Field(1536, ge=512, le=1_048_576, description="resident memory of one video's "
+    memory_budget_mb: StrictInt = Field(1536, ge=512, le=1_048_576, description="resident memory of one video's "
                                   "decoding process: judged before decoding from what the stream declares (frame "
                                   "size, pixel format, frames the decoder holds; over it: `video_too_large` rejects, "
                                   "or frames converted straight to the working size where that fits) and watched "
@@ -127,27 +129,74 @@ class GroupedOptions(Strict):
 
 
 class PairSource(GroupedOptions):
-    pairs_per_sentence: int = Field(8, ge=1, le=32, description="LVM: 8 (image, target) pairs = 16 images")
+    pairs_per_sentence: StrictInt = Field(8, ge=1, le=32, description="LVM: 8 (image, target) pairs = 16 images")
 
 
-class LabelerSpec(Strict):
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: Literal["canny", "sgbm", "mmpose"]
+class LabelerParams(Strict):
+    """A labeler spec: its `name` and parameters, each checked before the build starts (a bad
+    value would otherwise fail every pair of the source inside the workers). Dumped as written (the
+    parameters given, not the defaults), as the spec was before its parameters were checked: the
+    dump is what the labeler gets and what the build's config hash and lineage hold."""
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if k == "name" or k in self.model_fields_set}
+
+
+class CannyLabeler(LabelerParams):
+    name: Literal["canny"]
+    sigma: StrictFloat = Field(0.33, ge=0.0, le=1.0, description="Canny's thresholds are (1 - sigma) and "
+                               "(1 + sigma) times the image's median grey")
+
+
+class SgbmLabeler(LabelerParams):
+    name: Literal["sgbm"]
+    num_disparities: StrictInt = Field(64, ge=1, le=1024, description="disparity search range in pixels (rounded up "
+                                       "to a multiple of 16, at most half the image width)")
+    block_size: StrictInt = Field(5, ge=1, le=51, description="side of the matched blocks, odd")
+
+    @field_validator("block_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"must be odd (OpenCV's StereoSGBM matches blocks around a centre pixel), got {value}")
+        return value
+
+
+class MmposeLabeler(LabelerParams):
+    name: Literal["mmpose"]
+    config: str | None = Field(None, min_length=1, description="the model's MMPose config file (a local path)")
+    checkpoint: str | None = Field(None, min_length=1, description="the model's weights (a local path)")
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    score_threshold: StrictFloat = Field(0.3, ge=0.0, le=1.0, description="keypoints scored at or below it are "
+                                         "not drawn")
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError(f"expects cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+
+LABELER_MODELS: dict[str, type[LabelerParams]] = {"canny": CannyLabeler, "sgbm": SgbmLabeler, "mmpose": MmposeLabeler}
+LabelerSpec = Annotated[Union[tuple(LABELER_MODELS.values())], Field(discriminator="name")]  # type: ignore[valid-type]
 
 
 class ObjaverseSourceConfig(SourceBase, LinkOptions):
     type: Literal["objaverse"]
-    views: int = Field(24, ge=2, le=64, description="views per sentence, ordered by azimuth")
+    views: StrictInt = Field(24, ge=2, le=64, description="views per sentence, ordered by azimuth")
 
 
 class Co3dSourceConfig(SourceBase, LinkOptions):
     type: Literal["co3d"]
-    views: int = Field(24, ge=2, le=64)
+    views: StrictInt = Field(24, ge=2, le=64)
     categories: tuple[str, ...] = ()
     pair_tasks: tuple[Literal["depth", "segmentation"], ...] = Field(
         (), description="also emit (frame, depth) and (frame, mask) pairs"
     )
-    pairs_per_sentence: int = Field(8, ge=1, le=32)
+    pairs_per_sentence: StrictInt = Field(8, ge=1, le=32)
     remainder: Literal["drop", "wrap"] = "drop"
 
 
@@ -179,15 +228,15 @@ class StereoSourceConfig(SourceBase, LinkOptions, PairSource):
 
 class MultiTaskSourceConfig(SourceBase, LinkOptions, GroupedOptions):
     type: Literal["multitask"]
-    tuples_per_sentence: int = Field(3, ge=1, le=12, description="LVM: 3 tuples of 5 = 15 images")
+    tuples_per_sentence: StrictInt = Field(3, ge=1, le=12, description="LVM: 3 tuples of 5 = 15 images")
 
 
 class AnnotatedVideoSourceConfig(SourceBase, LinkOptions):
     type: Literal["annotated_video"]
     layout: Literal["vipseg", "jhmdb"]
     sentence_layout: Literal["interleaved", "separated"] = "interleaved"
-    frames: int = Field(8, ge=1, le=32, description="frames per sentence (each with its annotation)")
-    stride: int = Field(1, ge=1)
+    frames: StrictInt = Field(8, ge=1, le=32, description="frames per sentence (each with its annotation)")
+    stride: StrictInt = Field(1, ge=1)
 
 
 class SyntheticSourceConfig(SourceBase, PairSource):
@@ -195,7 +244,7 @@ class SyntheticSourceConfig(SourceBase, PairSource):
     format: Literal["auto", "webdataset", "files", "folder"] = "auto"
     tasks: tuple[Literal["colorization", "inpainting", "denoising", "low_light", "deraining", "style"], ...] = (
         "colorization", "inpainting", "denoising", "low_light", "deraining", "style")
-    tasks_per_image: int = Field(1, ge=1, le=6)
+    tasks_per_image: StrictInt = Field(1, ge=1, le=6)
 
 
 class PseudoLabeledSourceConfig(SourceBase, PairSource):
@@ -219,6 +268,26 @@ SourceConfig = Annotated[
 
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # Beam finds it only by this full name
+# The runners Beam knows by name (`StandardOptions.ALL_KNOWN_RUNNERS`; a test holds them equal), kept
+# here so that validating a config does not import Beam (a second on a small machine).
+BEAM_RUNNERS = tuple(f"apache_beam.runners.{path}" for path in (
+    "dataflow.dataflow_runner.DataflowRunner", "direct.direct_runner.BundleBasedDirectRunner",
+    "direct.direct_runner.DirectRunner", "direct.direct_runner.SwitchingDirectRunner",
+    "interactive.interactive_runner.InteractiveRunner", "portability.flink_runner.FlinkRunner",
+    "portability.fn_api_runner.FnApiRunner", "portability.kafka_streams_runner.KafkaStreamsRunner",
+    "portability.portable_runner.PortableRunner", "portability.prism_runner.PrismRunner",
+    "portability.spark_runner.SparkRunner", "test.TestDirectRunner", "test.TestDataflowRunner"))
+RUNNER_NAMES = {path.rpartition(".")[2]: path for path in BEAM_RUNNERS}
+DOTTED_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"
+
+
+def runner_name(value: str) -> str | None:
+    """The runner Beam would pick for `value` by name, as its class name (Beam ignores case and
+    lets the "Runner" suffix go: `direct`, `flinkrunner`); None for a name Beam does not know."""
+    by_lower = {name.lower(): name for name in RUNNER_NAMES}
+    return by_lower.get(value.lower(), by_lower.get(value.lower() + "runner"))
+
+
 MEMORY_PATTERN = r"^(auto|0|\d+(\.\d+)?\s*([kKMGT]i?B|B)?)$"
 
 
@@ -228,13 +297,13 @@ class DaskConfig(Strict):
 
     address: str | None = Field(None, description="scheduler address, e.g. tcp://10.0.0.5:8786; "
                                 "none: start a local cluster for this build")
-    workers: int = Field(2, ge=1, le=256, description="worker processes of the local cluster")
-    threads_per_worker: int = Field(1, ge=1, le=64, description="threads per local worker process")
+    workers: StrictInt = Field(2, ge=1, le=256, description="worker processes of the local cluster")
+    threads_per_worker: StrictInt = Field(1, ge=1, le=64, description="threads per local worker process")
     memory_limit: str = Field("auto", description="per local worker, e.g. 4GiB; auto: the machine's memory "
                               "shared out; 0: no limit")
-    partition_size: int = Field(1, ge=1, description="work units per Dask partition (one task per "
+    partition_size: StrictInt = Field(1, ge=1, description="work units per Dask partition (one task per "
                                 "partition and step: small partitions spread the work over workers)")
-    shuffle_partitions: int = Field(8, ge=1, le=4096, description="partitions of every grouping (at least the "
+    shuffle_partitions: StrictInt = Field(8, ge=1, le=4096, description="partitions of every grouping (at least the "
                                     "cluster's worker threads, so each step's work spreads; each costs tasks)")
 
     @field_validator("address")
@@ -253,14 +322,15 @@ class DaskConfig(Strict):
 
 
 class BeamConfig(Strict):
-    runner: str = Field("DirectRunner", description="DirectRunner (local processes), dask, or any Beam runner: "
-                        "DataflowRunner, FlinkRunner, SparkRunner, PortableRunner, ...")
+    runner: str = Field("DirectRunner", description="DirectRunner (local processes), dask, any Beam runner by "
+                        "name (DataflowRunner, FlinkRunner, SparkRunner, PortableRunner, ...), or a runner class "
+                        "by its full dotted path")
     dask: DaskConfig | None = Field(None, description="with runner: dask (default: a 2-worker local cluster)")
-    direct_num_workers: int = Field(2, ge=1, le=MAX_WORKERS, description="local workers (DirectRunner)")
+    direct_num_workers: StrictInt = Field(2, ge=1, le=MAX_WORKERS, description="local workers (DirectRunner)")
     direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = Field(
         "auto", description="local workers as threads of this process or as processes; auto: in_memory for 1 "
         f"worker, multi_threading up to {MAX_THREAD_WORKERS}, multi_processing beyond (see `running_mode`)")
-    early_render: bool = Field(True, description="with the local workers as threads (multi_threading): render "
+    early_render: StrictBool = Field(True, description="with the local workers as threads (multi_threading): render "
                                "input units in a pool that starts before Beam does; same output bytes "
                                "(see uvd_pipeline.early_render)")
     early_render_in: Literal["auto", "threads"] = Field(
@@ -295,10 +365,26 @@ class BeamConfig(Strict):
     def dask_settings(self) -> DaskConfig:
         return self.dask or DaskConfig()
 
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        """A runner Beam knows by name (written as its class name), `dask`, or a runner class by its
+        full dotted path (loaded by `build.check_runner` before the build starts). A misspelt name
+        would fail only once the output was prepared."""
+        if value in ("DaskRunner", DASK_RUNNER):
+            raise ValueError("write runner: dask (the build passes Beam's DaskRunner by its full name)")
+        if value == "dask" or re.match(DOTTED_PATH, value):
+            return value
+        known = runner_name(value)
+        if known is None:
+            raise ValueError(
+                f"unknown runner {value!r}; the runners known by name are DirectRunner, dask, "
+                f"{', '.join(name for name in RUNNER_NAMES if name != 'DirectRunner')}; any other Beam runner is "
+                "accepted by its full dotted class path (module.Class, e.g. my_company.beam.CustomRunner)")
+        return known
+
     @model_validator(mode="after")
     def _dask_section(self) -> "BeamConfig":
-        if self.runner in ("DaskRunner", DASK_RUNNER):
-            raise ValueError("write runner: dask (the build passes Beam's DaskRunner by its full name)")
         if self.dask is not None and not self.is_dask:
             raise ValueError(f"dask: is read only with runner: dask (runner is {self.runner!r}); remove it or set "
                              "runner: dask")
@@ -316,11 +402,11 @@ class BeamConfig(Strict):
 class MixtureConfig(Strict):
     """The token mix to train on (see `uvd_pipeline.mixture`); it shapes `mixture.yaml` only."""
 
-    groups: dict[str, float] = Field(
+    groups: dict[str, StrictFloat] = Field(
         default_factory=lambda: dict(PAPER_MIX),
         description="token share per group: single_images, image_sequences, annotated_images, annotated_video "
         "(default: the paper's UVDv1 mix)")
-    sources: dict[str, float] = Field(
+    sources: dict[str, StrictFloat] = Field(
         default_factory=dict, description="weight of a source within its group (default: the tokens it holds)")
     mode: Literal["paper", "stream"] = Field("paper", description="paper: BOS/EOS counted per sentence")
 
@@ -349,11 +435,11 @@ class DedupConfig(Strict):
     """Deduplication of image units (web and class images) across all sources; see
     `uvd_pipeline.dedup` for the scope, the fingerprints and which copy is kept."""
 
-    enabled: bool = Field(True, description="drop duplicate web and class images before sentences are made")
-    exact: bool = Field(True, description="drop copies whose rendered pixels are identical (sha256)")
-    near: bool = Field(True, description="drop copies whose 64-bit pHash is within hamming_threshold bits")
-    hamming_threshold: int = Field(6, ge=0, le=32, description="largest pHash Hamming distance of a near copy")
-    bands: int = Field(4, ge=1, le=64, description="pHash bands of the near-duplicate index (a divisor of 64)")
+    enabled: StrictBool = Field(True, description="drop duplicate web and class images before sentences are made")
+    exact: StrictBool = Field(True, description="drop copies whose rendered pixels are identical (sha256)")
+    near: StrictBool = Field(True, description="drop copies whose 64-bit pHash is within hamming_threshold bits")
+    hamming_threshold: StrictInt = Field(6, ge=0, le=32, description="largest pHash Hamming distance of a near copy")
+    bands: StrictInt = Field(4, ge=1, le=64, description="pHash bands of the near-duplicate index (a divisor of 64)")
 
     @field_validator("bands")
     @classmethod
@@ -376,13 +462,13 @@ class DedupConfig(Strict):
 
 
 class TokenizerConfig(Strict):
-    enabled: bool = Field(True, description="write Arrow token shards after the rendered shards")
+    enabled: StrictBool = Field(True, description="write Arrow token shards after the rendered shards")
     checkpoint: str = Field("embedded", min_length=1, description="'embedded' (the repo's small tokenizer) or a "
                             "muse-format folder (config.json + pytorch_model.bin), e.g. the LVM tokenizer")
-    batch_size: int = Field(16, ge=1, le=4096, description="images per forward pass")
+    batch_size: StrictInt = Field(16, ge=1, le=4096, description="images per forward pass")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = Field(True, description="torch.compile the encoder (with zero-padded last batches: one static "
-                          "shape): the sample build's Tokenize ran 2.7x faster on this project's 2-core CPU machine "
+    compile: StrictBool = Field(True, description="torch.compile the encoder (with zero-padded last batches: one "
+                          "static shape): the sample build's Tokenize ran 2.7x faster on this project's 2-core CPU machine "
                           "(7.7 against 2.8 images per worker-second), for 12-35 s of compile per worker process; "
                           "codes differ from the eager forward's by rounding in about 2 of 100,000 (near ties), so "
                           "token stats record it and switching it re-tokenizes. Off for tiny runs or exact eager codes")
@@ -390,11 +476,11 @@ class TokenizerConfig(Strict):
         "fp32", description="GPU arithmetic: fp32 (codes of the plain forward), tf32, fp16 or bf16 (faster; "
         "some codes differ by rounding, fp16 fewest: see `make bench`); with device auto and no GPU the "
         "codec computes in fp32")
-    tune_kernels: bool = Field(
+    tune_kernels: StrictBool = Field(
         False, description="GPU with compile: inductor times launch configs of its generated kernels (faster "
         "encode, a much longer compile; figures in the README); the pick can differ between processes, so codes "
         "may differ by rounding between workers: off, so token bytes never depend on where they were made")
-    threads: int | None = Field(1, ge=1, description="torch threads per worker process (one worker per "
+    threads: StrictInt | None = Field(1, ge=1, description="torch threads per worker process (one worker per "
                                 "core is the default; worker threads of one process each run on this "
                                 "many; fixed so token bytes never depend on it)")
     accelerator: str | None = Field(None, description="Beam resource hint for the tokenize step only, e.g. "
@@ -410,7 +496,7 @@ class TokenizerConfig(Strict):
 class BuildConfig(Strict):
     version: Literal[1] = 1
     output: str = Field(min_length=1, description="local path or fsspec URL of the build")
-    seed: int = Field(0, ge=0)
+    seed: StrictInt = Field(0, ge=0)
     image: ImageConfig = ImageConfig()
     split: SplitConfig = SplitConfig()
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
@@ -418,6 +504,22 @@ class BuildConfig(Strict):
     tokenizer: TokenizerConfig = TokenizerConfig()
     mixture: MixtureConfig = MixtureConfig()
     beam: BeamConfig = BeamConfig()
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # Literal[1] would take True for 1
+            raise ValueError(f"expects 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _something_enabled(self) -> "BuildConfig":
+        if not self.enabled_sources:
+            names = ", ".join(s.name for s in self.sources)
+            raise ValueError(f"sources: every source has enabled: false ({names}), so there is nothing to build; "
+                             "set enabled: true on at least one (or --set "
+                             f"sources.{self.sources[0].name}.enabled=true)")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> "BuildConfig":
@@ -447,12 +549,21 @@ class BuildConfig(Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _union_tag(loc: tuple[Any, ...], index: int) -> bool:
+    """Whether `loc[index]` is the branch pydantic names inside a tagged union (a source's `type`,
+    a labeler's `name`), which the user never wrote as a key."""
+    part = loc[index]
+    if part in LABELER_MODELS:
+        return index > 0 and loc[index - 1] == "labeler"
+    return part in SOURCE_TYPES and index > 0 and isinstance(loc[index - 1], int)
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     out = ""
-    for part in loc:
+    for index, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in SOURCE_TYPES:
+        elif _union_tag(loc, index):
             continue  # pydantic names the union branch; the user never wrote it
         elif isinstance(part, str) and part.startswith(("function-", "tagged-union")):
             continue
@@ -465,12 +576,12 @@ def _model_at(loc: tuple[Any, ...], data: Any) -> type[BaseModel] | None:
     """The pydantic model that owns the field at `loc`, to list its allowed fields."""
     model: type[BaseModel] | None = BuildConfig
     node = data
-    for part in loc[:-1]:
+    for index, part in enumerate(loc[:-1]):
         if isinstance(part, int):
             node = node[part] if isinstance(node, (list, tuple)) and part < len(node) else None
             continue
-        if part in SOURCE_TYPES:
-            model = SOURCE_MODELS[part]
+        if _union_tag(loc, index):
+            model = SOURCE_MODELS.get(part) or LABELER_MODELS[part]
             continue
         if model is None or part not in model.model_fields:
             return None
@@ -491,8 +602,17 @@ def _describe(error: dict[str, Any], data: Any) -> str:
         model = _model_at(loc, data)
         allowed = ", ".join(model.model_fields) if model else "see configs/sample.yaml"
         return f"{where}: unknown field; allowed fields here: {allowed}"
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        if error.get("ctx", {}).get("discriminator") == "'name'":  # a labeler
+            names = [repr(name) for name in LABELER_MODELS]
+            got = f"got {error['ctx']['tag']!r}" if kind == "union_tag_invalid" else "required field is missing"
+            return f"{where}.name: {got}; allowed: {', '.join(names[:-1])} or {names[-1]}"
         return f"{where}.type: must be one of {', '.join(SOURCE_TYPES)}"
+    if kind in ("int_type", "float_type") and isinstance(error.get("input"), bool):
+        number = "a whole number" if kind == "int_type" else "a number"
+        return f"{where}: expects {number}, got {error['input']} (YAML reads true/false, yes/no, on/off as booleans)"
+    if kind == "bool_type":
+        return f"{where}: expects true or false, got {error.get('input')!r}"
     if kind == "too_short":
         return f"{where}: needs at least {error.get('ctx', {}).get('min_length', 1)} entry; got none"
     if kind == "missing":
@@ -500,10 +620,10 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return f"{where}: got {error.get('input')!r}; allowed: {expected}"
-    if kind == "string_pattern_mismatch":
+    if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
         return f"{where}: got {error.get('input')!r}; use lower_snake_case (a-z, 0-9, _) starting with a letter"
     message = error["msg"].removeprefix("Value error, ")
-    if where == "(top level)" and message.startswith("sources["):
+    if where == "(top level)" and message.startswith("sources"):
         return message
     shown = repr(error.get("input"))
     return f"{where}: {message}" + (f" (got {shown})" if len(shown) <= 60 and shown not in message else "")
@@ -583,19 +703,44 @@ def _expanded_size(value: Any, limit: int) -> int:
     return size(value)
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping that gives one key twice: YAML would keep the last silently."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (the YAML spec forbids it;
+    PyYAML keeps the last, so a second `output:` further down would move the build silently).
+    Keys a merge (`<<: *base`) brings in may be overridden, as the spec allows."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKey(f"line {line}: key {key!r} is given twice in one mapping (first on line "
+                                       f"{seen[key]}); give it once")
+                seen[key] = line
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX_CONFIG_NODES) -> Any:
-    """Safe YAML (no object tags) with limits on file size and on the size after aliases expand."""
-    if not os.path.exists(path):
-        raise ConfigError(f"config file not found: {path}")
-    if os.path.getsize(path) > max_bytes:
-        raise ConfigError(f"{path}: {os.path.getsize(path)} bytes; a config is at most {max_bytes} bytes")
-    with open(path) as handle:
-        try:
-            data = yaml.safe_load(handle)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        except RecursionError:
-            raise ConfigError(f"{path}: nested too deeply to be a config") from None
+    """Safe YAML (no object tags, no key given twice) from a UTF-8 file, with limits on file size
+    and on the size after aliases expand."""
+    text = _config_text(path, max_bytes)
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     try:
         nodes = _expanded_size(data, max_nodes)
     except RecursionError:
@@ -604,6 +749,36 @@ def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX
         raise ConfigError(f"{path}: expands to more than {max_nodes} values (YAML aliases repeat what they "
                           "name); write the config without deep alias chains")
     return data
+
+
+def _config_text(path: str, max_bytes: int) -> str:
+    """The config file's text: a regular file (a folder or a fifo is refused before it is opened: a
+    fifo would block), at most `max_bytes`, UTF-8 (a byte-order mark is allowed)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path}: is a folder; give the path of the YAML config file itself")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: not a regular file; give the path of a YAML config file")
+    if info.st_size > max_bytes:
+        raise ConfigError(f"{path}: {info.st_size} bytes; a config is at most {max_bytes} bytes")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise ConfigError(f"{path}: more than {max_bytes} bytes; a config is at most {max_bytes} bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save the "
+                          "config as UTF-8") from None
 
 
 def with_overrides(data: Any, overrides: dict[str, Any]) -> Any:

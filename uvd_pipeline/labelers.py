@@ -6,7 +6,8 @@ the same canvas) and returns the target image. Shipped: classical `canny` (edges
 (depth as disparity from a rectified stereo pair), and `mmpose` (pose), which needs the optional
 `mmpose` extra plus a config and checkpoint the user supplies; nothing is downloaded.
 
-A spec is a mapping: {"name": "sgbm", "num_disparities": 64} and is checked before the build.
+A spec is a mapping: {"name": "sgbm", "num_disparities": 64}; its parameters are those of the
+labeler's model in `uvd_pipeline.config` (`LABELER_MODELS`), checked with the config before the build.
 """
 
 from __future__ import annotations
@@ -34,8 +35,34 @@ class LabelContext:
     right: np.ndarray | None = None  # the right view of a rectified stereo pair, on the same canvas
 
 
+def labeler_params(spec: dict[str, Any]) -> Any:
+    """The spec's parameters checked (names, types, ranges) by the config's model of its labeler,
+    defaults filled in: the one place they are read, so a value the config refuses never reaches a
+    labeler (where it failed every pair of the source). Raises `LabelerError` naming the field."""
+    from pydantic import ValidationError
+
+    from uvd_pipeline.config import LABELER_MODELS
+
+    model = LABELER_MODELS.get(spec.get("name"))  # type: ignore[arg-type]
+    if model is None:
+        raise LabelerError(f"unknown labeler {spec.get('name')!r}; allowed: {', '.join(FACTORIES)}")
+    try:
+        return model.model_validate(spec)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "name"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"{field}: unknown parameter; {spec['name']} takes "
+                                f"{', '.join(f for f in model.model_fields if f != 'name')}")
+            else:
+                message, shown = error["msg"].removeprefix("Value error, "), repr(error.get("input"))
+                problems.append(f"{field}: {message}" + ("" if shown in message else f" (got {shown})"))
+        raise LabelerError("; ".join(problems)) from None
+
+
 def _canny(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarray]:
-    sigma = float(spec.get("sigma", 0.33))
+    sigma = labeler_params(spec).sigma
     return lambda image, context: canny_edges(image, sigma)
 
 
@@ -57,8 +84,8 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, num_disparities: int = 6
 
 
 def _sgbm(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarray]:
-    num_disparities = int(spec.get("num_disparities", 64))
-    block_size = int(spec.get("block_size", 5))
+    params = labeler_params(spec)
+    num_disparities, block_size = params.num_disparities, params.block_size
 
     def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
         if context.right is None:
@@ -76,8 +103,9 @@ def _mmpose(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.nda
             "the mmpose labeler needs the optional extra: pip install -e '.[mmpose]' "
             f"(import failed: {type(exc).__name__}: {exc})"
         ) from None
-    model = init_model(spec["config"], spec["checkpoint"], device=spec.get("device", "cpu"))
-    threshold = float(spec.get("score_threshold", 0.3))
+    params = labeler_params(spec)
+    model = init_model(params.config, params.checkpoint, device=params.device)
+    threshold = params.score_threshold
 
     def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
         results = inference_topdown(model, np.ascontiguousarray(image[:, :, ::-1]))
@@ -97,10 +125,10 @@ FACTORIES: dict[str, Callable[[dict[str, Any]], Callable[[np.ndarray, LabelConte
 
 
 def check_spec(spec: dict[str, Any], task: str | None = None) -> None:
-    """Fail before the build when a labeler spec cannot work (unknown name, missing files)."""
-    name = spec.get("name")
-    if name not in FACTORIES:
-        raise LabelerError(f"unknown labeler {name!r}; allowed: {', '.join(FACTORIES)}")
+    """Fail before the build when a labeler spec cannot work (unknown name, a parameter that is
+    unknown or of the wrong type or range, missing files)."""
+    labeler_params(spec)
+    name = spec["name"]
     if task is not None and LABELER_TASKS[name] != task:
         raise LabelerError(f"labeler {name!r} makes {LABELER_TASKS[name]} targets, not {task}")
     if name == "mmpose":

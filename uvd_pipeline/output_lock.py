@@ -202,7 +202,11 @@ def acquire(output: str, force: bool = False) -> OutputLock:
     """Take the output's lock or raise `OutputLocked` naming the build that holds it. A stale lock
     (holder on this host and gone) is taken over with a warning; `force` takes any lock."""
     fs, root = fsio.filesystem(output)
-    fs.makedirs(root, exist_ok=True)
+    try:
+        fs.makedirs(root, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:  # `build.check_output` says more
+        raise ConfigError(f"output: cannot make the folder {output} ({exc.strerror or exc}); name a folder "
+                          "the build can make") from None
     uri = lock_uri(output)
     mine = LockHolder.this_process()
     data = (json.dumps(asdict(mine), indent=1, sort_keys=True) + "\n").encode()

@@ -143,6 +143,8 @@ def table_bytes(table: pa.Table) -> bytes:
 def write_token_shard(path: str, rows: Iterable[TokenRow], meta: TokenShardMeta,
                       extra_stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write `path` (.arrow) and then its stats file; returns the stats. Local paths or fsspec URLs."""
+    if not path.endswith(ARROW_SUFFIX):  # readers find shards, and the stats beside them, by the suffix
+        raise ValueError(f"{path}: a token shard's name ends in {ARROW_SUFFIX}")
     table = to_table(rows, meta)
     data = table_bytes(table)
 
@@ -259,40 +261,133 @@ def iter_rows(path: str) -> Iterator[TokenRow]:
 
 
 # -- LVM / EasyLM JSONL interchange ----------------------------------------------------------
+TOKEN_DTYPE_CODES = 1 << 16  # codes a uint16 token can hold
+
+
+class JsonlError(ValueError):
+    """A JSONL file, or an import's settings or output, that cannot become a token shard (or an
+    export that cannot be written); the message names the file and, for a bad line, its number."""
+
+
 def encode_jsonl_line(tokens: np.ndarray) -> str:
     """{"tokens": base64 of little-endian int32}: the released LVM data format."""
     return json.dumps({"tokens": base64.b64encode(np.asarray(tokens, dtype="<i4").tobytes()).decode("ascii")})
 
 
-def decode_jsonl_line(line: str) -> np.ndarray:
-    record = json.loads(line)
-    return np.frombuffer(base64.b64decode(record["tokens"]), dtype="<i4").astype(np.int64)
+def decode_jsonl_line(line: str | bytes) -> np.ndarray:
+    """The token ids of one LVM/EasyLM line; a `ValueError` saying what is wrong with it (never
+    quoting the line: it may be megabytes of base64)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"a JSON {type(record).__name__}, not an object with a 'tokens' field")
+    if "tokens" not in record:
+        fields = ", ".join(repr(k[:40]) for k in list(record)[:8])
+        raise ValueError(f"no 'tokens' field (it has {fields or 'none'})")
+    data = record["tokens"]
+    if not isinstance(data, str):
+        raise ValueError(f"'tokens' is a JSON {type(data).__name__}, not a base64 string")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:  # binascii.Error, or text that is not ASCII
+        raise ValueError("'tokens' is not valid base64") from None
+    if len(raw) % 4:
+        raise ValueError(f"'tokens' decodes to {len(raw)} bytes, not whole int32 tokens (a multiple of 4 bytes)")
+    return np.frombuffer(raw, dtype="<i4").astype(np.int64)
+
+
+def check_tokens(tokens: np.ndarray, meta: TokenShardMeta) -> None:
+    """A `ValueError` unless `tokens` are whole images of codes the shard's codebook holds."""
+    if tokens.size == 0:
+        raise ValueError("no tokens")
+    if tokens.size % meta.tokens_per_image:
+        raise ValueError(f"{tokens.size} tokens are not whole images of {meta.tokens_per_image} codes")
+    outside = np.flatnonzero((tokens < 0) | (tokens >= meta.codebook_size))
+    if outside.size:
+        at = int(outside[0])
+        raise ValueError(f"token id {int(tokens[at])} at position {at} is outside the codebook "
+                         f"0..{meta.codebook_size - 1} ({outside.size} of the line's {tokens.size} ids are); give the "
+                         "codebook size of the tokenizer that made them")
+
+
+def check_import(meta: TokenShardMeta, out_path: str) -> None:
+    """Settings and output an import can write: sizes the shard can hold, an `.arrow` file name."""
+    if not 1 <= meta.codebook_size <= TOKEN_DTYPE_CODES:
+        raise JsonlError(f"codebook size {meta.codebook_size}: token shards store uint16 codes, so it must be "
+                         f"1..{TOKEN_DTYPE_CODES}")
+    for name in ("tokens_per_image", "image_size"):
+        if getattr(meta, name) < 1:
+            raise JsonlError(f"{name.replace('_', ' ')} {getattr(meta, name)}: must be a positive integer")
+    if os.path.isdir(out_path):
+        raise JsonlError(f"{out_path} is a folder; name the token shard file to write, e.g. "
+                         f"{os.path.join(out_path, 'tokens' + ARROW_SUFFIX)}")
+    if not out_path.endswith(ARROW_SUFFIX):
+        raise JsonlError(f"{out_path}: a token shard's name ends in {ARROW_SUFFIX} (readers find shards, and their "
+                         f"{STATS_SUFFIX} beside them, by it), e.g. {os.path.splitext(out_path)[0] + ARROW_SUFFIX}")
+
+
+def _numbered_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number from 0, text) of each line that is not blank; a line that is not UTF-8 is a
+    `JsonlError` naming it."""
+    try:
+        handle = open(path, "rb")
+    except IsADirectoryError:
+        raise JsonlError(f"{path} is a folder, not a JSONL file") from None
+    except OSError as exc:
+        raise JsonlError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with handle:
+        for number, data in enumerate(handle):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise JsonlError(f"{path} line {number + 1}: not UTF-8 text") from None
+            if text.strip():
+                yield number, text
+
+
+def _writable_file(out_path: str) -> None:
+    """An output file name, not a folder: a rename onto a folder fails after the whole write."""
+    if os.path.isdir(out_path):
+        raise JsonlError(f"{out_path} is a folder; name the file to write, e.g. "
+                         f"{os.path.join(out_path, 'tokens.jsonl')}")
 
 
 def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
     """Write every sentence of the shards as one JSONL line; returns the number of lines."""
+    _writable_file(out_path)
     count = 0
-    with open_atomic(out_path) as handle:
-        for path in shard_paths:
-            for row in iter_rows(path):
-                handle.write((encode_jsonl_line(row.tokens) + "\n").encode())
-                count += 1
+    try:
+        with open_atomic(out_path) as handle:
+            for path in shard_paths:
+                for row in iter_rows(path):
+                    handle.write((encode_jsonl_line(row.tokens) + "\n").encode())
+                    count += 1
+    except FileNotFoundError:
+        raise  # a shard that vanished after it was listed
+    except OSError as exc:
+        raise JsonlError(f"{out_path}: cannot be written ({exc.strerror or exc})") from None
     return count
 
 
 def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: str = "jsonl",
                  split: str = "train", kind: str = "image", task: str = "none") -> dict[str, Any]:
-    """Read LVM/EasyLM JSONL back into a token shard (sentence ids from the line numbers)."""
+    """Read LVM/EasyLM JSONL back into a token shard (sentence ids from the line numbers). A line
+    that is not a sentence of this codebook stops the import naming its number: a shard that left
+    it out would be trained on as if it held the whole file."""
+    check_import(meta, out_path)
     rows = []
     stem = os.path.basename(jsonl_path).split(".")[0]
-    with open(jsonl_path) as handle:
-        for number, line in enumerate(handle):
-            if not line.strip():
-                continue
+    for number, line in _numbered_lines(jsonl_path):
+        try:
             tokens = decode_jsonl_line(line)
-            if tokens.size % meta.tokens_per_image or (tokens.size and (tokens.min() < 0 or tokens.max() >= meta.codebook_size)):
-                raise ValueError(f"{jsonl_path}:{number + 1}: {tokens.size} tokens are not whole images of "
-                                 f"{meta.tokens_per_image} codes below {meta.codebook_size}")
-            rows.append(TokenRow(f"{source}-{stem}-{number:09d}", source, kind, task, split,
-                                 tokens.astype(np.uint16), {"jsonl": os.path.basename(jsonl_path), "line": number}))
-    return write_token_shard(out_path, rows, meta)
+            check_tokens(tokens, meta)
+        except ValueError as exc:
+            raise JsonlError(f"{jsonl_path} line {number + 1}: {exc}") from None
+        rows.append(TokenRow(f"{source}-{stem}-{number:09d}", source, kind, task, split,
+                             tokens.astype(np.uint16), {"jsonl": os.path.basename(jsonl_path), "line": number}))
+    try:
+        return write_token_shard(out_path, rows, meta)
+    except OSError as exc:
+        raise JsonlError(f"{out_path}: cannot be written ({exc.strerror or exc})") from None
