@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import os
 import posixpath
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import IO, Iterator
+from typing import IO, Any, Callable, Iterator, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -63,6 +66,52 @@ def _listed(key: tuple, names: list[str]) -> list[str]:
     if record is not None:
         record.listings[key] = listing_digest(names)
     return names
+
+
+Parsed = TypeVar("Parsed")
+
+
+def cached_input(maxsize: int) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
+    """A parse cache for index files a source reads whole (a class map, an annotation JSON) and
+    every unit consults: `parse(uris, *args)`, `uris` one URL or a tuple of them.
+
+    Each call, hit or miss, records the files in the current recording (`recording_inputs`), so
+    the manifest of every unit whose items came from the parse lists them, whichever thread,
+    process or earlier call parsed them. A hit also needs the files' state (`file_state`) to be
+    the one they had when parsed: a file rewritten since is parsed again, never served stale."""
+
+    def wrap(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
+        entries: OrderedDict[tuple, tuple[tuple, Parsed]] = OrderedDict()  # key -> (states, parse)
+        lock = threading.Lock()
+
+        @functools.wraps(parse)
+        def cached(uris: str | tuple[str, ...], *args: Any) -> Parsed:
+            names = (uris,) if isinstance(uris, str) else tuple(uris)
+            for uri in names:
+                _opened(uri)
+            key, states = (uris, *args), _states(names)
+            with lock:
+                entry = entries.get(key)
+                if entry is not None and entry[0] == states:
+                    entries.move_to_end(key)
+                    return entry[1]
+            value = parse(uris, *args)
+            if _states(names) == states:  # not rewritten while it was parsed
+                with lock:
+                    entries[key] = (states, value)
+                    entries.move_to_end(key)
+                    while len(entries) > maxsize:
+                        entries.popitem(last=False)
+            return value
+
+        cached.cache_clear = entries.clear  # type: ignore[attr-defined]
+        return cached
+
+    return wrap
+
+
+def _states(uris: tuple[str, ...]) -> tuple:
+    return tuple(tuple(file_state(uri)) for uri in uris)
 
 
 def listing_digest(names: list[str]) -> str:
