@@ -120,12 +120,18 @@ def listing_digest(names: list[str]) -> str:
 
 def file_state(uri: str) -> list:
     """[size, modification stamp] of a file or folder as the filesystem reports them, or
-    ["missing"]: two states differ when the content was replaced, grown or removed."""
+    ["missing"]: two states differ when the content was replaced, grown or removed.
+
+    On a local disk the stamp is the modification time and the change time (`st_ctime_ns`): a
+    program can set the first back (`touch -r`, `cp -p`, rsync, tar) after rewriting a file with
+    other bytes of the same size, but not the second, which any write, rename, chmod or link
+    moves on. So a chmod, a copy or a move of the input also counts as a change (its units are
+    rendered again, with the same bytes): the safe direction."""
     path = local_path(uri)
     try:
         if path is not None:
             st = os.stat(path)
-            return [st.st_size, st.st_mtime_ns]
+            return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         fs, target = filesystem(uri)
         info = fs.info(target)
     except (FileNotFoundError, NotADirectoryError, PermissionError):

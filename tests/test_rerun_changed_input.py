@@ -135,3 +135,43 @@ def test_cached_index_files_are_recorded_for_every_unit(sample_corpus):
             with fsio.recording_inputs() as record:
                 list(source.read(unit))
             assert set(index_files) <= record.files, (source.name, unit)
+
+
+def _same_size_other_picture(path: Path) -> None:
+    """Rewrite a JPEG in place with another picture (it, mirrored) of exactly its byte size, the
+    tail padded after the end-of-image marker (decoders ignore it), and give it back its
+    modification time: only its bytes (and the change time no program can set) differ."""
+    import io
+    import os
+
+    from PIL import Image
+
+    before, size = path.stat(), path.stat().st_size
+    image = Image.open(path).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for quality in range(95, 5, -5):
+        encoded = io.BytesIO()
+        image.save(encoded, "JPEG", quality=quality)
+        if len(encoded.getvalue()) <= size:
+            break
+    with open(path, "r+b") as handle:
+        handle.write(encoded.getvalue().ljust(size, b"\0"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_a_rewrite_with_the_same_size_and_mtime_is_noticed(mini_corpus, tmp_path):
+    """An input image replaced by other bytes of its size, its mtime set back (`touch -r`): the
+    change time tells, so its unit is rendered again and the rerun equals a fresh build."""
+    imagenet = tmp_path / "imagenet"
+    shutil.copytree(mini_corpus / "imagenet", imagenet)
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", [
+        {"name": "inet", "type": "imagenet", "path": str(imagenet), "num_shards": 1, "sentence_length": 4,
+         "remainder": "wrap"}], direct_num_workers=1, direct_running_mode="in_memory")
+    _build(path)
+    before = shard_digests(tmp_path / "out")
+    _same_size_other_picture(next(iter(sorted((imagenet / "val").glob("*.JPEG")))))
+    again = _build(path)
+    assert _units_rendered(again) == 1  # the val folder's unit only
+    fresh = _build(path, tmp_path / "fresh")
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh") != before

@@ -13,7 +13,7 @@ and passes on results whose images are `StoredRef`s of a few dozen bytes (the ru
 never hold pixels; WriteShard reads the bytes back when it writes a tar). A rerun of the same
 config takes a committed unit's results instead of reading and rendering it again when the files
 its reading touched (recorded through `sources.fsio.recording_inputs`: every file opened, every
-folder listed) still have the same size and modification stamp and the stored files match their
+folder listed) still have the same size and modification stamp (`fsio.file_state`) and the stored files match their
 digests; a grown, changed or damaged unit is rendered again, a vanished one is dropped.
 
 Disk: once a shard holding an image commits, the store gives its copy up
