@@ -114,6 +114,57 @@ def test_resume_rebuilds_exactly_the_damaged_shards(mini_corpus, mini_build, tmp
     assert modes == {0o666 & ~umask}, "tars get the mode of a new file, not a private temporary's"
 
 
+def test_verify_holds_the_shard_folders_to_the_summary_and_the_stats(mini_corpus, mini_build, tmp_path, caplog,
+                                                                     capsys):
+    """A commit mark (stats file) deleted and files no stats file names (a stray tar beside the
+    committed ones, a folder no build wrote) are damage: `verify` names them and exits 1; a plain
+    resume writes the unmarked shard again and warns of the strays, `build --verify` removes them."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.cli import main
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    reference = shard_digests(out)
+    rendered_mark = sorted((out / "rendered").rglob("*.stats.json"))[0]
+    token_mark = sorted((out / "tokens").rglob("*.stats.json"))[-1]
+    rendered_mark.unlink()
+    token_mark.unlink()
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    stem = rendered_mark.name[: -len(".stats.json")]
+    assert f"damaged: {rendered_mark}: missing: summary.json lists shard {stem}" in printed
+    assert f"damaged: {token_mark}: missing: summary.json counts" in printed
+    assert f"damaged: {rendered_mark.with_name(stem + '.tar')}: not a file of any committed shard" in printed
+    assert f"damaged: {token_mark.with_name(token_mark.name.replace('.stats.json', '.arrow'))}: not a file" in printed
+    run_build(config)
+    assert shard_digests(out) == reference and main(["verify", str(out)]) == 0
+    capsys.readouterr()
+
+    committed = sorted((out / "rendered").rglob("*-train-*.tar"))[0]
+    stray = committed.with_name(committed.name.rsplit("-", 1)[0] + "-00099.tar")
+    ghost = out / "rendered" / "ghost" / "train" / "ghost-train-00000.tar"
+    ghost.parent.mkdir(parents=True)
+    for path in (stray, ghost):
+        shutil.copy(committed, path)
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    for path in (stray, ghost):
+        assert f"damaged: {path}: not a file of any committed shard" in printed
+    assert "DAMAGED: 2 damaged files" in printed
+    caplog.set_level(logging.WARNING)
+    run_build(config)
+    assert stray.exists() and ghost.exists()
+    assert f"found 2 files in the shard folders that no committed shard names: {stray}, {ghost}" in caplog.text
+    caplog.clear()
+    again = run_build(config, verify=True).summary
+    assert f"removed 2 files in the shard folders that no committed shard names: {stray}, {ghost}" in caplog.text
+    assert not stray.exists() and not (out / "rendered" / "ghost").exists()
+    assert again["run"]["shards_resumed"] == summary["totals"]["shards"]
+    assert shard_digests(out) == reference and main(["verify", str(out)]) == 0
+    caplog.clear()
+    run_build(config)
+    assert "shard folders" not in caplog.text  # a finished build's folders hold its shards only
+
+
 def test_damaged_tar_in_tokenize_and_report_names_the_file(mini_corpus, mini_build, tmp_path):
     from uvd_pipeline.build import run_build
     from uvd_pipeline.report import write_report
