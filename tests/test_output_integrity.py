@@ -165,6 +165,36 @@ def test_verify_holds_the_shard_folders_to_the_summary_and_the_stats(mini_corpus
     assert "shard folders" not in caplog.text  # a finished build's folders hold its shards only
 
 
+def test_an_edited_rejects_file_is_never_merged(mini_corpus, mini_build, tmp_path, caplog):
+    """A committed shard's rejects file edited in place (same size, another reason): a plain
+    resume checks its sha256 (every build merges it into `rejects.jsonl`), rebuilds that shard and
+    merges the true lines; merging it unchecked is refused, naming the file."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.integrity import Recorded
+    from uvd_pipeline.summary import write_rejects
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    reference, merged = shard_digests(out), (out / "rejects.jsonl").read_bytes()
+    edited = next(p for p in sorted((out / "rendered").rglob("*.rejects.jsonl")) if b'"reason": "' in p.read_bytes())
+    original = edited.read_bytes()
+    reason = json.loads(original.splitlines()[0])["reason"]
+    edited.write_bytes(original.replace(f'"reason": "{reason}"'.encode(), f'"reason": "{reason[:-1]}X"'.encode(), 1))
+    assert len(edited.read_bytes()) == len(original) != 0
+    caplog.set_level(logging.WARNING)
+    again = run_build(config).summary
+    assert f"damaged: {edited}: sha256 differs from its stats" in caplog.text
+    assert again["run"]["shards_resumed"] == summary["totals"]["shards"] - 1
+    assert (out / "rejects.jsonl").read_bytes() == merged and shard_digests(out) == reference
+    assert again["totals"] == summary["totals"]
+
+    stats = json.loads(edited.with_name(edited.name.replace(".rejects.jsonl", ".stats.json")).read_text())
+    recorded = stats["files"][edited.name]
+    edited.write_bytes(original.replace(f'"reason": "{reason}"'.encode(), f'"reason": "{reason[:-1]}X"'.encode(), 1))
+    with pytest.raises(ShardDamaged, match="sha256 differs"):
+        write_rejects(str(tmp_path / "merged"), [Recorded(str(edited), recorded["bytes"], recorded["sha256"])])
+    assert not (tmp_path / "merged" / "rejects.jsonl").exists()
+
+
 def test_damaged_tar_in_tokenize_and_report_names_the_file(mini_corpus, mini_build, tmp_path):
     from uvd_pipeline.build import run_build
     from uvd_pipeline.report import write_report
