@@ -349,6 +349,31 @@ def test_stale_lock_is_taken_over_and_dead_run_temporaries_are_removed(mini_corp
     assert shard_digests(out) == reference
 
 
+def test_a_fresh_empty_lock_file_names_its_cause_and_the_fix(mini_corpus, mini_build, tmp_path):
+    """An empty `_lock.json` under a minute old (a start killed between creating and writing it):
+    the build is refused naming that cause, how long to wait and --force-unlock, not "other builds
+    keep taking it"; with --force-unlock it runs; one over a minute old is taken over."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.output_lock import UNREADABLE_GRACE_S, OutputLocked
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    lock = out / "_lock.json"
+    lock.write_bytes(b"")
+    with pytest.raises(OutputLocked) as refused:
+        run_build(config)
+    message = str(refused.value)
+    assert f"could not take the lock {lock}: the lock file is empty" in message
+    assert "most likely a build was killed while writing it" in message
+    assert "keep taking it" not in message and "--force-unlock" in message
+    wait = int(message.split(" wait ")[1].split(" s ")[0])
+    assert 0 < wait <= UNREADABLE_GRACE_S
+    assert run_build(config, force_unlock=True).summary["run"]["shards_resumed"] == summary["totals"]["shards"]
+    assert not lock.exists()
+    lock.write_bytes(b"")
+    os.utime(lock, (lock.stat().st_atime - 2 * UNREADABLE_GRACE_S,) * 2)
+    assert run_build(config).summary["run"]["shards_resumed"] == summary["totals"]["shards"]
+
+
 def test_lock_on_an_fsspec_output_and_force_unlock(tmp_path, caplog):
     from uvd_pipeline.output_lock import OutputLocked, acquire, read_holder
 
