@@ -6,7 +6,6 @@ One `PairRecord` per (image, task). The annotation files are parsed once per wor
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -48,7 +47,7 @@ def _int_field(uri: str, name: str, index: int, entry: Any, field: str) -> int:
     return value
 
 
-@functools.lru_cache(maxsize=4)
+@fsio.cached_input(maxsize=4)
 def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     """Merge COCO JSON files (instances, person_keypoints...) by image id and annotation id.
 

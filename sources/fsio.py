@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import os
 import posixpath
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import IO, Iterator
+from typing import IO, Any, Callable, Iterator, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -69,18 +72,70 @@ def _listed(key: tuple, names: list[str]) -> list[str]:
     return names
 
 
+Parsed = TypeVar("Parsed")
+
+
+def cached_input(maxsize: int) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
+    """A parse cache for index files a source reads whole (a class map, an annotation JSON) and
+    every unit consults: `parse(uris, *args)`, `uris` one URL or a tuple of them.
+
+    Each call, hit or miss, records the files in the current recording (`recording_inputs`), so
+    the manifest of every unit whose items came from the parse lists them, whichever thread,
+    process or earlier call parsed them. A hit also needs the files' state (`file_state`) to be
+    the one they had when parsed: a file rewritten since is parsed again, never served stale."""
+
+    def wrap(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
+        entries: OrderedDict[tuple, tuple[tuple, Parsed]] = OrderedDict()  # key -> (states, parse)
+        lock = threading.Lock()
+
+        @functools.wraps(parse)
+        def cached(uris: str | tuple[str, ...], *args: Any) -> Parsed:
+            names = (uris,) if isinstance(uris, str) else tuple(uris)
+            for uri in names:
+                _opened(uri)
+            key, states = (uris, *args), _states(names)
+            with lock:
+                entry = entries.get(key)
+                if entry is not None and entry[0] == states:
+                    entries.move_to_end(key)
+                    return entry[1]
+            value = parse(uris, *args)
+            if _states(names) == states:  # not rewritten while it was parsed
+                with lock:
+                    entries[key] = (states, value)
+                    entries.move_to_end(key)
+                    while len(entries) > maxsize:
+                        entries.popitem(last=False)
+            return value
+
+        cached.cache_clear = entries.clear  # type: ignore[attr-defined]
+        return cached
+
+    return wrap
+
+
+def _states(uris: tuple[str, ...]) -> tuple:
+    return tuple(tuple(file_state(uri)) for uri in uris)
+
+
 def listing_digest(names: list[str]) -> str:
     return hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def file_state(uri: str) -> list:
     """[size, modification stamp] of a file or folder as the filesystem reports them, or
-    ["missing"]: two states differ when the content was replaced, grown or removed."""
+    ["missing"]: two states differ when the content was replaced, grown or removed.
+
+    On a local disk the stamp is the modification time and the change time (`st_ctime_ns`): a
+    program can set the first back (`touch -r`, `cp -p`, rsync, tar) after rewriting a file with
+    other bytes of the same size, but not the second, which any write, rename, chmod or link
+    moves on. So a chmod, a copy or a move of the input also counts as a change (its units are
+    rendered again, with the same bytes): the safe direction."""
     path = local_path(uri)
     try:
         if path is not None:
             st = os.stat(path)
-            return [st.st_size, st.st_mtime_ns]
+            return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         fs, target = filesystem(uri)
         info = fs.info(target)
     except (FileNotFoundError, NotADirectoryError, PermissionError):

@@ -20,7 +20,6 @@ reject, never descended into and never skipped silently.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 from dataclasses import dataclass
 from typing import Iterator
@@ -86,7 +85,7 @@ def _index_text(uri: str) -> str:
         raise AnnotationFileError(uri, f"is not UTF-8 text (at byte {exc.start})") from None
 
 
-@functools.lru_cache(maxsize=8)
+@fsio.cached_input(maxsize=8)
 def read_synsets(uri: str) -> dict[str, str]:
     """wnid -> human-readable class name, from LOC_synset_mapping.txt."""
     mapping: dict[str, str] = {}
@@ -97,7 +96,7 @@ def read_synsets(uri: str) -> dict[str, str]:
     return mapping
 
 
-@functools.lru_cache(maxsize=8)
+@fsio.cached_input(maxsize=8)
 def read_val_labels(uri: str) -> dict[str, str]:
     """val image id -> wnid: the first wnid of each PredictionString in LOC_val_solution.csv."""
     labels: dict[str, str] = {}

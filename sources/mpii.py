@@ -9,7 +9,6 @@ with one key. A second image name with a stem already taken (`a.jpg`, `a.png`) i
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -23,7 +22,7 @@ MATLAB_OFFSET = 0.5
 ENTRIES_PER_UNIT = 512
 
 
-@functools.lru_cache(maxsize=2)
+@fsio.cached_input(maxsize=2)
 def _load_entries(uri: str) -> list:
     entries = load_json(uri)
     if not isinstance(entries, list):
@@ -39,7 +38,7 @@ class ImageIndex:
     stem_owner: dict[str, str]  # stem -> the first image name (in list order) with that stem
 
 
-@functools.lru_cache(maxsize=2)
+@fsio.cached_input(maxsize=2)
 def _image_index(uri: str) -> ImageIndex:
     people: dict[str, list[int]] = {}
     for index, entry in enumerate(_load_entries(uri)):

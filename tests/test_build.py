@@ -576,6 +576,32 @@ def test_ctrl_c_on_a_threaded_build_keeps_what_is_committed(mini_corpus, mini_bu
     assert shard_digests(out) == shard_digests(Path(config.output))
 
 
+def test_sigterm_is_handled_like_ctrl_c(mini_corpus, mini_build, tmp_path):
+    """SIGTERM (`docker stop`, Kubernetes, a scheduler's preemption) to a build whose 2 workers are
+    threads, with render processes forked: exit 143 with a message, the lock released and the
+    run's temporaries removed (a restarted container with another host name is not refused), and
+    the rerun gives the bytes of a build never stopped."""
+    config, _ = mini_build
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint,
+                        direct_num_workers=2, direct_running_mode="auto")
+    proc = _cli("build", str(path), "--no-tokenize")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not _unit_marks(out):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, log[-3000:]
+    assert "terminated (SIGTERM): the units and shards committed so far are kept" in log
+    assert "Traceback" not in log and not (out / "summary.json").exists()
+    assert _unit_marks(out) and not (out / "_lock.json").exists() and not (out / "_tmp").exists()
+    rerun = _cli("build", str(path), "--no-tokenize")
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log[-3000:]
+    rendered = {k: v for k, v in shard_digests(Path(config.output)).items() if k.startswith("rendered")}
+    assert shard_digests(out) == rendered
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_command_line_hides_beams_bigquery_warning_unless_verbose(verbose):
     """Importing Beam logs "apitools not found, ..." on the root logger: the command's log keeps it

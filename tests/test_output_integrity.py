@@ -114,6 +114,87 @@ def test_resume_rebuilds_exactly_the_damaged_shards(mini_corpus, mini_build, tmp
     assert modes == {0o666 & ~umask}, "tars get the mode of a new file, not a private temporary's"
 
 
+def test_verify_holds_the_shard_folders_to_the_summary_and_the_stats(mini_corpus, mini_build, tmp_path, caplog,
+                                                                     capsys):
+    """A commit mark (stats file) deleted and files no stats file names (a stray tar beside the
+    committed ones, a folder no build wrote) are damage: `verify` names them and exits 1; a plain
+    resume writes the unmarked shard again and warns of the strays, `build --verify` removes them."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.cli import main
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    reference = shard_digests(out)
+    rendered_mark = sorted((out / "rendered").rglob("*.stats.json"))[0]
+    token_mark = sorted((out / "tokens").rglob("*.stats.json"))[-1]
+    rendered_mark.unlink()
+    token_mark.unlink()
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    stem = rendered_mark.name[: -len(".stats.json")]
+    assert f"damaged: {rendered_mark}: missing: summary.json lists shard {stem}" in printed
+    assert f"damaged: {token_mark}: missing: summary.json counts" in printed
+    assert f"damaged: {rendered_mark.with_name(stem + '.tar')}: not a file of any committed shard" in printed
+    assert f"damaged: {token_mark.with_name(token_mark.name.replace('.stats.json', '.arrow'))}: not a file" in printed
+    run_build(config)
+    assert shard_digests(out) == reference and main(["verify", str(out)]) == 0
+    capsys.readouterr()
+
+    committed = sorted((out / "rendered").rglob("*-train-*.tar"))[0]
+    stray = committed.with_name(committed.name.rsplit("-", 1)[0] + "-00099.tar")
+    ghost = out / "rendered" / "ghost" / "train" / "ghost-train-00000.tar"
+    ghost.parent.mkdir(parents=True)
+    for path in (stray, ghost):
+        shutil.copy(committed, path)
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    for path in (stray, ghost):
+        assert f"damaged: {path}: not a file of any committed shard" in printed
+    assert "DAMAGED: 2 damaged files" in printed
+    caplog.set_level(logging.WARNING)
+    run_build(config)
+    assert stray.exists() and ghost.exists()
+    assert f"found 2 files in the shard folders that no committed shard names: {stray}, {ghost}" in caplog.text
+    caplog.clear()
+    again = run_build(config, verify=True).summary
+    assert f"removed 2 files in the shard folders that no committed shard names: {stray}, {ghost}" in caplog.text
+    assert not stray.exists() and not (out / "rendered" / "ghost").exists()
+    assert again["run"]["shards_resumed"] == summary["totals"]["shards"]
+    assert shard_digests(out) == reference and main(["verify", str(out)]) == 0
+    caplog.clear()
+    run_build(config)
+    assert "shard folders" not in caplog.text  # a finished build's folders hold its shards only
+
+
+def test_an_edited_rejects_file_is_never_merged(mini_corpus, mini_build, tmp_path, caplog):
+    """A committed shard's rejects file edited in place (same size, another reason): a plain
+    resume checks its sha256 (every build merges it into `rejects.jsonl`), rebuilds that shard and
+    merges the true lines; merging it unchecked is refused, naming the file."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.integrity import Recorded
+    from uvd_pipeline.summary import write_rejects
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    reference, merged = shard_digests(out), (out / "rejects.jsonl").read_bytes()
+    edited = next(p for p in sorted((out / "rendered").rglob("*.rejects.jsonl")) if b'"reason": "' in p.read_bytes())
+    original = edited.read_bytes()
+    reason = json.loads(original.splitlines()[0])["reason"]
+    edited.write_bytes(original.replace(f'"reason": "{reason}"'.encode(), f'"reason": "{reason[:-1]}X"'.encode(), 1))
+    assert len(edited.read_bytes()) == len(original) != 0
+    caplog.set_level(logging.WARNING)
+    again = run_build(config).summary
+    assert f"damaged: {edited}: sha256 differs from its stats" in caplog.text
+    assert again["run"]["shards_resumed"] == summary["totals"]["shards"] - 1
+    assert (out / "rejects.jsonl").read_bytes() == merged and shard_digests(out) == reference
+    assert again["totals"] == summary["totals"]
+
+    stats = json.loads(edited.with_name(edited.name.replace(".rejects.jsonl", ".stats.json")).read_text())
+    recorded = stats["files"][edited.name]
+    edited.write_bytes(original.replace(f'"reason": "{reason}"'.encode(), f'"reason": "{reason[:-1]}X"'.encode(), 1))
+    with pytest.raises(ShardDamaged, match="sha256 differs"):
+        write_rejects(str(tmp_path / "merged"), [Recorded(str(edited), recorded["bytes"], recorded["sha256"])])
+    assert not (tmp_path / "merged" / "rejects.jsonl").exists()
+
+
 def test_damaged_tar_in_tokenize_and_report_names_the_file(mini_corpus, mini_build, tmp_path):
     from uvd_pipeline.build import run_build
     from uvd_pipeline.report import write_report
@@ -266,6 +347,31 @@ def test_stale_lock_is_taken_over_and_dead_run_temporaries_are_removed(mini_corp
     assert not (out / "_tmp").exists() and not (out / "_lock.json").exists()
     assert not list(out.rglob("*.tmp-*"))
     assert shard_digests(out) == reference
+
+
+def test_a_fresh_empty_lock_file_names_its_cause_and_the_fix(mini_corpus, mini_build, tmp_path):
+    """An empty `_lock.json` under a minute old (a start killed between creating and writing it):
+    the build is refused naming that cause, how long to wait and --force-unlock, not "other builds
+    keep taking it"; with --force-unlock it runs; one over a minute old is taken over."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.output_lock import UNREADABLE_GRACE_S, OutputLocked
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    lock = out / "_lock.json"
+    lock.write_bytes(b"")
+    with pytest.raises(OutputLocked) as refused:
+        run_build(config)
+    message = str(refused.value)
+    assert f"could not take the lock {lock}: the lock file is empty" in message
+    assert "most likely a build was killed while writing it" in message
+    assert "keep taking it" not in message and "--force-unlock" in message
+    wait = int(message.split(" wait ")[1].split(" s ")[0])
+    assert 0 < wait <= UNREADABLE_GRACE_S
+    assert run_build(config, force_unlock=True).summary["run"]["shards_resumed"] == summary["totals"]["shards"]
+    assert not lock.exists()
+    lock.write_bytes(b"")
+    os.utime(lock, (lock.stat().st_atime - 2 * UNREADABLE_GRACE_S,) * 2)
+    assert run_build(config).summary["run"]["shards_resumed"] == summary["totals"]["shards"]
 
 
 def test_lock_on_an_fsspec_output_and_force_unlock(tmp_path, caplog):

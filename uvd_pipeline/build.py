@@ -437,6 +437,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
         log.info("removed %d temporary files of retried work", removed)
     committed = committed_shards(config.output, config.content_hash())  # read once for both steps
     settle_store(config.output, committed - drop_stale(config, units, committed))
+    clear_strays(config.output, remove=verify)
     counters = run_counters(result)
     summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),
                        distributions=run_distributions(result), metrics=metrics_reported(result))
@@ -459,6 +460,20 @@ def settle_store(output: str, committed) -> None:
     if moved.files_removed:
         log.info("unit store: %d units' images are all in committed shards: their image files went",
                  moved.files_removed)
+
+
+def clear_strays(output: str, remove: bool) -> None:
+    """Files in the shard folders that no committed shard names, once the run has written all it
+    will (a stray tar beside the shards, a folder no build wrote: glob readers would take them):
+    removed with `build --verify`, else named in a warning that says so."""
+    from uvd_pipeline.verify import remove_unclaimed, unclaimed_files
+
+    strays = remove_unclaimed(output) if remove else unclaimed_files(output)
+    if strays:
+        shown = ", ".join(strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
+        log.warning("%s %d files in the shard folders that no committed shard names: %s%s",
+                    "removed" if remove else "found", len(strays), shown,
+                    "" if remove else " (build --verify removes them; readers that glob the folders take them)")
 
 
 def committed_inputs(config: BuildConfig, verify: bool = False,

@@ -6,9 +6,11 @@ import argparse
 import atexit
 import logging
 import os
+import signal
 import sys
 import threading
-from typing import NoReturn
+from contextlib import contextmanager
+from typing import Iterator, NoReturn
 
 from uvd_pipeline.config import ConfigError
 from uvd_pipeline.shards import JsonlError, ShardDamaged
@@ -56,10 +58,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         config = with_runner(config, args.runner)
     logging.getLogger("uvd").info("build config:\n%s", config_summary(config))
     try:
-        result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
-                           retokenize=args.retokenize, verify=args.verify, force_unlock=args.force_unlock)
-    except KeyboardInterrupt:
-        interrupted()
+        with terminate_as_interrupt():
+            result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
+                               retokenize=args.retokenize, verify=args.verify, force_unlock=args.force_unlock)
+    except KeyboardInterrupt as stop:
+        interrupted(stop)
     print(format_summary(result.summary))
     print(f"summary: {result.summary_path}")
     if args.report:
@@ -71,17 +74,45 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+TERMINATED_EXIT = 143  # 128 + SIGTERM
 
 
-def interrupted() -> NoReturn:
-    """Ctrl-C: say what is kept and leave at once. The output's lock is already released (the
-    interrupt came through `run_build`); the local runner's workers may be threads of this process,
-    still inside a bundle, beside the runner's gRPC servers: waiting for them at interpreter exit
-    would finish their bundles first, and tearing gRPC down under them aborts the process. Nothing
-    is lost by not waiting: what they did not commit is redone by the next run."""
-    print("\ninterrupted: the units and shards committed so far are kept; run the same command again "
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`docker stop`, Kubernetes, systemd, a scheduler's preemption) raised in the main
+    thread: a KeyboardInterrupt, so that every path that lets go of a Ctrl-C'd build (the lock, the
+    run's temporaries, the render pool) lets go of a terminated one the same way."""
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises `Terminated` in the main thread, as SIGINT raises
+    KeyboardInterrupt (Python's default for SIGTERM ends the process at once: lock and temporaries
+    left behind). Elsewhere than the main thread nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame) -> NoReturn:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted(stop: BaseException | None = None) -> NoReturn:
+    """Ctrl-C or SIGTERM: say what is kept and leave at once (130, or 143 for SIGTERM). The output's
+    lock is already released (the interrupt came through `run_build`); the local runner's workers
+    may be threads of this process, still inside a bundle, beside the runner's gRPC servers:
+    waiting for them at interpreter exit would finish their bundles first, and tearing gRPC down
+    under them aborts the process. Nothing is lost by not waiting: what they did not commit is
+    redone by the next run."""
+    how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    print(f"\n{how}: the units and shards committed so far are kept; run the same command again "
           "to finish the build (it redoes only the rest)", file=sys.stderr)
-    _flush_and_exit(INTERRUPTED_EXIT)
+    _flush_and_exit(TERMINATED_EXIT if isinstance(stop, Terminated) else INTERRUPTED_EXIT)
 
 
 def leave(code: int) -> NoReturn:

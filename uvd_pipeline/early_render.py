@@ -217,7 +217,7 @@ def _render(renderers: dict[str, UnitRenderer], source: str, unit: Any,
 
 @contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Ctrl-C held back while the render processes are forked, then delivered. A KeyboardInterrupt
+    """Ctrl-C (and SIGTERM) held back while the render processes are forked, then delivered. A KeyboardInterrupt
     raised inside `os.fork` comes from a callback Python runs around it (logging's, which
     re-releases its lock in the parent), where Python only prints and drops exceptions: the build
     went on as if never interrupted, and with logging's lock left held its other threads hung at
@@ -227,17 +227,19 @@ def _interrupts_held() -> Iterator[None]:
         yield
         return
     arrived: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    held = (signal.SIGINT, signal.SIGTERM)  # SIGTERM too: the command raises it as an interrupt
+    previous = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum)) for sig in held}
     # also blocked for this thread: one sent to it waits, pending, until the fork is over; one a
     # thread of Python's runs for it (another thread took it) finds the recorder above
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set(held))
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending one is recorded here
-        signal.signal(signal.SIGINT, previous)
-        if arrived:
-            signal.raise_signal(signal.SIGINT)  # now, to the build's own handler
+        for sig in held:
+            signal.signal(sig, previous[sig])
+        for sig in dict.fromkeys(arrived):
+            signal.raise_signal(sig)  # now, to the build's own handler
 
 
 def forking_is_safe() -> bool:
@@ -314,7 +316,8 @@ def _die_with(parent: int) -> None:
 def _serve(conn, renderers: dict[str, UnitRenderer], stopped, parent: int) -> None:
     """The render process: units from the pipe until None or the pipe closes (the build ended)."""
     _die_with(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle: it closes the pool
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and SIGTERM are the build's to handle: it closes the pool
+        signal.signal(sig, signal.SIG_IGN)
     while True:
         try:
             job = conn.recv()

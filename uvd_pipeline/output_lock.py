@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -210,7 +211,9 @@ def acquire(output: str, force: bool = False) -> OutputLock:
     uri = lock_uri(output)
     mine = LockHolder.this_process()
     data = (json.dumps(asdict(mine), indent=1, sort_keys=True) + "\n").encode()
+    unreadable_age: float | None = None  # of a young unreadable lock seen last
     for _ in range(5):
+        unreadable_age = None
         if _create_exclusive(uri, data):
             return OutputLock(output, mine)
         holder = read_holder(output)
@@ -222,7 +225,8 @@ def acquire(output: str, force: bool = False) -> OutputLock:
                 log.warning("removing the unreadable lock file %s (%.0f s old)", uri, age)
                 _remove_lock(output, None)
                 continue
-            time.sleep(0.5)  # a build is writing it right now
+            unreadable_age = age
+            time.sleep(0.5)  # a build may be writing it right now
             continue
         alive = holder.is_alive()
         if force:
@@ -237,7 +241,25 @@ def acquire(output: str, force: bool = False) -> OutputLock:
                         f"run again with --force-unlock, or delete {uri}")
             raise OutputLocked(f"output {output} is locked by another build ({holder.describe()}); {hint}")
         _remove_lock(output, holder)
+    if unreadable_age is not None:
+        raise OutputLocked(_unreadable_lock_message(uri, unreadable_age))
     raise OutputLocked(f"could not take the lock {uri}: other builds keep taking it")
+
+
+def _unreadable_lock_message(uri: str, age: float) -> str:
+    """Why a young lock file that stays empty or unreadable blocks the build, and what to do: a
+    build writes its lock within a moment of creating it, so one still unreadable after the
+    retries most likely belongs to a start killed in between."""
+    fs, path = fsio.filesystem(uri)
+    try:
+        what = "empty" if fs.size(path) == 0 else "not readable as a lock (no host, pid and run id in it)"
+    except (FileNotFoundError, OSError):
+        what = "unreadable"
+    wait = max(1, math.ceil(UNREADABLE_GRACE_S - age))
+    return (f"could not take the lock {uri}: the lock file is {what}, {age:.0f} s old; most likely a build was "
+            f"killed while writing it. A build takes such a file over once it is {UNREADABLE_GRACE_S:.0f} s old: "
+            f"wait {wait} s and run again, or, if no other build is starting on this output, run again with "
+            f"--force-unlock (or delete {uri})")
 
 
 # -- the run's temporaries ---------------------------------------------------------------------

@@ -84,7 +84,8 @@ def committed_shards(output: str, config_hash: str, verify: bool = False) -> set
     """Shards already finished by an earlier run of the same config (skipped on resume).
 
     Each shard's files are checked against its stats: the sizes always, the sha256 with `verify`
-    (it reads every tar). A damaged shard is not committed any more: its stats file is removed
+    (it reads every tar), and the rejects file's always (it is small, and every build merges it
+    into `rejects.jsonl`). A damaged shard is not committed any more: its stats file is removed
     (with a warning naming the file), so this run writes the shard again. An unreadable stats
     file is removed the same way."""
     done = set()
@@ -100,7 +101,8 @@ def committed_shards(output: str, config_hash: str, verify: bool = False) -> set
             continue
         if stats.get("config_hash") != config_hash:
             continue
-        problems = [(f.uri, why) for f in rendered_files(uri, stats) if (why := check_file(f, verify, sizes))]
+        problems = [(f.uri, why) for f in rendered_files(uri, stats)
+                    if (why := check_file(f, verify or f.uri.endswith(REJECTS_SUFFIX), sizes))]
         if problems:
             for path, why in problems:
                 log.warning("damaged: %s: %s; shard %s is rebuilt", path, why, fsio.basename(uri)[: -len(STATS_SUFFIX)])

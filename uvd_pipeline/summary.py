@@ -9,6 +9,7 @@ Beam metrics (Dask) loses only the counters and timings, never a count.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import tempfile
@@ -20,6 +21,7 @@ from sources import fsio
 from tokenizer.atomic import open_atomic, write_bytes
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
 from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES, duplicate_counts
+from uvd_pipeline.integrity import REBUILD_HINT, Recorded, ShardDamaged, rendered_files
 from uvd_pipeline.quality import INPUT_BINS, empty_inputs, merge_inputs, merge_lengths, sorted_lengths, stage_throughput
 from uvd_pipeline.rendered_shards import REJECTS_SUFFIX, STATS_SUFFIX, read_json, stats_files
 from uvd_pipeline.source_factory import source_notices
@@ -91,7 +93,7 @@ class CommittedShards:
 
     per_source: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
-    rejects: list[str] = field(default_factory=list)
+    rejects: list[Recorded | str] = field(default_factory=list)
 
 
 def committed_shards_of(output: str, config_hash: str) -> CommittedShards:
@@ -104,9 +106,16 @@ def committed_shards_of(output: str, config_hash: str) -> CommittedShards:
         _add_stats(found.per_source, stats)
         found.rows.append({**{k: stats[k] for k in SHARD_FIELDS}, "by_kind_task": stats.get("by_kind_task", {})})
         if stats["rejects"]:
-            found.rejects.append(uri[: -len(STATS_SUFFIX)] + REJECTS_SUFFIX)
+            found.rejects.append(_rejects_file(uri, stats))
     found.rows.sort(key=lambda row: (row["source"], row["split"], row["shard"]))
     return found
+
+
+def _rejects_file(stats_uri: str, stats: dict[str, Any]) -> Recorded | str:
+    """A shard's rejects file with the size and sha256 its stats record (only its name for stats
+    of builds that recorded neither)."""
+    name = stats_uri[: -len(STATS_SUFFIX)] + REJECTS_SUFFIX
+    return next((f for f in rendered_files(stats_uri, stats) if f.uri == name), name)
 
 
 def _add_stats(per_source: dict[str, dict[str, Any]], stats: dict[str, Any]) -> None:
@@ -136,7 +145,20 @@ def _reject_order(line: str) -> tuple[str, str]:
     return json.loads(line)["source"], line
 
 
-def write_rejects(output: str, files: Iterable[str], sort_bytes: int | None = None) -> None:
+def _checked_text(file: Recorded | str) -> str:
+    """A shard's rejects file, checked against its stats on use like every committed file: an
+    altered one is a `ShardDamaged` naming it, never lines merged into `rejects.jsonl`."""
+    if isinstance(file, str):
+        return fsio.read_text(file)
+    data = fsio.read_bytes(file.uri)
+    if file.bytes is not None and len(data) != file.bytes:
+        raise ShardDamaged(file.uri, f"{len(data)} bytes, its stats file records {file.bytes}; {REBUILD_HINT}")
+    if file.sha256 is not None and hashlib.sha256(data).hexdigest() != file.sha256:
+        raise ShardDamaged(file.uri, f"sha256 differs from what its stats file records; {REBUILD_HINT}")
+    return data.decode("utf-8")
+
+
+def write_rejects(output: str, files: Iterable[Recorded | str], sort_bytes: int | None = None) -> None:
     """Every shard's rejects in one `rejects.jsonl`, by source, then line. Lines are sorted in
     memory up to `sort_bytes` (default `REJECTS_SORT_BYTES`) at a time; sorted runs beyond that
     wait in temporary files and are merged as the file is written, so memory does not grow with
@@ -149,10 +171,10 @@ def write_rejects(output: str, files: Iterable[str], sort_bytes: int | None = No
     lines: list[str] = []
     held = 0
     try:
-        for uri in files:
+        for file in files:
             # lines end at "\n" only: details keep U+2028, U+0085 and the like raw (ensure_ascii off),
             # and str.splitlines would cut a record there
-            for line in fsio.read_text(uri).split("\n"):
+            for line in _checked_text(file).split("\n"):
                 if line:
                     lines.append(line)
                     held += len(line)

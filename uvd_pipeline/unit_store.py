@@ -14,7 +14,8 @@ never hold pixels; WriteShard reads the bytes back when it writes a tar). A reru
 config takes a committed unit's results instead of reading and rendering it again when the files
 its reading touched (recorded through `sources.fsio.recording_inputs`: every file opened, every
 path probed and found absent, every folder listed) still have the same size and modification stamp
-and the stored files match their digests; a grown, changed or damaged unit is rendered again, a vanished one is dropped.
+(`fsio.file_state`) and the stored files match their digests; a grown, changed or damaged unit is
+rendered again, a vanished one is dropped.
 
 Disk: once a shard holding an image commits, the store gives its copy up
 (`uvd_pipeline.unit_relocation`), so a build needs the output's size plus what is in flight,

@@ -4,7 +4,11 @@ Every committed file (rendered tars and their rejects/fingerprints files, token 
 against the size and sha256 its stats file recorded (`--quick`: sizes only, no file is read);
 unreadable stats files and an unreadable `build.json`/`summary.json` count as damaged too, and so
 do unit store files (`OUT/_units/`) that differ from their commit marks (the next build renders
-such a unit again). Each
+such a unit again). The shard folders are held to `summary.json` and the stats files both: a shard
+`summary.json` lists whose stats file (its commit mark) is gone, and any file in `rendered/` or
+`tokens/` that no stats file names (a stray tar beside the committed ones, a folder no build
+wrote: a glob reader would take them) are damage too; these two need a finished build, so they
+are left out while a build holds the output. Each
 damaged file is printed with what is wrong, then one summary line; the exit code is 0 when the
 output is intact and 1 when something is damaged. A resumed `build --verify` rebuilds the damaged
 shards.
@@ -12,7 +16,9 @@ shards.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,6 +56,100 @@ def _json(uri: str) -> Any:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data
+
+
+STRAY = "not a file of any committed shard (no stats file names it): a stray a glob reader would take"
+
+
+def _claimed(output: str) -> set[str]:
+    """Every file a stats file under `rendered/` or `tokens/` names, the stats files included."""
+    from uvd_pipeline.rendered_shards import stats_files
+    from uvd_pipeline.tokenize_stage import token_stats_files
+
+    claimed: set[str] = set()
+    for listing, kind in ((stats_files(output), "rendered"), (token_stats_files(output), "token")):
+        for uri in listing:
+            claimed.add(uri)
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+                stats = _json(uri)
+                files = rendered_files(uri, stats) if kind == "rendered" else [token_file(uri, stats)]
+                claimed.update(f.uri for f in files)
+    return claimed
+
+
+def unclaimed_files(output: str) -> list[str]:
+    """Files in the shard folders (`rendered/`, `tokens/`) that no stats file names: a stray tar
+    beside the committed ones, a shard folder no build wrote, the files of a shard whose commit
+    mark is gone, a temporary of an interrupted write. Readers that glob the folders would take
+    them; `build --verify` removes them (`remove_unclaimed`)."""
+    from uvd_pipeline.rendered_shards import RENDERED_DIR
+    from uvd_pipeline.shards import TOKENS_DIR
+
+    claimed = _claimed(output)
+    found: list[str] = []
+    for folder in (RENDERED_DIR, TOKENS_DIR):
+        root = fsio.join(output, folder)
+        if fsio.isdir(root):
+            found += fsio.list_files(root, recursive=True)
+    return sorted(uri for uri in found if uri not in claimed)
+
+
+def remove_unclaimed(output: str) -> list[str]:
+    """Delete the `unclaimed_files` and the folders they leave empty; returns the files removed.
+    Only while no shard is being written (the build's start, lock held, store settled)."""
+    from uvd_pipeline.rendered_shards import RENDERED_DIR
+    from uvd_pipeline.shards import TOKENS_DIR
+
+    strays = unclaimed_files(output)
+    fs, _ = fsio.filesystem(output)
+    for uri in strays:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(fsio.filesystem(uri)[1])
+    roots = [root for folder in (RENDERED_DIR, TOKENS_DIR) if (root := fsio.local_path(fsio.join(output, folder)))]
+    for uri in strays:  # on a local disk (an object store has no empty folders)
+        local = fsio.local_path(uri)
+        if local is not None:
+            _prune_empty(os.path.dirname(local), roots)
+    return strays
+
+
+def _prune_empty(folder: str, roots: list[str]) -> None:
+    """Remove `folder` and then its parents while they are empty, up to (not including) a root."""
+    while any(os.path.commonpath([root, folder]) == root != folder for root in roots):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or gone
+            return
+        folder = os.path.dirname(folder)
+
+
+def missing_marks(output: str) -> list[tuple[str, str]]:
+    """(stats file, why) for each shard `summary.json` lists whose commit mark is gone, and for
+    each source with fewer token shards than `summary.json` counts (its shards without one named)."""
+    from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX
+    from uvd_pipeline.summary import SUMMARY_FILE
+    from uvd_pipeline.shards import ARROW_SUFFIX
+    from uvd_pipeline.tokenize_stage import token_shard_path
+
+    try:
+        summary = _json(fsio.join(output, SUMMARY_FILE))
+        listed = [(str(s["source"]), str(s["split"]), str(s["tar"])[: -len(TAR_SUFFIX)]) for s in summary["shards"]]
+        tokens = {str(k): int(v["shards"]) for k, v in ((summary.get("tokens") or {}).get("sources") or {}).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []  # no summary (an unfinished first build), or an unreadable one (reported as such)
+    missing = []
+    for source, split, stem in listed:
+        uri = fsio.join(output, RENDERED_DIR, source, split, stem + STATS_SUFFIX)
+        if not fsio.exists(uri):
+            missing.append((uri, f"missing: {SUMMARY_FILE} lists shard {stem}, its stats file (the commit mark) is gone"))
+    for source, count in sorted(tokens.items()):
+        shards = [(split, stem) for s, split, stem in listed if s == source]
+        marks = [token_shard_path(output, source, split, stem)[: -len(ARROW_SUFFIX)] + STATS_SUFFIX for split, stem in shards]
+        absent = [uri for uri in marks if not fsio.exists(uri)]
+        if len(marks) - len(absent) < count:
+            missing += [(uri, f"missing: {SUMMARY_FILE} counts {count} token shards of {source}, "
+                              f"{len(marks) - len(absent)} have stats") for uri in absent]
+    return missing
 
 
 def verify_output(output: str, quick: bool = False,
@@ -101,6 +201,9 @@ def verify_output(output: str, quick: bool = False,
                 result.token_shards += 1
             for recorded in files:
                 check(recorded)
+    if holder is None:
+        for uri, why in missing_marks(output) + [(uri, STRAY) for uri in unclaimed_files(output)]:
+            damaged(uri, why)
     for uri in unit_marks(output):
         result.files += 1
         result.units += 1
@@ -115,8 +218,9 @@ def main(output: str, quick: bool = False) -> int:
     result = verify_output(output, quick, on_damage=lambda uri, why: print(f"damaged: {uri}: {why}", flush=True))
     if result.holder:
         print(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
-              "and were not checked")
+              "and were not checked, nor were the shard folders held to summary.json (strays, missing marks)")
     print(result.summary_line())
     if not result.intact:
-        print("a resumed build with --verify rebuilds the damaged shards: python -m uvd_pipeline build CONFIG --verify")
+        print("a resumed build with --verify rebuilds the damaged shards and removes the strays: "
+              "python -m uvd_pipeline build CONFIG --verify")
     return 0 if result.intact else 1

@@ -1,0 +1,177 @@
+"""A rerun into the same output after the input changed gives the bytes of a fresh build of the new
+input: every file a unit's items depend on is in its input manifest, index files parsed once and
+served from a cache included (README "Reruns and growing input")."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import shard_digests
+from uvd_pipeline.rendered_shards import iter_shard
+
+
+def _config(path: Path, out: Path, sources: list[dict], **beam) -> Path:
+    """A small build config without the tokenizer (the rendered shards are what a rerun decides)."""
+    config = {"version": 1, "output": str(out), "seed": 0, "image": {"size": 32}, "split": {"val_fraction": 0.0},
+              "sources": sources, "tokenizer": {"enabled": False},
+              "beam": {"runner": "DirectRunner", **beam}}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _build(path: Path, output: Path | None = None) -> dict:
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    config = load_config(str(path))
+    if output is not None:
+        config = config.model_copy(update={"output": str(output)})
+    return run_build(config).summary
+
+
+def _units_rendered(summary: dict) -> int:
+    return sum(v for k, v in summary["run"]["counters"].items() if k.endswith(".units_rendered"))
+
+
+def _members(out: Path) -> dict[str, tuple[str, str]]:
+    """file -> (wnid, class name) of every image in the build's rendered ImageNet shards."""
+    return {m["file"]: (m["wnid"], m["class_name"])
+            for tar in sorted((out / "rendered").rglob("*.tar")) for s in iter_shard(str(tar))
+            for m in s.header["members"]}
+
+
+def _relabel(imagenet: Path, old: str, new: str) -> list[str]:
+    """Label the val images of class `old` as `new` in LOC_val_solution.csv (as a corrected release
+    would); returns the image ids moved."""
+    csv = imagenet / "LOC_val_solution.csv"
+    rows, moved = csv.read_text().splitlines(), []
+    for i, row in enumerate(rows[1:], start=1):
+        image_id, prediction = row.split(",", 1)
+        if prediction.startswith(old):
+            rows[i], _ = f"{image_id},{new}{prediction[len(old):]}", moved.append(image_id)
+    csv.write_text("\n".join(rows) + "\n")
+    return moved
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_changed_imagenet_index_files_are_noticed_on_rerun(mini_corpus, tmp_path, workers):
+    """The val labels CSV relabelled and a class renamed in the synset map: the units that read
+    them are rendered again (their manifests list both files, though `units()` parsed them first,
+    in the build's process) and the rerun equals a fresh build; with 2 workers (threads, their
+    units rendered by the early-render pool's forked processes) as with 1."""
+    imagenet = tmp_path / "imagenet"
+    shutil.copytree(mini_corpus / "imagenet", imagenet)
+    beam = {"direct_num_workers": 1, "direct_running_mode": "in_memory"} if workers == 1 else \
+        {"direct_num_workers": 2, "direct_running_mode": "auto"}
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", [
+        {"name": "inet", "type": "imagenet", "path": str(imagenet), "num_shards": 1, "sentence_length": 4,
+         "remainder": "wrap"}], **beam)
+    first = _build(path)
+    assert _units_rendered(first) == 3  # two class folders and the flat val folder
+    for mark in (tmp_path / "out" / "_units" / "inet").glob("*.json"):
+        files = json.loads(mark.read_text())["inputs"]["files"]
+        assert str(imagenet / "LOC_synset_mapping.txt") in files
+        assert (str(imagenet / "LOC_val_solution.csv") in files) == ("'val'" in json.loads(mark.read_text())["unit"])
+
+    moved = _relabel(imagenet, "n03063599", "n04266014")
+    synsets = imagenet / "LOC_synset_mapping.txt"
+    synsets.write_text(synsets.read_text().replace("n04266014 ", "n04266014 renamed: "))
+    again = _build(path)
+    assert _units_rendered(again) == 3
+    members = _members(tmp_path / "out")
+    assert moved and all(members[f"val/{i}"][0] == "n04266014" for i in moved)
+    assert all(name.startswith("renamed: ") for wnid, name in members.values() if wnid == "n04266014")
+    fresh = _build(path, tmp_path / "fresh")
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")
+    assert again["totals"] == fresh["totals"]
+
+
+def test_changed_coco_annotations_are_noticed_on_rerun(sample_corpus, tmp_path):
+    """COCO's annotation JSON corrected (every box halved about its centre): the rerun renders the
+    units again and its detection targets are the fresh build's."""
+    coco = tmp_path / "coco"
+    shutil.copytree(sample_corpus / "coco", coco)
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", [
+        {"name": "coco", "type": "coco", "path": str(coco), "split": "val", "tasks": ["detection"],
+         "num_shards": 1}], direct_num_workers=1, direct_running_mode="in_memory")
+    first = _build(path)
+    before = shard_digests(tmp_path / "out")
+    annotations = coco / "annotations" / "instances_val.json"
+    data = json.loads(annotations.read_text())
+    for ann in data["annotations"]:
+        x, y, w, h = ann["bbox"]
+        ann["bbox"] = [x + w * 0.25, y + h * 0.25, w * 0.5, h * 0.5]
+    annotations.write_text(json.dumps(data))
+    again = _build(path)
+    assert _units_rendered(again) == _units_rendered(first) > 0
+    fresh = _build(path, tmp_path / "fresh")
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh") != before
+    assert again["totals"] == fresh["totals"]
+
+
+def test_cached_index_files_are_recorded_for_every_unit(sample_corpus):
+    """Each read of a unit records the index files it depends on, also when the parse came from
+    the cache (a second unit, a second read of the same unit): ImageNet, COCO and MPII."""
+    from sources import fsio
+    from sources.coco import CocoSource
+    from sources.imagenet import ImageNetSource
+    from sources.mpii import MpiiSource
+
+    c = sample_corpus
+    cases = [
+        (ImageNetSource("inet", str(c / "imagenet")), [str(c / "imagenet" / "LOC_synset_mapping.txt")]),
+        (CocoSource("coco", str(c / "coco"), ("annotations/instances_val.json",), "images/val"),
+         [str(c / "coco" / "annotations" / "instances_val.json")]),
+        (MpiiSource("mpii", str(c / "mpii")), [str(c / "mpii" / "annotations" / "mpii_train.json")]),
+    ]
+    for source, index_files in cases:
+        units = source.units()  # parses the index files, outside any recording
+        for unit in [units[0], units[-1], units[0]]:
+            with fsio.recording_inputs() as record:
+                list(source.read(unit))
+            assert set(index_files) <= record.files, (source.name, unit)
+
+
+def _same_size_other_picture(path: Path) -> None:
+    """Rewrite a JPEG in place with another picture (it, mirrored) of exactly its byte size, the
+    tail padded after the end-of-image marker (decoders ignore it), and give it back its
+    modification time: only its bytes (and the change time no program can set) differ."""
+    import io
+    import os
+
+    from PIL import Image
+
+    before, size = path.stat(), path.stat().st_size
+    image = Image.open(path).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for quality in range(95, 5, -5):
+        encoded = io.BytesIO()
+        image.save(encoded, "JPEG", quality=quality)
+        if len(encoded.getvalue()) <= size:
+            break
+    with open(path, "r+b") as handle:
+        handle.write(encoded.getvalue().ljust(size, b"\0"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_a_rewrite_with_the_same_size_and_mtime_is_noticed(mini_corpus, tmp_path):
+    """An input image replaced by other bytes of its size, its mtime set back (`touch -r`): the
+    change time tells, so its unit is rendered again and the rerun equals a fresh build."""
+    imagenet = tmp_path / "imagenet"
+    shutil.copytree(mini_corpus / "imagenet", imagenet)
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", [
+        {"name": "inet", "type": "imagenet", "path": str(imagenet), "num_shards": 1, "sentence_length": 4,
+         "remainder": "wrap"}], direct_num_workers=1, direct_running_mode="in_memory")
+    _build(path)
+    before = shard_digests(tmp_path / "out")
+    _same_size_other_picture(next(iter(sorted((imagenet / "val").glob("*.JPEG")))))
+    again = _build(path)
+    assert _units_rendered(again) == 1  # the val folder's unit only
+    fresh = _build(path, tmp_path / "fresh")
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh") != before
