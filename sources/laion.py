@@ -11,7 +11,8 @@ the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen 
 `duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
 is an image record (the decoder decides: AVIF and HEIC decode, SVG is `unsupported_format`) or,
 for a caption without its image, a reject; a link leading out of the root, in any layout, is an
-`outside_root` reject and is never opened. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
+`outside_root` reject and is never opened; a file beside the tars that is neither a shard nor a
+listing (a `.tar.xz`, a `.zip`) is an `unexpected_file` reject. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
 reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every
 parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
 """
@@ -70,7 +71,7 @@ class Unit:
     """One parallel work item: a tar (or one of its `parts`), a files-layout shard folder, a
     parquet of images, or a slice of an image folder (an image's sidecars always in the same slice)."""
 
-    kind: str  # "tar" | "files" | "parquet" | "folder"
+    kind: str  # "tar" | "files" | "parquet" | "folder" | "stray" (a file that is none of those: a reject)
     uris: tuple[str, ...]
     root: str
     part: int = 0
@@ -95,6 +96,17 @@ def tar_units(uri: str, root: str) -> list[Unit]:
         except OSError:  # a dangling link: its one unit says what became of it
             parts = 1
     return [Unit("tar", (uri,), root, part, parts) for part in range(parts)]
+
+
+LISTING_SUFFIXES = (".parquet", "_stats.json")  # what img2dataset writes beside each shard
+
+
+def stray_files(files: list[str]) -> list[str]:
+    """The files of a webdataset folder that are neither shards nor img2dataset's listings (a
+    `.tar.xz` or `.zip` someone put there, a loose image): each becomes an `unexpected_file`
+    reject, never a silent skip. Hidden files (`.DS_Store`, editors' swap files) hold no data."""
+    return [f for f in files if not fsio.basename(f).startswith(".")
+            and not f.lower().endswith(TAR_SUFFIXES + LISTING_SUFFIXES)]
 
 
 def shard_of(uri: str) -> tuple[str, str]:
@@ -176,7 +188,8 @@ class LaionSource:
             tars = fsio.list_files(self.path, TAR_SUFFIXES, links=True)
             if not tars:
                 raise FileNotFoundError(f"{self.name}: no {', '.join(TAR_SUFFIXES)} shards in {self.path}")
-            return [part for t in tars for part in tar_units(t, self.path)]
+            return [part for t in tars for part in tar_units(t, self.path)] + [
+                Unit("stray", (f,), self.path) for f in stray_files(fsio.list_files(self.path, links=True))]
         if fmt == "files":
             return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path, links=True)]
         if fmt == "parquet":
@@ -199,7 +212,13 @@ class LaionSource:
         return units
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:
-        if unit.kind == "tar":
+        if unit.kind == "stray":
+            name = fsio.basename(unit.uris[0])
+            key = data_key(self.name, name)
+            yield self._reject(key, "read", "unexpected_file",
+                               f"{name} is neither a webdataset shard ({', '.join(TAR_SUFFIXES)}) nor one of "
+                               f"img2dataset's listings (NNNNN.parquet, NNNNN_stats.json): not read")
+        elif unit.kind == "tar":
             items = self._read_tar(unit.uris[0], unit.owns if unit.parts > 1 else None)
             yield from items if unit.parts == 1 else (item for item in items if unit.owns(item.key))
         elif unit.kind == "files":

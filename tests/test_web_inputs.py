@@ -408,6 +408,29 @@ def test_gzipped_tar_shards_are_read_beside_plain_ones(tmp_path: Path, monkeypat
     assert "source web: 3 input units" in capsys.readouterr().out
 
 
+def test_files_beside_the_shards_that_are_no_shard_are_rejects(tmp_path: Path):
+    """A `.tar.xz` (webdataset and this build read only plain and gzipped tars), a `.zip` and a
+    loose JPEG beside img2dataset's shards are each an `unexpected_file` reject, never a silent
+    skip; the listings (parquet, _stats.json) and hidden files are no inputs of their own."""
+    import zipfile
+
+    images = _img2dataset_shard(tmp_path, n=3, failed=0)
+    with tarfile.open(tmp_path / "00001.tar.xz", "w:xz") as archive:  # a real xz tar: not read
+        info = tarfile.TarInfo("00010000.jpg")
+        info.size = len(images[0])
+        archive.addfile(info, io.BytesIO(images[0]))
+    with zipfile.ZipFile(tmp_path / "extra.zip", "w") as archive:
+        archive.writestr("a.jpg", images[1])
+    (tmp_path / "loose.jpg").write_bytes(images[2])
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert sorted(i.key for i in items if isinstance(i, ImageRecord)) == [f"web-00000-0000{i:04d}" for i in range(3)]
+    rejects = {i.key: i for i in items if isinstance(i, Reject)}
+    assert {k: r.reason for k, r in rejects.items()} == {
+        data_key("web", name): "unexpected_file" for name in ("00001.tar.xz", "extra.zip", "loose.jpg")}
+    assert all(r.detail.endswith("not read") and r.stage == "read" for r in rejects.values())
+
+
 def test_parquet_appearing_after_a_build_changes_the_rerun(tmp_path: Path):
     """img2dataset writes a shard's parquet and _stats.json when the shard closes: a build run
     before they are there (or before they are copied) read only the tar. Once they appear, a rerun
