@@ -190,6 +190,25 @@ def test_jpeg_of_too_many_scans_is_refused_before_decoding():
     assert (flat.width, flat.pixels.min(), flat.pixels.max()) == (2000, 128, 128)  # DC 0: mid grey
 
 
+def test_a_single_scan_jpegs_later_scans_cost_no_time():
+    """A sequential JPEG whose first scan holds every component is decoded in that one scan:
+    libjpeg refuses a second one (JERR_EOI_EXPECTED) instead of walking it, so its scans are not
+    counted (no pass over the file's bytes), and 2,000 repeated scans are a quick reject."""
+    import time
+
+    from transforms.headers import jpeg_layout
+
+    grey = np.random.default_rng(0).integers(0, 255, (800, 800), dtype=np.uint8)
+    data = _encode(Image.fromarray(grey), "JPEG")
+    sos, eoi = data.index(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    repeated = data[:sos] + data[sos:eoi] * 2000 + b"\xff\xd9"
+    assert jpeg_layout(repeated).scans == 1 and not jpeg_layout(repeated).multi_scan
+    start = time.perf_counter()
+    with pytest.raises(DecodeError):
+        load_image(repeated, 64, "center_crop")
+    assert time.perf_counter() - start < 1
+
+
 @pytest.mark.parametrize("mode, scans", [("RGB", 10), ("L", 6), ("CMYK", 18)])
 def test_scans_counted_as_libjpeg_writes_them(photo, mode, scans):
     """libjpeg's standard progressive scripts: 10 scans for colour, 6 for grey, 18 for CMYK, far

@@ -48,13 +48,17 @@ class JpegLayout:
 
     @property
     def progressive(self) -> bool:
-        return self.sof in _PROGRESSIVE
+        return marker_progressive(self.sof)
 
     @property
     def multi_scan(self) -> bool:
         """What makes libjpeg buffer the whole image's coefficients (jdinput.c `has_multiple_scans`):
         a progressive frame, or a first scan that does not carry every component."""
         return self.progressive or 0 < self.first_scan_components < len(self.sampling)
+
+
+def marker_progressive(sof: int) -> bool:
+    return sof in _PROGRESSIVE
 
 
 def _u16be(data: bytes, pos: int) -> int:
@@ -95,10 +99,14 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
         elif marker == _SOS:
             if frame is None:
                 return None
-            # the later scans are counted, not walked: 0xFF 0xDA cannot stand inside entropy-coded
-            # data (a coded 0xFF is followed by a stuffed 0), so every later pair is a scan marker
-            # (or lies in a later segment or after the end: an over-count, never an under-count)
-            first, scans = data[pos + 4], 1 + _pairs(data, pos + 2 + length, 0xDA)
+            first, scans = data[pos + 4], 1
+            if marker_progressive(sof) or first < len(frame[2]):
+                # a multi-scan JPEG: the later scans are counted, not walked: 0xFF 0xDA cannot stand
+                # inside entropy-coded data (a coded 0xFF is followed by a stuffed 0), so every
+                # later pair is a scan marker (or lies in a later segment or after the end: an
+                # over-count, never an under-count). A single-scan sequential JPEG is not counted:
+                # libjpeg stops at a second scan there (JERR_EOI_EXPECTED), so it costs no time.
+                scans += _pairs(data, pos + 2 + length, 0xDA)
             break
         pos += 2 + length
     if frame is None:
