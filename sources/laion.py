@@ -178,6 +178,7 @@ class LaionSource:
     name: str
     path: str
     format: LaionFormat = "auto"
+    follow_links: bool = False  # read shards, folders and files that are links leading out of `path`
 
     def resolved_format(self) -> LaionFormat:
         return detect_format(self.path) if self.format == "auto" else self.format
@@ -234,7 +235,9 @@ class LaionSource:
             return []
         import pyarrow as pa
 
-        for parquet in fsio.list_files(self.path, (".parquet",))[:2]:
+        listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)
+                  if path_problem(self.path, p, self.follow_links) is None]  # its unit rejects a link out
+        for parquet in listed[:2]:
             try:
                 resized = resized_samples(parquet)
             except (OSError, ValueError, pa.ArrowException):  # unreadable: its unit rejects it
@@ -263,9 +266,9 @@ class LaionSource:
         are read as usual but not made records (the caller drops their items)."""
         shard, base = shard_of(uri)
         archive = fsio.basename(uri)
-        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path)
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path, self.follow_links)
         yield from self._upstream_failures(listing, shard)
-        problem = path_problem(self.path, uri)
+        problem = path_problem(self.path, uri, self.follow_links)
         if problem:  # a link out of the root, or a fifo: never opened; one reject for what it holds
             yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
             return
@@ -370,9 +373,9 @@ class LaionSource:
     def _read_files(self, folder: str) -> Iterator[SourceItem]:
         shard = fsio.basename(folder)
         base = fsio.join(self.path, shard)
-        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path)
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path, self.follow_links)
         yield from self._upstream_failures(listing, shard)
-        problem = path_problem(self.path, folder)
+        problem = path_problem(self.path, folder, self.follow_links)
         if problem:  # a shard folder linking out of the root: one reject for what it holds
             yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
             return
@@ -380,7 +383,7 @@ class LaionSource:
         refused: set[str] = set()  # samples with a file that links out of the root (never read)
         for uri in fsio.list_files(folder, links=True):
             key, ext = _split_member(fsio.basename(uri))
-            problem = path_problem(self.path, uri)
+            problem = path_problem(self.path, uri, self.follow_links)
             if problem:
                 yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail)
                 refused.add(key)
@@ -415,7 +418,7 @@ class LaionSource:
         import pyarrow as pa
 
         shard = fsio.basename(uri).removesuffix(".parquet")
-        problem = path_problem(self.path, uri)
+        problem = path_problem(self.path, uri, self.follow_links)
         if problem:  # a link out of the root, or a fifo: never opened
             yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
             return
@@ -454,7 +457,7 @@ class LaionSource:
             sidecars = {_ext_of(_relative(u, root)): u for u in group if _ext_of(_relative(u, root)) in SIDECARS}
             entries = [u for u in group if u not in sidecars.values()]
             for ext, uri in list(sidecars.items()):
-                problem = path_problem(root, uri)
+                problem = path_problem(root, uri, self.follow_links)
                 if problem:  # a caption linking out of the root: never read, its image goes without
                     del sidecars[ext]
                     yield self._reject(path_key(self.name, _relative(uri, root)), "read", problem.reason,
@@ -468,7 +471,7 @@ class LaionSource:
             for uri in entries:
                 relative = _relative(uri, root)
                 key = path_key(self.name, relative)
-                problem = path_problem(root, uri)
+                problem = path_problem(root, uri, self.follow_links)
                 if problem:
                     yield self._reject(key, "read", problem.reason, problem.detail)
                     continue
@@ -538,7 +541,7 @@ class ShardListing:
     problems: tuple[tuple[str, str], ...] = ()  # (reason, detail) of listing files that are there, unused
 
     @classmethod
-    def read(cls, parquet_uri: str, stats_uri: str, root: str) -> "ShardListing":
+    def read(cls, parquet_uri: str, stats_uri: str, root: str, follow_links: bool = False) -> "ShardListing":
         """The shard's listing; an unreadable parquet (a killed img2dataset leaves it empty) lists
         nothing and says why in `problems`, so the archive beside it is still read. A listing file
         that links out of `root` is never opened (`sources.paths`)."""
@@ -547,7 +550,7 @@ class ShardListing:
         rows: dict[str, dict[str, Any]] = {}
         problems = []
         if fsio.exists(parquet_uri):
-            outside = path_problem(root, parquet_uri)
+            outside = path_problem(root, parquet_uri, follow_links)
             if outside:
                 problems.append(outside)
             else:
@@ -558,7 +561,7 @@ class ShardListing:
                                                                   "the shard's failed downloads are unknown")))
         successes = None
         if fsio.exists(stats_uri):
-            outside = path_problem(root, stats_uri)
+            outside = path_problem(root, stats_uri, follow_links)
             if outside:
                 problems.append(outside)
             else:

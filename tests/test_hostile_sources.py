@@ -411,6 +411,17 @@ def test_web_layouts_refuse_links_out_of_the_root(tmp_path: Path, outside: Path)
         assert record.lineage.get("caption") in (None, "c")  # never the one a link leads to
         assert not [f for f in opened.files if os.path.realpath(f).startswith(str(outside.resolve()))], layout
         _no_canary(items)
+    # with `follow_links: true` (the config's field, through the factory) the links are read
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.source_factory import make_source
+
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "sources": [
+        {"name": "web", "type": "laion", "path": str(wds), "follow_links": True}]})
+    followed = _items(make_source(config.sources[0], config.seed, config.image.max_pixels))
+    assert sorted((r.key, r.reason) for r in followed if isinstance(r, Reject)) == [
+        ("web-00002", "corrupt_archive"), ("web-00003", "corrupt_archive")]  # only the dangling links
+    linked = [i for i in followed if not isinstance(i, Reject) and i.lineage["shard"] == "00001"]
+    assert [(i.key, i.data, i.lineage["caption"]) for i in linked] == [("web-00001-000000005", jpg, CANARY.decode())]
 
 
 def test_co3d_frames_checked_one_by_one(tmp_path: Path, outside: Path):

@@ -79,7 +79,7 @@ class LinkOptions(Strict):
                                "out of `path` (default: each is a reject `outside_root`)")
 
 
-class LaionSourceConfig(SourceBase):
+class LaionSourceConfig(SourceBase, LinkOptions):
     type: Literal["laion"]
     format: Literal["auto", "webdataset", "files", "parquet", "folder"] = "auto"
 
@@ -239,7 +239,7 @@ class AnnotatedVideoSourceConfig(SourceBase, LinkOptions):
     stride: StrictInt = Field(1, ge=1)
 
 
-class SyntheticSourceConfig(SourceBase, PairSource):
+class SyntheticSourceConfig(SourceBase, PairSource, LinkOptions):
     type: Literal["synthetic"]
     format: Literal["auto", "webdataset", "files", "folder"] = "auto"
     tasks: tuple[Literal["colorization", "inpainting", "denoising", "low_light", "deraining", "style"], ...] = (
@@ -247,7 +247,7 @@ class SyntheticSourceConfig(SourceBase, PairSource):
     tasks_per_image: StrictInt = Field(1, ge=1, le=6)
 
 
-class PseudoLabeledSourceConfig(SourceBase, PairSource):
+class PseudoLabeledSourceConfig(SourceBase, PairSource, LinkOptions):
     type: Literal["pseudo_labeled"]
     format: Literal["auto", "webdataset", "files", "folder"] = "auto"
     task: Literal["edges", "pose", "depth"]

@@ -55,7 +55,7 @@ def source_notices(config) -> dict[str, list[str]]:
         if c.type != "laion":
             continue
         try:
-            found = LaionSource(c.name, c.path, c.format).notices()
+            found = LaionSource(c.name, c.path, c.format, c.follow_links).notices()
         except (OSError, ValueError):
             continue
         if found:
@@ -64,7 +64,7 @@ def source_notices(config) -> dict[str, list[str]]:
 
 
 def _web_images(c) -> LaionSource:
-    return LaionSource(c.name, c.path, c.format)
+    return LaionSource(c.name, c.path, c.format, c.follow_links)
 
 
 def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:
