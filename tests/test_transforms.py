@@ -209,6 +209,25 @@ def test_a_single_scan_jpegs_later_scans_cost_no_time():
     assert time.perf_counter() - start < 1
 
 
+def test_scans_after_the_first_image_are_not_counted():
+    """Only the first image's scans are decoded: an 11-frame progressive MPO (Pillow's) and a
+    progressive JPEG with 8 MB of trailing bytes (a Motion Photo carries its video there) hold
+    stray scan markers past the end-of-image marker, and decode like their first image."""
+    from transforms.headers import jpeg_layout
+
+    frames = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+              for i in range(11)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "MPO", save_all=True, append_images=frames[1:], progressive=True)
+    mpo = buffer.getvalue()
+    single = _encode(frames[0], "JPEG", progressive=True)
+    trailer = single + np.random.default_rng(0).integers(0, 256, 8 << 20, dtype=np.uint8).tobytes()
+    for data in (mpo, trailer):
+        assert jpeg_layout(data).scans == jpeg_layout(single).scans == 10
+        decoded = load_image(data, 64, "center_crop")
+        assert (decoded.width, decoded.height) == (400, 300)
+
+
 @pytest.mark.parametrize("mode, scans", [("RGB", 10), ("L", 6), ("CMYK", 18)])
 def test_scans_counted_as_libjpeg_writes_them(photo, mode, scans):
     """libjpeg's standard progressive scripts: 10 scans for colour, 6 for grey, 18 for CMYK, far
