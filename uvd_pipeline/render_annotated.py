@@ -301,13 +301,6 @@ def derived_from_canvas(annotation: dict[str, Any]) -> bool:
     return ("synthetic" in annotation or "labeler" in annotation) and "right_uri" not in annotation
 
 
-def _with_decoded_size(member: dict[str, Any], decoded) -> dict[str, Any]:
-    """The input's width/height are what was decoded, whatever a lineage says (a COCO JSON's
-    `height: "abc"` or 9999 must not reach the report's histograms); key order is kept."""
-    member["width"], member["height"] = decoded.width, decoded.height
-    return member
-
-
 def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | Reject:
     split = settings.split(record.group, record.split_hint)
 
@@ -332,8 +325,10 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
         return reject("annotation", exc.reason, exc.detail)
     except MapError as exc:
         return reject("annotation", exc.reason, exc.detail)
-    member = _with_decoded_size({"key": record.key, "task": record.task, "role": "input", "width": decoded.width,
-                                 "height": decoded.height, **record.lineage}, decoded)
+    # the input's width/height are what was decoded, whatever a lineage says (a COCO JSON's
+    # `height: "abc"` or 9999 must not reach the report's histograms)
+    member = {"key": record.key, "task": record.task, "role": "input", **record.lineage,
+              "width": decoded.width, "height": decoded.height}
     pngs = (encode_png(source, settings.png_compression), encode_png(target, settings.png_compression))
     return RenderedUnit(record.key, record.source, split, record.group, pngs,
                         (member, {"key": record.key, "task": record.task, "role": "target"}), record.task, "pairs")
@@ -370,7 +365,7 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
     # the image's original size (before resizing) is recorded for the report's input histograms
     size = {"width": decoded.width, "height": decoded.height}
     members = tuple({"key": record.key, "task": task,
-                     **(_with_decoded_size({**size, **record.lineage}, decoded) if task == "image" else {})}
+                     **({**record.lineage, **size} if task == "image" else {})}
                     for task, _ in record.uris)
     pngs = tuple(encode_png(image, settings.png_compression) for image in images)
     return RenderedUnit(record.key, record.source, split, record.group, pngs, members, "multitask", "multitask")
