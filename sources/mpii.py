@@ -108,11 +108,10 @@ class MpiiSource:
             elif index_of.people[image][0] == index:
                 images.append(image)
         for image in images:
-            yield from self._image(image, index_of)
+            yield from self._image(image, entries, index_of)
 
-    def _image(self, image: str, index_of: ImageIndex) -> Iterator[SourceItem]:
+    def _image(self, image: str, entries: list, index_of: ImageIndex) -> Iterator[SourceItem]:
         """One image's pose pair from all its people, or its reject."""
-        entries = self._annotations()
         group = safe_key(self.name, _stem(image))
         key = f"{group}-pose"
         owner = index_of.stem_owner[_stem(image)]
