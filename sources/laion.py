@@ -101,12 +101,14 @@ def tar_units(uri: str, root: str) -> list[Unit]:
 LISTING_SUFFIXES = (".parquet", "_stats.json")  # what img2dataset writes beside each shard
 
 
-def stray_files(files: list[str]) -> list[str]:
-    """The files of a webdataset folder that are neither shards nor img2dataset's listings (a
-    `.tar.xz` or `.zip` someone put there, a loose image): each becomes an `unexpected_file`
-    reject, never a silent skip. Hidden files (`.DS_Store`, editors' swap files) hold no data."""
+def stray_files(files: list[str], tars: list[str]) -> list[str]:
+    """The files of a webdataset folder that are neither shards nor the listings of a shard there
+    (a `.tar.xz` or `.zip` someone put there, a loose image, a parquet whose tar is gone): each
+    becomes an `unexpected_file` reject, never a silent skip. Hidden files (`.DS_Store`, editors'
+    swap files) hold no data."""
+    listings = {shard_of(t)[1] + suffix for t in tars for suffix in LISTING_SUFFIXES}
     return [f for f in files if not fsio.basename(f).startswith(".")
-            and not f.lower().endswith(TAR_SUFFIXES + LISTING_SUFFIXES)]
+            and not f.lower().endswith(TAR_SUFFIXES) and f not in listings]
 
 
 def shard_of(uri: str) -> tuple[str, str]:
@@ -186,11 +188,12 @@ class LaionSource:
     def units(self) -> list[Unit]:
         fmt = self.resolved_format()
         if fmt == "webdataset":
-            tars = fsio.list_files(self.path, TAR_SUFFIXES, links=True)
+            files = fsio.list_files(self.path, links=True)
+            tars = [f for f in files if f.lower().endswith(TAR_SUFFIXES)]
             if not tars:
                 raise FileNotFoundError(f"{self.name}: no {', '.join(TAR_SUFFIXES)} shards in {self.path}")
             return [part for t in tars for part in tar_units(t, self.path)] + [
-                Unit("stray", (f,), self.path) for f in stray_files(fsio.list_files(self.path, links=True))]
+                Unit("stray", (f,), self.path) for f in stray_files(files, tars)]
         if fmt == "files":
             return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path, links=True)]
         if fmt == "parquet":
@@ -217,8 +220,8 @@ class LaionSource:
             name = fsio.basename(unit.uris[0])
             key = data_key(self.name, name)
             yield self._reject(key, "read", "unexpected_file",
-                               f"{name} is neither a webdataset shard ({', '.join(TAR_SUFFIXES)}) nor one of "
-                               f"img2dataset's listings (NNNNN.parquet, NNNNN_stats.json): not read")
+                               f"{name} is neither a webdataset shard ({', '.join(TAR_SUFFIXES)}) nor the listing "
+                               f"of one (NNNNN.parquet, NNNNN_stats.json beside NNNNN.tar): not read")
         elif unit.kind == "tar":
             items = self._read_tar(unit.uris[0], unit.owns if unit.parts > 1 else None)
             yield from items if unit.parts == 1 else (item for item in items if unit.owns(item.key))

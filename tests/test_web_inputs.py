@@ -410,8 +410,9 @@ def test_gzipped_tar_shards_are_read_beside_plain_ones(tmp_path: Path, monkeypat
 
 def test_files_beside_the_shards_that_are_no_shard_are_rejects(tmp_path: Path):
     """A `.tar.xz` (webdataset and this build read only plain and gzipped tars), a `.zip` and a
-    loose JPEG beside img2dataset's shards are each an `unexpected_file` reject, never a silent
-    skip; the listings (parquet, _stats.json) and hidden files are no inputs of their own."""
+    loose JPEG beside img2dataset's shards, and a parquet whose tar is gone, are each an
+    `unexpected_file` reject, never a silent skip; a shard's listings (parquet, _stats.json) and
+    hidden files are no inputs of their own."""
     import zipfile
 
     images = _img2dataset_shard(tmp_path, n=3, failed=0)
@@ -423,11 +424,12 @@ def test_files_beside_the_shards_that_are_no_shard_are_rejects(tmp_path: Path):
         archive.writestr("a.jpg", images[1])
     (tmp_path / "loose.jpg").write_bytes(images[2])
     (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (tmp_path / "00005.parquet").write_bytes((tmp_path / "00000.parquet").read_bytes())  # its tar is gone
     items = _read_all(LaionSource("web", str(tmp_path)))
     assert sorted(i.key for i in items if isinstance(i, ImageRecord)) == [f"web-00000-0000{i:04d}" for i in range(3)]
     rejects = {i.key: i for i in items if isinstance(i, Reject)}
     assert {k: r.reason for k, r in rejects.items()} == {
-        data_key("web", name): "unexpected_file" for name in ("00001.tar.xz", "extra.zip", "loose.jpg")}
+        data_key("web", name): "unexpected_file" for name in ("00001.tar.xz", "extra.zip", "loose.jpg", "00005.parquet")}
     assert all(r.detail.endswith("not read") and r.stage == "read" for r in rejects.values())
 
 
