@@ -110,3 +110,7 @@ def test_a_failed_rename_leaves_no_temporary(tmp_path: Path):
     with pytest.raises(IsADirectoryError):
         write_bytes(str(tmp_path / "target"), b"payload")
     assert _names(tmp_path) == ["target"]
+    (tmp_path / "finished").write_bytes(b"payload")  # commit_file moves a finished file the same way
+    with pytest.raises(IsADirectoryError):
+        commit_file(str(tmp_path / "finished"), str(tmp_path / "target"))
+    assert _names(tmp_path) == ["finished", "target"] and not list((tmp_path / "target").iterdir())

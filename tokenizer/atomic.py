@@ -102,15 +102,7 @@ class AtomicFile:
         assert self._handle is not None
         self._handle.close()
         self._handle = None
-        try:
-            if self._local is not None:
-                _replace_local(self.temporary, self._target)
-            else:
-                self._fs.mv(self.temporary, self._target)
-        except BaseException:  # e.g. the target is a folder: leave no temporary behind
-            with contextlib.suppress(OSError):
-                self._fs.rm(self.temporary)
-            raise
+        _move_into_place(self._fs, self.temporary, self._target, self._local is not None)
 
     def abandon(self) -> None:
         """Remove what was written; the target is left as it was."""
@@ -149,10 +141,21 @@ def commit_file(local_file: str, uri: str) -> None:
             pass  # another filesystem ($TMPDIR): copy under a temporary name, as below
     temporary = temporary_name(target)
     fs.put_file(local_file, temporary)
-    if _local(uri) is not None:
-        _replace_local(temporary, target)
-    else:
-        fs.mv(temporary, target)
+    _move_into_place(fs, temporary, target, _local(uri) is not None)
+
+
+def _move_into_place(fs, temporary: str, target: str, local: bool) -> None:
+    """Rename a finished temporary onto its target; when that fails (the target is a folder, say)
+    the temporary is removed, never left beside the target."""
+    try:
+        if local:
+            _replace_local(temporary, target)
+        else:
+            fs.mv(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.rm(temporary)
+        raise
 
 
 @contextlib.contextmanager
