@@ -329,6 +329,8 @@ def test_evaluate_skips_unreadable_images_counting_their_reasons(tiny_tokenizer,
     assert "1 not_an_image, 1 truncated" in captured.out
     clean = evaluate_cli.evaluate(Tokenizer.from_pretrained(tiny_tokenizer), find_images(str(folder / "[ab].*")))
     assert clean.summary()["psnr"] == summary["psnr"] and clean.summary()["skipped"] == {}
+    limited = evaluate_cli.evaluate(Tokenizer.from_pretrained(tiny_tokenizer), find_images(str(folder / "*")), limit=2)
+    assert limited.summary()["images"] == 2 and limited.summary()["skipped"] == {}  # c, d: past the limit, unread
 
 
 def test_evaluate_mistakes_are_one_error_line_naming_the_flag(tiny_tokenizer, tmp_path, capsys):

@@ -88,12 +88,12 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
     count = 0
     skipped: list[tuple[ImageRef, str, str]] = []
     for _, image in iter_images(refs, size, skipped):
-        if limit is not None and count >= limit:
-            break
         batch.append(image)
         count += 1
         if len(batch) == batch_size:
             flush()
+        if count == limit:  # stop before reading (and counting as skipped) files past the limit
+            break
     if batch:
         flush()
     if count == 0:
