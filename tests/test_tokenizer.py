@@ -696,6 +696,10 @@ def test_ssim_and_psnr_match_scikit_image():
                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
         assert abs(ours[i] - theirs) < 1e-6
         assert abs(psnr_per_image(a, b)[i] - peak_signal_noise_ratio(a[i], b[i], data_range=255)) < 1e-6
+    tall = ssim_per_image(a[:, :, :37], b[:, :, :37])  # not square: each axis blurred along itself
+    theirs = structural_similarity(a[0, :, :37] / 255.0, b[0, :, :37] / 255.0, data_range=1.0, channel_axis=-1,
+                                   gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert abs(tall[0] - theirs) < 1e-6
     assert np.allclose(ssim_per_image(a, a), 1.0) and np.isinf(psnr_per_image(a, a)).all()
 
 

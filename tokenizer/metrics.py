@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def _as_unit_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -46,19 +45,28 @@ def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
     return w / w.sum()
 
 
+def _valid_blur_matrix(n: int, window: torch.Tensor) -> torch.Tensor:
+    """(n, n - k + 1) banded matrix: `t @ M` is the 'valid' 1-D convolution of t's last axis
+    with `window`. As a matrix product the separable blur runs in BLAS, about 30x faster on CPU
+    than torch's depthwise conv2d in float64 (20 s of a 64-image evaluation went there)."""
+    k = window.numel()
+    rows = torch.arange(n)[:, None] - torch.arange(n - k + 1)[None, :]  # tap index of row i, column j
+    inside = (rows >= 0) & (rows < k)
+    return torch.where(inside, window[rows.clamp(0, k - 1)], torch.zeros((), dtype=window.dtype))
+
+
 def ssim_per_image(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     """Mean SSIM of each image pair (data range 1, gaussian window, channels averaged)."""
     x, y = _as_unit_float(a), _as_unit_float(b)
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     g = _gaussian_window(sigma)
     k = g.numel()
     if h < k or w < k:
         raise ValueError(f"SSIM needs images of at least {k}x{k} pixels, got {h}x{w}")
-    kernel_h = g.view(1, 1, k, 1).expand(c, 1, k, 1)
-    kernel_w = g.view(1, 1, 1, k).expand(c, 1, 1, k)
+    along_h, along_w = _valid_blur_matrix(h, g).T.contiguous(), _valid_blur_matrix(w, g)
 
     def blur(t: torch.Tensor) -> torch.Tensor:  # 'valid' = skimage's border crop of (k-1)/2
-        return F.conv2d(F.conv2d(t, kernel_h, groups=c), kernel_w, groups=c)
+        return along_h @ (t @ along_w)
 
     c1, c2 = 0.01**2, 0.03**2
     ux, uy = blur(x), blur(y)
