@@ -49,12 +49,32 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
     return folder
 
 
+def made_once_for_all_workers(tmp_path_factory, name: str, make) -> Path:
+    """`make(folder)` run once per test run, not once per pytest-xdist worker: the first worker
+    to ask makes it under a file lock in the run's shared temp folder, the other waits and reads
+    it. (The sample corpus is 30 s of one core; both workers wrote it before.)"""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # pytest-N/, shared by this run's workers (pytest-N/popen-gwK/ is one's)
+    folder, done = base / f"shared-{name}", base / f"shared-{name}.done"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory) -> Path:
-    """The full embedded sample corpus, written by the real generator into a temp folder."""
+    """The full embedded sample corpus, written by the real generator into a temp folder (once
+    for both test workers; tests only read it)."""
     from uvd_pipeline.sample import write_sample_corpus
 
-    return Path(write_sample_corpus(str(tmp_path_factory.mktemp("corpus") / "sample")))
+    return made_once_for_all_workers(tmp_path_factory, "sample-corpus", lambda folder: write_sample_corpus(str(folder)))
 
 
 @pytest.fixture(scope="session")
