@@ -1,7 +1,8 @@
 """Decode any image file to RGB uint8, and onto the square canvas in one step.
 
 Whatever the input (EXIF-rotated JPEG, grayscale, CMYK, palette, alpha, 16-bit), the output is
-RGB uint8. Failures raise `DecodeError` with a short machine-readable reason, so callers can
+RGB uint8, in sRGB (an embedded RGB colour profile is converted: `transforms.colour_profile`).
+Failures raise `DecodeError` with a short machine-readable reason, so callers can
 count rejects by reason instead of crashing.
 
 The fast path: a JPEG can decode at 1/2, 1/4 or 1/8 scale inside libjpeg (DCT scaling). We
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from transforms.colour_profile import convert_to_srgb, srgb_conversion
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import coefficient_bytes, embedded_images, jpeg_layout
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
@@ -58,7 +60,9 @@ Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x 89.5 MP).
 # one input's decode: with a worker's own few hundred MB (Beam, the tokenizer) it stays under 1.5 GB
 DEFAULT_MAX_DECODE_BYTES = 768 << 20
-STRIP_PIXELS = 1 << 20  # pixels converted at a time: the temporaries of a conversion are per strip
+STRIP_PIXELS = 1 << 20
+# modes whose pixels an RGB ICC profile describes (grey and CMYK ones are left as they decode)
+_RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})  # pixels converted at a time: the temporaries of a conversion are per strip
 # bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
 _STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 _STRIP_COST = STRIP_PIXELS * 24  # the largest per-strip temporaries (int64 / uint16 working copies)
@@ -97,6 +101,7 @@ class DecodedImage:
     format: str
     reduced_decode: int  # 1, 2, 4 or 8: the JPEG DCT scale used (1 = full decode)
     plan: ResizePlan  # the geometry from the original (oriented) image to the canvas
+    colour_profile: str = ""  # the embedded ICC profile converted to sRGB from ("" = none, or sRGB)
 
 
 @dataclass(frozen=True)
@@ -328,6 +333,15 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return out
 
 
+def _in_srgb(image: Image.Image, pixels: np.ndarray) -> tuple[np.ndarray, str]:
+    """`to_rgb_array`'s pixels converted from the image's embedded RGB profile to sRGB, and the
+    profile's description ("" when there was nothing to convert)."""
+    if image.mode not in _RGB_PROFILED_MODES:
+        return pixels, ""
+    conversion = srgb_conversion(image.info.get("icc_profile"))
+    return convert_to_srgb(pixels, conversion), conversion.description
+
+
 def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
     """Full-resolution decode to (H, W, 3) uint8 with EXIF orientation applied."""
@@ -338,7 +352,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     _load(image)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
-    return to_rgb_array(image)
+    return _in_srgb(image, to_rgb_array(image))[0]
 
 
 def load_image(
@@ -384,5 +398,6 @@ def load_image(
     _load(image)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
-    pixels = plan.apply_image(to_rgb_array(image), pad_value=pad_value)
-    return DecodedImage(pixels, width, height, fmt, reduced, plan)
+    rgb, profile = _in_srgb(image, to_rgb_array(image))  # before the resize: it blends sRGB values
+    pixels = plan.apply_image(rgb, pad_value=pad_value)
+    return DecodedImage(pixels, width, height, fmt, reduced, plan, profile)

@@ -105,6 +105,8 @@ def render_image(record: ImageRecord, settings: RenderSettings, fingerprint: boo
     except DecodeError as exc:
         return Reject(record.key, record.source, record.group, "decode", exc.reason, exc.detail, split_hint=split)
     member = {"key": record.key, "width": decoded.width, "height": decoded.height, "format": decoded.format}
+    if decoded.colour_profile:
+        member["colour_profile"] = decoded.colour_profile  # converted to sRGB from this
     member.update(record.lineage)
     identity = None
     if fingerprint:
