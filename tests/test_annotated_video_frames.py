@@ -195,3 +195,25 @@ def test_jhmdb_stray_files_are_rejects_and_cost_nothing(tmp_path: Path, clip):
     assert rejects == [("unnumbered_frame", "'cover.png' has no frame number in its name"),
                        ("missing_frame", "no frame file numbered 22, 23, 24"),
                        ("missing_frame", "no frame file numbered 99999997, 99999998, 99999999")]
+
+
+def test_vipseg_stuff_keeps_its_class_beside_things(tmp_path: Path, clip):
+    """VIPSeg's panomask (its README): a stuff pixel holds its class id (1..124), a thing pixel
+    class * 100 + instance (person 61: 6100, 6101), 0 is void. Each region of the rendered target
+    has its class's colour: stuff is not divided by 100 into void."""
+    from transforms.annotations import colourize_labels
+
+    path, reference = clip
+    for jpg in _vipseg(tmp_path, path, "%08d.jpg"):
+        mask = np.zeros((H, W), np.uint16)
+        mask[:, W // 4:W // 2], mask[:, W // 2:3 * W // 4] = 10, 124  # two stuff classes
+        mask[:H // 2, 3 * W // 4:], mask[H // 2:, 3 * W // 4:] = 6100, 6101  # two persons
+        cv2.imwrite(str(tmp_path / "panomasks/v" / (jpg.stem + ".png")), mask)
+    record = next(i for i in _read(tmp_path, "vipseg", 3) if isinstance(i, AnnotatedClipRecord))
+    settings = RenderSettings(size=W, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
+                              val_fraction=0.0)
+    target = decode_png(render_annotated_clip(record, settings).images[1])
+    centres = [(H // 4, W // 8), (H // 4, 3 * W // 8), (H // 4, 5 * W // 8), (H // 4, 7 * W // 8),
+               (3 * H // 4, 7 * W // 8)]
+    assert [target[int(y * W / H), x].tolist() for y, x in centres] == colourize_labels(
+        np.array([0, 10, 124, 61, 61])).tolist()
