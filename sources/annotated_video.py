@@ -33,6 +33,7 @@ from sources.records import AnnotatedClipRecord, Reject, SourceItem, safe_key
 VideoLayout = Literal["vipseg", "jhmdb"]
 SentenceLayout = Literal["interleaved", "separated"]
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+VIPSEG_FRAME_FOLDERS = ("imgs", "images")  # VIPSeg as released; VIPSeg_720P
 
 
 def frame_windows(n_frames: int, frames: int, stride: int) -> list[tuple[int, ...]]:
@@ -101,13 +102,17 @@ class AnnotatedVideoSource:
 
     def units(self) -> list[str]:
         if self.layout == "vipseg":
-            videos = fsio.list_dirs(fsio.join(self.path, "imgs"), links=True) if fsio.exists(fsio.join(self.path, "imgs")) else []
+            # VIPSeg ships imgs/; its 720P conversion (change2_720p.py, what most code reads) images/
+            folder = next((fsio.join(self.path, f) for f in VIPSEG_FRAME_FOLDERS if fsio.exists(fsio.join(self.path, f))),
+                          None)
+            videos = fsio.list_dirs(folder, links=True) if folder else []
         else:
             root = fsio.join(self.path, "Rename_Images")
             videos = [v for action in (fsio.list_dirs(root, links=True) if fsio.exists(root) else [])
                       for v in fsio.list_dirs(action, links=True)]
         if not videos:
-            raise FileNotFoundError(f"no videos in the {self.layout} layout under {self.path}")
+            expected = "imgs/<video>/ (or images/<video>/)" if self.layout == "vipseg" else "Rename_Images/<action>/<video>/"
+            raise FileNotFoundError(f"no videos in the {self.layout} layout under {self.path} (expected {expected})")
         return videos
 
     def read(self, video_dir: str) -> Iterator[SourceItem]:

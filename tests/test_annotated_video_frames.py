@@ -132,11 +132,11 @@ def test_jhmdb_missing_or_doubled_frame_rejects_its_window(tmp_path: Path, clip)
     assert "00014.jpg" in rejects["f00012"][1] and "00014.png" in rejects["f00012"][1]
 
 
-def _vipseg(root: Path, clip: Path, pattern: str) -> list[Path]:
+def _vipseg(root: Path, clip: Path, pattern: str, folder: str = "imgs") -> list[Path]:
     """imgs/v/ of every third frame named by its time stamp (sparse numbers, as VIPSeg's
     00000976.jpg), and panomasks/v/ with the same stems, each mask made for its frame: class 1 +
     the clip frame the JPEG shows as its instance."""
-    frames = root / "imgs/v"
+    frames = root / folder / "v"
     _extract(clip, frames, pattern, 1, "-vf", "select=not(mod(n\\,3))", "-frame_pts", "1", "-q:v", "2")
     written = sorted(frames.iterdir())
     (root / "panomasks/v").mkdir(parents=True)
@@ -148,11 +148,13 @@ def _mask_for(jpg: Path, root: Path, reference: list[np.ndarray]) -> None:
                 np.full((H, W), 100 + _shows(str(jpg), reference), np.uint16))
 
 
-def test_vipseg_frames_in_time_order_with_their_masks(tmp_path: Path, clip):
+@pytest.mark.parametrize("folder", ["imgs", "images"])
+def test_vipseg_frames_in_time_order_with_their_masks(tmp_path: Path, clip, folder: str):
     """Frames named by ffmpeg's `-frame_pts` without padding (1.jpg, 4.jpg, ..., 19.jpg): in
-    time order, whatever a text sort says, each with the mask of its own stem."""
+    time order, whatever a text sort says, each with the mask of its own stem. VIPSeg's imgs/
+    and VIPSeg_720P's images/ alike."""
     path, reference = clip
-    for jpg in _vipseg(tmp_path, path, "%d.jpg"):
+    for jpg in _vipseg(tmp_path, path, "%d.jpg", folder):
         _mask_for(jpg, tmp_path, reference)
     items = _read(tmp_path, "vipseg", 3)
     records = [i for i in items if isinstance(i, AnnotatedClipRecord)]
