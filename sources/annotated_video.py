@@ -107,23 +107,44 @@ class AnnotatedVideoSource:
                           None)
             videos = fsio.list_dirs(folder, links=True) if folder else []
         else:
-            root = fsio.join(self.path, "Rename_Images")
-            videos = [v for action in (fsio.list_dirs(root, links=True) if fsio.exists(root) else [])
-                      for v in fsio.list_dirs(action, links=True)]
+            folder = fsio.join(self.path, "Rename_Images")
+            videos = self._two_levels(folder)
         if not videos:
             expected = "imgs/<video>/ (or images/<video>/)" if self.layout == "vipseg" else "Rename_Images/<action>/<video>/"
             raise FileNotFoundError(f"no videos in the {self.layout} layout under {self.path} (expected {expected})")
-        return videos
+        # a video annotated but without its frame folder is a unit too: read, it is one reject, so
+        # its annotations never vanish silently
+        have = {self._video(v) for v in videos}
+        if self.layout == "vipseg":
+            annotated = fsio.join(self.path, "panomasks")
+            names = [fsio.basename(d) for d in fsio.list_dirs(annotated, links=True)] if fsio.exists(annotated) else []
+        else:
+            names = [self._video(v) for v in self._two_levels(fsio.join(self.path, "joint_positions"))]
+        return videos + [fsio.join(folder, *name.split("/")) for name in names  # type: ignore[arg-type]
+                         if name not in have]
+
+    @staticmethod
+    def _two_levels(root: str) -> list[str]:
+        """<root>/<action>/<video> folders (JHMDB)."""
+        return [v for action in (fsio.list_dirs(root, links=True) if fsio.exists(root) else [])
+                for v in fsio.list_dirs(action, links=True)]
+
+    def _video(self, video_dir: str) -> str:
+        if self.layout == "vipseg":
+            return fsio.basename(video_dir)
+        return f"{fsio.basename(video_dir.rsplit('/', 1)[0])}/{fsio.basename(video_dir)}"
 
     def read(self, video_dir: str) -> Iterator[SourceItem]:
-        if self.layout == "vipseg":
-            video = fsio.basename(video_dir)
-        else:
-            video = f"{fsio.basename(video_dir.rsplit('/', 1)[0])}/{fsio.basename(video_dir)}"
+        video = self._video(video_dir)
         group = safe_key(self.name, *video.split("/"))
         outside = path_problem(self.path, video_dir, self.follow_links)
         if outside:  # not listed: the linked video folder is one rejected item
             yield Reject(group, self.name, group, "read", outside.reason, outside.detail)
+            return
+        if not fsio.exists(video_dir):  # listed from its annotations alone
+            annotations = f"panomasks/{video}/" if self.layout == "vipseg" else f"joint_positions/{video}/"
+            yield Reject(group, self.name, group, "read", "missing_frame",
+                         f"{annotations} has no frame folder {shown_name(video)}")
             return
         files = fsio.list_files(video_dir, FRAME_SUFFIXES, links=True)
         masks: list[str] = []

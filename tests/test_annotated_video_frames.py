@@ -219,3 +219,19 @@ def test_vipseg_stuff_keeps_its_class_beside_things(tmp_path: Path, clip):
                (3 * H // 4, 7 * W // 8)]
     assert [target[int(y * W / H), x].tolist() for y, x in centres] == colourize_labels(
         np.array([0, 10, 124, 61, 61])).tolist()
+
+
+def test_annotations_of_a_video_without_frames_are_a_reject(tmp_path: Path, clip):
+    """panomasks/<video>/ or joint_positions/<action>/<video>/ whose frame folder is not there
+    (never extracted, or named otherwise): one `missing_frame` reject for that video, never a
+    video's annotations dropped without a word."""
+    path, reference = clip
+    for jpg in _vipseg(tmp_path / "vip", path, "%08d.jpg"):
+        _mask_for(jpg, tmp_path / "vip", reference)
+    shutil.copytree(tmp_path / "vip/panomasks/v", tmp_path / "vip/panomasks/w")
+    _jhmdb(tmp_path / "jh", path, "%05d.png")
+    shutil.copytree(tmp_path / "jh/joint_positions/walk/v", tmp_path / "jh/joint_positions/run/w")
+    for root, layout, group in ((tmp_path / "vip", "vipseg", "av-w"), (tmp_path / "jh", "jhmdb", "av-run-w")):
+        items = _read(root, layout, 3)
+        assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [(group, "missing_frame")]
+        assert len([i for i in items if isinstance(i, AnnotatedClipRecord)]) >= 2
