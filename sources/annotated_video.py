@@ -103,14 +103,15 @@ class AnnotatedVideoSource:
     def units(self) -> list[str]:
         if self.layout == "vipseg":
             # VIPSeg ships imgs/; its 720P conversion (change2_720p.py, what most code reads) images/
-            folder = next((fsio.join(self.path, f) for f in VIPSEG_FRAME_FOLDERS if fsio.exists(fsio.join(self.path, f))),
-                          None)
+            folder = next((fsio.join(self.path, f) for f in VIPSEG_FRAME_FOLDERS
+                           if fsio.exists(fsio.join(self.path, f))), None)
             videos = fsio.list_dirs(folder, links=True) if folder else []
         else:
             folder = fsio.join(self.path, "Rename_Images")
             videos = self._two_levels(folder)
         if not videos:
-            expected = "imgs/<video>/ (or images/<video>/)" if self.layout == "vipseg" else "Rename_Images/<action>/<video>/"
+            expected = ("imgs/<video>/ (or images/<video>/)" if self.layout == "vipseg"
+                        else "Rename_Images/<action>/<video>/")
             raise FileNotFoundError(f"no videos in the {self.layout} layout under {self.path} (expected {expected})")
         # a video annotated but without its frame folder is a unit too: read, it is one reject, so
         # its annotations never vanish silently
@@ -234,8 +235,8 @@ class AnnotatedVideoSource:
                     yield Reject(key, self.name, group, "read", "missing_annotation",
                                  f"joint_positions covers {len(points)} frames")  # type: ignore[arg-type]
                     continue
-                annotation = {"kind": "pose", "skeleton": "jhmdb15",
-                              "points": [[v for x, y in points[i] for v in (float(x), float(y), 2.0)]  # type: ignore[index]
+                annotation = {"kind": "pose", "skeleton": "jhmdb15",  # type: ignore[index]
+                              "points": [[v for x, y in points[i] for v in (float(x), float(y), 2.0)]
                                          for i in window]}
             yield AnnotatedClipRecord(
                 key=key, source=self.name, group=group, frame_uris=frame_uris,
