@@ -3,29 +3,75 @@
 A sentence holds `frames` frames and their annotations (16 images for 8 frames), laid out
 interleaved {f1, a1, f2, a2, ...} or separated {f1, f2, ..., a1, a2, ...}. Windows at one stride
 do not overlap; a video with fewer frames than a window is rejected, never padded.
+
+Frames are ordered by the number in their names (the last run of digits: `00012.png`, `12.png`
+and `frame_12.jpg` are all frame 12), never by a text sort, which puts `10.png` before `2.png`.
+JHMDB numbers every frame of its clip (`00001.png` is the clip's first frame, pos_img's first
+column; a folder holding a frame numbered 0 counts from 0, as ffmpeg's `-start_number 0` writes
+it), so a number absent from the folder is a missing frame: a window holding it is rejected
+(`missing_frame`), never closed up over the gap with the poses of other frames. VIPSeg samples
+its videos sparsely (`00000976.jpg`), so its frames follow one another by number, frames and
+masks paired by number; a mask whose frame is gone still takes its place (its window is
+rejected `missing_frame`). Two files of one number (`00014.png` and `00014.jpg`) reject the
+windows holding it (`duplicate_frame`, `duplicate_annotation`); a file with no number in its
+name is rejected on its own (`unnumbered_frame`).
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
 import numpy as np
 
 from sources import fsio
-from sources.paths import OutsideRoot, check_inside, path_problem
+from sources.paths import OutsideRoot, check_inside, path_problem, shown_name
 from sources.records import AnnotatedClipRecord, Reject, SourceItem, safe_key
 
 VideoLayout = Literal["vipseg", "jhmdb"]
 SentenceLayout = Literal["interleaved", "separated"]
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+VIPSEG_FRAME_FOLDERS = ("imgs", "images")  # VIPSeg as released; VIPSeg_720P
 
 
 def frame_windows(n_frames: int, frames: int, stride: int) -> list[tuple[int, ...]]:
     """Non-overlapping windows of `frames` indices `stride` apart."""
     span = (frames - 1) * stride + 1
     return [tuple(range(start, start + span, stride)) for start in range(0, n_frames - span + 1, span)]
+
+
+def windows_holding(present: list[int], n_frames: int, frames: int, stride: int) -> list[tuple[int, ...]]:
+    """The windows of `frame_windows(n_frames, ...)` that hold at least one of the indices
+    `present`, in order: a window of absent frames only is no input, and a stray large number
+    must not make millions of them."""
+    span = (frames - 1) * stride + 1
+    starts = {i - i % span for i in present if i % span % stride == 0 and i - i % span + span <= n_frames}
+    return [tuple(range(start, start + span, stride)) for start in sorted(starts)]
+
+
+_NUMBER = re.compile(r"(\d+)\D*$")
+
+
+def _digits(uri: str) -> str | None:
+    match = _NUMBER.search(fsio.basename(uri).rsplit(".", 1)[0])
+    return match.group(1) if match else None
+
+
+def frame_number(uri: str) -> int | None:
+    """The number a frame or mask file's name gives it: its last run of digits."""
+    digits = _digits(uri)
+    return None if digits is None else int(digits)
+
+
+@dataclass
+class _Slot:
+    """One place of a video's timeline: the frame files and annotation files of its number."""
+
+    number: int
+    frames: list[str]
+    masks: list[str]
 
 
 # JHMDB's joint_positions.mat holds a few (2, 15, T) arrays: kilobytes. The cap also bounds what
@@ -56,78 +102,149 @@ class AnnotatedVideoSource:
 
     def units(self) -> list[str]:
         if self.layout == "vipseg":
-            videos = fsio.list_dirs(fsio.join(self.path, "imgs"), links=True) if fsio.exists(fsio.join(self.path, "imgs")) else []
+            # VIPSeg ships imgs/; its 720P conversion (change2_720p.py, what most code reads) images/
+            folder = next((fsio.join(self.path, f) for f in VIPSEG_FRAME_FOLDERS
+                           if fsio.exists(fsio.join(self.path, f))), None)
+            videos = fsio.list_dirs(folder, links=True) if folder else []
         else:
-            root = fsio.join(self.path, "Rename_Images")
-            videos = [v for action in (fsio.list_dirs(root, links=True) if fsio.exists(root) else [])
-                      for v in fsio.list_dirs(action, links=True)]
+            folder = fsio.join(self.path, "Rename_Images")
+            videos = self._two_levels(folder)
         if not videos:
-            raise FileNotFoundError(f"no videos in the {self.layout} layout under {self.path}")
-        return videos
+            expected = ("imgs/<video>/ (or images/<video>/)" if self.layout == "vipseg"
+                        else "Rename_Images/<action>/<video>/")
+            raise FileNotFoundError(f"no videos in the {self.layout} layout under {self.path} (expected {expected})")
+        # a video annotated but without its frame folder is a unit too: read, it is one reject, so
+        # its annotations never vanish silently
+        have = {self._video(v) for v in videos}
+        if self.layout == "vipseg":
+            annotated = fsio.join(self.path, "panomasks")
+            names = [fsio.basename(d) for d in fsio.list_dirs(annotated, links=True)] if fsio.exists(annotated) else []
+        else:
+            names = [self._video(v) for v in self._two_levels(fsio.join(self.path, "joint_positions"))]
+        return videos + [fsio.join(folder, *name.split("/")) for name in names  # type: ignore[arg-type]
+                         if name not in have]
+
+    @staticmethod
+    def _two_levels(root: str) -> list[str]:
+        """<root>/<action>/<video> folders (JHMDB)."""
+        return [v for action in (fsio.list_dirs(root, links=True) if fsio.exists(root) else [])
+                for v in fsio.list_dirs(action, links=True)]
+
+    def _video(self, video_dir: str) -> str:
+        if self.layout == "vipseg":
+            return fsio.basename(video_dir)
+        return f"{fsio.basename(video_dir.rsplit('/', 1)[0])}/{fsio.basename(video_dir)}"
 
     def read(self, video_dir: str) -> Iterator[SourceItem]:
-        if self.layout == "vipseg":
-            video = fsio.basename(video_dir)
-        else:
-            video = f"{fsio.basename(video_dir.rsplit('/', 1)[0])}/{fsio.basename(video_dir)}"
+        video = self._video(video_dir)
         group = safe_key(self.name, *video.split("/"))
         outside = path_problem(self.path, video_dir, self.follow_links)
         if outside:  # not listed: the linked video folder is one rejected item
             yield Reject(group, self.name, group, "read", outside.reason, outside.detail)
             return
-        frames = fsio.list_files(video_dir, FRAME_SUFFIXES, links=True)
-        windows = frame_windows(len(frames), self.frames, self.stride)
+        if not fsio.exists(video_dir):  # listed from its annotations alone
+            annotations = f"panomasks/{video}/" if self.layout == "vipseg" else f"joint_positions/{video}/"
+            yield Reject(group, self.name, group, "read", "missing_frame",
+                         f"{annotations} has no frame folder {shown_name(video)}")
+            return
+        files = fsio.list_files(video_dir, FRAME_SUFFIXES, links=True)
+        masks: list[str] = []
+        if self.layout == "vipseg":
+            masks_dir = fsio.join(self.path, "panomasks", video)
+            masks = fsio.list_files(masks_dir, (".png",), links=True) if fsio.exists(masks_dir) else []
+        slots: dict[int, _Slot] = {}
+        for what, uris in (("frame", files), ("annotation", masks)):
+            for uri in uris:
+                number = frame_number(uri)
+                if number is None:  # its place in time is unknown: never guessed from a text sort
+                    name = fsio.basename(uri)
+                    yield Reject(safe_key(group, name), self.name, group, "read", f"unnumbered_{what}",
+                                 f"{shown_name(name)} has no frame number in its name")
+                    continue
+                slot = slots.setdefault(number, _Slot(number, [], []))
+                (slot.frames if what == "frame" else slot.masks).append(uri)
+        if self.layout == "vipseg":  # sparse numbers: frames follow one another by number
+            timeline = [slots[number] for number in sorted(slots)]
+            present, n_frames = list(range(len(timeline))), len(timeline)
+            place = timeline.__getitem__
+            number_of = lambda i: timeline[i].number  # noqa: E731
+        else:  # every frame numbered: a number absent is a frame missing
+            base = 0 if 0 in slots else 1
+            present = [number - base for number in sorted(slots)]
+            n_frames = present[-1] + 1 if present else 0
+            place = lambda i: slots.get(i + base)  # noqa: E731
+            number_of = lambda i: i + base  # noqa: E731
+        windows = windows_holding(present, n_frames, self.frames, self.stride)
         if not windows:
-            yield Reject(group, self.name, group, "plan", "too_few_frames", f"{len(frames)} frames < {self.frames}")
+            yield Reject(group, self.name, group, "plan", "too_few_frames", f"{n_frames} frames < {self.frames}"
+                         if n_frames < (self.frames - 1) * self.stride + 1 else
+                         f"no window of {self.frames} frames at stride {self.stride} holds any of them")
             return
-        try:
-            annotations = self._annotations(video, frames)
-        except OutsideRoot as exc:
-            yield Reject(group, self.name, group, "read", exc.reason, exc.detail)
-            return
-        except FileNotFoundError as exc:
-            yield Reject(group, self.name, group, "read", "missing_annotation", str(exc)[:200])
-            return
-        except (OSError, ValueError, KeyError, NotImplementedError, TypeError) as exc:
-            # scipy's messages can quote the file's header bytes: name the problem only
-            yield Reject(group, self.name, group, "read", "bad_annotation", f"joint_positions.mat: {type(exc).__name__}")
-            return
+        points = None
+        if self.layout == "jhmdb":
+            try:
+                points = self._points(video)
+            except OutsideRoot as exc:
+                yield Reject(group, self.name, group, "read", exc.reason, exc.detail)
+                return
+            except FileNotFoundError as exc:
+                yield Reject(group, self.name, group, "read", "missing_annotation", str(exc)[:200])
+                return
+            except (OSError, ValueError, KeyError, NotImplementedError, TypeError) as exc:
+                # scipy's messages can quote the file's header bytes: name the problem only
+                yield Reject(group, self.name, group, "read", "bad_annotation",
+                             f"joint_positions.mat: {type(exc).__name__}")
+                return
+        widths = {len(_digits(f) or "") for slot in slots.values() for f in slot.frames}
+        width = widths.pop() if len(widths) == 1 else 0  # a missing frame named as its neighbours are
         for window in windows:
             key = f"{group}-s{self.stride}-f{window[0]:05d}"
-            used = [frames[i] for i in window]
-            if self.layout == "vipseg":
-                used += [u for u in (annotations[i] for i in window) if u is not None]
+            places = [place(i) for i in window]
+            used = [u for p in places if p is not None for u in (*p.frames, *p.masks)]
             outside = next(filter(None, (path_problem(self.path, u, self.follow_links) for u in used)), None)
             if outside:
                 yield Reject(key, self.name, group, "read", outside.reason, outside.detail)
                 continue
+            gone = [(i, p) for i, p in zip(window, places) if p is None or not p.frames]
+            if gone:
+                orphans = [fsio.basename(m) for _, p in gone if p is not None for m in p.masks]
+                yield Reject(key, self.name, group, "read", "missing_frame", (
+                    f"no frame for {', '.join(orphans)}" if orphans else
+                    f"no frame file numbered {', '.join(f'{number_of(i):0{width}d}' for i, _ in gone)}")[:200])
+                continue
+            doubled = next((p for p in places if len(p.frames) > 1), None)
+            if doubled:
+                yield Reject(key, self.name, group, "read", "duplicate_frame",
+                             f"frame {doubled.number}: {', '.join(fsio.basename(f) for f in doubled.frames)}"[:200])
+                continue
+            frame_uris = tuple(p.frames[0] for p in places)  # type: ignore[union-attr]
             if self.layout == "vipseg":
-                uris = [annotations[i] for i in window]
-                if any(u is None for u in uris):
-                    lost = [fsio.basename(frames[i]) for i, u in zip(window, uris) if u is None]
-                    yield Reject(key, self.name, group, "read", "missing_annotation", f"no mask for {', '.join(lost)}")
-                    continue
-                annotation = {"kind": "mask", "uris": uris}
-            else:
-                points = annotations
-                if window[-1] >= len(points):
+                lost = [p.frames[0] for p in places if not p.masks]  # type: ignore[union-attr]
+                if lost:
                     yield Reject(key, self.name, group, "read", "missing_annotation",
-                                 f"joint_positions covers {len(points)} frames")
+                                 f"no mask for {', '.join(fsio.basename(f) for f in lost)}"[:200])
                     continue
-                annotation = {"kind": "pose", "skeleton": "jhmdb15",
-                              "points": [[v for x, y in points[i] for v in (float(x), float(y), 2.0)] for i in window]}
+                doubled = next((p for p in places if len(p.masks) > 1), None)  # type: ignore[union-attr]
+                if doubled:
+                    yield Reject(key, self.name, group, "read", "duplicate_annotation",
+                                 f"frame {doubled.number}: {', '.join(fsio.basename(m) for m in doubled.masks)}"[:200])
+                    continue
+                annotation = {"kind": "mask", "uris": [p.masks[0] for p in places]}  # type: ignore[union-attr]
+            else:
+                if window[-1] >= len(points):  # type: ignore[arg-type]
+                    yield Reject(key, self.name, group, "read", "missing_annotation",
+                                 f"joint_positions covers {len(points)} frames")  # type: ignore[arg-type]
+                    continue
+                annotation = {"kind": "pose", "skeleton": "jhmdb15",  # type: ignore[index]
+                              "points": [[v for x, y in points[i] for v in (float(x), float(y), 2.0)]
+                                         for i in window]}
             yield AnnotatedClipRecord(
-                key=key, source=self.name, group=group, frame_uris=tuple(frames[i] for i in window),
+                key=key, source=self.name, group=group, frame_uris=frame_uris,
                 annotation=annotation, layout=self.sentence_layout, stride=self.stride, start=window[0],
-                lineage={"video": video, "frames_total": len(frames), "frames": list(window)},
+                lineage={"video": video, "frames_total": n_frames, "frames": list(window)},
             )
 
-    def _annotations(self, video: str, frames: list[str]):
-        if self.layout == "vipseg":
-            masks_dir = fsio.join(self.path, "panomasks", video)
-            masks = {fsio.basename(m).rsplit(".", 1)[0]: m for m in fsio.list_files(masks_dir, (".png",), links=True)} \
-                if fsio.exists(masks_dir) else {}
-            return [masks.get(fsio.basename(f).rsplit(".", 1)[0]) for f in frames]
+    def _points(self, video: str) -> np.ndarray:
         mat = fsio.join(self.path, "joint_positions", video, "joint_positions.mat")
         if not fsio.exists(mat):
             raise FileNotFoundError(f"no joint_positions.mat for {video}")

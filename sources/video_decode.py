@@ -11,9 +11,10 @@ Frames are named by time stamp through the index, so a frame is never taken for 
 frame is returned in display orientation (the stream's rotation applied, as players do). A
 decoder outputs frames in presentation order, so within one decoding run their stamps must rise:
 where they do not, the stamps are not presentation times and the video is refused
-(`unsupported_container`), never delivered as wrong frames. Streams whose stamps only count
-packets in decode order (`VideoIndex.decode_order_stamps`: H.264 with B-frames in AVI) are named
-by the decoder's output order instead.
+(`unsupported_container`). That check only sees a fall once it happens, after frames named by
+the stamps before it, so stamps that may not be presentation times are never used for names:
+streams whose stamps only count packets in decode order (`VideoIndex.decode_order_stamps`: every
+codec able to reorder in AVI, B-frames declared or not) are named by the decoder's output order.
 
 Memory is judged before any frame is decoded, from what the stream declares (`judge_memory`):
 width x height x the bytes a pixel takes in the decoder's format x the frames its decoder may

@@ -10,7 +10,11 @@ Some containers store no presentation stamps: AVI gives each packet the next tic
 order, so H.264 with B-frames there has stamps that rise in decode order while its decoder
 reorders. Such stamps name no shown frame: the index marks the stream `decode_order_stamps`, and
 its frames are named by the order the decoder gives them (presentation order), decoding from the
-first key frame with nothing skipped.
+first key frame with nothing skipped. In AVI that holds for every codec able to reorder, B-frames
+declared or not: the reorder delay can first appear mid-stream (an IPP stream and one with
+B-frames copied into one file: the decoder learns of it from the later SPS), and the stamps the
+MPEG-4 parser guesses for DivX/XviD's packed B-frames are wrong. Named by those stamps, frames
+came out misnamed before the stamps were seen to fall.
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ def build_index(container, stream) -> VideoIndex:
         # too, like the leading frames of an open GOP that key frame begins
         first = keyframe.index(True)
         discard = [d or i < first or p < pts[first] for i, (d, p) in enumerate(zip(discard, pts))]
-    in_decode_order = _stamps_in_decode_order(pts, stream.codec_context)
+    in_decode_order = _stamps_in_decode_order(pts, stream.codec_context, fmt)
     if in_decode_order and any(discard[keyframe.index(True):]):
         raise UnsupportedVideo("unsupported_container",
                                f"{fmt}/{codec}: time stamps in decode order from a decoder that reorders frames, "
@@ -119,13 +123,19 @@ def build_index(container, stream) -> VideoIndex:
                       clean, fmt, codec, in_decode_order)
 
 
-def _stamps_in_decode_order(pts: list[int], codec_context) -> bool:
-    """Stamps that only count packets in decode order (AVI's), from a decoder that may output
-    frames in another order (it declares a reorder delay, `has_b_frames`): then a frame's stamp
-    is not its place. Stamps that rise in decode order from a decoder that never reorders are
-    presentation stamps too."""
-    rising = all(a < b for a, b in zip(pts, pts[1:]))
-    return len(pts) > 1 and rising and bool(codec_context.has_b_frames)
+def _stamps_in_decode_order(pts: list[int], codec_context, container: str) -> bool:
+    """Stamps that only count packets in decode order, from a decoder that may output frames in
+    another order: then a frame's stamp is not its place. AVI's stamps are always such counts (or
+    the MPEG-4 parser's guesses), so there any codec that can reorder (`Codec.reorder`: H.264,
+    MPEG-4 Part 2, MPEG-2, ...) counts, whatever delay the stream declares when opened. Elsewhere,
+    stamps rising in decode order from a decoder that declares a reorder delay (`has_b_frames`):
+    an MP4 remuxed from AVI without presentation stamps. Stamps that rise in decode order from a
+    decoder that never reorders are presentation stamps too."""
+    if len(pts) < 2:
+        return False
+    if container == "avi":
+        return bool(codec_context.codec.reorder)
+    return all(a < b for a, b in zip(pts, pts[1:])) and bool(codec_context.has_b_frames)
 
 
 @dataclass(frozen=True)

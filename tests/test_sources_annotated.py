@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sources.annotated_video import AnnotatedVideoSource, frame_windows
+from sources.annotated_video import AnnotatedVideoSource, frame_windows, windows_holding
 from sources.multitask import MultiTaskSource
 from sources.multiview import Co3dSource, ObjaverseSource, azimuths_about_axis, pick_evenly
 from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord
@@ -192,6 +192,11 @@ def test_annotated_video_layouts(tmp_path: Path):
 
     assert frame_windows(20, 8, 1) == [tuple(range(8)), tuple(range(8, 16))]
     assert frame_windows(20, 8, 2) == [tuple(range(0, 16, 2))]
+    for n in range(0, 40, 3):  # every frame present: the windows of the whole range
+        for frames in (1, 3, 8):
+            for stride in (1, 2, 5):
+                assert windows_holding(list(range(n)), n, frames, stride) == frame_windows(n, frames, stride)
+    assert windows_holding([5, 10**9 - 1], 10**9, 8, 1) == [tuple(range(8)), tuple(range(10**9 - 8, 10**9))]
     vip = tmp_path / "vip"
     for f in range(10):
         _png(vip / f"imgs/v1/{f:05d}.jpg", np.zeros((8, 8, 3), np.uint8))

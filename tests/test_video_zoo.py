@@ -34,7 +34,7 @@ ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov",
        "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
        "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg",
        "mpeg2_elementary.mpg", "h264_bframes.avi", "h264_ipp.avi", "h264_bframes_cut.avi", "h264_opengop.mp4",
-       "mpeg4_bframes.mp4"]
+       "mpeg4_bframes.mp4", "h264_late_bframes.avi", "xvid_packed.avi"]
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 STRIDES = (1, 3, 10, 20, 30)
 SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
@@ -217,8 +217,9 @@ def test_decord_is_refused_where_it_is_not_exact(zoo):
     for name, why in (("x264_gop25.ts", "container mpegts"), ("mpeg2_gop15.mpg", "container mpeg"),
                       ("hevc.mp4", "codec hevc"), ("editlist.mp4", "edit list"), ("h264_10bit.mov", "pixel format"),
                       ("h264_rot90.mp4", "display rotation"), ("h264_opengop.mp4", "open GOP"),
-                      ("mpeg4_bframes.mp4", "open GOP"), ("mpeg4.avi", "open GOP"),
-                      ("h264_bframes.avi", "time stamps in decode order"), ("h264_ipp.avi", "H.264 or B-frames in AVI")):
+                      ("mpeg4_bframes.mp4", "open GOP"), ("mpeg4.avi", "time stamps in decode order"),
+                      ("h264_bframes.avi", "time stamps in decode order"),
+                      ("h264_ipp.avi", "time stamps in decode order")):
         (record,) = list(VideoSource("zoo", str(zoo[name].parent), decoder="decord").read(str(zoo[name])))
         assert record.decoder == "pyav"
         assert why in record.clips[0].lineage["decoder_note"], name
@@ -283,7 +284,9 @@ def test_avi_h264_b_frames_are_named_by_the_decoders_output_order(zoo, shown):
 
     index = read_index(str(zoo["h264_bframes.avi"]))
     assert index.decode_order_stamps and not index.reordered
-    assert not read_index(str(zoo["h264_ipp.avi"])).decode_order_stamps  # no B-frames: stamps are times
+    # no B-frames declared, but H.264 may reorder: AVI's stamps are trusted only for codecs that never do
+    assert read_index(str(zoo["h264_ipp.avi"])).decode_order_stamps
+    assert not read_index(str(zoo["mjpeg.avi"])).decode_order_stamps
     for name in ("h264_bframes.avi", "h264_bframes_cut.avi"):
         info = probe(str(zoo[name]))
         assert info.n_frames == len(shown[name]) and info.decode_order_stamps
@@ -294,6 +297,30 @@ def test_avi_h264_b_frames_are_named_by_the_decoders_output_order(zoo, shown):
             assert np.abs(got[i].astype(int) - shown[name][i]).mean() < 3
         assert name.endswith("_cut.avi") or [video_zoo.read_index(got[i]) for i in wanted] == wanted
     assert probe(str(zoo["h264_bframes_cut.avi"])).n_frames < probe(str(zoo["h264_bframes.avi"])).n_frames
+
+
+@pytest.mark.parametrize("name", ["h264_late_bframes.avi", "xvid_packed.avi"])
+def test_avi_frames_are_named_by_output_order_whatever_the_stream_declares(zoo, shown, name: str):
+    """Two real AVI kinds whose stamps the index used to take for presentation times: an H.264
+    stream whose B-frames start mid-file (the decoder learns of its reorder delay only there) and
+    XviD's packed B-frames (the MPEG-4 parser's stamps for them are wrong). Named by stamp, frame 42
+    came out showing frame 41 before the stamps fell, or with unwanted B-frames skipped, never
+    fell at all. By output order every pick is the frame the ffmpeg CLI shows."""
+    from sources.video_decode import VideoError, read_index
+
+    n = len(shown[name])
+    shows = [video_zoo.read_index(frame) for frame in shown[name]]
+    assert shows == list(range(n))
+    for wanted in ([42, 45], list(range(1, n, 3)), list(range(40, 56)), list(range(n))):
+        delivered, error = [], None
+        try:
+            for i, pixels in decode_frames(str(zoo[name]), wanted):
+                delivered.append((i, video_zoo.read_index(pixels)))
+        except VideoError as exc:
+            error = exc
+        assert [(i, s) for i, s in delivered if s != shows[i]] == []  # never a frame misnamed
+        assert error is None and sorted(i for i, _ in delivered) == wanted
+    assert read_index(str(zoo[name])).decode_order_stamps and probe(str(zoo[name])).n_frames == n
 
 
 def test_decoded_frames_whose_stamps_do_not_rise_are_refused_never_delivered(zoo, monkeypatch):

@@ -144,6 +144,13 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
         "h264_bframes.avi": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "30", "-bf", "3"], n=100),
         "h264_ipp.avi": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "30", "-bf", "0"], n=60),
         "h264_bframes_cut.avi": lambda p: truncate(build_zoo(root, ["h264_bframes.avi"])["h264_bframes.avi"], p, 0.6),
+        # B-frames only in the middle: an IPP stream copied together with one that has them; the
+        # decoder learns of its reorder delay from the middle part's SPS, after the file was opened
+        "h264_late_bframes.avi": lambda p: _segments(root, p, [*X264_CLI, "-g", "20"], ("0", "3", "0"), 40),
+        # XviD's packed B-frames, as DivX/XviD wrote AVI (libxvid packs them in AVI): a P- and a
+        # B-frame in one packet, then a 6-byte placeholder; the stamps guessed for them are wrong
+        "xvid_packed.avi": lambda p: _from_cli(root, p, ["-c:v", "libxvid", "-bf", "2", "-g", "12", "-q:v", "3"],
+                                               n=60),
         # open GOPs: frames after a key frame that are shown before it
         "h264_opengop.mp4": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "30", "-bf", "3", "-sc_threshold", "0",
                                                           "-x264-params", "open-gop=1"], n=120),
@@ -158,6 +165,22 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
             (makers.get(name) or cli[name])(path)
         paths[name] = path
     return paths
+
+
+def _segments(root: Path, out: Path, codec_args: list[str], bframes: Sequence[str], n: int) -> Path:
+    """Consecutive runs of `n` frames, each encoded with its own B-frame count, joined into one
+    raw H.264 stream and copied into `out` (as `cat` and a stream copy make them)."""
+    source = _source(root, n * len(bframes))
+    raw = b""
+    for k, bf in enumerate(bframes):
+        part = root / f"_{out.stem}_{k}.h264"
+        ffmpeg("-i", str(source), "-vf", f"select=between(n\\,{k * n}\\,{(k + 1) * n - 1}),setpts=N/25/TB",
+               *codec_args, "-bf", bf, "-pix_fmt", "yuv420p", "-f", "h264", str(part))
+        raw += part.read_bytes()
+    joined = root / f"_{out.stem}.h264"
+    joined.write_bytes(raw)
+    ffmpeg("-r", "25", "-i", str(joined), "-c", "copy", str(out))
+    return out
 
 
 def _head_cut(src: Path, dst: Path, unit: int) -> Path:

@@ -46,6 +46,9 @@ POLYGON_UPSAMPLE = 5
 POLYGON_POINT_BYTES = 24
 POLYGON_REACH = 16  # how far past the border (in the image's longer side) a polygon's vertex may lie
 RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any count of a budgeted map
+# VIPSeg's panomask: a value up to 124 is a stuff class id as it stands (0: void); above, a thing's
+# class * 100 + instance (its README: person 61 -> 6100, 6101, ...)
+VIPSEG_STUFF_MAX = 124
 
 
 class AnnotationError(Rejected):
@@ -206,8 +209,8 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
     else:
         labels = decode_label_map(_read(annotation["label_uri"]))
         divisor = int(annotation.get("panoptic_divisor", 0))
-        if divisor:
-            labels = labels // divisor
+        if divisor:  # things: class * divisor + instance; stuff up to `panoptic_stuff_max`: the class itself
+            labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
     return colourize_labels(_fit_map(plan, labels.astype(np.int32)))
 
 
@@ -402,7 +405,8 @@ def render_annotated_clip(record: AnnotatedClipRecord, settings: RenderSettings)
             decoded = _load(uri, None, settings)
             sizes.append({"width": decoded.width, "height": decoded.height})
             if annotation["kind"] == "mask":
-                payload = {"label_uri": annotation["uris"][index], "panoptic_divisor": annotation.get("divisor", 100)}
+                payload = {"label_uri": annotation["uris"][index], "panoptic_divisor": annotation.get("divisor", 100),
+                           "panoptic_stuff_max": annotation.get("stuff_max", VIPSEG_STUFF_MAX)}
                 task = "segmentation"
             else:
                 payload = {"skeleton": annotation["skeleton"], "people": [annotation["points"][index]]}

@@ -68,10 +68,10 @@ def _moved(thing: Thing, motion: dict, t: float, look: figure.Look | None) -> Th
 
 
 def panoptic(frame: rc.Frame, scene: Scene) -> np.ndarray:
-    """VIPSeg's panomask: class * 100 + instance for things, class * 100 for stuff (ground,
-    sky), 0 = void; uint16."""
-    stuff = ADE_CLASSES[scene.ground_class] * 100
-    out = np.where(frame.alpha > 0, stuff, ADE_CLASSES["sky"] * 100).astype(np.int64)
+    """VIPSeg's panomask: class * 100 + instance for things, the class id itself for stuff
+    (ground, sky; ids up to 124), 0 = void; uint16."""
+    stuff = ADE_CLASSES[scene.ground_class]
+    out = np.where(frame.alpha > 0, stuff, ADE_CLASSES["sky"]).astype(np.int64)
     things = frame.instance > 0
     out[things] = frame.semantic[things] * 100 + frame.instance[things]
     return out.astype(np.uint16)
