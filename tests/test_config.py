@@ -364,7 +364,8 @@ def _ade(root: Path) -> None:
     "writer,source,expected",
     [
         (_kitti, {"type": "stereo", "disparity_folder": "disp_occ_0"},
-         ["sources[0].disparity_folder (s)", "no disp_occ_0/", "disp_noc_0, image_2, image_3"]),
+         ["sources[0].disparity_folder (s)", "KITTI layout: no disp_occ_0 under ", "holds: disp_noc_0/, image_2/, image_3/)",
+          "name the folder of its disparity maps, or set a labeler"]),
         (_co3d, {"type": "co3d", "categories": ["dog"]},
          ["sources[0].categories (s)", "no dog/frame_annotations.jgz", "categories there: ball, suitcase"]),
         (_co3d, {"type": "co3d", "categories": ["ball", "dgo"]}, ["sources[0].categories (s)", "no dgo/"]),
