@@ -63,18 +63,45 @@ def names_found(entries: list[str], limit: int = 20) -> str:
 def missing_under(field: str, root: str, name: str, what: str = "", hint: str = "") -> FileNotFoundError:
     """The error for `root`/`name` (named by config `field`) not being there. When `root` itself
     is missing the source path is to blame; otherwise `field` is, and the message lists what the
-    nearest existing folder on the way holds."""
+    nearest existing folder on the way holds. The climb stops at `root`; a name that leads out of
+    it (an absolute `images_dir` elsewhere, a `..`) climbs to its first existing folder, but a
+    filesystem's top (`/`, a bucket) is never listed: the message names the first folder on the
+    way that is not there instead."""
     if not fsio.isdir(root):
         return FileNotFoundError(f"{root} does not exist or is not a folder")
-    target = fsio.join(root, name)
-    folder = target
-    while folder != root and not fsio.isdir(folder):
-        parent = posixpath.dirname(folder) if "://" in folder else os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    entries = [d + "/" for d in fsio.list_dirs(folder)] + fsio.list_files(folder) if fsio.isdir(folder) else []
-    return ConfiguredPathMissing(field, f"{what}no {name} under {root} ({folder} holds: {names_found(entries)}){hint}")
+    top, target = _normal(root), _normal(fsio.join(root, name))
+    where = "" if os.path.isabs(name) or "://" in name else f" under {root}"  # else: relative to root
+    if _is_url(target) == _is_url(top) and _within(top, target, "/" if _is_url(top) else os.sep):
+        folder = target
+        while folder != top and not fsio.isdir(folder):
+            folder = _parent(folder)
+    else:
+        gone, folder = target, target
+        while not _is_top(folder) and not fsio.isdir(folder):
+            gone, folder = folder, _parent(folder)
+        if _is_top(folder):  # never listed: `/` would print the machine's top folders
+            return ConfiguredPathMissing(field, f"{what}no {name}{where} ({gone} does not exist){hint}")
+    entries = [d + "/" for d in fsio.list_dirs(folder)] + fsio.list_files(folder)
+    return ConfiguredPathMissing(field, f"{what}no {name}{where} ({folder} holds: {names_found(entries)}){hint}")
+
+
+def _normal(path: str) -> str:
+    """`path` with `.`, `..` and doubled separators resolved (a local one made absolute)."""
+    if _is_url(path):
+        scheme, rest = path.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(rest)}".rstrip("/")
+    return _local(path)
+
+
+def _parent(path: str) -> str:
+    return posixpath.dirname(path) if _is_url(path) else os.path.dirname(path)
+
+
+def _is_top(path: str) -> bool:
+    """A filesystem's top folder: `/` (a drive's root), or a URL's bucket."""
+    if _is_url(path):
+        return "/" not in path.split("://", 1)[1].strip("/")
+    return os.path.dirname(path) == path
 
 
 class PathProblem(NamedTuple):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import ConfiguredPathMissing, names_found, path_problem
+from sources.paths import missing_under, path_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
@@ -42,9 +42,8 @@ class StereoSource:
             return
         split = fsio.join(self.path, self.split_folder)
         if not fsio.isdir(fsio.join(split, self.disparity_folder)):
-            raise ConfiguredPathMissing(
-                "disparity_folder", f"KITTI layout: no {self.disparity_folder}/ under {split} (folders there: "
-                f"{names_found(fsio.list_dirs(split))}); name one of them, or set a labeler for depth targets")
+            raise missing_under("disparity_folder", split, self.disparity_folder, "KITTI layout: ",
+                                "; name the folder of its disparity maps, or set a labeler for depth targets")
 
     def read(self, files: tuple[str, ...]) -> Iterator[SourceItem]:
         root = fsio.join(self.path, self.split_folder)

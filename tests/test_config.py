@@ -364,7 +364,8 @@ def _ade(root: Path) -> None:
     "writer,source,expected",
     [
         (_kitti, {"type": "stereo", "disparity_folder": "disp_occ_0"},
-         ["sources[0].disparity_folder (s)", "no disp_occ_0/", "disp_noc_0, image_2, image_3"]),
+         ["sources[0].disparity_folder (s)", "KITTI layout: no disp_occ_0 under ", "holds: disp_noc_0/, image_2/, image_3/)",
+          "name the folder of its disparity maps, or set a labeler"]),
         (_co3d, {"type": "co3d", "categories": ["dog"]},
          ["sources[0].categories (s)", "no dog/frame_annotations.jgz", "categories there: ball, suitcase"]),
         (_co3d, {"type": "co3d", "categories": ["ball", "dgo"]}, ["sources[0].categories (s)", "no dgo/"]),
@@ -402,6 +403,27 @@ def test_a_missing_configured_name_is_blamed_on_its_field(tmp_path: Path, writer
                             "sources": [{"name": "s", "path": str(tmp_path / "nope"), **source}]})
     with pytest.raises(ConfigError, match=r"sources\[0\]\.path \(s\)"):
         list_units(missing)
+
+
+def test_a_missing_images_dir_outside_the_root_never_lists_the_filesystem_top(tmp_path: Path):
+    """An absolute COCO `images_dir` outside the dataset root that is not there: the message said
+    "no ... under" the root, climbed from the name up to `/` and listed the machine's top folders.
+    It climbs to the first folder on the way that exists, and never lists `/` (it names the first
+    missing folder instead)."""
+    from uvd_pipeline.unit_render import list_units
+
+    root = tmp_path / "data"
+    _coco(root)
+    cases = (("/uvd-no-such-folder/val2017", "(/uvd-no-such-folder does not exist)"),
+             (str(tmp_path / "elsewhere" / "val2017"), f"({tmp_path} holds: data/)"))
+    for images_dir, expected in cases:
+        config = parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "coco", "path": str(root), "images_dir": images_dir}]})
+        with pytest.raises(ConfigError) as info:
+            list_units(config)
+        message = str(info.value)
+        assert "/ holds" not in message, message
+        assert "sources[0].images_dir (s)" in message and f"COCO: no {images_dir} {expected}" in message, message
 
 
 def test_stereo_with_a_labeler_needs_no_disparity_folder(tmp_path: Path):

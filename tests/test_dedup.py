@@ -281,6 +281,27 @@ def test_beam_dedup_step_matches_the_reference(exact, near):
             equal_to(rejects_expected), label="rejects")
 
 
+def test_the_dedup_decision_reads_and_splits_each_group_once():
+    """The unit-key grouping that meets each unit with the twin records dropping it was read by two
+    steps, kept units and duplicates, each splitting every group again. One step decides now, with
+    its rejects as a tagged output each consumer keeps by type (Beam's DaskRunner hands every
+    consumer of a multi-output step all its outputs: `tagged.of_type`)."""
+    import apache_beam as beam
+
+    from uvd_pipeline.group_steps import Deduplicate
+    from uvd_pipeline.sentences import RenderedUnit
+
+    units = [RenderedUnit(e.key, e.source, e.split, e.key, (b"png",), ({"key": e.key},), fingerprint=e)
+             for e in _random_fingerprints(2)[:8]]
+    pipeline = beam.Pipeline()
+    pipeline | "Units" >> beam.Create(units) | Deduplicate(DedupSettings(True, True, 6, 4))
+    transforms = pipeline.to_runner_api().components.transforms
+    join, = [t for t in transforms.values() if t.unique_name.endswith("/Join decisions")]
+    grouped = set(join.outputs.values())
+    readers = [t.unique_name for t in transforms.values() if not t.subtransforms and grouped & set(t.inputs.values())]
+    assert len(readers) == 1 and "/Decide/" in readers[0], readers
+
+
 # -- end to end ----------------------------------------------------------------------------------
 SIZE = 64  # the build's canvas in these tests
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,69 @@ def test_verify_holds_the_shard_folders_to_the_summary_and_the_stats(mini_corpus
     caplog.clear()
     run_build(config)
     assert "shard folders" not in caplog.text  # a finished build's folders hold its shards only
+
+
+def _stats_opens(monkeypatch) -> Counter[str]:
+    """Every open of a stats file from now on, by path (`open`: what fsspec's local files use)."""
+    import builtins
+
+    opened: Counter[str] = Counter()
+    real = builtins.open
+
+    def counting(file, *args, **kwargs):
+        if str(file).endswith(".stats.json"):
+            opened[str(file)] += 1
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    return opened
+
+
+def test_the_stray_check_reads_no_stats_file_again(mini_corpus, mini_build, tmp_path, monkeypatch, caplog):
+    """Finding strays (files no stats file names) read every stats file again, after `verify`
+    had just read them all to check the shards (and, at a build's end, after the shards' check
+    and the token summary had): N more reads per verify, each a request on an object store. Now
+    the names come from the reads already made: `verify` opens each stats file once, and the
+    build's stray check opens none; the strays found are the same."""
+    from uvd_pipeline import build as build_module
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.verify import STRAY, verify_output
+
+    config, out, _ = _copy(mini_corpus, mini_build, tmp_path)
+    committed = sorted((out / "rendered").rglob("*-train-*.tar"))[0]
+    stray = committed.with_name(committed.name.rsplit("-", 1)[0] + "-00099.tar")
+    shutil.copy(committed, stray)
+    marks = sorted(str(p) for p in out.rglob("*.stats.json") if "_units" not in p.parts)
+    tokens = [m for m in marks if "/tokens/" in m]
+    assert tokens and len(tokens) < len(marks)
+
+    opened = _stats_opens(monkeypatch)
+    result = verify_output(str(out))
+    assert result.damaged == [(str(stray), STRAY)]
+    assert {m: opened[m] for m in marks} == {m: 1 for m in marks}
+
+    real_end, real_strays = build_module.remove_temporaries, build_module.clear_strays
+    during_strays = Counter()
+
+    def run_end(output):  # the run is over: what the build's end opens from here
+        opened.clear()
+        return real_end(output)
+
+    def strays(*args, **kwargs):
+        before = Counter(opened)
+        try:
+            return real_strays(*args, **kwargs)
+        finally:
+            during_strays.update(Counter(opened) - before)
+
+    monkeypatch.setattr(build_module, "remove_temporaries", run_end)
+    monkeypatch.setattr(build_module, "clear_strays", strays)
+    caplog.set_level(logging.WARNING)
+    run_build(config)
+    assert f"found 1 files in the shard folders that no committed shard names: {stray}" in caplog.text
+    assert not during_strays
+    assert {m: opened[m] for m in tokens} == {m: 1 for m in tokens}  # the token summary's read, no other
+    assert all(opened[m] for m in marks)  # the counting sees the build end's reads
 
 
 def test_an_edited_rejects_file_is_never_merged(mini_corpus, mini_build, tmp_path, caplog):

@@ -161,22 +161,33 @@ def test_import_jsonl_refuses_a_line_that_is_not_utf8(tmp_path: Path, capsys):
 
 def test_import_jsonl_refuses_codebooks_and_sizes_a_shard_cannot_hold(tmp_path: Path, capsys):
     """`--codebook-size 100000` let id 70000 through, stored as uint16 (read back 4464); a negative
-    `--tokens-per-image` wrote n_images = -1 per sentence."""
+    `--tokens-per-image` wrote n_images = -1 per sentence. The bounds are checked once, by the
+    library (library callers are held to them too); the command's one-line error names the flag."""
     jsonl = tmp_path / "big.jsonl"
     jsonl.write_text(_lvm_line(np.full(256, 70_000)) + "\n")
     code, err = _import(capsys, jsonl, tmp_path / "big.arrow", "--codebook-size", "100000")
-    assert code == 2 and "argument --codebook-size: 100000 codes do not fit the token shards' uint16 codes" in err
+    assert code == 2 and err == "error: --codebook-size 100000: token shards store uint16 codes, so it must be 1..65536\n"
     code, err = _import(capsys, jsonl, tmp_path / "big.arrow", "--codebook-size", "65536")
     assert code == 2 and f"error: {jsonl} line 1: token id 70000 at position 0 is outside the codebook 0..65535 " in err
-    for flag in ("--tokens-per-image", "--image-size", "--codebook-size"):
-        code, err = _import(capsys, jsonl, tmp_path / "n.arrow", flag, "-256")
-        assert code == 2 and f"argument {flag}: must be a positive integer, got -256" in err
+    for flag, rule in (("--tokens-per-image", "must be a positive integer"), ("--image-size", "must be a positive integer"),
+                       ("--codebook-size", "token shards store uint16 codes, so it must be 1..65536")):
+        for value in ("-256", "0"):
+            code, err = _import(capsys, jsonl, tmp_path / "n.arrow", flag, value)
+            assert code == 2 and err == f"error: {flag} {value}: {rule}\n"
+        code, err = _import(capsys, jsonl, tmp_path / "n.arrow", flag, "many")
+        assert code == 2 and f"argument {flag}: invalid int value: 'many'" in err  # argparse's own usage error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]
-    from uvd_pipeline.shards import JsonlError
+    from uvd_pipeline.shards import ImportSettingError
 
-    for meta in (TokenShardMeta("t", "h", 100_000, 256, 256, "c"), TokenShardMeta("t", "h", 16, -256, 256, "c")):
-        with pytest.raises(JsonlError, match="codebook size 100000|tokens per image -256: must be a positive"):
+    for meta, field, message in ((TokenShardMeta("t", "h", 100_000, 256, 256, "c"), "codebook_size",
+                                  "codebook size 100000: token shards store uint16 codes, so it must be 1..65536"),
+                                 (TokenShardMeta("t", "h", 16, -256, 256, "c"), "tokens_per_image",
+                                  "tokens per image -256: must be a positive integer"),
+                                 (TokenShardMeta("t", "h", 16, 256, 0, "c"), "image_size",
+                                  "image size 0: must be a positive integer")):
+        with pytest.raises(ImportSettingError) as info:
             import_jsonl(str(jsonl), meta, str(tmp_path / "lib.arrow"))
+        assert (info.value.field, str(info.value)) == (field, message)
     # the largest codebook uint16 holds: its last id survives the round trip
     jsonl.write_text(_lvm_line(np.full(256, 65_535)) + "\n")
     assert _import(capsys, jsonl, tmp_path / "max.arrow", "--codebook-size", "65536")[0] == 0

@@ -35,7 +35,7 @@ from uvd_pipeline.source_factory import source_notices
 from uvd_pipeline import unit_store
 from uvd_pipeline.summary import (REJECTS_FILE, SUMMARY_FILE, finalize, metrics_reported, run_counters,
                                   run_distributions)
-from uvd_pipeline.tokenize_stage import token_stats_files
+from uvd_pipeline.tokenize_stage import summarize_tokens, token_stats_files
 from uvd_pipeline.unit_relocation import drop_previous, placement_uri, relocate
 
 log = logging.getLogger(__name__)
@@ -435,12 +435,16 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     removed = remove_temporaries(config.output)
     if removed:
         log.info("removed %d temporary files of retried work", removed)
-    committed = committed_shards(config.output, config.content_hash())  # read once for both steps
+    # the stats files are read once for the steps after the run: the stray check takes the names
+    # they claim from the shards' check and from the token summary
+    claimed: set[str] = set()
+    committed = committed_shards(config.output, config.content_hash(), claimed=claimed)
     settle_store(config.output, committed - drop_stale(config, units, committed))
-    clear_strays(config.output, remove=verify)
+    tokens = summarize_tokens(config.output, config.content_hash(), claimed=claimed)  # after drop_stale's removals
+    clear_strays(config.output, remove=verify, claimed=claimed)
     counters = run_counters(result)
     summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),
-                       distributions=run_distributions(result), metrics=metrics_reported(result))
+                       distributions=run_distributions(result), metrics=metrics_reported(result), tokens=tokens)
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
 
 
@@ -462,13 +466,14 @@ def settle_store(output: str, committed) -> None:
                  moved.files_removed)
 
 
-def clear_strays(output: str, remove: bool) -> None:
+def clear_strays(output: str, remove: bool, claimed: set[str] | None = None) -> None:
     """Files in the shard folders that no committed shard names, once the run has written all it
     will (a stray tar beside the shards, a folder no build wrote: glob readers would take them):
-    removed with `build --verify`, else named in a warning that says so."""
+    removed with `build --verify`, else named in a warning that says so. `claimed`: the files the
+    stats files name, as the steps that read them gathered (`unclaimed_files`)."""
     from uvd_pipeline.verify import remove_unclaimed, unclaimed_files
 
-    strays = remove_unclaimed(output) if remove else unclaimed_files(output)
+    strays = remove_unclaimed(output, claimed) if remove else unclaimed_files(output, claimed)
     if strays:
         shown = ", ".join(strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
         log.warning("%s %d files in the shard folders that no committed shard names: %s%s",

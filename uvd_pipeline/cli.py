@@ -202,11 +202,14 @@ def cmd_export_jsonl(args: argparse.Namespace) -> int:
 
 
 def cmd_import_jsonl(args: argparse.Namespace) -> int:
-    from uvd_pipeline.shards import TokenShardMeta, import_jsonl
+    from uvd_pipeline.shards import ImportSettingError, TokenShardMeta, import_jsonl
 
     meta = TokenShardMeta(args.tokenizer_name, args.tokenizer_hash, args.codebook_size, args.tokens_per_image,
                           args.image_size, "imported")
-    stats = import_jsonl(args.jsonl, meta, args.out, source=args.source, split=args.split, kind=args.kind)
+    try:
+        stats = import_jsonl(args.jsonl, meta, args.out, source=args.source, split=args.split, kind=args.kind)
+    except ImportSettingError as exc:  # the library checks the settings: name the flag that gave one
+        raise JsonlError(f"--{exc.field.replace('_', '-')} {exc.value}: {exc.rule}") from None
     print(f"wrote {stats['sentences']} sentences ({stats['tokens']} tokens) to {args.out}")
     return 0
 
@@ -237,28 +240,6 @@ def _add_set_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="set a config field (repeatable): KEY a dotted path such as tokenizer.batch_size or "
                           "sources.web.enabled (a source by name or index), VALUE a YAML scalar; validated with the file, paths relative to it")
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (a usage error names the option otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def codebook_size(text: str) -> int:
-    """An argparse type: a codebook that token shards can hold (uint16 codes)."""
-    from uvd_pipeline.shards import TOKEN_DTYPE_CODES
-
-    value = positive_int(text)
-    if value > TOKEN_DTYPE_CODES:
-        raise argparse.ArgumentTypeError(f"{value} codes do not fit the token shards' uint16 codes (at most "
-                                         f"{TOKEN_DTYPE_CODES})")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -320,10 +301,11 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--kind", default="image")
     i.add_argument("--tokenizer-name", default="vqgan-f16-8192-laion")
     i.add_argument("--tokenizer-hash", default="unknown", help="weights hash of the tokenizer that made the codes")
-    i.add_argument("--codebook-size", type=codebook_size, default=8192,
+    # bounds are the library's (`check_import`): the command names the flag of a value it refuses
+    i.add_argument("--codebook-size", type=int, default=8192,
                    help="codes of the tokenizer that made the tokens (at most 65536: shards store uint16)")
-    i.add_argument("--tokens-per-image", type=positive_int, default=256)
-    i.add_argument("--image-size", type=positive_int, default=256)
+    i.add_argument("--tokens-per-image", type=int, default=256)
+    i.add_argument("--image-size", type=int, default=256)
     i.set_defaults(func=cmd_import_jsonl)
 
     c = sub.add_parser("check", help="validate a config file, its sources and its tokenizer; print what it would build")

@@ -189,33 +189,24 @@ def _mark_twins(item: tuple[str, Iterable[Twin | None]]) -> Iterator[tuple[str, 
             yield twin.key, (twin, twin_dropped)
 
 
-def _split_decision(values: Iterable[Any]) -> tuple[list[RenderedUnit], list[tuple[Twin, bool]]]:
+def _decide(item: tuple[str, Iterable[Any]]) -> Iterator[Any]:
+    """One unit key's decision, its group split once into the unit and the twin records that drop
+    it: a unit no twin record drops is kept (the main output); a dropped one is a reject naming its
+    best twin (`choose_twin`), tagged `REJECTS`."""
+    key = item[0]
     units: list[RenderedUnit] = []
     candidates: list[tuple[Twin, bool]] = []
-    for value in values:
+    for value in item[1]:
         (units if isinstance(value, RenderedUnit) else candidates).append(value)
-    return units, candidates
-
-
-def _kept(item: tuple[str, Iterable[Any]]) -> Iterator[RenderedUnit]:
-    """A unit no twin record drops."""
-    units, candidates = _split_decision(item[1])
     if not candidates:
         yield from units
-
-
-def _duplicates(item: tuple[str, Iterable[Any]]) -> Iterator[Reject]:
-    """A dropped unit as a reject naming its best twin (`choose_twin`)."""
-    key = item[0]
-    units, candidates = _split_decision(item[1])
-    if not candidates:
         return
     if not units:
         raise IncompleteGroupError(f"unit {key} was fingerprinted but never arrived at the dedup decision")
     twin, twin_dropped = choose_twin(candidates)
     for unit in units:
         count(unit.source, f"rejects.{twin.reason}")
-        yield duplicate_reject(unit.key, unit.group, twin, twin_dropped)
+        yield TaggedOutput(REJECTS, duplicate_reject(unit.key, unit.group, twin, twin_dropped))
 
 
 class Deduplicate(beam.PTransform):
@@ -262,5 +253,8 @@ class Deduplicate(beam.PTransform):
             (units | "Units by key" >> beam.Map(lambda u: (u.key, u)), marked)
             | "Decision inputs" >> beam.Flatten()
             | "Join decisions" >> beam.GroupByKey()
+            | "Decide" >> beam.FlatMap(_decide).with_outputs(REJECTS, main="kept")
         )
-        return decided | "Kept" >> beam.FlatMap(_kept), decided | "Duplicates" >> beam.FlatMap(_duplicates)
+        # each output kept by its type: the DaskRunner hands every consumer all of them (`of_type`)
+        return (of_type(decided.kept, "Kept", RenderedUnit),
+                of_type(decided[REJECTS], "Duplicates", Reject))

@@ -78,6 +78,17 @@ def token_file(stats_uri: str, stats: dict[str, Any]) -> Recorded:
     return Recorded(fsio.join(folder, stats["file"]), stats.get("bytes"), stats.get("sha256"))
 
 
+def named_files(stats_uri: str, stats: Any, kind: str) -> list[str]:
+    """The files a stats file names (`kind`: "rendered" or "token"), the stats file first: what it
+    claims of the shard folders (`uvd_pipeline.verify.unclaimed_files`). A stats file that is not
+    one names itself only."""
+    try:
+        files = rendered_files(stats_uri, stats) if kind == "rendered" else [token_file(stats_uri, stats)]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return [stats_uri]
+    return [stats_uri] + [f.uri for f in files]
+
+
 class HashingReader(io.RawIOBase):
     """A read-only raw stream that hashes what passes through. Readers wrap it in `buffered()`:
     tarfile's stream mode reads 10 KB at a time, and each raw read and digest update lets go of

@@ -35,7 +35,7 @@ from sources.records import Reject
 from tokenizer.atomic import TMP_MARK, commit_file, write_bytes
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
 from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, file_sizes,
-                                    rendered_files)
+                                    named_files, rendered_files)
 from uvd_pipeline.quality import ShardQuality
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.tarfiles import TarWriter
@@ -80,14 +80,16 @@ def read_json(uri: str) -> Any:
     return json.loads(fsio.read_bytes(uri))
 
 
-def committed_shards(output: str, config_hash: str, verify: bool = False) -> set[ShardAddress]:
+def committed_shards(output: str, config_hash: str, verify: bool = False,
+                     claimed: set[str] | None = None) -> set[ShardAddress]:
     """Shards already finished by an earlier run of the same config (skipped on resume).
 
     Each shard's files are checked against its stats: the sizes always, the sha256 with `verify`
     (it reads every tar), and the rejects file's always (it is small, and every build merges it
     into `rejects.jsonl`). A damaged shard is not committed any more: its stats file is removed
     (with a warning naming the file), so this run writes the shard again. An unreadable stats
-    file is removed the same way."""
+    file is removed the same way. `claimed`: gets every file the stats files that stay name, the
+    stats files included (`named_files`), for the stray check, which then reads none again."""
     done = set()
     sizes = file_sizes(fsio.join(output, RENDERED_DIR))
     for uri in stats_files(output):
@@ -100,6 +102,8 @@ def committed_shards(output: str, config_hash: str, verify: bool = False) -> set
             _uncommit(uri)
             continue
         if stats.get("config_hash") != config_hash:
+            if claimed is not None:
+                claimed.update(named_files(uri, stats, "rendered"))
             continue
         problems = [(f.uri, why) for f in rendered_files(uri, stats)
                     if (why := check_file(f, verify or f.uri.endswith(REJECTS_SUFFIX), sizes))]
@@ -108,6 +112,8 @@ def committed_shards(output: str, config_hash: str, verify: bool = False) -> set
                 log.warning("damaged: %s: %s; shard %s is rebuilt", path, why, fsio.basename(uri)[: -len(STATS_SUFFIX)])
             _uncommit(uri)
             continue
+        if claimed is not None:
+            claimed.update(named_files(uri, stats, "rendered"))
         done.add(ShardAddress(stats["source"], stats["split"], int(stats["shard"])))
     return done
 

@@ -312,14 +312,25 @@ def check_tokens(tokens: np.ndarray, meta: TokenShardMeta) -> None:
                          "codebook size of the tokenizer that made them")
 
 
+class ImportSettingError(JsonlError):
+    """An import setting (a `TokenShardMeta` field) a token shard cannot hold. `field` names it,
+    `value` is what was given and `rule` what it must be, so a caller can name its own flag."""
+
+    def __init__(self, field: str, value: Any, rule: str) -> None:
+        super().__init__(f"{field.replace('_', ' ')} {value}: {rule}")
+        self.field, self.value, self.rule = field, value, rule
+
+
 def check_import(meta: TokenShardMeta, out_path: str) -> None:
-    """Settings and output an import can write: sizes the shard can hold, an `.arrow` file name."""
+    """Settings and output an import can write: sizes the shard can hold, an `.arrow` file name.
+    The one place an import's settings are checked (the CLI names its flag on an
+    `ImportSettingError`)."""
     if not 1 <= meta.codebook_size <= TOKEN_DTYPE_CODES:
-        raise JsonlError(f"codebook size {meta.codebook_size}: token shards store uint16 codes, so it must be "
-                         f"1..{TOKEN_DTYPE_CODES}")
+        raise ImportSettingError("codebook_size", meta.codebook_size,
+                                 f"token shards store uint16 codes, so it must be 1..{TOKEN_DTYPE_CODES}")
     for name in ("tokens_per_image", "image_size"):
         if getattr(meta, name) < 1:
-            raise JsonlError(f"{name.replace('_', ' ')} {getattr(meta, name)}: must be a positive integer")
+            raise ImportSettingError(name, getattr(meta, name), "must be a positive integer")
     if os.path.isdir(out_path):
         raise JsonlError(f"{out_path} is a folder; name the token shard file to write, e.g. "
                          f"{os.path.join(out_path, 'tokens' + ARROW_SUFFIX)}")

@@ -232,17 +232,19 @@ def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]])
 
 
 def finalize(config: BuildConfig, phases: dict[str, float], counters: dict[str, int], resumed: int = 0,
-             distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True) -> dict[str, Any]:
+             distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True,
+             tokens: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`, and
     write `mixture.yaml`. `phases`: seconds of each phase of the run (`build.phases`), whose sum is
     its time. `metrics`: whether the runner reported Beam metrics (if not, the summary names what
-    is missing)."""
+    is missing). `tokens`: `summarize_tokens` of this config, where the caller has it already."""
     output = config.output
     config_hash = config.content_hash()
     shards = committed_shards_of(output, config_hash)
     write_rejects(output, shards.rejects)
     sources = source_summaries(config, shards.per_source)
-    tokens = summarize_tokens(output, config_hash)
+    if tokens is None:
+        tokens = summarize_tokens(output, config_hash)
     mixture = write_mixture(config, tokens, {name: s["by_kind"] for name, s in sources.items()})
     summary = {
         "format_version": FORMAT_VERSION,

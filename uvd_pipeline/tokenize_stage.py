@@ -23,7 +23,7 @@ from sources import fsio
 from uvd_pipeline.config import TokenizerConfig
 from uvd_pipeline.daemon_pool import DaemonPool, PerProcess, cores
 from uvd_pipeline.render import decode_png
-from uvd_pipeline.integrity import REBUILD_HINT, ShardDamaged, check_file, token_file
+from uvd_pipeline.integrity import REBUILD_HINT, ShardDamaged, check_file, named_files, token_file
 from uvd_pipeline.rendered_shards import (TAR_SUFFIX, iter_shard, read_json, stats_files,
                                           tar_recorded)
 from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TOKENS_DIR, TokenRow, TokenShardMeta, write_token_shard
@@ -294,9 +294,11 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     return {**written, "skipped": False}
 
 
-def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, Any]:
+def summarize_tokens(output: str, config_hash: str | None = None, claimed: set[str] | None = None) -> dict[str, Any]:
     """Token totals per source (and per split) from the committed token stats, for the build
-    summary; with `config_hash`, shards of another configuration are left out."""
+    summary; with `config_hash`, shards of another configuration are left out. `claimed`: gets
+    every file the stats files name, the stats files included (`named_files`), for the stray
+    check, which then reads none again."""
     files = token_stats_files(output)
     if not files and not fsio.exists(fsio.join(output, TOKENS_DIR)):
         return {}
@@ -304,6 +306,8 @@ def summarize_tokens(output: str, config_hash: str | None = None) -> dict[str, A
     tokenizers: Counter[tuple] = Counter()  # ((field, value), ...) of name, hash, arithmetic -> shards
     for uri in files:
         stats = json.loads(fsio.read_bytes(uri))
+        if claimed is not None:
+            claimed.update(named_files(uri, stats, "token"))
         if config_hash is not None and stats.get("config_hash") not in (None, config_hash):
             continue
         *_, source, split, _ = uri.rstrip("/").split("/")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sources import fsio
-from uvd_pipeline.integrity import Recorded, check_file, rendered_files, token_file
+from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
 from uvd_pipeline.unit_store import check_unit, unit_marks
 
 
@@ -62,7 +62,8 @@ STRAY = "not a file of any committed shard (no stats file names it): a stray a g
 
 
 def _claimed(output: str) -> set[str]:
-    """Every file a stats file under `rendered/` or `tokens/` names, the stats files included."""
+    """Every file a stats file under `rendered/` or `tokens/` names, the stats files included (for
+    callers that have not read them already)."""
     from uvd_pipeline.rendered_shards import stats_files
     from uvd_pipeline.tokenize_stage import token_stats_files
 
@@ -70,22 +71,23 @@ def _claimed(output: str) -> set[str]:
     for listing, kind in ((stats_files(output), "rendered"), (token_stats_files(output), "token")):
         for uri in listing:
             claimed.add(uri)
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-                stats = _json(uri)
-                files = rendered_files(uri, stats) if kind == "rendered" else [token_file(uri, stats)]
-                claimed.update(f.uri for f in files)
+            with contextlib.suppress(OSError, ValueError):
+                claimed.update(named_files(uri, _json(uri), kind))
     return claimed
 
 
-def unclaimed_files(output: str) -> list[str]:
+def unclaimed_files(output: str, claimed: set[str] | None = None) -> list[str]:
     """Files in the shard folders (`rendered/`, `tokens/`) that no stats file names: a stray tar
     beside the committed ones, a shard folder no build wrote, the files of a shard whose commit
     mark is gone, a temporary of an interrupted write. Readers that glob the folders would take
-    them; `build --verify` removes them (`remove_unclaimed`)."""
+    them; `build --verify` removes them (`remove_unclaimed`). `claimed`: every file the stats files
+    name, with the stats files, from a caller that has just read them all (each is read again
+    otherwise: a request per shard on an object store)."""
     from uvd_pipeline.rendered_shards import RENDERED_DIR
     from uvd_pipeline.shards import TOKENS_DIR
 
-    claimed = _claimed(output)
+    if claimed is None:
+        claimed = _claimed(output)
     found: list[str] = []
     for folder in (RENDERED_DIR, TOKENS_DIR):
         root = fsio.join(output, folder)
@@ -94,13 +96,14 @@ def unclaimed_files(output: str) -> list[str]:
     return sorted(uri for uri in found if uri not in claimed)
 
 
-def remove_unclaimed(output: str) -> list[str]:
-    """Delete the `unclaimed_files` and the folders they leave empty; returns the files removed.
-    Only while no shard is being written (the build's start, lock held, store settled)."""
+def remove_unclaimed(output: str, claimed: set[str] | None = None) -> list[str]:
+    """Delete the `unclaimed_files` (`claimed`: as there) and the folders they leave empty;
+    returns the files removed. Only while no shard is being written (the build's end, lock held,
+    store settled)."""
     from uvd_pipeline.rendered_shards import RENDERED_DIR
     from uvd_pipeline.shards import TOKENS_DIR
 
-    strays = unclaimed_files(output)
+    strays = unclaimed_files(output, claimed)
     fs, _ = fsio.filesystem(output)
     for uri in strays:
         with contextlib.suppress(FileNotFoundError):
@@ -186,15 +189,18 @@ def verify_output(output: str, quick: bool = False,
                 _json(uri)
             except ValueError as exc:
                 damaged(uri, f"unreadable JSON ({exc})"[:200])
+    claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
     for listing, kind in ((stats_files(output), "rendered"), (token_stats_files(output), "token")):
         for uri in listing:
             result.files += 1
+            claimed.add(uri)
             try:
                 stats = _json(uri)
                 files = rendered_files(uri, stats) if kind == "rendered" else [token_file(uri, stats)]
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 damaged(uri, f"unreadable stats ({type(exc).__name__}: {exc})"[:200])
                 continue
+            claimed.update(f.uri for f in files)
             if kind == "rendered":
                 result.rendered_shards += 1
             else:
@@ -202,7 +208,7 @@ def verify_output(output: str, quick: bool = False,
             for recorded in files:
                 check(recorded)
     if holder is None:
-        for uri, why in missing_marks(output) + [(uri, STRAY) for uri in unclaimed_files(output)]:
+        for uri, why in missing_marks(output) + [(uri, STRAY) for uri in unclaimed_files(output, claimed)]:
             damaged(uri, why)
     for uri in unit_marks(output):
         result.files += 1
