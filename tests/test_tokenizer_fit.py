@@ -301,6 +301,32 @@ def test_fit_mistakes_are_one_error_line_naming_the_flag(tmp_path, capsys):
     assert missing.stderr.strip() == f"error: --config {tmp_path / 'none.json'}: cannot be read (No such file or directory)"
 
 
+def test_a_value_error_from_inside_training_is_a_traceback_not_a_flag_error(tmp_path, monkeypatch, capsys):
+    """`main` printed every ValueError as a one-line user mistake, so a bug deep in training looked
+    like bad input (exit 2, no traceback): only `UsageError` is a user mistake now."""
+    def broken_step(self, images):
+        raise ValueError("a bug inside train_step")
+
+    monkeypatch.setattr(fit_cli.Trainer, "train_step", broken_step)
+    with pytest.raises(ValueError, match="a bug inside train_step") as raised:
+        fit_cli.main(["--data", PHOTOS, "--out", str(tmp_path / "o"), "--max-steps", "1", "--batch-size", "1",
+                      "--crop", "32"])
+    assert not isinstance(raised.value, fit_cli.UsageError)
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_value_error_from_inside_evaluation_is_a_traceback_not_a_flag_error(tiny_tokenizer, monkeypatch, capsys):
+    """The same for `tokenizer.evaluate`: a ValueError from the codec became `error: --data ...`."""
+    def broken_encode(self, images):
+        raise ValueError("a bug inside encode")
+
+    monkeypatch.setattr(Tokenizer, "encode", broken_encode)
+    with pytest.raises(ValueError, match="a bug inside encode"):
+        evaluate_cli.main(["--checkpoint", str(tiny_tokenizer), "--data", str(SKIMAGE_DATA / "astronaut.png"),
+                           "--limit", "1"])
+    assert "error:" not in capsys.readouterr().err
+
+
 def _mixed_folder(folder: Path) -> Path:
     """Two real photos (JPEG and PNG, Pillow), a text file named .png and a PNG cut in half."""
     folder.mkdir()
