@@ -284,6 +284,15 @@ def test_state_shapes_are_the_built_models():
         assert list(state_shapes(config).items()) == [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
 
 
+def test_loads_compare_with_the_models_own_state_shapes_under_one_name():
+    """`checkpoint_io.expected_shapes` was a bare alias of `model.state_shapes`: two names for one
+    function. The loader uses `state_shapes` itself, and the alias is gone."""
+    from trainer import checkpoint_io, model
+
+    assert not hasattr(checkpoint_io, "expected_shapes")
+    assert checkpoint_io.state_shapes is model.state_shapes
+
+
 @pytest.mark.parametrize("layers, words", [(1000, "missing keys: model.embed_tokens.weight"),
                                            (4000, "field 'num_hidden_layers' = 4000: more than 1024")])
 def test_a_declared_depth_costs_nothing_before_the_file_is_compared(tmp_path: Path, monkeypatch, layers, words):
