@@ -218,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         # broken file, or no image for --stream, fails in a second, before gigabytes are loaded.
         if args.stream and not args.prompt:
             raise ValueError("--stream (no BOS) needs at least one --prompt image to start the sequence")
-        size = read_config(args.tokenizer).resolution
-        prompt = prepare_images(read_prompt(args.prompt), size, args.resize, names=args.prompt)
+        files = read_prompt(args.prompt)
+        size = read_config(args.tokenizer).resolution if files else 0  # no prompt: no size needed yet
+        prompt = prepare_images(files, size, args.resize, names=args.prompt)
         model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
         tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device)
         codes, images = generate_pixels(model, tokenizer, prompt, args.n, temperature=args.temperature,
