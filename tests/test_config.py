@@ -28,6 +28,40 @@ def test_sample_config_is_valid_and_paths_are_relative_to_it():
     assert config.sources[2].strides == (10, 20, 30)
 
 
+def test_mmpose_labeler_files_are_relative_to_the_config_like_every_other_path(tmp_path, monkeypatch):
+    """The mmpose labeler's `config` and `checkpoint` stayed as written, so relative ones were read
+    from wherever the build ran, while every other path of the config is relative to the file."""
+    from uvd_pipeline.labelers import LabelerError, check_spec
+    from uvd_pipeline.source_factory import labeler_specs
+
+    folder = tmp_path / "project"
+    (folder / "models").mkdir(parents=True)
+    (folder / "models" / "pose.py").write_text("# an MMPose config")
+    (folder / "models" / "pose.pth").write_bytes(b"0")
+    weights = tmp_path / "elsewhere" / "w.pth"  # an absolute path stays as it is
+    labeler = {"name": "mmpose", "config": "models/pose.py", "checkpoint": "models/pose.pth"}
+    absolute = {"name": "mmpose", "config": "models/pose.py", "checkpoint": str(weights)}
+    (folder / "build.yaml").write_text(yaml.safe_dump({"output": "out", "sources": [
+        {"name": "p", "type": "pseudo_labeled", "path": "imgs", "task": "pose", "labeler": labeler},
+        {"name": "s", "type": "stereo", "path": "pairs", "labeler": {"name": "sgbm", "block_size": 7}},
+        {"name": "q", "type": "pseudo_labeled", "path": "more", "task": "pose", "labeler": absolute}]}))
+    monkeypatch.chdir(tmp_path)  # not the config's folder: relative to the run, models/ is not there
+    config = load_config(str(folder / "build.yaml"))
+    pose = config.sources[0].labeler
+    assert (pose.config, pose.checkpoint) == (str(folder / "models" / "pose.py"), str(folder / "models" / "pose.pth"))
+    assert (config.sources[2].labeler.config, config.sources[2].labeler.checkpoint) == (
+        str(folder / "models" / "pose.py"), str(weights))
+    assert config.sources[1].labeler.model_dump() == {"name": "sgbm", "block_size": 7}  # other labelers: as written
+    [(field, spec, task)] = labeler_specs(config.sources[0])  # what the build checks and the workers get
+    assert spec == {"name": "mmpose", "config": str(folder / "models" / "pose.py"),
+                    "checkpoint": str(folder / "models" / "pose.pth")}
+    try:
+        import mmpose  # noqa: F401
+    except Exception:  # not installed: the files are found, so the check gets as far as the import
+        with pytest.raises(LabelerError, match=r"pip install -e '\.\[mmpose\]'"):
+            check_spec(spec, task)
+
+
 def test_unknown_field_lists_allowed_ones():
     message = _error({**BASE, "sources": [{**BASE["sources"][0], "shards": 3}]})
     assert "sources[0].shards: unknown field" in message and "num_shards" in message

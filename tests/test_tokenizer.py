@@ -32,6 +32,7 @@ from tokenizer.config import LVM, TINY, VQGANConfig, preset
 from tokenizer.metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,
                                usage_histogram)
 from tokenizer.model import VQGAN, build, parameter_count, state_shapes
+from torch_work import torch_work
 from uvd_pipeline.sample.media import square_photos
 
 
@@ -479,14 +480,19 @@ def test_state_shapes_are_the_built_models():
                                            (1500, "'num_res_blocks' = 1500 is more than 64")])
 def test_a_declared_depth_costs_nothing_before_the_file_is_compared(tmp_path, monkeypatch, blocks, words):
     """A few hundred bytes declaring thousands of blocks took 36 s and 216 MiB before the refusal:
-    the file is compared with the config's arithmetic shapes, no module is built for a mismatch."""
-    folder = _muse_folder(tmp_path / "deep", {**SMALL_CONFIG, "num_res_blocks": blocks},
-                          {"pytorch_model.bin": _torch_bytes({"x": torch.zeros(1)})})
+    the file is compared with the config's arithmetic shapes, no module is built for a mismatch.
+    Bounded by the work, not the clock: no module at all, and no more torch work than refusing the
+    same file under a one-block config takes (reading the file), whatever depth is declared."""
+    weights = {"pytorch_model.bin": _torch_bytes({"x": torch.zeros(1)})}
+    folder = _muse_folder(tmp_path / "deep", {**SMALL_CONFIG, "num_res_blocks": blocks}, weights)
+    shallow = _muse_folder(tmp_path / "shallow", {**SMALL_CONFIG, "num_res_blocks": 1}, weights)
     monkeypatch.setattr(checkpoint, "VQGAN", lambda config: pytest.fail("built a model for a mismatched file"))
-    started = time.perf_counter()
     with pytest.raises(CheckpointError, match=re.escape(words)):
         load(folder)
-    assert time.perf_counter() - started < 1.0
+    deep, reference = torch_work(lambda: load(folder), monkeypatch), torch_work(lambda: load(shallow), monkeypatch)
+    assert deep.modules == reference.modules == 0
+    assert 0 < reference.functions and deep.functions <= reference.functions, (deep, reference)
+    assert deep.operations <= reference.operations and deep.bytes <= reference.bytes, (deep, reference)
 
 
 class _Payload:

@@ -22,7 +22,7 @@ from tokenizer import evaluate as evaluate_cli
 from tokenizer import fit as fit_cli
 from tokenizer.checkpoint import load, weights_hash
 from tokenizer.codec import Tokenizer
-from tokenizer.data import TrainBatches, find_images, merge_refs
+from tokenizer.data import ImageRef, TrainBatches, find_images, merge_refs
 from tokenizer.losses import NLayerDiscriminator, adaptive_weight, colour_loss, hinge_d_loss
 from tokenizer.model import build
 from tokenizer.config import TINY
@@ -301,6 +301,32 @@ def test_fit_mistakes_are_one_error_line_naming_the_flag(tmp_path, capsys):
     assert missing.stderr.strip() == f"error: --config {tmp_path / 'none.json'}: cannot be read (No such file or directory)"
 
 
+def test_a_value_error_from_inside_training_is_a_traceback_not_a_flag_error(tmp_path, monkeypatch, capsys):
+    """`main` printed every ValueError as a one-line user mistake, so a bug deep in training looked
+    like bad input (exit 2, no traceback): only `UsageError` is a user mistake now."""
+    def broken_step(self, images):
+        raise ValueError("a bug inside train_step")
+
+    monkeypatch.setattr(fit_cli.Trainer, "train_step", broken_step)
+    with pytest.raises(ValueError, match="a bug inside train_step") as raised:
+        fit_cli.main(["--data", PHOTOS, "--out", str(tmp_path / "o"), "--max-steps", "1", "--batch-size", "1",
+                      "--crop", "32"])
+    assert not isinstance(raised.value, fit_cli.UsageError)
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_value_error_from_inside_evaluation_is_a_traceback_not_a_flag_error(tiny_tokenizer, monkeypatch, capsys):
+    """The same for `tokenizer.evaluate`: a ValueError from the codec became `error: --data ...`."""
+    def broken_encode(self, images):
+        raise ValueError("a bug inside encode")
+
+    monkeypatch.setattr(Tokenizer, "encode", broken_encode)
+    with pytest.raises(ValueError, match="a bug inside encode"):
+        evaluate_cli.main(["--checkpoint", str(tiny_tokenizer), "--data", str(SKIMAGE_DATA / "astronaut.png"),
+                           "--limit", "1"])
+    assert "error:" not in capsys.readouterr().err
+
+
 def _mixed_folder(folder: Path) -> Path:
     """Two real photos (JPEG and PNG, Pillow), a text file named .png and a PNG cut in half."""
     folder.mkdir()
@@ -331,6 +357,46 @@ def test_evaluate_skips_unreadable_images_counting_their_reasons(tiny_tokenizer,
     assert clean.summary()["psnr"] == summary["psnr"] and clean.summary()["skipped"] == {}
     limited = evaluate_cli.evaluate(Tokenizer.from_pretrained(tiny_tokenizer), find_images(str(folder / "*")), limit=2)
     assert limited.summary()["images"] == 2 and limited.summary()["skipped"] == {}  # c, d: past the limit, unread
+
+
+def _broken_images() -> dict[str, bytes]:
+    """Broken image files, each a different failure of Pillow's open or load."""
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    encoded = {}
+    for fmt in ("PNG", "JPEG"):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, fmt)
+        encoded[fmt] = buffer.getvalue()
+    png, jpeg = encoded["PNG"], encoded["JPEG"]
+    stream = bytearray(png)  # a damaged zlib stream: Pillow's "broken data stream when reading image file"
+    start = stream.index(b"IDAT") + 20
+    stream[start:start + 40] = bytes(b ^ 0x55 for b in stream[start:start + 40])
+    return {"empty.png": b"", "text.png": b"hi\n", "half.png": png[: len(png) // 2], "stream.png": bytes(stream),
+            "cut.jpg": jpeg[: len(jpeg) // 2],
+            "header.bmp": b"BM" + bytes(12) + (7).to_bytes(4, "little") + bytes(40)}  # a header size no BMP has
+
+
+def test_evaluate_skips_with_the_reasons_the_build_rejects_the_same_files_with(tmp_path):
+    """The tokenizer called a damaged compressed stream `decode_error` where the build says
+    `truncated` (and an empty file `not_an_image`, a broken header `decode_error`): an evaluation's
+    skipped counts now use the build's reasons (transforms.decode) for the same bytes."""
+    from tokenizer.data import iter_images
+    from transforms.decode import DecodeError, decode_rgb
+
+    files = _broken_images()
+    build = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DecodeError) as rejected:
+            decode_rgb(data)
+        build[name] = rejected.value.reason
+    assert build["stream.png"] == "truncated" and len(set(build.values())) == 4  # the cases differ
+    skipped: list = []
+    assert list(iter_images(find_images(str(tmp_path)), 64, skipped)) == []
+    assert {Path(ref.path).name: reason for ref, reason, _ in skipped} == build
+    gone: list = []
+    assert list(iter_images([ImageRef(str(tmp_path / "gone.png"))], 64, gone)) == []
+    assert [reason for _, reason, _ in gone] == ["unreadable_file"]  # the build's read failure
 
 
 def test_evaluate_mistakes_are_one_error_line_naming_the_flag(tiny_tokenizer, tmp_path, capsys):

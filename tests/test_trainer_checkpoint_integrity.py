@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,54 @@ def test_integrity_command_refuses_mistakes_and_checks_a_run_folder(runs, tmp_pa
     missing = subprocess.run([sys.executable, "-m", "trainer.integrity", str(tmp_path / "typo")],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
     assert missing.returncode == 2 and "typo: no such folder" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def _listings(monkeypatch, root: Path, action) -> Counter:
+    """How often `action()` lists (os.scandir) each directory at or below `root`."""
+    calls: list[Path] = []
+    scandir = os.scandir
+
+    def counting(path="."):
+        calls.append(Path(os.fspath(path)))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    try:
+        action()
+    finally:
+        monkeypatch.setattr(os, "scandir", scandir)
+    return Counter(path for path in calls if path == root or root in path.parents)
+
+
+def test_seal_walks_the_folder_once(tmp_path, monkeypatch, capsys):
+    """`--seal` walked the tree for its checks (nested manifests, any file at all) and again for the
+    manifest: up to three walks of what may be a whole run. Now one walk, each directory listed
+    once, on the path that seals and on the one that refuses."""
+    from trainer.integrity import main as integrity_main
+
+    checkpoint = tmp_path / "step_3"
+    (checkpoint / "tokenizer").mkdir(parents=True)
+    for name in ("model.pt", "config.json", "tokenizer/config.json", "tokenizer/pytorch_model.bin"):
+        (checkpoint / name).write_bytes(name.encode())
+    listed = _listings(monkeypatch, checkpoint, lambda: integrity_main(["--seal", str(checkpoint)]))
+    assert listed == {checkpoint: 1, checkpoint / "tokenizer": 1}
+    sealed = json.loads((checkpoint / MANIFEST).read_text())["files"]
+    assert sorted(sealed) == ["config.json", "model.pt", "tokenizer/config.json", "tokenizer/pytorch_model.bin"]
+    assert sealed["model.pt"] == {"bytes": 8, "sha256": hashlib.sha256(b"model.pt").hexdigest()}
+    assert integrity_main([str(checkpoint)]) == 0  # the manifest it wrote checks out
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copytree(checkpoint, run / "checkpoints" / "step_3")
+    (run / "log.jsonl").write_text("{}\n")
+
+    def refused() -> None:
+        with pytest.raises(SystemExit) as exit_:
+            integrity_main(["--seal", str(run)])
+        assert exit_.value.code == 2
+
+    listed = _listings(monkeypatch, run, refused)
+    assert set(listed) == {run, run / "checkpoints", run / "checkpoints" / "step_3",
+                           run / "checkpoints" / "step_3" / "tokenizer"} and set(listed.values()) == {1}
+    assert f"holds sealed checkpoint folders ({run / 'checkpoints' / 'step_3'}, ...)" in capsys.readouterr().err
+    assert not (run / MANIFEST).exists()

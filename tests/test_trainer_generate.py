@@ -224,3 +224,42 @@ def test_cli_a_prompt_that_is_not_an_image_is_one_error_line(tmp_path: Path, tin
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.startswith(f"error: prompt image '{tmp_path / prompt}': {reason}"), done.stderr
     assert not (tmp_path / "strip.png").exists()
+
+
+def test_cli_a_bad_prompt_fails_before_the_model_or_tokenizer_loads(tmp_path: Path, tiny_tokenizer: Path,
+                                                                    monkeypatch, capsys):
+    """The model (gigabytes) and the tokenizer were loaded before the prompt was read, so a typo in
+    a prompt path failed only after them. Now a missing, unreadable or broken prompt file, or no
+    prompt for --stream, fails before any weights are loaded, naming the file."""
+    import io
+
+    import tokenizer.codec
+    import trainer.checkpoint_io
+
+    def never(*args, **kwargs):
+        raise AssertionError("weights loaded before the prompt was checked")
+
+    monkeypatch.setattr(trainer.checkpoint_io, "load_pretrained", never)
+    monkeypatch.setattr(tokenizer.codec.Tokenizer, "from_pretrained", never)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (tmp_path / "notimage.png").write_text("hi\n")
+    (tmp_path / "folder.png").mkdir()
+    base = ["--checkpoint", str(tmp_path / "model"), "--tokenizer", str(tiny_tokenizer), "--out",
+            str(tmp_path / "strip.png"), "--device", "cpu"]
+    for prompt, words in (([good, tmp_path / "missing.png"], f"'{tmp_path / 'missing.png'}': No such file or directory"),
+                          ([tmp_path / "folder.png"], f"'{tmp_path / 'folder.png'}': Is a directory"),
+                          ([good, tmp_path / "notimage.png"], f"'{tmp_path / 'notimage.png'}': not_an_image"),
+                          ([tmp_path / "cut.jpg"], f"'{tmp_path / 'cut.jpg'}': truncated"),
+                          ([], "--stream (no BOS) needs at least one --prompt image")):
+        stream = [] if prompt else ["--stream"]
+        assert main(base + stream + ["--prompt", *map(str, prompt)]) == 2, prompt
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and words in err, (prompt, err)
+    assert not (tmp_path / "strip.png").exists()
+    # a good prompt gets past the checks to the (refused) model load
+    with pytest.raises(AssertionError, match="weights loaded"):
+        main(base + ["--prompt", str(good)])

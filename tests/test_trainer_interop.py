@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never reach for the Hub
@@ -20,6 +19,7 @@ from trainer.integrity import write_manifest
 from trainer.config import preset
 from trainer.interop import export_hf, import_hf, main
 from trainer.model import LVMTransformer, state_shapes
+from torch_work import torch_work
 
 transformers = pytest.importorskip("transformers")
 
@@ -284,23 +284,39 @@ def test_state_shapes_are_the_built_models():
         assert list(state_shapes(config).items()) == [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
 
 
+def test_loads_compare_with_the_models_own_state_shapes_under_one_name():
+    """`checkpoint_io.expected_shapes` was a bare alias of `model.state_shapes`: two names for one
+    function. The loader uses `state_shapes` itself, and the alias is gone."""
+    from trainer import checkpoint_io, model
+
+    assert not hasattr(checkpoint_io, "expected_shapes")
+    assert checkpoint_io.state_shapes is model.state_shapes
+
+
 @pytest.mark.parametrize("layers, words", [(1000, "missing keys: model.embed_tokens.weight"),
                                            (4000, "field 'num_hidden_layers' = 4000: more than 1024")])
 def test_a_declared_depth_costs_nothing_before_the_file_is_compared(tmp_path: Path, monkeypatch, layers, words):
     """741 bytes declaring 4000 layers took 29 s and 142 MiB before the refusal: the headers are
-    compared with arithmetic shapes, and no module is built for a file that does not fill it."""
+    compared with arithmetic shapes, and no module is built for a file that does not fill it.
+    Bounded by the work, not the clock: no module at all, and no more torch work than refusing the
+    same file under a one-layer config takes (reading its header), whatever depth is declared."""
     from trainer import checkpoint_io
 
-    folder = tmp_path / "deep"
-    folder.mkdir()
-    config = {**checkpoint_io.hf_config_dict(_config(), torch.float32), "num_hidden_layers": layers}
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    save_file({"x": torch.zeros(1)}, str(folder / "model.safetensors"))
+    folders = {}
+    for name, depth in (("deep", layers), ("shallow", 1)):
+        folder = folders[name] = tmp_path / name
+        folder.mkdir()
+        config = {**checkpoint_io.hf_config_dict(_config(), torch.float32), "num_hidden_layers": depth}
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        save_file({"x": torch.zeros(1)}, str(folder / "model.safetensors"))
     monkeypatch.setattr(checkpoint_io, "LVMTransformer", lambda config: pytest.fail("built a model first"))
-    started = time.perf_counter()
     with pytest.raises(CheckpointError, match=re.escape(words)):
-        load_pretrained(folder)
-    assert time.perf_counter() - started < 1.0
+        load_pretrained(folders["deep"])
+    deep = torch_work(lambda: load_pretrained(folders["deep"]), monkeypatch)
+    reference = torch_work(lambda: load_pretrained(folders["shallow"]), monkeypatch)
+    assert deep.modules == reference.modules == 0
+    assert deep.functions <= reference.functions and deep.operations <= reference.operations, (deep, reference)
+    assert deep.bytes <= reference.bytes, (deep, reference)
 
 
 @pytest.mark.parametrize("shard", ["ABSOLUTE", "../elsewhere/secret.safetensors", "sub/model.safetensors"])

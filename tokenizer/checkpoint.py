@@ -98,16 +98,23 @@ def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
     raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} or {SAFETENSORS_NAME} found")
 
 
-def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VQGAN:
-    """The model in folder `path` (muse format), fp32, in eval mode."""
+def read_config(path: str | os.PathLike[str]) -> VQGANConfig:
+    """The config of the muse-format folder `path`, without its weights (a caller that needs only
+    the image size, say, before paying for the model)."""
     folder = os.fspath(path)
     config_path = os.path.join(folder, CONFIG_NAME)
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{folder}: no {CONFIG_NAME}")
     try:
-        config = VQGANConfig.from_json(config_path)
+        return VQGANConfig.from_json(config_path)
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"bad config: {exc}") from None
+
+
+def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VQGAN:
+    """The model in folder `path` (muse format), fp32, in eval mode."""
+    folder = os.fspath(path)
+    config = read_config(folder)
     state, source = _read_state_dict(folder)
     check_state(state_shapes(config), state, source)  # before building: the file bounds the model
     try:

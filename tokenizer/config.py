@@ -31,6 +31,13 @@ _MUSE_OPTIONAL_NULL_KEYS = (
 _IGNORED_KEYS = ("name_or_path",)
 
 
+class UsageError(ValueError):
+    """A run refused for what its user gave it (a flag, or a file or folder a flag names): the
+    command lines of `tokenizer.fit` and `tokenizer.evaluate` print it as one `error:` line and
+    exit 2. Any other exception, a `ValueError` from deep in training included, is a bug and keeps
+    its traceback."""
+
+
 # Sanity bounds on what a config may declare (the released LVM tokenizer: 256 px, 128 hidden
 # channels, 768 at its widest level, 2 blocks per level, 5 levels, 8192 codes of 64 dims).
 LIMITS: dict[str, int] = {

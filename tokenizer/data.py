@@ -76,24 +76,94 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+# Why an image cannot be read, in the build's reject reasons (transforms/decode.py `_open`, `_load`;
+# uvd_pipeline/render.py's `unreadable_file`), so an evaluation's `skipped` counts compare with a
+# build's rejects. A mirror, not an import: tokenizer/ may not import transforms/ (DESIGN.md);
+# tests/test_tokenizer_fit.py feeds the same broken files to both and checks they agree. Not
+# mirrored: the build's own budgets (`image_too_large`, `too_many_scans`, `max_pixels`) and its
+# sniffing of formats Pillow cannot open (`unsupported_format`, here `not_an_image`).
+
+
+class UnreadableImage(Exception):
+    """An image that cannot be used: `reason`, the build's reject code for the same failure
+    (`open_reason`, `load_reason`), and `detail` for people."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _detail(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+
+
+def open_reason(exc: BaseException) -> str:
+    """The build's reason (transforms/decode.py `_open`) for an exception of `Image.open`."""
+    if isinstance(exc, Image.DecompressionBombError):
+        return "decompression_bomb"
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not_an_image"
+    return "corrupt_header"  # Pillow raises many types on a broken header
+
+
+def load_reason(exc: BaseException, image_format: str | None = None) -> str:
+    """The build's reason (transforms/decode.py `_load`) for an exception of `Image.load` after a
+    good header: Pillow's "image file is truncated" and "broken data stream" (a damaged compressed
+    stream) are both `truncated`; a TIFF that opens but will not load is `unsupported_format`."""
+    text = str(exc)
+    if isinstance(exc, OSError) and ("truncated" in text or "broken data stream" in text):
+        return "truncated"
+    return "unsupported_format" if image_format == "TIFF" else "decode_error"
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """RGB uint8 pixels of an image file's bytes; `UnreadableImage` with the build's reason when
+    they are not a usable image."""
+    if not data:
+        raise UnreadableImage("empty_file", "0 bytes")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.UnidentifiedImageError as exc:  # its message names a BytesIO object; never quote the bytes
+        raise UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these "
+                                                f"{len(data)} bytes") from exc
+    except Exception as exc:
+        raise UnreadableImage(open_reason(exc), _detail(exc)) from exc
+    with image:
+        try:
+            image.load()
+        except Exception as exc:
+            raise UnreadableImage(load_reason(exc, image.format), _detail(exc)) from exc
+        return _to_rgb(image)
+
+
 class ImageReader:
-    """Reads `ImageRef`s, keeping the tars it has opened open (random access into shards)."""
+    """Reads `ImageRef`s, keeping the tars it has opened open (random access into shards).
+
+    `read` raises `UnreadableImage` with the build's reasons: `unreadable_file` when the bytes
+    cannot be read (a missing file or tar member, a broken tar), the decode reasons otherwise."""
 
     def __init__(self) -> None:
         self._tars: dict[str, tarfile.TarFile] = {}
 
-    def read(self, ref: ImageRef) -> np.ndarray:
+    def read_bytes(self, ref: ImageRef) -> bytes:
         if ref.member is None:
-            with Image.open(ref.path) as image:
-                return _to_rgb(image)
+            with open(ref.path, "rb") as handle:
+                return handle.read()
         tar = self._tars.get(ref.path)
         if tar is None:
             tar = self._tars[ref.path] = tarfile.open(ref.path)
         handle = tar.extractfile(ref.member)
         if handle is None:
             raise FileNotFoundError(str(ref))
-        with Image.open(io.BytesIO(handle.read())) as image:
-            return _to_rgb(image)
+        return handle.read()
+
+    def read(self, ref: ImageRef) -> np.ndarray:
+        try:
+            data = self.read_bytes(ref)
+        except (OSError, KeyError, tarfile.TarError) as exc:  # KeyError: no such tar member
+            raise UnreadableImage("unreadable_file", _detail(exc)) from exc
+        return decode_image(data)
 
     def close(self) -> None:
         for tar in self._tars.values():
@@ -188,32 +258,22 @@ class TrainBatches:
         return np.stack(out)
 
 
-def unreadable_reason(exc: BaseException) -> str:
-    """A short stable code for an image Pillow cannot read (the build's decode reasons)."""
-    if isinstance(exc, Image.DecompressionBombError):
-        return "decompression_bomb"
-    if isinstance(exc, Image.UnidentifiedImageError):
-        return "not_an_image"
-    if "truncated" in str(exc).lower():
-        return "truncated"
-    return "decode_error"
-
-
 def iter_images(refs: Iterable[ImageRef], size: int,
                 skipped: list[tuple[ImageRef, str, str]] | None = None) -> Iterator[tuple[ImageRef, np.ndarray]]:
     """Each image, centre-cropped and resized to `size` (evaluation order = `refs` order).
 
-    With `skipped`, an image that cannot be read is appended to it as (ref, reason, detail) and
-    the rest go on; without, the error propagates."""
+    With `skipped`, an image that cannot be read is appended to it as (ref, reason, detail), the
+    reason the build gives the same failure, and the rest go on; without, `UnreadableImage`
+    propagates."""
     reader = ImageReader()
     try:
         for ref in refs:
             try:
                 image = reader.read(ref)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, tarfile.TarError) as exc:
+            except UnreadableImage as exc:
                 if skipped is None:
                     raise
-                skipped.append((ref, unreadable_reason(exc), " ".join(f"{type(exc).__name__}: {exc}".split())[:200]))
+                skipped.append((ref, exc.reason, exc.detail))
                 continue
             yield ref, resize_square(image, size)
     finally:

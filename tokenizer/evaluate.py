@@ -23,6 +23,7 @@ from PIL import Image
 
 from .checkpoint import CheckpointError
 from .codec import Tokenizer
+from .config import UsageError
 from .data import IMAGE_SUFFIXES, ImageRef, find_images, iter_images
 from .metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,
                       usage_histogram)
@@ -98,7 +99,7 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
         flush()
     if count == 0:
         why = f" ({len(skipped)} unreadable: {skipped[0][0]}: {skipped[0][1]}, ...)" if skipped else ""
-        raise ValueError(f"no images to evaluate{why}")
+        raise UsageError(f"no images to evaluate{why}")
     empty = np.zeros((0, size, size, 3), np.uint8)
     return Evaluation(
         tokenizer=tokenizer.name, weights_hash=tokenizer.weights_hash, images=count,
@@ -178,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"--checkpoint: {exc}")
     try:
         result = evaluate(tokenizer, refs, limit=args.limit, batch_size=args.batch_size)
-    except ValueError as exc:
+    except UsageError as exc:
         return _fail(f"--data {' '.join(args.data)}: {exc}")
     for ref, reason, detail in result.skipped:
         print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr)

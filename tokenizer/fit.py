@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .atomic import atomic_path
-from .config import PRESETS, VQGANConfig, preset
+from .config import PRESETS, UsageError, VQGANConfig, preset
 from .data import TrainBatches, find_images, merge_refs
 from .dataclass_cli import add_flags, flag, options_from
 from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generator_loss, hinge_d_loss, psnr,
@@ -145,7 +145,7 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=True)
         saved = VQGANConfig.from_json(json.loads(state["config"]))
         if saved != self.model.config:
-            raise ValueError(f"{path} was trained with another model config: {saved} vs {self.model.config}")
+            raise UsageError(f"--out: {path} was trained with another model config: {saved} vs {self.model.config}")
         self.model.load_state_dict(state["model"])
         self.disc.load_state_dict(state["disc"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -263,15 +263,15 @@ def generator_groups(model: VQGAN, level_lr_scale: float) -> list[dict]:
 def check_options(options: FitOptions) -> None:
     """Refuse a bad run before any data is read, naming the flag and the fix."""
     if options.lr_decay not in ("constant", "cosine"):
-        raise ValueError(f"--lr-decay {options.lr_decay!r}: choose constant or cosine")
+        raise UsageError(f"--lr-decay {options.lr_decay!r}: choose constant or cosine")
     if options.level_lr_scale <= 0:
-        raise ValueError(f"--level-lr-scale {options.level_lr_scale}: give a factor > 0")
+        raise UsageError(f"--level-lr-scale {options.level_lr_scale}: give a factor > 0")
     if options.colour_weight < 0:
-        raise ValueError(f"--colour-weight {options.colour_weight}: give a weight >= 0")
+        raise UsageError(f"--colour-weight {options.colour_weight}: give a weight >= 0")
     if not 0.0 <= options.min_lr_ratio <= 1.0:
-        raise ValueError(f"--min-lr-ratio {options.min_lr_ratio}: give a share of --lr between 0 and 1")
+        raise UsageError(f"--min-lr-ratio {options.min_lr_ratio}: give a share of --lr between 0 and 1")
     if os.path.exists(options.out) and not os.path.isdir(options.out):
-        raise ValueError(f"--out {options.out}: exists and is not a folder")
+        raise UsageError(f"--out {options.out}: exists and is not a folder")
 
 
 def model_config(options: FitOptions) -> VQGANConfig:
@@ -281,9 +281,9 @@ def model_config(options: FitOptions) -> VQGANConfig:
     try:
         return VQGANConfig.from_json(options.config)
     except OSError as exc:
-        raise ValueError(f"--config {options.config}: cannot be read ({exc.strerror or exc})") from None
+        raise UsageError(f"--config {options.config}: cannot be read ({exc.strerror or exc})") from None
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"--config {options.config}: {exc}") from None
+        raise UsageError(f"--config {options.config}: {exc}") from None
 
 
 def load_init(model: VQGAN, init: VQGAN, source: str = "--init") -> None:
@@ -292,7 +292,7 @@ def load_init(model: VQGAN, init: VQGAN, source: str = "--init") -> None:
     missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
     added = [k for k in missing if not k.startswith("decoder.level_out.")]
     if added or unexpected:
-        raise ValueError(f"{source}: its weights do not fit the model (missing {added}, unexpected {unexpected})")
+        raise UsageError(f"{source}: its weights do not fit the model (missing {added}, unexpected {unexpected})")
 
 
 def _log(out: str, record: dict) -> None:
@@ -320,22 +320,22 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     try:
         init = checkpoint.load(options.init) if options.init else None
     except checkpoint.CheckpointError as exc:
-        raise ValueError(f"--init: {exc}") from None
+        raise UsageError(f"--init: {exc}") from None
     config = init.config if init is not None else model_config(options)
     if options.decoder_level:
         config = dataclasses.replace(config, decoder_level=True)
     crop = options.crop or config.resolution
     if crop % config.downsample_factor:
-        raise ValueError(f"--crop {crop} is not a multiple of {config.downsample_factor}")
+        raise UsageError(f"--crop {crop} is not a multiple of {config.downsample_factor}")
     groups = None
     if options.balance_data:  # each pattern's images listed once (listing reads every tar's headers)
         groups = [find_images(pattern) for pattern in options.data]
         empty = [p for p, g in zip(options.data, groups) if not g]
         if empty:
-            raise ValueError(f"--balance-data: no images behind --data {empty[0]!r}; drop it or fix the pattern")
+            raise UsageError(f"--balance-data: no images behind --data {empty[0]!r}; drop it or fix the pattern")
     refs = merge_refs(groups) if groups is not None else find_images(options.data)
     if not refs:
-        raise ValueError(f"--data {' '.join(options.data)}: no images there (image files, folders of them, or tars)")
+        raise UsageError(f"--data {' '.join(options.data)}: no images there (image files, folders of them, or tars)")
     batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups)
     os.makedirs(options.out, exist_ok=True)
     trainer = Trainer(options, config, device)
@@ -377,10 +377,11 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit 2 with one `error:` line naming the flag for a run refused before (or while) it starts."""
+    """Exit 2 with one `error:` line naming the flag for a run refused for its flags or the files they
+    name (`UsageError`); any other error is a bug and keeps its traceback."""
     try:
         fit(parse_args(argv))
-    except ValueError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -171,12 +171,6 @@ def hf_config_dict(config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Parameter name -> shape, by arithmetic (`model.state_shapes`): no module is built before
-    the file's headers are known to fill the model."""
-    return state_shapes(config)
-
-
 # -- reading tensors -------------------------------------------------------------------------
 def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
     """The weight files of a checkpoint folder, in the preference order safetensors > bin."""
@@ -291,7 +285,8 @@ def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
     verify_model_files(folder)
     config, raw = read_config(folder)
     tied = bool(raw.get("tie_word_embeddings", False))
-    check_shapes(expected_shapes(config), tensor_shapes(folder), str(folder), tied=tied)
+    # shapes by arithmetic: no module is built before the file's headers are known to fill the model
+    check_shapes(state_shapes(config), tensor_shapes(folder), str(folder), tied=tied)
 
     def stream() -> Iterator[tuple[str, torch.Tensor]]:
         head_seen = False

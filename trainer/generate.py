@@ -109,10 +109,24 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
     return np.stack(generated).astype(np.uint16) if generated else np.zeros((0, tokens_per_image), np.uint16)
 
 
+def read_prompt(paths: Sequence[str | os.PathLike[str]]) -> list[bytes]:
+    """The bytes of each prompt image file; a `ValueError` naming the first that is missing or
+    cannot be read."""
+    out = []
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                out.append(handle.read())
+        except OSError as exc:
+            raise ValueError(f"prompt image {os.fspath(path)!r}: {exc.strerror or exc}") from None
+    return out
+
+
 def prepare_images(images: Sequence[np.ndarray | str | os.PathLike[str] | bytes], size: int,
-                   policy: str = "center_crop") -> np.ndarray:
+                   policy: str = "center_crop", names: Sequence[str | os.PathLike[str]] | None = None) -> np.ndarray:
     """Any-size RGB arrays, image files or encoded bytes -> uint8 (N, size, size, 3), through the
-    project's own decode and resize (the same policies the build uses)."""
+    project's own decode and resize (the same policies the build uses). `names`: what an error
+    calls each item given as bytes (the file it was read from), instead of its number."""
     from transforms.decode import load_image
     from transforms.errors import Rejected
     from transforms.resize import fit_image
@@ -124,20 +138,17 @@ def prepare_images(images: Sequence[np.ndarray | str | os.PathLike[str] | bytes]
             if array.dtype != np.uint8 or array.shape[-1] != 3:
                 raise ValueError(f"prompt arrays must be uint8 (H, W, 3), got {array.dtype} {array.shape}")
             out.append(fit_image(array, size, policy))  # type: ignore[arg-type]
+            continue
+        if isinstance(item, bytes):
+            data = item
+            name = f"{os.fspath(names[number])!r}" if names is not None else f"number {number + 1} (bytes)"
         else:
-            if isinstance(item, bytes):
-                data = item
-            else:
-                try:
-                    with open(item, "rb") as handle:
-                        data = handle.read()
-                except OSError as exc:
-                    raise ValueError(f"prompt image {os.fspath(item)!r}: {exc.strerror}") from None
-            try:
-                out.append(load_image(data, size, policy).pixels)  # type: ignore[arg-type]
-            except Rejected as exc:  # a user's file: say which one and why, never a traceback
-                name = f"{os.fspath(item)!r}" if not isinstance(item, bytes) else f"number {number + 1} (bytes)"
-                raise ValueError(f"prompt image {name}: {exc}") from None
+            data = read_prompt([item])[0]
+            name = f"{os.fspath(item)!r}"
+        try:
+            out.append(load_image(data, size, policy).pixels)  # type: ignore[arg-type]
+        except Rejected as exc:  # a user's file: say which one and why, never a traceback
+            raise ValueError(f"prompt image {name}: {exc}") from None
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
@@ -176,6 +187,7 @@ def make_strip(prompt: np.ndarray, generated: np.ndarray, border: int = 6) -> np
 def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
+    from tokenizer.checkpoint import read_config  # its CheckpointError is a ValueError
     from tokenizer.codec import Tokenizer
 
     from .checkpoint_io import CheckpointError, load_pretrained
@@ -202,9 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     dtype = ("bfloat16" if device.startswith("cuda") else "float32") if args.dtype == "auto" else args.dtype
     try:
+        # The prompt first, at the size the tokenizer's config.json names: a missing, unreadable or
+        # broken file, or no image for --stream, fails in a second, before gigabytes are loaded.
+        if args.stream and not args.prompt:
+            raise ValueError("--stream (no BOS) needs at least one --prompt image to start the sequence")
+        files = read_prompt(args.prompt)
+        size = read_config(args.tokenizer).resolution if files else 0  # no prompt: no size needed yet
+        prompt = prepare_images(files, size, args.resize, names=args.prompt)
         model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
         tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device)
-        prompt = prepare_images(args.prompt, tokenizer.image_size, args.resize)
         codes, images = generate_pixels(model, tokenizer, prompt, args.n, temperature=args.temperature,
                                         top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                                         bos=not args.stream, window=args.window)

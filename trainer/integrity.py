@@ -51,16 +51,28 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def describe_files(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Relative path -> {bytes, sha256} of every file under `folder` except the manifest."""
+def list_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every file under `folder` (its manifest included), sorted: one walk of the tree, each
+    directory listed once (`rglob("*")` lists each twice on Python 3.11)."""
+    found: list[Path] = []
+    for parent, _, names in os.walk(folder):
+        found += [path for name in names if (path := Path(parent) / name).is_file()]
+    return sorted(found)
+
+
+def describe_files(folder: str | os.PathLike[str], files: Iterable[Path] | None = None) -> dict[str, dict[str, Any]]:
+    """Relative path -> {bytes, sha256} of every file under `folder` except the manifest; `files`:
+    the folder's `list_files`, when the caller has walked it already."""
     root = Path(folder)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() != MANIFEST)
-    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in files}
+    paths = list_files(root) if files is None else sorted(files)
+    return {rel: {"bytes": p.stat().st_size, "sha256": file_digest(p)}
+            for p in paths if (rel := p.relative_to(root).as_posix()) != MANIFEST}
 
 
-def write_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """Seal `folder`: record every file's size and digest in its manifest (replacing an old one)."""
-    manifest = {"version": MANIFEST_VERSION, "files": describe_files(folder)}
+def write_manifest(folder: str | os.PathLike[str], files: Iterable[Path] | None = None) -> dict[str, Any]:
+    """Seal `folder`: record every file's size and digest in its manifest (replacing an old one);
+    `files` as for `describe_files`."""
+    manifest = {"version": MANIFEST_VERSION, "files": describe_files(folder, files)}
     write_bytes(os.fspath(Path(folder) / MANIFEST), (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return manifest
 
@@ -145,10 +157,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def sealed_below(folder: Path) -> list[Path]:
+def sealed_below(folder: Path, files: Iterable[Path] | None = None) -> list[Path]:
     """Sealed checkpoint folders under `folder` (a fit run's --out keeps one per step under
-    checkpoints/), sorted; none when `folder` is itself sealed."""
-    return sorted(path.parent for path in folder.rglob(MANIFEST) if path.parent != folder)
+    checkpoints/), sorted; none when `folder` is itself sealed. `files`: the folder's `list_files`,
+    when the caller has walked it already."""
+    files = list_files(folder) if files is None else files
+    return sorted(path.parent for path in files if path.name == MANIFEST and path.parent != folder)
 
 
 def _check(folder: Path) -> int:
@@ -180,17 +194,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     folders = [Path(folder) for folder in args.folders]
+    listings: dict[Path, list[Path]] = {}  # --seal: each folder walked once, for the checks and the manifest
     for folder in folders:
         if not folder.is_dir():
             parser.error(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
-        if args.seal and not (folder / MANIFEST).is_file() and sealed_below(folder):
-            parser.error(f"--seal {folder}: it holds sealed checkpoint folders ({sealed_below(folder)[0]}, ...): "
+        if not args.seal:
+            continue
+        files = listings[folder] = list_files(folder)
+        nested = sealed_below(folder, files)
+        if folder / MANIFEST not in files and nested:
+            parser.error(f"--seal {folder}: it holds sealed checkpoint folders ({nested[0]}, ...): "
                          "seal the checkpoint folder you edited, not the run folder around it")
-        if args.seal and not any(path.is_file() for path in folder.rglob("*")):
+        if not files:
             parser.error(f"--seal {folder}: an empty folder, nothing to seal")
     if args.seal:
         for folder in folders:
-            print(f"{folder}: sealed {len(write_manifest(folder)['files'])} files")
+            print(f"{folder}: sealed {len(write_manifest(folder, listings[folder])['files'])} files")
         return 0
     return max(_check(folder) for folder in folders)
 

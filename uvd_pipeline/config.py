@@ -656,8 +656,24 @@ def _resolve(path: str, base_dir: str) -> str:
     return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
 
 
+def _resolve_labeler(labeler: LabelerParams | None, base_dir: str) -> LabelerParams | None:
+    """An mmpose labeler's config and checkpoint files, resolved like every other path of the config."""
+    if not isinstance(labeler, MmposeLabeler):
+        return labeler
+    files = {field: _resolve(getattr(labeler, field), base_dir) for field in ("config", "checkpoint")
+             if getattr(labeler, field) is not None}
+    return labeler.model_copy(update=files)
+
+
+def _resolve_source(source: Any, base_dir: str) -> Any:
+    update = {"path": _resolve(source.path, base_dir)}
+    if getattr(source, "labeler", None) is not None:
+        update["labeler"] = _resolve_labeler(source.labeler, base_dir)
+    return source.model_copy(update=update)
+
+
 def _resolve_paths(config: BuildConfig, base_dir: str) -> BuildConfig:
-    sources = tuple(s.model_copy(update={"path": _resolve(s.path, base_dir)}) for s in config.sources)
+    sources = tuple(_resolve_source(s, base_dir) for s in config.sources)
     tokenizer = config.tokenizer
     if tokenizer.checkpoint != "embedded":
         tokenizer = tokenizer.model_copy(update={"checkpoint": _resolve(tokenizer.checkpoint, base_dir)})
