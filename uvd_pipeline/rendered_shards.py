@@ -80,8 +80,8 @@ def read_json(uri: str) -> Any:
     return json.loads(fsio.read_bytes(uri))
 
 
-def committed_shards(output: str, config_hash: str, verify: bool = False,
-                     claimed: set[str] | None = None) -> set[ShardAddress]:
+def committed_shards(output: str, config_hash: str, verify: bool = False, claimed: set[str] | None = None,
+                     each: Callable[[ShardAddress, str, dict[str, Any]], None] | None = None) -> set[ShardAddress]:
     """Shards already finished by an earlier run of the same config (skipped on resume).
 
     Each shard's files are checked against its stats: the sizes always, the sha256 with `verify`
@@ -89,7 +89,9 @@ def committed_shards(output: str, config_hash: str, verify: bool = False,
     into `rejects.jsonl`). A damaged shard is not committed any more: its stats file is removed
     (with a warning naming the file), so this run writes the shard again. An unreadable stats
     file is removed the same way. `claimed`: gets every file the stats files that stay name, the
-    stats files included (`named_files`), for the stray check, which then reads none again."""
+    stats files included (`named_files`), for the stray check, which then reads none again.
+    `each`: called with every committed shard's address, stats file and stats as read, for the
+    steps after this one that need them (`relocate`, the summary): they read none again."""
     done = set()
     sizes = file_sizes(fsio.join(output, RENDERED_DIR))
     for uri in stats_files(output):
@@ -114,7 +116,10 @@ def committed_shards(output: str, config_hash: str, verify: bool = False,
             continue
         if claimed is not None:
             claimed.update(named_files(uri, stats, "rendered"))
-        done.add(ShardAddress(stats["source"], stats["split"], int(stats["shard"])))
+        address = ShardAddress(stats["source"], stats["split"], int(stats["shard"]))
+        if each is not None:
+            each(address, uri, stats)
+        done.add(address)
     return done
 
 
