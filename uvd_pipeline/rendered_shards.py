@@ -80,6 +80,15 @@ def read_json(uri: str) -> Any:
     return json.loads(fsio.read_bytes(uri))
 
 
+def read_stats(uri: str) -> dict[str, Any]:
+    """A stats file's record; ValueError when it is not JSON (truncated, overwritten) or not a
+    JSON object."""
+    stats = read_json(uri)
+    if not isinstance(stats, dict):
+        raise ValueError("not a JSON object")
+    return stats
+
+
 def committed_shards(output: str, config_hash: str, verify: bool = False, claimed: set[str] | None = None,
                      each: Callable[[ShardAddress, str, dict[str, Any]], None] | None = None) -> set[ShardAddress]:
     """Shards already finished by an earlier run of the same config (skipped on resume).
@@ -96,12 +105,10 @@ def committed_shards(output: str, config_hash: str, verify: bool = False, claime
     sizes = file_sizes(fsio.join(output, RENDERED_DIR))
     for uri in stats_files(output):
         try:
-            stats = read_json(uri)
-            if not isinstance(stats, dict):
-                raise ValueError("not a JSON object")
+            stats = read_stats(uri)
         except ValueError as exc:
             log.warning("damaged: %s: unreadable stats (%s); the shard is rebuilt", uri, exc)
-            _uncommit(uri)
+            uncommit(uri)
             continue
         if stats.get("config_hash") != config_hash:
             if claimed is not None:
@@ -112,7 +119,7 @@ def committed_shards(output: str, config_hash: str, verify: bool = False, claime
         if problems:
             for path, why in problems:
                 log.warning("damaged: %s: %s; shard %s is rebuilt", path, why, fsio.basename(uri)[: -len(STATS_SUFFIX)])
-            _uncommit(uri)
+            uncommit(uri)
             continue
         if claimed is not None:
             claimed.update(named_files(uri, stats, "rendered"))
@@ -123,7 +130,8 @@ def committed_shards(output: str, config_hash: str, verify: bool = False, claime
     return done
 
 
-def _uncommit(stats_uri: str) -> None:
+def uncommit(stats_uri: str) -> None:
+    """Remove a shard's commit mark (its stats file): the shard is not committed any more."""
     fs, path = fsio.filesystem(stats_uri)
     with contextlib.suppress(FileNotFoundError):
         fs.rm_file(path)
@@ -366,7 +374,7 @@ def verified_tar(output: str, source: str, split: str, tar: str) -> str:
     except FileNotFoundError:
         raise ShardDamaged(stats_uri, "missing: the shard is not committed; run the build to finish it") from None
     except ValueError as exc:
-        raise ShardDamaged(stats_uri, f"unreadable stats ({exc})") from None
+        raise ShardDamaged(stats_uri, f"unreadable stats ({exc})"[:200] + f"; {REBUILD_HINT}") from None
     recorded = Recorded(fsio.join(output, RENDERED_DIR, source, split, tar), stats.get("tar_bytes"),
                         stats.get("tar_sha256"))
     why = check_file(recorded, full=True)
