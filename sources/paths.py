@@ -66,10 +66,11 @@ def missing_under(field: str, root: str, name: str, what: str = "", hint: str = 
     nearest existing folder on the way holds. The climb stops at `root`; a name that leads out of
     it (an absolute `images_dir` elsewhere, a `..`) climbs to its first existing folder, but a
     filesystem's top (`/`, a bucket) is never listed: the message names the first folder on the
-    way that is not there instead."""
+    way that is not there instead. A URL name (`s3://bucket/x`) is itself, as readers take it,
+    never a folder under a local `root`."""
     if not fsio.isdir(root):
         return FileNotFoundError(f"{root} does not exist or is not a folder")
-    top, target = _normal(root), _normal(fsio.join(root, name))
+    top, target = _normal(root), _normal(name if "://" in name else fsio.join(root, name))
     where = "" if os.path.isabs(name) or "://" in name else f" under {root}"  # else: relative to root
     if _is_url(target) == _is_url(top) and _within(top, target, "/" if _is_url(top) else os.sep):
         folder = target

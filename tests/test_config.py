@@ -443,13 +443,20 @@ def test_a_missing_images_dir_outside_the_root_never_lists_the_filesystem_top(tm
     """An absolute COCO `images_dir` outside the dataset root that is not there: the message said
     "no ... under" the root, climbed from the name up to `/` and listed the machine's top folders.
     It climbs to the first folder on the way that exists, and never lists `/` (it names the first
-    missing folder instead)."""
+    missing folder instead). A URL `images_dir` (read as itself) was joined under the local root
+    as a folder `memory:/...` and the root's files listed; its own filesystem is climbed now."""
+    import fsspec
+
     from uvd_pipeline.unit_render import list_units
 
     root = tmp_path / "data"
     _coco(root)
+    bucket = f"memory://uvd-paths-{tmp_path.name}"
+    fsspec.filesystem("memory").pipe(f"{bucket}/images/train2017/a.jpg", b"x")
     cases = (("/uvd-no-such-folder/val2017", "(/uvd-no-such-folder does not exist)"),
-             (str(tmp_path / "elsewhere" / "val2017"), f"({tmp_path} holds: data/)"))
+             (str(tmp_path / "elsewhere" / "val2017"), f"({tmp_path} holds: data/)"),
+             (f"{bucket}/images/val2017", f"({bucket}/images holds: train2017/)"),
+             (f"{bucket}-none/val2017", f"({bucket}-none/val2017 does not exist)"))
     for images_dir, expected in cases:
         config = parse_config({"output": str(tmp_path / "out"), "sources": [
             {"name": "s", "type": "coco", "path": str(root), "images_dir": images_dir}]})

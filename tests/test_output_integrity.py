@@ -229,6 +229,95 @@ def test_the_stray_check_reads_no_stats_file_again(mini_corpus, mini_build, tmp_
     assert all(opened[m] for m in marks)  # the counting sees the build end's reads
 
 
+def test_a_resumed_build_reads_each_stats_file_once_before_its_run_and_once_after(mini_corpus, mini_build, tmp_path,
+                                                                                 monkeypatch):
+    """Before the run a resumed build read each rendered stats file three times (the shards'
+    check, `relocate` for the tar's sha256, the Tokenize step's listing of the earlier shards) and
+    after it three times (the shards' check, `relocate`, the summary): each a request on an
+    object store. Now the shards' check hands what the others need on: one read before the run
+    and one after; the token stats files are read once after it (the token summary). The summary
+    is the one a fresh read gives."""
+    from uvd_pipeline import build as build_module
+    from uvd_pipeline.build import run_build
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    rendered = sorted(str(p) for p in (out / "rendered").rglob("*.stats.json"))
+    tokens = sorted(str(p) for p in (out / "tokens").rglob("*.stats.json"))
+    assert rendered and tokens
+    opened = _stats_opens(monkeypatch)
+    before_run: Counter[str] = Counter()
+    real_run, real_end = build_module.run_pipeline, build_module.remove_temporaries
+
+    def run(pipeline):
+        before_run.update(opened)
+        return real_run(pipeline)
+
+    def run_end(output):  # the run is over: what the build's end opens from here
+        opened.clear()
+        return real_end(output)
+
+    monkeypatch.setattr(build_module, "run_pipeline", run)
+    monkeypatch.setattr(build_module, "remove_temporaries", run_end)
+    again = run_build(config).summary
+    assert again["run"]["shards_resumed"] == len(rendered)
+    assert {m: before_run[m] for m in rendered} == {m: 1 for m in rendered}
+    assert {m: opened[m] for m in rendered + tokens} == {m: 1 for m in rendered + tokens}
+    for key in ("totals", "sources", "shards", "tokens", "mixture"):
+        assert again[key] == summary[key], key
+
+
+def test_an_unreadable_token_stats_file_is_named_and_tokenized_again(mini_corpus, mini_build, tmp_path, monkeypatch,
+                                                                      caplog, capsys):
+    """A token shard's stats file cut short (not JSON any more) stopped a resumed build with a
+    JSONDecodeError traceback (its Tokenize step, or the summary when it broke after that step).
+    Now it is handled as an unreadable rendered stats file is: `verify` and `report` name it and
+    the fix, the Tokenize step tokenizes the shard again, and one the summary meets is removed
+    with a warning naming it and the fix; a resumed build with --verify writes it back, the same
+    bytes."""
+    from uvd_pipeline import build as build_module
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.cli import main
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    reference = shard_digests(out)
+    mark = sorted((out / "tokens").rglob("*.stats.json"))[0]
+    arrow = mark.with_name(mark.name.replace(".stats.json", ".arrow"))
+    mark.write_bytes(mark.read_bytes()[:100])
+    hint = "a resumed build with --verify rebuilds damaged shards"
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {mark}: unreadable stats (JSONDecodeError" in printed and "build CONFIG --verify" in printed
+    assert main(["report", str(out)]) == 1
+    printed = capsys.readouterr().err
+    assert f"error: damaged: {mark}: unreadable stats (JSONDecodeError" in printed and hint in printed
+    assert "Traceback" not in printed
+
+    caplog.set_level(logging.WARNING)
+    run_build(config, verify=True)
+    assert f"damaged: {mark}: unreadable stats (" in caplog.text and "it is tokenized again" in caplog.text
+    assert shard_digests(out) == reference and main(["verify", str(out)]) == 0
+    capsys.readouterr()
+
+    # damaged after the Tokenize step read it (as the build settles): the summary's read finds it
+    real_drop = build_module.drop_stale
+
+    def drop_stale(*args, **kwargs):
+        mark.write_bytes(b"{")
+        return real_drop(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "drop_stale", drop_stale)
+    caplog.clear()
+    counted = run_build(config).summary["tokens"]["sources"]
+    source = mark.relative_to(out / "tokens").parts[0]
+    assert counted[source]["shards"] == summary["tokens"]["sources"][source]["shards"] - 1
+    assert f"damaged: {mark}: unreadable stats (" in caplog.text and hint in caplog.text
+    assert f"files in the shard folders that no committed shard names: {arrow}" in caplog.text
+    assert not mark.exists()
+    monkeypatch.setattr(build_module, "drop_stale", real_drop)
+    assert run_build(config, verify=True).summary["tokens"] == summary["tokens"]
+    assert shard_digests(out) == reference and main(["verify", str(out)]) == 0
+
+
 def test_an_edited_rejects_file_is_never_merged(mini_corpus, mini_build, tmp_path, caplog):
     """A committed shard's rejects file edited in place (same size, another reason): a plain
     resume checks its sha256 (every build merges it into `rejects.jsonl`), rebuilds that shard and

@@ -91,6 +91,32 @@ def test_changed_imagenet_index_files_are_noticed_on_rerun(mini_corpus, tmp_path
     assert again["totals"] == fresh["totals"]
 
 
+def test_a_shard_whose_input_is_gone_leaves_the_output_and_the_summary(mini_corpus, tmp_path, caplog):
+    """Every val image gone (files and labels): the rerun removes the val shard, and its summary,
+    which the build's end takes from its own read of the stats files unless a shard was removed
+    after it (then it reads them again), counts what a fresh build of the new input counts."""
+    import logging
+
+    imagenet = tmp_path / "imagenet"
+    shutil.copytree(mini_corpus / "imagenet", imagenet)
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", [
+        {"name": "inet", "type": "imagenet", "path": str(imagenet), "num_shards": 1, "sentence_length": 4,
+         "remainder": "wrap"}], direct_num_workers=1, direct_running_mode="in_memory")
+    assert [row["split"] for row in _build(path)["shards"]] == ["train", "val"]
+    for image in (imagenet / "val").iterdir():
+        image.unlink()
+    labels = imagenet / "LOC_val_solution.csv"
+    labels.write_text(labels.read_text().splitlines()[0] + "\n")
+    caplog.set_level(logging.INFO)
+    again = _build(path)
+    assert "removed inet-val-00000: its input is gone" in caplog.text
+    fresh = _build(path, tmp_path / "fresh")
+    assert [row["split"] for row in again["shards"]] == ["train"]
+    for key in ("totals", "sources", "shards"):
+        assert again[key] == fresh[key], key
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")
+
+
 def test_changed_coco_annotations_are_noticed_on_rerun(sample_corpus, tmp_path):
     """COCO's annotation JSON corrected (every box halved about its centre): the rerun renders the
     units again and its detection targets are the fresh build's."""

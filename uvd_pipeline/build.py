@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from sources import fsio
@@ -33,9 +33,9 @@ from uvd_pipeline.rendered_shards import (
 )
 from uvd_pipeline.source_factory import source_notices
 from uvd_pipeline import unit_store
-from uvd_pipeline.summary import (REJECTS_FILE, SUMMARY_FILE, finalize, metrics_reported, run_counters,
-                                  run_distributions)
-from uvd_pipeline.tokenize_stage import summarize_tokens, token_stats_files
+from uvd_pipeline.summary import (REJECTS_FILE, SUMMARY_FILE, CommittedShards, finalize, metrics_reported,
+                                  run_counters, run_distributions)
+from uvd_pipeline.tokenize_stage import rendered_fields, summarize_tokens, token_stats_files
 from uvd_pipeline.unit_relocation import drop_previous, placement_uri, relocate
 
 log = logging.getLogger(__name__)
@@ -407,10 +407,12 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     check_tokenizer(config)
     lock()  # also removes what dead runs left
     prepare_output(config, overwrite, replace_changed)
-    done = committed_inputs(config, verify=verify)
+    # what the steps after the shards' check need of the stats files it reads: they read none again
+    read = StatsRead(rendered=[] if config.tokenizer.enabled else None)
+    done = committed_inputs(config, verify=verify, each=read)
     if done:
         log.info("resuming: %d shards committed earlier (kept where their input is unchanged)", len(done))
-    settle_store(config.output, done)
+    settle_store(config.output, done, read.tar_sha256)
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
     # local threads only: units render while Beam is imported and the graph is built (`early_render`)
     # and, on a GPU, the tokenizer loads and compiles meanwhile (`early_tokenizer`)
@@ -420,7 +422,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
 
         with open_runner(config) as (runner, options):
             pipeline = new_pipeline(config, runner, options)
-            build_graph(pipeline, config, done, units, verify=verify)
+            build_graph(pipeline, config, done, units, verify=verify, done_rendered=read.rendered)
             running = time.perf_counter()
             with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
                 result = run_pipeline(pipeline)
@@ -436,15 +438,19 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     if removed:
         log.info("removed %d temporary files of retried work", removed)
     # the stats files are read once for the steps after the run: the stray check takes the names
-    # they claim from the shards' check and from the token summary
+    # they claim from the shards' check and from the token summary, `relocate` and the summary
+    # what they need of the committed shards from the shards' check
     claimed: set[str] = set()
-    committed = committed_shards(config.output, config.content_hash(), claimed=claimed)
-    settle_store(config.output, committed - drop_stale(config, units, committed))
+    read = StatsRead(shards=CommittedShards())
+    committed = committed_shards(config.output, config.content_hash(), claimed=claimed, each=read)
+    dropped = drop_stale(config, units, committed)
+    settle_store(config.output, committed - dropped, read.tar_sha256)
     tokens = summarize_tokens(config.output, config.content_hash(), claimed=claimed)  # after drop_stale's removals
     clear_strays(config.output, remove=verify, claimed=claimed)
     counters = run_counters(result)
     summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),
-                       distributions=run_distributions(result), metrics=metrics_reported(result), tokens=tokens)
+                       distributions=run_distributions(result), metrics=metrics_reported(result), tokens=tokens,
+                       shards=None if dropped else read.shards)  # shards dropped: their sums are in it, read again
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
 
 
@@ -456,11 +462,31 @@ def phases(started: float, running: float, ran: float, settled: float) -> dict[s
     return {"prepare": running - started, "pipeline": ran - running, "settle": settled - ran}
 
 
-def settle_store(output: str, committed) -> None:
+@dataclass
+class StatsRead:
+    """What the steps after `committed_shards` need of the stats files it reads, taken as it reads
+    them (its `each`), so that none of them reads a stats file again (a request per shard on an
+    object store): each committed shard's tar sha256 (`relocate`); given `rendered`, what the
+    Tokenize step needs of each (`rendered_fields`, for `build_graph`); given `shards`, the
+    summary's sums of them (`CommittedShards`). All small per shard."""
+
+    tar_sha256: dict[ShardAddress, str | None] = field(default_factory=dict)
+    rendered: list[dict[str, Any]] | None = None
+    shards: CommittedShards | None = None
+
+    def __call__(self, address: ShardAddress, uri: str, stats: dict[str, Any]) -> None:
+        self.tar_sha256[address] = stats.get("tar_sha256")
+        if self.rendered is not None:
+            self.rendered.append(rendered_fields(stats))
+        if self.shards is not None:
+            self.shards.add(uri, stats)
+
+
+def settle_store(output: str, committed, tar_sha256: dict[ShardAddress, str | None] | None = None) -> None:
     """Point the unit store at the images the committed shards hold (`unit_relocation`), with no
-    shard being written: before the pipeline and after it."""
+    shard being written: before the pipeline and after it. `tar_sha256`: as `relocate` takes it."""
     drop_previous(output)
-    moved = relocate(output, committed)
+    moved = relocate(output, committed, tar_sha256=tar_sha256)
     if moved.files_removed:
         log.info("unit store: %d units' images are all in committed shards: their image files went",
                  moved.files_removed)
@@ -481,13 +507,13 @@ def clear_strays(output: str, remove: bool, claimed: set[str] | None = None) -> 
                     "" if remove else " (build --verify removes them; readers that glob the folders take them)")
 
 
-def committed_inputs(config: BuildConfig, verify: bool = False,
-                     committed: set[ShardAddress] | None = None) -> dict[ShardAddress, str | None]:
+def committed_inputs(config: BuildConfig, verify: bool = False, committed: set[ShardAddress] | None = None,
+                     each=None) -> dict[ShardAddress, str | None]:
     """Committed (and intact) shards of this config and the input digest of their source each was
     built from; `verify` checks sha256 too, not only sizes. `committed`: the shards, when the
-    caller has just listed them."""
+    caller has just listed them; else `each` is `committed_shards`' (`StatsRead`)."""
     if committed is None:
-        committed = committed_shards(config.output, config.content_hash(), verify=verify)
+        committed = committed_shards(config.output, config.content_hash(), verify=verify, each=each)
     return {address: unit_store.read_shard_inputs(unit_store.shard_inputs_uri(config.output, address.source,
                                                                                   address.stem))
             for address in committed}

@@ -18,7 +18,7 @@ in `uvd_pipeline.source_factory`, not decided here.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 
@@ -88,9 +88,12 @@ def _still_current(stats: dict, done: dict[tuple, str | None], digests: dict[str
 
 
 def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAddress, str | None],
-                units: dict[str, list] | None = None, verify: bool = False):
+                units: dict[str, list] | None = None, verify: bool = False,
+                done_rendered: list[dict[str, Any]] | None = None):
     """Add the whole build to `pipeline`; returns the PCollection of per-shard stats. `verify`:
     a stored unit's images are checked by sha256 before they are reused (always by size).
+    `done_rendered`: what the Tokenize step needs of the shards in `done` (`rendered_fields` of their
+    stats), from a caller that has just read them; their stats files are read again otherwise.
 
     `done`: shards an earlier run of this config committed, with the input digest each was built
     from. Every unit's results flow into the global steps (from the unit store when committed),
@@ -165,8 +168,9 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         return written
     # Shards committed earlier from the same input get no element this run, so they join the
     # tokenize input from the listing.
-    earlier = [s for s in committed_rendered(output, config_hash)
-               if (s["source"], s["split"], int(s["shard"])) in done_inputs]
+    listed = done_rendered if done_rendered is not None else committed_rendered(output, config_hash)
+    earlier = sorted((s for s in listed if (s["source"], s["split"], int(s["shard"])) in done_inputs),
+                     key=lambda s: s["tar"])
     rendered = (
         (written | "Rendered stats" >> beam.Map(rendered_fields),
          pipeline | "Earlier shards" >> beam.Create(earlier, reshuffle=False)

@@ -80,8 +80,17 @@ def read_json(uri: str) -> Any:
     return json.loads(fsio.read_bytes(uri))
 
 
-def committed_shards(output: str, config_hash: str, verify: bool = False,
-                     claimed: set[str] | None = None) -> set[ShardAddress]:
+def read_stats(uri: str) -> dict[str, Any]:
+    """A stats file's record; ValueError when it is not JSON (truncated, overwritten) or not a
+    JSON object."""
+    stats = read_json(uri)
+    if not isinstance(stats, dict):
+        raise ValueError("not a JSON object")
+    return stats
+
+
+def committed_shards(output: str, config_hash: str, verify: bool = False, claimed: set[str] | None = None,
+                     each: Callable[[ShardAddress, str, dict[str, Any]], None] | None = None) -> set[ShardAddress]:
     """Shards already finished by an earlier run of the same config (skipped on resume).
 
     Each shard's files are checked against its stats: the sizes always, the sha256 with `verify`
@@ -89,17 +98,17 @@ def committed_shards(output: str, config_hash: str, verify: bool = False,
     into `rejects.jsonl`). A damaged shard is not committed any more: its stats file is removed
     (with a warning naming the file), so this run writes the shard again. An unreadable stats
     file is removed the same way. `claimed`: gets every file the stats files that stay name, the
-    stats files included (`named_files`), for the stray check, which then reads none again."""
+    stats files included (`named_files`), for the stray check, which then reads none again.
+    `each`: called with every committed shard's address, stats file and stats as read, for the
+    steps after this one that need them (`relocate`, the summary): they read none again."""
     done = set()
     sizes = file_sizes(fsio.join(output, RENDERED_DIR))
     for uri in stats_files(output):
         try:
-            stats = read_json(uri)
-            if not isinstance(stats, dict):
-                raise ValueError("not a JSON object")
+            stats = read_stats(uri)
         except ValueError as exc:
             log.warning("damaged: %s: unreadable stats (%s); the shard is rebuilt", uri, exc)
-            _uncommit(uri)
+            uncommit(uri)
             continue
         if stats.get("config_hash") != config_hash:
             if claimed is not None:
@@ -110,15 +119,19 @@ def committed_shards(output: str, config_hash: str, verify: bool = False,
         if problems:
             for path, why in problems:
                 log.warning("damaged: %s: %s; shard %s is rebuilt", path, why, fsio.basename(uri)[: -len(STATS_SUFFIX)])
-            _uncommit(uri)
+            uncommit(uri)
             continue
         if claimed is not None:
             claimed.update(named_files(uri, stats, "rendered"))
-        done.add(ShardAddress(stats["source"], stats["split"], int(stats["shard"])))
+        address = ShardAddress(stats["source"], stats["split"], int(stats["shard"]))
+        if each is not None:
+            each(address, uri, stats)
+        done.add(address)
     return done
 
 
-def _uncommit(stats_uri: str) -> None:
+def uncommit(stats_uri: str) -> None:
+    """Remove a shard's commit mark (its stats file): the shard is not committed any more."""
     fs, path = fsio.filesystem(stats_uri)
     with contextlib.suppress(FileNotFoundError):
         fs.rm_file(path)
@@ -361,7 +374,7 @@ def verified_tar(output: str, source: str, split: str, tar: str) -> str:
     except FileNotFoundError:
         raise ShardDamaged(stats_uri, "missing: the shard is not committed; run the build to finish it") from None
     except ValueError as exc:
-        raise ShardDamaged(stats_uri, f"unreadable stats ({exc})") from None
+        raise ShardDamaged(stats_uri, f"unreadable stats ({exc})"[:200] + f"; {REBUILD_HINT}") from None
     recorded = Recorded(fsio.join(output, RENDERED_DIR, source, split, tar), stats.get("tar_bytes"),
                         stats.get("tar_sha256"))
     why = check_file(recorded, full=True)

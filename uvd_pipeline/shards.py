@@ -190,7 +190,8 @@ def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)") from None
     except (OSError, ValueError) as exc:
-        raise ShardDamaged(stats_path, f"unreadable stats ({type(exc).__name__}: {exc})"[:200]) from None
+        why = f"unreadable stats ({type(exc).__name__}: {exc})"[:200]
+        raise ShardDamaged(stats_path, f"{why}; {REBUILD_HINT}") from None
     try:
         info = os.stat(path)
     except FileNotFoundError:

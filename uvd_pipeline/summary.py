@@ -95,19 +95,25 @@ class CommittedShards:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Recorded | str] = field(default_factory=list)
 
+    def add(self, stats_uri: str, stats: dict[str, Any]) -> None:
+        """One committed shard's stats (read from `stats_uri`), taken in as read."""
+        _add_stats(self.per_source, stats)
+        self.rows.append({**{k: stats[k] for k in SHARD_FIELDS}, "by_kind_task": stats.get("by_kind_task", {})})
+        if stats["rejects"]:
+            self.rejects.append(_rejects_file(stats_uri, stats))
+
+    def sorted_rows(self) -> list[dict[str, Any]]:
+        """The shards' rows by source, split and shard number (whatever order they were read in)."""
+        return sorted(self.rows, key=lambda row: (row["source"], row["split"], row["shard"]))
+
 
 def committed_shards_of(output: str, config_hash: str) -> CommittedShards:
     """Every committed shard of this config, read once."""
     found = CommittedShards()
     for uri in stats_files(output):
         stats = read_json(uri)
-        if stats.get("config_hash") != config_hash:
-            continue
-        _add_stats(found.per_source, stats)
-        found.rows.append({**{k: stats[k] for k in SHARD_FIELDS}, "by_kind_task": stats.get("by_kind_task", {})})
-        if stats["rejects"]:
-            found.rejects.append(_rejects_file(uri, stats))
-    found.rows.sort(key=lambda row: (row["source"], row["split"], row["shard"]))
+        if stats.get("config_hash") == config_hash:
+            found.add(uri, stats)
     return found
 
 
@@ -233,14 +239,16 @@ def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]])
 
 def finalize(config: BuildConfig, phases: dict[str, float], counters: dict[str, int], resumed: int = 0,
              distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True,
-             tokens: dict[str, Any] | None = None) -> dict[str, Any]:
+             tokens: dict[str, Any] | None = None, shards: CommittedShards | None = None) -> dict[str, Any]:
     """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`, and
     write `mixture.yaml`. `phases`: seconds of each phase of the run (`build.phases`), whose sum is
     its time. `metrics`: whether the runner reported Beam metrics (if not, the summary names what
-    is missing). `tokens`: `summarize_tokens` of this config, where the caller has it already."""
+    is missing). `tokens`: `summarize_tokens` of this config, and `shards`: `committed_shards_of`
+    it (every committed shard of this config, and no other), where the caller has them already."""
     output = config.output
     config_hash = config.content_hash()
-    shards = committed_shards_of(output, config_hash)
+    if shards is None:
+        shards = committed_shards_of(output, config_hash)
     write_rejects(output, shards.rejects)
     sources = source_summaries(config, shards.per_source)
     if tokens is None:
@@ -262,7 +270,7 @@ def finalize(config: BuildConfig, phases: dict[str, float], counters: dict[str, 
         "input_bins": {k: list(v) for k, v in INPUT_BINS.items()},
         "tokens": tokens,
         "mixture": mixture,
-        "shards": shards.rows,
+        "shards": shards.sorted_rows(),
         "run": {
             "seconds": round(sum(phases.values()), 2),
             "phases": {name: round(seconds, 2) for name, seconds in phases.items()},

@@ -9,7 +9,6 @@ rerun (or `--retokenize` with the same weights) only fills in what is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -24,8 +23,8 @@ from uvd_pipeline.config import TokenizerConfig
 from uvd_pipeline.daemon_pool import DaemonPool, PerProcess, cores
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.integrity import REBUILD_HINT, ShardDamaged, check_file, named_files, token_file
-from uvd_pipeline.rendered_shards import (TAR_SUFFIX, iter_shard, read_json, stats_files,
-                                          tar_recorded)
+from uvd_pipeline.rendered_shards import (TAR_SUFFIX, iter_shard, read_json, read_stats, stats_files,
+                                          tar_recorded, uncommit)
 from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TOKENS_DIR, TokenRow, TokenShardMeta, write_token_shard
 
 log = logging.getLogger(__name__)
@@ -235,8 +234,13 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     path = token_shard_path(output, stats["source"], stats["split"], stem)
     stats_uri = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
     arithmetic = arithmetic_of(tok)  # fp16/bf16, compiled or tuned kernels round differently: redo on a change
+    existing = None
     if fsio.exists(stats_uri):
-        existing = read_json(stats_uri)
+        try:
+            existing = read_stats(stats_uri)
+        except ValueError as exc:  # as an unreadable rendered stats file: the shard is written again
+            log.warning("damaged: %s: unreadable stats (%s); it is tokenized again", stats_uri, exc)
+    if existing is not None:
         if (existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash
                 and recorded_arithmetic(existing) == arithmetic
                 and existing.get("rendered_sha256") == stats.get("tar_sha256")):  # a rewritten tar: redo
@@ -298,14 +302,22 @@ def summarize_tokens(output: str, config_hash: str | None = None, claimed: set[s
     """Token totals per source (and per split) from the committed token stats, for the build
     summary; with `config_hash`, shards of another configuration are left out. `claimed`: gets
     every file the stats files name, the stats files included (`named_files`), for the stray
-    check, which then reads none again."""
+    check, which then reads none again. Runs in a build, lock held: an unreadable stats file is
+    removed with a warning naming it (as `committed_shards` does with a rendered one), so that
+    its token shard is written again; its `.arrow` is a stray till then."""
     files = token_stats_files(output)
     if not files and not fsio.exists(fsio.join(output, TOKENS_DIR)):
         return {}
     per_source: dict[str, dict[str, Any]] = {}
     tokenizers: Counter[tuple] = Counter()  # ((field, value), ...) of name, hash, arithmetic -> shards
     for uri in files:
-        stats = json.loads(fsio.read_bytes(uri))
+        try:
+            stats = read_stats(uri)
+        except ValueError as exc:
+            log.warning("damaged: %s: unreadable stats (%s); removed, its token shard not counted; %s",
+                        uri, exc, REBUILD_HINT)
+            uncommit(uri)
+            continue
         if claimed is not None:
             claimed.update(named_files(uri, stats, "token"))
         if config_hash is not None and stats.get("config_hash") not in (None, config_hash):

@@ -44,7 +44,7 @@ import os
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
@@ -237,16 +237,21 @@ class Relocation:
 RELOCATE_PASS_BYTES = 16 << 20
 
 
-def relocate(output: str, committed: Iterable[ShardAddress], pass_bytes: int | None = None) -> Relocation:
+def relocate(output: str, committed: Iterable[ShardAddress], pass_bytes: int | None = None,
+             tar_sha256: Mapping[ShardAddress, str | None] | None = None) -> Relocation:
     """Bring every unit's `.moved` record up to date with the placement records of the committed
     shards (`committed`: intact shards of this config), punch what moved, remove image files that
     hold nothing any more, and forget units whose images are lost. Runs on the driver while no
-    shard is being written (at the start and at the end of a build).
+    shard is being written (at the start and at the end of a build). `tar_sha256`: the sha256 of
+    each committed shard's tar as its stats file records it, from a caller that has just read
+    them (`committed_shards`); each shard's stats file is read otherwise (a request per shard on
+    an object store).
 
     The units are taken in passes, each a share of them by their id's hash, with the placement
     entries of that share only: one pass per `pass_bytes` of placement records (default
     `RELOCATE_PASS_BYTES`), so memory does not grow with the build (a small build takes one)."""
-    trusted = {tar_relative(a): _tar_sha(output, a) for a in committed}
+    known = tar_sha256 if tar_sha256 is not None else {}
+    trusted = {tar_relative(a): known[a] if a in known else _tar_sha(output, a) for a in committed}
     root = fsio.join(output, SHARD_INPUTS_DIR)
     records = fsio.list_files(root, (PLACED_SUFFIX,), recursive=True) if fsio.exists(root) else []
     total = sum(size for path, size in file_sizes(root).items() if path.endswith(PLACED_SUFFIX)) if records else 0
