@@ -69,6 +69,26 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
     assert result["run"]["counters"].get("web.token_shards_written", 0) >= 1
 
 
+def test_retokenize_refuses_an_output_with_an_unreadable_rendered_stats_file(mini_build, tmp_path):
+    """--retokenize reads no input: a rendered shard whose stats cannot be read is named with the
+    repair before anything runs, never left without tokens while the others are retokenized."""
+    import shutil
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.integrity import ShardDamaged
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    damaged = sorted((out / "rendered").rglob("*.stats.json"))[0]
+    damaged.write_text(damaged.read_text()[:40])
+    tokens_before = {p: p.read_bytes() for p in sorted((out / "tokens").rglob("*")) if p.is_file()}
+    with pytest.raises(ShardDamaged) as caught:
+        run_build(config.model_copy(update={"output": str(out)}), retokenize=True)
+    assert str(damaged) in str(caught.value) and "--verify" in str(caught.value)
+    assert {p: p.read_bytes() for p in sorted((out / "tokens").rglob("*")) if p.is_file()} == tokens_before
+
+
 @pytest.mark.slow
 def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
     """The build compiles the encoder by default: its codes differ from the eager forward's by

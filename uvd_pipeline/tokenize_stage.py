@@ -23,7 +23,7 @@ from uvd_pipeline.config import TokenizerConfig
 from uvd_pipeline.daemon_pool import DaemonPool, PerProcess, cores
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.integrity import REBUILD_HINT, ShardDamaged, check_file, named_files, token_file
-from uvd_pipeline.rendered_shards import (TAR_SUFFIX, iter_shard, read_json, read_stats, stats_files,
+from uvd_pipeline.rendered_shards import (TAR_SUFFIX, iter_shard, read_stats, stats_files,
                                           tar_recorded, uncommit)
 from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TOKENS_DIR, TokenRow, TokenShardMeta, write_token_shard
 
@@ -76,9 +76,17 @@ def rendered_fields(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def committed_rendered(output: str, config_hash: str) -> list[dict[str, Any]]:
-    """Stats of every rendered shard an earlier run committed (what `--retokenize` reads)."""
-    found = [rendered_fields(stats) for stats in map(read_json, stats_files(output))
-             if stats.get("config_hash") == config_hash]
+    """Stats of every rendered shard an earlier run committed (what `--retokenize` reads). One
+    that cannot be read stops it before anything runs (`ShardDamaged`, naming the file and the
+    repair): retokenizing only the readable shards would lose the other's tokens silently."""
+    found = []
+    for uri in stats_files(output):
+        try:
+            stats = read_stats(uri)
+        except (OSError, ValueError) as exc:
+            raise ShardDamaged(uri, f"unreadable stats ({exc})"[:200] + f"; {REBUILD_HINT}, then retokenize") from None
+        if stats.get("config_hash") == config_hash:
+            found.append(rendered_fields(stats))
     return sorted(found, key=lambda s: s["tar"])
 
 
