@@ -111,6 +111,81 @@ def test_bomb_guard_uses_configured_limit(photo):
     assert load_image(data, 64, "pad", max_pixels=451 * 300).pixels.shape == (64, 64, 3)
 
 
+PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's default (PIL/Image.py): it refuses over twice that
+
+
+def _plain_pillow_reason(data: bytes) -> str | None:
+    """Why the tokenizer's reader (plain Pillow: no pixel budget of its own) refuses `data`; None
+    when it reads it."""
+    from tokenizer.data import UnreadableImage, decode_image
+
+    try:
+        decode_image(data)
+    except UnreadableImage as exc:
+        return exc.reason
+    return None
+
+
+def test_importing_the_decoder_leaves_pillows_bomb_check_on():
+    """transforms.decode set `Image.MAX_IMAGE_PIXELS = None` at import, which turned Pillow's
+    decompression-bomb check off for every other reader in the process: tokenizer.evaluate run in
+    the same process read a 3.6-gigapixel header as an image to decode."""
+    import transforms.decode  # noqa: F401 - imported by this module already: what counts is after it
+
+    assert Image.MAX_IMAGE_PIXELS == PILLOW_MAX_IMAGE_PIXELS
+    assert _plain_pillow_reason(decompression_bomb_png()) == "decompression_bomb"
+
+
+def _square(fmt: str) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    return _encode(Image.fromarray(pixels), fmt, **({"sizes": [(64, 64)]} if fmt == "ICO" else {}))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "TIFF", "ICO"])
+def test_the_build_judges_pixels_by_its_own_max_pixels_not_pillows(monkeypatch, fmt):
+    """With Pillow's limit at 1,000 pixels (refused over 2,000) a 64 x 64 image is a bomb to plain
+    Pillow, but the build decodes it within its own `max_pixels`, whichever of Pillow's places
+    would check it (`Image.open`, a GIF frame, a TIFF tile, an ICO frame), and refuses it over that."""
+    from transforms.maps import _declared
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = _square(fmt)
+    assert _plain_pillow_reason(data) == "decompression_bomb"
+    assert load_image(data, 32, "squash", max_pixels=64 * 64).width == 64
+    assert decode_rgb(data, max_pixels=64 * 64).shape == (64, 64, 3)
+    assert _declared(data)[:2] == (64, 64)  # the size a map's memory budget is judged on
+    for decode in (lambda: load_image(data, 32, "squash", max_pixels=64 * 64 - 1),
+                   lambda: decode_rgb(data, max_pixels=64 * 64 - 1)):
+        with pytest.raises(DecodeError) as caught:
+            decode()
+        assert caught.value.reason == "decompression_bomb" and "64x64 exceeds max_pixels=4095" in caught.value.detail
+
+
+def test_pillows_check_is_lifted_only_in_the_thread_that_decodes(monkeypatch):
+    """The build lifts Pillow's check for its own decode only, in its own thread: while it decodes,
+    a plain Pillow reader on another thread (another Beam worker thread, tokenizer.evaluate) still
+    refuses a bomb, and so does the build's own thread once the decode has returned."""
+    import threading
+
+    from transforms import decode
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    bomb = _square("PNG")
+    elsewhere: list[str | None] = []
+    real_orientation = decode._orientation
+
+    def orientation(image, data):  # runs inside load_image, after Image.open
+        reader = threading.Thread(target=lambda: elsewhere.append(_plain_pillow_reason(bomb)))
+        reader.start()
+        reader.join()
+        return real_orientation(image, data)
+
+    monkeypatch.setattr(decode, "_orientation", orientation)
+    assert load_image(bomb, 32, "squash", max_pixels=64 * 64).width == 64
+    assert elsewhere == ["decompression_bomb"]
+    assert _plain_pillow_reason(bomb) == "decompression_bomb"
+
+
 def test_fast_jpeg_path_matches_full_decode():
     big = cv2.resize(media.photo("coffee"), (2400, 1600), interpolation=cv2.INTER_CUBIC)
     data = _encode(Image.fromarray(big), "JPEG", quality=92)
