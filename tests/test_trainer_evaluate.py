@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.checkpoint_io import save_pretrained
-from trainer.config import BOS_ID, ModelConfig
+from trainer.config import BOS_ID, ModelConfig, UsageError
 from trainer.evaluate import Evaluator, Instance, evaluate, main, plan_instances
 from trainer.model import LVMTransformer
 from uvd_pipeline.shards import TokenRow, TokenShardMeta, find_shards, write_token_shard
@@ -174,3 +174,43 @@ def test_cli_writes_json_and_table(tmp_path: Path, capsys):
     assert "clips" in table and "next_frame" in table
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "nowhere" / "*.arrow")])
+
+
+def _clips(folder: Path, meta: TokenShardMeta = META) -> Path:
+    rng = np.random.default_rng(3)
+    rows = [_row(f"v{i}", "clips", "video", "none", rng.integers(0, 8192, 4 * TPI).astype(np.uint16)) for i in range(2)]
+    write_token_shard(str(folder / "clips-val-00000.arrow"), rows, meta)
+    return folder / "clips-val-00000.arrow"
+
+
+def test_a_value_error_from_inside_evaluation_is_a_traceback_not_a_flag_error(tmp_path: Path, monkeypatch, capsys):
+    """`main` printed every ValueError as a one-line user mistake (exit 2, no traceback), so a bug
+    in the forward looked like a bad checkpoint or bad shards: only usage errors are one line now."""
+    save_pretrained(_tiny(max_positions=1100), tmp_path / "ckpt")
+    _clips(tmp_path / "tokens")
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("a bug inside the forward")
+
+    monkeypatch.setattr(LVMTransformer, "hidden_states", broken)
+    with pytest.raises(ValueError, match="a bug inside the forward") as raised:
+        main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "tokens"), "--device", "cpu"])
+    assert not isinstance(raised.value, UsageError)
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_cli_usage_errors_stay_one_line(tmp_path: Path, capsys):
+    """A flag, or shards that do not fit the LM or were damaged after their commit: one `error:`
+    line naming it, exit 2."""
+    save_pretrained(_tiny(max_positions=1100), tmp_path / "ckpt")
+    base = ["--checkpoint", str(tmp_path / "ckpt"), "--device", "cpu"]
+    good = _clips(tmp_path / "good")
+    wide = _clips(tmp_path / "wide", TokenShardMeta("uvd-wide", "abc123", 16384, 256, 256, "cfg1"))
+    damaged = _clips(tmp_path / "damaged")
+    damaged.write_bytes(damaged.read_bytes()[:-1] + bytes([damaged.read_bytes()[-1] ^ 1]))
+    for argv, words in (([*base, "--data", str(good), "--dtype", "float8"], "error: unknown dtype 'float8'"),
+                        ([*base, "--data", str(wide)], f"error: {wide}: codebook_size 16384 does not fit"),
+                        ([*base, "--data", str(damaged)], f"error: {damaged}: sha256 differs from its stats")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(words) and err.count("\n") == 1, err

@@ -18,7 +18,7 @@ from trainer_shards import structured_sentences, write_shards
 
 from trainer import checkpoint as ckpt
 from trainer.checkpoint_io import load_pretrained
-from trainer.config import VOCAB_SIZE, preset
+from trainer.config import VOCAB_SIZE, UsageError, preset
 from trainer.fit import FitOptions, fit, learning_rate, main
 from trainer.integrity import write_manifest
 from trainer.losses import fused_linear_cross_entropy
@@ -362,6 +362,43 @@ def test_cli_errors_name_the_glob(tmp_path: Path, capsys):
     code = main(["--data", "/nowhere/tokens/*.arrow:2", "--out", str(tmp_path / "run"), "--seq-len", "64"])
     assert code == 2
     assert "'/nowhere/tokens/*.arrow' matches no committed token shard" in capsys.readouterr().err
+
+
+def test_a_value_error_from_inside_training_is_a_traceback_not_a_flag_error(shards, tmp_path: Path, monkeypatch,
+                                                                           capsys):
+    """`main` printed every ValueError as a one-line user mistake (exit 2, no traceback), so a bug
+    deep in training looked like bad input: only usage errors are one line now."""
+    import trainer.fit as fit_module
+
+    def broken_step(self):
+        raise ValueError("a bug inside train_step")
+
+    monkeypatch.setattr(fit_module.Trainer, "train_step", broken_step)
+    with pytest.raises(ValueError, match="a bug inside train_step") as raised:
+        main(["--data", f"{shards}/a/*.arrow", "--out", str(tmp_path / "run"), "--seq-len", "64", "--batch-size", "2",
+              "--max-steps", "1", "--threads", "1", "--quiet"])
+    assert not isinstance(raised.value, UsageError)
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_cli_usage_errors_from_the_files_the_flags_name_stay_one_line(shards, tmp_path: Path, capsys):
+    """What `--data` names is the user's: a mixture file that does not parse (YAML used to escape as
+    a traceback), a shard cut short (`ShardDamaged`), each one `error:` line naming the file, exit 2."""
+    import shutil
+
+    base = ["--out", str(tmp_path / "run"), "--seq-len", "64", "--batch-size", "2", "--max-steps", "1", "--quiet"]
+    (tmp_path / "mix.yaml").write_text("data: [a/*.arrow\n")
+    (tmp_path / "mix.json").write_text("[{\"glob\": ")
+    for name in ("mix.yaml", "mix.json"):
+        assert main(["--data", str(tmp_path / name), *base]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / name}: not a readable mixture file (") and err.count("\n") == 1
+    shutil.copytree(f"{shards}/b", tmp_path / "b")
+    cut = sorted((tmp_path / "b").glob("*.arrow"))[0]
+    cut.write_bytes(cut.read_bytes()[:100])
+    assert main(["--data", str(tmp_path / "b" / "*.arrow"), *base]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {cut}: 100 bytes, its stats record") and err.count("\n") == 1
 
 
 def test_stream_mode_runs(shards, tmp_path: Path):

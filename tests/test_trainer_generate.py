@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from trainer.checkpoint_io import save_pretrained
-from trainer.config import BOS_ID, ModelConfig
+from trainer.config import BOS_ID, ModelConfig, UsageError
 from trainer.generate import GENERATED_FRAME, PROMPT_FRAME, generate, generate_codes, main, make_strip, sample_token
 from trainer.model import LVMTransformer
 
@@ -263,3 +263,40 @@ def test_cli_a_bad_prompt_fails_before_the_model_or_tokenizer_loads(tmp_path: Pa
     # a good prompt gets past the checks to the (refused) model load
     with pytest.raises(AssertionError, match="weights loaded"):
         main(base + ["--prompt", str(good)])
+
+
+def test_a_value_error_from_inside_generation_is_a_traceback_not_a_flag_error(tmp_path: Path, tiny_tokenizer: Path,
+                                                                             monkeypatch, capsys):
+    """`main` printed every ValueError as a one-line user mistake (exit 2, no traceback), so a bug
+    in sampling looked like a bad prompt or checkpoint: only usage errors are one line now."""
+    import trainer.generate as generate_module
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug inside sampling")
+
+    save_pretrained(_tiny(), tmp_path / "ckpt")
+    monkeypatch.setattr(generate_module, "sample_token", broken)
+    with pytest.raises(ValueError, match="a bug inside sampling") as raised:
+        main(["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer), "--n", "1",
+              "--out", str(tmp_path / "strip.png"), "--device", "cpu"])
+    assert not isinstance(raised.value, UsageError)
+    assert "error:" not in capsys.readouterr().err and not (tmp_path / "strip.png").exists()
+
+
+def test_cli_usage_errors_stay_one_line(tmp_path: Path, tiny_tokenizer: Path, capsys):
+    """A flag, a tokenizer folder that is not one, a model too short for one image: one `error:`
+    line, exit 2, no strip written."""
+    save_pretrained(_tiny(), tmp_path / "ckpt")
+    save_pretrained(_tiny(max_positions=200), tmp_path / "short")
+    base = ["--n", "1", "--out", str(tmp_path / "strip.png"), "--device", "cpu"]
+    for argv, words in (
+            (["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer), "--window", "0"],
+             "error: window must be at least 1 image, got 0"),
+            (["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tmp_path / "none")],
+             f"error: {tmp_path / 'none'}: no config.json"),
+            (["--checkpoint", str(tmp_path / "short"), "--tokenizer", str(tiny_tokenizer)],
+             "error: max_position_embeddings 200 leaves no room")):
+        assert main(argv + base) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(words) and err.count("\n") == 1, err
+    assert not (tmp_path / "strip.png").exists()

@@ -111,6 +111,81 @@ def test_bomb_guard_uses_configured_limit(photo):
     assert load_image(data, 64, "pad", max_pixels=451 * 300).pixels.shape == (64, 64, 3)
 
 
+PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's default (PIL/Image.py): it refuses over twice that
+
+
+def _plain_pillow_reason(data: bytes) -> str | None:
+    """Why the tokenizer's reader (plain Pillow: no pixel budget of its own) refuses `data`; None
+    when it reads it."""
+    from tokenizer.data import UnreadableImage, decode_image
+
+    try:
+        decode_image(data)
+    except UnreadableImage as exc:
+        return exc.reason
+    return None
+
+
+def test_importing_the_decoder_leaves_pillows_bomb_check_on():
+    """transforms.decode set `Image.MAX_IMAGE_PIXELS = None` at import, which turned Pillow's
+    decompression-bomb check off for every other reader in the process: tokenizer.evaluate run in
+    the same process read a 3.6-gigapixel header as an image to decode."""
+    import transforms.decode  # noqa: F401 - imported by this module already: what counts is after it
+
+    assert Image.MAX_IMAGE_PIXELS == PILLOW_MAX_IMAGE_PIXELS
+    assert _plain_pillow_reason(decompression_bomb_png()) == "decompression_bomb"
+
+
+def _square(fmt: str) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    return _encode(Image.fromarray(pixels), fmt, **({"sizes": [(64, 64)]} if fmt == "ICO" else {}))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "TIFF", "ICO"])
+def test_the_build_judges_pixels_by_its_own_max_pixels_not_pillows(monkeypatch, fmt):
+    """With Pillow's limit at 1,000 pixels (refused over 2,000) a 64 x 64 image is a bomb to plain
+    Pillow, but the build decodes it within its own `max_pixels`, whichever of Pillow's places
+    would check it (`Image.open`, a GIF frame, a TIFF tile, an ICO frame), and refuses it over that."""
+    from transforms.maps import _declared
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = _square(fmt)
+    assert _plain_pillow_reason(data) == "decompression_bomb"
+    assert load_image(data, 32, "squash", max_pixels=64 * 64).width == 64
+    assert decode_rgb(data, max_pixels=64 * 64).shape == (64, 64, 3)
+    assert _declared(data)[:2] == (64, 64)  # the size a map's memory budget is judged on
+    for decode in (lambda: load_image(data, 32, "squash", max_pixels=64 * 64 - 1),
+                   lambda: decode_rgb(data, max_pixels=64 * 64 - 1)):
+        with pytest.raises(DecodeError) as caught:
+            decode()
+        assert caught.value.reason == "decompression_bomb" and "64x64 exceeds max_pixels=4095" in caught.value.detail
+
+
+def test_pillows_check_is_lifted_only_in_the_thread_that_decodes(monkeypatch):
+    """The build lifts Pillow's check for its own decode only, in its own thread: while it decodes,
+    a plain Pillow reader on another thread (another Beam worker thread, tokenizer.evaluate) still
+    refuses a bomb, and so does the build's own thread once the decode has returned."""
+    import threading
+
+    from transforms import decode
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    bomb = _square("PNG")
+    elsewhere: list[str | None] = []
+    real_orientation = decode._orientation
+
+    def orientation(image, data):  # runs inside load_image, after Image.open
+        reader = threading.Thread(target=lambda: elsewhere.append(_plain_pillow_reason(bomb)))
+        reader.start()
+        reader.join()
+        return real_orientation(image, data)
+
+    monkeypatch.setattr(decode, "_orientation", orientation)
+    assert load_image(bomb, 32, "squash", max_pixels=64 * 64).width == 64
+    assert elsewhere == ["decompression_bomb"]
+    assert _plain_pillow_reason(bomb) == "decompression_bomb"
+
+
 def test_fast_jpeg_path_matches_full_decode():
     big = cv2.resize(media.photo("coffee"), (2400, 1600), interpolation=cv2.INTER_CUBIC)
     data = _encode(Image.fromarray(big), "JPEG", quality=92)
@@ -168,20 +243,46 @@ def test_typed_failures_share_one_shape():
     assert exception_detail(long, "TIFF: ", limit=None) == "TIFF: ValueError: " + "x" * 500
 
 
-def test_jpeg_of_too_many_scans_is_refused_before_decoding():
-    """Each scan of a progressive JPEG walks every block of its components: 3200 scans of EOB runs
-    (435 KB) held a worker 49 s at 8000 x 8000. Counted from the markers, they are refused at once;
-    100 scans, more than real encoders write, still decode."""
-    import time
+def _decoder_input(monkeypatch, limit: int) -> list[int]:
+    """The bytes Pillow hands its decoders, one entry a `decode` call: the work of a decode,
+    counted instead of timed (a file refused before decoding feeds none). Past `limit` bytes the
+    decode stops with an error, so a test whose protection is gone fails at once instead of
+    decoding for a minute."""
+    from PIL import Image as PILImage
 
+    fed: list[int] = []
+    real = PILImage._getdecoder
+
+    class Counted:
+        def __init__(self, decoder) -> None:
+            self._decoder = decoder
+
+        def __getattr__(self, name: str):
+            return getattr(self._decoder, name)
+
+        def decode(self, data: bytes):
+            fed.append(len(data))
+            if sum(fed) > limit:
+                raise AssertionError(f"the decoder was fed {sum(fed)} bytes, over {limit}")
+            return self._decoder.decode(data)
+
+    monkeypatch.setattr(PILImage, "_getdecoder", lambda *args, **kwargs: Counted(real(*args, **kwargs)))
+    return fed
+
+
+def test_jpeg_of_too_many_scans_is_refused_before_decoding(monkeypatch):
+    """Each scan of a progressive JPEG walks every block of its components: 3200 scans of EOB runs
+    (435 KB) held a worker 49 s at 8000 x 8000. Counted from the markers, they are refused before
+    the decoder sees a byte; 100 scans, more than real encoders write, still decode."""
     from hostile_corpus import jpeg_scan_bomb
     from transforms.decode import MAX_JPEG_SCANS
 
     bomb = jpeg_scan_bomb(8000, 8000, 3200)
-    start = time.perf_counter()
-    with pytest.raises(DecodeError) as caught:
-        load_image(bomb, 64, "center_crop")
-    assert time.perf_counter() - start < 1
+    with monkeypatch.context() as patched:
+        fed = _decoder_input(patched, limit=0)
+        with pytest.raises(DecodeError) as caught:
+            load_image(bomb, 64, "center_crop")
+    assert fed == []  # refused from the markers: no decoder was fed
     assert (caught.value.reason, caught.value.detail) == (
         "too_many_scans", "a 8000x8000 JPEG of more than 100 scans (real encoders write at most a few dozen)")
     with pytest.raises(DecodeError, match="too_many_scans"):
@@ -190,12 +291,12 @@ def test_jpeg_of_too_many_scans_is_refused_before_decoding():
     assert (flat.width, flat.pixels.min(), flat.pixels.max()) == (2000, 128, 128)  # DC 0: mid grey
 
 
-def test_a_single_scan_jpegs_later_scans_cost_no_time():
+def test_a_single_scan_jpegs_later_scans_cost_no_time(monkeypatch):
     """A sequential JPEG whose first scan holds every component is decoded in that one scan:
     libjpeg refuses a second one (JERR_EOI_EXPECTED) instead of walking it, so its scans are not
-    counted (no pass over the file's bytes), and 2,000 repeated scans are a quick reject."""
-    import time
-
+    counted (no pass over the file's bytes), and 2,000 repeated scans (710 MB) are a quick reject:
+    the decoder is fed the first scan and a read block, the marker walk never passes the first scan."""
+    from transforms import headers
     from transforms.headers import jpeg_layout
 
     grey = np.random.default_rng(0).integers(0, 255, (800, 800), dtype=np.uint8)
@@ -203,10 +304,20 @@ def test_a_single_scan_jpegs_later_scans_cost_no_time():
     sos, eoi = data.index(b"\xff\xda"), data.rindex(b"\xff\xd9")
     repeated = data[:sos] + data[sos:eoi] * 2000 + b"\xff\xd9"
     assert jpeg_layout(repeated).scans == 1 and not jpeg_layout(repeated).multi_scan
-    start = time.perf_counter()
+    searched: list[int] = []  # where the marker walk searched entropy-coded data for the next marker
+    real_marker = headers._NEXT_MARKER
+
+    class Spy:
+        def search(self, text: bytes, pos: int):
+            searched.append(pos)
+            return real_marker.search(text, pos)
+
+    monkeypatch.setattr(headers, "_NEXT_MARKER", Spy())
+    fed = _decoder_input(monkeypatch, limit=4 * len(data))
     with pytest.raises(DecodeError):
         load_image(repeated, 64, "center_crop")
-    assert time.perf_counter() - start < 1
+    assert max(searched, default=0) < eoi
+    assert 0 < sum(fed) < 2 * len(data)  # the first scan and a read block of the next, not 2,000 scans
 
 
 def test_scans_after_the_first_image_are_not_counted():

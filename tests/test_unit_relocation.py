@@ -196,9 +196,11 @@ def test_background_release_punches_one_shard_at_a_time(tmp_path, monkeypatch):
 
     punched: list[tuple[float, float]] = []
     real_punch = unit_relocation.punch
+    opened = threading.Event()  # punches wait for it: a writer that waited for its own would hang (30 s guard)
 
     def slow_punch(uri, ranges):
         started = time.perf_counter()
+        opened.wait(30)
         time.sleep(0.3)
         freed = real_punch(uri, ranges)
         punched.append((started, time.perf_counter()))
@@ -206,9 +208,9 @@ def test_background_release_punches_one_shard_at_a_time(tmp_path, monkeypatch):
 
     monkeypatch.setattr(unit_relocation, "punch", slow_punch)
     releaser = BackgroundRelease()
-    started = time.perf_counter()
     assert releaser.submit(shards[0].placed) == len(pngs[0]) + len(pngs[1])
-    assert time.perf_counter() - started < 0.2  # the writer does not wait for its own punches
+    assert not punched  # the writer does not wait for its own punches: they are held back till now
+    opened.set()
     handed: list[float] = []
     second = threading.Thread(target=lambda: handed.append((releaser.submit(shards[1].placed), time.perf_counter())))
     second.start()

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
+from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig, UsageError
 from .integrity import (
     CheckpointError,
     read_manifest,
@@ -64,7 +64,7 @@ def parse_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
     try:
         return DTYPES[value]
     except KeyError:
-        raise ValueError(f"unknown dtype {value!r}; choose from auto, {', '.join(sorted(set(DTYPES)))}") from None
+        raise UsageError(f"unknown dtype {value!r}; choose from auto, {', '.join(sorted(set(DTYPES)))}") from None
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -22,6 +22,14 @@ PAD_ID = 8194
 TOKENS_PER_IMAGE = 256
 
 
+class UsageError(ValueError):
+    """A run refused for what its user gave it (a flag, or a file or folder a flag names: token
+    shards, a mixture file, a prompt image): the command lines of `trainer.fit`, `trainer.evaluate`
+    and `trainer.generate` print it, and a `CheckpointError` (`trainer.integrity`), as one `error:`
+    line and exit 2. Any other exception, a `ValueError` from deep in training, evaluation or
+    generation included, is a bug and keeps its traceback."""
+
+
 # Sanity bounds, far beyond any LLaMA (Llama 3 405B: 126 layers, hidden 16384, MLP 53248, 128
 # heads): a config.json of a few bytes must not drive minutes of work or gigabytes of memory.
 LIMITS: dict[str, int] = {
@@ -152,5 +160,5 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     try:
         base = PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown model preset {name!r}; choose from {', '.join(PRESETS)}") from None
+        raise UsageError(f"unknown model preset {name!r}; choose from {', '.join(PRESETS)}") from None
     return dataclasses.replace(base, **overrides) if overrides else base

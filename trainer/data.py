@@ -38,7 +38,8 @@ import pyarrow.compute as pc
 
 from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TokenShardMeta, find_shards, read_token_shard
 
-from .config import BOS_ID, EOS_ID, VOCAB_SIZE
+from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
+from .integrity import CheckpointError
 
 MODES = ("paper", "stream")
 STATE_VERSION = 1
@@ -55,7 +56,7 @@ class MixtureEntry:
 
     def __post_init__(self) -> None:
         if not (self.weight > 0 and math.isfinite(self.weight)):
-            raise ValueError(f"mixture weight of {self.glob!r} must be a positive number, got {self.weight}")
+            raise UsageError(f"mixture weight of {self.glob!r} must be a positive number, got {self.weight}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Mixture:
 
     def __post_init__(self) -> None:
         if not self.entries:
-            raise ValueError("the mixture names no data: pass --data GLOB[:WEIGHT] or a mixture file")
+            raise UsageError("the mixture names no data: pass --data GLOB[:WEIGHT] or a mixture file")
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "data": [{"glob": e.glob, "weight": e.weight} for e in self.entries]}
@@ -87,18 +88,27 @@ def parse_data_arg(value: str) -> MixtureEntry:
     return MixtureEntry(value, 1.0)
 
 
+def _yaml(text: str) -> Any:
+    """YAML text parsed; a `ValueError` for text that is not YAML."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def load_mixture_file(path: str) -> Mixture:
     """A YAML or JSON mixture: `{split: train, data: [{glob: ..., weight: ...}, ...]}` or just the list.
     Relative globs are taken relative to the file's folder, so a build's `mixture.yaml` works from
     anywhere (as relative paths in a build config do)."""
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    if path.endswith(".json"):
-        spec = json.loads(text)
-    else:
-        import yaml
-
-        spec = yaml.safe_load(text)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        spec = json.loads(text) if path.endswith(".json") else _yaml(text)
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON or YAML
+        why = " ".join(str(getattr(exc, "strerror", None) or exc).split())[:200]
+        raise UsageError(f"{path}: not a readable mixture file ({why})") from None
     split: str | None = "train"
     if isinstance(spec, dict):
         split = spec.get("split", "train")
@@ -106,15 +116,19 @@ def load_mixture_file(path: str) -> Mixture:
     else:
         items = spec
     if not isinstance(items, list):
-        raise ValueError(f"{path}: a mixture file holds a list of {{glob, weight}} (or a mapping with 'data')")
+        raise UsageError(f"{path}: a mixture file holds a list of {{glob, weight}} (or a mapping with 'data')")
     entries = []
     for item in items:
         if isinstance(item, str):
             entry = parse_data_arg(item)
         elif isinstance(item, dict) and "glob" in item:
-            entry = MixtureEntry(str(item["glob"]), float(item.get("weight", 1.0)))
+            try:
+                weight = float(item.get("weight", 1.0))
+            except (TypeError, ValueError):
+                raise UsageError(f"{path}: mixture entry {item!r}: its weight is not a number") from None
+            entry = MixtureEntry(str(item["glob"]), weight)
         else:
-            raise ValueError(f"{path}: mixture entry {item!r} has no 'glob'")
+            raise UsageError(f"{path}: mixture entry {item!r} has no 'glob'")
         if "://" not in entry.glob and not os.path.isabs(entry.glob):
             entry = MixtureEntry(os.path.join(os.path.dirname(os.path.abspath(path)), entry.glob), entry.weight)
         entries.append(entry)
@@ -186,7 +200,7 @@ class SentenceSource:
             if loose:
                 hint = (f" ({len(loose)} .arrow file(s) match but none has its {STATS_SUFFIX}: "
                         "an unfinished build?)")
-            raise ValueError(f"--data {entry.glob!r} matches no committed token shard{hint}")
+            raise UsageError(f"--data {entry.glob!r} matches no committed token shard{hint}")
         self._cache = cache
         self.metas: list[TokenShardMeta] = []
         self.shards: list[_Shard] = []
@@ -212,10 +226,10 @@ class SentenceSource:
             del table
         self.starts = np.concatenate([[0], np.cumsum([s.count for s in self.shards])]).astype(np.int64)
         if self.starts[-1] == 0:
-            raise ValueError(f"--data {entry.glob!r} matches {len(self.paths)} shard(s) but none holds "
+            raise UsageError(f"--data {entry.glob!r} matches {len(self.paths)} shard(s) but none holds "
                              f"sentences of split {split!r}")
         if self.tokens == 0:
-            raise ValueError(f"--data {entry.glob!r}: its sentences hold no tokens")
+            raise UsageError(f"--data {entry.glob!r}: its sentences hold no tokens")
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -247,17 +261,17 @@ def check_metadata(sources: Sequence[SentenceSource], vocab_size: int = VOCAB_SI
     tokenizer with one codebook size and one number of tokens per image."""
     first_path, first = sources[0].paths[0], sources[0].metas[0]
     if first.codebook_size > BOS_ID or first.codebook_size > vocab_size:
-        raise ValueError(f"{first_path}: codebook size {first.codebook_size} does not fit the model vocabulary "
+        raise UsageError(f"{first_path}: codebook size {first.codebook_size} does not fit the model vocabulary "
                          f"(vocab_size {vocab_size}, special ids from {BOS_ID}): its codes would collide "
                          "with BOS/EOS or fall outside the embedding")
     if tokens_per_image is not None and first.tokens_per_image != tokens_per_image:
-        raise ValueError(f"{first_path}: {first.tokens_per_image} tokens per image, the model expects "
+        raise UsageError(f"{first_path}: {first.tokens_per_image} tokens per image, the model expects "
                          f"{tokens_per_image}")
     for source in sources:
         for path, meta in zip(source.paths, source.metas):
             for name in ("codebook_size", "tokens_per_image", "tokenizer_name", "tokenizer_hash"):
                 if getattr(meta, name) != getattr(first, name):
-                    raise ValueError(
+                    raise UsageError(
                         f"token shards disagree on {name}: {path} has {getattr(meta, name)!r}, {first_path} has "
                         f"{getattr(first, name)!r}; shards of different tokenizers cannot be mixed")
     return first
@@ -333,11 +347,11 @@ class TokenWindows:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"data-loader state version {state.get('version')} is not {STATE_VERSION}")
+            raise CheckpointError(f"data-loader state version {state.get('version')} is not {STATE_VERSION}")
         saved, now = state["fingerprint"], self.fingerprint()
         if saved != now:
             changed = sorted(k for k in now if saved.get(k) != now.get(k))
-            raise ValueError(f"the data changed since this checkpoint ({', '.join(changed)} differ: saved "
+            raise UsageError(f"the data changed since this checkpoint ({', '.join(changed)} differ: saved "
                              f"{ {k: saved.get(k) for k in changed} }, now { {k: now.get(k) for k in changed} }); "
                              "resume with the same data, or start a fresh run")
         self.reset()

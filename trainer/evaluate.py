@@ -33,9 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from uvd_pipeline.shards import find_shards, read_token_shard, sentence_tokens
+from uvd_pipeline.shards import ShardDamaged, find_shards, read_token_shard, sentence_tokens
 
-from .config import BOS_ID, CODEBOOK_SIZE, PAD_ID, TOKENS_PER_IMAGE
+from .config import BOS_ID, CODEBOOK_SIZE, PAD_ID, TOKENS_PER_IMAGE, UsageError
 from .model import LVMTransformer
 
 DEFAULT_CONTEXTS = (1, 3, 7, 11, 15)
@@ -133,7 +133,7 @@ class Evaluator:
                  contexts: Sequence[int] = DEFAULT_CONTEXTS, batch_size: int = 4,
                  tokens_per_image: int = TOKENS_PER_IMAGE) -> None:
         if model.config.vocab_size <= BOS_ID:
-            raise ValueError(f"model vocab_size {model.config.vocab_size} has no room for the special ids (BOS {BOS_ID})")
+            raise UsageError(f"model vocab_size {model.config.vocab_size} has no room for the special ids (BOS {BOS_ID})")
         self.model, self.bos, self.shots, self.contexts = model, bos, shots, tuple(contexts)
         self.batch_size, self.tokens_per_image = max(1, batch_size), tokens_per_image
         self.max_positions = model.config.max_position_embeddings
@@ -218,9 +218,9 @@ def iter_sentences(paths: Iterable[str], split: str | None = "val",
     for path in paths:
         table, meta = read_token_shard(path)
         if meta.codebook_size > CODEBOOK_SIZE:
-            raise ValueError(f"{path}: codebook_size {meta.codebook_size} does not fit the LM's {CODEBOOK_SIZE} codes")
+            raise UsageError(f"{path}: codebook_size {meta.codebook_size} does not fit the LM's {CODEBOOK_SIZE} codes")
         if tokens_per_image not in (None, meta.tokens_per_image):
-            raise ValueError(f"{path}: tokens_per_image {meta.tokens_per_image} differs from earlier shards' {tokens_per_image}")
+            raise UsageError(f"{path}: tokens_per_image {meta.tokens_per_image} differs from earlier shards' {tokens_per_image}")
         tokens_per_image = meta.tokens_per_image
         columns = {name: table.column(name).to_pylist() for name in ("source", "kind", "task", "split", "lineage")}
         for i in range(table.num_rows):
@@ -273,6 +273,9 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 2 with one `error:` line for a run refused for its flags or the files they name
+    (`UsageError`, a damaged or unfitting checkpoint or token shard); any other error, a
+    `ValueError` from inside the evaluation included, is a bug and keeps its traceback."""
     from .checkpoint_io import CheckpointError, load_pretrained
 
     parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n\n")[0])
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
         result = evaluate(model, paths, split=None if args.split == "all" else args.split, bos=not args.stream,
                           shots=args.shots, contexts=args.contexts, batch_size=args.batch_size, limit=args.limit)
-    except (CheckpointError, ValueError) as exc:
+    except (UsageError, CheckpointError, ShardDamaged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result.update(checkpoint=args.checkpoint, data=paths, split=args.split, dtype=dtype)

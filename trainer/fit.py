@@ -38,10 +38,11 @@ import torch.distributed as dist
 from tokenizer.atomic import write_bytes
 from tokenizer.dataclass_cli import add_flags, flag, options_from
 from tokenizer.schedule import warmup_cosine
+from uvd_pipeline.shards import ShardDamaged
 
 from . import checkpoint as ckpt
 from . import cpu_gemm
-from .config import ModelConfig, preset
+from .config import ModelConfig, UsageError, preset
 from .data import MODES, TokenWindows, mixture_from_args
 from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning
 from .model import LVMTransformer, rope_tables
@@ -122,23 +123,23 @@ class FitOptions:
 
     def validate(self) -> None:
         if os.path.exists(self.out) and not os.path.isdir(self.out):
-            raise ValueError(f"--out {self.out}: exists and is not a folder; give the run's output folder")
+            raise UsageError(f"--out {self.out}: exists and is not a folder; give the run's output folder")
         if self.mode not in MODES:
-            raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.attention not in ATTENTION_KERNELS:
-            raise ValueError(f"--attention must be one of {', '.join(ATTENTION_KERNELS)}, got {self.attention!r}")
+            raise UsageError(f"--attention must be one of {', '.join(ATTENTION_KERNELS)}, got {self.attention!r}")
         if self.dtype not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"--dtype must be auto, fp32 or bf16, got {self.dtype!r}")
+            raise UsageError(f"--dtype must be auto, fp32 or bf16, got {self.dtype!r}")
         if self.profile_steps < 0:
-            raise ValueError(f"--profile-steps must be at least 0 (0: off), got {self.profile_steps}")
+            raise UsageError(f"--profile-steps must be at least 0 (0: off), got {self.profile_steps}")
         if self.checkpoint_every < 0:
-            raise ValueError(f"--checkpoint-every must be at least 0 (0: write no checkpoints), got "
+            raise UsageError(f"--checkpoint-every must be at least 0 (0: write no checkpoints), got "
                              f"{self.checkpoint_every}")
         for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "log_every", "chunk_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"need warmup >= 0 and 0 <= min-lr <= lr (got {self.warmup_steps}, {self.min_lr}, "
+            raise UsageError(f"need warmup >= 0 and 0 <= min-lr <= lr (got {self.warmup_steps}, {self.min_lr}, "
                              f"{self.lr})")
 
 
@@ -205,7 +206,7 @@ def resolve_device(options: FitOptions, local_rank: int) -> torch.device:
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+            raise UsageError("--device cuda asked for, but torch sees no CUDA device")
         return torch.device("cuda", local_rank)
     return torch.device(kind)
 
@@ -218,12 +219,12 @@ class Trainer:
         self.options, self.env, self.device = options, env, device
         self.dtype = options.dtype if options.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
         if options.attention != "auto" and device.type != "cuda":
-            raise ValueError(f"--attention {options.attention} picks a CUDA kernel, but this run is on {device.type}; "
+            raise UsageError(f"--attention {options.attention} picks a CUDA kernel, but this run is on {device.type}; "
                              f"leave it at auto")
         overrides = {**options.model_overrides}
         self.config: ModelConfig = preset(options.preset, **overrides)
         if options.seq_len > self.config.max_position_embeddings:
-            raise ValueError(f"--seq-len {options.seq_len} exceeds max_position_embeddings "
+            raise UsageError(f"--seq-len {options.seq_len} exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings} of preset {options.preset!r}")
         mixture = mixture_from_args(options.data, options.split)
         self.data = TokenWindows(mixture, options.seq_len, options.batch_size, options.mode, options.seed,
@@ -294,11 +295,11 @@ class Trainer:
             differ = {k: (v, getattr(self.config, k)) for k, v in loaded["config"].to_dict().items()
                       if getattr(self.config, k) != v}
             detail = ", ".join(f"{k} {a} in the checkpoint vs {b} now" for k, (a, b) in differ.items())
-            try:
+            try:  # this run's flags (--preset) differ from the run in --out: a usage error
                 ckpt.check_state_shapes(self.shapes, loaded["model"], path)
-            except ValueError as exc:
-                raise ValueError(f"{exc} (config: {detail})") from None
-            raise ValueError(f"{path} was trained with another model config: {detail}")
+            except CheckpointError as exc:
+                raise UsageError(f"{exc} (config: {detail})") from None
+            raise UsageError(f"{path} was trained with another model config: {detail}")
         ckpt.check_state_shapes(self.shapes, loaded["model"], path)
         set_state_dict(self.core, self.optimizer, model_state_dict=loaded["model"],
                        optim_state_dict=loaded["optimizer"], options=StateDictOptions(full_state_dict=True))
@@ -599,7 +600,7 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
     start_step = trainer.step
     newer = [path for step, path in ckpt.list_checkpoints(options.out) if step > start_step]
     if newer:
-        raise ValueError(f"{options.out} holds checkpoints beyond the starting step {start_step} ({', '.join(newer)}); "
+        raise UsageError(f"{options.out} holds checkpoints beyond the starting step {start_step} ({', '.join(newer)}); "
                          "they would mix with this run: use another --out, or remove them to roll back")
     if env.main:
         _trim_log(os.path.join(options.out, LOG_NAME), start_step)
@@ -690,9 +691,13 @@ def parse_args(argv: Sequence[str] | None = None) -> FitOptions:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 2 with one `error:` line for a run refused for its flags or the files they name
+    (`UsageError`, a damaged or unfitting checkpoint or token shard, a missing shard file) or
+    stopped by a diverged loss; any other error, a `ValueError` from inside training included, is
+    a bug and keeps its traceback."""
     try:
         fit(parse_args(argv))
-    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+    except (UsageError, CheckpointError, ShardDamaged, FileNotFoundError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

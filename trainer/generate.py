@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .config import BOS_ID, CODEBOOK_SIZE, TOKENS_PER_IMAGE
+from .config import BOS_ID, CODEBOOK_SIZE, TOKENS_PER_IMAGE, UsageError
 from .model import KVCache, LVMTransformer
 
 WINDOW_IMAGES = 15
@@ -53,10 +53,10 @@ def window_images(model: LVMTransformer, bos: bool, tokens_per_image: int, windo
     """Context images kept: at most `window`, and bos + W * tpi + (tpi - 1) <= max positions, so
     the last token fed while sampling an image still has a position."""
     if window < 1:
-        raise ValueError(f"window must be at least 1 image, got {window}")
+        raise UsageError(f"window must be at least 1 image, got {window}")
     fit = (model.config.max_position_embeddings - int(bos) - (tokens_per_image - 1)) // tokens_per_image
     if fit < 1:
-        raise ValueError(f"max_position_embeddings {model.config.max_position_embeddings} leaves no room for "
+        raise UsageError(f"max_position_embeddings {model.config.max_position_embeddings} leaves no room for "
                          f"one context image of {tokens_per_image} tokens plus one generated image")
     return min(window, fit)
 
@@ -72,11 +72,11 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
     `on_rebuild(first_image, n_images)` is told each time the cache is (re)built from a window."""
     prompt = np.asarray(prompt, dtype=np.int64).reshape(-1, tokens_per_image)
     if prompt.size and (prompt.min() < 0 or prompt.max() >= codebook_size):
-        raise ValueError(f"prompt codes must lie in [0, {codebook_size}), got {prompt.min()}..{prompt.max()}")
+        raise UsageError(f"prompt codes must lie in [0, {codebook_size}), got {prompt.min()}..{prompt.max()}")
     if not len(prompt) and not bos:
-        raise ValueError("stream mode (no BOS) needs at least one prompt image")
+        raise UsageError("stream mode (no BOS) needs at least one prompt image")
     if codebook_size > model.config.vocab_size:
-        raise ValueError(f"codebook_size {codebook_size} exceeds the model's vocab_size {model.config.vocab_size}")
+        raise UsageError(f"codebook_size {codebook_size} exceeds the model's vocab_size {model.config.vocab_size}")
     keep = window_images(model, bos, tokens_per_image, window)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -110,7 +110,7 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
 
 
 def read_prompt(paths: Sequence[str | os.PathLike[str]]) -> list[bytes]:
-    """The bytes of each prompt image file; a `ValueError` naming the first that is missing or
+    """The bytes of each prompt image file; a `UsageError` naming the first that is missing or
     cannot be read."""
     out = []
     for path in paths:
@@ -118,7 +118,7 @@ def read_prompt(paths: Sequence[str | os.PathLike[str]]) -> list[bytes]:
             with open(path, "rb") as handle:
                 out.append(handle.read())
         except OSError as exc:
-            raise ValueError(f"prompt image {os.fspath(path)!r}: {exc.strerror or exc}") from None
+            raise UsageError(f"prompt image {os.fspath(path)!r}: {exc.strerror or exc}") from None
     return out
 
 
@@ -148,7 +148,7 @@ def prepare_images(images: Sequence[np.ndarray | str | os.PathLike[str] | bytes]
         try:
             out.append(load_image(data, size, policy).pixels)  # type: ignore[arg-type]
         except Rejected as exc:  # a user's file: say which one and why, never a traceback
-            raise ValueError(f"prompt image {name}: {exc}") from None
+            raise UsageError(f"prompt image {name}: {exc}") from None
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
@@ -185,9 +185,14 @@ def make_strip(prompt: np.ndarray, generated: np.ndarray, border: int = 6) -> np
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 2 with one `error:` line for a run refused for its flags or the files they name
+    (`UsageError`: a prompt image, --stream without one; a damaged or unfitting model or tokenizer
+    checkpoint); any other error, a `ValueError` from inside generation included, is a bug and
+    keeps its traceback."""
     from PIL import Image
 
-    from tokenizer.checkpoint import read_config  # its CheckpointError is a ValueError
+    from tokenizer.checkpoint import CheckpointError as TokenizerCheckpointError
+    from tokenizer.checkpoint import read_config
     from tokenizer.codec import Tokenizer
 
     from .checkpoint_io import CheckpointError, load_pretrained
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         # The prompt first, at the size the tokenizer's config.json names: a missing, unreadable or
         # broken file, or no image for --stream, fails in a second, before gigabytes are loaded.
         if args.stream and not args.prompt:
-            raise ValueError("--stream (no BOS) needs at least one --prompt image to start the sequence")
+            raise UsageError("--stream (no BOS) needs at least one --prompt image to start the sequence")
         files = read_prompt(args.prompt)
         size = read_config(args.tokenizer).resolution if files else 0  # no prompt: no size needed yet
         prompt = prepare_images(files, size, args.resize, names=args.prompt)
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         codes, images = generate_pixels(model, tokenizer, prompt, args.n, temperature=args.temperature,
                                         top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                                         bos=not args.stream, window=args.window)
-    except (CheckpointError, ValueError) as exc:
+    except (UsageError, CheckpointError, TokenizerCheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

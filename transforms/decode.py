@@ -26,9 +26,12 @@ rejected `too_many_scans` before decoding.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -53,9 +56,39 @@ try:  # HEIC/HEIF (phone photos): decodable when pillow-heif is installed, else 
 except ImportError:  # pragma: no cover - it is a declared dependency
     pass
 
-# Our own guard (`max_pixels`, checked on the header before any pixel is decoded) replaces
-# Pillow's global one, so the limit is the build config's and not a process-wide constant.
-Image.MAX_IMAGE_PIXELS = None
+# Our own guard (`max_pixels`, checked on the header before any pixel is decoded) stands in for
+# Pillow's, so the limit is the build config's (up to 2**30 pixels) and not Pillow's constant. Pillow's
+# check (`Image.MAX_IMAGE_PIXELS`, read by `Image._decompression_bomb_check` at `Image.open`, GIF
+# frames, TIFF tiles, ICO and ICNS frames, crops) stays as it is for every other caller in the
+# process (tokenizer.evaluate, a user's code): that function is wrapped to skip it only inside
+# `pixels_judged_here()`, in the thread that entered it (a ContextVar), and to call Pillow's own
+# everywhere else. Setting the global for the length of a decode would not do: the local runner's
+# workers may be threads of one process, and another thread would decode unguarded meanwhile.
+_PIXELS_JUDGED_HERE: ContextVar[bool] = ContextVar("transforms_decode_pixels_judged_here", default=False)
+
+
+def _pillow_bomb_check_unless_judged_here(size: tuple[int, int]) -> None:
+    if not _PIXELS_JUDGED_HERE.get():
+        _pillow_bomb_check(size)
+
+
+# Pillow's own check, wrapped once (a reload of this module finds the wrapper and wraps the original)
+_pillow_bomb_check = getattr(Image._decompression_bomb_check, "__wrapped__", Image._decompression_bomb_check)
+_pillow_bomb_check_unless_judged_here.__wrapped__ = _pillow_bomb_check  # type: ignore[attr-defined]
+Image._decompression_bomb_check = _pillow_bomb_check_unless_judged_here
+
+
+@contextlib.contextmanager
+def pixels_judged_here() -> Iterator[None]:
+    """Pillow's decompression-bomb check lifted for this thread's Pillow calls inside the block, for
+    a caller that judges the image's pixels and memory itself from its header (`load_image`,
+    `decode_rgb`, `transforms.maps`). Also a decorator."""
+    token = _PIXELS_JUDGED_HERE.set(True)
+    try:
+        yield
+    finally:
+        _PIXELS_JUDGED_HERE.reset(token)
+
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x 89.5 MP).
 # one input's decode: with a worker's own few hundred MB (Beam, the tokenizer) it stays under 1.5 GB
@@ -182,7 +215,7 @@ def _check_budget(image: Image.Image, orientation: int, budget: int, held: Held 
 def _check_embedded(data: bytes, max_pixels: int, budget: int) -> None:
     """An icon container judged on the images it embeds, as their own headers declare them: Pillow
     sizes an ICO or ICNS from its directory, then decodes the embedded PNG or bitmap whatever its
-    size (with our `Image.MAX_IMAGE_PIXELS = None`, its own bomb check in IcoFile.frame is off)."""
+    size (inside `pixels_judged_here`, its own bomb check in IcoFile.frame is lifted)."""
     for image in embedded_images(data):
         w, h = image.width, image.height
         if w * h > max_pixels:
@@ -342,6 +375,7 @@ def _in_srgb(image: Image.Image, pixels: np.ndarray) -> tuple[np.ndarray, str]:
     return convert_to_srgb(pixels, conversion), conversion.description
 
 
+@pixels_judged_here()
 def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
     """Full-resolution decode to (H, W, 3) uint8 with EXIF orientation applied."""
@@ -355,6 +389,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     return _in_srgb(image, to_rgb_array(image))[0]
 
 
+@pixels_judged_here()
 def load_image(
     data: bytes,
     size: int,

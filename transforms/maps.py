@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from transforms.decode import DEFAULT_MAX_DECODE_BYTES, decode_cost
+from transforms.decode import DEFAULT_MAX_DECODE_BYTES, decode_cost, pixels_judged_here
 from transforms.errors import Rejected
 
 MAP_WORK_BYTES = 8  # per pixel beyond the decoded buffer: the float32 / int32 copies a map goes through
@@ -28,9 +28,10 @@ class MapError(Rejected):
 
 
 def _declared(data: bytes) -> tuple[int, int, str] | None:
-    """(width, height, mode) from the header alone, or None when Pillow does not know the format."""
+    """(width, height, mode) from the header alone, or None when Pillow does not know the format;
+    at any size (Pillow's own pixel limit lifted): `_imdecode` judges it on its memory budget."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with pixels_judged_here(), Image.open(io.BytesIO(data)) as image:
             return image.size[0], image.size[1], image.mode
     except Exception:
         return None
