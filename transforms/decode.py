@@ -16,11 +16,12 @@ is over the budget is decoded at reduced scale where the format allows (a JPEG's
 on the paths that accept a reduced decode) or rejected `image_too_large`.
 
 What a decoder holds besides its output counts too (`transforms.headers` reads it from the bytes):
-a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp and
-the 32-bit samples of OpenJPEG; and an icon container is judged on the images it embeds, which
-Pillow decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time
-grows with its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is
-rejected `too_many_scans` before decoding.
+a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp, the
+32-bit samples of OpenJPEG and the YUV planes of libavif (by the bit depth and subsampling its
+`av1C` boxes declare); and an icon container is judged on the images it embeds, which Pillow
+decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time grows with
+its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is rejected
+`too_many_scans` before decoding.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms.errors import Rejected, exception_detail
-from transforms.headers import coefficient_bytes, embedded_images, jpeg_layout
+from transforms.headers import avif_planes, coefficient_bytes, embedded_images, jpeg_layout
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
 
 # Pillow warns about what this module handles itself (images over the pixel budget are refused
@@ -45,10 +46,18 @@ from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_
 warnings.filterwarnings("ignore", module=r"PIL\.")
 
 try:  # HEIC/HEIF (phone photos): decodable when pillow-heif is installed, else `unsupported_format`
+    from pillow_heif import options as heif_options
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
+    heif_options.DECODE_THREADS = 1  # libde265 would take 4 threads: see AVIF's below
 except ImportError:  # pragma: no cover - it is a declared dependency
+    pass
+try:  # dav1d would start a thread per core for every AVIF: a build decodes one image per worker
+    from PIL import AvifImagePlugin  # thread, and its workers keep every core busy
+
+    AvifImagePlugin.DEFAULT_MAX_THREADS = 1
+except ImportError:  # pragma: no cover - Pillow before 11.2
     pass
 
 # Our own guard (`max_pixels`, checked on the header before any pixel is decoded) replaces
@@ -68,6 +77,15 @@ _STRIP_COST = STRIP_PIXELS * 24  # the largest per-strip temporaries (int64 / ui
 # them Pillow's); OpenJPEG decodes into 32-bit samples, one per component, plus its tile buffers
 # (19.4 for RGB). Before, 6000 x 6000 was judged 264 MB and took 554 and 669.
 _WORKING = {"WEBP": lambda bands: 12, "JPEG2000": lambda bands: 4 * bands + 4}
+# libavif (dav1d, one thread) holds each AV1 bitstream's YUV planes (`Av1Planes.bytes_per_pixel`),
+# dav1d about a byte a pixel more per bitstream, and the 8-bit RGB(A) copy handed to Pillow, plus
+# a few MiB whatever the size: measured as the rise of Pillow's load in a fresh process at 1000 x
+# 750, 3000 x 2000 and 6000 x 4000 (RGB 4:2:0 8-bit: 5.0 bytes a pixel over Pillow's buffer at
+# 6000 x 4000; 4:4:4: 6.5; 10-bit 4:2:0: 6.2; with alpha: 7.3; 12-bit 4:4:4 at 3000 x 2000: 9.9).
+# An AVIF whose av1C boxes cannot be read is judged as 12-bit 4:4:4 with a 12-bit alpha.
+_AV1_DECODER_BYTES = 1
+_AVIF_FIXED = 8 << 20
+_AVIF_UNREAD = (6 + 1) + (2 + 1)
 # An icon's embedded image: Pillow holds it in 4 bytes a pixel; a bitmap icon also gets an RGBA
 # copy and a one-byte mask (IcoFile.frame), a JPEG 2000 one OpenJPEG's buffers for 4 components.
 _EMBEDDED_EXTRA = {"BMP": 5, "JPEG 2000": 20}
@@ -202,10 +220,20 @@ def _jpeg_held(data: bytes) -> Held:
                                            f"held at any decode scale")
 
 
+def _avif_held(image: Image.Image, data: bytes) -> Held:
+    planes = avif_planes(data)
+    per_pixel = sum(p.bytes_per_pixel + _AV1_DECODER_BYTES for p in planes) if planes else _AVIF_UNREAD
+    w, h = image.size
+    return Held(int(w * h * (per_pixel + len(image.getbands()))) + _AVIF_FIXED,
+                "the AVIF decoder's working buffers (YUV planes, the RGB copy)")
+
+
 def _held(image: Image.Image, data: bytes) -> Held:
     """What the decoder of this opened image holds besides Pillow's buffer (`Held`)."""
     if image.format in ("JPEG", "MPO"):
         return _jpeg_held(data)
+    if image.format == "AVIF":
+        return _avif_held(image, data)
     working = _WORKING.get(image.format or "")
     if working is None:
         return Held()
