@@ -22,11 +22,17 @@ a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvas
 decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time grows with
 its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is rejected
 `too_many_scans` before decoding.
+
+Time is judged from the declaration too where the format allows (`declared_decode_s`): a JPEG
+(Huffman-coded), PNG or still WebP decodes in at most so many CPU seconds for its pixels, scans and
+bytes. The build decodes in its own process only what that bounds within its limit, and the rest
+in a process it kills at the limit (`uvd_pipeline.image_decode`).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -34,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms.errors import Rejected, exception_detail
-from transforms.headers import avif_planes, coefficient_bytes, embedded_images, jpeg_layout
+from transforms.headers import avif_planes, coefficient_bytes, embedded_images, jpeg_layout, png_size, webp_still_size
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
 
 # Pillow warns about what this module handles itself (images over the pixel budget are refused
@@ -54,9 +60,9 @@ try:  # HEIC/HEIF (phone photos): decodable when pillow-heif is installed, else 
 except ImportError:  # pragma: no cover - it is a declared dependency
     pass
 try:  # dav1d would start a thread per core for every AVIF: a build decodes one image per worker
-    from PIL import AvifImagePlugin  # thread, and its workers keep every core busy
+    from PIL import AvifImagePlugin  # thread, its workers keep every core busy (and a decode's CPU
 
-    AvifImagePlugin.DEFAULT_MAX_THREADS = 1
+    AvifImagePlugin.DEFAULT_MAX_THREADS = 1  # limit counts the CPU of all its threads)
 except ImportError:  # pragma: no cover - Pillow before 11.2
     pass
 
@@ -97,6 +103,18 @@ _EMBEDDED_EXTRA = {"BMP": 5, "JPEG 2000": 20}
 # behind libjpeg-turbo's `-maxscans` and TJPARAM_SCANLIMIT). At 100, a max_pixels image of
 # hostile scans decodes in seconds.
 MAX_JPEG_SCANS = 100
+# CPU seconds a decode takes at most, judged from what the file declares (`declared_decode_s`), for
+# the formats whose decoders' work that bounds: per pixel (the decoder's output, our conversion and
+# resize), per pixel and scan of a multi-scan JPEG, and per byte of the file (entropy-coded data,
+# and the chunk or segment loops Pillow and this module run in Python). The worst cases measured
+# (`load_image` on 3000 x 3000 noise, CPU time, 2026-12-05, fast and full-size decodes alike): a
+# lossy WebP with alpha 140 ns a pixel, a progressive q100 4:4:4 JPEG 63, a 16-bit RGBA PNG 48;
+# a PNG of a million empty chunks 400 ns a byte, a JPEG of a million empty COM segments 390; a
+# progressive JPEG's scans of content about 3.3 ns a pixel each (a 99-scan EOB-run bomb 0.1).
+# Then the safety factor: another machine's slower or busier cores.
+DECODE_PIXEL_NS, DECODE_SCAN_NS, DECODE_BYTE_NS = 150, 5, 400
+DECODE_TIME_SAFETY = 4
+_HUFFMAN_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman-coded frames
 EXIF_ORIENTATION = 0x0112
 WHITE = 255
 
@@ -173,6 +191,31 @@ def sniff_format(data: bytes) -> str | None:
     if text.startswith(b"<!doctype svg") or text.startswith(b"<!-- ") and b"<svg" in head.lower():
         return "SVG (vector graphics)"
     return None
+
+
+def declared_decode_s(data: bytes, over: float = math.inf) -> float | None:
+    """At most how many CPU seconds `load_image` or `decode_through` spends on these bytes, from what
+    they declare (`DECODE_*`): a Huffman-coded JPEG's frame size and scans, a PNG's or a still
+    WebP's size, and the file's length. None for the other formats, whose headers do not bound
+    their decoders' work (JPEG 2000's code blocks and layers, AV1 and HEVC, TIFF's codecs, GIF's
+    frames, ...), and for a JPEG whose frame is not found. Counting a JPEG's scans walks its
+    segments: a file whose length alone puts it over `over` seconds is not walked (inf)."""
+    by_bytes = len(data) * DECODE_BYTE_NS
+    if DECODE_TIME_SAFETY * by_bytes * 1e-9 > over:
+        return math.inf
+    scans = 1
+    if data[:3] == b"\xff\xd8\xff":  # what Pillow opens as a JPEG
+        layout = jpeg_layout(data)
+        if layout is None or layout.sof not in _HUFFMAN_SOF:
+            return None
+        size: tuple[int, int] | None = (layout.width, layout.height)
+        scans = max(1, layout.scans)
+    else:
+        size = png_size(data) or webp_still_size(data)
+    if size is None:
+        return None
+    pixels = size[0] * size[1]
+    return DECODE_TIME_SAFETY * (pixels * (DECODE_PIXEL_NS + DECODE_SCAN_NS * scans) + by_bytes) * 1e-9
 
 
 def decode_cost(width: int, height: int, mode: str, transposed: bool = False, held: int = 0) -> int:
@@ -367,6 +410,16 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     return to_rgb_array(image)
+
+
+def decode_through(data: bytes, plan: ResizePlan, max_pixels: int = DEFAULT_MAX_PIXELS, pad_value: int = 0,
+                   max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
+    """Another image of the same scene (a stereo pair's right view) at full resolution, through the
+    plan made on its image: the canvas; `size_mismatch` when its size is not the plan's input size."""
+    rgb = decode_rgb(data, max_pixels, max_bytes)
+    if rgb.shape[:2] != (plan.in_h, plan.in_w):
+        raise DecodeError("size_mismatch", f"{rgb.shape[1]}x{rgb.shape[0]} vs {plan.in_w}x{plan.in_h}")
+    return plan.apply_image(rgb, pad_value=pad_value)
 
 
 def load_image(

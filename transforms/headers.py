@@ -8,7 +8,9 @@ The decode budgets are judged on these facts, before Pillow or libjpeg touch a p
 - the images inside an ICO or ICNS container: Pillow sizes an icon from its directory but decodes
   the embedded PNG or bitmap at whatever size that one declares (an ICO's, inside `Image.open`);
 - the AV1 bitstreams of an AVIF (its `av1C` boxes: bit depth, chroma subsampling, monochrome
-  alpha), whose YUV planes libavif holds beside Pillow's buffer.
+  alpha), whose YUV planes libavif holds beside Pillow's buffer;
+- the size a PNG or a still WebP declares, from the fixed place its first chunk keeps it: with the
+  file's length and a JPEG's scans, what its decode time is judged on (`transforms.decode`).
 """
 
 from __future__ import annotations
@@ -196,6 +198,31 @@ class Embedded:
     kind: str  # "PNG", "BMP" or "JPEG 2000"
     width: int
     height: int
+
+
+WEBP_ANIMATION = 0x02  # the VP8X flag of an animated WebP
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR (the first chunk, at a fixed place); None if it is not one."""
+    return _png_size(data[:24])
+
+
+def webp_still_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a still WebP, from its first chunk: a lossy (VP8) or lossless (VP8L)
+    bitstream's frame header, or the extended format's (VP8X) canvas. None for anything else,
+    an animated WebP included."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or len(data) < 30:
+        return None
+    kind = data[12:16]
+    if kind == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    if kind == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8X" and not data[20] & WEBP_ANIMATION:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
 
 
 def _png_size(head: bytes) -> tuple[int, int] | None:

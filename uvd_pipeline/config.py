@@ -51,6 +51,10 @@ class ImageConfig(Strict):
     png_compression: StrictInt = Field(1, ge=0, le=9, description="zlib level of the lossless rendered images; 0 and 1 "
                                  "(speed) use one PNG row filter, 2-9 (size) libpng's adaptive choice; 1 "
                                  "(the default) deflates with zlib-ng, faster than zlib for no larger files")
+    decode_time_s: StrictFloat = Field(60.0, gt=0, le=86_400, description="CPU seconds one input image's decode "
+                                 "may take in its decoding process before the process is killed and the image becomes "
+                                 "a `decode_timeout` reject (CPU, not wall, seconds: the same on a busy machine; the "
+                                 "slowest images within the memory budget took ~25 s here)")
 
     @field_validator("size")
     @classmethod
