@@ -225,6 +225,8 @@ def _worker(pool: str) -> _Worker:
 
 @atexit.register
 def _stop_all() -> None:
+    """End this process's workers and wait for them (also for a process that leaves by `os._exit`,
+    which skips atexit: its workers would outlive it, unwaited)."""
     for worker in _ALL:
         if worker.owner != os.getpid():
             continue  # a forked child leaves its parent's workers alone
