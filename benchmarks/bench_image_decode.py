@@ -43,7 +43,8 @@ def jpegs(n: int) -> list[bytes]:
     for i in range(n):
         rng = np.random.default_rng([0, 11, i])
         buffer = io.BytesIO()
-        Image.fromarray(_candidate(rng, photos[i % len(photos)])).save(buffer, "JPEG", quality=int(rng.integers(85, 96)))
+        pixels = _candidate(rng, photos[i % len(photos)])
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=int(rng.integers(85, 96)))
         out.append(buffer.getvalue())
     return out
 

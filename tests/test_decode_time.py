@@ -134,7 +134,8 @@ def test_the_declaration_is_read_where_the_format_bounds_it():
     expected = 4 * (333 * 222 * (150 + 5) + len(jpeg) * 400) * 1e-9
     assert declared_decode_s(jpeg) == pytest.approx(expected)
     progressive = saved("JPEG", quality=90, progressive=True)  # libjpeg's script: 10 scans for colour
-    assert declared_decode_s(progressive) == pytest.approx(4 * (333 * 222 * (150 + 5 * 10) + len(progressive) * 400) * 1e-9)
+    scans = 4 * (333 * 222 * (150 + 5 * 10) + len(progressive) * 400) * 1e-9
+    assert declared_decode_s(progressive) == pytest.approx(scans)
     sof0 = jpeg.index(b"\xff\xc0")
     arithmetic = jpeg[:sof0] + b"\xff\xc9" + jpeg[sof0 + 2:]
     animated = io.BytesIO()
