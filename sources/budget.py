@@ -205,6 +205,16 @@ class _Worker:
 
 _LOCAL = threading.local()
 _ALL: list[_Worker] = []
+_ALL_LOCK = threading.Lock()  # threads start workers (their own) and forget ended ones at once
+
+
+def _new_lock_in_child() -> None:  # a fork while another thread held it must not leave it held
+    global _ALL_LOCK
+    _ALL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def _worker(pool: str) -> _Worker:
@@ -217,9 +227,10 @@ def _worker(pool: str) -> _Worker:
     if worker is None or worker.owner != os.getpid() or not worker.alive():
         if worker is not None and worker.owner == os.getpid():
             worker.kill()  # waited for: its pipes closed, and forgotten below
-        _ALL[:] = [w for w in _ALL if w.owner != os.getpid() or w.process.returncode is None]
         worker = workers[pool] = _Worker()
-        _ALL.append(worker)
+        with _ALL_LOCK:
+            _ALL[:] = [w for w in _ALL if w.owner != os.getpid() or w.process.returncode is None]
+            _ALL.append(worker)
     return worker
 
 
@@ -227,7 +238,9 @@ def _worker(pool: str) -> _Worker:
 def _stop_all() -> None:
     """End this process's workers and wait for them (also for a process that leaves by `os._exit`,
     which skips atexit: its workers would outlive it, unwaited)."""
-    for worker in _ALL:
+    with _ALL_LOCK:
+        workers = list(_ALL)
+    for worker in workers:
         if worker.owner != os.getpid():
             continue  # a forked child leaves its parent's workers alone
         try:
