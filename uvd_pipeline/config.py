@@ -52,9 +52,10 @@ class ImageConfig(Strict):
                                  "(speed) use one PNG row filter, 2-9 (size) libpng's adaptive choice; 1 "
                                  "(the default) deflates with zlib-ng, faster than zlib for no larger files")
     decode_time_s: StrictFloat = Field(60.0, gt=0, le=86_400, description="CPU seconds one input image's decode "
-                                 "may take in its decoding process before the process is killed and the image becomes "
-                                 "a `decode_timeout` reject (CPU, not wall, seconds: the same on a busy machine; the "
-                                 "slowest images within the memory budget took ~25 s here)")
+                                 "may take: a JPEG, PNG or still WebP whose header bounds its decode within it decodes "
+                                 "in the rendering process, any other image in a decoding process killed past it (the "
+                                 "image a `decode_timeout` reject). CPU, not wall, seconds: the same on a busy machine. "
+                                 "A lossless JPEG 2000 at the memory budget takes ~23-40 s here")
 
     @field_validator("size")
     @classmethod
