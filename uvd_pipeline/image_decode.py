@@ -3,7 +3,7 @@
 A decoder is C code (libjpeg, zlib, libwebp, OpenJPEG, dav1d, libde265, libtiff): a thread cannot
 be stopped inside it, and what a file declares bounds its memory (`transforms.decode`), but for
 some formats not its time: OpenJPEG's work grows with code blocks and layers no header costs (a
-lossless JPEG 2000 of a noisy photo took 0.65-1.1 CPU-s a megapixel here, so ~23-40 s at the 35
+lossless JPEG 2000 of a noisy photo took 0.65-1.1 CPU-s a megapixel here, so ~22-38 s at the 34
 megapixels the memory budget lets one have), and a PNG or JPEG of a million empty chunks or
 segments keeps Pillow's Python loops busy for seconds. So the time is judged like the memory:
 
