@@ -55,7 +55,7 @@ class ImageConfig(Strict):
                                  "may take: a JPEG, PNG or still WebP whose header bounds its decode within it decodes "
                                  "in the rendering process, any other image in a decoding process killed past it (the "
                                  "image a `decode_timeout` reject). CPU, not wall, seconds: the same on a busy machine. "
-                                 "A lossless JPEG 2000 at the memory budget takes ~22-38 s here")
+                                 "A lossless JPEG 2000 of a grainy photo at the memory budget took 21 s here")
 
     @field_validator("size")
     @classmethod

@@ -3,9 +3,10 @@
 A decoder is C code (libjpeg, zlib, libwebp, OpenJPEG, dav1d, libde265, libtiff): a thread cannot
 be stopped inside it, and what a file declares bounds its memory (`transforms.decode`), but for
 some formats not its time: OpenJPEG's work grows with code blocks and layers no header costs (a
-lossless JPEG 2000 of a noisy photo took 0.65-1.1 CPU-s a megapixel here, so ~22-38 s at the 34
-megapixels the memory budget lets one have), and a PNG or JPEG of a million empty chunks or
-segments keeps Pillow's Python loops busy for seconds. So the time is judged like the memory:
+lossless JPEG 2000 of a grainy 5800 x 5800 photo, the most the memory budget lets one have, took
+20.8 CPU-s here with OpenJPEG's default settings; with 4 x 4 code blocks and 9 quality layers a
+megapixel took 1.1 CPU-s, not 0.62), and a PNG or JPEG of a million empty chunks or segments
+keeps Pillow's Python loops busy for seconds. So the time is judged like the memory:
 
 - where what the file declares bounds its decode time within the limit (`transforms.decode.
   declared_decode_s`: a Huffman-coded JPEG's pixels and scans, a PNG's or still WebP's pixels,
