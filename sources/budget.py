@@ -10,6 +10,13 @@ writes them, so a job runs ahead of a busy parent by up to `SEND_AHEAD_BYTES`). 
 with `select`, sums only the time it spends waiting, watches the worker's resident memory, and
 kills the worker when either budget is spent; the next job starts a fresh worker.
 
+A budget may also count the worker's CPU seconds (`Budget.cpu_s`): the work a job does, nearly the
+same on a busy machine as on an idle one, where the seconds waited grow with the load. The worker
+reports its CPU time with every answer, so a job's count starts from the last one without asking
+the system; it is read from /proc only while a job runs long (every `_POLL_S` of waiting). A fresh
+worker imports the job's module before the job's clocks start, so its start-up is no job's cost.
+Arguments that are bytes travel out of band too (one copy into the pipe, none into a pickle).
+
 A job is a module-level function named "module:function"; if it returns a generator, its items
 stream back one by one, so callers can use results before the job ends.
 """
@@ -35,17 +42,21 @@ from typing import Any, Iterator
 
 import numpy as np
 
-_HEADER = struct.Struct("<Q")
-_RESULT = struct.Struct("<QQ")  # a result's pickle length and how many out-of-band buffers follow it
+_RESULT = struct.Struct("<QQ")  # a message's pickle length and how many out-of-band buffers follow it
 _POLL_S = 0.2
+OUT_OF_BAND_BYTES = 1 << 14  # bytes arguments from this size travel out of band
+STARTUP_S = 120.0  # wall seconds a fresh worker may take to import a job's module
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Limits of one job: wall seconds spent waiting on the worker, and its resident memory."""
+    """Limits of one job: wall seconds spent waiting on the worker, its resident memory, and (when
+    `cpu_s` is set) the CPU seconds the worker spends on it, `time_s` then being the backstop for a
+    worker that waits without working. Where /proc is missing, only the wall seconds are judged."""
 
     time_s: float = 600.0
     memory_mb: int = 1536  # a video's decoding process; its declared cost is judged against it first
+    cpu_s: float | None = None
 
 
 class BudgetExceeded(Exception):
@@ -61,6 +72,19 @@ class JobError(Exception):
     def __init__(self, kind: str, message: str, reason: str | None, detail: str | None) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind, self.message, self.reason, self.detail = kind, message, reason, detail
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) a process has used, from /proc; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _rss_mb(pid: int) -> float:
@@ -96,7 +120,11 @@ class _Worker:
                                         stdout=subprocess.PIPE, env=env, close_fds=True)
         self.out_fd = self.process.stdout.fileno()  # type: ignore[union-attr]
         self.owner = os.getpid()
+        self.modules = {__name__}  # job modules the worker has imported (its own, to begin with)
+        self.cpu_s = 0.0  # the worker's CPU seconds at its last answer
+        self.job_cpu_s = 0.0  # ... when the running job was sent
         _widen(self.out_fd)
+        _widen(self.process.stdin.fileno())  # type: ignore[union-attr]  # an image's bytes in one write
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -109,11 +137,20 @@ class _Worker:
             if pipe is not None:
                 pipe.close()
 
-    def send(self, message: Any) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        assert self.process.stdin is not None
-        self.process.stdin.write(_HEADER.pack(len(data)) + data)
-        self.process.stdin.flush()
+    def send(self, function: str, args: tuple, kwargs: dict) -> None:
+        """A job: large bytes arguments out of band (written from where they lie)."""
+        args = tuple(_out_of_band(a) for a in args)
+        kwargs = {k: _out_of_band(v) for k, v in kwargs.items()}
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps((function, args, kwargs), protocol=5, buffer_callback=buffers.append)
+        raw = [buffer.raw() for buffer in buffers]
+        stdin = self.process.stdin
+        assert stdin is not None
+        stdin.write(_RESULT.pack(len(data), len(raw)) + struct.pack(f"<{len(raw)}Q", *(r.nbytes for r in raw)) + data)
+        for view in raw:
+            stdin.write(view)
+        stdin.flush()
+        self.job_cpu_s = self.cpu_s
 
     def receive(self, budget: Budget, spent: list[float], scratch: list[np.ndarray] | None = None) -> Any:
         """One message; `spent[0]` accumulates the seconds waited. Kills the worker past a budget.
@@ -158,11 +195,26 @@ class _Worker:
             if spent[0] > budget.time_s:
                 self.kill()
                 raise BudgetExceeded("decode_timeout", f"no result within the budget of {budget.time_s:g} s")
+            if budget.cpu_s is not None:
+                used = _cpu_s(self.process.pid)
+                if used is not None and used - self.job_cpu_s > budget.cpu_s:
+                    self.kill()
+                    raise BudgetExceeded("decode_timeout", f"over the budget of {budget.cpu_s:g} CPU-seconds")
         return buffer
 
 
 _LOCAL = threading.local()
 _ALL: list[_Worker] = []
+_ALL_LOCK = threading.Lock()  # threads start workers (their own) and forget ended ones at once
+
+
+def _new_lock_in_child() -> None:  # a fork while another thread held it must not leave it held
+    global _ALL_LOCK
+    _ALL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def _worker(pool: str) -> _Worker:
@@ -173,20 +225,35 @@ def _worker(pool: str) -> _Worker:
         workers = _LOCAL.workers = {}
     worker = workers.get(pool)
     if worker is None or worker.owner != os.getpid() or not worker.alive():
+        if worker is not None and worker.owner == os.getpid():
+            worker.kill()  # waited for: its pipes closed, and forgotten below
         worker = workers[pool] = _Worker()
-        _ALL.append(worker)
+        with _ALL_LOCK:
+            _ALL[:] = [w for w in _ALL if w.owner != os.getpid() or w.process.returncode is None]
+            _ALL.append(worker)
     return worker
 
 
 @atexit.register
 def _stop_all() -> None:
-    for worker in _ALL:
+    """End this process's workers and wait for them (also for a process that leaves by `os._exit`,
+    which skips atexit: its workers would outlive it, unwaited)."""
+    with _ALL_LOCK:
+        workers = list(_ALL)
+    for worker in workers:
         if worker.owner != os.getpid():
             continue  # a forked child leaves its parent's workers alone
         try:
             worker.kill()
         except Exception:
             pass
+
+
+def _out_of_band(value: Any) -> Any:
+    """A large bytes argument as a buffer pickle writes out of band (it arrives as bytes)."""
+    if type(value) is bytes and len(value) >= OUT_OF_BAND_BYTES:
+        return pickle.PickleBuffer(value)
+    return value
 
 
 def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", scratch: bool = False,
@@ -198,16 +265,19 @@ def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "defau
     `scratch`: an item's arrays are read into the previous item's buffers (no fresh memory per
     item), so they are only valid until the next item is asked for: copy what is kept.
     """
-    worker = _worker(pool)
+    worker = _started(function, args, kwargs, pool)
     spent = [0.0]
     finished = False
     buffers: list[np.ndarray] | None = [] if scratch else None
     try:
-        worker.send((function, args, kwargs))
         while True:
-            kind, value = worker.receive(budget, spent, buffers)
+            kind, value, worker.cpu_s = worker.receive(budget, spent, buffers)
             if kind == "item":
                 yield value
+            elif kind == "value":  # a function's one result: nothing follows it
+                finished = True
+                yield value
+                return
             elif kind == "done":
                 finished = True
                 return
@@ -222,6 +292,26 @@ def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "defau
             worker.kill()
 
 
+def _started(function: str, args: tuple, kwargs: dict, pool: str) -> _Worker:
+    """The pool's worker, given the job. A fresh worker imports the job's module first, before the
+    job's clocks start; a worker found ended when the job is written to it (it died idle, after
+    `_worker` saw it alive) is replaced once: the job never started."""
+    for attempt in (0, 1):
+        worker = _worker(pool)
+        module = function.partition(":")[0]
+        try:
+            if module not in worker.modules:
+                list(run("sources.budget:_import", module, budget=Budget(STARTUP_S), pool=pool))
+                worker.modules.add(module)
+            worker.send(function, args, kwargs)
+            return worker
+        except OSError:
+            worker.kill()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 def call(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", **kwargs: Any) -> Any:
     """`run` for a job that returns one value."""
     (value,) = list(run(function, *args, budget=budget, pool=pool, **kwargs))
@@ -232,6 +322,12 @@ def call(function: str, *args: Any, budget: Budget = Budget(), pool: str = "defa
 def _resolve(name: str):
     module, _, attribute = name.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def _import(module: str) -> None:
+    """A fresh worker's first job for a module: its import, timed apart from the jobs (`run`)."""
+    if module != __name__:
+        importlib.import_module(module)
 
 
 SEND_AHEAD_BYTES = 16 << 20  # results a job may have waiting for the parent before it is held
@@ -293,24 +389,33 @@ def _serve() -> None:
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything C code prints to stdout goes to stderr, not into the channel
-    send = _Sender(channel_out).send
+    sender = _Sender(channel_out)
+
+    def send(kind: str, value: Any) -> None:  # with this process's CPU seconds so far (`Budget.cpu_s`)
+        sender.send((kind, value, time.process_time()))
 
     while True:
-        header = channel_in.read(_HEADER.size)
-        if len(header) < _HEADER.size:
+        header = channel_in.read(_RESULT.size)
+        if len(header) < _RESULT.size:
             return  # the parent went away
-        function, args, kwargs = pickle.loads(channel_in.read(_HEADER.unpack(header)[0]))
+        size, count = _RESULT.unpack(header)
+        lengths = struct.unpack(f"<{count}Q", channel_in.read(8 * count)) if count else ()
+        data = channel_in.read(size)
+        buffers = [channel_in.read(length) for length in lengths]
+        if len(data) < size or any(len(b) < n for b, n in zip(buffers, lengths)):
+            return
+        function, args, kwargs = pickle.loads(data, buffers=buffers)
         try:
             result = _resolve(function)(*args, **kwargs)
             if isinstance(result, GeneratorType):
                 for item in result:
-                    send(("item", item))
+                    send("item", item)
+                send("done", None)
             else:
-                send(("item", result))
-            send(("done", None))
+                send("value", result)
         except Exception as exc:
-            send(("error", (type(exc).__name__, str(exc)[:500], getattr(exc, "reason", None),
-                            getattr(exc, "detail", None))))
+            send("error", (type(exc).__name__, str(exc)[:500], getattr(exc, "reason", None),
+                           getattr(exc, "detail", None)))
 
 
 if __name__ == "__main__":

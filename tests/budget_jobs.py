@@ -52,3 +52,17 @@ def stamped(n: int):
 
     for i in range(n):
         yield i, time.monotonic(), np.zeros(100_000, np.uint8)
+
+
+def spin(seconds: float) -> float:
+    """Works (CPU) for `seconds` of this process's CPU time, in Python."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+    return time.process_time() - start
+
+
+def digest(data: bytes) -> tuple[str, int]:
+    import hashlib
+
+    return type(data).__name__, int.from_bytes(hashlib.sha256(data).digest()[:8], "big")

@@ -85,6 +85,8 @@ def test_unknown_field_lists_allowed_ones():
          "sources[0].time_budget_s: Input should be greater than 0"),
         ({"sources": [{"name": "v", "type": "video", "path": "p", "memory_budget_mb": 10}]},
          "sources[0].memory_budget_mb: Input should be greater than or equal to 512"),
+        ({"image": {"decode_time_s": 0}}, "image.decode_time_s: Input should be greater than 0"),
+        ({"image": {"decode_time_s": "fast"}}, "image.decode_time_s: Input should be a valid number"),
         ({"beam": {"options": ["project=x"]}}, "beam.options: each option must be a --flag"),
         ({"beam": {"direct_running_mode": "threads"}}, "beam.direct_running_mode: got 'threads'"),
     ],
@@ -756,3 +758,15 @@ def test_a_tokenizer_that_cannot_tokenize_this_build_fails_check_and_build(tmp_p
     code, err = _cli(capsys, "check", str(path), "--set", f"tokenizer.checkpoint={checkpoint}",
                      "--set", "image.size=256")
     assert code == 0, err
+
+
+def test_decode_time_limit_reaches_the_renderers():
+    """`image.decode_time_s` (a whole number of seconds in YAML is fine) is what the renderers get,
+    and its default is the decoding module's."""
+    from uvd_pipeline.image_decode import DEFAULT_DECODE_TIME_S
+    from uvd_pipeline.render import RenderSettings
+
+    config = parse_config({**BASE, "image": {"decode_time_s": 5}})
+    assert RenderSettings.from_config(config).decode_time_s == 5.0
+    assert RenderSettings.from_config(parse_config(BASE)).decode_time_s == DEFAULT_DECODE_TIME_S
+    assert config.content_hash() != parse_config(BASE).content_hash()  # it decides rejects

@@ -1,4 +1,5 @@
-"""The per-video budget: a job stuck in C code or eating memory is killed, the caller goes on."""
+"""The budget worker (videos' and images' decodes): a job stuck in C code, eating memory or working
+too long is killed, the caller goes on."""
 
 from __future__ import annotations
 
@@ -62,3 +63,38 @@ def test_errors_and_crashes_become_reasons():
         budget.call("budget_jobs:crash")
     assert crashed.value.reason == "decoder_crashed" and "SIGABRT" in crashed.value.detail
     assert budget.call("budget_jobs:pid") > 0
+
+
+def test_a_cpu_budget_counts_work_not_waiting():
+    """With `cpu_s`, a job is judged on the CPU seconds its worker spends (what a busy machine does
+    not change), the seconds waited being only the backstop: a job that waits 1.5 s passes a
+    budget of 0.5 CPU-seconds, one that works is killed soon after 0.5, and the next job runs."""
+    limits = Budget(time_s=30, cpu_s=0.5)
+    started = time.monotonic()
+    assert list(budget.run("budget_jobs:count", 1, budget=limits)) == [0]
+    budget.call("time:sleep", 1.5, budget=limits)
+    assert 1.5 <= time.monotonic() - started < 10
+    with pytest.raises(BudgetExceeded) as caught:
+        budget.call("budget_jobs:spin", 20.0, budget=limits)
+    assert caught.value.reason == "decode_timeout" and "0.5 CPU-seconds" in caught.value.detail
+    assert time.monotonic() - started < 15
+    assert 0.2 <= budget.call("budget_jobs:spin", 0.2, budget=limits) < 0.5
+
+
+def test_a_fresh_workers_import_is_not_its_first_jobs_cost():
+    """A job module that works 1 CPU-second as it is imported: its first job, under 0.5 CPU-seconds,
+    is not charged for it (nor for the worker's start-up), in a fresh worker and a replaced one."""
+    limits = Budget(time_s=30, cpu_s=0.5)
+    assert budget.call("budget_slow_import:ready", budget=limits, pool="slow-import") is True
+    with pytest.raises(BudgetExceeded):
+        budget.call("budget_jobs:spin", 20.0, budget=limits, pool="slow-import")
+    assert budget.call("budget_slow_import:ready", budget=limits, pool="slow-import") is True
+
+
+def test_bytes_arguments_arrive_whole():
+    """Large bytes go out of band, small ones in the pickle: each arrives as the same bytes."""
+    import budget_jobs
+
+    big = bytes(range(256)) * 20_000 + b"end"  # 5 MB: more than the pipe holds at once
+    for data in (big, b"small", bytearray(big)):
+        assert budget.call("budget_jobs:digest", data) == budget_jobs.digest(data)

@@ -17,17 +17,24 @@ is over the budget is decoded at reduced scale where the format allows (a JPEG's
 on the paths that accept a reduced decode) or rejected `image_too_large`.
 
 What a decoder holds besides its output counts too (`transforms.headers` reads it from the bytes):
-a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp and
-the 32-bit samples of OpenJPEG; and an icon container is judged on the images it embeds, which
-Pillow decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time
-grows with its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is
-rejected `too_many_scans` before decoding.
+a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp, the
+32-bit samples of OpenJPEG and the YUV planes of libavif (by the bit depth and subsampling its
+`av1C` boxes declare); and an icon container is judged on the images it embeds, which Pillow
+decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time grows with
+its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is rejected
+`too_many_scans` before decoding.
+
+Time is judged from the declaration too where the format allows (`declared_decode_s`): a JPEG
+(Huffman-coded), PNG or still WebP decodes in at most so many CPU seconds for its pixels, scans and
+bytes. The build decodes in its own process only what that bounds within its limit, and the rest
+in a process it kills at the limit (`uvd_pipeline.image_decode`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -38,7 +45,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms.colour_profile import convert_to_srgb, srgb_conversion
 from transforms.errors import Rejected, exception_detail
-from transforms.headers import coefficient_bytes, embedded_images, jpeg_layout
+from transforms.headers import avif_planes, coefficient_bytes, embedded_images, jpeg_layout, png_size, webp_still_size
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
 
 # Pillow warns about what this module handles itself (images over the pixel budget are refused
@@ -50,10 +57,18 @@ from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_
 warnings.filterwarnings("ignore", module=r"PIL\.")
 
 try:  # HEIC/HEIF (phone photos): decodable when pillow-heif is installed, else `unsupported_format`
+    from pillow_heif import options as heif_options
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
+    heif_options.DECODE_THREADS = 1  # libde265 would take 4 threads: see AVIF's below
 except ImportError:  # pragma: no cover - it is a declared dependency
+    pass
+try:  # dav1d would start a thread per core for every AVIF: a build decodes one image per worker
+    from PIL import AvifImagePlugin  # thread, its workers keep every core busy (and a decode's CPU
+
+    AvifImagePlugin.DEFAULT_MAX_THREADS = 1  # limit counts the CPU of all its threads)
+except ImportError:  # pragma: no cover - Pillow before 11.2
     pass
 
 # Our own guard (`max_pixels`, checked on the header before any pixel is decoded) stands in for
@@ -105,6 +120,15 @@ _STRIP_COST = STRIP_PIXELS * 24  # the largest per-strip temporaries (int64 / ui
 # them Pillow's); OpenJPEG decodes into 32-bit samples, one per component, plus its tile buffers
 # (19.4 for RGB). Before, 6000 x 6000 was judged 264 MB and took 554 and 669.
 _WORKING = {"WEBP": lambda bands: 12, "JPEG2000": lambda bands: 4 * bands + 4}
+# libavif (dav1d, one thread) holds each AV1 bitstream's YUV planes (`Av1Planes.bytes_per_pixel`),
+# dav1d about a byte a pixel more per bitstream, and the 8-bit RGB(A) copy handed to Pillow, plus
+# a few MiB whatever the size: measured as the rise of Pillow's load in a fresh process at 1000 x
+# 750, 3000 x 2000 and 6000 x 4000 (RGB 4:2:0 8-bit: 5.0 bytes a pixel over Pillow's buffer at
+# 6000 x 4000; 4:4:4: 6.5; 10-bit 4:2:0: 6.2; with alpha: 7.3; 12-bit 4:4:4 at 3000 x 2000: 9.9).
+# An AVIF whose av1C boxes cannot be read is judged as 12-bit 4:4:4 with a 12-bit alpha.
+_AV1_DECODER_BYTES = 1
+_AVIF_FIXED = 8 << 20
+_AVIF_UNREAD = (6 + 1) + (2 + 1)
 # An icon's embedded image: Pillow holds it in 4 bytes a pixel; a bitmap icon also gets an RGBA
 # copy and a one-byte mask (IcoFile.frame), a JPEG 2000 one OpenJPEG's buffers for 4 components.
 _EMBEDDED_EXTRA = {"BMP": 5, "JPEG 2000": 20}
@@ -116,6 +140,18 @@ _EMBEDDED_EXTRA = {"BMP": 5, "JPEG 2000": 20}
 # behind libjpeg-turbo's `-maxscans` and TJPARAM_SCANLIMIT). At 100, a max_pixels image of
 # hostile scans decodes in seconds.
 MAX_JPEG_SCANS = 100
+# CPU seconds a decode takes at most, judged from what the file declares (`declared_decode_s`), for
+# the formats whose decoders' work that bounds: per pixel (the decoder's output, our conversion and
+# resize), per pixel and scan of a multi-scan JPEG, and per byte of the file (entropy-coded data,
+# and the chunk or segment loops Pillow and this module run in Python). The worst cases measured
+# (`load_image` on 3000 x 3000 noise, CPU time, 2026-12-05, fast and full-size decodes alike): a
+# lossy WebP with alpha 140 ns a pixel, a progressive q100 4:4:4 JPEG 63, a 16-bit RGBA PNG 48;
+# a PNG of a million empty chunks 400 ns a byte, a JPEG of a million empty COM segments 390; a
+# progressive JPEG's scans of content about 3.3 ns a pixel each (a 99-scan EOB-run bomb 0.1).
+# Then the safety factor: another machine's slower or busier cores.
+DECODE_PIXEL_NS, DECODE_SCAN_NS, DECODE_BYTE_NS = 150, 5, 400
+DECODE_TIME_SAFETY = 4
+_HUFFMAN_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman-coded frames
 EXIF_ORIENTATION = 0x0112
 WHITE = 255
 
@@ -195,6 +231,31 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def declared_decode_s(data: bytes, over: float = math.inf) -> float | None:
+    """At most how many CPU seconds `load_image` or `decode_through` spends on these bytes, from what
+    they declare (`DECODE_*`): a Huffman-coded JPEG's frame size and scans, a PNG's or a still
+    WebP's size, and the file's length. None for the other formats, whose headers do not bound
+    their decoders' work (JPEG 2000's code blocks and layers, AV1 and HEVC, TIFF's codecs, GIF's
+    frames, ...), and for a JPEG whose frame is not found. Counting a JPEG's scans walks its
+    segments: a file whose length alone puts it over `over` seconds is not walked (inf)."""
+    by_bytes = len(data) * DECODE_BYTE_NS
+    if DECODE_TIME_SAFETY * by_bytes * 1e-9 > over:
+        return math.inf
+    scans = 1
+    if data[:3] == b"\xff\xd8\xff":  # what Pillow opens as a JPEG
+        layout = jpeg_layout(data)
+        if layout is None or layout.sof not in _HUFFMAN_SOF:
+            return None
+        size: tuple[int, int] | None = (layout.width, layout.height)
+        scans = max(1, layout.scans)
+    else:
+        size = png_size(data) or webp_still_size(data)
+    if size is None:
+        return None
+    pixels = size[0] * size[1]
+    return DECODE_TIME_SAFETY * (pixels * (DECODE_PIXEL_NS + DECODE_SCAN_NS * scans) + by_bytes) * 1e-9
+
+
 def decode_cost(width: int, height: int, mode: str, transposed: bool = False, held: int = 0) -> int:
     """Bytes a decode of this size and mode holds at its peak: Pillow's buffer, the RGB array,
     when EXIF orientation applies the transposed copy of the buffer, and `held`: what the decoder
@@ -240,10 +301,20 @@ def _jpeg_held(data: bytes) -> Held:
                                            f"held at any decode scale")
 
 
+def _avif_held(image: Image.Image, data: bytes) -> Held:
+    planes = avif_planes(data)
+    per_pixel = sum(p.bytes_per_pixel + _AV1_DECODER_BYTES for p in planes) if planes else _AVIF_UNREAD
+    w, h = image.size
+    return Held(int(w * h * (per_pixel + len(image.getbands()))) + _AVIF_FIXED,
+                "the AVIF decoder's working buffers (YUV planes, the RGB copy)")
+
+
 def _held(image: Image.Image, data: bytes) -> Held:
     """What the decoder of this opened image holds besides Pillow's buffer (`Held`)."""
     if image.format in ("JPEG", "MPO"):
         return _jpeg_held(data)
+    if image.format == "AVIF":
+        return _avif_held(image, data)
     working = _WORKING.get(image.format or "")
     if working is None:
         return Held()
@@ -387,6 +458,16 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     return _in_srgb(image, to_rgb_array(image))[0]
+
+
+def decode_through(data: bytes, plan: ResizePlan, max_pixels: int = DEFAULT_MAX_PIXELS, pad_value: int = 0,
+                   max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
+    """Another image of the same scene (a stereo pair's right view) at full resolution, through the
+    plan made on its image: the canvas; `size_mismatch` when its size is not the plan's input size."""
+    rgb = decode_rgb(data, max_pixels, max_bytes)
+    if rgb.shape[:2] != (plan.in_h, plan.in_w):
+        raise DecodeError("size_mismatch", f"{rgb.shape[1]}x{rgb.shape[0]} vs {plan.in_w}x{plan.in_h}")
+    return plan.apply_image(rgb, pad_value=pad_value)
 
 
 @pixels_judged_here()

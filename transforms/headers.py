@@ -6,7 +6,11 @@ The decode budgets are judged on these facts, before Pillow or libjpeg touch a p
   coefficient of a multi-scan (progressive, or non-interleaved) JPEG at full size whatever the
   output scale, and walks every block of a scan's components once per scan;
 - the images inside an ICO or ICNS container: Pillow sizes an icon from its directory but decodes
-  the embedded PNG or bitmap at whatever size that one declares (an ICO's, inside `Image.open`).
+  the embedded PNG or bitmap at whatever size that one declares (an ICO's, inside `Image.open`);
+- the AV1 bitstreams of an AVIF (its `av1C` boxes: bit depth, chroma subsampling, monochrome
+  alpha), whose YUV planes libavif holds beside Pillow's buffer;
+- the size a PNG or a still WebP declares, from the fixed place its first chunk keeps it: with the
+  file's length and a JPEG's scans, what its decode time is judged on (`transforms.decode`).
 """
 
 from __future__ import annotations
@@ -131,12 +135,94 @@ def coefficient_bytes(layout: JpegLayout) -> int:
 
 
 @dataclass(frozen=True)
+class Av1Planes:
+    """What one AV1 bitstream of an AVIF (its colour image, or its alpha) decodes into: libavif
+    holds its YUV planes (or one plane when monochrome) at 1 byte a sample for 8 bits, 2 above."""
+
+    bit_depth: int  # 8, 10 or 12
+    monochrome: bool
+    subsampling: tuple[int, int]  # chroma subsampling (x, y): 1 halves that axis
+
+    @property
+    def bytes_per_pixel(self) -> float:
+        sample = 1 if self.bit_depth == 8 else 2
+        if self.monochrome:
+            return sample
+        return sample * (1 + 2 / ((1 + self.subsampling[0]) * (1 + self.subsampling[1])))
+
+
+_BOX_LIMIT = 4096  # boxes walked in an AVIF's header before giving up (a real one has a few dozen)
+_CONTAINERS = {b"meta": 4, b"iprp": 0, b"ipco": 0}  # boxes holding the av1C properties, and their header extra
+
+
+def _boxes(data: bytes, start: int, end: int, budget: list[int]):
+    """(type, payload start, payload end) of the ISO boxes in data[start:end]."""
+    pos = start
+    while pos + 8 <= end and budget[0] > 0:
+        budget[0] -= 1
+        size, kind, head = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8], 8
+        if size == 1 and pos + 16 <= end:
+            size, head = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < head or pos + size > end:
+            return
+        yield kind, pos + head, pos + size
+        pos += size
+
+
+def avif_planes(data: bytes) -> list[Av1Planes]:
+    """The AV1 bitstreams an AVIF declares (its `av1C` item properties: the image's, an alpha
+    plane's), read from the box structure without decoding; [] when none is found."""
+    found: list[Av1Planes] = []
+    budget = [_BOX_LIMIT]
+
+    def walk(start: int, end: int) -> None:
+        for kind, begin, stop in _boxes(data, start, end, budget):
+            if kind in _CONTAINERS:
+                walk(begin + _CONTAINERS[kind], stop)
+            elif kind == b"av1C" and stop - begin >= 4 and data[begin] & 0x80:
+                flags = data[begin + 2]
+                high, twelve = bool(flags & 0x40), bool(flags & 0x20)
+                found.append(Av1Planes(12 if high and twelve else 10 if high else 8, bool(flags & 0x10),
+                                       ((flags >> 3) & 1, (flags >> 2) & 1)))
+
+    walk(0, len(data))
+    return found
+
+
+@dataclass(frozen=True)
 class Embedded:
     """One image inside an icon container, as its own header declares it."""
 
     kind: str  # "PNG", "BMP" or "JPEG 2000"
     width: int
     height: int
+
+
+WEBP_ANIMATION = 0x02  # the VP8X flag of an animated WebP
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR (the first chunk, at a fixed place); None if it is not one."""
+    return _png_size(data[:24])
+
+
+def webp_still_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a still WebP, from its first chunk: a lossy (VP8) or lossless (VP8L)
+    bitstream's frame header, or the extended format's (VP8X) canvas. None for anything else,
+    an animated WebP included."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or len(data) < 30:
+        return None
+    kind = data[12:16]
+    if kind == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    if kind == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8X" and not data[20] & WEBP_ANIMATION:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
 
 
 def _png_size(head: bytes) -> tuple[int, int] | None:

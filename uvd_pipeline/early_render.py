@@ -51,6 +51,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from sources import budget
 from uvd_pipeline.config import BuildConfig
 from uvd_pipeline.step_metrics import MetricRecord, recorded
 from uvd_pipeline.unit_render import RenderCancelled, UnitRenderer, unit_renderers
@@ -336,6 +337,7 @@ def _serve(conn, renderers: dict[str, UnitRenderer], stopped, parent: int) -> No
         except OSError:  # the build is gone
             break
     conn.close()
+    budget._stop_all()  # its decoding processes (`image_decode`) end with it, waited for
     os._exit(0)  # not the build's atexit functions, nor its interpreter teardown
 
 

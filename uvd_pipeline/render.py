@@ -11,11 +11,12 @@ import numpy as np
 from sources.fsio import FileTooLarge
 from sources.records import FILE_TOO_LARGE, ImageRecord, Reject, VideoClipRecord, VideoRecord
 from sources.video import VideoError, clip_frames
-from transforms.decode import DecodeError, load_image
+from transforms.decode import DecodeError
 from transforms.errors import exception_detail
 from transforms.phash import phash64, pixel_sha256
 from transforms.resize import Canvas
 from uvd_pipeline.dedup import Fingerprint
+from uvd_pipeline.image_decode import DEFAULT_DECODE_TIME_S, load_image
 from uvd_pipeline.keys import split_of
 from uvd_pipeline.png_fast import encode_rgb_png
 from uvd_pipeline.sentences import RenderedUnit, Sentence
@@ -32,12 +33,13 @@ class RenderSettings:
     png_compression: int
     seed: int
     val_fraction: float
+    decode_time_s: float = DEFAULT_DECODE_TIME_S  # CPU seconds one image's decode may take (`image_decode`)
 
     @classmethod
     def from_config(cls, config) -> "RenderSettings":
         image = config.image
         return cls(image.size, image.resize, image.pad_value, image.max_pixels, image.png_compression,
-                   config.seed, config.split.val_fraction)
+                   config.seed, config.split.val_fraction, image.decode_time_s)
 
     def split(self, group: str, hint: str | None = None) -> str:
         return split_of(group, self.seed, self.val_fraction, hint)
@@ -100,7 +102,7 @@ def render_image(record: ImageRecord, settings: RenderSettings, fingerprint: boo
         return Reject(record.key, record.source, record.group, "read", "unreadable_file",
                       exception_detail(exc), split_hint=split)
     try:
-        decoded = load_image(data, settings.size, settings.resize,  # type: ignore[arg-type]
+        decoded = load_image(data, settings.size, settings.resize, settings.decode_time_s,  # type: ignore[arg-type]
                              max_pixels=settings.max_pixels, pad_value=settings.pad_value)
     except DecodeError as exc:
         return Reject(record.key, record.source, record.group, "decode", exc.reason, exc.detail, split_hint=split)

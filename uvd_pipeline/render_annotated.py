@@ -29,11 +29,12 @@ from transforms.annotations import (
     transform_keypoints,
     xywh_to_xyxy,
 )
-from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodeError, decode_rgb, load_image
+from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodeError
 from transforms.degrade import synthetic_pair
 from transforms.errors import Rejected, exception_detail
 from transforms.maps import MapError, decode_depth, decode_gray, decode_label_map, decode_normals
 from transforms.resize import ResizePlan
+from uvd_pipeline.image_decode import decode_through, load_image
 from uvd_pipeline.keys import seed_for
 from uvd_pipeline.labelers import LabelContext, LabelerError, get_labeler
 from uvd_pipeline.render import RenderSettings, encode_png
@@ -283,19 +284,17 @@ def target_for(task: str, annotation: dict[str, Any], canvas: np.ndarray, plan: 
 def _decode_on(plan: ResizePlan, data: bytes, settings: RenderSettings) -> np.ndarray:
     """Another image of the same scene (a right view) through the same plan."""
     try:
-        rgb = decode_rgb(data, settings.max_pixels)
-    except DecodeError as exc:
+        return decode_through(data, plan, settings.decode_time_s, max_pixels=settings.max_pixels,
+                              pad_value=settings.pad_value)
+    except DecodeError as exc:  # `size_mismatch` too: annotation_size_mismatch
         raise AnnotationError(f"annotation_{exc.reason}", exc.detail) from None
-    if rgb.shape[:2] != (plan.in_h, plan.in_w):
-        raise AnnotationError("annotation_size_mismatch", f"{rgb.shape[1]}x{rgb.shape[0]} vs {plan.in_w}x{plan.in_h}")
-    return plan.apply_image(rgb, pad_value=settings.pad_value)
 
 
 def _load(uri: str | None, data: bytes | None, settings: RenderSettings, fast: bool = False):
     """Decode onto the canvas. `fast` (reduced-size JPEG decode) only where the target is made
     from the canvas itself: ground-truth geometry needs the exact full-resolution plan."""
     raw = data if data is not None else read_bytes(uri, MAX_INPUT_FILE_BYTES)  # type: ignore[arg-type]
-    return load_image(raw, settings.size, settings.resize,  # type: ignore[arg-type]
+    return load_image(raw, settings.size, settings.resize, settings.decode_time_s,  # type: ignore[arg-type]
                       max_pixels=settings.max_pixels, pad_value=settings.pad_value, fast=fast)
 
 
