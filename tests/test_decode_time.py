@@ -82,12 +82,16 @@ def _worst_cases() -> dict[str, bytes]:
     """The slowest files for their declaration that we know how to make, small: noise at the
     highest quality (the decoders' costliest pixels), and Python's loops over chunks or segments
     (the costliest bytes)."""
-    ImageFile.MAXBLOCK = max(ImageFile.MAXBLOCK, 1 << 26)  # a progressive save of noise needs room
     rng = np.random.default_rng(5)
     noise = rng.integers(0, 256, (1200, 1200, 4), dtype=np.uint8)
     cases = {}
     buffer = io.BytesIO()
-    Image.fromarray(noise[..., :3]).save(buffer, "JPEG", quality=100, subsampling=0, progressive=True)
+    block = ImageFile.MAXBLOCK
+    ImageFile.MAXBLOCK = max(block, 1 << 26)  # a progressive save of noise needs room
+    try:  # Pillow's global: left raised, later decodes in this process are fed 64 MB at a time
+        Image.fromarray(noise[..., :3]).save(buffer, "JPEG", quality=100, subsampling=0, progressive=True)
+    finally:
+        ImageFile.MAXBLOCK = block
     cases["progressive noise JPEG"] = buffer.getvalue()
     small = _jpeg("coffee", (300, 200))
     cases["JPEG of 200k empty COM segments"] = small[:2] + b"\xff\xfe\x00\x02" * 200_000 + small[2:]
