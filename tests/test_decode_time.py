@@ -264,3 +264,68 @@ def test_a_build_counts_the_slow_image_and_writes_the_others_unchanged(tmp_path:
     assert sorted(everything) == sorted(p.name for p in web.iterdir())
     assert sorted(kept) == sorted(set(everything) - {"scan.jp2"})
     assert all(kept[path] == everything[path] for path in kept)
+
+
+# -- dense annotations --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def map_folder(tmp_path_factory) -> Path:
+    """A depth pair as depth datasets ship them: a photo and its 16-bit depth map, once as a PNG and
+    once as a JPEG 2000 (OpenCV's writer, lossy: what an archive's compressed copy holds) of 3200 x
+    3200, which OpenJPEG takes about 0.8 CPU-seconds to decode here."""
+    folder = tmp_path_factory.mktemp("maps")
+    cv2.imwrite(str(folder / "photo.png"), cv2.resize(media.photo("astronaut"), (400, 400))[..., ::-1])
+    green = media.photo("astronaut")[..., 1].astype(np.float32)
+    for name, size in (("depth.jp2", 3200), ("depth.png", 800)):
+        smooth = cv2.resize(green, (size, size), interpolation=cv2.INTER_CUBIC) * 200
+        noisy = smooth + np.random.default_rng(1).normal(0, 300, smooth.shape)
+        cv2.imwrite(str(folder / name), np.clip(noisy, 1, 60000).astype(np.uint16))
+    cv2.imwrite(str(folder / "colour.jp2"), media.photo("chelsea")[:300, :300])
+    return folder
+
+
+def _depth_pair(folder: Path, depth: str, settings: RenderSettings):
+    from sources.records import PairRecord
+    from uvd_pipeline.render_annotated import render_pair
+
+    record = PairRecord("d", "kitti", "d", "depth", image_uri=str(folder / "photo.png"),
+                        annotation={"depth_uri": str(folder / depth), "format": "png16"})
+    return render_pair(record, settings)
+
+
+def test_a_slow_depth_map_is_an_annotation_reject_and_renders_under_the_default(map_folder: Path, monkeypatch):
+    """Maps are decoded by OpenCV, whose JPEG 2000 and TIFF work no header bounds: under a limit it
+    takes several times over, the JPEG 2000 depth map is a counted `annotation_decode_timeout` reject
+    naming the limit; under the default it renders, to the pixels of a decode in this process."""
+    data = (map_folder / "depth.jp2").read_bytes()
+    assert declared_decode_s(data) is None
+    reject = _depth_pair(map_folder, "depth.jp2", _settings(TINY_LIMIT))
+    assert isinstance(reject, Reject), reject
+    assert (reject.stage, reject.reason) == ("annotation", "annotation_decode_timeout")
+    assert f"image.decode_time_s: {TINY_LIMIT:g}" in reject.detail
+    apart = _depth_pair(map_folder, "depth.jp2", _settings())
+    monkeypatch.setattr(image_decode, "in_process", lambda data, limit: True)
+    here = _depth_pair(map_folder, "depth.jp2", _settings())
+    assert isinstance(apart, RenderedUnit) and apart.images == here.images
+    depth = cv2.imdecode(np.frombuffer(apart.images[1], np.uint8), cv2.IMREAD_COLOR)
+    assert depth.std() > 20  # a depth map drawn, not a blank
+
+
+def test_a_png_map_decodes_here_and_a_refusal_from_the_decoding_process_keeps_its_reason(map_folder: Path,
+                                                                                       monkeypatch):
+    """A PNG map's declaration bounds its decode: under a limit it fits, no job goes to the decoding
+    process. A map refused there (an 8-bit colour JPEG 2000 given as a 16-bit
+    depth map) is the `bad_depth_map` reject it is in this process."""
+    from transforms.maps import decode_depth
+
+    calls: list[str] = []
+    real_call = budget.call
+    monkeypatch.setattr(budget, "call", lambda function, *a, **k: calls.append(function) or real_call(function, *a, **k))
+    assert image_decode.in_process((map_folder / "depth.png").read_bytes(), 5.0)
+    assert isinstance(_depth_pair(map_folder, "depth.png", _settings(5.0)), RenderedUnit)
+    assert calls == []
+    wrong = _depth_pair(map_folder, "colour.jp2", _settings())
+    assert isinstance(wrong, Reject) and (wrong.stage, wrong.reason) == ("annotation", "bad_depth_map")
+    assert calls == ["transforms.maps:decode_depth"]
+    with pytest.raises(Exception) as here:
+        decode_depth((map_folder / "colour.jp2").read_bytes(), "png16")
+    assert wrong.detail == here.value.detail

@@ -51,8 +51,8 @@ class ImageConfig(Strict):
     png_compression: StrictInt = Field(1, ge=0, le=9, description="zlib level of the lossless rendered images; 0 and 1 "
                                  "(speed) use one PNG row filter, 2-9 (size) libpng's adaptive choice; 1 "
                                  "(the default) deflates with zlib-ng, faster than zlib for no larger files")
-    decode_time_s: StrictFloat = Field(60.0, gt=0, le=86_400, description="CPU seconds one input image's decode "
-                                 "may take: a JPEG, PNG or still WebP whose header bounds its decode within it decodes "
+    decode_time_s: StrictFloat = Field(60.0, gt=0, le=86_400, description="CPU seconds one input image's (or "
+                                 "annotation map's) decode may take: a JPEG, PNG or still WebP whose header bounds its decode within it decodes "
                                  "in the rendering process, any other image in a decoding process killed past it (the "
                                  "image a `decode_timeout` reject). CPU, not wall, seconds: the same on a busy machine. "
                                  "A lossless JPEG 2000 of a grainy photo at the memory budget took 21 s here")

@@ -44,8 +44,10 @@ import numpy as np
 
 from sources import budget
 from sources.budget import Budget, BudgetExceeded, JobError
-from transforms import decode
+from transforms import decode, maps
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodedImage, DecodeError, declared_decode_s
+from transforms.errors import Rejected
+from transforms.maps import MapError
 from transforms.resize import ResizePlan, ResizePolicy
 
 DEFAULT_DECODE_TIME_S = 60.0  # CPU seconds one image's decode may take (`image.decode_time_s`)
@@ -65,16 +67,19 @@ def limits(decode_time_s: float) -> Budget:
     return Budget(time_s=max(WALL_FACTOR * decode_time_s, WALL_FLOOR_S), memory_mb=MEMORY_MB, cpu_s=decode_time_s)
 
 
-def _call(function: str, decode_time_s: float, *args: Any, **kwargs: Any) -> Any:
+def _call(function: str, decode_time_s: float, *args: Any, error: type[Rejected] = DecodeError, prefix: str = "",
+          **kwargs: Any) -> Any:
+    """`function` in the decoding process; its refusals come back as `error`, and the limit's own
+    (`decode_timeout`, `decode_memory`, `decoder_crashed`) as `error` with `prefix` before them."""
     try:
         return budget.call(function, *args, budget=limits(decode_time_s), pool=POOL, **kwargs)
     except BudgetExceeded as exc:  # decode_timeout, decode_memory (the backstop) or decoder_crashed
         limit = f" (image.decode_time_s: {decode_time_s:g})" if exc.reason == "decode_timeout" else ""
         killed = "; the decoding process was killed" if exc.reason != "decoder_crashed" else ""
-        raise DecodeError(exc.reason, f"decoding: {exc.detail}{limit}{killed}") from None
+        raise error(prefix + exc.reason, f"decoding: {exc.detail}{limit}{killed}") from None
     except JobError as exc:
-        if exc.reason is not None:  # a DecodeError: the reject it always was
-            raise DecodeError(exc.reason, exc.detail or "") from None
+        if exc.reason is not None:  # a DecodeError or MapError: the reject it always was
+            raise error(exc.reason, exc.detail or "") from None
         raise DecoderFailed(f"{exc.kind}: {exc.message}") from None
 
 
@@ -103,3 +108,20 @@ def decode_through(data: bytes, plan: ResizePlan, decode_time_s: float = DEFAULT
         return decode.decode_through(data, plan, max_pixels, pad_value)
     return _call("transforms.decode:decode_through", decode_time_s, data, plan, max_pixels=max_pixels,
                  pad_value=pad_value)
+
+
+MAP_DECODERS = ("decode_label_map", "decode_depth", "decode_normals", "decode_gray")
+NUMPY_MAP_FORMATS = ("npy", "pfm")  # parsed by NumPy: the work is a copy of the file's bytes
+
+
+def decode_map(decoder: str, data: bytes, decode_time_s: float = DEFAULT_DECODE_TIME_S, *args: Any) -> np.ndarray:
+    """A dense annotation (`transforms.maps.<decoder>(data, *args)`: a label, depth, normal or edge
+    map) within `decode_time_s` CPU seconds, like an image: a PNG, JPEG or WebP whose declaration
+    bounds its decode, and the NumPy formats (`npy`, `pfm`), here; a TIFF, JPEG 2000 or anything
+    else OpenCV reads, in the decoding process. Past the limit the map is an
+    `annotation_decode_timeout` reject (stage `annotation`)."""
+    if decoder not in MAP_DECODERS:
+        raise ValueError(f"unknown map decoder {decoder!r}; allowed: {', '.join(MAP_DECODERS)}")
+    if (args and args[0] in NUMPY_MAP_FORMATS) or in_process(data, decode_time_s):
+        return getattr(maps, decoder)(data, *args)
+    return _call(f"transforms.maps:{decoder}", decode_time_s, data, *args, error=MapError, prefix="annotation_")

@@ -32,9 +32,9 @@ from transforms.annotations import (
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodeError
 from transforms.degrade import synthetic_pair
 from transforms.errors import Rejected, exception_detail
-from transforms.maps import MapError, decode_depth, decode_gray, decode_label_map, decode_normals
+from transforms.maps import MapError
 from transforms.resize import ResizePlan
-from uvd_pipeline.image_decode import decode_through, load_image
+from uvd_pipeline.image_decode import decode_map, decode_through, load_image
 from uvd_pipeline.keys import seed_for
 from uvd_pipeline.labelers import LabelContext, LabelerError, get_labeler
 from uvd_pipeline.render import RenderSettings, encode_png
@@ -206,9 +206,9 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
     if "segments" in annotation:
         labels = _labels_from_segments(annotation, plan)
     elif "mask_uri" in annotation:
-        labels = np.where(decode_gray(_read(annotation["mask_uri"])) > 127, annotation.get("class_id", 1), 0)
+        labels = np.where(decode_map("decode_gray", _read(annotation["mask_uri"]), settings.decode_time_s) > 127, annotation.get("class_id", 1), 0)
     else:
-        labels = decode_label_map(_read(annotation["label_uri"]))
+        labels = decode_map("decode_label_map", _read(annotation["label_uri"]), settings.decode_time_s)
         divisor = int(annotation.get("panoptic_divisor", 0))
         if divisor:  # things: class * divisor + instance; stuff up to `panoptic_stuff_max`: the class itself
             labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
@@ -229,16 +229,18 @@ def _depth(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, set
            right: np.ndarray | None) -> np.ndarray:
     """A disparity map (`disparity_uri`, stereo datasets) or a depth map (`depth_uri`)."""
     if "disparity_uri" in annotation:
-        values = decode_depth(_read(annotation["disparity_uri"]), "png16", float(annotation.get("scale", 1.0)))
+        values = decode_map("decode_depth", _read(annotation["disparity_uri"]), settings.decode_time_s, "png16",
+                            float(annotation.get("scale", 1.0)))
         return depth_to_colour(_fit_map(plan, values), disparity=True)
-    values = decode_depth(_read(annotation["depth_uri"]), annotation.get("format", "png16"),
-                          float(annotation.get("scale", 1.0)))
+    values = decode_map("decode_depth", _read(annotation["depth_uri"]), settings.decode_time_s,
+                        annotation.get("format", "png16"), float(annotation.get("scale", 1.0)))
     return depth_to_colour(_fit_map(plan, values))
 
 
 def _normals(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
              right: np.ndarray | None) -> np.ndarray:
-    normals = decode_normals(_read(annotation["normals_uri"]), annotation.get("format", "rgb"))
+    normals = decode_map("decode_normals", _read(annotation["normals_uri"]), settings.decode_time_s,
+                         annotation.get("format", "rgb"))
     return normals_to_rgb(_fit_map(plan, normals))
 
 
@@ -246,7 +248,7 @@ def _edges(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, set
            right: np.ndarray | None) -> np.ndarray:
     """A given edge map (`edges_uri`), else Canny edges of the input."""
     if "edges_uri" in annotation:
-        edges = decode_gray(_read(annotation["edges_uri"])).astype(np.float32)
+        edges = decode_map("decode_gray", _read(annotation["edges_uri"]), settings.decode_time_s).astype(np.float32)
         return edge_map_to_rgb(_fit_map(plan, (edges > 0).astype(np.float32), nearest=False))
     return canny_edges(canvas)
 
