@@ -340,3 +340,24 @@ def test_a_shard_index_naming_files_outside_the_folder_is_refused(tmp_path: Path
         assert str(folder / "model.safetensors.index.json") in message and repr(shard) in message
         assert "plain file names" in message
     assert not (tmp_path / "imported").exists()
+
+
+def test_the_command_line_refuses_a_flag_in_one_line_and_a_bug_keeps_its_traceback(tmp_path: Path, capsys,
+                                                                                    monkeypatch):
+    """An unreadable --max-shard-size is a one-line error naming it, exit 2, nothing written; a
+    ValueError from inside the conversion (a bug, not the user's input) is not dressed up as one."""
+    from trainer import interop
+
+    model = LVMTransformer(preset("tiny"))
+    save_pretrained(model, tmp_path / "ours")
+    assert main(["export", "--checkpoint", str(tmp_path / "ours"), "--out", str(tmp_path / "hf"),
+                 "--max-shard-size", "lots"]) == 2
+    assert "error: max shard size 'lots': cannot read it; write e.g. 5GB" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal inconsistency")
+
+    monkeypatch.setattr(interop, "checked_tensors", broken)
+    with pytest.raises(ValueError, match="an internal inconsistency"):
+        main(["export", "--checkpoint", str(tmp_path / "ours"), "--out", str(tmp_path / "hf")])

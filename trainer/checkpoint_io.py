@@ -77,7 +77,7 @@ def parse_size(value: int | str) -> int:
         return value
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*", value, re.IGNORECASE)
     if not match:
-        raise ValueError(f"cannot read size {value!r}; write e.g. 5GB, 500MB or 2GiB")
+        raise UsageError(f"max shard size {value!r}: cannot read it; write e.g. 5GB, 500MB or 2GiB")
     unit = (match.group(2) or "B").upper()
     base = 1024 if "I" in unit else 1000
     power = "BKMGT".index(unit[0]) if unit != "B" else 0

@@ -22,10 +22,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from tokenizer.atomic import write_bytes
-from uvd_pipeline.shards import TOKENS_DIR, find_shards, read_token_shard, sentence_tokens
+from tokenizer.checkpoint import CheckpointError as TokenizerCheckpointError
+from tokenizer.config import UsageError as TokenizerUsageError
+from uvd_pipeline.shards import TOKENS_DIR, ShardDamaged, find_shards, read_token_shard, sentence_tokens
 
+from .config import UsageError
 from .fit import FitOptions, fit
 from .generate import make_strip
+from .integrity import CheckpointError
 
 DEMO_DIR = "trainer"
 DEMO_JSON = "demo.json"
@@ -98,7 +102,7 @@ def run_demo(build_output: str, tokenizer_path: str, *, steps: int = 300, seq_le
     _, meta = read_token_shard(shards[0])
     tok = Tokenizer.from_pretrained(tokenizer_path, device="cpu")
     if tok.weights_hash != meta.tokenizer_hash:
-        raise ValueError(f"{tokenizer_path} (weights {tok.weights_hash}) is not the tokenizer of these shards "
+        raise UsageError(f"{tokenizer_path} (weights {tok.weights_hash}) is not the tokenizer of these shards "
                          f"({meta.tokenizer_name}, weights {meta.tokenizer_hash}); pass the build's --tokenizer")
     folder = os.path.join(build_output, DEMO_DIR)
     run = os.path.join(folder, "run")
@@ -170,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_demo(args.output, args.tokenizer or embedded_checkpoint(), steps=args.steps,
                           seq_len=args.seq_len, batch_size=args.batch_size, context_images=args.context_images,
                           seed=args.seed, threads=args.threads, preset=args.preset)
-    except (FileNotFoundError, ValueError) as exc:
+    # a flag or the files it names (the build, its tokenizer, the fit they feed); a bug keeps its traceback
+    except (UsageError, CheckpointError, TokenizerUsageError, TokenizerCheckpointError, ShardDamaged,
+            FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"trainer demo: {result['steps']} steps of {result['preset']}, final loss {result['final_loss']:.3f}, "

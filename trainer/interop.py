@@ -27,6 +27,7 @@ from .checkpoint_io import (
     DEFAULT_SHARD_SIZE,
     CheckpointError,
     ShardWriter,
+    UsageError,
     checked_tensors,
     dtype_name,
     parse_dtype,
@@ -42,11 +43,12 @@ def convert(source: str | os.PathLike[str], out: str | os.PathLike[str], *, dtyp
     """Stream `source` (any Llama folder we read) into `out` as an HF LlamaForCausalLM folder.
 
     `dtype` None/'auto' keeps the stored dtype. Returns a summary (files, tensors, bytes)."""
+    shard_bytes = parse_size(max_shard_size)  # a bad flag fails before the checkpoint is read
     config, raw, tensors = checked_tensors(source)
     target = parse_dtype(dtype) or stored_dtype(raw, source)
     count = 0
     with sealed_folder(out) as temporary:
-        writer = ShardWriter(Path(temporary), parse_size(max_shard_size))
+        writer = ShardWriter(Path(temporary), shard_bytes)
         for name, tensor in tensors:
             if not tensor.is_floating_point():
                 raise CheckpointError(f"{source}: tensor {name} has dtype {tensor.dtype}, expected floating point")
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = export_hf if args.command == "export" else import_hf
         summary = run(source, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size)
-    except (CheckpointError, ValueError) as exc:
+    except (UsageError, CheckpointError) as exc:  # a flag or the files it names; a bug keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=1))
