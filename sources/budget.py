@@ -59,6 +59,17 @@ class Budget:
     cpu_s: float | None = None
 
 
+WALL_FLOOR_S = 60.0  # a CPU budget's wall backstop is never shorter (a fresh process, a machine stalled a while)
+
+
+def cpu_budget(cpu_s: float, memory_mb: int, wall_factor: float) -> Budget:
+    """A budget judged on the CPU seconds the worker spends: the same work is refused, or not, on a
+    busy machine and an idle one (a decode's wall time grew 1.5-2.3x its CPU time at a load of 4 on
+    2 cores), so the output stays the same bytes. A worker waiting without working (a stalled read,
+    a blocked decoder) is killed after `wall_factor` times the budget, not below `WALL_FLOOR_S`."""
+    return Budget(time_s=max(wall_factor * cpu_s, WALL_FLOOR_S), memory_mb=memory_mb, cpu_s=cpu_s)
+
+
 class BudgetExceeded(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Literal, Sequence
 import numpy as np
 
 from sources import budget, fsio
-from sources.budget import Budget, BudgetExceeded, JobError
+from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from sources.paths import path_problem
 from sources.records import Reject, SourceItem, VideoClipRecord, VideoRecord, safe_key
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
@@ -122,6 +122,20 @@ def _worker_uri(uri: str) -> Iterator[str]:
         yield path
     finally:
         os.unlink(path)
+
+
+# A video's probe or decode waited on for this many times its CPU budget (`time_budget_s`) is
+# killed all the same: a blocked decoder (decord seeking in some MPEG-TS files, a stalled read)
+# uses no CPU. 3x covers a decode's wall time on a machine loaded 4 deep on 2 cores (1.5-2.3x its
+# CPU time) and kills a blocked decoder within 30 minutes at the default budget.
+VIDEO_WALL_FACTOR = 3
+
+
+def video_budget(time_budget_s: float, memory_mb: int) -> Budget:
+    """A video source's budget: `time_budget_s` CPU seconds of its decoding process a probe or a
+    decode (not seconds waited: the same videos are refused on a busy machine as on an idle one),
+    and `memory_mb` of resident memory."""
+    return cpu_budget(time_budget_s, memory_mb, VIDEO_WALL_FACTOR)
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,42 @@ def test_follow_links_reads_linked_videos_and_folders(tmp_path: Path):
     assert _shown_indices(records["vid-link_out_mp4"], outside / "secret.mp4") == [list(range(100, 116))]
     assert _shown_indices(records["vid-linkdir-other_mp4"], outside / "more" / "other.mp4") == \
         [list(range(200, 216))]
+
+
+def test_a_decode_paused_past_its_time_budget_still_renders_the_same_clips(sample_corpus: Path, tmp_path: Path):
+    """`time_budget_s` counts the CPU seconds of the video's decoding process, not the seconds
+    waited: a decode held still for twice its budget (as a busy machine holds it: SIGSTOP, then
+    SIGCONT) gives the same sentences as an undisturbed one, where a budget of waited seconds
+    made it a `decode_timeout` on a busy machine only."""
+    import contextlib
+    import os
+    import signal
+    import threading
+
+    from sources import budget
+    from sources.budget import Budget
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.render import RenderSettings, render_video
+    from uvd_pipeline.source_factory import make_source
+
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "sources": [
+        {"name": "vid", "type": "video", "path": str(sample_corpus / "video"), "strides": [2],
+         "time_budget_s": 1.5}]})
+    source = make_source(config.sources[0])
+    assert source.limits == Budget(time_s=60.0, memory_mb=1536, cpu_s=1.5)
+    (record,) = [r for r in source.read(str(sample_corpus / "video" / "clip_40f.avi")) if isinstance(r, VideoRecord)]
+    settings = RenderSettings(64, "center_crop", 0, 10**8, 1, 0, 0.0)
+    undisturbed = render_video(record, settings)
+    assert undisturbed and not any(isinstance(s, Reject) for s in undisturbed)
+    worker = budget._worker(record.decoder).process.pid  # this thread's decoding process, warm
+    os.kill(worker, signal.SIGSTOP)
+    resume = threading.Timer(3.0, os.kill, (worker, signal.SIGCONT))
+    resume.start()
+    try:
+        paused = render_video(record, settings)
+    finally:
+        resume.cancel()
+        with contextlib.suppress(ProcessLookupError):  # killed: the assertions below say so
+            os.kill(worker, signal.SIGCONT)
+    assert budget._worker(record.decoder).process.pid == worker  # not killed
+    assert [s.images for s in paused] == [s.images for s in undisturbed]

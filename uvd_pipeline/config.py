@@ -107,9 +107,11 @@ class VideoSourceConfig(SourceBase, LinkOptions):
     decoder: Literal["auto", "decord", "pyav"] = Field(
         "auto", description="auto/pyav: PyAV, frame-exact in every accepted container; decord: used where it is "
         "frame-exact too (the rest falls back to PyAV, noted in the lineage)")
-    time_budget_s: StrictFloat = Field(600.0, gt=0, le=86_400, description="seconds one video's probe or decode may "
-                                 "take before its decoder is killed and its clips become `decode_timeout` rejects "
-                                 "(ample for clips of minutes; raise it for hour-long high-resolution videos)")
+    time_budget_s: StrictFloat = Field(600.0, gt=0, le=86_400, description="CPU seconds one video's probe or "
+                                 "decode may take before its decoder is killed and its clips become `decode_timeout` "
+                                 "rejects: its decoding process's work, not the seconds waited, so the same on a busy "
+                                 "machine (one waiting without working is killed after 3x, at least 60 s); ample for "
+                                 "clips of minutes, raise it for hour-long high-resolution videos")
     memory_budget_mb: StrictInt = Field(1536, ge=512, le=1_048_576, description="resident memory of one video's "
                                   "decoding process: judged before decoding from what the stream declares (frame "
                                   "size, pixel format, frames the decoder holds; over it: `video_too_large` rejects, "

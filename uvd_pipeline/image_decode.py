@@ -32,7 +32,7 @@ JPEG 2000 4.3; the lossless JPEG 2000 above is the one that comes near). An imag
 the limit can still go either way on another CPU (a slower core, another decoder build): each
 refusal is a counted reject naming the limit, visible in the summary and the report, and a
 committed unit keeps its outcome on reruns. A process waiting without working (never seen) is
-killed after `WALL_FACTOR` times the limit (not below `WALL_FLOOR_S`); where /proc is missing
+killed after `WALL_FACTOR` times the limit (not below `sources.budget.WALL_FLOOR_S`); where /proc is missing
 (not Linux), that wall time is all that is judged.
 """
 
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from sources import budget
-from sources.budget import Budget, BudgetExceeded, JobError
+from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from transforms import decode, maps
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodedImage, DecodeError, declared_decode_s
 from transforms.errors import Rejected
@@ -52,7 +52,6 @@ from transforms.resize import ResizePlan, ResizePolicy
 
 DEFAULT_DECODE_TIME_S = 60.0  # CPU seconds one image's decode may take (`image.decode_time_s`)
 WALL_FACTOR = 10  # a decode waited on for this many times its CPU limit is killed all the same
-WALL_FLOOR_S = 60.0  # ... and never sooner than this (a fresh process, a machine stalled for a while)
 # the decoding process's resident memory, watched while it works: a backstop, the budget proper
 # (DEFAULT_MAX_DECODE_BYTES) being judged before decoding from what the file declares
 MEMORY_MB = 2 * (DEFAULT_MAX_DECODE_BYTES >> 20)
@@ -64,7 +63,7 @@ class DecoderFailed(RuntimeError):
 
 
 def limits(decode_time_s: float) -> Budget:
-    return Budget(time_s=max(WALL_FACTOR * decode_time_s, WALL_FLOOR_S), memory_mb=MEMORY_MB, cpu_s=decode_time_s)
+    return cpu_budget(decode_time_s, MEMORY_MB, WALL_FACTOR)
 
 
 def _call(function: str, decode_time_s: float, *args: Any, error: type[Rejected] = DecodeError, prefix: str = "",

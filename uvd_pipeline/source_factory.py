@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 from sources import fsio
 from sources.annotated_video import AnnotatedVideoSource
-from sources.budget import Budget
 from sources.coco import CocoSource
 from sources.derived import DerivedPairsSource
 from sources.imagenet import ImageNetSource
@@ -20,7 +19,7 @@ from sources.multiview import Co3dSource, ObjaverseSource
 from sources.paths import missing_under
 from sources.segmentation import SegmentationSource
 from sources.stereo import StereoSource
-from sources.video import VideoSource
+from sources.video import VideoSource, video_budget
 from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES
 
 # kind -> how the config names its number of units per sentence
@@ -75,7 +74,7 @@ def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:
 def _video(c, seed: int, max_pixels: int | None) -> VideoSource:
     extra = {} if max_pixels is None else {"max_pixels": max_pixels}
     return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder,
-                       limits=Budget(c.time_budget_s, c.memory_budget_mb), follow_links=c.follow_links, **extra)
+                       limits=video_budget(c.time_budget_s, c.memory_budget_mb), follow_links=c.follow_links, **extra)
 
 
 # source type -> its reader, from the validated source config, the build seed and the build's
