@@ -306,12 +306,12 @@ def tone_mapped(frame, transfer: str, size: tuple[int, int] | None = None) -> np
     depth = frame.format.components[0].bits
     full_range = frame.color_range == 2  # AVCOL_RANGE_JPEG
     luma = hdr_colour.luma_coefficients(frame.colorspace)
-    bt2020 = frame.color_primaries != 1  # BT.709 primaries need no gamut conversion; others: BT.2020
+    primaries = hdr_colour.primaries_matrix(frame.color_primaries)
     rgb = np.empty((height, width, 3), np.uint8)
     rows = max(1, HDR_BAND_PIXELS // width)
     for top in range(0, height, rows):
         band = np.stack([plane[top:top + rows] for plane in planes], axis=-1)
-        rgb[top:top + rows] = hdr_colour.hdr_to_sdr(band, transfer, depth, full_range, luma, bt2020)
+        rgb[top:top + rows] = hdr_colour.hdr_to_sdr(band, transfer, depth, full_range, luma, primaries)
     return rgb
 
 

@@ -99,6 +99,32 @@ def test_hdr_clip_frames_match_ffmpeg_tone_mapping(hdr_clips: dict[str, Path], n
     assert np.array_equal(read_clip_frames(clip, record.limits), frames)  # the same bytes every run
 
 
+@pytest.mark.parametrize("variant", ["p3", "full_range", "8bit"])
+def test_other_declarations_match_ffmpeg_too(hdr_clips: dict[str, Path], tmp_path: Path, variant: str):
+    """Display P3 primaries, full-range codes, an 8-bit H.264 stream (measured: max 1 level, 68 dB)."""
+    import av
+
+    from sources.video_decode import display, stream_hdr
+
+    primaries, colour_range, codec, pix_fmt = {
+        "p3": ("smpte432", "tv", "libx265", "yuv420p10le"), "full_range": ("bt2020", "pc", "libx265", "yuv420p10le"),
+        "8bit": ("bt2020", "tv", "libx264", "yuv420p")}[variant]
+    path = tmp_path / f"{variant}.mp4"
+    full = "full" if colour_range == "pc" else "limited"
+    params = f"colorprim={primaries}:transfer=arib-std-b67:colormatrix=bt2020nc:range={full}"
+    _run(*_sdr_input(), "-frames:v", "2", "-vf",
+         f"scale={W}:{H},format=yuv420p,zscale=tin=bt709:min=bt709:pin=bt709:rin=tv:t=arib-std-b67:p={primaries}:"
+         f"m=bt2020nc:r={colour_range}:npl=1000,format={pix_fmt}", "-c:v", codec,
+         "-x265-params" if codec == "libx265" else "-x264-params", f"log-level=error:{params}" if codec == "libx265"
+         else params, str(path))
+    with av.open(str(path)) as container:
+        transfer = stream_hdr(container.streams.video[0])
+        frames = np.stack([display(frame, (0, False), hdr=transfer) for frame in container.decode(video=0)])
+    assert transfer == "hlg"
+    mae, worst, psnr = _errors(frames, _reference(path))
+    assert mae.max() < 0.1 and worst <= 2 and psnr > 55, (mae, worst, psnr)
+
+
 def test_tone_mapping_is_the_same_in_any_band_of_rows_and_when_scaled(hdr_clips: dict[str, Path], monkeypatch):
     import av
 
