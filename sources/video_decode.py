@@ -67,8 +67,8 @@ RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measu
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
 # HDR: per pixel the 16-bit 4:4:4 frame (6) and the RGB array (3); the float32 work of one band
 HDR_CONVERSION_BYTES = 9
-HDR_BAND_PIXELS = 1 << 18  # pixels tone-mapped at once
-HDR_BAND_BYTES = 80 * HDR_BAND_PIXELS  # 72 a pixel measured (tracemalloc, HLG), and the band's input
+HDR_BAND_PIXELS = hdr_colour.BAND_PIXELS  # pixels tone-mapped at once
+HDR_BAND_BYTES = hdr_colour.BAND_BYTES
 
 
 def stream_hdr(stream) -> str | None:

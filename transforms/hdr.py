@@ -39,6 +39,8 @@ PEAK_NITS = 1000.0  # the tone curve's white point
 PQ_PEAK_NITS = 10000.0  # ST 2084 code 1.0
 HLG_DISPLAY_NITS = 1000.0  # the nominal HLG display the OOTF is for
 HLG_SYSTEM_GAMMA = 1.2  # BT.2100 at 1000 cd/m2
+BAND_PIXELS = 1 << 18  # pixels converted at once by callers: the float32 work is per band
+BAND_BYTES = 80 * BAND_PIXELS  # 72 a pixel measured (tracemalloc, HLG), and the band's input
 
 # luma coefficients (Kr, Kb) by AVColorSpace: BT.709; BT.2020 non-constant (and constant
 # luminance, rare, approximated by the same matrix); anything else in an HDR stream: BT.2020
@@ -178,21 +180,37 @@ def to_uint8(signal: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(signal * np.float32(255) + np.float32(0.5)), 0, 255).astype(np.uint8)
 
 
-def hdr_to_sdr(yuv: np.ndarray, transfer: str, depth: int = 10, full_range: bool = False,
-               luma: tuple[float, float] = BT2020_LUMA, primaries: np.ndarray | None = BT2020_TO_BT709
-               ) -> np.ndarray:
-    """(H, W, 3) uint16 Y'CbCr (`depth`-bit codes shifted to 16 bits) of a PQ or HLG frame -> (H, W, 3)
-    uint8 BT.709 RGB tone-mapped as the ffmpeg recipe in the module docstring. `primaries`: the
-    linear matrix to BT.709 (`primaries_matrix`; None when the frame is BT.709 already)."""
-    rgb = yuv_to_rgb(normalise_yuv(yuv, depth, full_range), *luma)
+def tone_map_pixels(pixels: np.ndarray, transfer: str, primaries: np.ndarray | None = BT2020_TO_BT709
+                    ) -> np.ndarray:
+    """(H, W, 3) uint8 R'G'B' of a PQ or HLG picture (a still image as its decoder gives it: the
+    matrix applied, full range) -> uint8 BT.709 RGB (`signal_to_sdr`), `BAND_PIXELS` at a time."""
+    out = np.empty_like(pixels)
+    rows = max(1, BAND_PIXELS // max(1, pixels.shape[1]))
+    for top in range(0, pixels.shape[0], rows):
+        signal = pixels[top:top + rows].astype(np.float32) * np.float32(1 / 255)
+        out[top:top + rows] = signal_to_sdr(signal, transfer, primaries)
+    return out
+
+
+def signal_to_sdr(rgb: np.ndarray, transfer: str, primaries: np.ndarray | None = BT2020_TO_BT709) -> np.ndarray:
+    """Non-linear R'G'B' (..., 3) float32 of a PQ or HLG picture (0..1) -> uint8 BT.709 RGB tone-mapped
+    as the ffmpeg recipe in the module docstring. `primaries`: the linear matrix to BT.709
+    (`primaries_matrix`; None when the picture is BT.709 already)."""
     if transfer == PQ:
         light = pq_eotf(rgb) * np.float32(PQ_PEAK_NITS / REFERENCE_WHITE_NITS)
     elif transfer == HLG:
         light = hlg_eotf(rgb) * np.float32(HLG_DISPLAY_NITS / REFERENCE_WHITE_NITS)
     else:
         raise ValueError(f"not an HDR transfer: {transfer!r}")
-    del rgb
     if primaries is not None:
         light = convert_primaries(light, primaries)
     light = tone_map_hable(light, PEAK_NITS / REFERENCE_WHITE_NITS)
     return to_uint8(bt1886_inverse_eotf(light))
+
+
+def hdr_to_sdr(yuv: np.ndarray, transfer: str, depth: int = 10, full_range: bool = False,
+               luma: tuple[float, float] = BT2020_LUMA, primaries: np.ndarray | None = BT2020_TO_BT709
+               ) -> np.ndarray:
+    """(H, W, 3) uint16 Y'CbCr (`depth`-bit codes shifted to 16 bits) of a PQ or HLG frame -> (H, W, 3)
+    uint8 BT.709 RGB (`signal_to_sdr`)."""
+    return signal_to_sdr(yuv_to_rgb(normalise_yuv(yuv, depth, full_range), *luma), transfer, primaries)
