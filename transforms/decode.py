@@ -314,9 +314,14 @@ def _avif_held(image: Image.Image, data: bytes) -> Held:
     planes = avif_planes(data)
     per_pixel = sum(p.bytes_per_pixel + _AV1_DECODER_BYTES for p in planes) if planes else _AVIF_UNREAD
     w, h = image.size
-    tone_map = w * h * 3 + hdr.BAND_BYTES if hdr_transfer(image, data) else 0  # its output, a float32 band
-    return Held(int(w * h * (per_pixel + len(image.getbands()))) + _AVIF_FIXED + tone_map,
+    return Held(int(w * h * (per_pixel + len(image.getbands()))) + _AVIF_FIXED + _tone_map_bytes(image, data),
                 "the AVIF decoder's working buffers (YUV planes, the RGB copy)")
+
+
+def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
+    """What tone-mapping an HDR AVIF/HEIF adds (`_in_srgb`): its output and one float32 band."""
+    w, h = image.size
+    return w * h * 3 + hdr.BAND_BYTES if hdr_transfer(image, data) else 0
 
 
 def _held(image: Image.Image, data: bytes) -> Held:
@@ -325,6 +330,9 @@ def _held(image: Image.Image, data: bytes) -> Held:
         return _jpeg_held(data)
     if image.format == "AVIF":
         return _avif_held(image, data)
+    if image.format == "HEIF":  # libheif's own buffers are not judged; an HDR photo's tone-mapping is
+        tone_map = _tone_map_bytes(image, data)
+        return Held(tone_map, "the HDR tone-mapping (output, float32 band)") if tone_map else Held()
     working = _WORKING.get(image.format or "")
     if working is None:
         return Held()
