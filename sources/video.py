@@ -299,6 +299,8 @@ class VideoSource:
         if info.sample_aspect_ratio:  # non-square pixels: stretched to square (or, if implausible, not)
             lineage["sample_aspect_ratio"] = info.sample_aspect_ratio
             lineage["sample_aspect_ratio_applied"] = info.sar_applied
+        if info.hdr:  # PQ or HLG: frames tone-mapped to SDR BT.709 (`transforms.hdr`)
+            lineage["hdr"] = info.hdr
         if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP
             lineage["frames_hidden"] = info.hidden
         if probe.note:

@@ -30,6 +30,12 @@ Non-square pixels (a sample aspect ratio other than 1:1, as in anamorphic DVD an
 video) are shown as players show them: the frame is stretched to its display aspect ratio in the
 RGB conversion, keeping its height (width x SAR), as `ffmpeg -vf scale=iw*sar:ih` does. Ratios
 outside 1:4..4:1 are not believed (left unapplied, said in the lineage).
+
+HDR streams (a declared PQ or HLG transfer, phones' default) are tone-mapped to SDR BT.709 as
+ffmpeg's standard zscale/tonemap recipe shows them (`transforms.hdr`): converted like SDR frames
+they come out washed out and dim, in the wrong gamut. The stream's declaration decides (judged
+before decoding, named in the lineage); the conversion runs in float32 a band of rows at a time
+from a 16-bit 4:4:4 copy of the frame, and is counted as such in `judge_memory`.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import numpy as np
 from sources import fsio
 from sources.budget import SEND_AHEAD_BYTES
 from sources.video_index import Stretch, UnsupportedVideo, VideoIndex, build_index, decode_plan, key_of
+from transforms import hdr as hdr_colour
 from transforms.errors import Rejected, exception_detail
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,15 @@ DECODER_BASE_MB = 256 + (SEND_AHEAD_BYTES >> 20)
 COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side data ties it in a cycle)
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
+# HDR: per pixel the 16-bit 4:4:4 frame (6) and the RGB array (3); the float32 work of one band
+HDR_CONVERSION_BYTES = 9
+HDR_BAND_PIXELS = hdr_colour.BAND_PIXELS  # pixels tone-mapped at once
+HDR_BAND_BYTES = hdr_colour.BAND_BYTES
+
+
+def stream_hdr(stream) -> str | None:
+    """"pq" or "hlg" when the stream declares an HDR transfer (its frames are tone-mapped), else None."""
+    return hdr_colour.transfer_name(stream.codec_context.color_trc)
 
 
 def sample_aspect_ratio(stream) -> Fraction | None:
@@ -164,24 +180,27 @@ class Judgement:
 
 def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level: int, rotated: bool,
                  max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB,
-                 working: tuple[int, int] | None = None, convert: bool = True, stretch: float = 1.0) -> Judgement:
+                 working: tuple[int, int] | None = None, convert: bool = True, stretch: float = 1.0,
+                 hdr: bool = False) -> Judgement:
     """Judge a stream before decoding; raises VideoError("video_too_large") when it cannot fit.
 
     `working`: (w, h) a frame may be converted at (display orientation), when the caller resizes
-    anyway; `convert`: False when no frame is converted at all (the probe only looks at shapes)."""
+    anyway; `convert`: False when no frame is converted at all (the probe only looks at shapes);
+    `hdr`: frames are tone-mapped (`HDR_CONVERSION_BYTES` a pixel and one float32 band)."""
     what = f"{width}x{height} {pix_fmt or '?'} {codec}"
     if width * height > max_pixels:
         raise VideoError("video_too_large", f"{what}: frames of {width * height} pixels exceed "
                                             f"max_pixels={max_pixels}")
     held = frames_held(codec, level, width, height)
     decoder = frame_bytes(width, height, pix_fmt) * held
-    per_pixel = RGB_CONVERSION_BYTES + (3 if rotated else 0)  # a turned frame is copied once more
-    full = int(width * max(1.0, stretch)) * height * per_pixel if convert else 0  # stretched by the SAR
+    per_pixel = (HDR_CONVERSION_BYTES if hdr else RGB_CONVERSION_BYTES) + (3 if rotated else 0)  # turned: copied
+    band = HDR_BAND_BYTES if hdr and convert else 0
+    full = int(width * max(1.0, stretch)) * height * per_pixel + band if convert else 0  # stretched by the SAR
     budget = (memory_mb - DECODER_BASE_MB) << 20
     if decoder + full <= budget:
         return Judgement(width, height, decoder, full, False)
     if working is not None:
-        reduced = working[0] * working[1] * per_pixel
+        reduced = working[0] * working[1] * per_pixel + band
         if decoder + reduced <= budget:
             return Judgement(width, height, decoder, reduced, True)
     else:
@@ -207,7 +226,7 @@ def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: 
         working = max(canvas.working_size(height, shown), canvas.working_size(shown, height)[::-1],
                       key=lambda wh: wh[0] * wh[1])
     return judge_memory(width, height, pix_fmt, codec.name, int(codec.level or 0), True, max_pixels, memory_mb,
-                        working, convert, float(sar or 1))
+                        working, convert, float(sar or 1), stream_hdr(stream) is not None)
 
 
 def read_index(uri: str) -> VideoIndex:
@@ -242,8 +261,8 @@ def orientation(frame) -> tuple[int, bool]:
     return _ORIENTATIONS[key]
 
 
-def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[int, int] | None = None
-            ) -> np.ndarray:
+def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[int, int] | None = None,
+            hdr: str | None = None) -> np.ndarray:
     """RGB pixels as a player shows them: the display matrix's rotation and mirroring applied.
 
     One reformatter serves every frame: it keeps its scaler context between frames of the same
@@ -253,13 +272,16 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
     runs, a decoded frame per frame otherwise). `size`: (w, h) to scale to in the conversion, in
     the frame's coded orientation (area interpolation). One thread: the scaler's automatic threads
     (one per core) only add hand-offs on small frames and on a busy machine (512 frames of 320x240:
-    0.021 s against 0.037 s, 0.1 s when other processes run; the same pixels)."""
+    0.021 s against 0.037 s, 0.1 s when other processes run; the same pixels). `hdr`: "pq" or
+    "hlg": the frame is tone-mapped to SDR (`tone_mapped`)."""
     global _REFORMATTER
     if _REFORMATTER is None:
         from av.video.reformatter import VideoReformatter
 
         _REFORMATTER = VideoReformatter()
-    if size is None or size == (frame.width, frame.height):
+    if hdr is not None:
+        rgb = tone_mapped(frame, hdr, size)
+    elif size is None or size == (frame.width, frame.height):
         rgb = _REFORMATTER.reformat(frame, format="rgb24", threads=1).to_ndarray()
     else:
         rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1],
@@ -268,6 +290,29 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
     if mirrored:
         rgb = rgb[:, ::-1]
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns or mirrored else rgb
+
+
+def tone_mapped(frame, transfer: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An HDR frame as SDR BT.709 RGB (`transforms.hdr.hdr_to_sdr`), in the coded orientation.
+
+    swscale only upsamples the chroma (bilinear, as zscale does) and scales to `size` (area) into
+    16-bit 4:4:4, codes kept (shifted up); the colour math runs on `HDR_BAND_PIXELS` at a time."""
+    options = {"interpolation": "BILINEAR"} if size is None else {
+        "width": size[0], "height": size[1], "interpolation": "AREA"}
+    yuv = _REFORMATTER.reformat(frame, format="yuv444p16le", threads=1, **options)
+    width, height = yuv.width, yuv.height
+    planes = [np.frombuffer(plane, np.uint16).reshape(height, plane.line_size // 2)[:, :width]
+              for plane in yuv.planes]
+    depth = frame.format.components[0].bits
+    full_range = frame.color_range == 2  # AVCOL_RANGE_JPEG
+    luma = hdr_colour.luma_coefficients(frame.colorspace)
+    primaries = hdr_colour.primaries_matrix(frame.color_primaries)
+    rgb = np.empty((height, width, 3), np.uint8)
+    rows = max(1, HDR_BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        band = np.stack([plane[top:top + rows] for plane in planes], axis=-1)
+        rgb[top:top + rows] = hdr_colour.hdr_to_sdr(band, transfer, depth, full_range, luma, primaries)
+    return rgb
 
 
 @dataclass
@@ -289,6 +334,7 @@ class _Session:
     _collect: bool = False
     _working: tuple[int, int] | None = None  # (w, h) frames are converted at, coded orientation
     sar: Fraction | None = None  # the stream's pixel aspect ratio, applied in the conversion
+    hdr: str | None = None  # the stream's HDR transfer ("pq", "hlg"): frames are tone-mapped
     _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
     _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
     _shown: tuple[int, ...] = ()
@@ -299,6 +345,7 @@ class _Session:
         try:
             self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
             self.sar = sample_aspect_ratio(stream)
+            self.hdr = stream_hdr(stream)
             yield from self._run(stream, plan)
         finally:
             self._container.close()
@@ -357,7 +404,7 @@ class _Session:
                     ww, wh = self.postprocess.working_size(h, wd)  # type: ignore[union-attr]
                     self._working = (ww, wh) if turns % 2 == 0 else (wh, ww)
                 size = self._working
-            pixels = display(frame, self.orientation, size)
+            pixels = display(frame, self.orientation, size, self.hdr)
             yield w, self.postprocess(pixels) if self.postprocess else pixels
 
     def _after(self) -> None:
@@ -519,6 +566,7 @@ class Probe:
     reordered: bool = False  # frames are shown in another order than decoded (by their stamps)
     open_gop: bool = False  # a frame after a key frame (decode order) is shown before it
     decode_order_stamps: bool = False  # stamps count packets in decode order; frames named by output order
+    hdr: str = ""  # "pq" or "hlg": an HDR transfer declared, frames tone-mapped to SDR ("": SDR)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -558,6 +606,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     declared_sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     sar_text = f"{declared_sar.numerator}:{declared_sar.denominator}" if declared_sar and declared_sar != 1 else ""
     pixel_format = stream.codec_context.format.name if stream.codec_context.format else ""
+    transfer = stream_hdr(stream) or ""
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 0.0
     container.close()
@@ -566,7 +615,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     times = tuple(round((p - base) * num / den, 6) for p in shown[:n])  # = float(Fraction): exactly rounded
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
-                 session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps)
+                 session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
@@ -643,6 +692,8 @@ def decord_exact(probe: Probe) -> str | None:
         return f"codec {probe.codec}"
     if probe.pixel_format not in DECORD_PIXEL_FORMATS:
         return f"pixel format {probe.pixel_format}"
+    if probe.hdr:  # decord converts every frame as SDR
+        return f"HDR transfer ({probe.hdr}), tone-mapped by PyAV"
     if probe.hidden:
         return "edit list or a stream cut mid-GOP"
     if probe.decode_order_stamps:

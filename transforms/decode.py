@@ -43,9 +43,18 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from transforms import hdr
 from transforms.colour_profile import convert_to_srgb, srgb_conversion
 from transforms.errors import Rejected, exception_detail
-from transforms.headers import avif_planes, coefficient_bytes, embedded_images, jpeg_layout, png_size, webp_still_size
+from transforms.headers import (
+    avif_planes,
+    coefficient_bytes,
+    embedded_images,
+    jpeg_layout,
+    nclx_colour,
+    png_size,
+    webp_still_size,
+)
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
 
 # Pillow warns about what this module handles itself (images over the pixel budget are refused
@@ -305,8 +314,14 @@ def _avif_held(image: Image.Image, data: bytes) -> Held:
     planes = avif_planes(data)
     per_pixel = sum(p.bytes_per_pixel + _AV1_DECODER_BYTES for p in planes) if planes else _AVIF_UNREAD
     w, h = image.size
-    return Held(int(w * h * (per_pixel + len(image.getbands()))) + _AVIF_FIXED,
+    return Held(int(w * h * (per_pixel + len(image.getbands()))) + _AVIF_FIXED + _tone_map_bytes(image, data),
                 "the AVIF decoder's working buffers (YUV planes, the RGB copy)")
+
+
+def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
+    """What tone-mapping an HDR AVIF/HEIF adds (`_in_srgb`): its output and one float32 band."""
+    w, h = image.size
+    return w * h * 3 + hdr.BAND_BYTES if hdr_transfer(image, data) else 0
 
 
 def _held(image: Image.Image, data: bytes) -> Held:
@@ -315,6 +330,9 @@ def _held(image: Image.Image, data: bytes) -> Held:
         return _jpeg_held(data)
     if image.format == "AVIF":
         return _avif_held(image, data)
+    if image.format == "HEIF":  # libheif's own buffers are not judged; an HDR photo's tone-mapping is
+        tone_map = _tone_map_bytes(image, data)
+        return Held(tone_map, "the HDR tone-mapping (output, float32 band)") if tone_map else Held()
     working = _WORKING.get(image.format or "")
     if working is None:
         return Held()
@@ -437,11 +455,27 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return out
 
 
-def _in_srgb(image: Image.Image, pixels: np.ndarray) -> tuple[np.ndarray, str]:
+def hdr_transfer(image: Image.Image, data: bytes) -> str | None:
+    """"pq" or "hlg" for an AVIF or HEIF photo that declares an HDR transfer by its nclx colour box
+    and carries no ICC profile (which would say how to show it instead), else None."""
+    if image.format not in ("AVIF", "HEIF") or image.info.get("icc_profile"):
+        return None
+    nclx = nclx_colour(data)
+    return hdr.transfer_name(nclx.transfer) if nclx is not None else None
+
+
+def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple[np.ndarray, str]:
     """`to_rgb_array`'s pixels converted from the image's embedded RGB profile to sRGB, and the
-    profile's description ("" when there was nothing to convert)."""
+    profile's description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF
+    (`hdr_transfer`) is tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives
+    the non-linear HDR signal, shown as is it looks washed out and dim."""
     if image.mode not in _RGB_PROFILED_MODES:
         return pixels, ""
+    transfer = hdr_transfer(image, data)
+    if transfer is not None:
+        nclx = nclx_colour(data)
+        mapped = hdr.tone_map_pixels(pixels, transfer, hdr.primaries_matrix(nclx.primaries if nclx else None))
+        return mapped, f"HDR {transfer.upper()} (nclx), tone-mapped"
     conversion = srgb_conversion(image.info.get("icc_profile"))
     return convert_to_srgb(pixels, conversion), conversion.description
 
@@ -457,7 +491,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     _load(image)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
-    return _in_srgb(image, to_rgb_array(image))[0]
+    return _in_srgb(image, to_rgb_array(image), data)[0]
 
 
 def decode_through(data: bytes, plan: ResizePlan, max_pixels: int = DEFAULT_MAX_PIXELS, pad_value: int = 0,
@@ -514,6 +548,6 @@ def load_image(
     _load(image)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
-    rgb, profile = _in_srgb(image, to_rgb_array(image))  # before the resize: it blends sRGB values
+    rgb, profile = _in_srgb(image, to_rgb_array(image), data)  # before the resize: it blends sRGB values
     pixels = plan.apply_image(rgb, pad_value=pad_value)
     return DecodedImage(pixels, width, height, fmt, reduced, plan, profile)

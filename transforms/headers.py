@@ -9,6 +9,8 @@ The decode budgets are judged on these facts, before Pillow or libjpeg touch a p
   the embedded PNG or bitmap at whatever size that one declares (an ICO's, inside `Image.open`);
 - the AV1 bitstreams of an AVIF (its `av1C` boxes: bit depth, chroma subsampling, monochrome
   alpha), whose YUV planes libavif holds beside Pillow's buffer;
+- the colour an AVIF or HEIF declares by its `colr` box of type nclx (primaries, transfer,
+  matrix, range: PQ or HLG for HDR photos), which Pillow does not report;
 - the size a PNG or a still WebP declares, from the fixed place its first chunk keeps it: with the
   file's length and a JPEG's scans, what its decode time is judged on (`transforms.decode`).
 """
@@ -189,6 +191,34 @@ def avif_planes(data: bytes) -> list[Av1Planes]:
 
     walk(0, len(data))
     return found
+
+
+@dataclass(frozen=True)
+class Nclx:
+    """An ISOBMFF `colr` box of type nclx (ISO/IEC 23091-2 code points, as AVColor* in FFmpeg)."""
+
+    primaries: int  # 1 BT.709, 9 BT.2020, 12 Display P3
+    transfer: int  # 16 PQ (SMPTE ST 2084), 18 HLG (ARIB STD-B67)
+    matrix: int
+    full_range: bool
+
+
+def nclx_colour(data: bytes) -> Nclx | None:
+    """The first nclx `colr` item property of an AVIF or HEIF (meta/iprp/ipco), None when it has none."""
+    budget = [_BOX_LIMIT]
+
+    def walk(start: int, end: int) -> Nclx | None:
+        for kind, begin, stop in _boxes(data, start, end, budget):
+            if kind in _CONTAINERS:
+                found = walk(begin + _CONTAINERS[kind], stop)
+                if found is not None:
+                    return found
+            elif kind == b"colr" and stop - begin >= 11 and data[begin:begin + 4] == b"nclx":
+                p, t, m = (int.from_bytes(data[begin + 4 + 2 * i:begin + 6 + 2 * i], "big") for i in range(3))
+                return Nclx(p, t, m, bool(data[begin + 10] & 0x80))
+        return None
+
+    return walk(0, len(data))
 
 
 @dataclass(frozen=True)
