@@ -356,9 +356,18 @@ def _png_exif(data: bytes) -> bytes | None:
 
 
 def _orientation(image: Image.Image, data: bytes) -> int:
+    """The EXIF orientation (1-8) to apply after decoding. An AVIF's or HEIF's is its container's
+    `irot`/`imir` only: the HEIF spec has readers ignore EXIF and XMP orientation there. libheif
+    (pillow-heif) applies irot/imir itself and resets the EXIF tag to 1; Pillow's AVIF plugin
+    writes irot/imir as the EXIF tag of `info["exif"]` (over a contradicting one) and leaves the
+    pixels as coded. `getexif` would also read an XMP `tiff:Orientation` when `info["exif"]` has
+    none: an AVIF with no irot but such an XMP packet was turned, where libheif (heif-convert)
+    shows it as coded."""
+    if image.format == "HEIF":
+        return 1
     try:
-        if image.format == "PNG":
-            raw = image.info.get("exif") or _png_exif(data)
+        if image.format in ("PNG", "AVIF"):
+            raw = image.info.get("exif") or (_png_exif(data) if image.format == "PNG" else None)
             if not raw:
                 return 1
             exif = Image.Exif()
