@@ -141,3 +141,18 @@ def test_heic_irot_and_its_exif_turn_once(photo: Image.Image, orientation: int, 
     reference = _heif_convert(data, tmp_path, "heic")
     if reference is not None:
         assert _psnr(ours, reference) > 60  # measured 71 dB
+
+
+def _as_pq(data: bytes) -> bytes:
+    """The file with its nclx colour box declaring BT.2020 PQ (same size: only the numbers change)."""
+    at = data.index(b"colrnclx") + 8
+    return data[:at] + (9).to_bytes(2, "big") + (16).to_bytes(2, "big") + data[at + 4 :]
+
+
+def test_rotated_hdr_avif_is_tone_mapped(photo: Image.Image):
+    """irot/imir reach Pillow as EXIF orientation, and the turned copy lost the AVIF format:
+    a rotated PQ photo was shown untone-mapped (16.8 dB against its unrotated decode turned)."""
+    plain, rotated = _as_pq(_avif(photo)), _as_pq(_avif(photo, exif=_exif(6)))
+    assert _property(rotated, b"irot") == 3
+    assert np.array_equal(decode_rgb(rotated), np.rot90(decode_rgb(plain), 3))
+    assert load_image(rotated, 64, "squash").colour_profile == "HDR PQ (nclx), tone-mapped"

@@ -380,6 +380,18 @@ def _orientation(image: Image.Image, data: bytes) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+def _oriented(image: Image.Image, orientation: int) -> Image.Image:
+    """The loaded image turned by its EXIF `orientation`, keeping the opened image's `format`:
+    `hdr_transfer` reads it, and Pillow's transposed copy has none (a rotated HDR AVIF, whose
+    irot/imir reach Pillow as EXIF, was shown untone-mapped). The caller drops the opened image,
+    so one Pillow buffer stays beside the RGB array (`decode_cost`)."""
+    if orientation == 1:
+        return image
+    turned = ImageOps.exif_transpose(image)
+    turned.format = image.format
+    return turned
+
+
 def _load(image: Image.Image) -> None:
     try:
         image.load()
@@ -498,8 +510,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     orientation = _orientation(image, data)
     _check_budget(image, orientation, max_bytes, held)
     _load(image)
-    if orientation != 1:
-        image = ImageOps.exif_transpose(image)
+    image = _oriented(image, orientation)
     return _in_srgb(image, to_rgb_array(image), data)[0]
 
 
@@ -555,8 +566,7 @@ def load_image(
         reduced = max(1, raw_w // max(1, image.size[0]))
     _check_budget(image, orientation, max_bytes, held)
     _load(image)
-    if orientation != 1:
-        image = ImageOps.exif_transpose(image)
+    image = _oriented(image, orientation)
     rgb, profile = _in_srgb(image, to_rgb_array(image), data)  # before the resize: it blends sRGB values
     pixels = plan.apply_image(rgb, pad_value=pad_value)
     return DecodedImage(pixels, width, height, fmt, reduced, plan, profile)
