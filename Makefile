@@ -22,7 +22,7 @@ TOKENIZER_FIT = $(PY) -m tokenizer.fit $(foreach s,$(TOKENIZER_SOURCES),--data '
 I2D_VENV ?= .venv-img2dataset
 I2D_STAMP := $(I2D_VENV)/.img2dataset-installed
 
-.PHONY: build-uvd test test-deps system-tools test-fast bench sample report env clean tokenizer browser ffmpeg img2dataset
+.PHONY: build-uvd test test-deps system-tools test-fast bench sample report env clean tokenizer browser ffmpeg heif-tools img2dataset
 
 env: $(STAMP)
 
@@ -45,13 +45,14 @@ build-uvd: sample
 
 # The report test loads report.html in headless Chromium (Debian's `chromium` package), and the
 # video zoo tests write MPEG-TS/PS, edit-list and Theora clips with the ffmpeg CLI (Debian's
-# `ffmpeg`), both installed here when missing; the img2dataset tests run img2dataset from its own
-# venv. UVD_REQUIRE_* make those tests fail rather than skip without them.
+# `ffmpeg`), and the phone photo tests compare AVIF/HEIC decodes with libheif's `heif-convert`
+# (Debian's `libheif-examples`), all installed here when missing; the img2dataset tests run
+# img2dataset from its own venv. UVD_REQUIRE_* make those tests fail rather than skip without them.
 # Two pytest workers (pytest-xdist), each test file on one of them: the suite is mostly one
 # process waiting on another (Beam workers, ffmpeg, img2dataset), so two files at a time take
 # 4 minutes instead of 7 on two cores; session fixtures are built once per worker.
 test: test-deps
-	UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
+	UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
 
 img2dataset: $(I2D_STAMP)
 
@@ -63,6 +64,7 @@ test-deps:
 system-tools:
 	@$(MAKE) --no-print-directory browser
 	@$(MAKE) --no-print-directory ffmpeg
+	@$(MAKE) --no-print-directory heif-tools
 
 $(I2D_STAMP):
 	@test -x $(I2D_VENV)/bin/python || $(PYTHON) -m venv $(I2D_VENV)
@@ -78,6 +80,11 @@ ffmpeg:
 	@command -v ffmpeg >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; }
+
+heif-tools:
+	@command -v heif-convert >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libheif-examples; }
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q
