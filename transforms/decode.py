@@ -48,6 +48,7 @@ from transforms.colour_profile import convert_to_srgb, srgb_conversion
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
     avif_planes,
+    clean_aperture,
     coefficient_bytes,
     embedded_images,
     jpeg_layout,
@@ -273,9 +274,10 @@ def decode_cost(width: int, height: int, mode: str, transposed: bool = False, he
     return width * height * (storage + 3 + (storage if transposed else 0)) + _STRIP_COST + held
 
 
-def _check_budget(image: Image.Image, orientation: int, budget: int, held: Held = Held()) -> None:
-    w, h = image.size
-    cost = decode_cost(w, h, image.mode, orientation != 1, held.bytes)
+def _check_budget(image: Image.Image, orientation: int, budget: int, held: Held = Held(),
+                  cropped: bool = False) -> None:
+    w, h = image.size  # a clean-aperture crop, like a turn, copies the buffer (`_cropped`)
+    cost = decode_cost(w, h, image.mode, orientation != 1 or cropped, held.bytes)
     if cost > budget:
         of_which = f": {held.bytes >> 20} MiB are {held.what}" if held.bytes else ""
         raise DecodeError("image_too_large", f"{w}x{h} {image.mode} needs about {cost >> 20} MiB to decode, "
@@ -378,6 +380,23 @@ def _orientation(image: Image.Image, data: bytes) -> int:
     except Exception:
         return 1
     return value if 1 <= value <= 8 else 1
+
+
+def _aperture(image: Image.Image, data: bytes) -> tuple[int, int, int, int] | None:
+    """The clean-aperture crop box (`clap`) of an AVIF, None for any other image: libheif crops a
+    HEIF itself, but Pillow's AVIF plugin hands over the whole coded frame (an AVIF whose clap
+    keeps 200 x 160 of 320 x 240 was decoded 320 x 240, where heif-convert gives the crop)."""
+    return clean_aperture(data, *image.size) if image.format == "AVIF" else None
+
+
+def _cropped(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
+    """The loaded image cut to `box`, keeping its `format` (`hdr_transfer` reads it). The HEIF
+    spec applies clap before irot/imir, so this comes before `_oriented`."""
+    if box is None:
+        return image
+    cut = image.crop(box)
+    cut.format = image.format
+    return cut
 
 
 def _oriented(image: Image.Image, orientation: int) -> Image.Image:
@@ -508,8 +527,10 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     image = _open(data, max_pixels, max_bytes)
     held = _held(image, data)
     orientation = _orientation(image, data)
-    _check_budget(image, orientation, max_bytes, held)
+    box = _aperture(image, data)
+    _check_budget(image, orientation, max_bytes, held, box is not None)
     _load(image)
+    image = _cropped(image, box)
     image = _oriented(image, orientation)
     return _in_srgb(image, to_rgb_array(image), data)[0]
 
@@ -546,7 +567,8 @@ def load_image(
     held = _held(image, data)
     fmt = image.format or "unknown"
     orientation = _orientation(image, data)
-    raw_w, raw_h = image.size
+    box = _aperture(image, data)
+    raw_w, raw_h = (box[2] - box[0], box[3] - box[1]) if box else image.size
     swapped = orientation in (5, 6, 7, 8)
     width, height = (raw_h, raw_w) if swapped else (raw_w, raw_h)
     plan: ResizePlan = plan_resize(height, width, size, policy)
@@ -564,8 +586,9 @@ def load_image(
     if request is not None:
         image.draft(image.mode, request)
         reduced = max(1, raw_w // max(1, image.size[0]))
-    _check_budget(image, orientation, max_bytes, held)
+    _check_budget(image, orientation, max_bytes, held, box is not None)
     _load(image)
+    image = _cropped(image, box)
     image = _oriented(image, orientation)
     rgb, profile = _in_srgb(image, to_rgb_array(image), data)  # before the resize: it blends sRGB values
     pixels = plan.apply_image(rgb, pad_value=pad_value)

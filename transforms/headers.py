@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ICO_MAGIC = b"\x00\x00\x01\x00"
@@ -191,6 +192,64 @@ def avif_planes(data: bytes) -> list[Av1Planes]:
 
     walk(0, len(data))
     return found
+
+
+def _primary_properties(data: bytes) -> list[tuple[bytes, int, int]]:
+    """The item properties (type, payload start, end) the primary item (`pitm`) of an AVIF or HEIF
+    is associated with (`ipma`), in their order; [] when the boxes are missing or malformed."""
+    budget = [_BOX_LIMIT]
+    meta = next(((b + 4, e) for k, b, e in _boxes(data, 0, len(data), budget) if k == b"meta"), None)
+    if meta is None:
+        return []
+    primary, properties, links = None, [], {}
+    for kind, begin, stop in _boxes(data, meta[0], meta[1], budget):
+        if kind == b"pitm" and stop - begin >= 6:
+            primary = int.from_bytes(data[begin + 4 : begin + (6 if data[begin] == 0 else 8)], "big")
+        elif kind == b"iprp":
+            for inner, b, e in _boxes(data, begin, stop, budget):
+                if inner == b"ipco":
+                    properties = list(_boxes(data, b, e, budget))
+                elif inner == b"ipma" and e - b >= 8:
+                    links.update(_associations(data, b, e))
+    return [properties[i - 1] for i in links.get(primary, []) if 0 < i <= len(properties)]
+
+
+def _associations(data: bytes, begin: int, end: int) -> dict[int, list[int]]:
+    """An `ipma` box's item ID -> 1-based property indices (ISO/IEC 23008-12 9.3.2)."""
+    version, wide = data[begin], data[begin + 3] & 1
+    pos, out = begin + 8, {}
+    for _ in range(int.from_bytes(data[begin + 4 : begin + 8], "big")):
+        id_size = 2 if version < 1 else 4
+        if pos + id_size + 1 > end:
+            break
+        item = int.from_bytes(data[pos : pos + id_size], "big")
+        count, pos = data[pos + id_size], pos + id_size + 1
+        step = 2 if wide else 1
+        if pos + count * step > end:
+            break
+        mask = 0x7FFF if wide else 0x7F
+        out[item] = [int.from_bytes(data[pos + i * step : pos + (i + 1) * step], "big") & mask for i in range(count)]
+        pos += count * step
+    return out
+
+
+def clean_aperture(data: bytes, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The (left, top, right, bottom) crop that the primary item's `clap` (clean aperture) property
+    of an AVIF or HEIF makes of its width x height image, None without one or when it is not a
+    whole-pixel rectangle inside the image (as libavif's `avifCropRectFromCleanApertureBox` reads it)."""
+    clap = next(((b, e) for k, b, e in _primary_properties(data) if k == b"clap" and e - b >= 32), None)
+    if clap is None:
+        return None
+    n = [int.from_bytes(data[clap[0] + 4 * i : clap[0] + 4 * i + 4], "big", signed=i in (4, 6)) for i in range(8)]
+    if 0 in (n[1], n[3], n[5], n[7]):
+        return None
+    w, h = Fraction(n[0], n[1]), Fraction(n[2], n[3])
+    left = Fraction(n[4], n[5]) + Fraction(width - 1, 2) - (w - 1) / 2
+    top = Fraction(n[6], n[7]) + Fraction(height - 1, 2) - (h - 1) / 2
+    if any(v.denominator != 1 for v in (w, h, left, top)) or w < 1 or h < 1:
+        return None
+    box = (int(left), int(top), int(left + w), int(top + h))
+    return box if box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height else None
 
 
 @dataclass(frozen=True)
