@@ -10,7 +10,7 @@ angle, then imir: axis 0 exchanges top and bottom, 1 left and right) on the untu
 and, where installed (`make system-tools`), libheif's `heif-convert` on the same file.
 Measured: against the photo turned by the EXIF value written, PSNR 39-41 dB (the encode's loss);
 against heif-convert, 46 dB (AVIF, 4:2:0: its chroma upsampling is not libavif's) and 71 dB
-(HEIC); a wrong turn is a shape mismatch or 7-9 dB. The clap is added by hand (Pillow writes
+(HEIC, a grid of tiles too); a wrong turn is a shape mismatch or 7-9 dB. The clap is added by hand (Pillow writes
 none): 49 dB against heif-convert.
 """
 
@@ -122,15 +122,17 @@ def test_avif_xmp_orientation_is_ignored(photo: Image.Image, tmp_path: Path):
         assert _psnr(ours, reference) > 40  # measured 46 dB (4:2:0 chroma upsampled differently)
 
 
-@pytest.mark.parametrize("orientation", [5, 6, 8])
-def test_heic_irot_and_its_exif_turn_once(photo: Image.Image, orientation: int, tmp_path: Path):
-    """pillow-heif writes irot/imir and keeps the EXIF tag (as iPhones do): turned once, not twice."""
+@pytest.mark.parametrize("orientation, tile", [(5, 0), (6, 0), (8, 0), (6, 128)])
+def test_heic_irot_and_its_exif_turn_once(photo: Image.Image, orientation: int, tile: int, tmp_path: Path):
+    """pillow-heif writes irot/imir and keeps the EXIF tag (as iPhones do): turned once, not twice.
+    With `tile`, a grid of tiles (an iPhone's: 512) assembled by libheif."""
     pillow_heif = pytest.importorskip("pillow_heif")
     if not pillow_heif.libheif_info().get("HEIF"):
         pytest.skip("this libheif cannot encode HEIC")
     buf = io.BytesIO()
-    photo.save(buf, "HEIF", quality=95, exif=_exif(orientation))
+    photo.save(buf, "HEIF", quality=95, exif=_exif(orientation), **({"tile_size": tile} if tile else {}))
     data = buf.getvalue()
+    assert (b"grid" in data) == bool(tile)
     assert _property(data, b"irot") is not None
     kept = Image.Exif()
     kept.load(data[max(data.find(b"II*\x00"), data.find(b"MM\x00*")) :])
