@@ -308,10 +308,9 @@ def tone_mapped(frame, transfer: str, size: tuple[int, int] | None = None) -> np
     luma = hdr_colour.luma_coefficients(frame.colorspace)
     primaries = hdr_colour.primaries_matrix(frame.color_primaries)
     rgb = np.empty((height, width, 3), np.uint8)
-    rows = max(1, HDR_BAND_PIXELS // width)
-    for top in range(0, height, rows):
-        band = np.stack([plane[top:top + rows] for plane in planes], axis=-1)
-        rgb[top:top + rows] = hdr_colour.hdr_to_sdr(band, transfer, depth, full_range, luma, primaries)
+    for rows in hdr_colour.row_bands(height, width, HDR_BAND_PIXELS):
+        band = np.stack([plane[rows] for plane in planes], axis=-1)
+        rgb[rows] = hdr_colour.hdr_to_sdr(band, transfer, depth, full_range, luma, primaries)
     return rgb
 
 

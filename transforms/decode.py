@@ -323,7 +323,7 @@ def _avif_held(image: Image.Image, data: bytes) -> Held:
 def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
     """What tone-mapping an HDR AVIF/HEIF adds (`_in_srgb`): its output and one float32 band."""
     w, h = image.size
-    return w * h * 3 + hdr.BAND_BYTES if hdr_transfer(image, data) else 0
+    return w * h * 3 + hdr.BAND_BYTES if hdr_colour(image, data) else 0
 
 
 def _held(image: Image.Image, data: bytes) -> Held:
@@ -390,7 +390,7 @@ def _aperture(image: Image.Image, data: bytes) -> tuple[int, int, int, int] | No
 
 
 def _cropped(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
-    """The loaded image cut to `box`, keeping its `format` (`hdr_transfer` reads it). The HEIF
+    """The loaded image cut to `box`, keeping its `format` (`hdr_colour` reads it). The HEIF
     spec applies clap before irot/imir, so this comes before `_oriented`."""
     if box is None:
         return image
@@ -401,7 +401,7 @@ def _cropped(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image
 
 def _oriented(image: Image.Image, orientation: int) -> Image.Image:
     """The loaded image turned by its EXIF `orientation`, keeping the opened image's `format`:
-    `hdr_transfer` reads it, and Pillow's transposed copy has none (a rotated HDR AVIF, whose
+    `hdr_colour` reads it, and Pillow's transposed copy has none (a rotated HDR AVIF, whose
     irot/imir reach Pillow as EXIF, was shown untone-mapped). The caller drops the opened image,
     so one Pillow buffer stays beside the RGB array (`decode_cost`)."""
     if orientation == 1:
@@ -495,27 +495,29 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return out
 
 
-def hdr_transfer(image: Image.Image, data: bytes) -> str | None:
-    """"pq" or "hlg" for an AVIF or HEIF photo that declares an HDR transfer by its nclx colour box
-    and carries no ICC profile (which would say how to show it instead), else None."""
+def hdr_colour(image: Image.Image, data: bytes) -> tuple[str, np.ndarray | None] | None:
+    """("pq" or "hlg", its primaries' matrix to BT.709) for an AVIF or HEIF photo that declares an
+    HDR transfer by its nclx colour box and carries no ICC profile (which would say how to show it
+    instead), else None. One walk of the file's boxes."""
     if image.format not in ("AVIF", "HEIF") or image.info.get("icc_profile"):
         return None
     nclx = nclx_colour(data)
-    return hdr.transfer_name(nclx.transfer) if nclx is not None else None
+    transfer = hdr.transfer_name(nclx.transfer) if nclx is not None else None
+    return (transfer, hdr.primaries_matrix(nclx.primaries)) if transfer and nclx else None
+
 
 
 def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple[np.ndarray, str]:
     """`to_rgb_array`'s pixels converted from the image's embedded RGB profile to sRGB, and the
     profile's description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF
-    (`hdr_transfer`) is tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives
+    (`hdr_colour`) is tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives
     the non-linear HDR signal, shown as is it looks washed out and dim."""
     if image.mode not in _RGB_PROFILED_MODES:
         return pixels, ""
-    transfer = hdr_transfer(image, data)
-    if transfer is not None:
-        nclx = nclx_colour(data)
-        mapped = hdr.tone_map_pixels(pixels, transfer, hdr.primaries_matrix(nclx.primaries if nclx else None))
-        return mapped, f"HDR {transfer.upper()} (nclx), tone-mapped"
+    colour = hdr_colour(image, data)
+    if colour is not None:
+        transfer, primaries = colour
+        return hdr.tone_map_pixels(pixels, transfer, primaries), f"HDR {transfer.upper()} (nclx), tone-mapped"
     conversion = srgb_conversion(image.info.get("icc_profile"))
     return convert_to_srgb(pixels, conversion), conversion.description
 

@@ -28,6 +28,8 @@ any band of rows, any thread count and every run.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 PQ = "pq"
@@ -180,15 +182,21 @@ def to_uint8(signal: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(signal * np.float32(255) + np.float32(0.5)), 0, 255).astype(np.uint8)
 
 
+def row_bands(height: int, width: int, band_pixels: int = BAND_PIXELS) -> Iterator[slice]:
+    """The rows of a picture in bands of about `band_pixels` (at least one row): the float32 work
+    of a tone-mapping is held for one band at a time (`BAND_BYTES`), never the whole picture."""
+    rows = max(1, band_pixels // max(1, width))
+    for top in range(0, height, rows):
+        yield slice(top, top + rows)
+
+
 def tone_map_pixels(pixels: np.ndarray, transfer: str, primaries: np.ndarray | None = BT2020_TO_BT709
                     ) -> np.ndarray:
     """(H, W, 3) uint8 R'G'B' of a PQ or HLG picture (a still image as its decoder gives it: the
     matrix applied, full range) -> uint8 BT.709 RGB (`signal_to_sdr`), `BAND_PIXELS` at a time."""
     out = np.empty_like(pixels)
-    rows = max(1, BAND_PIXELS // max(1, pixels.shape[1]))
-    for top in range(0, pixels.shape[0], rows):
-        signal = pixels[top:top + rows].astype(np.float32) * np.float32(1 / 255)
-        out[top:top + rows] = signal_to_sdr(signal, transfer, primaries)
+    for rows in row_bands(*pixels.shape[:2]):
+        out[rows] = signal_to_sdr(pixels[rows].astype(np.float32) * np.float32(1 / 255), transfer, primaries)
     return out
 
 
