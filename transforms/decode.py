@@ -118,9 +118,9 @@ def pixels_judged_here() -> Iterator[None]:
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x 89.5 MP).
 # one input's decode: with a worker's own few hundred MB (Beam, the tokenizer) it stays under 1.5 GB
 DEFAULT_MAX_DECODE_BYTES = 768 << 20
-STRIP_PIXELS = 1 << 20
+STRIP_PIXELS = 1 << 20  # pixels converted at a time: the temporaries of a conversion are per strip
 # modes whose pixels an RGB ICC profile describes (grey and CMYK ones are left as they decode)
-_RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})  # pixels converted at a time: the temporaries of a conversion are per strip
+_RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
 # bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
 _STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 _STRIP_COST = STRIP_PIXELS * 24  # the largest per-strip temporaries (int64 / uint16 working copies)
