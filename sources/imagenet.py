@@ -14,7 +14,10 @@ The official split of the layout (train/ vs val/) is kept as the record's split.
 A key is the image's stem: a second image with a stem already taken (`x.JPEG` beside `x.png`) is
 a `duplicate_key` reject, and the unit cut keeps same-stem files together so the clash is seen.
 Class folders are read flat: a folder inside one (or a link to a folder) is an `unexpected_file`
-reject, never descended into and never skipped silently.
+reject, never descended into and never skipped silently. What an operating system leaves in the
+folders it touches (`.DS_Store`, `Thumbs.db`, a Mac's AppleDouble `._x.JPEG` beside every image,
+a zip's `__MACOSX/`) is an `os_metadata` reject, unread: not a broken image, nor a val image
+without a label, and no reason to need LOC_val_solution.csv.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.paths import path_problem, shown_name
+from sources.paths import OS_METADATA, os_metadata, path_problem, shown_name
 from sources.records import ImageRecord, Reject, SourceItem, safe_key
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -37,7 +40,12 @@ VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 
 
 def _is_image_name(uri: str) -> bool:
-    return uri.lower().endswith(IMAGE_SUFFIXES)
+    return uri.lower().endswith(IMAGE_SUFFIXES) and not os_metadata(fsio.basename(uri))
+
+
+def _needs_labels(unit: "Unit") -> bool:
+    """Whether the unit holds flat images, labelled by LOC_val_solution.csv."""
+    return unit.wnid is None and any(_is_image_name(uri) for uri in unit.uris)
 
 
 def _stem(uri: str) -> str:
@@ -144,6 +152,9 @@ class ImageNetSource:
             if not fsio.isdir(split_dir):
                 raise FileNotFoundError(f"{self.name}: ILSVRC layout has no {split}/ folder under {self.path}")
             for class_dir in fsio.list_dirs(split_dir, links=True):
+                if os_metadata(fsio.basename(class_dir)):  # `__MACOSX/`: rejected as one item, unread
+                    units.append(Unit(split, None, (class_dir,)))
+                    continue
                 if path_problem(self.path, class_dir, self.follow_links):
                     # not listed: its reader rejects the folder itself as one item
                     units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
@@ -162,13 +173,13 @@ class ImageNetSource:
         # the index files are parsed here, up front: a broken one stops `check`, naming it
         if fsio.exists(self.synsets_uri):
             read_synsets(self.synsets_uri)
-        if any(unit.wnid is None for unit in units):
+        if any(_needs_labels(unit) for unit in units):
             read_val_labels(self.val_labels_uri)
         return units
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:
         synsets = read_synsets(self.synsets_uri) if fsio.exists(self.synsets_uri) else {}
-        labels = read_val_labels(self.val_labels_uri) if unit.wnid is None else {}
+        labels = read_val_labels(self.val_labels_uri) if _needs_labels(unit) else {}
         taken: dict[str, str] = {}  # key -> the file that has it
         for uri in unit.uris:
             stem = _stem(uri)
@@ -179,7 +190,7 @@ class ImageNetSource:
                 yield Reject(key, self.name, key, "read", outside.reason, outside.detail, split_hint=unit.split)
                 continue
             if not _is_image_name(uri):
-                yield self._unexpected(unit, uri)
+                yield self._not_an_image(unit, uri)
                 continue
             if key in taken:  # keyed by the whole name, like an unexpected file
                 other = safe_key(self.name, unit.split, wnid or "unlabelled", fsio.basename(uri))
@@ -206,14 +217,19 @@ class ImageNetSource:
                 lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid), "file": f"{unit.split}/{stem}"},
             )
 
-    def _unexpected(self, unit: Unit, uri: str) -> Reject:
-        """A class folder's entry that is no image: a file, or a folder (it is not descended into).
-        Keyed by the whole name (a folder's with a trailing '/'): it may share its stem with an image."""
+    def _not_an_image(self, unit: Unit, uri: str) -> Reject:
+        """An entry that is no image: an operating system's metadata (`os_metadata`), another file,
+        or a folder (never descended into). Keyed by the whole name (a folder's with a trailing
+        '/'): it may share its stem with an image."""
         folder = fsio.isdir(uri)
         name = fsio.basename(uri) + ("/" if folder else "")
         key = safe_key(self.name, unit.split, unit.wnid or "unlabelled", name)
+        what = os_metadata(fsio.basename(uri))
+        if what:
+            detail = f"{_where(unit, name)}: {what}, {'not read' if folder else 'not an image'}"
+            return Reject(key, self.name, key, "read", OS_METADATA, detail, split_hint=unit.split)
         detail = (f"{_where(unit, name)} is a folder: class folders are read flat" if folder
-                  else f"{unit.split}/{name} is not one of {', '.join(IMAGE_SUFFIXES)}")
+                  else f"{_where(unit, name)} is not one of {', '.join(IMAGE_SUFFIXES)}")
         return Reject(key, self.name, key, "read", "unexpected_file", detail, split_hint=unit.split)
 
 

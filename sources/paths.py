@@ -22,6 +22,21 @@ from sources import fsio
 
 OUTSIDE_ROOT = "outside_root"  # the reject reason for every path that leaves its root
 NOT_A_FILE = "not_a_file"  # a fifo, socket or device: reading it could block or never end
+OS_METADATA = "os_metadata"  # a file or folder an operating system writes beside the data (`os_metadata`)
+# By lower-cased name: what Finder, Explorer and macOS's zip leave in the folders they touch
+_OS_NAMES = {".ds_store": "macOS Finder's folder settings", "thumbs.db": "Windows Explorer's thumbnail cache",
+             "ehthumbs.db": "Windows Media Center's thumbnail cache", "desktop.ini": "Windows Explorer's folder settings",
+             "__macosx": "macOS archive metadata (a zip's AppleDouble files)"}
+
+
+def os_metadata(name: str) -> str | None:
+    """What an operating system's metadata file or folder of this base name is, or None. Such files
+    hold no data, but copies and zips put them everywhere: a Mac copying to an exFAT disk or a zip
+    writes an AppleDouble `._x.JPEG` beside every `x.JPEG`, with the image's extension. Judged by the
+    name alone, never read: macOS gives AppleDouble files, and only them, the `._` prefix."""
+    if name.startswith("._") and len(name) > 2:
+        return f"macOS AppleDouble metadata of {name[2:]}"
+    return _OS_NAMES.get(name.lower())
 
 
 class OutsideRoot(Exception):

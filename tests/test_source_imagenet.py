@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import struct
 import shutil
 import subprocess
 import sys
@@ -151,3 +152,68 @@ def test_val_solution_header_and_rows_checked_up_front(tmp_path: Path):
     check = subprocess.run([sys.executable, "-m", "uvd_pipeline", "check", str(config)], capture_output=True,
                            text=True, timeout=120)
     assert check.returncode == 2 and f"{csv_path}: header is 'ImageID,Prediction'" in check.stderr, check.stderr
+
+
+def _appledouble(path: Path, companion_size: int = 4146) -> None:
+    """A macOS AppleDouble file (`._name`), as Finder, `cp` and `zip` write beside every file they
+    copy to a disk or archive without extended attributes: magic 0x00051607, version 2, filler,
+    and its entries (Finder info, resource fork); not an image whatever its name ends with."""
+    header = struct.pack(">II16sH", 0x00051607, 0x00020000, b"Mac OS X        ", 2)
+    header += struct.pack(">III", 9, 50, 3810) + struct.pack(">III", 2, 3860, 286)
+    path.write_bytes(header + b"\0" * (companion_size - len(header)))
+
+
+def _items(root: Path, splits: tuple[str, ...] = ("train", "val")) -> list:
+    source = ImageNetSource("inet", str(root), splits)
+    return [i for u in source.units() for i in source.read(u)]
+
+
+def test_os_files_beside_class_folders_need_no_val_csv(tmp_path: Path):
+    """The torchvision layout (`val/<wnid>/`, no LOC_val_solution.csv) browsed once in Finder or
+    Explorer: the `.DS_Store` and `Thumbs.db` beside the class folders are no val images needing
+    labels (the source failed with the CSV's FileNotFoundError); each is one `os_metadata` reject."""
+    root = tmp_path / "inet"
+    for split in ("train", "val"):
+        _jpeg(root / split / "n01440764" / f"n01440764_{split}.JPEG", 10)
+    (root / "train" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1" + b"\0" * 60)
+    (root / "val" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 60)
+    items = _items(root)
+    assert [(i.split_hint, i.label) for i in items if isinstance(i, ImageRecord)] == [("train", "n01440764"),
+                                                                                     ("val", "n01440764")]
+    assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        ("os_metadata", "train/.DS_Store: macOS Finder's folder settings, not an image"),
+        ("os_metadata", "val/Thumbs.db: Windows Explorer's thumbnail cache, not an image")]
+
+
+def test_macos_and_windows_metadata_are_os_metadata_rejects_not_bad_images(tmp_path: Path):
+    """A folder copied from a Mac to an exFAT disk or a zip holds a `._x.JPEG` AppleDouble file
+    beside every image: it has an image's extension, so it was read and decoded (a `not_an_image`
+    decode reject per image, or in a flat val folder a `missing_label` naming `._ILSVRC..._1` as if
+    a val image lacked its label). Each such file, `.DS_Store`, `Thumbs.db`, `desktop.ini` and a
+    `__MACOSX/` folder is now one `os_metadata` reject of stage `read`, never read or decoded."""
+    root = tmp_path / "inet"
+    wnid, image_id = "n01440764", "ILSVRC2012_val_00000001"
+    _jpeg(root / "train" / wnid / f"{wnid}_10026.JPEG", 10)
+    _appledouble(root / "train" / wnid / f"._{wnid}_10026.JPEG")
+    (root / "train" / wnid / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "train" / wnid / "desktop.ini").write_text("[.ShellClassInfo]\r\n", encoding="utf-8")
+    (root / "train" / wnid / "__MACOSX").mkdir()
+    _appledouble(root / "train" / wnid / "__MACOSX" / f"._{wnid}_10026.JPEG")
+    (root / "train" / "__MACOSX" / wnid).mkdir(parents=True)
+    _appledouble(root / "train" / "__MACOSX" / wnid / f"._{wnid}_10026.JPEG")
+    _jpeg(root / "val" / f"{image_id}.JPEG", 20)
+    _appledouble(root / "val" / f"._{image_id}.JPEG")
+    _val_solution(root / "LOC_val_solution.csv", [(image_id, wnid)])
+    items = _items(root)
+    assert [i.key for i in items if isinstance(i, ImageRecord)] == [f"inet-train-{wnid}-{wnid}_10026",
+                                                                    f"inet-val-{wnid}-{image_id}"]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert {(r.stage, r.reason) for r in rejects} == {("read", "os_metadata")}
+    assert sorted(r.detail for r in rejects) == [
+        "train/__MACOSX/: macOS archive metadata (a zip's AppleDouble files), not read",
+        f"train/{wnid}/.DS_Store: macOS Finder's folder settings, not an image",
+        f"train/{wnid}/._{wnid}_10026.JPEG: macOS AppleDouble metadata of {wnid}_10026.JPEG, not an image",
+        f"train/{wnid}/__MACOSX/: macOS archive metadata (a zip's AppleDouble files), not read",
+        f"train/{wnid}/desktop.ini: Windows Explorer's folder settings, not an image",
+        f"val/._{image_id}.JPEG: macOS AppleDouble metadata of {image_id}.JPEG, not an image"]
+    assert len({r.key for r in rejects} | {i.key for i in items if isinstance(i, ImageRecord)}) == len(items)
