@@ -18,12 +18,16 @@ reject, never descended into and never skipped silently. What an operating syste
 folders it touches (`.DS_Store`, `Thumbs.db`, a Mac's AppleDouble `._x.JPEG` beside every image,
 a zip's `__MACOSX/`) is an `os_metadata` reject, unread: not a broken image, nor a val image
 without a label, and no reason to need LOC_val_solution.csv.
+
+Names are compared and keyed in Unicode NFC: a folder copied off a Mac names its files in NFD,
+while the index files (and the same set stored elsewhere) say NFC.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -48,8 +52,13 @@ def _needs_labels(unit: "Unit") -> bool:
     return unit.wnid is None and any(_is_image_name(uri) for uri in unit.uris)
 
 
+def _nfc(name: str) -> str:
+    """`name` in NFC: macOS writes file names in NFD, index files and other systems in NFC."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _stem(uri: str) -> str:
-    return fsio.basename(uri).rsplit(".", 1)[0]
+    return _nfc(fsio.basename(uri).rsplit(".", 1)[0])
 
 
 def _stem_ordered(files: list[str]) -> list[str]:
@@ -100,7 +109,7 @@ def read_synsets(uri: str) -> dict[str, str]:
     for line in _index_text(uri).splitlines():
         wnid, _, name = line.strip().partition(" ")
         if wnid:
-            mapping[wnid] = name.strip()
+            mapping[_nfc(wnid)] = name.strip()
     return mapping
 
 
@@ -115,7 +124,7 @@ def read_val_labels(uri: str) -> dict[str, str]:
         for rows, row in enumerate(reader, start=1):
             prediction = (row.get("PredictionString") or "").split()
             if row.get("ImageId") and prediction:
-                labels[row["ImageId"]] = prediction[0]
+                labels[_nfc(row["ImageId"])] = _nfc(prediction[0])
     except csv.Error as exc:
         raise AnnotationFileError(uri, f"is not CSV (line {reader.line_num}: {type(exc).__name__})") from None
     if not labels:  # every val image would become a `missing_label` reject
@@ -183,7 +192,7 @@ class ImageNetSource:
         taken: dict[str, str] = {}  # key -> the file that has it
         for uri in unit.uris:
             stem = _stem(uri)
-            wnid = unit.wnid or labels.get(stem)
+            wnid = _nfc(unit.wnid) if unit.wnid else labels.get(stem)
             key = safe_key(self.name, unit.split, wnid or "unlabelled", stem)
             outside = path_problem(self.path, uri, self.follow_links)
             if outside:
@@ -193,7 +202,7 @@ class ImageNetSource:
                 yield self._not_an_image(unit, uri)
                 continue
             if key in taken:  # keyed by the whole name, like an unexpected file
-                other = safe_key(self.name, unit.split, wnid or "unlabelled", fsio.basename(uri))
+                other = safe_key(self.name, unit.split, wnid or "unlabelled", _nfc(fsio.basename(uri)))
                 yield Reject(other, self.name, other, "read", "duplicate_key",
                              f"{_where(unit, fsio.basename(uri))}: key {key} already taken by "
                              f"{_where(unit, taken[key])}", split_hint=unit.split)
@@ -223,7 +232,7 @@ class ImageNetSource:
         '/'): it may share its stem with an image."""
         folder = fsio.isdir(uri)
         name = fsio.basename(uri) + ("/" if folder else "")
-        key = safe_key(self.name, unit.split, unit.wnid or "unlabelled", name)
+        key = safe_key(self.name, unit.split, _nfc(unit.wnid or "unlabelled"), _nfc(name))
         what = os_metadata(fsio.basename(uri))
         if what:
             detail = f"{_where(unit, name)}: {what}, {'not read' if folder else 'not an image'}"

@@ -7,6 +7,7 @@ import struct
 import shutil
 import subprocess
 import sys
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -217,3 +218,25 @@ def test_macos_and_windows_metadata_are_os_metadata_rejects_not_bad_images(tmp_p
         f"train/{wnid}/desktop.ini: Windows Explorer's folder settings, not an image",
         f"val/._{image_id}.JPEG: macOS AppleDouble metadata of {image_id}.JPEG, not an image"]
     assert len({r.key for r in rejects} | {i.key for i in items if isinstance(i, ImageRecord)}) == len(items)
+
+
+def test_names_in_nfd_as_macos_writes_them_match_nfc_index_files(tmp_path: Path):
+    """A class-grouped set in the ILSVRC layout with non-ASCII names, copied off a Mac (its folder
+    and file names in NFD) while the synset map and val CSV were written elsewhere (NFC): the class
+    was all `unknown_label` and the val image a `missing_label`, and the same set stored in NFC got
+    other keys (so other sentences). Names are compared and keyed in NFC."""
+    wnid, image_id = "n0_caf\u00e9", "val_\u00e91"
+    keys = []
+    for form in ("NFD", "NFC"):
+        root = tmp_path / form
+        folder = root / "train" / unicodedata.normalize(form, wnid)
+        for i in range(2):
+            _jpeg(folder / unicodedata.normalize(form, f"{wnid}_\u00e9{i}.JPEG"), 10 * i)
+        _jpeg(root / "val" / unicodedata.normalize(form, f"{image_id}.JPEG"), 5)
+        _val_solution(root / "LOC_val_solution.csv", [(image_id, wnid)])
+        (root / "LOC_synset_mapping.txt").write_text(f"{wnid} caf\u00e9 au lait\n", encoding="utf-8")
+        items = _items(root)
+        assert all(isinstance(i, ImageRecord) for i in items), [i.detail for i in items if isinstance(i, Reject)]
+        assert {(i.label, i.lineage["class_name"]) for i in items} == {(wnid, "caf\u00e9 au lait")}
+        keys.append([i.key for i in items])
+    assert keys[0] == keys[1]
