@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import struct
 import shutil
 import subprocess
@@ -240,3 +242,92 @@ def test_names_in_nfd_as_macos_writes_them_match_nfc_index_files(tmp_path: Path)
         assert {(i.label, i.lineage["class_name"]) for i in items} == {(wnid, "caf\u00e9 au lait")}
         keys.append([i.key for i in items])
     assert keys[0] == keys[1]
+
+
+def _photo(seed: int, size: int = 64) -> np.ndarray:
+    """A smooth random picture (8 x 8 noise, scaled up): JPEG-friendly, and no near twin of another seed."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC))
+
+
+def _real_world_imagenet(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """An ILSVRC folder with the release's oddities (Adobe CMYK and grey JPEGs, a PNG named .JPEG,
+    upper/lower-case extensions, CRLF+BOM index files, val ids missing from either side, a wnid the
+    map lacks) and a copy's (AppleDouble, .DS_Store, links in and out, an empty class, a class too
+    small); returns the root and each input file's true class (None: it must be a reject)."""
+    root, truth, wnids = tmp_path / "inet", {}, ("n01739381", "n02105855", "n01440764")
+    grouse, collie, tench = (root / "train" / w for w in wnids)
+    grouse.mkdir(parents=True)
+    for name, seed, mode in (("n01739381_1309.JPEG", 1, "CMYK"), ("n01739381_2.JPEG", 2, "CMYK"),
+                             ("n01739381_3.JPEG", 3, "L"), ("n01739381_4.Jpeg", 4, "RGB")):
+        Image.fromarray(_photo(seed)).convert(mode).save(grouse / name, "JPEG", quality=95)
+    _appledouble(grouse / "._n01739381_1309.JPEG")
+    (grouse / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    collie.mkdir()
+    Image.fromarray(_photo(5)).save(collie / "n02105855_2933.JPEG", "PNG")  # the release's PNG named .JPEG
+    for name, seed in (("n02105855_5.jpeg", 6), ("n02105855_6.JPG", 7)):
+        Image.fromarray(_photo(seed)).save(collie / name, "JPEG", quality=90)
+    (root / "extra").mkdir()
+    Image.fromarray(_photo(8)).save(root / "extra" / "kept.JPEG", "JPEG", quality=90)
+    (collie / "n02105855_7.JPEG").symlink_to(root / "extra" / "kept.JPEG")  # inside the root: read
+    Image.fromarray(_photo(9)).save(tench.parent.parent.parent / "private.JPEG")
+    _jpeg(tench / "n01440764_1.JPEG", 40)
+    (tench / "n01440764_2.JPEG").symlink_to(tench.parent.parent.parent / "private.JPEG")  # outside: never read
+    (root / "train" / "n09999999").mkdir()
+    ids = [f"ILSVRC2012_val_{i:08d}" for i in range(1, 8)]
+    (root / "val").mkdir()
+    for i, image_id in enumerate(ids[:6]):  # ids[6] is listed but not on disk
+        Image.fromarray(_photo(20 + i)).save(root / "val" / f"{image_id}.JPEG", "JPEG", quality=90)
+    listed = ids[:4] + ids[5:]  # ids[4] is on disk, not listed
+    _val_solution(root / "LOC_val_solution.csv", [(i, "n07777777" if i == ids[5] else wnids[0]) for i in listed],
+                  "utf-8-sig")
+    with open(root / "LOC_synset_mapping.txt", "w", encoding="utf-8-sig", newline="\r\n") as handle:
+        handle.write("".join(f"{w} class {w}\n" for w in wnids))
+    for path in grouse.iterdir():
+        truth[f"train/{path.name}"] = wnids[0] if path.name[0] != "." else None
+    for path in collie.iterdir():
+        truth[f"train/{path.name}"] = wnids[1]
+    truth |= {"train/n01440764_1.JPEG": None, "train/n01440764_2.JPEG": None}  # too small; outside
+    truth |= {f"val/{i}.JPEG": wnids[0] for i in ids[:4]} | {f"val/{ids[4]}.JPEG": None, f"val/{ids[5]}.JPEG": None}
+    return root, truth
+
+
+def test_a_real_world_imagenet_folder_builds_every_file_accounted(tmp_path: Path):
+    """Through a real build: every file under train/ and val/ is a sentence member of its own class
+    or one reject (files in == rendered + rejected), no sentence mixes classes, nothing outside the
+    root is read, and the CMYK (Adobe-inverted, as Pillow and Photoshop write them), grey and
+    PNG-named-.JPEG images render the pixels OpenCV's decoder gives for the same file."""
+    import cv2
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.render import decode_png
+    from uvd_pipeline.rendered_shards import iter_shard
+    from uvd_pipeline.summary import REJECTS_FILE
+
+    root, truth = _real_world_imagenet(tmp_path)
+    on_disk = {f"{split.name}/{f}" for split in (root / "train", root / "val") for _, _, files in os.walk(split)
+               for f in files}
+    assert on_disk == set(truth)
+    config = {"version": 1, "output": str(tmp_path / "out"), "image": {"size": 64}, "split": {"val_fraction": 0.0},
+              "tokenizer": {"enabled": False}, "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+              "sources": [{"name": "inet", "type": "imagenet", "path": str(root), "num_shards": 1,
+                           "sentence_length": 3, "remainder": "wrap"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_build(load_config(str(tmp_path / "c.yaml")))
+    rendered: dict[str, str] = {}
+    for tar in sorted((tmp_path / "out" / "rendered").rglob("*.tar")):
+        for sentence in iter_shard(str(tar)):
+            label = sentence.header["meta"]["label"]
+            for member, png in zip(sentence.header["members"], sentence.images):
+                path = next(p for p in truth if p.rsplit(".", 1)[0] == member["file"])
+                assert truth[path] == member["wnid"] == label  # its own class, never another's
+                rendered[path] = label
+                original = root / path.split("/")[0] / (label if path.startswith("train") else "") / path.split("/")[1]
+                expected = cv2.cvtColor(cv2.imread(str(original), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                assert np.abs(decode_png(png).astype(int) - expected).max() <= 2, path
+    rejects = [json.loads(line) for line in (tmp_path / "out" / REJECTS_FILE).read_text().splitlines()]
+    assert set(rendered) == {p for p, w in truth.items() if w}
+    assert len(rendered) + len(rejects) == len(on_disk)
+    assert Counter(r["reason"] for r in rejects) == {"os_metadata": 2, "missing_label": 1, "unknown_label": 1,
+                                                     "outside_root": 1, "group_too_small": 1}
