@@ -19,6 +19,10 @@ folders it touches (`.DS_Store`, `Thumbs.db`, a Mac's AppleDouble `._x.JPEG` bes
 a zip's `__MACOSX/`) is an `os_metadata` reject, unread: not a broken image, nor a val image
 without a label, and no reason to need LOC_val_solution.csv.
 
+When val/ holds flat images, LOC_val_solution.csv is the val set's index: an image it lists
+that val/ lacks (a cut download or extraction) is a `missing_image` reject (a unit of its own,
+the CSV's), as a row of any other index would be.
+
 Names are compared and keyed in Unicode NFC: a folder copied off a Mac names its files in NFD,
 while the index files (and the same set stored elsewhere) say NFC.
 """
@@ -177,6 +181,8 @@ class ImageNetSource:
                     f"is missing from {self.path}"
                 )
             units.extend(Unit(split, None, chunk) for chunk in _flat_chunks(flat))
+            if split == "val" and any(_is_image_name(f) for f in flat):
+                units.append(Unit(split, None, (self.val_labels_uri,)))  # its listed images not on disk
         if not units:
             raise FileNotFoundError(f"{self.name}: no ImageNet images under {self.path}")
         # the index files are parsed here, up front: a broken one stops `check`, naming it
@@ -187,6 +193,9 @@ class ImageNetSource:
         return units
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:
+        if unit.uris == (self.val_labels_uri,):
+            yield from self._listed_missing(unit.split)
+            return
         synsets = read_synsets(self.synsets_uri) if fsio.exists(self.synsets_uri) else {}
         labels = read_val_labels(self.val_labels_uri) if _needs_labels(unit) else {}
         taken: dict[str, str] = {}  # key -> the file that has it
@@ -225,6 +234,20 @@ class ImageNetSource:
                 label=wnid,
                 lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid), "file": f"{unit.split}/{stem}"},
             )
+
+    def _listed_missing(self, split: str) -> Iterator[Reject]:
+        """A reject for each image LOC_val_solution.csv lists that the split's folder lacks, flat or
+        in a class folder inside the root (a val set reorganised by hand in part)."""
+        split_dir = fsio.join(self.path, split)
+        present = {_stem(f) for f in fsio.list_files(split_dir, links=True) if _is_image_name(f)}
+        for folder in fsio.list_dirs(split_dir, links=True):
+            if not os_metadata(fsio.basename(folder)) and not path_problem(self.path, folder, self.follow_links):
+                present |= {_stem(f) for f in fsio.list_files(folder, links=True) if _is_image_name(f)}
+        for image_id, wnid in sorted(read_val_labels(self.val_labels_uri).items()):
+            if image_id not in present:
+                key = safe_key(self.name, split, wnid, image_id)
+                yield Reject(key, self.name, key, "read", "missing_image", f"{image_id} is listed in "
+                             f"{VAL_LABELS_FILE}, but {split}/ holds no image of that name", split_hint=split)
 
     def _not_an_image(self, unit: Unit, uri: str) -> Reject:
         """An entry that is no image: an operating system's metadata (`os_metadata`), another file,

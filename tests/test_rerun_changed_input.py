@@ -72,17 +72,19 @@ def test_changed_imagenet_index_files_are_noticed_on_rerun(mini_corpus, tmp_path
         {"name": "inet", "type": "imagenet", "path": str(imagenet), "num_shards": 1, "sentence_length": 4,
          "remainder": "wrap"}], **beam)
     first = _build(path)
-    assert _units_rendered(first) == 3  # two class folders and the flat val folder
+    # two class folders, the flat val folder, and the CSV's check for listed images not on disk
+    assert _units_rendered(first) == 4
     for mark in (tmp_path / "out" / "_units" / "inet").glob("*.json"):
         files = json.loads(mark.read_text())["inputs"]["files"]
-        assert str(imagenet / "LOC_synset_mapping.txt") in files
+        listing_check = json.loads(mark.read_text())["unit"].endswith("LOC_val_solution.csv',))")
+        assert (str(imagenet / "LOC_synset_mapping.txt") in files) != listing_check
         assert (str(imagenet / "LOC_val_solution.csv") in files) == ("'val'" in json.loads(mark.read_text())["unit"])
 
     moved = _relabel(imagenet, "n03063599", "n04266014")
     synsets = imagenet / "LOC_synset_mapping.txt"
     synsets.write_text(synsets.read_text().replace("n04266014 ", "n04266014 renamed: "))
     again = _build(path)
-    assert _units_rendered(again) == 3
+    assert _units_rendered(again) == 4
     members = _members(tmp_path / "out")
     assert moved and all(members[f"val/{i}"][0] == "n04266014" for i in moved)
     assert all(name.startswith("renamed: ") for wnid, name in members.values() if wnid == "n04266014")

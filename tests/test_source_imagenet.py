@@ -88,7 +88,7 @@ def test_a_stem_taken_twice_is_one_duplicate_key_reject(tmp_path: Path):
     _val_solution(root / "LOC_val_solution.csv", [(image_id, "n01440764") for image_id in ids])
     source = ImageNetSource("inet", str(root))
     units = source.units()
-    assert [len(u.uris) for u in units] == [18, 257]
+    assert [len(u.uris) for u in units] == [18, 257, 1]  # the last: LOC_val_solution.csv's listed images
     items = [i for u in units for i in source.read(u)]
     records = [i for i in items if isinstance(i, ImageRecord)]
     assert len(records) == 17 + 256 and len({r.key for r in records}) == len(records)
@@ -294,7 +294,8 @@ def _real_world_imagenet(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_a_real_world_imagenet_folder_builds_every_file_accounted(tmp_path: Path):
     """Through a real build: every file under train/ and val/ is a sentence member of its own class
-    or one reject (files in == rendered + rejected), no sentence mixes classes, nothing outside the
+    or one reject, and so is a val image the CSV lists but the disk lacks (files in + listed-only
+    == rendered + rejected), no sentence mixes classes, nothing outside the
     root is read, and the CMYK (Adobe-inverted, as Pillow and Photoshop write them), grey and
     PNG-named-.JPEG images render the pixels OpenCV's decoder gives for the same file."""
     import cv2
@@ -328,6 +329,25 @@ def test_a_real_world_imagenet_folder_builds_every_file_accounted(tmp_path: Path
                 assert np.abs(decode_png(png).astype(int) - expected).max() <= 2, path
     rejects = [json.loads(line) for line in (tmp_path / "out" / REJECTS_FILE).read_text().splitlines()]
     assert set(rendered) == {p for p, w in truth.items() if w}
-    assert len(rendered) + len(rejects) == len(on_disk)
+    assert len(rendered) + len(rejects) == len(on_disk) + 1
     assert Counter(r["reason"] for r in rejects) == {"os_metadata": 2, "missing_label": 1, "unknown_label": 1,
-                                                     "outside_root": 1, "group_too_small": 1}
+                                                     "outside_root": 1, "group_too_small": 1, "missing_image": 1}
+
+
+def test_val_images_listed_but_not_on_disk_are_rejects(tmp_path: Path):
+    """LOC_val_solution.csv is the val set's index, like a parquet beside a shard: an image it lists
+    that val/ lacks (a cut download or extraction) vanished without a word; it is now a
+    `missing_image` reject. Images moved into `val/<wnid>/` by hand count as there."""
+    root, wnid = tmp_path / "inet", "n01440764"
+    ids = [f"ILSVRC2012_val_{i:08d}" for i in range(1, 6)]
+    _jpeg(root / "train" / wnid / f"{wnid}_1.JPEG", 1)
+    _jpeg(root / "val" / f"{ids[0]}.JPEG", 2)
+    _jpeg(root / "val" / wnid / f"{ids[1]}.JPEG", 3)
+    _val_solution(root / "LOC_val_solution.csv", [(image_id, wnid) for image_id in ids])
+    rejects = [i for i in _items(root) if isinstance(i, Reject)]
+    assert [(r.key, r.stage, r.reason, r.detail) for r in rejects] == [
+        (f"inet-val-{wnid}-{image_id}", "read", "missing_image",
+         f"{image_id} is listed in LOC_val_solution.csv, but val/ holds no image of that name") for image_id in ids[2:]]
+    assert not [i for i in _items(root, ("train",)) if isinstance(i, Reject)]
+    (root / "val" / f"{ids[0]}.JPEG").rename(root / "val" / wnid / f"{ids[0]}.JPEG")  # the torchvision layout
+    assert not [i for i in _items(root) if isinstance(i, Reject)]  # the CSV is not its index
