@@ -111,7 +111,7 @@ def read_synsets(uri: str) -> dict[str, str]:
     """wnid -> human-readable class name, from LOC_synset_mapping.txt."""
     mapping: dict[str, str] = {}
     for line in _index_text(uri).splitlines():
-        wnid, _, name = line.strip().partition(" ")
+        wnid, name = (line.split(None, 1) + ["", ""])[:2]  # a space, or words.txt's tab
         if wnid:
             mapping[_nfc(wnid)] = name.strip()
     return mapping

@@ -351,3 +351,14 @@ def test_val_images_listed_but_not_on_disk_are_rejects(tmp_path: Path):
     assert not [i for i in _items(root, ("train",)) if isinstance(i, Reject)]
     (root / "val" / f"{ids[0]}.JPEG").rename(root / "val" / wnid / f"{ids[0]}.JPEG")  # the torchvision layout
     assert not [i for i in _items(root) if isinstance(i, Reject)]  # the CSV is not its index
+
+
+def test_synset_map_separated_by_tabs_as_imagenet_words_txt(tmp_path: Path):
+    """image-net.org's words.txt (and Tiny ImageNet's) separate wnid and name by a tab: read as
+    space-separated, the wnid took the name along ("n01443537\\tgoldfish") and every image of the
+    class was an `unknown_label` reject."""
+    root = tmp_path / "inet"
+    _jpeg(root / "train" / "n01443537" / "n01443537_1.JPEG", 1)
+    (root / "LOC_synset_mapping.txt").write_text("n01440764\ttench, Tinca tinca\nn01443537\tgoldfish, Carassius auratus\n")
+    (record,) = _items(root, ("train",))
+    assert (record.label, record.lineage["class_name"]) == ("n01443537", "goldfish, Carassius auratus")
