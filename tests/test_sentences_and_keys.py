@@ -43,6 +43,19 @@ def test_class_sentences_wrap_and_too_small():
     assert len(small) == 9 and all(isinstance(o, Reject) and o.reason == "group_too_small" for o in small)
 
 
+def test_labels_differing_only_in_unsafe_characters_keep_their_own_sentence_ids():
+    """Class folders named "\U0001F431 cat" and "\U0001F436 cat" (a `val/<class>/` layout names
+    classes as it likes) both cleaned to `__cat`: their sentences took one id, and the assembly
+    refused all 8 images of the two as one `incomplete_sentence` (positions [0, 0, 1, 1, ...]).
+    A cleaned label carries a digest of the label, as `safe_key` does; a clean one is unchanged."""
+    keys = [f"k{i}" for i in range(4)]
+    ids = {label: {slot.sentence_id for _, slot in plan_group_sentences("inet", label, "train", keys, 4, "drop", 0)}
+           for label in ("\U0001F431 cat", "\U0001F436 cat", "a.b", "a_b")}
+    assert all(len(one) == 1 for one in ids.values()) and len(set.union(*ids.values())) == 4
+    assert ids["a_b"] == {"inet-train-a_b-0000"}
+    assert not [i for one in ids.values() for i in one if "." in i or " " in i]  # webdataset keys
+
+
 def test_class_order_is_seeded_and_stable():
     keys = [f"k{i:03d}" for i in range(40)]
     planned = _plan(40, "drop")

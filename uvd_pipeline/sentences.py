@@ -17,6 +17,7 @@ lineage of every member. How each kind groups its images:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -174,7 +175,14 @@ def _clash_reject(unit: RenderedUnit, kept: RenderedUnit, count: int) -> Reject:
 
 
 def safe_label(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "_-" else "_" for c in label)
+    """`label` for a sentence id: letters, digits, '_' and '-' kept, anything else '_', followed then
+    by a short digest of the label, so that labels differing only there ("\U0001F431 cat" and
+    "\U0001F436 cat" class folders) keep distinct ids: sharing one, their sentences met in one
+    assembly and every image of both was refused as a single `incomplete_sentence`."""
+    cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in label)
+    if cleaned == label:
+        return label
+    return f"{cleaned}_{hashlib.blake2b(label.encode('utf-8', 'surrogateescape'), digest_size=4).hexdigest()}"
 
 
 MULTITASK_ANNOTATIONS = ("normals", "edges", "depth", "segmentation")
