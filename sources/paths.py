@@ -26,7 +26,8 @@ OS_METADATA = "os_metadata"  # a file or folder an operating system writes besid
 # By lower-cased name: what Finder, Explorer and macOS's zip leave in the folders they touch
 _OS_NAMES = {".ds_store": "macOS Finder's folder settings", "thumbs.db": "Windows Explorer's thumbnail cache",
              "ehthumbs.db": "Windows Media Center's thumbnail cache", "desktop.ini": "Windows Explorer's folder settings",
-             "__macosx": "macOS archive metadata (a zip's AppleDouble files)"}
+             "__macosx": "macOS archive metadata (a zip's AppleDouble files)",
+             "@eadir": "a Synology NAS's thumbnails and metadata", "icon\r": "macOS Finder's custom folder icon"}
 
 
 def os_metadata(name: str) -> str | None:

@@ -192,14 +192,17 @@ def test_macos_and_windows_metadata_are_os_metadata_rejects_not_bad_images(tmp_p
     """A folder copied from a Mac to an exFAT disk or a zip holds a `._x.JPEG` AppleDouble file
     beside every image: it has an image's extension, so it was read and decoded (a `not_an_image`
     decode reject per image, or in a flat val folder a `missing_label` naming `._ILSVRC..._1` as if
-    a val image lacked its label). Each such file, `.DS_Store`, `Thumbs.db`, `desktop.ini` and a
-    `__MACOSX/` folder is now one `os_metadata` reject of stage `read`, never read or decoded."""
+    a val image lacked its label). Each such file, `.DS_Store`, `Thumbs.db`, `desktop.ini`, a
+    `__MACOSX/` or a Synology `@eaDir/` folder is now one `os_metadata` reject of stage `read`,
+    never read or decoded."""
     root = tmp_path / "inet"
     wnid, image_id = "n01440764", "ILSVRC2012_val_00000001"
     _jpeg(root / "train" / wnid / f"{wnid}_10026.JPEG", 10)
     _appledouble(root / "train" / wnid / f"._{wnid}_10026.JPEG")
     (root / "train" / wnid / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (root / "train" / wnid / "desktop.ini").write_text("[.ShellClassInfo]\r\n", encoding="utf-8")
+    (root / "train" / wnid / "@eaDir" / f"{wnid}_10026.JPEG").mkdir(parents=True)  # as a Synology NAS keeps
+    _jpeg(root / "train" / wnid / "@eaDir" / f"{wnid}_10026.JPEG" / "SYNOPHOTO_THUMB_S.jpg", 10)  # thumbnails
     (root / "train" / wnid / "__MACOSX").mkdir()
     _appledouble(root / "train" / wnid / "__MACOSX" / f"._{wnid}_10026.JPEG")
     (root / "train" / "__MACOSX" / wnid).mkdir(parents=True)
@@ -216,6 +219,7 @@ def test_macos_and_windows_metadata_are_os_metadata_rejects_not_bad_images(tmp_p
         "train/__MACOSX/: macOS archive metadata (a zip's AppleDouble files), not read",
         f"train/{wnid}/.DS_Store: macOS Finder's folder settings, not an image",
         f"train/{wnid}/._{wnid}_10026.JPEG: macOS AppleDouble metadata of {wnid}_10026.JPEG, not an image",
+        f"train/{wnid}/@eaDir/: a Synology NAS's thumbnails and metadata, not read",
         f"train/{wnid}/__MACOSX/: macOS archive metadata (a zip's AppleDouble files), not read",
         f"train/{wnid}/desktop.ini: Windows Explorer's folder settings, not an image",
         f"val/._{image_id}.JPEG: macOS AppleDouble metadata of {image_id}.JPEG, not an image"]
