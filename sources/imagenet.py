@@ -51,7 +51,7 @@ def _is_image_name(uri: str) -> bool:
     return uri.lower().endswith(IMAGE_SUFFIXES) and not os_metadata(fsio.basename(uri))
 
 
-def _needs_labels(unit: "Unit") -> bool:
+def _needs_labels(unit: Unit) -> bool:
     """Whether the unit holds flat images, labelled by LOC_val_solution.csv."""
     return unit.wnid is None and any(_is_image_name(uri) for uri in unit.uris)
 
