@@ -254,12 +254,13 @@ def _photo(seed: int, size: int = 64) -> np.ndarray:
     return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC))
 
 
-def _real_world_imagenet(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+def _real_world_imagenet(tmp_path: Path) -> tuple[Path, dict[str, str | None]]:
     """An ILSVRC folder with the release's oddities (Adobe CMYK and grey JPEGs, a PNG named .JPEG,
     upper/lower-case extensions, CRLF+BOM index files, val ids missing from either side, a wnid the
     map lacks) and a copy's (AppleDouble, .DS_Store, links in and out, an empty class, a class too
     small); returns the root and each input file's true class (None: it must be a reject)."""
-    root, truth, wnids = tmp_path / "inet", {}, ("n01739381", "n02105855", "n01440764")
+    root, wnids = tmp_path / "inet", ("n01739381", "n02105855", "n01440764")
+    truth: dict[str, str | None] = {}
     grouse, collie, tench = (root / "train" / w for w in wnids)
     grouse.mkdir(parents=True)
     for name, seed, mode in (("n01739381_1309.JPEG", 1, "CMYK"), ("n01739381_2.JPEG", 2, "CMYK"),
@@ -274,9 +275,9 @@ def _real_world_imagenet(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     (root / "extra").mkdir()
     Image.fromarray(_photo(8)).save(root / "extra" / "kept.JPEG", "JPEG", quality=90)
     (collie / "n02105855_7.JPEG").symlink_to(root / "extra" / "kept.JPEG")  # inside the root: read
-    Image.fromarray(_photo(9)).save(tench.parent.parent.parent / "private.JPEG")
+    Image.fromarray(_photo(9)).save(tmp_path / "private.JPEG")
     _jpeg(tench / "n01440764_1.JPEG", 40)
-    (tench / "n01440764_2.JPEG").symlink_to(tench.parent.parent.parent / "private.JPEG")  # outside: never read
+    (tench / "n01440764_2.JPEG").symlink_to(tmp_path / "private.JPEG")  # outside the root: refused
     (root / "train" / "n09999999").mkdir()
     ids = [f"ILSVRC2012_val_{i:08d}" for i in range(1, 8)]
     (root / "val").mkdir()
@@ -298,10 +299,10 @@ def _real_world_imagenet(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_a_real_world_imagenet_folder_builds_every_file_accounted(tmp_path: Path):
     """Through a real build: every file under train/ and val/ is a sentence member of its own class
-    or one reject, and so is a val image the CSV lists but the disk lacks (files in + listed-only
-    == rendered + rejected), no sentence mixes classes, nothing outside the
-    root is read, and the CMYK (Adobe-inverted, as Pillow and Photoshop write them), grey and
-    PNG-named-.JPEG images render the pixels OpenCV's decoder gives for the same file."""
+    or one reject, and so is a val image the CSV lists but the disk lacks (files in + listed only
+    == rendered + rejected); no sentence mixes classes; a link out of the root is `outside_root`;
+    the CMYK (Adobe-inverted, as Pillow and Photoshop write them), grey and PNG-named-.JPEG images
+    render the pixels OpenCV's decoder gives for the same file."""
     import cv2
 
     from uvd_pipeline.build import run_build
