@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sources.fsio import FileTooLarge, read_bytes
-from sources.multitask import DEPTH_SCALE
+from sources.multitask import DEPTH_SCALE, EDGE_THRESHOLD
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, AnnotatedClipRecord, MultiViewRecord, PairRecord,
                              Reject, TupleRecord)
 from transforms.annotations import (
@@ -246,10 +246,12 @@ def _normals(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, s
 
 def _edges(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
            right: np.ndarray | None) -> np.ndarray:
-    """A given edge map (`edges_uri`), else Canny edges of the input."""
+    """A given edge map (`edges_uri`: an edge where it holds more than `threshold`, default 0),
+    else Canny edges of the input."""
     if "edges_uri" in annotation:
-        edges = decode_map("decode_gray", _read(annotation["edges_uri"]), settings.decode_time_s).astype(np.float32)
-        return edge_map_to_rgb(_fit_map(plan, (edges > 0).astype(np.float32), nearest=False))
+        edges = decode_map("decode_gray", _read(annotation["edges_uri"]), settings.decode_time_s)
+        on = (edges > annotation.get("threshold", 0)).astype(np.float32)
+        return edge_map_to_rgb(_fit_map(plan, on, nearest=False))
     return canny_edges(canvas)
 
 
@@ -359,7 +361,7 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
         for task, uri in record.uris[1:]:
             annotation: dict[str, Any] = {
                 "normals": {"normals_uri": uri},
-                "edges": {"edges_uri": uri},
+                "edges": {"edges_uri": uri, "threshold": EDGE_THRESHOLD},
                 "depth": {"depth_uri": uri, "format": formats.get("depth", "png16"), "scale": DEPTH_SCALE},
                 "segmentation": {"label_uri": uri},
             }[task]
