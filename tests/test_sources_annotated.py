@@ -378,3 +378,55 @@ def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
     white = edge_target[..., 0] > 0
     assert not white[44:, :20].any()  # the floor is no edge
     assert white[23:25, 24:40].all() and white[39:41, 24:40].all()  # the box's outline is
+
+
+# cityscapesScripts' labels.py, the rows a street scene below uses: (name, id, trainId, colour)
+CITYSCAPES_ROWS = [
+    ("unlabeled", 0, 255, (0, 0, 0)), ("ego vehicle", 1, 255, (0, 0, 0)),
+    ("rectification border", 2, 255, (0, 0, 0)), ("out of roi", 3, 255, (0, 0, 0)), ("static", 4, 255, (0, 0, 0)),
+    ("dynamic", 5, 255, (111, 74, 0)), ("ground", 6, 255, (81, 0, 81)), ("road", 7, 0, (128, 64, 128)),
+    ("sky", 23, 10, (70, 130, 180)), ("car", 26, 13, (0, 0, 142)), ("license plate", -1, -1, (0, 0, 142)),
+]
+
+
+def test_cityscapes_void_ids_render_as_unlabeled(tmp_path: Path):
+    """gtFine as cityscapesScripts writes it beside each image: `_labelIds` (8-bit ids; a licence
+    plate, id -1, is never drawn and keeps its car's id), `_color`, `_instanceIds` (16-bit) and
+    `_polygons.json`. Only `_labelIds` is read; the void ids that labels.py colours black like
+    'unlabeled' (ego vehicle, rectification border, out of roi, static) render as unlabeled
+    (black): the car's hood in every frame was painted a class colour."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    h, w = 64, 128
+    ids = np.full((h, w), 7, np.uint8)  # road
+    ids[:16] = 23  # sky
+    ids[20:36, 40:80] = 26  # a car (its plate: still 26)
+    ids[36:40] = 6  # ground
+    ids[30:34] = 5  # dynamic
+    ids[18:20] = 4  # static
+    ids[52:] = 1  # the ego vehicle's hood
+    ids[:, :2] = 2  # rectification border
+    ids[:2] = 3  # out of roi
+    ids[16:18, 100:] = 0  # unlabeled
+    stem = "aachen_000000_000019"
+    images, labels = tmp_path / "leftImg8bit/train/aachen", tmp_path / "gtFine/train/aachen"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(images / f"{stem}_leftImg8bit.png")
+    Image.fromarray(ids, "L").save(labels / f"{stem}_gtFine_labelIds.png")
+    colour = {row[1]: row[3] for row in CITYSCAPES_ROWS}
+    Image.fromarray(np.array([[colour[i] for i in row] for row in ids], np.uint8)).save(labels / f"{stem}_gtFine_color.png")
+    Image.fromarray(np.where(ids == 26, 26000, ids).astype(np.uint16)).save(labels / f"{stem}_gtFine_instanceIds.png")
+    (labels / f"{stem}_gtFine_polygons.json").write_text(json.dumps({"imgHeight": h, "imgWidth": w, "objects": []}))
+    source = SegmentationSource("cs", str(tmp_path), "cityscapes")
+    (record,) = [i for unit in source.units() for i in source.read(unit)]
+    assert record.annotation["label_uri"].endswith(f"{stem}_gtFine_labelIds.png")
+    _, target = _render(record, size=64)
+    # squash 128x64 -> 64x64: each canvas pixel is the id under its centre
+    sampled = ids[np.ix_(np.arange(64), np.floor((np.arange(64) + 0.5) * 2).astype(int))]
+    unlabeled = {row[1] for row in CITYSCAPES_ROWS if row[3] == (0, 0, 0)}  # 0..4, as labels.py draws them
+    expected = class_colours()[np.where(np.isin(sampled, list(unlabeled)), 0, sampled)]
+    assert np.array_equal(target, expected)
+    assert (target[52:] == 0).all() and len(np.unique(target.reshape(-1, 3), axis=0)) == 6  # road, sky, car, ground, dynamic, black

@@ -202,13 +202,16 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
 
 def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
                   right: np.ndarray | None) -> np.ndarray:
-    """Polygons or RLE (`segments`), a binary mask (`mask_uri`) or a label/panoptic map (`label_uri`)."""
+    """Polygons or RLE (`segments`), a binary mask (`mask_uri`) or a label/panoptic map (`label_uri`,
+    its `unlabeled_ids` drawn as 0)."""
     if "segments" in annotation:
         labels = _labels_from_segments(annotation, plan)
     elif "mask_uri" in annotation:
         labels = np.where(decode_map("decode_gray", _read(annotation["mask_uri"]), settings.decode_time_s) > 127, annotation.get("class_id", 1), 0)
     else:
         labels = decode_map("decode_label_map", _read(annotation["label_uri"]), settings.decode_time_s)
+        if annotation.get("unlabeled_ids"):  # a dataset's void ids, drawn as its unlabeled (0)
+            labels = np.where(np.isin(labels, annotation["unlabeled_ids"]), 0, labels)
         divisor = int(annotation.get("panoptic_divisor", 0))
         if divisor:  # things: class * divisor + instance; stuff up to `panoptic_stuff_max`: the class itself
             labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
