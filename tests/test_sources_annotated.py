@@ -430,3 +430,33 @@ def test_cityscapes_void_ids_render_as_unlabeled(tmp_path: Path):
     expected = class_colours()[np.where(np.isin(sampled, list(unlabeled)), 0, sampled)]
     assert np.array_equal(target, expected)
     assert (target[52:] == 0).all() and len(np.unique(target.reshape(-1, 3), axis=0)) == 6  # road, sky, car, ground, dynamic, black
+
+
+def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
+    """KITTI 2012 (data_stereo_flow) names its folders otherwise than 2015: colour views in
+    `colored_0` / `colored_1` (`image_0` / `image_1` are grey), disparity in `disp_occ` / `disp_noc`.
+    With `left_folder` / `right_folder` it reads; the 2015 defaults fail naming `left_folder` and
+    what the split folder holds (it was a bare 'image_2 does not exist')."""
+    from sources.paths import ConfiguredPathMissing
+
+    split = tmp_path / "training"
+    for folder in ("colored_0", "colored_1"):
+        _png(split / folder / "000000_10.png", np.full((8, 24, 3), 60, np.uint8))
+        _png(split / folder / "000000_11.png", np.full((8, 24, 3), 60, np.uint8))
+    for folder in ("image_0", "image_1"):
+        _png(split / folder / "000000_10.png", np.full((8, 24), 60, np.uint8))
+    _png(split / "disp_occ/000000_10.png", np.full((8, 24), 256 * 7, np.uint16))
+    source = StereoSource("k12", str(tmp_path), left_folder="colored_0", right_folder="colored_1",
+                          disparity_folder="disp_occ")
+    items = [i for u in source.units() for i in source.read(u)]
+    pairs = {(i.key, i.task) for i in items if isinstance(i, PairRecord)}
+    assert pairs == {("k12-000000_10-stereo", "stereo"), ("k12-000000_10-depth", "depth"),
+                     ("k12-000000_11-stereo", "stereo")}
+    depth = next(i for i in items if isinstance(i, PairRecord) and i.task == "depth")
+    assert depth.image_uri.endswith("colored_0/000000_10.png") and depth.annotation["disparity_uri"].endswith("disp_occ/000000_10.png")
+    stereo = next(i for i in items if isinstance(i, PairRecord) and i.task == "stereo")
+    assert stereo.annotation["right_uri"].endswith("colored_1/000000_10.png")
+    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("k12-000000_11-depth", "missing_annotation")]
+    with pytest.raises(ConfiguredPathMissing) as info:
+        StereoSource("k12", str(tmp_path), disparity_folder="disp_occ").units()
+    assert info.value.field == "left_folder" and "colored_0/" in str(info.value)
