@@ -23,6 +23,11 @@ TASKONOMY = {
 }
 TUPLE_TASKS = tuple(TASKONOMY)
 DEPTH_SCALE = 1 / 512  # Taskonomy depth_zbuffer: 1/512 m per unit, 65535 = no depth
+# Taskonomy's edge_occlusion is no binary map: its create_edge_images.py writes the Sobel magnitude
+# of sqrt(depth) / 256 as uint16 (EDGE_3D_THRESH None), so every slanted surface holds some: a
+# floor receding over a 512 x 512 view ~15, a far one at a grazing angle ~150, while a depth step
+# of a quarter (z to 1.25 z) gives ~480 at 1 m and ~1100 at 5 m. An edge is a value above this.
+EDGE_THRESHOLD = 256
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ Layout = Literal["ade20k", "cityscapes"]
 ADE_SPLITS = {"training": "train", "validation": "val"}
 CITYSCAPES_SPLITS = {"train": "train", "val": "val"}
 FILES_PER_UNIT = 256
+# Cityscapes' void ids that its labels.py colours black like 'unlabeled' (0): ego vehicle, rectification
+# border, out of roi, static. They render as unlabeled (0), not as classes of their own (the hood in
+# every frame would be one). A licence plate (id -1) is never drawn into _labelIds: it keeps the car's.
+CITYSCAPES_UNLABELED_IDS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,9 @@ class SegmentationSource:
                 yield Reject(key, self.name, group, "read", "missing_annotation", f"no label map {fsio.basename(label)}",
                              split_hint=split)
                 continue
+            annotation: dict = {"label_uri": label}
+            if self.layout == "cityscapes":
+                annotation["unlabeled_ids"] = CITYSCAPES_UNLABELED_IDS
             yield PairRecord(key=key, source=self.name, group=group, task="segmentation", image_uri=uri,
-                             annotation={"label_uri": label}, split_hint=split,
+                             annotation=annotation, split_hint=split,
                              lineage={"file": f"{folder}/{fsio.basename(uri)}"})

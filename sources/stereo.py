@@ -1,5 +1,9 @@
 """Stereo pairs in the KITTI layout: left -> right view, and left -> disparity (depth).
 
+KITTI 2015 names its folders `image_2` / `image_3` / `disp_noc_0` (the defaults); KITTI 2012 names
+them `colored_0` / `colored_1` / `disp_noc` (its `image_0` / `image_1` are grey): `left_folder`,
+`right_folder` and `disparity_folder` say which.
+
 Where a pair has no ground-truth disparity, the depth task can take its target from a labeler
 (semi-global block matching on the rectified pair) instead of being rejected.
 """
@@ -24,13 +28,17 @@ class StereoSource:
     tasks: tuple[str, ...] = STEREO_TASKS
     split_folder: str = "training"
     disparity_folder: str = "disp_noc_0"
+    left_folder: str = "image_2"  # KITTI 2012: colored_0
+    right_folder: str = "image_3"  # KITTI 2012: colored_1
     labeler: tuple[tuple[str, Any], ...] | None = None  # a labeler spec for pairs without disparity
     follow_links: bool = False  # read views and disparity maps that are links leading out of `path`
 
     def units(self) -> list[tuple[str, ...]]:
-        left = fsio.join(self.path, self.split_folder, "image_2")
-        if not fsio.exists(left):
-            raise FileNotFoundError(f"KITTI layout: {left} does not exist")
+        split = fsio.join(self.path, self.split_folder)
+        left = fsio.join(split, self.left_folder)
+        if not fsio.isdir(left):
+            raise missing_under("left_folder", split, self.left_folder, "KITTI layout: ",
+                                "; KITTI 2012 keeps its colour views in colored_0 and colored_1")
         self._check_disparity_folder()
         files = fsio.list_files(left, (".png", ".jpg"), links=True)
         return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)]
@@ -50,7 +58,7 @@ class StereoSource:
         for left in files:
             name = fsio.basename(left)
             group = safe_key(self.name, name.rsplit(".", 1)[0])
-            right = fsio.join(root, "image_3", name)
+            right = fsio.join(root, self.right_folder, name)
             disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
             outside = next(filter(None, (path_problem(self.path, u, self.follow_links)
                                          for u in (left, right, disparity))), None)

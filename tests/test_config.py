@@ -479,6 +479,21 @@ def test_stereo_with_a_labeler_needs_no_disparity_folder(tmp_path: Path):
     assert len(list_units(config)["s"]) == 1
 
 
+def test_kitti_2012_folders_are_named_in_the_config(tmp_path: Path):
+    """KITTI 2012's colour views are colored_0 / colored_1 and its disparity disp_occ: the 2015
+    defaults fail `check` blaming `left_folder`; naming the folders reads the pair."""
+    from uvd_pipeline.unit_render import list_units
+
+    for folder in ("colored_0", "colored_1"):
+        _image(tmp_path / "kitti" / "training" / folder / "000000_10.png")
+    _image(tmp_path / "kitti" / "training" / "disp_occ" / "000000_10.png", "I;16")
+    source = {"name": "s", "type": "stereo", "path": str(tmp_path / "kitti"), "disparity_folder": "disp_occ"}
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.left_folder \(s\).*colored_0/"):
+        list_units(parse_config({"output": str(tmp_path / "out"), "sources": [source]}))
+    named = {**source, "left_folder": "colored_0", "right_folder": "colored_1"}
+    assert len(list_units(parse_config({"output": str(tmp_path / "out"), "sources": [named]}))["s"]) == 1
+
+
 # -- configs that `check` passed and `build` crashed on (files written as YAML, run through the CLI) --
 def _jpegs(folder: Path, count: int = 3) -> Path:
     """A folder of real JPEGs (Pillow), a `laion` folder source."""

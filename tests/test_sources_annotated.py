@@ -223,3 +223,240 @@ def test_annotated_video_layouts(tmp_path: Path):
     (clip,) = [i for i in items if isinstance(i, AnnotatedClipRecord)]
     assert clip.annotation["points"][2][:2] == pytest.approx([pos[0, 0, 2] - 0.5, pos[1, 0, 2] - 0.5])
     assert [i.reason for i in items if isinstance(i, Reject)] == ["too_few_frames"]
+
+
+# -- rendered targets of the dense-label layouts, against the datasets' own conventions --------
+def _render(record, policy: str = "squash", size: int = 64):
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_pair, render_tuple
+
+    settings = RenderSettings(size, policy, 0, 10**9, 1, 0, 0.0)
+    rendered = (render_tuple if isinstance(record, TupleRecord) else render_pair)(record, settings)
+    assert not isinstance(rendered, Reject), rendered
+    return [decode_png(image) for image in rendered.images]
+
+
+def _palette_png(path: Path, indices: np.ndarray, palette: list[int]) -> None:
+    """A palette-mode (P) PNG as PASCAL VOC and converted ADE20K copies store labels: the pixel
+    values are the class ids, the palette only how a viewer shows them."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(indices.astype(np.uint8), "P")
+    image.putpalette(palette)
+    image.save(path)
+
+
+@pytest.mark.parametrize("palette", ["voc_colours", "grey_reversed"])
+def test_ade20k_palette_mode_annotation_renders_its_indices(tmp_path: Path, palette: str):
+    """A P-mode label PNG holds class ids as indices: OpenCV expanded them to the palette's
+    colours, so a colour palette was rejected as `bad_label_map` and a grey one that is not the
+    identity silently rendered other classes (id 5 under a reversed grey palette became 250)."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    ade = tmp_path / "ADEChallengeData2016"
+    labels = np.zeros((64, 64), np.uint8)
+    labels[:, 32:] = 5
+    labels[40:, :] = 150  # ADE20K: 0 other, 1..150 classes
+    (ade / "images/training").mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(ade / "images/training/ADE_train_00000001.jpg", quality=95)
+    colours = [(i * 37) % 256 for i in range(768)] if palette == "voc_colours" else [255 - i // 3 for i in range(768)]
+    _palette_png(ade / "annotations/training/ADE_train_00000001.png", labels, colours)
+    source = SegmentationSource("ade", str(tmp_path))
+    (record,) = [i for unit in source.units() for i in source.read(unit)]
+    _, target = _render(record)
+    assert np.array_equal(target, class_colours()[labels])
+    annotation = Path(record.annotation["label_uri"])
+    annotation.write_bytes(annotation.read_bytes()[:-40])  # cut short: a counted reject, no crash
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    cut = render_pair(record, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0))
+    assert isinstance(cut, Reject) and (cut.stage, cut.reason) == ("annotation", "corrupt_annotation")
+
+
+def _nearest_rows_cols(policy: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray, slice, slice]:
+    """Source row and column of each canvas pixel's centre (nearest neighbour as PIL and
+    scikit-image sample it), worked out here from each policy's definition, and where on the canvas
+    the picture lies."""
+    if policy == "center_crop":
+        side = min(h, w)
+        y0, x0, sh, sw, ch, cw = (h - side) // 2, (w - side) // 2, side, side, size, size
+    else:
+        y0 = x0 = 0
+        sh, sw = h, w
+        ch, cw = (size, size) if policy == "squash" else (round(h * size / max(h, w)), round(w * size / max(h, w)))
+    rows = y0 + np.floor((np.arange(ch) + 0.5) * sh / ch).astype(int)
+    cols = x0 + np.floor((np.arange(cw) + 0.5) * sw / cw).astype(int)
+    oy, ox = (size - ch) // 2, (size - cw) // 2
+    return rows, cols, slice(oy, oy + ch), slice(ox, ox + cw)
+
+
+@pytest.mark.parametrize("policy", ["squash", "center_crop", "pad"])
+def test_kitti_disparity_lies_on_its_image_under_every_policy(tmp_path: Path, policy: str):
+    """KITTI 2015 as the devkit writes it: 1242x375 views, `disp_occ_0` 16-bit PNGs of
+    disparity * 256, 0 where nothing was measured. The target is the disparity sampled at each
+    canvas pixel's centre (OpenCV's INTER_NEAREST sampled the corner: under `center_crop` a
+    disparity edge landed one canvas pixel right of the same edge in the image); unmeasured
+    pixels stay black, never a near or far colour."""
+    from PIL import Image
+
+    h, w, size = 375, 1242, 256
+    split = tmp_path / "training"
+    left = np.full((h, w, 3), 30, np.uint8)
+    left[:, 600:700] = 220
+    right = np.full((h, w, 3), 30, np.uint8)
+    right[:, 560:660] = 220  # the stripe 40 px nearer the left edge: disparity 40
+    disparity = np.zeros((h, w), np.float64)
+    disparity[150:] = 10.0  # road, 10 px
+    disparity[:, 600:700] = 40.0  # the stripe
+    for folder, array in (("image_2", left), ("image_3", right), ("disp_occ_0", np.round(disparity * 256).astype(np.uint16))):
+        (split / folder).mkdir(parents=True)
+        Image.fromarray(array).save(split / folder / "000000_10.png")
+    source = StereoSource("kitti", str(tmp_path), tasks=("depth",), disparity_folder="disp_occ_0")
+    (record,) = [i for u in source.units() for i in source.read(u)]
+    image, target = _render(record, policy, size)
+    rows, cols, on_y, on_x = _nearest_rows_cols(policy, h, w, size)
+    sampled = disparity[np.ix_(rows, cols)]
+    lit = target[on_y, on_x].astype(int).sum(axis=2) > 0
+    assert np.array_equal(lit, sampled > 0)  # measured <-> drawn, pixel for pixel
+    assert target[on_y, on_x][sampled == 0].max() == 0 and (target.sum() > 0)
+    near, far = target[on_y, on_x][sampled == 40].astype(int), target[on_y, on_x][sampled == 10].astype(int)
+    assert len(np.unique(near, axis=0)) == len(np.unique(far, axis=0)) == 1  # one disparity, one colour
+    assert near[0].sum() > far[0].sum()  # larger disparity is nearer: brighter
+    # the stripe's fully lit columns in the rendered image are the disparity's
+    bright = np.flatnonzero(image[on_y, on_x][len(rows) // 2].astype(int).sum(axis=1) > 3 * 125)
+    drawn = np.flatnonzero(sampled[len(rows) // 2] == 40)
+    assert (bright[0], bright[-1]) == (drawn[0], drawn[-1])
+
+
+def _taskonomy_edges(depth: np.ndarray) -> np.ndarray:
+    """Taskonomy's edge_occlusion (its create_edge_images.py with EDGE_3D_THRESH None): the Sobel
+    magnitude of sqrt(depth) / 256, masked where depth is 'no depth', written as uint16."""
+    f = np.sqrt(depth.astype(np.float64)) / 256
+    p = np.pad(f, 1, mode="edge")
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:] - p[:-2, :-2] - 2 * p[1:-1, :-2] - p[2:, :-2]) / 4
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:] - p[:-2, :-2] - 2 * p[:-2, 1:-1] - p[:-2, 2:]) / 4
+    magnitude = np.sqrt((gx**2 + gy**2) / 2)
+    valid = depth < 2**16 - 500
+    magnitude[~(valid & np.roll(valid, 1, 0) & np.roll(valid, -1, 0) & np.roll(valid, 1, 1) & np.roll(valid, -1, 1))] = 0
+    return np.round(np.clip(magnitude, 0, 1) * 65535).astype(np.uint16)
+
+
+def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
+    """depth_zbuffer: 1/512 m, 65535 no depth (black, never a depth); normals (n + 1) * 127.5;
+    edge_occlusion: Sobel magnitudes, where a receding floor holds ~15 and an occluding edge
+    thousands (read as `> 0`, the whole floor was an edge); segment_semantic: class ids."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    size, stem = 64, "point_0_view_0"
+    yy, xx = np.mgrid[0:size, 0:size]
+    depth = np.round(512 * (1 + yy / size)).astype(np.uint16)  # a floor from 1 to 2 m
+    depth[:16] = 65535  # a window: no depth
+    depth[24:40, 24:40] = 256  # a box half a metre away
+    normal = np.dstack([np.full((size, size), 128), np.full((size, size), 255), np.full((size, size), 128)])
+    segment = np.where((yy >= 24) & (yy < 40) & (xx >= 24) & (xx < 40), 7, 0)
+    edges = _taskonomy_edges(depth)
+    assert 0 < np.median(edges[48:, :16]) < 100 and edges[23:25, 32].max() > 1000  # the domain as written
+    domains = {"rgb": np.dstack([xx * 4, yy * 4, xx * 2]), "normal": normal, "edge_occlusion": edges,
+               "depth_zbuffer": depth, "segment_semantic": segment}
+    for folder, array in domains.items():
+        (tmp_path / "allensville" / folder).mkdir(parents=True)
+        dtype = np.uint16 if folder in ("edge_occlusion", "depth_zbuffer") else np.uint8
+        Image.fromarray(array.astype(dtype)).save(tmp_path / "allensville" / folder / f"{stem}_domain_{folder}.png")
+    (record,) = list(MultiTaskSource("tk", str(tmp_path)).read(str(tmp_path / "allensville")))
+    image, normals, edge_target, depth_target, segment_target = _render(record, size=size)
+    assert np.array_equal(normals, normal.astype(np.uint8))
+    assert np.array_equal(segment_target, class_colours()[segment])
+    assert depth_target[:16].max() == 0 and depth_target[16:].astype(int).sum(axis=2).min() > 0
+    box, floor_near, floor_far = (depth_target[y, x].astype(int).sum() for y, x in ((32, 32), (20, 8), (60, 8)))
+    assert box > floor_near > floor_far  # nearer is brighter
+    white = edge_target[..., 0] > 0
+    assert not white[44:, :20].any()  # the floor is no edge
+    assert white[23:25, 24:40].all() and white[39:41, 24:40].all()  # the box's outline is
+
+
+# cityscapesScripts' labels.py, the rows a street scene below uses: (name, id, trainId, colour)
+CITYSCAPES_ROWS = [
+    ("unlabeled", 0, 255, (0, 0, 0)), ("ego vehicle", 1, 255, (0, 0, 0)),
+    ("rectification border", 2, 255, (0, 0, 0)), ("out of roi", 3, 255, (0, 0, 0)), ("static", 4, 255, (0, 0, 0)),
+    ("dynamic", 5, 255, (111, 74, 0)), ("ground", 6, 255, (81, 0, 81)), ("road", 7, 0, (128, 64, 128)),
+    ("sky", 23, 10, (70, 130, 180)), ("car", 26, 13, (0, 0, 142)), ("license plate", -1, -1, (0, 0, 142)),
+]
+
+
+def test_cityscapes_void_ids_render_as_unlabeled(tmp_path: Path):
+    """gtFine as cityscapesScripts writes it beside each image: `_labelIds` (8-bit ids; a licence
+    plate, id -1, is never drawn and keeps its car's id), `_color`, `_instanceIds` (16-bit) and
+    `_polygons.json`. Only `_labelIds` is read; the void ids that labels.py colours black like
+    'unlabeled' (ego vehicle, rectification border, out of roi, static) render as unlabeled
+    (black): the car's hood in every frame was painted a class colour."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    h, w = 64, 128
+    ids = np.full((h, w), 7, np.uint8)  # road
+    ids[:16] = 23  # sky
+    ids[20:36, 40:80] = 26  # a car (its plate: still 26)
+    ids[36:40] = 6  # ground
+    ids[30:34] = 5  # dynamic
+    ids[18:20] = 4  # static
+    ids[52:] = 1  # the ego vehicle's hood
+    ids[:, :2] = 2  # rectification border
+    ids[:2] = 3  # out of roi
+    ids[16:18, 100:] = 0  # unlabeled
+    stem = "aachen_000000_000019"
+    images, labels = tmp_path / "leftImg8bit/train/aachen", tmp_path / "gtFine/train/aachen"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(images / f"{stem}_leftImg8bit.png")
+    Image.fromarray(ids, "L").save(labels / f"{stem}_gtFine_labelIds.png")
+    colour = {row[1]: row[3] for row in CITYSCAPES_ROWS}
+    Image.fromarray(np.array([[colour[i] for i in row] for row in ids], np.uint8)).save(labels / f"{stem}_gtFine_color.png")
+    Image.fromarray(np.where(ids == 26, 26000, ids).astype(np.uint16)).save(labels / f"{stem}_gtFine_instanceIds.png")
+    (labels / f"{stem}_gtFine_polygons.json").write_text(json.dumps({"imgHeight": h, "imgWidth": w, "objects": []}))
+    source = SegmentationSource("cs", str(tmp_path), "cityscapes")
+    (record,) = [i for unit in source.units() for i in source.read(unit)]
+    assert record.annotation["label_uri"].endswith(f"{stem}_gtFine_labelIds.png")
+    _, target = _render(record, size=64)
+    # squash 128x64 -> 64x64: each canvas pixel is the id under its centre
+    sampled = ids[np.ix_(np.arange(64), np.floor((np.arange(64) + 0.5) * 2).astype(int))]
+    unlabeled = {row[1] for row in CITYSCAPES_ROWS if row[3] == (0, 0, 0)}  # 0..4, as labels.py draws them
+    expected = class_colours()[np.where(np.isin(sampled, list(unlabeled)), 0, sampled)]
+    assert np.array_equal(target, expected)
+    assert (target[52:] == 0).all() and len(np.unique(target.reshape(-1, 3), axis=0)) == 6  # road, sky, car, ground, dynamic, black
+
+
+def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
+    """KITTI 2012 (data_stereo_flow) names its folders otherwise than 2015: colour views in
+    `colored_0` / `colored_1` (`image_0` / `image_1` are grey), disparity in `disp_occ` / `disp_noc`.
+    With `left_folder` / `right_folder` it reads; the 2015 defaults fail naming `left_folder` and
+    what the split folder holds (it was a bare 'image_2 does not exist')."""
+    from sources.paths import ConfiguredPathMissing
+
+    split = tmp_path / "training"
+    for folder in ("colored_0", "colored_1"):
+        _png(split / folder / "000000_10.png", np.full((8, 24, 3), 60, np.uint8))
+        _png(split / folder / "000000_11.png", np.full((8, 24, 3), 60, np.uint8))
+    for folder in ("image_0", "image_1"):
+        _png(split / folder / "000000_10.png", np.full((8, 24), 60, np.uint8))
+    _png(split / "disp_occ/000000_10.png", np.full((8, 24), 256 * 7, np.uint16))
+    source = StereoSource("k12", str(tmp_path), left_folder="colored_0", right_folder="colored_1",
+                          disparity_folder="disp_occ")
+    items = [i for u in source.units() for i in source.read(u)]
+    pairs = {(i.key, i.task) for i in items if isinstance(i, PairRecord)}
+    assert pairs == {("k12-000000_10-stereo", "stereo"), ("k12-000000_10-depth", "depth"),
+                     ("k12-000000_11-stereo", "stereo")}
+    depth = next(i for i in items if isinstance(i, PairRecord) and i.task == "depth")
+    assert depth.image_uri.endswith("colored_0/000000_10.png") and depth.annotation["disparity_uri"].endswith("disp_occ/000000_10.png")
+    stereo = next(i for i in items if isinstance(i, PairRecord) and i.task == "stereo")
+    assert stereo.annotation["right_uri"].endswith("colored_1/000000_10.png")
+    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("k12-000000_11-depth", "missing_annotation")]
+    with pytest.raises(ConfiguredPathMissing) as info:
+        StereoSource("k12", str(tmp_path), disparity_folder="disp_occ").units()
+    assert info.value.field == "left_folder" and "colored_0/" in str(info.value)

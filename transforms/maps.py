@@ -37,8 +37,8 @@ def _declared(data: bytes) -> tuple[int, int, str] | None:
         return None
 
 
-def _imdecode(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
-    """Decode a map after checking, on its header, that it fits the memory budget."""
+def _judged(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> tuple[int, int, str] | None:
+    """What the header declares, after checking on it that the map fits the memory budget."""
     if not data:
         raise MapError("empty_annotation")
     declared = _declared(data)
@@ -48,15 +48,42 @@ def _imdecode(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndar
         if cost > max_bytes:
             raise MapError("annotation_too_large", f"{w}x{h} {mode} map needs about {cost >> 20} MiB, "
                                                    f"over the budget of {max_bytes >> 20} MiB")
+    return declared
+
+
+def _imdecode(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
+    """Decode a map after checking, on its header, that it fits the memory budget."""
+    _judged(data, max_bytes)
+    return _opencv_decode(data)
+
+
+def _opencv_decode(data: bytes) -> np.ndarray:
+    """OpenCV's decode of a map already judged on its header (bit depth and channels as stored)."""
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise MapError("corrupt_annotation", "not a decodable image")
     return array
 
 
+def _palette_indices(data: bytes) -> np.ndarray:
+    """A palette (P) image's indices, as Pillow reads them (OpenCV only gives their colours)."""
+    try:
+        with pixels_judged_here(), Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image)
+    except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes
+        raise MapError("corrupt_annotation", f"palette image: {type(exc).__name__}") from None
+
+
 def decode_label_map(data: bytes) -> np.ndarray:
-    """A single-channel 8- or 16-bit label PNG -> int32 class (or panoptic) ids."""
-    array = _imdecode(data)
+    """A single-channel 8- or 16-bit label PNG -> int32 class (or panoptic) ids.
+
+    A palette (P) PNG, as PASCAL VOC and many converted ADE20K or LIP copies store labels, holds
+    the class ids as its indices (what Pillow, and so mmseg and torchvision, read); its palette
+    only says how a viewer shows them, so the indices are read, never the colours."""
+    declared = _judged(data)
+    if declared is not None and declared[2] == "P":
+        return _palette_indices(data).astype(np.int32)
+    array = _opencv_decode(data)
     if array.ndim == 3:
         if array.shape[2] >= 3 and (np.ptp(array[..., :3], axis=2) == 0).all():
             array = array[..., 0]  # grey stored as RGB

@@ -58,7 +58,10 @@ class ResizePlan:
         """Crop, scale and place `image` (HxW or HxWxC) on the canvas.
 
         Shrinking uses area interpolation (no aliasing); enlarging uses bicubic; label maps pass
-        ``nearest=True`` so class ids are never blended.
+        ``nearest=True`` so class ids are never blended. Nearest takes the input pixel under each
+        output pixel's centre (OpenCV's NEAREST_EXACT, as PIL and scikit-image sample): plain
+        INTER_NEAREST takes the one under its top-left corner, which moved a map up to half an
+        output pixel right and down of its image (a KITTI disparity edge one column off).
         """
         if image.shape[0] != self.in_h or image.shape[1] != self.in_w:
             return self.for_input_size(image.shape[0], image.shape[1]).apply_image(
@@ -69,7 +72,7 @@ class ResizePlan:
         sw, sh = self.scaled
         if (region.shape[1], region.shape[0]) != (sw, sh):
             if nearest:
-                interp = cv2.INTER_NEAREST
+                interp = cv2.INTER_NEAREST_EXACT
             elif sw < region.shape[1] and sh < region.shape[0]:
                 interp = cv2.INTER_AREA
             else:

@@ -230,6 +230,8 @@ class StereoSourceConfig(SourceBase, LinkOptions, PairSource):
     type: Literal["stereo"]
     tasks: tuple[Literal["stereo", "depth"], ...] = ("stereo", "depth")
     disparity_folder: str = "disp_noc_0"
+    left_folder: str = Field("image_2", description="the left views' folder (KITTI 2012: colored_0)")
+    right_folder: str = Field("image_3", description="the right views' folder (KITTI 2012: colored_1)")
     labeler: LabelerSpec | None = Field(None, description="depth targets for pairs without disparity, e.g. {name: sgbm}")
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sources.fsio import FileTooLarge, read_bytes
-from sources.multitask import DEPTH_SCALE
+from sources.multitask import DEPTH_SCALE, EDGE_THRESHOLD
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, AnnotatedClipRecord, MultiViewRecord, PairRecord,
                              Reject, TupleRecord)
 from transforms.annotations import (
@@ -202,13 +202,16 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
 
 def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
                   right: np.ndarray | None) -> np.ndarray:
-    """Polygons or RLE (`segments`), a binary mask (`mask_uri`) or a label/panoptic map (`label_uri`)."""
+    """Polygons or RLE (`segments`), a binary mask (`mask_uri`) or a label/panoptic map (`label_uri`,
+    its `unlabeled_ids` drawn as 0)."""
     if "segments" in annotation:
         labels = _labels_from_segments(annotation, plan)
     elif "mask_uri" in annotation:
         labels = np.where(decode_map("decode_gray", _read(annotation["mask_uri"]), settings.decode_time_s) > 127, annotation.get("class_id", 1), 0)
     else:
         labels = decode_map("decode_label_map", _read(annotation["label_uri"]), settings.decode_time_s)
+        if annotation.get("unlabeled_ids"):  # a dataset's void ids, drawn as its unlabeled (0)
+            labels = np.where(np.isin(labels, annotation["unlabeled_ids"]), 0, labels)
         divisor = int(annotation.get("panoptic_divisor", 0))
         if divisor:  # things: class * divisor + instance; stuff up to `panoptic_stuff_max`: the class itself
             labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
@@ -246,10 +249,12 @@ def _normals(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, s
 
 def _edges(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
            right: np.ndarray | None) -> np.ndarray:
-    """A given edge map (`edges_uri`), else Canny edges of the input."""
+    """A given edge map (`edges_uri`: an edge where it holds more than `threshold`, default 0),
+    else Canny edges of the input."""
     if "edges_uri" in annotation:
-        edges = decode_map("decode_gray", _read(annotation["edges_uri"]), settings.decode_time_s).astype(np.float32)
-        return edge_map_to_rgb(_fit_map(plan, (edges > 0).astype(np.float32), nearest=False))
+        edges = decode_map("decode_gray", _read(annotation["edges_uri"]), settings.decode_time_s)
+        on = (edges > annotation.get("threshold", 0)).astype(np.float32)
+        return edge_map_to_rgb(_fit_map(plan, on, nearest=False))
     return canny_edges(canvas)
 
 
@@ -359,7 +364,7 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
         for task, uri in record.uris[1:]:
             annotation: dict[str, Any] = {
                 "normals": {"normals_uri": uri},
-                "edges": {"edges_uri": uri},
+                "edges": {"edges_uri": uri, "threshold": EDGE_THRESHOLD},
                 "depth": {"depth_uri": uri, "format": formats.get("depth", "png16"), "scale": DEPTH_SCALE},
                 "segmentation": {"label_uri": uri},
             }[task]

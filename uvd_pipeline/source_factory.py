@@ -92,6 +92,7 @@ READERS: dict[str, Callable[[Any, int, int | None], Any]] = {
     "segmentation": lambda c, seed, max_pixels: SegmentationSource(c.name, c.path, c.layout, c.follow_links),
     "stereo": lambda c, seed, max_pixels: StereoSource(c.name, c.path, tuple(c.tasks),
                                                        disparity_folder=c.disparity_folder,
+                                                       left_folder=c.left_folder, right_folder=c.right_folder,
                                                        labeler=_labeler(c.labeler), follow_links=c.follow_links),
     "multitask": lambda c, seed, max_pixels: MultiTaskSource(c.name, c.path, follow_links=c.follow_links),
     "annotated_video": lambda c, seed, max_pixels: AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout,
