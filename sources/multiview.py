@@ -82,6 +82,39 @@ def pick_evenly(count: int, wanted: int) -> list[int]:
 
 
 MAX_CAMERA_BYTES = 1 << 16  # a 3x4 camera matrix in .npy is 176 bytes
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def npy_header_problem(data: bytes) -> str | None:
+    """What a camera's .npy header declares that is no 3x4 matrix of numbers, or None. Judged
+    before numpy reads the data: np.load allocates the whole declared array first, so a 200-byte
+    file whose header says (20000, 20000) float64 cost 3.2 GB before it was found short."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = _NPY_HEADER_READERS.get(version)
+        if read_header is None:  # 3.0 is for utf-8 field names of structured arrays, never a camera
+            return f"is a version {version[0]}.{version[1]} .npy file (a camera is 1.0 or 2.0)"
+        shape, _, dtype = read_header(stream)
+    except ValueError:
+        return "is not a .npy file"
+    if dtype.hasobject or dtype.kind not in "fiu":
+        return f"declares dtype {dtype}, not numbers"
+    if shape != (3, 4):
+        return f"declares shape {shape}, not (3, 4)"
+    return None
+
+
+def read_camera(data: bytes) -> tuple[np.ndarray | None, str | None]:
+    """A Zero123 camera from its .npy bytes, or why there is none (never runs a pickle)."""
+    problem = npy_header_problem(data)
+    if problem:
+        return None, problem
+    try:
+        rt = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # numpy's messages quote the file's first bytes: name the problem, not the bytes
+        return None, type(exc).__name__
+    return rt, camera_problem(rt)
 
 
 # -- Objaverse (Zero123 layout) ----------------------------------------------------------------
@@ -117,12 +150,10 @@ class ObjaverseSource:
             if stem not in npys:
                 continue
             try:
-                rt = np.load(io.BytesIO(fsio.read_bytes(npys[stem], MAX_CAMERA_BYTES)), allow_pickle=False)
-                problem = camera_problem(rt)
+                rt, problem = read_camera(fsio.read_bytes(npys[stem], MAX_CAMERA_BYTES))
             except Exception as exc:
-                # numpy's messages quote the file's first bytes: name the problem, not the bytes
                 problem = type(exc).__name__
-            if problem:
+            if problem or rt is None:
                 yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {problem}")
                 return
             centre = blender_camera_centre(rt)

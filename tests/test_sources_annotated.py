@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
+import struct
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -78,7 +81,7 @@ def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
               "scaled": ("not a rotation", good * np.float32(2.0)),
               "mirrored": ("not a rotation", mirrored),
               "centred": ("centre is the origin", np.concatenate([good[:, :3], np.zeros((3, 1), np.float32)], 1)),
-              "flat": ("not a 3x4 matrix", good.reshape(12))}  # twelve numbers, but not laid out as [R | t]
+              "flat": ("shape (12,), not (3, 4)", good.reshape(12))}  # twelve numbers, but not laid out as [R | t]
     for uid, (_, camera) in broken.items():
         _objaverse_object(tmp_path / uid)
         np.save(tmp_path / uid / "002.npy", camera.astype(np.float32))
@@ -92,6 +95,39 @@ def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
     (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
     assert record.key == "obj-fine" and list(record.azimuths_deg) == pytest.approx([10.0, 100.0, 190.0, 280.0], abs=1e-3)
     assert record.lineage["radius"] == pytest.approx(1.9, abs=1e-4)
+
+
+def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """A version 1.0 .npy header as numpy writes it (padded to 64 bytes with spaces and a newline)."""
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    text += " " * (63 - (10 + len(text)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+
+def test_objaverse_camera_judged_by_its_npy_header(tmp_path: Path):
+    """A .npy header may declare gigabytes in a 200-byte file: numpy allocated the whole declared
+    array before it found the file short (3.2 GB here, rejected only as `MemoryError` or an EOF).
+    The header is judged first; a pickle, an object array or another shape never reach np.load."""
+    cameras = {"huge": _npy_header("<f8", (20000, 20000)) + bytes(96),
+               "objects": _npy_header("|O", (3, 4)) + bytes(96),
+               "pickled": pickle.dumps(blender_rt(100.0, 25.0, 1.9)),
+               "square": _npy_header("<f4", (4, 4)) + bytes(64)}
+    for uid, data in cameras.items():
+        _objaverse_object(tmp_path / uid)
+        (tmp_path / uid / "002.npy").write_bytes(data)
+    source = ObjaverseSource("obj", str(tmp_path), views=4)
+    tracemalloc.start()
+    try:
+        items = [i for unit in source.units() for i in source.read(unit)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    details = {i.key: i.detail for i in items if isinstance(i, Reject) and i.reason == "bad_camera"}
+    assert details == {"obj-huge": "002.npy: declares shape (20000, 20000), not (3, 4)",
+                       "obj-objects": "002.npy: declares dtype object, not numbers",
+                       "obj-pickled": "002.npy: is not a .npy file",
+                       "obj-square": "002.npy: declares shape (4, 4), not (3, 4)"}
 
 
 def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
