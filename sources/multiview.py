@@ -145,6 +145,7 @@ class ObjaverseSource:
             return
         pngs = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".png")}
         npys = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".npy")}
+        yield from self._unpaired(key, pngs, npys)
         views = []
         for stem in sorted(pngs):
             if stem not in npys:
@@ -180,6 +181,22 @@ class ObjaverseSource:
                      "radius": round(float(np.median(radius)), 4),
                      "files": [views[i][0] for i in chosen]},
         )
+
+    def _unpaired(self, key: str, pngs: dict[str, str], npys: dict[str, str]) -> Iterator[Reject]:
+        """A render without its camera and a camera without its render, each counted (they used
+        to vanish whenever enough views were left). Other files are no input of this layout."""
+        renders, cameras = sorted(set(pngs) - set(npys)), sorted(set(npys) - set(pngs))
+        if renders:
+            yield Reject(f"{key}-no_camera", self.name, key, "read", "missing_camera",
+                         f"{len(renders)} renders have no .npy: {_some(renders, '.png')}")
+        if cameras:
+            yield Reject(f"{key}-no_view", self.name, key, "read", "missing_view",
+                         f"{len(cameras)} cameras have no .png: {_some(cameras, '.npy')}")
+
+
+def _some(stems: list[str], suffix: str, shown: int = 5) -> str:
+    """The first few file names of a list, for a reject's detail."""
+    return ", ".join(stem + suffix for stem in stems[:shown]) + (", ..." if len(stems) > shown else "")
 
 
 # -- CO3D v2 ---------------------------------------------------------------------------------

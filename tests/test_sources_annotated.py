@@ -130,6 +130,23 @@ def test_objaverse_camera_judged_by_its_npy_header(tmp_path: Path):
                        "obj-square": "002.npy: declares shape (4, 4), not (3, 4)"}
 
 
+def test_objaverse_views_without_cameras_and_cameras_without_views_are_counted(tmp_path: Path):
+    """A render whose .npy is missing, or a .npy whose render is, vanished without a trace
+    whenever enough views were left: each is now a reject that names its files."""
+    uid = "c" * 32
+    _objaverse_object(tmp_path / uid, views=6)
+    (tmp_path / uid / "002.npy").unlink()
+    (tmp_path / uid / "004.png").unlink()
+    _png(tmp_path / uid / "thumbnail.png", np.zeros((8, 8, 4), np.uint8))  # not a view of the layout either
+    (tmp_path / uid / "meta.json").write_text("{}")  # neither a view nor a camera: not an input of this layout
+    items = list(ObjaverseSource("obj", str(tmp_path), views=3).read(str(tmp_path / uid)))
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert record.lineage["views_available"] == 4
+    rejects = sorted((i.key, i.reason, i.detail) for i in items if isinstance(i, Reject))
+    assert rejects == [(f"obj-{uid}-no_camera", "missing_camera", "2 renders have no .npy: 002.png, thumbnail.png"),
+                       (f"obj-{uid}-no_view", "missing_view", "1 cameras have no .png: 004.npy")]
+
+
 def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
     """Cameras circle a tilted axis; the reader recovers their order from R, T alone."""
     tilt = cv2.Rodrigues(np.array([0.4, 0.1, 0.0]))[0]
