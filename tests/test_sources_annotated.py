@@ -188,6 +188,34 @@ def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
     assert len(pairs) == 30 and pairs[0].annotation["format"] == "co3d"
 
 
+def test_co3d_annotation_gzip_read_as_gzip_reads_it(tmp_path: Path):
+    """A frame_annotations.jgz cut short before its trailer (a download stopped 8 bytes early)
+    was read without its CRC ever being checked; a file of two gzip members (`gzip -c more >>
+    file`, which gzip and Python read whole) lost every frame of the second member silently."""
+    frames = []
+    for number in range(6):
+        path = f"toy/s1/images/frame{number + 1:06d}.jpg"
+        _png(tmp_path / path, np.full((6, 6, 3), number, np.uint8))
+        angle = np.radians(60.0 * number)
+        centre = np.array([3 * np.cos(angle), 3 * np.sin(angle), 0.0])
+        r = np.stack([np.cross([0, 0, 1.0], -centre / 3), [0, 0, 1.0], -centre / 3], axis=1)
+        frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
+                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist()}})
+    jgz = tmp_path / "toy" / "frame_annotations.jgz"
+    whole = gzip.compress(json.dumps(frames).encode())
+    source = Co3dSource("co3d", str(tmp_path), views=6)
+    jgz.write_bytes(whole[:-8])
+    (reject,) = list(source.read(str(tmp_path / "toy")))
+    assert (reject.reason, reject.detail.endswith("is a truncated gzip stream (it ends before its trailer)")) == \
+        ("bad_annotation_file", True)
+    text = json.dumps(frames).encode()
+    middle = text.index(b"}}, {") + 3  # the first frame in one member, the other five in the next
+    jgz.write_bytes(gzip.compress(text[:middle]) + gzip.compress(text[middle:]))
+    assert gzip.decompress(jgz.read_bytes()) == text
+    (record,) = list(source.read(str(tmp_path / "toy")))
+    assert isinstance(record, MultiViewRecord) and record.lineage["frames_available"] == 6
+
+
 def test_azimuth_helpers():
     centres = np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], float)
     assert azimuths_about_axis(centres, np.array([0, 0, 1.0])).tolist() == [0, 90, 180, 270]
