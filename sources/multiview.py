@@ -76,6 +76,25 @@ def orbit_axis(centres: np.ndarray, camera_ups: np.ndarray) -> tuple[np.ndarray,
     return normal, middle
 
 
+MAX_ORBIT_CONDITION = 1e6  # optical axes nearly parallel meet nowhere: measure about the centres' mean
+
+
+def orbit_target(centres: np.ndarray, view_axes: np.ndarray) -> np.ndarray | None:
+    """The point the cameras' optical axes pass closest to (least squares): the object a
+    hand-held orbit circles. The mean of the camera centres is not it: an orbit that lingers on
+    one side pulls the mean there, and azimuths about it were off by ten degrees. None when the
+    axes meet nowhere (nearly parallel) or are not directions."""
+    lengths = np.linalg.norm(view_axes, axis=1, keepdims=True)
+    if not (lengths > 0).all():
+        return None
+    d = view_axes / lengths
+    projectors = np.eye(3) - d[:, :, None] * d[:, None, :]  # each removes its axis's direction
+    system, rhs = projectors.sum(axis=0), np.einsum("nij,nj->i", projectors, centres)
+    if not np.isfinite(system).all() or np.linalg.cond(system) > MAX_ORBIT_CONDITION:
+        return None
+    return np.linalg.solve(system, rhs)
+
+
 def pick_evenly(count: int, wanted: int) -> list[int]:
     """`wanted` indices spread evenly over range(count) (all of them when count == wanted)."""
     return sorted({int(i) for i in np.floor(np.arange(wanted) * count / wanted)})
@@ -325,7 +344,8 @@ class Co3dSource:
         centres = np.stack([pytorch3d_camera_centre(r, t) for r, t in zip(rotations, translations)])
         camera_ups = rotations[:, :, 1]  # PyTorch3D view +Y (up) expressed in world coordinates
         axis, middle = orbit_axis(centres, camera_ups)
-        azimuths = azimuths_about_axis(centres - middle, axis)
+        target = orbit_target(centres, rotations[:, :, 2])  # view +Z: where the camera looks
+        azimuths = azimuths_about_axis(centres - (middle if target is None else target), axis)
         order = np.argsort(azimuths, kind="stable")
         chosen = [order[i] for i in pick_evenly(len(order), self.views)]
         yield MultiViewRecord(

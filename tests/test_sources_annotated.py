@@ -188,6 +188,36 @@ def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
     assert len(pairs) == 30 and pairs[0].annotation["format"] == "co3d"
 
 
+def test_co3d_azimuths_about_the_object_when_the_orbit_lingers(tmp_path: Path):
+    """A hand-held orbit lingers: 40 frames over its first quarter turn, 10 over the rest. The
+    azimuth was measured about the mean of the camera centres, which the lingering pulls to one
+    side: steps between views were off by up to 10.7 degrees. Measured about the point the
+    optical axes meet (the object), they are the true turn (cameras as PyTorch3D's look_at makes
+    them: columns of R are the view's +X left, +Y up, +Z forward in world; T = -C @ R)."""
+    tilt = cv2.Rodrigues(np.array([0.3, -0.2, 0.1]))[0]
+    target = np.array([0.5, -2.0, 7.0])
+    up = tilt @ np.array([0.0, 0.0, 1.0])
+    turn = np.concatenate([np.linspace(0, 90, 40, endpoint=False), np.linspace(90, 360, 10, endpoint=False)])
+    frames = []
+    for number, degrees in enumerate(turn):
+        a = np.radians(degrees)
+        centre = target + tilt @ np.array([3 * np.cos(a), 3 * np.sin(a), 1.0])
+        forward = (target - centre) / np.linalg.norm(target - centre)
+        left = np.cross(up, forward) / np.linalg.norm(np.cross(up, forward))
+        r = np.stack([left, np.cross(forward, left), forward], axis=1)
+        path = f"toy/s1/images/frame{number + 1:06d}.jpg"
+        _png(tmp_path / path, np.zeros((6, 6, 3), np.uint8))
+        frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
+                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist(), "focal_length": [2.0, 2.0],
+                                     "principal_point": [0.0, 0.0], "intrinsics_format": "ndc_isotropic"}})
+    (tmp_path / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    (record,) = list(Co3dSource("co3d", str(tmp_path), views=50).read(str(tmp_path / "toy")))
+    numbers = record.lineage["frame_numbers"]
+    assert (np.diff(numbers) % 50 == 1).all()  # one turn, counter-clockwise about the cameras' up
+    true_steps = np.diff(turn[np.array(numbers) - 1]) % 360
+    assert np.abs(np.diff(record.azimuths_deg) % 360 - true_steps).max() < 0.01
+
+
 def test_co3d_annotation_gzip_read_as_gzip_reads_it(tmp_path: Path):
     """A frame_annotations.jgz cut short before its trailer (a download stopped 8 bytes early)
     was read without its CRC ever being checked; a file of two gzip members (`gzip -c more >>
