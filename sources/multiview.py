@@ -52,6 +52,9 @@ def pytorch3d_camera_centre(r: np.ndarray, t: np.ndarray) -> np.ndarray:
     return -np.asarray(t, dtype=np.float64) @ np.asarray(r, dtype=np.float64).T
 
 
+AZIMUTH_WRAP_DEG = 5e-4  # half the 0.001 degree the records round azimuths to
+
+
 def azimuths_about_axis(centres: np.ndarray, up: np.ndarray) -> np.ndarray:
     """Azimuth in degrees [0, 360) of each camera centre around `up`, counter-clockwise seen from above."""
     up = np.asarray(up, dtype=np.float64)
@@ -61,7 +64,9 @@ def azimuths_about_axis(centres: np.ndarray, up: np.ndarray) -> np.ndarray:
     e1 /= np.linalg.norm(e1)
     e2 = np.cross(up, e1)
     centred = np.asarray(centres, dtype=np.float64)
-    return np.degrees(np.arctan2(centred @ e2, centred @ e1)) % 360.0
+    azimuths = np.degrees(np.arctan2(centred @ e2, centred @ e1)) % 360.0
+    # float32 cameras put a view rendered at 0 a hair to either side: what prints as 360.000 is 0
+    return np.where(azimuths >= 360.0 - AZIMUTH_WRAP_DEG, 0.0, azimuths)
 
 
 def orbit_axis(centres: np.ndarray, camera_ups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
