@@ -69,6 +69,18 @@ def azimuths_about_axis(centres: np.ndarray, up: np.ndarray) -> np.ndarray:
     return np.where(azimuths >= 360.0 - AZIMUTH_WRAP_DEG, 0.0, azimuths)
 
 
+AZIMUTH_TIE_DEG = 1e-3  # the records' precision: views closer in azimuth are at one azimuth
+
+
+def azimuth_order(azimuths: np.ndarray, elevations: np.ndarray) -> np.ndarray:
+    """View indices by azimuth; views at one azimuth (within `AZIMUTH_TIE_DEG`: float32 cameras
+    put two renders at one azimuth a hair apart, either way round) from the lowest elevation up,
+    so that noise and file names do not decide, then in file order."""
+    order = np.argsort(azimuths, kind="stable")
+    group = np.concatenate([[0], np.cumsum(np.diff(azimuths[order]) > AZIMUTH_TIE_DEG)])
+    return order[np.lexsort((elevations[order], group))]
+
+
 def orbit_axis(centres: np.ndarray, camera_ups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The axis a hand-held orbit turns about: the normal of the plane best fitting the camera
     centres, signed to agree with the cameras' own up vectors. Returns (axis, orbit centre)."""
@@ -192,10 +204,10 @@ class ObjaverseSource:
             return
         centres = np.stack([v[2] for v in views])
         azimuths = azimuths_about_axis(centres, np.array([0.0, 0.0, 1.0]))  # Blender world: +Z up
-        order = np.argsort(azimuths, kind="stable")
-        chosen = [order[i] for i in pick_evenly(len(order), self.views)]
         radius = np.linalg.norm(centres, axis=1)
         elevation = np.degrees(np.arcsin(np.clip(centres[:, 2] / radius, -1, 1)))
+        order = azimuth_order(azimuths, elevation)
+        chosen = [order[i] for i in pick_evenly(len(order), self.views)]
         yield MultiViewRecord(
             key=key, source=self.name, group=key,
             view_uris=tuple(views[i][1] for i in chosen),
