@@ -28,20 +28,34 @@ def blender_camera_centre(rt: np.ndarray) -> np.ndarray:
 
 ROTATION_TOLERANCE = 1e-3  # float32 cameras are orthonormal to ~1e-7; a scaled or sheared one is far off
 MIN_CAMERA_DISTANCE = 1e-6  # a centre closer to the object's origin has no azimuth
+# a camera farther from the origin is no orbit of an object (CO3D's and Zero123's are a few units
+# out), and its squares overflow in the orbit's SVD: inf there raised LinAlgError or scrambled
+# the order of every view of its sequence
+MAX_CAMERA_DISTANCE = 1e6
+
+
+def is_orthonormal(rotation: np.ndarray) -> bool:
+    """R R^T = I to float32 precision (no scale, no shear, nothing near overflow)."""
+    rotation = np.asarray(rotation, dtype=np.float64)
+    if not np.isfinite(rotation).all() or np.abs(rotation).max() > 1.0 + ROTATION_TOLERANCE:
+        return False
+    return bool(np.allclose(rotation @ rotation.T, np.eye(3), atol=ROTATION_TOLERANCE))
 
 
 def camera_problem(rt: np.ndarray) -> str | None:
     """Why a Zero123 [R | t] cannot place its view, or None. NaN or inf would sort the view last
     and reach the sentence JSON; a 3x3 part that is not a rotation (orthonormal, determinant +1)
-    or a centre at the origin gives an azimuth that means nothing."""
+    or a centre at the origin (or past `MAX_CAMERA_DISTANCE`) gives an azimuth that means nothing."""
     if rt.dtype.kind not in "fiu" or rt.shape != (3, 4):
         return "is not a 3x4 matrix of numbers"
     rt = rt.astype(np.float64)
     if not np.isfinite(rt).all():
         return "holds NaN or inf"
     rotation = rt[:, :3]
-    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=ROTATION_TOLERANCE) or np.linalg.det(rotation) < 0:
+    if not is_orthonormal(rotation) or np.linalg.det(rotation) < 0:
         return "its 3x3 part is not a rotation (orthonormal, determinant +1)"
+    if np.abs(rt[:, 3]).max() > MAX_CAMERA_DISTANCE:  # |C| = |t| for a rotation
+        return f"its camera centre is over {MAX_CAMERA_DISTANCE:.0f} from the origin"
     if np.linalg.norm(blender_camera_centre(rt)) < MIN_CAMERA_DISTANCE:
         return "its camera centre is the origin (no azimuth)"
     return None
@@ -260,6 +274,10 @@ def frame_problem(frame: Any) -> str | None:
         return "viewpoint.R is not a 3x3 matrix"
     if not numbers(translation, length=3):
         return "viewpoint.T is not 3 numbers"
+    if not is_orthonormal(np.array(rotation, dtype=np.float64)):  # handedness is not asked: only that it turns
+        return "viewpoint.R is not orthonormal (a rotation)"
+    if max(abs(value) for value in translation) > MAX_CAMERA_DISTANCE:  # |C| = |T| for a rotation
+        return f"viewpoint.T is over {MAX_CAMERA_DISTANCE:.0f} from the origin"
     for field in ("depth", "mask"):
         value = frame.get(field)
         if value is not None and not (isinstance(value, dict) and isinstance(value.get("path", ""), (str, type(None)))):

@@ -81,7 +81,8 @@ def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
               "scaled": ("not a rotation", good * np.float32(2.0)),
               "mirrored": ("not a rotation", mirrored),
               "centred": ("centre is the origin", np.concatenate([good[:, :3], np.zeros((3, 1), np.float32)], 1)),
-              "flat": ("shape (12,), not (3, 4)", good.reshape(12))}  # twelve numbers, but not laid out as [R | t]
+              "flat": ("shape (12,), not (3, 4)", good.reshape(12)),  # twelve numbers, but not laid out as [R | t]
+              "far": ("over 1000000 from the origin", np.concatenate([good[:, :3], good[:, 3:] * 1e30], 1))}
     for uid, (_, camera) in broken.items():
         _objaverse_object(tmp_path / uid)
         np.save(tmp_path / uid / "002.npy", camera.astype(np.float32))
@@ -216,6 +217,38 @@ def test_co3d_azimuths_about_the_object_when_the_orbit_lingers(tmp_path: Path):
     assert (np.diff(numbers) % 50 == 1).all()  # one turn, counter-clockwise about the cameras' up
     true_steps = np.diff(turn[np.array(numbers) - 1]) % 360
     assert np.abs(np.diff(record.azimuths_deg) % 360 - true_steps).max() < 0.01
+
+
+def test_co3d_viewpoint_that_places_no_camera_rejects_its_frame_only(tmp_path: Path):
+    """A frame whose R is no rotation, or whose T is astronomically far (1e300 is a finite JSON
+    number), put inf into the camera centres: the SVD of the orbit raised LinAlgError out of the
+    reader, the category's unit failed, and every later sequence of it was lost. Each such frame
+    is now a bad_annotation reject, and its sequence goes on without it."""
+    frames = []
+    for number in range(8):
+        path = f"toy/s1/images/frame{number + 1:06d}.jpg"
+        _png(tmp_path / path, np.full((6, 6, 3), number, np.uint8))
+        angle = np.radians(45.0 * number)
+        centre = np.array([3 * np.cos(angle), 3 * np.sin(angle), 0.5])
+        forward = -centre / np.linalg.norm(centre)
+        left = np.cross([0, 0, 1.0], forward) / np.linalg.norm(np.cross([0, 0, 1.0], forward))
+        r = np.stack([left, np.cross(forward, left), forward], axis=1)
+        frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
+                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist()}})
+    frames[2]["viewpoint"]["R"] = (np.eye(3) * 1e300).tolist()
+    frames[5]["viewpoint"]["T"] = [1e300, 0.0, 0.0]
+    later = [{**frame, "sequence_name": "s2", "image": {"path": frame["image"]["path"].replace("/s1/", "/s2/")}}
+             for frame in frames[:1] + frames[3:5] + frames[6:]]
+    for frame in later:
+        _png(tmp_path / frame["image"]["path"], np.zeros((6, 6, 3), np.uint8))
+    (tmp_path / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames + later).encode()))
+    items = list(Co3dSource("co3d", str(tmp_path), views=4).read(str(tmp_path / "toy")))
+    rejects = sorted((i.key, i.reason, i.detail) for i in items if isinstance(i, Reject))
+    assert rejects == [
+        ("co3d-toy-frame-2", "bad_annotation", "frame_annotations.jgz[2] viewpoint.R is not orthonormal (a rotation)"),
+        ("co3d-toy-frame-5", "bad_annotation", "frame_annotations.jgz[5] viewpoint.T is over 1000000 from the origin")]
+    records = {i.key: i for i in items if isinstance(i, MultiViewRecord)}
+    assert sorted(records) == ["co3d-toy-s1", "co3d-toy-s2"] and records["co3d-toy-s1"].lineage["frames_available"] == 6
 
 
 def test_co3d_annotation_gzip_read_as_gzip_reads_it(tmp_path: Path):
