@@ -219,22 +219,30 @@ def test_co3d_azimuths_about_the_object_when_the_orbit_lingers(tmp_path: Path):
     assert np.abs(np.diff(record.azimuths_deg) % 360 - true_steps).max() < 0.01
 
 
-def test_co3d_viewpoint_that_places_no_camera_rejects_its_frame_only(tmp_path: Path):
-    """A frame whose R is no rotation, or whose T is astronomically far (1e300 is a finite JSON
-    number), put inf into the camera centres: the SVD of the orbit raised LinAlgError out of the
-    reader, the category's unit failed, and every later sequence of it was lost. Each such frame
-    is now a bad_annotation reject, and its sequence goes on without it."""
+def _co3d_ring(root: Path, count: int, height: float) -> list[dict]:
+    """Frames of sequence toy/s1 on a ring of radius 3 about +Z, looking at the origin, as
+    PyTorch3D's look_at makes them (columns of R: view +X left, +Y up, +Z forward; T = -C @ R),
+    their images written."""
     frames = []
-    for number in range(8):
+    for number in range(count):
         path = f"toy/s1/images/frame{number + 1:06d}.jpg"
-        _png(tmp_path / path, np.full((6, 6, 3), number, np.uint8))
-        angle = np.radians(45.0 * number)
-        centre = np.array([3 * np.cos(angle), 3 * np.sin(angle), 0.5])
+        _png(root / path, np.full((6, 6, 3), number, np.uint8))
+        angle = np.radians(360.0 * number / count)
+        centre = np.array([3 * np.cos(angle), 3 * np.sin(angle), height])
         forward = -centre / np.linalg.norm(centre)
         left = np.cross([0, 0, 1.0], forward) / np.linalg.norm(np.cross([0, 0, 1.0], forward))
         r = np.stack([left, np.cross(forward, left), forward], axis=1)
         frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
                        "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist()}})
+    return frames
+
+
+def test_co3d_viewpoint_that_places_no_camera_rejects_its_frame_only(tmp_path: Path):
+    """A frame whose R is no rotation, or whose T is astronomically far (1e300 is a finite JSON
+    number), put inf into the camera centres: the SVD of the orbit raised LinAlgError out of the
+    reader, the category's unit failed, and every later sequence of it was lost. Each such frame
+    is now a bad_annotation reject, and its sequence goes on without it."""
+    frames = _co3d_ring(tmp_path, 8, 0.5)
     frames[2]["viewpoint"]["R"] = (np.eye(3) * 1e300).tolist()
     frames[5]["viewpoint"]["T"] = [1e300, 0.0, 0.0]
     later = [{**frame, "sequence_name": "s2", "image": {"path": frame["image"]["path"].replace("/s1/", "/s2/")}}
@@ -255,15 +263,7 @@ def test_co3d_annotation_gzip_read_as_gzip_reads_it(tmp_path: Path):
     """A frame_annotations.jgz cut short before its trailer (a download stopped 8 bytes early)
     was read without its CRC ever being checked; a file of two gzip members (`gzip -c more >>
     file`, which gzip and Python read whole) lost every frame of the second member silently."""
-    frames = []
-    for number in range(6):
-        path = f"toy/s1/images/frame{number + 1:06d}.jpg"
-        _png(tmp_path / path, np.full((6, 6, 3), number, np.uint8))
-        angle = np.radians(60.0 * number)
-        centre = np.array([3 * np.cos(angle), 3 * np.sin(angle), 0.0])
-        r = np.stack([np.cross([0, 0, 1.0], -centre / 3), [0, 0, 1.0], -centre / 3], axis=1)
-        frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
-                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist()}})
+    frames = _co3d_ring(tmp_path, 6, 0.5)
     jgz = tmp_path / "toy" / "frame_annotations.jgz"
     whole = gzip.compress(json.dumps(frames).encode())
     source = Co3dSource("co3d", str(tmp_path), views=6)
