@@ -45,26 +45,40 @@ def _read_capped(uri: str, limit: int) -> bytes:
 
 
 def _gunzip_capped(uri: str, data: bytes, limit: int) -> bytes:
-    """Decompress a gzip stream without letting a small bomb expand past `limit` (in steps, so
-    that zlib's own output buffers never hold more than a step beyond what is kept)."""
-    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    """Decompress a gzip file as gzip itself reads it, without letting a small bomb expand past
+    `limit`. Every member is read (`cat a.gz b.gz` is one file to gzip and Python, and its
+    second member's frames used to vanish); one that ends before its trailer is truncated (its
+    CRC never checked: it used to pass); zero bytes after the last member are padding."""
     out = bytearray()
     pending = data
     try:
         while True:
-            out += inflater.decompress(pending, GUNZIP_STEP)
-            if len(out) > limit:
-                raise AnnotationFileError(uri, f"expands past {limit} bytes (the limit of one annotation file)")
-            pending = inflater.unconsumed_tail
-            if not pending:
-                if inflater.eof or not (tail := inflater.flush()):
-                    break
-                out += tail
+            pending = _inflate_member(uri, pending, out, limit)
+            if not pending.strip(b"\0"):
+                return bytes(out)
     except zlib.error:
         raise AnnotationFileError(uri, "is not a valid gzip stream") from None
+
+
+def _inflate_member(uri: str, data: bytes, out: bytearray, limit: int) -> bytes:
+    """Inflate one gzip member onto `out` (in steps, so that zlib's own output buffers never
+    hold more than a step beyond what is kept); returns the bytes after it."""
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    pending = data
+    while True:
+        out += inflater.decompress(pending, GUNZIP_STEP)
+        if len(out) > limit:
+            raise AnnotationFileError(uri, f"expands past {limit} bytes (the limit of one annotation file)")
+        pending = inflater.unconsumed_tail
+        if not pending:
+            if inflater.eof or not (tail := inflater.flush()):
+                break
+            out += tail
     if len(out) > limit:
         raise AnnotationFileError(uri, f"expands past {limit} bytes (the limit of one annotation file)")
-    return bytes(out)
+    if not inflater.eof:
+        raise AnnotationFileError(uri, "is a truncated gzip stream (it ends before its trailer)")
+    return inflater.unused_data
 
 
 def parse_json(uri: str, data: bytes) -> Any:

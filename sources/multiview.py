@@ -28,20 +28,34 @@ def blender_camera_centre(rt: np.ndarray) -> np.ndarray:
 
 ROTATION_TOLERANCE = 1e-3  # float32 cameras are orthonormal to ~1e-7; a scaled or sheared one is far off
 MIN_CAMERA_DISTANCE = 1e-6  # a centre closer to the object's origin has no azimuth
+# a camera farther from the origin is no orbit of an object (CO3D's and Zero123's are a few units
+# out), and its squares overflow in the orbit's SVD: inf there raised LinAlgError or scrambled
+# the order of every view of its sequence
+MAX_CAMERA_DISTANCE = 1e6
+
+
+def is_orthonormal(rotation: np.ndarray) -> bool:
+    """R R^T = I to float32 precision (no scale, no shear, nothing near overflow)."""
+    rotation = np.asarray(rotation, dtype=np.float64)
+    if not np.isfinite(rotation).all() or np.abs(rotation).max() > 1.0 + ROTATION_TOLERANCE:
+        return False
+    return bool(np.allclose(rotation @ rotation.T, np.eye(3), atol=ROTATION_TOLERANCE))
 
 
 def camera_problem(rt: np.ndarray) -> str | None:
     """Why a Zero123 [R | t] cannot place its view, or None. NaN or inf would sort the view last
     and reach the sentence JSON; a 3x3 part that is not a rotation (orthonormal, determinant +1)
-    or a centre at the origin gives an azimuth that means nothing."""
+    or a centre at the origin (or past `MAX_CAMERA_DISTANCE`) gives an azimuth that means nothing."""
     if rt.dtype.kind not in "fiu" or rt.shape != (3, 4):
         return "is not a 3x4 matrix of numbers"
     rt = rt.astype(np.float64)
     if not np.isfinite(rt).all():
         return "holds NaN or inf"
     rotation = rt[:, :3]
-    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=ROTATION_TOLERANCE) or np.linalg.det(rotation) < 0:
+    if not is_orthonormal(rotation) or np.linalg.det(rotation) < 0:
         return "its 3x3 part is not a rotation (orthonormal, determinant +1)"
+    if np.abs(rt[:, 3]).max() > MAX_CAMERA_DISTANCE:  # |C| = |t| for a rotation
+        return f"its camera centre is over {MAX_CAMERA_DISTANCE:.0f} from the origin"
     if np.linalg.norm(blender_camera_centre(rt)) < MIN_CAMERA_DISTANCE:
         return "its camera centre is the origin (no azimuth)"
     return None
@@ -50,6 +64,9 @@ def camera_problem(rt: np.ndarray) -> str | None:
 def pytorch3d_camera_centre(r: np.ndarray, t: np.ndarray) -> np.ndarray:
     """CO3D/PyTorch3D row-vector convention X_view = X_world @ R + T: C = -T @ R^T."""
     return -np.asarray(t, dtype=np.float64) @ np.asarray(r, dtype=np.float64).T
+
+
+AZIMUTH_WRAP_DEG = 5e-4  # half the 0.001 degree the records round azimuths to
 
 
 def azimuths_about_axis(centres: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -61,7 +78,21 @@ def azimuths_about_axis(centres: np.ndarray, up: np.ndarray) -> np.ndarray:
     e1 /= np.linalg.norm(e1)
     e2 = np.cross(up, e1)
     centred = np.asarray(centres, dtype=np.float64)
-    return np.degrees(np.arctan2(centred @ e2, centred @ e1)) % 360.0
+    azimuths = np.degrees(np.arctan2(centred @ e2, centred @ e1)) % 360.0
+    # float32 cameras put a view rendered at 0 a hair to either side: what prints as 360.000 is 0
+    return np.where(azimuths >= 360.0 - AZIMUTH_WRAP_DEG, 0.0, azimuths)
+
+
+AZIMUTH_TIE_DEG = 1e-3  # the records' precision: views closer in azimuth are at one azimuth
+
+
+def azimuth_order(azimuths: np.ndarray, elevations: np.ndarray) -> np.ndarray:
+    """View indices by azimuth; views at one azimuth (within `AZIMUTH_TIE_DEG`: float32 cameras
+    put two renders at one azimuth a hair apart, either way round) from the lowest elevation up,
+    so that noise and file names do not decide, then in file order."""
+    order = np.argsort(azimuths, kind="stable")
+    group = np.concatenate([[0], np.cumsum(np.diff(azimuths[order]) > AZIMUTH_TIE_DEG)])
+    return order[np.lexsort((elevations[order], group))]
 
 
 def orbit_axis(centres: np.ndarray, camera_ups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,12 +107,64 @@ def orbit_axis(centres: np.ndarray, camera_ups: np.ndarray) -> tuple[np.ndarray,
     return normal, middle
 
 
+MAX_ORBIT_CONDITION = 1e6  # optical axes nearly parallel meet nowhere: measure about the centres' mean
+
+
+def orbit_target(centres: np.ndarray, view_axes: np.ndarray) -> np.ndarray | None:
+    """The point the cameras' optical axes pass closest to (least squares): the object a
+    hand-held orbit circles. The mean of the camera centres is not it: an orbit that lingers on
+    one side pulls the mean there, and azimuths about it were off by ten degrees. None when the
+    axes meet nowhere (nearly parallel) or are not directions."""
+    lengths = np.linalg.norm(view_axes, axis=1, keepdims=True)
+    if not (lengths > 0).all():
+        return None
+    d = view_axes / lengths
+    projectors = np.eye(3) - d[:, :, None] * d[:, None, :]  # each removes its axis's direction
+    system, rhs = projectors.sum(axis=0), np.einsum("nij,nj->i", projectors, centres)
+    if not np.isfinite(system).all() or np.linalg.cond(system) > MAX_ORBIT_CONDITION:
+        return None
+    return np.linalg.solve(system, rhs)
+
+
 def pick_evenly(count: int, wanted: int) -> list[int]:
     """`wanted` indices spread evenly over range(count) (all of them when count == wanted)."""
     return sorted({int(i) for i in np.floor(np.arange(wanted) * count / wanted)})
 
 
 MAX_CAMERA_BYTES = 1 << 16  # a 3x4 camera matrix in .npy is 176 bytes
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def npy_header_problem(data: bytes) -> str | None:
+    """What a camera's .npy header declares that is no 3x4 matrix of numbers, or None. Judged
+    before numpy reads the data: np.load allocates the whole declared array first, so a 200-byte
+    file whose header says (20000, 20000) float64 cost 3.2 GB before it was found short."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = _NPY_HEADER_READERS.get(version)
+        if read_header is None:  # 3.0 is for utf-8 field names of structured arrays, never a camera
+            return f"is a version {version[0]}.{version[1]} .npy file (a camera is 1.0 or 2.0)"
+        shape, _, dtype = read_header(stream)
+    except ValueError:
+        return "is not a .npy file"
+    if dtype.hasobject or dtype.kind not in "fiu":
+        return f"declares dtype {dtype}, not numbers"
+    if shape != (3, 4):
+        return f"declares shape {shape}, not (3, 4)"
+    return None
+
+
+def read_camera(data: bytes) -> tuple[np.ndarray | None, str | None]:
+    """A Zero123 camera from its .npy bytes, or why there is none (never runs a pickle)."""
+    problem = npy_header_problem(data)
+    if problem:
+        return None, problem
+    try:
+        rt = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # numpy's messages quote the file's first bytes: name the problem, not the bytes
+        return None, type(exc).__name__
+    return rt, camera_problem(rt)
 
 
 # -- Objaverse (Zero123 layout) ----------------------------------------------------------------
@@ -112,17 +195,16 @@ class ObjaverseSource:
             return
         pngs = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".png")}
         npys = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".npy")}
+        yield from self._unpaired(key, pngs, npys)
         views = []
         for stem in sorted(pngs):
             if stem not in npys:
                 continue
             try:
-                rt = np.load(io.BytesIO(fsio.read_bytes(npys[stem], MAX_CAMERA_BYTES)), allow_pickle=False)
-                problem = camera_problem(rt)
+                rt, problem = read_camera(fsio.read_bytes(npys[stem], MAX_CAMERA_BYTES))
             except Exception as exc:
-                # numpy's messages quote the file's first bytes: name the problem, not the bytes
                 problem = type(exc).__name__
-            if problem:
+            if problem or rt is None:
                 yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {problem}")
                 return
             centre = blender_camera_centre(rt)
@@ -136,10 +218,10 @@ class ObjaverseSource:
             return
         centres = np.stack([v[2] for v in views])
         azimuths = azimuths_about_axis(centres, np.array([0.0, 0.0, 1.0]))  # Blender world: +Z up
-        order = np.argsort(azimuths, kind="stable")
-        chosen = [order[i] for i in pick_evenly(len(order), self.views)]
         radius = np.linalg.norm(centres, axis=1)
         elevation = np.degrees(np.arcsin(np.clip(centres[:, 2] / radius, -1, 1)))
+        order = azimuth_order(azimuths, elevation)
+        chosen = [order[i] for i in pick_evenly(len(order), self.views)]
         yield MultiViewRecord(
             key=key, source=self.name, group=key,
             view_uris=tuple(views[i][1] for i in chosen),
@@ -149,6 +231,22 @@ class ObjaverseSource:
                      "radius": round(float(np.median(radius)), 4),
                      "files": [views[i][0] for i in chosen]},
         )
+
+    def _unpaired(self, key: str, pngs: dict[str, str], npys: dict[str, str]) -> Iterator[Reject]:
+        """A render without its camera and a camera without its render, each counted (they used
+        to vanish whenever enough views were left). Other files are no input of this layout."""
+        renders, cameras = sorted(set(pngs) - set(npys)), sorted(set(npys) - set(pngs))
+        if renders:
+            yield Reject(f"{key}-no_camera", self.name, key, "read", "missing_camera",
+                         f"{len(renders)} renders have no .npy: {_some(renders, '.png')}")
+        if cameras:
+            yield Reject(f"{key}-no_view", self.name, key, "read", "missing_view",
+                         f"{len(cameras)} cameras have no .png: {_some(cameras, '.npy')}")
+
+
+def _some(stems: list[str], suffix: str, shown: int = 5) -> str:
+    """The first few file names of a list, for a reject's detail."""
+    return ", ".join(stem + suffix for stem in stems[:shown]) + (", ..." if len(stems) > shown else "")
 
 
 # -- CO3D v2 ---------------------------------------------------------------------------------
@@ -176,6 +274,10 @@ def frame_problem(frame: Any) -> str | None:
         return "viewpoint.R is not a 3x3 matrix"
     if not numbers(translation, length=3):
         return "viewpoint.T is not 3 numbers"
+    if not is_orthonormal(np.array(rotation, dtype=np.float64)):  # handedness is not asked: only that it turns
+        return "viewpoint.R is not orthonormal (a rotation)"
+    if max(abs(value) for value in translation) > MAX_CAMERA_DISTANCE:  # |C| = |T| for a rotation
+        return f"viewpoint.T is over {MAX_CAMERA_DISTANCE:.0f} from the origin"
     for field in ("depth", "mask"):
         value = frame.get(field)
         if value is not None and not (isinstance(value, dict) and isinstance(value.get("path", ""), (str, type(None)))):
@@ -277,7 +379,8 @@ class Co3dSource:
         centres = np.stack([pytorch3d_camera_centre(r, t) for r, t in zip(rotations, translations)])
         camera_ups = rotations[:, :, 1]  # PyTorch3D view +Y (up) expressed in world coordinates
         axis, middle = orbit_axis(centres, camera_ups)
-        azimuths = azimuths_about_axis(centres - middle, axis)
+        target = orbit_target(centres, rotations[:, :, 2])  # view +Z: where the camera looks
+        azimuths = azimuths_about_axis(centres - (middle if target is None else target), axis)
         order = np.argsort(azimuths, kind="stable")
         chosen = [order[i] for i in pick_evenly(len(order), self.views)]
         yield MultiViewRecord(

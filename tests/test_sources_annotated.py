@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
+import struct
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -78,7 +81,8 @@ def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
               "scaled": ("not a rotation", good * np.float32(2.0)),
               "mirrored": ("not a rotation", mirrored),
               "centred": ("centre is the origin", np.concatenate([good[:, :3], np.zeros((3, 1), np.float32)], 1)),
-              "flat": ("not a 3x4 matrix", good.reshape(12))}  # twelve numbers, but not laid out as [R | t]
+              "flat": ("shape (12,), not (3, 4)", good.reshape(12)),  # twelve numbers, but not laid out as [R | t]
+              "far": ("over 1000000 from the origin", np.concatenate([good[:, :3], good[:, 3:] * 1e30], 1))}
     for uid, (_, camera) in broken.items():
         _objaverse_object(tmp_path / uid)
         np.save(tmp_path / uid / "002.npy", camera.astype(np.float32))
@@ -92,6 +96,56 @@ def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
     (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
     assert record.key == "obj-fine" and list(record.azimuths_deg) == pytest.approx([10.0, 100.0, 190.0, 280.0], abs=1e-3)
     assert record.lineage["radius"] == pytest.approx(1.9, abs=1e-4)
+
+
+def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """A version 1.0 .npy header as numpy writes it (padded to 64 bytes with spaces and a newline)."""
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    text += " " * (63 - (10 + len(text)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+
+def test_objaverse_camera_judged_by_its_npy_header(tmp_path: Path):
+    """A .npy header may declare gigabytes in a 200-byte file: numpy allocated the whole declared
+    array before it found the file short (3.2 GB here, rejected only as `MemoryError` or an EOF).
+    The header is judged first; a pickle, an object array or another shape never reach np.load."""
+    cameras = {"huge": _npy_header("<f8", (20000, 20000)) + bytes(96),
+               "objects": _npy_header("|O", (3, 4)) + bytes(96),
+               "pickled": pickle.dumps(blender_rt(100.0, 25.0, 1.9)),
+               "square": _npy_header("<f4", (4, 4)) + bytes(64)}
+    for uid, data in cameras.items():
+        _objaverse_object(tmp_path / uid)
+        (tmp_path / uid / "002.npy").write_bytes(data)
+    source = ObjaverseSource("obj", str(tmp_path), views=4)
+    tracemalloc.start()
+    try:
+        items = [i for unit in source.units() for i in source.read(unit)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    details = {i.key: i.detail for i in items if isinstance(i, Reject) and i.reason == "bad_camera"}
+    assert details == {"obj-huge": "002.npy: declares shape (20000, 20000), not (3, 4)",
+                       "obj-objects": "002.npy: declares dtype object, not numbers",
+                       "obj-pickled": "002.npy: is not a .npy file",
+                       "obj-square": "002.npy: declares shape (4, 4), not (3, 4)"}
+
+
+def test_objaverse_views_without_cameras_and_cameras_without_views_are_counted(tmp_path: Path):
+    """A render whose .npy is missing, or a .npy whose render is, vanished without a trace
+    whenever enough views were left: each is now a reject that names its files."""
+    uid = "c" * 32
+    _objaverse_object(tmp_path / uid, views=6)
+    (tmp_path / uid / "002.npy").unlink()
+    (tmp_path / uid / "004.png").unlink()
+    _png(tmp_path / uid / "thumbnail.png", np.zeros((8, 8, 4), np.uint8))  # not a view of the layout either
+    (tmp_path / uid / "meta.json").write_text("{}")  # neither a view nor a camera: not an input of this layout
+    items = list(ObjaverseSource("obj", str(tmp_path), views=3).read(str(tmp_path / uid)))
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert record.lineage["views_available"] == 4
+    rejects = sorted((i.key, i.reason, i.detail) for i in items if isinstance(i, Reject))
+    assert rejects == [(f"obj-{uid}-no_camera", "missing_camera", "2 renders have no .npy: 002.png, thumbnail.png"),
+                       (f"obj-{uid}-no_view", "missing_view", "1 cameras have no .png: 004.npy")]
 
 
 def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
@@ -133,6 +187,128 @@ def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
     assert (steps > 0).all() and steps.sum() < 30  # one turn, in angular order (start anywhere)
     pairs = [i for i in items if isinstance(i, PairRecord)]
     assert len(pairs) == 30 and pairs[0].annotation["format"] == "co3d"
+
+
+def test_co3d_azimuths_about_the_object_when_the_orbit_lingers(tmp_path: Path):
+    """A hand-held orbit lingers: 40 frames over its first quarter turn, 10 over the rest. The
+    azimuth was measured about the mean of the camera centres, which the lingering pulls to one
+    side: steps between views were off by up to 10.7 degrees. Measured about the point the
+    optical axes meet (the object), they are the true turn (cameras as PyTorch3D's look_at makes
+    them: columns of R are the view's +X left, +Y up, +Z forward in world; T = -C @ R)."""
+    tilt = cv2.Rodrigues(np.array([0.3, -0.2, 0.1]))[0]
+    target = np.array([0.5, -2.0, 7.0])
+    up = tilt @ np.array([0.0, 0.0, 1.0])
+    turn = np.concatenate([np.linspace(0, 90, 40, endpoint=False), np.linspace(90, 360, 10, endpoint=False)])
+    frames = []
+    for number, degrees in enumerate(turn):
+        a = np.radians(degrees)
+        centre = target + tilt @ np.array([3 * np.cos(a), 3 * np.sin(a), 1.0])
+        forward = (target - centre) / np.linalg.norm(target - centre)
+        left = np.cross(up, forward) / np.linalg.norm(np.cross(up, forward))
+        r = np.stack([left, np.cross(forward, left), forward], axis=1)
+        path = f"toy/s1/images/frame{number + 1:06d}.jpg"
+        _png(tmp_path / path, np.zeros((6, 6, 3), np.uint8))
+        frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
+                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist(), "focal_length": [2.0, 2.0],
+                                     "principal_point": [0.0, 0.0], "intrinsics_format": "ndc_isotropic"}})
+    (tmp_path / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    (record,) = list(Co3dSource("co3d", str(tmp_path), views=50).read(str(tmp_path / "toy")))
+    numbers = record.lineage["frame_numbers"]
+    assert (np.diff(numbers) % 50 == 1).all()  # one turn, counter-clockwise about the cameras' up
+    true_steps = np.diff(turn[np.array(numbers) - 1]) % 360
+    assert np.abs(np.diff(record.azimuths_deg) % 360 - true_steps).max() < 0.01
+
+
+def _co3d_ring(root: Path, count: int, height: float) -> list[dict]:
+    """Frames of sequence toy/s1 on a ring of radius 3 about +Z, looking at the origin, as
+    PyTorch3D's look_at makes them (columns of R: view +X left, +Y up, +Z forward; T = -C @ R),
+    their images written."""
+    frames = []
+    for number in range(count):
+        path = f"toy/s1/images/frame{number + 1:06d}.jpg"
+        _png(root / path, np.full((6, 6, 3), number, np.uint8))
+        angle = np.radians(360.0 * number / count)
+        centre = np.array([3 * np.cos(angle), 3 * np.sin(angle), height])
+        forward = -centre / np.linalg.norm(centre)
+        left = np.cross([0, 0, 1.0], forward) / np.linalg.norm(np.cross([0, 0, 1.0], forward))
+        r = np.stack([left, np.cross(forward, left), forward], axis=1)
+        frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
+                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist()}})
+    return frames
+
+
+def test_co3d_viewpoint_that_places_no_camera_rejects_its_frame_only(tmp_path: Path):
+    """A frame whose R is no rotation, or whose T is astronomically far (1e300 is a finite JSON
+    number), put inf into the camera centres: the SVD of the orbit raised LinAlgError out of the
+    reader, the category's unit failed, and every later sequence of it was lost. Each such frame
+    is now a bad_annotation reject, and its sequence goes on without it."""
+    frames = _co3d_ring(tmp_path, 8, 0.5)
+    frames[2]["viewpoint"]["R"] = (np.eye(3) * 1e300).tolist()
+    frames[5]["viewpoint"]["T"] = [1e300, 0.0, 0.0]
+    later = [{**frame, "sequence_name": "s2", "image": {"path": frame["image"]["path"].replace("/s1/", "/s2/")}}
+             for frame in frames[:1] + frames[3:5] + frames[6:]]
+    for frame in later:
+        _png(tmp_path / frame["image"]["path"], np.zeros((6, 6, 3), np.uint8))
+    (tmp_path / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames + later).encode()))
+    items = list(Co3dSource("co3d", str(tmp_path), views=4).read(str(tmp_path / "toy")))
+    rejects = sorted((i.key, i.reason, i.detail) for i in items if isinstance(i, Reject))
+    assert rejects == [
+        ("co3d-toy-frame-2", "bad_annotation", "frame_annotations.jgz[2] viewpoint.R is not orthonormal (a rotation)"),
+        ("co3d-toy-frame-5", "bad_annotation", "frame_annotations.jgz[5] viewpoint.T is over 1000000 from the origin")]
+    records = {i.key: i for i in items if isinstance(i, MultiViewRecord)}
+    assert sorted(records) == ["co3d-toy-s1", "co3d-toy-s2"] and records["co3d-toy-s1"].lineage["frames_available"] == 6
+
+
+def test_co3d_annotation_gzip_read_as_gzip_reads_it(tmp_path: Path):
+    """A frame_annotations.jgz cut short before its trailer (a download stopped 8 bytes early)
+    was read without its CRC ever being checked; a file of two gzip members (`gzip -c more >>
+    file`, which gzip and Python read whole) lost every frame of the second member silently."""
+    frames = _co3d_ring(tmp_path, 6, 0.5)
+    jgz = tmp_path / "toy" / "frame_annotations.jgz"
+    whole = gzip.compress(json.dumps(frames).encode())
+    source = Co3dSource("co3d", str(tmp_path), views=6)
+    jgz.write_bytes(whole[:-8])
+    (reject,) = list(source.read(str(tmp_path / "toy")))
+    assert (reject.reason, reject.detail.endswith("is a truncated gzip stream (it ends before its trailer)")) == \
+        ("bad_annotation_file", True)
+    text = json.dumps(frames).encode()
+    middle = text.index(b"}}, {") + 3  # the first frame in one member, the other five in the next
+    jgz.write_bytes(gzip.compress(text[:middle]) + gzip.compress(text[middle:]))
+    assert gzip.decompress(jgz.read_bytes()) == text
+    (record,) = list(source.read(str(tmp_path / "toy")))
+    assert isinstance(record, MultiViewRecord) and record.lineage["frames_available"] == 6
+
+
+def test_objaverse_view_at_zero_degrees_comes_first(tmp_path: Path):
+    """Blender's float32 matrices put a camera rendered at azimuth 0 a few millionths of a degree
+    to either side (13% of them below, in a simulation of its quaternion round trip): those
+    sorted last as 360.0, so an object's sentence began at its second view, unlike its
+    neighbours'. An azimuth that prints as 360.000 is 0."""
+    uid = "d" * 32
+    for i, azimuth in enumerate((-3e-6, 90.0, 180.0, 270.0)):
+        _png(tmp_path / uid / f"{i:03d}.png", np.full((8, 8, 4), i, np.uint8))
+        np.save(tmp_path / uid / f"{i:03d}.npy", blender_rt(azimuth, 30.0, 2.0).astype(np.float64))
+    (record,) = list(ObjaverseSource("obj", str(tmp_path), views=4).read(str(tmp_path / uid)))
+    assert record.lineage["files"] == ["000", "001", "002", "003"]
+    assert record.azimuths_deg == (0.0, 90.0, 180.0, 270.0)
+
+
+def test_objaverse_views_at_one_azimuth_ordered_by_elevation(tmp_path: Path):
+    """Renders at two elevations per azimuth: float32 cameras put the two a few millionths of a
+    degree apart, either way round, so the noise (or the file order) decided which came first
+    and 20 objects rendered alike gave 15 different sentence patterns. Views whose azimuths
+    agree to 0.001 degree (the records' precision) go from the lowest elevation up."""
+    uid = "e" * 32
+    rng = np.random.default_rng(7)
+    views = [(azimuth + noise, elevation) for azimuth in range(0, 360, 45)
+             for elevation, noise in zip((30.0, -20.0), rng.choice([-2e-6, 2e-6], 2, replace=False))]
+    order = rng.permutation(len(views))
+    for i, k in enumerate(order):
+        _png(tmp_path / uid / f"{i:03d}.png", np.full((8, 8, 4), i, np.uint8))
+        np.save(tmp_path / uid / f"{i:03d}.npy", blender_rt(*views[k], 2.0))
+    (record,) = list(ObjaverseSource("obj", str(tmp_path), views=16).read(str(tmp_path / uid)))
+    seen = [views[order[int(stem)]] for stem in record.lineage["files"]]
+    assert [(round(a), e) for a, e in seen] == [(a, e) for a in range(0, 360, 45) for e in (-20.0, 30.0)]
 
 
 def test_azimuth_helpers():

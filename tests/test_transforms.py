@@ -60,6 +60,21 @@ def test_alpha_is_composited_on_white():
     assert mixed.tolist() == [(200 * 128 + 255 * 127 + 127) // 255, 127, 127]
 
 
+def test_sixteen_bit_grey_with_a_transparent_key_is_composited_on_white():
+    """A 16-bit grey PNG with a tRNS key (Pillow, libpng and PNG optimisers write one for a grey
+    render whose alpha is all or nothing): the key's pixels were shown in the key's grey, not
+    white, because the 16-bit branch never looked at the transparency."""
+    rng = np.random.default_rng(4)
+    grey = rng.integers(0, 65536, (12, 20), dtype=np.uint16)
+    key = 100 * 257
+    grey[:, :7] = key  # the background, transparent
+    grey[:, 7:][grey[:, 7:] == key] += 1
+    image = Image.frombytes("I;16", (20, 12), grey.astype("<u2").tobytes())
+    out = decode_rgb(_encode(image, "PNG", transparency=key))
+    expected = np.where(grey == key, 255, grey >> 8).astype(np.uint8)
+    assert np.array_equal(out, np.repeat(expected[..., None], 3, axis=2))
+
+
 def test_palette_with_transparency_and_cmyk(photo):
     pal = Image.fromarray(photo).quantize(16)
     pal.info["transparency"] = 0

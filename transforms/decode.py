@@ -438,22 +438,27 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def _has_alpha(image: Image.Image) -> bool:
     mode = image.mode
     return mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in image.info
-    ) or (mode in ("L", "RGB") and "transparency" in image.info)
+        mode in ("P", "L", "RGB", *_WIDE_GREY) and "transparency" in image.info
+    )
 
 
 def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, eight_bit: bool, top: float) -> np.ndarray:
     """One strip of rows as (h, W, 3) uint8: the per-pixel part of `to_rgb_array`."""
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode in _WIDE_GREY:
         values = np.asarray(strip)
         if mode == "I":
             values = values.clip(0, 255 if eight_bit else 65535)
             gray = values.astype(np.uint8) if eight_bit else (values >> 8).astype(np.uint8)
         else:
             gray = (values.astype(np.uint16) >> 8).astype(np.uint8)
+        if has_alpha:  # a tRNS key (16-bit grey PNG): its pixels are the background, white
+            gray[values == strip.info["transparency"]] = WHITE
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "F":
         values = np.asarray(strip, dtype=np.float64)
