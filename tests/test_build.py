@@ -142,6 +142,37 @@ def test_rerun_skips_committed_shards_and_changed_config_is_refused(mini_build_c
         run_build(changed)
 
 
+def test_an_output_of_an_earlier_render_revision_is_refused_then_rendered_again(mini_build_copy, monkeypatch):
+    """A version whose renders differ (`RENDER_REVISION`) never resumes an earlier version's output:
+    its stored units and committed shards hold the old renders. The refusal names the revisions and
+    the flag; --replace-changed renders everything again."""
+    import json
+
+    from uvd_pipeline import build, config as config_module
+    from uvd_pipeline.config import ConfigError
+
+    config, summary = mini_build_copy
+    record_path = Path(config.output) / build.BUILD_FILE
+    record = json.loads(record_path.read_text())
+    assert record["render_revision"] == config_module.RENDER_REVISION and record["config_hash"] == config.content_hash()
+    with monkeypatch.context() as patch:  # the record an earlier version wrote: its hash, no revision field
+        patch.setattr(config_module, "RENDER_REVISION", config_module.RENDER_REVISION - 1)
+        record["config_hash"] = config.content_hash()
+    del record["render_revision"]
+    assert record["config_hash"] != config.content_hash()
+    record_path.write_text(json.dumps(record))
+    before = shard_digests(Path(config.output))
+    earlier = config_module.RENDER_REVISION - 1
+    with pytest.raises(ConfigError, match=rf"earlier version .*render revision {earlier}, now "
+                                          rf"{config_module.RENDER_REVISION}.*--replace-changed"):
+        build.run_build(config)
+    again = build.run_build(config, replace_changed=True).summary
+    assert again["run"]["shards_resumed"] == 0
+    assert again["run"]["counters"]["web.units_rendered"] >= 1
+    assert shard_digests(Path(config.output)) == before  # this test's renders did not change
+    assert json.loads(record_path.read_text())["render_revision"] == config_module.RENDER_REVISION
+
+
 def test_partial_output_is_completed_with_identical_bytes(mini_corpus, mini_build, tmp_path):
     """The states a kill leaves behind: shards missing, a tar without stats, temp files."""
     from uvd_pipeline.build import run_build

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
-from uvd_pipeline.config import FORMAT_VERSION, BuildConfig, ConfigError
+from uvd_pipeline.config import FORMAT_VERSION, RENDER_REVISION, BuildConfig, ConfigError
 from uvd_pipeline.rendered_shards import (
     REJECTS_SUFFIX,
     RENDERED_DIR,
@@ -152,12 +152,18 @@ def run_pipeline(pipeline) -> Any:
     return result
 
 
+def _same_config(recorded: Any, current: dict[str, Any]) -> bool:
+    """Whether a build record's config is `current` but for the output's location (moved or copied)."""
+    return isinstance(recorded, dict) and {k: v for k, v in recorded.items() if k != "output"} == {
+        k: v for k, v in current.items() if k != "output"}
+
+
 def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool = False) -> None:
     output = config.output
     fs, root = fsio.filesystem(output)
     build_uri = fsio.join(output, BUILD_FILE)
-    record = {"format_version": FORMAT_VERSION, "config_hash": config.content_hash(),
-              "config": config.model_dump(mode="json", exclude={"beam": True})}
+    record = {"format_version": FORMAT_VERSION, "render_revision": RENDER_REVISION,
+              "config_hash": config.content_hash(), "config": config.model_dump(mode="json", exclude={"beam": True})}
     if fs.exists(fsio.filesystem(build_uri)[1]):
         existing = read_json(build_uri)
         changed = existing.get("config_hash") != record["config_hash"]
@@ -165,6 +171,13 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
             log.info("output %s holds another configuration's build: replacing it", output)
             overwrite = True
         if changed and not overwrite:
+            earlier = existing.get("render_revision", 1)
+            if earlier != RENDER_REVISION and _same_config(existing.get("config"), record["config"]):
+                raise ConfigError(
+                    f"output {output} holds a build of this configuration by an earlier version of the "
+                    f"pipeline (render revision {earlier}, now {RENDER_REVISION}), whose renders differ from "
+                    "this version's; pass --replace-changed to render it again, or choose a new `output`"
+                )
             raise ConfigError(
                 f"output {output} holds a build of a different configuration "
                 f"(config hash {existing.get('config_hash')} vs {record['config_hash']}); "

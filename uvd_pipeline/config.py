@@ -23,6 +23,13 @@ from transforms.phash import band_width, probes_per_band
 from uvd_pipeline.mixture import GROUPS, PAPER_MIX
 
 FORMAT_VERSION = 1
+# Bumped whenever the same input and config render to other bytes (a decoder, resize or ordering
+# fix), and part of the config hash: a build resumed by a newer version must not mix the earlier
+# version's stored units and committed shards with its own renders, so it is refused as changed
+# (--replace-changed renders it again). 2 (2026-12-05): label maps resized at pixel centres, palette
+# label PNGs read by index, Cityscapes void ids, Taskonomy edge threshold, 16-bit grey transparency,
+# multi-view azimuths about the object, class-folder names in NFC.
+RENDER_REVISION = 2
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
@@ -554,6 +561,7 @@ class BuildConfig(Strict):
         content = self.model_dump(mode="json", exclude={"beam": True, "output": True, "tokenizer": True,
                                                         "mixture": True})
         content["format_version"] = FORMAT_VERSION
+        content["render_revision"] = RENDER_REVISION
         blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
