@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import zlib
 from typing import Any
 
@@ -90,6 +91,9 @@ def parse_json(uri: str, data: bytes) -> Any:
         raise AnnotationFileError(uri, f"is not UTF-8 text (at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise AnnotationFileError(uri, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError:  # an integer of more digits than Python's int parser takes (4300)
+        raise AnnotationFileError(uri, "holds a number too long to read (more digits than "
+                                       f"{sys.get_int_max_str_digits()})") from None
 
 
 def load_json(uri: str, *, gzipped: bool = False, limit: int = MAX_ANNOTATION_BYTES) -> Any:

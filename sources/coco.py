@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
+from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, load_json,
                                       numbers, where)
 from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
 from sources.records import PairRecord, Reject, SourceItem, safe_key
-from transforms.annotations import MAX_CLASS_ID
+from transforms.annotations import COCO17, MAX_CLASS_ID
 
 COCO_TASKS = ("detection", "segmentation", "pose")
 IMAGES_PER_UNIT = 256
@@ -24,9 +24,12 @@ IMAGES_PER_UNIT = 256
 @dataclass(frozen=True)
 class CocoIndex:
     images: dict[int, dict[str, Any]]
-    annotations: dict[int, list[dict[str, Any]]]
+    annotations: dict[int, list[dict[str, Any]]]  # by image id, also ids that no `images` entry has
     categories: dict[int, dict[str, Any]]
     problems: dict[int, str]  # image id -> why all its pairs are rejected (an id used twice in one file)
+    # added to every category id: 1 where the files number categories from 0 and use 0 (Label
+    # Studio), since class 0 is the targets' background black; else 0
+    category_shift: int = 0
 
 
 AT = "_at"  # where an annotation came from ("instances.json annotations[12]"), for reject details
@@ -59,6 +62,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     involved is rejected, naming the file and both entries, and the rest of the file is used.
     """
     images: dict[int, dict[str, Any]] = {}
+    image_at: dict[int, str] = {}  # id -> "file images[i]" of the entry kept
     annotations: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
     problems: dict[int, str] = {}
@@ -73,8 +77,13 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
             if image_id in seen_images:
                 problems.setdefault(image_id, f"{short} images[{seen_images[image_id]}] and images[{index}] "
                                               f"both have id {image_id}")
+            elif image_id in images and images[image_id].get("file_name") != image.get("file_name"):
+                # instances and person_keypoints list the same images; another file is another image
+                problems.setdefault(image_id, f"{image_at[image_id]} and {short} images[{index}] give id {image_id} "
+                                              f"different file_names")
             seen_images.setdefault(image_id, index)
             images[image_id] = image
+            image_at[image_id] = f"{short} images[{index}]"
         for index, category in enumerate(_list(uri, data, "categories")):
             category_id = _int_field(uri, "categories", index, category, "id")
             categories[category_id] = {**categories.get(category_id, {}), **category}
@@ -90,12 +99,41 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
             seen_anns.setdefault(ann_id, (index, image_id))
             merged = annotations[image_id].get(ann_id, {})
             annotations[image_id][ann_id] = {**merged, **ann, AT: f"{short} {where('annotations', index, ann)}"}
-    return CocoIndex(images, {k: [v[i] for i in sorted(v)] for k, v in annotations.items()}, categories, problems)
+    # Label Studio numbers categories 0..n-1; Roboflow declares a placeholder 0 that no annotation uses
+    used_zero = any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values())
+    shift = 1 if used_zero and 0 in categories else 0
+    return CocoIndex(images, {k: [v[i] for i in sorted(v)] for k, v in annotations.items()}, categories, problems,
+                     shift)
 
 
 def _has_area(ann: dict[str, Any]) -> bool:
     bbox = ann["bbox"]
     return bbox[2] > 0 and bbox[3] > 0
+
+
+class Missing(str):
+    """The detail of a pair that has nothing of its task (`no_<task>_annotations`)."""
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _no_boxes(boxes: list[dict[str, Any]]) -> Missing:
+    """Why an image's boxes draw nothing: crowd regions are not objects, a box of no area
+    encloses nothing."""
+    crowds = sum(1 for a in boxes if a.get("iscrowd", 0))
+    flat = len(boxes) - crowds
+    if not boxes:
+        return Missing("has none")
+    parts = []
+    if flat:
+        parts.append("has no area" if len(boxes) == 1 else f"{flat} {'has' if flat == 1 else 'have'} no area")
+    if crowds:
+        parts.append("is a crowd region (iscrowd 1)" if len(boxes) == 1 else
+                     f"{crowds} {'is a crowd region' if crowds == 1 else 'are crowd regions'} (iscrowd 1)")
+    lead = "its 1 box" if len(boxes) == 1 else f"its {len(boxes)} boxes:"
+    return Missing(f"{lead} {', '.join(parts)}")
 
 
 def _polygon_problem(seg: Any) -> str | None:
@@ -117,49 +155,97 @@ def _rle_problem(seg: dict) -> str | None:
     return None
 
 
-def _category_problem(ann: dict[str, Any]) -> str | None:
+def _category_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
     """The category is the target's colour: 1..MAX_CLASS_ID each have their own (0 is the
-    background's black, and a larger id would wrap onto another class's colour or overflow)."""
+    background's black, and a larger id would wrap onto another class's colour or overflow).
+    `shift` is the index's `category_shift` (0-based ids are read one up)."""
     category_id = as_int(ann.get("category_id"))
     if category_id is None:
         return "category_id is not an integer"
-    if not 1 <= category_id <= MAX_CLASS_ID:
-        return f"category_id is outside 1..{MAX_CLASS_ID} (the ids the target palette colours)"
+    if not 1 <= category_id + shift <= MAX_CLASS_ID:
+        return f"category_id is outside {1 - shift}..{MAX_CLASS_ID - shift} (the ids the target palette colours)"
     return None
 
 
-def segmentation_problem(ann: dict[str, Any]) -> str | None:
+def segmentation_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
     seg = ann["segmentation"]
     problem = _rle_problem(seg) if isinstance(seg, dict) else _polygon_problem(seg)
-    if problem is None:
-        problem = _category_problem(ann)
-    if problem is None and "area" in ann and not is_number(ann["area"]):
-        problem = "area is not a number"
-    return problem
+    return problem if problem is not None else _category_problem(ann, shift)
 
 
-def detection_problem(ann: dict[str, Any]) -> str | None:
+def detection_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
     if not numbers(ann.get("bbox"), length=4):
         return "bbox is not 4 numbers"
-    return _category_problem(ann)
+    if ann["bbox"][2] < 0 or ann["bbox"][3] < 0:
+        return "bbox has a negative width or height"
+    return _category_problem(ann, shift)
 
 
 def declared_size_problem(image: dict[str, Any]) -> str | None:
-    """The image entry's `width`/`height`, where given, must be positive integers: the
-    segmentation renderer compares them with the decoded image (its polygons' frame)."""
+    """The image entry's `width`/`height`, where given, must be positive integers, or 0 (CVAT's
+    exporter writes 0 for a size it did not know): the renderer compares them with the decoded
+    image (its coordinates' frame)."""
     for name in ("width", "height"):
-        value = as_int(image.get(name)) if name in image else 1
-        if value is None or value < 1:
+        value = as_int(image.get(name)) if name in image else 0
+        if value is None or value < 0:
             return f"{name} is not a positive integer"
     return None
 
 
-def pose_problem(ann: dict[str, Any]) -> str | None:
-    if as_int(ann.get("num_keypoints", 0)) is None:
-        return "num_keypoints is not an integer"
-    if "keypoints" in ann and not numbers(ann["keypoints"], multiple_of=3):
-        return "keypoints are not x, y, visibility numbers"
+def declared_size(image: dict[str, Any]) -> dict[str, int | None]:
+    """The frame the coordinates were drawn in, as far as the entry says (None: not said)."""
+    return {name: (as_int(image.get(name)) or None) for name in ("height", "width")}
+
+
+def _skeleton_problem(skeleton: Any, category_id: Any, points: int) -> str | None:
+    if not (isinstance(skeleton, list) and all(isinstance(p, list) and len(p) == 2 and all(as_int(v) is not None
+                                                                                          for v in p)
+                                               for p in skeleton)):
+        return f"category {category_id} skeleton is not a list of point pairs"
+    for pair in skeleton:
+        for v in pair:
+            if not 1 <= as_int(v) <= points:
+                return f"category {category_id} skeleton names point {as_int(v)} (its pairs are 1-based, 1..{points})"
     return None
+
+
+def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> list[list[int]] | str | None:
+    """The 0-based limbs of a person from its category's 1-based `skeleton`; None for COCO's own
+    17-point skeleton (the built-in `coco17`, in any order), a text when the category and the
+    keypoints disagree. A category with no skeleton (or `skeleton: []`, as CVAT writes when it
+    has none) draws 17 points as COCO's person and other counts as points alone."""
+    points = len(ann["keypoints"]) // 3
+    category_id = ann.get("category_id")
+    category = categories.get(as_int(category_id), {}) if as_int(category_id) is not None else {}
+    names = category.get("keypoints")
+    if isinstance(names, list) and names and len(names) != points:
+        return f"keypoints hold {points} points, category {category_id} names {len(names)}"
+    skeleton = category.get("skeleton")
+    if not skeleton:
+        return None if points == len(COCO17.joints) else []
+    problem = _skeleton_problem(skeleton, category_id, points)
+    if problem:
+        return problem
+    limbs = [[as_int(a) - 1, as_int(b) - 1] for a, b in skeleton]
+    if points == len(COCO17.joints) and {frozenset(limb) for limb in limbs} == {frozenset(l) for l in COCO17.limbs} \
+            and len(limbs) == len(COCO17.limbs):
+        return None
+    return limbs
+
+
+def _labelled(ann: dict[str, Any]) -> bool:
+    """A person with a labelled point (v > 0), whatever `num_keypoints` says (left out, or 0
+    beside labelled points)."""
+    return any(v > 0 for v in ann["keypoints"][2::3])
+
+
+def pose_problem(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> str | None:
+    if "keypoints" not in ann:
+        return None  # `num_keypoints` alone: a crowd or a person without points
+    if not numbers(ann["keypoints"], multiple_of=3):
+        return "keypoints are not x, y, visibility numbers"
+    limbs = person_limbs(ann, categories) if _labelled(ann) else None
+    return limbs if isinstance(limbs, str) else None
 
 
 @dataclass(frozen=True)
@@ -182,7 +268,8 @@ class CocoSource:
         for name, uri in zip(self.annotation_files, self._uris()):
             if not fsio.exists(uri):
                 raise missing_under("annotation_files", self.path, name, "COCO: ")
-        ids = sorted(load_index(self._uris()).images)
+        index = load_index(self._uris())
+        ids = sorted(set(index.images) | set(index.annotations))  # annotations of unlisted images are rejects
         if not fsio.isdir(self._images_uri()):  # else every pair is a missing image
             raise missing_under("images_dir", self.path, self.images_dir, "COCO: ")
         return [tuple(ids[i : i + IMAGES_PER_UNIT]) for i in range(0, len(ids), IMAGES_PER_UNIT)]
@@ -191,9 +278,15 @@ class CocoSource:
         index = load_index(self._uris())
         images_uri = self._images_uri()
         for image_id in image_ids:
-            image = index.images[image_id]
             group = safe_key(self.name, str(image_id))
             anns = [a for a in index.annotations.get(image_id, [])]
+            if image_id not in index.images:
+                more = f" and {len(anns) - 1} more" if len(anns) > 1 else ""
+                for task in self.tasks:
+                    yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
+                                 f"image {image_id}: no images entry has this id; {anns[0][AT]}{more} name it")
+                continue
+            image = index.images[image_id]
             # the pair's width/height are the decoded image's (render_pair), never the JSON's
             lineage = {"image_id": image_id, "file": image.get("file_name")}
             if image_id in index.problems:
@@ -217,9 +310,9 @@ class CocoSource:
             for task in self.tasks:
                 key = f"{group}-{task}"
                 payload = self._payload(task, anns, image, index)
-                if payload is None:
-                    yield Reject(key, self.name, group, "read", f"no_{task}_annotations",
-                                 f"image {image_id} has none")
+                if isinstance(payload, Missing):
+                    detail = f"image {image_id} has none" if payload == "has none" else f"image {image_id}: {payload}"
+                    yield Reject(key, self.name, group, "read", f"no_{task}_annotations", detail)
                     continue
                 if isinstance(payload, str):
                     yield Reject(key, self.name, group, "read", BAD_ANNOTATION, payload)
@@ -229,12 +322,15 @@ class CocoSource:
                                  annotation=payload, lineage=dict(lineage))
 
     @staticmethod
-    def _payload(task: str, anns: list[dict], image: dict, index: CocoIndex) -> dict | str | None:
-        """The pair's annotation; None when the image has none for `task`; a text naming the
-        entry when one of them is malformed (that pair is rejected, nothing else)."""
+    def _payload(task: str, anns: list[dict], image: dict, index: CocoIndex) -> dict | str:
+        """The pair's annotation; a `Missing` when the image has nothing to draw for `task`; a
+        text naming the entry when one of them is malformed (that pair is rejected, nothing else)."""
         if task not in COCO_TASKS:
             raise ValueError(f"unknown COCO task {task!r}; allowed: {', '.join(COCO_TASKS)}")
-        check = {"detection": detection_problem, "segmentation": segmentation_problem, "pose": pose_problem}[task]
+        shift = index.category_shift
+        check = {"detection": lambda a: detection_problem(a, shift),
+                 "segmentation": lambda a: segmentation_problem(a, shift),
+                 "pose": lambda a: pose_problem(a, index.categories)}[task]
         used = {"detection": lambda a: "bbox" in a, "segmentation": lambda a: bool(a.get("segmentation")),
                 "pose": lambda a: "keypoints" in a or "num_keypoints" in a}[task]
         for ann in anns:
@@ -242,27 +338,37 @@ class CocoSource:
                 problem = check(ann)
                 if problem:
                     return f"{ann[AT]}: {problem}"
+        size_problem = declared_size_problem(image)
         if task == "detection":
-            kept = [a for a in anns if "bbox" in a and _has_area(a) and not a.get("iscrowd", 0)]
+            boxes = [a for a in anns if "bbox" in a]
+            kept = [a for a in boxes if _has_area(a) and not a.get("iscrowd", 0)]
             if not kept:
-                return None
-            return {"boxes": [list(map(float, a["bbox"])) for a in kept],
-                    "categories": [int(as_int(a["category_id"])) for a in kept]}
+                return _no_boxes(boxes)
+            if size_problem:
+                return f"image {image.get('id')}: {size_problem}"
+            return {**declared_size(image), "boxes": [list(map(float, a["bbox"])) for a in kept],
+                    "categories": [int(as_int(a["category_id"])) + shift for a in kept]}
         if task == "segmentation":
             kept = [a for a in anns if a.get("segmentation")]
             if not kept:
-                return None
-            size_problem = declared_size_problem(image)
+                return Missing("has none")
             if size_problem:
                 return f"image {image.get('id')}: {size_problem}"
-            # larger first, so smaller objects stay visible on top
-            kept.sort(key=lambda a: -float(a.get("area", 0)))
-            # the declared size is what the polygons' coordinates refer to; the renderer takes
-            # its mask size from the decoded image and rejects a pair whose declaration differs
-            return {"height": as_int(image.get("height")), "width": as_int(image.get("width")),
-                    "segments": [{"segmentation": a["segmentation"], "category_id": int(as_int(a["category_id"]))}
-                                 for a in kept]}
-        people = [a for a in anns if as_int(a.get("num_keypoints", 0)) > 0 and a.get("keypoints")]
+            # the declared size is what the coordinates refer to; the renderer takes its mask size
+            # from the decoded image, rejects a pair whose declaration differs, and paints the
+            # larger masks first (by their pixels: exporters write `area: 0` or none)
+            return {**declared_size(image),
+                    "segments": [{"segmentation": a["segmentation"],
+                                  "category_id": int(as_int(a["category_id"])) + shift} for a in kept]}
+        people = [a for a in anns if a.get("keypoints") and _labelled(a)]
         if not people:
-            return None
-        return {"skeleton": "coco17", "people": [[float(v) for v in a["keypoints"]] for a in people]}
+            return Missing("no labelled keypoint (v > 0)" if any(a.get("keypoints") for a in anns) else "has none")
+        if size_problem:
+            return f"image {image.get('id')}: {size_problem}"
+        limbs = [person_limbs(a, index.categories) for a in people]
+        payload = {**declared_size(image), "skeleton": "coco17", "people": [[float(v) for v in a["keypoints"]]
+                                                                            for a in people]}
+        if any(person is not None for person in limbs):  # a category's own skeleton
+            payload["skeleton"] = "custom"
+            payload["limbs"] = [[list(limb) for limb in COCO17.limbs] if person is None else person for person in limbs]
+        return payload

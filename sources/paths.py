@@ -141,13 +141,20 @@ def _within(root: str, path: str, sep: str) -> bool:
 
 def join_inside(root: str, name: str) -> str:
     """`root`/`name` for a name read from an annotation or index file; raises `OutsideRoot`
-    when the name is absolute, a URL, or climbs out with `..`."""
+    when the name is a URL, climbs out with `..`, or is absolute and not inside `root` (an
+    absolute name inside a local root, as Detectron2-style exports write them on the machine
+    holding the data, is that file)."""
     if not isinstance(name, str) or not name:
         raise OutsideRoot("empty or non-text file name")
-    if _is_url(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise OutsideRoot(f"{shown_name(name)} is an absolute name")
     if "\0" in name:
         raise OutsideRoot("file name holds a NUL byte")
+    if name.startswith("/") and not _is_url(root):
+        path = os.path.normpath(name)
+        if not _within(_local(root), path, os.sep):
+            raise OutsideRoot(f"{shown_name(name)} is an absolute name outside the source root")
+        return path
+    if _is_url(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise OutsideRoot(f"{shown_name(name)} is an absolute name")
     if _is_url(root):
         joined = posixpath.normpath(posixpath.join(root.split("://", 1)[1], name))
         base = posixpath.normpath(root.split("://", 1)[1])

@@ -293,26 +293,28 @@ def test_rle_counts_must_cover_the_image_exactly(tmp_path: Path):
 
 
 def test_declared_image_size_never_replaces_the_decoded_one(tmp_path: Path):
-    """The JSON's width/height: detection ignores them (the decoded 64x48 is what the pair records),
-    segmentation compares them with the image its polygons were drawn on."""
+    """The JSON's width/height name the frame the boxes, polygons and points were drawn in: every
+    task compares them with the decoded image (a declaration that differs means another frame),
+    a value that is no size rejects the pair, and 0 or nothing (CVAT writes 0 for a size it did
+    not know) is no declaration. Every rendered pair records the decoded 64x48."""
     declared = {1: {"width": 64, "height": 48}, 2: {"width": 64, "height": "abc"}, 3: {"width": 64, "height": 0.5},
-                4: {"width": 64, "height": 9999}, 5: {"width": 0, "height": 48}, 6: {}, 7: {"height": 48}}
+                4: {"width": 64, "height": 9999}, 5: {"width": 0, "height": 48}, 6: {}, 7: {"height": 48},
+                8: {"width": -64, "height": 48}}
     polygon = [[5.0, 5.0, 30.0, 5.0, 30.0, 25.0]]
     pairs = coco_dataset(tmp_path, [{"id": n, **size} for n, size in declared.items()],
                          [segment(n, n, polygon) for n in declared], ("detection", "segmentation"), size=(64, 48))
-    for n in declared:
-        unit = render_pair(pairs[f"coco-{n}-detection"], SQUARE)
-        assert (unit.members[0]["width"], unit.members[0]["height"]) == (64, 48), n
-    outcome = {n: pairs[f"coco-{n}-segmentation"] for n in declared}
-    outcome = {n: r if isinstance(r, Reject) else render_pair(r, SQUARE) for n, r in outcome.items()}
-    reasons = {n: (r.stage, r.reason) if isinstance(r, Reject) else "rendered" for n, r in outcome.items()}
-    assert reasons == {1: "rendered", 2: ("read", "bad_annotation"), 3: ("read", "bad_annotation"),
-                       4: ("annotation", "annotation_size_mismatch"), 5: ("read", "bad_annotation"),
-                       6: "rendered", 7: "rendered"}
-    assert outcome[2].detail == "image 2: height is not a positive integer"
-    assert outcome[5].detail == "image 5: width is not a positive integer"
-    assert outcome[4].detail == "annotation declares 64x9999, image is 64x48"
-    assert all((r.members[0]["width"], r.members[0]["height"]) == (64, 48) for n, r in outcome.items() if n in (1, 6, 7))
+    for task in ("detection", "segmentation"):
+        outcome = {n: pairs[f"coco-{n}-{task}"] for n in declared}
+        outcome = {n: r if isinstance(r, Reject) else render_pair(r, SQUARE) for n, r in outcome.items()}
+        reasons = {n: (r.stage, r.reason) if isinstance(r, Reject) else "rendered" for n, r in outcome.items()}
+        assert reasons == {1: "rendered", 2: ("read", "bad_annotation"), 3: ("read", "bad_annotation"),
+                           4: ("annotation", "annotation_size_mismatch"), 5: "rendered", 6: "rendered",
+                           7: "rendered", 8: ("read", "bad_annotation")}, task
+        assert outcome[2].detail == "image 2: height is not a positive integer"
+        assert outcome[8].detail == "image 8: width is not a positive integer"
+        assert outcome[4].detail == "annotation declares 64x9999, image is 64x48"
+        assert all((r.members[0]["width"], r.members[0]["height"]) == (64, 48) for r in outcome.values()
+                   if not isinstance(r, Reject))
 
 
 def test_category_ids_beyond_the_palette_are_rejected_not_wrapped(tmp_path: Path):

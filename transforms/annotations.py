@@ -51,6 +51,8 @@ def draw_boxes(canvas: np.ndarray, boxes_xyxy: np.ndarray, class_ids: Sequence[i
     size_y, size_x = out.shape[:2]
     for (x0, y0, x1, y1), class_id in zip(np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4), class_ids):
         # pixel-edge coordinates -> the pixels the edges pass through
+        if x1 <= 0 or y1 <= 0 or x0 >= size_x or y0 >= size_y:
+            continue  # wholly off the canvas (cropped away): clamping would draw it on the border
         left, top = int(np.clip(np.floor(x0), 0, size_x - 1)), int(np.clip(np.floor(y0), 0, size_y - 1))
         right, bottom = int(np.clip(np.ceil(x1) - 1, 0, size_x - 1)), int(np.clip(np.ceil(y1) - 1, 0, size_y - 1))
         if right < left or bottom < top:

@@ -18,6 +18,7 @@ from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, AnnotatedClip
                              Reject, TupleRecord)
 from transforms.annotations import (
     SKELETONS,
+    Skeleton,
     canny_edges,
     colourize_labels,
     depth_to_colour,
@@ -152,7 +153,9 @@ def _check_declared_size(annotation: dict[str, Any], h: int, w: int) -> None:
 
 
 def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.ndarray:
-    """COCO polygons / RLE -> one class-id map, in the given order (later ones on top).
+    """COCO polygons / RLE -> one class-id map, larger masks first so that smaller objects stay
+    visible on top (by the masks' own pixels: exporters write `area: 0` or none; equal ones in
+    the given order).
 
     The map has the decoded image's size, never the size the JSON declares (a declared
     20000 x 20000 would cost gigabytes before any check); a declaration that differs from the
@@ -165,7 +168,7 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
     if h * w * SEGMENT_MAP_BYTES > DEFAULT_MAX_DECODE_BYTES:
         raise AnnotationError("annotation_too_large", f"a {w}x{h} label map is over the memory budget")
     labels = np.zeros((h, w), np.int32)
-    covered = False
+    masks: list[tuple[np.ndarray, int]] = []
     for segment in annotation["segments"]:
         seg = segment["segmentation"]
         try:
@@ -179,7 +182,8 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
                 raise AnnotationError("bad_segmentation", f"RLE size {seg.get('size')} vs image {[h, w]}")
             else:
                 _check_rle_counts(seg.get("counts"), h, w)
-                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
+                rle = {"size": [h, w], "counts": seg["counts"]}  # a size written [60.0, 80.0] as C ints
+                rle = mask_utils.frPyObjects(rle, h, w) if isinstance(seg["counts"], list) else rle
             mask = mask_utils.decode(rle).astype(bool)
         except AnnotationError:
             raise
@@ -187,17 +191,29 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
             raise AnnotationError("bad_segmentation", type(exc).__name__) from None
         if mask.shape != (h, w):
             raise AnnotationError("bad_segmentation", f"mask {mask.shape} vs image {(h, w)}")
-        labels[mask] = segment["category_id"]
-        covered = covered or bool(mask.any())
-    if not covered:
+        masks.append((mask, segment["category_id"]))
+    areas = [int(np.count_nonzero(mask)) for mask, _ in masks]
+    if not any(areas):
         raise AnnotationError("empty_target", "no segment covers a pixel of the image")
+    for order in sorted(range(len(masks)), key=lambda i: -areas[i]):
+        mask, category_id = masks[order]
+        labels[mask] = category_id
     return labels
 
 
 def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
                right: np.ndarray | None) -> np.ndarray:
-    boxes = transform_boxes(plan, np.array([xywh_to_xyxy(b) for b in annotation["boxes"]]))
-    return draw_boxes(canvas, boxes, annotation["categories"])
+    """Boxes clipped to the image (a box reaching past it would be drawn into the padding, one
+    wholly outside on the border); a pair none of whose boxes overlaps the image is rejected."""
+    h, w = plan.in_h, plan.in_w
+    _check_declared_size(annotation, h, w)
+    boxes = np.array([xywh_to_xyxy(b) for b in annotation["boxes"]], dtype=np.float64).reshape(-1, 4)
+    boxes = np.clip(boxes, 0, [w, h, w, h])
+    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if not inside.any():
+        raise AnnotationError("empty_target", f"no box overlaps the {w}x{h} image")
+    categories = [c for c, keep in zip(annotation["categories"], inside) if keep]
+    return draw_boxes(canvas, transform_boxes(plan, boxes[inside]), categories)
 
 
 def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
@@ -220,12 +236,23 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
 
 def _pose(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
           right: np.ndarray | None) -> np.ndarray:
-    skeleton = SKELETONS[annotation["skeleton"]]
+    """People on one skeleton (`skeleton` names it), or each on its own `limbs` (0-based pairs:
+    a COCO category's own skeleton)."""
+    _check_declared_size(annotation, plan.in_h, plan.in_w)
     people = [transform_keypoints(plan, np.asarray(p, dtype=np.float64).reshape(-1, 3), settings.size)
               for p in annotation["people"]]
-    if any(len(p) != len(skeleton.joints) for p in people):
-        raise AnnotationError("bad_keypoints", f"{skeleton.name} needs {len(skeleton.joints)} joints")
-    return draw_skeletons(settings.size, people, skeleton)
+    if "limbs" not in annotation:
+        skeleton = SKELETONS[annotation["skeleton"]]
+        if any(len(p) != len(skeleton.joints) for p in people):
+            raise AnnotationError("bad_keypoints", f"{skeleton.name} needs {len(skeleton.joints)} joints")
+        return draw_skeletons(settings.size, people, skeleton)
+    target = None
+    for person, limbs in zip(people, annotation["limbs"]):
+        if any(not (0 <= a < len(person) and 0 <= b < len(person)) for a, b in limbs):
+            raise AnnotationError("bad_keypoints", f"a limb joins a point beyond the person's {len(person)}")
+        skeleton = Skeleton(annotation["skeleton"], ("",) * len(person), tuple((a, b) for a, b in limbs))
+        target = draw_skeletons(settings.size, [person], skeleton, background=target)
+    return target if target is not None else np.zeros((settings.size, settings.size, 3), np.uint8)
 
 
 def _depth(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,

@@ -1,0 +1,540 @@
+"""COCO files as the world writes them, rendered and checked against pycocotools.
+
+Each dataset here is a folder written the way a tool writes one: PNG/JPEG images by Pillow, the
+JSON by `json`, masks encoded by pycocotools itself (compressed RLE strings), or as COCO's own
+crowd annotations and CVAT's (Datumaro's) exporter write them (uncompressed `counts` lists).
+Masks are compared pixel for pixel with `COCO.annToMask`, put through the same resize plan as the
+image (nearest neighbour) under every resize policy, on a non-square image so that a swapped
+height and width would show. What cannot be rendered is a counted reject naming why, never an
+exception and never a pair quietly missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sources.annotation_files import AnnotationFileError
+from sources.coco import CocoSource, load_index
+from sources.records import PairRecord, Reject
+from transforms.annotations import COCO17, colour_of, colourize_labels, joint_colours, limb_colours
+from transforms.resize import plan_resize
+from uvd_pipeline.render import RenderSettings, decode_png
+from uvd_pipeline.render_annotated import render_pair
+
+POLICIES = ("squash", "center_crop", "pad")
+W, H = 80, 60  # not square: a height/width swap shows
+TASKS = ("detection", "segmentation", "pose")
+COCO_SKELETON = [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9], [8, 10],
+                 [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7]]
+
+
+def settings(policy: str = "squash", size: int = 64) -> RenderSettings:
+    return RenderSettings(size, policy, 0, 10**9, 1, 0, 0.0)
+
+
+def write_dataset(root: Path, data: dict, sizes: dict | None = None, skip: tuple = ()) -> Path:
+    """The images each `images` entry names (noise, W x H unless `sizes` says otherwise) and
+    `ann.json`; entries whose file is in `skip` get no file."""
+    root.mkdir(parents=True, exist_ok=True)
+    for image in data.get("images", []):
+        name = image.get("file_name")
+        if not isinstance(name, str) or name in skip or name.startswith("/"):
+            continue
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        w, h = (sizes or {}).get(name, (W, H))
+        rng = np.random.default_rng(len(name))
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    (root / "ann.json").write_text(json.dumps(data))
+    return root
+
+
+def read(root: Path, tasks=TASKS, files=("ann.json",)) -> dict[str, PairRecord | Reject]:
+    load_index.cache_clear()
+    source = CocoSource("coco", str(root), files, ".", tasks)
+    items = [item for unit in source.units() for item in source.read(unit)]
+    keys = [item.key for item in items]
+    assert len(keys) == len(set(keys))
+    return {item.key: item for item in items}
+
+
+def rendered(item, policy: str = "squash", size: int = 64):
+    assert isinstance(item, PairRecord), item
+    result = render_pair(item, settings(policy, size))
+    assert not isinstance(result, Reject), result
+    return decode_png(result.images[0]), decode_png(result.images[1])
+
+
+def outcome(item, policy: str = "squash") -> tuple[str, str] | str:
+    """(stage, reason) of a reject, at reading or rendering; 'rendered' otherwise."""
+    if isinstance(item, PairRecord):
+        item = render_pair(item, settings(policy))
+    return (item.stage, item.reason) if isinstance(item, Reject) else "rendered"
+
+
+def reference_labels(root: Path, image_id: int, h: int, w: int, shift: int = 0) -> np.ndarray:
+    """pycocotools' own masks (`COCO.annToMask`), painted larger first (by mask pixels) so that
+    smaller objects stay on top, as class ids (`shift` added, as for 0-based category ids)."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(root / "ann.json"))
+    masks = []
+    for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
+        if ann.get("segmentation"):
+            mask = coco.annToMask(ann).astype(bool)
+            assert mask.shape == (h, w)
+            masks.append((mask, ann["category_id"] + shift))
+    labels = np.zeros((h, w), np.int32)
+    for mask, category in sorted(masks, key=lambda m: -int(m[0].sum())):
+        labels[mask] = category
+    return labels
+
+
+def assert_matches_pycocotools(item, root: Path, image_id: int, h: int = H, w: int = W, shift: int = 0) -> None:
+    labels = reference_labels(root, image_id, h, w, shift)
+    assert labels.any()
+    for policy in POLICIES:
+        _, target = rendered(item, policy)
+        expected = colourize_labels(plan_resize(h, w, 64, policy).apply_image(labels, nearest=True))
+        assert np.array_equal(target, expected), (policy, int(np.any(target != expected, axis=2).sum()))
+
+
+def fortran_rle(mask: np.ndarray, compressed: bool) -> dict:
+    """A mask as COCO writes it: pycocotools' compressed string, or the uncompressed column-major
+    run lengths (starting with a run of zeros) of COCO's crowd annotations and CVAT's exports."""
+    from pycocotools import mask as mask_utils
+
+    if compressed:
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()}
+    flat = mask.flatten(order="F").astype(np.int8)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    runs = np.diff(np.concatenate([[0], edges]))
+    return {"size": list(mask.shape), "counts": [int(r) for r in runs]}
+
+
+def obj(ann_id: int, image_id: int, category_id: int = 1, **fields) -> dict:
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "iscrowd": 0, "area": 100.0,
+            "bbox": [10.0, 10.0, 20.0, 20.0], "segmentation": [[10.0, 10.0, 30.0, 10.0, 30.0, 30.0]], **fields}
+
+
+def images(*ids: int, **fields) -> list[dict]:
+    return [{"id": i, "file_name": f"{i}.png", "width": W, "height": H, **fields} for i in ids]
+
+
+def categories(*ids: int) -> list[dict]:
+    return [{"id": i, "name": f"c{i}", "supercategory": ""} for i in ids]
+
+
+# -- masks against pycocotools -------------------------------------------------------------------
+@pytest.mark.parametrize("compressed", [True, False], ids=["compressed", "uncompressed"])
+@pytest.mark.parametrize("iscrowd", [1, 0])
+def test_rle_masks_match_pycocotools(tmp_path: Path, compressed: bool, iscrowd: int):
+    """COCO's crowd RLE (`counts` a list, iscrowd 1), pycocotools' compressed strings, and CVAT's
+    masks (RLE with iscrowd 0 or 1): pixel for pixel what `annToMask` gives, under every policy."""
+    mask = np.zeros((H, W), bool)
+    mask[10:40, 20:70] = True
+    mask[45:58, 3:9] = True
+    mask[0, 79] = mask[59, 0] = True  # the corners: a transposed reading would lose them
+    rle = fortran_rle(mask, compressed)
+    assert rle["size"] == [H, W]
+    root = write_dataset(tmp_path, {"images": images(1), "categories": categories(3),
+                                    "annotations": [obj(1, 1, 3, segmentation=rle, iscrowd=iscrowd)]})
+    pairs = read(root, ("segmentation",))
+    assert_matches_pycocotools(pairs["coco-1-segmentation"], root, 1)
+
+
+def test_rle_size_written_as_floats_is_read(tmp_path: Path):
+    """`size: [60.0, 80.0]` (a JSON writer that keeps every number a float) is the same size."""
+    mask = np.zeros((H, W), bool)
+    mask[5:25, 30:60] = True
+    rle = fortran_rle(mask, True)
+    rle["size"] = [float(v) for v in rle["size"]]
+    root = write_dataset(tmp_path, {"images": images(1), "categories": categories(1),
+                                    "annotations": [obj(1, 1, segmentation=rle, iscrowd=1)]})
+    _, target = rendered(read(root, ("segmentation",))["coco-1-segmentation"])
+    expected = plan_resize(H, W, 64, "squash").apply_image(mask.astype(np.uint8), nearest=True).astype(bool)
+    assert np.array_equal(np.all(target == colour_of(1), axis=2), expected)
+
+
+def test_polygons_match_pycocotools(tmp_path: Path):
+    """Several polygons per object, float coordinates, vertices outside the image on every side."""
+    polygons = [[-10.5, -5.25, 40.7, 3.3, 30.1, 50.9], [50.2, 20.2, 95.0, 25.5, 70.3, 70.7, 55.5, 40.0],
+                [2.5, 40.5, 12.25, 44.0, 6.0, 58.75]]
+    root = write_dataset(tmp_path, {"images": images(1), "categories": categories(5),
+                                    "annotations": [obj(1, 1, 5, segmentation=polygons)]})
+    assert_matches_pycocotools(read(root, ("segmentation",))["coco-1-segmentation"], root, 1)
+
+
+def test_degenerate_polygons_beside_good_ones_draw_nothing(tmp_path: Path):
+    """A polygon of 1 or 2 points encloses nothing: the object is its other polygons (pycocotools
+    itself takes a first polygon of 4 numbers for a box, and raises on the mix)."""
+    from pycocotools import mask as mask_utils
+
+    good = [30.5, 5.5, 60.5, 5.5, 45.5, 40.5]
+    root = write_dataset(tmp_path, {"images": images(1), "categories": categories(6),
+                                    "annotations": [obj(1, 1, 6, segmentation=[[10, 10, 20, 20], good, [1, 1]])]})
+    _, target = rendered(read(root, ("segmentation",))["coco-1-segmentation"])
+    expected = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([good], H, W))).astype(bool)
+    plan = plan_resize(H, W, 64, "squash")
+    assert np.array_equal(np.all(target == colour_of(6), axis=2), plan.apply_image(expected.astype(np.uint8),
+                                                                                   nearest=True).astype(bool))
+
+
+def test_malformed_polygons_reject_their_pair(tmp_path: Path):
+    annotations = [obj(1, 1, segmentation=[[30.5, 5.5, 60.5, 5.5, 45.5]]),  # odd count
+                   obj(2, 2, segmentation=[[30.5, 5.5, 60.5, 5.5]]),  # no polygon of 3 points
+                   obj(3, 3, segmentation=[[100.0, 100.0, 120.0, 100.0, 120.0, 120.0]])]  # wholly outside
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3), "categories": categories(1), "annotations": annotations})
+    pairs = read(root, ("segmentation",))
+    assert outcome(pairs["coco-1-segmentation"]) == ("read", "bad_annotation")
+    assert outcome(pairs["coco-2-segmentation"]) == ("read", "bad_annotation")
+    assert outcome(pairs["coco-3-segmentation"]) == ("annotation", "empty_target")
+
+
+def test_overlapping_objects_paint_larger_masks_first_whatever_area_says(tmp_path: Path):
+    """Exporters write `area: 0` or leave it out: a whole-image object declared with area 0 used to
+    be painted last and hid the small object on it. The order is the masks' own pixel counts."""
+    whole = [[0.0, 0.0, 80.0, 0.0, 80.0, 60.0, 0.0, 60.0]]
+    small = [[10.0, 10.0, 20.0, 10.0, 20.0, 20.0, 10.0, 20.0]]
+    annotations = [obj(1, 1, 7, segmentation=whole, area=0), obj(2, 1, 8, segmentation=small, area=100.0),
+                   obj(3, 2, 7, segmentation=small), obj(4, 2, 8, segmentation=whole)]
+    del annotations[2]["area"], annotations[3]["area"]
+    root = write_dataset(tmp_path, {"images": images(1, 2), "categories": categories(7, 8), "annotations": annotations})
+    pairs = read(root, ("segmentation",))
+    for image_id, small_id in ((1, 8), (2, 7)):
+        _, target = rendered(pairs[f"coco-{image_id}-segmentation"])
+        assert np.all(target == colour_of(small_id), axis=2).sum() > 50
+        assert_matches_pycocotools(pairs[f"coco-{image_id}-segmentation"], root, image_id)
+
+
+# -- boxes -----------------------------------------------------------------------------------------
+def drawn(item, policy: str = "squash") -> np.ndarray:
+    source, target = rendered(item, policy)
+    return np.any(source != target, axis=2)
+
+
+def test_boxes_are_clipped_to_the_image(tmp_path: Path):
+    """A box wholly outside the image drew a stray pixel in the canvas corner; one reaching past
+    the image drew its edge into the padding. Boxes are clipped to the image before drawing."""
+    annotations = [obj(1, 1, bbox=[10.0, 10.0, 20.0, 20.0]), obj(2, 1, 2, bbox=[200.0, 100.0, 20.0, 20.0]),
+                   obj(3, 2, bbox=[60.0, 40.0, 50.0, 50.0]), obj(4, 3, bbox=[200.0, 100.0, 20.0, 20.0]),
+                   obj(5, 4, bbox=[2.0, 2.0, 5.0, 5.0])]
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4), "categories": categories(1, 2),
+                                    "annotations": annotations})
+    pairs = read(root, ("detection",))
+    for policy in POLICIES:
+        only_inside = drawn(pairs["coco-1-detection"], policy)
+        ys, xs = np.nonzero(only_inside)
+        assert xs.max() < 40 and ys.max() < 40, policy  # nothing from the box at (200, 100)
+    # pad: the 80x60 image fills rows 8..55 of the 64 canvas; the box ends at the image's corner
+    ys, xs = np.nonzero(drawn(pairs["coco-2-detection"], "pad"))
+    assert (ys.min(), ys.max(), xs.max()) == (8 + 32, 55, 63)
+    ys, xs = np.nonzero(drawn(pairs["coco-2-detection"], "squash"))
+    assert (ys.max(), xs.max()) == (63, 63)
+    reject = render_pair(pairs["coco-3-detection"], settings())
+    assert (reject.stage, reject.reason) == ("annotation", "empty_target")
+    assert reject.detail == "no box overlaps the 80x60 image"
+    # center_crop keeps x 10..70: a box at x 2..7 is cropped away, not drawn on the border
+    assert not drawn(pairs["coco-4-detection"], "center_crop").any()
+    assert drawn(pairs["coco-4-detection"], "squash").any()
+
+
+def test_box_sizes_zero_negative_and_crowds(tmp_path: Path):
+    """A negative width or height is no COCO box (a reject naming the entry); a zero-size box
+    encloses nothing and crowd regions (iscrowd 1) are not objects to draw: an image with nothing
+    else says so in its reject instead of 'has none'."""
+    annotations = [obj(1, 1), obj(2, 1, 2, bbox=[30.0, 30.0, -10.0, 10.0]),
+                   obj(3, 2, bbox=[10.0, 5.0, 0.0, 20.0]), obj(4, 3, iscrowd=1),
+                   obj(5, 4), obj(6, 4, 2, bbox=[40.0, 40.0, 0.0, 0.0]),
+                   obj(7, 4, 2, iscrowd=1, bbox=[50.0, 5.0, 9.0, 9.0])]
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4), "categories": categories(1, 2),
+                                    "annotations": annotations})
+    pairs = read(root, ("detection",))
+    assert (pairs["coco-1-detection"].reason, pairs["coco-1-detection"].detail) == (
+        "bad_annotation", "ann.json annotations[1] (id 2): bbox has a negative width or height")
+    assert (pairs["coco-2-detection"].reason, pairs["coco-2-detection"].detail) == (
+        "no_detection_annotations", "image 2: its 1 box has no area")
+    assert (pairs["coco-3-detection"].reason, pairs["coco-3-detection"].detail) == (
+        "no_detection_annotations", "image 3: its 1 box is a crowd region (iscrowd 1)")
+    assert pairs["coco-4-detection"].annotation["boxes"] == [[10.0, 10.0, 20.0, 20.0]]
+
+
+# -- keypoints -----------------------------------------------------------------------------------
+def keypoints(n: int = 17, visibility: int = 2, step: float = 4.0) -> list[float]:
+    return [float(v) for j in range(n) for v in (4 + step * j % 72, 6 + 3 * j, visibility)]
+
+
+def person_categories(*extra: dict) -> list[dict]:
+    return [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(COCO17.joints),
+             "skeleton": COCO_SKELETON}, *extra]
+
+
+def test_invisible_keypoints_are_never_drawn(tmp_path: Path):
+    """v = 0 points that keep an x, y (some tools leave the last position there) draw no disc and
+    no limb: the target is the one of the same person with those points at 0, 0. v = 1 (labelled,
+    not visible) is drawn, as pycocotools' showAnns draws every v > 0."""
+    hidden = range(0, 17, 2)
+    placed, zeroed = keypoints(), keypoints()
+    for j in hidden:
+        placed[3 * j + 2] = zeroed[3 * j + 2] = 0
+        zeroed[3 * j : 3 * j + 2] = [0.0, 0.0]
+    placed[3 * 1 + 2] = zeroed[3 * 1 + 2] = 1
+    root = write_dataset(tmp_path, {"images": images(1, 2), "categories": person_categories(),
+                                    "annotations": [obj(1, 1, keypoints=placed, num_keypoints=8),
+                                                    obj(2, 2, keypoints=zeroed, num_keypoints=8)]})
+    pairs = read(root, ("pose",))
+    _, target = rendered(pairs["coco-1-pose"], "squash", 160)
+    assert np.array_equal(target, rendered(pairs["coco-2-pose"], "squash", 160)[1])
+    for j in range(17):
+        x, y = placed[3 * j] * 160 / W, placed[3 * j + 1] * 160 / H
+        centre = tuple(int(c) for c in target[int(y), int(x)])
+        assert (centre == joint_colours(COCO17)[j]) == (j not in hidden), j
+    drawn_limbs = {tuple(c) for c in target.reshape(-1, 3)} & set(limb_colours(COCO17))
+    assert drawn_limbs and all(a not in hidden and b not in hidden
+                               for (a, b), colour in zip(COCO17.limbs, limb_colours(COCO17)) if colour in drawn_limbs)
+
+
+@pytest.mark.parametrize("num_keypoints", [None, 0], ids=["missing", "stale"])
+def test_visible_keypoints_count_whatever_num_keypoints_says(tmp_path: Path, num_keypoints):
+    """num_keypoints left out, or 0 while points are labelled: the points' own v decides."""
+    ann = obj(1, 1, keypoints=keypoints())
+    if num_keypoints is not None:
+        ann["num_keypoints"] = num_keypoints
+    root = write_dataset(tmp_path, {"images": images(1, 2), "categories": person_categories(),
+                                    "annotations": [ann, obj(2, 2, keypoints=[0.0] * 51, num_keypoints=0)]})
+    pairs = read(root, ("pose",))
+    assert len(pairs["coco-1-pose"].annotation["people"]) == 1
+    assert (pairs["coco-2-pose"].reason, pairs["coco-2-pose"].detail) == (
+        "no_pose_annotations", "image 2: no labelled keypoint (v > 0)")
+
+
+def test_skeleton_comes_from_the_category_one_based(tmp_path: Path):
+    """A hand of 5 points with its own skeleton, and a 17-point category whose skeleton is not
+    COCO's: limbs join the points the category's 1-based pairs name, and no others."""
+    hand = {"id": 2, "name": "hand", "keypoints": ["a", "b", "c", "d", "e"], "skeleton": [[1, 2], [2, 3], [4, 5]]}
+    robot = {"id": 3, "name": "robot", "keypoints": [f"j{i}" for i in range(17)], "skeleton": [[1, 17]]}
+    hand_points = [5.0, 5.0, 2, 70.0, 5.0, 2, 70.0, 55.0, 2, 5.0, 55.0, 2, 40.0, 30.0, 2]
+    robot_points = [0.0] * 51
+    robot_points[0:3] = [5.0, 30.0, 2]
+    robot_points[48:51] = [75.0, 30.0, 2]
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3), "categories": person_categories(hand, robot),
+                                    "annotations": [obj(1, 1, 2, keypoints=hand_points, num_keypoints=5),
+                                                    obj(2, 2, 3, keypoints=robot_points, num_keypoints=2),
+                                                    obj(3, 3, 1, keypoints=keypoints(), num_keypoints=17)]})
+    pairs = read(root, ("pose",))
+
+    def at(target: np.ndarray, x: float, y: float) -> tuple:
+        return tuple(int(c) for c in target[int(y * 160 / H), int(x * 160 / W)])
+
+    _, target = rendered(pairs["coco-1-pose"], "squash", 160)
+    limb = _rainbow3()
+    assert at(target, 37.5, 5.0) == limb[0]  # points 1-2
+    assert at(target, 70.0, 30.0) == limb[1]  # points 2-3
+    assert at(target, 22.5, 42.5) == limb[2]  # points 4-5
+    assert at(target, 5.0, 30.0) == (0, 0, 0)  # points 1-4: no limb
+    _, target = rendered(pairs["coco-2-pose"], "squash", 160)
+    assert at(target, 40.0, 30.0) != (0, 0, 0)  # points 1-17
+    # COCO's own skeleton draws as the built-in COCO-17 one
+    assert pairs["coco-3-pose"].annotation["skeleton"] == "coco17"
+
+
+def _rainbow3() -> list[tuple[int, int, int]]:
+    from transforms.annotations import Skeleton
+
+    return limb_colours(Skeleton("three", ("a",) * 5, ((0, 1), (1, 2), (3, 4))))
+
+
+@pytest.mark.parametrize("skeleton, points, detail", [
+    ([[0, 1]], 5, "category 2 skeleton names point 0 (its pairs are 1-based, 1..5)"),
+    ([[1, 6]], 5, "category 2 skeleton names point 6 (its pairs are 1-based, 1..5)"),
+    ([[1, 2]], 4, "keypoints hold 4 points, category 2 names 5"),
+])
+def test_skeletons_and_keypoints_that_disagree_reject_the_pair(tmp_path: Path, skeleton, points, detail):
+    hand = {"id": 2, "name": "hand", "keypoints": ["a", "b", "c", "d", "e"], "skeleton": skeleton}
+    root = write_dataset(tmp_path, {"images": images(1), "categories": [hand],
+                                    "annotations": [obj(1, 1, 2, keypoints=keypoints(points), num_keypoints=points)]})
+    reject = read(root, ("pose",))["coco-1-pose"]
+    assert (reject.reason, reject.detail) == ("bad_annotation", f"ann.json annotations[0] (id 1): {detail}")
+
+
+# -- exports of real tools -------------------------------------------------------------------------
+def test_cvat_coco_export(tmp_path: Path):
+    """CVAT's "COCO 1.0" (Datumaro): ids from 1, licenses and info with empty strings, images with
+    license 0 and date_captured 0, masks as uncompressed RLE with iscrowd 1, polygons with iscrowd
+    0, `attributes` on every annotation, boxes with `segmentation: []`; width/height 0 where the
+    exporter did not know the image's size."""
+    mask = np.zeros((H, W), bool)
+    mask[20:50, 10:40] = True
+    cvat = {
+        "licenses": [{"name": "", "id": 0, "url": ""}],
+        "info": {"contributor": "", "date_created": "", "description": "", "url": "", "version": "", "year": ""},
+        "categories": [{"id": 1, "name": "car", "supercategory": ""}, {"id": 2, "name": "person", "supercategory": ""}],
+        "images": [{"id": 1, "width": W, "height": H, "file_name": "task_1/frame_000000.png", "license": 0,
+                    "flickr_url": "", "coco_url": "", "date_captured": 0},
+                   {"id": 2, "width": 0, "height": 0, "file_name": "task_1/frame_000001.png", "license": 0,
+                    "flickr_url": "", "coco_url": "", "date_captured": 0}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": fortran_rle(mask, False), "area": 900.0,
+             "bbox": [10.0, 20.0, 30.0, 30.0], "iscrowd": 1, "attributes": {"occluded": False}},
+            {"id": 2, "image_id": 1, "category_id": 2, "segmentation": [[50.0, 10.0, 75.0, 12.0, 70.0, 55.0]],
+             "area": 520.0, "bbox": [50.0, 10.0, 25.0, 45.0], "iscrowd": 0,
+             "attributes": {"occluded": True, "rotation": 0.0}},
+            {"id": 3, "image_id": 2, "category_id": 2, "segmentation": [], "area": 300.0,
+             "bbox": [5.0, 5.0, 20.0, 15.0], "iscrowd": 0, "attributes": {"occluded": False, "rotation": 0.0}},
+        ]}
+    root = write_dataset(tmp_path, cvat)
+    pairs = read(root)
+    assert_matches_pycocotools(pairs["coco-1-segmentation"], root, 1)
+    assert pairs["coco-1-detection"].annotation["boxes"] == [[50.0, 10.0, 25.0, 45.0]]  # the crowd mask's is not
+    assert outcome(pairs["coco-2-detection"]) == "rendered"  # width/height 0: unknown, not wrong
+    assert pairs["coco-2-segmentation"].reason == "no_segmentation_annotations"
+
+
+def test_label_studio_zero_based_category_ids_are_shifted(tmp_path: Path):
+    """Label Studio numbers categories from 0 and uses 0: colour 0 is the background's black, so
+    such a file's ids are read one up (0 -> 1), every pair of it alike."""
+    ls = {"images": [{"width": W, "height": H, "id": 0, "file_name": "images/a1b2c3-photo.png"}],
+          "categories": [{"id": 0, "name": "Airplane"}, {"id": 1, "name": "Car"}],
+          "annotations": [
+              {"id": 0, "image_id": 0, "category_id": 0, "segmentation": [], "bbox": [5, 5, 20, 20], "ignore": 0,
+               "iscrowd": 0, "area": 400},
+              {"id": 1, "image_id": 0, "category_id": 1, "ignore": 0, "iscrowd": 0, "area": 520.0,
+               "segmentation": [[50.0, 10.0, 75.0, 12.0, 70.0, 55.0]], "bbox": [50.0, 10.0, 25.0, 45.0]},
+              {"id": 2, "image_id": 0, "category_id": 0, "ignore": 0, "iscrowd": 0, "area": 300.0,
+               "segmentation": [[10.0, 30.0, 40.0, 30.0, 25.0, 58.0]], "bbox": [10.0, 30.0, 30.0, 28.0]}],
+          "info": {"year": 2024, "version": "1.0", "description": "", "contributor": "Label Studio", "url": "",
+                   "date_created": "2024-05-01 10:00:00.000000"}}
+    root = write_dataset(tmp_path, ls)
+    pairs = read(root, ("detection", "segmentation"))
+    assert pairs["coco-0-detection"].annotation["categories"] == [1, 2, 1]
+    assert_matches_pycocotools(pairs["coco-0-segmentation"], root, 0, shift=1)
+
+
+def test_roboflow_placeholder_category_zero_is_not_a_shift(tmp_path: Path):
+    """Roboflow declares category 0 as the supercategory of the rest and never uses it; its ids
+    are not contiguous after deletions. They are read as they stand."""
+    rf = {"info": {"year": "2024", "version": "3", "description": "Exported from roboflow.com"},
+          "licenses": [{"id": 1, "url": "https://creativecommons.org/licenses/by/4.0/", "name": "CC BY 4.0"}],
+          "categories": [{"id": 0, "name": "vehicles", "supercategory": "none"},
+                         {"id": 1, "name": "car", "supercategory": "vehicles"},
+                         {"id": 4, "name": "bus", "supercategory": "vehicles"}],
+          "images": [{"id": 0, "license": 1, "file_name": "img_jpg.rf.0123abcd.png", "height": H, "width": W,
+                      "date_captured": "2024-05-01T10:00:00+00:00"}],
+          "annotations": [obj(0, 0, 1), obj(1, 0, 4, segmentation=[[50.0, 10.0, 75.0, 12.0, 70.0, 55.0]])]}
+    root = write_dataset(tmp_path, rf)
+    pairs = read(root, ("detection", "segmentation"))
+    assert pairs["coco-0-detection"].annotation["categories"] == [1, 4]
+    assert_matches_pycocotools(pairs["coco-0-segmentation"], root, 0)
+
+
+def test_file_names_with_folders_absolute_and_non_ascii(tmp_path: Path):
+    """Detectron2-style `train2017/000000000139.jpg` under the images folder; an absolute name
+    inside it (as written on the machine that holds the data); non-ASCII names. An absolute name
+    elsewhere, or climbing out, is `outside_root`."""
+    root = tmp_path / "data"
+    entries = [{"id": 139, "file_name": "train2017/000000000139.png"},
+               {"id": 2, "file_name": str(root / "abs" / "2.png")},
+               {"id": 3, "file_name": "café/ünï 猫.png"},
+               {"id": 4, "file_name": str(tmp_path / "elsewhere.png")},
+               {"id": 5, "file_name": "../elsewhere.png"}]
+    write_dataset(root, {"images": entries, "annotations": [obj(n, e["id"]) for n, e in enumerate(entries, 1)],
+                         "categories": categories(1)})
+    write_dataset(root / "abs", {"images": [{"id": 2, "file_name": "2.png"}]})
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "elsewhere.png")
+    pairs = read(root, ("detection",))
+    for n in (139, 2, 3):
+        assert outcome(pairs[f"coco-{n}-detection"]) == "rendered", n
+    assert pairs["coco-4-detection"].reason == pairs["coco-5-detection"].reason == "outside_root"
+
+
+def test_declared_size_of_a_turned_phone_photo(tmp_path: Path):
+    """A phone photo stored 80x60 with EXIF orientation 6 is shown 60x80. CVAT annotates what it
+    shows and declares 60x80: every task renders, and the mask is pycocotools' own. A file
+    declaring the stored 80x60 drew its boxes and points in the other frame: now every task of it
+    is `annotation_size_mismatch`."""
+    root = tmp_path
+    stored = np.zeros((H, W, 3), np.uint8)
+    stored[:, : W // 2] = 200
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(root / "phone.jpg", exif=exif.tobytes(), quality=95)
+    polygon = [[5.0, 50.0, 55.0, 50.0, 55.0, 75.0, 5.0, 75.0]]
+    person = keypoints()
+    annotations = [obj(n, n, segmentation=polygon, bbox=[5.0, 50.0, 50.0, 25.0], keypoints=person, num_keypoints=17)
+                   for n in (1, 2)]
+    data = {"images": [{"id": 1, "file_name": "phone.jpg", "width": H, "height": W},
+                       {"id": 2, "file_name": "phone.jpg", "width": W, "height": H}],
+            "annotations": annotations, "categories": person_categories()}
+    (root / "ann.json").write_text(json.dumps(data))
+    pairs = read(root)
+    assert all(outcome(pairs[f"coco-1-{task}"]) == "rendered" for task in TASKS)
+    assert_matches_pycocotools(pairs["coco-1-segmentation"], root, 1, h=W, w=H)
+    for task in TASKS:
+        reject = render_pair(pairs[f"coco-2-{task}"], settings())
+        assert (reject.stage, reject.reason, reject.detail) == (
+            "annotation", "annotation_size_mismatch", "annotation declares 80x60, image is 60x80"), task
+
+
+def test_annotations_of_an_image_not_listed_are_counted(tmp_path: Path):
+    """Annotations whose image_id no `images` entry has were dropped without a word."""
+    root = write_dataset(tmp_path, {"images": images(1), "categories": categories(1),
+                                    "annotations": [obj(1, 1), obj(2, 7), obj(3, 7)]})
+    pairs = read(root)
+    assert outcome(pairs["coco-1-detection"]) == "rendered"
+    for task in TASKS:
+        reject = pairs[f"coco-7-{task}"]
+        assert (reject.stage, reject.reason, reject.detail) == (
+            "read", "bad_annotation",
+            "image 7: no images entry has this id; ann.json annotations[1] (id 2) and 1 more name it")
+
+
+def test_image_ids_twice_and_files_that_disagree(tmp_path: Path):
+    """One id twice in a file rejects that image's pairs; the same id in two files merges, unless
+    the files name different images for it (which one was annotated?)."""
+    root = write_dataset(tmp_path, {"images": images(1, 1, 2, 3), "categories": person_categories(),
+                                    "annotations": [obj(1, 1), obj(2, 2), obj(3, 3)]})
+    other = {"images": [{"id": 2, "file_name": "3.png", "width": W, "height": H}, *images(3)],
+             "categories": person_categories(),
+             "annotations": [obj(10, 2, keypoints=keypoints()), obj(11, 3, keypoints=keypoints())]}
+    (root / "keypoints.json").write_text(json.dumps(other))
+    pairs = read(root, files=("ann.json", "keypoints.json"))
+    assert pairs["coco-1-detection"].detail == "image 1: ann.json images[0] and images[1] both have id 1"
+    assert pairs["coco-2-pose"].detail == ("image 2: ann.json images[2] and keypoints.json images[0] give id 2 "
+                                           "different file_names")
+    assert {outcome(pairs[f"coco-3-{task}"]) for task in TASKS} == {"rendered"}
+
+
+def test_missing_and_unreadable_image_files_are_counted(tmp_path: Path):
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4), "categories": categories(1),
+                                    "annotations": [obj(n, n) for n in (1, 2, 3, 4)]}, skip=("2.png",))
+    (root / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (root / "4.png").unlink()
+    (root / "4.png").mkdir()
+    pairs = read(root, ("detection",))
+    assert outcome(pairs["coco-1-detection"]) == "rendered"
+    assert outcome(pairs["coco-2-detection"]) == ("read", "unreadable_file")
+    assert outcome(pairs["coco-3-detection"])[0] == "decode"
+    assert outcome(pairs["coco-4-detection"]) == ("read", "unreadable_file")
+
+
+def test_huge_fields_and_numbers(tmp_path: Path):
+    """A 30 MB description or URL is carried nowhere; a number of 5000 digits (Python's int
+    parser refuses more than 4300) refuses the file with one line naming it, not a traceback."""
+    root = write_dataset(tmp_path, {"images": images(1, flickr_url="x" * 30_000_000), "categories": categories(1),
+                                    "annotations": [obj(1, 1, note="y" * 10_000_000)],
+                                    "info": {"description": "z" * 10_000_000}})
+    item = read(root, ("detection",))["coco-1-detection"]
+    assert outcome(item) == "rendered" and len(repr(item)) < 2000
+    (root / "ann.json").write_text('{"images": [{"id": ' + "9" * 5000 + ', "file_name": "1.png"}]}')
+    load_index.cache_clear()
+    with pytest.raises(AnnotationFileError, match=r"ann\.json: holds a number too long to read"):
+        CocoSource("coco", str(root), ("ann.json",), ".").units()
