@@ -268,6 +268,10 @@ class AnnotatedVideoSource:
                 yield Reject(group, self.name, group, "read", "unreadable_file",
                              f"joint_positions.mat: {type(exc).__name__}")
                 return
+            if len(points) > n_frames:
+                # poses past the last frame file are frames missing at the clip's end: rejected as a gap is
+                present, n_frames = present + list(range(n_frames, len(points))), len(points)
+                windows = windows_holding(present, n_frames, self.frames, self.stride)
         widths = {len(_digits(f) or "") for slot in slots.values() for f in slot.frames}
         width = widths.pop() if len(widths) == 1 else 0  # a missing frame named as its neighbours are
         for window in windows:

@@ -768,3 +768,24 @@ def test_jhmdb_mat_as_matlab_writes_it(tmp_path: Path):
     _jhmdb_clip(tmp_path / "b", 1, _saved_as({"pos_img": pos[:, :, 0]}))
     (clip,) = [i for u in one.units() for i in one.read(u)]
     assert clip.annotation["points"][0][:3] == [pos[0, 0, 0] - 0.5, pos[1, 0, 0] - 0.5, 2.0]
+
+
+def test_jhmdb_poses_and_frames_of_different_counts_are_all_accounted(tmp_path: Path):
+    """pos_img's T is JHMDB's frame count: poses past the last frame file are frames missing at
+    the clip's end (their windows are `missing_frame`, as a gap is), frames past T have no pose
+    (`missing_annotation`); neither vanishes."""
+    rng = np.random.default_rng(5)
+    for frames, posed in ((12, 24), (24, 12)):
+        pos = rng.uniform(1, 8, (2, 15, posed))
+        source = _jhmdb_clip(tmp_path / f"{frames}-{posed}", frames, _saved_as({"pos_img": pos}))
+        items = [i for u in source.units() for i in source.read(u)]
+        (clip,) = [i for i in items if isinstance(i, AnnotatedClipRecord)]
+        assert clip.start == 0 and clip.annotation["points"][7][:2] == [pos[0, 0, 7] - 0.5, pos[1, 0, 7] - 0.5]
+        rejects = [(i.key.rsplit("-", 1)[1], i.reason, i.detail) for i in items if isinstance(i, Reject)]
+        if frames < posed:
+            assert rejects == [("f00008", "missing_frame", "no frame file numbered 00013, 00014, 00015, 00016"),
+                               ("f00016", "missing_frame", "no frame file numbered " + ", ".join(
+                                   f"{n:05d}" for n in range(17, 25)))]
+        else:
+            assert rejects == [(f"f{start:05d}", "missing_annotation", "joint_positions covers 12 frames")
+                               for start in (8, 16)]
