@@ -789,3 +789,35 @@ def test_jhmdb_poses_and_frames_of_different_counts_are_all_accounted(tmp_path: 
         else:
             assert rejects == [(f"f{start:05d}", "missing_annotation", "joint_positions covers 12 frames")
                                for start in (8, 16)]
+
+
+def test_jhmdb_pose_drawn_on_its_frame_pixels(tmp_path: Path):
+    """JHMDB's 320 x 240 frames under center_crop (a 240 square from x = 40, scaled 256/240): joints
+    placed from pos_img's MATLAB 1-based convention on canvas pixel centres are discs centred on
+    those pixels in JHMDB's joint colours, the neck-face limb is drawn between its two joints,
+    and a joint outside the frame (the puppet is drawn past the border) draws nothing."""
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_annotated_clip
+    from transforms.annotations import JHMDB15, joint_colours, limb_colours
+
+    at = {0: (128, 60), 2: (128, 20), 13: (60, 230), 14: (200, 230)}  # neck, face, ankles: canvas pixels
+    pos = np.full((2, 15, 8), -100.0)
+    for joint, (kx, ky) in at.items():
+        pos[:, joint, :] = [[(kx + 0.5) * 240 / 256 + 40 + 0.5], [(ky + 0.5) * 240 / 256 + 0.5]]
+    for f in range(8):
+        _png(tmp_path / f"Rename_Images/run/c/{f + 1:05d}.png", np.full((240, 320, 3), 50, np.uint8))
+    (tmp_path / "joint_positions/run/c").mkdir(parents=True)
+    (tmp_path / "joint_positions/run/c/joint_positions.mat").write_bytes(_saved_as({"pos_img": pos}))
+    source = AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=8)
+    (clip,) = [i for u in source.units() for i in source.read(u)]
+    sentence = render_annotated_clip(clip, RenderSettings(256, "center_crop", 0, 10**9, 1, 0, 0.0))
+    target = decode_png(sentence.images[-1])
+    boxes = {}
+    for joint, colour in enumerate(joint_colours(JHMDB15)):
+        ys, xs = np.nonzero(np.all(target == colour, axis=2))
+        if len(xs):
+            boxes[joint] = (xs.min(), xs.max(), ys.min(), ys.max())
+    assert boxes == {j: (kx - 3, kx + 3, ky - 3, ky + 3) for j, (kx, ky) in at.items()}
+    assert tuple(target[40, 128]) == limb_colours(JHMDB15)[JHMDB15.limbs.index((0, 2))]
+    assert not any(np.all(target == c, axis=2).any() for i, c in enumerate(limb_colours(JHMDB15))
+                   if JHMDB15.limbs[i] != (0, 2))
