@@ -403,3 +403,23 @@ def test_mpii_joints_land_on_their_pixels_and_only_annotated_inside_ones_are_dra
         target = decode_png(render_pair(record, settings(policy)).images[1])
         drawn = {j: disc_box(target, colours[j]) for j in range(16)}
         assert {j: box for j, box in drawn.items() if box} == expected[name], name
+
+
+def test_mpii_joints_on_the_image_edges(tmp_path: Path):
+    """Pixel edges are half-open: a joint on the image's left or top edge (MATLAB 0.5, the outer
+    edge of pixel 1) is inside and drawn, clipped by the border; one on its right or bottom edge
+    (MATLAB w + 0.5) is outside and not drawn, whether that edge is the canvas's (squash of a
+    square) or the padding's (pad of a 256 x 128 image: rows 64 to 191)."""
+    items = mpii_dataset(tmp_path, {"square.jpg": (256, 256), "flat.jpg": (256, 128)}, [
+        mpii_person("square.jpg", {0: (0.5, 100.0, 1), 5: (256.5, 150.0, 1), 9: (100.0, 0.5, 1), 10: (150.0, 256.5, 1)}),
+        mpii_person("flat.jpg", {0: (100.0, 0.5, 1), 5: (150.0, 128.5, 1)}),
+    ])
+    colours = joint_colours(MPII16)
+    square = decode_png(render_pair(items["mpii-square-pose"], settings("squash")).images[1])
+    boxes = {j: disc_box(square, colours[j]) for j in (0, 5, 9, 10)}
+    assert boxes[5] is None and boxes[10] is None
+    assert boxes[0][0] == 0 and boxes[0][1] <= 3 and boxes[0][2:] == (96, 102)  # centred on x = -0.5
+    assert boxes[9][2] == 0 and boxes[9][3] <= 3 and boxes[9][:2] == (96, 102)
+    flat = decode_png(render_pair(items["mpii-flat-pose"], settings("pad")).images[1])
+    assert disc_box(flat, colours[5]) is None
+    assert disc_box(flat, colours[0])[2:] == (61, 67)  # centred on the padding's edge, row 63.5
