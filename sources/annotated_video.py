@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import io
 import re
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
 import numpy as np
 
 from sources import fsio
+from sources.annotation_files import BAD_ANNOTATION
 from sources.paths import OutsideRoot, check_inside, path_problem, shown_name
 from sources.records import AnnotatedClipRecord, Reject, SourceItem, safe_key
+from transforms.errors import Rejected
 
 VideoLayout = Literal["vipseg", "jhmdb"]
 SentenceLayout = Literal["interleaved", "separated"]
@@ -74,20 +78,87 @@ class _Slot:
     masks: list[str]
 
 
-# JHMDB's joint_positions.mat holds a few (2, 15, T) arrays: kilobytes. The cap also bounds what
-# a compressed MAT element can inflate to (zlib expands at most about 1000-fold)
+# JHMDB's joint_positions.mat holds a few (2, 15, T) arrays of a clip of 15 to 40 frames: kilobytes.
+# The file cap alone would let a compressed MAT element inflate about 1000-fold (256 MB, 2 GB as
+# float64), so what the compressed elements inflate to is counted before scipy reads them
 MAX_JOINTS_BYTES = 1 << 18
+MAX_JOINTS_INFLATED_BYTES = 1 << 22
+MAX_JHMDB_FRAMES = 4096  # the frames a pos_img may declare
 MATLAB_OFFSET = 0.5  # JHMDB's pos_img is in MATLAB's 1-based pixel-centre coordinates
+MAT_V5, MI_COMPRESSED = 0x0100, 15
+INFLATE_CHUNK = 1 << 20
+MAT_NUMERIC = frozenset({"double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"})
+
+
+def _check_inflation(data: bytes) -> None:
+    """Count what a MAT v5 file's compressed top-level elements inflate to, a chunk at a time,
+    refusing past `MAX_JOINTS_INFLATED_BYTES`. Other files (MAT v4, v7.3, not MAT at all) hold no
+    compressed element scipy would inflate."""
+    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
+        return
+    order = "<" if data[126:128] == b"IM" else ">"
+    if struct.unpack_from(order + "H", data, 124)[0] != MAT_V5:
+        return
+    position, total = 128, 0
+    while position + 8 <= len(data):
+        mdtype, nbytes = struct.unpack_from(order + "II", data, position)
+        position += 8
+        if mdtype == MI_COMPRESSED:
+            inflater, pending = zlib.decompressobj(), data[position:position + nbytes]
+            try:
+                while pending and total <= MAX_JOINTS_INFLATED_BYTES:
+                    total += len(inflater.decompress(pending, INFLATE_CHUNK))
+                    pending = inflater.unconsumed_tail
+            except zlib.error:
+                raise Rejected(BAD_ANNOTATION, "a compressed variable is not zlib data") from None
+            if total > MAX_JOINTS_INFLATED_BYTES:
+                raise Rejected("annotation_too_large",
+                               f"its compressed variables inflate past {MAX_JOINTS_INFLATED_BYTES} bytes")
+        position += nbytes
+
+
+def _pos_img_frames(data: bytes) -> int:
+    """The frames pos_img declares, judged from the variable headers alone (loadmat allocates what a
+    header declares: a cell of 10^9 entries costs gigabytes before any of its data is read)."""
+    from scipy.io import whosmat
+
+    try:
+        declared = {name: (tuple(shape), kind) for name, shape, kind in whosmat(io.BytesIO(data))}
+    except NotImplementedError:  # scipy reads MAT v4 to v7, not v7.3
+        raise Rejected(BAD_ANNOTATION, "a MAT v7.3 (HDF5) file: save it in MATLAB's default -v7 format") from None
+    except Exception as exc:  # scipy's messages can quote the file's header bytes: name the problem only
+        raise Rejected(BAD_ANNOTATION, f"not a readable MAT file ({type(exc).__name__})") from None
+    if "pos_img" not in declared:
+        raise Rejected(BAD_ANNOTATION, "has no pos_img")
+    shape, kind = declared["pos_img"]
+    if kind not in MAT_NUMERIC:
+        raise Rejected(BAD_ANNOTATION, f"pos_img is a {kind} array, not a numeric array")
+    shape = shape + (1,) if shape == (2, 15) else shape  # MATLAB drops a one-frame clip's last dimension
+    if len(shape) != 3 or shape[:2] != (2, 15):
+        raise Rejected(BAD_ANNOTATION, f"pos_img must be 2 x 15 x T, is {' x '.join(map(str, shape))}")
+    if shape[2] > MAX_JHMDB_FRAMES:
+        raise Rejected("annotation_too_large", f"pos_img declares {shape[2]} frames, more than {MAX_JHMDB_FRAMES}")
+    return shape[2]
 
 
 def load_jhmdb_points(data: bytes) -> np.ndarray:
-    """joint_positions.mat -> (T, 15, 2) pixel-edge coordinates from its `pos_img` (2, 15, T)."""
+    """joint_positions.mat -> (T, 15, 2) pixel-edge coordinates from its `pos_img` (2, 15, T).
+
+    The file is judged before scipy reads its data (`_check_inflation`, `_pos_img_frames`); a file
+    scipy cannot read is a `Rejected` naming the problem, never scipy's exception."""
     from scipy.io import loadmat
 
-    pos = np.asarray(loadmat(io.BytesIO(data))["pos_img"], dtype=np.float64)
-    if pos.ndim != 3 or pos.shape[0] != 2 or pos.shape[1] != 15:
-        raise ValueError(f"pos_img must be (2, 15, T), got {pos.shape}")
-    return pos.transpose(2, 1, 0) - MATLAB_OFFSET
+    _check_inflation(data)
+    frames = _pos_img_frames(data)
+    try:
+        pos = loadmat(io.BytesIO(data), variable_names=["pos_img"])["pos_img"]
+        if np.iscomplexobj(pos):
+            raise Rejected(BAD_ANNOTATION, "pos_img holds complex numbers")
+        return np.asarray(pos, dtype=np.float64).reshape(2, 15, frames).transpose(2, 1, 0) - MATLAB_OFFSET
+    except Rejected:
+        raise
+    except Exception as exc:  # scipy's messages can quote the file's header bytes: name the problem only
+        raise Rejected(BAD_ANNOTATION, f"not a readable MAT file ({type(exc).__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -190,11 +261,17 @@ class AnnotatedVideoSource:
             except FileNotFoundError as exc:
                 yield Reject(group, self.name, group, "read", "missing_annotation", str(exc)[:200])
                 return
-            except (OSError, ValueError, KeyError, NotImplementedError, TypeError) as exc:
-                # scipy's messages can quote the file's header bytes: name the problem only
-                yield Reject(group, self.name, group, "read", "bad_annotation",
+            except Rejected as exc:
+                yield Reject(group, self.name, group, "read", exc.reason, f"joint_positions.mat: {exc.detail}")
+                return
+            except OSError as exc:
+                yield Reject(group, self.name, group, "read", "unreadable_file",
                              f"joint_positions.mat: {type(exc).__name__}")
                 return
+            if len(points) > n_frames:
+                # poses past the last frame file are frames missing at the clip's end: rejected as a gap is
+                present, n_frames = present + list(range(n_frames, len(points))), len(points)
+                windows = windows_holding(present, n_frames, self.frames, self.stride)
         widths = {len(_digits(f) or "") for slot in slots.values() for f in slot.frames}
         width = widths.pop() if len(widths) == 1 else 0  # a missing frame named as its neighbours are
         for window in windows:
@@ -249,4 +326,8 @@ class AnnotatedVideoSource:
         if not fsio.exists(mat):
             raise FileNotFoundError(f"no joint_positions.mat for {video}")
         check_inside(self.path, mat, self.follow_links)
-        return load_jhmdb_points(fsio.read_bytes(mat, MAX_JOINTS_BYTES))
+        try:
+            data = fsio.read_bytes(mat, MAX_JOINTS_BYTES)
+        except fsio.FileTooLarge:
+            raise Rejected("annotation_too_large", f"larger than {MAX_JOINTS_BYTES} bytes (a clip's poses are kilobytes)") from None
+        return load_jhmdb_points(data)

@@ -136,7 +136,8 @@ class MpiiSource:
             joints, visible = person.get("joints", []), person.get("joints_vis", [])
             if len(joints) != MPII_JOINTS or len(visible) != MPII_JOINTS:
                 yield Reject(key, self.name, group, "read", "bad_keypoints",
-                             f"{image}: expected {MPII_JOINTS} joints, got {len(joints)}")
+                             f"{image}: expected {MPII_JOINTS} joints and {MPII_JOINTS} joints_vis, "
+                             f"got {len(joints)} and {len(visible)}")
                 return
             # MPII coordinates are MATLAB's (1-based pixel centres): pixel-edge = value - 0.5
             points.append([v for (x, y), vis in zip(joints, visible)

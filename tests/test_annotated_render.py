@@ -14,6 +14,7 @@ from sources.coco import CocoSource
 from sources.records import PairRecord, Reject
 from transforms.annotations import (
     COCO17,
+    MPII16,
     colour_of,
     depth_to_colour,
     joint_colours,
@@ -334,3 +335,93 @@ def test_category_ids_beyond_the_palette_are_rejected_not_wrapped(tmp_path: Path
             assert isinstance(reject, Reject) and reject.reason == "bad_annotation"
             assert reject.detail == (f"ann.json annotations[{n - 1}] (id {n}): category_id is outside 1..65535 "
                                      "(the ids the target palette colours)")
+
+
+# -- MPII in MMPose's JSON, drawn to the pixel -------------------------------------------------------
+UNANNOTATED = [-1.0, -1.0]  # MMPose's mpii_train.json: a joint MPII did not annotate, joints_vis 0
+
+
+def mpii_dataset(tmp_path: Path, images: dict[str, tuple[int, int]], people: list[dict]) -> dict:
+    """MPII as MMPose ships it (images/ as JPEGs, annotations/mpii_train.json: one entry per person,
+    joints in MATLAB's 1-based pixel coordinates), read back by MpiiSource: pairs/rejects by key."""
+    from PIL import Image
+
+    from sources.mpii import MpiiSource
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    for name, (w, h) in images.items():
+        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / "images" / name, quality=90)
+    (tmp_path / "annotations" / "mpii_train.json").write_text(json.dumps(people, indent=4))
+    source = MpiiSource("mpii", str(tmp_path))
+    return {i.key: i for unit in source.units() for i in source.read(unit)}
+
+
+def mpii_person(image: str, joints: dict[int, tuple[float, float, int]]) -> dict:
+    """One person entry: the given joints (x, y, joints_vis), the others unannotated."""
+    coordinates = [list(joints[j][:2]) if j in joints else UNANNOTATED for j in range(16)]
+    visible = [joints[j][2] if j in joints else 0 for j in range(16)]
+    return {"image": image, "joints": coordinates, "joints_vis": visible, "center": [50.0, 50.0], "scale": 1.0}
+
+
+def matlab_for_pixel(policy: str, kx: int, ky: int, w: int, h: int) -> tuple[float, float]:
+    """The MATLAB coordinate (1-based pixel centres: 0-based centre + 1) whose joint lands on the
+    centre of canvas pixel (kx, ky): the policy's map is affine in the pixel-edge coordinate
+    (0-based centre + 0.5), so it is inverted from two points of `expected_point`."""
+    (bx, by), (ax, ay) = expected_point(policy, 0, 0, w, h, 256), expected_point(policy, 1, 1, w, h, 256)
+    return (kx + 0.5 - bx) / (ax - bx) + 0.5, (ky + 0.5 - by) / (ay - by) + 0.5
+
+
+def disc_box(target: np.ndarray, colour) -> tuple[int, int, int, int] | None:
+    ys, xs = np.nonzero(np.all(target == colour, axis=2))
+    return (int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())) if len(xs) else None
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_mpii_joints_land_on_their_pixels_and_only_annotated_inside_ones_are_drawn(tmp_path: Path, policy):
+    """Joints placed (from MPII's 1-based convention, independently of ResizePlan) on canvas
+    pixel centres are discs centred on those pixels, for two people in one image, under each
+    resize policy and image shape. Not drawn: joints_vis 0 (even at a real position), MPII's
+    unannotated -1/-1, and an annotated joint outside the image (in `pad`, where the canvas
+    shows padding, not the image: drawn there it would be a target of what the input lacks)."""
+    shapes = {"square.jpg": (256, 256), "wide.jpg": (320, 256), "flat.jpg": (256, 128)}
+    people, expected = [], {}
+    for name, (w, h) in shapes.items():
+        (x0, y0), (x1, y1) = expected_point(policy, 0, 0, w, h, 256), expected_point(policy, w, h, w, h, 256)
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, 256), min(y1, 256)
+        at = {j: (int(x0 + f * (x1 - x0)), int(y0 + g * (y1 - y0)))  # canvas pixels inside the image
+              for j, f, g in ((0, 0.2, 0.8), (9, 0.5, 0.15), (10, 0.8, 0.5), (5, 0.3, 0.3), (12, 0.7, 0.75))}
+        first = {j: (*matlab_for_pixel(policy, *at[j], w, h), 1) for j in (0, 9, 10)}
+        first[7] = (w / 2, h / 2, 0)  # annotated position, joints_vis 0
+        first[15] = (w / 2, -20.0, 1)  # annotated 20 pixels above the image
+        second = {j: (*matlab_for_pixel(policy, *at[j], w, h), 1) for j in (5, 12)}
+        people += [mpii_person(name, first), mpii_person(name, second)]
+        expected[name] = {j: (kx - 3, kx + 3, ky - 3, ky + 3) for j, (kx, ky) in at.items()}
+    items = mpii_dataset(tmp_path, shapes, people)
+    colours = joint_colours(MPII16)
+    for name in shapes:
+        record = items[f"mpii-{name[:-4]}-pose"]
+        assert record.lineage["people"] == 2
+        target = decode_png(render_pair(record, settings(policy)).images[1])
+        drawn = {j: disc_box(target, colours[j]) for j in range(16)}
+        assert {j: box for j, box in drawn.items() if box} == expected[name], name
+
+
+def test_mpii_joints_on_the_image_edges(tmp_path: Path):
+    """Pixel edges are half-open: a joint on the image's left or top edge (MATLAB 0.5, the outer
+    edge of pixel 1) is inside and drawn, clipped by the border; one on its right or bottom edge
+    (MATLAB w + 0.5) is outside and not drawn, whether that edge is the canvas's (squash of a
+    square) or the padding's (pad of a 256 x 128 image: rows 64 to 191)."""
+    items = mpii_dataset(tmp_path, {"square.jpg": (256, 256), "flat.jpg": (256, 128)}, [
+        mpii_person("square.jpg", {0: (0.5, 100.0, 1), 5: (256.5, 150.0, 1), 9: (100.0, 0.5, 1), 10: (150.0, 256.5, 1)}),
+        mpii_person("flat.jpg", {0: (100.0, 0.5, 1), 5: (150.0, 128.5, 1)}),
+    ])
+    colours = joint_colours(MPII16)
+    square = decode_png(render_pair(items["mpii-square-pose"], settings("squash")).images[1])
+    boxes = {j: disc_box(square, colours[j]) for j in (0, 5, 9, 10)}
+    assert boxes[5] is None and boxes[10] is None
+    assert boxes[0][0] == 0 and boxes[0][1] <= 3 and boxes[0][2:] == (96, 102)  # centred on x = -0.5
+    assert boxes[9][2] == 0 and boxes[9][3] <= 3 and boxes[9][:2] == (96, 102)
+    flat = decode_png(render_pair(items["mpii-flat-pose"], settings("pad")).images[1])
+    assert disc_box(flat, colours[5]) is None
+    assert disc_box(flat, colours[0])[2:] == (61, 67)  # centred on the padding's edge, row 63.5

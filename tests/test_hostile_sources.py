@@ -582,3 +582,19 @@ def test_fifos_and_devices_are_rejects_never_opened(tmp_path: Path):
     name = _coco_json(coco, [{"id": 4, "file_name": "4.jpg", "width": 8, "height": 8}], [_box(4, 4)])
     items = _items(CocoSource("coco", str(coco), (name,), "images", ("detection",)))
     assert _rejects(items) == {"coco-4-detection": "not_a_file"}
+
+
+def test_mpii_joint_counts_named_in_the_reject(tmp_path: Path):
+    """A person with 16 joints but 15 joints_vis is `bad_keypoints`, and the detail says which list
+    is short (it said "expected 16 joints, got 16")."""
+    root = tmp_path / "mpii"
+    _png(root / "images" / "a.jpg", np.zeros((16, 16, 3), np.uint8))
+    _png(root / "images" / "b.jpg", np.zeros((16, 16, 3), np.uint8))
+    joints = [[float(i), float(i)] for i in range(16)]
+    entries = [{"image": "a.jpg", "joints": joints, "joints_vis": [1] * 15},
+               {"image": "b.jpg", "joints": joints[:14], "joints_vis": [1] * 14}]
+    (root / "annotations").mkdir()
+    (root / "annotations" / "mpii_train.json").write_text(json.dumps(entries))
+    assert [(r.key, r.reason, r.detail) for r in _items(MpiiSource("mpii", str(root)))] == [
+        ("mpii-a-pose", "bad_keypoints", "a.jpg: expected 16 joints and 16 joints_vis, got 16 and 15"),
+        ("mpii-b-pose", "bad_keypoints", "b.jpg: expected 16 joints and 16 joints_vis, got 14 and 14")]

@@ -636,3 +636,188 @@ def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
     with pytest.raises(ConfiguredPathMissing) as info:
         StereoSource("k12", str(tmp_path), disparity_folder="disp_occ").units()
     assert info.value.field == "left_folder" and "colored_0/" in str(info.value)
+
+
+# -- JHMDB's joint_positions.mat, as MATLAB and scipy write it, and as they never should --------
+def _mat_tag(mdtype: int, nbytes: int) -> bytes:
+    return struct.pack("<II", mdtype, nbytes)
+
+
+def _mat_v5_compressed(shape: tuple[int, ...], data_bytes: int) -> bytes:
+    """A MAT v5 file (MATLAB's default -v7 save: each variable one zlib-compressed element) whose
+    `pos_img` declares `shape` (uint8) and holds `data_bytes` zero bytes, compressed in chunks so
+    that the test never holds them."""
+    import zlib
+
+    dims = struct.pack(f"<{len(shape)}i", *shape)
+    dims += b"\0" * (-len(dims) % 8)
+    body = (_mat_tag(6, 8) + struct.pack("<II", 9, 0) + _mat_tag(5, 4 * len(shape)) + dims  # class 9: uint8
+            + _mat_tag(1, 7) + b"pos_img\0" + _mat_tag(2, data_bytes))  # miUINT8 data
+    deflater = zlib.compressobj(9)
+    payload = deflater.compress(_mat_tag(14, len(body) + data_bytes) + body)
+    chunk = b"\0" * (1 << 20)
+    for start in range(0, data_bytes, len(chunk)):
+        payload += deflater.compress(chunk[: min(len(chunk), data_bytes - start)])
+    payload += deflater.flush()
+    header = b"MATLAB 5.0 MAT-file, Platform: GLNXA64".ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
+    return header + _mat_tag(15, len(payload)) + payload
+
+
+def _jhmdb_clip(root: Path, frames: int, mat: bytes) -> AnnotatedVideoSource:
+    for f in range(frames):
+        _png(root / f"Rename_Images/walk/clip/{f + 1:05d}.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "joint_positions/walk/clip").mkdir(parents=True, exist_ok=True)
+    (root / "joint_positions/walk/clip/joint_positions.mat").write_bytes(mat)
+    return AnnotatedVideoSource("jh", str(root), "jhmdb", frames=8)
+
+
+@pytest.mark.parametrize("declared, held", [
+    ((2, 15, 1_000_000), 30_000_000),  # honest: 30 MB of uint8 (240 MB as float64) in a 30 KB file
+    ((2, 15, 40), 30_000_000),  # a lying data element: a small pos_img declared, 30 MB held
+])
+def test_jhmdb_mat_judged_before_it_inflates(tmp_path: Path, declared, held):
+    """A joint_positions.mat under the file cap whose compressed element inflates to tens of
+    megabytes (a 256 KB file could hold 256 MB) is refused before loadmat reads it, with the
+    memory of a real clip's file."""
+    mat = _mat_v5_compressed(declared, held)
+    assert len(mat) < 256 << 10
+    source = _jhmdb_clip(tmp_path, 8, mat)
+    tracemalloc.start()
+    try:
+        items = [i for u in source.units() for i in source.read(u)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(i.reason, i.detail) for i in items] == [
+        ("annotation_too_large", "joint_positions.mat: its compressed variables inflate past 4194304 bytes")]
+    assert peak < 16 << 20
+
+
+def _v73(pos_img_shape: tuple[int, ...]) -> bytes:
+    """The head of a MAT v7.3 file (`save -v7.3`: HDF5 after a 512-byte MATLAB header)."""
+    return (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".ljust(116, b" ") + b"\0" * 8
+            + struct.pack("<H", 0x0200) + b"IM").ljust(512, b"\0") + b"\x89HDF\r\n\x1a\n" + b"\0" * 64
+
+
+def _malformed_mats() -> dict[str, tuple[bytes, str]]:
+    import io
+    import zlib
+
+    from scipy.io import savemat
+
+    def saved(value) -> bytes:
+        buffer = io.BytesIO()
+        savemat(buffer, {"pos_img": value, "scale": np.ones((1, 3))}, do_compression=True)
+        return buffer.getvalue()
+
+    good = saved(np.ones((2, 15, 20)))
+    header = good[:128]
+    garbage = zlib.compress(b"x")[:-4] + b"\xff" * 40
+    return {
+        "empty": (b"", "not a readable MAT file ("),
+        "text": (b"frame,x,y\n1,2,3\n" * 20, "not a readable MAT file ("),
+        "zeros": (b"\0" * 40, "not a readable MAT file ("),
+        "truncated": (good[: len(good) // 2], "not a readable MAT file ("),
+        "not zlib": (header + _mat_tag(15, len(garbage)) + garbage, "a compressed variable is not zlib data"),
+        "v7.3": (_v73((2, 15, 20)), "a MAT v7.3 (HDF5) file: save it in MATLAB's default -v7 format"),
+        "no pos_img": (_saved_as({"pos": np.ones((2, 15, 20))}), "has no pos_img"),
+        "cell": (saved(np.array([[1, 2]], dtype=object)), "pos_img is a cell array, not a numeric array"),
+        "char": (saved("abc"), "pos_img is a char array, not a numeric array"),
+        "complex": (saved(np.ones((2, 15, 20)) * (1 + 2j)), "pos_img holds complex numbers"),
+        "joints": (saved(np.ones((2, 14, 20))), "pos_img must be 2 x 15 x T, is 2 x 14 x 20"),
+        "frames": (saved(np.ones((2, 15, 5000), np.uint8)), "pos_img declares 5000 frames, more than 4096"),
+        "huge": (good.ljust(300 << 10, b"\0"), "larger than 262144 bytes (a clip's poses are kilobytes)"),
+    }
+
+
+def _saved_as(variables: dict) -> bytes:
+    import io
+
+    from scipy.io import savemat
+
+    buffer = io.BytesIO()
+    savemat(buffer, variables, do_compression=True)
+    return buffer.getvalue()
+
+
+def test_jhmdb_malformed_mat_is_one_counted_reject_naming_no_bytes(tmp_path: Path):
+    """Each broken joint_positions.mat rejects its clip with a reason and a detail that quotes no
+    file bytes; none escapes as an exception (a `unit_failed` of the whole video)."""
+    for name, (mat, detail) in _malformed_mats().items():
+        source = _jhmdb_clip(tmp_path / name.replace(" ", "_"), 8, mat)
+        items = [i for u in source.units() for i in source.read(u)]
+        reason = "annotation_too_large" if name in ("frames", "huge") else "bad_annotation"
+        assert [i.reason for i in items] == [reason], name
+        assert items[0].detail.startswith(f"joint_positions.mat: {detail}"), name  # the whole detail but
+        assert "frame,x" not in items[0].detail  # the scipy exception's name where scipy cannot read it
+
+
+def test_jhmdb_mat_as_matlab_writes_it(tmp_path: Path):
+    """JHMDB's own variables (pos_img, pos_world, scale, viewpoint as a cell of strings), compressed
+    as MATLAB's -v7 save writes them; a one-frame clip's pos_img, which MATLAB saves 2 x 15 (it
+    drops trailing singleton dimensions), is one frame's poses."""
+    rng = np.random.default_rng(3)
+    pos = rng.uniform(1, 8, (2, 15, 8))
+    views = np.array(["E"] * 8, dtype=object).reshape(1, -1)
+    mat = _saved_as({"pos_img": pos, "pos_world": pos / 4, "scale": np.ones((1, 8)), "viewpoint": views})
+    source = _jhmdb_clip(tmp_path / "a", 8, mat)
+    (clip,) = [i for u in source.units() for i in source.read(u)]
+    points = np.asarray(clip.annotation["points"]).reshape(8, 15, 3)
+    assert np.array_equal(points[..., :2], pos.transpose(2, 1, 0) - 0.5) and (points[..., 2] == 2).all()
+    one = AnnotatedVideoSource("jh", str(tmp_path / "b"), "jhmdb", frames=1)
+    _jhmdb_clip(tmp_path / "b", 1, _saved_as({"pos_img": pos[:, :, 0]}))
+    (clip,) = [i for u in one.units() for i in one.read(u)]
+    assert clip.annotation["points"][0][:3] == [pos[0, 0, 0] - 0.5, pos[1, 0, 0] - 0.5, 2.0]
+
+
+def test_jhmdb_poses_and_frames_of_different_counts_are_all_accounted(tmp_path: Path):
+    """pos_img's T is JHMDB's frame count: poses past the last frame file are frames missing at
+    the clip's end (their windows are `missing_frame`, as a gap is), frames past T have no pose
+    (`missing_annotation`); neither vanishes."""
+    rng = np.random.default_rng(5)
+    for frames, posed in ((12, 24), (24, 12)):
+        pos = rng.uniform(1, 8, (2, 15, posed))
+        source = _jhmdb_clip(tmp_path / f"{frames}-{posed}", frames, _saved_as({"pos_img": pos}))
+        items = [i for u in source.units() for i in source.read(u)]
+        (clip,) = [i for i in items if isinstance(i, AnnotatedClipRecord)]
+        assert clip.start == 0 and clip.annotation["points"][7][:2] == [pos[0, 0, 7] - 0.5, pos[1, 0, 7] - 0.5]
+        rejects = [(i.key.rsplit("-", 1)[1], i.reason, i.detail) for i in items if isinstance(i, Reject)]
+        if frames < posed:
+            assert rejects == [("f00008", "missing_frame", "no frame file numbered 00013, 00014, 00015, 00016"),
+                               ("f00016", "missing_frame", "no frame file numbered " + ", ".join(
+                                   f"{n:05d}" for n in range(17, 25)))]
+        else:
+            assert rejects == [(f"f{start:05d}", "missing_annotation", "joint_positions covers 12 frames")
+                               for start in (8, 16)]
+
+
+def test_jhmdb_pose_drawn_on_its_frame_pixels(tmp_path: Path):
+    """JHMDB's 320 x 240 frames under center_crop (a 240 square from x = 40, scaled 256/240): joints
+    placed from pos_img's MATLAB 1-based convention on canvas pixel centres are discs centred on
+    those pixels in JHMDB's joint colours, the neck-face limb is drawn between its two joints,
+    and a joint outside the frame (the puppet is drawn past the border) draws nothing."""
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_annotated_clip
+    from transforms.annotations import JHMDB15, joint_colours, limb_colours
+
+    at = {0: (128, 60), 2: (128, 20), 13: (60, 230), 14: (200, 230)}  # neck, face, ankles: canvas pixels
+    pos = np.full((2, 15, 8), -100.0)
+    for joint, (kx, ky) in at.items():
+        pos[:, joint, :] = [[(kx + 0.5) * 240 / 256 + 40 + 0.5], [(ky + 0.5) * 240 / 256 + 0.5]]
+    for f in range(8):
+        _png(tmp_path / f"Rename_Images/run/c/{f + 1:05d}.png", np.full((240, 320, 3), 50, np.uint8))
+    (tmp_path / "joint_positions/run/c").mkdir(parents=True)
+    (tmp_path / "joint_positions/run/c/joint_positions.mat").write_bytes(_saved_as({"pos_img": pos}))
+    source = AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=8)
+    (clip,) = [i for u in source.units() for i in source.read(u)]
+    sentence = render_annotated_clip(clip, RenderSettings(256, "center_crop", 0, 10**9, 1, 0, 0.0))
+    target = decode_png(sentence.images[-1])
+    boxes = {}
+    for joint, colour in enumerate(joint_colours(JHMDB15)):
+        ys, xs = np.nonzero(np.all(target == colour, axis=2))
+        if len(xs):
+            boxes[joint] = (xs.min(), xs.max(), ys.min(), ys.max())
+    assert boxes == {j: (kx - 3, kx + 3, ky - 3, ky + 3) for j, (kx, ky) in at.items()}
+    assert tuple(target[40, 128]) == limb_colours(JHMDB15)[JHMDB15.limbs.index((0, 2))]
+    assert not any(np.all(target == c, axis=2).any() for i, c in enumerate(limb_colours(JHMDB15))
+                   if JHMDB15.limbs[i] != (0, 2))

@@ -163,11 +163,16 @@ def draw_skeletons(size: int, people: Sequence[np.ndarray], skeleton: Skeleton,
 
 
 def transform_keypoints(plan, keypoints: np.ndarray, size: int) -> np.ndarray:
-    """(J, 3) x, y, v in input pixels -> canvas coordinates; joints that leave the canvas turn invisible."""
+    """(J, 3) x, y, v in input pixels -> canvas coordinates; joints that leave the image's part of
+    the canvas turn invisible: cropped away, or (`pad`) on the padding, where the input shows no
+    image (an annotated joint outside the image, as MPII has, is no more drawn there than MMPose
+    draws it off its image)."""
     keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
     out = keypoints.copy()
     out[:, :2] = plan.apply_points(keypoints[:, :2])
-    inside = (out[:, 0] >= 0) & (out[:, 0] < size) & (out[:, 1] >= 0) & (out[:, 1] < size)
+    (ox, oy), (sw, sh) = plan.offset, plan.scaled
+    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + sw, size), min(oy + sh, size)
+    inside = (out[:, 0] >= x0) & (out[:, 0] < x1) & (out[:, 1] >= y0) & (out[:, 1] < y1)
     out[:, 2] = np.where(inside & (keypoints[:, 2] > 0), keypoints[:, 2], 0)
     return out
 
