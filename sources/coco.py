@@ -233,6 +233,17 @@ def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> 
     return limbs
 
 
+# COCO keypoints are pixel indices (integers in 0..W-1, as its annotators clicked pixels), while
+# its boxes and polygons are pixel-edge coordinates (0..W); the renderer takes edge coordinates,
+# so a keypoint moves to its pixel's centre, as detectron2 reads them (+0.5)
+KEYPOINT_TO_EDGE = 0.5
+
+
+def edge_keypoints(values: list[Any]) -> list[float]:
+    """A person's x, y, v triples with x and y moved from pixel indices to pixel-edge coordinates."""
+    return [float(v) + (KEYPOINT_TO_EDGE if i % 3 < 2 else 0.0) for i, v in enumerate(values)]
+
+
 def _labelled(ann: dict[str, Any]) -> bool:
     """A person with a labelled point (v > 0), whatever `num_keypoints` says (left out, or 0
     beside labelled points)."""
@@ -366,7 +377,7 @@ class CocoSource:
         if size_problem:
             return f"image {image.get('id')}: {size_problem}"
         limbs = [person_limbs(a, index.categories) for a in people]
-        payload = {**declared_size(image), "skeleton": "coco17", "people": [[float(v) for v in a["keypoints"]]
+        payload = {**declared_size(image), "skeleton": "coco17", "people": [edge_keypoints(a["keypoints"])
                                                                             for a in people]}
         if any(person is not None for person in limbs):  # a category's own skeleton
             payload["skeleton"] = "custom"

@@ -538,3 +538,25 @@ def test_huge_fields_and_numbers(tmp_path: Path):
     load_index.cache_clear()
     with pytest.raises(AnnotationFileError, match=r"ann\.json: holds a number too long to read"):
         CocoSource("coco", str(root), ("ann.json",), ".").units()
+
+
+def test_keypoints_are_pixel_indices_drawn_on_their_pixels_centres(tmp_path: Path):
+    """COCO keypoints name pixels (integers 0..W-1; detectron2 adds 0.5 to reach the pixel's
+    centre), unlike its boxes and polygons (edges 0..W). Enlarged 4x, the pixel (x, y) covers
+    canvas pixels 4x..4x+3, so the joint's disc is centred on the edge between 4x+1 and 4x+2: its
+    drawn pixels' bounding box is symmetric about it (a disc at the index itself would sit 2
+    canvas pixels up and left)."""
+    x, y = 13, 7
+    points = [0.0] * 51
+    points[0:3] = [float(x), float(y), 2]  # the nose alone: a disc and no limb
+    root = write_dataset(tmp_path, {"images": images(1), "categories": person_categories(),
+                                    "annotations": [obj(1, 1, keypoints=points, num_keypoints=1)]},
+                         sizes={"1.png": (40, 40)})
+    data = json.loads((root / "ann.json").read_text())
+    data["images"][0].update(width=40, height=40)
+    (root / "ann.json").write_text(json.dumps(data))
+    _, target = rendered(read(root, ("pose",))["coco-1-pose"], "squash", 160)
+    rows, cols = np.nonzero(np.all(target == joint_colours(COCO17)[0], axis=2))
+    assert rows.size
+    centre = ((cols.min() + cols.max() + 1) / 2, (rows.min() + rows.max() + 1) / 2)  # pixel-edge coordinates
+    assert abs(centre[0] - 4 * (x + 0.5)) <= 0.5 and abs(centre[1] - 4 * (y + 0.5)) <= 0.5, centre
