@@ -425,3 +425,20 @@ def test_mpii_joints_on_the_image_edges(tmp_path: Path):
     flat = decode_png(render_pair(items["mpii-flat-pose"], settings("pad")).images[1])
     assert disc_box(flat, colours[5]) is None
     assert disc_box(flat, colours[0])[2:] == (61, 67)  # centred on the padding's edge, row 63.5
+
+
+def test_a_pose_pair_with_no_joint_inside_its_image_is_an_empty_target(tmp_path: Path):
+    """People whose joints are all joints_vis 0, or all outside the image (or cropped away), draw
+    a black target: such a pair is an `empty_target` reject, as COCO's boxes and masks that cover
+    nothing are, while one labelled joint inside keeps the pair."""
+    items = mpii_dataset(tmp_path, {"hidden.jpg": (200, 100), "outside.jpg": (200, 100), "one.jpg": (200, 100)}, [
+        mpii_person("hidden.jpg", {0: (50.0, 50.0, 0), 9: (80.0, 20.0, 0)}),
+        mpii_person("outside.jpg", {0: (250.0, 50.0, 1), 9: (80.0, -30.0, 1)}),
+        mpii_person("one.jpg", {0: (250.0, 50.0, 1), 9: (100.0, 50.0, 1)}),
+    ])
+    for name in ("hidden", "outside"):
+        reject = render_pair(items[f"mpii-{name}-pose"], settings("pad"))
+        assert isinstance(reject, Reject), name
+        assert (reject.stage, reject.reason) == ("annotation", "empty_target")
+    kept = render_pair(items["mpii-one-pose"], settings("pad"))
+    assert not isinstance(kept, Reject) and decode_png(kept.images[1]).any()

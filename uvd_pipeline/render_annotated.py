@@ -357,6 +357,8 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
             right = _decode_on(decoded.plan, _read(record.annotation["right_uri"]), settings)
         source, target = target_for(record.task, record.annotation, decoded.pixels, decoded.plan, settings,
                                     record.key, right)
+        if record.task == "pose" and not target.any():  # a black target teaches nothing of pose
+            raise AnnotationError("empty_target", "no labelled joint lies inside the image")
     except AnnotationError as exc:
         return reject("annotation", exc.reason, exc.detail)
     except MapError as exc:
