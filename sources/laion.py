@@ -273,8 +273,8 @@ class LaionSource:
             return []
         import pyarrow as pa
 
-        listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)
-                  if path_problem(self.path, p, self.follow_links) is None]  # its unit rejects a link out
+        listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)  # its unit rejects the others
+                  if path_problem(self.path, p, self.follow_links) is None and not set_aside(fsio.basename(p))]
         for parquet in listed[:2]:
             try:
                 resized = resized_samples(parquet)
