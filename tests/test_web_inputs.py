@@ -339,22 +339,29 @@ def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
     assert LaionSource("web", str(tmp_path)).notices() == []  # the build's resize check passes it by
 
 
-def test_damaged_parquet_beside_whole_shards_is_one_reject(tmp_path: Path):
-    """A damaged listing next to a whole tar, or a whole `files` folder: every image is built and
-    the parquet is one `bad_parquet`; _stats.json still vouches for the count. A damaged
-    `output_format=parquet` shard (its images inside) is a `bad_parquet` too, not a failed unit."""
-    wds_dir, files_dir, pq_dir = tmp_path / "wds", tmp_path / "files", tmp_path / "pq"
+def _shard_in_three_layouts(root: Path, n: int, failed: int) -> tuple[Path, Path, Path, list[bytes]]:
+    """One img2dataset shard as webdataset (`wds/`), `output_format=files` (`files/`) and
+    `output_format=parquet` (`pq/`, the images in a `jpg` column) outputs, and its images."""
+    wds_dir, files_dir, pq_dir = root / "wds", root / "files", root / "pq"
     for folder in (wds_dir, files_dir, pq_dir):
         folder.mkdir()
-    images = _img2dataset_shard(wds_dir, n=5, failed=1)
+    images = _img2dataset_shard(wds_dir, n=n, failed=failed)
     with tarfile.open(wds_dir / "00000.tar") as tar:
         tar.extractall(files_dir / "00000", filter="data")
     for name in ("00000.parquet", "00000_stats.json"):
         (files_dir / name).write_bytes((wds_dir / name).read_bytes())
     rows = pq.read_table(wds_dir / "00000.parquet").to_pylist()
-    for row, image in zip(rows, images + [None]):
+    for row, image in zip(rows, images + [None] * failed):
         row["jpg"] = image
     pq.write_table(pa.Table.from_pylist(rows), pq_dir / "00000.parquet")
+    return wds_dir, files_dir, pq_dir, images
+
+
+def test_damaged_parquet_beside_whole_shards_is_one_reject(tmp_path: Path):
+    """A damaged listing next to a whole tar, or a whole `files` folder: every image is built and
+    the parquet is one `bad_parquet`; _stats.json still vouches for the count. A damaged
+    `output_format=parquet` shard (its images inside) is a `bad_parquet` too, not a failed unit."""
+    wds_dir, files_dir, pq_dir, _ = _shard_in_three_layouts(tmp_path, n=5, failed=1)
     for folder in (wds_dir, files_dir):
         listing = folder / "00000.parquet"
         listing.write_bytes(listing.read_bytes()[:-40])  # the footer cut off
@@ -653,18 +660,7 @@ def test_img2dataset_files_and_parquet_layouts_copied_on_a_mac(tmp_path: Path):
     image is an AppleDouble file; `__MACOSX/` and `@eaDir/` are no shard folders (a parquet
     download with `__MACOSX/` beside it was taken for the files layout); `._00000.parquet` is no
     parquet shard (a `bad_parquet` before)."""
-    wds_dir, files_dir, pq_dir = tmp_path / "wds", tmp_path / "files", tmp_path / "pq"
-    for folder in (wds_dir, files_dir / "00000", pq_dir):
-        folder.mkdir(parents=True)
-    images = _img2dataset_shard(wds_dir, n=3, failed=0)
-    with tarfile.open(wds_dir / "00000.tar") as tar:
-        tar.extractall(files_dir / "00000", filter="data")
-    for name in ("00000.parquet", "00000_stats.json"):
-        (files_dir / name).write_bytes((wds_dir / name).read_bytes())
-    rows = pq.read_table(wds_dir / "00000.parquet").to_pylist()
-    for row, data in zip(rows, images):
-        row["jpg"] = data
-    pq.write_table(pa.Table.from_pylist(rows), pq_dir / "00000.parquet")
+    _, files_dir, pq_dir, images = _shard_in_three_layouts(tmp_path, n=3, failed=0)
     for folder, fmt in ((files_dir, "files"), (pq_dir, "parquet")):
         junk = os_junk.mac_copy(folder) + [os_junk.mac_zip(folder, "00000"), os_junk.synology(folder, "00000")]
         source = LaionSource("web", str(folder))
