@@ -240,9 +240,9 @@ class LaionSource:
         folders = [d for d in fsio.list_dirs(self.path, links=True) if set_aside(fsio.basename(d))]
         return [Unit("stray", (f,), self.path) for f in stray_files(files, shards, bases) + folders]
 
-    def _set_aside(self, key: str, walk_root: str, uri: str) -> Reject | None:
+    def _set_aside(self, key: str, walk_root: str, uri: str, folder: bool | None = None) -> Reject | None:
         """The reject of an OS metadata or hidden file or folder (`sources.paths.set_aside`), unread."""
-        problem = set_aside_problem(walk_root, uri)
+        problem = set_aside_problem(walk_root, uri, folder)
         return self._reject(key, "read", problem.reason, problem.detail) if problem else None
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:
@@ -320,7 +320,7 @@ class LaionSource:
                 for info in tar:
                     if info.isdir():
                         continue
-                    aside = self._set_aside(self._key(shard, info.name), "", info.name)
+                    aside = self._set_aside(self._key(shard, info.name), "", info.name, folder=False)
                     if aside:  # macOS tar's `._00000.jpg` before `00000.jpg`: never a sample of key ''
                         yield aside
                         continue

@@ -65,14 +65,16 @@ def names_below(walk_root: str, uri: str) -> list[str]:
     return [n for n in uri[len(walk_root.rstrip("/")):].split("/") if n]
 
 
-def set_aside_problem(walk_root: str, uri: str) -> PathProblem | None:
+def set_aside_problem(walk_root: str, uri: str, folder: bool | None = None) -> PathProblem | None:
     """The reject's (reason, detail) when `uri`, a file or folder listed below `walk_root`, or
-    a folder on its way there, is set aside (`set_aside`); None for data."""
+    a folder on its way there, is set aside (`set_aside`); None for data. `folder` says whether
+    `uri` is a folder when the caller knows (a tar member is none); else the filesystem is asked."""
     names = names_below(walk_root, uri)
     for depth, name in enumerate(names):
         problem = set_aside(name)
         if problem:
-            shown = "/".join(names[: depth + 1]) + ("/" if depth < len(names) - 1 or fsio.isdir(uri) else "")
+            last_is_folder = fsio.isdir(uri) if folder is None else folder
+            shown = "/".join(names[: depth + 1]) + ("/" if depth < len(names) - 1 or last_is_folder else "")
             return PathProblem(problem.reason, f"{shown_name(shown)[1:-1]}: {problem.detail}, not read")
     return None
 
