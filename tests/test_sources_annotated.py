@@ -857,6 +857,21 @@ def test_ade20k_copied_off_a_mac_onto_a_nas_reads_one_pair(tmp_path: Path):
                                  ("os_metadata", "@eaDir/"), ("os_metadata", "__MACOSX/")]
 
 
+def test_cityscapes_appledouble_image_is_not_paired_with_the_appledouble_label(tmp_path: Path):
+    """Cityscapes copied by a Mac: `._<stem>_leftImg8bit.png` found its label map by name,
+    `._<stem>_gtFine_labelIds.png`, and made a pair of two AppleDouble files (a record that fails
+    to decode). Now it is one `os_metadata` reject and the city's real pair reads."""
+    stem = "aachen_000000_000019"
+    _png(tmp_path / f"leftImg8bit/train/aachen/{stem}_leftImg8bit.png", np.zeros((8, 16, 3), np.uint8))
+    _png(tmp_path / f"gtFine/train/aachen/{stem}_gtFine_labelIds.png", np.full((8, 16), 7, np.uint8))
+    os_junk.mac_copy(tmp_path / "leftImg8bit"), os_junk.mac_copy(tmp_path / "gtFine")
+    items = _read_all(SegmentationSource("cs", str(tmp_path), "cityscapes"))
+    assert [i.image_uri for i in items if isinstance(i, PairRecord)] == [
+        str(tmp_path / f"leftImg8bit/train/aachen/{stem}_leftImg8bit.png")]
+    assert _others(items) == ["PairRecord"]
+    assert _set_aside(items) == [("os_metadata", f"aachen/._{stem}_leftImg8bit.png")]
+
+
 def test_kitti_appledouble_views_are_no_stereo_pair(tmp_path: Path):
     """KITTI copied by a Mac: `image_2/._000000_10.png` paired with `image_3/._000000_10.png` and
     `disp_noc_0/._000000_10.png` into a stereo and a depth pair of AppleDouble files (two records
