@@ -9,6 +9,10 @@ links included: the root is resolved once, and what lies below it must stay belo
 `follow_links` is the per-source opt-in for datasets laid out as links to another disk; names
 from annotation files must still stay inside the root lexically. Fifos, sockets and devices
 are never read (`not_a_file`): opening a fifo blocks, and a device can stream forever.
+
+What operating systems and tools leave in the folders a source lists (`set_aside`) is counted
+under one policy in every source: `os_metadata` or `hidden_file`, one reject per file or folder,
+never opened.
 """
 
 from __future__ import annotations
@@ -73,8 +77,8 @@ def set_aside_problem(walk_root: str, uri: str, folder: bool | None = None) -> P
     for depth, name in enumerate(names):
         problem = set_aside(name)
         if problem:
-            last_is_folder = fsio.isdir(uri) if folder is None else folder
-            shown = "/".join(names[: depth + 1]) + ("/" if depth < len(names) - 1 or last_is_folder else "")
+            below = depth < len(names) - 1 or (fsio.isdir(uri) if folder is None else folder)
+            shown = "/".join(names[: depth + 1]) + ("/" if below else "")
             return PathProblem(problem.reason, f"{shown_name(shown)[1:-1]}: {problem.detail}, not read")
     return None
 
