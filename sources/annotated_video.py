@@ -14,7 +14,9 @@ its videos sparsely (`00000976.jpg`), so its frames follow one another by number
 masks paired by number; a mask whose frame is gone still takes its place (its window is
 rejected `missing_frame`). Two files of one number (`00014.png` and `00014.jpg`) reject the
 windows holding it (`duplicate_frame`, `duplicate_annotation`); a file with no number in its
-name is rejected on its own (`unnumbered_frame`).
+name is rejected on its own (`unnumbered_frame`). What operating systems and tools leave is one
+`os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`): a Mac's `._00001.png` is no
+frame 1 (it made frame 1 a `duplicate_frame`), `__MACOSX/` or `@eaDir/` no video.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION
-from sources.paths import OutsideRoot, check_inside, path_problem, shown_name
+from sources.paths import (OutsideRoot, check_inside, names_below, path_problem, set_aside, set_aside_problem,
+                           shown_name)
 from sources.records import AnnotatedClipRecord, Reject, SourceItem, safe_key
 from transforms.errors import Rejected
 
@@ -189,17 +192,21 @@ class AnnotatedVideoSource:
         have = {self._video(v) for v in videos}
         if self.layout == "vipseg":
             annotated = fsio.join(self.path, "panomasks")
-            names = [fsio.basename(d) for d in fsio.list_dirs(annotated, links=True)] if fsio.exists(annotated) else []
+            dirs = fsio.list_dirs(annotated, links=True) if fsio.exists(annotated) else []
         else:
-            names = [self._video(v) for v in self._two_levels(fsio.join(self.path, "joint_positions"))]
+            dirs = self._two_levels(fsio.join(self.path, "joint_positions"))
+        # `__MACOSX/`, `@eaDir/`, `.git/` among the annotations: a unit each, read as one reject
+        aside = [d for d in dirs if set_aside_problem(self.path, d)]
+        names = [self._video(d) for d in dirs if d not in aside]
         return videos + [fsio.join(folder, *name.split("/")) for name in names  # type: ignore[arg-type]
-                         if name not in have]
+                         if name not in have] + aside
 
     @staticmethod
     def _two_levels(root: str) -> list[str]:
-        """<root>/<action>/<video> folders (JHMDB)."""
+        """<root>/<action>/<video> folders (JHMDB); an action folder an operating system or a tool
+        left (`@eaDir/`) is itself an entry, never descended into."""
         return [v for action in (fsio.list_dirs(root, links=True) if fsio.exists(root) else [])
-                for v in fsio.list_dirs(action, links=True)]
+                for v in ([action] if set_aside(fsio.basename(action)) else fsio.list_dirs(action, links=True))]
 
     def _video(self, video_dir: str) -> str:
         if self.layout == "vipseg":
@@ -207,6 +214,11 @@ class AnnotatedVideoSource:
         return f"{fsio.basename(video_dir.rsplit('/', 1)[0])}/{fsio.basename(video_dir)}"
 
     def read(self, video_dir: str) -> Iterator[SourceItem]:
+        aside = set_aside_problem(self.path, video_dir)
+        if aside:  # `__MACOSX/`, `@eaDir/`: one reject, never a video of no frames
+            key = safe_key(self.name, *names_below(self.path, video_dir))
+            yield Reject(key, self.name, key, "read", aside.reason, aside.detail)
+            return
         video = self._video(video_dir)
         group = safe_key(self.name, *video.split("/"))
         outside = path_problem(self.path, video_dir, self.follow_links)
@@ -226,6 +238,11 @@ class AnnotatedVideoSource:
         slots: dict[int, _Slot] = {}
         for what, uris in (("frame", files), ("annotation", masks)):
             for uri in uris:
+                aside = set_aside_problem(self.path, uri)
+                if aside:  # a Mac's `._00001.png`: never frame 1's twin
+                    yield Reject(safe_key(group, fsio.basename(uri)), self.name, group, "read", aside.reason,
+                                 aside.detail)
+                    continue
                 number = frame_number(uri)
                 if number is None:  # its place in time is unknown: never guessed from a text sort
                     name = fsio.basename(uri)

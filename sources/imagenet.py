@@ -16,8 +16,9 @@ a `duplicate_key` reject, and the unit cut keeps same-stem files together so the
 Class folders are read flat: a folder inside one (or a link to a folder) is an `unexpected_file`
 reject, never descended into and never skipped silently. What an operating system leaves in the
 folders it touches (`.DS_Store`, `Thumbs.db`, a Mac's AppleDouble `._x.JPEG` beside every image,
-a zip's `__MACOSX/`) is an `os_metadata` reject, unread: not a broken image, nor a val image
-without a label, and no reason to need LOC_val_solution.csv.
+a zip's `__MACOSX/`) is an `os_metadata` reject, and any other hidden file or folder (an editor's
+`.~lock.x#`, `.git/`) a `hidden_file` one (`sources.paths.set_aside`), unread: not a broken image,
+nor a val image without a label, and no reason to need LOC_val_solution.csv.
 
 When val/ holds flat images, LOC_val_solution.csv is the val set's index: an image it lists
 that val/ lacks (a cut download or extraction) is a `missing_image` reject (a unit of its own,
@@ -37,7 +38,7 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.paths import OS_METADATA, os_metadata, path_problem, shown_name
+from sources.paths import path_problem, set_aside, shown_name
 from sources.records import ImageRecord, Reject, SourceItem, safe_key
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -48,7 +49,7 @@ VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 
 
 def _is_image_name(uri: str) -> bool:
-    return uri.lower().endswith(IMAGE_SUFFIXES) and not os_metadata(fsio.basename(uri))
+    return uri.lower().endswith(IMAGE_SUFFIXES) and not set_aside(fsio.basename(uri))
 
 
 def _needs_labels(unit: Unit) -> bool:
@@ -165,7 +166,7 @@ class ImageNetSource:
             if not fsio.isdir(split_dir):
                 raise FileNotFoundError(f"{self.name}: ILSVRC layout has no {split}/ folder under {self.path}")
             for class_dir in fsio.list_dirs(split_dir, links=True):
-                if os_metadata(fsio.basename(class_dir)):  # `__MACOSX/`: rejected as one item, unread
+                if set_aside(fsio.basename(class_dir)):  # `__MACOSX/`, `.git/`: rejected as one item, unread
                     units.append(Unit(split, None, (class_dir,)))
                     continue
                 if path_problem(self.path, class_dir, self.follow_links):
@@ -241,7 +242,7 @@ class ImageNetSource:
         split_dir = fsio.join(self.path, split)
         present = {_stem(f) for f in fsio.list_files(split_dir, links=True) if _is_image_name(f)}
         for folder in fsio.list_dirs(split_dir, links=True):
-            if not os_metadata(fsio.basename(folder)) and not path_problem(self.path, folder, self.follow_links):
+            if not set_aside(fsio.basename(folder)) and not path_problem(self.path, folder, self.follow_links):
                 present |= {_stem(f) for f in fsio.list_files(folder, links=True) if _is_image_name(f)}
         for image_id, wnid in sorted(read_val_labels(self.val_labels_uri).items()):
             if image_id not in present:
@@ -250,16 +251,17 @@ class ImageNetSource:
                              f"{VAL_LABELS_FILE}, but {split}/ holds no image of that name", split_hint=split)
 
     def _not_an_image(self, unit: Unit, uri: str) -> Reject:
-        """An entry that is no image: an operating system's metadata (`os_metadata`), another file,
+        """An entry that is no image: an operating system's metadata (`os_metadata`), a hidden file
+        (`hidden_file`), another file,
         or a folder (never descended into). Keyed by the whole name (a folder's with a trailing
         '/'): it may share its stem with an image."""
         folder = fsio.isdir(uri)
         name = fsio.basename(uri) + ("/" if folder else "")
         key = safe_key(self.name, unit.split, _nfc(unit.wnid or "unlabelled"), _nfc(name))
-        what = os_metadata(fsio.basename(uri))
-        if what:
-            detail = f"{_where(unit, name)}: {what}, {'not read' if folder else 'not an image'}"
-            return Reject(key, self.name, key, "read", OS_METADATA, detail, split_hint=unit.split)
+        aside = set_aside(fsio.basename(uri))
+        if aside:
+            detail = f"{_where(unit, name)}: {aside.detail}, {'not read' if folder else 'not an image'}"
+            return Reject(key, self.name, key, "read", aside.reason, detail, split_hint=unit.split)
         detail = (f"{_where(unit, name)} is a folder: class folders are read flat" if folder
                   else f"{_where(unit, name)} is not one of {', '.join(IMAGE_SUFFIXES)}")
         return Reject(key, self.name, key, "read", "unexpected_file", detail, split_hint=unit.split)

@@ -11,8 +11,12 @@ the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen 
 `duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
 is an image record (the decoder decides: AVIF and HEIC decode, SVG is `unsupported_format`) or,
 for a caption without its image, a reject; a link leading out of the root, in any layout, is an
-`outside_root` reject and is never opened; a file beside the tars that is neither a shard nor a
-listing (a `.tar.xz`, a `.zip`) is an `unexpected_file` reject. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
+`outside_root` reject and is never opened; a file beside the shards that is neither a shard nor a
+listing (a `.tar.xz`, a `.zip`) is an `unexpected_file` reject. What operating systems, copies and
+tools leave (a Mac's `._x.jpg` beside every file or inside a tar it made, `.DS_Store`, `__MACOSX/`,
+`Thumbs.db`, `@eaDir/`; an editor's `.~lock.x#`, `.git/`), in any layout, is one `os_metadata` or
+`hidden_file` reject per file or folder (`sources.paths.set_aside`): never opened, never an image
+the decoder fails, never a sample or a shard. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
 reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every
 parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
 """
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
-from sources.paths import NOT_A_FILE, path_problem
+from sources.paths import NOT_A_FILE, collapse_set_aside, path_problem, set_aside, set_aside_problem
 from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, path_key
 from transforms.errors import exception_detail
 
@@ -101,14 +105,24 @@ def tar_units(uri: str, root: str) -> list[Unit]:
 LISTING_SUFFIXES = (".parquet", "_stats.json")  # what img2dataset writes beside each shard
 
 
-def stray_files(files: list[str], tars: list[str]) -> list[str]:
-    """The files of a webdataset folder that are neither shards nor the listings of a shard there
-    (a `.tar.xz` or `.zip` someone put there, a loose image, a parquet whose tar is gone): each
-    becomes an `unexpected_file` reject, never a silent skip. Hidden files (`.DS_Store`, editors'
-    swap files) hold no data."""
-    listings = {shard_of(t)[1] + suffix for t in tars for suffix in LISTING_SUFFIXES}
-    return [f for f in files if not fsio.basename(f).startswith(".")
-            and not f.lower().endswith(TAR_SUFFIXES) and f not in listings]
+def stray_files(files: list[str], shards: list[str], bases: list[str]) -> list[str]:
+    """The files of an img2dataset folder that are neither `shards` nor the listings of a shard
+    there (`bases`: each shard's path without its suffix), e.g. a `.tar.xz` or `.zip` someone put
+    there, a loose image, a parquet whose tar is gone: each becomes an `unexpected_file` reject,
+    never a silent skip; an operating system's metadata or a hidden file (`.DS_Store`,
+    `._00000.tar`, an editor's lock) an `os_metadata` or `hidden_file` one."""
+    listings = {base + suffix for base in bases for suffix in LISTING_SUFFIXES}
+    return [f for f in files if f not in shards and f not in listings]
+
+
+def _is_shard_name(uri: str) -> bool:
+    """A webdataset archive's name (an AppleDouble `._00000.tar` is no shard)."""
+    return uri.lower().endswith(TAR_SUFFIXES) and not set_aside(fsio.basename(uri))
+
+
+def _data_dirs(root: str) -> list[str]:
+    """A folder's sub-folders that may hold data (not `__MACOSX/`, `@eaDir/`, `.git/`)."""
+    return [d for d in fsio.list_dirs(root, links=True) if not set_aside(fsio.basename(d))]
 
 
 def shard_of(uri: str) -> tuple[str, str]:
@@ -140,11 +154,11 @@ def _image_column(parquet_uri: str) -> str | None:
 
 
 def detect_format(root: str) -> LaionFormat:
-    files = fsio.list_files(root)
-    if any(f.lower().endswith(TAR_SUFFIXES) for f in files):
+    files = [f for f in fsio.list_files(root) if not set_aside(fsio.basename(f))]
+    if any(_is_shard_name(f) for f in files):
         return "webdataset"
     parquets = [f for f in files if f.endswith(".parquet")]
-    if parquets and fsio.list_dirs(root):
+    if parquets and _data_dirs(root):
         return "files"
     if parquets and _image_column(parquets[0]):
         return "parquet"
@@ -189,21 +203,26 @@ class LaionSource:
         fmt = self.resolved_format()
         if fmt == "webdataset":
             files = fsio.list_files(self.path, links=True)
-            tars = [f for f in files if f.lower().endswith(TAR_SUFFIXES)]
+            tars = [f for f in files if _is_shard_name(f)]
             if not tars:
                 raise FileNotFoundError(f"{self.name}: no {', '.join(TAR_SUFFIXES)} shards in {self.path}")
-            return [part for t in tars for part in tar_units(t, self.path)] + [
-                Unit("stray", (f,), self.path) for f in stray_files(files, tars)]
+            return [part for t in tars for part in tar_units(t, self.path)] + self._strays(
+                files, tars, [shard_of(t)[1] for t in tars])
         if fmt == "files":
-            return [Unit("files", (d,), self.path) for d in fsio.list_dirs(self.path, links=True)]
+            folders = _data_dirs(self.path)
+            return [Unit("files", (d,), self.path) for d in folders] + self._strays(
+                fsio.list_files(self.path, links=True), [], folders)
         if fmt == "parquet":
-            shards = fsio.list_files(self.path, (".parquet",), links=True)
+            files = fsio.list_files(self.path, links=True)
+            shards = [f for f in files if f.endswith(".parquet") and not set_aside(fsio.basename(f))]
             if not shards:
                 raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
-            return [Unit("parquet", (p,), self.path) for p in shards]
-        files = fsio.list_files(self.path, recursive=True)
+            return [Unit("parquet", (p,), self.path) for p in shards] + self._strays(
+                files, shards, [p.removesuffix(".parquet") for p in shards])
+        files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True))
         groups = folder_groups(files, self.path)
-        if not any(_ext_of(_relative(u, self.path)) not in SIDECARS for g in groups for u in g):
+        if not any(_ext_of(_relative(u, self.path)) not in SIDECARS and not set_aside_problem(self.path, u)
+                   for g in groups for u in g):
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         units, chunk = [], []
         for group in groups:
@@ -215,13 +234,29 @@ class LaionSource:
             units.append(Unit("folder", tuple(chunk), self.path))
         return units
 
+    def _strays(self, files: list[str], shards: list[str], bases: list[str]) -> list[Unit]:
+        """A unit (one reject) for each file beside the shards that is none (`stray_files`), and
+        for each folder there an operating system or a tool left (`__MACOSX/`, `@eaDir/`, `.git/`)."""
+        folders = [d for d in fsio.list_dirs(self.path, links=True) if set_aside(fsio.basename(d))]
+        return [Unit("stray", (f,), self.path) for f in stray_files(files, shards, bases) + folders]
+
+    def _set_aside(self, key: str, walk_root: str, uri: str, folder: bool | None = None) -> Reject | None:
+        """The reject of an OS metadata or hidden file or folder (`sources.paths.set_aside`), unread."""
+        problem = set_aside_problem(walk_root, uri, folder)
+        return self._reject(key, "read", problem.reason, problem.detail) if problem else None
+
     def read(self, unit: Unit) -> Iterator[SourceItem]:
         if unit.kind == "stray":
             name = fsio.basename(unit.uris[0])
             key = data_key(self.name, name)
+            aside = self._set_aside(key, self.path, unit.uris[0])
+            if aside:
+                yield aside
+                return
             yield self._reject(key, "read", "unexpected_file",
-                               f"{name} is neither a webdataset shard ({', '.join(TAR_SUFFIXES)}) nor the listing "
-                               f"of one (NNNNN.parquet, NNNNN_stats.json beside NNNNN.tar): not read")
+                               f"{name} is neither an img2dataset shard (NNNNN{', NNNNN'.join(TAR_SUFFIXES)}; "
+                               f"NNNNN/ or NNNNN.parquet of output_format files or parquet) nor the listing of "
+                               f"one (NNNNN.parquet, NNNNN_stats.json beside it): not read")
         elif unit.kind == "tar":
             items = self._read_tar(unit.uris[0], unit.owns if unit.parts > 1 else None)
             yield from items if unit.parts == 1 else (item for item in items if unit.owns(item.key))
@@ -238,8 +273,8 @@ class LaionSource:
             return []
         import pyarrow as pa
 
-        listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)
-                  if path_problem(self.path, p, self.follow_links) is None]  # its unit rejects a link out
+        listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)  # its unit rejects the others
+                  if path_problem(self.path, p, self.follow_links) is None and not set_aside(fsio.basename(p))]
         for parquet in listed[:2]:
             try:
                 resized = resized_samples(parquet)
@@ -284,6 +319,10 @@ class LaionSource:
             with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode=_read_mode(handle, owns)) as tar:
                 for info in tar:
                     if info.isdir():
+                        continue
+                    aside = self._set_aside(self._key(shard, info.name), "", info.name, folder=False)
+                    if aside:  # macOS tar's `._00000.jpg` before `00000.jpg`: never a sample of key ''
+                        yield aside
                         continue
                     key, ext = _split_member(info.name)
                     if not info.isfile():  # links, devices, fifos: counted, never followed
@@ -385,6 +424,10 @@ class LaionSource:
         by_key: dict[str, dict[str, str]] = {}
         refused: set[str] = set()  # samples with a file that links out of the root (never read)
         for uri in fsio.list_files(folder, links=True):
+            aside = self._set_aside(self._key(shard, fsio.basename(uri)), folder, uri)
+            if aside:  # a Mac's `._00000.jpg` beside `00000.jpg`: no sample of key ''
+                yield aside
+                continue
             key, ext = _split_member(fsio.basename(uri))
             problem = path_problem(self.path, uri, self.follow_links)
             if problem:
@@ -456,7 +499,14 @@ class LaionSource:
     # -- plain folders -------------------------------------------------------------------
     def _read_folder(self, unit: Unit) -> Iterator[SourceItem]:
         root = unit.root
-        for group in folder_groups(list(unit.uris), root):
+        data = []
+        for uri in unit.uris:
+            aside = self._set_aside(path_key(self.name, _relative(uri, root)), root, uri)
+            if aside:  # never an image record the decoder would call `not_an_image`
+                yield aside
+            else:
+                data.append(uri)
+        for group in folder_groups(data, root):
             sidecars = {_ext_of(_relative(u, root)): u for u in group if _ext_of(_relative(u, root)) in SIDECARS}
             entries = [u for u in group if u not in sidecars.values()]
             for ext, uri in list(sidecars.items()):

@@ -2,6 +2,8 @@
 
 `<building>/<domain folder>/<stem>_domain_<domain>.png`. A tuple is the image and its normals,
 edges, depth and segmentation; a stem missing any of them is rejected with the missing task.
+What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
+`os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a tuple or a building.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
-from sources.paths import path_problem
+from sources.paths import path_problem, set_aside, set_aside_problem
 from sources.records import Reject, SourceItem, TupleRecord, safe_key
 
 # task -> (folder, domain suffix)
@@ -38,14 +40,16 @@ class MultiTaskSource:
     follow_links: bool = False  # read buildings and files that are links leading out of `path`
 
     def units(self) -> list[str]:
-        buildings = [d for d in fsio.list_dirs(self.path, links=True) if fsio.exists(fsio.join(d, TASKONOMY["image"][0]))]
+        dirs = fsio.list_dirs(self.path, links=True)
+        aside = [d for d in dirs if set_aside(fsio.basename(d))]  # `__MACOSX/`, `@eaDir/`: one reject each
+        buildings = [d for d in dirs if d not in aside and fsio.exists(fsio.join(d, TASKONOMY["image"][0]))]
         if not buildings:
             raise FileNotFoundError(f"no <building>/{TASKONOMY['image'][0]}/ folders under {self.path}")
-        return buildings
+        return buildings + aside
 
     def read(self, building: str) -> Iterator[SourceItem]:
         name = fsio.basename(building)
-        outside = path_problem(self.path, building, self.follow_links)
+        outside = set_aside_problem(self.path, building) or path_problem(self.path, building, self.follow_links)
         if outside:  # not listed: the linked building is one rejected item
             key = safe_key(self.name, name)
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
@@ -58,6 +62,11 @@ class MultiTaskSource:
                 continue
             suffix = f"_domain_{domain}.png"
             for uri in fsio.list_files(directory, (suffix,), links=True):
+                aside = set_aside_problem(building, uri)
+                if aside:  # a Mac's `._<stem>_domain_rgb.png`: never a tuple of its own
+                    key = safe_key(self.name, name, folder, fsio.basename(uri))
+                    yield Reject(key, self.name, key, "read", aside.reason, aside.detail)
+                    continue
                 files.setdefault(fsio.basename(uri)[: -len(suffix)], {})[task] = uri
         for stem in sorted(files):
             group = safe_key(self.name, name, stem)

@@ -3,6 +3,8 @@
 A sentence is one object's views ordered by the azimuth computed from the cameras (file names
 and capture order are not trusted). When a sequence has more views than a sentence takes, the
 views are picked evenly in azimuth order; fewer is a reject (`too_few_views`).
+In Objaverse's folders, what operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
+`os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a view, a camera or an object.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json, numbers
-from sources.paths import ConfiguredPathMissing, OutsideRoot, check_inside, join_inside, names_found, path_problem
+from sources.paths import (ConfiguredPathMissing, OutsideRoot, check_inside, join_inside, names_found, path_problem,
+                           set_aside, set_aside_problem)
 from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
 
 
@@ -176,19 +179,26 @@ class ObjaverseSource:
     follow_links: bool = False  # read object folders and views that are links leading out of `path`
 
     def units(self) -> list[str]:
-        objects = fsio.list_dirs(self.path, links=True)
-        if not objects:
+        objects = fsio.list_dirs(self.path, links=True)  # `__MACOSX/`, `@eaDir/` too: one reject each
+        if not any(not set_aside(fsio.basename(o)) for o in objects):
             raise FileNotFoundError(f"no object folders (<uid>/NNN.png + NNN.npy) under {self.path}")
         return objects
 
     def read(self, folder: str) -> Iterator[SourceItem]:
         uid = fsio.basename(folder)
         key = safe_key(self.name, uid)
-        outside = path_problem(self.path, folder, self.follow_links)
-        if outside:  # not listed: the linked object folder is one rejected item
+        outside = set_aside_problem(self.path, folder) or path_problem(self.path, folder, self.follow_links)
+        if outside:  # not listed: the linked (or `__MACOSX/`) object folder is one rejected item
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
             return
-        files = fsio.list_files(folder, links=True)
+        files = []
+        for uri in fsio.list_files(folder, links=True):
+            aside = set_aside_problem(self.path, uri) if uri.endswith((".png", ".npy")) else None
+            if aside:  # a Mac's `._000.npy`: never a view's camera, never a `bad_camera` for the object
+                reject_key = safe_key(self.name, uid, fsio.basename(uri))
+                yield Reject(reject_key, self.name, key, "read", aside.reason, aside.detail)
+            else:
+                files.append(uri)
         outside = next(filter(None, (path_problem(self.path, f, self.follow_links) for f in files)), None)
         if outside:
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail)

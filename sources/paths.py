@@ -9,6 +9,10 @@ links included: the root is resolved once, and what lies below it must stay belo
 `follow_links` is the per-source opt-in for datasets laid out as links to another disk; names
 from annotation files must still stay inside the root lexically. Fifos, sockets and devices
 are never read (`not_a_file`): opening a fifo blocks, and a device can stream forever.
+
+What operating systems and tools leave in the folders a source lists (`set_aside`) is counted
+under one policy in every source: `os_metadata` or `hidden_file`, one reject per file or folder,
+never opened.
 """
 
 from __future__ import annotations
@@ -38,6 +42,63 @@ def os_metadata(name: str) -> str | None:
     if name.startswith("._") and len(name) > 2:
         return f"macOS AppleDouble metadata of {name[2:]}"
     return _OS_NAMES.get(name.lower())
+
+
+HIDDEN_FILE = "hidden_file"  # a hidden name that is no OS metadata: an editor's lock, a sync or NFS temporary, `.git/`
+_HIDDEN_WHAT = "hidden (a tool's lock, temporary or repository file)"
+
+
+def set_aside(name: str) -> PathProblem | None:
+    """(reason, what it is) when a listed file or folder of this base name is no data of any
+    layout: an operating system's metadata (`os_metadata`), or a hidden name (`hidden_file`: a
+    leading '.', or Office's `~$` owner files, which Windows hides). Such entries are counted,
+    never opened, never paired as a frame, view or label, and a folder is never descended into:
+    a tool's state (`.~lock.x#`, `.nfs000...`, `.git/`) is not an unexpected file the user put
+    there by mistake, and a hidden file read as an image would only fail to decode."""
+    what = os_metadata(name)
+    if what:
+        return PathProblem(OS_METADATA, what)
+    if name.startswith((".", "~$")) and name not in (".", ".."):
+        return PathProblem(HIDDEN_FILE, _HIDDEN_WHAT)
+    return None
+
+
+def names_below(walk_root: str, uri: str) -> list[str]:
+    """The names on the way from `walk_root` (not included: a config's path may itself be hidden)
+    down to `uri`."""
+    return [n for n in uri[len(walk_root.rstrip("/")):].split("/") if n]
+
+
+def set_aside_problem(walk_root: str, uri: str, folder: bool | None = None) -> PathProblem | None:
+    """The reject's (reason, detail) when `uri`, a file or folder listed below `walk_root`, or
+    a folder on its way there, is set aside (`set_aside`); None for data. `folder` says whether
+    `uri` is a folder when the caller knows (a tar member is none); else the filesystem is asked."""
+    names = names_below(walk_root, uri)
+    for depth, name in enumerate(names):
+        problem = set_aside(name)
+        if problem:
+            below = depth < len(names) - 1 or (fsio.isdir(uri) if folder is None else folder)
+            shown = "/".join(names[: depth + 1]) + ("/" if below else "")
+            return PathProblem(problem.reason, f"{shown_name(shown)[1:-1]}: {problem.detail}, not read")
+    return None
+
+
+def collapse_set_aside(walk_root: str, uris: list[str]) -> list[str]:
+    """A recursive listing with the files below a set-aside folder (`__MACOSX/`, `@eaDir/`,
+    `.git/`) replaced by that folder, once, where the first of them stood: one item to count."""
+    kept: list[str] = []
+    folders: set[str] = set()
+    for uri in uris:
+        names = names_below(walk_root, uri)
+        depth = next((d for d, n in enumerate(names[:-1]) if set_aside(n)), None)
+        if depth is None:
+            kept.append(uri)
+            continue
+        folder = fsio.join(walk_root, *names[: depth + 1])
+        if folder not in folders:
+            folders.add(folder)
+            kept.append(folder)
+    return kept
 
 
 class OutsideRoot(Exception):

@@ -1,6 +1,8 @@
 """Semantic segmentation label maps: ADE20K (SceneParsing) and Cityscapes layouts.
 
 A pair is an image and its label PNG, matched by name; a missing label is a counted reject.
+What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
+`os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never an image without a label.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from typing import Iterator, Literal
 
 from sources import fsio
-from sources.paths import missing_under, path_problem
+from sources.paths import collapse_set_aside, missing_under, names_below, path_problem, set_aside_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 Layout = Literal["ade20k", "cityscapes"]
@@ -45,8 +47,8 @@ class SegmentationSource:
             split_dir = fsio.join(images_root, folder)
             if not fsio.exists(split_dir):
                 continue
-            files = fsio.list_files(split_dir, (".jpg", ".png"), recursive=True,
-                                     follow_links=self.follow_links, links=True)
+            files = collapse_set_aside(split_dir, fsio.list_files(split_dir, (".jpg", ".png"), recursive=True,
+                                                                  follow_links=self.follow_links, links=True))
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
         return units
 
@@ -72,7 +74,13 @@ class SegmentationSource:
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
         folder, files = unit
         split = (ADE_SPLITS if self.layout == "ade20k" else CITYSCAPES_SPLITS)[folder]
+        split_dir = fsio.join(self._pairs_root()[0], folder)
         for uri in files:
+            aside = set_aside_problem(split_dir, uri)
+            if aside:  # a Mac's `._x.png`, `@eaDir/`: never an image without its label map
+                key = safe_key(self.name, folder, *names_below(split_dir, uri))
+                yield Reject(key, self.name, key, "read", aside.reason, aside.detail, split_hint=split)
+                continue
             stem = fsio.basename(uri).rsplit(".", 1)[0].removesuffix("_leftImg8bit")
             group = safe_key(self.name, folder, stem)
             key = f"{group}-segmentation"

@@ -6,6 +6,9 @@ them `colored_0` / `colored_1` / `disp_noc` (its `image_0` / `image_1` are grey)
 
 Where a pair has no ground-truth disparity, the depth task can take its target from a labeler
 (semi-global block matching on the rectified pair) instead of being rejected.
+
+What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
+`os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a pair of the files beside each view.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import missing_under, path_problem
+from sources.paths import missing_under, path_problem, set_aside_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
@@ -58,6 +61,11 @@ class StereoSource:
         for left in files:
             name = fsio.basename(left)
             group = safe_key(self.name, name.rsplit(".", 1)[0])
+            aside = set_aside_problem(fsio.join(root, self.left_folder), left)
+            if aside:  # a Mac's `._000000_10.png`: never paired with the `._` file beside the right view
+                key = safe_key(self.name, self.left_folder, name)
+                yield Reject(key, self.name, key, "read", aside.reason, aside.detail)
+                continue
             right = fsio.join(root, self.right_folder, name)
             disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
             outside = next(filter(None, (path_problem(self.path, u, self.follow_links)

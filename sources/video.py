@@ -1,5 +1,8 @@
 """Video clips as 16-frame sentences at fixed strides, every frame the one a player shows.
 
+What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
+`os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never probed by a decoder.
+
 Planning (here, at read time) probes each file once: it counts the frames a player presents
 (edit lists applied, presentation order; see `sources.video_index`), checks that the first and
 the last of them decode, and yields one `VideoRecord` holding every (stride, start) sentence of
@@ -32,7 +35,7 @@ import numpy as np
 
 from sources import budget, fsio
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
-from sources.paths import path_problem
+from sources.paths import collapse_set_aside, path_problem, set_aside_problem
 from sources.records import Reject, SourceItem, VideoClipRecord, VideoRecord, safe_key
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
 
@@ -254,8 +257,8 @@ class VideoSource:
             return [self.path]
         # links, fifos and devices are listed too (a folder link whatever its name): `read` rejects
         # those it must not open, so none is skipped silently
-        files = fsio.list_files(self.path, self.extensions, recursive=True, follow_links=self.follow_links,
-                                links=True)
+        files = collapse_set_aside(self.path, fsio.list_files(self.path, self.extensions, recursive=True,
+                                                              follow_links=self.follow_links, links=True))
         if not files:
             raise FileNotFoundError(f"{self.name}: no videos ({', '.join(self.extensions)}) under {self.path}")
         return files
@@ -267,8 +270,8 @@ class VideoSource:
 
     def read(self, uri: str) -> Iterator[SourceItem]:
         video = self.video_key(uri)
-        problem = path_problem(self.path, uri, self.follow_links)
-        if problem:  # a link leading out of the root, a fifo or a device: never opened
+        problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
+        if problem:  # a Mac's `._clip.mp4`, a link leading out of the root, a fifo, a device: never opened
             yield Reject(video, self.name, video, "read", problem.reason, problem.detail)
             return
         try:

@@ -188,6 +188,32 @@ def test_os_files_beside_class_folders_need_no_val_csv(tmp_path: Path):
         ("os_metadata", "val/Thumbs.db: Windows Explorer's thumbnail cache, not an image")]
 
 
+def test_editors_and_version_control_leave_hidden_file_rejects(tmp_path: Path):
+    """Files an editor, NFS or git leaves in a class folder or beside the class folders are
+    `hidden_file` rejects, never read: `.~lock.x.JPEG#` and `.nfs...` were `unexpected_file` (as if
+    someone had misplaced data), a `.x.JPEG` hidden copy an image of the class, and `.git/` a
+    class folder whose every object was an `unexpected_file` reject."""
+    root = tmp_path / "inet"
+    wnid = "n01440764"
+    _jpeg(root / "train" / wnid / f"{wnid}_1.JPEG", 10)
+    _jpeg(root / "train" / wnid / f".{wnid}_1.JPEG", 10)  # a hidden copy, as rsync and editors leave
+    (root / "train" / wnid / f".~lock.{wnid}_1.JPEG#").write_text(",me,host,01.01.2026 10:00,file:///;")
+    (root / "train" / wnid / ".nfs000000000012345600000001").write_bytes(b"\0" * 16)
+    (root / "train" / ".git" / "objects" / "ab").mkdir(parents=True)
+    (root / "train" / ".git" / "objects" / "ab" / "cdef").write_bytes(b"x\x9c")
+    (root / "train" / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    items = _items(root, ("train",))
+    assert [i.key for i in items if isinstance(i, ImageRecord)] == [f"inet-train-{wnid}-{wnid}_1"]
+    assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == sorted([
+        ("hidden_file", "train/.git/: hidden (a tool's lock, temporary or repository file), not read"),
+        ("hidden_file", f"train/{wnid}/.nfs000000000012345600000001: hidden (a tool's lock, temporary or "
+                        "repository file), not an image"),
+        ("hidden_file", f"train/{wnid}/.{wnid}_1.JPEG: hidden (a tool's lock, temporary or repository file), "
+                        "not an image"),
+        ("hidden_file", f"train/{wnid}/.~lock.{wnid}_1.JPEG#: hidden (a tool's lock, temporary or repository "
+                        "file), not an image")])
+
+
 def test_macos_and_windows_metadata_are_os_metadata_rejects_not_bad_images(tmp_path: Path):
     """A folder copied from a Mac to an exFAT disk or a zip holds a `._x.JPEG` AppleDouble file
     beside every image: it has an image's extension, so it was read and decoded (a `not_an_image`

@@ -3,6 +3,7 @@ frame counts, one record per video. Frame exactness on every container: test_vid
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,32 @@ def test_a_decode_paused_past_its_time_budget_still_renders_the_same_clips(sampl
             os.kill(worker, signal.SIGCONT)
     assert budget._worker(record.decoder).process.pid == worker  # not killed
     assert [s.images for s in paused] == [s.images for s in undisturbed]
+
+
+def test_a_mac_copy_of_a_video_folder_starts_no_decoder_job_for_what_it_leaves(tmp_path: Path, monkeypatch):
+    """A video folder copied and zipped on a Mac holds `._clip.mp4` beside `clip.mp4` and
+    `__MACOSX/._clip.mp4`: each was probed in a decoder job (a `plan` reject of the decoder's making,
+    and a wasted process), `__MACOSX/` once per file in it. Now `._clip.mp4` and the `__MACOSX/`
+    folder are one `os_metadata` reject each, an Office owner file `~$clip.mp4` a `hidden_file`
+    one, and only `clip.mp4` reaches a decoder job."""
+    import os_junk
+
+    from sources import budget
+    from sources.budget import Budget
+
+    video_zoo.require_ffmpeg()
+    root = tmp_path / "videos"
+    root.mkdir()
+    video_zoo.encode(root / "clip.mp4", 20, "libx264", options={**video_zoo.X264, "g": "10"})
+    os_junk.mac_copy(root), os_junk.mac_zip(root, "clip.mp4"), os_junk.editors(root, "clip.mp4")
+    jobs: list[str] = []
+    real_call = budget.call
+    monkeypatch.setattr(budget, "call", lambda function, *args, **kw: jobs.append(args[0]) or real_call(function, *args, **kw))
+    source = VideoSource("vid", str(root), strides=(1,), limits=Budget(time_s=20))
+    items = [item for uri in source.units() for item in source.read(uri)]
+    assert sorted(_names(items, VideoRecord)) == ["vid-clip_mp4"]
+    assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        ("hidden_file", "~$clip.mp4: hidden (a tool's lock, temporary or repository file), not read"),
+        ("os_metadata", "._clip.mp4: macOS AppleDouble metadata of clip.mp4, not read"),
+        ("os_metadata", "__MACOSX/: macOS archive metadata (a zip's AppleDouble files), not read")]
+    assert {os.path.basename(uri) for uri in jobs} == {"clip.mp4"}

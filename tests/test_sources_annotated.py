@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import os_junk
 import pytest
 
 from sources.annotated_video import AnnotatedVideoSource, frame_windows, windows_holding
@@ -821,3 +822,138 @@ def test_jhmdb_pose_drawn_on_its_frame_pixels(tmp_path: Path):
     assert tuple(target[40, 128]) == limb_colours(JHMDB15)[JHMDB15.limbs.index((0, 2))]
     assert not any(np.all(target == c, axis=2).any() for i, c in enumerate(limb_colours(JHMDB15))
                    if JHMDB15.limbs[i] != (0, 2))
+
+
+# -- what operating systems, copies and tools leave in the layouts ------------------------------
+def _read_all(source) -> list:
+    return [i for u in source.units() for i in source.read(u)]
+
+
+def _set_aside(items) -> list[tuple[str, str]]:
+    """(reason, the path its detail names) of the os_metadata and hidden_file rejects."""
+    return sorted((i.reason, i.detail.split(": ", 1)[0]) for i in items
+                  if isinstance(i, Reject) and i.reason in ("os_metadata", "hidden_file"))
+
+
+def _others(items) -> list[str]:
+    return [i.reason if isinstance(i, Reject) else type(i).__name__ for i in items
+            if not (isinstance(i, Reject) and i.reason in ("os_metadata", "hidden_file"))]
+
+
+def test_ade20k_copied_off_a_mac_onto_a_nas_reads_one_pair(tmp_path: Path):
+    """ADE20K after a Mac copy and zip, on a Synology NAS, with an Office owner file: each image
+    name among them (`._ADE_*.jpg`, `~$ADE_*.jpg`, `@eaDir/`'s JPEG thumbnail, `__MACOSX/`'s copy)
+    was an image without a label map (`missing_annotation`), or, in `@eaDir/`, a second pair of
+    the same label map. Now each is one reject of its reason, a folder once."""
+    name = "ADE_train_00000001"
+    images, labels = tmp_path / "ADEChallengeData2016/images/training", tmp_path / "ADEChallengeData2016/annotations/training"
+    _png(images / f"{name}.jpg", np.zeros((8, 8, 3), np.uint8))
+    _png(labels / f"{name}.png", np.ones((8, 8), np.uint8))
+    os_junk.mac_copy(images), os_junk.mac_copy(labels), os_junk.windows(images)
+    os_junk.synology(images, f"{name}.jpg"), os_junk.mac_zip(images, f"{name}.jpg"), os_junk.editors(images, f"{name}.jpg")
+    items = _read_all(SegmentationSource("ade", str(tmp_path)))
+    assert _others(items) == ["PairRecord"]
+    assert _set_aside(items) == [("hidden_file", f"~${name}.jpg"), ("os_metadata", f"._{name}.jpg"),
+                                 ("os_metadata", "@eaDir/"), ("os_metadata", "__MACOSX/")]
+
+
+def test_cityscapes_appledouble_image_is_not_paired_with_the_appledouble_label(tmp_path: Path):
+    """Cityscapes copied by a Mac: `._<stem>_leftImg8bit.png` found its label map by name,
+    `._<stem>_gtFine_labelIds.png`, and made a pair of two AppleDouble files (a record that fails
+    to decode). Now it is one `os_metadata` reject and the city's real pair reads."""
+    stem = "aachen_000000_000019"
+    _png(tmp_path / f"leftImg8bit/train/aachen/{stem}_leftImg8bit.png", np.zeros((8, 16, 3), np.uint8))
+    _png(tmp_path / f"gtFine/train/aachen/{stem}_gtFine_labelIds.png", np.full((8, 16), 7, np.uint8))
+    os_junk.mac_copy(tmp_path / "leftImg8bit"), os_junk.mac_copy(tmp_path / "gtFine")
+    items = _read_all(SegmentationSource("cs", str(tmp_path), "cityscapes"))
+    assert [i.image_uri for i in items if isinstance(i, PairRecord)] == [
+        str(tmp_path / f"leftImg8bit/train/aachen/{stem}_leftImg8bit.png")]
+    assert _others(items) == ["PairRecord"]
+    assert _set_aside(items) == [("os_metadata", f"aachen/._{stem}_leftImg8bit.png")]
+
+
+def test_kitti_appledouble_views_are_no_stereo_pair(tmp_path: Path):
+    """KITTI copied by a Mac: `image_2/._000000_10.png` paired with `image_3/._000000_10.png` and
+    `disp_noc_0/._000000_10.png` into a stereo and a depth pair of AppleDouble files (two records
+    that fail to decode). Now one `os_metadata` reject for the left view's, one `hidden_file`
+    for the Office owner file; the right folder's are never looked at."""
+    for folder in ("image_2", "image_3"):
+        _png(tmp_path / "training" / folder / "000000_10.png", np.zeros((8, 8, 3), np.uint8))
+    _png(tmp_path / "training/disp_noc_0/000000_10.png", np.full((8, 8), 256 * 5, np.uint16))
+    for folder in ("image_2", "image_3", "disp_noc_0"):
+        os_junk.mac_copy(tmp_path / "training" / folder), os_junk.windows(tmp_path / "training" / folder)
+        os_junk.editors(tmp_path / "training" / folder, "000000_10.png")
+    items = _read_all(StereoSource("k", str(tmp_path)))
+    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == ["k-000000_10-depth", "k-000000_10-stereo"]
+    assert _others(items) == ["PairRecord", "PairRecord"]
+    assert _set_aside(items) == [("hidden_file", "~$000000_10.png"), ("os_metadata", "._000000_10.png")]
+
+
+def test_taskonomy_appledouble_files_are_no_tuple(tmp_path: Path):
+    """A Taskonomy building copied by a Mac: `._point_0_domain_<d>.png` in each domain folder made a
+    whole tuple of AppleDouble files (a record that fails to decode); `__MACOSX/`, `@eaDir/` and
+    `.git/` beside the building vanished. Now one reject each."""
+    for folder in ("rgb", "normal", "edge_occlusion", "depth_zbuffer", "segment_semantic"):
+        _png(tmp_path / "b1" / folder / f"point_0_domain_{folder}.png", np.zeros((4, 4), np.uint8))
+    os_junk.mac_copy(tmp_path / "b1")
+    os_junk.mac_zip(tmp_path, "b1"), os_junk.synology(tmp_path, "b1"), os_junk.editors(tmp_path, "b1")
+    items = _read_all(MultiTaskSource("tk", str(tmp_path)))
+    assert _others(items) == ["TupleRecord"]
+    assert _set_aside(items) == sorted([("hidden_file", ".git/"), ("os_metadata", "@eaDir/"), ("os_metadata", "__MACOSX/")] + [
+        ("os_metadata", f"{f}/._point_0_domain_{f}.png")
+        for f in ("rgb", "normal", "edge_occlusion", "depth_zbuffer", "segment_semantic")])
+
+
+def test_vipseg_appledouble_frames_are_no_frames(tmp_path: Path):
+    """VIPSeg copied by a Mac: `._00000.jpg` took frame 0's place beside `00000.jpg`, so the video's
+    one window was a `duplicate_frame` reject and the video was lost; `imgs/__MACOSX/` and
+    `imgs/@eaDir/` were videos of no frames (`too_few_frames`). Now the clip renders and each
+    AppleDouble frame and mask, and each folder, is one `os_metadata` reject."""
+    for f in range(8):
+        _png(tmp_path / f"imgs/v1/{f:05d}.jpg", np.zeros((8, 8, 3), np.uint8))
+        _png(tmp_path / f"panomasks/v1/{f:05d}.png", np.full((8, 8), 101, np.uint16))
+    os_junk.mac_copy(tmp_path / "imgs"), os_junk.mac_copy(tmp_path / "panomasks")
+    os_junk.mac_zip(tmp_path / "imgs", "v1"), os_junk.synology(tmp_path / "imgs", "v1")
+    os_junk.synology(tmp_path / "panomasks", "v1")
+    items = _read_all(AnnotatedVideoSource("vip", str(tmp_path), "vipseg", "separated", frames=8))
+    assert _others(items) == ["AnnotatedClipRecord"]
+    assert _set_aside(items) == sorted(
+        [("os_metadata", "imgs/@eaDir/"), ("os_metadata", "imgs/__MACOSX/"), ("os_metadata", "panomasks/@eaDir/")]
+        + [("os_metadata", f"imgs/v1/._{f:05d}.jpg") for f in range(8)]
+        + [("os_metadata", f"panomasks/v1/._{f:05d}.png") for f in range(8)])
+
+
+def test_jhmdb_appledouble_frames_and_nas_folders(tmp_path: Path):
+    """JHMDB on a Synology NAS after a Mac copy: `._00001.png` clashed with frame 1 and
+    `Rename_Images/@eaDir/` held videos of its own. Now the clip renders, and each AppleDouble
+    frame and the `@eaDir/` action folder (never descended into) is one `os_metadata` reject."""
+    from scipy.io import savemat
+
+    clip = tmp_path / "Rename_Images/walk/clip_a"
+    for f in range(8):
+        _png(clip / f"{f + 1:05d}.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "joint_positions/walk/clip_a").mkdir(parents=True)
+    savemat(tmp_path / "joint_positions/walk/clip_a/joint_positions.mat", {"pos_img": np.full((2, 15, 8), 4.0)})
+    os_junk.mac_copy(clip), os_junk.mac_copy(tmp_path / "joint_positions")
+    (tmp_path / "Rename_Images/@eaDir/walk").mkdir(parents=True)
+    os_junk.synology(tmp_path / "joint_positions", "walk")
+    items = _read_all(AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=8))
+    assert _others(items) == ["AnnotatedClipRecord"]
+    assert _set_aside(items) == sorted(
+        [("os_metadata", "Rename_Images/@eaDir/"), ("os_metadata", "joint_positions/@eaDir/")]
+        + [("os_metadata", f"Rename_Images/walk/clip_a/._{f + 1:05d}.png") for f in range(8)])
+
+
+def test_objaverse_appledouble_cameras_are_no_bad_camera(tmp_path: Path):
+    """An Objaverse render folder copied by a Mac: `._000.npy` was read as a camera, a `bad_camera`
+    that rejected the whole object; `__MACOSX/`, `@eaDir/` and `.git/` were objects of no views.
+    Now the object reads, and each AppleDouble view and camera, each folder, is one reject; the
+    object's other files (`.DS_Store`, `Thumbs.db`) are no input of the layout, as before."""
+    _objaverse_object(tmp_path / "u1", views=4)
+    os_junk.mac_copy(tmp_path / "u1"), os_junk.windows(tmp_path / "u1")
+    os_junk.mac_zip(tmp_path, "u1"), os_junk.synology(tmp_path, "u1"), os_junk.editors(tmp_path, "u1")
+    items = _read_all(ObjaverseSource("o", str(tmp_path), views=4))
+    assert _others(items) == ["MultiViewRecord"]
+    assert _set_aside(items) == sorted(
+        [("hidden_file", ".git/"), ("os_metadata", "@eaDir/"), ("os_metadata", "__MACOSX/")]
+        + [("os_metadata", f"u1/._{v:03d}.{ext}") for v in range(4) for ext in ("npy", "png")])

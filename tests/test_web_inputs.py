@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import os_junk
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -338,22 +339,29 @@ def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
     assert LaionSource("web", str(tmp_path)).notices() == []  # the build's resize check passes it by
 
 
-def test_damaged_parquet_beside_whole_shards_is_one_reject(tmp_path: Path):
-    """A damaged listing next to a whole tar, or a whole `files` folder: every image is built and
-    the parquet is one `bad_parquet`; _stats.json still vouches for the count. A damaged
-    `output_format=parquet` shard (its images inside) is a `bad_parquet` too, not a failed unit."""
-    wds_dir, files_dir, pq_dir = tmp_path / "wds", tmp_path / "files", tmp_path / "pq"
+def _shard_in_three_layouts(root: Path, n: int, failed: int) -> tuple[Path, Path, Path, list[bytes]]:
+    """One img2dataset shard as webdataset (`wds/`), `output_format=files` (`files/`) and
+    `output_format=parquet` (`pq/`, the images in a `jpg` column) outputs, and its images."""
+    wds_dir, files_dir, pq_dir = root / "wds", root / "files", root / "pq"
     for folder in (wds_dir, files_dir, pq_dir):
         folder.mkdir()
-    images = _img2dataset_shard(wds_dir, n=5, failed=1)
+    images = _img2dataset_shard(wds_dir, n=n, failed=failed)
     with tarfile.open(wds_dir / "00000.tar") as tar:
         tar.extractall(files_dir / "00000", filter="data")
     for name in ("00000.parquet", "00000_stats.json"):
         (files_dir / name).write_bytes((wds_dir / name).read_bytes())
     rows = pq.read_table(wds_dir / "00000.parquet").to_pylist()
-    for row, image in zip(rows, images + [None]):
+    for row, image in zip(rows, images + [None] * failed):
         row["jpg"] = image
     pq.write_table(pa.Table.from_pylist(rows), pq_dir / "00000.parquet")
+    return wds_dir, files_dir, pq_dir, images
+
+
+def test_damaged_parquet_beside_whole_shards_is_one_reject(tmp_path: Path):
+    """A damaged listing next to a whole tar, or a whole `files` folder: every image is built and
+    the parquet is one `bad_parquet`; _stats.json still vouches for the count. A damaged
+    `output_format=parquet` shard (its images inside) is a `bad_parquet` too, not a failed unit."""
+    wds_dir, files_dir, pq_dir, _ = _shard_in_three_layouts(tmp_path, n=5, failed=1)
     for folder in (wds_dir, files_dir):
         listing = folder / "00000.parquet"
         listing.write_bytes(listing.read_bytes()[:-40])  # the footer cut off
@@ -411,8 +419,8 @@ def test_gzipped_tar_shards_are_read_beside_plain_ones(tmp_path: Path, monkeypat
 def test_files_beside_the_shards_that_are_no_shard_are_rejects(tmp_path: Path):
     """A `.tar.xz` (webdataset and this build read only plain and gzipped tars), a `.zip` and a
     loose JPEG beside img2dataset's shards, and a parquet whose tar is gone, are each an
-    `unexpected_file` reject, never a silent skip; a shard's listings (parquet, _stats.json) and
-    hidden files are no inputs of their own."""
+    `unexpected_file` reject, never a silent skip; a shard's listings (parquet, _stats.json) are
+    no inputs of their own, and a Mac's `.DS_Store` is an `os_metadata` reject (it used to vanish)."""
     import zipfile
 
     images = _img2dataset_shard(tmp_path, n=3, failed=0)
@@ -429,7 +437,8 @@ def test_files_beside_the_shards_that_are_no_shard_are_rejects(tmp_path: Path):
     assert sorted(i.key for i in items if isinstance(i, ImageRecord)) == [f"web-00000-0000{i:04d}" for i in range(3)]
     rejects = {i.key: i for i in items if isinstance(i, Reject)}
     assert {k: r.reason for k, r in rejects.items()} == {
-        data_key("web", name): "unexpected_file" for name in ("00001.tar.xz", "extra.zip", "loose.jpg", "00005.parquet")}
+        **{data_key("web", name): "unexpected_file" for name in ("00001.tar.xz", "extra.zip", "loose.jpg", "00005.parquet")},
+        data_key("web", ".DS_Store"): "os_metadata"}
     assert all(r.detail.endswith("not read") and r.stage == "read" for r in rejects.values())
 
 
@@ -578,3 +587,87 @@ def test_colliding_folder_builds_into_readable_shards(tmp_path: Path):
     assert paths == ["sub-x.jpg", "sub/x.jpg", "x.avif", "x.heic", "x.jpg", "x.png"]
     assert len({s["__key__"] for s in samples}) == 6
     assert summary["sources"]["web"]["rejects_by_reason"] == {"not_a_file": 1, "unsupported_format": 1}
+
+
+# -- 5. what operating systems, copies, archives and tools leave -------------------------------
+def _junk_rejects(root: Path, entries: list[Path], key) -> dict[str, str]:
+    """The reject each left-behind entry must be, by its maker: a tool's hidden file `hidden_file`,
+    the rest an operating system's `os_metadata`; `key` names an entry's key from its path."""
+    hidden = {".git", ".nfs000000000012345600000001"} | {p.name for p in root.rglob(".~lock.*")} | {
+        p.name for p in root.rglob("~$*")}
+    return {key(p): "hidden_file" if p.name in hidden else "os_metadata" for p in entries}
+
+
+def _mess_up(root: Path, name: str) -> list[Path]:
+    """Everything a Mac copy and zip, Windows, a Synology NAS and editors leave in `root`."""
+    return (os_junk.mac_copy(root) + os_junk.windows(root) + [os_junk.synology(root, name), os_junk.mac_zip(root, name)]
+            + os_junk.editors(root, name))
+
+
+def test_image_folder_counts_what_systems_and_tools_leave_once_and_never_opens_it(tmp_path: Path):
+    """A photo folder copied by a Mac (`._x` beside every file, `.DS_Store` in each folder), zipped on
+    one (`__MACOSX/`), browsed by Windows (`Thumbs.db`, `desktop.ini`), kept on a Synology NAS
+    (`@eaDir/` with real JPEG thumbnails) and edited (`.~lock.x#`, `.nfs...`, `~$x`, `.git/`): the
+    two photos and the caption are its data; every other entry is one `os_metadata` or
+    `hidden_file` reject (a folder once, never descended), opened by no one. They were image
+    records the decoder then called `not_an_image` (the thumbnails and `.git/HEAD` included), and
+    `._a.txt` a caption without its image."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.jpg").write_bytes(_image(seed=1))
+    (root / "a.txt").write_text("a caption")
+    (root / "sub" / "b.png").write_bytes(_image("PNG", seed=2))
+    junk = _mess_up(root, "a.jpg")
+    with fsio.recording_inputs() as read:
+        items = _read_all(LaionSource("web", str(root)))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert sorted(r.lineage["path"] for r in records) == ["a.jpg", "sub/b.png"]
+    assert records[0].lineage["caption"] == "a caption"
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert len(items) == 2 + len(junk)  # once each: files in == records + rejects (a.txt rides along)
+    assert {r.key: r.reason for r in rejects} == _junk_rejects(
+        root, junk, lambda p: path_key("web", p.relative_to(root).as_posix()))
+    assert read.files == {str(root / "a.txt")}
+    assert next(r.detail for r in rejects if r.key == path_key("web", "sub/._b.png")) == (
+        "sub/._b.png: macOS AppleDouble metadata of b.png, not read")
+
+
+def test_img2dataset_shards_copied_and_tarred_on_a_mac(tmp_path: Path):
+    """A webdataset shard re-tarred by macOS's tar (which writes each member's AppleDouble
+    `._x.jpg` before it unless COPYFILE_DISABLE is set), copied by a Mac (`._00000.tar` beside the
+    shard: once read as a shard of its own, a `corrupt_archive`) with Windows' and editors' files
+    and a zip's `__MACOSX/` beside it: the three samples read as before, each AppleDouble member
+    is one `os_metadata` reject (they made a sample of key '' and `duplicate_key` rejects), each
+    file or folder beside the shard one `os_metadata` or `hidden_file` reject."""
+    images = _img2dataset_shard(tmp_path, n=3, failed=0)
+    with tarfile.open(tmp_path / "00000.tar") as tar:
+        members = [(info.name, tar.extractfile(info).read()) for info in tar]
+    _tar(tmp_path / "00000.tar", [m for name, data in members for m in ((f"._{name}", os_junk.APPLEDOUBLE),
+                                                                         (name, data))])
+    junk = _mess_up(tmp_path, "00000.tar")
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert [r.data for r in records] == images
+    expected = _junk_rejects(tmp_path, junk, lambda p: data_key("web", p.name))
+    expected.update({data_key("web", "00000", f"._{name}"): "os_metadata" for name, _ in members})
+    assert {i.key: i.reason for i in items if isinstance(i, Reject)} == expected
+    assert len(items) == len(records) + len(expected)
+
+
+def test_img2dataset_files_and_parquet_layouts_copied_on_a_mac(tmp_path: Path):
+    """`output_format=files` and `output_format=parquet` folders after a Mac copy and zip: the
+    shard folder's `._00000000.jpg` files are `os_metadata` rejects, not a sample of key '' whose
+    image is an AppleDouble file; `__MACOSX/` and `@eaDir/` are no shard folders (a parquet
+    download with `__MACOSX/` beside it was taken for the files layout); `._00000.parquet` is no
+    parquet shard (a `bad_parquet` before)."""
+    _, files_dir, pq_dir, images = _shard_in_three_layouts(tmp_path, n=3, failed=0)
+    for folder, fmt in ((files_dir, "files"), (pq_dir, "parquet")):
+        junk = os_junk.mac_copy(folder) + [os_junk.mac_zip(folder, "00000"), os_junk.synology(folder, "00000")]
+        source = LaionSource("web", str(folder))
+        assert source.resolved_format() == fmt
+        items = _read_all(source)
+        assert [i.read_bytes() for i in items if isinstance(i, ImageRecord)] == images, fmt
+        in_shard = lambda p: p.parent.name == "00000" and p.parent.parent == folder  # noqa: E731
+        expected = {data_key("web", "00000", p.name) if in_shard(p) else data_key("web", p.name): "os_metadata"
+                    for p in junk}
+        assert {i.key: i.reason for i in items if isinstance(i, Reject)} == expected, fmt

@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 # label PNGs read by index, Cityscapes void ids, Taskonomy edge threshold, 16-bit grey transparency,
 # multi-view azimuths about the object, class-folder names in NFC, COCO boxes clipped to the image
 # and masks layered by their pixels, COCO keypoints at their pixels' centres, joints outside the
-# image not drawn on the padding.
+# image not drawn on the padding, what operating systems and tools leave in a dataset read as
+# os_metadata / hidden_file rejects (a Mac's `._x` files made frames, views, pairs and samples).
 RENDER_REVISION = 2
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
