@@ -39,6 +39,16 @@ def blender_rt(azimuth_deg: float, elevation_deg: float, radius: float) -> np.nd
     return np.concatenate([rotation, (-rotation @ centre)[:, None]], axis=1).astype(np.float32)
 
 
+def _read_traced(source) -> tuple[list, int]:
+    """Every item of every unit of `source`, and the peak of Python allocations while reading."""
+    tracemalloc.start()
+    try:
+        items = [i for unit in source.units() for i in source.read(unit)]
+        return items, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_objaverse_views_sorted_by_azimuth(tmp_path: Path):
     rng = np.random.default_rng(0)
     uid = "0123456789abcdef0123456789abcdef"
@@ -118,12 +128,7 @@ def test_objaverse_camera_judged_by_its_npy_header(tmp_path: Path):
         _objaverse_object(tmp_path / uid)
         (tmp_path / uid / "002.npy").write_bytes(data)
     source = ObjaverseSource("obj", str(tmp_path), views=4)
-    tracemalloc.start()
-    try:
-        items = [i for unit in source.units() for i in source.read(unit)]
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    items, peak = _read_traced(source)
     assert peak < 1 << 20
     details = {i.key: i.detail for i in items if isinstance(i, Reject) and i.reason == "bad_camera"}
     assert details == {"obj-huge": "002.npy: declares shape (20000, 20000), not (3, 4)",
@@ -683,12 +688,7 @@ def test_jhmdb_mat_judged_before_it_inflates(tmp_path: Path, declared, held):
     mat = _mat_v5_compressed(declared, held)
     assert len(mat) < 256 << 10
     source = _jhmdb_clip(tmp_path, 8, mat)
-    tracemalloc.start()
-    try:
-        items = [i for u in source.units() for i in source.read(u)]
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    items, peak = _read_traced(source)
     assert [(i.reason, i.detail) for i in items] == [
         ("annotation_too_large", "joint_positions.mat: its compressed variables inflate past 4194304 bytes")]
     assert peak < 16 << 20
