@@ -49,6 +49,19 @@ def test_mini_build_counts_and_reject_reasons(mini_build):
     assert {r["stage"] for r in rejects} == {"download", "decode", "assemble", "plan", "dedup"}
 
 
+def test_rejects_name_no_folder_the_input_lies_in(mini_build, mini_corpus):
+    """A reject's detail names a file by what the dataset calls it, never by where the dataset
+    lies on this machine: an exception's path (PyAV's unreadable video, a missing file) is cut to
+    its base name, so the same input built from another folder gives the same bytes."""
+    config, _ = mini_build
+    output = Path(config.output)
+    files = [output / "rejects.jsonl", *sorted((output / "rendered").rglob("*.rejects.jsonl"))]
+    details = [json.loads(line)["detail"] for f in files for line in f.read_text().splitlines()]
+    assert any("not_a_video.mp4" in d for d in details)  # an exception that carries its path
+    root = str(Path(mini_corpus).resolve())
+    assert [d for d in details if root in d or str(mini_corpus) in d] == []
+
+
 def test_summary_splits_the_build_time_into_its_phases(mini_build):
     from uvd_pipeline.summary import format_summary
 

@@ -19,6 +19,21 @@ class Rejected(Exception):
 
 def exception_detail(exc: BaseException, prefix: str = "", limit: int | None = DETAIL_CHARS) -> str:
     """`{prefix}{ExceptionType}: {message}` cut to `limit` characters: the detail of a reject that an
-    unexpected exception caused."""
-    text = f"{prefix}{type(exc).__name__}: {exc}"
+    unexpected exception caused. A path the exception carries (an OSError's or FFmpeg's `filename`)
+    is shown by its base name: the whole path would make the output's bytes depend on where the
+    input lies (the same dataset built from another folder or machine) and publish that folder."""
+    text = f"{prefix}{type(exc).__name__}: {_without_folders(exc)}"
     return text if limit is None else text[:limit]
+
+
+def _without_folders(exc: BaseException) -> str:
+    """The exception's message with each path it carries cut to its base name."""
+    message = str(exc)
+    for attribute in ("filename", "filename2"):
+        path = getattr(exc, attribute, None)
+        if isinstance(path, bytes):
+            path = path.decode("utf-8", "surrogateescape")
+        if isinstance(path, str) and path:
+            name = path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or path
+            message = message.replace(path, name)
+    return message
