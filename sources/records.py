@@ -238,10 +238,37 @@ _VOLATILE = (
 
 def clean_detail(text: str) -> str:
     """A reject's detail without run-specific noise or quoted input bytes, so reject files are
-    reproducible and publish nothing of the input's content."""
+    reproducible and publish nothing of the input's content; UTF-8 text (`name_text`)."""
     for pattern, replacement in _VOLATILE:
         text = pattern.sub(replacement, text)
-    return text
+    return name_text(text)
+
+
+def name_text(name: str) -> str:
+    """`name` as text every UTF-8 writer takes. A file name that is not UTF-8 (latin-1 bytes from an
+    old archive or camera) reaches Python with each such byte as a lone surrogate (`os`'s
+    surrogateescape), which no UTF-8 encoder, JSON file or Beam string coder takes: each is shown as
+    the escape of its byte (`caf\\xe9.jpg`) instead, any other lone surrogate as `\\udxxx`."""
+    return _SURROGATE.sub(_escaped, name)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def texts_of(value: Any) -> Any:
+    """`value` (JSON-like lineage) with every string, key or value, made `name_text`."""
+    if isinstance(value, str):
+        return name_text(value)
+    if isinstance(value, dict):
+        return {texts_of(k): texts_of(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [texts_of(v) for v in value]
+    return value
 
 
 SourceItem = Union[ImageRecord, VideoClipRecord, VideoRecord, PairRecord, TupleRecord, MultiViewRecord,

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from sources.records import Reject
+from sources.records import Reject, texts_of
 from uvd_pipeline.keys import stable_hash
 
 
@@ -74,9 +74,14 @@ class Sentence:
 
     def header_json(self) -> bytes:
         """Strict JSON: a NaN or inf that reached a header raises here (a bug upstream) instead of
-        being written as a bare NaN token that strict parsers refuse."""
-        return json.dumps(self.header(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode()
+        being written as a bare NaN token that strict parsers refuse. UTF-8: lineage naming a file
+        whose name is not UTF-8 shows its bytes escaped (`texts_of`)."""
+        text = json.dumps(self.header(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(texts_of(self.header()), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode()
 
 
 def image_sentence(unit: RenderedUnit) -> Sentence:
