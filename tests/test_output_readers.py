@@ -110,6 +110,18 @@ def _strict_sentences(tar: str) -> list[tuple[str, dict, list[bytes]]]:
     return sentences
 
 
+def test_every_member_name_extracts_with_gnu_tar(world_build, tmp_path):
+    output, _, _ = world_build
+    for tar in _tars(output):
+        names = subprocess.run(["tar", "-tf", tar], capture_output=True, check=True).stdout.decode().splitlines()
+        assert all(len(n.encode()) <= NAME_MAX for n in names), max(names, key=len)
+        target = tmp_path / Path(tar).stem
+        target.mkdir()
+        run = subprocess.run(["tar", "-xf", tar, "-C", str(target)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-400:]
+        assert sorted(os.listdir(target)) == sorted(names)
+
+
 def test_headers_are_utf8_json_and_webdataset_groups_each_sentence_whole(world_build):
     output, _, _ = world_build
     paths = []
