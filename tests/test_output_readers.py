@@ -151,3 +151,46 @@ def test_every_world_named_input_is_a_member_or_a_reject(world_build):
         # the caption is no input of its own; a class of 5 makes one sentence of 5 (none left over)
         assert members.get(source, 0) + len(refused) == count - (source == "web"), (source, refused)
         assert summary["sources"][source]["rejects"] == len(refused)
+
+
+def _lvm_jsonl(path: Path) -> list[np.ndarray]:
+    """LVM_FACTS.md's released format read as EasyLM reads it: one JSON object per line, `tokens`
+    the base64 of little-endian int32 ids."""
+    rows = []
+    with open(path, "rb") as handle:
+        for line in handle:
+            record = json.loads(line)
+            rows.append(np.frombuffer(base64.b64decode(record["tokens"], validate=True), dtype="<i4"))
+    return rows
+
+
+def test_token_shards_and_their_jsonl_read_without_the_project(mini_build, tmp_path):
+    """pyarrow alone reads what the schema documents; the tokens are the tars' sentences, whole
+    images of codes the codebook holds; the JSONL export holds the same ids, shard by shard."""
+    from uvd_pipeline.cli import main
+
+    config, summary = mini_build
+    output = Path(config.output)
+    headers = {h["sentence_id"]: h for tar in _tars(output) for _, h, _ in _strict_sentences(tar)}
+    shards = sorted((output / "tokens").rglob("*.arrow"))
+    rows = []
+    for shard in shards:
+        with pa.memory_map(str(shard)) as source:
+            table = ipc.open_file(source).read_all()
+        assert pads.dataset(str(shard), format="arrow").to_table().equals(table)
+        assert table.schema.names == ["sentence_id", "source", "kind", "task", "split", "n_images", "tokens", "lineage"]
+        assert table.schema.field("tokens").type == pa.large_list(pa.uint16())
+        meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+        codebook, per_image = int(meta["uvd.codebook_size"]), int(meta["uvd.tokens_per_image"])
+        assert int(meta["uvd.image_size"]) == config.image.size and meta["uvd.config_hash"] == config.content_hash()
+        for row in table.to_pylist():
+            header = headers.pop(row["sentence_id"])
+            assert [row[f] for f in ("source", "kind", "task", "split", "n_images")] == \
+                [header[f] for f in ("source", "kind", "task", "split", "n_images")]
+            assert len(row["tokens"]) == row["n_images"] * per_image and max(row["tokens"]) < codebook
+            assert isinstance(json.loads(row["lineage"]), dict)
+            rows.append(row["tokens"])
+    assert not headers and len(rows) == summary["totals"]["sentences"]  # every sentence has its tokens
+    assert main(["export-jsonl", *map(str, shards), "--out", str(tmp_path / "lvm.jsonl")]) == 0
+    exported = _lvm_jsonl(tmp_path / "lvm.jsonl")
+    assert len(exported) == len(rows) and all(np.array_equal(a, b) for a, b in zip(exported, rows))
