@@ -32,6 +32,7 @@ WORLD_NAMES = ["IMG_1234.final.v2.jpg", "my photo 1.jpg", "café ünïcode 日�
                "a#b.jpg", "what?.jpg", "cafe\u0301 nfd.jpg", "line\u2028sep.jpg", "emoji😀.jpg", "dots...jpg",
                "a" * 251 + ".jpg", "b" * 200 + " long.jpg", "album.2020/sub dir/IMG_0001.JPG",
                "c" * 120 + "/" + "d" * 120 + "/IMG_0002.jpg"]
+VIDEOS = [b"My Clip.final.v2.MP4", b"caf\xe9 clip.mp4", b"v" * 246 + b".mp4"]  # latin-1, 250 bytes
 CLASSES = ["n04266014", "golden retriever", "日本" * 40]  # the last: 240 bytes of UTF-8
 PER_CLASS = 5
 
@@ -49,8 +50,17 @@ def _write(path: bytes, data: bytes) -> None:
         handle.write(data)
 
 
-def _world(root: Path) -> tuple[bytes, bytes]:
-    """An image folder and an ImageNet-style class folder of world-named files (paths as bytes)."""
+def _world(root: Path) -> tuple[bytes, bytes, bytes]:
+    """An image folder, an ImageNet-style class folder and a video folder of world-named files
+    (paths as bytes)."""
+    from video_zoo import encode
+
+    clips = os.fsencode(root / "clips")
+    os.makedirs(clips)
+    first = encode(root / "clips" / "first.mp4", 16, "mpeg4")
+    for name in VIDEOS:
+        shutil.copy(first, clips + b"/" + name)
+    os.unlink(first)
     web, inet = os.fsencode(root / "web"), os.fsencode(root / "inet" / "train")
     names = [n.encode() for n in WORLD_NAMES] + [LATIN1]
     for i, name in enumerate(names):
@@ -61,7 +71,7 @@ def _world(root: Path) -> tuple[bytes, bytes]:
         for i, name in enumerate(names[:PER_CLASS - 1] + [LATIN1]):
             _write(inet + b"/" + label + b"/" + name, _jpeg(100 * c + i))
     _write(inet + "/n04266014/read\u2028me.txt".encode(), b"not an image: a reject naming it\n")
-    return web, os.fsencode(root / "inet")
+    return web, os.fsencode(root / "inet"), clips
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +81,19 @@ def world_build(tmp_path_factory):
     from uvd_pipeline.config import load_config
 
     root = tmp_path_factory.mktemp("world")
-    web, inet = _world(root)
+    web, inet, clips = _world(root)
     config = {"version": 1, "output": str(root / "out"), "seed": 0, "image": {"size": 16},
               "split": {"val_fraction": 0.2}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
               "sources": [{"name": "web", "type": "laion", "path": os.fsdecode(web), "format": "folder",
                            "num_shards": 2},
                           {"name": "inet", "type": "imagenet", "path": os.fsdecode(inet), "splits": ["train"],
-                           "sentence_length": PER_CLASS, "num_shards": 1}],
+                           "sentence_length": PER_CLASS, "num_shards": 1},
+                          {"name": "clips", "type": "video", "path": os.fsdecode(clips), "num_shards": 1}],
               "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
     (root / "c.yaml").write_text(yaml.safe_dump(config))
     summary = run_build(load_config(str(root / "c.yaml"))).summary
     # web: + the latin-1 name and a caption; inet: + the latin-1 class, a text file
-    inputs = {"web": len(WORLD_NAMES) + 2, "inet": (len(CLASSES) + 1) * PER_CLASS + 1}
+    inputs = {"web": len(WORLD_NAMES) + 2, "inet": (len(CLASSES) + 1) * PER_CLASS + 1, "clips": len(VIDEOS) * 16}
     return root / "out", summary, inputs
 
 
@@ -133,8 +144,9 @@ def test_headers_are_utf8_json_and_webdataset_groups_each_sentence_whole(world_b
             assert json.loads(sample["json"]) == header and len(images) == header["n_images"]
             assert [sample[k] for k in sorted(k for k in sample if k.endswith(".png"))] == images
         paths += [m.get("path") or m.get("file") for _, h, _ in strict for m in h["members"]]
+        paths += [h["meta"]["file"] for _, h, _ in strict if h["kind"] == "video"]
     # the file whose name is not UTF-8 is named by its bytes, as `\xe9`, never dropped
-    assert "caf\\xe9 cr\\xe8me.jpg" in paths and "train/caf\\xe9 cr\\xe8me" in paths
+    assert {"caf\\xe9 cr\\xe8me.jpg", "train/caf\\xe9 cr\\xe8me", "caf\\xe9 clip.mp4"} <= set(paths)
 
 
 def test_every_world_named_input_is_a_member_or_a_reject(world_build):
