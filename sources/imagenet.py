@@ -39,7 +39,7 @@ from typing import Iterator
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
 from sources.paths import path_problem, set_aside, shown_name
-from sources.records import ImageRecord, Reject, SourceItem, safe_key
+from sources.records import ImageRecord, Reject, SourceItem, name_text, safe_key
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
 VAL_LABELS_FILE = "LOC_val_solution.csv"
@@ -202,7 +202,7 @@ class ImageNetSource:
         taken: dict[str, str] = {}  # key -> the file that has it
         for uri in unit.uris:
             stem = _stem(uri)
-            wnid = _nfc(unit.wnid) if unit.wnid else labels.get(stem)
+            wnid = name_text(_nfc(unit.wnid)) if unit.wnid else labels.get(stem)  # Beam groups by it as UTF-8
             key = safe_key(self.name, unit.split, wnid or "unlabelled", stem)
             outside = path_problem(self.path, uri, self.follow_links)
             if outside:

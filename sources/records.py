@@ -19,6 +19,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # one input file read whole; above it the bytes alone would crowd the decode's memory budget
 MAX_INPUT_FILE_BYTES = 256 << 20
 FILE_TOO_LARGE = "file_too_large"
+# a key's length: a sentence id made of it (a video clip's adds `-s30-f000000`) and a member's
+# `.00.png` stay within a file name's 255 bytes, which `tar -xf` must create
+MAX_KEY_CHARS = 200
 
 
 def safe_key(*parts: str) -> str:
@@ -32,7 +35,18 @@ def safe_key(*parts: str) -> str:
     if cleaned_parts != list(parts):
         raw = "\0".join(parts)  # a name that is not UTF-8 (a latin-1 tar member) keeps its bytes
         cleaned += "_" + hashlib.blake2b(raw.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
-    return cleaned
+    return bounded(cleaned)
+
+
+def bounded(key: str) -> str:
+    """`key` if it has at most `MAX_KEY_CHARS` characters, else its start and `--` with a 64-bit
+    digest of the whole key, `MAX_KEY_CHARS` in all: distinct keys stay distinct (up to the
+    digest), and one made of a 250-character file name or a deep folder still names a file that
+    GNU tar can extract (a longer one failed with 'File name too long')."""
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+    return f"{key[: MAX_KEY_CHARS - len(digest) - 2]}--{digest}"
 
 
 def _cleaned(parts: tuple[str, ...]) -> list[str]:
@@ -53,7 +67,7 @@ def data_key(source: str, *parts: str) -> str:
     if not any("-" in part for part in parts) or _cleaned(parts) != list(parts):
         return safe_key(source, *parts)
     raw = "\0".join(parts).encode("utf-8", "surrogateescape")
-    return f"{safe_key(source, *parts)}--{hashlib.blake2b(raw, digest_size=8).hexdigest()}"
+    return bounded(f"{safe_key(source, *parts)}--{hashlib.blake2b(raw, digest_size=8).hexdigest()}")
 
 
 _PLAIN_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_]*[A-Za-z0-9])?")
@@ -70,7 +84,7 @@ def path_key(source: str, relative: str) -> str:
     '--' only ever marks the extension. Every other path (`sub-x.jpg`, `a b.jpg`, `a.b.jpg`)
     gets its cleaned text plus `--` and a 64-bit digest of the whole relative path (16 hex
     digits, longer than any plain extension). Distinct paths thus get distinct keys; the writer
-    still checks per shard.
+    still checks per shard. Keys over `MAX_KEY_CHARS` are cut (`bounded`).
     """
     directory, _, base = relative.rpartition("/")
     stem, dot, ext = base.rpartition(".")
@@ -80,10 +94,10 @@ def path_key(source: str, relative: str) -> str:
     prefix = _UNSAFE.sub("_", source).strip("_") or "_"
     if all(_PLAIN_PART.fullmatch(p) for p in parts) and re.fullmatch(r"[A-Za-z0-9]{1,10}", ext):
         key = "-".join([prefix, *parts])
-        return key if ext == PLAIN_EXTENSION else f"{key}--{ext}"
+        return bounded(key if ext == PLAIN_EXTENSION else f"{key}--{ext}")
     cleaned = "-".join(_UNSAFE.sub("_", p).strip("_") or "_" for p in parts + ([ext] if ext else []))
     digest = hashlib.blake2b(relative.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
-    return f"{prefix}-{cleaned}--{digest}"
+    return bounded(f"{prefix}-{cleaned}--{digest}")
 
 
 def stable_hash(*parts: object) -> int:
@@ -238,10 +252,37 @@ _VOLATILE = (
 
 def clean_detail(text: str) -> str:
     """A reject's detail without run-specific noise or quoted input bytes, so reject files are
-    reproducible and publish nothing of the input's content."""
+    reproducible and publish nothing of the input's content; UTF-8 text (`name_text`)."""
     for pattern, replacement in _VOLATILE:
         text = pattern.sub(replacement, text)
-    return text
+    return name_text(text)
+
+
+def name_text(name: str) -> str:
+    """`name` as text every UTF-8 writer takes. A file name that is not UTF-8 (latin-1 bytes from an
+    old archive or camera) reaches Python with each such byte as a lone surrogate (`os`'s
+    surrogateescape), which no UTF-8 encoder, JSON file or Beam string coder takes: each is shown as
+    the escape of its byte (`caf\\xe9.jpg`) instead, any other lone surrogate as `\\udxxx`."""
+    return _SURROGATE.sub(_escaped, name)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def texts_of(value: Any) -> Any:
+    """`value` (JSON-like lineage) with every string, key or value, made `name_text`."""
+    if isinstance(value, str):
+        return name_text(value)
+    if isinstance(value, dict):
+        return {texts_of(k): texts_of(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [texts_of(v) for v in value]
+    return value
 
 
 SourceItem = Union[ImageRecord, VideoClipRecord, VideoRecord, PairRecord, TupleRecord, MultiViewRecord,

@@ -30,7 +30,8 @@ class RenderUnit(beam.DoFn):
     def __init__(self, renderer: UnitRenderer) -> None:
         self.renderer = renderer
 
-    def process(self, unit) -> Iterator[Any]:
+    def process(self, carried: "Carried") -> Iterator[Any]:
+        unit = carried.unit
         taken = early_render.claim(self.renderer, unit)
         if taken is None:
             outputs, inputs = self.renderer.render(unit)
@@ -40,6 +41,20 @@ class RenderUnit(beam.DoFn):
         yield TaggedOutput(INPUTS, inputs)
         for tag, item in outputs:
             yield TaggedOutput(tag, item) if tag != MAIN else item
+
+
+class Carried:
+    """A unit as Beam carries it between workers: pickled whole. Units that are paths (a video, an
+    object folder) were Beam strings, which its coder writes as UTF-8: a file name that is not UTF-8
+    (latin-1 bytes, held as lone surrogates) stopped the whole build at `Create`."""
+
+    __slots__ = ("unit",)
+
+    def __init__(self, unit: Any) -> None:
+        self.unit = unit
+
+    def __reduce__(self) -> tuple:
+        return Carried, (self.unit,)
 
 
 class RenderSource(beam.PTransform):
@@ -53,7 +68,7 @@ class RenderSource(beam.PTransform):
     def expand(self, pipeline):
         rendered = (
             pipeline
-            | "Units" >> beam.Create(self.units, reshuffle=False)
+            | "Units" >> beam.Create([Carried(unit) for unit in self.units], reshuffle=False)
             | "Spread" >> beam.Reshuffle()
             | "Render" >> beam.ParDo(self.render).with_outputs(REJECTS, UNITS, INPUTS, main=MAIN)
         )

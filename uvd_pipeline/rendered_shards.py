@@ -183,6 +183,16 @@ class _SpillSorter:
         self._file.close()
 
 
+# line ends to `str.splitlines` (and to JavaScript before ES2019) that JSON leaves unescaped
+_LINE_ENDS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def jsonl_line(row: dict[str, Any]) -> str:
+    """`row` as one JSON Lines line, readable text (`ensure_ascii` off) whose one line end is its
+    last character: a U+2028 in a file name a reject names split the line for `splitlines` readers."""
+    return json.dumps(row, sort_keys=True, ensure_ascii=False).translate(_LINE_ENDS) + "\n"
+
+
 def _recorded(data: bytes) -> dict[str, Any]:
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -251,7 +261,7 @@ def write_shard(
             with contextlib.suppress(FileNotFoundError):  # renamed into place
                 os.unlink(local_tar)
         rejects.sort(key=lambda r: (r["key"], r["stage"], r["reason"], r["detail"]))
-        lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects).encode()
+        lines = "".join(jsonl_line(r) for r in rejects).encode()
         write_bytes(address.path(output, REJECTS_SUFFIX), lines)
         side_files = {address.stem + REJECTS_SUFFIX: _recorded(lines)}
         if fingerprints:

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from sources.records import Reject
+from sources.records import Reject, texts_of
 from uvd_pipeline.keys import stable_hash
 
 
@@ -74,9 +74,14 @@ class Sentence:
 
     def header_json(self) -> bytes:
         """Strict JSON: a NaN or inf that reached a header raises here (a bug upstream) instead of
-        being written as a bare NaN token that strict parsers refuse."""
-        return json.dumps(self.header(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode()
+        being written as a bare NaN token that strict parsers refuse. UTF-8: lineage naming a file
+        whose name is not UTF-8 shows its bytes escaped (`texts_of`)."""
+        text = json.dumps(self.header(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(texts_of(self.header()), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode()
 
 
 def image_sentence(unit: RenderedUnit) -> Sentence:
@@ -174,15 +179,21 @@ def _clash_reject(unit: RenderedUnit, kept: RenderedUnit, count: int) -> Reject:
                   f"kept ({_describe(kept)}), dropped ({_describe(unit)})", split_hint=unit.split)
 
 
+MAX_LABEL_BYTES = 160  # with the source, split and index, a grouped sentence id stays a file name's 255 bytes
+
+
 def safe_label(label: str) -> str:
     """`label` for a sentence id: letters, digits, '_' and '-' kept, anything else '_', followed then
     by a short digest of the label, so that labels differing only there ("\U0001F431 cat" and
     "\U0001F436 cat" class folders) keep distinct ids: sharing one, their sentences met in one
-    assembly and every image of both was refused as a single `incomplete_sentence`."""
+    assembly and every image of both was refused as a single `incomplete_sentence`. A label over
+    `MAX_LABEL_BYTES` of UTF-8 (a class folder of long names) is cut, before its digest: its members
+    named files `tar -xf` could not create."""
     cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in label)
-    if cleaned == label:
+    if cleaned == label and len(label.encode()) <= MAX_LABEL_BYTES:
         return label
-    return f"{cleaned}_{hashlib.blake2b(label.encode('utf-8', 'surrogateescape'), digest_size=4).hexdigest()}"
+    cut = cleaned.encode()[: MAX_LABEL_BYTES - 9].decode("utf-8", "ignore")  # whole characters
+    return f"{cut}_{hashlib.blake2b(label.encode('utf-8', 'surrogateescape'), digest_size=4).hexdigest()}"
 
 
 MULTITASK_ANNOTATIONS = ("normals", "edges", "depth", "segmentation")
