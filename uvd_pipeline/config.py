@@ -31,7 +31,9 @@ FORMAT_VERSION = 1
 # multi-view azimuths about the object, class-folder names in NFC, COCO boxes clipped to the image
 # and masks layered by their pixels, COCO keypoints at their pixels' centres, joints outside the
 # image not drawn on the padding, what operating systems and tools leave in a dataset read as
-# os_metadata / hidden_file rejects (a Mac's `._x` files made frames, views, pairs and samples).
+# os_metadata / hidden_file rejects (a Mac's `._x` files made frames, views, pairs and samples),
+# keys over 200 characters and labels over 160 bytes cut with a digest (tar member names that
+# GNU tar can create).
 RENDER_REVISION = 2
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
