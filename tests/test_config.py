@@ -785,3 +785,22 @@ def test_decode_time_limit_reaches_the_renderers():
     assert RenderSettings.from_config(config).decode_time_s == 5.0
     assert RenderSettings.from_config(parse_config(BASE)).decode_time_s == DEFAULT_DECODE_TIME_S
     assert config.content_hash() != parse_config(BASE).content_hash()  # it decides rejects
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: p.write_text("my notes"),
+    lambda p: (p.mkdir(), (p / "thesis.tex").write_text("years of work")),
+])
+def test_sample_never_replaces_what_is_not_a_sample_corpus(tmp_path: Path, capsys, make):
+    """`sample OUT` writes through a folder swap that deletes what was at OUT: a file or a folder of
+    the user's own (`sample .`, `sample ~/data`) was moved aside and removed, exit 0."""
+    from uvd_pipeline.cli import main
+
+    target = tmp_path / "target"
+    make(target)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for flags in ([], ["--force"]):
+        assert main(["sample", str(target), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(target) in err and "not a sample corpus" in err
+        assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
