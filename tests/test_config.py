@@ -77,7 +77,7 @@ def test_unknown_field_lists_allowed_ones():
         ({"sources": []}, "sources: needs at least 1 entry"),
         ({"sources": [{"name": "v", "type": "video", "path": "p", "strides": [0]}]},
          "sources[0].strides: every stride must be >= 1"),
-        ({"sources": [{"name": "v", "type": "vidoe", "path": "p"}]}, "sources[0].type: must be one of laion, imagenet, video"),
+        ({"sources": [{"name": "v", "type": "vidoe", "path": "p"}]}, "sources[0].type: got 'vidoe'; did you mean video? It must be one of laion, imagenet, video"),
         ({"sources": [{"name": "Web.1", "type": "laion", "path": "p"}]}, "sources[0].name: got 'Web.1'; use lower_snake_case"),
         ({"sources": [{"name": "a", "type": "laion", "path": "p"}, {"name": "a", "type": "video", "path": "q"}]},
          "sources[1].name: 'a' is used twice"),
@@ -804,3 +804,27 @@ def test_sample_never_replaces_what_is_not_a_sample_corpus(tmp_path: Path, capsy
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(target) in err and "not a sample corpus" in err
         assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("patch, expected, unwanted", [
+    ({"sorces": BASE["sources"], "sources": None},
+     ["sorces: unknown field; allowed fields here: version, output, seed, image, split, sources, dedup, ",
+      "; did you mean sources?"], "sources: required field is missing"),
+    ({"image": {"szie": 256}}, ["image.szie: unknown field; allowed fields here: size, ", "; did you mean size?"], None),
+    ({"sources": [{"name": "web", "type": "laion", "pth": "data/laion"}]},
+     ["sources[0].pth: unknown field; allowed fields here: ", "; did you mean path?"],
+     "sources[0].path: required field is missing"),
+    ({"beam": {"direct_num_workrs": 2}}, ["beam.direct_num_workrs: unknown field", "did you mean direct_num_workers?"],
+     None),
+    ({"sources": [{"name": "web", "type": "lion", "path": "p"}]},
+     ["sources[0].type: got 'lion'; did you mean laion? It must be one of laion, imagenet, video"], None),
+    ({"image": {"resize": "centre_crop"}},
+     ["image.resize: got 'centre_crop'; did you mean 'center_crop'? allowed: 'squash', 'center_crop' or 'pad'"], None),
+])
+def test_a_misspelt_key_or_choice_names_the_likely_one(patch, expected, unwanted):
+    """A typo is answered with the one field or choice it is close to (after the full list), and
+    the field it was meant for is not reported missing besides."""
+    message = _error({k: v for k, v in {**BASE, **patch}.items() if v is not None})
+    assert all(part in message for part in expected), message
+    assert unwanted is None or unwanted not in message
+    assert "1 problem(s)" in message and message.count("did you mean") == 1

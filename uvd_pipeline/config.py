@@ -7,6 +7,7 @@ folder, so a config works from whatever directory it is run.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -621,12 +622,19 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     if kind == "extra_forbidden":
         model = _model_at(loc, data)
         allowed = ", ".join(model.model_fields) if model else "see configs/sample.yaml"
-        return f"{where}: unknown field; allowed fields here: {allowed}"
+        guess = _closest(loc[-1], model.model_fields if model else ())
+        return f"{where}: unknown field; allowed fields here: {allowed}" + (f"; did you mean {guess}?" if guess else "")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = error.get("ctx", {}).get("tag")
         if error.get("ctx", {}).get("discriminator") == "'name'":  # a labeler
             names = [repr(name) for name in LABELER_MODELS]
-            got = f"got {error['ctx']['tag']!r}" if kind == "union_tag_invalid" else "required field is missing"
+            got = f"got {tag!r}" if kind == "union_tag_invalid" else "required field is missing"
+            guess = _closest(tag, LABELER_MODELS) if kind == "union_tag_invalid" else None
+            got += f"; did you mean {guess!r}?" if guess else ""
             return f"{where}.name: {got}; allowed: {', '.join(names[:-1])} or {names[-1]}"
+        guess = _closest(tag, SOURCE_TYPES) if kind == "union_tag_invalid" else None
+        if guess:
+            return f"{where}.type: got {tag!r}; did you mean {guess}? It must be one of {', '.join(SOURCE_TYPES)}"
         return f"{where}.type: must be one of {', '.join(SOURCE_TYPES)}"
     if kind in ("int_type", "float_type") and isinstance(error.get("input"), bool):
         number = "a whole number" if kind == "int_type" else "a number"
@@ -639,7 +647,8 @@ def _describe(error: dict[str, Any], data: Any) -> str:
         return f"{where}: required field is missing"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
-        return f"{where}: got {error.get('input')!r}; allowed: {expected}"
+        guess = _closest(error.get("input"), re.findall(r"'([^']*)'", expected))
+        return f"{where}: got {error.get('input')!r}; " + (f"did you mean {guess!r}? " if guess else "") + f"allowed: {expected}"
     if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
         return f"{where}: got {error.get('input')!r}; use lower_snake_case (a-z, 0-9, _) starting with a letter"
     message = error["msg"].removeprefix("Value error, ")
@@ -649,10 +658,27 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     return f"{where}: {message}" + (f" (got {shown})" if len(shown) <= 60 and shown not in message else "")
 
 
-def _relevant(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop a list's length complaint when its items already failed (pydantic reports both)."""
+def _closest(word: Any, choices: Any) -> str | None:
+    """The one choice a misspelt `word` most likely meant (`sorces` -> `sources`), if any is close."""
+    if not isinstance(word, str):
+        return None
+    found = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _relevant(errors: list[dict[str, Any]], data: Any) -> list[dict[str, Any]]:
+    """Drop a list's length complaint when its items already failed (pydantic reports both), and a
+    required field's absence when an unknown field beside it is its misspelling (`pth` for `path`):
+    the unknown field's message already says which one was meant."""
     item_error_parents = {tuple(e["loc"][:1]) for e in errors if len(e["loc"]) > 1}
-    return [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in item_error_parents)]
+    meant = set()
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            model = _model_at(tuple(e["loc"]), data)
+            guess = _closest(e["loc"][-1], model.model_fields if model else ())
+            meant.add((*e["loc"][:-1], guess))
+    return [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in item_error_parents)
+            and not (e["type"] == "missing" and tuple(e["loc"]) in meant)]
 
 
 def parse_config(data: Any, base_dir: str = ".", origin: str = "config") -> BuildConfig:
@@ -662,7 +688,7 @@ def parse_config(data: Any, base_dir: str = ".", origin: str = "config") -> Buil
     try:
         config = BuildConfig.model_validate(data)
     except ValidationError as exc:
-        errors = _relevant(exc.errors())
+        errors = _relevant(exc.errors(), data)
         problems = "\n  ".join(_describe(e, data) for e in errors)
         raise ConfigError(f"{origin}: {len(errors)} problem(s):\n  {problems}") from None
     config = _resolve_paths(config, base_dir)
