@@ -828,3 +828,22 @@ def test_a_misspelt_key_or_choice_names_the_likely_one(patch, expected, unwanted
     assert all(part in message for part in expected), message
     assert unwanted is None or unwanted not in message
     assert "1 problem(s)" in message and message.count("did you mean") == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("output: out\nimage:\n\tsize: 256\n", ["c.yaml line 3, column 1: not valid YAML: found character '\\t'",
+                                             "indent with spaces, not tabs", "\tsize: 256"]),
+    ("version: 1\noutput out\nimage:\n  size: 256\n", ["c.yaml line 2, column 1: not valid YAML: could not find "
+                                                       "expected ':' "
+                                           "after the key (write `key: value`)", "\n  output out\n  ^"]),
+    ("output: out\nsources:\n  - name: web\n      path: p\n", ["c.yaml line 4, column 11: not valid YAML: mapping "
+                                                             "values are not allowed here", "      path: p"]),
+])
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path: Path, capsys, text, expected):
+    """PyYAML's message named the file `<unicode string>` and put the position on a third line."""
+    from uvd_pipeline.cli import main
+
+    (tmp_path / "c.yaml").write_text(text)
+    assert main(["check", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert all(part in err for part in expected) and "<unicode string>" not in err, err

@@ -800,7 +800,7 @@ def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX
     except DuplicateKey as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(_yaml_syntax_error(path, text, exc)) from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a config") from None
     try:
@@ -811,6 +811,28 @@ def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX
         raise ConfigError(f"{path}: expands to more than {max_nodes} values (YAML aliases repeat what they "
                           "name); write the config without deep alias chains")
     return data
+
+
+def _yaml_syntax_error(path: str, text: str, exc: yaml.YAMLError) -> str:
+    """PyYAML's error as `FILE line L, column C: problem`, the line itself and a caret under the
+    column (PyYAML names the file `<unicode string>`, having read text, and splits it over lines).
+    A key without its colon is placed where the key is, not on the line after, where PyYAML gave up."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{path}: not valid YAML: {exc}"
+    problem = getattr(exc, "problem", None) or "syntax error"
+    context, where = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context == "while scanning a simple key" and where is not None:
+        mark, problem, context = where, f"{problem} after the key (write `key: value`)", None
+    message = f"{path} line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
+    if context and where is not None:
+        message += f" ({context} on line {where.line + 1}, column {where.column + 1})"
+    if "'\\t'" in problem:
+        message += "; indent with spaces, not tabs"
+    lines = text.splitlines()
+    if mark.line < len(lines):
+        message += f"\n  {lines[mark.line]}\n  {' ' * mark.column}^"
+    return message
 
 
 def _config_text(path: str, max_bytes: int) -> str:
