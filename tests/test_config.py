@@ -847,3 +847,31 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path: Path, caps
     assert main(["check", str(tmp_path / "c.yaml")]) == 2
     err = capsys.readouterr().err
     assert all(part in err for part in expected) and "<unicode string>" not in err, err
+
+
+def test_environment_variables_in_paths_are_expanded_like_a_tilde(tmp_path: Path, monkeypatch):
+    """`~/data` was expanded but `$HOME/data` became `<config folder>/$HOME/data`, reported later as
+    'not a directory'; an unset variable is named with its field before any work."""
+    monkeypatch.setenv("UVD_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("UVD_UNSET", raising=False)
+    config = parse_config({**BASE, "output": "${UVD_DATA}/../out",
+                           "sources": [{"name": "web", "type": "laion", "path": "$UVD_DATA/laion"}]}, "/base")
+    assert config.sources[0].path == str(tmp_path / "data" / "laion") and config.output == str(tmp_path / "out")
+    message = _error({**BASE, "sources": [{"name": "web", "type": "laion", "path": "$UVD_UNSET/laion"}]})
+    assert message == ("config: sources[0].path: $UVD_UNSET in '$UVD_UNSET/laion' is not set in the environment; "
+                       "set it, or write the path out")
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda root: None, "sources[0].path (web): {path} does not exist (a relative path is taken from the "
+                        "config file's folder)"),
+    (lambda root: (root / "data").mkdir() or (root / "data" / "laion").write_text("x"),
+     "sources[0].path (web): {path} is a file; give the folder that holds the source's files"),
+])
+def test_a_source_path_that_is_missing_or_a_file_says_so(tmp_path: Path, capsys, make, expected):
+    """Both read 'not a directory: PATH', which for a typo'd folder hides that it does not exist."""
+    make(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "tokenizer": {"enabled": False}}))
+    code, err = _cli(capsys, "check", str(path))
+    assert code == 2 and err == "error: " + expected.format(path=tmp_path / "data" / "laion") + "\n"

@@ -255,7 +255,7 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="run the Beam build described by a config file")
     b.add_argument("config")
-    b.add_argument("--output", help="override the config's output location")
+    b.add_argument("--output", help="override the config's output location (relative to the current folder)")
     b.add_argument("--runner", help="override beam.runner: DirectRunner, dask (beam.dask, or a 2-worker local "
                    "cluster), or any Beam runner name")
     b.add_argument("--workers", type=int, help="override beam.direct_num_workers")

@@ -691,39 +691,50 @@ def parse_config(data: Any, base_dir: str = ".", origin: str = "config") -> Buil
         errors = _relevant(exc.errors(), data)
         problems = "\n  ".join(_describe(e, data) for e in errors)
         raise ConfigError(f"{origin}: {len(errors)} problem(s):\n  {problems}") from None
-    config = _resolve_paths(config, base_dir)
+    try:
+        config = _resolve_paths(config, base_dir)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     _check_output_apart(config, origin)
     return config
 
 
-def _resolve(path: str, base_dir: str) -> str:
-    if "://" in path or os.path.isabs(path):
-        return path
-    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+def _resolve(path: str, base_dir: str, field: str) -> str:
+    """A local path with `~` and `$VAR` / `${VAR}` expanded, relative to `base_dir`; a URL as is.
+    An unset variable is refused, naming `field`: left in place it named a folder `$HOME`."""
+    if "://" in path or (os.path.isabs(path) and "$" not in path):
+        return path  # as written: an absolute path is part of the config hash
+    expanded = os.path.expandvars(os.path.expanduser(path))
+    unset = re.search(r"\$(\w+|\{[^}]*\})", expanded)
+    if unset:
+        raise ConfigError(f"{field}: {unset.group(0)} in {path!r} is not set in the environment; set it, or "
+                          "write the path out")
+    return os.path.normpath(os.path.join(base_dir, expanded))
 
 
-def _resolve_labeler(labeler: LabelerParams | None, base_dir: str) -> LabelerParams | None:
+def _resolve_labeler(labeler: LabelerParams | None, base_dir: str, field: str) -> LabelerParams | None:
     """An mmpose labeler's config and checkpoint files, resolved like every other path of the config."""
     if not isinstance(labeler, MmposeLabeler):
         return labeler
-    files = {field: _resolve(getattr(labeler, field), base_dir) for field in ("config", "checkpoint")
-             if getattr(labeler, field) is not None}
+    files = {name: _resolve(getattr(labeler, name), base_dir, f"{field}.{name}") for name in ("config", "checkpoint")
+             if getattr(labeler, name) is not None}
     return labeler.model_copy(update=files)
 
 
-def _resolve_source(source: Any, base_dir: str) -> Any:
-    update = {"path": _resolve(source.path, base_dir)}
+def _resolve_source(source: Any, base_dir: str, field: str) -> Any:
+    update = {"path": _resolve(source.path, base_dir, f"{field}.path")}
     if getattr(source, "labeler", None) is not None:
-        update["labeler"] = _resolve_labeler(source.labeler, base_dir)
+        update["labeler"] = _resolve_labeler(source.labeler, base_dir, f"{field}.labeler")
     return source.model_copy(update=update)
 
 
 def _resolve_paths(config: BuildConfig, base_dir: str) -> BuildConfig:
-    sources = tuple(_resolve_source(s, base_dir) for s in config.sources)
+    sources = tuple(_resolve_source(s, base_dir, f"sources[{i}]") for i, s in enumerate(config.sources))
     tokenizer = config.tokenizer
     if tokenizer.checkpoint != "embedded":
-        tokenizer = tokenizer.model_copy(update={"checkpoint": _resolve(tokenizer.checkpoint, base_dir)})
-    return config.model_copy(update={"output": _resolve(config.output, base_dir), "sources": sources,
+        tokenizer = tokenizer.model_copy(update={"checkpoint": _resolve(tokenizer.checkpoint, base_dir,
+                                                                        "tokenizer.checkpoint")})
+    return config.model_copy(update={"output": _resolve(config.output, base_dir, "output"), "sources": sources,
                                      "tokenizer": tokenizer})
 
 
