@@ -875,3 +875,26 @@ def test_a_source_path_that_is_missing_or_a_file_says_so(tmp_path: Path, capsys,
     path.write_text(yaml.safe_dump({**BASE, "tokenizer": {"enabled": False}}))
     code, err = _cli(capsys, "check", str(path))
     assert code == 2 and err == "error: " + expected.format(path=tmp_path / "data" / "laion") + "\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", "c.yaml: the file is empty; a config is a mapping of fields (version, output, sources, ...), as in "
+         "configs/sample.yaml"),
+    ("# only a comment\n", "c.yaml: the file is empty"),
+    ("- output: out\n", "c.yaml: the top level is a list; a config is a mapping of fields (version, output, "
+                        "sources, ...), as in configs/sample.yaml"),
+    ("output: out\nsources:\n  web: {type: laion, path: p}\n",
+     "sources: expects a list (entries starting with '- '), got a mapping"),
+    ("output: out\nsources:\n  - {name: web, type: laion, path: p}\nimage:\n",
+     "image: expects a section of fields (size, resize, ...), got nothing (the key has no value)"),
+    ("output: out\nsources:\n  - {name: web, type: laion, path: p}\nimage: 256\n",
+     "image: expects a section of fields (size, resize, ...), got 256"),
+    ("output:\nsources:\n  - {name: web, type: laion, path: p}\n",
+     "output: expects text, got nothing (the key has no value)"),
+])
+def test_a_config_of_the_wrong_shape_says_what_shape_is_wanted(tmp_path: Path, capsys, text, expected):
+    """'expected a mapping at the top level, got NoneType' for an empty file, pydantic's 'valid
+    dictionary or instance of ImageConfig' and 'valid tuple' for a section or list of the wrong shape."""
+    (tmp_path / "c.yaml").write_text(text)
+    code, err = _cli(capsys, "check", str(tmp_path / "c.yaml"))
+    assert code == 2 and expected in err and "NoneType" not in err and "instance of" not in err, err

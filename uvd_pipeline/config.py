@@ -639,6 +639,8 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     if kind in ("int_type", "float_type") and isinstance(error.get("input"), bool):
         number = "a whole number" if kind == "int_type" else "a number"
         return f"{where}: expects {number}, got {error['input']} (YAML reads true/false, yes/no, on/off as booleans)"
+    if kind in SHAPES:
+        return f"{where}: expects {_shape_wanted(kind, loc, data)}, got {_shape_got(error.get('input'))}"
     if kind == "bool_type":
         return f"{where}: expects true or false, got {error.get('input')!r}"
     if kind == "too_short":
@@ -666,6 +668,33 @@ def _closest(word: Any, choices: Any) -> str | None:
     return found[0] if found else None
 
 
+SHAPES = {"model_type": "a section of fields", "dict_type": "a mapping", "tuple_type": "a list",
+          "list_type": "a list", "string_type": "text"}
+
+
+def _shape_wanted(kind: str, loc: tuple[Any, ...], data: Any) -> str:
+    """What a field of the wrong shape should hold, as the YAML would write it."""
+    if kind in ("tuple_type", "list_type"):
+        return "a list (entries starting with '- ')"
+    if kind == "model_type":
+        model = _model_at((*loc, None), data)
+        names = list(model.model_fields)[:2] if model else []
+        return SHAPES[kind] + (f" ({', '.join(names)}, ...)" if names else "")
+    return SHAPES[kind]
+
+
+def _shape_got(value: Any) -> str:
+    """A value of the wrong shape, named as YAML wrote it."""
+    if value is None:
+        return "nothing (the key has no value)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def _relevant(errors: list[dict[str, Any]], data: Any) -> list[dict[str, Any]]:
     """Drop a list's length complaint when its items already failed (pydantic reports both), and a
     required field's absence when an unknown field beside it is its misspelling (`pth` for `path`):
@@ -684,7 +713,9 @@ def _relevant(errors: list[dict[str, Any]], data: Any) -> list[dict[str, Any]]:
 def parse_config(data: Any, base_dir: str = ".", origin: str = "config") -> BuildConfig:
     """Validate a config mapping; relative paths are resolved against `base_dir`."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+        what = "the file is empty" if data is None else f"the top level is {_shape_got(data)}"
+        raise ConfigError(f"{origin}: {what}; a config is a mapping of fields (version, output, sources, ...), "
+                          "as in configs/sample.yaml")
     try:
         config = BuildConfig.model_validate(data)
     except ValidationError as exc:
