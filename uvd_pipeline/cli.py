@@ -296,9 +296,10 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("import-jsonl", help="LVM/EasyLM JSONL -> one token shard")
     i.add_argument("jsonl")
     i.add_argument("--out", required=True, help="the token shard to write (a name ending in .arrow)")
-    i.add_argument("--source", default="jsonl")
+    i.add_argument("--source", default="jsonl", help="source name (lower_snake_case), the start of every sentence id")
     i.add_argument("--split", default="train", choices=["train", "val"])
-    i.add_argument("--kind", default="image")
+    i.add_argument("--kind", default="image", help="sentence kind: image, video, multiview, category, pairs, "
+                   "multitask or annotated_video")
     i.add_argument("--tokenizer-name", default="vqgan-f16-8192-laion")
     i.add_argument("--tokenizer-hash", default="unknown", help="weights hash of the tokenizer that made the codes")
     # bounds are the library's (`check_import`): the command names the flag of a value it refuses

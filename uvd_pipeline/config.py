@@ -21,7 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Str
                       field_validator, model_serializer, model_validator)
 
 from transforms.phash import band_width, probes_per_band
-from uvd_pipeline.mixture import GROUPS, PAPER_MIX
+from uvd_pipeline.mixture import GROUPS, NAME_PATTERN, PAPER_MIX
 
 FORMAT_VERSION = 1
 # Bumped whenever the same input and config render to other bytes (a decoder, resize or ordering
@@ -34,7 +34,6 @@ FORMAT_VERSION = 1
 # image not drawn on the padding, what operating systems and tools leave in a dataset read as
 # os_metadata / hidden_file rejects (a Mac's `._x` files made frames, views, pairs and samples).
 RENDER_REVISION = 2
-NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
