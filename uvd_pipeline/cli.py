@@ -184,6 +184,8 @@ def with_runner(config, runner: str):
 def cmd_report(args: argparse.Namespace) -> int:
     from uvd_pipeline.report import write_report
 
+    if args.sentences < 0:
+        raise ConfigError(f"--sentences {args.sentences}: must be 0 or more")
     paths = write_report(args.out, max_sentences_per_group=args.sentences)
     print(f"report: {paths['html']}")
     print(f"report data: {paths['json']}")
