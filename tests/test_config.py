@@ -891,6 +891,10 @@ def test_a_source_path_that_is_missing_or_a_file_says_so(tmp_path: Path, capsys,
      "image: expects a section of fields (size, resize, ...), got 256"),
     ("output:\nsources:\n  - {name: web, type: laion, path: p}\n",
      "output: expects text, got nothing (the key has no value)"),
+    ("output: out\nsources:\n  - data/laion\n",
+     "sources[0]: expects a section of fields (name, type, path, ...), got 'data/laion'"),
+    ("output: out\nsources:\n  - {name: web, type: laion, path: p}\nmixture: {sources: {nope: 1}}\n",
+     "\n  mixture.sources.nope: no source is named 'nope'; sources are web\n"),
 ])
 def test_a_config_of_the_wrong_shape_says_what_shape_is_wanted(tmp_path: Path, capsys, text, expected):
     """'expected a mapping at the top level, got NoneType' for an empty file, pydantic's 'valid
@@ -898,3 +902,4 @@ def test_a_config_of_the_wrong_shape_says_what_shape_is_wanted(tmp_path: Path, c
     (tmp_path / "c.yaml").write_text(text)
     code, err = _cli(capsys, "check", str(tmp_path / "c.yaml"))
     assert code == 2 and expected in err and "NoneType" not in err and "instance of" not in err, err
+    assert "(top level)" not in err and "extract fields" not in err

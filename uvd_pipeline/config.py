@@ -653,8 +653,8 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
         return f"{where}: got {error.get('input')!r}; use lower_snake_case (a-z, 0-9, _) starting with a letter"
     message = error["msg"].removeprefix("Value error, ")
-    if where == "(top level)" and message.startswith("sources"):
-        return message
+    if where == "(top level)" and re.match(r"[\w.\[\]]+: ", message):
+        return message  # a check of the whole config that names its field itself
     shown = repr(error.get("input"))
     return f"{where}: {message}" + (f" (got {shown})" if len(shown) <= 60 and shown not in message else "")
 
@@ -667,17 +667,29 @@ def _closest(word: Any, choices: Any) -> str | None:
     return found[0] if found else None
 
 
-SHAPES = {"model_type": "a section of fields", "dict_type": "a mapping", "tuple_type": "a list",
+SHAPES = {"model_type": "a section of fields", "model_attributes_type": "a section of fields",
+          "dict_type": "a mapping", "tuple_type": "a list",
           "list_type": "a list", "string_type": "text"}
+
+
+# the first fields of a tagged union's entry (a source, a labeler), which `_model_at` cannot name
+UNION_FIELDS = {"sources": ["name", "type", "path"], "labeler": ["name"]}
+
+
+def _union_name(loc: tuple[Any, ...]) -> str | None:
+    """`sources` for a source entry (`sources[2]`), `labeler` for a labeler, else None."""
+    if len(loc) == 2 and loc[0] == "sources" and isinstance(loc[1], int):
+        return "sources"
+    return "labeler" if loc[-1] == "labeler" else None
 
 
 def _shape_wanted(kind: str, loc: tuple[Any, ...], data: Any) -> str:
     """What a field of the wrong shape should hold, as the YAML would write it."""
     if kind in ("tuple_type", "list_type"):
         return "a list (entries starting with '- ')"
-    if kind == "model_type":
+    if kind in ("model_type", "model_attributes_type"):
         model = _model_at((*loc, None), data)
-        names = list(model.model_fields)[:2] if model else []
+        names = list(model.model_fields)[:2] if model else UNION_FIELDS.get(_union_name(loc), [])
         return SHAPES[kind] + (f" ({', '.join(names)}, ...)" if names else "")
     return SHAPES[kind]
 
