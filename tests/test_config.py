@@ -570,7 +570,7 @@ beam: {direct_num_workers: 1}
      "sources: every source has enabled: false (web), so there is nothing to build; set enabled: true on at least "
      "one (or --set sources.web.enabled=true)"),
     (OUTPUT_FILE.replace("beam: {", "beam: {runner: DirectRuner, "), lambda out: None,
-     "beam.runner: unknown runner 'DirectRuner'; the runners known by name are DirectRunner, dask, DataflowRunner"),
+     "beam.runner: unknown runner 'DirectRuner'; did you mean DirectRunner? the runners known by name are DirectRunner, dask, DataflowRunner"),
     (OUTPUT_FILE.replace("beam: {", "beam: {runner: my_company.beam.CustomRunner, "), lambda out: None,
      "error: beam.runner: my_company.beam.CustomRunner cannot be loaded (ModuleNotFoundError: No module named "
      "'my_company')"),
@@ -607,7 +607,7 @@ def test_runner_names_are_beams_and_read_as_beam_reads_them(tmp_path: Path, caps
                      "beam.runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner")
     assert code == 0, err
     code, err = _cli(capsys, "build", str(path), "--runner", "DirectRuner")
-    assert code == 2 and err.startswith("error: --runner DirectRuner: unknown runner 'DirectRuner'; the runners known")
+    assert code == 2 and err.startswith("error: --runner DirectRuner: unknown runner 'DirectRuner'; did you mean DirectRunner? the runners known")
     assert not (tmp_path / "out").exists()
 
 

@@ -396,8 +396,10 @@ class BeamConfig(Strict):
             return value
         known = runner_name(value)
         if known is None:
+            guess = _closest(value, ["dask", *RUNNER_NAMES])
             raise ValueError(
-                f"unknown runner {value!r}; the runners known by name are DirectRunner, dask, "
+                f"unknown runner {value!r}; " + (f"did you mean {guess}? " if guess else "") +
+                "the runners known by name are DirectRunner, dask, "
                 f"{', '.join(name for name in RUNNER_NAMES if name != 'DirectRunner')}; any other Beam runner is "
                 "accepted by its full dotted class path (module.Class, e.g. my_company.beam.CustomRunner)")
         return known
