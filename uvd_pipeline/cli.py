@@ -250,7 +250,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("sample", help="write the embedded sample corpus (once; reused afterwards)")
-    s.add_argument("out", nargs="?", default=DEFAULT_SAMPLE_DIR)
+    s.add_argument("out", nargs="?", default=DEFAULT_SAMPLE_DIR,
+                   help="a new or empty folder, or an earlier sample corpus (it is replaced as a whole)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="rewrite even if a complete corpus is there")
     s.set_defaults(func=cmd_sample)
