@@ -195,6 +195,8 @@ def test_set_options_set_typed_values_like_the_file(tmp_path: Path):
 @pytest.mark.parametrize("sets, expected", [
     (["tokenizer.batchsize=32"], "tokenizer.batchsize: unknown field; allowed fields here: enabled, checkpoint, batch_size"),
     (["tokenzer.batch_size=32"], "tokenzer: unknown field; allowed fields here: version, output, "),
+    (["sources.wbe.enabled=false"], "sources.wbe.enabled: sources is a list of 1; name an entry by its index 0..0 "
+                                    "or its name (web); did you mean web?"),
     (["beam.direct_num_workers=0"], "beam.direct_num_workers: Input should be greater than or equal to 1"),
     (["tokenizer.batch_size=many"], "tokenizer.batch_size: Input should be a valid integer"),
     (["image.resize=stretch"], "image.resize: got 'stretch'; allowed: 'squash', 'center_crop' or 'pad'"),
@@ -863,8 +865,8 @@ def test_environment_variables_in_paths_are_expanded_like_a_tilde(tmp_path: Path
 
 
 @pytest.mark.parametrize("make, expected", [
-    (lambda root: None, "sources[0].path (web): {path} does not exist (a relative path is taken from the "
-                        "config file's folder)"),
+    (lambda root: None, "sources[0].path (web): {path} does not exist (relative paths in a config are taken "
+                        "from the config file's folder)"),
     (lambda root: (root / "data").mkdir() or (root / "data" / "laion").write_text("x"),
      "sources[0].path (web): {path} is a file; give the folder that holds the source's files"),
 ])

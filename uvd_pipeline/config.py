@@ -951,8 +951,10 @@ def _list_index(node: list, part: str, dotted: str, where: str) -> int:
     if part in names:
         return names.index(part)
     known = ", ".join(str(n) for n in names if n is not None)
+    guess = _closest(part, [n for n in names if n is not None])
     raise ConfigError(f"{dotted}: {where} is a list of {len(node)}; name an entry by its index "
-                      f"0..{len(node) - 1}" + (f" or its name ({known})" if known else ""))
+                      f"0..{len(node) - 1}" + (f" or its name ({known})" if known else "")
+                      + (f"; did you mean {guess}?" if guess else ""))
 
 
 def _child_for_update(node: Any, part: str, dotted: str, where: str) -> Any:

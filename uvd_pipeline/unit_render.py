@@ -181,7 +181,7 @@ def root_problem(path: str) -> str | None:
         return None
     if not os.path.exists(path):
         what = "is a link to nothing" if os.path.islink(path) else "does not exist"
-        return f"{path} {what} (a relative path is taken from the config file's folder)"
+        return f"{path} {what} (relative paths in a config are taken from the config file's folder)"
     return f"{path} is a file; give the folder that holds the source's files"
 
 
