@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
 from uvd_pipeline.config import ConfigError
-from uvd_pipeline.shards import JsonlError, ShardDamaged
+from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
 
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
 
@@ -197,7 +197,7 @@ def cmd_export_jsonl(args: argparse.Namespace) -> int:
 
     shards = [p for pattern in args.shards for p in find_shards(pattern)]
     if not shards:
-        raise FileNotFoundError(f"no committed token shards match {', '.join(args.shards)}")
+        raise NotFound(f"no committed token shards match {', '.join(args.shards)}")
     count = export_jsonl(shards, args.out)
     print(f"wrote {count} sentences from {len(shards)} token shards to {args.out}")
     return 0
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, JsonlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except NotFound as exc:  # a path the user gave; any other FileNotFoundError is ours: its traceback stays
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ShardDamaged as exc:

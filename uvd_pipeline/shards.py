@@ -52,6 +52,12 @@ SCHEMA = pa.schema([
 ])
 
 
+class NotFound(FileNotFoundError):
+    """A path a command was given that is not there or is not what it should be (no committed token
+    shard, no build output): the person's mistake, told in one line. Any other FileNotFoundError is
+    the program's and keeps its traceback."""
+
+
 class ShardDamaged(ValueError):
     """A committed shard file (rendered tar, token shard, their side files) that is missing, short,
     altered or unreadable; `path` names it."""
@@ -190,7 +196,7 @@ def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
         if not isinstance(stats, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)") from None
+        raise NotFound(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)") from None
     except (OSError, ValueError) as exc:
         why = f"unreadable stats ({type(exc).__name__}: {exc})"[:200]
         raise ShardDamaged(stats_path, f"{why}; {REBUILD_HINT}") from None
@@ -221,7 +227,7 @@ def read_token_shard(path: str, verify: str = "full") -> tuple[pa.Table, TokenSh
     if verify not in ("full", "size"):
         raise ValueError(f"verify must be 'full' or 'size', not {verify!r}")
     if not committed(path):
-        raise FileNotFoundError(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)")
+        raise NotFound(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)")
     verify_token_shard(path, full=verify == "full")
     try:
         source = pa.memory_map(path, "r")

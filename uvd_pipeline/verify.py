@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from sources import fsio
 from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
+from uvd_pipeline.shards import NotFound
 from uvd_pipeline.unit_store import check_unit, unit_marks
 
 
@@ -155,14 +156,15 @@ def missing_marks(output: str) -> list[tuple[str, str]]:
     return missing
 
 
-def no_output(output: str, why: str) -> FileNotFoundError:
+def no_output(output: str, why: str) -> NotFound:
     """The error for a command given `output` that is no build output: a path that is not there, or
     is a file, is said to be so (a mistyped folder is not 'a folder without build.json')."""
     local = fsio.local_path(output)
     if local is not None and not os.path.isdir(local):
         what = "is a file" if os.path.exists(local) else "does not exist"
-        return FileNotFoundError(f"{output} {what}; give a build's output folder (the config's output)")
-    return FileNotFoundError(f"{output} {why}")
+        return NotFound(f"{output} {what}; give a build's output folder (the config's output), or run the "
+                        "build first")
+    return NotFound(f"{output} {why}")
 
 
 def verify_output(output: str, quick: bool = False,
