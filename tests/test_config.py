@@ -905,3 +905,17 @@ def test_a_config_of_the_wrong_shape_says_what_shape_is_wanted(tmp_path: Path, c
     code, err = _cli(capsys, "check", str(tmp_path / "c.yaml"))
     assert code == 2 and expected in err and "NoneType" not in err and "instance of" not in err, err
     assert "(top level)" not in err and "extract fields" not in err
+
+
+def test_retokenize_of_an_output_never_built_is_refused_before_the_lock(tmp_path: Path, tiny_tokenizer: Path,
+                                                                       capsys):
+    """`build --retokenize` of a mistyped or never-built output created the folder and its lock,
+    started the runner, and only then said it had no rendered shards."""
+    config = {**BASE, "output": str(tmp_path / "never"), "tokenizer": {"checkpoint": str(tiny_tokenizer)}}
+    (tmp_path / "data" / "laion").mkdir(parents=True)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, err = _cli(capsys, "build", str(path), "--retokenize")
+    assert code == 2 and err == (f"error: --retokenize: {tmp_path / 'never'} does not exist; build it first "
+                                 "(without --retokenize)\n")
+    assert not (tmp_path / "never").exists()
