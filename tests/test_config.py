@@ -77,7 +77,7 @@ def test_unknown_field_lists_allowed_ones():
         ({"sources": []}, "sources: needs at least 1 entry"),
         ({"sources": [{"name": "v", "type": "video", "path": "p", "strides": [0]}]},
          "sources[0].strides: every stride must be >= 1"),
-        ({"sources": [{"name": "v", "type": "vidoe", "path": "p"}]}, "sources[0].type: must be one of laion, imagenet, video"),
+        ({"sources": [{"name": "v", "type": "vidoe", "path": "p"}]}, "sources[0].type: got 'vidoe'; did you mean video? It must be one of laion, imagenet, video"),
         ({"sources": [{"name": "Web.1", "type": "laion", "path": "p"}]}, "sources[0].name: got 'Web.1'; use lower_snake_case"),
         ({"sources": [{"name": "a", "type": "laion", "path": "p"}, {"name": "a", "type": "video", "path": "q"}]},
          "sources[1].name: 'a' is used twice"),
@@ -195,6 +195,8 @@ def test_set_options_set_typed_values_like_the_file(tmp_path: Path):
 @pytest.mark.parametrize("sets, expected", [
     (["tokenizer.batchsize=32"], "tokenizer.batchsize: unknown field; allowed fields here: enabled, checkpoint, batch_size"),
     (["tokenzer.batch_size=32"], "tokenzer: unknown field; allowed fields here: version, output, "),
+    (["sources.wbe.enabled=false"], "sources.wbe.enabled: sources is a list of 1; name an entry by its index 0..0 "
+                                    "or its name (web); did you mean web?"),
     (["beam.direct_num_workers=0"], "beam.direct_num_workers: Input should be greater than or equal to 1"),
     (["tokenizer.batch_size=many"], "tokenizer.batch_size: Input should be a valid integer"),
     (["image.resize=stretch"], "image.resize: got 'stretch'; allowed: 'squash', 'center_crop' or 'pad'"),
@@ -570,7 +572,7 @@ beam: {direct_num_workers: 1}
      "sources: every source has enabled: false (web), so there is nothing to build; set enabled: true on at least "
      "one (or --set sources.web.enabled=true)"),
     (OUTPUT_FILE.replace("beam: {", "beam: {runner: DirectRuner, "), lambda out: None,
-     "beam.runner: unknown runner 'DirectRuner'; the runners known by name are DirectRunner, dask, DataflowRunner"),
+     "beam.runner: unknown runner 'DirectRuner'; did you mean DirectRunner? the runners known by name are DirectRunner, dask, DataflowRunner"),
     (OUTPUT_FILE.replace("beam: {", "beam: {runner: my_company.beam.CustomRunner, "), lambda out: None,
      "error: beam.runner: my_company.beam.CustomRunner cannot be loaded (ModuleNotFoundError: No module named "
      "'my_company')"),
@@ -607,7 +609,7 @@ def test_runner_names_are_beams_and_read_as_beam_reads_them(tmp_path: Path, caps
                      "beam.runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner")
     assert code == 0, err
     code, err = _cli(capsys, "build", str(path), "--runner", "DirectRuner")
-    assert code == 2 and err.startswith("error: --runner DirectRuner: unknown runner 'DirectRuner'; the runners known")
+    assert code == 2 and err.startswith("error: --runner DirectRuner: unknown runner 'DirectRuner'; did you mean DirectRunner? the runners known")
     assert not (tmp_path / "out").exists()
 
 
@@ -785,3 +787,135 @@ def test_decode_time_limit_reaches_the_renderers():
     assert RenderSettings.from_config(config).decode_time_s == 5.0
     assert RenderSettings.from_config(parse_config(BASE)).decode_time_s == DEFAULT_DECODE_TIME_S
     assert config.content_hash() != parse_config(BASE).content_hash()  # it decides rejects
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: p.write_text("my notes"),
+    lambda p: (p.mkdir(), (p / "thesis.tex").write_text("years of work")),
+])
+def test_sample_never_replaces_what_is_not_a_sample_corpus(tmp_path: Path, capsys, make):
+    """`sample OUT` writes through a folder swap that deletes what was at OUT: a file or a folder of
+    the user's own (`sample .`, `sample ~/data`) was moved aside and removed, exit 0."""
+    from uvd_pipeline.cli import main
+
+    target = tmp_path / "target"
+    make(target)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for flags in ([], ["--force"]):
+        assert main(["sample", str(target), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(target) in err and "not a sample corpus" in err
+        assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("patch, expected, unwanted", [
+    ({"sorces": BASE["sources"], "sources": None},
+     ["sorces: unknown field; allowed fields here: version, output, seed, image, split, sources, dedup, ",
+      "; did you mean sources?"], "sources: required field is missing"),
+    ({"image": {"szie": 256}}, ["image.szie: unknown field; allowed fields here: size, ", "; did you mean size?"], None),
+    ({"sources": [{"name": "web", "type": "laion", "pth": "data/laion"}]},
+     ["sources[0].pth: unknown field; allowed fields here: ", "; did you mean path?"],
+     "sources[0].path: required field is missing"),
+    ({"beam": {"direct_num_workrs": 2}}, ["beam.direct_num_workrs: unknown field", "did you mean direct_num_workers?"],
+     None),
+    ({"sources": [{"name": "web", "type": "lion", "path": "p"}]},
+     ["sources[0].type: got 'lion'; did you mean laion? It must be one of laion, imagenet, video"], None),
+    ({"image": {"resize": "centre_crop"}},
+     ["image.resize: got 'centre_crop'; did you mean 'center_crop'? allowed: 'squash', 'center_crop' or 'pad'"], None),
+])
+def test_a_misspelt_key_or_choice_names_the_likely_one(patch, expected, unwanted):
+    """A typo is answered with the one field or choice it is close to (after the full list), and
+    the field it was meant for is not reported missing besides."""
+    message = _error({k: v for k, v in {**BASE, **patch}.items() if v is not None})
+    assert all(part in message for part in expected), message
+    assert unwanted is None or unwanted not in message
+    assert "1 problem(s)" in message and message.count("did you mean") == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("output: out\nimage:\n\tsize: 256\n", ["c.yaml line 3, column 1: not valid YAML: found character '\\t'",
+                                             "indent with spaces, not tabs", "\tsize: 256"]),
+    ("version: 1\noutput out\nimage:\n  size: 256\n", ["c.yaml line 2, column 1: not valid YAML: could not find "
+                                                       "expected ':' "
+                                           "after the key (write `key: value`)", "\n  output out\n  ^"]),
+    ("output: out\nsources:\n  - name: web\n      path: p\n", ["c.yaml line 4, column 11: not valid YAML: mapping "
+                                                             "values are not allowed here", "      path: p"]),
+])
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path: Path, capsys, text, expected):
+    """PyYAML's message named the file `<unicode string>` and put the position on a third line."""
+    from uvd_pipeline.cli import main
+
+    (tmp_path / "c.yaml").write_text(text)
+    assert main(["check", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert all(part in err for part in expected) and "<unicode string>" not in err, err
+
+
+def test_environment_variables_in_paths_are_expanded_like_a_tilde(tmp_path: Path, monkeypatch):
+    """`~/data` was expanded but `$HOME/data` became `<config folder>/$HOME/data`, reported later as
+    'not a directory'; an unset variable is named with its field before any work."""
+    monkeypatch.setenv("UVD_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("UVD_UNSET", raising=False)
+    config = parse_config({**BASE, "output": "${UVD_DATA}/../out",
+                           "sources": [{"name": "web", "type": "laion", "path": "$UVD_DATA/laion"}]}, "/base")
+    assert config.sources[0].path == str(tmp_path / "data" / "laion") and config.output == str(tmp_path / "out")
+    message = _error({**BASE, "sources": [{"name": "web", "type": "laion", "path": "$UVD_UNSET/laion"}]})
+    assert message == ("config: sources[0].path: $UVD_UNSET in '$UVD_UNSET/laion' is not set in the environment; "
+                       "set it, or write the path out")
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda root: None, "sources[0].path (web): {path} does not exist (relative paths in a config are taken "
+                        "from the config file's folder)"),
+    (lambda root: (root / "data").mkdir() or (root / "data" / "laion").write_text("x"),
+     "sources[0].path (web): {path} is a file; give the folder that holds the source's files"),
+])
+def test_a_source_path_that_is_missing_or_a_file_says_so(tmp_path: Path, capsys, make, expected):
+    """Both read 'not a directory: PATH', which for a typo'd folder hides that it does not exist."""
+    make(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "tokenizer": {"enabled": False}}))
+    code, err = _cli(capsys, "check", str(path))
+    assert code == 2 and err == "error: " + expected.format(path=tmp_path / "data" / "laion") + "\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", "c.yaml: the file is empty; a config is a mapping of fields (version, output, sources, ...), as in "
+         "configs/sample.yaml"),
+    ("# only a comment\n", "c.yaml: the file is empty"),
+    ("- output: out\n", "c.yaml: the top level is a list; a config is a mapping of fields (version, output, "
+                        "sources, ...), as in configs/sample.yaml"),
+    ("output: out\nsources:\n  web: {type: laion, path: p}\n",
+     "sources: expects a list (entries starting with '- '), got a mapping"),
+    ("output: out\nsources:\n  - {name: web, type: laion, path: p}\nimage:\n",
+     "image: expects a section of fields (size, resize, ...), got nothing (the key has no value)"),
+    ("output: out\nsources:\n  - {name: web, type: laion, path: p}\nimage: 256\n",
+     "image: expects a section of fields (size, resize, ...), got 256"),
+    ("output:\nsources:\n  - {name: web, type: laion, path: p}\n",
+     "output: expects text, got nothing (the key has no value)"),
+    ("output: out\nsources:\n  - data/laion\n",
+     "sources[0]: expects a section of fields (name, type, path, ...), got 'data/laion'"),
+    ("output: out\nsources:\n  - {name: web, type: laion, path: p}\nmixture: {sources: {nope: 1}}\n",
+     "\n  mixture.sources.nope: no source is named 'nope'; sources are web\n"),
+])
+def test_a_config_of_the_wrong_shape_says_what_shape_is_wanted(tmp_path: Path, capsys, text, expected):
+    """'expected a mapping at the top level, got NoneType' for an empty file, pydantic's 'valid
+    dictionary or instance of ImageConfig' and 'valid tuple' for a section or list of the wrong shape."""
+    (tmp_path / "c.yaml").write_text(text)
+    code, err = _cli(capsys, "check", str(tmp_path / "c.yaml"))
+    assert code == 2 and expected in err and "NoneType" not in err and "instance of" not in err, err
+    assert "(top level)" not in err and "extract fields" not in err
+
+
+def test_retokenize_of_an_output_never_built_is_refused_before_the_lock(tmp_path: Path, tiny_tokenizer: Path,
+                                                                       capsys):
+    """`build --retokenize` of a mistyped or never-built output created the folder and its lock,
+    started the runner, and only then said it had no rendered shards."""
+    config = {**BASE, "output": str(tmp_path / "never"), "tokenizer": {"checkpoint": str(tiny_tokenizer)}}
+    (tmp_path / "data" / "laion").mkdir(parents=True)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, err = _cli(capsys, "build", str(path), "--retokenize")
+    assert code == 2 and err == (f"error: --retokenize: {tmp_path / 'never'} does not exist; build it first "
+                                 "(without --retokenize)\n")
+    assert not (tmp_path / "never").exists()

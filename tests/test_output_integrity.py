@@ -543,3 +543,44 @@ def test_lock_on_an_fsspec_output_and_force_unlock(tmp_path, caplog):
     with acquire(str(tmp_path), force=True) as taken:
         assert read_holder(str(tmp_path)).run_id == taken.run_id
     assert "--force-unlock: removing the lock of host another-host" in caplog.text
+
+
+def test_verify_and_report_say_why_a_path_is_no_output(tmp_path: Path, capsys):
+    """A mistyped output folder read '... is not a build output (it has no build.json)', as if it
+    were there; a file likewise. `report --sentences -1` was not refused."""
+    from uvd_pipeline.cli import main
+
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "folder").mkdir()
+    cases = [
+        (["verify", str(tmp_path / "nope")], f"{tmp_path / 'nope'} does not exist; give a build's output folder "
+                                             "(the config's output), or run the build first"),
+        (["verify", str(tmp_path / "notes.txt")], f"{tmp_path / 'notes.txt'} is a file; give a build's output folder "
+                                                  "(the config's output)"),
+        (["verify", str(tmp_path / "folder")], f"{tmp_path / 'folder'} is not a build output (it has no build.json)"),
+        (["report", str(tmp_path / "nope")], f"{tmp_path / 'nope'} does not exist; give a build's output folder"),
+        (["report", str(tmp_path / "folder"), "--sentences", "-1"], "--sentences -1: must be 0 or more"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "notes.txt"]
+
+
+def test_an_internal_file_not_found_keeps_its_traceback(tmp_path: Path, monkeypatch, capsys):
+    """The command turned every FileNotFoundError into 'error: ...', exit 2: one from a bug inside a
+    report or a build read as the user's mistake, without its traceback. Only what names a path the
+    user gave (not there, not an output, not a committed shard) is a one-line error."""
+    import uvd_pipeline.report as report
+    from uvd_pipeline.cli import main
+
+    def broken(output, max_sentences_per_group=4):
+        raise FileNotFoundError(2, "No such file or directory", "/tmp/run-tmp/sheet-0.png")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    with pytest.raises(FileNotFoundError, match="sheet-0.png"):
+        main(["report", str(tmp_path)])
+    assert "error:" not in capsys.readouterr().err
+    assert main(["export-jsonl", str(tmp_path / "none"), "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert capsys.readouterr().err == f"error: no committed token shards match {tmp_path / 'none'}\n"

@@ -227,3 +227,19 @@ def test_jsonl_commands_refuse_a_folder_as_out_and_leave_nothing(tmp_path: Path,
     (tmp_path / "afile").write_text("x")
     code, err = _cli(capsys, "export-jsonl", str(tmp_path / "t.arrow"), "--out", str(tmp_path / "afile" / "x.jsonl"))
     assert code == 2 and err.startswith(f"error: {tmp_path}/afile/x.jsonl: cannot be written (")
+
+
+def test_import_jsonl_refuses_a_kind_or_source_no_reader_knows(tmp_path: Path, capsys):
+    """`--kind imgae` wrote a shard whose sentences every mixture silently counted as single images,
+    and `--source my.web` sentence ids with a dot (webdataset cuts keys at the first dot); both
+    exited 0. Checked by the library, named by the command as its flag; nothing is written."""
+    jsonl = tmp_path / "ok.jsonl"
+    jsonl.write_text(GOOD + "\n")
+    code, err = _import(capsys, jsonl, tmp_path / "k.arrow", "--kind", "imgae")
+    assert code == 2 and err == ("error: --kind imgae: must be one of image, video, multiview, category, pairs, "
+                                 "multitask, annotated_video\n")
+    code, err = _import(capsys, jsonl, tmp_path / "s.arrow", "--source", "my.web")
+    assert code == 2 and err == ("error: --source my.web: use lower_snake_case (a-z, 0-9, _) starting with a letter, "
+                                 "as a config's source names\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.jsonl"]
+    assert _import(capsys, jsonl, tmp_path / "v.arrow", "--kind", "video", "--source", "web_2")[0] == 0

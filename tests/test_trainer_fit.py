@@ -526,3 +526,18 @@ def test_cli_out_naming_an_existing_file_is_one_error_line(tmp_path: Path):
     assert done.stderr.strip() == (f"error: --out {tmp_path / 'afile'}: exists and is not a folder; "
                                    "give the run's output folder")
     assert (tmp_path / "afile").read_text() == "a note, not a run folder\n"
+
+
+def test_a_step_larger_than_all_the_data_is_noted(shards, tmp_path: Path, capsys):
+    """`--batch-size 64` over 1,536 tokens trained on every sentence ~3 times a step without a
+    word (the preset's default batch over a few test shards: ~1,400 times); it still runs, as a
+    deliberate overfit may, and says so once."""
+    assert main(["--data", f"{shards}/a/*.arrow", "--out", str(tmp_path / "big"), "--seq-len", "64",
+                 "--batch-size", "64", "--max-steps", "1", "--threads", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("note: one step takes 4,096 tokens, 2.7x all the data's 1,536: each sentence is seen about 3 "
+                     "times a step; lower --batch-size, --grad-accum or --seq-len, or give more --data\n") == 1, err
+    from trainer.fit import _note_step_beyond_data
+
+    _note_step_beyond_data(1536, 1536)
+    assert "note:" not in capsys.readouterr().err

@@ -527,6 +527,17 @@ class StepReadback:
         return rows[-1][0], rows[-1][1]
 
 
+def _note_step_beyond_data(step_tokens: int, data_tokens: int) -> None:
+    """A step larger than all the data is allowed (the loader starts the next epoch, and a tiny
+    overfit run may mean it), but a default --batch-size over a few shards silently trained on
+    each sentence thousands of times a step: say so, with the flags that size a step."""
+    if 0 < data_tokens < step_tokens:
+        times = step_tokens / data_tokens
+        print(f"note: one step takes {step_tokens:,} tokens, {times:.1f}x all the data's {data_tokens:,}: each "
+              f"sentence is seen about {math.ceil(times)} times a step; lower --batch-size, --grad-accum or "
+              "--seq-len, or give more --data", file=sys.stderr, flush=True)
+
+
 def fit(options: FitOptions | dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) and return the summary: losses of this run, tokens/s, MFU, last checkpoint.
     `options` may be a plain dict of `FitOptions` fields (e.g. from a build config)."""
@@ -615,6 +626,8 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
               f"{trainer.dtype}, world {env.world_size}{' fsdp' if options.fsdp and env.world_size > 1 else ''}, "
               f"{trainer.tokens_per_step:,} tokens/step, steps {start_step}->{end}"
               f"{f' (resumed from {resume_from})' if resume_from else ''}\n  data: {data}", flush=True)
+    if env.main:
+        _note_step_beyond_data(trainer.tokens_per_step, sum(d["tokens"] for d in trainer.data.describe()))
     losses: list[float] = []
     last_path = resume_from
     interval_started, interval_tokens = time.perf_counter(), 0

@@ -402,6 +402,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
             raise ConfigError("--retokenize needs tokenizer.enabled: true")
         check_before_build(config)
         check_tokenizer(config)
+        if not fsio.exists(config.output):  # a mistyped output: refused before its folder and lock are made
+            raise ConfigError(f"--retokenize: {config.output} does not exist; build it first (without --retokenize)")
         lock()
         with open_runner(config) as (runner, options):
             pipeline = new_pipeline(config, runner, options)

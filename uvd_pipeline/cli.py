@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
 from uvd_pipeline.config import ConfigError
-from uvd_pipeline.shards import JsonlError, ShardDamaged
+from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
 
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
 
@@ -184,6 +184,8 @@ def with_runner(config, runner: str):
 def cmd_report(args: argparse.Namespace) -> int:
     from uvd_pipeline.report import write_report
 
+    if args.sentences < 0:
+        raise ConfigError(f"--sentences {args.sentences}: must be 0 or more")
     paths = write_report(args.out, max_sentences_per_group=args.sentences)
     print(f"report: {paths['html']}")
     print(f"report data: {paths['json']}")
@@ -195,7 +197,7 @@ def cmd_export_jsonl(args: argparse.Namespace) -> int:
 
     shards = [p for pattern in args.shards for p in find_shards(pattern)]
     if not shards:
-        raise FileNotFoundError(f"no committed token shards match {', '.join(args.shards)}")
+        raise NotFound(f"no committed token shards match {', '.join(args.shards)}")
     count = export_jsonl(shards, args.out)
     print(f"wrote {count} sentences from {len(shards)} token shards to {args.out}")
     return 0
@@ -248,14 +250,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("sample", help="write the embedded sample corpus (once; reused afterwards)")
-    s.add_argument("out", nargs="?", default=DEFAULT_SAMPLE_DIR)
+    s.add_argument("out", nargs="?", default=DEFAULT_SAMPLE_DIR,
+                   help="a new or empty folder, or an earlier sample corpus (it is replaced as a whole)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="rewrite even if a complete corpus is there")
     s.set_defaults(func=cmd_sample)
 
     b = sub.add_parser("build", help="run the Beam build described by a config file")
     b.add_argument("config")
-    b.add_argument("--output", help="override the config's output location")
+    b.add_argument("--output", help="override the config's output location (relative to the current folder)")
     b.add_argument("--runner", help="override beam.runner: DirectRunner, dask (beam.dask, or a 2-worker local "
                    "cluster), or any Beam runner name")
     b.add_argument("--workers", type=int, help="override beam.direct_num_workers")
@@ -296,9 +299,10 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("import-jsonl", help="LVM/EasyLM JSONL -> one token shard")
     i.add_argument("jsonl")
     i.add_argument("--out", required=True, help="the token shard to write (a name ending in .arrow)")
-    i.add_argument("--source", default="jsonl")
+    i.add_argument("--source", default="jsonl", help="source name (lower_snake_case), the start of every sentence id")
     i.add_argument("--split", default="train", choices=["train", "val"])
-    i.add_argument("--kind", default="image")
+    i.add_argument("--kind", default="image", help="sentence kind: image, video, multiview, category, pairs, "
+                   "multitask or annotated_video")
     i.add_argument("--tokenizer-name", default="vqgan-f16-8192-laion")
     i.add_argument("--tokenizer-hash", default="unknown", help="weights hash of the tokenizer that made the codes")
     # bounds are the library's (`check_import`): the command names the flag of a value it refuses
@@ -323,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, JsonlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except NotFound as exc:  # a path the user gave; any other FileNotFoundError is ours: its traceback stays
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ShardDamaged as exc:

@@ -7,6 +7,7 @@ folder, so a config works from whatever directory it is run.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -20,7 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Str
                       field_validator, model_serializer, model_validator)
 
 from transforms.phash import band_width, probes_per_band
-from uvd_pipeline.mixture import GROUPS, PAPER_MIX
+from uvd_pipeline.mixture import GROUPS, NAME_PATTERN, PAPER_MIX
 
 FORMAT_VERSION = 1
 # Bumped whenever the same input and config render to other bytes (a decoder, resize or ordering
@@ -35,7 +36,6 @@ FORMAT_VERSION = 1
 # keys over 200 characters and labels over 160 bytes cut with a digest (tar member names that
 # GNU tar can create).
 RENDER_REVISION = 2
-NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
@@ -398,8 +398,10 @@ class BeamConfig(Strict):
             return value
         known = runner_name(value)
         if known is None:
+            guess = _closest(value, ["dask", *RUNNER_NAMES])
             raise ValueError(
-                f"unknown runner {value!r}; the runners known by name are DirectRunner, dask, "
+                f"unknown runner {value!r}; " + (f"did you mean {guess}? " if guess else "") +
+                "the runners known by name are DirectRunner, dask, "
                 f"{', '.join(name for name in RUNNER_NAMES if name != 'DirectRunner')}; any other Beam runner is "
                 "accepted by its full dotted class path (module.Class, e.g. my_company.beam.CustomRunner)")
         return known
@@ -623,16 +625,25 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     if kind == "extra_forbidden":
         model = _model_at(loc, data)
         allowed = ", ".join(model.model_fields) if model else "see configs/sample.yaml"
-        return f"{where}: unknown field; allowed fields here: {allowed}"
+        guess = _closest(loc[-1], model.model_fields if model else ())
+        return f"{where}: unknown field; allowed fields here: {allowed}" + (f"; did you mean {guess}?" if guess else "")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = error.get("ctx", {}).get("tag")
         if error.get("ctx", {}).get("discriminator") == "'name'":  # a labeler
             names = [repr(name) for name in LABELER_MODELS]
-            got = f"got {error['ctx']['tag']!r}" if kind == "union_tag_invalid" else "required field is missing"
+            got = f"got {tag!r}" if kind == "union_tag_invalid" else "required field is missing"
+            guess = _closest(tag, LABELER_MODELS) if kind == "union_tag_invalid" else None
+            got += f"; did you mean {guess!r}?" if guess else ""
             return f"{where}.name: {got}; allowed: {', '.join(names[:-1])} or {names[-1]}"
+        guess = _closest(tag, SOURCE_TYPES) if kind == "union_tag_invalid" else None
+        if guess:
+            return f"{where}.type: got {tag!r}; did you mean {guess}? It must be one of {', '.join(SOURCE_TYPES)}"
         return f"{where}.type: must be one of {', '.join(SOURCE_TYPES)}"
     if kind in ("int_type", "float_type") and isinstance(error.get("input"), bool):
         number = "a whole number" if kind == "int_type" else "a number"
         return f"{where}: expects {number}, got {error['input']} (YAML reads true/false, yes/no, on/off as booleans)"
+    if kind in SHAPES:
+        return f"{where}: expects {_shape_wanted(kind, loc, data)}, got {_shape_got(error.get('input'))}"
     if kind == "bool_type":
         return f"{where}: expects true or false, got {error.get('input')!r}"
     if kind == "too_short":
@@ -641,65 +652,135 @@ def _describe(error: dict[str, Any], data: Any) -> str:
         return f"{where}: required field is missing"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
-        return f"{where}: got {error.get('input')!r}; allowed: {expected}"
+        guess = _closest(error.get("input"), re.findall(r"'([^']*)'", expected))
+        return f"{where}: got {error.get('input')!r}; " + (f"did you mean {guess!r}? " if guess else "") + f"allowed: {expected}"
     if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
         return f"{where}: got {error.get('input')!r}; use lower_snake_case (a-z, 0-9, _) starting with a letter"
     message = error["msg"].removeprefix("Value error, ")
-    if where == "(top level)" and message.startswith("sources"):
-        return message
+    if where == "(top level)" and re.match(r"[\w.\[\]]+: ", message):
+        return message  # a check of the whole config that names its field itself
     shown = repr(error.get("input"))
     return f"{where}: {message}" + (f" (got {shown})" if len(shown) <= 60 and shown not in message else "")
 
 
-def _relevant(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop a list's length complaint when its items already failed (pydantic reports both)."""
+def _closest(word: Any, choices: Any) -> str | None:
+    """The one choice a misspelt `word` most likely meant (`sorces` -> `sources`), if any is close."""
+    if not isinstance(word, str):
+        return None
+    found = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+SHAPES = {"model_type": "a section of fields", "model_attributes_type": "a section of fields",
+          "dict_type": "a mapping", "tuple_type": "a list",
+          "list_type": "a list", "string_type": "text"}
+
+
+# the first fields of a tagged union's entry (a source, a labeler), which `_model_at` cannot name
+UNION_FIELDS = {"sources": ["name", "type", "path"], "labeler": ["name"]}
+
+
+def _union_name(loc: tuple[Any, ...]) -> str | None:
+    """`sources` for a source entry (`sources[2]`), `labeler` for a labeler, else None."""
+    if len(loc) == 2 and loc[0] == "sources" and isinstance(loc[1], int):
+        return "sources"
+    return "labeler" if loc[-1] == "labeler" else None
+
+
+def _shape_wanted(kind: str, loc: tuple[Any, ...], data: Any) -> str:
+    """What a field of the wrong shape should hold, as the YAML would write it."""
+    if kind in ("tuple_type", "list_type"):
+        return "a list (entries starting with '- ')"
+    if kind in ("model_type", "model_attributes_type"):
+        model = _model_at((*loc, None), data)
+        names = list(model.model_fields)[:2] if model else UNION_FIELDS.get(_union_name(loc), [])
+        return SHAPES[kind] + (f" ({', '.join(names)}, ...)" if names else "")
+    return SHAPES[kind]
+
+
+def _shape_got(value: Any) -> str:
+    """A value of the wrong shape, named as YAML wrote it."""
+    if value is None:
+        return "nothing (the key has no value)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _relevant(errors: list[dict[str, Any]], data: Any) -> list[dict[str, Any]]:
+    """Drop a list's length complaint when its items already failed (pydantic reports both), and a
+    required field's absence when an unknown field beside it is its misspelling (`pth` for `path`):
+    the unknown field's message already says which one was meant."""
     item_error_parents = {tuple(e["loc"][:1]) for e in errors if len(e["loc"]) > 1}
-    return [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in item_error_parents)]
+    meant = set()
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            model = _model_at(tuple(e["loc"]), data)
+            guess = _closest(e["loc"][-1], model.model_fields if model else ())
+            meant.add((*e["loc"][:-1], guess))
+    return [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in item_error_parents)
+            and not (e["type"] == "missing" and tuple(e["loc"]) in meant)]
 
 
 def parse_config(data: Any, base_dir: str = ".", origin: str = "config") -> BuildConfig:
     """Validate a config mapping; relative paths are resolved against `base_dir`."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+        what = "the file is empty" if data is None else f"the top level is {_shape_got(data)}"
+        raise ConfigError(f"{origin}: {what}; a config is a mapping of fields (version, output, sources, ...), "
+                          "as in configs/sample.yaml")
     try:
         config = BuildConfig.model_validate(data)
     except ValidationError as exc:
-        errors = _relevant(exc.errors())
+        errors = _relevant(exc.errors(), data)
         problems = "\n  ".join(_describe(e, data) for e in errors)
         raise ConfigError(f"{origin}: {len(errors)} problem(s):\n  {problems}") from None
-    config = _resolve_paths(config, base_dir)
+    try:
+        config = _resolve_paths(config, base_dir)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     _check_output_apart(config, origin)
     return config
 
 
-def _resolve(path: str, base_dir: str) -> str:
-    if "://" in path or os.path.isabs(path):
-        return path
-    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+def _resolve(path: str, base_dir: str, field: str) -> str:
+    """A local path with `~` and `$VAR` / `${VAR}` expanded, relative to `base_dir`; a URL as is.
+    An unset variable is refused, naming `field`: left in place it named a folder `$HOME`."""
+    if "://" in path or (os.path.isabs(path) and "$" not in path):
+        return path  # as written: an absolute path is part of the config hash
+    expanded = os.path.expandvars(os.path.expanduser(path))
+    unset = re.search(r"\$(\w+|\{[^}]*\})", expanded)
+    if unset:
+        raise ConfigError(f"{field}: {unset.group(0)} in {path!r} is not set in the environment; set it, or "
+                          "write the path out")
+    return os.path.normpath(os.path.join(base_dir, expanded))
 
 
-def _resolve_labeler(labeler: LabelerParams | None, base_dir: str) -> LabelerParams | None:
+def _resolve_labeler(labeler: LabelerParams | None, base_dir: str, field: str) -> LabelerParams | None:
     """An mmpose labeler's config and checkpoint files, resolved like every other path of the config."""
     if not isinstance(labeler, MmposeLabeler):
         return labeler
-    files = {field: _resolve(getattr(labeler, field), base_dir) for field in ("config", "checkpoint")
-             if getattr(labeler, field) is not None}
+    files = {name: _resolve(getattr(labeler, name), base_dir, f"{field}.{name}") for name in ("config", "checkpoint")
+             if getattr(labeler, name) is not None}
     return labeler.model_copy(update=files)
 
 
-def _resolve_source(source: Any, base_dir: str) -> Any:
-    update = {"path": _resolve(source.path, base_dir)}
+def _resolve_source(source: Any, base_dir: str, field: str) -> Any:
+    update = {"path": _resolve(source.path, base_dir, f"{field}.path")}
     if getattr(source, "labeler", None) is not None:
-        update["labeler"] = _resolve_labeler(source.labeler, base_dir)
+        update["labeler"] = _resolve_labeler(source.labeler, base_dir, f"{field}.labeler")
     return source.model_copy(update=update)
 
 
 def _resolve_paths(config: BuildConfig, base_dir: str) -> BuildConfig:
-    sources = tuple(_resolve_source(s, base_dir) for s in config.sources)
+    sources = tuple(_resolve_source(s, base_dir, f"sources[{i}]") for i, s in enumerate(config.sources))
     tokenizer = config.tokenizer
     if tokenizer.checkpoint != "embedded":
-        tokenizer = tokenizer.model_copy(update={"checkpoint": _resolve(tokenizer.checkpoint, base_dir)})
-    return config.model_copy(update={"output": _resolve(config.output, base_dir), "sources": sources,
+        tokenizer = tokenizer.model_copy(update={"checkpoint": _resolve(tokenizer.checkpoint, base_dir,
+                                                                        "tokenizer.checkpoint")})
+    return config.model_copy(update={"output": _resolve(config.output, base_dir, "output"), "sources": sources,
                                      "tokenizer": tokenizer})
 
 
@@ -776,7 +857,7 @@ def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX
     except DuplicateKey as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(_yaml_syntax_error(path, text, exc)) from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a config") from None
     try:
@@ -787,6 +868,28 @@ def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX
         raise ConfigError(f"{path}: expands to more than {max_nodes} values (YAML aliases repeat what they "
                           "name); write the config without deep alias chains")
     return data
+
+
+def _yaml_syntax_error(path: str, text: str, exc: yaml.YAMLError) -> str:
+    """PyYAML's error as `FILE line L, column C: problem`, the line itself and a caret under the
+    column (PyYAML names the file `<unicode string>`, having read text, and splits it over lines).
+    A key without its colon is placed where the key is, not on the line after, where PyYAML gave up."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{path}: not valid YAML: {exc}"
+    problem = getattr(exc, "problem", None) or "syntax error"
+    context, where = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context == "while scanning a simple key" and where is not None:
+        mark, problem, context = where, f"{problem} after the key (write `key: value`)", None
+    message = f"{path} line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
+    if context and where is not None:
+        message += f" ({context} on line {where.line + 1}, column {where.column + 1})"
+    if "'\\t'" in problem:
+        message += "; indent with spaces, not tabs"
+    lines = text.splitlines()
+    if mark.line < len(lines):
+        message += f"\n  {lines[mark.line]}\n  {' ' * mark.column}^"
+    return message
 
 
 def _config_text(path: str, max_bytes: int) -> str:
@@ -850,8 +953,10 @@ def _list_index(node: list, part: str, dotted: str, where: str) -> int:
     if part in names:
         return names.index(part)
     known = ", ".join(str(n) for n in names if n is not None)
+    guess = _closest(part, [n for n in names if n is not None])
     raise ConfigError(f"{dotted}: {where} is a list of {len(node)}; name an entry by its index "
-                      f"0..{len(node) - 1}" + (f" or its name ({known})" if known else ""))
+                      f"0..{len(node) - 1}" + (f" or its name ({known})" if known else "")
+                      + (f"; did you mean {guess}?" if guess else ""))
 
 
 def _child_for_update(node: Any, part: str, dotted: str, where: str) -> Any:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+# a source's name, as configs, mixtures and token shard rows use it (dot-free: a key's first part)
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # sentence kind -> mixture group (the paper's four families)
 KIND_GROUPS: dict[str, str] = {
     "image": "single_images",

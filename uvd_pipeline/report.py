@@ -31,6 +31,7 @@ from uvd_pipeline.report_page import render_html
 from uvd_pipeline.report_plots import (contact_sheet, inputs_plot, lengths_plot, loss_plot, save_image,
                                        throughput_plot, tokens_plot)
 from uvd_pipeline.summary import SUMMARY_FILE
+from uvd_pipeline.verify import no_output
 
 REPORT_DIR = "report"
 
@@ -108,7 +109,7 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
     {"html": uri, "json": uri}."""
     summary_uri = fsio.join(output, SUMMARY_FILE)
     if not fsio.exists(summary_uri):
-        raise FileNotFoundError(f"{output} has no {SUMMARY_FILE}: run the build (to completion) first")
+        raise no_output(output, f"has no {SUMMARY_FILE}: run the build (to completion) first")
     summary = read_json(summary_uri)
     data = report_data(output, summary)
     report_dir = fsio.join(output, REPORT_DIR)

@@ -22,6 +22,7 @@ import glob as globlib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -31,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from tokenizer.atomic import open_atomic, write_bytes
+from uvd_pipeline.mixture import KIND_GROUPS, NAME_PATTERN
 
 TOKEN_FORMAT_VERSION = 1
 TOKENS_DIR = "tokens"
@@ -48,6 +50,12 @@ SCHEMA = pa.schema([
     ("tokens", pa.large_list(pa.uint16())),
     ("lineage", pa.string()),
 ])
+
+
+class NotFound(FileNotFoundError):
+    """A path a command was given that is not there or is not what it should be (no committed token
+    shard, no build output): the person's mistake, told in one line. Any other FileNotFoundError is
+    the program's and keeps its traceback."""
 
 
 class ShardDamaged(ValueError):
@@ -188,7 +196,7 @@ def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
         if not isinstance(stats, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)") from None
+        raise NotFound(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)") from None
     except (OSError, ValueError) as exc:
         why = f"unreadable stats ({type(exc).__name__}: {exc})"[:200]
         raise ShardDamaged(stats_path, f"{why}; {REBUILD_HINT}") from None
@@ -219,7 +227,7 @@ def read_token_shard(path: str, verify: str = "full") -> tuple[pa.Table, TokenSh
     if verify not in ("full", "size"):
         raise ValueError(f"verify must be 'full' or 'size', not {verify!r}")
     if not committed(path):
-        raise FileNotFoundError(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)")
+        raise NotFound(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)")
     verify_token_shard(path, full=verify == "full")
     try:
         source = pa.memory_map(path, "r")
@@ -322,10 +330,16 @@ class ImportSettingError(JsonlError):
         self.field, self.value, self.rule = field, value, rule
 
 
-def check_import(meta: TokenShardMeta, out_path: str) -> None:
-    """Settings and output an import can write: sizes the shard can hold, an `.arrow` file name.
-    The one place an import's settings are checked (the CLI names its flag on an
-    `ImportSettingError`)."""
+def check_import(meta: TokenShardMeta, out_path: str, source: str = "jsonl", kind: str = "image") -> None:
+    """Settings and output an import can write: sizes the shard can hold, a sentence kind the
+    mixtures know (another was counted as single images), a source name a key can start with, an
+    `.arrow` file name. The one place an import's settings are checked (the CLI names its flag on
+    an `ImportSettingError`)."""
+    if kind not in KIND_GROUPS:
+        raise ImportSettingError("kind", kind, f"must be one of {', '.join(KIND_GROUPS)}")
+    if not re.fullmatch(NAME_PATTERN, source):
+        raise ImportSettingError("source", source, "use lower_snake_case (a-z, 0-9, _) starting with a letter, "
+                                                   "as a config's source names")
     if not 1 <= meta.codebook_size <= TOKEN_DTYPE_CODES:
         raise ImportSettingError("codebook_size", meta.codebook_size,
                                  f"token shards store uint16 codes, so it must be 1..{TOKEN_DTYPE_CODES}")
@@ -388,7 +402,7 @@ def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: s
     """Read LVM/EasyLM JSONL back into a token shard (sentence ids from the line numbers). A line
     that is not a sentence of this codebook stops the import naming its number: a shard that left
     it out would be trained on as if it held the whole file."""
-    check_import(meta, out_path)
+    check_import(meta, out_path, source, kind)
     rows = []
     stem = os.path.basename(jsonl_path).split(".")[0]
     for number, line in _numbered_lines(jsonl_path):

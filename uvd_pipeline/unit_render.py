@@ -4,6 +4,7 @@ step (`render_step.RenderUnit`), without Beam, so that it can also start before 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -173,6 +174,17 @@ def unit_renderers(config: BuildConfig, verify: bool = False) -> dict[str, UnitR
     return renderers
 
 
+def root_problem(path: str) -> str | None:
+    """Why a source's local root cannot be read, said plainly (a reader's 'not a directory' does
+    not tell a misspelt folder from a file), or None."""
+    if "://" in path or os.path.isdir(path):
+        return None
+    if not os.path.exists(path):
+        what = "is a link to nothing" if os.path.islink(path) else "does not exist"
+        return f"{path} {what} (relative paths in a config are taken from the config file's folder)"
+    return f"{path} is a file; give the folder that holds the source's files"
+
+
 def list_units(config: BuildConfig) -> dict[str, list]:
     """Every source's work units, listed before anything is written: a wrong path fails here,
     naming the config field."""
@@ -192,7 +204,8 @@ def list_units(config: BuildConfig) -> dict[str, list]:
             units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
         except (FileNotFoundError, NotADirectoryError, AnnotationFileError) as exc:
             field = getattr(exc, "field", "path")  # sources.paths.ConfiguredPathMissing names its own
-            raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {exc}") from None
+            problem = root_problem(source_config.path) or exc
+            raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {problem}") from None
         if not units[source_config.name]:
             raise ConfigError(f"sources[{index}].path ({source_config.name}): nothing to read at "
                               f"{source_config.path}")

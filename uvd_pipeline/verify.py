@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from sources import fsio
 from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
+from uvd_pipeline.shards import NotFound
 from uvd_pipeline.unit_store import check_unit, unit_marks
 
 
@@ -155,6 +156,17 @@ def missing_marks(output: str) -> list[tuple[str, str]]:
     return missing
 
 
+def no_output(output: str, why: str) -> NotFound:
+    """The error for a command given `output` that is no build output: a path that is not there, or
+    is a file, is said to be so (a mistyped folder is not 'a folder without build.json')."""
+    local = fsio.local_path(output)
+    if local is not None and not os.path.isdir(local):
+        what = "is a file" if os.path.exists(local) else "does not exist"
+        return NotFound(f"{output} {what}; give a build's output folder (the config's output), or run the "
+                        "build first")
+    return NotFound(f"{output} {why}")
+
+
 def verify_output(output: str, quick: bool = False,
                   on_damage: Callable[[str, str], None] | None = None) -> VerifyResult:
     """Check every committed file of `output`; `on_damage(file, why)` is told of each damaged one."""
@@ -165,7 +177,7 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.tokenize_stage import token_stats_files
 
     if not fsio.exists(fsio.join(output, BUILD_FILE)):
-        raise FileNotFoundError(f"{output} is not a build output (it has no {BUILD_FILE})")
+        raise no_output(output, f"is not a build output (it has no {BUILD_FILE})")
     result = VerifyResult(output, full=not quick)
     holder = read_holder(output)
     result.holder = holder.describe() if holder else None

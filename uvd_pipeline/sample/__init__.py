@@ -15,6 +15,7 @@ import time
 from typing import Callable
 
 from tokenizer.atomic import atomic_folder
+from uvd_pipeline.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,25 @@ def is_complete(out: str) -> bool:
         return json.load(handle).get("version") == CORPUS_VERSION
 
 
+def _check_replaceable(out: str) -> None:
+    """The corpus replaces `out` as a whole (the old one is removed): only nothing, an empty folder
+    or an earlier sample corpus (its manifest) may be there, never a file or folder of the user's."""
+    if not os.path.lexists(out) or os.path.exists(os.path.join(out, MANIFEST)):
+        return
+    if os.path.isdir(out) and not os.path.islink(out) and not os.listdir(out):
+        return
+    what = "a folder" if os.path.isdir(out) else "a file"
+    raise ConfigError(f"{out} is {what} that is not a sample corpus (no {MANIFEST}), and writing the corpus "
+                      "there would replace it; give a new or empty folder, e.g. data/sample")
+
+
 def write_sample_corpus(out: str, seed: int = 0, force: bool = False) -> str:
     """Write the corpus to `out` atomically (a temp folder renamed into place); reuse it if present."""
     out = os.path.abspath(out)
     if is_complete(out) and not force:
         log.info("sample corpus already at %s (delete it or pass --force to rewrite)", out)
         return out
+    _check_replaceable(out)
     with atomic_folder(out) as staging_path:
         staging = str(staging_path)
         summaries = {}
