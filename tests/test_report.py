@@ -331,3 +331,80 @@ def test_report_does_not_decode_with_a_retrained_tokenizer(mini_build, tmp_path)
     assert "reconstruction" not in section and "sample_psnr" not in section
     assert "the tokens were made by" in section["reconstruction_skipped"]
     assert "No reconstruction:" in Path(paths["html"]).read_text()
+
+
+# -- a damaged or unfinished output: the page says so instead of showing the summary's numbers ----
+STALE_PAGE = "<html><body>EARLIER REPORT: 76 sentences</body></html>"
+
+
+@pytest.fixture
+def report_copy(report_build, tmp_path):
+    """This module's build copied, with a report page and picture left by an earlier report."""
+    config, summary = report_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out, ignore=shutil.ignore_patterns("report"))
+    (out / "report").mkdir()
+    (out / "report" / "report.html").write_text(STALE_PAGE)
+    (out / "report" / "contact_old.png").write_bytes(b"an earlier report's picture")
+    return out, summary
+
+
+def _damage_page(out: Path) -> str:
+    page = (out / "report" / "report.html").read_text()
+    assert "<h2>Sentences by source</h2>" not in page and "EARLIER REPORT" not in page  # no stale numbers
+    assert sorted(p.name for p in (out / "report").iterdir()) == ["report.html", "report.json"]
+    return page
+
+
+def test_report_of_an_output_missing_a_tar_says_so(report_copy):
+    """A tar deleted after the build, one the contact sheets do not open (the last val shard): the
+    report showed the summary's counts, those sentences included, and no word of the loss."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, summary = report_copy
+    last = max(summary["shards"], key=lambda s: (s["split"] == "val", s["source"], s["shard"]))
+    tar = out / "rendered" / last["source"] / last["split"] / last["tar"]
+    tar.unlink()
+    with pytest.raises(ShardDamaged, match=re.escape(str(tar))):
+        write_report(str(out))
+    page = _damage_page(out)
+    assert "damaged" in page and f"<li><code>{tar}</code>: missing" in page
+    data = json.loads((out / "report" / "report.json").read_text())
+    assert [d["file"] for d in data["damaged"]] == [str(tar)] and "totals" not in data
+
+
+def test_report_of_a_tar_altered_in_place_replaces_the_earlier_page(report_copy):
+    """Same size, other bytes: only reading the tar finds it; the report stopped with the error and
+    left the earlier report's page (its numbers) in place."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, summary = report_copy
+    first = min(summary["shards"], key=lambda s: (s["split"] != "train", s["source"], s["split"], s["shard"]))
+    tar = out / "rendered" / first["source"] / first["split"] / first["tar"]
+    data = bytearray(tar.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    with pytest.raises(ShardDamaged, match="sha256 differs"):
+        write_report(str(out))
+    assert f"<li><code>{tar}</code>: sha256 differs" in _damage_page(out)
+
+
+def test_report_of_an_unfinished_build_says_so(report_copy):
+    """Committed shards summary.json does not list (a resumed build stopped before its summary),
+    and a build holding the output: the summary's numbers are not this output's."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, summary = report_copy
+    written = json.loads((out / "summary.json").read_text())
+    left_out = written["shards"].pop()
+    (out / "summary.json").write_text(json.dumps(written))
+    stats = out / "rendered" / left_out["source"] / left_out["split"] / left_out["tar"].replace(".tar", ".stats.json")
+    with pytest.raises(ShardDamaged, match="summary.json does not list"):
+        write_report(str(out))
+    assert f"<li><code>{stats}</code>: committed, but summary.json does not list it" in _damage_page(out)
+    (out / "summary.json").write_text(json.dumps(summary))
+    holder = {"host": "elsewhere", "pid": 1, "started": "2026-01-01T00:00:00+00:00", "run_id": "r1"}
+    (out / "_lock.json").write_text(json.dumps(holder))
+    with pytest.raises(ShardDamaged, match="a build holds this output"):
+        write_report(str(out))
+    assert "a build holds this output (" in _damage_page(out)

@@ -151,6 +151,22 @@ def _or_dash(value: Any) -> Any:
     return "-" if value is None else value
 
 
+def damaged_html(output: str, problems: list[tuple[str, str]]) -> str:
+    """The page of an output whose files no longer match its summary: what is wrong and how to
+    mend it, no numbers (they would describe files that are not there any more)."""
+    items = "".join(f"<li><code>{html.escape(uri)}</code>: {html.escape(why)}</li>" for uri, why in problems)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>UVD build report: damaged output</title></head><body>
+<h1>UVD build report</h1>
+<p>Output <code>{html.escape(output)}</code> is damaged or unfinished: its summary's numbers no longer
+describe its files, so this page shows none. {len(problems)} problems:</p>
+<ul class="damaged">{items}</ul>
+<p><code>python -m uvd_pipeline verify OUT</code> lists every damaged file; a resumed build with
+<code>--verify</code> rebuilds damaged shards and finishes an unfinished build; then write the report again.</p>
+</body></html>
+"""
+
+
 def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     source_rows = []
     for name, s in data["sources"].items():
