@@ -5,6 +5,8 @@ throughput, and the page itself loaded in headless Chromium."""
 from __future__ import annotations
 
 import bisect
+import html
+import html.parser as html_parser
 import io
 import json
 import os
@@ -408,3 +410,45 @@ def test_report_of_an_unfinished_build_says_so(report_copy):
     with pytest.raises(ShardDamaged, match="a build holds this output"):
         write_report(str(out))
     assert "a build holds this output (" in _damage_page(out)
+
+
+# -- text from the data on the page: escaped, and shown as it is -------------------------------
+HOSTILE = '"><img src=x onerror=alert(1)><script>alert(2)</script>\u2028\u202egnp.exe'
+
+
+class _Tags(html_parser.HTMLParser):
+    """Every start tag of a page with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append((tag, attrs))
+
+
+def test_report_page_escapes_and_shows_text_from_the_data(report_build):
+    """A reject detail, a warning, a runner class path and the summary's fields holding HTML and
+    Unicode controls: no tag or attribute of theirs reaches the page, and a right-to-left override
+    (which turned the rest of its table cell around: `gnp.exe` read as `exe.png`) or a line
+    separator is shown as its code, not obeyed."""
+    from uvd_pipeline.report_data import report_data
+    from uvd_pipeline.report_page import render_html
+
+    config, summary = report_build
+    data = report_data(config.output, summary)
+    data["reject_examples"]["truncated"][0]["detail"] = HOSTILE
+    data["warnings"] = {"web": [HOSTILE]}
+    data["throughput"]["runner"] = HOSTILE
+    data["config_hash"] = data["image_size"] = HOSTILE
+    page = render_html(data, {})
+    tags = _Tags()
+    tags.feed(page)
+    assert [t for t, _ in tags.tags if t in ("script", "img")] == []
+    assert not [a for _, attrs in tags.tags for a, _ in attrs if a.startswith("on")]
+    assert "\u202e" not in page and "\u2028" not in page
+    def shown(text: str) -> str:
+        return html.escape(text).replace("\u2028", "\\u2028").replace("\u202e", "\\u202e")
+
+    assert page.count(shown(HOSTILE)) == 4  # config hash, image size, warning, runner
+    assert f"({shown(HOSTILE[:60])})" in page  # the reject example, its first 60 characters
