@@ -43,6 +43,9 @@ def report_build(mini_build, tmp_path_factory):
 
 def test_report_counts_and_sheets(report_build):
     config, summary = report_build
+    earlier = Path(config.output, "report")
+    earlier.mkdir(exist_ok=True)
+    (earlier / "contact_pairs_depth.png").write_bytes(b"a sheet of a group this build does not have")
     paths = write_report(config.output, max_sentences_per_group=2)
     data = json.loads(Path(paths["json"]).read_text())
     assert data["totals"] == summary["totals"]
@@ -57,6 +60,8 @@ def test_report_counts_and_sheets(report_build):
     # one reconstruction sheet per source (3), throughput
     assert "contact_sheet.png" in images and len(images) == 11
     report_dir = Path(paths["html"]).parent
+    # an earlier report's picture of a group this build has not is gone: the folder is this report
+    assert sorted(p.name for p in report_dir.iterdir()) == sorted([*images, "report.html", "report.json"])
     for name in images:
         with Image.open(report_dir / name) as sheet:
             sheet.verify()
