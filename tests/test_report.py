@@ -457,3 +457,16 @@ def test_report_page_escapes_and_shows_text_from_the_data(report_build):
 
     assert page.count(shown(HOSTILE)) == 4  # config hash, image size, warning, runner
     assert f"({shown(HOSTILE[:60])})" in page  # the reject example, its first 60 characters
+
+
+def test_report_of_an_output_whose_rejects_file_lost_lines_says_so(report_copy):
+    """rejects.jsonl cut short after the build: the page showed the summary's reject counts with
+    examples from what was left (none for the reasons whose lines were gone)."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, summary = report_copy
+    rejects = out / "rejects.jsonl"
+    rejects.write_text(rejects.read_text().split("\n", 1)[0] + "\n")
+    with pytest.raises(ShardDamaged, match=f"{rejects}: 1 rejects, summary.json counts {summary['totals']['rejects']}"):
+        write_report(str(out))
+    assert f"<li><code>{rejects}</code>: 1 rejects" in _damage_page(out)

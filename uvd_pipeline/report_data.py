@@ -71,17 +71,24 @@ def pick_sentences(output: str, summary: dict[str, Any], per_group: int) -> dict
     return dict(sorted(picked.items()))
 
 
-def _reject_examples(output: str) -> dict[str, list[dict[str, str]]]:
+def _reject_examples(output: str, expected: int) -> dict[str, list[dict[str, str]]]:
+    """The first rejects of each reason; `ShardDamaged` when the file does not hold the `expected`
+    number of rejects the summary counts (cut short or replaced since the build)."""
+    from uvd_pipeline.shards import ShardDamaged
+
     examples: dict[str, list[dict[str, str]]] = defaultdict(list)
     uri = fsio.join(output, REJECTS_FILE)
-    if not fsio.exists(uri):
-        return {}
-    for line in fsio.iter_lines(uri):
-        if not line:
-            continue
-        row = json.loads(line)
-        if len(examples[row["reason"]]) < EXAMPLES_PER_REASON:
-            examples[row["reason"]].append(row)
+    found = 0
+    if fsio.exists(uri):
+        for line in fsio.iter_lines(uri):
+            if not line:
+                continue
+            found += 1
+            row = json.loads(line)
+            if len(examples[row["reason"]]) < EXAMPLES_PER_REASON:
+                examples[row["reason"]].append(row)
+    if found != expected:
+        raise ShardDamaged(uri, f"{found} rejects, {SUMMARY_FILE} counts {expected}; the build writes it again")
     return dict(sorted(examples.items()))
 
 
@@ -110,7 +117,7 @@ def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
         "sentences_by_task": dict(sorted(by_kind_task.items())),
         "sentences_by_split": dict(sorted(by_split.items())),
         "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "reject_examples": _reject_examples(output),
+        "reject_examples": _reject_examples(output, summary["totals"]["rejects"]),
         "duplicates": {name: s["duplicates"] for name, s in summary["sources"].items() if "duplicates" in s},
         "warnings": {name: s["warnings"] for name, s in summary["sources"].items() if s.get("warnings")},
         "mixture": summary.get("mixture"),
