@@ -470,3 +470,16 @@ def test_report_of_an_output_whose_rejects_file_lost_lines_says_so(report_copy):
     with pytest.raises(ShardDamaged, match=f"{rejects}: 1 rejects, summary.json counts {summary['totals']['rejects']}"):
         write_report(str(out))
     assert f"<li><code>{rejects}</code>: 1 rejects" in _damage_page(out)
+
+
+def test_report_of_an_output_whose_summary_is_cut_short_says_so(report_copy):
+    """summary.json cut short: the report stopped with a JSONDecodeError traceback and left the
+    earlier report's page in place."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, _ = report_copy
+    summary = out / "summary.json"
+    summary.write_bytes(summary.read_bytes()[:100])
+    with pytest.raises(ShardDamaged, match=f"{summary}: unreadable JSON"):
+        write_report(str(out))
+    assert f"<li><code>{summary}</code>: unreadable JSON" in _damage_page(out)

@@ -24,7 +24,7 @@ import numpy as np
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
-from uvd_pipeline.rendered_shards import read_json
+from uvd_pipeline.rendered_shards import read_stats
 from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, TRAINER_DIR, build_tokenizer, output_problems,
                                       pick_sentences, reconstructions, report_data, token_usage, trainer_demo,
                                       trainer_figures)
@@ -133,10 +133,14 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
     summary_uri = fsio.join(output, SUMMARY_FILE)
     if not fsio.exists(summary_uri):
         raise FileNotFoundError(f"{output} has no {SUMMARY_FILE}: run the build (to completion) first")
-    summary = read_json(summary_uri)
     report_dir = fsio.join(output, REPORT_DIR)
     clear_report_dir(report_dir)
-    problems = output_problems(output, summary)
+    try:
+        summary = read_stats(summary_uri)  # a JSON object, or ValueError
+    except ValueError as exc:
+        problems = [(summary_uri, f"unreadable JSON ({exc})"[:200])]
+    else:
+        problems = output_problems(output, summary)
     try:
         if not problems:
             return _write_pages(output, summary, report_dir, max_sentences_per_group)
