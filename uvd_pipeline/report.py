@@ -11,6 +11,9 @@ in order and classes are coherent; per source, code usage, entropy and a code hi
 PSNR/SSIM of a sample decoded from the stored tokens next to the rendered originals; stage
 throughput; the token mix; the trainer demo.
 
+An output whose files no longer match its summary (damaged, or a build that did not finish) gets
+a page naming what is wrong instead of numbers (`write_report`).
+
 This module puts the page together; the figures come from `report_data`, the pictures from
 `report_plots`, the HTML from `report_page`.
 """
