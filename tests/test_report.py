@@ -62,6 +62,10 @@ def test_report_counts_and_sheets(report_build):
     report_dir = Path(paths["html"]).parent
     # an earlier report's picture of a group this build has not is gone: the folder is this report
     assert sorted(p.name for p in report_dir.iterdir()) == sorted([*images, "report.html", "report.json"])
+    # the same output, the same report: every byte of the page, its data and its pictures
+    written = {p.name: p.read_bytes() for p in report_dir.iterdir()}
+    write_report(config.output, max_sentences_per_group=2)
+    assert {p.name: p.read_bytes() for p in report_dir.iterdir()} == written
     for name in images:
         with Image.open(report_dir / name) as sheet:
             sheet.verify()
