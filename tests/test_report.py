@@ -487,3 +487,17 @@ def test_report_of_an_output_whose_summary_is_cut_short_says_so(report_copy):
     with pytest.raises(ShardDamaged, match=f"{summary}: unreadable JSON"):
         write_report(str(out))
     assert f"<li><code>{summary}</code>: unreadable JSON" in _damage_page(out)
+
+
+def test_report_checks_leave_the_unit_store_out(report_copy):
+    """The unit store is the build's cache (a mark read per input unit, none of the report's
+    numbers from it): a damaged unit is the next build's business, not the report's."""
+    from uvd_pipeline.report_data import output_problems
+    from uvd_pipeline.verify import STRAY
+
+    out, summary = report_copy
+    stored = sorted((out / "_units").rglob("*.results"))[0]
+    stored.write_bytes(stored.read_bytes()[:-1])
+    assert output_problems(str(out), summary) == []
+    (out / "rendered" / "web" / "train" / "stray.tar").write_bytes(b"a tar no stats file names")
+    assert [why for _, why in output_problems(str(out), summary)] == [STRAY]
