@@ -501,3 +501,16 @@ def test_report_checks_leave_the_unit_store_out(report_copy):
     assert output_problems(str(out), summary) == []
     (out / "rendered" / "web" / "train" / "stray.tar").write_bytes(b"a tar no stats file names")
     assert [why for _, why in output_problems(str(out), summary)] == [STRAY]
+
+
+def test_report_page_of_a_build_without_rejects_says_so(report_build):
+    """0 rejects: the page showed the rejects table's header row over no rows."""
+    from uvd_pipeline.report_data import report_data
+    from uvd_pipeline.report_page import render_html
+
+    config, summary = report_build
+    data = report_data(config.output, summary)
+    data["rejects_by_reason"], data["reject_examples"], data["duplicates"] = {}, {}, {}
+    page = render_html(data, {})
+    section = page[page.index("<h2>Rejects by reason</h2>"):page.index("<h2>Input sizes</h2>")]
+    assert "<table>" not in section and "<p>No rejects: every input is part of a sentence.</p>" in section

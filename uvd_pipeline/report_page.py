@@ -188,6 +188,8 @@ def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     reject_rows = [[reason, n, "; ".join(f"{e['key']} ({e['detail'][:60]})" for e in
                                          data["reject_examples"].get(reason, []))]
                    for reason, n in data["rejects_by_reason"].items()]
+    rejects = (_table(["reason", "count", "examples"], reject_rows) if reject_rows
+               else "<p>No rejects: every input is part of a sentence.</p>")
     sections = "".join(
         f"<h3>{_text(name)}</h3><img src=\"{_text(path)}\" alt=\"contact sheet of {_text(name)}\">"
         for name, path in sheets.items()
@@ -211,7 +213,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h2>Sentences by split</h2>
 {_table(['split', 'sentences'], [[k, n] for k, n in data['sentences_by_split'].items()])}
 <h2>Rejects by reason</h2>
-{_table(['reason', 'count', 'examples'], reject_rows)}
+{rejects}
 {_duplicates_html(data.get("duplicates"))}
 {_inputs_html(data["inputs"], data.get("plots", {}).get("inputs"))}
 {_lengths_html(data["sentence_lengths"], data.get("plots", {}).get("sentence_lengths"))}
