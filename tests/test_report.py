@@ -5,6 +5,8 @@ throughput, and the page itself loaded in headless Chromium."""
 from __future__ import annotations
 
 import bisect
+import html
+import html.parser as html_parser
 import io
 import json
 import os
@@ -41,6 +43,9 @@ def report_build(mini_build, tmp_path_factory):
 
 def test_report_counts_and_sheets(report_build):
     config, summary = report_build
+    earlier = Path(config.output, "report")
+    earlier.mkdir(exist_ok=True)
+    (earlier / "contact_pairs_depth.png").write_bytes(b"a sheet of a group this build does not have")
     paths = write_report(config.output, max_sentences_per_group=2)
     data = json.loads(Path(paths["json"]).read_text())
     assert data["totals"] == summary["totals"]
@@ -55,6 +60,12 @@ def test_report_counts_and_sheets(report_build):
     # one reconstruction sheet per source (3), throughput
     assert "contact_sheet.png" in images and len(images) == 11
     report_dir = Path(paths["html"]).parent
+    # an earlier report's picture of a group this build has not is gone: the folder is this report
+    assert sorted(p.name for p in report_dir.iterdir()) == sorted([*images, "report.html", "report.json"])
+    # the same output, the same report: every byte of the page, its data and its pictures
+    written = {p.name: p.read_bytes() for p in report_dir.iterdir()}
+    write_report(config.output, max_sentences_per_group=2)
+    assert {p.name: p.read_bytes() for p in report_dir.iterdir()} == written
     for name in images:
         with Image.open(report_dir / name) as sheet:
             sheet.verify()
@@ -331,3 +342,175 @@ def test_report_does_not_decode_with_a_retrained_tokenizer(mini_build, tmp_path)
     assert "reconstruction" not in section and "sample_psnr" not in section
     assert "the tokens were made by" in section["reconstruction_skipped"]
     assert "No reconstruction:" in Path(paths["html"]).read_text()
+
+
+# -- a damaged or unfinished output: the page says so instead of showing the summary's numbers ----
+STALE_PAGE = "<html><body>EARLIER REPORT: 76 sentences</body></html>"
+
+
+@pytest.fixture
+def report_copy(report_build, tmp_path):
+    """This module's build copied, with a report page and picture left by an earlier report."""
+    config, summary = report_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out, ignore=shutil.ignore_patterns("report"))
+    (out / "report").mkdir()
+    (out / "report" / "report.html").write_text(STALE_PAGE)
+    (out / "report" / "contact_old.png").write_bytes(b"an earlier report's picture")
+    return out, summary
+
+
+def _damage_page(out: Path) -> str:
+    page = (out / "report" / "report.html").read_text()
+    assert "<h2>Sentences by source</h2>" not in page and "EARLIER REPORT" not in page  # no stale numbers
+    assert sorted(p.name for p in (out / "report").iterdir()) == ["report.html", "report.json"]
+    return page
+
+
+def test_report_of_an_output_missing_a_tar_says_so(report_copy):
+    """A tar deleted after the build, one the contact sheets do not open (the last val shard): the
+    report showed the summary's counts, those sentences included, and no word of the loss."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, summary = report_copy
+    last = max(summary["shards"], key=lambda s: (s["split"] == "val", s["source"], s["shard"]))
+    tar = out / "rendered" / last["source"] / last["split"] / last["tar"]
+    tar.unlink()
+    with pytest.raises(ShardDamaged, match=re.escape(str(tar))):
+        write_report(str(out))
+    page = _damage_page(out)
+    assert "damaged" in page and f"<li><code>{tar}</code>: missing" in page
+    data = json.loads((out / "report" / "report.json").read_text())
+    assert [d["file"] for d in data["damaged"]] == [str(tar)] and "totals" not in data
+
+
+def test_report_of_a_tar_altered_in_place_replaces_the_earlier_page(report_copy):
+    """Same size, other bytes: only reading the tar finds it; the report stopped with the error and
+    left the earlier report's page (its numbers) in place."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, summary = report_copy
+    first = min(summary["shards"], key=lambda s: (s["split"] != "train", s["source"], s["split"], s["shard"]))
+    tar = out / "rendered" / first["source"] / first["split"] / first["tar"]
+    data = bytearray(tar.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    with pytest.raises(ShardDamaged, match="sha256 differs"):
+        write_report(str(out))
+    assert f"<li><code>{tar}</code>: sha256 differs" in _damage_page(out)
+
+
+def test_report_of_an_unfinished_build_says_so(report_copy):
+    """Committed shards summary.json does not list (a resumed build stopped before its summary),
+    and a build holding the output: the summary's numbers are not this output's."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, summary = report_copy
+    written = json.loads((out / "summary.json").read_text())
+    left_out = written["shards"].pop()
+    (out / "summary.json").write_text(json.dumps(written))
+    stats = out / "rendered" / left_out["source"] / left_out["split"] / left_out["tar"].replace(".tar", ".stats.json")
+    with pytest.raises(ShardDamaged, match="summary.json does not list"):
+        write_report(str(out))
+    assert f"<li><code>{stats}</code>: committed, but summary.json does not list it" in _damage_page(out)
+    (out / "summary.json").write_text(json.dumps(summary))
+    holder = {"host": "elsewhere", "pid": 1, "started": "2026-01-01T00:00:00+00:00", "run_id": "r1"}
+    (out / "_lock.json").write_text(json.dumps(holder))
+    with pytest.raises(ShardDamaged, match="a build holds this output"):
+        write_report(str(out))
+    assert "a build holds this output (" in _damage_page(out)
+
+
+# -- text from the data on the page: escaped, and shown as it is -------------------------------
+HOSTILE = '"><img src=x onerror=alert(1)><script>alert(2)</script>\u2028\u202egnp.exe'
+
+
+class _Tags(html_parser.HTMLParser):
+    """Every start tag of a page with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append((tag, attrs))
+
+
+def test_report_page_escapes_and_shows_text_from_the_data(report_build):
+    """A reject detail, a warning, a runner class path and the summary's fields holding HTML and
+    Unicode controls: no tag or attribute of theirs reaches the page, and a right-to-left override
+    (which turned the rest of its table cell around: `gnp.exe` read as `exe.png`) or a line
+    separator is shown as its code, not obeyed."""
+    from uvd_pipeline.report_data import report_data
+    from uvd_pipeline.report_page import render_html
+
+    config, summary = report_build
+    data = report_data(config.output, summary)
+    data["reject_examples"]["truncated"][0]["detail"] = HOSTILE
+    data["warnings"] = {"web": [HOSTILE]}
+    data["throughput"]["runner"] = HOSTILE
+    data["config_hash"] = data["image_size"] = HOSTILE
+    page = render_html(data, {})
+    tags = _Tags()
+    tags.feed(page)
+    assert [t for t, _ in tags.tags if t in ("script", "img")] == []
+    assert not [a for _, attrs in tags.tags for a, _ in attrs if a.startswith("on")]
+    assert "\u202e" not in page and "\u2028" not in page
+    def shown(text: str) -> str:
+        return html.escape(text).replace("\u2028", "\\u2028").replace("\u202e", "\\u202e")
+
+    assert page.count(shown(HOSTILE)) == 4  # config hash, image size, warning, runner
+    assert f"({shown(HOSTILE[:60])})" in page  # the reject example, its first 60 characters
+
+
+def test_report_of_an_output_whose_rejects_file_lost_lines_says_so(report_copy):
+    """rejects.jsonl cut short after the build: the page showed the summary's reject counts with
+    examples from what was left (none for the reasons whose lines were gone)."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, summary = report_copy
+    rejects = out / "rejects.jsonl"
+    rejects.write_text(rejects.read_text().split("\n", 1)[0] + "\n")
+    with pytest.raises(ShardDamaged, match=f"{rejects}: 1 rejects, summary.json counts {summary['totals']['rejects']}"):
+        write_report(str(out))
+    assert f"<li><code>{rejects}</code>: 1 rejects" in _damage_page(out)
+
+
+def test_report_of_an_output_whose_summary_is_cut_short_says_so(report_copy):
+    """summary.json cut short: the report stopped with a JSONDecodeError traceback and left the
+    earlier report's page in place."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, _ = report_copy
+    summary = out / "summary.json"
+    summary.write_bytes(summary.read_bytes()[:100])
+    with pytest.raises(ShardDamaged, match=f"{summary}: unreadable JSON"):
+        write_report(str(out))
+    assert f"<li><code>{summary}</code>: unreadable JSON" in _damage_page(out)
+
+
+def test_report_checks_leave_the_unit_store_out(report_copy):
+    """The unit store is the build's cache (a mark read per input unit, none of the report's
+    numbers from it): a damaged unit is the next build's business, not the report's."""
+    from uvd_pipeline.report_data import output_problems
+    from uvd_pipeline.verify import STRAY
+
+    out, summary = report_copy
+    stored = sorted((out / "_units").rglob("*.results"))[0]
+    stored.write_bytes(stored.read_bytes()[:-1])
+    assert output_problems(str(out), summary) == []
+    (out / "rendered" / "web" / "train" / "stray.tar").write_bytes(b"a tar no stats file names")
+    assert [why for _, why in output_problems(str(out), summary)] == [STRAY]
+
+
+def test_report_page_of_a_build_without_rejects_says_so(report_build):
+    """0 rejects: the page showed the rejects table's header row over no rows."""
+    from uvd_pipeline.report_data import report_data
+    from uvd_pipeline.report_page import render_html
+
+    config, summary = report_build
+    data = report_data(config.output, summary)
+    data["rejects_by_reason"], data["reject_examples"], data["duplicates"] = {}, {}, {}
+    page = render_html(data, {})
+    section = page[page.index("<h2>Rejects by reason</h2>"):page.index("<h2>Input sizes</h2>")]
+    assert "<table>" not in section and "<p>No rejects: every input is part of a sentence.</p>" in section

@@ -11,6 +11,9 @@ in order and classes are coherent; per source, code usage, entropy and a code hi
 PSNR/SSIM of a sample decoded from the stored tokens next to the rendered originals; stage
 throughput; the token mix; the trainer demo.
 
+An output whose files no longer match its summary (damaged, or a build that did not finish) gets
+a page naming what is wrong instead of numbers (`write_report`).
+
 This module puts the page together; the figures come from `report_data`, the pictures from
 `report_plots`, the HTML from `report_page`.
 """
@@ -24,10 +27,12 @@ import numpy as np
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
-from uvd_pipeline.rendered_shards import read_json
-from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, TRAINER_DIR, build_tokenizer, pick_sentences,
-                                      reconstructions, report_data, token_usage, trainer_demo, trainer_figures)
-from uvd_pipeline.report_page import render_html
+from uvd_pipeline.rendered_shards import read_stats
+from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, TRAINER_DIR, build_tokenizer, output_problems,
+                                      pick_sentences, reconstructions, report_data, token_usage, trainer_demo,
+                                      trainer_figures)
+from uvd_pipeline.report_page import damaged_html, render_html
+from uvd_pipeline.shards import REBUILD_HINT, ShardDamaged
 from uvd_pipeline.report_plots import (contact_sheet, inputs_plot, lengths_plot, loss_plot, save_image,
                                        throughput_plot, tokens_plot)
 from uvd_pipeline.summary import SUMMARY_FILE
@@ -104,15 +109,58 @@ def contact_sheets(output: str, summary: dict[str, Any], report_dir: str, per_gr
     return sheets
 
 
+def clear_report_dir(report_dir: str) -> None:
+    """Remove what an earlier report wrote (its page, data and pictures): a page that is not
+    written again must not stay behind with the numbers of an earlier state of the output, nor a
+    picture no page shows any more."""
+    if not fsio.isdir(report_dir):
+        return
+    fs, _ = fsio.filesystem(report_dir)
+    for uri in fsio.list_files(report_dir, (".png", ".html", ".json")):
+        fs.rm_file(fsio.filesystem(uri)[1])
+
+
+def write_damaged(output: str, report_dir: str, problems: list[tuple[str, str]]) -> dict[str, str]:
+    """A page and report.json that name what is damaged or unfinished, and no numbers."""
+    json_uri = fsio.join(report_dir, "report.json")
+    html_uri = fsio.join(report_dir, "report.html")
+    damaged = [{"file": uri, "why": why} for uri, why in problems]
+    write_bytes(json_uri, json.dumps({"output": output, "damaged": damaged}, indent=1, sort_keys=True).encode())
+    write_bytes(html_uri, damaged_html(output, problems).encode())
+    return {"html": html_uri, "json": json_uri}
+
+
 def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str]:
     """report/report.html, report/report.json and their pictures for a finished build at `output`:
-    {"html": uri, "json": uri}."""
+    {"html": uri, "json": uri}. A damaged or unfinished output gets a page that says what is wrong
+    instead of the summary's numbers, and `ShardDamaged` naming the first problem."""
     summary_uri = fsio.join(output, SUMMARY_FILE)
     if not fsio.exists(summary_uri):
         raise no_output(output, f"has no {SUMMARY_FILE}: run the build (to completion) first")
-    summary = read_json(summary_uri)
-    data = report_data(output, summary)
     report_dir = fsio.join(output, REPORT_DIR)
+    clear_report_dir(report_dir)
+    try:
+        summary = read_stats(summary_uri)  # a JSON object, or ValueError
+    except ValueError as exc:
+        problems = [(summary_uri, f"unreadable JSON ({exc})"[:200])]
+    else:
+        problems = output_problems(output, summary)
+    try:
+        if not problems:
+            return _write_pages(output, summary, report_dir, max_sentences_per_group)
+    except ShardDamaged as exc:  # found while reading (a tar of the recorded size, other bytes)
+        problems = [(exc.path, exc.why)]
+    clear_report_dir(report_dir)
+    write_damaged(output, report_dir, problems)
+    path, why = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    hint = "" if REBUILD_HINT in why else f"; {REBUILD_HINT}"
+    raise ShardDamaged(path, f"{why}{more}{hint}; the report page lists what is wrong")
+
+
+def _write_pages(output: str, summary: dict[str, Any], report_dir: str, max_sentences_per_group: int) -> dict[str, str]:
+    """The report of an intact output (`write_report`)."""
+    data = report_data(output, summary)
     sheets = contact_sheets(output, summary, report_dir, max_sentences_per_group)
     data["contact_sheets"] = sheets
     data["tokenizer"] = tokenizer_section(output, report_dir)

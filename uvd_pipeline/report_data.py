@@ -13,8 +13,9 @@ import numpy as np
 from sources import fsio
 from uvd_pipeline.quality import INPUT_BINS, STAGES, merge_lengths, sorted_lengths
 from uvd_pipeline.render import decode_png
-from uvd_pipeline.rendered_shards import iter_shard, read_json, sentence_group, verified_tar
-from uvd_pipeline.summary import REJECTS_FILE
+from uvd_pipeline.rendered_shards import (RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX, iter_shard, read_json, read_stats,
+                                          sentence_group, stats_files, verified_tar)
+from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
 TRAINER_DIR = "trainer"  # written by `python -m trainer.demo` (the report only reads it)
 EXAMPLES_PER_REASON = 3
@@ -22,6 +23,29 @@ EXAMPLES_PER_REASON = 3
 # first RECONSTRUCTION_PER_SENTENCE images of each sentence in order, RECONSTRUCTION_IMAGES in all
 RECONSTRUCTION_IMAGES = 8
 RECONSTRUCTION_PER_SENTENCE = 2
+
+
+def output_problems(output: str, summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(file, why) for everything that makes the summary's numbers untrue of the files now: a
+    committed file missing or of another size (`verify --quick`: no file is read; the files the
+    report reads are hashed as it reads them), a build holding the output, committed shards of
+    this config that summary.json does not list (a build stopped before its summary). The unit
+    store is left out: it is the build's cache, none of the report's numbers come from it."""
+    from uvd_pipeline.output_lock import lock_uri
+    from uvd_pipeline.verify import verify_output
+
+    result = verify_output(output, quick=True, units=False)
+    problems = list(result.damaged)
+    if result.holder:
+        problems.append((lock_uri(output), f"a build holds this output ({result.holder}): its summary is not final"))
+    listed = {fsio.join(output, RENDERED_DIR, s["source"], s["split"], s["tar"][: -len(TAR_SUFFIX)] + STATS_SUFFIX)
+              for s in summary["shards"]}
+    damaged = {uri for uri, _ in problems}
+    for uri in stats_files(output):
+        if uri not in listed and uri not in damaged and read_stats(uri).get("config_hash") == summary["config_hash"]:
+            problems.append((uri, f"committed, but {SUMMARY_FILE} does not list it: a build stopped before "
+                                  "its summary; run the build again to finish it"))
+    return problems
 
 
 def pick_sentences(output: str, summary: dict[str, Any], per_group: int) -> dict[str, list]:
@@ -45,17 +69,24 @@ def pick_sentences(output: str, summary: dict[str, Any], per_group: int) -> dict
     return dict(sorted(picked.items()))
 
 
-def _reject_examples(output: str) -> dict[str, list[dict[str, str]]]:
+def _reject_examples(output: str, expected: int) -> dict[str, list[dict[str, str]]]:
+    """The first rejects of each reason; `ShardDamaged` when the file does not hold the `expected`
+    number of rejects the summary counts (cut short or replaced since the build)."""
+    from uvd_pipeline.shards import ShardDamaged
+
     examples: dict[str, list[dict[str, str]]] = defaultdict(list)
     uri = fsio.join(output, REJECTS_FILE)
-    if not fsio.exists(uri):
-        return {}
-    for line in fsio.iter_lines(uri):
-        if not line:
-            continue
-        row = json.loads(line)
-        if len(examples[row["reason"]]) < EXAMPLES_PER_REASON:
-            examples[row["reason"]].append(row)
+    found = 0
+    if fsio.exists(uri):
+        for line in fsio.iter_lines(uri):
+            if not line:
+                continue
+            found += 1
+            row = json.loads(line)
+            if len(examples[row["reason"]]) < EXAMPLES_PER_REASON:
+                examples[row["reason"]].append(row)
+    if found != expected:
+        raise ShardDamaged(uri, f"{found} rejects, {SUMMARY_FILE} counts {expected}; the build writes it again")
     return dict(sorted(examples.items()))
 
 
@@ -84,7 +115,7 @@ def report_data(output: str, summary: dict[str, Any]) -> dict[str, Any]:
         "sentences_by_task": dict(sorted(by_kind_task.items())),
         "sentences_by_split": dict(sorted(by_split.items())),
         "rejects_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "reject_examples": _reject_examples(output),
+        "reject_examples": _reject_examples(output, summary["totals"]["rejects"]),
         "duplicates": {name: s["duplicates"] for name, s in summary["sources"].items() if "duplicates" in s},
         "warnings": {name: s["warnings"] for name, s in summary["sources"].items() if s.get("warnings")},
         "mixture": summary.get("mixture"),

@@ -5,6 +5,7 @@ section shows is decided by the data it is given."""
 from __future__ import annotations
 
 import html
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,17 @@ from uvd_pipeline.report_data import RECONSTRUCTION_PER_SENTENCE
 from uvd_pipeline.tokenize_stage import arithmetic_label
 
 
+def _text(value: Any) -> str:
+    """`value` as page text: HTML-escaped, and every control, format or line/paragraph separator
+    character (a right-to-left override turns the rest of its table cell around) shown as its
+    code, since names and details come from the data."""
+    return "".join(c if c in "\t\n" or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")
+                   else f"\\u{ord(c):04x}" for c in html.escape(str(value)))
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{_text(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_text(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -30,8 +39,8 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
     reconstruction = section.get("reconstruction") or {}
     if reconstruction:
         rows = [[name, r["images"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"] for name, r in reconstruction.items()]
-        sheets = "".join(f"<h3>{html.escape(name)}</h3><img src=\"{html.escape(r['sheet'])}\" "
-                         f"alt=\"original and decoded images of {html.escape(name)}\">"
+        sheets = "".join(f"<h3>{_text(name)}</h3><img src=\"{_text(r['sheet'])}\" "
+                         f"alt=\"original and decoded images of {_text(name)}\">"
                          for name, r in reconstruction.items())
         sample = (f"<h3>Reconstruction from the stored tokens</h3><p>Per source, a sample from its first token "
                   f"shards (up to {RECONSTRUCTION_PER_SENTENCE} images per sentence) decoded with the build's "
@@ -40,12 +49,12 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
                   f"{_table(['source', 'images', 'PSNR (dB)', 'SSIM'], rows)}"
                   f"<p>Original (left) and decoded (right) pairs:</p>{sheets}")
     elif section.get("reconstruction_skipped"):
-        sample = f"<p>No reconstruction: {html.escape(section['reconstruction_skipped'])}.</p>"
+        sample = f"<p>No reconstruction: {_text(section['reconstruction_skipped'])}.</p>"
     made_in = ", ".join(f"{t['shards']} in {arithmetic_label(t)}" for t in section.get("made_by", []))
-    return (f"<h2>Tokenizer</h2><p>{html.escape(section['tokenizer'])} (weights "
-            f"{section['weights_hash'][:16]}), codebook {section['codebook_size']} "
+    return (f"<h2>Tokenizer</h2><p>{_text(section['tokenizer'])} (weights "
+            f"{_text(section['weights_hash'][:16])}), codebook {section['codebook_size']} "
             f"(at most {np.log2(section['codebook_size']):.2f} bits/token); token shards computed: "
-            f"{html.escape(made_in)}.</p>{html_rows}"
+            f"{_text(made_in)}.</p>{html_rows}"
             f"<img src=\"{section['usage_plot']}\" alt=\"code frequencies and token histogram per source\">"
             f"{sample}")
 
@@ -58,7 +67,7 @@ def _inputs_html(inputs: dict[str, Any], plot: str | None) -> str:
         rows.append([name, h["count"], f"{h['mean_megapixels']:.3f}", f"{100 * h['below_canvas_share']:.1f}%"])
     labels = {k: bin_labels(tuple(e)) for k, e in inputs["bins"].items()}
     detail = "".join(
-        f"<h3>{html.escape(title)}</h3>" + _table(["source", *labels[key]],
+        f"<h3>{_text(title)}</h3>" + _table(["source", *labels[key]],
                                                   [[n, *h[key]] for n, h in inputs["by_source"].items()])
         for key, title in (("short_side", "Short side (px)"), ("aspect", "Aspect ratio (width / height)")))
     img = f"<img src=\"{plot}\" alt=\"input resolution and aspect ratio\">" if plot else ""
@@ -80,9 +89,9 @@ def _throughput_html(throughput: dict[str, Any], plot: str | None) -> str:
     stages = throughput.get("stages") or {}
     metrics = throughput.get("metrics") or {}
     if metrics.get("reported") is False:
-        missing = "".join(f"<li>{html.escape(item)}</li>" for item in metrics.get("not_reported", []))
-        return (f"<h2>Throughput</h2><p>The last run: {throughput['seconds']} s wall time on "
-                f"{html.escape(str(throughput['runner']))}, which reports no Beam metrics. Every count in this "
+        missing = "".join(f"<li>{_text(item)}</li>" for item in metrics.get("not_reported", []))
+        return (f"<h2>Throughput</h2><p>The last run: {_text(throughput['seconds'])} s wall time on "
+                f"{_text(str(throughput['runner']))}, which reports no Beam metrics. Every count in this "
                 f"report comes from the committed shards' stats; not reported by the runner:</p><ul>{missing}</ul>")
     if not stages:
         return ("<h2>Throughput</h2><p>No stage timings in this build's summary (the runner reported no "
@@ -90,8 +99,8 @@ def _throughput_html(throughput: dict[str, Any], plot: str | None) -> str:
     rows = [[name, s["items"], s["unit"], s["calls"], f"{s['seconds']:.3f}", f"{s['items_per_s'] or 0:,.1f}"]
             for name, s in stages.items()]
     img = f"<img src=\"{plot}\" alt=\"stage throughput\">" if plot else ""
-    return (f"<h2>Throughput</h2><p>The last run: {throughput['seconds']} s wall time on {throughput['runner']}"
-            f"{'' if throughput.get('workers') is None else ', ' + str(throughput['workers']) + ' workers'}. "
+    return (f"<h2>Throughput</h2><p>The last run: {_text(throughput['seconds'])} s wall time on {_text(throughput['runner'])}"
+            f"{'' if throughput.get('workers') is None else ', ' + _text(throughput['workers']) + ' workers'}. "
             "Busy seconds are each stage's own work summed over workers (Beam distribution metrics); items per "
             "busy second is one worker's rate. Shards an earlier run committed are not counted.</p>"
             + _table(["stage", "items", "item", "calls", "busy seconds", "items per busy second"], rows) + img)
@@ -110,7 +119,7 @@ def _mixture_html(plan: dict[str, Any] | None) -> str:
                        pct(v["natural_share"]), f"{v['upsampling']:.2f}x" if v.get("upsampling") else ""]
                       for n, v in plan["sources"].items()])
     absent = (f"<p>Asked for but absent from this build (their share went to the others): "
-              f"{html.escape(', '.join(plan['absent_groups']))}.</p>" if plan.get("absent_groups") else "")
+              f"{_text(', '.join(plan['absent_groups']))}.</p>" if plan.get("absent_groups") else "")
     return (f"<h2>Token mix</h2><p>Train with <code>python -m trainer.fit --data mixture.yaml</code>: the "
             f"trainer draws sentences with these weights, which give the effective token shares.</p>"
             f"{groups}{absent}{sources}")
@@ -123,9 +132,9 @@ def _trainer_html(section: dict[str, Any] | None) -> str:
     prompts = _table(["sentence", "source", "kind", "task", "context images", "codes equal to truth"],
                      [[p["sentence_id"], p["source"], p["kind"], p["task"], p["context_images"],
                        f"{p['codes_equal_to_truth']:.3f}"] for p in section["prompts"]])
-    generation = (f"<p>{html.escape(section['legend'])}</p><img src=\"{section['generation']}\" alt=\"generation\">"
+    generation = (f"<p>{_text(section['legend'])}</p><img src=\"{section['generation']}\" alt=\"generation\">"
                   if section.get("generation") else "")
-    return (f"<h2>Trainer</h2><p>{html.escape(section['preset'])} ({section['parameters'] / 1e6:.1f}M parameters), "
+    return (f"<h2>Trainer</h2><p>{_text(section['preset'])} ({section['parameters'] / 1e6:.1f}M parameters), "
             f"{section['steps']} steps of {section['seq_len']} tokens, {section['tokens_seen']:,} tokens seen, {rate}; "
             f"loss {section['first_loss']:.3f} -> {section['final_loss']:.3f}.</p>"
             f"<img src=\"{section['loss_plot']}\" alt=\"loss curve\">{prompts}{generation}")
@@ -134,7 +143,7 @@ def _trainer_html(section: dict[str, Any] | None) -> str:
 def _warnings_html(warnings: dict[str, list[str]] | None) -> str:
     if not warnings:
         return ""
-    items = "".join(f"<li>{html.escape(w)}</li>" for found in warnings.values() for w in found)
+    items = "".join(f"<li>{_text(w)}</li>" for found in warnings.values() for w in found)
     return f"<h2>Warnings</h2><ul class=\"warnings\">{items}</ul>"
 
 
@@ -151,6 +160,22 @@ def _or_dash(value: Any) -> Any:
     return "-" if value is None else value
 
 
+def damaged_html(output: str, problems: list[tuple[str, str]]) -> str:
+    """The page of an output whose files no longer match its summary: what is wrong and how to
+    mend it, no numbers (they would describe files that are not there any more)."""
+    items = "".join(f"<li><code>{_text(uri)}</code>: {_text(why)}</li>" for uri, why in problems)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>UVD build report: damaged output</title></head><body>
+<h1>UVD build report</h1>
+<p>Output <code>{_text(output)}</code> is damaged or unfinished: its summary's numbers no longer
+describe its files, so this page shows none. {len(problems)} problems:</p>
+<ul class="damaged">{items}</ul>
+<p><code>python -m uvd_pipeline verify OUT</code> lists every damaged file; a resumed build with
+<code>--verify</code> rebuilds damaged shards and finishes an unfinished build; then write the report again.</p>
+</body></html>
+"""
+
+
 def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     source_rows = []
     for name, s in data["sources"].items():
@@ -163,8 +188,10 @@ def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     reject_rows = [[reason, n, "; ".join(f"{e['key']} ({e['detail'][:60]})" for e in
                                          data["reject_examples"].get(reason, []))]
                    for reason, n in data["rejects_by_reason"].items()]
+    rejects = (_table(["reason", "count", "examples"], reject_rows) if reject_rows
+               else "<p>No rejects: every input is part of a sentence.</p>")
     sections = "".join(
-        f"<h3>{html.escape(name)}</h3><img src=\"{html.escape(path)}\" alt=\"contact sheet of {html.escape(name)}\">"
+        f"<h3>{_text(name)}</h3><img src=\"{_text(path)}\" alt=\"contact sheet of {_text(name)}\">"
         for name, path in sheets.items()
     )
     t = data["totals"]
@@ -174,7 +201,7 @@ def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%;border:1px solid #ddd}}</style>
 </head><body>
 <h1>UVD build report</h1>
-<p>Output <code>{html.escape(data['output'])}</code>, config {data['config_hash']}, images {data['image_size']}px.
+<p>Output <code>{_text(data['output'])}</code>, config {_text(data['config_hash'])}, images {_text(data['image_size'])}px.
 {t['sentences']} sentences, {t['images']} images, {t['rejects']} rejects in {t['shards']} shards.</p>
 {_warnings_html(data.get("warnings"))}
 <h2>Sentences by source</h2>
@@ -186,7 +213,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h2>Sentences by split</h2>
 {_table(['split', 'sentences'], [[k, n] for k, n in data['sentences_by_split'].items()])}
 <h2>Rejects by reason</h2>
-{_table(['reason', 'count', 'examples'], reject_rows)}
+{rejects}
 {_duplicates_html(data.get("duplicates"))}
 {_inputs_html(data["inputs"], data.get("plots", {}).get("inputs"))}
 {_lengths_html(data["sentence_lengths"], data.get("plots", {}).get("sentence_lengths"))}
