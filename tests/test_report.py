@@ -514,3 +514,16 @@ def test_report_page_of_a_build_without_rejects_says_so(report_build):
     page = render_html(data, {})
     section = page[page.index("<h2>Rejects by reason</h2>"):page.index("<h2>Input sizes</h2>")]
     assert "<table>" not in section and "<p>No rejects: every input is part of a sentence.</p>" in section
+
+
+def test_report_of_an_output_given_by_a_relative_path(report_copy, monkeypatch):
+    """`make build-uvd` reports `build/sample`: an intact output named by a relative path is
+    intact (the shard listing names files by absolute paths; compared as such, every committed
+    shard looked unlisted and the report refused the output as damaged)."""
+    from uvd_pipeline.report import write_report
+
+    out, _ = report_copy
+    monkeypatch.chdir(out.parent)
+    paths = write_report(out.name, max_sentences_per_group=1)
+    assert "<h2>Sentences by source</h2>" in (out / "report" / "report.html").read_text()
+    assert paths["html"].endswith("report.html")

@@ -38,14 +38,22 @@ def output_problems(output: str, summary: dict[str, Any]) -> list[tuple[str, str
     problems = list(result.damaged)
     if result.holder:
         problems.append((lock_uri(output), f"a build holds this output ({result.holder}): its summary is not final"))
-    listed = {fsio.join(output, RENDERED_DIR, s["source"], s["split"], s["tar"][: -len(TAR_SUFFIX)] + STATS_SUFFIX)
-              for s in summary["shards"]}
-    damaged = {uri for uri, _ in problems}
+    # compared by where they lie in the output: a listing names files by absolute paths, an output
+    # given as `build/sample` would otherwise list none of them
+    listed = {(s["source"], s["split"], s["tar"][: -len(TAR_SUFFIX)] + STATS_SUFFIX) for s in summary["shards"]}
+    damaged = {_shard_place(uri) for uri, _ in problems}
     for uri in stats_files(output):
-        if uri not in listed and uri not in damaged and read_stats(uri).get("config_hash") == summary["config_hash"]:
+        place = _shard_place(uri)
+        if place not in listed and place not in damaged and read_stats(uri).get("config_hash") == summary["config_hash"]:
             problems.append((uri, f"committed, but {SUMMARY_FILE} does not list it: a build stopped before "
                                   "its summary; run the build again to finish it"))
     return problems
+
+
+def _shard_place(uri: str) -> tuple[str, ...]:
+    """(source, split, file name) of a file in `rendered/<source>/<split>/`, however the output's
+    own path is written (relative, absolute, a URL)."""
+    return tuple(uri.rstrip("/").rsplit("/", 3)[-3:])
 
 
 def pick_sentences(output: str, summary: dict[str, Any], per_group: int) -> dict[str, list]:
