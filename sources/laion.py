@@ -240,16 +240,17 @@ class LaionSource:
         folders = [d for d in fsio.list_dirs(self.path, links=True) if set_aside(fsio.basename(d))]
         return [Unit("stray", (f,), self.path) for f in stray_files(files, shards, bases) + folders]
 
-    def _set_aside(self, key: str, walk_root: str, uri: str, folder: bool | None = None) -> Reject | None:
-        """The reject of an OS metadata or hidden file or folder (`sources.paths.set_aside`), unread."""
+    def _set_aside(self, key: Callable[[], str], walk_root: str, uri: str, folder: bool | None = None) -> Reject | None:
+        """The reject of an OS metadata or hidden file or folder (`sources.paths.set_aside`), unread;
+        `key` makes its key, only for such a file (every tar member is asked)."""
         problem = set_aside_problem(walk_root, uri, folder)
-        return self._reject(key, "read", problem.reason, problem.detail) if problem else None
+        return self._reject(key(), "read", problem.reason, problem.detail) if problem else None
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:
         if unit.kind == "stray":
             name = fsio.basename(unit.uris[0])
             key = data_key(self.name, name)
-            aside = self._set_aside(key, self.path, unit.uris[0])
+            aside = self._set_aside(lambda: key, self.path, unit.uris[0])
             if aside:
                 yield aside
                 return
@@ -320,7 +321,7 @@ class LaionSource:
                 for info in tar:
                     if info.isdir():
                         continue
-                    aside = self._set_aside(self._key(shard, info.name), "", info.name, folder=False)
+                    aside = self._set_aside(lambda: self._key(shard, info.name), "", info.name, folder=False)
                     if aside:  # macOS tar's `._00000.jpg` before `00000.jpg`: never a sample of key ''
                         yield aside
                         continue
@@ -424,7 +425,7 @@ class LaionSource:
         by_key: dict[str, dict[str, str]] = {}
         refused: set[str] = set()  # samples with a file that links out of the root (never read)
         for uri in fsio.list_files(folder, links=True):
-            aside = self._set_aside(self._key(shard, fsio.basename(uri)), folder, uri)
+            aside = self._set_aside(lambda: self._key(shard, fsio.basename(uri)), folder, uri)
             if aside:  # a Mac's `._00000.jpg` beside `00000.jpg`: no sample of key ''
                 yield aside
                 continue
@@ -501,7 +502,7 @@ class LaionSource:
         root = unit.root
         data = []
         for uri in unit.uris:
-            aside = self._set_aside(path_key(self.name, _relative(uri, root)), root, uri)
+            aside = self._set_aside(lambda: path_key(self.name, _relative(uri, root)), root, uri)
             if aside:  # never an image record the decoder would call `not_an_image`
                 yield aside
             else:
