@@ -41,6 +41,10 @@ BROKEN = {
 }
 # Planted duplicates: (shard, index) -> (how, what of). The originals are entries written earlier
 # (shard, index), or an ImageNet val image (class index, val index).
+# zlib level of the corpus's PNGs: OpenCV's default (`cv2.imwrite`), as common on the web as
+# Pillow's 6 and a fifth of its encode time on the corpus's multi-megapixel PNGs (the pixels, all
+# a build reads, are the same at every level).
+PNG_LEVEL = 1
 PLANTED = {
     (2, 50): ("byte_copy", (0, 1)),
     (2, 51): ("reencoded", (0, 20)),
@@ -94,14 +98,14 @@ def _encode(rng: np.random.Generator, rgb: np.ndarray, index: int) -> tuple[byte
         )
         return buf.getvalue(), "jpg", "jpeg-exif-rot6"
     if index % 9 == 4:
-        image.save(buf, "PNG", compress_level=6)
+        image.save(buf, "PNG", compress_level=PNG_LEVEL)
         return buf.getvalue(), "png", "png-rgb"
     if index % 17 == 6:
-        image.quantize(64, method=Image.Quantize.MEDIANCUT).save(buf, "PNG")
+        image.quantize(64, method=Image.Quantize.MEDIANCUT).save(buf, "PNG", compress_level=PNG_LEVEL)
         return buf.getvalue(), "png", "png-palette"
     if index % 19 == 7:
         alpha = np.tile(np.linspace(0, 255, rgb.shape[1], dtype=np.uint8), (rgb.shape[0], 1))
-        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(buf, "PNG")
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(buf, "PNG", compress_level=PNG_LEVEL)
         return buf.getvalue(), "png", "png-rgba"
     if index % 23 == 8:
         wide = rgb.astype(np.uint16) * 257
@@ -113,7 +117,7 @@ def _encode(rng: np.random.Generator, rgb: np.ndarray, index: int) -> tuple[byte
         return buf.getvalue(), "webp", "webp"
     if index % 31 == 10:
         # PNG bytes under a .jpg name: decoders must sniff content, not trust extensions.
-        image.save(buf, "PNG")
+        image.save(buf, "PNG", compress_level=PNG_LEVEL)
         return buf.getvalue(), "jpg", "png-named-jpg"
     image.save(buf, "JPEG", quality=quality)
     return buf.getvalue(), "jpg", "jpeg"
