@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trainer_shards import META, numbered_sentences, write_shards
+import pyarrow as pa
+from trainer_shards import META, numbered_sentences, write_foreign_shard, write_shards
 
-from trainer.config import BOS_ID, EOS_ID
+from trainer.config import BOS_ID, EOS_ID, UsageError
 from trainer.data import Mixture, MixtureEntry, TokenWindows, mixture_from_args, parse_data_arg
 
 T = 32  # seq_len
@@ -185,3 +186,42 @@ def test_refusals(tmp_path: Path, numbered):
         _loader(str(tmp_path / "big"))
     with pytest.raises(ValueError, match="paper mode needs BOS/EOS"):
         _loader(glob, vocab_size=8192)
+    # a shard of no sentences is told as empty, not as lacking the split
+    write_shards(tmp_path / "empty", "e", [], shards=1)
+    with pytest.raises(ValueError, match="1 shard\\(s\\) and every one is empty"):
+        _loader(str(tmp_path / "empty"))
+
+
+IMAGE = list(range(16))  # one image of META's 16 tokens per image
+FOREIGN = {  # a shard another tool wrote: (token lists, tokens value type, n_images column, what the refusal says)
+    "id_past_vocab": ([IMAGE, [9000] * 16], None, None, r"s00001.*token id 9000.*codebook"),
+    "special_id_in_an_image": ([IMAGE, IMAGE[:5] + [8200] + IMAGE[6:]], None, None, r"s00001.*token id 8200"),
+    "int64_tokens": ([IMAGE, IMAGE], pa.int64(), None, r"'tokens'.*large_list<item: int64>.*uint16"),
+    "negative_int64": ([IMAGE, [-1] * 16], pa.int64(), None, r"'tokens'.*int64.*uint16"),
+    "not_whole_images": ([IMAGE, IMAGE + [3]], None, [1, 1], r"s00001.*17 tokens.*16 tokens per image"),
+    "n_images_disagrees": ([IMAGE, IMAGE * 2], None, [1, 3], r"s00001.*32 tokens.*n_images 3"),
+    "null_tokens": ([IMAGE, None], None, [1, 0], r"s00001.*no tokens list \(null\)"),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN, ids=list(FOREIGN))
+@pytest.mark.parametrize("mode", ["paper", "stream"])
+def test_a_foreign_shard_with_bad_tokens_is_refused_naming_file_and_sentence(tmp_path: Path, case: str, mode: str):
+    """Ids the model has no embedding for (or that are BOS/EOS), another integer type, lists that are
+    not whole images: refused with the file and sentence named, before any of them reaches a batch
+    (they went into batches as they were: an IndexError deep in torch's embedding, or special ids
+    trained as image codes)."""
+    lists, value_type, n_images, message = FOREIGN[case]
+    path = write_foreign_shard(tmp_path / "foreign-00000.arrow", lists, value_type, n_images)
+    with pytest.raises(UsageError, match=message) as refused:
+        loader = _loader(path, mode=mode, batch_size=1, seq_len=8)
+        for _ in range(8):  # more than both sentences: every token would have been in a batch
+            loader.next_batch()
+    assert "foreign-00000.arrow" in str(refused.value)
+
+
+def test_the_project_own_shards_pass_the_token_checks(numbered):
+    glob, sentences = numbered
+    loader = _loader(glob, mode="stream")
+    stream = _stream(loader, batches=8)
+    assert stream.max() == len(sentences) - 1

@@ -36,7 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TokenShardMeta, find_shards, read_token_shard
+from uvd_pipeline.shards import (ARROW_SUFFIX, SCHEMA, STATS_SUFFIX, TokenShardMeta, find_shards,
+                                 read_token_shard)
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
@@ -153,6 +154,58 @@ def mixture_from_args(data: Sequence[str], split: str | None = "train") -> Mixtu
     return Mixture(tuple(entries), _split_value(split))
 
 
+# -- what a shard holds ----------------------------------------------------------------------
+REWRITE_HINT = ("write token shards with uvd_pipeline.shards.write_token_shard, or turn LVM/EasyLM JSONL into one "
+                "with python -m uvd_pipeline import-jsonl")
+
+
+def _sentence_name(path: str, table: pa.Table, row: int) -> str:
+    return f"{path}: sentence {table.column('sentence_id')[row].as_py()!r} (row {row})"
+
+
+def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> None:
+    """Refuse a shard whose columns are not the contract's (`uvd_pipeline.shards.SCHEMA`: tokens
+    are uint16 lists) or whose token lists are not its `n_images` whole images. Reads the offsets
+    only. Another tool's shard with int64 ids or 255-token images went into batches as it was."""
+    for expected in SCHEMA:
+        index = table.schema.get_field_index(expected.name)
+        if index < 0 or table.schema.field(index).type != expected.type:
+            found = "missing" if index < 0 else f"of type {table.schema.field(index).type}"
+            raise UsageError(f"{path}: column {expected.name!r} is {found}; a token shard's is {expected.type}; "
+                             f"{REWRITE_HINT}")
+    tokens = table.column("tokens")
+    if tokens.null_count:
+        row = int(np.flatnonzero(tokens.is_null().to_numpy(zero_copy_only=False))[0])
+        raise UsageError(f"{_sentence_name(path, table, row)} has no tokens list (null); {REWRITE_HINT}")
+    lengths = np.concatenate([np.diff(c.offsets.to_numpy(zero_copy_only=True)) for c in tokens.chunks]
+                             or [np.zeros(0, np.int64)])
+    images = pc.fill_null(table.column("n_images"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    tpi = meta.tokens_per_image
+    bad = np.flatnonzero((lengths % tpi != 0) | (lengths != images * tpi))
+    if bad.size:
+        row = int(bad[0])
+        raise UsageError(f"{_sentence_name(path, table, row)} holds {int(lengths[row])} tokens, but n_images "
+                         f"{int(images[row])} x {tpi} tokens per image = {int(images[row]) * tpi} "
+                         f"({bad.size} sentence(s) of the shard disagree); {REWRITE_HINT}")
+
+
+def check_token_values(path: str, table: pa.Table, meta: TokenShardMeta) -> None:
+    """Refuse a shard holding an id outside the codebook its metadata names: such an id is a
+    special token (BOS/EOS from 8192) trained as an image code, or has no embedding at all (an
+    IndexError deep in torch). Reads every token: called where the sha256 is checked anyway."""
+    base = 0
+    for chunk in table.column("tokens").chunks:
+        offsets = chunk.offsets.to_numpy(zero_copy_only=True)
+        values = chunk.values.to_numpy(zero_copy_only=True)[int(offsets[0]):int(offsets[-1])]
+        if values.size and int(values.max()) >= meta.codebook_size:
+            at = int(np.flatnonzero(values >= meta.codebook_size)[0]) + int(offsets[0])
+            row = base + int(np.searchsorted(offsets, at, side="right")) - 1
+            raise UsageError(f"{_sentence_name(path, table, row)} holds token id {int(chunk.values[at].as_py())}, "
+                             f"outside the codebook 0..{meta.codebook_size - 1} its metadata names (ids from "
+                             f"{BOS_ID} are special tokens, from {VOCAB_SIZE} the model has none); {REWRITE_HINT}")
+        base += len(chunk)
+
+
 # -- shards and sources ----------------------------------------------------------------------
 class _OpenShards:
     """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps."""
@@ -160,6 +213,7 @@ class _OpenShards:
     def __init__(self, limit: int = 64) -> None:
         self.limit = limit
         self._open: OrderedDict[str, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+        self._values_checked: set[str] = set()  # a shard evicted and mapped again is not read twice
 
     def chunks(self, path: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """(offsets int64, values uint16) per Arrow chunk of the tokens column, all zero-copy."""
@@ -167,7 +221,10 @@ class _OpenShards:
         if found is not None:
             self._open.move_to_end(path)
             return found
-        table, _ = read_token_shard(path)  # the sha256 is checked here, before any token is used
+        table, meta = read_token_shard(path)  # the sha256 is checked here, before any token is used
+        if path not in self._values_checked:
+            check_token_values(path, table, meta)
+            self._values_checked.add(path)
         found = [(np.asarray(c.offsets.to_numpy(zero_copy_only=True)),
                   np.asarray(c.values.to_numpy(zero_copy_only=True)))
                  for c in table.column("tokens").chunks]
@@ -205,13 +262,16 @@ class SentenceSource:
         self.metas: list[TokenShardMeta] = []
         self.shards: list[_Shard] = []
         self.tokens = 0
+        all_rows = 0  # before the split filter
         for path in self.paths:
             # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
             # run does not read every shard before its first step
             table, meta = read_token_shard(path, verify="size")
+            check_token_layout(path, table, meta)
             self.metas.append(meta)
             rows = None
             count = table.num_rows
+            all_rows += count
             if split is not None:
                 matches = pc.fill_null(pc.equal(table.column("split"), pa.scalar(split)), False)
                 keep = np.flatnonzero(matches.to_numpy(zero_copy_only=False))
@@ -225,6 +285,9 @@ class SentenceSource:
             self.tokens += int(lengths.sum() if rows is None else lengths[rows].sum())
             del table
         self.starts = np.concatenate([[0], np.cumsum([s.count for s in self.shards])]).astype(np.int64)
+        if all_rows == 0:
+            raise UsageError(f"--data {entry.glob!r} matches {len(self.paths)} shard(s) and every one is empty "
+                             "(no sentences)")
         if self.starts[-1] == 0:
             raise UsageError(f"--data {entry.glob!r} matches {len(self.paths)} shard(s) but none holds "
                              f"sentences of split {split!r}")
