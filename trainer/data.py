@@ -332,12 +332,17 @@ def check_metadata(sources: Sequence[SentenceSource], vocab_size: int = VOCAB_SI
                          f"{tokens_per_image}")
     for source in sources:
         for path, meta in zip(source.paths, source.metas):
-            for name in ("codebook_size", "tokens_per_image", "tokenizer_name", "tokenizer_hash"):
-                if getattr(meta, name) != getattr(first, name):
-                    raise UsageError(
-                        f"token shards disagree on {name}: {path} has {getattr(meta, name)!r}, {first_path} has "
-                        f"{getattr(first, name)!r}; shards of different tokenizers cannot be mixed")
+            check_same_tokenizer(path, meta, first_path, first)
     return first
+
+
+def check_same_tokenizer(path: str, meta: TokenShardMeta, first_path: str, first: TokenShardMeta) -> None:
+    """Refuse a shard of another tokenizer than the first one's: its codes mean other images."""
+    for name in ("codebook_size", "tokens_per_image", "tokenizer_name", "tokenizer_hash"):
+        if getattr(meta, name) != getattr(first, name):
+            raise UsageError(
+                f"token shards disagree on {name}: {path} has {getattr(meta, name)!r}, {first_path} has "
+                f"{getattr(first, name)!r}; shards of different tokenizers cannot be mixed")
 
 
 # -- the stream ------------------------------------------------------------------------------
