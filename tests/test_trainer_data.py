@@ -134,6 +134,22 @@ def test_state_resumes_the_identical_sequence(numbered):
         other.load_state_dict(state)
 
 
+def test_a_state_refuses_the_same_sentences_retokenized(tmp_path: Path):
+    """A build tokenized again with another tokenizer has the same shards and sentence counts; a
+    resumed fit went on training on the new codes as if they were the old ones."""
+    sentences = numbered_sentences(12)
+    write_shards(tmp_path, "web", sentences)
+    loader = _loader(str(tmp_path))
+    loader.next_batch()
+    state = json.loads(json.dumps(loader.state_dict()))
+    write_shards(tmp_path, "web", sentences, meta=dataclasses.replace(META, tokenizer_hash="retrained"))
+    with pytest.raises(UsageError, match=r"data changed since this checkpoint.*tokenizer.*retrained"):
+        _loader(str(tmp_path)).load_state_dict(state)
+    # a state saved before the tokenizer was recorded still resumes
+    del state["fingerprint"]["tokenizer"]
+    _loader(str(tmp_path)).load_state_dict(state)
+
+
 def test_split_filter(tmp_path: Path):
     sentences = numbered_sentences(20)
     write_shards(tmp_path, "web", sentences, split=lambda i: "val" if i % 4 == 0 else "train")
@@ -201,6 +217,7 @@ FOREIGN = {  # a shard another tool wrote: (token lists, tokens value type, n_im
     "not_whole_images": ([IMAGE, IMAGE + [3]], None, [1, 1], r"s00001.*17 tokens.*16 tokens per image"),
     "n_images_disagrees": ([IMAGE, IMAGE * 2], None, [1, 3], r"s00001.*32 tokens.*n_images 3"),
     "null_tokens": ([IMAGE, None], None, [1, 0], r"s00001.*no tokens list \(null\)"),
+    "no_images": ([IMAGE, []], None, [1, 0], r"s00001.*holds no images"),
 }
 
 

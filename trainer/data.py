@@ -44,6 +44,7 @@ from .integrity import CheckpointError
 
 MODES = ("paper", "stream")
 STATE_VERSION = 1
+OPTIONAL_FINGERPRINT = ("tokenizer",)  # fingerprint keys that states of older versions lack
 _MIX_STREAM, _PERMUTATION_STREAM = 1, 2  # sub-streams of the seed: never collide
 
 
@@ -181,6 +182,10 @@ def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> None
                              or [np.zeros(0, np.int64)])
     images = pc.fill_null(table.column("n_images"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
     tpi = meta.tokens_per_image
+    if np.any(lengths == 0):
+        row = int(np.flatnonzero(lengths == 0)[0])
+        raise UsageError(f"{_sentence_name(path, table, row)} holds no images (0 tokens): packed it would train "
+                         f"BOS straight to EOS; {REWRITE_HINT}")
     bad = np.flatnonzero((lengths % tpi != 0) | (lengths != images * tpi))
     if bad.size:
         row = int(bad[0])
@@ -396,10 +401,13 @@ class TokenWindows:
         self.tokens_drawn = np.zeros(len(self.sources), np.int64)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a saved state is only valid for: the same sentences in the same order, same packing."""
+        """What a saved state is only valid for: the same sentences in the same order, same packing,
+        codes of the same tokenizer (a build tokenized again keeps its shards and counts)."""
         return {"mode": self.mode, "seq_len": self.seq_len, "seed": self.seed,
                 "sources": [{"glob": s.entry.glob, "shards": len(s.paths), "sentences": len(s)} for s in self.sources],
-                "weights": [e.weight for e in self.mixture.entries], "split": self.mixture.split}
+                "weights": [e.weight for e in self.mixture.entries], "split": self.mixture.split,
+                "tokenizer": {"name": self.meta.tokenizer_name, "hash": self.meta.tokenizer_hash,
+                              "codebook_size": self.meta.codebook_size, "tokens_per_image": self.meta.tokens_per_image}}
 
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON-able types: positions, epochs, the cursor and the mixture generator."""
@@ -416,7 +424,9 @@ class TokenWindows:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
             raise CheckpointError(f"data-loader state version {state.get('version')} is not {STATE_VERSION}")
-        saved, now = state["fingerprint"], self.fingerprint()
+        saved = state["fingerprint"]
+        # a key the saved state lacks was not recorded yet when it was written: not compared
+        now = {k: v for k, v in self.fingerprint().items() if k in saved or k not in OPTIONAL_FINGERPRINT}
         if saved != now:
             changed = sorted(k for k in now if saved.get(k) != now.get(k))
             raise UsageError(f"the data changed since this checkpoint ({', '.join(changed)} differ: saved "
