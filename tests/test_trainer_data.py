@@ -71,6 +71,16 @@ def test_stream_mode_concatenates_plain_sentences(numbered):
         assert run.size == sentences[run[0]].size
 
 
+@pytest.mark.parametrize("mode", ["paper", "stream"])
+def test_sentences_longer_than_a_window_are_counted(numbered, mode: str):
+    """They are neither cut nor dropped (they go on in the next window) but counted, as packed."""
+    glob, sentences = numbered
+    extra = 2 if mode == "paper" else 0
+    described = _loader(glob, mode=mode).describe()[0]
+    assert described["longer_than_window"] == sum(s.size + extra > T for s in sentences) > 0
+    assert _loader(glob, mode=mode, seq_len=1000).describe()[0]["longer_than_window"] == 0
+
+
 def test_sentences_are_zero_copy_views(numbered):
     glob, sentences = numbered
     source = _loader(glob).sources[0]

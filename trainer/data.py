@@ -250,7 +250,8 @@ class _Shard:
 class SentenceSource:
     """The sentences of one mixture entry (split-filtered), addressed 0..len-1."""
 
-    def __init__(self, entry: MixtureEntry, split: str | None, cache: _OpenShards) -> None:
+    def __init__(self, entry: MixtureEntry, split: str | None, cache: _OpenShards, window: int | None = None) -> None:
+        """`window`: tokens of a training window, to count the sentences (as packed) longer than one."""
         self.entry = entry
         self.paths = find_shards(entry.glob)
         if not self.paths:
@@ -268,6 +269,7 @@ class SentenceSource:
         self.shards: list[_Shard] = []
         self.tokens = 0
         all_rows = 0  # before the split filter
+        self.longer = 0  # sentences longer than `window`: they go on in the next window, without their start
         for path in self.paths:
             # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
             # run does not read every shard before its first step
@@ -287,7 +289,10 @@ class SentenceSource:
             self.shards.append(_Shard(path, rows, count, chunk_rows))
             lengths = np.concatenate([np.diff(c.offsets.to_numpy(zero_copy_only=True))
                                       for c in table.column("tokens").chunks] or [np.zeros(0, np.int64)])
-            self.tokens += int(lengths.sum() if rows is None else lengths[rows].sum())
+            selected = lengths if rows is None else lengths[rows]
+            self.tokens += int(selected.sum())
+            if window is not None:
+                self.longer += int(np.count_nonzero(selected > window))
             del table
         self.starts = np.concatenate([[0], np.cumsum([s.count for s in self.shards])]).astype(np.int64)
         if all_rows == 0:
@@ -383,12 +388,13 @@ class TokenWindows:
         self.mixture, self.seq_len, self.batch_size, self.mode, self.seed = mixture, seq_len, batch_size, mode, seed
         self.rank, self.world_size = rank, world_size
         cache = _OpenShards(max_open_shards)
-        self.sources = [SentenceSource(entry, mixture.split, cache) for entry in mixture.entries]
+        extra = 2 if mode == "paper" else 0
+        self.sources = [SentenceSource(entry, mixture.split, cache, seq_len - extra) for entry in mixture.entries]
         self.meta = check_metadata(self.sources, vocab_size, tokens_per_image)
         weights = np.array([e.weight for e in mixture.entries], np.float64)
         self._cumulative = np.cumsum(weights / weights.sum())
         self._cumulative[-1] = 1.0
-        self._extra = 2 if mode == "paper" else 0
+        self._extra = extra
         self.reset()
 
     # state ----------------------------------------------------------------------------------
@@ -520,7 +526,10 @@ class TokenWindows:
             yield self.next_batch()
 
     def describe(self) -> list[dict[str, Any]]:
-        """Per mixture entry: shards, sentences and tokens after the split filter."""
+        """Per mixture entry: shards, sentences and tokens after the split filter, and the sentences
+        longer than a window as packed (BOS/EOS in paper mode): they are not cut or dropped but go on
+        in the next window, whose first tokens then have no context from the sentence's start."""
         total = sum(e.weight for e in self.mixture.entries)
         return [{"glob": s.entry.glob, "weight": s.entry.weight, "share": s.entry.weight / total,
-                 "shards": len(s.paths), "sentences": len(s), "tokens": s.tokens} for s in self.sources]
+                 "shards": len(s.paths), "sentences": len(s), "tokens": s.tokens,
+                 "longer_than_window": s.longer} for s in self.sources]
