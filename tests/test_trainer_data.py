@@ -247,6 +247,12 @@ def test_a_foreign_shard_with_bad_tokens_is_refused_naming_file_and_sentence(tmp
     assert "foreign-00000.arrow" in str(refused.value)
 
 
+def test_a_bad_id_is_named_in_a_shard_of_many_record_batches(tmp_path: Path):
+    path = write_foreign_shard(tmp_path / "f-00000.arrow", [IMAGE, IMAGE, IMAGE[:-1] + [8193], IMAGE], batch_rows=1)
+    with pytest.raises(UsageError, match=r"sentence 's00002' \(row 2\) holds token id 8193"):
+        _loader(path, mode="stream", batch_size=1, seq_len=8).next_batch()
+
+
 def test_the_project_own_shards_pass_the_token_checks(numbered):
     glob, sentences = numbered
     loader = _loader(glob, mode="stream")

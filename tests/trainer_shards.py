@@ -41,9 +41,11 @@ def structured_sentences(count: int, seed: int = 0, tokens_per_image: int = 16, 
 
 
 def write_foreign_shard(path: Path, token_lists: list[list[int] | None], value_type: Any = None,
-                        n_images: list[int] | None = None, meta: TokenShardMeta = META) -> str:
+                        n_images: list[int] | None = None, meta: TokenShardMeta = META,
+                        batch_rows: int | None = None) -> str:
     """A token shard as another tool might write it with pyarrow alone: any tokens type, any ids,
-    any lengths, with an honest stats file (size and sha256), so only its contents are wrong."""
+    any lengths, record batches of `batch_rows`, with an honest stats file (size and sha256), so
+    only its contents are wrong."""
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
@@ -55,7 +57,7 @@ def write_foreign_shard(path: Path, token_lists: list[list[int] | None], value_t
                       "tokens": tokens, "lineage": ["{}"] * n}).replace_schema_metadata(meta.to_metadata())
     sink = pa.BufferOutputStream()
     with ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+        writer.write_table(table, max_chunksize=batch_rows)
     data = sink.getvalue().to_pybytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

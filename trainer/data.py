@@ -200,6 +200,8 @@ def check_token_values(path: str, table: pa.Table, meta: TokenShardMeta) -> None
     IndexError deep in torch). Reads every token: called where the sha256 is checked anyway."""
     base = 0
     for chunk in table.column("tokens").chunks:
+        if not len(chunk):  # an empty record batch may have no offsets at all
+            continue
         offsets = chunk.offsets.to_numpy(zero_copy_only=True)
         values = chunk.values.to_numpy(zero_copy_only=True)[int(offsets[0]):int(offsets[-1])]
         if values.size and int(values.max()) >= meta.codebook_size:
