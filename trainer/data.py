@@ -164,10 +164,11 @@ def _sentence_name(path: str, table: pa.Table, row: int) -> str:
     return f"{path}: sentence {table.column('sentence_id')[row].as_py()!r} (row {row})"
 
 
-def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> None:
+def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> np.ndarray:
     """Refuse a shard whose columns are not the contract's (`uvd_pipeline.shards.SCHEMA`: tokens
-    are uint16 lists) or whose token lists are not its `n_images` whole images. Reads the offsets
-    only. Another tool's shard with int64 ids or 255-token images went into batches as it was."""
+    are uint16 lists) or whose token lists are not its `n_images` whole images; returns the token
+    count of each row. Reads the offsets only. Another tool's shard with int64 ids or 255-token
+    images went into batches as it was."""
     for expected in SCHEMA:
         index = table.schema.get_field_index(expected.name)
         if index < 0 or table.schema.field(index).type != expected.type:
@@ -192,6 +193,7 @@ def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> None
         raise UsageError(f"{_sentence_name(path, table, row)} holds {int(lengths[row])} tokens, but n_images "
                          f"{int(images[row])} x {tpi} tokens per image = {int(images[row]) * tpi} "
                          f"({bad.size} sentence(s) of the shard disagree); {REWRITE_HINT}")
+    return lengths
 
 
 def check_token_values(path: str, table: pa.Table, meta: TokenShardMeta) -> None:
@@ -276,7 +278,7 @@ class SentenceSource:
             # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
             # run does not read every shard before its first step
             table, meta = read_token_shard(path, verify="size")
-            check_token_layout(path, table, meta)
+            lengths = check_token_layout(path, table, meta)
             self.metas.append(meta)
             rows = None
             count = table.num_rows
@@ -289,8 +291,6 @@ class SentenceSource:
             sizes = [len(c) for c in table.column("tokens").chunks]
             chunk_rows = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
             self.shards.append(_Shard(path, rows, count, chunk_rows))
-            lengths = np.concatenate([np.diff(c.offsets.to_numpy(zero_copy_only=True))
-                                      for c in table.column("tokens").chunks] or [np.zeros(0, np.int64)])
             selected = lengths if rows is None else lengths[rows]
             self.tokens += int(selected.sum())
             if window is not None:
