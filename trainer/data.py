@@ -2,7 +2,10 @@
 
 The trainer sees only committed token shards (`uvd_pipeline.shards`) and a mixture spec: globs with
 weights, plus a split filter. Shards are memory-mapped; a sentence is a zero-copy uint16 view and
-only the windows this rank trains on are ever copied out.
+only the windows this rank trains on are ever copied out. A shard another tool wrote is held to the
+contract before its tokens are used: the columns and each sentence's n_images whole images when it
+is listed (offsets only), its ids inside the codebook when its tokens are first read (with the
+sha256); anything else is a `UsageError` naming the file and sentence.
 
 The token stream, the same on every rank:
   - mixture: for each next sentence a seeded generator picks a source with probability
