@@ -14,6 +14,7 @@ from trainer_shards import META, numbered_sentences, write_foreign_shard, write_
 
 from trainer.config import BOS_ID, EOS_ID, UsageError
 from trainer.data import Mixture, MixtureEntry, TokenWindows, mixture_from_args, parse_data_arg
+from uvd_pipeline.shards import ShardDamaged
 
 T = 32  # seq_len
 
@@ -251,6 +252,19 @@ def test_a_bad_id_is_named_in_a_shard_of_many_record_batches(tmp_path: Path):
     path = write_foreign_shard(tmp_path / "f-00000.arrow", [IMAGE, IMAGE, IMAGE[:-1] + [8193], IMAGE], batch_rows=1)
     with pytest.raises(UsageError, match=r"sentence 's00002' \(row 2\) holds token id 8193"):
         _loader(path, mode="stream", batch_size=1, seq_len=8).next_batch()
+
+
+def test_a_committed_shard_damaged_in_its_layout_is_damaged_not_foreign(tmp_path: Path):
+    """The layout is checked before the digest (which is read only when the tokens are used): a
+    flipped n_images must still be told as damage with its rebuild hint, not as another tool's shard."""
+    path = Path(write_shards(tmp_path, "web", numbered_sentences(6, images=lambda i: 1 + i % 3), shards=1)[0])
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(np.array([1, 2, 3, 1, 2, 3], "<i4").tobytes())
+    assert at > 0
+    data[at] = 7  # n_images of row 0: 7, while its tokens are one image
+    path.write_bytes(bytes(data))  # same size: only the digest tells
+    with pytest.raises(ShardDamaged, match=f"{path}: sha256 differs"):
+        _loader(str(path))
 
 
 def test_the_project_own_shards_pass_the_token_checks(numbered):

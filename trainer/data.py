@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uvd_pipeline.shards import (ARROW_SUFFIX, SCHEMA, STATS_SUFFIX, TokenShardMeta, find_shards,
-                                 read_token_shard)
+                                 read_token_shard, verify_token_shard)
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
@@ -281,7 +281,11 @@ class SentenceSource:
             # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
             # run does not read every shard before its first step
             table, meta = read_token_shard(path, verify="size")
-            lengths = check_token_layout(path, table, meta)
+            try:
+                lengths = check_token_layout(path, table, meta)
+            except UsageError:  # a committed shard damaged since is damage, told with its rebuild hint
+                verify_token_shard(path)
+                raise
             self.metas.append(meta)
             rows = None
             count = table.num_rows
