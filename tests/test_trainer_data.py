@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trainer_shards import META, numbered_sentences, write_shards
+import pyarrow as pa
+from trainer_shards import META, numbered_sentences, write_foreign_shard, write_shards
 
-from trainer.config import BOS_ID, EOS_ID
+from trainer.config import BOS_ID, EOS_ID, UsageError
 from trainer.data import Mixture, MixtureEntry, TokenWindows, mixture_from_args, parse_data_arg
+from uvd_pipeline.shards import ShardDamaged
 
 T = 32  # seq_len
 
@@ -68,6 +70,16 @@ def test_stream_mode_concatenates_plain_sentences(numbered):
     runs = np.split(stream, change)
     for run in runs[1:-1]:
         assert run.size == sentences[run[0]].size
+
+
+@pytest.mark.parametrize("mode", ["paper", "stream"])
+def test_sentences_longer_than_a_window_are_counted(numbered, mode: str):
+    """They are neither cut nor dropped (they go on in the next window) but counted, as packed."""
+    glob, sentences = numbered
+    extra = 2 if mode == "paper" else 0
+    described = _loader(glob, mode=mode).describe()[0]
+    assert described["longer_than_window"] == sum(s.size + extra > T for s in sentences) > 0
+    assert _loader(glob, mode=mode, seq_len=1000).describe()[0]["longer_than_window"] == 0
 
 
 def test_sentences_are_zero_copy_views(numbered):
@@ -133,6 +145,22 @@ def test_state_resumes_the_identical_sequence(numbered):
         other.load_state_dict(state)
 
 
+def test_a_state_refuses_the_same_sentences_retokenized(tmp_path: Path):
+    """A build tokenized again with another tokenizer has the same shards and sentence counts; a
+    resumed fit went on training on the new codes as if they were the old ones."""
+    sentences = numbered_sentences(12)
+    write_shards(tmp_path, "web", sentences)
+    loader = _loader(str(tmp_path))
+    loader.next_batch()
+    state = json.loads(json.dumps(loader.state_dict()))
+    write_shards(tmp_path, "web", sentences, meta=dataclasses.replace(META, tokenizer_hash="retrained"))
+    with pytest.raises(UsageError, match=r"data changed since this checkpoint.*tokenizer.*retrained"):
+        _loader(str(tmp_path)).load_state_dict(state)
+    # a state saved before the tokenizer was recorded still resumes
+    del state["fingerprint"]["tokenizer"]
+    _loader(str(tmp_path)).load_state_dict(state)
+
+
 def test_split_filter(tmp_path: Path):
     sentences = numbered_sentences(20)
     write_shards(tmp_path, "web", sentences, split=lambda i: "val" if i % 4 == 0 else "train")
@@ -185,3 +213,62 @@ def test_refusals(tmp_path: Path, numbered):
         _loader(str(tmp_path / "big"))
     with pytest.raises(ValueError, match="paper mode needs BOS/EOS"):
         _loader(glob, vocab_size=8192)
+    # a shard of no sentences is told as empty, not as lacking the split
+    write_shards(tmp_path / "empty", "e", [], shards=1)
+    with pytest.raises(ValueError, match="1 shard\\(s\\) and every one is empty"):
+        _loader(str(tmp_path / "empty"))
+
+
+IMAGE = list(range(16))  # one image of META's 16 tokens per image
+FOREIGN = {  # a shard another tool wrote: (token lists, tokens value type, n_images column, what the refusal says)
+    "id_past_vocab": ([IMAGE, [9000] * 16], None, None, r"s00001.*token id 9000.*codebook"),
+    "special_id_in_an_image": ([IMAGE, IMAGE[:5] + [8200] + IMAGE[6:]], None, None, r"s00001.*token id 8200"),
+    "int64_tokens": ([IMAGE, IMAGE], pa.int64(), None, r"'tokens'.*large_list<item: int64>.*uint16"),
+    "negative_int64": ([IMAGE, [-1] * 16], pa.int64(), None, r"'tokens'.*int64.*uint16"),
+    "not_whole_images": ([IMAGE, IMAGE + [3]], None, [1, 1], r"s00001.*17 tokens.*16 tokens per image"),
+    "n_images_disagrees": ([IMAGE, IMAGE * 2], None, [1, 3], r"s00001.*32 tokens.*n_images 3"),
+    "null_tokens": ([IMAGE, None], None, [1, 0], r"s00001.*no tokens list \(null\)"),
+    "no_images": ([IMAGE, []], None, [1, 0], r"s00001.*holds no images"),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN, ids=list(FOREIGN))
+@pytest.mark.parametrize("mode", ["paper", "stream"])
+def test_a_foreign_shard_with_bad_tokens_is_refused_naming_file_and_sentence(tmp_path: Path, case: str, mode: str):
+    """Ids the model has no embedding for (or that are BOS/EOS), another integer type, lists that are
+    not whole images: refused with the file and sentence named, before any of them reaches a batch
+    (they went into batches as they were: an IndexError deep in torch's embedding, or special ids
+    trained as image codes)."""
+    lists, value_type, n_images, message = FOREIGN[case]
+    path = write_foreign_shard(tmp_path / "foreign-00000.arrow", lists, value_type, n_images)
+    with pytest.raises(UsageError, match=message) as refused:
+        loader = _loader(path, mode=mode, batch_size=1, seq_len=8)
+        for _ in range(8):  # more than both sentences: every token would have been in a batch
+            loader.next_batch()
+    assert "foreign-00000.arrow" in str(refused.value)
+
+
+def test_a_bad_id_is_named_in_a_shard_of_many_record_batches(tmp_path: Path):
+    path = write_foreign_shard(tmp_path / "f-00000.arrow", [IMAGE, IMAGE, IMAGE[:-1] + [8193], IMAGE], batch_rows=1)
+    with pytest.raises(UsageError, match=r"sentence 's00002' \(row 2\) holds token id 8193"):
+        _loader(path, mode="stream", batch_size=1, seq_len=8).next_batch()
+
+
+def test_a_committed_shard_damaged_in_its_layout_is_damaged_not_foreign(tmp_path: Path):
+    """The layout is checked before the digest (which is read only when the tokens are used): a
+    flipped n_images must still be told as damage with its rebuild hint, not as another tool's shard."""
+    path = Path(write_shards(tmp_path, "web", numbered_sentences(6, images=lambda i: 1 + i % 3), shards=1)[0])
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(np.array([1, 2, 3, 1, 2, 3], "<i4").tobytes())
+    assert at > 0
+    data[at] = 7  # n_images of row 0: 7, while its tokens are one image
+    path.write_bytes(bytes(data))  # same size: only the digest tells
+    with pytest.raises(ShardDamaged, match=f"{path}: sha256 differs"):
+        _loader(str(path))
+
+
+def test_the_project_own_shards_pass_the_token_checks(numbered):
+    glob, sentences = numbered
+    loader = _loader(glob, mode="stream")
+    stream = _stream(loader, batches=8)
+    assert stream.max() == len(sentences) - 1

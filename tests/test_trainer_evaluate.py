@@ -3,6 +3,7 @@ knows the targets scoring far better than one that does not."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from trainer_shards import write_foreign_shard
 
 from trainer.checkpoint_io import save_pretrained
 from trainer.config import BOS_ID, ModelConfig, UsageError
@@ -208,9 +210,16 @@ def test_cli_usage_errors_stay_one_line(tmp_path: Path, capsys):
     wide = _clips(tmp_path / "wide", TokenShardMeta("uvd-wide", "abc123", 16384, 256, 256, "cfg1"))
     damaged = _clips(tmp_path / "damaged")
     damaged.write_bytes(damaged.read_bytes()[:-1] + bytes([damaged.read_bytes()[-1] ^ 1]))
+    # another tool's ids past the vocabulary (an IndexError in torch's embedding before), and shards
+    # of another tokenizer mixed in (scored together before, as if their codes meant the same)
+    foreign = write_foreign_shard(tmp_path / "foreign" / "x-val-00000.arrow", [[9000] * TPI], meta=META)
+    other = _clips(tmp_path / "other", dataclasses.replace(META, tokenizer_hash="retrained"))
     for argv, words in (([*base, "--data", str(good), "--dtype", "float8"], "error: unknown dtype 'float8'"),
                         ([*base, "--data", str(wide)], f"error: {wide}: codebook_size 16384 does not fit"),
-                        ([*base, "--data", str(damaged)], f"error: {damaged}: sha256 differs from its stats")):
+                        ([*base, "--data", str(damaged)], f"error: {damaged}: sha256 differs from its stats"),
+                        ([*base, "--data", str(foreign), "--split", "all"],
+                         f"error: {foreign}: sentence 's00000' (row 0) holds token id 9000"),
+                        ([*base, "--data", str(good), str(other)], "error: token shards disagree on tokenizer_hash")):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith(words) and err.count("\n") == 1, err

@@ -541,3 +541,16 @@ def test_a_step_larger_than_all_the_data_is_noted(shards, tmp_path: Path, capsys
 
     _note_step_beyond_data(1536, 1536)
     assert "note:" not in capsys.readouterr().err
+
+
+def test_the_start_line_counts_sentences_longer_than_a_window(shards, tmp_path: Path, capsys):
+    """A 4-image sentence of 64 tokens is 66 with BOS/EOS: at --seq-len 64 it goes on in the next
+    window. That is the design (never cut, never dropped), and the start line says how many do."""
+    assert main(["--data", f"{shards}/a/*.arrow", "--data", f"{shards}/b/*.arrow", "--out", str(tmp_path / "run"),
+                 "--seq-len", "64", "--batch-size", "1", "--max-steps", "1", "--threads", "1",
+                 "--checkpoint-every", "0"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "data:" in x)
+    first, second = line.split("; ")
+    assert first.endswith("24 sentences, 1,536 tokens (24 longer with BOS/EOS than --seq-len 64: they go on in "
+                          "the next window)"), line
+    assert second.endswith("12 sentences, 384 tokens"), line  # 2 images: 34 tokens packed

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,3 +38,29 @@ def structured_sentences(count: int, seed: int = 0, tokens_per_image: int = 16, 
     """Each sentence is one random image repeated: after the first image every token is predictable."""
     rng = np.random.default_rng(seed)
     return [np.tile(rng.integers(0, alphabet, tokens_per_image), images).astype(np.uint16) for _ in range(count)]
+
+
+def write_foreign_shard(path: Path, token_lists: list[list[int] | None], value_type: Any = None,
+                        n_images: list[int] | None = None, meta: TokenShardMeta = META,
+                        batch_rows: int | None = None) -> str:
+    """A token shard as another tool might write it with pyarrow alone: any tokens type, any ids,
+    any lengths, record batches of `batch_rows`, with an honest stats file (size and sha256), so
+    only its contents are wrong."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    n = len(token_lists)
+    tokens = pa.array(token_lists, pa.large_list(value_type or pa.uint16()))
+    images = n_images if n_images is not None else [len(t or []) // meta.tokens_per_image for t in token_lists]
+    table = pa.table({"sentence_id": [f"s{i:05d}" for i in range(n)], "source": ["x"] * n, "kind": ["image"] * n,
+                      "task": ["none"] * n, "split": ["train"] * n, "n_images": pa.array(images, pa.int32()),
+                      "tokens": tokens, "lineage": ["{}"] * n}).replace_schema_metadata(meta.to_metadata())
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=batch_rows)
+    data = sink.getvalue().to_pybytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    stats = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    path.with_name(path.name[: -len(".arrow")] + ".stats.json").write_text(json.dumps(stats))
+    return str(path)

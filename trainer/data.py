@@ -2,7 +2,10 @@
 
 The trainer sees only committed token shards (`uvd_pipeline.shards`) and a mixture spec: globs with
 weights, plus a split filter. Shards are memory-mapped; a sentence is a zero-copy uint16 view and
-only the windows this rank trains on are ever copied out.
+only the windows this rank trains on are ever copied out. A shard another tool wrote is held to the
+contract before its tokens are used: the columns and each sentence's n_images whole images when it
+is listed (offsets only), its ids inside the codebook when its tokens are first read (with the
+sha256); anything else is a `UsageError` naming the file and sentence.
 
 The token stream, the same on every rank:
   - mixture: for each next sentence a seeded generator picks a source with probability
@@ -36,13 +39,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uvd_pipeline.shards import ARROW_SUFFIX, STATS_SUFFIX, TokenShardMeta, find_shards, read_token_shard
+from uvd_pipeline.shards import (ARROW_SUFFIX, SCHEMA, STATS_SUFFIX, TokenShardMeta, find_shards,
+                                 read_token_shard, verify_token_shard)
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
 
 MODES = ("paper", "stream")
 STATE_VERSION = 1
+OPTIONAL_FINGERPRINT = ("tokenizer",)  # fingerprint keys that states of older versions lack
 _MIX_STREAM, _PERMUTATION_STREAM = 1, 2  # sub-streams of the seed: never collide
 
 
@@ -153,6 +158,66 @@ def mixture_from_args(data: Sequence[str], split: str | None = "train") -> Mixtu
     return Mixture(tuple(entries), _split_value(split))
 
 
+# -- what a shard holds ----------------------------------------------------------------------
+REWRITE_HINT = ("write token shards with uvd_pipeline.shards.write_token_shard, or turn LVM/EasyLM JSONL into one "
+                "with python -m uvd_pipeline import-jsonl")
+
+
+def _sentence_name(path: str, table: pa.Table, row: int) -> str:
+    return f"{path}: sentence {table.column('sentence_id')[row].as_py()!r} (row {row})"
+
+
+def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> np.ndarray:
+    """Refuse a shard whose columns are not the contract's (`uvd_pipeline.shards.SCHEMA`: tokens
+    are uint16 lists) or whose token lists are not its `n_images` whole images; returns the token
+    count of each row. Reads the offsets only. Another tool's shard with int64 ids or 255-token
+    images went into batches as it was."""
+    for expected in SCHEMA:
+        index = table.schema.get_field_index(expected.name)
+        if index < 0 or table.schema.field(index).type != expected.type:
+            found = "missing" if index < 0 else f"of type {table.schema.field(index).type}"
+            raise UsageError(f"{path}: column {expected.name!r} is {found}; a token shard's is {expected.type}; "
+                             f"{REWRITE_HINT}")
+    tokens = table.column("tokens")
+    if tokens.null_count:
+        row = int(np.flatnonzero(tokens.is_null().to_numpy(zero_copy_only=False))[0])
+        raise UsageError(f"{_sentence_name(path, table, row)} has no tokens list (null); {REWRITE_HINT}")
+    lengths = np.concatenate([np.diff(c.offsets.to_numpy(zero_copy_only=True)) for c in tokens.chunks]
+                             or [np.zeros(0, np.int64)])
+    images = pc.fill_null(table.column("n_images"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    tpi = meta.tokens_per_image
+    if np.any(lengths == 0):
+        row = int(np.flatnonzero(lengths == 0)[0])
+        raise UsageError(f"{_sentence_name(path, table, row)} holds no images (0 tokens): packed it would train "
+                         f"BOS straight to EOS; {REWRITE_HINT}")
+    bad = np.flatnonzero((lengths % tpi != 0) | (lengths != images * tpi))
+    if bad.size:
+        row = int(bad[0])
+        raise UsageError(f"{_sentence_name(path, table, row)} holds {int(lengths[row])} tokens, but n_images "
+                         f"{int(images[row])} x {tpi} tokens per image = {int(images[row]) * tpi} "
+                         f"({bad.size} sentence(s) of the shard disagree); {REWRITE_HINT}")
+    return lengths
+
+
+def check_token_values(path: str, table: pa.Table, meta: TokenShardMeta) -> None:
+    """Refuse a shard holding an id outside the codebook its metadata names: such an id is a
+    special token (BOS/EOS from 8192) trained as an image code, or has no embedding at all (an
+    IndexError deep in torch). Reads every token: called where the sha256 is checked anyway."""
+    base = 0
+    for chunk in table.column("tokens").chunks:
+        if not len(chunk):  # an empty record batch may have no offsets at all
+            continue
+        offsets = chunk.offsets.to_numpy(zero_copy_only=True)
+        values = chunk.values.to_numpy(zero_copy_only=True)[int(offsets[0]):int(offsets[-1])]
+        if values.size and int(values.max()) >= meta.codebook_size:
+            at = int(np.flatnonzero(values >= meta.codebook_size)[0]) + int(offsets[0])
+            row = base + int(np.searchsorted(offsets, at, side="right")) - 1
+            raise UsageError(f"{_sentence_name(path, table, row)} holds token id {int(chunk.values[at].as_py())}, "
+                             f"outside the codebook 0..{meta.codebook_size - 1} its metadata names (ids from "
+                             f"{BOS_ID} are special tokens, from {VOCAB_SIZE} the model has none); {REWRITE_HINT}")
+        base += len(chunk)
+
+
 # -- shards and sources ----------------------------------------------------------------------
 class _OpenShards:
     """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps."""
@@ -160,6 +225,7 @@ class _OpenShards:
     def __init__(self, limit: int = 64) -> None:
         self.limit = limit
         self._open: OrderedDict[str, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+        self._values_checked: set[str] = set()  # a shard evicted and mapped again is not read twice
 
     def chunks(self, path: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """(offsets int64, values uint16) per Arrow chunk of the tokens column, all zero-copy."""
@@ -167,7 +233,10 @@ class _OpenShards:
         if found is not None:
             self._open.move_to_end(path)
             return found
-        table, _ = read_token_shard(path)  # the sha256 is checked here, before any token is used
+        table, meta = read_token_shard(path)  # the sha256 is checked here, before any token is used
+        if path not in self._values_checked:
+            check_token_values(path, table, meta)
+            self._values_checked.add(path)
         found = [(np.asarray(c.offsets.to_numpy(zero_copy_only=True)),
                   np.asarray(c.values.to_numpy(zero_copy_only=True)))
                  for c in table.column("tokens").chunks]
@@ -188,7 +257,8 @@ class _Shard:
 class SentenceSource:
     """The sentences of one mixture entry (split-filtered), addressed 0..len-1."""
 
-    def __init__(self, entry: MixtureEntry, split: str | None, cache: _OpenShards) -> None:
+    def __init__(self, entry: MixtureEntry, split: str | None, cache: _OpenShards, window: int | None = None) -> None:
+        """`window`: tokens of a training window, to count the sentences (as packed) longer than one."""
         self.entry = entry
         self.paths = find_shards(entry.glob)
         if not self.paths:
@@ -205,13 +275,21 @@ class SentenceSource:
         self.metas: list[TokenShardMeta] = []
         self.shards: list[_Shard] = []
         self.tokens = 0
+        all_rows = 0  # before the split filter
+        self.longer = 0  # sentences longer than `window`: they go on in the next window, without their start
         for path in self.paths:
             # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
             # run does not read every shard before its first step
             table, meta = read_token_shard(path, verify="size")
+            try:
+                lengths = check_token_layout(path, table, meta)
+            except UsageError:  # a committed shard damaged since is damage, told with its rebuild hint
+                verify_token_shard(path)
+                raise
             self.metas.append(meta)
             rows = None
             count = table.num_rows
+            all_rows += count
             if split is not None:
                 matches = pc.fill_null(pc.equal(table.column("split"), pa.scalar(split)), False)
                 keep = np.flatnonzero(matches.to_numpy(zero_copy_only=False))
@@ -220,11 +298,15 @@ class SentenceSource:
             sizes = [len(c) for c in table.column("tokens").chunks]
             chunk_rows = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
             self.shards.append(_Shard(path, rows, count, chunk_rows))
-            lengths = np.concatenate([np.diff(c.offsets.to_numpy(zero_copy_only=True))
-                                      for c in table.column("tokens").chunks] or [np.zeros(0, np.int64)])
-            self.tokens += int(lengths.sum() if rows is None else lengths[rows].sum())
+            selected = lengths if rows is None else lengths[rows]
+            self.tokens += int(selected.sum())
+            if window is not None:
+                self.longer += int(np.count_nonzero(selected > window))
             del table
         self.starts = np.concatenate([[0], np.cumsum([s.count for s in self.shards])]).astype(np.int64)
+        if all_rows == 0:
+            raise UsageError(f"--data {entry.glob!r} matches {len(self.paths)} shard(s) and every one is empty "
+                             "(no sentences)")
         if self.starts[-1] == 0:
             raise UsageError(f"--data {entry.glob!r} matches {len(self.paths)} shard(s) but none holds "
                              f"sentences of split {split!r}")
@@ -269,12 +351,17 @@ def check_metadata(sources: Sequence[SentenceSource], vocab_size: int = VOCAB_SI
                          f"{tokens_per_image}")
     for source in sources:
         for path, meta in zip(source.paths, source.metas):
-            for name in ("codebook_size", "tokens_per_image", "tokenizer_name", "tokenizer_hash"):
-                if getattr(meta, name) != getattr(first, name):
-                    raise UsageError(
-                        f"token shards disagree on {name}: {path} has {getattr(meta, name)!r}, {first_path} has "
-                        f"{getattr(first, name)!r}; shards of different tokenizers cannot be mixed")
+            check_same_tokenizer(path, meta, first_path, first)
     return first
+
+
+def check_same_tokenizer(path: str, meta: TokenShardMeta, first_path: str, first: TokenShardMeta) -> None:
+    """Refuse a shard of another tokenizer than the first one's: its codes mean other images."""
+    for name in ("codebook_size", "tokens_per_image", "tokenizer_name", "tokenizer_hash"):
+        if getattr(meta, name) != getattr(first, name):
+            raise UsageError(
+                f"token shards disagree on {name}: {path} has {getattr(meta, name)!r}, {first_path} has "
+                f"{getattr(first, name)!r}; shards of different tokenizers cannot be mixed")
 
 
 # -- the stream ------------------------------------------------------------------------------
@@ -310,12 +397,13 @@ class TokenWindows:
         self.mixture, self.seq_len, self.batch_size, self.mode, self.seed = mixture, seq_len, batch_size, mode, seed
         self.rank, self.world_size = rank, world_size
         cache = _OpenShards(max_open_shards)
-        self.sources = [SentenceSource(entry, mixture.split, cache) for entry in mixture.entries]
+        extra = 2 if mode == "paper" else 0
+        self.sources = [SentenceSource(entry, mixture.split, cache, seq_len - extra) for entry in mixture.entries]
         self.meta = check_metadata(self.sources, vocab_size, tokens_per_image)
         weights = np.array([e.weight for e in mixture.entries], np.float64)
         self._cumulative = np.cumsum(weights / weights.sum())
         self._cumulative[-1] = 1.0
-        self._extra = 2 if mode == "paper" else 0
+        self._extra = extra
         self.reset()
 
     # state ----------------------------------------------------------------------------------
@@ -328,10 +416,13 @@ class TokenWindows:
         self.tokens_drawn = np.zeros(len(self.sources), np.int64)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a saved state is only valid for: the same sentences in the same order, same packing."""
+        """What a saved state is only valid for: the same sentences in the same order, same packing,
+        codes of the same tokenizer (a build tokenized again keeps its shards and counts)."""
         return {"mode": self.mode, "seq_len": self.seq_len, "seed": self.seed,
                 "sources": [{"glob": s.entry.glob, "shards": len(s.paths), "sentences": len(s)} for s in self.sources],
-                "weights": [e.weight for e in self.mixture.entries], "split": self.mixture.split}
+                "weights": [e.weight for e in self.mixture.entries], "split": self.mixture.split,
+                "tokenizer": {"name": self.meta.tokenizer_name, "hash": self.meta.tokenizer_hash,
+                              "codebook_size": self.meta.codebook_size, "tokens_per_image": self.meta.tokens_per_image}}
 
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON-able types: positions, epochs, the cursor and the mixture generator."""
@@ -348,7 +439,9 @@ class TokenWindows:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
             raise CheckpointError(f"data-loader state version {state.get('version')} is not {STATE_VERSION}")
-        saved, now = state["fingerprint"], self.fingerprint()
+        saved = state["fingerprint"]
+        # a key the saved state lacks was not recorded yet when it was written: not compared
+        now = {k: v for k, v in self.fingerprint().items() if k in saved or k not in OPTIONAL_FINGERPRINT}
         if saved != now:
             changed = sorted(k for k in now if saved.get(k) != now.get(k))
             raise UsageError(f"the data changed since this checkpoint ({', '.join(changed)} differ: saved "
@@ -442,7 +535,10 @@ class TokenWindows:
             yield self.next_batch()
 
     def describe(self) -> list[dict[str, Any]]:
-        """Per mixture entry: shards, sentences and tokens after the split filter."""
+        """Per mixture entry: shards, sentences and tokens after the split filter, and the sentences
+        longer than a window as packed (BOS/EOS in paper mode): they are not cut or dropped but go on
+        in the next window, whose first tokens then have no context from the sentence's start."""
         total = sum(e.weight for e in self.mixture.entries)
         return [{"glob": s.entry.glob, "weight": s.entry.weight, "share": s.entry.weight / total,
-                 "shards": len(s.paths), "sentences": len(s), "tokens": s.tokens} for s in self.sources]
+                 "shards": len(s.paths), "sentences": len(s), "tokens": s.tokens,
+                 "longer_than_window": s.longer} for s in self.sources]

@@ -33,9 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from uvd_pipeline.shards import ShardDamaged, find_shards, read_token_shard, sentence_tokens
+from uvd_pipeline.shards import ShardDamaged, TokenShardMeta, find_shards, read_token_shard, sentence_tokens
 
 from .config import BOS_ID, CODEBOOK_SIZE, PAD_ID, TOKENS_PER_IMAGE, UsageError
+from .data import check_same_tokenizer, check_token_layout, check_token_values
 from .model import LVMTransformer
 
 DEFAULT_CONTEXTS = (1, 3, 7, 11, 15)
@@ -214,14 +215,15 @@ def iter_sentences(paths: Iterable[str], split: str | None = "val",
     """(source, kind, task, tokens, lineage) of each sentence of `split` (None: all), at most
     `limit` per (source, kind, task), in shard order."""
     seen: dict[tuple[str, str, str], int] = defaultdict(int)
-    tokens_per_image = None
+    first: tuple[str, TokenShardMeta] | None = None
     for path in paths:
         table, meta = read_token_shard(path)
         if meta.codebook_size > CODEBOOK_SIZE:
             raise UsageError(f"{path}: codebook_size {meta.codebook_size} does not fit the LM's {CODEBOOK_SIZE} codes")
-        if tokens_per_image not in (None, meta.tokens_per_image):
-            raise UsageError(f"{path}: tokens_per_image {meta.tokens_per_image} differs from earlier shards' {tokens_per_image}")
-        tokens_per_image = meta.tokens_per_image
+        first = first or (path, meta)
+        check_same_tokenizer(path, meta, *first)
+        check_token_layout(path, table, meta)
+        check_token_values(path, table, meta)
         columns = {name: table.column(name).to_pylist() for name in ("source", "kind", "task", "split", "lineage")}
         for i in range(table.num_rows):
             if split is not None and columns["split"][i] != split:

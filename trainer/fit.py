@@ -527,6 +527,15 @@ class StepReadback:
         return rows[-1][0], rows[-1][1]
 
 
+def _longer_note(described: dict[str, Any], options: FitOptions) -> str:
+    """', N longer than a window' for a mixture entry that has such sentences (`TokenWindows.describe`)."""
+    longer = described["longer_than_window"]
+    if not longer:
+        return ""
+    packed = " with BOS/EOS" if options.mode == "paper" else ""
+    return f" ({longer} longer{packed} than --seq-len {options.seq_len}: they go on in the next window)"
+
+
 def _note_step_beyond_data(step_tokens: int, data_tokens: int) -> None:
     """A step larger than all the data is allowed (the loader starts the next epoch, and a tiny
     overfit run may mean it), but a default --batch-size over a few shards silently trained on
@@ -620,7 +629,7 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
     flops_per_token = trainer.config.flops_per_token(options.seq_len)
     if env.main and not options.quiet:
         data = "; ".join(f"{d['glob']} x{d['weight']:g}: {d['shards']} shards, {d['sentences']} sentences, "
-                         f"{d['tokens']:,} tokens" for d in trainer.data.describe())
+                         f"{d['tokens']:,} tokens" + _longer_note(d, options) for d in trainer.data.describe())
         gemm = f" ({cpu_gemm.backend()} GEMMs)" if device.type == "cpu" and not options.compile else ""
         print(f"fit {options.preset} ({trainer.config.num_parameters() / 1e6:.1f}M params) on {device}{gemm} "
               f"{trainer.dtype}, world {env.world_size}{' fsdp' if options.fsdp and env.world_size > 1 else ''}, "
