@@ -18,8 +18,8 @@ image: webdataset cuts keys at the first dot, so the images share the sentence's
 
 from __future__ import annotations
 
-import hashlib
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -27,7 +27,7 @@ import pickle
 import tarfile
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from sources import fsio
@@ -36,6 +36,7 @@ from tokenizer.atomic import TMP_MARK, commit_file, write_bytes
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
 from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, file_sizes,
                                     named_files, rendered_files)
+from uvd_pipeline.keys import apart_when_folded
 from uvd_pipeline.quality import ShardQuality
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.tarfiles import TarWriter
@@ -175,9 +176,14 @@ class _SpillSorter:
         return len(self._index)
 
     def sorted(self) -> Iterator[Sentence]:
-        for _, _, offset, length in sorted(self._index):
+        """The sentences by id, an id that another of the shard equals but for case or Unicode form
+        made distinct (`apart_when_folded`): extracted on a Mac or Windows, their members would
+        overwrite each other."""
+        renamed = apart_when_folded(key for key, _, _, _ in self._index)
+        for key, _, offset, length in sorted((renamed.get(k, k), *rest) for k, *rest in self._index):
             self._file.seek(offset)
-            yield pickle.loads(self._file.read(length))
+            sentence = pickle.loads(self._file.read(length))
+            yield sentence if sentence.sentence_id == key else replace(sentence, sentence_id=key)
 
     def close(self) -> None:
         self._file.close()
