@@ -33,7 +33,7 @@ WORLD_NAMES = ["IMG_1234.final.v2.jpg", "my photo 1.jpg", "café ünïcode 日�
                "a" * 251 + ".jpg", "a" * 250 + "b.jpg", "b" * 200 + " long.jpg", "album.2020/sub dir/IMG_0001.JPG",
                "c" * 120 + "/" + "d" * 120 + "/IMG_0002.jpg"]
 VIDEOS = [b"My Clip.final.v2.MP4", b"caf\xe9 clip.mp4", b"v" * 246 + b".mp4"]  # latin-1, 250 bytes
-CLASSES = ["n04266014", "golden retriever", "日本" * 40]  # the last: 240 bytes of UTF-8
+CLASSES = ["n04266014", "golden retriever", "crème brûlée", "日本" * 40]  # the last: 240 bytes of UTF-8
 PER_CLASS = 5
 
 
@@ -131,6 +131,26 @@ def test_every_member_name_extracts_with_gnu_tar(world_build, tmp_path):
         run = subprocess.run(["tar", "-xf", tar, "-C", str(target)], capture_output=True, text=True)
         assert run.returncode == 0, run.stderr[-400:]
         assert sorted(os.listdir(target)) == sorted(names)
+
+
+def test_names_beyond_ascii_read_the_same_in_any_locale(world_build):
+    """A member name beyond ASCII (a sentence of the class folder `日本日本...`) in a plain GNU
+    header is bytes in no declared charset: a reader decodes them in its own locale, as Windows'
+    `tar.exe` (bsdtar) does with the machine's code page, and named the files `æ—¥æœ¬...`. Such a
+    name now goes in a pax header, whose `path` is UTF-8 for every reader; ASCII names keep their
+    GNU headers (the same bytes as before)."""
+    beyond = []
+    for tar in _tars(world_build[0]):
+        with tarfile.open(tar, errorlevel=2, encoding="utf-8", errors="strict") as archive:
+            names = archive.getnames()
+        with tarfile.open(tar, errorlevel=2, encoding="cp1252", errors="strict") as archive:
+            assert archive.getnames() == names  # a reader whose locale is Windows' western code page
+        beyond += [n for n in names if not n.isascii()]
+        if shutil.which("bsdtar"):
+            listed = subprocess.run(["bsdtar", "--options", "hdrcharset=CP1252", "-tf", tar], capture_output=True,
+                                    check=True, env={**os.environ, "LC_ALL": "C.UTF-8"}).stdout.decode()
+            assert listed.splitlines() == names
+    assert any(len(n.encode()) > 100 for n in beyond) and any(len(n.encode()) <= 100 for n in beyond)
 
 
 def test_headers_are_utf8_json_and_webdataset_groups_each_sentence_whole(world_build):
