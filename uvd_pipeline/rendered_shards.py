@@ -13,7 +13,11 @@ run's folder `OUT/_tmp/<run id>/` (`uvd_pipeline.output_lock`), which the next r
 kill left it behind; the finished tar is renamed from there into place.
 
 In a tar, a sentence is `{sentence_id}.json` (its header) then `{sentence_id}.NN.png` for each
-image: webdataset cuts keys at the first dot, so the images share the sentence's key.
+image: webdataset cuts keys at the first dot, so the images share the sentence's key. Ids of one
+shard that differ only in case or Unicode form (`web-Cat`, `web-cat`) get `-c` and a digest of
+themselves (`uvd_pipeline.keys.apart_when_folded`), in the member names and in the headers: a Mac
+or Windows extracting the tar would take them for one file. Members named beyond ASCII get pax
+headers (`uvd_pipeline.tarfiles.member_format`).
 """
 
 from __future__ import annotations
