@@ -81,6 +81,10 @@ def test_unknown_field_lists_allowed_ones():
         ({"sources": [{"name": "Web.1", "type": "laion", "path": "p"}]}, "sources[0].name: got 'Web.1'; use lower_snake_case"),
         ({"sources": [{"name": "a", "type": "laion", "path": "p"}, {"name": "a", "type": "video", "path": "q"}]},
          "sources[1].name: 'a' is used twice"),
+        # the output's folders rendered/<name>/ and tokens/<name>/: no Windows file system holds these
+        ({"sources": [{"name": "aux", "type": "laion", "path": "p"}]},
+         "sources[0].name: 'aux' is a device name on Windows"),
+        ({"sources": [{"name": "com1", "type": "video", "path": "p"}]}, "sources[0].name: 'com1' is a device name"),
         ({"sources": [{"name": "v", "type": "video", "path": "p", "time_budget_s": 0}]},
          "sources[0].time_budget_s: Input should be greater than 0"),
         ({"sources": [{"name": "v", "type": "video", "path": "p", "memory_budget_mb": 10}]},

@@ -33,7 +33,7 @@ WORLD_NAMES = ["IMG_1234.final.v2.jpg", "my photo 1.jpg", "café ünïcode 日�
                "a" * 251 + ".jpg", "a" * 250 + "b.jpg", "b" * 200 + " long.jpg", "album.2020/sub dir/IMG_0001.JPG",
                "c" * 120 + "/" + "d" * 120 + "/IMG_0002.jpg"]
 VIDEOS = [b"My Clip.final.v2.MP4", b"caf\xe9 clip.mp4", b"v" * 246 + b".mp4"]  # latin-1, 250 bytes
-CLASSES = ["n04266014", "golden retriever", "日本" * 40]  # the last: 240 bytes of UTF-8
+CLASSES = ["n04266014", "golden retriever", "crème brûlée", "日本" * 40]  # the last: 240 bytes of UTF-8
 PER_CLASS = 5
 
 
@@ -133,6 +133,26 @@ def test_every_member_name_extracts_with_gnu_tar(world_build, tmp_path):
         assert sorted(os.listdir(target)) == sorted(names)
 
 
+def test_names_beyond_ascii_read_the_same_in_any_locale(world_build):
+    """A member name beyond ASCII (a sentence of the class folder `日本日本...`) in a plain GNU
+    header is bytes in no declared charset: a reader decodes them in its own locale, as Windows'
+    `tar.exe` (bsdtar) does with the machine's code page, and named the files `æ—¥æœ¬...`. Such a
+    name now goes in a pax header, whose `path` is UTF-8 for every reader; ASCII names keep their
+    GNU headers (the same bytes as before)."""
+    beyond = []
+    for tar in _tars(world_build[0]):
+        with tarfile.open(tar, errorlevel=2, encoding="utf-8", errors="strict") as archive:
+            names = archive.getnames()
+        with tarfile.open(tar, errorlevel=2, encoding="cp1252", errors="strict") as archive:
+            assert archive.getnames() == names  # a reader whose locale is Windows' western code page
+        beyond += [n for n in names if not n.isascii()]
+        if shutil.which("bsdtar"):
+            listed = subprocess.run(["bsdtar", "--options", "hdrcharset=CP1252", "-tf", tar], capture_output=True,
+                                    check=True, env={**os.environ, "LC_ALL": "C.UTF-8"}).stdout.decode()
+            assert listed.splitlines() == names
+    assert any(len(n.encode()) > 100 for n in beyond) and any(len(n.encode()) <= 100 for n in beyond)
+
+
 def test_headers_are_utf8_json_and_webdataset_groups_each_sentence_whole(world_build):
     output, _, _ = world_build
     paths = []
@@ -207,3 +227,52 @@ def test_token_shards_and_their_jsonl_read_without_the_project(mini_build, tmp_p
     assert main(["export-jsonl", *map(str, shards), "--out", str(tmp_path / "lvm.jsonl")]) == 0
     exported = _lvm_jsonl(tmp_path / "lvm.jsonl")
     assert len(exported) == len(rows) and all(np.array_equal(a, b) for a, b in zip(exported, rows))
+
+
+def _folded(name: str) -> str:
+    """A name as a case-insensitive file system compares it (macOS, Windows): Unicode's canonical
+    caseless match (NFD, case folded, then NFC)."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", name).casefold())
+
+
+def test_names_differing_only_in_case_stay_apart_when_extracted_on_a_mac_or_windows(tmp_path):
+    """A Linux folder holding `Cat.jpg`, `cat.jpg` and `CAT.jpg` (and class folders `Cat/`, `cat/`):
+    their sentences were `web-Cat`, `web-cat`, `web-CAT` in one shard, members a Mac's or Windows'
+    file system takes for one file, so `tar -xf` there kept one sentence of the three and no reader
+    said so. Now no two members of a shard are equal but for case or Unicode form; every sentence
+    is read back by strict `tarfile` and webdataset with its own bytes, and an ordinary name keeps
+    its key (`Dog.jpg` is `web-Dog`)."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    names = ["Cat.jpg", "cat.jpg", "CAT.jpg", "Dog.jpg"]
+    for i, name in enumerate(names):
+        _write(os.fsencode(tmp_path / "web" / name), _jpeg(i))
+    for c, label in enumerate(["Cat", "cat"]):
+        for i in range(2):
+            _write(os.fsencode(tmp_path / "inet" / "train" / label / f"n{i}.jpg"), _jpeg(10 + 2 * c + i))
+    config = {"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16}, "split": {"val_fraction": 0.0},
+              "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
+              "sources": [{"name": "web", "type": "laion", "path": str(tmp_path / "web"), "format": "folder",
+                           "num_shards": 1},
+                          {"name": "inet", "type": "imagenet", "path": str(tmp_path / "inet"), "splits": ["train"],
+                           "sentence_length": 2, "num_shards": 1}],
+              "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_build(load_config(str(tmp_path / "c.yaml")))
+    files = set()
+    for tar in _tars(tmp_path / "out"):
+        with tarfile.open(tar, errorlevel=2, encoding="utf-8", errors="strict") as archive:
+            members = archive.getnames()
+        assert len({_folded(n) for n in members}) == len(members), members
+        strict = _strict_sentences(tar)
+        samples = list(wds.WebDataset([tar], shardshuffle=False))
+        assert [s["__key__"] for s in samples] == [key for key, _, _ in strict]
+        assert [[s[k] for k in sorted(k for k in s if k.endswith(".png"))] for s in samples] == [i for *_, i in strict]
+        files |= {m.get("path") or m["wnid"] + "/" + m["file"] for _, h, _ in strict for m in h["members"]}
+        if "web-train" in tar:
+            assert "web-Dog" in [key for key, _, _ in strict]
+    assert files == {*names, "Cat/train/n0", "Cat/train/n1", "cat/train/n0", "cat/train/n1"}
+    assert not (tmp_path / "out" / "rejects.jsonl").read_text()

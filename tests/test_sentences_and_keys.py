@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sources.records import Reject, safe_key
-from uvd_pipeline.keys import shard_of, split_of, stable_hash
+from uvd_pipeline.keys import apart_when_folded, folded, shard_of, split_of, stable_hash
 from uvd_pipeline.sentences import RenderedUnit, Sentence, Slot, assemble, place_units, plan_group_sentences
 
 
@@ -128,3 +128,16 @@ from PIL import Image
 from sources.records import Reject, safe_key
 from uvd_pipeline.keys import shard_of, split_of, stable_hash
 from uvd_pipeline.sentences import RenderedUnit, Sentence, Slot, assemble, place_units, plan_group_sentences
+
+
+def test_keys_a_mac_or_windows_would_take_for_one_are_set_apart_whatever_their_order():
+    """Case twins (`Cat`, `cat`, `CAT`), a letter written as two code points (NFD) or as a
+    compatibility one (U+212B ANGSTROM SIGN for Å): every key of such a group gets a name of its
+    own, the same whatever order the keys come in; a key no other meets keeps its name."""
+    keys = ["web-Cat", "web-cat", "web-CAT", "web-Dog", "inet-caf\u00e9", "inet-cafe\u0301", "s-\u212b", "s-\u00c5"]
+    renamed = apart_when_folded(keys)
+    assert apart_when_folded(reversed(keys)) == renamed
+    assert set(renamed) == set(keys) - {"web-Dog"}
+    after = [renamed.get(k, k) for k in keys]
+    assert len({folded(k) for k in after}) == len(keys)
+    assert all(new.startswith(old + "-c") and "." not in new for old, new in renamed.items())

@@ -393,3 +393,30 @@ def test_synset_map_separated_by_tabs_as_imagenet_words_txt(tmp_path: Path):
     (root / "LOC_synset_mapping.txt").write_text("n01440764\ttench, Tinca tinca\nn01443537\tgoldfish, Carassius auratus\n")
     (record,) = _items(root, ("train",))
     assert (record.label, record.lineage["class_name"]) == ("n01443537", "goldfish, Carassius auratus")
+
+
+def test_a_class_folder_in_nfc_and_in_nfd_is_one_class_whose_shared_names_are_rejects(tmp_path: Path):
+    """A class folder present twice, its name once in NFC and once in NFD (a Linux copy merged with
+    files copied off a Mac), through a real build: the two are one class (names are keyed in NFC),
+    so `img0.jpg` in both has one key. The build crashed (TypeError: StoredRef < StoredRef, ranking
+    the two units, whose lineage is the same); now the one whose image sorts first is kept, the
+    other is a `duplicate_key` reject."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.rendered_shards import iter_shard
+
+    root, label = tmp_path / "inet", "caf\u00e9"
+    for form, names, shade in (("NFC", ("img0", "img1"), 40), ("NFD", ("img0", "img2"), 200)):
+        for i, name in enumerate(names):
+            _jpeg(root / "train" / unicodedata.normalize(form, label) / f"{name}.jpg", shade + 30 * i)
+    config = {"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16}, "split": {"val_fraction": 0.0},
+              "tokenizer": {"enabled": False}, "dedup": {"enabled": False},
+              "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+              "sources": [{"name": "inet", "type": "imagenet", "path": str(root), "num_shards": 1,
+                           "splits": ["train"], "sentence_length": 3}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_build(load_config(str(tmp_path / "c.yaml")))
+    [sentence] = [s for tar in (tmp_path / "out" / "rendered").rglob("*.tar") for s in iter_shard(str(tar))]
+    assert sorted(m["file"] for m in sentence.header["members"]) == ["train/img0", "train/img1", "train/img2"]
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rejects] == ["duplicate_key"]

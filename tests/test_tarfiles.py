@@ -12,7 +12,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from uvd_pipeline.tarfiles import NAME_ENCODING, TarWriter, add_member, fixed_info, member_header, open_writer
+from uvd_pipeline.tarfiles import (NAME_ENCODING, TarWriter, add_member, fixed_info, member_format, member_header,
+                                   open_writer)
 
 
 def _members() -> list[tuple[str, bytes]]:
@@ -59,7 +60,7 @@ def test_the_writer_writes_what_tarfile_writes(count):
 def test_member_headers_are_tarfiles_headers(name, size):
     """The template-made header of every name length around tar's 100-byte field (a two-byte
     character across it included) and sizes up to the field's last octal digit and past it."""
-    expected = fixed_info(name, size).tobuf(tarfile.GNU_FORMAT, NAME_ENCODING, "surrogateescape")
+    expected = fixed_info(name, size).tobuf(member_format(name), NAME_ENCODING, "surrogateescape")
     assert member_header(name, size) == expected
 
 
@@ -88,3 +89,17 @@ def test_gnu_tar_lists_and_extracts_what_the_writer_wrote(tmp_path):
     subprocess.run(["tar", "-xf", str(path), "-C", str(target)], check=True)
     for name, data in members:
         assert (target / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("name", ["caf\u00e9-0000.json", "\u65e5\u672c" * 25 + "-0000.json", "x" * 99 + "\u00e9.png"])
+def test_a_name_beyond_ascii_reads_back_exactly_in_strict_mode_and_in_any_locale(name):
+    """A GNU header holds its name as bytes of no declared charset, and past 100 bytes cuts them
+    (a long-name record before it holds the whole): `tarfile` in strict mode
+    (`errors="strict"`) refused the cut UTF-8 character (UnicodeDecodeError), and a reader in a
+    Windows code page named the file `cafÃ©`. Such a name goes in a pax header, UTF-8 by definition."""
+    written, _, _ = _with_writer([(name, b"{}"), ("s0001.00.png", b"png")])
+    for encoding in ("utf-8", "cp1252"):
+        with tarfile.open(fileobj=io.BytesIO(written), errorlevel=2, encoding=encoding, errors="strict") as tar:
+            assert [(m.name, tar.extractfile(m).read()) for m in tar] == [(name, b"{}"), ("s0001.00.png", b"png")]
+    # an ASCII name keeps its GNU header, byte for byte
+    assert fixed_info("s0001.00.png", 3).tobuf(tarfile.GNU_FORMAT, NAME_ENCODING) + b"png" in written

@@ -44,6 +44,11 @@ MAX_THREAD_WORKERS = 2  # `beam.direct_running_mode: auto` runs up to this many 
 MAX_PIXELS_LIMIT = 1 << 30  # a header guard above this (3 GiB of RGB) guards nothing
 
 
+# names Windows keeps for devices, whatever the case or extension (lower-case: a source name's form)
+WINDOWS_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"{port}{n}" for port in ("com", "lpt")
+                                                                  for n in range(10))})
+
+
 class ConfigError(ValueError):
     """A configuration problem, already phrased for the person who wrote the config."""
 
@@ -87,6 +92,16 @@ class SourceBase(Strict):
     num_shards: StrictInt = Field(4, ge=1, le=1_000_000, description="output shards of the train split")
     num_val_shards: StrictInt = Field(1, ge=1, le=1_000_000, description="output shards of the val split")
     enabled: StrictBool = True
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_device(cls, value: str) -> str:
+        """A source's name is a folder of the output (`rendered/<name>/`, `tokens/<name>/`): one that
+        Windows reserves for a device could not be copied or extracted there."""
+        if value in WINDOWS_DEVICE_NAMES:
+            raise ValueError(f"{value!r} is a device name on Windows, where the output's folder rendered/{value}/ "
+                             f"could not exist; choose another (e.g. {value}_data)")
+        return value
 
 
 class LinkOptions(Strict):

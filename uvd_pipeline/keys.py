@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
+from collections import defaultdict
+from typing import Iterable
+
 from sources.records import stable_hash
 
-__all__ = ["stable_hash", "split_of", "shard_of", "seed_for", "unit_interval"]
+__all__ = ["stable_hash", "split_of", "shard_of", "seed_for", "unit_interval", "folded", "apart_when_folded"]
 
 
 def unit_interval(*parts: object) -> float:
@@ -30,3 +35,21 @@ def shard_of(key: str, num_shards: int) -> int:
 def seed_for(*parts: object) -> int:
     """A per-item RNG seed (for numpy's default_rng) derived from keys."""
     return stable_hash("seed", *parts)
+
+
+def folded(name: str) -> str:
+    """`name` as a case-insensitive file system compares names (macOS, Windows): Unicode's canonical
+    caseless match (NFD, case folded, NFC): `Cat`, `cat` and `CAT` are one, `\u212b` and `\u00c5` too."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", name).casefold())
+
+
+def apart_when_folded(keys: Iterable[str]) -> dict[str, str]:
+    """A new key for each of `keys` that another one equals once `folded` (`web-Cat`, `web-cat`:
+    file names a Mac or Windows takes for one, so extracting their tar kept one of them): the key,
+    `-c` and a 32-bit digest of it. Every key of such a group gets one (none is preferred, so the
+    names do not depend on which inputs arrived); a key no other meets keeps its name."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    for key in keys:
+        groups[folded(key)].add(key)
+    return {key: f"{key}-c{hashlib.blake2b(key.encode('utf-8', 'surrogateescape'), digest_size=4).hexdigest()}"
+            for group in groups.values() if len(group) > 1 for key in group}

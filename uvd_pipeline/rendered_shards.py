@@ -13,13 +13,17 @@ run's folder `OUT/_tmp/<run id>/` (`uvd_pipeline.output_lock`), which the next r
 kill left it behind; the finished tar is renamed from there into place.
 
 In a tar, a sentence is `{sentence_id}.json` (its header) then `{sentence_id}.NN.png` for each
-image: webdataset cuts keys at the first dot, so the images share the sentence's key.
+image: webdataset cuts keys at the first dot, so the images share the sentence's key. Ids of one
+shard that differ only in case or Unicode form (`web-Cat`, `web-cat`) get `-c` and a digest of
+themselves (`uvd_pipeline.keys.apart_when_folded`), in the member names and in the headers: a Mac
+or Windows extracting the tar would take them for one file. Members named beyond ASCII get pax
+headers (`uvd_pipeline.tarfiles.member_format`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -27,7 +31,7 @@ import pickle
 import tarfile
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from sources import fsio
@@ -36,6 +40,7 @@ from tokenizer.atomic import TMP_MARK, commit_file, write_bytes
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
 from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, file_sizes,
                                     named_files, rendered_files)
+from uvd_pipeline.keys import apart_when_folded
 from uvd_pipeline.quality import ShardQuality
 from uvd_pipeline.sentences import Sentence
 from uvd_pipeline.tarfiles import TarWriter
@@ -175,9 +180,14 @@ class _SpillSorter:
         return len(self._index)
 
     def sorted(self) -> Iterator[Sentence]:
-        for _, _, offset, length in sorted(self._index):
+        """The sentences by id, an id that another of the shard equals but for case or Unicode form
+        made distinct (`apart_when_folded`): extracted on a Mac or Windows, their members would
+        overwrite each other."""
+        renamed = apart_when_folded(key for key, _, _, _ in self._index)
+        for key, _, offset, length in sorted((renamed.get(k, k), *rest) for k, *rest in self._index):
             self._file.seek(offset)
-            yield pickle.loads(self._file.read(length))
+            sentence = pickle.loads(self._file.read(length))
+            yield sentence if sentence.sentence_id == key else replace(sentence, sentence_id=key)
 
     def close(self) -> None:
         self._file.close()

@@ -152,7 +152,7 @@ def place_units(
     kept: dict[tuple[str, str | None, str], RenderedUnit] = {}
     rejects: list[Reject] = []
     for group, members in by_group.items():
-        ranked = sorted(members, key=_unit_rank)
+        ranked = sorted(members, key=_unit_rank) if len(members) > 1 else members
         kept[group] = ranked[0]
         rejects.extend(_clash_reject(unit, ranked[0], len(ranked)) for unit in ranked[1:])
     placements = []
@@ -163,8 +163,18 @@ def place_units(
     return placements, rejects
 
 
-def _unit_rank(unit: RenderedUnit) -> tuple[str, tuple[bytes, ...]]:
-    return json.dumps(unit.members, sort_keys=True, default=str), unit.images
+def _unit_rank(unit: RenderedUnit) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """By lineage, then by image content: units of one key can share their lineage (a class folder
+    in NFC and in NFD is one class, and its `img0.jpg` one file name), and images held as store
+    references (`StoredRef`) do not order (the build failed with a TypeError)."""
+    return json.dumps(unit.members, sort_keys=True, default=str), tuple(_image_rank(i) for i in unit.images)
+
+
+def _image_rank(image: Any) -> tuple[str, str]:
+    """(content digest, reference) of an image held as bytes or as a reference to stored bytes."""
+    if isinstance(image, bytes):
+        return hashlib.sha256(image).hexdigest(), ""
+    return getattr(image, "sha256", ""), repr(image)
 
 
 def _describe(unit: RenderedUnit) -> str:

@@ -27,13 +27,23 @@ _TEMPLATE = fixed_info("", 0).tobuf(tarfile.GNU_FORMAT, NAME_ENCODING, "surrogat
 _CHECKSUM, _SIZE = slice(148, 156), slice(124, 136)
 
 
+def member_format(name: str) -> int:
+    """GNU for an ASCII name; pax for any other. A GNU header holds a name as bytes of no declared
+    charset (a reader decodes them in its locale: Windows' `tar.exe` in the machine's code page,
+    `cafÃ©`), and past 100 bytes cuts them inside a character, which `tarfile` in strict mode
+    refuses (UnicodeDecodeError); a pax `path` record is UTF-8 for every reader, and its header's
+    own name field falls back to ASCII."""
+    return tarfile.GNU_FORMAT if name.isascii() else tarfile.PAX_FORMAT
+
+
 def member_header(name: str, size: int) -> bytes:
-    """`fixed_info(name, size)`'s GNU header block, byte for byte, made from a template: `tarfile`
-    builds it from 15 formatted fields each time (21 us; a sixth of a shard tar's writing). Names
-    over 100 bytes (a GNU long-name block first) and sizes of 8 GiB and more go through `tarfile`."""
+    """`fixed_info(name, size)`'s header block(s) in `member_format(name)`, byte for byte, an ASCII
+    name's made from a template: `tarfile` builds it from 15 formatted fields each time (21 us; a
+    sixth of a shard tar's writing). Other names, names over 100 bytes (a GNU long-name block
+    first) and sizes of 8 GiB and more go through `tarfile`."""
     encoded = name.encode(NAME_ENCODING, "surrogateescape")
-    if len(encoded) > tarfile.LENGTH_NAME or not 0 <= size < 8**11:
-        return fixed_info(name, size).tobuf(tarfile.GNU_FORMAT, NAME_ENCODING, "surrogateescape")
+    if len(encoded) > tarfile.LENGTH_NAME or not 0 <= size < 8**11 or not name.isascii():
+        return fixed_info(name, size).tobuf(member_format(name), NAME_ENCODING, "surrogateescape")
     header = bytearray(_TEMPLATE)
     header[: len(encoded)] = encoded
     header[_SIZE] = b"%011o\0" % size
@@ -43,7 +53,8 @@ def member_header(name: str, size: int) -> bytes:
 
 
 def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """Add `data` as `name` to a `tarfile` archive, with `fixed_info`."""
+    """Add `data` as `name` to a `tarfile` archive, with `fixed_info`, in `member_format(name)`."""
+    tar.format = member_format(name)  # `addfile` writes each header in the archive's current format
     tar.addfile(fixed_info(name, len(data)), io.BytesIO(data))
 
 
@@ -52,9 +63,9 @@ def open_writer(fileobj) -> tarfile.TarFile:
 
 
 class TarWriter:
-    """A GNU tar of `fixed_info` members, byte for byte what `open_writer` + `add_member` write,
-    with each member's header, data and padding written straight through (`tarfile` copies data in
-    16 KiB pieces) and the sha256 and size of the whole archive kept as it is written, so a
+    """A tar of `fixed_info` members (GNU headers, pax ones for names beyond ASCII: `member_format`),
+    byte for byte what `open_writer` + `add_member` write, with each member's header, data and
+    padding written straight through (`tarfile` copies data in 16 KiB pieces) and the sha256 and size of the whole archive kept as it is written, so a
     committed shard's digest needs no second read of its tar."""
 
     def __init__(self, fileobj: IO[bytes]) -> None:
