@@ -213,3 +213,16 @@ def test_readme_references_name_sections_that_exist():
             if name not in headings:
                 missing.append(f"{path.name}: \"{name}\"")
     assert not missing, missing
+
+
+def test_the_cli_description_names_every_subcommand():
+    """`python -m uvd_pipeline --help` opens with the list of what it does; it named 4 of its 7
+    subcommands (no check, export-jsonl, import-jsonl)."""
+    import argparse
+
+    from uvd_pipeline import cli
+
+    p = cli.parser()
+    [sub] = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [name for name in sub.choices if name not in p.description]
+    assert not missing, missing
