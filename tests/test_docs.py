@@ -226,3 +226,60 @@ def test_the_cli_description_names_every_subcommand():
     [sub] = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
     missing = [name for name in sub.choices if name not in p.description]
     assert not missing, missing
+
+
+REJECTS_DOC = REPO / "docs" / "rejects.md"
+# calls that make a reject, and the position of their reason argument
+REASON_ARGUMENT = {"Reject": 4, "_reject": 2, "reject": 1, "Rejected": 0, "DecodeError": 0, "MapError": 0,
+                   "VideoError": 0, "AnnotationError": 0, "BudgetExceeded": 0, "PathProblem": 0, "_twin": 2}
+# reasons made at run time, as docs/rejects.md writes them
+DYNAMIC_REASONS = {"no_<task>_annotations", "unnumbered_frame", "unnumbered_annotation", "annotation_<reason>",
+                   "failed_to_download", "failed_to_resize"}
+
+
+def emitted_reasons() -> dict[str, str]:
+    """Every reject reason the build's code spells out (a literal or a module constant as the
+    reason argument of a call that makes a reject), with a file that emits it."""
+    import ast
+
+    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for folder in ("sources", "transforms", "uvd_pipeline")
+             for path in sorted((REPO / folder).rglob("*.py")) if "sample" not in path.parts}
+    constants = {target.id: node.value.value for tree in trees.values() for node in ast.walk(tree)
+                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                 and isinstance(node.value.value, str) for target in node.targets
+                 if isinstance(target, ast.Name) and target.id.isupper()}
+    found: dict[str, str] = {}
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):  # an exception class naming its reason: `reason = OUTSIDE_ROOT`
+                for item in node.body:
+                    if (isinstance(item, ast.Assign) and [getattr(t, "id", "") for t in item.targets] == ["reason"]
+                            and isinstance(item.value, ast.Name) and item.value.id in constants):
+                        found.setdefault(constants[item.value.id], path.relative_to(REPO).as_posix())
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            position = REASON_ARGUMENT.get(name)
+            argument = node.args[position] if position is not None and len(node.args) > position else None
+            argument = argument or {k.arg: k.value for k in node.keywords}.get("reason")
+            if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                found.setdefault(argument.value, path.relative_to(REPO).as_posix())
+            elif isinstance(argument, ast.Name) and argument.id in constants:
+                found.setdefault(constants[argument.id], path.relative_to(REPO).as_posix())
+    return found
+
+
+def documented_reasons() -> set[str]:
+    return {match for line in REJECTS_DOC.read_text(encoding="utf-8").splitlines() if line.startswith("| `")
+            for match in re.findall(r"^\| `([^`]+)`", line)}
+
+
+def test_every_reject_reason_the_code_emits_is_documented_and_no_other():
+    """docs/rejects.md lists the reasons a build's rejects carry: every one the code spells out,
+    and none it cannot emit (the README once named `class_remainder`, which no code wrote)."""
+    emitted, documented = emitted_reasons(), documented_reasons()
+    assert len(emitted) > 40  # the scan finds the reasons, not nothing
+    undocumented = {reason: where for reason, where in emitted.items() if reason not in documented}
+    assert not undocumented, f"emitted but not in docs/rejects.md: {undocumented}"
+    unknown = documented - set(emitted) - DYNAMIC_REASONS
+    assert not unknown, f"in docs/rejects.md but emitted nowhere: {sorted(unknown)}"
