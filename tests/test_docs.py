@@ -234,7 +234,7 @@ REASON_ARGUMENT = {"Reject": 4, "_reject": 2, "reject": 1, "Rejected": 0, "Decod
                    "VideoError": 0, "AnnotationError": 0, "BudgetExceeded": 0, "PathProblem": 0, "_twin": 2}
 # reasons made at run time, as docs/rejects.md writes them
 DYNAMIC_REASONS = {"no_<task>_annotations", "unnumbered_frame", "unnumbered_annotation", "annotation_<reason>",
-                   "failed_to_download", "failed_to_resize"}
+                   "failed_to_download", "failed_to_resize", "failed"}  # the last three: img2dataset's statuses
 
 
 def emitted_reasons() -> dict[str, str]:
@@ -270,8 +270,9 @@ def emitted_reasons() -> dict[str, str]:
 
 
 def documented_reasons() -> set[str]:
+    """The reasons in the first cell of each table row of docs/rejects.md."""
     return {match for line in REJECTS_DOC.read_text(encoding="utf-8").splitlines() if line.startswith("| `")
-            for match in re.findall(r"^\| `([^`]+)`", line)}
+            for match in re.findall(r"`([^`]+)`", line.split("|")[1])}
 
 
 def test_every_reject_reason_the_code_emits_is_documented_and_no_other():
@@ -283,3 +284,14 @@ def test_every_reject_reason_the_code_emits_is_documented_and_no_other():
     assert not undocumented, f"emitted but not in docs/rejects.md: {undocumented}"
     unknown = documented - set(emitted) - DYNAMIC_REASONS
     assert not unknown, f"in docs/rejects.md but emitted nowhere: {sorted(unknown)}"
+
+
+def test_the_reason_checker_sees_a_reason_no_code_emits_and_a_missing_one(monkeypatch, tmp_path):
+    text = REJECTS_DOC.read_text(encoding="utf-8")
+    broken = text.replace("| `remainder_dropped` |", "| `class_remainder` |", 1)
+    assert broken != text
+    (tmp_path / "rejects.md").write_text(broken, encoding="utf-8")
+    monkeypatch.setattr(sys.modules[__name__], "REJECTS_DOC", tmp_path / "rejects.md")
+    with pytest.raises(AssertionError) as info:
+        test_every_reject_reason_the_code_emits_is_documented_and_no_other()
+    assert "remainder_dropped" in str(info.value)  # emitted, now undocumented
