@@ -75,3 +75,16 @@ def test_demo_refuses_another_tokenizer(demo_build: Path, tmp_path: Path, capsys
     save(build(TINY, seed=1), other)
     assert demo.main([str(demo_build), "--tokenizer", str(other), "--steps", "2"]) == 2
     assert "is not the tokenizer of these shards" in capsys.readouterr().err
+
+
+def test_demo_names_the_strip_only_when_it_wrote_one(monkeypatch, tmp_path: Path, capsys):
+    """A build whose sentences are all too short for a prompt (no val, one-image sentences) gets no
+    generation.png (demo.json says `generation_png: null`); the last line named that file anyway."""
+    result = {"steps": 2, "preset": "tiny", "final_loss": 8.5, "prompts": [], "generation_png": None}
+    monkeypatch.setattr(demo, "run_demo", lambda *args, **kwargs: result)
+    assert demo.main([str(tmp_path), "--steps", "2"]) == 0
+    line = capsys.readouterr().out
+    assert str(tmp_path / "trainer" / "generation.png") not in line and "no prompt" in line
+    result.update(prompts=[{}], generation_png=demo.STRIP_PNG)
+    assert demo.main([str(tmp_path), "--steps", "2"]) == 0
+    assert f"1 prompts -> {tmp_path / 'trainer' / 'generation.png'}" in capsys.readouterr().out

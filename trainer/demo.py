@@ -179,8 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"trainer demo: {result['steps']} steps of {result['preset']}, final loss {result['final_loss']:.3f}, "
-          f"{len(result['prompts'])} prompts -> {os.path.join(args.output, DEMO_DIR, STRIP_PNG)}")
+    strip = (f"{len(result['prompts'])} prompts -> {os.path.join(args.output, DEMO_DIR, result['generation_png'])}"
+             if result["generation_png"] else
+             f"no prompt (no sentence holds {args.context_images} context images and a next one): no {STRIP_PNG}")
+    print(f"trainer demo: {result['steps']} steps of {result['preset']}, final loss {result['final_loss']:.3f}, {strip}")
     return 0
 
 

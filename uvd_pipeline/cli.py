@@ -1,4 +1,4 @@
-"""`python -m uvd_pipeline` (or `uvd`): sample, build, report, verify."""
+"""`python -m uvd_pipeline` (or `uvd`): sample, check, build, verify, report, export-jsonl, import-jsonl."""
 
 from __future__ import annotations
 
