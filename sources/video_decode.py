@@ -107,12 +107,32 @@ def open_stream(uri: str):
         container = av.open(fsio.local_path(uri) or fsio.open_file(uri))
     except Exception as exc:
         raise VideoError("unreadable", exception_detail(exc)) from None
-    if not container.streams.video:
+    stream = video_stream(container)
+    if stream is None:
+        covers = len(container.streams.video)
         container.close()
-        raise VideoError("no_video_stream")
-    stream = container.streams.video[0]
+        raise VideoError("no_video_stream", f"only cover art ({covers} attached picture), no video" if covers else "")
     stream.thread_type = "NONE"  # skip_frame is switched per packet: it must apply to that packet
     return container, stream
+
+
+def video_stream(container):
+    """The video a player shows: FFmpeg's best video stream (`av_find_best_stream`: the default
+    flag, then a stream of several frames over a still), never cover art. ffmpeg's way of adding
+    a cover (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track
+    *before* the video, no longer flagged; in MP4 it is an attached picture after it. None when
+    the file holds no video but cover art (a song)."""
+    import av
+
+    moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not moving:
+        return None
+    try:
+        best = container.streams.best("video")
+    except Exception:  # no decoder for any of them: the first, whose decoder then says why
+        best = None
+    return next((s for s in moving if best is not None and s.index == best.index), moving[0])
+
 
 
 # -- memory judged from the declaration ---------------------------------------------------
@@ -566,6 +586,7 @@ class Probe:
     open_gop: bool = False  # a frame after a key frame (decode order) is shown before it
     decode_order_stamps: bool = False  # stamps count packets in decode order; frames named by output order
     hdr: str = ""  # "pq" or "hlg": an HDR transfer declared, frames tone-mapped to SDR ("": SDR)
+    video_streams: int = 1  # video streams in the file, cover art included (decord picks its own)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -608,13 +629,15 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     transfer = stream_hdr(stream) or ""
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 0.0
+    video_streams = len(container.streams.video)
     container.close()
     turns, mirrored = session.orientation or (0, False)
     base, num, den = shown[0], index.time_base.numerator, index.time_base.denominator
     times = tuple(round((p - base) * num / den, 6) for p in shown[:n])  # = float(Fraction): exactly rounded
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
-                 session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer)
+                 session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
+                 video_streams)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
@@ -693,6 +716,8 @@ def decord_exact(probe: Probe) -> str | None:
         return f"pixel format {probe.pixel_format}"
     if probe.hdr:  # decord converts every frame as SDR
         return f"HDR transfer ({probe.hdr}), tone-mapped by PyAV"
+    if probe.video_streams > 1:  # decord reads FFmpeg's best stream: it may be the cover
+        return f"{probe.video_streams} video streams (cover art beside the video, say)"
     if probe.hidden:
         return "edit list or a stream cut mid-GOP"
     if probe.decode_order_stamps:

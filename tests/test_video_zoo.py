@@ -434,6 +434,42 @@ def test_non_square_pixels_are_shown_at_their_display_aspect_ratio(tmp_path):
     assert [video_zoo.read_index(f) for f in squeezed] == list(clip.frame_indices)
 
 
+def _cover_art_files(tmp_path: Path) -> Path:
+    """A 20-frame clip with a JPEG cover (larger than the video) added as ffmpeg's manual says
+    (`-disposition:v:0 attached_pic`): Matroska keeps it as a 1-frame MJPEG track *before* the
+    video, MP4 as an attached picture after it; and a song with cover art and no video."""
+    clip = video_zoo.encode(tmp_path / "clip.mp4", 20, "libx264", options={**video_zoo.X264, "g": "10"})
+    cover = tmp_path / "cover.jpg"
+    Image.fromarray(video_zoo.pattern(999, 96, 96)).save(cover, quality=90)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("cover_first.mkv", "cover.mp4"):
+        video_zoo.ffmpeg("-i", str(cover), "-i", str(clip), "-map", "0", "-map", "1:v", "-c", "copy",
+                         "-disposition:v:0", "attached_pic", str(folder / name))
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-i", str(cover), "-map", "0:a", "-map", "1",
+                     "-c:a", "aac", "-c:v", "copy", "-disposition:v:0", "attached_pic", str(folder / "song.mp4"))
+    return folder
+
+
+def test_cover_art_is_never_taken_for_the_video(tmp_path):
+    """The video is the moving stream a player picks, whatever the container puts first: a cover
+    as a 1-frame track before it (Matroska) was read instead, and the whole file lost to a
+    `too_few_frames` reject. A song with cover art but no video is `no_video_stream`."""
+    video_zoo.require_ffmpeg()
+    folder = _cover_art_files(tmp_path)
+    for decoder in DECODERS:
+        source = VideoSource("zoo", str(folder), strides=(1,), decoder=decoder)
+        for name in ("cover_first.mkv", "cover.mp4"):
+            (record,) = list(source.read(str(folder / name)))
+            assert isinstance(record, VideoRecord), (name, record)
+            assert record.n_frames == 20 and record.clips[0].lineage["codec"] == "h264"
+            ((clip, frames),) = list(clip_frames(record))
+            assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices) == list(range(16))
+        (reject,) = list(source.read(str(folder / "song.mp4")))
+        assert isinstance(reject, Reject) and reject.reason == "no_video_stream", reject
+        assert "cover art" in reject.detail
+
+
 @pytest.mark.slow
 def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path, caplog):
     """The ffmpeg-made zoo (every codec, rotations, VFR, cut streams, a truncated file) built by one
