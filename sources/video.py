@@ -304,6 +304,8 @@ class VideoSource:
             lineage["sample_aspect_ratio_applied"] = info.sar_applied
         if info.hdr:  # PQ or HLG: frames tone-mapped to SDR BT.709 (`transforms.hdr`)
             lineage["hdr"] = info.hdr
+        if info.interlaced:  # fields woven, not deinterlaced (`sources.video_decode`)
+            lineage["interlaced"] = True
         if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP
             lineage["frames_hidden"] = info.hidden
         if probe.note:

@@ -31,6 +31,11 @@ video) are shown as players show them: the frame is stretched to its display asp
 RGB conversion, keeping its height (width x SAR), as `ffmpeg -vf scale=iw*sar:ih` does. Ratios
 outside 1:4..4:1 are not believed (left unapplied, said in the lineage).
 
+Interlaced video (frames coded as two fields: broadcast, camcorders, DVD) is not deinterlaced: a
+frame is its two fields woven, as ffmpeg shows it without a deinterlacer, and swscale upsamples
+each field's chroma on its own (what ffmpeg's `scale=interl=1` does), since 4:2:0 chroma of an
+interlaced frame belongs to its fields. Named in the lineage (`interlaced`).
+
 HDR streams (a declared PQ or HLG transfer, phones' default) are tone-mapped to SDR BT.709 as
 ffmpeg's standard zscale/tonemap recipe shows them (`transforms.hdr`): converted like SDR frames
 they come out washed out and dim, in the wrong gamut. The stream's declaration decides (judged
@@ -64,6 +69,7 @@ DEFAULT_MEMORY_MB = 1536  # one video's decoding process, judged from the declar
 DECODER_BASE_MB = 256 + (SEND_AHEAD_BYTES >> 20)
 COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side data ties it in a cycle)
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
+INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)  # AVFieldOrder: TT, BB, TB, BT (0 unknown, 1 progressive)
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
 # HDR: per pixel the 16-bit 4:4:4 frame (6) and the RGB array (3); the float32 work of one band
 HDR_CONVERSION_BYTES = 9
@@ -354,6 +360,7 @@ class _Session:
     _working: tuple[int, int] | None = None  # (w, h) frames are converted at, coded orientation
     sar: Fraction | None = None  # the stream's pixel aspect ratio, applied in the conversion
     hdr: str | None = None  # the stream's HDR transfer ("pq", "hlg"): frames are tone-mapped
+    interlaced: bool = False  # a delivered frame was coded as two fields
     _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
     _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
     _shown: tuple[int, ...] = ()
@@ -402,6 +409,7 @@ class _Session:
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
             del self.wanted[pts]
+            self.interlaced = self.interlaced or frame.interlaced_frame
             judged = self.judgement
             if judged is not None and frame.width * frame.height > judged.width * judged.height:
                 raise VideoError("video_too_large", f"frame {w} is {frame.width}x{frame.height}, larger than the "
@@ -587,6 +595,7 @@ class Probe:
     decode_order_stamps: bool = False  # stamps count packets in decode order; frames named by output order
     hdr: str = ""  # "pq" or "hlg": an HDR transfer declared, frames tone-mapped to SDR ("": SDR)
     video_streams: int = 1  # video streams in the file, cover art included (decord picks its own)
+    interlaced: bool = False  # frames coded as two fields (declared, or a probed frame flagged so)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -630,6 +639,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 0.0
     video_streams = len(container.streams.video)
+    interlaced = session.interlaced or stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
     container.close()
     turns, mirrored = session.orientation or (0, False)
     base, num, den = shown[0], index.time_base.numerator, index.time_base.denominator
@@ -637,7 +647,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
-                 video_streams)
+                 video_streams, interlaced)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
@@ -716,6 +726,8 @@ def decord_exact(probe: Probe) -> str | None:
         return f"pixel format {probe.pixel_format}"
     if probe.hdr:  # decord converts every frame as SDR
         return f"HDR transfer ({probe.hdr}), tone-mapped by PyAV"
+    if probe.interlaced:  # decord upsamples the chroma of both fields as one progressive frame
+        return "interlaced frames (PyAV upsamples each field's chroma on its own)"
     if probe.video_streams > 1:  # decord reads FFmpeg's best stream: it may be the cover
         return f"{probe.video_streams} video streams (cover art beside the video, say)"
     if probe.hidden:
