@@ -31,6 +31,14 @@ video) are shown as players show them: the frame is stretched to its display asp
 RGB conversion, keeping its height (width x SAR), as `ffmpeg -vf scale=iw*sar:ih` does. Ratios
 outside 1:4..4:1 are not believed (left unapplied, said in the lineage).
 
+Colour: frames are converted to RGB with the matrix and range the stream declares (BT.709,
+BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
+(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). An untagged stream is taken as
+BT.601 limited, as swscale and the ffmpeg CLI take it, whatever its size. Players guess BT.709 for
+untagged HD instead, but ffmpeg encodes RGB without a matrix as BT.601 and leaves it untagged:
+the bundled `bigbuckbunny.mp4` (untagged 1280x720) has 0.03% of its pixels out of the RGB gamut
+read as BT.601, 0.11% as BT.709.
+
 Interlaced video (frames coded as two fields: broadcast, camcorders, DVD) is not deinterlaced: a
 frame is its two fields woven, as ffmpeg shows it without a deinterlacer, and swscale upsamples
 each field's chroma on its own (what ffmpeg's `scale=interl=1` does), since 4:2:0 chroma of an
