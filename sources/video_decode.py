@@ -604,6 +604,7 @@ class Probe:
     hdr: str = ""  # "pq" or "hlg": an HDR transfer declared, frames tone-mapped to SDR ("": SDR)
     video_streams: int = 1  # video streams in the file, cover art included (decord picks its own)
     interlaced: bool = False  # frames coded as two fields (declared, or a probed frame flagged so)
+    size_changes: bool = False  # the probed frames are not all one size (clips joined by a stream copy)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -635,6 +636,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
         if n - 1 not in ends:
             n = _decodable_count(uri, index, starts, max_pixels, memory_mb)
     height, width = ends[0]
+    size_changes = len(set(ends.values())) > 1  # first and last (or every) frame: not one size
     judged = session.judgement
     full_size_fits = judged is not None and (judged.decoder_bytes + judged.width * judged.height * (
         RGB_CONVERSION_BYTES + 3)) <= (memory_mb - DECODER_BASE_MB) << 20
@@ -655,7 +657,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
-                 video_streams, interlaced)
+                 video_streams, interlaced, size_changes)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
@@ -717,7 +719,7 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
 
 # containers and codecs where decord's frame i is the presented frame i (checked by the zoo tests);
 # elsewhere (MPEG-TS/PS, HEVC, edit lists, rotation, cut files, open GOPs, AVI with H.264 or
-# B-frames) PyAV decodes instead
+# B-frames, interlaced frames, frame sizes that change, cover art beside the video) PyAV decodes instead
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
 DECORD_CODECS = ("h264", "vp8", "vp9", "mjpeg", "mpeg4", "prores")
 DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p")  # decord converts others (10-bit, 4:4:4) differently
@@ -734,6 +736,8 @@ def decord_exact(probe: Probe) -> str | None:
         return f"pixel format {probe.pixel_format}"
     if probe.hdr:  # decord converts every frame as SDR
         return f"HDR transfer ({probe.hdr}), tone-mapped by PyAV"
+    if probe.size_changes:  # decord stretches later frames to the first one's size
+        return "frame size changes mid-stream"
     if probe.interlaced:  # decord upsamples the chroma of both fields as one progressive frame
         return "interlaced frames (PyAV upsamples each field's chroma on its own)"
     if probe.video_streams > 1:  # decord reads FFmpeg's best stream: it may be the cover

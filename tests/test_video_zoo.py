@@ -533,6 +533,30 @@ def test_frames_are_converted_with_the_matrix_and_range_the_stream_declares(tmp_
         assert all(wrong.mean() > 4 for wrong in errors.values())  # the bars tell them apart
 
 
+def test_a_stream_whose_frame_size_changes_gives_the_same_sentences_with_either_decoder(tmp_path):
+    """Clips joined by ffmpeg's concat demuxer (`-f concat -c copy`; broadcast captures and WebRTC
+    recordings change size too): 128x96 frames, then 64x48. A clip within one size is its frames;
+    one spanning the change is a `decode_failed` reject naming both sizes. decord was chosen as
+    exact here and stretched the later frames to the first size, so that clip became a sentence
+    with decord and a reject with PyAV: the probe sees the first and last sizes differ, and PyAV
+    decodes."""
+    video_zoo.require_ffmpeg()
+    parts = [video_zoo.encode(tmp_path / "a.mkv", 20, "libx264", size=(128, 96), options=video_zoo.X264),
+             video_zoo.encode(tmp_path / "b.mkv", 20, "libx264", size=(64, 48), options=video_zoo.X264, first=20)]
+    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy",
+                     str(folder / "joined.mkv"))
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,), decoder=decoder).read(str(folder / "joined.mkv")))
+        assert record.decoder == "pyav" and record.n_frames == 40
+        (first, frames), (second, error) = list(clip_frames(record))
+        assert [video_zoo.read_index(f) for f in frames] == list(first.frame_indices) == list(range(16))
+        assert isinstance(error, Exception) and error.reason == "decode_failed"
+        assert "(48, 64, 3)" in error.detail and "(96, 128, 3)" in error.detail
+
+
 @pytest.mark.slow
 def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path, caplog):
     """The ffmpeg-made zoo (every codec, rotations, VFR, cut streams, a truncated file) built by one
