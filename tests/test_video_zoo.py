@@ -34,7 +34,8 @@ ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov",
        "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
        "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg",
        "mpeg2_elementary.mpg", "h264_bframes.avi", "h264_ipp.avi", "h264_bframes_cut.avi", "h264_opengop.mp4",
-       "mpeg4_bframes.mp4", "h264_late_bframes.avi", "xvid_packed.avi"]
+       "mpeg4_bframes.mp4", "h264_late_bframes.avi", "xvid_packed.avi", "avchd.mts", "bluray.m2ts", "dvd.vob",
+       "phone.3gp", "windows.wmv"]
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 STRIDES = (1, 3, 10, 20, 30)
 SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
@@ -65,6 +66,22 @@ def _index_of(image: np.ndarray, lineage: dict) -> int:
 
 def test_the_zoo_covers_every_accepted_extension():
     assert {Path(name).suffix for name in ZOO} == set(VIDEO_EXTENSIONS)
+
+
+def test_camcorder_disc_phone_and_windows_videos_are_listed(zoo, tmp_path):
+    """AVCHD camcorders write `.MTS` (MPEG-TS in 192-byte packets; `.m2ts` on Blu-ray), DVDs `.VOB`,
+    older phones `.3gp`, Windows `.wmv`: none was listed, so a folder of them built without them
+    and nothing said so (alone, they were "no videos"). Their frames: the zoo tests above."""
+    import shutil
+
+    names = {"avchd.mts": "00000.MTS", "bluray.m2ts": "00001.m2ts", "dvd.vob": "VTS_01_1.VOB",
+             "phone.3gp": "VID_0001.3gp", "windows.wmv": "clip.wmv"}
+    folder = tmp_path / "card"
+    folder.mkdir()
+    for name, shown_as in names.items():
+        shutil.copyfile(zoo[name], folder / shown_as)
+    source = VideoSource("zoo", str(folder), strides=(10,))
+    assert sorted(Path(uri).name for uri in source.units()) == sorted(names.values())
 
 
 def _rendered_as_shown(path: Path, reference: list[np.ndarray], strides, decoder: str) -> VideoRecord:
