@@ -141,10 +141,7 @@ def video_stream(container):
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not moving:
         return None
-    try:
-        best = container.streams.best("video")
-    except Exception:  # no decoder for any of them: the first, whose decoder then says why
-        best = None
+    best = container.streams.best("video")
     return next((s for s in moving if best is not None and s.index == best.index), moving[0])
 
 
