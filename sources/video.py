@@ -41,7 +41,9 @@ from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_e
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".ogv")
+# with what cameras, discs and older phones write: AVCHD/Blu-ray (.mts, .m2ts), DVD (.vob), 3GPP, Windows Media
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".ogv",
+                    ".mts", ".m2ts", ".vob", ".3gp", ".wmv")
 DecoderChoice = Literal["auto", "decord", "pyav"]
 PAPER_STRIDES = (10, 20, 30)
 __all__ = ["VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]
@@ -304,6 +306,8 @@ class VideoSource:
             lineage["sample_aspect_ratio_applied"] = info.sar_applied
         if info.hdr:  # PQ or HLG: frames tone-mapped to SDR BT.709 (`transforms.hdr`)
             lineage["hdr"] = info.hdr
+        if info.interlaced:  # fields woven, not deinterlaced (`sources.video_decode`)
+            lineage["interlaced"] = True
         if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP
             lineage["frames_hidden"] = info.hidden
         if probe.note:

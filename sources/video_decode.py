@@ -31,6 +31,19 @@ video) are shown as players show them: the frame is stretched to its display asp
 RGB conversion, keeping its height (width x SAR), as `ffmpeg -vf scale=iw*sar:ih` does. Ratios
 outside 1:4..4:1 are not believed (left unapplied, said in the lineage).
 
+Colour: frames are converted to RGB with the matrix and range the stream declares (BT.709,
+BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
+(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). An untagged stream is taken as
+BT.601 limited, as swscale and the ffmpeg CLI take it, whatever its size. Players guess BT.709 for
+untagged HD instead, but ffmpeg encodes RGB without a matrix as BT.601 and leaves it untagged:
+the bundled `bigbuckbunny.mp4` (untagged 1280x720) has 0.03% of its pixels out of the RGB gamut
+read as BT.601, 0.11% as BT.709.
+
+Interlaced video (frames coded as two fields: broadcast, camcorders, DVD) is not deinterlaced: a
+frame is its two fields woven, as ffmpeg shows it without a deinterlacer, and swscale upsamples
+each field's chroma on its own (what ffmpeg's `scale=interl=1` does), since 4:2:0 chroma of an
+interlaced frame belongs to its fields. Named in the lineage (`interlaced`).
+
 HDR streams (a declared PQ or HLG transfer, phones' default) are tone-mapped to SDR BT.709 as
 ffmpeg's standard zscale/tonemap recipe shows them (`transforms.hdr`): converted like SDR frames
 they come out washed out and dim, in the wrong gamut. The stream's declaration decides (judged
@@ -64,6 +77,7 @@ DEFAULT_MEMORY_MB = 1536  # one video's decoding process, judged from the declar
 DECODER_BASE_MB = 256 + (SEND_AHEAD_BYTES >> 20)
 COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side data ties it in a cycle)
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
+INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)  # AVFieldOrder: TT, BB, TB, BT (0 unknown, 1 progressive)
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
 # HDR: per pixel the 16-bit 4:4:4 frame (6) and the RGB array (3); the float32 work of one band
 HDR_CONVERSION_BYTES = 9
@@ -107,12 +121,29 @@ def open_stream(uri: str):
         container = av.open(fsio.local_path(uri) or fsio.open_file(uri))
     except Exception as exc:
         raise VideoError("unreadable", exception_detail(exc)) from None
-    if not container.streams.video:
+    stream = video_stream(container)
+    if stream is None:
+        covers = len(container.streams.video)
         container.close()
-        raise VideoError("no_video_stream")
-    stream = container.streams.video[0]
+        raise VideoError("no_video_stream", f"only cover art ({covers} attached picture), no video" if covers else "")
     stream.thread_type = "NONE"  # skip_frame is switched per packet: it must apply to that packet
     return container, stream
+
+
+def video_stream(container):
+    """The video a player shows: FFmpeg's best video stream (`av_find_best_stream`: the default
+    flag, then a stream of several frames over a still), never cover art. ffmpeg's way of adding
+    a cover (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track
+    *before* the video, no longer flagged; in MP4 it is an attached picture after it. None when
+    the file holds no video but cover art (a song)."""
+    import av
+
+    moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not moving:
+        return None
+    best = container.streams.best("video")
+    return next((s for s in moving if best is not None and s.index == best.index), moving[0])
+
 
 
 # -- memory judged from the declaration ---------------------------------------------------
@@ -334,6 +365,7 @@ class _Session:
     _working: tuple[int, int] | None = None  # (w, h) frames are converted at, coded orientation
     sar: Fraction | None = None  # the stream's pixel aspect ratio, applied in the conversion
     hdr: str | None = None  # the stream's HDR transfer ("pq", "hlg"): frames are tone-mapped
+    interlaced: bool = False  # a delivered frame was coded as two fields
     _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
     _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
     _shown: tuple[int, ...] = ()
@@ -382,6 +414,7 @@ class _Session:
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
             del self.wanted[pts]
+            self.interlaced = self.interlaced or frame.interlaced_frame
             judged = self.judgement
             if judged is not None and frame.width * frame.height > judged.width * judged.height:
                 raise VideoError("video_too_large", f"frame {w} is {frame.width}x{frame.height}, larger than the "
@@ -566,6 +599,9 @@ class Probe:
     open_gop: bool = False  # a frame after a key frame (decode order) is shown before it
     decode_order_stamps: bool = False  # stamps count packets in decode order; frames named by output order
     hdr: str = ""  # "pq" or "hlg": an HDR transfer declared, frames tone-mapped to SDR ("": SDR)
+    video_streams: int = 1  # video streams in the file, cover art included (decord picks its own)
+    interlaced: bool = False  # frames coded as two fields (declared, or a probed frame flagged so)
+    size_changes: bool = False  # the probed frames are not all one size (clips joined by a stream copy)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -597,6 +633,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
         if n - 1 not in ends:
             n = _decodable_count(uri, index, starts, max_pixels, memory_mb)
     height, width = ends[0]
+    size_changes = len(set(ends.values())) > 1  # first and last (or every) frame: not one size
     judged = session.judgement
     full_size_fits = judged is not None and (judged.decoder_bytes + judged.width * judged.height * (
         RGB_CONVERSION_BYTES + 3)) <= (memory_mb - DECODER_BASE_MB) << 20
@@ -608,13 +645,16 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     transfer = stream_hdr(stream) or ""
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 0.0
+    video_streams = len(container.streams.video)
+    interlaced = session.interlaced or stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
     container.close()
     turns, mirrored = session.orientation or (0, False)
     base, num, den = shown[0], index.time_base.numerator, index.time_base.denominator
     times = tuple(round((p - base) * num / den, 6) for p in shown[:n])  # = float(Fraction): exactly rounded
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
-                 session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer)
+                 session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
+                 video_streams, interlaced, size_changes)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
@@ -676,7 +716,7 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
 
 # containers and codecs where decord's frame i is the presented frame i (checked by the zoo tests);
 # elsewhere (MPEG-TS/PS, HEVC, edit lists, rotation, cut files, open GOPs, AVI with H.264 or
-# B-frames) PyAV decodes instead
+# B-frames, interlaced frames, frame sizes that change, cover art beside the video) PyAV decodes instead
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
 DECORD_CODECS = ("h264", "vp8", "vp9", "mjpeg", "mpeg4", "prores")
 DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p")  # decord converts others (10-bit, 4:4:4) differently
@@ -693,6 +733,12 @@ def decord_exact(probe: Probe) -> str | None:
         return f"pixel format {probe.pixel_format}"
     if probe.hdr:  # decord converts every frame as SDR
         return f"HDR transfer ({probe.hdr}), tone-mapped by PyAV"
+    if probe.size_changes:  # decord stretches later frames to the first one's size
+        return "frame size changes mid-stream"
+    if probe.interlaced:  # decord upsamples the chroma of both fields as one progressive frame
+        return "interlaced frames (PyAV upsamples each field's chroma on its own)"
+    if probe.video_streams > 1:  # decord reads FFmpeg's best stream: it may be the cover
+        return f"{probe.video_streams} video streams (cover art beside the video, say)"
     if probe.hidden:
         return "edit list or a stream cut mid-GOP"
     if probe.decode_order_stamps:

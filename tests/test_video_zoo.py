@@ -34,7 +34,8 @@ ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov",
        "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
        "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg",
        "mpeg2_elementary.mpg", "h264_bframes.avi", "h264_ipp.avi", "h264_bframes_cut.avi", "h264_opengop.mp4",
-       "mpeg4_bframes.mp4", "h264_late_bframes.avi", "xvid_packed.avi"]
+       "mpeg4_bframes.mp4", "h264_late_bframes.avi", "xvid_packed.avi", "avchd.mts", "bluray.m2ts", "dvd.vob",
+       "phone.3gp", "windows.wmv"]
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 STRIDES = (1, 3, 10, 20, 30)
 SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
@@ -65,6 +66,22 @@ def _index_of(image: np.ndarray, lineage: dict) -> int:
 
 def test_the_zoo_covers_every_accepted_extension():
     assert {Path(name).suffix for name in ZOO} == set(VIDEO_EXTENSIONS)
+
+
+def test_camcorder_disc_phone_and_windows_videos_are_listed(zoo, tmp_path):
+    """AVCHD camcorders write `.MTS` (MPEG-TS in 192-byte packets; `.m2ts` on Blu-ray), DVDs `.VOB`,
+    older phones `.3gp`, Windows `.wmv`: none was listed, so a folder of them built without them
+    and nothing said so (alone, they were "no videos"). Their frames: the zoo tests above."""
+    import shutil
+
+    names = {"avchd.mts": "00000.MTS", "bluray.m2ts": "00001.m2ts", "dvd.vob": "VTS_01_1.VOB",
+             "phone.3gp": "VID_0001.3gp", "windows.wmv": "clip.wmv"}
+    folder = tmp_path / "card"
+    folder.mkdir()
+    for name, shown_as in names.items():
+        shutil.copyfile(zoo[name], folder / shown_as)
+    source = VideoSource("zoo", str(folder), strides=(10,))
+    assert sorted(Path(uri).name for uri in source.units()) == sorted(names.values())
 
 
 def _rendered_as_shown(path: Path, reference: list[np.ndarray], strides, decoder: str) -> VideoRecord:
@@ -432,6 +449,129 @@ def test_non_square_pixels_are_shown_at_their_display_aspect_ratio(tmp_path):
     assert frames.shape == (16, 48, 128, 3)
     squeezed = [cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in frames]
     assert [video_zoo.read_index(f) for f in squeezed] == list(clip.frame_indices)
+
+
+def _cover_art_files(tmp_path: Path) -> Path:
+    """A 20-frame clip with a JPEG cover (larger than the video) added as ffmpeg's manual says
+    (`-disposition:v:0 attached_pic`): Matroska keeps it as a 1-frame MJPEG track *before* the
+    video, MP4 as an attached picture after it; and a song with cover art and no video."""
+    clip = video_zoo.encode(tmp_path / "clip.mp4", 20, "libx264", options={**video_zoo.X264, "g": "10"})
+    cover = tmp_path / "cover.jpg"
+    Image.fromarray(video_zoo.pattern(999, 96, 96)).save(cover, quality=90)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("cover_first.mkv", "cover.mp4"):
+        video_zoo.ffmpeg("-i", str(cover), "-i", str(clip), "-map", "0", "-map", "1:v", "-c", "copy",
+                         "-disposition:v:0", "attached_pic", str(folder / name))
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-i", str(cover), "-map", "0:a", "-map", "1",
+                     "-c:a", "aac", "-c:v", "copy", "-disposition:v:0", "attached_pic", str(folder / "song.mp4"))
+    return folder
+
+
+def test_cover_art_is_never_taken_for_the_video(tmp_path):
+    """The video is the moving stream a player picks, whatever the container puts first: a cover
+    as a 1-frame track before it (Matroska) was read instead, and the whole file lost to a
+    `too_few_frames` reject. A song with cover art but no video is `no_video_stream`."""
+    video_zoo.require_ffmpeg()
+    folder = _cover_art_files(tmp_path)
+    for decoder in DECODERS:
+        source = VideoSource("zoo", str(folder), strides=(1,), decoder=decoder)
+        for name in ("cover_first.mkv", "cover.mp4"):
+            (record,) = list(source.read(str(folder / name)))
+            assert isinstance(record, VideoRecord), (name, record)
+            assert record.n_frames == 20 and record.clips[0].lineage["codec"] == "h264"
+            ((clip, frames),) = list(clip_frames(record))
+            assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices) == list(range(16))
+        (reject,) = list(source.read(str(folder / "song.mp4")))
+        assert isinstance(reject, Reject) and reject.reason == "no_video_stream", reject
+        assert "cover art" in reject.detail
+
+
+def _ffmpeg_rgb(path: Path, vf: str, width: int, height: int) -> np.ndarray:
+    """Every frame the ffmpeg CLI shows, converted by `vf` (then rgb24): the independent reference."""
+    import subprocess
+
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", f"{vf},format=rgb24",
+                          "-vsync", "passthrough", "-f", "rawvideo", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def test_interlaced_frames_are_woven_with_each_fields_chroma_by_either_decoder(tmp_path):
+    """H.264 coded interlaced (`-flags +ildct+ilme`: broadcast and camcorder video) is not
+    deinterlaced: a frame is its two fields woven, as ffmpeg shows it without a deinterlacer, each
+    field's chroma upsampled on its own (swscale on a frame flagged interlaced, ffmpeg's
+    `scale=interl=1`). decord upsampled it as a progressive frame (chroma of one field bled into
+    the other's lines: 5 levels mean, up to 255 at colour edges, against PyAV's frames), yet was
+    chosen as exact: now PyAV decodes such streams."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "interlaced.mp4"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=128x96:rate=25", "-frames:v", "20", "-pix_fmt", "yuv420p",
+                     *video_zoo.X264_CLI, "-flags", "+ildct+ilme", "-x264-params", "tff=1", str(path))
+    fields = _ffmpeg_rgb(path, "scale=in_color_matrix=bt601:in_range=tv:flags=bilinear:interl=1", 128, 96)
+    progressive = _ffmpeg_rgb(path, "scale=in_color_matrix=bt601:in_range=tv:flags=bilinear:interl=0", 128, 96)
+    assert np.abs(fields.astype(int) - progressive).mean() > 2  # the file tells the two conversions apart
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), decoder=decoder).read(str(path)))
+        assert record.decoder == "pyav" and record.clips[0].lineage["interlaced"] is True
+        ((clip, frames),) = list(clip_frames(record))
+        assert np.abs(frames.astype(int) - fields[:16]).mean() < 0.5, decoder
+
+
+# (file, ffmpeg's encoding options, the matrix and range it declares): HD-style BT.709, a phone's
+# full-range H.264, a camera's full-range MJPEG (JFIF: BT.601)
+TAGGED = [("bt709_tv.mp4", ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", *video_zoo.X264_CLI,
+                            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"], "bt709", "tv"),
+          ("bt709_pc.mp4", ["-vf", "scale=out_color_matrix=bt709:out_range=pc,format=yuv420p", *video_zoo.X264_CLI,
+                            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+                            "-color_range", "pc"], "bt709", "pc"),
+          ("bt601_pc.avi", ["-vf", "scale=out_color_matrix=bt601:out_range=pc,format=yuvj420p", "-c:v", "mjpeg",
+                            "-q:v", "2"], "bt601", "pc")]
+
+
+@pytest.mark.parametrize("name,options,matrix,colour_range", TAGGED)
+def test_frames_are_converted_with_the_matrix_and_range_the_stream_declares(tmp_path, name, options, matrix,
+                                                                            colour_range):
+    """Colour bars through both decoders match ffmpeg told the file's matrix and range
+    (`scale=in_color_matrix=...:in_range=...`): the same swscale conversion, bit for bit here. The
+    zoo's index checks (mean < 3 on a grey-ish texture) cannot see a wrong matrix (BT.601 for
+    BT.709: 5.6 levels mean, 20 at the 95th percentile on these bars) or range (11 levels mean)."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / name
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "smptebars=size=128x96:rate=25", "-frames:v", "16", *options, str(path))
+    other = {"bt709": "bt601", "bt601": "bt709"}[matrix]
+    reference = {(m, r): _ffmpeg_rgb(path, f"scale=in_color_matrix={m}:in_range={r}:flags=bilinear", 128, 96)
+                 for m, r in ((matrix, colour_range), (other, colour_range), (matrix, {"tv": "pc", "pc": "tv"}[colour_range]))}
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), decoder=decoder).read(str(path)))
+        ((clip, frames),) = list(clip_frames(record))
+        errors = {key: np.abs(frames.astype(int) - ref[:16]) for key, ref in reference.items()}
+        right = errors.pop((matrix, colour_range))
+        assert right.mean() < 0.5 and np.percentile(right, 99) <= 2, (decoder, right.mean())
+        assert all(wrong.mean() > 4 for wrong in errors.values())  # the bars tell them apart
+
+
+def test_a_stream_whose_frame_size_changes_gives_the_same_sentences_with_either_decoder(tmp_path):
+    """Clips joined by ffmpeg's concat demuxer (`-f concat -c copy`; broadcast captures and WebRTC
+    recordings change size too): 128x96 frames, then 64x48. A clip within one size is its frames;
+    one spanning the change is a `decode_failed` reject naming both sizes. decord was chosen as
+    exact here and stretched the later frames to the first size, so that clip became a sentence
+    with decord and a reject with PyAV: the probe sees the first and last sizes differ, and PyAV
+    decodes."""
+    video_zoo.require_ffmpeg()
+    parts = [video_zoo.encode(tmp_path / "a.mkv", 20, "libx264", size=(128, 96), options=video_zoo.X264),
+             video_zoo.encode(tmp_path / "b.mkv", 20, "libx264", size=(64, 48), options=video_zoo.X264, first=20)]
+    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy",
+                     str(folder / "joined.mkv"))
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,), decoder=decoder).read(str(folder / "joined.mkv")))
+        assert record.decoder == "pyav" and record.n_frames == 40
+        (first, frames), (second, error) = list(clip_frames(record))
+        assert [video_zoo.read_index(f) for f in frames] == list(first.frame_indices) == list(range(16))
+        assert isinstance(error, Exception) and error.reason == "decode_failed"
+        assert "(48, 64, 3)" in error.detail and "(96, 128, 3)" in error.detail
 
 
 @pytest.mark.slow

@@ -156,6 +156,14 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
                                                           "-x264-params", "open-gop=1"], n=120),
         "mpeg4_bframes.mp4": lambda p: _from_cli(root, p, ["-c:v", "mpeg4", "-bf", "2", "-g", "12", "-q:v", "3"],
                                                  n=80),
+        # what cameras, discs and older phones write: AVCHD's .MTS and Blu-ray's .m2ts (MPEG-TS in
+        # 192-byte packets), a DVD's .VOB (MPEG-PS), 3GPP, Windows Media (ASF)
+        "avchd.mts": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "25", "-bf", "2", "-f", "mpegts",
+                                                   "-mpegts_m2ts_mode", "1"], n=60),
+        "bluray.m2ts": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "25", "-bf", "2"], n=40),
+        "dvd.vob": lambda p: _from_cli(root, p, ["-c:v", "mpeg2video", "-g", "15", "-bf", "2", "-q:v", "4"], n=50),
+        "phone.3gp": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "30", "-bf", "2"], n=40),
+        "windows.wmv": lambda p: _from_cli(root, p, ["-c:v", "wmv2", "-g", "12", "-q:v", "4"], n=40),
     }
     wanted = list(names) if names is not None else list(makers) + list(cli)
     paths = {}
