@@ -145,7 +145,6 @@ def video_stream(container):
     return next((s for s in moving if best is not None and s.index == best.index), moving[0])
 
 
-
 # -- memory judged from the declaration ---------------------------------------------------
 # H.264 (Annex A): by level_idc, the largest frame (macroblocks) and decoded picture buffer
 _H264_MAX_FS = {9: 99, 10: 99, 11: 396, 12: 396, 13: 396, 20: 396, 21: 792, 22: 1620, 30: 1620, 31: 3600,
