@@ -241,9 +241,10 @@ def test_names_differing_only_in_case_stay_apart_when_extracted_on_a_mac_or_wind
     """A Linux folder holding `Cat.jpg`, `cat.jpg` and `CAT.jpg` (and class folders `Cat/`, `cat/`):
     their sentences were `web-Cat`, `web-cat`, `web-CAT` in one shard, members a Mac's or Windows'
     file system takes for one file, so `tar -xf` there kept one sentence of the three and no reader
-    said so. Now no two members of a shard are equal but for case or Unicode form; every sentence
-    is read back by strict `tarfile` and webdataset with its own bytes, and an ordinary name keeps
-    its key (`Dog.jpg` is `web-Dog`)."""
+    said so. Now no two members of a split's shards are equal but for case or Unicode form (twins
+    go to one shard, where the writer tells them apart: a user extracts every shard of a split into
+    one folder); every sentence is read back by strict `tarfile` and webdataset with its own bytes,
+    and an ordinary name keeps its key (`Dog.jpg` is `web-Dog`)."""
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
@@ -256,23 +257,26 @@ def test_names_differing_only_in_case_stay_apart_when_extracted_on_a_mac_or_wind
     config = {"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16}, "split": {"val_fraction": 0.0},
               "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
               "sources": [{"name": "web", "type": "laion", "path": str(tmp_path / "web"), "format": "folder",
-                           "num_shards": 1},
+                           "num_shards": 4},
                           {"name": "inet", "type": "imagenet", "path": str(tmp_path / "inet"), "splits": ["train"],
-                           "sentence_length": 2, "num_shards": 1}],
+                           "sentence_length": 2, "num_shards": 3}],
               "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     run_build(load_config(str(tmp_path / "c.yaml")))
     files = set()
+    split_members: dict[str, list[str]] = {}
+    web_keys: set[str] = set()
     for tar in _tars(tmp_path / "out"):
         with tarfile.open(tar, errorlevel=2, encoding="utf-8", errors="strict") as archive:
-            members = archive.getnames()
-        assert len({_folded(n) for n in members}) == len(members), members
+            split_members.setdefault(os.path.dirname(tar), []).extend(archive.getnames())
         strict = _strict_sentences(tar)
         samples = list(wds.WebDataset([tar], shardshuffle=False))
         assert [s["__key__"] for s in samples] == [key for key, _, _ in strict]
         assert [[s[k] for k in sorted(k for k in s if k.endswith(".png"))] for s in samples] == [i for *_, i in strict]
         files |= {m.get("path") or m["wnid"] + "/" + m["file"] for _, h, _ in strict for m in h["members"]}
-        if "web-train" in tar:
-            assert "web-Dog" in [key for key, _, _ in strict]
+        web_keys |= {key for key, _, _ in strict if "web-train" in tar}
     assert files == {*names, "Cat/train/n0", "Cat/train/n1", "cat/train/n0", "cat/train/n1"}
+    assert "web-Dog" in web_keys
+    for members in split_members.values():
+        assert len({_folded(n) for n in members}) == len(members), members
     assert not (tmp_path / "out" / "rejects.jsonl").read_text()

@@ -28,8 +28,11 @@ def split_of(group: str, seed: int, val_fraction: float, hint: str | None = None
 
 
 def shard_of(key: str, num_shards: int) -> int:
-    """The output shard of a sentence (or of a reject), from its key alone."""
-    return stable_hash("shard", key) % num_shards
+    """The output shard of a sentence (or of a reject), from its key alone, as a case-insensitive
+    file system sees it (`folded`): keys that differ only in case or Unicode form (`web-Cat`,
+    `web-cat`) go to one shard, where the writer tells them apart (`apart_when_folded`). In two
+    shards, extracting a split's shards into one folder on a Mac or Windows kept one of them."""
+    return stable_hash("shard", folded(key)) % num_shards
 
 
 def seed_for(*parts: object) -> int:
