@@ -367,3 +367,45 @@ def test_scans_counted_as_libjpeg_writes_them(photo, mode, scans):
     layout = jpeg_layout(data)
     assert (layout.width, layout.height, layout.progressive, layout.scans) == (451, 300, True, scans)
     assert jpeg_layout(_encode(Image.fromarray(photo), "JPEG")).scans == 1
+
+
+# EXIF orientation o, as the EXIF spec defines it: the stored pixels are the displayed ones put
+# through the inverse of the turn a viewer applies (2: mirrored, 6: displayed turned 90 clockwise, ...)
+STORED_FOR = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, 1),
+    7: lambda a: np.rot90(a[::-1], 1),
+    8: lambda a: np.rot90(a, -1),
+}
+
+
+def _centre_crop_reference(shown: np.ndarray, size: int) -> np.ndarray:
+    """img2dataset's center_crop done independently: the central square, shrunk with area interpolation."""
+    h, w = shown.shape[:2]
+    side = min(h, w)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    return cv2.resize(np.ascontiguousarray(shown[y0 : y0 + side, x0 : x0 + side]), (size, size),
+                      interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_is_applied_once_and_cropped_from_the_turned_image(photo, orientation):
+    """A TIFF's Orientation tag (cameras and scanners write it): Pillow turns a TIFF itself as it
+    loads it and reports the turned size from the open, so a 5-8 file was planned on the size
+    turned twice (120 x 80 as 80 x 120): its centre crop squeezed a 120 x 80 strip into the square
+    and its width and height were swapped."""
+    shown = cv2.resize(photo, (120, 80), interpolation=cv2.INTER_AREA)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = np.ascontiguousarray(STORED_FOR[orientation](shown))
+    for compression in ("raw", "tiff_lzw"):  # Pillow's own decoder and libtiff's
+        data = _encode(Image.fromarray(stored), "TIFF", exif=exif.tobytes(), compression=compression)
+        decoded = load_image(data, 32, "center_crop")
+        assert (decoded.width, decoded.height) == (120, 80)
+        assert np.array_equal(decoded.pixels, _centre_crop_reference(shown, 32))  # lossless, the same filter
+        assert np.array_equal(decode_rgb(data), shown)
+

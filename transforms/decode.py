@@ -275,9 +275,9 @@ def decode_cost(width: int, height: int, mode: str, transposed: bool = False, he
 
 
 def _check_budget(image: Image.Image, orientation: int, budget: int, held: Held = Held(),
-                  cropped: bool = False) -> None:
-    w, h = image.size  # a clean-aperture crop, like a turn, copies the buffer (`_cropped`)
-    cost = decode_cost(w, h, image.mode, orientation != 1 or cropped, held.bytes)
+                  copied: bool = False) -> None:
+    w, h = image.size  # a clean-aperture crop, or Pillow's own turn, copies the buffer like ours
+    cost = decode_cost(w, h, image.mode, orientation != 1 or copied, held.bytes)
     if cost > budget:
         of_which = f": {held.bytes >> 20} MiB are {held.what}" if held.bytes else ""
         raise DecodeError("image_too_large", f"{w}x{h} {image.mode} needs about {cost >> 20} MiB to decode, "
@@ -357,15 +357,44 @@ def _png_exif(data: bytes) -> bytes | None:
     return None
 
 
+def _pillow_turns_tiffs() -> bool:
+    """Whether this Pillow turns a TIFF by its Orientation tag itself: Pillow 12's TiffImagePlugin
+    reports the turned size from the open and turns the pixels as it loads them (`load_end`)."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    buf = io.BytesIO()
+    Image.new("L", (2, 1)).save(buf, "TIFF", exif=exif.tobytes())
+    with Image.open(buf) as probe:
+        opened = probe.size
+        probe.load()
+        return opened == probe.size == (1, 2)
+
+
+PILLOW_TURNS_TIFFS = _pillow_turns_tiffs()
+
+
+def _turned_on_load(image: Image.Image) -> bool:
+    """Whether Pillow turns this opened image by its EXIF orientation as it loads it: the turn is
+    then not ours to make (a TIFF of orientation 6 was planned on its size turned twice), though it
+    still copies Pillow's buffer (`decode_cost`)."""
+    if image.format != "TIFF" or not PILLOW_TURNS_TIFFS:
+        return False
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1)) in range(2, 9)
+    except Exception:
+        return False
+
+
 def _orientation(image: Image.Image, data: bytes) -> int:
-    """The EXIF orientation (1-8) to apply after decoding. An AVIF's or HEIF's is its container's
+    """The EXIF orientation (1-8) to apply after decoding; 1 for an image Pillow turns itself as it
+    loads it (`_turned_on_load`: a TIFF, whose size it reports turned). An AVIF's or HEIF's is its container's
     `irot`/`imir` only: the HEIF spec has readers ignore EXIF and XMP orientation there. libheif
     (pillow-heif) applies irot/imir itself and resets the EXIF tag to 1; Pillow's AVIF plugin
     writes irot/imir as the EXIF tag of `info["exif"]` (over a contradicting one) and leaves the
     pixels as coded. `getexif` would also read an XMP `tiff:Orientation` when `info["exif"]` has
     none: an AVIF with no irot but such an XMP packet was turned, where libheif (heif-convert)
     shows it as coded."""
-    if image.format == "HEIF":
+    if image.format == "HEIF" or _turned_on_load(image):
         return 1
     try:
         if image.format in ("PNG", "AVIF"):
@@ -535,7 +564,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     held = _held(image, data)
     orientation = _orientation(image, data)
     box = _aperture(image, data)
-    _check_budget(image, orientation, max_bytes, held, box is not None)
+    _check_budget(image, orientation, max_bytes, held, box is not None or _turned_on_load(image))
     _load(image)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
@@ -593,7 +622,7 @@ def load_image(
     if request is not None:
         image.draft(image.mode, request)
         reduced = max(1, raw_w // max(1, image.size[0]))
-    _check_budget(image, orientation, max_bytes, held, box is not None)
+    _check_budget(image, orientation, max_bytes, held, box is not None or _turned_on_load(image))
     _load(image)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
