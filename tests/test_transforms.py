@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.decode import DecodeError, decode_cost, decode_rgb, load_image
 from transforms.resize import fit_image, plan_resize
 from uvd_pipeline.sample import media
 from uvd_pipeline.sample.web import decompression_bomb_png
@@ -409,3 +409,20 @@ def test_tiff_orientation_is_applied_once_and_cropped_from_the_turned_image(phot
         assert np.array_equal(decoded.pixels, _centre_crop_reference(shown, 32))  # lossless, the same filter
         assert np.array_equal(decode_rgb(data), shown)
 
+
+def test_mpo_jpeg_takes_the_fast_path_like_a_jpeg():
+    """A JPEG carrying an MPF index (a camera's MPO, a phone's Ultra HDR photo with its gain map) is
+    opened by Pillow as MPO: it was decoded at full size where the same JPEG without the index
+    decodes at 1/4 scale, and over the memory budget it was refused instead of decoded reduced."""
+    big = cv2.resize(media.photo("coffee"), (1600, 1200), interpolation=cv2.INTER_CUBIC)
+    gain_map = Image.fromarray(cv2.resize(big, (400, 300), interpolation=cv2.INTER_AREA)[..., 0])
+    mpo = _encode(Image.fromarray(big), "MPO", quality=92, save_all=True, append_images=[gain_map])
+    plain = _encode(Image.fromarray(big), "JPEG", quality=92)
+    fast, full = load_image(mpo, 256, "center_crop"), load_image(mpo, 256, "center_crop", fast=False)
+    assert fast.format == "MPO" and (fast.width, fast.height) == (1600, 1200)
+    assert fast.reduced_decode == load_image(plain, 256, "center_crop").reduced_decode == 4
+    mse = np.mean((fast.pixels.astype(float) - full.pixels) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 32
+    budget = decode_cost(1600, 1200, "RGB") - 1  # the full decode is just over it
+    reduced = load_image(mpo, 256, "center_crop", fast=False, max_bytes=budget)
+    assert reduced.reduced_decode == 2

@@ -161,6 +161,9 @@ MAX_JPEG_SCANS = 100
 # Then the safety factor: another machine's slower or busier cores.
 DECODE_PIXEL_NS, DECODE_SCAN_NS, DECODE_BYTE_NS = 150, 5, 400
 DECODE_TIME_SAFETY = 4
+# what libjpeg decodes at 1/2, 1/4 or 1/8 scale: Pillow opens a JPEG that carries an MPF index (a
+# camera's MPO, a phone's Ultra HDR photo and its gain map) as MPO, and decodes its first image
+_DCT_SCALED = ("JPEG", "MPO")
 _HUFFMAN_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman-coded frames
 EXIF_ORIENTATION = 0x0112
 WHITE = 255
@@ -328,7 +331,7 @@ def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
 
 def _held(image: Image.Image, data: bytes) -> Held:
     """What the decoder of this opened image holds besides Pillow's buffer (`Held`)."""
-    if image.format in ("JPEG", "MPO"):
+    if image.format in _DCT_SCALED:
         return _jpeg_held(data)
     if image.format == "AVIF":
         return _avif_held(image, data)
@@ -609,10 +612,10 @@ def load_image(
     width, height = (raw_h, raw_w) if swapped else (raw_w, raw_h)
     plan: ResizePlan = plan_resize(height, width, size, policy)
     request = None
-    if fmt == "JPEG" and fast:
+    if fmt in _DCT_SCALED and fast:
         need_w, need_h = needed_input_size(plan)
         request = (need_h, need_w) if swapped else (need_w, need_h)
-    elif fmt == "JPEG" and decode_cost(raw_w, raw_h, image.mode, orientation != 1, held.bytes) > max_bytes:
+    elif fmt in _DCT_SCALED and decode_cost(raw_w, raw_h, image.mode, orientation != 1, held.bytes) > max_bytes:
         for scale in (2, 4, 8):
             w, h = -(-raw_w // scale), -(-raw_h // scale)
             if decode_cost(w, h, image.mode, orientation != 1, held.bytes) <= max_bytes:
