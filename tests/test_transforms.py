@@ -426,3 +426,25 @@ def test_mpo_jpeg_takes_the_fast_path_like_a_jpeg():
     budget = decode_cost(1600, 1200, "RGB") - 1  # the full decode is just over it
     reduced = load_image(mpo, 256, "center_crop", fast=False, max_bytes=budget)
     assert reduced.reduced_decode == 2
+
+
+def test_lossless_jpeg_is_never_decoded_at_a_dct_scale(photo, tmp_path):
+    """A lossless JPEG (SOF3: DICOM, DNG previews; ffmpeg's `ljpeg`) has no DCT to scale: asked for
+    a reduced decode, libjpeg-turbo wrote the full-size rows into Pillow's reduced buffer, and the
+    decoding process died (SIGABRT, `decoder_crashed`) or read a `truncated` stream, where the
+    full decode renders. Both paths now decode it whole, to OpenCV's own decode of the file."""
+    from uvd_pipeline import image_decode
+    from video_zoo import ffmpeg, require_ffmpeg
+
+    require_ffmpeg()
+    shown = cv2.resize(photo, (240, 160), interpolation=cv2.INTER_AREA)
+    Image.fromarray(shown).save(tmp_path / "in.png")
+    for pix_fmt in ("yuvj444p", "yuvj420p"):
+        ffmpeg("-i", str(tmp_path / "in.png"), "-c:v", "ljpeg", "-pix_fmt", pix_fmt, str(tmp_path / "out.jpg"))
+        data = (tmp_path / "out.jpg").read_bytes()
+        assert b"\xff\xc3" in data[: data.index(b"\xff\xda")]  # a lossless frame
+        opencv = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        for fast in (True, False):
+            decoded = image_decode.load_image(data, 32, "center_crop", max_pixels=10**6, fast=fast)
+            assert decoded.reduced_decode == 1
+            assert np.array_equal(decoded.pixels, _centre_crop_reference(opencv, 32))

@@ -52,6 +52,7 @@ from transforms.headers import (
     coefficient_bytes,
     embedded_images,
     jpeg_layout,
+    marker_lossless,
     nclx_colour,
     png_size,
     webp_still_size,
@@ -313,6 +314,16 @@ def _jpeg_held(data: bytes) -> Held:
     kind = "progressive" if layout.progressive else "multi-scan"
     return Held(coefficient_bytes(layout), f"the DCT coefficients of a {layout.width}x{layout.height} {kind} JPEG, "
                                            f"held at any decode scale")
+
+
+def _dct_scalable(image: Image.Image, data: bytes) -> bool:
+    """Whether libjpeg can decode this image at 1/2, 1/4 or 1/8 scale: a JPEG (or MPO) whose frame is
+    DCT-coded. A lossless JPEG has no DCT: asked for a reduced decode, libjpeg-turbo wrote its
+    full-size rows into Pillow's reduced buffer (the decoding process died, or read garbage)."""
+    if image.format not in _DCT_SCALED:
+        return False
+    layout = jpeg_layout(data)
+    return layout is not None and not marker_lossless(layout.sof)
 
 
 def _avif_held(image: Image.Image, data: bytes) -> Held:
@@ -597,7 +608,8 @@ def load_image(
 ) -> DecodedImage:
     """Decode `data` straight onto a size x size canvas (the ingest hot path).
 
-    With `fast` a JPEG decodes at the smallest DCT scale that still covers the canvas. Without
+    With `fast` a DCT-coded JPEG (`_dct_scalable`) decodes at the smallest DCT scale that still
+    covers the canvas. Without
     it the decode is at full resolution (ground-truth geometry is exact on it), unless the
     image is over the memory budget: a JPEG then decodes at the mildest scale that fits (the
     plan stays in original coordinates, so annotations still land within a reduced pixel),
@@ -612,10 +624,11 @@ def load_image(
     width, height = (raw_h, raw_w) if swapped else (raw_w, raw_h)
     plan: ResizePlan = plan_resize(height, width, size, policy)
     request = None
-    if fmt in _DCT_SCALED and fast:
+    scalable = _dct_scalable(image, data)
+    if scalable and fast:
         need_w, need_h = needed_input_size(plan)
         request = (need_h, need_w) if swapped else (need_w, need_h)
-    elif fmt in _DCT_SCALED and decode_cost(raw_w, raw_h, image.mode, orientation != 1, held.bytes) > max_bytes:
+    elif scalable and decode_cost(raw_w, raw_h, image.mode, orientation != 1, held.bytes) > max_bytes:
         for scale in (2, 4, 8):
             w, h = -(-raw_w // scale), -(-raw_h // scale)
             if decode_cost(w, h, image.mode, orientation != 1, held.bytes) <= max_bytes:

@@ -33,6 +33,7 @@ _HEAD = 64  # bytes of an embedded image that hold its header
 # frame markers (SOF0-SOF15 less DHT C4, JPG C8, DAC CC); progressive ones are C2 C6 CA CE
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+_LOSSLESS = {0xC3, 0xC7, 0xCB, 0xCF}  # predictive coding: no DCT, so no DCT scaling either
 _SOS, _EOI = 0xDA, 0xD9
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length
 # the next marker after entropy-coded data: 0xFF not followed by a stuffed 0, a restart or a fill byte
@@ -64,6 +65,10 @@ class JpegLayout:
 
 def marker_progressive(sof: int) -> bool:
     return sof in _PROGRESSIVE
+
+
+def marker_lossless(sof: int) -> bool:
+    return sof in _LOSSLESS
 
 
 def _u16be(data: bytes, pos: int) -> int:
