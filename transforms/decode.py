@@ -609,9 +609,8 @@ def load_image(
     """Decode `data` straight onto a size x size canvas (the ingest hot path).
 
     With `fast` a DCT-coded JPEG (`_dct_scalable`) decodes at the smallest DCT scale that still
-    covers the canvas. Without
-    it the decode is at full resolution (ground-truth geometry is exact on it), unless the
-    image is over the memory budget: a JPEG then decodes at the mildest scale that fits (the
+    covers the canvas. Without it the decode is at full resolution (ground-truth geometry is exact
+    on it), unless the image is over the memory budget: such a JPEG then decodes at the mildest scale that fits (the
     plan stays in original coordinates, so annotations still land within a reduced pixel),
     any other format is rejected `image_too_large`."""
     image = _open(data, max_pixels, max_bytes)
