@@ -448,3 +448,19 @@ def test_lossless_jpeg_is_never_decoded_at_a_dct_scale(photo, tmp_path):
             decoded = image_decode.load_image(data, 32, "center_crop", max_pixels=10**6, fast=fast)
             assert decoded.reduced_decode == 1
             assert np.array_equal(decoded.pixels, _centre_crop_reference(opencv, 32))
+
+
+@pytest.mark.parametrize("codec,pix_fmt,named", [("ljpeg", "bgr24", "JPEG (9-bit samples)"),
+                                                  ("jpegls", "gray16le", "JPEG-LS"), ("jpegls", "rgb24", "JPEG-LS")])
+def test_jpegs_pillow_cannot_decode_are_unsupported_not_junk(photo, tmp_path, codec, pix_fmt, named):
+    """A JPEG of other than 8-bit samples (ffmpeg's lossless RGB writes 9, medical and camera files
+    12 or 16) or a JPEG-LS: Pillow does not open them, and they were `not_an_image` ("no image
+    format recognises these bytes"), as if a web page had been saved as a .jpg."""
+    from video_zoo import ffmpeg, require_ffmpeg
+
+    require_ffmpeg()
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    ffmpeg("-i", str(tmp_path / "in.png"), "-c:v", codec, "-pix_fmt", pix_fmt, str(tmp_path / "out.jpg"))
+    with pytest.raises(DecodeError) as info:
+        load_image((tmp_path / "out.jpg").read_bytes(), 32, "center_crop")
+    assert (info.value.reason, info.value.detail.split(":")[0]) == ("unsupported_format", named)

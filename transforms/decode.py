@@ -47,6 +47,7 @@ from transforms import hdr
 from transforms.colour_profile import convert_to_srgb, srgb_conversion
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
+    JPEG_LS_SOF,
     avif_planes,
     clean_aperture,
     coefficient_bytes,
@@ -229,6 +230,8 @@ def sniff_format(data: bytes) -> str | None:
     not open (vector, HEIF family, JPEG XL, PDF, TIFF variants): such a file is a picture we
     cannot use, not junk, and its reject says which format it is."""
     head = data[:512]
+    if head[:3] == b"\xff\xd8\xff":
+        return _undecodable_jpeg(data)
     if head[4:8] == b"ftyp":
         return _FTYP_BRANDS.get(head[8:12], f"ISO media ({head[8:12].decode('latin-1')!r} brand)")
     if head[:4] in (b"II*\x00", b"MM\x00*"):
@@ -243,6 +246,18 @@ def sniff_format(data: bytes) -> str | None:
     if text.startswith(b"<!doctype svg") or text.startswith(b"<!-- ") and b"<svg" in head.lower():
         return "SVG (vector graphics)"
     return None
+
+
+def _undecodable_jpeg(data: bytes) -> str | None:
+    """What a JPEG Pillow does not open is, when its frame says it is a real one it cannot decode:
+    a JPEG-LS, or samples of other than 8 bits (12-bit, 16-bit lossless); None for one broken or
+    cut before its frame."""
+    layout = jpeg_layout(data)
+    if layout is None:
+        return None
+    if layout.sof == JPEG_LS_SOF:
+        return "JPEG-LS"
+    return f"JPEG ({layout.precision}-bit samples)" if layout.precision != 8 else None
 
 
 def declared_decode_s(data: bytes, over: float = math.inf) -> float | None:

@@ -31,7 +31,8 @@ _DIB_HEADERS = (12, 40, 52, 56, 64, 108, 124)
 _HEAD = 64  # bytes of an embedded image that hold its header
 
 # frame markers (SOF0-SOF15 less DHT C4, JPG C8, DAC CC); progressive ones are C2 C6 CA CE
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+JPEG_LS_SOF = 0xF7  # ITU-T T.87: a frame Pillow and libjpeg cannot decode
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, JPEG_LS_SOF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _LOSSLESS = {0xC3, 0xC7, 0xCB, 0xCF}  # predictive coding: no DCT, so no DCT scaling either
 _SOS, _EOI = 0xDA, 0xD9
@@ -51,6 +52,7 @@ class JpegLayout:
     sampling: tuple[tuple[int, int], ...]  # (h, v) sampling factors per component
     first_scan_components: int
     scans: int
+    precision: int = 8  # bits a sample (libjpeg-turbo through Pillow decodes 8 only)
 
     @property
     def progressive(self) -> bool:
@@ -96,7 +98,7 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
     None when there is no frame before a scan."""
     if data[:2] != b"\xff\xd8":
         return None
-    frame, sof, first, scans, pos, end = None, 0, 0, 0, 2, len(data)
+    frame, sof, precision, first, scans, pos, end = None, 0, 8, 0, 0, 2, len(data)
     while pos + 4 <= end:
         if data[pos] != 0xFF or data[pos + 1] in (0xFF, 0x00) or data[pos + 1] in _STANDALONE:
             found = _NEXT_MARKER.search(data, pos + 1 if data[pos] == 0xFF else pos)
@@ -108,7 +110,7 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
         if marker == _EOI or length < 2:
             break
         if marker in _SOF and frame is None:
-            frame, sof = _frame(data, pos + 4, length - 2), marker
+            frame, sof, precision = _frame(data, pos + 4, length - 2), marker, data[pos + 4]
         elif marker == _SOS:
             if frame is None:
                 return None
@@ -121,7 +123,7 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
     if frame is None:
         return None
     width, height, sampling = frame
-    return JpegLayout(width, height, sof, sampling, first, scans)
+    return JpegLayout(width, height, sof, sampling, first, scans, precision)
 
 
 def coefficient_bytes(layout: JpegLayout) -> int:
