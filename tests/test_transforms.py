@@ -464,3 +464,32 @@ def test_jpegs_pillow_cannot_decode_are_unsupported_not_junk(photo, tmp_path, co
     with pytest.raises(DecodeError) as info:
         load_image((tmp_path / "out.jpg").read_bytes(), 32, "center_crop")
     assert (info.value.reason, info.value.detail.split(":")[0]) == ("unsupported_format", named)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return 10 * np.log10(255**2 / np.mean((a.astype(float) - b) ** 2))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_fast_path_of_a_jpeg_of_partial_blocks_lands_where_the_full_decode_does(orientation):
+    """1001 x 1501 (most cameras' and web sizes are no multiple of 8): decoded at 1/8, the last block
+    column and row are mostly the encoder's padding, so reduced pixel j shows input pixels 8j to
+    8j + 8, and after a turn that reverses an axis that block comes first. Stretching the reduced
+    image uniformly over the input moved the canvas by up to 7/8 of a reduced pixel: 29-31 dB from
+    Pillow's full decode (turned by `ImageOps.exif_transpose`, cropped and area-resized with
+    OpenCV), now 36-40 (the crop is still rounded to whole reduced pixels). The scale was also
+    reported as 7."""
+    from PIL import ImageOps
+
+    shown = cv2.resize(media.photo("coffee"), (1001, 1501), interpolation=cv2.INTER_CUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(Image.fromarray(np.ascontiguousarray(STORED_FOR[orientation](shown))), "JPEG", quality=95,
+                   exif=exif.tobytes())
+    reference = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert reference.shape == shown.shape
+    fast = load_image(data, 64, "center_crop")
+    assert fast.reduced_decode == 8 and (fast.width, fast.height) == (1001, 1501)
+    assert _psnr(fast.pixels, _centre_crop_reference(reference, 64)) > 34
+    squashed = cv2.resize(reference, (64, 64), interpolation=cv2.INTER_AREA)
+    assert _psnr(load_image(data, 64, "squash").pixels, squashed) > 36
