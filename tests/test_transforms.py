@@ -493,3 +493,20 @@ def test_fast_path_of_a_jpeg_of_partial_blocks_lands_where_the_full_decode_does(
     assert _psnr(fast.pixels, _centre_crop_reference(reference, 64)) > 34
     squashed = cv2.resize(reference, (64, 64), interpolation=cv2.INTER_AREA)
     assert _psnr(load_image(data, 64, "squash").pixels, squashed) > 36
+
+
+@pytest.mark.parametrize("fmt,options", [("WEBP", {"quality": 90}), ("WEBP", {"lossless": True}), ("AVIF", {}),
+                                         ("TIFF", {"compression": "tiff_lzw"}), ("ICO", {}), ("PNG", {}),
+                                         ("JPEG", {"progressive": True})])
+@pytest.mark.parametrize("kept", [0.5, 0.99])
+def test_a_file_cut_short_is_truncated_whatever_its_format(photo, fmt, options, kept):
+    """A download cut short: a JPEG or PNG was `truncated`, but a WebP `corrupt_header`, an AVIF
+    `unsupported_format` ("a real image format this build cannot decode") or `decode_error`, an LZW
+    TIFF (its IFD written after the pixels) `unsupported_format`, an ICO `not_an_image`. Each
+    container says how long it is (RIFF size, ISO boxes, TIFF IFD offset, ICO directory)."""
+    image = Image.fromarray(photo)
+    data = _encode(image.resize((64, 64)) if fmt == "ICO" else image, fmt, **options)
+    for fast in (True, False):
+        with pytest.raises(DecodeError) as info:
+            load_image(data[: int(len(data) * kept)], 32, "center_crop", fast=fast)
+        assert info.value.reason == "truncated", info.value.detail

@@ -51,6 +51,7 @@ from transforms.headers import (
     avif_planes,
     clean_aperture,
     coefficient_bytes,
+    declared_length,
     embedded_images,
     jpeg_layout,
     marker_lossless,
@@ -203,12 +204,14 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        _raise_if_cut_short(data)
         known = sniff_format(data)
         if known:
             raise DecodeError("unsupported_format", f"{known}: a real image format this build cannot decode") from None
         # the detail never quotes the bytes: a text file read by mistake must not be published
         raise DecodeError("not_an_image", f"no image format recognises these {len(data)} bytes") from None
     except Exception as exc:  # Pillow raises many types on broken headers
+        _raise_if_cut_short(data)
         known = sniff_format(data)
         if known and known.startswith("TIFF"):  # a layout Pillow has no raw mode for
             raise DecodeError("unsupported_format", exception_detail(exc, f"{known}: ")) from None
@@ -488,15 +491,27 @@ def _plan_at_scale(plan: ResizePlan, shape: tuple[int, ...], scale: int, orienta
     return plan.for_scaled_input(h, w, (1 / scale, 1 / scale), shift)
 
 
-def _load(image: Image.Image) -> None:
+def _raise_if_cut_short(data: bytes) -> None:
+    """`truncated` for a file shorter than its container says (`declared_length`): what Pillow
+    says of a cut WebP, AVIF, TIFF or icon names no truncation ("could not create decoder object",
+    or no format at all)."""
+    declared = declared_length(data)
+    if declared is not None and declared > len(data):
+        raise DecodeError("truncated", f"the file is cut short: it holds {len(data)} of the {declared} or more "
+                                       f"bytes it declares")
+
+
+def _load(image: Image.Image, data: bytes) -> None:
     try:
         image.load()
     except OSError as exc:
         text = str(exc)
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
+        _raise_if_cut_short(data)
         raise _load_failure(image, text) from None
     except Exception as exc:
+        _raise_if_cut_short(data)
         raise _load_failure(image, exception_detail(exc, limit=None)) from None
 
 
@@ -613,7 +628,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     orientation = _orientation(image, data)
     box = _aperture(image, data)
     _check_budget(image, orientation, max_bytes, held, box is not None or _turned_on_load(image))
-    _load(image)
+    _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
     return _in_srgb(image, to_rgb_array(image), data)[0]
@@ -672,7 +687,7 @@ def load_image(
         drafted = image.draft(image.mode, request)
         reduced = round(raw_w / drafted[1][2]) if drafted else 1  # its box: the input's extent at that scale
     _check_budget(image, orientation, max_bytes, held, box is not None or _turned_on_load(image))
-    _load(image)
+    _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
     rgb, profile = _in_srgb(image, to_rgb_array(image), data)  # before the resize: it blends sRGB values

@@ -393,6 +393,45 @@ def _icns_images(data: bytes) -> list[Embedded]:
     return found
 
 
+_CUR_MAGIC = b"\x00\x00\x02\x00"
+_TIFF_ORDER = {b"II*\x00": "little", b"MM\x00*": "big"}
+
+
+def declared_length(data: bytes) -> int | None:
+    """At least how many bytes the file's container says it holds, for the containers whose
+    decoders do not say so of a file cut short: a RIFF's (WebP) size, the end of the ISO boxes
+    (AVIF, HEIC) up to the first one that runs past the data, a TIFF's first IFD (libtiff and
+    Pillow write it after the pixels), an icon directory's furthest image. None for other files."""
+    if data[:4] == b"RIFF" and len(data) >= 8:
+        return 8 + int.from_bytes(data[4:8], "little")
+    if data[4:8] == b"ftyp":
+        return _boxes_end(data)
+    if data[:4] in _TIFF_ORDER and len(data) >= 8:
+        return int.from_bytes(data[4:8], _TIFF_ORDER[data[:4]]) + 2  # the IFD's entry count
+    if data[:4] in (ICO_MAGIC, _CUR_MAGIC):
+        entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
+        return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
+                                             for e in entries if len(e) == 16)))
+    return None
+
+
+def _boxes_end(data: bytes) -> int:
+    """Where the top-level ISO boxes end, or the end of the first one that runs past the data."""
+    pos = 0
+    for _ in range(_BOX_LIMIT):
+        if pos + 8 > len(data):
+            break
+        size, head = int.from_bytes(data[pos : pos + 4], "big"), 8
+        if size == 1:
+            size, head = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif size == 0:  # to the end of the file
+            return len(data)
+        if size < head:
+            break
+        pos += size
+    return pos
+
+
 def embedded_images(data: bytes) -> list[Embedded]:
     """The images inside an ICO or ICNS file ([] for any other file)."""
     if data[:4] == ICO_MAGIC:
