@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.decode import DecodeError, decode_cost, decode_rgb, load_image
 from transforms.resize import fit_image, plan_resize
 from uvd_pipeline.sample import media
 from uvd_pipeline.sample.web import decompression_bomb_png
@@ -367,3 +367,146 @@ def test_scans_counted_as_libjpeg_writes_them(photo, mode, scans):
     layout = jpeg_layout(data)
     assert (layout.width, layout.height, layout.progressive, layout.scans) == (451, 300, True, scans)
     assert jpeg_layout(_encode(Image.fromarray(photo), "JPEG")).scans == 1
+
+
+# EXIF orientation o, as the EXIF spec defines it: the stored pixels are the displayed ones put
+# through the inverse of the turn a viewer applies (2: mirrored, 6: displayed turned 90 clockwise, ...)
+STORED_FOR = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, 1),
+    7: lambda a: np.rot90(a[::-1], 1),
+    8: lambda a: np.rot90(a, -1),
+}
+
+
+def _centre_crop_reference(shown: np.ndarray, size: int) -> np.ndarray:
+    """img2dataset's center_crop done independently: the central square, shrunk with area interpolation."""
+    h, w = shown.shape[:2]
+    side = min(h, w)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    return cv2.resize(np.ascontiguousarray(shown[y0 : y0 + side, x0 : x0 + side]), (size, size),
+                      interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_is_applied_once_and_cropped_from_the_turned_image(photo, orientation):
+    """A TIFF's Orientation tag (cameras and scanners write it): Pillow turns a TIFF itself as it
+    loads it and reports the turned size from the open, so a 5-8 file was planned on the size
+    turned twice (120 x 80 as 80 x 120): its centre crop squeezed a 120 x 80 strip into the square
+    and its width and height were swapped."""
+    shown = cv2.resize(photo, (120, 80), interpolation=cv2.INTER_AREA)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = np.ascontiguousarray(STORED_FOR[orientation](shown))
+    for compression in ("raw", "tiff_lzw"):  # Pillow's own decoder and libtiff's
+        data = _encode(Image.fromarray(stored), "TIFF", exif=exif.tobytes(), compression=compression)
+        decoded = load_image(data, 32, "center_crop")
+        assert (decoded.width, decoded.height) == (120, 80)
+        assert np.array_equal(decoded.pixels, _centre_crop_reference(shown, 32))  # lossless, the same filter
+        assert np.array_equal(decode_rgb(data), shown)
+
+
+def test_mpo_jpeg_takes_the_fast_path_like_a_jpeg():
+    """A JPEG carrying an MPF index (a camera's MPO, a phone's Ultra HDR photo with its gain map) is
+    opened by Pillow as MPO: it was decoded at full size where the same JPEG without the index
+    decodes at 1/4 scale, and over the memory budget it was refused instead of decoded reduced."""
+    big = cv2.resize(media.photo("coffee"), (1600, 1200), interpolation=cv2.INTER_CUBIC)
+    gain_map = Image.fromarray(cv2.resize(big, (400, 300), interpolation=cv2.INTER_AREA)[..., 0])
+    mpo = _encode(Image.fromarray(big), "MPO", quality=92, save_all=True, append_images=[gain_map])
+    plain = _encode(Image.fromarray(big), "JPEG", quality=92)
+    fast, full = load_image(mpo, 256, "center_crop"), load_image(mpo, 256, "center_crop", fast=False)
+    assert fast.format == "MPO" and (fast.width, fast.height) == (1600, 1200)
+    assert fast.reduced_decode == load_image(plain, 256, "center_crop").reduced_decode == 4
+    mse = np.mean((fast.pixels.astype(float) - full.pixels) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 32
+    budget = decode_cost(1600, 1200, "RGB") - 1  # the full decode is just over it
+    reduced = load_image(mpo, 256, "center_crop", fast=False, max_bytes=budget)
+    assert reduced.reduced_decode == 2
+
+
+def test_lossless_jpeg_is_never_decoded_at_a_dct_scale(photo, tmp_path):
+    """A lossless JPEG (SOF3: DICOM, DNG previews; ffmpeg's `ljpeg`) has no DCT to scale: asked for
+    a reduced decode, libjpeg-turbo wrote the full-size rows into Pillow's reduced buffer, and the
+    decoding process died (SIGABRT, `decoder_crashed`) or read a `truncated` stream, where the
+    full decode renders. Both paths now decode it whole, to OpenCV's own decode of the file."""
+    from uvd_pipeline import image_decode
+    from video_zoo import ffmpeg, require_ffmpeg
+
+    require_ffmpeg()
+    shown = cv2.resize(photo, (240, 160), interpolation=cv2.INTER_AREA)
+    Image.fromarray(shown).save(tmp_path / "in.png")
+    for pix_fmt in ("yuvj444p", "yuvj420p"):
+        ffmpeg("-i", str(tmp_path / "in.png"), "-c:v", "ljpeg", "-pix_fmt", pix_fmt, str(tmp_path / "out.jpg"))
+        data = (tmp_path / "out.jpg").read_bytes()
+        assert b"\xff\xc3" in data[: data.index(b"\xff\xda")]  # a lossless frame
+        opencv = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        for fast in (True, False):
+            decoded = image_decode.load_image(data, 32, "center_crop", max_pixels=10**6, fast=fast)
+            assert decoded.reduced_decode == 1
+            assert np.array_equal(decoded.pixels, _centre_crop_reference(opencv, 32))
+
+
+@pytest.mark.parametrize("codec,pix_fmt,named", [("ljpeg", "bgr24", "JPEG (9-bit samples)"),
+                                                  ("jpegls", "gray16le", "JPEG-LS"), ("jpegls", "rgb24", "JPEG-LS")])
+def test_jpegs_pillow_cannot_decode_are_unsupported_not_junk(photo, tmp_path, codec, pix_fmt, named):
+    """A JPEG of other than 8-bit samples (ffmpeg's lossless RGB writes 9, medical and camera files
+    12 or 16) or a JPEG-LS: Pillow does not open them, and they were `not_an_image` ("no image
+    format recognises these bytes"), as if a web page had been saved as a .jpg."""
+    from video_zoo import ffmpeg, require_ffmpeg
+
+    require_ffmpeg()
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    ffmpeg("-i", str(tmp_path / "in.png"), "-c:v", codec, "-pix_fmt", pix_fmt, str(tmp_path / "out.jpg"))
+    with pytest.raises(DecodeError) as info:
+        load_image((tmp_path / "out.jpg").read_bytes(), 32, "center_crop")
+    assert (info.value.reason, info.value.detail.split(":")[0]) == ("unsupported_format", named)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return 10 * np.log10(255**2 / np.mean((a.astype(float) - b) ** 2))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_fast_path_of_a_jpeg_of_partial_blocks_lands_where_the_full_decode_does(orientation):
+    """1001 x 1501 (most cameras' and web sizes are no multiple of 8): decoded at 1/8, the last block
+    column and row are mostly the encoder's padding, so reduced pixel j shows input pixels 8j to
+    8j + 8, and after a turn that reverses an axis that block comes first. Stretching the reduced
+    image uniformly over the input moved the canvas by up to 7/8 of a reduced pixel: 29-31 dB from
+    Pillow's full decode (turned by `ImageOps.exif_transpose`, cropped and area-resized with
+    OpenCV), now 36-40 (the crop is still rounded to whole reduced pixels). The scale was also
+    reported as 7."""
+    from PIL import ImageOps
+
+    shown = cv2.resize(media.photo("coffee"), (1001, 1501), interpolation=cv2.INTER_CUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(Image.fromarray(np.ascontiguousarray(STORED_FOR[orientation](shown))), "JPEG", quality=95,
+                   exif=exif.tobytes())
+    reference = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert reference.shape == shown.shape
+    fast = load_image(data, 64, "center_crop")
+    assert fast.reduced_decode == 8 and (fast.width, fast.height) == (1001, 1501)
+    assert _psnr(fast.pixels, _centre_crop_reference(reference, 64)) > 34
+    squashed = cv2.resize(reference, (64, 64), interpolation=cv2.INTER_AREA)
+    assert _psnr(load_image(data, 64, "squash").pixels, squashed) > 36
+
+
+@pytest.mark.parametrize("fmt,options", [("WEBP", {"quality": 90}), ("WEBP", {"lossless": True}), ("AVIF", {}),
+                                         ("TIFF", {"compression": "tiff_lzw"}), ("ICO", {}), ("PNG", {}),
+                                         ("JPEG", {"progressive": True})])
+@pytest.mark.parametrize("kept", [0.5, 0.99])
+def test_a_file_cut_short_is_truncated_whatever_its_format(photo, fmt, options, kept):
+    """A download cut short: a JPEG or PNG was `truncated`, but a WebP `corrupt_header`, an AVIF
+    `unsupported_format` ("a real image format this build cannot decode") or `decode_error`, an LZW
+    TIFF (its IFD written after the pixels) `unsupported_format`, an ICO `not_an_image`. Each
+    container says how long it is (RIFF size, ISO boxes, TIFF IFD offset, ICO directory)."""
+    image = Image.fromarray(photo)
+    data = _encode(image.resize((64, 64)) if fmt == "ICO" else image, fmt, **options)
+    for fast in (True, False):
+        with pytest.raises(DecodeError) as info:
+            load_image(data[: int(len(data) * kept)], 32, "center_crop", fast=fast)
+        assert info.value.reason == "truncated", info.value.detail

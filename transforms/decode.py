@@ -47,11 +47,14 @@ from transforms import hdr
 from transforms.colour_profile import convert_to_srgb, srgb_conversion
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
+    JPEG_LS_SOF,
     avif_planes,
     clean_aperture,
     coefficient_bytes,
+    declared_length,
     embedded_images,
     jpeg_layout,
+    marker_lossless,
     nclx_colour,
     png_size,
     webp_still_size,
@@ -161,6 +164,9 @@ MAX_JPEG_SCANS = 100
 # Then the safety factor: another machine's slower or busier cores.
 DECODE_PIXEL_NS, DECODE_SCAN_NS, DECODE_BYTE_NS = 150, 5, 400
 DECODE_TIME_SAFETY = 4
+# what libjpeg decodes at 1/2, 1/4 or 1/8 scale: Pillow opens a JPEG that carries an MPF index (a
+# camera's MPO, a phone's Ultra HDR photo and its gain map) as MPO, and decodes its first image
+_DCT_SCALED = ("JPEG", "MPO")
 _HUFFMAN_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman-coded frames
 EXIF_ORIENTATION = 0x0112
 WHITE = 255
@@ -198,12 +204,14 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        _raise_if_cut_short(data)
         known = sniff_format(data)
         if known:
             raise DecodeError("unsupported_format", f"{known}: a real image format this build cannot decode") from None
         # the detail never quotes the bytes: a text file read by mistake must not be published
         raise DecodeError("not_an_image", f"no image format recognises these {len(data)} bytes") from None
     except Exception as exc:  # Pillow raises many types on broken headers
+        _raise_if_cut_short(data)
         known = sniff_format(data)
         if known and known.startswith("TIFF"):  # a layout Pillow has no raw mode for
             raise DecodeError("unsupported_format", exception_detail(exc, f"{known}: ")) from None
@@ -225,6 +233,8 @@ def sniff_format(data: bytes) -> str | None:
     not open (vector, HEIF family, JPEG XL, PDF, TIFF variants): such a file is a picture we
     cannot use, not junk, and its reject says which format it is."""
     head = data[:512]
+    if head[:3] == b"\xff\xd8\xff":
+        return _undecodable_jpeg(data)
     if head[4:8] == b"ftyp":
         return _FTYP_BRANDS.get(head[8:12], f"ISO media ({head[8:12].decode('latin-1')!r} brand)")
     if head[:4] in (b"II*\x00", b"MM\x00*"):
@@ -239,6 +249,18 @@ def sniff_format(data: bytes) -> str | None:
     if text.startswith(b"<!doctype svg") or text.startswith(b"<!-- ") and b"<svg" in head.lower():
         return "SVG (vector graphics)"
     return None
+
+
+def _undecodable_jpeg(data: bytes) -> str | None:
+    """What a JPEG Pillow does not open is, when its frame says it is a real one it cannot decode:
+    a JPEG-LS, or samples of other than 8 bits (12-bit, 16-bit lossless); None for one broken or
+    cut before its frame."""
+    layout = jpeg_layout(data)
+    if layout is None:
+        return None
+    if layout.sof == JPEG_LS_SOF:
+        return "JPEG-LS"
+    return f"JPEG ({layout.precision}-bit samples)" if layout.precision != 8 else None
 
 
 def declared_decode_s(data: bytes, over: float = math.inf) -> float | None:
@@ -275,9 +297,9 @@ def decode_cost(width: int, height: int, mode: str, transposed: bool = False, he
 
 
 def _check_budget(image: Image.Image, orientation: int, budget: int, held: Held = Held(),
-                  cropped: bool = False) -> None:
-    w, h = image.size  # a clean-aperture crop, like a turn, copies the buffer (`_cropped`)
-    cost = decode_cost(w, h, image.mode, orientation != 1 or cropped, held.bytes)
+                  copied: bool = False) -> None:
+    w, h = image.size  # a clean-aperture crop, or Pillow's own turn, copies the buffer like ours
+    cost = decode_cost(w, h, image.mode, orientation != 1 or copied, held.bytes)
     if cost > budget:
         of_which = f": {held.bytes >> 20} MiB are {held.what}" if held.bytes else ""
         raise DecodeError("image_too_large", f"{w}x{h} {image.mode} needs about {cost >> 20} MiB to decode, "
@@ -312,6 +334,16 @@ def _jpeg_held(data: bytes) -> Held:
                                            f"held at any decode scale")
 
 
+def _dct_scalable(image: Image.Image, data: bytes) -> bool:
+    """Whether libjpeg can decode this image at 1/2, 1/4 or 1/8 scale: a JPEG (or MPO) whose frame is
+    DCT-coded. A lossless JPEG has no DCT: asked for a reduced decode, libjpeg-turbo wrote its
+    full-size rows into Pillow's reduced buffer (the decoding process died, or read garbage)."""
+    if image.format not in _DCT_SCALED:
+        return False
+    layout = jpeg_layout(data)
+    return layout is not None and not marker_lossless(layout.sof)
+
+
 def _avif_held(image: Image.Image, data: bytes) -> Held:
     planes = avif_planes(data)
     per_pixel = sum(p.bytes_per_pixel + _AV1_DECODER_BYTES for p in planes) if planes else _AVIF_UNREAD
@@ -328,7 +360,7 @@ def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
 
 def _held(image: Image.Image, data: bytes) -> Held:
     """What the decoder of this opened image holds besides Pillow's buffer (`Held`)."""
-    if image.format in ("JPEG", "MPO"):
+    if image.format in _DCT_SCALED:
         return _jpeg_held(data)
     if image.format == "AVIF":
         return _avif_held(image, data)
@@ -357,15 +389,44 @@ def _png_exif(data: bytes) -> bytes | None:
     return None
 
 
+def _pillow_turns_tiffs() -> bool:
+    """Whether this Pillow turns a TIFF by its Orientation tag itself: Pillow 12's TiffImagePlugin
+    reports the turned size from the open and turns the pixels as it loads them (`load_end`)."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    buf = io.BytesIO()
+    Image.new("L", (2, 1)).save(buf, "TIFF", exif=exif.tobytes())
+    with Image.open(buf) as probe:
+        opened = probe.size
+        probe.load()
+        return opened == probe.size == (1, 2)
+
+
+PILLOW_TURNS_TIFFS = _pillow_turns_tiffs()
+
+
+def _turned_on_load(image: Image.Image) -> bool:
+    """Whether Pillow turns this opened image by its EXIF orientation as it loads it: the turn is
+    then not ours to make (a TIFF of orientation 6 was planned on its size turned twice), though it
+    still copies Pillow's buffer (`decode_cost`)."""
+    if image.format != "TIFF" or not PILLOW_TURNS_TIFFS:
+        return False
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1)) in range(2, 9)
+    except Exception:
+        return False
+
+
 def _orientation(image: Image.Image, data: bytes) -> int:
-    """The EXIF orientation (1-8) to apply after decoding. An AVIF's or HEIF's is its container's
+    """The EXIF orientation (1-8) to apply after decoding; 1 for an image Pillow turns itself as it
+    loads it (`_turned_on_load`: a TIFF, whose size it reports turned). An AVIF's or HEIF's is its container's
     `irot`/`imir` only: the HEIF spec has readers ignore EXIF and XMP orientation there. libheif
     (pillow-heif) applies irot/imir itself and resets the EXIF tag to 1; Pillow's AVIF plugin
     writes irot/imir as the EXIF tag of `info["exif"]` (over a contradicting one) and leaves the
     pixels as coded. `getexif` would also read an XMP `tiff:Orientation` when `info["exif"]` has
     none: an AVIF with no irot but such an XMP packet was turned, where libheif (heif-convert)
     shows it as coded."""
-    if image.format == "HEIF":
+    if image.format == "HEIF" or _turned_on_load(image):
         return 1
     try:
         if image.format in ("PNG", "AVIF"):
@@ -411,15 +472,46 @@ def _oriented(image: Image.Image, orientation: int) -> Image.Image:
     return turned
 
 
-def _load(image: Image.Image) -> None:
+# the axes of the shown image that an EXIF orientation reverses from the coded one's, (x, y)
+_REVERSED_AXES = {2: (True, False), 3: (True, True), 4: (False, True), 6: (True, False), 7: (True, True),
+                  8: (False, True)}
+
+
+def _plan_at_scale(plan: ResizePlan, shape: tuple[int, ...], scale: int, orientation: int) -> ResizePlan:
+    """`plan` for a JPEG decoded at 1/`scale` (DCT scaling) and turned by `orientation`: a coded
+    pixel j of the reduced image shows input pixels [j * scale, (j + 1) * scale), its last column
+    and row partly the encoder's padding (1207 = 150 x 8 + 7), and that column or row comes first
+    on an axis the turn reverses. Stretched uniformly over the input, the canvas was moved by up
+    to 7/8 of a reduced pixel (27 dB from the full decode)."""
+    if scale == 1:
+        return plan
+    h, w = shape[:2]
+    flip_x, flip_y = _REVERSED_AXES.get(orientation, (False, False))
+    shift = (w - plan.in_w / scale if flip_x else 0.0, h - plan.in_h / scale if flip_y else 0.0)
+    return plan.for_scaled_input(h, w, (1 / scale, 1 / scale), shift)
+
+
+def _raise_if_cut_short(data: bytes) -> None:
+    """`truncated` for a file shorter than its container says (`declared_length`): what Pillow
+    says of a cut WebP, AVIF, TIFF or icon names no truncation ("could not create decoder object",
+    or no format at all)."""
+    declared = declared_length(data)
+    if declared is not None and declared > len(data):
+        raise DecodeError("truncated", f"the file is cut short: it holds {len(data)} of the {declared} or more "
+                                       f"bytes it declares")
+
+
+def _load(image: Image.Image, data: bytes) -> None:
     try:
         image.load()
     except OSError as exc:
         text = str(exc)
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
+        _raise_if_cut_short(data)
         raise _load_failure(image, text) from None
     except Exception as exc:
+        _raise_if_cut_short(data)
         raise _load_failure(image, exception_detail(exc, limit=None)) from None
 
 
@@ -535,8 +627,8 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     held = _held(image, data)
     orientation = _orientation(image, data)
     box = _aperture(image, data)
-    _check_budget(image, orientation, max_bytes, held, box is not None)
-    _load(image)
+    _check_budget(image, orientation, max_bytes, held, box is not None or _turned_on_load(image))
+    _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
     return _in_srgb(image, to_rgb_array(image), data)[0]
@@ -565,9 +657,9 @@ def load_image(
 ) -> DecodedImage:
     """Decode `data` straight onto a size x size canvas (the ingest hot path).
 
-    With `fast` a JPEG decodes at the smallest DCT scale that still covers the canvas. Without
-    it the decode is at full resolution (ground-truth geometry is exact on it), unless the
-    image is over the memory budget: a JPEG then decodes at the mildest scale that fits (the
+    With `fast` a DCT-coded JPEG (`_dct_scalable`) decodes at the smallest DCT scale that still
+    covers the canvas. Without it the decode is at full resolution (ground-truth geometry is exact
+    on it), unless the image is over the memory budget: such a JPEG then decodes at the mildest scale that fits (the
     plan stays in original coordinates, so annotations still land within a reduced pixel),
     any other format is rejected `image_too_large`."""
     image = _open(data, max_pixels, max_bytes)
@@ -580,10 +672,11 @@ def load_image(
     width, height = (raw_h, raw_w) if swapped else (raw_w, raw_h)
     plan: ResizePlan = plan_resize(height, width, size, policy)
     request = None
-    if fmt == "JPEG" and fast:
+    scalable = _dct_scalable(image, data)
+    if scalable and fast:
         need_w, need_h = needed_input_size(plan)
         request = (need_h, need_w) if swapped else (need_w, need_h)
-    elif fmt == "JPEG" and decode_cost(raw_w, raw_h, image.mode, orientation != 1, held.bytes) > max_bytes:
+    elif scalable and decode_cost(raw_w, raw_h, image.mode, orientation != 1, held.bytes) > max_bytes:
         for scale in (2, 4, 8):
             w, h = -(-raw_w // scale), -(-raw_h // scale)
             if decode_cost(w, h, image.mode, orientation != 1, held.bytes) <= max_bytes:
@@ -591,12 +684,12 @@ def load_image(
                 break
     reduced = 1
     if request is not None:
-        image.draft(image.mode, request)
-        reduced = max(1, raw_w // max(1, image.size[0]))
-    _check_budget(image, orientation, max_bytes, held, box is not None)
-    _load(image)
+        drafted = image.draft(image.mode, request)
+        reduced = round(raw_w / drafted[1][2]) if drafted else 1  # its box: the input's extent at that scale
+    _check_budget(image, orientation, max_bytes, held, box is not None or _turned_on_load(image))
+    _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
     rgb, profile = _in_srgb(image, to_rgb_array(image), data)  # before the resize: it blends sRGB values
-    pixels = plan.apply_image(rgb, pad_value=pad_value)
+    pixels = _plan_at_scale(plan, rgb.shape, reduced, orientation).apply_image(rgb, pad_value=pad_value)
     return DecodedImage(pixels, width, height, fmt, reduced, plan, profile)

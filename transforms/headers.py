@@ -31,8 +31,10 @@ _DIB_HEADERS = (12, 40, 52, 56, 64, 108, 124)
 _HEAD = 64  # bytes of an embedded image that hold its header
 
 # frame markers (SOF0-SOF15 less DHT C4, JPG C8, DAC CC); progressive ones are C2 C6 CA CE
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+JPEG_LS_SOF = 0xF7  # ITU-T T.87: a frame Pillow and libjpeg cannot decode
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, JPEG_LS_SOF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+_LOSSLESS = {0xC3, 0xC7, 0xCB, 0xCF}  # predictive coding: no DCT, so no DCT scaling either
 _SOS, _EOI = 0xDA, 0xD9
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length
 # the next marker after entropy-coded data: 0xFF not followed by a stuffed 0, a restart or a fill byte
@@ -50,6 +52,7 @@ class JpegLayout:
     sampling: tuple[tuple[int, int], ...]  # (h, v) sampling factors per component
     first_scan_components: int
     scans: int
+    precision: int = 8  # bits a sample (libjpeg-turbo through Pillow decodes 8 only)
 
     @property
     def progressive(self) -> bool:
@@ -64,6 +67,10 @@ class JpegLayout:
 
 def marker_progressive(sof: int) -> bool:
     return sof in _PROGRESSIVE
+
+
+def marker_lossless(sof: int) -> bool:
+    return sof in _LOSSLESS
 
 
 def _u16be(data: bytes, pos: int) -> int:
@@ -91,7 +98,7 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
     None when there is no frame before a scan."""
     if data[:2] != b"\xff\xd8":
         return None
-    frame, sof, first, scans, pos, end = None, 0, 0, 0, 2, len(data)
+    frame, sof, precision, first, scans, pos, end = None, 0, 8, 0, 0, 2, len(data)
     while pos + 4 <= end:
         if data[pos] != 0xFF or data[pos + 1] in (0xFF, 0x00) or data[pos + 1] in _STANDALONE:
             found = _NEXT_MARKER.search(data, pos + 1 if data[pos] == 0xFF else pos)
@@ -103,7 +110,7 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
         if marker == _EOI or length < 2:
             break
         if marker in _SOF and frame is None:
-            frame, sof = _frame(data, pos + 4, length - 2), marker
+            frame, sof, precision = _frame(data, pos + 4, length - 2), marker, data[pos + 4]
         elif marker == _SOS:
             if frame is None:
                 return None
@@ -116,7 +123,7 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
     if frame is None:
         return None
     width, height, sampling = frame
-    return JpegLayout(width, height, sof, sampling, first, scans)
+    return JpegLayout(width, height, sof, sampling, first, scans, precision)
 
 
 def coefficient_bytes(layout: JpegLayout) -> int:
@@ -384,6 +391,45 @@ def _icns_images(data: bytes) -> list[Embedded]:
             found.append(image)
         pos += length
     return found
+
+
+_CUR_MAGIC = b"\x00\x00\x02\x00"
+_TIFF_ORDER = {b"II*\x00": "little", b"MM\x00*": "big"}
+
+
+def declared_length(data: bytes) -> int | None:
+    """At least how many bytes the file's container says it holds, for the containers whose
+    decoders do not say so of a file cut short: a RIFF's (WebP) size, the end of the ISO boxes
+    (AVIF, HEIC) up to the first one that runs past the data, a TIFF's first IFD (libtiff and
+    Pillow write it after the pixels), an icon directory's furthest image. None for other files."""
+    if data[:4] == b"RIFF" and len(data) >= 8:
+        return 8 + int.from_bytes(data[4:8], "little")
+    if data[4:8] == b"ftyp":
+        return _boxes_end(data)
+    if data[:4] in _TIFF_ORDER and len(data) >= 8:
+        return int.from_bytes(data[4:8], _TIFF_ORDER[data[:4]]) + 2  # the IFD's entry count
+    if data[:4] in (ICO_MAGIC, _CUR_MAGIC):
+        entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
+        return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
+                                             for e in entries if len(e) == 16)))
+    return None
+
+
+def _boxes_end(data: bytes) -> int:
+    """Where the top-level ISO boxes end, or the end of the first one that runs past the data."""
+    pos = 0
+    for _ in range(_BOX_LIMIT):
+        if pos + 8 > len(data):
+            break
+        size, head = int.from_bytes(data[pos : pos + 4], "big"), 8
+        if size == 1:
+            size, head = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif size == 0:  # to the end of the file
+            return len(data)
+        if size < head:
+            break
+        pos += size
+    return pos
 
 
 def embedded_images(data: bytes) -> list[Embedded]:

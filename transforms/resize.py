@@ -40,16 +40,23 @@ class ResizePlan:
         return self.scaled[0] / (x1 - x0), self.scaled[1] / (y1 - y0)
 
     def for_input_size(self, h: int, w: int) -> "ResizePlan":
-        """The same plan for a uniformly rescaled copy of the input (a reduced-size JPEG decode)."""
+        """The same plan for a uniformly rescaled copy of the input."""
         if (h, w) == (self.in_h, self.in_w):
             return self
-        sx, sy = w / self.in_w, h / self.in_h
+        return self.for_scaled_input(h, w, (w / self.in_w, h / self.in_h))
+
+    def for_scaled_input(self, h: int, w: int, factor: tuple[float, float],
+                         shift: tuple[float, float] = (0.0, 0.0)) -> "ResizePlan":
+        """The same plan for an (h, w) copy of the input whose pixel edge x, y lies at input pixel
+        edge (x - shift_x) / factor_x, (y - shift_y) / factor_y (a JPEG decoded at a DCT scale:
+        `transforms.decode`), the crop rounded to whole pixels of the copy."""
+        (sx, sy), (dx, dy) = factor, shift
         x0, y0, x1, y1 = self.crop
         crop = (
-            min(int(round(x0 * sx)), w - 1),
-            min(int(round(y0 * sy)), h - 1),
-            max(int(round(x1 * sx)), 1),
-            max(int(round(y1 * sy)), 1),
+            min(int(round(x0 * sx + dx)), w - 1),
+            min(int(round(y0 * sy + dy)), h - 1),
+            min(max(int(round(x1 * sx + dx)), 1), w),
+            min(max(int(round(y1 * sy + dy)), 1), h),
         )
         crop = (crop[0], crop[1], max(crop[2], crop[0] + 1), max(crop[3], crop[1] + 1))
         return ResizePlan(h, w, crop, self.scaled, self.offset, self.size)
