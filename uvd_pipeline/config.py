@@ -34,8 +34,13 @@ FORMAT_VERSION = 1
 # image not drawn on the padding, what operating systems and tools leave in a dataset read as
 # os_metadata / hidden_file rejects (a Mac's `._x` files made frames, views, pairs and samples),
 # keys over 200 characters and labels over 160 bytes cut with a digest (tar member names that
-# GNU tar can create).
-RENDER_REVISION = 2
+# GNU tar can create). 3 (2026-12-05, later): DCT-scaled JPEG decodes placed where the full decode
+# puts their pixels (sizes not a multiple of 8 x the scale, turns that reverse an axis), TIFF
+# orientations 5-8 turned once, MPO photos on the JPEG paths; a sentence's shard from its key as a
+# case-insensitive file system sees it (twins in case or Unicode form share a shard and are told
+# apart there), members named beyond ASCII in pax headers; video: cover art never read as the
+# video, interlaced and size-changing streams decoded by PyAV.
+RENDER_REVISION = 3
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
