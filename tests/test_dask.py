@@ -136,3 +136,43 @@ def test_dask_build_on_its_own_cluster_survives_a_lost_worker(mini_corpus, mini_
     assert "runner reported no Beam metrics" in format_summary(summary)
     page = Path(write_report(str(out))["html"]).read_text()
     assert "reports no Beam metrics" in page and "stage timings" in page
+
+
+def _silent_listener():
+    """A TCP port that accepts connections and never answers (a scheduler host's firewall that
+    swallows packets looks the same to a client: nothing comes back)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock
+
+
+@pytest.mark.parametrize("listening", [False, True], ids=["refused", "silent"])
+def test_dask_address_that_does_not_answer_fails_early_naming_the_field(listening, tmp_path, monkeypatch):
+    """A scheduler address where no scheduler answers is refused in seconds, before the output is
+    touched, by a message naming `beam.dask.address` (Beam's runner retried for 30 s once the
+    graph was built and the output prepared, then died in a chained OSError traceback)."""
+    from uvd_pipeline import dask_cluster
+    from uvd_pipeline.build import run_build
+
+    monkeypatch.setattr(dask_cluster, "ANSWER_TIMEOUT_S", 1.0)  # the same path, a shorter wait
+    sock = _silent_listener()
+    port = sock.getsockname()[1]
+    if not listening:
+        sock.close()  # nothing listens there now: connections are refused
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", tmp_path, out, "embedded", runner="dask",  # nothing is read
+                        dask={"address": f"tcp://127.0.0.1:{port}"})
+    path.write_text(path.read_text().replace("compile: false", "compile: false\n  enabled: false"))
+    config = load_config(str(path))
+    assert not config.tokenizer.enabled
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ConfigError, match=r"beam\.dask\.address.*127\.0\.0\.1:%d.*dask scheduler" % port):
+            run_build(config)
+    finally:
+        sock.close()
+    assert time.perf_counter() - started < 5
+    assert not out.exists()  # refused before the output was prepared

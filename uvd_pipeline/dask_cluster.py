@@ -5,7 +5,8 @@ A local cluster is separate worker processes (no memory shared with the build's 
 scheduler on 127.0.0.1, started for one build and stopped after it, so a local Dask build meets
 what a real cluster does: pickled work, shuffles between processes, lost workers. An existing
 scheduler (`beam.dask.address`: one deployed with dask-kubernetes, dask-jobqueue or by hand) is
-used as it is and left running.
+used as it is and left running; it must answer, as a scheduler, before the build touches its
+output (`check_address`).
 
 Beam's DaskRunner turns a GroupByKey into a Dask bag shuffle with as many partitions as its input,
 and a Flatten into the sum of its inputs' partitions, so partitions multiply along the graph (the
@@ -20,9 +21,51 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
-from uvd_pipeline.config import DaskConfig
+from uvd_pipeline.config import ConfigError, DaskConfig
 
 log = logging.getLogger(__name__)
+ANSWER_TIMEOUT_S = 5.0  # a scheduler that is up answers in milliseconds, also across a data centre
+
+
+def check_address(address: str, timeout: float | None = None) -> None:
+    """A given scheduler must answer, and be a scheduler, before anything is written: Beam's runner
+    first connects once the graph is built and the output prepared, retries for 30 s, and dies in
+    a chained OSError traceback that names neither the setting nor the fix."""
+    import asyncio
+
+    timeout = ANSWER_TIMEOUT_S if timeout is None else timeout
+    try:
+        # bounded as a whole: distributed's handshake waits without end on a port that accepts
+        # connections and never answers
+        identity = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout))
+    except Exception as exc:  # refused, unresolvable, silent (a firewall, a port that is no Dask's)
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"beam.dask.address: no Dask scheduler answers at {address} within {timeout:g} s ({detail}); "
+            "start one there (`dask scheduler`, then `dask worker <address>`), correct the address (the "
+            "scheduler's port, 8786 by default, not its dashboard's), or leave address out to run a local "
+            "cluster") from None
+    kind = identity.get("type") if isinstance(identity, dict) else None
+    if kind != "Scheduler":
+        raise ConfigError(f"beam.dask.address: {address} answers as a Dask {kind or 'service'}, not a scheduler; "
+                          "give the scheduler's address (what `dask worker` was given)")
+    if not identity.get("n_workers"):
+        log.warning("Dask scheduler at %s has no workers yet: the build waits until some join", address)
+    else:
+        log.info("Dask scheduler at %s: %d workers, %d threads", address, identity["n_workers"],
+                 identity.get("total_threads", 0))
+
+
+async def _identity(address: str, timeout: float) -> dict:
+    """What the scheduler says of itself (its `identity` handler), within `timeout` seconds."""
+    from distributed.comm import connect
+
+    comm = await connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        await comm.close()
 
 
 def memory_limit(value: str) -> str | int:
