@@ -176,3 +176,66 @@ def test_dask_address_that_does_not_answer_fails_early_naming_the_field(listenin
         sock.close()
     assert time.perf_counter() - started < 5
     assert not out.exists()  # refused before the output was prepared
+
+
+def _noted(item: tuple[int, int], folder: str) -> tuple[int, int]:
+    """The item, leaving a file per run of this step."""
+    import uuid
+
+    (Path(folder) / f"{item[0]}-{uuid.uuid4().hex}").touch()
+    return item
+
+
+def _looked_up(x: int, table: dict[int, int]) -> str:
+    return f"{x}={table[x % 4]}"
+
+
+class _GraphsSubmitted:
+    """Counts graphs submitted to the scheduler (`update_graph`): the build's one, plus one per
+    compute that a task starts from inside a worker."""
+
+    name = "graphs-submitted"
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def update_graph(self, scheduler, **kwargs) -> None:
+        self.graphs += 1
+
+
+def test_dask_side_input_is_part_of_the_graph_and_computed_once(tmp_path):
+    """Beam's DaskRunner hands a side input to its consumer as the producing bag itself, which each
+    consumer task computed again from inside the task: a graph submitted from a worker per task (14
+    in a 13-shard build, with 133 scheduler warnings of conflicting specs for the same keys, which
+    "can cause failures and deadlocks"), and every step above the side input ran again. The bounded
+    runner makes each side input one value of the build's graph that the consumer's tasks depend
+    on: one graph, each step above it runs once, and the looked-up values are right."""
+    import apache_beam as beam
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    runs, looked_up = tmp_path / "runs", tmp_path / "looked_up"
+    runs.mkdir()
+    looked_up.mkdir()
+    counter = type("Counter", (_GraphsSubmitted, SchedulerPlugin), {})()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster:
+        cluster.scheduler.add_plugin(counter)
+        options = ViewCachingOptions([f"--dask_client_address={cluster.scheduler_address}", "--dask_partition_size=1"])
+        pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
+        table = (pipeline | "Table" >> beam.Create([(i, i * i) for i in range(4)])
+                 | "Noted" >> beam.Map(_noted, str(runs)))
+        # the table is also a main input of the step (as the build's items reach their writer)
+        ((pipeline | "Main" >> beam.Create(range(12)), table | "Keys" >> beam.Keys()) | beam.Flatten()
+         | "Look up" >> beam.Map(_looked_up, beam.pvalue.AsDict(table))
+         | "Write" >> beam.Map(lambda name, folder: (Path(folder) / name).touch(), str(looked_up)))
+        result = pipeline.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            result.client.close()
+    assert sorted(p.name for p in looked_up.iterdir()) == sorted(f"{x}={(x % 4) ** 2}" for x in range(12))
+    assert counter.graphs == 1
+    assert sorted(p.name.split("-")[0] for p in runs.iterdir()) == ["0", "1", "2", "3"]

@@ -13,6 +13,13 @@ and a Flatten into the sum of its inputs' partitions, so partitions multiply alo
 mini build reached 399 partitions and 58,000 tasks for 10 shards, most of them empty). The runner
 here is Beam's with one change: the input of every grouping is first cut to at most
 `beam.dask.shuffle_partitions` partitions. Which elements meet in a group does not change.
+
+Beam's DaskRunner also hands a side input to its consumer as the producing bag itself: each of the
+consumer's tasks computed that bag again from inside the task (a nested compute through the
+worker's client), so every step above a side input ran again (the build's renders twice, about
+twice the tasks in all), and the scheduler warned of conflicting task specs for the same keys
+(133 multi-line warnings in a 13-shard build). Here a side input is one value of the graph (its
+elements gathered in one task) that the consumer's tasks depend on.
 """
 
 from __future__ import annotations
@@ -93,7 +100,9 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
 
 
 def bounded_dask_runner(shuffle_partitions: int):
-    """Beam's DaskRunner whose groupings shuffle at most `shuffle_partitions` partitions."""
+    """Beam's DaskRunner whose groupings shuffle at most `shuffle_partitions` partitions, and whose
+    side inputs are computed once, as part of the graph."""
+    import apache_beam as beam
     from apache_beam.runners.dask.dask_runner import DaskRunner
     from apache_beam.runners.dask.overrides import _GroupByKeyOnly
     from apache_beam.runners.dask.transform_evaluator import GroupByKey
@@ -105,6 +114,9 @@ def bounded_dask_runner(shuffle_partitions: int):
             visit = visitor.visit_transform
 
             def visit_transform(node) -> None:
+                if type(node.transform) is beam.ParDo and node.side_inputs:  # what Beam translates as ParDo
+                    visitor.bags[node] = _pardo_with_side_values(node, visitor.bags)
+                    return
                 if not isinstance(node.transform, _GroupByKeyOnly):
                     visit(node)
                     return
@@ -118,3 +130,54 @@ def bounded_dask_runner(shuffle_partitions: int):
             return visitor
 
     return BoundedDaskRunner()
+
+
+def _pardo_with_side_values(node, bags: dict):
+    """The bag of a ParDo with side inputs: Beam's translation (`transform_evaluator.ParDo.apply`,
+    the same DoFn invoker) with each side input's elements passed to the tasks as one computed
+    value of the graph, not as the bag that makes them."""
+    from apache_beam import DoFn
+    from apache_beam.runners.common import DoFnContext, DoFnSignature, _OutputHandler
+    from apache_beam.runners.dask.transform_evaluator import OneReceiver, get_windowed_value
+
+    transform = node.transform
+    (pcoll,) = node.main_inputs.values()
+    window_fn = pcoll.windowing.windowfn if hasattr(pcoll, "windowing") else None
+    receivers = OneReceiver()
+    invoker_args = [DoFnSignature(transform.fn), _OutputHandler(
+        window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
+        per_element_output_counter=None, output_batch_converter=None, process_yields_batches=False,
+        process_batch_yields_elements=False)]
+    args, kwargs = transform.raw_side_inputs
+    invoker_kwargs = dict(context=DoFnContext(transform.label, state=None), input_args=list(args),
+                          input_kwargs=kwargs, user_state_context=None,
+                          bundle_finalizer_param=DoFn.BundleFinalizerParam())
+    specs = [(type(side), side._view_options(), side._window_mapping_fn) for side in node.side_inputs]
+    values = [_elements(bags[side.pvalue.producer]) for side in node.side_inputs]
+    return bags[pcoll.producer].map(get_windowed_value, window_fn).map_partitions(
+        _bundle_with_side_values, invoker_args, invoker_kwargs, receivers, specs, *values)
+
+
+def _elements(bag):
+    """A bag's elements as one value of the graph, depending on the bag's own tasks. (Not a bag
+    reduction: an Item that also reaches a consumer of the bag made Dask fuse the bag's tasks into
+    both, running every step above the side input twice.)"""
+    import dask
+
+    return dask.delayed(_concatenated, pure=True)(bag.to_delayed(optimize_graph=False))
+
+
+def _concatenated(parts: list) -> list:
+    """The side input's partitions (lists of its elements) as one list."""
+    return [item for part in parts for item in part]
+
+
+def _bundle_with_side_values(items, invoker_args, invoker_kwargs, receivers, specs, *values) -> list:
+    """One partition through the DoFn (Beam's `apply_dofn_to_bundle`), its side inputs made of
+    their computed elements."""
+    from apache_beam.runners.dask.transform_evaluator import apply_dofn_to_bundle, get_windowed_value
+    from apache_beam.transforms.sideinputs import SideInputMap
+
+    side_inputs = [SideInputMap(kind, options, [get_windowed_value(v, window_fn) for v in elements])
+                   for (kind, options, window_fn), elements in zip(specs, values)]
+    return apply_dofn_to_bundle(items, invoker_args, dict(invoker_kwargs, side_inputs=side_inputs), receivers)
