@@ -239,3 +239,35 @@ def test_dask_side_input_is_part_of_the_graph_and_computed_once(tmp_path):
     assert sorted(p.name for p in looked_up.iterdir()) == sorted(f"{x}={(x % 4) ** 2}" for x in range(12))
     assert counter.graphs == 1
     assert sorted(p.name.split("-")[0] for p in runs.iterdir()) == ["0", "1", "2", "3"]
+
+
+def test_local_cluster_leaves_the_dashboard_port_alone(caplog):
+    """The build's own cluster serves its HTTP pages (dashboard, health) on a free loopback port:
+    with `dashboard_address=None` distributed still bound 8787, the port a person's own Dask
+    dashboard uses (a build beside it warned "Port 8787 is already in use. Perhaps you already have
+    a cluster running?", and a build that took it first pushed theirs aside)."""
+    import logging
+    import socket
+    import warnings
+
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 8787))  # as a dashboard of the person's own would
+        held.listen(1)
+    except OSError:
+        pass  # taken already: the same case
+    caplog.set_level(logging.INFO, logger="uvd_pipeline.dask_cluster")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with scheduler(DaskConfig(workers=1)) as address:
+                with distributed.Client(address) as client:
+                    port = client.scheduler_info()["services"]["dashboard"]
+    finally:
+        held.close()
+    assert port != 8787
+    assert not [w for w in caught if "already in use" in str(w.message)]
+    assert f"127.0.0.1:{port}" in caplog.text  # the log names where its pages are

@@ -88,11 +88,13 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
         return
     from distributed import LocalCluster
 
+    # its HTTP pages (the dashboard where bokeh is installed) on a free loopback port: with None,
+    # distributed still binds 8787, the port of a person's own dashboard
     cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
                            memory_limit=memory_limit(settings.memory_limit), processes=True,
-                           host="127.0.0.1", dashboard_address=None, silence_logs=logging.WARNING)
-    log.info("local Dask cluster at %s: %d workers x %d threads", cluster.scheduler_address,
-             settings.workers, settings.threads_per_worker)
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+    log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
+             settings.workers, settings.threads_per_worker, cluster.dashboard_link)
     try:
         yield cluster.scheduler_address
     finally:
