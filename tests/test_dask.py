@@ -271,3 +271,25 @@ def test_local_cluster_leaves_the_dashboard_port_alone(caplog):
     assert port != 8787
     assert not [w for w in caught if "already in use" in str(w.message)]
     assert f"127.0.0.1:{port}" in caplog.text  # the log names where its pages are
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_command_line_keeps_dasks_chatter_out_unless_verbose(verbose):
+    """Importing distributed sets its loggers to INFO (whatever the command set before): a Dask
+    build's log had 30 lines of the scheduler's and nannies' comings and goings among its progress
+    lines. The command keeps distributed's warnings, and --verbose all of it."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import logging, sys; from uvd_pipeline.cli import _setup_logging; _setup_logging(sys.argv[1] == 'v'); "
+            "import distributed; logging.getLogger('distributed.scheduler').info('chatter'); "
+            "logging.getLogger('distributed.nanny').warning('a warning'); logging.getLogger('uvd').info('our line')")
+    env = dict(os.environ)
+    env.pop("DASK_LOGGING__DISTRIBUTED", None)
+    done = subprocess.run([sys.executable, "-c", code, "v" if verbose else "q"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "our line" in done.stderr and "a warning" in done.stderr
+    assert ("chatter" in done.stderr) == verbose
