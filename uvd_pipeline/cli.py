@@ -40,7 +40,6 @@ def _setup_logging(verbose: bool) -> None:
         # sets its loggers' levels from its config when imported, here and in the local workers,
         # which inherit the environment
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    if not verbose:
         for handler in logging.getLogger().handlers:
             handler.addFilter(BeamImportNoise())
 
