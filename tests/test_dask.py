@@ -136,3 +136,160 @@ def test_dask_build_on_its_own_cluster_survives_a_lost_worker(mini_corpus, mini_
     assert "runner reported no Beam metrics" in format_summary(summary)
     page = Path(write_report(str(out))["html"]).read_text()
     assert "reports no Beam metrics" in page and "stage timings" in page
+
+
+def _silent_listener():
+    """A TCP port that accepts connections and never answers (a scheduler host's firewall that
+    swallows packets looks the same to a client: nothing comes back)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock
+
+
+@pytest.mark.parametrize("listening", [False, True], ids=["refused", "silent"])
+def test_dask_address_that_does_not_answer_fails_early_naming_the_field(listening, tmp_path, monkeypatch):
+    """A scheduler address where no scheduler answers is refused in seconds, before the output is
+    touched, by a message naming `beam.dask.address` (Beam's runner retried for 30 s once the
+    graph was built and the output prepared, then died in a chained OSError traceback)."""
+    from uvd_pipeline import dask_cluster
+    from uvd_pipeline.build import run_build
+
+    monkeypatch.setattr(dask_cluster, "ANSWER_TIMEOUT_S", 1.0)  # the same path, a shorter wait
+    sock = _silent_listener()
+    port = sock.getsockname()[1]
+    if not listening:
+        sock.close()  # nothing listens there now: connections are refused
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", tmp_path, out, "embedded", runner="dask",  # nothing is read
+                        dask={"address": f"tcp://127.0.0.1:{port}"})
+    path.write_text(path.read_text().replace("compile: false", "compile: false\n  enabled: false"))
+    config = load_config(str(path))
+    assert not config.tokenizer.enabled
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ConfigError, match=r"beam\.dask\.address.*127\.0\.0\.1:%d.*dask scheduler" % port):
+            run_build(config)
+    finally:
+        sock.close()
+    assert time.perf_counter() - started < 5
+    assert not out.exists()  # refused before the output was prepared
+
+
+def _noted(item: tuple[int, int], folder: str) -> tuple[int, int]:
+    """The item, leaving a file per run of this step."""
+    import uuid
+
+    (Path(folder) / f"{item[0]}-{uuid.uuid4().hex}").touch()
+    return item
+
+
+def _looked_up(x: int, table: dict[int, int]) -> str:
+    return f"{x}={table[x % 4]}"
+
+
+class _GraphsSubmitted:
+    """Counts graphs submitted to the scheduler (`update_graph`): the build's one, plus one per
+    compute that a task starts from inside a worker."""
+
+    name = "graphs-submitted"
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def update_graph(self, scheduler, **kwargs) -> None:
+        self.graphs += 1
+
+
+def test_dask_side_input_is_part_of_the_graph_and_computed_once(tmp_path):
+    """Beam's DaskRunner hands a side input to its consumer as the producing bag itself, which each
+    consumer task computed again from inside the task: a graph submitted from a worker per task (14
+    in a 13-shard build, with 133 scheduler warnings of conflicting specs for the same keys, which
+    "can cause failures and deadlocks"), and every step above the side input ran again. The bounded
+    runner makes each side input one value of the build's graph that the consumer's tasks depend
+    on: one graph, each step above it runs once, and the looked-up values are right."""
+    import apache_beam as beam
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    runs, looked_up = tmp_path / "runs", tmp_path / "looked_up"
+    runs.mkdir()
+    looked_up.mkdir()
+    counter = type("Counter", (_GraphsSubmitted, SchedulerPlugin), {})()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster:
+        cluster.scheduler.add_plugin(counter)
+        options = ViewCachingOptions([f"--dask_client_address={cluster.scheduler_address}", "--dask_partition_size=1"])
+        pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
+        table = (pipeline | "Table" >> beam.Create([(i, i * i) for i in range(4)])
+                 | "Noted" >> beam.Map(_noted, str(runs)))
+        # the table is also a main input of the step (as the build's items reach their writer)
+        ((pipeline | "Main" >> beam.Create(range(12)), table | "Keys" >> beam.Keys()) | beam.Flatten()
+         | "Look up" >> beam.Map(_looked_up, beam.pvalue.AsDict(table))
+         | "Write" >> beam.Map(lambda name, folder: (Path(folder) / name).touch(), str(looked_up)))
+        result = pipeline.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            result.client.close()
+    assert sorted(p.name for p in looked_up.iterdir()) == sorted(f"{x}={(x % 4) ** 2}" for x in range(12))
+    assert counter.graphs == 1
+    assert sorted(p.name.split("-")[0] for p in runs.iterdir()) == ["0", "1", "2", "3"]
+
+
+def test_local_cluster_leaves_the_dashboard_port_alone(caplog):
+    """The build's own cluster serves its HTTP pages (dashboard, health) on a free loopback port:
+    with `dashboard_address=None` distributed still bound 8787, the port a person's own Dask
+    dashboard uses (a build beside it warned "Port 8787 is already in use. Perhaps you already have
+    a cluster running?", and a build that took it first pushed theirs aside)."""
+    import logging
+    import socket
+    import warnings
+
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 8787))  # as a dashboard of the person's own would
+        held.listen(1)
+    except OSError:
+        pass  # taken already: the same case
+    caplog.set_level(logging.INFO, logger="uvd_pipeline.dask_cluster")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with scheduler(DaskConfig(workers=1)) as address:
+                with distributed.Client(address) as client:
+                    port = client.scheduler_info()["services"]["dashboard"]
+    finally:
+        held.close()
+    assert port != 8787
+    assert not [w for w in caught if "already in use" in str(w.message)]
+    assert f"127.0.0.1:{port}" in caplog.text  # the log names where its pages are
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_command_line_keeps_dasks_chatter_out_unless_verbose(verbose):
+    """Importing distributed sets its loggers to INFO (whatever the command set before): a Dask
+    build's log had 30 lines of the scheduler's and nannies' comings and goings among its progress
+    lines. The command keeps distributed's warnings, and --verbose all of it."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import logging, sys; from uvd_pipeline.cli import _setup_logging; _setup_logging(sys.argv[1] == 'v'); "
+            "import distributed; logging.getLogger('distributed.scheduler').info('chatter'); "
+            "logging.getLogger('distributed.nanny').warning('a warning'); logging.getLogger('uvd').info('our line')")
+    env = dict(os.environ)
+    env.pop("DASK_LOGGING__DISTRIBUTED", None)
+    done = subprocess.run([sys.executable, "-c", code, "v" if verbose else "q"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "our line" in done.stderr and "a warning" in done.stderr
+    assert ("chatter" in done.stderr) == verbose

@@ -259,10 +259,18 @@ def check_output(config: BuildConfig) -> None:
 def check_runner(config: BuildConfig) -> None:
     """The runner class must load before anything is written: a runner given by its full dotted path,
     or a Beam runner whose extra is missing (DataflowRunner without apache-beam[gcp]), failed only
-    when the pipeline started, with the output already prepared."""
+    when the pipeline started, with the output already prepared. So did a Dask scheduler address
+    where none answers (`dask_cluster.check_address`)."""
     beam = config.beam
-    if beam.local or beam.is_dask:
-        return  # ours (`make_runner`): the dask extra is checked there, before any cluster starts
+    if beam.is_dask:  # ours (`make_runner`): the dask extra is checked there, before any cluster starts
+        if beam.dask_settings.address:
+            _dask_runner(beam.dask_settings.shuffle_partitions)  # the extra, before its scheduler is asked
+            from uvd_pipeline.dask_cluster import check_address
+
+            check_address(beam.dask_settings.address)
+        return
+    if beam.local:
+        return  # ours (`make_runner`)
     from uvd_pipeline.config import RUNNER_NAMES
 
     path = RUNNER_NAMES.get(beam.runner, beam.runner)

@@ -36,6 +36,10 @@ def _setup_logging(verbose: bool) -> None:
     # Beam's own INFO lines are about its internals; keep ours readable.
     logging.getLogger("apache_beam").setLevel(logging.DEBUG if verbose else logging.ERROR)
     if not verbose:
+        # so are a Dask cluster's (its scheduler's and nannies' comings and goings): distributed
+        # sets its loggers' levels from its config when imported, here and in the local workers,
+        # which inherit the environment
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for handler in logging.getLogger().handlers:
             handler.addFilter(BeamImportNoise())
 

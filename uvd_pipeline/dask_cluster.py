@@ -5,13 +5,21 @@ A local cluster is separate worker processes (no memory shared with the build's 
 scheduler on 127.0.0.1, started for one build and stopped after it, so a local Dask build meets
 what a real cluster does: pickled work, shuffles between processes, lost workers. An existing
 scheduler (`beam.dask.address`: one deployed with dask-kubernetes, dask-jobqueue or by hand) is
-used as it is and left running.
+used as it is and left running; it must answer, as a scheduler, before the build touches its
+output (`check_address`).
 
 Beam's DaskRunner turns a GroupByKey into a Dask bag shuffle with as many partitions as its input,
 and a Flatten into the sum of its inputs' partitions, so partitions multiply along the graph (the
 mini build reached 399 partitions and 58,000 tasks for 10 shards, most of them empty). The runner
 here is Beam's with one change: the input of every grouping is first cut to at most
 `beam.dask.shuffle_partitions` partitions. Which elements meet in a group does not change.
+
+Beam's DaskRunner also hands a side input to its consumer as the producing bag itself: each of the
+consumer's tasks computed that bag again from inside the task (a nested compute through the
+worker's client), so every step above a side input ran again (the build's renders twice, about
+twice the tasks in all), and the scheduler warned of conflicting task specs for the same keys
+(133 multi-line warnings in a 13-shard build). Here a side input is one value of the graph (its
+elements gathered in one task) that the consumer's tasks depend on.
 """
 
 from __future__ import annotations
@@ -20,9 +28,51 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
-from uvd_pipeline.config import DaskConfig
+from uvd_pipeline.config import ConfigError, DaskConfig
 
 log = logging.getLogger(__name__)
+ANSWER_TIMEOUT_S = 5.0  # a scheduler that is up answers in milliseconds, also across a data centre
+
+
+def check_address(address: str, timeout: float | None = None) -> None:
+    """A given scheduler must answer, and be a scheduler, before anything is written: Beam's runner
+    first connects once the graph is built and the output prepared, retries for 30 s, and dies in
+    a chained OSError traceback that names neither the setting nor the fix."""
+    import asyncio
+
+    timeout = ANSWER_TIMEOUT_S if timeout is None else timeout
+    try:
+        # bounded as a whole: distributed's handshake waits without end on a port that accepts
+        # connections and never answers
+        identity = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout))
+    except Exception as exc:  # refused, unresolvable, silent (a firewall, a port that is no Dask's)
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"beam.dask.address: no Dask scheduler answers at {address} within {timeout:g} s ({detail}); "
+            "start one there (`dask scheduler`, then `dask worker <address>`), correct the address (the "
+            "scheduler's port, 8786 by default, not its dashboard's), or leave address out to run a local "
+            "cluster") from None
+    kind = identity.get("type") if isinstance(identity, dict) else None
+    if kind != "Scheduler":
+        raise ConfigError(f"beam.dask.address: {address} answers as a Dask {kind or 'service'}, not a scheduler; "
+                          "give the scheduler's address (what `dask worker` was given)")
+    if not identity.get("n_workers"):
+        log.warning("Dask scheduler at %s has no workers yet: the build waits until some join", address)
+    else:
+        log.info("Dask scheduler at %s: %d workers, %d threads", address, identity["n_workers"],
+                 identity.get("total_threads", 0))
+
+
+async def _identity(address: str, timeout: float) -> dict:
+    """What the scheduler says of itself (its `identity` handler), within `timeout` seconds."""
+    from distributed.comm import connect
+
+    comm = await connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        await comm.close()
 
 
 def memory_limit(value: str) -> str | int:
@@ -38,11 +88,13 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
         return
     from distributed import LocalCluster
 
+    # its HTTP pages (the dashboard where bokeh is installed) on a free loopback port: with None,
+    # distributed still binds 8787, the port of a person's own dashboard
     cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
                            memory_limit=memory_limit(settings.memory_limit), processes=True,
-                           host="127.0.0.1", dashboard_address=None, silence_logs=logging.WARNING)
-    log.info("local Dask cluster at %s: %d workers x %d threads", cluster.scheduler_address,
-             settings.workers, settings.threads_per_worker)
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+    log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
+             settings.workers, settings.threads_per_worker, cluster.dashboard_link)
     try:
         yield cluster.scheduler_address
     finally:
@@ -50,7 +102,9 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
 
 
 def bounded_dask_runner(shuffle_partitions: int):
-    """Beam's DaskRunner whose groupings shuffle at most `shuffle_partitions` partitions."""
+    """Beam's DaskRunner whose groupings shuffle at most `shuffle_partitions` partitions, and whose
+    side inputs are computed once, as part of the graph."""
+    import apache_beam as beam
     from apache_beam.runners.dask.dask_runner import DaskRunner
     from apache_beam.runners.dask.overrides import _GroupByKeyOnly
     from apache_beam.runners.dask.transform_evaluator import GroupByKey
@@ -62,6 +116,9 @@ def bounded_dask_runner(shuffle_partitions: int):
             visit = visitor.visit_transform
 
             def visit_transform(node) -> None:
+                if type(node.transform) is beam.ParDo and node.side_inputs:  # what Beam translates as ParDo
+                    visitor.bags[node] = _pardo_with_side_values(node, visitor.bags)
+                    return
                 if not isinstance(node.transform, _GroupByKeyOnly):
                     visit(node)
                     return
@@ -75,3 +132,54 @@ def bounded_dask_runner(shuffle_partitions: int):
             return visitor
 
     return BoundedDaskRunner()
+
+
+def _pardo_with_side_values(node, bags: dict):
+    """The bag of a ParDo with side inputs: Beam's translation (`transform_evaluator.ParDo.apply`,
+    the same DoFn invoker) with each side input's elements passed to the tasks as one computed
+    value of the graph, not as the bag that makes them."""
+    from apache_beam import DoFn
+    from apache_beam.runners.common import DoFnContext, DoFnSignature, _OutputHandler
+    from apache_beam.runners.dask.transform_evaluator import OneReceiver, get_windowed_value
+
+    transform = node.transform
+    (pcoll,) = node.main_inputs.values()
+    window_fn = pcoll.windowing.windowfn if hasattr(pcoll, "windowing") else None
+    receivers = OneReceiver()
+    invoker_args = [DoFnSignature(transform.fn), _OutputHandler(
+        window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
+        per_element_output_counter=None, output_batch_converter=None, process_yields_batches=False,
+        process_batch_yields_elements=False)]
+    args, kwargs = transform.raw_side_inputs
+    invoker_kwargs = dict(context=DoFnContext(transform.label, state=None), input_args=list(args),
+                          input_kwargs=kwargs, user_state_context=None,
+                          bundle_finalizer_param=DoFn.BundleFinalizerParam())
+    specs = [(type(side), side._view_options(), side._window_mapping_fn) for side in node.side_inputs]
+    values = [_elements(bags[side.pvalue.producer]) for side in node.side_inputs]
+    return bags[pcoll.producer].map(get_windowed_value, window_fn).map_partitions(
+        _bundle_with_side_values, invoker_args, invoker_kwargs, receivers, specs, *values)
+
+
+def _elements(bag):
+    """A bag's elements as one value of the graph, depending on the bag's own tasks. (Not a bag
+    reduction: an Item that also reaches a consumer of the bag made Dask fuse the bag's tasks into
+    both, running every step above the side input twice.)"""
+    import dask
+
+    return dask.delayed(_concatenated, pure=True)(bag.to_delayed(optimize_graph=False))
+
+
+def _concatenated(parts: list) -> list:
+    """The side input's partitions (lists of its elements) as one list."""
+    return [item for part in parts for item in part]
+
+
+def _bundle_with_side_values(items, invoker_args, invoker_kwargs, receivers, specs, *values) -> list:
+    """One partition through the DoFn (Beam's `apply_dofn_to_bundle`), its side inputs made of
+    their computed elements."""
+    from apache_beam.runners.dask.transform_evaluator import apply_dofn_to_bundle, get_windowed_value
+    from apache_beam.transforms.sideinputs import SideInputMap
+
+    side_inputs = [SideInputMap(kind, options, [get_windowed_value(v, window_fn) for v in elements])
+                   for (kind, options, window_fn), elements in zip(specs, values)]
+    return apply_dofn_to_bundle(items, invoker_args, dict(invoker_kwargs, side_inputs=side_inputs), receivers)
