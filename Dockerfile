@@ -9,6 +9,8 @@
 FROM apache/beam_python3.11_sdk:2.77.0
 ARG TORCH_PIP_ARGS=""
 
+# File names read as UTF-8 whatever the locale a runner gives its workers (`uvd_pipeline.cli.in_utf8_mode`)
+ENV PYTHONUTF8=1
 WORKDIR /opt/uvd
 COPY pyproject.toml README.md ./
 COPY transforms ./transforms

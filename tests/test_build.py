@@ -357,6 +357,54 @@ def test_cli_end_to_end_with_report(mini_corpus, mini_build_copy, tmp_path):
     assert missing.returncode == 2 and "run the build" in log
 
 
+NON_UTF8_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}  # file names decoded as ASCII
+
+
+def test_cli_reads_file_names_as_utf8_whatever_the_locale(sample_corpus, tmp_path):
+    """A build run in a locale whose charset is not UTF-8 (here ASCII; Latin-1 and other legacy
+    charsets alike) reads file names as a UTF-8 machine does: a COCO `file_name` beyond ASCII is
+    found (it was encoded into the locale's bytes: the whole unit failed under ASCII, the image was
+    `unreadable_file` under Latin-9), and its lineage names the file as written."""
+    corpus = tmp_path / "coco"
+    shutil.copytree(sample_corpus / "coco", corpus)
+    images = corpus / "images" / "val"
+    old = sorted(p.name for p in images.iterdir())[0]
+    new = "\u0130stanbul_\u0131\u015f\u0131k.jpg"
+    (images / old).rename(images / new)
+    renamed = set()
+    for annotations in (corpus / "annotations").iterdir():
+        data = json.loads(annotations.read_text())
+        for image in data["images"]:
+            if image["file_name"] == old:
+                image["file_name"] = new
+                renamed.add(f"coco-{image['id']}-detection")
+        annotations.write_text(json.dumps(data))
+    config = {"version": 1, "output": str(tmp_path / "out"), "image": {"size": 32},
+              "sources": [{"name": "coco", "type": "coco", "path": str(corpus), "split": "val",
+                           "tasks": ["detection"], "num_shards": 1}],
+              "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory", "early_render": False}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(path), "--no-tokenize"], cwd=REPO,
+                          env={**os.environ, **NON_UTF8_LOCALE}, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_bytes().splitlines()]
+    assert len(renamed) == 1 and not [r for r in rejects if r["reason"] == "unit_failed" or r["key"] in renamed]
+    files = {member.get("file") for _, meta in _sentence_metas(tmp_path / "out") for member in meta["members"]}
+    assert new in files
+
+
+def _sentence_metas(output: Path):
+    """(tar member name, parsed sentence JSON) of every rendered shard, read with `tarfile`."""
+    import tarfile
+
+    for path in sorted((output / "rendered").rglob("*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    yield member.name, json.loads(tar.extractfile(member).read())
+
+
 def test_any_fsspec_url_in_and_out(mini_corpus, mini_build, tmp_path):
     """Sources and output on a non-local fsspec filesystem give the same shards as local disk."""
     import fsspec

@@ -232,6 +232,29 @@ def test_report_reconstruction_per_source(report_build):
     assert data["tokenizer"]["sample_psnr"] == pytest.approx(np.mean(all_psnr), abs=0.01)
 
 
+def test_reconstructions_do_not_depend_on_the_thread_count(report_build):
+    """The decoded sample is the same bytes whatever torch's thread count (set by the machine's
+    cores, `OMP_NUM_THREADS` or `taskset`): a convolution's sums split across another number of
+    threads round otherwise, which changed the report's sheets from one machine to another."""
+    import torch
+
+    from uvd_pipeline.report_data import build_tokenizer, reconstructions, token_usage
+
+    config, _ = report_build
+    _, _, shards_of = token_usage(config.output)
+    before = torch.get_num_threads()
+    decoded = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            tok = build_tokenizer(config.output)
+            samples = reconstructions(config.output, tok, shards_of, 8)
+            decoded.append({sample["source"]: sample["decoded"].tobytes() for sample in samples})
+    finally:
+        torch.set_num_threads(before)
+    assert len(decoded[0]) == 3 and decoded[0] == decoded[1]
+
+
 def test_stage_throughput(report_build):
     config, summary = report_build
     stages = summary["run"]["stages"]

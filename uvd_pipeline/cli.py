@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import codecs
 import logging
 import os
 import signal
@@ -134,7 +135,23 @@ def leave(code: int) -> NoReturn:
 
 def run() -> NoReturn:
     """The `uvd` command and `python -m uvd_pipeline`."""
+    in_utf8_mode()
     leave(main())
+
+
+def in_utf8_mode() -> None:
+    """Run this command again in Python's UTF-8 mode (`PYTHONUTF8=1`, inherited by worker
+    processes) when this process decodes file names in another charset: a Latin-1 or Latin-9
+    locale, or ASCII with UTF-8 mode turned off. There, `os.listdir` and `tarfile` read a name's
+    UTF-8 bytes as other characters (keys, digests and lineage text unlike a UTF-8 machine's), and
+    a name read from an annotation file (COCO `file_name`) is encoded into other bytes and not
+    found, or fails its whole unit. UTF-8 mode reads names as their UTF-8 bytes whatever the
+    locale (bytes that are not UTF-8 kept by surrogateescape). Once only: a `-X utf8=0` given
+    on the command line wins."""
+    if codecs.lookup(sys.getfilesystemencoding()).name == "utf-8" or os.environ.get("PYTHONUTF8") == "1":
+        return
+    os.environ["PYTHONUTF8"] = "1"
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def _flush_and_exit(code: int) -> NoReturn:

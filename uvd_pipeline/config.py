@@ -525,7 +525,9 @@ class TokenizerConfig(Strict):
         "may differ by rounding between workers: off, so token bytes never depend on where they were made")
     threads: StrictInt | None = Field(1, ge=1, description="torch threads per worker process (one worker per "
                                 "core is the default; worker threads of one process each run on this "
-                                "many; fixed so token bytes never depend on it)")
+                                "many; fixed so token bytes never depend on the machine: CPU codes differ "
+                                "by rounding at near ties between thread counts, and null, torch's own "
+                                "count, is the machine's cores)")
     accelerator: str | None = Field(None, description="Beam resource hint for the tokenize step only, e.g. "
                                     "'type:nvidia-l4;count:1;install-nvidia-driver'")
 

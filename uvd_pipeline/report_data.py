@@ -23,6 +23,10 @@ EXAMPLES_PER_REASON = 3
 # first RECONSTRUCTION_PER_SENTENCE images of each sentence in order, RECONSTRUCTION_IMAGES in all
 RECONSTRUCTION_IMAGES = 8
 RECONSTRUCTION_PER_SENTENCE = 2
+# torch threads of the report's decode, fixed: a convolution split across another number of threads
+# rounds otherwise, and all cores (as before) gave other sheets on every machine; 2 decodes the uvd-tiny
+# sample in 1.8 s a source here against 3.2 s on 1
+RECONSTRUCTION_THREADS = 2
 
 
 def output_problems(output: str, summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -213,9 +217,10 @@ def build_tokenizer(output: str):
     build = read_json(fsio.join(output, "build.json"))
     checkpoint = build.get("config", {}).get("tokenizer", {}).get("checkpoint", "embedded")
     try:
-        # all cores, eager: the report decodes a few dozen images, and the build's default compile
-        # (10-30 s a process) made `make build-uvd`'s report step 35 -> 44 s
-        return load_tokenizer(TokenizeSettings(checkpoint, batch_size=8, threads=None, compile=False))
+        # eager: the report decodes a few dozen images, and the build's default compile (10-30 s a
+        # process) made `make build-uvd`'s report step 35 -> 44 s
+        settings = TokenizeSettings(checkpoint, batch_size=8, threads=RECONSTRUCTION_THREADS, compile=False)
+        return load_tokenizer(settings)
     except Exception:  # the checkpoint moved since the build: the usage numbers still stand
         return None
 
