@@ -39,9 +39,11 @@ def test_mini_build_counts_and_reject_reasons(mini_build):
     for s in sources.values():
         for reason, n in s["rejects_by_reason"].items():
             reasons[reason] += n
+    # duplicate_near: 3 web, 3 ImageNet (n04266014_1252 and _1091, two crops of one photo, came to
+    # hamming 6 when DCT-scaled decodes were placed where the full decode puts them; it was 7)
     assert dict(reasons) == {"truncated": 2, "corrupt_header": 1, "failed_to_download": 2,
-                             "remainder_dropped": 8, "too_few_frames": 1, "unreadable": 1,
-                             "duplicate_near": 5}
+                             "remainder_dropped": 7, "too_few_frames": 1, "unreadable": 1,
+                             "duplicate_near": 6}
     assert sources["web"]["rejects_by_reason"]["duplicate_near"] == MINI_WEB_NEAR_DUPLICATES
     rejects = [json.loads(line) for line in (Path(config.output) / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == summary["totals"]["rejects"] == sum(reasons.values())
@@ -168,14 +170,14 @@ def test_an_output_of_an_earlier_render_revision_is_refused_then_rendered_again(
     record_path = Path(config.output) / build.BUILD_FILE
     record = json.loads(record_path.read_text())
     assert record["render_revision"] == config_module.RENDER_REVISION and record["config_hash"] == config.content_hash()
-    with monkeypatch.context() as patch:  # the record an earlier version wrote: its hash, no revision field
-        patch.setattr(config_module, "RENDER_REVISION", config_module.RENDER_REVISION - 1)
+    earlier = config_module.RENDER_REVISION - 1
+    with monkeypatch.context() as patch:  # the record the previous version wrote: its hash and revision
+        patch.setattr(config_module, "RENDER_REVISION", earlier)
         record["config_hash"] = config.content_hash()
-    del record["render_revision"]
+    record["render_revision"] = earlier  # (revision 1 wrote no such field: read as 1)
     assert record["config_hash"] != config.content_hash()
     record_path.write_text(json.dumps(record))
     before = shard_digests(Path(config.output))
-    earlier = config_module.RENDER_REVISION - 1
     with pytest.raises(ConfigError, match=rf"earlier version .*render revision {earlier}, now "
                                           rf"{config_module.RENDER_REVISION}.*--replace-changed"):
         build.run_build(config)

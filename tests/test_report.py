@@ -51,8 +51,8 @@ def test_report_counts_and_sheets(report_build):
     assert data["totals"] == summary["totals"]
     web = summary["sources"]["web"]["sentences"]
     assert data["sentences_by_kind"] == {"category": 6, "image": web, "video": 3}
-    assert data["rejects_by_reason"]["remainder_dropped"] == 8
-    assert data["rejects_by_reason"]["duplicate_near"] == 5
+    assert data["rejects_by_reason"]["remainder_dropped"] == 7
+    assert data["rejects_by_reason"]["duplicate_near"] == 6
     assert data["reject_examples"]["too_few_frames"][0]["key"].startswith("clips-short_10f")
     page = Path(paths["html"]).read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
