@@ -29,6 +29,12 @@ from fsspec.core import url_to_fs
 TMP_MARK = ".tmp-"
 
 
+def is_temporary(uri: str) -> bool:
+    """Whether `uri` names an unfinished write (by its own name only: a folder above it may carry
+    the mark, as a job's `/scratch/run.tmp-3/`, and holds finished files all the same)."""
+    return TMP_MARK in posixpath.basename(uri.rstrip("/"))
+
+
 def temporary_name(target: str) -> str:
     """A fresh temporary name beside `target`; two writers of one target never share it."""
     return f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from sources import fsio
-from tokenizer.atomic import TMP_MARK, AtomicFile, write_bytes
+from tokenizer.atomic import AtomicFile, is_temporary, write_bytes
 
 log = logging.getLogger(__name__)
 UNITS_DIR = "_units"
@@ -427,7 +427,7 @@ def unit_marks(output: str) -> list[str]:
     if not fsio.exists(root):
         return []
     return [f for folder in fsio.list_dirs(root) for f in fsio.list_files(folder, (MARK_SUFFIX,))
-            if TMP_MARK not in fsio.basename(f)]
+            if not is_temporary(f)]
 
 
 def check_unit(output: str, mark_uri: str, full: bool) -> str | None:
