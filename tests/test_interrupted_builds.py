@@ -61,6 +61,30 @@ def test_verify_counts_images_a_killed_build_already_moved_into_committed_shards
     assert sorted(out.glob("_units/*/*.moved")) == moved
 
 
+def test_verify_says_when_the_build_holding_the_output_is_gone(mini_build, tmp_path, capsys):
+    """After a `kill -9` the dead build's lock stays until the next build takes it over: `verify`
+    said "a build holds this output; shards it is writing are not committed yet", so the user
+    waited for a build that no longer ran. It names the holder as gone and says how to finish."""
+    import json
+    import socket
+    import subprocess
+
+    from uvd_pipeline.cli import main
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / "_lock.json").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
+                                                "started": "2026-01-01T00:00:00+00:00", "run_id": "killed-run"}))
+    assert main(["verify", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"note: the build that held this output (host {socket.gethostname()}, pid {dead.pid}" in printed
+    assert "is gone: it was killed or crashed" in printed and "run the same build command again" in printed
+    assert "a build holds this output" not in printed
+
+
 def _verify(output: Path) -> str:
     import subprocess
     import sys

@@ -39,6 +39,7 @@ class VerifyResult:
     files: int = 0
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (file, what is wrong)
     holder: str | None = None  # the build holding the output's lock, if any
+    holder_gone: bool = False  # that build's process is known to be gone (killed or crashed on this host)
 
     @property
     def intact(self) -> bool:
@@ -185,6 +186,7 @@ def verify_output(output: str, quick: bool = False,
     result = VerifyResult(output, full=not quick)
     holder = read_holder(output)
     result.holder = holder.describe() if holder else None
+    result.holder_gone = holder is not None and holder.is_alive() is False
 
     def damaged(uri: str, why: str) -> None:
         result.damaged.append((uri, why))
@@ -251,7 +253,11 @@ def placed_name(stats_uri: str, stats: dict[str, Any]) -> str:
 def main(output: str, quick: bool = False) -> int:
     """Print each damaged file and a summary line; 0 if intact, 1 if damaged."""
     result = verify_output(output, quick, on_damage=lambda uri, why: print(f"damaged: {uri}: {why}", flush=True))
-    if result.holder:
+    if result.holder_gone:
+        print(f"note: the build that held this output ({result.holder}) is gone: it was killed or crashed before it "
+              "finished. Its uncommitted shards were not checked, nor were the shard folders held to summary.json; "
+              "run the same build command again to finish it (it takes the lock over)")
+    elif result.holder:
         print(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
               "and were not checked, nor were the shard folders held to summary.json (strays, missing marks)")
     print(result.summary_line())
