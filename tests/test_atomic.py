@@ -47,6 +47,38 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
     assert target.read_bytes() == b"old" and _names(tmp_path) == ["x.txt"]
 
 
+FULL_DISK = """
+import os, resource, signal, sys
+from tokenizer.atomic import write_bytes
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG), as on a full disk (ENOSPC)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+for size in (6000, 70000):  # buffered until the commit's flush; written at once
+    try:
+        write_bytes(os.path.join(sys.argv[1], "x.json"), b"n" * size)
+    except OSError as exc:
+        print(exc.errno)
+"""
+
+
+def test_a_write_the_disk_refuses_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path):
+    """A full disk (here a file size limit, `ulimit -f`: the same failing write) refuses the
+    bytes either when they are written or only when the file is closed, at the commit (a small
+    file sits in the buffer until then): the write fails, the old file stays, and no temporary is
+    left holding the space (the commit's failed flush left it, as a build on a full disk did
+    with a unit's `.results`)."""
+    import errno
+    import subprocess
+    import sys
+
+    target = tmp_path / "x.json"
+    target.write_bytes(b"old")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.stdout.split() == [str(errno.EFBIG)] * 2, done.stderr
+    assert target.read_bytes() == b"old" and _names(tmp_path) == ["x.json"]
+
+
 def test_the_temporary_carries_the_mark_the_sweep_removes(tmp_path: Path):
     file = AtomicFile(str(tmp_path / "x.bin"))
     file.write(b"abc")

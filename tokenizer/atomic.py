@@ -29,6 +29,12 @@ from fsspec.core import url_to_fs
 TMP_MARK = ".tmp-"
 
 
+def is_temporary(uri: str) -> bool:
+    """Whether `uri` names an unfinished write (by its own name only: a folder above it may carry
+    the mark, as a job's `/scratch/run.tmp-3/`, and holds finished files all the same)."""
+    return TMP_MARK in posixpath.basename(uri.rstrip("/"))
+
+
 def temporary_name(target: str) -> str:
     """A fresh temporary name beside `target`; two writers of one target never share it."""
     return f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
@@ -96,19 +102,26 @@ class AtomicFile:
         return self._handle.write(data)
 
     def commit(self) -> None:
-        """Rename the written bytes (none: an empty file) into place."""
+        """Rename the written bytes (none: an empty file) into place. A close that fails (the last
+        buffered bytes refused by a full disk) removes the temporary and raises."""
         if self._handle is None:
             self.write(b"")
         assert self._handle is not None
-        self._handle.close()
-        self._handle = None
+        handle, self._handle = self._handle, None
+        try:
+            handle.close()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self._fs.rm(self.temporary)
+            raise
         _move_into_place(self._fs, self.temporary, self._target, self._local is not None)
 
     def abandon(self) -> None:
         """Remove what was written; the target is left as it was."""
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            with contextlib.suppress(OSError):  # its buffered bytes, refused again by a full disk
+                handle.close()
             with contextlib.suppress(FileNotFoundError):
                 self._fs.rm(self.temporary)
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from sources import fsio
 from sources.records import Reject
-from tokenizer.atomic import TMP_MARK, commit_file, write_bytes
+from tokenizer.atomic import commit_file, is_temporary, write_bytes
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
 from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, file_sizes,
                                     named_files, rendered_files)
@@ -78,7 +78,7 @@ def stats_files(output: str) -> list[str]:
     root = fsio.join(output, RENDERED_DIR)
     if not fsio.exists(root):
         return []
-    return [f for f in fsio.list_files(root, (STATS_SUFFIX,), recursive=True) if TMP_MARK not in f]
+    return [f for f in fsio.list_files(root, (STATS_SUFFIX,), recursive=True) if not is_temporary(f)]
 
 
 def read_json(uri: str) -> Any:
@@ -150,7 +150,7 @@ def remove_temporaries(output: str) -> int:
     if not fsio.exists(output):
         return 0
     fs, _ = fsio.filesystem(output)
-    leftovers = [f for f in fsio.list_files(output, recursive=True) if TMP_MARK in fsio.basename(f)]
+    leftovers = [f for f in fsio.list_files(output, recursive=True) if is_temporary(f)]
     for uri in leftovers:
         fs.rm(fsio.filesystem(uri)[1])
     return len(leftovers)

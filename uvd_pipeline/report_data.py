@@ -40,7 +40,10 @@ def output_problems(output: str, summary: dict[str, Any]) -> list[tuple[str, str
 
     result = verify_output(output, quick=True, units=False)
     problems = list(result.damaged)
-    if result.holder:
+    if result.holder_gone:
+        problems.append((lock_uri(output), f"the build that held this output ({result.holder}) is gone, killed or "
+                                           "crashed before it finished: run the same build command again to finish it"))
+    elif result.holder:
         problems.append((lock_uri(output), f"a build holds this output ({result.holder}): its summary is not final"))
     # compared by where they lie in the output: a listing names files by absolute paths, an output
     # given as `build/sample` would otherwise list none of them

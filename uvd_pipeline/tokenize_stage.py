@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sources import fsio
+from tokenizer.atomic import is_temporary
 from uvd_pipeline.config import TokenizerConfig
 from uvd_pipeline.daemon_pool import DaemonPool, PerProcess, cores
 from uvd_pipeline.render import decode_png
@@ -95,7 +96,7 @@ def token_stats_files(output: str) -> list[str]:
     root = fsio.join(output, TOKENS_DIR)
     if not fsio.exists(root):
         return []
-    return [f for f in fsio.list_files(root, (STATS_SUFFIX,), recursive=True) if ".tmp-" not in f]
+    return [f for f in fsio.list_files(root, (STATS_SUFFIX,), recursive=True) if not is_temporary(f)]
 
 
 def _lineage(header: dict[str, Any]) -> dict[str, Any]:

@@ -269,6 +269,18 @@ def relocate(output: str, committed: Iterable[ShardAddress], pass_bytes: int | N
     return result
 
 
+def pending_placements(output: str, trusted: Mapping[str, str | None]) -> dict[str, Moved]:
+    """Rendering -> where its images lie in committed shards by the shards' placement records
+    (`trusted`: each intact committed tar, as `tar_relative` names it, with its sha256), whether or
+    not `relocate` has brought the units' `.moved` records up to date: a build killed in its write
+    phase has freed the store's copies already, and only its rerun writes the records. For checks
+    that must not change the output (`verify`); all placements at once, so only on a unit that
+    failed its check without them."""
+    root = fsio.join(output, SHARD_INPUTS_DIR)
+    records = fsio.list_files(root, (PLACED_SUFFIX,), recursive=True) if fsio.exists(root) else []
+    return _placements(records, dict(trusted), 1, 0)[0]
+
+
 def _share(uid: str, passes: int) -> int:
     """Which pass of `relocate` takes a unit (by its id, the same for its mark and its placements)."""
     return zlib.crc32(uid.encode()) % passes

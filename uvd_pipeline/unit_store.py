@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from sources import fsio
-from tokenizer.atomic import TMP_MARK, AtomicFile, write_bytes
+from tokenizer.atomic import AtomicFile, is_temporary, write_bytes
 
 log = logging.getLogger(__name__)
 UNITS_DIR = "_units"
@@ -201,13 +201,16 @@ class UnitStore:
             return None
         return outputs, mark["inputs_digest"]
 
-    def stored_outputs(self, uid: str, mark: dict[str, Any], verify_images: bool = False) -> list[tuple[str, Any]]:
+    def stored_outputs(self, uid: str, mark: dict[str, Any], verify_images: bool = False,
+                       placed: Moved | None = None) -> list[tuple[str, Any]]:
         """A committed unit's outputs with every image a ref to where it lies now; raises
         ValueError/OSError naming the file when the results, the image file or (with
-        `verify_images`) an image in it differs from what the mark records."""
+        `verify_images`) an image in it differs from what the mark records. `placed`: images that
+        committed shards took which the unit's `.moved` record does not name yet
+        (`unit_relocation.pending_placements`)."""
         results = self._read_checked(uid, RESULTS_SUFFIX, mark["results"])
         outputs = _Unpickler(io.BytesIO(results)).load()
-        moved = read_moved(self._path(uid, MOVED_SUFFIX), mark["render"])
+        moved = read_moved(self._path(uid, MOVED_SUFFIX), mark["render"]) | (placed or {})
         images_uri = self._path(uid, BIN_SUFFIX)
         placed = [(tag, _placed(item, images_uri, self.output, moved)) for tag, item in outputs]
         in_file = [r for _, item in placed for r in _refs(item) if r.path == images_uri]
@@ -427,17 +430,28 @@ def unit_marks(output: str) -> list[str]:
     if not fsio.exists(root):
         return []
     return [f for folder in fsio.list_dirs(root) for f in fsio.list_files(folder, (MARK_SUFFIX,))
-            if TMP_MARK not in fsio.basename(f)]
+            if not is_temporary(f)]
 
 
-def check_unit(output: str, mark_uri: str, full: bool) -> str | None:
+def check_unit(output: str, mark_uri: str, full: bool,
+               placed: Callable[[], dict[str, Moved]] | None = None) -> str | None:
     """What is wrong with one committed unit (None: intact): its mark, its results file (size and
     sha256), its image file (size; with `full`, each image still in it by sha256). Images already
-    moved into committed shards are checked with those shards."""
+    moved into committed shards are checked with those shards. `placed`: rendering -> images
+    committed shards took (`unit_relocation.pending_placements`), asked for only when the unit
+    fails without them (a build killed in its write phase freed their store copies, and its
+    `.moved` records come with the rerun)."""
     try:
         mark = json.loads(fsio.read_bytes(mark_uri))
         store = UnitStore(output, mark["source"], mark["config_hash"])
-        store.stored_outputs(fsio.basename(mark_uri)[: -len(MARK_SUFFIX)], mark, verify_images=full)
+        uid = fsio.basename(mark_uri)[: -len(MARK_SUFFIX)]
+        try:
+            store.stored_outputs(uid, mark, verify_images=full)
+        except (OSError, ValueError) as exc:
+            pending = placed().get(rendering_name(mark["source"], uid, mark["render"])) if placed else None
+            if not pending:
+                raise exc
+            store.stored_outputs(uid, mark, verify_images=full, placed=pending)
     except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError, EOFError) as exc:
         return f"{type(exc).__name__}: {exc}"[:300]
     return None

@@ -17,6 +17,7 @@ shards.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class VerifyResult:
     files: int = 0
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (file, what is wrong)
     holder: str | None = None  # the build holding the output's lock, if any
+    holder_gone: bool = False  # that build's process is known to be gone (killed or crashed on this host)
 
     @property
     def intact(self) -> bool:
@@ -177,12 +179,14 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.output_lock import read_holder
     from uvd_pipeline.rendered_shards import stats_files
     from uvd_pipeline.tokenize_stage import token_stats_files
+    from uvd_pipeline.unit_relocation import pending_placements
 
     if not fsio.exists(fsio.join(output, BUILD_FILE)):
         raise no_output(output, f"is not a build output (it has no {BUILD_FILE})")
     result = VerifyResult(output, full=not quick)
     holder = read_holder(output)
     result.holder = holder.describe() if holder else None
+    result.holder_gone = holder is not None and holder.is_alive() is False
 
     def damaged(uri: str, why: str) -> None:
         result.damaged.append((uri, why))
@@ -204,6 +208,7 @@ def verify_output(output: str, quick: bool = False,
             except ValueError as exc:
                 damaged(uri, f"unreadable JSON ({exc})"[:200])
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
+    intact_tars: dict[str, str | None] = {}  # committed tar (as placement records name it) -> its sha256
     for listing, kind in ((stats_files(output), "rendered"), (token_stats_files(output), "token")):
         for uri in listing:
             result.files += 1
@@ -219,24 +224,40 @@ def verify_output(output: str, quick: bool = False,
                 result.rendered_shards += 1
             else:
                 result.token_shards += 1
+            damage = len(result.damaged)
             for recorded in files:
                 check(recorded)
+            if kind == "rendered" and len(result.damaged) == damage:
+                intact_tars[placed_name(uri, stats)] = stats.get("tar_sha256")
     if holder is None:
         for uri, why in missing_marks(output) + [(uri, STRAY) for uri in unclaimed_files(output, claimed)]:
             damaged(uri, why)
+    placed = functools.cache(lambda: pending_placements(output, intact_tars))
     for uri in unit_marks(output) if units else []:
         result.files += 1
         result.units += 1
-        why = check_unit(output, uri, full=not quick)
+        why = check_unit(output, uri, full=not quick, placed=placed)
         if why:
             damaged(uri, why)
     return result
 
 
+def placed_name(stats_uri: str, stats: dict[str, Any]) -> str:
+    """A rendered shard's tar as placement records name it (`unit_relocation.tar_relative`)."""
+    from uvd_pipeline.rendered_shards import RENDERED_DIR
+
+    source, split = stats_uri.rsplit("/", 3)[1:3]
+    return "/".join((RENDERED_DIR, source, split, stats["tar"]))
+
+
 def main(output: str, quick: bool = False) -> int:
     """Print each damaged file and a summary line; 0 if intact, 1 if damaged."""
     result = verify_output(output, quick, on_damage=lambda uri, why: print(f"damaged: {uri}: {why}", flush=True))
-    if result.holder:
+    if result.holder_gone:
+        print(f"note: the build that held this output ({result.holder}) is gone: it was killed or crashed before it "
+              "finished. Its uncommitted shards were not checked, nor were the shard folders held to summary.json; "
+              "run the same build command again to finish it (it takes the lock over)")
+    elif result.holder:
         print(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
               "and were not checked, nor were the shard folders held to summary.json (strays, missing marks)")
     print(result.summary_line())
