@@ -707,3 +707,36 @@ def test_the_command_line_hides_beams_bigquery_warning_unless_verbose(verbose):
     assert done.returncode == 0, done.stderr
     assert "our line" in done.stderr and "another warning" in done.stderr
     assert ("apitools not found" in done.stderr) == verbose
+
+
+def test_a_rerun_that_fails_half_way_leaves_no_summary_of_another_output(mini_build_copy, monkeypatch, capsys):
+    """A rerun over changed input that fails (a worker killed, a full disk) after rewriting some
+    shards left the earlier run's summary.json, rejects.jsonl and mixture.yaml beside them: totals
+    and a shard list of another output, and `verify`, seeing a finished build, said intact with
+    nothing more. A run takes them away before it changes anything and writes them when it
+    finishes; verify says the build did not finish."""
+    from uvd_pipeline import build, verify
+
+    config, _ = mini_build_copy
+    out = Path(config.output)
+    before = shard_digests(out)
+    finished = {name: (out / name).read_bytes() for name in ("summary.json", "rejects.jsonl", "mixture.yaml")}
+
+    def fails(pipeline):
+        raise RuntimeError("Worker subprocess exited with return code 137")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build, "run_pipeline", fails)
+        with pytest.raises(RuntimeError, match="137"):
+            build.run_build(config)
+    assert not [name for name in finished if (out / name).exists()]
+    assert verify.main(str(out)) == 0
+    assert "did not finish" in capsys.readouterr().out
+    build.run_build(config)
+    assert shard_digests(out) == before
+    summary = json.loads((out / "summary.json").read_text())
+    mine = ("run", "output")  # this run's timings; the copy's folder
+    assert {k: v for k, v in summary.items() if k not in mine} == {
+        k: v for k, v in json.loads(finished["summary.json"]).items() if k not in mine}
+    assert (out / "rejects.jsonl").read_bytes() == finished["rejects.jsonl"]
+    assert (out / "mixture.yaml").read_bytes() == finished["mixture.yaml"]

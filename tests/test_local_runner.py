@@ -130,3 +130,36 @@ def test_the_builds_local_runner_is_made_safe(tmp_path):
         assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
     finally:
         worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = saved
+
+
+DYING_WORKER = textwrap.dedent("""
+    import os, signal, time
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from uvd_pipeline.local_runner import local_runner
+
+    def write(x):  # a last stage: sends nothing back to the runner, as the shard writers do
+        if x == 3:
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer's pick
+
+    options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
+        pipeline | beam.Create(list(range(6))) | beam.Reshuffle() | beam.Map(write)
+    print("FINISHED", flush=True)
+    """)
+
+
+def test_a_worker_process_killed_in_a_stage_that_sends_nothing_back_fails_the_run():
+    """`kill -9` of a worker process while it runs a bundle of a last stage (no output to the runner:
+    the build's shard writers) hung the build for good (three of three kills in its write phase):
+    the runner waited on the bundle's response, no data channel noticed, and Beam's own "Worker
+    subprocess exited with return code 137" went to a thread nobody hears. Now the run fails at once
+    with that error."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", DYING_WORKER], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "FINISHED" not in done.stdout
+    assert "Worker subprocess exited with return code 137" in done.stderr, done.stderr[-2000:]
+    assert time.monotonic() - started < 60

@@ -191,6 +191,21 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
                 fs.rm(path, recursive=True)
     fs.makedirs(root, exist_ok=True)
     write_bytes(build_uri, json.dumps(record, indent=1, sort_keys=True).encode())
+    unfinish(output)
+
+
+def unfinish(output: str) -> None:
+    """Take the finished build's files away before this run changes a shard: `summary.json` (the
+    mark of a finished build) first, then `rejects.jsonl` and `mixture.yaml`; the run writes them
+    again when it finishes. A rerun over grown input that failed or was killed half-way left the
+    earlier run's summary beside its rewritten shards: its totals, shard list and mixture described
+    another output, and `verify`, seeing a finished build, called it intact."""
+    from uvd_pipeline.mixture import MIXTURE_FILE
+
+    for name in (SUMMARY_FILE, REJECTS_FILE, MIXTURE_FILE):
+        fs, path = fsio.filesystem(fsio.join(output, name))
+        if fs.exists(path):
+            fs.rm(path)
 
 
 class _ShardProgress:
@@ -413,6 +428,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
         if not fsio.exists(config.output):  # a mistyped output: refused before its folder and lock are made
             raise ConfigError(f"--retokenize: {config.output} does not exist; build it first (without --retokenize)")
         lock()
+        unfinish(config.output)
         with open_runner(config) as (runner, options):
             pipeline = new_pipeline(config, runner, options)
             build_retokenize_graph(pipeline, config)

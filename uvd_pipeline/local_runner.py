@@ -14,13 +14,20 @@ small pipeline loses elements on every run (`tests/test_local_runner.py`).
 
 A time-based flush only lowers latency for streaming; a batch build needs none, so the local
 runner here runs with size-based buffering alone (flushed at a size threshold and on close, both
-from the writing thread)."""
+from the writing thread).
+
+A worker process that dies (the OOM killer, `kill -9`) while the runner waits for a bundle of a
+stage that sends nothing back (the shard writers: `expect_reads` is empty, so no data channel
+notices the loss) hung the build for good: Beam's `SubprocessSdkWorker.run` raises "Worker
+subprocess exited with return code 137" in its own thread, where nobody hears it, and the bundle's
+`ControlFuture` waits forever. Here that exit aborts the worker's outstanding requests with that
+error (`watch_worker_processes`), so the build fails at once, and its rerun finishes the job."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["local_runner", "disable_timed_flushes"]
+__all__ = ["local_runner", "disable_timed_flushes", "watch_worker_processes"]
 
 
 def disable_timed_flushes() -> None:
@@ -36,6 +43,53 @@ def disable_timed_flushes() -> None:
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
+def watch_worker_processes() -> None:
+    """Make a worker process's unexpected exit fail the requests its runner still waits on (the
+    bundle it had), instead of leaving them waiting forever. Idempotent; holds for every local run
+    made after it in this process."""
+    import threading
+
+    from apache_beam.runners.portability import local_job_service
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    handler = worker_handlers.SubprocessSdkWorkerHandler
+    if getattr(handler, "_uvd_watched", False):
+        return
+
+    def start_worker(self) -> None:
+        self.worker = local_job_service.SubprocessSdkWorker(self._worker_command_line, self.control_address,
+                                                            self.provision_info, self.worker_id)
+
+        def run() -> None:
+            try:
+                self.worker.run()
+            except Exception as exc:  # exited with a return code other than 0: its requests fail
+                _fail_requests(self.control_conn, exc)
+                raise
+
+        self.worker_thread = threading.Thread(name="run_worker", target=run)
+        self.worker_thread.start()
+
+    handler.start_worker = start_worker
+    handler._uvd_watched = True
+
+
+def _fail_requests(connection: Any, error: Exception) -> None:
+    """Fail what a dead worker's control connection waits on, and whatever is sent to it later
+    (another thread may be pushing a bundle as it dies)."""
+    push = connection.push
+
+    def push_to_the_dead(request: Any) -> Any:
+        future = push(request)
+        if future is not None:
+            future.abort(error)
+        return future
+
+    connection.push = push_to_the_dead
+    for future in list(connection._futures_by_id.values()):
+        future.abort(error)
+
+
 def local_runner(options: Any) -> Any:
     """Beam's FnApiRunner directly: the DirectRunner would first try to download the Prism runner,
     which fails offline and only adds a delay before it falls back to the same FnApiRunner. As the
@@ -46,6 +100,7 @@ def local_runner(options: Any) -> Any:
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     disable_timed_flushes()
+    watch_worker_processes()
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return fn_runner.FnApiRunner(provision_info=provision)

@@ -40,6 +40,7 @@ class VerifyResult:
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (file, what is wrong)
     holder: str | None = None  # the build holding the output's lock, if any
     holder_gone: bool = False  # that build's process is known to be gone (killed or crashed on this host)
+    finished: bool = True  # summary.json is there: the last build finished (`build.unfinish`)
 
     @property
     def intact(self) -> bool:
@@ -187,6 +188,7 @@ def verify_output(output: str, quick: bool = False,
     holder = read_holder(output)
     result.holder = holder.describe() if holder else None
     result.holder_gone = holder is not None and holder.is_alive() is False
+    result.finished = fsio.exists(fsio.join(output, SUMMARY_FILE))
 
     def damaged(uri: str, why: str) -> None:
         result.damaged.append((uri, why))
@@ -260,6 +262,10 @@ def main(output: str, quick: bool = False) -> int:
     elif result.holder:
         print(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
               "and were not checked, nor were the shard folders held to summary.json (strays, missing marks)")
+    elif not result.finished:
+        print("note: the last build of this output did not finish (it has no summary.json: it failed or was "
+              "stopped); what it committed was checked, the shard folders were not held to a summary; run the "
+              "same build command again to finish it")
     print(result.summary_line())
     if not result.intact:
         print("a resumed build with --verify rebuilds the damaged shards and removes the strays: "
