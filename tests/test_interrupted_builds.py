@@ -85,49 +85,6 @@ def test_verify_says_when_the_build_holding_the_output_is_gone(mini_build, tmp_p
     assert "a build holds this output" not in printed
 
 
-def _verify(output: Path) -> str:
-    import subprocess
-    import sys
-
-    import interrupt_harness as harness
-
-    done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "verify", str(output)], cwd=harness.REPO,
-                          env=harness.environ(), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
-
-
-@pytest.mark.slow
-def test_sigkill_in_every_phase_then_a_rerun_gives_the_uninterrupted_bytes(tmp_path):
-    """`kill -9` of the whole build (driver and 2 worker processes) at distinct moments of a
-    3-source build (img2dataset tars, a class folder, an ffmpeg video): the first unit commit, a
-    shard's placement record (the write phase: store copies already freed), the last shard's
-    commit (the settling: relocation, rejects.jsonl, summary); one rerun killed again at its
-    fourth unit commit. After each kill nothing is taken for
-    a finished output (no summary; `verify` finds nothing damaged: a kill in the write phase showed
-    the false DAMAGED fixed above), the next run takes the dead run's lock over saying so and sweeps its
-    temporaries, and the end state equals an uninterrupted build byte for byte (every shard, its
-    stats and rejects, rejects.jsonl, mixture, the summary but for its run section)."""
-    import interrupt_harness as harness
-
-    corpus = harness.make_corpus(tmp_path / "in")
-    reference = tmp_path / "reference"
-    harness.finish(harness.write_config(tmp_path / "ref.yaml", corpus, reference))
-    shards = len(list(reference.glob("rendered/*/*/*.stats.json")))
-    for n, points in enumerate(([("_units/*/*.json", 1), ("_units/*/*.json", 4)], [("_inputs/*/*.placed.json", 1)],
-                                [("rendered/*/*/*.stats.json", shards)])):
-        out = tmp_path / f"out{n}"
-        config = harness.write_config(tmp_path / f"c{n}.yaml", corpus, out)
-        for point, count in points:
-            assert harness.kill_when(harness.start(config), harness.appears(out, point, count)), point
-            assert (out / "_lock.json").exists() and not (out / "summary.json").exists()
-            _verify(out)
-        log = harness.finish(config)
-        assert "taking over the stale lock" in log and "that process is gone" in log
-        harness.same_output(out, reference)
-        assert not [p for p in out.rglob("*") if ".tmp-" in p.name or p.name in ("_tmp", "_lock.json")]
-
-
 @pytest.mark.slow
 def test_a_worker_killed_alone_fails_the_build_and_the_rerun_finishes_it(tmp_path):
     """`kill -9` of one DirectRunner worker process only (the OOM killer's pick), not its driver:
