@@ -4,9 +4,19 @@ is not a daemon is still waited for."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from conftest import shard_digests
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
@@ -53,3 +63,94 @@ def test_module_entry_point_exit_codes(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(tmp_path / "absent.yaml")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "absent.yaml" in missing.stderr, missing.stderr
+
+
+# --- the operating system says no: a full disk, a read-only mount, a size limit -------------------
+
+def _can_mount_tmpfs(tmp_path: Path) -> bool:
+    """Root with `mount` (a container without CAP_SYS_ADMIN has neither): tmpfs tests skip elsewhere."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True).returncode:
+        return False
+    subprocess.run(["umount", str(probe)], check=True)
+    return True
+
+
+@contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    folder.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, tiny_tokenizer: Path):
+    """A six-image folder build config writing to `OUT` (a path given with --output): seconds in-process."""
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    config = {
+        "version": 1, "output": str(tmp_path / "unused"), "seed": 0, "image": {"size": 64},
+        "sources": [{"name": "web", "type": "laion", "path": str(images), "format": "folder", "num_shards": 1}],
+        "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8, "threads": 1, "compile": False},
+        "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    if not _can_mount_tmpfs(tmp_path):
+        pytest.skip("needs root and mount (tmpfs) to make a real full or read-only disk")
+    return path
+
+
+def test_a_read_only_output_is_one_line_naming_it(tiny_config: Path, tmp_path: Path, capsys):
+    from uvd_pipeline.cli import main
+
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
+        code = main(["build", str(tiny_config), "--output", str(ro / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert f"error: {ro / 'out'}: Read-only file system (EROFS); " in err and "writable" in err, err
+
+
+@pytest.mark.slow  # five builds: 6 s
+def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_gives_a_clean_builds_bytes(
+        tiny_config: Path, tmp_path: Path, capsys):
+    from uvd_pipeline.cli import main
+
+    assert main(["build", str(tiny_config), "--output", str(tmp_path / "clean")]) == 0
+    capsys.readouterr()
+    for size in ("24k", "120k"):  # full while rendering units (the unit store); while writing shards
+        with tmpfs(tmp_path / f"full{size}", f"size={size}") as disk:
+            code = main(["build", str(tiny_config), "--output", str(disk / "out")])
+            err = capsys.readouterr().err
+            assert code == 2 and "Traceback" not in err, err
+            assert "No space left on device (ENOSPC); free space there" in err, err
+            assert not (disk / "out" / "_lock.json").exists()
+            subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # space freed
+            assert main(["build", str(tiny_config), "--output", str(disk / "out")]) == 0
+            assert shard_digests(disk / "out") == shard_digests(tmp_path / "clean")
+
+
+def test_a_file_size_limit_is_one_line_without_beams_traceback(tiny_config: Path, tmp_path: Path):
+    """`ulimit -f` (RLIMIT_FSIZE) in the build's own process: writes past it fail with EFBIG. A
+    real process, so that the logging the command sets up is what the user sees: Beam logged the
+    failed bundle's traceback at ERROR above the error line."""
+    import resource
+
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.RLIM_INFINITY))  # noqa: E731
+    proc = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(tiny_config), "--output",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "File too large (EFBIG); a file reached the largest size allowed" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "_lock.json").exists()

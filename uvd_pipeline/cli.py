@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import atexit
 import codecs
+import errno
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -28,6 +30,19 @@ class BeamImportNoise(logging.Filter):
         return not (record.name == "root" and str(record.msg).startswith("apitools not found"))
 
 
+class BeamRefusalNoise(logging.Filter):
+    """Beam logs a failed bundle at ERROR with its whole traceback before the build fails with the
+    same error: for a refusal of the operating system (`os_refusal`: disk full, read-only, size
+    limit) the command's own `error:` line says what and where, so the traceback only buries it.
+    Shown with --verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
+            return True
+        error = record.exc_info[1] if record.exc_info and record.exc_info[1] else Exception(record.getMessage())
+        return os_refusal(error, None) is None
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -43,6 +58,7 @@ def _setup_logging(verbose: bool) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for handler in logging.getLogger().handlers:
             handler.addFilter(BeamImportNoise())
+            handler.addFilter(BeamRefusalNoise())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -61,6 +77,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     config = load_config(args.config, build_overrides(args))
     if args.runner:
         config = with_runner(config, args.runner)
+    args.out = config.output  # the folder an operating system refusal without a file name is about
     logging.getLogger("uvd").info("build config:\n%s", config_summary(config))
     try:
         with terminate_as_interrupt():
@@ -340,6 +357,40 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# What the user does when the operating system refuses a read or write; any other OSError is ours.
+OS_REFUSALS: dict[int, str] = {
+    errno.ENOSPC: "free space there (or name another folder) and run the same command again",
+    errno.EDQUOT: "free space or raise the disk quota there, then run the same command again",
+    errno.EFBIG: "a file reached the largest size allowed (ulimit -f, or the file system's limit): "
+                 "raise it or name another folder, then run the same command again",
+    errno.EROFS: "the file system is mounted read-only: name a folder on a writable one",
+    errno.EACCES: "give this user access to it, or name another folder",
+    errno.EPERM: "give this user access to it, or name another folder",
+    errno.EIO: "the disk reported an input/output error: check it (dmesg), then run the same command again",
+}
+# Beam passes a worker's exception on as text: "OSError: [Errno 28] No space left on device: 'f' [while ...]"
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\[\]]+?)(?:: '([^']*)')?(?: \[while running|$)", re.M)
+
+
+def os_refusal(exc: BaseException, where: str | None) -> str | None:
+    """The `error:` line for a disk full, a read-only or forbidden folder, a size limit or a
+    failing disk met anywhere in `exc`'s chain (or in the text a Beam worker's error became): the
+    user must fix those, and a traceback names neither the path nor the fix. None for anything
+    else (our bugs keep their traceback). `where`: the folder named when the error names no file."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in OS_REFUSALS:
+            code, text, path = exc.errno, exc.strerror or os.strerror(exc.errno), exc.filename
+        elif (found := _ERRNO_TEXT.search(str(exc))) and int(found.group(1)) in OS_REFUSALS:
+            code, text, path = int(found.group(1)), found.group(2), found.group(3)
+        else:
+            exc = exc.__cause__ or exc.__context__
+            continue
+        return f"{path or where or 'the output'}: {text} ({errno.errorcode[code]}); {OS_REFUSALS[code]}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -354,3 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     except ShardDamaged as exc:
         print(f"error: damaged: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        line = os_refusal(exc, getattr(args, "out", None))
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
