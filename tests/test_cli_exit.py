@@ -108,12 +108,16 @@ def tiny_config(tmp_path: Path, tiny_tokenizer: Path):
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    if not _can_mount_tmpfs(tmp_path):
-        pytest.skip("needs root and mount (tmpfs) to make a real full or read-only disk")
     return path
 
 
-def test_a_read_only_output_is_one_line_naming_it(tiny_config: Path, tmp_path: Path, capsys):
+@pytest.fixture
+def mountable(tmp_path: Path) -> None:
+    if not _can_mount_tmpfs(tmp_path):
+        pytest.skip("needs root and mount (tmpfs) to make a real full or read-only disk")
+
+
+def test_a_read_only_output_is_one_line_naming_it(tiny_config: Path, mountable, tmp_path: Path, capsys):
     from uvd_pipeline.cli import main
 
     with tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
@@ -121,11 +125,45 @@ def test_a_read_only_output_is_one_line_naming_it(tiny_config: Path, tmp_path: P
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     assert f"error: {ro / 'out'}: Read-only file system (EROFS); " in err and "writable" in err, err
+    assert "Traceback" not in err
+
+
+def _without_root_powers() -> list[str]:
+    """A command prefix that keeps root's uid but drops its power to ignore file modes (CAP_DAC_*):
+    the worktree and the venv stay readable, and a mode-000 file is as unreadable as for a user."""
+    if os.geteuid() != 0:
+        return []  # a user already obeys file modes
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to drop root's power over file modes")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def test_verify_and_report_on_an_output_they_cannot_read(tiny_config: Path, tmp_path: Path):
+    """A token shard that cannot be read ended verify and report in a PermissionError traceback;
+    an output folder that cannot be listed was called 'not a build output' / 'run the build first'."""
+    from uvd_pipeline.cli import main
+
+    out = tmp_path / "out"
+    assert main(["build", str(tiny_config), "--output", str(out)]) == 0
+    shard = sorted(out.glob("tokens/**/*.arrow"))[0]
+    command = [*_without_root_powers(), sys.executable, "-m", "uvd_pipeline"]
+    shard.chmod(0)
+    try:
+        verify = subprocess.run([*command, "verify", str(out)], capture_output=True, text=True, timeout=120)
+        out.chmod(0)
+        report = subprocess.run([*command, "report", str(out)], capture_output=True, text=True, timeout=120)
+    finally:
+        out.chmod(0o755)
+        shard.chmod(0o644)
+    assert verify.returncode == 2 and "Traceback" not in verify.stderr, verify.stderr
+    assert f"error: {shard}: Permission denied (EACCES); give this user access" in verify.stderr, verify.stderr
+    assert report.returncode == 2 and "Traceback" not in report.stderr, report.stderr
+    assert f"error: {out} cannot be read (Permission denied); give this user access" in report.stderr, report.stderr
 
 
 @pytest.mark.slow  # five builds: 6 s
 def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_gives_a_clean_builds_bytes(
-        tiny_config: Path, tmp_path: Path, capsys):
+        tiny_config: Path, mountable, tmp_path: Path, capsys):
     from uvd_pipeline.cli import main
 
     assert main(["build", str(tiny_config), "--output", str(tmp_path / "clean")]) == 0
@@ -142,6 +180,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_gives_a_clean
             assert shard_digests(disk / "out") == shard_digests(tmp_path / "clean")
 
 
+@pytest.mark.slow  # a whole build in a fresh process: 5 s
 def test_a_file_size_limit_is_one_line_without_beams_traceback(tiny_config: Path, tmp_path: Path):
     """`ulimit -f` (RLIMIT_FSIZE) in the build's own process: writes past it fail with EFBIG. A
     real process, so that the logging the command sets up is what the user sees: Beam logged the

@@ -363,7 +363,7 @@ OS_REFUSALS: dict[int, str] = {
     errno.EDQUOT: "free space or raise the disk quota there, then run the same command again",
     errno.EFBIG: "a file reached the largest size allowed (ulimit -f, or the file system's limit): "
                  "raise it or name another folder, then run the same command again",
-    errno.EROFS: "the file system is mounted read-only: name a folder on a writable one",
+    errno.EROFS: "the file system is mounted read-only: remount it read-write, or use a folder on a writable one",
     errno.EACCES: "give this user access to it, or name another folder",
     errno.EPERM: "give this user access to it, or name another folder",
     errno.EIO: "the disk reported an input/output error: check it (dmesg), then run the same command again",
