@@ -180,8 +180,10 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: boo
     if not fs.isdir(path):
         raise FileNotFoundError(f"not a directory: {uri}")
     lowered = tuple(s.lower() for s in suffixes) if suffixes else None
-    if links and local_path(uri) is not None:
-        names = _local_files(path, recursive, follow_links, lowered)
+    if local_path(uri) is not None and (links or recursive):
+        # fsspec's `find` left out, without a word, every sub-folder it could not list (its
+        # `on_error` reaches the top folder only): `_local_files` lists such a folder as an entry
+        names = _local_files(path, recursive, follow_links and links, lowered)
     else:
         if recursive:
             names = fs.find(path)
@@ -192,8 +194,20 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: boo
     return _listed(("files", uri, suffixes, recursive, follow_links, links), sorted(_unstrip(fs, n, uri) for n in names))
 
 
+def unlistable(folder: str) -> str | None:
+    """The operating system's reason when a local `folder` cannot be listed, else None."""
+    try:
+        os.scandir(folder).close()
+    except PermissionError as exc:
+        return exc.strerror
+    except OSError:
+        return None  # gone, or not a folder: others say so
+    return None
+
+
 def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple[str, ...] | None) -> list[str]:
-    """Files and links below a local folder; folder links are entries unless followed."""
+    """Files and links below a local folder; folder links are entries unless followed, and so is a
+    sub-folder this user may not list (its reader rejects it: `paths.UnreadableFolder`)."""
     found: list[str] = []
     stack: list[tuple[str, frozenset[str]]] = [(path, frozenset())]
     while stack:
@@ -202,6 +216,9 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
         if real in above:  # a link back to a folder above: a cycle
             continue
         above = above | {real}
+        if folder != path and unlistable(folder):
+            found.append(folder)
+            continue
         with os.scandir(folder) as entries:
             for entry in entries:
                 name = os.path.join(folder, entry.name)

@@ -26,6 +26,7 @@ from sources import fsio
 
 OUTSIDE_ROOT = "outside_root"  # the reject reason for every path that leaves its root
 NOT_A_FILE = "not_a_file"  # a fifo, socket or device: reading it could block or never end
+UNREADABLE_FOLDER = "unreadable_folder"  # a folder this user may not list: what it holds is unknown
 OS_METADATA = "os_metadata"  # a file or folder an operating system writes beside the data (`os_metadata`)
 # By lower-cased name: what Finder, Explorer and macOS's zip leave in the folders they touch
 _OS_NAMES = {".ds_store": "macOS Finder's folder settings", "thumbs.db": "Windows Explorer's thumbnail cache",
@@ -115,6 +116,13 @@ class NotAFile(OutsideRoot):
     """Inside the root, but a fifo, socket or device rather than a file or folder."""
 
     reason = NOT_A_FILE
+
+
+class UnreadableFolder(OutsideRoot):
+    """Inside the root, but a folder the operating system will not list for this user (mode 000,
+    another user's): its files cannot be counted, so the folder itself is the reject."""
+
+    reason = UNREADABLE_FOLDER
 
 
 class ConfiguredPathMissing(FileNotFoundError):
@@ -253,6 +261,9 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
         return  # missing or dangling: the reader's own "missing" reject says so
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise NotAFile(f"{shown_name(_relative(root, path))} is a fifo, socket or device, not a file")
+    if stat.S_ISDIR(mode) and (refused := fsio.unlistable(path)):
+        raise UnreadableFolder(f"{shown_name(_relative(root, path))} is a folder this user cannot list ({refused}): "
+                               "give read and search access to it (chmod a+rX), or move it out of the source")
 
 
 def path_problem(root: str, path: str, follow_links: bool = False) -> PathProblem | None:

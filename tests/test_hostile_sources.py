@@ -598,3 +598,62 @@ def test_mpii_joint_counts_named_in_the_reject(tmp_path: Path):
     assert [(r.key, r.reason, r.detail) for r in _items(MpiiSource("mpii", str(root)))] == [
         ("mpii-a-pose", "bad_keypoints", "a.jpg: expected 16 joints and 16 joints_vis, got 16 and 15"),
         ("mpii-b-pose", "bad_keypoints", "b.jpg: expected 16 joints and 16 joints_vis, got 14 and 14")]
+
+
+_UNPRIVILEGED_READ = """
+import json, sys
+from sources.laion import LaionSource
+from uvd_pipeline.config import ConfigError, load_config
+from uvd_pipeline.unit_render import list_units
+source = LaionSource("web", sys.argv[1], format="folder")
+items = [item for unit in source.units() for item in source.read(unit)]
+print(json.dumps({r.key: [r.reason, r.detail] for r in items if type(r).__name__ == "Reject"}))
+import os
+os.chmod(sys.argv[1], 0)
+try:
+    list_units(load_config(sys.argv[2]))
+except ConfigError as exc:
+    print(exc)
+finally:
+    os.chmod(sys.argv[1], 0o755)
+"""
+
+
+def test_folders_this_user_cannot_list_are_rejects_and_an_unreadable_root_names_the_field(tmp_path: Path):
+    """fsspec's `find` skipped a sub-folder it could not list without a word (its images vanished
+    from the build) and an unreadable source root read as 'no images under ...'. Real modes, read
+    by root without its power over them (CAP_DAC_*, dropped by setpriv) in a child process."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to drop root's power over file modes")
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+              "--inh-caps=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    root = tmp_path / "web"
+    for name in ("a.png", "closed/b.png", "search_only/c.png", "open/d.png"):
+        _png(root / name, np.zeros((8, 8, 3), np.uint8))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+                                      "sources": [{"name": "web", "type": "laion", "path": str(root),
+                                                   "format": "folder"}]}))
+    (root / "closed").chmod(0)
+    (root / "search_only").chmod(0o311)
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-c", _UNPRIVILEGED_READ, str(root), str(config)],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        (root / "closed").chmod(0o755)
+        (root / "search_only").chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    rejects, root_error = proc.stdout.splitlines()
+    found = json.loads(rejects)
+    assert sorted(reason for reason, _ in found.values()) == ["unreadable_folder"] * 2, found
+    details = sorted(detail for _, detail in found.values())
+    assert details[0].startswith("'closed' is a folder this user cannot list (Permission denied): give read")
+    assert details[1].startswith("'search_only' is a folder this user cannot list"), details
+    assert root_error == (f"sources[0].path (web): cannot read {root} (Permission denied); give this user read "
+                          "access to it (chmod a+rX), or name another folder"), root_error

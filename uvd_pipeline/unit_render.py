@@ -206,6 +206,10 @@ def list_units(config: BuildConfig) -> dict[str, list]:
             field = getattr(exc, "field", "path")  # sources.paths.ConfiguredPathMissing names its own
             problem = root_problem(source_config.path) or exc
             raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {problem}") from None
+        except PermissionError as exc:  # the root, or an index file, that this user may not read
+            raise ConfigError(f"sources[{index}].path ({source_config.name}): cannot read {exc.filename} "
+                              f"({exc.strerror}); give this user read access to it (chmod a+rX), or name "
+                              "another folder") from None
         if not units[source_config.name]:
             raise ConfigError(f"sources[{index}].path ({source_config.name}): nothing to read at "
                               f"{source_config.path}")
