@@ -138,7 +138,7 @@ def file_state(uri: str) -> list:
             return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         fs, target = filesystem(uri)
         info = fs.info(target)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except OSError:  # gone, forbidden, a path too long for the operating system: none to compare
         return ["missing"]
     stamp = next((str(info[k]) for k in ("mtime", "LastModified", "updated", "generation", "ETag", "etag")
                   if info.get(k) is not None), "")
@@ -195,13 +195,14 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: boo
 
 
 def unlistable(folder: str) -> str | None:
-    """The operating system's reason when a local `folder` cannot be listed, else None."""
+    """The operating system's reason when a local `folder` cannot be listed (no permission, a path
+    too long for it, a failing disk), else None."""
     try:
         os.scandir(folder).close()
-    except PermissionError as exc:
-        return exc.strerror
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None  # gone, or not a folder: others say so
+    except OSError as exc:
+        return exc.strerror or str(exc)
     return None
 
 

@@ -118,6 +118,13 @@ class NotAFile(OutsideRoot):
     reason = NOT_A_FILE
 
 
+class Unreadable(OutsideRoot):
+    """Inside the root, but the operating system will not even say what it is (a path longer than
+    it takes, a failing disk): never opened."""
+
+    reason = "unreadable_file"
+
+
 class UnreadableFolder(OutsideRoot):
     """Inside the root, but a folder the operating system will not list for this user (mode 000,
     another user's): its files cannot be counted, so the folder itself is the reject."""
@@ -257,8 +264,10 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
                           f"(set follow_links: true to allow it)")
     try:
         mode = os.stat(path).st_mode  # follows links; never opens, so a fifo cannot block here
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return  # missing or dangling: the reader's own "missing" reject says so
+    except OSError as exc:  # a path too long for the operating system, a failing disk
+        raise Unreadable(f"{shown_name(_relative(root, path))} cannot be read ({exc.strerror or exc})") from None
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise NotAFile(f"{shown_name(_relative(root, path))} is a fifo, socket or device, not a file")
     if stat.S_ISDIR(mode) and (refused := fsio.unlistable(path)):

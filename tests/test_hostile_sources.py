@@ -600,6 +600,22 @@ def test_mpii_joint_counts_named_in_the_reject(tmp_path: Path):
         ("mpii-b-pose", "bad_keypoints", "b.jpg: expected 16 joints and 16 joints_vis, got 14 and 14")]
 
 
+def _too_long_a_path(top: Path, file_name: str) -> None:
+    """Folders nested past the operating system's longest path (4096 bytes on Linux), made one
+    level at a time from the one above (`dir_fd`), with a file at the bottom: a layout a tool
+    unpacked, which no full path can name (ENAMETOOLONG)."""
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(20):
+            os.mkdir("d" * 240, dir_fd=fd)
+            fd, above = os.open("d" * 240, os.O_RDONLY, dir_fd=fd), fd
+            os.close(above)
+        os.close(os.open(file_name, os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
 _UNPRIVILEGED_READ = """
 import json, sys
 from sources.laion import LaionSource
@@ -621,7 +637,8 @@ finally:
 
 def test_folders_this_user_cannot_list_are_rejects_and_an_unreadable_root_names_the_field(tmp_path: Path):
     """fsspec's `find` skipped a sub-folder it could not list without a word (its images vanished
-    from the build) and an unreadable source root read as 'no images under ...'. Real modes, read
+    from the build; so did one nested past the longest path the operating system takes) and an
+    unreadable source root read as 'no images under ...'. Real modes, read
     by root without its power over them (CAP_DAC_*, dropped by setpriv) in a child process."""
     import shutil
     import subprocess
@@ -636,6 +653,7 @@ def test_folders_this_user_cannot_list_are_rejects_and_an_unreadable_root_names_
     root = tmp_path / "web"
     for name in ("a.png", "closed/b.png", "search_only/c.png", "open/d.png"):
         _png(root / name, np.zeros((8, 8, 3), np.uint8))
+    _too_long_a_path(root / "deep", "e.png")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
                                       "sources": [{"name": "web", "type": "laion", "path": str(root),
@@ -651,9 +669,10 @@ def test_folders_this_user_cannot_list_are_rejects_and_an_unreadable_root_names_
     assert proc.returncode == 0, proc.stderr
     rejects, root_error = proc.stdout.splitlines()
     found = json.loads(rejects)
-    assert sorted(reason for reason, _ in found.values()) == ["unreadable_folder"] * 2, found
+    assert sorted(reason for reason, _ in found.values()) == ["unreadable_file"] + ["unreadable_folder"] * 2, found
     details = sorted(detail for _, detail in found.values())
     assert details[0].startswith("'closed' is a folder this user cannot list (Permission denied): give read")
-    assert details[1].startswith("'search_only' is a folder this user cannot list"), details
+    assert details[1].startswith("'deep/ddd") and details[1].endswith("...' cannot be read (File name too long)")
+    assert details[2].startswith("'search_only' is a folder this user cannot list"), details
     assert root_error == (f"sources[0].path (web): cannot read {root} (Permission denied); give this user read "
                           "access to it (chmod a+rX), or name another folder"), root_error
