@@ -217,10 +217,18 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
         if real in above:  # a link back to a folder above: a cycle
             continue
         above = above | {real}
-        if folder != path and unlistable(folder):
-            found.append(folder)
+        try:
+            listing = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            if folder == path:
+                raise
+            continue  # gone since its parent was listed
+        except OSError:
+            if folder == path:
+                raise
+            found.append(folder)  # a sub-folder this user may not list: an entry its reader rejects
             continue
-        with os.scandir(folder) as entries:
+        with listing as entries:
             for entry in entries:
                 name = os.path.join(folder, entry.name)
                 if entry.is_dir(follow_symlinks=False):

@@ -33,6 +33,7 @@ in a process it kills at the limit (`uvd_pipeline.image_decode`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import warnings
@@ -389,7 +390,8 @@ def _png_exif(data: bytes) -> bytes | None:
     return None
 
 
-def _pillow_turns_tiffs() -> bool:
+@functools.cache
+def pillow_turns_tiffs() -> bool:
     """Whether this Pillow turns a TIFF by its Orientation tag itself: Pillow 12's TiffImagePlugin
     reports the turned size from the open and turns the pixels as it loads them (`load_end`)."""
     exif = Image.Exif()
@@ -402,14 +404,11 @@ def _pillow_turns_tiffs() -> bool:
         return opened == probe.size == (1, 2)
 
 
-PILLOW_TURNS_TIFFS = _pillow_turns_tiffs()
-
-
 def _turned_on_load(image: Image.Image) -> bool:
     """Whether Pillow turns this opened image by its EXIF orientation as it loads it: the turn is
     then not ours to make (a TIFF of orientation 6 was planned on its size turned twice), though it
     still copies Pillow's buffer (`decode_cost`)."""
-    if image.format != "TIFF" or not PILLOW_TURNS_TIFFS:
+    if image.format != "TIFF" or not pillow_turns_tiffs():  # asked once, at the first TIFF
         return False
     try:
         return int(image.getexif().get(EXIF_ORIENTATION, 1)) in range(2, 9)

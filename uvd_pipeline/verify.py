@@ -167,19 +167,9 @@ def no_output(output: str, why: str) -> NotFound:
         what = "is a file" if os.path.exists(local) else "does not exist"
         return NotFound(f"{output} {what}; give a build's output folder (the config's output), or run the "
                         "build first")
-    if local is not None and (unreadable := _unreadable(local)):
+    if local is not None and (unreadable := fsio.unlistable(local)):  # its files look absent
         return NotFound(f"{output} cannot be read ({unreadable}); give this user access to it (read and list)")
     return NotFound(f"{output} {why}")
-
-
-def _unreadable(folder: str) -> str | None:
-    """The operating system's reason when `folder` cannot be listed (mode 000, another user's):
-    its files then look absent, and the folder was called no build output."""
-    try:
-        os.listdir(folder)
-    except PermissionError as exc:
-        return exc.strerror
-    return None
 
 
 def verify_output(output: str, quick: bool = False,
