@@ -510,3 +510,16 @@ def test_a_file_cut_short_is_truncated_whatever_its_format(photo, fmt, options, 
         with pytest.raises(DecodeError) as info:
             load_image(data[: int(len(data) * kept)], 32, "center_crop", fast=fast)
         assert info.value.reason == "truncated", info.value.detail
+
+
+@pytest.mark.parametrize("marker", [b"\xff\xc0", b"\xff\xda"])  # cut inside the frame header / the scan header
+def test_a_jpeg_cut_inside_a_segment_header_is_a_reject_not_a_crash(marker):
+    """Pillow's JPEG cut 4 bytes into its frame or scan header: the header walk read past the end
+    (IndexError) where the decoders' own refusal is a counted reject."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    cut = data[: data.index(marker) + 4]
+    for decode in (lambda: decode_rgb(cut), lambda: load_image(cut, 32, "center_crop")):
+        with pytest.raises(DecodeError):
+            decode()

@@ -107,7 +107,7 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
             pos = found.start()
             continue
         marker, length = data[pos + 1], _u16be(data, pos + 2)
-        if marker == _EOI or length < 2:
+        if marker == _EOI or length < 2 or pos + 4 >= end:  # a segment cut before its first byte
             break
         if marker in _SOF and frame is None:
             frame, sof, precision = _frame(data, pos + 4, length - 2), marker, data[pos + 4]
