@@ -132,13 +132,16 @@ def file_state(uri: str) -> list:
     moves on. So a chmod, a copy or a move of the input also counts as a change (its units are
     rendered again, with the same bytes): the safe direction."""
     path = local_path(uri)
-    try:
-        if path is not None:
+    if path is not None:
+        try:
             st = os.stat(path)
-            return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-        fs, target = filesystem(uri)
+        except OSError:  # gone, forbidden, a path too long for the operating system: none to compare
+            return ["missing"]
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    fs, target = filesystem(uri)
+    try:
         info = fs.info(target)
-    except OSError:  # gone, forbidden, a path too long for the operating system: none to compare
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # a network failure is raised, not "missing"
         return ["missing"]
     stamp = next((str(info[k]) for k in ("mtime", "LastModified", "updated", "generation", "ETag", "etag")
                   if info.get(k) is not None), "")
@@ -183,7 +186,7 @@ def list_files(uri: str, suffixes: tuple[str, ...] | None = None, recursive: boo
     if local_path(uri) is not None and (links or recursive):
         # fsspec's `find` left out, without a word, every sub-folder it could not list (its
         # `on_error` reaches the top folder only): `_local_files` lists such a folder as an entry
-        names = _local_files(path, recursive, follow_links and links, lowered)
+        names = _local_files(path, recursive, follow_links and links, lowered, links)
     else:
         if recursive:
             names = fs.find(path)
@@ -206,7 +209,8 @@ def unlistable(folder: str) -> str | None:
     return None
 
 
-def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple[str, ...] | None) -> list[str]:
+def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple[str, ...] | None,
+                 links: bool = True) -> list[str]:
     """Files and links below a local folder; folder links are entries unless followed, and so is a
     sub-folder this user may not list (its reader rejects it: `paths.UnreadableFolder`)."""
     found: list[str] = []
@@ -238,8 +242,8 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
                 if entry.is_symlink() and os.path.isdir(name):
                     if recursive and follow_links:
                         stack.append((name, above))
-                    elif recursive:
-                        found.append(name)  # listed whatever its name: its reader rejects it
+                    elif recursive and (links or not suffixes or entry.name.lower().endswith(suffixes)):
+                        found.append(name)  # with `links`, whatever its name: its reader rejects it
                     continue
                 # files, links, and fifos/sockets/devices too: their reader rejects them unread
                 if not suffixes or entry.name.lower().endswith(suffixes):
