@@ -190,7 +190,7 @@ def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> np.n
         row = int(np.flatnonzero(lengths == 0)[0])
         raise UsageError(f"{_sentence_name(path, table, row)} holds no images (0 tokens): packed it would train "
                          f"BOS straight to EOS; {REWRITE_HINT}")
-    bad = np.flatnonzero((lengths % tpi != 0) | (lengths != images * tpi))
+    bad = np.flatnonzero(lengths != images * tpi)  # whole images, as many as n_images says
     if bad.size:
         row = int(bad[0])
         raise UsageError(f"{_sentence_name(path, table, row)} holds {int(lengths[row])} tokens, but n_images "

@@ -86,6 +86,8 @@ def _fail_requests(connection: Any, error: Exception) -> None:
         return future
 
     connection.push = push_to_the_dead
+    # Beam's own `ControlConnection.abort` iterates the live dict, which a bundle thread pushing
+    # at that moment changes ("dictionary changed size during iteration"): a copy of it here
     for future in list(connection._futures_by_id.values()):
         future.abort(error)
 

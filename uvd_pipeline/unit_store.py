@@ -202,15 +202,15 @@ class UnitStore:
         return outputs, mark["inputs_digest"]
 
     def stored_outputs(self, uid: str, mark: dict[str, Any], verify_images: bool = False,
-                       placed: Moved | None = None) -> list[tuple[str, Any]]:
+                       pending: Moved | None = None) -> list[tuple[str, Any]]:
         """A committed unit's outputs with every image a ref to where it lies now; raises
         ValueError/OSError naming the file when the results, the image file or (with
-        `verify_images`) an image in it differs from what the mark records. `placed`: images that
+        `verify_images`) an image in it differs from what the mark records. `pending`: images that
         committed shards took which the unit's `.moved` record does not name yet
         (`unit_relocation.pending_placements`)."""
         results = self._read_checked(uid, RESULTS_SUFFIX, mark["results"])
         outputs = _Unpickler(io.BytesIO(results)).load()
-        moved = read_moved(self._path(uid, MOVED_SUFFIX), mark["render"]) | (placed or {})
+        moved = read_moved(self._path(uid, MOVED_SUFFIX), mark["render"]) | (pending or {})
         images_uri = self._path(uid, BIN_SUFFIX)
         placed = [(tag, _placed(item, images_uri, self.output, moved)) for tag, item in outputs]
         in_file = [r for _, item in placed for r in _refs(item) if r.path == images_uri]
@@ -450,8 +450,8 @@ def check_unit(output: str, mark_uri: str, full: bool,
         except (OSError, ValueError) as exc:
             pending = placed().get(rendering_name(mark["source"], uid, mark["render"])) if placed else None
             if not pending:
-                raise exc
-            store.stored_outputs(uid, mark, verify_images=full, placed=pending)
+                raise
+            store.stored_outputs(uid, mark, verify_images=full, pending=pending)
     except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError, EOFError) as exc:
         return f"{type(exc).__name__}: {exc}"[:300]
     return None
