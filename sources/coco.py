@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, load_json,
+from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
 from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
 from sources.records import PairRecord, Reject, SourceItem, safe_key
@@ -173,11 +173,20 @@ def segmentation_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
     return problem if problem is not None else _category_problem(ann, shift)
 
 
+def box_rotation(ann: dict[str, Any]) -> Any:
+    """CVAT's rotated rectangle: its COCO export writes the box before the turn as `bbox` and the
+    turn (degrees about the box's centre, clockwise on the screen) as `attributes.rotation`."""
+    attributes = ann.get("attributes")
+    return attributes.get("rotation", 0) if isinstance(attributes, dict) else 0
+
+
 def detection_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
     if not numbers(ann.get("bbox"), length=4):
         return "bbox is not 4 numbers"
     if ann["bbox"][2] < 0 or ann["bbox"][3] < 0:
         return "bbox has a negative width or height"
+    if not is_number(box_rotation(ann)):
+        return "attributes.rotation is not a number of degrees"
     return _category_problem(ann, shift)
 
 
@@ -357,8 +366,12 @@ class CocoSource:
                 return _no_boxes(boxes)
             if size_problem:
                 return f"image {image.get('id')}: {size_problem}"
-            return {**declared_size(image), "boxes": [list(map(float, a["bbox"])) for a in kept],
-                    "categories": [int(as_int(a["category_id"])) + shift for a in kept]}
+            payload = {**declared_size(image), "boxes": [list(map(float, a["bbox"])) for a in kept],
+                       "categories": [int(as_int(a["category_id"])) + shift for a in kept]}
+            rotations = [float(box_rotation(a)) % 360 for a in kept]
+            if any(rotations):  # CVAT's rotated rectangles
+                payload["rotations"] = rotations
+            return payload
         if task == "segmentation":
             kept = [a for a in anns if a.get("segmentation")]
             if not kept:

@@ -560,3 +560,70 @@ def test_keypoints_are_pixel_indices_drawn_on_their_pixels_centres(tmp_path: Pat
     assert rows.size
     centre = ((cols.min() + cols.max() + 1) / 2, (rows.min() + rows.max() + 1) / 2)  # pixel-edge coordinates
     assert abs(centre[0] - 4 * (x + 0.5)) <= 0.5 and abs(centre[1] - 4 * (y + 0.5)) <= 0.5, centre
+
+
+# -- CVAT's rotated rectangles -------------------------------------------------------------------
+def cvat_box(ann_id: int, image_id: int, bbox: list[float], rotation) -> dict:
+    """A rectangle as CVAT's "COCO 1.0" export writes it: the box before it was turned, and the
+    turn (degrees) in `attributes.rotation`; `segmentation: []`."""
+    return {"id": ann_id, "image_id": image_id, "category_id": 1, "segmentation": [], "area": bbox[2] * bbox[3],
+            "bbox": bbox, "iscrowd": 0, "attributes": {"occluded": False, "rotation": rotation}}
+
+
+def cvat_corners(bbox: list[float], degrees: float) -> np.ndarray:
+    """The corners CVAT shows: the box turned about its centre by `degrees`, clockwise on the
+    screen (y points down), as its `RotatedBoxesToPolygons` export turns them."""
+    x, y, w, h = bbox
+    centre = np.array([x + w / 2, y + h / 2])
+    t = np.radians(degrees)
+    turn = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return (np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]]) - centre) @ turn.T + centre
+
+
+def outline_distance(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Each point's distance to the closed outline of `polygon`."""
+    distances = []
+    for a, b in zip(polygon, np.roll(polygon, -1, axis=0)):
+        t = np.clip((points - a) @ (b - a) / ((b - a) @ (b - a)), 0, 1)
+        distances.append(np.hypot(*(points - (a + t[:, None] * (b - a))).T))
+    return np.min(distances, axis=0)
+
+
+@pytest.mark.parametrize("degrees", [90.0, 30.0, 315.5])
+def test_cvat_rotated_box_is_drawn_turned_about_its_centre(tmp_path: Path, degrees: float):
+    """CVAT exports a rotated rectangle as its unrotated `bbox` plus `attributes.rotation`: it was
+    drawn unrotated, a box where the object is not. Drawn pixels now lie on the turned outline
+    (on the canvas: squash scales x and y apart, so the rectangle becomes a parallelogram), and
+    its corners and sides are drawn."""
+    bbox = [20.0, 15.0, 40.0, 20.0]
+    root = write_dataset(tmp_path, {"images": images(1), "categories": categories(1),
+                                    "annotations": [cvat_box(1, 1, bbox, degrees)]})
+    pair = read(root, ("detection",))["coco-1-detection"]
+    for policy, (sx, sy, oy) in {"squash": (64 / W, 64 / H, 0), "pad": (64 / W, 64 / W, 8)}.items():
+        corners = cvat_corners(bbox, degrees) * [sx, sy] + [0, oy]
+        ys, xs = np.nonzero(drawn(pair, policy))
+        centres = np.stack([xs + 0.5, ys + 0.5], axis=1)
+        assert outline_distance(centres, corners).max() <= 2.0, policy
+        for point in np.vstack([corners, (corners + np.roll(corners, -1, axis=0)) / 2]):
+            assert np.hypot(*(centres - point).T).min() <= 1.5, (policy, point)
+
+
+def test_cvat_rotated_boxes_past_the_image_and_rotations_that_are_no_number(tmp_path: Path):
+    """A turned box reaching past the image is drawn on the image only (not into `pad`'s
+    padding); one whose unrotated box overlaps the image but whose turned box does not draws
+    nothing (empty_target); a rotation that is no number rejects the pair, naming the entry."""
+    annotations = [cvat_box(1, 1, [30.0, 50.0, 40.0, 10.0], 45.0), cvat_box(2, 2, [-30.0, 1.0, 40.0, 2.0], 90.0),
+                   cvat_box(3, 3, [10.0, 10.0, 20.0, 20.0], "45"), cvat_box(4, 4, [10.0, 10.0, 20.0, 20.0], None)]
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4), "categories": categories(1),
+                                    "annotations": annotations})
+    pairs = read(root, ("detection",))
+    ys, xs = np.nonzero(drawn(pairs["coco-1-detection"], "pad"))  # the image: rows 8..55
+    assert ys.min() >= 8 + 20 and ys.max() == 55
+    reject = render_pair(pairs["coco-2-detection"], settings())
+    assert (reject.stage, reject.reason, reject.detail) == ("annotation", "empty_target",
+                                                            "no box overlaps the 80x60 image")
+    for image_id in (3, 4):
+        reject = pairs[f"coco-{image_id}-detection"]
+        assert (reject.reason, reject.detail) == (
+            "bad_annotation", f"ann.json annotations[{image_id - 1}] (id {image_id}): "
+                              "attributes.rotation is not a number of degrees")

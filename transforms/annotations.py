@@ -66,6 +66,40 @@ def draw_boxes(canvas: np.ndarray, boxes_xyxy: np.ndarray, class_ids: Sequence[i
     return out
 
 
+def turned_box_corners(box_xyxy: Sequence[float], degrees: float) -> np.ndarray:
+    """(4, 2) corners of a box turned about its centre by `degrees`, clockwise on the screen
+    (y points down): CVAT's rotated rectangle, exported as the unrotated box and its rotation."""
+    x0, y0, x1, y1 = box_xyxy
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    t = np.radians(degrees)
+    turn = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return (np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) - centre) @ turn.T + centre
+
+
+def quad_overlaps(corners: np.ndarray, w: int, h: int) -> bool:
+    """Whether a convex quadrilateral covers some of the w x h image (not merely touches it)."""
+    frame = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    area, _ = cv2.intersectConvexConvex(np.asarray(corners, np.float32), frame)
+    return area > 0
+
+
+def draw_quads(canvas: np.ndarray, quads: np.ndarray, class_ids: Sequence[int], region: tuple[int, int, int, int],
+               thickness: int = BOX_THICKNESS) -> np.ndarray:
+    """Outline each quadrilateral (canvas coordinates: a turned box) in its class colour, within
+    `region` (x0, y0, x1, y1: the image's part of the canvas) only, as boxes are clipped to the image."""
+    out = np.ascontiguousarray(canvas.copy())
+    shift = 4  # sub-pixel precision; canvas coordinates are pixel-edge based, OpenCV's at pixel centres
+    x0, y0, x1, y1 = region
+    for quad, class_id in zip(np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2), class_ids):
+        line = np.zeros(out.shape[:2], np.uint8)
+        points = np.round((quad - 0.5) * (1 << shift)).astype(np.int32)
+        cv2.polylines(line, [points], True, 1, thickness, cv2.LINE_8, shift)
+        inside = np.zeros_like(line)
+        inside[y0:y1, x0:x1] = line[y0:y1, x0:x1]
+        out[inside > 0] = colour_of(class_id)
+    return out
+
+
 def xywh_to_xyxy(box: Sequence[float]) -> np.ndarray:
     x, y, w, h = box
     return np.array([x, y, x + w, y + h], dtype=np.float64)
@@ -162,6 +196,12 @@ def draw_skeletons(size: int, people: Sequence[np.ndarray], skeleton: Skeleton,
     return canvas
 
 
+def image_region(plan, size: int) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 of the canvas that shows the image (not `pad`'s padding)."""
+    (ox, oy), (sw, sh) = plan.offset, plan.scaled
+    return max(ox, 0), max(oy, 0), min(ox + sw, size), min(oy + sh, size)
+
+
 def transform_keypoints(plan, keypoints: np.ndarray, size: int) -> np.ndarray:
     """(J, 3) x, y, v in input pixels -> canvas coordinates; joints that leave the image's part of
     the canvas turn invisible: cropped away, or (`pad`) on the padding, where the input shows no
@@ -170,8 +210,7 @@ def transform_keypoints(plan, keypoints: np.ndarray, size: int) -> np.ndarray:
     keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
     out = keypoints.copy()
     out[:, :2] = plan.apply_points(keypoints[:, :2])
-    (ox, oy), (sw, sh) = plan.offset, plan.scaled
-    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + sw, size), min(oy + sh, size)
+    x0, y0, x1, y1 = image_region(plan, size)
     inside = (out[:, 0] >= x0) & (out[:, 0] < x1) & (out[:, 1] >= y0) & (out[:, 1] < y1)
     out[:, 2] = np.where(inside & (keypoints[:, 2] > 0), keypoints[:, 2], 0)
     return out

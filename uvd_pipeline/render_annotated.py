@@ -23,11 +23,15 @@ from transforms.annotations import (
     colourize_labels,
     depth_to_colour,
     draw_boxes,
+    draw_quads,
     draw_skeletons,
     edge_map_to_rgb,
+    image_region,
     normals_to_rgb,
+    quad_overlaps,
     transform_boxes,
     transform_keypoints,
+    turned_box_corners,
     xywh_to_xyxy,
 )
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodeError
@@ -204,16 +208,26 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
 def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
                right: np.ndarray | None) -> np.ndarray:
     """Boxes clipped to the image (a box reaching past it would be drawn into the padding, one
-    wholly outside on the border); a pair none of whose boxes overlaps the image is rejected."""
+    wholly outside on the border); a pair none of whose boxes overlaps the image is rejected.
+    A box with a `rotations` entry (degrees, CVAT's rotated rectangle) is outlined turned about
+    its centre, on the image's part of the canvas only."""
     h, w = plan.in_h, plan.in_w
     _check_declared_size(annotation, h, w)
     boxes = np.array([xywh_to_xyxy(b) for b in annotation["boxes"]], dtype=np.float64).reshape(-1, 4)
-    boxes = np.clip(boxes, 0, [w, h, w, h])
-    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    if not inside.any():
+    degrees = np.asarray(annotation.get("rotations") or [0.0] * len(boxes), dtype=np.float64) % 360
+    turned = degrees != 0
+    quads = [turned_box_corners(box, d) for box, d in zip(boxes[turned], degrees[turned])]
+    quads_inside = np.array([quad_overlaps(q, w, h) for q in quads], dtype=bool)
+    flat = np.clip(boxes[~turned], 0, [w, h, w, h])
+    inside = (flat[:, 2] > flat[:, 0]) & (flat[:, 3] > flat[:, 1])
+    if not inside.any() and not quads_inside.any():
         raise AnnotationError("empty_target", f"no box overlaps the {w}x{h} image")
-    categories = [c for c, keep in zip(annotation["categories"], inside) if keep]
-    return draw_boxes(canvas, transform_boxes(plan, boxes[inside]), categories)
+    categories = np.asarray(annotation["categories"])
+    target = draw_boxes(canvas, transform_boxes(plan, flat[inside]), categories[~turned][inside].tolist())
+    if quads_inside.any():
+        mapped = plan.apply_points(np.concatenate(quads)[np.repeat(quads_inside, 4)]).reshape(-1, 4, 2)
+        target = draw_quads(target, mapped, categories[turned][quads_inside].tolist(), image_region(plan, plan.size))
+    return target
 
 
 def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
