@@ -22,6 +22,9 @@ FILES_PER_UNIT = 256
 # border, out of roi, static. They render as unlabeled (0), not as classes of their own (the hood in
 # every frame would be one). A licence plate (id -1) is never drawn into _labelIds: it keeps the car's.
 CITYSCAPES_UNLABELED_IDS = (1, 2, 3, 4)
+# leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png (or .jpg) -> gtFine/<split>/<city>/<stem>_gtFine_labelIds.png
+CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit"
+CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,11 @@ class SegmentationSource:
     def label_uri(self, image_uri: str, folder: str) -> str:
         images_root, labels_root, _ = self._pairs_root()
         relative = image_uri[len(fsio.join(images_root, folder)) :].lstrip("/")
+        stem = relative.rsplit(".", 1)[0]
         if self.layout == "ade20k":
-            relative = relative.rsplit(".", 1)[0] + ".png"
-        else:
-            relative = relative.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+            relative = stem + ".png"
+        elif stem.endswith(CITYSCAPES_IMAGE_SUFFIX):  # .png as released, or .jpg as mirrors re-encode it
+            relative = stem.removesuffix(CITYSCAPES_IMAGE_SUFFIX) + CITYSCAPES_LABEL_SUFFIX
         return fsio.join(labels_root, folder, relative)
 
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
@@ -81,7 +85,7 @@ class SegmentationSource:
                 key = safe_key(self.name, folder, *names_below(split_dir, uri))
                 yield Reject(key, self.name, key, "read", aside.reason, aside.detail, split_hint=split)
                 continue
-            stem = fsio.basename(uri).rsplit(".", 1)[0].removesuffix("_leftImg8bit")
+            stem = fsio.basename(uri).rsplit(".", 1)[0].removesuffix(CITYSCAPES_IMAGE_SUFFIX)
             group = safe_key(self.name, folder, stem)
             key = f"{group}-segmentation"
             label = self.label_uri(uri, folder)

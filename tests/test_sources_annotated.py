@@ -614,6 +614,37 @@ def test_cityscapes_void_ids_render_as_unlabeled(tmp_path: Path):
     assert (target[52:] == 0).all() and len(np.unique(target.reshape(-1, 3), axis=0)) == 6  # road, sky, car, ground, dynamic, black
 
 
+def test_cityscapes_images_as_jpeg_pair_with_their_png_label_ids(tmp_path: Path):
+    """Mirrors of Cityscapes (and users saving space) re-encode leftImg8bit to JPEG, while gtFine's
+    `_labelIds` stay PNG: every image was rejected as missing its label map, which was looked
+    for under the image's own name (`..._leftImg8bit.jpg` in gtFine). Now each pairs with its
+    `_gtFine_labelIds.png` and renders its ids (Pillow's read of the PNG, sampled here)."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    h, w = 32, 64
+    ids = np.full((h, w), 7, np.uint8)  # road
+    ids[:10] = 23  # sky
+    ids[12:24, 20:40] = 26  # car
+    for split, city, stem in (("train", "aachen", "aachen_000000_000019"), ("val", "frankfurt", "frankfurt_000000_000294")):
+        images, labels = tmp_path / "leftImg8bit" / split / city, tmp_path / "gtFine" / split / city
+        images.mkdir(parents=True)
+        labels.mkdir(parents=True)
+        Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(images / f"{stem}_leftImg8bit.jpg", quality=90)
+        Image.fromarray(ids, "L").save(labels / f"{stem}_gtFine_labelIds.png")
+    source = SegmentationSource("cs", str(tmp_path), "cityscapes")
+    records = [i for unit in source.units() for i in source.read(unit)]
+    assert [type(r).__name__ for r in records] == ["PairRecord", "PairRecord"], records
+    assert [r.split_hint for r in records] == ["train", "val"]
+    for record in records:
+        assert record.annotation["label_uri"].endswith("_gtFine_labelIds.png")
+        _, target = _render(record, size=64)
+        label = np.asarray(Image.open(record.annotation["label_uri"]))
+        sampled = label[np.ix_(np.floor((np.arange(64) + 0.5) / 2).astype(int), np.arange(64))]  # squash 64x32
+        assert np.array_equal(target, class_colours()[sampled])
+
+
 def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
     """KITTI 2012 (data_stereo_flow) names its folders otherwise than 2015: colour views in
     `colored_0` / `colored_1` (`image_0` / `image_1` are grey), disparity in `disp_occ` / `disp_noc`.
