@@ -136,6 +136,14 @@ def _no_boxes(boxes: list[dict[str, Any]]) -> Missing:
     return Missing(f"{lead} {', '.join(parts)}")
 
 
+def _left_out(task: str, anns: list[dict[str, Any]]) -> dict[str, int]:
+    """What a drawn pair leaves out, said in its lineage: a crowd region (iscrowd 1) covers many
+    objects and is no box to draw (COCO's evaluation ignores it, detectron2 drops it from box
+    targets, MMDetection makes it `gt_bboxes_ignore`), but it must not vanish unsaid."""
+    crowds = sum(1 for a in anns if "bbox" in a and a.get("iscrowd", 0)) if task == "detection" else 0
+    return {"crowd_regions_left_out": crowds} if crowds else {}
+
+
 def _polygon_problem(seg: Any) -> str | None:
     """Polygons: lists of x, y pairs, at least one with 3 points (1-2 points draw nothing)."""
     if not isinstance(seg, list) or not all(numbers(p, multiple_of=2) for p in seg):
@@ -339,7 +347,7 @@ class CocoSource:
                     continue
                 yield PairRecord(key=key, source=self.name, group=group, task=task,
                                  image_uri=image_uri,
-                                 annotation=payload, lineage=dict(lineage))
+                                 annotation=payload, lineage={**lineage, **_left_out(task, anns)})
 
     @staticmethod
     def _payload(task: str, anns: list[dict], image: dict, index: CocoIndex) -> dict | str:

@@ -268,6 +268,28 @@ def test_box_sizes_zero_negative_and_crowds(tmp_path: Path):
     assert pairs["coco-4-detection"].annotation["boxes"] == [[10.0, 10.0, 20.0, 20.0]]
 
 
+def test_crowd_regions_left_out_of_a_drawn_detection_pair_are_counted_in_its_lineage(tmp_path: Path):
+    """A crowd region beside objects was left out of the drawn boxes without a word: the pair's
+    lineage (and so its shard row) now says how many. Its mask still paints the segmentation
+    pair, as pycocotools' annToMask draws it, whether its RLE is compressed or not."""
+    crowd = np.zeros((H, W), bool)
+    crowd[35:58, 45:78] = True
+    annotations = [obj(1, 1), obj(2, 1, 2, bbox=[40.0, 5.0, 20.0, 20.0], segmentation=[[40.0, 5.0, 60.0, 5.0, 60.0, 25.0]]),
+                   obj(3, 1, 3, iscrowd=1, bbox=[45.0, 35.0, 33.0, 23.0], segmentation=fortran_rle(crowd, False)),
+                   obj(4, 1, 3, iscrowd=1, bbox=[0.0, 40.0, 20.0, 15.0],
+                       segmentation=fortran_rle(np.pad(np.ones((15, 20), bool), ((40, 5), (0, 60))), True))]
+    root = write_dataset(tmp_path, {"images": images(1), "categories": categories(1, 2, 3), "annotations": annotations})
+    pairs = read(root, ("detection", "segmentation"))
+    detection = pairs["coco-1-detection"]
+    assert detection.lineage == {"image_id": 1, "file": "1.png", "crowd_regions_left_out": 2}
+    result = render_pair(detection, settings())
+    assert result.members[0]["crowd_regions_left_out"] == 2
+    ys, xs = np.nonzero(drawn(detection))  # squash 80x60 -> 64: the crowds' boxes stay undrawn
+    assert not ((ys >= 40 * 64 / H) & (xs >= 46 * 64 / W)).any() and not ((ys >= 43 * 64 / H) & (xs < 20 * 64 / W)).any()
+    assert "crowd_regions_left_out" not in pairs["coco-1-segmentation"].lineage
+    assert_matches_pycocotools(pairs["coco-1-segmentation"], root, 1)
+
+
 # -- keypoints -----------------------------------------------------------------------------------
 def keypoints(n: int = 17, visibility: int = 2, step: float = 4.0) -> list[float]:
     return [float(v) for j in range(n) for v in (4 + step * j % 72, 6 + 3 * j, visibility)]
