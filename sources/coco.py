@@ -21,12 +21,17 @@ COCO_TASKS = ("detection", "segmentation", "pose")
 IMAGES_PER_UNIT = 256
 
 
+# an image's or annotation's id as pycocotools keys it: an integer (1.0 read as 1), or a text, as
+# converters from Pascal VOC or VisDrone write an image's file stem ("2008_000008")
+Id = int | str
+
+
 @dataclass(frozen=True)
 class CocoIndex:
-    images: dict[int, dict[str, Any]]
-    annotations: dict[int, list[dict[str, Any]]]  # by image id, also ids that no `images` entry has
+    images: dict[Id, dict[str, Any]]
+    annotations: dict[Id, list[dict[str, Any]]]  # by image id, also ids that no `images` entry has
     categories: dict[int, dict[str, Any]]
-    problems: dict[int, str]  # image id -> why all its pairs are rejected (an id used twice in one file)
+    problems: dict[Id, str]  # image id -> why all its pairs are rejected (an id used twice in one file)
     # added to every category id: 1 where the files number categories from 0 and use 0 (Label
     # Studio), since class 0 is the targets' background black; else 0
     category_shift: int = 0
@@ -43,11 +48,28 @@ def _list(uri: str, data: dict, field: str) -> list:
 
 
 def _int_field(uri: str, name: str, index: int, entry: Any, field: str) -> int:
-    """An id the index is keyed by: without it the entry belongs to no image, so the file is refused."""
+    """A category's id (its colour): without it the entry names no class, so the file is refused."""
     value = as_int(entry.get(field)) if isinstance(entry, dict) else None
     if value is None:
         raise AnnotationFileError(uri, f"{name}[{index}] has no integer '{field}'")
     return value
+
+
+def _id_field(uri: str, name: str, index: int, entry: Any, field: str) -> Id:
+    """An id the index is keyed by, an integer or a text: without it the entry belongs to no
+    image, so the file is refused."""
+    value = entry.get(field) if isinstance(entry, dict) else None
+    if isinstance(value, str) and value:
+        return value
+    number = as_int(value)
+    if number is None:
+        raise AnnotationFileError(uri, f"{name}[{index}] has no '{field}' (an integer or a text)")
+    return number
+
+
+def id_order(value: Id) -> tuple[bool, int, str]:
+    """Integers first, by value, then texts: one order for ids of both kinds (which `sorted` refuses)."""
+    return (True, 0, value) if isinstance(value, str) else (False, value, "")
 
 
 @fsio.cached_input(maxsize=4)
@@ -61,19 +83,19 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     file is ambiguous (which entry is the image, which the object?), so every pair of the images
     involved is rejected, naming the file and both entries, and the rest of the file is used.
     """
-    images: dict[int, dict[str, Any]] = {}
-    image_at: dict[int, str] = {}  # id -> "file images[i]" of the entry kept
-    annotations: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+    images: dict[Id, dict[str, Any]] = {}
+    image_at: dict[Id, str] = {}  # id -> "file images[i]" of the entry kept
+    annotations: dict[Id, dict[Id, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
-    problems: dict[int, str] = {}
+    problems: dict[Id, str] = {}
     for uri in annotation_uris:
         data = load_json(uri)
         if not isinstance(data, dict):
             raise AnnotationFileError(uri, "is not a COCO JSON object")
         short = fsio.basename(uri)
-        seen_images: dict[int, int] = {}  # id -> index of its first entry in this file
+        seen_images: dict[Id, int] = {}  # id -> index of its first entry in this file
         for index, image in enumerate(_list(uri, data, "images")):
-            image_id = _int_field(uri, "images", index, image, "id")
+            image_id = _id_field(uri, "images", index, image, "id")
             if image_id in seen_images:
                 problems.setdefault(image_id, f"{short} images[{seen_images[image_id]}] and images[{index}] "
                                               f"both have id {image_id}")
@@ -87,10 +109,10 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
         for index, category in enumerate(_list(uri, data, "categories")):
             category_id = _int_field(uri, "categories", index, category, "id")
             categories[category_id] = {**categories.get(category_id, {}), **category}
-        seen_anns: dict[int, tuple[int, int]] = {}  # id -> (index, image id) of its first entry in this file
+        seen_anns: dict[Id, tuple[int, Id]] = {}  # id -> (index, image id) of its first entry in this file
         for index, ann in enumerate(_list(uri, data, "annotations")):
-            image_id = _int_field(uri, "annotations", index, ann, "image_id")
-            ann_id = _int_field(uri, "annotations", index, ann, "id")
+            image_id = _id_field(uri, "annotations", index, ann, "image_id")
+            ann_id = _id_field(uri, "annotations", index, ann, "id")
             if ann_id in seen_anns:
                 first, first_image = seen_anns[ann_id]
                 problem = f"{short} annotations[{first}] and annotations[{index}] both have id {ann_id}"
@@ -102,8 +124,8 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     # Label Studio numbers categories 0..n-1; Roboflow declares a placeholder 0 that no annotation uses
     used_zero = any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values())
     shift = 1 if used_zero and 0 in categories else 0
-    return CocoIndex(images, {k: [v[i] for i in sorted(v)] for k, v in annotations.items()}, categories, problems,
-                     shift)
+    return CocoIndex(images, {k: [v[i] for i in sorted(v, key=id_order)] for k, v in annotations.items()}, categories,
+                     problems, shift)
 
 
 def _has_area(ann: dict[str, Any]) -> bool:
@@ -292,17 +314,17 @@ class CocoSource:
         d = self.images_dir
         return d if "://" in d or d.startswith("/") else fsio.join(self.path, d)
 
-    def units(self) -> list[tuple[int, ...]]:
+    def units(self) -> list[tuple[Id, ...]]:
         for name, uri in zip(self.annotation_files, self._uris()):
             if not fsio.exists(uri):
                 raise missing_under("annotation_files", self.path, name, "COCO: ")
         index = load_index(self._uris())
-        ids = sorted(set(index.images) | set(index.annotations))  # annotations of unlisted images are rejects
+        ids = sorted(set(index.images) | set(index.annotations), key=id_order)  # annotations of unlisted images are rejects
         if not fsio.isdir(self._images_uri()):  # else every pair is a missing image
             raise missing_under("images_dir", self.path, self.images_dir, "COCO: ")
         return [tuple(ids[i : i + IMAGES_PER_UNIT]) for i in range(0, len(ids), IMAGES_PER_UNIT)]
 
-    def read(self, image_ids: tuple[int, ...]) -> Iterator[SourceItem]:
+    def read(self, image_ids: tuple[Id, ...]) -> Iterator[SourceItem]:
         index = load_index(self._uris())
         images_uri = self._images_uri()
         for image_id in image_ids:

@@ -458,6 +458,31 @@ def test_roboflow_placeholder_category_zero_is_not_a_shift(tmp_path: Path):
     assert_matches_pycocotools(pairs["coco-0-segmentation"], root, 0)
 
 
+def test_text_image_ids_of_voc_to_coco_converters(tmp_path: Path):
+    """Converters from Pascal VOC (voc2coco) and VisDrone name each image by its file stem
+    (`"id": "2008_000008"`), and some number annotations so too; pycocotools, torchvision and
+    MMDetection read such files, and the whole file was refused ('has no integer id'). The ids
+    are read as pycocotools keys them, integers beside texts, and the masks match annToMask."""
+    voc = {"images": [{"id": "2008_000008", "file_name": "2008_000008.png", "width": W, "height": H},
+                      {"id": "0000001_02999_d_0000005", "file_name": "0000001_02999_d_0000005.png",
+                       "width": W, "height": H},
+                      {"id": 7, "file_name": "7.png", "width": W, "height": H}],
+           "categories": categories(1, 2),
+           "annotations": [obj(1, "2008_000008"), obj(2, "2008_000008", 2, bbox=[50.0, 10.0, 25.0, 45.0],
+                                                    segmentation=[[50.0, 10.0, 75.0, 12.0, 70.0, 55.0]]),
+                           obj("a-1", "0000001_02999_d_0000005"), obj(3, 7), obj(4, "missing")]}
+    root = write_dataset(tmp_path, voc)
+    pairs = read(root, ("detection", "segmentation"))
+    assert pairs["coco-2008_000008-detection"].annotation["boxes"] == [[10.0, 10.0, 20.0, 20.0],
+                                                                      [50.0, 10.0, 25.0, 45.0]]
+    assert pairs["coco-2008_000008-detection"].lineage["image_id"] == "2008_000008"
+    assert_matches_pycocotools(pairs["coco-2008_000008-segmentation"], root, "2008_000008")
+    assert_matches_pycocotools(pairs["coco-0000001_02999_d_0000005-segmentation"], root, "0000001_02999_d_0000005")
+    assert outcome(pairs["coco-7-detection"]) == "rendered"
+    assert (pairs["coco-missing-detection"].reason, pairs["coco-missing-detection"].detail) == (
+        "bad_annotation", "image missing: no images entry has this id; ann.json annotations[4] (id 4) name it")
+
+
 def test_file_names_with_folders_absolute_and_non_ascii(tmp_path: Path):
     """Detectron2-style `train2017/000000000139.jpg` under the images folder; an absolute name
     inside it (as written on the machine that holds the data); non-ASCII names. An absolute name

@@ -162,11 +162,15 @@ def test_coco_file_names_stay_inside_the_images_folder(tmp_path: Path, outside: 
 
 
 @pytest.mark.parametrize("images, annotations, message", [
-    ([{"file_name": "1.jpg"}], [], r"ann\.json: images\[0\] has no integer 'id'"),
-    ([{"id": 1, "file_name": "1.jpg"}], [{"id": 7, "image_id": "x"}], r"annotations\[0\] has no integer 'image_id'"),
-    ([{"id": 1, "file_name": "1.jpg"}, {"id": "one"}], [], r"images\[1\] has no integer 'id'"),
+    ([{"file_name": "1.jpg"}], [], r"ann\.json: images\[0\] has no 'id' \(an integer or a text\)"),
+    ([{"id": 1, "file_name": "1.jpg"}], [{"id": 7, "image_id": 1.5}], r"annotations\[0\] has no 'image_id'"),
+    ([{"id": 1, "file_name": "1.jpg"}], [{"id": [7], "image_id": 1}], r"annotations\[0\] has no 'id'"),
+    ([{"id": 1, "file_name": "1.jpg"}, {"id": ""}], [], r"images\[1\] has no 'id'"),
+    ([{"id": True, "file_name": "1.jpg"}], [], r"images\[0\] has no 'id'"),
 ])
 def test_coco_entries_without_ids_refuse_the_file_naming_it(tmp_path: Path, images, annotations, message):
+    """An id that is neither an integer nor a text places the entry nowhere (a text id is an
+    id: converters write them, `test_coco_exports`)."""
     root = _coco_tree(tmp_path)
     name = _coco_json(root, images, annotations)
     load_index.cache_clear()
