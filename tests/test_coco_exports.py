@@ -656,16 +656,23 @@ def test_cvat_rotated_box_is_drawn_turned_about_its_centre(tmp_path: Path, degre
 
 
 def test_cvat_rotated_boxes_past_the_image_and_rotations_that_are_no_number(tmp_path: Path):
-    """A turned box reaching past the image is drawn on the image only (not into `pad`'s
-    padding); one whose unrotated box overlaps the image but whose turned box does not draws
-    nothing (empty_target); a rotation that is no number rejects the pair, naming the entry."""
+    """A turned box reaching past the image is clipped to it as a flat box is (its cut edge drawn
+    on the image's border, nothing in `pad`'s padding), however far it reaches (1e12: no vertex
+    overflows OpenCV's ints); one whose unrotated box overlaps the image but whose turned box
+    does not draws nothing (empty_target); a rotation that is no number rejects the pair."""
     annotations = [cvat_box(1, 1, [30.0, 50.0, 40.0, 10.0], 45.0), cvat_box(2, 2, [-30.0, 1.0, 40.0, 2.0], 90.0),
-                   cvat_box(3, 3, [10.0, 10.0, 20.0, 20.0], "45"), cvat_box(4, 4, [10.0, 10.0, 20.0, 20.0], None)]
-    root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4), "categories": categories(1),
+                   cvat_box(3, 3, [10.0, 10.0, 20.0, 20.0], "45"), cvat_box(4, 4, [10.0, 10.0, 20.0, 20.0], None),
+                   cvat_box(5, 5, [-1e12, -1e12, 2e12, 2e12], 30.0)]
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4, 5), "categories": categories(1),
                                     "annotations": annotations})
     pairs = read(root, ("detection",))
     ys, xs = np.nonzero(drawn(pairs["coco-1-detection"], "pad"))  # the image: rows 8..55
     assert ys.min() >= 8 + 20 and ys.max() == 55
+    clipped = cvat_corners([30.0, 50.0, 40.0, 10.0], 45.0) * 64 / W + [0, 8]
+    assert ((ys == 55) & (xs > clipped[:, 0].min() + 2) & (xs < clipped[:, 0].max() - 2)).any()  # the cut edge
+    whole = drawn(pairs["coco-5-detection"], "pad")  # covers the image: its outline is the image's border
+    assert whole[8:10, :].all() and whole[54:56, :].all() and whole[8:56, :2].all() and whole[8:56, 62:].all()
+    assert not whole[10:54, 2:62].any() and not whole[:8].any() and not whole[56:].any()
     reject = render_pair(pairs["coco-2-detection"], settings())
     assert (reject.stage, reject.reason, reject.detail) == ("annotation", "empty_target",
                                                             "no box overlaps the 80x60 image")
@@ -674,3 +681,19 @@ def test_cvat_rotated_boxes_past_the_image_and_rotations_that_are_no_number(tmp_
         assert (reject.reason, reject.detail) == (
             "bad_annotation", f"ann.json annotations[{image_id - 1}] (id {image_id}): "
                               "attributes.rotation is not a number of degrees")
+
+
+def test_cvat_box_turned_onto_itself_draws_as_the_unturned_box(tmp_path: Path):
+    """A rectangle turned 180 degrees about its centre (or a square 90) is the same rectangle: it
+    draws pixel for pixel as the unrotated box does, under every policy, edges on the image's
+    border included."""
+    rectangle, square = [10.3, 12.7, 30.4, 20.1], [50.0, 20.0, 40.0, 40.0]  # the square reaches past the image
+    annotations = [cvat_box(1, 1, rectangle, 0.0), cvat_box(2, 1, square, 0.0),
+                   cvat_box(3, 2, rectangle, 180.0), cvat_box(4, 2, square, 90.0)]
+    root = write_dataset(tmp_path, {"images": images(1, 2), "categories": categories(1), "annotations": annotations},
+                         sizes={"2.png": (W, H)})
+    (tmp_path / "2.png").write_bytes((tmp_path / "1.png").read_bytes())
+    pairs = read(root, ("detection",))
+    for policy in POLICIES:
+        assert np.array_equal(rendered(pairs["coco-1-detection"], policy)[1],
+                              rendered(pairs["coco-2-detection"], policy)[1]), policy

@@ -76,27 +76,65 @@ def turned_box_corners(box_xyxy: Sequence[float], degrees: float) -> np.ndarray:
     return (np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) - centre) @ turn.T + centre
 
 
-def quad_overlaps(corners: np.ndarray, w: int, h: int) -> bool:
-    """Whether a convex quadrilateral covers some of the w x h image (not merely touches it)."""
-    frame = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    area, _ = cv2.intersectConvexConvex(np.asarray(corners, np.float32), frame)
-    return area > 0
+def clip_to_rect(polygon: np.ndarray, rect: Sequence[float]) -> np.ndarray:
+    """The part of a convex polygon inside `rect` (x0, y0, x1, y1, pixel-edge coordinates: the
+    image, or the part a crop keeps), (k, 2), by Sutherland-Hodgman in float64: a turned box is
+    clipped as a flat one is, its cut edges drawn on the border, and no vertex far outside
+    reaches OpenCV's int coordinates."""
+    points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    x0, y0, x1, y1 = map(float, rect)
+    for axis, bound, sign in ((0, x0, 1), (0, x1, -1), (1, y0, 1), (1, y1, -1)):
+        if len(points) == 0:
+            break
+        inside = sign * (points[:, axis] - bound) >= 0
+        kept = []
+        for i in range(len(points)):
+            previous, current = points[i - 1], points[i]
+            if inside[i] != inside[i - 1]:  # the edge crosses the bound: keep the crossing
+                t = (bound - previous[axis]) / (current[axis] - previous[axis])
+                kept.append(previous + t * (current - previous))
+            if inside[i]:
+                kept.append(current)
+        points = np.array(kept, dtype=np.float64).reshape(-1, 2)
+    return points
 
 
-def draw_quads(canvas: np.ndarray, quads: np.ndarray, class_ids: Sequence[int], region: tuple[int, int, int, int],
-               thickness: int = BOX_THICKNESS) -> np.ndarray:
-    """Outline each quadrilateral (canvas coordinates: a turned box) in its class colour, within
-    `region` (x0, y0, x1, y1: the image's part of the canvas) only, as boxes are clipped to the image."""
+def polygon_area(polygon: np.ndarray) -> float:
+    """Shoelace area; 0 for fewer than 3 points (a polygon that merely touches the image)."""
+    x, y = np.asarray(polygon, dtype=np.float64).reshape(-1, 2).T
+    return 0.0 if len(x) < 3 else abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
+
+
+def _depth_inside(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Each pixel centre's distance inside a convex polygon's nearest edge line (negative outside):
+    for a convex polygon, the distance to its outline."""
+    polygon = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    centre = polygon.mean(axis=0)
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    depth = np.full((height, width), np.inf)
+    for a, b in zip(polygon, np.roll(polygon, -1, axis=0)):
+        length = float(np.hypot(*(b - a)))
+        if length == 0:
+            continue  # a vertex the clipping repeated
+        normal = np.array([a[1] - b[1], b[0] - a[0]]) / length
+        normal = normal if (centre - a) @ normal >= 0 else -normal  # pointing inside
+        depth = np.minimum(depth, (xs - a[0]) * normal[0] + (ys - a[1]) * normal[1])
+    return depth
+
+
+def draw_outlines(canvas: np.ndarray, polygons: Sequence[np.ndarray], class_ids: Sequence[int],
+                  region: tuple[int, int, int, int], thickness: int = BOX_THICKNESS) -> np.ndarray:
+    """Outline each convex polygon (canvas coordinates: a turned box clipped to the image) in its
+    class colour, as `draw_boxes` outlines a box: the pixels it touches (centre less than half a
+    pixel outside) that lie within `thickness` pixels of its edges, within `region` (x0, y0, x1,
+    y1: the image's part of the canvas) only."""
     out = np.ascontiguousarray(canvas.copy())
-    shift = 4  # sub-pixel precision; canvas coordinates are pixel-edge based, OpenCV's at pixel centres
     x0, y0, x1, y1 = region
-    for quad, class_id in zip(np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2), class_ids):
-        line = np.zeros(out.shape[:2], np.uint8)
-        points = np.round((quad - 0.5) * (1 << shift)).astype(np.int32)
-        cv2.polylines(line, [points], True, 1, thickness, cv2.LINE_8, shift)
-        inside = np.zeros_like(line)
-        inside[y0:y1, x0:x1] = line[y0:y1, x0:x1]
-        out[inside > 0] = colour_of(class_id)
+    for polygon, class_id in zip(polygons, class_ids):
+        depth = _depth_inside(polygon, *out.shape[:2])
+        band = (depth > -0.5) & (depth <= thickness - 0.5)
+        band[:y0], band[y1:], band[:, :x0], band[:, x1:] = False, False, False, False
+        out[band] = colour_of(class_id)
     return out
 
 

@@ -20,15 +20,16 @@ from transforms.annotations import (
     SKELETONS,
     Skeleton,
     canny_edges,
+    clip_to_rect,
     colourize_labels,
     depth_to_colour,
     draw_boxes,
-    draw_quads,
+    draw_outlines,
     draw_skeletons,
     edge_map_to_rgb,
     image_region,
     normals_to_rgb,
-    quad_overlaps,
+    polygon_area,
     transform_boxes,
     transform_keypoints,
     turned_box_corners,
@@ -216,17 +217,19 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
     boxes = np.array([xywh_to_xyxy(b) for b in annotation["boxes"]], dtype=np.float64).reshape(-1, 4)
     degrees = np.asarray(annotation.get("rotations") or [0.0] * len(boxes), dtype=np.float64) % 360
     turned = degrees != 0
-    quads = [turned_box_corners(box, d) for box, d in zip(boxes[turned], degrees[turned])]
-    quads_inside = np.array([quad_overlaps(q, w, h) for q in quads], dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):  # a box near 1e308 turns into inf and nan: not shown
+        corners = [turned_box_corners(box, d) for box, d in zip(boxes[turned], degrees[turned])]
+        shown = np.array([polygon_area(clip_to_rect(c, (0, 0, w, h))) > 0 for c in corners], dtype=bool)
     flat = np.clip(boxes[~turned], 0, [w, h, w, h])
     inside = (flat[:, 2] > flat[:, 0]) & (flat[:, 3] > flat[:, 1])
-    if not inside.any() and not quads_inside.any():
+    if not inside.any() and not shown.any():
         raise AnnotationError("empty_target", f"no box overlaps the {w}x{h} image")
     categories = np.asarray(annotation["categories"])
     target = draw_boxes(canvas, transform_boxes(plan, flat[inside]), categories[~turned][inside].tolist())
-    if quads_inside.any():
-        mapped = plan.apply_points(np.concatenate(quads)[np.repeat(quads_inside, 4)]).reshape(-1, 4, 2)
-        target = draw_quads(target, mapped, categories[turned][quads_inside].tolist(), image_region(plan, plan.size))
+    if shown.any():
+        kept = [(clip_to_rect(c, plan.crop), int(k)) for c, k, keep in zip(corners, categories[turned], shown) if keep]
+        kept = [(plan.apply_points(c), k) for c, k in kept if len(c)]  # what the crop keeps of each
+        target = draw_outlines(target, [c for c, _ in kept], [k for _, k in kept], image_region(plan, plan.size))
     return target
 
 
