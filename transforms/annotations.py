@@ -105,12 +105,13 @@ def polygon_area(polygon: np.ndarray) -> float:
     return 0.0 if len(x) < 3 else abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
 
 
-def _depth_inside(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Each pixel centre's distance inside a convex polygon's nearest edge line (negative outside):
-    for a convex polygon, the distance to its outline."""
+def _depth_inside(polygon: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """Each pixel centre's distance inside a convex polygon's nearest edge line (negative outside),
+    over the window of `height` x `width` pixels at (`top`, `left`): for a convex polygon, the
+    distance to its outline."""
     polygon = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
     centre = polygon.mean(axis=0)
-    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    ys, xs = np.mgrid[top : top + height, left : left + width] + 0.5
     depth = np.full((height, width), np.inf)
     for a, b in zip(polygon, np.roll(polygon, -1, axis=0)):
         length = float(np.hypot(*(b - a)))
@@ -131,10 +132,15 @@ def draw_outlines(canvas: np.ndarray, polygons: Sequence[np.ndarray], class_ids:
     out = np.ascontiguousarray(canvas.copy())
     x0, y0, x1, y1 = region
     for polygon, class_id in zip(polygons, class_ids):
-        depth = _depth_inside(polygon, *out.shape[:2])
+        polygon = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+        (left, top), (right, bottom) = np.floor(polygon.min(axis=0)), np.ceil(polygon.max(axis=0))
+        left, top = int(max(left, x0)), int(max(top, y0))  # only the pixels it can touch
+        right, bottom = int(min(right, x1)), int(min(bottom, y1))
+        if right <= left or bottom <= top:
+            continue
+        depth = _depth_inside(polygon, top, left, bottom - top, right - left)
         band = (depth > -0.5) & (depth <= thickness - 0.5)
-        band[:y0], band[y1:], band[:, :x0], band[:, x1:] = False, False, False, False
-        out[band] = colour_of(class_id)
+        out[top:bottom, left:right][band] = colour_of(class_id)
     return out
 
 
