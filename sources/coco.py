@@ -203,6 +203,21 @@ def segmentation_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
     return problem if problem is not None else _category_problem(ann, shift)
 
 
+def windows_name(images_uri: str, name: str) -> str:
+    """`name` with Windows' separators read as folders (`train2017\\139.jpg`, as converters and
+    scripts run on Windows write `file_name`), where no file has the name as written (a Linux
+    file name may hold a backslash). Climbing out that way (`..\\x.jpg`) is refused as `../x.jpg`
+    is, by `join_inside`."""
+    if "\\" not in name:
+        return name
+    try:
+        if fsio.exists(join_inside(images_uri, name)):
+            return name
+    except OutsideRoot:
+        pass
+    return name.replace("\\", "/")
+
+
 def box_rotation(ann: dict[str, Any]) -> Any:
     """CVAT's rotated rectangle: its COCO export writes the box before the turn as `bbox` and the
     turn (degrees about the box's centre, clockwise on the screen) as `attributes.rotation`."""
@@ -350,7 +365,7 @@ class CocoSource:
                                  f"image {image_id}: file_name is not a text")
                 continue
             try:  # file_name comes from the JSON: it must name a file inside the images folder
-                image_uri = join_inside(images_uri, image["file_name"])
+                image_uri = join_inside(images_uri, windows_name(images_uri, image["file_name"]))
                 check_inside(images_uri, image_uri, self.follow_links)
             except OutsideRoot as exc:
                 for task in self.tasks:

@@ -697,3 +697,26 @@ def test_cvat_box_turned_onto_itself_draws_as_the_unturned_box(tmp_path: Path):
     for policy in POLICIES:
         assert np.array_equal(rendered(pairs["coco-1-detection"], policy)[1],
                               rendered(pairs["coco-2-detection"], policy)[1]), policy
+
+
+def test_file_names_written_with_windows_separators(tmp_path: Path):
+    """A COCO file written on Windows (LabelMe/X-AnyLabeling converters, hand-made scripts with
+    `os.path.join`) names `train2017\\139.png`: that file is in the folder `train2017`. A name
+    climbing out that way is `outside_root`; a file whose own name holds a backslash (possible
+    on Linux) is still taken as named."""
+    root = tmp_path / "data"
+    entries = [{"id": 1, "file_name": "train2017\\139.png"},
+               {"id": 2, "file_name": "..\\elsewhere.png"},
+               {"id": 3, "file_name": "odd\\name.png"}]
+    write_dataset(root, {"images": [], "annotations": [], "categories": categories(1)})
+    write_dataset(root, {"images": [{"id": 1, "file_name": "train2017/139.png"},
+                                    {"id": 3, "file_name": "odd\\name.png"}]})
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "elsewhere.png")
+    (root / "ann.json").write_text(json.dumps({"images": entries, "categories": categories(1),
+                                               "annotations": [obj(n, n) for n in (1, 2, 3)]}))
+    pairs = read(root, ("detection",))
+    assert outcome(pairs["coco-1-detection"]) == "rendered"
+    assert pairs["coco-1-detection"].image_uri == str(root / "train2017" / "139.png")
+    assert pairs["coco-2-detection"].reason == "outside_root"
+    assert pairs["coco-3-detection"].image_uri == str(root / "odd\\name.png")
+    assert outcome(pairs["coco-3-detection"]) == "rendered"
