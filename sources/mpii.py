@@ -5,11 +5,15 @@ Units are ranges of entries, and an image is read in the unit holding its first 
 its people wherever they stand in the list: a unit boundary never splits an image into two pairs
 with one key. A second image name with a stem already taken (`a.jpg`, `a.png`) is a
 `duplicate_key` reject.
+
+MMPose names its files by split: every pair and reject of `mpii_val.json` (the validation images
+of Tompson et al., the split MPII results are reported on) is in the `val` split, never hashed into
+`train`; the entries of any other file are hashed into train/val like sources without a split.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from sources import fsio
@@ -20,6 +24,12 @@ from sources.records import PairRecord, Reject, SourceItem, safe_key
 MPII_JOINTS = 16
 MATLAB_OFFSET = 0.5
 ENTRIES_PER_UNIT = 512
+VAL_FILE = "mpii_val.json"  # MMPose's validation split
+
+
+def split_of_file(annotation_file: str) -> str | None:
+    """The split an annotation file's name declares: `val` for MMPose's `mpii_val.json`, else None."""
+    return "val" if fsio.basename(annotation_file) == VAL_FILE else None
 
 
 @fsio.cached_input(maxsize=2)
@@ -84,6 +94,11 @@ class MpiiSource:
     images_dir: str = "images"
     follow_links: bool = False  # read image files that are links leading out of the images folder
 
+    @property
+    def split(self) -> str | None:
+        """The split every item of this file is in (`split_of_file`), or None: hashed."""
+        return split_of_file(self.annotation_file)
+
     def _annotations(self) -> list:
         return _load_entries(fsio.join(self.path, self.annotation_file))
 
@@ -104,7 +119,7 @@ class MpiiSource:
             if image is None:  # belongs to no image: the entry itself is the rejected item
                 key = safe_key(self.name, "entry", str(index))
                 yield Reject(key, self.name, key, "read", BAD_ANNOTATION,
-                             f"{self.annotation_file}[{index}] {entry_problem(entries[index])}")
+                             f"{self.annotation_file}[{index}] {entry_problem(entries[index])}", split_hint=self.split)
             elif index_of.people[image][0] == index:
                 images.append(image)
         for image in images:
@@ -112,6 +127,10 @@ class MpiiSource:
 
     def _image(self, image: str, entries: list, index_of: ImageIndex) -> Iterator[SourceItem]:
         """One image's pose pair from all its people, or its reject."""
+        for item in self._pair(image, entries, index_of):
+            yield item if self.split is None else replace(item, split_hint=self.split)
+
+    def _pair(self, image: str, entries: list, index_of: ImageIndex) -> Iterator[SourceItem]:
         group = safe_key(self.name, _stem(image))
         key = f"{group}-pose"
         owner = index_of.stem_owner[_stem(image)]

@@ -442,3 +442,31 @@ def test_a_pose_pair_with_no_joint_inside_its_image_is_an_empty_target(tmp_path:
         assert (reject.stage, reject.reason) == ("annotation", "empty_target")
     kept = render_pair(items["mpii-one-pose"], settings("pad"))
     assert not isinstance(kept, Reject) and decode_png(kept.images[1]).any()
+
+
+def test_mpii_val_file_is_the_val_split(tmp_path: Path):
+    """MMPose's `mpii_val.json` is the split MPII results are reported on: a build pointed at it
+    puts every pair in `val`. Its pairs were hashed like a split-less source's, most into `train`,
+    so the benchmark's images were trained on when a build read both files."""
+    import yaml
+    from PIL import Image
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    root = tmp_path / "mpii"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    people = []
+    for i in range(8):
+        Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(root / "images" / f"{i:09d}.jpg", quality=90)
+        people.append(mpii_person(f"{i:09d}.jpg", {j: (40.0 + 5 * j, 30.0 + 4 * j, 1) for j in range(16)}))
+    (root / "annotations" / "mpii_val.json").write_text(json.dumps(people))
+    config = {"output": str(tmp_path / "out"), "image": {"size": 64}, "split": {"val_fraction": 0.5},
+              "sources": [{"name": "mpii", "type": "mpii", "path": str(root), "num_shards": 1,
+                           "annotation_file": "annotations/mpii_val.json", "pairs_per_sentence": 4}],
+              "tokenizer": {"enabled": False}, "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary["sources"]["mpii"]
+    assert summary["by_split"] == {"val": {"images": 16, "sentences": 2}}
+    assert [p.name for p in (tmp_path / "out" / "rendered" / "mpii").iterdir()] == ["val"]
