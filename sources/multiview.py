@@ -17,8 +17,8 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json, numbers
-from sources.paths import (ConfiguredPathMissing, OutsideRoot, check_inside, join_inside, names_found, path_problem,
-                           set_aside, set_aside_problem)
+from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
+                           names_found, path_problem, set_aside, set_aside_problem)
 from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
 
 
@@ -171,6 +171,17 @@ def read_camera(data: bytes) -> tuple[np.ndarray | None, str | None]:
 
 
 # -- Objaverse (Zero123 layout) ----------------------------------------------------------------
+ZERO123_VIEWS = 12  # Zero123's views_release: 000.png..011.png and their .npy cameras per object
+PEEK_OBJECTS = 3  # objects whose views are counted at planning: a layout's count, not one broken object's
+
+
+def paired_views(files: list[str]) -> int:
+    """Renders with their camera (`NNN.png` beside `NNN.npy`) among a folder's files."""
+    stems = {suffix: {fsio.basename(f)[:-4] for f in files if f.endswith(suffix) and not set_aside(fsio.basename(f))}
+             for suffix in (".png", ".npy")}
+    return len(stems[".png"] & stems[".npy"])
+
+
 @dataclass(frozen=True)
 class ObjaverseSource:
     name: str
@@ -182,7 +193,21 @@ class ObjaverseSource:
         objects = fsio.list_dirs(self.path, links=True)  # `__MACOSX/`, `@eaDir/` too: one reject each
         if not any(not set_aside(fsio.basename(o)) for o in objects):
             raise FileNotFoundError(f"no object folders (<uid>/NNN.png + NNN.npy) under {self.path}")
+        self._check_views(objects)
         return objects
+
+    def _check_views(self, objects: list[str]) -> None:
+        """Refuse `views` when the first objects all hold fewer: Zero123's renders have 12 views
+        each, and under the default of 24 (the LVM's own renders) every object was a
+        `too_few_views` reject, the build making nothing of the whole dataset."""
+        first = [o for o in sorted(objects) if not set_aside_problem(self.path, o)
+                 and not path_problem(self.path, o, self.follow_links)][:PEEK_OBJECTS]
+        counts = [paired_views(fsio.list_files(o, links=True)) for o in first]
+        if counts and 2 <= max(counts) < self.views:
+            raise ConfiguredValueMismatch("views", (
+                f"the first {len(counts)} objects under {self.path} hold {', '.join(map(str, counts))} views "
+                f"with cameras, fewer than views: {self.views} (Zero123's renders hold {ZERO123_VIEWS}); set views: "
+                f"{max(counts)} or fewer, else every object is a too_few_views reject"))
 
     def read(self, folder: str) -> Iterator[SourceItem]:
         uid = fsio.basename(folder)

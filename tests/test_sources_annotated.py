@@ -80,6 +80,52 @@ def _objaverse_object(folder: Path, views: int = 4) -> None:
         np.save(folder / f"{i:03d}.npy", blender_rt(i * 90.0 + 10.0, 25.0, 1.9))
 
 
+def _zero123_release(root: Path, objects: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Zero123's `views_release/<uid>/`: 12 RGBA renders 000.png..011.png (Pillow, as Blender's
+    PNG output reads) from random cameras on a sphere of radius 1.5-2.2, each beside its Blender
+    world-to-camera 3x4 [R|t] saved by np.save (float64, from a mathutils Matrix). Returns each
+    object's true azimuths in file order."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for _ in range(objects):
+        uid = rng.bytes(16).hex()
+        azimuths = rng.uniform(0, 360, 12)
+        for i, azimuth in enumerate(azimuths):
+            (root / uid).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16, 4), i, np.uint8), "RGBA").save(root / uid / f"{i:03d}.png")
+            camera = blender_rt(azimuth, rng.uniform(-10, 40), rng.uniform(1.5, 2.2)).astype(np.float64)
+            np.save(root / uid / f"{i:03d}.npy", camera)
+        truth[uid] = azimuths
+    return truth
+
+
+def test_zero123_release_under_the_default_views_is_a_config_error(tmp_path: Path, capsys):
+    """Zero123's renders hold 12 views per object: under the default `views: 24` (the LVM's own
+    renders) every object was a `too_few_views` reject and the build made nothing of the dataset.
+    `check` and `build` now refuse, naming `views` and the fix; with `views: 12` every object is one
+    sentence, its views in the order of the azimuths they were rendered at."""
+    from uvd_pipeline.cli import main
+
+    truth = _zero123_release(tmp_path / "views_release", 3)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output: {tmp_path / 'out'}\nsources:\n"
+                      f"  - {{name: obj, type: objaverse, path: {tmp_path / 'views_release'}, num_shards: 1}}\n")
+    for argv in (("check", str(config)), ("build", str(config), "--no-tokenize")):
+        assert main(list(argv)) == 2
+        assert ("sources[0].views (obj): the first 3 objects under " in (err := capsys.readouterr().err)
+                and "hold 12, 12, 12 views with cameras, fewer than views: 24" in err and "set views: 12" in err), err
+    assert not (tmp_path / "out").exists()
+    source = ObjaverseSource("obj", str(tmp_path / "views_release"), views=12)
+    records = [i for unit in source.units() for i in source.read(unit)]
+    assert all(isinstance(r, MultiViewRecord) for r in records) and len(records) == 3
+    for record in records:
+        azimuths = truth[record.lineage["uid"]]
+        assert [int(f) for f in record.lineage["files"]] == list(np.argsort(azimuths))
+        assert np.allclose(record.azimuths_deg, np.sort(azimuths), atol=1e-3)
+
+
 def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
     """NaN, inf, zeros, a scaled or mirrored R, a centre at the origin: each rejects its object
     `bad_camera` (they used to sort the view last and put NaN into the sentence JSON)."""
