@@ -7,6 +7,7 @@ import json
 import pickle
 import struct
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -287,6 +288,52 @@ def _co3d_ring(root: Path, count: int, height: float) -> list[dict]:
         frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
                        "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist()}})
     return frames
+
+
+def _co3d_v2_frame(category: str, sequence: str, number: int, rng: np.random.Generator) -> dict:
+    """One frame annotation with every field CO3D v2's `FrameAnnotation` dataclass writes."""
+    stem = f"{category}/{sequence}"
+    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    return {"sequence_name": sequence, "frame_number": number, "frame_timestamp": number / 30.0,
+            "image": {"path": f"{stem}/images/frame{number + 1:06d}.jpg", "size": [1066, 1900]},
+            "depth": {"path": f"{stem}/depths/frame{number + 1:06d}.jpg.geometric.png",
+                      "scale_adjustment": float(rng.uniform(0.5, 2)),
+                      "mask_path": f"{stem}/depth_masks/frame{number + 1:06d}.png"},
+            "mask": {"path": f"{stem}/masks/frame{number + 1:06d}.png", "mass": float(rng.integers(10**5, 10**6))},
+            "viewpoint": {"R": rotation.tolist(), "T": rng.normal(size=3).tolist(),
+                          "focal_length": rng.uniform(1, 3, 2).tolist(), "principal_point": rng.normal(0, .01, 2).tolist(),
+                          "intrinsics_format": "ndc_isotropic"},
+            "meta": {"frame_type": "test_unseen", "frame_splits": [f"singlesequence_{category}_test_0_unseen"],
+                     "eval_batch_maps": []}}
+
+
+def test_co3d_category_is_read_a_frame_at_a_time(tmp_path: Path, monkeypatch):
+    """A CO3D v2 category's frame_annotations.jgz holds 100k+ frames (104 MB of JSON for 100k):
+    parsed whole it held 555 MB (peak RSS), the text and its dicts five times over, beyond any
+    budget. The file is now parsed frame by frame and each frame kept as what the reader uses:
+    its peak is under half of what json.loads of the file alone takes, and the category reads the same."""
+    from sources import annotation_files
+
+    monkeypatch.setattr(annotation_files, "TEXT_STEP", 32 << 10)  # the file is 30 steps, as a real one is 100
+    rng = np.random.default_rng(0)
+    frames = [_co3d_v2_frame("teddybear", f"{100 + s}_{11000 + s}_{22000 + s}", n, rng)
+              for s in range(5) for n in range(200)]
+    for frame in frames[:200]:
+        _png(tmp_path / frame["image"]["path"], np.zeros((4, 4, 3), np.uint8))
+    text = json.dumps(frames).encode()
+    with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wb") as out:  # as co3d's dataset code writes it
+        out.write(text)
+    tracemalloc.start()
+    try:
+        json.loads(text)
+        whole = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    items, peak = _read_traced(Co3dSource("co3d", str(tmp_path)))
+    assert peak < whole / 2, (peak, whole)
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert record.key == "co3d-teddybear-100_11000_22000" and record.lineage["frames_available"] == 200
+    assert Counter(i.reason for i in items if isinstance(i, Reject)) == {"missing_frames": 4, "too_few_views": 4}
 
 
 def test_co3d_viewpoint_that_places_no_camera_rejects_its_frame_only(tmp_path: Path):
