@@ -18,6 +18,7 @@ from transforms.annotations import (
     colour_of,
     depth_to_colour,
     joint_colours,
+    limb_colours,
     normals_to_rgb,
     rgb_to_normals,
 )
@@ -442,6 +443,40 @@ def test_a_pose_pair_with_no_joint_inside_its_image_is_an_empty_target(tmp_path:
         assert (reject.stage, reject.reason) == ("annotation", "empty_target")
     kept = render_pair(items["mpii-one-pose"], settings("pad"))
     assert not isinstance(kept, Reject) and decode_png(kept.images[1]).any()
+
+
+# MMPose's MPII skeleton (configs/_base_/datasets/mpii.py, `skeleton_info`), by joint name
+MMPOSE_MPII_LINKS = (
+    ("right_ankle", "right_knee"), ("right_knee", "right_hip"), ("right_hip", "pelvis"), ("pelvis", "left_hip"),
+    ("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("pelvis", "thorax"), ("thorax", "upper_neck"),
+    ("upper_neck", "head_top"), ("upper_neck", "right_shoulder"), ("right_shoulder", "right_elbow"),
+    ("right_elbow", "right_wrist"), ("upper_neck", "left_shoulder"), ("left_shoulder", "left_elbow"),
+    ("left_elbow", "left_wrist"))
+MPII_ORDER = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "thorax",
+              "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
+              "left_wrist")  # MPII's joint ids 0..15
+
+
+def test_mpii_limbs_are_mmposes(tmp_path: Path):
+    """A standing figure in MMPose's MPII JSON, drawn: the midpoint of each of MMPose's 15 links
+    (by joint name, in MPII's joint order) holds that limb's colour, and nothing joins the thorax to
+    the shoulders, a link MMPose does not draw (the shoulders hung from the thorax, not the neck)."""
+    at = {"head_top": (128, 20), "upper_neck": (128, 60), "thorax": (128, 84), "pelvis": (128, 150),
+          "right_shoulder": (80, 70), "left_shoulder": (176, 70), "right_elbow": (50, 110), "left_elbow": (206, 110),
+          "right_wrist": (30, 150), "left_wrist": (226, 150), "right_hip": (105, 155), "left_hip": (151, 155),
+          "right_knee": (100, 200), "left_knee": (156, 200), "right_ankle": (95, 245), "left_ankle": (161, 245)}
+    joints = {MPII_ORDER.index(name): (x + 1.0, y + 1.0, 1) for name, (x, y) in at.items()}  # MATLAB: pixel + 1
+    items = mpii_dataset(tmp_path, {"figure.jpg": (256, 256)}, [mpii_person("figure.jpg", joints)])
+    target = decode_png(render_pair(items["mpii-figure-pose"], settings("squash")).images[1])
+    colour_of_link = {frozenset(link): colour for link, colour in zip(MPII16.limbs, limb_colours(MPII16))}
+    for a, b in MMPOSE_MPII_LINKS:
+        colour = colour_of_link.get(frozenset((MPII_ORDER.index(a), MPII_ORDER.index(b))))
+        (xa, ya), (xb, yb) = at[a], at[b]
+        assert colour is not None and tuple(target[(ya + yb) // 2, (xa + xb) // 2]) == colour, (a, b)
+    for shoulder in ("right_shoulder", "left_shoulder"):
+        (xa, ya), (xb, yb) = at["thorax"], at[shoulder]
+        assert not target[(ya + yb) // 2, (xa + xb) // 2].any(), shoulder
+    assert len(MPII16.limbs) == len(MMPOSE_MPII_LINKS)
 
 
 def test_mpii_val_file_is_the_val_split(tmp_path: Path):
