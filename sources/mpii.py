@@ -6,9 +6,11 @@ its people wherever they stand in the list: a unit boundary never splits an imag
 with one key. A second image name with a stem already taken (`a.jpg`, `a.png`) is a
 `duplicate_key` reject.
 
-MMPose names its files by split: every pair and reject of `mpii_val.json` (the validation images
-of Tompson et al., the split MPII results are reported on) is in the `val` split, never hashed into
-`train`; the entries of any other file are hashed into train/val like sources without a split.
+MMPose names its files by split: every pair and reject of `mpii_val.json` (HRNet's `valid.json`
+of the same form: the validation images of Tompson et al., the split MPII results are reported
+on) is in the `val` split, never hashed into `train`; the entries of any other file are hashed into
+train/val like sources without a split. MPII's own release (`mpii_human_pose_v1_u12_1.mat`) is
+refused with the files this reader takes.
 """
 
 from __future__ import annotations
@@ -18,23 +20,32 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, load_json, numbers
-from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
+from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 MPII_JOINTS = 16
 MATLAB_OFFSET = 0.5
 ENTRIES_PER_UNIT = 512
-VAL_FILE = "mpii_val.json"  # MMPose's validation split
+VAL_FILES = ("mpii_val.json", "valid.json")  # the validation split, as MMPose and HRNet name it
+MAT_MAGIC = b"MATLAB"  # the first bytes of a MATLAB .mat file (v5 and v7.3 alike)
 
 
 def split_of_file(annotation_file: str) -> str | None:
-    """The split an annotation file's name declares: `val` for MMPose's `mpii_val.json`, else None."""
-    return "val" if fsio.basename(annotation_file) == VAL_FILE else None
+    """The split an annotation file's name declares: `val` for `VAL_FILES`, else None."""
+    return "val" if fsio.basename(annotation_file) in VAL_FILES else None
 
 
 @fsio.cached_input(maxsize=2)
 def _load_entries(uri: str) -> list:
-    entries = load_json(uri)
+    try:
+        entries = load_json(uri)
+    except AnnotationFileError:
+        with fsio.open_file(uri) as handle:
+            if handle.read(len(MAT_MAGIC)) == MAT_MAGIC:  # was "is not UTF-8 text (at byte 132)"
+                raise AnnotationFileError(uri, "is a MATLAB .mat file (MPII's own release); this reader takes "
+                                               "MMPose's JSON of it: annotations/mpii_train.json and "
+                                               "mpii_val.json (MMPose's MPII preparation)") from None
+        raise
     if not isinstance(entries, list):
         raise AnnotationFileError(uri, "is not a list of people")
     return entries
@@ -107,7 +118,10 @@ class MpiiSource:
             raise missing_under("annotation_file", self.path, self.annotation_file, "MPII: ")
         if not fsio.isdir(fsio.join(self.path, self.images_dir)):  # else every pose pair is a missing image
             raise missing_under("images_dir", self.path, self.images_dir, "MPII: ")
-        n = len(self._annotations())
+        try:
+            n = len(self._annotations())
+        except AnnotationFileError as exc:  # `check` blames the field naming the file, not `path`
+            raise ConfiguredValueMismatch("annotation_file", str(exc)) from None
         return [(i, min(i + ENTRIES_PER_UNIT, n)) for i in range(0, n, ENTRIES_PER_UNIT)]
 
     def read(self, unit: tuple[int, int]) -> Iterator[SourceItem]:

@@ -22,6 +22,7 @@ from transforms.annotations import (
     normals_to_rgb,
     rgb_to_normals,
 )
+from uvd_pipeline.config import ConfigError
 from uvd_pipeline.render import RenderSettings, decode_png
 from uvd_pipeline.render_annotated import render_pair
 
@@ -505,3 +506,36 @@ def test_mpii_val_file_is_the_val_split(tmp_path: Path):
     summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary["sources"]["mpii"]
     assert summary["by_split"] == {"val": {"images": 16, "sentences": 2}}
     assert [p.name for p in (tmp_path / "out" / "rendered" / "mpii").iterdir()] == ["val"]
+
+
+def test_mpii_split_of_hrnets_files_and_mpiis_own_release(tmp_path: Path):
+    """HRNet's `annot/valid.json` (MMPose's form, the same Tompson split) is `val` too, its
+    `train.json` hashed. MPII's own `mpii_human_pose_v1_u12_1.mat` (a MATLAB v5 struct RELEASE,
+    here written by scipy as MATLAB writes it) was refused as "not UTF-8 text (at byte 132)",
+    blamed on `path`: `check` now blames `annotation_file` and names the files this reader takes."""
+    from scipy.io import savemat
+
+    from sources.mpii import MpiiSource
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annot").mkdir()
+    person = mpii_person("a.jpg", {j: (10.0 + j, 20.0 + j, 1) for j in range(16)})
+    for name in ("valid.json", "train.json"):
+        (tmp_path / "annot" / name).write_text(json.dumps([person, {"image": ""}]))
+        source = MpiiSource("mpii", str(tmp_path), annotation_file=f"annot/{name}")
+        hints = {type(i).__name__: i.split_hint for unit in source.units() for i in source.read(unit)}
+        assert hints == {"PairRecord": "val", "Reject": "val"} if name == "valid.json" else \
+            {"PairRecord": None, "Reject": None}, name
+    point = {"id": 0, "x": 10.0, "y": 20.0, "is_visible": 1}
+    release = {"annolist": np.array([{"image": {"name": "a.jpg"}, "annorect": {"x1": 1, "y1": 1, "x2": 9, "y2": 9,
+                                                                                 "annopoints": {"point": [point]}}}]),
+               "img_train": np.array([[1]]), "single_person": np.array([[1]]), "act": {"cat_name": "sports"}}
+    savemat(tmp_path / "mpii_human_pose_v1_u12_1.mat", {"RELEASE": release})
+    config = parse_config({"output": str(tmp_path.parent / "out"), "sources": [
+        {"name": "mpii", "type": "mpii", "path": str(tmp_path), "annotation_file": "mpii_human_pose_v1_u12_1.mat"}]})
+    with pytest.raises(ConfigError) as caught:
+        list_units(config)
+    assert str(caught.value).startswith("sources[0].annotation_file (mpii): annotation file ")
+    assert "is a MATLAB .mat file (MPII's own release); this reader takes MMPose's JSON" in str(caught.value)
