@@ -314,11 +314,11 @@ def test_co3d_category_is_read_a_frame_at_a_time(tmp_path: Path, monkeypatch):
     its peak is under half of what json.loads of the file alone takes, and the category reads the same."""
     from sources import annotation_files
 
-    monkeypatch.setattr(annotation_files, "TEXT_STEP", 32 << 10)  # the file is 30 steps, as a real one is 100
+    monkeypatch.setattr(annotation_files, "TEXT_STEP", 16 << 10)  # the file is 30 steps, as a real one is 100
     rng = np.random.default_rng(0)
     frames = [_co3d_v2_frame("teddybear", f"{100 + s}_{11000 + s}_{22000 + s}", n, rng)
-              for s in range(5) for n in range(200)]
-    for frame in frames[:200]:
+              for s in range(3) for n in range(150)]
+    for frame in frames[:150]:
         _png(tmp_path / frame["image"]["path"], np.zeros((4, 4, 3), np.uint8))
     text = json.dumps(frames).encode()
     with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wb") as out:  # as co3d's dataset code writes it
@@ -332,8 +332,8 @@ def test_co3d_category_is_read_a_frame_at_a_time(tmp_path: Path, monkeypatch):
     items, peak = _read_traced(Co3dSource("co3d", str(tmp_path)))
     assert peak < whole / 2, (peak, whole)
     (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
-    assert record.key == "co3d-teddybear-100_11000_22000" and record.lineage["frames_available"] == 200
-    assert Counter(i.reason for i in items if isinstance(i, Reject)) == {"missing_frames": 4, "too_few_views": 4}
+    assert record.key == "co3d-teddybear-100_11000_22000" and record.lineage["frames_available"] == 150
+    assert Counter(i.reason for i in items if isinstance(i, Reject)) == {"missing_frames": 2, "too_few_views": 2}
 
 
 def test_co3d_viewpoint_that_places_no_camera_rejects_its_frame_only(tmp_path: Path):
