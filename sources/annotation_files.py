@@ -9,11 +9,14 @@ reject that entry's own image or pair and keep the rest. No message quotes the f
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import json
 import math
+import re
 import sys
 import zlib
-from typing import Any
+from typing import Any, Iterator
 
 from sources import fsio
 
@@ -102,6 +105,121 @@ def load_json(uri: str, *, gzipped: bool = False, limit: int = MAX_ANNOTATION_BY
     if gzipped:
         data = _gunzip_capped(uri, data, limit)
     return parse_json(uri, data)
+
+
+# -- a list read item by item ---------------------------------------------------------------------
+TEXT_STEP = 1 << 20  # bytes read (and expanded) at a time when a list is read item by item
+MAX_ITEM_CHARS = 16 << 20  # one item of such a list (a CO3D frame annotation is about 1 KB)
+_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+_NUMBER_GOES_ON = re.compile(r"[0-9eE.+\-]*\Z")  # the text's end may cut a number: `4.5` of `4.5e10`
+
+
+def _text_steps(uri: str, gzipped: bool, limit: int) -> Iterator[str]:
+    """The file's text a step at a time, at most `limit` bytes read (gzipped: expanded), gzip read
+    as gzip itself reads it (every member, each trailer's CRC checked, zero padding after the last)."""
+    text = codecs.getincrementaldecoder("utf-8-sig")()  # json.loads of bytes skips a BOM too
+    done, data = 0, b""
+    try:
+        with fsio.open_file(uri) as handle:
+            stream = gzip.GzipFile(fileobj=handle, mode="rb") if gzipped else handle
+            while data := stream.read(TEXT_STEP):
+                done += len(data)
+                if done > limit:
+                    raise AnnotationFileError(uri, f"{'expands' if gzipped else 'is larger'} past {limit} bytes "
+                                                   "(the limit of one annotation file)")
+                yield text.decode(data)
+            yield text.decode(b"", final=True)
+    except UnicodeDecodeError as exc:  # its position counts from this step (and up to 3 bytes held from the last)
+        raise AnnotationFileError(uri, f"is not UTF-8 text (near byte {done - len(data) + exc.start})") from None
+    except EOFError:
+        raise AnnotationFileError(uri, "is a truncated gzip stream (it ends before its trailer)") from None
+    except (gzip.BadGzipFile, zlib.error):
+        raise AnnotationFileError(uri, "is not a valid gzip stream") from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise AnnotationFileError(uri, f"cannot be read ({type(exc).__name__})") from None
+
+
+class _JsonStream:
+    """JSON text that arrives in steps: values are parsed where they stand, and what is parsed
+    is let go when the next step comes."""
+
+    def __init__(self, uri: str, steps: Iterator[str]) -> None:
+        self.uri, self.steps = uri, steps
+        self.text, self.at, self.offset, self.ended = "", 0, 0, False
+        self.decoder = json.JSONDecoder()
+
+    def _more(self) -> bool:
+        step = None if self.ended else next(self.steps, None)
+        if step is None:
+            self.ended = True
+            return False
+        self.offset += self.at
+        self.text, self.at = self.text[self.at:] + step, 0
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not whitespace, not taken ('' at the end of the text)."""
+        while True:
+            self.at = _SPACE.match(self.text, self.at).end()
+            if self.at < len(self.text):
+                return self.text[self.at]
+            if not self._more():
+                return ""
+
+    def take(self, expected: str) -> str:
+        """The next character that is not whitespace, one of `expected`."""
+        found = self.peek()
+        if not found or found not in expected:
+            self.fail(f"expecting {' or '.join(map(repr, expected))}", self.at)
+        self.at += 1
+        return found
+
+    def fail(self, problem: str, at: int) -> None:
+        raise AnnotationFileError(self.uri, f"is not valid JSON ({problem} at character {self.offset + at})")
+
+    def value(self) -> Any:
+        """The value that starts here. One that fails, or a number the text's end may cut, is
+        parsed again with the next step added."""
+        while True:
+            self.peek()  # raw_decode takes no leading whitespace
+            try:
+                value, end = self.decoder.raw_decode(self.text, self.at)
+            except json.JSONDecodeError as exc:
+                if len(self.text) - self.at <= MAX_ITEM_CHARS and self._more():
+                    continue
+                self.fail(exc.msg if self.ended else f"{exc.msg}, or an item over {MAX_ITEM_CHARS} characters",
+                          exc.pos)
+            except RecursionError:
+                raise AnnotationFileError(self.uri, "nests too deep to be an annotation file") from None
+            except ValueError:  # an integer of more digits than Python's int parser takes (4300)
+                raise AnnotationFileError(self.uri, "holds a number too long to read (more digits than "
+                                                    f"{sys.get_int_max_str_digits()})") from None
+            cut = isinstance(value, (int, float)) and _NUMBER_GOES_ON.match(self.text, end)
+            if not cut or not self._more():
+                self.at = end
+                return value
+
+
+def iter_json_list(uri: str, *, gzipped: bool = False, limit: int = MAX_ANNOTATION_BYTES) -> Iterator[Any]:
+    """The items of an annotation file that is one JSON list, parsed one at a time: memory holds a
+    step of the text and the items the caller keeps, never the whole file (`load_json` of a CO3D
+    category of 100k frames, 104 MB of JSON, held 555 MB). Problems raise `AnnotationFileError`
+    as `load_json`'s do; items before a problem have been yielded by then."""
+    stream = _JsonStream(uri, _text_steps(uri, gzipped, limit))
+    if stream.peek() != "[":
+        raise AnnotationFileError(uri, "is not a JSON list")
+    stream.take("[")
+    if stream.peek() == "]":
+        stream.take("]")
+    else:
+        while True:
+            yield stream.value()
+            if stream.take(",]") == "]":
+                break
+    if stream.peek():
+        stream.fail("extra data", stream.at)
 
 
 # -- value checks: None when fine, else a short description without the offending value ------

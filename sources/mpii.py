@@ -5,26 +5,47 @@ Units are ranges of entries, and an image is read in the unit holding its first 
 its people wherever they stand in the list: a unit boundary never splits an image into two pairs
 with one key. A second image name with a stem already taken (`a.jpg`, `a.png`) is a
 `duplicate_key` reject.
+
+MMPose names its files by split: every pair and reject of `mpii_val.json` (HRNet's `valid.json`
+of the same form: the validation images of Tompson et al., the split MPII results are reported
+on) is in the `val` split, never hashed into `train`; the entries of any other file are hashed into
+train/val like sources without a split. MPII's own release (`mpii_human_pose_v1_u12_1.mat`) is
+refused with the files this reader takes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, load_json, numbers
-from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
+from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 MPII_JOINTS = 16
 MATLAB_OFFSET = 0.5
 ENTRIES_PER_UNIT = 512
+VAL_FILES = ("mpii_val.json", "valid.json")  # the validation split, as MMPose and HRNet name it
+MAT_MAGIC = b"MATLAB"  # the first bytes of a MATLAB .mat file (v5 and v7.3 alike)
+
+
+def split_of_file(annotation_file: str) -> str | None:
+    """The split an annotation file's name declares: `val` for `VAL_FILES`, else None."""
+    return "val" if fsio.basename(annotation_file) in VAL_FILES else None
 
 
 @fsio.cached_input(maxsize=2)
 def _load_entries(uri: str) -> list:
-    entries = load_json(uri)
+    try:
+        entries = load_json(uri)
+    except AnnotationFileError:
+        with fsio.open_file(uri) as handle:
+            if handle.read(len(MAT_MAGIC)) == MAT_MAGIC:  # was "is not UTF-8 text (at byte 132)"
+                raise AnnotationFileError(uri, "is a MATLAB .mat file (MPII's own release); this reader takes "
+                                               "MMPose's JSON of it: annotations/mpii_train.json and "
+                                               "mpii_val.json (MMPose's MPII preparation)") from None
+        raise
     if not isinstance(entries, list):
         raise AnnotationFileError(uri, "is not a list of people")
     return entries
@@ -84,6 +105,11 @@ class MpiiSource:
     images_dir: str = "images"
     follow_links: bool = False  # read image files that are links leading out of the images folder
 
+    @property
+    def split(self) -> str | None:
+        """The split every item of this file is in (`split_of_file`), or None: hashed."""
+        return split_of_file(self.annotation_file)
+
     def _annotations(self) -> list:
         return _load_entries(fsio.join(self.path, self.annotation_file))
 
@@ -92,7 +118,10 @@ class MpiiSource:
             raise missing_under("annotation_file", self.path, self.annotation_file, "MPII: ")
         if not fsio.isdir(fsio.join(self.path, self.images_dir)):  # else every pose pair is a missing image
             raise missing_under("images_dir", self.path, self.images_dir, "MPII: ")
-        n = len(self._annotations())
+        try:
+            n = len(self._annotations())
+        except AnnotationFileError as exc:  # `check` blames the field naming the file, not `path`
+            raise ConfiguredValueMismatch("annotation_file", str(exc)) from None
         return [(i, min(i + ENTRIES_PER_UNIT, n)) for i in range(0, n, ENTRIES_PER_UNIT)]
 
     def read(self, unit: tuple[int, int]) -> Iterator[SourceItem]:
@@ -104,7 +133,7 @@ class MpiiSource:
             if image is None:  # belongs to no image: the entry itself is the rejected item
                 key = safe_key(self.name, "entry", str(index))
                 yield Reject(key, self.name, key, "read", BAD_ANNOTATION,
-                             f"{self.annotation_file}[{index}] {entry_problem(entries[index])}")
+                             f"{self.annotation_file}[{index}] {entry_problem(entries[index])}", split_hint=self.split)
             elif index_of.people[image][0] == index:
                 images.append(image)
         for image in images:
@@ -112,6 +141,10 @@ class MpiiSource:
 
     def _image(self, image: str, entries: list, index_of: ImageIndex) -> Iterator[SourceItem]:
         """One image's pose pair from all its people, or its reject."""
+        for item in self._pair(image, entries, index_of):
+            yield item if self.split is None else replace(item, split_hint=self.split)
+
+    def _pair(self, image: str, entries: list, index_of: ImageIndex) -> Iterator[SourceItem]:
         group = safe_key(self.name, _stem(image))
         key = f"{group}-pose"
         owner = index_of.stem_owner[_stem(image)]

@@ -16,9 +16,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from sources import fsio
-from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json, numbers
-from sources.paths import (ConfiguredPathMissing, OutsideRoot, check_inside, join_inside, names_found, path_problem,
-                           set_aside, set_aside_problem)
+from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, as_int, is_number, iter_json_list, numbers
+from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
+                           names_found, path_problem, set_aside, set_aside_problem)
 from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
 
 
@@ -171,6 +171,17 @@ def read_camera(data: bytes) -> tuple[np.ndarray | None, str | None]:
 
 
 # -- Objaverse (Zero123 layout) ----------------------------------------------------------------
+ZERO123_VIEWS = 12  # Zero123's views_release: 000.png..011.png and their .npy cameras per object
+PEEK_OBJECTS = 3  # objects whose views are counted at planning: a layout's count, not one broken object's
+
+
+def paired_views(files: list[str]) -> int:
+    """Renders with their camera (`NNN.png` beside `NNN.npy`) among a folder's files."""
+    stems = {suffix: {fsio.basename(f)[:-4] for f in files if f.endswith(suffix) and not set_aside(fsio.basename(f))}
+             for suffix in (".png", ".npy")}
+    return len(stems[".png"] & stems[".npy"])
+
+
 @dataclass(frozen=True)
 class ObjaverseSource:
     name: str
@@ -182,7 +193,21 @@ class ObjaverseSource:
         objects = fsio.list_dirs(self.path, links=True)  # `__MACOSX/`, `@eaDir/` too: one reject each
         if not any(not set_aside(fsio.basename(o)) for o in objects):
             raise FileNotFoundError(f"no object folders (<uid>/NNN.png + NNN.npy) under {self.path}")
+        self._check_views(objects)
         return objects
+
+    def _check_views(self, objects: list[str]) -> None:
+        """Refuse `views` when the first objects all hold fewer: Zero123's renders have 12 views
+        each, and under the default of 24 (the LVM's own renders) every object was a
+        `too_few_views` reject, the build making nothing of the whole dataset."""
+        first = [o for o in sorted(objects) if not set_aside_problem(self.path, o)
+                 and not path_problem(self.path, o, self.follow_links)][:PEEK_OBJECTS]
+        counts = [paired_views(fsio.list_files(o, links=True)) for o in first]
+        if counts and 2 <= max(counts) < self.views:
+            raise ConfiguredValueMismatch("views", (
+                f"the first {len(counts)} objects under {self.path} hold {', '.join(map(str, counts))} views "
+                f"with cameras, fewer than views: {self.views} (Zero123's renders hold {ZERO123_VIEWS}); set views: "
+                f"{max(counts)} or fewer, else every object is a too_few_views reject"))
 
     def read(self, folder: str) -> Iterator[SourceItem]:
         uid = fsio.basename(folder)
@@ -260,9 +285,23 @@ def _some(stems: list[str], suffix: str, shown: int = 5) -> str:
 
 
 # -- CO3D v2 ---------------------------------------------------------------------------------
-def read_jgz(uri: str) -> Any:
-    """A gzipped JSON annotation file, its expansion capped (a small .jgz can inflate to gigabytes)."""
-    return load_json(uri, gzipped=True)
+def read_jgz_frames(uri: str) -> Iterator[Any]:
+    """The frames of a gzipped JSON list, one at a time, its expansion capped (a small .jgz can
+    inflate to gigabytes)."""
+    return iter_json_list(uri, gzipped=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Co3dFrame:
+    """What this reader keeps of a frame annotation: about 0.7 KB, where its parsed JSON (focal
+    length, principal point, sizes, meta...) took 5.5 KB, over 100k frames of a category."""
+
+    number: int
+    image_uri: str
+    depth_uri: str | None
+    mask_uri: str | None
+    depth_scale: float
+    camera: np.ndarray  # 3x4 [R | T], PyTorch3D's row-vector convention
 
 
 def frame_problem(frame: Any) -> str | None:
@@ -324,42 +363,54 @@ class Co3dSource:
             key = safe_key(self.name, category)
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
             return
-        uri = fsio.join(category_dir, "frame_annotations.jgz")
-        try:
-            frames = read_jgz(uri)
-            if not isinstance(frames, list):
-                raise AnnotationFileError(uri, "is not a list of frames")
+        try:  # the whole file is read before anything is yielded: a bad file is one reject, as it always was
+            by_sequence, rejects = self._frames(category, fsio.join(category_dir, "frame_annotations.jgz"))
         except AnnotationFileError as exc:
             key = safe_key(self.name, category)
             yield Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300])
             return
-        by_sequence: dict[str, list[dict]] = {}
-        first_index: dict[tuple[str, int], int] = {}  # (sequence, frame_number) -> its first frame
-        for index, frame in enumerate(frames):
-            problem = frame_problem(frame)
-            if problem is None:
-                try:  # names from the annotation file must stay inside the dataset
-                    frame["_uris"] = {field: self._inside((frame.get(field) or {}).get("path"))
-                                      for field in ("image", "depth", "mask")}
-                except OutsideRoot as exc:
-                    key = safe_key(self.name, category, "frame", str(index))
-                    yield Reject(key, self.name, key, "read", exc.reason, f"frame_annotations.jgz[{index}]: {exc.detail}")
-                    continue
-            else:
-                key = safe_key(self.name, category, "frame", str(index))
-                yield Reject(key, self.name, key, "read", BAD_ANNOTATION, f"frame_annotations.jgz[{index}] {problem}")
-                continue
-            number = (frame["sequence_name"], as_int(frame["frame_number"]))
-            if number in first_index:  # its pairs' keys would clash with the first frame's
-                key = safe_key(self.name, category, "frame", str(index))
-                yield Reject(key, self.name, key, "read", "duplicate_key",
-                             f"frame_annotations.jgz[{index}]: frame_number {number[1]} of its sequence "
-                             f"is already frame_annotations.jgz[{first_index[number]}]")
-                continue
-            first_index[number] = index
-            by_sequence.setdefault(frame["sequence_name"], []).append(frame)
+        yield from rejects
         for sequence in sorted(by_sequence):
             yield from self._sequence(category, sequence, by_sequence[sequence])
+
+    def _frames(self, category: str, uri: str) -> tuple[dict[str, list[Co3dFrame]], list[Reject]]:
+        """The usable frames of a category by sequence, and the rejects of the others. The file is
+        parsed a frame at a time and each frame kept as a `Co3dFrame`: a real category (100k frames,
+        104 MB of JSON) parsed whole held 555 MB, its dicts five times the text."""
+        by_sequence: dict[str, list[Co3dFrame]] = {}
+        rejects: list[Reject] = []
+        first_index: dict[str, dict[int, int]] = {}  # sequence -> frame_number -> its first frame
+        for index, frame in enumerate(read_jgz_frames(uri)):
+            problem = frame_problem(frame)
+            if problem:
+                rejects.append(self._frame_reject(category, index, BAD_ANNOTATION, f" {problem}"))
+                continue
+            try:  # names from the annotation file must stay inside the dataset
+                kept = self._keep(frame)
+            except OutsideRoot as exc:
+                rejects.append(self._frame_reject(category, index, exc.reason, f": {exc.detail}"))
+                continue
+            seen = first_index.setdefault(frame["sequence_name"], {})
+            if kept.number in seen:  # its pairs' keys would clash with the first frame's
+                rejects.append(self._frame_reject(category, index, "duplicate_key", (
+                    f": frame_number {kept.number} of its sequence is already frame_annotations.jgz[{seen[kept.number]}]")))
+                continue
+            seen[kept.number] = index
+            by_sequence.setdefault(frame["sequence_name"], []).append(kept)
+        return by_sequence, rejects
+
+    def _frame_reject(self, category: str, index: int, reason: str, detail: str) -> Reject:
+        key = safe_key(self.name, category, "frame", str(index))
+        return Reject(key, self.name, key, "read", reason, f"frame_annotations.jgz[{index}]{detail}")
+
+    def _keep(self, frame: dict) -> Co3dFrame:
+        """What this reader uses of a frame that passed `frame_problem`, its paths checked."""
+        depth, mask = frame.get("depth") or {}, frame.get("mask") or {}
+        viewpoint = frame["viewpoint"]
+        camera = np.concatenate([np.array(viewpoint["R"], np.float64), np.array([viewpoint["T"]], np.float64).T], 1)
+        return Co3dFrame(as_int(frame["frame_number"]), self._inside(frame["image"]["path"]),
+                         self._inside(depth.get("path")), self._inside(mask.get("path")),
+                         float(depth.get("scale_adjustment") or 1.0), camera)
 
     def _inside(self, name: str | None) -> str | None:
         if not name:
@@ -368,7 +419,7 @@ class Co3dSource:
         check_inside(self.path, uri, self.follow_links)
         return uri
 
-    def _sequence(self, category: str, sequence: str, frames: Sequence[dict]) -> Iterator[SourceItem]:
+    def _sequence(self, category: str, sequence: str, frames: Sequence[Co3dFrame]) -> Iterator[SourceItem]:
         key = safe_key(self.name, category, sequence)
         try:  # the sequence name comes from the annotation file: its folder must stay inside the root
             images_dir = join_inside(self.path, f"{category}/{sequence}/images")
@@ -376,7 +427,7 @@ class Co3dSource:
             yield Reject(key, self.name, key, "read", exc.reason, f"sequence_name: {exc.detail}")
             return
         present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
-        usable = [f for f in frames if fsio.basename(f["image"]["path"]) in present]
+        usable = [f for f in frames if fsio.basename(f.image_uri) in present]
         lost = len(frames) - len(usable)
         if lost:
             yield Reject(f"{key}-missing", self.name, key, "read", "missing_frames",
@@ -384,8 +435,8 @@ class Co3dSource:
         if len(usable) < self.views:
             yield Reject(key, self.name, key, "read", "too_few_views", f"{len(usable)} frames < {self.views}")
             return
-        rotations = np.array([f["viewpoint"]["R"] for f in usable], dtype=np.float64)
-        translations = np.array([f["viewpoint"]["T"] for f in usable], dtype=np.float64)
+        rotations = np.stack([f.camera[:, :3] for f in usable])
+        translations = np.stack([f.camera[:, 3] for f in usable])
         centres = np.stack([pytorch3d_camera_centre(r, t) for r, t in zip(rotations, translations)])
         camera_ups = rotations[:, :, 1]  # PyTorch3D view +Y (up) expressed in world coordinates
         axis, middle = orbit_axis(centres, camera_ups)
@@ -395,31 +446,27 @@ class Co3dSource:
         chosen = [order[i] for i in pick_evenly(len(order), self.views)]
         yield MultiViewRecord(
             key=key, source=self.name, group=key,
-            view_uris=tuple(usable[i]["_uris"]["image"] for i in chosen),
+            view_uris=tuple(usable[i].image_uri for i in chosen),
             azimuths_deg=tuple(round(float(azimuths[i]), 3) for i in chosen),
             lineage={"category": category, "sequence": sequence, "frames_available": len(usable),
-                     "frame_numbers": [int(usable[i]["frame_number"]) for i in chosen]},
+                     "frame_numbers": [usable[i].number for i in chosen]},
         )
         for task in self.pair_tasks:
             for frame in usable:
                 yield from self._pair(task, category, sequence, key, frame)
 
-    def _pair(self, task: str, category: str, sequence: str, group: str, frame: dict) -> Iterator[SourceItem]:
-        pair_key = f"{group}-f{int(frame['frame_number']):06d}-{task}"
-        image_uri = frame["_uris"]["image"]
+    def _pair(self, task: str, category: str, sequence: str, group: str, frame: Co3dFrame) -> Iterator[SourceItem]:
+        pair_key = f"{group}-f{frame.number:06d}-{task}"
         if task == "depth":
-            depth = frame.get("depth") or {}
-            if not depth.get("path"):
+            if not frame.depth_uri:
                 yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no depth path")
                 return
-            annotation = {"depth_uri": frame["_uris"]["depth"], "format": "co3d",
-                          "scale": float(depth.get("scale_adjustment") or 1.0)}
+            annotation = {"depth_uri": frame.depth_uri, "format": "co3d", "scale": frame.depth_scale}
         else:
-            mask = frame.get("mask") or {}
-            if not mask.get("path"):
+            if not frame.mask_uri:
                 yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no mask path")
                 return
-            annotation = {"mask_uri": frame["_uris"]["mask"], "class_id": 1}
-        yield PairRecord(key=pair_key, source=self.name, group=group, task=task, image_uri=image_uri,
+            annotation = {"mask_uri": frame.mask_uri, "class_id": 1}
+        yield PairRecord(key=pair_key, source=self.name, group=group, task=task, image_uri=frame.image_uri,
                          annotation=annotation,
-                         lineage={"category": category, "sequence": sequence, "frame": int(frame["frame_number"])})
+                         lineage={"category": category, "sequence": sequence, "frame": frame.number})

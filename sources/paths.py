@@ -142,6 +142,16 @@ class ConfiguredPathMissing(FileNotFoundError):
         self.field = field
 
 
+class ConfiguredValueMismatch(ValueError):
+    """A config value that the dataset shows no item can meet (`views: 24` where the objects hold
+    12 views each): every item would be a reject, so `check` blames `field` and the message says
+    what the data holds and the fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def names_found(entries: list[str], limit: int = 20) -> str:
     """The base names of listed files or folders (a trailing / kept), for a message saying what
     is there instead."""

@@ -18,9 +18,11 @@ from transforms.annotations import (
     colour_of,
     depth_to_colour,
     joint_colours,
+    limb_colours,
     normals_to_rgb,
     rgb_to_normals,
 )
+from uvd_pipeline.config import ConfigError
 from uvd_pipeline.render import RenderSettings, decode_png
 from uvd_pipeline.render_annotated import render_pair
 
@@ -442,3 +444,98 @@ def test_a_pose_pair_with_no_joint_inside_its_image_is_an_empty_target(tmp_path:
         assert (reject.stage, reject.reason) == ("annotation", "empty_target")
     kept = render_pair(items["mpii-one-pose"], settings("pad"))
     assert not isinstance(kept, Reject) and decode_png(kept.images[1]).any()
+
+
+# MMPose's MPII skeleton (configs/_base_/datasets/mpii.py, `skeleton_info`), by joint name
+MMPOSE_MPII_LINKS = (
+    ("right_ankle", "right_knee"), ("right_knee", "right_hip"), ("right_hip", "pelvis"), ("pelvis", "left_hip"),
+    ("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("pelvis", "thorax"), ("thorax", "upper_neck"),
+    ("upper_neck", "head_top"), ("upper_neck", "right_shoulder"), ("right_shoulder", "right_elbow"),
+    ("right_elbow", "right_wrist"), ("upper_neck", "left_shoulder"), ("left_shoulder", "left_elbow"),
+    ("left_elbow", "left_wrist"))
+MPII_ORDER = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "thorax",
+              "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
+              "left_wrist")  # MPII's joint ids 0..15
+
+
+def test_mpii_limbs_are_mmposes(tmp_path: Path):
+    """A standing figure in MMPose's MPII JSON, drawn: the midpoint of each of MMPose's 15 links
+    (by joint name, in MPII's joint order) holds that limb's colour, and nothing joins the thorax to
+    the shoulders, a link MMPose does not draw (the shoulders hung from the thorax, not the neck)."""
+    at = {"head_top": (128, 20), "upper_neck": (128, 60), "thorax": (128, 84), "pelvis": (128, 150),
+          "right_shoulder": (80, 70), "left_shoulder": (176, 70), "right_elbow": (50, 110), "left_elbow": (206, 110),
+          "right_wrist": (30, 150), "left_wrist": (226, 150), "right_hip": (105, 155), "left_hip": (151, 155),
+          "right_knee": (100, 200), "left_knee": (156, 200), "right_ankle": (95, 245), "left_ankle": (161, 245)}
+    joints = {MPII_ORDER.index(name): (x + 1.0, y + 1.0, 1) for name, (x, y) in at.items()}  # MATLAB: pixel + 1
+    items = mpii_dataset(tmp_path, {"figure.jpg": (256, 256)}, [mpii_person("figure.jpg", joints)])
+    target = decode_png(render_pair(items["mpii-figure-pose"], settings("squash")).images[1])
+    colour_of_link = {frozenset(link): colour for link, colour in zip(MPII16.limbs, limb_colours(MPII16))}
+    for a, b in MMPOSE_MPII_LINKS:
+        colour = colour_of_link.get(frozenset((MPII_ORDER.index(a), MPII_ORDER.index(b))))
+        (xa, ya), (xb, yb) = at[a], at[b]
+        assert colour is not None and tuple(target[(ya + yb) // 2, (xa + xb) // 2]) == colour, (a, b)
+    for shoulder in ("right_shoulder", "left_shoulder"):
+        (xa, ya), (xb, yb) = at["thorax"], at[shoulder]
+        assert not target[(ya + yb) // 2, (xa + xb) // 2].any(), shoulder
+    assert len(MPII16.limbs) == len(MMPOSE_MPII_LINKS)
+
+
+def test_mpii_val_file_is_the_val_split(tmp_path: Path):
+    """MMPose's `mpii_val.json` is the split MPII results are reported on: a build pointed at it
+    puts every pair in `val`. Its pairs were hashed like a split-less source's, most into `train`,
+    so the benchmark's images were trained on when a build read both files."""
+    import yaml
+    from PIL import Image
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    root = tmp_path / "mpii"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    people = []
+    for i in range(8):
+        Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(root / "images" / f"{i:09d}.jpg", quality=90)
+        people.append(mpii_person(f"{i:09d}.jpg", {j: (40.0 + 5 * j, 30.0 + 4 * j, 1) for j in range(16)}))
+    (root / "annotations" / "mpii_val.json").write_text(json.dumps(people))
+    config = {"output": str(tmp_path / "out"), "image": {"size": 64}, "split": {"val_fraction": 0.5},
+              "sources": [{"name": "mpii", "type": "mpii", "path": str(root), "num_shards": 1,
+                           "annotation_file": "annotations/mpii_val.json", "pairs_per_sentence": 4}],
+              "tokenizer": {"enabled": False}, "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary["sources"]["mpii"]
+    assert summary["by_split"] == {"val": {"images": 16, "sentences": 2}}
+    assert [p.name for p in (tmp_path / "out" / "rendered" / "mpii").iterdir()] == ["val"]
+
+
+def test_mpii_split_of_hrnets_files_and_mpiis_own_release(tmp_path: Path):
+    """HRNet's `annot/valid.json` (MMPose's form, the same Tompson split) is `val` too, its
+    `train.json` hashed. MPII's own `mpii_human_pose_v1_u12_1.mat` (a MATLAB v5 struct RELEASE,
+    here written by scipy as MATLAB writes it) was refused as "not UTF-8 text (at byte 132)",
+    blamed on `path`: `check` now blames `annotation_file` and names the files this reader takes."""
+    from scipy.io import savemat
+
+    from sources.mpii import MpiiSource
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annot").mkdir()
+    person = mpii_person("a.jpg", {j: (10.0 + j, 20.0 + j, 1) for j in range(16)})
+    for name in ("valid.json", "train.json"):
+        (tmp_path / "annot" / name).write_text(json.dumps([person, {"image": ""}]))
+        source = MpiiSource("mpii", str(tmp_path), annotation_file=f"annot/{name}")
+        hints = {type(i).__name__: i.split_hint for unit in source.units() for i in source.read(unit)}
+        assert hints == {"PairRecord": "val", "Reject": "val"} if name == "valid.json" else \
+            {"PairRecord": None, "Reject": None}, name
+    point = {"id": 0, "x": 10.0, "y": 20.0, "is_visible": 1}
+    release = {"annolist": np.array([{"image": {"name": "a.jpg"}, "annorect": {"x1": 1, "y1": 1, "x2": 9, "y2": 9,
+                                                                                 "annopoints": {"point": [point]}}}]),
+               "img_train": np.array([[1]]), "single_person": np.array([[1]]), "act": {"cat_name": "sports"}}
+    savemat(tmp_path / "mpii_human_pose_v1_u12_1.mat", {"RELEASE": release})
+    config = parse_config({"output": str(tmp_path.parent / "out"), "sources": [
+        {"name": "mpii", "type": "mpii", "path": str(tmp_path), "annotation_file": "mpii_human_pose_v1_u12_1.mat"}]})
+    with pytest.raises(ConfigError) as caught:
+        list_units(config)
+    assert str(caught.value).startswith("sources[0].annotation_file (mpii): annotation file ")
+    assert "is a MATLAB .mat file (MPII's own release); this reader takes MMPose's JSON" in str(caught.value)

@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -195,6 +196,27 @@ def test_annotation_files_nesting_bomb_size_and_gzip_bomb(tmp_path: Path):
     with pytest.raises(AnnotationFileError, match="expands past 100000 bytes"):
         load_json(str(jgz), gzipped=True, limit=100_000)
     assert load_json(str(jgz), gzipped=True) == []
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 8])
+def test_a_list_read_item_by_item_is_what_json_reads(tmp_path: Path, monkeypatch, step: int):
+    """`iter_json_list` parses where a step of the text ends: a number cut there (`4.5` of
+    `4.5e10`, `-` of `-0.5`) is read again with the next step, never taken short; a BOM is skipped
+    as json.loads skips it; a bad file raises as `load_json` does, naming the file and no bytes."""
+    from sources import annotation_files
+
+    monkeypatch.setattr(annotation_files, "TEXT_STEP", step)
+    items = [4.5e10, -0.5, 12345678901234567890, 1e400, True, None, "a\"\u00e9\n", {"R": [[1, 2], []]}, [], 0, -7]
+    text = "\ufeff" + json.dumps(items, indent=1, ensure_ascii=False)
+    path = tmp_path / "f.jgz"
+    path.write_bytes(gzip.compress(text.encode()))
+    assert list(annotation_files.iter_json_list(str(path), gzipped=True)) == json.loads(text.encode())
+    for bad, problem in ((b"[1, 2", "expecting ',' or ']'"), (b"[1,]", "Expecting value"), (b"{}", "not a JSON list"),
+                         (b"[1] [2]", "extra data"), (b"[" * 100_000, "nests too deep"), (CANARY, "not a JSON list")):
+        path.write_bytes(gzip.compress(bad))
+        with pytest.raises(AnnotationFileError, match=re.escape(problem)) as caught:
+            list(annotation_files.iter_json_list(str(path), gzipped=True))
+        assert str(path) in str(caught.value) and not any(leak in str(caught.value) for leak in LEAKS)
 
 
 def test_one_bad_coco_annotation_rejects_its_own_pair_only(tmp_path: Path):

@@ -7,6 +7,7 @@ import json
 import pickle
 import struct
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -78,6 +79,52 @@ def _objaverse_object(folder: Path, views: int = 4) -> None:
     for i in range(views):
         _png(folder / f"{i:03d}.png", np.full((8, 8, 4), i, np.uint8))
         np.save(folder / f"{i:03d}.npy", blender_rt(i * 90.0 + 10.0, 25.0, 1.9))
+
+
+def _zero123_release(root: Path, objects: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Zero123's `views_release/<uid>/`: 12 RGBA renders 000.png..011.png (Pillow, as Blender's
+    PNG output reads) from random cameras on a sphere of radius 1.5-2.2, each beside its Blender
+    world-to-camera 3x4 [R|t] saved by np.save (float64, from a mathutils Matrix). Returns each
+    object's true azimuths in file order."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for _ in range(objects):
+        uid = rng.bytes(16).hex()
+        azimuths = rng.uniform(0, 360, 12)
+        for i, azimuth in enumerate(azimuths):
+            (root / uid).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16, 4), i, np.uint8), "RGBA").save(root / uid / f"{i:03d}.png")
+            camera = blender_rt(azimuth, rng.uniform(-10, 40), rng.uniform(1.5, 2.2)).astype(np.float64)
+            np.save(root / uid / f"{i:03d}.npy", camera)
+        truth[uid] = azimuths
+    return truth
+
+
+def test_zero123_release_under_the_default_views_is_a_config_error(tmp_path: Path, capsys):
+    """Zero123's renders hold 12 views per object: under the default `views: 24` (the LVM's own
+    renders) every object was a `too_few_views` reject and the build made nothing of the dataset.
+    `check` and `build` now refuse, naming `views` and the fix; with `views: 12` every object is one
+    sentence, its views in the order of the azimuths they were rendered at."""
+    from uvd_pipeline.cli import main
+
+    truth = _zero123_release(tmp_path / "views_release", 3)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output: {tmp_path / 'out'}\nsources:\n"
+                      f"  - {{name: obj, type: objaverse, path: {tmp_path / 'views_release'}, num_shards: 1}}\n")
+    for argv in (("check", str(config)), ("build", str(config), "--no-tokenize")):
+        assert main(list(argv)) == 2
+        assert ("sources[0].views (obj): the first 3 objects under " in (err := capsys.readouterr().err)
+                and "hold 12, 12, 12 views with cameras, fewer than views: 24" in err and "set views: 12" in err), err
+    assert not (tmp_path / "out").exists()
+    source = ObjaverseSource("obj", str(tmp_path / "views_release"), views=12)
+    records = [i for unit in source.units() for i in source.read(unit)]
+    assert all(isinstance(r, MultiViewRecord) for r in records) and len(records) == 3
+    for record in records:
+        azimuths = truth[record.lineage["uid"]]
+        assert [int(f) for f in record.lineage["files"]] == list(np.argsort(azimuths))
+        assert np.allclose(record.azimuths_deg, np.sort(azimuths), atol=1e-3)
 
 
 def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
@@ -241,6 +288,52 @@ def _co3d_ring(root: Path, count: int, height: float) -> list[dict]:
         frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
                        "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist()}})
     return frames
+
+
+def _co3d_v2_frame(category: str, sequence: str, number: int, rng: np.random.Generator) -> dict:
+    """One frame annotation with every field CO3D v2's `FrameAnnotation` dataclass writes."""
+    stem = f"{category}/{sequence}"
+    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    return {"sequence_name": sequence, "frame_number": number, "frame_timestamp": number / 30.0,
+            "image": {"path": f"{stem}/images/frame{number + 1:06d}.jpg", "size": [1066, 1900]},
+            "depth": {"path": f"{stem}/depths/frame{number + 1:06d}.jpg.geometric.png",
+                      "scale_adjustment": float(rng.uniform(0.5, 2)),
+                      "mask_path": f"{stem}/depth_masks/frame{number + 1:06d}.png"},
+            "mask": {"path": f"{stem}/masks/frame{number + 1:06d}.png", "mass": float(rng.integers(10**5, 10**6))},
+            "viewpoint": {"R": rotation.tolist(), "T": rng.normal(size=3).tolist(),
+                          "focal_length": rng.uniform(1, 3, 2).tolist(), "principal_point": rng.normal(0, .01, 2).tolist(),
+                          "intrinsics_format": "ndc_isotropic"},
+            "meta": {"frame_type": "test_unseen", "frame_splits": [f"singlesequence_{category}_test_0_unseen"],
+                     "eval_batch_maps": []}}
+
+
+def test_co3d_category_is_read_a_frame_at_a_time(tmp_path: Path, monkeypatch):
+    """A CO3D v2 category's frame_annotations.jgz holds 100k+ frames (104 MB of JSON for 100k):
+    parsed whole it held 555 MB (peak RSS), the text and its dicts five times over, beyond any
+    budget. The file is now parsed frame by frame and each frame kept as what the reader uses:
+    its peak is under half of what json.loads of the file alone takes, and the category reads the same."""
+    from sources import annotation_files
+
+    monkeypatch.setattr(annotation_files, "TEXT_STEP", 16 << 10)  # the file is 30 steps, as a real one is 100
+    rng = np.random.default_rng(0)
+    frames = [_co3d_v2_frame("teddybear", f"{100 + s}_{11000 + s}_{22000 + s}", n, rng)
+              for s in range(3) for n in range(150)]
+    for frame in frames[:150]:
+        _png(tmp_path / frame["image"]["path"], np.zeros((4, 4, 3), np.uint8))
+    text = json.dumps(frames).encode()
+    with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wb") as out:  # as co3d's dataset code writes it
+        out.write(text)
+    tracemalloc.start()
+    try:
+        json.loads(text)
+        whole = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    items, peak = _read_traced(Co3dSource("co3d", str(tmp_path)))
+    assert peak < whole / 2, (peak, whole)
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert record.key == "co3d-teddybear-100_11000_22000" and record.lineage["frames_available"] == 150
+    assert Counter(i.reason for i in items if isinstance(i, Reject)) == {"missing_frames": 2, "too_few_views": 2}
 
 
 def test_co3d_viewpoint_that_places_no_camera_rejects_its_frame_only(tmp_path: Path):

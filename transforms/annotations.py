@@ -180,8 +180,9 @@ MPII16 = Skeleton(
     "mpii16",
     ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax", "upper_neck",
      "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist"),
-    ((0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9), (7, 12), (12, 11),
-     (11, 10), (7, 13), (13, 14), (14, 15)),
+    # MMPose's MPII links: the shoulders hang from the upper neck, not the thorax
+    ((0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9), (8, 12), (12, 11),
+     (11, 10), (8, 13), (13, 14), (14, 15)),
 )
 JHMDB15 = Skeleton(
     "jhmdb15",

@@ -189,6 +189,7 @@ def list_units(config: BuildConfig) -> dict[str, list]:
     """Every source's work units, listed before anything is written: a wrong path fails here,
     naming the config field."""
     from sources.annotation_files import AnnotationFileError
+    from sources.paths import ConfiguredValueMismatch
     from uvd_pipeline.labelers import LabelerError, check_spec
 
     units = {}
@@ -202,7 +203,7 @@ def list_units(config: BuildConfig) -> dict[str, list]:
                 raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {exc}") from None
         try:
             units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
-        except (FileNotFoundError, NotADirectoryError, AnnotationFileError) as exc:
+        except (FileNotFoundError, NotADirectoryError, AnnotationFileError, ConfiguredValueMismatch) as exc:
             field = getattr(exc, "field", "path")  # sources.paths.ConfiguredPathMissing names its own
             problem = root_problem(source_config.path) or exc
             raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {problem}") from None
