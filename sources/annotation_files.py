@@ -38,7 +38,7 @@ class AnnotationFileError(ValueError):
 def _read_capped(uri: str, limit: int) -> bytes:
     try:
         with fsio.open_file(uri) as handle:
-            data = handle.read(limit + 1)
+            data = fsio.read_at_most(handle, limit + 1)
     except FileNotFoundError:
         raise
     except OSError as exc:

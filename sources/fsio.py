@@ -295,10 +295,26 @@ def read_bytes(uri: str, limit: int | None = None) -> bytes:
     with fsspec.open(uri, "rb") as handle:
         if limit is None:
             return handle.read()
-        data = handle.read(limit + 1)
+        data = read_at_most(handle, limit + 1)
     if len(data) > limit:
         raise FileTooLarge(f"{basename(uri)} is larger than {limit} bytes")
     return data
+
+
+READ_STEP = 16 << 20
+
+
+def read_at_most(handle: Any, count: int) -> bytes:
+    """Up to `count` bytes of an open file, read in steps: one `read(count)` takes a buffer of
+    `count` bytes first, whatever the file holds, and an address-space limit (`ulimit -v`)
+    refuses the 512 MB of an annotation file's cap for a file of a few bytes."""
+    if count <= READ_STEP:
+        return handle.read(count)
+    parts, total = [], 0
+    while total < count and (part := handle.read(min(READ_STEP, count - total))):
+        parts.append(part)
+        total += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def read_text(uri: str) -> str:

@@ -487,3 +487,24 @@ def test_avif_working_memory_is_counted(tmp_path: Path, variant: str, bits: int,
         load_image(data, 64, "pad", max_bytes=counted - 1)
     assert caught.value.reason == "image_too_large" and "the AVIF decoder's working buffers" in caught.value.detail
     assert load_image(data, 64, "pad", max_bytes=counted).pixels.shape == (64, 64, 3)
+
+
+def test_a_small_annotation_file_is_read_under_a_small_address_space_limit(tmp_path: Path):
+    """`ulimit -v` (RLIMIT_AS), as shared machines and batch schedulers set it: reading a 9-byte
+    JSON asked for a buffer of its whole cap (512 MB for an annotation file, `fsio.read_bytes`'
+    `limit` too), which such a limit refuses: MemoryError for a file of a few bytes."""
+    import resource
+
+    (tmp_path / "a.json").write_text('{"a": 1}')
+    script = ("import resource, sys\n"
+              "from sources import fsio\n"
+              "from sources.annotation_files import load_json\n"
+              "peak = lambda: int(open('/proc/self/status').read().split('VmPeak:')[1].split()[0])\n"
+              "before = peak()\n"
+              "resource.setrlimit(resource.RLIMIT_AS, ((before + 256 * 1024) * 1024, resource.RLIM_INFINITY))\n"
+              f"print(load_json({str(tmp_path / 'a.json')!r}), fsio.read_bytes({str(tmp_path / 'a.json')!r}, "
+              "limit=1 << 30))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 0 and "{'a': 1} b'{\"a\": 1}'" in proc.stdout, proc.stderr[-800:]
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY  # this process untouched
