@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, collapse_set_aside, path_problem, set_aside, set_aside_problem
-from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, path_key
+from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc, path_key,
+                             unicode_form)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -182,11 +183,15 @@ def _relative(uri: str, root: str) -> str:
 
 
 def folder_groups(files: list[str], root: str) -> list[list[str]]:
-    """A folder's files grouped by stem (an image with its caption and metadata), in path order."""
+    """A folder's files grouped by stem (an image with its caption and metadata), in path order.
+    Stems are compared in NFC (`nfc`), as keys are: files whose names differ only in Unicode form
+    (one copied from a Mac in NFD beside one in NFC) share a group, where they are told apart:
+    a file named in NFC comes first, the one read."""
     groups: dict[str, list[str]] = {}
     for uri in files:
-        groups.setdefault(_stem_of(_relative(uri, root)), []).append(uri)
-    return [groups[stem] for stem in sorted(groups)]
+        groups.setdefault(nfc(_stem_of(_relative(uri, root))), []).append(uri)
+    return [sorted(groups[stem], key=lambda uri: (unicode_form(_relative(uri, root)) != "NFC", uri))
+            for stem in sorted(groups)]
 
 
 @dataclass(frozen=True)
@@ -508,8 +513,16 @@ class LaionSource:
             else:
                 data.append(uri)
         for group in folder_groups(data, root):
-            sidecars = {_ext_of(_relative(u, root)): u for u in group if _ext_of(_relative(u, root)) in SIDECARS}
-            entries = [u for u in group if u not in sidecars.values()]
+            sidecars: dict[str, str] = {}
+            entries: list[str] = []
+            for uri in group:
+                ext = _ext_of(_relative(uri, root))
+                if ext in sidecars:  # `x.txt` beside `x.TXT`, or in NFC beside NFD: one caption is read
+                    yield self._twin(root, uri, sidecars[ext])
+                elif ext in SIDECARS:
+                    sidecars[ext] = uri
+                else:
+                    entries.append(uri)
             for ext, uri in list(sidecars.items()):
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:  # a caption linking out of the root: never read, its image goes without
@@ -520,16 +533,21 @@ class LaionSource:
                 for uri in sidecars.values():
                     relative = _relative(uri, root)
                     yield self._reject(path_key(self.name, relative), "read", "missing_image",
-                                       f"{relative}: no image file with this stem")
+                                       f"{nfc(relative)}: no image file with this stem")
                 continue
+            taken: dict[str, str] = {}  # key -> the file that has it
             for uri in entries:
-                relative = _relative(uri, root)
+                relative = nfc(_relative(uri, root))
                 key = path_key(self.name, relative)
+                if key in taken:
+                    yield self._twin(root, uri, taken[key])
+                    continue
+                taken[key] = uri
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:
                     yield self._reject(key, "read", problem.reason, problem.detail)
                     continue
-                lineage: dict[str, Any] = {"path": relative}
+                lineage: dict[str, Any] = {"path": relative}  # in NFC, as the key
                 if "txt" in sidecars:
                     caption = fsio.read_bytes(sidecars["txt"]).decode("utf-8", errors="replace").strip()
                     if caption:
@@ -539,6 +557,14 @@ class LaionSource:
                     if parsed:
                         lineage["metadata"] = parsed
                 yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+
+    def _twin(self, root: str, uri: str, kept: str) -> Reject:
+        """The `duplicate_key` reject of a folder file whose name is the one `kept` has, once both are
+        in NFC and extensions in lower case: the two would share a key (a sidecar, its one slot)."""
+        relative, other = _relative(uri, root), _relative(kept, root)
+        return self._reject(path_key(self.name, relative), "read", "duplicate_key",
+                            f"{nfc(relative)} ({unicode_form(relative)}) is the name of {nfc(other)} "
+                            f"({unicode_form(other)}) in another Unicode form or case: that file is read")
 
 
 def _image_members(members: dict[str, Any]) -> list[str]:

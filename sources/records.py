@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -24,12 +25,27 @@ FILE_TOO_LARGE = "file_too_large"
 MAX_KEY_CHARS = 200
 
 
+def nfc(name: str) -> str:
+    """`name` in Unicode NFC, as keys and lineage hold a file name: macOS (HFS+, and copies made
+    from it over SMB or NFS) hands `café` over as `cafe` + U+0301 (NFD), other systems and index
+    files as one `é`; keyed raw, the same dataset copied from a Mac got other keys and other
+    output bytes. Files are still opened by the name the file system gave."""
+    return unicodedata.normalize("NFC", name)
+
+
+def unicode_form(name: str) -> str:
+    """How `name` writes its letters: `NFC`, `NFD` (as macOS names files), or `mixed`."""
+    return next((form for form in ("NFC", "NFD") if unicodedata.is_normalized(form, name)), "mixed")
+
+
 def safe_key(*parts: str) -> str:
     """Join `parts` into a dot-free key; characters outside [A-Za-z0-9_-] become '_'.
 
     When anything had to be replaced, a short digest of the original text is appended so that
-    two inputs differing only in punctuation ("a.b" vs "a_b") still get different keys.
+    two inputs differing only in punctuation ("a.b" vs "a_b") still get different keys. Parts are
+    taken in NFC (`nfc`): a name in NFC and in NFD is one key.
     """
+    parts = tuple(nfc(part) for part in parts)
     cleaned_parts = _cleaned(parts)
     cleaned = "-".join(cleaned_parts)
     if cleaned_parts != list(parts):
@@ -62,8 +78,9 @@ def data_key(source: str, *parts: str) -> str:
     `safe_key`'s unchanged (those could not meet before). Clean parts holding a '-' get `--` and a
     64-bit digest of the parts: no other key holds `--` followed by 16 hex digits at its end
     (unmarked keys hold no `--`, source names no '-'; `safe_key`'s digest is `_` and 8), so
-    distinct parts give distinct keys up to the digest.
+    distinct parts give distinct keys up to the digest. Parts are taken in NFC (`nfc`).
     """
+    parts = tuple(nfc(part) for part in parts)
     if not any("-" in part for part in parts) or _cleaned(parts) != list(parts):
         return safe_key(source, *parts)
     raw = "\0".join(parts).encode("utf-8", "surrogateescape")
@@ -84,8 +101,10 @@ def path_key(source: str, relative: str) -> str:
     '--' only ever marks the extension. Every other path (`sub-x.jpg`, `a b.jpg`, `a.b.jpg`)
     gets its cleaned text plus `--` and a 64-bit digest of the whole relative path (16 hex
     digits, longer than any plain extension). Distinct paths thus get distinct keys; the writer
-    still checks per shard. Keys over `MAX_KEY_CHARS` are cut (`bounded`).
+    still checks per shard. Keys over `MAX_KEY_CHARS` are cut (`bounded`). The path is taken in
+    NFC (`nfc`): a name in NFC and in NFD is one key.
     """
+    relative = nfc(relative)
     directory, _, base = relative.rpartition("/")
     stem, dot, ext = base.rpartition(".")
     if not dot:

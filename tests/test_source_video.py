@@ -239,3 +239,34 @@ def test_a_mac_copy_of_a_video_folder_starts_no_decoder_job_for_what_it_leaves(t
         ("os_metadata", "._clip.mp4: macOS AppleDouble metadata of clip.mp4, not read"),
         ("os_metadata", "__MACOSX/: macOS archive metadata (a zip's AppleDouble files), not read")]
     assert {os.path.basename(uri) for uri in jobs} == {"clip.mp4"}
+
+
+def test_names_from_a_mac_key_in_nfc_and_twins_are_counted(tmp_path: Path):
+    """A Mac (HFS+, or a copy over SMB/NFS from one) hands `vidéo.mp4` and its folder over in NFD:
+    the same videos copied from there had other keys, so other sentences. Now keys and lineage are
+    taken in NFC (the file is still opened by its own name); a folder holding one name in both
+    forms (a Linux copy merged with a Mac's) reads the file named in NFC, and the other is a
+    `duplicate_key` reject of that key, never a second record of it."""
+    import unicodedata
+
+    video_zoo.require_ffmpeg()
+    name = "\u00e9t\u00e9/vid\u00e9o.mp4"
+    read = {}
+    for folder, forms in (("NFC", ("NFC",)), ("NFD", ("NFD",)), ("twins", ("NFC", "NFD"))):
+        for first, form in enumerate(forms):
+            path = tmp_path / folder / unicodedata.normalize(form, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            video_zoo.encode(path, 16, "mpeg4", first=100 * first)
+        source = VideoSource("vid", str(tmp_path / folder), strides=(1,))
+        read[folder] = [item for uri in source.units() for item in source.read(uri)]
+    assert os.listdir(tmp_path / "NFD") == [unicodedata.normalize("NFD", "\u00e9t\u00e9")]  # the disk keeps NFD
+    (nfc,), (nfd,) = read["NFC"], read["NFD"]
+    assert isinstance(nfd, VideoRecord) and os.path.exists(nfd.uri)
+    assert [(c.key, c.lineage) for c in nfd.clips] == [(c.key, c.lineage) for c in nfc.clips]
+    assert nfd.clips[0].lineage["file"] == "vid\u00e9o.mp4"
+    records = [i for i in read["twins"] if isinstance(i, VideoRecord)]
+    rejects = [i for i in read["twins"] if isinstance(i, Reject)]
+    assert [r.key for r in records] == [nfc.key] and records[0].uri.endswith(name)
+    assert _shown_indices(records[0], Path(records[0].uri)) == [list(range(16))]  # the NFC file's frames
+    assert [(r.key, r.reason) for r in rejects] == [(nfc.key, "duplicate_key")]
+    assert "named in NFD" in rejects[0].detail
