@@ -270,3 +270,18 @@ def test_names_from_a_mac_key_in_nfc_and_twins_are_counted(tmp_path: Path):
     assert _shown_indices(records[0], Path(records[0].uri)) == [list(range(16))]  # the NFC file's frames
     assert [(r.key, r.reason) for r in rejects] == [(nfc.key, "duplicate_key")]
     assert "named in NFD" in rejects[0].detail
+
+
+def test_an_unreadable_video_in_a_latin1_folder_names_the_file_only(tmp_path: Path):
+    """PyAV's error quotes the path escaped (`caf\\udce9`): a folder named in latin-1 (an old
+    archive's) did not match it, and the reject published the machine's whole folder. Now the
+    detail names `bad.mp4` alone, as for any other folder."""
+    folder = os.fsencode(tmp_path) + b"/secret caf\xe9"
+    os.makedirs(folder)
+    with open(folder + b"/bad.mp4", "wb") as handle:
+        handle.write(b"not a video " * 100)
+    source = VideoSource("vid", str(tmp_path))
+    (reject,) = [item for uri in source.units() for item in source.read(uri)]
+    detail = reject.as_row()["detail"]
+    assert reject.reason == "unreadable" and "'bad.mp4'" in detail
+    assert "secret" not in detail and str(tmp_path) not in detail
