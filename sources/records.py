@@ -20,8 +20,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # one input file read whole; above it the bytes alone would crowd the decode's memory budget
 MAX_INPUT_FILE_BYTES = 256 << 20
 FILE_TOO_LARGE = "file_too_large"
-# a key's length: a sentence id made of it (a video clip's adds `-s30-f000000`) and a member's
-# `.00.png` stay within a file name's 255 bytes, which `tar -xf` must create
+# a key's length: a sentence id made of it (a video clip's adds `-s30-f000000`, a case twin's
+# `-c` and 8 hex digits) and a member's `.00.png` stay within a file name's 255 bytes, which
+# `tar -xf` must create. Windows' 260-character MAX_PATH is not a bound we cut to: a member name
+# reaches ~230 characters only for an input named with ~150 or more, and Windows' own `tar.exe`
+# (libarchive) and 7-Zip write through `\\?\` long paths; what stops at MAX_PATH is a program
+# without them (Python's tarfile, for one) on a system without LongPathsEnabled, which then
+# needs the shard extracted to a short folder (`C:\x\`). Cutting keys to fit a typical prefix
+# (`C:\Users\name\Downloads\web-train-00000\`, 40 characters) would rename every such input's
+# sentences in every build for that one case.
 MAX_KEY_CHARS = 200
 
 
