@@ -135,8 +135,9 @@ def shard_of(uri: str) -> tuple[str, str]:
 
 
 def _split_member(name: str) -> tuple[str, str]:
-    """webdataset convention: the key is the path up to the first dot of the file name."""
-    directory, base = posixpath.split(name)
+    """webdataset convention: the key is the path up to the first dot of the file name; in NFC
+    (`nfc`), as keys take names: a tar made on a Mac names its members in NFD."""
+    directory, base = posixpath.split(nfc(name))
     stem, _, ext = base.partition(".")
     return posixpath.join(directory, stem) if directory else stem, ext.lower()
 
@@ -487,7 +488,7 @@ class LaionSource:
         with fsio.open_file(uri) as handle:
             for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
                 for row in batch.to_pylist():
-                    sample_key = str(row.get("key"))
+                    sample_key = nfc(str(row.get("key")))
                     key = self._key(shard, sample_key)
                     data = row.pop(column, None) if column else None
                     caption = row.pop("txt", None)
@@ -668,7 +669,7 @@ def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
     if "key" not in table.column_names:
         return {}
     keep = [c for c in table.column_names if not _is_binary(table.schema.field(c).type)]
-    return {str(row["key"]): row for row in table.select(keep).to_pylist()}
+    return {nfc(str(row["key"])): row for row in table.select(keep).to_pylist()}
 
 
 def download_status(row: dict[str, Any]) -> str:
