@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, collapse_set_aside, path_problem, set_aside, set_aside_problem
-from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc, path_key,
-                             unicode_form)
+from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
+                             path_key, unicode_form)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -457,9 +457,9 @@ class LaionSource:
             for extra in images[1:]:
                 yield self._reject(key, "read", "duplicate_key",
                                    f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
-            text = fsio.read_bytes(files["txt"]) if "txt" in files else None
-            meta = fsio.read_bytes(files["json"]) if "json" in files else None
-            lineage = _lineage(text, meta, listing.rows.get(sample_key))
+            texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
+            yield from unread
+            lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
             yield ImageRecord(key=key, source=self.name, group=key, uri=files[images[0]], lineage=lineage)
         yield from self._missing(listing, shard, set(by_key) | refused, f"folder {shard}/")
@@ -536,6 +536,8 @@ class LaionSource:
                     yield self._reject(path_key(self.name, relative), "read", "missing_image",
                                        f"{nfc(relative)}: no image file with this stem")
                 continue
+            texts, unread = self._sidecar_texts(sidecars, lambda uri: path_key(self.name, _relative(uri, root)))
+            yield from unread
             taken: dict[str, str] = {}  # key -> the file that has it
             for uri in entries:
                 relative = nfc(_relative(uri, root))
@@ -549,15 +551,30 @@ class LaionSource:
                     yield self._reject(key, "read", problem.reason, problem.detail)
                     continue
                 lineage: dict[str, Any] = {"path": relative}  # in NFC, as the key
-                if "txt" in sidecars:
-                    caption = fsio.read_bytes(sidecars["txt"]).decode("utf-8", errors="replace").strip()
-                    if caption:
-                        lineage["caption"] = caption
-                if "json" in sidecars:
-                    parsed = _parse_json(fsio.read_bytes(sidecars["json"]))
-                    if parsed:
-                        lineage["metadata"] = parsed
+                caption = texts.get("txt", b"").decode("utf-8", errors="replace").strip()
+                if caption:
+                    lineage["caption"] = caption
+                parsed = _parse_json(texts.get("json"))
+                if parsed:
+                    lineage["metadata"] = parsed
                 yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+
+    def _sidecar_texts(self, sidecars: dict[str, str],
+                       key: Callable[[str], str]) -> tuple[dict[str, bytes], list[Reject]]:
+        """The bytes of each caption and metadata file (by extension), and the reject (keyed by `key`)
+        of each the operating system refuses (no permission, a failing disk) or that is over the one
+        file cap: its image goes on without it. The refusal used to end the unit's reading, one
+        `unit_failed` reject naming the folder in place of its up to 256 images."""
+        texts: dict[str, bytes] = {}
+        unread: list[Reject] = []
+        for ext, uri in sidecars.items():
+            try:
+                texts[ext] = fsio.read_bytes(uri, MAX_INPUT_FILE_BYTES)
+            except fsio.FileTooLarge as exc:
+                unread.append(self._reject(key(uri), "read", FILE_TOO_LARGE, str(exc)))
+            except OSError as exc:
+                unread.append(self._reject(key(uri), "read", "unreadable_file", exception_detail(exc)))
+        return texts, unread
 
     def _twin(self, root: str, uri: str, kept: str) -> Reject:
         """The `duplicate_key` reject of a folder file whose name is the one `kept` has, once both are

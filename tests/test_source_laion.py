@@ -156,8 +156,8 @@ def _write_named(folder: Path, name: str, data: bytes) -> Path:
     return path
 
 
-WORLD_FOLDER = {"caf\u00e9.jpg": 1, "caf\u00e9.txt": b"un caf\xc3\xa9", "cr\u00e8me br\u00fbl\u00e9e/\u00c5ngstr\u00f6m.png": 2,
-                "plain.jpg": 3}
+WORLD_FOLDER = {"caf\u00e9.jpg": 1, "caf\u00e9.txt": b"un caf\xc3\xa9",
+                "cr\u00e8me br\u00fbl\u00e9e/\u00c5ngstr\u00f6m.png": 2, "plain.jpg": 3}
 
 
 def test_folder_copied_from_a_mac_keys_its_names_in_nfc(tmp_path: Path):
@@ -215,3 +215,51 @@ def _image_bytes(shade: int) -> bytes:
 def _shade(data: bytes) -> int:
     """The grey of a PNG `_image_bytes` made, read back by Pillow."""
     return Image.open(io.BytesIO(data)).getpixel((0, 0))[0]
+
+
+_READ_AS_A_USER = """
+import json, sys
+from sources.laion import LaionSource
+items = [i for fmt, path in (("folder", sys.argv[1]), ("files", sys.argv[2])) for s in [LaionSource("web", path, fmt)]
+         for u in s.units() for i in s.read(u)]
+print(json.dumps([[type(i).__name__, i.key, getattr(i, "reason", None), getattr(i, "detail", None),
+                   getattr(i, "lineage", None)] for i in items]))
+"""
+
+
+def test_a_caption_the_user_cannot_read_is_a_reject_and_its_image_goes_on(tmp_path: Path):
+    """A caption or metadata file of mode 000 (copied from another user's backup): reading it raised
+    out of the source, and the whole unit (up to 256 images of a folder, a files-layout shard) was
+    one `unit_failed` reject naming the machine's folder. Now that file is an `unreadable_file`
+    reject and every image is read, without it. Real modes, read by root without its power over
+    them (CAP_DAC_*, dropped by setpriv) in a child process."""
+    import subprocess
+    import sys
+
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to drop root's power over file modes")
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+              "--inh-caps=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    folder, shard = tmp_path / "folder", tmp_path / "files" / "00000"
+    closed = []
+    for where, stems in ((folder, ("a", "b", "c")), (shard, ("000000000", "000000001"))):
+        for shade, stem in enumerate(stems, 1):
+            _write_named(where, f"{stem}.png", _image_bytes(shade))
+            closed.append(_write_named(where, f"{stem}.txt", f"caption {stem}".encode()))
+    closed.append(_write_named(folder, "b.json", b'{"url": "u"}'))
+    for path in closed[::2]:  # a.txt, c.txt, 000000001.txt (and b.json below)
+        path.chmod(0)
+    closed[-1].chmod(0)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([*prefix, sys.executable, "-c", _READ_AS_A_USER, str(folder), str(tmp_path / "files")],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    items = json.loads(proc.stdout)
+    records = {lineage.get("path", lineage.get("sample_key")): lineage for kind, _, _, _, lineage in items
+               if kind == "ImageRecord"}
+    assert sorted(records) == ["000000000", "000000001", "a.png", "b.png", "c.png"]
+    assert [records[k].get("caption") for k in sorted(records)] == ["caption 000000000", None, None, "caption b", None]
+    assert "metadata" not in records["b.png"]
+    refused = sorted((reason, detail) for kind, _, reason, detail, _ in items if kind == "Reject")
+    assert refused == [("unreadable_file", f"PermissionError: [Errno 13] Permission denied: '{name}'")
+                       for name in ("000000001.txt", "a.txt", "b.json", "c.txt")]
