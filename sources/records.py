@@ -127,9 +127,11 @@ def path_key(source: str, relative: str) -> str:
 
 
 def stable_hash(*parts: object) -> int:
-    """A 64-bit hash of `parts` that is the same on every machine, process and Python version."""
+    """A 64-bit hash of `parts` that is the same on every machine, process and Python version. A
+    name that is not UTF-8 (a latin-1 file name) is hashed by its bytes: encoded strictly, it raised
+    UnicodeEncodeError (in the handler that makes a failed unit's reject, so the build crashed)."""
     text = "\x1f".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
 
 
 @dataclass(frozen=True)

@@ -285,3 +285,31 @@ def test_an_unreadable_video_in_a_latin1_folder_names_the_file_only(tmp_path: Pa
     detail = reject.as_row()["detail"]
     assert reject.reason == "unreadable" and "'bad.mp4'" in detail
     assert "secret" not in detail and str(tmp_path) not in detail
+
+
+def test_a_failure_no_reason_foresaw_in_a_latin1_named_video_is_its_units_reject(tmp_path: Path, monkeypatch):
+    """A decoder bug (any exception no reason code foresaw) costs its unit a `unit_failed` reject.
+    For a video named in latin-1 (`caf\\xe9.mp4`, a lone surrogate in Python) making that reject's
+    key raised UnicodeEncodeError inside the handler (stable_hash encoded strictly): the build
+    crashed. Real files through the build's unit renderer; the bug is played by a probe that raises."""
+    import sources.video as video
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.tagged import REJECTS
+    from uvd_pipeline.unit_render import list_units, unit_renderers
+
+    os.makedirs(os.fsencode(tmp_path / "clips"))
+    video_zoo.encode(Path(os.fsdecode(os.fsencode(tmp_path / "clips") + b"/caf\xe9.mp4")), 16, "mpeg4")
+
+    def probe(uri: str, *args):
+        raise RuntimeError("a decoder bug")
+
+    monkeypatch.setattr(video, "probe_video", probe)
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16},
+                           "tokenizer": {"enabled": False},
+                           "sources": [{"name": "clips", "type": "video", "path": str(tmp_path / "clips"),
+                                        "strides": [1]}]})
+    renderer = unit_renderers(config)["clips"]
+    outputs = [item for unit in list_units(config)["clips"] for item in renderer.render(unit)[0]]
+    rejects = [item.as_row() for tag, item in outputs if tag == REJECTS]
+    assert [r["reason"] for r in rejects] == ["unit_failed"] and "RuntimeError: a decoder bug" in rejects[0]["detail"]
+    assert rejects[0]["key"].isascii() and len(outputs) == 1
