@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import csv
 import io
-import unicodedata
 from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
 from sources.paths import path_problem, set_aside, shown_name
-from sources.records import ImageRecord, Reject, SourceItem, name_text, safe_key
+from sources.records import ImageRecord, Reject, SourceItem, name_text, nfc, safe_key
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
 VAL_LABELS_FILE = "LOC_val_solution.csv"
@@ -57,13 +56,8 @@ def _needs_labels(unit: Unit) -> bool:
     return unit.wnid is None and any(_is_image_name(uri) for uri in unit.uris)
 
 
-def _nfc(name: str) -> str:
-    """`name` in NFC: macOS writes file names in NFD, index files and other systems in NFC."""
-    return unicodedata.normalize("NFC", name)
-
-
 def _stem(uri: str) -> str:
-    return _nfc(fsio.basename(uri).rsplit(".", 1)[0])
+    return nfc(fsio.basename(uri).rsplit(".", 1)[0])
 
 
 def _stem_ordered(files: list[str]) -> list[str]:
@@ -114,7 +108,7 @@ def read_synsets(uri: str) -> dict[str, str]:
     for line in _index_text(uri).splitlines():
         wnid, name = (line.split(None, 1) + ["", ""])[:2]  # a space, or words.txt's tab
         if wnid:
-            mapping[_nfc(wnid)] = name.strip()
+            mapping[nfc(wnid)] = name.strip()
     return mapping
 
 
@@ -129,7 +123,7 @@ def read_val_labels(uri: str) -> dict[str, str]:
         for rows, row in enumerate(reader, start=1):
             prediction = (row.get("PredictionString") or "").split()
             if row.get("ImageId") and prediction:
-                labels[_nfc(row["ImageId"])] = _nfc(prediction[0])
+                labels[nfc(row["ImageId"])] = nfc(prediction[0])
     except csv.Error as exc:
         raise AnnotationFileError(uri, f"is not CSV (line {reader.line_num}: {type(exc).__name__})") from None
     if not labels:  # every val image would become a `missing_label` reject
@@ -202,7 +196,7 @@ class ImageNetSource:
         taken: dict[str, str] = {}  # key -> the file that has it
         for uri in unit.uris:
             stem = _stem(uri)
-            wnid = name_text(_nfc(unit.wnid)) if unit.wnid else labels.get(stem)  # Beam groups by it as UTF-8
+            wnid = name_text(nfc(unit.wnid)) if unit.wnid else labels.get(stem)  # Beam groups by it as UTF-8
             key = safe_key(self.name, unit.split, wnid or "unlabelled", stem)
             outside = path_problem(self.path, uri, self.follow_links)
             if outside:
@@ -212,7 +206,7 @@ class ImageNetSource:
                 yield self._not_an_image(unit, uri)
                 continue
             if key in taken:  # keyed by the whole name, like an unexpected file
-                other = safe_key(self.name, unit.split, wnid or "unlabelled", _nfc(fsio.basename(uri)))
+                other = safe_key(self.name, unit.split, wnid or "unlabelled", nfc(fsio.basename(uri)))
                 yield Reject(other, self.name, other, "read", "duplicate_key",
                              f"{_where(unit, fsio.basename(uri))}: key {key} already taken by "
                              f"{_where(unit, taken[key])}", split_hint=unit.split)
@@ -257,7 +251,7 @@ class ImageNetSource:
         '/'): it may share its stem with an image."""
         folder = fsio.isdir(uri)
         name = fsio.basename(uri) + ("/" if folder else "")
-        key = safe_key(self.name, unit.split, _nfc(unit.wnid or "unlabelled"), _nfc(name))
+        key = safe_key(self.name, unit.split, nfc(unit.wnid or "unlabelled"), nfc(name))
         aside = set_aside(fsio.basename(uri))
         if aside:
             detail = f"{_where(unit, name)}: {aside.detail}, {'not read' if folder else 'not an image'}"

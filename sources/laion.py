@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, collapse_set_aside, path_problem, set_aside, set_aside_problem
-from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, path_key
+from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
+                             path_key, unicode_form)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -134,8 +135,9 @@ def shard_of(uri: str) -> tuple[str, str]:
 
 
 def _split_member(name: str) -> tuple[str, str]:
-    """webdataset convention: the key is the path up to the first dot of the file name."""
-    directory, base = posixpath.split(name)
+    """webdataset convention: the key is the path up to the first dot of the file name; in NFC
+    (`nfc`), as keys take names: a tar made on a Mac names its members in NFD."""
+    directory, base = posixpath.split(nfc(name))
     stem, _, ext = base.partition(".")
     return posixpath.join(directory, stem) if directory else stem, ext.lower()
 
@@ -182,11 +184,15 @@ def _relative(uri: str, root: str) -> str:
 
 
 def folder_groups(files: list[str], root: str) -> list[list[str]]:
-    """A folder's files grouped by stem (an image with its caption and metadata), in path order."""
+    """A folder's files grouped by stem (an image with its caption and metadata), in path order.
+    Stems are compared in NFC (`nfc`), as keys are: files whose names differ only in Unicode form
+    (one copied from a Mac in NFD beside one in NFC) share a group, where they are told apart:
+    a file named in NFC comes first, the one read."""
     groups: dict[str, list[str]] = {}
     for uri in files:
-        groups.setdefault(_stem_of(_relative(uri, root)), []).append(uri)
-    return [groups[stem] for stem in sorted(groups)]
+        groups.setdefault(nfc(_stem_of(_relative(uri, root))), []).append(uri)
+    return [sorted(groups[stem], key=lambda uri: (unicode_form(_relative(uri, root)) != "NFC", uri))
+            for stem in sorted(groups)]
 
 
 @dataclass(frozen=True)
@@ -451,9 +457,9 @@ class LaionSource:
             for extra in images[1:]:
                 yield self._reject(key, "read", "duplicate_key",
                                    f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
-            text = fsio.read_bytes(files["txt"]) if "txt" in files else None
-            meta = fsio.read_bytes(files["json"]) if "json" in files else None
-            lineage = _lineage(text, meta, listing.rows.get(sample_key))
+            texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
+            yield from unread
+            lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
             yield ImageRecord(key=key, source=self.name, group=key, uri=files[images[0]], lineage=lineage)
         yield from self._missing(listing, shard, set(by_key) | refused, f"folder {shard}/")
@@ -482,7 +488,7 @@ class LaionSource:
         with fsio.open_file(uri) as handle:
             for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
                 for row in batch.to_pylist():
-                    sample_key = str(row.get("key"))
+                    sample_key = nfc(str(row.get("key")))
                     key = self._key(shard, sample_key)
                     data = row.pop(column, None) if column else None
                     caption = row.pop("txt", None)
@@ -508,8 +514,16 @@ class LaionSource:
             else:
                 data.append(uri)
         for group in folder_groups(data, root):
-            sidecars = {_ext_of(_relative(u, root)): u for u in group if _ext_of(_relative(u, root)) in SIDECARS}
-            entries = [u for u in group if u not in sidecars.values()]
+            sidecars: dict[str, str] = {}
+            entries: list[str] = []
+            for uri in group:
+                ext = _ext_of(_relative(uri, root))
+                if ext in sidecars:  # `x.txt` beside `x.TXT`, or in NFC beside NFD: one caption is read
+                    yield self._twin(root, uri, sidecars[ext])
+                elif ext in SIDECARS:
+                    sidecars[ext] = uri
+                else:
+                    entries.append(uri)
             for ext, uri in list(sidecars.items()):
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:  # a caption linking out of the root: never read, its image goes without
@@ -520,25 +534,55 @@ class LaionSource:
                 for uri in sidecars.values():
                     relative = _relative(uri, root)
                     yield self._reject(path_key(self.name, relative), "read", "missing_image",
-                                       f"{relative}: no image file with this stem")
+                                       f"{nfc(relative)}: no image file with this stem")
                 continue
+            texts, unread = self._sidecar_texts(sidecars, lambda uri: path_key(self.name, _relative(uri, root)))
+            yield from unread
+            taken: dict[str, str] = {}  # key -> the file that has it
             for uri in entries:
-                relative = _relative(uri, root)
+                relative = nfc(_relative(uri, root))
                 key = path_key(self.name, relative)
+                if key in taken:
+                    yield self._twin(root, uri, taken[key])
+                    continue
+                taken[key] = uri
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:
                     yield self._reject(key, "read", problem.reason, problem.detail)
                     continue
-                lineage: dict[str, Any] = {"path": relative}
-                if "txt" in sidecars:
-                    caption = fsio.read_bytes(sidecars["txt"]).decode("utf-8", errors="replace").strip()
-                    if caption:
-                        lineage["caption"] = caption
-                if "json" in sidecars:
-                    parsed = _parse_json(fsio.read_bytes(sidecars["json"]))
-                    if parsed:
-                        lineage["metadata"] = parsed
+                lineage: dict[str, Any] = {"path": relative}  # in NFC, as the key
+                caption = texts.get("txt", b"").decode("utf-8", errors="replace").strip()
+                if caption:
+                    lineage["caption"] = caption
+                parsed = _parse_json(texts.get("json"))
+                if parsed:
+                    lineage["metadata"] = parsed
                 yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+
+    def _sidecar_texts(self, sidecars: dict[str, str],
+                       key: Callable[[str], str]) -> tuple[dict[str, bytes], list[Reject]]:
+        """The bytes of each caption and metadata file (by extension), and the reject (keyed by `key`)
+        of each the operating system refuses (no permission, a failing disk) or that is over the one
+        file cap: its image goes on without it. The refusal used to end the unit's reading, one
+        `unit_failed` reject naming the folder in place of its up to 256 images."""
+        texts: dict[str, bytes] = {}
+        unread: list[Reject] = []
+        for ext, uri in sidecars.items():
+            try:
+                texts[ext] = fsio.read_bytes(uri, MAX_INPUT_FILE_BYTES)
+            except fsio.FileTooLarge as exc:
+                unread.append(self._reject(key(uri), "read", FILE_TOO_LARGE, str(exc)))
+            except OSError as exc:
+                unread.append(self._reject(key(uri), "read", "unreadable_file", exception_detail(exc)))
+        return texts, unread
+
+    def _twin(self, root: str, uri: str, kept: str) -> Reject:
+        """The `duplicate_key` reject of a folder file whose name is the one `kept` has, once both are
+        in NFC and extensions in lower case: the two would share a key (a sidecar, its one slot)."""
+        relative, other = _relative(uri, root), _relative(kept, root)
+        return self._reject(path_key(self.name, relative), "read", "duplicate_key",
+                            f"{nfc(relative)} ({unicode_form(relative)}) is the name of {nfc(other)} "
+                            f"({unicode_form(other)}) in another Unicode form or case: that file is read")
 
 
 def _image_members(members: dict[str, Any]) -> list[str]:
@@ -642,7 +686,7 @@ def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
     if "key" not in table.column_names:
         return {}
     keep = [c for c in table.column_names if not _is_binary(table.schema.field(c).type)]
-    return {str(row["key"]): row for row in table.select(keep).to_pylist()}
+    return {nfc(str(row["key"])): row for row in table.select(keep).to_pylist()}
 
 
 def download_status(row: dict[str, Any]) -> str:

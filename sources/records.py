@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -19,17 +20,39 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # one input file read whole; above it the bytes alone would crowd the decode's memory budget
 MAX_INPUT_FILE_BYTES = 256 << 20
 FILE_TOO_LARGE = "file_too_large"
-# a key's length: a sentence id made of it (a video clip's adds `-s30-f000000`) and a member's
-# `.00.png` stay within a file name's 255 bytes, which `tar -xf` must create
+# a key's length: a sentence id made of it (a video clip's adds `-s30-f000000`, a case twin's
+# `-c` and 8 hex digits) and a member's `.00.png` stay within a file name's 255 bytes, which
+# `tar -xf` must create. Windows' 260-character MAX_PATH is not a bound we cut to: a member name
+# reaches ~230 characters only for an input named with ~150 or more, and Windows' own `tar.exe`
+# (libarchive) and 7-Zip write through `\\?\` long paths; what stops at MAX_PATH is a program
+# without them (Python's tarfile, for one) on a system without LongPathsEnabled, which then
+# needs the shard extracted to a short folder (`C:\x\`). Cutting keys to fit a typical prefix
+# (`C:\Users\name\Downloads\web-train-00000\`, 40 characters) would rename every such input's
+# sentences in every build for that one case.
 MAX_KEY_CHARS = 200
+
+
+def nfc(name: str) -> str:
+    """`name` in Unicode NFC, as keys and lineage hold a file name: macOS (HFS+, and copies made
+    from it over SMB or NFS) hands `café` over as `cafe` + U+0301 (NFD), other systems and index
+    files as one `é`; keyed raw, the same dataset copied from a Mac got other keys and other
+    output bytes. Files are still opened by the name the file system gave."""
+    return unicodedata.normalize("NFC", name)
+
+
+def unicode_form(name: str) -> str:
+    """How `name` writes its letters: `NFC`, `NFD` (as macOS names files), or `mixed`."""
+    return next((form for form in ("NFC", "NFD") if unicodedata.is_normalized(form, name)), "mixed")
 
 
 def safe_key(*parts: str) -> str:
     """Join `parts` into a dot-free key; characters outside [A-Za-z0-9_-] become '_'.
 
     When anything had to be replaced, a short digest of the original text is appended so that
-    two inputs differing only in punctuation ("a.b" vs "a_b") still get different keys.
+    two inputs differing only in punctuation ("a.b" vs "a_b") still get different keys. Parts are
+    taken in NFC (`nfc`): a name in NFC and in NFD is one key.
     """
+    parts = tuple(nfc(part) for part in parts)
     cleaned_parts = _cleaned(parts)
     cleaned = "-".join(cleaned_parts)
     if cleaned_parts != list(parts):
@@ -62,8 +85,9 @@ def data_key(source: str, *parts: str) -> str:
     `safe_key`'s unchanged (those could not meet before). Clean parts holding a '-' get `--` and a
     64-bit digest of the parts: no other key holds `--` followed by 16 hex digits at its end
     (unmarked keys hold no `--`, source names no '-'; `safe_key`'s digest is `_` and 8), so
-    distinct parts give distinct keys up to the digest.
+    distinct parts give distinct keys up to the digest. Parts are taken in NFC (`nfc`).
     """
+    parts = tuple(nfc(part) for part in parts)
     if not any("-" in part for part in parts) or _cleaned(parts) != list(parts):
         return safe_key(source, *parts)
     raw = "\0".join(parts).encode("utf-8", "surrogateescape")
@@ -84,8 +108,10 @@ def path_key(source: str, relative: str) -> str:
     '--' only ever marks the extension. Every other path (`sub-x.jpg`, `a b.jpg`, `a.b.jpg`)
     gets its cleaned text plus `--` and a 64-bit digest of the whole relative path (16 hex
     digits, longer than any plain extension). Distinct paths thus get distinct keys; the writer
-    still checks per shard. Keys over `MAX_KEY_CHARS` are cut (`bounded`).
+    still checks per shard. Keys over `MAX_KEY_CHARS` are cut (`bounded`). The path is taken in
+    NFC (`nfc`): a name in NFC and in NFD is one key.
     """
+    relative = nfc(relative)
     directory, _, base = relative.rpartition("/")
     stem, dot, ext = base.rpartition(".")
     if not dot:
@@ -101,9 +127,11 @@ def path_key(source: str, relative: str) -> str:
 
 
 def stable_hash(*parts: object) -> int:
-    """A 64-bit hash of `parts` that is the same on every machine, process and Python version."""
+    """A 64-bit hash of `parts` that is the same on every machine, process and Python version. A
+    name that is not UTF-8 (a latin-1 file name) is hashed by its bytes: encoded strictly, it raised
+    UnicodeEncodeError (in the handler that makes a failed unit's reject, so the build crashed)."""
     text = "\x1f".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
 
 
 @dataclass(frozen=True)

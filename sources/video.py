@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -36,7 +37,7 @@ import numpy as np
 from sources import budget, fsio
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from sources.paths import collapse_set_aside, path_problem, set_aside_problem
-from sources.records import Reject, SourceItem, VideoClipRecord, VideoRecord, safe_key
+from sources.records import Reject, SourceItem, VideoClipRecord, VideoRecord, nfc, safe_key, unicode_form
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
 
 log = logging.getLogger(__name__)
@@ -270,11 +271,34 @@ class VideoSource:
         relative = uri[len(root) :].lstrip("/") if uri.startswith(root) else fsio.basename(uri)
         return safe_key(self.name, *(relative or fsio.basename(uri)).split("/"))
 
+    def nfc_twin(self, uri: str) -> str | None:
+        """The other file whose path below the root is this video's in NFC, when this one's is not
+        (`café.mp4` copied from a Mac in NFD beside `café.mp4` in NFC): both would have one key
+        (`safe_key` takes names in NFC), so the one named in NFC is read and this one is not."""
+        root = self.path.rstrip("/")
+        relative = uri[len(root):].lstrip("/") if uri.startswith(root) else ""
+        if not relative or unicodedata.is_normalized("NFC", relative):
+            return None
+        other = fsio.join(root, nfc(relative))
+        if not fsio.exists(other):  # recorded as looked for: its appearance renders this unit again
+            return None
+        here, there = fsio.local_path(uri), fsio.local_path(other)
+        with contextlib.suppress(OSError):  # macOS finds a name in any form: the same file is no twin
+            if here is not None and there is not None and os.path.samefile(here, there):
+                return None
+        return other
+
     def read(self, uri: str) -> Iterator[SourceItem]:
         video = self.video_key(uri)
         problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
         if problem:  # a Mac's `._clip.mp4`, a link leading out of the root, a fifo, a device: never opened
             yield Reject(video, self.name, video, "read", problem.reason, problem.detail)
+            return
+        twin = self.nfc_twin(uri)
+        if twin is not None:
+            yield Reject(video, self.name, video, "read", "duplicate_key",
+                         f"{nfc(fsio.basename(uri))} (named in {unicode_form(fsio.basename(uri))}) has the "
+                         f"name of {nfc(fsio.basename(twin))} (in NFC) in another Unicode form: that file is read")
             return
         try:
             probe = probe_video(uri, self.decoder, self.limits, self.max_pixels)
@@ -288,7 +312,7 @@ class VideoSource:
             return
         info = probe.info
         lineage = {
-            "file": fsio.basename(uri),
+            "file": nfc(fsio.basename(uri)),  # as the key takes it
             "frames_total": probe.n_frames,
             "frames_metadata": probe.metadata_frames,
             "packets": info.packets,

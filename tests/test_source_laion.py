@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import tarfile
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from sources.laion import LaionSource, detect_format
 from sources.records import ImageRecord, Reject
@@ -143,3 +146,120 @@ def test_parts_of_a_big_tar_yield_exactly_what_the_whole_tar_does(sample_corpus:
     assert sorted(map(repr, (item for part in per_part for item in part))) == sorted(map(repr, whole))
     if cut:
         assert "corrupt_archive" in {i.reason for i in whole if isinstance(i, Reject)}
+
+
+def _write_named(folder: Path, name: str, data: bytes) -> Path:
+    """`data` at `folder/name`, the name's bytes as given (ext4 keeps NFD apart from NFC)."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+WORLD_FOLDER = {"caf\u00e9.jpg": 1, "caf\u00e9.txt": b"un caf\xc3\xa9",
+                "cr\u00e8me br\u00fbl\u00e9e/\u00c5ngstr\u00f6m.png": 2, "plain.jpg": 3}
+
+
+def test_folder_copied_from_a_mac_keys_its_names_in_nfc(tmp_path: Path):
+    """A Mac (HFS+, or a copy over SMB/NFS from one) hands `café.jpg` over in NFD (`e` + U+0301):
+    the same folder copied from there had other keys and lineage, so other output bytes, and its
+    files opened under their own (NFD) names still."""
+    read = {}
+    for form in ("NFC", "NFD"):
+        for name, value in WORLD_FOLDER.items():
+            data = value if isinstance(value, bytes) else _image_bytes(value)
+            _write_named(tmp_path / form, unicodedata.normalize(form, name), data)
+        read[form] = _read_all(LaionSource("web", str(tmp_path / form), format="folder"))
+    assert "cafe\u0301.jpg" in os.listdir(tmp_path / "NFD")  # the disk holds NFD bytes
+    assert all(isinstance(i, ImageRecord) for form in read for i in read[form])
+    assert [(r.key, r.lineage) for r in read["NFD"]] == [(r.key, r.lineage) for r in read["NFC"]]
+    assert {r.lineage["path"] for r in read["NFD"]} == {n for n in WORLD_FOLDER if not n.endswith(".txt")}
+    assert next(r.lineage["caption"] for r in read["NFD"] if "caption" in r.lineage) == "un caf\u00e9"
+    for record in read["NFD"]:  # opened by the name the file system gave
+        assert unicodedata.is_normalized("NFD", os.path.relpath(record.uri, tmp_path / "NFD"))
+        assert _shade(record.read_bytes()) in (60, 120, 180)
+
+
+def test_folder_twins_in_nfc_and_nfd_give_one_image_and_counted_duplicates(tmp_path: Path):
+    """One folder holding `café.jpg` twice, in NFC and in NFD (a Linux copy merged with a Mac's),
+    each with its caption, and a caption as `x.txt` and `x.TXT`: one key each, so the file named
+    in NFC (and the first caption) is read and every other one is a `duplicate_key` reject: none
+    vanishes (a second caption was dropped without a word), none makes a second record."""
+    for form, shade, caption in (("NFC", 1, b"nfc caption"), ("NFD", 2, b"nfd caption")):
+        _write_named(tmp_path, unicodedata.normalize(form, "caf\u00e9.jpg"), _image_bytes(shade))
+        _write_named(tmp_path, unicodedata.normalize(form, "caf\u00e9.txt"), caption)
+    _write_named(tmp_path, "x.jpg", _image_bytes(3))
+    _write_named(tmp_path, "x.txt", b"lower")
+    _write_named(tmp_path, "x.TXT", b"upper")
+    items = _read_all(LaionSource("web", str(tmp_path), format="folder"))
+    records = {i.lineage["path"]: i for i in items if isinstance(i, ImageRecord)}
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert sorted(records) == ["caf\u00e9.jpg", "x.jpg"]
+    cafe = records["caf\u00e9.jpg"]
+    assert os.path.basename(cafe.uri) == "caf\u00e9.jpg" and cafe.lineage["caption"] == "nfc caption"
+    assert _shade(cafe.read_bytes()) == 60  # the NFC file's pixels
+    assert records["x.jpg"].lineage["caption"] == "upper"  # `x.TXT` sorts first
+    assert [r.reason for r in rejects] == ["duplicate_key"] * 3
+    assert sum(r.key == cafe.key for r in rejects) == 1  # the NFD image: the key of the one read
+    assert len(records) + 2 + len(rejects) == len(os.listdir(tmp_path))  # two captions read, all accounted
+    assert sum("caf\u00e9.jpg (NFD)" in r.detail for r in rejects) == 1
+
+
+def _image_bytes(shade: int) -> bytes:
+    """A small PNG of one grey `shade` (x 60), made by Pillow."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), (60 * shade,) * 3).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _shade(data: bytes) -> int:
+    """The grey of a PNG `_image_bytes` made, read back by Pillow."""
+    return Image.open(io.BytesIO(data)).getpixel((0, 0))[0]
+
+
+_READ_AS_A_USER = """
+import json, sys
+from sources.laion import LaionSource
+items = [i for fmt, path in (("folder", sys.argv[1]), ("files", sys.argv[2])) for s in [LaionSource("web", path, fmt)]
+         for u in s.units() for i in s.read(u)]
+print(json.dumps([[type(i).__name__, i.key, getattr(i, "reason", None), getattr(i, "detail", None),
+                   getattr(i, "lineage", None)] for i in items]))
+"""
+
+
+def test_a_caption_the_user_cannot_read_is_a_reject_and_its_image_goes_on(tmp_path: Path):
+    """A caption or metadata file of mode 000 (copied from another user's backup): reading it raised
+    out of the source, and the whole unit (up to 256 images of a folder, a files-layout shard) was
+    one `unit_failed` reject naming the machine's folder. Now that file is an `unreadable_file`
+    reject and every image is read, without it. Real modes, read by root without its power over
+    them (CAP_DAC_*, dropped by setpriv) in a child process."""
+    import subprocess
+    import sys
+
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to drop root's power over file modes")
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+              "--inh-caps=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    folder, shard = tmp_path / "folder", tmp_path / "files" / "00000"
+    closed = []
+    for where, stems in ((folder, ("a", "b", "c")), (shard, ("000000000", "000000001"))):
+        for shade, stem in enumerate(stems, 1):
+            _write_named(where, f"{stem}.png", _image_bytes(shade))
+            closed.append(_write_named(where, f"{stem}.txt", f"caption {stem}".encode()))
+    closed.append(_write_named(folder, "b.json", b'{"url": "u"}'))
+    for path in closed[::2]:  # a.txt, c.txt, 000000001.txt (and b.json below)
+        path.chmod(0)
+    closed[-1].chmod(0)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([*prefix, sys.executable, "-c", _READ_AS_A_USER, str(folder), str(tmp_path / "files")],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    items = json.loads(proc.stdout)
+    records = {lineage.get("path", lineage.get("sample_key")): lineage for kind, _, _, _, lineage in items
+               if kind == "ImageRecord"}
+    assert sorted(records) == ["000000000", "000000001", "a.png", "b.png", "c.png"]
+    assert [records[k].get("caption") for k in sorted(records)] == ["caption 000000000", None, None, "caption b", None]
+    assert "metadata" not in records["b.png"]
+    refused = sorted((reason, detail) for kind, _, reason, detail, _ in items if kind == "Reject")
+    assert refused == [("unreadable_file", f"PermissionError: [Errno 13] Permission denied: '{name}'")
+                       for name in ("000000001.txt", "a.txt", "b.json", "c.txt")]

@@ -239,3 +239,77 @@ def test_a_mac_copy_of_a_video_folder_starts_no_decoder_job_for_what_it_leaves(t
         ("os_metadata", "._clip.mp4: macOS AppleDouble metadata of clip.mp4, not read"),
         ("os_metadata", "__MACOSX/: macOS archive metadata (a zip's AppleDouble files), not read")]
     assert {os.path.basename(uri) for uri in jobs} == {"clip.mp4"}
+
+
+def test_names_from_a_mac_key_in_nfc_and_twins_are_counted(tmp_path: Path):
+    """A Mac (HFS+, or a copy over SMB/NFS from one) hands `vidéo.mp4` and its folder over in NFD:
+    the same videos copied from there had other keys, so other sentences. Now keys and lineage are
+    taken in NFC (the file is still opened by its own name); a folder holding one name in both
+    forms (a Linux copy merged with a Mac's) reads the file named in NFC, and the other is a
+    `duplicate_key` reject of that key, never a second record of it."""
+    import unicodedata
+
+    video_zoo.require_ffmpeg()
+    name = "\u00e9t\u00e9/vid\u00e9o.mp4"
+    read = {}
+    for folder, forms in (("NFC", ("NFC",)), ("NFD", ("NFD",)), ("twins", ("NFC", "NFD"))):
+        for first, form in enumerate(forms):
+            path = tmp_path / folder / unicodedata.normalize(form, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            video_zoo.encode(path, 16, "mpeg4", first=100 * first)
+        source = VideoSource("vid", str(tmp_path / folder), strides=(1,))
+        read[folder] = [item for uri in source.units() for item in source.read(uri)]
+    assert os.listdir(tmp_path / "NFD") == [unicodedata.normalize("NFD", "\u00e9t\u00e9")]  # the disk keeps NFD
+    (nfc,), (nfd,) = read["NFC"], read["NFD"]
+    assert isinstance(nfd, VideoRecord) and os.path.exists(nfd.uri)
+    assert [(c.key, c.lineage) for c in nfd.clips] == [(c.key, c.lineage) for c in nfc.clips]
+    assert nfd.clips[0].lineage["file"] == "vid\u00e9o.mp4"
+    records = [i for i in read["twins"] if isinstance(i, VideoRecord)]
+    rejects = [i for i in read["twins"] if isinstance(i, Reject)]
+    assert [r.key for r in records] == [nfc.key] and records[0].uri.endswith(name)
+    assert _shown_indices(records[0], Path(records[0].uri)) == [list(range(16))]  # the NFC file's frames
+    assert [(r.key, r.reason) for r in rejects] == [(nfc.key, "duplicate_key")]
+    assert "named in NFD" in rejects[0].detail
+
+
+def test_an_unreadable_video_in_a_latin1_folder_names_the_file_only(tmp_path: Path):
+    """PyAV's error quotes the path escaped (`caf\\udce9`): a folder named in latin-1 (an old
+    archive's) did not match it, and the reject published the machine's whole folder. Now the
+    detail names `bad.mp4` alone, as for any other folder."""
+    folder = os.fsencode(tmp_path) + b"/secret caf\xe9"
+    os.makedirs(folder)
+    with open(folder + b"/bad.mp4", "wb") as handle:
+        handle.write(b"not a video " * 100)
+    source = VideoSource("vid", str(tmp_path))
+    (reject,) = [item for uri in source.units() for item in source.read(uri)]
+    detail = reject.as_row()["detail"]
+    assert reject.reason == "unreadable" and "'bad.mp4'" in detail
+    assert "secret" not in detail and str(tmp_path) not in detail
+
+
+def test_a_failure_no_reason_foresaw_in_a_latin1_named_video_is_its_units_reject(tmp_path: Path, monkeypatch):
+    """A decoder bug (any exception no reason code foresaw) costs its unit a `unit_failed` reject.
+    For a video named in latin-1 (`caf\\xe9.mp4`, a lone surrogate in Python) making that reject's
+    key raised UnicodeEncodeError inside the handler (stable_hash encoded strictly): the build
+    crashed. Real files through the build's unit renderer; the bug is played by a probe that raises."""
+    import sources.video as video
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.tagged import REJECTS
+    from uvd_pipeline.unit_render import list_units, unit_renderers
+
+    os.makedirs(os.fsencode(tmp_path / "clips"))
+    video_zoo.encode(Path(os.fsdecode(os.fsencode(tmp_path / "clips") + b"/caf\xe9.mp4")), 16, "mpeg4")
+
+    def probe(uri: str, *args):
+        raise RuntimeError("a decoder bug")
+
+    monkeypatch.setattr(video, "probe_video", probe)
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16},
+                           "tokenizer": {"enabled": False},
+                           "sources": [{"name": "clips", "type": "video", "path": str(tmp_path / "clips"),
+                                        "strides": [1]}]})
+    renderer = unit_renderers(config)["clips"]
+    outputs = [item for unit in list_units(config)["clips"] for item in renderer.render(unit)[0]]
+    rejects = [item.as_row() for tag, item in outputs if tag == REJECTS]
+    assert [r["reason"] for r in rejects] == ["unit_failed"] and "RuntimeError: a decoder bug" in rejects[0]["detail"]
+    assert rejects[0]["key"].isascii() and len(outputs) == 1

@@ -258,6 +258,25 @@ def test_typed_failures_share_one_shape():
     assert exception_detail(long, "TIFF: ", limit=None) == "TIFF: ValueError: " + "x" * 500
 
 
+@pytest.mark.parametrize("folder", [b"secret caf\xe9", b"back\\slash", b"new\nline", "sp\u2028ace".encode()])
+def test_an_os_error_names_the_file_not_its_folder_whatever_the_folder_is_called(tmp_path, folder: bytes):
+    """The operating system's refusal of a path in a folder named in latin-1 (an old archive's),
+    or holding a backslash, a newline or U+2028, as str or as bytes: the detail names the file
+    alone (the folder's whole path was published: OSError quotes the path escaped, so it never
+    matched), a latin-1 byte as `\\xe9` once cleaned for the rejects file."""
+    import os
+
+    from sources.records import clean_detail
+    from transforms.errors import exception_detail
+
+    path = os.fsencode(tmp_path) + b"/" + folder + b"/caf\xe9.jpg"
+    for given in (path, os.fsdecode(path)):
+        with pytest.raises(OSError) as refused:
+            open(given, "rb")
+        assert clean_detail(exception_detail(refused.value)) == \
+            "FileNotFoundError: [Errno 2] No such file or directory: 'caf\\xe9.jpg'"
+
+
 def _decoder_input(monkeypatch, limit: int) -> list[int]:
     """The bytes Pillow hands its decoders, one entry a `decode` call: the work of a decode,
     counted instead of timed (a file refused before decoding feeds none). Past `limit` bytes the

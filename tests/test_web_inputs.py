@@ -148,6 +148,40 @@ def test_repeated_tar_key_is_a_duplicate_key_reject(tmp_path: Path):
     assert {r.key for r in rejects} == {"web-00000-a", "web-00000-c"}
 
 
+
+def test_tar_made_on_a_mac_reads_as_the_one_made_elsewhere(tmp_path: Path):
+    """GNU tar stores member names as the disk gives them: a folder copied off a Mac names
+    `café.jpg` in NFD, so its tar gave other sample keys in the lineage, so other output bytes;
+    now a key is taken in NFC (`café` and `cafe` + U+0301 are one). A tar holding both forms is
+    one sample, the second form a `duplicate_key` reject of each member (before: two samples of
+    one key)."""
+    import shutil
+    import subprocess
+    import unicodedata
+
+    if shutil.which("tar") is None:
+        pytest.skip("needs GNU tar")
+    folders = {"NFC": ("NFC",), "NFD": ("NFD",), "twins": ("NFC", "NFD")}
+    read = {}
+    for folder, forms in folders.items():
+        files = tmp_path / folder / "files"
+        files.mkdir(parents=True)
+        for seed, form in enumerate(forms):
+            (files / unicodedata.normalize(form, "caf\u00e9.jpg")).write_bytes(_image(seed=seed))
+            (files / unicodedata.normalize(form, "caf\u00e9.txt")).write_bytes(f"caption {seed}".encode())
+        subprocess.run(["tar", "--sort=name", "-cf", str(tmp_path / folder / "00000.tar"), "-C", str(files), "."],
+                       check=True)
+        shutil.rmtree(files)
+        read[folder] = _read_all(LaionSource("web", str(tmp_path / folder), "webdataset"))
+    with tarfile.open(tmp_path / "NFD" / "00000.tar", encoding="utf-8", errors="strict") as tar:
+        assert "./cafe\u0301.jpg" in tar.getnames()  # the Mac's names, as GNU tar stored them
+    assert [(i.key, i.lineage) for i in read["NFD"]] == [(i.key, i.lineage) for i in read["NFC"]]
+    (record,) = [i for i in read["twins"] if isinstance(i, ImageRecord)]
+    assert record.key == read["NFC"][0].key and record.data == _image(seed=1)  # NFD sorts first in the tar
+    assert record.lineage["caption"] == "caption 1"
+    rejects = [i for i in read["twins"] if isinstance(i, Reject)]
+    assert [(r.key, r.reason) for r in rejects] == [(record.key, "duplicate_key")] * 2  # its .jpg and .txt
+
 # -- 2. every file counted -----------------------------------------------------------------------
 SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"></svg>\n'
 

@@ -27,13 +27,16 @@ def exception_detail(exc: BaseException, prefix: str = "", limit: int | None = D
 
 
 def _without_folders(exc: BaseException) -> str:
-    """The exception's message with each path it carries cut to its base name."""
+    """The exception's message with each path it carries cut to its base name. An OSError (and
+    PyAV's errors) quote the path as its `repr`, which escapes what is not printable UTF-8: a
+    folder named in latin-1 (`caf\\udce9`), a backslash, a newline, or a path given as bytes
+    (`b'...'`); the path then did not match its quoted text and the whole folder was published.
+    The base name is quoted as itself (reject files show a latin-1 byte as `\\xe9`)."""
     message = str(exc)
     for attribute in ("filename", "filename2"):
-        path = getattr(exc, attribute, None)
-        if isinstance(path, bytes):
-            path = path.decode("utf-8", "surrogateescape")
+        given = getattr(exc, attribute, None)
+        path = given.decode("utf-8", "surrogateescape") if isinstance(given, bytes) else given
         if isinstance(path, str) and path:
             name = path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or path
-            message = message.replace(path, name)
+            message = message.replace(repr(given), f"'{name}'").replace(path, name)
     return message
