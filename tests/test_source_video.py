@@ -313,3 +313,36 @@ def test_a_failure_no_reason_foresaw_in_a_latin1_named_video_is_its_units_reject
     rejects = [item.as_row() for tag, item in outputs if tag == REJECTS]
     assert [r["reason"] for r in rejects] == ["unit_failed"] and "RuntimeError: a decoder bug" in rejects[0]["detail"]
     assert rejects[0]["key"].isascii() and len(outputs) == 1
+
+
+def test_a_failed_units_reject_names_its_files_inside_the_dataset_wherever_it_lies(tmp_path: Path, monkeypatch):
+    """A `unit_failed` reject named the unit by its absolute paths: its detail published the
+    machine's folders and its key changed when the same dataset lay elsewhere (another machine,
+    a moved disk). Now the files as the source root sees them: the same key and detail."""
+    import shutil
+
+    import sources.video as video
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.tagged import REJECTS
+    from uvd_pipeline.unit_render import list_units, unit_renderers
+
+    first = tmp_path / "secret-a" / "clips"
+    first.mkdir(parents=True)
+    video_zoo.encode(first / "one.mp4", 16, "mpeg4")
+    shutil.copytree(first, tmp_path / "secret-b" / "clips")
+
+    def probe(uri: str, *args):
+        raise RuntimeError("a decoder bug")
+
+    monkeypatch.setattr(video, "probe_video", probe)
+    rows = []
+    for root in (first, tmp_path / "secret-b" / "clips"):
+        config = parse_config({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16},
+                               "tokenizer": {"enabled": False},
+                               "sources": [{"name": "clips", "type": "video", "path": str(root), "strides": [1]}]})
+        renderer = unit_renderers(config)["clips"]
+        outputs = [item for unit in list_units(config)["clips"] for item in renderer.render(unit)[0]]
+        rows += [item.as_row() for tag, item in outputs if tag == REJECTS]
+    assert [r["reason"] for r in rows] == ["unit_failed"] * 2
+    assert rows[0]["key"] == rows[1]["key"] and rows[0]["detail"] == rows[1]["detail"], rows
+    assert "secret" not in rows[0]["detail"] and "one.mp4" in rows[0]["detail"], rows[0]

@@ -60,6 +60,15 @@ class RenderCancelled(Exception):
 Outputs = list[tuple[str, Any]]  # (tag, item): tags of `uvd_pipeline.tagged`
 
 
+def unit_label(source, unit) -> str:
+    """A unit's inputs as its `unit_failed` reject names them: paths as the source's root sees
+    them. Absolute, the reject published the machine's folders, and its key (a digest of this)
+    changed when the same dataset lay elsewhere."""
+    label = str(getattr(unit, "uris", unit))
+    root = str(getattr(source, "path", "") or "").rstrip("/")
+    return label.replace(root + "/", "") if root else label
+
+
 class UnitRenderer:
     """One source's unit rendering: a unit committed by an earlier run whose input is unchanged
     is taken from the store without reading or decoding anything; any other is read, rendered
@@ -119,7 +128,7 @@ class UnitRenderer:
                 except (UnitStoreError, RenderCancelled):
                     raise
                 except Exception as exc:  # a broken unit must not stop the build
-                    label = str(getattr(unit, "uris", unit))
+                    label = unit_label(self.source, unit)
                     key = safe_key(name, "unit", f"{stable_hash(label):016x}")
                     count(name, "rejects.unit_failed")
                     outputs.append((REJECTS, Reject(key, name, key, "read", "unit_failed",
