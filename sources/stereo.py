@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import missing_under, path_problem, set_aside_problem
+from sources.paths import PathProblem, missing_under, path_problem, set_aside_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
@@ -68,26 +68,47 @@ class StereoSource:
                 continue
             right = fsio.join(root, self.right_folder, name)
             disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
-            outside = next(filter(None, (path_problem(self.path, u, self.follow_links)
-                                         for u in (left, right, disparity))), None)
-            if outside:
-                yield Reject(f"{group}-pair", self.name, group, "read", outside.reason, outside.detail)
+            planned = {task: self._annotation(task, right, disparity) for task in self.tasks}
+            problems = {task: self._problem(left, annotation) for task, annotation in planned.items()}
+            shared = set(problems.values())
+            if len(shared) == 1 and (problem := shared.pop()) is not None:
+                # one problem for every task (the left view outside the root, the right view gone
+                # where every task reads it): one reject of the left view
+                yield Reject(f"{group}-pair", self.name, group, "read", problem.reason, problem.detail)
                 continue
-            if not fsio.exists(right):
-                yield Reject(f"{group}-pair", self.name, group, "read", "missing_right_view", name)
-                continue
-            for task in self.tasks:
+            for task, annotation in planned.items():
                 key = f"{group}-{task}"
-                lineage = {"file": name}
-                if task == "stereo":
-                    annotation: dict[str, Any] = {"right_uri": right}
-                elif fsio.exists(disparity):
-                    annotation = {"disparity_uri": disparity, "scale": DISPARITY_SCALE}
-                elif self.labeler is not None:
-                    annotation = {"right_uri": right, "labeler": dict(self.labeler)}
-                    lineage["pseudo_label"] = dict(self.labeler)["name"]
-                else:
+                if (problem := problems[task]) is not None:
+                    yield Reject(key, self.name, group, "read", problem.reason, problem.detail)
+                    continue
+                if annotation is None:
                     yield Reject(key, self.name, group, "read", "missing_annotation", f"no disparity for {name}")
                     continue
+                lineage = {"file": name}
+                if "labeler" in annotation:
+                    lineage["pseudo_label"] = annotation["labeler"]["name"]
                 yield PairRecord(key=key, source=self.name, group=group, task=task, image_uri=left,
                                  annotation=annotation, lineage=lineage)
+
+    def _annotation(self, task: str, right: str, disparity: str) -> dict[str, Any] | None:
+        """What a task's target reads beside the left view: the right view (stereo, or a labeler's
+        depth), else the disparity map; None for depth with neither a map nor a labeler. A depth
+        target from its disparity map never needs the right view (KITTI copied for depth alone)."""
+        if task == "stereo":
+            return {"right_uri": right}
+        if path_problem(self.path, disparity, self.follow_links) or fsio.exists(disparity):
+            return {"disparity_uri": disparity, "scale": DISPARITY_SCALE}
+        if self.labeler is not None:
+            return {"right_uri": right, "labeler": dict(self.labeler)}
+        return None
+
+    def _problem(self, left: str, annotation: dict[str, Any] | None) -> PathProblem | None:
+        """Why a pair cannot be read: a file it reads leads out of the root, or the right view it
+        reads is missing; None when it can."""
+        uris = [left] + [annotation[k] for k in ("right_uri", "disparity_uri") if k in (annotation or {})]
+        outside = next(filter(None, (path_problem(self.path, u, self.follow_links) for u in uris)), None)
+        if outside:
+            return outside
+        if annotation and "right_uri" in annotation and not fsio.exists(annotation["right_uri"]):
+            return PathProblem("missing_right_view", fsio.basename(left))
+        return None

@@ -675,6 +675,40 @@ def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
     assert info.value.field == "left_folder" and "colored_0/" in str(info.value)
 
 
+
+def test_kitti_depth_pairs_need_no_right_view(tmp_path: Path):
+    """A depth pair is the left view and its disparity map: KITTI copied for monocular depth
+    (image_2 and disp_occ_0 only) made every left view a `missing_right_view` reject and no depth
+    pair at all. Only what reads the right view needs it: the stereo pair, and depth from the
+    SGBM labeler where no disparity map is."""
+    from PIL import Image
+
+    split = tmp_path / "training"
+    disparity = np.zeros((12, 40), np.uint16)
+    disparity[6:] = 256 * 9  # the road 9 px, the sky unmeasured (0)
+    for name in ("000000_10.png", "000001_10.png"):
+        (split / "image_2").mkdir(parents=True, exist_ok=True)
+        (split / "disp_occ_0").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((12, 40, 3), 70, np.uint8)).save(split / "image_2" / name)
+        Image.fromarray(disparity).save(split / "disp_occ_0" / name)
+    (split / "image_3").mkdir()
+    Image.fromarray(np.full((12, 40, 3), 70, np.uint8)).save(split / "image_3/000001_10.png")
+    depth_only = StereoSource("k", str(tmp_path), tasks=("depth",), disparity_folder="disp_occ_0")
+    items = [i for u in depth_only.units() for i in depth_only.read(u)]
+    assert [(type(i).__name__, i.key) for i in items] == [("PairRecord", "k-000000_10-depth"),
+                                                          ("PairRecord", "k-000001_10-depth")]
+    _, target = _render(items[0], "squash", 40)
+    assert target[:20].max() == 0 and target[20:].min(axis=(0, 1)).sum() > 0  # unmeasured black, road lit
+    both = StereoSource("k", str(tmp_path), disparity_folder="disp_occ_0")
+    items = [i for u in both.units() for i in both.read(u)]
+    assert sorted((i.key, type(i).__name__, getattr(i, "reason", "")) for i in items) == [
+        ("k-000000_10-depth", "PairRecord", ""), ("k-000000_10-stereo", "Reject", "missing_right_view"),
+        ("k-000001_10-depth", "PairRecord", ""), ("k-000001_10-stereo", "PairRecord", "")]
+    (split / "disp_occ_0/000000_10.png").unlink()  # no map: the labeler's depth reads the right view
+    labelled = StereoSource("k", str(tmp_path), disparity_folder="disp_occ_0", labeler=(("name", "sgbm"),))
+    items = [i for u in labelled.units() for i in labelled.read(u)]
+    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("k-000000_10-pair", "missing_right_view")]
+
 # -- JHMDB's joint_positions.mat, as MATLAB and scipy write it, and as they never should --------
 def _mat_tag(mdtype: int, nbytes: int) -> bytes:
     return struct.pack("<II", mdtype, nbytes)
