@@ -1,6 +1,8 @@
 """Multi-annotation tuples in a Taskonomy-style layout, matched by file stem.
 
-`<building>/<domain folder>/<stem>_domain_<domain>.png`. A tuple is the image and its normals,
+`<building>/<domain folder>/<stem>_domain_<domain id>.png`, as Taskonomy and Omnidata name them: the
+domain id is the folder's name, but semantic labels are `segment_semantic/<stem>_domain_segmentsemantic.png`
+(Omnidata's task_configs.py). A tuple is the image and its normals,
 edges, depth and segmentation; a stem missing any of them is rejected with the missing task.
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a tuple or a building.
@@ -15,13 +17,13 @@ from sources import fsio
 from sources.paths import path_problem, set_aside, set_aside_problem
 from sources.records import Reject, SourceItem, TupleRecord, safe_key
 
-# task -> (folder, domain suffix)
+# task -> (folder, domain id: the files' `_domain_<id>.png` ending)
 TASKONOMY = {
     "image": ("rgb", "rgb"),
     "normals": ("normal", "normal"),
     "edges": ("edge_occlusion", "edge_occlusion"),
     "depth": ("depth_zbuffer", "depth_zbuffer"),
-    "segmentation": ("segment_semantic", "segment_semantic"),
+    "segmentation": ("segment_semantic", "segmentsemantic"),  # no underscore in its files' names
 }
 TUPLE_TASKS = tuple(TASKONOMY)
 DEPTH_SCALE = 1 / 512  # Taskonomy depth_zbuffer: 1/512 m per unit, 65535 = no depth

@@ -27,6 +27,13 @@ def _png(path: Path, array: np.ndarray) -> None:
     cv2.imwrite(str(path), array)
 
 
+# Taskonomy's and Omnidata's file names, <folder>/<stem>_domain_<domain id>.png: the domain id is
+# the folder's name but for segment_semantic, whose files end `_domain_segmentsemantic.png`
+# (Omnidata's task_configs.py: 'segment_semantic': {'domain_id': 'segmentsemantic'})
+TASKONOMY_DOMAIN_IDS = {"rgb": "rgb", "normal": "normal", "edge_occlusion": "edge_occlusion",
+                        "depth_zbuffer": "depth_zbuffer", "segment_semantic": "segmentsemantic"}
+
+
 def blender_rt(azimuth_deg: float, elevation_deg: float, radius: float) -> np.ndarray:
     """A Zero123 world-to-camera [R|t] for a camera looking at the origin (Blender: +Z up)."""
     a, e = np.radians(azimuth_deg), np.radians(elevation_deg)
@@ -355,10 +362,8 @@ def test_kitti_pairs_with_and_without_disparity(tmp_path: Path):
 
 
 def test_taskonomy_tuples(tmp_path: Path):
-    domains = {"rgb": "rgb", "normal": "normal", "edge_occlusion": "edge_occlusion",
-               "depth_zbuffer": "depth_zbuffer", "segment_semantic": "segment_semantic"}
     for stem in ("point_0_view_0", "point_0_view_1"):
-        for folder, domain in domains.items():
+        for folder, domain in TASKONOMY_DOMAIN_IDS.items():
             if stem == "point_0_view_1" and folder == "depth_zbuffer":
                 continue
             _png(tmp_path / "b1" / folder / f"{stem}_domain_{domain}.png", np.zeros((4, 4), np.uint8))
@@ -368,6 +373,31 @@ def test_taskonomy_tuples(tmp_path: Path):
     reject = next(i for i in items if isinstance(i, Reject))
     assert reject.reason == "incomplete_tuple" and "depth" in reject.detail
 
+
+
+def test_taskonomy_building_as_taskonomy_names_its_files(tmp_path: Path):
+    """A Taskonomy (or Omnidata) building names its semantic labels
+    `segment_semantic/<stem>_domain_segmentsemantic.png`: the reader looked for
+    `_domain_segment_semantic.png`, so every tuple of the real dataset was an `incomplete_tuple`
+    ('missing segmentation') and no sentence was made. The labels are read and drawn by class id."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    building, stem = tmp_path / "allensville", "point_12_view_3"
+    labels = np.zeros((32, 32), np.uint8)
+    labels[8:20, 4:30] = 9  # Taskonomy's 17 COCO-derived classes, 0 for none
+    arrays = {"rgb": np.full((32, 32, 3), 90, np.uint8), "normal": np.full((32, 32, 3), 128, np.uint8),
+              "edge_occlusion": np.zeros((32, 32), np.uint16), "depth_zbuffer": np.full((32, 32), 1024, np.uint16),
+              "segment_semantic": labels}
+    for folder, array in arrays.items():
+        (building / folder).mkdir(parents=True)
+        Image.fromarray(array).save(building / folder / f"{stem}_domain_{TASKONOMY_DOMAIN_IDS[folder]}.png")
+    items = list(MultiTaskSource("tk", str(tmp_path)).read(str(building)))
+    assert [type(i).__name__ for i in items] == ["TupleRecord"], items
+    assert dict(items[0].uris)["segmentation"].endswith("segment_semantic/point_12_view_3_domain_segmentsemantic.png")
+    segment_target = _render(items[0], size=32)[-1]
+    assert np.array_equal(segment_target, class_colours()[labels])
 
 def test_annotated_video_layouts(tmp_path: Path):
     from scipy.io import savemat
@@ -549,7 +579,8 @@ def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
     for folder, array in domains.items():
         (tmp_path / "allensville" / folder).mkdir(parents=True)
         dtype = np.uint16 if folder in ("edge_occlusion", "depth_zbuffer") else np.uint8
-        Image.fromarray(array.astype(dtype)).save(tmp_path / "allensville" / folder / f"{stem}_domain_{folder}.png")
+        Image.fromarray(array.astype(dtype)).save(
+            tmp_path / "allensville" / folder / f"{stem}_domain_{TASKONOMY_DOMAIN_IDS[folder]}.png")
     (record,) = list(MultiTaskSource("tk", str(tmp_path)).read(str(tmp_path / "allensville")))
     image, normals, edge_target, depth_target, segment_target = _render(record, size=size)
     assert np.array_equal(normals, normal.astype(np.uint8))
@@ -958,15 +989,14 @@ def test_taskonomy_appledouble_files_are_no_tuple(tmp_path: Path):
     """A Taskonomy building copied by a Mac: `._point_0_domain_<d>.png` in each domain folder made a
     whole tuple of AppleDouble files (a record that fails to decode); `__MACOSX/`, `@eaDir/` and
     `.git/` beside the building vanished. Now one reject each."""
-    for folder in ("rgb", "normal", "edge_occlusion", "depth_zbuffer", "segment_semantic"):
-        _png(tmp_path / "b1" / folder / f"point_0_domain_{folder}.png", np.zeros((4, 4), np.uint8))
+    for folder, domain in TASKONOMY_DOMAIN_IDS.items():
+        _png(tmp_path / "b1" / folder / f"point_0_domain_{domain}.png", np.zeros((4, 4), np.uint8))
     os_junk.mac_copy(tmp_path / "b1")
     os_junk.mac_zip(tmp_path, "b1"), os_junk.synology(tmp_path, "b1"), os_junk.editors(tmp_path, "b1")
     items = _read_all(MultiTaskSource("tk", str(tmp_path)))
     assert _others(items) == ["TupleRecord"]
     assert _set_aside(items) == sorted([("hidden_file", ".git/"), ("os_metadata", "@eaDir/"), ("os_metadata", "__MACOSX/")] + [
-        ("os_metadata", f"{f}/._point_0_domain_{f}.png")
-        for f in ("rgb", "normal", "edge_occlusion", "depth_zbuffer", "segment_semantic")])
+        ("os_metadata", f"{f}/._point_0_domain_{d}.png") for f, d in TASKONOMY_DOMAIN_IDS.items()])
 
 
 def test_vipseg_appledouble_frames_are_no_frames(tmp_path: Path):
