@@ -42,9 +42,18 @@ class StereoSource:
         if not fsio.isdir(left):
             raise missing_under("left_folder", split, self.left_folder, "KITTI layout: ",
                                 "; KITTI 2012 keeps its colour views in colored_0 and colored_1")
+        self._check_right_folder()
         self._check_disparity_folder()
         files = fsio.list_files(left, (".png", ".jpg"), links=True)
         return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)]
+
+    def _check_right_folder(self) -> None:
+        """Stereo pairs read `right_folder`: a misspelt one (KITTI 2012 left at 2015's `image_3`)
+        would reject every one of them, so it stops `check` instead, naming the folders there."""
+        split = fsio.join(self.path, self.split_folder)
+        if "stereo" in self.tasks and not fsio.isdir(fsio.join(split, self.right_folder)):
+            raise missing_under("right_folder", split, self.right_folder, "KITTI layout: ",
+                                "; KITTI 2012 keeps its right colour views in colored_1")
 
     def _check_disparity_folder(self) -> None:
         """Without a labeler, depth targets come from `disparity_folder` alone: a misspelt one

@@ -740,6 +740,23 @@ def test_kitti_depth_pairs_need_no_right_view(tmp_path: Path):
     items = [i for u in labelled.units() for i in labelled.read(u)]
     assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("k-000000_10-pair", "missing_right_view")]
 
+
+def test_kitti_right_folder_that_is_not_there_stops_check(tmp_path: Path):
+    """KITTI 2012 with `left_folder: colored_0` set and `right_folder` left at 2015's `image_3`:
+    every stereo pair was a `missing_right_view` reject. As with a misspelt `disparity_folder`,
+    `check` stops naming the field and what the split folder holds; depth alone reads no right view."""
+    from sources.paths import ConfiguredPathMissing
+
+    split = tmp_path / "training"
+    for folder in ("colored_0", "colored_1"):
+        _png(split / folder / "000000_10.png", np.full((8, 24, 3), 60, np.uint8))
+    _png(split / "disp_noc/000000_10.png", np.full((8, 24), 256 * 7, np.uint16))
+    with pytest.raises(ConfiguredPathMissing) as info:
+        StereoSource("k12", str(tmp_path), left_folder="colored_0", disparity_folder="disp_noc").units()
+    assert info.value.field == "right_folder" and "image_3" in str(info.value) and "colored_1/" in str(info.value)
+    depth = StereoSource("k12", str(tmp_path), ("depth",), left_folder="colored_0", disparity_folder="disp_noc")
+    assert [type(i).__name__ for u in depth.units() for i in depth.read(u)] == ["PairRecord"]
+
 # -- JHMDB's joint_positions.mat, as MATLAB and scipy write it, and as they never should --------
 def _mat_tag(mdtype: int, nbytes: int) -> bytes:
     return struct.pack("<II", mdtype, nbytes)
