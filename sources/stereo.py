@@ -5,7 +5,10 @@ them `colored_0` / `colored_1` / `disp_noc` (its `image_0` / `image_1` are grey)
 `right_folder` and `disparity_folder` say which.
 
 Where a pair has no ground-truth disparity, the depth task can take its target from a labeler
-(semi-global block matching on the rectified pair) instead of being rejected.
+(semi-global block matching on the rectified pair) instead of being rejected. A depth pair from a
+disparity map reads no right view. The map is resampled nearest (an unmeasured 0 is never averaged
+into a measured neighbour, and a sparse map stays as sparse), and its values are not rescaled with
+the width: the target's colours are normalised per image, so a common factor changes nothing.
 
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a pair of the files beside each view.
