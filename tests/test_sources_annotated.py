@@ -399,6 +399,22 @@ def test_taskonomy_building_as_taskonomy_names_its_files(tmp_path: Path):
     segment_target = _render(items[0], size=32)[-1]
     assert np.array_equal(segment_target, class_colours()[labels])
 
+def test_taskonomy_building_without_its_rgb_folder_is_a_reject(tmp_path: Path):
+    """Taskonomy ships one tar per building and domain: a building whose rgb tar was never
+    extracted held normals, depth, edges and labels that vanished from the build without a word
+    (only folders with `rgb/` were read). It is one `incomplete_tuple` reject naming the folder."""
+    for building in ("allensville", "beechwood"):
+        for folder, domain in TASKONOMY_DOMAIN_IDS.items():
+            if (building, folder) != ("beechwood", "rgb"):
+                _png(tmp_path / building / folder / f"point_0_view_0_domain_{domain}.png", np.zeros((4, 4), np.uint8))
+    items = _read_all(MultiTaskSource("tk", str(tmp_path)))
+    assert [type(i).__name__ for i in items] == ["TupleRecord", "Reject"]
+    assert (items[1].key, items[1].reason) == ("tk-beechwood", "incomplete_tuple") and "rgb/" in items[1].detail
+    omnidata = tmp_path / "omnidata"  # omnitools.download's layout: <domain>/<component>/<building>/
+    _png(omnidata / "rgb/taskonomy/allensville/point_0_view_0_domain_rgb.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(FileNotFoundError, match="rgb/taskonomy/"):
+        MultiTaskSource("tk", str(omnidata)).units()
+
 def test_annotated_video_layouts(tmp_path: Path):
     from scipy.io import savemat
 
