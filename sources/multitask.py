@@ -48,7 +48,8 @@ class MultiTaskSource:
         kept = [d for d in dirs if d not in aside]
         buildings = [d for d in kept if fsio.exists(fsio.join(d, IMAGE_FOLDER))]
         if not buildings:
-            raise FileNotFoundError(f"no <building>/{IMAGE_FOLDER}/ folders under {self.path}{self._domain_first_hint()}")
+            raise FileNotFoundError(f"no <building>/{IMAGE_FOLDER}/ folders under {self.path}"
+                                    + self._domain_first_hint())
         # a folder without rgb/ (a building whose rgb tar was never extracted) is a unit too: read, it
         # is one reject, so its other domains never vanish silently
         return buildings + [d for d in kept if d not in buildings] + aside
