@@ -5,7 +5,10 @@ them `colored_0` / `colored_1` / `disp_noc` (its `image_0` / `image_1` are grey)
 `right_folder` and `disparity_folder` say which.
 
 Where a pair has no ground-truth disparity, the depth task can take its target from a labeler
-(semi-global block matching on the rectified pair) instead of being rejected.
+(semi-global block matching on the rectified pair) instead of being rejected. A depth pair from a
+disparity map reads no right view. The map is resampled nearest (an unmeasured 0 is never averaged
+into a measured neighbour, and a sparse map stays as sparse), and its values are not rescaled with
+the width: the target's colours are normalised per image, so a common factor changes nothing.
 
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a pair of the files beside each view.
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import missing_under, path_problem, set_aside_problem
+from sources.paths import PathProblem, missing_under, path_problem, set_aside_problem
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
@@ -42,9 +45,18 @@ class StereoSource:
         if not fsio.isdir(left):
             raise missing_under("left_folder", split, self.left_folder, "KITTI layout: ",
                                 "; KITTI 2012 keeps its colour views in colored_0 and colored_1")
+        self._check_right_folder()
         self._check_disparity_folder()
         files = fsio.list_files(left, (".png", ".jpg"), links=True)
         return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)]
+
+    def _check_right_folder(self) -> None:
+        """Stereo pairs read `right_folder`: a misspelt one (KITTI 2012 left at 2015's `image_3`)
+        would reject every one of them, so it stops `check` instead, naming the folders there."""
+        split = fsio.join(self.path, self.split_folder)
+        if "stereo" in self.tasks and not fsio.isdir(fsio.join(split, self.right_folder)):
+            raise missing_under("right_folder", split, self.right_folder, "KITTI layout: ",
+                                "; KITTI 2012 keeps its right colour views in colored_1")
 
     def _check_disparity_folder(self) -> None:
         """Without a labeler, depth targets come from `disparity_folder` alone: a misspelt one
@@ -68,26 +80,47 @@ class StereoSource:
                 continue
             right = fsio.join(root, self.right_folder, name)
             disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
-            outside = next(filter(None, (path_problem(self.path, u, self.follow_links)
-                                         for u in (left, right, disparity))), None)
-            if outside:
-                yield Reject(f"{group}-pair", self.name, group, "read", outside.reason, outside.detail)
+            planned = {task: self._annotation(task, right, disparity) for task in self.tasks}
+            problems = {task: self._problem(left, annotation) for task, annotation in planned.items()}
+            shared = set(problems.values())
+            if len(shared) == 1 and (problem := shared.pop()) is not None:
+                # one problem for every task (the left view outside the root, the right view gone
+                # where every task reads it): one reject of the left view
+                yield Reject(f"{group}-pair", self.name, group, "read", problem.reason, problem.detail)
                 continue
-            if not fsio.exists(right):
-                yield Reject(f"{group}-pair", self.name, group, "read", "missing_right_view", name)
-                continue
-            for task in self.tasks:
+            for task, annotation in planned.items():
                 key = f"{group}-{task}"
-                lineage = {"file": name}
-                if task == "stereo":
-                    annotation: dict[str, Any] = {"right_uri": right}
-                elif fsio.exists(disparity):
-                    annotation = {"disparity_uri": disparity, "scale": DISPARITY_SCALE}
-                elif self.labeler is not None:
-                    annotation = {"right_uri": right, "labeler": dict(self.labeler)}
-                    lineage["pseudo_label"] = dict(self.labeler)["name"]
-                else:
+                if (problem := problems[task]) is not None:
+                    yield Reject(key, self.name, group, "read", problem.reason, problem.detail)
+                    continue
+                if annotation is None:
                     yield Reject(key, self.name, group, "read", "missing_annotation", f"no disparity for {name}")
                     continue
+                lineage = {"file": name}
+                if "labeler" in annotation:
+                    lineage["pseudo_label"] = annotation["labeler"]["name"]
                 yield PairRecord(key=key, source=self.name, group=group, task=task, image_uri=left,
                                  annotation=annotation, lineage=lineage)
+
+    def _annotation(self, task: str, right: str, disparity: str) -> dict[str, Any] | None:
+        """What a task's target reads beside the left view: the right view (stereo, or a labeler's
+        depth), else the disparity map; None for depth with neither a map nor a labeler. A depth
+        target from its disparity map never needs the right view (KITTI copied for depth alone)."""
+        if task == "stereo":
+            return {"right_uri": right}
+        if path_problem(self.path, disparity, self.follow_links) or fsio.exists(disparity):
+            return {"disparity_uri": disparity, "scale": DISPARITY_SCALE}
+        if self.labeler is not None:
+            return {"right_uri": right, "labeler": dict(self.labeler)}
+        return None
+
+    def _problem(self, left: str, annotation: dict[str, Any] | None) -> PathProblem | None:
+        """Why a pair cannot be read: a file it reads leads out of the root, or the right view it
+        reads is missing; None when it can."""
+        uris = [left] + [annotation[k] for k in ("right_uri", "disparity_uri") if k in (annotation or {})]
+        outside = next(filter(None, (path_problem(self.path, u, self.follow_links) for u in uris)), None)
+        if outside:
+            return outside
+        if annotation and "right_uri" in annotation and not fsio.exists(annotation["right_uri"]):
+            return PathProblem("missing_right_view", fsio.basename(left))
+        return None

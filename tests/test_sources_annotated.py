@@ -28,6 +28,13 @@ def _png(path: Path, array: np.ndarray) -> None:
     cv2.imwrite(str(path), array)
 
 
+# Taskonomy's and Omnidata's file names, <folder>/<stem>_domain_<domain id>.png: the domain id is
+# the folder's name but for segment_semantic, whose files end `_domain_segmentsemantic.png`
+# (Omnidata's task_configs.py: 'segment_semantic': {'domain_id': 'segmentsemantic'})
+TASKONOMY_DOMAIN_IDS = {"rgb": "rgb", "normal": "normal", "edge_occlusion": "edge_occlusion",
+                        "depth_zbuffer": "depth_zbuffer", "segment_semantic": "segmentsemantic"}
+
+
 def blender_rt(azimuth_deg: float, elevation_deg: float, radius: float) -> np.ndarray:
     """A Zero123 world-to-camera [R|t] for a camera looking at the origin (Blender: +Z up)."""
     a, e = np.radians(azimuth_deg), np.radians(elevation_deg)
@@ -448,10 +455,8 @@ def test_kitti_pairs_with_and_without_disparity(tmp_path: Path):
 
 
 def test_taskonomy_tuples(tmp_path: Path):
-    domains = {"rgb": "rgb", "normal": "normal", "edge_occlusion": "edge_occlusion",
-               "depth_zbuffer": "depth_zbuffer", "segment_semantic": "segment_semantic"}
     for stem in ("point_0_view_0", "point_0_view_1"):
-        for folder, domain in domains.items():
+        for folder, domain in TASKONOMY_DOMAIN_IDS.items():
             if stem == "point_0_view_1" and folder == "depth_zbuffer":
                 continue
             _png(tmp_path / "b1" / folder / f"{stem}_domain_{domain}.png", np.zeros((4, 4), np.uint8))
@@ -461,6 +466,47 @@ def test_taskonomy_tuples(tmp_path: Path):
     reject = next(i for i in items if isinstance(i, Reject))
     assert reject.reason == "incomplete_tuple" and "depth" in reject.detail
 
+
+
+def test_taskonomy_building_as_taskonomy_names_its_files(tmp_path: Path):
+    """A Taskonomy (or Omnidata) building names its semantic labels
+    `segment_semantic/<stem>_domain_segmentsemantic.png`: the reader looked for
+    `_domain_segment_semantic.png`, so every tuple of the real dataset was an `incomplete_tuple`
+    ('missing segmentation') and no sentence was made. The labels are read and drawn by class id."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    building, stem = tmp_path / "allensville", "point_12_view_3"
+    labels = np.zeros((32, 32), np.uint8)
+    labels[8:20, 4:30] = 9  # Taskonomy's 17 COCO-derived classes, 0 for none
+    arrays = {"rgb": np.full((32, 32, 3), 90, np.uint8), "normal": np.full((32, 32, 3), 128, np.uint8),
+              "edge_occlusion": np.zeros((32, 32), np.uint16), "depth_zbuffer": np.full((32, 32), 1024, np.uint16),
+              "segment_semantic": labels}
+    for folder, array in arrays.items():
+        (building / folder).mkdir(parents=True)
+        Image.fromarray(array).save(building / folder / f"{stem}_domain_{TASKONOMY_DOMAIN_IDS[folder]}.png")
+    items = list(MultiTaskSource("tk", str(tmp_path)).read(str(building)))
+    assert [type(i).__name__ for i in items] == ["TupleRecord"], items
+    assert dict(items[0].uris)["segmentation"].endswith("segment_semantic/point_12_view_3_domain_segmentsemantic.png")
+    segment_target = _render(items[0], size=32)[-1]
+    assert np.array_equal(segment_target, class_colours()[labels])
+
+def test_taskonomy_building_without_its_rgb_folder_is_a_reject(tmp_path: Path):
+    """Taskonomy ships one tar per building and domain: a building whose rgb tar was never
+    extracted held normals, depth, edges and labels that vanished from the build without a word
+    (only folders with `rgb/` were read). It is one `incomplete_tuple` reject naming the folder."""
+    for building in ("allensville", "beechwood"):
+        for folder, domain in TASKONOMY_DOMAIN_IDS.items():
+            if (building, folder) != ("beechwood", "rgb"):
+                _png(tmp_path / building / folder / f"point_0_view_0_domain_{domain}.png", np.zeros((4, 4), np.uint8))
+    items = _read_all(MultiTaskSource("tk", str(tmp_path)))
+    assert [type(i).__name__ for i in items] == ["TupleRecord", "Reject"]
+    assert (items[1].key, items[1].reason) == ("tk-beechwood", "incomplete_tuple") and "rgb/" in items[1].detail
+    omnidata = tmp_path / "omnidata"  # omnitools.download's layout: <domain>/<component>/<building>/
+    _png(omnidata / "rgb/taskonomy/allensville/point_0_view_0_domain_rgb.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(FileNotFoundError, match="rgb/taskonomy/"):
+        MultiTaskSource("tk", str(omnidata)).units()
 
 def test_annotated_video_layouts(tmp_path: Path):
     from scipy.io import savemat
@@ -642,7 +688,8 @@ def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
     for folder, array in domains.items():
         (tmp_path / "allensville" / folder).mkdir(parents=True)
         dtype = np.uint16 if folder in ("edge_occlusion", "depth_zbuffer") else np.uint8
-        Image.fromarray(array.astype(dtype)).save(tmp_path / "allensville" / folder / f"{stem}_domain_{folder}.png")
+        Image.fromarray(array.astype(dtype)).save(
+            tmp_path / "allensville" / folder / f"{stem}_domain_{TASKONOMY_DOMAIN_IDS[folder]}.png")
     (record,) = list(MultiTaskSource("tk", str(tmp_path)).read(str(tmp_path / "allensville")))
     image, normals, edge_target, depth_target, segment_target = _render(record, size=size)
     assert np.array_equal(normals, normal.astype(np.uint8))
@@ -767,6 +814,57 @@ def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
         StereoSource("k12", str(tmp_path), disparity_folder="disp_occ").units()
     assert info.value.field == "left_folder" and "colored_0/" in str(info.value)
 
+
+
+def test_kitti_depth_pairs_need_no_right_view(tmp_path: Path):
+    """A depth pair is the left view and its disparity map: KITTI copied for monocular depth
+    (image_2 and disp_occ_0 only) made every left view a `missing_right_view` reject and no depth
+    pair at all. Only what reads the right view needs it: the stereo pair, and depth from the
+    SGBM labeler where no disparity map is."""
+    from PIL import Image
+
+    split = tmp_path / "training"
+    disparity = np.zeros((12, 40), np.uint16)
+    disparity[6:] = 256 * 9  # the road 9 px, the sky unmeasured (0)
+    for name in ("000000_10.png", "000001_10.png"):
+        (split / "image_2").mkdir(parents=True, exist_ok=True)
+        (split / "disp_occ_0").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((12, 40, 3), 70, np.uint8)).save(split / "image_2" / name)
+        Image.fromarray(disparity).save(split / "disp_occ_0" / name)
+    (split / "image_3").mkdir()
+    Image.fromarray(np.full((12, 40, 3), 70, np.uint8)).save(split / "image_3/000001_10.png")
+    depth_only = StereoSource("k", str(tmp_path), tasks=("depth",), disparity_folder="disp_occ_0")
+    items = [i for u in depth_only.units() for i in depth_only.read(u)]
+    assert [(type(i).__name__, i.key) for i in items] == [("PairRecord", "k-000000_10-depth"),
+                                                          ("PairRecord", "k-000001_10-depth")]
+    _, target = _render(items[0], "squash", 40)
+    assert target[:20].max() == 0 and target[20:].min(axis=(0, 1)).sum() > 0  # unmeasured black, road lit
+    both = StereoSource("k", str(tmp_path), disparity_folder="disp_occ_0")
+    items = [i for u in both.units() for i in both.read(u)]
+    assert sorted((i.key, type(i).__name__, getattr(i, "reason", "")) for i in items) == [
+        ("k-000000_10-depth", "PairRecord", ""), ("k-000000_10-stereo", "Reject", "missing_right_view"),
+        ("k-000001_10-depth", "PairRecord", ""), ("k-000001_10-stereo", "PairRecord", "")]
+    (split / "disp_occ_0/000000_10.png").unlink()  # no map: the labeler's depth reads the right view
+    labelled = StereoSource("k", str(tmp_path), disparity_folder="disp_occ_0", labeler=(("name", "sgbm"),))
+    items = [i for u in labelled.units() for i in labelled.read(u)]
+    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("k-000000_10-pair", "missing_right_view")]
+
+
+def test_kitti_right_folder_that_is_not_there_stops_check(tmp_path: Path):
+    """KITTI 2012 with `left_folder: colored_0` set and `right_folder` left at 2015's `image_3`:
+    every stereo pair was a `missing_right_view` reject. As with a misspelt `disparity_folder`,
+    `check` stops naming the field and what the split folder holds; depth alone reads no right view."""
+    from sources.paths import ConfiguredPathMissing
+
+    split = tmp_path / "training"
+    for folder in ("colored_0", "colored_1"):
+        _png(split / folder / "000000_10.png", np.full((8, 24, 3), 60, np.uint8))
+    _png(split / "disp_noc/000000_10.png", np.full((8, 24), 256 * 7, np.uint16))
+    with pytest.raises(ConfiguredPathMissing) as info:
+        StereoSource("k12", str(tmp_path), left_folder="colored_0", disparity_folder="disp_noc").units()
+    assert info.value.field == "right_folder" and "image_3" in str(info.value) and "colored_1/" in str(info.value)
+    depth = StereoSource("k12", str(tmp_path), ("depth",), left_folder="colored_0", disparity_folder="disp_noc")
+    assert [type(i).__name__ for u in depth.units() for i in depth.read(u)] == ["PairRecord"]
 
 # -- JHMDB's joint_positions.mat, as MATLAB and scipy write it, and as they never should --------
 def _mat_tag(mdtype: int, nbytes: int) -> bytes:
@@ -1017,15 +1115,14 @@ def test_taskonomy_appledouble_files_are_no_tuple(tmp_path: Path):
     """A Taskonomy building copied by a Mac: `._point_0_domain_<d>.png` in each domain folder made a
     whole tuple of AppleDouble files (a record that fails to decode); `__MACOSX/`, `@eaDir/` and
     `.git/` beside the building vanished. Now one reject each."""
-    for folder in ("rgb", "normal", "edge_occlusion", "depth_zbuffer", "segment_semantic"):
-        _png(tmp_path / "b1" / folder / f"point_0_domain_{folder}.png", np.zeros((4, 4), np.uint8))
+    for folder, domain in TASKONOMY_DOMAIN_IDS.items():
+        _png(tmp_path / "b1" / folder / f"point_0_domain_{domain}.png", np.zeros((4, 4), np.uint8))
     os_junk.mac_copy(tmp_path / "b1")
     os_junk.mac_zip(tmp_path, "b1"), os_junk.synology(tmp_path, "b1"), os_junk.editors(tmp_path, "b1")
     items = _read_all(MultiTaskSource("tk", str(tmp_path)))
     assert _others(items) == ["TupleRecord"]
     assert _set_aside(items) == sorted([("hidden_file", ".git/"), ("os_metadata", "@eaDir/"), ("os_metadata", "__MACOSX/")] + [
-        ("os_metadata", f"{f}/._point_0_domain_{f}.png")
-        for f in ("rgb", "normal", "edge_occlusion", "depth_zbuffer", "segment_semantic")])
+        ("os_metadata", f"{f}/._point_0_domain_{d}.png") for f, d in TASKONOMY_DOMAIN_IDS.items()])
 
 
 def test_vipseg_appledouble_frames_are_no_frames(tmp_path: Path):

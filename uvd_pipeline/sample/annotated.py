@@ -581,11 +581,13 @@ def write_taskonomy(root: str, seed: int = 0) -> dict:
                 frame = rc.render(primitives, camera, (0.2, 0.3, 0.9), ambient=0.45, background=rc.sky(256, 256))
                 hit = frame.alpha > 0
                 stem = f"point_{point}_view_{view}"
-                out = lambda domain: os.path.join(root, building, domain, f"{stem}_domain_{domain}.png")  # noqa: E731
+                # Taskonomy's names: <folder>/<stem>_domain_<folder>.png, semantic labels `segmentsemantic`
+                out = lambda folder, domain=None: os.path.join(  # noqa: E731
+                    root, building, folder, f"{stem}_domain_{domain or folder}.png")
                 save_image(out("rgb"), frame.rgb)
                 save_image(out("normal"), encode_normals(frame.normals, hit))
                 save_png16(out("edge_occlusion"), occlusion_edges(frame.depth, frame.instance))
-                save_image(out("segment_semantic"), frame.semantic.astype(np.uint8))
+                save_image(out("segment_semantic", "segmentsemantic"), frame.semantic.astype(np.uint8))
                 counts["views"] += 1
                 if (building, stem) == TASKONOMY_MISSING_DEPTH:
                     counts["missing_depth"] += 1
