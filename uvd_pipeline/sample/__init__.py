@@ -19,7 +19,7 @@ from uvd_pipeline.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 5  # 5: the web family's PNGs at zlib level 1 (same pixels, other file bytes)
+CORPUS_VERSION = 6  # 5: the web family's PNGs at zlib level 1 (same pixels, other file bytes); 6: Taskonomy semantic labels under their real name (_domain_segmentsemantic.png)
 MANIFEST = "MANIFEST.json"
 
 
