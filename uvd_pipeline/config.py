@@ -39,8 +39,12 @@ FORMAT_VERSION = 1
 # orientations 5-8 turned once, MPO photos on the JPEG paths; a sentence's shard from its key as a
 # case-insensitive file system sees it (twins in case or Unicode form share a shard and are told
 # apart there), members named beyond ASCII in pax headers; video: cover art never read as the
-# video, interlaced and size-changing streams decoded by PyAV.
-RENDER_REVISION = 3
+# video, interlaced and size-changing streams decoded by PyAV. 4 (2026-12-05, evening): MPII's
+# shoulders joined to the upper neck as MMPose draws them, CVAT's rotated boxes drawn turned, COCO
+# crowd regions left out counted in the detection lineage, file names in keys and lineage taken in
+# NFC (a Mac's NFD copy), KITTI depth pairs without the right view, Taskonomy labels under their
+# real name, MMPose's mpii_val.json in the val split.
+RENDER_REVISION = 4
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
