@@ -290,9 +290,8 @@ def _realpath(path: str) -> str:
     """`os.path.realpath` with each folder resolved once: realpath lstats every component of
     the path (two paths a file, ~45 us, 14 s for the 300k paths of a 100k-frame CO3D category).
     A folder's entry is keyed by what it is now (as lstat sees it: device, inode, type and change
-    time), so a folder replaced by a link, or reached through a new folder link above it,
-    resolves again; a folder moved out of the root whole, a link left in its place, while this
-    process runs is seen by the next one."""
+    time), so a folder replaced by a link, or reached through a parent replaced by one, resolves
+    again."""
     folder, name = os.path.split(path)
     if not folder or name in ("", ".", ".."):
         return os.path.realpath(path)
