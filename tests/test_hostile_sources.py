@@ -107,6 +107,26 @@ def test_links_leading_out_are_listed_and_refused(tmp_path: Path, outside: Path)
     check_inside(str(root), str(root / "out.png"), follow_links=True)
 
 
+def test_links_swapped_between_two_checks_are_judged_as_they_are_now(tmp_path: Path, outside: Path):
+    """What a path resolves to is judged at each check, never kept from an earlier one: a folder
+    swapped for a link leading out, or the target of a link inside the root swapped so, is
+    refused at the next check (a cache of resolved folders, tried for speed, let both pass)."""
+    import shutil
+
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "alias").symlink_to(root / "real")
+    for folder in (root / "real", outside):
+        _png(folder / "1.png", np.zeros((4, 4, 3), np.uint8))
+    check_inside(str(root), str(root / "real" / "1.png"))
+    check_inside(str(root), str(root / "alias" / "1.png"))
+    shutil.rmtree(root / "real")
+    (root / "real").symlink_to(outside)
+    for path in (root / "real" / "1.png", root / "alias" / "1.png"):
+        with pytest.raises(OutsideRoot, match="follow_links"):
+            check_inside(str(root), str(path))
+
+
 def test_imagenet_links_become_outside_root_rejects(tmp_path: Path, outside: Path):
     root = tmp_path / "imagenet"
     _png(root / "train" / "n0" / "n0_1.png", np.zeros((8, 8, 3), np.uint8))
