@@ -35,16 +35,25 @@ def split_of_file(annotation_file: str) -> str | None:
     return "val" if fsio.basename(annotation_file) in VAL_FILES else None
 
 
+def _starts_with(uri: str, magic: bytes) -> bool:
+    """Whether a file's first bytes are `magic`; False where it cannot be read (a folder, no
+    permission: the error already raised says so, with the field that names the file)."""
+    try:
+        with fsio.open_file(uri) as handle:
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
 @fsio.cached_input(maxsize=2)
 def _load_entries(uri: str) -> list:
     try:
         entries = load_json(uri)
     except AnnotationFileError:
-        with fsio.open_file(uri) as handle:
-            if handle.read(len(MAT_MAGIC)) == MAT_MAGIC:  # was "is not UTF-8 text (at byte 132)"
-                raise AnnotationFileError(uri, "is a MATLAB .mat file (MPII's own release); this reader takes "
-                                               "MMPose's JSON of it: annotations/mpii_train.json and "
-                                               "mpii_val.json (MMPose's MPII preparation)") from None
+        if _starts_with(uri, MAT_MAGIC):  # was "is not UTF-8 text (at byte 132)"
+            raise AnnotationFileError(uri, "is a MATLAB .mat file (MPII's own release); this reader takes "
+                                           "MMPose's JSON of it: annotations/mpii_train.json and "
+                                           "mpii_val.json (MMPose's MPII preparation)") from None
         raise
     if not isinstance(entries, list):
         raise AnnotationFileError(uri, "is not a list of people")

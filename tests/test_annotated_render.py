@@ -539,3 +539,19 @@ def test_mpii_split_of_hrnets_files_and_mpiis_own_release(tmp_path: Path):
         list_units(config)
     assert str(caught.value).startswith("sources[0].annotation_file (mpii): annotation file ")
     assert "is a MATLAB .mat file (MPII's own release); this reader takes MMPose's JSON" in str(caught.value)
+
+
+def test_mpii_annotation_file_that_is_a_folder_is_a_config_error(tmp_path: Path):
+    """An `annotation_file` naming a folder (or a file this user cannot read): the check for MPII's
+    own .mat release opened it again and raised IsADirectoryError out of `list_units` (a crash where
+    the last landing said which field names what)."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    config = parse_config({"output": str(tmp_path.parent / "out"), "sources": [
+        {"name": "mpii", "type": "mpii", "path": str(tmp_path), "annotation_file": "annotations"}]})
+    with pytest.raises(ConfigError) as caught:
+        list_units(config)
+    assert "annotations" in str(caught.value) and "cannot be read" in str(caught.value)
