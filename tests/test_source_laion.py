@@ -263,3 +263,20 @@ def test_a_caption_the_user_cannot_read_is_a_reject_and_its_image_goes_on(tmp_pa
     refused = sorted((reason, detail) for kind, _, reason, detail, _ in items if kind == "Reject")
     assert refused == [("unreadable_file", f"PermissionError: [Errno 13] Permission denied: '{name}'")
                        for name in ("000000001.txt", "a.txt", "b.json", "c.txt")]
+
+
+def test_a_failed_units_label_holds_no_folder_of_the_machine(tmp_path: Path):
+    """A `unit_failed` reject names its unit's files (`unit_label`) as the source root sees them.
+    Each path is quoted by its repr, which escapes a root named in latin-1 (`caf\\xe9`) or holding
+    quotes or a newline: cut after quoting, such a root stayed in the reject whole. Real folders
+    listed by the web source."""
+    from uvd_pipeline.unit_render import unit_label
+
+    for name in (b"caf\xe9", b"o'brien \"x\"", b"new\nline"):
+        root = os.fsdecode(os.fsencode(tmp_path) + b"/" + name + b"/web")
+        os.makedirs(os.fsencode(root) + b"/sub")
+        for relative in ("a.jpg", "sub/b.jpg"):
+            Image.new("RGB", (8, 8)).save(os.path.join(root, relative))
+        source = LaionSource("web", root)
+        labels = [unit_label(source, unit) for unit in source.units()]
+        assert labels == ["('a.jpg', 'sub/b.jpg')"], (name, labels)

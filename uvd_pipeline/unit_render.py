@@ -64,9 +64,14 @@ def unit_label(source, unit) -> str:
     """A unit's inputs as its `unit_failed` reject names them: paths as the source's root sees
     them. Absolute, the reject published the machine's folders, and its key (a digest of this)
     changed when the same dataset lay elsewhere."""
-    label = str(getattr(unit, "uris", unit))
     root = str(getattr(source, "path", "") or "").rstrip("/")
-    return label.replace(root + "/", "") if root else label
+
+    def inside(part: Any) -> Any:  # each path cut before it is quoted: its repr escapes what the root's text holds
+        if isinstance(part, str) and root and part.startswith(root + "/"):
+            return part[len(root) + 1:]
+        return tuple(map(inside, part)) if isinstance(part, (tuple, list)) else part
+
+    return str(inside(getattr(unit, "uris", unit)))
 
 
 class UnitRenderer:
