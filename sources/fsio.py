@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import functools
 import hashlib
+import io
 import os
 import posixpath
 import threading
@@ -305,16 +306,31 @@ READ_STEP = 16 << 20
 
 
 def read_at_most(handle: Any, count: int) -> bytes:
-    """Up to `count` bytes of an open file, read in steps: one `read(count)` takes a buffer of
-    `count` bytes first, whatever the file holds, and an address-space limit (`ulimit -v`)
-    refuses the 512 MB of an annotation file's cap for a file of a few bytes."""
-    if count <= READ_STEP:
-        return handle.read(count)
+    """Up to `count` bytes of an open file. One `read(count)` takes a buffer of `count` bytes
+    first, whatever the file holds, and an address-space limit (`ulimit -v`) refused the 512 MB
+    of an annotation file's cap for a file of a few bytes: a file whose size is known is read
+    in one buffer of its size (one more byte: a file grown past the cap still shows it), others
+    in steps."""
+    size = _known_size(handle)
+    if count <= READ_STEP or size is not None:
+        return handle.read(count if size is None else min(count, size + 1))
     parts, total = [], 0
     while total < count and (part := handle.read(min(READ_STEP, count - total))):
         parts.append(part)
         total += len(part)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _known_size(handle: Any) -> int | None:
+    """The bytes left to read in an open file, where the file says (a local file's fstat, an
+    fsspec file's `size`); None elsewhere."""
+    with contextlib.suppress(AttributeError, OSError, TypeError, ValueError, io.UnsupportedOperation):
+        size = os.fstat(handle.fileno()).st_size
+        return max(0, size - handle.tell())
+    size = getattr(handle, "size", None)
+    with contextlib.suppress(AttributeError, OSError, TypeError, ValueError):
+        return max(0, int(size) - handle.tell()) if isinstance(size, int) else None
+    return None
 
 
 def read_text(uri: str) -> str:
