@@ -43,7 +43,9 @@ FORMAT_VERSION = 1
 # shoulders joined to the upper neck as MMPose draws them, CVAT's rotated boxes drawn turned, COCO
 # crowd regions left out counted in the detection lineage, file names in keys and lineage taken in
 # NFC (a Mac's NFD copy), KITTI depth pairs without the right view, Taskonomy labels under their
-# real name, MMPose's mpii_val.json in the val split.
+# real name, MMPose's mpii_val.json in the val split, Cityscapes JPEG images paired, COCO text ids
+# and Windows-separated file names read, an unreadable caption its own reject, unit_failed
+# rejects keyed by the unit's files inside the source root.
 RENDER_REVISION = 4
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
