@@ -720,3 +720,22 @@ def test_file_names_written_with_windows_separators(tmp_path: Path):
     assert pairs["coco-2-detection"].reason == "outside_root"
     assert pairs["coco-3-detection"].image_uri == str(root / "odd\\name.png")
     assert outcome(pairs["coco-3-detection"]) == "rendered"
+
+
+def test_boxes_past_the_drawing_budget_reject_their_pair(tmp_path: Path):
+    """A COCO file may hold millions of boxes for one image (the annotation size cap allows ~5M):
+    each is a Python step to draw, a turned one a pass over its window of the canvas (2,000 turned
+    boxes over a 256 canvas drew for 11 s), so a hostile file drew for hours. Over `MAX_BOXES`
+    boxes, or turned outlines covering more than `OUTLINE_BUDGET_CANVASES` canvases, the pair is
+    an `annotation_too_large` reject; at the budget it is drawn."""
+    from uvd_pipeline.render_annotated import MAX_BOXES, OUTLINE_BUDGET_CANVASES
+
+    def pair(n: int, **fields):
+        anns = [obj(i + 1, 1, bbox=[5.0, 5.0, 70.0, 50.0], **fields) for i in range(n)]
+        write_dataset(tmp_path / str(n), {"images": images(1), "annotations": anns, "categories": categories(1)})
+        return read(tmp_path / str(n), ("detection",))["coco-1-detection"]
+
+    turned = {"attributes": {"rotation": 30.0}}  # each outline's window is the whole 64 canvas
+    assert outcome(pair(OUTLINE_BUDGET_CANVASES, **turned)) == "rendered"
+    assert outcome(pair(OUTLINE_BUDGET_CANVASES + 1, **turned)) == ("annotation", "annotation_too_large")
+    assert outcome(pair(MAX_BOXES + 1)) == ("annotation", "annotation_too_large")

@@ -55,6 +55,11 @@ POLYGON_REACH = 16  # how far past the border (in the image's longer side) a pol
 RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any count of a budgeted map
 # VIPSeg's panomask: a value up to 124 is a stuff class id as it stands (0: void); above, a thing's
 # class * 100 + instance (its README: person 61 -> 6100, 6101, ...)
+# a detection target's drawing work: each box is a Python step (~0.1 ms flat, ~0.05 ms more to turn
+# and clip), each turned outline visits every canvas pixel of its window (~0.1 us a pixel): a
+# file of 5M boxes for one image (which the annotation size cap allows) drew for hours
+MAX_BOXES = 20_000
+OUTLINE_BUDGET_CANVASES = 64  # turned outlines' windows, summed, in canvases (~0.4 s at most)
 VIPSEG_STUFF_MAX = 124
 
 
@@ -214,6 +219,9 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
     its centre, on the image's part of the canvas only."""
     h, w = plan.in_h, plan.in_w
     _check_declared_size(annotation, h, w)
+    if len(annotation["boxes"]) > MAX_BOXES:
+        raise AnnotationError("annotation_too_large", f"{len(annotation['boxes'])} boxes, over the {MAX_BOXES} "
+                                                      "one target draws")
     boxes = np.array([xywh_to_xyxy(b) for b in annotation["boxes"]], dtype=np.float64).reshape(-1, 4)
     degrees = np.asarray(annotation.get("rotations") or [0.0] * len(boxes), dtype=np.float64) % 360
     turned = degrees != 0
@@ -229,8 +237,19 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
     if shown.any():
         kept = [(clip_to_rect(c, plan.crop), int(k)) for c, k, keep in zip(corners, categories[turned], shown) if keep]
         kept = [(plan.apply_points(c), k) for c, k in kept if len(c)]  # what the crop keeps of each
+        work = sum(_window_pixels(c, plan.size) for c, _ in kept)
+        if work > OUTLINE_BUDGET_CANVASES * plan.size ** 2:
+            raise AnnotationError("annotation_too_large", f"turned boxes covering {work / plan.size ** 2:.0f} "
+                                                          f"canvases, over the {OUTLINE_BUDGET_CANVASES} one target draws")
         target = draw_outlines(target, [c for c, _ in kept], [k for _, k in kept], image_region(plan, plan.size))
     return target
+
+
+def _window_pixels(polygon: np.ndarray, size: int) -> int:
+    """The canvas pixels `draw_outlines` visits for one outline: its bounding window on the canvas."""
+    low = np.clip(np.floor(polygon.min(axis=0)), 0, size)
+    high = np.clip(np.ceil(polygon.max(axis=0)), 0, size)
+    return int(np.prod(np.maximum(high - low, 0)))
 
 
 def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
