@@ -739,3 +739,16 @@ def test_boxes_past_the_drawing_budget_reject_their_pair(tmp_path: Path):
     assert outcome(pair(OUTLINE_BUDGET_CANVASES, **turned)) == "rendered"
     assert outcome(pair(OUTLINE_BUDGET_CANVASES + 1, **turned)) == ("annotation", "annotation_too_large")
     assert outcome(pair(MAX_BOXES + 1)) == ("annotation", "annotation_too_large")
+
+
+def test_people_past_the_drawing_budget_reject_their_pose_pair(tmp_path: Path):
+    """The pose target has the same budget: its joints and limbs, all its people
+    (`MAX_POSE_STEPS`): past it an `annotation_too_large` reject, refused before any is drawn."""
+    from uvd_pipeline.render_annotated import MAX_POSE_STEPS
+
+    steps = len(COCO17.joints) + len(COCO17.limbs)
+    for n, expected in ((100, "rendered"), (MAX_POSE_STEPS // steps + 1, ("annotation", "annotation_too_large"))):
+        anns = [obj(i + 1, 1, keypoints=keypoints(), num_keypoints=17) for i in range(n)]
+        root = write_dataset(tmp_path / str(n), {"images": images(1), "categories": person_categories(),
+                                                 "annotations": anns})
+        assert outcome(read(root, ("pose",))["coco-1-pose"]) == expected, n

@@ -55,10 +55,12 @@ POLYGON_REACH = 16  # how far past the border (in the image's longer side) a pol
 RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any count of a budgeted map
 # VIPSeg's panomask: a value up to 124 is a stuff class id as it stands (0: void); above, a thing's
 # class * 100 + instance (its README: person 61 -> 6100, 6101, ...)
-# a detection target's drawing work: each box is a Python step (~0.1 ms flat, ~0.05 ms more to turn
-# and clip), each turned outline visits every canvas pixel of its window (~0.1 us a pixel): a
-# file of 5M boxes for one image (which the annotation size cap allows) drew for hours
-MAX_BOXES = 20_000
+# a target's drawing work: each box is a Python step (~0.1 ms flat, ~0.05 ms more to turn and
+# clip), each joint and limb an OpenCV call, each turned outline visits every canvas pixel of its
+# window (~0.1 us a pixel): a file of 5M boxes or people for one image (which the annotation size
+# cap allows) drew for hours
+MAX_BOXES = 20_000  # boxes, or people, of one target
+MAX_POSE_STEPS = 400_000  # joints and limbs of one pose target, all its people
 OUTLINE_BUDGET_CANVASES = 64  # turned outlines' windows, summed, in canvases (~0.4 s at most)
 VIPSEG_STUFF_MAX = 124
 
@@ -275,6 +277,7 @@ def _pose(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, sett
     """People on one skeleton (`skeleton` names it), or each on its own `limbs` (0-based pairs:
     a COCO category's own skeleton)."""
     _check_declared_size(annotation, plan.in_h, plan.in_w)
+    _check_pose_work(annotation)
     people = [transform_keypoints(plan, np.asarray(p, dtype=np.float64).reshape(-1, 3), settings.size)
               for p in annotation["people"]]
     if "limbs" not in annotation:
@@ -289,6 +292,22 @@ def _pose(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, sett
         skeleton = Skeleton(annotation["skeleton"], ("",) * len(person), tuple((a, b) for a, b in limbs))
         target = draw_skeletons(settings.size, [person], skeleton, background=target)
     return target if target is not None else np.zeros((settings.size, settings.size, 3), np.uint8)
+
+
+def _check_pose_work(annotation: dict[str, Any]) -> None:
+    """Refuse a pose target over the drawing budget (`MAX_BOXES` people, `MAX_POSE_STEPS` joints
+    and limbs) before any of it is drawn."""
+    people = annotation["people"]
+    if len(people) > MAX_BOXES:
+        raise AnnotationError("annotation_too_large", f"{len(people)} people, over the {MAX_BOXES} one target draws")
+    joints = sum(len(p) // 3 for p in people)
+    if "limbs" in annotation:
+        limbs = sum(len(each) for each in annotation["limbs"])
+    else:
+        limbs = len(people) * len(SKELETONS[annotation["skeleton"]].limbs)
+    if joints + limbs > MAX_POSE_STEPS:
+        raise AnnotationError("annotation_too_large", f"{joints} joints and {limbs} limbs, over the "
+                                                      f"{MAX_POSE_STEPS} one target draws")
 
 
 def _depth(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
