@@ -752,3 +752,37 @@ def test_people_past_the_drawing_budget_reject_their_pose_pair(tmp_path: Path):
         root = write_dataset(tmp_path / str(n), {"images": images(1), "categories": person_categories(),
                                                  "annotations": anns})
         assert outcome(read(root, ("pose",))["coco-1-pose"]) == expected, n
+
+
+def test_many_masks_of_one_image_are_decoded_one_at_a_time(tmp_path: Path, monkeypatch):
+    """Segment Anything's layout (COCO RLE, ~100 and up to ~400 masks of a 1500 x 2250 photo per
+    image): every mask was decoded before any was painted, 1.4 GB for such a photo, while the
+    memory budget judged only the label map. Now a mask is decoded when it is painted; the target
+    is still pycocotools' masks painted largest first. Past `MAX_MASK_PIXELS` of decoding the pair
+    is an `annotation_too_large` reject (the budget made small here)."""
+    import tracemalloc
+
+    import uvd_pipeline.render_annotated as render_annotated
+
+    h, w = 300, 400
+    rng = np.random.default_rng(5)
+    anns = []
+    for n in range(120):
+        mask = np.zeros((h, w), bool)
+        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        mask[y : y + rng.integers(2, 150), x : x + rng.integers(2, 200)] = True
+        anns.append(obj(n + 1, 1, 1 + n % 5, segmentation=fortran_rle(mask, bool(n % 2))))
+    root = write_dataset(tmp_path, {"images": images(1, width=w, height=h), "categories": categories(*range(1, 6)),
+                                    "annotations": anns},
+                         sizes={"1.png": (w, h)})
+    item = read(root, ("segmentation",))["coco-1-segmentation"]
+    assert_matches_pycocotools(item, root, 1, h, w)
+    tracemalloc.start()
+    try:
+        rendered(item)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 30 * h * w, peak  # 120 masks held at once: 120 * h * w bytes, and the image, map, canvas
+    monkeypatch.setattr(render_annotated, "MAX_MASK_PIXELS", 119 * h * w)
+    assert outcome(item) == ("annotation", "annotation_too_large")

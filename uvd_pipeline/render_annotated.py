@@ -61,6 +61,7 @@ RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any cou
 # cap allows) drew for hours
 MAX_BOXES = 20_000  # boxes, or people, of one target
 MAX_POSE_STEPS = 400_000  # joints and limbs of one pose target, all its people
+MAX_MASK_PIXELS = 4 << 30  # masks x image pixels one segmentation target decodes (~4 s)
 OUTLINE_BUDGET_CANVASES = 64  # turned outlines' windows, summed, in canvases (~0.4 s at most)
 VIPSEG_STUFF_MAX = 124
 
@@ -171,7 +172,10 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
 
     The map has the decoded image's size, never the size the JSON declares (a declared
     20000 x 20000 would cost gigabytes before any check); a declaration that differs from the
-    image means the coordinates refer to another image, so the pair is rejected.
+    image means the coordinates refer to another image, so the pair is rejected. Masks are
+    ordered by their RLE's area and decoded one at a time as they are painted: decoded all at
+    once, a Segment Anything image (1500 x 2250, up to ~400 masks) held 1.4 GB of masks, over the
+    memory budget that judged only the map. Their decoding is budgeted (`MAX_MASK_PIXELS`).
     """
     from pycocotools import mask as mask_utils
 
@@ -179,38 +183,58 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
     _check_declared_size(annotation, h, w)
     if h * w * SEGMENT_MAP_BYTES > DEFAULT_MAX_DECODE_BYTES:
         raise AnnotationError("annotation_too_large", f"a {w}x{h} label map is over the memory budget")
-    labels = np.zeros((h, w), np.int32)
-    masks: list[tuple[np.ndarray, int]] = []
-    for segment in annotation["segments"]:
-        seg = segment["segmentation"]
-        try:
-            if isinstance(seg, list):
-                polygons = [p for p in seg if len(p) >= 6]
-                if not polygons:
-                    raise AnnotationError("bad_segmentation", "no polygon of 3 or more points")
-                _check_polygons(polygons, h, w)
-                rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
-            elif list(seg.get("size") or ()) != [h, w]:  # checked before pycocotools allocates its size
-                raise AnnotationError("bad_segmentation", f"RLE size {seg.get('size')} vs image {[h, w]}")
-            else:
-                _check_rle_counts(seg.get("counts"), h, w)
-                rle = {"size": [h, w], "counts": seg["counts"]}  # a size written [60.0, 80.0] as C ints
-                rle = mask_utils.frPyObjects(rle, h, w) if isinstance(seg["counts"], list) else rle
-            mask = mask_utils.decode(rle).astype(bool)
-        except AnnotationError:
-            raise
-        except Exception as exc:
-            raise AnnotationError("bad_segmentation", type(exc).__name__) from None
-        if mask.shape != (h, w):
-            raise AnnotationError("bad_segmentation", f"mask {mask.shape} vs image {(h, w)}")
-        masks.append((mask, segment["category_id"]))
-    areas = [int(np.count_nonzero(mask)) for mask, _ in masks]
+    segments = annotation["segments"]
+    if len(segments) * h * w > MAX_MASK_PIXELS:
+        raise AnnotationError("annotation_too_large", f"{len(segments)} masks of {w}x{h} pixels, over the "
+                                                      f"{MAX_MASK_PIXELS} mask pixels one target decodes")
+    rles = [(_segment_rle(segment["segmentation"], h, w), segment["category_id"]) for segment in segments]
+    try:
+        areas = [int(mask_utils.area(rle)) for rle, _ in rles]
+    except Exception as exc:
+        raise AnnotationError("bad_segmentation", type(exc).__name__) from None
     if not any(areas):
         raise AnnotationError("empty_target", "no segment covers a pixel of the image")
-    for order in sorted(range(len(masks)), key=lambda i: -areas[i]):
-        mask, category_id = masks[order]
-        labels[mask] = category_id
+    labels = np.zeros((h, w), np.int32)
+    for order in sorted(range(len(rles)), key=lambda i: -areas[i]):
+        rle, category_id = rles[order]
+        labels[_decoded(rle, h, w)] = category_id
     return labels
+
+
+def _segment_rle(seg: Any, h: int, w: int) -> dict[str, Any]:
+    """One segment (polygons, or RLE with compressed or uncompressed counts) as a compressed RLE
+    of the image's size, checked before pycocotools reads it."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        if isinstance(seg, list):
+            polygons = [p for p in seg if len(p) >= 6]
+            if not polygons:
+                raise AnnotationError("bad_segmentation", "no polygon of 3 or more points")
+            _check_polygons(polygons, h, w)
+            return mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+        if list(seg.get("size") or ()) != [h, w]:  # checked before pycocotools allocates its size
+            raise AnnotationError("bad_segmentation", f"RLE size {seg.get('size')} vs image {[h, w]}")
+        _check_rle_counts(seg.get("counts"), h, w)
+        rle = {"size": [h, w], "counts": seg["counts"]}  # a size written [60.0, 80.0] as C ints
+        return mask_utils.frPyObjects(rle, h, w) if isinstance(seg["counts"], list) else rle
+    except AnnotationError:
+        raise
+    except Exception as exc:
+        raise AnnotationError("bad_segmentation", type(exc).__name__) from None
+
+
+def _decoded(rle: dict[str, Any], h: int, w: int) -> np.ndarray:
+    """An RLE's mask as booleans of the image's size."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        mask = mask_utils.decode(rle).astype(bool)
+    except Exception as exc:
+        raise AnnotationError("bad_segmentation", type(exc).__name__) from None
+    if mask.shape != (h, w):
+        raise AnnotationError("bad_segmentation", f"mask {mask.shape} vs image {(h, w)}")
+    return mask
 
 
 def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
