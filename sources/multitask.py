@@ -1,9 +1,17 @@
-"""Multi-annotation tuples in a Taskonomy-style layout, matched by file stem.
+"""Multi-annotation tuples in Taskonomy's layout, or Omnidata's download of it, matched by file stem.
 
-`<building>/<domain folder>/<stem>_domain_<domain id>.png`, as Taskonomy and Omnidata name them: the
-domain id is the folder's name, but semantic labels are `segment_semantic/<stem>_domain_segmentsemantic.png`
-(Omnidata's task_configs.py). A tuple is the image and its normals,
-edges, depth and segmentation; a stem missing any of them is rejected with the missing task.
+Taskonomy: `<building>/<domain folder>/<stem>_domain_<domain id>.png`. Omnidata's downloader
+(`omnitools.download`) moves each `<building>_<domain>.tar`'s folder to
+`<domain folder>/<component>/<building>/` (component: taskonomy, replica, hypersim, ...): the same
+files, domain first. The tree says which: the download has `rgb/<component>/<building>/`, while a
+building-first building named `rgb` holds files in `rgb/rgb/`, never a folder below it. The domain
+id is the folder's name, but semantic labels are `segment_semantic/<stem>_domain_segmentsemantic.png`
+(Omnidata's task_configs.py). A tuple is the image and its normals, edges, depth and segmentation;
+a stem missing any of them is rejected with the missing task.
+A building is a unit in both layouts. Taskonomy's buildings key as `<source>-<building>-<stem>` in
+both (a user who moves the files keeps the output); another component's as
+`<source>-<component>-<building>-<stem>`, so a name two components share is two buildings, and no
+key depends on which other components were downloaded.
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a tuple or a building.
 """
@@ -14,7 +22,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
-from sources.paths import path_problem, set_aside, set_aside_problem, shown_name
+from sources.paths import names_below, path_problem, set_aside, set_aside_problem, shown_name
 from sources.records import Reject, SourceItem, TupleRecord, safe_key
 
 # task -> (folder, domain id: the files' `_domain_<id>.png` ending)
@@ -33,6 +41,22 @@ DEPTH_SCALE = 1 / 512  # Taskonomy depth_zbuffer: 1/512 m per unit, 65535 = no d
 # floor receding over a 512 x 512 view ~15, a far one at a grazing angle ~150, while a depth step
 # of a quarter (z to 1.25 z) gives ~480 at 1 m and ~1100 at 5 m. An edge is a value above this.
 EDGE_THRESHOLD = 256
+TASKONOMY_COMPONENT = "taskonomy"  # the download's component whose keys are those of Taskonomy's own layout
+
+
+@dataclass(frozen=True)
+class _Building:
+    """One building's domain folders, in either layout, and the names its keys and rejects use."""
+
+    name: str
+    component: str  # "" in Taskonomy's building-first layout
+    folders: dict[str, str]  # task -> the folder holding its files
+    shown_root: str  # set-aside files are named from here: the building, or the download's root
+
+    @property
+    def key_parts(self) -> tuple[str, ...]:
+        keep = self.component and self.component != TASKONOMY_COMPONENT
+        return (self.component, self.name) if keep else (self.name,)
 
 
 @dataclass(frozen=True)
@@ -43,55 +67,109 @@ class MultiTaskSource:
     follow_links: bool = False  # read buildings and files that are links leading out of `path`
 
     def units(self) -> list[str]:
+        """Building folders: `<building>` (Taskonomy) or `<domain folder>/<component>/<building>`
+        (Omnidata's download), and each set-aside folder (`__MACOSX/`, `@eaDir/`: one reject each)."""
         dirs = fsio.list_dirs(self.path, links=True)
-        aside = [d for d in dirs if set_aside(fsio.basename(d))]  # `__MACOSX/`, `@eaDir/`: one reject each
+        aside = [d for d in dirs if set_aside(fsio.basename(d))]
         kept = [d for d in dirs if d not in aside]
         buildings = [d for d in kept if fsio.exists(fsio.join(d, IMAGE_FOLDER))]
+        if self._domain_first(kept):
+            # the download's domain folders, those not read too (point_info/, mask_valid/), are no
+            # buildings; a building moved under <building>/ by hand is read beside them
+            return self._download_units() + buildings + aside
         if not buildings:
-            raise FileNotFoundError(f"no <building>/{IMAGE_FOLDER}/ folders under {self.path}"
-                                    + self._domain_first_hint())
+            raise FileNotFoundError(f"no <building>/{IMAGE_FOLDER}/ folders (Taskonomy) or "
+                                    f"{IMAGE_FOLDER}/<component>/<building>/ folders (omnitools.download) "
+                                    f"under {self.path}")
         # a folder without rgb/ (a building whose rgb tar was never extracted) is a unit too: read, it
         # is one reject, so its other domains never vanish silently
         return buildings + [d for d in kept if d not in buildings] + aside
 
-    def _domain_first_hint(self) -> str:
-        """What to do with Omnidata's download (omnitools.download: <domain>/<component>/<building>/)."""
-        image = fsio.join(self.path, IMAGE_FOLDER)
-        components = fsio.list_dirs(image) if fsio.isdir(image) else []
-        if not components:
-            return ""
-        example = f"{IMAGE_FOLDER}/{fsio.basename(components[0])}/<building>/"
-        return (f"; it holds {example}, Omnidata's domain-first download, which is not read: "
-                f"move each building's domains under <building>/ (<building>/{IMAGE_FOLDER}/, <building>/normal/, ...)")
+    def _listed(self, folder: str) -> bool:
+        """Whether units() may list `folder`: no set-aside name, no link leading out of the root
+        (such a folder is a unit of its own, one reject)."""
+        return not set_aside(fsio.basename(folder)) and path_problem(self.path, folder, self.follow_links) is None
 
-    def read(self, building: str) -> Iterator[SourceItem]:
-        name = fsio.basename(building)
-        outside = set_aside_problem(self.path, building) or path_problem(self.path, building, self.follow_links)
+    def _domain_first(self, kept: list[str]) -> bool:
+        """Whether the root holds Omnidata's download: `rgb/<component>/<building>/`."""
+        image = next((d for d in kept if fsio.basename(d) == IMAGE_FOLDER), None)
+        if image is None or not self._listed(image):
+            return False
+        return any(self._listed(c) and any(map(self._listed, fsio.list_dirs(c, links=True)))
+                   for c in fsio.list_dirs(image, links=True))
+
+    def _download_units(self) -> list[str]:
+        """Each `<component>/<building>` once, at its rgb folder where it has one (a building whose
+        rgb tar never arrived: at its first domain holding it), then each folder not listed."""
+        found: dict[tuple[str, str], str] = {}
+        refused: list[str] = []
+        for task in self.tasks:
+            domain = fsio.join(self.path, TASKONOMY[task][0])
+            if not fsio.isdir(domain):
+                continue
+            if not self._listed(domain):
+                refused.append(domain)
+                continue
+            for component in fsio.list_dirs(domain, links=True):
+                if not self._listed(component):
+                    refused.append(component)
+                    continue
+                for building in fsio.list_dirs(component, links=True):
+                    if set_aside(fsio.basename(building)):
+                        refused.append(building)
+                    else:  # a link leading out is a building: read, it is one reject under its key
+                        found.setdefault((fsio.basename(component), fsio.basename(building)), building)
+        return list(found.values()) + refused
+
+    def _building(self, unit: str) -> _Building:
+        """The building a unit names: `<building>` or `<domain folder>/<component>/<building>`."""
+        parts = names_below(self.path, unit)
+        if len(parts) != 3:
+            return _Building(fsio.basename(unit), "", {t: fsio.join(unit, TASKONOMY[t][0]) for t in self.tasks}, unit)
+        _, component, name = parts
+        folders = {t: fsio.join(self.path, TASKONOMY[t][0], component, name) for t in self.tasks}
+        return _Building(name, component, folders, self.path)
+
+    def _unit_key(self, unit: str) -> str:
+        parts = names_below(self.path, unit)
+        if len(parts) == 3 and not set_aside(parts[-1]):  # a building of the download
+            return safe_key(self.name, *self._building(unit).key_parts)
+        return safe_key(self.name, *parts)  # a building, or a download's folder not listed: its path
+
+    def read(self, unit: str) -> Iterator[SourceItem]:
+        outside = set_aside_problem(self.path, unit) or path_problem(self.path, unit, self.follow_links)
         if outside:  # not listed: the linked building is one rejected item
-            key = safe_key(self.name, name)
+            key = self._unit_key(unit)
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
             return
-        if not fsio.exists(fsio.join(building, IMAGE_FOLDER)):
-            key = safe_key(self.name, name)
-            yield Reject(key, self.name, key, "read", "incomplete_tuple",
-                         f"no {IMAGE_FOLDER}/ folder in {shown_name(name)}: none of its views has its image")
+        building = self._building(unit)
+        image = building.folders.get("image", "")
+        if not fsio.exists(image):
+            key = self._unit_key(unit)
+            where = (f"{IMAGE_FOLDER}/ folder in {shown_name(building.name)}" if not building.component else
+                     f"{shown_name(f'{IMAGE_FOLDER}/{building.component}/{building.name}/')} folder")
+            yield Reject(key, self.name, key, "read", "incomplete_tuple", f"no {where}: none of its views has its image")
             return
+        yield from self._tuples(building)
+
+    def _tuples(self, building: _Building) -> Iterator[SourceItem]:
         files: dict[str, dict[str, str]] = {}
         for task in self.tasks:
             folder, domain = TASKONOMY[task]
-            directory = fsio.join(building, folder)
+            directory = building.folders[task]
             if not fsio.exists(directory):
                 continue
             suffix = f"_domain_{domain}.png"
             for uri in fsio.list_files(directory, (suffix,), links=True):
-                aside = set_aside_problem(building, uri)
+                aside = set_aside_problem(building.shown_root, uri)
                 if aside:  # a Mac's `._<stem>_domain_rgb.png`: never a tuple of its own
-                    key = safe_key(self.name, name, folder, fsio.basename(uri))
+                    key = safe_key(self.name, *building.key_parts, folder, fsio.basename(uri))
                     yield Reject(key, self.name, key, "read", aside.reason, aside.detail)
                     continue
                 files.setdefault(fsio.basename(uri)[: -len(suffix)], {})[task] = uri
+        lineage = {"component": building.component} if len(building.key_parts) > 1 else {}
         for stem in sorted(files):
-            group = safe_key(self.name, name, stem)
+            group = safe_key(self.name, *building.key_parts, stem)
             found = files[stem]
             missing = [t for t in self.tasks if t not in found]
             outside = next(filter(None, (path_problem(self.path, u, self.follow_links) for u in found.values())), None)
@@ -102,5 +180,5 @@ class MultiTaskSource:
                 yield Reject(group, self.name, group, "read", "incomplete_tuple", f"missing {', '.join(missing)}")
                 continue
             yield TupleRecord(key=group, source=self.name, group=group,
-                              uris=tuple((t, found[t]) for t in self.tasks),
-                              formats=(("depth", "png16"),), lineage={"building": name, "stem": stem})
+                              uris=tuple((t, found[t]) for t in self.tasks), formats=(("depth", "png16"),),
+                              lineage={**lineage, "building": building.name, "stem": stem})

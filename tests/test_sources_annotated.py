@@ -503,10 +503,10 @@ def test_taskonomy_building_without_its_rgb_folder_is_a_reject(tmp_path: Path):
     items = _read_all(MultiTaskSource("tk", str(tmp_path)))
     assert [type(i).__name__ for i in items] == ["TupleRecord", "Reject"]
     assert (items[1].key, items[1].reason) == ("tk-beechwood", "incomplete_tuple") and "rgb/" in items[1].detail
-    omnidata = tmp_path / "omnidata"  # omnitools.download's layout: <domain>/<component>/<building>/
-    _png(omnidata / "rgb/taskonomy/allensville/point_0_view_0_domain_rgb.png", np.zeros((4, 4), np.uint8))
-    with pytest.raises(FileNotFoundError, match="rgb/taskonomy/"):
-        MultiTaskSource("tk", str(omnidata)).units()
+    no_rgb = tmp_path / "no_rgb"  # neither layout's rgb folders: `check` names both
+    _png(no_rgb / "normal/taskonomy/allensville/point_0_view_0_domain_normal.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(FileNotFoundError, match=r"<building>/rgb/ folders \(Taskonomy\) or rgb/<component>/<building>/"):
+        MultiTaskSource("tk", str(no_rgb)).units()
 
 def test_annotated_video_layouts(tmp_path: Path):
     from scipy.io import savemat
@@ -1178,3 +1178,98 @@ def test_objaverse_appledouble_cameras_are_no_bad_camera(tmp_path: Path):
     assert _set_aside(items) == sorted(
         [("hidden_file", ".git/"), ("os_metadata", "@eaDir/"), ("os_metadata", "__MACOSX/")]
         + [("os_metadata", f"u1/._{v:03d}.{ext}") for v in range(4) for ext in ("npy", "png")])
+
+
+def _taskonomy_view(seed: int, size: int = 24) -> dict[str, np.ndarray]:
+    """One view's five domains as Taskonomy writes them: uint16 depth (1/512 m, 65535 no depth)
+    and edges (`_taskonomy_edges`), RGB normals, uint8 class ids."""
+    rng = np.random.default_rng(seed)
+    depth = np.round(512 * (1 + 3 * rng.random((size, size)))).astype(np.uint16)
+    depth[:3] = 65535
+    return {"rgb": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+            "normal": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+            "edge_occlusion": _taskonomy_edges(depth), "depth_zbuffer": depth,
+            "segment_semantic": rng.integers(0, 17, (size, size)).astype(np.uint8)}
+
+
+def _write_view(root: Path, component: str, building: str, stem: str, view: dict[str, np.ndarray],
+                domain_first: bool) -> None:
+    """Taskonomy's `<building>/<folder>/` or omnitools.download's `<folder>/<component>/<building>/`
+    (its untar moves each `<building>_<domain>.tar`'s folder to `<domain>/<component>/<building>`)."""
+    from PIL import Image
+
+    for folder, array in view.items():
+        parent = root / folder / component / building if domain_first else root / building / folder
+        parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(parent / f"{stem}_domain_{TASKONOMY_DOMAIN_IDS[folder]}.png")
+
+
+def test_omnidata_download_renders_as_its_taskonomy_buildings(tmp_path: Path):
+    """omnitools.download writes `rgb/taskonomy/allensville/point_0_view_0_domain_rgb.png`: the
+    reader took only `<building>/rgb/` and stopped (`check`: move the files by hand). Now each
+    `<component>/<building>` is a building: Taskonomy's keys are those of the building-first
+    tree (a user who moves the files keeps the output), another component's carry its name, so
+    replica's `allensville` is no second copy of Taskonomy's."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    views = {("taskonomy", "allensville", "point_0_view_0"): _taskonomy_view(0),
+             ("taskonomy", "allensville", "point_3_view_1"): _taskonomy_view(1),
+             ("replica", "frl_apartment_0", "point_0_view_0"): _taskonomy_view(2),
+             ("replica", "allensville", "point_0_view_0"): _taskonomy_view(3)}
+    for (component, building, stem), view in views.items():
+        _write_view(tmp_path / "omnidata", component, building, stem, view, domain_first=True)
+        if (component, building) != ("replica", "allensville"):  # one building of each name
+            _write_view(tmp_path / "taskonomy", component, building, stem, view, domain_first=False)
+    read = {i.key: i for i in _read_all(MultiTaskSource("tk", str(tmp_path / "omnidata")))}
+    moved = {i.key: i for i in _read_all(MultiTaskSource("tk", str(tmp_path / "taskonomy")))}
+    assert all(isinstance(i, TupleRecord) for i in [*read.values(), *moved.values()])
+    assert sorted(read) == ["tk-allensville-point_0_view_0", "tk-allensville-point_3_view_1",
+                            "tk-replica-allensville-point_0_view_0", "tk-replica-frl_apartment_0-point_0_view_0"]
+    same = {"tk-allensville-point_0_view_0": "tk-allensville-point_0_view_0",
+            "tk-allensville-point_3_view_1": "tk-allensville-point_3_view_1",
+            "tk-replica-frl_apartment_0-point_0_view_0": "tk-frl_apartment_0-point_0_view_0"}
+    for key, moved_key in same.items():
+        assert [np.array_equal(a, b) for a, b in zip(_render(read[key], size=24), _render(moved[moved_key], size=24))] == [True] * 5
+    assert read["tk-allensville-point_0_view_0"].lineage == moved["tk-allensville-point_0_view_0"].lineage
+    assert read["tk-replica-allensville-point_0_view_0"].lineage == {
+        "component": "replica", "building": "allensville", "stem": "point_0_view_0"}
+    for (component, building, stem), view in views.items():  # each key holds its own files' values
+        key = f"tk-{building}-{stem}" if component == "taskonomy" else f"tk-{component}-{building}-{stem}"
+        image, normals, _, _, segment = _render(read[key], size=24)
+        rgb = np.asarray(Image.open(tmp_path / "omnidata/rgb" / component / building / f"{stem}_domain_rgb.png"))
+        assert np.array_equal(image, rgb) and np.array_equal(normals, view["normal"])
+        assert np.array_equal(segment, class_colours()[view["segment_semantic"]])
+
+
+def _broken_taskonomy(root: Path, outside: Path, domain_first: bool) -> None:
+    """Two buildings of a download gone wrong: a view without its depth, a building whose rgb tar
+    never arrived, a Mac's `._` files and `__MACOSX/`, a building that is a link out of the root."""
+    view = _taskonomy_view(4, size=8)
+    _write_view(root, "taskonomy", "allensville", "point_0_view_0", view, domain_first)
+    _write_view(root, "taskonomy", "allensville", "point_1_view_0",
+                {f: a for f, a in view.items() if f != "depth_zbuffer"}, domain_first)
+    _write_view(root, "taskonomy", "beechwood", "point_0_view_0",
+                {f: a for f, a in view.items() if f != "rgb"}, domain_first)
+    os_junk.mac_copy(root), os_junk.mac_zip(root, "allensville")
+    _write_view(outside, "taskonomy", "linked", "point_0_view_0", view, domain_first)
+    if domain_first:
+        for folder in TASKONOMY_DOMAIN_IDS:
+            (root / folder / "taskonomy" / "linked").symlink_to(outside / folder / "taskonomy" / "linked")
+    else:
+        (root / "linked").symlink_to(outside / "linked")
+
+
+def test_omnidata_download_rejects_what_a_taskonomy_tree_rejects(tmp_path: Path):
+    """Each fault of a building-first tree is the same reject, under the same key, in the
+    domain-first download: a missing domain, a building without rgb, OS metadata, a link out."""
+    results = []
+    for domain_first in (False, True):
+        root = tmp_path / f"root{int(domain_first)}"
+        _broken_taskonomy(root, tmp_path / f"outside{int(domain_first)}", domain_first)
+        items = _read_all(MultiTaskSource("tk", str(root)))
+        results.append(sorted((i.key, i.reason if isinstance(i, Reject) else "tuple") for i in items))
+    assert results[0] == results[1]
+    assert Counter(reason for _, reason in results[1]) == {
+        "tuple": 1, "incomplete_tuple": 2, "outside_root": 1, "os_metadata": 9 + 1}  # allensville's 9 files, `__MACOSX/`
