@@ -3,7 +3,8 @@
 Every committed file (rendered tars and their rejects/fingerprints files, token shards) is checked
 against the size and sha256 its stats file recorded (`--quick`: sizes only, no file is read);
 unreadable stats files and an unreadable `build.json`/`summary.json` count as damaged too, and so
-do unit store files (`OUT/_units/`) that differ from their commit marks (the next build renders
+do files and folders this user cannot read (named with the system's reason: one refusal does not end
+the check, every damaged file is listed in the one run) and unit store files (`OUT/_units/`) that differ from their commit marks (the next build renders
 such a unit again). The shard folders are held to `summary.json` and the stats files both: a shard
 `summary.json` lists whose stats file (its commit mark) is gone, and any file in `rendered/` or
 `tokens/` that no stats file names (a stray tar beside the committed ones, a folder no build
@@ -130,6 +131,21 @@ def _prune_empty(folder: str, roots: list[str]) -> None:
         folder = os.path.dirname(folder)
 
 
+def _gone(uri: str) -> bool:
+    """Whether `uri` is known not to be there. A file in a local folder this user may not list is
+    not known gone (`exists` says False there): its folder is named as unreadable instead."""
+    local = fsio.local_path(uri)
+    if local is None:
+        return not fsio.exists(uri)
+    try:
+        os.stat(local)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def missing_marks(output: str) -> list[tuple[str, str]]:
     """(stats file, why) for each shard `summary.json` lists whose commit mark is gone, and for
     each source with fewer token shards than `summary.json` counts (its shards without one named)."""
@@ -147,16 +163,23 @@ def missing_marks(output: str) -> list[tuple[str, str]]:
     missing = []
     for source, split, stem in listed:
         uri = fsio.join(output, RENDERED_DIR, source, split, stem + STATS_SUFFIX)
-        if not fsio.exists(uri):
+        if _gone(uri):
             missing.append((uri, f"missing: {SUMMARY_FILE} lists shard {stem}, its stats file (the commit mark) is gone"))
     for source, count in sorted(tokens.items()):
         shards = [(split, stem) for s, split, stem in listed if s == source]
         marks = [token_shard_path(output, source, split, stem)[: -len(ARROW_SUFFIX)] + STATS_SUFFIX for split, stem in shards]
-        absent = [uri for uri in marks if not fsio.exists(uri)]
+        absent = [uri for uri in marks if _gone(uri)]
         if len(marks) - len(absent) < count:
             missing += [(uri, f"missing: {SUMMARY_FILE} counts {count} token shards of {source}, "
                               f"{len(marks) - len(absent)} have stats") for uri in absent]
     return missing
+
+
+def unreadable(exc: OSError) -> str:
+    """What is wrong with a file or folder the system refuses to read or list (no permission, a
+    failing disk): its reason, and the fix."""
+    return (f"cannot be read ({exc.strerror or type(exc).__name__}); give this user access to it "
+            "(read, and list for a folder), or replace the disk it is on")
 
 
 def no_output(output: str, why: str) -> NotFound:
@@ -180,9 +203,11 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.build import BUILD_FILE
     from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.output_lock import read_holder
-    from uvd_pipeline.rendered_shards import stats_files
+    from uvd_pipeline.rendered_shards import RENDERED_DIR, stats_files
+    from uvd_pipeline.shards import TOKENS_DIR
     from uvd_pipeline.tokenize_stage import token_stats_files
     from uvd_pipeline.unit_relocation import pending_placements
+    from uvd_pipeline.unit_store import UNITS_DIR
 
     if not fsio.exists(fsio.join(output, BUILD_FILE)):
         raise no_output(output, f"is not a build output (it has no {BUILD_FILE})")
@@ -193,15 +218,29 @@ def verify_output(output: str, quick: bool = False,
     result.finished = fsio.exists(fsio.join(output, SUMMARY_FILE))
 
     def damaged(uri: str, why: str) -> None:
+        if (uri, why) in result.damaged:  # a folder that refused two listings is named once
+            return
         result.damaged.append((uri, why))
         if on_damage is not None:
             on_damage(uri, why)
 
     def check(recorded: Recorded) -> None:
         result.files += 1
-        why = check_file(recorded, full=not quick)
+        try:
+            why = check_file(recorded, full=not quick)
+        except OSError as exc:  # a refusal (mode 000, a failing disk): the other files are checked all the same
+            why = unreadable(exc)
         if why:
             damaged(recorded.uri, why)
+
+    def listed(listing: Callable[[str], list[str]], folder: str) -> list[str]:
+        """A listing of the output's `folder`; one the system refuses is damage (named by the
+        folder it refused), not the end of the check."""
+        try:
+            return listing(output)
+        except OSError as exc:
+            damaged(exc.filename or fsio.join(output, folder), unreadable(exc))
+            return []
 
     for name in (BUILD_FILE, SUMMARY_FILE):
         uri = fsio.join(output, name)
@@ -211,9 +250,12 @@ def verify_output(output: str, quick: bool = False,
                 _json(uri)
             except ValueError as exc:
                 damaged(uri, f"unreadable JSON ({exc})"[:200])
+            except OSError as exc:
+                damaged(uri, unreadable(exc))
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
     intact_tars: dict[str, str | None] = {}  # committed tar (as placement records name it) -> its sha256
-    for listing, kind in ((stats_files(output), "rendered"), (token_stats_files(output), "token")):
+    for listing, kind in ((listed(stats_files, RENDERED_DIR), "rendered"),
+                          (listed(token_stats_files, TOKENS_DIR), "token")):
         for uri in listing:
             result.files += 1
             claimed.add(uri)
@@ -222,6 +264,9 @@ def verify_output(output: str, quick: bool = False,
                 files = rendered_files(uri, stats) if kind == "rendered" else [token_file(uri, stats)]
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 damaged(uri, f"unreadable stats ({type(exc).__name__}: {exc})"[:200])
+                continue
+            except OSError as exc:  # a stats file, or a folder below that cannot be listed (listed as an entry)
+                damaged(uri, unreadable(exc))
                 continue
             claimed.update(f.uri for f in files)
             if kind == "rendered":
@@ -234,10 +279,14 @@ def verify_output(output: str, quick: bool = False,
             if kind == "rendered" and len(result.damaged) == damage:
                 intact_tars[placed_name(uri, stats)] = stats.get("tar_sha256")
     if holder is None:
-        for uri, why in missing_marks(output) + [(uri, STRAY) for uri in unclaimed_files(output, claimed)]:
+        strays = listed(lambda out: unclaimed_files(out, claimed), RENDERED_DIR)
+        for uri, why in missing_marks(output) + [(uri, STRAY) for uri in strays]:
             damaged(uri, why)
     placed = functools.cache(lambda: pending_placements(output, intact_tars))
-    for uri in unit_marks(output) if units else []:
+    def refused(folder: str, exc: OSError) -> None:
+        damaged(folder, unreadable(exc))
+
+    for uri in listed(lambda out: unit_marks(out, refused), UNITS_DIR) if units else []:
         result.files += 1
         result.units += 1
         why = check_unit(output, uri, full=not quick, placed=placed)
