@@ -550,3 +550,39 @@ def test_report_of_an_output_given_by_a_relative_path(report_copy, monkeypatch):
     paths = write_report(out.name, max_sentences_per_group=1)
     assert "<h2>Sentences by source</h2>" in (out / "report" / "report.html").read_text()
     assert paths["html"].endswith("report.html")
+
+
+def test_the_reports_check_lists_the_shards_and_reads_the_summary_no_more_than_verify(report_build, monkeypatch):
+    """The report's check of the output (`output_problems`) listed the rendered shards' stats
+    files again after `verify_output` had just listed them, and verify read summary.json twice
+    (its JSON check, then its missing-marks check): on an object store each is another round of
+    requests. Now the check lists each folder as often as verify alone does, and reads the
+    summary once."""
+    import builtins
+
+    from sources import fsio
+    from uvd_pipeline.report_data import output_problems
+    from uvd_pipeline.verify import verify_output
+
+    config, summary = report_build
+    listed: Counter[str] = Counter()
+    summary_reads = Counter()
+    real_list, real_open = fsio.list_files, builtins.open
+
+    def counting_list(uri, *args, **kwargs):
+        listed[str(uri)] += 1
+        return real_list(uri, *args, **kwargs)
+
+    def counting_open(file, *args, **kwargs):
+        summary_reads[str(file)] += str(file).endswith("summary.json")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(fsio, "list_files", counting_list)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    assert verify_output(config.output, quick=True, units=False).intact
+    alone = Counter(listed)
+    listed.clear()
+    summary_reads.clear()
+    assert output_problems(config.output, summary) == []
+    assert listed == alone and any(uri.endswith("/rendered") for uri in alone)
+    assert sum(summary_reads.values()) == 1

@@ -42,6 +42,7 @@ class VerifyResult:
     holder: str | None = None  # the build holding the output's lock, if any
     holder_gone: bool = False  # that build's process is known to be gone (killed or crashed on this host)
     finished: bool = True  # summary.json is there: the last build finished (`build.unfinish`)
+    stats: list[str] = field(default_factory=list)  # the rendered shards' stats files found (the report's listing)
 
     @property
     def intact(self) -> bool:
@@ -146,16 +147,17 @@ def _gone(uri: str) -> bool:
     return False
 
 
-def missing_marks(output: str) -> list[tuple[str, str]]:
+def missing_marks(output: str, summary: Any = None) -> list[tuple[str, str]]:
     """(stats file, why) for each shard `summary.json` lists whose commit mark is gone, and for
-    each source with fewer token shards than `summary.json` counts (its shards without one named)."""
+    each source with fewer token shards than `summary.json` counts (its shards without one named).
+    `summary`: its content, from a caller that has just read it (read here otherwise)."""
     from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX
     from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.shards import ARROW_SUFFIX
     from uvd_pipeline.tokenize_stage import token_shard_path
 
     try:
-        summary = _json(fsio.join(output, SUMMARY_FILE))
+        summary = _json(fsio.join(output, SUMMARY_FILE)) if summary is None else summary
         listed = [(str(s["source"]), str(s["split"]), str(s["tar"])[: -len(TAR_SUFFIX)]) for s in summary["shards"]]
         tokens = {str(k): int(v["shards"]) for k, v in ((summary.get("tokens") or {}).get("sources") or {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -242,20 +244,21 @@ def verify_output(output: str, quick: bool = False,
             damaged(exc.filename or fsio.join(output, folder), unreadable(exc))
             return []
 
+    read: dict[str, Any] = {}  # build.json and summary.json, each read once
     for name in (BUILD_FILE, SUMMARY_FILE):
         uri = fsio.join(output, name)
         if fsio.exists(uri):
             result.files += 1
             try:
-                _json(uri)
+                read[name] = _json(uri)
             except ValueError as exc:
                 damaged(uri, f"unreadable JSON ({exc})"[:200])
             except OSError as exc:
                 damaged(uri, unreadable(exc))
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
     intact_tars: dict[str, str | None] = {}  # committed tar (as placement records name it) -> its sha256
-    for listing, kind in ((listed(stats_files, RENDERED_DIR), "rendered"),
-                          (listed(token_stats_files, TOKENS_DIR), "token")):
+    result.stats = listed(stats_files, RENDERED_DIR)
+    for listing, kind in ((result.stats, "rendered"), (listed(token_stats_files, TOKENS_DIR), "token")):
         for uri in listing:
             result.files += 1
             claimed.add(uri)
@@ -280,7 +283,7 @@ def verify_output(output: str, quick: bool = False,
                 intact_tars[placed_name(uri, stats)] = stats.get("tar_sha256")
     if holder is None:
         strays = listed(lambda out: unclaimed_files(out, claimed), RENDERED_DIR)
-        for uri, why in missing_marks(output) + [(uri, STRAY) for uri in strays]:
+        for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, STRAY) for uri in strays]:
             damaged(uri, why)
     placed = functools.cache(lambda: pending_placements(output, intact_tars))
     def refused(folder: str, exc: OSError) -> None:
