@@ -293,3 +293,55 @@ def test_the_command_line_keeps_dasks_chatter_out_unless_verbose(verbose):
     assert done.returncode == 0, done.stderr
     assert "our line" in done.stderr and "a warning" in done.stderr
     assert ("chatter" in done.stderr) == verbose
+
+
+@pytest.mark.parametrize("error", [AttributeError("a bug of ours"), KeyboardInterrupt()], ids=["bug", "interrupt"])
+def test_a_bug_or_an_interrupt_in_the_scheduler_probe_is_not_called_unreachable(error, monkeypatch):
+    """The probe caught every Exception as 'no Dask scheduler answers': a programming error there
+    (an AttributeError after an API change of distributed, say) sent the user to start a scheduler
+    that is running. Only what an unreachable address raises (OSError, ValueError) is that; the
+    rest keeps its traceback, and Ctrl-C stays an interrupt."""
+    from uvd_pipeline import dask_cluster
+
+    async def probe(*args) -> dict:
+        raise error
+
+    monkeypatch.setattr(dask_cluster, "_identity", probe)
+    with pytest.raises(type(error)):
+        dask_cluster.check_address("tcp://127.0.0.1:8786", timeout=1)
+
+
+def _tls_settings(security, folder: Path) -> dict[str, str]:
+    """Dask config settings of a client with `security`'s temporary certificates, written to files
+    as a cluster's operator hands them out."""
+    files = {"ca-file": security.tls_ca_file, "client.cert": security.tls_client_cert,
+             "client.key": security.tls_client_key}
+    settings = {}
+    for name, pem in files.items():
+        path = folder / f"{name}.pem"
+        path.write_text(pem)
+        settings[f"distributed.comm.tls.{name}"] = str(path)
+    return settings
+
+
+def test_a_tls_scheduler_is_probed_with_the_tls_settings_a_client_uses(tmp_path):
+    """A scheduler on tls:// (certificates in Dask's config, the way any Dask client, and so Beam's
+    runner's, finds them) was refused as 'no Dask scheduler answers ... TypeError: TLS expects a
+    ssl_context': the probe connected without the config's security. Now it answers; without TLS
+    settings the error names them."""
+    import dask
+    from distributed.security import Security
+
+    from uvd_pipeline.dask_cluster import check_address
+
+    security = Security.temporary()
+    with distributed.LocalCluster(n_workers=0, processes=False, security=security, protocol="tls://",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        with pytest.raises(ConfigError, match=r"beam\.dask\.address: .* TLS address .*distributed\.comm\.tls\.ca-file"):
+            check_address(address, timeout=2)
+        with dask.config.set(_tls_settings(security, tmp_path)):
+            check_address(address, timeout=2)
+            with distributed.Client(address) as client:  # the build's client reaches it with the same settings
+                assert client.scheduler_info()["type"] == "Scheduler"
