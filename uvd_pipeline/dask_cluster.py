@@ -110,17 +110,21 @@ def memory_limit(value: str) -> str | int:
 
 @contextmanager
 def scheduler(settings: DaskConfig) -> Iterator[str]:
-    """Yield the scheduler address; a local cluster started here is closed on exit."""
+    """Yield the scheduler address; a local cluster started here is closed on exit (its workers
+    keep Beam's import warning out and end at once when closed: `uvd_pipeline.dask_worker`)."""
     if settings.address:
         yield settings.address
         return
     from distributed import LocalCluster
 
+    from uvd_pipeline.dask_worker import BuildWorker
+
     # its HTTP pages (the dashboard where bokeh is installed) on a free loopback port: with None,
     # distributed still binds 8787, the port of a person's own dashboard
     cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
                            memory_limit=memory_limit(settings.memory_limit), processes=True,
-                           host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
+                           plugins=(BuildWorker(),))
     log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
              settings.workers, settings.threads_per_worker, cluster.dashboard_link)
     try:
