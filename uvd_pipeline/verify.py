@@ -3,21 +3,21 @@
 Every committed file (rendered tars and their rejects/fingerprints files, token shards) is checked
 against the size and sha256 its stats file recorded (`--quick`: sizes only, no file is read);
 unreadable stats files and an unreadable `build.json`/`summary.json` count as damaged too, and so
-do files and folders this user cannot read (named with the system's reason: one refusal does not end
-the check, every damaged file is listed in the one run) and unit store files (`OUT/_units/`) that differ from their commit marks (the next build renders
-such a unit again). The shard folders are held to `summary.json` and the stats files both: a shard
-`summary.json` lists whose stats file (its commit mark) is gone, and any file in `rendered/` or
-`tokens/` that no stats file names (a stray tar beside the committed ones, a folder no build
-wrote: a glob reader would take them) are damage too; these two need a finished build, so they
-are left out while a build holds the output. Each
-damaged file is printed with what is wrong, then one summary line; the exit code is 0 when the
-output is intact and 1 when something is damaged. A resumed `build --verify` rebuilds the damaged
-shards.
+do files and folders the system refuses to read (no permission, a failing disk: named with its
+reason; one refusal does not end the check) and unit store files (`OUT/_units/`) that differ from
+their commit marks (the next build renders such a unit again). The shard folders are held to
+`summary.json` and the stats files both: a shard `summary.json` lists whose stats file (its commit
+mark) is gone, and any file in `rendered/` or `tokens/` that no stats file names (a stray tar
+beside the committed ones, a folder no build wrote: a glob reader would take them) are damage too;
+these two need a finished build, so they are left out while a build holds the output. Each damaged
+file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
+intact and 1 when something is damaged. A resumed `build --verify` rebuilds the damaged shards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -180,8 +180,9 @@ def missing_marks(output: str, summary: Any = None) -> list[tuple[str, str]]:
 def unreadable(exc: OSError) -> str:
     """What is wrong with a file or folder the system refuses to read or list (no permission, a
     failing disk): its reason, and the fix."""
-    return (f"cannot be read ({exc.strerror or type(exc).__name__}); give this user access to it "
-            "(read, and list for a folder), or replace the disk it is on")
+    fix = ("give this user access to it (read, and list for a folder)" if exc.errno in (errno.EACCES, errno.EPERM)
+           else "check the disk it is on (dmesg), then verify again")
+    return f"cannot be read ({exc.strerror or type(exc).__name__}); {fix}"
 
 
 def no_output(output: str, why: str) -> NotFound:
@@ -285,10 +286,11 @@ def verify_output(output: str, quick: bool = False,
         strays = listed(lambda out: unclaimed_files(out, claimed), RENDERED_DIR)
         for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, STRAY) for uri in strays]:
             damaged(uri, why)
-    placed = functools.cache(lambda: pending_placements(output, intact_tars))
-    def refused(folder: str, exc: OSError) -> None:
+
+    def refused(folder: str, exc: OSError) -> None:  # a unit folder of a source
         damaged(folder, unreadable(exc))
 
+    placed = functools.cache(lambda: pending_placements(output, intact_tars))
     for uri in listed(lambda out: unit_marks(out, refused), UNITS_DIR) if units else []:
         result.files += 1
         result.units += 1
