@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing
 import os
 import sys
 
@@ -32,7 +33,8 @@ class BuildWorker(WorkerPlugin):
         self.closed = False
 
     def setup(self, worker) -> None:
-        atexit.register(self._exit_at_once)  # before any module of the build registers its own: run after them
+        if multiprocessing.parent_process() is not None:  # a worker process of its own, never the build's
+            atexit.register(self._exit_at_once)  # before any module of the build registers its own: run after them
         from uvd_pipeline.cli import BeamImportNoise
 
         logging.getLogger().addFilter(BeamImportNoise())  # the record is made on the root logger itself
