@@ -82,23 +82,37 @@ def _claimed(output: str) -> set[str]:
     return claimed
 
 
-def unclaimed_files(output: str, claimed: set[str] | None = None) -> list[str]:
+def files_below(output: str, folder: str) -> list[str]:
+    """Every file below the output's `folder` (a shard folder), in one recursive listing; a sub-folder
+    this user may not list is an entry (`fsio.list_files`)."""
+    root = fsio.join(output, folder)
+    return fsio.list_files(root, recursive=True) if fsio.isdir(root) else []
+
+
+def stats_among(files: list[str]) -> list[str]:
+    """The committed stats files (commit marks) of a `files_below` listing, as `stats_files` and
+    `token_stats_files` list them."""
+    from uvd_pipeline.rendered_shards import STATS_SUFFIX
+    from tokenizer.atomic import is_temporary
+
+    return [f for f in files if f.lower().endswith(STATS_SUFFIX) and not is_temporary(f)]
+
+
+def unclaimed_files(output: str, claimed: set[str] | None = None, found: list[str] | None = None) -> list[str]:
     """Files in the shard folders (`rendered/`, `tokens/`) that no stats file names: a stray tar
     beside the committed ones, a shard folder no build wrote, the files of a shard whose commit
     mark is gone, a temporary of an interrupted write. Readers that glob the folders would take
     them; `build --verify` removes them (`remove_unclaimed`). `claimed`: every file the stats files
     name, with the stats files, from a caller that has just read them all (each is read again
-    otherwise: a request per shard on an object store)."""
+    otherwise: a request per shard on an object store). `found`: the folders' `files_below`
+    listings, from a caller that has just made them (listed again otherwise)."""
     from uvd_pipeline.rendered_shards import RENDERED_DIR
     from uvd_pipeline.shards import TOKENS_DIR
 
     if claimed is None:
         claimed = _claimed(output)
-    found: list[str] = []
-    for folder in (RENDERED_DIR, TOKENS_DIR):
-        root = fsio.join(output, folder)
-        if fsio.isdir(root):
-            found += fsio.list_files(root, recursive=True)
+    if found is None:
+        found = [uri for folder in (RENDERED_DIR, TOKENS_DIR) for uri in files_below(output, folder)]
     return sorted(uri for uri in found if uri not in claimed)
 
 
@@ -177,12 +191,22 @@ def missing_marks(output: str, summary: Any = None) -> list[tuple[str, str]]:
     return missing
 
 
-def unreadable(exc: OSError) -> str:
+def unreadable(refusal: OSError | str) -> str:
     """What is wrong with a file or folder the system refuses to read or list (no permission, a
-    failing disk): its reason, and the fix."""
-    fix = ("give this user access to it (read, and list for a folder)" if exc.errno in (errno.EACCES, errno.EPERM)
-           else "check the disk it is on (dmesg), then verify again")
-    return f"cannot be read ({exc.strerror or type(exc).__name__}); {fix}"
+    failing disk): its reason (the error, or its text as `fsio.unlistable` gives it), and the fix."""
+    reason = refusal if isinstance(refusal, str) else refusal.strerror or type(refusal).__name__
+    denied = reason in (os.strerror(errno.EACCES), os.strerror(errno.EPERM))
+    fix = "give this user access to it (read, and list for a folder)" if denied else \
+        "check the disk it is on (dmesg), then verify again"
+    return f"cannot be read ({reason}); {fix}"
+
+
+def _stray(uri: str) -> str:
+    """Why a listed entry that no stats file names is damage: a stray, or a sub-folder of a shard
+    folder that this user may not list (a listing names it as an entry)."""
+    local = fsio.local_path(uri)
+    reason = fsio.unlistable(local) if local is not None and os.path.isdir(local) else None
+    return unreadable(reason) if reason else STRAY
 
 
 def no_output(output: str, why: str) -> NotFound:
@@ -206,9 +230,8 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.build import BUILD_FILE
     from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.output_lock import read_holder
-    from uvd_pipeline.rendered_shards import RENDERED_DIR, stats_files
+    from uvd_pipeline.rendered_shards import RENDERED_DIR
     from uvd_pipeline.shards import TOKENS_DIR
-    from uvd_pipeline.tokenize_stage import token_stats_files
     from uvd_pipeline.unit_relocation import pending_placements
     from uvd_pipeline.unit_store import UNITS_DIR
 
@@ -258,8 +281,10 @@ def verify_output(output: str, quick: bool = False,
                 damaged(uri, unreadable(exc))
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
     intact_tars: dict[str, str | None] = {}  # committed tar (as placement records name it) -> its sha256
-    result.stats = listed(stats_files, RENDERED_DIR)
-    for listing, kind in ((result.stats, "rendered"), (listed(token_stats_files, TOKENS_DIR), "token")):
+    # each shard folder listed once: its stats files, then (below) the files no stats file names
+    found = {folder: listed(lambda out: files_below(out, folder), folder) for folder in (RENDERED_DIR, TOKENS_DIR)}
+    result.stats = stats_among(found[RENDERED_DIR])
+    for listing, kind in ((result.stats, "rendered"), (stats_among(found[TOKENS_DIR]), "token")):
         for uri in listing:
             result.files += 1
             claimed.add(uri)
@@ -283,8 +308,8 @@ def verify_output(output: str, quick: bool = False,
             if kind == "rendered" and len(result.damaged) == damage:
                 intact_tars[placed_name(uri, stats)] = stats.get("tar_sha256")
     if holder is None:
-        strays = listed(lambda out: unclaimed_files(out, claimed), RENDERED_DIR)
-        for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, STRAY) for uri in strays]:
+        strays = unclaimed_files(output, claimed, found[RENDERED_DIR] + found[TOKENS_DIR])
+        for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, _stray(uri)) for uri in strays]:
             damaged(uri, why)
 
     def refused(folder: str, exc: OSError) -> None:  # a unit folder of a source
