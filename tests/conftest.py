@@ -175,6 +175,16 @@ def shard_digests(output: Path) -> dict[str, str]:
     return digests
 
 
+def without_root_powers() -> list[str]:
+    """A command prefix that keeps root's uid but drops its power to ignore file modes (CAP_DAC_*):
+    the worktree and the venv stay readable, and a mode-000 file is as unreadable as for a user."""
+    if os.geteuid() != 0:
+        return []  # a user already obeys file modes
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to drop root's power over file modes")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
 @contextmanager
 def busy_machine(processes: int | None = None) -> Iterator[None]:
     """Busy-looping processes, one per core by default, for as long as the block runs (and at most

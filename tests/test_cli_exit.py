@@ -128,25 +128,17 @@ def test_a_read_only_output_is_one_line_naming_it(tiny_config: Path, mountable, 
     assert "Traceback" not in err
 
 
-def _without_root_powers() -> list[str]:
-    """A command prefix that keeps root's uid but drops its power to ignore file modes (CAP_DAC_*):
-    the worktree and the venv stay readable, and a mode-000 file is as unreadable as for a user."""
-    if os.geteuid() != 0:
-        return []  # a user already obeys file modes
-    if shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv (util-linux) to drop root's power over file modes")
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
-
-
 def test_verify_and_report_on_an_output_they_cannot_read(tiny_config: Path, tmp_path: Path):
     """A token shard that cannot be read ended verify and report in a PermissionError traceback;
-    an output folder that cannot be listed was called 'not a build output' / 'run the build first'."""
+    an output folder that cannot be listed was called 'not a build output' / 'run the build first'.
+    Verify names the shard as damaged (and checks the rest: `test_output_integrity`)."""
+    from conftest import without_root_powers
     from uvd_pipeline.cli import main
 
     out = tmp_path / "out"
     assert main(["build", str(tiny_config), "--output", str(out)]) == 0
     shard = sorted(out.glob("tokens/**/*.arrow"))[0]
-    command = [*_without_root_powers(), sys.executable, "-m", "uvd_pipeline"]
+    command = [*without_root_powers(), sys.executable, "-m", "uvd_pipeline"]
     shard.chmod(0)
     try:
         verify = subprocess.run([*command, "verify", str(out)], capture_output=True, text=True, timeout=120)
@@ -155,8 +147,8 @@ def test_verify_and_report_on_an_output_they_cannot_read(tiny_config: Path, tmp_
     finally:
         out.chmod(0o755)
         shard.chmod(0o644)
-    assert verify.returncode == 2 and "Traceback" not in verify.stderr, verify.stderr
-    assert f"error: {shard}: Permission denied (EACCES); give this user access" in verify.stderr, verify.stderr
+    assert verify.returncode == 1 and "Traceback" not in verify.stderr, verify.stderr
+    assert f"damaged: {shard}: cannot be read (Permission denied); give this user access" in verify.stdout, verify.stdout
     assert report.returncode == 2 and "Traceback" not in report.stderr, report.stderr
     assert f"error: {out} cannot be read (Permission denied); give this user access" in report.stderr, report.stderr
 

@@ -293,3 +293,96 @@ def test_the_command_line_keeps_dasks_chatter_out_unless_verbose(verbose):
     assert done.returncode == 0, done.stderr
     assert "our line" in done.stderr and "a warning" in done.stderr
     assert ("chatter" in done.stderr) == verbose
+
+
+@pytest.mark.parametrize("error", [AttributeError("a bug of ours"), KeyboardInterrupt()], ids=["bug", "interrupt"])
+def test_a_bug_or_an_interrupt_in_the_scheduler_probe_is_not_called_unreachable(error, monkeypatch):
+    """The probe caught every Exception as 'no Dask scheduler answers': a programming error there
+    (an AttributeError after an API change of distributed, say) sent the user to start a scheduler
+    that is running. Only what an unreachable address raises (OSError, ValueError) is that; the
+    rest keeps its traceback, and Ctrl-C stays an interrupt."""
+    from uvd_pipeline import dask_cluster
+
+    async def probe(*args) -> dict:
+        raise error
+
+    monkeypatch.setattr(dask_cluster, "_identity", probe)
+    with pytest.raises(type(error)):
+        dask_cluster.check_address("tcp://127.0.0.1:8786", timeout=1)
+
+
+def _tls_settings(security, folder: Path) -> dict[str, str]:
+    """Dask config settings of a client with `security`'s temporary certificates, written to files
+    as a cluster's operator hands them out."""
+    files = {"ca-file": security.tls_ca_file, "client.cert": security.tls_client_cert,
+             "client.key": security.tls_client_key}
+    settings = {}
+    for name, pem in files.items():
+        path = folder / f"{name}.pem"
+        path.write_text(pem)
+        settings[f"distributed.comm.tls.{name}"] = str(path)
+    return settings
+
+
+def test_a_tls_scheduler_is_probed_with_the_tls_settings_a_client_uses(tmp_path):
+    """A scheduler on tls:// (certificates in Dask's config, the way any Dask client, and so Beam's
+    runner's, finds them) was refused as 'no Dask scheduler answers ... TypeError: TLS expects a
+    ssl_context': the probe connected without the config's security. Now it answers; without TLS
+    settings the error names them."""
+    import dask
+    from distributed.security import Security
+
+    from uvd_pipeline.dask_cluster import check_address
+
+    security = Security.temporary()
+    with distributed.LocalCluster(n_workers=0, processes=False, security=security, protocol="tls://",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        with pytest.raises(ConfigError, match=r"beam\.dask\.address: .* TLS address .*distributed\.comm\.tls\.ca-file"):
+            check_address(address, timeout=2)
+        with dask.config.set(_tls_settings(security, tmp_path)):
+            check_address(address, timeout=2)
+            with distributed.Client(address) as client:  # the build's client reaches it with the same settings
+                assert client.scheduler_info()["type"] == "Scheduler"
+
+
+class _SlowToFree:
+    """Stands in for what a worker of a build holds when it ends (Beam, torch, their objects):
+    freeing it at the interpreter's teardown takes seconds."""
+
+    def __del__(self) -> None:
+        time.sleep(6)
+
+
+def _work_of_a_build_worker() -> int:
+    """A task: Beam's import warning on the root logger (as `import apache_beam` logs it where
+    Google's apitools is missing), and something slow to free left in the process."""
+    import logging
+    import sys
+
+    logging.warning("apitools not found, and bigquery client libraries are not available despite the import "
+                    "not raising an ImportError.")
+    sys.modules[__name__]._held = _SlowToFree()
+    return os.getpid()
+
+
+def test_the_build_cluster_workers_keep_beams_import_warning_out_and_end_at_once(capfd):
+    """Each worker of a local Dask build printed Beam's "apitools not found" warning among the
+    progress lines, and closing the cluster waited for the workers to free every module (3-4 s
+    with Beam and torch on a busy 2-core machine), until the nanny killed them: "Worker process
+    still alive after 4.0 seconds, killing". Now a worker closed by the cluster ends at once,
+    after its exit functions; the warning is filtered as in the command's own log."""
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    with scheduler(DaskConfig(workers=1)) as address:
+        with distributed.Client(address) as client:
+            pid = client.submit(_work_of_a_build_worker, pure=False).result()
+        started = time.perf_counter()
+    closing = time.perf_counter() - started
+    err = capfd.readouterr().err
+    assert "apitools" not in err and "still alive" not in err, err
+    assert closing < 3, f"closing the cluster took {closing:.1f} s"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the worker process is gone

@@ -4,6 +4,7 @@ whole output, one build holds an output at a time, and a dead run's temporaries 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -113,6 +114,81 @@ def test_resume_rebuilds_exactly_the_damaged_shards(mini_corpus, mini_build, tmp
     os.umask(umask)
     modes = {p.stat().st_mode & 0o777 for p in (out / "rendered").rglob("*.tar")}
     assert modes == {0o666 & ~umask}, "tars get the mode of a new file, not a private temporary's"
+
+
+def _flip_in_place(path: Path, offset: int) -> None:
+    """Invert one bit at `offset`, as a failing disk would: same size, other bytes."""
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)[0]
+        handle.seek(offset)
+        handle.write(bytes([byte ^ 0x01]))
+
+
+def _damage_every_way(out: Path) -> dict[Path, str]:
+    """A tar cut short (an interrupted copy), a bit flipped in a PNG member of a tar and in the
+    tokens of an Arrow shard (a failing disk), a tar and a token folder this user may not read, a
+    deleted tar: damaged file -> the start of what `verify` must say of it. Each damage is checked
+    with tarfile and pyarrow to be what it claims."""
+    import tarfile
+
+    import pyarrow as pa
+
+    def whole_members(path: Path) -> list[str]:
+        """The members whose data reads whole (tarfile ends a tar cut inside a header without a word)."""
+        names = []
+        with contextlib.suppress(tarfile.ReadError), tarfile.open(path) as archive:
+            for member in archive:
+                archive.extractfile(member).read()
+                names.append(member.name)
+        return names
+
+    tars = sorted((out / "rendered").rglob("*.tar"))
+    cut, flipped, locked, deleted = tars[:4]
+    size, members = cut.stat().st_size, whole_members(cut)
+    os.truncate(cut, size // 2 + 100)
+    assert 0 < len(whole_members(cut)) < len(members)
+    with tarfile.open(flipped) as archive:
+        png = next(m for m in archive.getmembers() if m.name.endswith(".png"))
+        before = archive.extractfile(png).read()
+    _flip_in_place(flipped, png.offset_data + png.size // 2)
+    with tarfile.open(flipped) as archive:  # still a whole tar: only the recorded digest finds it
+        assert archive.extractfile(png.name).read() != before
+    shard = sorted((out / "tokens").rglob("*.arrow"))[0]
+    values = pa.ipc.open_file(str(shard)).read_all().column("tokens").combine_chunks().values
+    data = shard.read_bytes()
+    _flip_in_place(shard, data.index(values.to_numpy().tobytes()) + 7)
+    assert not pa.ipc.open_file(str(shard)).read_all().column("tokens").combine_chunks().values.equals(values)
+    deleted.unlink()
+    folder = out / "tokens" / "web" / "val"
+    locked.chmod(0)
+    folder.chmod(0)
+    return {cut: f"{size // 2 + 100} bytes, its stats record {size}", flipped: "sha256 differs",
+            shard: "sha256 differs", deleted: "missing", locked: "cannot be read (Permission denied); give this user",
+            folder: "cannot be read (Permission denied)"}
+
+
+def test_verify_names_every_damaged_file_in_one_run(mini_corpus, mini_build, tmp_path):
+    """An output with a tar cut by a copy, bits flipped by a bad disk, a file and a folder this
+    user may not read and a deleted tar: `verify` stopped at the first file it could not read
+    (exit 2, its one `error:` line, the rest never checked). Now it names every damaged file with
+    what is wrong, in one run, and exits 1 (damaged)."""
+    from conftest import without_root_powers
+
+    _, out, _ = _copy(mini_corpus, mini_build, tmp_path)
+    prefix = without_root_powers()
+    expected = _damage_every_way(out)
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-m", "uvd_pipeline", "verify", str(out)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        for path in expected:
+            if path.exists():
+                path.chmod(0o755 if path.is_dir() else 0o644)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    for path, why in expected.items():
+        assert f"damaged: {path}: {why}" in done.stdout, done.stdout
+    assert f"DAMAGED: {len(expected)} damaged files" in done.stdout, done.stdout
 
 
 def test_verify_holds_the_shard_folders_to_the_summary_and_the_stats(mini_corpus, mini_build, tmp_path, caplog,

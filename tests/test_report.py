@@ -550,3 +550,83 @@ def test_report_of_an_output_given_by_a_relative_path(report_copy, monkeypatch):
     paths = write_report(out.name, max_sentences_per_group=1)
     assert "<h2>Sentences by source</h2>" in (out / "report" / "report.html").read_text()
     assert paths["html"].endswith("report.html")
+
+
+def test_the_reports_check_lists_the_shards_and_reads_the_summary_no_more_than_verify(report_build, monkeypatch):
+    """The report's check of the output (`output_problems`) listed the rendered shards' stats
+    files again after `verify_output` had listed them twice (for the stats files, then for the
+    files no stats file names), and verify read summary.json twice (its JSON check, then its
+    missing-marks check): on an object store each is another round of requests. Now each shard
+    folder is listed once, and the summary read once."""
+    import builtins
+
+    from sources import fsio
+    from uvd_pipeline.report_data import output_problems
+    from uvd_pipeline.verify import verify_output
+
+    config, summary = report_build
+    listed: Counter[str] = Counter()
+    summary_reads = Counter()
+    real_list, real_open = fsio.list_files, builtins.open
+
+    def counting_list(uri, *args, **kwargs):
+        listed[str(uri)] += 1
+        return real_list(uri, *args, **kwargs)
+
+    def counting_open(file, *args, **kwargs):
+        summary_reads[str(file)] += str(file).endswith("summary.json")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(fsio, "list_files", counting_list)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    assert verify_output(config.output, quick=True, units=False).intact
+    alone = Counter(listed)
+    listed.clear()
+    summary_reads.clear()
+    assert output_problems(config.output, summary) == []
+    assert listed == alone == Counter({f"{config.output}/rendered": 1, f"{config.output}/tokens": 1})
+    assert sum(summary_reads.values()) == 1
+
+
+def test_the_reports_counts_are_the_outputs_own(report_build):
+    """Sentences, images, tokens and rejects the report shows, per source and split, kind and
+    reason, and the mixture's token figures, against a count of the output itself: the tars'
+    members (tarfile), the token shards' rows (pyarrow), the lines of rejects.jsonl."""
+    import pyarrow as pa
+
+    from uvd_pipeline.report_data import report_data
+
+    config, summary = report_build
+    out = Path(config.output)
+    sentences, images, kinds = Counter(), Counter(), Counter()
+    for path in sorted(out.glob("rendered/*/*/*.tar")):
+        place = tuple(path.parts[-3:-1])
+        with tarfile.open(path) as archive:
+            for member in archive:
+                if member.name.endswith(".json"):
+                    sentences[place] += 1
+                    kinds[json.load(archive.extractfile(member))["kind"]] += 1
+                images[place] += member.name.endswith(".png")
+    rows, tokens = Counter(), Counter()
+    for path in sorted(out.glob("tokens/*/*/*.arrow")):
+        table = pa.ipc.open_file(str(path)).read_all()
+        rows[tuple(path.parts[-3:-1])] += table.num_rows
+        tokens[path.parts[-3]] += sum(len(t) for t in table.column("tokens").to_pylist())
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines() if line]
+
+    data = report_data(config.output, summary)
+    assert rows == sentences
+    assert data["totals"] == {"sentences": sum(sentences.values()), "images": sum(images.values()),
+                              "rejects": len(rejects), "shards": len(list(out.glob("rendered/*/*/*.tar")))}
+    assert data["sentences_by_kind"] == dict(sorted(kinds.items()))
+    assert data["rejects_by_reason"] == dict(Counter(r["reason"] for r in rejects))
+    for name, source in data["sources"].items():
+        assert {split: (c["sentences"], c["images"]) for split, c in source["by_split"].items()} == {
+            split: (n, images[(s, split)]) for (s, split), n in sentences.items() if s == name}
+        assert source["rejects_by_reason"] == dict(Counter(r["reason"] for r in rejects if r["source"] == name))
+        assert data["counts"]["by_source"][name]["tokens"] == tokens[name]
+    per_image = sum(tokens.values()) // sum(images.values())
+    for name, share in data["mixture"]["sources"].items():  # train sentences, each with BOS and EOS
+        train = sentences[(name, "train")]
+        assert (share["sentences"], share["tokens"]) == (train, images[(name, "train")] * per_image)
+        assert share["tokens_per_sentence"] == share["tokens"] / train + 2

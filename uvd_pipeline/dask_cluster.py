@@ -32,6 +32,11 @@ from uvd_pipeline.config import ConfigError, DaskConfig
 
 log = logging.getLogger(__name__)
 ANSWER_TIMEOUT_S = 5.0  # a scheduler that is up answers in milliseconds, also across a data centre
+# What a probe of an address meets where no scheduler answers: OSError (refused, unresolvable, timed
+# out, closed: distributed's CommClosedError is one), ValueError (an address scheme distributed does
+# not know, or an answer that is no Dask message: msgpack's errors). Anything else is a bug of ours
+# (or distributed's) and keeps its traceback; a KeyboardInterrupt stays one.
+UNREACHABLE = (OSError, ValueError)
 
 
 def check_address(address: str, timeout: float | None = None) -> None:
@@ -41,11 +46,12 @@ def check_address(address: str, timeout: float | None = None) -> None:
     import asyncio
 
     timeout = ANSWER_TIMEOUT_S if timeout is None else timeout
+    connection = _connection_args(address)
     try:
         # bounded as a whole: distributed's handshake waits without end on a port that accepts
         # connections and never answers
-        identity = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout))
-    except Exception as exc:  # refused, unresolvable, silent (a firewall, a port that is no Dask's)
+        identity = asyncio.run(asyncio.wait_for(_identity(address, timeout, connection), timeout))
+    except UNREACHABLE as exc:  # refused, unresolvable, silent (a firewall, a port that is no Dask's)
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise ConfigError(
             f"beam.dask.address: no Dask scheduler answers at {address} within {timeout:g} s ({detail}); "
@@ -63,11 +69,33 @@ def check_address(address: str, timeout: float | None = None) -> None:
                  identity.get("total_threads", 0))
 
 
-async def _identity(address: str, timeout: float) -> dict:
+def _connection_args(address: str) -> dict:
+    """The security a client of `address` connects with, as Beam's runner's `Client` takes it
+    (Beam gives it none): the loader Dask's config names (`distributed.client.security-loader`),
+    else the TLS settings of Dask's config (`distributed.comm.tls.*`). Without them the probe
+    refused a tls:// scheduler that the build's client reaches. A TLS address without settings,
+    or settings that name files that cannot be read, are the config's to fix."""
+    from distributed import client
+    from distributed.security import Security
+
+    how = "Dask's TLS settings (distributed.comm.tls.ca-file, .client.cert, .client.key)"
+    try:
+        loader = getattr(client, "_maybe_call_security_loader", lambda address: None)
+        args = (loader(address) or Security()).get_connection_args("client")
+    except UNREACHABLE as exc:
+        raise ConfigError(f"beam.dask.address: {address}: {how} cannot be used ({type(exc).__name__}: {exc}); "
+                          "correct them, as for any Dask client") from None
+    if address.startswith("tls://") and args.get("ssl_context") is None:
+        raise ConfigError(f"beam.dask.address: {address} is a TLS address and Dask's config has no TLS settings for "
+                          f"a client: set {how}, e.g. as DASK_DISTRIBUTED__COMM__TLS__CA_FILE, as for any Dask client")
+    return args
+
+
+async def _identity(address: str, timeout: float, connection: dict) -> dict:
     """What the scheduler says of itself (its `identity` handler), within `timeout` seconds."""
     from distributed.comm import connect
 
-    comm = await connect(address, timeout=timeout)
+    comm = await connect(address, timeout=timeout, **connection)
     try:
         await comm.write({"op": "identity", "reply": True})
         return await comm.read()
@@ -82,17 +110,21 @@ def memory_limit(value: str) -> str | int:
 
 @contextmanager
 def scheduler(settings: DaskConfig) -> Iterator[str]:
-    """Yield the scheduler address; a local cluster started here is closed on exit."""
+    """Yield the scheduler address; a local cluster started here is closed on exit (its workers
+    keep Beam's import warning out and end at once when closed: `uvd_pipeline.dask_worker`)."""
     if settings.address:
         yield settings.address
         return
     from distributed import LocalCluster
 
+    from uvd_pipeline.dask_worker import BuildWorker
+
     # its HTTP pages (the dashboard where bokeh is installed) on a free loopback port: with None,
     # distributed still binds 8787, the port of a person's own dashboard
     cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
                            memory_limit=memory_limit(settings.memory_limit), processes=True,
-                           host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
+                           plugins=(BuildWorker(),))
     log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
              settings.workers, settings.threads_per_worker, cluster.dashboard_link)
     try:

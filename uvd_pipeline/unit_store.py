@@ -424,13 +424,22 @@ def read_shard_inputs(uri: str) -> str | None:
         return None
 
 
-def unit_marks(output: str) -> list[str]:
-    """The commit marks of every unit in the store, all sources."""
+def unit_marks(output: str, refused: Callable[[str, OSError], None] | None = None) -> list[str]:
+    """The commit marks of every unit in the store, all sources. `refused(folder, error)`: told of
+    each source's folder the system refuses to list (skipped then; raised without it), so that
+    `verify` checks the other sources' units."""
     root = fsio.join(output, UNITS_DIR)
     if not fsio.exists(root):
         return []
-    return [f for folder in fsio.list_dirs(root) for f in fsio.list_files(folder, (MARK_SUFFIX,))
-            if not is_temporary(f)]
+    marks = []
+    for folder in fsio.list_dirs(root):
+        try:
+            marks += [f for f in fsio.list_files(folder, (MARK_SUFFIX,)) if not is_temporary(f)]
+        except OSError as exc:
+            if refused is None:
+                raise
+            refused(folder, exc)
+    return marks
 
 
 def check_unit(output: str, mark_uri: str, full: bool,

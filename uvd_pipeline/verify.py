@@ -3,20 +3,21 @@
 Every committed file (rendered tars and their rejects/fingerprints files, token shards) is checked
 against the size and sha256 its stats file recorded (`--quick`: sizes only, no file is read);
 unreadable stats files and an unreadable `build.json`/`summary.json` count as damaged too, and so
-do unit store files (`OUT/_units/`) that differ from their commit marks (the next build renders
-such a unit again). The shard folders are held to `summary.json` and the stats files both: a shard
-`summary.json` lists whose stats file (its commit mark) is gone, and any file in `rendered/` or
-`tokens/` that no stats file names (a stray tar beside the committed ones, a folder no build
-wrote: a glob reader would take them) are damage too; these two need a finished build, so they
-are left out while a build holds the output. Each
-damaged file is printed with what is wrong, then one summary line; the exit code is 0 when the
-output is intact and 1 when something is damaged. A resumed `build --verify` rebuilds the damaged
-shards.
+do files and folders the system refuses to read (no permission, a failing disk: named with its
+reason; one refusal does not end the check) and unit store files (`OUT/_units/`) that differ from
+their commit marks (the next build renders such a unit again). The shard folders are held to
+`summary.json` and the stats files both: a shard `summary.json` lists whose stats file (its commit
+mark) is gone, and any file in `rendered/` or `tokens/` that no stats file names (a stray tar
+beside the committed ones, a folder no build wrote: a glob reader would take them) are damage too;
+these two need a finished build, so they are left out while a build holds the output. Each damaged
+file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
+intact and 1 when something is damaged. A resumed `build --verify` rebuilds the damaged shards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -41,6 +42,7 @@ class VerifyResult:
     holder: str | None = None  # the build holding the output's lock, if any
     holder_gone: bool = False  # that build's process is known to be gone (killed or crashed on this host)
     finished: bool = True  # summary.json is there: the last build finished (`build.unfinish`)
+    stats: list[str] = field(default_factory=list)  # the rendered shards' stats files found (the report's listing)
 
     @property
     def intact(self) -> bool:
@@ -80,23 +82,37 @@ def _claimed(output: str) -> set[str]:
     return claimed
 
 
-def unclaimed_files(output: str, claimed: set[str] | None = None) -> list[str]:
+def files_below(output: str, folder: str) -> list[str]:
+    """Every file below the output's `folder` (a shard folder), in one recursive listing; a sub-folder
+    this user may not list is an entry (`fsio.list_files`)."""
+    root = fsio.join(output, folder)
+    return fsio.list_files(root, recursive=True) if fsio.isdir(root) else []
+
+
+def stats_among(files: list[str]) -> list[str]:
+    """The committed stats files (commit marks) of a `files_below` listing, as `stats_files` and
+    `token_stats_files` list them."""
+    from uvd_pipeline.rendered_shards import STATS_SUFFIX
+    from tokenizer.atomic import is_temporary
+
+    return [f for f in files if f.lower().endswith(STATS_SUFFIX) and not is_temporary(f)]
+
+
+def unclaimed_files(output: str, claimed: set[str] | None = None, found: list[str] | None = None) -> list[str]:
     """Files in the shard folders (`rendered/`, `tokens/`) that no stats file names: a stray tar
     beside the committed ones, a shard folder no build wrote, the files of a shard whose commit
     mark is gone, a temporary of an interrupted write. Readers that glob the folders would take
     them; `build --verify` removes them (`remove_unclaimed`). `claimed`: every file the stats files
     name, with the stats files, from a caller that has just read them all (each is read again
-    otherwise: a request per shard on an object store)."""
+    otherwise: a request per shard on an object store). `found`: the folders' `files_below`
+    listings, from a caller that has just made them (listed again otherwise)."""
     from uvd_pipeline.rendered_shards import RENDERED_DIR
     from uvd_pipeline.shards import TOKENS_DIR
 
     if claimed is None:
         claimed = _claimed(output)
-    found: list[str] = []
-    for folder in (RENDERED_DIR, TOKENS_DIR):
-        root = fsio.join(output, folder)
-        if fsio.isdir(root):
-            found += fsio.list_files(root, recursive=True)
+    if found is None:
+        found = [uri for folder in (RENDERED_DIR, TOKENS_DIR) for uri in files_below(output, folder)]
     return sorted(uri for uri in found if uri not in claimed)
 
 
@@ -130,16 +146,32 @@ def _prune_empty(folder: str, roots: list[str]) -> None:
         folder = os.path.dirname(folder)
 
 
-def missing_marks(output: str) -> list[tuple[str, str]]:
+def _gone(uri: str) -> bool:
+    """Whether `uri` is known not to be there. A file in a local folder this user may not list is
+    not known gone (`exists` says False there): its folder is named as unreadable instead."""
+    local = fsio.local_path(uri)
+    if local is None:
+        return not fsio.exists(uri)
+    try:
+        os.stat(local)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def missing_marks(output: str, summary: Any = None) -> list[tuple[str, str]]:
     """(stats file, why) for each shard `summary.json` lists whose commit mark is gone, and for
-    each source with fewer token shards than `summary.json` counts (its shards without one named)."""
+    each source with fewer token shards than `summary.json` counts (its shards without one named).
+    `summary`: its content, from a caller that has just read it (read here otherwise)."""
     from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX
     from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.shards import ARROW_SUFFIX
     from uvd_pipeline.tokenize_stage import token_shard_path
 
     try:
-        summary = _json(fsio.join(output, SUMMARY_FILE))
+        summary = _json(fsio.join(output, SUMMARY_FILE)) if summary is None else summary
         listed = [(str(s["source"]), str(s["split"]), str(s["tar"])[: -len(TAR_SUFFIX)]) for s in summary["shards"]]
         tokens = {str(k): int(v["shards"]) for k, v in ((summary.get("tokens") or {}).get("sources") or {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -147,16 +179,34 @@ def missing_marks(output: str) -> list[tuple[str, str]]:
     missing = []
     for source, split, stem in listed:
         uri = fsio.join(output, RENDERED_DIR, source, split, stem + STATS_SUFFIX)
-        if not fsio.exists(uri):
+        if _gone(uri):
             missing.append((uri, f"missing: {SUMMARY_FILE} lists shard {stem}, its stats file (the commit mark) is gone"))
     for source, count in sorted(tokens.items()):
         shards = [(split, stem) for s, split, stem in listed if s == source]
         marks = [token_shard_path(output, source, split, stem)[: -len(ARROW_SUFFIX)] + STATS_SUFFIX for split, stem in shards]
-        absent = [uri for uri in marks if not fsio.exists(uri)]
+        absent = [uri for uri in marks if _gone(uri)]
         if len(marks) - len(absent) < count:
             missing += [(uri, f"missing: {SUMMARY_FILE} counts {count} token shards of {source}, "
                               f"{len(marks) - len(absent)} have stats") for uri in absent]
     return missing
+
+
+def unreadable(refusal: OSError | str) -> str:
+    """What is wrong with a file or folder the system refuses to read or list (no permission, a
+    failing disk): its reason (the error, or its text as `fsio.unlistable` gives it), and the fix."""
+    reason = refusal if isinstance(refusal, str) else refusal.strerror or type(refusal).__name__
+    denied = reason in (os.strerror(errno.EACCES), os.strerror(errno.EPERM))
+    fix = "give this user access to it (read, and list for a folder)" if denied else \
+        "check the disk it is on (dmesg), then verify again"
+    return f"cannot be read ({reason}); {fix}"
+
+
+def _stray(uri: str) -> str:
+    """Why a listed entry that no stats file names is damage: a stray, or a sub-folder of a shard
+    folder that this user may not list (a listing names it as an entry)."""
+    local = fsio.local_path(uri)
+    reason = fsio.unlistable(local) if local is not None and os.path.isdir(local) else None
+    return unreadable(reason) if reason else STRAY
 
 
 def no_output(output: str, why: str) -> NotFound:
@@ -180,9 +230,10 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.build import BUILD_FILE
     from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.output_lock import read_holder
-    from uvd_pipeline.rendered_shards import stats_files
-    from uvd_pipeline.tokenize_stage import token_stats_files
+    from uvd_pipeline.rendered_shards import RENDERED_DIR
+    from uvd_pipeline.shards import TOKENS_DIR
     from uvd_pipeline.unit_relocation import pending_placements
+    from uvd_pipeline.unit_store import UNITS_DIR
 
     if not fsio.exists(fsio.join(output, BUILD_FILE)):
         raise no_output(output, f"is not a build output (it has no {BUILD_FILE})")
@@ -193,27 +244,47 @@ def verify_output(output: str, quick: bool = False,
     result.finished = fsio.exists(fsio.join(output, SUMMARY_FILE))
 
     def damaged(uri: str, why: str) -> None:
+        if (uri, why) in result.damaged:  # a folder that refused two listings is named once
+            return
         result.damaged.append((uri, why))
         if on_damage is not None:
             on_damage(uri, why)
 
     def check(recorded: Recorded) -> None:
         result.files += 1
-        why = check_file(recorded, full=not quick)
+        try:
+            why = check_file(recorded, full=not quick)
+        except OSError as exc:  # a refusal (mode 000, a failing disk): the other files are checked all the same
+            why = unreadable(exc)
         if why:
             damaged(recorded.uri, why)
 
+    def listed(listing: Callable[[str], list[str]], folder: str) -> list[str]:
+        """A listing of the output's `folder`; one the system refuses is damage (named by the
+        folder it refused), not the end of the check."""
+        try:
+            return listing(output)
+        except OSError as exc:
+            damaged(exc.filename or fsio.join(output, folder), unreadable(exc))
+            return []
+
+    read: dict[str, Any] = {}  # build.json and summary.json, each read once
     for name in (BUILD_FILE, SUMMARY_FILE):
         uri = fsio.join(output, name)
         if fsio.exists(uri):
             result.files += 1
             try:
-                _json(uri)
+                read[name] = _json(uri)
             except ValueError as exc:
                 damaged(uri, f"unreadable JSON ({exc})"[:200])
+            except OSError as exc:
+                damaged(uri, unreadable(exc))
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
     intact_tars: dict[str, str | None] = {}  # committed tar (as placement records name it) -> its sha256
-    for listing, kind in ((stats_files(output), "rendered"), (token_stats_files(output), "token")):
+    # each shard folder listed once: its stats files, then (below) the files no stats file names
+    found = {folder: listed(lambda out: files_below(out, folder), folder) for folder in (RENDERED_DIR, TOKENS_DIR)}
+    result.stats = stats_among(found[RENDERED_DIR])
+    for listing, kind in ((result.stats, "rendered"), (stats_among(found[TOKENS_DIR]), "token")):
         for uri in listing:
             result.files += 1
             claimed.add(uri)
@@ -222,6 +293,9 @@ def verify_output(output: str, quick: bool = False,
                 files = rendered_files(uri, stats) if kind == "rendered" else [token_file(uri, stats)]
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 damaged(uri, f"unreadable stats ({type(exc).__name__}: {exc})"[:200])
+                continue
+            except OSError as exc:  # a stats file, or a folder below that cannot be listed (listed as an entry)
+                damaged(uri, unreadable(exc))
                 continue
             claimed.update(f.uri for f in files)
             if kind == "rendered":
@@ -234,10 +308,15 @@ def verify_output(output: str, quick: bool = False,
             if kind == "rendered" and len(result.damaged) == damage:
                 intact_tars[placed_name(uri, stats)] = stats.get("tar_sha256")
     if holder is None:
-        for uri, why in missing_marks(output) + [(uri, STRAY) for uri in unclaimed_files(output, claimed)]:
+        strays = unclaimed_files(output, claimed, found[RENDERED_DIR] + found[TOKENS_DIR])
+        for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, _stray(uri)) for uri in strays]:
             damaged(uri, why)
+
+    def refused(folder: str, exc: OSError) -> None:  # a unit folder of a source
+        damaged(folder, unreadable(exc))
+
     placed = functools.cache(lambda: pending_placements(output, intact_tars))
-    for uri in unit_marks(output) if units else []:
+    for uri in listed(lambda out: unit_marks(out, refused), UNITS_DIR) if units else []:
         result.files += 1
         result.units += 1
         why = check_unit(output, uri, full=not quick, placed=placed)

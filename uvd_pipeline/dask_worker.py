@@ -1,0 +1,51 @@
+"""What the build's own local Dask cluster sets up in each of its worker processes (a worker
+plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask extra is installed.
+
+- Beam's "apitools not found" warning: each worker logs it when it first imports Beam (every
+  local Dask build printed it once per worker among its progress lines); the command keeps it out
+  of its own log (`cli.BeamImportNoise`), the workers now do too.
+- A worker the cluster closes after the build ends its process without freeing every module and
+  object first: with Beam and torch imported that took 3-4 s on a busy 2-core machine, and the
+  nanny, which waits 4 s, killed the workers ("Worker process still alive after 4.0 seconds,
+  killing") while the build waited. Everything of the build's was committed by then; the
+  process's exit functions registered since the worker started still run (those of `atexit`,
+  such as `sources.budget`'s, which stops its decode workers), and a worker that fails rather than
+  being closed exits as before, with its exit status.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import sys
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+
+class BuildWorker(WorkerPlugin):
+    """The worker plugin of the build's local cluster (see the module's docstring)."""
+
+    name = "uvd-build-worker"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def setup(self, worker) -> None:
+        if multiprocessing.parent_process() is not None:  # a worker process of its own, never the build's
+            atexit.register(self._exit_at_once)  # before any module of the build registers its own: run after them
+        from uvd_pipeline.cli import BeamImportNoise
+
+        logging.getLogger().addFilter(BeamImportNoise())  # the record is made on the root logger itself
+
+    def teardown(self, worker) -> None:
+        self.closed = True  # closed by the cluster (the build's end), not failed
+
+    def _exit_at_once(self) -> None:
+        if not self.closed:
+            return
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
