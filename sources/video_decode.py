@@ -31,6 +31,10 @@ video) are shown as players show them: the frame is stretched to its display asp
 RGB conversion, keeping its height (width x SAR), as `ffmpeg -vf scale=iw*sar:ih` does. Ratios
 outside 1:4..4:1 are not believed (left unapplied, said in the lineage).
 
+A frame is the picture the stream declares: the whole cropping rectangle of the coded frame
+(H.264/HEVC frame cropping), its left edge included wherever it falls (`AV_CODEC_FLAG_UNALIGNED`;
+by default FFmpeg keeps columns a crop off 32-byte alignment would hide, as decord does).
+
 Colour: frames are converted to RGB with the matrix and range the stream declares (BT.709,
 BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
 (`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). An untagged stream is taken as
