@@ -288,7 +288,9 @@ _ORIENTATIONS = {
 
 def cropped_off_alignment(frame) -> bool:
     """Whether a plane of the frame starts off `CROP_ALIGN` in its buffer: a left crop that FFmpeg
-    applies only when told `unaligned` (`open_stream`), as decord's FFmpeg is not."""
+    applies only when told `unaligned` (`open_stream`), as decord's FFmpeg is not. Decoders' frame
+    buffers start 32-byte aligned (64 with AVX-512); where FFmpeg aligns them to 16 only (builds
+    without AVX), an uncropped frame may be taken for one: PyAV then decodes it, never wrongly."""
     return any(plane.buffer_ptr % CROP_ALIGN for plane in frame.planes)
 
 
