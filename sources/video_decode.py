@@ -735,7 +735,7 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
 # containers and codecs where decord's frame i is the presented frame i (checked by the zoo tests);
 # elsewhere (MPEG-TS/PS, HEVC, edit lists, rotation, cut files, open GOPs, AVI with H.264 or
 # B-frames, interlaced frames, frame sizes that change, cover art beside the video, a left crop off
-# alignment) PyAV decodes instead
+# alignment, an odd frame height) PyAV decodes instead
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
 DECORD_CODECS = ("h264", "vp8", "vp9", "mjpeg", "mpeg4", "prores")
 DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p")  # decord converts others (10-bit, 4:4:4) differently
@@ -776,4 +776,6 @@ def decord_exact(probe: Probe) -> str | None:
         return "frames too large to convert at full size within the memory budget"
     if probe.sample_aspect_ratio:
         return "non-square pixels"
+    if probe.height % 2:  # coded height here (no turn): swscale's scaling path, another FFmpeg's in decord
+        return "odd frame height (decord's FFmpeg converts its 4:2:0 chroma differently)"
     return None
