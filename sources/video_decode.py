@@ -31,6 +31,10 @@ video) are shown as players show them: the frame is stretched to its display asp
 RGB conversion, keeping its height (width x SAR), as `ffmpeg -vf scale=iw*sar:ih` does. Ratios
 outside 1:4..4:1 are not believed (left unapplied, said in the lineage).
 
+A frame is the picture the stream declares: the whole cropping rectangle of the coded frame
+(H.264/HEVC frame cropping), its left edge included wherever it falls (`AV_CODEC_FLAG_UNALIGNED`;
+by default FFmpeg keeps columns a crop off 32-byte alignment would hide, as decord does).
+
 Colour: frames are converted to RGB with the matrix and range the stream declares (BT.709,
 BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
 (`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). An untagged stream is taken as
@@ -79,6 +83,7 @@ COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side 
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
 INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)  # AVFieldOrder: TT, BB, TB, BT (0 unknown, 1 progressive)
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
+CROP_ALIGN = 32  # bytes: a plane cropped off this alignment is one decord's FFmpeg leaves uncropped
 # HDR: per pixel the 16-bit 4:4:4 frame (6) and the RGB array (3); the float32 work of one band
 HDR_CONVERSION_BYTES = 9
 HDR_BAND_PIXELS = hdr_colour.BAND_PIXELS  # pixels tone-mapped at once
@@ -127,6 +132,9 @@ def open_stream(uri: str):
         container.close()
         raise VideoError("no_video_stream", f"only cover art ({covers} attached picture), no video" if covers else "")
     stream.thread_type = "NONE"  # skip_frame is switched per packet: it must apply to that packet
+    # the whole cropping rectangle the stream declares: FFmpeg otherwise drops a left crop that
+    # would leave the picture off its 32-byte alignment (H.264 `crop_left=8`: 8 columns too many)
+    stream.codec_context.flags |= av.codec.context.Flags.unaligned
     return container, stream
 
 
@@ -278,6 +286,14 @@ _ORIENTATIONS = {
 }
 
 
+def cropped_off_alignment(frame) -> bool:
+    """Whether a plane of the frame starts off `CROP_ALIGN` in its buffer: a left crop that FFmpeg
+    applies only when told `unaligned` (`open_stream`), as decord's FFmpeg is not. Decoders' frame
+    buffers start 32-byte aligned (64 with AVX-512); where FFmpeg aligns them to 16 only (builds
+    without AVX), an uncropped frame may be taken for one: PyAV then decodes it, never wrongly."""
+    return any(plane.buffer_ptr % CROP_ALIGN for plane in frame.planes)
+
+
 def orientation(frame) -> tuple[int, bool]:
     """(quarter turns, mirrored) that take a decoded frame to what a player shows."""
     matrix = frame.side_data.get("DISPLAYMATRIX")
@@ -365,6 +381,7 @@ class _Session:
     sar: Fraction | None = None  # the stream's pixel aspect ratio, applied in the conversion
     hdr: str | None = None  # the stream's HDR transfer ("pq", "hlg"): frames are tone-mapped
     interlaced: bool = False  # a delivered frame was coded as two fields
+    cropped_left: bool = False  # the first delivered frame is cropped off alignment (`cropped_off_alignment`)
     _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
     _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
     _shown: tuple[int, ...] = ()
@@ -420,6 +437,7 @@ class _Session:
                                                     f"{judged.width}x{judged.height} the stream declares")
             if self.orientation is None:  # once: reading side data keeps the frame until a collection
                 self.orientation = orientation(frame)
+                self.cropped_left = cropped_off_alignment(frame)
                 # worth a full collection (10 ms in a decoding process) only for a large frame
                 self._collect = frame.width * frame.height >= COLLECT_PIXELS
             turns, _ = self.orientation
@@ -601,6 +619,7 @@ class Probe:
     video_streams: int = 1  # video streams in the file, cover art included (decord picks its own)
     interlaced: bool = False  # frames coded as two fields (declared, or a probed frame flagged so)
     size_changes: bool = False  # the probed frames are not all one size (clips joined by a stream copy)
+    cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -653,7 +672,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
-                 video_streams, interlaced, size_changes)
+                 video_streams, interlaced, size_changes, session.cropped_left)
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
@@ -715,7 +734,8 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
 
 # containers and codecs where decord's frame i is the presented frame i (checked by the zoo tests);
 # elsewhere (MPEG-TS/PS, HEVC, edit lists, rotation, cut files, open GOPs, AVI with H.264 or
-# B-frames, interlaced frames, frame sizes that change, cover art beside the video) PyAV decodes instead
+# B-frames, interlaced frames, frame sizes that change, cover art beside the video, a left crop off
+# alignment, an odd frame height) PyAV decodes instead
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
 DECORD_CODECS = ("h264", "vp8", "vp9", "mjpeg", "mpeg4", "prores")
 DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p")  # decord converts others (10-bit, 4:4:4) differently
@@ -736,6 +756,8 @@ def decord_exact(probe: Probe) -> str | None:
         return "frame size changes mid-stream"
     if probe.interlaced:  # decord upsamples the chroma of both fields as one progressive frame
         return "interlaced frames (PyAV upsamples each field's chroma on its own)"
+    if probe.cropped_left:  # decord's FFmpeg keeps the columns and squashes them into the declared width
+        return "cropped from the left off alignment (decord shows the columns the stream hides)"
     if probe.video_streams > 1:  # decord reads FFmpeg's best stream: it may be the cover
         return f"{probe.video_streams} video streams (cover art beside the video, say)"
     if probe.hidden:
@@ -754,4 +776,6 @@ def decord_exact(probe: Probe) -> str | None:
         return "frames too large to convert at full size within the memory budget"
     if probe.sample_aspect_ratio:
         return "non-square pixels"
+    if probe.height % 2:  # coded height here (no turn): swscale's scaling path, another FFmpeg's in decord
+        return "odd frame height (decord's FFmpeg converts its 4:2:0 chroma differently)"
     return None

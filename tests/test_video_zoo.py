@@ -451,6 +451,68 @@ def test_non_square_pixels_are_shown_at_their_display_aspect_ratio(tmp_path):
     assert [video_zoo.read_index(f) for f in squeezed] == list(clip.frame_indices)
 
 
+def _shown_rgb(path: Path, width: int, height: int, *options: str) -> np.ndarray:
+    """Every frame the ffmpeg CLI decodes (input `options` first), as rgb24 (W x H)."""
+    import subprocess
+
+    raw = subprocess.run(["ffmpeg", "-v", "error", *options, "-i", str(path), "-map", "0:v:0", "-vsync",
+                          "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+@pytest.mark.parametrize("left,decord_exact", [(8, False), (64, True)])
+def test_a_cropping_rectangle_off_the_left_edge_shows_the_declared_picture(tmp_path, left: int, decord_exact: bool):
+    """H.264 declares its picture as a cropping rectangle of the coded macroblocks (SPS
+    frame_crop_*; `-bsf:v h264_metadata=crop_left=...` writes one, as some encoders do). FFmpeg
+    applies a left crop only where the picture then stays 32-byte aligned, unless told
+    `-flags unaligned`: an 8-column left crop came out 8 columns wider than the stream declares,
+    and the video was refused as `video_too_large` (the frame larger than declared); decord squashed
+    those columns into the declared width (24 levels mean off). The frames are now the coded
+    ones cropped exactly (the same bitstream without the crop, cut in numpy), by PyAV wherever
+    the crop is unaligned; an aligned one (64 columns) decord shows exactly too."""
+    video_zoo.require_ffmpeg()
+    full = video_zoo.encode(tmp_path / "full.mp4", 20, "libx264", size=(64 + left, 48),
+                            options={**video_zoo.X264, "g": "10"})
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    path = folder / "cropped.mp4"
+    video_zoo.ffmpeg("-i", str(full), "-c", "copy", "-bsf:v", f"h264_metadata=crop_left={left}:crop_top=4", str(path))
+    expected = _shown_rgb(full, 64 + left, 48)[:, 4:, left:]  # the declared 64x44 picture
+    assert np.array_equal(_shown_rgb(path, 64, 44, "-flags", "unaligned"), expected)  # ffmpeg agrees, told so
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,), decoder=decoder).read(str(path)))
+        assert isinstance(record, VideoRecord), record
+        lineage = record.clips[0].lineage
+        assert (lineage["width"], lineage["height"]) == (64, 44)
+        assert record.decoder == ("decord" if decoder == "decord" and decord_exact else "pyav")
+        if decoder == "decord" and not decord_exact:
+            assert "cropped from the left" in lineage["decoder_note"]
+        ((clip, frames),) = list(clip_frames(record))
+        assert np.array_equal(frames, expected[:16]), decoder
+
+
+def test_an_odd_frame_height_gives_the_same_frames_with_either_decoder(tmp_path):
+    """4:2:0 video of an odd height (VP8/VP9 from browsers' screen and WebRTC recordings, MJPEG):
+    swscale converts it on its scaling path, where decord's bundled FFmpeg and PyAV's differ (0.8
+    levels mean, up to 37, on Big Buck Bunny at 320x181; identical at 321x180 or 320x180). decord
+    was chosen as exact, so `decoder: decord` rendered other bytes than PyAV: PyAV decodes now."""
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    frames = {}
+    for height in (47, 48):
+        folder = tmp_path / str(height)
+        folder.mkdir()
+        path = video_zoo.encode(folder / "screen.webm", 16, "libvpx-vp9", size=(64, height),
+                                options={"deadline": "good", "cpu-used": "8", "g": "8"})
+        for decoder in DECODERS:
+            (record,) = list(VideoSource("zoo", str(folder), strides=(1,), decoder=decoder).read(str(path)))
+            ((clip, frames[height, decoder]),) = list(clip_frames(record))
+            if decoder == "decord":
+                assert record.decoder == ("pyav" if height % 2 else "decord"), height
+        assert np.array_equal(frames[height, "decord"], frames[height, "pyav"]), height
+
+
 def _cover_art_files(tmp_path: Path) -> Path:
     """A 20-frame clip with a JPEG cover (larger than the video) added as ffmpeg's manual says
     (`-disposition:v:0 attached_pic`): Matroska keeps it as a 1-frame MJPEG track *before* the
