@@ -7,6 +7,9 @@ Layout read (the Kaggle/LOC release; `val/<wnid>/` folders are accepted too):
     root/train/<wnid>/<wnid>_<n>.JPEG
     root/val/ILSVRC2012_val_<8 digits>.JPEG
 
+Kaggle's download keeps train/ and val/ three folders down, `root/ILSVRC/Data/CLS-LOC/`, with the
+index files at its top: a root without the splits' folders but with that one is read as it lies.
+
 Each image becomes an `ImageRecord` carrying its wnid; grouping 16 images of a class into a
 sentence happens later, after decoding, so that a broken file costs one image, not a sentence.
 The official split of the layout (train/ vs val/) is kept as the record's split.
@@ -45,6 +48,7 @@ VAL_LABELS_FILE = "LOC_val_solution.csv"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 VAL_FILES_PER_UNIT = 256
 VAL_LABELS_HEADER = ("ImageId", "PredictionString")
+KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
 
 
 def _is_image_name(uri: str) -> bool:
@@ -153,12 +157,25 @@ class ImageNetSource:
     def val_labels_uri(self) -> str:
         return fsio.join(self.path, VAL_LABELS_FILE)
 
+    @property
+    def images_root(self) -> str:
+        """The folder holding the splits' folders: `path`, or Kaggle's `path/ILSVRC/Data/CLS-LOC`
+        when `path` holds none of them (the download's top, its index files beside `ILSVRC/`)."""
+        kaggle = fsio.join(self.path, *KAGGLE_IMAGES)
+        if not any(fsio.isdir(fsio.join(self.path, split)) for split in self.splits) and fsio.isdir(kaggle):
+            return kaggle
+        return self.path
+
     def units(self) -> list[Unit]:
         units: list[Unit] = []
+        images_root = self.images_root
         for split in self.splits:
-            split_dir = fsio.join(self.path, split)
+            split_dir = fsio.join(images_root, split)
             if not fsio.isdir(split_dir):
-                raise FileNotFoundError(f"{self.name}: ILSVRC layout has no {split}/ folder under {self.path}")
+                raise FileNotFoundError(
+                    f"{self.name}: ILSVRC layout has no {split}/ folder under {images_root}"
+                    + (f" (nor under {fsio.join(self.path, *KAGGLE_IMAGES)}, as Kaggle's download has it)"
+                       if images_root == self.path else ""))
             for class_dir in fsio.list_dirs(split_dir, links=True):
                 if set_aside(fsio.basename(class_dir)):  # `__MACOSX/`, `.git/`: rejected as one item, unread
                     units.append(Unit(split, None, (class_dir,)))
@@ -233,7 +250,7 @@ class ImageNetSource:
     def _listed_missing(self, split: str) -> Iterator[Reject]:
         """A reject for each image LOC_val_solution.csv lists that the split's folder lacks, flat or
         in a class folder inside the root (a val set reorganised by hand in part)."""
-        split_dir = fsio.join(self.path, split)
+        split_dir = fsio.join(self.images_root, split)
         present = {_stem(f) for f in fsio.list_files(split_dir, links=True) if _is_image_name(f)}
         for folder in fsio.list_dirs(split_dir, links=True):
             if not set_aside(fsio.basename(folder)) and not path_problem(self.path, folder, self.follow_links):
