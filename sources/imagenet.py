@@ -190,7 +190,10 @@ class ImageNetSource:
             if any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
                 raise FileNotFoundError(
                     f"{self.name}: {split}/ holds images without class folders but {VAL_LABELS_FILE} "
-                    f"is missing from {self.path}"
+                    f"is missing from {self.path}: put Kaggle's {VAL_LABELS_FILE} there, sort {split}/ into "
+                    f"{split}/<wnid>/ folders (as the devkit's valprep.sh does), or leave {split} out of "
+                    f"`splits`; the devkit's ILSVRC2012_validation_ground_truth.txt is not read (its class "
+                    f"ids follow the devkit's meta.mat, not the sorted wnids)"
                 )
             units.extend(Unit(split, None, chunk) for chunk in _flat_chunks(flat))
             if split == "val" and any(_is_image_name(f) for f in flat):

@@ -54,7 +54,10 @@ def test_val_folders_per_class_and_unknown_labels(sample_corpus: Path, tmp_path:
 def test_flat_val_without_labels_file_fails_early(sample_corpus: Path, tmp_path: Path):
     root = tmp_path / "inet"
     shutil.copytree(sample_corpus / "imagenet" / "val", root / "val")
-    with pytest.raises(FileNotFoundError, match="LOC_val_solution.csv"):
+    # the official ILSVRC2012_img_val.tar, flat, beside the devkit's ground truth: the message names the fixes
+    with pytest.raises(FileNotFoundError, match=r"LOC_val_solution.csv is missing from .*: put Kaggle's "
+                       r"LOC_val_solution.csv there, sort val/ into val/<wnid>/ folders \(as the devkit's "
+                       r"valprep.sh does\), or leave val out of `splits`"):
         ImageNetSource("inet", str(root), ("val",)).units()
     with pytest.raises(FileNotFoundError, match="no train/ folder"):
         ImageNetSource("inet", str(root)).units()
