@@ -175,7 +175,7 @@ class ImageNetSource:
                 raise FileNotFoundError(
                     f"{self.name}: ILSVRC layout has no {split}/ folder under {images_root}"
                     + (f" (nor under {fsio.join(self.path, *KAGGLE_IMAGES)}, as Kaggle's download has it)"
-                       if images_root == self.path else ""))
+                       if images_root == self.path else "") + _archives_note(self.path))
             for class_dir in fsio.list_dirs(split_dir, links=True):
                 if set_aside(fsio.basename(class_dir)):  # `__MACOSX/`, `.git/`: rejected as one item, unread
                     units.append(Unit(split, None, (class_dir,)))
@@ -277,8 +277,19 @@ class ImageNetSource:
             detail = f"{_where(unit, name)}: {aside.detail}, {'not read' if folder else 'not an image'}"
             return Reject(key, self.name, key, "read", aside.reason, detail, split_hint=unit.split)
         detail = (f"{_where(unit, name)} is a folder: class folders are read flat" if folder
-                  else f"{_where(unit, name)} is not one of {', '.join(IMAGE_SUFFIXES)}")
+                  else f"{_where(unit, name)} is not one of {', '.join(IMAGE_SUFFIXES)}"
+                  + (f"; {_ARCHIVE_ADVICE}" if name.lower().endswith(".tar") else ""))
         return Reject(key, self.name, key, "read", "unexpected_file", detail, split_hint=unit.split)
+
+
+_ARCHIVE_ADVICE = ("class archives (ImageNet-21k's <wnid>.tar) are not read: extract each into "
+                   "<split>/<wnid>/, e.g. tar -xf n00004475.tar -C train/n00004475")
+
+
+def _archives_note(path: str) -> str:
+    """What to do when `path` holds tars in place of the splits' folders (ImageNet-21k's download)."""
+    tars = fsio.list_files(path, (".tar",))
+    return f"; it holds {len(tars)} .tar files: {_ARCHIVE_ADVICE}" if tars else ""
 
 
 def _where(unit: Unit, name: str) -> str:

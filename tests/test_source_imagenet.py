@@ -453,3 +453,37 @@ def test_the_kaggle_download_as_it_lies(tmp_path: Path):
     assert all(str(data) in i.uri for i in items if isinstance(i, ImageRecord))
     with pytest.raises(FileNotFoundError, match=r"no train/ folder under .* \(nor under .*ILSVRC/Data/CLS-LOC, as Kaggle"):
         _items(tmp_path)
+
+
+def _class_tar(path: Path, wnid: str, count: int) -> None:
+    """One class of ImageNet-21k's winter21 download: `<wnid>.tar` holding `<wnid>_<n>.JPEG`."""
+    import tarfile
+
+    for i in range(count):
+        _jpeg(path.parent / "members" / f"{wnid}_{i}.JPEG", 10 * i)
+    with tarfile.open(path, "w") as tar:
+        for i in range(count):
+            tar.add(path.parent / "members" / f"{wnid}_{i}.JPEG", f"{wnid}_{i}.JPEG")
+    shutil.rmtree(path.parent / "members")
+
+
+def test_imagenet_21k_class_tars_are_named_with_the_fix(tmp_path: Path):
+    """ImageNet-21k (winter21_whole/) ships one `<wnid>.tar` a class: pointed at it, the source said
+    only `no train/ folder`; tars moved into train/ were each an `unexpected_file` 'not one of .jpeg,
+    .jpg, .png', the build making no sentence. Both now say the archives are not read and how to
+    extract them."""
+    root = tmp_path / "winter21_whole"
+    root.mkdir()
+    for wnid, count in (("n00004475", 2), ("n00005787", 1)):
+        _class_tar(root / f"{wnid}.tar", wnid, count)
+    with pytest.raises(FileNotFoundError, match=r"no train/ folder .*; it holds 2 \.tar files: class archives "
+                                                r"\(ImageNet-21k's <wnid>\.tar\) are not read: extract each into "
+                                                r"<split>/<wnid>/, e.g. tar -xf n00004475.tar -C train/n00004475"):
+        _items(root, ("train",))
+    (root / "train").mkdir()
+    for tar in sorted(root.glob("*.tar")):
+        tar.rename(root / "train" / tar.name)
+    rejects = _items(root, ("train",))
+    assert [(r.reason, r.detail.split(";")[0]) for r in rejects] == [
+        ("unexpected_file", f"train/{w}.tar is not one of .jpeg, .jpg, .png") for w in ("n00004475", "n00005787")]
+    assert all("are not read: extract each into <split>/<wnid>/" in r.detail for r in rejects)
