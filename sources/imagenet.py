@@ -7,6 +7,9 @@ Layout read (the Kaggle/LOC release; `val/<wnid>/` folders are accepted too):
     root/train/<wnid>/<wnid>_<n>.JPEG
     root/val/ILSVRC2012_val_<8 digits>.JPEG
 
+Kaggle's download keeps train/ and val/ three folders down, `root/ILSVRC/Data/CLS-LOC/`, with the
+index files at its top: a root without the splits' folders but with that one is read as it lies.
+
 Each image becomes an `ImageRecord` carrying its wnid; grouping 16 images of a class into a
 sentence happens later, after decoding, so that a broken file costs one image, not a sentence.
 The official split of the layout (train/ vs val/) is kept as the record's split.
@@ -45,6 +48,7 @@ VAL_LABELS_FILE = "LOC_val_solution.csv"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 VAL_FILES_PER_UNIT = 256
 VAL_LABELS_HEADER = ("ImageId", "PredictionString")
+KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
 
 
 def _is_image_name(uri: str) -> bool:
@@ -153,12 +157,25 @@ class ImageNetSource:
     def val_labels_uri(self) -> str:
         return fsio.join(self.path, VAL_LABELS_FILE)
 
+    @property
+    def images_root(self) -> str:
+        """The folder holding the splits' folders: `path`, or Kaggle's `path/ILSVRC/Data/CLS-LOC`
+        when `path` holds none of them (the download's top, its index files beside `ILSVRC/`)."""
+        kaggle = fsio.join(self.path, *KAGGLE_IMAGES)
+        if not any(fsio.isdir(fsio.join(self.path, split)) for split in self.splits) and fsio.isdir(kaggle):
+            return kaggle
+        return self.path
+
     def units(self) -> list[Unit]:
         units: list[Unit] = []
+        images_root = self.images_root
         for split in self.splits:
-            split_dir = fsio.join(self.path, split)
+            split_dir = fsio.join(images_root, split)
             if not fsio.isdir(split_dir):
-                raise FileNotFoundError(f"{self.name}: ILSVRC layout has no {split}/ folder under {self.path}")
+                raise FileNotFoundError(
+                    f"{self.name}: ILSVRC layout has no {split}/ folder under {images_root}"
+                    + (f" (nor under {fsio.join(self.path, *KAGGLE_IMAGES)}, as Kaggle's download has it)"
+                       if images_root == self.path else "") + _archives_note(self.path))
             for class_dir in fsio.list_dirs(split_dir, links=True):
                 if set_aside(fsio.basename(class_dir)):  # `__MACOSX/`, `.git/`: rejected as one item, unread
                     units.append(Unit(split, None, (class_dir,)))
@@ -173,7 +190,10 @@ class ImageNetSource:
             if any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
                 raise FileNotFoundError(
                     f"{self.name}: {split}/ holds images without class folders but {VAL_LABELS_FILE} "
-                    f"is missing from {self.path}"
+                    f"is missing from {self.path}: put Kaggle's {VAL_LABELS_FILE} there, sort {split}/ into "
+                    f"{split}/<wnid>/ folders (as the devkit's valprep.sh does), or leave {split} out of "
+                    f"`splits`; the devkit's ILSVRC2012_validation_ground_truth.txt is not read (its class "
+                    f"ids follow the devkit's meta.mat, not the sorted wnids)"
                 )
             units.extend(Unit(split, None, chunk) for chunk in _flat_chunks(flat))
             if split == "val" and any(_is_image_name(f) for f in flat):
@@ -233,7 +253,7 @@ class ImageNetSource:
     def _listed_missing(self, split: str) -> Iterator[Reject]:
         """A reject for each image LOC_val_solution.csv lists that the split's folder lacks, flat or
         in a class folder inside the root (a val set reorganised by hand in part)."""
-        split_dir = fsio.join(self.path, split)
+        split_dir = fsio.join(self.images_root, split)
         present = {_stem(f) for f in fsio.list_files(split_dir, links=True) if _is_image_name(f)}
         for folder in fsio.list_dirs(split_dir, links=True):
             if not set_aside(fsio.basename(folder)) and not path_problem(self.path, folder, self.follow_links):
@@ -257,8 +277,19 @@ class ImageNetSource:
             detail = f"{_where(unit, name)}: {aside.detail}, {'not read' if folder else 'not an image'}"
             return Reject(key, self.name, key, "read", aside.reason, detail, split_hint=unit.split)
         detail = (f"{_where(unit, name)} is a folder: class folders are read flat" if folder
-                  else f"{_where(unit, name)} is not one of {', '.join(IMAGE_SUFFIXES)}")
+                  else f"{_where(unit, name)} is not one of {', '.join(IMAGE_SUFFIXES)}"
+                  + (f"; {_ARCHIVE_ADVICE}" if name.lower().endswith(".tar") else ""))
         return Reject(key, self.name, key, "read", "unexpected_file", detail, split_hint=unit.split)
+
+
+_ARCHIVE_ADVICE = ("class archives (ImageNet-21k's <wnid>.tar) are not read: extract each into "
+                   "<split>/<wnid>/, e.g. tar -xf n00004475.tar -C train/n00004475")
+
+
+def _archives_note(path: str) -> str:
+    """What to do when `path` holds tars in place of the splits' folders (ImageNet-21k's download)."""
+    tars = fsio.list_files(path, (".tar",))
+    return f"; it holds {len(tars)} .tar files: {_ARCHIVE_ADVICE}" if tars else ""
 
 
 def _where(unit: Unit, name: str) -> str:

@@ -54,7 +54,10 @@ def test_val_folders_per_class_and_unknown_labels(sample_corpus: Path, tmp_path:
 def test_flat_val_without_labels_file_fails_early(sample_corpus: Path, tmp_path: Path):
     root = tmp_path / "inet"
     shutil.copytree(sample_corpus / "imagenet" / "val", root / "val")
-    with pytest.raises(FileNotFoundError, match="LOC_val_solution.csv"):
+    # the official ILSVRC2012_img_val.tar, flat, beside the devkit's ground truth: the message names the fixes
+    with pytest.raises(FileNotFoundError, match=r"LOC_val_solution.csv is missing from .*: put Kaggle's "
+                       r"LOC_val_solution.csv there, sort val/ into val/<wnid>/ folders \(as the devkit's "
+                       r"valprep.sh does\), or leave val out of `splits`"):
         ImageNetSource("inet", str(root), ("val",)).units()
     with pytest.raises(FileNotFoundError, match="no train/ folder"):
         ImageNetSource("inet", str(root)).units()
@@ -420,3 +423,67 @@ def test_a_class_folder_in_nfc_and_in_nfd_is_one_class_whose_shared_names_are_re
     assert sorted(m["file"] for m in sentence.header["members"]) == ["train/img0", "train/img1", "train/img2"]
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in rejects] == ["duplicate_key"]
+
+
+def test_the_kaggle_download_as_it_lies(tmp_path: Path):
+    """Kaggle's imagenet-object-localization-challenge download keeps the index files at its top and
+    the images three folders down: `LOC_val_solution.csv`, `LOC_synset_mapping.txt`,
+    `ILSVRC/Data/CLS-LOC/{train,val,test}/`, `ILSVRC/Annotations/...`. Pointed at the download the
+    source refused it (`no train/ folder`); pointed at CLS-LOC/ the flat val/ refused for want of
+    the CSV, and train/ read without the synset map (no class names, no `unknown_label` check).
+    The download's top is read as it lies: images from ILSVRC/Data/CLS-LOC/, index files from the top."""
+    root, wnids = tmp_path / "imagenet-object-localization-challenge", ("n01440764", "n01443537")
+    data = root / "ILSVRC" / "Data" / "CLS-LOC"
+    _jpeg(data / "train" / wnids[0] / f"{wnids[0]}_1.JPEG", 10)
+    _jpeg(data / "train" / "n09999999" / "n09999999_1.JPEG", 20)  # not in the map
+    ids = ["ILSVRC2012_val_00000001", "ILSVRC2012_val_00000002", "ILSVRC2012_val_00000003"]
+    for i, image_id in enumerate(ids[:2]):
+        _jpeg(data / "val" / f"{image_id}.JPEG", 30 + i)
+    _jpeg(data / "test" / "ILSVRC2012_test_00000001.JPEG", 40)  # no labels: not a split we read
+    (root / "ILSVRC" / "Annotations" / "CLS-LOC" / "val").mkdir(parents=True)
+    _val_solution(root / "LOC_val_solution.csv", list(zip(ids, (wnids[1], wnids[0], wnids[1]))))
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} class {w}\n" for w in wnids))
+    items = _items(root)
+    assert sorted((i.key, i.lineage["class_name"]) for i in items if isinstance(i, ImageRecord)) == [
+        (f"inet-train-{wnids[0]}-{wnids[0]}_1", f"class {wnids[0]}"),
+        (f"inet-val-{wnids[0]}-{ids[1]}", f"class {wnids[0]}"),
+        (f"inet-val-{wnids[1]}-{ids[0]}", f"class {wnids[1]}")]
+    assert sorted((r.reason, r.key) for r in items if isinstance(r, Reject)) == [
+        ("missing_image", f"inet-val-{wnids[1]}-{ids[2]}"), ("unknown_label", "inet-train-n09999999-n09999999_1")]
+    assert all(str(data) in i.uri for i in items if isinstance(i, ImageRecord))
+    with pytest.raises(FileNotFoundError, match=r"no train/ folder under .* \(nor under .*ILSVRC/Data/CLS-LOC, as Kaggle"):
+        _items(tmp_path)
+
+
+def _class_tar(path: Path, wnid: str, count: int) -> None:
+    """One class of ImageNet-21k's winter21 download: `<wnid>.tar` holding `<wnid>_<n>.JPEG`."""
+    import tarfile
+
+    for i in range(count):
+        _jpeg(path.parent / "members" / f"{wnid}_{i}.JPEG", 10 * i)
+    with tarfile.open(path, "w") as tar:
+        for i in range(count):
+            tar.add(path.parent / "members" / f"{wnid}_{i}.JPEG", f"{wnid}_{i}.JPEG")
+    shutil.rmtree(path.parent / "members")
+
+
+def test_imagenet_21k_class_tars_are_named_with_the_fix(tmp_path: Path):
+    """ImageNet-21k (winter21_whole/) ships one `<wnid>.tar` a class: pointed at it, the source said
+    only `no train/ folder`; tars moved into train/ were each an `unexpected_file` 'not one of .jpeg,
+    .jpg, .png', the build making no sentence. Both now say the archives are not read and how to
+    extract them."""
+    root = tmp_path / "winter21_whole"
+    root.mkdir()
+    for wnid, count in (("n00004475", 2), ("n00005787", 1)):
+        _class_tar(root / f"{wnid}.tar", wnid, count)
+    with pytest.raises(FileNotFoundError, match=r"no train/ folder .*; it holds 2 \.tar files: class archives "
+                                                r"\(ImageNet-21k's <wnid>\.tar\) are not read: extract each into "
+                                                r"<split>/<wnid>/, e.g. tar -xf n00004475.tar -C train/n00004475"):
+        _items(root, ("train",))
+    (root / "train").mkdir()
+    for tar in sorted(root.glob("*.tar")):
+        tar.rename(root / "train" / tar.name)
+    rejects = _items(root, ("train",))
+    assert [(r.reason, r.detail.split(";")[0]) for r in rejects] == [
+        ("unexpected_file", f"train/{w}.tar is not one of .jpeg, .jpg, .png") for w in ("n00004475", "n00005787")]
+    assert all("are not read: extract each into <split>/<wnid>/" in r.detail for r in rejects)
