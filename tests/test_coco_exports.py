@@ -754,24 +754,26 @@ def test_people_past_the_drawing_budget_reject_their_pose_pair(tmp_path: Path):
         assert outcome(read(root, ("pose",))["coco-1-pose"]) == expected, n
 
 
-def test_many_masks_of_one_image_are_decoded_one_at_a_time(tmp_path: Path, monkeypatch):
+def test_many_masks_of_one_image_are_painted_from_their_runs(tmp_path: Path, monkeypatch):
     """Segment Anything's layout (COCO RLE, ~100 and up to ~400 masks of a 1500 x 2250 photo per
     image): every mask was decoded before any was painted, 1.4 GB for such a photo, while the
-    memory budget judged only the label map. Now a mask is decoded when it is painted; the target
-    is still pycocotools' masks painted largest first. Past `MAX_MASK_PIXELS` of decoding the pair
-    is an `annotation_too_large` reject (the budget made small here)."""
+    memory budget judged only the label map. Now each mask is painted from its runs straight into
+    the map; the target is still pycocotools' masks painted largest first. Past the budgets (made
+    small here) the pair is an `annotation_too_large` reject: the pixels painted
+    (`MAX_MASK_AREA`), the RLE text read (`MAX_MASK_TEXT`)."""
     import tracemalloc
 
     import uvd_pipeline.render_annotated as render_annotated
 
     h, w = 300, 400
     rng = np.random.default_rng(5)
-    anns = []
+    anns, masks = [], []
     for n in range(120):
         mask = np.zeros((h, w), bool)
         y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
         mask[y : y + rng.integers(2, 150), x : x + rng.integers(2, 200)] = True
         anns.append(obj(n + 1, 1, 1 + n % 5, segmentation=fortran_rle(mask, bool(n % 2))))
+        masks.append(mask)
     root = write_dataset(tmp_path, {"images": images(1, width=w, height=h), "categories": categories(*range(1, 6)),
                                     "annotations": anns},
                          sizes={"1.png": (w, h)})
@@ -784,5 +786,12 @@ def test_many_masks_of_one_image_are_decoded_one_at_a_time(tmp_path: Path, monke
     finally:
         tracemalloc.stop()
     assert peak < 30 * h * w, peak  # 120 masks held at once: 120 * h * w bytes, and the image, map, canvas
-    monkeypatch.setattr(render_annotated, "MAX_MASK_PIXELS", 119 * h * w)
+    area = sum(int(mask.sum()) for mask in masks)
+    monkeypatch.setattr(render_annotated, "MAX_MASK_AREA", area)
+    assert outcome(item) == "rendered"
+    monkeypatch.setattr(render_annotated, "MAX_MASK_AREA", area - 1)
+    assert outcome(item) == ("annotation", "annotation_too_large")
+    monkeypatch.setattr(render_annotated, "MAX_MASK_AREA", area)
+    text = sum(len(a["segmentation"]["counts"]) for a in anns)
+    monkeypatch.setattr(render_annotated, "MAX_MASK_TEXT", text - 1)
     assert outcome(item) == ("annotation", "annotation_too_large")

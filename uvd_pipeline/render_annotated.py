@@ -61,7 +61,9 @@ RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any cou
 # cap allows) drew for hours
 MAX_BOXES = 20_000  # boxes, or people, of one target
 MAX_POSE_STEPS = 400_000  # joints and limbs of one pose target, all its people
-MAX_MASK_PIXELS = 4 << 30  # masks x image pixels one segmentation target decodes (~4 s)
+MAX_MASK_TEXT = 16 << 20  # RLE counts' characters or run lengths one segmentation target reads (~2 s)
+MAX_MASK_RUNS = 4_000_000  # runs it paints (~2 s)
+MAX_MASK_AREA = 4 << 30  # pixels it paints, all its masks (~2 s)
 OUTLINE_BUDGET_CANVASES = 64  # turned outlines' windows, summed, in canvases (~0.4 s at most)
 VIPSEG_STUFF_MAX = 124
 
@@ -140,9 +142,9 @@ def _rle_string_counts(text: str) -> list[int]:
     return counts
 
 
-def _check_rle_counts(counts: Any, h: int, w: int) -> None:
-    """Run lengths must cover the image exactly: pycocotools refuses more than h*w, but paints
-    fewer and leaves the rest of its mask uninitialised (a different target every run)."""
+def _check_rle_counts(counts: Any, h: int, w: int) -> list[int]:
+    """The run lengths, which must cover the image exactly: pycocotools refuses more than h*w, but
+    paints fewer and leaves the rest of its mask uninitialised (a different target every run)."""
     if isinstance(counts, str):
         runs = _rle_string_counts(counts)
     elif isinstance(counts, list) and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in counts):
@@ -154,6 +156,7 @@ def _check_rle_counts(counts: Any, h: int, w: int) -> None:
     if sum(runs) != h * w:
         raise AnnotationError("bad_segmentation", f"RLE run lengths sum to {sum(runs)}, "
                                                   f"the {w}x{h} image has {h * w} pixels")
+    return runs
 
 
 def _check_declared_size(annotation: dict[str, Any], h: int, w: int) -> None:
@@ -172,38 +175,50 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
 
     The map has the decoded image's size, never the size the JSON declares (a declared
     20000 x 20000 would cost gigabytes before any check); a declaration that differs from the
-    image means the coordinates refer to another image, so the pair is rejected. Masks are
-    ordered by their RLE's area and decoded one at a time as they are painted: decoded all at
-    once, a Segment Anything image (1500 x 2250, up to ~400 masks) held 1.4 GB of masks, over the
-    memory budget that judged only the map. Their decoding is budgeted (`MAX_MASK_PIXELS`).
+    image means the coordinates refer to another image, so the pair is rejected. Each mask is
+    painted from its runs (the column-major run lengths pycocotools decodes), straight into the
+    map: decoded whole, every mask of an image was held at once (a Segment Anything photo, 1500 x
+    2250 with up to ~400 masks: 1.4 GB, while the memory budget judged the map alone), and even one
+    at a time each cost a pass over the whole image (an iSAID aerial image, 16 MP with hundreds of
+    small instances: over a minute). The work is budgeted: `MAX_MASK_TEXT` characters or run
+    lengths read, `MAX_MASK_RUNS` runs and `MAX_MASK_AREA` pixels painted.
     """
-    from pycocotools import mask as mask_utils
-
     h, w = plan.in_h, plan.in_w
     _check_declared_size(annotation, h, w)
     if h * w * SEGMENT_MAP_BYTES > DEFAULT_MAX_DECODE_BYTES:
         raise AnnotationError("annotation_too_large", f"a {w}x{h} label map is over the memory budget")
     segments = annotation["segments"]
-    if len(segments) * h * w > MAX_MASK_PIXELS:
-        raise AnnotationError("annotation_too_large", f"{len(segments)} masks of {w}x{h} pixels, over the "
-                                                      f"{MAX_MASK_PIXELS} mask pixels one target decodes")
-    rles = [(_segment_rle(segment["segmentation"], h, w), segment["category_id"]) for segment in segments]
-    try:
-        areas = [int(mask_utils.area(rle)) for rle, _ in rles]
-    except Exception as exc:
-        raise AnnotationError("bad_segmentation", type(exc).__name__) from None
+    text = sum(_counts_length(segment["segmentation"]) for segment in segments)
+    if text > MAX_MASK_TEXT:
+        raise AnnotationError("annotation_too_large", f"RLE counts of {text} characters or runs, over the "
+                                                      f"{MAX_MASK_TEXT} one target reads")
+    masks = [(_segment_runs(segment["segmentation"], h, w), segment["category_id"]) for segment in segments]
+    runs, areas = sum(len(r) for r, _ in masks), [int(r[1::2].sum()) for r, _ in masks]
+    if runs > MAX_MASK_RUNS or sum(areas) > MAX_MASK_AREA:
+        raise AnnotationError("annotation_too_large", f"masks of {runs} runs and {sum(areas)} pixels, over the "
+                                                      f"{MAX_MASK_RUNS} runs and {MAX_MASK_AREA} pixels one target paints")
     if not any(areas):
         raise AnnotationError("empty_target", "no segment covers a pixel of the image")
-    labels = np.zeros((h, w), np.int32)
-    for order in sorted(range(len(rles)), key=lambda i: -areas[i]):
-        rle, category_id = rles[order]
-        labels[_decoded(rle, h, w)] = category_id
-    return labels
+    columns = np.zeros((w, h), np.int32)  # the map transposed: its flat index is the runs' column-major one
+    flat = columns.reshape(-1)
+    for order in sorted(range(len(masks)), key=lambda i: -areas[i]):
+        lengths, category_id = masks[order]
+        ends = np.cumsum(lengths)
+        for start, stop in zip(ends[0::2].tolist(), ends[1::2].tolist()):  # runs of 0s, then 1s, alternate
+            flat[start:stop] = category_id
+    return np.ascontiguousarray(columns.T)
 
 
-def _segment_rle(seg: Any, h: int, w: int) -> dict[str, Any]:
-    """One segment (polygons, or RLE with compressed or uncompressed counts) as a compressed RLE
-    of the image's size, checked before pycocotools reads it."""
+def _counts_length(seg: Any) -> int:
+    """What reading a segment's RLE counts costs: its characters or run lengths (polygons: 0,
+    budgeted by their points)."""
+    counts = seg.get("counts") if isinstance(seg, dict) else None
+    return len(counts) if isinstance(counts, (str, list)) else 0
+
+
+def _segment_runs(seg: Any, h: int, w: int) -> np.ndarray:
+    """One segment (polygons, or RLE with compressed or uncompressed counts) as its run lengths
+    over the image (column-major, starting with a run of 0s), checked before anything reads them."""
     from pycocotools import mask as mask_utils
 
     try:
@@ -212,29 +227,15 @@ def _segment_rle(seg: Any, h: int, w: int) -> dict[str, Any]:
             if not polygons:
                 raise AnnotationError("bad_segmentation", "no polygon of 3 or more points")
             _check_polygons(polygons, h, w)
-            return mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
-        if list(seg.get("size") or ()) != [h, w]:  # checked before pycocotools allocates its size
+            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+            return np.asarray(_rle_string_counts(rle["counts"].decode("ascii")), dtype=np.int64)
+        if list(seg.get("size") or ()) != [h, w]:
             raise AnnotationError("bad_segmentation", f"RLE size {seg.get('size')} vs image {[h, w]}")
-        _check_rle_counts(seg.get("counts"), h, w)
-        rle = {"size": [h, w], "counts": seg["counts"]}  # a size written [60.0, 80.0] as C ints
-        return mask_utils.frPyObjects(rle, h, w) if isinstance(seg["counts"], list) else rle
+        return np.asarray(_check_rle_counts(seg.get("counts"), h, w), dtype=np.int64)
     except AnnotationError:
         raise
     except Exception as exc:
         raise AnnotationError("bad_segmentation", type(exc).__name__) from None
-
-
-def _decoded(rle: dict[str, Any], h: int, w: int) -> np.ndarray:
-    """An RLE's mask as booleans of the image's size."""
-    from pycocotools import mask as mask_utils
-
-    try:
-        mask = mask_utils.decode(rle).astype(bool)
-    except Exception as exc:
-        raise AnnotationError("bad_segmentation", type(exc).__name__) from None
-    if mask.shape != (h, w):
-        raise AnnotationError("bad_segmentation", f"mask {mask.shape} vs image {(h, w)}")
-    return mask
 
 
 def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
