@@ -28,6 +28,22 @@ def test_sample_config_is_valid_and_paths_are_relative_to_it():
     assert config.sources[2].strides == (10, 20, 30)
 
 
+def test_relative_paths_given_to_parse_config_are_made_absolute(tmp_path, monkeypatch):
+    """`parse_config` (the API, base_dir "."): relative paths stayed relative while the file
+    listings give absolute ones, so a source cutting its root off a listed path (the Omnidata
+    layout's keys: `names_below`) kept the whole path in every key and found no building."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.source_factory import make_source
+
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({"output": "out", "sources": [{"name": "t", "type": "multitask", "path": "omni"}]})
+    assert config.output == str(tmp_path / "out") and config.sources[0].path == str(tmp_path / "omni")
+    building = tmp_path / "omni" / "rgb" / "taskonomy" / "allensville"
+    building.mkdir(parents=True)
+    source = make_source(config.sources[0])
+    assert [source._unit_key(u) for u in source.units()] == ["t-allensville"]
+
+
 def test_mmpose_labeler_files_are_relative_to_the_config_like_every_other_path(tmp_path, monkeypatch):
     """The mmpose labeler's `config` and `checkpoint` stayed as written, so relative ones were read
     from wherever the build ran, while every other path of the config is relative to the file."""

@@ -783,7 +783,7 @@ def _resolve(path: str, base_dir: str, field: str) -> str:
     if unset:
         raise ConfigError(f"{field}: {unset.group(0)} in {path!r} is not set in the environment; set it, or "
                           "write the path out")
-    return os.path.normpath(os.path.join(base_dir, expanded))
+    return os.path.normpath(os.path.join(os.path.abspath(base_dir), expanded))  # absolute: fsio lists absolute paths
 
 
 def _resolve_labeler(labeler: LabelerParams | None, base_dir: str, field: str) -> LabelerParams | None:
