@@ -35,6 +35,7 @@ TASKONOMY = {
 }
 TUPLE_TASKS = tuple(TASKONOMY)
 IMAGE_FOLDER = TASKONOMY["image"][0]
+DOMAIN_FOLDERS = frozenset(folder for folder, _ in TASKONOMY.values())
 DEPTH_SCALE = 1 / 512  # Taskonomy depth_zbuffer: 1/512 m per unit, 65535 = no depth
 # Taskonomy's edge_occlusion is no binary map: its create_edge_images.py writes the Sobel magnitude
 # of sqrt(depth) / 256 as uint16 (EDGE_3D_THRESH None), so every slanted surface holds some: a
@@ -75,8 +76,11 @@ class MultiTaskSource:
         buildings = [d for d in kept if fsio.exists(fsio.join(d, IMAGE_FOLDER))]
         if self._domain_first(kept):
             # the download's domain folders, those not read too (point_info/, mask_valid/), are no
-            # buildings; a building moved under <building>/ by hand is read beside them
-            return self._download_units() + buildings + aside
+            # buildings; a building moved under <building>/ by hand is read beside them, and any
+            # other folder (a building without rgb/, a link leading out) is one reject
+            others = [d for d in kept if d not in buildings and fsio.basename(d) not in DOMAIN_FOLDERS
+                      and not (self._listed(d) and self._holds_download(d))]
+            return self._download_units() + buildings + others + aside
         if not buildings:
             raise FileNotFoundError(f"no <building>/{IMAGE_FOLDER}/ folders (Taskonomy) or "
                                     f"{IMAGE_FOLDER}/<component>/<building>/ folders (omnitools.download) "
@@ -91,12 +95,17 @@ class MultiTaskSource:
         return not set_aside(fsio.basename(folder)) and path_problem(self.path, folder, self.follow_links) is None
 
     def _domain_first(self, kept: list[str]) -> bool:
-        """Whether the root holds Omnidata's download: `rgb/<component>/<building>/`."""
+        """Whether the root holds Omnidata's download: `rgb/<component>/<building>/`. An rgb/ or
+        component that is a link leading out is taken for the download's (never looked into: it
+        is one reject naming `follow_links`); a building-first building named `rgb` holds files."""
         image = next((d for d in kept if fsio.basename(d) == IMAGE_FOLDER), None)
-        if image is None or not self._listed(image):
+        if image is None:
             return False
-        return any(self._listed(c) and any(map(self._listed, fsio.list_dirs(c, links=True)))
-                   for c in fsio.list_dirs(image, links=True))
+        return not self._listed(image) or self._holds_download(image)
+
+    def _holds_download(self, domain: str) -> bool:
+        """Whether a listed folder holds `<component>/<building>/` (a component leading out counts)."""
+        return any(not self._listed(c) or fsio.list_dirs(c, links=True) for c in fsio.list_dirs(domain, links=True))
 
     def _download_units(self) -> list[str]:
         """Each `<component>/<building>` once, at its rgb folder where it has one (a building whose

@@ -1273,3 +1273,26 @@ def test_omnidata_download_rejects_what_a_taskonomy_tree_rejects(tmp_path: Path)
     assert results[0] == results[1]
     assert Counter(reason for _, reason in results[1]) == {
         "tuple": 1, "incomplete_tuple": 2, "outside_root": 1, "os_metadata": 9 + 1}  # allensville's 9 files, `__MACOSX/`
+
+
+def test_omnidata_download_whose_rgb_leads_out_or_beside_a_building_without_rgb(tmp_path: Path):
+    """Review's cases of the download layout: an rgb/ that is a link to another disk stopped the
+    listing with "no rgb/<component>/<building>/ folders" (naming neither the link nor
+    follow_links); a building moved by hand beside the download without its rgb/ vanished
+    without a word (only the download's buildings were listed)."""
+    view = _taskonomy_view(5, size=8)
+    outside = tmp_path / "other-disk"
+    _write_view(outside, "taskonomy", "allensville", "point_0_view_0", view, domain_first=True)
+    root = tmp_path / "omni"
+    for folder in TASKONOMY_DOMAIN_IDS:
+        root.mkdir(exist_ok=True)
+        (root / folder).symlink_to(outside / folder)
+    items = _read_all(MultiTaskSource("tk", str(root)))
+    assert {i.reason for i in items} == {"outside_root"} and "follow_links" in items[0].detail
+    assert _read_all(MultiTaskSource("tk", str(root), follow_links=True))[0].key == "tk-allensville-point_0_view_0"
+    root = tmp_path / "omni2"
+    _write_view(root, "taskonomy", "allensville", "point_0_view_0", view, domain_first=True)
+    _write_view(root, "taskonomy", "beechwood", "point_0_view_0",
+                {f: a for f, a in view.items() if f != "rgb"}, domain_first=False)  # moved by hand, rgb missing
+    got = sorted((i.key, i.reason if isinstance(i, Reject) else "tuple") for i in _read_all(MultiTaskSource("tk", str(root))))
+    assert got == [("tk-allensville-point_0_view_0", "tuple"), ("tk-beechwood", "incomplete_tuple")]
