@@ -56,7 +56,8 @@ class StereoSource:
         split = fsio.join(self.path, self.split_folder)
         if "stereo" in self.tasks and not fsio.isdir(fsio.join(split, self.right_folder)):
             raise missing_under("right_folder", split, self.right_folder, "KITTI layout: ",
-                                "; KITTI 2012 keeps its right colour views in colored_1")
+                                "; KITTI 2012 keeps its right colour views in colored_1; a copy for depth alone: "
+                                "set tasks: [depth]")
 
     def _check_disparity_folder(self) -> None:
         """Without a labeler, depth targets come from `disparity_folder` alone: a misspelt one

@@ -45,7 +45,9 @@ FORMAT_VERSION = 1
 # NFC (a Mac's NFD copy), KITTI depth pairs without the right view, Taskonomy labels under their
 # real name, MMPose's mpii_val.json in the val split, Cityscapes JPEG images paired, COCO text ids
 # and Windows-separated file names read, an unreadable caption its own reject, unit_failed
-# rejects keyed by the unit's files inside the source root.
+# rejects keyed by the unit's files inside the source root, drawing budgets for detection, pose
+# and mask targets (annotation_too_large), video cropped off the left edge shown as declared and
+# odd-height 4:2:0 video decoded by PyAV, Kaggle's ImageNet download and Omnidata's read as they lie.
 RENDER_REVISION = 4
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
