@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import posixpath
+import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -322,11 +323,14 @@ def read_at_most(handle: Any, count: int) -> bytes:
 
 
 def _known_size(handle: Any) -> int | None:
-    """The bytes left to read in an open file, where the file says (a local file's fstat, an
-    fsspec file's `size`); None elsewhere."""
+    """The bytes left to read in an open file, where the file says (a local regular file's fstat,
+    an fsspec file's `size`); None elsewhere (a device such as /dev/zero, which a followed link can
+    lead to, says 0 and never ends)."""
     with contextlib.suppress(AttributeError, OSError, TypeError, ValueError, io.UnsupportedOperation):
-        size = os.fstat(handle.fileno()).st_size
-        return max(0, size - handle.tell())
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return max(0, info.st_size - handle.tell())
     size = getattr(handle, "size", None)
     with contextlib.suppress(AttributeError, OSError, TypeError, ValueError):
         return max(0, int(size) - handle.tell()) if isinstance(size, int) else None
