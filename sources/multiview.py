@@ -2,7 +2,10 @@
 
 A sentence is one object's views ordered by the azimuth computed from the cameras (file names
 and capture order are not trusted). When a sequence has more views than a sentence takes, the
-views are picked evenly in azimuth order; fewer is a reject (`too_few_views`).
+views are picked evenly in azimuth order; fewer is a reject (`too_few_views`). A CO3D walk has
+no azimuth origin of its own and need not close: its views run from the end of its widest gap
+round the orbit, each the nearest to azimuths evenly spaced (not to evenly spaced indices,
+which crowd where the walk lingered).
 In Objaverse's folders, what operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a view, a camera or an object.
 """
@@ -128,6 +131,37 @@ def orbit_target(centres: np.ndarray, view_axes: np.ndarray) -> np.ndarray | Non
     if not np.isfinite(system).all() or np.linalg.cond(system) > MAX_ORBIT_CONDITION:
         return None
     return np.linalg.solve(system, rhs)
+
+
+def arc_order(azimuths: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """View indices along a hand-held orbit, from the view after its widest azimuth gap; each
+    one's turn from that first view (0 up to under 360); and the widest gap. A walk need not
+    close, and the world's azimuth origin (COLMAP's) is an accident: sorted from it, a partial
+    orbit's sentence jumped back across its gap in the middle."""
+    order = np.argsort(azimuths, kind="stable")
+    ordered = azimuths[order]
+    gaps = np.diff(np.append(ordered, ordered[0] + 360.0))  # gap i: from view i to view i + 1
+    order = np.roll(order, -((int(np.argmax(gaps)) + 1) % len(order)))
+    return order, (azimuths[order] - azimuths[order[0]]) % 360.0, float(gaps.max())
+
+
+def pick_along_arc(turned: np.ndarray, widest_gap: float, wanted: int) -> list[int]:
+    """`wanted` indices of views sorted by their turn, each the nearest to azimuths evenly
+    spaced: 360 / wanted apart round a closed orbit (no gap wider than that step), else from one
+    end of the arc to the other. Picking evenly by index put most views where a walk lingered."""
+    count = len(turned)
+    if wanted >= count or wanted <= 1:
+        return list(range(min(wanted, count)))
+    step = 360.0 / wanted if widest_gap <= 360.0 / wanted else float(turned[-1]) / (wanted - 1)
+    picked: list[int] = []
+    for k in range(wanted):
+        target = k * step
+        i = int(np.searchsorted(turned, target))
+        if i == count or (i > 0 and target - turned[i - 1] <= turned[i] - target):
+            i -= 1
+        low = picked[-1] + 1 if picked else 0  # distinct views, in order, leaving room for the rest
+        picked.append(min(max(i, low), count - wanted + k))
+    return picked
 
 
 def pick_evenly(count: int, wanted: int) -> list[int]:
@@ -444,7 +478,7 @@ class Co3dSource:
         axis, middle = orbit_axis(centres, camera_ups)
         target = orbit_target(centres, rotations[:, :, 2])  # view +Z: where the camera looks
         azimuths = azimuths_about_axis(centres - (middle if target is None else target), axis)
-        order = np.argsort(azimuths, kind="stable")
+        order, _, _ = arc_order(azimuths)
         chosen = [order[i] for i in pick_evenly(len(order), self.views)]
         yield MultiViewRecord(
             key=key, source=self.name, group=key,

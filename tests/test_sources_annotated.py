@@ -1273,3 +1273,43 @@ def test_omnidata_download_rejects_what_a_taskonomy_tree_rejects(tmp_path: Path)
     assert results[0] == results[1]
     assert Counter(reason for _, reason in results[1]) == {
         "tuple": 1, "incomplete_tuple": 2, "outside_root": 1, "os_metadata": 9 + 1}  # allensville's 9 files, `__MACOSX/`
+
+
+def _co3d_orbit(root: Path, degrees: np.ndarray, sequence: str = "s1") -> None:
+    """A CO3D v2 category `toy` whose sequence circles an object at `degrees` (true azimuths,
+    counter-clockwise seen from above, in capture order) about a tilted up axis and an
+    off-origin object, in COLMAP-like world coordinates: frame_annotations.jgz written as CO3D's
+    `dump_dataclass_jgzip` does (gzip + json), real JPEG frames, PyTorch3D cameras (columns of R:
+    view +X left, +Y up, +Z forward in world; X_view = X_world @ R + T, so T = -C @ R)."""
+    tilt = cv2.Rodrigues(np.array([0.5, -0.3, 0.2]))[0]
+    target, up = np.array([1.5, -0.7, 4.0]), tilt @ np.array([0.0, 0.0, 1.0])
+    frames = []
+    for number, azimuth in enumerate(degrees):
+        a = np.radians(azimuth)
+        centre = target + tilt @ np.array([2.5 * np.cos(a), 2.5 * np.sin(a), 1.2])
+        forward = (target - centre) / np.linalg.norm(target - centre)
+        left = np.cross(up, forward) / np.linalg.norm(np.cross(up, forward))
+        r = np.stack([left, np.cross(forward, left), forward], axis=1)
+        path = f"toy/{sequence}/images/frame{number + 1:06d}.jpg"
+        _png(root / path, np.full((8, 8, 3), number, np.uint8))
+        frames.append({"sequence_name": sequence, "frame_number": number, "frame_timestamp": number / 30.0,
+                       "image": {"path": path, "size": [8, 8]},
+                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist(), "focal_length": [2.0, 2.0],
+                                     "principal_point": [0.0, 0.0], "intrinsics_format": "ndc_isotropic"},
+                       "meta": {}})
+    with gzip.GzipFile(root / "toy" / "frame_annotations.jgz", "wb") as out:
+        out.write(json.dumps(frames).encode())
+
+
+def test_co3d_partial_orbit_runs_from_one_end_of_its_arc_to_the_other(tmp_path: Path):
+    """A hand-held walk need not close: this one turns 200 degrees, from 300 through 0 to 140 (its
+    world's azimuth origin is an accident of COLMAP). Sorted from that origin, the sentence ran
+    0..140 then jumped back across the 160-degree gap to 300..355. It now starts after the
+    widest gap: one end of the arc to the other, counter-clockwise about the cameras' up."""
+    turn = (300.0 + np.arange(41) * 5.0) % 360
+    _co3d_orbit(tmp_path, turn)
+    (record,) = list(Co3dSource("co3d", str(tmp_path), views=8).read(str(tmp_path / "toy")))
+    walked = np.unwrap(np.radians(turn[record.lineage["frame_numbers"]]))
+    steps = np.degrees(np.diff(walked))
+    assert (steps > 0).all() and steps.max() < 40, steps  # no step across the gap
+
