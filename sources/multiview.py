@@ -478,8 +478,8 @@ class Co3dSource:
         axis, middle = orbit_axis(centres, camera_ups)
         target = orbit_target(centres, rotations[:, :, 2])  # view +Z: where the camera looks
         azimuths = azimuths_about_axis(centres - (middle if target is None else target), axis)
-        order, _, _ = arc_order(azimuths)
-        chosen = [order[i] for i in pick_evenly(len(order), self.views)]
+        order, turned, widest_gap = arc_order(azimuths)
+        chosen = [order[i] for i in pick_along_arc(turned, widest_gap, self.views)]
         yield MultiViewRecord(
             key=key, source=self.name, group=key,
             view_uris=tuple(usable[i].image_uri for i in chosen),

@@ -1312,4 +1312,17 @@ def test_co3d_partial_orbit_runs_from_one_end_of_its_arc_to_the_other(tmp_path: 
     walked = np.unwrap(np.radians(turn[record.lineage["frame_numbers"]]))
     steps = np.degrees(np.diff(walked))
     assert (steps > 0).all() and steps.max() < 40, steps  # no step across the gap
+    assert np.degrees(walked[-1] - walked[0]) == pytest.approx(200.0)  # both ends of the arc
 
+
+def test_co3d_views_picked_evenly_in_azimuth_when_the_walk_lingers(tmp_path: Path):
+    """A walk that lingers: 45 frames over its first 90 degrees, 15 over the other 270. Picking
+    every fifth frame in azimuth order put 9 of 12 views in that first quarter (steps of 10
+    degrees, then of 90); the views now sit nearest to 12 azimuths 30 degrees apart."""
+    turn = np.concatenate([np.linspace(0, 90, 45, endpoint=False), np.linspace(90, 360, 15, endpoint=False)])
+    _co3d_orbit(tmp_path, (turn + 200.0) % 360)
+    (record,) = list(Co3dSource("co3d", str(tmp_path), views=12).read(str(tmp_path / "toy")))
+    picked = turn[record.lineage["frame_numbers"]]
+    placed = (picked - picked[0]) % 360  # where each view sits on the walk, from the first
+    assert np.abs(placed - 30.0 * np.arange(12)).max() <= 18.0 / 2 + 1e-6, placed  # at most half a sparse step off
+    assert (np.diff(placed) > 0).all() and ((picked >= 0) & (picked < 90)).sum() <= 4
