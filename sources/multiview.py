@@ -5,7 +5,7 @@ and capture order are not trusted). When a sequence has more views than a senten
 views are picked evenly in azimuth order; fewer is a reject (`too_few_views`). A CO3D walk has
 no azimuth origin of its own and need not close: its views run from the end of its widest gap
 round the orbit, each the nearest to azimuths evenly spaced (not to evenly spaced indices,
-which crowd where the walk lingered).
+which crowd where the walk lingered); its azimuths are counted from its first view.
 In Objaverse's folders, what operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a view, a camera or an object.
 """
@@ -479,11 +479,12 @@ class Co3dSource:
         target = orbit_target(centres, rotations[:, :, 2])  # view +Z: where the camera looks
         azimuths = azimuths_about_axis(centres - (middle if target is None else target), axis)
         order, turned, widest_gap = arc_order(azimuths)
-        chosen = [order[i] for i in pick_along_arc(turned, widest_gap, self.views)]
+        picked = pick_along_arc(turned, widest_gap, self.views)
+        chosen = [order[i] for i in picked]
         yield MultiViewRecord(
             key=key, source=self.name, group=key,
             view_uris=tuple(usable[i].image_uri for i in chosen),
-            azimuths_deg=tuple(round(float(azimuths[i]), 3) for i in chosen),
+            azimuths_deg=tuple(round(float(turned[i]), 3) for i in picked),  # from the first view: no world origin
             lineage={"category": category, "sequence": sequence, "frames_available": len(usable),
                      "frame_numbers": [usable[i].number for i in chosen]},
         )

@@ -1305,7 +1305,8 @@ def test_co3d_partial_orbit_runs_from_one_end_of_its_arc_to_the_other(tmp_path: 
     """A hand-held walk need not close: this one turns 200 degrees, from 300 through 0 to 140 (its
     world's azimuth origin is an accident of COLMAP). Sorted from that origin, the sentence ran
     0..140 then jumped back across the 160-degree gap to 300..355. It now starts after the
-    widest gap: one end of the arc to the other, counter-clockwise about the cameras' up."""
+    widest gap: one end of the arc to the other, counter-clockwise about the cameras' up, its
+    azimuths counted from its first view (its world has no azimuth origin of its own)."""
     turn = (300.0 + np.arange(41) * 5.0) % 360
     _co3d_orbit(tmp_path, turn)
     (record,) = list(Co3dSource("co3d", str(tmp_path), views=8).read(str(tmp_path / "toy")))
@@ -1313,6 +1314,7 @@ def test_co3d_partial_orbit_runs_from_one_end_of_its_arc_to_the_other(tmp_path: 
     steps = np.degrees(np.diff(walked))
     assert (steps > 0).all() and steps.max() < 40, steps  # no step across the gap
     assert np.degrees(walked[-1] - walked[0]) == pytest.approx(200.0)  # both ends of the arc
+    assert np.allclose(record.azimuths_deg, np.degrees(walked - walked[0]), atol=0.01)  # turned from the first view
 
 
 def test_co3d_views_picked_evenly_in_azimuth_when_the_walk_lingers(tmp_path: Path):
