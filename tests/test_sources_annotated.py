@@ -1275,11 +1275,11 @@ def test_omnidata_download_rejects_what_a_taskonomy_tree_rejects(tmp_path: Path)
         "tuple": 1, "incomplete_tuple": 2, "outside_root": 1, "os_metadata": 9 + 1}  # allensville's 9 files, `__MACOSX/`
 
 
-def _co3d_orbit(root: Path, degrees: np.ndarray, sequence: str = "s1") -> None:
+def _co3d_orbit(root: Path, degrees: np.ndarray, sequence: str = "s1") -> list[dict]:
     """A CO3D v2 category `toy` whose sequence circles an object at `degrees` (true azimuths,
     counter-clockwise seen from above, in capture order) about a tilted up axis and an
-    off-origin object, in COLMAP-like world coordinates: frame_annotations.jgz written as CO3D's
-    `dump_dataclass_jgzip` does (gzip + json), real JPEG frames, PyTorch3D cameras (columns of R:
+    off-origin object, in COLMAP-like world coordinates: its frame annotations, its real JPEG
+    frames written, PyTorch3D cameras (columns of R:
     view +X left, +Y up, +Z forward in world; X_view = X_world @ R + T, so T = -C @ R)."""
     tilt = cv2.Rodrigues(np.array([0.5, -0.3, 0.2]))[0]
     target, up = np.array([1.5, -0.7, 4.0]), tilt @ np.array([0.0, 0.0, 1.0])
@@ -1297,8 +1297,13 @@ def _co3d_orbit(root: Path, degrees: np.ndarray, sequence: str = "s1") -> None:
                        "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist(), "focal_length": [2.0, 2.0],
                                      "principal_point": [0.0, 0.0], "intrinsics_format": "ndc_isotropic"},
                        "meta": {}})
-    with gzip.GzipFile(root / "toy" / "frame_annotations.jgz", "wb") as out:
-        out.write(json.dumps(frames).encode())
+    return frames
+
+
+def _write_jgz(path: Path, value) -> None:
+    """A .jgz as CO3D's `dump_dataclass_jgzip` writes it: json into a gzip.GzipFile."""
+    with gzip.GzipFile(path, "wb") as out:
+        out.write(json.dumps(value).encode())
 
 
 def test_co3d_partial_orbit_runs_from_one_end_of_its_arc_to_the_other(tmp_path: Path):
@@ -1308,7 +1313,7 @@ def test_co3d_partial_orbit_runs_from_one_end_of_its_arc_to_the_other(tmp_path: 
     widest gap: one end of the arc to the other, counter-clockwise about the cameras' up, its
     azimuths counted from its first view (its world has no azimuth origin of its own)."""
     turn = (300.0 + np.arange(41) * 5.0) % 360
-    _co3d_orbit(tmp_path, turn)
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", _co3d_orbit(tmp_path, turn))
     (record,) = list(Co3dSource("co3d", str(tmp_path), views=8).read(str(tmp_path / "toy")))
     walked = np.unwrap(np.radians(turn[record.lineage["frame_numbers"]]))
     steps = np.degrees(np.diff(walked))
@@ -1322,9 +1327,40 @@ def test_co3d_views_picked_evenly_in_azimuth_when_the_walk_lingers(tmp_path: Pat
     every fifth frame in azimuth order put 9 of 12 views in that first quarter (steps of 10
     degrees, then of 90); the views now sit nearest to 12 azimuths 30 degrees apart."""
     turn = np.concatenate([np.linspace(0, 90, 45, endpoint=False), np.linspace(90, 360, 15, endpoint=False)])
-    _co3d_orbit(tmp_path, (turn + 200.0) % 360)
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", _co3d_orbit(tmp_path, (turn + 200.0) % 360))
     (record,) = list(Co3dSource("co3d", str(tmp_path), views=12).read(str(tmp_path / "toy")))
     picked = turn[record.lineage["frame_numbers"]]
     placed = (picked - picked[0]) % 360  # where each view sits on the walk, from the first
     assert np.abs(placed - 30.0 * np.arange(12)).max() <= 18.0 / 2 + 1e-6, placed  # at most half a sparse step off
     assert (np.diff(placed) > 0).all() and ((picked >= 0) & (picked < 90)).sum() <= 4
+
+
+def test_co3d_sequences_its_set_lists_evaluate_on_are_held_out(tmp_path: Path):
+    """CO3D v2 names the sequences it evaluates on in `<category>/set_lists/*.json` ({"train",
+    "val", "test"}: lists of [sequence_name, frame_number, image_path]). The split was a hash of
+    the sequence alone: with val_fraction 0.05, 95% of CO3D's test sequences were trained on. A
+    sequence any set list holds under val or test is now in our val split, its sentence, its
+    pairs and its rejects alike; the others are hashed as before."""
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_multiview
+
+    frames = [f for name in ("s1", "s2", "s3", "s4") for f in _co3d_orbit(tmp_path, np.arange(6) * 60.0, name)]
+    frames = [f for f in frames if not (f["sequence_name"] == "s4" and f["frame_number"] > 2)]  # too few views
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", frames)
+    listed = {name: [[f["sequence_name"], f["frame_number"], f["image"]["path"]] for f in frames
+                     if f["sequence_name"] == name] for name in ("s1", "s2", "s3", "s4")}
+    (tmp_path / "toy" / "set_lists").mkdir()
+    (tmp_path / "toy" / "set_lists" / "set_lists_fewview_dev.json").write_text(
+        json.dumps({"train": listed["s1"], "val": listed["s2"], "test": listed["s4"]}))
+    (tmp_path / "toy" / "set_lists" / "set_lists_manyview_test_0.json").write_text(
+        json.dumps({"train": listed["s3"][:3], "val": [], "test": listed["s3"][3:]}))
+    (tmp_path / "toy" / "set_lists" / "set_lists_fewview_test.json").write_text('{"test": [["s2", 0, "x"], ["s')
+    items = list(Co3dSource("co3d", str(tmp_path), views=4, pair_tasks=("depth",)).read(str(tmp_path / "toy")))
+    (cut,) = [i for i in items if i.key.startswith("co3d-toy-set_lists-")]  # one reject; the others go on
+    assert (cut.reason, "is not valid JSON" in cut.detail) == ("bad_annotation_file", True)
+    items.remove(cut)
+    settings = RenderSettings(32, "center_crop", 0, 1 << 24, 1, 0, 0.0)  # val_fraction 0: the hash says train
+    splits = {i.key: render_multiview(i, settings).split for i in items if isinstance(i, MultiViewRecord)}
+    assert splits == {"co3d-toy-s1": "train", "co3d-toy-s2": "val", "co3d-toy-s3": "val"}
+    hints = {(i.group, i.split_hint) for i in items if not isinstance(i, MultiViewRecord)}
+    assert hints == {("co3d-toy-s1", None), ("co3d-toy-s2", "val"), ("co3d-toy-s3", "val"), ("co3d-toy-s4", "val")}

@@ -489,7 +489,7 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
 
 
 def render_multiview(record: MultiViewRecord, settings: RenderSettings) -> Sentence | Reject:
-    split = settings.split(record.group)
+    split = settings.split(record.group, record.split_hint)
     images, sizes = [], []
     for uri in record.view_uris:
         try:
