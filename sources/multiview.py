@@ -516,10 +516,10 @@ class Co3dSource:
             return
         present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
         usable = [f for f in frames if fsio.basename(f.image_uri) in present]
-        lost = len(frames) - len(usable)
-        if lost:
+        lost = [fsio.basename(f.image_uri) for f in frames if fsio.basename(f.image_uri) not in present]
+        if lost:  # named, so that a user can tell a half-extracted download from a stray annotation
             yield Reject(f"{key}-missing", self.name, key, "read", "missing_frames",
-                         f"{lost} annotated frames have no image file", split_hint=split)
+                         f"{len(lost)} annotated frames have no image file: {_some(sorted(lost), '')}", split_hint=split)
         if len(usable) < self.views:
             yield Reject(key, self.name, key, "read", "too_few_views", f"{len(usable)} frames < {self.views}",
                          split_hint=split)

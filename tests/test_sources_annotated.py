@@ -240,8 +240,8 @@ def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
     source = Co3dSource("co3d", str(tmp_path), views=24, pair_tasks=("depth",))
     items = [i for unit in source.units() for i in source.read(unit)]
     (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
-    reasons = {i.reason for i in items if isinstance(i, Reject)}
-    assert reasons == {"missing_frames"}
+    rejects = {(i.reason, i.detail) for i in items if isinstance(i, Reject)}
+    assert rejects == {("missing_frames", "1 annotated frames have no image file: frame000099.jpg")}
     ks = [int(shuffled[int(Path(u).stem[len("frame"):])]) for u in record.view_uris]
     steps = np.diff(ks) % 30
     assert (steps > 0).all() and steps.sum() < 30  # one turn, in angular order (start anywhere)
