@@ -520,10 +520,18 @@ class Co3dSource:
         if lost:  # named, so that a user can tell a half-extracted download from a stray annotation
             yield Reject(f"{key}-missing", self.name, key, "read", "missing_frames",
                          f"{len(lost)} annotated frames have no image file: {_some(sorted(lost), '')}", split_hint=split)
-        if len(usable) < self.views:
+        if len(usable) < self.views:  # no sentence, but each frame's pairs are whole
             yield Reject(key, self.name, key, "read", "too_few_views", f"{len(usable)} frames < {self.views}",
                          split_hint=split)
-            return
+        else:
+            yield self._orbit(category, sequence, key, usable, split)
+        for task in self.pair_tasks:
+            for frame in usable:
+                yield from self._pair(task, category, sequence, key, frame, split)
+
+    def _orbit(self, category: str, sequence: str, key: str, usable: Sequence[Co3dFrame],
+               split: str | None) -> MultiViewRecord:
+        """The sequence's multi-view sentence: `views` frames round its orbit."""
         rotations = np.stack([f.camera[:, :3] for f in usable])
         translations = np.stack([f.camera[:, 3] for f in usable])
         centres = np.stack([pytorch3d_camera_centre(r, t) for r, t in zip(rotations, translations)])
@@ -534,7 +542,7 @@ class Co3dSource:
         order, turned, widest_gap = arc_order(azimuths)
         picked = pick_along_arc(turned, widest_gap, self.views)
         chosen = [order[i] for i in picked]
-        yield MultiViewRecord(
+        return MultiViewRecord(
             key=key, source=self.name, group=key,
             view_uris=tuple(usable[i].image_uri for i in chosen),
             azimuths_deg=tuple(round(float(turned[i]), 3) for i in picked),  # from the first view: no world origin
@@ -542,9 +550,6 @@ class Co3dSource:
                      "frame_numbers": [usable[i].number for i in chosen]},
             split_hint=split,
         )
-        for task in self.pair_tasks:
-            for frame in usable:
-                yield from self._pair(task, category, sequence, key, frame, split)
 
     def _pair(self, task: str, category: str, sequence: str, group: str, frame: Co3dFrame,
               split: str | None) -> Iterator[SourceItem]:

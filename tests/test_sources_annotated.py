@@ -1364,3 +1364,18 @@ def test_co3d_sequences_its_set_lists_evaluate_on_are_held_out(tmp_path: Path):
     assert splits == {"co3d-toy-s1": "train", "co3d-toy-s2": "val", "co3d-toy-s3": "val"}
     hints = {(i.group, i.split_hint) for i in items if not isinstance(i, MultiViewRecord)}
     assert hints == {("co3d-toy-s1", None), ("co3d-toy-s2", "val"), ("co3d-toy-s3", "val"), ("co3d-toy-s4", "val")}
+
+
+def test_co3d_sequence_too_short_for_a_sentence_still_gives_its_pairs(tmp_path: Path):
+    """A sequence with fewer frames than `views` is no multi-view sentence, but each of its
+    frames is a whole (frame, mask) pair: those pairs vanished under the sequence's
+    too_few_views reject. They are now read as every other sequence's are."""
+    frames = _co3d_orbit(tmp_path, np.arange(3) * 120.0)
+    for frame in frames:
+        frame["mask"] = {"path": frame["image"]["path"].replace("/images/", "/masks/").replace(".jpg", ".png"),
+                         "mass": 10.0}
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", frames)
+    items = list(Co3dSource("co3d", str(tmp_path), views=4, pair_tasks=("segmentation",)).read(str(tmp_path / "toy")))
+    assert [(i.reason, i.detail) for i in items if isinstance(i, Reject)] == [("too_few_views", "3 frames < 4")]
+    assert [(i.key, i.annotation["mask_uri"].rsplit("/", 2)[-2:]) for i in items if isinstance(i, PairRecord)] == [
+        (f"co3d-toy-s1-f{n:06d}-segmentation", ["masks", f"frame{n + 1:06d}.png"]) for n in range(3)]
