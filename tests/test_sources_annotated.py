@@ -249,33 +249,26 @@ def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
     assert len(pairs) == 30 and pairs[0].annotation["format"] == "co3d"
 
 
+def _pytorch3d_look_at(centre: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """R of a camera at `centre` looking at `target` as PyTorch3D's look_at makes it: columns
+    are the view's +X left, +Y up, +Z forward in world (and T = -centre @ R)."""
+    forward = (target - centre) / np.linalg.norm(target - centre)
+    left = np.cross(up, forward) / np.linalg.norm(np.cross(up, forward))
+    return np.stack([left, np.cross(forward, left), forward], axis=1)
+
+
 def test_co3d_azimuths_about_the_object_when_the_orbit_lingers(tmp_path: Path):
     """A hand-held orbit lingers: 40 frames over its first quarter turn, 10 over the rest. The
     azimuth was measured about the mean of the camera centres, which the lingering pulls to one
     side: steps between views were off by up to 10.7 degrees. Measured about the point the
     optical axes meet (the object), they are the true turn (cameras as PyTorch3D's look_at makes
     them: columns of R are the view's +X left, +Y up, +Z forward in world; T = -C @ R)."""
-    tilt = cv2.Rodrigues(np.array([0.3, -0.2, 0.1]))[0]
-    target = np.array([0.5, -2.0, 7.0])
-    up = tilt @ np.array([0.0, 0.0, 1.0])
     turn = np.concatenate([np.linspace(0, 90, 40, endpoint=False), np.linspace(90, 360, 10, endpoint=False)])
-    frames = []
-    for number, degrees in enumerate(turn):
-        a = np.radians(degrees)
-        centre = target + tilt @ np.array([3 * np.cos(a), 3 * np.sin(a), 1.0])
-        forward = (target - centre) / np.linalg.norm(target - centre)
-        left = np.cross(up, forward) / np.linalg.norm(np.cross(up, forward))
-        r = np.stack([left, np.cross(forward, left), forward], axis=1)
-        path = f"toy/s1/images/frame{number + 1:06d}.jpg"
-        _png(tmp_path / path, np.zeros((6, 6, 3), np.uint8))
-        frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
-                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist(), "focal_length": [2.0, 2.0],
-                                     "principal_point": [0.0, 0.0], "intrinsics_format": "ndc_isotropic"}})
-    (tmp_path / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", _co3d_orbit(tmp_path, turn))
     (record,) = list(Co3dSource("co3d", str(tmp_path), views=50).read(str(tmp_path / "toy")))
     numbers = record.lineage["frame_numbers"]
     assert (np.diff(numbers) % 50 == 1).all()  # one turn, counter-clockwise about the cameras' up
-    true_steps = np.diff(turn[np.array(numbers) - 1]) % 360
+    true_steps = np.diff(turn[np.array(numbers)]) % 360
     assert np.abs(np.diff(record.azimuths_deg) % 360 - true_steps).max() < 0.01
 
 
@@ -1279,17 +1272,14 @@ def _co3d_orbit(root: Path, degrees: np.ndarray, sequence: str = "s1") -> list[d
     """A CO3D v2 category `toy` whose sequence circles an object at `degrees` (true azimuths,
     counter-clockwise seen from above, in capture order) about a tilted up axis and an
     off-origin object, in COLMAP-like world coordinates: its frame annotations, its real JPEG
-    frames written, PyTorch3D cameras (columns of R:
-    view +X left, +Y up, +Z forward in world; X_view = X_world @ R + T, so T = -C @ R)."""
+    frames written, PyTorch3D cameras (X_view = X_world @ R + T, so T = -C @ R)."""
     tilt = cv2.Rodrigues(np.array([0.5, -0.3, 0.2]))[0]
     target, up = np.array([1.5, -0.7, 4.0]), tilt @ np.array([0.0, 0.0, 1.0])
     frames = []
     for number, azimuth in enumerate(degrees):
         a = np.radians(azimuth)
         centre = target + tilt @ np.array([2.5 * np.cos(a), 2.5 * np.sin(a), 1.2])
-        forward = (target - centre) / np.linalg.norm(target - centre)
-        left = np.cross(up, forward) / np.linalg.norm(np.cross(up, forward))
-        r = np.stack([left, np.cross(forward, left), forward], axis=1)
+        r = _pytorch3d_look_at(centre, target, up)
         path = f"toy/{sequence}/images/frame{number + 1:06d}.jpg"
         _png(root / path, np.full((8, 8, 3), number, np.uint8))
         frames.append({"sequence_name": sequence, "frame_number": number, "frame_timestamp": number / 30.0,
