@@ -210,13 +210,43 @@ def iter_json_list(uri: str, *, gzipped: bool = False, limit: int = MAX_ANNOTATI
     stream = _JsonStream(uri, _text_steps(uri, gzipped, limit))
     if stream.peek() != "[":
         raise AnnotationFileError(uri, "is not a JSON list")
+    yield from _list_items(stream)
+    if stream.peek():
+        stream.fail("extra data", stream.at)
+
+
+def _list_items(stream: _JsonStream) -> Iterator[Any]:
+    """The items of the list that starts here, one at a time, its closing bracket taken."""
     stream.take("[")
     if stream.peek() == "]":
         stream.take("]")
+        return
+    while True:
+        yield stream.value()
+        if stream.take(",]") == "]":
+            return
+
+
+def iter_json_object_lists(uri: str, *, limit: int = MAX_ANNOTATION_BYTES) -> Iterator[tuple[str, Any]]:
+    """(name, item) for each item of each list of a file that is one JSON object of lists (CO3D's
+    set lists: {"train": [...], "val": [...], "test": [...]}, 100k items in a category), parsed one
+    item at a time as `iter_json_list` does."""
+    stream = _JsonStream(uri, _text_steps(uri, False, limit))
+    if stream.peek() != "{":
+        raise AnnotationFileError(uri, "is not a JSON object")
+    stream.take("{")
+    if stream.peek() == "}":
+        stream.take("}")
     else:
         while True:
-            yield stream.value()
-            if stream.take(",]") == "]":
+            if stream.peek() != '"':
+                stream.fail("expecting a name", stream.at)
+            name = stream.value()
+            stream.take(":")
+            if stream.peek() != "[":
+                raise AnnotationFileError(uri, f"is not a JSON object of lists ({str(name)[:40]!r} is no list)")
+            yield from ((str(name), item) for item in _list_items(stream))
+            if stream.take(",}") == "}":
                 break
     if stream.peek():
         stream.fail("extra data", stream.at)

@@ -2,7 +2,10 @@
 
 A sentence is one object's views ordered by the azimuth computed from the cameras (file names
 and capture order are not trusted). When a sequence has more views than a sentence takes, the
-views are picked evenly in azimuth order; fewer is a reject (`too_few_views`).
+views are picked evenly in azimuth order; fewer is a reject (`too_few_views`). A CO3D walk has
+no azimuth origin of its own and need not close: its views run from the end of its widest gap
+round the orbit, each the nearest to azimuths evenly spaced (not to evenly spaced indices,
+which crowd where the walk lingered); its azimuths are counted from its first view.
 In Objaverse's folders, what operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a view, a camera or an object.
 """
@@ -17,7 +20,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from sources import fsio
-from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, as_int, is_number, iter_json_list, numbers
+from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, iter_json_list,
+                                      iter_json_object_lists, numbers)
 from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
                            names_found, path_problem, set_aside, set_aside_problem)
 from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
@@ -128,6 +132,37 @@ def orbit_target(centres: np.ndarray, view_axes: np.ndarray) -> np.ndarray | Non
     if not np.isfinite(system).all() or np.linalg.cond(system) > MAX_ORBIT_CONDITION:
         return None
     return np.linalg.solve(system, rhs)
+
+
+def arc_order(azimuths: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """View indices along a hand-held orbit, from the view after its widest azimuth gap; each
+    one's turn from that first view (0 up to under 360); and the widest gap. A walk need not
+    close, and the world's azimuth origin (COLMAP's) is an accident: sorted from it, a partial
+    orbit's sentence jumped back across its gap in the middle."""
+    order = np.argsort(azimuths, kind="stable")
+    ordered = azimuths[order]
+    gaps = np.diff(np.append(ordered, ordered[0] + 360.0))  # gap i: from view i to view i + 1
+    order = np.roll(order, -((int(np.argmax(gaps)) + 1) % len(order)))
+    return order, (azimuths[order] - azimuths[order[0]]) % 360.0, float(gaps.max())
+
+
+def pick_along_arc(turned: np.ndarray, widest_gap: float, wanted: int) -> list[int]:
+    """`wanted` indices of views sorted by their turn, each the nearest to azimuths evenly
+    spaced: 360 / wanted apart round a closed orbit (no gap wider than that step), else from one
+    end of the arc to the other. Picking evenly by index put most views where a walk lingered."""
+    count = len(turned)
+    if wanted >= count or wanted <= 1:
+        return list(range(min(wanted, count)))
+    step = 360.0 / wanted if widest_gap <= 360.0 / wanted else float(turned[-1]) / (wanted - 1)
+    picked: list[int] = []
+    for k in range(wanted):
+        target = k * step
+        i = int(np.searchsorted(turned, target))
+        if i == count or (i > 0 and target - turned[i - 1] <= turned[i] - target):
+            i -= 1
+        low = picked[-1] + 1 if picked else 0  # distinct views, in order, leaving room for the rest
+        picked.append(min(max(i, low), count - wanted + k))
+    return picked
 
 
 def pick_evenly(count: int, wanted: int) -> list[int]:
@@ -287,6 +322,18 @@ def _some(stems: list[str], suffix: str, shown: int = 5) -> str:
 
 
 # -- CO3D v2 ---------------------------------------------------------------------------------
+SET_LISTS_DIR = "set_lists"  # <category>/set_lists/set_lists_<subset>.json: {"train", "val", "test"}
+HELD_OUT_SUBSETS = ("val", "test")  # a sequence CO3D evaluates on goes to our val split, never to train
+HELD_OUT_SPLIT = "val"
+
+
+def set_list_sequence(entry: Any) -> str | None:
+    """The sequence of a set-list entry, [sequence_name, frame_number, image_path], or None."""
+    if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and entry[0]:
+        return entry[0]
+    return None
+
+
 def read_jgz_frames(uri: str) -> Iterator[Any]:
     """The frames of a gzipped JSON list, one at a time, its expansion capped (a small .jgz can
     inflate to gigabytes)."""
@@ -372,8 +419,46 @@ class Co3dSource:
             yield Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300])
             return
         yield from rejects
+        held_out, list_rejects = self._held_out(category, category_dir)
+        yield from list_rejects
         for sequence in sorted(by_sequence):
-            yield from self._sequence(category, sequence, by_sequence[sequence])
+            split = HELD_OUT_SPLIT if sequence in held_out else None
+            yield from self._sequence(category, sequence, by_sequence[sequence], split)
+
+    def _held_out(self, category: str, category_dir: str) -> tuple[frozenset[str], list[Reject]]:
+        """The sequences CO3D evaluates on: those any `set_lists/*.json` holds under val or test.
+        A few-view list holds whole sequences there; a many-view list splits one sequence's
+        frames, and that sequence is held out whole. Without these lists the split was a hash of
+        the sequence, and 95% of CO3D's test sequences were trained on. A list that cannot be
+        read is one reject; the sequences it named before the problem are still held out."""
+        folder = fsio.join(category_dir, SET_LISTS_DIR)
+        if not fsio.exists(folder):
+            return frozenset(), []
+        held: set[str] = set()
+        rejects: list[Reject] = []
+        for uri in fsio.list_files(folder, links=True):
+            name = fsio.basename(uri)
+            if not name.endswith(".json") or set_aside(name):
+                continue
+            key = safe_key(self.name, category, SET_LISTS_DIR, name)
+            problem = path_problem(self.path, uri, self.follow_links)
+            if problem:
+                rejects.append(Reject(key, self.name, key, "read", problem.reason, problem.detail))
+                continue
+            bad = 0
+            try:
+                for subset, entry in iter_json_object_lists(uri):
+                    sequence = set_list_sequence(entry)
+                    bad += sequence is None
+                    if sequence and subset in HELD_OUT_SUBSETS:
+                        held.add(sequence)
+            except AnnotationFileError as exc:
+                rejects.append(Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300]))
+                continue
+            if bad:
+                rejects.append(Reject(key, self.name, key, "read", BAD_ANNOTATION,
+                                      f"{SET_LISTS_DIR}/{name}: {bad} entries are not [sequence_name, frame_number, image_path]"))
+        return frozenset(held), rejects
 
     def _frames(self, category: str, uri: str) -> tuple[dict[str, list[Co3dFrame]], list[Reject]]:
         """The usable frames of a category by sequence, and the rejects of the others. The file is
@@ -421,22 +506,32 @@ class Co3dSource:
         check_inside(self.path, uri, self.follow_links)
         return uri
 
-    def _sequence(self, category: str, sequence: str, frames: Sequence[Co3dFrame]) -> Iterator[SourceItem]:
+    def _sequence(self, category: str, sequence: str, frames: Sequence[Co3dFrame],
+                  split: str | None) -> Iterator[SourceItem]:
         key = safe_key(self.name, category, sequence)
         try:  # the sequence name comes from the annotation file: its folder must stay inside the root
             images_dir = join_inside(self.path, f"{category}/{sequence}/images")
         except OutsideRoot as exc:
-            yield Reject(key, self.name, key, "read", exc.reason, f"sequence_name: {exc.detail}")
+            yield Reject(key, self.name, key, "read", exc.reason, f"sequence_name: {exc.detail}", split_hint=split)
             return
         present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
         usable = [f for f in frames if fsio.basename(f.image_uri) in present]
-        lost = len(frames) - len(usable)
-        if lost:
+        lost = [fsio.basename(f.image_uri) for f in frames if fsio.basename(f.image_uri) not in present]
+        if lost:  # named, so that a user can tell a half-extracted download from a stray annotation
             yield Reject(f"{key}-missing", self.name, key, "read", "missing_frames",
-                         f"{lost} annotated frames have no image file")
-        if len(usable) < self.views:
-            yield Reject(key, self.name, key, "read", "too_few_views", f"{len(usable)} frames < {self.views}")
-            return
+                         f"{len(lost)} annotated frames have no image file: {_some(sorted(lost), '')}", split_hint=split)
+        if len(usable) < self.views:  # no sentence, but each frame's pairs are whole
+            yield Reject(key, self.name, key, "read", "too_few_views", f"{len(usable)} frames < {self.views}",
+                         split_hint=split)
+        else:
+            yield self._orbit(category, sequence, key, usable, split)
+        for task in self.pair_tasks:
+            for frame in usable:
+                yield from self._pair(task, category, sequence, key, frame, split)
+
+    def _orbit(self, category: str, sequence: str, key: str, usable: Sequence[Co3dFrame],
+               split: str | None) -> MultiViewRecord:
+        """The sequence's multi-view sentence: `views` frames round its orbit."""
         rotations = np.stack([f.camera[:, :3] for f in usable])
         translations = np.stack([f.camera[:, 3] for f in usable])
         centres = np.stack([pytorch3d_camera_centre(r, t) for r, t in zip(rotations, translations)])
@@ -444,31 +539,31 @@ class Co3dSource:
         axis, middle = orbit_axis(centres, camera_ups)
         target = orbit_target(centres, rotations[:, :, 2])  # view +Z: where the camera looks
         azimuths = azimuths_about_axis(centres - (middle if target is None else target), axis)
-        order = np.argsort(azimuths, kind="stable")
-        chosen = [order[i] for i in pick_evenly(len(order), self.views)]
-        yield MultiViewRecord(
+        order, turned, widest_gap = arc_order(azimuths)
+        picked = pick_along_arc(turned, widest_gap, self.views)
+        chosen = [order[i] for i in picked]
+        return MultiViewRecord(
             key=key, source=self.name, group=key,
             view_uris=tuple(usable[i].image_uri for i in chosen),
-            azimuths_deg=tuple(round(float(azimuths[i]), 3) for i in chosen),
+            azimuths_deg=tuple(round(float(turned[i]), 3) for i in picked),  # from the first view: no world origin
             lineage={"category": category, "sequence": sequence, "frames_available": len(usable),
                      "frame_numbers": [usable[i].number for i in chosen]},
+            split_hint=split,
         )
-        for task in self.pair_tasks:
-            for frame in usable:
-                yield from self._pair(task, category, sequence, key, frame)
 
-    def _pair(self, task: str, category: str, sequence: str, group: str, frame: Co3dFrame) -> Iterator[SourceItem]:
+    def _pair(self, task: str, category: str, sequence: str, group: str, frame: Co3dFrame,
+              split: str | None) -> Iterator[SourceItem]:
         pair_key = f"{group}-f{frame.number:06d}-{task}"
         if task == "depth":
             if not frame.depth_uri:
-                yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no depth path")
+                yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no depth path", split_hint=split)
                 return
             annotation = {"depth_uri": frame.depth_uri, "format": "co3d", "scale": frame.depth_scale}
         else:
             if not frame.mask_uri:
-                yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no mask path")
+                yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no mask path", split_hint=split)
                 return
             annotation = {"mask_uri": frame.mask_uri, "class_id": 1}
         yield PairRecord(key=pair_key, source=self.name, group=group, task=task, image_uri=frame.image_uri,
-                         annotation=annotation,
+                         annotation=annotation, split_hint=split,
                          lineage={"category": category, "sequence": sequence, "frame": frame.number})

@@ -230,6 +230,7 @@ class MultiViewRecord:
     view_uris: tuple[str, ...]
     azimuths_deg: tuple[float, ...]
     lineage: dict[str, Any] = field(default_factory=dict)
+    split_hint: str | None = None  # the official split when the layout has one (CO3D's set lists)
 
 
 @dataclass(frozen=True)

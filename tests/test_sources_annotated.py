@@ -240,13 +240,21 @@ def test_co3d_azimuth_about_a_tilted_orbit(tmp_path: Path):
     source = Co3dSource("co3d", str(tmp_path), views=24, pair_tasks=("depth",))
     items = [i for unit in source.units() for i in source.read(unit)]
     (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
-    reasons = {i.reason for i in items if isinstance(i, Reject)}
-    assert reasons == {"missing_frames"}
+    rejects = {(i.reason, i.detail) for i in items if isinstance(i, Reject)}
+    assert rejects == {("missing_frames", "1 annotated frames have no image file: frame000099.jpg")}
     ks = [int(shuffled[int(Path(u).stem[len("frame"):])]) for u in record.view_uris]
     steps = np.diff(ks) % 30
     assert (steps > 0).all() and steps.sum() < 30  # one turn, in angular order (start anywhere)
     pairs = [i for i in items if isinstance(i, PairRecord)]
     assert len(pairs) == 30 and pairs[0].annotation["format"] == "co3d"
+
+
+def _pytorch3d_look_at(centre: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """R of a camera at `centre` looking at `target` as PyTorch3D's look_at makes it: columns
+    are the view's +X left, +Y up, +Z forward in world (and T = -centre @ R)."""
+    forward = (target - centre) / np.linalg.norm(target - centre)
+    left = np.cross(up, forward) / np.linalg.norm(np.cross(up, forward))
+    return np.stack([left, np.cross(forward, left), forward], axis=1)
 
 
 def test_co3d_azimuths_about_the_object_when_the_orbit_lingers(tmp_path: Path):
@@ -255,27 +263,12 @@ def test_co3d_azimuths_about_the_object_when_the_orbit_lingers(tmp_path: Path):
     side: steps between views were off by up to 10.7 degrees. Measured about the point the
     optical axes meet (the object), they are the true turn (cameras as PyTorch3D's look_at makes
     them: columns of R are the view's +X left, +Y up, +Z forward in world; T = -C @ R)."""
-    tilt = cv2.Rodrigues(np.array([0.3, -0.2, 0.1]))[0]
-    target = np.array([0.5, -2.0, 7.0])
-    up = tilt @ np.array([0.0, 0.0, 1.0])
     turn = np.concatenate([np.linspace(0, 90, 40, endpoint=False), np.linspace(90, 360, 10, endpoint=False)])
-    frames = []
-    for number, degrees in enumerate(turn):
-        a = np.radians(degrees)
-        centre = target + tilt @ np.array([3 * np.cos(a), 3 * np.sin(a), 1.0])
-        forward = (target - centre) / np.linalg.norm(target - centre)
-        left = np.cross(up, forward) / np.linalg.norm(np.cross(up, forward))
-        r = np.stack([left, np.cross(forward, left), forward], axis=1)
-        path = f"toy/s1/images/frame{number + 1:06d}.jpg"
-        _png(tmp_path / path, np.zeros((6, 6, 3), np.uint8))
-        frames.append({"sequence_name": "s1", "frame_number": number + 1, "image": {"path": path, "size": [6, 6]},
-                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist(), "focal_length": [2.0, 2.0],
-                                     "principal_point": [0.0, 0.0], "intrinsics_format": "ndc_isotropic"}})
-    (tmp_path / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", _co3d_orbit(tmp_path, turn))
     (record,) = list(Co3dSource("co3d", str(tmp_path), views=50).read(str(tmp_path / "toy")))
     numbers = record.lineage["frame_numbers"]
     assert (np.diff(numbers) % 50 == 1).all()  # one turn, counter-clockwise about the cameras' up
-    true_steps = np.diff(turn[np.array(numbers) - 1]) % 360
+    true_steps = np.diff(turn[np.array(numbers)]) % 360
     assert np.abs(np.diff(record.azimuths_deg) % 360 - true_steps).max() < 0.01
 
 
@@ -1296,3 +1289,106 @@ def test_omnidata_download_whose_rgb_leads_out_or_beside_a_building_without_rgb(
                 {f: a for f, a in view.items() if f != "rgb"}, domain_first=False)  # moved by hand, rgb missing
     got = sorted((i.key, i.reason if isinstance(i, Reject) else "tuple") for i in _read_all(MultiTaskSource("tk", str(root))))
     assert got == [("tk-allensville-point_0_view_0", "tuple"), ("tk-beechwood", "incomplete_tuple")]
+
+
+def _co3d_orbit(root: Path, degrees: np.ndarray, sequence: str = "s1") -> list[dict]:
+    """A CO3D v2 category `toy` whose sequence circles an object at `degrees` (true azimuths,
+    counter-clockwise seen from above, in capture order) about a tilted up axis and an
+    off-origin object, in COLMAP-like world coordinates: its frame annotations, its real JPEG
+    frames written, PyTorch3D cameras (X_view = X_world @ R + T, so T = -C @ R)."""
+    tilt = cv2.Rodrigues(np.array([0.5, -0.3, 0.2]))[0]
+    target, up = np.array([1.5, -0.7, 4.0]), tilt @ np.array([0.0, 0.0, 1.0])
+    frames = []
+    for number, azimuth in enumerate(degrees):
+        a = np.radians(azimuth)
+        centre = target + tilt @ np.array([2.5 * np.cos(a), 2.5 * np.sin(a), 1.2])
+        r = _pytorch3d_look_at(centre, target, up)
+        path = f"toy/{sequence}/images/frame{number + 1:06d}.jpg"
+        _png(root / path, np.full((8, 8, 3), number, np.uint8))
+        frames.append({"sequence_name": sequence, "frame_number": number, "frame_timestamp": number / 30.0,
+                       "image": {"path": path, "size": [8, 8]},
+                       "viewpoint": {"R": r.tolist(), "T": (-centre @ r).tolist(), "focal_length": [2.0, 2.0],
+                                     "principal_point": [0.0, 0.0], "intrinsics_format": "ndc_isotropic"},
+                       "meta": {}})
+    return frames
+
+
+def _write_jgz(path: Path, value) -> None:
+    """A .jgz as CO3D's `dump_dataclass_jgzip` writes it: json into a gzip.GzipFile."""
+    with gzip.GzipFile(path, "wb") as out:
+        out.write(json.dumps(value).encode())
+
+
+def test_co3d_partial_orbit_runs_from_one_end_of_its_arc_to_the_other(tmp_path: Path):
+    """A hand-held walk need not close: this one turns 200 degrees, from 300 through 0 to 140 (its
+    world's azimuth origin is an accident of COLMAP). Sorted from that origin, the sentence ran
+    0..140 then jumped back across the 160-degree gap to 300..355. It now starts after the
+    widest gap: one end of the arc to the other, counter-clockwise about the cameras' up, its
+    azimuths counted from its first view (its world has no azimuth origin of its own)."""
+    turn = (300.0 + np.arange(41) * 5.0) % 360
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", _co3d_orbit(tmp_path, turn))
+    (record,) = list(Co3dSource("co3d", str(tmp_path), views=8).read(str(tmp_path / "toy")))
+    walked = np.unwrap(np.radians(turn[record.lineage["frame_numbers"]]))
+    steps = np.degrees(np.diff(walked))
+    assert (steps > 0).all() and steps.max() < 40, steps  # no step across the gap
+    assert np.degrees(walked[-1] - walked[0]) == pytest.approx(200.0)  # both ends of the arc
+    assert np.allclose(record.azimuths_deg, np.degrees(walked - walked[0]), atol=0.01)  # turned from the first view
+
+
+def test_co3d_views_picked_evenly_in_azimuth_when_the_walk_lingers(tmp_path: Path):
+    """A walk that lingers: 45 frames over its first 90 degrees, 15 over the other 270. Picking
+    every fifth frame in azimuth order put 9 of 12 views in that first quarter (steps of 10
+    degrees, then of 90); the views now sit nearest to 12 azimuths 30 degrees apart."""
+    turn = np.concatenate([np.linspace(0, 90, 45, endpoint=False), np.linspace(90, 360, 15, endpoint=False)])
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", _co3d_orbit(tmp_path, (turn + 200.0) % 360))
+    (record,) = list(Co3dSource("co3d", str(tmp_path), views=12).read(str(tmp_path / "toy")))
+    picked = turn[record.lineage["frame_numbers"]]
+    placed = (picked - picked[0]) % 360  # where each view sits on the walk, from the first
+    assert np.abs(placed - 30.0 * np.arange(12)).max() <= 18.0 / 2 + 1e-6, placed  # at most half a sparse step off
+    assert (np.diff(placed) > 0).all() and ((picked >= 0) & (picked < 90)).sum() <= 4
+
+
+def test_co3d_sequences_its_set_lists_evaluate_on_are_held_out(tmp_path: Path):
+    """CO3D v2 names the sequences it evaluates on in `<category>/set_lists/*.json` ({"train",
+    "val", "test"}: lists of [sequence_name, frame_number, image_path]). The split was a hash of
+    the sequence alone: with val_fraction 0.05, 95% of CO3D's test sequences were trained on. A
+    sequence any set list holds under val or test is now in our val split, its sentence, its
+    pairs and its rejects alike; the others are hashed as before."""
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_multiview
+
+    frames = [f for name in ("s1", "s2", "s3", "s4") for f in _co3d_orbit(tmp_path, np.arange(6) * 60.0, name)]
+    frames = [f for f in frames if not (f["sequence_name"] == "s4" and f["frame_number"] > 2)]  # too few views
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", frames)
+    listed = {name: [[f["sequence_name"], f["frame_number"], f["image"]["path"]] for f in frames
+                     if f["sequence_name"] == name] for name in ("s1", "s2", "s3", "s4")}
+    (tmp_path / "toy" / "set_lists").mkdir()
+    (tmp_path / "toy" / "set_lists" / "set_lists_fewview_dev.json").write_text(
+        json.dumps({"train": listed["s1"], "val": listed["s2"], "test": listed["s4"]}))
+    (tmp_path / "toy" / "set_lists" / "set_lists_manyview_test_0.json").write_text(
+        json.dumps({"train": listed["s3"][:3], "val": [], "test": listed["s3"][3:]}))
+    (tmp_path / "toy" / "set_lists" / "set_lists_fewview_test.json").write_text('{"test": [["s2", 0, "x"], ["s')
+    items = list(Co3dSource("co3d", str(tmp_path), views=4, pair_tasks=("depth",)).read(str(tmp_path / "toy")))
+    (cut,) = [i for i in items if i.key.startswith("co3d-toy-set_lists-")]  # one reject; the others go on
+    assert (cut.reason, "is not valid JSON" in cut.detail) == ("bad_annotation_file", True)
+    items.remove(cut)
+    settings = RenderSettings(32, "center_crop", 0, 1 << 24, 1, 0, 0.0)  # val_fraction 0: the hash says train
+    splits = {i.key: render_multiview(i, settings).split for i in items if isinstance(i, MultiViewRecord)}
+    assert splits == {"co3d-toy-s1": "train", "co3d-toy-s2": "val", "co3d-toy-s3": "val"}
+    hints = {(i.group, i.split_hint) for i in items if not isinstance(i, MultiViewRecord)}
+    assert hints == {("co3d-toy-s1", None), ("co3d-toy-s2", "val"), ("co3d-toy-s3", "val"), ("co3d-toy-s4", "val")}
+
+
+def test_co3d_sequence_too_short_for_a_sentence_still_gives_its_pairs(tmp_path: Path):
+    """A sequence with fewer frames than `views` is no multi-view sentence, but each of its
+    frames is a whole (frame, mask) pair: those pairs vanished under the sequence's
+    too_few_views reject. They are now read as every other sequence's are."""
+    frames = _co3d_orbit(tmp_path, np.arange(3) * 120.0)
+    for frame in frames:
+        frame["mask"] = {"path": frame["image"]["path"].replace("/images/", "/masks/").replace(".jpg", ".png"),
+                         "mass": 10.0}
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", frames)
+    items = list(Co3dSource("co3d", str(tmp_path), views=4, pair_tasks=("segmentation",)).read(str(tmp_path / "toy")))
+    assert [(i.reason, i.detail) for i in items if isinstance(i, Reject)] == [("too_few_views", "3 frames < 4")]
+    assert [(i.key, i.annotation["mask_uri"].rsplit("/", 2)[-2:]) for i in items if isinstance(i, PairRecord)] == [
+        (f"co3d-toy-s1-f{n:06d}-segmentation", ["masks", f"frame{n + 1:06d}.png"]) for n in range(3)]

@@ -490,7 +490,7 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
 
 
 def render_multiview(record: MultiViewRecord, settings: RenderSettings) -> Sentence | Reject:
-    split = settings.split(record.group)
+    split = settings.split(record.group, record.split_hint)
     images, sizes = [], []
     for uri in record.view_uris:
         try:
