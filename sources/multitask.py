@@ -35,7 +35,13 @@ TASKONOMY = {
 }
 TUPLE_TASKS = tuple(TASKONOMY)
 IMAGE_FOLDER = TASKONOMY["image"][0]
-DOMAIN_FOLDERS = frozenset(folder for folder, _ in TASKONOMY.values())
+# the folders Omnidata's download has beside the ones read here (task_configs.py): one not yet
+# filled (no <component>/<building>/ below it) is a domain of the download, not a stray building
+OMNIDATA_DOMAINS = ("rgb", "normal", "depth_zbuffer", "depth_euclidean", "edge_occlusion", "edge_texture",
+                    "keypoints2d", "keypoints3d", "principal_curvature", "reshading", "segment_semantic",
+                    "segment_unsup2d", "segment_unsup25d", "mask_valid", "point_info", "class_object", "class_scene",
+                    "fragments")
+DOMAIN_FOLDERS = frozenset(folder for folder, _ in TASKONOMY.values()) | frozenset(OMNIDATA_DOMAINS)
 DEPTH_SCALE = 1 / 512  # Taskonomy depth_zbuffer: 1/512 m per unit, 65535 = no depth
 # Taskonomy's edge_occlusion is no binary map: its create_edge_images.py writes the Sobel magnitude
 # of sqrt(depth) / 256 as uint16 (EDGE_3D_THRESH None), so every slanted surface holds some: a

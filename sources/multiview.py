@@ -324,6 +324,14 @@ def _some(stems: list[str], suffix: str, shown: int = 5) -> str:
 # -- CO3D v2 ---------------------------------------------------------------------------------
 SET_LISTS_DIR = "set_lists"  # <category>/set_lists/set_lists_<subset>.json: {"train", "val", "test"}
 HELD_OUT_SUBSETS = ("val", "test")  # a sequence CO3D evaluates on goes to our val split, never to train
+
+
+def evaluates_held_out_sequences(list_name: str) -> bool:
+    """Whether a set list's val/test parts are sequences held out of training: CO3Dv2's
+    fewview_dev/test and manyview_dev/test lists. A `*_train` list (fewview_train, in releases
+    and tools that have one) evaluates on unseen frames of the training sequences themselves:
+    read, it would send nearly every sequence to val."""
+    return not list_name.removesuffix(".json").endswith("train")
 HELD_OUT_SPLIT = "val"
 
 
@@ -438,7 +446,7 @@ class Co3dSource:
         rejects: list[Reject] = []
         for uri in fsio.list_files(folder, links=True):
             name = fsio.basename(uri)
-            if not name.endswith(".json") or set_aside(name):
+            if not name.endswith(".json") or set_aside(name) or not evaluates_held_out_sequences(name):
                 continue
             key = safe_key(self.name, category, SET_LISTS_DIR, name)
             problem = path_problem(self.path, uri, self.follow_links)
@@ -539,6 +547,9 @@ class Co3dSource:
         axis, middle = orbit_axis(centres, camera_ups)
         target = orbit_target(centres, rotations[:, :, 2])  # view +Z: where the camera looks
         azimuths = azimuths_about_axis(centres - (middle if target is None else target), axis)
+        # on the records' grid: an SVD's last bits differ between BLAS builds, and at an exact tie
+        # (views evenly spaced, a paused camera) they chose the first view and the picks
+        azimuths = np.round(azimuths / AZIMUTH_TIE_DEG) * AZIMUTH_TIE_DEG
         order, turned, widest_gap = arc_order(azimuths)
         picked = pick_along_arc(turned, widest_gap, self.views)
         chosen = [order[i] for i in picked]

@@ -1368,6 +1368,9 @@ def test_co3d_sequences_its_set_lists_evaluate_on_are_held_out(tmp_path: Path):
     (tmp_path / "toy" / "set_lists" / "set_lists_manyview_test_0.json").write_text(
         json.dumps({"train": listed["s3"][:3], "val": [], "test": listed["s3"][3:]}))
     (tmp_path / "toy" / "set_lists" / "set_lists_fewview_test.json").write_text('{"test": [["s2", 0, "x"], ["s')
+    # a fewview_train list evaluates on unseen frames of the training sequences: not read (review)
+    (tmp_path / "toy" / "set_lists" / "set_lists_fewview_train.json").write_text(
+        json.dumps({"train": listed["s1"][:3], "val": [], "test": listed["s1"][3:]}))
     items = list(Co3dSource("co3d", str(tmp_path), views=4, pair_tasks=("depth",)).read(str(tmp_path / "toy")))
     (cut,) = [i for i in items if i.key.startswith("co3d-toy-set_lists-")]  # one reject; the others go on
     assert (cut.reason, "is not valid JSON" in cut.detail) == ("bad_annotation_file", True)
@@ -1392,3 +1395,21 @@ def test_co3d_sequence_too_short_for_a_sentence_still_gives_its_pairs(tmp_path: 
     assert [(i.reason, i.detail) for i in items if isinstance(i, Reject)] == [("too_few_views", "3 frames < 4")]
     assert [(i.key, i.annotation["mask_uri"].rsplit("/", 2)[-2:]) for i in items if isinstance(i, PairRecord)] == [
         (f"co3d-toy-s1-f{n:06d}-segmentation", ["masks", f"frame{n + 1:06d}.png"]) for n in range(3)]
+
+
+def test_co3d_views_of_an_evenly_spaced_orbit_do_not_hang_on_the_last_bits(tmp_path: Path):
+    """An orbit with evenly spaced views (the sample corpus's, a turntable's) has gaps that tie
+    exactly: which one counted widest, so where the sentence starts and which views it picks,
+    hung on the last bits of an SVD, which differ between BLAS builds (review). The azimuths are
+    taken on the records' grid first: cameras moved by 1e-12 pick the same frames."""
+    picks = []
+    for shift in (0.0, 1e-12, -1e-12):
+        root = tmp_path / f"r{len(picks)}"
+        frames = _co3d_orbit(root, np.arange(8) * 45.0)
+        for n, frame in enumerate(frames):
+            frame["viewpoint"]["T"] = [t + shift * (n % 3 - 1) for t in frame["viewpoint"]["T"]]
+        _write_jgz(root / "toy" / "frame_annotations.jgz", frames)
+        (record,) = [i for i in Co3dSource("co3d", str(root), views=4).read(str(root / "toy"))
+                     if isinstance(i, MultiViewRecord)]
+        picks.append((record.lineage["frame_numbers"], record.azimuths_deg))
+    assert picks[0] == picks[1] == picks[2], picks

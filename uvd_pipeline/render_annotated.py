@@ -47,7 +47,7 @@ from uvd_pipeline.render import RenderSettings, encode_png
 from uvd_pipeline.sentences import RenderedUnit, Sentence
 
 ASPECT_TOLERANCE = 0.01
-SEGMENT_MAP_BYTES = 6  # per pixel while drawing segments: int32 labels, one uint8 mask and its bool view
+SEGMENT_MAP_BYTES = 8  # per pixel while drawing segments: the int32 map (column-major) and its row-major copy
 # pycocotools' rleFrPoly walks a polygon's outline at 5x in C ints, holding ~24 bytes a point
 POLYGON_UPSAMPLE = 5
 POLYGON_POINT_BYTES = 24
@@ -61,7 +61,7 @@ RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any cou
 # cap allows) drew for hours
 MAX_BOXES = 20_000  # boxes, or people, of one target
 MAX_POSE_STEPS = 400_000  # joints and limbs of one pose target, all its people
-MAX_MASK_TEXT = 16 << 20  # RLE counts' characters or run lengths one segmentation target reads (~2 s)
+MAX_MASK_TEXT = 4_000_000  # RLE counts' characters or run lengths one segmentation target reads (~1.5 s)
 MAX_MASK_RUNS = 4_000_000  # runs it paints (~2 s)
 MAX_MASK_AREA = 4 << 30  # pixels it paints, all its masks (~2 s)
 OUTLINE_BUDGET_CANVASES = 64  # turned outlines' windows, summed, in canvases (~0.4 s at most)
