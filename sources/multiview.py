@@ -362,8 +362,8 @@ def frame_problem(frame: Any) -> str | None:
     if as_int(frame.get("frame_number")) is None:
         return "frame_number is not an integer"
     image = frame.get("image")
-    if not isinstance(image, dict) or not isinstance(image.get("path"), str):
-        return "has no image.path"
+    if not isinstance(image, dict) or not isinstance(image.get("path"), str) or not image["path"]:
+        return "has no image.path"  # an empty one named no file, and the category failed on it
     viewpoint = frame.get("viewpoint")
     if not isinstance(viewpoint, dict):
         return "has no viewpoint"

@@ -491,6 +491,28 @@ def test_co3d_frames_checked_one_by_one(tmp_path: Path, outside: Path):
     assert reject.reason == "bad_annotation_file" and "frame_annotations.jgz" in reject.detail
 
 
+def _co3d_orbit(root: Path, sequence: str = "s1", count: int = 3) -> list[dict]:
+    """A category `toy` of one sequence: its images on disk and its frame annotations."""
+    frames = []
+    for n in range(count):
+        path = f"toy/{sequence}/images/frame{n:06d}.jpg"
+        _png(root / path, np.zeros((6, 6, 3), np.uint8))
+        frames.append({"sequence_name": sequence, "frame_number": n, "image": {"path": path},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [float(n), 1.0, 2.0]}})
+    return frames
+
+
+def test_co3d_frame_with_an_empty_image_path_is_its_own_reject(tmp_path: Path):
+    """`"image": {"path": ""}` named no file: the frame was kept without an image and the whole
+    category failed (AttributeError) when its sequence was listed."""
+    root = tmp_path / "co3d"
+    frames = _co3d_orbit(root) + [{**_co3d_orbit(root)[0], "frame_number": 3, "image": {"path": ""}}]
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    items = _items(Co3dSource("co3d", str(root), views=3))
+    assert _rejects(items) == {"co3d-toy-frame-3": "bad_annotation"}
+    assert [i.key for i in items if not isinstance(i, Reject)] == ["co3d-toy-s1"]
+
+
 def test_co3d_sequence_name_that_climbs_out_is_outside_root(tmp_path: Path, outside: Path):
     """A sequence_name is a folder name too: `../../outside` is refused before anything is
     listed (it used to list the folder outside and end as `too_few_views`)."""
