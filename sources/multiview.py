@@ -325,6 +325,10 @@ def _some(stems: list[str], suffix: str, shown: int = 5) -> str:
 SET_LISTS_DIR = "set_lists"  # <category>/set_lists/set_lists_<subset>.json: {"train", "val", "test"}
 HELD_OUT_SUBSETS = ("val", "test")  # a sequence CO3D evaluates on goes to our val split, never to train
 HELD_OUT_SPLIT = "val"
+# items of one annotation file (frames, or set-list entries): CO3D's largest categories hold ~100k
+# frames, and a 2 KB .jgz of `[0,0,...]` expands to a million items (8.6 s and 362 MB of rejects)
+MAX_CO3D_ITEMS = 1_000_000
+MAX_BAD_FRAMES = 100_000  # rejects of one category's frames held before the file is refused whole
 
 
 def set_list_sequence(entry: Any) -> str | None:
@@ -386,6 +390,16 @@ def frame_problem(frame: Any) -> str | None:
     return None
 
 
+def _check_budget(uri: str, index: int, bad: int) -> None:
+    """Refuse a file past `MAX_CO3D_ITEMS` items or `MAX_BAD_FRAMES` bad frames: a small gzip bomb of
+    tiny items held a reject for each (time and memory without bound, up to the expansion cap)."""
+    if index >= MAX_CO3D_ITEMS:
+        raise AnnotationFileError(uri, f"holds over {MAX_CO3D_ITEMS} items (the limit of one CO3D file)")
+    if bad >= MAX_BAD_FRAMES:
+        raise AnnotationFileError(uri, f"holds over {MAX_BAD_FRAMES} frames that fail their checks "
+                                       "(the limit of one CO3D file)")
+
+
 @dataclass(frozen=True)
 class Co3dSource:
     name: str
@@ -419,18 +433,21 @@ class Co3dSource:
             yield Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300])
             return
         yield from rejects
-        held_out, list_rejects = self._held_out(category, category_dir)
+        held_out, list_rejects = self._held_out(category, category_dir, frozenset(by_sequence))
         yield from list_rejects
         for sequence in sorted(by_sequence):
             split = HELD_OUT_SPLIT if sequence in held_out else None
             yield from self._sequence(category, sequence, by_sequence[sequence], split)
 
-    def _held_out(self, category: str, category_dir: str) -> tuple[frozenset[str], list[Reject]]:
+    def _held_out(self, category: str, category_dir: str,
+                  known: frozenset[str]) -> tuple[frozenset[str], list[Reject]]:
         """The sequences CO3D evaluates on: those any `set_lists/*.json` holds under val or test.
         A few-view list holds whole sequences there; a many-view list splits one sequence's
         frames, and that sequence is held out whole. Without these lists the split was a hash of
         the sequence, and 95% of CO3D's test sequences were trained on. A list that cannot be
-        read is one reject; the sequences it named before the problem are still held out."""
+        read is one reject; the sequences it named before the problem are still held out. Only
+        the `known` sequences (those with frames) are kept: a list of a million made-up names
+        held every one."""
         folder = fsio.join(category_dir, SET_LISTS_DIR)
         if not fsio.exists(folder):
             return frozenset(), []
@@ -447,10 +464,11 @@ class Co3dSource:
                 continue
             bad = 0
             try:
-                for subset, entry in iter_json_object_lists(uri):
+                for index, (subset, entry) in enumerate(iter_json_object_lists(uri)):
+                    _check_budget(uri, index, 0)
                     sequence = set_list_sequence(entry)
                     bad += sequence is None
-                    if sequence and subset in HELD_OUT_SUBSETS:
+                    if sequence in known and subset in HELD_OUT_SUBSETS:
                         held.add(sequence)
             except AnnotationFileError as exc:
                 rejects.append(Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300]))
@@ -468,6 +486,7 @@ class Co3dSource:
         rejects: list[Reject] = []
         first_index: dict[str, dict[int, int]] = {}  # sequence -> frame_number -> its first frame
         for index, frame in enumerate(read_jgz_frames(uri)):
+            _check_budget(uri, index, len(rejects))
             problem = frame_problem(frame)
             if problem:
                 rejects.append(self._frame_reject(category, index, BAD_ANNOTATION, f" {problem}"))

@@ -513,6 +513,37 @@ def test_co3d_frame_with_an_empty_image_path_is_its_own_reject(tmp_path: Path):
     assert [i.key for i in items if not isinstance(i, Reject)] == ["co3d-toy-s1"]
 
 
+def test_co3d_files_of_countless_tiny_items_are_refused_whole(tmp_path: Path, monkeypatch):
+    """A 2 KB .jgz of `[0,0,...]` expands to a million frames, each a reject held in memory (8.6 s,
+    362 MB; the expansion cap allows 256 million). Past the budgets the file is one reject; a set
+    list keeps only the sequences that have frames (a million made-up names were each held)."""
+    import sources.multiview as multiview
+
+    monkeypatch.setattr(multiview, "MAX_BAD_FRAMES", 100, raising=False)
+    monkeypatch.setattr(multiview, "MAX_CO3D_ITEMS", 1000, raising=False)
+    root = tmp_path / "co3d"
+    frames = _co3d_orbit(root)
+    jgz = root / "toy" / "frame_annotations.jgz"
+    bad = json.dumps(frames + [0] * 101).encode()  # each 0 is a frame that is not an object
+    valid = json.dumps([{**frames[n % 3], "frame_number": n} for n in range(1001)]).encode()  # too many
+    for text, limit in ((bad, "100 frames that fail"), (valid, "1000 items")):
+        jgz.write_bytes(gzip.compress(text))
+        (reject,) = _items(Co3dSource("co3d", str(root), views=3))
+        assert (reject.reason, f"holds over {limit}" in reject.detail) == ("bad_annotation_file", True)
+    jgz.write_bytes(gzip.compress(json.dumps(frames).encode()))
+    lists = root / "toy" / "set_lists"
+    lists.mkdir()
+    made_up = [[f"x{n}", 0, "toy/x/images/a.jpg"] for n in range(500)]
+    (lists / "set_lists_fewview_dev.json").write_text(json.dumps({"train": [], "val": made_up + [["s1", 0, "a"]]}))
+    source = Co3dSource("co3d", str(root), views=3)
+    held, rejects = source._held_out("toy", str(root / "toy"), frozenset({"s1"}))
+    assert (held, rejects) == (frozenset({"s1"}), [])
+    (lists / "set_lists_fewview_dev.json").write_text(json.dumps({"train": made_up * 3}))
+    (reject,) = [r for r in _items(source) if isinstance(r, Reject)]
+    assert (reject.reason, "set_lists_fewview_dev.json: holds over 1000 items" in reject.detail) == \
+        ("bad_annotation_file", True)
+
+
 def test_co3d_sequence_name_that_climbs_out_is_outside_root(tmp_path: Path, outside: Path):
     """A sequence_name is a folder name too: `../../outside` is refused before anything is
     listed (it used to list the folder outside and end as `too_few_views`)."""
