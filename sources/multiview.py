@@ -421,13 +421,16 @@ class Co3dSource:
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)
-        outside = path_problem(self.path, category_dir, self.follow_links)
+        annotations = fsio.join(category_dir, "frame_annotations.jgz")
+        # the file too: a link leading out was read, and a fifo blocked the build for good
+        outside = path_problem(self.path, category_dir, self.follow_links) or \
+            path_problem(self.path, annotations, self.follow_links)
         if outside:
             key = safe_key(self.name, category)
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
             return
         try:  # the whole file is read before anything is yielded: a bad file is one reject, as it always was
-            by_sequence, rejects = self._frames(category, fsio.join(category_dir, "frame_annotations.jgz"))
+            by_sequence, rejects = self._frames(category, annotations)
         except AnnotationFileError as exc:
             key = safe_key(self.name, category)
             yield Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300])

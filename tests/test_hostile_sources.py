@@ -513,6 +513,22 @@ def test_co3d_frame_with_an_empty_image_path_is_its_own_reject(tmp_path: Path):
     assert [i.key for i in items if not isinstance(i, Reject)] == ["co3d-toy-s1"]
 
 
+def test_co3d_frame_annotations_that_are_a_link_out_or_a_fifo_are_never_opened(tmp_path: Path, outside: Path):
+    """The category folder was checked, its frame_annotations.jgz not: a link leading out of the
+    root was read as the category's frames, and a fifo blocked the build for good."""
+    root = tmp_path / "co3d"
+    (outside / "frames.jgz").write_bytes(gzip.compress(json.dumps(_co3d_orbit(root)).encode()))
+    jgz = root / "toy" / "frame_annotations.jgz"
+    jgz.symlink_to(outside / "frames.jgz")
+    with fsio.recording_inputs() as record:
+        (reject,) = _items(Co3dSource("co3d", str(root), views=3))
+    assert (reject.key, reject.reason) == ("co3d-toy", "outside_root") and not record.files
+    jgz.unlink()
+    os.mkfifo(jgz)
+    (reject,) = _items(Co3dSource("co3d", str(root), views=3, follow_links=True))
+    assert (reject.key, reject.reason) == ("co3d-toy", "not_a_file")
+
+
 def test_co3d_files_of_countless_tiny_items_are_refused_whole(tmp_path: Path, monkeypatch):
     """A 2 KB .jgz of `[0,0,...]` expands to a million frames, each a reject held in memory (8.6 s,
     362 MB; the expansion cap allows 256 million). Past the budgets the file is one reject; a set
