@@ -239,6 +239,29 @@ def test_a_list_read_item_by_item_is_what_json_reads(tmp_path: Path, monkeypatch
         assert str(path) in str(caught.value) and not any(leak in str(caught.value) for leak in LEAKS)
 
 
+def test_a_long_item_is_parsed_a_few_times_and_capped(tmp_path: Path, monkeypatch):
+    """An item that a step of the text cuts was parsed again after each further step: 16 MB of
+    empty lists in one item took 20 s (the square of its length), and a number, never held to
+    the item cap, of 128 M digits 25 s and 400 MB. The text now doubles before each parse."""
+    from sources import annotation_files
+
+    monkeypatch.setattr(annotation_files, "TEXT_STEP", 100)
+    monkeypatch.setattr(annotation_files, "MAX_ITEM_CHARS", 50_000)
+    parses = []
+    decode = json.JSONDecoder.raw_decode
+    monkeypatch.setattr(json.JSONDecoder, "raw_decode", lambda self, *a: parses.append(1) or decode(self, *a))
+    path = tmp_path / "frames.jgz"
+    lists = [[[]] * 10_000, 7]  # an item of 40 KB: 400 steps
+    path.write_bytes(gzip.compress(json.dumps(lists).encode()))
+    assert list(annotation_files.iter_json_list(str(path), gzipped=True)) == lists
+    assert len(parses) < 20, len(parses)
+    path.write_bytes(gzip.compress(b"[1." + b"0" * 200_000 + b"]"))
+    parses.clear()
+    with pytest.raises(AnnotationFileError, match="a number over 50000 characters"):
+        list(annotation_files.iter_json_list(str(path), gzipped=True))
+    assert len(parses) < 20, len(parses)
+
+
 def test_one_bad_coco_annotation_rejects_its_own_pair_only(tmp_path: Path):
     root = _coco_tree(tmp_path)
     images = [{"id": n, "file_name": f"{n}.jpg", "width": 60, "height": 40} for n in (1, 2, 3)]
