@@ -554,15 +554,21 @@ class Co3dSource:
                 yield from self._pair(task, category, sequence, key, frame, split)
 
     def _orbit(self, category: str, sequence: str, key: str, usable: Sequence[Co3dFrame],
-               split: str | None) -> MultiViewRecord:
-        """The sequence's multi-view sentence: `views` frames round its orbit."""
+               split: str | None) -> MultiViewRecord | Reject:
+        """The sequence's multi-view sentence: `views` frames round its orbit; a `bad_camera`
+        reject when every camera stands on the orbit's axis (all at one point: no azimuth, and
+        the views went out in file order as an orbit of azimuth 0)."""
         rotations = np.stack([f.camera[:, :3] for f in usable])
         translations = np.stack([f.camera[:, 3] for f in usable])
         centres = np.stack([pytorch3d_camera_centre(r, t) for r, t in zip(rotations, translations)])
         camera_ups = rotations[:, :, 1]  # PyTorch3D view +Y (up) expressed in world coordinates
         axis, middle = orbit_axis(centres, camera_ups)
         target = orbit_target(centres, rotations[:, :, 2])  # view +Z: where the camera looks
-        azimuths = azimuths_about_axis(centres - (middle if target is None else target), axis)
+        around = centres - (middle if target is None else target)
+        if np.linalg.norm(around - np.outer(around @ axis, axis), axis=1).max() < MIN_CAMERA_DISTANCE:
+            return Reject(key, self.name, key, "read", "bad_camera", f"its {len(usable)} cameras stand on one line "
+                          "through the object (all at one point): no azimuth orders them", split_hint=split)
+        azimuths = azimuths_about_axis(around, axis)
         order, turned, widest_gap = arc_order(azimuths)
         picked = pick_along_arc(turned, widest_gap, self.views)
         chosen = [order[i] for i in picked]

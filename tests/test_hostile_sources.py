@@ -552,6 +552,21 @@ def test_co3d_frame_annotations_that_are_a_link_out_or_a_fifo_are_never_opened(t
     assert (reject.key, reject.reason) == ("co3d-toy", "not_a_file")
 
 
+def test_co3d_cameras_all_at_one_point_are_a_bad_camera_not_an_orbit(tmp_path: Path):
+    """Cameras that all stand at one point have no azimuth about anything: the sequence went out
+    as an orbit of azimuths 0, 0, 0 in file order. Its frames' pairs are still made."""
+    root = tmp_path / "co3d"
+    frames = [{**frame, "viewpoint": {"R": np.eye(3).tolist(), "T": [0.5, 1.0, 2.0]}} for frame in _co3d_orbit(root)]
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    items = _items(Co3dSource("co3d", str(root), views=3))
+    assert [(i.key, i.reason) for i in items] == [("co3d-toy-s1", "bad_camera")]
+    assert "3 cameras stand on one line" in items[0].detail
+    moved = [{**frame, "viewpoint": {"R": np.eye(3).tolist(), "T": [float(n), 1.0, 2.0]}}
+             for n, frame in enumerate(frames)]  # apart, they make the sentence
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(moved).encode()))
+    assert [type(i).__name__ for i in _items(Co3dSource("co3d", str(root), views=3))] == ["MultiViewRecord"]
+
+
 def test_co3d_files_of_countless_tiny_items_are_refused_whole(tmp_path: Path, monkeypatch):
     """A 2 KB .jgz of `[0,0,...]` expands to a million frames, each a reject held in memory (8.6 s,
     362 MB; the expansion cap allows 256 million). Past the budgets the file is one reject; a set
