@@ -108,7 +108,9 @@ def orbit_axis(centres: np.ndarray, camera_ups: np.ndarray) -> tuple[np.ndarray,
     centres, signed to agree with the cameras' own up vectors. Returns (axis, orbit centre)."""
     centres = np.asarray(centres, dtype=np.float64)
     middle = centres.mean(axis=0)
-    _, _, vt = np.linalg.svd(centres - middle)
+    # never the n x n U: 74.5 GiB for a sequence of 100k frames; the 3 x 3 V is the same, bit for
+    # bit, from 3 centres up (below that the reduced V lacks the normal's row)
+    _, _, vt = np.linalg.svd(centres - middle, full_matrices=len(centres) < 3)
     normal = vt[-1]
     if normal @ np.asarray(camera_ups, dtype=np.float64).mean(axis=0) < 0:
         normal = -normal
@@ -333,6 +335,10 @@ def evaluates_held_out_sequences(list_name: str) -> bool:
     read, it would send nearly every sequence to val."""
     return not list_name.removesuffix(".json").endswith("train")
 HELD_OUT_SPLIT = "val"
+# items of one annotation file (frames, or set-list entries): CO3D's largest categories hold ~100k
+# frames, and a 2 KB .jgz of `[0,0,...]` expands to a million items (8.6 s and 362 MB of rejects)
+MAX_CO3D_ITEMS = 1_000_000
+MAX_BAD_FRAMES = 100_000  # rejects of one category's frames held before the file is refused whole
 
 
 def set_list_sequence(entry: Any) -> str | None:
@@ -370,8 +376,8 @@ def frame_problem(frame: Any) -> str | None:
     if as_int(frame.get("frame_number")) is None:
         return "frame_number is not an integer"
     image = frame.get("image")
-    if not isinstance(image, dict) or not isinstance(image.get("path"), str):
-        return "has no image.path"
+    if not isinstance(image, dict) or not isinstance(image.get("path"), str) or not image["path"]:
+        return "has no image.path"  # an empty one named no file, and the category failed on it
     viewpoint = frame.get("viewpoint")
     if not isinstance(viewpoint, dict):
         return "has no viewpoint"
@@ -392,6 +398,16 @@ def frame_problem(frame: Any) -> str | None:
     if scale is not None and not is_number(scale):
         return "depth.scale_adjustment is not a number"
     return None
+
+
+def _check_budget(uri: str, index: int, bad: int) -> None:
+    """Refuse a file past `MAX_CO3D_ITEMS` items or `MAX_BAD_FRAMES` bad frames: a small gzip bomb of
+    tiny items held a reject for each (time and memory without bound, up to the expansion cap)."""
+    if index >= MAX_CO3D_ITEMS:
+        raise AnnotationFileError(uri, f"holds over {MAX_CO3D_ITEMS} items (the limit of one CO3D file)")
+    if bad >= MAX_BAD_FRAMES:
+        raise AnnotationFileError(uri, f"holds over {MAX_BAD_FRAMES} frames that fail their checks "
+                                       "(the limit of one CO3D file)")
 
 
 @dataclass(frozen=True)
@@ -415,30 +431,36 @@ class Co3dSource:
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)
-        outside = path_problem(self.path, category_dir, self.follow_links)
+        annotations = fsio.join(category_dir, "frame_annotations.jgz")
+        # the file too: a link leading out was read, and a fifo blocked the build for good
+        outside = path_problem(self.path, category_dir, self.follow_links) or \
+            path_problem(self.path, annotations, self.follow_links)
         if outside:
             key = safe_key(self.name, category)
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
             return
         try:  # the whole file is read before anything is yielded: a bad file is one reject, as it always was
-            by_sequence, rejects = self._frames(category, fsio.join(category_dir, "frame_annotations.jgz"))
+            by_sequence, rejects = self._frames(category, annotations)
         except AnnotationFileError as exc:
             key = safe_key(self.name, category)
             yield Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300])
             return
         yield from rejects
-        held_out, list_rejects = self._held_out(category, category_dir)
+        held_out, list_rejects = self._held_out(category, category_dir, frozenset(by_sequence))
         yield from list_rejects
         for sequence in sorted(by_sequence):
             split = HELD_OUT_SPLIT if sequence in held_out else None
             yield from self._sequence(category, sequence, by_sequence[sequence], split)
 
-    def _held_out(self, category: str, category_dir: str) -> tuple[frozenset[str], list[Reject]]:
+    def _held_out(self, category: str, category_dir: str,
+                  known: frozenset[str]) -> tuple[frozenset[str], list[Reject]]:
         """The sequences CO3D evaluates on: those any `set_lists/*.json` holds under val or test.
         A few-view list holds whole sequences there; a many-view list splits one sequence's
         frames, and that sequence is held out whole. Without these lists the split was a hash of
         the sequence, and 95% of CO3D's test sequences were trained on. A list that cannot be
-        read is one reject; the sequences it named before the problem are still held out."""
+        read is one reject; the sequences it named before the problem are still held out. Only
+        the `known` sequences (those with frames) are kept: a list of a million made-up names
+        held every one."""
         folder = fsio.join(category_dir, SET_LISTS_DIR)
         if not fsio.exists(folder):
             return frozenset(), []
@@ -455,10 +477,11 @@ class Co3dSource:
                 continue
             bad = 0
             try:
-                for subset, entry in iter_json_object_lists(uri):
+                for index, (subset, entry) in enumerate(iter_json_object_lists(uri)):
+                    _check_budget(uri, index, 0)
                     sequence = set_list_sequence(entry)
                     bad += sequence is None
-                    if sequence and subset in HELD_OUT_SUBSETS:
+                    if sequence in known and subset in HELD_OUT_SUBSETS:
                         held.add(sequence)
             except AnnotationFileError as exc:
                 rejects.append(Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300]))
@@ -476,6 +499,7 @@ class Co3dSource:
         rejects: list[Reject] = []
         first_index: dict[str, dict[int, int]] = {}  # sequence -> frame_number -> its first frame
         for index, frame in enumerate(read_jgz_frames(uri)):
+            _check_budget(uri, index, len(rejects))
             problem = frame_problem(frame)
             if problem:
                 rejects.append(self._frame_reject(category, index, BAD_ANNOTATION, f" {problem}"))
@@ -538,15 +562,21 @@ class Co3dSource:
                 yield from self._pair(task, category, sequence, key, frame, split)
 
     def _orbit(self, category: str, sequence: str, key: str, usable: Sequence[Co3dFrame],
-               split: str | None) -> MultiViewRecord:
-        """The sequence's multi-view sentence: `views` frames round its orbit."""
+               split: str | None) -> MultiViewRecord | Reject:
+        """The sequence's multi-view sentence: `views` frames round its orbit; a `bad_camera`
+        reject when every camera stands on the orbit's axis (all at one point: no azimuth, and
+        the views went out in file order as an orbit of azimuth 0)."""
         rotations = np.stack([f.camera[:, :3] for f in usable])
         translations = np.stack([f.camera[:, 3] for f in usable])
         centres = np.stack([pytorch3d_camera_centre(r, t) for r, t in zip(rotations, translations)])
         camera_ups = rotations[:, :, 1]  # PyTorch3D view +Y (up) expressed in world coordinates
         axis, middle = orbit_axis(centres, camera_ups)
         target = orbit_target(centres, rotations[:, :, 2])  # view +Z: where the camera looks
-        azimuths = azimuths_about_axis(centres - (middle if target is None else target), axis)
+        around = centres - (middle if target is None else target)
+        if np.linalg.norm(around - np.outer(around @ axis, axis), axis=1).max() < MIN_CAMERA_DISTANCE:
+            return Reject(key, self.name, key, "read", "bad_camera", f"its {len(usable)} cameras stand on one line "
+                          "through the object (all at one point): no azimuth orders them", split_hint=split)
+        azimuths = azimuths_about_axis(around, axis)
         # on the records' grid: an SVD's last bits differ between BLAS builds, and at an exact tie
         # (views evenly spaced, a paused camera) they chose the first view and the picks
         azimuths = np.round(azimuths / AZIMUTH_TIE_DEG) * AZIMUTH_TIE_DEG

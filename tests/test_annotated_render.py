@@ -254,6 +254,44 @@ def test_polygon_outline_over_the_memory_budget_is_rejected(tmp_path: Path):
     assert "polygon outlines of 37200000 points" in result.detail
 
 
+def comb(teeth: int, length: float) -> list[float]:
+    """A polygon of `teeth` one-pixel teeth a pixel apart: two runs a tooth in each column it spans."""
+    outline = [0.0, 0.0]
+    for k in range(teeth):
+        outline += [length, 2.0 * k, length, 2.0 * k + 1, 1.0, 2.0 * k + 1, 1.0, 2.0 * k + 2]
+    return outline + [0.0, 2.0 * teeth]
+
+
+def test_segments_budgets_are_judged_for_the_whole_target_as_it_is_decoded(tmp_path: Path, monkeypatch):
+    """Budgets that each polygon meets alone but a target's polygons pass together. The outline
+    budget was judged per polygon, and the runs budget only once every mask was decoded: 50 combs
+    of 8,000 vertices (6M runs each on a 4000 x 4000 image, 2.35 s apiece) cost ~2 minutes and 2.4 GB."""
+    import uvd_pipeline.render_annotated as render_annotated
+    from pycocotools import mask as mask_utils
+
+    pairs = coco_dataset(tmp_path, [{"id": 1, "width": 64, "height": 64}],
+                         [segment(n + 1, 1, [comb(30, 60.0)]) for n in range(20)])
+    record = pairs["coco-1-segmentation"]
+    assert not isinstance(render_pair(record, SQUARE), Reject)  # within the real budgets
+    decoded: list[int] = []
+    runs_of = render_annotated._segment_runs
+    monkeypatch.setattr(render_annotated, "_segment_runs", lambda seg, h, w: decoded.append(1) or runs_of(seg, h, w))
+    one = len(runs_of([comb(30, 60.0)], 64, 64))
+    monkeypatch.setattr(render_annotated, "MAX_MASK_RUNS", one + one // 2)
+    result = render_pair(record, SQUARE)
+    assert isinstance(result, Reject) and result.reason == "annotation_too_large"
+    assert len(decoded) == 2  # refused at the second mask, not after all 20
+    monkeypatch.setattr(render_annotated, "MAX_MASK_RUNS", 4_000_000)
+    rasterised: list[int] = []
+    polygons = mask_utils.frPyObjects
+    monkeypatch.setattr(mask_utils, "frPyObjects", lambda *a: rasterised.append(1) or polygons(*a))
+    points = render_annotated._check_polygons([comb(30, 60.0)], 64, 64)
+    monkeypatch.setattr(render_annotated, "MAX_OUTLINE_POINTS", 3 * points, raising=False)
+    result = render_pair(record, SQUARE)
+    assert isinstance(result, Reject) and result.reason == "annotation_too_large"
+    assert f"polygon outlines of {20 * points} points" in result.detail and not rasterised
+
+
 def test_polygons_within_reach_rasterise_exactly_as_pycocotools_does(tmp_path: Path):
     """The checks only refuse: a polygon that crosses the border, even by hundreds of pixels, is
     pycocotools' own rasterisation, pixel for pixel."""

@@ -239,6 +239,29 @@ def test_a_list_read_item_by_item_is_what_json_reads(tmp_path: Path, monkeypatch
         assert str(path) in str(caught.value) and not any(leak in str(caught.value) for leak in LEAKS)
 
 
+def test_a_long_item_is_parsed_a_few_times_and_capped(tmp_path: Path, monkeypatch):
+    """An item that a step of the text cuts was parsed again after each further step: 16 MB of
+    empty lists in one item took 20 s (the square of its length), and a number, never held to
+    the item cap, of 128 M digits 25 s and 400 MB. The text now doubles before each parse."""
+    from sources import annotation_files
+
+    monkeypatch.setattr(annotation_files, "TEXT_STEP", 100)
+    monkeypatch.setattr(annotation_files, "MAX_ITEM_CHARS", 50_000)
+    parses = []
+    decode = json.JSONDecoder.raw_decode
+    monkeypatch.setattr(json.JSONDecoder, "raw_decode", lambda self, *a: parses.append(1) or decode(self, *a))
+    path = tmp_path / "frames.jgz"
+    lists = [[[]] * 10_000, 7]  # an item of 40 KB: 400 steps
+    path.write_bytes(gzip.compress(json.dumps(lists).encode()))
+    assert list(annotation_files.iter_json_list(str(path), gzipped=True)) == lists
+    assert len(parses) < 20, len(parses)
+    path.write_bytes(gzip.compress(b"[1." + b"0" * 200_000 + b"]"))
+    parses.clear()
+    with pytest.raises(AnnotationFileError, match="a number over 50000 characters"):
+        list(annotation_files.iter_json_list(str(path), gzipped=True))
+    assert len(parses) < 20, len(parses)
+
+
 def test_one_bad_coco_annotation_rejects_its_own_pair_only(tmp_path: Path):
     root = _coco_tree(tmp_path)
     images = [{"id": n, "file_name": f"{n}.jpg", "width": 60, "height": 40} for n in (1, 2, 3)]
@@ -489,6 +512,90 @@ def test_co3d_frames_checked_one_by_one(tmp_path: Path, outside: Path):
     (root / "toy" / "frame_annotations.jgz").write_bytes(b"[" * 100_000)
     (reject,) = _items(Co3dSource("co3d", str(root), views=3))
     assert reject.reason == "bad_annotation_file" and "frame_annotations.jgz" in reject.detail
+
+
+def _co3d_orbit(root: Path, sequence: str = "s1", count: int = 3) -> list[dict]:
+    """A category `toy` of one sequence: its images on disk and its frame annotations."""
+    frames = []
+    for n in range(count):
+        path = f"toy/{sequence}/images/frame{n:06d}.jpg"
+        _png(root / path, np.zeros((6, 6, 3), np.uint8))
+        frames.append({"sequence_name": sequence, "frame_number": n, "image": {"path": path},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [float(n), 1.0, 2.0]}})
+    return frames
+
+
+def test_co3d_frame_with_an_empty_image_path_is_its_own_reject(tmp_path: Path):
+    """`"image": {"path": ""}` named no file: the frame was kept without an image and the whole
+    category failed (AttributeError) when its sequence was listed."""
+    root = tmp_path / "co3d"
+    frames = _co3d_orbit(root) + [{**_co3d_orbit(root)[0], "frame_number": 3, "image": {"path": ""}}]
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    items = _items(Co3dSource("co3d", str(root), views=3))
+    assert _rejects(items) == {"co3d-toy-frame-3": "bad_annotation"}
+    assert [i.key for i in items if not isinstance(i, Reject)] == ["co3d-toy-s1"]
+
+
+def test_co3d_frame_annotations_that_are_a_link_out_or_a_fifo_are_never_opened(tmp_path: Path, outside: Path):
+    """The category folder was checked, its frame_annotations.jgz not: a link leading out of the
+    root was read as the category's frames, and a fifo blocked the build for good."""
+    root = tmp_path / "co3d"
+    (outside / "frames.jgz").write_bytes(gzip.compress(json.dumps(_co3d_orbit(root)).encode()))
+    jgz = root / "toy" / "frame_annotations.jgz"
+    jgz.symlink_to(outside / "frames.jgz")
+    with fsio.recording_inputs() as record:
+        (reject,) = _items(Co3dSource("co3d", str(root), views=3))
+    assert (reject.key, reject.reason) == ("co3d-toy", "outside_root") and not record.files
+    jgz.unlink()
+    os.mkfifo(jgz)
+    (reject,) = _items(Co3dSource("co3d", str(root), views=3, follow_links=True))
+    assert (reject.key, reject.reason) == ("co3d-toy", "not_a_file")
+
+
+def test_co3d_cameras_all_at_one_point_are_a_bad_camera_not_an_orbit(tmp_path: Path):
+    """Cameras that all stand at one point have no azimuth about anything: the sequence went out
+    as an orbit of azimuths 0, 0, 0 in file order. Its frames' pairs are still made."""
+    root = tmp_path / "co3d"
+    frames = [{**frame, "viewpoint": {"R": np.eye(3).tolist(), "T": [0.5, 1.0, 2.0]}} for frame in _co3d_orbit(root)]
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    items = _items(Co3dSource("co3d", str(root), views=3))
+    assert [(i.key, i.reason) for i in items] == [("co3d-toy-s1", "bad_camera")]
+    assert "3 cameras stand on one line" in items[0].detail
+    moved = [{**frame, "viewpoint": {"R": np.eye(3).tolist(), "T": [float(n), 1.0, 2.0]}}
+             for n, frame in enumerate(frames)]  # apart, they make the sentence
+    (root / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(moved).encode()))
+    assert [type(i).__name__ for i in _items(Co3dSource("co3d", str(root), views=3))] == ["MultiViewRecord"]
+
+
+def test_co3d_files_of_countless_tiny_items_are_refused_whole(tmp_path: Path, monkeypatch):
+    """A 2 KB .jgz of `[0,0,...]` expands to a million frames, each a reject held in memory (8.6 s,
+    362 MB; the expansion cap allows 256 million). Past the budgets the file is one reject; a set
+    list keeps only the sequences that have frames (a million made-up names were each held)."""
+    import sources.multiview as multiview
+
+    monkeypatch.setattr(multiview, "MAX_BAD_FRAMES", 100, raising=False)
+    monkeypatch.setattr(multiview, "MAX_CO3D_ITEMS", 1000, raising=False)
+    root = tmp_path / "co3d"
+    frames = _co3d_orbit(root)
+    jgz = root / "toy" / "frame_annotations.jgz"
+    bad = json.dumps(frames + [0] * 101).encode()  # each 0 is a frame that is not an object
+    valid = json.dumps([{**frames[n % 3], "frame_number": n} for n in range(1001)]).encode()  # too many
+    for text, limit in ((bad, "100 frames that fail"), (valid, "1000 items")):
+        jgz.write_bytes(gzip.compress(text))
+        (reject,) = _items(Co3dSource("co3d", str(root), views=3))
+        assert (reject.reason, f"holds over {limit}" in reject.detail) == ("bad_annotation_file", True)
+    jgz.write_bytes(gzip.compress(json.dumps(frames).encode()))
+    lists = root / "toy" / "set_lists"
+    lists.mkdir()
+    made_up = [[f"x{n}", 0, "toy/x/images/a.jpg"] for n in range(500)]
+    (lists / "set_lists_fewview_dev.json").write_text(json.dumps({"train": [], "val": made_up + [["s1", 0, "a"]]}))
+    source = Co3dSource("co3d", str(root), views=3)
+    held, rejects = source._held_out("toy", str(root / "toy"), frozenset({"s1"}))
+    assert (held, rejects) == (frozenset({"s1"}), [])
+    (lists / "set_lists_fewview_dev.json").write_text(json.dumps({"train": made_up * 3}))
+    (reject,) = [r for r in _items(source) if isinstance(r, Reject)]
+    assert (reject.reason, "set_lists_fewview_dev.json: holds over 1000 items" in reject.detail) == \
+        ("bad_annotation_file", True)
 
 
 def test_co3d_sequence_name_that_climbs_out_is_outside_root(tmp_path: Path, outside: Path):

@@ -51,6 +51,7 @@ SEGMENT_MAP_BYTES = 8  # per pixel while drawing segments: the int32 map (column
 # pycocotools' rleFrPoly walks a polygon's outline at 5x in C ints, holding ~24 bytes a point
 POLYGON_UPSAMPLE = 5
 POLYGON_POINT_BYTES = 24
+MAX_OUTLINE_POINTS = DEFAULT_MAX_DECODE_BYTES // POLYGON_POINT_BYTES  # one target's polygons (~2.5 s)
 POLYGON_REACH = 16  # how far past the border (in the image's longer side) a polygon's vertex may lie
 RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any count of a budgeted map
 # VIPSeg's panomask: a value up to 124 is a stuff class id as it stands (0: void); above, a thing's
@@ -90,11 +91,11 @@ def _fit_map(plan: ResizePlan, values: np.ndarray, *, nearest: bool = True) -> n
     return plan.apply_image(values, nearest=nearest)
 
 
-def _check_polygons(polygons: list, h: int, w: int) -> None:
+def _check_polygons(polygons: list, h: int, w: int) -> int:
     """Judge a polygon before pycocotools rasterises it: its C code allocates in proportion to
     the outline's length and converts coordinates to int, so a vertex at 1e7 costs gigabytes and
     one past the int range crashes the process. Polygons within reach pass unchanged, so their
-    rasterisation is pycocotools' own."""
+    rasterisation is pycocotools' own. Returns the outline's points (what rasterising costs)."""
     reach = POLYGON_REACH * max(h, w)
     points = 0
     for polygon in polygons:
@@ -109,8 +110,9 @@ def _check_polygons(polygons: list, h: int, w: int) -> None:
                                                       f"({POLYGON_REACH} image sizes) outside the {w}x{h} image")
         corners = np.trunc(POLYGON_UPSAMPLE * np.vstack([xy, xy[:1]]) + 0.5)  # as rleFrPoly rounds them
         points += int((np.abs(np.diff(corners, axis=0)).max(axis=1) + 1).sum())
-    if points * POLYGON_POINT_BYTES > DEFAULT_MAX_DECODE_BYTES:
+    if points > MAX_OUTLINE_POINTS:
         raise AnnotationError("annotation_too_large", f"polygon outlines of {points} points are over the memory budget")
+    return points
 
 
 def _rle_string_counts(text: str) -> list[int]:
@@ -192,11 +194,12 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
     if text > MAX_MASK_TEXT:
         raise AnnotationError("annotation_too_large", f"RLE counts of {text} characters or runs, over the "
                                                       f"{MAX_MASK_TEXT} one target reads")
-    masks = [(_segment_runs(segment["segmentation"], h, w), segment["category_id"]) for segment in segments]
-    runs, areas = sum(len(r) for r, _ in masks), [int(r[1::2].sum()) for r, _ in masks]
-    if runs > MAX_MASK_RUNS or sum(areas) > MAX_MASK_AREA:
-        raise AnnotationError("annotation_too_large", f"masks of {runs} runs and {sum(areas)} pixels, over the "
-                                                      f"{MAX_MASK_RUNS} runs and {MAX_MASK_AREA} pixels one target paints")
+    outline = sum(_outline_points(segment["segmentation"], h, w) for segment in segments)
+    if outline > MAX_OUTLINE_POINTS:
+        raise AnnotationError("annotation_too_large", f"polygon outlines of {outline} points, over the "
+                                                      f"{MAX_OUTLINE_POINTS} one target rasterises")
+    masks = _budgeted_masks(segments, h, w)
+    areas = [int(r[1::2].sum()) for r, _ in masks]
     if not any(areas):
         raise AnnotationError("empty_target", "no segment covers a pixel of the image")
     columns = np.zeros((w, h), np.int32)  # the map transposed: its flat index is the runs' column-major one
@@ -207,6 +210,35 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
         for start, stop in zip(ends[0::2].tolist(), ends[1::2].tolist()):  # runs of 0s, then 1s, alternate
             flat[start:stop] = category_id
     return np.ascontiguousarray(columns.T)
+
+
+def _budgeted_masks(segments: list[dict[str, Any]], h: int, w: int) -> list[tuple[np.ndarray, int]]:
+    """Each segment's runs and class, decoded one at a time and refused as soon as the target
+    passes `MAX_MASK_RUNS` runs or `MAX_MASK_AREA` pixels: judged once all were decoded, 50 comb
+    polygons of 6M runs each (8,000 vertices, 100 KB of JSON apiece; one took 2.35 s) cost ~2 minutes and 2.4 GB."""
+    masks: list[tuple[np.ndarray, int]] = []
+    runs = area = 0
+    for segment in segments:
+        lengths = _segment_runs(segment["segmentation"], h, w)
+        runs, area = runs + len(lengths), area + int(lengths[1::2].sum())
+        if runs > MAX_MASK_RUNS or area > MAX_MASK_AREA:
+            raise AnnotationError("annotation_too_large", f"masks of over {MAX_MASK_RUNS} runs or {MAX_MASK_AREA} "
+                                                          "pixels, the most one target paints")
+        masks.append((lengths, segment["category_id"]))
+    return masks
+
+
+def _outline_points(seg: Any, h: int, w: int) -> int:
+    """The outline points a segment's polygons cost pycocotools (RLE: 0, budgeted by its text);
+    each is judged alone by `_check_polygons`, and the sum over a target bounds its time."""
+    if not isinstance(seg, list):
+        return 0
+    try:
+        return _check_polygons([p for p in seg if len(p) >= 6], h, w)
+    except AnnotationError:
+        raise
+    except Exception as exc:
+        raise AnnotationError("bad_segmentation", type(exc).__name__) from None
 
 
 def _counts_length(seg: Any) -> int:
