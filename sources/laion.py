@@ -50,6 +50,8 @@ FOLDER_FILES_PER_UNIT = 256
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
 BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
+HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
+HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
 RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
                  "(README: Getting LAION with img2dataset)")
 
@@ -388,6 +390,11 @@ class LaionSource:
         for extra in images[1:]:
             yield self._reject(key, "read", "duplicate_key",
                                f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})")
+        changed = hash_problem({**(listing.rows.get(sample_key) or {}), **_parse_json(members.get("json"))},
+                               members[image_ext], f"{sample_key}.{image_ext}")
+        if changed:
+            yield self._reject(key, "read", HASH_MISMATCH, changed)
+            return
         lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
         lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext})
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
@@ -459,10 +466,26 @@ class LaionSource:
                                    f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
             texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
             yield from unread
+            recorded = {**(listing.rows.get(sample_key) or {}), **_parse_json(texts.get("json"))}
+            changed = self._file_hash_problem(recorded, files[images[0]])
+            if changed:
+                yield self._reject(key, "read", HASH_MISMATCH, changed)
+                continue
             lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
             yield ImageRecord(key=key, source=self.name, group=key, uri=files[images[0]], lineage=lineage)
         yield from self._missing(listing, shard, set(by_key) | refused, f"folder {shard}/")
+
+    def _file_hash_problem(self, recorded: dict[str, Any], uri: str) -> str | None:
+        """`hash_problem` of a files-layout image, read for it only when its hash is to be checked
+        (an unreadable or too large file is left to the decoder, which rejects it with its reason)."""
+        if recorded_hash(recorded) is None:
+            return None
+        try:
+            data = fsio.read_bytes(uri, MAX_INPUT_FILE_BYTES)
+        except (OSError, fsio.FileTooLarge):
+            return None
+        return hash_problem(recorded, data, fsio.basename(uri))
 
     # -- img2dataset output_format=parquet -----------------------------------------------
     def _read_parquet(self, uri: str) -> Iterator[SourceItem]:
@@ -498,6 +521,10 @@ class LaionSource:
                         continue
                     if not data:
                         yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes")
+                        continue
+                    changed = hash_problem(row, data, f"{shard}.parquet {column} of {sample_key}")
+                    if changed:
+                        yield self._reject(key, "read", HASH_MISMATCH, changed)
                         continue
                     lineage = _lineage(caption.encode() if caption else None, None, row)
                     lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
@@ -696,6 +723,34 @@ def download_status(row: dict[str, Any]) -> str:
     if "status" not in row:
         return "success"
     return str(row["status"] or "failed")
+
+
+def recorded_hash(recorded: dict[str, Any]) -> tuple[str, str] | None:
+    """(algorithm, hex digest) img2dataset recorded for a sample whose stored bytes are the bytes it
+    downloaded and hashed: only with `--disable_all_reencoding True`, whose rows carry a `width`
+    of null. A re-encoded or resized image never has the download's hash, so none is checked."""
+    if "width" not in recorded or recorded["width"] is not None:
+        return None
+    for algorithm in HASH_COLUMNS:
+        if isinstance(recorded.get(algorithm), str) and recorded[algorithm]:
+            return algorithm, recorded[algorithm].lower()
+    return None
+
+
+def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None:
+    """Why `data` is not the image img2dataset downloaded (a bad disk, a bad copy, a tool that
+    rewrote it), or None: bytes that still decode would otherwise become a sentence unnoticed."""
+    import hashlib
+
+    expected = recorded_hash(recorded)
+    if expected is None:
+        return None
+    algorithm, digest = expected
+    actual = hashlib.new(algorithm, data).hexdigest()
+    if actual == digest:
+        return None
+    return (f"{name}: {algorithm} of its {len(data)} bytes is {actual[:16]}..., img2dataset recorded "
+            f"{digest[:16]}... for the download (stored unchanged, --disable_all_reencoding): changed since")
 
 
 def _is_binary(kind) -> bool:

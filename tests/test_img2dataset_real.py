@@ -16,6 +16,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -426,3 +427,63 @@ def test_two_worker_threads_build_the_real_download_to_the_same_bytes(raw_build,
     assert shard_digests(threaded_out) == shard_digests(out)
     assert threaded["run"]["counters"] == summary["run"]["counters"]
     assert _rejects(threaded_out, "raw") == _rejects(out, "raw") and _rejects(out, "raw")
+
+
+def _flip_a_byte(data: bytes) -> bytes:
+    """The image with one byte of its entropy-coded middle changed: it still decodes."""
+    middle = len(data) * 3 // 4
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "files"])
+def test_a_member_whose_bytes_differ_from_the_recorded_hash_is_a_reject(downloads, tmp_path: Path, layout: str):
+    """With `--disable_all_reencoding True` img2dataset stores the downloaded bytes and records their
+    sha256 (its default `--compute_hash`): a tar member (or, in the files layout, `NNNNN/{key}.jpg`)
+    changed since (a bad disk, a bad copy) that still decodes is a `hash_mismatch` reject, not a
+    sentence of wrong pixels. The others pass."""
+    _require_img2dataset()
+    for name in ("00000.parquet", "00000_stats.json"):
+        (tmp_path / name).write_bytes((downloads["raw"] / name).read_bytes())
+    by_url = {r["key"]: r["url"].rsplit("/", 1)[1] for r in _parquet_rows(downloads["raw"])}
+    (tmp_path / "00000").mkdir()
+    with tarfile.open(downloads["raw"] / "00000.tar") as src, tarfile.open(tmp_path / "00000.tar", "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if member.name.endswith(".jpg") and by_url[member.name.split(".")[0]] == "wide.jpg":
+                data = _flip_a_byte(data)
+                Image.open(io.BytesIO(data)).load()  # still a picture
+            member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+            (tmp_path / "00000" / member.name).write_bytes(data)  # the same shard as output_format=files
+    if layout == "files":
+        (tmp_path / "00000.tar").unlink()
+    else:
+        shutil.rmtree(tmp_path / "00000")
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == layout
+    items = [i for u in source.units() for i in source.read(u)]
+    (bad,) = [i for i in items if isinstance(i, Reject) and i.reason == "hash_mismatch"]
+    wide_key = next(k for k, name in by_url.items() if name == "wide.jpg")
+    assert bad.key == f"web-00000-{wide_key}" and "sha256" in bad.detail
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(records) == sum(r["status"] == "success" for r in _parquet_rows(tmp_path)) - 1
+
+
+def test_a_parquet_image_whose_bytes_differ_from_the_recorded_hash_is_a_reject(downloads, tmp_path: Path):
+    """The same for `output_format=parquet` images stored as downloaded (`disable_all_reencoding`)."""
+    _require_img2dataset()
+    import pyarrow as pa
+
+    table = pq.read_table(downloads["raw"] / "00000.parquet")
+    with tarfile.open(downloads["raw"] / "00000.tar") as tar:
+        images = {m.name.split(".")[0]: tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")}
+    keys = table.column("key").to_pylist()
+    flipped = sorted(images)[0]
+    column = [(_flip_a_byte(images[k]) if k == flipped else images[k]) if k in images else None for k in keys]
+    pq.write_table(table.append_column("jpg", pa.array(column, pa.binary())), tmp_path / "00000.parquet")
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == "parquet"
+    items = [i for u in source.units() for i in source.read(u)]
+    (bad,) = [i for i in items if isinstance(i, Reject) and i.reason == "hash_mismatch"]
+    assert bad.key == f"web-00000-{flipped}"
+    assert sum(isinstance(i, ImageRecord) for i in items) == len(images) - 1
