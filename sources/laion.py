@@ -286,14 +286,20 @@ class LaionSource:
                   if path_problem(self.path, p, self.follow_links) is None and not set_aside(fsio.basename(p))]
         for parquet in listed[:2]:
             try:
-                resized = resized_samples(parquet)
+                resized, decoded = resized_samples(parquet), decoded_samples(parquet)
             except (OSError, ValueError, pa.ArrowException):  # unreadable: its unit rejects it
                 continue
+            rotated = _rotation_clause(decoded[2]) if decoded else ""
             if resized:
                 count, total, example = resized
                 return [f"{self.name}: img2dataset resized {count} of {total} images in "
                         f"{fsio.basename(parquet)} (e.g. stored {example}); the build then sees its "
-                        f"letterboxed or re-encoded pixels, not the originals: {RESIZE_ADVICE}"]
+                        f"letterboxed or re-encoded pixels, not the originals{rotated}: {RESIZE_ADVICE}"]
+            if decoded:
+                count, total, _ = decoded
+                return [f"{self.name}: img2dataset re-encoded {count} of {total} images in "
+                        f"{fsio.basename(parquet)} (sizes kept, but decoded and encoded again: transparency "
+                        f"flattened on white, 16-bit cut to 8, EXIF dropped){rotated}: {RESIZE_ADVICE}"]
         return []
 
     # -- img2dataset webdataset shards -------------------------------------------------
@@ -776,6 +782,41 @@ def resized_samples(parquet_uri: str) -> tuple[int, int, str] | None:
         return None
     r = resized[0]
     return len(resized), len(done), f"{r['width']}x{r['height']} of {r['original_width']}x{r['original_height']}"
+
+
+def decoded_samples(parquet_uri: str) -> tuple[int, int, int] | None:
+    """(decoded, successes, rotated) when img2dataset decoded and encoded again the images it
+    stored (every mode but `--disable_all_reencoding True`, whose rows have a null `width`);
+    `rotated`: those its `exif` column records with an EXIF orientation other than normal, which
+    OpenCV's decoding there ignored and its encoding dropped: stored, and built, as shot (sideways)."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        names = pq.read_schema(handle).names
+        if not all(c in names for c in ("status", "width")):
+            return None
+        handle.seek(0)
+        columns = ["status", "width"] + (["exif"] if "exif" in names else [])
+        rows = pq.read_table(handle, columns=columns, **PYTHON_FILE_READ).to_pylist()
+    done = [r for r in rows if r["status"] == "success"]
+    decoded = [r for r in done if r["width"] is not None]
+    if not decoded:
+        return None
+    return len(decoded), len(done), sum(_exif_rotated(r.get("exif")) for r in decoded)
+
+
+def _exif_rotated(exif: Any) -> bool:
+    """Whether img2dataset's `exif` column (exifread's tags as JSON) records a turned or mirrored photo."""
+    parsed = _parse_json(exif.encode() if isinstance(exif, str) else None)
+    orientation = parsed.get("Image Orientation")
+    return isinstance(orientation, str) and bool(orientation) and not orientation.startswith("Horizontal")
+
+
+def _rotation_clause(rotated: int) -> str:
+    if not rotated:
+        return ""
+    return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation its "
+            "re-encoding dropped: they are stored, and built, as shot (sideways or mirrored)")
 
 
 def _parse_json(data: bytes | None) -> dict:

@@ -282,6 +282,7 @@ def test_default_download_is_warned_about_and_sized_by_originals(default_build, 
     assert source["sentences"] + source["rejects"] == len(rows) == len(URLS)
     (warning,) = source["warnings"]
     assert "img2dataset resized" in warning and "--resize_mode no --disable_all_reencoding True" in warning
+    assert "1 of them img2dataset's exif column records with an EXIF orientation" in warning  # rot6.jpg
     from uvd_pipeline.summary import format_summary
 
     assert f"warning: {warning}" in format_summary(summary)
@@ -429,6 +430,17 @@ def test_two_worker_threads_build_the_real_download_to_the_same_bytes(raw_build,
     assert _rejects(threaded_out, "raw") == _rejects(out, "raw") and _rejects(out, "raw")
 
 
+@pytest.fixture(scope="module")
+def reencoded(site):
+    """The zoo downloaded with `--resize_mode no` alone (no `--disable_all_reencoding`), as
+    `output_format=parquet` with `--encode_format webp`: sizes kept, every image re-encoded."""
+    root, base, _ = site
+    out = root / "reencoded"
+    _download(_url_list(root / "urls-reencoded.csv", base, URLS), out, "--output_format", "parquet",
+              "--encode_format", "webp", "--resize_mode", "no")
+    return out
+
+
 def _flip_a_byte(data: bytes) -> bytes:
     """The image with one byte of its entropy-coded middle changed: it still decodes."""
     middle = len(data) * 3 // 4
@@ -487,3 +499,18 @@ def test_a_parquet_image_whose_bytes_differ_from_the_recorded_hash_is_a_reject(d
     (bad,) = [i for i in items if isinstance(i, Reject) and i.reason == "hash_mismatch"]
     assert bad.key == f"web-00000-{flipped}"
     assert sum(isinstance(i, ImageRecord) for i in items) == len(images) - 1
+
+
+def test_reencoded_download_is_warned_about_and_its_rotation_loss_named(reencoded, tmp_path: Path):
+    """`--resize_mode no` without `--disable_all_reencoding` keeps every size but decodes and
+    re-encodes each image (OpenCV, EXIF dropped): the photo img2dataset's own exif column records
+    as 'Rotated 90 CW' is stored, and renders, sideways. The build says so in a warning."""
+    rows = [r for r in _parquet_rows(reencoded) if r["status"] == "success"]
+    rot = next(r for r in rows if r["url"].endswith("rot6.jpg"))
+    assert json.loads(rot["exif"])["Image Orientation"] == "Rotated 90 CW"
+    stored = Image.open(io.BytesIO(rot["webp"]))
+    assert stored.size == (64, 96) and not stored.getexif().get(0x0112)  # sideways, no tag left
+    (notice,) = LaionSource("web", str(reencoded)).notices()
+    assert f"re-encoded {len(rows)} of {len(rows)} images" in notice
+    assert "1 of them" in notice and "EXIF orientation" in notice
+    assert "--resize_mode no --disable_all_reencoding True" in notice
