@@ -23,6 +23,7 @@ parquet column and `.json` field) rides along in the sentence header under `img2
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -295,12 +296,55 @@ class LaionSource:
                 return [f"{self.name}: img2dataset resized {count} of {total} images in "
                         f"{fsio.basename(parquet)} (e.g. stored {example}); the build then sees its "
                         f"letterboxed or re-encoded pixels, not the originals{rotated}: {RESIZE_ADVICE}"]
-            if decoded:
+            if decoded and not self._kept_as_downloaded(parquet):
                 count, total, _ = decoded
-                return [f"{self.name}: img2dataset re-encoded {count} of {total} images in "
-                        f"{fsio.basename(parquet)} (sizes kept, but decoded and encoded again: transparency "
-                        f"flattened on white, 16-bit cut to 8, EXIF dropped){rotated}: {RESIZE_ADVICE}"]
+                return [f"{self.name}: img2dataset decoded and re-encoded {count} of {total} images in "
+                        f"{fsio.basename(parquet)} itself (sizes kept; each it encoded again, all but what "
+                        f"--skip_reencode True kept as downloaded, lost transparency (flattened on white), "
+                        f"16-bit depth and EXIF){rotated}: {RESIZE_ADVICE}"]
         return []
+
+    def _kept_as_downloaded(self, parquet: str) -> bool:
+        """Whether the first image img2dataset decoded in this shard is stored as downloaded (its
+        bytes have the recorded hash: `--skip_reencode True` kept a file already in its format, or
+        a hand-made listing): then its decoding is no evidence of re-encoding and nothing is warned."""
+        import pyarrow as pa
+
+        try:
+            row = _first_decoded_row(parquet)
+            expected = recorded_hash({**row, "width": None}) if row else None
+            if row is None or expected is None:
+                return False
+            data = self._stored_image(parquet, row)
+        except (OSError, ValueError, EOFError, tarfile.TarError, fsio.FileTooLarge, pa.ArrowException):
+            return False  # unreadable: its unit says why
+        return data is not None and hashlib.new(expected[0], data).hexdigest() == expected[1]
+
+    def _stored_image(self, parquet: str, row: dict[str, Any]) -> bytes | None:
+        """The image bytes a shard stores for `row`: in the parquet itself, its `NNNNN/` folder, or
+        its tar (read from the start: img2dataset writes the tar in the parquet's row order)."""
+        column = next((c for c in row if c in IMAGE_EXTENSIONS and isinstance(row[c], bytes)), None)
+        if column:
+            return row[column]
+        base, key = parquet.removesuffix(".parquet"), str(row.get("key"))
+        folder = [f for f in fsio.list_files(base) if _split_member(fsio.basename(f))[0] == key] \
+            if fsio.isdir(base) else []
+        images = _image_members({_split_member(fsio.basename(f))[1]: f for f in folder})
+        if images:
+            return fsio.read_bytes(next(f for f in folder if _split_member(fsio.basename(f))[1] == images[0]),
+                                   MAX_INPUT_FILE_BYTES)
+        tar_uri = next((base + suffix for suffix in TAR_SUFFIXES if fsio.exists(base + suffix)), None)
+        if tar_uri is None:
+            return None
+        with fsio.open_file(tar_uri) as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
+            for count, info in enumerate(tar):
+                stem, ext = _split_member(info.name)
+                if stem == key and ext in IMAGE_EXTENSIONS and info.isfile() and info.size <= MAX_INPUT_FILE_BYTES:
+                    extracted = tar.extractfile(info)
+                    return extracted.read() if extracted is not None else None
+                if count > 64:
+                    return None
+        return None
 
     # -- img2dataset webdataset shards -------------------------------------------------
     def _key(self, shard: str, sample_key: str) -> str:
@@ -731,6 +775,18 @@ def download_status(row: dict[str, Any]) -> str:
     return str(row["status"] or "failed")
 
 
+def _first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
+    """The first success row img2dataset decoded (its `width` recorded), read a batch at a time."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
+            for row in batch.to_pylist():
+                if download_status(row) == "success" and row.get("width") is not None:
+                    return row
+    return None
+
+
 def recorded_hash(recorded: dict[str, Any]) -> tuple[str, str] | None:
     """(algorithm, hex digest) img2dataset recorded for a sample whose stored bytes are the bytes it
     downloaded and hashed: only with `--disable_all_reencoding True`, whose rows carry a `width`
@@ -746,8 +802,6 @@ def recorded_hash(recorded: dict[str, Any]) -> tuple[str, str] | None:
 def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None:
     """Why `data` is not the image img2dataset downloaded (a bad disk, a bad copy, a tool that
     rewrote it), or None: bytes that still decode would otherwise become a sentence unnoticed."""
-    import hashlib
-
     expected = recorded_hash(recorded)
     if expected is None:
         return None
@@ -785,8 +839,9 @@ def resized_samples(parquet_uri: str) -> tuple[int, int, str] | None:
 
 
 def decoded_samples(parquet_uri: str) -> tuple[int, int, int] | None:
-    """(decoded, successes, rotated) when img2dataset decoded and encoded again the images it
-    stored (every mode but `--disable_all_reencoding True`, whose rows have a null `width`);
+    """(decoded, successes, rotated) when img2dataset decoded the images it stored, and so encoded
+    them again (every mode but `--disable_all_reencoding True`, whose rows have a null `width`;
+    `--skip_reencode True` keeps the bytes of a file already in its format, not told apart here);
     `rotated`: those its `exif` column records with an EXIF orientation other than normal, which
     OpenCV's decoding there ignored and its encoding dropped: stored, and built, as shot (sideways)."""
     import pyarrow.parquet as pq
@@ -815,8 +870,8 @@ def _exif_rotated(exif: Any) -> bool:
 def _rotation_clause(rotated: int) -> str:
     if not rotated:
         return ""
-    return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation its "
-            "re-encoding dropped: they are stored, and built, as shot (sideways or mirrored)")
+    return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation that "
+            "re-encoding drops: re-encoded, they are stored, and built, as shot (sideways or mirrored)")
 
 
 def _parse_json(data: bytes | None) -> dict:

@@ -501,16 +501,31 @@ def test_a_parquet_image_whose_bytes_differ_from_the_recorded_hash_is_a_reject(d
     assert sum(isinstance(i, ImageRecord) for i in items) == len(images) - 1
 
 
-def test_reencoded_download_is_warned_about_and_its_rotation_loss_named(reencoded, tmp_path: Path):
+def test_reencoded_download_is_warned_about_and_its_rotation_loss_named(reencoded, site, tmp_path: Path):
     """`--resize_mode no` without `--disable_all_reencoding` keeps every size but decodes and
     re-encodes each image (OpenCV, EXIF dropped): the photo img2dataset's own exif column records
     as 'Rotated 90 CW' is stored, and renders, sideways. The build says so in a warning."""
+    site_zoo = site[2]
     rows = [r for r in _parquet_rows(reencoded) if r["status"] == "success"]
     rot = next(r for r in rows if r["url"].endswith("rot6.jpg"))
     assert json.loads(rot["exif"])["Image Orientation"] == "Rotated 90 CW"
     stored = Image.open(io.BytesIO(rot["webp"]))
     assert stored.size == (64, 96) and not stored.getexif().get(0x0112)  # sideways, no tag left
     (notice,) = LaionSource("web", str(reencoded)).notices()
-    assert f"re-encoded {len(rows)} of {len(rows)} images" in notice
+    assert f"decoded and re-encoded {len(rows)} of {len(rows)} images" in notice
     assert "1 of them" in notice and "EXIF orientation" in notice
     assert "--resize_mode no --disable_all_reencoding True" in notice
+
+    # the same listing beside images stored as downloaded (`--skip_reencode True` kept them, a
+    # hand-made shard): their bytes have the recorded hash, so nothing was re-encoded, and no warning
+    import pyarrow as pa
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    table = pq.read_table(reencoded / "00000.parquet")
+    served = [site_zoo[r["url"].rsplit("/", 1)[1]] if r["status"] == "success" else None for r in table.to_pylist()]
+    table = table.set_column(table.column_names.index("webp"), "webp", pa.array(served, pa.binary()))
+    table = table.set_column(table.column_names.index("sha256"), "sha256",
+                             pa.array([hashlib.sha256(d).hexdigest() if d else None for d in served]))
+    pq.write_table(table, kept / "00000.parquet")
+    assert LaionSource("web", str(kept)).notices() == []
