@@ -19,6 +19,7 @@ tools leave (a Mac's `._x.jpg` beside every file or inside a tar it made, `.DS_S
 the decoder fails, never a sample or a shard. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
 reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every
 parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
+`output_format=tfrecord` is refused by name (`refuse_tfrecords`) before a build starts.
 """
 
 from __future__ import annotations
@@ -158,6 +159,19 @@ def _image_column(parquet_uri: str) -> str | None:
     return None
 
 
+def refuse_tfrecords(name: str, root: str) -> None:
+    """Raise for img2dataset's `output_format=tfrecord` (`NNNNN.tfrecord` beside its listings),
+    which this source does not read: taken for a plain folder, each shard and listing would be an
+    image the decoder fails."""
+    records = sorted(fsio.basename(f) for f in fsio.list_files(root)
+                     if f.lower().endswith(".tfrecord") and not set_aside(fsio.basename(f)))
+    if records:
+        raise FileNotFoundError(
+            f"{name}: {records[0]}{f' and {len(records) - 1} more' if len(records) > 1 else ''} in {root} is "
+            "img2dataset's output_format=tfrecord, which this source does not read: download again with "
+            "--output_format webdataset (or files, or parquet)")
+
+
 def detect_format(root: str) -> LaionFormat:
     files = [f for f in fsio.list_files(root) if not set_aside(fsio.basename(f))]
     if any(_is_shard_name(f) for f in files):
@@ -228,6 +242,8 @@ class LaionSource:
                 raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
             return [Unit("parquet", (p,), self.path) for p in shards] + self._strays(
                 files, shards, [p.removesuffix(".parquet") for p in shards])
+        if self.format == "auto":
+            refuse_tfrecords(self.name, self.path)
         files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True))
         groups = folder_groups(files, self.path)
         if not any(_ext_of(_relative(u, self.path)) not in SIDECARS and not set_aside_problem(self.path, u)
