@@ -19,10 +19,12 @@ tools leave (a Mac's `._x.jpg` beside every file or inside a tar it made, `.DS_S
 the decoder fails, never a sample or a shard. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
 reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every
 parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
+`output_format=tfrecord` is refused by name (`refuse_tfrecords`) before a build starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -50,6 +52,8 @@ FOLDER_FILES_PER_UNIT = 256
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
 BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
+HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
+HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
 RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
                  "(README: Getting LAION with img2dataset)")
 
@@ -155,6 +159,19 @@ def _image_column(parquet_uri: str) -> str | None:
     return None
 
 
+def refuse_tfrecords(name: str, root: str) -> None:
+    """Raise for img2dataset's `output_format=tfrecord` (`NNNNN.tfrecord` beside its listings),
+    which this source does not read: taken for a plain folder, each shard and listing would be an
+    image the decoder fails."""
+    records = sorted(fsio.basename(f) for f in fsio.list_files(root)
+                     if f.lower().endswith(".tfrecord") and not set_aside(fsio.basename(f)))
+    if records:
+        raise FileNotFoundError(
+            f"{name}: {records[0]}{f' and {len(records) - 1} more' if len(records) > 1 else ''} in {root} is "
+            "img2dataset's output_format=tfrecord, which this source does not read: download again with "
+            "--output_format webdataset (or files, or parquet)")
+
+
 def detect_format(root: str) -> LaionFormat:
     files = [f for f in fsio.list_files(root) if not set_aside(fsio.basename(f))]
     if any(_is_shard_name(f) for f in files):
@@ -225,6 +242,8 @@ class LaionSource:
                 raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
             return [Unit("parquet", (p,), self.path) for p in shards] + self._strays(
                 files, shards, [p.removesuffix(".parquet") for p in shards])
+        if self.format == "auto":
+            refuse_tfrecords(self.name, self.path)
         files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True))
         groups = folder_groups(files, self.path)
         if not any(_ext_of(_relative(u, self.path)) not in SIDECARS and not set_aside_problem(self.path, u)
@@ -284,15 +303,64 @@ class LaionSource:
                   if path_problem(self.path, p, self.follow_links) is None and not set_aside(fsio.basename(p))]
         for parquet in listed[:2]:
             try:
-                resized = resized_samples(parquet)
+                resized, decoded = resized_samples(parquet), decoded_samples(parquet)
             except (OSError, ValueError, pa.ArrowException):  # unreadable: its unit rejects it
                 continue
+            rotated = _rotation_clause(decoded[2]) if decoded else ""
             if resized:
                 count, total, example = resized
                 return [f"{self.name}: img2dataset resized {count} of {total} images in "
                         f"{fsio.basename(parquet)} (e.g. stored {example}); the build then sees its "
-                        f"letterboxed or re-encoded pixels, not the originals: {RESIZE_ADVICE}"]
+                        f"letterboxed or re-encoded pixels, not the originals{rotated}: {RESIZE_ADVICE}"]
+            if decoded and not self._kept_as_downloaded(parquet):
+                count, total, _ = decoded
+                return [f"{self.name}: img2dataset decoded and re-encoded {count} of {total} images in "
+                        f"{fsio.basename(parquet)} itself (sizes kept; each it encoded again, all but what "
+                        f"--skip_reencode True kept as downloaded, lost transparency (flattened on white), "
+                        f"16-bit depth and EXIF){rotated}: {RESIZE_ADVICE}"]
         return []
+
+    def _kept_as_downloaded(self, parquet: str) -> bool:
+        """Whether the first image img2dataset decoded in this shard is stored as downloaded (its
+        bytes have the recorded hash: `--skip_reencode True` kept a file already in its format, or
+        a hand-made listing): then its decoding is no evidence of re-encoding and nothing is warned."""
+        import pyarrow as pa
+
+        try:
+            row = _first_decoded_row(parquet)
+            expected = recorded_hash({**row, "width": None}) if row else None
+            if row is None or expected is None:
+                return False
+            data = self._stored_image(parquet, row)
+        except (OSError, ValueError, EOFError, tarfile.TarError, fsio.FileTooLarge, pa.ArrowException):
+            return False  # unreadable: its unit says why
+        return data is not None and hashlib.new(expected[0], data).hexdigest() == expected[1]
+
+    def _stored_image(self, parquet: str, row: dict[str, Any]) -> bytes | None:
+        """The image bytes a shard stores for `row`: in the parquet itself, its `NNNNN/` folder, or
+        its tar (read from the start: img2dataset writes the tar in the parquet's row order)."""
+        column = next((c for c in row if c in IMAGE_EXTENSIONS and isinstance(row[c], bytes)), None)
+        if column:
+            return row[column]
+        base, key = parquet.removesuffix(".parquet"), str(row.get("key"))
+        folder = [f for f in fsio.list_files(base) if _split_member(fsio.basename(f))[0] == key] \
+            if fsio.isdir(base) else []
+        images = _image_members({_split_member(fsio.basename(f))[1]: f for f in folder})
+        if images:
+            return fsio.read_bytes(next(f for f in folder if _split_member(fsio.basename(f))[1] == images[0]),
+                                   MAX_INPUT_FILE_BYTES)
+        tar_uri = next((base + suffix for suffix in TAR_SUFFIXES if fsio.exists(base + suffix)), None)
+        if tar_uri is None:
+            return None
+        with fsio.open_file(tar_uri) as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
+            for count, info in enumerate(tar):
+                stem, ext = _split_member(info.name)
+                if stem == key and ext in IMAGE_EXTENSIONS and info.isfile() and info.size <= MAX_INPUT_FILE_BYTES:
+                    extracted = tar.extractfile(info)
+                    return extracted.read() if extracted is not None else None
+                if count > 64:
+                    return None
+        return None
 
     # -- img2dataset webdataset shards -------------------------------------------------
     def _key(self, shard: str, sample_key: str) -> str:
@@ -388,6 +456,11 @@ class LaionSource:
         for extra in images[1:]:
             yield self._reject(key, "read", "duplicate_key",
                                f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})")
+        changed = hash_problem({**(listing.rows.get(sample_key) or {}), **_parse_json(members.get("json"))},
+                               members[image_ext], f"{sample_key}.{image_ext}")
+        if changed:
+            yield self._reject(key, "read", HASH_MISMATCH, changed)
+            return
         lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
         lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext})
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
@@ -459,10 +532,26 @@ class LaionSource:
                                    f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
             texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
             yield from unread
+            recorded = {**(listing.rows.get(sample_key) or {}), **_parse_json(texts.get("json"))}
+            changed = self._file_hash_problem(recorded, files[images[0]])
+            if changed:
+                yield self._reject(key, "read", HASH_MISMATCH, changed)
+                continue
             lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
             yield ImageRecord(key=key, source=self.name, group=key, uri=files[images[0]], lineage=lineage)
         yield from self._missing(listing, shard, set(by_key) | refused, f"folder {shard}/")
+
+    def _file_hash_problem(self, recorded: dict[str, Any], uri: str) -> str | None:
+        """`hash_problem` of a files-layout image, read for it only when its hash is to be checked
+        (an unreadable or too large file is left to the decoder, which rejects it with its reason)."""
+        if recorded_hash(recorded) is None:
+            return None
+        try:
+            data = fsio.read_bytes(uri, MAX_INPUT_FILE_BYTES)
+        except (OSError, fsio.FileTooLarge):
+            return None
+        return hash_problem(recorded, data, fsio.basename(uri))
 
     # -- img2dataset output_format=parquet -----------------------------------------------
     def _read_parquet(self, uri: str) -> Iterator[SourceItem]:
@@ -498,6 +587,10 @@ class LaionSource:
                         continue
                     if not data:
                         yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes")
+                        continue
+                    changed = hash_problem(row, data, f"{shard}.parquet {column} of {sample_key}")
+                    if changed:
+                        yield self._reject(key, "read", HASH_MISMATCH, changed)
                         continue
                     lineage = _lineage(caption.encode() if caption else None, None, row)
                     lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
@@ -698,6 +791,44 @@ def download_status(row: dict[str, Any]) -> str:
     return str(row["status"] or "failed")
 
 
+def _first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
+    """The first success row img2dataset decoded (its `width` recorded), read a batch at a time."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
+            for row in batch.to_pylist():
+                if download_status(row) == "success" and row.get("width") is not None:
+                    return row
+    return None
+
+
+def recorded_hash(recorded: dict[str, Any]) -> tuple[str, str] | None:
+    """(algorithm, hex digest) img2dataset recorded for a sample whose stored bytes are the bytes it
+    downloaded and hashed: only with `--disable_all_reencoding True`, whose rows carry a `width`
+    of null. A re-encoded or resized image never has the download's hash, so none is checked."""
+    if "width" not in recorded or recorded["width"] is not None:
+        return None
+    for algorithm in HASH_COLUMNS:
+        if isinstance(recorded.get(algorithm), str) and recorded[algorithm]:
+            return algorithm, recorded[algorithm].lower()
+    return None
+
+
+def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None:
+    """Why `data` is not the image img2dataset downloaded (a bad disk, a bad copy, a tool that
+    rewrote it), or None: bytes that still decode would otherwise become a sentence unnoticed."""
+    expected = recorded_hash(recorded)
+    if expected is None:
+        return None
+    algorithm, digest = expected
+    actual = hashlib.new(algorithm, data).hexdigest()
+    if actual == digest:
+        return None
+    return (f"{name}: {algorithm} of its {len(data)} bytes is {actual[:16]}..., img2dataset recorded "
+            f"{digest[:16]}... for the download (stored unchanged, --disable_all_reencoding): changed since")
+
+
 def _is_binary(kind) -> bool:
     import pyarrow as pa
 
@@ -721,6 +852,42 @@ def resized_samples(parquet_uri: str) -> tuple[int, int, str] | None:
         return None
     r = resized[0]
     return len(resized), len(done), f"{r['width']}x{r['height']} of {r['original_width']}x{r['original_height']}"
+
+
+def decoded_samples(parquet_uri: str) -> tuple[int, int, int] | None:
+    """(decoded, successes, rotated) when img2dataset decoded the images it stored, and so encoded
+    them again (every mode but `--disable_all_reencoding True`, whose rows have a null `width`;
+    `--skip_reencode True` keeps the bytes of a file already in its format, not told apart here);
+    `rotated`: those its `exif` column records with an EXIF orientation other than normal, which
+    OpenCV's decoding there ignored and its encoding dropped: stored, and built, as shot (sideways)."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        names = pq.read_schema(handle).names
+        if not all(c in names for c in ("status", "width")):
+            return None
+        handle.seek(0)
+        columns = ["status", "width"] + (["exif"] if "exif" in names else [])
+        rows = pq.read_table(handle, columns=columns, **PYTHON_FILE_READ).to_pylist()
+    done = [r for r in rows if r["status"] == "success"]
+    decoded = [r for r in done if r["width"] is not None]
+    if not decoded:
+        return None
+    return len(decoded), len(done), sum(_exif_rotated(r.get("exif")) for r in decoded)
+
+
+def _exif_rotated(exif: Any) -> bool:
+    """Whether img2dataset's `exif` column (exifread's tags as JSON) records a turned or mirrored photo."""
+    parsed = _parse_json(exif.encode() if isinstance(exif, str) else None)
+    orientation = parsed.get("Image Orientation")
+    return isinstance(orientation, str) and bool(orientation) and not orientation.startswith("Horizontal")
+
+
+def _rotation_clause(rotated: int) -> str:
+    if not rotated:
+        return ""
+    return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation that "
+            "re-encoding drops: re-encoded, they are stored, and built, as shot (sideways or mirrored)")
 
 
 def _parse_json(data: bytes | None) -> dict:

@@ -16,6 +16,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -281,6 +282,7 @@ def test_default_download_is_warned_about_and_sized_by_originals(default_build, 
     assert source["sentences"] + source["rejects"] == len(rows) == len(URLS)
     (warning,) = source["warnings"]
     assert "img2dataset resized" in warning and "--resize_mode no --disable_all_reencoding True" in warning
+    assert "1 of them img2dataset's exif column records with an EXIF orientation" in warning  # rot6.jpg
     from uvd_pipeline.summary import format_summary
 
     assert f"warning: {warning}" in format_summary(summary)
@@ -426,3 +428,104 @@ def test_two_worker_threads_build_the_real_download_to_the_same_bytes(raw_build,
     assert shard_digests(threaded_out) == shard_digests(out)
     assert threaded["run"]["counters"] == summary["run"]["counters"]
     assert _rejects(threaded_out, "raw") == _rejects(out, "raw") and _rejects(out, "raw")
+
+
+@pytest.fixture(scope="module")
+def reencoded(site):
+    """The zoo downloaded with `--resize_mode no` alone (no `--disable_all_reencoding`), as
+    `output_format=parquet` with `--encode_format webp`: sizes kept, every image re-encoded."""
+    root, base, _ = site
+    out = root / "reencoded"
+    _download(_url_list(root / "urls-reencoded.csv", base, URLS), out, "--output_format", "parquet",
+              "--encode_format", "webp", "--resize_mode", "no")
+    return out
+
+
+def _flip_a_byte(data: bytes) -> bytes:
+    """The image with one byte of its entropy-coded middle changed: it still decodes."""
+    middle = len(data) * 3 // 4
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "files"])
+def test_a_member_whose_bytes_differ_from_the_recorded_hash_is_a_reject(downloads, tmp_path: Path, layout: str):
+    """With `--disable_all_reencoding True` img2dataset stores the downloaded bytes and records their
+    sha256 (its default `--compute_hash`): a tar member (or, in the files layout, `NNNNN/{key}.jpg`)
+    changed since (a bad disk, a bad copy) that still decodes is a `hash_mismatch` reject, not a
+    sentence of wrong pixels. The others pass."""
+    _require_img2dataset()
+    for name in ("00000.parquet", "00000_stats.json"):
+        (tmp_path / name).write_bytes((downloads["raw"] / name).read_bytes())
+    by_url = {r["key"]: r["url"].rsplit("/", 1)[1] for r in _parquet_rows(downloads["raw"])}
+    (tmp_path / "00000").mkdir()
+    with tarfile.open(downloads["raw"] / "00000.tar") as src, tarfile.open(tmp_path / "00000.tar", "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if member.name.endswith(".jpg") and by_url[member.name.split(".")[0]] == "wide.jpg":
+                data = _flip_a_byte(data)
+                Image.open(io.BytesIO(data)).load()  # still a picture
+            member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+            (tmp_path / "00000" / member.name).write_bytes(data)  # the same shard as output_format=files
+    if layout == "files":
+        (tmp_path / "00000.tar").unlink()
+    else:
+        shutil.rmtree(tmp_path / "00000")
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == layout
+    items = [i for u in source.units() for i in source.read(u)]
+    (bad,) = [i for i in items if isinstance(i, Reject) and i.reason == "hash_mismatch"]
+    wide_key = next(k for k, name in by_url.items() if name == "wide.jpg")
+    assert bad.key == f"web-00000-{wide_key}" and "sha256" in bad.detail
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(records) == sum(r["status"] == "success" for r in _parquet_rows(tmp_path)) - 1
+
+
+def test_a_parquet_image_whose_bytes_differ_from_the_recorded_hash_is_a_reject(downloads, tmp_path: Path):
+    """The same for `output_format=parquet` images stored as downloaded (`disable_all_reencoding`)."""
+    _require_img2dataset()
+    import pyarrow as pa
+
+    table = pq.read_table(downloads["raw"] / "00000.parquet")
+    with tarfile.open(downloads["raw"] / "00000.tar") as tar:
+        images = {m.name.split(".")[0]: tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")}
+    keys = table.column("key").to_pylist()
+    flipped = sorted(images)[0]
+    column = [(_flip_a_byte(images[k]) if k == flipped else images[k]) if k in images else None for k in keys]
+    pq.write_table(table.append_column("jpg", pa.array(column, pa.binary())), tmp_path / "00000.parquet")
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == "parquet"
+    items = [i for u in source.units() for i in source.read(u)]
+    (bad,) = [i for i in items if isinstance(i, Reject) and i.reason == "hash_mismatch"]
+    assert bad.key == f"web-00000-{flipped}"
+    assert sum(isinstance(i, ImageRecord) for i in items) == len(images) - 1
+
+
+def test_reencoded_download_is_warned_about_and_its_rotation_loss_named(reencoded, site, tmp_path: Path):
+    """`--resize_mode no` without `--disable_all_reencoding` keeps every size but decodes and
+    re-encodes each image (OpenCV, EXIF dropped): the photo img2dataset's own exif column records
+    as 'Rotated 90 CW' is stored, and renders, sideways. The build says so in a warning."""
+    site_zoo = site[2]
+    rows = [r for r in _parquet_rows(reencoded) if r["status"] == "success"]
+    rot = next(r for r in rows if r["url"].endswith("rot6.jpg"))
+    assert json.loads(rot["exif"])["Image Orientation"] == "Rotated 90 CW"
+    stored = Image.open(io.BytesIO(rot["webp"]))
+    assert stored.size == (64, 96) and not stored.getexif().get(0x0112)  # sideways, no tag left
+    (notice,) = LaionSource("web", str(reencoded)).notices()
+    assert f"decoded and re-encoded {len(rows)} of {len(rows)} images" in notice
+    assert "1 of them" in notice and "EXIF orientation" in notice
+    assert "--resize_mode no --disable_all_reencoding True" in notice
+
+    # the same listing beside images stored as downloaded (`--skip_reencode True` kept them, a
+    # hand-made shard): their bytes have the recorded hash, so nothing was re-encoded, and no warning
+    import pyarrow as pa
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    table = pq.read_table(reencoded / "00000.parquet")
+    served = [site_zoo[r["url"].rsplit("/", 1)[1]] if r["status"] == "success" else None for r in table.to_pylist()]
+    table = table.set_column(table.column_names.index("webp"), "webp", pa.array(served, pa.binary()))
+    table = table.set_column(table.column_names.index("sha256"), "sha256",
+                             pa.array([hashlib.sha256(d).hexdigest() if d else None for d in served]))
+    pq.write_table(table, kept / "00000.parquet")
+    assert LaionSource("web", str(kept)).notices() == []

@@ -705,3 +705,14 @@ def test_img2dataset_files_and_parquet_layouts_copied_on_a_mac(tmp_path: Path):
         expected = {data_key("web", "00000", p.name) if in_shard(p) else data_key("web", p.name): "os_metadata"
                     for p in junk}
         assert {i.key: i.reason for i in items if isinstance(i, Reject)} == expected, fmt
+
+
+def test_img2dataset_tfrecord_output_is_refused_by_name(tmp_path: Path):
+    """`output_format=tfrecord` writes `NNNNN.tfrecord` beside the listings (img2dataset needs
+    TensorFlow for it, so the shard here is hand-made): the source refuses it before the build,
+    naming the format and the one to download instead. It was read as a plain image folder: each
+    `.tfrecord` and `.parquet` an image the decoder failed, each `_stats.json` a caption without one."""
+    _img2dataset_shard(tmp_path)
+    (tmp_path / "00000.tar").rename(tmp_path / "00000.tfrecord")
+    with pytest.raises(FileNotFoundError, match=r"00000\.tfrecord.*output_format=tfrecord.*--output_format webdataset"):
+        LaionSource("web", str(tmp_path)).units()
