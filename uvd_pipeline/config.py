@@ -47,7 +47,10 @@ FORMAT_VERSION = 1
 # and Windows-separated file names read, an unreadable caption its own reject, unit_failed
 # rejects keyed by the unit's files inside the source root, drawing budgets for detection, pose
 # and mask targets (annotation_too_large), video cropped off the left edge shown as declared and
-# odd-height 4:2:0 video decoded by PyAV, Kaggle's ImageNet download and Omnidata's read as they lie.
+# odd-height 4:2:0 video decoded by PyAV, Kaggle's ImageNet download and Omnidata's read as they lie,
+# CO3D views ordered along the walk and picked evenly in azimuth (its set lists' evaluation
+# sequences in val, cameras at one point a bad_camera), web images whose bytes differ from
+# img2dataset's recorded hash a hash_mismatch reject.
 RENDER_REVISION = 4
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
