@@ -533,25 +533,27 @@ class LaionSource:
             texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **_parse_json(texts.get("json"))}
-            changed = self._file_hash_problem(recorded, files[images[0]])
+            data, changed = self._checked_file(recorded, files[images[0]])
             if changed:
                 yield self._reject(key, "read", HASH_MISMATCH, changed)
                 continue
             lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
-            yield ImageRecord(key=key, source=self.name, group=key, uri=files[images[0]], lineage=lineage)
+            yield ImageRecord(key=key, source=self.name, group=key, lineage=lineage,
+                              **({"data": data} if data is not None else {"uri": files[images[0]]}))
         yield from self._missing(listing, shard, set(by_key) | refused, f"folder {shard}/")
 
-    def _file_hash_problem(self, recorded: dict[str, Any], uri: str) -> str | None:
-        """`hash_problem` of a files-layout image, read for it only when its hash is to be checked
-        (an unreadable or too large file is left to the decoder, which rejects it with its reason)."""
+    def _checked_file(self, recorded: dict[str, Any], uri: str) -> tuple[bytes | None, str | None]:
+        """A files-layout image's bytes and `hash_problem`, read only when its hash is to be checked
+        (then the record carries the bytes: the decoder does not read the file again); (None, None)
+        otherwise, and for an unreadable or too large file, which the decoder rejects with its reason."""
         if recorded_hash(recorded) is None:
-            return None
+            return None, None
         try:
             data = fsio.read_bytes(uri, MAX_INPUT_FILE_BYTES)
         except (OSError, fsio.FileTooLarge):
-            return None
-        return hash_problem(recorded, data, fsio.basename(uri))
+            return None, None
+        return data, hash_problem(recorded, data, fsio.basename(uri))
 
     # -- img2dataset output_format=parquet -----------------------------------------------
     def _read_parquet(self, uri: str) -> Iterator[SourceItem]:
