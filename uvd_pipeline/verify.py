@@ -243,9 +243,12 @@ def verify_output(output: str, quick: bool = False,
     result.holder_gone = holder is not None and holder.is_alive() is False
     result.finished = fsio.exists(fsio.join(output, SUMMARY_FILE))
 
+    named: set[tuple[str, str]] = set()
+
     def damaged(uri: str, why: str) -> None:
-        if (uri, why) in result.damaged:  # a folder that refused two listings is named once
+        if (uri, why) in named:  # a folder that refused two listings is named once
             return
+        named.add((uri, why))
         result.damaged.append((uri, why))
         if on_damage is not None:
             on_damage(uri, why)
