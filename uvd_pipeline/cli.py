@@ -16,18 +16,10 @@ from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
 from uvd_pipeline.config import ConfigError
+from uvd_pipeline.log_filters import BeamImportNoise
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
 
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
-
-
-class BeamImportNoise(logging.Filter):
-    """Beam's import warns, on the root logger, that its BigQuery client libraries are missing
-    (every build printed "apitools not found, ..."): no step of ours uses BigQuery, so the line
-    only alarms people. Shown with --verbose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "root" and str(record.msg).startswith("apitools not found"))
 
 
 class BeamRefusalNoise(logging.Filter):

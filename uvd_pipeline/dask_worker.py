@@ -3,7 +3,7 @@ plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask ext
 
 - Beam's "apitools not found" warning: each worker logs it when it first imports Beam (every
   local Dask build printed it once per worker among its progress lines); the command keeps it out
-  of its own log (`cli.BeamImportNoise`), the workers now do too.
+  of its own log (`log_filters.BeamImportNoise`), the workers now do too.
 - A worker the cluster closes after the build ends its process without freeing every module and
   object first: with Beam and torch imported that took 3-4 s on a busy 2-core machine, and the
   nanny, which waits 4 s, killed the workers ("Worker process still alive after 4.0 seconds,
@@ -35,7 +35,7 @@ class BuildWorker(WorkerPlugin):
     def setup(self, worker) -> None:
         if multiprocessing.parent_process() is not None:  # a worker process of its own, never the build's
             atexit.register(self._exit_at_once)  # before any module of the build registers its own: run after them
-        from uvd_pipeline.cli import BeamImportNoise
+        from uvd_pipeline.log_filters import BeamImportNoise
 
         logging.getLogger().addFilter(BeamImportNoise())  # the record is made on the root logger itself
 
