@@ -250,7 +250,8 @@ def _counts_length(seg: Any) -> int:
 
 def _segment_runs(seg: Any, h: int, w: int) -> np.ndarray:
     """One segment (polygons, or RLE with compressed or uncompressed counts) as its run lengths
-    over the image (column-major, starting with a run of 0s), checked before anything reads them."""
+    over the image (column-major, starting with a run of 0s), checked before anything reads them
+    (its polygons by `_outline_points`, which the whole target passed first)."""
     from pycocotools import mask as mask_utils
 
     try:
@@ -258,7 +259,6 @@ def _segment_runs(seg: Any, h: int, w: int) -> np.ndarray:
             polygons = [p for p in seg if len(p) >= 6]
             if not polygons:
                 raise AnnotationError("bad_segmentation", "no polygon of 3 or more points")
-            _check_polygons(polygons, h, w)
             rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
             return np.asarray(_rle_string_counts(rle["counts"].decode("ascii")), dtype=np.int64)
         if list(seg.get("size") or ()) != [h, w]:
