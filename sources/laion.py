@@ -159,11 +159,11 @@ def _image_column(parquet_uri: str) -> str | None:
     return None
 
 
-def refuse_tfrecords(name: str, root: str) -> None:
-    """Raise for img2dataset's `output_format=tfrecord` (`NNNNN.tfrecord` beside its listings),
-    which this source does not read: taken for a plain folder, each shard and listing would be an
-    image the decoder fails."""
-    records = sorted(fsio.basename(f) for f in fsio.list_files(root)
+def refuse_tfrecords(name: str, root: str, files: list[str]) -> None:
+    """Raise for img2dataset's `output_format=tfrecord` (`NNNNN.tfrecord` beside its listings)
+    among a folder's `files`, which this source does not read: taken for a plain folder, each
+    shard and listing would be an image the decoder fails."""
+    records = sorted(fsio.basename(f) for f in files
                      if f.lower().endswith(".tfrecord") and not set_aside(fsio.basename(f)))
     if records:
         raise FileNotFoundError(
@@ -242,9 +242,9 @@ class LaionSource:
                 raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
             return [Unit("parquet", (p,), self.path) for p in shards] + self._strays(
                 files, shards, [p.removesuffix(".parquet") for p in shards])
-        if self.format == "auto":
-            refuse_tfrecords(self.name, self.path)
         files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True))
+        if self.format == "auto":
+            refuse_tfrecords(self.name, self.path, files)
         groups = folder_groups(files, self.path)
         if not any(_ext_of(_relative(u, self.path)) not in SIDECARS and not set_aside_problem(self.path, u)
                    for g in groups for u in g):
