@@ -303,7 +303,8 @@ class LaionSource:
                   if path_problem(self.path, p, self.follow_links) is None and not set_aside(fsio.basename(p))]
         for parquet in listed[:2]:
             try:
-                resized, decoded = resized_samples(parquet), decoded_samples(parquet)
+                rows = listing_rows(parquet)
+                resized, decoded = resized_samples(rows), decoded_samples(rows)
             except (OSError, ValueError, pa.ArrowException):  # unreadable: its unit rejects it
                 continue
             rotated = _rotation_clause(decoded[2]) if decoded else ""
@@ -837,17 +838,25 @@ def _is_binary(kind) -> bool:
     return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
 
 
-def resized_samples(parquet_uri: str) -> tuple[int, int, str] | None:
-    """(resized, successes, an example) when img2dataset stored other sizes than the originals."""
+LISTING_NOTICE_COLUMNS = ("status", "width", "height", "original_width", "original_height", "exif")
+
+
+def listing_rows(parquet_uri: str) -> list[dict[str, Any]]:
+    """The columns of an img2dataset listing the notices judge (`resized_samples`,
+    `decoded_samples`), those it has, read once."""
     import pyarrow.parquet as pq
 
-    columns = ("status", "width", "height", "original_width", "original_height")
     with fsio.open_file(parquet_uri) as handle:
         names = pq.read_schema(handle).names
-        if not all(c in names for c in columns):
-            return None
         handle.seek(0)
-        rows = pq.read_table(handle, columns=list(columns), **PYTHON_FILE_READ).to_pylist()
+        columns = [c for c in LISTING_NOTICE_COLUMNS if c in names]
+        return pq.read_table(handle, columns=columns, **PYTHON_FILE_READ).to_pylist()
+
+
+def resized_samples(rows: list[dict[str, Any]]) -> tuple[int, int, str] | None:
+    """(resized, successes, an example) when img2dataset stored other sizes than the originals."""
+    if not rows or not all(c in rows[0] for c in LISTING_NOTICE_COLUMNS[:5]):
+        return None
     done = [r for r in rows if r["status"] == "success" and r["width"] and r["original_width"]]
     resized = [r for r in done if (r["width"], r["height"]) != (r["original_width"], r["original_height"])]
     if not resized:
@@ -856,21 +865,14 @@ def resized_samples(parquet_uri: str) -> tuple[int, int, str] | None:
     return len(resized), len(done), f"{r['width']}x{r['height']} of {r['original_width']}x{r['original_height']}"
 
 
-def decoded_samples(parquet_uri: str) -> tuple[int, int, int] | None:
+def decoded_samples(rows: list[dict[str, Any]]) -> tuple[int, int, int] | None:
     """(decoded, successes, rotated) when img2dataset decoded the images it stored, and so encoded
     them again (every mode but `--disable_all_reencoding True`, whose rows have a null `width`;
     `--skip_reencode True` keeps the bytes of a file already in its format, not told apart here);
     `rotated`: those its `exif` column records with an EXIF orientation other than normal, which
     OpenCV's decoding there ignored and its encoding dropped: stored, and built, as shot (sideways)."""
-    import pyarrow.parquet as pq
-
-    with fsio.open_file(parquet_uri) as handle:
-        names = pq.read_schema(handle).names
-        if not all(c in names for c in ("status", "width")):
-            return None
-        handle.seek(0)
-        columns = ["status", "width"] + (["exif"] if "exif" in names else [])
-        rows = pq.read_table(handle, columns=columns, **PYTHON_FILE_READ).to_pylist()
+    if not rows or not all(c in rows[0] for c in ("status", "width")):
+        return None
     done = [r for r in rows if r["status"] == "success"]
     decoded = [r for r in done if r["width"] is not None]
     if not decoded:
