@@ -17,6 +17,13 @@ from sources.records import PairRecord, Reject, SourceItem, safe_key
 Layout = Literal["ade20k", "cityscapes"]
 ADE_SPLITS = {"training": "train", "validation": "val"}
 CITYSCAPES_SPLITS = {"train": "train", "val": "val"}
+# leftImg8bit folders without fine labels: each image one reject (the split its rejects count in,
+# reason, detail), never left unlisted. gtFine/test holds placeholders (cityscapesScripts #57:
+# only the ego vehicle and the ROI marks); train_extra is labelled in gtCoarse only.
+CITYSCAPES_UNLABELED_SPLITS = {
+    "test": ("val", "unlabeled_split", "Cityscapes' test labels are withheld (gtFine/test holds placeholders)"),
+    "train_extra": ("train", "coarse_labels_only", "train_extra is labelled in gtCoarse only, which is not read"),
+}
 FILES_PER_UNIT = 256
 # Cityscapes' void ids that its labels.py colours black like 'unlabeled' (0): ego vehicle, rectification
 # border, out of roi, static. They render as unlabeled (0), not as classes of their own (the hood in
@@ -46,7 +53,8 @@ class SegmentationSource:
         images_root, _, splits = self._pairs_root()
         self._check_layout(images_root, tuple(splits))
         units = []
-        for folder, split in splits.items():
+        listed = splits if self.layout == "ade20k" else {**splits, **CITYSCAPES_UNLABELED_SPLITS}
+        for folder in listed:
             split_dir = fsio.join(images_root, folder)
             if not fsio.exists(split_dir):
                 continue
@@ -77,7 +85,8 @@ class SegmentationSource:
 
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
         folder, files = unit
-        split = (ADE_SPLITS if self.layout == "ade20k" else CITYSCAPES_SPLITS)[folder]
+        unlabeled = CITYSCAPES_UNLABELED_SPLITS.get(folder) if self.layout == "cityscapes" else None
+        split = unlabeled[0] if unlabeled else (ADE_SPLITS if self.layout == "ade20k" else CITYSCAPES_SPLITS)[folder]
         split_dir = fsio.join(self._pairs_root()[0], folder)
         for uri in files:
             aside = set_aside_problem(split_dir, uri)
@@ -88,6 +97,9 @@ class SegmentationSource:
             stem = fsio.basename(uri).rsplit(".", 1)[0].removesuffix(CITYSCAPES_IMAGE_SUFFIX)
             group = safe_key(self.name, folder, stem)
             key = f"{group}-segmentation"
+            if unlabeled:
+                yield Reject(key, self.name, group, "read", unlabeled[1], unlabeled[2], split_hint=split)
+                continue
             label = self.label_uri(uri, folder)
             outside = path_problem(self.path, uri, self.follow_links) or \
                 path_problem(self.path, label, self.follow_links)
