@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Iterator, Literal
 
 from sources import fsio
-from sources.paths import collapse_set_aside, missing_under, names_below, path_problem, set_aside_problem
+from sources.paths import (ConfiguredPathMissing, collapse_set_aside, missing_under, names_below, path_problem,
+                           set_aside_problem)
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 Layout = Literal["ade20k", "cityscapes"]
@@ -24,6 +25,9 @@ CITYSCAPES_UNLABELED_SPLITS = {
     "test": ("val", "unlabeled_split", "Cityscapes' test labels are withheld (gtFine/test holds placeholders)"),
     "train_extra": ("train", "coarse_labels_only", "train_extra is labelled in gtCoarse only, which is not read"),
 }
+# what the full ADE20K release (not the SceneParsing benchmark) holds at its top
+ADE_FULL_RELEASE_MARKERS = ("index_ade20k.pkl", "index_ade20k.mat")
+ADE_FULL_RELEASE_LABEL = "_seg.png"  # beside each of its images
 FILES_PER_UNIT = 256
 # Cityscapes' void ids that its labels.py colours black like 'unlabeled' (0): ego vehicle, rectification
 # border, out of roi, static. They render as unlabeled (0), not as classes of their own (the hood in
@@ -50,7 +54,10 @@ class SegmentationSource:
         return fsio.join(self.path, "leftImg8bit"), fsio.join(self.path, "gtFine"), CITYSCAPES_SPLITS
 
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
-        images_root, _, splits = self._pairs_root()
+        images_root, labels_root, splits = self._pairs_root()
+        full_ade = self.layout == "ade20k" and not fsio.isdir(labels_root)  # the full release, maybe
+        if full_ade and self._full_ade_release_marked():
+            raise self._full_ade_release()
         self._check_layout(images_root, tuple(splits))
         units = []
         listed = splits if self.layout == "ade20k" else {**splits, **CITYSCAPES_UNLABELED_SPLITS}
@@ -60,8 +67,28 @@ class SegmentationSource:
                 continue
             files = collapse_set_aside(split_dir, fsio.list_files(split_dir, (".jpg", ".png"), recursive=True,
                                                                   follow_links=self.follow_links, links=True))
+            if full_ade and any(f.endswith(ADE_FULL_RELEASE_LABEL) for f in files):
+                raise self._full_ade_release()
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
         return units
+
+    def _full_ade_release_marked(self) -> bool:
+        """`path` is the full ADE20K release's top (its index, its images/ADE) or that images/ADE."""
+        path = self.path.rstrip("/")
+        if fsio.basename(path) == "ADE" and fsio.isdir(fsio.join(path, "training")):
+            return True
+        return fsio.isdir(fsio.join(path, "images", "ADE")) or \
+            any(fsio.exists(fsio.join(path, m)) for m in ADE_FULL_RELEASE_MARKERS)
+
+    def _full_ade_release(self) -> ConfiguredPathMissing:
+        """The full ADE20K release (3000+ classes coded in each `_seg.png`'s R and G, beside its
+        image) is not the SceneParsing benchmark this layout reads: its files (the `_seg.png`
+        among them) were each a `missing_annotation` reject, or `check` named only a missing folder."""
+        return ConfiguredPathMissing("layout", (
+            f"ade20k layout: {self.path} holds the full ADE20K release (images/ADE/<split>/<scene>/<name>.jpg "
+            f"with <name>{ADE_FULL_RELEASE_LABEL}, 3000+ classes coded in R and G), which is not read: give "
+            "`path` the SceneParsing benchmark, ADEChallengeData2016 (images/ and annotations/ of class "
+            "indices 0..150, ADEChallengeData2016.zip)"))
 
     def _check_layout(self, images_root: str, folders: tuple[str, ...]) -> None:
         """The path holds the layout's image folder and at least one split folder in it; else

@@ -808,6 +808,48 @@ def test_cityscapes_test_and_train_extra_images_are_counted_not_silently_ignored
     assert test.stage == "read" and "test" in test.detail and test.key.startswith("cs-test-berlin_")
 
 
+def _full_ade_release(root: Path, version: str) -> Path:
+    """The full ADE20K release: each image with its `_seg.png` (class = R / 10 * 256 + G,
+    instances in B) and `_parts_N.png` beside it, in scene folders; an index at the top."""
+    from PIL import Image
+
+    top = root / f"ADE20K_{version}"
+    for split, name in (("training", "ADE_train_00000001"), ("validation", "ADE_val_00000001")):
+        scene = top / ("images/ADE" if version == "2021_17_01" else "images") / split / "cultural/abbey"
+        scene.mkdir(parents=True)
+        Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(scene / f"{name}.jpg", quality=90)
+        seg = np.zeros((24, 32, 3), np.uint8)
+        seg[..., 0], seg[..., 1] = 10 * (2975 // 256), 2975 % 256  # class 2975 (wall) in R and G
+        for suffix in ("_seg", "_parts_1"):
+            Image.fromarray(seg).save(scene / f"{name}{suffix}.png")
+    (top / ("index_ade20k.pkl" if version == "2021_17_01" else "index_ade20k.mat")).write_bytes(b"\0")
+    return top
+
+
+@pytest.mark.parametrize("version,below,index", [("2021_17_01", "", True), ("2021_17_01", "images/ADE", True),
+                                                 ("2016_07_26", "", True), ("2016_07_26", "", False)])
+def test_the_full_ade20k_release_is_refused_naming_the_scene_parsing_download(tmp_path: Path, version: str, below: str,
+                                                                               index: bool):
+    """The full ADE20K release is another dataset than the SceneParsing benchmark (`_seg.png`
+    colour-coded classes of 3000+ beside each image, no annotations/ folder). The 2016 release
+    passed the layout check and became one `missing_annotation` reject per file (its `_seg.png`
+    and `_parts_N.png` listed as images too); the 2021 one failed naming only a missing
+    images/training. Now `check` refuses it naming `layout` and what to download (the same
+    without the release's index, by the `_seg.png` beside its images)."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    path = _full_ade_release(tmp_path, version) / below
+    if not index:  # copied without its index: the `_seg.png` beside the images tell
+        (path / "index_ade20k.mat").unlink()
+    config = parse_config({"output": str(tmp_path / "out"),
+                           "sources": [{"name": "s", "type": "segmentation", "path": str(path)}]})
+    with pytest.raises(ConfigError) as info:
+        list_units(config)
+    for text in ("sources[0].layout (s)", "full ADE20K release", "_seg.png", "ADEChallengeData2016"):
+        assert text in str(info.value)
+
+
 def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
     """KITTI 2012 (data_stereo_flow) names its folders otherwise than 2015: colour views in
     `colored_0` / `colored_1` (`image_0` / `image_1` are grey), disparity in `disp_occ` / `disp_noc`.
