@@ -36,6 +36,11 @@ CITYSCAPES_UNLABELED_IDS = (1, 2, 3, 4)
 # leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png (or .jpg) -> gtFine/<split>/<city>/<stem>_gtFine_labelIds.png
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit"
 CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
+# what cityscapesScripts' createTrainIdLabelImgs writes beside it: trainIds, read where no _labelIds is
+CITYSCAPES_TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+# labels.py: the label id each trainId 0..18 stands for (road ... bicycle); 255 (ignore: the void
+# classes) is drawn as unlabeled (0)
+CITYSCAPES_ID_OF_TRAIN_ID = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,17 @@ class SegmentationSource:
             relative = stem.removesuffix(CITYSCAPES_IMAGE_SUFFIX) + CITYSCAPES_LABEL_SUFFIX
         return fsio.join(labels_root, folder, relative)
 
+    def _label_map(self, label: str) -> tuple[str, dict]:
+        """The label map of an image and how to draw it: Cityscapes' `_labelIds` (its void ids as
+        unlabeled), or where only `_labelTrainIds` is there, those as the label ids they stand for
+        (a copy keeping only trainIds was one `missing_annotation` reject per image)."""
+        if self.layout == "ade20k":
+            return label, {"label_uri": label}
+        train_ids = label.removesuffix(CITYSCAPES_LABEL_SUFFIX) + CITYSCAPES_TRAIN_IDS_SUFFIX
+        if label.endswith(CITYSCAPES_LABEL_SUFFIX) and not fsio.exists(label) and fsio.exists(train_ids):
+            return train_ids, {"label_uri": train_ids, "value_ids": CITYSCAPES_ID_OF_TRAIN_ID}
+        return label, {"label_uri": label, "unlabeled_ids": CITYSCAPES_UNLABELED_IDS}
+
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
         folder, files = unit
         unlabeled = CITYSCAPES_UNLABELED_SPLITS.get(folder) if self.layout == "cityscapes" else None
@@ -127,7 +143,7 @@ class SegmentationSource:
             if unlabeled:
                 yield Reject(key, self.name, group, "read", unlabeled[1], unlabeled[2], split_hint=split)
                 continue
-            label = self.label_uri(uri, folder)
+            label, annotation = self._label_map(self.label_uri(uri, folder))
             outside = path_problem(self.path, uri, self.follow_links) or \
                 path_problem(self.path, label, self.follow_links)
             if outside:
@@ -137,9 +153,6 @@ class SegmentationSource:
                 yield Reject(key, self.name, group, "read", "missing_annotation", f"no label map {fsio.basename(label)}",
                              split_hint=split)
                 continue
-            annotation: dict = {"label_uri": label}
-            if self.layout == "cityscapes":
-                annotation["unlabeled_ids"] = CITYSCAPES_UNLABELED_IDS
             yield PairRecord(key=key, source=self.name, group=group, task="segmentation", image_uri=uri,
                              annotation=annotation, split_hint=split,
                              lineage={"file": f"{folder}/{fsio.basename(uri)}"})

@@ -808,6 +808,44 @@ def test_cityscapes_test_and_train_extra_images_are_counted_not_silently_ignored
     assert test.stage == "read" and "test" in test.detail and test.key.startswith("cs-test-berlin_")
 
 
+# cityscapesScripts' labels.py: the label id of each trainId 0..18 (road ... bicycle); 255 is ignore
+CITYSCAPES_TRAIN_ID_TO_ID = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+
+
+def test_cityscapes_with_only_label_train_ids_renders_their_classes(tmp_path: Path):
+    """A copy of gtFine that keeps only what createTrainIdLabelImgs writes, `_labelTrainIds.png`
+    (trainId 0..18, 255 ignore), was one `missing_annotation` reject per image. Now the trainIds
+    are read and drawn as the label ids they stand for (labels.py), 255 as unlabeled: the same
+    target the `_labelIds` beside them would give, but for void classes (ignored in trainIds)."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    h, w = 32, 64
+    ids = np.full((h, w), 7, np.uint8)  # road
+    ids[:10] = 23  # sky
+    ids[12:24, 20:40] = 26  # car
+    ids[12:24, 44:50] = 33  # bicycle
+    ids[24:28] = 6  # ground: void, trainId 255
+    ids[28:] = 1  # ego vehicle: trainId 255
+    train_ids = np.full((h, w), 255, np.uint8)
+    for train_id, label_id in enumerate(CITYSCAPES_TRAIN_ID_TO_ID):
+        train_ids[ids == label_id] = train_id  # createTrainIdLabelImgs' encoding
+    stem = "aachen_000000_000019"
+    images, labels = tmp_path / "leftImg8bit/train/aachen", tmp_path / "gtFine/train/aachen"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(images / f"{stem}_leftImg8bit.png")
+    Image.fromarray(train_ids, "L").save(labels / f"{stem}_gtFine_labelTrainIds.png")
+    (record,) = _read_all(SegmentationSource("cs", str(tmp_path), "cityscapes"))
+    assert isinstance(record, PairRecord), record
+    _, target = _render(record, size=64)
+    sampled = ids[np.ix_(np.floor((np.arange(64) + 0.5) / 2).astype(int), np.arange(64))]  # squash 64x32
+    expected = np.where(np.isin(sampled, CITYSCAPES_TRAIN_ID_TO_ID), sampled, 0)  # void and ignore: black
+    assert np.array_equal(target, class_colours()[expected])
+    assert (target[56:] == 0).all() and len(np.unique(target.reshape(-1, 3), axis=0)) == 5
+
+
 def _full_ade_release(root: Path, version: str) -> Path:
     """The full ADE20K release: each image with its `_seg.png` (class = R / 10 * 256 + G,
     instances in B) and `_parts_N.png` beside it, in scene folders; an index at the top."""

@@ -314,7 +314,8 @@ def _window_pixels(polygon: np.ndarray, size: int) -> int:
 def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
                   right: np.ndarray | None) -> np.ndarray:
     """Polygons or RLE (`segments`), a binary mask (`mask_uri`) or a label/panoptic map (`label_uri`,
-    its `unlabeled_ids` drawn as 0)."""
+    its `unlabeled_ids` drawn as 0; with `value_ids`, value i stands for id `value_ids[i]` and any
+    other value, an ignore mark, is drawn as 0)."""
     if "segments" in annotation:
         labels = _labels_from_segments(annotation, plan)
     elif "mask_uri" in annotation:
@@ -323,10 +324,18 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
         labels = decode_map("decode_label_map", _read(annotation["label_uri"]), settings.decode_time_s)
         if annotation.get("unlabeled_ids"):  # a dataset's void ids, drawn as its unlabeled (0)
             labels = np.where(np.isin(labels, annotation["unlabeled_ids"]), 0, labels)
+        if annotation.get("value_ids"):  # a map of train ids (Cityscapes' 0..18, 255 ignore): the ids they stand for
+            labels = _ids_of_values(labels, annotation["value_ids"])
         divisor = int(annotation.get("panoptic_divisor", 0))
         if divisor:  # things: class * divisor + instance; stuff up to `panoptic_stuff_max`: the class itself
             labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
     return colourize_labels(_fit_map(plan, labels.astype(np.int32)))
+
+
+def _ids_of_values(values: np.ndarray, ids: list[int] | tuple[int, ...]) -> np.ndarray:
+    """Each value i of a map as `ids[i]`; a value past the table (an ignore mark such as 255) as 0."""
+    table = np.append(np.asarray(ids, np.int64), 0)  # the last entry: anything out of the table
+    return table[np.where((values >= 0) & (values < len(ids)), values, len(ids))]
 
 
 def _pose(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
