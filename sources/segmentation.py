@@ -18,13 +18,9 @@ from sources.records import PairRecord, Reject, SourceItem, safe_key
 Layout = Literal["ade20k", "cityscapes"]
 ADE_SPLITS = {"training": "train", "validation": "val"}
 CITYSCAPES_SPLITS = {"train": "train", "val": "val"}
-# leftImg8bit folders without fine labels: each image one reject (the split its rejects count in,
-# reason, detail), never left unlisted. gtFine/test holds placeholders (cityscapesScripts #57:
-# only the ego vehicle and the ROI marks); train_extra is labelled in gtCoarse only.
-CITYSCAPES_UNLABELED_SPLITS = {
-    "test": ("val", "unlabeled_split", "Cityscapes' test labels are withheld (gtFine/test holds placeholders)"),
-    "train_extra": ("train", "coarse_labels_only", "train_extra is labelled in gtCoarse only, which is not read"),
-}
+# leftImg8bit folders without fine labels, and the split their rejects count in: each image one
+# reject (`_unlabeled`), never left unlisted
+CITYSCAPES_UNLABELED_SPLITS = {"test": "val", "train_extra": "train"}
 # what the full ADE20K release (not the SceneParsing benchmark) holds at its top
 ADE_FULL_RELEASE_MARKERS = ("index_ade20k.pkl", "index_ade20k.mat")
 ADE_FULL_RELEASE_LABEL = "_seg.png"  # beside each of its images
@@ -126,10 +122,20 @@ class SegmentationSource:
             return train_ids, {"label_uri": train_ids, "value_ids": CITYSCAPES_ID_OF_TRAIN_ID}
         return label, {"label_uri": label, "unlabeled_ids": CITYSCAPES_UNLABELED_IDS}
 
+    def _unlabeled(self, folder: str, key: str, group: str, split: str) -> Reject:
+        """An image of a Cityscapes folder without fine labels: gtFine/test holds placeholders
+        (cityscapesScripts #57: only the ego vehicle and the ROI marks), train_extra is labelled in
+        gtCoarse only."""
+        if folder == "test":
+            return Reject(key, self.name, group, "read", "unlabeled_split",
+                          "Cityscapes' test labels are withheld (gtFine/test holds placeholders)", split_hint=split)
+        return Reject(key, self.name, group, "read", "coarse_labels_only",
+                      f"{folder} is labelled in gtCoarse only, which is not read", split_hint=split)
+
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
         folder, files = unit
-        unlabeled = CITYSCAPES_UNLABELED_SPLITS.get(folder) if self.layout == "cityscapes" else None
-        split = unlabeled[0] if unlabeled else (ADE_SPLITS if self.layout == "ade20k" else CITYSCAPES_SPLITS)[folder]
+        unlabeled = self.layout == "cityscapes" and folder in CITYSCAPES_UNLABELED_SPLITS
+        split = {**ADE_SPLITS, **CITYSCAPES_SPLITS, **CITYSCAPES_UNLABELED_SPLITS}[folder]
         split_dir = fsio.join(self._pairs_root()[0], folder)
         for uri in files:
             aside = set_aside_problem(split_dir, uri)
@@ -141,7 +147,7 @@ class SegmentationSource:
             group = safe_key(self.name, folder, stem)
             key = f"{group}-segmentation"
             if unlabeled:
-                yield Reject(key, self.name, group, "read", unlabeled[1], unlabeled[2], split_hint=split)
+                yield self._unlabeled(folder, key, group, split)
                 continue
             label, annotation = self._label_map(self.label_uri(uri, folder))
             outside = path_problem(self.path, uri, self.follow_links) or \
