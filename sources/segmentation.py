@@ -20,7 +20,7 @@ ADE_SPLITS = {"training": "train", "validation": "val"}
 CITYSCAPES_SPLITS = {"train": "train", "val": "val"}
 # leftImg8bit folders without fine labels, and the split their rejects count in: each image one
 # reject (`_unlabeled`), never left unlisted
-CITYSCAPES_UNLABELED_SPLITS = {"test": "val", "train_extra": "train"}
+CITYSCAPES_UNLABELED_SPLITS = {"test": "val", "demoVideo": "val", "train_extra": "train"}
 # what the full ADE20K release (not the SceneParsing benchmark) holds at its top
 ADE_FULL_RELEASE_MARKERS = ("index_ade20k.pkl", "index_ade20k.mat")
 ADE_FULL_RELEASE_LABEL = "_seg.png"  # beside each of its images
@@ -124,11 +124,14 @@ class SegmentationSource:
 
     def _unlabeled(self, folder: str, key: str, group: str, split: str) -> Reject:
         """An image of a Cityscapes folder without fine labels: gtFine/test holds placeholders
-        (cityscapesScripts #57: only the ego vehicle and the ROI marks), train_extra is labelled in
-        gtCoarse only."""
+        (cityscapesScripts #57: only the ego vehicle and the ROI marks), demoVideo
+        (leftImg8bit_demoVideo.zip) has no labels, train_extra is labelled in gtCoarse only."""
         if folder == "test":
             return Reject(key, self.name, group, "read", "unlabeled_split",
                           "Cityscapes' test labels are withheld (gtFine/test holds placeholders)", split_hint=split)
+        if folder == "demoVideo":
+            return Reject(key, self.name, group, "read", "unlabeled_split",
+                          "demoVideo's frames have no labels", split_hint=split)
         return Reject(key, self.name, group, "read", "coarse_labels_only",
                       f"{folder} is labelled in gtCoarse only, which is not read", split_hint=split)
 

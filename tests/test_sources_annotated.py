@@ -781,20 +781,24 @@ def test_cityscapes_images_as_jpeg_pair_with_their_png_label_ids(tmp_path: Path)
 def test_cityscapes_test_and_train_extra_images_are_counted_not_silently_ignored(tmp_path: Path):
     """Cityscapes as its zips unpack: gtFine/test holds placeholder `_labelIds` (only the ego
     vehicle, rectification border and out-of-roi marks: the benchmark keeps the real ones) and
-    train_extra's 20k images have only gtCoarse. Both folders were never listed: 1525 (+19998)
-    images of the source vanished without a count. Now each is one reject naming why."""
+    train_extra's 20k images have only gtCoarse, demoVideo's frames nothing. These folders were
+    never listed: 1525 (+19998, +2899) images of the source vanished without a count. Now each is
+    one reject naming why."""
     from PIL import Image
 
     h, w = 32, 64
     placeholder = np.zeros((h, w), np.uint8)  # what gtFine/test holds: void marks only
     placeholder[24:], placeholder[:, :2], placeholder[:2] = 1, 2, 3
     fine = np.full((h, w), 7, np.uint8)
-    images = {("train", "aachen"): 1, ("val", "frankfurt"): 1, ("test", "berlin"): 2, ("train_extra", "augsburg"): 2}
+    images = {("train", "aachen"): 1, ("val", "frankfurt"): 1, ("test", "berlin"): 2, ("train_extra", "augsburg"): 2,
+              ("demoVideo", "stuttgart_00"): 1}
     for (split, city), count in images.items():
         for i in range(count):
             stem = f"{city}_{i:06d}_000019"
             (tmp_path / "leftImg8bit" / split / city).mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png")
+            if split == "demoVideo":  # leftImg8bit_demoVideo.zip: frames only
+                continue
             labels = "gtCoarse" if split == "train_extra" else "gtFine"
             (tmp_path / labels / split / city).mkdir(parents=True, exist_ok=True)
             ids = placeholder if split == "test" else fine
@@ -803,7 +807,7 @@ def test_cityscapes_test_and_train_extra_images_are_counted_not_silently_ignored
     assert len(items) == sum(images.values())  # every image of leftImg8bit accounted for
     assert sorted((i.split_hint, type(i).__name__ if isinstance(i, PairRecord) else i.reason) for i in items) == [
         ("train", "PairRecord"), ("train", "coarse_labels_only"), ("train", "coarse_labels_only"),
-        ("val", "PairRecord"), ("val", "unlabeled_split"), ("val", "unlabeled_split")]
+        ("val", "PairRecord"), ("val", "unlabeled_split"), ("val", "unlabeled_split"), ("val", "unlabeled_split")]
     test = next(i for i in items if isinstance(i, Reject) and i.reason == "unlabeled_split")
     assert test.stage == "read" and "test" in test.detail and test.key.startswith("cs-test-berlin_")
 
