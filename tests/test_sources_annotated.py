@@ -704,6 +704,19 @@ CITYSCAPES_ROWS = [
 ]
 
 
+def _cityscapes_frame(root: Path, stem: str, labels: np.ndarray, kind: str) -> Path:
+    """A train frame of aachen as Cityscapes' zips unpack it: `leftImg8bit/.../<stem>_leftImg8bit.png`
+    and `gtFine/.../<stem>_gtFine_<kind>.png` (8-bit grey, as Pillow writes 'L'); gtFine's folder."""
+    from PIL import Image
+
+    images, gt = root / "leftImg8bit/train/aachen", root / "gtFine/train/aachen"
+    images.mkdir(parents=True)
+    gt.mkdir(parents=True)
+    Image.fromarray(np.full(labels.shape + (3,), 100, np.uint8)).save(images / f"{stem}_leftImg8bit.png")
+    Image.fromarray(labels, "L").save(gt / f"{stem}_gtFine_{kind}.png")
+    return gt
+
+
 def test_cityscapes_void_ids_render_as_unlabeled(tmp_path: Path):
     """gtFine as cityscapesScripts writes it beside each image: `_labelIds` (8-bit ids; a licence
     plate, id -1, is never drawn and keeps its car's id), `_color`, `_instanceIds` (16-bit) and
@@ -726,11 +739,7 @@ def test_cityscapes_void_ids_render_as_unlabeled(tmp_path: Path):
     ids[:2] = 3  # out of roi
     ids[16:18, 100:] = 0  # unlabeled
     stem = "aachen_000000_000019"
-    images, labels = tmp_path / "leftImg8bit/train/aachen", tmp_path / "gtFine/train/aachen"
-    images.mkdir(parents=True)
-    labels.mkdir(parents=True)
-    Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(images / f"{stem}_leftImg8bit.png")
-    Image.fromarray(ids, "L").save(labels / f"{stem}_gtFine_labelIds.png")
+    labels = _cityscapes_frame(tmp_path, stem, ids, "labelIds")
     colour = {row[1]: row[3] for row in CITYSCAPES_ROWS}
     Image.fromarray(np.array([[colour[i] for i in row] for row in ids], np.uint8)).save(labels / f"{stem}_gtFine_color.png")
     Image.fromarray(np.where(ids == 26, 26000, ids).astype(np.uint16)).save(labels / f"{stem}_gtFine_instanceIds.png")
@@ -821,8 +830,6 @@ def test_cityscapes_with_only_label_train_ids_renders_their_classes(tmp_path: Pa
     (trainId 0..18, 255 ignore), was one `missing_annotation` reject per image. Now the trainIds
     are read and drawn as the label ids they stand for (labels.py), 255 as unlabeled: the same
     target the `_labelIds` beside them would give, but for void classes (ignored in trainIds)."""
-    from PIL import Image
-
     from transforms.annotations import palette as class_colours
 
     h, w = 32, 64
@@ -835,12 +842,7 @@ def test_cityscapes_with_only_label_train_ids_renders_their_classes(tmp_path: Pa
     train_ids = np.full((h, w), 255, np.uint8)
     for train_id, label_id in enumerate(CITYSCAPES_TRAIN_ID_TO_ID):
         train_ids[ids == label_id] = train_id  # createTrainIdLabelImgs' encoding
-    stem = "aachen_000000_000019"
-    images, labels = tmp_path / "leftImg8bit/train/aachen", tmp_path / "gtFine/train/aachen"
-    images.mkdir(parents=True)
-    labels.mkdir(parents=True)
-    Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(images / f"{stem}_leftImg8bit.png")
-    Image.fromarray(train_ids, "L").save(labels / f"{stem}_gtFine_labelTrainIds.png")
+    _cityscapes_frame(tmp_path, "aachen_000000_000019", train_ids, "labelTrainIds")
     (record,) = _read_all(SegmentationSource("cs", str(tmp_path), "cityscapes"))
     assert isinstance(record, PairRecord), record
     _, target = _render(record, size=64)
