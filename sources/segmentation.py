@@ -56,10 +56,9 @@ class SegmentationSource:
 
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
         images_root, labels_root, splits = self._pairs_root()
-        full_ade = self.layout == "ade20k" and not fsio.isdir(labels_root)  # the full release, maybe
-        if full_ade and self._full_ade_release_marked():
+        if self.layout == "ade20k" and not fsio.isdir(labels_root) and self._full_ade_release_marked():
             raise self._full_ade_release()
-        self._check_layout(images_root, tuple(splits))
+        self._check_layout(images_root, labels_root, tuple(splits))
         units = []
         listed = splits if self.layout == "ade20k" else {**splits, **CITYSCAPES_UNLABELED_SPLITS}
         for folder in listed:
@@ -68,8 +67,6 @@ class SegmentationSource:
                 continue
             files = collapse_set_aside(split_dir, fsio.list_files(split_dir, (".jpg", ".png"), recursive=True,
                                                                   follow_links=self.follow_links, links=True))
-            if full_ade and any(f.endswith(ADE_FULL_RELEASE_LABEL) for f in files):
-                raise self._full_ade_release()
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
         return units
 
@@ -81,6 +78,12 @@ class SegmentationSource:
         return fsio.isdir(fsio.join(path, "images", "ADE")) or \
             any(fsio.exists(fsio.join(path, m)) for m in ADE_FULL_RELEASE_MARKERS)
 
+    def _seg_png_beside_images(self, images_root: str, folders: tuple[str, ...]) -> bool:
+        """Whether the image folders hold the full release's `_seg.png` (listed only on the way
+        to refusing the tree: it has no annotations/ folder)."""
+        return any(f.endswith(ADE_FULL_RELEASE_LABEL) for folder in folders if fsio.isdir(fsio.join(images_root, folder))
+                   for f in fsio.list_files(fsio.join(images_root, folder), (".png",), recursive=True))
+
     def _full_ade_release(self) -> ConfiguredPathMissing:
         """The full ADE20K release (3000+ classes coded in each `_seg.png`'s R and G, beside its
         image) is not the SceneParsing benchmark this layout reads: its files (the `_seg.png`
@@ -91,15 +94,23 @@ class SegmentationSource:
             "`path` the SceneParsing benchmark, ADEChallengeData2016 (images/ and annotations/ of class "
             "indices 0..150, ADEChallengeData2016.zip)"))
 
-    def _check_layout(self, images_root: str, folders: tuple[str, ...]) -> None:
-        """The path holds the layout's image folder and at least one split folder in it; else
-        `check` names `layout` and what the path holds (a wrong layout would read nothing)."""
+    def _check_layout(self, images_root: str, labels_root: str, folders: tuple[str, ...]) -> None:
+        """The path holds the layout's image folder, at least one split folder in it, and its label
+        folder; else `check` names `layout` and what the path holds (a wrong layout would read
+        nothing; without the label folder every image was a `missing_annotation` reject)."""
         relative = images_root[len(self.path):].strip("/")
         if not fsio.isdir(images_root):
             raise missing_under("layout", self.path, relative, f"{self.layout} layout: ")
         if not any(fsio.isdir(fsio.join(images_root, f)) for f in folders):
             raise missing_under("layout", self.path, f"{relative}/{folders[0]}", f"{self.layout} layout: ",
                                 f"; nor {relative}/{folders[1]}")
+        if not fsio.isdir(labels_root):
+            if self.layout == "ade20k" and self._seg_png_beside_images(images_root, folders):
+                raise self._full_ade_release()  # without its index: its `_seg.png` tell
+            coarse = self.layout == "cityscapes" and fsio.isdir(fsio.join(self.path, "gtCoarse"))
+            hint = "; gtCoarse is not read: the cityscapes layout reads gtFine (gtFine_trainvaltest.zip)" if coarse else ""
+            raise missing_under("layout", self.path, labels_root[len(self.path):].strip("/"), f"{self.layout} layout: ",
+                                hint)
 
     def label_uri(self, image_uri: str, folder: str) -> str:
         images_root, labels_root, _ = self._pairs_root()

@@ -894,6 +894,39 @@ def test_the_full_ade20k_release_is_refused_naming_the_scene_parsing_download(tm
         assert text in str(info.value)
 
 
+@pytest.mark.parametrize("layout,tree,expected", [
+    ("cityscapes", {"leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png": "rgb",
+                    "gtCoarse/train/aachen/aachen_000000_000019_gtCoarse_labelIds.png": "ids"},
+     ["no gtFine under", "holds: gtCoarse/, leftImg8bit/", "gtCoarse is not read"]),
+    ("ade20k", {"ADEChallengeData2016/images/training/ADE_train_00000001.jpg": "rgb",
+                "ADEChallengeData2016/sceneCategories.txt": ""},
+     ["no ADEChallengeData2016/annotations under", "holds: images/, sceneCategories.txt"]),
+])
+def test_a_segmentation_tree_without_its_label_folder_fails_check_naming_layout(tmp_path: Path, layout: str, tree: dict,
+                                                                                 expected: list[str]):
+    """Only leftImg8bit and gtCoarse downloaded (or ADE's images without annotations/): `check`
+    passed and the build made one `missing_annotation` reject per image, nothing else. Now it
+    fails naming `layout` and what the dataset's folder holds, as for a missing image folder."""
+    from PIL import Image
+
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    root = tmp_path / "data"
+    for name, kind in tree.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if kind:
+            Image.fromarray(np.full((8, 16, 3) if kind == "rgb" else (8, 16), 7, np.uint8)).save(root / name)
+        else:
+            (root / name).write_text("ADE_train_00000001 abbey\n")
+    config = parse_config({"output": str(tmp_path / "out"),
+                           "sources": [{"name": "s", "type": "segmentation", "path": str(root), "layout": layout}]})
+    with pytest.raises(ConfigError) as info:
+        list_units(config)
+    for text in ["sources[0].layout (s)", *expected]:
+        assert text in str(info.value)
+
+
 def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
     """KITTI 2012 (data_stereo_flow) names its folders otherwise than 2015: colour views in
     `colored_0` / `colored_1` (`image_0` / `image_1` are grey), disparity in `disp_occ` / `disp_noc`.
