@@ -1,0 +1,104 @@
+"""Still images as ImageMagick writes them (16-bit PNG, PGM and PPM, TIFF of every layout, BMP v3/v5,
+GIF, WebP, JPEG of every coding, icons), decoded to what ImageMagick itself shows.
+
+The files are in tests/fixtures/magick/, made by ImageMagick 6.9.11 from real photos (skimage's
+astronaut and camera, matplotlib's grace_hopper); its README lists the command of each. The
+reference is ImageMagick's own decode of each file, frozen in `refs.npz` (8-bit RGB, alpha
+composited on white: the project's policy, README "Images are decoded"), made by
+`convert F[0] -background white -alpha remove -alpha off -colorspace sRGB -depth 8 rgb:-`, with
+`-profile srgb.icc` for an embedded profile and `-auto-orient` for an oriented file. ImageMagick
+scales 16 bits to 8 by rounding (x * 255 / 65535), Pillow and this decoder by truncation (x >> 8):
+one level at most, two where a 16-bit alpha is truncated too. Measured on these files: the others
+agree exactly or within that level (BMP 565 and bitfield alpha, CMYK, WebP alpha: ImageMagick's
+rounding of the composite). ImageMagick is not needed to run these tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sources.laion import LaionSource
+from sources.records import ImageRecord, Reject
+from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.resize import plan_resize
+from uvd_pipeline.render import RenderSettings, decode_png, render_image
+
+MAGICK = Path(__file__).resolve().parent / "fixtures" / "magick"
+REFS = np.load(MAGICK / "refs.npz")
+# 16-bit colour and 16-bit alpha, each truncated before compositing: two levels
+TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2}
+# real image formats this build cannot decode, by what the reject names them
+UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MIFF (ImageMagick)",
+               "pfm.pfm": "PFM (portable float map)", "tiff_float.tif": "TIFF"}
+
+
+def _name(key: str) -> str:
+    stem, ext = key.rsplit("_", 1)
+    return f"{stem}.{ext}"
+
+
+REFERENCED = sorted(_name(key) for key in REFS.files)
+
+
+def _reference(name: str) -> np.ndarray:
+    return REFS[name.replace(".", "_")]
+
+
+@pytest.mark.parametrize("name", REFERENCED)
+def test_decodes_to_what_imagemagick_shows(name: str):
+    got = decode_rgb((MAGICK / name).read_bytes())
+    want = _reference(name)
+    assert got.shape == want.shape
+    assert np.abs(got.astype(np.int16) - want).max() <= TOLERANCE.get(name, 1)
+
+
+def test_dark_16_bit_greymaps_stay_dark():
+    """A 16-bit PGM (maxval 65535) and a 32-bit TIFF whose samples are all small were taken for
+    8-bit data (mode "I" judged by its values): the PGM, at most 189 of 65535, came out up to 189
+    of 255 (175 levels over ImageMagick's), the TIFF's unsigned 32-bit samples read as signed."""
+    for name in ("pgm16_dark.pgm", "tiff32_grey.tif"):
+        got = decode_rgb((MAGICK / name).read_bytes())
+        assert np.abs(got.astype(np.int16) - _reference(name)).max() <= 1, name
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
+def test_formats_pillow_cannot_read_are_named(name: str):
+    with pytest.raises(DecodeError) as caught:
+        load_image((MAGICK / name).read_bytes(), 32, "squash")
+    assert caught.value.reason == "unsupported_format"
+    assert caught.value.detail.startswith(UNSUPPORTED[name])
+
+
+def test_folder_of_magick_files_renders_each_or_counts_its_reject():
+    """Through the web folder source and the build's render path (its decoding process for the
+    formats whose decode time no header bounds): every file is one sentence member, matching
+    ImageMagick's decode put on the canvas, or one `decode` reject naming its format."""
+    source = LaionSource("magick", str(MAGICK))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    settings = RenderSettings(32, "squash", 0, 10**8, 1, 0, 0.0)
+    rendered, rejected = {}, {}
+    for item in items:
+        if isinstance(item, ImageRecord) and item.lineage["path"].endswith((".npz", ".md")):
+            continue  # the reference and the README: no images
+        assert isinstance(item, ImageRecord), item
+        out = render_image(item, settings)
+        if isinstance(out, Reject):
+            rejected[item.lineage["path"]] = (out.stage, out.reason)
+        else:
+            rendered[item.lineage["path"]] = decode_png(out.images[0])
+    assert rejected == {name: ("decode", "unsupported_format") for name in UNSUPPORTED}
+    assert sorted(rendered) == REFERENCED
+    for name, canvas in rendered.items():
+        want = _reference(name)
+        expected = plan_resize(*want.shape[:2], 32, "squash").apply_image(want)
+        assert np.abs(canvas.astype(np.int16) - expected).max() <= TOLERANCE.get(name, 1) + 1, name
+
+
+def test_first_page_or_frame_is_the_image():
+    """A multi-page TIFF and an animated GIF are their first page or frame, as `convert F[0]` shows."""
+    first = decode_rgb((MAGICK / "tiff_multipage.tif").read_bytes())
+    assert np.abs(first.astype(np.int16) - _reference("tiff_multipage.tif")).max() == 0
+    assert first.std(axis=2).mean() > 5  # the colour photo, not the grey second page
