@@ -539,13 +539,39 @@ def _has_alpha(image: Image.Image) -> bool:
     )
 
 
-def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, eight_bit: bool, top: float) -> np.ndarray:
-    """One strip of rows as (h, W, 3) uint8: the per-pixel part of `to_rgb_array`."""
+def _integer_depth(image: Image.Image) -> tuple[int, bool] | None:
+    """(bits, signed) of the samples of a mode "I" image, as its file declares them: a PGM or PPM
+    of a maxval over 255 (Pillow scales it to 16 bits), a TIFF by its BitsPerSample and
+    SampleFormat; None when nothing declares them (an image made in memory): `to_rgb_array` then
+    judges them by their values. Judged by the values, a dark 16-bit PGM (all samples under 256
+    of 65535) was shown as 8-bit data, up to 175 levels too bright."""
+    if image.format == "PPM":
+        return 16, False
+    tags = getattr(image, "tag_v2", None) if image.format == "TIFF" else None
+    if tags is None:
+        return None
+    bits, kind = tags.get(258, (32,)), tags.get(339, (1,))
+    bits, kind = (bits[0] if isinstance(bits, tuple) else bits), (kind[0] if isinstance(kind, tuple) else kind)
+    return min(32, max(8, int(bits))), kind == 2
+
+
+def _top_8_bits(values: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """Samples of `bits` bits in Pillow's int32 buffer -> uint8, their top 8 bits (as 16-bit ones
+    are: x >> 8); a negative signed sample is black. Pillow holds an unsigned 32-bit sample as the
+    int32 of the same bits (ImageMagick's 32-bit TIFF came out as negative numbers, black)."""
+    if bits == 32 and not signed:
+        return (np.ascontiguousarray(values, np.int32).view(np.uint32) >> 24).astype(np.uint8)
+    magnitude = bits - signed
+    return (values.clip(0, (1 << magnitude) - 1) >> (magnitude - 8)).astype(np.uint8)
+
+
+def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, depth: tuple[int, bool], top: float) -> np.ndarray:
+    """One strip of rows as (h, W, 3) uint8: the per-pixel part of `to_rgb_array`; `depth`: the
+    (bits, signed) of a mode "I" image's samples."""
     if mode in _WIDE_GREY:
         values = np.asarray(strip)
         if mode == "I":
-            values = values.clip(0, 255 if eight_bit else 65535)
-            gray = values.astype(np.uint8) if eight_bit else (values >> 8).astype(np.uint8)
+            gray = _top_8_bits(values, *depth)
         else:
             gray = (values.astype(np.uint16) >> 8).astype(np.uint8)
         if has_alpha:  # a tRNS key (16-bit grey PNG): its pixels are the background, white
@@ -574,20 +600,21 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     has_alpha = _has_alpha(image)
     w, h = image.size
     rows = max(1, STRIP_PIXELS // max(1, w))
-    eight_bit, top = False, 255.0
-    if mode in ("I", "F"):  # a whole-image decision first, so that every strip agrees
+    declared = _integer_depth(image) if mode == "I" else (16, False)
+    depth, top = declared or (16, False), 255.0
+    if mode == "F" or declared is None:  # a whole-image decision first, so that every strip agrees
         high = np.max([np.asarray(image.crop((0, y, w, min(h, y + rows)))).max(initial=0)
                        for y in range(0, h, rows)] or [0])
-        eight_bit = mode == "I" and high <= 255
+        depth = (8, False) if mode == "I" and high <= 255 else depth
         top = 1.0 if mode == "F" and high <= 1.0 else 255.0
     if h <= rows:  # one strip: the common case of web-sized images, no copies to stitch
-        return _strip_to_rgb(image, mode, has_alpha, eight_bit, top)
+        return _strip_to_rgb(image, mode, has_alpha, depth, top)
     out = np.empty((h, w, 3), np.uint8)
     for y in range(0, h, rows):
         strip = image.crop((0, y, w, min(h, y + rows)))
         if has_alpha and "transparency" in image.info:
             strip.info["transparency"] = image.info["transparency"]
-        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, eight_bit, top)
+        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, depth, top)
     return out
 
 
