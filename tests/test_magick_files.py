@@ -32,7 +32,7 @@ REFS = np.load(MAGICK / "refs.npz")
 TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2}
 # real image formats this build cannot decode, by what the reject names them
 UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MIFF (ImageMagick)",
-               "pfm.pfm": "PFM (portable float map)", "tiff_float.tif": "TIFF"}
+               "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF"}
 
 
 def _name(key: str) -> str:

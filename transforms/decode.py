@@ -229,6 +229,13 @@ _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEI
                 b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
 
 
+# what ImageMagick, image editors and HDR tools write that Pillow does not read, by their first
+# bytes: such a file was `not_an_image` ("no image format recognises these bytes")
+_OTHER_MAGICS = ((b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"), (b"#?RGBE", "Radiance HDR"),
+                 (b"id=ImageMagick", "MIFF (ImageMagick)"), (b"SDPX", "DPX"), (b"XPDS", "DPX"),
+                 (b"gimp xcf", "XCF (GIMP)"))
+
+
 def sniff_format(data: bytes) -> str | None:
     """The name of a real image format recognised by its first bytes, for formats that Pillow may
     not open (vector, HEIF family, JPEG XL, PDF, TIFF variants): such a file is a picture we
@@ -244,6 +251,11 @@ def sniff_format(data: bytes) -> str | None:
         return "JPEG XL"
     if head[:5] == b"%PDF-":
         return "PDF"
+    for magic, name in _OTHER_MAGICS:
+        if head.startswith(magic):
+            return name
+    if head[:2] in (b"PF", b"Pf") and head[2:3].isspace():
+        return "PFM (portable float map)"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
         return "SVG (vector graphics)"
