@@ -28,8 +28,10 @@ from uvd_pipeline.render import RenderSettings, decode_png, render_image
 
 MAGICK = Path(__file__).resolve().parent / "fixtures" / "magick"
 REFS = np.load(MAGICK / "refs.npz")
-# 16-bit colour and 16-bit alpha, each truncated before compositing: two levels
-TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2}
+# 16-bit colour and 16-bit alpha, each truncated before compositing: two levels; a CMYK JPEG through
+# its profile by LittleCMS's 8-bit transform, where ImageMagick's is unoptimised 16-bit (4.4 levels
+# on average, `transforms.colour_profile`)
+TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2, "jpeg_cmyk_icc.jpg": 20}
 # real image formats this build cannot decode, by what the reject names them
 UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MIFF (ImageMagick)",
                "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF"}
@@ -62,6 +64,16 @@ def test_dark_16_bit_greymaps_stay_dark():
     for name in ("pgm16_dark.pgm", "tiff32_grey.tif"):
         got = decode_rgb((MAGICK / name).read_bytes())
         assert np.abs(got.astype(np.int16) - _reference(name)).max() <= 1, name
+
+
+def test_cmyk_jpeg_is_converted_by_its_profile():
+    """A CMYK JPEG with its CMYK profile (ImageMagick's `-profile ps_cmyk.icc`) was converted as if
+    it had none: 48 levels from ImageMagick's `-profile srgb.icc` on average, up to 89; the member
+    names the profile, as for RGB ones."""
+    data = (MAGICK / "jpeg_cmyk_icc.jpg").read_bytes()
+    diff = np.abs(decode_rgb(data).astype(np.int16) - _reference("jpeg_cmyk_icc.jpg"))
+    assert diff.mean() < 5 and diff.max() <= 20
+    assert load_image(data, 32, "squash").colour_profile == "Artifex PS CMYK Profile"
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))

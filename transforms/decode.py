@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms import hdr
-from transforms.colour_profile import convert_to_srgb, srgb_conversion
+from transforms.colour_profile import cmyk_to_srgb, convert_to_srgb, srgb_conversion
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
     JPEG_LS_SOF,
@@ -123,7 +123,7 @@ DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x 89.5 MP).
 # one input's decode: with a worker's own few hundred MB (Beam, the tokenizer) it stays under 1.5 GB
 DEFAULT_MAX_DECODE_BYTES = 768 << 20
 STRIP_PIXELS = 1 << 20  # pixels converted at a time: the temporaries of a conversion are per strip
-# modes whose pixels an RGB ICC profile describes (grey and CMYK ones are left as they decode)
+# modes whose pixels an RGB ICC profile describes (CMYK ones: `_srgb_array`; grey ones are left as they decode)
 _RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
 # bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
 _STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
@@ -657,6 +657,17 @@ def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple
     return convert_to_srgb(pixels, conversion), conversion.description
 
 
+def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
+    """The loaded image as (H, W, 3) uint8 sRGB (`to_rgb_array`, `_in_srgb`) and the profile it
+    was converted from; a CMYK image with a CMYK profile converted by it
+    (`transforms.colour_profile`): Pillow's conversion ignores the profile."""
+    if image.mode == "CMYK":
+        conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
+        if conversion.transform is not None:
+            return cmyk_to_srgb(image, conversion), conversion.description
+    return _in_srgb(image, to_rgb_array(image), data)
+
+
 @pixels_judged_here()
 def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
@@ -669,7 +680,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
-    return _in_srgb(image, to_rgb_array(image), data)[0]
+    return _srgb_array(image, data)[0]
 
 
 def decode_through(data: bytes, plan: ResizePlan, max_pixels: int = DEFAULT_MAX_PIXELS, pad_value: int = 0,
@@ -728,6 +739,6 @@ def load_image(
     _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
-    rgb, profile = _in_srgb(image, to_rgb_array(image), data)  # before the resize: it blends sRGB values
+    rgb, profile = _srgb_array(image, data)  # before the resize: it blends sRGB values
     pixels = _plan_at_scale(plan, rgb.shape, reduced, orientation).apply_image(rgb, pad_value=pad_value)
     return DecodedImage(pixels, width, height, fmt, reduced, plan, profile)
