@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -35,6 +36,11 @@ TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2, "jpeg_cmyk_icc.jpg": 20}
 # real image formats this build cannot decode, by what the reject names them
 UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MIFF (ImageMagick)",
                "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF"}
+
+
+# PNGs declaring their samples' gamma by a gAMA chunk and no sRGB or iCCP chunk; ImageMagick reads
+# any gamma but 1/2.2 as linear RGB, so the reference is the PNG specification's, below
+GAMMA = {"png_gama_chrm.png": 0.8, "png_gama1_grey.png": 1.0, "png_gama45455.png": 0.45455}
 
 
 def _name(key: str) -> str:
@@ -76,6 +82,33 @@ def test_cmyk_jpeg_is_converted_by_its_profile():
     assert load_image(data, 32, "squash").colour_profile == "Artifex PS CMYK Profile"
 
 
+def _shown_in_srgb(name: str) -> np.ndarray:
+    """A gAMA PNG as the PNG specification (3rd edition, 13.13) decodes it: the stored samples
+    (OpenCV reads them, ignoring gAMA) to light by light = sample ** (1 / gamma), then to sRGB
+    by its encoding (IEC 61966-2-1), rounded."""
+    stored = cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)
+    rgb = stored[..., ::-1] if stored.ndim == 3 else np.repeat(stored[..., None], 3, axis=2)
+    light = (rgb / 255.0) ** (1 / GAMMA[name])
+    encoded = np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055)
+    return np.round(encoded * 255).astype(np.int16)
+
+
+@pytest.mark.parametrize("name", ["png_gama_chrm.png", "png_gama1_grey.png"])
+def test_png_gamma_is_shown_in_srgb(name: str):
+    """A PNG whose gAMA says its samples are not sRGB's (0.8; 1.0, linear light) was read as sRGB,
+    as browsers do not show it: up to 53 levels too dark for 0.8 (38 on average), 73 for 1.0 (47)."""
+    got = decode_rgb((MAGICK / name).read_bytes())
+    assert np.abs(got.astype(np.int16) - _shown_in_srgb(name)).max() <= 1
+
+
+def test_png_gamma_of_srgb_keeps_its_samples():
+    """gAMA 0.45455 is what writers declare for sRGB (libpng corrects nothing within 5% of it):
+    the stored samples are kept, not bent by a pure 2.2 curve."""
+    got = decode_rgb((MAGICK / "png_gama45455.png").read_bytes())
+    stored = cv2.imread(str(MAGICK / "png_gama45455.png"), cv2.IMREAD_COLOR)[..., ::-1]
+    assert np.array_equal(got, stored)
+
+
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
 def test_formats_pillow_cannot_read_are_named(name: str):
     with pytest.raises(DecodeError) as caught:
@@ -102,9 +135,9 @@ def test_folder_of_magick_files_renders_each_or_counts_its_reject():
         else:
             rendered[item.lineage["path"]] = decode_png(out.images[0])
     assert rejected == {name: ("decode", "unsupported_format") for name in UNSUPPORTED}
-    assert sorted(rendered) == REFERENCED
+    assert sorted(rendered) == sorted(REFERENCED + list(GAMMA))
     for name, canvas in rendered.items():
-        want = _reference(name)
+        want = _shown_in_srgb(name) if name in GAMMA else _reference(name)
         expected = plan_resize(*want.shape[:2], 32, "squash").apply_image(want)
         assert np.abs(canvas.astype(np.int16) - expected).max() <= TOLERANCE.get(name, 1) + 1, name
 
