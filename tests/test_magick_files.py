@@ -40,7 +40,8 @@ UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MI
 
 # PNGs declaring their samples' gamma by a gAMA chunk and no sRGB or iCCP chunk; ImageMagick reads
 # any gamma but 1/2.2 as linear RGB, so the reference is the PNG specification's, below
-GAMMA = {"png_gama_chrm.png": 0.8, "png_gama1_grey.png": 1.0, "png_gama45455.png": 0.45455}
+GAMMA = {"png_gama_chrm.png": 0.8, "png_gama1_grey.png": 1.0}
+SRGB_GAMMA = "png_gama45455.png"  # the gAMA writers declare for sRGB: its samples are shown as stored
 
 
 def _name(key: str) -> str:
@@ -82,15 +83,19 @@ def test_cmyk_jpeg_is_converted_by_its_profile():
     assert load_image(data, 32, "squash").colour_profile == "Artifex PS CMYK Profile"
 
 
+def _stored(name: str) -> np.ndarray:
+    """A PNG's samples as stored, by OpenCV (which ignores gAMA), as (H, W, 3) RGB."""
+    stored = cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)
+    return stored[..., ::-1] if stored.ndim == 3 else np.repeat(stored[..., None], 3, axis=2)
+
+
 def _shown_in_srgb(name: str) -> np.ndarray:
     """A gAMA PNG as the PNG specification (3rd edition, 13.13) decodes it: the stored samples
     (OpenCV reads them, ignoring gAMA) to light by light = sample ** (1 / gamma), then to sRGB
     by its encoding (IEC 61966-2-1), rounded."""
-    stored = cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)
-    rgb = stored[..., ::-1] if stored.ndim == 3 else np.repeat(stored[..., None], 3, axis=2)
-    light = (rgb / 255.0) ** (1 / GAMMA[name])
+    light = (_stored(name) / 255.0) ** (1 / GAMMA[name])
     encoded = np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055)
-    return np.round(encoded * 255).astype(np.int16)
+    return np.round(encoded * 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("name", ["png_gama_chrm.png", "png_gama1_grey.png"])
@@ -104,9 +109,7 @@ def test_png_gamma_is_shown_in_srgb(name: str):
 def test_png_gamma_of_srgb_keeps_its_samples():
     """gAMA 0.45455 is what writers declare for sRGB (libpng corrects nothing within 5% of it):
     the stored samples are kept, not bent by a pure 2.2 curve."""
-    got = decode_rgb((MAGICK / "png_gama45455.png").read_bytes())
-    stored = cv2.imread(str(MAGICK / "png_gama45455.png"), cv2.IMREAD_COLOR)[..., ::-1]
-    assert np.array_equal(got, stored)
+    assert np.array_equal(decode_rgb((MAGICK / SRGB_GAMMA).read_bytes()), _stored(SRGB_GAMMA))
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
@@ -135,9 +138,9 @@ def test_folder_of_magick_files_renders_each_or_counts_its_reject():
         else:
             rendered[item.lineage["path"]] = decode_png(out.images[0])
     assert rejected == {name: ("decode", "unsupported_format") for name in UNSUPPORTED}
-    assert sorted(rendered) == sorted(REFERENCED + list(GAMMA))
+    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, SRGB_GAMMA])
     for name, canvas in rendered.items():
-        want = _shown_in_srgb(name) if name in GAMMA else _reference(name)
+        want = _shown_in_srgb(name) if name in GAMMA else _stored(name) if name == SRGB_GAMMA else _reference(name)
         expected = plan_resize(*want.shape[:2], 32, "squash").apply_image(want)
         assert np.abs(canvas.astype(np.int16) - expected).max() <= TOLERANCE.get(name, 1) + 1, name
 

@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms import hdr
-from transforms.colour_profile import cmyk_to_srgb, convert_to_srgb, srgb_conversion
+from transforms.colour_profile import apply_table, cmyk_to_srgb, convert_to_srgb, gamma_table, srgb_conversion
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
     JPEG_LS_SOF,
@@ -642,11 +642,24 @@ def hdr_colour(image: Image.Image, data: bytes) -> tuple[str, np.ndarray | None]
 
 
 
+def _png_gamma(image: Image.Image) -> float | None:
+    """The gamma a PNG's gAMA declares, when no iCCP or sRGB chunk (which take precedence) does."""
+    if image.format != "PNG" or image.info.get("icc_profile") or "srgb" in image.info:
+        return None
+    gamma = image.info.get("gamma")
+    return float(gamma) if isinstance(gamma, (int, float)) else None
+
+
 def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple[np.ndarray, str]:
     """`to_rgb_array`'s pixels converted from the image's embedded RGB profile to sRGB, and the
     profile's description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF
     (`hdr_colour`) is tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives
-    the non-linear HDR signal, shown as is it looks washed out and dim."""
+    the non-linear HDR signal, shown as is it looks washed out and dim. A PNG's gAMA, when it has no
+    profile and no sRGB chunk, is applied (`colour_profile.gamma_table`), grey ones too."""
+    gamma = _png_gamma(image)
+    table = gamma_table(gamma) if gamma else None
+    if table is not None:
+        return apply_table(pixels, table), f"PNG gAMA {gamma:g}"
     if image.mode not in _RGB_PROFILED_MODES:
         return pixels, ""
     colour = hdr_colour(image, data)
