@@ -10,7 +10,11 @@ composited on white: the project's policy, README "Images are decoded"), made by
 scales 16 bits to 8 by rounding (x * 255 / 65535), Pillow and this decoder by truncation (x >> 8):
 one level at most, two where a 16-bit alpha is truncated too. Measured on these files: the others
 agree exactly or within that level (BMP 565 and bitfield alpha, CMYK, WebP alpha: ImageMagick's
-rounding of the composite). ImageMagick is not needed to run these tests.
+rounding of the composite), but a CMYK JPEG through its profile (LittleCMS's 8-bit transform:
+`transforms.colour_profile`). A PNG's gAMA is checked against the PNG specification's decoding
+instead: ImageMagick reads any gamma but 1/2.2 as linear RGB. A multi-page TIFF or an animated GIF
+is its first page or frame, as `F[0]`; nothing records that there were more. ImageMagick is not
+needed to run these tests.
 """
 
 from __future__ import annotations
