@@ -3,7 +3,7 @@ GIF, WebP, JPEG of every coding, icons), decoded to what ImageMagick itself show
 
 The files are in tests/fixtures/magick/, made by ImageMagick 6.9.11 from real photos (skimage's
 astronaut and camera, matplotlib's grace_hopper); its README lists the command of each. The
-reference is ImageMagick's own decode of each file, frozen in `refs.npz` (8-bit RGB, alpha
+reference is ImageMagick's own decode of each file, frozen in `refs_*.npz` (8-bit RGB, alpha
 composited on white: the project's policy, README "Images are decoded"), made by
 `convert F[0] -background white -alpha remove -alpha off -colorspace sRGB -depth 8 rgb:-`, with
 `-profile srgb.icc` for an embedded profile and `-auto-orient` for an oriented file. ImageMagick
@@ -32,7 +32,18 @@ from transforms.resize import plan_resize
 from uvd_pipeline.render import RenderSettings, decode_png, render_image
 
 MAGICK = Path(__file__).resolve().parent / "fixtures" / "magick"
-REFS = np.load(MAGICK / "refs.npz")
+
+
+def _references() -> dict[str, np.ndarray]:
+    """ImageMagick's decodes, by file name with `.` as `_`, from the parts they are kept in."""
+    refs: dict[str, np.ndarray] = {}
+    for part in sorted(MAGICK.glob("refs_*.npz")):
+        with np.load(part) as arrays:
+            refs.update({key: arrays[key] for key in arrays.files})
+    return refs
+
+
+REFS = _references()
 # 16-bit colour and 16-bit alpha, each truncated before compositing: two levels; a CMYK JPEG through
 # its profile by LittleCMS's 8-bit transform, where ImageMagick's is unoptimised 16-bit (4.4 levels
 # on average, `transforms.colour_profile`)
@@ -53,7 +64,7 @@ def _name(key: str) -> str:
     return f"{stem}.{ext}"
 
 
-REFERENCED = sorted(_name(key) for key in REFS.files)
+REFERENCED = sorted(_name(key) for key in REFS)
 
 
 def _reference(name: str) -> np.ndarray:
@@ -134,7 +145,7 @@ def test_folder_of_magick_files_renders_each_or_counts_its_reject():
     rendered, rejected = {}, {}
     for item in items:
         if isinstance(item, ImageRecord) and item.lineage["path"].endswith((".npz", ".md")):
-            continue  # the reference and the README: no images
+            continue  # the references and the README: no images
         assert isinstance(item, ImageRecord), item
         out = render_image(item, settings)
         if isinstance(out, Reject):
