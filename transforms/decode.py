@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms import hdr
-from transforms.colour_profile import convert_to_srgb, srgb_conversion
+from transforms.colour_profile import apply_table, cmyk_to_srgb, convert_to_srgb, gamma_table, srgb_conversion
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
     JPEG_LS_SOF,
@@ -123,7 +123,7 @@ DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x 89.5 MP).
 # one input's decode: with a worker's own few hundred MB (Beam, the tokenizer) it stays under 1.5 GB
 DEFAULT_MAX_DECODE_BYTES = 768 << 20
 STRIP_PIXELS = 1 << 20  # pixels converted at a time: the temporaries of a conversion are per strip
-# modes whose pixels an RGB ICC profile describes (grey and CMYK ones are left as they decode)
+# modes whose pixels an RGB ICC profile describes (CMYK ones: `_srgb_array`; grey ones are left as they decode)
 _RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
 # bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
 _STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
@@ -229,6 +229,13 @@ _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEI
                 b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
 
 
+# what ImageMagick, image editors and HDR tools write that Pillow does not read, by their first
+# bytes: such a file was `not_an_image` ("no image format recognises these bytes")
+_OTHER_MAGICS = ((b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"), (b"#?RGBE", "Radiance HDR"),
+                 (b"id=ImageMagick", "MIFF (ImageMagick)"), (b"SDPX", "DPX"), (b"XPDS", "DPX"),
+                 (b"gimp xcf", "XCF (GIMP)"))
+
+
 def sniff_format(data: bytes) -> str | None:
     """The name of a real image format recognised by its first bytes, for formats that Pillow may
     not open (vector, HEIF family, JPEG XL, PDF, TIFF variants): such a file is a picture we
@@ -244,6 +251,11 @@ def sniff_format(data: bytes) -> str | None:
         return "JPEG XL"
     if head[:5] == b"%PDF-":
         return "PDF"
+    for magic, name in _OTHER_MAGICS:
+        if head.startswith(magic):
+            return name
+    if head[:2] in (b"PF", b"Pf") and head[2:3].isspace():
+        return "PFM (portable float map)"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
         return "SVG (vector graphics)"
@@ -539,13 +551,39 @@ def _has_alpha(image: Image.Image) -> bool:
     )
 
 
-def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, eight_bit: bool, top: float) -> np.ndarray:
-    """One strip of rows as (h, W, 3) uint8: the per-pixel part of `to_rgb_array`."""
+def _integer_depth(image: Image.Image) -> tuple[int, bool] | None:
+    """(bits, signed) of the samples of a mode "I" image, as its file declares them: a PGM or PPM
+    of a maxval over 255 (Pillow scales it to 16 bits), a TIFF by its BitsPerSample and
+    SampleFormat; None when nothing declares them (an image made in memory): `to_rgb_array` then
+    judges them by their values. Judged by the values, a dark 16-bit PGM (all samples under 256
+    of 65535) was shown as 8-bit data, up to 175 levels too bright."""
+    if image.format == "PPM":
+        return 16, False
+    tags = getattr(image, "tag_v2", None) if image.format == "TIFF" else None
+    if tags is None:
+        return None
+    bits, kind = tags.get(258, (32,)), tags.get(339, (1,))
+    bits, kind = (bits[0] if isinstance(bits, tuple) else bits), (kind[0] if isinstance(kind, tuple) else kind)
+    return min(32, max(8, int(bits))), kind == 2
+
+
+def _top_8_bits(values: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """Samples of `bits` bits in Pillow's int32 buffer -> uint8, their top 8 bits (as 16-bit ones
+    are: x >> 8); a negative signed sample is black. Pillow holds an unsigned 32-bit sample as the
+    int32 of the same bits (ImageMagick's 32-bit TIFF came out as negative numbers, black)."""
+    if bits == 32 and not signed:
+        return (np.ascontiguousarray(values, np.int32).view(np.uint32) >> 24).astype(np.uint8)
+    magnitude = bits - signed
+    return (values.clip(0, (1 << magnitude) - 1) >> (magnitude - 8)).astype(np.uint8)
+
+
+def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, depth: tuple[int, bool], top: float) -> np.ndarray:
+    """One strip of rows as (h, W, 3) uint8: the per-pixel part of `to_rgb_array`; `depth`: the
+    (bits, signed) of a mode "I" image's samples."""
     if mode in _WIDE_GREY:
         values = np.asarray(strip)
         if mode == "I":
-            values = values.clip(0, 255 if eight_bit else 65535)
-            gray = values.astype(np.uint8) if eight_bit else (values >> 8).astype(np.uint8)
+            gray = _top_8_bits(values, *depth)
         else:
             gray = (values.astype(np.uint16) >> 8).astype(np.uint8)
         if has_alpha:  # a tRNS key (16-bit grey PNG): its pixels are the background, white
@@ -574,20 +612,21 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     has_alpha = _has_alpha(image)
     w, h = image.size
     rows = max(1, STRIP_PIXELS // max(1, w))
-    eight_bit, top = False, 255.0
-    if mode in ("I", "F"):  # a whole-image decision first, so that every strip agrees
+    declared = _integer_depth(image) if mode == "I" else (16, False)
+    depth, top = declared or (16, False), 255.0
+    if mode == "F" or declared is None:  # a whole-image decision first, so that every strip agrees
         high = np.max([np.asarray(image.crop((0, y, w, min(h, y + rows)))).max(initial=0)
                        for y in range(0, h, rows)] or [0])
-        eight_bit = mode == "I" and high <= 255
+        depth = (8, False) if mode == "I" and high <= 255 else depth
         top = 1.0 if mode == "F" and high <= 1.0 else 255.0
     if h <= rows:  # one strip: the common case of web-sized images, no copies to stitch
-        return _strip_to_rgb(image, mode, has_alpha, eight_bit, top)
+        return _strip_to_rgb(image, mode, has_alpha, depth, top)
     out = np.empty((h, w, 3), np.uint8)
     for y in range(0, h, rows):
         strip = image.crop((0, y, w, min(h, y + rows)))
         if has_alpha and "transparency" in image.info:
             strip.info["transparency"] = image.info["transparency"]
-        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, eight_bit, top)
+        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, depth, top)
     return out
 
 
@@ -603,11 +642,24 @@ def hdr_colour(image: Image.Image, data: bytes) -> tuple[str, np.ndarray | None]
 
 
 
+def _png_gamma(image: Image.Image) -> float | None:
+    """The gamma a PNG's gAMA declares, when no iCCP or sRGB chunk (which take precedence) does."""
+    if image.format != "PNG" or image.info.get("icc_profile") or "srgb" in image.info:
+        return None
+    gamma = image.info.get("gamma")
+    return float(gamma) if isinstance(gamma, (int, float)) else None
+
+
 def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple[np.ndarray, str]:
     """`to_rgb_array`'s pixels converted from the image's embedded RGB profile to sRGB, and the
     profile's description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF
     (`hdr_colour`) is tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives
-    the non-linear HDR signal, shown as is it looks washed out and dim."""
+    the non-linear HDR signal, shown as is it looks washed out and dim. A PNG's gAMA, when it has no
+    profile and no sRGB chunk, is applied (`colour_profile.gamma_table`), grey ones too."""
+    gamma = _png_gamma(image)
+    table = gamma_table(gamma) if gamma else None
+    if table is not None:
+        return apply_table(pixels, table), f"PNG gAMA {gamma:g}"
     if image.mode not in _RGB_PROFILED_MODES:
         return pixels, ""
     colour = hdr_colour(image, data)
@@ -616,6 +668,17 @@ def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple
         return hdr.tone_map_pixels(pixels, transfer, primaries), f"HDR {transfer.upper()} (nclx), tone-mapped"
     conversion = srgb_conversion(image.info.get("icc_profile"))
     return convert_to_srgb(pixels, conversion), conversion.description
+
+
+def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
+    """The loaded image as (H, W, 3) uint8 sRGB (`to_rgb_array`, `_in_srgb`) and the profile it
+    was converted from; a CMYK image with a CMYK profile converted by it
+    (`transforms.colour_profile`): Pillow's conversion ignores the profile."""
+    if image.mode == "CMYK":
+        conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
+        if conversion.transform is not None:
+            return cmyk_to_srgb(image, conversion), conversion.description
+    return _in_srgb(image, to_rgb_array(image), data)
 
 
 @pixels_judged_here()
@@ -630,7 +693,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
-    return _in_srgb(image, to_rgb_array(image), data)[0]
+    return _srgb_array(image, data)[0]
 
 
 def decode_through(data: bytes, plan: ResizePlan, max_pixels: int = DEFAULT_MAX_PIXELS, pad_value: int = 0,
@@ -689,6 +752,6 @@ def load_image(
     _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
-    rgb, profile = _in_srgb(image, to_rgb_array(image), data)  # before the resize: it blends sRGB values
+    rgb, profile = _srgb_array(image, data)  # before the resize: it blends sRGB values
     pixels = _plan_at_scale(plan, rgb.shape, reduced, orientation).apply_image(rgb, pad_value=pad_value)
     return DecodedImage(pixels, width, height, fmt, reduced, plan, profile)

@@ -1,0 +1,167 @@
+"""Still images as ImageMagick writes them (16-bit PNG, PGM and PPM, TIFF of every layout, BMP v3/v5,
+GIF, WebP, JPEG of every coding, icons), decoded to what ImageMagick itself shows.
+
+The files are in tests/fixtures/magick/, made by ImageMagick 6.9.11 from real photos (skimage's
+astronaut and camera, matplotlib's grace_hopper); its README lists the command of each. The
+reference is ImageMagick's own decode of each file, frozen in `refs_*.npz` (8-bit RGB, alpha
+composited on white: the project's policy, README "Images are decoded"), made by
+`convert F[0] -background white -alpha remove -alpha off -colorspace sRGB -depth 8 rgb:-`, with
+`-profile srgb.icc` for an embedded profile and `-auto-orient` for an oriented file. ImageMagick
+scales 16 bits to 8 by rounding (x * 255 / 65535), Pillow and this decoder by truncation (x >> 8):
+one level at most, two where a 16-bit alpha is truncated too. Measured on these files: the others
+agree exactly or within that level (BMP 565 and bitfield alpha, CMYK, WebP alpha: ImageMagick's
+rounding of the composite), but a CMYK JPEG through its profile (LittleCMS's 8-bit transform:
+`transforms.colour_profile`). A PNG's gAMA is checked against the PNG specification's decoding
+instead: ImageMagick reads any gamma but 1/2.2 as linear RGB. A multi-page TIFF or an animated GIF
+is its first page or frame, as `F[0]`; nothing records that there were more. ImageMagick is not
+needed to run these tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sources.laion import LaionSource
+from sources.records import ImageRecord, Reject
+from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.resize import plan_resize
+from uvd_pipeline.render import RenderSettings, decode_png, render_image
+
+MAGICK = Path(__file__).resolve().parent / "fixtures" / "magick"
+
+
+def _references() -> dict[str, np.ndarray]:
+    """ImageMagick's decodes, by file name with `.` as `_`, from the parts they are kept in."""
+    refs: dict[str, np.ndarray] = {}
+    for part in sorted(MAGICK.glob("refs_*.npz")):
+        with np.load(part) as arrays:
+            refs.update({key: arrays[key] for key in arrays.files})
+    return refs
+
+
+REFS = _references()
+# 16-bit colour and 16-bit alpha, each truncated before compositing: two levels; a CMYK JPEG through
+# its profile by LittleCMS's 8-bit transform, where ImageMagick's is unoptimised 16-bit (4.4 levels
+# on average, `transforms.colour_profile`)
+TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2, "jpeg_cmyk_icc.jpg": 20}
+# real image formats this build cannot decode, by what the reject names them
+UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MIFF (ImageMagick)",
+               "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF"}
+
+
+# PNGs declaring their samples' gamma by a gAMA chunk and no sRGB or iCCP chunk; ImageMagick reads
+# any gamma but 1/2.2 as linear RGB, so the reference is the PNG specification's, below
+GAMMA = {"png_gama_chrm.png": 0.8, "png_gama1_grey.png": 1.0}
+SRGB_GAMMA = "png_gama45455.png"  # the gAMA writers declare for sRGB: its samples are shown as stored
+
+
+def _name(key: str) -> str:
+    stem, ext = key.rsplit("_", 1)
+    return f"{stem}.{ext}"
+
+
+REFERENCED = sorted(_name(key) for key in REFS)
+
+
+def _reference(name: str) -> np.ndarray:
+    return REFS[name.replace(".", "_")]
+
+
+@pytest.mark.parametrize("name", REFERENCED)
+def test_decodes_to_what_imagemagick_shows(name: str):
+    got = decode_rgb((MAGICK / name).read_bytes())
+    want = _reference(name)
+    assert got.shape == want.shape
+    assert np.abs(got.astype(np.int16) - want).max() <= TOLERANCE.get(name, 1)
+
+
+def test_dark_16_bit_greymaps_stay_dark():
+    """A 16-bit PGM (maxval 65535) and a 32-bit TIFF whose samples are all small were taken for
+    8-bit data (mode "I" judged by its values): the PGM, at most 189 of 65535, came out up to 189
+    of 255 (175 levels over ImageMagick's), the TIFF's unsigned 32-bit samples read as signed."""
+    for name in ("pgm16_dark.pgm", "tiff32_grey.tif"):
+        got = decode_rgb((MAGICK / name).read_bytes())
+        assert np.abs(got.astype(np.int16) - _reference(name)).max() <= 1, name
+
+
+def test_cmyk_jpeg_is_converted_by_its_profile():
+    """A CMYK JPEG with its CMYK profile (ImageMagick's `-profile ps_cmyk.icc`) was converted as if
+    it had none: 48 levels from ImageMagick's `-profile srgb.icc` on average, up to 89; the member
+    names the profile, as for RGB ones."""
+    data = (MAGICK / "jpeg_cmyk_icc.jpg").read_bytes()
+    diff = np.abs(decode_rgb(data).astype(np.int16) - _reference("jpeg_cmyk_icc.jpg"))
+    assert diff.mean() < 5 and diff.max() <= 20
+    assert load_image(data, 32, "squash").colour_profile == "Artifex PS CMYK Profile"
+
+
+def _stored(name: str) -> np.ndarray:
+    """A PNG's samples as stored, by OpenCV (which ignores gAMA), as (H, W, 3) RGB."""
+    stored = cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)
+    return stored[..., ::-1] if stored.ndim == 3 else np.repeat(stored[..., None], 3, axis=2)
+
+
+def _shown_in_srgb(name: str) -> np.ndarray:
+    """A gAMA PNG as the PNG specification (3rd edition, 13.13) decodes it: the stored samples
+    (OpenCV reads them, ignoring gAMA) to light by light = sample ** (1 / gamma), then to sRGB
+    by its encoding (IEC 61966-2-1), rounded."""
+    light = (_stored(name) / 255.0) ** (1 / GAMMA[name])
+    encoded = np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055)
+    return np.round(encoded * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", ["png_gama_chrm.png", "png_gama1_grey.png"])
+def test_png_gamma_is_shown_in_srgb(name: str):
+    """A PNG whose gAMA says its samples are not sRGB's (0.8; 1.0, linear light) was read as sRGB,
+    as browsers do not show it: up to 53 levels too dark for 0.8 (38 on average), 73 for 1.0 (47)."""
+    got = decode_rgb((MAGICK / name).read_bytes())
+    assert np.abs(got.astype(np.int16) - _shown_in_srgb(name)).max() <= 1
+
+
+def test_png_gamma_of_srgb_keeps_its_samples():
+    """gAMA 0.45455 is what writers declare for sRGB (libpng corrects nothing within 5% of it):
+    the stored samples are kept, not bent by a pure 2.2 curve."""
+    assert np.array_equal(decode_rgb((MAGICK / SRGB_GAMMA).read_bytes()), _stored(SRGB_GAMMA))
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
+def test_formats_pillow_cannot_read_are_named(name: str):
+    with pytest.raises(DecodeError) as caught:
+        load_image((MAGICK / name).read_bytes(), 32, "squash")
+    assert caught.value.reason == "unsupported_format"
+    assert caught.value.detail.startswith(UNSUPPORTED[name])
+
+
+def test_folder_of_magick_files_renders_each_or_counts_its_reject():
+    """Through the web folder source and the build's render path (its decoding process for the
+    formats whose decode time no header bounds): every file is one sentence member, matching
+    ImageMagick's decode put on the canvas, or one `decode` reject naming its format."""
+    source = LaionSource("magick", str(MAGICK))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    settings = RenderSettings(32, "squash", 0, 10**8, 1, 0, 0.0)
+    rendered, rejected = {}, {}
+    for item in items:
+        if isinstance(item, ImageRecord) and item.lineage["path"].endswith((".npz", ".md")):
+            continue  # the references and the README: no images
+        assert isinstance(item, ImageRecord), item
+        out = render_image(item, settings)
+        if isinstance(out, Reject):
+            rejected[item.lineage["path"]] = (out.stage, out.reason)
+        else:
+            rendered[item.lineage["path"]] = decode_png(out.images[0])
+    assert rejected == {name: ("decode", "unsupported_format") for name in UNSUPPORTED}
+    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, SRGB_GAMMA])
+    for name, canvas in rendered.items():
+        want = _shown_in_srgb(name) if name in GAMMA else _stored(name) if name == SRGB_GAMMA else _reference(name)
+        expected = plan_resize(*want.shape[:2], 32, "squash").apply_image(want)
+        assert np.abs(canvas.astype(np.int16) - expected).max() <= TOLERANCE.get(name, 1) + 1, name
+
+
+def test_first_page_or_frame_is_the_image():
+    """A multi-page TIFF and an animated GIF are their first page or frame, as `convert F[0]` shows."""
+    first = decode_rgb((MAGICK / "tiff_multipage.tif").read_bytes())
+    assert np.abs(first.astype(np.int16) - _reference("tiff_multipage.tif")).max() == 0
+    assert first.std(axis=2).mean() > 5  # the colour photo, not the grey second page
