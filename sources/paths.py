@@ -264,24 +264,24 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
             raise OutsideRoot(f"{shown_name(path)} is on another filesystem than the source root")
         base = posixpath.normpath(root.split("://", 1)[1])
         if not _within(base, posixpath.normpath(path.split("://", 1)[1]), "/"):
-            raise OutsideRoot(f"{shown_name(_relative(root, path))} lies outside the source root")
+            raise OutsideRoot(f"{shown_name(relative_to_root(root, path))} lies outside the source root")
         return
     root, path = _local(root), _local(path)
     if not _within(root, path, os.sep):
-        raise OutsideRoot(f"{shown_name(_relative(root, path))} lies outside the source root")
+        raise OutsideRoot(f"{shown_name(relative_to_root(root, path))} lies outside the source root")
     if not follow_links and not _within(os.path.realpath(root), os.path.realpath(path), os.sep):
-        raise OutsideRoot(f"{shown_name(_relative(root, path))} is a link leading out of the source root "
+        raise OutsideRoot(f"{shown_name(relative_to_root(root, path))} is a link leading out of the source root "
                           f"(set follow_links: true to allow it)")
     try:
         mode = os.stat(path).st_mode  # follows links; never opens, so a fifo cannot block here
     except (FileNotFoundError, NotADirectoryError):
         return  # missing or dangling: the reader's own "missing" reject says so
     except OSError as exc:  # a path too long for the operating system, a failing disk
-        raise Unreadable(f"{shown_name(_relative(root, path))} cannot be read ({exc.strerror or exc})") from None
+        raise Unreadable(f"{shown_name(relative_to_root(root, path))} cannot be read ({exc.strerror or exc})") from None
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise NotAFile(f"{shown_name(_relative(root, path))} is a fifo, socket or device, not a file")
+        raise NotAFile(f"{shown_name(relative_to_root(root, path))} is a fifo, socket or device, not a file")
     if stat.S_ISDIR(mode) and (refused := fsio.unlistable(path)):
-        raise UnreadableFolder(f"{shown_name(_relative(root, path))} is a folder this user cannot list ({refused}): "
+        raise UnreadableFolder(f"{shown_name(relative_to_root(root, path))} is a folder this user cannot list ({refused}): "
                                "give read and search access to it (chmod a+rX), or move it out of the source")
 
 
@@ -295,7 +295,9 @@ def path_problem(root: str, path: str, follow_links: bool = False) -> PathProble
     return None
 
 
-def _relative(root: str, path: str) -> str:
+def relative_to_root(root: str, path: str) -> str:
+    """`path` as the source's root sees it (unchanged when it lies elsewhere): what a reject names,
+    so that rejects never publish the machine's folders and stay the same when the data moves."""
     root = root.rstrip("/\\")
     return path[len(root) + 1:] if path.startswith(root + "/") or path.startswith(root + os.sep) else path
 

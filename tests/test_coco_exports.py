@@ -795,3 +795,26 @@ def test_many_masks_of_one_image_are_painted_from_their_runs(tmp_path: Path, mon
     text = sum(len(a["segmentation"]["counts"]) for a in anns)
     monkeypatch.setattr(render_annotated, "MAX_MASK_TEXT", text - 1)
     assert outcome(item) == ("annotation", "annotation_too_large")
+
+
+def test_an_annotation_file_damaged_after_listing_names_no_folder_of_the_machine(tmp_path: Path):
+    """instances_val2017.json rewritten while a build runs (a sync or a copy cut short) fails the
+    units read after it: their `unit_failed` reject quoted the AnnotationFileError, which named
+    the file by its absolute path, publishing the machine's folders. Now by its base name."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.tagged import REJECTS
+    from uvd_pipeline.unit_render import list_units, unit_renderers
+
+    root = tmp_path / "secret" / "coco"
+    write_dataset(root / "val2017", {"images": images(1), "categories": person_categories(), "annotations": [obj(1, 1)]})
+    (root / "annotations").mkdir()
+    (root / "val2017" / "ann.json").rename(root / "annotations" / "instances_val2017.json")
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16},
+                           "tokenizer": {"enabled": False},
+                           "sources": [{"name": "coco", "type": "coco", "path": str(root), "tasks": ["detection"]}]})
+    (unit,) = list_units(config)["coco"]
+    (root / "annotations" / "instances_val2017.json").write_text('{"images": [{"id": 1, "file_na')
+    outputs, _ = unit_renderers(config)["coco"].render(unit)
+    (reject,) = [item.as_row() for tag, item in outputs if tag == REJECTS]
+    assert reject["reason"] == "unit_failed" and "is not valid JSON" in reject["detail"], reject
+    assert "secret" not in reject["detail"] and "instances_val2017.json" in reject["detail"], reject

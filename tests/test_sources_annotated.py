@@ -358,6 +358,27 @@ def test_co3d_viewpoint_that_places_no_camera_rejects_its_frame_only(tmp_path: P
     assert sorted(records) == ["co3d-toy-s1", "co3d-toy-s2"] and records["co3d-toy-s1"].lineage["frames_available"] == 6
 
 
+def test_co3d_bad_annotation_files_are_named_as_the_source_root_sees_them(tmp_path: Path):
+    """A damaged frame_annotations.jgz (a download cut short) and a set list that is not JSON were
+    rejected as `bad_annotation_file` with the file's absolute path: the published rejects named
+    the machine's folders, and their bytes changed when the same dataset lay elsewhere."""
+    root = tmp_path / "datasets" / "co3d"
+    frames = _co3d_ring(root, 6, 0.5)
+    whole = gzip.compress(json.dumps(frames).encode())
+    (root / "toy" / "frame_annotations.jgz").write_bytes(whole[:-8])
+    source = Co3dSource("co3d", str(root), views=6)
+    (cut,) = list(source.read(str(root / "toy")))
+    assert cut.reason == "bad_annotation_file" and str(tmp_path) not in cut.detail
+    assert cut.detail.startswith("annotation file toy/frame_annotations.jgz: is a truncated gzip stream"), cut.detail
+    (root / "toy" / "frame_annotations.jgz").write_bytes(whole)
+    (root / "toy" / "set_lists").mkdir()
+    (root / "toy" / "set_lists" / "set_lists_fewview_dev.json").write_text('{"val": [["s1", 0, "x"], ["s')
+    (bad,) = [i for i in source.read(str(root / "toy")) if isinstance(i, Reject)]
+    assert bad.reason == "bad_annotation_file" and str(tmp_path) not in bad.detail
+    assert bad.detail.startswith("annotation file toy/set_lists/set_lists_fewview_dev.json: is not valid JSON"), \
+        bad.detail
+
+
 def test_co3d_annotation_gzip_read_as_gzip_reads_it(tmp_path: Path):
     """A frame_annotations.jgz cut short before its trailer (a download stopped 8 bytes early)
     was read without its CRC ever being checked; a file of two gzip members (`gzip -c more >>
