@@ -1312,6 +1312,29 @@ def test_omnidata_download_whose_rgb_leads_out_or_beside_a_building_without_rgb(
     assert got == [("tk-allensville-point_0_view_0", "tuple"), ("tk-beechwood", "incomplete_tuple")]
 
 
+def test_omnidata_folders_that_link_back_to_themselves_or_above_are_counted_loops(tmp_path: Path):
+    """`rgb/replica -> .` (a component linked to its own domain folder) was read as buildings
+    `replica/replica` and `replica/taskonomy` holding no file, and `rgb/taskonomy/loop -> ..` as
+    a building of none: nothing read and nothing said. `normal/hypersim -> hypersim` (a link to
+    itself) was not even listed, and `mirror -> .` beside the domains (it holds rgb/) was a
+    building of no view. Each is now one `link_loop` reject; the real building still reads."""
+    view = _taskonomy_view(5, size=8)
+    root = tmp_path / "omni"
+    _write_view(root, "taskonomy", "allensville", "point_0_view_0", view, domain_first=True)
+    (root / "rgb" / "replica").symlink_to(".")
+    (root / "normal" / "hypersim").symlink_to("hypersim")
+    (root / "rgb" / "taskonomy" / "loop").symlink_to("..")
+    (root / "mirror").symlink_to(".")
+    got = sorted((i.key, i.reason, i.detail) if isinstance(i, Reject) else (i.key, "tuple", "")
+                 for i in _read_all(MultiTaskSource("tk", str(root))))
+    assert got == [
+        ("tk-allensville-point_0_view_0", "tuple", ""),
+        ("tk-loop", "link_loop", "'rgb/taskonomy/loop' is a link to a folder above it (a loop), not read"),
+        ("tk-mirror", "link_loop", "'mirror' is a link to a folder above it (a loop), not read"),
+        ("tk-normal-hypersim", "link_loop", "'normal/hypersim' is a link to itself (a loop), not read"),
+        ("tk-rgb-replica", "link_loop", "'rgb/replica' is a link to a folder above it (a loop), not read")]
+
+
 def _co3d_orbit(root: Path, degrees: np.ndarray, sequence: str = "s1") -> list[dict]:
     """A CO3D v2 category `toy` whose sequence circles an object at `degrees` (true azimuths,
     counter-clockwise seen from above, in capture order) about a tilted up axis and an
