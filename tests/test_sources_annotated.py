@@ -683,7 +683,10 @@ def _taskonomy_edges(depth: np.ndarray) -> np.ndarray:
 def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
     """depth_zbuffer: 1/512 m, 65535 no depth (black, never a depth); normals (n + 1) * 127.5;
     edge_occlusion: Sobel magnitudes, where a receding floor holds ~15 and an occluding edge
-    thousands (read as `> 0`, the whole floor was an edge); segment_semantic: class ids."""
+    thousands (read as `> 0`, the whole floor was an edge); segment_semantic: class ids.
+    Just below 65535 is a depth: Omnidata's annotator maps 0..128 m onto 0..65535 (Blender
+    clamps what lies farther to 65535) and writes `mask_valid = depth != 65535`, so 65534
+    (127.996 m) is the farthest depth, drawn as such, not a hole."""
     from PIL import Image
 
     from transforms.annotations import palette as class_colours
@@ -692,6 +695,7 @@ def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
     yy, xx = np.mgrid[0:size, 0:size]
     depth = np.round(512 * (1 + yy / size)).astype(np.uint16)  # a floor from 1 to 2 m
     depth[:16] = 65535  # a window: no depth
+    depth[16:18] = 65534  # the farthest depth a 16-bit map holds
     depth[24:40, 24:40] = 256  # a box half a metre away
     normal = np.dstack([np.full((size, size), 128), np.full((size, size), 255), np.full((size, size), 128)])
     segment = np.where((yy >= 24) & (yy < 40) & (xx >= 24) & (xx < 40), 7, 0)
@@ -711,6 +715,8 @@ def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
     assert depth_target[:16].max() == 0 and depth_target[16:].astype(int).sum(axis=2).min() > 0
     box, floor_near, floor_far = (depth_target[y, x].astype(int).sum() for y, x in ((32, 32), (20, 8), (60, 8)))
     assert box > floor_near > floor_far  # nearer is brighter
+    assert (depth_target[16:18] == depth_target[16, 0]).all() and depth_target[16, 0].any()  # far, not a hole
+    assert depth_target[16, 0].astype(int).sum() < floor_far  # farther than the floor's far end
     white = edge_target[..., 0] > 0
     assert not white[44:, :20].any()  # the floor is no edge
     assert white[23:25, 24:40].all() and white[39:41, 24:40].all()  # the box's outline is
