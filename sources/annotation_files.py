@@ -19,11 +19,13 @@ import zlib
 from typing import Any, Iterator
 
 from sources import fsio
+from sources.paths import relative_to_root
 
 # COCO train's instances JSON is 448 MB; a CO3D frame_annotations.jgz expands to far less
 MAX_ANNOTATION_BYTES = 512 << 20
 GUNZIP_STEP = 16 << 20  # bytes inflated at a time
 BAD_ANNOTATION = "bad_annotation"  # the reject reason of an entry that fails its checks
+BAD_ANNOTATION_FILE = "bad_annotation_file"  # the reject reason of a whole file that cannot be used
 
 
 class AnnotationFileError(ValueError):
@@ -32,7 +34,14 @@ class AnnotationFileError(ValueError):
     def __init__(self, uri: str, problem: str) -> None:
         super().__init__(f"annotation file {uri}: {problem}")
         self.uri = uri
+        self.filename = uri  # `transforms.errors.exception_detail` then shows it by its base name
         self.problem = problem
+
+    def detail(self, root: str) -> str:
+        """The `bad_annotation_file` reject's detail: the file named from the source's root, never
+        by its absolute path (rejects are published, and their bytes must not depend on where the
+        dataset lies)."""
+        return f"annotation file {relative_to_root(root, self.uri)}: {self.problem}"[:300]
 
 
 def _read_capped(uri: str, limit: int) -> bytes:

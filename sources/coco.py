@@ -7,14 +7,14 @@ One `PairRecord` per (image, task). The annotation files are parsed once per wor
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
 from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
-from sources.records import PairRecord, Reject, SourceItem, safe_key
+from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key
 from transforms.annotations import COCO17, MAX_CLASS_ID
 
 COCO_TASKS = ("detection", "segmentation", "pose")
@@ -35,6 +35,9 @@ class CocoIndex:
     # added to every category id: 1 where the files number categories from 0 and use 0 (Label
     # Studio), since class 0 is the targets' background black; else 0
     category_shift: int = 0
+    # an id whose key another id already makes (`"1"` beside `1`) -> that id, which alone is read and
+    # rejected, naming both (`key_twins`)
+    twin_of: dict[Id, Id] = field(default_factory=dict)
 
 
 AT = "_at"  # where an annotation came from ("instances.json annotations[12]"), for reject details
@@ -85,6 +88,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     """
     images: dict[Id, dict[str, Any]] = {}
     image_at: dict[Id, str] = {}  # id -> "file images[i]" of the entry kept
+    named_at: dict[Id, str] = {}  # image id -> "file annotations[i]" of the first annotation naming it
     annotations: dict[Id, dict[Id, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
     problems: dict[Id, str] = {}
@@ -113,6 +117,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
         for index, ann in enumerate(_list(uri, data, "annotations")):
             image_id = _id_field(uri, "annotations", index, ann, "image_id")
             ann_id = _id_field(uri, "annotations", index, ann, "id")
+            named_at.setdefault(image_id, f"{short} annotations[{index}]")
             if ann_id in seen_anns:
                 first, first_image = seen_anns[ann_id]
                 problem = f"{short} annotations[{first}] and annotations[{index}] both have id {ann_id}"
@@ -124,8 +129,38 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     # Label Studio numbers categories 0..n-1; Roboflow declares a placeholder 0 that no annotation uses
     used_zero = any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values())
     shift = 1 if used_zero and 0 in categories else 0
+    twin_of = key_twins([*images, *annotations])
+    for other, first in twin_of.items():  # the first problem found is the one reported
+        problems.setdefault(first, _twin_problem(first, other, image_at, named_at))
     return CocoIndex(images, {k: [v[i] for i in sorted(v, key=id_order)] for k, v in annotations.items()}, categories,
-                     problems, shift)
+                     problems, shift, twin_of)
+
+
+def key_twins(ids: list[Id]) -> dict[Id, Id]:
+    """Each id whose pairs' key another id makes too -> the first of them (by `id_order`). Ids are
+    kept by their raw value, as pycocotools keys them, so `"1"` and `1` (or a text in NFC and in
+    NFD) are two images, but a key is made of the id's text: left alone they met only at assembly,
+    as a late `duplicate_key`."""
+    by_text: dict[str, list[Id]] = defaultdict(list)
+    for image_id in sorted(set(ids), key=id_order):
+        by_text[nfc(str(image_id))].append(image_id)
+    return {other: same[0] for same in by_text.values() for other in same[1:]}
+
+
+def _twin_problem(first: Id, other: Id, image_at: dict[Id, str], named_at: dict[Id, str]) -> str:
+    """Why the images of two ids that make one key are refused, naming where each is written."""
+    def written(image_id: Id) -> str:
+        if image_id in image_at:
+            return f"{image_at[image_id]} has id {_shown_id(image_id)}"
+        return f"{named_at[image_id]} has image_id {_shown_id(image_id)}"
+
+    why = ("pycocotools keeps them apart, torchvision and Detectron2 cannot sort them; write every id as one type"
+           if type(first) is not type(other) else "one text in two Unicode forms (NFC and NFD); write it in one")
+    return f"{written(first)} and {written(other)}: {why}"
+
+
+def _shown_id(image_id: Id) -> str:
+    return f"{image_id!r} (a text)" if isinstance(image_id, str) else f"{image_id} (a number)"
 
 
 def _has_area(ann: dict[str, Any]) -> bool:
@@ -334,7 +369,8 @@ class CocoSource:
             if not fsio.exists(uri):
                 raise missing_under("annotation_files", self.path, name, "COCO: ")
         index = load_index(self._uris())
-        ids = sorted(set(index.images) | set(index.annotations), key=id_order)  # annotations of unlisted images are rejects
+        # annotations of unlisted images are rejects; of ids that make one key, the first is read (`key_twins`)
+        ids = sorted((set(index.images) | set(index.annotations)) - set(index.twin_of), key=id_order)
         if not fsio.isdir(self._images_uri()):  # else every pair is a missing image
             raise missing_under("images_dir", self.path, self.images_dir, "COCO: ")
         return [tuple(ids[i : i + IMAGES_PER_UNIT]) for i in range(0, len(ids), IMAGES_PER_UNIT)]
@@ -345,6 +381,11 @@ class CocoSource:
         for image_id in image_ids:
             group = safe_key(self.name, str(image_id))
             anns = [a for a in index.annotations.get(image_id, [])]
+            if image_id in index.problems:
+                for task in self.tasks:
+                    yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
+                                 f"image {image_id}: {index.problems[image_id]}")
+                continue
             if image_id not in index.images:
                 more = f" and {len(anns) - 1} more" if len(anns) > 1 else ""
                 for task in self.tasks:
@@ -354,11 +395,6 @@ class CocoSource:
             image = index.images[image_id]
             # the pair's width/height are the decoded image's (render_pair), never the JSON's
             lineage = {"image_id": image_id, "file": image.get("file_name")}
-            if image_id in index.problems:
-                for task in self.tasks:
-                    yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
-                                 f"image {image_id}: {index.problems[image_id]}")
-                continue
             if not isinstance(image.get("file_name"), str) or not image["file_name"]:
                 for task in self.tasks:
                     yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,

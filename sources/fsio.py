@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import functools
 import hashlib
 import io
@@ -255,19 +256,32 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
     return found
 
 
-def list_dirs(uri: str, links: bool = False) -> list[str]:
+def list_dirs(uri: str, links: bool = False, loops: bool = False) -> list[str]:
     """Sorted immediate subdirectories of a directory URL; with `links`, local links to folders
-    too (for readers that check where they lead with `sources.paths`)."""
+    too (for readers that check where they lead with `sources.paths`); with `loops` too, local
+    links that lead back to themselves (`x -> x`, a ring of links), which are no folder to the
+    operating system, so that their reader rejects each (`sources.paths.LinkLoop`) rather than
+    never seeing them."""
     fs, path = filesystem(uri)
     if not fs.isdir(path):
         raise FileNotFoundError(f"not a directory: {uri}")
     if links and local_path(uri) is not None:
         with os.scandir(path) as entries:
             names = [os.path.join(path, e.name) for e in entries
-                     if e.is_dir(follow_symlinks=False) or (e.is_symlink() and os.path.isdir(os.path.join(path, e.name)))]
+                     if e.is_dir(follow_symlinks=False) or (e.is_symlink() and (
+                         os.path.isdir(os.path.join(path, e.name)) or loops and _loops(os.path.join(path, e.name))))]
     else:
         names = [entry["name"] for entry in fs.ls(path, detail=True) if entry["type"] == "directory"]
-    return _listed(("dirs", uri, links), sorted(_unstrip(fs, n.rstrip("/"), uri) for n in names))
+    key = ("dirs", uri, links, True) if loops else ("dirs", uri, links)  # the key of older manifests, unchanged
+    return _listed(key, sorted(_unstrip(fs, n.rstrip("/"), uri) for n in names))
+
+
+def _loops(link: str) -> bool:
+    try:
+        os.stat(link)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def relist(key: tuple) -> str:
@@ -276,8 +290,7 @@ def relist(key: tuple) -> str:
         if key[0] == "files":
             _, uri, suffixes, recursive, follow_links, links = key
             return listing_digest(list_files(uri, suffixes, recursive, follow_links, links))
-        _, uri, links = key
-        return listing_digest(list_dirs(uri, links))
+        return listing_digest(list_dirs(*key[1:]))
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return "missing"
 

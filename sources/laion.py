@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Literal
 from sources import fsio
 from sources.paths import NOT_A_FILE, collapse_set_aside, path_problem, set_aside, set_aside_problem
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
-                             path_key, unicode_form)
+                             path_key, twin_detail, twin_order)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -208,8 +208,7 @@ def folder_groups(files: list[str], root: str) -> list[list[str]]:
     groups: dict[str, list[str]] = {}
     for uri in files:
         groups.setdefault(nfc(_stem_of(_relative(uri, root))), []).append(uri)
-    return [sorted(groups[stem], key=lambda uri: (unicode_form(_relative(uri, root)) != "NFC", uri))
-            for stem in sorted(groups)]
+    return [sorted(groups[stem], key=lambda uri: twin_order(_relative(uri, root))) for stem in sorted(groups)]
 
 
 @dataclass(frozen=True)
@@ -675,10 +674,9 @@ class LaionSource:
     def _twin(self, root: str, uri: str, kept: str) -> Reject:
         """The `duplicate_key` reject of a folder file whose name is the one `kept` has, once both are
         in NFC and extensions in lower case: the two would share a key (a sidecar, its one slot)."""
-        relative, other = _relative(uri, root), _relative(kept, root)
+        relative = _relative(uri, root)
         return self._reject(path_key(self.name, relative), "read", "duplicate_key",
-                            f"{nfc(relative)} ({unicode_form(relative)}) is the name of {nfc(other)} "
-                            f"({unicode_form(other)}) in another Unicode form or case: that file is read")
+                            twin_detail(relative, _relative(kept, root), "in another Unicode form or case"))
 
 
 def _image_members(members: dict[str, Any]) -> list[str]:

@@ -14,6 +14,8 @@ both (a user who moves the files keeps the output); another component's as
 key depends on which other components were downloaded.
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a tuple or a building.
+A folder that is a link to itself or to a folder above it (`rgb/replica -> .`) is one `link_loop`
+reject: read, it was its parent again, buildings of no file, and nothing said.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class MultiTaskSource:
     def units(self) -> list[str]:
         """Building folders: `<building>` (Taskonomy) or `<domain folder>/<component>/<building>`
         (Omnidata's download), and each set-aside folder (`__MACOSX/`, `@eaDir/`: one reject each)."""
-        dirs = fsio.list_dirs(self.path, links=True)
+        dirs = fsio.list_dirs(self.path, links=True, loops=True)
         aside = [d for d in dirs if set_aside(fsio.basename(d))]
         kept = [d for d in dirs if d not in aside]
         buildings = [d for d in kept if fsio.exists(fsio.join(d, IMAGE_FOLDER))]
@@ -111,7 +113,8 @@ class MultiTaskSource:
 
     def _holds_download(self, domain: str) -> bool:
         """Whether a listed folder holds `<component>/<building>/` (a component leading out counts)."""
-        return any(not self._listed(c) or fsio.list_dirs(c, links=True) for c in fsio.list_dirs(domain, links=True))
+        return any(not self._listed(c) or fsio.list_dirs(c, links=True, loops=True)
+                   for c in fsio.list_dirs(domain, links=True, loops=True))
 
     def _download_units(self) -> list[str]:
         """Each `<component>/<building>` once, at its rgb folder where it has one (a building whose
@@ -125,11 +128,11 @@ class MultiTaskSource:
             if not self._listed(domain):
                 refused.append(domain)
                 continue
-            for component in fsio.list_dirs(domain, links=True):
+            for component in fsio.list_dirs(domain, links=True, loops=True):
                 if not self._listed(component):
                     refused.append(component)
                     continue
-                for building in fsio.list_dirs(component, links=True):
+                for building in fsio.list_dirs(component, links=True, loops=True):
                     if set_aside(fsio.basename(building)):
                         refused.append(building)
                     else:  # a link leading out is a building: read, it is one reject under its key

@@ -20,8 +20,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from sources import fsio
-from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, iter_json_list,
-                                      iter_json_object_lists, numbers)
+from sources.annotation_files import (BAD_ANNOTATION, BAD_ANNOTATION_FILE, AnnotationFileError, as_int, is_number,
+                                      iter_json_list, iter_json_object_lists, numbers)
 from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
                            names_found, path_problem, set_aside, set_aside_problem)
 from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
@@ -443,7 +443,7 @@ class Co3dSource:
             by_sequence, rejects = self._frames(category, annotations)
         except AnnotationFileError as exc:
             key = safe_key(self.name, category)
-            yield Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300])
+            yield Reject(key, self.name, key, "read", BAD_ANNOTATION_FILE, exc.detail(self.path))
             return
         yield from rejects
         held_out, list_rejects = self._held_out(category, category_dir, frozenset(by_sequence))
@@ -484,7 +484,7 @@ class Co3dSource:
                     if sequence in known and subset in HELD_OUT_SUBSETS:
                         held.add(sequence)
             except AnnotationFileError as exc:
-                rejects.append(Reject(key, self.name, key, "read", "bad_annotation_file", str(exc)[:300]))
+                rejects.append(Reject(key, self.name, key, "read", BAD_ANNOTATION_FILE, exc.detail(self.path)))
                 continue
             if bad:
                 rejects.append(Reject(key, self.name, key, "read", BAD_ANNOTATION,

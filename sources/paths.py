@@ -17,6 +17,7 @@ never opened.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
@@ -26,6 +27,7 @@ from sources import fsio
 
 OUTSIDE_ROOT = "outside_root"  # the reject reason for every path that leaves its root
 NOT_A_FILE = "not_a_file"  # a fifo, socket or device: reading it could block or never end
+LINK_LOOP = "link_loop"  # a link to itself or to a folder above it: never listed, never read
 UNREADABLE_FOLDER = "unreadable_folder"  # a folder this user may not list: what it holds is unknown
 OS_METADATA = "os_metadata"  # a file or folder an operating system writes beside the data (`os_metadata`)
 # By lower-cased name: what Finder, Explorer and macOS's zip leave in the folders they touch
@@ -123,6 +125,14 @@ class Unreadable(OutsideRoot):
     it takes, a failing disk): never opened."""
 
     reason = "unreadable_file"
+
+
+class LinkLoop(OutsideRoot):
+    """Inside the root, but a link that leads back to itself or to a folder above it: read as a
+    folder it shows its parent's folders again as its own (Omnidata's `rgb/replica -> .` was read
+    as buildings `replica/replica`, `replica/taskonomy` holding no file, without a word)."""
+
+    reason = LINK_LOOP
 
 
 class UnreadableFolder(OutsideRoot):
@@ -264,25 +274,36 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
             raise OutsideRoot(f"{shown_name(path)} is on another filesystem than the source root")
         base = posixpath.normpath(root.split("://", 1)[1])
         if not _within(base, posixpath.normpath(path.split("://", 1)[1]), "/"):
-            raise OutsideRoot(f"{shown_name(_relative(root, path))} lies outside the source root")
+            raise OutsideRoot(f"{shown_name(relative_to_root(root, path))} lies outside the source root")
         return
     root, path = _local(root), _local(path)
     if not _within(root, path, os.sep):
-        raise OutsideRoot(f"{shown_name(_relative(root, path))} lies outside the source root")
+        raise OutsideRoot(f"{shown_name(relative_to_root(root, path))} lies outside the source root")
     if not follow_links and not _within(os.path.realpath(root), os.path.realpath(path), os.sep):
-        raise OutsideRoot(f"{shown_name(_relative(root, path))} is a link leading out of the source root "
+        raise OutsideRoot(f"{shown_name(relative_to_root(root, path))} is a link leading out of the source root "
                           f"(set follow_links: true to allow it)")
     try:
         mode = os.stat(path).st_mode  # follows links; never opens, so a fifo cannot block here
     except (FileNotFoundError, NotADirectoryError):
         return  # missing or dangling: the reader's own "missing" reject says so
     except OSError as exc:  # a path too long for the operating system, a failing disk
-        raise Unreadable(f"{shown_name(_relative(root, path))} cannot be read ({exc.strerror or exc})") from None
+        if exc.errno == errno.ELOOP:  # `x -> x`, or a ring of links
+            raise LinkLoop(f"{shown_name(relative_to_root(root, path))} is a link to itself (a loop), not read") from None
+        raise Unreadable(f"{shown_name(relative_to_root(root, path))} cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode) and loops_back(path):
+        raise LinkLoop(f"{shown_name(relative_to_root(root, path))} is a link to a folder above it (a loop), not read")
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise NotAFile(f"{shown_name(_relative(root, path))} is a fifo, socket or device, not a file")
+        raise NotAFile(f"{shown_name(relative_to_root(root, path))} is a fifo, socket or device, not a file")
     if stat.S_ISDIR(mode) and (refused := fsio.unlistable(path)):
-        raise UnreadableFolder(f"{shown_name(_relative(root, path))} is a folder this user cannot list ({refused}): "
+        raise UnreadableFolder(f"{shown_name(relative_to_root(root, path))} is a folder this user cannot list ({refused}): "
                                "give read and search access to it (chmod a+rX), or move it out of the source")
+
+
+def loops_back(folder: str) -> bool:
+    """Whether a local `folder` is a link that leads to one of the folders it lies in (`.`, `..`):
+    listed, it is its parent again, and a walk down it never ends."""
+    return os.path.islink(folder) and _within(os.path.realpath(folder),
+                                              os.path.realpath(os.path.dirname(folder)), os.sep)
 
 
 def path_problem(root: str, path: str, follow_links: bool = False) -> PathProblem | None:
@@ -295,7 +316,9 @@ def path_problem(root: str, path: str, follow_links: bool = False) -> PathProble
     return None
 
 
-def _relative(root: str, path: str) -> str:
+def relative_to_root(root: str, path: str) -> str:
+    """`path` as the source's root sees it (unchanged when it lies elsewhere): what a reject names,
+    so that rejects never publish the machine's folders and stay the same when the data moves."""
     root = root.rstrip("/\\")
     return path[len(root) + 1:] if path.startswith(root + "/") or path.startswith(root + os.sep) else path
 

@@ -45,6 +45,20 @@ def unicode_form(name: str) -> str:
     return next((form for form in ("NFC", "NFD") if unicodedata.is_normalized(form, name)), "mixed")
 
 
+def twin_order(name: str) -> tuple[bool, str]:
+    """The sort key of names that one key takes (`nfc`: `café` in NFC, NFD, or mixed): the one in
+    NFC first (the form keys take, and how other systems name it), then by the name itself, so
+    that which one is read never depends on listing order. The first is read; each other is a
+    `duplicate_key` reject (`twin_detail`)."""
+    return unicodedata.is_normalized("NFC", name) is False, name
+
+
+def twin_detail(name: str, kept: str, how: str = "in another Unicode form") -> str:
+    """The detail of the `duplicate_key` reject of `name`, a twin of `kept`, the one read."""
+    return (f"{nfc(name)} ({unicode_form(name)}) is the name of {nfc(kept)} ({unicode_form(kept)}) {how}: "
+            "that file is read")
+
+
 def safe_key(*parts: str) -> str:
     """Join `parts` into a dot-free key; characters outside [A-Za-z0-9_-] become '_'.
 

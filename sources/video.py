@@ -28,7 +28,6 @@ import contextlib
 import logging
 import os
 import tempfile
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -37,7 +36,8 @@ import numpy as np
 from sources import budget, fsio
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from sources.paths import collapse_set_aside, path_problem, set_aside_problem
-from sources.records import Reject, SourceItem, VideoClipRecord, VideoRecord, nfc, safe_key, unicode_form
+from sources.records import (Reject, SourceItem, VideoClipRecord, VideoRecord, nfc, safe_key, twin_detail,
+                             twin_order)
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
 
 log = logging.getLogger(__name__)
@@ -241,6 +241,14 @@ def read_clip_frames(clip: VideoClipRecord, limits: Budget = Budget()) -> np.nda
 
 
 @dataclass(frozen=True)
+class UnicodeTwins:
+    """A unit of videos whose paths below the root are one name in different Unicode forms, so one
+    key: `uris[0]` (`records.twin_order`) is read, each other is a `duplicate_key` reject."""
+
+    uris: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class VideoSource:
     name: str
     path: str
@@ -264,41 +272,44 @@ class VideoSource:
                                                               follow_links=self.follow_links, links=True))
         if not files:
             raise FileNotFoundError(f"{self.name}: no videos ({', '.join(self.extensions)}) under {self.path}")
-        return files
+        return self._with_twins(files)
+
+    def _relative(self, uri: str) -> str:
+        root = self.path.rstrip("/")
+        return uri[len(root):].lstrip("/") if uri.startswith(root) else fsio.basename(uri)
+
+    def _with_twins(self, files: list[str]) -> list[str | UnicodeTwins]:
+        """`files`, with the paths that one key takes (`café.mp4` in NFC beside a Mac's NFD copy, or
+        two forms neither of them NFC) made one `UnicodeTwins` unit where the first of them stood:
+        told apart here, each such file was read and the pair met only at assembly."""
+        groups: dict[str, list[str]] = {}
+        for uri in files:
+            groups.setdefault(nfc(self._relative(uri)), []).append(uri)
+        units: list[str | UnicodeTwins] = []
+        for uri in files:
+            group = groups[nfc(self._relative(uri))]
+            if len(group) == 1:
+                units.append(uri)
+            elif uri == group[0]:
+                units.append(UnicodeTwins(tuple(sorted(group, key=lambda u: twin_order(self._relative(u))))))
+        return units
 
     def video_key(self, uri: str) -> str:
-        root = self.path.rstrip("/")
-        relative = uri[len(root) :].lstrip("/") if uri.startswith(root) else fsio.basename(uri)
-        return safe_key(self.name, *(relative or fsio.basename(uri)).split("/"))
+        return safe_key(self.name, *(self._relative(uri) or fsio.basename(uri)).split("/"))
 
-    def nfc_twin(self, uri: str) -> str | None:
-        """The other file whose path below the root is this video's in NFC, when this one's is not
-        (`café.mp4` copied from a Mac in NFD beside `café.mp4` in NFC): both would have one key
-        (`safe_key` takes names in NFC), so the one named in NFC is read and this one is not."""
-        root = self.path.rstrip("/")
-        relative = uri[len(root):].lstrip("/") if uri.startswith(root) else ""
-        if not relative or unicodedata.is_normalized("NFC", relative):
-            return None
-        other = fsio.join(root, nfc(relative))
-        if not fsio.exists(other):  # recorded as looked for: its appearance renders this unit again
-            return None
-        here, there = fsio.local_path(uri), fsio.local_path(other)
-        with contextlib.suppress(OSError):  # macOS finds a name in any form: the same file is no twin
-            if here is not None and there is not None and os.path.samefile(here, there):
-                return None
-        return other
-
-    def read(self, uri: str) -> Iterator[SourceItem]:
+    def read(self, unit: str | UnicodeTwins) -> Iterator[SourceItem]:
+        if isinstance(unit, UnicodeTwins):
+            uri, *others = unit.uris
+            for other in others:  # never opened: the one read has its key
+                key = self.video_key(other)
+                yield Reject(key, self.name, key, "read", "duplicate_key",
+                             twin_detail(self._relative(other), self._relative(uri)))
+        else:
+            uri = unit
         video = self.video_key(uri)
         problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
         if problem:  # a Mac's `._clip.mp4`, a link leading out of the root, a fifo, a device: never opened
             yield Reject(video, self.name, video, "read", problem.reason, problem.detail)
-            return
-        twin = self.nfc_twin(uri)
-        if twin is not None:
-            yield Reject(video, self.name, video, "read", "duplicate_key",
-                         f"{nfc(fsio.basename(uri))} (named in {unicode_form(fsio.basename(uri))}) has the "
-                         f"name of {nfc(fsio.basename(twin))} (in NFC) in another Unicode form: that file is read")
             return
         try:
             probe = probe_video(uri, self.decoder, self.limits, self.max_pixels)

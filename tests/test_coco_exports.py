@@ -795,3 +795,61 @@ def test_many_masks_of_one_image_are_painted_from_their_runs(tmp_path: Path, mon
     text = sum(len(a["segmentation"]["counts"]) for a in anns)
     monkeypatch.setattr(render_annotated, "MAX_MASK_TEXT", text - 1)
     assert outcome(item) == ("annotation", "annotation_too_large")
+
+
+def test_an_annotation_file_damaged_after_listing_names_no_folder_of_the_machine(tmp_path: Path):
+    """instances_val2017.json rewritten while a build runs (a sync or a copy cut short) fails the
+    units read after it: their `unit_failed` reject quoted the AnnotationFileError, which named
+    the file by its absolute path, publishing the machine's folders. Now by its base name."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.tagged import REJECTS
+    from uvd_pipeline.unit_render import list_units, unit_renderers
+
+    root = tmp_path / "secret" / "coco"
+    write_dataset(root / "val2017", {"images": images(1), "categories": person_categories(), "annotations": [obj(1, 1)]})
+    (root / "annotations").mkdir()
+    (root / "val2017" / "ann.json").rename(root / "annotations" / "instances_val2017.json")
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16},
+                           "tokenizer": {"enabled": False},
+                           "sources": [{"name": "coco", "type": "coco", "path": str(root), "tasks": ["detection"]}]})
+    (unit,) = list_units(config)["coco"]
+    (root / "annotations" / "instances_val2017.json").write_text('{"images": [{"id": 1, "file_na')
+    outputs, _ = unit_renderers(config)["coco"].render(unit)
+    (reject,) = [item.as_row() for tag, item in outputs if tag == REJECTS]
+    assert reject["reason"] == "unit_failed" and "is not valid JSON" in reject["detail"], reject
+    assert "secret" not in reject["detail"] and "instances_val2017.json" in reject["detail"], reject
+
+
+def test_an_image_id_written_as_a_text_and_as_a_number_is_refused_naming_the_clash(tmp_path: Path):
+    """`"id": "1"` beside `"id": 1` in one file: pycocotools keys its dicts by the raw value, so
+    these are two images to it, but both made the key `coco-1`: they met only at assembly as a
+    late `duplicate_key`. torchvision's CocoDetection and Detectron2 sort the ids (a TypeError on
+    such a file), so which image an id means is the file's mistake: every pair of both ids is
+    rejected when the file is indexed, naming the two entries; the other images go on. An
+    annotation's `image_id: "3"` beside image 3 clashes the same way."""
+    from pycocotools.coco import COCO
+
+    data = {"images": [*images(1), {"id": "1", "file_name": "one.png", "width": W, "height": H}, *images(2, 3)],
+            "categories": categories(1),
+            "annotations": [obj(1, 1), obj(2, "1"), obj(3, 2), obj(4, 3), obj(5, "3")]}
+    root = write_dataset(tmp_path, data)
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference = COCO(str(root / "ann.json"))
+    assert set(reference.imgs) == {1, "1", 2, 3} and reference.getAnnIds(imgIds=["1"]) == [2]  # two images there
+    pairs = read(root, ("detection",))  # also asserts that no key is made twice
+    assert sorted(pairs) == ["coco-1-detection", "coco-2-detection", "coco-3-detection"]
+    assert outcome(pairs["coco-2-detection"]) == "rendered"
+    assert (pairs["coco-1-detection"].reason, pairs["coco-1-detection"].detail) == (
+        "bad_annotation", "image 1: ann.json images[0] has id 1 (a number) and ann.json images[1] has id '1' (a text): "
+                          "pycocotools keeps them apart, torchvision and Detectron2 cannot sort them; write every id "
+                          "as one type")
+    assert (pairs["coco-3-detection"].reason, pairs["coco-3-detection"].detail) == (
+        "bad_annotation", "image 3: ann.json images[3] has id 3 (a number) and ann.json annotations[4] has image_id '3' "
+                          "(a text): pycocotools keeps them apart, torchvision and Detectron2 cannot sort them; "
+                          "write every id as one type")
+    nfd = {"images": [{"id": "caf\u00e9", "file_name": "a.png", "width": W, "height": H},
+                      {"id": "cafe\u0301", "file_name": "b.png", "width": W, "height": H}],
+           "categories": categories(1), "annotations": [obj(1, "caf\u00e9"), obj(2, "cafe\u0301")]}
+    (only,) = read(write_dataset(tmp_path / "nfd", nfd), ("detection",)).values()  # one text, two Unicode forms
+    assert (only.reason, only.detail.endswith("one text in two Unicode forms (NFC and NFD); write it in one")) == \
+        ("bad_annotation", True), only.detail

@@ -386,3 +386,29 @@ def test_the_build_cluster_workers_keep_beams_import_warning_out_and_end_at_once
     assert closing < 3, f"closing the cluster took {closing:.1f} s"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # the worker process is gone
+
+
+def test_a_worker_whose_closing_fails_after_the_cluster_closed_it_ends_non_zero(capfd):
+    """A worker the cluster closed ended with `os._exit(0)` at its last exit function: a step of
+    its closing that failed after that (the process's target raising: status 1), or an exit
+    function that failed (the build's decode workers not stopping), still ended with status 0,
+    so the nanny saw a clean end. Now such a worker ends with status 1 and one line saying why;
+    a clean one still ends at once with 0. Real spawned processes, as the nanny starts them."""
+    import multiprocessing
+
+    from dask_worker_ends import closed_by_the_cluster
+
+    context = multiprocessing.get_context("spawn")
+    ends = {then: context.Process(target=closed_by_the_cluster, args=(then,))
+            for then in ("nothing", "step", "exit function")}
+    for process in ends.values():
+        process.start()
+    for process in ends.values():
+        process.join(30)
+    assert {then: p.exitcode for then, p in ends.items()} == {"nothing": 0, "step": 1, "exit function": 1}
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("uvd build worker")]
+    assert sorted(lines) == sorted(
+        [f"uvd build worker {ends['step'].pid}: closing failed after the cluster closed it (RuntimeError: "
+         "closing the worker's connections failed); exit status 1",
+         f"uvd build worker {ends['exit function'].pid}: closing failed after the cluster closed it (RuntimeError: "
+         "the decode workers did not stop); exit status 1"]), lines

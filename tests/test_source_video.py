@@ -269,7 +269,41 @@ def test_names_from_a_mac_key_in_nfc_and_twins_are_counted(tmp_path: Path):
     assert [r.key for r in records] == [nfc.key] and records[0].uri.endswith(name)
     assert _shown_indices(records[0], Path(records[0].uri)) == [list(range(16))]  # the NFC file's frames
     assert [(r.key, r.reason) for r in rejects] == [(nfc.key, "duplicate_key")]
-    assert "named in NFD" in rejects[0].detail
+    assert rejects[0].detail == f"{name} (NFD) is the name of {name} (NFC) in another Unicode form: that file is read"
+
+
+def test_twins_named_in_nfd_and_in_a_mixed_form_are_told_apart_when_listed(tmp_path: Path, monkeypatch):
+    """`été.mp4` twice, neither in NFC: one in NFD (a Mac's copy), one mixed (the first `é`
+    composed, the second not, as a tool that edits names piecemeal leaves them). Only a twin in
+    NFC was looked for, so both were read as two records of one key that met at assembly as a
+    late duplicate. Now the listing groups the names one key takes (NFC first, then by name):
+    the first is read, each other is a `duplicate_key` reject naming it, never probed."""
+    import unicodedata
+
+    import sources.video as video
+
+    nfd, mixed = unicodedata.normalize("NFD", "\u00e9t\u00e9.mp4"), "\u00e9te\u0301.mp4"
+    assert not unicodedata.is_normalized("NFC", nfd) and not unicodedata.is_normalized("NFC", mixed)
+    for name in (nfd, mixed, "plain.mp4"):
+        (tmp_path / name).write_bytes(b"")  # never decoded: the probe below stands in
+    probed: list[str] = []
+
+    def probe(uri: str, *args):
+        probed.append(os.path.basename(uri))
+        raise video.VideoError("unreadable", "not a video")
+
+    monkeypatch.setattr(video, "probe_video", probe)
+    source = VideoSource("vid", str(tmp_path), strides=(1,))
+    units = source.units()
+    items = [item for unit in units for item in source.read(unit)]
+    key = source.video_key(str(tmp_path / nfd))
+    assert key == source.video_key(str(tmp_path / mixed)) and len(units) == 2  # the twins: one unit
+    assert sorted((i.key, i.reason) for i in items) == sorted([
+        (key, "duplicate_key"), (key, "unreadable"), (source.video_key(str(tmp_path / "plain.mp4")), "unreadable")])
+    assert sorted(probed) == sorted([nfd, "plain.mp4"])  # by name, NFD's `e` + U+0301 sorts before U+00E9
+    (twin,) = [i for i in items if i.reason == "duplicate_key"]
+    assert twin.detail == ("\u00e9t\u00e9.mp4 (mixed) is the name of \u00e9t\u00e9.mp4 (NFD) in another Unicode "
+                           "form: that file is read")
 
 
 def test_an_unreadable_video_in_a_latin1_folder_names_the_file_only(tmp_path: Path):

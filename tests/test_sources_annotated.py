@@ -358,6 +358,27 @@ def test_co3d_viewpoint_that_places_no_camera_rejects_its_frame_only(tmp_path: P
     assert sorted(records) == ["co3d-toy-s1", "co3d-toy-s2"] and records["co3d-toy-s1"].lineage["frames_available"] == 6
 
 
+def test_co3d_bad_annotation_files_are_named_as_the_source_root_sees_them(tmp_path: Path):
+    """A damaged frame_annotations.jgz (a download cut short) and a set list that is not JSON were
+    rejected as `bad_annotation_file` with the file's absolute path: the published rejects named
+    the machine's folders, and their bytes changed when the same dataset lay elsewhere."""
+    root = tmp_path / "datasets" / "co3d"
+    frames = _co3d_ring(root, 6, 0.5)
+    whole = gzip.compress(json.dumps(frames).encode())
+    (root / "toy" / "frame_annotations.jgz").write_bytes(whole[:-8])
+    source = Co3dSource("co3d", str(root), views=6)
+    (cut,) = list(source.read(str(root / "toy")))
+    assert cut.reason == "bad_annotation_file" and str(tmp_path) not in cut.detail
+    assert cut.detail.startswith("annotation file toy/frame_annotations.jgz: is a truncated gzip stream"), cut.detail
+    (root / "toy" / "frame_annotations.jgz").write_bytes(whole)
+    (root / "toy" / "set_lists").mkdir()
+    (root / "toy" / "set_lists" / "set_lists_fewview_dev.json").write_text('{"val": [["s1", 0, "x"], ["s')
+    (bad,) = [i for i in source.read(str(root / "toy")) if isinstance(i, Reject)]
+    assert bad.reason == "bad_annotation_file" and str(tmp_path) not in bad.detail
+    assert bad.detail.startswith("annotation file toy/set_lists/set_lists_fewview_dev.json: is not valid JSON"), \
+        bad.detail
+
+
 def test_co3d_annotation_gzip_read_as_gzip_reads_it(tmp_path: Path):
     """A frame_annotations.jgz cut short before its trailer (a download stopped 8 bytes early)
     was read without its CRC ever being checked; a file of two gzip members (`gzip -c more >>
@@ -662,7 +683,10 @@ def _taskonomy_edges(depth: np.ndarray) -> np.ndarray:
 def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
     """depth_zbuffer: 1/512 m, 65535 no depth (black, never a depth); normals (n + 1) * 127.5;
     edge_occlusion: Sobel magnitudes, where a receding floor holds ~15 and an occluding edge
-    thousands (read as `> 0`, the whole floor was an edge); segment_semantic: class ids."""
+    thousands (read as `> 0`, the whole floor was an edge); segment_semantic: class ids.
+    Just below 65535 is a depth: Omnidata's annotator maps 0..128 m onto 0..65535 (Blender
+    clamps what lies farther to 65535) and writes `mask_valid = depth != 65535`, so 65534
+    (127.996 m) is the farthest depth, drawn as such, not a hole."""
     from PIL import Image
 
     from transforms.annotations import palette as class_colours
@@ -671,6 +695,7 @@ def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
     yy, xx = np.mgrid[0:size, 0:size]
     depth = np.round(512 * (1 + yy / size)).astype(np.uint16)  # a floor from 1 to 2 m
     depth[:16] = 65535  # a window: no depth
+    depth[16:18] = 65534  # the farthest depth a 16-bit map holds
     depth[24:40, 24:40] = 256  # a box half a metre away
     normal = np.dstack([np.full((size, size), 128), np.full((size, size), 255), np.full((size, size), 128)])
     segment = np.where((yy >= 24) & (yy < 40) & (xx >= 24) & (xx < 40), 7, 0)
@@ -690,6 +715,8 @@ def test_taskonomy_tuple_decodes_each_domain_by_its_convention(tmp_path: Path):
     assert depth_target[:16].max() == 0 and depth_target[16:].astype(int).sum(axis=2).min() > 0
     box, floor_near, floor_far = (depth_target[y, x].astype(int).sum() for y, x in ((32, 32), (20, 8), (60, 8)))
     assert box > floor_near > floor_far  # nearer is brighter
+    assert (depth_target[16:18] == depth_target[16, 0]).all() and depth_target[16, 0].any()  # far, not a hole
+    assert depth_target[16, 0].astype(int).sum() < floor_far  # farther than the floor's far end
     white = edge_target[..., 0] > 0
     assert not white[44:, :20].any()  # the floor is no edge
     assert white[23:25, 24:40].all() and white[39:41, 24:40].all()  # the box's outline is
@@ -1438,6 +1465,29 @@ def test_omnidata_download_whose_rgb_leads_out_or_beside_a_building_without_rgb(
                 {f: a for f, a in view.items() if f != "rgb"}, domain_first=False)  # moved by hand, rgb missing
     got = sorted((i.key, i.reason if isinstance(i, Reject) else "tuple") for i in _read_all(MultiTaskSource("tk", str(root))))
     assert got == [("tk-allensville-point_0_view_0", "tuple"), ("tk-beechwood", "incomplete_tuple")]
+
+
+def test_omnidata_folders_that_link_back_to_themselves_or_above_are_counted_loops(tmp_path: Path):
+    """`rgb/replica -> .` (a component linked to its own domain folder) was read as buildings
+    `replica/replica` and `replica/taskonomy` holding no file, and `rgb/taskonomy/loop -> ..` as
+    a building of none: nothing read and nothing said. `normal/hypersim -> hypersim` (a link to
+    itself) was not even listed, and `mirror -> .` beside the domains (it holds rgb/) was a
+    building of no view. Each is now one `link_loop` reject; the real building still reads."""
+    view = _taskonomy_view(5, size=8)
+    root = tmp_path / "omni"
+    _write_view(root, "taskonomy", "allensville", "point_0_view_0", view, domain_first=True)
+    (root / "rgb" / "replica").symlink_to(".")
+    (root / "normal" / "hypersim").symlink_to("hypersim")
+    (root / "rgb" / "taskonomy" / "loop").symlink_to("..")
+    (root / "mirror").symlink_to(".")
+    got = sorted((i.key, i.reason, i.detail) if isinstance(i, Reject) else (i.key, "tuple", "")
+                 for i in _read_all(MultiTaskSource("tk", str(root))))
+    assert got == [
+        ("tk-allensville-point_0_view_0", "tuple", ""),
+        ("tk-loop", "link_loop", "'rgb/taskonomy/loop' is a link to a folder above it (a loop), not read"),
+        ("tk-mirror", "link_loop", "'mirror' is a link to a folder above it (a loop), not read"),
+        ("tk-normal-hypersim", "link_loop", "'normal/hypersim' is a link to itself (a loop), not read"),
+        ("tk-rgb-replica", "link_loop", "'rgb/replica' is a link to a folder above it (a loop), not read")]
 
 
 def _co3d_orbit(root: Path, degrees: np.ndarray, sequence: str = "s1") -> list[dict]:

@@ -11,6 +11,9 @@ plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask ext
   process's exit functions registered since the worker started still run (those of `atexit`,
   such as `sources.budget`'s, which stops its decode workers), and a worker that fails rather than
   being closed exits as before, with its exit status.
+- A closed worker whose closing then fails (the process's target raising after the teardown, or
+  an exit function raising) ends with status 1 and one line saying why: the fast exit's status 0
+  hid such failures from the nanny.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import sys
+from multiprocessing import util
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -31,10 +35,13 @@ class BuildWorker(WorkerPlugin):
 
     def __init__(self) -> None:
         self.closed = False
+        self.failure: BaseException | None = None  # what failed in the process after the teardown
 
     def setup(self, worker) -> None:
         if multiprocessing.parent_process() is not None:  # a worker process of its own, never the build's
             atexit.register(self._exit_at_once)  # before any module of the build registers its own: run after them
+            util.Finalize(None, self._note_target_end, exitpriority=0)
+            sys.unraisablehook = self._noting_failed_exit_functions(sys.unraisablehook)
         from uvd_pipeline.log_filters import BeamImportNoise
 
         logging.getLogger().addFilter(BeamImportNoise())  # the record is made on the root logger itself
@@ -42,10 +49,31 @@ class BuildWorker(WorkerPlugin):
     def teardown(self, worker) -> None:
         self.closed = True  # closed by the cluster (the build's end), not failed
 
+    def _note_target_end(self) -> None:
+        """Run as the process's target ends (multiprocessing's exit function, in the `finally` of its
+        bootstrap): an exception then in flight is the target's failure, its exit status 1."""
+        failure = sys.exc_info()[1]
+        if failure is not None and not (isinstance(failure, SystemExit) and failure.code in (0, None)):
+            self.failure = self.failure or failure
+
+    def _noting_failed_exit_functions(self, hook):
+        """`sys.unraisablehook` noting an exit function that raised (Python reports it, then exits 0)."""
+        def noting(unraisable) -> None:
+            if (unraisable.err_msg or "").startswith("Exception ignored in atexit callback"):
+                self.failure = self.failure or unraisable.exc_value
+            hook(unraisable)
+        return noting
+
     def _exit_at_once(self) -> None:
         if not self.closed:
             return
         logging.shutdown()
         sys.stdout.flush()
+        status = 0
+        if self.failure is not None:
+            status = 1
+            what = f"{type(self.failure).__name__}: {self.failure}" if str(self.failure) else type(self.failure).__name__
+            sys.stderr.write(f"uvd build worker {os.getpid()}: closing failed after the cluster closed it ({what}); "
+                             f"exit status {status}\n")
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(status)
