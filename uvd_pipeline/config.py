@@ -50,8 +50,10 @@ FORMAT_VERSION = 1
 # odd-height 4:2:0 video decoded by PyAV, Kaggle's ImageNet download and Omnidata's read as they lie,
 # CO3D views ordered along the walk and picked evenly in azimuth (its set lists' evaluation
 # sequences in val, cameras at one point a bad_camera), web images whose bytes differ from
-# img2dataset's recorded hash a hash_mismatch reject.
-RENDER_REVISION = 4
+# img2dataset's recorded hash a hash_mismatch reject. 5 (2026-12-05, night): 16-bit PGM/PPM and
+# 32-bit TIFF samples scaled by the depth their file declares, CMYK images with their CMYK profile
+# converted by it, PNG gAMA applied where no profile or sRGB chunk is.
+RENDER_REVISION = 5
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
