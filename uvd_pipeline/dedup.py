@@ -32,7 +32,9 @@ says so.
 Exact duplicates are grouped by their sha256 first; only the best-ranked member of each exact
 group takes part in the near search, which keeps the bands' buckets small when one picture is
 copied thousands of times (a dropped exact copy would have dropped, and been dropped by, the
-same units as its kept twin, which has its pHash).
+same units as its kept twin, which has its pHash). Likewise copies of one pHash with different
+pixels (a logo re-encoded thousands of times) make one twin record each per bucket, to the best
+of their hash, not one per pair (`near_bucket`): the time and the records grow with the copies.
 
 Resume. A unit committed to the unit store by an earlier run (see `uvd_pipeline.unit_store`) is
 not read again, but its stored results carry its fingerprint, so every run decides from every
@@ -158,29 +160,54 @@ def exact_group(entries: Iterable[Fingerprint]) -> tuple[Fingerprint, list[Twin]
 
 
 def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> Iterator[Twin]:
-    """Pairs within `threshold` among one (band, value) bucket's members.
+    """Twin records for the pairs within `threshold` among one (band, value) bucket's members.
 
     `members` are (stored, fingerprint): stored ones have this exact band value, the others only
     probe it. Stored pairs are compared, and probing x stored; two probing members meet in the
     bucket of one of their own band values, so they need no comparison here.
+
+    Members are taken by pHash (`_by_hash`): one logo re-encoded into thousands of canvases is
+    thousands of members with one hash, and a record per pair would be quadratic. A member's
+    twins of one hash are all at one distance, and all but that hash's best-ranked member are
+    dropped by it, so that best one is the member's preferred twin of them (`Twin.preference`):
+    one record per member and per hash within the threshold gives the decisions and reported
+    twins of every pair's records.
     """
     stored: dict[str, Fingerprint] = {}
     probing: dict[str, Fingerprint] = {}
     for is_stored, entry in members:
         (stored if is_stored else probing)[entry.key] = entry
-    stored_list = sorted(stored.values(), key=lambda e: e.rank)
-    for a, b in combinations(stored_list, 2):  # a ranks better
-        distance = hamming(a.phash, b.phash)
-        if distance <= threshold:
-            yield _twin(b, a, NEAR, distance)
-    for p in sorted(probing.values(), key=lambda e: e.rank):
-        for s in stored_list:
-            if s.key == p.key:
-                continue
-            distance = hamming(p.phash, s.phash)
-            if distance <= threshold:
-                better, worse = (p, s) if p.rank < s.rank else (s, p)
-                yield _twin(worse, better, NEAR, distance)
+    if not stored:  # a value only probed (every copy of one hash probes the same empty neighbours)
+        return
+    stored_groups = _by_hash(stored.values())
+    for group in stored_groups:
+        yield from (_twin(worse, group[0], NEAR, 0) for worse in group[1:])
+    for a, b in combinations(stored_groups, 2):
+        yield from _across(a, b, threshold)
+    for probe in _by_hash(probing.values()):
+        for group in stored_groups:
+            yield from _across(probe, group, threshold)
+
+
+def _by_hash(entries: Iterable[Fingerprint]) -> list[list[Fingerprint]]:
+    """Entries grouped by pHash, each group in rank order (its best-ranked member first)."""
+    groups: dict[int, list[Fingerprint]] = {}
+    for entry in sorted(entries, key=lambda e: e.rank):
+        groups.setdefault(entry.phash, []).append(entry)
+    return list(groups.values())
+
+
+def _across(a: list[Fingerprint], b: list[Fingerprint], threshold: int) -> Iterator[Twin]:
+    """Two hash groups within the threshold: each member of one ranked below the other's best is
+    that best's twin (see `near_bucket`)."""
+    distance = hamming(a[0].phash, b[0].phash)
+    if distance > threshold:
+        return
+    for group, other in ((a, b), (b, a)):
+        best = other[0]
+        for worse in group:
+            if worse.rank > best.rank and worse.key != best.key:
+                yield _twin(worse, best, NEAR, distance)
 
 
 def choose_twin(candidates: Iterable[tuple[Twin, bool]]) -> tuple[Twin, bool]:
