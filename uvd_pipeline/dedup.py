@@ -27,7 +27,10 @@ The rule looks at pairs only, so it is the same whatever order or partition the 
 in; a chain (a ~ b ~ c with a and c far apart) drops both b and c. The reported twin of a
 dropped unit is its best-ranked twin that is kept when there is one (an exact copy first, then
 the closest, then the best-ranked); when every twin is itself dropped (a chain), the detail
-says so.
+says so. An exact copy is the exception: it names the best-ranked unit with its pixels, kept or
+not (only that one is compared further, see below), and when that unit is itself dropped (a
+Pillow and an OpenCV JPEG at one quality decode to the same pixels, and both are near copies of
+a better-ranked original) the detail says so: follow that twin's own reject to the kept unit.
 
 Exact duplicates are grouped by their sha256 first; only the best-ranked member of each exact
 group takes part in the near search, which keeps the bands' buckets small when one picture is
