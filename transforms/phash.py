@@ -136,6 +136,18 @@ def hamming(a: int, b: int) -> int:
     return bin(a ^ b).count("1")
 
 
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def hamming_rows(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(len(rows), len(values)) differing bits of every pair of two uint64 hash arrays, as uint8:
+    a block of a distance matrix without Python's per-pair cost."""
+    xor = rows[:, None] ^ values[None, :]
+    if hasattr(np, "bitwise_count"):  # numpy 2
+        return np.bitwise_count(xor)
+    return _BYTE_BITS[xor.view(np.uint8)].reshape(*xor.shape, 8).sum(axis=-1, dtype=np.uint8)
+
+
 def band_width(bands: int) -> int:
     if bands < 1 or HASH_BITS % bands:
         divisors = ", ".join(str(d) for d in range(1, HASH_BITS + 1) if HASH_BITS % d == 0)
