@@ -224,12 +224,7 @@ def _reference(entries: list[Fingerprint], settings: DedupSettings) -> dict[str,
         for a, b in itertools.combinations(sorted(representatives, key=lambda e: e.rank), 2):
             if hamming(a.phash, b.phash) <= settings.threshold:
                 candidates[b.key].append(next(near_bucket([(True, a), (True, b)], settings.threshold)))
-    dropped = set(candidates)
-    decisions = {}
-    for key, twins in candidates.items():
-        twin, twin_dropped = choose_twin((t, t.twin in dropped) for t in twins)
-        decisions[key] = (twin.reason, twin.twin, twin.distance, twin_dropped)
-    return decisions
+    return _bucket_decisions(twin for twins in candidates.values() for twin in twins)
 
 
 def test_reference_rule_keeps_no_two_close_units():
@@ -627,6 +622,18 @@ def _bucket_decisions(twins) -> dict[str, tuple[str, str, int, bool]]:
     return decisions
 
 
+def _grouped_twins(entries: list[Fingerprint], settings: DedupSettings) -> list:
+    """The twin records of the Beam step's near search: its probe elements grouped by their key
+    (a dict for the GroupByKey), each group split into buckets (`_near_twins`)."""
+    from uvd_pipeline.group_steps import _near_twins, _probes
+
+    grouped: dict[tuple[int, int], list] = defaultdict(list)
+    for entry in entries:
+        for key, value in _probes(entry, settings):
+            grouped[key].append(value)
+    return [twin for item in grouped.items() for twin in _near_twins(item, settings.threshold)]
+
+
 def test_a_hash_copied_thousands_of_times_costs_linear_twin_records():
     """One logo or blank page re-encoded into thousands of rendered canvases: different pixels
     (no exact group), one pHash, so every copy sits in the same bucket of every band. Every pair
@@ -634,8 +641,6 @@ def test_a_hash_copied_thousands_of_times_costs_linear_twin_records():
     million records, 20,000 would take hours and 800 million). A copy's best twin among copies of
     its own hash is always the best-ranked one, so one record per copy and per pair of hashes
     is enough, and the decisions are those of the brute-force rule."""
-    from uvd_pipeline.group_steps import _near_twins, _probes
-
     base = 0x0123456789ABCDEF
     # 0, 1, 2, 8 bits off, and a chain link 4 bits from both `base` and the 8-bit one
     variants = (base, base ^ 1 << 3, base ^ 0b101 << 40, base ^ 0xFF << 20, base ^ 0x0F << 20)
@@ -643,11 +648,7 @@ def test_a_hash_copied_thousands_of_times_costs_linear_twin_records():
     entries = [Fingerprint(f"logo-{int(rng.integers(0, 10**9)):09d}-{i}", "web", "val" if i % 11 == 0 else "train",
                            f"sha{i}", variants[i % 5] if i < 150 else base) for i in range(500)]
     settings = DedupSettings(False, True, 6, 4)
-    grouped: dict[tuple[int, int], list] = defaultdict(list)
-    for entry in entries:
-        for key, value in _probes(entry, settings):
-            grouped[key].append(value)
-    twins = [twin for item in grouped.items() for twin in _near_twins(item, settings.threshold)]
+    twins = _grouped_twins(entries, settings)
     assert len(twins) <= settings.bands * len(entries) * len(variants)  # was about a million
     decisions = _bucket_decisions(twins)
     assert decisions == _brute_decisions(entries, settings.threshold)
@@ -661,8 +662,6 @@ def test_copies_a_few_bits_apart_cost_twin_records_linear_in_the_copies():
     would take over an hour and 300 million records). Each now gets records only to the twins it
     may report: its hash's best, the bests not dropped in the bucket, and the closest dropped
     one (20,000 copies: 0.7 million records)."""
-    from uvd_pipeline.group_steps import _near_twins, _probes
-
     rng = np.random.default_rng(11)
     base = 0x0123456789ABCDEF
     entries = []
@@ -674,10 +673,6 @@ def test_copies_a_few_bits_apart_cost_twin_records_linear_in_the_copies():
                                    "val" if rng.random() < 0.1 else "train", f"sha{i}", value))
     assert len({e.phash for e in entries}) > 200
     settings = DedupSettings(False, True, 6, 4)
-    grouped: dict[tuple[int, int], list] = defaultdict(list)
-    for entry in entries:
-        for key, value in _probes(entry, settings):
-            grouped[key].append(value)
-    twins = [twin for item in grouped.items() for twin in _near_twins(item, settings.threshold)]
+    twins = _grouped_twins(entries, settings)
     assert len(twins) <= 64 * len(entries)
     assert _bucket_decisions(twins) == _brute_decisions(entries, settings.threshold)
