@@ -138,30 +138,32 @@ def _random_hashes(rng: np.random.Generator, bases: int, variants: int) -> list[
     return hashes
 
 
-def _banded_pairs(hashes: list[int], threshold: int, bands: int) -> set[tuple[int, int]]:
-    """The pairs the dedup index compares and keeps, without Beam: a dict stands in for the
-    GroupByKey on (band, value)."""
-    entries = [Fingerprint(f"k{i:04d}", "s", "train", f"sha{i}", h) for i, h in enumerate(hashes)]
+def _banded_twins(entries: list[Fingerprint], threshold: int, bands: int) -> list:
+    """The twin records the dedup index makes, without Beam: a dict stands in for the GroupByKey
+    on (band, value)."""
     buckets: dict[tuple[int, int], list] = defaultdict(list)
     for entry in entries:
         for band, value, stored in band_probes(entry.phash, bands, threshold):
             buckets[(band, value)].append((stored, entry))
-    found = set()
-    for members in buckets.values():
-        for twin in near_bucket(members, threshold):
-            found.add(tuple(sorted((int(twin.key[1:]), int(twin.twin[1:])))))
-    return found
+    return [twin for members in buckets.values() for twin in near_bucket(members, threshold)]
 
 
-@pytest.mark.parametrize("threshold,bands",
-                         [(6, 4), (6, 8), (3, 4), (10, 8), (0, 4), (7, 4), (12, 16), (8, 4), (12, 4)])
-def test_banding_finds_every_pair_within_the_threshold(threshold, bands):
+@pytest.mark.parametrize("threshold,bands,few",
+                         [(6, 4, 32), (6, 8, 32), (3, 4, 32), (10, 8, 32), (0, 4, 32), (7, 4, 32), (12, 16, 32),
+                          (8, 4, 32), (12, 4, 32), (6, 4, 0), (10, 8, 0), (0, 4, 0), (8, 4, 0)])
+def test_banding_decides_as_if_every_pair_were_compared(threshold, bands, few, monkeypatch):
+    """Every unit with a better-ranked one within the threshold is dropped, naming the twin the
+    documented preference picks, whatever the threshold against the bands (a pair within 12 bits
+    over 4 bands agrees to 3 bits on some band: that band's probes find it). `few` 0 sends every
+    bucket through the numpy path for many hashes (`_many_hashes`)."""
+    monkeypatch.setattr("uvd_pipeline.dedup.FEW_HASHES", few)
     rng = np.random.default_rng(threshold * 100 + bands)
     hashes = _random_hashes(rng, 150, 250)
-    brute = {(i, j) for i, j in itertools.combinations(range(len(hashes)), 2)
-             if hamming(hashes[i], hashes[j]) <= threshold}
+    entries = [Fingerprint(f"k{i:04d}", "s", "val" if rng.random() < 0.2 else "train", f"sha{i}", h)
+               for i, h in enumerate(hashes)]
+    brute = _brute_decisions(entries, threshold)
     assert len(brute) > 10  # the planted variants make close pairs at every distance
-    assert _banded_pairs(hashes, threshold, bands) == brute
+    assert _bucket_decisions(_banded_twins(entries, threshold, bands)) == brute
 
 
 def test_band_probes_cover_the_radius():
@@ -222,12 +224,7 @@ def _reference(entries: list[Fingerprint], settings: DedupSettings) -> dict[str,
         for a, b in itertools.combinations(sorted(representatives, key=lambda e: e.rank), 2):
             if hamming(a.phash, b.phash) <= settings.threshold:
                 candidates[b.key].append(next(near_bucket([(True, a), (True, b)], settings.threshold)))
-    dropped = set(candidates)
-    decisions = {}
-    for key, twins in candidates.items():
-        twin, twin_dropped = choose_twin((t, t.twin in dropped) for t in twins)
-        decisions[key] = (twin.reason, twin.twin, twin.distance, twin_dropped)
-    return decisions
+    return _bucket_decisions(twin for twins in candidates.values() for twin in twins)
 
 
 def test_reference_rule_keeps_no_two_close_units():
@@ -592,3 +589,90 @@ def test_super_buckets_give_each_bucket_its_members_with_a_few_hundred_keys_per_
     found = Counter(twin for item in grouped.items() for twin in _near_twins(item, settings.threshold))
     assert found == expected and sum(t.reason == NEAR for t in found.elements()) > 100
     assert len(grouped) <= settings.bands * 256 and elements < sum(map(len, by_value.values())) * 2 // 3
+
+
+def _brute_decisions(entries: list[Fingerprint], threshold: int) -> dict[str, tuple[str, str, int, bool]]:
+    """The documented near rule over every pair, written out with numpy: a unit is dropped when a
+    better-ranked unit is within the threshold; its reported twin is the kept one first, then the
+    closest, then the best-ranked."""
+    ordered = sorted(entries, key=lambda e: e.rank)
+    values = sorted({e.phash for e in ordered})
+    table = np.array([[hamming(a, b) for b in values] for a in values])
+    index = np.array([values.index(e.phash) for e in ordered])
+    distance = table[index[:, None], index[None, :]]  # [i, j]: i ranks better where i < j
+    close = np.triu(distance <= threshold, k=1)
+    dropped = close.any(axis=0)
+    decisions = {}
+    for j in np.flatnonzero(dropped):
+        better = np.flatnonzero(close[:, j])
+        i = better[np.lexsort((better, distance[better, j], dropped[better]))[0]]
+        decisions[ordered[j].key] = (NEAR, ordered[i].key, int(distance[i, j]), bool(dropped[i]))
+    return decisions
+
+
+def _bucket_decisions(twins) -> dict[str, tuple[str, str, int, bool]]:
+    """The decision join without Beam: dropped key -> (reason, reported twin, distance, twin dropped)."""
+    candidates: dict[str, list] = defaultdict(list)
+    for twin in twins:
+        candidates[twin.key].append(twin)
+    decisions = {}
+    for key, records in candidates.items():
+        twin, twin_dropped = choose_twin((t, t.twin in candidates) for t in records)
+        decisions[key] = (twin.reason, twin.twin, twin.distance, twin_dropped)
+    return decisions
+
+
+def _grouped_twins(entries: list[Fingerprint], settings: DedupSettings) -> list:
+    """The twin records of the Beam step's near search: its probe elements grouped by their key
+    (a dict for the GroupByKey), each group split into buckets (`_near_twins`)."""
+    from uvd_pipeline.group_steps import _near_twins, _probes
+
+    grouped: dict[tuple[int, int], list] = defaultdict(list)
+    for entry in entries:
+        for key, value in _probes(entry, settings):
+            grouped[key].append(value)
+    return [twin for item in grouped.items() for twin in _near_twins(item, settings.threshold)]
+
+
+def test_a_hash_copied_thousands_of_times_costs_linear_twin_records():
+    """One logo or blank page re-encoded into thousands of rendered canvases: different pixels
+    (no exact group), one pHash, so every copy sits in the same bucket of every band. Every pair
+    was compared and made a twin record there (n**2 / 2 per band: 2,000 copies took 29 s and 8
+    million records, 20,000 would take hours and 800 million). A copy's best twin among copies of
+    its own hash is always the best-ranked one, so one record per copy and per pair of hashes
+    is enough, and the decisions are those of the brute-force rule."""
+    base = 0x0123456789ABCDEF
+    # 0, 1, 2, 8 bits off, and a chain link 4 bits from both `base` and the 8-bit one
+    variants = (base, base ^ 1 << 3, base ^ 0b101 << 40, base ^ 0xFF << 20, base ^ 0x0F << 20)
+    rng = np.random.default_rng(5)
+    entries = [Fingerprint(f"logo-{int(rng.integers(0, 10**9)):09d}-{i}", "web", "val" if i % 11 == 0 else "train",
+                           f"sha{i}", variants[i % 5] if i < 150 else base) for i in range(500)]
+    settings = DedupSettings(False, True, 6, 4)
+    twins = _grouped_twins(entries, settings)
+    assert len(twins) <= settings.bands * len(entries) * len(variants)  # was about a million
+    decisions = _bucket_decisions(twins)
+    assert decisions == _brute_decisions(entries, settings.threshold)
+    assert {twin_dropped for *_, twin_dropped in decisions.values()} == {True, False}
+
+
+def test_copies_a_few_bits_apart_cost_twin_records_linear_in_the_copies():
+    """A picture copied hundreds of times with crops and rescales spread over a few bits: hundreds
+    of hashes, all within the threshold of each other, in one bucket. Each copy got a record per
+    better-ranked copy (600 copies: 600 records a copy, and 2,000 took 41 s; 20,000
+    would take over an hour and 300 million records). Each now gets records only to the twins it
+    may report: its hash's best, the bests not dropped in the bucket, and the closest dropped
+    one (20,000 copies: 0.7 million records)."""
+    rng = np.random.default_rng(11)
+    base = 0x0123456789ABCDEF
+    entries = []
+    for i in range(400):
+        value = base
+        for bit in rng.choice(64, size=int(rng.integers(0, 4)), replace=False):
+            value ^= 1 << int(bit)
+        entries.append(Fingerprint(f"meme-{int(rng.integers(0, 10**9)):09d}", "web",
+                                   "val" if rng.random() < 0.1 else "train", f"sha{i}", value))
+    assert len({e.phash for e in entries}) > 200
+    settings = DedupSettings(False, True, 6, 4)
+    twins = _grouped_twins(entries, settings)
+    assert len(twins) <= 64 * len(entries)
+    assert _bucket_decisions(twins) == _brute_decisions(entries, settings.threshold)

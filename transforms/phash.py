@@ -2,12 +2,20 @@
 
 - `pixel_sha256`: sha256 of the decoded pixels (shape and dtype included). Two files with the
   same pixels (a byte copy, a PNG of a decoded image) agree; any change to a pixel does not.
-- `phash64`: the DCT perceptual hash of pHash.org (`ph_dct_imagehash`): the image in grayscale
-  (BT.601 luma), area-averaged to 32x32, a 2-D DCT-II, the 8x8 block of the lowest frequencies
-  *after* the DC row and column (coefficients [1:9, 1:9]; the DC term is mean brightness and
-  would swamp the rest), one bit per coefficient: above the block's median or not. Re-encoding,
-  mild rescaling, exposure and contrast changes move few bits; a different picture moves about
-  half of them. Bits are read row-major, the first coefficient the most significant bit.
+- `phash64`: the published DCT perceptual hash: the image in grayscale (BT.601 luma, in float),
+  area-averaged to 32x32, a 2-D DCT-II, the 8x8 block of the lowest frequencies *after* the DC
+  row and column (coefficients [1:9, 1:9]; the DC term is mean brightness and would swamp the
+  rest), one bit per coefficient: above the block's median or not. Bits are read row-major, the
+  first coefficient the most significant bit. Re-encoding, rescaling, exposure and contrast
+  changes move few bits; a mirror image or a different picture moves about half of them.
+  The values are not interchangeable with other libraries' (compare distances, not hashes):
+  pHash.org's `ph_dct_imagehash` takes the same coefficients but runs a 7x7 mean filter and a
+  resize instead of the area average and puts the first coefficient in the *least* significant
+  bit; `imagehash.phash` keeps the DC row and column ([0:8, 0:8]) and resizes 8-bit grey with
+  Lanczos. On 256 px canvases of real photos and their copies (JPEG at quality 30-95 from
+  Pillow, OpenCV and ffmpeg, thumbnails to 128 px, brightness, EXIF turns, grey) both this hash
+  and `imagehash.phash` put the copies at 0-4 bits, 2% crops or borders at 2-8, mirror images
+  at 30-32.
 
 Matching by Hamming distance at scale uses banding with multi-index probing (`bands`,
 `band_probes`): the 64 bits are cut into `m` bands; two hashes within distance `r` must agree,
@@ -126,6 +134,18 @@ def phash64(pixels: np.ndarray) -> int:
 def hamming(a: int, b: int) -> int:
     """Number of differing bits of two 64-bit hashes."""
     return bin(a ^ b).count("1")
+
+
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def hamming_rows(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(len(rows), len(values)) differing bits of every pair of two uint64 hash arrays, as uint8:
+    a block of a distance matrix without Python's per-pair cost."""
+    xor = rows[:, None] ^ values[None, :]
+    if hasattr(np, "bitwise_count"):  # numpy 2
+        return np.bitwise_count(xor)
+    return _BYTE_BITS[xor.view(np.uint8)].reshape(*xor.shape, 8).sum(axis=-1, dtype=np.uint8)
 
 
 def band_width(bands: int) -> int:

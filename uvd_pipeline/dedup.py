@@ -27,12 +27,20 @@ The rule looks at pairs only, so it is the same whatever order or partition the 
 in; a chain (a ~ b ~ c with a and c far apart) drops both b and c. The reported twin of a
 dropped unit is its best-ranked twin that is kept when there is one (an exact copy first, then
 the closest, then the best-ranked); when every twin is itself dropped (a chain), the detail
-says so.
+says so. An exact copy is the exception: it names the best-ranked unit with its pixels, kept or
+not (only that one is compared further, see below), and when that unit is itself dropped (a
+Pillow and an OpenCV JPEG at one quality decode to the same pixels, and both are near copies of
+a better-ranked original) the detail says so: follow that twin's own reject to the kept unit.
 
 Exact duplicates are grouped by their sha256 first; only the best-ranked member of each exact
 group takes part in the near search, which keeps the bands' buckets small when one picture is
 copied thousands of times (a dropped exact copy would have dropped, and been dropped by, the
-same units as its kept twin, which has its pHash).
+same units as its kept twin, which has its pHash). Likewise a bucket makes the twin records a
+unit may report, not one per pair (`near_bucket`): copies of one pHash with different pixels (a
+logo re-encoded thousands of times) each get one, to the best of their hash, and copies a few
+bits apart (crops, rescales) one to each twin not dropped in the bucket and to the closest one
+that is; the records grow with the copies (20,000 copies of one hash: 80,000 records; 20,000
+over 6,600 hashes within 6 bits: 0.7 million, where every pair made 800 and 300 million).
 
 Resume. A unit committed to the unit store by an earlier run (see `uvd_pipeline.unit_store`) is
 not read again, but its stored results carry its fingerprint, so every run decides from every
@@ -48,8 +56,10 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Iterable, Iterator
 
+import numpy as np
+
 from sources.records import Reject
-from transforms.phash import hamming
+from transforms.phash import hamming, hamming_rows
 
 # source types whose units are deduplicated (see the module docstring for why only these)
 DEDUP_SOURCE_TYPES = ("laion", "imagenet")
@@ -158,29 +168,127 @@ def exact_group(entries: Iterable[Fingerprint]) -> tuple[Fingerprint, list[Twin]
 
 
 def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> Iterator[Twin]:
-    """Pairs within `threshold` among one (band, value) bucket's members.
+    """Twin records for the pairs within `threshold` among one (band, value) bucket's members:
+    every record a dropped unit may report (`Twin.preference`), not one per pair.
 
     `members` are (stored, fingerprint): stored ones have this exact band value, the others only
     probe it. Stored pairs are compared, and probing x stored; two probing members meet in the
     bucket of one of their own band values, so they need no comparison here.
+
+    Members are taken by pHash (`_by_hash`): one logo re-encoded into thousands of canvases is
+    thousands of members with one hash, and a record per pair would be quadratic. A member's
+    twins of one hash are all at one distance, and all but that hash's best-ranked member are
+    dropped by it, so that best one is the member's preferred twin of them: only the hashes'
+    best members are compared (`_few_hashes`). Where a bucket holds many hashes (thousands of
+    copies a few bits apart), `_many_hashes` compares them by numpy rows and leaves out the
+    records no unit would report.
     """
     stored: dict[str, Fingerprint] = {}
     probing: dict[str, Fingerprint] = {}
     for is_stored, entry in members:
         (stored if is_stored else probing)[entry.key] = entry
-    stored_list = sorted(stored.values(), key=lambda e: e.rank)
-    for a, b in combinations(stored_list, 2):  # a ranks better
-        distance = hamming(a.phash, b.phash)
-        if distance <= threshold:
-            yield _twin(b, a, NEAR, distance)
-    for p in sorted(probing.values(), key=lambda e: e.rank):
-        for s in stored_list:
-            if s.key == p.key:
-                continue
-            distance = hamming(p.phash, s.phash)
-            if distance <= threshold:
-                better, worse = (p, s) if p.rank < s.rank else (s, p)
-                yield _twin(worse, better, NEAR, distance)
+    if not stored:  # a value only probed (every copy of one hash probes the same empty neighbours)
+        return
+    stored_groups, probing_groups = _by_hash(stored.values()), _by_hash(probing.values())
+    if len(stored_groups) + len(probing_groups) > FEW_HASHES:
+        yield from _many_hashes(stored_groups, probing_groups, threshold)
+    else:
+        yield from _few_hashes(stored_groups, probing_groups, threshold)
+
+
+FEW_HASHES = 32  # hashes in a bucket compared pair by pair; above it, by numpy rows (`near_bucket`)
+
+
+def _by_hash(entries: Iterable[Fingerprint]) -> list[list[Fingerprint]]:
+    """Entries grouped by pHash, each group in rank order (its best-ranked member first)."""
+    groups: dict[int, list[Fingerprint]] = {}
+    for entry in sorted(entries, key=lambda e: e.rank):
+        groups.setdefault(entry.phash, []).append(entry)
+    return list(groups.values())
+
+
+def _few_hashes(stored: list[list[Fingerprint]], probing: list[list[Fingerprint]], threshold: int) -> Iterator[Twin]:
+    """Each member's record to its own hash's best, and to the best of every hash within the
+    threshold that ranks above it."""
+    for group in stored:  # a probing hash's members meet in the buckets they are stored in
+        yield from (_twin(worse, group[0], NEAR, 0) for worse in group[1:])
+    for a, b in combinations(stored, 2):
+        yield from _across(a, b, threshold)
+    for probe in probing:
+        for group in stored:
+            yield from _across(probe, group, threshold)
+
+
+def _across(a: list[Fingerprint], b: list[Fingerprint], threshold: int) -> Iterator[Twin]:
+    """Two hash groups within the threshold: each member of one ranked below the other's best is
+    that best's twin (see `near_bucket`)."""
+    distance = hamming(a[0].phash, b[0].phash)
+    if distance > threshold:
+        return
+    for group, other in ((a, b), (b, a)):
+        best = other[0]
+        for worse in group:
+            if worse.rank > best.rank and worse.key != best.key:
+                yield _twin(worse, best, NEAR, distance)
+
+
+def _many_hashes(stored: list[list[Fingerprint]], probing: list[list[Fingerprint]],
+                 threshold: int) -> Iterator[Twin]:
+    """`_few_hashes`' decisions and reported twins, with the records no unit would report left out.
+
+    A hash's best is dropped here when a better-ranked best is within the threshold. A member's
+    preferred twin is a kept one, else the closest: so it is sent its own hash's best (distance
+    0, the closest a dropped twin can be), every best within the threshold above it that is not
+    dropped here (kept, or dropped elsewhere), and a hash's best also its closest dropped twin.
+    Bests not dropped here are at least the threshold apart, so few are near any one hash: the
+    records grow with the members, the comparisons (numpy rows) with the square of the hashes.
+    """
+    groups = stored + probing
+    bests = [group[0] for group in groups]
+    values = np.array([best.phash for best in bests], dtype=np.uint64)
+    position = np.empty(len(groups), dtype=np.int64)
+    position[sorted(range(len(groups)), key=lambda i: bests[i].rank)] = np.arange(len(groups))
+    is_stored = np.arange(len(groups)) < len(stored)
+    dropped = np.zeros(len(groups), dtype=bool)
+    for start, met, _ in _met_rows(values, is_stored, threshold):
+        dropped[start : start + len(met)] = (met & (position[None, :] < position[start : start + len(met), None])).any(axis=1)
+    for start, met_rows, distance_rows in _met_rows(values, is_stored, threshold):
+        for i, met, distances in zip(range(start, start + len(met_rows)), met_rows, distance_rows):
+            yield from _many_hash_twins(groups[i], bool(is_stored[i]), bool(dropped[i]), bests, met, distances,
+                                        dropped, position - position[i])
+
+
+def _met_rows(values: np.ndarray, is_stored: np.ndarray, threshold: int,
+              block: int = 256) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Blocks of rows of (met, distance): the pairs of hashes this bucket compares (one side
+    stored) within the threshold, and their distances, `block` hashes at a time."""
+    for start in range(0, len(values), block):
+        stop = min(start + block, len(values))
+        distances = hamming_rows(values[start:stop], values)
+        met = (distances <= threshold) & (is_stored[None, :] | is_stored[start:stop, None])
+        met[np.arange(stop - start), np.arange(start, stop)] = False
+        yield start, met, distances
+
+
+def _many_hash_twins(group: list[Fingerprint], stored: bool, dropped_here: bool, bests: list[Fingerprint],
+                     met: np.ndarray, distances: np.ndarray, dropped: np.ndarray,
+                     order: np.ndarray) -> Iterator[Twin]:
+    """One hash's records in `_many_hashes` (`order`: each best's rank position less this hash's
+    best's, negative above it)."""
+    best = group[0]
+    if stored:  # as in `_few_hashes`
+        yield from (_twin(worse, best, NEAR, 0) for worse in group[1:])
+    if len(group) == 1 and not dropped_here:
+        return  # nothing above it within the threshold
+    for j in np.flatnonzero(met & ~dropped):
+        other, distance = bests[j], int(distances[j])
+        for member in group:
+            if member.rank > other.rank and member.key != other.key:
+                yield _twin(member, other, NEAR, distance)
+    closest = np.flatnonzero(met & dropped & (order < 0))
+    if closest.size:
+        j = closest[np.lexsort((order[closest], distances[closest]))[0]]
+        yield _twin(best, bests[j], NEAR, int(distances[j]))
 
 
 def choose_twin(candidates: Iterable[tuple[Twin, bool]]) -> tuple[Twin, bool]:
