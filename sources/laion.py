@@ -380,7 +380,7 @@ class LaionSource:
         shard, base = shard_of(uri)
         archive = fsio.basename(uri)
         listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path, self.follow_links)
-        yield from self._upstream_failures(listing, shard)
+        yield from listing_rejects(self.name, listing, shard)
         problem = path_problem(self.path, uri, self.follow_links)
         if problem:  # a link out of the root, or a fifo: never opened; one reject for what it holds
             yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
@@ -443,7 +443,7 @@ class LaionSource:
             if not dropped and (owns is None or owns(self._key(shard, current))):
                 yield from self._sample(shard, current, members, listing)
             seen.add(current)
-        yield from self._missing(listing, shard, seen, archive)
+        yield from missing_rejects(self.name, listing, shard, seen, archive)
 
     def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
                 listing: "ShardListing") -> Iterator[SourceItem]:
@@ -465,38 +465,12 @@ class LaionSource:
         lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext})
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
 
-    def _upstream_failures(self, listing: "ShardListing", shard: str) -> Iterator[Reject]:
-        """img2dataset's parquet lists every URL it tried; failed ones become counted rejects (an
-        unreadable parquet is one `bad_parquet` reject: what it would have listed is unknown; a
-        listing file that links out of the root an `outside_root` one, never read)."""
-        for reason, detail in listing.problems:
-            yield self._reject(self._shard_key(shard), "read", reason, detail)
-        for sample_key, row in listing.rows.items():
-            state = download_status(row)
-            if state != "success":
-                yield self._reject(self._key(shard, sample_key), "download", state,
-                                   str(row.get("error_message") or ""))
-
-    def _missing(self, listing: "ShardListing", shard: str, seen: set[str], archive: str) -> Iterator[Reject]:
-        """Successes img2dataset recorded that the archive does not hold (a cut or lost shard)."""
-        for sample_key in listing.successes():
-            if sample_key not in seen:
-                yield self._reject(self._key(shard, sample_key), "read", "missing_from_archive",
-                                   f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it")
-        if listing.rows or listing.stats_successes is None:
-            return
-        found = len(seen)
-        if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
-            yield self._reject(data_key(self.name, shard, "missing"), "read", "missing_from_archive",
-                               f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
-                               f"holds {found}; without {shard}.parquet the missing keys are unknown")
-
     # -- img2dataset files layout --------------------------------------------------------
     def _read_files(self, folder: str) -> Iterator[SourceItem]:
         shard = fsio.basename(folder)
         base = fsio.join(self.path, shard)
         listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path, self.follow_links)
-        yield from self._upstream_failures(listing, shard)
+        yield from listing_rejects(self.name, listing, shard)
         problem = path_problem(self.path, folder, self.follow_links)
         if problem:  # a shard folder linking out of the root: one reject for what it holds
             yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
@@ -541,7 +515,7 @@ class LaionSource:
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
             yield ImageRecord(key=key, source=self.name, group=key, lineage=lineage,
                               **({"data": data} if data is not None else {"uri": files[images[0]]}))
-        yield from self._missing(listing, shard, set(by_key) | refused, f"folder {shard}/")
+        yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/")
 
     def _checked_file(self, recorded: dict[str, Any], uri: str) -> tuple[bytes | None, str | None]:
         """A files-layout image's bytes and `hash_problem`, read only when its hash is to be checked
@@ -763,6 +737,39 @@ class ShardListing:
 
     def successes(self) -> list[str]:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
+
+
+def _listing_reject(name: str, key: str, stage: str, reason: str, detail: str) -> Reject:
+    return Reject(key, name, key, stage, reason, detail[:300])
+
+
+def listing_rejects(name: str, listing: ShardListing, shard: str) -> Iterator[Reject]:
+    """A downloader's parquet (img2dataset's, video2dataset's) lists every URL it tried; failed
+    ones become counted rejects of source `name` keyed `data_key(name, shard, key)` (an unreadable
+    parquet is one `bad_parquet` reject: what it would have listed is unknown; a listing file that
+    links out of the root an `outside_root` one, never read)."""
+    for reason, detail in listing.problems:
+        yield _listing_reject(name, data_key(name, shard), "read", reason, detail)
+    for sample_key, row in listing.rows.items():
+        state = download_status(row)
+        if state != "success":
+            yield _listing_reject(name, data_key(name, shard, sample_key), "download", state,
+                                  str(row.get("error_message") or ""))
+
+
+def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str], archive: str) -> Iterator[Reject]:
+    """Successes the downloader recorded that the archive (or folder) does not hold: a cut or lost shard."""
+    for sample_key in listing.successes():
+        if sample_key not in seen:
+            yield _listing_reject(name, data_key(name, shard, sample_key), "read", "missing_from_archive",
+                                  f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it")
+    if listing.rows or listing.stats_successes is None:
+        return
+    found = len(seen)
+    if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
+        yield _listing_reject(name, data_key(name, shard, "missing"), "read", "missing_from_archive",
+                              f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
+                              f"holds {found}; without {shard}.parquet the missing keys are unknown")
 
 
 def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:

@@ -171,6 +171,17 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class TarMember:
+    """A video stored inside an uncompressed tar (a video2dataset webdataset shard): its member
+    name and where its bytes lie. Decoding jobs copy those bytes to a private temporary file
+    (`sources.video`), so the record stays valid whatever reads the tar meanwhile."""
+
+    name: str
+    offset: int  # of the member's data in the tar
+    size: int
+
+
+@dataclass(frozen=True)
 class VideoClipRecord:
     """One planned video sentence: which frames of which file, already validated against length."""
 
@@ -185,6 +196,7 @@ class VideoClipRecord:
     decoder: str  # "decord" or "pyav", fixed at planning so renders are reproducible
     lineage: dict[str, Any] = field(default_factory=dict)
     frame_times: tuple[float, ...] = ()  # presentation time of each frame, seconds from the first
+    member: TarMember | None = None  # the video is this member of the tar `uri`
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,7 @@ class VideoRecord:
     decoder: str
     n_frames: int  # presented frames when planned: a file that has changed since is refused
     limits: Budget = Budget()  # the source's time and memory budget for decoding this video
+    member: TarMember | None = None  # the video is this member of the tar `uri`
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,17 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from sources import budget, fsio
+from sources import budget, fsio, video_shards
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from sources.paths import collapse_set_aside, path_problem, set_aside_problem
-from sources.records import (Reject, SourceItem, VideoClipRecord, VideoRecord, nfc, safe_key, twin_detail,
-                             twin_order)
+from sources.records import (Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord, nfc, safe_key,
+                             twin_detail, twin_order)
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
+from transforms.errors import exception_detail
 
 log = logging.getLogger(__name__)
 
@@ -112,22 +113,49 @@ def _job_error(exc: BudgetExceeded | JobError) -> VideoError:
 PROCESS_LOCAL = ("memory",)  # fsspec filesystems the worker process cannot see
 
 
+SPILL_STEP = 1 << 20  # bytes copied at a time from a tar member to its temporary file
+
+
 @contextlib.contextmanager
-def _worker_uri(uri: str) -> Iterator[str]:
-    """`uri` as the worker process can open it: a file on a process-local filesystem (fsspec's
-    memory://) is copied to a temporary file for the job; every other URL is passed through."""
+def _worker_uri(uri: str, member: TarMember | None = None) -> Iterator[str]:
+    """`uri` as the worker process can open it: a tar member (`member`), or a file on a
+    process-local filesystem (fsspec's memory://), is copied to a private temporary file for the
+    job, a megabyte at a time, and removed afterwards whatever became of the job (failed, killed
+    for its budget, or the caller gone); every other URL is passed through."""
     fs, _ = fsio.filesystem(uri)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if not set(protocols) & set(PROCESS_LOCAL):
+    if member is None and not set(protocols) & set(PROCESS_LOCAL):
         yield uri
         return
-    handle, path = tempfile.mkstemp(suffix=os.path.splitext(uri)[1])
+    name = member.name if member is not None else uri
+    handle, path = tempfile.mkstemp(prefix="uvd-video-", suffix=os.path.splitext(name)[1][:16])
     try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(fsio.read_bytes(uri))
+        with os.fdopen(handle, "wb") as out, fsio.open_file(uri) as source:
+            offset, size = (member.offset, member.size) if member is not None else (0, None)
+            source.seek(offset)
+            _copy(source, out, size, name)
         yield path
     finally:
         os.unlink(path)
+
+
+def _spill_error(exc: Exception) -> VideoError:
+    return exc if isinstance(exc, VideoError) else VideoError("unreadable", exception_detail(exc))
+
+
+def _copy(source, out, size: int | None, name: str) -> None:
+    """Copy `size` bytes (None: all) from `source` to `out`; a tar cut or changed since it was
+    listed (fewer bytes than its header declared) is `changed_file`."""
+    left = size
+    while left is None or left > 0:
+        chunk = source.read(SPILL_STEP if left is None else min(SPILL_STEP, left))
+        if not chunk:
+            break
+        out.write(chunk)
+        if left is not None:
+            left -= len(chunk)
+    if left:
+        raise VideoError("changed_file", f"{name}: {left} of its {size} bytes are no longer in the archive")
 
 
 # A video's probe or decode waited on for this many times its CPU budget (`time_budget_s`) is
@@ -155,14 +183,17 @@ class VideoProbe:
 
 
 def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budget(),
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoProbe:
-    """Count the presented frames of `uri` and choose who decodes it. Raises VideoError."""
+                max_pixels: int = DEFAULT_MAX_PIXELS, member: TarMember | None = None) -> VideoProbe:
+    """Count the presented frames of `uri` (of its tar `member`) and choose who decodes it.
+    Raises VideoError."""
     try:
-        with _worker_uri(uri) as local:
+        with _worker_uri(uri, member) as local:
             info: Probe = budget.call("sources.video_decode:probe", local, max_pixels, limits.memory_mb,
                                       budget=limits)
     except (BudgetExceeded, JobError) as exc:
         raise _job_error(exc) from None
+    except OSError as exc:  # the tar or file went away before its copy was made
+        raise _spill_error(exc) from None
     chosen, note = "pyav", ""
     if decoder == "decord":
         why = decord_exact(info) if decord_available() else "decord is not installed"
@@ -195,32 +226,37 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     done = [False] * len(record.clips)
     job_name = "decord_frames" if record.decoder == "decord" else "decode_frames"
     failure: VideoError | None = None
-    with _worker_uri(record.uri) as uri:
-        # each frame is read into one reused buffer and copied straight into the clips that use it
-        job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
-                         max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=record.limits,
-                         pool=record.decoder, scratch=True)  # decord's libraries stay in its own process
-        try:
-            for i, pixels in job:
-                got.add(i)
-                for c, k in users.get(i, ()):
-                    clip = record.clips[c]
-                    frames = arrays.get(c)
-                    if frames is None:
-                        frames = arrays[c] = np.empty((len(clip.frame_indices),) + pixels.shape, pixels.dtype)
-                    elif frames.shape[1:] != pixels.shape:
-                        raise VideoError("decode_failed", f"frame {i} is {pixels.shape}, the clip's first "
-                                                          f"{frames.shape[1:]}")
-                    frames[k] = pixels
-                    missing[c] -= 1
-                    if missing[c] == 0:
-                        done[c] = True
-                        yield clip, arrays.pop(c)
-        except (BudgetExceeded, JobError) as exc:
-            failure = _job_error(exc)
-        except VideoError as exc:
-            job.close()  # the worker is stopped mid-job
-            failure = exc
+    with contextlib.ExitStack() as spill:
+        try:  # a tar member is copied out first: a tar changed since it was read loses every clip
+            uri = spill.enter_context(_worker_uri(record.uri, record.member))
+        except (VideoError, OSError) as exc:
+            uri, failure = None, _spill_error(exc)
+        if uri is not None:
+            # each frame is read into one reused buffer and copied straight into the clips that use it
+            job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
+                             max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=record.limits,
+                             pool=record.decoder, scratch=True)  # decord's libraries stay in its own process
+            try:
+                for i, pixels in job:
+                    got.add(i)
+                    for c, k in users.get(i, ()):
+                        clip = record.clips[c]
+                        frames = arrays.get(c)
+                        if frames is None:
+                            frames = arrays[c] = np.empty((len(clip.frame_indices),) + pixels.shape, pixels.dtype)
+                        elif frames.shape[1:] != pixels.shape:
+                            raise VideoError("decode_failed", f"frame {i} is {pixels.shape}, the clip's first "
+                                                              f"{frames.shape[1:]}")
+                        frames[k] = pixels
+                        missing[c] -= 1
+                        if missing[c] == 0:
+                            done[c] = True
+                            yield clip, arrays.pop(c)
+            except (BudgetExceeded, JobError) as exc:
+                failure = _job_error(exc)
+            except VideoError as exc:
+                job.close()  # the worker is stopped mid-job
+                failure = exc
     for c, clip in enumerate(record.clips):
         if not done[c]:
             if failure is None:
@@ -233,7 +269,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
 def read_clip_frames(clip: VideoClipRecord, limits: Budget = Budget()) -> np.ndarray:
     """One clip's frames on its own (tests, tools); builds read whole `VideoRecord`s."""
     record = VideoRecord(clip.key, clip.source, clip.group, clip.uri, (clip,), clip.decoder,
-                         int(clip.lineage.get("frames_total", max(clip.frame_indices) + 1)), limits)
+                         int(clip.lineage.get("frames_total", max(clip.frame_indices) + 1)), limits, clip.member)
     ((_, result),) = list(clip_frames(record))
     if isinstance(result, VideoError):
         raise result
@@ -261,17 +297,22 @@ class VideoSource:
     max_pixels: int = DEFAULT_MAX_PIXELS  # per frame, as for images (rendering applies the build's own)
     follow_links: bool = False  # read videos and folders that are links leading out of `path`
 
-    def units(self) -> list[str]:
+    def units(self) -> list[str | UnicodeTwins]:
+        """Every video file below the root, every video2dataset webdataset shard (`NNNNN.tar`,
+        one unit each) and every files-layout listing (`NNNNN.parquet` beside `NNNNN/`: its
+        failed downloads); `sources.video_shards` says how shards and listings are read."""
         if not fsio.exists(self.path):
             raise FileNotFoundError(f"{self.path} does not exist")
         if not fsio.isdir(self.path):
             return [self.path]
         # links, fifos and devices are listed too (a folder link whatever its name): `read` rejects
         # those it must not open, so none is skipped silently
-        files = collapse_set_aside(self.path, fsio.list_files(self.path, self.extensions, recursive=True,
-                                                              follow_links=self.follow_links, links=True))
+        listed = fsio.list_files(self.path, self.extensions + video_shards.SHARD_SUFFIXES, recursive=True,
+                                 follow_links=self.follow_links, links=True)
+        files = collapse_set_aside(self.path, video_shards.without_shard_listings(listed))
         if not files:
-            raise FileNotFoundError(f"{self.name}: no videos ({', '.join(self.extensions)}) under {self.path}")
+            raise FileNotFoundError(f"{self.name}: no videos ({', '.join(self.extensions)}) and no video2dataset "
+                                    f"shards (NNNNN.tar) under {self.path}")
         return self._with_twins(files)
 
     def _relative(self, uri: str) -> str:
@@ -311,8 +352,17 @@ class VideoSource:
         if problem:  # a Mac's `._clip.mp4`, a link leading out of the root, a fifo, a device: never opened
             yield Reject(video, self.name, video, "read", problem.reason, problem.detail)
             return
+        if video_shards.is_shard_input(uri):  # a video2dataset tar, or a files-layout listing
+            yield from video_shards.read_input(self, uri)
+            return
+        yield from self.planned(video, uri, {"file": nfc(fsio.basename(uri))})  # the name as the key takes it
+
+    def planned(self, video: str, uri: str, named: dict[str, Any],
+                member: TarMember | None = None) -> Iterator[VideoRecord | Reject]:
+        """The `VideoRecord` of the video at `uri` (or its tar `member`) keyed `video`, its lineage
+        starting with `named`; or the reject of a video that cannot be probed or is too short."""
         try:
-            probe = probe_video(uri, self.decoder, self.limits, self.max_pixels)
+            probe = probe_video(uri, self.decoder, self.limits, self.max_pixels, member)
         except VideoError as exc:
             yield Reject(video, self.name, video, "plan", exc.reason, exc.detail)
             return
@@ -323,7 +373,7 @@ class VideoSource:
             return
         info = probe.info
         lineage = {
-            "file": nfc(fsio.basename(uri)),  # as the key takes it
+            **named,
             "frames_total": probe.n_frames,
             "frames_metadata": probe.metadata_frames,
             "packets": info.packets,
@@ -360,7 +410,8 @@ class VideoSource:
                 decoder=probe.decoder,
                 lineage=dict(lineage),
                 frame_times=tuple(info.times[i] for i in plan.indices),
+                member=member,
             )
             for plan in plans
         )
-        yield VideoRecord(video, self.name, video, uri, clips, probe.decoder, probe.n_frames, self.limits)
+        yield VideoRecord(video, self.name, video, uri, clips, probe.decoder, probe.n_frames, self.limits, member)

@@ -380,3 +380,146 @@ def test_a_failed_units_reject_names_its_files_inside_the_dataset_wherever_it_li
     assert [r["reason"] for r in rows] == ["unit_failed"] * 2
     assert rows[0]["key"] == rows[1]["key"] and rows[0]["detail"] == rows[1]["detail"], rows
     assert "secret" not in rows[0]["detail"] and "one.mp4" in rows[0]["detail"], rows[0]
+
+
+# -- video2dataset's output (sources.video_shards) ------------------------------------------
+V2D_FRAMES = {"000000000": 20, "000000001": 18, "000000003": 17}  # sample key -> frames; 000000002 failed
+
+
+def _v2d_video(path: Path, frames: int, hue: int, codec: list[str]) -> bytes:
+    """A tiny clip as a download gives it: ffmpeg's testsrc2, 64x48, a key frame every 8 frames."""
+    video_zoo.ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=64x48:rate=25,hue=h={hue}", "-frames:v", str(frames),
+                     *codec, "-pix_fmt", "yuv420p", "-g", "8", str(path))
+    return path.read_bytes()
+
+
+def _v2d_samples(work: Path) -> list[tuple[str, dict, bytes | None, str]]:
+    """(key, meta, video bytes or None for a failed download, extension) in the order video2dataset's
+    thread pool finished them (`imap_unordered`: not key order), one clip in WebM."""
+    codecs = {"mp4": ["-c:v", "libx264", "-preset", "veryfast"], "webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime"]}
+    samples = []
+    for n, key in enumerate(["000000001", "000000000", "000000002", "000000003"]):
+        url = f"http://127.0.0.1:8000/{key}.mp4"
+        meta = {"url": url, "caption": f"clip {key}", "key": key, "status": "success", "error_message": None,
+                "yt_meta_dict": None}
+        ext = "webm" if key == "000000003" else "mp4"
+        data = None
+        if key in V2D_FRAMES:
+            data = _v2d_video(work / f"{key}.{ext}", V2D_FRAMES[key], 60 * n, codecs[ext])
+        else:
+            meta.update(status="failed_to_download", error_message="HTTP Error 404: Not Found")
+        samples.append((key, meta, data, ext))
+    return samples
+
+
+def _write_v2d_listing(folder: Path, shard: str, samples) -> None:
+    """`NNNNN.parquet` as video2dataset's BufferedParquetWriter writes it (the input's columns, then
+    key, status, error_message) and `NNNNN_stats.json` as its logger's write_stats does."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("url", pa.string()), ("caption", pa.string()), ("key", pa.string()),
+                        ("status", pa.string()), ("error_message", pa.string())])
+    rows = {name: [meta[name] for _, meta, _, _ in samples] for name in schema.names}
+    pq.write_table(pa.Table.from_pydict(rows, schema), folder / f"{shard}.parquet")
+    successes = sum(meta["status"] == "success" for _, meta, _, _ in samples)
+    stats = {"count": len(samples), "successes": successes, "failed_to_download": len(samples) - successes,
+             "failed_to_subsample": 0, "duration": 1.0, "bytes_downloaded": 0, "start_time": 0.0, "end_time": 1.0,
+             "status_dict": {"success": successes}}
+    (folder / f"{shard}_stats.json").write_text(json.dumps(stats, indent=4))
+
+
+def _tar_writer_write(tar, key: str, sample: dict[str, bytes]) -> None:
+    """What webdataset 1.0.2's `TarWriter.write` does with one sample (its `writer.py`), without
+    importing webdataset (2 CPU-s): a member `{key}.{ext}` per field in sorted field order, mode
+    0o444, user and group `bigdata`, in a `w|` stream."""
+    import io
+    import tarfile
+    import time
+
+    for ext in sorted(sample):
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size, info.mtime, info.mode = len(sample[ext]), time.time(), 0o444
+        info.uname = info.gname = "bigdata"
+        tar.addfile(info, io.BytesIO(sample[ext]))
+
+
+@pytest.fixture(scope="session")
+def v2d_output(tmp_path_factory) -> dict[str, Path]:
+    """video2dataset's two layouts of one shard, written as its data_writer writes them:
+    `webdataset` (`_tar_writer_write`: `{key}.json`, `.mp4`/`.webm`, `.txt`; a failed download
+    only `.json` and `.txt`) and `files` (`00000/` holding the same files), each with its
+    `00000.parquet` and `00000_stats.json`. The parquet also lists a success the shard lacks."""
+    import json
+    import tarfile
+
+    video_zoo.require_ffmpeg()
+    top = tmp_path_factory.mktemp("v2d")
+    work, tars, files = top / "work", top / "webdataset", top / "files"
+    for folder in (work, tars, files / "00000"):
+        folder.mkdir(parents=True)
+    samples = _v2d_samples(work)
+    with tarfile.open(tars / "00000.tar", "w|") as tar:
+        for key, meta, data, ext in samples:
+            sample = {"txt": meta["caption"].encode(), "json": json.dumps(meta, indent=4).encode()}
+            _tar_writer_write(tar, key, {**sample, ext: data} if data is not None else sample)
+    for key, meta, data, ext in samples:
+        if data is not None:
+            (files / "00000" / f"{key}.{ext}").write_bytes(data)
+        (files / "00000" / f"{key}.txt").write_text(meta["caption"])
+        (files / "00000" / f"{key}.json").write_text(json.dumps(meta, indent=4))
+    lost = ("000000004", {"url": "http://127.0.0.1:8000/4.mp4", "caption": "lost", "key": "000000004",
+                          "status": "success", "error_message": None}, None, "mp4")
+    for folder in (tars, files):
+        _write_v2d_listing(folder, "00000", samples + [lost])
+    return {"webdataset": tars, "files": files, "work": work}
+
+
+def _ffmpeg_frame(path: Path, k: int) -> np.ndarray:
+    """Frame `k` of `path` as the ffmpeg CLI decodes it (`select=eq(n,k)`), RGB 64x48."""
+    import subprocess
+
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-vf", f"select=eq(n\\,{k})", "-vsync", "0",
+                          "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True,
+                         check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(48, 64, 3)
+
+
+def _read_all(source: VideoSource) -> list:
+    return [item for unit in source.units() for item in source.read(unit)]
+
+
+def test_video2dataset_webdataset_shards_are_videos_with_ffmpegs_frames(v2d_output: dict[str, Path], tmp_path: Path):
+    """A video2dataset download (`output_format=webdataset`) made nothing: `.tar` shards were not
+    listed (a folder of them alone: "no videos"; beside plain videos: left out without a word).
+    Now each video member is a video keyed by shard and sample key, decoded to ffmpeg's frames from
+    the member's bytes; the parquet's failed download and lost success are counted rejects, and the
+    `.txt`/`.json` members are no rejects of their own."""
+    import tarfile
+
+    from sources.records import data_key
+
+    source = VideoSource("web", str(v2d_output["webdataset"]), strides=(1,))
+    assert source.units() == [str(v2d_output["webdataset"] / "00000.tar")]  # its parquet is the tar's to read
+    items = _read_all(source)
+    rejects = sorted((r.key, r.stage, r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert rejects == sorted([
+        (data_key("web", "00000", "000000002"), "download", "failed_to_download", "HTTP Error 404: Not Found"),
+        (data_key("web", "00000", "000000004"), "read", "missing_from_archive",
+         "00000.parquet lists 000000004 as downloaded; 00000.tar lacks it")])
+    videos = {v.key: v for v in items if isinstance(v, VideoRecord)}
+    assert sorted(videos) == sorted(data_key("web", "00000", k) for k in V2D_FRAMES)
+    with tarfile.open(v2d_output["webdataset"] / "00000.tar") as tar:
+        tar.extractall(tmp_path, filter="data")
+    for sample_key, frames in V2D_FRAMES.items():
+        video = videos[data_key("web", "00000", sample_key)]
+        (clip,) = video.clips
+        assert video.n_frames == frames and clip.frame_indices == tuple(range(16))
+        assert clip.lineage["caption"] == f"clip {sample_key}" and clip.lineage["shard"] == "00000"
+        extracted = next(p for p in tmp_path.glob(f"{sample_key}.*") if p.suffix in (".mp4", ".webm"))
+        assert clip.lineage["file"] == extracted.name
+        got = read_clip_frames(clip)
+        for k in (0, 7, 15):
+            assert np.array_equal(got[k], _ffmpeg_frame(extracted, k)), (sample_key, k)

@@ -174,6 +174,7 @@ def clip_sentence(record: VideoClipRecord, frames: np.ndarray, settings: RenderS
 def render_clip(record: VideoClipRecord, settings: RenderSettings) -> Sentence | Reject:
     """One clip on its own (a build renders whole `VideoRecord`s)."""
     video = VideoRecord(record.key, record.source, record.group, record.uri, (record,), record.decoder,
-                        int(record.lineage.get("frames_total", max(record.frame_indices) + 1)))
+                        int(record.lineage.get("frames_total", max(record.frame_indices) + 1)),
+                        member=record.member)
     (result,) = render_video(video, settings)
     return result

@@ -1,0 +1,180 @@
+"""video2dataset's output read by the video source (`sources.video`): webdataset shards and listings.
+
+video2dataset writes, per shard NNNNN (its `data_writer.py`): with `output_format=webdataset`
+`NNNNN.tar` (webdataset's TarWriter: `{key}.mp4`, or the extension it encoded, `{key}.txt` the
+caption, `{key}.json` its metadata; a failed download leaves only the `.txt` and `.json`), with
+`output_format=files` a folder `NNNNN/` of the same files; and always `NNNNN.parquet` (one row per
+attempted URL: `key`, `status`, `error_message`, the input's columns) and `NNNNN_stats.json`.
+
+A tar is one unit, read member by member (headers only; the data of a video is never read into
+memory): each video member is probed and decoded through the same budgeted jobs as a video file,
+from a private temporary copy of its bytes made for each job and removed after it
+(`video._worker_uri`); a member over `MAX_INPUT_FILE_BYTES` is a `file_too_large` reject, judged
+on its header. A video's key is `data_key(source, shard, sample key)` (as the laion source keys
+img2dataset samples), its clips `{key}-s{stride}-f{start}`; the same video given as a file keeps a
+file's key (`safe_key(source, *path)`), so only keys differ between the layouts. Failed downloads
+the parquet lists are rejects (`download` stage, video2dataset's status as reason: `failed_to_download`,
+`failed_to_subsample`); successes it lists that the tar (or the files layout's folder) lacks are
+`missing_from_archive`; a cut tar is `truncated_sample` for the sample it cuts and one
+`corrupt_archive` for the shard, never a crash. In the files layout the videos are plain files
+(the `.txt`/`.json` beside them are not read); its `NNNNN.parquet` is a unit of its own that
+yields the shard's failed downloads and missing videos. A parquet with neither `NNNNN/` nor
+`NNNNN.tar` beside it (video2dataset's `output_format=parquet`, videos inside it) is one
+`unexpected_file` reject. Gzipped tars are not read (video2dataset writes plain ones).
+"""
+
+from __future__ import annotations
+
+import tarfile
+from typing import TYPE_CHECKING, Any, Iterator
+
+from sources import fsio
+from sources.laion import (ShardListing, _check_end_marker, _member_type, _parse_json, _split_member, download_status,
+                           listing_rejects, missing_rejects)
+from sources.paths import NOT_A_FILE, set_aside_problem
+from sources.records import FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
+from transforms.errors import exception_detail
+
+if TYPE_CHECKING:
+    from sources.video import VideoSource
+
+TAR_SUFFIX = ".tar"
+LISTING_SUFFIX = ".parquet"
+SHARD_SUFFIXES = (TAR_SUFFIX, LISTING_SUFFIX)
+SIDECARS = ("txt", "json")
+
+
+def is_shard_input(uri: str) -> bool:
+    return uri.lower().endswith(SHARD_SUFFIXES)
+
+
+def without_shard_listings(files: list[str]) -> list[str]:
+    """`files` without the parquet of each tar among them (the tar's unit reads its listing)."""
+    tars = {f[: -len(TAR_SUFFIX)] for f in files if f.lower().endswith(TAR_SUFFIX)}
+    return [f for f in files if not (f.lower().endswith(LISTING_SUFFIX) and f[: -len(LISTING_SUFFIX)] in tars)]
+
+
+def shard_name(source: "VideoSource", uri: str) -> tuple[str, str]:
+    """(the shard's name: its path below the root without the suffix, its path without the suffix)."""
+    base = uri[: -len(next(s for s in SHARD_SUFFIXES if uri.lower().endswith(s)))]
+    root = source.path.rstrip("/")
+    relative = base[len(root):].lstrip("/") if base.startswith(root + "/") else fsio.basename(base)
+    return nfc(relative), base
+
+
+def read_input(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
+    if uri.lower().endswith(TAR_SUFFIX):
+        yield from _read_tar(source, uri)
+    else:
+        yield from _read_listing(source, uri)
+
+
+def _reject(source: "VideoSource", key: str, stage: str, reason: str, detail: str) -> Reject:
+    return Reject(key, source.name, key, stage, reason, detail[:300])
+
+
+def _read_listing(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
+    """A files-layout shard's listing: its failed downloads, and successes its folder lacks."""
+    shard, base = shard_name(source, uri)
+    if not fsio.isdir(base):
+        yield _reject(source, data_key(source.name, shard), "read", "unexpected_file",
+                      f"{shard}{LISTING_SUFFIX} has neither a {shard}/ folder nor a {shard}{TAR_SUFFIX} beside it "
+                      "(video2dataset's output_format=parquet keeps videos inside the parquet): not read")
+        return
+    listing = ShardListing.read(uri, base + "_stats.json", source.path, source.follow_links)
+    yield from listing_rejects(source.name, listing, shard)
+    present = {_split_member(fsio.basename(f))[0] for f in fsio.list_files(base, source.extensions, links=True)}
+    yield from missing_rejects(source.name, listing, shard, present, f"folder {shard}/")
+
+
+def _read_tar(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
+    """Every sample of a video2dataset tar, in archive order (see the module's docstring)."""
+    shard, base = shard_name(source, uri)
+    listing = ShardListing.read(base + LISTING_SUFFIX, base + "_stats.json", source.path, source.follow_links)
+    yield from listing_rejects(source.name, listing, shard)
+    seen: set[str] = set()  # samples whose video was found (or cut): not missing from the archive
+    done: set[str] = set()  # samples read whole: a later member with their key is a duplicate
+    current: str | None = None
+    repeated = False
+    members: dict[str, Any] = {}  # extension -> the TarInfo of a video, the bytes of a sidecar
+    try:
+        with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+            for info in tar:
+                if info.isdir():
+                    continue
+                aside = set_aside_problem("", info.name, folder=False)
+                if aside:  # macOS tar's `._000.mp4`: never a video of key ''
+                    yield _reject(source, data_key(source.name, shard, nfc(info.name)), "read", aside.reason,
+                                  aside.detail)
+                    continue
+                key, ext = _split_member(info.name)
+                if not info.isfile():  # links, devices, fifos: counted, never followed
+                    yield _reject(source, data_key(source.name, shard, key), "read", NOT_A_FILE,
+                                  f"{info.name}: tar member of type {_member_type(info)}")
+                    continue
+                if key != current:
+                    if current is not None and not repeated:
+                        yield from _sample(source, uri, shard, current, members, listing, seen)
+                        done.add(current)
+                    current, members, repeated = key, {}, key in done
+                if repeated or ext in members:
+                    yield _reject(source, data_key(source.name, shard, key), "read", "duplicate_key",
+                                  f"{info.name}: key {key} already has a {ext} member in {fsio.basename(uri)}")
+                    continue
+                members[ext] = _sidecar(tar, info) if ext in SIDECARS else info
+            _check_end_marker(tar, handle)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if current is not None and not repeated:  # the sample whose header was read last is cut
+            yield _reject(source, data_key(source.name, shard, current), "read", "truncated_sample",
+                          exception_detail(exc))
+            seen.add(current)
+        current = None
+        yield _reject(source, data_key(source.name, shard), "read", "corrupt_archive", exception_detail(exc))
+    if current is not None and not repeated:
+        yield from _sample(source, uri, shard, current, members, listing, seen)
+    yield from missing_rejects(source.name, listing, shard, seen, fsio.basename(uri))
+
+
+def _sidecar(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    """A caption's or metadata's bytes (nothing over `MAX_INPUT_FILE_BYTES`: the video goes on without)."""
+    extracted = tar.extractfile(info) if info.size <= MAX_INPUT_FILE_BYTES else None
+    return extracted.read() if extracted is not None else b""
+
+
+def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, members: dict[str, Any],
+            listing: ShardListing, seen: set[str]) -> Iterator[SourceItem]:
+    key = data_key(source.name, shard, sample_key)
+    videos = [e for e in members if e not in SIDECARS and f".{e}" in source.extensions]
+    meta = _parse_json(members.get("json"))
+    if not videos:
+        yield from _without_video(source, key, sample_key, members, meta, listing)
+        return
+    seen.add(sample_key)
+    for extra in videos[1:]:
+        yield _reject(source, key, "read", "duplicate_key", f"{sample_key}.{extra}: key {sample_key} already has a "
+                                                            f"video ({videos[0]})")
+    info: tarfile.TarInfo = members[videos[0]]
+    if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never copied out
+        yield _reject(source, key, "read", FILE_TOO_LARGE, f"{info.name}: {info.size} bytes, over the "
+                                                           f"{MAX_INPUT_FILE_BYTES} byte cap for one input file")
+        return
+    named: dict[str, Any] = {"file": nfc(info.name), "shard": shard, "sample_key": sample_key}
+    caption = members.get("txt", b"").decode("utf-8", errors="replace").strip()
+    url = meta.get("url") or (listing.rows.get(sample_key) or {}).get("url")
+    named.update({k: v for k, v in (("caption", caption), ("url", url)) if isinstance(v, str) and v})
+    yield from source.planned(key, uri, named, TarMember(info.name, info.offset_data, info.size))
+
+
+def _without_video(source: "VideoSource", key: str, sample_key: str, members: dict[str, Any], meta: dict,
+                   listing: ShardListing) -> Iterator[Reject]:
+    """A sample with no video member: a failed download (video2dataset writes its `.txt` and
+    `.json` all the same), counted once: from the parquet's row when it lists the key (a failure
+    there, or `missing_from_archive` for a success), else from the `.json`'s status."""
+    if sample_key in listing.rows:
+        return
+    status = download_status(meta) if "status" in meta else ""
+    if status and status != "success":
+        yield _reject(source, key, "download", status, str(meta.get("error_message") or ""))
+        return
+    yield _reject(source, key, "read", "missing_video",
+                  f"members: {', '.join(sorted(members)) or 'none'} (no {', '.join(source.extensions)})")
