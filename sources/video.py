@@ -134,9 +134,19 @@ def _worker_uri(uri: str, member: TarMember | None = None) -> Iterator[str]:
             offset, size = (member.offset, member.size) if member is not None else (0, None)
             source.seek(offset)
             _copy(source, out, size, name)
-        yield path
+        try:
+            yield path
+        except VideoError as exc:  # a decoder's message names the copy: the reject names the video
+            raise _renamed(exc, path, name) from None
     finally:
         os.unlink(path)
+
+
+def _renamed(exc: VideoError, local: str, name: str) -> VideoError:
+    """`exc` naming the video (`name`) where it named its temporary copy (`local`), whose random
+    name would make reject files differ from run to run."""
+    shown = fsio.basename(name)  # details name files by their base names (`exception_detail`) or whole paths
+    return VideoError(exc.reason, exc.detail.replace(local, shown).replace(os.path.basename(local), shown))
 
 
 def _spill_error(exc: Exception) -> VideoError:
@@ -188,10 +198,11 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
     Raises VideoError."""
     try:
         with _worker_uri(uri, member) as local:
-            info: Probe = budget.call("sources.video_decode:probe", local, max_pixels, limits.memory_mb,
-                                      budget=limits)
-    except (BudgetExceeded, JobError) as exc:
-        raise _job_error(exc) from None
+            try:
+                info: Probe = budget.call("sources.video_decode:probe", local, max_pixels, limits.memory_mb,
+                                          budget=limits)
+            except (BudgetExceeded, JobError) as exc:
+                raise _job_error(exc) from None
     except OSError as exc:  # the tar or file went away before its copy was made
         raise _spill_error(exc) from None
     chosen, note = "pyav", ""
@@ -257,6 +268,8 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
             except VideoError as exc:
                 job.close()  # the worker is stopped mid-job
                 failure = exc
+            if failure is not None and uri != record.uri:
+                failure = _renamed(failure, uri, record.member.name if record.member else record.uri)
     for c, clip in enumerate(record.clips):
         if not done[c]:
             if failure is None:

@@ -523,3 +523,71 @@ def test_video2dataset_webdataset_shards_are_videos_with_ffmpegs_frames(v2d_outp
         got = read_clip_frames(clip)
         for k in (0, 7, 15):
             assert np.array_equal(got[k], _ffmpeg_frame(extracted, k)), (sample_key, k)
+
+
+def test_a_cut_video2dataset_tar_is_counted_and_member_copies_never_outlive_their_job(
+        v2d_output: dict[str, Path], tmp_path: Path, monkeypatch):
+    """A tar cut inside its second video (a killed download, a partial copy): the whole videos
+    before the cut are read, the cut one is `truncated_sample`, the shard one `corrupt_archive`,
+    what the parquet lists after it `missing_from_archive`; nothing raises. Each job decodes a
+    private copy of the member's bytes, removed after the job whether it succeeded, failed on bytes
+    that are no video (what video2dataset stores for a URL that answered an HTML 404 page) or was
+    stopped for its budget; a member over the input-file cap is `file_too_large`, never copied."""
+    import tarfile
+    import tempfile
+
+    import sources.video as video
+    import sources.video_shards as shards
+    from sources.budget import BudgetExceeded
+    from sources.records import data_key
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    root = tmp_path / "cut"
+    root.mkdir()
+    data = (v2d_output["webdataset"] / "00000.tar").read_bytes()
+    with tarfile.open(v2d_output["webdataset"] / "00000.tar") as tar:
+        second = tar.getmember("000000000.mp4")
+    (root / "00000.tar").write_bytes(data[: second.offset_data + second.size // 2])
+    for name in ("00000.parquet", "00000_stats.json"):
+        (root / name).write_bytes((v2d_output["webdataset"] / name).read_bytes())
+    page = b"<!DOCTYPE HTML>\n<html><head><title>Error response</title></head><body>404</body></html>\n"
+    with tarfile.open(root / "00001.tar", "w|") as tar:  # no listing beside it: nothing more is known
+        _tar_writer_write(tar, "000010000", {"mp4": page, "txt": b"a dead link", "json": b"{}"})
+    seen_during_jobs = []
+    call = video.budget.call
+
+    def watched(*args, **kwargs):
+        seen_during_jobs.append(sorted(p.name for p in spill.iterdir()))
+        return call(*args, **kwargs)
+
+    monkeypatch.setattr(video.budget, "call", watched)
+    source = VideoSource("web", str(root), strides=(1,))
+    items = _read_all(source)
+    got = sorted((i.key, i.reason) if isinstance(i, Reject) else (i.key, "video") for i in items)
+    k = lambda *parts: data_key("web", *parts)  # noqa: E731
+    assert got == sorted([(k("00000", "000000001"), "video"), (k("00000", "000000000"), "truncated_sample"),
+                          (k("00000"), "corrupt_archive"), (k("00000", "000000002"), "failed_to_download"),
+                          (k("00000", "000000003"), "missing_from_archive"),
+                          (k("00000", "000000004"), "missing_from_archive"),
+                          (k("00001", "000010000"), "unreadable")])
+    assert [len(names) for names in seen_during_jobs] == [1, 1] and seen_during_jobs[0][0].endswith(".mp4")
+    (page_reject,) = [i for i in items if isinstance(i, Reject) and i.reason == "unreadable"]
+    assert "000010000.mp4" in page_reject.detail and "uvd-video" not in page_reject.detail  # never the copy's name
+    (record,) = [i for i in items if isinstance(i, VideoRecord)]
+    assert read_clip_frames(record.clips[0]).shape == (16, 48, 64, 3)
+
+    def stopped(*args, **kwargs):  # the job as the parent sees a worker killed for its budget
+        seen_during_jobs.append(sorted(p.name for p in spill.iterdir()))
+        raise BudgetExceeded("decode_timeout", "killed after 0.1 CPU seconds")
+        yield
+
+    monkeypatch.setattr(video.budget, "run", stopped)
+    ((_, failure),) = list(video.clip_frames(record))
+    assert failure.reason == "decode_timeout" and len(seen_during_jobs[-1]) == 1 and "uvd-video" not in failure.detail
+    assert list(spill.iterdir()) == []
+    monkeypatch.setattr(shards, "MAX_INPUT_FILE_BYTES", 1000)
+    monkeypatch.setattr(video, "probe_video", lambda *args: pytest.fail("a member over the cap was probed"))
+    too_large = [i for i in source.read(str(root / "00000.tar")) if isinstance(i, Reject) and "1000 byte" in i.detail]
+    assert [(i.key, i.reason) for i in too_large] == [(k("00000", "000000001"), "file_too_large")]
