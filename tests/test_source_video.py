@@ -591,3 +591,45 @@ def test_a_cut_video2dataset_tar_is_counted_and_member_copies_never_outlive_thei
     monkeypatch.setattr(video, "probe_video", lambda *args: pytest.fail("a member over the cap was probed"))
     too_large = [i for i in source.read(str(root / "00000.tar")) if isinstance(i, Reject) and "1000 byte" in i.detail]
     assert [(i.key, i.reason) for i in too_large] == [(k("00000", "000000001"), "file_too_large")]
+
+
+def test_video2dataset_shards_render_the_bytes_their_files_layout_renders(v2d_output: dict[str, Path], tmp_path: Path,
+                                                                          monkeypatch):
+    """The same download as `webdataset` tars and as `files` through the build's unit renderer:
+    the same sentences, image for image and byte for byte (only the video keys differ, as
+    documented). In the files layout the parquet's failed downloads and lost success vanished
+    without a word (only video files were listed) and the `.txt`/`.json` beside the videos must
+    not be rejects: both layouts now count the same two rejects under the same keys."""
+    import tempfile
+
+    from sources.records import data_key
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.tagged import MAIN, REJECTS
+    from uvd_pipeline.unit_render import list_units, unit_renderers
+    from uvd_pipeline.unit_store import StoreReader
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 32},
+                           "tokenizer": {"enabled": False},
+                           "sources": [{"name": layout, "type": "video", "path": str(v2d_output[layout]),
+                                        "strides": [1]} for layout in ("webdataset", "files")]})
+    renderers, units = unit_renderers(config), list_units(config)
+    assert sorted(Path(u).name for u in units["files"]) == ["00000.parquet", "000000000.mp4", "000000001.mp4",
+                                                            "000000003.webm"]
+    reader = StoreReader()
+    rendered, rejects = {}, {}
+    for layout in ("webdataset", "files"):
+        outputs = [item for unit in units[layout] for item in renderers[layout].render(unit)[0]]
+        rejects[layout] = sorted((r.key, r.stage, r.reason) for tag, r in outputs if tag == REJECTS)
+        sentences = [reader.resolve(s) for tag, s in outputs if tag == MAIN]
+        rendered[layout] = {s.meta["file"]: (s.images, s.members) for s in sentences}
+    reader.close()
+    assert sorted(rendered["files"]) == ["000000000.mp4", "000000001.mp4", "000000003.webm"]
+    assert rendered["webdataset"] == rendered["files"]
+    assert all(len(images) == 16 for images, _ in rendered["files"].values())
+    for layout in ("webdataset", "files"):
+        assert rejects[layout] == [(data_key(layout, "00000", "000000002"), "download", "failed_to_download"),
+                                   (data_key(layout, "00000", "000000004"), "read", "missing_from_archive")]
+    assert list(spill.iterdir()) == []
