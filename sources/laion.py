@@ -739,7 +739,8 @@ class ShardListing:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
 
 
-def _listing_reject(name: str, key: str, stage: str, reason: str, detail: str) -> Reject:
+def shard_reject(name: str, key: str, stage: str, reason: str, detail: str) -> Reject:
+    """A reject of source `name` about a web shard's sample or listing (its detail cut to 300 characters)."""
     return Reject(key, name, key, stage, reason, detail[:300])
 
 
@@ -749,11 +750,11 @@ def listing_rejects(name: str, listing: ShardListing, shard: str) -> Iterator[Re
     parquet is one `bad_parquet` reject: what it would have listed is unknown; a listing file that
     links out of the root an `outside_root` one, never read)."""
     for reason, detail in listing.problems:
-        yield _listing_reject(name, data_key(name, shard), "read", reason, detail)
+        yield shard_reject(name, data_key(name, shard), "read", reason, detail)
     for sample_key, row in listing.rows.items():
         state = download_status(row)
         if state != "success":
-            yield _listing_reject(name, data_key(name, shard, sample_key), "download", state,
+            yield shard_reject(name, data_key(name, shard, sample_key), "download", state,
                                   str(row.get("error_message") or ""))
 
 
@@ -761,13 +762,13 @@ def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str]
     """Successes the downloader recorded that the archive (or folder) does not hold: a cut or lost shard."""
     for sample_key in listing.successes():
         if sample_key not in seen:
-            yield _listing_reject(name, data_key(name, shard, sample_key), "read", "missing_from_archive",
+            yield shard_reject(name, data_key(name, shard, sample_key), "read", "missing_from_archive",
                                   f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it")
     if listing.rows or listing.stats_successes is None:
         return
     found = len(seen)
     if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
-        yield _listing_reject(name, data_key(name, shard, "missing"), "read", "missing_from_archive",
+        yield shard_reject(name, data_key(name, shard, "missing"), "read", "missing_from_archive",
                               f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
                               f"holds {found}; without {shard}.parquet the missing keys are unknown")
 

@@ -20,6 +20,12 @@ size is decoded that way.
 The paper's rule: 16 frames at stride s span 15*s + 1 frames. A clip too short for s samples at
 the reduced stride (T - 1) // 15 instead; a clip with fewer than 16 decodable frames is rejected,
 never padded. Strides that reduce to the same value give one sentence, not duplicates.
+
+video2dataset's output is read too (`sources.video_shards`): each `NNNNN.tar` of its
+`output_format=webdataset` is a unit whose video members are probed and decoded as above, each job
+from a private temporary copy of the member (`TarMember`, `_worker_uri`), removed after the job
+whatever became of it; the shard's parquet gives its failed downloads as rejects. Its
+`output_format=files` is plain video files, plus its `NNNNN.parquet` as a unit of failed downloads.
 """
 
 from __future__ import annotations

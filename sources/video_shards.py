@@ -9,12 +9,14 @@ attempted URL: `key`, `status`, `error_message`, the input's columns) and `NNNNN
 A tar is one unit, read member by member (headers only; the data of a video is never read into
 memory): each video member is probed and decoded through the same budgeted jobs as a video file,
 from a private temporary copy of its bytes made for each job and removed after it
-(`video._worker_uri`); a member over `MAX_INPUT_FILE_BYTES` is a `file_too_large` reject, judged
-on its header. A video's key is `data_key(source, shard, sample key)` (as the laion source keys
-img2dataset samples), its clips `{key}-s{stride}-f{start}`; the same video given as a file keeps a
-file's key (`safe_key(source, *path)`), so only keys differ between the layouts. Failed downloads
-the parquet lists are rejects (`download` stage, video2dataset's status as reason: `failed_to_download`,
-`failed_to_subsample`); successes it lists that the tar (or the files layout's folder) lacks are
+(`video._worker_uri`); a member over `MAX_INPUT_FILE_BYTES` is `member_too_large` (as in
+img2dataset tars), judged on its header and never copied. A video's key is
+`data_key(source, shard, sample key)` (as the laion source keys img2dataset samples), its clips
+`{key}-s{stride}-f{start}`; the same video given as a file keeps a file's key
+(`safe_key(source, *path)`): only keys differ between the layouts, never the rendered frames.
+Failed downloads the parquet lists are rejects (`download` stage, video2dataset's status as the
+reason: `failed_to_download`, `failed_to_subsample`); successes it lists that the tar (or the
+files layout's folder) lacks are
 `missing_from_archive`; a cut tar is `truncated_sample` for the sample it cuts and one
 `corrupt_archive` for the shard, never a crash. In the files layout the videos are plain files
 (the `.txt`/`.json` beside them are not read); its `NNNNN.parquet` is a unit of its own that
@@ -30,9 +32,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from sources import fsio
 from sources.laion import (ShardListing, _check_end_marker, _member_type, _parse_json, _split_member, download_status,
-                           listing_rejects, missing_rejects)
+                           listing_rejects, missing_rejects, shard_reject)
 from sources.paths import NOT_A_FILE, set_aside_problem
-from sources.records import FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
+from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
 from transforms.errors import exception_detail
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ TAR_SUFFIX = ".tar"
 LISTING_SUFFIX = ".parquet"
 SHARD_SUFFIXES = (TAR_SUFFIX, LISTING_SUFFIX)
 SIDECARS = ("txt", "json")
+MEMBER_TOO_LARGE = "member_too_large"  # as the laion source names a tar member over the cap
 
 
 def is_shard_input(uri: str) -> bool:
@@ -69,15 +72,11 @@ def read_input(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
         yield from _read_listing(source, uri)
 
 
-def _reject(source: "VideoSource", key: str, stage: str, reason: str, detail: str) -> Reject:
-    return Reject(key, source.name, key, stage, reason, detail[:300])
-
-
 def _read_listing(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
     """A files-layout shard's listing: its failed downloads, and successes its folder lacks."""
     shard, base = shard_name(source, uri)
     if not fsio.isdir(base):
-        yield _reject(source, data_key(source.name, shard), "read", "unexpected_file",
+        yield shard_reject(source.name, data_key(source.name, shard), "read", "unexpected_file",
                       f"{shard}{LISTING_SUFFIX} has neither a {shard}/ folder nor a {shard}{TAR_SUFFIX} beside it "
                       "(video2dataset's output_format=parquet keeps videos inside the parquet): not read")
         return
@@ -97,6 +96,7 @@ def _read_tar(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
     current: str | None = None
     repeated = False
     members: dict[str, Any] = {}  # extension -> the TarInfo of a video, the bytes of a sidecar
+    name = source.name
     try:
         with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
             for info in tar:
@@ -104,13 +104,12 @@ def _read_tar(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
                     continue
                 aside = set_aside_problem("", info.name, folder=False)
                 if aside:  # macOS tar's `._000.mp4`: never a video of key ''
-                    yield _reject(source, data_key(source.name, shard, nfc(info.name)), "read", aside.reason,
-                                  aside.detail)
+                    yield shard_reject(name, data_key(name, shard, nfc(info.name)), "read", aside.reason, aside.detail)
                     continue
                 key, ext = _split_member(info.name)
                 if not info.isfile():  # links, devices, fifos: counted, never followed
-                    yield _reject(source, data_key(source.name, shard, key), "read", NOT_A_FILE,
-                                  f"{info.name}: tar member of type {_member_type(info)}")
+                    yield shard_reject(name, data_key(name, shard, key), "read", NOT_A_FILE,
+                                       f"{info.name}: tar member of type {_member_type(info)}")
                     continue
                 if key != current:
                     if current is not None and not repeated:
@@ -118,18 +117,17 @@ def _read_tar(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
                         done.add(current)
                     current, members, repeated = key, {}, key in done
                 if repeated or ext in members:
-                    yield _reject(source, data_key(source.name, shard, key), "read", "duplicate_key",
-                                  f"{info.name}: key {key} already has a {ext} member in {fsio.basename(uri)}")
+                    yield shard_reject(name, data_key(name, shard, key), "read", "duplicate_key",
+                                       f"{info.name}: key {key} already has a {ext} member in {fsio.basename(uri)}")
                     continue
                 members[ext] = _sidecar(tar, info) if ext in SIDECARS else info
             _check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError) as exc:
         if current is not None and not repeated:  # the sample whose header was read last is cut
-            yield _reject(source, data_key(source.name, shard, current), "read", "truncated_sample",
-                          exception_detail(exc))
+            yield shard_reject(name, data_key(name, shard, current), "read", "truncated_sample", exception_detail(exc))
             seen.add(current)
         current = None
-        yield _reject(source, data_key(source.name, shard), "read", "corrupt_archive", exception_detail(exc))
+        yield shard_reject(name, data_key(name, shard), "read", "corrupt_archive", exception_detail(exc))
     if current is not None and not repeated:
         yield from _sample(source, uri, shard, current, members, listing, seen)
     yield from missing_rejects(source.name, listing, shard, seen, fsio.basename(uri))
@@ -151,12 +149,12 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
         return
     seen.add(sample_key)
     for extra in videos[1:]:
-        yield _reject(source, key, "read", "duplicate_key", f"{sample_key}.{extra}: key {sample_key} already has a "
-                                                            f"video ({videos[0]})")
+        yield shard_reject(source.name, key, "read", "duplicate_key",
+                           f"{sample_key}.{extra}: key {sample_key} already has a video ({videos[0]})")
     info: tarfile.TarInfo = members[videos[0]]
     if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never copied out
-        yield _reject(source, key, "read", FILE_TOO_LARGE, f"{info.name}: {info.size} bytes, over the "
-                                                           f"{MAX_INPUT_FILE_BYTES} byte cap for one input file")
+        yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE,
+                           f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} byte cap for one member")
         return
     named: dict[str, Any] = {"file": nfc(info.name), "shard": shard, "sample_key": sample_key}
     caption = members.get("txt", b"").decode("utf-8", errors="replace").strip()
@@ -174,7 +172,7 @@ def _without_video(source: "VideoSource", key: str, sample_key: str, members: di
         return
     status = download_status(meta) if "status" in meta else ""
     if status and status != "success":
-        yield _reject(source, key, "download", status, str(meta.get("error_message") or ""))
+        yield shard_reject(source.name, key, "download", status, str(meta.get("error_message") or ""))
         return
-    yield _reject(source, key, "read", "missing_video",
+    yield shard_reject(source.name, key, "read", "missing_video",
                   f"members: {', '.join(sorted(members)) or 'none'} (no {', '.join(source.extensions)})")

@@ -231,10 +231,12 @@ def test_the_cli_description_names_every_subcommand():
 REJECTS_DOC = REPO / "docs" / "rejects.md"
 # calls that make a reject, and the position of their reason argument
 REASON_ARGUMENT = {"Reject": 4, "_reject": 2, "reject": 1, "Rejected": 0, "DecodeError": 0, "MapError": 0,
-                   "VideoError": 0, "AnnotationError": 0, "BudgetExceeded": 0, "PathProblem": 0, "_twin": 2}
+                   "VideoError": 0, "AnnotationError": 0, "BudgetExceeded": 0, "PathProblem": 0, "_twin": 2,
+                   "shard_reject": 3}
 # reasons made at run time, as docs/rejects.md writes them
 DYNAMIC_REASONS = {"no_<task>_annotations", "unnumbered_frame", "unnumbered_annotation", "annotation_<reason>",
-                   "failed_to_download", "failed_to_resize", "failed"}  # the last three: img2dataset's statuses
+                   "failed_to_download", "failed_to_resize", "failed",  # img2dataset's statuses
+                   "failed_to_subsample"}  # and video2dataset's
 
 
 def emitted_reasons() -> dict[str, str]:

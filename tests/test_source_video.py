@@ -396,7 +396,8 @@ def _v2d_video(path: Path, frames: int, hue: int, codec: list[str]) -> bytes:
 def _v2d_samples(work: Path) -> list[tuple[str, dict, bytes | None, str]]:
     """(key, meta, video bytes or None for a failed download, extension) in the order video2dataset's
     thread pool finished them (`imap_unordered`: not key order), one clip in WebM."""
-    codecs = {"mp4": ["-c:v", "libx264", "-preset", "veryfast"], "webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime"]}
+    codecs = {"mp4": ["-c:v", "libx264", "-preset", "veryfast"],
+              "webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime"]}
     samples = []
     for n, key in enumerate(["000000001", "000000000", "000000002", "000000003"]):
         url = f"http://127.0.0.1:8000/{key}.mp4"
@@ -532,7 +533,7 @@ def test_a_cut_video2dataset_tar_is_counted_and_member_copies_never_outlive_thei
     what the parquet lists after it `missing_from_archive`; nothing raises. Each job decodes a
     private copy of the member's bytes, removed after the job whether it succeeded, failed on bytes
     that are no video (what video2dataset stores for a URL that answered an HTML 404 page) or was
-    stopped for its budget; a member over the input-file cap is `file_too_large`, never copied."""
+    stopped for its budget; a member over the input-file cap is `member_too_large`, never copied."""
     import tarfile
     import tempfile
 
@@ -590,7 +591,7 @@ def test_a_cut_video2dataset_tar_is_counted_and_member_copies_never_outlive_thei
     monkeypatch.setattr(shards, "MAX_INPUT_FILE_BYTES", 1000)
     monkeypatch.setattr(video, "probe_video", lambda *args: pytest.fail("a member over the cap was probed"))
     too_large = [i for i in source.read(str(root / "00000.tar")) if isinstance(i, Reject) and "1000 byte" in i.detail]
-    assert [(i.key, i.reason) for i in too_large] == [(k("00000", "000000001"), "file_too_large")]
+    assert [(i.key, i.reason) for i in too_large] == [(k("00000", "000000001"), "member_too_large")]
 
 
 def test_video2dataset_shards_render_the_bytes_their_files_layout_renders(v2d_output: dict[str, Path], tmp_path: Path,
