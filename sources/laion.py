@@ -95,13 +95,15 @@ class Unit:
         return self.parts == 1 or zlib.crc32(key.encode("utf-8", "surrogateescape")) % self.parts == self.part
 
 
-def tar_units(uri: str, root: str) -> list[Unit]:
-    """A tar's units: one, or `parts` of a big local tar (`TAR_PART_BYTES`)."""
+def tar_units(uri: str, root: str, part_bytes: int | None = None, max_parts: int | None = None) -> list[Unit]:
+    """A tar's units: one, or `parts` of a big local tar (of `part_bytes`, by default
+    `TAR_PART_BYTES`; at most `max_parts`, by default `MAX_TAR_PARTS`)."""
     path = fsio.local_path(uri)
     parts = 1
     if path is not None and not uri.lower().endswith(COMPRESSED_TAR_SUFFIXES):
         try:
-            parts = min(MAX_TAR_PARTS, max(1, -(-os.path.getsize(path) // TAR_PART_BYTES)))
+            size = os.path.getsize(path)
+            parts = min(max_parts or MAX_TAR_PARTS, max(1, -(-size // (part_bytes or TAR_PART_BYTES))))
         except OSError:  # a dangling link: its one unit says what became of it
             parts = 1
     return [Unit("tar", (uri,), root, part, parts) for part in range(parts)]

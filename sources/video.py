@@ -41,6 +41,7 @@ import numpy as np
 
 from sources import budget, fsio, video_shards
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
+from sources.laion import Unit
 from sources.paths import collapse_set_aside, path_problem, set_aside_problem
 from sources.records import (Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord, nfc, safe_key,
                              twin_detail, twin_order)
@@ -316,10 +317,11 @@ class VideoSource:
     max_pixels: int = DEFAULT_MAX_PIXELS  # per frame, as for images (rendering applies the build's own)
     follow_links: bool = False  # read videos and folders that are links leading out of `path`
 
-    def units(self) -> list[str | UnicodeTwins]:
-        """Every video file below the root, every video2dataset webdataset shard (`NNNNN.tar`,
-        one unit each) and every files-layout listing (`NNNNN.parquet` beside `NNNNN/`: its
-        failed downloads); `sources.video_shards` says how shards and listings are read."""
+    def units(self) -> list[str | UnicodeTwins | Unit]:
+        """Every video file below the root, every video2dataset webdataset shard (`NNNNN.tar`: one
+        unit, or parts of a big one, `video_shards.VIDEO_PART_BYTES`) and every files-layout
+        listing (`NNNNN.parquet` beside `NNNNN/`: its failed downloads); `sources.video_shards`
+        says how shards and listings are read."""
         if not fsio.exists(self.path):
             raise FileNotFoundError(f"{self.path} does not exist")
         if not fsio.isdir(self.path):
@@ -332,7 +334,7 @@ class VideoSource:
         if not files:
             raise FileNotFoundError(f"{self.name}: no videos ({', '.join(self.extensions)}) and no video2dataset "
                                     f"shards (NNNNN.tar) under {self.path}")
-        return self._with_twins(files)
+        return video_shards.as_units(self._with_twins(files), self.path)
 
     def _relative(self, uri: str) -> str:
         root = self.path.rstrip("/")
@@ -357,7 +359,10 @@ class VideoSource:
     def video_key(self, uri: str) -> str:
         return safe_key(self.name, *(self._relative(uri) or fsio.basename(uri)).split("/"))
 
-    def read(self, unit: str | UnicodeTwins) -> Iterator[SourceItem]:
+    def read(self, unit: str | UnicodeTwins | Unit) -> Iterator[SourceItem]:
+        if isinstance(unit, Unit) and unit.parts > 1:  # a part of a big tar: the items whose keys it owns
+            yield from (item for item in self._read(unit.uris[0], unit.owns) if unit.owns(item.key))
+            return
         if isinstance(unit, UnicodeTwins):
             uri, *others = unit.uris
             for other in others:  # never opened: the one read has its key
@@ -365,14 +370,17 @@ class VideoSource:
                 yield Reject(key, self.name, key, "read", "duplicate_key",
                              twin_detail(self._relative(other), self._relative(uri)))
         else:
-            uri = unit
+            uri = unit.uris[0] if isinstance(unit, Unit) else unit
+        yield from self._read(uri)
+
+    def _read(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
         video = self.video_key(uri)
         problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
         if problem:  # a Mac's `._clip.mp4`, a link leading out of the root, a fifo, a device: never opened
             yield Reject(video, self.name, video, "read", problem.reason, problem.detail)
             return
         if video_shards.is_shard_input(uri):  # a video2dataset tar, or a files-layout listing
-            yield from video_shards.read_input(self, uri)
+            yield from video_shards.read_input(self, uri, owns)
             return
         yield from self.planned(video, uri, {"file": nfc(fsio.basename(uri))})  # the name as the key takes it
 

@@ -6,11 +6,11 @@ caption, `{key}.json` its metadata; a failed download leaves only the `.txt` and
 `output_format=files` a folder `NNNNN/` of the same files; and always `NNNNN.parquet` (one row per
 attempted URL: `key`, `status`, `error_message`, the input's columns) and `NNNNN_stats.json`.
 
-A tar is one unit, read member by member (headers only; the data of a video is never read into
-memory): each video member is probed and decoded through the same budgeted jobs as a video file,
-from a private temporary copy of its bytes made for each job and removed after it
-(`video._worker_uri`); a member over `MAX_INPUT_FILE_BYTES` is `member_too_large` (as in
-img2dataset tars), judged on its header and never copied. A video's key is
+A tar is one unit (a big local one several: `VIDEO_PART_BYTES`), read member by member (headers
+only; the data of a video is never read into memory): each video member is probed and decoded
+through the same budgeted jobs as a video file, from a private temporary copy of its bytes made
+for each job and removed after it (`video._worker_uri`); a member over `MAX_INPUT_FILE_BYTES` is
+`member_too_large` (as in img2dataset tars), judged on its header and never copied. A video's key is
 `data_key(source, shard, sample key)` (as the laion source keys img2dataset samples), its clips
 `{key}-s{stride}-f{start}`; the same video given as a file keeps a file's key
 (`safe_key(source, *path)`): only keys differ between the layouts, never the rendered frames.
@@ -28,11 +28,11 @@ yields the shard's failed downloads and missing videos. A parquet with neither `
 from __future__ import annotations
 
 import tarfile
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sources import fsio
-from sources.laion import (ShardListing, _check_end_marker, _member_type, _parse_json, _split_member, download_status,
-                           listing_rejects, missing_rejects, shard_reject)
+from sources.laion import (ShardListing, Unit, _check_end_marker, _member_type, _parse_json, _split_member,
+                           download_status, listing_rejects, missing_rejects, shard_reject, tar_units)
 from sources.paths import NOT_A_FILE, set_aside_problem
 from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
 from transforms.errors import exception_detail
@@ -44,11 +44,23 @@ TAR_SUFFIX = ".tar"
 LISTING_SUFFIX = ".parquet"
 SHARD_SUFFIXES = (TAR_SUFFIX, LISTING_SUFFIX)
 SIDECARS = ("txt", "json")
+# A local tar of this size or more is read as several units (`laion.Unit.part`): each part reads
+# every member header (seeking over the data) and probes and decodes only the videos whose key
+# hashes to it, so a video2dataset shard (10000 videos by default, tens of GB) is committed, and
+# redone after a kill, a part at a time, and its parts spread over the workers.
+VIDEO_PART_BYTES = 512 << 20
+MAX_VIDEO_PARTS = 64
 MEMBER_TOO_LARGE = "member_too_large"  # as the laion source names a tar member over the cap
 
 
 def is_shard_input(uri: str) -> bool:
     return uri.lower().endswith(SHARD_SUFFIXES)
+
+
+def as_units(units: list[Any], root: str) -> list[Any]:
+    """`units` with each tar's path made its units (parts of a big one: `VIDEO_PART_BYTES`)."""
+    return [unit for u in units for unit in (tar_units(u, root, VIDEO_PART_BYTES, MAX_VIDEO_PARTS)
+                                             if isinstance(u, str) and u.lower().endswith(TAR_SUFFIX) else [u])]
 
 
 def without_shard_listings(files: list[str]) -> list[str]:
@@ -65,9 +77,10 @@ def shard_name(source: "VideoSource", uri: str) -> tuple[str, str]:
     return nfc(relative), base
 
 
-def read_input(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
+def read_input(source: "VideoSource", uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
+    """The items of a listing or of a tar; `owns`: see `_read_tar`."""
     if uri.lower().endswith(TAR_SUFFIX):
-        yield from _read_tar(source, uri)
+        yield from _read_tar(source, uri, owns)
     else:
         yield from _read_listing(source, uri)
 
@@ -86,8 +99,10 @@ def _read_listing(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
     yield from missing_rejects(source.name, listing, shard, present, f"folder {shard}/")
 
 
-def _read_tar(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
-    """Every sample of a video2dataset tar, in archive order (see the module's docstring)."""
+def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
+    """Every sample of a video2dataset tar, in archive order (see the module's docstring); with
+    `owns` (a part of the tar), a video whose key it does not own is not probed (the caller drops
+    the items of keys it does not own)."""
     shard, base = shard_name(source, uri)
     listing = ShardListing.read(base + LISTING_SUFFIX, base + "_stats.json", source.path, source.follow_links)
     yield from listing_rejects(source.name, listing, shard)
@@ -113,7 +128,7 @@ def _read_tar(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
                     continue
                 if key != current:
                     if current is not None and not repeated:
-                        yield from _sample(source, uri, shard, current, members, listing, seen)
+                        yield from _sample(source, uri, shard, current, members, listing, seen, owns)
                         done.add(current)
                     current, members, repeated = key, {}, key in done
                 if repeated or ext in members:
@@ -129,7 +144,7 @@ def _read_tar(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
         current = None
         yield shard_reject(name, data_key(name, shard), "read", "corrupt_archive", exception_detail(exc))
     if current is not None and not repeated:
-        yield from _sample(source, uri, shard, current, members, listing, seen)
+        yield from _sample(source, uri, shard, current, members, listing, seen, owns)
     yield from missing_rejects(source.name, listing, shard, seen, fsio.basename(uri))
 
 
@@ -140,7 +155,7 @@ def _sidecar(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
 
 
 def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, members: dict[str, Any],
-            listing: ShardListing, seen: set[str]) -> Iterator[SourceItem]:
+            listing: ShardListing, seen: set[str], owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
     key = data_key(source.name, shard, sample_key)
     videos = [e for e in members if e not in SIDECARS and f".{e}" in source.extensions]
     meta = _parse_json(members.get("json"))
@@ -155,6 +170,8 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
     if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never copied out
         yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE,
                            f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} byte cap for one member")
+        return
+    if owns is not None and not owns(key):  # another part's video: that part probes it
         return
     named: dict[str, Any] = {"file": nfc(info.name), "shard": shard, "sample_key": sample_key}
     caption = members.get("txt", b"").decode("utf-8", errors="replace").strip()

@@ -503,7 +503,8 @@ def test_video2dataset_webdataset_shards_are_videos_with_ffmpegs_frames(v2d_outp
     from sources.records import data_key
 
     source = VideoSource("web", str(v2d_output["webdataset"]), strides=(1,))
-    assert source.units() == [str(v2d_output["webdataset"] / "00000.tar")]  # its parquet is the tar's to read
+    (unit,) = source.units()  # its parquet is the tar's to read
+    assert unit.uris == (str(v2d_output["webdataset"] / "00000.tar"),) and unit.parts == 1
     items = _read_all(source)
     rejects = sorted((r.key, r.stage, r.reason, r.detail) for r in items if isinstance(r, Reject))
     assert rejects == sorted([
@@ -633,3 +634,26 @@ def test_video2dataset_shards_render_the_bytes_their_files_layout_renders(v2d_ou
         assert rejects[layout] == [(data_key(layout, "00000", "000000002"), "download", "failed_to_download"),
                                    (data_key(layout, "00000", "000000004"), "read", "missing_from_archive")]
     assert list(spill.iterdir()) == []
+
+
+def test_a_big_video2dataset_tar_is_read_in_parts_that_together_read_it_once(v2d_output: dict[str, Path],
+                                                                             monkeypatch):
+    """A video2dataset shard holds 10000 videos by default: as one unit, a build killed near its
+    end redid all of them and one worker decoded them all. A big local tar is now several units;
+    each probes only the videos it owns, and together they yield exactly what one reading yields,
+    every video probed once."""
+    import sources.video as video
+    import sources.video_shards as shards
+
+    tar = v2d_output["webdataset"] / "00000.tar"
+    whole = VideoSource("web", str(v2d_output["webdataset"]), strides=(1,))
+    expected = sorted((i.key, type(i).__name__, getattr(i, "reason", "")) for i in _read_all(whole))
+    monkeypatch.setattr(shards, "VIDEO_PART_BYTES", tar.stat().st_size // 3)
+    probed = []
+    probe = video.probe_video
+    monkeypatch.setattr(video, "probe_video", lambda uri, *args: probed.append(args[-1].name) or probe(uri, *args))
+    units = whole.units()
+    assert [(u.part, u.parts) for u in units] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    items = [item for unit in units for item in whole.read(unit)]
+    assert sorted((i.key, type(i).__name__, getattr(i, "reason", "")) for i in items) == expected
+    assert sorted(probed) == ["000000000.mp4", "000000001.mp4", "000000003.webm"]
