@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
-from sources.paths import NOT_A_FILE, collapse_set_aside, path_problem, set_aside, set_aside_problem
+from sources.paths import (NOT_A_FILE, PathProblem, collapse_set_aside, path_problem, set_aside, set_aside_problem,
+                           shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
                              path_key, twin_detail, twin_order)
 from transforms.errors import exception_detail
@@ -609,16 +610,24 @@ class LaionSource:
             else:
                 data.append(uri)
         for group in folder_groups(data, root):
-            sidecars: dict[str, str] = {}
-            entries: list[str] = []
+            twins: dict[str, list[str]] = {}  # a sidecar's extension, or an image's key -> its files
             for uri in group:
                 ext = _ext_of(_relative(uri, root))
-                if ext in sidecars:  # `x.txt` beside `x.TXT`, or in NFC beside NFD: one caption is read
-                    yield self._twin(root, uri, sidecars[ext])
-                elif ext in SIDECARS:
-                    sidecars[ext] = uri
+                name = ext if ext in SIDECARS else path_key(self.name, nfc(_relative(uri, root)))
+                twins.setdefault(name, []).append(uri)
+            sidecars: dict[str, str] = {}
+            entries: list[str] = []
+            for name, uris in twins.items():
+                # `x.txt` beside `x.TXT`, or in NFC beside NFD: one key, the first that is a file is read
+                kept = twin_to_read(root, uris, self.follow_links) if len(uris) > 1 else uris[0]
+                if kept is None:  # none is a file to read (dangling links, fifos): each its own reject
+                    yield from (self._unread_twin(root, uri) for uri in uris)
+                    continue
+                yield from (self._twin(root, uri, kept) for uri in uris if uri != kept)
+                if name in SIDECARS:
+                    sidecars[name] = kept
                 else:
-                    entries.append(uri)
+                    entries.append(kept)
             for ext, uri in list(sidecars.items()):
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:  # a caption linking out of the root: never read, its image goes without
@@ -633,14 +642,9 @@ class LaionSource:
                 continue
             texts, unread = self._sidecar_texts(sidecars, lambda uri: path_key(self.name, _relative(uri, root)))
             yield from unread
-            taken: dict[str, str] = {}  # key -> the file that has it
-            for uri in entries:
+            for uri in entries:  # one per key
                 relative = nfc(_relative(uri, root))
                 key = path_key(self.name, relative)
-                if key in taken:
-                    yield self._twin(root, uri, taken[key])
-                    continue
-                taken[key] = uri
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:
                     yield self._reject(key, "read", problem.reason, problem.detail)
@@ -670,6 +674,14 @@ class LaionSource:
             except OSError as exc:
                 unread.append(self._reject(key(uri), "read", "unreadable_file", exception_detail(exc)))
         return texts, unread
+
+    def _unread_twin(self, root: str, uri: str) -> Reject:
+        """The reject of a folder file of a key none of whose files is one to read (`twin_to_read`):
+        its path's problem (a fifo, a link leading out), or that no file is there."""
+        relative = _relative(uri, root)
+        problem = path_problem(root, uri, self.follow_links) or PathProblem(
+            "unreadable_file", f"{shown_name(nfc(relative))} is {'a folder' if fsio.isdir(uri) else 'not there (a link to nothing)'}")
+        return self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail)
 
     def _twin(self, root: str, uri: str, kept: str) -> Reject:
         """The `duplicate_key` reject of a folder file whose name is the one `kept` has, once both are

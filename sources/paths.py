@@ -316,6 +316,15 @@ def path_problem(root: str, path: str, follow_links: bool = False) -> PathProble
     return None
 
 
+def twin_to_read(root: str, twins: tuple[str, ...] | list[str], follow_links: bool = False) -> str | None:
+    """Of files whose names one key takes, in `records.twin_order`, the one to read: the first that
+    is a file to read (not set aside, no `path_problem`, there and no folder), else None (each then
+    keeps its own reject). Taking the first by name alone read a dangling link or a fifo named in
+    NFC and made the real file beside it, named in NFD, a `duplicate_key` reject of it."""
+    return next((uri for uri in twins if not set_aside_problem(root, uri) and not path_problem(root, uri, follow_links)
+                 and fsio.exists(uri) and not fsio.isdir(uri)), None)
+
+
 def relative_to_root(root: str, path: str) -> str:
     """`path` as the source's root sees it (unchanged when it lies elsewhere): what a reject names,
     so that rejects never publish the machine's folders and stay the same when the data moves."""

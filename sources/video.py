@@ -35,7 +35,7 @@ import numpy as np
 
 from sources import budget, fsio
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
-from sources.paths import collapse_set_aside, path_problem, set_aside_problem
+from sources.paths import collapse_set_aside, path_problem, set_aside_problem, twin_to_read
 from sources.records import (Reject, SourceItem, VideoClipRecord, VideoRecord, nfc, safe_key, twin_detail,
                              twin_order)
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
@@ -243,7 +243,8 @@ def read_clip_frames(clip: VideoClipRecord, limits: Budget = Budget()) -> np.nda
 @dataclass(frozen=True)
 class UnicodeTwins:
     """A unit of videos whose paths below the root are one name in different Unicode forms, so one
-    key: `uris[0]` (`records.twin_order`) is read, each other is a `duplicate_key` reject."""
+    key, in `records.twin_order`: the first that is a file to read (`paths.twin_to_read`) is read, each
+    other is a `duplicate_key` reject; when none is, each is its own reject."""
 
     uris: tuple[str, ...]
 
@@ -298,14 +299,22 @@ class VideoSource:
         return safe_key(self.name, *(self._relative(uri) or fsio.basename(uri)).split("/"))
 
     def read(self, unit: str | UnicodeTwins) -> Iterator[SourceItem]:
-        if isinstance(unit, UnicodeTwins):
-            uri, *others = unit.uris
-            for other in others:  # never opened: the one read has its key
+        if not isinstance(unit, UnicodeTwins):
+            yield from self._read_video(unit)
+            return
+        uri = twin_to_read(self.path, unit.uris, self.follow_links)
+        if uri is None:  # none is a file to read (a dangling link, a fifo): each is its own reject
+            for each in unit.uris:
+                yield from self._read_video(each)
+            return
+        for other in unit.uris:  # never opened: the one read has its key
+            if other != uri:
                 key = self.video_key(other)
                 yield Reject(key, self.name, key, "read", "duplicate_key",
                              twin_detail(self._relative(other), self._relative(uri)))
-        else:
-            uri = unit
+        yield from self._read_video(uri)
+
+    def _read_video(self, uri: str) -> Iterator[SourceItem]:
         video = self.video_key(uri)
         problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
         if problem:  # a Mac's `._clip.mp4`, a link leading out of the root, a fifo, a device: never opened

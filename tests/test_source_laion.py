@@ -205,6 +205,31 @@ def test_folder_twins_in_nfc_and_nfd_give_one_image_and_counted_duplicates(tmp_p
     assert sum("caf\u00e9.jpg (NFD)" in r.detail for r in rejects) == 1
 
 
+def test_folder_twins_read_the_one_that_is_a_file_when_the_nfc_one_is_not(tmp_path: Path):
+    """`café.jpg` in NFC is a dangling link and `café.txt` in NFC a fifo; in NFD both are real.
+    The NFC names, first in `twin_order`, were read: the real image and caption became
+    `duplicate_key` rejects of files rejected themselves. Now the first twin that is a file to
+    read is read; when none is, each keeps its own reject."""
+    os.symlink("gone.jpg", tmp_path / unicodedata.normalize("NFC", "caf\u00e9.jpg"))
+    os.mkfifo(tmp_path / unicodedata.normalize("NFC", "caf\u00e9.txt"))
+    _write_named(tmp_path, unicodedata.normalize("NFD", "caf\u00e9.jpg"), _image_bytes(2))
+    _write_named(tmp_path, unicodedata.normalize("NFD", "caf\u00e9.txt"), b"nfd caption")
+    items = _read_all(LaionSource("web", str(tmp_path), format="folder"))
+    (record,) = [i for i in items if isinstance(i, ImageRecord)]
+    assert _shade(record.read_bytes()) == 120 and record.lineage["caption"] == "nfd caption"
+    assert sorted((r.key == record.key, r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        (False, "duplicate_key", "caf\u00e9.txt (NFC) is the name of caf\u00e9.txt (NFD) in another Unicode form or "
+                                 "case: that file is read"),
+        (True, "duplicate_key", "caf\u00e9.jpg (NFC) is the name of caf\u00e9.jpg (NFD) in another Unicode form or "
+                                "case: that file is read")]
+    nfd_caption = tmp_path / unicodedata.normalize("NFD", "caf\u00e9.txt")
+    nfd_caption.unlink()
+    nfd_caption.symlink_to("gone.txt")  # now no caption twin is a file: each its own reject, the image goes on
+    items = _read_all(LaionSource("web", str(tmp_path), format="folder"))
+    assert sorted(getattr(i, "reason", "record") for i in items) == [
+        "duplicate_key", "not_a_file", "record", "unreadable_file"]
+
+
 def _image_bytes(shade: int) -> bytes:
     """A small PNG of one grey `shade` (x 60), made by Pillow."""
     buf = io.BytesIO()

@@ -380,3 +380,30 @@ def test_a_failed_units_reject_names_its_files_inside_the_dataset_wherever_it_li
     assert [r["reason"] for r in rows] == ["unit_failed"] * 2
     assert rows[0]["key"] == rows[1]["key"] and rows[0]["detail"] == rows[1]["detail"], rows
     assert "secret" not in rows[0]["detail"] and "one.mp4" in rows[0]["detail"], rows[0]
+
+
+@pytest.mark.parametrize("kind", ["dangling", "fifo"])
+def test_a_twin_in_nfc_that_is_no_file_leaves_its_nfd_twin_read(tmp_path: Path, kind: str):
+    """`café.mp4` in NFC is a dangling link or a fifo, in NFD a real video. The NFC name, first in
+    `twin_order`, was always the one read: the real video became a `duplicate_key` reject saying
+    "that file is read" of a file then rejected itself, and the video was lost. Now the first twin
+    that is a file to read is read, and only then are the others `duplicate_key`; when none is,
+    each keeps its own reject."""
+    import unicodedata
+
+    video_zoo.require_ffmpeg()
+    name = "caf\u00e9.mp4"
+    nfc, nfd = (unicodedata.normalize(form, name) for form in ("NFC", "NFD"))
+    video_zoo.encode(tmp_path / nfd, 16, "mpeg4")
+    os.symlink("gone.mp4", tmp_path / nfc) if kind == "dangling" else os.mkfifo(tmp_path / nfc)
+    source = VideoSource("vid", str(tmp_path), strides=(1,))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    (record,) = [i for i in items if isinstance(i, VideoRecord)]
+    assert os.path.basename(record.uri) == nfd and _shown_indices(record, tmp_path / nfd) == [list(range(16))]
+    assert [(r.key, r.reason, r.detail) for r in items if isinstance(r, Reject)] == [
+        (record.key, "duplicate_key", f"{name} (NFC) is the name of {name} (NFD) in another Unicode form: "
+                                      "that file is read")]
+    (tmp_path / nfd).unlink()
+    os.symlink("gone.mp4", tmp_path / nfd)  # now neither can be read: each its own reject
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert sorted(r.reason for r in items) == sorted(["unreadable", "unreadable" if kind == "dangling" else "not_a_file"])
