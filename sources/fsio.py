@@ -215,13 +215,16 @@ def unlistable(folder: str) -> str | None:
 def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple[str, ...] | None,
                  links: bool = True) -> list[str]:
     """Files and links below a local folder; folder links are entries unless followed, and so is a
-    sub-folder this user may not list (its reader rejects it: `paths.UnreadableFolder`)."""
+    sub-folder this user may not list (its reader rejects it: `paths.UnreadableFolder`). With
+    `links`, so are a followed link back to a folder above it, and a link to itself (`x -> x`),
+    whatever their names: their reader rejects them (`paths.LinkLoop`), never walked, never dropped."""
     found: list[str] = []
     stack: list[tuple[str, frozenset[str]]] = [(path, frozenset())]
     while stack:
         folder, above = stack.pop()
         real = os.path.realpath(folder)
-        if real in above:  # a link back to a folder above: a cycle
+        if real in above:  # a followed link back to a folder above: a cycle, never walked
+            found.append(folder)
             continue
         above = above | {real}
         try:
@@ -249,7 +252,8 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
                         found.append(name)  # with `links`, whatever its name: its reader rejects it
                     continue
                 # files, links, and fifos/sockets/devices too: their reader rejects them unread
-                if not suffixes or entry.name.lower().endswith(suffixes):
+                if not suffixes or entry.name.lower().endswith(suffixes) or (
+                        links and recursive and entry.is_symlink() and _loops(name)):
                     found.append(name)
         if not recursive:
             break

@@ -242,7 +242,9 @@ class LaionSource:
                 raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
             return [Unit("parquet", (p,), self.path) for p in shards] + self._strays(
                 files, shards, [p.removesuffix(".parquet") for p in shards])
-        files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True))
+        # folder links walked with `follow_links` (else listed: `outside_root`), loops listed: `link_loop`
+        files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True, follow_links=self.follow_links,
+                                                              links=True))
         if self.format == "auto":
             refuse_tfrecords(self.name, self.path, files)
         groups = folder_groups(files, self.path)

@@ -300,10 +300,13 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
 
 
 def loops_back(folder: str) -> bool:
-    """Whether a local `folder` is a link that leads to one of the folders it lies in (`.`, `..`):
-    listed, it is its parent again, and a walk down it never ends."""
-    return os.path.islink(folder) and _within(os.path.realpath(folder),
-                                              os.path.realpath(os.path.dirname(folder)), os.sep)
+    """Whether a local `folder` is a link that leads to one of the folders it lies in (`.`, `..`),
+    by its name or, once the links on the way are resolved, by where it lies (`a/l/l` in a ring
+    `a/l -> ../b`, `b/l -> ../a`): listed, it is its parent again, and a walk down it never ends."""
+    if not os.path.islink(folder):
+        return False
+    real = os.path.realpath(folder)
+    return _within(real, os.path.realpath(os.path.dirname(folder)), os.sep) or _within(real, _local(folder), os.sep)
 
 
 def path_problem(root: str, path: str, follow_links: bool = False) -> PathProblem | None:

@@ -407,3 +407,22 @@ def test_a_twin_in_nfc_that_is_no_file_leaves_its_nfd_twin_read(tmp_path: Path, 
     os.symlink("gone.mp4", tmp_path / nfd)  # now neither can be read: each its own reject
     items = [item for unit in source.units() for item in source.read(unit)]
     assert sorted(r.reason for r in items) == sorted(["unreadable", "unreadable" if kind == "dangling" else "not_a_file"])
+
+
+@pytest.mark.parametrize("follow_links", [False, True])
+def test_links_that_loop_are_counted_whether_links_are_followed_or_not(tmp_path: Path, follow_links: bool):
+    """`sub/up -> ..` and `sub/self -> self` are loops. Followed, the walk met `sub/up` again as the
+    root and dropped it without a word (only `sub/a.mp4` was listed), and `sub/self`, no folder and
+    not named `.mp4`, was never listed at all; a ring of two links (`a/l -> ../b`, `b/l -> ../a`)
+    went the same way. Each is now listed and rejected `link_loop`, as `docs/rejects.md` promises."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.mp4").write_bytes(b"")
+    (tmp_path / "sub" / "up").symlink_to("..")
+    (tmp_path / "sub" / "self").symlink_to("self")
+    for ring, other in (("a", "b"), ("b", "a")):
+        (tmp_path / ring).mkdir()
+        (tmp_path / ring / "l").symlink_to(f"../{other}")
+    source = VideoSource("vid", str(tmp_path), strides=(1,), follow_links=follow_links)
+    rejects = {(r.key.removeprefix("vid-"), r.reason) for unit in source.units() for r in source.read(unit)}
+    loops = {"sub-up", "sub-self"} | ({"a-l-l", "b-l-l"} if follow_links else set())
+    assert {key for key, reason in rejects if reason == "link_loop"} == loops
