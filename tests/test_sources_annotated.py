@@ -879,6 +879,31 @@ def test_cityscapes_with_only_label_train_ids_renders_their_classes(tmp_path: Pa
     assert (target[56:] == 0).all() and len(np.unique(target.reshape(-1, 3), axis=0)) == 5
 
 
+def test_cityscapes_asks_once_whether_each_label_map_is_there(tmp_path: Path, monkeypatch):
+    """`_label_map` asked whether `_labelIds` was there, then `read` asked again: one more request
+    per image on gs:// or s3://. Now each label map is asked for once: `_labelIds`, and only
+    where it is missing `_labelTrainIds`; an image with neither is still `missing_annotation`."""
+    from sources import fsio
+
+    images, gt = tmp_path / "leftImg8bit/train/aachen", tmp_path / "gtFine/train/aachen"
+    images.mkdir(parents=True)
+    gt.mkdir(parents=True)
+    for i, kind in enumerate(("labelIds", "labelTrainIds", None)):
+        (images / f"aachen_{i:06d}_000019_leftImg8bit.png").write_bytes(b"")
+        if kind:
+            (gt / f"aachen_{i:06d}_000019_gtFine_{kind}.png").write_bytes(b"")
+    asked: list[str] = []
+    exists = fsio.exists
+    monkeypatch.setattr(fsio, "exists", lambda uri: asked.append(uri) or exists(uri))
+    items = _read_all(SegmentationSource("cs", str(tmp_path), "cityscapes"))
+    assert [type(i).__name__ if isinstance(i, PairRecord) else i.reason for i in items] == [
+        "PairRecord", "PairRecord", "missing_annotation"]
+    assert sorted(u.rsplit("/", 1)[1] for u in asked if u.startswith(str(gt))) == [
+        "aachen_000000_000019_gtFine_labelIds.png", "aachen_000001_000019_gtFine_labelIds.png",
+        "aachen_000001_000019_gtFine_labelTrainIds.png", "aachen_000002_000019_gtFine_labelIds.png",
+        "aachen_000002_000019_gtFine_labelTrainIds.png"]
+
+
 def _full_ade_release(root: Path, version: str) -> Path:
     """The full ADE20K release: each image with its `_seg.png` (class = R / 10 * 256 + G,
     instances in B) and `_parts_N.png` beside it, in scene folders; an index at the top."""
