@@ -276,7 +276,9 @@ def list_dirs(uri: str, links: bool = False, loops: bool = False) -> list[str]:
                          os.path.isdir(os.path.join(path, e.name)) or loops and _loops(os.path.join(path, e.name))))]
     else:
         names = [entry["name"] for entry in fs.ls(path, detail=True) if entry["type"] == "directory"]
-    key = ("dirs", uri, links, True) if loops else ("dirs", uri, links)  # the key of older manifests, unchanged
+    # `loops` is in the key only when set: `relist` lists again as recorded, and a listing without
+    # it (every one a unit's `read` records: loops are listed by `units()` alone) keeps its key
+    key = ("dirs", uri, links, True) if loops else ("dirs", uri, links)
     return _listed(key, sorted(_unstrip(fs, n.rstrip("/"), uri) for n in names))
 
 
