@@ -35,7 +35,7 @@ import numpy as np
 
 from sources import budget, fsio
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
-from sources.paths import collapse_set_aside, path_problem, set_aside_problem, twin_to_read
+from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (Reject, SourceItem, VideoClipRecord, VideoRecord, nfc, safe_key, twin_detail,
                              twin_order)
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
@@ -276,8 +276,9 @@ class VideoSource:
         return self._with_twins(files)
 
     def _relative(self, uri: str) -> str:
-        root = self.path.rstrip("/")
-        return uri[len(root):].lstrip("/") if uri.startswith(root) else fsio.basename(uri)
+        """`uri` below the root; the file's name where the source's path is that file (or elsewhere)."""
+        relative = relative_to_root(self.path, uri)
+        return fsio.basename(uri) if relative == uri else relative
 
     def _with_twins(self, files: list[str]) -> list[str | UnicodeTwins]:
         """`files`, with the paths that one key takes (`café.mp4` in NFC beside a Mac's NFD copy, or
@@ -296,7 +297,7 @@ class VideoSource:
         return units
 
     def video_key(self, uri: str) -> str:
-        return safe_key(self.name, *(self._relative(uri) or fsio.basename(uri)).split("/"))
+        return safe_key(self.name, *self._relative(uri).split("/"))
 
     def read(self, unit: str | UnicodeTwins) -> Iterator[SourceItem]:
         if not isinstance(unit, UnicodeTwins):

@@ -426,3 +426,20 @@ def test_links_that_loop_are_counted_whether_links_are_followed_or_not(tmp_path:
     rejects = {(r.key.removeprefix("vid-"), r.reason) for unit in source.units() for r in source.read(unit)}
     loops = {"sub-up", "sub-self"} | ({"a-l-l", "b-l-l"} if follow_links else set())
     assert {key for key, reason in rejects if reason == "link_loop"} == loops
+
+
+def test_a_video_key_is_made_of_the_path_below_the_root_and_only_below_it(tmp_path: Path):
+    """The key took what followed the root's text in the path, with no separator check: below
+    `/data/vid`, `/data/videos/x.mp4` was `eos/x.mp4`. Now the path below the root
+    (`paths.relative_to_root`), on a disk or a bucket; a path elsewhere, or the source's own file,
+    is keyed by its name."""
+    from sources.records import safe_key
+
+    root = str(tmp_path / "vid")
+    source = VideoSource("v", root)
+    assert source.video_key(f"{root}/sub/a.mp4") == safe_key("v", "sub", "a.mp4")
+    assert source.video_key(f"{root}eos/x.mp4") == safe_key("v", "x.mp4")
+    assert VideoSource("v", f"{root}/a.mp4").video_key(f"{root}/a.mp4") == safe_key("v", "a.mp4")
+    bucket = VideoSource("v", "gs://bucket/vid/")
+    assert bucket.video_key("gs://bucket/vid/sub/a.mp4") == safe_key("v", "sub", "a.mp4")
+    assert bucket.video_key("gs://bucket/videos/a.mp4") == safe_key("v", "a.mp4")
