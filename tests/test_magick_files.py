@@ -19,11 +19,15 @@ needed to run these tests.
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
@@ -125,6 +129,55 @@ def test_png_gamma_of_srgb_keeps_its_samples():
     """gAMA 0.45455 is what writers declare for sRGB (libpng corrects nothing within 5% of it):
     the stored samples are kept, not bent by a pure 2.2 curve."""
     assert np.array_equal(decode_rgb((MAGICK / SRGB_GAMMA).read_bytes()), _stored(SRGB_GAMMA))
+
+
+def _srgb_of_light(light: np.ndarray) -> np.ndarray:
+    """Linear light 0..1 -> sRGB's 8-bit encoding (IEC 61966-2-1), rounded, as float."""
+    return np.round(np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055) * 255)
+
+
+def _png_with_gama(image: Image.Image, gama: int) -> bytes:
+    """`image` saved by Pillow as PNG with a gAMA chunk of `gama` (100000 x gamma) after its IHDR."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    raw, chunk = buf.getvalue(), b"gAMA" + struct.pack(">I", gama)
+    return raw[:33] + struct.pack(">I", 4) + chunk + struct.pack(">I", zlib.crc32(chunk)) + raw[33:]
+
+
+def _linear_on_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """8-bit gAMA 1.0 samples as the PNG specification shows them: the colour decoded (light =
+    sample / 255, to sRGB's encoding) first, then composited on white in sRGB values, rounded."""
+    shown = _srgb_of_light(colour / 255.0)
+    return np.floor((shown * alpha + 255 * (255 - alpha)) / 255 + 0.5).astype(np.uint8)
+
+
+def test_png_gamma_applies_to_the_colour_before_compositing():
+    """A gAMA 1.0 PNG with alpha (grey+alpha, RGBA, a palette with tRNS) was composited on white
+    first and the gamma table bent the mix: black at alpha 128 came out 187, not 127."""
+    grey, alpha = np.meshgrid(np.arange(0, 256, 17), np.arange(0, 256, 15))  # 16 x 18, opaque and clear rows
+    grey, alpha = grey.astype(np.uint8), alpha.astype(np.uint8)
+    want = _linear_on_white(grey.astype(np.float64), alpha.astype(np.float64))
+    la = decode_rgb(_png_with_gama(Image.fromarray(np.dstack([grey, alpha]), "LA"), 100000))
+    assert la[..., 0].tolist() == want.tolist() and (la == la[..., :1]).all()
+    colour = np.dstack([grey, grey[::-1], np.roll(grey, 3, axis=1)])
+    rgba = decode_rgb(_png_with_gama(Image.fromarray(np.dstack([colour, alpha]), "RGBA"), 100000))
+    assert np.array_equal(rgba, _linear_on_white(colour.astype(np.float64), alpha[..., None].astype(np.float64)))
+    palette = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4), "P")
+    palette.putpalette(np.repeat(np.arange(0, 256, 17, dtype=np.uint8), 3).tolist())
+    palette.info["transparency"] = bytes(range(0, 256, 17))
+    shown = decode_rgb(_png_with_gama(palette, 100000))
+    level = np.arange(0, 256, 17, dtype=np.float64).reshape(4, 4)
+    assert np.array_equal(shown[..., 1], _linear_on_white(level, level))
+
+
+def test_16_bit_grey_png_gamma_keeps_its_shadows():
+    """A 16-bit grey gAMA 1.0 PNG was cut to 8 bits before its gamma: a ramp of 0 to 4092 of
+    65535 came out in 16 levels (the specification's decoding of the 16-bit samples has 72), up to
+    12 levels off. Pillow cuts 16-bit RGB(A) PNGs to 8 bits on load: grey ones only."""
+    ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
+    got = decode_rgb(_png_with_gama(Image.fromarray(ramp), 100000))
+    want = _srgb_of_light(ramp / 65535.0).astype(np.uint8)
+    assert np.array_equal(got[..., 0], want) and len(np.unique(got)) == 72
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
