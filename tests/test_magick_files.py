@@ -12,9 +12,11 @@ one level at most, two where a 16-bit alpha is truncated too. Measured on these 
 agree exactly or within that level (BMP 565 and bitfield alpha, CMYK, WebP alpha: ImageMagick's
 rounding of the composite), but a CMYK JPEG through its profile (LittleCMS's 8-bit transform:
 `transforms.colour_profile`). A PNG's gAMA is checked against the PNG specification's decoding
-instead: ImageMagick reads any gamma but 1/2.2 as linear RGB. A multi-page TIFF or an animated GIF
-is its first page or frame, as `F[0]`; nothing records that there were more. ImageMagick is not
-needed to run these tests.
+instead: ImageMagick reads any gamma but 1/2.2 as linear RGB. A signed 32-bit TIFF is checked
+against ImageMagick's decode of the signed 16-bit one: ImageMagick reads 32-bit signed samples'
+bits as unsigned, where the decoder offsets every signed sample as ImageMagick does 16-bit ones.
+A multi-page TIFF or an animated GIF is its first page or frame, as `F[0]`; nothing records that
+there were more. ImageMagick is not needed to run these tests.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ SRGB_GAMMA = "png_gama45455.png"  # the gAMA writers declare for sRGB: its sampl
 # chunk (the samples are shown as stored), an iCCP profile (converted by it, as the file of the same
 # samples without the gAMA: its reference)
 SRGB_OVER_GAMMA = "png_srgb_gama1.png"
-SAME_SAMPLES = {"png_iccp_gama1.png": "png_icc_a98.png"}
+# files whose reference is ImageMagick's decode of another file of the same picture: the iCCP one
+# above; ImageMagick's signed 32-bit TIFF, which ImageMagick reads as unsigned bits (see below)
+SAME_PICTURE = {"png_iccp_gama1.png": "png_icc_a98.png", "tiff32_signed.tif": "tiff16_signed.tif"}
 
 
 def _name(key: str) -> str:
@@ -194,12 +198,28 @@ def test_png_profile_or_srgb_chunk_takes_precedence_over_gamma():
     """A gAMA 1.0 beside an iCCP profile or an sRGB chunk, which the PNG specification puts before
     it: the profile converts the samples (as those of the same file without its gAMA), the sRGB
     chunk keeps them; the gAMA is not applied."""
-    for name, other in SAME_SAMPLES.items():
+    for name, other in [("png_iccp_gama1.png", SAME_PICTURE["png_iccp_gama1.png"])]:
         decoded = load_image((MAGICK / name).read_bytes(), 32, "squash")
         assert decoded.colour_profile == load_image((MAGICK / other).read_bytes(), 32, "squash").colour_profile != ""
         assert np.abs(decode_rgb((MAGICK / name).read_bytes()).astype(np.int16) - _reference(other)).max() <= 1
     assert np.array_equal(decode_rgb((MAGICK / SRGB_OVER_GAMMA).read_bytes()), _stored(SRGB_OVER_GAMMA))
     assert load_image((MAGICK / SRGB_OVER_GAMMA).read_bytes(), 32, "squash").colour_profile == ""
+
+
+def test_signed_tiff_samples_are_offset_to_unsigned():
+    """Signed TIFF samples (SampleFormat 2) were clipped at 0: ImageMagick's signed 16-bit and 32-bit
+    TIFFs of a photo came out 56% black, up to 124 and 226 levels off. A signed sample is offset by
+    2 ** (bits - 1), the most negative black and 0 mid-grey, as ImageMagick shows a signed 16-bit
+    TIFF; ImageMagick 6.9.11 reads signed 8-bit and 32-bit samples' bits as unsigned (-1 its
+    brightest, 0 black), which is not followed: the 32-bit file, written as the 16-bit one (its
+    unsigned samples' bits, labelled signed), shows what ImageMagick shows of the 16-bit one."""
+    for name in ("tiff16_signed.tif", "tiff32_signed.tif"):
+        got = decode_rgb((MAGICK / name).read_bytes())
+        assert np.abs(got.astype(np.int16) - _reference("tiff16_signed.tif")).max() <= 1, name
+    extremes = np.array([[-(2**31), -(2**24), -1, 0, 2**24, 2**31 - 1]], np.int32)
+    buf = io.BytesIO()
+    Image.fromarray(extremes, "I").save(buf, "TIFF")  # 32-bit signed samples
+    assert decode_rgb(buf.getvalue())[0, :, 0].tolist() == [0, 127, 127, 128, 129, 255]
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
@@ -228,10 +248,10 @@ def test_folder_of_magick_files_renders_each_or_counts_its_reject():
         else:
             rendered[item.lineage["path"]] = decode_png(out.images[0])
     assert rejected == {name: ("decode", "unsupported_format") for name in UNSUPPORTED}
-    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, SRGB_GAMMA, SRGB_OVER_GAMMA, *SAME_SAMPLES])
+    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, SRGB_GAMMA, SRGB_OVER_GAMMA, *SAME_PICTURE])
     for name, canvas in rendered.items():
         want = (_shown_in_srgb(name) if name in GAMMA else _stored(name) if name in (SRGB_GAMMA, SRGB_OVER_GAMMA)
-                else _reference(SAME_SAMPLES.get(name, name)))
+                else _reference(SAME_PICTURE.get(name, name)))
         expected = plan_resize(*want.shape[:2], 32, "squash").apply_image(want)
         assert np.abs(canvas.astype(np.int16) - expected).max() <= TOLERANCE.get(name, 1) + 1, name
 
