@@ -9,9 +9,9 @@ their bytes. A profile that cannot be parsed is ignored, as browsers ignore it. 
 built once per distinct profile (a few milliseconds each) and kept in a small cache.
 
 A CMYK image (a print-workflow JPEG or TIFF) with its CMYK profile is converted by that profile
-(`cmyk_conversion`), relative colorimetric, the intent ImageMagick's `-profile` and Photoshop's
-defaults use: Pillow's own CMYK -> RGB ignores the profile (R = 255 - C - K, as it were ink on
-a perfect press), 48 levels from ImageMagick's conversion on average and up to 89, for a CMYK
+(`srgb_conversion(icc, "CMYK")`), relative colorimetric, the intent ImageMagick's `-profile` and
+Photoshop's defaults use: Pillow's own CMYK -> RGB ignores the profile (R = 255 - C - K, as it
+were ink on a perfect press), 48 levels from ImageMagick's conversion on average and up to 89, for a CMYK
 JPEG ImageMagick made through ghostscript's `ps_cmyk.icc`. LittleCMS's 8-bit transform, which
 precalculates a 17-point device link, is still 4.4 levels from ImageMagick's unoptimised 16-bit
 one on that file on average, up to 20 at saturated inks (unoptimised it is within 1, but takes 860
