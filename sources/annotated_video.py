@@ -17,6 +17,9 @@ windows holding it (`duplicate_frame`, `duplicate_annotation`); a file with no n
 name is rejected on its own (`unnumbered_frame`). What operating systems and tools leave is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`): a Mac's `._00001.png` is no
 frame 1 (it made frame 1 a `duplicate_frame`), `__MACOSX/` or `@eaDir/` no video.
+The datasets' own splits are honoured (`split_list`): VIPSeg's `train.txt` / `val.txt` / `test.txt`
+beside `imgs/`, JHMDB's `splits/<action>_test_split1.txt`; without them every video was hashed,
+and most of the videos they evaluate on were trained on.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from __future__ import annotations
 import io
 import re
 import struct
+import unicodedata
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Literal
 
 import numpy as np
@@ -41,6 +45,17 @@ VideoLayout = Literal["vipseg", "jhmdb"]
 SentenceLayout = Literal["interleaved", "separated"]
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIPSEG_FRAME_FOLDERS = ("imgs", "images")  # VIPSeg as released; VIPSeg_720P
+# The official splits: a video the dataset evaluates on goes to our val split, never to train (an
+# unlisted video takes the seeded hash). VIPSeg ships its lists beside imgs/ (one video a line; the
+# test videos' masks are withheld); JHMDB ships splits/<action>_test_split<1|2|3>.txt, a line
+# `<clip>.avi 1` (training) or `<clip>.avi 2` (testing), and split 1 is the one results are reported on
+VIPSEG_SPLIT_LISTS = {"train.txt": "train", "val.txt": "val", "test.txt": "val"}
+VIPSEG_TEST_LIST = "test.txt"
+JHMDB_SPLITS_FOLDER = "splits"
+JHMDB_SPLIT_SUFFIX = "_test_split1.txt"
+JHMDB_SPLIT_FLAGS = {"1": "train", "2": "val"}
+MAX_SPLIT_LIST_BYTES = 1 << 20  # VIPSeg's train.txt: 2,806 names, ~60 KB
+BAD_SPLIT_LIST = "bad_split_list"
 
 
 def frame_windows(n_frames: int, frames: int, stride: int) -> list[tuple[int, ...]]:
@@ -164,6 +179,39 @@ def load_jhmdb_points(data: bytes) -> np.ndarray:
         raise Rejected(BAD_ANNOTATION, f"not a readable MAT file ({type(exc).__name__})") from None
 
 
+@fsio.cached_input(maxsize=64)
+def split_list(uri: str, layout: str) -> tuple[dict[str, str], str]:
+    """One official split list: video name (NFC) -> our split, and what is wrong with the list
+    ('' when nothing). A VIPSeg list gives its file's split to every name; a JHMDB line is
+    `<clip>.avi <flag>`. A list that cannot be read at all raises (OSError, ValueError)."""
+    data = fsio.read_bytes(uri, MAX_SPLIT_LIST_BYTES)
+    text = data.decode("utf-8-sig")  # UnicodeDecodeError is a ValueError
+    names: dict[str, str] = {}
+    bad: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words:
+            continue
+        if layout == "vipseg":
+            if len(words) != 1:
+                bad.append((number, line.strip()))
+                continue
+            name, split = words[0], VIPSEG_SPLIT_LISTS[fsio.basename(uri)]
+        else:
+            if len(words) != 2 or words[1] not in JHMDB_SPLIT_FLAGS:
+                bad.append((number, line.strip()))
+                continue
+            name, split = words[0].removesuffix(".avi"), JHMDB_SPLIT_FLAGS[words[1]]
+        name = unicodedata.normalize("NFC", name)
+        names[name] = "val" if "val" in (split, names.get(name)) else split  # held out wins
+    problem = ""
+    if bad:
+        form = "a video name" if layout == "vipseg" else "'<clip>.avi 1|2'"
+        problem = (f"{len(bad)} line{'s are' if len(bad) > 1 else ' is'} not {form} "
+                   f"(line {bad[0][0]}: {bad[0][1][:60]!r})")
+    return names, problem
+
+
 @dataclass(frozen=True)
 class AnnotatedVideoSource:
     name: str
@@ -199,7 +247,62 @@ class AnnotatedVideoSource:
         aside = [d for d in dirs if set_aside_problem(self.path, d)]
         names = [self._video(d) for d in dirs if d not in aside]
         return videos + [fsio.join(folder, *name.split("/")) for name in names  # type: ignore[arg-type]
-                         if name not in have] + aside
+                         if name not in have] + aside + self._split_lists()
+
+    def _split_lists(self) -> list[str]:
+        """The official split lists there are (JHMDB's split 1, and what a tool left beside them):
+        a unit each, read as a reject when it cannot be read, as nothing otherwise."""
+        if self.layout == "vipseg":
+            return [uri for uri in (fsio.join(self.path, name) for name in VIPSEG_SPLIT_LISTS) if fsio.exists(uri)]
+        folder = fsio.join(self.path, JHMDB_SPLITS_FOLDER)
+        return [uri for uri in (fsio.list_files(folder, links=True) if fsio.exists(folder) else [])
+                if fsio.basename(uri).endswith(JHMDB_SPLIT_SUFFIX)]
+
+    def _is_split_list(self, unit: str) -> bool:
+        if self.layout == "vipseg":
+            return fsio.basename(unit) in VIPSEG_SPLIT_LISTS and unit == fsio.join(self.path, fsio.basename(unit))
+        return unit == fsio.join(self.path, JHMDB_SPLITS_FOLDER, fsio.basename(unit))
+
+    def _read_split_list(self, uri: str) -> Iterator[SourceItem]:
+        key = safe_key(self.name, *names_below(self.path, uri))
+        problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
+        if problem:  # a Mac's `._walk_test_split1.txt`, a list that is a link leading out
+            yield Reject(key, self.name, key, "read", problem.reason, problem.detail)
+            return
+        try:
+            _, detail = split_list(uri, self.layout)
+        except fsio.FileTooLarge:
+            detail = f"larger than {MAX_SPLIT_LIST_BYTES} bytes (a split list is a page of names)"
+        except UnicodeDecodeError:
+            detail = "not UTF-8 text"
+        except (OSError, ValueError) as exc:
+            detail = f"unreadable ({type(exc).__name__})"
+        if detail:
+            yield Reject(key, self.name, key, "read", BAD_SPLIT_LIST, detail[:200])
+
+    def _official_split(self, video: str) -> tuple[str | None, bool]:
+        """The split the dataset's lists give a video (None: unlisted), and whether VIPSeg lists it
+        as a test video (its masks withheld). A list that cannot be read gives nothing (its own
+        unit is the reject)."""
+        if self.layout == "vipseg":
+            lists = [fsio.join(self.path, name) for name in VIPSEG_SPLIT_LISTS]
+            name = video
+        else:
+            action, name = video.split("/", 1)
+            lists = [fsio.join(self.path, JHMDB_SPLITS_FOLDER, action + JHMDB_SPLIT_SUFFIX)]
+        name = unicodedata.normalize("NFC", name)
+        found, test = [], False
+        for uri in lists:
+            if not fsio.exists(uri) or path_problem(self.path, uri, self.follow_links):
+                continue
+            try:
+                split = split_list(uri, self.layout)[0].get(name)
+            except (OSError, ValueError):
+                continue
+            if split is not None:
+                found.append(split)
+                test = test or fsio.basename(uri) == VIPSEG_TEST_LIST and self.layout == "vipseg"
+        return ("val" if "val" in found else found[0] if found else None), test
 
     @staticmethod
     def _two_levels(root: str) -> list[str]:
@@ -213,7 +316,18 @@ class AnnotatedVideoSource:
             return fsio.basename(video_dir)
         return f"{fsio.basename(video_dir.rsplit('/', 1)[0])}/{fsio.basename(video_dir)}"
 
-    def read(self, video_dir: str) -> Iterator[SourceItem]:
+    def read(self, unit: str) -> Iterator[SourceItem]:
+        if self._is_split_list(unit):
+            yield from self._read_split_list(unit)
+            return
+        if set_aside_problem(self.path, unit) or path_problem(self.path, unit, self.follow_links):
+            yield from self._read_video(unit, False)  # one reject, of no split
+            return
+        split, test = self._official_split(self._video(unit))
+        for item in self._read_video(unit, test):
+            yield item if split is None else replace(item, split_hint=split)
+
+    def _read_video(self, video_dir: str, test: bool) -> Iterator[SourceItem]:
         aside = set_aside_problem(self.path, video_dir)
         if aside:  # `__MACOSX/`, `@eaDir/`: one reject, never a video of no frames
             key = safe_key(self.name, *names_below(self.path, video_dir))
@@ -235,6 +349,10 @@ class AnnotatedVideoSource:
         if self.layout == "vipseg":
             masks_dir = fsio.join(self.path, "panomasks", video)
             masks = fsio.list_files(masks_dir, (".png",), links=True) if fsio.exists(masks_dir) else []
+            if test and not masks:  # VIPSeg withholds its test masks: one reject, not one per window
+                yield Reject(group, self.name, group, "read", "unlabeled_split",
+                             f"{VIPSEG_TEST_LIST} lists {shown_name(video)}: VIPSeg's test masks are withheld")
+                return
         slots: dict[int, _Slot] = {}
         for what, uris in (("frame", files), ("annotation", masks)):
             for uri in uris:

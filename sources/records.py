@@ -273,6 +273,7 @@ class AnnotatedClipRecord:
     stride: int = 1
     start: int = 0
     lineage: dict[str, Any] = field(default_factory=dict)
+    split_hint: str | None = None  # the official split when the layout has one (VIPSeg's lists, JHMDB's splits/)
 
 
 @dataclass(frozen=True)

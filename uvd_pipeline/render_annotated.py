@@ -553,7 +553,7 @@ def render_multiview(record: MultiViewRecord, settings: RenderSettings) -> Sente
 
 
 def render_annotated_clip(record: AnnotatedClipRecord, settings: RenderSettings) -> Sentence | Reject:
-    split = settings.split(record.group)
+    split = settings.split(record.group, record.split_hint)
     annotation = record.annotation
     frames, targets, sizes = [], [], []
     try:

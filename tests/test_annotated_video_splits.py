@@ -1,0 +1,130 @@
+"""The official splits of the annotated-video datasets, as they ship: a video the dataset
+evaluates on lands in our val split, never in train, whatever the seeded hash says.
+
+VIPSeg ships `train.txt`, `val.txt` and `test.txt` beside `imgs/` and `panomasks/` (one video
+name a line; the test videos' masks are withheld). JHMDB ships `splits/<action>_test_split<N>.txt`
+(`<clip>.avi 1` for training, `<clip>.avi 2` for testing); split 1 is the one results are
+reported on. The expected split of each sentence is read from the list files the test writes,
+never from the source under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.io import savemat
+
+from sources.annotated_video import AnnotatedVideoSource
+from sources.records import AnnotatedClipRecord, Reject
+from uvd_pipeline.render import RenderSettings
+from uvd_pipeline.render_annotated import render_annotated_clip
+
+FRAMES = 2
+
+
+def _settings(val_fraction: float) -> RenderSettings:
+    return RenderSettings(size=32, resize="squash", pad_value=0, max_pixels=1 << 24, png_compression=1, seed=0,
+                          val_fraction=val_fraction)
+
+
+def _items(source: AnnotatedVideoSource) -> list:
+    return [item for unit in source.units() for item in source.read(unit)]
+
+
+def _rendered_splits(items: list, val_fraction: float) -> dict[str, set[str]]:
+    """video -> the splits its sentences and rejects land in, through the real render path."""
+    out: dict[str, set[str]] = {}
+    for item in items:
+        if isinstance(item, AnnotatedClipRecord):
+            sentence = render_annotated_clip(item, _settings(val_fraction))
+            assert not isinstance(sentence, Reject), (sentence.reason, sentence.detail)
+            out.setdefault(item.lineage["video"], set()).add(sentence.split)
+    return out
+
+
+def _jhmdb(root: Path, action: str, clip: str) -> None:
+    frames = root / "Rename_Images" / action / clip
+    frames.mkdir(parents=True)
+    for t in range(FRAMES):  # JHMDB's frames: 320x240 PNG, numbered from 00001
+        Image.fromarray(np.full((240, 320, 3), 60 * t, np.uint8)).save(frames / f"{t + 1:05d}.png")
+    joints = root / "joint_positions" / action / clip
+    joints.mkdir(parents=True)
+    pos = np.random.default_rng(len(clip)).uniform(20, 220, (2, 15, FRAMES))
+    savemat(joints / "joint_positions.mat", {"pos_img": pos, "scale": np.ones((1, FRAMES))})
+
+
+def _official(lines: list[str]) -> dict[str, str]:
+    return {line.split()[0].removesuffix(".avi"): {"1": "train", "2": "val"}[line.split()[1]] for line in lines}
+
+
+def test_jhmdb_clips_take_the_split_of_splits_test_split1(tmp_path: Path):
+    clips = {"walk": ["20060723sfjffbartsinger_walk_f_cm_np1_ba_med_0", "50_FIRST_DATES_walk_f_cm_np1_fr_med_24"],
+             "wave": ["Wave_my_hand_wave_h_nm_np1_fr_goo_0", "prelinger_they_grow_up_wave_u_cm_np1_fr_med_5"]}
+    split1 = {"walk": [f"{clips['walk'][0]}.avi 1 ", f"{clips['walk'][1]}.avi 2 "],
+              "wave": [f"{clips['wave'][0]}.avi 2\r", f"{clips['wave'][1]}.avi 1\r"]}
+    (tmp_path / "splits").mkdir()
+    for action, names in clips.items():
+        for clip in names:
+            _jhmdb(tmp_path, action, clip)
+        (tmp_path / "splits" / f"{action}_test_split1.txt").write_text("\n".join(split1[action]) + "\n")
+        for other in (2, 3):  # the other two splits swap train and test: split 1 is the one read
+            swapped = [line.replace(" 1", " x").replace(" 2", " 1").replace(" x", " 2") for line in split1[action]]
+            (tmp_path / "splits" / f"{action}_test_split{other}.txt").write_text("\n".join(swapped) + "\n")
+    expected = {f"{action}/{clip}": split for action in clips
+                for clip, split in _official([line.strip() for line in split1[action]]).items()}
+    assert sorted(expected.values()) == ["train", "train", "val", "val"]
+    items = _items(AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=FRAMES))
+    assert [i for i in items if isinstance(i, Reject)] == []
+    for val_fraction in (0.0, 1.0):  # the hash would send every clip one way
+        assert _rendered_splits(items, val_fraction) == {video: {split} for video, split in expected.items()}
+
+
+def _vipseg(root: Path, video: str, masks: bool = True) -> None:
+    for number in (976, 1006):  # VIPSeg samples its videos sparsely; masks are uint16 panoptic ids
+        frame = root / "imgs" / video / f"{number:08d}.jpg"
+        frame.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((72, 128, 3), 90, np.uint8)).save(frame, quality=90)
+        if masks:
+            mask = root / "panomasks" / video / f"{number:08d}.png"
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((72, 128), 6101, np.uint16)).save(mask)
+
+
+def test_vipseg_videos_take_the_split_of_their_list(tmp_path: Path):
+    lists = {"train.txt": ["1000_-jHuOIGCyuE", "1002_QGkA6vUsJsQ"], "val.txt": ["127_-hIVCYO4C90"],
+             "test.txt": ["1001_-AhoLSakKvE"]}
+    for name, videos in lists.items():
+        for video in videos:
+            _vipseg(tmp_path, video, masks=name != "test.txt")  # the test set's masks are withheld
+        (tmp_path / name).write_text("".join(f"{video}\n" for video in videos))
+    _vipseg(tmp_path, "2000_unlisted0000")
+    items = _items(AnnotatedVideoSource("vip", str(tmp_path), "vipseg", frames=FRAMES))
+    for val_fraction in (0.0, 1.0):
+        splits = _rendered_splits(items, val_fraction)
+        assert {video: splits[video] for video in lists["train.txt"] + lists["val.txt"]} == {
+            "1000_-jHuOIGCyuE": {"train"}, "1002_QGkA6vUsJsQ": {"train"}, "127_-hIVCYO4C90": {"val"}}
+        assert splits["2000_unlisted0000"] == {"val" if val_fraction else "train"}  # unlisted: the hash
+    # a test video (frames, no masks): one reject counted in val, not one per window in train
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [(r.group, r.reason, r.split_hint) for r in rejects] == [("vip-1001_-AhoLSakKvE", "unlabeled_split", "val")]
+
+
+def test_unreadable_split_list_is_a_reject_and_the_videos_still_read(tmp_path: Path):
+    _vipseg(tmp_path, "127_-hIVCYO4C90")
+    (tmp_path / "val.txt").write_bytes(b"127_-hIVCYO4C90\n\xff\xfe\n")  # not UTF-8
+    (tmp_path / "splits").mkdir()
+    jh = tmp_path / "jh"
+    _jhmdb(jh, "walk", "clip_a")
+    _jhmdb(jh, "walk", "clip_b")
+    (jh / "splits").mkdir()
+    (jh / "splits" / "walk_test_split1.txt").write_text("clip_a.avi 2\nclip_b.avi\n")  # the second line lacks its flag
+    items = _items(AnnotatedVideoSource("vip", str(tmp_path), "vipseg", frames=FRAMES))
+    (reject,) = [r for r in items if isinstance(r, Reject)]
+    assert (reject.key.startswith("vip-val_txt"), reject.reason, reject.detail) == (True, "bad_split_list", "not UTF-8 text")
+    assert len([i for i in items if isinstance(i, AnnotatedClipRecord)]) == 1
+    items = _items(AnnotatedVideoSource("jh", str(jh), "jhmdb", frames=FRAMES))
+    rejects = [(r.key.startswith("jh-splits-walk_test_split1_txt"), r.reason, r.detail) for r in items if isinstance(r, Reject)]
+    assert rejects == [(True, "bad_split_list", "1 line is not '<clip>.avi 1|2' (line 2: 'clip_b.avi')")]
+    assert _rendered_splits(items, 0.0) == {"walk/clip_a": {"val"}, "walk/clip_b": {"train"}}
