@@ -488,6 +488,11 @@ def _ffmpeg_frames(path: Path, picks: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(len(picks), 48, 64, 3)
 
 
+def _copies(spill: Path) -> list[str]:
+    """The member copies in the temporary folder `spill` (in each process's `uvd-video-<pid>/`)."""
+    return sorted(p.name for p in spill.rglob("*") if not p.is_dir())
+
+
 def _read_all(source: VideoSource) -> list:
     return [item for unit in source.units() for item in source.read(unit)]
 
@@ -560,7 +565,7 @@ def test_a_cut_video2dataset_tar_is_counted_and_member_copies_never_outlive_thei
     call = video.budget.call
 
     def watched(*args, **kwargs):
-        seen_during_jobs.append(sorted(p.name for p in spill.iterdir()))
+        seen_during_jobs.append(_copies(spill))
         return call(*args, **kwargs)
 
     monkeypatch.setattr(video.budget, "call", watched)
@@ -580,14 +585,14 @@ def test_a_cut_video2dataset_tar_is_counted_and_member_copies_never_outlive_thei
     assert read_clip_frames(record.clips[0]).shape == (16, 48, 64, 3)
 
     def stopped(*args, **kwargs):  # the job as the parent sees a worker killed for its budget
-        seen_during_jobs.append(sorted(p.name for p in spill.iterdir()))
+        seen_during_jobs.append(_copies(spill))
         raise BudgetExceeded("decode_timeout", "killed after 0.1 CPU seconds")
         yield
 
     monkeypatch.setattr(video.budget, "run", stopped)
     ((_, failure),) = list(video.clip_frames(record))
     assert failure.reason == "decode_timeout" and len(seen_during_jobs[-1]) == 1 and "uvd-video" not in failure.detail
-    assert list(spill.iterdir()) == []
+    assert _copies(spill) == []
     monkeypatch.setattr(shards, "MAX_INPUT_FILE_BYTES", 1000)
     monkeypatch.setattr(video, "probe_video", lambda *args: pytest.fail("a member over the cap was probed"))
     too_large = [i for i in source.read(str(root / "00000.tar")) if isinstance(i, Reject) and "1000 byte" in i.detail]
@@ -633,7 +638,7 @@ def test_video2dataset_shards_render_the_bytes_their_files_layout_renders(v2d_ou
     for layout in ("webdataset", "files"):
         assert rejects[layout] == [(data_key(layout, "00000", "000000002"), "download", "failed_to_download"),
                                    (data_key(layout, "00000", "000000004"), "read", "missing_from_archive")]
-    assert list(spill.iterdir()) == []
+    assert _copies(spill) == []
 
 
 def test_a_big_video2dataset_tar_is_read_in_parts_that_together_read_it_once(v2d_output: dict[str, Path],
