@@ -30,6 +30,7 @@ whatever became of it; the shard's parquet gives its failed downloads as rejects
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import logging
@@ -57,7 +58,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".m
                     ".mts", ".m2ts", ".vob", ".3gp", ".wmv")
 DecoderChoice = Literal["auto", "decord", "pyav"]
 PAPER_STRIDES = (10, 20, 30)
-__all__ = ["VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]
+__all__ = ["MachineError", "VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]
 
 
 # -- planning (pure) -----------------------------------------------------------------------
@@ -130,6 +131,14 @@ _COPIES: dict[int, str] = {}  # pid -> its copies' folder, made (and its dead si
 _SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+class MachineError(RuntimeError):
+    """An error of this machine, not of the video, met planning it (a full or missing temporary
+    folder, a quota, too many open files starting its decoder): raised from the OSError, so the
+    unit fails (`unit_failed`) and the video is never blamed with a reject of its own. Not an
+    OSError, so that a tar's reader, which takes an OSError for a cut or unreadable archive, lets it
+    through."""
+
+
 def copies_folder() -> str:
     """This process's folder for member copies: `uvd-video-<pid>` in the temporary folder
     (`tempfile.gettempdir()`, TMPDIR). Made on first use in each process, when the folders of
@@ -141,9 +150,19 @@ def copies_folder() -> str:
     folder = os.path.join(top, f"{COPIES_PREFIX}{pid}")
     if _COPIES.get(pid) != folder:
         _remove_dead_copies(top)
+        if pid not in _COPIES:
+            atexit.register(_remove_empty, folder)
         _COPIES[pid] = folder
-    os.makedirs(folder, exist_ok=True)  # each time: a folder removed mid-run comes back
+    try:  # each time: a folder removed mid-run comes back (a missing temporary folder is an error)
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
     return folder
+
+
+def _remove_empty(folder: str) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
 
 
 def _remove_dead_copies(top: str) -> None:
@@ -252,13 +271,12 @@ def _copy_room(name: str, size: int | None) -> str:
 
 def _machine_error(exc: OSError, name: str, folder: str, size: int | None, why: str = "") -> OSError:
     """`exc`, met copying `name` into `folder`, as the OSError of this machine that a unit fails
-    on: it names the member and the folder (not the copy's random name), and for a lack of space
-    the way out."""
+    on: it names the folder (not the copy's random name; `planned` names the member), and for a
+    lack of space the way out."""
     code = exc.errno
     text = exc.strerror or str(exc)
-    wanted = f"{size} bytes" if size is not None else "its bytes"
-    message = (f"{text}: copying {fsio.basename(name)} ({wanted}{'; ' + why if why else ''}) into the temporary "
-               f"folder {folder} for its decoder")
+    wanted = f"its {size} bytes" if size is not None else "it"
+    message = f"{text}: copying {wanted}{f' ({why})' if why else ''} into {folder}"
     if code in _SPACE_ERRORS:
         message += "; free space there or set TMPDIR to a folder with room"
     return OSError(code, message) if code is not None else OSError(message)
@@ -508,6 +526,10 @@ class VideoSource:
         except VideoError as exc:
             yield Reject(video, self.name, video, "plan", exc.reason, exc.detail)
             return
+        except OSError as exc:  # the machine's (`_worker_uri`, starting the decoder): the unit fails
+            code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+            raise MachineError(f"planning {named.get('file') or fsio.basename(uri)}: {code}: "
+                               f"{exc.strerror or exc}") from exc
         plans = plan_clips(probe.n_frames, self.strides, self.frames, self.max_windows_per_stride)
         if not plans:
             yield Reject(video, self.name, video, "plan", "too_few_frames",

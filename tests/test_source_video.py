@@ -662,3 +662,109 @@ def test_a_big_video2dataset_tar_is_read_in_parts_that_together_read_it_once(v2d
     items = [item for unit in units for item in whole.read(unit)]
     assert sorted((i.key, type(i).__name__, getattr(i, "reason", "")) for i in items) == expected
     assert sorted(probed) == ["000000000.mp4", "000000001.mp4", "000000003.webm"]
+
+
+def _junk_tar(root: Path, samples: dict[str, dict[str, bytes]], shard: str = "00000") -> Path:
+    """A video2dataset-like tar of `samples` (key -> {ext: bytes}) in `root`, without ffmpeg."""
+    import tarfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(root / f"{shard}.tar", "w|") as tar:
+        for key, fields in samples.items():
+            _tar_writer_write(tar, key, fields)
+    return root / f"{shard}.tar"
+
+
+def test_a_full_temporary_folder_fails_the_unit_and_blames_no_video(tmp_path: Path, monkeypatch):
+    """A member's copy that cannot be written (ENOSPC, a quota, EMFILE) or has no room was an
+    `unreadable` reject of the video, committed for good; starting the decoder (EMFILE) too. They
+    are the machine's errors: the unit fails (`MachineError`, naming the member and the folder,
+    never the copy's random name); an error reading the tar stays the video's reject."""
+    import errno
+    import tempfile
+
+    import sources.video as video
+    from sources.records import TarMember
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    tar = _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v" * 5000, "txt": b"a caption", "json": b"{}"}})
+    source = VideoSource("web", str(tmp_path / "root"), strides=(1,))
+    monkeypatch.setattr(video.budget, "call", lambda *a, **k: pytest.fail("a copy that failed was probed"))
+    real_fdopen = os.fdopen
+
+    class Full:  # the copy's side of a full disk
+        def __init__(self, handle, mode):
+            self.file = real_fdopen(handle, mode)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(os, "fdopen", Full)
+    with pytest.raises(video.MachineError) as raised:
+        _read_all(source)
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert isinstance(raised.value.__cause__, OSError) and raised.value.__cause__.errno == errno.ENOSPC
+    text = str(raised.value)
+    assert "000000000.mp4" in text and str(spill) in text and "TMPDIR" in text, text
+    assert not any(name.startswith("tmp") for name in text.replace(str(spill), "").split()), text  # no copy's name
+    assert _copies(spill) == []
+
+    class Statvfs:  # 4 KiB free: judged before copying
+        f_bavail, f_frsize = 1, 4096
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Statvfs())
+    with pytest.raises(video.MachineError, match="ENOSPC.*5000 bytes.*4096 bytes free.*TMPDIR"):
+        _read_all(source)
+    monkeypatch.undo()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+
+    def no_worker(*args, **kwargs):  # starting the decoder's process
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(video.budget, "call", no_worker)
+    with pytest.raises(video.MachineError, match="EMFILE"):
+        _read_all(source)
+    (tmp_path / "plain.mp4").write_bytes(b"v" * 100)
+    with pytest.raises(video.MachineError, match="plain.mp4: EMFILE"):
+        _read_all(VideoSource("web", str(tmp_path / "plain.mp4"), strides=(1,)))
+    tar.unlink()  # the input gone: the video's reject, as before
+    with pytest.raises(video.VideoError) as gone:
+        video.probe_video(str(tar), member=TarMember("000000000.mp4", 512, 5000))
+    assert gone.value.reason == "unreadable" and "uvd-video" not in gone.value.detail
+
+
+def test_copies_of_a_killed_reader_are_removed_by_the_next_process_that_copies(tmp_path: Path, monkeypatch):
+    """A reader killed mid-job (kill -9, the OOM killer) left `uvd-video-xxxx.mp4` in /tmp for good.
+    Each process copies into `uvd-video-<pid>/`; the first copy of a process removes the folders
+    of processes that are gone (or whose pid a later process took), never a live one's."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import sources.video as video
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    monkeypatch.setattr(video, "_COPIES", {})  # this process has not copied yet
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, live, reused = (spill / f"uvd-video-{pid}" for pid in (child.pid, os.getppid(), 1))
+    for folder in (dead, live, reused):
+        folder.mkdir()
+        (folder / "tmpk1lled.mp4").write_bytes(b"a copy")
+    os.utime(reused, (0, 0))  # changed before pid 1 started: another, gone process's folder
+    (spill / "uvd-video-notapid").mkdir()
+    _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v" * 100}})
+    items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
+    assert [i.reason for i in items] == ["unreadable"]
+    assert sorted(p.name for p in spill.iterdir()) == sorted([live.name, "uvd-video-notapid", f"uvd-video-{os.getpid()}"])
+    assert _copies(spill) == ["tmpk1lled.mp4"]  # the live process's copy
