@@ -768,3 +768,69 @@ def test_copies_of_a_killed_reader_are_removed_by_the_next_process_that_copies(t
     assert [i.reason for i in items] == ["unreadable"]
     assert sorted(p.name for p in spill.iterdir()) == sorted([live.name, "uvd-video-notapid", f"uvd-video-{os.getpid()}"])
     assert _copies(spill) == ["tmpk1lled.mp4"]  # the live process's copy
+
+
+def test_a_member_changed_after_planning_loses_its_clips_under_its_own_name(v2d_output: dict[str, Path],
+                                                                           tmp_path: Path):
+    """A tar whose member's bytes changed after its clips were planned: the decode failure names
+    the member, never the temporary copy's random name (reject files would differ run to run)."""
+    import shutil
+
+    import sources.video as video
+
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(v2d_output["webdataset"] / "00000.tar", root / "00000.tar")
+    source = VideoSource("web", str(root), strides=(1,))
+    record = next(i for i in _read_all(source) if isinstance(i, VideoRecord) and i.member.name == "000000001.mp4")
+    with open(root / "00000.tar", "r+b") as tar:  # all but its first 2 KiB overwritten
+        tar.seek(record.member.offset + 2048)
+        tar.write(b"\0" * (record.member.size - 2048))
+    failures = [result for _, result in video.clip_frames(record)]
+    assert failures and all(isinstance(f, video.VideoError) for f in failures)
+    assert all("000000001.mp4" in f.detail and "tmp" not in f.detail for f in failures), failures[0].detail
+
+
+def test_a_member_shorter_than_its_header_is_a_changed_file_never_decoded(tmp_path: Path, monkeypatch):
+    """A tar cut or rewritten since it was listed holds fewer bytes of a member than its header
+    declared: `changed_file`, and the short copy is never handed to a decoder."""
+    import sources.video as video
+    from sources.records import TarMember
+
+    tar = _junk_tar(tmp_path, {"000000000": {"mp4": b"v" * 3000}})
+    monkeypatch.setattr(video.budget, "call", lambda *a, **k: pytest.fail("a short copy was probed"))
+    with pytest.raises(video.VideoError) as raised:
+        video.probe_video(str(tar), member=TarMember("000000000.mp4", 512, tar.stat().st_size))
+    assert raised.value.reason == "changed_file" and "000000000.mp4" in raised.value.detail
+
+
+def test_sidecars_over_the_cap_are_not_read_and_a_video_less_samples_json_status_is_its_reject(
+        tmp_path: Path, monkeypatch):
+    """A `.txt`/`.json` member over `MAX_INPUT_FILE_BYTES` is not read (the video goes on without
+    its caption); a sample without a video that no parquet lists is counted from its `.json`'s
+    status (a failed download), or `missing_video` when that says success."""
+    import json
+
+    import sources.video_shards as shards
+    from sources.records import data_key
+
+    monkeypatch.setattr(shards, "MAX_INPUT_FILE_BYTES", 1000)
+    failed = {"status": "failed_to_download", "error_message": "HTTP Error 404: Not Found"}
+    _junk_tar(tmp_path / "root", {
+        "000000000": {"mp4": b"v" * 100, "txt": b"a short caption"},
+        "000000001": {"mp4": b"v" * 100, "txt": b"c" * 1001},
+        "000000002": {"txt": b"x", "json": json.dumps(failed).encode()},
+        "000000003": {"txt": b"x", "json": json.dumps({"status": "success"}).encode()}})
+    named = {}
+
+    def planned(self, video, uri, lineage, member=None):  # what the probe would be given
+        named[lineage["sample_key"]] = lineage
+        return iter(())
+
+    monkeypatch.setattr(VideoSource, "planned", planned)
+    items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
+    assert named["000000000"]["caption"] == "a short caption" and "caption" not in named["000000001"]
+    assert sorted((i.key, i.stage, i.reason, i.detail) for i in items)[0] == (
+        data_key("web", "00000", "000000002"), "download", "failed_to_download", "HTTP Error 404: Not Found")
+    assert [(i.key, i.reason) for i in items] == [(data_key("web", "00000", "000000002"), "failed_to_download"),
+                                                  (data_key("web", "00000", "000000003"), "missing_video")]
