@@ -834,3 +834,20 @@ def test_sidecars_over_the_cap_are_not_read_and_a_video_less_samples_json_status
         data_key("web", "00000", "000000002"), "download", "failed_to_download", "HTTP Error 404: Not Found")
     assert [(i.key, i.reason) for i in items] == [(data_key("web", "00000", "000000002"), "failed_to_download"),
                                                   (data_key("web", "00000", "000000003"), "missing_video")]
+
+
+def test_a_thumbnail_beside_a_video_is_counted_and_a_dotted_keys_detail_is_true(tmp_path: Path, monkeypatch):
+    """A `.jpg` beside a video vanished without a word (audio, `.txt` and `.json` are the sample's);
+    a key with a dot (`clip.v2`: webdataset's key `clip`, fields `v2.mp4`...) said "no .mp4" while
+    listing `v2.mp4`: the detail names the members whole and says why none is a video."""
+    from sources.records import data_key
+
+    _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v", "jpg": b"a thumbnail", "m4a": b"audio", "txt": b"x"},
+                                  "clip.v2": {"mp4": b"v", "json": b"{}"}})
+    monkeypatch.setattr(VideoSource, "planned", lambda *args: iter(()))
+    items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
+    assert [(i.key, i.reason) for i in items] == [(data_key("web", "00000", "000000000"), "unexpected_file"),
+                                                  (data_key("web", "00000", "clip"), "missing_video")]
+    assert items[0].detail.startswith("000000000.jpg: not read")
+    assert items[1].detail.startswith("members: clip.v2.json, clip.v2.mp4 (none is clip with a video extension")
+    assert "clip.v2.mp4 is field v2.mp4 of key clip" in items[1].detail
