@@ -24,8 +24,12 @@ never padded. Strides that reduce to the same value give one sentence, not dupli
 video2dataset's output is read too (`sources.video_shards`): each `NNNNN.tar` of its
 `output_format=webdataset` is a unit whose video members are probed and decoded as above, each job
 from a private temporary copy of the member (`TarMember`, `_worker_uri`), removed after the job
-whatever became of it; the shard's parquet gives its failed downloads as rejects. Its
-`output_format=files` is plain video files, plus its `NNNNN.parquet` as a unit of failed downloads.
+whatever became of it (copies lie in `uvd-video-<pid>/` of the temporary folder, TMPDIR: a folder
+whose process is gone, killed mid-job, is removed by the next process that copies). A copy that
+cannot be made for want of room (or of file handles) is this machine's `MachineError`: the unit
+fails, the video is no reject of its own. The shard's parquet gives its failed downloads as
+rejects. Its `output_format=files` is plain video files, plus its `NNNNN.parquet` as a unit of
+failed downloads.
 """
 
 from __future__ import annotations

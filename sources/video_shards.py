@@ -18,13 +18,13 @@ Failed downloads the parquet lists are rejects (`download` stage, video2dataset'
 reason: `failed_to_download`, `failed_to_subsample`); successes it lists that the tar (or the
 files layout's folder) lacks are
 `missing_from_archive`; a cut tar is `truncated_sample` for the sample it cuts and one
-`corrupt_archive` for the shard, never a crash. A member of a sample beside its video that is
-none of its sidecars (`.txt`, `.json`) nor audio video2dataset wrote (`AUDIO`) is an
-`unexpected_file` reject (a `.jpg` thumbnail put in by hand), never dropped without a word. In the
-files layout the videos are plain files (the `.txt`/`.json` beside them are not read); its
-`NNNNN.parquet` is a unit of its own that yields the shard's failed downloads and missing videos. A parquet with neither `NNNNN/` nor
-`NNNNN.tar` beside it (video2dataset's `output_format=parquet`, videos inside it) is one
-`unexpected_file` reject. Gzipped tars are not read (video2dataset writes plain ones).
+`corrupt_archive` for the shard, never a crash. A member of a sample beside its video that is none
+of its sidecars (`.txt`, `.json`) nor audio video2dataset wrote (`AUDIO`) is an `unexpected_file`
+reject (a `.jpg` thumbnail put in by hand), never dropped without a word. In the files layout the
+videos are plain files (the `.txt`/`.json` beside them are not read); its `NNNNN.parquet` is a unit
+of its own that yields the shard's failed downloads and missing videos. A parquet with neither
+`NNNNN/` nor `NNNNN.tar` beside it (video2dataset's `output_format=parquet`, videos inside it) is
+one `unexpected_file` reject. Gzipped tars are not read (video2dataset writes plain ones).
 """
 
 from __future__ import annotations

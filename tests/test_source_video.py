@@ -766,7 +766,8 @@ def test_copies_of_a_killed_reader_are_removed_by_the_next_process_that_copies(t
     _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v" * 100}})
     items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
     assert [i.reason for i in items] == ["unreadable"]
-    assert sorted(p.name for p in spill.iterdir()) == sorted([live.name, "uvd-video-notapid", f"uvd-video-{os.getpid()}"])
+    kept = sorted(p.name for p in spill.iterdir())
+    assert kept == sorted([live.name, "uvd-video-notapid", f"uvd-video-{os.getpid()}"])
     assert _copies(spill) == ["tmpk1lled.mp4"]  # the live process's copy
 
 
