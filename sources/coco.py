@@ -35,8 +35,8 @@ class CocoIndex:
     # added to every category id: 1 where the files number categories from 0 and use 0 (Label
     # Studio), since class 0 is the targets' background black; else 0
     category_shift: int = 0
-    # an id whose key another id already makes (`"1"` beside `1`) -> that id, which alone is read and
-    # rejected, naming both (`key_twins`)
+    # an id whose key another id already makes (`"1"` beside `1`) -> that id; each of them is
+    # rejected, naming both (`key_twins`), the twin under a key of its own (`CocoSource.group`)
     twin_of: dict[Id, Id] = field(default_factory=dict)
 
 
@@ -132,6 +132,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     twin_of = key_twins([*images, *annotations])
     for other, first in twin_of.items():  # the first problem found is the one reported
         problems.setdefault(first, _twin_problem(first, other, image_at, named_at))
+        problems.setdefault(other, _twin_problem(first, other, image_at, named_at))
     return CocoIndex(images, {k: [v[i] for i in sorted(v, key=id_order)] for k, v in annotations.items()}, categories,
                      problems, shift, twin_of)
 
@@ -369,22 +370,32 @@ class CocoSource:
             if not fsio.exists(uri):
                 raise missing_under("annotation_files", self.path, name, "COCO: ")
         index = load_index(self._uris())
-        # annotations of unlisted images are rejects; of ids that make one key, the first is read (`key_twins`)
-        ids = sorted((set(index.images) | set(index.annotations)) - set(index.twin_of), key=id_order)
+        # annotations of unlisted images are rejects, and so is each id of those that make one key (`key_twins`)
+        ids = sorted(set(index.images) | set(index.annotations), key=id_order)
         if not fsio.isdir(self._images_uri()):  # else every pair is a missing image
             raise missing_under("images_dir", self.path, self.images_dir, "COCO: ")
         return [tuple(ids[i : i + IMAGES_PER_UNIT]) for i in range(0, len(ids), IMAGES_PER_UNIT)]
+
+    def group(self, image_id: Id, index: CocoIndex) -> str:
+        """The key of an image id's pairs: made of its text; for an id whose text another id has
+        (`"1"` beside `1`, `key_twins`), a part made of its raw value too (`str '1'`), so that each
+        is a reject of its own, under a key that no other id makes (that part is never clean, so
+        the key carries a digest of the parts)."""
+        if image_id in index.twin_of:
+            return safe_key(self.name, str(image_id), f"{type(image_id).__name__} {ascii(image_id)}")
+        return safe_key(self.name, str(image_id))
 
     def read(self, image_ids: tuple[Id, ...]) -> Iterator[SourceItem]:
         index = load_index(self._uris())
         images_uri = self._images_uri()
         for image_id in image_ids:
-            group = safe_key(self.name, str(image_id))
+            group = self.group(image_id, index)
             anns = [a for a in index.annotations.get(image_id, [])]
             if image_id in index.problems:
+                shown = repr(image_id) if image_id in index.twin_of else image_id
                 for task in self.tasks:
                     yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
-                                 f"image {image_id}: {index.problems[image_id]}")
+                                 f"image {shown}: {index.problems[image_id]}")
                 continue
             if image_id not in index.images:
                 more = f" and {len(anns) - 1} more" if len(anns) > 1 else ""

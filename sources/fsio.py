@@ -215,13 +215,16 @@ def unlistable(folder: str) -> str | None:
 def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple[str, ...] | None,
                  links: bool = True) -> list[str]:
     """Files and links below a local folder; folder links are entries unless followed, and so is a
-    sub-folder this user may not list (its reader rejects it: `paths.UnreadableFolder`)."""
+    sub-folder this user may not list (its reader rejects it: `paths.UnreadableFolder`). With
+    `links`, so are a followed link back to a folder above it, and a link to itself (`x -> x`),
+    whatever their names: their reader rejects them (`paths.LinkLoop`), never walked, never dropped."""
     found: list[str] = []
     stack: list[tuple[str, frozenset[str]]] = [(path, frozenset())]
     while stack:
         folder, above = stack.pop()
         real = os.path.realpath(folder)
-        if real in above:  # a link back to a folder above: a cycle
+        if real in above:  # a followed link back to a folder above: a cycle, never walked
+            found.append(folder)
             continue
         above = above | {real}
         try:
@@ -249,7 +252,8 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
                         found.append(name)  # with `links`, whatever its name: its reader rejects it
                     continue
                 # files, links, and fifos/sockets/devices too: their reader rejects them unread
-                if not suffixes or entry.name.lower().endswith(suffixes):
+                if not suffixes or entry.name.lower().endswith(suffixes) or (
+                        links and recursive and entry.is_symlink() and _loops(name)):
                     found.append(name)
         if not recursive:
             break
@@ -272,7 +276,9 @@ def list_dirs(uri: str, links: bool = False, loops: bool = False) -> list[str]:
                          os.path.isdir(os.path.join(path, e.name)) or loops and _loops(os.path.join(path, e.name))))]
     else:
         names = [entry["name"] for entry in fs.ls(path, detail=True) if entry["type"] == "directory"]
-    key = ("dirs", uri, links, True) if loops else ("dirs", uri, links)  # the key of older manifests, unchanged
+    # `loops` is in the key only when set: `relist` lists again as recorded, and a listing without
+    # it (every one a unit's `read` records: loops are listed by `units()` alone) keeps its key
+    key = ("dirs", uri, links, True) if loops else ("dirs", uri, links)
     return _listed(key, sorted(_unstrip(fs, n.rstrip("/"), uri) for n in names))
 
 

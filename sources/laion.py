@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
-from sources.paths import NOT_A_FILE, collapse_set_aside, path_problem, set_aside, set_aside_problem
+from sources.paths import (NOT_A_FILE, PathProblem, collapse_set_aside, path_problem, set_aside, set_aside_problem,
+                           relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
                              path_key, twin_detail, twin_order)
 from transforms.errors import exception_detail
@@ -198,10 +199,6 @@ def _ext_of(relative: str) -> str:
     return base.rsplit(".", 1)[1].lower() if "." in base else ""
 
 
-def _relative(uri: str, root: str) -> str:
-    return uri[len(root.rstrip("/")) :].lstrip("/")
-
-
 def folder_groups(files: list[str], root: str) -> list[list[str]]:
     """A folder's files grouped by stem (an image with its caption and metadata), in path order.
     Stems are compared in NFC (`nfc`), as keys are: files whose names differ only in Unicode form
@@ -209,8 +206,8 @@ def folder_groups(files: list[str], root: str) -> list[list[str]]:
     a file named in NFC comes first, the one read."""
     groups: dict[str, list[str]] = {}
     for uri in files:
-        groups.setdefault(nfc(_stem_of(_relative(uri, root))), []).append(uri)
-    return [sorted(groups[stem], key=lambda uri: twin_order(_relative(uri, root))) for stem in sorted(groups)]
+        groups.setdefault(nfc(_stem_of(relative_to_root(root, uri))), []).append(uri)
+    return [sorted(groups[stem], key=lambda uri: twin_order(relative_to_root(root, uri))) for stem in sorted(groups)]
 
 
 @dataclass(frozen=True)
@@ -243,11 +240,13 @@ class LaionSource:
                 raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
             return [Unit("parquet", (p,), self.path) for p in shards] + self._strays(
                 files, shards, [p.removesuffix(".parquet") for p in shards])
-        files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True))
+        # folder links walked with `follow_links` (else listed: `outside_root`), loops listed: `link_loop`
+        files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True, follow_links=self.follow_links,
+                                                              links=True))
         if self.format == "auto":
             refuse_tfrecords(self.name, self.path, files)
         groups = folder_groups(files, self.path)
-        if not any(_ext_of(_relative(u, self.path)) not in SIDECARS and not set_aside_problem(self.path, u)
+        if not any(_ext_of(relative_to_root(self.path, u)) not in SIDECARS and not set_aside_problem(self.path, u)
                    for g in groups for u in g):
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         units, chunk = [], []
@@ -579,44 +578,47 @@ class LaionSource:
         root = unit.root
         data = []
         for uri in unit.uris:
-            aside = self._set_aside(lambda: path_key(self.name, _relative(uri, root)), root, uri)
+            aside = self._set_aside(lambda: path_key(self.name, relative_to_root(root, uri)), root, uri)
             if aside:  # never an image record the decoder would call `not_an_image`
                 yield aside
             else:
                 data.append(uri)
         for group in folder_groups(data, root):
+            twins: dict[str, list[str]] = {}  # a sidecar's extension, or an image's key -> its files
+            for uri in group:
+                ext = _ext_of(relative_to_root(root, uri))
+                name = ext if ext in SIDECARS else path_key(self.name, nfc(relative_to_root(root, uri)))
+                twins.setdefault(name, []).append(uri)
             sidecars: dict[str, str] = {}
             entries: list[str] = []
-            for uri in group:
-                ext = _ext_of(_relative(uri, root))
-                if ext in sidecars:  # `x.txt` beside `x.TXT`, or in NFC beside NFD: one caption is read
-                    yield self._twin(root, uri, sidecars[ext])
-                elif ext in SIDECARS:
-                    sidecars[ext] = uri
+            for name, uris in twins.items():
+                # `x.txt` beside `x.TXT`, or in NFC beside NFD: one key, the first that is a file is read
+                kept = twin_to_read(root, uris, self.follow_links) if len(uris) > 1 else uris[0]
+                if kept is None:  # none is a file to read (dangling links, fifos): each its own reject
+                    yield from (self._unread_twin(root, uri) for uri in uris)
+                    continue
+                yield from (self._twin(root, uri, kept) for uri in uris if uri != kept)
+                if name in SIDECARS:
+                    sidecars[name] = kept
                 else:
-                    entries.append(uri)
+                    entries.append(kept)
             for ext, uri in list(sidecars.items()):
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:  # a caption linking out of the root: never read, its image goes without
                     del sidecars[ext]
-                    yield self._reject(path_key(self.name, _relative(uri, root)), "read", problem.reason,
+                    yield self._reject(path_key(self.name, relative_to_root(root, uri)), "read", problem.reason,
                                        problem.detail)
             if not entries:  # a caption or metadata file whose image is not there
                 for uri in sidecars.values():
-                    relative = _relative(uri, root)
+                    relative = relative_to_root(root, uri)
                     yield self._reject(path_key(self.name, relative), "read", "missing_image",
                                        f"{nfc(relative)}: no image file with this stem")
                 continue
-            texts, unread = self._sidecar_texts(sidecars, lambda uri: path_key(self.name, _relative(uri, root)))
+            texts, unread = self._sidecar_texts(sidecars, lambda uri: path_key(self.name, relative_to_root(root, uri)))
             yield from unread
-            taken: dict[str, str] = {}  # key -> the file that has it
-            for uri in entries:
-                relative = nfc(_relative(uri, root))
+            for uri in entries:  # one per key
+                relative = nfc(relative_to_root(root, uri))
                 key = path_key(self.name, relative)
-                if key in taken:
-                    yield self._twin(root, uri, taken[key])
-                    continue
-                taken[key] = uri
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:
                     yield self._reject(key, "read", problem.reason, problem.detail)
@@ -647,12 +649,21 @@ class LaionSource:
                 unread.append(self._reject(key(uri), "read", "unreadable_file", exception_detail(exc)))
         return texts, unread
 
+    def _unread_twin(self, root: str, uri: str) -> Reject:
+        """The reject of a folder file of a key none of whose files is one to read (`twin_to_read`):
+        its path's problem (a fifo, a link leading out), or that no file is there."""
+        relative = relative_to_root(root, uri)
+        what = "a folder" if fsio.isdir(uri) else "not there (a link to nothing)"
+        problem = path_problem(root, uri, self.follow_links) or PathProblem(
+            "unreadable_file", f"{shown_name(nfc(relative))} is {what}")
+        return self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail)
+
     def _twin(self, root: str, uri: str, kept: str) -> Reject:
         """The `duplicate_key` reject of a folder file whose name is the one `kept` has, once both are
         in NFC and extensions in lower case: the two would share a key (a sidecar, its one slot)."""
-        relative = _relative(uri, root)
+        relative = relative_to_root(root, uri)
         return self._reject(path_key(self.name, relative), "read", "duplicate_key",
-                            twin_detail(relative, _relative(kept, root), "in another Unicode form or case"))
+                            twin_detail(relative, relative_to_root(root, kept), "in another Unicode form or case"))
 
 
 def _image_members(members: dict[str, Any]) -> list[str]:

@@ -300,10 +300,13 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
 
 
 def loops_back(folder: str) -> bool:
-    """Whether a local `folder` is a link that leads to one of the folders it lies in (`.`, `..`):
-    listed, it is its parent again, and a walk down it never ends."""
-    return os.path.islink(folder) and _within(os.path.realpath(folder),
-                                              os.path.realpath(os.path.dirname(folder)), os.sep)
+    """Whether a local `folder` is a link that leads to one of the folders it lies in (`.`, `..`),
+    by its name or, once the links on the way are resolved, by where it lies (`a/l/l` in a ring
+    `a/l -> ../b`, `b/l -> ../a`): listed, it is its parent again, and a walk down it never ends."""
+    if not os.path.islink(folder):
+        return False
+    real = os.path.realpath(folder)
+    return _within(real, os.path.realpath(os.path.dirname(folder)), os.sep) or _within(real, _local(folder), os.sep)
 
 
 def path_problem(root: str, path: str, follow_links: bool = False) -> PathProblem | None:
@@ -314,6 +317,15 @@ def path_problem(root: str, path: str, follow_links: bool = False) -> PathProble
     except OutsideRoot as exc:
         return PathProblem(exc.reason, exc.detail)
     return None
+
+
+def twin_to_read(root: str, twins: tuple[str, ...] | list[str], follow_links: bool = False) -> str | None:
+    """Of files whose names one key takes, in `records.twin_order`, the one to read: the first that
+    is a file to read (not set aside, no `path_problem`, there and no folder), else None (each then
+    keeps its own reject). Taking the first by name alone read a dangling link or a fifo named in
+    NFC and made the real file beside it, named in NFD, a `duplicate_key` reject of it."""
+    return next((uri for uri in twins if not set_aside_problem(root, uri) and not path_problem(root, uri, follow_links)
+                 and fsio.exists(uri) and not fsio.isdir(uri)), None)
 
 
 def relative_to_root(root: str, path: str) -> str:

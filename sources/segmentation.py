@@ -122,16 +122,18 @@ class SegmentationSource:
             relative = stem.removesuffix(CITYSCAPES_IMAGE_SUFFIX) + CITYSCAPES_LABEL_SUFFIX
         return fsio.join(labels_root, folder, relative)
 
-    def _label_map(self, label: str) -> tuple[str, dict]:
-        """The label map of an image and how to draw it: Cityscapes' `_labelIds` (its void ids as
-        unlabeled), or where only `_labelTrainIds` is there, those as the label ids they stand for
-        (a copy keeping only trainIds was one `missing_annotation` reject per image)."""
-        if self.layout == "ade20k":
-            return label, {"label_uri": label}
+    def _label_map(self, label: str) -> tuple[str, dict | None]:
+        """The label map of an image and how to draw it (None when it is not there; each path asked
+        once, a request on gs:// or s3://): Cityscapes' `_labelIds` (its void ids as unlabeled), or
+        where only `_labelTrainIds` is there, those as the label ids they stand for (a copy keeping
+        only trainIds was one `missing_annotation` reject per image)."""
+        if fsio.exists(label):
+            return label, {"label_uri": label} if self.layout == "ade20k" else {
+                "label_uri": label, "unlabeled_ids": CITYSCAPES_UNLABELED_IDS}
         train_ids = label.removesuffix(CITYSCAPES_LABEL_SUFFIX) + CITYSCAPES_TRAIN_IDS_SUFFIX
-        if label.endswith(CITYSCAPES_LABEL_SUFFIX) and not fsio.exists(label) and fsio.exists(train_ids):
+        if self.layout == "cityscapes" and label.endswith(CITYSCAPES_LABEL_SUFFIX) and fsio.exists(train_ids):
             return train_ids, {"label_uri": train_ids, "value_ids": CITYSCAPES_ID_OF_TRAIN_ID}
-        return label, {"label_uri": label, "unlabeled_ids": CITYSCAPES_UNLABELED_IDS}
+        return label, None
 
     def _unlabeled(self, folder: str, key: str, group: str, split: str) -> Reject:
         """An image of a Cityscapes folder without fine labels: gtFine/test holds placeholders
@@ -169,7 +171,7 @@ class SegmentationSource:
             if outside:
                 yield Reject(key, self.name, group, "read", outside.reason, outside.detail, split_hint=split)
                 continue
-            if not fsio.exists(label):
+            if annotation is None:
                 yield Reject(key, self.name, group, "read", "missing_annotation", f"no label map {fsio.basename(label)}",
                              split_hint=split)
                 continue

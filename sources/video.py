@@ -49,7 +49,7 @@ import numpy as np
 from sources import budget, fsio, video_shards
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from sources.laion import Unit
-from sources.paths import collapse_set_aside, path_problem, set_aside_problem
+from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord, nfc, safe_key,
                              twin_detail, twin_order)
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
@@ -436,7 +436,8 @@ def read_clip_frames(clip: VideoClipRecord, limits: Budget = Budget()) -> np.nda
 @dataclass(frozen=True)
 class UnicodeTwins:
     """A unit of videos whose paths below the root are one name in different Unicode forms, so one
-    key: `uris[0]` (`records.twin_order`) is read, each other is a `duplicate_key` reject."""
+    key, in `records.twin_order`: the first that is a file to read (`paths.twin_to_read`) is read, each
+    other is a `duplicate_key` reject; when none is, each is its own reject."""
 
     uris: tuple[str, ...]
 
@@ -474,8 +475,9 @@ class VideoSource:
         return video_shards.as_units(self._with_twins(files), self.path)
 
     def _relative(self, uri: str) -> str:
-        root = self.path.rstrip("/")
-        return uri[len(root):].lstrip("/") if uri.startswith(root) else fsio.basename(uri)
+        """`uri` below the root; the file's name where the source's path is that file (or elsewhere)."""
+        relative = relative_to_root(self.path, uri)
+        return fsio.basename(uri) if relative == uri else relative
 
     def _with_twins(self, files: list[str]) -> list[str | UnicodeTwins]:
         """`files`, with the paths that one key takes (`café.mp4` in NFC beside a Mac's NFD copy, or
@@ -494,20 +496,28 @@ class VideoSource:
         return units
 
     def video_key(self, uri: str) -> str:
-        return safe_key(self.name, *(self._relative(uri) or fsio.basename(uri)).split("/"))
+        return safe_key(self.name, *self._relative(uri).split("/"))
 
     def read(self, unit: str | UnicodeTwins | Unit) -> Iterator[SourceItem]:
         if isinstance(unit, Unit) and unit.parts > 1:  # a part of a big tar: the items whose keys it owns
             yield from (item for item in self._read(unit.uris[0], unit.owns) if unit.owns(item.key))
             return
-        if isinstance(unit, UnicodeTwins):
-            uri, *others = unit.uris
-            for other in others:  # never opened: the one read has its key
+        if isinstance(unit, Unit):
+            yield from self._read(unit.uris[0])
+            return
+        if not isinstance(unit, UnicodeTwins):
+            yield from self._read(unit)
+            return
+        uri = twin_to_read(self.path, unit.uris, self.follow_links)
+        if uri is None:  # none is a file to read (a dangling link, a fifo): each is its own reject
+            for each in unit.uris:
+                yield from self._read(each)
+            return
+        for other in unit.uris:  # never opened: the one read has its key
+            if other != uri:
                 key = self.video_key(other)
                 yield Reject(key, self.name, key, "read", "duplicate_key",
                              twin_detail(self._relative(other), self._relative(uri)))
-        else:
-            uri = unit.uris[0] if isinstance(unit, Unit) else unit
         yield from self._read(uri)
 
     def _read(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:

@@ -826,7 +826,9 @@ def test_an_image_id_written_as_a_text_and_as_a_number_is_refused_naming_the_cla
     late `duplicate_key`. torchvision's CocoDetection and Detectron2 sort the ids (a TypeError on
     such a file), so which image an id means is the file's mistake: every pair of both ids is
     rejected when the file is indexed, naming the two entries; the other images go on. An
-    annotation's `image_id: "3"` beside image 3 clashes the same way."""
+    annotation's `image_id: "3"` beside image 3 clashes the same way. Each id is a reject of its
+    own (two images refused, two in the counts): the second under its key with a part made of its
+    raw value (`str '1'`), never one another id's key can make."""
     from pycocotools.coco import COCO
 
     data = {"images": [*images(1), {"id": "1", "file_name": "one.png", "width": W, "height": H}, *images(2, 3)],
@@ -837,8 +839,13 @@ def test_an_image_id_written_as_a_text_and_as_a_number_is_refused_naming_the_cla
         reference = COCO(str(root / "ann.json"))
     assert set(reference.imgs) == {1, "1", 2, 3} and reference.getAnnIds(imgIds=["1"]) == [2]  # two images there
     pairs = read(root, ("detection",))  # also asserts that no key is made twice
-    assert sorted(pairs) == ["coco-1-detection", "coco-2-detection", "coco-3-detection"]
+    assert sorted(pairs) == ["coco-1-detection", "coco-1-str_1_98274063-detection", "coco-2-detection",
+                             "coco-3-detection", "coco-3-str_3_a53a511c-detection"]
     assert outcome(pairs["coco-2-detection"]) == "rendered"
+    assert (pairs["coco-1-str_1_98274063-detection"].reason, pairs["coco-1-str_1_98274063-detection"].detail) == (
+        "bad_annotation", "image '1': ann.json images[0] has id 1 (a number) and ann.json images[1] has id '1' "
+                          "(a text): pycocotools keeps them apart, torchvision and Detectron2 cannot sort them; "
+                          "write every id as one type")
     assert (pairs["coco-1-detection"].reason, pairs["coco-1-detection"].detail) == (
         "bad_annotation", "image 1: ann.json images[0] has id 1 (a number) and ann.json images[1] has id '1' (a text): "
                           "pycocotools keeps them apart, torchvision and Detectron2 cannot sort them; write every id "
@@ -850,6 +857,6 @@ def test_an_image_id_written_as_a_text_and_as_a_number_is_refused_naming_the_cla
     nfd = {"images": [{"id": "caf\u00e9", "file_name": "a.png", "width": W, "height": H},
                       {"id": "cafe\u0301", "file_name": "b.png", "width": W, "height": H}],
            "categories": categories(1), "annotations": [obj(1, "caf\u00e9"), obj(2, "cafe\u0301")]}
-    (only,) = read(write_dataset(tmp_path / "nfd", nfd), ("detection",)).values()  # one text, two Unicode forms
-    assert (only.reason, only.detail.endswith("one text in two Unicode forms (NFC and NFD); write it in one")) == \
-        ("bad_annotation", True), only.detail
+    twins = read(write_dataset(tmp_path / "nfd", nfd), ("detection",)).values()  # one text, two Unicode forms
+    assert [(r.reason, r.detail.endswith("one text in two Unicode forms (NFC and NFD); write it in one"))
+            for r in twins] == [("bad_annotation", True)] * 2

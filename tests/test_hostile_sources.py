@@ -99,12 +99,29 @@ def test_links_leading_out_are_listed_and_refused(tmp_path: Path, outside: Path)
     assert deep == ["inside.png", "out.png", "outdir", "sub/in.png", "sub/loop"]  # folder links listed whatever their name
     followed = [f[len(str(root)) + 1:] for f in fsio.list_files(str(root), (".png",), recursive=True, follow_links=True,
                                                                                  links=True)]
-    assert followed == ["inside.png", "out.png", "outdir/n0_9.png", "sub/in.png"]  # the loop is not walked
+    # the loop is not walked, but listed: its reader rejects it (`link_loop`), never drops it
+    assert followed == ["inside.png", "out.png", "outdir/n0_9.png", "sub/in.png", "sub/loop"]
     check_inside(str(root), str(root / "inside.png"))
     with pytest.raises(OutsideRoot, match="follow_links") as caught:
         check_inside(str(root), str(root / "out.png"))
     assert str(outside) not in caught.value.detail  # the detail names the link, not where it leads
     check_inside(str(root), str(root / "out.png"), follow_links=True)
+
+
+def test_a_listing_of_folders_with_loops_is_relisted_with_its_loops(tmp_path: Path):
+    """`list_dirs(loops=True)` lists links to themselves too; its listing is recorded under a key
+    holding `loops`, and `relist` lists again with it: a loop added since changes that listing, and
+    only it (a key without `loops`, as every listing recorded before, is relisted without)."""
+    (tmp_path / "building").mkdir()
+    (tmp_path / "self").symlink_to("self")
+    with fsio.recording_inputs() as record:
+        fsio.list_dirs(str(tmp_path), links=True, loops=True)
+        fsio.list_dirs(str(tmp_path), links=True)
+    assert sorted(record.listings, key=len) == [("dirs", str(tmp_path), True), ("dirs", str(tmp_path), True, True)]
+    assert all(fsio.relist(key) == digest for key, digest in record.listings.items())
+    (tmp_path / "ring").symlink_to("ring")
+    assert [fsio.relist(key) == digest for key, digest in sorted(record.listings.items(), key=lambda kv: len(kv[0]))] \
+        == [True, False]
 
 
 def test_links_swapped_between_two_checks_are_judged_as_they_are_now(tmp_path: Path, outside: Path):

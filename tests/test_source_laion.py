@@ -205,6 +205,53 @@ def test_folder_twins_in_nfc_and_nfd_give_one_image_and_counted_duplicates(tmp_p
     assert sum("caf\u00e9.jpg (NFD)" in r.detail for r in rejects) == 1
 
 
+def test_folder_twins_read_the_one_that_is_a_file_when_the_nfc_one_is_not(tmp_path: Path):
+    """`café.jpg` in NFC is a dangling link and `café.txt` in NFC a fifo; in NFD both are real.
+    The NFC names, first in `twin_order`, were read: the real image and caption became
+    `duplicate_key` rejects of files rejected themselves. Now the first twin that is a file to
+    read is read; when none is, each keeps its own reject."""
+    os.symlink("gone.jpg", tmp_path / unicodedata.normalize("NFC", "caf\u00e9.jpg"))
+    os.mkfifo(tmp_path / unicodedata.normalize("NFC", "caf\u00e9.txt"))
+    _write_named(tmp_path, unicodedata.normalize("NFD", "caf\u00e9.jpg"), _image_bytes(2))
+    _write_named(tmp_path, unicodedata.normalize("NFD", "caf\u00e9.txt"), b"nfd caption")
+    items = _read_all(LaionSource("web", str(tmp_path), format="folder"))
+    (record,) = [i for i in items if isinstance(i, ImageRecord)]
+    assert _shade(record.read_bytes()) == 120 and record.lineage["caption"] == "nfd caption"
+    assert sorted((r.key == record.key, r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        (False, "duplicate_key", "caf\u00e9.txt (NFC) is the name of caf\u00e9.txt (NFD) in another Unicode form or "
+                                 "case: that file is read"),
+        (True, "duplicate_key", "caf\u00e9.jpg (NFC) is the name of caf\u00e9.jpg (NFD) in another Unicode form or "
+                                "case: that file is read")]
+    nfd_caption = tmp_path / unicodedata.normalize("NFD", "caf\u00e9.txt")
+    nfd_caption.unlink()
+    nfd_caption.symlink_to("gone.txt")  # now no caption twin is a file: each its own reject, the image goes on
+    items = _read_all(LaionSource("web", str(tmp_path), format="folder"))
+    assert sorted(getattr(i, "reason", "record") for i in items) == [
+        "duplicate_key", "not_a_file", "record", "unreadable_file"]
+
+
+@pytest.mark.parametrize("follow_links", [False, True])
+def test_folder_links_are_followed_with_follow_links_and_loops_are_counted(tmp_path: Path, follow_links: bool):
+    """The folder layout listed folder links as files whatever `follow_links` said: followed, a
+    linked folder of images became one image record of the folder itself. Now, as in the video
+    source, a folder link is walked with `follow_links` (else `outside_root`), and a link back to a
+    folder above (`sub/up -> ..`) or to itself is listed and rejected `link_loop` either way."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _write_named(root / "sub", "a.png", _image_bytes(1))
+    _write_named(outside, "b.png", _image_bytes(2))
+    (root / "linked").symlink_to(outside)
+    (root / "sub" / "up").symlink_to("..")
+    (root / "sub" / "self").symlink_to("self")
+    items = _read_all(LaionSource("web", str(root), format="folder", follow_links=follow_links))
+    records = sorted((os.path.relpath(i.uri, root), _shade(i.read_bytes())) for i in items if isinstance(i, ImageRecord))
+    assert records == ([("linked/b.png", 120), ("sub/a.png", 60)] if follow_links else [("sub/a.png", 60)])
+    rejects = sorted((i.detail, i.reason) for i in items if isinstance(i, Reject))
+    assert rejects == sorted([("'sub/up' is a link to a folder above it (a loop), not read", "link_loop"),
+                              ("'sub/self' is a link to itself (a loop), not read", "link_loop")] + (
+        [] if follow_links else [("'linked' is a link leading out of the source root (set follow_links: true to allow "
+                                  "it)", "outside_root")]))
+
+
 def _image_bytes(shade: int) -> bytes:
     """A small PNG of one grey `shade` (x 60), made by Pillow."""
     buf = io.BytesIO()

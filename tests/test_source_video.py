@@ -852,3 +852,66 @@ def test_a_thumbnail_beside_a_video_is_counted_and_a_dotted_keys_detail_is_true(
     assert items[0].detail.startswith("000000000.jpg: not read")
     assert items[1].detail.startswith("members: clip.v2.json, clip.v2.mp4 (none is clip with a video extension")
     assert "clip.v2.mp4 is field v2.mp4 of key clip" in items[1].detail
+
+
+@pytest.mark.parametrize("kind", ["dangling", "fifo"])
+def test_a_twin_in_nfc_that_is_no_file_leaves_its_nfd_twin_read(tmp_path: Path, kind: str):
+    """`café.mp4` in NFC is a dangling link or a fifo, in NFD a real video. The NFC name, first in
+    `twin_order`, was always the one read: the real video became a `duplicate_key` reject saying
+    "that file is read" of a file then rejected itself, and the video was lost. Now the first twin
+    that is a file to read is read, and only then are the others `duplicate_key`; when none is,
+    each keeps its own reject."""
+    import unicodedata
+
+    video_zoo.require_ffmpeg()
+    name = "caf\u00e9.mp4"
+    nfc, nfd = (unicodedata.normalize(form, name) for form in ("NFC", "NFD"))
+    video_zoo.encode(tmp_path / nfd, 16, "mpeg4")
+    os.symlink("gone.mp4", tmp_path / nfc) if kind == "dangling" else os.mkfifo(tmp_path / nfc)
+    source = VideoSource("vid", str(tmp_path), strides=(1,))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    (record,) = [i for i in items if isinstance(i, VideoRecord)]
+    assert os.path.basename(record.uri) == nfd and _shown_indices(record, tmp_path / nfd) == [list(range(16))]
+    assert [(r.key, r.reason, r.detail) for r in items if isinstance(r, Reject)] == [
+        (record.key, "duplicate_key", f"{name} (NFC) is the name of {name} (NFD) in another Unicode form: "
+                                      "that file is read")]
+    (tmp_path / nfd).unlink()
+    os.symlink("gone.mp4", tmp_path / nfd)  # now neither can be read: each its own reject
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert sorted(r.reason for r in items) == sorted(["unreadable", "unreadable" if kind == "dangling" else "not_a_file"])
+
+
+@pytest.mark.parametrize("follow_links", [False, True])
+def test_links_that_loop_are_counted_whether_links_are_followed_or_not(tmp_path: Path, follow_links: bool):
+    """`sub/up -> ..` and `sub/self -> self` are loops. Followed, the walk met `sub/up` again as the
+    root and dropped it without a word (only `sub/a.mp4` was listed), and `sub/self`, no folder and
+    not named `.mp4`, was never listed at all; a ring of two links (`a/l -> ../b`, `b/l -> ../a`)
+    went the same way. Each is now listed and rejected `link_loop`, as `docs/rejects.md` promises."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.mp4").write_bytes(b"")
+    (tmp_path / "sub" / "up").symlink_to("..")
+    (tmp_path / "sub" / "self").symlink_to("self")
+    for ring, other in (("a", "b"), ("b", "a")):
+        (tmp_path / ring).mkdir()
+        (tmp_path / ring / "l").symlink_to(f"../{other}")
+    source = VideoSource("vid", str(tmp_path), strides=(1,), follow_links=follow_links)
+    rejects = {(r.key.removeprefix("vid-"), r.reason) for unit in source.units() for r in source.read(unit)}
+    loops = {"sub-up", "sub-self"} | ({"a-l-l", "b-l-l"} if follow_links else set())
+    assert {key for key, reason in rejects if reason == "link_loop"} == loops
+
+
+def test_a_video_key_is_made_of_the_path_below_the_root_and_only_below_it(tmp_path: Path):
+    """The key took what followed the root's text in the path, with no separator check: below
+    `/data/vid`, `/data/videos/x.mp4` was `eos/x.mp4`. Now the path below the root
+    (`paths.relative_to_root`), on a disk or a bucket; a path elsewhere, or the source's own file,
+    is keyed by its name."""
+    from sources.records import safe_key
+
+    root = str(tmp_path / "vid")
+    source = VideoSource("v", root)
+    assert source.video_key(f"{root}/sub/a.mp4") == safe_key("v", "sub", "a.mp4")
+    assert source.video_key(f"{root}eos/x.mp4") == safe_key("v", "x.mp4")
+    assert VideoSource("v", f"{root}/a.mp4").video_key(f"{root}/a.mp4") == safe_key("v", "a.mp4")
+    bucket = VideoSource("v", "gs://bucket/vid/")
+    assert bucket.video_key("gs://bucket/vid/sub/a.mp4") == safe_key("v", "sub", "a.mp4")
+    assert bucket.video_key("gs://bucket/videos/a.mp4") == safe_key("v", "a.mp4")

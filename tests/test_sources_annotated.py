@@ -848,8 +848,17 @@ def test_cityscapes_test_and_train_extra_images_are_counted_not_silently_ignored
     assert test.stage == "read" and "test" in test.detail and test.key.startswith("cs-test-berlin_")
 
 
-# cityscapesScripts' labels.py: the label id of each trainId 0..18 (road ... bicycle); 255 is ignore
-CITYSCAPES_TRAIN_ID_TO_ID = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+# cityscapesScripts' labels.py (mcordts/cityscapesScripts, cityscapesscripts/helpers/labels.py), as
+# published: (id, trainId) of each of its rows for gtFine's classes, unlabeled (0) ... bicycle (33),
+# and license plate (-1, never drawn). Later copies add lane-line rows (ids 34..45, trainId 19),
+# which gtFine's label maps never hold. 255 is trainIds' ignore.
+CITYSCAPES_LABELS_PY = (
+    (0, 255), (1, 255), (2, 255), (3, 255), (4, 255), (5, 255), (6, 255), (7, 0), (8, 1), (9, 255), (10, 255),
+    (11, 2), (12, 3), (13, 4), (14, 255), (15, 255), (16, 255), (17, 5), (18, 255), (19, 6), (20, 7), (21, 8),
+    (22, 9), (23, 10), (24, 11), (25, 12), (26, 13), (27, 14), (28, 15), (29, 255), (30, 255), (31, 16), (32, 17),
+    (33, 18), (-1, -1))
+# the label id each trainId stands for: labels.py's `trainId2label`, the first row of a trainId
+CITYSCAPES_TRAIN_ID_TO_ID = tuple(next(i for i, t in CITYSCAPES_LABELS_PY if t == train) for train in range(19))
 
 
 def test_cityscapes_with_only_label_train_ids_renders_their_classes(tmp_path: Path):
@@ -877,6 +886,68 @@ def test_cityscapes_with_only_label_train_ids_renders_their_classes(tmp_path: Pa
     expected = np.where(np.isin(sampled, CITYSCAPES_TRAIN_ID_TO_ID), sampled, 0)  # void and ignore: black
     assert np.array_equal(target, class_colours()[expected])
     assert (target[56:] == 0).all() and len(np.unique(target.reshape(-1, 3), axis=0)) == 5
+
+
+def test_cityscapes_every_train_id_renders_as_the_label_id_labels_py_gives_it(tmp_path: Path):
+    """Only trainIds 0, 10, 13 and 18 were drawn: two entries of the table swapped (wall and
+    fence, train and motorcycle) went unnoticed. Now a label map holding every trainId 0..18 and
+    255 renders each as the class of its label id in labels.py, and 255 as unlabeled (black)."""
+    from transforms.annotations import palette as class_colours
+
+    assert len(set(CITYSCAPES_TRAIN_ID_TO_ID)) == 19
+    values = np.array([*range(19), 255], np.uint8)
+    train_ids = values[np.arange(64 * 64).reshape(64, 64) % len(values)]  # each value in every row and column
+    _cityscapes_frame(tmp_path, "aachen_000000_000019", train_ids, "labelTrainIds")
+    (record,) = _read_all(SegmentationSource("cs", str(tmp_path), "cityscapes"))
+    _, target = _render(record, size=64)
+    id_of = dict(enumerate(CITYSCAPES_TRAIN_ID_TO_ID)) | {255: 0}
+    assert np.array_equal(target, class_colours()[np.vectorize(id_of.get)(train_ids)])
+
+
+def test_cityscapes_label_ids_win_over_train_ids_beside_them(tmp_path: Path):
+    """Both `_labelIds` and `_labelTrainIds` (createTrainIdLabelImgs run on gtFine): `_labelIds`
+    is read. The two render differently where void classes are: ground (6) and dynamic (5) keep
+    their classes in label ids, and are trainId 255 (unlabeled) in the other."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    ids = np.full((64, 64), 7, np.uint8)  # road
+    ids[:20], ids[20:30], ids[30:40] = 23, 6, 5  # sky, ground, dynamic
+    train_id = dict(CITYSCAPES_LABELS_PY)
+    gt = _cityscapes_frame(tmp_path, "aachen_000000_000019", ids, "labelIds")
+    Image.fromarray(np.vectorize(train_id.get)(ids).astype(np.uint8), "L").save(
+        gt / "aachen_000000_000019_gtFine_labelTrainIds.png")
+    (record,) = _read_all(SegmentationSource("cs", str(tmp_path), "cityscapes"))
+    assert record.annotation["label_uri"].endswith("_gtFine_labelIds.png")
+    _, target = _render(record, size=64)
+    assert np.array_equal(target, class_colours()[ids])
+    assert (target[20:40] != 0).any(axis=-1).all()  # ground and dynamic drawn, not unlabeled
+
+
+def test_cityscapes_asks_once_whether_each_label_map_is_there(tmp_path: Path, monkeypatch):
+    """`_label_map` asked whether `_labelIds` was there, then `read` asked again: one more request
+    per image on gs:// or s3://. Now each label map is asked for once: `_labelIds`, and only
+    where it is missing `_labelTrainIds`; an image with neither is still `missing_annotation`."""
+    from sources import fsio
+
+    images, gt = tmp_path / "leftImg8bit/train/aachen", tmp_path / "gtFine/train/aachen"
+    images.mkdir(parents=True)
+    gt.mkdir(parents=True)
+    for i, kind in enumerate(("labelIds", "labelTrainIds", None)):
+        (images / f"aachen_{i:06d}_000019_leftImg8bit.png").write_bytes(b"")
+        if kind:
+            (gt / f"aachen_{i:06d}_000019_gtFine_{kind}.png").write_bytes(b"")
+    asked: list[str] = []
+    exists = fsio.exists
+    monkeypatch.setattr(fsio, "exists", lambda uri: asked.append(uri) or exists(uri))
+    items = _read_all(SegmentationSource("cs", str(tmp_path), "cityscapes"))
+    assert [type(i).__name__ if isinstance(i, PairRecord) else i.reason for i in items] == [
+        "PairRecord", "PairRecord", "missing_annotation"]
+    assert sorted(u.rsplit("/", 1)[1] for u in asked if u.startswith(str(gt))) == [
+        "aachen_000000_000019_gtFine_labelIds.png", "aachen_000001_000019_gtFine_labelIds.png",
+        "aachen_000001_000019_gtFine_labelTrainIds.png", "aachen_000002_000019_gtFine_labelIds.png",
+        "aachen_000002_000019_gtFine_labelTrainIds.png"]
 
 
 def _full_ade_release(root: Path, version: str) -> Path:

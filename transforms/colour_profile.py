@@ -9,9 +9,9 @@ their bytes. A profile that cannot be parsed is ignored, as browsers ignore it. 
 built once per distinct profile (a few milliseconds each) and kept in a small cache.
 
 A CMYK image (a print-workflow JPEG or TIFF) with its CMYK profile is converted by that profile
-(`cmyk_conversion`), relative colorimetric, the intent ImageMagick's `-profile` and Photoshop's
-defaults use: Pillow's own CMYK -> RGB ignores the profile (R = 255 - C - K, as it were ink on
-a perfect press), 48 levels from ImageMagick's conversion on average and up to 89, for a CMYK
+(`srgb_conversion(icc, "CMYK")`), relative colorimetric, the intent ImageMagick's `-profile` and
+Photoshop's defaults use: Pillow's own CMYK -> RGB ignores the profile (R = 255 - C - K, as it
+were ink on a perfect press), 48 levels from ImageMagick's conversion on average and up to 89, for a CMYK
 JPEG ImageMagick made through ghostscript's `ps_cmyk.icc`. LittleCMS's 8-bit transform, which
 precalculates a 17-point device link, is still 4.4 levels from ImageMagick's unoptimised 16-bit
 one on that file on average, up to 20 at saturated inks (unoptimised it is within 1, but takes 860
@@ -23,6 +23,8 @@ A PNG without an ICC profile or an sRGB chunk may declare its samples' gamma by 
 was read as sRGB, up to 73 levels darker than browsers show it. Its samples go to light and back
 to sRGB's encoding (`gamma_table`, the PNG specification's decoding); a gAMA within libpng's 5%
 threshold of the 1/2.2 that writers declare for sRGB keeps its samples. Its cHRM is not applied.
+The colour is decoded before its alpha is composited on white (`transforms.decode.to_rgb_array`),
+and a 16-bit grey PNG's samples from their 16 bits (Pillow cuts 16-bit colour PNGs to 8 on load).
 """
 
 from __future__ import annotations
@@ -109,22 +111,17 @@ def srgb_encode(light: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def gamma_table(gamma: float) -> np.ndarray | None:
-    """The 256 sRGB levels of the 8-bit samples of a PNG whose gAMA is `gamma` (light = sample **
-    (1 / gamma)); None when it is within `GAMMA_THRESHOLD` of sRGB's declared gamma, or no gamma."""
+def gamma_table(gamma: float, bits: int = 8) -> np.ndarray | None:
+    """The sRGB levels (uint8) of the `bits`-bit samples (8 or 16: a 65,536-entry table) of a PNG
+    whose gAMA is `gamma` (light = sample ** (1 / gamma)); None when it is within
+    `GAMMA_THRESHOLD` of sRGB's declared gamma, or no gamma."""
     if not 0.01 <= gamma <= 100 or abs(gamma / SRGB_DECLARED_GAMMA - 1) <= GAMMA_THRESHOLD:
         return None
-    light = np.power(np.arange(256) / 255.0, 1 / gamma)
-    return np.round(srgb_encode(light) * 255).astype(np.uint8)
-
-
-def apply_table(pixels: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 pixels through a 256-level table, strip by strip (in place when writable)."""
-    out = pixels if pixels.flags.writeable else np.empty_like(pixels)
-    rows = max(1, STRIP_PIXELS // max(1, pixels.shape[1]))
-    for y in range(0, pixels.shape[0], rows):
-        out[y : y + rows] = table[pixels[y : y + rows]]
-    return out
+    top = (1 << bits) - 1
+    light = np.power(np.arange(top + 1) / top, 1 / gamma)
+    table = np.round(srgb_encode(light) * 255).astype(np.uint8)
+    table.flags.writeable = False  # shared by the cache
+    return table
 
 
 def convert_to_srgb(pixels: np.ndarray, conversion: SrgbConversion) -> np.ndarray:

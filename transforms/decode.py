@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms import hdr
-from transforms.colour_profile import apply_table, cmyk_to_srgb, convert_to_srgb, gamma_table, srgb_conversion
+from transforms.colour_profile import cmyk_to_srgb, convert_to_srgb, gamma_table, srgb_conversion
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
     JPEG_LS_SOF,
@@ -534,8 +534,10 @@ def _load_failure(image: Image.Image, text: str) -> DecodeError:
     return DecodeError("decode_error", text[:200])
 
 
-def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    rgb = rgba[..., :3].astype(np.uint16)
+def _composite_on_white(rgba: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+    """RGBA uint8 shown on white; `table` (a PNG's gAMA: `colour_profile.gamma_table`) takes the
+    colour to sRGB first: the background is sRGB's white and the mix is made in sRGB values."""
+    rgb = (rgba[..., :3] if table is None else table[rgba[..., :3]]).astype(np.uint16)
     alpha = rgba[..., 3:4].astype(np.uint16)
     out = (rgb * alpha + WHITE * (255 - alpha) + 127) // 255
     return out.astype(np.uint8)
@@ -569,40 +571,66 @@ def _integer_depth(image: Image.Image) -> tuple[int, bool] | None:
 
 def _top_8_bits(values: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     """Samples of `bits` bits in Pillow's int32 buffer -> uint8, their top 8 bits (as 16-bit ones
-    are: x >> 8); a negative signed sample is black. Pillow holds an unsigned 32-bit sample as the
-    int32 of the same bits (ImageMagick's 32-bit TIFF came out as negative numbers, black)."""
-    if bits == 32 and not signed:
-        return (np.ascontiguousarray(values, np.int32).view(np.uint32) >> 24).astype(np.uint8)
-    magnitude = bits - signed
-    return (values.clip(0, (1 << magnitude) - 1) >> (magnitude - 8)).astype(np.uint8)
+    are: x >> 8). Pillow holds an unsigned 32-bit sample as the int32 of the same bits (ImageMagick's
+    32-bit TIFF came out as negative numbers, black). A signed sample is offset by 2 ** (bits - 1)
+    first (offset binary: the most negative black, 0 mid-grey, the most positive white), as
+    ImageMagick shows a signed 16-bit TIFF; shown clipped at 0, ImageMagick's signed TIFFs of a photo
+    were 56% black. ImageMagick 6.9.11 reads signed 32-bit (and 8-bit) samples' bits as unsigned
+    (-1 its brightest, 0 black: not monotone), which is not followed here. (A signed 8-bit TIFF
+    is Pillow's mode "L", its bits as unsigned, as ImageMagick shows it.)"""
+    if bits == 32:
+        unsigned = np.ascontiguousarray(values, np.int32).view(np.uint32)
+        return ((unsigned ^ np.uint32(1 << 31) if signed else unsigned) >> 24).astype(np.uint8)
+    if signed:  # clipped to the declared range first, so the offset stays within int32
+        half = 1 << (bits - 1)
+        values = values.clip(-half, half - 1) + half
+    return (values.clip(0, (1 << bits) - 1) >> (bits - 8)).astype(np.uint8)
 
 
-def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, depth: tuple[int, bool], top: float) -> np.ndarray:
+def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, depth: tuple[int, bool], top: float,
+                  gamma: float | None = None) -> np.ndarray:
     """One strip of rows as (h, W, 3) uint8: the per-pixel part of `to_rgb_array`; `depth`: the
-    (bits, signed) of a mode "I" image's samples."""
+    (bits, signed) of a mode "I" image's samples; `gamma`: see `to_rgb_array`."""
+    table = gamma_table(gamma) if gamma else None
     if mode in _WIDE_GREY:
         values = np.asarray(strip)
-        if mode == "I":
+        wide = table is not None and (mode != "I" or depth == (16, False))
+        if wide:  # the gamma at the samples' 16 bits: cut to 8 first, a linear file's shadows were lost
+            gray = gamma_table(gamma, 16)[values if mode != "I" else values.clip(0, 0xFFFF)]
+        elif mode == "I":
             gray = _top_8_bits(values, *depth)
         else:
             gray = (values.astype(np.uint16) >> 8).astype(np.uint8)
+        if table is not None and not wide:
+            gray = table[gray]
         if has_alpha:  # a tRNS key (16-bit grey PNG): its pixels are the background, white
             gray[values == strip.info["transparency"]] = WHITE
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "F":
         values = np.asarray(strip, dtype=np.float64)
         gray = np.round(np.nan_to_num(values / top).clip(0, 1) * 255).astype(np.uint8)
+        gray = gray if table is None else table[gray]
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "L" and not has_alpha:
-        return np.repeat(np.asarray(strip)[:, :, None], 3, axis=2)
+        gray = np.asarray(strip)
+        gray = gray if table is None else table[gray]
+        return np.repeat(gray[:, :, None], 3, axis=2)
     if has_alpha:
         rgba = np.asarray(strip.convert("RGBA"))
-        return _composite_on_white(rgba)
-    return np.asarray(strip if mode == "RGB" else strip.convert("RGB"))
+        return _composite_on_white(rgba, table)
+    rgb = np.asarray(strip if mode == "RGB" else strip.convert("RGB"))
+    return rgb if table is None else table[rgb]
 
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
+def to_rgb_array(image: Image.Image, gamma: float | None = None) -> np.ndarray:
     """A loaded Pillow image of any mode as an (H, W, 3) uint8 array.
+
+    `gamma`: the samples' gamma a PNG's gAMA declares (`_png_gamma`), taken to sRGB by the PNG
+    specification's decoding (`colour_profile.gamma_table`) before alpha is composited on white,
+    so a half-transparent pixel mixes its corrected colour with white, not the table bending the
+    mix; 16-bit grey samples (modes "I;16*" and "I") are mapped from their 16 bits, not cut to 8
+    first. Pillow cuts 16-bit RGB, RGBA and grey+alpha PNGs to 8 bits on load: those are mapped
+    from 8 bits.
 
     Converted strip by strip into one output array: only the RGB result and one strip's
     temporaries exist besides Pillow's own buffer (even for RGB: `np.asarray` of a whole image
@@ -620,13 +648,13 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
         depth = (8, False) if mode == "I" and high <= 255 else depth
         top = 1.0 if mode == "F" and high <= 1.0 else 255.0
     if h <= rows:  # one strip: the common case of web-sized images, no copies to stitch
-        return _strip_to_rgb(image, mode, has_alpha, depth, top)
+        return _strip_to_rgb(image, mode, has_alpha, depth, top, gamma)
     out = np.empty((h, w, 3), np.uint8)
     for y in range(0, h, rows):
         strip = image.crop((0, y, w, min(h, y + rows)))
         if has_alpha and "transparency" in image.info:
             strip.info["transparency"] = image.info["transparency"]
-        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, depth, top)
+        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, depth, top, gamma)
     return out
 
 
@@ -654,12 +682,8 @@ def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple
     """`to_rgb_array`'s pixels converted from the image's embedded RGB profile to sRGB, and the
     profile's description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF
     (`hdr_colour`) is tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives
-    the non-linear HDR signal, shown as is it looks washed out and dim. A PNG's gAMA, when it has no
-    profile and no sRGB chunk, is applied (`colour_profile.gamma_table`), grey ones too."""
-    gamma = _png_gamma(image)
-    table = gamma_table(gamma) if gamma else None
-    if table is not None:
-        return apply_table(pixels, table), f"PNG gAMA {gamma:g}"
+    the non-linear HDR signal, shown as is it looks washed out and dim. (A PNG's gAMA is applied
+    by `to_rgb_array`, before compositing: `_srgb_array`.)"""
     if image.mode not in _RGB_PROFILED_MODES:
         return pixels, ""
     colour = hdr_colour(image, data)
@@ -673,11 +697,16 @@ def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple
 def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
     """The loaded image as (H, W, 3) uint8 sRGB (`to_rgb_array`, `_in_srgb`) and the profile it
     was converted from; a CMYK image with a CMYK profile converted by it
-    (`transforms.colour_profile`): Pillow's conversion ignores the profile."""
+    (`transforms.colour_profile`): Pillow's conversion ignores the profile. A PNG's gAMA, when it
+    has no profile and no sRGB chunk, is applied to its colour (grey ones too) before its alpha is
+    composited (`to_rgb_array`)."""
     if image.mode == "CMYK":
         conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
         if conversion.transform is not None:
             return cmyk_to_srgb(image, conversion), conversion.description
+    gamma = _png_gamma(image)
+    if gamma and gamma_table(gamma) is not None:
+        return to_rgb_array(image, gamma), f"PNG gAMA {gamma:g}"
     return _in_srgb(image, to_rgb_array(image), data)
 
 

@@ -52,7 +52,9 @@ FORMAT_VERSION = 1
 # sequences in val, cameras at one point a bad_camera), web images whose bytes differ from
 # img2dataset's recorded hash a hash_mismatch reject. 5 (2026-12-05, night): 16-bit PGM/PPM and
 # 32-bit TIFF samples scaled by the depth their file declares, CMYK images with their CMYK profile
-# converted by it, PNG gAMA applied where no profile or sRGB chunk is.
+# converted by it, PNG gAMA applied where no profile or sRGB chunk is (to the colour before
+# alpha is composited on white, a 16-bit grey PNG's from its 16 bits), signed 16-bit and 32-bit
+# TIFF samples offset by half their range (they were clipped at 0).
 RENDER_REVISION = 5
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
