@@ -136,11 +136,12 @@ _SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class MachineError(RuntimeError):
-    """An error of this machine, not of the video, met planning it (a full or missing temporary
-    folder, a quota, too many open files starting its decoder): raised from the OSError, so the
-    unit fails (`unit_failed`) and the video is never blamed with a reject of its own. Not an
-    OSError, so that a tar's reader, which takes an OSError for a cut or unreadable archive, lets it
-    through."""
+    """An error of this machine, not of the video, met planning or decoding it (a full or missing
+    temporary folder, a quota, too many open files starting its decoder), raised from the OSError:
+    the video is never blamed with a reject of its own, and the build stops uncommitted
+    (`uvd_pipeline.unit_render`), as on a full output disk, so that a rerun once the machine is
+    mended reads the video again. Not an OSError, so that a tar's reader, which takes an OSError
+    for a cut or unreadable archive, lets it through."""
 
 
 def copies_folder() -> str:
@@ -280,10 +281,12 @@ def _machine_error(exc: OSError, name: str, folder: str, size: int | None, why: 
     code = exc.errno
     text = exc.strerror or str(exc)
     wanted = f"its {size} bytes" if size is not None else "it"
-    message = f"{text}: copying {wanted}{f' ({why})' if why else ''} into {folder}"
+    how = f"copying {wanted} there{f', {why}' if why else ''}"
     if code in _SPACE_ERRORS:
-        message += "; free space there or set TMPDIR to a folder with room"
-    return OSError(code, message) if code is not None else OSError(message)
+        how += "; TMPDIR names this folder"
+    # "[Errno 28] No space left on device (copying ...): '<folder>'": the build's one-line error
+    # (`uvd_pipeline.cli.os_refusal`) finds the number and the folder, even in a worker's text
+    return OSError(code, f"{text} ({how})", folder) if code is not None else OSError(f"{text} ({how}): {folder}")
 
 
 def _renamed(exc: VideoError, local: str, name: str) -> VideoError:
@@ -384,8 +387,11 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     with contextlib.ExitStack() as spill:
         try:  # a tar member is copied out first: a tar changed since it was read loses every clip
             uri = spill.enter_context(_worker_uri(record.uri, record.member))
-        except VideoError as exc:  # an OSError (a full temporary folder) is the machine's: raised
+        except VideoError as exc:
             uri, failure = None, exc
+        except OSError as exc:  # the machine's (a full temporary folder): the unit fails, no clip is blamed
+            raise MachineError(f"decoding {fsio.basename(record.member.name if record.member else record.uri)}: "
+                               f"{exc}") from exc
         if uri is not None:
             # each frame is read into one reused buffer and copied straight into the clips that use it
             job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
@@ -541,9 +547,7 @@ class VideoSource:
             yield Reject(video, self.name, video, "plan", exc.reason, exc.detail)
             return
         except OSError as exc:  # the machine's (`_worker_uri`, starting the decoder): the unit fails
-            code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-            raise MachineError(f"planning {named.get('file') or fsio.basename(uri)}: {code}: "
-                               f"{exc.strerror or exc}") from exc
+            raise MachineError(f"planning {named.get('file') or fsio.basename(uri)}: {exc}") from exc
         plans = plan_clips(probe.n_frames, self.strides, self.frames, self.max_windows_per_stride)
         if not plans:
             yield Reject(video, self.name, video, "plan", "too_few_frames",
