@@ -24,15 +24,22 @@ never padded. Strides that reduce to the same value give one sentence, not dupli
 video2dataset's output is read too (`sources.video_shards`): each `NNNNN.tar` of its
 `output_format=webdataset` is a unit whose video members are probed and decoded as above, each job
 from a private temporary copy of the member (`TarMember`, `_worker_uri`), removed after the job
-whatever became of it; the shard's parquet gives its failed downloads as rejects. Its
-`output_format=files` is plain video files, plus its `NNNNN.parquet` as a unit of failed downloads.
+whatever became of it (copies lie in `uvd-video-<pid>/` of the temporary folder, TMPDIR: a folder
+whose process is gone, killed mid-job, is removed by the next process that copies). A copy that
+cannot be made for want of room (or of file handles) is this machine's `MachineError`: the unit
+fails, the video is no reject of its own. The shard's parquet gives its failed downloads as
+rejects. Its `output_format=files` is plain video files, plus its `NNNNN.parquet` as a unit of
+failed downloads.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence
@@ -55,7 +62,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".m
                     ".mts", ".m2ts", ".vob", ".3gp", ".wmv")
 DecoderChoice = Literal["auto", "decord", "pyav"]
 PAPER_STRIDES = (10, 20, 30)
-__all__ = ["VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]
+__all__ = ["MachineError", "VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]
 
 
 # -- planning (pure) -----------------------------------------------------------------------
@@ -121,32 +128,165 @@ PROCESS_LOCAL = ("memory",)  # fsspec filesystems the worker process cannot see
 
 
 SPILL_STEP = 1 << 20  # bytes copied at a time from a tar member to its temporary file
+COPIES_PREFIX = "uvd-video-"  # + pid: the folder of one process's member copies in the temporary folder
+_COPIES: dict[int, str] = {}  # pid -> its copies' folder, made (and its dead siblings swept) once per process
+# errors of this machine, not of the input, met making a copy: the unit fails (uncommitted work
+# redone on a rerun), the video is never blamed; these name TMPDIR as the fix
+_SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class MachineError(RuntimeError):
+    """An error of this machine, not of the video, met planning or decoding it (a full or missing
+    temporary folder, a quota, too many open files starting its decoder), raised from the OSError:
+    the video is never blamed with a reject of its own, and the build stops uncommitted
+    (`uvd_pipeline.unit_render`), as on a full output disk, so that a rerun once the machine is
+    mended reads the video again. Not an OSError, so that a tar's reader, which takes an OSError
+    for a cut or unreadable archive, lets it through."""
+
+
+def copies_folder() -> str:
+    """This process's folder for member copies: `uvd-video-<pid>` in the temporary folder
+    (`tempfile.gettempdir()`, TMPDIR). Made on first use in each process, when the folders of
+    processes no longer alive are removed: a reader killed mid-job (the OOM killer, kill -9, a lost
+    Beam worker) never runs its `finally`, and its copy stayed in /tmp forever. Raises OSError
+    (a machine error) when the folder cannot be made."""
+    pid = os.getpid()
+    top = tempfile.gettempdir()
+    folder = os.path.join(top, f"{COPIES_PREFIX}{pid}")
+    if _COPIES.get(pid) != folder:
+        _remove_dead_copies(top)
+        if pid not in _COPIES:
+            atexit.register(_remove_empty, folder)
+        _COPIES[pid] = folder
+    try:  # each time: a folder removed mid-run comes back (a missing temporary folder is an error)
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    return folder
+
+
+def _remove_empty(folder: str) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+
+
+def _remove_dead_copies(top: str) -> None:
+    """Remove the `uvd-video-<pid>` folders in `top` whose process is gone (best effort)."""
+    try:
+        names = os.listdir(top)
+    except OSError:
+        return
+    for name in names:
+        number = name[len(COPIES_PREFIX):]
+        if not name.startswith(COPIES_PREFIX) or not number.isdigit():
+            continue
+        path = os.path.join(top, name)
+        try:
+            touched = os.lstat(path).st_mtime
+        except OSError:
+            continue
+        if int(number) != os.getpid() and not _alive_since(int(number), touched) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive_since(pid: int, touched: float) -> bool:
+    """Whether process `pid` runs and may be the one that last changed its folder at `touched`:
+    a process of that pid started after then reuses the number of a dead one."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's (its folder is not ours to remove), or no pid at all
+    started = _process_start(pid)
+    return started is None or started <= touched + 1
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), from /proc; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])  # field 22, after "pid (comm)"
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 @contextlib.contextmanager
 def _worker_uri(uri: str, member: TarMember | None = None) -> Iterator[str]:
     """`uri` as the worker process can open it: a tar member (`member`), or a file on a
     process-local filesystem (fsspec's memory://), is copied to a private temporary file for the
-    job, a megabyte at a time, and removed afterwards whatever became of the job (failed, killed
-    for its budget, or the caller gone); every other URL is passed through."""
+    job (in `copies_folder()`), a megabyte at a time, and removed afterwards whatever became of the
+    job (failed, killed for its budget, or the caller gone); every other URL is passed through.
+
+    An error reading the input (the tar gone, cut, changed, forbidden) is the video's
+    `VideoError`; one writing the copy (a full or read-only temporary folder, a quota, too many
+    open files) is this machine's: an OSError naming the member and the folder, never the copy's
+    random name, so the unit fails uncommitted and a rerun reads the video again."""
     fs, _ = fsio.filesystem(uri)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if member is None and not set(protocols) & set(PROCESS_LOCAL):
         yield uri
         return
     name = member.name if member is not None else uri
-    handle, path = tempfile.mkstemp(prefix="uvd-video-", suffix=os.path.splitext(name)[1][:16])
+    offset, size = (member.offset, member.size) if member is not None else (0, None)
     try:
-        with os.fdopen(handle, "wb") as out, fsio.open_file(uri) as source:
-            offset, size = (member.offset, member.size) if member is not None else (0, None)
-            source.seek(offset)
-            _copy(source, out, size, name)
+        source = fsio.open_file(uri)
+    except OSError as exc:  # the tar or file went away, or may not be read
+        raise VideoError("unreadable", exception_detail(exc)) from None
+    with source:
+        folder = _copy_room(name, size)
         try:
-            yield path
-        except VideoError as exc:  # a decoder's message names the copy: the reject names the video
-            raise _renamed(exc, path, name) from None
-    finally:
-        os.unlink(path)
+            handle, path = tempfile.mkstemp(suffix=os.path.splitext(name)[1][:16], dir=folder)
+        except OSError as exc:
+            raise _machine_error(exc, name, folder, size) from None
+        try:
+            with os.fdopen(handle, "wb") as out:
+                try:
+                    source.seek(offset)
+                except OSError as exc:
+                    raise VideoError("unreadable", exception_detail(exc)) from None
+                _copy(source, out, size, name, folder)
+            try:
+                yield path
+            except VideoError as exc:  # a decoder's message names the copy: the reject names the video
+                raise _renamed(exc, path, name) from None
+        finally:
+            os.unlink(path)
+
+
+def _copy_room(name: str, size: int | None) -> str:
+    """The copies' folder, judged to have room for `size` bytes (a machine error if not)."""
+    try:
+        folder = copies_folder()
+    except OSError as exc:
+        raise _machine_error(exc, name, tempfile.gettempdir(), size) from None
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs here: the writes will tell
+        return folder
+    free = stat.f_bavail * stat.f_frsize
+    if size is not None and size > free:
+        raise _machine_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), name, folder, size,
+                             f"{free} bytes free")
+    return folder
+
+
+def _machine_error(exc: OSError, name: str, folder: str, size: int | None, why: str = "") -> OSError:
+    """`exc`, met copying `name` into `folder`, as the OSError of this machine that a unit fails
+    on: it names the folder (not the copy's random name; `planned` names the member), and for a
+    lack of space the way out."""
+    code = exc.errno
+    text = exc.strerror or str(exc)
+    wanted = f"its {size} bytes" if size is not None else "it"
+    how = f"copying {wanted} there{f', {why}' if why else ''}"
+    if code in _SPACE_ERRORS:
+        how += "; TMPDIR names this folder"
+    # "[Errno 28] No space left on device (copying ...): '<folder>'": the build's one-line error
+    # (`uvd_pipeline.cli.os_refusal`) finds the number and the folder, even in a worker's text
+    return OSError(code, f"{text} ({how})", folder) if code is not None else OSError(f"{text} ({how}): {folder}")
 
 
 def _renamed(exc: VideoError, local: str, name: str) -> VideoError:
@@ -156,19 +296,22 @@ def _renamed(exc: VideoError, local: str, name: str) -> VideoError:
     return VideoError(exc.reason, exc.detail.replace(local, shown).replace(os.path.basename(local), shown))
 
 
-def _spill_error(exc: Exception) -> VideoError:
-    return exc if isinstance(exc, VideoError) else VideoError("unreadable", exception_detail(exc))
-
-
-def _copy(source, out, size: int | None, name: str) -> None:
+def _copy(source, out, size: int | None, name: str, folder: str = "") -> None:
     """Copy `size` bytes (None: all) from `source` to `out`; a tar cut or changed since it was
-    listed (fewer bytes than its header declared) is `changed_file`."""
+    listed (fewer bytes than its header declared) is `changed_file`, an error reading it
+    `unreadable`; an error writing the copy is this machine's (`_machine_error`)."""
     left = size
     while left is None or left > 0:
-        chunk = source.read(SPILL_STEP if left is None else min(SPILL_STEP, left))
+        try:
+            chunk = source.read(SPILL_STEP if left is None else min(SPILL_STEP, left))
+        except OSError as exc:
+            raise VideoError("unreadable", f"{fsio.basename(name)}: {exception_detail(exc)}") from None
         if not chunk:
             break
-        out.write(chunk)
+        try:
+            out.write(chunk)
+        except OSError as exc:
+            raise _machine_error(exc, name, folder, size) from None
         if left is not None:
             left -= len(chunk)
     if left:
@@ -203,15 +346,12 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
                 max_pixels: int = DEFAULT_MAX_PIXELS, member: TarMember | None = None) -> VideoProbe:
     """Count the presented frames of `uri` (of its tar `member`) and choose who decodes it.
     Raises VideoError."""
-    try:
-        with _worker_uri(uri, member) as local:
-            try:
-                info: Probe = budget.call("sources.video_decode:probe", local, max_pixels, limits.memory_mb,
-                                          budget=limits)
-            except (BudgetExceeded, JobError) as exc:
-                raise _job_error(exc) from None
-    except OSError as exc:  # the tar or file went away before its copy was made
-        raise _spill_error(exc) from None
+    with _worker_uri(uri, member) as local:  # an OSError here is the machine's: the unit fails
+        try:
+            info: Probe = budget.call("sources.video_decode:probe", local, max_pixels, limits.memory_mb,
+                                      budget=limits)
+        except (BudgetExceeded, JobError) as exc:
+            raise _job_error(exc) from None
     chosen, note = "pyav", ""
     if decoder == "decord":
         why = decord_exact(info) if decord_available() else "decord is not installed"
@@ -247,8 +387,11 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     with contextlib.ExitStack() as spill:
         try:  # a tar member is copied out first: a tar changed since it was read loses every clip
             uri = spill.enter_context(_worker_uri(record.uri, record.member))
-        except (VideoError, OSError) as exc:
-            uri, failure = None, _spill_error(exc)
+        except VideoError as exc:
+            uri, failure = None, exc
+        except OSError as exc:  # the machine's (a full temporary folder): the unit fails, no clip is blamed
+            raise MachineError(f"decoding {fsio.basename(record.member.name if record.member else record.uri)}: "
+                               f"{exc}") from exc
         if uri is not None:
             # each frame is read into one reused buffer and copied straight into the clips that use it
             job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
@@ -403,6 +546,8 @@ class VideoSource:
         except VideoError as exc:
             yield Reject(video, self.name, video, "plan", exc.reason, exc.detail)
             return
+        except OSError as exc:  # the machine's (`_worker_uri`, starting the decoder): the unit fails
+            raise MachineError(f"planning {named.get('file') or fsio.basename(uri)}: {exc}") from exc
         plans = plan_clips(probe.n_frames, self.strides, self.frames, self.max_windows_per_stride)
         if not plans:
             yield Reject(video, self.name, video, "plan", "too_few_frames",

@@ -18,11 +18,13 @@ Failed downloads the parquet lists are rejects (`download` stage, video2dataset'
 reason: `failed_to_download`, `failed_to_subsample`); successes it lists that the tar (or the
 files layout's folder) lacks are
 `missing_from_archive`; a cut tar is `truncated_sample` for the sample it cuts and one
-`corrupt_archive` for the shard, never a crash. In the files layout the videos are plain files
-(the `.txt`/`.json` beside them are not read); its `NNNNN.parquet` is a unit of its own that
-yields the shard's failed downloads and missing videos. A parquet with neither `NNNNN/` nor
-`NNNNN.tar` beside it (video2dataset's `output_format=parquet`, videos inside it) is one
-`unexpected_file` reject. Gzipped tars are not read (video2dataset writes plain ones).
+`corrupt_archive` for the shard, never a crash. A member of a sample beside its video that is none
+of its sidecars (`.txt`, `.json`) nor audio video2dataset wrote (`AUDIO`) is an `unexpected_file`
+reject (a `.jpg` thumbnail put in by hand), never dropped without a word. In the files layout the
+videos are plain files (the `.txt`/`.json` beside them are not read); its `NNNNN.parquet` is a unit
+of its own that yields the shard's failed downloads and missing videos. A parquet with neither
+`NNNNN/` nor `NNNNN.tar` beside it (video2dataset's `output_format=parquet`, videos inside it) is
+one `unexpected_file` reject. Gzipped tars are not read (video2dataset writes plain ones).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ TAR_SUFFIX = ".tar"
 LISTING_SUFFIX = ".parquet"
 SHARD_SUFFIXES = (TAR_SUFFIX, LISTING_SUFFIX)
 SIDECARS = ("txt", "json")
+# what video2dataset writes beside a video with `encode_formats: {audio: ...}`: part of the sample, not read
+AUDIO = ("m4a", "mp3", "wav", "flac", "ogg", "opus")
 # A local tar of this size or more is read as several units (`laion.Unit.part`): each part reads
 # every member header (seeking over the data) and probes and decodes only the videos whose key
 # hashes to it, so a video2dataset shard (10000 videos by default, tens of GB) is committed, and
@@ -51,6 +55,7 @@ SIDECARS = ("txt", "json")
 VIDEO_PART_BYTES = 512 << 20
 MAX_VIDEO_PARTS = 64
 MEMBER_TOO_LARGE = "member_too_large"  # as the laion source names a tar member over the cap
+UNEXPECTED_FILE = "unexpected_file"  # as the laion source names a file that is no input of its layout
 
 
 def is_shard_input(uri: str) -> bool:
@@ -89,7 +94,7 @@ def _read_listing(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
     """A files-layout shard's listing: its failed downloads, and successes its folder lacks."""
     shard, base = shard_name(source, uri)
     if not fsio.isdir(base):
-        yield shard_reject(source.name, data_key(source.name, shard), "read", "unexpected_file",
+        yield shard_reject(source.name, data_key(source.name, shard), "read", UNEXPECTED_FILE,
                       f"{shard}{LISTING_SUFFIX} has neither a {shard}/ folder nor a {shard}{TAR_SUFFIX} beside it "
                       "(video2dataset's output_format=parquet keeps videos inside the parquet): not read")
         return
@@ -166,6 +171,9 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
     for extra in videos[1:]:
         yield shard_reject(source.name, key, "read", "duplicate_key",
                            f"{sample_key}.{extra}: key {sample_key} already has a video ({videos[0]})")
+    for other in sorted(e for e in members if e not in videos and e not in SIDECARS and e not in AUDIO):
+        yield shard_reject(source.name, key, "read", UNEXPECTED_FILE,
+                           f"{sample_key}.{other}: not read (a sample's video, .txt, .json and audio are)")
     info: tarfile.TarInfo = members[videos[0]]
     if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never copied out
         yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE,
@@ -191,5 +199,10 @@ def _without_video(source: "VideoSource", key: str, sample_key: str, members: di
     if status and status != "success":
         yield shard_reject(source.name, key, "download", status, str(meta.get("error_message") or ""))
         return
-    yield shard_reject(source.name, key, "read", "missing_video",
-                  f"members: {', '.join(sorted(members)) or 'none'} (no {', '.join(source.extensions)})")
+    names = ", ".join(f"{sample_key}.{e}" for e in sorted(members)) or "none"
+    why = f"none is {sample_key} with a video extension ({', '.join(source.extensions)})"
+    dotted = [e for e in sorted(members) if "." in e and f".{e.rsplit('.', 1)[1]}" in source.extensions]
+    if dotted:  # `clip.v2.mp4`: webdataset's key is `clip`, its field `v2.mp4`
+        why += (f"; webdataset ends a key at its first dot, so {sample_key}.{dotted[0]} is field {dotted[0]} "
+                f"of key {sample_key}, not a video")
+    yield shard_reject(source.name, key, "read", "missing_video", f"members: {names} ({why})")

@@ -488,6 +488,11 @@ def _ffmpeg_frames(path: Path, picks: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(len(picks), 48, 64, 3)
 
 
+def _copies(spill: Path) -> list[str]:
+    """The member copies in the temporary folder `spill` (in each process's `uvd-video-<pid>/`)."""
+    return sorted(p.name for p in spill.rglob("*") if not p.is_dir())
+
+
 def _read_all(source: VideoSource) -> list:
     return [item for unit in source.units() for item in source.read(unit)]
 
@@ -560,7 +565,7 @@ def test_a_cut_video2dataset_tar_is_counted_and_member_copies_never_outlive_thei
     call = video.budget.call
 
     def watched(*args, **kwargs):
-        seen_during_jobs.append(sorted(p.name for p in spill.iterdir()))
+        seen_during_jobs.append(_copies(spill))
         return call(*args, **kwargs)
 
     monkeypatch.setattr(video.budget, "call", watched)
@@ -580,14 +585,14 @@ def test_a_cut_video2dataset_tar_is_counted_and_member_copies_never_outlive_thei
     assert read_clip_frames(record.clips[0]).shape == (16, 48, 64, 3)
 
     def stopped(*args, **kwargs):  # the job as the parent sees a worker killed for its budget
-        seen_during_jobs.append(sorted(p.name for p in spill.iterdir()))
+        seen_during_jobs.append(_copies(spill))
         raise BudgetExceeded("decode_timeout", "killed after 0.1 CPU seconds")
         yield
 
     monkeypatch.setattr(video.budget, "run", stopped)
     ((_, failure),) = list(video.clip_frames(record))
     assert failure.reason == "decode_timeout" and len(seen_during_jobs[-1]) == 1 and "uvd-video" not in failure.detail
-    assert list(spill.iterdir()) == []
+    assert _copies(spill) == []
     monkeypatch.setattr(shards, "MAX_INPUT_FILE_BYTES", 1000)
     monkeypatch.setattr(video, "probe_video", lambda *args: pytest.fail("a member over the cap was probed"))
     too_large = [i for i in source.read(str(root / "00000.tar")) if isinstance(i, Reject) and "1000 byte" in i.detail]
@@ -633,7 +638,7 @@ def test_video2dataset_shards_render_the_bytes_their_files_layout_renders(v2d_ou
     for layout in ("webdataset", "files"):
         assert rejects[layout] == [(data_key(layout, "00000", "000000002"), "download", "failed_to_download"),
                                    (data_key(layout, "00000", "000000004"), "read", "missing_from_archive")]
-    assert list(spill.iterdir()) == []
+    assert _copies(spill) == []
 
 
 def test_a_big_video2dataset_tar_is_read_in_parts_that_together_read_it_once(v2d_output: dict[str, Path],
@@ -657,6 +662,196 @@ def test_a_big_video2dataset_tar_is_read_in_parts_that_together_read_it_once(v2d
     items = [item for unit in units for item in whole.read(unit)]
     assert sorted((i.key, type(i).__name__, getattr(i, "reason", "")) for i in items) == expected
     assert sorted(probed) == ["000000000.mp4", "000000001.mp4", "000000003.webm"]
+
+
+def _junk_tar(root: Path, samples: dict[str, dict[str, bytes]], shard: str = "00000") -> Path:
+    """A video2dataset-like tar of `samples` (key -> {ext: bytes}) in `root`, without ffmpeg."""
+    import tarfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(root / f"{shard}.tar", "w|") as tar:
+        for key, fields in samples.items():
+            _tar_writer_write(tar, key, fields)
+    return root / f"{shard}.tar"
+
+
+def test_a_full_temporary_folder_fails_the_unit_and_blames_no_video(tmp_path: Path, monkeypatch):
+    """A member's copy that cannot be written (ENOSPC, a quota, EMFILE) or has no room was an
+    `unreadable` reject of the video, committed for good; starting the decoder (EMFILE) too. They
+    are the machine's errors: the unit fails (`MachineError`, naming the member and the folder,
+    never the copy's random name); an error reading the tar stays the video's reject."""
+    import errno
+    import tempfile
+
+    import sources.video as video
+    from sources.records import TarMember
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    tar = _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v" * 5000, "txt": b"a caption", "json": b"{}"}})
+    source = VideoSource("web", str(tmp_path / "root"), strides=(1,))
+    monkeypatch.setattr(video.budget, "call", lambda *a, **k: pytest.fail("a copy that failed was probed"))
+    real_fdopen = os.fdopen
+
+    class Full:  # the copy's side of a full disk
+        def __init__(self, handle, mode):
+            self.file = real_fdopen(handle, mode)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(os, "fdopen", Full)
+    with pytest.raises(video.MachineError) as raised:
+        _read_all(source)
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert isinstance(raised.value.__cause__, OSError) and raised.value.__cause__.errno == errno.ENOSPC
+    text = str(raised.value)
+    assert "000000000.mp4" in text and str(spill) in text and "TMPDIR" in text, text
+    assert not any(name.startswith("tmp") for name in text.replace(str(spill), "").split()), text  # no copy's name
+    assert _copies(spill) == []
+
+    class Statvfs:  # 4 KiB free: judged before copying
+        f_bavail, f_frsize = 1, 4096
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Statvfs())
+    with pytest.raises(video.MachineError, match=r"\[Errno 28\].*5000 bytes.*4096 bytes free.*TMPDIR"):
+        _read_all(source)
+    monkeypatch.undo()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+
+    def no_worker(*args, **kwargs):  # starting the decoder's process
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(video.budget, "call", no_worker)
+    with pytest.raises(video.MachineError, match=r"\[Errno 24\]"):
+        _read_all(source)
+    (tmp_path / "plain.mp4").write_bytes(b"v" * 100)
+    with pytest.raises(video.MachineError, match=r"plain.mp4: \[Errno 24\]"):
+        _read_all(VideoSource("web", str(tmp_path / "plain.mp4"), strides=(1,)))
+    tar.unlink()  # the input gone: the video's reject, as before
+    with pytest.raises(video.VideoError) as gone:
+        video.probe_video(str(tar), member=TarMember("000000000.mp4", 512, 5000))
+    assert gone.value.reason == "unreadable" and "uvd-video" not in gone.value.detail
+
+
+def test_copies_of_a_killed_reader_are_removed_by_the_next_process_that_copies(tmp_path: Path, monkeypatch):
+    """A reader killed mid-job (kill -9, the OOM killer) left `uvd-video-xxxx.mp4` in /tmp for good.
+    Each process copies into `uvd-video-<pid>/`; the first copy of a process removes the folders
+    of processes that are gone (or whose pid a later process took), never a live one's."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import sources.video as video
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    monkeypatch.setattr(video, "_COPIES", {})  # this process has not copied yet
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, live, reused = (spill / f"uvd-video-{pid}" for pid in (child.pid, os.getppid(), 1))
+    for folder in (dead, live, reused):
+        folder.mkdir()
+        (folder / "tmpk1lled.mp4").write_bytes(b"a copy")
+    os.utime(reused, (0, 0))  # changed before pid 1 started: another, gone process's folder
+    (spill / "uvd-video-notapid").mkdir()
+    _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v" * 100}})
+    items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
+    assert [i.reason for i in items] == ["unreadable"]
+    kept = sorted(p.name for p in spill.iterdir())
+    assert kept == sorted([live.name, "uvd-video-notapid", f"uvd-video-{os.getpid()}"])
+    assert _copies(spill) == ["tmpk1lled.mp4"]  # the live process's copy
+
+
+def test_a_member_changed_after_planning_loses_its_clips_under_its_own_name(v2d_output: dict[str, Path],
+                                                                           tmp_path: Path):
+    """A tar whose member's bytes changed after its clips were planned: the decode failure names
+    the member, never the temporary copy's random name (reject files would differ run to run)."""
+    import shutil
+
+    import sources.video as video
+
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(v2d_output["webdataset"] / "00000.tar", root / "00000.tar")
+    source = VideoSource("web", str(root), strides=(1,))
+    record = next(i for i in _read_all(source) if isinstance(i, VideoRecord) and i.member.name == "000000001.mp4")
+    with open(root / "00000.tar", "r+b") as tar:  # all but its first 2 KiB overwritten
+        tar.seek(record.member.offset + 2048)
+        tar.write(b"\0" * (record.member.size - 2048))
+    failures = [result for _, result in video.clip_frames(record)]
+    assert failures and all(isinstance(f, video.VideoError) for f in failures)
+    assert all("000000001.mp4" in f.detail and "tmp" not in f.detail for f in failures), failures[0].detail
+
+
+def test_a_member_shorter_than_its_header_is_a_changed_file_never_decoded(tmp_path: Path, monkeypatch):
+    """A tar cut or rewritten since it was listed holds fewer bytes of a member than its header
+    declared: `changed_file`, and the short copy is never handed to a decoder."""
+    import sources.video as video
+    from sources.records import TarMember
+
+    tar = _junk_tar(tmp_path, {"000000000": {"mp4": b"v" * 3000}})
+    monkeypatch.setattr(video.budget, "call", lambda *a, **k: pytest.fail("a short copy was probed"))
+    with pytest.raises(video.VideoError) as raised:
+        video.probe_video(str(tar), member=TarMember("000000000.mp4", 512, tar.stat().st_size))
+    assert raised.value.reason == "changed_file" and "000000000.mp4" in raised.value.detail
+
+
+def test_sidecars_over_the_cap_are_not_read_and_a_video_less_samples_json_status_is_its_reject(
+        tmp_path: Path, monkeypatch):
+    """A `.txt`/`.json` member over `MAX_INPUT_FILE_BYTES` is not read (the video goes on without
+    its caption); a sample without a video that no parquet lists is counted from its `.json`'s
+    status (a failed download), or `missing_video` when that says success."""
+    import json
+
+    import sources.video_shards as shards
+    from sources.records import data_key
+
+    monkeypatch.setattr(shards, "MAX_INPUT_FILE_BYTES", 1000)
+    failed = {"status": "failed_to_download", "error_message": "HTTP Error 404: Not Found"}
+    _junk_tar(tmp_path / "root", {
+        "000000000": {"mp4": b"v" * 100, "txt": b"a short caption"},
+        "000000001": {"mp4": b"v" * 100, "txt": b"c" * 1001},
+        "000000002": {"txt": b"x", "json": json.dumps(failed).encode()},
+        "000000003": {"txt": b"x", "json": json.dumps({"status": "success"}).encode()}})
+    named = {}
+
+    def planned(self, video, uri, lineage, member=None):  # what the probe would be given
+        named[lineage["sample_key"]] = lineage
+        return iter(())
+
+    monkeypatch.setattr(VideoSource, "planned", planned)
+    items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
+    assert named["000000000"]["caption"] == "a short caption" and "caption" not in named["000000001"]
+    assert sorted((i.key, i.stage, i.reason, i.detail) for i in items)[0] == (
+        data_key("web", "00000", "000000002"), "download", "failed_to_download", "HTTP Error 404: Not Found")
+    assert [(i.key, i.reason) for i in items] == [(data_key("web", "00000", "000000002"), "failed_to_download"),
+                                                  (data_key("web", "00000", "000000003"), "missing_video")]
+
+
+def test_a_thumbnail_beside_a_video_is_counted_and_a_dotted_keys_detail_is_true(tmp_path: Path, monkeypatch):
+    """A `.jpg` beside a video vanished without a word (audio, `.txt` and `.json` are the sample's);
+    a key with a dot (`clip.v2`: webdataset's key `clip`, fields `v2.mp4`...) said "no .mp4" while
+    listing `v2.mp4`: the detail names the members whole and says why none is a video."""
+    from sources.records import data_key
+
+    _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v", "jpg": b"a thumbnail", "m4a": b"audio", "txt": b"x"},
+                                  "clip.v2": {"mp4": b"v", "json": b"{}"}})
+    monkeypatch.setattr(VideoSource, "planned", lambda *args: iter(()))
+    items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
+    assert [(i.key, i.reason) for i in items] == [(data_key("web", "00000", "000000000"), "unexpected_file"),
+                                                  (data_key("web", "00000", "clip"), "missing_video")]
+    assert items[0].detail.startswith("000000000.jpg: not read")
+    assert items[1].detail.startswith("members: clip.v2.json, clip.v2.mp4 (none is clip with a video extension")
+    assert "clip.v2.mp4 is field v2.mp4 of key clip" in items[1].detail
 
 
 @pytest.mark.parametrize("kind", ["dangling", "fifo"])
@@ -720,3 +915,36 @@ def test_a_video_key_is_made_of_the_path_below_the_root_and_only_below_it(tmp_pa
     bucket = VideoSource("v", "gs://bucket/vid/")
     assert bucket.video_key("gs://bucket/vid/sub/a.mp4") == safe_key("v", "sub", "a.mp4")
     assert bucket.video_key("gs://bucket/videos/a.mp4") == safe_key("v", "a.mp4")
+
+def test_a_full_temporary_folder_commits_nothing_and_the_rerun_reads_the_videos(tmp_path: Path, monkeypatch):
+    """Through the build's unit renderer: the video2dataset tar's unit, met with a full temporary
+    folder, raises (as a full output disk does: the build stops with its one-line error) and
+    commits nothing, where every video was an `unreadable` reject (later `unit_failed`) taken from
+    the unit store by every rerun. Once there is room the same renderer reads the video."""
+    import tempfile
+
+    import sources.video as video
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.tagged import REJECTS
+    from uvd_pipeline.unit_render import list_units, unit_renderers
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"<html>404</html>" * 40, "txt": b"x"}})
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 32},
+                           "tokenizer": {"enabled": False},
+                           "sources": [{"name": "web", "type": "video", "path": str(tmp_path / "root"),
+                                        "strides": [1]}]})
+    renderer, (unit,) = unit_renderers(config)["web"], list_units(config)["web"]
+
+    class Statvfs:  # full
+        f_bavail, f_frsize = 0, 4096
+
+    with monkeypatch.context() as full:
+        full.setattr(os, "statvfs", lambda path: Statvfs())
+        with pytest.raises(video.MachineError, match=r"\[Errno 28\].*TMPDIR"):
+            renderer.render(unit)
+    assert not list((tmp_path / "out").rglob("*.json")), "a unit was committed"
+    outputs, _ = renderer.render(unit)
+    assert [(tag, r.reason) for tag, r in outputs] == [(REJECTS, "unreadable")]  # HTML, read this time

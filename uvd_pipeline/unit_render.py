@@ -21,6 +21,7 @@ from sources.records import (
     VideoRecord,
     safe_key,
 )
+from sources.video import MachineError
 from transforms.errors import exception_detail
 from uvd_pipeline.config import BuildConfig, ConfigError
 from uvd_pipeline.keys import stable_hash
@@ -78,7 +79,9 @@ class UnitRenderer:
     """One source's unit rendering: a unit committed by an earlier run whose input is unchanged
     is taken from the store without reading or decoding anything; any other is read, rendered
     and committed before its results are returned. A unit that fails part-way keeps what it
-    rendered and adds a `unit_failed` reject: bad input never stops the build.
+    rendered and adds a `unit_failed` reject: bad input never stops the build. An error of the
+    machine (`sources.video.MachineError`: a full temporary folder) is raised, the unit uncommitted,
+    as a full output disk is: the input is not at fault, and a rerun once mended reads it again.
 
     Results: whole sentences (web images, clips, objects) tagged `MAIN`, units that still need
     grouping (class images, pairs, tuples) `UNITS`, rejects `REJECTS`."""
@@ -130,8 +133,8 @@ class UnitRenderer:
                         count(name, "records")
                         PROGRESS.add("read records")
                         outputs.extend(self._render(item, writer))
-                except (UnitStoreError, RenderCancelled):
-                    raise
+                except (UnitStoreError, RenderCancelled, MachineError):
+                    raise  # MachineError: the machine's (a full TMPDIR), never the input's: nothing committed
                 except Exception as exc:  # a broken unit must not stop the build
                     label = unit_label(self.source, unit)
                     key = safe_key(name, "unit", f"{stable_hash(label):016x}")
@@ -156,6 +159,8 @@ class UnitRenderer:
                 result = RENDERERS[type(record)](record, self.settings)
             if self.web_images and isinstance(result, RenderedUnit):
                 result = image_sentence(result)
+        except MachineError:
+            raise
         except Exception as exc:  # decoders can fail in ways no reason code foresaw
             result = Reject(record.key, record.source, record.group, "render", "internal_error",
                             exception_detail(exc, limit=300))
