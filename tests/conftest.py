@@ -28,6 +28,19 @@ MINI_LAION_SHARD = 1  # the one img2dataset shard of the sample corpus that the 
 MINI_WEB_NEAR_DUPLICATES = 3
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker, torch's intra-op pool gets the worker's share of the cores (one
+    each under `make test`'s two workers on two cores): torch sizes it to every core per process,
+    and two workers' pools spinning for the same cores made a fit of a few steps cost 7x the CPU
+    time of one thread. Only this process's pool: subprocesses and code that sets threads (a
+    build's `threads: 1`, `Tokenizer(threads=...)`) choose their own as before."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def mini_web_sentences() -> int:
     """Web sentences of the mini build, from the corpus generator's tables: one per tar entry of
     the shard, less its broken entries and the near duplicates."""

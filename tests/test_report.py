@@ -41,6 +41,14 @@ def report_build(mini_build, tmp_path_factory):
     return config.model_copy(update={"output": str(out)}), summary
 
 
+@pytest.fixture(scope="module")
+def report_data(report_build) -> dict:
+    """The JSON of one report of `report_build` (one sentence per group), for the tests that only
+    read its figures: each wrote the same report again, a reconstruction pass apiece."""
+    config, _ = report_build
+    return json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+
+
 def test_report_counts_and_sheets(report_build):
     config, summary = report_build
     earlier = Path(config.output, "report")
@@ -112,9 +120,9 @@ def _histogram(values, edges: tuple) -> list[int]:
     return [counts[i] for i in range(len(edges))]
 
 
-def test_report_input_sizes(report_build):
+def test_report_input_sizes(report_build, report_data):
     config, summary = report_build
-    data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+    data = report_data
     inputs = data["inputs"]["by_source"]
     # each image of an image, category or video sentence comes from one input picture
     for name, source in summary["sources"].items():
@@ -155,9 +163,9 @@ def test_report_input_sizes(report_build):
     assert '<img src="input_sizes.png"' in page and "Input sizes" in page
 
 
-def test_report_counts_lengths_and_entropy(report_build):
+def test_report_counts_lengths_and_entropy(report_build, report_data):
     config, summary = report_build
-    data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+    data = report_data
     web = summary["sources"]["web"]["sentences"]
     assert data["sentence_lengths"] == {"category": {"16": 6}, "image": {"1": web}, "video": {"16": 3}}
     groups = data["counts"]["by_kind_task"]
@@ -191,12 +199,12 @@ def test_report_counts_lengths_and_entropy(report_build):
         assert 0 < stats["entropy_bits"] <= np.log2(8192)
 
 
-def test_report_reconstruction_per_source(report_build):
+def test_report_reconstruction_per_source(report_build, report_data):
     """Per-source PSNR/SSIM equal a direct computation on the images the report samples."""
     from tokenizer.codec import Tokenizer
 
     config, _ = report_build
-    data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+    data = report_data
     reconstruction = data["tokenizer"]["reconstruction"]
     tok = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8)
     output = Path(config.output)
