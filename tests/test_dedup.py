@@ -167,6 +167,40 @@ def test_banding_decides_as_if_every_pair_were_compared(threshold, bands, few, m
 
 
 
+def _subspace_fingerprints(seed: int, count: int, bits: int) -> list[Fingerprint]:
+    """`count` hashes that differ only in `bits` fixed bit positions, so that they share band
+    values and form chains at every distance, 30% of them an earlier one's hash again (different
+    pixels), a quarter in val."""
+    rng = np.random.default_rng(seed)
+    positions = rng.choice(64, size=bits, replace=False)
+    base = int(rng.integers(0, 2**63))
+    entries: list[Fingerprint] = []
+    for i in range(count):
+        value = base
+        for position in positions:
+            if rng.random() < 0.5:
+                value ^= 1 << int(position)
+        if entries and rng.random() < 0.3:
+            value = entries[int(rng.integers(0, len(entries)))].phash
+        split = "val" if rng.random() < 0.25 else "train"
+        entries.append(Fingerprint(f"k{int(rng.integers(0, 10**6)):06d}-{i}", "s", split, f"sha{i}", value))
+    return entries
+
+
+@pytest.mark.parametrize("threshold,bands,few", [(6, 4, 0), (3, 4, 0), (4, 8, 0), (3, 4, 32)])
+def test_banding_decides_as_the_rule_in_small_hash_spaces(threshold, bands, few, monkeypatch):
+    """The brute-force rule against the buckets on crowded hash spaces: many hashes in a bucket,
+    chains, same-hash copies. A dropped hash whose twins are all dropped reports the closest of
+    them (picking the best-ranked one instead fails here, not in the test above). The numpy path
+    takes 8 hashes' rows at a time, so its buckets span several blocks."""
+    monkeypatch.setattr("uvd_pipeline.dedup.FEW_HASHES", few)
+    monkeypatch.setattr("uvd_pipeline.dedup.HASH_ROWS", 8)
+    for seed in range(0, 40, 4):
+        entries = _subspace_fingerprints(seed * 7 + threshold, 20 + seed * 3, 8 + seed % 8)
+        decisions = _bucket_decisions(_banded_twins(entries, threshold, bands))
+        assert decisions == _brute_decisions(entries, threshold), seed
+
+
 def test_band_probes_cover_the_radius():
     value = 0x0123456789ABCDEF
     assert bands_of(value, 4) == (0x0123, 0x4567, 0x89AB, 0xCDEF)
