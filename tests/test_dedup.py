@@ -24,6 +24,7 @@ from transforms.phash import (
     _dct_matrix,
     grayscale_thumbnail,
     hamming,
+    hamming_rows,
     phash64,
     pixel_sha256,
     probes_per_band,
@@ -199,6 +200,19 @@ def test_banding_decides_as_the_rule_in_small_hash_spaces(threshold, bands, few,
         entries = _subspace_fingerprints(seed * 7 + threshold, 20 + seed * 3, 8 + seed % 8)
         decisions = _bucket_decisions(_banded_twins(entries, threshold, bands))
         assert decisions == _brute_decisions(entries, threshold), seed
+
+
+@pytest.mark.parametrize("bitwise_count", [True, False])
+def test_hamming_rows_counts_the_bits_of_every_pair(bitwise_count, monkeypatch):
+    """numpy 2's bitwise_count, and the byte-table fallback numpy 1.26 (allowed) takes."""
+    if not bitwise_count:
+        monkeypatch.delattr(np, "bitwise_count", raising=False)
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 2**63, 60).astype(np.uint64) * np.uint64(2) + rng.integers(0, 2, 60).astype(np.uint64)
+    values[:3] = [0, 2**64 - 1, 1 << 63]
+    got = hamming_rows(values[5:25], values)
+    assert got.dtype == np.uint8 and got.shape == (20, 60)
+    assert got.tolist() == [[hamming(int(a), int(b)) for b in values] for a in values[5:25]]
 
 
 def test_band_probes_cover_the_radius():
