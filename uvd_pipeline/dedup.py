@@ -40,7 +40,8 @@ unit may report, not one per pair (`near_bucket`): copies of one pHash with diff
 logo re-encoded thousands of times) each get one, to the best of their hash, and copies a few
 bits apart (crops, rescales) one to each twin not dropped in the bucket and to the closest one
 that is; the records grow with the copies (20,000 copies of one hash: 80,000 records; 20,000
-over 6,600 hashes within 6 bits: 0.7 million, where every pair made 800 and 300 million).
+over 6,800 hashes within 6 bits: 0.37 million, where every pair made 800 and 300 million; 18,000
+copies of a logo below 2,000 variants 1-3 bits off: 0.19 million).
 
 Resume. A unit committed to the unit store by an earlier run (see `uvd_pipeline.unit_store`) is
 not read again, but its stored results carry its fingerprint, so every run decides from every
@@ -173,7 +174,8 @@ def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> 
 
     `members` are (stored, fingerprint): stored ones have this exact band value, the others only
     probe it. Stored pairs are compared, and probing x stored; two probing members meet in the
-    bucket of one of their own band values, so they need no comparison here.
+    bucket of one of their own band values, so they need no record here (`_many_hashes` still
+    compares them, to know which hashes are dropped).
 
     Members are taken by pHash (`_by_hash`): one logo re-encoded into thousands of canvases is
     thousands of members with one hash, and a record per pair would be quadratic. A member's
@@ -197,6 +199,7 @@ def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> 
 
 
 FEW_HASHES = 32  # hashes in a bucket compared pair by pair; above it, by numpy rows (`near_bucket`)
+HASH_ROWS = 256  # hashes whose distances `_many_hashes` takes at once (a block of rows)
 
 
 def _by_hash(entries: Iterable[Fingerprint]) -> list[list[Fingerprint]]:
@@ -236,58 +239,55 @@ def _many_hashes(stored: list[list[Fingerprint]], probing: list[list[Fingerprint
                  threshold: int) -> Iterator[Twin]:
     """`_few_hashes`' decisions and reported twins, with the records no unit would report left out.
 
-    A hash's best is dropped here when a better-ranked best is within the threshold. A member's
-    preferred twin is a kept one, else the closest: so it is sent its own hash's best (distance
-    0, the closest a dropped twin can be), every best within the threshold above it that is not
-    dropped here (kept, or dropped elsewhere), and a hash's best also its closest dropped twin.
-    Bests not dropped here are at least the threshold apart, so few are near any one hash: the
+    A hash's best is dropped here when a better-ranked best in the bucket is within the
+    threshold: any pair, two probing ones included (a pair within the threshold drops its worse
+    unit wherever it is seen, so a drop decided here is the rule's). A member's preferred twin is
+    a kept one, else the closest: so it is sent its own hash's best (distance 0, the closest a
+    dropped twin can be), every better-ranked best it meets here (one side stored) that is not
+    dropped here (kept, or dropped elsewhere: a kept twin is never dropped here, and every pair
+    meets in some bucket), and a hash's best also its closest better-ranked dropped twin. Bests
+    not dropped here are more than the threshold apart, so few are near any one hash: the
     records grow with the members, the comparisons (numpy rows) with the square of the hashes.
+
+    Hashes go in rank order of their bests, `HASH_ROWS` at a time against the ones before them:
+    a best ranked below another and within the threshold is dropped by it, so a hash only sends
+    records to bests above it, whose drops are known by then; each distance is computed once and
+    at most `HASH_ROWS` x hashes distances are held.
     """
     groups = stored + probing
+    order = np.array(sorted(range(len(groups)), key=lambda i: groups[i][0].rank), dtype=np.int64)
+    groups, is_stored = [groups[i] for i in order], order < len(stored)
     bests = [group[0] for group in groups]
     values = np.array([best.phash for best in bests], dtype=np.uint64)
-    position = np.empty(len(groups), dtype=np.int64)
-    position[sorted(range(len(groups)), key=lambda i: bests[i].rank)] = np.arange(len(groups))
-    is_stored = np.arange(len(groups)) < len(stored)
     dropped = np.zeros(len(groups), dtype=bool)
-    for start, met, _ in _met_rows(values, is_stored, threshold):
-        dropped[start : start + len(met)] = (met & (position[None, :] < position[start : start + len(met), None])).any(axis=1)
-    for start, met_rows, distance_rows in _met_rows(values, is_stored, threshold):
-        for i, met, distances in zip(range(start, start + len(met_rows)), met_rows, distance_rows):
-            yield from _many_hash_twins(groups[i], bool(is_stored[i]), bool(dropped[i]), bests, met, distances,
-                                        dropped, position - position[i])
-
-
-def _met_rows(values: np.ndarray, is_stored: np.ndarray, threshold: int,
-              block: int = 256) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Blocks of rows of (met, distance): the pairs of hashes this bucket compares (one side
-    stored) within the threshold, and their distances, `block` hashes at a time."""
-    for start in range(0, len(values), block):
-        stop = min(start + block, len(values))
-        distances = hamming_rows(values[start:stop], values)
-        met = (distances <= threshold) & (is_stored[None, :] | is_stored[start:stop, None])
-        met[np.arange(stop - start), np.arange(start, stop)] = False
-        yield start, met, distances
+    for start in range(0, len(groups), HASH_ROWS):
+        stop = min(start + HASH_ROWS, len(groups))
+        distances = hamming_rows(values[start:stop], values[:stop])
+        near = (distances <= threshold) & (np.arange(stop)[None, :] < np.arange(start, stop)[:, None])
+        dropped[start:stop] = near.any(axis=1)
+        met = near & (is_stored[None, :stop] | is_stored[start:stop, None])
+        for i in range(start, stop):
+            yield from _many_hash_twins(groups[i], bool(is_stored[i]), bool(dropped[i]), bests,
+                                        met[i - start], distances[i - start], dropped[:stop])
 
 
 def _many_hash_twins(group: list[Fingerprint], stored: bool, dropped_here: bool, bests: list[Fingerprint],
-                     met: np.ndarray, distances: np.ndarray, dropped: np.ndarray,
-                     order: np.ndarray) -> Iterator[Twin]:
-    """One hash's records in `_many_hashes` (`order`: each best's rank position less this hash's
-    best's, negative above it)."""
+                     met: np.ndarray, distances: np.ndarray, dropped: np.ndarray) -> Iterator[Twin]:
+    """One hash's records in `_many_hashes` (`met`, `distances`, `dropped`: over the bests ranked
+    above this hash's, in rank order)."""
     best = group[0]
     if stored:  # as in `_few_hashes`
         yield from (_twin(worse, best, NEAR, 0) for worse in group[1:])
-    if len(group) == 1 and not dropped_here:
+    if not dropped_here:
         return  # nothing above it within the threshold
     for j in np.flatnonzero(met & ~dropped):
         other, distance = bests[j], int(distances[j])
         for member in group:
             if member.rank > other.rank and member.key != other.key:
                 yield _twin(member, other, NEAR, distance)
-    closest = np.flatnonzero(met & dropped & (order < 0))
-    if closest.size:
-        j = closest[np.lexsort((order[closest], distances[closest]))[0]]
+    closest = np.flatnonzero(met & dropped)
+    if closest.size:  # the closest, then the best-ranked (the first of the closest)
+        j = closest[np.argmin(distances[closest])]
         yield _twin(best, bests[j], NEAR, int(distances[j]))
 
 
