@@ -9,7 +9,8 @@ always `NNNNN.parquet` (one row per attempted URL with its status) and `NNNNN_st
 Nothing vanishes: failed downloads are rejects, every sample the parquet lists as a success but
 the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
 `duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
-is an image record (the decoder decides: AVIF and HEIC decode, SVG is `unsupported_format`) or,
+is an image record (the decoder decides: AVIF and HEIC decode, SVG and a camera raw such as
+a DNG or CR2 are `unsupported_format`, never the raw's small preview) or,
 for a caption without its image, a reject; a link leading out of the root, in any layout, is an
 `outside_root` reject and is never opened; a file beside the shards that is neither a shard nor a
 listing (a `.tar.xz`, a `.zip`) is an `unexpected_file` reject. What operating systems, copies and

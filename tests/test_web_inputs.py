@@ -716,3 +716,94 @@ def test_img2dataset_tfrecord_output_is_refused_by_name(tmp_path: Path):
     (tmp_path / "00000.tar").rename(tmp_path / "00000.tfrecord")
     with pytest.raises(FileNotFoundError, match=r"00000\.tfrecord.*output_format=tfrecord.*--output_format webdataset"):
         LaionSource("web", str(tmp_path)).units()
+
+
+# -- 3. what cameras and phones put in a folder ---------------------------------------------------
+def _camera_tiff(raw_in_ifd0: bool = False, make: str | None = None, byteorder: str = "<") -> bytes:
+    """A TIFF-based camera raw as DNG 1.x lays it out (Pentax's, Nikon's, Sony's): IFD0 a small RGB
+    preview (NewSubFileType 1, reduced resolution) whose SubIFD holds the sensor's CFA samples
+    (PhotometricInterpretation 32803, CFARepeatPatternDim 33421, CFAPattern 33422); or, as some
+    DNGs do, the raw in IFD0 itself. `make` None writes DNGVersion (50706), else a Make and no
+    DNGVersion (a NEF or an ARW)."""
+    import tifffile
+
+    preview = np.zeros((12, 16, 3), np.uint8)
+    preview[..., 0] = 200  # a red thumbnail: what Pillow would hand back as the photo
+    raw = ((np.arange(48 * 64, dtype=np.uint16) * 7) & 0xFFF).reshape(48, 64)
+    ifd0_tags = [(50706, "B", 4, bytes([1, 4, 0, 0]), True)] if make is None else [(271, "s", 0, make, True)]
+    cfa = [(33421, "H", 2, (2, 2), True), (33422, "B", 4, bytes([0, 1, 1, 2]), True)]
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf, byteorder=byteorder) as tiff:
+        if raw_in_ifd0:
+            tiff.write(raw, photometric=32803, extratags=ifd0_tags + cfa)
+        else:
+            tiff.write(preview, photometric="rgb", subfiletype=1, subifds=1, extratags=ifd0_tags)
+            tiff.write(raw, photometric=32803, subfiletype=0, extratags=cfa)
+    return buf.getvalue()
+
+
+def _cr2() -> bytes:
+    """A Canon CR2 as its header lays it out: a little-endian TIFF header, then "CR", major version 2,
+    minor 0 and IFD3's offset (the raw); IFD0 at 16 is an RGB picture of the camera's (here 16x12
+    uncompressed: a readable TIFF to Pillow)."""
+    import struct
+
+    width, height = 16, 12
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, 0), (259, 3, 1, 1), (262, 3, 1, 2),
+               (271, 2, 4, int.from_bytes(b"Cam\x00", "little")), (273, 4, 1, 0), (277, 3, 1, 3),
+               (278, 3, 1, height), (279, 4, 1, width * height * 3)]
+    ifd_end = 16 + 2 + 12 * len(entries) + 4
+    bits_at, pixels_at = ifd_end, ifd_end + 6
+    fixed = {258: bits_at, 273: pixels_at}
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 and count == 1 else
+                                                 struct.pack("<I", fixed.get(tag, value)))
+        for tag, kind, count, value in entries) + struct.pack("<I", 0)
+    header = b"II*\x00" + struct.pack("<I", 16) + b"CR\x02\x00" + struct.pack("<I", 0)
+    return header + ifd + struct.pack("<HHH", 8, 8, 8) + bytes([200, 0, 0]) * (width * height)
+
+
+def _outcomes(root: Path) -> dict[str, str]:
+    """What each folder file becomes: the format it decodes as, or its reject's reason and named
+    format (or, for a read reject, its reason)."""
+    outcome = {}
+    for item in _read_all(LaionSource("web", str(root))):
+        if isinstance(item, Reject):
+            outcome[item.key] = item.reason
+            continue
+        try:
+            outcome[item.lineage["path"]] = load_image(item.read_bytes(), 16, "center_crop").format
+        except DecodeError as exc:
+            outcome[item.lineage["path"]] = f"{exc.reason}: {exc.detail.split(':')[0]}"
+    return outcome
+
+
+def test_camera_raws_are_rejected_by_name_never_rendered_from_their_preview(tmp_path: Path):
+    """Pillow opens a DNG, NEF, ARW or CR2 as a TIFF and hands back IFD0: the camera's small preview
+    (the raw sits in a SubIFD or IFD3), which rendered as the photo (a 16x12 red thumbnail scaled up
+    into a sentence). A raw is `unsupported_format` naming it, as are the raws whose first bytes
+    are their own (CR3's ISO brand, RAF, ORF, RW2)."""
+    (tmp_path / "IMG_1.DNG").write_bytes(_camera_tiff())
+    (tmp_path / "IMG_2.dng").write_bytes(_camera_tiff(raw_in_ifd0=True, byteorder=">"))
+    (tmp_path / "DSC_3.NEF").write_bytes(_camera_tiff(make="NIKON CORPORATION", byteorder=">"))
+    (tmp_path / "DSC_4.ARW").write_bytes(_camera_tiff(make="SONY"))
+    (tmp_path / "IMG_5.CR2").write_bytes(_cr2())
+    (tmp_path / "IMG_6.CR3").write_bytes(b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom" + bytes(64))
+    (tmp_path / "DSCF7.RAF").write_bytes(b"FUJIFILMCCD-RAW 0201FF393101X-T3\x00" + bytes(64))
+    (tmp_path / "P8.ORF").write_bytes(b"IIRO\x08\x00\x00\x00" + bytes(64))
+    (tmp_path / "P9.RW2").write_bytes(b"IIU\x00\x18\x00\x00\x00" + bytes(64))
+    plain = io.BytesIO()  # an ordinary RGB TIFF still decodes
+    Image.new("RGB", (16, 12), (0, 0, 200)).save(plain, "TIFF")
+    (tmp_path / "scan.tif").write_bytes(plain.getvalue())
+    assert _outcomes(tmp_path) == {
+        "IMG_1.DNG": "unsupported_format: DNG (camera raw)",
+        "IMG_2.dng": "unsupported_format: DNG (camera raw)",
+        "DSC_3.NEF": "unsupported_format: NEF (Nikon camera raw)",
+        "DSC_4.ARW": "unsupported_format: ARW (Sony camera raw)",
+        "IMG_5.CR2": "unsupported_format: CR2 (Canon camera raw)",
+        "IMG_6.CR3": "unsupported_format: CR3 (Canon camera raw)",
+        "DSCF7.RAF": "unsupported_format: RAF (Fujifilm camera raw)",
+        "P8.ORF": "unsupported_format: ORF (Olympus camera raw)",
+        "P9.RW2": "unsupported_format: RW2 (Panasonic camera raw)",
+        "scan.tif": "TIFF",
+    }
