@@ -220,8 +220,8 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         raise DecodeError("corrupt_header", exception_detail(exc)) from None
     raw = camera_raw(data) if image.format == "TIFF" else None
     if raw:  # Pillow opened the camera's preview in IFD0: never the photo, whatever its size
-        raise DecodeError("unsupported_format", f"{raw}: a real image format this build cannot decode "
-                                                f"(only its embedded preview would)")
+        raise DecodeError("unsupported_format", f"{raw}: a camera raw this build cannot develop "
+                                                f"(its embedded preview is not the photo)")
     w, h = image.size
     if w < 1 or h < 1:
         raise DecodeError("no_pixels", f"{w}x{h}")
@@ -232,7 +232,8 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
 
 _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
                 b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF",
-                b"crx ": "CR3 (Canon camera raw)"}
+                b"crx ": "CR3 (Canon camera raw)", b"qt  ": "QuickTime video (an iPhone Live Photo's, or a clip)",
+                b"mp41": "MP4 video", b"mp42": "MP4 video", b"isom": "MP4 video", b"M4V ": "MP4 video"}
 
 
 # what ImageMagick, image editors and HDR tools write that Pillow does not read, by their first
