@@ -807,3 +807,59 @@ def test_camera_raws_are_rejected_by_name_never_rendered_from_their_preview(tmp_
         "P9.RW2": "unsupported_format: RW2 (Panasonic camera raw)",
         "scan.tif": "TIFF",
     }
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def test_phone_and_photo_tool_exports_become_photos_and_counted_sidecars(tmp_path: Path):
+    """An Apple Photos export (`IMG_1.HEIC`, its Live Photo `IMG_1.MOV` and edit sidecar `IMG_1.AAE`),
+    a Google Takeout (`IMG_2.jpg` with `IMG_2.jpg.json`, `IMG_2.jpg.supplemental-metadata.json` or
+    `IMG_2.jpg(1).json` beside it, and `IMG_2-edited.jpg`), Lightroom's and darktable's `.xmp`, an
+    Android trash entry, a Samsung motion photo (a JPEG with its MP4 after the end-of-image marker)
+    and a camera's MPO: each photo is its primary picture, and each other file one reject saying
+    what it is. Takeout's JSON (places, people's names) is never read, never a caption nor
+    metadata; it was a `missing_image` reject saying "no image file with this stem" beside its
+    image, and an `.xmp` or `.AAE` was opened and decoded as `not_an_image`."""
+    (tmp_path / "IMG_1.HEIC").write_bytes(_image("HEIF", seed=1))
+    (tmp_path / "IMG_1.MOV").write_bytes(b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  \x00\x00\x00\x08wide"
+                                         + bytes(64))
+    (tmp_path / "IMG_1.AAE").write_bytes(b'<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict>'
+                                         b"<key>adjustmentFormatIdentifier</key><string>com.apple.photo</string>"
+                                         b"</dict></plist>\n")
+    photo = _image(size=(16, 16), seed=2)
+    (tmp_path / "IMG_2.jpg").write_bytes(photo)
+    (tmp_path / "IMG_2-edited.jpg").write_bytes(_image(seed=3))
+    takeout = json.dumps({"title": "IMG_2.jpg", "description": "at home",
+                          "geoData": {"latitude": 48.85, "longitude": 2.35}, "people": [{"name": "Alice"}]})
+    for name in ("IMG_2.jpg.json", "IMG_2.jpg.supplemental-metadata.json", "IMG_2.jpg(1).json"):
+        (tmp_path / name).write_text(takeout)
+    (tmp_path / "IMG_3.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>')
+    (tmp_path / "IMG_3.jpg.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>')
+    (tmp_path / ".trashed-1767225600-IMG_4.jpg").write_bytes(_image(seed=4))
+    motion = _image(size=(16, 16), seed=5)
+    (tmp_path / "MVIMG_5.jpg").write_bytes(motion + b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(256))
+    frames = [Image.fromarray(np.random.default_rng(s).integers(0, 255, (16, 16, 3), dtype=np.uint8)) for s in (6, 7)]
+    mpo = io.BytesIO()
+    frames[0].save(mpo, "MPO", save_all=True, append_images=frames[1:])
+    (tmp_path / "DSCF6.MPO").write_bytes(mpo.getvalue())
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    records = {item.lineage["path"]: item for item in items if isinstance(item, ImageRecord)}
+    rejects = {item.key: (item.reason, item.detail) for item in items if isinstance(item, Reject)}
+    assert sorted(records) == ["DSCF6.MPO", "IMG_1.HEIC", "IMG_1.MOV", "IMG_2-edited.jpg", "IMG_2.jpg", "MVIMG_5.jpg"]
+    assert records["IMG_2.jpg"].lineage == {"path": "IMG_2.jpg"}  # no caption, no metadata from Takeout
+    with pytest.raises(DecodeError, match="QuickTime"):
+        load_image(records["IMG_1.MOV"].read_bytes(), 16, "center_crop")
+    for path, primary in (("IMG_2.jpg", photo), ("MVIMG_5.jpg", motion), ("DSCF6.MPO", mpo.getvalue())):
+        canvas = load_image(records[path].read_bytes(), 16, "center_crop").pixels.astype(np.int16)
+        assert np.abs(canvas - _pillow_rgb(primary)).max() <= 1, path  # Pillow opens an MPO at its first image
+    assert np.abs(_pillow_rgb(mpo.getvalue()) - np.asarray(frames[1], dtype=np.int16)).mean() > 20  # not the second
+    reasons = {detail.split(":")[0]: (reason, detail) for reason, detail in rejects.values()}
+    assert len(rejects) == len(reasons) == 7
+    for name in ("IMG_1.AAE", "IMG_2.jpg.json", "IMG_2.jpg.supplemental-metadata.json", "IMG_2.jpg(1).json",
+                 "IMG_3.xmp", "IMG_3.jpg.xmp"):
+        assert reasons[name][0] == "metadata_sidecar", name
+    assert "Google Takeout" in reasons["IMG_2.jpg.json"][1] and "IMG_2.jpg" in reasons["IMG_2.jpg(1).json"][1]
+    assert reasons[".trashed-1767225600-IMG_4.jpg"] == (
+        "os_metadata", ".trashed-1767225600-IMG_4.jpg: Android's trash (a deleted file kept for 30 days), not read")
