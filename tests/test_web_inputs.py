@@ -195,6 +195,23 @@ def _planar_tiff() -> bytes:
     return buf.getvalue()
 
 
+def _outcomes(root: Path) -> dict[str, str]:
+    """What each folder file becomes: the format it decodes as, or its reject's reason and named
+    format (or, for a read reject, its reason)."""
+    outcome = {}
+    for item in _read_all(LaionSource("web", str(root))):
+        if isinstance(item, Reject):
+            assert item.key not in outcome
+            outcome[item.key] = item.reason
+            continue
+        assert item.lineage["path"] not in outcome
+        try:
+            outcome[item.lineage["path"]] = load_image(item.read_bytes(), 16, "center_crop").format
+        except DecodeError as exc:
+            outcome[item.lineage["path"]] = f"{exc.reason}: {exc.detail.split(':')[0]}"
+    return outcome
+
+
 def test_every_folder_file_is_decoded_or_rejected_with_its_format(tmp_path: Path):
     (tmp_path / "a.avif").write_bytes(_image("AVIF", seed=1))
     (tmp_path / "b.heic").write_bytes(_image("HEIF", seed=2))
@@ -204,18 +221,7 @@ def test_every_folder_file_is_decoded_or_rejected_with_its_format(tmp_path: Path
     (tmp_path / "f.txt").write_text("a caption without its image")
     (tmp_path / "g.jpg").write_bytes(_image(seed=3))
     os.mkfifo(tmp_path / "h.jpg")  # would block a reader forever
-    items = _read_all(LaionSource("web", str(tmp_path)))
-    assert len(items) == 8
-    outcome = {}
-    for item in items:
-        if isinstance(item, Reject):
-            outcome[item.key] = item.reason
-            continue
-        try:
-            outcome[item.lineage["path"]] = load_image(item.read_bytes(), 16, "center_crop").format
-        except DecodeError as exc:
-            outcome[item.lineage["path"]] = f"{exc.reason}: {exc.detail.split(':')[0]}"
-    assert outcome == {
+    assert _outcomes(tmp_path) == {
         "a.avif": "AVIF", "b.heic": "HEIF", "g.jpg": "JPEG",
         "c.svg": "unsupported_format: SVG (vector graphics)",
         "d.tif": "unsupported_format: TIFF (RGB, a sample layout Pillow cannot read)",
@@ -761,21 +767,6 @@ def _cr2() -> bytes:
         for tag, kind, count, value in entries) + struct.pack("<I", 0)
     header = b"II*\x00" + struct.pack("<I", 16) + b"CR\x02\x00" + struct.pack("<I", 0)
     return header + ifd + struct.pack("<HHH", 8, 8, 8) + bytes([200, 0, 0]) * (width * height)
-
-
-def _outcomes(root: Path) -> dict[str, str]:
-    """What each folder file becomes: the format it decodes as, or its reject's reason and named
-    format (or, for a read reject, its reason)."""
-    outcome = {}
-    for item in _read_all(LaionSource("web", str(root))):
-        if isinstance(item, Reject):
-            outcome[item.key] = item.reason
-            continue
-        try:
-            outcome[item.lineage["path"]] = load_image(item.read_bytes(), 16, "center_crop").format
-        except DecodeError as exc:
-            outcome[item.lineage["path"]] = f"{exc.reason}: {exc.detail.split(':')[0]}"
-    return outcome
 
 
 def test_camera_raws_are_rejected_by_name_never_rendered_from_their_preview(tmp_path: Path):
