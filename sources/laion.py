@@ -9,8 +9,10 @@ always `NNNNN.parquet` (one row per attempted URL with its status) and `NNNNN_st
 Nothing vanishes: failed downloads are rejects, every sample the parquet lists as a success but
 the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
 `duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
-is an image record (the decoder decides: AVIF and HEIC decode, SVG is `unsupported_format`) or,
-for a caption without its image, a reject; a link leading out of the root, in any layout, is an
+is an image record (the decoder decides: AVIF and HEIC decode, SVG and a camera raw such as
+a DNG or CR2 are `unsupported_format`, never the raw's small preview) or,
+for a caption without its image, a reject; what photo tools write beside each photo (an `.xmp`,
+Apple Photos' `.AAE`, Google Takeout's `x.jpg.json`) is a `metadata_sidecar` reject, never read; a link leading out of the root, in any layout, is an
 `outside_root` reject and is never opened; a file beside the shards that is neither a shard nor a
 listing (a `.tar.xz`, a `.zip`) is an `unexpected_file` reject. What operating systems, copies and
 tools leave (a Mac's `._x.jpg` beside every file or inside a tar it made, `.DS_Store`, `__MACOSX/`,
@@ -29,6 +31,7 @@ import json
 import math
 import os
 import posixpath
+import re
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -46,6 +49,17 @@ from transforms.errors import exception_detail
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif",
                     "svg", "jxl", "jp2", "ico")
 SIDECARS = ("txt", "json")  # a caption and metadata next to an image of the same stem
+# what photo tools write beside each photo, never read (`METADATA_SIDECAR`): Lightroom's, darktable's
+# or Capture One's XMP, Apple Photos' edits (`.AAE`); and Google Takeout's `{photo}.json`, also as
+# `{photo}.supplemental-metadata.json` (cut short in long names) or `{photo}(1).json`. Their fields
+# (places, people's names) are no caption and are never published.
+METADATA_SIDECAR = "metadata_sidecar"
+TOOL_SIDECARS = {"xmp": "an XMP sidecar (Lightroom's, darktable's: a photo's edits and metadata)",
+                 "aae": "Apple Photos' edit sidecar"}
+_MEDIA_EXTENSIONS = (*IMAGE_EXTENSIONS, "dng", "cr2", "cr3", "nef", "arw", "raf", "orf", "rw2", "mp4", "mov", "m4v",
+                     "3gp", "mkv", "webm", "avi", "mts")
+_TAKEOUT_JSON = re.compile(r"(?P<photo>.+?\.(?:%s))(?:\.[a-z-]*)?(?:\(\d+\))?\.json" % "|".join(_MEDIA_EXTENSIONS),
+                           re.IGNORECASE)
 LaionFormat = Literal["auto", "webdataset", "files", "parquet", "folder"]
 FOLDER_FILES_PER_UNIT = 256
 # Parquet through a Python (fsspec) file object: no pre-buffering and no reader threads. With
@@ -246,7 +260,8 @@ class LaionSource:
         if self.format == "auto":
             refuse_tfrecords(self.name, self.path, files)
         groups = folder_groups(files, self.path)
-        if not any(_ext_of(relative_to_root(self.path, u)) not in SIDECARS and not set_aside_problem(self.path, u)
+        if not any(_ext_of(relative_to_root(self.path, u)) not in (*SIDECARS, *TOOL_SIDECARS)
+                   and not set_aside_problem(self.path, u)
                    for g in groups for u in g):
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         units, chunk = [], []
@@ -602,6 +617,9 @@ class LaionSource:
                     sidecars[name] = kept
                 else:
                     entries.append(kept)
+            for uri in [u for u in entries if _ext_of(relative_to_root(root, u)) in TOOL_SIDECARS]:
+                entries.remove(uri)  # never an image the decoder calls `not_an_image`
+                yield self._tool_sidecar(root, uri)
             for ext, uri in list(sidecars.items()):
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:  # a caption linking out of the root: never read, its image goes without
@@ -611,6 +629,9 @@ class LaionSource:
             if not entries:  # a caption or metadata file whose image is not there
                 for uri in sidecars.values():
                     relative = relative_to_root(root, uri)
+                    if _TAKEOUT_JSON.fullmatch(relative.rpartition("/")[2]):
+                        yield self._tool_sidecar(root, uri)
+                        continue
                     yield self._reject(path_key(self.name, relative), "read", "missing_image",
                                        f"{nfc(relative)}: no image file with this stem")
                 continue
@@ -631,6 +652,17 @@ class LaionSource:
                 if parsed:
                     lineage["metadata"] = parsed
                 yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+
+    def _tool_sidecar(self, root: str, uri: str) -> Reject:
+        """The `metadata_sidecar` reject of a photo tool's file beside a photo (`TOOL_SIDECARS`, a
+        Takeout `.json`): counted, never opened. Judged by its name alone: whether its photo is
+        there is the photo's own record (or, for a Takeout `.json` without one, nothing)."""
+        relative = nfc(relative_to_root(root, uri))
+        base = relative.rpartition("/")[2]
+        takeout = _TAKEOUT_JSON.fullmatch(base)
+        what = (f"metadata of the photo {takeout['photo']}, as Google Takeout writes it" if takeout else TOOL_SIDECARS[_ext_of(relative)])
+        return self._reject(path_key(self.name, relative), "read", METADATA_SIDECAR,
+                            f"{base}: {what}, not read (no caption; its places and names are never published)")
 
     def _sidecar_texts(self, sidecars: dict[str, str],
                        key: Callable[[str], str]) -> tuple[dict[str, bytes], list[Reject]]:

@@ -44,6 +44,10 @@ def os_metadata(name: str) -> str | None:
     name alone, never read: macOS gives AppleDouble files, and only them, the `._` prefix."""
     if name.startswith("._") and len(name) > 2:
         return f"macOS AppleDouble metadata of {name[2:]}"
+    if name.startswith(".trashed-"):  # Android's MediaStore: `.trashed-{expiry}-{name}`
+        return "Android's trash (a deleted file kept for 30 days)"
+    if name.startswith(".pending-"):
+        return "Android's file being written (not complete)"
     return _OS_NAMES.get(name.lower())
 
 

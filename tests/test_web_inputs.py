@@ -195,6 +195,23 @@ def _planar_tiff() -> bytes:
     return buf.getvalue()
 
 
+def _outcomes(root: Path) -> dict[str, str]:
+    """What each folder file becomes: the format it decodes as, or its reject's reason and named
+    format (or, for a read reject, its reason)."""
+    outcome = {}
+    for item in _read_all(LaionSource("web", str(root))):
+        if isinstance(item, Reject):
+            assert item.key not in outcome
+            outcome[item.key] = item.reason
+            continue
+        assert item.lineage["path"] not in outcome
+        try:
+            outcome[item.lineage["path"]] = load_image(item.read_bytes(), 16, "center_crop").format
+        except DecodeError as exc:
+            outcome[item.lineage["path"]] = f"{exc.reason}: {exc.detail.split(':')[0]}"
+    return outcome
+
+
 def test_every_folder_file_is_decoded_or_rejected_with_its_format(tmp_path: Path):
     (tmp_path / "a.avif").write_bytes(_image("AVIF", seed=1))
     (tmp_path / "b.heic").write_bytes(_image("HEIF", seed=2))
@@ -204,18 +221,7 @@ def test_every_folder_file_is_decoded_or_rejected_with_its_format(tmp_path: Path
     (tmp_path / "f.txt").write_text("a caption without its image")
     (tmp_path / "g.jpg").write_bytes(_image(seed=3))
     os.mkfifo(tmp_path / "h.jpg")  # would block a reader forever
-    items = _read_all(LaionSource("web", str(tmp_path)))
-    assert len(items) == 8
-    outcome = {}
-    for item in items:
-        if isinstance(item, Reject):
-            outcome[item.key] = item.reason
-            continue
-        try:
-            outcome[item.lineage["path"]] = load_image(item.read_bytes(), 16, "center_crop").format
-        except DecodeError as exc:
-            outcome[item.lineage["path"]] = f"{exc.reason}: {exc.detail.split(':')[0]}"
-    assert outcome == {
+    assert _outcomes(tmp_path) == {
         "a.avif": "AVIF", "b.heic": "HEIF", "g.jpg": "JPEG",
         "c.svg": "unsupported_format: SVG (vector graphics)",
         "d.tif": "unsupported_format: TIFF (RGB, a sample layout Pillow cannot read)",
@@ -716,3 +722,135 @@ def test_img2dataset_tfrecord_output_is_refused_by_name(tmp_path: Path):
     (tmp_path / "00000.tar").rename(tmp_path / "00000.tfrecord")
     with pytest.raises(FileNotFoundError, match=r"00000\.tfrecord.*output_format=tfrecord.*--output_format webdataset"):
         LaionSource("web", str(tmp_path)).units()
+
+
+# -- 3. what cameras and phones put in a folder ---------------------------------------------------
+def _camera_tiff(raw_in_ifd0: bool = False, make: str | None = None, byteorder: str = "<") -> bytes:
+    """A TIFF-based camera raw as DNG 1.x lays it out (Pentax's, Nikon's, Sony's): IFD0 a small RGB
+    preview (NewSubFileType 1, reduced resolution) whose SubIFD holds the sensor's CFA samples
+    (PhotometricInterpretation 32803, CFARepeatPatternDim 33421, CFAPattern 33422); or, as some
+    DNGs do, the raw in IFD0 itself. `make` None writes DNGVersion (50706), else a Make and no
+    DNGVersion (a NEF or an ARW)."""
+    import tifffile
+
+    preview = np.zeros((12, 16, 3), np.uint8)
+    preview[..., 0] = 200  # a red thumbnail: what Pillow would hand back as the photo
+    raw = ((np.arange(48 * 64, dtype=np.uint16) * 7) & 0xFFF).reshape(48, 64)
+    ifd0_tags = [(50706, "B", 4, bytes([1, 4, 0, 0]), True)] if make is None else [(271, "s", 0, make, True)]
+    cfa = [(33421, "H", 2, (2, 2), True), (33422, "B", 4, bytes([0, 1, 1, 2]), True)]
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf, byteorder=byteorder) as tiff:
+        if raw_in_ifd0:
+            tiff.write(raw, photometric=32803, extratags=ifd0_tags + cfa)
+        else:
+            tiff.write(preview, photometric="rgb", subfiletype=1, subifds=1, extratags=ifd0_tags)
+            tiff.write(raw, photometric=32803, subfiletype=0, extratags=cfa)
+    return buf.getvalue()
+
+
+def _cr2() -> bytes:
+    """A Canon CR2 as its header lays it out: a little-endian TIFF header, then "CR", major version 2,
+    minor 0 and IFD3's offset (the raw); IFD0 at 16 is an RGB picture of the camera's (here 16x12
+    uncompressed: a readable TIFF to Pillow)."""
+    import struct
+
+    width, height = 16, 12
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, 0), (259, 3, 1, 1), (262, 3, 1, 2),
+               (271, 2, 4, int.from_bytes(b"Cam\x00", "little")), (273, 4, 1, 0), (277, 3, 1, 3),
+               (278, 3, 1, height), (279, 4, 1, width * height * 3)]
+    ifd_end = 16 + 2 + 12 * len(entries) + 4
+    bits_at, pixels_at = ifd_end, ifd_end + 6
+    fixed = {258: bits_at, 273: pixels_at}
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 and count == 1 else
+                                                 struct.pack("<I", fixed.get(tag, value)))
+        for tag, kind, count, value in entries) + struct.pack("<I", 0)
+    header = b"II*\x00" + struct.pack("<I", 16) + b"CR\x02\x00" + struct.pack("<I", 0)
+    return header + ifd + struct.pack("<HHH", 8, 8, 8) + bytes([200, 0, 0]) * (width * height)
+
+
+def test_camera_raws_are_rejected_by_name_never_rendered_from_their_preview(tmp_path: Path):
+    """Pillow opens a DNG, NEF, ARW or CR2 as a TIFF and hands back IFD0: the camera's small preview
+    (the raw sits in a SubIFD or IFD3), which rendered as the photo (a 16x12 red thumbnail scaled up
+    into a sentence). A raw is `unsupported_format` naming it, as are the raws whose first bytes
+    are their own (CR3's ISO brand, RAF, ORF, RW2)."""
+    (tmp_path / "IMG_1.DNG").write_bytes(_camera_tiff())
+    (tmp_path / "IMG_2.dng").write_bytes(_camera_tiff(raw_in_ifd0=True, byteorder=">"))
+    (tmp_path / "DSC_3.NEF").write_bytes(_camera_tiff(make="NIKON CORPORATION", byteorder=">"))
+    (tmp_path / "DSC_4.ARW").write_bytes(_camera_tiff(make="SONY"))
+    (tmp_path / "IMG_5.CR2").write_bytes(_cr2())
+    (tmp_path / "IMG_6.CR3").write_bytes(b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom" + bytes(64))
+    (tmp_path / "DSCF7.RAF").write_bytes(b"FUJIFILMCCD-RAW 0201FF393101X-T3\x00" + bytes(64))
+    (tmp_path / "P8.ORF").write_bytes(b"IIRO\x08\x00\x00\x00" + bytes(64))
+    (tmp_path / "P9.RW2").write_bytes(b"IIU\x00\x18\x00\x00\x00" + bytes(64))
+    plain = io.BytesIO()  # an ordinary RGB TIFF still decodes
+    Image.new("RGB", (16, 12), (0, 0, 200)).save(plain, "TIFF")
+    (tmp_path / "scan.tif").write_bytes(plain.getvalue())
+    assert _outcomes(tmp_path) == {
+        "IMG_1.DNG": "unsupported_format: DNG (camera raw)",
+        "IMG_2.dng": "unsupported_format: DNG (camera raw)",
+        "DSC_3.NEF": "unsupported_format: NEF (Nikon camera raw)",
+        "DSC_4.ARW": "unsupported_format: ARW (Sony camera raw)",
+        "IMG_5.CR2": "unsupported_format: CR2 (Canon camera raw)",
+        "IMG_6.CR3": "unsupported_format: CR3 (Canon camera raw)",
+        "DSCF7.RAF": "unsupported_format: RAF (Fujifilm camera raw)",
+        "P8.ORF": "unsupported_format: ORF (Olympus camera raw)",
+        "P9.RW2": "unsupported_format: RW2 (Panasonic camera raw)",
+        "scan.tif": "TIFF",
+    }
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def test_phone_and_photo_tool_exports_become_photos_and_counted_sidecars(tmp_path: Path):
+    """An Apple Photos export (`IMG_1.HEIC`, its Live Photo `IMG_1.MOV` and edit sidecar `IMG_1.AAE`),
+    a Google Takeout (`IMG_2.jpg` with `IMG_2.jpg.json`, `IMG_2.jpg.supplemental-metadata.json` or
+    `IMG_2.jpg(1).json` beside it, and `IMG_2-edited.jpg`), Lightroom's and darktable's `.xmp`, an
+    Android trash entry, a Samsung motion photo (a JPEG with its MP4 after the end-of-image marker)
+    and a camera's MPO: each photo is its primary picture, and each other file one reject saying
+    what it is. Takeout's JSON (places, people's names) is never read, never a caption nor
+    metadata; it was a `missing_image` reject saying "no image file with this stem" beside its
+    image, and an `.xmp` or `.AAE` was opened and decoded as `not_an_image`."""
+    (tmp_path / "IMG_1.HEIC").write_bytes(_image("HEIF", seed=1))
+    (tmp_path / "IMG_1.MOV").write_bytes(b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  \x00\x00\x00\x08wide"
+                                         + bytes(64))
+    (tmp_path / "IMG_1.AAE").write_bytes(b'<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict>'
+                                         b"<key>adjustmentFormatIdentifier</key><string>com.apple.photo</string>"
+                                         b"</dict></plist>\n")
+    photo = _image(size=(16, 16), seed=2)
+    (tmp_path / "IMG_2.jpg").write_bytes(photo)
+    (tmp_path / "IMG_2-edited.jpg").write_bytes(_image(seed=3))
+    takeout = json.dumps({"title": "IMG_2.jpg", "description": "at home",
+                          "geoData": {"latitude": 48.85, "longitude": 2.35}, "people": [{"name": "Alice"}]})
+    for name in ("IMG_2.jpg.json", "IMG_2.jpg.supplemental-metadata.json", "IMG_2.jpg(1).json"):
+        (tmp_path / name).write_text(takeout)
+    (tmp_path / "IMG_3.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>')
+    (tmp_path / "IMG_3.jpg.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>')
+    (tmp_path / ".trashed-1767225600-IMG_4.jpg").write_bytes(_image(seed=4))
+    motion = _image(size=(16, 16), seed=5)
+    (tmp_path / "MVIMG_5.jpg").write_bytes(motion + b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(256))
+    frames = [Image.fromarray(np.random.default_rng(s).integers(0, 255, (16, 16, 3), dtype=np.uint8)) for s in (6, 7)]
+    mpo = io.BytesIO()
+    frames[0].save(mpo, "MPO", save_all=True, append_images=frames[1:])
+    (tmp_path / "DSCF6.MPO").write_bytes(mpo.getvalue())
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    records = {item.lineage["path"]: item for item in items if isinstance(item, ImageRecord)}
+    rejects = {item.key: (item.reason, item.detail) for item in items if isinstance(item, Reject)}
+    assert sorted(records) == ["DSCF6.MPO", "IMG_1.HEIC", "IMG_1.MOV", "IMG_2-edited.jpg", "IMG_2.jpg", "MVIMG_5.jpg"]
+    assert records["IMG_2.jpg"].lineage == {"path": "IMG_2.jpg"}  # no caption, no metadata from Takeout
+    with pytest.raises(DecodeError, match="QuickTime"):
+        load_image(records["IMG_1.MOV"].read_bytes(), 16, "center_crop")
+    for path, primary in (("IMG_2.jpg", photo), ("MVIMG_5.jpg", motion), ("DSCF6.MPO", mpo.getvalue())):
+        canvas = load_image(records[path].read_bytes(), 16, "center_crop").pixels.astype(np.int16)
+        assert np.abs(canvas - _pillow_rgb(primary)).max() <= 1, path  # Pillow opens an MPO at its first image
+    assert np.abs(_pillow_rgb(mpo.getvalue()) - np.asarray(frames[1], dtype=np.int16)).mean() > 20  # not the second
+    reasons = {detail.split(":")[0]: (reason, detail) for reason, detail in rejects.values()}
+    assert len(rejects) == len(reasons) == 7
+    for name in ("IMG_1.AAE", "IMG_2.jpg.json", "IMG_2.jpg.supplemental-metadata.json", "IMG_2.jpg(1).json",
+                 "IMG_3.xmp", "IMG_3.jpg.xmp"):
+        assert reasons[name][0] == "metadata_sidecar", name
+    assert "Google Takeout" in reasons["IMG_2.jpg.json"][1] and "IMG_2.jpg" in reasons["IMG_2.jpg(1).json"][1]
+    assert reasons[".trashed-1767225600-IMG_4.jpg"] == (
+        "os_metadata", ".trashed-1767225600-IMG_4.jpg: Android's trash (a deleted file kept for 30 days), not read")

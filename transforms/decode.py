@@ -50,6 +50,7 @@ from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
     JPEG_LS_SOF,
     avif_planes,
+    camera_raw,
     clean_aperture,
     coefficient_bytes,
     declared_length,
@@ -214,9 +215,13 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     except Exception as exc:  # Pillow raises many types on broken headers
         _raise_if_cut_short(data)
         known = sniff_format(data)
-        if known and known.startswith("TIFF"):  # a layout Pillow has no raw mode for
+        if known and (known.startswith("TIFF") or camera_raw(data)):  # a layout Pillow has no raw mode for
             raise DecodeError("unsupported_format", exception_detail(exc, f"{known}: ")) from None
         raise DecodeError("corrupt_header", exception_detail(exc)) from None
+    raw = camera_raw(data) if image.format == "TIFF" else None
+    if raw:  # Pillow opened the camera's preview in IFD0: never the photo, whatever its size
+        raise DecodeError("unsupported_format", f"{raw}: a camera raw this build cannot develop "
+                                                f"(its embedded preview is not the photo)")
     w, h = image.size
     if w < 1 or h < 1:
         raise DecodeError("no_pixels", f"{w}x{h}")
@@ -226,7 +231,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
 
 
 _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
-                b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+                b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF",
+                b"crx ": "CR3 (Canon camera raw)", b"qt  ": "QuickTime video (an iPhone Live Photo's, or a clip)",
+                b"mp41": "MP4 video", b"mp42": "MP4 video", b"isom": "MP4 video", b"M4V ": "MP4 video"}
 
 
 # what ImageMagick, image editors and HDR tools write that Pillow does not read, by their first
@@ -245,6 +252,9 @@ def sniff_format(data: bytes) -> str | None:
         return _undecodable_jpeg(data)
     if head[4:8] == b"ftyp":
         return _FTYP_BRANDS.get(head[8:12], f"ISO media ({head[8:12].decode('latin-1')!r} brand)")
+    raw = camera_raw(data)
+    if raw:
+        return raw
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF (a sample layout Pillow cannot read)"
     if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":

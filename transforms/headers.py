@@ -439,3 +439,92 @@ def embedded_images(data: bytes) -> list[Embedded]:
     if data[:4] == ICNS_MAGIC:
         return _icns_images(data)
     return []
+
+
+# Camera raws. Those that begin as a TIFF (DNG, Canon's CR2, Nikon's NEF, Sony's ARW, Pentax's
+# PEF, ...) keep a small preview or thumbnail in IFD0 (DNG: NewSubFileType 1, reduced resolution)
+# and the sensor's samples in a SubIFD (tag 330) or a later IFD, which Pillow opens as a TIFF of
+# the preview; the others begin with bytes of their own. Tags as DNG 1.x and TIFF/EP name them.
+_RAW_MAGICS = ((b"FUJIFILMCCD-RAW", "RAF (Fujifilm camera raw)"), (b"IIRO", "ORF (Olympus camera raw)"),
+               (b"IIRS", "ORF (Olympus camera raw)"), (b"MMOR", "ORF (Olympus camera raw)"),
+               (b"IIU\x00", "RW2 (Panasonic camera raw)"), (b"FOVb", "X3F (Sigma camera raw)"),
+               (b"\x00MRM", "MRW (Minolta camera raw)"))
+_DNG_VERSION, _MAKE, _PHOTOMETRIC, _SUB_IFDS = 50706, 271, 262, 330
+_RAW_PHOTOMETRIC = (32803, 34892)  # CFA (TIFF/EP), LinearRaw (DNG)
+_RAW_MAKES = (("NIKON", "NEF (Nikon camera raw)"), ("SONY", "ARW (Sony camera raw)"),
+              ("PENTAX", "PEF (Pentax camera raw)"), ("RICOH", "PEF (Pentax camera raw)"),
+              ("SAMSUNG", "SRW (Samsung camera raw)"), ("CANON", "CR2 (Canon camera raw)"))
+_TIFF_IFDS = 32  # IFDs walked, in IFD0's chain and their SubIFDs (a raw has a handful)
+_TIFF_ENTRIES = 1024  # entries read of one IFD
+
+
+def _tiff_ifd(data: bytes, pos: int, order: str) -> tuple[dict[int, tuple[int, int, int]], int]:
+    """An IFD's entries (tag -> type, count, value or offset field) and the next IFD's offset."""
+    if pos < 8 or pos + 2 > len(data):
+        return {}, 0
+    count = min(int.from_bytes(data[pos : pos + 2], order), _TIFF_ENTRIES)
+    entries = {}
+    for at in range(pos + 2, min(pos + 2 + 12 * count, len(data) - 11), 12):
+        tag, kind = int.from_bytes(data[at : at + 2], order), int.from_bytes(data[at + 2 : at + 4], order)
+        entries[tag] = (kind, int.from_bytes(data[at + 4 : at + 8], order), at + 8)
+    end = pos + 2 + 12 * count
+    return entries, int.from_bytes(data[end : end + 4], order) if end + 4 <= len(data) else 0
+
+
+def _tiff_values(data: bytes, entry: tuple[int, int, int], order: str) -> list[int]:
+    """A SHORT, LONG or IFD entry's values (at most `_TIFF_IFDS`)."""
+    kind, count, field = entry
+    size = {3: 2, 4: 4, 13: 4}.get(kind)
+    if size is None:
+        return []
+    count = min(count, _TIFF_IFDS)
+    at = field if size * count <= 4 else int.from_bytes(data[field : field + 4], order)
+    return [int.from_bytes(data[at + size * i : at + size * (i + 1)], order)
+            for i in range(count) if at + size * (i + 1) <= len(data)]
+
+
+def _tiff_text(data: bytes, entry: tuple[int, int, int], order: str) -> str:
+    kind, count, field = entry
+    if kind != 2:
+        return ""
+    count = min(count, 64)
+    at = field if count <= 4 else int.from_bytes(data[field : field + 4], order)
+    text = data[at : at + count].split(b"\x00")[0].decode("latin-1")
+    return "".join(c for c in text if c.isascii() and (c.isalnum() or c in " -_.")).strip()[:32]
+
+
+def camera_raw(data: bytes) -> str | None:
+    """The camera raw format of these bytes, named ("DNG (camera raw)"), or None: by their first
+    bytes (CR2's "CR" after the TIFF header, RAF, ORF, RW2, ...), or for a TIFF by its tags: a
+    DNGVersion in IFD0, or an IFD (in IFD0's chain or a SubIFD of one) of CFA or LinearRaw samples,
+    named by its Make. The walk is bounded (`_TIFF_IFDS` IFDs) and never loops."""
+    for magic, name in _RAW_MAGICS:
+        if data.startswith(magic):
+            return name
+    order = _TIFF_ORDER.get(data[:4])
+    if order is None or len(data) < 8:
+        return None
+    if data[8:10] == b"CR" and data[10:11] == b"\x02":
+        return "CR2 (Canon camera raw)"
+    pending, seen, raw, make = [int.from_bytes(data[4:8], order)], set(), False, ""
+    while pending and len(seen) < _TIFF_IFDS:
+        pos = pending.pop(0)
+        if pos in seen:
+            continue
+        seen.add(pos)
+        entries, following = _tiff_ifd(data, pos, order)
+        if len(seen) == 1 and _DNG_VERSION in entries:
+            return "DNG (camera raw)"
+        if _MAKE in entries and not make:
+            make = _tiff_text(data, entries[_MAKE], order)
+        if _PHOTOMETRIC in entries and any(v in _RAW_PHOTOMETRIC
+                                           for v in _tiff_values(data, entries[_PHOTOMETRIC], order)[:1]):
+            raw = True
+        if _SUB_IFDS in entries:
+            pending.extend(_tiff_values(data, entries[_SUB_IFDS], order))
+        if following:
+            pending.append(following)
+    if not raw:
+        return None
+    return next((name for prefix, name in _RAW_MAKES if make.upper().startswith(prefix)),
+                f"camera raw ({make})" if make else "camera raw (TIFF/EP CFA samples)")
