@@ -24,8 +24,9 @@ never padded. Strides that reduce to the same value give one sentence, not dupli
 video2dataset's output is read too (`sources.video_shards`): each `NNNNN.tar` of its
 `output_format=webdataset` is a unit whose video members are probed and decoded as above, each job
 from a private temporary copy of the member (`TarMember`, `_worker_uri`), removed after the job
-whatever became of it (copies lie in `uvd-video-<pid>/` of the temporary folder, TMPDIR: a folder
-whose process is gone, killed mid-job, is removed by the next process that copies). A copy that
+whatever became of it (copies lie in the process's private `uvd-video-<pid>-<random>/` of the
+temporary folder, TMPDIR, which it holds a lock on while it lives: a folder whose process is gone,
+killed mid-job, is removed by the next process that copies). A copy that
 cannot be made for want of room (or of file handles) is this machine's `MachineError`: the unit
 fails, the video is no reject of its own. The shard's parquet gives its failed downloads as
 rejects. Its `output_format=files` is plain video files, plus its `NNNNN.parquet` as a unit of
@@ -37,8 +38,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import fcntl
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -128,8 +131,11 @@ PROCESS_LOCAL = ("memory",)  # fsspec filesystems the worker process cannot see
 
 
 SPILL_STEP = 1 << 20  # bytes copied at a time from a tar member to its temporary file
-COPIES_PREFIX = "uvd-video-"  # + pid: the folder of one process's member copies in the temporary folder
-_COPIES: dict[int, str] = {}  # pid -> its copies' folder, made (and its dead siblings swept) once per process
+COPIES_PREFIX = "uvd-video-"  # + "<pid>-<random>": one process's folder of member copies in the temporary folder
+# pid -> (temporary folder, its copies' folder, a descriptor of that folder holding its flock):
+# made once per process (again if the folder is removed mid-run or TMPDIR changes), kept open for
+# the process's lifetime; the kernel drops the lock when the process dies, whatever its pid namespace
+_COPIES: dict[int, tuple[str, str, int]] = {}
 # errors of this machine, not of the input, met making a copy: the unit fails (uncommitted work
 # redone on a rerun), the video is never blamed; these name TMPDIR as the fix
 _SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -145,73 +151,82 @@ class MachineError(RuntimeError):
 
 
 def copies_folder() -> str:
-    """This process's folder for member copies: `uvd-video-<pid>` in the temporary folder
-    (`tempfile.gettempdir()`, TMPDIR). Made on first use in each process, when the folders of
-    processes no longer alive are removed: a reader killed mid-job (the OOM killer, kill -9, a lost
-    Beam worker) never runs its `finally`, and its copy stayed in /tmp forever. Raises OSError
-    (a machine error) when the folder cannot be made."""
+    """This process's folder for member copies: `uvd-video-<pid>-<random>` in the temporary folder
+    (`tempfile.gettempdir()`, TMPDIR), made private (0700, never one that existed: a name planted
+    in a shared /tmp is never used) on first use in each process, which holds an exclusive `flock`
+    on it for as long as it lives. Making it removes the other such folders whose lock can be
+    taken: their process is gone (a reader killed mid-job by the OOM killer, kill -9, a lost Beam
+    worker never runs its `finally`, and its copy stayed in /tmp forever). The lock, not the pid,
+    tells a live process: one in another pid namespace (a container sharing /tmp) has a pid that
+    means nothing here. Raises OSError (a machine error) when the folder cannot be made."""
     pid = os.getpid()
     top = tempfile.gettempdir()
-    folder = os.path.join(top, f"{COPIES_PREFIX}{pid}")
-    if _COPIES.get(pid) != folder:
-        _remove_dead_copies(top)
-        if pid not in _COPIES:
-            atexit.register(_remove_empty, folder)
-        _COPIES[pid] = folder
-    try:  # each time: a folder removed mid-run comes back (a missing temporary folder is an error)
-        os.mkdir(folder, 0o700)
-    except FileExistsError:
-        pass
-    return folder
+    made = _COPIES.get(pid)
+    if made is not None and made[0] == top and _still_ours(made[1], made[2]):
+        return made[1]
+    if made is None:
+        atexit.register(_remove_own)
+    else:  # removed mid-run, or another TMPDIR: a fresh folder
+        _COPIES.pop(pid)
+        _close(made[2])
+    _remove_dead_copies(top)
+    while True:
+        folder = tempfile.mkdtemp(prefix=f"{COPIES_PREFIX}{pid}-", dir=top)
+        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # a sweep that locked it first (between mkdtemp and here) removes it before letting go
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if _still_ours(folder, handle):
+            _COPIES[pid] = (top, folder, handle)
+            return folder
+        _close(handle)
 
 
-def _remove_empty(folder: str) -> None:
+def _still_ours(folder: str, handle: int) -> bool:
+    """Whether `folder` is still the folder `handle` is open on (not removed, nor replaced)."""
+    try:
+        here, held = os.lstat(folder), os.fstat(handle)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _close(handle: int) -> None:
     with contextlib.suppress(OSError):
-        os.rmdir(folder)
+        os.close(handle)
+
+
+def _remove_own() -> None:
+    made = _COPIES.get(os.getpid())
+    if made is not None:
+        with contextlib.suppress(OSError):
+            os.rmdir(made[1])  # empty once every job's copy is removed
 
 
 def _remove_dead_copies(top: str) -> None:
-    """Remove the `uvd-video-<pid>` folders in `top` whose process is gone (best effort)."""
+    """Remove the `uvd-video-<pid>-<random>` folders in `top` whose owner is gone: their lock can be
+    taken (best effort; a link, or a folder not ours to open, is left alone)."""
     try:
         names = os.listdir(top)
     except OSError:
         return
     for name in names:
-        number = name[len(COPIES_PREFIX):]
-        if not name.startswith(COPIES_PREFIX) or not number.isdigit():
+        if not re.fullmatch(re.escape(COPIES_PREFIX) + r"[0-9]+-[^/]+", name):
             continue
         path = os.path.join(top, name)
         try:
-            touched = os.lstat(path).st_mtime
-        except OSError:
+            handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # a link, not a folder, or not ours
             continue
-        if int(number) != os.getpid() and not _alive_since(int(number), touched) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive_since(pid: int, touched: float) -> bool:
-    """Whether process `pid` runs and may be the one that last changed its folder at `touched`:
-    a process of that pid started after then reuses the number of a dead one."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True  # another user's (its folder is not ours to remove), or no pid at all
-    started = _process_start(pid)
-    return started is None or started <= touched + 1
-
-
-def _process_start(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch), from /proc; None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])  # field 22, after "pid (comm)"
-        with open("/proc/stat", "rb") as handle:
-            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its process lives
+            _close(handle)
+            continue
+        try:
+            if _still_ours(path, handle):
+                shutil.rmtree(path, ignore_errors=True)
+        finally:
+            _close(handle)
 
 
 @contextlib.contextmanager
@@ -254,7 +269,8 @@ def _worker_uri(uri: str, member: TarMember | None = None) -> Iterator[str]:
             except VideoError as exc:  # a decoder's message names the copy: the reject names the video
                 raise _renamed(exc, path, name) from None
         finally:
-            os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):  # its folder swept, or removed by hand
+                os.unlink(path)
 
 
 def _copy_room(name: str, size: int | None) -> str:

@@ -741,12 +741,10 @@ def test_a_full_temporary_folder_fails_the_unit_and_blames_no_video(tmp_path: Pa
     assert gone.value.reason == "unreadable" and "uvd-video" not in gone.value.detail
 
 
-def test_copies_of_a_killed_reader_are_removed_by_the_next_process_that_copies(tmp_path: Path, monkeypatch):
-    """A reader killed mid-job (kill -9, the OOM killer) left `uvd-video-xxxx.mp4` in /tmp for good.
-    Each process copies into `uvd-video-<pid>/`; the first copy of a process removes the folders
-    of processes that are gone (or whose pid a later process took), never a live one's."""
-    import subprocess
-    import sys
+@pytest.fixture
+def fresh_copies(tmp_path: Path, monkeypatch) -> Path:
+    """A temporary folder `spill` where this process has not copied yet (its copies folder's lock
+    let go afterwards)."""
     import tempfile
 
     import sources.video as video
@@ -754,21 +752,65 @@ def test_copies_of_a_killed_reader_are_removed_by_the_next_process_that_copies(t
     spill = tmp_path / "spill"
     spill.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spill))
-    monkeypatch.setattr(video, "_COPIES", {})  # this process has not copied yet
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    dead, live, reused = (spill / f"uvd-video-{pid}" for pid in (child.pid, os.getppid(), 1))
-    for folder in (dead, live, reused):
-        folder.mkdir()
-        (folder / "tmpk1lled.mp4").write_bytes(b"a copy")
-    os.utime(reused, (0, 0))  # changed before pid 1 started: another, gone process's folder
-    (spill / "uvd-video-notapid").mkdir()
-    _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v" * 100}})
-    items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
-    assert [i.reason for i in items] == ["unreadable"]
-    kept = sorted(p.name for p in spill.iterdir())
-    assert kept == sorted([live.name, "uvd-video-notapid", f"uvd-video-{os.getpid()}"])
-    assert _copies(spill) == ["tmpk1lled.mp4"]  # the live process's copy
+    made: dict = {}
+    monkeypatch.setattr(video, "_COPIES", made)
+    yield spill
+    for _, _, handle in made.values():
+        os.close(handle)
+
+
+def test_a_live_process_keeps_its_copies_whatever_its_pid_and_a_dead_ones_are_swept(fresh_copies: Path):
+    """A reader killed mid-job (kill -9, the OOM killer) left its copy in /tmp for good: the first
+    copy of a process removes the copies folders of processes that are gone. A live process's
+    folder is kept even when its pid means nothing here (another pid namespace, a container
+    sharing /tmp, was swept as dead): it holds a lock on its folder while it lives."""
+    import subprocess
+    import sys
+
+    import sources.video as video
+
+    spill = fresh_copies
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    # the child sees itself as a pid no process here has, as one in a container does
+    code = (f"import os, sys, tempfile; tempfile.tempdir = {str(spill)!r}; os.getpid = lambda: {gone.stdout.strip()}\n"
+            "import sources.video as v; folder = v.copies_folder()\n"
+            "open(os.path.join(folder, 'tmpLIVE.mp4'), 'wb').write(b'a copy'); print(folder, flush=True)\n"
+            "sys.stdin.read()\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(video.__file__).resolve().parents[1]))
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env=env)
+    try:
+        theirs = Path(child.stdout.readline().strip())
+        (spill / "uvd-video-notapid").mkdir()
+        ours = Path(video.copies_folder())  # our first copy sweeps
+        assert theirs.parent == spill and (theirs / "tmpLIVE.mp4").exists()  # a live process's, kept
+        assert ours != theirs and ours.name.startswith(f"uvd-video-{os.getpid()}-")
+    finally:
+        child.stdin.close()
+        child.wait()
+    os.close(video._COPIES.pop(os.getpid())[2])  # as if this process had ended too
+    assert Path(video.copies_folder()) != ours  # the next process's first copy sweeps both
+    assert not theirs.exists() and not ours.exists()
+    assert (spill / "uvd-video-notapid").exists()  # not a copies folder's name
+
+
+def test_a_planted_copies_folder_is_never_used(fresh_copies: Path, tmp_path: Path):
+    """Another user of a shared /tmp may plant `uvd-video-<pid>` (pids are guessable) as a link to
+    a folder of theirs, or as a folder open to all: copies are made in a private folder of a name
+    never seen before, and the sweep never follows a link."""
+    import sources.video as video
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chmod(theirs, 0o777)
+    spill = fresh_copies
+    (spill / f"uvd-video-{os.getpid()}").symlink_to(theirs)
+    (spill / f"uvd-video-{os.getpid()}-planted").symlink_to(theirs)
+    (theirs / "keep").write_bytes(b"theirs")
+    folder = Path(video.copies_folder())
+    assert folder.parent == spill and not folder.is_symlink() and folder.stat().st_mode & 0o777 == 0o700
+    assert list(theirs.iterdir()) == [theirs / "keep"]
+    assert (spill / f"uvd-video-{os.getpid()}-planted").is_symlink()
 
 
 def test_a_member_changed_after_planning_loses_its_clips_under_its_own_name(v2d_output: dict[str, Path],
