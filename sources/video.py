@@ -434,6 +434,10 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
             except VideoError as exc:
                 job.close()  # the worker is stopped mid-job
                 failure = exc
+            except OSError as exc:  # the machine's (too many open files starting the decoder): as at planning
+                job.close()
+                raise MachineError(f"decoding {fsio.basename(record.member.name if record.member else record.uri)}: "
+                                   f"{exc}") from exc
             if failure is not None and uri != record.uri:
                 failure = _renamed(failure, uri, record.member.name if record.member else record.uri)
     for c, clip in enumerate(record.clips):

@@ -741,6 +741,31 @@ def test_a_full_temporary_folder_fails_the_unit_and_blames_no_video(tmp_path: Pa
     assert gone.value.reason == "unreadable" and "uvd-video" not in gone.value.detail
 
 
+def test_too_many_open_files_starting_the_decoder_fails_the_unit_when_decoding_too(tmp_path: Path, monkeypatch):
+    """EMFILE starting the decoder for a video's frames escaped `clip_frames` as an OSError, which
+    the unit committed as the video's `internal_error`, served from the unit store on every rerun:
+    it is this machine's `MachineError`, as at planning."""
+    import errno
+
+    import sources.video as video
+
+    video_zoo.require_ffmpeg()
+    uri = tmp_path / "clip.mp4"
+    video_zoo.encode(uri, 20, "mpeg4")
+    (record,) = [c for c in VideoSource("clips", str(uri.parent), strides=(2,)).read(str(uri))
+                 if isinstance(c, VideoRecord)]
+    real = video.budget._started
+
+    def started(function, *args):
+        if function.startswith("sources.video_decode:"):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(function, *args)
+
+    monkeypatch.setattr(video.budget, "_started", started)
+    with pytest.raises(video.MachineError, match=r"decoding clip.mp4: \[Errno 24\]"):
+        list(video.clip_frames(record))
+
+
 @pytest.fixture
 def fresh_copies(tmp_path: Path, monkeypatch) -> Path:
     """A temporary folder `spill` where this process has not copied yet (its copies folder's lock
