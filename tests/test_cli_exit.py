@@ -185,3 +185,79 @@ def test_a_file_size_limit_is_one_line_without_beams_traceback(tiny_config: Path
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "File too large (EFBIG); a file reached the largest size allowed" in proc.stderr, proc.stderr
     assert not (tmp_path / "out" / "_lock.json").exists()
+
+
+# --- this machine's error reading a video: too many open files, a missing temporary folder -------
+
+def _machine_error(code: int):
+    from sources.video import MachineError
+
+    cause = OSError(code, os.strerror(code), "/tmp/uvd-video-1-x")
+    error = MachineError(f"planning a.mp4: {cause}")
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_machine_error_reading_a_video_is_one_line(monkeypatch, capsys, wrapped: bool):
+    """A video source's `MachineError` (EMFILE starting a decoder, a TMPDIR gone) ended the build
+    in tracebacks with exit 1 and no `error:` line, the same error raised or as the text Beam's
+    runner makes of a worker's: one line saying what, and for EMFILE what to raise."""
+    import errno
+    import logging
+
+    from uvd_pipeline import cli
+
+    for code, fix in ((errno.EMFILE, "raise the limit (ulimit -n)"), (errno.ENOENT, "an error of this machine")):
+        error = _machine_error(code)
+        if wrapped:  # as Beam's runner re-raises a worker's error: its text, the class named
+            error = RuntimeError(f"Traceback ...\nsources.video.MachineError: {error} "
+                                 "[while running 'web/Render/ParDo(RenderUnit)']\n")
+
+        def build(args, error=error):
+            raise error
+
+        monkeypatch.setattr(cli, "cmd_build", build)
+        assert cli.main(["build", "any.yaml"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: planning a.mp4: [Errno {code}] ") and fix in line, line
+        assert "while running" not in line, line
+        record = logging.LogRecord("apache_beam.runners.worker", logging.ERROR, "", 0, "bundle failed", None,
+                                   (type(error), error, None))
+        assert not cli.BeamRefusalNoise().filter(record)  # Beam's logged traceback of it is not shown
+
+
+@pytest.mark.slow  # a whole build in a fresh process: 4 s
+def test_too_many_open_files_copying_a_video_is_one_line_in_a_real_build(tmp_path: Path):
+    """The build's own process, Beam's runner between the error and the command: every member copy
+    meets EMFILE (sitecustomize): exit 2, one `error:` line naming `ulimit -n`, not 8 tracebacks
+    ending in exit 1."""
+    import io
+    import tarfile
+
+    root = tmp_path / "root"
+    root.mkdir()
+    with tarfile.open(root / "00000.tar", "w") as tar:
+        for name, data in (("000000000.mp4", b"v" * 4000), ("000000000.txt", b"a caption")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 32},
+                                      "tokenizer": {"enabled": False},
+                                      "sources": [{"name": "web", "type": "video", "path": str(root)}]}))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import errno, tempfile\n_real = tempfile.mkstemp\n"
+        "def mkstemp(*a, dir=None, **k):\n"
+        "    if dir and 'uvd-video-' in str(dir): raise OSError(errno.EMFILE, 'Too many open files')\n"
+        "    return _real(*a, dir=dir, **k)\ntempfile.mkstemp = mkstemp\n")
+    here = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(site), here]))
+    proc = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(config), "--no-tokenize"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=here)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "000000000.mp4: [Errno 24] Too many open files" in errors[0], proc.stderr
+    assert "ulimit -n" in errors[0] and not (tmp_path / "out" / "_lock.json").exists()

@@ -25,14 +25,15 @@ DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
 class BeamRefusalNoise(logging.Filter):
     """Beam logs a failed bundle at ERROR with its whole traceback before the build fails with the
     same error: for a refusal of the operating system (`os_refusal`: disk full, read-only, size
-    limit) the command's own `error:` line says what and where, so the traceback only buries it.
+    limit) or an error of this machine (`machine_error`: too many open files, a missing TMPDIR)
+    the command's own `error:` line says what and where, so the traceback only buries it.
     Shown with --verbose."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
             return True
         error = record.exc_info[1] if record.exc_info and record.exc_info[1] else Exception(record.getMessage())
-        return os_refusal(error, None) is None
+        return refusal(error, None) is None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -383,6 +384,42 @@ def os_refusal(exc: BaseException, where: str | None) -> str | None:
     return None
 
 
+# a video source's `MachineError` as a Beam worker's text: "sources.video.MachineError: planning x.mp4: ..."
+_MACHINE_TEXT = re.compile(r"\bMachineError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
+MACHINE_FIXES: dict[int, str] = {
+    errno.EMFILE: "this process may open too few files: raise the limit (ulimit -n), then run the same command again",
+    errno.ENFILE: "the system has too many files open: close some, then run the same command again",
+}
+
+
+def machine_error(exc: BaseException) -> str | None:
+    """The `error:` line for this machine's error met reading a video (`sources.video.MachineError`:
+    too many open files, a missing temporary folder), anywhere in `exc`'s chain or in the text a
+    Beam worker's error became: the video is not at fault and the build stopped uncommitted, so
+    the same command once it is mended reads it again. None for anything else."""
+    from sources.video import MachineError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc) if isinstance(exc, MachineError) else None
+        if text is None and (found := _MACHINE_TEXT.search(str(exc))):
+            text = found.group(1)
+        if text is not None:
+            code = _ERRNO_TEXT.search(text)
+            fix = MACHINE_FIXES.get(int(code.group(1)) if code else -1,
+                                    "an error of this machine, not of the video: mend it, then run the same "
+                                    "command again")
+            return f"{text}; {fix}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def refusal(exc: BaseException, where: str | None) -> str | None:
+    """The `error:` line for an error the user must mend (`os_refusal`, `machine_error`), or None."""
+    return os_refusal(exc, where) or machine_error(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -398,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: damaged: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        line = os_refusal(exc, getattr(args, "out", None))
+        line = refusal(exc, getattr(args, "out", None))
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)
