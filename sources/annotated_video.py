@@ -54,6 +54,7 @@ VIPSEG_TEST_LIST = "test.txt"
 JHMDB_SPLITS_FOLDER = "splits"
 JHMDB_SPLIT_SUFFIX = "_test_split1.txt"
 JHMDB_SPLIT_FLAGS = {"1": "train", "2": "val"}
+_JHMDB_OTHER_SPLIT = re.compile(r"(.+)_test_split[23]\.txt")
 MAX_SPLIT_LIST_BYTES = 1 << 20  # VIPSeg's train.txt: 2,806 names, ~60 KB
 BAD_SPLIT_LIST = "bad_split_list"
 
@@ -183,13 +184,21 @@ def load_jhmdb_points(data: bytes) -> np.ndarray:
 def split_list(uri: str, layout: str) -> tuple[dict[str, str], str]:
     """One official split list: video name (NFC) -> our split, and what is wrong with the list
     ('' when nothing). A VIPSeg list gives its file's split to every name; a JHMDB line is
-    `<clip>.avi <flag>`. A list that cannot be read at all raises (OSError, ValueError)."""
-    data = fsio.read_bytes(uri, MAX_SPLIT_LIST_BYTES)
-    text = data.decode("utf-8-sig")  # UnicodeDecodeError is a ValueError
+    `<clip>.avi <flag>` (a clip's name may hold spaces). A list that cannot be read at all gives no
+    names and says why: cached as a good list is, not read again for each of its videos."""
+    try:
+        text = fsio.read_bytes(uri, MAX_SPLIT_LIST_BYTES).decode("utf-8-sig")
+    except fsio.FileTooLarge:
+        return {}, f"larger than {MAX_SPLIT_LIST_BYTES} bytes (a split list is a page of names)"
+    except UnicodeDecodeError:
+        return {}, "not UTF-8 text"
+    except (OSError, ValueError) as exc:
+        return {}, f"unreadable ({type(exc).__name__})"
     names: dict[str, str] = {}
     bad: list[tuple[int, str]] = []
     for number, line in enumerate(text.splitlines(), 1):
-        words = line.split()
+        # JHMDB's flag is the last word: `clip b.avi 2` is the clip `clip b`
+        words = line.split() if layout == "vipseg" else line.strip().rsplit(None, 1)
         if not words:
             continue
         if layout == "vipseg":
@@ -251,12 +260,16 @@ class AnnotatedVideoSource:
 
     def _split_lists(self) -> list[str]:
         """The official split lists there are (JHMDB's split 1, and what a tool left beside them):
-        a unit each, read as a reject when it cannot be read, as nothing otherwise."""
+        a unit each, read as a reject when it cannot be read, as nothing otherwise. JHMDB's split 1
+        of an action whose split 2 or 3 is there is a unit too: missing, one reject."""
         if self.layout == "vipseg":
             return [uri for uri in (fsio.join(self.path, name) for name in VIPSEG_SPLIT_LISTS) if fsio.exists(uri)]
         folder = fsio.join(self.path, JHMDB_SPLITS_FOLDER)
-        return [uri for uri in (fsio.list_files(folder, links=True) if fsio.exists(folder) else [])
-                if fsio.basename(uri).endswith(JHMDB_SPLIT_SUFFIX)]
+        listed = fsio.list_files(folder, links=True) if fsio.exists(folder) else []
+        lists = [uri for uri in listed if fsio.basename(uri).endswith(JHMDB_SPLIT_SUFFIX)]
+        others = {found.group(1) for uri in listed if (found := _JHMDB_OTHER_SPLIT.fullmatch(fsio.basename(uri)))}
+        missing = [fsio.join(folder, action + JHMDB_SPLIT_SUFFIX) for action in sorted(others)]
+        return lists + [uri for uri in missing if uri not in lists]
 
     def _is_split_list(self, unit: str) -> bool:
         if self.layout == "vipseg":
@@ -269,14 +282,12 @@ class AnnotatedVideoSource:
         if problem:  # a Mac's `._walk_test_split1.txt`, a list that is a link leading out
             yield Reject(key, self.name, key, "read", problem.reason, problem.detail)
             return
-        try:
+        if self.layout == "jhmdb" and not fsio.exists(uri):  # `_split_lists`: split 2 or 3 without split 1
+            action = fsio.basename(uri).removesuffix(JHMDB_SPLIT_SUFFIX)
+            detail = (f"{JHMDB_SPLITS_FOLDER}/ holds {action}'s other splits but not {fsio.basename(uri)}, the "
+                      f"split results are reported on: {action}'s clips take the seeded hash's split")
+        else:
             _, detail = split_list(uri, self.layout)
-        except fsio.FileTooLarge:
-            detail = f"larger than {MAX_SPLIT_LIST_BYTES} bytes (a split list is a page of names)"
-        except UnicodeDecodeError:
-            detail = "not UTF-8 text"
-        except (OSError, ValueError) as exc:
-            detail = f"unreadable ({type(exc).__name__})"
         if detail:
             yield Reject(key, self.name, key, "read", BAD_SPLIT_LIST, detail[:200])
 
@@ -295,10 +306,7 @@ class AnnotatedVideoSource:
         for uri in lists:
             if not fsio.exists(uri) or path_problem(self.path, uri, self.follow_links):
                 continue
-            try:
-                split = split_list(uri, self.layout)[0].get(name)
-            except (OSError, ValueError):
-                continue
+            split = split_list(uri, self.layout)[0].get(name)
             if split is not None:
                 found.append(split)
                 test = test or fsio.basename(uri) == VIPSEG_TEST_LIST and self.layout == "vipseg"

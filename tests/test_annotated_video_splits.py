@@ -128,3 +128,41 @@ def test_unreadable_split_list_is_a_reject_and_the_videos_still_read(tmp_path: P
     rejects = [(r.key.startswith("jh-splits-walk_test_split1_txt"), r.reason, r.detail) for r in items if isinstance(r, Reject)]
     assert rejects == [(True, "bad_split_list", "1 line is not '<clip>.avi 1|2' (line 2: 'clip_b.avi')")]
     assert _rendered_splits(items, 0.0) == {"walk/clip_a": {"val"}, "walk/clip_b": {"train"}}
+
+
+def test_jhmdb_other_splits_without_split1_is_one_reject_per_action(tmp_path: Path):
+    """`splits/` holding an action's split 2 and 3 but not its split 1 (the one read) was ignored
+    silently, its clips taking the hash: one `bad_split_list` naming what is missing. Split 2 and
+    3 are never read (a broken one is no reject), and a clip's name may hold a space."""
+    _jhmdb(tmp_path, "walk", "clip a")
+    _jhmdb(tmp_path, "wave", "clip_b")
+    (tmp_path / "splits").mkdir()
+    for n in (2, 3):
+        (tmp_path / "splits" / f"walk_test_split{n}.txt").write_text("clip a.avi 2\n")
+        (tmp_path / "splits" / f"wave_test_split{n}.txt").write_bytes(b"\xff not a list\n")
+    (tmp_path / "splits" / "wave_test_split1.txt").write_text("clip_b.avi 2\n")
+    items = _items(AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=FRAMES))
+    (reject,) = [r for r in items if isinstance(r, Reject)]
+    assert reject.key.startswith("jh-splits-walk_test_split1_txt") and reject.reason == "bad_split_list"
+    assert "not walk_test_split1.txt" in reject.detail and "seeded hash" in reject.detail, reject.detail
+    assert _rendered_splits(items, 0.0) == {"walk/clip a": {"train"}, "wave/clip_b": {"val"}}
+    (tmp_path / "splits" / "walk_test_split1.txt").write_text("clip a.avi 2\n")  # `<name with a space>.avi 2`
+    items = _items(AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=FRAMES))
+    assert [i for i in items if isinstance(i, Reject)] == []
+    assert _rendered_splits(items, 0.0) == {"walk/clip a": {"val"}, "wave/clip_b": {"val"}}
+
+
+def test_a_bad_split_list_is_read_once_for_all_its_videos(tmp_path: Path, monkeypatch):
+    """A list that cannot be read was parsed again for every video (its failure never cached)."""
+    from sources import annotated_video, fsio
+
+    for i in range(3):
+        _vipseg(tmp_path, f"{i}_v")
+    (tmp_path / "val.txt").write_bytes(b"0_v\n\xff\n")
+    reads = []
+    real = fsio.read_bytes
+    monkeypatch.setattr(fsio, "read_bytes", lambda uri, *a, **k: reads.append(uri) or real(uri, *a, **k))
+    annotated_video.split_list.cache_clear()
+    items = _items(AnnotatedVideoSource("vip", str(tmp_path), "vipseg", frames=FRAMES))
+    assert [r.detail for r in items if isinstance(r, Reject)] == ["not UTF-8 text"]
+    assert reads.count(str(tmp_path / "val.txt")) == 1, reads
