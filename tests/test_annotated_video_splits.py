@@ -152,6 +152,24 @@ def test_jhmdb_other_splits_without_split1_is_one_reject_per_action(tmp_path: Pa
     assert _rendered_splits(items, 0.0) == {"walk/clip a": {"val"}, "wave/clip_b": {"val"}}
 
 
+def test_a_video_listed_twice_is_held_out_and_list_names_match_in_any_unicode_form(tmp_path: Path):
+    """A video in train.txt and val.txt (or `1` then `2` in one JHMDB list) goes to val, whichever
+    comes first; a list's name in NFD matches the folder's NFC name (macOS writes NFD)."""
+    _vipseg(tmp_path, "1_both")
+    _vipseg(tmp_path, "2_caf\u00e9")
+    (tmp_path / "train.txt").write_text("1_both\n2_cafe\u0301\n")
+    (tmp_path / "val.txt").write_text("1_both\n")
+    items = _items(AnnotatedVideoSource("vip", str(tmp_path), "vipseg", frames=FRAMES))
+    for val_fraction in (0.0, 1.0):
+        assert _rendered_splits(items, val_fraction) == {"1_both": {"val"}, "2_caf\u00e9": {"train"}}
+    jh = tmp_path / "jh"
+    _jhmdb(jh, "walk", "clip_a")
+    (jh / "splits").mkdir()
+    (jh / "splits" / "walk_test_split1.txt").write_text("clip_a.avi 2\nclip_a.avi 1\n")
+    assert _rendered_splits(_items(AnnotatedVideoSource("jh", str(jh), "jhmdb", frames=FRAMES)), 0.0) == {
+        "walk/clip_a": {"val"}}
+
+
 def test_a_bad_split_list_is_read_once_for_all_its_videos(tmp_path: Path, monkeypatch):
     """A list that cannot be read was parsed again for every video (its failure never cached)."""
     from sources import annotated_video, fsio
