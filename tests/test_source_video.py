@@ -750,20 +750,34 @@ def test_too_many_open_files_starting_the_decoder_fails_the_unit_when_decoding_t
     import sources.video as video
 
     video_zoo.require_ffmpeg()
-    uri = tmp_path / "clip.mp4"
+    uri = tmp_path / "videos" / "clip.mp4"
+    uri.parent.mkdir()
     video_zoo.encode(uri, 20, "mpeg4")
     (record,) = [c for c in VideoSource("clips", str(uri.parent), strides=(2,)).read(str(uri))
                  if isinstance(c, VideoRecord)]
     real = video.budget._started
 
     def started(function, *args):
-        if function.startswith("sources.video_decode:"):
+        if function.endswith("_frames"):  # the decode's job, not the probe's
             raise OSError(errno.EMFILE, "Too many open files")
         return real(function, *args)
 
     monkeypatch.setattr(video.budget, "_started", started)
     with pytest.raises(video.MachineError, match=r"decoding clip.mp4: \[Errno 24\]"):
         list(video.clip_frames(record))
+    # the unit's render lets it through uncommitted: the rerun, files to spare, decodes the video
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.unit_render import list_units, unit_renderers
+
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 32},
+                           "tokenizer": {"enabled": False},
+                           "sources": [{"name": "vid", "type": "video", "path": str(uri.parent), "strides": [1]}]})
+    renderer, (unit,) = unit_renderers(config)["vid"], list_units(config)["vid"]
+    with pytest.raises(video.MachineError, match=r"decoding clip.mp4: \[Errno 24\]"):
+        renderer.render(unit)  # planned, then decoding: not the video's internal_error
+    monkeypatch.setattr(video.budget, "_started", real)
+    outputs, _ = renderer.render(unit)
+    assert outputs and not [r for _, r in outputs if isinstance(r, Reject)], outputs
 
 
 @pytest.fixture
