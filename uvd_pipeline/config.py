@@ -55,7 +55,10 @@ FORMAT_VERSION = 1
 # converted by it, PNG gAMA applied where no profile or sRGB chunk is (to the colour before
 # alpha is composited on white, a 16-bit grey PNG's from its 16 bits), signed 16-bit and 32-bit
 # TIFF samples offset by half their range (they were clipped at 0); VIPSeg's and JHMDB's official
-# split lists honoured (their evaluation videos in val, VIPSeg's unlabelled test videos one reject each).
+# split lists honoured (their evaluation videos in val, VIPSeg's unlabelled test videos one reject each);
+# camera raws (DNG, CR2, NEF, ARW, ...) an unsupported_format reject, never their preview rendered;
+# Cityscapes images with only _labelTrainIds rendered; link loops, photo-library sidecars (a Takeout
+# .jpg.json, .xmp, .AAE) and Android's .trashed-/.pending- files rejects of their own.
 RENDER_REVISION = 5
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
