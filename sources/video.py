@@ -53,8 +53,8 @@ from sources import budget, fsio, video_shards
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from sources.laion import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
-from sources.records import (Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord, nfc, safe_key,
-                             twin_detail, twin_order)
+from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
+                             is_machine_error, nfc, safe_key, twin_detail, twin_order)
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
 from transforms.errors import exception_detail
 
@@ -139,15 +139,6 @@ _COPIES: dict[int, tuple[str, str, int]] = {}
 # errors of this machine, not of the input, met making a copy: the unit fails (uncommitted work
 # redone on a rerun), the video is never blamed; these name TMPDIR as the fix
 _SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-class MachineError(RuntimeError):
-    """An error of this machine, not of the video, met planning or decoding it (a full or missing
-    temporary folder, a quota, too many open files starting its decoder), raised from the OSError:
-    the video is never blamed with a reject of its own, and the build stops uncommitted
-    (`uvd_pipeline.unit_render`), as on a full output disk, so that a rerun once the machine is
-    mended reads the video again. Not an OSError, so that a tar's reader, which takes an OSError
-    for a cut or unreadable archive, lets it through."""
 
 
 def copies_folder() -> str:
