@@ -19,7 +19,9 @@ tools leave (a Mac's `._x.jpg` beside every file or inside a tar it made, `.DS_S
 `Thumbs.db`, `@eaDir/`; an editor's `.~lock.x#`, `.git/`), in any layout, is one `os_metadata` or
 `hidden_file` reject per file or folder (`sources.paths.set_aside`): never opened, never an image
 the decoder fails, never a sample or a shard. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
-reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every
+reads them) are read as streams (never a whole shard in memory); too many open files or no memory
+reading one is the machine's `MachineError` (the unit fails uncommitted), never the shard's
+`corrupt_archive`. img2dataset's metadata (every
 parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
 `output_format=tfrecord` is refused by name (`refuse_tfrecords`) before a build starts.
 """
@@ -40,8 +42,8 @@ from typing import Any, Callable, Iterator, Literal
 from sources import fsio
 from sources.paths import (NOT_A_FILE, PathProblem, collapse_set_aside, path_problem, set_aside, set_aside_problem,
                            relative_to_root, shown_name, twin_to_read)
-from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
-                             path_key, twin_detail, twin_order)
+from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
+                             data_key, is_machine_error, nfc, path_key, twin_detail, twin_order)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -445,6 +447,8 @@ class LaionSource:
                     members[ext] = extracted.read() if extracted is not None else b""
                 _check_end_marker(tar, handle)
         except (tarfile.TarError, EOFError, OSError) as exc:
+            if is_machine_error(exc):  # too many open files, no memory: the machine's, no shard's reject
+                raise MachineError(f"reading {archive}: {exc}") from exc
             # the sample whose header was read last is cut, whether in its first member or a later one
             if current is not None and not repeated and not dropped:
                 yield self._reject(self._key(shard, current), "read", "truncated_sample",

@@ -18,7 +18,8 @@ Failed downloads the parquet lists are rejects (`download` stage, video2dataset'
 reason: `failed_to_download`, `failed_to_subsample`); successes it lists that the tar (or the
 files layout's folder) lacks are
 `missing_from_archive`; a cut tar is `truncated_sample` for the sample it cuts and one
-`corrupt_archive` for the shard, never a crash. A member of a sample beside its video that is none
+`corrupt_archive` for the shard, never a crash (too many open files or no memory reading it is
+the machine's `MachineError`: the unit fails uncommitted, the shard is not blamed). A member of a sample beside its video that is none
 of its sidecars (`.txt`, `.json`) nor audio video2dataset wrote (`AUDIO`) is an `unexpected_file`
 reject (a `.jpg` thumbnail put in by hand), never dropped without a word. In the files layout the
 videos are plain files (the `.txt`/`.json` beside them are not read); its `NNNNN.parquet` is a unit
@@ -36,7 +37,8 @@ from sources import fsio
 from sources.laion import (ShardListing, Unit, _check_end_marker, _member_type, _parse_json, _split_member,
                            download_status, listing_rejects, missing_rejects, shard_reject, tar_units)
 from sources.paths import NOT_A_FILE, set_aside_problem
-from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
+from sources.records import (MAX_INPUT_FILE_BYTES, MachineError, Reject, SourceItem, TarMember, data_key,
+                             is_machine_error, nfc)
 from transforms.errors import exception_detail
 
 if TYPE_CHECKING:
@@ -143,6 +145,8 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
                 members[ext] = _sidecar(tar, info) if ext in SIDECARS else info
             _check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError) as exc:
+        if is_machine_error(exc):  # too many open files, no memory: the machine's, no shard's reject
+            raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
         if current is not None and not repeated:  # the sample whose header was read last is cut
             yield shard_reject(name, data_key(name, shard, current), "read", "truncated_sample", exception_detail(exc))
             seen.add(current)

@@ -327,3 +327,34 @@ def test_a_failed_units_label_holds_no_folder_of_the_machine(tmp_path: Path):
         source = LaionSource("web", root)
         labels = [unit_label(source, unit) for unit in source.units()]
         assert labels == ["('a.jpg', 'sub/b.jpg')"], (name, labels)
+
+
+@pytest.mark.parametrize("code", ["EMFILE", "ENFILE", "ENOMEM"])
+def test_too_many_open_files_opening_a_tar_fails_the_unit_and_blames_no_shard(tmp_path: Path, monkeypatch, code: str):
+    """Too many open files (or no memory) opening an img2dataset tar was its `corrupt_archive`
+    reject, committed for good: the machine's error, the unit fails (`MachineError`) and a rerun
+    reads the shard; any other error opening it stays the shard's reject."""
+    import errno
+
+    from sources import fsio
+    from sources.records import MachineError
+
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        for name, data in (("000.jpg", _image_bytes(10)), ("000.txt", b"a caption")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    real_open, number = fsio.open_file, getattr(errno, code)
+
+    def open_file(uri, *args, **kwargs):
+        raise OSError(number, os.strerror(number), uri)
+
+    monkeypatch.setattr(fsio, "open_file", open_file)
+    source = LaionSource("web", str(tmp_path), "webdataset")
+    with pytest.raises(MachineError, match=rf"00000\.tar.*\[Errno {number}\]"):
+        _read_all(source)
+    monkeypatch.setattr(fsio, "open_file", lambda uri, *a, **k: (_ for _ in ()).throw(
+        OSError(errno.EIO, os.strerror(errno.EIO), uri)))
+    assert [i.reason for i in _read_all(source)] == ["corrupt_archive"]
+    monkeypatch.setattr(fsio, "open_file", real_open)
+    assert [type(i).__name__ for i in _read_all(source)] == ["ImageRecord"]

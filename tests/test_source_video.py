@@ -1029,3 +1029,35 @@ def test_a_full_temporary_folder_commits_nothing_and_the_rerun_reads_the_videos(
     assert not list((tmp_path / "out").rglob("*.json")), "a unit was committed"
     outputs, _ = renderer.render(unit)
     assert [(tag, r.reason) for tag, r in outputs] == [(REJECTS, "unreadable")]  # HTML, read this time
+
+
+@pytest.mark.parametrize("code", ["EMFILE", "ENFILE", "ENOMEM"])
+@pytest.mark.parametrize("which", [1, 2], ids=["the shard", "a member's copy"])
+def test_too_many_open_files_opening_a_video2dataset_tar_fails_the_unit_and_blames_nothing(
+        tmp_path: Path, monkeypatch, code: str, which: int):
+    """Too many open files (or no memory) opening the tar to read it was one `corrupt_archive`
+    reject of the shard, opening it to copy a member an `unreadable` reject of the video, both
+    committed for good: they are the machine's errors, the unit fails (`MachineError`)."""
+    import errno
+    import tempfile
+
+    import sources.video as video
+    from sources import fsio
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v" * 100, "txt": b"a caption"}})
+    monkeypatch.setattr(video.budget, "call", lambda *a, **k: pytest.fail("probed after the machine's error"))
+    real_open, calls = fsio.open_file, []
+
+    def open_file(uri, *args, **kwargs):
+        calls.append(uri)
+        if len(calls) == which:
+            number = getattr(errno, code)
+            raise OSError(number, os.strerror(number), uri)
+        return real_open(uri, *args, **kwargs)
+
+    monkeypatch.setattr(fsio, "open_file", open_file)
+    with pytest.raises(video.MachineError, match=rf"\[Errno {getattr(errno, code)}\]") as raised:
+        for item in _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,))):
+            pytest.fail(f"yielded {item}")
+    assert "00000.tar" in str(raised.value) and (which == 1 or "000000000.mp4" in str(raised.value))
