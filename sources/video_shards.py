@@ -10,7 +10,8 @@ A tar is one unit (a big local one several: `VIDEO_PART_BYTES`), read member by 
 only; the data of a video is never read into memory): each video member is probed and decoded
 through the same budgeted jobs as a video file, from a private temporary copy of its bytes made
 for each job and removed after it (`video._worker_uri`); a member over `MAX_INPUT_FILE_BYTES` is
-`member_too_large` (as in img2dataset tars), judged on its header and never copied. A video's key is
+`member_too_large` (as in img2dataset tars), judged on its header and never copied; a `.txt` or
+`.json` over it is `member_too_large` too, never read, and the video goes on without it. A video's key is
 `data_key(source, shard, sample key)` (as the laion source keys img2dataset samples), its clips
 `{key}-s{stride}-f{start}`; the same video given as a file keeps a file's key
 (`safe_key(source, *path)`): only keys differ between the layouts, never the rendered frames.
@@ -142,6 +143,10 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
                     yield shard_reject(name, data_key(name, shard, key), "read", "duplicate_key",
                                        f"{info.name}: key {key} already has a {ext} member in {fsio.basename(uri)}")
                     continue
+                if ext in SIDECARS and info.size > MAX_INPUT_FILE_BYTES:  # not read: the video goes on without
+                    yield shard_reject(name, data_key(name, shard, key), "read", MEMBER_TOO_LARGE, _too_large(info))
+                    members[ext] = b""
+                    continue
                 members[ext] = _sidecar(tar, info) if ext in SIDECARS else info
             _check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -158,9 +163,15 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
 
 
 def _sidecar(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    """A caption's or metadata's bytes (nothing over `MAX_INPUT_FILE_BYTES`: the video goes on without)."""
-    extracted = tar.extractfile(info) if info.size <= MAX_INPUT_FILE_BYTES else None
+    """A caption's or metadata's bytes (one over `MAX_INPUT_FILE_BYTES` is its `member_too_large`
+    reject, never read: the caller's)."""
+    extracted = tar.extractfile(info)
     return extracted.read() if extracted is not None else b""
+
+
+def _too_large(info: tarfile.TarInfo) -> str:
+    """The detail of a member's `member_too_large` reject, judged on its header."""
+    return f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} byte cap for one member"
 
 
 def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, members: dict[str, Any],
@@ -180,8 +191,7 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
                            f"{sample_key}.{other}: not read (a sample's video, .txt, .json and audio are)")
     info: tarfile.TarInfo = members[videos[0]]
     if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never copied out
-        yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE,
-                           f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} byte cap for one member")
+        yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE, _too_large(info))
         return
     if owns is not None and not owns(key):  # another part's video: that part probes it
         return

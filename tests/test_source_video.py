@@ -888,8 +888,8 @@ def test_a_member_shorter_than_its_header_is_a_changed_file_never_decoded(tmp_pa
 
 def test_sidecars_over_the_cap_are_not_read_and_a_video_less_samples_json_status_is_its_reject(
         tmp_path: Path, monkeypatch):
-    """A `.txt`/`.json` member over `MAX_INPUT_FILE_BYTES` is not read (the video goes on without
-    its caption); a sample without a video that no parquet lists is counted from its `.json`'s
+    """A `.txt`/`.json` member over `MAX_INPUT_FILE_BYTES` is not read: its `member_too_large`
+    reject (it vanished without one), and the video goes on without its caption; a sample without a video that no parquet lists is counted from its `.json`'s
     status (a failed download), or `missing_video` when that says success."""
     import json
 
@@ -912,10 +912,12 @@ def test_sidecars_over_the_cap_are_not_read_and_a_video_less_samples_json_status
     monkeypatch.setattr(VideoSource, "planned", planned)
     items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
     assert named["000000000"]["caption"] == "a short caption" and "caption" not in named["000000001"]
-    assert sorted((i.key, i.stage, i.reason, i.detail) for i in items)[0] == (
+    assert sorted((i.key, i.stage, i.reason, i.detail) for i in items)[1] == (
         data_key("web", "00000", "000000002"), "download", "failed_to_download", "HTTP Error 404: Not Found")
-    assert [(i.key, i.reason) for i in items] == [(data_key("web", "00000", "000000002"), "failed_to_download"),
+    assert [(i.key, i.reason) for i in items] == [(data_key("web", "00000", "000000001"), "member_too_large"),
+                                                  (data_key("web", "00000", "000000002"), "failed_to_download"),
                                                   (data_key("web", "00000", "000000003"), "missing_video")]
+    assert items[0].stage == "read" and items[0].detail.startswith("000000001.txt: 1001 bytes, over the 1000 byte cap")
 
 
 def test_a_thumbnail_beside_a_video_is_counted_and_a_dotted_keys_detail_is_true(tmp_path: Path, monkeypatch):
