@@ -8,7 +8,9 @@ always `NNNNN.parquet` (one row per attempted URL with its status) and `NNNNN_st
 
 Nothing vanishes: failed downloads are rejects, every sample the parquet lists as a success but
 the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
-`duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
+`duplicate_key` reject, non-regular tar members are rejects, a member of a sample that is neither
+its image nor its `.txt`/`.json` (a `000.npy`: img2dataset writes none) is an `unexpected_file`
+reject, and in a plain folder every file
 is an image record (the decoder decides: AVIF and HEIC decode, SVG and a camera raw such as
 a DNG or CR2 are `unsupported_format`, never the raw's small preview) or,
 for a caption without its image, a reject; what photo tools write beside each photo (an `.xmp`,
@@ -476,6 +478,7 @@ class LaionSource:
         for extra in images[1:]:
             yield self._reject(key, "read", "duplicate_key",
                                f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})")
+        yield from self._unexpected_members(key, sample_key, members, images)
         changed = hash_problem({**(listing.rows.get(sample_key) or {}), **_parse_json(members.get("json"))},
                                members[image_ext], f"{sample_key}.{image_ext}")
         if changed:
@@ -484,6 +487,15 @@ class LaionSource:
         lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
         lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext})
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
+
+    def _unexpected_members(self, key: str, sample_key: str, members: dict[str, Any],
+                            images: list[str]) -> Iterator[Reject]:
+        """An `unexpected_file` reject for each member of a sample that is neither an image nor a
+        sidecar (a `000.npy` put in by hand): img2dataset writes one image (`--encode_format`), its
+        `.txt` and its `.json` (extra columns go in the json), nothing else; never dropped unsaid."""
+        for other in sorted(e for e in members if e not in images and e not in SIDECARS):
+            yield self._reject(key, "read", "unexpected_file",
+                               f"{sample_key}.{other}: not read (a sample's image, .txt and .json are)")
 
     # -- img2dataset files layout --------------------------------------------------------
     def _read_files(self, folder: str) -> Iterator[SourceItem]:
@@ -524,6 +536,7 @@ class LaionSource:
             for extra in images[1:]:
                 yield self._reject(key, "read", "duplicate_key",
                                    f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
+            yield from self._unexpected_members(key, sample_key, files, images)
             texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **_parse_json(texts.get("json"))}
