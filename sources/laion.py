@@ -785,6 +785,8 @@ class ShardListing:
                 try:
                     rows = _parquet_rows(parquet_uri)
                 except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
+                    if is_machine_error(exc):  # too many open files, no memory: the machine's
+                        raise MachineError(f"reading {fsio.basename(parquet_uri)}: {exc}") from exc
                     problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
                                                                   "the shard's failed downloads are unknown")))
         successes = None

@@ -389,3 +389,24 @@ def test_a_member_img2dataset_never_writes_beside_an_image_is_an_unexpected_file
         ("Reject", data_key("web", "00000", "000"), "unexpected_file")]
     (reject,) = [i for i in items if isinstance(i, Reject)]
     assert reject.detail.startswith("000.npy: not read") and reject.stage == "read"
+
+
+def test_too_many_open_files_reading_a_shards_parquet_fails_the_unit_and_is_no_bad_parquet(
+        tmp_path: Path, monkeypatch):
+    """Too many open files reading a shard's parquet was its `bad_parquet` reject (and every
+    failed download it lists lost), committed for good: the machine's `MachineError`."""
+    import errno
+
+    import sources.laion as laion
+    from sources.records import MachineError
+
+    (tmp_path / "00000").mkdir()
+    (tmp_path / "00000" / "000.jpg").write_bytes(_image_bytes(10))
+    (tmp_path / "00000.parquet").write_bytes(b"PAR1")
+
+    def rows(uri):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+
+    monkeypatch.setattr(laion, "_parquet_rows", rows)
+    with pytest.raises(MachineError, match=r"00000\.parquet.*\[Errno 24\]"):
+        _read_all(LaionSource("web", str(tmp_path), "files"))
