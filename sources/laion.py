@@ -8,7 +8,9 @@ always `NNNNN.parquet` (one row per attempted URL with its status) and `NNNNN_st
 
 Nothing vanishes: failed downloads are rejects, every sample the parquet lists as a success but
 the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
-`duplicate_key` reject, non-regular tar members are rejects, and in a plain folder every file
+`duplicate_key` reject, non-regular tar members are rejects, a member of a sample that is neither
+its image nor its `.txt`/`.json` (a `000.npy`: img2dataset writes none) is an `unexpected_file`
+reject, and in a plain folder every file
 is an image record (the decoder decides: AVIF and HEIC decode, SVG and a camera raw such as
 a DNG or CR2 are `unsupported_format`, never the raw's small preview) or,
 for a caption without its image, a reject; what photo tools write beside each photo (an `.xmp`,
@@ -19,7 +21,9 @@ tools leave (a Mac's `._x.jpg` beside every file or inside a tar it made, `.DS_S
 `Thumbs.db`, `@eaDir/`; an editor's `.~lock.x#`, `.git/`), in any layout, is one `os_metadata` or
 `hidden_file` reject per file or folder (`sources.paths.set_aside`): never opened, never an image
 the decoder fails, never a sample or a shard. Tars (`.tar`, or gzipped `.tar.gz`/`.tgz` as webdataset
-reads them) are read as streams (never a whole shard in memory). img2dataset's metadata (every
+reads them) are read as streams (never a whole shard in memory); too many open files or no memory
+reading one is the machine's `MachineError` (the unit fails uncommitted), never the shard's
+`corrupt_archive`. img2dataset's metadata (every
 parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
 `output_format=tfrecord` is refused by name (`refuse_tfrecords`) before a build starts.
 """
@@ -40,8 +44,8 @@ from typing import Any, Callable, Iterator, Literal
 from sources import fsio
 from sources.paths import (NOT_A_FILE, PathProblem, collapse_set_aside, path_problem, set_aside, set_aside_problem,
                            relative_to_root, shown_name, twin_to_read)
-from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
-                             path_key, twin_detail, twin_order)
+from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
+                             data_key, is_machine_error, nfc, path_key, twin_detail, twin_order)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -445,6 +449,8 @@ class LaionSource:
                     members[ext] = extracted.read() if extracted is not None else b""
                 _check_end_marker(tar, handle)
         except (tarfile.TarError, EOFError, OSError) as exc:
+            if is_machine_error(exc):  # too many open files, no memory: the machine's, no shard's reject
+                raise MachineError(f"reading {archive}: {exc}") from exc
             # the sample whose header was read last is cut, whether in its first member or a later one
             if current is not None and not repeated and not dropped:
                 yield self._reject(self._key(shard, current), "read", "truncated_sample",
@@ -472,6 +478,7 @@ class LaionSource:
         for extra in images[1:]:
             yield self._reject(key, "read", "duplicate_key",
                                f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})")
+        yield from self._unexpected_members(key, sample_key, members, images)
         changed = hash_problem({**(listing.rows.get(sample_key) or {}), **_parse_json(members.get("json"))},
                                members[image_ext], f"{sample_key}.{image_ext}")
         if changed:
@@ -480,6 +487,15 @@ class LaionSource:
         lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
         lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext})
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
+
+    def _unexpected_members(self, key: str, sample_key: str, members: dict[str, Any],
+                            images: list[str]) -> Iterator[Reject]:
+        """An `unexpected_file` reject for each member of a sample that is neither an image nor a
+        sidecar (a `000.npy` put in by hand): img2dataset writes one image (`--encode_format`), its
+        `.txt` and its `.json` (extra columns go in the json), nothing else; never dropped unsaid."""
+        for other in sorted(e for e in members if e not in images and e not in SIDECARS):
+            yield self._reject(key, "read", "unexpected_file",
+                               f"{sample_key}.{other}: not read (a sample's image, .txt and .json are)")
 
     # -- img2dataset files layout --------------------------------------------------------
     def _read_files(self, folder: str) -> Iterator[SourceItem]:
@@ -520,6 +536,7 @@ class LaionSource:
             for extra in images[1:]:
                 yield self._reject(key, "read", "duplicate_key",
                                    f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
+            yield from self._unexpected_members(key, sample_key, files, images)
             texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **_parse_json(texts.get("json"))}
@@ -768,6 +785,8 @@ class ShardListing:
                 try:
                     rows = _parquet_rows(parquet_uri)
                 except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
+                    if is_machine_error(exc):  # too many open files, no memory: the machine's
+                        raise MachineError(f"reading {fsio.basename(parquet_uri)}: {exc}") from exc
                     problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
                                                                   "the shard's failed downloads are unknown")))
         successes = None

@@ -8,6 +8,7 @@ the train/val split so that no group spans two splits.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 import unicodedata
@@ -30,6 +31,25 @@ FILE_TOO_LARGE = "file_too_large"
 # (`C:\Users\name\Downloads\web-train-00000\`, 40 characters) would rename every such input's
 # sentences in every build for that one case.
 MAX_KEY_CHARS = 200
+
+
+# errors of this machine, not of the input, met opening or reading one: too many open files (this
+# process's limit, the system's), no memory. Never an input's reject: `MachineError`.
+MACHINE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+
+
+class MachineError(RuntimeError):
+    """An error of this machine, not of the input, met reading, planning or decoding it (a full or
+    missing temporary folder, a quota, too many open files opening a tar or starting a decoder),
+    raised from the OSError: the input is never blamed with a reject of its own, and the build
+    stops uncommitted (`uvd_pipeline.unit_render`), as on a full output disk, so that a rerun once
+    the machine is mended reads the input again. Not an OSError, so that a tar's reader, which
+    takes an OSError for a cut or unreadable archive, lets it through."""
+
+
+def is_machine_error(exc: BaseException) -> bool:
+    """Whether `exc` is an OSError of this machine (`MACHINE_ERRNOS`), not of the input."""
+    return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
 
 
 def nfc(name: str) -> str:

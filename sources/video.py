@@ -27,7 +27,8 @@ from a private temporary copy of the member (`TarMember`, `_worker_uri`), remove
 whatever became of it (copies lie in the process's private `uvd-video-<pid>-<random>/` of the
 temporary folder, TMPDIR, which it holds a lock on while it lives: a folder whose process is gone,
 killed mid-job, is removed by the next process that copies). A copy that
-cannot be made for want of room (or of file handles) is this machine's `MachineError`: the unit
+cannot be made for want of room (or of file handles), or a tar that cannot be opened for too many
+open files or no memory (`records.MACHINE_ERRNOS`), is this machine's `MachineError`: the unit
 fails, the video is no reject of its own. The shard's parquet gives its failed downloads as
 rejects. Its `output_format=files` is plain video files, plus its `NNNNN.parquet` as a unit of
 failed downloads.
@@ -53,8 +54,8 @@ from sources import budget, fsio, video_shards
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from sources.laion import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
-from sources.records import (Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord, nfc, safe_key,
-                             twin_detail, twin_order)
+from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
+                             is_machine_error, nfc, safe_key, twin_detail, twin_order)
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
 from transforms.errors import exception_detail
 
@@ -139,15 +140,6 @@ _COPIES: dict[int, tuple[str, str, int]] = {}
 # errors of this machine, not of the input, met making a copy: the unit fails (uncommitted work
 # redone on a rerun), the video is never blamed; these name TMPDIR as the fix
 _SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-class MachineError(RuntimeError):
-    """An error of this machine, not of the video, met planning or decoding it (a full or missing
-    temporary folder, a quota, too many open files starting its decoder), raised from the OSError:
-    the video is never blamed with a reject of its own, and the build stops uncommitted
-    (`uvd_pipeline.unit_render`), as on a full output disk, so that a rerun once the machine is
-    mended reads the video again. Not an OSError, so that a tar's reader, which takes an OSError
-    for a cut or unreadable archive, lets it through."""
 
 
 def copies_folder() -> str:
@@ -237,7 +229,8 @@ def _worker_uri(uri: str, member: TarMember | None = None) -> Iterator[str]:
     job (failed, killed for its budget, or the caller gone); every other URL is passed through.
 
     An error reading the input (the tar gone, cut, changed, forbidden) is the video's
-    `VideoError`; one writing the copy (a full or read-only temporary folder, a quota, too many
+    `VideoError`, save too many open files or no memory opening or reading it (`is_machine_error`,
+    raised as it is); one writing the copy (a full or read-only temporary folder, a quota, too many
     open files) is this machine's: an OSError naming the member and the folder, never the copy's
     random name, so the unit fails uncommitted and a rerun reads the video again."""
     fs, _ = fsio.filesystem(uri)
@@ -250,6 +243,8 @@ def _worker_uri(uri: str, member: TarMember | None = None) -> Iterator[str]:
     try:
         source = fsio.open_file(uri)
     except OSError as exc:  # the tar or file went away, or may not be read
+        if is_machine_error(exc):  # too many open files, no memory: the caller's MachineError
+            raise
         raise VideoError("unreadable", exception_detail(exc)) from None
     with source:
         folder = _copy_room(name, size)
@@ -262,6 +257,8 @@ def _worker_uri(uri: str, member: TarMember | None = None) -> Iterator[str]:
                 try:
                     source.seek(offset)
                 except OSError as exc:
+                    if is_machine_error(exc):
+                        raise
                     raise VideoError("unreadable", exception_detail(exc)) from None
                 _copy(source, out, size, name, folder)
             try:
@@ -321,6 +318,8 @@ def _copy(source, out, size: int | None, name: str, folder: str = "") -> None:
         try:
             chunk = source.read(SPILL_STEP if left is None else min(SPILL_STEP, left))
         except OSError as exc:
+            if is_machine_error(exc):
+                raise
             raise VideoError("unreadable", f"{fsio.basename(name)}: {exception_detail(exc)}") from None
         if not chunk:
             break

@@ -10,7 +10,8 @@ A tar is one unit (a big local one several: `VIDEO_PART_BYTES`), read member by 
 only; the data of a video is never read into memory): each video member is probed and decoded
 through the same budgeted jobs as a video file, from a private temporary copy of its bytes made
 for each job and removed after it (`video._worker_uri`); a member over `MAX_INPUT_FILE_BYTES` is
-`member_too_large` (as in img2dataset tars), judged on its header and never copied. A video's key is
+`member_too_large` (as in img2dataset tars), judged on its header and never copied; a `.txt` or
+`.json` over it is `member_too_large` too, never read, and the video goes on without it. A video's key is
 `data_key(source, shard, sample key)` (as the laion source keys img2dataset samples), its clips
 `{key}-s{stride}-f{start}`; the same video given as a file keeps a file's key
 (`safe_key(source, *path)`): only keys differ between the layouts, never the rendered frames.
@@ -18,7 +19,8 @@ Failed downloads the parquet lists are rejects (`download` stage, video2dataset'
 reason: `failed_to_download`, `failed_to_subsample`); successes it lists that the tar (or the
 files layout's folder) lacks are
 `missing_from_archive`; a cut tar is `truncated_sample` for the sample it cuts and one
-`corrupt_archive` for the shard, never a crash. A member of a sample beside its video that is none
+`corrupt_archive` for the shard, never a crash (too many open files or no memory reading it is
+the machine's `MachineError`: the unit fails uncommitted, the shard is not blamed). A member of a sample beside its video that is none
 of its sidecars (`.txt`, `.json`) nor audio video2dataset wrote (`AUDIO`) is an `unexpected_file`
 reject (a `.jpg` thumbnail put in by hand), never dropped without a word. In the files layout the
 videos are plain files (the `.txt`/`.json` beside them are not read); its `NNNNN.parquet` is a unit
@@ -36,7 +38,8 @@ from sources import fsio
 from sources.laion import (ShardListing, Unit, _check_end_marker, _member_type, _parse_json, _split_member,
                            download_status, listing_rejects, missing_rejects, shard_reject, tar_units)
 from sources.paths import NOT_A_FILE, set_aside_problem
-from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
+from sources.records import (MAX_INPUT_FILE_BYTES, MachineError, Reject, SourceItem, TarMember, data_key,
+                             is_machine_error, nfc)
 from transforms.errors import exception_detail
 
 if TYPE_CHECKING:
@@ -140,9 +143,15 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
                     yield shard_reject(name, data_key(name, shard, key), "read", "duplicate_key",
                                        f"{info.name}: key {key} already has a {ext} member in {fsio.basename(uri)}")
                     continue
+                if ext in SIDECARS and info.size > MAX_INPUT_FILE_BYTES:  # not read: the video goes on without
+                    yield shard_reject(name, data_key(name, shard, key), "read", MEMBER_TOO_LARGE, _too_large(info))
+                    members[ext] = b""
+                    continue
                 members[ext] = _sidecar(tar, info) if ext in SIDECARS else info
             _check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError) as exc:
+        if is_machine_error(exc):  # too many open files, no memory: the machine's, no shard's reject
+            raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
         if current is not None and not repeated:  # the sample whose header was read last is cut
             yield shard_reject(name, data_key(name, shard, current), "read", "truncated_sample", exception_detail(exc))
             seen.add(current)
@@ -154,9 +163,15 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
 
 
 def _sidecar(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    """A caption's or metadata's bytes (nothing over `MAX_INPUT_FILE_BYTES`: the video goes on without)."""
-    extracted = tar.extractfile(info) if info.size <= MAX_INPUT_FILE_BYTES else None
+    """A caption's or metadata's bytes (one over `MAX_INPUT_FILE_BYTES` is its `member_too_large`
+    reject, never read: the caller's)."""
+    extracted = tar.extractfile(info)
     return extracted.read() if extracted is not None else b""
+
+
+def _too_large(info: tarfile.TarInfo) -> str:
+    """The detail of a member's `member_too_large` reject, judged on its header."""
+    return f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} byte cap for one member"
 
 
 def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, members: dict[str, Any],
@@ -176,8 +191,7 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
                            f"{sample_key}.{other}: not read (a sample's video, .txt, .json and audio are)")
     info: tarfile.TarInfo = members[videos[0]]
     if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never copied out
-        yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE,
-                           f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} byte cap for one member")
+        yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE, _too_large(info))
         return
     if owns is not None and not owns(key):  # another part's video: that part probes it
         return

@@ -55,3 +55,20 @@ def test_beam_is_imported_only_in_uvd_pipeline(package: str):
     beam = {name: sorted(files) for name, files in imported_modules(package).items()
             if name.split(".")[0] == "apache_beam"}
     assert not beam, f"{package}/ imports Beam: {beam}"
+
+
+def test_machine_error_has_its_home_below_every_source():
+    """`MachineError` lived in `sources.video`, so the generic renderer and the CLI loaded the video
+    source (and fcntl) for it, and no other source (laion's tars) could raise it without importing
+    the video source: it lives in `sources.records`, `sources.video` re-exports it."""
+    import sources.records
+    import sources.video
+
+    assert sources.video.MachineError is sources.records.MachineError
+    wrong = []
+    for path in [*(REPO / "uvd_pipeline").rglob("*.py"), *(REPO / "sources").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.ImportFrom) and node.module == "sources.video"
+                    and any(alias.name == "MachineError" for alias in node.names)):
+                wrong.append(str(path.relative_to(REPO)))
+    assert not wrong, f"import MachineError from sources.records: {wrong}"

@@ -327,3 +327,86 @@ def test_a_failed_units_label_holds_no_folder_of_the_machine(tmp_path: Path):
         source = LaionSource("web", root)
         labels = [unit_label(source, unit) for unit in source.units()]
         assert labels == ["('a.jpg', 'sub/b.jpg')"], (name, labels)
+
+
+@pytest.mark.parametrize("code", ["EMFILE", "ENFILE", "ENOMEM"])
+def test_too_many_open_files_opening_a_tar_fails_the_unit_and_blames_no_shard(tmp_path: Path, monkeypatch, code: str):
+    """Too many open files (or no memory) opening an img2dataset tar was its `corrupt_archive`
+    reject, committed for good: the machine's error, the unit fails (`MachineError`) and a rerun
+    reads the shard; any other error opening it stays the shard's reject."""
+    import errno
+
+    from sources import fsio
+    from sources.records import MachineError
+
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        for name, data in (("000.jpg", _image_bytes(10)), ("000.txt", b"a caption")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    real_open, number = fsio.open_file, getattr(errno, code)
+
+    def open_file(uri, *args, **kwargs):
+        raise OSError(number, os.strerror(number), uri)
+
+    monkeypatch.setattr(fsio, "open_file", open_file)
+    source = LaionSource("web", str(tmp_path), "webdataset")
+    with pytest.raises(MachineError, match=rf"00000\.tar.*\[Errno {number}\]"):
+        _read_all(source)
+    monkeypatch.setattr(fsio, "open_file", lambda uri, *a, **k: (_ for _ in ()).throw(
+        OSError(errno.EIO, os.strerror(errno.EIO), uri)))
+    assert [i.reason for i in _read_all(source)] == ["corrupt_archive"]
+    monkeypatch.setattr(fsio, "open_file", real_open)
+    assert [type(i).__name__ for i in _read_all(source)] == ["ImageRecord"]
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "files"])
+def test_a_member_img2dataset_never_writes_beside_an_image_is_an_unexpected_file(tmp_path: Path, layout: str):
+    """img2dataset writes per sample one image (`--encode_format`: jpg, png or webp), a `.txt` and a
+    `.json` (extra columns go in it): a `000.npy` beside them vanished without a word, where a
+    video2dataset sample's is `unexpected_file`. It is that reject, and the image is built."""
+    from sources.records import data_key
+
+    fields = {"jpg": _image_bytes(10), "txt": b"a caption", "json": b'{"url": "http://x/y"}', "npy": b"x" * 10}
+    other = {"png": _image_bytes(20), "txt": b"another", "json": b"{}"}
+    if layout == "webdataset":
+        with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+            for key, sample in (("000", fields), ("001", other)):
+                for ext, data in sample.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    else:
+        (tmp_path / "00000").mkdir()
+        (tmp_path / "00000.parquet").write_bytes(b"")  # no listing to read: its bad_parquet reject
+        for key, sample in (("000", fields), ("001", other)):
+            for ext, data in sample.items():
+                (tmp_path / "00000" / f"{key}.{ext}").write_bytes(data)
+    items = [i for i in _read_all(LaionSource("web", str(tmp_path), layout))
+             if getattr(i, "reason", "") != "bad_parquet"]
+    assert sorted((type(i).__name__, i.key, getattr(i, "reason", "")) for i in items) == [
+        ("ImageRecord", data_key("web", "00000", "000"), ""), ("ImageRecord", data_key("web", "00000", "001"), ""),
+        ("Reject", data_key("web", "00000", "000"), "unexpected_file")]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert reject.detail.startswith("000.npy: not read") and reject.stage == "read"
+
+
+def test_too_many_open_files_reading_a_shards_parquet_fails_the_unit_and_is_no_bad_parquet(
+        tmp_path: Path, monkeypatch):
+    """Too many open files reading a shard's parquet was its `bad_parquet` reject (and every
+    failed download it lists lost), committed for good: the machine's `MachineError`."""
+    import errno
+
+    import sources.laion as laion
+    from sources.records import MachineError
+
+    (tmp_path / "00000").mkdir()
+    (tmp_path / "00000" / "000.jpg").write_bytes(_image_bytes(10))
+    (tmp_path / "00000.parquet").write_bytes(b"PAR1")
+
+    def rows(uri):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+
+    monkeypatch.setattr(laion, "_parquet_rows", rows)
+    with pytest.raises(MachineError, match=r"00000\.parquet.*\[Errno 24\]"):
+        _read_all(LaionSource("web", str(tmp_path), "files"))

@@ -888,8 +888,8 @@ def test_a_member_shorter_than_its_header_is_a_changed_file_never_decoded(tmp_pa
 
 def test_sidecars_over_the_cap_are_not_read_and_a_video_less_samples_json_status_is_its_reject(
         tmp_path: Path, monkeypatch):
-    """A `.txt`/`.json` member over `MAX_INPUT_FILE_BYTES` is not read (the video goes on without
-    its caption); a sample without a video that no parquet lists is counted from its `.json`'s
+    """A `.txt`/`.json` member over `MAX_INPUT_FILE_BYTES` is not read: its `member_too_large`
+    reject (it vanished without one), and the video goes on without its caption; a sample without a video that no parquet lists is counted from its `.json`'s
     status (a failed download), or `missing_video` when that says success."""
     import json
 
@@ -912,10 +912,12 @@ def test_sidecars_over_the_cap_are_not_read_and_a_video_less_samples_json_status
     monkeypatch.setattr(VideoSource, "planned", planned)
     items = _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
     assert named["000000000"]["caption"] == "a short caption" and "caption" not in named["000000001"]
-    assert sorted((i.key, i.stage, i.reason, i.detail) for i in items)[0] == (
+    assert sorted((i.key, i.stage, i.reason, i.detail) for i in items)[1] == (
         data_key("web", "00000", "000000002"), "download", "failed_to_download", "HTTP Error 404: Not Found")
-    assert [(i.key, i.reason) for i in items] == [(data_key("web", "00000", "000000002"), "failed_to_download"),
+    assert [(i.key, i.reason) for i in items] == [(data_key("web", "00000", "000000001"), "member_too_large"),
+                                                  (data_key("web", "00000", "000000002"), "failed_to_download"),
                                                   (data_key("web", "00000", "000000003"), "missing_video")]
+    assert items[0].stage == "read" and items[0].detail.startswith("000000001.txt: 1001 bytes, over the 1000 byte cap")
 
 
 def test_a_thumbnail_beside_a_video_is_counted_and_a_dotted_keys_detail_is_true(tmp_path: Path, monkeypatch):
@@ -1029,3 +1031,35 @@ def test_a_full_temporary_folder_commits_nothing_and_the_rerun_reads_the_videos(
     assert not list((tmp_path / "out").rglob("*.json")), "a unit was committed"
     outputs, _ = renderer.render(unit)
     assert [(tag, r.reason) for tag, r in outputs] == [(REJECTS, "unreadable")]  # HTML, read this time
+
+
+@pytest.mark.parametrize("code", ["EMFILE", "ENFILE", "ENOMEM"])
+@pytest.mark.parametrize("which", [1, 2], ids=["the shard", "a member's copy"])
+def test_too_many_open_files_opening_a_video2dataset_tar_fails_the_unit_and_blames_nothing(
+        tmp_path: Path, monkeypatch, code: str, which: int):
+    """Too many open files (or no memory) opening the tar to read it was one `corrupt_archive`
+    reject of the shard, opening it to copy a member an `unreadable` reject of the video, both
+    committed for good: they are the machine's errors, the unit fails (`MachineError`)."""
+    import errno
+    import tempfile
+
+    import sources.video as video
+    from sources import fsio
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v" * 100, "txt": b"a caption"}})
+    monkeypatch.setattr(video.budget, "call", lambda *a, **k: pytest.fail("probed after the machine's error"))
+    real_open, calls = fsio.open_file, []
+
+    def open_file(uri, *args, **kwargs):
+        calls.append(uri)
+        if len(calls) == which:
+            number = getattr(errno, code)
+            raise OSError(number, os.strerror(number), uri)
+        return real_open(uri, *args, **kwargs)
+
+    monkeypatch.setattr(fsio, "open_file", open_file)
+    with pytest.raises(video.MachineError, match=rf"\[Errno {getattr(errno, code)}\]") as raised:
+        for item in _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,))):
+            pytest.fail(f"yielded {item}")
+    assert "00000.tar" in str(raised.value) and (which == 1 or "000000000.mp4" in str(raised.value))

@@ -384,7 +384,7 @@ def os_refusal(exc: BaseException, where: str | None) -> str | None:
     return None
 
 
-# a video source's `MachineError` as a Beam worker's text: "sources.video.MachineError: planning x.mp4: ..."
+# a source's `MachineError` as a Beam worker's text: "sources.records.MachineError: planning x.mp4: ..."
 _MACHINE_TEXT = re.compile(r"\bMachineError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
 MACHINE_FIXES: dict[int, str] = {
     errno.EMFILE: "this process may open too few files: raise the limit (ulimit -n), then run the same command again",
@@ -393,11 +393,11 @@ MACHINE_FIXES: dict[int, str] = {
 
 
 def machine_error(exc: BaseException) -> str | None:
-    """The `error:` line for this machine's error met reading a video (`sources.video.MachineError`:
+    """The `error:` line for this machine's error met reading an input (`sources.records.MachineError`:
     too many open files, a missing temporary folder), anywhere in `exc`'s chain or in the text a
-    Beam worker's error became: the video is not at fault and the build stopped uncommitted, so
+    Beam worker's error became: the input is not at fault and the build stopped uncommitted, so
     the same command once it is mended reads it again. None for anything else."""
-    from sources.video import MachineError
+    from sources.records import MachineError
 
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:

@@ -13,6 +13,7 @@ from sources import fsio
 from sources.records import (
     AnnotatedClipRecord,
     ImageRecord,
+    MachineError,
     MultiViewRecord,
     PairRecord,
     Reject,
@@ -21,7 +22,6 @@ from sources.records import (
     VideoRecord,
     safe_key,
 )
-from sources.video import MachineError
 from transforms.errors import exception_detail
 from uvd_pipeline.config import BuildConfig, ConfigError
 from uvd_pipeline.keys import stable_hash
@@ -80,8 +80,9 @@ class UnitRenderer:
     is taken from the store without reading or decoding anything; any other is read, rendered
     and committed before its results are returned. A unit that fails part-way keeps what it
     rendered and adds a `unit_failed` reject: bad input never stops the build. An error of the
-    machine (`sources.video.MachineError`: a full temporary folder) is raised, the unit uncommitted,
-    as a full output disk is: the input is not at fault, and a rerun once mended reads it again.
+    machine (`sources.records.MachineError`: a full temporary folder, too many open files) is
+    raised, the unit uncommitted, as a full output disk is: the input is not at fault, and a rerun
+    once mended reads it again.
 
     Results: whole sentences (web images, clips, objects) tagged `MAIN`, units that still need
     grouping (class images, pairs, tuples) `UNITS`, rejects `REJECTS`."""
