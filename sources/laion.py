@@ -70,6 +70,7 @@ FOLDER_FILES_PER_UNIT = 256
 # them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
+MEMBER_TOO_LARGE = "member_too_large"  # a tar member over MAX_INPUT_FILE_BYTES, judged on its header
 BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
 HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
 HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
@@ -159,7 +160,7 @@ def shard_of(uri: str) -> tuple[str, str]:
     return fsio.basename(base), base
 
 
-def _split_member(name: str) -> tuple[str, str]:
+def split_member(name: str) -> tuple[str, str]:
     """webdataset convention: the key is the path up to the first dot of the file name; in NFC
     (`nfc`), as keys take names: a tar made on a Mac names its members in NFD."""
     directory, base = posixpath.split(nfc(name))
@@ -363,18 +364,18 @@ class LaionSource:
         if column:
             return row[column]
         base, key = parquet.removesuffix(".parquet"), str(row.get("key"))
-        folder = [f for f in fsio.list_files(base) if _split_member(fsio.basename(f))[0] == key] \
+        folder = [f for f in fsio.list_files(base) if split_member(fsio.basename(f))[0] == key] \
             if fsio.isdir(base) else []
-        images = _image_members({_split_member(fsio.basename(f))[1]: f for f in folder})
+        images = _image_members({split_member(fsio.basename(f))[1]: f for f in folder})
         if images:
-            return fsio.read_bytes(next(f for f in folder if _split_member(fsio.basename(f))[1] == images[0]),
+            return fsio.read_bytes(next(f for f in folder if split_member(fsio.basename(f))[1] == images[0]),
                                    MAX_INPUT_FILE_BYTES)
         tar_uri = next((base + suffix for suffix in TAR_SUFFIXES if fsio.exists(base + suffix)), None)
         if tar_uri is None:
             return None
         with fsio.open_file(tar_uri) as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
             for count, info in enumerate(tar):
-                stem, ext = _split_member(info.name)
+                stem, ext = split_member(info.name)
                 if stem == key and ext in IMAGE_EXTENSIONS and info.isfile() and info.size <= MAX_INPUT_FILE_BYTES:
                     extracted = tar.extractfile(info)
                     return extracted.read() if extracted is not None else None
@@ -419,10 +420,10 @@ class LaionSource:
                     if aside:  # macOS tar's `._00000.jpg` before `00000.jpg`: never a sample of key ''
                         yield aside
                         continue
-                    key, ext = _split_member(info.name)
+                    key, ext = split_member(info.name)
                     if not info.isfile():  # links, devices, fifos: counted, never followed
                         yield self._reject(self._key(shard, key), "read", NOT_A_FILE,
-                                           f"{info.name}: tar member of type {_member_type(info)}")
+                                           f"{info.name}: tar member of type {member_type(info)}")
                         continue
                     if key != current:
                         if current is not None and not repeated:
@@ -437,7 +438,7 @@ class LaionSource:
                     if dropped:
                         continue
                     if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never read into memory
-                        yield self._reject(self._key(shard, key), "read", "member_too_large",
+                        yield self._reject(self._key(shard, key), "read", MEMBER_TOO_LARGE,
                                            f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} "
                                            "byte cap for one member")
                         dropped = True
@@ -447,7 +448,7 @@ class LaionSource:
                         continue
                     extracted = tar.extractfile(info)
                     members[ext] = extracted.read() if extracted is not None else b""
-                _check_end_marker(tar, handle)
+                check_end_marker(tar, handle)
         except (tarfile.TarError, EOFError, OSError) as exc:
             if is_machine_error(exc):  # too many open files, no memory: the machine's, no shard's reject
                 raise MachineError(f"reading {archive}: {exc}") from exc
@@ -479,7 +480,7 @@ class LaionSource:
             yield self._reject(key, "read", "duplicate_key",
                                f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})")
         yield from self._unexpected_members(key, sample_key, members, images)
-        changed = hash_problem({**(listing.rows.get(sample_key) or {}), **_parse_json(members.get("json"))},
+        changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
                                members[image_ext], f"{sample_key}.{image_ext}")
         if changed:
             yield self._reject(key, "read", HASH_MISMATCH, changed)
@@ -514,7 +515,7 @@ class LaionSource:
             if aside:  # a Mac's `._00000.jpg` beside `00000.jpg`: no sample of key ''
                 yield aside
                 continue
-            key, ext = _split_member(fsio.basename(uri))
+            key, ext = split_member(fsio.basename(uri))
             problem = path_problem(self.path, uri, self.follow_links)
             if problem:
                 yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail)
@@ -539,7 +540,7 @@ class LaionSource:
             yield from self._unexpected_members(key, sample_key, files, images)
             texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
             yield from unread
-            recorded = {**(listing.rows.get(sample_key) or {}), **_parse_json(texts.get("json"))}
+            recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}
             data, changed = self._checked_file(recorded, files[images[0]])
             if changed:
                 yield self._reject(key, "read", HASH_MISMATCH, changed)
@@ -665,7 +666,7 @@ class LaionSource:
                 caption = texts.get("txt", b"").decode("utf-8", errors="replace").strip()
                 if caption:
                     lineage["caption"] = caption
-                parsed = _parse_json(texts.get("json"))
+                parsed = parse_json(texts.get("json"))
                 if parsed:
                     lineage["metadata"] = parsed
                 yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
@@ -737,7 +738,7 @@ def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
     return "r|*" if head.startswith(COMPRESSED_MAGIC) else "r:"
 
 
-def _check_end_marker(tar: tarfile.TarFile, handle) -> None:
+def check_end_marker(tar: tarfile.TarFile, handle) -> None:
     """Raise when an uncompressed tar stops at a member boundary without its end-of-archive
     block: `tarfile` ends such a stream quietly, and a shard cut there would look whole."""
     if getattr(tar.fileobj, "comptype", "tar") != "tar":
@@ -752,7 +753,7 @@ def _check_end_marker(tar: tarfile.TarFile, handle) -> None:
                                 "block (cut short)")
 
 
-def _member_type(info: tarfile.TarInfo) -> str:
+def member_type(info: tarfile.TarInfo) -> str:
     for test, name in ((info.issym, "symlink"), (info.islnk, "hard link"), (info.ischr, "character device"),
                        (info.isblk, "block device"), (info.isfifo, "fifo")):
         if test():
@@ -795,7 +796,7 @@ class ShardListing:
             if outside:
                 problems.append(outside)
             else:
-                parsed = _parse_json(fsio.read_bytes(stats_uri))
+                parsed = parse_json(fsio.read_bytes(stats_uri))
                 successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
         return cls(rows, successes, tuple(problems))
 
@@ -952,7 +953,7 @@ def decoded_samples(rows: list[dict[str, Any]]) -> tuple[int, int, int] | None:
 
 def _exif_rotated(exif: Any) -> bool:
     """Whether img2dataset's `exif` column (exifread's tags as JSON) records a turned or mirrored photo."""
-    parsed = _parse_json(exif.encode() if isinstance(exif, str) else None)
+    parsed = parse_json(exif.encode() if isinstance(exif, str) else None)
     orientation = parsed.get("Image Orientation")
     return isinstance(orientation, str) and bool(orientation) and not orientation.startswith("Horizontal")
 
@@ -964,7 +965,7 @@ def _rotation_clause(rotated: int) -> str:
             "re-encoding drops: re-encoded, they are stored, and built, as shot (sideways or mirrored)")
 
 
-def _parse_json(data: bytes | None) -> dict:
+def parse_json(data: bytes | None) -> dict:
     if not data:
         return {}
     try:
@@ -995,7 +996,7 @@ def _lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None 
     lineage: dict = {}
     if text:
         lineage["caption"] = text.decode("utf-8", errors="replace").strip()
-    parsed = _parse_json(meta)
+    parsed = parse_json(meta)
     recorded = {**(row or {}), **parsed}
     for field in ("url", "caption", "original_width", "original_height"):
         if recorded.get(field) is not None and field not in lineage:

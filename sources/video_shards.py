@@ -35,8 +35,8 @@ import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sources import fsio
-from sources.laion import (ShardListing, Unit, _check_end_marker, _member_type, _parse_json, _split_member,
-                           download_status, listing_rejects, missing_rejects, shard_reject, tar_units)
+from sources.laion import (MEMBER_TOO_LARGE, ShardListing, Unit, check_end_marker, member_type, parse_json,
+                           split_member, download_status, listing_rejects, missing_rejects, shard_reject, tar_units)
 from sources.paths import NOT_A_FILE, set_aside_problem
 from sources.records import (MAX_INPUT_FILE_BYTES, MachineError, Reject, SourceItem, TarMember, data_key,
                              is_machine_error, nfc)
@@ -57,7 +57,6 @@ AUDIO = ("m4a", "mp3", "wav", "flac", "ogg", "opus")
 # redone after a kill, a part at a time, and its parts spread over the workers.
 VIDEO_PART_BYTES = 512 << 20
 MAX_VIDEO_PARTS = 64
-MEMBER_TOO_LARGE = "member_too_large"  # as the laion source names a tar member over the cap
 UNEXPECTED_FILE = "unexpected_file"  # as the laion source names a file that is no input of its layout
 
 
@@ -103,7 +102,7 @@ def _read_listing(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
         return
     listing = ShardListing.read(uri, base + "_stats.json", source.path, source.follow_links)
     yield from listing_rejects(source.name, listing, shard)
-    present = {_split_member(fsio.basename(f))[0] for f in fsio.list_files(base, source.extensions, links=True)}
+    present = {split_member(fsio.basename(f))[0] for f in fsio.list_files(base, source.extensions, links=True)}
     yield from missing_rejects(source.name, listing, shard, present, f"folder {shard}/")
 
 
@@ -129,10 +128,10 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
                 if aside:  # macOS tar's `._000.mp4`: never a video of key ''
                     yield shard_reject(name, data_key(name, shard, nfc(info.name)), "read", aside.reason, aside.detail)
                     continue
-                key, ext = _split_member(info.name)
+                key, ext = split_member(info.name)
                 if not info.isfile():  # links, devices, fifos: counted, never followed
                     yield shard_reject(name, data_key(name, shard, key), "read", NOT_A_FILE,
-                                       f"{info.name}: tar member of type {_member_type(info)}")
+                                       f"{info.name}: tar member of type {member_type(info)}")
                     continue
                 if key != current:
                     if current is not None and not repeated:
@@ -148,7 +147,7 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
                     members[ext] = b""
                     continue
                 members[ext] = _sidecar(tar, info) if ext in SIDECARS else info
-            _check_end_marker(tar, handle)
+            check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError) as exc:
         if is_machine_error(exc):  # too many open files, no memory: the machine's, no shard's reject
             raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
@@ -178,7 +177,7 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
             listing: ShardListing, seen: set[str], owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
     key = data_key(source.name, shard, sample_key)
     videos = [e for e in members if e not in SIDECARS and f".{e}" in source.extensions]
-    meta = _parse_json(members.get("json"))
+    meta = parse_json(members.get("json"))
     if not videos:
         yield from _without_video(source, key, sample_key, members, meta, listing)
         return
