@@ -349,13 +349,13 @@ class LaionSource:
 
         try:
             row = _first_decoded_row(parquet)
-            expected = recorded_hash({**row, "width": None}) if row else None
-            if row is None or expected is None:
+            recorded = {**row, "width": None} if row else None
+            if recorded is None or recorded_hash(recorded) is None:
                 return False
             data = self._stored_image(parquet, row)
         except (OSError, ValueError, EOFError, tarfile.TarError, fsio.FileTooLarge, pa.ArrowException):
             return False  # unreadable: its unit says why
-        return data is not None and hashlib.new(expected[0], data).hexdigest() == expected[1]
+        return data is not None and hash_problem(recorded, data, "") is None
 
     def _stored_image(self, parquet: str, row: dict[str, Any]) -> bytes | None:
         """The image bytes a shard stores for `row`: in the parquet itself, its `NNNNN/` folder, or

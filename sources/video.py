@@ -499,7 +499,7 @@ class VideoSource:
                                     f"shards (NNNNN.tar) under {self.path}")
         return video_shards.as_units(self._with_twins(files), self.path)
 
-    def _relative(self, uri: str) -> str:
+    def relative(self, uri: str) -> str:
         """`uri` below the root; the file's name where the source's path is that file (or elsewhere)."""
         relative = relative_to_root(self.path, uri)
         return fsio.basename(uri) if relative == uri else relative
@@ -510,18 +510,18 @@ class VideoSource:
         told apart here, each such file was read and the pair met only at assembly."""
         groups: dict[str, list[str]] = {}
         for uri in files:
-            groups.setdefault(nfc(self._relative(uri)), []).append(uri)
+            groups.setdefault(nfc(self.relative(uri)), []).append(uri)
         units: list[str | UnicodeTwins] = []
         for uri in files:
-            group = groups[nfc(self._relative(uri))]
+            group = groups[nfc(self.relative(uri))]
             if len(group) == 1:
                 units.append(uri)
             elif uri == group[0]:
-                units.append(UnicodeTwins(tuple(sorted(group, key=lambda u: twin_order(self._relative(u))))))
+                units.append(UnicodeTwins(tuple(sorted(group, key=lambda u: twin_order(self.relative(u))))))
         return units
 
     def video_key(self, uri: str) -> str:
-        return safe_key(self.name, *self._relative(uri).split("/"))
+        return safe_key(self.name, *self.relative(uri).split("/"))
 
     def read(self, unit: str | UnicodeTwins | Unit) -> Iterator[SourceItem]:
         if isinstance(unit, Unit) and unit.parts > 1:  # a part of a big tar: the items whose keys it owns
@@ -542,7 +542,7 @@ class VideoSource:
             if other != uri:
                 key = self.video_key(other)
                 yield Reject(key, self.name, key, "read", "duplicate_key",
-                             twin_detail(self._relative(other), self._relative(uri)))
+                             twin_detail(self.relative(other), self.relative(uri)))
         yield from self._read(uri)
 
     def _read(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:

@@ -79,9 +79,7 @@ def without_shard_listings(files: list[str]) -> list[str]:
 def shard_name(source: "VideoSource", uri: str) -> tuple[str, str]:
     """(the shard's name: its path below the root without the suffix, its path without the suffix)."""
     base = uri[: -len(next(s for s in SHARD_SUFFIXES if uri.lower().endswith(s)))]
-    root = source.path.rstrip("/")
-    relative = base[len(root):].lstrip("/") if base.startswith(root + "/") else fsio.basename(base)
-    return nfc(relative), base
+    return nfc(source.relative(base)), base
 
 
 def read_input(source: "VideoSource", uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:

@@ -215,7 +215,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     except Exception as exc:  # Pillow raises many types on broken headers
         _raise_if_cut_short(data)
         known = sniff_format(data)
-        if known and (known.startswith("TIFF") or camera_raw(data)):  # a layout Pillow has no raw mode for
+        if known and (known.startswith("TIFF") or "camera raw" in known):  # a layout Pillow has no raw mode for
             raise DecodeError("unsupported_format", exception_detail(exc, f"{known}: ")) from None
         raise DecodeError("corrupt_header", exception_detail(exc)) from None
     raw = camera_raw(data) if image.format == "TIFF" else None
