@@ -389,6 +389,7 @@ _MACHINE_TEXT = re.compile(r"\bMachineError: (.+?)(?: \[while running '[^']*'\])
 MACHINE_FIXES: dict[int, str] = {
     errno.EMFILE: "this process may open too few files: raise the limit (ulimit -n), then run the same command again",
     errno.ENFILE: "the system has too many files open: close some, then run the same command again",
+    errno.ENOMEM: "the machine ran out of memory: free some (or run fewer workers), then run the same command again",
 }
 
 
@@ -408,7 +409,7 @@ def machine_error(exc: BaseException) -> str | None:
         if text is not None:
             code = _ERRNO_TEXT.search(text)
             fix = MACHINE_FIXES.get(int(code.group(1)) if code else -1,
-                                    "an error of this machine, not of the video: mend it, then run the same "
+                                    "an error of this machine, not of the input: mend it, then run the same "
                                     "command again")
             return f"{text}; {fix}"
         exc = exc.__cause__ or exc.__context__
