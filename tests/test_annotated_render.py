@@ -286,7 +286,7 @@ def test_segments_budgets_are_judged_for_the_whole_target_as_it_is_decoded(tmp_p
     polygons = mask_utils.frPyObjects
     monkeypatch.setattr(mask_utils, "frPyObjects", lambda *a: rasterised.append(1) or polygons(*a))
     points = render_annotated._check_polygons([comb(30, 60.0)], 64, 64)
-    monkeypatch.setattr(render_annotated, "MAX_OUTLINE_POINTS", 3 * points, raising=False)
+    monkeypatch.setattr(render_annotated, "MAX_OUTLINE_POINTS", 3 * points)
     result = render_pair(record, SQUARE)
     assert isinstance(result, Reject) and result.reason == "annotation_too_large"
     assert f"polygon outlines of {20 * points} points" in result.detail and not rasterised

@@ -251,8 +251,9 @@ def _many_hashes(stored: list[list[Fingerprint]], probing: list[list[Fingerprint
 
     Hashes go in rank order of their bests, `HASH_ROWS` at a time against the ones before them:
     a best ranked below another and within the threshold is dropped by it, so a hash only sends
-    records to bests above it, whose drops are known by then; each distance is computed once and
-    at most `HASH_ROWS` x hashes distances are held.
+    records to bests above it, whose drops are known by then; each block is computed against the
+    hashes up to its end once (pairs inside a block twice, the upper half unused), and at most
+    `HASH_ROWS` x hashes distances are held.
     """
     groups = stored + probing
     order = np.array(sorted(range(len(groups)), key=lambda i: groups[i][0].rank), dtype=np.int64)
