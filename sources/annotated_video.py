@@ -328,9 +328,8 @@ class AnnotatedVideoSource:
         if self._is_split_list(unit):
             yield from self._read_split_list(unit)
             return
-        if set_aside_problem(self.path, unit) or path_problem(self.path, unit, self.follow_links):
-            yield from self._read_video(unit, False)  # one reject, of no split
-            return
+        # the lists name videos, never open them: a video folder that is a link out or set aside is
+        # still one reject (`_read_video` checks it), counted in the split its list gives it
         split, test = self._official_split(self._video(unit))
         for item in self._read_video(unit, test):
             yield item if split is None else replace(item, split_hint=split)
