@@ -110,8 +110,6 @@ def _check_polygons(polygons: list, h: int, w: int) -> int:
                                                       f"({POLYGON_REACH} image sizes) outside the {w}x{h} image")
         corners = np.trunc(POLYGON_UPSAMPLE * np.vstack([xy, xy[:1]]) + 0.5)  # as rleFrPoly rounds them
         points += int((np.abs(np.diff(corners, axis=0)).max(axis=1) + 1).sum())
-    if points > MAX_OUTLINE_POINTS:
-        raise AnnotationError("annotation_too_large", f"polygon outlines of {points} points are over the memory budget")
     return points
 
 
