@@ -783,6 +783,8 @@ def test_camera_raws_are_rejected_by_name_never_rendered_from_their_preview(tmp_
     (tmp_path / "DSCF7.RAF").write_bytes(b"FUJIFILMCCD-RAW 0201FF393101X-T3\x00" + bytes(64))
     (tmp_path / "P8.ORF").write_bytes(b"IIRO\x08\x00\x00\x00" + bytes(64))
     (tmp_path / "P9.RW2").write_bytes(b"IIU\x00\x18\x00\x00\x00" + bytes(64))
+    # and one a real DNG writer made (pidng, as picamera2 writes them: tests/fixtures/camera/README.md)
+    (tmp_path / "pi.dng").write_bytes((Path(__file__).parent / "fixtures" / "camera" / "pidng_bggr12.dng").read_bytes())
     plain = io.BytesIO()  # an ordinary RGB TIFF still decodes
     Image.new("RGB", (16, 12), (0, 0, 200)).save(plain, "TIFF")
     (tmp_path / "scan.tif").write_bytes(plain.getvalue())
@@ -796,6 +798,7 @@ def test_camera_raws_are_rejected_by_name_never_rendered_from_their_preview(tmp_
         "DSCF7.RAF": "unsupported_format: RAF (Fujifilm camera raw)",
         "P8.ORF": "unsupported_format: ORF (Olympus camera raw)",
         "P9.RW2": "unsupported_format: RW2 (Panasonic camera raw)",
+        "pi.dng": "unsupported_format: DNG (camera raw)",
         "scan.tif": "TIFF",
     }
 
