@@ -18,8 +18,9 @@ name is rejected on its own (`unnumbered_frame`). What operating systems and too
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`): a Mac's `._00001.png` is no
 frame 1 (it made frame 1 a `duplicate_frame`), `__MACOSX/` or `@eaDir/` no video.
 The datasets' own splits are honoured (`split_list`): VIPSeg's `train.txt` / `val.txt` / `test.txt`
-beside `imgs/`, JHMDB's `splits/<action>_test_split1.txt`; without them every video was hashed,
-and most of the videos they evaluate on were trained on.
+beside `imgs/`, JHMDB's `splits/<action>_test_split<N>.txt` (N = `official_split`, 1 by default: JHMDB
+reports results on split 1 or averaged over all three); without them every video was hashed, and
+most of the videos they evaluate on were trained on.
 """
 
 from __future__ import annotations
@@ -48,15 +49,21 @@ VIPSEG_FRAME_FOLDERS = ("imgs", "images")  # VIPSeg as released; VIPSeg_720P
 # The official splits: a video the dataset evaluates on goes to our val split, never to train (an
 # unlisted video takes the seeded hash). VIPSeg ships its lists beside imgs/ (one video a line; the
 # test videos' masks are withheld); JHMDB ships splits/<action>_test_split<1|2|3>.txt, a line
-# `<clip>.avi 1` (training) or `<clip>.avi 2` (testing), and split 1 is the one results are reported on
+# `<clip>.avi 1` (training) or `<clip>.avi 2` (testing); results are reported on split 1 or averaged
+# over the three, so the one read is the source's `official_split`
 VIPSEG_SPLIT_LISTS = {"train.txt": "train", "val.txt": "val", "test.txt": "val"}
 VIPSEG_TEST_LIST = "test.txt"
 JHMDB_SPLITS_FOLDER = "splits"
-JHMDB_SPLIT_SUFFIX = "_test_split1.txt"
+JHMDB_SPLITS = (1, 2, 3)
 JHMDB_SPLIT_FLAGS = {"1": "train", "2": "val"}
-_JHMDB_OTHER_SPLIT = re.compile(r"(.+)_test_split[23]\.txt")
+_JHMDB_SPLIT_LIST = re.compile(r"(.+)_test_split[123]\.txt")
 MAX_SPLIT_LIST_BYTES = 1 << 20  # VIPSeg's train.txt: 2,806 names, ~60 KB
 BAD_SPLIT_LIST = "bad_split_list"
+
+
+def jhmdb_split_suffix(split: int) -> str:
+    """The end of the name of JHMDB's list of split `split` of an action: `_test_split<N>.txt`."""
+    return f"_test_split{split}.txt"
 
 
 def frame_windows(n_frames: int, frames: int, stride: int) -> list[tuple[int, ...]]:
@@ -230,6 +237,17 @@ class AnnotatedVideoSource:
     frames: int = 8
     stride: int = 1
     follow_links: bool = False  # read frames and annotations that are links leading out of `path`
+    official_split: int = 1  # JHMDB: which of its three splits' lists is read (`JHMDB_SPLITS`)
+
+    def __post_init__(self) -> None:
+        if self.official_split not in JHMDB_SPLITS:
+            raise ValueError(f"official_split must be one of {JHMDB_SPLITS}, got {self.official_split!r}")
+        if self.official_split != 1 and self.layout != "jhmdb":
+            raise ValueError(f"official_split is JHMDB's (layout jhmdb); {self.layout} has one set of lists")
+
+    @property
+    def _split_suffix(self) -> str:
+        return jhmdb_split_suffix(self.official_split)
 
     def units(self) -> list[str]:
         if self.layout == "vipseg":
@@ -259,16 +277,17 @@ class AnnotatedVideoSource:
                          if name not in have] + aside + self._split_lists()
 
     def _split_lists(self) -> list[str]:
-        """The official split lists there are (JHMDB's split 1, and what a tool left beside them):
-        a unit each, read as a reject when it cannot be read, as nothing otherwise. JHMDB's split 1
-        of an action whose split 2 or 3 is there is a unit too: missing, one reject."""
+        """The official split lists there are (JHMDB's lists of the split read, and what a tool left
+        beside them): a unit each, read as a reject when it cannot be read, as nothing otherwise.
+        JHMDB's list of the split read of an action whose other splits are there is a unit too:
+        missing, one reject."""
         if self.layout == "vipseg":
             return [uri for uri in (fsio.join(self.path, name) for name in VIPSEG_SPLIT_LISTS) if fsio.exists(uri)]
         folder = fsio.join(self.path, JHMDB_SPLITS_FOLDER)
         listed = fsio.list_files(folder, links=True) if fsio.exists(folder) else []
-        lists = [uri for uri in listed if fsio.basename(uri).endswith(JHMDB_SPLIT_SUFFIX)]
-        others = {found.group(1) for uri in listed if (found := _JHMDB_OTHER_SPLIT.fullmatch(fsio.basename(uri)))}
-        missing = [fsio.join(folder, action + JHMDB_SPLIT_SUFFIX) for action in sorted(others)]
+        lists = [uri for uri in listed if fsio.basename(uri).endswith(self._split_suffix)]
+        actions = {found.group(1) for uri in listed if (found := _JHMDB_SPLIT_LIST.fullmatch(fsio.basename(uri)))}
+        missing = [fsio.join(folder, action + self._split_suffix) for action in sorted(actions)]
         return lists + [uri for uri in missing if uri not in lists]
 
     def _is_split_list(self, unit: str) -> bool:
@@ -282,10 +301,11 @@ class AnnotatedVideoSource:
         if problem:  # a Mac's `._walk_test_split1.txt`, a list that is a link leading out
             yield Reject(key, self.name, key, "read", problem.reason, problem.detail)
             return
-        if self.layout == "jhmdb" and not fsio.exists(uri):  # `_split_lists`: split 2 or 3 without split 1
-            action = fsio.basename(uri).removesuffix(JHMDB_SPLIT_SUFFIX)
+        if self.layout == "jhmdb" and not fsio.exists(uri):  # `_split_lists`: other splits, not the one read
+            action = fsio.basename(uri).removesuffix(self._split_suffix)
             detail = (f"{JHMDB_SPLITS_FOLDER}/ holds {action}'s other splits but not {fsio.basename(uri)}, the "
-                      f"split results are reported on: {action}'s clips take the seeded hash's split")
+                      f"split read (official_split: {self.official_split}): {action}'s clips take the seeded "
+                      "hash's split")
         else:
             _, detail = split_list(uri, self.layout)
         if detail:
@@ -300,7 +320,7 @@ class AnnotatedVideoSource:
             name = video
         else:
             action, name = video.split("/", 1)
-            lists = [fsio.join(self.path, JHMDB_SPLITS_FOLDER, action + JHMDB_SPLIT_SUFFIX)]
+            lists = [fsio.join(self.path, JHMDB_SPLITS_FOLDER, action + self._split_suffix)]
         name = unicodedata.normalize("NFC", name)
         found, test = [], False
         for uri in lists:

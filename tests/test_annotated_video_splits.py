@@ -3,8 +3,8 @@ evaluates on lands in our val split, never in train, whatever the seeded hash sa
 
 VIPSeg ships `train.txt`, `val.txt` and `test.txt` beside `imgs/` and `panomasks/` (one video
 name a line; the test videos' masks are withheld). JHMDB ships `splits/<action>_test_split<N>.txt`
-(`<clip>.avi 1` for training, `<clip>.avi 2` for testing); split 1 is the one results are
-reported on. The expected split of each sentence is read from the list files the test writes,
+(`<clip>.avi 1` for training, `<clip>.avi 2` for testing); results are reported on split 1 or
+averaged over the three, and the source reads the one its `official_split` names. The expected split of each sentence is read from the list files the test writes,
 never from the source under test.
 """
 
@@ -79,6 +79,105 @@ def test_jhmdb_clips_take_the_split_of_splits_test_split1(tmp_path: Path):
     assert [i for i in items if isinstance(i, Reject)] == []
     for val_fraction in (0.0, 1.0):  # the hash would send every clip one way
         assert _rendered_splits(items, val_fraction) == {video: {split} for video, split in expected.items()}
+
+
+def _jhmdb_release(root: Path, clips: dict[str, list[str]]) -> None:
+    """JHMDB as released: ReCompress_Videos/<action>/<clip>.avi (Xvid AVI, 320x240), its frames
+    as Rename_Images/<action>/<clip>/00001.png... (ffmpeg's numbering from 1), one pos_img column a
+    frame. One clip is encoded and extracted, then copied under every clip's name: the split is
+    decided by the names alone."""
+    import shutil
+
+    import video_zoo
+
+    video_zoo.require_ffmpeg()
+    root.mkdir()
+    avi, frames = root / "made.avi", root / "made"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-frames:v", str(FRAMES),
+                     "-c:v", "mpeg4", "-vtag", "xvid", "-q:v", "5", str(avi))
+    frames.mkdir()
+    video_zoo.ffmpeg("-i", str(avi), "-fps_mode", "passthrough", str(frames / "%05d.png"))
+    assert sorted(p.name for p in frames.iterdir()) == [f"{t + 1:05d}.png" for t in range(FRAMES)]
+    for action, names in clips.items():
+        for clip in names:
+            (root / "ReCompress_Videos" / action).mkdir(parents=True, exist_ok=True)
+            shutil.copy(avi, root / "ReCompress_Videos" / action / f"{clip}.avi")
+            shutil.copytree(frames, root / "Rename_Images" / action / clip)
+            joints = root / "joint_positions" / action / clip
+            joints.mkdir(parents=True)
+            pos = np.random.default_rng(len(clip)).uniform(20, 220, (2, 15, FRAMES))
+            savemat(joints / "joint_positions.mat", {"pos_img": pos, "scale": np.ones((1, FRAMES))})
+    avi.unlink()
+    shutil.rmtree(frames)
+
+
+def test_jhmdb_official_split_2_and_3_are_read_when_the_config_names_them(tmp_path: Path):
+    """JHMDB reports results on split 1 or averaged over its three splits; only split 1 could be
+    built (`splits/<action>_test_split1.txt` was the one list read). With `official_split: N` each
+    clip lands where `<action>_test_split<N>.txt` puts it: its `2` clips in val, its `1` in train."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.source_factory import make_source
+
+    clips = {"walk": ["20060723sfjffbartsinger_walk_f_cm_np1_ba_med_0", "50_FIRST_DATES_walk_f_cm_np1_fr_med_24",
+                      "AMADEUS_walk_f_nm_np1_fr_med_5"],
+             "wave": ["Wave_my_hand_wave_h_nm_np1_fr_goo_0", "prelinger_they_grow_up_wave_u_cm_np1_fr_med_5"]}
+    root = tmp_path / "JHMDB"
+    _jhmdb_release(root, clips)
+    flags = {1: {"walk": "122", "wave": "21"}, 2: {"walk": "212", "wave": "12"}, 3: {"walk": "221", "wave": "11"}}
+    (root / "splits").mkdir()
+    for split, by_action in flags.items():
+        for action, marks in by_action.items():  # as released: `<clip>.avi <flag> ` with a trailing space
+            lines = "".join(f"{clip}.avi {mark} \n" for clip, mark in zip(clips[action], marks))
+            (root / "splits" / f"{action}_test_split{split}.txt").write_text(lines)
+    for split in (None, 1, 2, 3):
+        expected = {f"{action}/{video}": name for action in clips for video, name in _official(
+            (root / "splits" / f"{action}_test_split{split or 1}.txt").read_text().splitlines()).items()}
+        options = {} if split is None else {"official_split": split}
+        config = parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "jh", "type": "annotated_video", "path": str(root), "layout": "jhmdb", "frames": FRAMES,
+             **options}]})
+        items = _items(make_source(config.sources[0]))
+        assert [i for i in items if isinstance(i, Reject)] == []
+        for val_fraction in (0.0, 1.0):
+            assert _rendered_splits(items, val_fraction) == {video: {name} for video, name in expected.items()}, split
+
+
+def test_jhmdb_action_without_the_list_of_the_split_read_is_one_reject(tmp_path: Path):
+    """With `official_split: 2`, an action that has split 1 and 3 but no split 2 is one
+    `bad_split_list` naming the missing list and the field; its clips take the seeded hash."""
+    _jhmdb(tmp_path, "walk", "clip_a")
+    _jhmdb(tmp_path, "wave", "clip_b")
+    (tmp_path / "splits").mkdir()
+    for split in (1, 2, 3):
+        (tmp_path / "splits" / f"walk_test_split{split}.txt").write_text(f"clip_a.avi {1 + (split == 2)} \n")
+    for split in (1, 3):
+        (tmp_path / "splits" / f"wave_test_split{split}.txt").write_text("clip_b.avi 1 \n")
+    items = _items(AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=FRAMES, official_split=2))
+    (reject,) = [r for r in items if isinstance(r, Reject)]
+    assert reject.key.startswith("jh-splits-wave_test_split2_txt") and reject.reason == "bad_split_list"
+    assert "not wave_test_split2.txt" in reject.detail and "official_split: 2" in reject.detail, reject.detail
+    assert _rendered_splits(items, 1.0) == {"walk/clip_a": {"val"}, "wave/clip_b": {"val"}}
+    assert _rendered_splits(items, 0.0) == {"walk/clip_a": {"val"}, "wave/clip_b": {"train"}}
+
+
+def test_official_split_is_refused_on_vipseg_and_left_out_of_the_hash_at_its_default(tmp_path: Path):
+    """VIPSeg has one set of lists: `official_split` there is refused naming the field and the fix.
+    Split 1, written or not, keeps the config hash a build made before the field existed had."""
+    import pytest
+
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    def config(**fields):
+        return parse_config({"output": "/o", "sources": [
+            {"name": "av", "type": "annotated_video", "path": "/d", **fields}]})
+
+    with pytest.raises(ConfigError, match=r"sources\[0\]: official_split: .*remove official_split"):
+        config(layout="vipseg", official_split=2)
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.official_split: .*less than or equal to 3"):
+        config(layout="jhmdb", official_split=4)
+    hashes = [config(layout="jhmdb", **f).content_hash() for f in ({}, {"official_split": 1}, {"official_split": 2})]
+    assert hashes[0] == hashes[1] != hashes[2]
+    assert "official_split" not in config(layout="jhmdb").sources[0].model_dump()
 
 
 def _vipseg(root: Path, video: str, masks: bool = True) -> None:
