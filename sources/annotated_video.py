@@ -228,6 +228,30 @@ def split_list(uri: str, layout: str) -> tuple[dict[str, str], str]:
     return names, problem
 
 
+@fsio.derived_input("sources.annotated_video.official_split")
+def official_split(root: str, layout: str, split: int, follow_links: bool, video: str) -> tuple[str | None, bool]:
+    """The split the dataset's lists give a video (None: unlisted), and whether VIPSeg lists it as
+    a test video (its masks withheld). A list that cannot be read gives nothing (its own unit is
+    the reject). A unit records this value, not the lists' files: a line fixed in a list renders
+    again only the videos whose split it changes."""
+    if layout == "vipseg":
+        lists = [fsio.join(root, name) for name in VIPSEG_SPLIT_LISTS]
+        name = video
+    else:
+        action, name = video.split("/", 1)
+        lists = [fsio.join(root, JHMDB_SPLITS_FOLDER, action + jhmdb_split_suffix(split))]
+    name = unicodedata.normalize("NFC", name)
+    found, test = [], False
+    for uri in lists:
+        if not fsio.exists(uri) or path_problem(root, uri, follow_links):
+            continue
+        given = split_list(uri, layout)[0].get(name)
+        if given is not None:
+            found.append(given)
+            test = test or fsio.basename(uri) == VIPSEG_TEST_LIST and layout == "vipseg"
+    return ("val" if "val" in found else found[0] if found else None), test
+
+
 @dataclass(frozen=True)
 class AnnotatedVideoSource:
     name: str
@@ -312,25 +336,7 @@ class AnnotatedVideoSource:
             yield Reject(key, self.name, key, "read", BAD_SPLIT_LIST, detail[:200])
 
     def _official_split(self, video: str) -> tuple[str | None, bool]:
-        """The split the dataset's lists give a video (None: unlisted), and whether VIPSeg lists it
-        as a test video (its masks withheld). A list that cannot be read gives nothing (its own
-        unit is the reject)."""
-        if self.layout == "vipseg":
-            lists = [fsio.join(self.path, name) for name in VIPSEG_SPLIT_LISTS]
-            name = video
-        else:
-            action, name = video.split("/", 1)
-            lists = [fsio.join(self.path, JHMDB_SPLITS_FOLDER, action + self._split_suffix)]
-        name = unicodedata.normalize("NFC", name)
-        found, test = [], False
-        for uri in lists:
-            if not fsio.exists(uri) or path_problem(self.path, uri, self.follow_links):
-                continue
-            split = split_list(uri, self.layout)[0].get(name)
-            if split is not None:
-                found.append(split)
-                test = test or fsio.basename(uri) == VIPSEG_TEST_LIST and self.layout == "vipseg"
-        return ("val" if "val" in found else found[0] if found else None), test
+        return official_split(self.path, self.layout, self.official_split, self.follow_links, video)
 
     @staticmethod
     def _two_levels(root: str) -> list[str]:

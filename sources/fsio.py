@@ -7,7 +7,9 @@ import contextvars
 import errno
 import functools
 import hashlib
+import importlib
 import io
+import json
 import os
 import posixpath
 import stat
@@ -41,11 +43,14 @@ class InputsRead:
     A build records this around each input unit, so a rerun can tell whether the unit's input is
     still what it rendered (see `uvd_pipeline.unit_store`) without knowing each reader's layout.
     An absent path counts too: a reader that looked for a file (img2dataset's parquet beside its
-    tar) reads it once it appears, so its appearance changes the unit's input."""
+    tar) reads it once it appears, so its appearance changes the unit's input. A value derived from
+    files many units share (`derived_input`: the split a list gives one video) stands for those
+    files: a rerun compares the value, so an edit that leaves it alone changes no unit."""
 
     files: set[str] = field(default_factory=set)
     listings: dict[tuple, str] = field(default_factory=dict)  # (uri, options...) -> digest of names
     absent: set[str] = field(default_factory=set)  # probed with `exists` and not there
+    derived: dict[tuple, Any] = field(default_factory=dict)  # (name, *args) -> its value, as JSON has it
 
 
 _RECORDING: contextvars.ContextVar[InputsRead | None] = contextvars.ContextVar("uvd_inputs_read", default=None)
@@ -76,6 +81,53 @@ def _listed(key: tuple, names: list[str]) -> list[str]:
 
 
 Parsed = TypeVar("Parsed")
+Derived = TypeVar("Derived")
+_DERIVERS: dict[str, Callable[..., Any]] = {}
+CHANGED = object()  # `rederive`'s answer when the value cannot be taken again: never equal to a value
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def derived_input(name: str) -> Callable[[Callable[..., Derived]], Callable[..., Derived]]:
+    """Record a function's value instead of the files it reads: `fn(*args)` with JSON-able args and
+    value, registered as `name` (the module's dotted path, then the function's). Inside a
+    recording, what `fn` opens, probes and lists is left out and `(name, *args) -> value` is
+    recorded; `rederive` takes it again at a rerun. For a value of a shared index file (one line of
+    a split list) that one unit depends on: a unit records what it used, not the whole file."""
+
+    def wrap(fn: Callable[..., Derived]) -> Callable[..., Derived]:
+        @functools.wraps(fn)
+        def recorded(*args: Any) -> Derived:
+            record = _RECORDING.get()
+            with recording_inputs():  # what the value came from: stood for by the value
+                value = fn(*args)
+            if record is not None:
+                record.derived[(name, *args)] = _as_json(value)
+            return value
+
+        _DERIVERS[name] = fn
+        return recorded
+
+    return wrap
+
+
+def rederive(key: tuple) -> Any:
+    """The value recorded under `key` (`derived_input`) taken again now, as JSON has it; `CHANGED`
+    when no function of its name is known (a module of `sources` is imported to find it) or it fails."""
+    name, *args = key
+    if name not in _DERIVERS and isinstance(name, str) and name.startswith("sources."):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name.rsplit(".", 1)[0])
+    fn = _DERIVERS.get(name)
+    if fn is None:
+        return CHANGED
+    try:
+        with recording_inputs():
+            return _as_json(fn(*args))
+    except Exception:  # noqa: BLE001 - a value that cannot be taken again: the unit renders again
+        return CHANGED
 
 
 def cached_input(maxsize: int) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:

@@ -283,3 +283,32 @@ def test_a_bad_split_list_is_read_once_for_all_its_videos(tmp_path: Path, monkey
     items = _items(AnnotatedVideoSource("vip", str(tmp_path), "vipseg", frames=FRAMES))
     assert [r.detail for r in items if isinstance(r, Reject)] == ["not UTF-8 text"]
     assert reads.count(str(tmp_path / "val.txt")) == 1, reads
+
+
+def test_a_jhmdb_clip_records_its_split_not_the_list_so_a_fixed_line_changes_that_clip_only(tmp_path: Path):
+    """Each clip's input manifest held `walk_test_split1.txt`'s file state: a line fixed in it
+    changed every clip of the action. A clip records the split the list gives it; after one line's
+    flag is flipped, only that clip's recorded input differs (and the list's own unit's)."""
+    from sources import fsio
+    from uvd_pipeline.unit_store import changed_input, input_manifest
+
+    names = ["clip_a", "clip_b", "clip_c"]
+    for clip in names:
+        _jhmdb(tmp_path, "walk", clip)
+    (tmp_path / "splits").mkdir()
+    listed = tmp_path / "splits" / "walk_test_split1.txt"
+    listed.write_text("".join(f"{clip}.avi 1 \n" for clip in names))
+    source = AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=FRAMES)
+    manifests = {}
+    for unit in source.units():
+        with fsio.recording_inputs() as record:
+            list(source.read(unit))
+        manifests[fsio.basename(unit)] = input_manifest(record, unit)
+    assert str(listed) not in manifests["clip_a"]["files"] and str(listed) in manifests[listed.name]["files"]
+    assert manifests["clip_a"]["derived"] == [[["sources.annotated_video.official_split", str(tmp_path), "jhmdb",
+                                                 1, False, "walk/clip_a"], ["train", False]]]
+    listed.write_text(listed.read_text().replace("clip_b.avi 1", "clip_b.avi 2"))
+    changed = {unit: changed_input(manifest) for unit, manifest in manifests.items()}
+    assert {unit for unit, why in changed.items() if why} == {"clip_b", listed.name}, changed
+    assert _rendered_splits(_items(source), 0.0) == {"walk/clip_a": {"train"}, "walk/clip_b": {"val"},
+                                                     "walk/clip_c": {"train"}}

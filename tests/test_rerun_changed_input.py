@@ -206,3 +206,69 @@ def test_a_rewrite_with_the_same_size_and_mtime_is_noticed(mini_corpus, tmp_path
     assert _units_rendered(again) == 1  # the val folder's unit only
     fresh = _build(path, tmp_path / "fresh")
     assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh") != before
+
+
+def _vipseg_tree(root: Path, videos: list[str]) -> None:
+    """VIPSeg as released: imgs/<video>/<frame>.jpg (every third frame of a clip, named by its
+    number, as VIPSeg's 00000976.jpg), extracted by ffmpeg, and panomasks/<video>/<frame>.png
+    (uint16 panoptic ids). One clip is extracted, then copied under every video's name."""
+    import numpy as np
+    import video_zoo
+    from PIL import Image
+
+    video_zoo.require_ffmpeg()
+    made = root / "made"
+    made.mkdir(parents=True)
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc=size=128x72:rate=25", "-frames:v", "4", "-vf",
+                     "select=not(mod(n\\,3))", "-fps_mode", "passthrough", "-frame_pts", "1", "-q:v", "3",
+                     str(made / "%08d.jpg"))
+    for video in videos:
+        shutil.copytree(made, root / "imgs" / video)
+        (root / "panomasks" / video).mkdir(parents=True)
+        for frame in sorted(made.iterdir()):
+            mask = np.full((72, 128), 6101, np.uint16)  # class 61, instance 1
+            mask[:, : int(frame.stem) * 10 + 5] = 3  # a stuff class, wider in each frame
+            Image.fromarray(mask).save(root / "panomasks" / video / f"{frame.stem}.png")
+    shutil.rmtree(made)
+
+
+def _renders(out: Path, source: str) -> dict[str, str]:
+    """unit -> the id of its rendering (new each time the unit is rendered) from its commit mark."""
+    marks = (json.loads(mark.read_text()) for mark in (out / "_units" / source).glob("*.json"))
+    return {mark["unit"]: mark["render"] for mark in marks}
+
+
+def test_one_line_of_a_vipseg_split_list_fixed_renders_only_its_video(tmp_path):
+    """VIPSeg's val.txt with a misspelt name fixed: only the video that line now names changes
+    split, so only it (and the list's own unit, which reports the list's problems) is rendered
+    again; every video recorded the list files' state, so each was rendered again. The rerun
+    equals a fresh build of the fixed tree, and the fixed video's sentences are in val."""
+    vipseg = tmp_path / "VIPSeg"
+    videos = ["1000_-jHuOIGCyuE", "1002_QGkA6vUsJsQ", "127_-hIVCYO4C90"]
+    _vipseg_tree(vipseg, videos)
+    (vipseg / "train.txt").write_text(f"{videos[0]}\n{videos[1]}\n")
+    (vipseg / "val.txt").write_text("127_-hIVCYO4C9O\n")  # an O for the 0 at the end
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", [
+        {"name": "vip", "type": "annotated_video", "path": str(vipseg), "layout": "vipseg", "frames": 2,
+         "num_shards": 1}], direct_num_workers=1, direct_running_mode="in_memory")
+    _build(path)
+    before = _renders(tmp_path / "out", "vip")
+    (vipseg / "val.txt").write_text(f"{videos[2]}\n")
+    again = _build(path)
+    after = _renders(tmp_path / "out", "vip")
+    assert sorted(u for u in after if after[u] != before.get(u)) == sorted(
+        [repr(str(vipseg / "imgs" / videos[2])), repr(str(vipseg / "val.txt"))])
+    assert _units_rendered(again) == 2
+    # a mark recording a split (not the lists) is of a store version the released one renders again
+    versions = {json.loads(m.read_text())["unit"]: json.loads(m.read_text())["version"]
+                for m in (tmp_path / "out" / "_units" / "vip").glob("*.json")}
+    assert versions == {**{repr(str(vipseg / "imgs" / v)): 3 for v in videos}, repr(str(vipseg / "val.txt")): 2,
+                        repr(str(vipseg / "train.txt")): 2}
+    splits: dict[str, set[str]] = {}
+    for tar in (tmp_path / "out" / "rendered").rglob("*.tar"):
+        for shard in iter_shard(str(tar)):
+            splits.setdefault(shard.header["meta"]["video"], set()).add(shard.header["split"])
+    assert splits == {videos[0]: {"train"}, videos[1]: {"train"}, videos[2]: {"val"}}
+    fresh = _build(path, tmp_path / "fresh")
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")
+    assert again["totals"] == fresh["totals"]

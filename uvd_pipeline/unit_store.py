@@ -14,8 +14,9 @@ never hold pixels; WriteShard reads the bytes back when it writes a tar). A reru
 config takes a committed unit's results instead of reading and rendering it again when the files
 its reading touched (recorded through `sources.fsio.recording_inputs`: every file opened, every
 path probed and found absent, every folder listed) still have the same size and modification stamp
-(`fsio.file_state`) and the stored files match their digests; a grown, changed or damaged unit is
-rendered again, a vanished one is dropped.
+(`fsio.file_state`), the values it derived from files many units share (`fsio.derived_input`: the
+split a list gives one video) are still the same, and the stored files match their digests; a
+grown, changed or damaged unit is rendered again, a vanished one is dropped.
 
 Disk: once a shard holding an image commits, the store gives its copy up
 (`uvd_pipeline.unit_relocation`), so a build needs the output's size plus what is in flight,
@@ -45,6 +46,10 @@ BIN_SUFFIX = ".png.bin"
 RESULTS_SUFFIX = ".results"
 MARK_SUFFIX = ".json"
 STORE_VERSION = 2
+# a mark whose manifest records derived values (`fsio.derived_input`): a version before them would
+# read its manifest without them and keep a unit whose value changed, so it is refused there
+DERIVED_STORE_VERSION = 3
+READ_VERSIONS = (STORE_VERSION, DERIVED_STORE_VERSION)
 MOVED_SUFFIX = ".moved"
 
 
@@ -103,8 +108,12 @@ def input_manifest(record: fsio.InputsRead, unit: Any) -> dict[str, Any]:
     files = sorted(record.files | set(unit_paths(unit)))
     states = {uri: fsio.file_state(uri) for uri in files}
     states.update({uri: ["missing"] for uri in sorted(record.absent) if uri not in states})
-    return {"files": dict(sorted(states.items())),
-            "listings": sorted([list(key), digest] for key, digest in record.listings.items())}
+    manifest = {"files": dict(sorted(states.items())),
+                "listings": sorted([list(key), digest] for key, digest in record.listings.items())}
+    if record.derived:  # absent otherwise: the manifests (and digests) of other units stay as they were
+        manifest["derived"] = sorted(([list(key), value] for key, value in record.derived.items()),
+                                     key=lambda entry: json.dumps(entry[0]))
+    return manifest
 
 
 def changed_input(manifest: dict[str, Any]) -> str | None:
@@ -115,6 +124,9 @@ def changed_input(manifest: dict[str, Any]) -> str | None:
     for key, digest in manifest["listings"]:
         if fsio.relist(tuple(tuple(k) if isinstance(k, list) else k for k in key)) != digest:
             return f"the listing of {key[1]} changed"
+    for key, value in manifest.get("derived", ()):
+        if fsio.rederive(tuple(key)) != value:
+            return f"{key[0]} of {key[-1]} changed"
     return None
 
 
@@ -187,7 +199,7 @@ class UnitStore:
         except (OSError, ValueError) as exc:
             log.warning("unit %s of %s: unreadable commit mark (%s): rendering it again", uid, self.source, exc)
             return None
-        if (mark.get("version") != STORE_VERSION or mark.get("config_hash") != self.config_hash
+        if (mark.get("version") not in READ_VERSIONS or mark.get("config_hash") != self.config_hash
                 or mark.get("unit") != repr(unit)):
             return None
         change = changed_input(mark["inputs"])
@@ -278,7 +290,7 @@ class UnitWriter:
         write_bytes(self.store._path(self.uid, RESULTS_SUFFIX), results)
         manifest = input_manifest(record, self.unit)
         mark = {
-            "version": STORE_VERSION,
+            "version": DERIVED_STORE_VERSION if "derived" in manifest else STORE_VERSION,
             "source": self.store.source,
             "config_hash": self.store.config_hash,
             "unit": repr(self.unit),
