@@ -45,7 +45,7 @@ from sources import fsio
 from sources.paths import (PathProblem, collapse_set_aside, path_problem, set_aside, set_aside_problem,
                            relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
-                             data_key, is_machine_error, nfc, path_key, twin_detail, twin_order)
+                             data_key, is_machine_error, nfc, path_key, twin_detail, twin_groups)
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, shard_reject,
                                  split_member)
 from sources.tar_members import check_end_marker, member_type  # noqa: F401 (the tar helpers, importable here too)
@@ -217,10 +217,9 @@ def folder_groups(files: list[str], root: str) -> list[list[str]]:
     Stems are compared in NFC (`nfc`), as keys are: files whose names differ only in Unicode form
     (one copied from a Mac in NFD beside one in NFC) share a group, where they are told apart:
     a file named in NFC comes first, the one read."""
-    groups: dict[str, list[str]] = {}
-    for uri in files:
-        groups.setdefault(nfc(_stem_of(relative_to_root(root, uri))), []).append(uri)
-    return [sorted(groups[stem], key=lambda uri: twin_order(relative_to_root(root, uri))) for stem in sorted(groups)]
+    groups = twin_groups(files, lambda uri: relative_to_root(root, uri),
+                         by=lambda uri: _stem_of(relative_to_root(root, uri)))
+    return [groups[stem] for stem in sorted(groups)]
 
 
 @dataclass(frozen=True)
