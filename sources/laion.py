@@ -707,31 +707,34 @@ class ShardListing:
         import pyarrow as pa
 
         rows: dict[str, dict[str, Any]] = {}
-        problems = []
-        if fsio.exists(parquet_uri):
-            outside = path_problem(root, parquet_uri, follow_links)
-            if outside:
-                problems.append(outside)
-            else:
-                try:
-                    rows = _parquet_rows(parquet_uri)
-                except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
-                    if is_machine_error(exc):  # too many open files, no memory: the machine's
-                        raise MachineError(f"reading {fsio.basename(parquet_uri)}: {exc}") from exc
-                    problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
-                                                                  "the shard's failed downloads are unknown")))
+        problems: list[tuple[str, str]] = []
+        if _listing_file(parquet_uri, root, follow_links, problems):
+            try:
+                rows = _parquet_rows(parquet_uri)
+            except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
+                if is_machine_error(exc):  # too many open files, no memory: the machine's
+                    raise MachineError(f"reading {fsio.basename(parquet_uri)}: {exc}") from exc
+                problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
+                                                              "the shard's failed downloads are unknown")))
         successes = None
-        if fsio.exists(stats_uri):
-            outside = path_problem(root, stats_uri, follow_links)
-            if outside:
-                problems.append(outside)
-            else:
-                parsed = parse_json(fsio.read_bytes(stats_uri))
-                successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
+        if _listing_file(stats_uri, root, follow_links, problems):
+            parsed = parse_json(fsio.read_bytes(stats_uri))
+            successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
         return cls(rows, successes, tuple(problems))
 
     def successes(self) -> list[str]:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
+
+
+def _listing_file(uri: str, root: str, follow_links: bool, problems: list[tuple[str, str]]) -> bool:
+    """Whether a shard's listing file is there to read; one that links out of `root` (or is a
+    fifo) is its problem in `problems`, never opened."""
+    if not fsio.exists(uri):
+        return False
+    outside = path_problem(root, uri, follow_links)
+    if outside:
+        problems.append(outside)
+    return outside is None
 
 
 def listing_rejects(name: str, listing: ShardListing, shard: str) -> Iterator[Reject]:
