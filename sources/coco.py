@@ -393,31 +393,24 @@ class CocoSource:
             anns = [a for a in index.annotations.get(image_id, [])]
             if image_id in index.problems:
                 shown = repr(image_id) if image_id in index.twin_of else image_id
-                for task in self.tasks:
-                    yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
-                                 f"image {shown}: {index.problems[image_id]}")
+                yield from self._every_task(group, BAD_ANNOTATION, f"image {shown}: {index.problems[image_id]}")
                 continue
             if image_id not in index.images:
                 more = f" and {len(anns) - 1} more" if len(anns) > 1 else ""
-                for task in self.tasks:
-                    yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
-                                 f"image {image_id}: no images entry has this id; {anns[0][AT]}{more} name it")
+                yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: no images entry has this id; "
+                                                                   f"{anns[0][AT]}{more} name it")
                 continue
             image = index.images[image_id]
             # the pair's width/height are the decoded image's (render_pair), never the JSON's
             lineage = {"image_id": image_id, "file": image.get("file_name")}
             if not isinstance(image.get("file_name"), str) or not image["file_name"]:
-                for task in self.tasks:
-                    yield Reject(f"{group}-{task}", self.name, group, "read", BAD_ANNOTATION,
-                                 f"image {image_id}: file_name is not a text")
+                yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: file_name is not a text")
                 continue
             try:  # file_name comes from the JSON: it must name a file inside the images folder
                 image_uri = join_inside(images_uri, windows_name(images_uri, image["file_name"]))
                 check_inside(images_uri, image_uri, self.follow_links)
             except OutsideRoot as exc:
-                for task in self.tasks:
-                    yield Reject(f"{group}-{task}", self.name, group, "read", exc.reason,
-                                 f"image {image_id}: {exc.detail}")
+                yield from self._every_task(group, exc.reason, f"image {image_id}: {exc.detail}")
                 continue
             for task in self.tasks:
                 key = f"{group}-{task}"
@@ -432,6 +425,12 @@ class CocoSource:
                 yield PairRecord(key=key, source=self.name, group=group, task=task,
                                  image_uri=image_uri,
                                  annotation=payload, lineage={**lineage, **_left_out(task, anns)})
+
+    def _every_task(self, group: str, reason: str, detail: str) -> Iterator[Reject]:
+        """A reject for each task's pair of an image none of whose pairs can be made (every pair
+        is counted, as a drawn one would be)."""
+        for task in self.tasks:
+            yield Reject(f"{group}-{task}", self.name, group, "read", reason, detail)
 
     @staticmethod
     def _payload(task: str, anns: list[dict], image: dict, index: CocoIndex) -> dict | str:

@@ -30,11 +30,11 @@ parquet column and `.json` field) rides along in the sentence header under `img2
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
-import posixpath
 import re
 import tarfile
 import zlib
@@ -42,10 +42,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio
-from sources.paths import (NOT_A_FILE, PathProblem, collapse_set_aside, path_problem, set_aside, set_aside_problem,
+from sources.paths import (PathProblem, collapse_set_aside, path_problem, set_aside, set_aside_problem,
                            relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
-                             data_key, is_machine_error, nfc, path_key, twin_detail, twin_order)
+                             data_key, is_machine_error, nfc, path_key, twin_detail, twin_groups)
+from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, shard_reject,
+                                 split_member)
+from sources.tar_members import check_end_marker, member_type  # noqa: F401 (the tar helpers, importable here too)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -70,7 +73,6 @@ FOLDER_FILES_PER_UNIT = 256
 # them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
-MEMBER_TOO_LARGE = "member_too_large"  # a tar member over MAX_INPUT_FILE_BYTES, judged on its header
 BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
 HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
 HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
@@ -160,14 +162,6 @@ def shard_of(uri: str) -> tuple[str, str]:
     return fsio.basename(base), base
 
 
-def split_member(name: str) -> tuple[str, str]:
-    """webdataset convention: the key is the path up to the first dot of the file name; in NFC
-    (`nfc`), as keys take names: a tar made on a Mac names its members in NFD."""
-    directory, base = posixpath.split(nfc(name))
-    stem, _, ext = base.partition(".")
-    return posixpath.join(directory, stem) if directory else stem, ext.lower()
-
-
 def _image_column(parquet_uri: str) -> str | None:
     """The binary image column of an `output_format=parquet` shard, if it has one."""
     import pyarrow as pa
@@ -223,10 +217,9 @@ def folder_groups(files: list[str], root: str) -> list[list[str]]:
     Stems are compared in NFC (`nfc`), as keys are: files whose names differ only in Unicode form
     (one copied from a Mac in NFD beside one in NFC) share a group, where they are told apart:
     a file named in NFC comes first, the one read."""
-    groups: dict[str, list[str]] = {}
-    for uri in files:
-        groups.setdefault(nfc(_stem_of(relative_to_root(root, uri))), []).append(uri)
-    return [sorted(groups[stem], key=lambda uri: twin_order(relative_to_root(root, uri))) for stem in sorted(groups)]
+    groups = twin_groups(files, lambda uri: relative_to_root(root, uri),
+                         by=lambda uri: _stem_of(relative_to_root(root, uri)))
+    return [groups[stem] for stem in sorted(groups)]
 
 
 @dataclass(frozen=True)
@@ -399,74 +392,34 @@ class LaionSource:
         """Every item of a tar; with `owns` (a part of the tar), samples whose key it does not own
         are read as usual but not made records (the caller drops their items)."""
         shard, base = shard_of(uri)
-        archive = fsio.basename(uri)
         listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path, self.follow_links)
         yield from listing_rejects(self.name, listing, shard)
         problem = path_problem(self.path, uri, self.follow_links)
         if problem:  # a link out of the root, or a fifo: never opened; one reject for what it holds
             yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
             return
-        seen: set[str] = set()  # keys whose sample has been yielded (or rejected as cut short)
-        current: str | None = None
-        repeated = False  # the current run of members repeats a key already seen
-        dropped = False  # the current sample was rejected whole (a member over the size cap)
-        members: dict[str, bytes] = {}
-        try:
-            with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode=_read_mode(handle, owns)) as tar:
-                for info in tar:
-                    if info.isdir():
-                        continue
-                    aside = self._set_aside(lambda: self._key(shard, info.name), "", info.name, folder=False)
-                    if aside:  # macOS tar's `._00000.jpg` before `00000.jpg`: never a sample of key ''
-                        yield aside
-                        continue
-                    key, ext = split_member(info.name)
-                    if not info.isfile():  # links, devices, fifos: counted, never followed
-                        yield self._reject(self._key(shard, key), "read", NOT_A_FILE,
-                                           f"{info.name}: tar member of type {member_type(info)}")
-                        continue
-                    if key != current:
-                        if current is not None and not repeated:
-                            if not dropped and (owns is None or owns(self._key(shard, current))):
-                                yield from self._sample(shard, current, members, listing)
-                            seen.add(current)
-                        current, members, repeated, dropped = key, {}, key in seen, False
-                    if repeated or ext in members:
-                        yield self._reject(self._key(shard, key), "read", "duplicate_key",
-                                           f"{info.name}: key {key} already has a {ext} member in {archive}")
-                        continue
-                    if dropped:
-                        continue
-                    if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never read into memory
-                        yield self._reject(self._key(shard, key), "read", MEMBER_TOO_LARGE,
-                                           f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} "
-                                           "byte cap for one member")
-                        dropped = True
-                        continue
-                    if owns is not None and not owns(self._key(shard, key)):
-                        members[ext] = b""  # another part's sample: its bytes are that part's to read
-                        continue
-                    extracted = tar.extractfile(info)
-                    members[ext] = extracted.read() if extracted is not None else b""
-                check_end_marker(tar, handle)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            if is_machine_error(exc):  # too many open files, no memory: the machine's, no shard's reject
-                raise MachineError(f"reading {archive}: {exc}") from exc
-            # the sample whose header was read last is cut, whether in its first member or a later one
-            if current is not None and not repeated and not dropped:
-                yield self._reject(self._key(shard, current), "read", "truncated_sample",
-                                   exception_detail(exc))
-                seen.add(current)
-            if current is not None and dropped:
-                seen.add(current)  # already rejected whole: not missing from the archive too
-            current = None
-            yield self._reject(self._shard_key(shard), "read", "corrupt_archive",
-                               exception_detail(exc))
-        if current is not None and not repeated:
-            if not dropped and (owns is None or owns(self._key(shard, current))):
-                yield from self._sample(shard, current, members, listing)
-            seen.add(current)
-        yield from missing_rejects(self.name, listing, shard, seen, archive)
+        seen: set[str] = set()  # keys whose sample has been yielded (or rejected whole, or cut short)
+        keep = functools.partial(self._keep_member, shard, owns)
+        for item in samples(uri, self.name, shard, keep, lambda handle: _read_mode(handle, owns)):
+            if not isinstance(item, Sample):
+                yield item
+                continue
+            if not (item.cut or item.dropped) and (owns is None or owns(self._key(shard, item.key))):
+                yield from self._sample(shard, item.key, item.members, listing)
+            seen.add(item.key)
+        yield from missing_rejects(self.name, listing, shard, seen, fsio.basename(uri))
+
+    def _keep_member(self, shard: str, owns: Callable[[str], bool] | None, tar: tarfile.TarFile,
+                     info: tarfile.TarInfo, sample: Sample, ext: str) -> Reject | None:
+        """A member's bytes (`tar_members.Keep`); one over `MAX_INPUT_FILE_BYTES` drops its sample
+        whole, never read into memory; a sample another part owns keeps b"" (that part reads it)."""
+        too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)
+        if too_large:
+            sample.dropped = True
+            return self._reject(self._key(shard, sample.key), "read", MEMBER_TOO_LARGE, too_large)
+        theirs = owns is not None and not owns(self._key(shard, sample.key))
+        sample.members[ext] = b"" if theirs else member_bytes(tar, info)
+        return None
 
     def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
                 listing: "ShardListing") -> Iterator[SourceItem]:
@@ -738,29 +691,6 @@ def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
     return "r|*" if head.startswith(COMPRESSED_MAGIC) else "r:"
 
 
-def check_end_marker(tar: tarfile.TarFile, handle) -> None:
-    """Raise when an uncompressed tar stops at a member boundary without its end-of-archive
-    block: `tarfile` ends such a stream quietly, and a shard cut there would look whole."""
-    if getattr(tar.fileobj, "comptype", "tar") != "tar":
-        return
-    try:
-        handle.seek(tar.offset)
-        tail = handle.read(tarfile.BLOCKSIZE)
-    except (OSError, ValueError):  # a stream that cannot seek: nothing more to learn
-        return
-    if len(tail) < tarfile.BLOCKSIZE or tail.count(0) != tarfile.BLOCKSIZE:
-        raise tarfile.ReadError(f"the archive ends after {tar.offset} bytes without its end-of-archive "
-                                "block (cut short)")
-
-
-def member_type(info: tarfile.TarInfo) -> str:
-    for test, name in ((info.issym, "symlink"), (info.islnk, "hard link"), (info.ischr, "character device"),
-                       (info.isblk, "block device"), (info.isfifo, "fifo")):
-        if test():
-            return name
-    return f"type {info.type!r}"
-
-
 @dataclass
 class ShardListing:
     """What img2dataset says a shard holds: its parquet rows by key and its _stats.json count."""
@@ -777,36 +707,34 @@ class ShardListing:
         import pyarrow as pa
 
         rows: dict[str, dict[str, Any]] = {}
-        problems = []
-        if fsio.exists(parquet_uri):
-            outside = path_problem(root, parquet_uri, follow_links)
-            if outside:
-                problems.append(outside)
-            else:
-                try:
-                    rows = _parquet_rows(parquet_uri)
-                except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
-                    if is_machine_error(exc):  # too many open files, no memory: the machine's
-                        raise MachineError(f"reading {fsio.basename(parquet_uri)}: {exc}") from exc
-                    problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
-                                                                  "the shard's failed downloads are unknown")))
+        problems: list[tuple[str, str]] = []
+        if _listing_file(parquet_uri, root, follow_links, problems):
+            try:
+                rows = _parquet_rows(parquet_uri)
+            except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
+                if is_machine_error(exc):  # too many open files, no memory: the machine's
+                    raise MachineError(f"reading {fsio.basename(parquet_uri)}: {exc}") from exc
+                problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
+                                                              "the shard's failed downloads are unknown")))
         successes = None
-        if fsio.exists(stats_uri):
-            outside = path_problem(root, stats_uri, follow_links)
-            if outside:
-                problems.append(outside)
-            else:
-                parsed = parse_json(fsio.read_bytes(stats_uri))
-                successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
+        if _listing_file(stats_uri, root, follow_links, problems):
+            parsed = parse_json(fsio.read_bytes(stats_uri))
+            successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
         return cls(rows, successes, tuple(problems))
 
     def successes(self) -> list[str]:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
 
 
-def shard_reject(name: str, key: str, stage: str, reason: str, detail: str) -> Reject:
-    """A reject of source `name` about a web shard's sample or listing (its detail cut to 300 characters)."""
-    return Reject(key, name, key, stage, reason, detail[:300])
+def _listing_file(uri: str, root: str, follow_links: bool, problems: list[tuple[str, str]]) -> bool:
+    """Whether a shard's listing file is there to read; one that links out of `root` (or is a
+    fifo) is its problem in `problems`, never opened."""
+    if not fsio.exists(uri):
+        return False
+    outside = path_problem(root, uri, follow_links)
+    if outside:
+        problems.append(outside)
+    return outside is None
 
 
 def listing_rejects(name: str, listing: ShardListing, shard: str) -> Iterator[Reject]:

@@ -13,7 +13,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Iterable, Union
 
 from sources.budget import Budget
 
@@ -71,6 +71,17 @@ def twin_order(name: str) -> tuple[bool, str]:
     that which one is read never depends on listing order. The first is read; each other is a
     `duplicate_key` reject (`twin_detail`)."""
     return unicodedata.is_normalized("NFC", name) is False, name
+
+
+def twin_groups(uris: Iterable[str], name: Callable[[str], str],
+                by: Callable[[str], str] | None = None) -> dict[str, list[str]]:
+    """`uris` grouped by the key their names take (`nfc` of `by(uri)`, by default of `name(uri)`),
+    the groups in the order their first uri comes, each in `twin_order` of its `name`s: where
+    twins (`café` in NFC beside a Mac's NFD copy) are told apart, and the first is the one read."""
+    groups: dict[str, list[str]] = {}
+    for uri in uris:
+        groups.setdefault(nfc((by or name)(uri)), []).append(uri)
+    return {key: sorted(group, key=lambda uri: twin_order(name(uri))) for key, group in groups.items()}
 
 
 def twin_detail(name: str, kept: str, how: str = "in another Unicode form") -> str:

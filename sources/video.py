@@ -55,7 +55,7 @@ from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from sources.laion import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
-                             is_machine_error, nfc, safe_key, twin_detail, twin_order)
+                             is_machine_error, nfc, safe_key, twin_detail, twin_groups)
 from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
 from transforms.errors import exception_detail
 
@@ -508,17 +508,8 @@ class VideoSource:
         """`files`, with the paths that one key takes (`café.mp4` in NFC beside a Mac's NFD copy, or
         two forms neither of them NFC) made one `UnicodeTwins` unit where the first of them stood:
         told apart here, each such file was read and the pair met only at assembly."""
-        groups: dict[str, list[str]] = {}
-        for uri in files:
-            groups.setdefault(nfc(self.relative(uri)), []).append(uri)
-        units: list[str | UnicodeTwins] = []
-        for uri in files:
-            group = groups[nfc(self.relative(uri))]
-            if len(group) == 1:
-                units.append(uri)
-            elif uri == group[0]:
-                units.append(UnicodeTwins(tuple(sorted(group, key=lambda u: twin_order(self.relative(u))))))
-        return units
+        return [group[0] if len(group) == 1 else UnicodeTwins(tuple(group))
+                for group in twin_groups(files, self.relative).values()]
 
     def video_key(self, uri: str) -> str:
         return safe_key(self.name, *self.relative(uri).split("/"))

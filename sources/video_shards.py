@@ -31,16 +31,16 @@ one `unexpected_file` reject. Gzipped tars are not read (video2dataset writes pl
 
 from __future__ import annotations
 
+import functools
 import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sources import fsio
-from sources.laion import (MEMBER_TOO_LARGE, ShardListing, Unit, check_end_marker, member_type, parse_json,
-                           split_member, download_status, listing_rejects, missing_rejects, shard_reject, tar_units)
-from sources.paths import NOT_A_FILE, set_aside_problem
-from sources.records import (MAX_INPUT_FILE_BYTES, MachineError, Reject, SourceItem, TarMember, data_key,
-                             is_machine_error, nfc)
-from transforms.errors import exception_detail
+from sources.laion import (ShardListing, Unit, download_status, listing_rejects, missing_rejects, parse_json,
+                           tar_units)
+from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
+from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, shard_reject,
+                                 split_member)
 
 if TYPE_CHECKING:
     from sources.video import VideoSource
@@ -112,63 +112,31 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
     listing = ShardListing.read(base + LISTING_SUFFIX, base + "_stats.json", source.path, source.follow_links)
     yield from listing_rejects(source.name, listing, shard)
     seen: set[str] = set()  # samples whose video was found (or cut): not missing from the archive
-    done: set[str] = set()  # samples read whole: a later member with their key is a duplicate
-    current: str | None = None
-    repeated = False
-    members: dict[str, Any] = {}  # extension -> the TarInfo of a video, the bytes of a sidecar
-    name = source.name
-    try:
-        with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
-            for info in tar:
-                if info.isdir():
-                    continue
-                aside = set_aside_problem("", info.name, folder=False)
-                if aside:  # macOS tar's `._000.mp4`: never a video of key ''
-                    yield shard_reject(name, data_key(name, shard, nfc(info.name)), "read", aside.reason, aside.detail)
-                    continue
-                key, ext = split_member(info.name)
-                if not info.isfile():  # links, devices, fifos: counted, never followed
-                    yield shard_reject(name, data_key(name, shard, key), "read", NOT_A_FILE,
-                                       f"{info.name}: tar member of type {member_type(info)}")
-                    continue
-                if key != current:
-                    if current is not None and not repeated:
-                        yield from _sample(source, uri, shard, current, members, listing, seen, owns)
-                        done.add(current)
-                    current, members, repeated = key, {}, key in done
-                if repeated or ext in members:
-                    yield shard_reject(name, data_key(name, shard, key), "read", "duplicate_key",
-                                       f"{info.name}: key {key} already has a {ext} member in {fsio.basename(uri)}")
-                    continue
-                if ext in SIDECARS and info.size > MAX_INPUT_FILE_BYTES:  # not read: the video goes on without
-                    yield shard_reject(name, data_key(name, shard, key), "read", MEMBER_TOO_LARGE, _too_large(info))
-                    members[ext] = b""
-                    continue
-                members[ext] = _sidecar(tar, info) if ext in SIDECARS else info
-            check_end_marker(tar, handle)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        if is_machine_error(exc):  # too many open files, no memory: the machine's, no shard's reject
-            raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
-        if current is not None and not repeated:  # the sample whose header was read last is cut
-            yield shard_reject(name, data_key(name, shard, current), "read", "truncated_sample", exception_detail(exc))
-            seen.add(current)
-        current = None
-        yield shard_reject(name, data_key(name, shard), "read", "corrupt_archive", exception_detail(exc))
-    if current is not None and not repeated:
-        yield from _sample(source, uri, shard, current, members, listing, seen, owns)
+    keep = functools.partial(_keep_member, source.name, shard)
+    for item in samples(uri, source.name, shard, keep):
+        if not isinstance(item, Sample):
+            yield item
+        elif item.cut:
+            seen.add(item.key)
+        else:
+            yield from _sample(source, uri, shard, item.key, item.members, listing, seen, owns)
     yield from missing_rejects(source.name, listing, shard, seen, fsio.basename(uri))
 
 
-def _sidecar(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    """A caption's or metadata's bytes (one over `MAX_INPUT_FILE_BYTES` is its `member_too_large`
-    reject, never read: the caller's)."""
-    extracted = tar.extractfile(info)
-    return extracted.read() if extracted is not None else b""
-
-
-def _too_large(info: tarfile.TarInfo) -> str:
-    """The detail of a member's `member_too_large` reject, judged on its header."""
-    return f"{info.name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} byte cap for one member"
+def _keep_member(name: str, shard: str, tar: tarfile.TarFile, info: tarfile.TarInfo, sample: Sample,
+                 ext: str) -> Reject | None:
+    """A sidecar's bytes, any other member's header (`tar_members.Keep`: the data of a video is
+    never read here); a sidecar over `MAX_INPUT_FILE_BYTES` is its `member_too_large` reject,
+    never read, and the video goes on without it."""
+    if ext not in SIDECARS:
+        sample.members[ext] = info
+        return None
+    too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)
+    if too_large:
+        sample.members[ext] = b""
+        return shard_reject(name, data_key(name, shard, sample.key), "read", MEMBER_TOO_LARGE, too_large)
+    sample.members[ext] = member_bytes(tar, info)
+    return None
 
 
 def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, members: dict[str, Any],
@@ -187,8 +155,9 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
         yield shard_reject(source.name, key, "read", UNEXPECTED_FILE,
                            f"{sample_key}.{other}: not read (a sample's video, .txt, .json and audio are)")
     info: tarfile.TarInfo = members[videos[0]]
-    if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never copied out
-        yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE, _too_large(info))
+    too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)  # judged on the header: never copied out
+    if too_large:
+        yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE, too_large)
         return
     if owns is not None and not owns(key):  # another part's video: that part probes it
         return

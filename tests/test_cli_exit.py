@@ -227,6 +227,26 @@ def test_a_machine_error_reading_a_video_is_one_line(monkeypatch, capsys, wrappe
         assert not cli.BeamRefusalNoise().filter(record)  # Beam's logged traceback of it is not shown
 
 
+def test_an_exception_chain_that_loops_is_walked_once():
+    """An exception raised again inside its own handler chains back to itself (`__context__`):
+    the one walk `os_refusal` and `machine_error` share (`exception_chain`) visits each once and
+    ends, and finds what lies in the loop."""
+    import errno
+    import itertools
+
+    from uvd_pipeline import cli
+
+    first, second = ValueError("ours"), RuntimeError("ours too")
+    second.__context__, first.__context__ = first, second
+    assert list(itertools.islice(cli.exception_chain(second), 5)) == [second, first]
+    assert cli.os_refusal(second, None) is None and cli.machine_error(second) is None
+    full = OSError(errno.ENOSPC, "No space left on device", "/out/x")
+    full.__context__, first.__context__ = first, full
+    assert cli.os_refusal(second, None).startswith("/out/x: No space left on device (ENOSPC)")
+    first.__context__ = _machine_error(errno.EMFILE)
+    assert cli.machine_error(second).startswith("planning a.mp4: [Errno 24]")
+
+
 @pytest.mark.slow  # a whole build in a fresh process: 4 s
 def test_too_many_open_files_copying_a_video_is_one_line_in_a_real_build(tmp_path: Path):
     """The build's own process, Beam's runner between the error and the command: every member copy

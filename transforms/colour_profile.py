@@ -34,6 +34,7 @@ import hashlib
 import io
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -124,26 +125,30 @@ def gamma_table(gamma: float, bits: int = 8) -> np.ndarray | None:
     return table
 
 
+def _by_strips(transform: ImageCms.ImageCmsTransform, out: np.ndarray,
+               strip: Callable[[int, int], Image.Image]) -> np.ndarray:
+    """`out` (H, W, 3) filled with `transform` applied to `strip(top, bottom)`, the image's rows
+    top..bottom, a strip of `STRIP_PIXELS` at a time: the temporaries are a strip's."""
+    h, w = out.shape[:2]
+    rows = max(1, STRIP_PIXELS // max(1, w))
+    for y in range(0, h, rows):
+        out[y : y + rows] = np.asarray(transform.apply(strip(y, min(h, y + rows))))
+    return out
+
+
 def convert_to_srgb(pixels: np.ndarray, conversion: SrgbConversion) -> np.ndarray:
     """(H, W, 3) uint8 pixels in the profile's space -> sRGB, strip by strip (in place when the
     array is writable; one that views Pillow's buffer is not)."""
     if conversion.transform is None:
         return pixels
     out = pixels if pixels.flags.writeable else np.empty_like(pixels)
-    h, w = pixels.shape[:2]
-    rows = max(1, STRIP_PIXELS // max(1, w))
-    for y in range(0, h, rows):
-        strip = Image.fromarray(np.ascontiguousarray(pixels[y : y + rows]), "RGB")
-        out[y : y + rows] = np.asarray(conversion.transform.apply(strip))
-    return out
+    return _by_strips(conversion.transform, out,
+                      lambda top, bottom: Image.fromarray(np.ascontiguousarray(pixels[top:bottom]), "RGB"))
 
 
 def cmyk_to_srgb(image: Image.Image, conversion: SrgbConversion) -> np.ndarray:
     """A loaded CMYK Pillow image -> (H, W, 3) uint8 sRGB through its profile's `conversion`,
     strip by strip into one output array (the temporaries are a strip's)."""
     w, h = image.size
-    out = np.empty((h, w, 3), np.uint8)
-    rows = max(1, STRIP_PIXELS // max(1, w))
-    for y in range(0, h, rows):
-        out[y : y + rows] = np.asarray(conversion.transform.apply(image.crop((0, y, w, min(h, y + rows)))))
-    return out
+    return _by_strips(conversion.transform, np.empty((h, w, 3), np.uint8),
+                      lambda top, bottom: image.crop((0, top, w, bottom)))

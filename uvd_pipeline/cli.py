@@ -365,20 +365,28 @@ OS_REFUSALS: dict[int, str] = {
 _ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\[\]]+?)(?:: '([^']*)')?(?: \[while running|$)", re.M)
 
 
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or while handling (`__cause__`, else `__context__`),
+    each once: a chain that comes back to an exception it passed (one raised again in its own
+    handler) ends there."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def os_refusal(exc: BaseException, where: str | None) -> str | None:
     """The `error:` line for a disk full, a read-only or forbidden folder, a size limit or a
     failing disk met anywhere in `exc`'s chain (or in the text a Beam worker's error became): the
     user must fix those, and a traceback names neither the path nor the fix. None for anything
     else (our bugs keep their traceback). `where`: the folder named when the error names no file."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in OS_REFUSALS:
-            code, text, path = exc.errno, exc.strerror or os.strerror(exc.errno), exc.filename
-        elif (found := _ERRNO_TEXT.search(str(exc))) and int(found.group(1)) in OS_REFUSALS:
+    for link in exception_chain(exc):
+        if isinstance(link, OSError) and link.errno in OS_REFUSALS:
+            code, text, path = link.errno, link.strerror or os.strerror(link.errno), link.filename
+        elif (found := _ERRNO_TEXT.search(str(link))) and int(found.group(1)) in OS_REFUSALS:
             code, text, path = int(found.group(1)), found.group(2), found.group(3)
         else:
-            exc = exc.__cause__ or exc.__context__
             continue
         return f"{path or where or 'the output'}: {text} ({errno.errorcode[code]}); {OS_REFUSALS[code]}"
     return None
@@ -400,11 +408,9 @@ def machine_error(exc: BaseException) -> str | None:
     the same command once it is mended reads it again. None for anything else."""
     from sources.records import MachineError
 
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        text = str(exc) if isinstance(exc, MachineError) else None
-        if text is None and (found := _MACHINE_TEXT.search(str(exc))):
+    for link in exception_chain(exc):
+        text = str(link) if isinstance(link, MachineError) else None
+        if text is None and (found := _MACHINE_TEXT.search(str(link))):
             text = found.group(1)
         if text is not None:
             code = _ERRNO_TEXT.search(text)
@@ -412,7 +418,6 @@ def machine_error(exc: BaseException) -> str | None:
                                     "an error of this machine, not of the input: mend it, then run the same "
                                     "command again")
             return f"{text}; {fix}"
-        exc = exc.__cause__ or exc.__context__
     return None
 
 
