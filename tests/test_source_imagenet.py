@@ -544,8 +544,12 @@ def test_class_archives_read_in_place_give_the_records_of_their_extracted_folder
     assert _records(tmp_path / "archived") == folders
     assert _records(tmp_path / "winter21_whole") == folders
     assert {r[1] for r in folders} == set(WNIDS)
+    for where in (tmp_path / "archived" / "train", tmp_path / "winter21_whole"):  # copied off a Mac to exFAT
+        _appledouble(where / f"._{WNIDS[0]}.tar")
+    aside = (safe_key("inet", "train", "unlabelled", f"._{WNIDS[0]}.tar"), "os_metadata")
+    assert _records(tmp_path / "archived") == _records(tmp_path / "winter21_whole") == sorted(folders + [aside])
     units = ImageNetSource("inet", str(tmp_path / "winter21_whole"), ("train",)).units()
-    assert [(u.split, u.wnid, u.archive) for u in units] == [("train", w, True) for w in WNIDS]
+    assert [(u.split, u.wnid, u.archive) for u in units] == [("train", w, True) for w in WNIDS] + [("train", None, False)]
     with pytest.raises(FileNotFoundError, match=r"holds <wnid>\.tar class archives at its top, as ImageNet-21k's "
                                                 r"download lies, read as the train split, and no val/ folder: set "
                                                 r"`splits: \[train\]`"):
