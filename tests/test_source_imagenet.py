@@ -560,12 +560,14 @@ def _rendered_tars(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "rendered").rglob("*.tar"))}
 
 
-@pytest.mark.slow  # five small builds: about 6 s
-def test_a_build_of_class_archives_equals_the_build_of_the_extracted_folders_and_reruns(tmp_path: Path):
+@pytest.mark.slow  # six small builds: about 7 s
+def test_a_build_of_class_archives_equals_the_build_of_the_extracted_folders_and_reruns(tmp_path: Path, monkeypatch):
     """Through real builds: the archives' rendered shards are byte for byte the extracted folders'
     (each sentence of one class, labelled so); a second build over the same archives renders no
     unit again, and an archive grown by one image (`tar -rf`, as a later download adds to it)
-    renders again that class's unit alone, the result again the bytes of its grown folder's build."""
+    renders again that class's unit alone, the result again the bytes of its grown folder's build.
+    Read as parts (as a tar of 64 MiB or more is), the archives build the same bytes too."""
+    from sources import laion
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
     from uvd_pipeline.rendered_shards import iter_shard
@@ -590,6 +592,10 @@ def test_a_build_of_class_archives_equals_the_build_of_the_extracted_folders_and
     assert {m["file"] for m in members} == {f"train/{p.stem}" for p in (extracted / "train").rglob("*.JPEG")}
     assert Counter(m["wnid"] for m in members) == dict(zip(WNIDS, (6, 4, 6)))  # 5 and 6: wrapped to pairs
     assert all({m["wnid"] for m in s.header["members"]} == {s.header["meta"]["label"]} for s in sentences)
+    with monkeypatch.context() as patch:  # each archive read as parts, as a big one is: the same bytes
+        patch.setattr(laion, "TAR_PART_BYTES", 4096)
+        assert build(tmp_path / "archived", "out-parts")["units_rendered"] > 3
+    assert _rendered_tars(tmp_path / "out-parts") == rendered
 
     assert build(tmp_path / "archived", "out") == {"units_reused": 3}
     assert _rendered_tars(tmp_path / "out") == rendered
