@@ -465,6 +465,8 @@ def _outer_advice(name: str) -> str:
     extract them once; the `<wnid>.tar` class archives they hold are then read in place."""
     if _is_outer_archive(name) and "_val" in name.lower():
         return f"ILSVRC's val images: extract them, mkdir -p val && tar -xf {name} -C val"
+    if _is_outer_archive(name) and "_test" in name.lower():
+        return "ILSVRC's test images, which have no labels: not read"
     return (f"an archive of class archives: extract the outer tar only, mkdir -p train && tar -xf {name} -C train "
             "(the <wnid>.tar class archives it holds are read in place)")
 
