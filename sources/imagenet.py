@@ -10,6 +10,23 @@ Layout read (the Kaggle/LOC release; `val/<wnid>/` folders are accepted too):
 Kaggle's download keeps train/ and val/ three folders down, `root/ILSVRC/Data/CLS-LOC/`, with the
 index files at its top: a root without the splits' folders but with that one is read as it lies.
 
+Class archives are read in place, never extracted (ImageNet-21k is 1.1-1.3 TB of them): in
+train/, a `<wnid>.tar` beside or instead of the `<wnid>/` folders (ILSVRC2012_img_train.tar's
+outer tar extracted: `mkdir train && tar -xf ILSVRC2012_img_train.tar -C train`), or, in a root
+holding no splits' folders, the `<wnid>.tar` at its top, as ImageNet-21k's winter21_whole/ lies,
+read as the train split. Each archive is a unit (a big local one split into parts, as a web
+shard: `sources.laion.tar_units`), each member `<wnid>_<n>.JPEG` an image of class `<wnid>` with
+the key and lineage it has extracted into `train/<wnid>/`, so that both build the same bytes.
+A member is judged on its header before it is read: a folder or a member in one (`unexpected_file`:
+read flat, as class folders are; `tar -C n0 .`'s leading `./` excepted), an OS's or tool's file,
+a link or device (`not_a_file`), a non-image (`unexpected_file`; a `.tar` one says to extract
+the outer tar only), a member named for another class (`wrong_class`: `n02_5.JPEG` in n01.tar,
+a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read),
+more than 256 MiB (`member_too_large`, never read). A cut tar is a `truncated_sample` for the
+member it cuts and one `corrupt_archive`, as is a file named `.tar` that is none; the images
+before the cut are built. ILSVRC's own outer archives (`ILSVRC2012_img_*.tar`) are never read:
+the refusal or their reject says how to extract them.
+
 Each image becomes an `ImageRecord` carrying its wnid; grouping 16 images of a class into a
 sentence happens later, after decoding, so that a broken file costs one image, not a sentence.
 The official split of the layout (train/ vs val/) is kept as the record's split.
@@ -35,13 +52,19 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import tarfile
+import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.paths import path_problem, set_aside, shown_name
-from sources.records import ImageRecord, Reject, SourceItem, name_text, nfc, safe_key
+from sources.laion import MEMBER_TOO_LARGE, check_end_marker, member_type, tar_units
+from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
+from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem, is_machine_error,
+                             name_text, nfc, safe_key)
+from transforms.errors import exception_detail
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
 VAL_LABELS_FILE = "LOC_val_solution.csv"
@@ -49,6 +72,21 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 VAL_FILES_PER_UNIT = 256
 VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
+ARCHIVE_SUFFIX = ".tar"  # a class archive, `<wnid>.tar`, read in place
+WRONG_CLASS = "wrong_class"  # a class archive's member named for another class (`n02_5.JPEG` in n01.tar)
+_WNID_PREFIX = re.compile(r"(n\d{8})_")  # ImageNet's names: `<wnid>_<n>.JPEG`, a wnid `n` and 8 digits
+
+
+def _is_outer_archive(name: str) -> bool:
+    """ILSVRC's own downloads (`ILSVRC2012_img_train.tar`, `_val`, `_test`): a tar of class
+    archives or of flat images, never one class's archive."""
+    return name.upper().startswith("ILSVRC")
+
+
+def _is_class_archive(uri: str) -> bool:
+    """`<class>.tar`: one class's images, as ILSVRC2012_img_train.tar and ImageNet-21k hold them."""
+    name = fsio.basename(uri)
+    return name.lower().endswith(ARCHIVE_SUFFIX) and not set_aside(name) and not _is_outer_archive(name)
 
 
 def _is_image_name(uri: str) -> bool:
@@ -89,8 +127,25 @@ def _flat_chunks(files: list[str]) -> list[tuple[str, ...]]:
 @dataclass(frozen=True)
 class Unit:
     split: str
-    wnid: str | None  # set for class folders; None for the flat val folder
+    wnid: str | None  # set for class folders and archives; None for the flat val folder
     uris: tuple[str, ...]
+    archive: bool = False  # `uris` is one class archive, `<wnid>.tar`, read in place (or one of its `parts`)
+    part: int = 0
+    parts: int = 1
+
+    def __repr__(self) -> str:  # a folder's unit keeps the name (`unit_store.unit_id`) it always had
+        split = f", archive=True, part={self.part}, parts={self.parts}" if self.archive else ""
+        return f"Unit(split={self.split!r}, wnid={self.wnid!r}, uris={self.uris!r}{split})"
+
+    def owns(self, key: str) -> bool:
+        """Whether an item of this unit's archive is this part's to yield (as `sources.laion.Unit`)."""
+        return self.parts == 1 or zlib.crc32(key.encode("utf-8", "surrogateescape")) % self.parts == self.part
+
+
+def _archive_units(split: str, uri: str, root: str) -> list[Unit]:
+    """A class archive's units: one, or the parts of a big local tar, as a web shard's (`tar_units`)."""
+    wnid = nfc(fsio.basename(uri)[: -len(ARCHIVE_SUFFIX)])
+    return [Unit(split, wnid, (uri,), True, u.part, u.parts) for u in tar_units(uri, root)]
 
 
 def _index_text(uri: str) -> str:
@@ -166,27 +221,33 @@ class ImageNetSource:
             return kaggle
         return self.path
 
+    @property
+    def archives_at_top(self) -> bool:
+        """Whether `path` is ImageNet-21k's download as it lies (winter21_whole/, fall11's outer tar
+        extracted): `<wnid>.tar` class archives at its top, no splits' folders and no Kaggle folder."""
+        if self.images_root != self.path or any(fsio.isdir(fsio.join(self.path, s)) for s in self.splits):
+            return False
+        return any(_is_class_archive(f) for f in fsio.list_files(self.path, (ARCHIVE_SUFFIX,), links=True))
+
     def units(self) -> list[Unit]:
         units: list[Unit] = []
         images_root = self.images_root
+        at_top = self.archives_at_top
         for split in self.splits:
+            if at_top:
+                units.extend(self._top_units(split))
+                continue
             split_dir = fsio.join(images_root, split)
             if not fsio.isdir(split_dir):
                 raise FileNotFoundError(
                     f"{self.name}: ILSVRC layout has no {split}/ folder under {images_root}"
                     + (f" (nor under {fsio.join(self.path, *KAGGLE_IMAGES)}, as Kaggle's download has it)"
                        if images_root == self.path else "") + _archives_note(self.path))
-            for class_dir in fsio.list_dirs(split_dir, links=True):
-                if set_aside(fsio.basename(class_dir)):  # `__MACOSX/`, `.git/`: rejected as one item, unread
-                    units.append(Unit(split, None, (class_dir,)))
-                    continue
-                if path_problem(self.path, class_dir, self.follow_links):
-                    # not listed: its reader rejects the folder itself as one item
-                    units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
-                    continue
-                # every entry, not only images: another file or a folder is a reject, not a skip
-                units.append(Unit(split, fsio.basename(class_dir), tuple(_class_entries(class_dir))))
+            units.extend(self._class_units(split, split_dir))
             flat = fsio.list_files(split_dir, links=True)
+            archives = [f for f in flat if split == "train" and _is_class_archive(f)]
+            units.extend(u for uri in archives for u in _archive_units(split, uri, self.path))
+            flat = [f for f in flat if f not in archives]
             if any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
                 raise FileNotFoundError(
                     f"{self.name}: {split}/ holds images without class folders but {VAL_LABELS_FILE} "
@@ -207,7 +268,38 @@ class ImageNetSource:
             read_val_labels(self.val_labels_uri)
         return units
 
+    def _class_units(self, split: str, split_dir: str) -> list[Unit]:
+        """A unit for each class folder of a split (and one for each folder an OS or tool left there)."""
+        units = []
+        for class_dir in fsio.list_dirs(split_dir, links=True):
+            if set_aside(fsio.basename(class_dir)):  # `__MACOSX/`, `.git/`: rejected as one item, unread
+                units.append(Unit(split, None, (class_dir,)))
+            elif path_problem(self.path, class_dir, self.follow_links):
+                # not listed: its reader rejects the folder itself as one item
+                units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
+            else:  # every entry, not only images: another file or a folder is a reject, not a skip
+                units.append(Unit(split, fsio.basename(class_dir), tuple(_class_entries(class_dir))))
+        return units
+
+    def _top_units(self, split: str) -> list[Unit]:
+        """The train split of class archives at the top of `path` (`archives_at_top`): a unit for
+        each (or its parts), and one reject for each other tar there (a Mac's `._n0.tar`, ILSVRC's
+        outer archive). Other files there (index files, a README) are no split's, as beside train/."""
+        if split != "train":
+            raise FileNotFoundError(
+                f"{self.name}: {self.path} holds <wnid>{ARCHIVE_SUFFIX} class archives at its top, as ImageNet-21k's "
+                f"download lies, read as the train split, and no {split}/ folder: set `splits: [train]`")
+        tars = fsio.list_files(self.path, (ARCHIVE_SUFFIX,), links=True)
+        archives = [f for f in tars if _is_class_archive(f)]
+        others = [f for f in tars if f not in archives]
+        return ([u for uri in archives for u in _archive_units(split, uri, self.path)]
+                + [Unit(split, None, chunk) for chunk in _flat_chunks(others)])
+
     def read(self, unit: Unit) -> Iterator[SourceItem]:
+        if unit.archive:
+            items = self._read_archive(unit)
+            yield from items if unit.parts == 1 else (item for item in items if unit.owns(item.key))
+            return
         if unit.uris == (self.val_labels_uri,):
             yield from self._listed_missing(unit.split)
             return
@@ -250,6 +342,92 @@ class ImageNetSource:
                 lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid), "file": f"{unit.split}/{stem}"},
             )
 
+    def _read_archive(self, unit: Unit) -> Iterator[SourceItem]:
+        """Each member of a class archive, in archive order: an image of the class keyed as it would
+        be extracted into `<split>/<wnid>/`, or a reject (`_member_problem`); a cut or unreadable tar
+        is a `truncated_sample` for the member it cuts and one `corrupt_archive`. A part of a big
+        tar reads every header and the bytes of its own images only (the caller drops the rest)."""
+        uri, split = unit.uris[0], unit.split
+        shown = shown_name(nfc(relative_to_root(self.path, uri)))[1:-1]
+        wnid = name_text(nfc(unit.wnid or ""))
+        problem = path_problem(self.path, uri, self.follow_links)
+        if problem:  # a link out of the root, or a fifo: never opened; one reject for what it holds
+            yield self._archive_reject(unit, problem.reason, problem.detail)
+            return
+        synsets = read_synsets(self.synsets_uri) if fsio.exists(self.synsets_uri) else {}
+        taken: dict[str, str] = {}  # key -> the member that has it
+        reading: str | None = None  # the member whose bytes are being read
+        try:
+            with fsio.open_file(uri) as handle, \
+                    tarfile.open(fileobj=handle, mode="r:" if unit.parts > 1 else "r|") as tar:
+                for info in tar:
+                    name = _member_name(info.name)
+                    if info.isdir() and name in ("", "."):  # `tar -C n0 .`'s `./`: the class folder itself
+                        continue
+                    key = safe_key(self.name, split, wnid, _stem(name))
+                    rejected = self._member_problem(unit, shown, info, name, key, taken, synsets)
+                    if rejected is not None:
+                        yield rejected
+                        continue
+                    if not unit.owns(key):  # another part's image: its bytes are that part's to read
+                        continue
+                    reading = name
+                    data = tar.extractfile(info).read()  # type: ignore[union-attr]  # a file: never None
+                    reading = None
+                    yield ImageRecord(key=key, source=self.name, group=key, data=data, split_hint=split, label=wnid,
+                                      lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid),
+                                               "file": f"{split}/{_stem(name)}"})
+                check_end_marker(tar, handle)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            if is_machine_error(exc):  # too many open files, no memory: the machine's, no archive's reject
+                raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+            if reading is not None:
+                key = safe_key(self.name, split, wnid, _stem(reading))
+                yield Reject(key, self.name, key, "read", "truncated_sample",
+                             f"{shown}: {reading}: {exception_detail(exc)}"[:300], split_hint=split)
+            yield self._archive_reject(unit, "corrupt_archive", f"{shown}: {exception_detail(exc)}")
+
+    def _archive_reject(self, unit: Unit, reason: str, detail: str) -> Reject:
+        """A reject of a whole class archive (what it holds is unknown), keyed by its file name."""
+        key = safe_key(self.name, unit.split, name_text(nfc(unit.wnid or "")), nfc(fsio.basename(unit.uris[0])))
+        return Reject(key, self.name, key, "read", reason, detail[:300], split_hint=unit.split)
+
+    def _member_problem(self, unit: Unit, shown: str, info: tarfile.TarInfo, name: str, key: str,
+                        taken: dict[str, str], synsets: dict[str, str]) -> Reject | None:
+        """Why a class archive's member is no image of its class, judged on its header alone (never
+        read): a folder, an OS's or tool's file, a member in a folder, a link or device, a
+        non-image, one named for another class, a key already taken, an unknown class, too large."""
+        split, wnid = unit.split, name_text(nfc(unit.wnid or ""))
+        whole = safe_key(self.name, split, wnid, nfc(name) + ("/" if info.isdir() else ""))  # keyed by the whole name
+
+        def reject(item_key: str, reason: str, detail: str) -> Reject:
+            return Reject(item_key, self.name, item_key, "read", reason, f"{shown}: {detail}"[:300], split_hint=split)
+
+        aside = set_aside_problem("", name, folder=info.isdir())
+        if aside:  # macOS tar's `._n0_1.JPEG` before `n0_1.JPEG`, a `.DS_Store`
+            return reject(whole, aside.reason, aside.detail)
+        if info.isdir() or "/" in name:
+            return reject(whole, "unexpected_file", f"{name}{'/' if info.isdir() else ''} is "
+                          f"{'a folder' if info.isdir() else 'in a folder'}: class archives are read flat")
+        if not info.isfile():  # links, devices, fifos: counted, never followed
+            return reject(whole, NOT_A_FILE, f"{name}: tar member of type {member_type(info)}")
+        if not _is_image_name(name):
+            return reject(whole, "unexpected_file", f"{name} is not one of {', '.join(IMAGE_SUFFIXES)}"
+                          + (f"; {shown} is {_outer_advice(fsio.basename(shown))}"
+                             if name.lower().endswith(ARCHIVE_SUFFIX) else ""))
+        named = _WNID_PREFIX.match(nfc(name))
+        if named and named.group(1) != wnid:
+            return reject(key, WRONG_CLASS, f"{name} is named for class {named.group(1)}, not {wnid}")
+        if key in taken:
+            return reject(whole, "duplicate_key", f"{name}: key {key} already taken by {taken[key]}")
+        taken[key] = name  # taken whatever comes next, as an extracted file's name is
+        if synsets and wnid not in synsets:
+            return reject(key, "unknown_label", f"{wnid} not in {SYNSET_FILE}")
+        if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never read into memory
+            return reject(key, MEMBER_TOO_LARGE, f"{name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} "
+                          "byte cap for one member")
+        return None
+
     def _listed_missing(self, split: str) -> Iterator[Reject]:
         """A reject for each image LOC_val_solution.csv lists that the split's folder lacks, flat or
         in a class folder inside the root (a val set reorganised by hand in part)."""
@@ -278,18 +456,44 @@ class ImageNetSource:
             return Reject(key, self.name, key, "read", aside.reason, detail, split_hint=unit.split)
         detail = (f"{_where(unit, name)} is a folder: class folders are read flat" if folder
                   else f"{_where(unit, name)} is not one of {', '.join(IMAGE_SUFFIXES)}"
-                  + (f"; {_ARCHIVE_ADVICE}" if name.lower().endswith(".tar") else ""))
+                  + (f"; {_tar_advice(unit, name)}" if name.lower().endswith(ARCHIVE_SUFFIX) else ""))
         return Reject(key, self.name, key, "read", "unexpected_file", detail, split_hint=unit.split)
 
 
-_ARCHIVE_ADVICE = ("class archives (ImageNet-21k's <wnid>.tar) are not read: extract each into "
-                   "<split>/<wnid>/, e.g. tar -xf n00004475.tar -C train/n00004475")
+def _outer_advice(name: str) -> str:
+    """What to do with ILSVRC's outer archives, or a tar of class archives (fall11_whole.tar):
+    extract them once; the `<wnid>.tar` class archives they hold are then read in place."""
+    if _is_outer_archive(name) and "_val" in name.lower():
+        return f"ILSVRC's val images: extract them, mkdir -p val && tar -xf {name} -C val"
+    if _is_outer_archive(name) and "_test" in name.lower():
+        return "ILSVRC's test images, which have no labels: not read"
+    return (f"an archive of class archives: extract the outer tar only, mkdir -p train && tar -xf {name} -C train "
+            "(the <wnid>.tar class archives it holds are read in place)")
+
+
+def _tar_advice(unit: Unit, name: str) -> str:
+    """What to do with a tar where no class archive is read: in a class folder, beside the val
+    images, or ILSVRC's outer archive in a split's folder."""
+    if _is_outer_archive(name):
+        return _outer_advice(name)
+    if unit.wnid:
+        return f"an archive in a class folder is not read: extract its images there, tar -xf {name} -C {_where(unit, '')}"
+    folder = f"{unit.split}/{name.rsplit('.', 1)[0]}"
+    return (f"class archives are read in place in train/ only: extract it into its class folder, "
+            f"mkdir -p {folder} && tar -xf {unit.split}/{name} -C {folder}")
 
 
 def _archives_note(path: str) -> str:
-    """What to do when `path` holds tars in place of the splits' folders (ImageNet-21k's download)."""
-    tars = fsio.list_files(path, (".tar",))
-    return f"; it holds {len(tars)} .tar files: {_ARCHIVE_ADVICE}" if tars else ""
+    """What to do when `path` holds ILSVRC's outer archives in place of the splits' folders."""
+    tars = [fsio.basename(f) for f in fsio.list_files(path, (ARCHIVE_SUFFIX,)) if _is_outer_archive(fsio.basename(f))]
+    return "".join(f"; it holds {name}, {_outer_advice(name)}" for name in tars)
+
+
+def _member_name(name: str) -> str:
+    """A member's name as extracting it places it: without the `./` that `tar -C folder .` puts first."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name
 
 
 def _where(unit: Unit, name: str) -> str:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import functools
+import gzip
+import io
 import json
 import os
 import struct
 import shutil
 import subprocess
 import sys
+import tarfile
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -20,7 +24,7 @@ from PIL import Image
 
 from sources.annotation_files import AnnotationFileError
 from sources.imagenet import ImageNetSource
-from sources.records import ImageRecord, Reject
+from sources.records import ImageRecord, Reject, safe_key
 from uvd_pipeline.sample import imagenet as sample_imagenet
 
 
@@ -455,35 +459,316 @@ def test_the_kaggle_download_as_it_lies(tmp_path: Path):
         _items(tmp_path)
 
 
-def _class_tar(path: Path, wnid: str, count: int) -> None:
-    """One class of ImageNet-21k's winter21 download: `<wnid>.tar` holding `<wnid>_<n>.JPEG`."""
-    import tarfile
+# -- class archives read in place (ILSVRC2012_img_train.tar's inner tars, ImageNet-21k) -----------
 
-    for i in range(count):
-        _jpeg(path.parent / "members" / f"{wnid}_{i}.JPEG", 10 * i)
-    with tarfile.open(path, "w") as tar:
-        for i in range(count):
-            tar.add(path.parent / "members" / f"{wnid}_{i}.JPEG", f"{wnid}_{i}.JPEG")
-    shutil.rmtree(path.parent / "members")
+WNIDS = ("n01440764", "n01443537", "n02123045")
 
 
-def test_imagenet_21k_class_tars_are_named_with_the_fix(tmp_path: Path):
-    """ImageNet-21k (winter21_whole/) ships one `<wnid>.tar` a class: pointed at it, the source said
-    only `no train/ folder`; tars moved into train/ were each an `unexpected_file` 'not one of .jpeg,
-    .jpg, .png', the build making no sentence. Both now say the archives are not read and how to
-    extract them."""
-    root = tmp_path / "winter21_whole"
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[bytes, ...]:
+    """Small JPEGs Pillow re-encodes from real photos (matplotlib's grace_hopper.jpg, scikit-image's
+    chelsea, coffee and astronaut), as an ImageNet class's files are: baseline JPEGs of photos."""
+    from uvd_pipeline.sample import media
+
+    sources = [media.package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")]
+    sources += [media.package_file("skimage", f"data/{name}.png") for name in ("chelsea", "coffee", "astronaut")]
+    photos = []
+    for index, path in enumerate(sources):
+        with Image.open(path) as photo:
+            small = photo.convert("RGB").resize((48 + 8 * index, 40), Image.BICUBIC)
+        for turn in range(3):  # 12 photos, none a near twin of another
+            out = io.BytesIO()
+            small.rotate(90 * turn, expand=True).save(out, "JPEG", quality=88)
+            photos.append(out.getvalue())
+    return tuple(photos)
+
+
+def _class_folder(folder: Path, wnid: str, first: int, count: int) -> list[str]:
+    """`count` photos as `<wnid>_<n>.JPEG` in a class folder, as ILSVRC names them; their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"{wnid}_{1000 + 7 * i}.JPEG" for i in range(first, first + count)]
+    for i, name in zip(range(first, first + count), names):
+        (folder / name).write_bytes(_photos()[i % len(_photos())])
+    return names
+
+
+def _archive(path: Path, folder: Path, how: str) -> None:
+    """A class folder's files as `<wnid>.tar`, made as the world makes them: Python's `tarfile` in
+    GNU or PAX format (`tar.add`, each file's own metadata), or GNU tar from a shell, `tar -cf
+    n0.tar -C n0 .`, whose members start `./` after a `./` folder member."""
+    if how == "shell":
+        subprocess.run(["tar", "-cf", str(path), "-C", str(folder), "."], check=True)
+        return
+    with tarfile.open(path, "w", format={"gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}[how]) as tar:
+        for file in sorted(folder.iterdir()):
+            tar.add(file, file.name)
+
+
+def _archived_copy(extracted: Path, target: Path, at_top: bool = False) -> Path:
+    """The class folders of `extracted/train/` as class archives: in `target/train/`, or at the
+    top of `target` as ImageNet-21k's download lies; the synset map beside them."""
+    archives = target if at_top else target / "train"
+    archives.mkdir(parents=True)
+    for folder, how in zip(sorted((extracted / "train").iterdir()), ("gnu", "pax", "shell")):
+        _archive(archives / f"{folder.name}.tar", folder, how)
+    shutil.copy(extracted / "LOC_synset_mapping.txt", target)
+    return archives
+
+
+def _extracted(root: Path, counts: tuple[int, ...] = (5, 4, 6)) -> Path:
+    for index, (wnid, count) in enumerate(zip(WNIDS, counts)):
+        _class_folder(root / "train" / wnid, wnid, 3 * index, count)
+    (root / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius "
+                                                 "auratus\nn02123045 tabby, tabby cat\n")
+    return root
+
+
+def _records(root: Path, splits: tuple[str, ...] = ("train",)) -> list[tuple]:
+    """(key, label, split, lineage, image bytes) of every record, and (key, reason) of every reject."""
+    source = ImageNetSource("inet", str(root), splits)
+    return sorted((i.key, i.label, i.split_hint, json.dumps(i.lineage, sort_keys=True), i.read_bytes())
+                  if isinstance(i, ImageRecord) else (i.key, i.reason) for u in source.units() for i in source.read(u))
+
+
+def test_class_archives_read_in_place_give_the_records_of_their_extracted_folders(tmp_path: Path):
+    """ImageNet-21k's `<wnid>.tar` class archives (or ILSVRC2012_img_train.tar's, its outer tar
+    extracted into train/) were refused: extract each (1.1-1.3 TB more disk). Read in place, in
+    train/ or at the top of the root, each archive, whether `tarfile` wrote it in GNU or PAX
+    format or GNU tar from a shell (`./` first), gives the records its extracted folder gives:
+    same keys, labels, lineage and image bytes, so the same sentences."""
+    extracted = _extracted(tmp_path / "extracted")
+    folders = _records(extracted)
+    assert len(folders) == 15 and all(len(r) == 5 for r in folders)
+    _archived_copy(extracted, tmp_path / "archived")
+    _archived_copy(extracted, tmp_path / "winter21_whole", at_top=True)
+    assert _records(tmp_path / "archived") == folders
+    assert _records(tmp_path / "winter21_whole") == folders
+    assert {r[1] for r in folders} == set(WNIDS)
+    for where in (tmp_path / "archived" / "train", tmp_path / "winter21_whole"):  # copied off a Mac to exFAT
+        _appledouble(where / f"._{WNIDS[0]}.tar")
+    aside = (safe_key("inet", "train", "unlabelled", f"._{WNIDS[0]}.tar"), "os_metadata")
+    assert _records(tmp_path / "archived") == _records(tmp_path / "winter21_whole") == sorted(folders + [aside])
+    units = ImageNetSource("inet", str(tmp_path / "winter21_whole"), ("train",)).units()
+    assert [(u.split, u.wnid, u.archive) for u in units] == [("train", w, True) for w in WNIDS] + [("train", None, False)]
+    with pytest.raises(FileNotFoundError, match=r"holds <wnid>\.tar class archives at its top, as ImageNet-21k's "
+                                                r"download lies, read as the train split, and no val/ folder: set "
+                                                r"`splits: \[train\]`"):
+        ImageNetSource("inet", str(tmp_path / "winter21_whole")).units()
+
+
+def _rendered_tars(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "rendered").rglob("*.tar"))}
+
+
+@pytest.mark.slow  # six small builds: about 7 s
+def test_a_build_of_class_archives_equals_the_build_of_the_extracted_folders_and_reruns(tmp_path: Path, monkeypatch):
+    """Through real builds: the archives' rendered shards are byte for byte the extracted folders'
+    (each sentence of one class, labelled so); a second build over the same archives renders no
+    unit again, and an archive grown by one image (`tar -rf`, as a later download adds to it)
+    renders again that class's unit alone, the result again the bytes of its grown folder's build.
+    Read as parts (as a tar of 64 MiB or more is), the archives build the same bytes too."""
+    from sources import laion
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.rendered_shards import iter_shard
+
+    def build(root: Path, out: str) -> dict:
+        config = {"version": 1, "output": str(tmp_path / out), "image": {"size": 16}, "split": {"val_fraction": 0.0},
+                  "tokenizer": {"enabled": False}, "dedup": {"enabled": False},
+                  "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+                  "sources": [{"name": "inet", "type": "imagenet", "path": str(root), "num_shards": 1,
+                               "splits": ["train"], "sentence_length": 2, "remainder": "wrap"}]}
+        (tmp_path / f"{out}.yaml").write_text(yaml.safe_dump(config))
+        return {k.rsplit(".", 1)[1]: v for k, v in run_build(load_config(str(tmp_path / f"{out}.yaml")))
+                .summary["run"]["counters"].items() if k.startswith("inet.units_")}
+
+    extracted = _extracted(tmp_path / "extracted")
+    archives = _archived_copy(extracted, tmp_path / "archived")
+    assert build(extracted, "out-folders") == build(tmp_path / "archived", "out") == {"units_rendered": 3}
+    rendered = _rendered_tars(tmp_path / "out")
+    assert rendered and rendered == _rendered_tars(tmp_path / "out-folders")
+    sentences = [s for tar in (tmp_path / "out" / "rendered").rglob("*.tar") for s in iter_shard(str(tar))]
+    members = [m for s in sentences for m in s.header["members"]]
+    assert {m["file"] for m in members} == {f"train/{p.stem}" for p in (extracted / "train").rglob("*.JPEG")}
+    assert Counter(m["wnid"] for m in members) == dict(zip(WNIDS, (6, 4, 6)))  # 5 and 6: wrapped to pairs
+    assert all({m["wnid"] for m in s.header["members"]} == {s.header["meta"]["label"]} for s in sentences)
+    with monkeypatch.context() as patch:  # each archive read as parts, as a big one is: the same bytes
+        patch.setattr(laion, "TAR_PART_BYTES", 4096)
+        assert build(tmp_path / "archived", "out-parts")["units_rendered"] > 3
+    assert _rendered_tars(tmp_path / "out-parts") == rendered
+
+    assert build(tmp_path / "archived", "out") == {"units_reused": 3}
+    assert _rendered_tars(tmp_path / "out") == rendered
+    (name,) = _class_folder(tmp_path / "grown", WNIDS[1], 11, 1)
+    shutil.copy(tmp_path / "grown" / name, extracted / "train" / WNIDS[1])
+    subprocess.run(["tar", "-rf", str(archives / f"{WNIDS[1]}.tar"), "-C", str(tmp_path / "grown"), name], check=True)
+    assert build(tmp_path / "archived", "out") == {"units_rendered": 1, "units_reused": 2}
+    assert build(extracted, "out-grown") == {"units_rendered": 3}
+    assert _rendered_tars(tmp_path / "out") == _rendered_tars(tmp_path / "out-grown") != rendered
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", **fields) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o644
+    for field, value in fields.items():
+        setattr(info, field, value)
+    tar.addfile(info, io.BytesIO(data) if data else None)
+
+
+def _items_of(root: Path) -> tuple[list[ImageRecord], list[Reject]]:
+    items = _items(root, ("train",))
+    return [i for i in items if isinstance(i, ImageRecord)], [i for i in items if isinstance(i, Reject)]
+
+
+def test_each_member_of_a_class_archive_is_an_image_of_its_class_or_a_reject(tmp_path: Path):
+    """A class archive holding what archives made by hand and on Macs hold (macOS tar's AppleDouble
+    `._x` members, a `.DS_Store`, a caption, a folder, links, a fifo, a member named for another
+    class, two members of one stem, a name in NFD) and, last, a member whose header declares 300 MiB
+    in a tar cut right after it: every member is an image of the class or one reject with its
+    reason; the large one is judged on its header, never read (no `truncated_sample`)."""
+    wnid, photos = WNIDS[0], _photos()
+    root = tmp_path / "inet"
+    (root / "train").mkdir(parents=True)
+    path = root / "train" / f"{wnid}.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, f"._{wnid}_1.JPEG", b"\0\5\26\7\0\2\0\0Mac OS X        " + b"\0" * 60)
+        _add(tar, f"{wnid}_1.JPEG", photos[0])
+        _add(tar, ".DS_Store", b"\0\0\0\1Bud1" + b"\0" * 30)
+        _add(tar, f"{wnid}_2.JPEG", photos[1])
+        _add(tar, f"{wnid}_2.png", photos[2])
+        _add(tar, f"{wnid}_3.txt", b"a tench")
+        _add(tar, "n02123045_9.JPEG", photos[3])
+        _add(tar, f"{wnid}_4.JPEG", type=tarfile.SYMTYPE, linkname=f"{wnid}_1.JPEG")
+        _add(tar, f"{wnid}_5.JPEG", type=tarfile.LNKTYPE, linkname=f"{wnid}_1.JPEG")
+        _add(tar, f"{wnid}_6.JPEG", type=tarfile.FIFOTYPE)
+        _add(tar, "extra", type=tarfile.DIRTYPE, mode=0o755)
+        _add(tar, f"extra/{wnid}_7.JPEG", photos[4])
+        _add(tar, unicodedata.normalize("NFD", f"{wnid}_caf\u00e9.JPEG"), photos[5])
+    whole = path.read_bytes()
+    end = len(whole.rstrip(b"\0"))
+    end += -end % 512
+    huge = tarfile.TarInfo(f"{wnid}_8.JPEG")
+    huge.size = 300 << 20
+    path.write_bytes(whole[:end] + huge.tobuf(tarfile.PAX_FORMAT) + photos[6])  # cut: its bytes stop short
+    records, rejects = _items_of(root)
+    assert [(r.key, r.label, r.lineage["file"], r.data) for r in records] == [
+        (f"inet-train-{wnid}-{wnid}_1", wnid, f"train/{wnid}_1", photos[0]),
+        (f"inet-train-{wnid}-{wnid}_2", wnid, f"train/{wnid}_2", photos[1]),
+        (safe_key("inet", "train", wnid, f"{wnid}_caf\u00e9"), wnid, f"train/{wnid}_caf\u00e9", photos[5])]  # NFC
+    shown = f"train/{wnid}.tar: "
+    assert [(r.reason, r.detail.removeprefix(shown)) for r in rejects] == [
+        ("os_metadata", f"._{wnid}_1.JPEG: macOS AppleDouble metadata of {wnid}_1.JPEG, not read"),
+        ("os_metadata", ".DS_Store: macOS Finder's folder settings, not read"),
+        ("duplicate_key", f"{wnid}_2.png: key inet-train-{wnid}-{wnid}_2 already taken by {wnid}_2.JPEG"),
+        ("unexpected_file", f"{wnid}_3.txt is not one of .jpeg, .jpg, .png"),
+        ("wrong_class", f"n02123045_9.JPEG is named for class n02123045, not {wnid}"),
+        ("not_a_file", f"{wnid}_4.JPEG: tar member of type symlink"),
+        ("not_a_file", f"{wnid}_5.JPEG: tar member of type hard link"),
+        ("not_a_file", f"{wnid}_6.JPEG: tar member of type fifo"),
+        ("unexpected_file", "extra/ is a folder: class archives are read flat"),
+        ("unexpected_file", f"extra/{wnid}_7.JPEG is in a folder: class archives are read flat"),
+        ("member_too_large", f"{wnid}_8.JPEG: {300 << 20} bytes, over the {256 << 20} byte cap for one member"),
+        ("corrupt_archive", "ReadError: unexpected end of data")]
+    assert all(r.detail.startswith(shown) and r.split_hint == "train" for r in rejects)
+    assert len(records) + len(rejects) == 14 + 1  # every member, and the cut archive
+    assert len({i.key for i in records + rejects}) == len(records) + len(rejects)
+
+
+def _three_photo_tar(path: Path) -> bytes:
+    """A class archive of three photos, as GNU tar writes it; its bytes."""
+    folder = path.parent / "made" / path.stem
+    _class_folder(folder, path.stem, 0, 3)
+    _archive(path, folder, "shell")
+    shutil.rmtree(path.parent / "made")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("part_bytes", [None, 2048])
+def test_a_cut_or_false_class_archive_keeps_what_it_holds_and_is_one_reject(tmp_path: Path, monkeypatch,
+                                                                            part_bytes: int | None):
+    """A class archive cut inside a photo (a killed download or copy) keeps the photos before the
+    cut, the cut one a `truncated_sample` reject; one cut at a member's end without tar's end
+    blocks is a `corrupt_archive` too; a `.tar` holding a JPEG, or gzipped under the plain name, is
+    one `corrupt_archive`: no crash, nothing silent. Read whole, and read as parts of a big tar
+    (each part yielding the items whose key it owns), the items are the same."""
+    from sources import laion
+
+    if part_bytes:
+        monkeypatch.setattr(laion, "TAR_PART_BYTES", part_bytes)
+    train = tmp_path / "inet" / "train"
+    train.mkdir(parents=True)
+    cut: dict[str, list[tarfile.TarInfo]] = {}  # GNU tar's photos, in its (directory) order
+    for wnid, keep in ((WNIDS[0], lambda m: m[2].offset_data + 100), (WNIDS[1], lambda m: m[3].offset)):
+        whole = _three_photo_tar(train / f"{wnid}.tar")
+        cut[wnid] = tarfile.open(train / f"{wnid}.tar").getmembers()  # `./` first, then the photos
+        (train / f"{wnid}.tar").write_bytes(whole[: keep(cut[wnid])])  # inside the 2nd photo; after it
+    (train / f"{WNIDS[2]}.tar").write_bytes(_photos()[0])
+    (train / "n01530575.tar").write_bytes(gzip.compress(_three_photo_tar(train / "n01530575.tar"), mtime=0))
+    source = ImageNetSource("inet", str(tmp_path / "inet"), ("train",))
+    units = source.units()
+    assert [u.wnid for u in units if u.part == 0] == ["n01440764", "n01443537", "n01530575", "n02123045"]
+    assert (len(units) > 4) == bool(part_bytes)
+    items = [i for u in units for i in source.read(u)]
+
+    def key(wnid: str, name: str) -> str:
+        return safe_key("inet", "train", wnid, name.removeprefix("./").removesuffix(".JPEG"))
+
+    assert sorted(i.key for i in items if isinstance(i, ImageRecord)) == sorted(
+        [key(WNIDS[0], cut[WNIDS[0]][1].name), key(WNIDS[1], cut[WNIDS[1]][1].name),
+         key(WNIDS[1], cut[WNIDS[1]][2].name)])
+    rejects = sorted((r.key, r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert rejects == sorted([
+        (key(WNIDS[0], cut[WNIDS[0]][2].name), "truncated_sample",
+         f"train/{WNIDS[0]}.tar: {cut[WNIDS[0]][2].name.removeprefix('./')}: ReadError: unexpected end of data"),
+        (safe_key("inet", "train", WNIDS[0], f"{WNIDS[0]}.tar"), "corrupt_archive",
+         f"train/{WNIDS[0]}.tar: ReadError: unexpected end of data"),
+        (safe_key("inet", "train", WNIDS[1], f"{WNIDS[1]}.tar"), "corrupt_archive",
+         f"train/{WNIDS[1]}.tar: ReadError: the archive ends after {cut[WNIDS[1]][3].offset} bytes without its "
+         "end-of-archive block (cut short)"),
+        (safe_key("inet", "train", "n01530575", "n01530575.tar"), "corrupt_archive",
+         "train/n01530575.tar: ReadError: invalid header"),
+        (safe_key("inet", "train", WNIDS[2], f"{WNIDS[2]}.tar"), "corrupt_archive",
+         f"train/{WNIDS[2]}.tar: ReadError: invalid header")])
+
+
+def test_what_is_still_not_read_says_how_to_extract_it(tmp_path: Path):
+    """ILSVRC's outer archives and a tar of class archives (fall11_whole.tar) are not read in place:
+    a root holding only ILSVRC2012_img_train.tar is refused, naming the one extraction needed (the
+    outer tar only); the outer tar in train/ and each class archive inside fall11_whole.tar are an
+    `unexpected_file` reject saying so, the class archives beside them read; a class archive in
+    val/ says to extract it into its class folder (val images are read from folders only)."""
+    root = tmp_path / "ilsvrc"
     root.mkdir()
-    for wnid, count in (("n00004475", 2), ("n00005787", 1)):
-        _class_tar(root / f"{wnid}.tar", wnid, count)
-    with pytest.raises(FileNotFoundError, match=r"no train/ folder .*; it holds 2 \.tar files: class archives "
-                                                r"\(ImageNet-21k's <wnid>\.tar\) are not read: extract each into "
-                                                r"<split>/<wnid>/, e.g. tar -xf n00004475.tar -C train/n00004475"):
-        _items(root, ("train",))
+    made = tmp_path / "made"
+    made.mkdir()
+    _three_photo_tar(made / f"{WNIDS[0]}.tar")
+    with tarfile.open(root / "ILSVRC2012_img_train.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(made / f"{WNIDS[0]}.tar", f"{WNIDS[0]}.tar")
+    outer = ("an archive of class archives: extract the outer tar only, mkdir -p train && tar -xf {} -C train "
+             "(the <wnid>.tar class archives it holds are read in place)")
+    with pytest.raises(FileNotFoundError) as refused:
+        _items(root)
+    assert str(refused.value).endswith(f"; it holds ILSVRC2012_img_train.tar, {outer.format('ILSVRC2012_img_train.tar')}")
     (root / "train").mkdir()
-    for tar in sorted(root.glob("*.tar")):
-        tar.rename(root / "train" / tar.name)
-    rejects = _items(root, ("train",))
-    assert [(r.reason, r.detail.split(";")[0]) for r in rejects] == [
-        ("unexpected_file", f"train/{w}.tar is not one of .jpeg, .jpg, .png") for w in ("n00004475", "n00005787")]
-    assert all("are not read: extract each into <split>/<wnid>/" in r.detail for r in rejects)
+    (root / "val").mkdir()
+    (root / "ILSVRC2012_img_train.tar").rename(root / "train" / "ILSVRC2012_img_train.tar")
+    shutil.copy(made / f"{WNIDS[0]}.tar", root / "train")
+    shutil.copy(made / f"{WNIDS[0]}.tar", root / "val")
+    records, rejects = [i for i in _items(root) if isinstance(i, ImageRecord)], [i for i in _items(root)
+                                                                                  if isinstance(i, Reject)]
+    assert [(r.split_hint, r.label) for r in records] == [("train", WNIDS[0])] * 3
+    assert [(r.reason, r.detail) for r in rejects] == [
+        ("unexpected_file", "train/ILSVRC2012_img_train.tar is not one of .jpeg, .jpg, .png; "
+                            + outer.format("ILSVRC2012_img_train.tar")),
+        ("unexpected_file", f"val/{WNIDS[0]}.tar is not one of .jpeg, .jpg, .png; class archives are read in "
+                            f"place in train/ only: extract it into its class folder, mkdir -p val/{WNIDS[0]} && "
+                            f"tar -xf val/{WNIDS[0]}.tar -C val/{WNIDS[0]}")]
+    fall11 = tmp_path / "fall11"
+    fall11.mkdir()
+    with tarfile.open(fall11 / "fall11_whole.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        for wnid in WNIDS[:2]:
+            tar.add(made / f"{WNIDS[0]}.tar", f"{wnid}.tar")
+    records, rejects = _items_of(fall11)
+    assert not records and [(r.reason, r.detail) for r in rejects] == [
+        ("unexpected_file", f"fall11_whole.tar: {wnid}.tar is not one of .jpeg, .jpg, .png; fall11_whole.tar is "
+                            + outer.format("fall11_whole.tar")) for wnid in WNIDS[:2]]
