@@ -15,8 +15,10 @@ rounding of the composite), but a CMYK JPEG through its profile (LittleCMS's 8-b
 instead: ImageMagick reads any gamma but 1/2.2 as linear RGB. A signed 32-bit TIFF is checked
 against ImageMagick's decode of the signed 16-bit one: ImageMagick reads 32-bit signed samples'
 bits as unsigned, where the decoder offsets every signed sample as ImageMagick does 16-bit ones.
-A multi-page TIFF or an animated GIF is its first page or frame, as `F[0]`; nothing records that
-there were more. ImageMagick is not needed to run these tests.
+A multi-page TIFF, an animated GIF, APNG or WebP is its first page or frame, as `F[0]`, and its
+sentence header's member says how many the file holds (`pages`). A GIF frame reaching past its
+logical screen is cut at the screen's edge, as ImageMagick's `-coalesce` shows it. ImageMagick is
+not needed to run these tests.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
 from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.headers import Pages, gif_frames, tiff_pages
 from transforms.resize import plan_resize
 from uvd_pipeline.render import RenderSettings, decode_png, render_image
 
@@ -261,3 +264,60 @@ def test_first_page_or_frame_is_the_image():
     first = decode_rgb((MAGICK / "tiff_multipage.tif").read_bytes())
     assert np.abs(first.astype(np.int16) - _reference("tiff_multipage.tif")).max() == 0
     assert first.std(axis=2).mean() > 5  # the colour photo, not the grey second page
+
+
+# files of several pages or frames, each made by a real writer (README): the image is the first
+MANY_PAGES = ("tiff_multipage.tif", "gif_anim.gif", "png_anim.png", "webp_anim.webp")
+
+
+def _render_member(data: bytes) -> dict:
+    """The sentence header's member of one image rendered by the build's render path."""
+    record = ImageRecord("k", "magick", "k", data=data)
+    out = render_image(record, RenderSettings(32, "squash", 0, 10**8, 1, 0, 0.0))
+    assert not isinstance(out, Reject), out
+    return out.members[0]
+
+
+@pytest.mark.parametrize("name", MANY_PAGES)
+def test_pages_after_the_first_are_counted_in_the_header(name: str):
+    """A multi-page TIFF (ImageMagick), an animated GIF (ImageMagick), APNG (ffmpeg) or WebP
+    (ImageMagick) is its first page or frame, as `convert F[0]` shows it; nothing recorded that
+    there were more. The member says how many the file holds, counted as Pillow finds them by
+    decoding every one; a still image's member has no such field."""
+    data = (MAGICK / name).read_bytes()
+    with Image.open(io.BytesIO(data)) as opened:
+        frames = sum(1 for _ in ImageSequence.Iterator(opened))
+    assert frames > 1
+    member = _render_member(data)
+    assert member["pages"] == frames and "pages_at_least" not in member
+    assert np.abs(decode_rgb(data).astype(np.int16) - _reference(name)).max() == 0
+    assert "pages" not in _render_member((MAGICK / "tiff_lzw.tif").read_bytes())
+
+
+def _gif(frames: int, sub_block: int = 255, blocks: int = 1) -> bytes:
+    """A GIF89a (spec sections 17-27) of a 1 x 1 screen with a 2-colour global table and `frames`
+    1 x 1 images, each of `blocks` data sub-blocks of `sub_block` bytes (LZW: clear, 0, end of
+    information, then padding a decoder reads past)."""
+    screen = b"GIF89a" + struct.pack("<HH", 1, 1) + bytes([0x80, 0, 0]) + b"\0\0\0\xff\xff\xff"
+    image = b"\x2c" + struct.pack("<HHHH", 0, 0, 1, 1) + b"\0" + b"\x02"
+    data = (bytes([sub_block]) + b"\x44\x01" + b"\0" * (sub_block - 2)) if sub_block >= 2 else b"\x01\x44"
+    data += (bytes([sub_block]) + b"\0" * sub_block) * (blocks - 1)
+    return screen + (image + data + b"\0") * frames + b"\x3b"
+
+
+def test_page_count_is_bounded_and_never_loops():
+    """A 10,000-frame GIF is counted exactly by a walk of its blocks (Pillow's own count seeks
+    through every frame); a walk that would pass its step limit stops there and says its count is
+    only a lower bound; a TIFF whose next IFD is itself counts one page."""
+    many = _gif(10_000)
+    with Image.open(io.BytesIO(many)) as opened:
+        assert opened.n_frames == 10_000
+    assert gif_frames(many) == Pages(10_000, True)
+    assert _render_member(many)["pages"] == 10_000
+    stopped = gif_frames(_gif(3, sub_block=1, blocks=1000), steps=1000)
+    assert not stopped.exact and 1 <= stopped.count < 3
+    tiff = bytearray((MAGICK / "tiff_lzw.tif").read_bytes())
+    ifd = int.from_bytes(tiff[4:8], "little")
+    end = ifd + 2 + 12 * int.from_bytes(tiff[ifd : ifd + 2], "little")
+    tiff[end : end + 4] = tiff[4:8]  # the next IFD: the same one
+    assert tiff_pages(bytes(tiff)) == Pages(1, True)

@@ -54,11 +54,15 @@ from transforms.headers import (
     clean_aperture,
     coefficient_bytes,
     declared_length,
+    Pages,
     embedded_images,
+    gif_frames,
+    gif_screen,
     jpeg_layout,
     marker_lossless,
     nclx_colour,
     png_size,
+    tiff_pages,
     webp_still_size,
 )
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
@@ -189,6 +193,7 @@ class DecodedImage:
     reduced_decode: int  # 1, 2, 4 or 8: the JPEG DCT scale used (1 = full decode)
     plan: ResizePlan  # the geometry from the original (oriented) image to the canvas
     colour_profile: str = ""  # the embedded ICC profile converted to sRGB from ("" = none, or sRGB)
+    pages: Pages = Pages()  # the pages or frames the file holds: the image is the first (`pages_of`)
 
 
 @dataclass(frozen=True)
@@ -397,6 +402,26 @@ def _held(image: Image.Image, data: bytes) -> Held:
     return Held(w * h * working(len(image.getbands())), f"the {image.format} decoder's working buffers")
 
 
+# formats whose opened image knows its frame count from what it read to open it: an APNG's acTL,
+# libwebp's demuxer, libavif's and libheif's image lists (GIF's and TIFF's Pillow counts by seeking
+# through every frame or IFD: those are walked in the bytes, `headers.gif_frames`, `tiff_pages`)
+_FRAMES_KNOWN_AT_OPEN = ("PNG", "WEBP", "AVIF", "HEIF")
+
+
+def pages_of(image: Image.Image, data: bytes) -> Pages:
+    """How many pages (a TIFF's) or frames (an animated GIF's, APNG's, WebP's, an AVIF's image
+    sequence) the opened file holds, judged without decoding any: the image is its first, as
+    `convert F[0]` shows, and the sentence header says how many there were (`uvd_pipeline.render`)."""
+    if image.format == "GIF":
+        return gif_frames(data)
+    if image.format == "TIFF":
+        return tiff_pages(data)
+    if image.format in _FRAMES_KNOWN_AT_OPEN:
+        count = getattr(image, "n_frames", 1)
+        return Pages(count) if isinstance(count, int) and count > 1 else Pages()
+    return Pages()
+
+
 def _png_exif(data: bytes) -> bytes | None:
     """The eXIf chunk of a PNG, found by walking chunk headers (Pillow's `getexif` would decode
     every pixel to reach a chunk stored after them, before any budget check)."""
@@ -465,10 +490,24 @@ def _orientation(image: Image.Image, data: bytes) -> int:
 
 
 def _aperture(image: Image.Image, data: bytes) -> tuple[int, int, int, int] | None:
-    """The clean-aperture crop box (`clap`) of an AVIF, None for any other image: libheif crops a
-    HEIF itself, but Pillow's AVIF plugin hands over the whole coded frame (an AVIF whose clap
-    keeps 200 x 160 of 320 x 240 was decoded 320 x 240, where heif-convert gives the crop)."""
-    return clean_aperture(data, *image.size) if image.format == "AVIF" else None
+    """The box of the opened image that is the picture, None for the whole: an AVIF's clean
+    aperture (`clap`): libheif crops a HEIF itself, but Pillow's AVIF plugin hands over the whole
+    coded frame (an AVIF whose clap keeps 200 x 160 of 320 x 240 was decoded 320 x 240, where
+    heif-convert gives the crop); a GIF's logical screen (`_gif_screen_box`)."""
+    if image.format == "AVIF":
+        return clean_aperture(data, *image.size)
+    return _gif_screen_box(image, data) if image.format == "GIF" else None
+
+
+def _gif_screen_box(image: Image.Image, data: bytes) -> tuple[int, int, int, int] | None:
+    """A GIF's logical screen, when its first frame reaches past it: Pillow grows its canvas to
+    hold the frame (a 32 x 24 frame at +10+6 of a 32 x 24 screen was decoded 42 x 30), where
+    ImageMagick's `-coalesce` and browsers show the screen, the frame cut at its edge. A screen
+    declared 0 x 0 (some writers') is no box: the frame is then the picture."""
+    screen = gif_screen(data)
+    if screen is None or min(screen) < 1 or (screen[0] >= image.width and screen[1] >= image.height):
+        return None
+    return 0, 0, min(screen[0], image.width), min(screen[1], image.height)
 
 
 def _cropped(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
@@ -766,6 +805,7 @@ def load_image(
     image = _open(data, max_pixels, max_bytes)
     held = _held(image, data)
     fmt = image.format or "unknown"
+    pages = pages_of(image, data)
     orientation = _orientation(image, data)
     box = _aperture(image, data)
     raw_w, raw_h = (box[2] - box[0], box[3] - box[1]) if box else image.size
@@ -793,4 +833,4 @@ def load_image(
     image = _oriented(image, orientation)
     rgb, profile = _srgb_array(image, data)  # before the resize: it blends sRGB values
     pixels = _plan_at_scale(plan, rgb.shape, reduced, orientation).apply_image(rgb, pad_value=pad_value)
-    return DecodedImage(pixels, width, height, fmt, reduced, plan, profile)
+    return DecodedImage(pixels, width, height, fmt, reduced, plan, profile, pages)
