@@ -59,7 +59,8 @@ REFS = _references()
 TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2, "jpeg_cmyk_icc.jpg": 20}
 # real image formats this build cannot decode, by what the reject names them
 UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MIFF (ImageMagick)",
-               "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF"}
+               "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF",
+               "tiff_half_grey.tif": "TIFF"}
 
 
 # PNGs declaring their samples' gamma by a gAMA chunk and no sRGB or iCCP chunk; ImageMagick reads
@@ -321,3 +322,21 @@ def test_page_count_is_bounded_and_never_loops():
     end = ifd + 2 + 12 * int.from_bytes(tiff[ifd : ifd + 2], "little")
     tiff[end : end + 4] = tiff[4:8]  # the next IFD: the same one
     assert tiff_pages(bytes(tiff)) == Pages(1, True)
+
+
+@pytest.mark.parametrize("name", ["tiff_float.tif", "tiff_half_grey.tif"])
+def test_float_tiff_reject_names_its_samples(name: str):
+    """ImageMagick's 32-bit floating-point RGB and 16-bit floating-point grey TIFFs, which Pillow
+    cannot read, were rejected as "a sample layout Pillow cannot read", never saying float: the
+    detail names the samples as the file's tags declare them (read here by tifffile). A 32-bit
+    float grey TIFF is Pillow's mode "F": decoded, within a level of ImageMagick's decode."""
+    import tifffile  # scikit-image's dependency
+
+    page = tifffile.TiffFile(MAGICK / name).pages[0]
+    with pytest.raises(DecodeError) as caught:
+        decode_rgb((MAGICK / name).read_bytes())
+    space = {tifffile.PHOTOMETRIC.RGB: "RGB", tifffile.PHOTOMETRIC.MINISBLACK: "grey"}[page.photometric]
+    assert page.sampleformat == tifffile.SAMPLEFORMAT.IEEEFP
+    assert caught.value.detail.startswith(f"TIFF ({page.bitspersample}-bit floating-point {space}")
+    grey = decode_rgb((MAGICK / "tiff_float_grey.tif").read_bytes())
+    assert np.abs(grey.astype(np.int16) - _reference("tiff_float_grey.tif")).max() <= 1

@@ -63,6 +63,7 @@ from transforms.headers import (
     nclx_colour,
     png_size,
     tiff_pages,
+    tiff_samples,
     webp_still_size,
 )
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
@@ -260,8 +261,9 @@ def sniff_format(data: bytes) -> str | None:
     raw = camera_raw(data)
     if raw:
         return raw
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF (a sample layout Pillow cannot read)"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):  # the samples named: a float RGB TIFF's said nothing of float
+        samples = tiff_samples(data)
+        return f"TIFF ({samples + ', ' if samples else ''}a sample layout Pillow cannot read)"
     if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
         return "JPEG XL"
     if head[:5] == b"%PDF-":
@@ -569,17 +571,19 @@ def _load(image: Image.Image, data: bytes) -> None:
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
         _raise_if_cut_short(data)
-        raise _load_failure(image, text) from None
+        raise _load_failure(image, text, data) from None
     except Exception as exc:
         _raise_if_cut_short(data)
-        raise _load_failure(image, exception_detail(exc, limit=None)) from None
+        raise _load_failure(image, exception_detail(exc, limit=None), data) from None
 
 
-def _load_failure(image: Image.Image, text: str) -> DecodeError:
+def _load_failure(image: Image.Image, text: str, data: bytes) -> DecodeError:
     """A TIFF that opens but will not load uses a sample layout Pillow lacks (planar 16-bit RGBA,
-    say): a real image we cannot decode (`unsupported_format`), not a broken file."""
+    say): a real image we cannot decode (`unsupported_format`), not a broken file; named by the
+    samples its tags declare (`tiff_samples`), Pillow's mode when they cannot be read."""
     if image.format == "TIFF":
-        return DecodeError("unsupported_format", f"TIFF ({image.mode}, a sample layout Pillow cannot read): {text}"[:200])
+        samples = tiff_samples(data) or image.mode
+        return DecodeError("unsupported_format", f"TIFF ({samples}, a sample layout Pillow cannot read): {text}"[:200])
     return DecodeError("decode_error", text[:200])
 
 

@@ -604,3 +604,29 @@ def tiff_pages(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
         end = pos + counted + entry * int.from_bytes(data[pos : pos + counted], order)
         pos = int.from_bytes(data[end : end + offset], order) if end + offset <= len(data) else 0
     return Pages(max(len(seen), 1), len(seen) < steps)
+
+
+_BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL, _SAMPLE_FORMAT = 258, 277, 339
+_SAMPLE_KINDS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point", 4: "undefined"}
+_PHOTOMETRIC_NAMES = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr",
+                      8: "CIELab", 9: "ICCLab", 10: "ITULab", 32844: "LogL", 32845: "LogLuv"}
+
+
+def tiff_samples(data: bytes) -> str | None:
+    """What a TIFF's first page declares of its samples, in words ("32-bit floating-point RGB"):
+    its BitsPerSample, SampleFormat (TIFF 6.0 section 19) and PhotometricInterpretation, for the
+    reject of a layout Pillow cannot read. None when it is no TIFF or declares no bits."""
+    order = _TIFF_ORDER.get(data[:4])
+    if order is None or len(data) < 8:
+        return None
+    entries, _ = _tiff_ifd(data, int.from_bytes(data[4:8], order), order)
+    bits = _tiff_values(data, entries[_BITS_PER_SAMPLE], order)[:1] if _BITS_PER_SAMPLE in entries else []
+    if not bits:
+        return None
+    kind = _tiff_values(data, entries[_SAMPLE_FORMAT], order)[:1] if _SAMPLE_FORMAT in entries else [1]
+    photometric = _tiff_values(data, entries[_PHOTOMETRIC], order)[:1] if _PHOTOMETRIC in entries else []
+    samples = _tiff_values(data, entries[_SAMPLES_PER_PIXEL], order)[:1] if _SAMPLES_PER_PIXEL in entries else [1]
+    space = _PHOTOMETRIC_NAMES.get(photometric[0], f"photometric {photometric[0]}") if photometric else "colour"
+    kind_name = _SAMPLE_KINDS.get(kind[0] if kind else 1, f"sample format {kind[0] if kind else 1}")
+    count = samples[0] if samples else 1
+    return f"{bits[0]}-bit {kind_name} {space}" + (f", {count} samples a pixel" if count > 1 else "")
