@@ -340,3 +340,38 @@ def test_float_tiff_reject_names_its_samples(name: str):
     assert caught.value.detail.startswith(f"TIFF ({page.bitspersample}-bit floating-point {space}")
     grey = decode_rgb((MAGICK / "tiff_float_grey.tif").read_bytes())
     assert np.abs(grey.astype(np.int16) - _reference("tiff_float_grey.tif")).max() <= 1
+
+
+GREY_PROFILED = {"png_icc_grey.png": "Artifex PS Gray Profile", "jpeg_icc_grey.jpg": "Artifex PS Gray Profile",
+                 "tiff_icc_grey.tif": "Artifex PS Gray Profile", "png_icc_greya.png": "Artifex PS Gray Profile",
+                 "png16_icc_grey.png": "Artifex Software sGray ICC Profile"}
+
+
+@pytest.mark.parametrize("name", sorted(GREY_PROFILED))
+def test_grey_icc_profile_is_converted_to_srgb(name: str):
+    """A grey PNG, JPEG, TIFF, 16-bit PNG or grey+alpha PNG carrying a grey (GRAY) ICC profile
+    (ghostscript's linear `ps_gray.icc`, its `sgray.icc`) was shown as stored: up to 73 levels
+    from ImageMagick's `-profile srgb.icc` for the linear grey, 20 for sGray. It is converted as
+    an RGB profile is, within a level of ImageMagick's (its Q16 rounding), alpha composited
+    after, and the member names the profile."""
+    data = (MAGICK / name).read_bytes()
+    assert np.abs(decode_rgb(data).astype(np.int16) - _reference(name)).max() <= 1
+    assert load_image(data, 32, "squash").colour_profile == GREY_PROFILED[name]
+
+
+def test_grey_profile_follows_its_curve_at_16_bits():
+    """Samples tagged with the linear `ps_gray.icc` land where sRGB's encoding of that light is
+    (IEC 61966-2-1), 8-bit ones exactly (LittleCMS's optimised transform put level 1 at 6, not
+    13), and 16-bit ones from their 16 bits: a ramp of 0 to 4092 of 65535 keeps its 72 levels."""
+    with Image.open(MAGICK / "png_icc_grey.png") as opened:
+        icc = opened.info["icc_profile"]
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    buf = io.BytesIO()
+    Image.fromarray(levels).save(buf, "PNG", icc_profile=icc)
+    assert np.array_equal(decode_rgb(buf.getvalue())[..., 1], _srgb_of_light(levels / 255.0))
+    ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, "PNG", icc_profile=icc)
+    got = decode_rgb(buf.getvalue())
+    assert np.abs(got[..., 0].astype(np.int16) - _srgb_of_light(ramp / 65535.0)).max() <= 1
+    assert len(np.unique(got)) == 72

@@ -39,13 +39,20 @@ import math
 import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms import hdr
-from transforms.colour_profile import cmyk_to_srgb, convert_to_srgb, gamma_table, srgb_conversion
+from transforms.colour_profile import (
+    cmyk_to_srgb,
+    convert_to_srgb,
+    gamma_table,
+    grey_profile,
+    grey_table,
+    srgb_conversion,
+)
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
     JPEG_LS_SOF,
@@ -129,8 +136,8 @@ DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x 89.5 MP).
 # one input's decode: with a worker's own few hundred MB (Beam, the tokenizer) it stays under 1.5 GB
 DEFAULT_MAX_DECODE_BYTES = 768 << 20
 STRIP_PIXELS = 1 << 20  # pixels converted at a time: the temporaries of a conversion are per strip
-# modes whose pixels an RGB ICC profile describes (CMYK ones: `_srgb_array`; grey ones are left as they decode)
-_RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
+# modes whose pixels an RGB ICC profile describes (CMYK ones: `_srgb_array`; grey ones: `_GREY_PROFILED_MODES`)
+_RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})  # grey: `_GREY_PROFILED_MODES`
 # bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
 _STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 _STRIP_COST = STRIP_PIXELS * 24  # the largest per-strip temporaries (int64 / uint16 working copies)
@@ -588,15 +595,30 @@ def _load_failure(image: Image.Image, text: str, data: bytes) -> DecodeError:
 
 
 def _composite_on_white(rgba: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
-    """RGBA uint8 shown on white; `table` (a PNG's gAMA: `colour_profile.gamma_table`) takes the
-    colour to sRGB first: the background is sRGB's white and the mix is made in sRGB values."""
-    rgb = (rgba[..., :3] if table is None else table[rgba[..., :3]]).astype(np.uint16)
+    """RGBA uint8 shown on white; `table` (a `Curve`'s 8-bit one) takes the colour to sRGB first:
+    the background is sRGB's white and the mix is made in sRGB values. A table of colours (a grey
+    profile's) maps the grey that an "LA" image's RGBA repeats, its first band."""
+    rgb = rgba[..., :3] if table is None else table[rgba[..., :3]] if table.ndim == 1 else table[rgba[..., 0]]
+    rgb = rgb.astype(np.uint16)
     alpha = rgba[..., 3:4].astype(np.uint16)
     out = (rgb * alpha + WHITE * (255 - alpha) + 127) // 255
     return out.astype(np.uint8)
 
 
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# modes of grey samples, which a grey ICC profile describes (`colour_profile.grey_table`)
+_GREY_PROFILED_MODES = frozenset({"L", "LA", "La", *_WIDE_GREY})
+# A curve to sRGB for samples of 8 or 16 bits (the argument): a table of the sRGB level (uint8,
+# 2 ** bits) of each sample value, or of its sRGB colour ((2 ** bits, 3): a grey profile's), or
+# None for nothing to do. A PNG's gAMA (`colour_profile.gamma_table`) or a grey ICC profile.
+Curve = Callable[[int], "np.ndarray | None"]
+
+
+def _grey_to_rgb(gray: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+    """(h, W) uint8 grey -> (h, W, 3) uint8, through `table` (a `Curve`'s) when there is one."""
+    if table is not None and table.ndim == 2:
+        return table[gray]
+    return np.repeat((gray if table is None else table[gray])[:, :, None], 3, axis=2)
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -641,33 +663,26 @@ def _top_8_bits(values: np.ndarray, bits: int, signed: bool) -> np.ndarray:
 
 
 def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, depth: tuple[int, bool], top: float,
-                  gamma: float | None = None) -> np.ndarray:
+                  curve: Curve | None = None) -> np.ndarray:
     """One strip of rows as (h, W, 3) uint8: the per-pixel part of `to_rgb_array`; `depth`: the
-    (bits, signed) of a mode "I" image's samples; `gamma`: see `to_rgb_array`."""
-    table = gamma_table(gamma) if gamma else None
+    (bits, signed) of a mode "I" image's samples; `curve`: see `to_rgb_array`."""
+    table = curve(8) if curve else None
     if mode in _WIDE_GREY:
         values = np.asarray(strip)
         wide = table is not None and (mode != "I" or depth == (16, False))
-        if wide:  # the gamma at the samples' 16 bits: cut to 8 first, a linear file's shadows were lost
-            gray = gamma_table(gamma, 16)[values if mode != "I" else values.clip(0, 0xFFFF)]
-        elif mode == "I":
-            gray = _top_8_bits(values, *depth)
+        if wide:  # the curve at the samples' 16 bits: cut to 8 first, a linear file's shadows were lost
+            rgb = _grey_to_rgb(values if mode != "I" else values.clip(0, 0xFFFF), curve(16))  # type: ignore[misc]
         else:
-            gray = (values.astype(np.uint16) >> 8).astype(np.uint8)
-        if table is not None and not wide:
-            gray = table[gray]
+            rgb = _grey_to_rgb(_top_8_bits(values, *depth) if mode == "I"
+                               else (values.astype(np.uint16) >> 8).astype(np.uint8), table)
         if has_alpha:  # a tRNS key (16-bit grey PNG): its pixels are the background, white
-            gray[values == strip.info["transparency"]] = WHITE
-        return np.repeat(gray[:, :, None], 3, axis=2)
+            rgb[values == strip.info["transparency"]] = WHITE
+        return rgb
     if mode == "F":
         values = np.asarray(strip, dtype=np.float64)
-        gray = np.round(np.nan_to_num(values / top).clip(0, 1) * 255).astype(np.uint8)
-        gray = gray if table is None else table[gray]
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        return _grey_to_rgb(np.round(np.nan_to_num(values / top).clip(0, 1) * 255).astype(np.uint8), table)
     if mode == "L" and not has_alpha:
-        gray = np.asarray(strip)
-        gray = gray if table is None else table[gray]
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        return _grey_to_rgb(np.asarray(strip), table)
     if has_alpha:
         rgba = np.asarray(strip.convert("RGBA"))
         return _composite_on_white(rgba, table)
@@ -675,13 +690,14 @@ def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, depth: tuple[i
     return rgb if table is None else table[rgb]
 
 
-def to_rgb_array(image: Image.Image, gamma: float | None = None) -> np.ndarray:
+def to_rgb_array(image: Image.Image, curve: Curve | None = None) -> np.ndarray:
     """A loaded Pillow image of any mode as an (H, W, 3) uint8 array.
 
-    `gamma`: the samples' gamma a PNG's gAMA declares (`_png_gamma`), taken to sRGB by the PNG
-    specification's decoding (`colour_profile.gamma_table`) before alpha is composited on white,
-    so a half-transparent pixel mixes its corrected colour with white, not the table bending the
-    mix; 16-bit grey samples (modes "I;16*" and "I") are mapped from their 16 bits, not cut to 8
+    `curve`: the samples taken to sRGB by a table (`Curve`): a PNG's gAMA by the PNG
+    specification's decoding (`colour_profile.gamma_table`), grey samples by their grey ICC
+    profile (`colour_profile.grey_table`). Applied before alpha is composited on white, so a
+    half-transparent pixel mixes its corrected colour with white, not the table bending the mix;
+    16-bit grey samples (modes "I;16*" and "I") are mapped from their 16 bits, not cut to 8
     first. Pillow cuts 16-bit RGB, RGBA and grey+alpha PNGs to 8 bits on load: those are mapped
     from 8 bits.
 
@@ -701,13 +717,13 @@ def to_rgb_array(image: Image.Image, gamma: float | None = None) -> np.ndarray:
         depth = (8, False) if mode == "I" and high <= 255 else depth
         top = 1.0 if mode == "F" and high <= 1.0 else 255.0
     if h <= rows:  # one strip: the common case of web-sized images, no copies to stitch
-        return _strip_to_rgb(image, mode, has_alpha, depth, top, gamma)
+        return _strip_to_rgb(image, mode, has_alpha, depth, top, curve)
     out = np.empty((h, w, 3), np.uint8)
     for y in range(0, h, rows):
         strip = image.crop((0, y, w, min(h, y + rows)))
         if has_alpha and "transparency" in image.info:
             strip.info["transparency"] = image.info["transparency"]
-        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, depth, top, gamma)
+        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, depth, top, curve)
     return out
 
 
@@ -752,14 +768,19 @@ def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
     was converted from; a CMYK image with a CMYK profile converted by it
     (`transforms.colour_profile`): Pillow's conversion ignores the profile. A PNG's gAMA, when it
     has no profile and no sRGB chunk, is applied to its colour (grey ones too) before its alpha is
-    composited (`to_rgb_array`)."""
+    composited (`to_rgb_array`), as is a grey image's grey ICC profile (`colour_profile.grey_table`:
+    it was ignored, a linear grey shown up to 70 levels too dark)."""
     if image.mode == "CMYK":
         conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
         if conversion.transform is not None:
             return cmyk_to_srgb(image, conversion), conversion.description
     gamma = _png_gamma(image)
     if gamma and gamma_table(gamma) is not None:
-        return to_rgb_array(image, gamma), f"PNG gAMA {gamma:g}"
+        return to_rgb_array(image, functools.partial(gamma_table, gamma)), f"PNG gAMA {gamma:g}"
+    icc = image.info.get("icc_profile")
+    grey = grey_profile(icc) if image.mode in _GREY_PROFILED_MODES and isinstance(icc, bytes) else ""
+    if grey:
+        return to_rgb_array(image, functools.partial(grey_table, icc)), grey
     return _in_srgb(image, to_rgb_array(image), data)
 
 
