@@ -35,7 +35,7 @@ from PIL import Image, ImageSequence
 
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
-from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.decode import DecodeError, decode_cost, decode_rgb, load_image
 from transforms.headers import Pages, gif_frames, tiff_pages
 from transforms.resize import plan_resize
 from uvd_pipeline.render import RenderSettings, decode_png, render_image
@@ -67,6 +67,9 @@ UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MI
 # any gamma but 1/2.2 as linear RGB, so the reference is the PNG specification's, below
 GAMMA = {"png_gama_chrm.png": 0.8, "png_gama1_grey.png": 1.0}
 SRGB_GAMMA = "png_gama45455.png"  # the gAMA writers declare for sRGB: its samples are shown as stored
+# 16-bit colour PNGs of gAMA 1.0 (RGB, RGBA), checked against the specification's decoding of their
+# 16-bit samples (`_on_white_16`)
+GAMMA_16 = ("png16_gama1.png", "png16a_gama1.png")
 # a gAMA 1.0 beside what takes precedence over it (PNG specification, 3rd edition, 11.3.2): an sRGB
 # chunk (the samples are shown as stored), an iCCP profile (converted by it, as the file of the same
 # samples without the gAMA: its reference)
@@ -154,12 +157,17 @@ def _srgb_of_light(light: np.ndarray) -> np.ndarray:
     return np.round(np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055) * 255)
 
 
+def _with_chunk(raw: bytes, kind: bytes, body: bytes) -> bytes:
+    """PNG bytes with a chunk put after the IHDR, its CRC computed (PNG specification 5.3)."""
+    chunk = kind + body
+    return raw[:33] + struct.pack(">I", len(body)) + chunk + struct.pack(">I", zlib.crc32(chunk)) + raw[33:]
+
+
 def _png_with_gama(image: Image.Image, gama: int) -> bytes:
     """`image` saved by Pillow as PNG with a gAMA chunk of `gama` (100000 x gamma) after its IHDR."""
     buf = io.BytesIO()
     image.save(buf, "PNG")
-    raw, chunk = buf.getvalue(), b"gAMA" + struct.pack(">I", gama)
-    return raw[:33] + struct.pack(">I", 4) + chunk + struct.pack(">I", zlib.crc32(chunk)) + raw[33:]
+    return _with_chunk(buf.getvalue(), b"gAMA", struct.pack(">I", gama))
 
 
 def _linear_on_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -191,7 +199,7 @@ def test_png_gamma_applies_to_the_colour_before_compositing():
 def test_16_bit_grey_png_gamma_keeps_its_shadows():
     """A 16-bit grey gAMA 1.0 PNG was cut to 8 bits before its gamma: a ramp of 0 to 4092 of
     65535 came out in 16 levels (the specification's decoding of the 16-bit samples has 72), up to
-    12 levels off. Pillow cuts 16-bit RGB(A) PNGs to 8 bits on load: grey ones only."""
+    12 levels off. (Colour ones: `test_16_bit_colour_png_gamma_keeps_its_shadows`.)"""
     ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
     got = decode_rgb(_png_with_gama(Image.fromarray(ramp), 100000))
     want = _srgb_of_light(ramp / 65535.0).astype(np.uint8)
@@ -252,9 +260,10 @@ def test_folder_of_magick_files_renders_each_or_counts_its_reject():
         else:
             rendered[item.lineage["path"]] = decode_png(out.images[0])
     assert rejected == {name: ("decode", "unsupported_format") for name in UNSUPPORTED}
-    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, SRGB_GAMMA, SRGB_OVER_GAMMA, *SAME_PICTURE])
+    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, *GAMMA_16, SRGB_GAMMA, SRGB_OVER_GAMMA, *SAME_PICTURE])
     for name, canvas in rendered.items():
-        want = (_shown_in_srgb(name) if name in GAMMA else _stored(name) if name in (SRGB_GAMMA, SRGB_OVER_GAMMA)
+        want = (_shown_in_srgb(name) if name in GAMMA
+                else _on_white_16(cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)) if name in GAMMA_16 else _stored(name) if name in (SRGB_GAMMA, SRGB_OVER_GAMMA)
                 else _reference(SAME_PICTURE.get(name, name)))
         expected = plan_resize(*want.shape[:2], 32, "squash").apply_image(want)
         assert np.abs(canvas.astype(np.int16) - expected).max() <= TOLERANCE.get(name, 1) + 1, name
@@ -375,3 +384,45 @@ def test_grey_profile_follows_its_curve_at_16_bits():
     got = decode_rgb(buf.getvalue())
     assert np.abs(got[..., 0].astype(np.int16) - _srgb_of_light(ramp / 65535.0)).max() <= 1
     assert len(np.unique(got)) == 72
+
+
+def test_16_bit_colour_png_gamma_keeps_its_shadows():
+    """ImageMagick's 16-bit RGB and RGBA PNGs of gAMA 1.0, and OpenCV's 16-bit RGB, RGBA and
+    grey+alpha ramps of 0 to 4092 of 65535 with a gAMA 1.0 put in: Pillow cuts such samples to 8
+    bits as it loads them, and the gamma mapped the cut ones: up to 12 levels from the PNG
+    specification's decoding of the 16-bit samples (the ramps: 16 levels of the 72 it has), and an
+    EXIF turn (eXIf orientation 6) is applied as for any PNG. The reference: the stored samples
+    (OpenCV's decode) to light, to sRGB, the 16-bit alpha composited on white after."""
+    for name in GAMMA_16:
+        stored = cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)
+        assert stored.dtype == np.uint16
+        assert np.array_equal(decode_rgb((MAGICK / name).read_bytes()), _on_white_16(stored)), name
+    ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
+    for stored in (np.dstack([ramp, ramp, ramp, np.full_like(ramp, 40000)]), np.dstack([ramp, ramp[:, ::-1], ramp]),
+                   np.dstack([ramp, ramp[:, ::-1], ramp, ramp[::-1] * 16])):
+        ok, encoded = cv2.imencode(".png", stored)
+        png = _with_chunk(encoded.tobytes(), b"gAMA", struct.pack(">I", 100000))
+        got = decode_rgb(png)
+        assert np.array_equal(got, _on_white_16(stored))
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        turned = decode_rgb(_with_chunk(png, b"eXIf", exif.tobytes()[6:]))
+        assert np.array_equal(turned, np.rot90(got, -1))
+        assert len(np.unique(got[..., 0])) == 72 or stored.shape[2] == 4  # the opaque ramp: all its levels
+    # OpenCV's 16-bit samples are judged with the budget before decoding: a budget that holds
+    # Pillow's 8-bit buffer and the result, but not them, refuses the file and says why
+    budget = decode_cost(*ramp.shape[::-1], "RGBA") + ramp.size * 8
+    with pytest.raises(DecodeError, match="16-bit samples of a gAMA PNG") as caught:
+        decode_rgb(png, max_bytes=budget)
+    assert caught.value.reason == "image_too_large"
+    assert decode_rgb(encoded.tobytes(), max_bytes=budget).shape == (4, 1024, 3)  # without its gAMA: fits
+
+
+def _on_white_16(stored: np.ndarray) -> np.ndarray:
+    """OpenCV's 16-bit BGR(A) samples of a gAMA 1.0 PNG as the specification shows them: the colour
+    to light (sample / 65535) to sRGB, then composited on white by its 16-bit alpha, rounded."""
+    colour = _srgb_of_light(stored[..., 2::-1] / 65535.0)
+    if stored.shape[2] == 3:
+        return colour.astype(np.uint8)
+    alpha = stored[..., 3:4] / 65535.0
+    return np.floor(colour * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)

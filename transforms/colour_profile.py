@@ -32,7 +32,8 @@ was read as sRGB, up to 73 levels darker than browsers show it. Its samples go t
 to sRGB's encoding (`gamma_table`, the PNG specification's decoding); a gAMA within libpng's 5%
 threshold of the 1/2.2 that writers declare for sRGB keeps its samples. Its cHRM is not applied.
 The colour is decoded before its alpha is composited on white (`transforms.decode.to_rgb_array`),
-and a 16-bit grey PNG's samples from their 16 bits (Pillow cuts 16-bit colour PNGs to 8 on load).
+and 16-bit samples from their 16 bits: grey ones as Pillow holds them, colour and grey+alpha ones,
+which Pillow cuts to 8 bits on load, from OpenCV's decode (`transforms.decode._wide_gamma`).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ on the paths that accept a reduced decode) or rejected `image_too_large`.
 
 What a decoder holds besides its output counts too (`transforms.headers` reads it from the bytes):
 a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp, the
-32-bit samples of OpenJPEG and the YUV planes of libavif (by the bit depth and subsampling its
-`av1C` boxes declare); and an icon container is judged on the images it embeds, which Pillow
+32-bit samples of OpenJPEG, the YUV planes of libavif (by the bit depth and subsampling its
+`av1C` boxes declare) and OpenCV's 16-bit samples of a gAMA PNG of 16-bit colour (`_wide_gamma`); and an icon container is judged on the images it embeds, which Pillow
 decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time grows with
 its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is rejected
 `too_many_scans` before decoding.
@@ -41,6 +41,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -68,6 +69,7 @@ from transforms.headers import (
     jpeg_layout,
     marker_lossless,
     nclx_colour,
+    png_header,
     png_size,
     tiff_pages,
     tiff_samples,
@@ -404,6 +406,8 @@ def _held(image: Image.Image, data: bytes) -> Held:
     if image.format == "HEIF":  # libheif's own buffers are not judged; an HDR photo's tone-mapping is
         tone_map = _tone_map_bytes(image, data)
         return Held(tone_map, "the HDR tone-mapping (output, float32 band)") if tone_map else Held()
+    if image.format == "PNG":
+        return _wide_held(image, data)
     working = _WORKING.get(image.format or "")
     if working is None:
         return Held()
@@ -699,7 +703,7 @@ def to_rgb_array(image: Image.Image, curve: Curve | None = None) -> np.ndarray:
     half-transparent pixel mixes its corrected colour with white, not the table bending the mix;
     16-bit grey samples (modes "I;16*" and "I") are mapped from their 16 bits, not cut to 8
     first. Pillow cuts 16-bit RGB, RGBA and grey+alpha PNGs to 8 bits on load: those are mapped
-    from 8 bits.
+    from 8 bits here (a gAMA PNG's are mapped from the file's 16 bits instead: `_wide_gamma`).
 
     Converted strip by strip into one output array: only the RGB result and one strip's
     temporaries exist besides Pillow's own buffer (even for RGB: `np.asarray` of a whole image
@@ -763,20 +767,77 @@ def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple
     return convert_to_srgb(pixels, conversion), conversion.description
 
 
-def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
+# PNG colour types whose 16-bit samples Pillow cuts to 8 bits as it loads them: RGB, grey+alpha, RGBA
+_CUT_TO_8 = (2, 4, 6)
+# the turn of each EXIF orientation, as `ImageOps.exif_transpose` makes it
+_EXIF_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+               8: Image.Transpose.ROTATE_90}
+
+
+def _gamma_cut_to_8(image: Image.Image, data: bytes) -> bool:
+    """Whether this PNG's gAMA is applied (`_png_gamma`) to samples Pillow cuts to 8 bits: 16-bit
+    RGB, RGBA or grey+alpha (`_CUT_TO_8`) without a tRNS colour key (mode "RGB"'s transparency)."""
+    header = png_header(data) if image.format == "PNG" else None
+    gamma = _png_gamma(image)
+    return (header is not None and header[0] == 16 and header[1] in _CUT_TO_8 and "transparency" not in image.info
+            and gamma is not None and gamma_table(gamma) is not None)
+
+
+def _wide_held(image: Image.Image, data: bytes) -> Held:
+    """What `_wide_gamma` holds: OpenCV's 16-bit samples (2 bytes each, alpha included) and, for
+    an image EXIF turns, the turned copy of its result."""
+    if not _gamma_cut_to_8(image, data):
+        return Held()
+    w, h = image.size
+    return Held(w * h * (2 * (3 if png_header(data) == (16, 2) else 4) + 3),
+                "the 16-bit samples of a gAMA PNG (OpenCV's decode)")
+
+
+def _wide_gamma(image: Image.Image, data: bytes, gamma: float, orientation: int) -> np.ndarray | None:
+    """A 16-bit RGB, RGBA or grey+alpha PNG's gAMA applied to its 16-bit samples (OpenCV decodes
+    them as stored: no gamma, no EXIF turn), the colour before its 16-bit alpha is composited on
+    white, then turned by `orientation`: Pillow hands over 8-bit samples, whose linear shadows
+    (gAMA 1.0) came out up to 12 levels from the specification's decoding. None when OpenCV does
+    not give 16-bit colour (the 8-bit path then applies the gamma)."""
+    if not _gamma_cut_to_8(image, data):
+        return None
+    wide = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if wide is None or wide.dtype != np.uint16 or wide.ndim != 3 or wide.shape[2] not in (3, 4):
+        return None
+    table = gamma_table(gamma, 16)
+    h, w = wide.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, STRIP_PIXELS // max(1, w))
+    for y in range(0, h, rows):
+        strip = wide[y : y + rows]
+        colour = table[strip[..., 2::-1]]  # OpenCV's BGR(A)
+        if strip.shape[2] == 4:
+            alpha = strip[..., 3:4].astype(np.uint32)
+            colour = ((colour * alpha + WHITE * (0xFFFF - alpha) + 0x7FFF) // 0xFFFF).astype(np.uint8)
+        out[y : y + rows] = colour
+    del wide
+    return out if orientation == 1 else np.asarray(Image.fromarray(out).transpose(_EXIF_TURNS[orientation]))
+
+
+def _srgb_array(image: Image.Image, data: bytes, orientation: int = 1) -> tuple[np.ndarray, str]:
     """The loaded image as (H, W, 3) uint8 sRGB (`to_rgb_array`, `_in_srgb`) and the profile it
     was converted from; a CMYK image with a CMYK profile converted by it
     (`transforms.colour_profile`): Pillow's conversion ignores the profile. A PNG's gAMA, when it
     has no profile and no sRGB chunk, is applied to its colour (grey ones too) before its alpha is
     composited (`to_rgb_array`), as is a grey image's grey ICC profile (`colour_profile.grey_table`:
-    it was ignored, a linear grey shown up to 70 levels too dark)."""
+    it was ignored, a linear grey shown up to 70 levels too dark). A 16-bit colour PNG's gAMA is
+    applied to its 16 bits (`_wide_gamma`): `orientation`, the EXIF turn `image` has had, is
+    given to that decode, which starts from the file's bytes."""
     if image.mode == "CMYK":
         conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
         if conversion.transform is not None:
             return cmyk_to_srgb(image, conversion), conversion.description
     gamma = _png_gamma(image)
     if gamma and gamma_table(gamma) is not None:
-        return to_rgb_array(image, functools.partial(gamma_table, gamma)), f"PNG gAMA {gamma:g}"
+        wide = _wide_gamma(image, data, gamma, orientation)
+        return (to_rgb_array(image, functools.partial(gamma_table, gamma)) if wide is None else wide,
+                f"PNG gAMA {gamma:g}")
     icc = image.info.get("icc_profile")
     grey = grey_profile(icc) if image.mode in _GREY_PROFILED_MODES and isinstance(icc, bytes) else ""
     if grey:
@@ -796,7 +857,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
-    return _srgb_array(image, data)[0]
+    return _srgb_array(image, data, orientation)[0]
 
 
 def decode_through(data: bytes, plan: ResizePlan, max_pixels: int = DEFAULT_MAX_PIXELS, pad_value: int = 0,
@@ -856,6 +917,6 @@ def load_image(
     _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
-    rgb, profile = _srgb_array(image, data)  # before the resize: it blends sRGB values
+    rgb, profile = _srgb_array(image, data, orientation)  # before the resize: it blends sRGB values
     pixels = _plan_at_scale(plan, rgb.shape, reduced, orientation).apply_image(rgb, pad_value=pad_value)
     return DecodedImage(pixels, width, height, fmt, reduced, plan, profile, pages)

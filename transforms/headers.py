@@ -323,6 +323,13 @@ def webp_still_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def png_header(data: bytes) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR; None if it is not one."""
+    if _png_size(data[:24]) is None or len(data) < 26:
+        return None
+    return data[24], data[25]
+
+
 def _png_size(head: bytes) -> tuple[int, int] | None:
     if head[:8] != PNG_MAGIC or head[12:16] != b"IHDR" or len(head) < 24:
         return None
