@@ -12,7 +12,9 @@ one level at most, two where a 16-bit alpha is truncated too. Measured on these 
 agree exactly or within that level (BMP 565 and bitfield alpha, CMYK, WebP alpha: ImageMagick's
 rounding of the composite), but a CMYK JPEG through its profile (LittleCMS's 8-bit transform:
 `transforms.colour_profile`). A PNG's gAMA is checked against the PNG specification's decoding
-instead: ImageMagick reads any gamma but 1/2.2 as linear RGB. A signed 32-bit TIFF is checked
+instead: ImageMagick reads any gamma but 1/2.2 as linear RGB; a 16-bit colour one's from its 16-bit
+samples. A PNG's cHRM of other primaries than sRGB's is checked against colorimetry's conversion
+(ImageMagick applies none; Chromium does). A signed 32-bit TIFF is checked
 against ImageMagick's decode of the signed 16-bit one: ImageMagick reads 32-bit signed samples'
 bits as unsigned, where the decoder offsets every signed sample as ImageMagick does 16-bit ones.
 A multi-page TIFF, an animated GIF, APNG or WebP is its first page or frame, as `F[0]`, and its
@@ -70,6 +72,11 @@ SRGB_GAMMA = "png_gama45455.png"  # the gAMA writers declare for sRGB: its sampl
 # 16-bit colour PNGs of gAMA 1.0 (RGB, RGBA), checked against the specification's decoding of their
 # 16-bit samples (`_on_white_16`)
 GAMMA_16 = ("png16_gama1.png", "png16a_gama1.png")
+# PNGs whose cHRM declares other primaries than sRGB's (Adobe RGB's, no gAMA; ProPhoto's, gAMA 1.0):
+# the chromaticities (PNG specification 11.3.2.3) and the gamma, checked against `_chromaticities_shown`
+CHROMATICITIES = {"png_chrm_adobe.png": ((0.3127, 0.329, 0.64, 0.33, 0.21, 0.71, 0.15, 0.06), None),
+                  "png_chrm_prophoto_gama1.png": ((0.3457, 0.3585, 0.7347, 0.2653, 0.1596, 0.8404, 0.0366, 0.0001),
+                                                  1.0)}
 # a gAMA 1.0 beside what takes precedence over it (PNG specification, 3rd edition, 11.3.2): an sRGB
 # chunk (the samples are shown as stored), an iCCP profile (converted by it, as the file of the same
 # samples without the gAMA: its reference)
@@ -260,10 +267,13 @@ def test_folder_of_magick_files_renders_each_or_counts_its_reject():
         else:
             rendered[item.lineage["path"]] = decode_png(out.images[0])
     assert rejected == {name: ("decode", "unsupported_format") for name in UNSUPPORTED}
-    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, *GAMMA_16, SRGB_GAMMA, SRGB_OVER_GAMMA, *SAME_PICTURE])
+    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, *GAMMA_16, *CHROMATICITIES, SRGB_GAMMA, SRGB_OVER_GAMMA,
+                                       *SAME_PICTURE])
     for name, canvas in rendered.items():
         want = (_shown_in_srgb(name) if name in GAMMA
-                else _on_white_16(cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)) if name in GAMMA_16 else _stored(name) if name in (SRGB_GAMMA, SRGB_OVER_GAMMA)
+                else _chromaticities_shown(_stored(name), *CHROMATICITIES[name]) if name in CHROMATICITIES
+                else _on_white_16(cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)) if name in GAMMA_16
+                else _stored(name) if name in (SRGB_GAMMA, SRGB_OVER_GAMMA)
                 else _reference(SAME_PICTURE.get(name, name)))
         expected = plan_resize(*want.shape[:2], 32, "squash").apply_image(want)
         assert np.abs(canvas.astype(np.int16) - expected).max() <= TOLERANCE.get(name, 1) + 1, name
@@ -426,3 +436,48 @@ def _on_white_16(stored: np.ndarray) -> np.ndarray:
         return colour.astype(np.uint8)
     alpha = stored[..., 3:4] / 65535.0
     return np.floor(colour * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+
+
+def _chromaticities_shown(stored: np.ndarray, chromaticities: tuple[float, ...], gamma: float | None) -> np.ndarray:
+    """8-bit RGB samples of these primaries (white x, y, then red, green, blue) as colorimetry
+    shows them in sRGB: to light (by the gamma, or sRGB's curve without one), to XYZ by the
+    primaries' matrix (RGB 1, 1, 1 the white), the white adapted to sRGB's D65 by Bradford, to
+    linear sRGB (IEC 61966-2-1's matrix), clipped, encoded, rounded."""
+    def xyz(x: float, y: float) -> np.ndarray:
+        return np.array([x / y, 1.0, (1 - x - y) / y])
+
+    level = stored / 255.0
+    srgb = np.where(level <= 0.04045, level / 12.92, ((level + 0.055) / 1.055) ** 2.4)
+    light = level ** (1 / gamma) if gamma else srgb
+    wx, wy, rx, ry, gx, gy, bx, by = chromaticities
+    primaries = np.stack([xyz(rx, ry), xyz(gx, gy), xyz(bx, by)], axis=1)
+    to_xyz = primaries * np.linalg.solve(primaries, xyz(wx, wy))
+    bradford = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
+    adapt = np.linalg.inv(bradford) @ np.diag(bradford @ xyz(0.3127, 0.329) / (bradford @ xyz(wx, wy))) @ bradford
+    to_srgb = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
+    return _srgb_of_light(np.clip(light @ (to_srgb @ adapt @ to_xyz).T, 0, 1)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", sorted(CHROMATICITIES))
+def test_png_chromaticities_are_shown_in_srgb(name: str):
+    """A PNG whose cHRM declares Adobe RGB's primaries (ImageMagick's `-green-primary 0.21,0.71`,
+    no gAMA, no sRGB or iCCP chunk) or ProPhoto's with a gAMA 1.0 was read with sRGB's primaries:
+    up to 31 levels off for Adobe RGB (3.3 on average), where Chromium (Skia's PNG decoder) makes
+    a matrix profile of them. Within a level of colorimetry's conversion (LittleCMS's 8-bit
+    transform); the member names the chromaticities."""
+    data = (MAGICK / name).read_bytes()
+    want = _chromaticities_shown(_stored(name), *CHROMATICITIES[name])
+    assert np.abs(decode_rgb(data).astype(np.int16) - want).max() <= 1
+    assert load_image(data, 32, "squash").colour_profile.startswith("PNG cHRM red ")
+
+
+def test_png_chromaticities_that_make_no_matrix_are_ignored():
+    """A cHRM of sRGB's values (ImageMagick writes them by default: `png_gama_chrm.png`), of zeros
+    or of collinear primaries changes nothing beside its gAMA, and never fails the decode."""
+    plain = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    buf = io.BytesIO()
+    plain.save(buf, "PNG")
+    srgb, collinear = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000), (31270, 32900) + (30000, 60000) * 3
+    for values in ((0,) * 8, collinear, srgb):
+        png = _with_chunk(buf.getvalue(), b"cHRM", struct.pack(">8I", *values))
+        assert np.array_equal(decode_rgb(png), np.asarray(plain)) and load_image(png, 4, "squash").colour_profile == ""

@@ -19,7 +19,8 @@ on the paths that accept a reduced decode) or rejected `image_too_large`.
 What a decoder holds besides its output counts too (`transforms.headers` reads it from the bytes):
 a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp, the
 32-bit samples of OpenJPEG, the YUV planes of libavif (by the bit depth and subsampling its
-`av1C` boxes declare) and OpenCV's 16-bit samples of a gAMA PNG of 16-bit colour (`_wide_gamma`); and an icon container is judged on the images it embeds, which Pillow
+`av1C` boxes declare) and OpenCV's 16-bit samples of a gAMA PNG of 16-bit colour (`_wide_gamma`);
+and an icon container is judged on the images it embeds, which Pillow
 decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time grows with
 its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is rejected
 `too_many_scans` before decoding.
@@ -47,6 +48,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms import hdr
 from transforms.colour_profile import (
+    SrgbConversion,
+    chromaticity_conversion,
     cmyk_to_srgb,
     convert_to_srgb,
     gamma_table,
@@ -69,6 +72,7 @@ from transforms.headers import (
     jpeg_layout,
     marker_lossless,
     nclx_colour,
+    png_chromaticities,
     png_header,
     png_size,
     tiff_pages,
@@ -751,6 +755,16 @@ def _png_gamma(image: Image.Image) -> float | None:
     return float(gamma) if isinstance(gamma, (int, float)) else None
 
 
+def _png_chromaticities(image: Image.Image, data: bytes) -> SrgbConversion:
+    """The conversion a colour PNG's cHRM (with its gAMA) asks for when no iCCP or sRGB chunk
+    (which take precedence) is there (`colour_profile.chromaticity_conversion`): its primaries
+    were read as sRGB's, an Adobe RGB cHRM's colours dull, where Chromium converts them."""
+    if image.format != "PNG" or image.mode not in _RGB_PROFILED_MODES or image.info.get("icc_profile") \
+            or "srgb" in image.info:
+        return chromaticity_conversion(None, None)
+    return chromaticity_conversion(png_chromaticities(data), _png_gamma(image))
+
+
 def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple[np.ndarray, str]:
     """`to_rgb_array`'s pixels converted from the image's embedded RGB profile to sRGB, and the
     profile's description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF
@@ -834,6 +848,9 @@ def _srgb_array(image: Image.Image, data: bytes, orientation: int = 1) -> tuple[
         if conversion.transform is not None:
             return cmyk_to_srgb(image, conversion), conversion.description
     gamma = _png_gamma(image)
+    chromaticities = _png_chromaticities(image, data)
+    if chromaticities.transform is not None:  # the gAMA is its curve
+        return convert_to_srgb(to_rgb_array(image), chromaticities), chromaticities.description
     if gamma and gamma_table(gamma) is not None:
         wide = _wide_gamma(image, data, gamma, orientation)
         return (to_rgb_array(image, functools.partial(gamma_table, gamma)) if wide is None else wide,
