@@ -12,11 +12,15 @@ one level at most, two where a 16-bit alpha is truncated too. Measured on these 
 agree exactly or within that level (BMP 565 and bitfield alpha, CMYK, WebP alpha: ImageMagick's
 rounding of the composite), but a CMYK JPEG through its profile (LittleCMS's 8-bit transform:
 `transforms.colour_profile`). A PNG's gAMA is checked against the PNG specification's decoding
-instead: ImageMagick reads any gamma but 1/2.2 as linear RGB. A signed 32-bit TIFF is checked
+instead: ImageMagick reads any gamma but 1/2.2 as linear RGB; a 16-bit colour one's from its 16-bit
+samples. A PNG's cHRM of other primaries than sRGB's is checked against colorimetry's conversion
+(ImageMagick applies none; Chromium does). A signed 32-bit TIFF is checked
 against ImageMagick's decode of the signed 16-bit one: ImageMagick reads 32-bit signed samples'
 bits as unsigned, where the decoder offsets every signed sample as ImageMagick does 16-bit ones.
-A multi-page TIFF or an animated GIF is its first page or frame, as `F[0]`; nothing records that
-there were more. ImageMagick is not needed to run these tests.
+A multi-page TIFF, an animated GIF, APNG or WebP is its first page or frame, as `F[0]`, and its
+sentence header's member says how many the file holds (`pages`). A GIF frame reaching past its
+logical screen is cut at the screen's edge, as ImageMagick's `-coalesce` shows it. ImageMagick is
+not needed to run these tests.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
-from transforms.decode import DecodeError, decode_rgb, load_image
+from transforms.decode import DecodeError, decode_cost, decode_rgb, load_image
+from transforms.headers import Pages, gif_frames, tiff_pages
 from transforms.resize import plan_resize
 from uvd_pipeline.render import RenderSettings, decode_png, render_image
 
@@ -56,13 +61,22 @@ REFS = _references()
 TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2, "jpeg_cmyk_icc.jpg": 20}
 # real image formats this build cannot decode, by what the reject names them
 UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MIFF (ImageMagick)",
-               "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF"}
+               "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF",
+               "tiff_half_grey.tif": "TIFF"}
 
 
 # PNGs declaring their samples' gamma by a gAMA chunk and no sRGB or iCCP chunk; ImageMagick reads
 # any gamma but 1/2.2 as linear RGB, so the reference is the PNG specification's, below
 GAMMA = {"png_gama_chrm.png": 0.8, "png_gama1_grey.png": 1.0}
 SRGB_GAMMA = "png_gama45455.png"  # the gAMA writers declare for sRGB: its samples are shown as stored
+# 16-bit colour PNGs of gAMA 1.0 (RGB, RGBA), checked against the specification's decoding of their
+# 16-bit samples (`_on_white_16`)
+GAMMA_16 = ("png16_gama1.png", "png16a_gama1.png")
+# PNGs whose cHRM declares other primaries than sRGB's (Adobe RGB's, no gAMA; ProPhoto's, gAMA 1.0):
+# the chromaticities (PNG specification 11.3.2.3) and the gamma, checked against `_chromaticities_shown`
+CHROMATICITIES = {"png_chrm_adobe.png": ((0.3127, 0.329, 0.64, 0.33, 0.21, 0.71, 0.15, 0.06), None),
+                  "png_chrm_prophoto_gama1.png": ((0.3457, 0.3585, 0.7347, 0.2653, 0.1596, 0.8404, 0.0366, 0.0001),
+                                                  1.0)}
 # a gAMA 1.0 beside what takes precedence over it (PNG specification, 3rd edition, 11.3.2): an sRGB
 # chunk (the samples are shown as stored), an iCCP profile (converted by it, as the file of the same
 # samples without the gAMA: its reference)
@@ -150,12 +164,17 @@ def _srgb_of_light(light: np.ndarray) -> np.ndarray:
     return np.round(np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055) * 255)
 
 
+def _with_chunk(raw: bytes, kind: bytes, body: bytes) -> bytes:
+    """PNG bytes with a chunk put after the IHDR, its CRC computed (PNG specification 5.3)."""
+    chunk = kind + body
+    return raw[:33] + struct.pack(">I", len(body)) + chunk + struct.pack(">I", zlib.crc32(chunk)) + raw[33:]
+
+
 def _png_with_gama(image: Image.Image, gama: int) -> bytes:
     """`image` saved by Pillow as PNG with a gAMA chunk of `gama` (100000 x gamma) after its IHDR."""
     buf = io.BytesIO()
     image.save(buf, "PNG")
-    raw, chunk = buf.getvalue(), b"gAMA" + struct.pack(">I", gama)
-    return raw[:33] + struct.pack(">I", 4) + chunk + struct.pack(">I", zlib.crc32(chunk)) + raw[33:]
+    return _with_chunk(buf.getvalue(), b"gAMA", struct.pack(">I", gama))
 
 
 def _linear_on_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -187,7 +206,7 @@ def test_png_gamma_applies_to_the_colour_before_compositing():
 def test_16_bit_grey_png_gamma_keeps_its_shadows():
     """A 16-bit grey gAMA 1.0 PNG was cut to 8 bits before its gamma: a ramp of 0 to 4092 of
     65535 came out in 16 levels (the specification's decoding of the 16-bit samples has 72), up to
-    12 levels off. Pillow cuts 16-bit RGB(A) PNGs to 8 bits on load: grey ones only."""
+    12 levels off. (Colour ones: `test_16_bit_colour_png_gamma_keeps_its_shadows`.)"""
     ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
     got = decode_rgb(_png_with_gama(Image.fromarray(ramp), 100000))
     want = _srgb_of_light(ramp / 65535.0).astype(np.uint8)
@@ -248,9 +267,13 @@ def test_folder_of_magick_files_renders_each_or_counts_its_reject():
         else:
             rendered[item.lineage["path"]] = decode_png(out.images[0])
     assert rejected == {name: ("decode", "unsupported_format") for name in UNSUPPORTED}
-    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, SRGB_GAMMA, SRGB_OVER_GAMMA, *SAME_PICTURE])
+    assert sorted(rendered) == sorted([*REFERENCED, *GAMMA, *GAMMA_16, *CHROMATICITIES, SRGB_GAMMA, SRGB_OVER_GAMMA,
+                                       *SAME_PICTURE])
     for name, canvas in rendered.items():
-        want = (_shown_in_srgb(name) if name in GAMMA else _stored(name) if name in (SRGB_GAMMA, SRGB_OVER_GAMMA)
+        want = (_shown_in_srgb(name) if name in GAMMA
+                else _chromaticities_shown(_stored(name), *CHROMATICITIES[name]) if name in CHROMATICITIES
+                else _on_white_16(cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)) if name in GAMMA_16
+                else _stored(name) if name in (SRGB_GAMMA, SRGB_OVER_GAMMA)
                 else _reference(SAME_PICTURE.get(name, name)))
         expected = plan_resize(*want.shape[:2], 32, "squash").apply_image(want)
         assert np.abs(canvas.astype(np.int16) - expected).max() <= TOLERANCE.get(name, 1) + 1, name
@@ -261,3 +284,200 @@ def test_first_page_or_frame_is_the_image():
     first = decode_rgb((MAGICK / "tiff_multipage.tif").read_bytes())
     assert np.abs(first.astype(np.int16) - _reference("tiff_multipage.tif")).max() == 0
     assert first.std(axis=2).mean() > 5  # the colour photo, not the grey second page
+
+
+# files of several pages or frames, each made by a real writer (README): the image is the first
+MANY_PAGES = ("tiff_multipage.tif", "gif_anim.gif", "png_anim.png", "webp_anim.webp")
+
+
+def _render_member(data: bytes) -> dict:
+    """The sentence header's member of one image rendered by the build's render path."""
+    record = ImageRecord("k", "magick", "k", data=data)
+    out = render_image(record, RenderSettings(32, "squash", 0, 10**8, 1, 0, 0.0))
+    assert not isinstance(out, Reject), out
+    return out.members[0]
+
+
+@pytest.mark.parametrize("name", MANY_PAGES)
+def test_pages_after_the_first_are_counted_in_the_header(name: str):
+    """A multi-page TIFF (ImageMagick), an animated GIF (ImageMagick), APNG (ffmpeg) or WebP
+    (ImageMagick) is its first page or frame, as `convert F[0]` shows it; nothing recorded that
+    there were more. The member says how many the file holds, counted as Pillow finds them by
+    decoding every one; a still image's member has no such field."""
+    data = (MAGICK / name).read_bytes()
+    with Image.open(io.BytesIO(data)) as opened:
+        frames = sum(1 for _ in ImageSequence.Iterator(opened))
+    assert frames > 1
+    member = _render_member(data)
+    assert member["pages"] == frames and "pages_at_least" not in member
+    assert np.abs(decode_rgb(data).astype(np.int16) - _reference(name)).max() == 0
+    assert "pages" not in _render_member((MAGICK / "tiff_lzw.tif").read_bytes())
+
+
+def _gif(frames: int, sub_block: int = 255, blocks: int = 1) -> bytes:
+    """A GIF89a (spec sections 17-27) of a 1 x 1 screen with a 2-colour global table and `frames`
+    1 x 1 images, each of `blocks` data sub-blocks of `sub_block` bytes (LZW: clear, 0, end of
+    information, then padding a decoder reads past)."""
+    screen = b"GIF89a" + struct.pack("<HH", 1, 1) + bytes([0x80, 0, 0]) + b"\0\0\0\xff\xff\xff"
+    image = b"\x2c" + struct.pack("<HHHH", 0, 0, 1, 1) + b"\0" + b"\x02"
+    data = (bytes([sub_block]) + b"\x44\x01" + b"\0" * (sub_block - 2)) if sub_block >= 2 else b"\x01\x44"
+    data += (bytes([sub_block]) + b"\0" * sub_block) * (blocks - 1)
+    return screen + (image + data + b"\0") * frames + b"\x3b"
+
+
+def test_page_count_is_bounded_and_never_loops():
+    """A 10,000-frame GIF is counted exactly by a walk of its blocks (Pillow's own count seeks
+    through every frame); a walk that would pass its step limit stops there and says its count is
+    only a lower bound; a TIFF whose next IFD is itself counts one page."""
+    many = _gif(10_000)
+    with Image.open(io.BytesIO(many)) as opened:
+        assert opened.n_frames == 10_000
+    assert gif_frames(many) == Pages(10_000, True)
+    assert _render_member(many)["pages"] == 10_000
+    stopped = gif_frames(_gif(3, sub_block=1, blocks=1000), steps=1000)
+    assert not stopped.exact and 1 <= stopped.count < 3
+    tiff = bytearray((MAGICK / "tiff_lzw.tif").read_bytes())
+    ifd = int.from_bytes(tiff[4:8], "little")
+    end = ifd + 2 + 12 * int.from_bytes(tiff[ifd : ifd + 2], "little")
+    tiff[end : end + 4] = tiff[4:8]  # the next IFD: the same one
+    assert tiff_pages(bytes(tiff)) == Pages(1, True)
+
+
+@pytest.mark.parametrize("name", ["tiff_float.tif", "tiff_half_grey.tif"])
+def test_float_tiff_reject_names_its_samples(name: str):
+    """ImageMagick's 32-bit floating-point RGB and 16-bit floating-point grey TIFFs, which Pillow
+    cannot read, were rejected as "a sample layout Pillow cannot read", never saying float: the
+    detail names the samples as the file's tags declare them (read here by tifffile). A 32-bit
+    float grey TIFF is Pillow's mode "F": decoded, within a level of ImageMagick's decode."""
+    import tifffile  # scikit-image's dependency
+
+    page = tifffile.TiffFile(MAGICK / name).pages[0]
+    with pytest.raises(DecodeError) as caught:
+        decode_rgb((MAGICK / name).read_bytes())
+    space = {tifffile.PHOTOMETRIC.RGB: "RGB", tifffile.PHOTOMETRIC.MINISBLACK: "grey"}[page.photometric]
+    assert page.sampleformat == tifffile.SAMPLEFORMAT.IEEEFP
+    assert caught.value.detail.startswith(f"TIFF ({page.bitspersample}-bit floating-point {space}")
+    grey = decode_rgb((MAGICK / "tiff_float_grey.tif").read_bytes())
+    assert np.abs(grey.astype(np.int16) - _reference("tiff_float_grey.tif")).max() <= 1
+
+
+GREY_PROFILED = {"png_icc_grey.png": "Artifex PS Gray Profile", "jpeg_icc_grey.jpg": "Artifex PS Gray Profile",
+                 "tiff_icc_grey.tif": "Artifex PS Gray Profile", "png_icc_greya.png": "Artifex PS Gray Profile",
+                 "png16_icc_grey.png": "Artifex Software sGray ICC Profile"}
+
+
+@pytest.mark.parametrize("name", sorted(GREY_PROFILED))
+def test_grey_icc_profile_is_converted_to_srgb(name: str):
+    """A grey PNG, JPEG, TIFF, 16-bit PNG or grey+alpha PNG carrying a grey (GRAY) ICC profile
+    (ghostscript's linear `ps_gray.icc`, its `sgray.icc`) was shown as stored: up to 73 levels
+    from ImageMagick's `-profile srgb.icc` for the linear grey, 20 for sGray. It is converted as
+    an RGB profile is, within a level of ImageMagick's (its Q16 rounding), alpha composited
+    after, and the member names the profile."""
+    data = (MAGICK / name).read_bytes()
+    assert np.abs(decode_rgb(data).astype(np.int16) - _reference(name)).max() <= 1
+    assert load_image(data, 32, "squash").colour_profile == GREY_PROFILED[name]
+
+
+def test_grey_profile_follows_its_curve_at_16_bits():
+    """Samples tagged with the linear `ps_gray.icc` land where sRGB's encoding of that light is
+    (IEC 61966-2-1), 8-bit ones exactly (LittleCMS's optimised transform put level 1 at 6, not
+    13), and 16-bit ones from their 16 bits: a ramp of 0 to 4092 of 65535 keeps its 72 levels."""
+    with Image.open(MAGICK / "png_icc_grey.png") as opened:
+        icc = opened.info["icc_profile"]
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    buf = io.BytesIO()
+    Image.fromarray(levels).save(buf, "PNG", icc_profile=icc)
+    assert np.array_equal(decode_rgb(buf.getvalue())[..., 1], _srgb_of_light(levels / 255.0))
+    ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, "PNG", icc_profile=icc)
+    got = decode_rgb(buf.getvalue())
+    assert np.abs(got[..., 0].astype(np.int16) - _srgb_of_light(ramp / 65535.0)).max() <= 1
+    assert len(np.unique(got)) == 72
+
+
+def test_16_bit_colour_png_gamma_keeps_its_shadows():
+    """ImageMagick's 16-bit RGB and RGBA PNGs of gAMA 1.0, and OpenCV's 16-bit RGB, RGBA and
+    grey+alpha ramps of 0 to 4092 of 65535 with a gAMA 1.0 put in: Pillow cuts such samples to 8
+    bits as it loads them, and the gamma mapped the cut ones: up to 12 levels from the PNG
+    specification's decoding of the 16-bit samples (the ramps: 16 levels of the 72 it has), and an
+    EXIF turn (eXIf orientation 6) is applied as for any PNG. The reference: the stored samples
+    (OpenCV's decode) to light, to sRGB, the 16-bit alpha composited on white after."""
+    for name in GAMMA_16:
+        stored = cv2.imread(str(MAGICK / name), cv2.IMREAD_UNCHANGED)
+        assert stored.dtype == np.uint16
+        assert np.array_equal(decode_rgb((MAGICK / name).read_bytes()), _on_white_16(stored)), name
+    ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
+    for stored in (np.dstack([ramp, ramp, ramp, np.full_like(ramp, 40000)]), np.dstack([ramp, ramp[:, ::-1], ramp]),
+                   np.dstack([ramp, ramp[:, ::-1], ramp, ramp[::-1] * 16])):
+        ok, encoded = cv2.imencode(".png", stored)
+        png = _with_chunk(encoded.tobytes(), b"gAMA", struct.pack(">I", 100000))
+        got = decode_rgb(png)
+        assert np.array_equal(got, _on_white_16(stored))
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        turned = decode_rgb(_with_chunk(png, b"eXIf", exif.tobytes()[6:]))
+        assert np.array_equal(turned, np.rot90(got, -1))
+        assert len(np.unique(got[..., 0])) == 72 or stored.shape[2] == 4  # the opaque ramp: all its levels
+    # OpenCV's 16-bit samples are judged with the budget before decoding: a budget that holds
+    # Pillow's 8-bit buffer and the result, but not them, refuses the file and says why
+    budget = decode_cost(*ramp.shape[::-1], "RGBA") + ramp.size * 8
+    with pytest.raises(DecodeError, match="16-bit samples of a gAMA PNG") as caught:
+        decode_rgb(png, max_bytes=budget)
+    assert caught.value.reason == "image_too_large"
+    assert decode_rgb(encoded.tobytes(), max_bytes=budget).shape == (4, 1024, 3)  # without its gAMA: fits
+
+
+def _on_white_16(stored: np.ndarray) -> np.ndarray:
+    """OpenCV's 16-bit BGR(A) samples of a gAMA 1.0 PNG as the specification shows them: the colour
+    to light (sample / 65535) to sRGB, then composited on white by its 16-bit alpha, rounded."""
+    colour = _srgb_of_light(stored[..., 2::-1] / 65535.0)
+    if stored.shape[2] == 3:
+        return colour.astype(np.uint8)
+    alpha = stored[..., 3:4] / 65535.0
+    return np.floor(colour * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+
+
+def _chromaticities_shown(stored: np.ndarray, chromaticities: tuple[float, ...], gamma: float | None) -> np.ndarray:
+    """8-bit RGB samples of these primaries (white x, y, then red, green, blue) as colorimetry
+    shows them in sRGB: to light (by the gamma, or sRGB's curve without one), to XYZ by the
+    primaries' matrix (RGB 1, 1, 1 the white), the white adapted to sRGB's D65 by Bradford, to
+    linear sRGB (IEC 61966-2-1's matrix), clipped, encoded, rounded."""
+    def xyz(x: float, y: float) -> np.ndarray:
+        return np.array([x / y, 1.0, (1 - x - y) / y])
+
+    level = stored / 255.0
+    srgb = np.where(level <= 0.04045, level / 12.92, ((level + 0.055) / 1.055) ** 2.4)
+    light = level ** (1 / gamma) if gamma else srgb
+    wx, wy, rx, ry, gx, gy, bx, by = chromaticities
+    primaries = np.stack([xyz(rx, ry), xyz(gx, gy), xyz(bx, by)], axis=1)
+    to_xyz = primaries * np.linalg.solve(primaries, xyz(wx, wy))
+    bradford = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
+    adapt = np.linalg.inv(bradford) @ np.diag(bradford @ xyz(0.3127, 0.329) / (bradford @ xyz(wx, wy))) @ bradford
+    to_srgb = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
+    return _srgb_of_light(np.clip(light @ (to_srgb @ adapt @ to_xyz).T, 0, 1)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", sorted(CHROMATICITIES))
+def test_png_chromaticities_are_shown_in_srgb(name: str):
+    """A PNG whose cHRM declares Adobe RGB's primaries (ImageMagick's `-green-primary 0.21,0.71`,
+    no gAMA, no sRGB or iCCP chunk) or ProPhoto's with a gAMA 1.0 was read with sRGB's primaries:
+    up to 31 levels off for Adobe RGB (3.3 on average), where Chromium (Skia's PNG decoder) makes
+    a matrix profile of them. Within a level of colorimetry's conversion (LittleCMS's 8-bit
+    transform); the member names the chromaticities."""
+    data = (MAGICK / name).read_bytes()
+    want = _chromaticities_shown(_stored(name), *CHROMATICITIES[name])
+    assert np.abs(decode_rgb(data).astype(np.int16) - want).max() <= 1
+    assert load_image(data, 32, "squash").colour_profile.startswith("PNG cHRM red ")
+
+
+def test_png_chromaticities_that_make_no_matrix_are_ignored():
+    """A cHRM of sRGB's values (ImageMagick writes them by default: `png_gama_chrm.png`), of zeros
+    or of collinear primaries changes nothing beside its gAMA, and never fails the decode."""
+    plain = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    buf = io.BytesIO()
+    plain.save(buf, "PNG")
+    srgb, collinear = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000), (31270, 32900) + (30000, 60000) * 3
+    for values in ((0,) * 8, collinear, srgb):
+        png = _with_chunk(buf.getvalue(), b"cHRM", struct.pack(">8I", *values))
+        assert np.array_equal(decode_rgb(png), np.asarray(plain)) and load_image(png, 4, "squash").colour_profile == ""

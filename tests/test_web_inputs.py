@@ -224,7 +224,8 @@ def test_every_folder_file_is_decoded_or_rejected_with_its_format(tmp_path: Path
     assert _outcomes(tmp_path) == {
         "a.avif": "AVIF", "b.heic": "HEIF", "g.jpg": "JPEG",
         "c.svg": "unsupported_format: SVG (vector graphics)",
-        "d.tif": "unsupported_format: TIFF (RGB, a sample layout Pillow cannot read)",
+        "d.tif": "unsupported_format: TIFF (16-bit unsigned integer RGB, 4 samples a pixel, a sample layout Pillow "
+                 "cannot read)",
         "e.html": "not_an_image: no image format recognises these 16 bytes",
         path_key("web", "f.txt"): "missing_image",
         path_key("web", "h.jpg"): "not_a_file",

@@ -18,13 +18,26 @@ one on that file on average, up to 20 at saturated inks (unoptimised it is withi
 ns a pixel against 160: more than the decode time judged from a JPEG's header allows).
 A CMYK image without a profile keeps Pillow's conversion, as browsers show it.
 
+A grey image (a scanner's, a microscope's, a photo editor's black and white) may carry a grey
+(GRAY) profile: a linear grey was shown as stored, up to 73 levels too dark (ghostscript's
+`ps_gray.icc`, assigned by ImageMagick). Its samples go through a table of the sRGB colour of
+each level (`grey_table`, 256 or 65,536 entries, built once per profile by LittleCMS unoptimised),
+before alpha is composited, 16-bit ones from their 16 bits: within a level of ImageMagick's
+`-profile srgb.icc` (its Q16 rounding) on ImageMagick's grey PNG, JPEG, TIFF, 16-bit and
+grey+alpha PNGs. An sGray-like profile (every level within one of identity) keeps the samples.
+
 A PNG without an ICC profile or an sRGB chunk may declare its samples' gamma by a gAMA chunk
 (sample = light ** gamma): one of 1.0 (linear light, from scientific and rendering tools) or 0.8
 was read as sRGB, up to 73 levels darker than browsers show it. Its samples go to light and back
 to sRGB's encoding (`gamma_table`, the PNG specification's decoding); a gAMA within libpng's 5%
-threshold of the 1/2.2 that writers declare for sRGB keeps its samples. Its cHRM is not applied.
+threshold of the 1/2.2 that writers declare for sRGB keeps its samples. A cHRM declaring other
+primaries than sRGB's (Adobe RGB's, ProPhoto's) is converted as Chromium converts it (Skia's PNG
+decoder: a matrix profile of those primaries, the gAMA its curve, sRGB's without one;
+`chromaticity_conversion`), where ImageMagick 6.9.11 and libpng apply none: an Adobe RGB cHRM was
+read as sRGB, up to 31 levels from colorimetry's conversion, now within 1.
 The colour is decoded before its alpha is composited on white (`transforms.decode.to_rgb_array`),
-and a 16-bit grey PNG's samples from their 16 bits (Pillow cuts 16-bit colour PNGs to 8 on load).
+and 16-bit samples from their 16 bits: grey ones as Pillow holds them, colour and grey+alpha ones,
+which Pillow cuts to 8 bits on load, from OpenCV's decode (`transforms.decode._wide_gamma`).
 """
 
 from __future__ import annotations
@@ -152,3 +165,150 @@ def cmyk_to_srgb(image: Image.Image, conversion: SrgbConversion) -> np.ndarray:
     w, h = image.size
     return _by_strips(conversion.transform, np.empty((h, w, 3), np.uint8),
                       lambda top, bottom: image.crop((0, top, w, bottom)))
+
+
+def _grey_description(icc: bytes) -> str | None:
+    """The description of an embedded profile of grey samples (colour space GRAY), "unnamed" for
+    none; None when the profile is of another space or cannot be read."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if profile.profile.xcolor_space.strip() != "GRAY":
+            return None
+        return (profile.profile.profile_description or "").strip() or "unnamed"
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+# A table is built once per profile: LittleCMS's unoptimised transform costs nothing there, where its
+# optimised 8-bit one interpolates a linear grey's steep shadows between coarse nodes (level 1 came
+# out 6, not 13: 9 levels from ImageMagick's Q16 conversion, which is within 1 of the exact curve)
+_TABLE_FLAGS = ImageCms.Flags.NOCACHE | ImageCms.Flags.NOOPTIMIZE
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _grey_levels(icc: bytes, bits: int) -> np.ndarray | None:
+    """LittleCMS's sRGB colour of every `bits`-bit level (8: an "L" ramp, 16: an "I;16" one) of
+    grey samples in the profile `icc`: uint8 (2 ** bits, 3). None for a profile not grey or not
+    readable."""
+    if _grey_description(icc) is None:
+        return None
+    ramp = np.arange(1 << bits, dtype=np.uint8 if bits == 8 else np.uint16).reshape(1, -1)
+    try:
+        transform = ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"),
+                                            "L" if bits == 8 else "I;16", "RGB",
+                                            renderingIntent=_INTENT["RGB"], flags=_TABLE_FLAGS)
+        table = np.ascontiguousarray(np.asarray(transform.apply(Image.fromarray(ramp)))[0])
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+    table.flags.writeable = False  # shared by the cache
+    return table
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def grey_profile(icc: bytes | None) -> str:
+    """The description of an embedded grey profile that moves some grey level by more than
+    `_IDENTITY_TOLERANCE` on its way to sRGB (a linear or gamma 1.8 grey), "" for none (no
+    profile, not grey, unreadable, or an sGray one: such images keep their samples)."""
+    if not icc:
+        return ""
+    table = _grey_levels(icc, 8)
+    if table is None:
+        return ""
+    moved = np.abs(table.astype(np.int16) - np.arange(256, dtype=np.int16)[:, None]).max()
+    return (_grey_description(icc) or "") if moved > _IDENTITY_TOLERANCE else ""
+
+
+def grey_table(icc: bytes, bits: int = 8) -> np.ndarray | None:
+    """The sRGB colour, uint8 (2 ** bits, 3), of each level of grey samples of `bits` bits (8 or
+    16) that the grey profile `icc` describes, by LittleCMS (perceptual, as for RGB profiles),
+    built once per profile and depth; None when `grey_profile` finds nothing to convert. The
+    16-bit table maps 16-bit samples before they are cut to 8, as a PNG's gAMA is applied."""
+    return _grey_levels(icc, bits) if grey_profile(icc) else None
+
+
+# A PNG's cHRM (the chromaticities of its white and primaries) with no iCCP or sRGB chunk, read
+# as Chromium does (Skia's SkPngCodec `read_color_profile`): an RGB matrix profile of those
+# primaries, adapted to the ICC's D50 by Bradford (`skcms_PrimariesToXYZD50`), whose curve is the
+# gAMA's power, sRGB's when there is no gAMA (here also one within libpng's 5% of sRGB's, as
+# `gamma_table` keeps those samples). ImageMagick 6.9.11 and libpng apply no cHRM.
+SRGB_CHROMATICITIES = (0.3127, 0.3290, 0.64, 0.33, 0.30, 0.60, 0.15, 0.06)
+CHROMATICITY_TOLERANCE = 0.0015  # a writer's rounding of sRGB's values (libpng's own are to 1e-5)
+_D50 = np.array([0.9642, 1.0, 0.8249])
+_BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
+_CURVE_POINTS = 4096
+
+
+def _xyz(x: float, y: float) -> np.ndarray:
+    return np.array([x / y, 1.0, (1 - x - y) / y])
+
+
+def primaries_to_xyz_d50(chromaticities: tuple[float, ...]) -> np.ndarray | None:
+    """The 3 x 3 matrix from linear RGB of these primaries (white x, y, red, green, blue x, y) to
+    XYZ under D50: each primary scaled so that RGB 1, 1, 1 is the white, then the white adapted
+    to D50 by Bradford. None for chromaticities that make no such matrix (a y of 0, collinear
+    primaries)."""
+    wx, wy, rx, ry, gx, gy, bx, by = chromaticities
+    if min(wy, ry, gy, by) <= 0:
+        return None
+    primaries = np.stack([_xyz(rx, ry), _xyz(gx, gy), _xyz(bx, by)], axis=1)
+    if abs(np.linalg.det(primaries)) < 1e-9:
+        return None
+    white = _xyz(wx, wy)
+    matrix = primaries * np.linalg.solve(primaries, white)
+    cone_white, cone_d50 = _BRADFORD @ white, _BRADFORD @ _D50
+    if np.any(np.abs(cone_white) < 1e-9):
+        return None
+    adapt = np.linalg.inv(_BRADFORD) @ np.diag(cone_d50 / cone_white) @ _BRADFORD
+    return adapt @ matrix
+
+
+def _s15(value: float) -> bytes:
+    return int(round(value * 65536)).to_bytes(4, "big", signed=True)
+
+
+def _xyz_tag(xyz: np.ndarray) -> bytes:
+    return b"XYZ \0\0\0\0" + b"".join(_s15(v) for v in xyz)
+
+
+def matrix_profile(to_d50: np.ndarray, gamma: float | None, description: str) -> bytes:
+    """An ICC v2 RGB display profile (ICC.1:2001-04) of a matrix to D50 and one tone curve for
+    the three channels: the power light = sample ** (1 / gamma), or sRGB's curve for None,
+    as a table of `_CURVE_POINTS` points; for LittleCMS to convert like any embedded profile."""
+    level = np.linspace(0, 1, _CURVE_POINTS)
+    srgb = np.where(level <= 0.04045, level / 12.92, ((level + 0.055) / 1.055) ** 2.4)
+    light = level ** (1 / gamma) if gamma else srgb
+    curve = b"curv\0\0\0\0" + _CURVE_POINTS.to_bytes(4, "big") + np.round(light * 65535).astype(">u2").tobytes()
+    text = description.encode("ascii", "replace")[:200] + b"\0"
+    desc = (b"desc\0\0\0\0" + len(text).to_bytes(4, "big") + text + b"\0" * 8 + b"\0\0\0" + b"\0" * 67)
+    tags = [(b"desc", desc), (b"wtpt", _xyz_tag(_D50)), (b"rXYZ", _xyz_tag(to_d50[:, 0])),
+            (b"gXYZ", _xyz_tag(to_d50[:, 1])), (b"bXYZ", _xyz_tag(to_d50[:, 2])), (b"rTRC", curve)]
+    table, body, offset = b"", b"", 128 + 4 + 12 * (len(tags) + 2)
+    places = {}
+    for signature, data in tags:
+        places[signature] = (offset + len(body), len(data))
+        body += data + b"\0" * (-len(data) % 4)
+    for signature in (b"gTRC", b"bTRC"):  # the one curve, shared
+        places[signature] = places[b"rTRC"]
+    for signature, (at, size) in places.items():
+        table += signature + at.to_bytes(4, "big") + size.to_bytes(4, "big")
+    size = offset + len(body)
+    header = (size.to_bytes(4, "big") + b"\0" * 4 + b"\x02\x10\0\0" + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp"
+              + b"\0" * 24 + b"\0" * 4 + b"".join(_s15(v) for v in _D50) + b"\0" * 48)
+    return header + len(places).to_bytes(4, "big") + table + body
+
+
+def chromaticity_conversion(chromaticities: tuple[float, ...] | None, gamma: float | None) -> SrgbConversion:
+    """The conversion to sRGB of a PNG's samples that its cHRM (and gAMA) describe, as Chromium
+    shows them (see above); nothing to do for sRGB's chromaticities (what ImageMagick writes by
+    default) or ones that make no matrix (the gAMA alone then applies: `gamma_table`)."""
+    if chromaticities is None or all(abs(a - b) <= CHROMATICITY_TOLERANCE
+                                     for a, b in zip(chromaticities, SRGB_CHROMATICITIES)):
+        return _NOTHING
+    to_d50 = primaries_to_xyz_d50(chromaticities)
+    if to_d50 is None or not np.all(np.isfinite(to_d50)):
+        return _NOTHING
+    if gamma is not None and (not 0.01 <= gamma <= 100 or abs(gamma / SRGB_DECLARED_GAMMA - 1) <= GAMMA_THRESHOLD):
+        gamma = None  # as `gamma_table` reads it: sRGB's samples
+    wx, wy, rx, ry, gx, gy, bx, by = chromaticities
+    name = f"PNG cHRM red {rx:g},{ry:g} green {gx:g},{gy:g} blue {bx:g},{by:g} white {wx:g},{wy:g}"
+    return srgb_conversion(matrix_profile(to_d50, gamma, name + (f" gAMA {gamma:g}" if gamma else "")))

@@ -18,8 +18,9 @@ on the paths that accept a reduced decode) or rejected `image_too_large`.
 
 What a decoder holds besides its output counts too (`transforms.headers` reads it from the bytes):
 a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp, the
-32-bit samples of OpenJPEG and the YUV planes of libavif (by the bit depth and subsampling its
-`av1C` boxes declare); and an icon container is judged on the images it embeds, which Pillow
+32-bit samples of OpenJPEG, the YUV planes of libavif (by the bit depth and subsampling its
+`av1C` boxes declare) and OpenCV's 16-bit samples of a gAMA PNG of 16-bit colour (`_wide_gamma`);
+and an icon container is judged on the images it embeds, which Pillow
 decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time grows with
 its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is rejected
 `too_many_scans` before decoding.
@@ -39,13 +40,23 @@ import math
 import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms import hdr
-from transforms.colour_profile import cmyk_to_srgb, convert_to_srgb, gamma_table, srgb_conversion
+from transforms.colour_profile import (
+    SrgbConversion,
+    chromaticity_conversion,
+    cmyk_to_srgb,
+    convert_to_srgb,
+    gamma_table,
+    grey_profile,
+    grey_table,
+    srgb_conversion,
+)
 from transforms.errors import Rejected, exception_detail
 from transforms.headers import (
     JPEG_LS_SOF,
@@ -54,11 +65,18 @@ from transforms.headers import (
     clean_aperture,
     coefficient_bytes,
     declared_length,
+    Pages,
     embedded_images,
+    gif_frames,
+    gif_screen,
     jpeg_layout,
     marker_lossless,
     nclx_colour,
+    png_chromaticities,
+    png_header,
     png_size,
+    tiff_pages,
+    tiff_samples,
     webp_still_size,
 )
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
@@ -124,8 +142,8 @@ DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x 89.5 MP).
 # one input's decode: with a worker's own few hundred MB (Beam, the tokenizer) it stays under 1.5 GB
 DEFAULT_MAX_DECODE_BYTES = 768 << 20
 STRIP_PIXELS = 1 << 20  # pixels converted at a time: the temporaries of a conversion are per strip
-# modes whose pixels an RGB ICC profile describes (CMYK ones: `_srgb_array`; grey ones are left as they decode)
-_RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
+# modes whose pixels an RGB ICC profile describes (CMYK ones: `_srgb_array`; grey ones: `_GREY_PROFILED_MODES`)
+_RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})  # grey: `_GREY_PROFILED_MODES`
 # bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
 _STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 _STRIP_COST = STRIP_PIXELS * 24  # the largest per-strip temporaries (int64 / uint16 working copies)
@@ -189,6 +207,7 @@ class DecodedImage:
     reduced_decode: int  # 1, 2, 4 or 8: the JPEG DCT scale used (1 = full decode)
     plan: ResizePlan  # the geometry from the original (oriented) image to the canvas
     colour_profile: str = ""  # the embedded ICC profile converted to sRGB from ("" = none, or sRGB)
+    pages: Pages = Pages()  # the pages or frames the file holds: the image is the first (`pages_of`)
 
 
 @dataclass(frozen=True)
@@ -255,8 +274,9 @@ def sniff_format(data: bytes) -> str | None:
     raw = camera_raw(data)
     if raw:
         return raw
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF (a sample layout Pillow cannot read)"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):  # the samples named: a float RGB TIFF's said nothing of float
+        samples = tiff_samples(data)
+        return f"TIFF ({samples + ', ' if samples else ''}a sample layout Pillow cannot read)"
     if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
         return "JPEG XL"
     if head[:5] == b"%PDF-":
@@ -390,11 +410,33 @@ def _held(image: Image.Image, data: bytes) -> Held:
     if image.format == "HEIF":  # libheif's own buffers are not judged; an HDR photo's tone-mapping is
         tone_map = _tone_map_bytes(image, data)
         return Held(tone_map, "the HDR tone-mapping (output, float32 band)") if tone_map else Held()
+    if image.format == "PNG":
+        return _wide_held(image, data)
     working = _WORKING.get(image.format or "")
     if working is None:
         return Held()
     w, h = image.size
     return Held(w * h * working(len(image.getbands())), f"the {image.format} decoder's working buffers")
+
+
+# formats whose opened image knows its frame count from what it read to open it: an APNG's acTL,
+# libwebp's demuxer, libavif's and libheif's image lists (GIF's and TIFF's Pillow counts by seeking
+# through every frame or IFD: those are walked in the bytes, `headers.gif_frames`, `tiff_pages`)
+_FRAMES_KNOWN_AT_OPEN = ("PNG", "WEBP", "AVIF", "HEIF")
+
+
+def pages_of(image: Image.Image, data: bytes) -> Pages:
+    """How many pages (a TIFF's) or frames (an animated GIF's, APNG's, WebP's, an AVIF's image
+    sequence) the opened file holds, judged without decoding any: the image is its first, as
+    `convert F[0]` shows, and the sentence header says how many there were (`uvd_pipeline.render`)."""
+    if image.format == "GIF":
+        return gif_frames(data)
+    if image.format == "TIFF":
+        return tiff_pages(data)
+    if image.format in _FRAMES_KNOWN_AT_OPEN:
+        count = getattr(image, "n_frames", 1)
+        return Pages(count) if isinstance(count, int) and count > 1 else Pages()
+    return Pages()
 
 
 def _png_exif(data: bytes) -> bytes | None:
@@ -465,10 +507,24 @@ def _orientation(image: Image.Image, data: bytes) -> int:
 
 
 def _aperture(image: Image.Image, data: bytes) -> tuple[int, int, int, int] | None:
-    """The clean-aperture crop box (`clap`) of an AVIF, None for any other image: libheif crops a
-    HEIF itself, but Pillow's AVIF plugin hands over the whole coded frame (an AVIF whose clap
-    keeps 200 x 160 of 320 x 240 was decoded 320 x 240, where heif-convert gives the crop)."""
-    return clean_aperture(data, *image.size) if image.format == "AVIF" else None
+    """The box of the opened image that is the picture, None for the whole: an AVIF's clean
+    aperture (`clap`): libheif crops a HEIF itself, but Pillow's AVIF plugin hands over the whole
+    coded frame (an AVIF whose clap keeps 200 x 160 of 320 x 240 was decoded 320 x 240, where
+    heif-convert gives the crop); a GIF's logical screen (`_gif_screen_box`)."""
+    if image.format == "AVIF":
+        return clean_aperture(data, *image.size)
+    return _gif_screen_box(image, data) if image.format == "GIF" else None
+
+
+def _gif_screen_box(image: Image.Image, data: bytes) -> tuple[int, int, int, int] | None:
+    """A GIF's logical screen, when its first frame reaches past it: Pillow grows its canvas to
+    hold the frame (a 32 x 24 frame at +10+6 of a 32 x 24 screen was decoded 42 x 30), where
+    ImageMagick's `-coalesce` and browsers show the screen, the frame cut at its edge. A screen
+    declared 0 x 0 (some writers') is no box: the frame is then the picture."""
+    screen = gif_screen(data)
+    if screen is None or min(screen) < 1 or (screen[0] >= image.width and screen[1] >= image.height):
+        return None
+    return 0, 0, min(screen[0], image.width), min(screen[1], image.height)
 
 
 def _cropped(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
@@ -530,30 +586,47 @@ def _load(image: Image.Image, data: bytes) -> None:
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
         _raise_if_cut_short(data)
-        raise _load_failure(image, text) from None
+        raise _load_failure(image, text, data) from None
     except Exception as exc:
         _raise_if_cut_short(data)
-        raise _load_failure(image, exception_detail(exc, limit=None)) from None
+        raise _load_failure(image, exception_detail(exc, limit=None), data) from None
 
 
-def _load_failure(image: Image.Image, text: str) -> DecodeError:
+def _load_failure(image: Image.Image, text: str, data: bytes) -> DecodeError:
     """A TIFF that opens but will not load uses a sample layout Pillow lacks (planar 16-bit RGBA,
-    say): a real image we cannot decode (`unsupported_format`), not a broken file."""
+    say): a real image we cannot decode (`unsupported_format`), not a broken file; named by the
+    samples its tags declare (`tiff_samples`), Pillow's mode when they cannot be read."""
     if image.format == "TIFF":
-        return DecodeError("unsupported_format", f"TIFF ({image.mode}, a sample layout Pillow cannot read): {text}"[:200])
+        samples = tiff_samples(data) or image.mode
+        return DecodeError("unsupported_format", f"TIFF ({samples}, a sample layout Pillow cannot read): {text}"[:200])
     return DecodeError("decode_error", text[:200])
 
 
 def _composite_on_white(rgba: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
-    """RGBA uint8 shown on white; `table` (a PNG's gAMA: `colour_profile.gamma_table`) takes the
-    colour to sRGB first: the background is sRGB's white and the mix is made in sRGB values."""
-    rgb = (rgba[..., :3] if table is None else table[rgba[..., :3]]).astype(np.uint16)
+    """RGBA uint8 shown on white; `table` (a `Curve`'s 8-bit one) takes the colour to sRGB first:
+    the background is sRGB's white and the mix is made in sRGB values. A table of colours (a grey
+    profile's) maps the grey that an "LA" image's RGBA repeats, its first band."""
+    rgb = rgba[..., :3] if table is None else table[rgba[..., :3]] if table.ndim == 1 else table[rgba[..., 0]]
+    rgb = rgb.astype(np.uint16)
     alpha = rgba[..., 3:4].astype(np.uint16)
     out = (rgb * alpha + WHITE * (255 - alpha) + 127) // 255
     return out.astype(np.uint8)
 
 
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# modes of grey samples, which a grey ICC profile describes (`colour_profile.grey_table`)
+_GREY_PROFILED_MODES = frozenset({"L", "LA", "La", *_WIDE_GREY})
+# A curve to sRGB for samples of 8 or 16 bits (the argument): a table of the sRGB level (uint8,
+# 2 ** bits) of each sample value, or of its sRGB colour ((2 ** bits, 3): a grey profile's), or
+# None for nothing to do. A PNG's gAMA (`colour_profile.gamma_table`) or a grey ICC profile.
+Curve = Callable[[int], "np.ndarray | None"]
+
+
+def _grey_to_rgb(gray: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+    """(h, W) uint8 grey -> (h, W, 3) uint8, through `table` (a `Curve`'s) when there is one."""
+    if table is not None and table.ndim == 2:
+        return table[gray]
+    return np.repeat((gray if table is None else table[gray])[:, :, None], 3, axis=2)
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -598,33 +671,26 @@ def _top_8_bits(values: np.ndarray, bits: int, signed: bool) -> np.ndarray:
 
 
 def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, depth: tuple[int, bool], top: float,
-                  gamma: float | None = None) -> np.ndarray:
+                  curve: Curve | None = None) -> np.ndarray:
     """One strip of rows as (h, W, 3) uint8: the per-pixel part of `to_rgb_array`; `depth`: the
-    (bits, signed) of a mode "I" image's samples; `gamma`: see `to_rgb_array`."""
-    table = gamma_table(gamma) if gamma else None
+    (bits, signed) of a mode "I" image's samples; `curve`: see `to_rgb_array`."""
+    table = curve(8) if curve else None
     if mode in _WIDE_GREY:
         values = np.asarray(strip)
         wide = table is not None and (mode != "I" or depth == (16, False))
-        if wide:  # the gamma at the samples' 16 bits: cut to 8 first, a linear file's shadows were lost
-            gray = gamma_table(gamma, 16)[values if mode != "I" else values.clip(0, 0xFFFF)]
-        elif mode == "I":
-            gray = _top_8_bits(values, *depth)
+        if wide:  # the curve at the samples' 16 bits: cut to 8 first, a linear file's shadows were lost
+            rgb = _grey_to_rgb(values if mode != "I" else values.clip(0, 0xFFFF), curve(16))  # type: ignore[misc]
         else:
-            gray = (values.astype(np.uint16) >> 8).astype(np.uint8)
-        if table is not None and not wide:
-            gray = table[gray]
+            rgb = _grey_to_rgb(_top_8_bits(values, *depth) if mode == "I"
+                               else (values.astype(np.uint16) >> 8).astype(np.uint8), table)
         if has_alpha:  # a tRNS key (16-bit grey PNG): its pixels are the background, white
-            gray[values == strip.info["transparency"]] = WHITE
-        return np.repeat(gray[:, :, None], 3, axis=2)
+            rgb[values == strip.info["transparency"]] = WHITE
+        return rgb
     if mode == "F":
         values = np.asarray(strip, dtype=np.float64)
-        gray = np.round(np.nan_to_num(values / top).clip(0, 1) * 255).astype(np.uint8)
-        gray = gray if table is None else table[gray]
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        return _grey_to_rgb(np.round(np.nan_to_num(values / top).clip(0, 1) * 255).astype(np.uint8), table)
     if mode == "L" and not has_alpha:
-        gray = np.asarray(strip)
-        gray = gray if table is None else table[gray]
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        return _grey_to_rgb(np.asarray(strip), table)
     if has_alpha:
         rgba = np.asarray(strip.convert("RGBA"))
         return _composite_on_white(rgba, table)
@@ -632,15 +698,16 @@ def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, depth: tuple[i
     return rgb if table is None else table[rgb]
 
 
-def to_rgb_array(image: Image.Image, gamma: float | None = None) -> np.ndarray:
+def to_rgb_array(image: Image.Image, curve: Curve | None = None) -> np.ndarray:
     """A loaded Pillow image of any mode as an (H, W, 3) uint8 array.
 
-    `gamma`: the samples' gamma a PNG's gAMA declares (`_png_gamma`), taken to sRGB by the PNG
-    specification's decoding (`colour_profile.gamma_table`) before alpha is composited on white,
-    so a half-transparent pixel mixes its corrected colour with white, not the table bending the
-    mix; 16-bit grey samples (modes "I;16*" and "I") are mapped from their 16 bits, not cut to 8
+    `curve`: the samples taken to sRGB by a table (`Curve`): a PNG's gAMA by the PNG
+    specification's decoding (`colour_profile.gamma_table`), grey samples by their grey ICC
+    profile (`colour_profile.grey_table`). Applied before alpha is composited on white, so a
+    half-transparent pixel mixes its corrected colour with white, not the table bending the mix;
+    16-bit grey samples (modes "I;16*" and "I") are mapped from their 16 bits, not cut to 8
     first. Pillow cuts 16-bit RGB, RGBA and grey+alpha PNGs to 8 bits on load: those are mapped
-    from 8 bits.
+    from 8 bits here (a gAMA PNG's are mapped from the file's 16 bits instead: `_wide_gamma`).
 
     Converted strip by strip into one output array: only the RGB result and one strip's
     temporaries exist besides Pillow's own buffer (even for RGB: `np.asarray` of a whole image
@@ -658,13 +725,13 @@ def to_rgb_array(image: Image.Image, gamma: float | None = None) -> np.ndarray:
         depth = (8, False) if mode == "I" and high <= 255 else depth
         top = 1.0 if mode == "F" and high <= 1.0 else 255.0
     if h <= rows:  # one strip: the common case of web-sized images, no copies to stitch
-        return _strip_to_rgb(image, mode, has_alpha, depth, top, gamma)
+        return _strip_to_rgb(image, mode, has_alpha, depth, top, curve)
     out = np.empty((h, w, 3), np.uint8)
     for y in range(0, h, rows):
         strip = image.crop((0, y, w, min(h, y + rows)))
         if has_alpha and "transparency" in image.info:
             strip.info["transparency"] = image.info["transparency"]
-        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, depth, top, gamma)
+        out[y : y + strip.height] = _strip_to_rgb(strip, mode, has_alpha, depth, top, curve)
     return out
 
 
@@ -688,6 +755,16 @@ def _png_gamma(image: Image.Image) -> float | None:
     return float(gamma) if isinstance(gamma, (int, float)) else None
 
 
+def _png_chromaticities(image: Image.Image, data: bytes) -> SrgbConversion:
+    """The conversion a colour PNG's cHRM (with its gAMA) asks for when no iCCP or sRGB chunk
+    (which take precedence) is there (`colour_profile.chromaticity_conversion`): its primaries
+    were read as sRGB's, an Adobe RGB cHRM's colours dull, where Chromium converts them."""
+    if image.format != "PNG" or image.mode not in _RGB_PROFILED_MODES or image.info.get("icc_profile") \
+            or "srgb" in image.info:
+        return chromaticity_conversion(None, None)
+    return chromaticity_conversion(png_chromaticities(data), _png_gamma(image))
+
+
 def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple[np.ndarray, str]:
     """`to_rgb_array`'s pixels converted from the image's embedded RGB profile to sRGB, and the
     profile's description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF
@@ -704,19 +781,84 @@ def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple
     return convert_to_srgb(pixels, conversion), conversion.description
 
 
-def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
+# PNG colour types whose 16-bit samples Pillow cuts to 8 bits as it loads them: RGB, grey+alpha, RGBA
+_CUT_TO_8 = (2, 4, 6)
+# the turn of each EXIF orientation, as `ImageOps.exif_transpose` makes it
+_EXIF_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+               8: Image.Transpose.ROTATE_90}
+
+
+def _gamma_cut_to_8(image: Image.Image, data: bytes) -> bool:
+    """Whether this PNG's gAMA is applied (`_png_gamma`) to samples Pillow cuts to 8 bits: 16-bit
+    RGB, RGBA or grey+alpha (`_CUT_TO_8`) without a tRNS colour key (mode "RGB"'s transparency)."""
+    header = png_header(data) if image.format == "PNG" else None
+    gamma = _png_gamma(image)
+    return (header is not None and header[0] == 16 and header[1] in _CUT_TO_8 and "transparency" not in image.info
+            and gamma is not None and gamma_table(gamma) is not None)
+
+
+def _wide_held(image: Image.Image, data: bytes) -> Held:
+    """What `_wide_gamma` holds: OpenCV's 16-bit samples (2 bytes each, alpha included) and, for
+    an image EXIF turns, the turned copy of its result."""
+    if not _gamma_cut_to_8(image, data):
+        return Held()
+    w, h = image.size
+    return Held(w * h * (2 * (3 if png_header(data) == (16, 2) else 4) + 3),
+                "the 16-bit samples of a gAMA PNG (OpenCV's decode)")
+
+
+def _wide_gamma(image: Image.Image, data: bytes, gamma: float, orientation: int) -> np.ndarray | None:
+    """A 16-bit RGB, RGBA or grey+alpha PNG's gAMA applied to its 16-bit samples (OpenCV decodes
+    them as stored: no gamma, no EXIF turn), the colour before its 16-bit alpha is composited on
+    white, then turned by `orientation`: Pillow hands over 8-bit samples, whose linear shadows
+    (gAMA 1.0) came out up to 12 levels from the specification's decoding. None when OpenCV does
+    not give 16-bit colour (the 8-bit path then applies the gamma)."""
+    if not _gamma_cut_to_8(image, data):
+        return None
+    wide = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if wide is None or wide.dtype != np.uint16 or wide.ndim != 3 or wide.shape[2] not in (3, 4):
+        return None
+    table = gamma_table(gamma, 16)
+    h, w = wide.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, STRIP_PIXELS // max(1, w))
+    for y in range(0, h, rows):
+        strip = wide[y : y + rows]
+        colour = table[strip[..., 2::-1]]  # OpenCV's BGR(A)
+        if strip.shape[2] == 4:
+            alpha = strip[..., 3:4].astype(np.uint32)
+            colour = ((colour * alpha + WHITE * (0xFFFF - alpha) + 0x7FFF) // 0xFFFF).astype(np.uint8)
+        out[y : y + rows] = colour
+    del wide
+    return out if orientation == 1 else np.asarray(Image.fromarray(out).transpose(_EXIF_TURNS[orientation]))
+
+
+def _srgb_array(image: Image.Image, data: bytes, orientation: int = 1) -> tuple[np.ndarray, str]:
     """The loaded image as (H, W, 3) uint8 sRGB (`to_rgb_array`, `_in_srgb`) and the profile it
     was converted from; a CMYK image with a CMYK profile converted by it
     (`transforms.colour_profile`): Pillow's conversion ignores the profile. A PNG's gAMA, when it
     has no profile and no sRGB chunk, is applied to its colour (grey ones too) before its alpha is
-    composited (`to_rgb_array`)."""
+    composited (`to_rgb_array`), as is a grey image's grey ICC profile (`colour_profile.grey_table`:
+    it was ignored, a linear grey shown up to 70 levels too dark). A 16-bit colour PNG's gAMA is
+    applied to its 16 bits (`_wide_gamma`): `orientation`, the EXIF turn `image` has had, is
+    given to that decode, which starts from the file's bytes."""
     if image.mode == "CMYK":
         conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
         if conversion.transform is not None:
             return cmyk_to_srgb(image, conversion), conversion.description
     gamma = _png_gamma(image)
+    chromaticities = _png_chromaticities(image, data)
+    if chromaticities.transform is not None:  # the gAMA is its curve
+        return convert_to_srgb(to_rgb_array(image), chromaticities), chromaticities.description
     if gamma and gamma_table(gamma) is not None:
-        return to_rgb_array(image, gamma), f"PNG gAMA {gamma:g}"
+        wide = _wide_gamma(image, data, gamma, orientation)
+        return (to_rgb_array(image, functools.partial(gamma_table, gamma)) if wide is None else wide,
+                f"PNG gAMA {gamma:g}")
+    icc = image.info.get("icc_profile")
+    grey = grey_profile(icc) if image.mode in _GREY_PROFILED_MODES and isinstance(icc, bytes) else ""
+    if grey:
+        return to_rgb_array(image, functools.partial(grey_table, icc)), grey
     return _in_srgb(image, to_rgb_array(image), data)
 
 
@@ -732,7 +874,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
-    return _srgb_array(image, data)[0]
+    return _srgb_array(image, data, orientation)[0]
 
 
 def decode_through(data: bytes, plan: ResizePlan, max_pixels: int = DEFAULT_MAX_PIXELS, pad_value: int = 0,
@@ -766,6 +908,7 @@ def load_image(
     image = _open(data, max_pixels, max_bytes)
     held = _held(image, data)
     fmt = image.format or "unknown"
+    pages = pages_of(image, data)
     orientation = _orientation(image, data)
     box = _aperture(image, data)
     raw_w, raw_h = (box[2] - box[0], box[3] - box[1]) if box else image.size
@@ -791,6 +934,6 @@ def load_image(
     _load(image, data)
     image = _cropped(image, box)
     image = _oriented(image, orientation)
-    rgb, profile = _srgb_array(image, data)  # before the resize: it blends sRGB values
+    rgb, profile = _srgb_array(image, data, orientation)  # before the resize: it blends sRGB values
     pixels = _plan_at_scale(plan, rgb.shape, reduced, orientation).apply_image(rgb, pad_value=pad_value)
-    return DecodedImage(pixels, width, height, fmt, reduced, plan, profile)
+    return DecodedImage(pixels, width, height, fmt, reduced, plan, profile, pages)

@@ -12,7 +12,9 @@ The decode budgets are judged on these facts, before Pillow or libjpeg touch a p
 - the colour an AVIF or HEIF declares by its `colr` box of type nclx (primaries, transfer,
   matrix, range: PQ or HLG for HDR photos), which Pillow does not report;
 - the size a PNG or a still WebP declares, from the fixed place its first chunk keeps it: with the
-  file's length and a JPEG's scans, what its decode time is judged on (`transforms.decode`).
+  file's length and a JPEG's scans, what its decode time is judged on (`transforms.decode`);
+- how many pages a TIFF or frames a GIF holds (its IFD chain, its image descriptors), for the
+  record of what the first page left out: walked in bounded steps, never by decoding a frame.
 """
 
 from __future__ import annotations
@@ -321,6 +323,33 @@ def webp_still_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def png_header(data: bytes) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR; None if it is not one."""
+    if _png_size(data[:24]) is None or len(data) < 26:
+        return None
+    return data[24], data[25]
+
+
+def png_chromaticities(data: bytes) -> tuple[float, ...] | None:
+    """The eight values of a PNG's cHRM chunk (white x, y, then red, green, blue x, y; PNG
+    specification 11.3.2.3), found by walking the chunk headers before the first IDAT (where the
+    specification puts it); None when it has none, or one of another length."""
+    if _png_size(data[:24]) is None:
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if kind == b"cHRM":
+            body = data[pos + 8 : pos + 8 + length]
+            if length != 32 or len(body) != 32:
+                return None
+            return tuple(int.from_bytes(body[i : i + 4], "big") / 100000 for i in range(0, 32, 4))
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
+
+
 def _png_size(head: bytes) -> tuple[int, int] | None:
     if head[:8] != PNG_MAGIC or head[12:16] != b"IHDR" or len(head) < 24:
         return None
@@ -528,3 +557,103 @@ def camera_raw(data: bytes) -> str | None:
         return None
     return next((name for prefix, name in _RAW_MAKES if make.upper().startswith(prefix)),
                 f"camera raw ({make})" if make else "camera raw (TIFF/EP CFA samples)")
+
+
+@dataclass(frozen=True)
+class Pages:
+    """How many pages (a TIFF's IFDs) or frames (a GIF's images) a file holds: `exact` is False
+    when the walk stopped at its step limit, so `count` is only a lower bound."""
+
+    count: int = 1
+    exact: bool = True
+
+
+# blocks or IFDs a page walk reads at most: a 10,000-frame GIF of 255-byte data sub-blocks walks
+# in well under a second in this loop; a file of 1-byte sub-blocks stops here, its count a lower bound
+PAGE_WALK_STEPS = 1 << 20
+GIF_SCREEN = 13  # "GIF89a", the logical screen's width and height, flags, background, aspect
+
+
+def gif_screen(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a GIF's logical screen (GIF89a section 18), None if it is not a GIF."""
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < GIF_SCREEN:
+        return None
+    return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+
+
+def _colour_table(flags: int) -> int:
+    """Bytes of the colour table a GIF screen or image descriptor's packed flags announce."""
+    return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
+
+
+def gif_frames(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
+    """The image descriptors of a GIF, counted by walking its blocks (GIF89a sections 17-27):
+    extensions and image data are skipped sub-block by sub-block, nothing is decoded. The count
+    ends at the trailer, at the end of the bytes, or at a byte that starts no block."""
+    if gif_screen(data) is None:
+        return Pages()
+    pos, count = GIF_SCREEN + _colour_table(data[10]), 0
+    while pos < len(data) and steps > 0:
+        introducer = data[pos]
+        if introducer == 0x2C:  # image descriptor: position, size, flags, its colour table, LZW code size
+            count += 1
+            if pos + 10 > len(data):
+                break
+            pos += 10 + _colour_table(data[pos + 9]) + 1
+        elif introducer == 0x21:  # extension: its label, then sub-blocks
+            pos += 2
+        else:  # the trailer (0x3B), or bytes that are no block
+            break
+        while pos < len(data) and data[pos] and steps > 0:  # data sub-blocks, up to the terminator
+            pos += data[pos] + 1
+            steps -= 1
+        pos += 1
+        steps -= 1
+    return Pages(max(count, 1), steps > 0)
+
+
+# BigTIFF (Pillow reads it): its first IFD's offset, and the bytes of an IFD's entry count, one entry, its next offset
+_BIGTIFF_ORDER = {b"II+\x00": "little", b"MM\x00+": "big"}
+
+
+def tiff_pages(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
+    """The IFDs in a TIFF's (or BigTIFF's) main chain, its pages, by following each IFD's next
+    offset: its entry count and next offset read a page, never a loop (an offset seen before ends it)."""
+    order, big = _TIFF_ORDER.get(data[:4]), False
+    if order is None:
+        order, big = _BIGTIFF_ORDER.get(data[:4]), True
+    if order is None or len(data) < 16:
+        return Pages()
+    counted, entry, offset = (8, 20, 8) if big else (2, 12, 4)
+    pos, seen = int.from_bytes(data[8:16] if big else data[4:8], order), set()
+    while 8 <= pos <= len(data) - counted and pos not in seen and len(seen) < steps:
+        seen.add(pos)
+        end = pos + counted + entry * int.from_bytes(data[pos : pos + counted], order)
+        pos = int.from_bytes(data[end : end + offset], order) if end + offset <= len(data) else 0
+    return Pages(max(len(seen), 1), len(seen) < steps)
+
+
+_BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL, _SAMPLE_FORMAT = 258, 277, 339
+_SAMPLE_KINDS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point", 4: "undefined"}
+_PHOTOMETRIC_NAMES = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr",
+                      8: "CIELab", 9: "ICCLab", 10: "ITULab", 32844: "LogL", 32845: "LogLuv"}
+
+
+def tiff_samples(data: bytes) -> str | None:
+    """What a TIFF's first page declares of its samples, in words ("32-bit floating-point RGB"):
+    its BitsPerSample, SampleFormat (TIFF 6.0 section 19) and PhotometricInterpretation, for the
+    reject of a layout Pillow cannot read. None when it is no TIFF or declares no bits."""
+    order = _TIFF_ORDER.get(data[:4])
+    if order is None or len(data) < 8:
+        return None
+    entries, _ = _tiff_ifd(data, int.from_bytes(data[4:8], order), order)
+    bits = _tiff_values(data, entries[_BITS_PER_SAMPLE], order)[:1] if _BITS_PER_SAMPLE in entries else []
+    if not bits:
+        return None
+    kind = _tiff_values(data, entries[_SAMPLE_FORMAT], order)[:1] if _SAMPLE_FORMAT in entries else [1]
+    photometric = _tiff_values(data, entries[_PHOTOMETRIC], order)[:1] if _PHOTOMETRIC in entries else []
+    samples = _tiff_values(data, entries[_SAMPLES_PER_PIXEL], order)[:1] if _SAMPLES_PER_PIXEL in entries else [1]
+    space = _PHOTOMETRIC_NAMES.get(photometric[0], f"photometric {photometric[0]}") if photometric else "colour"
+    kind_name = _SAMPLE_KINDS.get(kind[0] if kind else 1, f"sample format {kind[0] if kind else 1}")
+    count = samples[0] if samples else 1
+    return f"{bits[0]}-bit {kind_name} {space}" + (f", {count} samples a pixel" if count > 1 else "")

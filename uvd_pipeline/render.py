@@ -109,6 +109,8 @@ def render_image(record: ImageRecord, settings: RenderSettings, fingerprint: boo
     member = {"key": record.key, "width": decoded.width, "height": decoded.height, "format": decoded.format}
     if decoded.colour_profile:
         member["colour_profile"] = decoded.colour_profile  # converted to sRGB from this
+    if decoded.pages.count > 1:  # the image is the first page or frame; the others are not used
+        member["pages" if decoded.pages.exact else "pages_at_least"] = decoded.pages.count
     member.update(record.lineage)
     identity = None
     if fingerprint:
