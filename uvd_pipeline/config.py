@@ -58,8 +58,11 @@ FORMAT_VERSION = 1
 # split lists honoured (their evaluation videos in val, VIPSeg's unlabelled test videos one reject each);
 # camera raws (DNG, CR2, NEF, ARW, ...) an unsupported_format reject, never their preview rendered;
 # Cityscapes images with only _labelTrainIds rendered; link loops, photo-library sidecars (a Takeout
-# .jpg.json, .xmp, .AAE) and Android's .trashed-/.pending- files rejects of their own.
-RENDER_REVISION = 5
+# .jpg.json, .xmp, .AAE) and Android's .trashed-/.pending- files rejects of their own. 6 (2026-12-05,
+# late): a GIF frame past its logical screen cut at the screen's edge, grey ICC profiles applied,
+# a 16-bit colour PNG's gAMA applied from its 16 bits, a PNG's non-sRGB cHRM converted as Chromium
+# does, members of multi-page and animated files recording their page count.
+RENDER_REVISION = 6
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
