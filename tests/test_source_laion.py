@@ -11,6 +11,7 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -410,3 +411,87 @@ def test_too_many_open_files_reading_a_shards_parquet_fails_the_unit_and_is_no_b
     monkeypatch.setattr(laion, "_parquet_rows", rows)
     with pytest.raises(MachineError, match=r"00000\.parquet.*\[Errno 24\]"):
         _read_all(LaionSource("web", str(tmp_path), "files"))
+
+
+# -- Hugging Face `datasets` parquet ---------------------------------------------------------------
+# The schema and its `huggingface` metadata are those of a file `datasets` 5.2.0 (pyarrow 26) wrote:
+# Dataset.from_dict({"image": [{"bytes": ..., "path": "a.png"}, None, {"bytes": None, "path": ...}],
+# "text": [...], "label": [...]}, features=Features({"image": Image(), "text": Value("string"),
+# "label": ClassLabel(names=["cat", "dog"])})).to_parquet(...) (and push_to_hub's data/ names),
+# read back with pyarrow.parquet.read_schema; datasets itself is not installed for the tests.
+HF_METADATA = {b"huggingface": b'{"info": {"features": {"image": {"_type": "Image"}, "text": {"dtype": "string", '
+                               b'"_type": "Value"}, "label": {"names": ["cat", "dog"], "_type": "ClassLabel"}}}}'}
+
+
+def _hf_parquet(path: Path, rows: list[dict], row_group_size: int = 100, metadata: dict = HF_METADATA) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string()), ("label", pa.int64())], metadata=metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, row_group_size=row_group_size)
+
+
+def _encoded(fmt: str, seed: int, mode: str = "RGB", size: int = 32) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(out, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def _hub_dataset(root: Path) -> dict[str, bytes]:
+    """A Hub repo as `push_to_hub` lays it out: two train shards, one validation shard, the card;
+    a PNG, a JPEG, a CMYK JPEG, a null image, path-only rows (a file inside the root, one that is
+    not there, one outside), bytes that are no image."""
+    images = {"png": _encoded("PNG", 1), "jpeg": _encoded("JPEG", 2), "cmyk": _encoded("JPEG", 3, "CMYK"),
+              "val": _encoded("PNG", 4), "onfile": _encoded("PNG", 5)}
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "onfile.png").write_bytes(images["onfile"])
+    row = lambda name, text, label, path=None: {"image": {"bytes": images[name], "path": path or f"{name}.x"},
+                                                "text": text, "label": label}
+    _hf_parquet(root / "data" / "train-00000-of-00002.parquet",
+                [row("png", "a png", 0), row("jpeg", "a jpeg", 1), row("cmyk", "a cmyk jpeg", 0)], row_group_size=2)
+    _hf_parquet(root / "data" / "train-00001-of-00002.parquet",
+                [{"image": None, "text": "no image", "label": 1},
+                 {"image": {"bytes": None, "path": "images/onfile.png"}, "text": "on file", "label": 0},
+                 {"image": {"bytes": None, "path": "images/gone.png"}, "text": "gone", "label": 0},
+                 {"image": {"bytes": None, "path": "../outside.png"}, "text": "outside", "label": 0},
+                 {"image": {"bytes": b"not an image", "path": "e.jpg"}, "text": "broken", "label": 1}])
+    _hf_parquet(root / "data" / "validation-00000-of-00001.parquet", [row("val", "held out", 1)])
+    (root / "README.md").write_text("---\nlicense: mit\n---\n# a dataset card\n")
+    (root / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+    (root.parent / "outside.png").write_bytes(images["png"])
+    return images
+
+
+def test_hugging_face_hub_parquet_rows_are_records_and_counted_rejects(tmp_path: Path):
+    """A `datasets` repo was a folder of 3 parquet files, each an image the decoder refused
+    (`not_an_image`), its 9 rows lost; forced as img2dataset's `parquet`, every row a
+    `missing_image` keyed `None`."""
+    root = tmp_path / "repo"
+    images = _hub_dataset(root)
+    source = LaionSource("hf", str(root))
+    assert detect_format(source.path) == "huggingface"
+    items = _read_all(source)
+    records = {r.lineage["caption"]: r for r in items if isinstance(r, ImageRecord)}
+    rejects = sorted((r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert sorted(records) == ["a cmyk jpeg", "a jpeg", "a png", "broken", "held out", "on file"]
+    for caption, name in (("a png", "png"), ("a jpeg", "jpeg"), ("a cmyk jpeg", "cmyk"), ("held out", "val")):
+        assert records[caption].data == images[name], caption
+    assert records["on file"].data is None and records["on file"].read_bytes() == images["onfile"]
+    assert records["held out"].split_hint == "val"  # validation: never trained on
+    assert {r.split_hint for c, r in records.items() if c != "held out"} == {None}  # train: val_fraction decides
+    assert records["a jpeg"].lineage == {"caption": "a jpeg", "file": "data/train-00000-of-00002.parquet", "row": 1,
+                                         "hf_split": "train", "image_path": "jpeg.x", "class_names": {"label": "dog"},
+                                         "huggingface": {"label": 1}}
+    assert len({i.key for i in items}) == len(items) and all("." not in i.key for i in items)
+    assert rejects == [
+        ("hidden_file", ".gitattributes: hidden (a tool's lock, temporary or repository file), not read"),
+        ("missing_image", "row 0 of data/train-00001-of-00002.parquet: its image is null (no bytes, no path)"),
+        ("missing_image", "row 2 of data/train-00001-of-00002.parquet: no image bytes, and its path "
+                          "'images/gone.png' is not there"),
+        ("outside_root", "row 3 of data/train-00001-of-00002.parquet: '../outside.png' climbs out of the source root"),
+        ("unexpected_file", "'README.md' is no parquet file of the Hugging Face dataset: not read"),
+        ("unexpected_file", "'images/onfile.png' is an image file there, never a sample of its own (built where a "
+                            "row's image path names it)")]
