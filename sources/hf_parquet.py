@@ -106,22 +106,25 @@ class TooLarge:
     detail: str = ""
 
 
-def declared_bytes(group) -> int:
-    """What reading a row group costs, from its footer: its uncompressed size or, if larger, the
-    compressed size of its column chunks."""
-    compressed = sum(group.column(i).total_compressed_size for i in range(group.num_columns))
-    return max(group.total_byte_size, compressed)
+def declared_bytes(group, columns: list[str] | None = None) -> int:
+    """What reading a row group's `columns` (all by default) costs, from its footer: for each of
+    their column chunks its uncompressed size or, if larger, its stored size."""
+    chunks = [group.column(i) for i in range(group.num_columns)]
+    return sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in chunks
+               if columns is None or c.path_in_schema.split(".")[0] in columns)
 
 
-def row_batches(parquet, name: str, key_columns: tuple[str, ...] = ()) -> Iterator[tuple[int, list[dict]] | TooLarge]:
+def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
+                columns: list[str] | None = None) -> Iterator[tuple[int, list[dict]] | TooLarge]:
     """Each row group of `parquet` (a `pyarrow.parquet.ParquetFile` of file `name`) as
-    (index of the first row, rows), `BATCH_ROWS` at a time, or as `TooLarge` when its footer
-    declares more than `ROW_GROUP_BYTES` (then only `key_columns` of it are read)."""
+    (index of the first row, rows of `columns`, by default all), `BATCH_ROWS` at a time, or as
+    `TooLarge` when its footer declares more than `ROW_GROUP_BYTES` (then only `key_columns` of
+    it are read)."""
     meta = parquet.metadata
     first = 0
     for index in range(meta.num_row_groups):
         group = meta.row_group(index)
-        size = declared_bytes(group)
+        size = declared_bytes(group, columns)
         if size > ROW_GROUP_BYTES:
             keys = parquet.read_row_group(index, columns=list(key_columns), use_threads=False).to_pylist() \
                 if key_columns else [{} for _ in range(group.num_rows)]
@@ -131,7 +134,8 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = ()) -> Iterat
                                         "row_group_size=100))")
         else:
             start = first
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index], use_threads=False):
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index], columns=columns,
+                                              use_threads=False):
                 yield start, batch.to_pylist()
                 start += batch.num_rows
         first += group.num_rows

@@ -705,7 +705,9 @@ class LaionSource:
                 return
             names = hf_parquet.class_names(parquet.schema_arrow)
             context = {"file": name, **({"hf_split": split} if split else {})}
-            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name)):
+            others = set(hf_parquet.image_columns(parquet.schema_arrow)) - {image}  # never read
+            columns = [c for c in parquet.schema_arrow.names if c not in others]
+            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns)):
                 for offset, row in enumerate(rows):
                     index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
                     key = data_key(self.name, shard, str(index))

@@ -495,3 +495,135 @@ def test_hugging_face_hub_parquet_rows_are_records_and_counted_rejects(tmp_path:
         ("unexpected_file", "'README.md' is no parquet file of the Hugging Face dataset: not read"),
         ("unexpected_file", "'images/onfile.png' is an image file there, never a sample of its own (built where a "
                             "row's image path names it)")]
+
+
+@pytest.mark.slow  # a whole build: ~3 s on an idle machine
+def test_hugging_face_hub_parquet_builds_the_images_pillow_decodes(tmp_path: Path):
+    """A real build (no tokenizer) of the Hub layout: each rendered image is Pillow's decode of
+    the row's bytes (32 px images at image.size 32: nothing resized), the validation row in val,
+    every other row a counted reject."""
+    import webdataset as wds
+    import yaml
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    root = tmp_path / "repo"
+    images = _hub_dataset(root)
+    config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
+              "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
+              "sources": [{"name": "hf", "type": "laion", "path": str(root), "num_shards": 1}],
+              "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary
+    by_path = {"png.x": "png", "jpeg.x": "jpeg", "cmyk.x": "cmyk", "val.x": "val", "images/onfile.png": "onfile"}
+    splits = {}
+    for tar in sorted((tmp_path / "out" / "rendered").rglob("*.tar")):
+        for sample in wds.WebDataset([str(tar)], shardshuffle=False):
+            (member,) = json.loads(sample["json"])["members"]
+            name = by_path[member["image_path"]]
+            splits[name] = tar.parent.name
+            rendered = np.asarray(Image.open(io.BytesIO(sample["00.png"])).convert("RGB"), dtype=np.int16)
+            expected = np.asarray(Image.open(io.BytesIO(images[name])).convert("RGB"), dtype=np.int16)
+            assert np.abs(rendered - expected).max() <= 1, name
+    assert splits == {"png": "train", "jpeg": "train", "cmyk": "train", "onfile": "train", "val": "val"}
+    assert summary["sources"]["hf"]["rejects_by_reason"] == {"hidden_file": 1, "missing_image": 2, "not_an_image": 1,
+                                                             "outside_root": 1, "unexpected_file": 2}
+
+
+@pytest.mark.parametrize("layout", ["huggingface", "img2dataset"])
+def test_a_row_group_over_the_budget_is_never_read_and_each_of_its_rows_is_a_reject(tmp_path: Path, monkeypatch,
+                                                                                     layout: str):
+    """A row group is judged by the size its footer declares before it is read: one over the
+    budget was read whole (a 2 GB row group of 4K photos, all at once), now its rows are
+    `row_group_too_large` rejects, keyed as their records would be, and the others are built."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sources import hf_parquet
+
+    small, big = _encoded("PNG", 1, size=8), _encoded("PNG", 2, size=64)
+    pictures = [small, small, big, small, small]
+    if layout == "huggingface":
+        _hf_parquet(tmp_path / "train.parquet", [{"image": {"bytes": b, "path": None}, "text": f"c{i}", "label": 0}
+                                                 for i, b in enumerate(pictures)], row_group_size=2)
+    else:
+        rows = [{"key": f"{i:09d}", "status": "success", "error_message": None, "txt": f"c{i}", "jpg": b}
+                for i, b in enumerate(pictures)]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "00000.parquet", row_group_size=2)
+    groups = [pq.ParquetFile(next(tmp_path.glob("*.parquet"))).metadata.row_group(g) for g in range(3)]
+    # what reading a group costs: each column chunk's uncompressed bytes, or its stored bytes if more
+    sizes = [sum(max(g.column(c).total_uncompressed_size, g.column(c).total_compressed_size)
+                 for c in range(g.num_columns)) for g in groups]
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", (max(sizes[0], sizes[2]) + sizes[1]) // 2)
+    assert sizes[1] > hf_parquet.ROW_GROUP_BYTES >= max(sizes[0], sizes[2])
+    asked = []
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches",
+                        lambda self, *a, **k: asked.append(k.get("row_groups")) or iter_batches(self, *a, **k))
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == ("huggingface" if layout == "huggingface" else "parquet")
+    items = _read_all(source)
+    assert asked == [[0], [2]]
+    assert [type(i).__name__ for i in items] == ["ImageRecord", "ImageRecord", "Reject", "Reject", "ImageRecord"]
+    assert [i.data for i in items if isinstance(i, ImageRecord)] == [small, small, small]
+    assert [i.lineage["caption"] for i in items if isinstance(i, ImageRecord)] == ["c0", "c1", "c4"]
+    tagged = [i for i in items if isinstance(i, Reject)]
+    assert {r.reason for r in tagged} == {"row_group_too_large"} and len({r.key for r in tagged}) == 2
+    assert (f"row group 1 declares {sizes[1]} bytes for its 2 rows, over the {hf_parquet.ROW_GROUP_BYTES} byte "
+            "budget") in tagged[0].detail
+    if layout == "img2dataset":
+        assert [r.key for r in tagged] == ["web-00000-000000002", "web-00000-000000003"]
+
+
+@pytest.mark.parametrize("relative, split, ours", [
+    ("data/train-00000-of-00004.parquet", "train", None),  # push_to_hub
+    ("data/validation-00003-of-00004.parquet", "validation", "val"),
+    ("en/test-00000-of-00001.parquet", "test", "val"),  # push_to_hub of a named config
+    ("default/partial-train/0000.parquet", "train", None),  # the Hub's parquet conversion, cut
+    ("plain_text/validation_matched/0001.parquet", "validation_matched", "val"),
+    ("test.parquet", "test", "val"),  # to_parquet under a split's name
+    ("dev_0.parquet", "dev_0", "val"),
+    ("images.parquet", None, None),  # no split named: hashed like every web image
+    ("data/unlabeled-00000-of-00001.parquet", "unlabeled", None),
+    ("contest.parquet", None, None),
+])
+def test_the_split_a_datasets_file_name_gives(relative: str, split: str | None, ours: str | None):
+    from sources.hf_parquet import hf_split, split_hint
+
+    assert hf_split(relative) == split
+    assert split_hint(hf_split(relative)) == ours
+
+
+def test_a_datasets_parquet_with_two_image_columns_needs_image_column(tmp_path: Path):
+    """InstructPix2Pix-like files hold two Image columns: the build stops before it starts, naming
+    the field; with `image_column` (and `caption_column`) set, that column and caption are read.
+    A `save_to_disk` folder is refused by name (it was a folder of not_an_image files)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {
+        "input_image": {"_type": "Image"}, "edited_image": {"_type": "Image"},
+        "edit_prompt": {"dtype": "string", "_type": "Value"}}}}).encode()}
+    schema = pa.schema([("input_image", image), ("edit_prompt", pa.string()), ("edited_image", image)], metadata=metadata)
+    before, after = _encoded("PNG", 1, size=8), _encoded("PNG", 2, size=8)
+    rows = [{"input_image": {"bytes": before, "path": None}, "edit_prompt": "make it red",
+             "edited_image": {"bytes": after, "path": None}}]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "train-00000-of-00001.parquet")
+    with pytest.raises(ValueError, match="2 Image columns .input_image, edited_image.: set image_column"):
+        LaionSource("p2p", str(tmp_path)).units()
+    with pytest.raises(ValueError, match="no caption column 'caption'"):
+        LaionSource("p2p", str(tmp_path), image_column="edited_image", caption_column="caption").units()
+    (record,) = _read_all(LaionSource("p2p", str(tmp_path), image_column="edited_image", caption_column="edit_prompt"))
+    assert record.data == after and record.lineage["caption"] == "make it red"
+    assert "input_image" not in record.lineage["huggingface"]  # another image's bytes never ride along
+
+    saved = tmp_path / "saved"  # Dataset.save_to_disk: an Arrow stream beside state.json
+    saved.mkdir()
+    with pa.ipc.new_stream(saved / "data-00000-of-00001.arrow", schema) as writer:
+        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    (saved / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    (saved / "dataset_info.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="save_to_disk folder .Arrow files.*to_parquet"):
+        LaionSource("saved", str(saved)).units()
