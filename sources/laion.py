@@ -195,27 +195,29 @@ def refuse_tfrecords(name: str, root: str, files: list[str]) -> None:
             "--output_format webdataset (or files, or parquet)")
 
 
-def detect_format(root: str) -> LaionFormat:
+def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
     files = [f for f in fsio.list_files(root) if not set_aside(fsio.basename(f))]
     if any(_is_shard_name(f) for f in files):
         return "webdataset"
     parquets = [f for f in files if f.endswith(".parquet")]
+    if parquets and _is_hf_parquet(root, parquets[0], follow_links):  # a `to_parquet` file, maybe beside images
+        return "huggingface"
     if parquets and _data_dirs(root):
         return "files"
     if parquets and _image_column(parquets[0]):
         return "parquet"
-    if _hf_image_parquet(root):
+    nested = [f for f in fsio.list_files(root, (".parquet",), recursive=True) if not set_aside_problem(root, f, False)]
+    if nested and _is_hf_parquet(root, nested[0], follow_links):  # the Hub's `data/train-00000-of-00001.parquet`
         return "huggingface"
     return "folder"
 
 
-def _hf_image_parquet(root: str) -> bool:
-    """Whether the first parquet anywhere under `root` holds a `datasets` `Image` column (the Hub's
-    `data/train-00000-of-00001.parquet`, a `to_parquet` file)."""
-    parquets = [f for f in fsio.list_files(root, (".parquet",), recursive=True) if not set_aside_problem(root, f, False)]
-    if not parquets:
+def _is_hf_parquet(root: str, uri: str, follow_links: bool) -> bool:
+    """Whether a parquet holds a `datasets` `Image` column (one linking out of `root`, as a Hub
+    cache snapshot's do without `follow_links`, is never opened: no)."""
+    if path_problem(root, uri, follow_links):
         return False
-    with fsio.open_file(parquets[0]) as handle:
+    with fsio.open_file(uri) as handle:
         return bool(hf_parquet.image_columns(pq_schema(handle)))
 
 
@@ -273,7 +275,7 @@ class LaionSource:
     caption_column: str | None = None  # a `datasets` parquet's caption (None: `hf_parquet.CAPTION_COLUMNS`)
 
     def resolved_format(self) -> LaionFormat:
-        return detect_format(self.path) if self.format == "auto" else self.format
+        return detect_format(self.path, self.follow_links) if self.format == "auto" else self.format
 
     def units(self) -> list[Unit]:
         fmt = self.resolved_format()

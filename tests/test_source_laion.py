@@ -627,3 +627,19 @@ def test_a_datasets_parquet_with_two_image_columns_needs_image_column(tmp_path: 
     (saved / "dataset_info.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="save_to_disk folder .Arrow files.*to_parquet"):
         LaionSource("saved", str(saved)).units()
+
+
+def test_a_hub_cache_snapshot_links_its_parquet_out_of_the_root(tmp_path: Path):
+    """`huggingface_hub.snapshot_download` leaves `snapshots/<rev>/data/x.parquet` as a link to
+    `blobs/<sha256>`: never opened (not even to detect the format) unless `follow_links: true`."""
+    blob = tmp_path / "blobs" / "0b1f"
+    _hf_parquet(blob, [{"image": {"bytes": _encoded("PNG", 1, size=8), "path": "a.png"}, "text": "a", "label": 0}])
+    snapshot = tmp_path / "snapshots" / "abc123" / "data"
+    snapshot.mkdir(parents=True)
+    (snapshot / "train-00000-of-00001.parquet").symlink_to(os.path.relpath(blob, snapshot))
+    (reject,) = _read_all(LaionSource("hf", str(snapshot.parent)))
+    assert reject.reason == "outside_root" and "set follow_links: true" in reject.detail
+    followed = LaionSource("hf", str(snapshot.parent), follow_links=True)
+    assert followed.resolved_format() == "huggingface"
+    (record,) = _read_all(followed)
+    assert record.lineage["caption"] == "a" and record.lineage["hf_split"] == "train"
