@@ -54,6 +54,11 @@ from transforms.errors import exception_detail
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif",
                     "svg", "jxl", "jp2", "ico")
 SIDECARS = ("txt", "json")  # a caption and metadata next to an image of the same stem
+# a webdataset sample's class label (`ShardWriter({"jpg": ..., "cls": 3})`; webdataset decodes
+# these as integers): in a tar or files-layout sample read into the lineage (`classes`), never an
+# `unexpected_file`. img2dataset writes none.
+LABEL_MEMBERS = ("cls", "cls2", "class")
+SAMPLE_SIDECARS = (*SIDECARS, *LABEL_MEMBERS)
 # what photo tools write beside each photo, never read (`METADATA_SIDECAR`): Lightroom's, darktable's
 # or Capture One's XMP, Apple Photos' edits (`.AAE`); and Google Takeout's `{photo}.json`, also as
 # `{photo}.supplemental-metadata.json` (cut short in long names) or `{photo}(1).json`. Their fields
@@ -561,7 +566,7 @@ class LaionSource:
             yield self._reject(key, "read", HASH_MISMATCH, changed)
             return
         lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
-        lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext})
+        lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
 
     def _unexpected_members(self, key: str, sample_key: str, members: dict[str, Any],
@@ -569,7 +574,7 @@ class LaionSource:
         """An `unexpected_file` reject for each member of a sample that is neither an image nor a
         sidecar (a `000.npy` put in by hand): img2dataset writes one image (`--encode_format`), its
         `.txt` and its `.json` (extra columns go in the json), nothing else; never dropped unsaid."""
-        for other in sorted(e for e in members if e not in images and e not in SIDECARS):
+        for other in sorted(e for e in members if e not in images and e not in SAMPLE_SIDECARS):
             yield self._reject(key, "read", "unexpected_file",
                                f"{sample_key}.{other}: not read (a sample's image, .txt and .json are)")
 
@@ -613,7 +618,7 @@ class LaionSource:
                 yield self._reject(key, "read", "duplicate_key",
                                    f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
             yield from self._unexpected_members(key, sample_key, files, images)
-            texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
+            texts, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}
             data, changed = self._checked_file(recorded, files[images[0]])
@@ -621,7 +626,7 @@ class LaionSource:
                 yield self._reject(key, "read", HASH_MISMATCH, changed)
                 continue
             lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
-            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
+            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0], **_classes(texts)})
             yield ImageRecord(key=key, source=self.name, group=key, lineage=lineage,
                               **({"data": data} if data is not None else {"uri": files[images[0]]}))
         yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/")
@@ -880,10 +885,24 @@ class LaionSource:
 
 
 def _image_members(members: dict[str, Any]) -> list[str]:
-    """A sample's picture candidates: image extensions in preference order, else any member that
-    is not a sidecar (the decoder judges it)."""
+    """A sample's picture candidates: image extensions in preference order, then members whose
+    last extension is one (`0001.jpg` of `c.0001.jpg`, a key with a dot: webdataset decodes a
+    member by its last extension), else any member that is not a sidecar (the decoder judges it)."""
     images = [e for e in IMAGE_EXTENSIONS if e in members]
-    return images or sorted(e for e in members if e not in SIDECARS)[:1]
+    dotted = sorted((e for e in members if "." in e and e.rsplit(".", 1)[1] in IMAGE_EXTENSIONS),
+                    key=lambda e: (IMAGE_EXTENSIONS.index(e.rsplit(".", 1)[1]), e))
+    return images + dotted or sorted(e for e in members if e not in SAMPLE_SIDECARS)[:1]
+
+
+def _classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
+    """{"classes": {member: label}} of a sample's `LABEL_MEMBERS` (an integer, as webdataset
+    decodes it, or else the text), or {} without any."""
+    labels: dict[str, int | str] = {}
+    for ext in LABEL_MEMBERS:
+        if isinstance(members.get(ext), bytes):
+            text = members[ext].decode("utf-8", errors="replace").strip()
+            labels[ext] = int(text) if re.fullmatch(r"-?\d{1,18}", text) else text[:200]
+    return {"classes": labels} if labels else {}
 
 
 # magic numbers of the compressions tarfile's "r|*" reads: a compressed tar is always streamed
