@@ -205,32 +205,42 @@ def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
     if any(_is_shard_name(f) for f in files):
         return "webdataset"
     parquets = [f for f in files if f.endswith(".parquet")]
-    if parquets and _is_hf_parquet(root, parquets[0], follow_links):  # a `to_parquet` file, maybe beside images
+    if parquets and _is_hf_parquet(root, parquets, follow_links):  # a `to_parquet` file, maybe beside images
         return "huggingface"
     if parquets and _data_dirs(root):
         return "files"
     if parquets and _image_column(parquets[0]):
         return "parquet"
     nested = [f for f in fsio.list_files(root, (".parquet",), recursive=True) if not set_aside_problem(root, f, False)]
-    if nested and _is_hf_parquet(root, nested[0], follow_links):  # the Hub's `data/train-00000-of-00001.parquet`
+    if nested and _is_hf_parquet(root, nested, follow_links):  # the Hub's `data/train-00000-of-00001.parquet`
         return "huggingface"
     return "folder"
 
 
-def _is_hf_parquet(root: str, uri: str, follow_links: bool) -> bool:
-    """Whether a parquet holds a `datasets` `Image` column (one linking out of `root`, as a Hub
-    cache snapshot's do without `follow_links`, is never opened: no)."""
-    if path_problem(root, uri, follow_links):
-        return False
-    with fsio.open_file(uri) as handle:
-        return bool(hf_parquet.image_columns(pq_schema(handle)))
+def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
+    """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
+    out of `root`, as a Hub cache snapshot's do without `follow_links`, is never opened)."""
+    schema = first_schema(root, uris, follow_links)
+    return schema is not None and bool(hf_parquet.image_columns(schema[1]))
 
 
-def pq_schema(handle):
-    """The Arrow schema a parquet's footer declares (nothing else is read)."""
+def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> tuple[str, Any] | None:
+    """(file, Arrow schema) of the first of `uris` whose footer reads (of the first `tries`; a
+    damaged or empty one is its unit's `bad_parquet` reject, a link out of `root` its
+    `outside_root` one, never opened here), or None."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_schema(handle)
+    for uri in uris[:tries]:
+        if path_problem(root, uri, follow_links):
+            continue
+        try:
+            with fsio.open_file(uri) as handle:
+                return uri, pq.read_schema(handle)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            if is_machine_error(exc):
+                raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+    return None
 
 
 def refuse_saved_datasets(name: str, root: str, files: list[str]) -> None:
@@ -331,8 +341,9 @@ class LaionSource:
         shards = [f for f in files if f.lower().endswith(".parquet") and not set_aside_problem(self.path, f, False)]
         if not shards:
             raise FileNotFoundError(f"{self.name}: no .parquet files under {self.path}")
-        with fsio.open_file(shards[0]) as handle:
-            self._hf_columns(pq_schema(handle), fsio.basename(shards[0]), config_error=True)
+        first = first_schema(self.path, shards, self.follow_links)
+        if first is not None:  # else each unit says why it is not read
+            self._hf_columns(first[1], fsio.basename(first[0]), config_error=True)
         return [Unit("hf_parquet", (p,), self.path) for p in shards] + [
             Unit("hf_other", (f,), self.path) for f in files if f not in shards]
 

@@ -643,3 +643,22 @@ def test_a_hub_cache_snapshot_links_its_parquet_out_of_the_root(tmp_path: Path):
     assert followed.resolved_format() == "huggingface"
     (record,) = _read_all(followed)
     assert record.lineage["caption"] == "a" and record.lineage["hf_split"] == "train"
+
+
+def test_a_cut_or_empty_datasets_parquet_is_one_bad_parquet_reject_and_the_others_are_read(tmp_path: Path):
+    """A download cut short (the first file by name) or left empty: its schema once raised out of
+    `units()` (format detection and the column check read the first file's footer), stopping the
+    build; now it is its unit's `bad_parquet` reject and the other files are read."""
+    rows = [{"image": {"bytes": _encoded("PNG", i, size=8), "path": f"{i}.png"}, "text": f"c{i}", "label": 0}
+            for i in range(3)]
+    _hf_parquet(tmp_path / "data" / "train-00001-of-00003.parquet", rows)
+    whole = (tmp_path / "data" / "train-00001-of-00003.parquet").read_bytes()
+    (tmp_path / "data" / "train-00000-of-00003.parquet").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "data" / "train-00002-of-00003.parquet").write_bytes(b"")
+    source = LaionSource("hf", str(tmp_path))
+    assert source.resolved_format() == "huggingface"
+    items = _read_all(source)
+    assert [i.lineage["caption"] for i in items if isinstance(i, ImageRecord)] == ["c0", "c1", "c2"]
+    bad = [i for i in items if isinstance(i, Reject)]
+    assert [(r.reason, r.detail.split(" ")[0]) for r in bad] == [("bad_parquet", "train-00000-of-00003.parquet"),
+                                                                 ("bad_parquet", "train-00002-of-00003.parquet")]
