@@ -18,7 +18,8 @@ from typing import Any, Iterator
 from sources.records import MAX_INPUT_FILE_BYTES
 
 HF_METADATA_KEY = b"huggingface"
-CAPTION_COLUMNS = ("text", "caption")  # the caption's column when the config names none, first found
+# the caption's column when the config names none, the first found (`txt`: a webdataset's, converted)
+CAPTION_COLUMNS = ("text", "caption", "txt")
 ROW_GROUP_TOO_LARGE = "row_group_too_large"
 # one row group is read whole (its image column is often one parquet page): the cap one input
 # file has. `datasets` writes row groups of at most 100 MB (`config.MAX_ROW_GROUP_SIZE`; before

@@ -741,6 +741,8 @@ class LaionSource:
         null image, a path leading out or to nothing: a reject)."""
         cell = row.pop(image) or {}
         text = row.pop(caption, None) if caption else None
+        if isinstance(text, list):  # several captions (COCO's five): the first
+            text = next((t for t in text if isinstance(t, str) and t.strip()), None)
         where = f"row {context['row']} of {context['file']}"
         data, named = cell.get("bytes"), cell.get("path")
         uri = None

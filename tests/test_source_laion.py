@@ -662,3 +662,20 @@ def test_a_cut_or_empty_datasets_parquet_is_one_bad_parquet_reject_and_the_other
     bad = [i for i in items if isinstance(i, Reject)]
     assert [(r.reason, r.detail.split(" ")[0]) for r in bad] == [("bad_parquet", "train-00000-of-00003.parquet"),
                                                                  ("bad_parquet", "train-00002-of-00003.parquet")]
+
+
+def test_a_datasets_caption_from_txt_or_a_list_of_captions(tmp_path: Path):
+    """A webdataset converted to the Hub keeps its caption in `txt` (read by default); COCO
+    captions come as a list per image (`caption_column: sentences`: its first)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("jpg", image), ("txt", pa.string()), ("sentences", pa.list_(pa.string()))])
+    data = _encoded("JPEG", 1, size=8)
+    rows = [{"jpg": {"bytes": data, "path": "0.jpg"}, "txt": "from txt", "sentences": ["", "first", "second"]}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "train.parquet")
+    (record,) = _read_all(LaionSource("hf", str(tmp_path)))
+    assert record.lineage["caption"] == "from txt" and record.data == data
+    (record,) = _read_all(LaionSource("hf", str(tmp_path), caption_column="sentences"))
+    assert record.lineage["caption"] == "first" and record.lineage["huggingface"]["txt"] == "from txt"

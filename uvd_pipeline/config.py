@@ -141,7 +141,7 @@ class LaionSourceConfig(SourceBase, LinkOptions):
     image_column: str | None = Field(None, min_length=1, description="`huggingface`: the Image column to build "
                                      "(default: the files' only one)")
     caption_column: str | None = Field(None, min_length=1, description="`huggingface`: the caption's column "
-                                       "(default: `text`, else `caption`, else none)")
+                                       "(default: `text`, else `caption`, else `txt`, else none)")
 
 
 class ImageNetSourceConfig(SourceBase, LinkOptions):
