@@ -503,19 +503,12 @@ def test_hugging_face_hub_parquet_builds_the_images_pillow_decodes(tmp_path: Pat
     the row's bytes (32 px images at image.size 32: nothing resized), the validation row in val,
     every other row a counted reject."""
     import webdataset as wds
-    import yaml
 
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.config import load_config
+    from conftest import build_web_source
 
     root = tmp_path / "repo"
     images = _hub_dataset(root)
-    config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
-              "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
-              "sources": [{"name": "hf", "type": "laion", "path": str(root), "num_shards": 1}],
-              "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary
+    summary = build_web_source(tmp_path, "hf", root)
     by_path = {"png.x": "png", "jpeg.x": "jpeg", "cmyk.x": "cmyk", "val.x": "val", "images/onfile.png": "onfile"}
     splits = {}
     for tar in sorted((tmp_path / "out" / "rendered").rglob("*.tar")):

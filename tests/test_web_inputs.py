@@ -601,10 +601,7 @@ def test_duplicate_rate_leaves_failed_downloads_out():
 
 # -- a plain folder end to end: every file a sentence or a reject, shards webdataset reads ---------
 def test_colliding_folder_builds_into_readable_shards(tmp_path: Path):
-    import yaml
-
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.config import load_config
+    from conftest import build_web_source
 
     web = tmp_path / "web"
     (web / "sub").mkdir(parents=True)
@@ -615,12 +612,7 @@ def test_colliding_folder_builds_into_readable_shards(tmp_path: Path):
     (web / "x.heic").write_bytes(_image("HEIF", seed=22, size=(40, 40)))
     (web / "x.svg").write_bytes(SVG)
     os.mkfifo(web / "pipe.jpg")
-    config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
-              "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
-              "sources": [{"name": "web", "type": "laion", "path": str(web), "num_shards": 1}],
-              "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary
+    summary = build_web_source(tmp_path, "web", web)
     tars = sorted(str(p) for p in (tmp_path / "out" / "rendered").rglob("*.tar"))
     samples = list(wds.WebDataset(tars, shardshuffle=False))
     paths = sorted(json.loads(s["json"])["members"][0]["path"] for s in samples)
