@@ -122,6 +122,7 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
     `TooLarge` when its footer declares more than `ROW_GROUP_BYTES` (then only `key_columns` of
     it are read)."""
     meta = parquet.metadata
+    key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first = 0
     for index in range(meta.num_row_groups):
         group = meta.row_group(index)

@@ -26,6 +26,11 @@ reading one is the machine's `MachineError` (the unit fails uncommitted), never 
 `corrupt_archive`. img2dataset's metadata (every
 parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
 `output_format=tfrecord` is refused by name (`refuse_tfrecords`) before a build starts.
+
+A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.hf_parquet`: an
+`Image` struct column) are read row by row, one unit per file, each row group judged by the size
+its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
+(validation, test) go to `val`. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 """
 
 from __future__ import annotations
