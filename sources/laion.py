@@ -26,6 +26,11 @@ reading one is the machine's `MachineError` (the unit fails uncommitted), never 
 `corrupt_archive`. img2dataset's metadata (every
 parquet column and `.json` field) rides along in the sentence header under `img2dataset`.
 `output_format=tfrecord` is refused by name (`refuse_tfrecords`) before a build starts.
+
+A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.hf_parquet`: an
+`Image` struct column) are read row by row, one unit per file, each row group judged by the size
+its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
+(validation, test) go to `val`. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 """
 
 from __future__ import annotations
@@ -41,9 +46,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
-from sources import fsio
-from sources.paths import (PathProblem, collapse_set_aside, path_problem, set_aside, set_aside_problem,
-                           relative_to_root, shown_name, twin_to_read)
+from sources import fsio, hf_parquet
+from sources.hf_parquet import ROW_GROUP_TOO_LARGE
+from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
+                           set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
                              data_key, is_machine_error, nfc, path_key, twin_detail, twin_groups)
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, shard_reject,
@@ -56,6 +62,11 @@ from transforms.errors import exception_detail
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif",
                     "svg", "jxl", "jp2", "ico")
 SIDECARS = ("txt", "json")  # a caption and metadata next to an image of the same stem
+# a webdataset sample's class label (`ShardWriter({"jpg": ..., "cls": 3})`; webdataset decodes
+# these as integers): in a tar or files-layout sample read into the lineage (`classes`), never an
+# `unexpected_file`. img2dataset writes none.
+LABEL_MEMBERS = ("cls", "cls2", "class")
+SAMPLE_SIDECARS = (*SIDECARS, *LABEL_MEMBERS)
 # what photo tools write beside each photo, never read (`METADATA_SIDECAR`): Lightroom's, darktable's
 # or Capture One's XMP, Apple Photos' edits (`.AAE`); and Google Takeout's `{photo}.json`, also as
 # `{photo}.supplemental-metadata.json` (cut short in long names) or `{photo}(1).json`. Their fields
@@ -67,7 +78,7 @@ _MEDIA_EXTENSIONS = (*IMAGE_EXTENSIONS, "dng", "cr2", "cr3", "nef", "arw", "raf"
                      "3gp", "mkv", "webm", "avi", "mts")
 _TAKEOUT_JSON = re.compile(r"(?P<photo>.+?\.(?:%s))(?:\.[a-z-]*)?(?:\(\d+\))?\.json" % "|".join(_MEDIA_EXTENSIONS),
                            re.IGNORECASE)
-LaionFormat = Literal["auto", "webdataset", "files", "parquet", "folder"]
+LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"]
 FOLDER_FILES_PER_UNIT = 256
 # Parquet through a Python (fsspec) file object: no pre-buffering and no reader threads. With
 # them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
@@ -188,16 +199,61 @@ def refuse_tfrecords(name: str, root: str, files: list[str]) -> None:
             "--output_format webdataset (or files, or parquet)")
 
 
-def detect_format(root: str) -> LaionFormat:
+def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
     files = [f for f in fsio.list_files(root) if not set_aside(fsio.basename(f))]
     if any(_is_shard_name(f) for f in files):
         return "webdataset"
     parquets = [f for f in files if f.endswith(".parquet")]
+    if parquets and _is_hf_parquet(root, parquets, follow_links):  # a `to_parquet` file, maybe beside images
+        return "huggingface"
     if parquets and _data_dirs(root):
         return "files"
     if parquets and _image_column(parquets[0]):
         return "parquet"
+    nested = [f for f in fsio.list_files(root, (".parquet",), recursive=True) if not set_aside_problem(root, f, False)]
+    if nested and _is_hf_parquet(root, nested, follow_links):  # the Hub's `data/train-00000-of-00001.parquet`
+        return "huggingface"
     return "folder"
+
+
+def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
+    """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
+    out of `root`, as a Hub cache snapshot's do without `follow_links`, is never opened)."""
+    schema = first_schema(root, uris, follow_links)
+    return schema is not None and bool(hf_parquet.image_columns(schema[1]))
+
+
+def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> tuple[str, Any] | None:
+    """(file, Arrow schema) of the first of `uris` whose footer reads (of the first `tries`; a
+    damaged or empty one is its unit's `bad_parquet` reject, a link out of `root` its
+    `outside_root` one, never opened here), or None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for uri in uris[:tries]:
+        if path_problem(root, uri, follow_links):
+            continue
+        try:
+            with fsio.open_file(uri) as handle:
+                return uri, pq.read_schema(handle)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            if is_machine_error(exc):
+                raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+    return None
+
+
+def refuse_saved_datasets(name: str, root: str, files: list[str]) -> None:
+    """Raise for a `datasets` `save_to_disk` folder (`state.json` beside `data-00000-of-00001.arrow`),
+    Arrow streams this source does not read: taken for a plain folder, each would be an image the
+    decoder fails."""
+    states = [f for f in files if fsio.basename(f) == "state.json"
+              and any(g.endswith(".arrow") and g.startswith(f[: -len("state.json")]) for g in files)]
+    if states:
+        shown = relative_to_root(root, states[0])
+        raise FileNotFoundError(
+            f"{name}: {shown} in {root} is a Hugging Face datasets save_to_disk folder (Arrow files), which this "
+            "source does not read: write it as parquet (datasets.load_from_disk(path).to_parquet('train.parquet'); "
+            "of a DatasetDict each split to its own '<split>.parquet'), read as format: huggingface")
 
 
 def _stem_of(relative: str) -> str:
@@ -228,9 +284,11 @@ class LaionSource:
     path: str
     format: LaionFormat = "auto"
     follow_links: bool = False  # read shards, folders and files that are links leading out of `path`
+    image_column: str | None = None  # a `datasets` parquet's Image column (None: its only one)
+    caption_column: str | None = None  # a `datasets` parquet's caption (None: `hf_parquet.CAPTION_COLUMNS`)
 
     def resolved_format(self) -> LaionFormat:
-        return detect_format(self.path) if self.format == "auto" else self.format
+        return detect_format(self.path, self.follow_links) if self.format == "auto" else self.format
 
     def units(self) -> list[Unit]:
         fmt = self.resolved_format()
@@ -255,8 +313,11 @@ class LaionSource:
         # folder links walked with `follow_links` (else listed: `outside_root`), loops listed: `link_loop`
         files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True, follow_links=self.follow_links,
                                                               links=True))
+        if fmt == "huggingface":
+            return self._hf_units(files)
         if self.format == "auto":
             refuse_tfrecords(self.name, self.path, files)
+            refuse_saved_datasets(self.name, self.path, files)
         groups = folder_groups(files, self.path)
         if not any(_ext_of(relative_to_root(self.path, u)) not in (*SIDECARS, *TOOL_SIDECARS)
                    and not set_aside_problem(self.path, u)
@@ -271,6 +332,39 @@ class LaionSource:
         if chunk:
             units.append(Unit("folder", tuple(chunk), self.path))
         return units
+
+    def _hf_units(self, files: list[str]) -> list[Unit]:
+        """One unit per parquet file of a `datasets` layout, found anywhere under the root; one
+        (a reject) per other file (the dataset card `README.md`, a `.gitattributes`, an image)."""
+        shards = [f for f in files if f.lower().endswith(".parquet") and not set_aside_problem(self.path, f, False)]
+        if not shards:
+            raise FileNotFoundError(f"{self.name}: no .parquet files under {self.path}")
+        first = first_schema(self.path, shards, self.follow_links)
+        if first is not None:  # else each unit says why it is not read
+            self._hf_columns(first[1], fsio.basename(first[0]), config_error=True)
+        return [Unit("hf_parquet", (p,), self.path) for p in shards] + [
+            Unit("hf_other", (f,), self.path) for f in files if f not in shards]
+
+    def _hf_columns(self, schema, name: str, config_error: bool = False) -> tuple[str, str | None]:
+        """(image column, caption column) of a `datasets` parquet: the configured ones, or its one
+        `Image` column and the first of `CAPTION_COLUMNS` it has. A file without them raises
+        `hf_parquet.MissingColumns` (its unit's reject); the first file (`config_error`) a
+        ValueError naming the config field, before the build starts."""
+        images = hf_parquet.image_columns(schema)
+        image = self.image_column or (images[0] if len(images) == 1 else None)
+        caption = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in schema.names), None)
+        problem = None
+        if image not in images:
+            problem = (f"{name} has no Image column {self.image_column!r} (its Image columns: {images or 'none'})"
+                       if self.image_column else f"{name} has {len(images) or 'no'} Image columns"
+                       + (f" ({', '.join(images)}): set image_column to the one to build" if images else ""))
+        elif caption is not None and caption not in schema.names:
+            problem = f"{name} has no caption column {caption!r} (its columns: {', '.join(schema.names)})"
+        if problem and config_error:
+            raise ValueError(f"{self.name}: {problem} (format: huggingface; fields image_column, caption_column)")
+        if problem:
+            raise hf_parquet.MissingColumns(problem)
+        return image, caption  # type: ignore[return-value]
 
     def _strays(self, files: list[str], shards: list[str], bases: list[str]) -> list[Unit]:
         """A unit (one reject) for each file beside the shards that is none (`stray_files`), and
@@ -301,14 +395,16 @@ class LaionSource:
             yield from items if unit.parts == 1 else (item for item in items if unit.owns(item.key))
         elif unit.kind == "files":
             yield from self._read_files(unit.uris[0])
-        elif unit.kind == "parquet":
-            yield from self._read_parquet(unit.uris[0])
+        elif unit.kind in ("parquet", "hf_parquet"):
+            yield from self._read_parquet(unit.uris[0], unit.kind == "hf_parquet")
+        elif unit.kind == "hf_other":
+            yield self._hf_other(unit.uris[0])
         else:
             yield from self._read_folder(unit)
 
     def notices(self) -> list[str]:
         """Warnings about the input as a whole (once per source): img2dataset-resized images."""
-        if self.resolved_format() == "folder":
+        if self.resolved_format() in ("folder", "huggingface"):
             return []
         import pyarrow as pa
 
@@ -439,7 +535,7 @@ class LaionSource:
             yield self._reject(key, "read", HASH_MISMATCH, changed)
             return
         lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
-        lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext})
+        lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
 
     def _unexpected_members(self, key: str, sample_key: str, members: dict[str, Any],
@@ -447,7 +543,7 @@ class LaionSource:
         """An `unexpected_file` reject for each member of a sample that is neither an image nor a
         sidecar (a `000.npy` put in by hand): img2dataset writes one image (`--encode_format`), its
         `.txt` and its `.json` (extra columns go in the json), nothing else; never dropped unsaid."""
-        for other in sorted(e for e in members if e not in images and e not in SIDECARS):
+        for other in sorted(e for e in members if e not in images and e not in SAMPLE_SIDECARS):
             yield self._reject(key, "read", "unexpected_file",
                                f"{sample_key}.{other}: not read (a sample's image, .txt and .json are)")
 
@@ -491,7 +587,7 @@ class LaionSource:
                 yield self._reject(key, "read", "duplicate_key",
                                    f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
             yield from self._unexpected_members(key, sample_key, files, images)
-            texts, unread = self._sidecar_texts({e: files[e] for e in SIDECARS if e in files}, lambda _: key)
+            texts, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}
             data, changed = self._checked_file(recorded, files[images[0]])
@@ -499,7 +595,7 @@ class LaionSource:
                 yield self._reject(key, "read", HASH_MISMATCH, changed)
                 continue
             lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
-            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0]})
+            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0], **_classes(texts)})
             yield ImageRecord(key=key, source=self.name, group=key, lineage=lineage,
                               **({"data": data} if data is not None else {"uri": files[images[0]]}))
         yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/")
@@ -516,20 +612,24 @@ class LaionSource:
             return None, None
         return data, hash_problem(recorded, data, fsio.basename(uri))
 
-    # -- img2dataset output_format=parquet -----------------------------------------------
-    def _read_parquet(self, uri: str) -> Iterator[SourceItem]:
-        """Images inside the parquet (img2dataset `output_format=parquet`), read a batch at a time;
-        a damaged one is a `bad_parquet` reject after the rows read before the damage."""
+    # -- img2dataset output_format=parquet, Hugging Face datasets parquet ---------------
+    def _read_parquet(self, uri: str, hf: bool = False) -> Iterator[SourceItem]:
+        """Images inside the parquet (img2dataset `output_format=parquet`, or a `datasets` Image
+        column with `hf`), read a batch at a time, each row group judged by its declared size
+        first; a damaged one is a `bad_parquet` reject after the rows read before the damage."""
         import pyarrow as pa
 
-        shard = fsio.basename(uri).removesuffix(".parquet")
+        shard = nfc(relative_to_root(self.path, uri)).removesuffix(".parquet") if hf else \
+            fsio.basename(uri).removesuffix(".parquet")
         problem = path_problem(self.path, uri, self.follow_links)
         if problem:  # a link out of the root, or a fifo: never opened
             yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
             return
         try:
-            yield from self._parquet_items(uri, shard)
+            yield from self._hf_items(uri, shard) if hf else self._parquet_items(uri, shard)
         except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, or cut by a killed download
+            if is_machine_error(exc):  # too many open files, no memory: the machine's
+                raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
             yield self._reject(self._shard_key(shard), "read", BAD_PARQUET,
                                parquet_problem(uri, exc, "its rows after the last one read are unknown"))
 
@@ -538,10 +638,14 @@ class LaionSource:
 
         column = _image_column(uri)
         with fsio.open_file(uri) as handle:
-            for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
-                for row in batch.to_pylist():
+            batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",))
+            for first, rows in _row_lists(batches):
+                for row in rows:
                     sample_key = nfc(str(row.get("key")))
                     key = self._key(shard, sample_key)
+                    if isinstance(first, hf_parquet.TooLarge):
+                        yield self._reject(key, "read", ROW_GROUP_TOO_LARGE, first.detail)
+                        continue
                     data = row.pop(column, None) if column else None
                     caption = row.pop("txt", None)
                     state = download_status(row)
@@ -558,6 +662,88 @@ class LaionSource:
                     lineage = _lineage(caption.encode() if caption else None, None, row)
                     lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
                     yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage)
+
+    def _hf_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
+        """The rows of a `datasets` parquet: each an image record (its bytes, or the file its
+        `path` names inside the root) or a reject keyed by the file and the row's index."""
+        import pyarrow.parquet as pq
+
+        name = f"{shard}.parquet"
+        split = hf_parquet.hf_split(shard + ".parquet")
+        hint = hf_parquet.split_hint(split)
+        with fsio.open_file(uri) as handle:
+            parquet = pq.ParquetFile(handle, pre_buffer=False)
+            try:
+                image, caption = self._hf_columns(parquet.schema_arrow, name)
+            except hf_parquet.MissingColumns as exc:
+                yield Reject(self._shard_key(shard), self.name, self._shard_key(shard), "read", "unexpected_file",
+                             f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint)
+                return
+            names = hf_parquet.class_names(parquet.schema_arrow)
+            context = {"file": name, **({"hf_split": split} if split else {})}
+            others = set(hf_parquet.image_columns(parquet.schema_arrow)) - {image}  # never read
+            columns = [c for c in parquet.schema_arrow.names if c not in others]
+            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns)):
+                for offset, row in enumerate(rows):
+                    index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
+                    key = data_key(self.name, shard, str(index))
+                    if isinstance(first, hf_parquet.TooLarge):
+                        yield Reject(key, self.name, key, "read", ROW_GROUP_TOO_LARGE, first.detail[:300],
+                                     split_hint=hint)
+                        continue
+                    yield self._hf_row(key, row, image, caption, names, {**context, "row": index}, hint)
+
+    def _hf_row(self, key: str, row: dict[str, Any], image: str, caption: str | None, names: dict[str, list[str]],
+                context: dict[str, Any], hint: str | None) -> SourceItem:
+        """One `datasets` row: its image's bytes, or a file its `path` names inside the root (a
+        null image, a path leading out or to nothing: a reject)."""
+        cell = row.pop(image) or {}
+        text = row.pop(caption, None) if caption else None
+        if isinstance(text, list):  # several captions (COCO's five): the first
+            text = next((t for t in text if isinstance(t, str) and t.strip()), None)
+        where = f"row {context['row']} of {context['file']}"
+        data, named = cell.get("bytes"), cell.get("path")
+        uri = None
+        if data is None:
+            problem = self._hf_path_problem(named, where)
+            if isinstance(problem, PathProblem):
+                return Reject(key, self.name, key, "read", problem.reason, problem.detail[:300], split_hint=hint)
+            uri = problem
+        lineage: dict[str, Any] = {**({"caption": str(text).strip()} if text else {}), **context}
+        if named:
+            lineage["image_path"] = named
+        labels = {c: names[c][v] for c, v in row.items() if c in names and isinstance(v, int) and 0 <= v < len(names[c])}
+        if labels:
+            lineage["class_names"] = labels
+        lineage["huggingface"] = {k: _jsonable(v) for k, v in sorted(row.items()) if not isinstance(v, bytes)}
+        return ImageRecord(key=key, source=self.name, group=key, split_hint=hint, lineage=lineage,
+                           **({"data": data} if uri is None else {"uri": uri}))
+
+    def _hf_path_problem(self, named: Any, where: str) -> PathProblem | str:
+        """The file a row without image bytes points at (inside the root, taken from there), or
+        the reject's reason and detail: no image at all, a path leading out, a file not there."""
+        if not named:
+            return PathProblem("missing_image", f"{where}: its image is null (no bytes, no path)")
+        try:
+            uri = join_inside(self.path, str(named))
+        except OutsideRoot as exc:
+            return PathProblem(exc.reason, f"{where}: {exc.detail}")
+        problem = path_problem(self.path, uri, self.follow_links)
+        if problem:
+            return PathProblem(problem.reason, f"{where}: {problem.detail}")
+        if not fsio.exists(uri):
+            return PathProblem("missing_image", f"{where}: no image bytes, and its path "
+                                                f"{shown_name(nfc(relative_to_root(self.path, uri)))} is not there")
+        return uri
+
+    def _hf_other(self, uri: str) -> Reject:
+        """The reject of a file in a `datasets` layout that is no parquet of it (never read)."""
+        relative = nfc(relative_to_root(self.path, uri))
+        key = path_key(self.name, relative)
+        aside = self._set_aside(lambda: key, self.path, uri)
+        what = ("an image file there, never a sample of its own (built where a row's image path names it)"
+                if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
+        return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}")
 
     # -- plain folders -------------------------------------------------------------------
     def _read_folder(self, unit: Unit) -> Iterator[SourceItem]:
@@ -670,10 +856,24 @@ class LaionSource:
 
 
 def _image_members(members: dict[str, Any]) -> list[str]:
-    """A sample's picture candidates: image extensions in preference order, else any member that
-    is not a sidecar (the decoder judges it)."""
+    """A sample's picture candidates: image extensions in preference order, then members whose
+    last extension is one (`0001.jpg` of `c.0001.jpg`, a key with a dot: webdataset decodes a
+    member by its last extension), else any member that is not a sidecar (the decoder judges it)."""
     images = [e for e in IMAGE_EXTENSIONS if e in members]
-    return images or sorted(e for e in members if e not in SIDECARS)[:1]
+    dotted = sorted((e for e in members if "." in e and e.rsplit(".", 1)[1] in IMAGE_EXTENSIONS),
+                    key=lambda e: (IMAGE_EXTENSIONS.index(e.rsplit(".", 1)[1]), e))
+    return images + dotted or sorted(e for e in members if e not in SAMPLE_SIDECARS)[:1]
+
+
+def _classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
+    """{"classes": {member: label}} of a sample's `LABEL_MEMBERS` (an integer, as webdataset
+    decodes it, or else the text), or {} without any."""
+    labels: dict[str, int | str] = {}
+    for ext in LABEL_MEMBERS:
+        if isinstance(members.get(ext), bytes):
+            text = members[ext].decode("utf-8", errors="replace").strip()
+            labels[ext] = int(text) if re.fullmatch(r"-?\d{1,18}", text) else text[:200]
+    return {"classes": labels} if labels else {}
 
 
 # magic numbers of the compressions tarfile's "r|*" reads: a compressed tar is always streamed
@@ -831,10 +1031,14 @@ def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None
             f"{digest[:16]}... for the download (stored unchanged, --disable_all_reencoding): changed since")
 
 
-def _is_binary(kind) -> bool:
-    import pyarrow as pa
+_is_binary = hf_parquet.is_binary
 
-    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+def _row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+    """`hf_parquet.row_batches` as (first row index or its `TooLarge`, rows): a row group too
+    large to read gives its rows' keys alone, each then a `row_group_too_large` reject."""
+    for item in batches:
+        yield (item, item.rows) if isinstance(item, hf_parquet.TooLarge) else item
 
 
 LISTING_NOTICE_COLUMNS = ("status", "width", "height", "original_width", "original_height", "exif")

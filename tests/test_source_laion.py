@@ -11,6 +11,7 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -410,3 +411,264 @@ def test_too_many_open_files_reading_a_shards_parquet_fails_the_unit_and_is_no_b
     monkeypatch.setattr(laion, "_parquet_rows", rows)
     with pytest.raises(MachineError, match=r"00000\.parquet.*\[Errno 24\]"):
         _read_all(LaionSource("web", str(tmp_path), "files"))
+
+
+# -- Hugging Face `datasets` parquet ---------------------------------------------------------------
+# The schema and its `huggingface` metadata are those of a file `datasets` 5.2.0 (pyarrow 26) wrote:
+# Dataset.from_dict({"image": [{"bytes": ..., "path": "a.png"}, None, {"bytes": None, "path": ...}],
+# "text": [...], "label": [...]}, features=Features({"image": Image(), "text": Value("string"),
+# "label": ClassLabel(names=["cat", "dog"])})).to_parquet(...) (and push_to_hub's data/ names),
+# read back with pyarrow.parquet.read_schema; datasets itself is not installed for the tests.
+HF_METADATA = {b"huggingface": b'{"info": {"features": {"image": {"_type": "Image"}, "text": {"dtype": "string", '
+                               b'"_type": "Value"}, "label": {"names": ["cat", "dog"], "_type": "ClassLabel"}}}}'}
+
+
+def _hf_parquet(path: Path, rows: list[dict], row_group_size: int = 100, metadata: dict = HF_METADATA) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string()), ("label", pa.int64())], metadata=metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, row_group_size=row_group_size)
+
+
+def _encoded(fmt: str, seed: int, mode: str = "RGB", size: int = 32) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(out, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def _hub_dataset(root: Path) -> dict[str, bytes]:
+    """A Hub repo as `push_to_hub` lays it out: two train shards, one validation shard, the card;
+    a PNG, a JPEG, a CMYK JPEG, a null image, path-only rows (a file inside the root, one that is
+    not there, one outside), bytes that are no image."""
+    images = {"png": _encoded("PNG", 1), "jpeg": _encoded("JPEG", 2), "cmyk": _encoded("JPEG", 3, "CMYK"),
+              "val": _encoded("PNG", 4), "onfile": _encoded("PNG", 5)}
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "onfile.png").write_bytes(images["onfile"])
+    row = lambda name, text, label, path=None: {"image": {"bytes": images[name], "path": path or f"{name}.x"},
+                                                "text": text, "label": label}
+    _hf_parquet(root / "data" / "train-00000-of-00002.parquet",
+                [row("png", "a png", 0), row("jpeg", "a jpeg", 1), row("cmyk", "a cmyk jpeg", 0)], row_group_size=2)
+    _hf_parquet(root / "data" / "train-00001-of-00002.parquet",
+                [{"image": None, "text": "no image", "label": 1},
+                 {"image": {"bytes": None, "path": "images/onfile.png"}, "text": "on file", "label": 0},
+                 {"image": {"bytes": None, "path": "images/gone.png"}, "text": "gone", "label": 0},
+                 {"image": {"bytes": None, "path": "../outside.png"}, "text": "outside", "label": 0},
+                 {"image": {"bytes": b"not an image", "path": "e.jpg"}, "text": "broken", "label": 1}])
+    _hf_parquet(root / "data" / "validation-00000-of-00001.parquet", [row("val", "held out", 1)])
+    (root / "README.md").write_text("---\nlicense: mit\n---\n# a dataset card\n")
+    (root / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+    (root.parent / "outside.png").write_bytes(images["png"])
+    return images
+
+
+def test_hugging_face_hub_parquet_rows_are_records_and_counted_rejects(tmp_path: Path):
+    """A `datasets` repo was a folder of 3 parquet files, each an image the decoder refused
+    (`not_an_image`), its 9 rows lost; forced as img2dataset's `parquet`, every row a
+    `missing_image` keyed `None`."""
+    root = tmp_path / "repo"
+    images = _hub_dataset(root)
+    source = LaionSource("hf", str(root))
+    assert detect_format(source.path) == "huggingface"
+    items = _read_all(source)
+    records = {r.lineage["caption"]: r for r in items if isinstance(r, ImageRecord)}
+    rejects = sorted((r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert sorted(records) == ["a cmyk jpeg", "a jpeg", "a png", "broken", "held out", "on file"]
+    for caption, name in (("a png", "png"), ("a jpeg", "jpeg"), ("a cmyk jpeg", "cmyk"), ("held out", "val")):
+        assert records[caption].data == images[name], caption
+    assert records["on file"].data is None and records["on file"].read_bytes() == images["onfile"]
+    assert records["held out"].split_hint == "val"  # validation: never trained on
+    assert {r.split_hint for c, r in records.items() if c != "held out"} == {None}  # train: val_fraction decides
+    assert records["a jpeg"].lineage == {"caption": "a jpeg", "file": "data/train-00000-of-00002.parquet", "row": 1,
+                                         "hf_split": "train", "image_path": "jpeg.x", "class_names": {"label": "dog"},
+                                         "huggingface": {"label": 1}}
+    assert len({i.key for i in items}) == len(items) and all("." not in i.key for i in items)
+    assert rejects == [
+        ("hidden_file", ".gitattributes: hidden (a tool's lock, temporary or repository file), not read"),
+        ("missing_image", "row 0 of data/train-00001-of-00002.parquet: its image is null (no bytes, no path)"),
+        ("missing_image", "row 2 of data/train-00001-of-00002.parquet: no image bytes, and its path "
+                          "'images/gone.png' is not there"),
+        ("outside_root", "row 3 of data/train-00001-of-00002.parquet: '../outside.png' climbs out of the source root"),
+        ("unexpected_file", "'README.md' is no parquet file of the Hugging Face dataset: not read"),
+        ("unexpected_file", "'images/onfile.png' is an image file there, never a sample of its own (built where a "
+                            "row's image path names it)")]
+
+
+@pytest.mark.slow  # a whole build: ~3 s on an idle machine
+def test_hugging_face_hub_parquet_builds_the_images_pillow_decodes(tmp_path: Path):
+    """A real build (no tokenizer) of the Hub layout: each rendered image is Pillow's decode of
+    the row's bytes (32 px images at image.size 32: nothing resized), the validation row in val,
+    every other row a counted reject."""
+    import webdataset as wds
+
+    from conftest import build_web_source
+
+    root = tmp_path / "repo"
+    images = _hub_dataset(root)
+    summary = build_web_source(tmp_path, "hf", root)
+    by_path = {"png.x": "png", "jpeg.x": "jpeg", "cmyk.x": "cmyk", "val.x": "val", "images/onfile.png": "onfile"}
+    splits = {}
+    for tar in sorted((tmp_path / "out" / "rendered").rglob("*.tar")):
+        for sample in wds.WebDataset([str(tar)], shardshuffle=False):
+            (member,) = json.loads(sample["json"])["members"]
+            name = by_path[member["image_path"]]
+            splits[name] = tar.parent.name
+            rendered = np.asarray(Image.open(io.BytesIO(sample["00.png"])).convert("RGB"), dtype=np.int16)
+            expected = np.asarray(Image.open(io.BytesIO(images[name])).convert("RGB"), dtype=np.int16)
+            assert np.abs(rendered - expected).max() <= 1, name
+    assert splits == {"png": "train", "jpeg": "train", "cmyk": "train", "onfile": "train", "val": "val"}
+    assert summary["sources"]["hf"]["rejects_by_reason"] == {"hidden_file": 1, "missing_image": 2, "not_an_image": 1,
+                                                             "outside_root": 1, "unexpected_file": 2}
+
+
+@pytest.mark.parametrize("layout", ["huggingface", "img2dataset"])
+def test_a_row_group_over_the_budget_is_never_read_and_each_of_its_rows_is_a_reject(tmp_path: Path, monkeypatch,
+                                                                                     layout: str):
+    """A row group is judged by the size its footer declares before it is read: one over the
+    budget was read whole (a 2 GB row group of 4K photos, all at once), now its rows are
+    `row_group_too_large` rejects, keyed as their records would be, and the others are built."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sources import hf_parquet
+
+    small, big = _encoded("PNG", 1, size=8), _encoded("PNG", 2, size=64)
+    pictures = [small, small, big, small, small]
+    if layout == "huggingface":
+        _hf_parquet(tmp_path / "train.parquet", [{"image": {"bytes": b, "path": None}, "text": f"c{i}", "label": 0}
+                                                 for i, b in enumerate(pictures)], row_group_size=2)
+    else:
+        rows = [{"key": f"{i:09d}", "status": "success", "error_message": None, "txt": f"c{i}", "jpg": b}
+                for i, b in enumerate(pictures)]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "00000.parquet", row_group_size=2)
+    groups = [pq.ParquetFile(next(tmp_path.glob("*.parquet"))).metadata.row_group(g) for g in range(3)]
+    # what reading a group costs: each column chunk's uncompressed bytes, or its stored bytes if more
+    sizes = [sum(max(g.column(c).total_uncompressed_size, g.column(c).total_compressed_size)
+                 for c in range(g.num_columns)) for g in groups]
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", (max(sizes[0], sizes[2]) + sizes[1]) // 2)
+    assert sizes[1] > hf_parquet.ROW_GROUP_BYTES >= max(sizes[0], sizes[2])
+    asked = []
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches",
+                        lambda self, *a, **k: asked.append(k.get("row_groups")) or iter_batches(self, *a, **k))
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == ("huggingface" if layout == "huggingface" else "parquet")
+    items = _read_all(source)
+    assert asked == [[0], [2]]
+    assert [type(i).__name__ for i in items] == ["ImageRecord", "ImageRecord", "Reject", "Reject", "ImageRecord"]
+    assert [i.data for i in items if isinstance(i, ImageRecord)] == [small, small, small]
+    assert [i.lineage["caption"] for i in items if isinstance(i, ImageRecord)] == ["c0", "c1", "c4"]
+    tagged = [i for i in items if isinstance(i, Reject)]
+    assert {r.reason for r in tagged} == {"row_group_too_large"} and len({r.key for r in tagged}) == 2
+    assert (f"row group 1 declares {sizes[1]} bytes for its 2 rows, over the {hf_parquet.ROW_GROUP_BYTES} byte "
+            "budget") in tagged[0].detail
+    if layout == "img2dataset":
+        assert [r.key for r in tagged] == ["web-00000-000000002", "web-00000-000000003"]
+
+
+@pytest.mark.parametrize("relative, split, ours", [
+    ("data/train-00000-of-00004.parquet", "train", None),  # push_to_hub
+    ("data/validation-00003-of-00004.parquet", "validation", "val"),
+    ("en/test-00000-of-00001.parquet", "test", "val"),  # push_to_hub of a named config
+    ("default/partial-train/0000.parquet", "train", None),  # the Hub's parquet conversion, cut
+    ("plain_text/validation_matched/0001.parquet", "validation_matched", "val"),
+    ("test.parquet", "test", "val"),  # to_parquet under a split's name
+    ("dev_0.parquet", "dev_0", "val"),
+    ("images.parquet", None, None),  # no split named: hashed like every web image
+    ("data/unlabeled-00000-of-00001.parquet", "unlabeled", None),
+    ("contest.parquet", None, None),
+])
+def test_the_split_a_datasets_file_name_gives(relative: str, split: str | None, ours: str | None):
+    from sources.hf_parquet import hf_split, split_hint
+
+    assert hf_split(relative) == split
+    assert split_hint(hf_split(relative)) == ours
+
+
+def test_a_datasets_parquet_with_two_image_columns_needs_image_column(tmp_path: Path):
+    """InstructPix2Pix-like files hold two Image columns: the build stops before it starts, naming
+    the field; with `image_column` (and `caption_column`) set, that column and caption are read.
+    A `save_to_disk` folder is refused by name (it was a folder of not_an_image files)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {
+        "input_image": {"_type": "Image"}, "edited_image": {"_type": "Image"},
+        "edit_prompt": {"dtype": "string", "_type": "Value"}}}}).encode()}
+    schema = pa.schema([("input_image", image), ("edit_prompt", pa.string()), ("edited_image", image)], metadata=metadata)
+    before, after = _encoded("PNG", 1, size=8), _encoded("PNG", 2, size=8)
+    rows = [{"input_image": {"bytes": before, "path": None}, "edit_prompt": "make it red",
+             "edited_image": {"bytes": after, "path": None}}]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "train-00000-of-00001.parquet")
+    with pytest.raises(ValueError, match="2 Image columns .input_image, edited_image.: set image_column"):
+        LaionSource("p2p", str(tmp_path)).units()
+    with pytest.raises(ValueError, match="no caption column 'caption'"):
+        LaionSource("p2p", str(tmp_path), image_column="edited_image", caption_column="caption").units()
+    (record,) = _read_all(LaionSource("p2p", str(tmp_path), image_column="edited_image", caption_column="edit_prompt"))
+    assert record.data == after and record.lineage["caption"] == "make it red"
+    assert "input_image" not in record.lineage["huggingface"]  # another image's bytes never ride along
+
+    saved = tmp_path / "saved"  # Dataset.save_to_disk: an Arrow stream beside state.json
+    saved.mkdir()
+    with pa.ipc.new_stream(saved / "data-00000-of-00001.arrow", schema) as writer:
+        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    (saved / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    (saved / "dataset_info.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="save_to_disk folder .Arrow files.*to_parquet"):
+        LaionSource("saved", str(saved)).units()
+
+
+def test_a_hub_cache_snapshot_links_its_parquet_out_of_the_root(tmp_path: Path):
+    """`huggingface_hub.snapshot_download` leaves `snapshots/<rev>/data/x.parquet` as a link to
+    `blobs/<sha256>`: never opened (not even to detect the format) unless `follow_links: true`."""
+    blob = tmp_path / "blobs" / "0b1f"
+    _hf_parquet(blob, [{"image": {"bytes": _encoded("PNG", 1, size=8), "path": "a.png"}, "text": "a", "label": 0}])
+    snapshot = tmp_path / "snapshots" / "abc123" / "data"
+    snapshot.mkdir(parents=True)
+    (snapshot / "train-00000-of-00001.parquet").symlink_to(os.path.relpath(blob, snapshot))
+    (reject,) = _read_all(LaionSource("hf", str(snapshot.parent)))
+    assert reject.reason == "outside_root" and "set follow_links: true" in reject.detail
+    followed = LaionSource("hf", str(snapshot.parent), follow_links=True)
+    assert followed.resolved_format() == "huggingface"
+    (record,) = _read_all(followed)
+    assert record.lineage["caption"] == "a" and record.lineage["hf_split"] == "train"
+
+
+def test_a_cut_or_empty_datasets_parquet_is_one_bad_parquet_reject_and_the_others_are_read(tmp_path: Path):
+    """A download cut short (the first file by name) or left empty: its schema once raised out of
+    `units()` (format detection and the column check read the first file's footer), stopping the
+    build; now it is its unit's `bad_parquet` reject and the other files are read."""
+    rows = [{"image": {"bytes": _encoded("PNG", i, size=8), "path": f"{i}.png"}, "text": f"c{i}", "label": 0}
+            for i in range(3)]
+    _hf_parquet(tmp_path / "data" / "train-00001-of-00003.parquet", rows)
+    whole = (tmp_path / "data" / "train-00001-of-00003.parquet").read_bytes()
+    (tmp_path / "data" / "train-00000-of-00003.parquet").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "data" / "train-00002-of-00003.parquet").write_bytes(b"")
+    source = LaionSource("hf", str(tmp_path))
+    assert source.resolved_format() == "huggingface"
+    items = _read_all(source)
+    assert [i.lineage["caption"] for i in items if isinstance(i, ImageRecord)] == ["c0", "c1", "c2"]
+    bad = [i for i in items if isinstance(i, Reject)]
+    assert [(r.reason, r.detail.split(" ")[0]) for r in bad] == [("bad_parquet", "train-00000-of-00003.parquet"),
+                                                                 ("bad_parquet", "train-00002-of-00003.parquet")]
+
+
+def test_a_datasets_caption_from_txt_or_a_list_of_captions(tmp_path: Path):
+    """A webdataset converted to the Hub keeps its caption in `txt` (read by default); COCO
+    captions come as a list per image (`caption_column: sentences`: its first)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("jpg", image), ("txt", pa.string()), ("sentences", pa.list_(pa.string()))])
+    data = _encoded("JPEG", 1, size=8)
+    rows = [{"jpg": {"bytes": data, "path": "0.jpg"}, "txt": "from txt", "sentences": ["", "first", "second"]}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "train.parquet")
+    (record,) = _read_all(LaionSource("hf", str(tmp_path)))
+    assert record.lineage["caption"] == "from txt" and record.data == data
+    (record,) = _read_all(LaionSource("hf", str(tmp_path), caption_column="sentences"))
+    assert record.lineage["caption"] == "first" and record.lineage["huggingface"]["txt"] == "from txt"

@@ -602,10 +602,7 @@ def test_duplicate_rate_leaves_failed_downloads_out():
 
 # -- a plain folder end to end: every file a sentence or a reject, shards webdataset reads ---------
 def test_colliding_folder_builds_into_readable_shards(tmp_path: Path):
-    import yaml
-
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.config import load_config
+    from conftest import build_web_source
 
     web = tmp_path / "web"
     (web / "sub").mkdir(parents=True)
@@ -616,12 +613,7 @@ def test_colliding_folder_builds_into_readable_shards(tmp_path: Path):
     (web / "x.heic").write_bytes(_image("HEIF", seed=22, size=(40, 40)))
     (web / "x.svg").write_bytes(SVG)
     os.mkfifo(web / "pipe.jpg")
-    config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
-              "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
-              "sources": [{"name": "web", "type": "laion", "path": str(web), "num_shards": 1}],
-              "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary
+    summary = build_web_source(tmp_path, "web", web)
     tars = sorted(str(p) for p in (tmp_path / "out" / "rendered").rglob("*.tar"))
     samples = list(wds.WebDataset(tars, shardshuffle=False))
     paths = sorted(json.loads(s["json"])["members"][0]["path"] for s in samples)
@@ -858,3 +850,33 @@ def test_phone_and_photo_tool_exports_become_photos_and_counted_sidecars(tmp_pat
     assert "Google Takeout" in reasons["IMG_2.jpg.json"][1] and "IMG_2.jpg" in reasons["IMG_2.jpg(1).json"][1]
     assert reasons[".trashed-1767225600-IMG_4.jpg"] == (
         "os_metadata", ".trashed-1767225600-IMG_4.jpg: Android's trash (a deleted file kept for 30 days), not read")
+
+
+def test_a_webdataset_shard_writer_dataset_reads_as_webdataset_itself_reads_it(tmp_path: Path):
+    """Shards written by `webdataset.ShardWriter` (no img2dataset listing beside them), with a
+    class label per sample (`.cls`), keys in subfolders (`./a/b/c`, `sub/dir/s3`) and a key with a
+    dot (`x.0001`: webdataset's key `x`, its members `0001.jpg`, `0001.cls`). Each `.cls` was an
+    `unexpected_file` reject beside every built image (and its label lost); the dotted key's
+    `.0001.cls` was decoded as its picture (`not_an_image`) and its `.0001.jpg` rejected unread."""
+    out = tmp_path / "shards"
+    out.mkdir()
+    keys = ["s0", "s1", "./a/b/c", "sub/dir/s3", "s4", "x.0001"]
+    with wds.ShardWriter(str(out / "train-%06d.tar"), maxcount=4, verbose=0) as sink:
+        for i, key in enumerate(keys):
+            sink.write({"__key__": key, "jpg": _image(seed=i), "cls": i % 3, "json": {"i": i}, "txt": f"caption {i}"})
+    tars = sorted(str(p) for p in out.glob("*.tar"))
+    assert [Path(t).name for t in tars] == ["train-000000.tar", "train-000001.tar"]
+    theirs = {(Path(s["__url__"]).stem, s["__key__"]): s for s in wds.WebDataset(tars, shardshuffle=False)}
+    items = _read_all(LaionSource("web", str(out)))
+    records = {(r.lineage["shard"], r.lineage["sample_key"]): r for r in items if isinstance(r, ImageRecord)}
+    rejects = [(r.reason, r.detail) for r in items if isinstance(r, Reject)]
+    assert sorted(records) == sorted(theirs) == sorted(
+        [("train-000000", k) for k in ("s0", "s1", "./a/b/c", "sub/dir/s3")] + [("train-000001", k) for k in ("s4", "x")])
+    for at, sample in theirs.items():
+        fields = {name.rsplit(".", 1)[-1]: value for name, value in sample.items() if not name.startswith("__")}
+        assert records[at].data == fields["jpg"], at
+        if at[1] != "x":  # a dotted key's caption and label are webdataset's `0001.txt`, `0001.cls`
+            assert records[at].lineage["caption"] == fields["txt"].decode()
+            assert records[at].lineage["classes"] == {"cls": int(fields["cls"])}
+    assert rejects == [("unexpected_file", f"x.0001.{ext}: not read (a sample's image, .txt and .json are)")
+                       for ext in ("cls", "json", "txt")]

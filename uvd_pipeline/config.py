@@ -140,7 +140,11 @@ class LinkOptions(Strict):
 
 class LaionSourceConfig(SourceBase, LinkOptions):
     type: Literal["laion"]
-    format: Literal["auto", "webdataset", "files", "parquet", "folder"] = "auto"
+    format: Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"] = "auto"
+    image_column: str | None = Field(None, min_length=1, description="`huggingface`: the Image column to build "
+                                     "(default: the files' only one)")
+    caption_column: str | None = Field(None, min_length=1, description="`huggingface`: the caption's column "
+                                       "(default: `text`, else `caption`, else `txt`, else none)")
 
 
 class ImageNetSourceConfig(SourceBase, LinkOptions):

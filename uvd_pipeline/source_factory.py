@@ -54,7 +54,7 @@ def source_notices(config) -> dict[str, list[str]]:
         if c.type != "laion":
             continue
         try:
-            found = LaionSource(c.name, c.path, c.format, c.follow_links).notices()
+            found = _web_images(c).notices()
         except (OSError, ValueError):
             continue
         if found:
@@ -63,7 +63,8 @@ def source_notices(config) -> dict[str, list[str]]:
 
 
 def _web_images(c) -> LaionSource:
-    return LaionSource(c.name, c.path, c.format, c.follow_links)
+    return LaionSource(c.name, c.path, c.format, c.follow_links, getattr(c, "image_column", None),
+                       getattr(c, "caption_column", None))
 
 
 def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:

@@ -1,0 +1,156 @@
+"""Hugging Face `datasets` image parquet: what its files declare, read before any row is.
+
+`datasets` stores an `Image` feature as a struct column `{bytes: binary, path: string}` (`bytes`
+null for a row that points at a file by `path`; the whole cell null for a row without an image),
+names the features in the schema metadata under `huggingface`, and writes files named by their
+split: `data/train-00000-of-00004.parquet` (`push_to_hub`), `<config>/<split>/0000.parquet` (the
+Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives `to_parquet`.
+Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from sources.records import MAX_INPUT_FILE_BYTES
+
+HF_METADATA_KEY = b"huggingface"
+# the caption's column when the config names none, the first found (`txt`: a webdataset's, converted)
+CAPTION_COLUMNS = ("text", "caption", "txt")
+ROW_GROUP_TOO_LARGE = "row_group_too_large"
+# one row group is read whole (its image column is often one parquet page): the cap one input
+# file has. `datasets` writes row groups of at most 100 MB (`config.MAX_ROW_GROUP_SIZE`; before
+# 3.x 100 rows for images), img2dataset of 100 rows.
+ROW_GROUP_BYTES = MAX_INPUT_FILE_BYTES
+BATCH_ROWS = 64
+# `datasets`' split keywords (`data_files.py`): a held-out split is never trained on
+TRAIN_WORDS = ("train", "training")
+HELD_OUT_WORDS = ("validation", "valid", "dev", "val", "test", "testing", "eval", "evaluation")
+_SHARD_NAME = re.compile(r"(?P<split>\w+?)-\d{5}-of-\d{5}(?:[-._].*)?\.parquet", re.ASCII)
+_CONVERTED_NAME = re.compile(r"\d{4}\.parquet")
+_LEADING_WORD = re.compile(r"[a-z]+")
+
+
+def image_columns(schema) -> list[str]:
+    """The columns holding a `datasets` `Image` feature: a struct of `bytes` (binary) and `path`
+    (string). A struct column the `huggingface` metadata calls something else (`Audio` has the
+    same struct) is none."""
+    import pyarrow as pa
+
+    declared = features(schema)
+    found = []
+    for column in schema:
+        kind = column.type
+        if not pa.types.is_struct(kind) or {kind.field(i).name for i in range(kind.num_fields)} != {"bytes", "path"}:
+            continue
+        if not is_binary(kind.field("bytes").type) or not _is_text(kind.field("path").type):
+            continue
+        if declared.get(column.name, {}).get("_type", "Image") == "Image":
+            found.append(column.name)
+    return found
+
+
+def features(schema) -> dict[str, dict]:
+    """The feature of each column, as the `huggingface` schema metadata declares it ({} without)."""
+    raw = (schema.metadata or {}).get(HF_METADATA_KEY)
+    try:
+        declared = json.loads(raw)["info"]["features"] if raw else {}
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in declared.items() if isinstance(v, dict)} if isinstance(declared, dict) else {}
+
+
+def class_names(schema) -> dict[str, list[str]]:
+    """The names of each `ClassLabel` column's integers."""
+    return {column: [str(n) for n in feature["names"]] for column, feature in features(schema).items()
+            if feature.get("_type") == "ClassLabel" and isinstance(feature.get("names"), list)}
+
+
+def hf_split(relative: str) -> str | None:
+    """The split a `datasets` file's path names (`data/validation-00000-of-00001.parquet`,
+    `default/partial-train/0000.parquet`, `test.parquet`), or None when it names none."""
+    folders, _, name = relative.rpartition("/")
+    shard = _SHARD_NAME.fullmatch(name)
+    if shard:
+        return shard["split"]
+    parents = [p.removeprefix("partial-") for p in folders.split("/") if p]
+    if parents and _CONVERTED_NAME.fullmatch(name):
+        return parents[-1]
+    for part in [name.rsplit(".", 1)[0], *reversed(parents)]:
+        word = _LEADING_WORD.match(part.lower())
+        if word and word.group() in TRAIN_WORDS + HELD_OUT_WORDS and re.match(r"[-._ 0-9]|$", part[word.end():]):
+            return part
+    return None
+
+
+def split_hint(split: str | None) -> str | None:
+    """Our split of a `datasets` split: `val` for a held-out one (validation, test...: never
+    trained on), None (the seeded hash, `split.val_fraction`) for train and any other."""
+    word = _LEADING_WORD.match((split or "").lower())
+    return "val" if word and word.group() in HELD_OUT_WORDS else None
+
+
+class MissingColumns(ValueError):
+    """A `datasets` parquet without the Image (or caption) column the source reads."""
+
+
+@dataclass(frozen=True)
+class TooLarge:
+    """A row group whose declared size is over `ROW_GROUP_BYTES`: never read; its rows' `keys`
+    (the key columns alone, read when asked) and why."""
+
+    first_row: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    detail: str = ""
+
+
+def declared_bytes(group, columns: list[str] | None = None) -> int:
+    """What reading a row group's `columns` (all by default) costs, from its footer: for each of
+    their column chunks its uncompressed size or, if larger, its stored size."""
+    chunks = [group.column(i) for i in range(group.num_columns)]
+    return sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in chunks
+               if columns is None or c.path_in_schema.split(".")[0] in columns)
+
+
+def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
+                columns: list[str] | None = None) -> Iterator[tuple[int, list[dict]] | TooLarge]:
+    """Each row group of `parquet` (a `pyarrow.parquet.ParquetFile` of file `name`) as
+    (index of the first row, rows of `columns`, by default all), `BATCH_ROWS` at a time, or as
+    `TooLarge` when its footer declares more than `ROW_GROUP_BYTES` (then only `key_columns` of
+    it are read)."""
+    meta = parquet.metadata
+    key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
+    first = 0
+    for index in range(meta.num_row_groups):
+        group = meta.row_group(index)
+        size = declared_bytes(group, columns)
+        if size > ROW_GROUP_BYTES:
+            keys = parquet.read_row_group(index, columns=list(key_columns), use_threads=False).to_pylist() \
+                if key_columns else [{} for _ in range(group.num_rows)]
+            yield TooLarge(first, keys, f"{name}: row group {index} declares {size} bytes for its {group.num_rows} "
+                                        f"rows, over the {ROW_GROUP_BYTES} byte budget of one row group: not read; "
+                                        "write it with smaller row groups (pyarrow.parquet.write_table(..., "
+                                        "row_group_size=100))")
+        else:
+            start = first
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index], columns=columns,
+                                              use_threads=False):
+                yield start, batch.to_pylist()
+                start += batch.num_rows
+        first += group.num_rows
+
+
+def is_binary(kind) -> bool:
+    """Whether an Arrow type holds bytes (binary or large binary)."""
+    import pyarrow as pa
+
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+
+def _is_text(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
