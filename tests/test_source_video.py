@@ -4,7 +4,9 @@ frame counts, one record per video. Frame exactness on every container: test_vid
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -778,6 +780,44 @@ def test_too_many_open_files_starting_the_decoder_fails_the_unit_when_decoding_t
     monkeypatch.setattr(video.budget, "_started", real)
     outputs, _ = renderer.render(unit)
     assert outputs and not [r for _, r in outputs if isinstance(r, Reject)], outputs
+
+
+@contextmanager
+def _files_exhausted(pool: str) -> Iterator[None]:
+    """The budget worker of `pool` with no descriptor left to open (its RLIMIT_NOFILE lowered to
+    what it holds, as a low `ulimit -n` leaves it): the kernel's own EMFILE, then its limit back."""
+    from sources import budget
+
+    soft = budget.call("budget_jobs:exhaust_files", pool=pool)
+    try:
+        yield
+    finally:
+        budget.call("budget_jobs:restore_files", soft, pool=pool)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_too_many_open_files_in_the_decoder_is_the_machines_error(tmp_path: Path, decoder: str):
+    """The decoder's process opening a plain video file (not a tar member's copy) with no file
+    descriptor left (EMFILE, a real `ulimit -n` in the worker) made the video an `unreadable`
+    reject, at planning and when decoding, committed for good: PyAV's `av.error.OSError` and
+    decord's RuntimeError were taken for the file's fault. It is this machine's `MachineError`:
+    the unit fails uncommitted, and once files are to spare the same video plans and decodes."""
+    import sources.video as video
+
+    video_zoo.require_ffmpeg()
+    uri = tmp_path / "videos" / "clip.mp4"
+    uri.parent.mkdir()
+    video_zoo.encode(uri, 20, "mpeg4")
+    source = VideoSource("clips", str(uri.parent), strides=(2,), decoder=decoder)
+    (record,) = [r for r in source.read(str(uri)) if isinstance(r, VideoRecord)]  # the workers' imports done
+    assert record.decoder == decoder
+    assert all(isinstance(frames, np.ndarray) for _, frames in video.clip_frames(record))
+    with _files_exhausted("default"), pytest.raises(video.MachineError, match=r"planning clip.mp4: .*\[Errno 24\]"):
+        list(source.read(str(uri)))
+    with _files_exhausted(decoder), pytest.raises(video.MachineError, match=r"decoding clip.mp4: .*\[Errno 24\]"):
+        list(video.clip_frames(record))
+    (again,) = [r for r in source.read(str(uri)) if isinstance(r, VideoRecord)]
+    assert again == record and all(isinstance(frames, np.ndarray) for _, frames in video.clip_frames(again))
 
 
 @pytest.fixture
