@@ -198,11 +198,14 @@ def _machine_error(code: int):
     return error
 
 
-@pytest.mark.parametrize("wrapped", [False, True])
-def test_a_machine_error_reading_a_video_is_one_line(monkeypatch, capsys, wrapped: bool):
+@pytest.mark.parametrize("wrapped", ["raised", "text", "tagged"])
+def test_a_machine_error_reading_a_video_is_one_line(monkeypatch, capsys, wrapped: str):
     """A video source's `MachineError` (EMFILE starting a decoder, a TMPDIR gone) ended the build
     in tracebacks with exit 1 and no `error:` line, the same error raised or as the text Beam's
-    runner makes of a worker's: one line saying what, and for EMFILE what to raise."""
+    runner makes of a worker's: one line saying what, and for EMFILE what to raise. Raised in the
+    build's own process (`in_memory`), Beam re-raises it as a new MachineError with its step in
+    the message (`DoFnRunner._reraise_augmented`), which the line carried between the error and
+    the fix ("... Too many open files [while running 'vid/Render/ParDo(RenderUnit)']; this ...")."""
     import errno
     import logging
 
@@ -210,7 +213,9 @@ def test_a_machine_error_reading_a_video_is_one_line(monkeypatch, capsys, wrappe
 
     for code, fix in ((errno.EMFILE, "raise the limit (ulimit -n)"), (errno.ENOENT, "an error of this machine")):
         error = _machine_error(code)
-        if wrapped:  # as Beam's runner re-raises a worker's error: its text, the class named
+        if wrapped == "tagged":  # as Beam re-raises it in the process it was raised in
+            error = type(error)(f"{error} [while running 'web/Render/ParDo(RenderUnit)']")
+        if wrapped == "text":  # as Beam's runner re-raises a worker's error: its text, the class named
             error = RuntimeError(f"Traceback ...\nsources.video.MachineError: {error} "
                                  "[while running 'web/Render/ParDo(RenderUnit)']\n")
 

@@ -386,6 +386,8 @@ def os_refusal(exc: BaseException, where: str | None) -> str | None:
 
 # a source's `MachineError` as a Beam worker's text: "sources.records.MachineError: planning x.mp4: ..."
 _MACHINE_TEXT = re.compile(r"\bMachineError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
+# the step Beam adds to an error's message when it re-raises it (`DoFnRunner._reraise_augmented`)
+_STEP_TAG = re.compile(r" \[while running '[^']*'\]$")
 MACHINE_FIXES: dict[int, str] = {
     errno.EMFILE: "this process may open too few files: raise the limit (ulimit -n), then run the same command again",
     errno.ENFILE: "the system has too many files open: close some, then run the same command again",
@@ -403,7 +405,7 @@ def machine_error(exc: BaseException) -> str | None:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        text = str(exc) if isinstance(exc, MachineError) else None
+        text = _STEP_TAG.sub("", str(exc)) if isinstance(exc, MachineError) else None
         if text is None and (found := _MACHINE_TEXT.search(str(exc))):
             text = found.group(1)
         if text is not None:
