@@ -16,24 +16,10 @@ from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
 from uvd_pipeline.config import ConfigError
-from uvd_pipeline.log_filters import BeamImportNoise
+from uvd_pipeline.log_filters import BeamImportNoise, BeamRefusalNoise
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
 
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
-
-
-class BeamRefusalNoise(logging.Filter):
-    """Beam logs a failed bundle at ERROR with its whole traceback before the build fails with the
-    same error: for a refusal of the operating system (`os_refusal`: disk full, read-only, size
-    limit) or an error of this machine (`machine_error`: too many open files, a missing TMPDIR)
-    the command's own `error:` line says what and where, so the traceback only buries it.
-    Shown with --verbose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
-            return True
-        error = record.exc_info[1] if record.exc_info and record.exc_info[1] else Exception(record.getMessage())
-        return refusal(error, None) is None
 
 
 def _setup_logging(verbose: bool) -> None:
