@@ -913,6 +913,66 @@ def test_a_member_changed_after_planning_loses_its_clips_under_its_own_name(v2d_
     assert all("000000001.mp4" in f.detail and "tmp" not in f.detail for f in failures), failures[0].detail
 
 
+def test_a_disk_filling_up_while_a_member_is_copied_for_decoding_fails_the_unit(v2d_output: dict[str, Path],
+                                                                               tmp_path: Path, monkeypatch):
+    """A video2dataset member planned with room to spare, then copied again for its frames into the
+    private `uvd-video-<pid>-*` folder as the disk fills up (another writer took the room after
+    the free-space check: ENOSPC after the first megabyte-step written) is this machine's error:
+    the decode is never started on the short copy, no clip is lost to a reject of the video (a copy
+    error swallowed, or made the video's `unreadable`, would commit that for good), the short copy
+    is removed, and the same record decodes once there is room."""
+    import errno
+    import shutil
+    import tempfile
+
+    import sources.video as video
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(v2d_output["webdataset"] / "00000.tar", root / "00000.tar")
+    source = VideoSource("web", str(root), strides=(1,))
+    record = next(i for i in _read_all(source) if isinstance(i, VideoRecord) and i.member.name == "000000001.mp4")
+    monkeypatch.setattr(video, "SPILL_STEP", 1024)  # the member in several steps, as a big one is
+    assert record.member.size > 3 * video.SPILL_STEP
+    real_fdopen, written = os.fdopen, []
+
+    class FillsUp:  # the copy's file on a disk that another writer fills after its first step
+        def __init__(self, handle, mode):
+            self.file = real_fdopen(handle, mode)
+
+        def write(self, data):
+            if written:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written.append(len(data))
+            return self.file.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    real_run = video.budget.run
+    with monkeypatch.context() as full:
+        full.setattr(os, "fdopen", FillsUp)
+        full.setattr(video.budget, "run", lambda *a, **k: pytest.fail("a short copy was decoded"))
+        with pytest.raises(video.MachineError) as raised:
+            for clip, result in video.clip_frames(record):
+                pytest.fail(f"{clip.key}: {result!r}")
+    assert written == [1024]  # failed mid-copy, not before it
+    cause = raised.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC, raised.value
+    text = str(raised.value)
+    assert text.startswith("decoding 000000001.mp4: [Errno 28]") and str(spill) in text and "TMPDIR" in text, text
+    assert _copies(spill) == []
+    assert video.budget.run is real_run
+    results = [result for _, result in video.clip_frames(record)]
+    assert results and all(isinstance(r, np.ndarray) for r in results)
+
+
 def test_a_member_shorter_than_its_header_is_a_changed_file_never_decoded(tmp_path: Path, monkeypatch):
     """A tar cut or rewritten since it was listed holds fewer bytes of a member than its header
     declared: `changed_file`, and the short copy is never handed to a decoder."""
