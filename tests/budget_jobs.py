@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def sleep_in_c() -> None:
@@ -85,3 +87,14 @@ def restore_files(soft: int) -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+@contextmanager
+def no_file_to_spare() -> Iterator[None]:
+    """This process with no descriptor left to open (`exhaust_files`, as a low `ulimit -n` or a
+    burst of open files leaves it): the kernel's own EMFILE inside the block, its limit back after."""
+    soft = exhaust_files()
+    try:
+        yield
+    finally:
+        restore_files(soft)
