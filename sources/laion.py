@@ -45,7 +45,7 @@ from sources import fsio
 from sources.paths import (NOT_A_FILE, PathProblem, collapse_set_aside, path_problem, set_aside, set_aside_problem,
                            relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
-                             data_key, is_machine_error, nfc, path_key, twin_detail, twin_order)
+                             data_key, is_machine_error, nfc, path_key, read_input_bytes, twin_detail, twin_order)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -558,7 +558,7 @@ class LaionSource:
         if recorded_hash(recorded) is None:
             return None, None
         try:
-            data = fsio.read_bytes(uri, MAX_INPUT_FILE_BYTES)
+            data = read_input_bytes(uri)  # too many open files: the machine's MachineError, never unchecked
         except (OSError, fsio.FileTooLarge):
             return None, None
         return data, hash_problem(recorded, data, fsio.basename(uri))
@@ -692,7 +692,7 @@ class LaionSource:
         unread: list[Reject] = []
         for ext, uri in sidecars.items():
             try:
-                texts[ext] = fsio.read_bytes(uri, MAX_INPUT_FILE_BYTES)
+                texts[ext] = read_input_bytes(uri)  # too many open files: the machine's MachineError
             except fsio.FileTooLarge as exc:
                 unread.append(self._reject(key(uri), "read", FILE_TOO_LARGE, str(exc)))
             except OSError as exc:
