@@ -39,7 +39,7 @@ from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION
 from sources.paths import (OutsideRoot, check_inside, names_below, path_problem, set_aside, set_aside_problem,
                            shown_name)
-from sources.records import AnnotatedClipRecord, Reject, SourceItem, safe_key
+from sources.records import AnnotatedClipRecord, Reject, SourceItem, read_input_bytes, safe_key
 from transforms.errors import Rejected
 
 VideoLayout = Literal["vipseg", "jhmdb"]
@@ -495,7 +495,7 @@ class AnnotatedVideoSource:
             raise FileNotFoundError(f"no joint_positions.mat for {video}")
         check_inside(self.path, mat, self.follow_links)
         try:
-            data = fsio.read_bytes(mat, MAX_JOINTS_BYTES)
+            data = read_input_bytes(mat, MAX_JOINTS_BYTES)  # too many open files: the machine's MachineError
         except fsio.FileTooLarge:
             raise Rejected("annotation_too_large", f"larger than {MAX_JOINTS_BYTES} bytes (a clip's poses are kilobytes)") from None
         return load_jhmdb_points(data)

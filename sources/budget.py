@@ -78,11 +78,15 @@ class BudgetExceeded(Exception):
 
 
 class JobError(Exception):
-    """The job raised; carries the exception's type name, message and (for VideoError) reason."""
+    """The job raised; carries the exception's type name, message, (for VideoError) reason, and
+    (for an OSError) its errno, by which the caller tells this machine's errors (too many open
+    files) from the input's."""
 
-    def __init__(self, kind: str, message: str, reason: str | None, detail: str | None) -> None:
+    def __init__(self, kind: str, message: str, reason: str | None, detail: str | None,
+                 errno: int | None = None) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind, self.message, self.reason, self.detail = kind, message, reason, detail
+        self.errno = errno
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -426,7 +430,7 @@ def _serve() -> None:
                 send("value", result)
         except Exception as exc:
             send("error", (type(exc).__name__, str(exc)[:500], getattr(exc, "reason", None),
-                           getattr(exc, "detail", None)))
+                           getattr(exc, "detail", None), exc.errno if isinstance(exc, OSError) else None))
 
 
 if __name__ == "__main__":

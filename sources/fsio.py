@@ -260,8 +260,19 @@ def unlistable(folder: str) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None  # gone, or not a folder: others say so
     except OSError as exc:
+        _raise_machine_error(exc, folder)
         return exc.strerror or str(exc)
     return None
+
+
+def _raise_machine_error(exc: OSError, folder: str) -> None:
+    """Listing `folder` met this machine's error (too many open files: a listing opens the folder;
+    `records.MACHINE_ERRNOS`): a `MachineError`, never a folder this user may not list, whose
+    reject (`unreadable_folder`) would be committed for good and its files left out."""
+    from sources.records import MachineError, is_machine_error
+
+    if is_machine_error(exc):
+        raise MachineError(f"listing {basename(folder)}: {exc}") from exc
 
 
 def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple[str, ...] | None,
@@ -285,7 +296,8 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
             if folder == path:
                 raise
             continue  # gone since its parent was listed
-        except OSError:
+        except OSError as exc:
+            _raise_machine_error(exc, folder)
             if folder == path:
                 raise
             found.append(folder)  # a sub-folder this user may not list: an entry its reader rejects

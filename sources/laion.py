@@ -51,7 +51,8 @@ from sources.hf_parquet import ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
-                             data_key, is_machine_error, nfc, path_key, twin_detail, twin_groups)
+                             data_key, is_machine_error, nfc, path_key, read_input_bytes, twin_detail,
+                             twin_groups)
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, shard_reject,
                                  split_member)
 from sources.tar_members import check_end_marker, member_type  # noqa: F401 (the tar helpers, importable here too)
@@ -607,7 +608,7 @@ class LaionSource:
         if recorded_hash(recorded) is None:
             return None, None
         try:
-            data = fsio.read_bytes(uri, MAX_INPUT_FILE_BYTES)
+            data = read_input_bytes(uri)  # too many open files: the machine's MachineError, never unchecked
         except (OSError, fsio.FileTooLarge):
             return None, None
         return data, hash_problem(recorded, data, fsio.basename(uri))
@@ -831,7 +832,7 @@ class LaionSource:
         unread: list[Reject] = []
         for ext, uri in sidecars.items():
             try:
-                texts[ext] = fsio.read_bytes(uri, MAX_INPUT_FILE_BYTES)
+                texts[ext] = read_input_bytes(uri)  # too many open files: the machine's MachineError
             except fsio.FileTooLarge as exc:
                 unread.append(self._reject(key(uri), "read", FILE_TOO_LARGE, str(exc)))
             except OSError as exc:

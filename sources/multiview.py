@@ -24,7 +24,8 @@ from sources.annotation_files import (BAD_ANNOTATION, BAD_ANNOTATION_FILE, Annot
                                       iter_json_list, iter_json_object_lists, numbers)
 from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
                            names_found, path_problem, set_aside, set_aside_problem)
-from sources.records import MultiViewRecord, PairRecord, Reject, SourceItem, safe_key
+from sources.records import (MachineError, MultiViewRecord, PairRecord, Reject, SourceItem, read_input_bytes,
+                             safe_key)
 
 
 # -- camera geometry (pure) ------------------------------------------------------------------
@@ -275,7 +276,9 @@ class ObjaverseSource:
             if stem not in npys:
                 continue
             try:
-                rt, problem = read_camera(fsio.read_bytes(npys[stem], MAX_CAMERA_BYTES))
+                rt, problem = read_camera(read_input_bytes(npys[stem], MAX_CAMERA_BYTES))
+            except MachineError:  # too many open files: the machine's, never the camera's
+                raise
             except Exception as exc:
                 problem = type(exc).__name__
             if problem or rt is None:

@@ -52,6 +52,20 @@ def is_machine_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
 
 
+def read_input_bytes(uri: str, limit: int = MAX_INPUT_FILE_BYTES) -> bytes:
+    """An input file's bytes (`fsio.read_bytes`, at most `limit`): too many open files or no memory
+    opening or reading it (`MACHINE_ERRNOS`) is this machine's `MachineError`, which no reader's
+    `except OSError` takes for the file's reject (`unreadable_file`, committed for good)."""
+    from sources.fsio import basename, read_bytes
+
+    try:
+        return read_bytes(uri, limit)
+    except OSError as exc:
+        if is_machine_error(exc):
+            raise MachineError(f"reading {basename(uri)}: {exc}") from exc
+        raise
+
+
 def nfc(name: str) -> str:
     """`name` in Unicode NFC, as keys and lineage hold a file name: macOS (HFS+, and copies made
     from it over SMB or NFS) hands `café` over as `cafe` + U+0301 (NFD), other systems and index
@@ -195,10 +209,8 @@ class ImageRecord:
     def read_bytes(self) -> bytes:
         if self.data is not None:
             return self.data
-        from sources.fsio import read_bytes
-
         assert self.uri is not None
-        return read_bytes(self.uri, MAX_INPUT_FILE_BYTES)
+        return read_input_bytes(self.uri)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ temporary folder, TMPDIR, which it holds a lock on while it lives: a folder whos
 killed mid-job, is removed by the next process that copies). A copy that
 cannot be made for want of room (or of file handles), or a tar that cannot be opened for too many
 open files or no memory (`records.MACHINE_ERRNOS`), is this machine's `MachineError`: the unit
-fails, the video is no reject of its own. The shard's parquet gives its failed downloads as
+fails, the video is no reject of its own. So is a decoder's process that can open no more files
+(EMFILE, ENFILE: `video_decode.DECODER_MACHINE_ERRNOS`) when it opens any video, a plain file too. The shard's parquet gives its failed downloads as
 rejects. Its `output_format=files` is plain video files, plus its `NNNNN.parquet` as a unit of
 failed downloads.
 """
@@ -56,7 +57,7 @@ from sources.laion import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
                              is_machine_error, nfc, safe_key, twin_detail, twin_groups)
-from sources.video_decode import DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
+from sources.video_decode import DECODER_MACHINE_ERRNOS, DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
 from transforms.errors import exception_detail
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,11 @@ def decord_available() -> bool:
 
 
 def _job_error(exc: BudgetExceeded | JobError) -> VideoError:
+    """The video's error that a budgeted job's failure is; raises the OSError of this machine that
+    the decoder's process met opening the file (too many open files: `DECODER_MACHINE_ERRNOS`),
+    which the caller makes a `MachineError`."""
+    if isinstance(exc, JobError) and exc.errno in DECODER_MACHINE_ERRNOS:
+        raise OSError(exc.errno, f"{os.strerror(exc.errno)} (in the decoder's process)") from exc
     if isinstance(exc, BudgetExceeded):
         return VideoError(exc.reason, exc.detail)
     return VideoError(exc.reason or "decode_failed", exc.detail or f"{exc.kind}: {exc.message}"[:200])
@@ -429,7 +435,11 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                             done[c] = True
                             yield clip, arrays.pop(c)
             except (BudgetExceeded, JobError) as exc:
-                failure = _job_error(exc)
+                try:
+                    failure = _job_error(exc)
+                except OSError as machine:  # too many open files in the decoder's process: as at planning
+                    raise MachineError(f"decoding {fsio.basename(record.member.name if record.member else record.uri)}: "
+                                       f"{machine}") from machine
             except VideoError as exc:
                 job.close()  # the worker is stopped mid-job
                 failure = exc

@@ -57,8 +57,10 @@ from a 16-bit 4:4:4 copy of the frame, and is counted as such in `judge_memory`.
 
 from __future__ import annotations
 
-import logging
+import errno
 import gc
+import logging
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterator, Sequence
@@ -112,6 +114,17 @@ class VideoError(Rejected):
     """A video that cannot be opened or decoded."""
 
 
+# errors of this machine met by the decoder opening a file: too many open files (this process's
+# limit, `ulimit -n`; the system's). Raised as the OSError they are, never a `VideoError`: the
+# caller makes them a `records.MachineError`. Not ENOMEM: FFmpeg also says ENOMEM for an allocation
+# a damaged or hostile stream declares, which is the input's (`unreadable`), and the memory budget's
+DECODER_MACHINE_ERRNOS = (errno.EMFILE, errno.ENFILE)
+
+
+def _machine_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DECODER_MACHINE_ERRNOS
+
+
 def _quiet() -> None:
     import av.logging
 
@@ -125,6 +138,8 @@ def open_stream(uri: str):
     try:
         container = av.open(fsio.local_path(uri) or fsio.open_file(uri))
     except Exception as exc:
+        if _machine_error(exc):  # PyAV's av.error.OSError (an OSError) with the errno FFmpeg met
+            raise
         raise VideoError("unreadable", exception_detail(exc)) from None
     stream = video_stream(container)
     if stream is None:
@@ -711,6 +726,9 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
     try:
         reader = decord.VideoReader(fsio.local_path(uri) or fsio.open_file(uri), ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:
+        if _machine_error(exc):
+            raise
+        _raise_if_cannot_open(uri)
         raise VideoError("unreadable", exception_detail(exc)) from None
     if len(reader) != expected_frames:
         raise VideoError("changed_file", f"decord counts {len(reader)} frames, planned with {expected_frames}")
@@ -730,6 +748,21 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
         batch_size = max(1, min(32, DECORD_BATCH_BYTES // (pixels_per_frame * 3)))
         for i, pixels in zip(chunk, batch):
             yield i, postprocess(pixels) if postprocess else pixels
+
+
+def _raise_if_cannot_open(uri: str) -> None:
+    """Raise the OSError of this machine (`DECODER_MACHINE_ERRNOS`) that opening `uri` meets now:
+    decord's error names no errno ("Error reading x.mp4...", its log says "Too many open files"),
+    and the file, probed by PyAV already, is read by PyAV's rules, so a process that cannot open
+    it again has run out of descriptors, not the file of frames."""
+    path = fsio.local_path(uri)
+    if path is None:
+        return
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        if _machine_error(exc):
+            raise
 
 
 # containers and codecs where decord's frame i is the presented frame i (checked by the zoo tests);

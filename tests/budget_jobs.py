@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def sleep_in_c() -> None:
@@ -66,3 +68,33 @@ def digest(data: bytes) -> tuple[str, int]:
     import hashlib
 
     return type(data).__name__, int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+
+
+def exhaust_files() -> int:
+    """Lower this worker's open-file limit (RLIMIT_NOFILE, as `ulimit -n` does) to the descriptors
+    it holds: its next open meets a real EMFILE from the kernel. Returns the soft limit it had."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)  # a new descriptor takes the lowest number free
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    return soft
+
+
+def restore_files(soft: int) -> None:
+    """Give this worker back the open-file limit `exhaust_files` took."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+@contextmanager
+def no_file_to_spare() -> Iterator[None]:
+    """This process with no descriptor left to open (`exhaust_files`, as a low `ulimit -n` or a
+    burst of open files leaves it): the kernel's own EMFILE inside the block, its limit back after."""
+    soft = exhaust_files()
+    try:
+        yield
+    finally:
+        restore_files(soft)

@@ -131,6 +131,27 @@ def test_image_and_label_map_share_geometry(tmp_path: Path, policy):
     assert agree.mean() > 0.95  # only interpolated borders differ
 
 
+def test_too_many_open_files_reading_an_image_or_its_map_is_the_machines_error(tmp_path: Path):
+    """A pair's image, or its label map, opened while this process had no descriptor to spare
+    (EMFILE) was the pair's `unreadable_file` or `missing_annotation` reject, committed for good:
+    it is this machine's `MachineError`, and with files to spare the same pair renders."""
+    from budget_jobs import no_file_to_spare
+
+    from sources.records import MachineError
+    from uvd_pipeline.sentences import RenderedUnit
+
+    cv2.imwrite(str(tmp_path / "img.png"), np.full((30, 40, 3), 90, np.uint8))
+    cv2.imwrite(str(tmp_path / "lab.png"), np.ones((30, 40), np.uint8))
+    by_uri = PairRecord("k", "s", "k", "segmentation", str(tmp_path / "img.png"),
+                        annotation={"label_uri": str(tmp_path / "lab.png")})
+    by_bytes = PairRecord("k", "s", "k", "segmentation", image_data=(tmp_path / "img.png").read_bytes(),
+                          annotation={"label_uri": str(tmp_path / "lab.png")})
+    for record, name in ((by_uri, "img.png"), (by_bytes, "lab.png")):
+        with no_file_to_spare(), pytest.raises(MachineError, match=rf"reading {name}: \[Errno 24\]"):
+            render_pair(record, settings("squash", 32))
+        assert isinstance(render_pair(record, settings("squash", 32)), RenderedUnit)
+
+
 def test_segmentation_from_coco_polygons(coco_pairs):
     record = coco_pairs["coco-785-segmentation"]
     target = decode_png(render_pair(record, settings("squash")).images[1])

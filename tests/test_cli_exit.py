@@ -198,11 +198,14 @@ def _machine_error(code: int):
     return error
 
 
-@pytest.mark.parametrize("wrapped", [False, True])
-def test_a_machine_error_reading_a_video_is_one_line(monkeypatch, capsys, wrapped: bool):
+@pytest.mark.parametrize("wrapped", ["raised", "text", "tagged"])
+def test_a_machine_error_reading_a_video_is_one_line(monkeypatch, capsys, wrapped: str):
     """A video source's `MachineError` (EMFILE starting a decoder, a TMPDIR gone) ended the build
     in tracebacks with exit 1 and no `error:` line, the same error raised or as the text Beam's
-    runner makes of a worker's: one line saying what, and for EMFILE what to raise."""
+    runner makes of a worker's: one line saying what, and for EMFILE what to raise. Raised in the
+    build's own process (`in_memory`), Beam re-raises it as a new MachineError with its step in
+    the message (`DoFnRunner._reraise_augmented`), which the line carried between the error and
+    the fix ("... Too many open files [while running 'vid/Render/ParDo(RenderUnit)']; this ...")."""
     import errno
     import logging
 
@@ -210,7 +213,9 @@ def test_a_machine_error_reading_a_video_is_one_line(monkeypatch, capsys, wrappe
 
     for code, fix in ((errno.EMFILE, "raise the limit (ulimit -n)"), (errno.ENOENT, "an error of this machine")):
         error = _machine_error(code)
-        if wrapped:  # as Beam's runner re-raises a worker's error: its text, the class named
+        if wrapped == "tagged":  # as Beam re-raises it in the process it was raised in
+            error = type(error)(f"{error} [while running 'web/Render/ParDo(RenderUnit)']")
+        if wrapped == "text":  # as Beam's runner re-raises a worker's error: its text, the class named
             error = RuntimeError(f"Traceback ...\nsources.video.MachineError: {error} "
                                  "[while running 'web/Render/ParDo(RenderUnit)']\n")
 
@@ -247,11 +252,40 @@ def test_an_exception_chain_that_loops_is_walked_once():
     assert cli.machine_error(second).startswith("planning a.mp4: [Errno 24]")
 
 
-@pytest.mark.slow  # a whole build in a fresh process: 4 s
-def test_too_many_open_files_copying_a_video_is_one_line_in_a_real_build(tmp_path: Path):
-    """The build's own process, Beam's runner between the error and the command: every member copy
-    meets EMFILE (sitecustomize): exit 2, one `error:` line naming `ulimit -n`, not 8 tracebacks
-    ending in exit 1."""
+def test_beams_harness_prints_a_bugs_traceback_but_not_a_refusals(capsys):
+    """Beam's SDK harness (`SdkHarness._execute`) printed every failed bundle's traceback to stderr
+    above the command's one `error:` line, a `MachineError`'s too (`log_filters.quiet_refused_bundles`,
+    the real build: the slow test above). Such a bundle is now answered without the print, with the
+    same error response; a bug's traceback is still printed, as Beam prints it."""
+    import queue
+
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.worker.sdk_worker import SdkHarness
+
+    from uvd_pipeline.log_filters import quiet_refused_bundles
+
+    quiet_refused_bundles()
+    quiet_refused_bundles()  # idempotent: one wrapper, not two
+    harness = object.__new__(SdkHarness)  # what `_execute` uses of a harness: its response queue
+    harness._responses = queue.Queue()
+    answers = {}
+    for name, error in (("machine", _machine_error(24)), ("bug", ValueError("a bug of ours"))):
+        def task(error=error):
+            raise error
+
+        harness._execute(task, beam_fn_api_pb2.InstructionRequest(instruction_id=name))
+        answers[name] = (harness._responses.get_nowait(), capsys.readouterr().err)
+    (machine, machine_err), (bug, bug_err) = answers["machine"], answers["bug"]
+    assert machine.instruction_id == "machine" and "MachineError: planning a.mp4: [Errno 24]" in machine.error
+    assert "Traceback" not in machine_err, machine_err
+    assert bug.instruction_id == "bug" and "ValueError: a bug of ours" in bug.error
+    assert bug_err.count("Traceback") == 1 and "ValueError: a bug of ours" in bug_err, bug_err
+
+
+def _build_whose_copies_fail(tmp_path: Path, error: str, workers: int) -> subprocess.CompletedProcess:
+    """`uvd build` of a video2dataset shard with `workers` local workers, where every member copy
+    raises `error` (Python, run in the copying process: sitecustomize is loaded by the command and
+    by Beam's worker processes alike)."""
     import io
     import tarfile
 
@@ -271,13 +305,25 @@ def test_too_many_open_files_copying_a_video_is_one_line_in_a_real_build(tmp_pat
     (site / "sitecustomize.py").write_text(
         "import errno, tempfile\n_real = tempfile.mkstemp\n"
         "def mkstemp(*a, dir=None, **k):\n"
-        "    if dir and 'uvd-video-' in str(dir): raise OSError(errno.EMFILE, 'Too many open files')\n"
+        f"    if dir and 'uvd-video-' in str(dir): raise {error}\n"
         "    return _real(*a, dir=dir, **k)\ntempfile.mkstemp = mkstemp\n")
     here = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(site), here]))
-    proc = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(config), "--no-tokenize"],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=here)
+    return subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(config), "--no-tokenize",
+                           "--workers", str(workers)], capture_output=True, text=True, timeout=120, env=env, cwd=here)
+
+
+@pytest.mark.slow  # a whole build in a fresh process: 4 s (threads), 7 s (processes)
+@pytest.mark.parametrize("workers", [2, 3])  # Beam's workers as threads of the command, as processes
+def test_too_many_open_files_copying_a_video_is_one_line_in_a_real_build(tmp_path: Path, workers: int):
+    """The build's own process, Beam's runner between the error and the command: every member copy
+    meets EMFILE (sitecustomize): exit 2, one `error:` line naming `ulimit -n`, not 8 tracebacks
+    ending in exit 1. Above that line Beam's worker printed the error's traceback (chained, so two
+    `Traceback` blocks; `SdkHarness._execute` prints it to stderr), and a worker process logged it
+    twice more to its own stderr: 1 traceback with threads, 290 lines of them with processes."""
+    proc = _build_whose_copies_fail(tmp_path, "OSError(errno.EMFILE, 'Too many open files')", workers)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "000000000.mp4: [Errno 24] Too many open files" in errors[0], proc.stderr
     assert "ulimit -n" in errors[0] and not (tmp_path / "out" / "_lock.json").exists()
+    assert "Traceback" not in proc.stderr and "MachineError" not in proc.stderr, proc.stderr

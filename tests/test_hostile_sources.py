@@ -805,6 +805,43 @@ finally:
 """
 
 
+def test_too_many_open_files_listing_a_folder_is_the_machines_error_not_an_unreadable_folder(tmp_path: Path,
+                                                                                            monkeypatch):
+    """A sub-folder that could not be listed for want of a file descriptor (EMFILE: the listing
+    opens it) was taken for one this user may not list: an `unreadable_folder` reject ("cannot
+    list (Too many open files)") committed for good, its images left out. Listing it (the source's
+    walk), or checking it before it is read (`paths.path_problem`, here with a real RLIMIT_NOFILE
+    left no descriptor), is this machine's `MachineError`; with files to spare it is read."""
+    import errno
+
+    from budget_jobs import no_file_to_spare
+
+    from sources.paths import path_problem
+    from sources.records import ImageRecord, MachineError
+
+    root = tmp_path / "web"
+    for name in ("a.png", "open/d.png"):
+        _png(root / name, np.zeros((8, 8, 3), np.uint8))
+    with no_file_to_spare(), pytest.raises(MachineError, match=r"listing open: \[Errno 24\]"):
+        path_problem(str(root), str(root / "open"))
+    assert path_problem(str(root), str(root / "open")) is None
+    real_scandir, full_once = os.scandir, []
+
+    def scandir(path):  # the descriptor table full just as the walk reaches the sub-folder, a moment only
+        if os.path.basename(path) == "open" and not full_once:
+            full_once.append(path)
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), path)
+        return real_scandir(path)
+
+    source = LaionSource("web", str(root), format="folder")
+    with monkeypatch.context() as full:
+        full.setattr(os, "scandir", scandir)
+        with pytest.raises(MachineError, match=r"listing open: \[Errno 24\]"):
+            [item for unit in source.units() for item in source.read(unit)]
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert sorted(i.uri.rsplit("/", 1)[1] for i in items if isinstance(i, ImageRecord)) == ["a.png", "d.png"], items
+
+
 def test_folders_this_user_cannot_list_are_rejects_and_an_unreadable_root_names_the_field(tmp_path: Path):
     """fsspec's `find` skipped a sub-folder it could not list without a word (its images vanished
     from the build; so did one nested past the longest path the operating system takes) and an

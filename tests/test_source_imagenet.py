@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from budget_jobs import no_file_to_spare
 from PIL import Image
 
 from sources.annotation_files import AnnotationFileError
@@ -79,6 +80,30 @@ def _val_solution(path: Path, rows: list[tuple[str, str]], encoding: str = "utf-
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows((image_id, f"{wnid} 10 12 40 44 {wnid} 3 4 20 30") for image_id, wnid in rows)
+
+
+def test_too_many_open_files_reading_an_image_is_the_machines_error(tmp_path: Path):
+    """An image file opened while this process had no descriptor to spare (EMFILE) was the image's
+    `unreadable_file` reject, committed to the unit store and kept by every rerun: it is this
+    machine's `MachineError` (the unit fails uncommitted, the build stops with one `error:` line),
+    and with files to spare the same record renders."""
+    from sources.records import MachineError
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.render import render_image
+    from uvd_pipeline.sentences import RenderedUnit
+    from uvd_pipeline.unit_render import unit_renderers
+
+    root = tmp_path / "inet"
+    _jpeg(root / "train" / "n01440764" / "n01440764_10026.JPEG", 90)
+    source = ImageNetSource("inet", str(root), ("train",))
+    (record,) = [i for u in source.units() for i in source.read(u)]
+    config = parse_config({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16},
+                           "tokenizer": {"enabled": False},
+                           "sources": [{"name": "inet", "type": "imagenet", "path": str(root), "splits": ["train"]}]})
+    settings = unit_renderers(config)["inet"].settings
+    with no_file_to_spare(), pytest.raises(MachineError, match=r"reading n01440764_10026.JPEG: \[Errno 24\]"):
+        render_image(record, settings)
+    assert isinstance(render_image(record, settings), RenderedUnit)
 
 
 def test_a_stem_taken_twice_is_one_duplicate_key_reject(tmp_path: Path):

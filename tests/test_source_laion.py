@@ -313,6 +313,43 @@ def test_a_caption_the_user_cannot_read_is_a_reject_and_its_image_goes_on(tmp_pa
                        for name in ("000000001.txt", "a.txt", "b.json", "c.txt")]
 
 
+@pytest.mark.parametrize("which", ["txt", "png"])
+def test_too_many_open_files_reading_a_caption_or_a_hashed_image_is_the_machines_error(tmp_path: Path, monkeypatch,
+                                                                                       which: str):
+    """img2dataset's files layout (`--disable_all_reencoding True`: its json records the download's
+    sha256). A caption that could not be opened for want of a file descriptor (EMFILE) was an
+    `unreadable_file` reject and its image went on without it; the image itself, read to check its
+    hash, was passed on unread and unchecked. Both committed for good: they are this machine's
+    `MachineError`, and with files to spare the same sample is read, caption and hash."""
+    import errno
+    import hashlib
+
+    from sources import fsio
+    from sources.records import MachineError
+
+    shard = tmp_path / "00000"
+    png = _image_bytes(12)
+    _write_named(shard, "000000000.png", png)
+    _write_named(shard, "000000000.txt", b"a caption")
+    _write_named(shard, "000000000.json", json.dumps({"url": "http://x/0.png", "key": "000000000", "status": "success",
+                                                      "width": None, "height": None,
+                                                      "sha256": hashlib.sha256(png).hexdigest()}, indent=4).encode())
+    real_read = fsio.read_bytes
+
+    def read_bytes(uri, *args, **kwargs):  # the descriptor table full as that one file is opened
+        if uri.endswith(f".{which}"):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+        return real_read(uri, *args, **kwargs)
+
+    source = LaionSource("web", str(tmp_path), "files")
+    with monkeypatch.context() as full:
+        full.setattr(fsio, "read_bytes", read_bytes)
+        with pytest.raises(MachineError, match=rf"reading 000000000\.{which}: \[Errno 24\]"):
+            _read_all(source)
+    (record,) = _read_all(source)
+    assert record.data == png and record.lineage["caption"] == "a caption"
+
+
 def test_a_failed_units_label_holds_no_folder_of_the_machine(tmp_path: Path):
     """A `unit_failed` reject names its unit's files (`unit_label`) as the source root sees them.
     Each path is quoted by its repr, which escapes a root named in latin-1 (`caf\\xe9`) or holding

@@ -4,7 +4,9 @@ frame counts, one record per video. Frame exactness on every container: test_vid
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -780,6 +782,44 @@ def test_too_many_open_files_starting_the_decoder_fails_the_unit_when_decoding_t
     assert outputs and not [r for _, r in outputs if isinstance(r, Reject)], outputs
 
 
+@contextmanager
+def _files_exhausted(pool: str) -> Iterator[None]:
+    """The budget worker of `pool` with no descriptor left to open (its RLIMIT_NOFILE lowered to
+    what it holds, as a low `ulimit -n` leaves it): the kernel's own EMFILE, then its limit back."""
+    from sources import budget
+
+    soft = budget.call("budget_jobs:exhaust_files", pool=pool)
+    try:
+        yield
+    finally:
+        budget.call("budget_jobs:restore_files", soft, pool=pool)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_too_many_open_files_in_the_decoder_is_the_machines_error(tmp_path: Path, decoder: str):
+    """The decoder's process opening a plain video file (not a tar member's copy) with no file
+    descriptor left (EMFILE, a real `ulimit -n` in the worker) made the video an `unreadable`
+    reject, at planning and when decoding, committed for good: PyAV's `av.error.OSError` and
+    decord's RuntimeError were taken for the file's fault. It is this machine's `MachineError`:
+    the unit fails uncommitted, and once files are to spare the same video plans and decodes."""
+    import sources.video as video
+
+    video_zoo.require_ffmpeg()
+    uri = tmp_path / "videos" / "clip.mp4"
+    uri.parent.mkdir()
+    video_zoo.encode(uri, 20, "mpeg4")
+    source = VideoSource("clips", str(uri.parent), strides=(2,), decoder=decoder)
+    (record,) = [r for r in source.read(str(uri)) if isinstance(r, VideoRecord)]  # the workers' imports done
+    assert record.decoder == decoder
+    assert all(isinstance(frames, np.ndarray) for _, frames in video.clip_frames(record))
+    with _files_exhausted("default"), pytest.raises(video.MachineError, match=r"planning clip.mp4: .*\[Errno 24\]"):
+        list(source.read(str(uri)))
+    with _files_exhausted(decoder), pytest.raises(video.MachineError, match=r"decoding clip.mp4: .*\[Errno 24\]"):
+        list(video.clip_frames(record))
+    (again,) = [r for r in source.read(str(uri)) if isinstance(r, VideoRecord)]
+    assert again == record and all(isinstance(frames, np.ndarray) for _, frames in video.clip_frames(again))
+
+
 @pytest.fixture
 def fresh_copies(tmp_path: Path, monkeypatch) -> Path:
     """A temporary folder `spill` where this process has not copied yet (its copies folder's lock
@@ -871,6 +911,66 @@ def test_a_member_changed_after_planning_loses_its_clips_under_its_own_name(v2d_
     failures = [result for _, result in video.clip_frames(record)]
     assert failures and all(isinstance(f, video.VideoError) for f in failures)
     assert all("000000001.mp4" in f.detail and "tmp" not in f.detail for f in failures), failures[0].detail
+
+
+def test_a_disk_filling_up_while_a_member_is_copied_for_decoding_fails_the_unit(v2d_output: dict[str, Path],
+                                                                               tmp_path: Path, monkeypatch):
+    """A video2dataset member planned with room to spare, then copied again for its frames into the
+    private `uvd-video-<pid>-*` folder as the disk fills up (another writer took the room after
+    the free-space check: ENOSPC after the first megabyte-step written) is this machine's error:
+    the decode is never started on the short copy, no clip is lost to a reject of the video (a copy
+    error swallowed, or made the video's `unreadable`, would commit that for good), the short copy
+    is removed, and the same record decodes once there is room."""
+    import errno
+    import shutil
+    import tempfile
+
+    import sources.video as video
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(v2d_output["webdataset"] / "00000.tar", root / "00000.tar")
+    source = VideoSource("web", str(root), strides=(1,))
+    record = next(i for i in _read_all(source) if isinstance(i, VideoRecord) and i.member.name == "000000001.mp4")
+    monkeypatch.setattr(video, "SPILL_STEP", 1024)  # the member in several steps, as a big one is
+    assert record.member.size > 3 * video.SPILL_STEP
+    real_fdopen, written = os.fdopen, []
+
+    class FillsUp:  # the copy's file on a disk that another writer fills after its first step
+        def __init__(self, handle, mode):
+            self.file = real_fdopen(handle, mode)
+
+        def write(self, data):
+            if written:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written.append(len(data))
+            return self.file.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    real_run = video.budget.run
+    with monkeypatch.context() as full:
+        full.setattr(os, "fdopen", FillsUp)
+        full.setattr(video.budget, "run", lambda *a, **k: pytest.fail("a short copy was decoded"))
+        with pytest.raises(video.MachineError) as raised:
+            for clip, result in video.clip_frames(record):
+                pytest.fail(f"{clip.key}: {result!r}")
+    assert written == [1024]  # failed mid-copy, not before it
+    cause = raised.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC, raised.value
+    text = str(raised.value)
+    assert text.startswith("decoding 000000001.mp4: [Errno 28]") and str(spill) in text and "TMPDIR" in text, text
+    assert _copies(spill) == []
+    assert video.budget.run is real_run
+    results = [result for _, result in video.clip_frames(record)]
+    assert results and all(isinstance(r, np.ndarray) for r in results)
 
 
 def test_a_member_shorter_than_its_header_is_a_changed_file_never_decoded(tmp_path: Path, monkeypatch):

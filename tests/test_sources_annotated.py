@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import os
 import pickle
 import struct
 import tracemalloc
@@ -132,6 +134,31 @@ def test_zero123_release_under_the_default_views_is_a_config_error(tmp_path: Pat
         azimuths = truth[record.lineage["uid"]]
         assert [int(f) for f in record.lineage["files"]] == list(np.argsort(azimuths))
         assert np.allclose(record.azimuths_deg, np.sort(azimuths), atol=1e-3)
+
+
+def test_too_many_open_files_reading_a_camera_is_the_machines_error_not_a_bad_camera(tmp_path: Path, monkeypatch):
+    """A Zero123 camera (`NNN.npy`) that could not be opened for want of a file descriptor (EMFILE)
+    was the object's `bad_camera` reject ("002.npy: OSError"), committed for good: it is this
+    machine's `MachineError`, and with files to spare the object is read."""
+    import errno
+
+    from sources import fsio
+    from sources.records import MachineError
+
+    _objaverse_object(tmp_path / "fine")
+    real_read = fsio.read_bytes
+
+    def read_bytes(uri, *args, **kwargs):  # the descriptor table full as that camera is opened
+        if uri.endswith("002.npy"):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+        return real_read(uri, *args, **kwargs)
+
+    source = ObjaverseSource("obj", str(tmp_path), views=4)
+    with monkeypatch.context() as full:
+        full.setattr(fsio, "read_bytes", read_bytes)
+        with pytest.raises(MachineError, match=r"reading 002\.npy: \[Errno 24\]"):
+            [i for unit in source.units() for i in source.read(unit)]
+    assert [type(i).__name__ for unit in source.units() for i in source.read(unit)] == ["MultiViewRecord"]
 
 
 def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
@@ -1137,6 +1164,35 @@ def _jhmdb_clip(root: Path, frames: int, mat: bytes) -> AnnotatedVideoSource:
     (root / "joint_positions/walk/clip").mkdir(parents=True, exist_ok=True)
     (root / "joint_positions/walk/clip/joint_positions.mat").write_bytes(mat)
     return AnnotatedVideoSource("jh", str(root), "jhmdb", frames=8)
+
+
+def test_too_many_open_files_reading_jhmdb_joints_is_the_machines_error(tmp_path: Path, monkeypatch):
+    """A clip's joint_positions.mat (as scipy's savemat writes it) that could not be opened for
+    want of a file descriptor (EMFILE) was the clip's `unreadable_file` reject ("joint_positions.mat:
+    OSError"), committed for good: it is this machine's `MachineError`; with files to spare the
+    clip is read."""
+    import errno
+
+    from scipy.io import savemat
+
+    from sources import fsio
+    from sources.records import MachineError
+
+    buffer = io.BytesIO()
+    savemat(buffer, {"pos_img": np.random.default_rng(0).uniform(0, 8, (2, 15, 8))})
+    source = _jhmdb_clip(tmp_path, 8, buffer.getvalue())
+    real_read = fsio.read_bytes
+
+    def read_bytes(uri, *args, **kwargs):  # the descriptor table full as the joints are opened
+        if uri.endswith("joint_positions.mat"):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+        return real_read(uri, *args, **kwargs)
+
+    with monkeypatch.context() as full:
+        full.setattr(fsio, "read_bytes", read_bytes)
+        with pytest.raises(MachineError, match=r"reading joint_positions\.mat: \[Errno 24\]"):
+            [i for u in source.units() for i in source.read(u)]
+    assert [type(i).__name__ for u in source.units() for i in source.read(u)] == ["AnnotatedClipRecord"]
 
 
 @pytest.mark.parametrize("declared, held", [

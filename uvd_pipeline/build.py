@@ -53,6 +53,7 @@ def pipeline_options(config: BuildConfig, dask_address: str | None = None):
         if not any(f.startswith("--sdk_harness_log_level_overrides") for f in flags):
             # Worker processes log their own start/stop at INFO; keep only our progress lines.
             flags.append('--sdk_harness_log_level_overrides={"apache_beam":"WARNING","__main__":"WARNING"}')
+        flags.append("--beam_plugins=uvd_pipeline.beam_worker")  # worker processes: no traceback of a refusal
     elif beam.is_dask:
         # the runner object is made by `open_runner`; Beam would not find it by a short name
         if dask_address and not any(f.startswith("--dask_client_address") for f in flags):

@@ -16,24 +16,10 @@ from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
 from uvd_pipeline.config import ConfigError
-from uvd_pipeline.log_filters import BeamImportNoise
+from uvd_pipeline.log_filters import BeamImportNoise, BeamRefusalNoise
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
 
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
-
-
-class BeamRefusalNoise(logging.Filter):
-    """Beam logs a failed bundle at ERROR with its whole traceback before the build fails with the
-    same error: for a refusal of the operating system (`os_refusal`: disk full, read-only, size
-    limit) or an error of this machine (`machine_error`: too many open files, a missing TMPDIR)
-    the command's own `error:` line says what and where, so the traceback only buries it.
-    Shown with --verbose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
-            return True
-        error = record.exc_info[1] if record.exc_info and record.exc_info[1] else Exception(record.getMessage())
-        return refusal(error, None) is None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -394,6 +380,8 @@ def os_refusal(exc: BaseException, where: str | None) -> str | None:
 
 # a source's `MachineError` as a Beam worker's text: "sources.records.MachineError: planning x.mp4: ..."
 _MACHINE_TEXT = re.compile(r"\bMachineError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
+# the step Beam adds to an error's message when it re-raises it (`DoFnRunner._reraise_augmented`)
+_STEP_TAG = re.compile(r" \[while running '[^']*'\]$")
 MACHINE_FIXES: dict[int, str] = {
     errno.EMFILE: "this process may open too few files: raise the limit (ulimit -n), then run the same command again",
     errno.ENFILE: "the system has too many files open: close some, then run the same command again",
@@ -409,7 +397,7 @@ def machine_error(exc: BaseException) -> str | None:
     from sources.records import MachineError
 
     for link in exception_chain(exc):
-        text = str(link) if isinstance(link, MachineError) else None
+        text = _STEP_TAG.sub("", str(link)) if isinstance(link, MachineError) else None
         if text is None and (found := _MACHINE_TEXT.search(str(link))):
             text = found.group(1)
         if text is not None:

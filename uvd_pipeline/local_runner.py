@@ -101,8 +101,11 @@ def local_runner(options: Any) -> Any:
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
+    from uvd_pipeline.log_filters import quiet_refused_bundles
+
     disable_timed_flushes()
     watch_worker_processes()
+    quiet_refused_bundles()  # worker threads of this process: no traceback of a refusal above its error: line
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return fn_runner.FnApiRunner(provision_info=provision)

@@ -1,9 +1,12 @@
 """Log filters the command and the build's Dask workers share: a module of its own so that a
-worker sets them up without importing the command (its config models and shard readers)."""
+worker sets them up without importing the command (its config models and shard readers); and
+what keeps Beam's workers from printing the traceback of an error the command says in one line."""
 
 from __future__ import annotations
 
 import logging
+import traceback
+from typing import Any, Callable
 
 
 class BeamImportNoise(logging.Filter):
@@ -13,3 +16,61 @@ class BeamImportNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.name == "root" and str(record.msg).startswith("apitools not found"))
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether `error` is one the command says in one `error:` line (`cli.refusal`: the operating
+    system's refusal, this machine's error), not a bug whose traceback must be seen. The command's
+    module is imported only when an error is met (a worker process starts without it)."""
+    from uvd_pipeline.cli import refusal
+
+    return refusal(error, None) is not None
+
+
+class BeamRefusalNoise(logging.Filter):
+    """Beam logs a failed bundle at ERROR with its whole traceback before the build fails with the
+    same error: for a refusal of the operating system (`os_refusal`: disk full, read-only, size
+    limit) or an error of this machine (`machine_error`: too many open files, a missing TMPDIR)
+    the command's own `error:` line says what and where, so the traceback only buries it.
+    Shown with --verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
+            return True
+        error = record.exc_info[1] if record.exc_info and record.exc_info[1] else Exception(record.getMessage())
+        return not _refused(error)
+
+
+def quiet_refused_bundles() -> None:
+    """Make Beam's SDK harness answer a bundle failed by a refusal (`_refused`) without printing it.
+    `SdkHarness._execute` prints every failed bundle's traceback straight to stderr (no logger, so
+    no filter reaches it; and logs it again at ERROR) before the runner fails the build with it:
+    above the command's one `error:` line stood Beam's traceback of the same error, from each
+    worker thread or process that met it. Such a bundle is answered as Beam answers it (its error
+    the traceback's text), without the print and the log; every other error is left to Beam (a
+    bug's traceback stays in sight). Idempotent; holds for every harness of this process."""
+    from apache_beam.runners.worker import sdk_worker
+
+    harness = sdk_worker.SdkHarness
+    if getattr(harness, "_uvd_quiet", False):
+        return
+    execute = harness._execute
+
+    def quiet_execute(self: Any, task: Callable[[], Any], request: Any) -> None:
+        execute(self, lambda: _answered(task, request), request)
+
+    harness._execute = quiet_execute
+    harness._uvd_quiet = True
+
+
+def _answered(task: Callable[[], Any], request: Any) -> Any:
+    """`task`'s response, or for a refusal the error response Beam's `_execute` makes of it."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+
+    try:
+        return task()
+    except Exception as exc:
+        if not _refused(exc):
+            raise
+        return beam_fn_api_pb2.InstructionResponse(instruction_id=request.instruction_id,
+                                                   error=traceback.format_exc())

@@ -12,10 +12,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sources.fsio import FileTooLarge, read_bytes
+from sources.fsio import FileTooLarge
 from sources.multitask import DEPTH_SCALE, EDGE_THRESHOLD
-from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, AnnotatedClipRecord, MultiViewRecord, PairRecord,
-                             Reject, TupleRecord)
+from sources.records import (FILE_TOO_LARGE, AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord,
+                             read_input_bytes)
 from transforms.annotations import (
     SKELETONS,
     Skeleton,
@@ -75,7 +75,7 @@ class AnnotationError(Rejected):
 
 def _read(uri: str) -> bytes:
     try:
-        return read_bytes(uri, MAX_INPUT_FILE_BYTES)
+        return read_input_bytes(uri)  # too many open files: the machine's MachineError, not a reject
     except FileTooLarge as exc:
         raise AnnotationError("annotation_too_large", str(exc)) from None
     except (OSError, ValueError) as exc:
@@ -447,7 +447,7 @@ def _decode_on(plan: ResizePlan, data: bytes, settings: RenderSettings) -> np.nd
 def _load(uri: str | None, data: bytes | None, settings: RenderSettings, fast: bool = False):
     """Decode onto the canvas. `fast` (reduced-size JPEG decode) only where the target is made
     from the canvas itself: ground-truth geometry needs the exact full-resolution plan."""
-    raw = data if data is not None else read_bytes(uri, MAX_INPUT_FILE_BYTES)  # type: ignore[arg-type]
+    raw = data if data is not None else read_input_bytes(uri)  # type: ignore[arg-type]
     return load_image(raw, settings.size, settings.resize, settings.decode_time_s,  # type: ignore[arg-type]
                       max_pixels=settings.max_pixels, pad_value=settings.pad_value, fast=fast)
 

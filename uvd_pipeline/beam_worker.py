@@ -1,0 +1,24 @@
+"""Imported by Beam in each local worker process as it starts (`--beam_plugins`, set by
+`build.pipeline_options`), before it runs a bundle: such a process printed the traceback of an
+error the command says in one `error:` line (a full disk, too many open files) three times to the
+terminal, once from Beam's harness (`log_filters.quiet_refused_bundles`) and twice from its logs,
+which go to its stderr through the handler Python's logging made for Beam's first warning. A bug's
+traceback is left as it was."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from uvd_pipeline.log_filters import BeamImportNoise, BeamRefusalNoise, quiet_refused_bundles
+
+
+def _quiet_worker() -> None:
+    quiet_refused_bundles()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stderr:
+            handler.addFilter(BeamImportNoise())
+            handler.addFilter(BeamRefusalNoise())
+
+
+_quiet_worker()
