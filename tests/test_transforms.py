@@ -84,6 +84,28 @@ def test_palette_with_transparency_and_cmyk(photo):
     assert np.abs(cmyk.astype(int) - photo).mean() < 6  # CMYK round trip through JPEG
 
 
+
+def _exif_with_a_mistyped_tag(orientation: int) -> bytes:
+    """EXIF as a camera or editor writes it, big-endian: Orientation (SHORT) and ResolutionUnit
+    0x0128 stored as a FLOAT (type 11) where the standard says SHORT; Pillow reads it, but cannot
+    write the value back under that tag's standard type."""
+    entries = [(0x0112, 3, orientation.to_bytes(2, "big") + b"\0\0"), (0x0128, 11, b"\x40\x00\x00\x00")]
+    ifd = len(entries).to_bytes(2, "big") + b"".join(
+        tag.to_bytes(2, "big") + kind.to_bytes(2, "big") + (1).to_bytes(4, "big") + value for tag, kind, value in entries)
+    return b"Exif\0\0MM\0*" + (8).to_bytes(4, "big") + ifd + b"\0\0\0\0"
+
+
+@pytest.mark.parametrize("orientation, turn", [(6, lambda a: np.rot90(a, -1)), (3, lambda a: a[::-1, ::-1]),
+                                               (2, lambda a: a[:, ::-1])])
+def test_exif_orientation_with_a_mistyped_tag_is_applied(photo, orientation, turn):
+    """A JPEG whose EXIF has a tag of a non-standard type beside its Orientation (a bit flipped in a
+    type field, found by fuzzing) is turned as its Orientation says. `ImageOps.exif_transpose`
+    raised struct.error re-writing the EXIF after the turn, an exception no reject names."""
+    data = _encode(Image.fromarray(photo), "JPEG", quality=95, exif=_exif_with_a_mistyped_tag(orientation))
+    stored = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))  # Pillow's decode, the EXIF not applied
+    assert np.array_equal(decode_rgb(data), turn(stored))
+    assert load_image(data, 64, "squash", fast=False).width == (photo.shape[0] if orientation == 6 else photo.shape[1])
+
 def test_exif_orientation_is_applied(photo):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: "rotate 90 clockwise to display"

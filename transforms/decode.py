@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from transforms import hdr
 from transforms.colour_profile import cmyk_to_srgb, convert_to_srgb, gamma_table, srgb_conversion
@@ -481,14 +481,23 @@ def _cropped(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image
     return cut
 
 
+# the turn that shows an image of each EXIF orientation (as `ImageOps.exif_transpose` makes it)
+_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}
+
+
 def _oriented(image: Image.Image, orientation: int) -> Image.Image:
-    """The loaded image turned by its EXIF `orientation`, keeping the opened image's `format`:
-    `hdr_colour` reads it, and Pillow's transposed copy has none (a rotated HDR AVIF, whose
-    irot/imir reach Pillow as EXIF, was shown untone-mapped). The caller drops the opened image,
-    so one Pillow buffer stays beside the RGB array (`decode_cost`)."""
-    if orientation == 1:
+    """The loaded image turned by its EXIF `orientation` (the one the plan was made with), keeping
+    the opened image's `format`: `hdr_colour` reads it, and Pillow's transposed copy has none (a
+    rotated HDR AVIF, whose irot/imir reach Pillow as EXIF, was shown untone-mapped). Turned by
+    `transpose`, not `ImageOps.exif_transpose`, which also writes the EXIF back without its
+    Orientation: a tag of a non-standard type (a FLOAT ResolutionUnit) raised struct.error
+    there. The caller drops the opened image, so one Pillow buffer stays beside the RGB array
+    (`decode_cost`)."""
+    if orientation not in _TURNS:
         return image
-    turned = ImageOps.exif_transpose(image)
+    turned = image.transpose(_TURNS[orientation])
     turned.format = image.format
     return turned
 
