@@ -381,10 +381,39 @@ def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
     return w * h * 3 + hdr.BAND_BYTES if hdr_colour(image, data) else 0
 
 
+_TILE_WIDTH, _TILE_LENGTH, _BITS_PER_SAMPLE = 322, 323, 258
+
+
+def _tag_number(value: object) -> int:
+    """A TIFF tag's value as Pillow parsed it (a number, or a tuple of them) as one whole number."""
+    values = value if isinstance(value, tuple) else (value,)
+    try:
+        return max(0, int(sum(values)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _tiff_held(image: Image.Image) -> Held:
+    """The tile Pillow's libtiff decoder (every compressed TIFF) decodes a tiled TIFF into: one whole
+    tile of the declared TileWidth x TileLength whatever the image's size, at the pixel's bytes
+    (BitsPerSample summed) or the 4 of libtiff's RGBA reading, whichever is more. libtiff fills a
+    tile its data falls short of, so a 120 x 90 TIFF declaring 16384 x 16384 tiles (a mutation
+    fuzz) took 800 MB to decode, judged 25. Uncompressed tiles Pillow reads itself, clipped to the
+    image; a strip libtiff sizes to the image's rows."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or _TILE_WIDTH not in tags or not image.tile or image.tile[0].codec_name != "libtiff":
+        return Held()
+    width, length = _tag_number(tags.get(_TILE_WIDTH)), _tag_number(tags.get(_TILE_LENGTH))
+    pixel = max(4, -(-_tag_number(tags.get(_BITS_PER_SAMPLE, 8)) // 8))
+    return Held(width * length * pixel, f"the {width}x{length} tile libtiff decodes this TIFF into")
+
+
 def _held(image: Image.Image, data: bytes) -> Held:
     """What the decoder of this opened image holds besides Pillow's buffer (`Held`)."""
     if image.format in _DCT_SCALED:
         return _jpeg_held(data)
+    if image.format == "TIFF":
+        return _tiff_held(image)
     if image.format == "AVIF":
         return _avif_held(image, data)
     if image.format == "HEIF":  # libheif's own buffers are not judged; an HDR photo's tone-mapping is
