@@ -553,6 +553,25 @@ def test_a_file_cut_short_is_truncated_whatever_its_format(photo, fmt, options, 
         assert info.value.reason == "truncated", info.value.detail
 
 
+def test_a_tiff_cut_inside_its_ifd_is_truncated(photo):
+    """A TIFF cut anywhere in its first IFD (entries, next-IFD offset, the values they point at) was
+    `unsupported_format` ("a sample layout Pillow cannot read"): 130-690 cut places a file, found
+    by a mutation fuzz. ImageMagick's LZW TIFF keeps its IFD at the end (a download cut in its last
+    bytes), Pillow's uncompressed one before the pixels."""
+    from pathlib import Path
+
+    magick = (Path(__file__).parent / "fixtures" / "magick" / "tiff_lzw.tif").read_bytes()
+    pillow = _encode(Image.fromarray(photo[:16, :16]), "TIFF")
+    pixels_at = Image.open(io.BytesIO(pillow)).tile[0].offset
+    for data, cuts in ((magick, range(int.from_bytes(magick[4:8], "little"), len(magick))), (pillow, range(8, pixels_at))):
+        assert len(cuts) > 100
+        reasons = set()
+        for cut in cuts:
+            with pytest.raises(DecodeError) as info:
+                decode_rgb(data[:cut])
+            reasons.add(info.value.reason)
+        assert reasons == {"truncated"}
+
 @pytest.mark.parametrize("marker", [b"\xff\xc0", b"\xff\xda"])  # cut inside the frame header / the scan header
 def test_a_jpeg_cut_inside_a_segment_header_is_a_reject_not_a_crash(marker):
     """Pillow's JPEG cut 4 bytes into its frame or scan header: the header walk read past the end
