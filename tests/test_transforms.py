@@ -572,6 +572,20 @@ def test_a_tiff_cut_inside_its_ifd_is_truncated(photo):
             reasons.add(info.value.reason)
         assert reasons == {"truncated"}
 
+@pytest.mark.parametrize("name", ["bmp_rle8.bmp", "pgm10.pgm"])
+def test_a_file_pillow_decodes_in_python_cut_short_is_truncated(name):
+    """ImageMagick's RLE8 BMP and 10-bit PGM (maxval 1023), which Pillow decodes in Python, cut
+    anywhere in their samples were `decode_error` ("ValueError: not enough image data"): the BMP's
+    file header and the PGM's width, height and maxval say how long each is."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent / "fixtures" / "magick" / name).read_bytes()
+    decode_rgb(data)
+    for cut in range(len(data) // 2, len(data), 37):
+        with pytest.raises(DecodeError) as info:
+            decode_rgb(data[:cut])
+        assert info.value.reason == "truncated", (cut, info.value.detail)
+
 @pytest.mark.parametrize("marker", [b"\xff\xc0", b"\xff\xda"])  # cut inside the frame header / the scan header
 def test_a_jpeg_cut_inside_a_segment_header_is_a_reject_not_a_crash(marker):
     """Pillow's JPEG cut 4 bytes into its frame or scan header: the header walk read past the end

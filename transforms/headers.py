@@ -394,6 +394,9 @@ def _icns_images(data: bytes) -> list[Embedded]:
 
 
 _CUR_MAGIC = b"\x00\x00\x02\x00"
+# a binary PGM or PPM header (Netpbm): magic, width, height, maxval, each after whitespace or comments,
+# then one whitespace byte before the samples
+_PNM_HEADER = re.compile(rb"P([56])(?:\s+|#[^\n]*\n)+(\d{1,9})(?:\s+|#[^\n]*\n)+(\d{1,9})(?:\s+|#[^\n]*\n)+(\d{1,5})\s")
 _TIFF_ORDER = {b"II*\x00": "little", b"MM\x00*": "big"}
 
 
@@ -402,13 +405,21 @@ def declared_length(data: bytes) -> int | None:
     decoders do not say so of a file cut short: a RIFF's (WebP) size, the end of the ISO boxes
     (AVIF, HEIC) up to the first one that runs past the data, a TIFF's first IFD (libtiff and
     Pillow write it after the pixels) with the values its entries keep outside it, an icon
-    directory's furthest image. None for other files."""
+    directory's furthest image, a BMP's file size, a binary PGM's or PPM's samples after its header
+    (a cut RLE BMP or PGM of a maxval other than 255 or 65535, which Pillow decodes in Python, was
+    `decode_error`, "not enough image data"). None for other files."""
     if data[:4] == b"RIFF" and len(data) >= 8:
         return 8 + int.from_bytes(data[4:8], "little")
     if data[4:8] == b"ftyp":
         return _boxes_end(data)
     if data[:4] in _TIFF_ORDER and len(data) >= 8:
         return _tiff_ifd_end(data, _TIFF_ORDER[data[:4]])
+    if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _DIB_HEADERS:  # not a text "BM...":
+        return int.from_bytes(data[2:6], "little")  # the file header's bfSize, which Pillow never reads
+    pnm = _PNM_HEADER.match(data[:256])
+    if pnm:
+        width, height, maxval = (int(v) for v in pnm.group(2, 3, 4))
+        return pnm.end() + width * height * (3 if pnm.group(1) == b"6" else 1) * (2 if maxval > 255 else 1)
     if data[:4] in (ICO_MAGIC, _CUR_MAGIC):
         entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
         return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
