@@ -401,7 +401,7 @@ def _tiff_held(image: Image.Image) -> Held:
     fuzz) took 800 MB to decode, judged 25. Uncompressed tiles Pillow reads itself, clipped to the
     image; a strip libtiff sizes to the image's rows."""
     tags = getattr(image, "tag_v2", None)
-    if tags is None or _TILE_WIDTH not in tags or not image.tile or image.tile[0].codec_name != "libtiff":
+    if tags is None or _TILE_WIDTH not in tags or not image.tile or image.tile[0][0] != "libtiff":
         return Held()
     width, length = _tag_number(tags.get(_TILE_WIDTH)), _tag_number(tags.get(_TILE_LENGTH))
     pixel = max(4, -(-_tag_number(tags.get(_BITS_PER_SAMPLE, 8)) // 8))
