@@ -589,12 +589,14 @@ def test_a_file_pillow_decodes_in_python_cut_short_is_truncated(name):
 
 @pytest.mark.parametrize("marker", [b"\xff\xc0", b"\xff\xda"])  # cut inside the frame header / the scan header
 def test_a_jpeg_cut_inside_a_segment_header_is_a_reject_not_a_crash(marker):
-    """Pillow's JPEG cut 4 bytes into its frame or scan header: the header walk read past the end
-    (IndexError) where the decoders' own refusal is a counted reject."""
+    """Pillow's JPEG cut anywhere in its frame or scan header: the header walk read past the end
+    (IndexError: 4 bytes into either, and 5 to 9 into the frame, where it reads the component
+    count; found by a mutation fuzz) where the decoders' own refusal is a counted reject."""
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, "JPEG", quality=90)
     data = buf.getvalue()
-    cut = data[: data.index(marker) + 4]
-    for decode in (lambda: decode_rgb(cut), lambda: load_image(cut, 32, "center_crop")):
-        with pytest.raises(DecodeError):
-            decode()
+    for into in range(1, 20):
+        cut = data[: data.index(marker) + into]
+        for decode in (lambda: decode_rgb(cut), lambda: load_image(cut, 32, "center_crop")):
+            with pytest.raises(DecodeError):
+                decode()

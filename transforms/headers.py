@@ -78,8 +78,9 @@ def _u16be(data: bytes, pos: int) -> int:
 
 
 def _frame(data: bytes, pos: int, length: int) -> tuple[int, int, tuple[tuple[int, int], ...]] | None:
-    """(width, height, sampling per component) of a SOF segment whose payload starts at `pos`."""
-    if length < 6:
+    """(width, height, sampling per component) of a SOF segment whose payload starts at `pos`; None
+    when the segment, or the file, ends before its component count."""
+    if length < 6 or len(data) < pos + 6:
         return None
     height, width, count = _u16be(data, pos + 1), _u16be(data, pos + 3), data[pos + 5]
     table = data[pos + 6 : pos + 6 + 3 * count]
