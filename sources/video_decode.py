@@ -146,6 +146,10 @@ def open_stream(uri: str):
         covers = len(container.streams.video)
         container.close()
         raise VideoError("no_video_stream", f"only cover art ({covers} attached picture), no video" if covers else "")
+    if stream.codec_context is None:  # PyAV makes none where FFmpeg has no decoder for the stream's codec
+        container.close()
+        raise VideoError("unsupported_codec", "FFmpeg has no decoder for the codec the video stream declares "
+                                              "(none: a file cut inside its track's header, or a codec it lacks)")
     stream.thread_type = "NONE"  # skip_frame is switched per packet: it must apply to that packet
     # the whole cropping rectangle the stream declares: FFmpeg otherwise drops a left crop that
     # would leave the picture off its 32-byte alignment (H.264 `crop_left=8`: 8 columns too many)

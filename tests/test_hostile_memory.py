@@ -319,6 +319,32 @@ def _spy_png_decode(monkeypatch) -> None:
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load_prepare", refuse)
 
 
+def _with_short_tags(tiff: bytes, values: dict[int, int]) -> bytes:
+    """A little-endian TIFF with SHORT entries of its first IFD set to `values` (tag -> value)."""
+    out, ifd = bytearray(tiff), int.from_bytes(tiff[4:8], "little")
+    for i in range(int.from_bytes(tiff[ifd:ifd + 2], "little")):
+        at = ifd + 2 + 12 * i
+        tag = int.from_bytes(tiff[at:at + 2], "little")
+        if tag in values:
+            assert int.from_bytes(tiff[at + 2:at + 4], "little") == 3  # SHORT, as ImageMagick writes them
+            out[at + 8:at + 10] = values.pop(tag).to_bytes(2, "little")
+    assert not values
+    return bytes(out)
+
+
+def test_a_tiff_tile_is_judged_at_its_declared_size():
+    """libtiff decodes a compressed tiled TIFF into a buffer of one whole tile at its declared size
+    (filled when the data falls short): ImageMagick's 32 x 24 deflate TIFF of 16 x 16 tiles with its
+    TileWidth and TileLength raised to 4096 (64 MiB at libtiff's RGBA 4 bytes; 16384 held 800 MB
+    in the fuzz that found it) is refused on its header, where it was decoded and came out as
+    `unsupported_format`; the file as written decodes under the same budget."""
+    data = (Path(__file__).parent / "fixtures" / "magick" / "tiff_tiled.tif").read_bytes()
+    assert load_image(data, 32, "pad", max_bytes=64 << 20).pixels.shape == (32, 32, 3)
+    with pytest.raises(DecodeError) as caught:
+        load_image(_with_short_tags(data, {322: 4096, 323: 4096}), 32, "pad", max_bytes=64 << 20)
+    assert caught.value.reason == "image_too_large"
+    assert "64 MiB are the 4096x4096 tile libtiff decodes this TIFF into" in caught.value.detail
+
 @pytest.mark.parametrize("container", [ico_with_png, icns_with_png])
 def test_icon_judged_on_the_image_it_embeds(monkeypatch, container):
     """An ICO or ICNS sized by its directory (16 x 16, 128 x 128) holding a 3000 x 2000 RGBA PNG is

@@ -84,6 +84,28 @@ def test_palette_with_transparency_and_cmyk(photo):
     assert np.abs(cmyk.astype(int) - photo).mean() < 6  # CMYK round trip through JPEG
 
 
+
+def _exif_with_a_mistyped_tag(orientation: int) -> bytes:
+    """EXIF as a camera or editor writes it, big-endian: Orientation (SHORT) and ResolutionUnit
+    0x0128 stored as a FLOAT (type 11) where the standard says SHORT; Pillow reads it, but cannot
+    write the value back under that tag's standard type."""
+    entries = [(0x0112, 3, orientation.to_bytes(2, "big") + b"\0\0"), (0x0128, 11, b"\x40\x00\x00\x00")]
+    ifd = len(entries).to_bytes(2, "big") + b"".join(
+        tag.to_bytes(2, "big") + kind.to_bytes(2, "big") + (1).to_bytes(4, "big") + value for tag, kind, value in entries)
+    return b"Exif\0\0MM\0*" + (8).to_bytes(4, "big") + ifd + b"\0\0\0\0"
+
+
+@pytest.mark.parametrize("orientation, turn", [(6, lambda a: np.rot90(a, -1)), (3, lambda a: a[::-1, ::-1]),
+                                               (2, lambda a: a[:, ::-1])])
+def test_exif_orientation_with_a_mistyped_tag_is_applied(photo, orientation, turn):
+    """A JPEG whose EXIF has a tag of a non-standard type beside its Orientation (a bit flipped in a
+    type field, found by fuzzing) is turned as its Orientation says. `ImageOps.exif_transpose`
+    raised struct.error re-writing the EXIF after the turn, an exception no reject names."""
+    data = _encode(Image.fromarray(photo), "JPEG", quality=95, exif=_exif_with_a_mistyped_tag(orientation))
+    stored = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))  # Pillow's decode, the EXIF not applied
+    assert np.array_equal(decode_rgb(data), turn(stored))
+    assert load_image(data, 64, "squash", fast=False).width == (photo.shape[0] if orientation == 6 else photo.shape[1])
+
 def test_exif_orientation_is_applied(photo):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: "rotate 90 clockwise to display"
@@ -531,14 +553,50 @@ def test_a_file_cut_short_is_truncated_whatever_its_format(photo, fmt, options, 
         assert info.value.reason == "truncated", info.value.detail
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # Pillow's, on each cut IFD
+def test_a_tiff_cut_inside_its_ifd_is_truncated(photo):
+    """A TIFF cut anywhere in its first IFD (entries, next-IFD offset, the values they point at) was
+    `unsupported_format` ("a sample layout Pillow cannot read"): 130-690 cut places a file, found
+    by a mutation fuzz. ImageMagick's LZW TIFF keeps its IFD at the end (a download cut in its last
+    bytes), Pillow's uncompressed one before the pixels."""
+    from pathlib import Path
+
+    magick = (Path(__file__).parent / "fixtures" / "magick" / "tiff_lzw.tif").read_bytes()
+    pillow = _encode(Image.fromarray(photo[:16, :16]), "TIFF")
+    pixels_at = Image.open(io.BytesIO(pillow)).tile[0][2]  # (decoder, box, offset, args)
+    for data, cuts in ((magick, range(int.from_bytes(magick[4:8], "little"), len(magick))), (pillow, range(8, pixels_at))):
+        assert len(cuts) > 100
+        reasons = set()
+        for cut in cuts:
+            with pytest.raises(DecodeError) as info:
+                decode_rgb(data[:cut])
+            reasons.add(info.value.reason)
+        assert reasons == {"truncated"}
+
+@pytest.mark.parametrize("name", ["bmp_rle8.bmp", "pgm10.pgm"])
+def test_a_file_pillow_decodes_in_python_cut_short_is_truncated(name):
+    """ImageMagick's RLE8 BMP and 10-bit PGM (maxval 1023), which Pillow decodes in Python, cut
+    anywhere in their samples were `decode_error` ("ValueError: not enough image data"): the BMP's
+    file header and the PGM's width, height and maxval say how long each is."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent / "fixtures" / "magick" / name).read_bytes()
+    decode_rgb(data)
+    for cut in range(len(data) // 2, len(data), 37):
+        with pytest.raises(DecodeError) as info:
+            decode_rgb(data[:cut])
+        assert info.value.reason == "truncated", (cut, info.value.detail)
+
 @pytest.mark.parametrize("marker", [b"\xff\xc0", b"\xff\xda"])  # cut inside the frame header / the scan header
 def test_a_jpeg_cut_inside_a_segment_header_is_a_reject_not_a_crash(marker):
-    """Pillow's JPEG cut 4 bytes into its frame or scan header: the header walk read past the end
-    (IndexError) where the decoders' own refusal is a counted reject."""
+    """Pillow's JPEG cut anywhere in its frame or scan header: the header walk read past the end
+    (IndexError: 4 bytes into either, and 5 to 9 into the frame, where it reads the component
+    count; found by a mutation fuzz) where the decoders' own refusal is a counted reject."""
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, "JPEG", quality=90)
     data = buf.getvalue()
-    cut = data[: data.index(marker) + 4]
-    for decode in (lambda: decode_rgb(cut), lambda: load_image(cut, 32, "center_crop")):
-        with pytest.raises(DecodeError):
-            decode()
+    for into in range(1, 20):
+        cut = data[: data.index(marker) + into]
+        for decode in (lambda: decode_rgb(cut), lambda: load_image(cut, 32, "center_crop")):
+            with pytest.raises(DecodeError):
+                decode()

@@ -366,6 +366,23 @@ def test_frames_without_time_stamps_are_refused_with_the_reason(tmp_path):
                              "matched to their place")
 
 
+def test_a_stream_whose_codec_ffmpeg_cannot_decode_is_a_reject_with_its_reason(tmp_path):
+    """An MP4 whose moov comes after its frames (as PyAV and ffmpeg write it) cut inside its track's
+    sample description, and a Matroska file whose CodecID names a codec FFmpeg lacks: FFmpeg opens
+    each with a video stream of no codec, which PyAV gives no codec context. The probe raised
+    AttributeError (found by a mutation fuzz), counted by the build's catch-all as decode_failed
+    with a Python error for its detail."""
+    video_zoo.require_ffmpeg()
+    mp4 = video_zoo.encode(tmp_path / "cut.mp4", 16, "libx264", options=video_zoo.X264)
+    data = mp4.read_bytes()
+    assert data.index(b"moov") > data.index(b"mdat")
+    mp4.write_bytes(data[: data.index(b"stsd") - 4])
+    mkv = video_zoo.encode(tmp_path / "odd.mkv", 16, "libx264", options=video_zoo.X264)
+    mkv.write_bytes(mkv.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ", 1))
+    for path in (mp4, mkv):
+        (reject,) = list(VideoSource("zoo", str(tmp_path)).read(str(path)))
+        assert isinstance(reject, Reject) and (reject.stage, reject.reason) == ("plan", "unsupported_codec"), reject
+
 def test_probe_timeout_is_a_plan_reject(zoo):
     source = VideoSource("zoo", str(zoo["x264_default.ts"].parent), limits=Budget(time_s=0.001))
     (reject,) = list(source.read(str(zoo["x264_default.ts"])))

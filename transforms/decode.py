@@ -44,7 +44,7 @@ from typing import Callable, Iterator
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from transforms import hdr
 from transforms.colour_profile import (
@@ -401,10 +401,39 @@ def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
     return w * h * 3 + hdr.BAND_BYTES if hdr_colour(image, data) else 0
 
 
+_TILE_WIDTH, _TILE_LENGTH, _BITS_PER_SAMPLE = 322, 323, 258
+
+
+def _tag_number(value: object) -> int:
+    """A TIFF tag's value as Pillow parsed it (a number, or a tuple of them) as one whole number."""
+    values = value if isinstance(value, tuple) else (value,)
+    try:
+        return max(0, int(sum(values)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _tiff_held(image: Image.Image) -> Held:
+    """The tile Pillow's libtiff decoder (every compressed TIFF) decodes a tiled TIFF into: one whole
+    tile of the declared TileWidth x TileLength whatever the image's size, at the pixel's bytes
+    (BitsPerSample summed) or the 4 of libtiff's RGBA reading, whichever is more. libtiff fills a
+    tile its data falls short of, so a 120 x 90 TIFF declaring 16384 x 16384 tiles (a mutation
+    fuzz) took 800 MB to decode, judged 25. Uncompressed tiles Pillow reads itself, clipped to the
+    image; a strip libtiff sizes to the image's rows."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or _TILE_WIDTH not in tags or not image.tile or image.tile[0][0] != "libtiff":
+        return Held()
+    width, length = _tag_number(tags.get(_TILE_WIDTH)), _tag_number(tags.get(_TILE_LENGTH))
+    pixel = max(4, -(-_tag_number(tags.get(_BITS_PER_SAMPLE, 8)) // 8))
+    return Held(width * length * pixel, f"the {width}x{length} tile libtiff decodes this TIFF into")
+
+
 def _held(image: Image.Image, data: bytes) -> Held:
     """What the decoder of this opened image holds besides Pillow's buffer (`Held`)."""
     if image.format in _DCT_SCALED:
         return _jpeg_held(data)
+    if image.format == "TIFF":
+        return _tiff_held(image)
     if image.format == "AVIF":
         return _avif_held(image, data)
     if image.format == "HEIF":  # libheif's own buffers are not judged; an HDR photo's tone-mapping is
@@ -537,14 +566,23 @@ def _cropped(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image
     return cut
 
 
+# the turn that shows an image of each EXIF orientation (as `ImageOps.exif_transpose` makes it)
+_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}
+
+
 def _oriented(image: Image.Image, orientation: int) -> Image.Image:
-    """The loaded image turned by its EXIF `orientation`, keeping the opened image's `format`:
-    `hdr_colour` reads it, and Pillow's transposed copy has none (a rotated HDR AVIF, whose
-    irot/imir reach Pillow as EXIF, was shown untone-mapped). The caller drops the opened image,
-    so one Pillow buffer stays beside the RGB array (`decode_cost`)."""
-    if orientation == 1:
+    """The loaded image turned by its EXIF `orientation` (the one the plan was made with), keeping
+    the opened image's `format`: `hdr_colour` reads it, and Pillow's transposed copy has none (a
+    rotated HDR AVIF, whose irot/imir reach Pillow as EXIF, was shown untone-mapped). Turned by
+    `transpose`, not `ImageOps.exif_transpose`, which also writes the EXIF back without its
+    Orientation: a tag of a non-standard type (a FLOAT ResolutionUnit) raised struct.error
+    there. The caller drops the opened image, so one Pillow buffer stays beside the RGB array
+    (`decode_cost`)."""
+    if orientation not in _TURNS:
         return image
-    turned = ImageOps.exif_transpose(image)
+    turned = image.transpose(_TURNS[orientation])
     turned.format = image.format
     return turned
 

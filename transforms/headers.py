@@ -80,8 +80,9 @@ def _u16be(data: bytes, pos: int) -> int:
 
 
 def _frame(data: bytes, pos: int, length: int) -> tuple[int, int, tuple[tuple[int, int], ...]] | None:
-    """(width, height, sampling per component) of a SOF segment whose payload starts at `pos`."""
-    if length < 6:
+    """(width, height, sampling per component) of a SOF segment whose payload starts at `pos`; None
+    when the segment, or the file, ends before its component count."""
+    if length < 6 or len(data) < pos + 6:
         return None
     height, width, count = _u16be(data, pos + 1), _u16be(data, pos + 3), data[pos + 5]
     table = data[pos + 6 : pos + 6 + 3 * count]
@@ -423,6 +424,9 @@ def _icns_images(data: bytes) -> list[Embedded]:
 
 
 _CUR_MAGIC = b"\x00\x00\x02\x00"
+# a binary PGM or PPM header (Netpbm): magic, width, height, maxval, each after whitespace or comments,
+# then one whitespace byte before the samples
+_PNM_HEADER = re.compile(rb"P([56])(?:\s+|#[^\n]*\n)+(\d{1,9})(?:\s+|#[^\n]*\n)+(\d{1,9})(?:\s+|#[^\n]*\n)+(\d{1,5})\s")
 _TIFF_ORDER = {b"II*\x00": "little", b"MM\x00*": "big"}
 
 
@@ -430,18 +434,50 @@ def declared_length(data: bytes) -> int | None:
     """At least how many bytes the file's container says it holds, for the containers whose
     decoders do not say so of a file cut short: a RIFF's (WebP) size, the end of the ISO boxes
     (AVIF, HEIC) up to the first one that runs past the data, a TIFF's first IFD (libtiff and
-    Pillow write it after the pixels), an icon directory's furthest image. None for other files."""
+    Pillow write it after the pixels) with the values its entries keep outside it, an icon
+    directory's furthest image, a BMP's file size, a binary PGM's or PPM's samples after its header
+    (a cut RLE BMP or PGM of a maxval other than 255 or 65535, which Pillow decodes in Python, was
+    `decode_error`, "not enough image data"). None for other files."""
     if data[:4] == b"RIFF" and len(data) >= 8:
         return 8 + int.from_bytes(data[4:8], "little")
     if data[4:8] == b"ftyp":
         return _boxes_end(data)
     if data[:4] in _TIFF_ORDER and len(data) >= 8:
-        return int.from_bytes(data[4:8], _TIFF_ORDER[data[:4]]) + 2  # the IFD's entry count
+        return _tiff_ifd_end(data, _TIFF_ORDER[data[:4]])
+    if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _DIB_HEADERS:  # not a text "BM...":
+        return int.from_bytes(data[2:6], "little")  # the file header's bfSize, which Pillow never reads
+    pnm = _PNM_HEADER.match(data[:256])
+    if pnm:
+        width, height, maxval = (int(v) for v in pnm.group(2, 3, 4))
+        return pnm.end() + width * height * (3 if pnm.group(1) == b"6" else 1) * (2 if maxval > 255 else 1)
     if data[:4] in (ICO_MAGIC, _CUR_MAGIC):
         entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
         return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
                                              for e in entries if len(e) == 16)))
     return None
+
+
+# bytes a value of each TIFF field type takes (TIFF 6.0 section 2; 16-18: BigTIFF's 8-byte ones)
+_TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8,
+                    18: 8}
+
+
+def _tiff_ifd_end(data: bytes, order: str) -> int:
+    """Where a TIFF's first IFD ends: its entry count, its entries and the next IFD's offset, and the
+    values of more than 4 bytes its entries point at (at most `_TIFF_ENTRIES` entries read). A TIFF
+    cut in there (a download cut in its last few hundred bytes, where libtiff, Pillow and
+    ImageMagick write the IFD) was `unsupported_format`, "a sample layout Pillow cannot read"."""
+    ifd = int.from_bytes(data[4:8], order)
+    if ifd + 2 > len(data):
+        return ifd + 2
+    count = int.from_bytes(data[ifd : ifd + 2], order)
+    end = ifd + 2 + 12 * count + 4
+    for at in range(ifd + 2, min(ifd + 2 + 12 * min(count, _TIFF_ENTRIES), len(data) - 11), 12):
+        size = _TIFF_TYPE_BYTES.get(int.from_bytes(data[at + 2 : at + 4], order), 0) * int.from_bytes(
+            data[at + 4 : at + 8], order)
+        if size > 4:
+            end = max(end, int.from_bytes(data[at + 8 : at + 12], order) + size)
+    return end
 
 
 def _boxes_end(data: bytes) -> int:
