@@ -709,3 +709,102 @@ def test_a_datasets_caption_from_txt_or_a_list_of_captions(tmp_path: Path):
     assert record.lineage["caption"] == "from txt" and record.data == data
     (record,) = _read_all(LaionSource("hf", str(tmp_path), caption_column="sentences"))
     assert record.lineage["caption"] == "first" and record.lineage["huggingface"]["txt"] == "from txt"
+
+
+# -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) ---------------------------
+IMAGEFOLDER_CAPTIONS = {"train/astronaut.jpg": "Eileen Collins, astronaute — première pilote",
+                        "train/coffee.png": "una taza de café ☕",
+                        "train/cats/chelsea.jpg": "猫のチェルシー, \"Chelsea\"\nsecond line",
+                        "test/hopper.jpg": "Grace Hopper, 1984"}
+
+
+def _photo(path: Path, source: Path) -> None:
+    """A real photo (scikit-image's, matplotlib's) re-encoded small by Pillow as its extension says."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as image:
+        image.convert("RGB").resize((40, 32)).save(path, quality=90) if path.suffix == ".jpg" else \
+            image.convert("RGB").resize((40, 32)).save(path)
+
+
+def _image_folder(root: Path, fmt: str = "jsonl", broken: bool = True) -> None:
+    """An ImageFolder repo as the Hub has it: `train/` and `test/` each with their images and a
+    metadata file (`file_name` relative to it, one in a class subfolder), the card, .gitattributes;
+    with `broken`, rows naming a file not there, one out of the folder, a repeated row, a line that
+    is no JSON (CSV: a record of too many fields), and an image no row names."""
+    import csv
+    import matplotlib.cbook
+    import skimage
+
+    photos = Path(skimage.__file__).parent / "data"
+    _photo(root / "train" / "astronaut.jpg", photos / "astronaut.png")
+    _photo(root / "train" / "coffee.png", photos / "coffee.png")
+    _photo(root / "train" / "cats" / "chelsea.jpg", photos / "chelsea.png")
+    _photo(root / "test" / "hopper.jpg", Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    rows = {"train": [{"file_name": "astronaut.jpg", "text": IMAGEFOLDER_CAPTIONS["train/astronaut.jpg"], "likes": 3},
+                      {"file_name": "coffee.png", "text": IMAGEFOLDER_CAPTIONS["train/coffee.png"], "likes": 1},
+                      {"file_name": "cats/chelsea.jpg", "text": IMAGEFOLDER_CAPTIONS["train/cats/chelsea.jpg"],
+                       "likes": 7}],
+            "test": [{"file_name": "hopper.jpg", "text": IMAGEFOLDER_CAPTIONS["test/hopper.jpg"], "likes": 0}]}
+    if broken:
+        _photo(root / "train" / "unlisted.jpg", photos / "rocket.jpg")
+        rows["train"] += [{"file_name": "gone.jpg", "text": "not there", "likes": 0},
+                          {"file_name": "../test/hopper.jpg", "text": "out of train/", "likes": 0},
+                          {"file_name": "coffee.png", "text": "again", "likes": 0}]
+    for split, split_rows in rows.items():
+        if fmt == "jsonl":
+            lines = [json.dumps(r, ensure_ascii=False) for r in split_rows]
+            if broken and split == "train":
+                lines.insert(2, '{"file_name": "cats/x.jpg", "text": "cut sh')
+            (root / split / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        else:
+            with open(root / split / "metadata.csv", "w", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["file_name", "text", "likes"])
+                for i, r in enumerate(split_rows):
+                    if broken and split == "train" and i == 2:
+                        writer.writerow(["cats/x.jpg", "a", "b", "too many"])
+                    writer.writerow([r["file_name"], r["text"], r["likes"]])
+    (root / "README.md").write_text("---\nlicense: cc0-1.0\n---\n# an image folder\n")
+    (root / ".gitattributes").write_text("*.jpg filter=lfs diff=lfs merge=lfs -text\n")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_image_folder_with_metadata_takes_each_images_row(tmp_path: Path, fmt: str):
+    """A Hub ImageFolder: its metadata file was one `not_an_image` reject and every caption lost.
+    Each image now takes the row naming it (caption from `text`, other columns under
+    `huggingface`), `test/` goes to val, every bad row is one counted reject, the metadata file
+    none. Checked against `datasets` 5.2 (`load_dataset("imagefolder", data_dir=...)` on the folder
+    without `broken` rows, jsonl and csv): the same four images, captions (the CSV's quoted comma
+    and newline kept) and splits; with the broken rows it raises for `../` and for the bad line,
+    and leaves out `unlisted.jpg` (so `unlisted_image` here) and `README.md`."""
+    _image_folder(tmp_path, fmt)
+    source = LaionSource("imgs", str(tmp_path))
+    assert source.resolved_format() == "folder"
+    items = _read_all(source)
+    records = {r.lineage["path"]: r for r in items if isinstance(r, ImageRecord)}
+    assert {p: r.lineage.get("caption") for p, r in records.items()} == IMAGEFOLDER_CAPTIONS
+    assert {p: r.split_hint for p, r in records.items()} == {p: "val" if p.startswith("test/") else None
+                                                              for p in IMAGEFOLDER_CAPTIONS}
+    likes = {"train/astronaut.jpg": 3, "train/coffee.png": 1, "train/cats/chelsea.jpg": 7, "test/hopper.jpg": 0}
+    assert {p: r.lineage["huggingface"]["likes"] for p, r in records.items()} == (
+        likes if fmt == "jsonl" else {p: str(v) for p, v in likes.items()})
+    assert records["train/cats/chelsea.jpg"].lineage["file"] == f"train/metadata.{fmt}"
+    assert records["train/cats/chelsea.jpg"].lineage["hf_split"] == "train"
+    meta = f"train/metadata.{fmt}"
+    bad_line = ("bad_metadata", f"{meta} line 3: not JSON (Unterminated string starting at: line 1 column 37 "
+                                "(char 36))") if fmt == "jsonl" else \
+        ("bad_metadata", f"{meta} line 4: 4 fields, the header has 3")
+    row_lines = (5, 6, 7) if fmt == "jsonl" else (7, 8, 9)  # the CSV: its header, a caption of two lines
+    assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == sorted([
+        bad_line,
+        ("duplicate_key", f"{meta} line {row_lines[2]}: 'coffee.png' is named again (line "
+                          f"{2 if fmt == 'jsonl' else 3} is read)"),
+        ("hidden_file", ".gitattributes: hidden (a tool's lock, temporary or repository file), not read"),
+        ("missing_image", f"{meta} line {row_lines[0]}: 'train/gone.jpg' is not there"),
+        ("outside_root", f"{meta} line {row_lines[1]}: '../test/hopper.jpg' leaves train/, the metadata file's "
+                         "folder (absolute, a URL or climbing out with ..)"),
+        ("unlisted_image", "'README.md': no row of a metadata.jsonl or metadata.csv in its folder or above names it; "
+                           "datasets' ImageFolder leaves it out too"),
+        ("unlisted_image", "'train/unlisted.jpg': no row of a metadata.jsonl or metadata.csv in its folder or above "
+                           "names it; datasets' ImageFolder leaves it out too")])
+    assert len({i.key for i in items}) == len(items) and all("." not in i.key for i in items)
