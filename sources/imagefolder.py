@@ -21,12 +21,16 @@ from typing import Any
 
 from sources import fsio
 from sources.paths import path_problem, relative_to_root
-from sources.records import FILE_TOO_LARGE, nfc
+from sources.records import FILE_TOO_LARGE, nfc, read_input_bytes
+from transforms.errors import exception_detail
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # `datasets`' names (`metadata.parquet` is not read)
-MAX_METADATA_BYTES = 64 << 20  # a metadata file is text, a row per image: a million rows fit
+# a metadata file is text, a row per image: ~450k rows of a caption and a few numbers fit; parsed,
+# it takes about 6 times its size (a 16 MiB file of 115k rows: 103 MB), and two are kept parsed
+MAX_METADATA_BYTES = 64 << 20
 BAD_METADATA = "bad_metadata"
 UNLISTED_IMAGE = "unlisted_image"
+UNREADABLE_FILE = "unreadable_file"
 
 
 @dataclass
@@ -37,7 +41,6 @@ class Metadata:
     rows: dict[str, tuple[int, int, dict[str, Any]]] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
     problems: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
-    named: list[tuple[int, str, str]] = field(default_factory=list)  # (line, file_name as written, its key)
     unread: str = ""  # why no row of it is read ('' when read)
     reason: str = ""  # the reject reason of an unread file
 
@@ -52,19 +55,22 @@ def row_name(file_name: str) -> str:
     return nfc(posixpath.normpath(file_name.replace("\\", "/")))
 
 
-@fsio.cached_input(maxsize=8)
+@fsio.cached_input(maxsize=2)
 def read_metadata(uri: str) -> Metadata:
     """Parse one metadata file; a file over `MAX_METADATA_BYTES` (judged by its declared size
-    before it is read), not UTF-8 or without a `file_name` column gives no rows and says why."""
+    before it is read), unreadable, not UTF-8 or without a `file_name` column gives no rows and
+    says why (cached as a good file is: not read again for each of its images)."""
     size = fsio.file_state(uri)[0]
     if isinstance(size, int) and size > MAX_METADATA_BYTES:
         return Metadata(unread=f"{size} bytes, over the {MAX_METADATA_BYTES} byte budget of a metadata file: not read",
                         reason=FILE_TOO_LARGE)
     try:
-        text = fsio.read_bytes(uri, MAX_METADATA_BYTES).decode("utf-8-sig")
+        text = read_input_bytes(uri, MAX_METADATA_BYTES).decode("utf-8-sig")  # no memory: the machine's error
     except fsio.FileTooLarge:
         return Metadata(unread=f"over the {MAX_METADATA_BYTES} byte budget of a metadata file: not read",
                         reason=FILE_TOO_LARGE)
+    except OSError as exc:  # no permission, a failing disk: its images go without their rows, counted
+        return Metadata(unread=f"unreadable ({exception_detail(exc)})", reason=UNREADABLE_FILE)
     except UnicodeDecodeError as exc:
         return Metadata(unread=f"not UTF-8 text (byte {exc.start}): not read", reason=BAD_METADATA)
     parsed = Metadata()
@@ -81,10 +87,10 @@ def read_metadata(uri: str) -> Metadata:
 def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any]) -> None:
     written = values.get("file_name")
     if not isinstance(written, str) or not written:
-        parsed.problems.append((line, BAD_METADATA, f"line {line}: file_name is {json.dumps(written)[:40]}, not a path"))
+        shown = json.dumps(written, ensure_ascii=False)[:40]
+        parsed.problems.append((line, BAD_METADATA, f"line {line}: file_name is {shown}, not a path"))
         return
     name = row_name(written)
-    parsed.named.append((line, written, name))
     if name in parsed.rows:
         first = parsed.rows[name][1]
         parsed.problems.append((line, "duplicate_key", f"line {line}: {name[:120]!r} is named again (line {first} "
@@ -105,7 +111,8 @@ def _jsonl_rows(text: str, parsed: Metadata) -> list[tuple[int, dict[str, Any]]]
             parsed.problems.append((number, BAD_METADATA, f"line {number}: not JSON ({str(exc)[:80]})"))
             continue
         if not isinstance(value, dict):
-            parsed.problems.append((number, BAD_METADATA, f"line {number}: a JSON {type(value).__name__}, not an object"))
+            what = type(value).__name__
+            parsed.problems.append((number, BAD_METADATA, f"line {number}: a JSON {what}, not an object"))
             continue
         parsed.columns += [k for k in value if k not in parsed.columns]
         rows.append((number, value))

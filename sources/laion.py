@@ -31,6 +31,11 @@ A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.
 `Image` struct column) are read row by row, one unit per file, each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
 (validation, test) go to `val`. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
+
+A folder with a `metadata.jsonl` or `metadata.csv` is a Hugging Face ImageFolder
+(`sources.imagefolder`): each image takes the row naming it (caption, other columns, the split its
+folders give), one unit per metadata file reports its bad rows, and an image no row names is an
+`unlisted_image` reject, as `datasets` leaves it out.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio, hf_parquet, imagefolder
+from sources.imagefolder import UNLISTED_IMAGE
 from sources.hf_parquet import ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
@@ -771,7 +777,7 @@ class LaionSource:
         if row is None or "unread" in row:
             why = (f"{row['unread']} names the images here but is not read ({row['why']})" if row else
                    "no row of a metadata.jsonl or metadata.csv in its folder or above names it")
-            return self._reject(key, "read", imagefolder.UNLISTED_IMAGE,
+            return self._reject(key, "read", UNLISTED_IMAGE,
                                 f"{shown_name(relative)}: {why}; datasets' ImageFolder leaves it out too")
         values = {k: v for k, v in row["values"].items() if k != "file_name"}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
@@ -798,11 +804,10 @@ class LaionSource:
         for line, reason, detail in parsed.problems:
             yield self._reject(data_key(self.name, relative, str(line)), "read", reason, f"{relative} {detail}")
         folder = relative.rpartition("/")[0]
-        for line, written, name in parsed.named:
-            if parsed.rows[name][1] == line:
-                problem = self._row_problem(folder, relative, line, written, name)
-                if problem:
-                    yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail)
+        for name, (_, line, values) in parsed.rows.items():
+            problem = self._row_problem(folder, relative, line, values["file_name"], name)
+            if problem:
+                yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail)
 
     def _row_problem(self, folder: str, relative: str, line: int, written: str, name: str) -> PathProblem | None:
         """Why the image a metadata row names is not built from this row (None: it is, by the

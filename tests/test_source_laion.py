@@ -808,3 +808,100 @@ def test_an_image_folder_with_metadata_takes_each_images_row(tmp_path: Path, fmt
         ("unlisted_image", "'train/unlisted.jpg': no row of a metadata.jsonl or metadata.csv in its folder or above "
                            "names it; datasets' ImageFolder leaves it out too")])
     assert len({i.key for i in items}) == len(items) and all("." not in i.key for i in items)
+
+
+def test_an_image_folder_metadata_file_is_parsed_once_and_one_over_the_budget_is_never_read(tmp_path: Path,
+                                                                                           monkeypatch):
+    """The metadata file is read once for all its images (not once per image); one whose declared
+    size is over the budget is never opened: one `file_too_large` reject, and each image it would
+    have captioned an `unlisted_image` saying why."""
+    from sources import fsio, imagefolder
+
+    _image_folder(tmp_path, "jsonl", broken=False)
+    imagefolder.read_metadata.cache_clear()
+    opened = Counter()
+    read_bytes = fsio.read_bytes
+    monkeypatch.setattr(fsio, "read_bytes",
+                        lambda uri, *a: (opened.update([fsio.basename(uri)]), read_bytes(uri, *a))[1])
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert sum(isinstance(i, ImageRecord) for i in items) == 4 and opened["metadata.jsonl"] == 2  # train/, test/
+    size = (tmp_path / "train" / "metadata.jsonl").stat().st_size
+    monkeypatch.setattr(imagefolder, "MAX_METADATA_BYTES", size - 1)
+    opened.clear()
+    imagefolder.read_metadata.cache_clear()
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert opened["metadata.jsonl"] == 1  # test/'s alone
+    rejects = Counter((r.reason, r.detail.split(";")[0]) for r in items if isinstance(r, Reject))
+    assert rejects[("file_too_large", f"train/metadata.jsonl: {size} bytes, over the {size - 1} byte budget of a "
+                                      "metadata file: not read")] == 1
+    for image in ("astronaut.jpg", "coffee.png", "cats/chelsea.jpg"):
+        assert rejects[("unlisted_image", f"'train/{image}': train/metadata.jsonl names the images here but is not "
+                                          f"read ({size} bytes, over the {size - 1} byte budget of a metadata file: "
+                                          "not read)")] == 1
+    assert [i.lineage["path"] for i in items if isinstance(i, ImageRecord)] == ["test/hopper.jpg"]
+
+
+def test_an_image_folder_row_naming_a_link_out_or_an_absolute_path_is_outside_root(tmp_path: Path):
+    """A row may name a file only inside its metadata file's folder: an absolute name is an
+    `outside_root` reject of its row (`datasets` raises); a link there leading out of the root is
+    the link's own `outside_root` reject (never opened), the row adding none."""
+    root = tmp_path / "repo"
+    (root / "train").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(root / "train" / "in.jpg")
+    Image.new("RGB", (16, 16), (10, 10, 200)).save(tmp_path / "out.jpg")
+    (root / "train" / "link.jpg").symlink_to(tmp_path / "out.jpg")
+    rows = [{"file_name": "in.jpg", "caption": "inside"}, {"file_name": "link.jpg", "caption": "a link out"},
+            {"file_name": str(root / "train" / "in.jpg"), "caption": "absolute"}]
+    (root / "train" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = _read_all(LaionSource("imgs", str(root)))
+    assert [(i.lineage["path"], i.lineage["caption"]) for i in items if isinstance(i, ImageRecord)] == [
+        ("train/in.jpg", "inside")]
+    rejects = sorted((r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert [reason for reason, _ in rejects] == ["outside_root", "outside_root"]
+    assert rejects[0][1] == ("'train/link.jpg' is a link leading out of the source root (set follow_links: true to "
+                             "allow it)")
+    assert rejects[1][1].startswith("train/metadata.jsonl line 3: ") and "leaves train/" in rejects[1][1]
+
+
+def test_an_image_folder_caption_column_is_read_and_a_missing_one_stops_the_build(tmp_path: Path):
+    _image_folder(tmp_path, "csv", broken=False)
+    items = _read_all(LaionSource("imgs", str(tmp_path), caption_column="likes"))
+    assert {i.lineage["path"]: i.lineage["caption"] for i in items if isinstance(i, ImageRecord)} == {
+        "train/astronaut.jpg": "3", "train/coffee.png": "1", "train/cats/chelsea.jpg": "7", "test/hopper.jpg": "0"}
+    assert all("likes" not in i.lineage["huggingface"] for i in items if isinstance(i, ImageRecord))
+    with pytest.raises(ValueError, match="has no caption column 'title' .*field caption_column"):
+        LaionSource("imgs", str(tmp_path), caption_column="title").units()
+
+
+@pytest.mark.parametrize("code", ["EACCES", "EMFILE"])
+def test_an_image_folder_metadata_file_the_system_refuses(tmp_path: Path, monkeypatch, code: str):
+    """No permission to read `train/metadata.jsonl`: one `unreadable_file` reject, its images
+    `unlisted_image` (the folder slice goes on, `test/` is built); too many open files is the
+    machine's `MachineError`, never a reject committed for good."""
+    import errno
+
+    from sources import fsio, imagefolder
+    from sources.records import MachineError
+
+    _image_folder(tmp_path, "jsonl", broken=False)
+    imagefolder.read_metadata.cache_clear()
+    read = fsio.read_bytes
+
+    def refuse(uri: str, *args):
+        if "train" in uri:
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), uri)
+        return read(uri, *args)
+
+    monkeypatch.setattr(fsio, "read_bytes", refuse)
+    source = LaionSource("imgs", str(tmp_path))
+    if code == "EMFILE":
+        with pytest.raises(MachineError, match="metadata.jsonl"):
+            _read_all(source)
+        return
+    items = _read_all(source)
+    rejects = Counter(r.reason for r in items if isinstance(r, Reject))
+    assert rejects == {"unreadable_file": 1, "unlisted_image": 4, "hidden_file": 1}  # 3 images, README.md
+    assert [i.lineage["path"] for i in items if isinstance(i, ImageRecord)] == ["test/hopper.jpg"]
+    unreadable = next(r for r in items if isinstance(r, Reject) and r.reason == "unreadable_file")
+    assert unreadable.detail == "train/metadata.jsonl: unreadable (PermissionError: [Errno 13] Permission denied: " \
+                                "'metadata.jsonl')"
