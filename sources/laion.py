@@ -804,23 +804,31 @@ class LaionSource:
         for line, reason, detail in parsed.problems:
             yield self._reject(data_key(self.name, relative, str(line)), "read", reason, f"{relative} {detail}")
         folder = relative.rpartition("/")[0]
+        present = self._files_below(folder) if parsed.rows else set()
         for name, (_, line, values) in parsed.rows.items():
-            problem = self._row_problem(folder, relative, line, values["file_name"], name)
+            problem = self._row_problem(folder, relative, line, values["file_name"], name, present)
             if problem:
                 yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail)
 
-    def _row_problem(self, folder: str, relative: str, line: int, written: str, name: str) -> PathProblem | None:
+    def _files_below(self, folder: str) -> set[str]:
+        """The files below a folder of the root (relative to the root, in NFC), as `units` lists them."""
+        uris = fsio.list_files(fsio.join(self.path, *folder.split("/")) if folder else self.path, recursive=True,
+                               follow_links=self.follow_links, links=True)
+        return {nfc(relative_to_root(self.path, u)) for u in uris}
+
+    def _row_problem(self, folder: str, relative: str, line: int, written: str, name: str,
+                     present: set[str]) -> PathProblem | None:
         """Why the image a metadata row names is not built from this row (None: it is, by the
-        image file's own unit, or that file's own reject says why not)."""
+        image file's own unit, or that file's own reject says why not); `present`: the files
+        below the metadata file's folder (their names in NFC, as the row's: a Mac's copy in NFD
+        is there)."""
         where = f"{relative} line {line}"
         if imagefolder.outside_folder(name, written):
             return PathProblem("outside_root", f"{where}: {shown_name(written)} leaves {folder or '.'}/, the "
                                                "metadata file's folder (absolute, a URL or climbing out with ..)")
         image = f"{folder}/{name}" if folder else name
-        uri = fsio.join(self.path, *image.split("/"))
-        if not fsio.exists(uri) or fsio.isdir(uri):
-            what = "a folder" if fsio.exists(uri) else "not there"
-            return PathProblem("missing_image", f"{where}: {shown_name(image)} is {what}")
+        if image not in present:
+            return PathProblem("missing_image", f"{where}: {shown_name(image)} is not a file there")
         kept = imagefolder.image_row.__wrapped__(self.path, image, self.follow_links)
         if kept and kept.get("file") != relative:
             return PathProblem("duplicate_key", f"{where}: {shown_name(image)} is named also by {kept['file']} line "

@@ -800,7 +800,7 @@ def test_an_image_folder_with_metadata_takes_each_images_row(tmp_path: Path, fmt
         ("duplicate_key", f"{meta} line {row_lines[2]}: 'coffee.png' is named again (line "
                           f"{2 if fmt == 'jsonl' else 3} is read)"),
         ("hidden_file", ".gitattributes: hidden (a tool's lock, temporary or repository file), not read"),
-        ("missing_image", f"{meta} line {row_lines[0]}: 'train/gone.jpg' is not there"),
+        ("missing_image", f"{meta} line {row_lines[0]}: 'train/gone.jpg' is not a file there"),
         ("outside_root", f"{meta} line {row_lines[1]}: '../test/hopper.jpg' leaves train/, the metadata file's "
                          "folder (absolute, a URL or climbing out with ..)"),
         ("unlisted_image", "'README.md': no row of a metadata.jsonl or metadata.csv in its folder or above names it; "
@@ -905,3 +905,14 @@ def test_an_image_folder_metadata_file_the_system_refuses(tmp_path: Path, monkey
     unreadable = next(r for r in items if isinstance(r, Reject) and r.reason == "unreadable_file")
     assert unreadable.detail == "train/metadata.jsonl: unreadable (PermissionError: [Errno 13] Permission denied: " \
                                 "'metadata.jsonl')"
+
+
+def test_an_image_folder_copied_from_a_mac_matches_rows_in_nfc(tmp_path: Path):
+    """A Mac's copy names `café.jpg` in NFD; the row (typed on Linux) in NFC: one image, with its
+    caption, and no `missing_image` for its row (the row was checked by its NFC name on disk)."""
+    nfd = unicodedata.normalize("NFD", "café.jpg")
+    (tmp_path / "train").mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "train" / nfd, "JPEG")
+    (tmp_path / "train" / "metadata.csv").write_text("file_name,text\ncafé.jpg,un café\n", encoding="utf-8")
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert [(type(i).__name__, i.lineage.get("caption")) for i in items] == [("ImageRecord", "un café")]
