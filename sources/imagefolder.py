@@ -26,7 +26,9 @@ from transforms.errors import exception_detail
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # `datasets`' names (`metadata.parquet` is not read)
 # a metadata file is text, a row per image: ~450k rows of a caption and a few numbers fit; parsed,
-# it takes about 6 times its size (a 16 MiB file of 115k rows: 103 MB), and two are kept parsed
+# it takes about 6 times its size (a 16 MiB file of 115k rows: 103 MB). Four are kept parsed: an
+# image's lookup may pass three (`metadata.csv` and `.jsonl` of its folder, one above), and fewer
+# would parse them again for each image
 MAX_METADATA_BYTES = 64 << 20
 BAD_METADATA = "bad_metadata"
 UNLISTED_IMAGE = "unlisted_image"
@@ -55,7 +57,7 @@ def row_name(file_name: str) -> str:
     return nfc(posixpath.normpath(file_name.replace("\\", "/")))
 
 
-@fsio.cached_input(maxsize=2)
+@fsio.cached_input(maxsize=4)
 def read_metadata(uri: str) -> Metadata:
     """Parse one metadata file; a file over `MAX_METADATA_BYTES` (judged by its declared size
     before it is read), unreadable, not UTF-8 or without a `file_name` column gives no rows and

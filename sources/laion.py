@@ -506,8 +506,8 @@ class LaionSource:
         """The key of a reject about a whole shard (its archive or its listing)."""
         return data_key(self.name, shard)
 
-    def _reject(self, key: str, stage: str, reason: str, detail: str) -> Reject:
-        return Reject(key, self.name, key, stage, reason, detail[:300])
+    def _reject(self, key: str, stage: str, reason: str, detail: str, split_hint: str | None = None) -> Reject:
+        return Reject(key, self.name, key, stage, reason, detail[:300], split_hint=split_hint)
 
     def _read_tar(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
         """Every item of a tar; with `owns` (a part of the tar), samples whose key it does not own
@@ -799,16 +799,19 @@ class LaionSource:
             yield self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail)
             return
         parsed = imagefolder.read_metadata(uri)
+        hint = hf_parquet.split_hint(hf_parquet.hf_split(relative))  # a held-out split's rejects are counted there
         if parsed.unread:
-            yield self._reject(path_key(self.name, relative), "read", parsed.reason, f"{relative}: {parsed.unread}")
+            yield self._reject(path_key(self.name, relative), "read", parsed.reason, f"{relative}: {parsed.unread}",
+                               hint)
         for line, reason, detail in parsed.problems:
-            yield self._reject(data_key(self.name, relative, str(line)), "read", reason, f"{relative} {detail}")
+            yield self._reject(data_key(self.name, relative, str(line)), "read", reason, f"{relative} {detail}", hint)
         folder = relative.rpartition("/")[0]
         present = self._files_below(folder) if parsed.rows else set()
         for name, (_, line, values) in parsed.rows.items():
             problem = self._row_problem(folder, relative, line, values["file_name"], name, present)
             if problem:
-                yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail)
+                yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail,
+                                   hint)
 
     def _files_below(self, folder: str) -> set[str]:
         """The files below a folder of the root (relative to the root, in NFC), as `units` lists them."""

@@ -750,6 +750,7 @@ def _image_folder(root: Path, fmt: str = "jsonl", broken: bool = True) -> None:
         rows["train"] += [{"file_name": "gone.jpg", "text": "not there", "likes": 0},
                           {"file_name": "../test/hopper.jpg", "text": "out of train/", "likes": 0},
                           {"file_name": "coffee.png", "text": "again", "likes": 0}]
+        rows["test"] += [{"file_name": "gone too.jpg", "text": "not there either", "likes": 0}]
     for split, split_rows in rows.items():
         if fmt == "jsonl":
             lines = [json.dumps(r, ensure_ascii=False) for r in split_rows]
@@ -801,6 +802,8 @@ def test_an_image_folder_with_metadata_takes_each_images_row(tmp_path: Path, fmt
                           f"{2 if fmt == 'jsonl' else 3} is read)"),
         ("hidden_file", ".gitattributes: hidden (a tool's lock, temporary or repository file), not read"),
         ("missing_image", f"{meta} line {row_lines[0]}: 'train/gone.jpg' is not a file there"),
+        ("missing_image", f"test/metadata.{fmt} line {2 if fmt == 'jsonl' else 3}: 'test/gone too.jpg' is not a "
+                          "file there"),
         ("outside_root", f"{meta} line {row_lines[1]}: '../test/hopper.jpg' leaves train/, the metadata file's "
                          "folder (absolute, a URL or climbing out with ..)"),
         ("unlisted_image", "'README.md': no row of a metadata.jsonl or metadata.csv in its folder or above names it; "
@@ -808,6 +811,8 @@ def test_an_image_folder_with_metadata_takes_each_images_row(tmp_path: Path, fmt
         ("unlisted_image", "'train/unlisted.jpg': no row of a metadata.jsonl or metadata.csv in its folder or above "
                            "names it; datasets' ImageFolder leaves it out too")])
     assert len({i.key for i in items}) == len(items) and all("." not in i.key for i in items)
+    assert {r.detail.split(" ")[0] for r in items if isinstance(r, Reject) and r.split_hint == "val"} == {
+        f"test/metadata.{fmt}"}  # a held-out split's bad rows are counted in val
 
 
 def test_an_image_folder_metadata_file_is_parsed_once_and_one_over_the_budget_is_never_read(tmp_path: Path,
@@ -916,3 +921,19 @@ def test_an_image_folder_copied_from_a_mac_matches_rows_in_nfc(tmp_path: Path):
     (tmp_path / "train" / "metadata.csv").write_text("file_name,text\ncafé.jpg,un café\n", encoding="utf-8")
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert [(type(i).__name__, i.lineage.get("caption")) for i in items] == [("ImageRecord", "un café")]
+
+
+def test_an_image_named_by_two_metadata_files_takes_the_nearest_row(tmp_path: Path):
+    """`metadata.jsonl` at the top names `train/a.jpg`, `train/metadata.csv` names `a.jpg`: the
+    image takes the row of its own folder's file; the other row is a `duplicate_key` naming it
+    (`datasets` would yield the image twice, or refuse the mixed extensions)."""
+    (tmp_path / "train").mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "train" / "a.jpg")
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "train/a.jpg", "text": "from the top"}\n')
+    (tmp_path / "train" / "metadata.csv").write_text("file_name,text\na.jpg,from train\n")
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert [(i.lineage["caption"], i.lineage["file"], i.split_hint) for i in items if isinstance(i, ImageRecord)] == [
+        ("from train", "train/metadata.csv", None)]
+    assert [(r.reason, r.detail) for r in items if isinstance(r, Reject)] == [
+        ("duplicate_key", "metadata.jsonl line 1: 'train/a.jpg' is named also by train/metadata.csv line 2, which "
+                          "is read (the nearest metadata file)")]
