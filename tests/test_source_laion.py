@@ -913,12 +913,14 @@ def test_an_image_folder_metadata_file_the_system_refuses(tmp_path: Path, monkey
 
 
 def test_an_image_folder_copied_from_a_mac_matches_rows_in_nfc(tmp_path: Path):
-    """A Mac's copy names `café.jpg` in NFD; the row (typed on Linux) in NFC: one image, with its
-    caption, and no `missing_image` for its row (the row was checked by its NFC name on disk)."""
+    """A Mac's copy names `café.jpg` in NFD; the row (typed on Windows, saved by Excel) in NFC: one
+    image, with its caption, and no `missing_image` for its row (the row was checked by its NFC
+    name on disk)."""
     nfd = unicodedata.normalize("NFD", "café.jpg")
     (tmp_path / "train").mkdir()
     Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "train" / nfd, "JPEG")
-    (tmp_path / "train" / "metadata.csv").write_text("file_name,text\ncafé.jpg,un café\n", encoding="utf-8")
+    # as Excel's "CSV UTF-8" writes it: a byte order mark first, CRLF line ends
+    (tmp_path / "train" / "metadata.csv").write_bytes("\ufefffile_name,text\r\ncafé.jpg,un café\r\n".encode())
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert [(type(i).__name__, i.lineage.get("caption")) for i in items] == [("ImageRecord", "un café")]
 
