@@ -31,6 +31,11 @@ A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.
 `Image` struct column) are read row by row, one unit per file, each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
 (validation, test) go to `val`. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
+
+A folder with a `metadata.jsonl` or `metadata.csv` is a Hugging Face ImageFolder
+(`sources.imagefolder`): each image takes the row naming it (caption, other columns, the split its
+folders give), one unit per metadata file reports its bad rows, and an image no row names is an
+`unlisted_image` reject, as `datasets` leaves it out.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
-from sources import fsio, hf_parquet
+from sources import fsio, hf_parquet, imagefolder
+from sources.imagefolder import UNLISTED_IMAGE
 from sources.hf_parquet import ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
@@ -319,20 +325,36 @@ class LaionSource:
         if self.format == "auto":
             refuse_tfrecords(self.name, self.path, files)
             refuse_saved_datasets(self.name, self.path, files)
+        metadata = [f for f in files if imagefolder.is_metadata(f) and not set_aside_problem(self.path, f)]
+        files = [f for f in files if f not in metadata]
         groups = folder_groups(files, self.path)
         if not any(_ext_of(relative_to_root(self.path, u)) not in (*SIDECARS, *TOOL_SIDECARS)
                    and not set_aside_problem(self.path, u)
                    for g in groups for u in g):
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
-        units, chunk = [], []
+        if metadata:
+            self._check_caption_column(metadata[0])
+        kind = "imagefolder" if metadata else "folder"  # with metadata, each image takes its row
+        units, chunk = [Unit("metadata", (m,), self.path) for m in metadata], []
         for group in groups:
             chunk += group
             if len(chunk) >= FOLDER_FILES_PER_UNIT:
-                units.append(Unit("folder", tuple(chunk), self.path))
+                units.append(Unit(kind, tuple(chunk), self.path))
                 chunk = []
         if chunk:
-            units.append(Unit("folder", tuple(chunk), self.path))
+            units.append(Unit(kind, tuple(chunk), self.path))
         return units
+
+    def _check_caption_column(self, uri: str) -> None:
+        """Raise before the build when `caption_column` is set and the first metadata file of an
+        ImageFolder (read when it is not a link out) has no such column."""
+        if self.caption_column is None or path_problem(self.path, uri, self.follow_links):
+            return
+        parsed = imagefolder.read_metadata(uri)
+        if parsed.columns and self.caption_column not in parsed.columns:
+            raise ValueError(f"{self.name}: {relative_to_root(self.path, uri)} has no caption column "
+                             f"{self.caption_column!r} (its columns: {', '.join(parsed.columns)[:200]}) "
+                             "(format: folder; field caption_column)")
 
     def _hf_units(self, files: list[str]) -> list[Unit]:
         """One unit per parquet file of a `datasets` layout, found anywhere under the root; one
@@ -400,6 +422,8 @@ class LaionSource:
             yield from self._read_parquet(unit.uris[0], unit.kind == "hf_parquet")
         elif unit.kind == "hf_other":
             yield self._hf_other(unit.uris[0])
+        elif unit.kind == "metadata":
+            yield from self._read_metadata(unit.uris[0])
         else:
             yield from self._read_folder(unit)
 
@@ -482,8 +506,8 @@ class LaionSource:
         """The key of a reject about a whole shard (its archive or its listing)."""
         return data_key(self.name, shard)
 
-    def _reject(self, key: str, stage: str, reason: str, detail: str) -> Reject:
-        return Reject(key, self.name, key, stage, reason, detail[:300])
+    def _reject(self, key: str, stage: str, reason: str, detail: str, split_hint: str | None = None) -> Reject:
+        return Reject(key, self.name, key, stage, reason, detail[:300], split_hint=split_hint)
 
     def _read_tar(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
         """Every item of a tar; with `owns` (a part of the tar), samples whose key it does not own
@@ -699,9 +723,7 @@ class LaionSource:
         """One `datasets` row: its image's bytes, or a file its `path` names inside the root (a
         null image, a path leading out or to nothing: a reject)."""
         cell = row.pop(image) or {}
-        text = row.pop(caption, None) if caption else None
-        if isinstance(text, list):  # several captions (COCO's five): the first
-            text = next((t for t in text if isinstance(t, str) and t.strip()), None)
+        text = _caption_text(row.pop(caption, None)) if caption else None
         where = f"row {context['row']} of {context['file']}"
         data, named = cell.get("bytes"), cell.get("path")
         uri = None
@@ -745,6 +767,76 @@ class LaionSource:
         what = ("an image file there, never a sample of its own (built where a row's image path names it)"
                 if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
         return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}")
+
+    # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
+    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any]) -> SourceItem:
+        """An image of an ImageFolder with the metadata row that names it (its caption, its other
+        columns under `huggingface`, its split the metadata file's folder gives), or the
+        `unlisted_image` reject when no row names it (`datasets` leaves such an image out)."""
+        row = imagefolder.image_row(self.path, relative, self.follow_links)
+        if row is None or "unread" in row:
+            why = (f"{row['unread']} names the images here but is not read ({row['why']})" if row else
+                   "no row of a metadata.jsonl or metadata.csv in its folder or above names it")
+            return self._reject(key, "read", UNLISTED_IMAGE,
+                                f"{shown_name(relative)}: {why}; datasets' ImageFolder leaves it out too")
+        values = {k: v for k, v in row["values"].items() if k != "file_name"}
+        column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
+        text = _caption_text(values.pop(column, None)) if column else None
+        split = hf_parquet.hf_split(row["file"])
+        lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
+                   **({"hf_split": split} if split else {}),
+                   "huggingface": {k: _jsonable(v) for k, v in sorted(values.items())}}
+        return ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage,
+                           split_hint=hf_parquet.split_hint(split))
+
+    def _read_metadata(self, uri: str) -> Iterator[Reject]:
+        """The rejects of one ImageFolder metadata file: the file when it cannot be read, each line
+        that is no row, each row naming an image another row names, a file outside its folder or
+        one not there. A row naming a file that is there is that file's unit's to build."""
+        relative = nfc(relative_to_root(self.path, uri))
+        problem = path_problem(self.path, uri, self.follow_links)
+        if problem:
+            yield self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail)
+            return
+        parsed = imagefolder.read_metadata(uri)
+        hint = hf_parquet.split_hint(hf_parquet.hf_split(relative))  # a held-out split's rejects are counted there
+        if parsed.unread:
+            yield self._reject(path_key(self.name, relative), "read", parsed.reason, f"{relative}: {parsed.unread}",
+                               hint)
+        for line, reason, detail in parsed.problems:
+            yield self._reject(data_key(self.name, relative, str(line)), "read", reason, f"{relative} {detail}", hint)
+        folder = relative.rpartition("/")[0]
+        present = self._files_below(folder) if parsed.rows else set()
+        for name, (_, line, values) in parsed.rows.items():
+            problem = self._row_problem(folder, relative, line, values["file_name"], name, present)
+            if problem:
+                yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail,
+                                   hint)
+
+    def _files_below(self, folder: str) -> set[str]:
+        """The files below a folder of the root (relative to the root, in NFC), as `units` lists them."""
+        uris = fsio.list_files(fsio.join(self.path, *folder.split("/")) if folder else self.path, recursive=True,
+                               follow_links=self.follow_links, links=True)
+        return {nfc(relative_to_root(self.path, u)) for u in uris}
+
+    def _row_problem(self, folder: str, relative: str, line: int, written: str, name: str,
+                     present: set[str]) -> PathProblem | None:
+        """Why the image a metadata row names is not built from this row (None: it is, by the
+        image file's own unit, or that file's own reject says why not); `present`: the files
+        below the metadata file's folder (their names in NFC, as the row's: a Mac's copy in NFD
+        is there)."""
+        where = f"{relative} line {line}"
+        if imagefolder.outside_folder(name, written):
+            return PathProblem("outside_root", f"{where}: {shown_name(written)} leaves {folder or '.'}/, the "
+                                               "metadata file's folder (absolute, a URL or climbing out with ..)")
+        image = f"{folder}/{name}" if folder else name
+        if image not in present:
+            return PathProblem("missing_image", f"{where}: {shown_name(image)} is not a file there")
+        kept = imagefolder.image_row.__wrapped__(self.path, image, self.follow_links)
+        if kept and kept.get("file") != relative:
+            return PathProblem("duplicate_key", f"{where}: {shown_name(image)} is named also by {kept['file']} line "
+                                                f"{kept['line']}, which is read (the nearest metadata file)")
+        return None
 
     # -- plain folders -------------------------------------------------------------------
     def _read_folder(self, unit: Unit) -> Iterator[SourceItem]:
@@ -809,6 +901,9 @@ class LaionSource:
                 parsed = parse_json(texts.get("json"))
                 if parsed:
                     lineage["metadata"] = parsed
+                if unit.kind == "imagefolder":
+                    yield self._listed_image(key, uri, relative, lineage)
+                    continue
                 yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
 
     def _tool_sidecar(self, root: str, uri: str) -> Reject:
@@ -854,6 +949,13 @@ class LaionSource:
         relative = relative_to_root(root, uri)
         return self._reject(path_key(self.name, relative), "read", "duplicate_key",
                             twin_detail(relative, relative_to_root(root, kept), "in another Unicode form or case"))
+
+
+def _caption_text(text: Any) -> str | None:
+    """A caption cell as text: of several captions (COCO's five) the first, blank as none."""
+    if isinstance(text, list):
+        text = next((t for t in text if isinstance(t, str) and t.strip()), None)
+    return str(text).strip() or None if text is not None else None
 
 
 def _image_members(members: dict[str, Any]) -> list[str]:

@@ -272,3 +272,41 @@ def test_one_line_of_a_vipseg_split_list_fixed_renders_only_its_video(tmp_path):
     fresh = _build(path, tmp_path / "fresh")
     assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")
     assert again["totals"] == fresh["totals"]
+
+
+@pytest.mark.slow  # three small builds: ~8 s on a loaded machine
+def test_one_caption_edited_in_an_image_folders_metadata_renders_only_its_image(tmp_path, monkeypatch):
+    """A Hub ImageFolder (`train/metadata.jsonl`) with one caption corrected: each image recorded
+    the row it took (not the whole metadata file), so only the unit of the image whose row changed
+    and the metadata file's own unit render again; the new caption is in the output, as in a
+    fresh build."""
+    from PIL import Image
+
+    from sources import laion
+
+    monkeypatch.setattr(laion, "FOLDER_FILES_PER_UNIT", 1)  # one image per unit
+    root = tmp_path / "repo"
+    (root / "train").mkdir(parents=True)
+    for i, name in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
+        Image.new("RGB", (32, 32), (40 * i, 90, 200 - 40 * i)).save(root / "train" / name, quality=90)
+    rows = [{"file_name": n, "text": f"photo {n}"} for n in ("a.jpg", "b.jpg", "c.jpg")]
+    meta = root / "train" / "metadata.jsonl"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", [
+        {"name": "imgs", "type": "laion", "path": str(root), "num_shards": 1}],
+        direct_num_workers=1, direct_running_mode="in_memory")
+    _build(path)
+    before = _renders(tmp_path / "out", "imgs")
+    rows[1]["text"] = "photo b, café corrigé"
+    meta.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    again = _build(path)
+    after = _renders(tmp_path / "out", "imgs")
+    changed = sorted(u for u in after if after[u] != before.get(u))
+    assert len(changed) == 2 and "metadata.jsonl" in changed[0] + changed[1] and "b.jpg" in changed[0] + changed[1]
+    assert _units_rendered(again) == 2
+    captions = {m["path"]: m.get("caption") for tar in sorted((tmp_path / "out" / "rendered").rglob("*.tar"))
+                for s in iter_shard(str(tar)) for m in s.header["members"]}
+    assert captions == {"train/a.jpg": "photo a.jpg", "train/b.jpg": "photo b, café corrigé",
+                        "train/c.jpg": "photo c.jpg"}
+    fresh = _build(path, tmp_path / "fresh")
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")

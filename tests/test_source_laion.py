@@ -709,3 +709,233 @@ def test_a_datasets_caption_from_txt_or_a_list_of_captions(tmp_path: Path):
     assert record.lineage["caption"] == "from txt" and record.data == data
     (record,) = _read_all(LaionSource("hf", str(tmp_path), caption_column="sentences"))
     assert record.lineage["caption"] == "first" and record.lineage["huggingface"]["txt"] == "from txt"
+
+
+# -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) ---------------------------
+IMAGEFOLDER_CAPTIONS = {"train/astronaut.jpg": "Eileen Collins, astronaute — première pilote",
+                        "train/coffee.png": "una taza de café ☕",
+                        "train/cats/chelsea.jpg": "猫のチェルシー, \"Chelsea\"\nsecond line",
+                        "test/hopper.jpg": "Grace Hopper, 1984"}
+
+
+def _photo(path: Path, source: Path) -> None:
+    """A real photo (scikit-image's, matplotlib's) re-encoded small by Pillow as its extension says."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as image:
+        image.convert("RGB").resize((40, 32)).save(path, quality=90) if path.suffix == ".jpg" else \
+            image.convert("RGB").resize((40, 32)).save(path)
+
+
+def _image_folder(root: Path, fmt: str = "jsonl", broken: bool = True) -> None:
+    """An ImageFolder repo as the Hub has it: `train/` and `test/` each with their images and a
+    metadata file (`file_name` relative to it, one in a class subfolder), the card, .gitattributes;
+    with `broken`, rows naming a file not there, one out of the folder, a repeated row, a line that
+    is no JSON (CSV: a record of too many fields), and an image no row names."""
+    import csv
+    import matplotlib.cbook
+    import skimage
+
+    photos = Path(skimage.__file__).parent / "data"
+    _photo(root / "train" / "astronaut.jpg", photos / "astronaut.png")
+    _photo(root / "train" / "coffee.png", photos / "coffee.png")
+    _photo(root / "train" / "cats" / "chelsea.jpg", photos / "chelsea.png")
+    _photo(root / "test" / "hopper.jpg", Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    rows = {"train": [{"file_name": "astronaut.jpg", "text": IMAGEFOLDER_CAPTIONS["train/astronaut.jpg"], "likes": 3},
+                      {"file_name": "coffee.png", "text": IMAGEFOLDER_CAPTIONS["train/coffee.png"], "likes": 1},
+                      {"file_name": "cats/chelsea.jpg", "text": IMAGEFOLDER_CAPTIONS["train/cats/chelsea.jpg"],
+                       "likes": 7}],
+            "test": [{"file_name": "hopper.jpg", "text": IMAGEFOLDER_CAPTIONS["test/hopper.jpg"], "likes": 0}]}
+    if broken:
+        _photo(root / "train" / "unlisted.jpg", photos / "rocket.jpg")
+        rows["train"] += [{"file_name": "gone.jpg", "text": "not there", "likes": 0},
+                          {"file_name": "../test/hopper.jpg", "text": "out of train/", "likes": 0},
+                          {"file_name": "coffee.png", "text": "again", "likes": 0}]
+        rows["test"] += [{"file_name": "gone too.jpg", "text": "not there either", "likes": 0}]
+    for split, split_rows in rows.items():
+        if fmt == "jsonl":
+            lines = [json.dumps(r, ensure_ascii=False) for r in split_rows]
+            if broken and split == "train":
+                lines.insert(2, '{"file_name": "cats/x.jpg", "text": "cut sh')
+            (root / split / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        else:
+            with open(root / split / "metadata.csv", "w", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["file_name", "text", "likes"])
+                for i, r in enumerate(split_rows):
+                    if broken and split == "train" and i == 2:
+                        writer.writerow(["cats/x.jpg", "a", "b", "too many"])
+                    writer.writerow([r["file_name"], r["text"], r["likes"]])
+    (root / "README.md").write_text("---\nlicense: cc0-1.0\n---\n# an image folder\n")
+    (root / ".gitattributes").write_text("*.jpg filter=lfs diff=lfs merge=lfs -text\n")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_image_folder_with_metadata_takes_each_images_row(tmp_path: Path, fmt: str):
+    """A Hub ImageFolder: its metadata file was one `not_an_image` reject and every caption lost.
+    Each image now takes the row naming it (caption from `text`, other columns under
+    `huggingface`), `test/` goes to val, every bad row is one counted reject, the metadata file
+    none. Checked against `datasets` 5.2 (`load_dataset("imagefolder", data_dir=...)` on the folder
+    without `broken` rows, jsonl and csv): the same four images, captions (the CSV's quoted comma
+    and newline kept) and splits; with the broken rows it raises for `../` and for the bad line,
+    and leaves out `unlisted.jpg` (so `unlisted_image` here) and `README.md`."""
+    _image_folder(tmp_path, fmt)
+    source = LaionSource("imgs", str(tmp_path))
+    assert source.resolved_format() == "folder"
+    items = _read_all(source)
+    records = {r.lineage["path"]: r for r in items if isinstance(r, ImageRecord)}
+    assert {p: r.lineage.get("caption") for p, r in records.items()} == IMAGEFOLDER_CAPTIONS
+    assert {p: r.split_hint for p, r in records.items()} == {p: "val" if p.startswith("test/") else None
+                                                              for p in IMAGEFOLDER_CAPTIONS}
+    likes = {"train/astronaut.jpg": 3, "train/coffee.png": 1, "train/cats/chelsea.jpg": 7, "test/hopper.jpg": 0}
+    assert {p: r.lineage["huggingface"]["likes"] for p, r in records.items()} == (
+        likes if fmt == "jsonl" else {p: str(v) for p, v in likes.items()})
+    assert records["train/cats/chelsea.jpg"].lineage["file"] == f"train/metadata.{fmt}"
+    assert records["train/cats/chelsea.jpg"].lineage["hf_split"] == "train"
+    meta = f"train/metadata.{fmt}"
+    bad_line = ("bad_metadata", f"{meta} line 3: not JSON (Unterminated string starting at: line 1 column 37 "
+                                "(char 36))") if fmt == "jsonl" else \
+        ("bad_metadata", f"{meta} line 4: 4 fields, the header has 3")
+    row_lines = (5, 6, 7) if fmt == "jsonl" else (7, 8, 9)  # the CSV: its header, a caption of two lines
+    assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == sorted([
+        bad_line,
+        ("duplicate_key", f"{meta} line {row_lines[2]}: 'coffee.png' is named again (line "
+                          f"{2 if fmt == 'jsonl' else 3} is read)"),
+        ("hidden_file", ".gitattributes: hidden (a tool's lock, temporary or repository file), not read"),
+        ("missing_image", f"{meta} line {row_lines[0]}: 'train/gone.jpg' is not a file there"),
+        ("missing_image", f"test/metadata.{fmt} line {2 if fmt == 'jsonl' else 3}: 'test/gone too.jpg' is not a "
+                          "file there"),
+        ("outside_root", f"{meta} line {row_lines[1]}: '../test/hopper.jpg' leaves train/, the metadata file's "
+                         "folder (absolute, a URL or climbing out with ..)"),
+        ("unlisted_image", "'README.md': no row of a metadata.jsonl or metadata.csv in its folder or above names it; "
+                           "datasets' ImageFolder leaves it out too"),
+        ("unlisted_image", "'train/unlisted.jpg': no row of a metadata.jsonl or metadata.csv in its folder or above "
+                           "names it; datasets' ImageFolder leaves it out too")])
+    assert len({i.key for i in items}) == len(items) and all("." not in i.key for i in items)
+    assert {r.detail.split(" ")[0] for r in items if isinstance(r, Reject) and r.split_hint == "val"} == {
+        f"test/metadata.{fmt}"}  # a held-out split's bad rows are counted in val
+
+
+def test_an_image_folder_metadata_file_is_parsed_once_and_one_over_the_budget_is_never_read(tmp_path: Path,
+                                                                                           monkeypatch):
+    """The metadata file is read once for all its images (not once per image); one whose declared
+    size is over the budget is never opened: one `file_too_large` reject, and each image it would
+    have captioned an `unlisted_image` saying why."""
+    from sources import fsio, imagefolder
+
+    _image_folder(tmp_path, "jsonl", broken=False)
+    imagefolder.read_metadata.cache_clear()
+    opened = Counter()
+    read_bytes = fsio.read_bytes
+    monkeypatch.setattr(fsio, "read_bytes",
+                        lambda uri, *a: (opened.update([fsio.basename(uri)]), read_bytes(uri, *a))[1])
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert sum(isinstance(i, ImageRecord) for i in items) == 4 and opened["metadata.jsonl"] == 2  # train/, test/
+    size = (tmp_path / "train" / "metadata.jsonl").stat().st_size
+    monkeypatch.setattr(imagefolder, "MAX_METADATA_BYTES", size - 1)
+    opened.clear()
+    imagefolder.read_metadata.cache_clear()
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert opened["metadata.jsonl"] == 1  # test/'s alone
+    rejects = Counter((r.reason, r.detail.split(";")[0]) for r in items if isinstance(r, Reject))
+    assert rejects[("file_too_large", f"train/metadata.jsonl: {size} bytes, over the {size - 1} byte budget of a "
+                                      "metadata file: not read")] == 1
+    for image in ("astronaut.jpg", "coffee.png", "cats/chelsea.jpg"):
+        assert rejects[("unlisted_image", f"'train/{image}': train/metadata.jsonl names the images here but is not "
+                                          f"read ({size} bytes, over the {size - 1} byte budget of a metadata file: "
+                                          "not read)")] == 1
+    assert [i.lineage["path"] for i in items if isinstance(i, ImageRecord)] == ["test/hopper.jpg"]
+
+
+def test_an_image_folder_row_naming_a_link_out_or_an_absolute_path_is_outside_root(tmp_path: Path):
+    """A row may name a file only inside its metadata file's folder: an absolute name is an
+    `outside_root` reject of its row (`datasets` raises); a link there leading out of the root is
+    the link's own `outside_root` reject (never opened), the row adding none."""
+    root = tmp_path / "repo"
+    (root / "train").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(root / "train" / "in.jpg")
+    Image.new("RGB", (16, 16), (10, 10, 200)).save(tmp_path / "out.jpg")
+    (root / "train" / "link.jpg").symlink_to(tmp_path / "out.jpg")
+    rows = [{"file_name": "in.jpg", "caption": "inside"}, {"file_name": "link.jpg", "caption": "a link out"},
+            {"file_name": str(root / "train" / "in.jpg"), "caption": "absolute"}]
+    (root / "train" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = _read_all(LaionSource("imgs", str(root)))
+    assert [(i.lineage["path"], i.lineage["caption"]) for i in items if isinstance(i, ImageRecord)] == [
+        ("train/in.jpg", "inside")]
+    rejects = sorted((r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert [reason for reason, _ in rejects] == ["outside_root", "outside_root"]
+    assert rejects[0][1] == ("'train/link.jpg' is a link leading out of the source root (set follow_links: true to "
+                             "allow it)")
+    assert rejects[1][1].startswith("train/metadata.jsonl line 3: ") and "leaves train/" in rejects[1][1]
+
+
+def test_an_image_folder_caption_column_is_read_and_a_missing_one_stops_the_build(tmp_path: Path):
+    _image_folder(tmp_path, "csv", broken=False)
+    items = _read_all(LaionSource("imgs", str(tmp_path), caption_column="likes"))
+    assert {i.lineage["path"]: i.lineage["caption"] for i in items if isinstance(i, ImageRecord)} == {
+        "train/astronaut.jpg": "3", "train/coffee.png": "1", "train/cats/chelsea.jpg": "7", "test/hopper.jpg": "0"}
+    assert all("likes" not in i.lineage["huggingface"] for i in items if isinstance(i, ImageRecord))
+    with pytest.raises(ValueError, match="has no caption column 'title' .*field caption_column"):
+        LaionSource("imgs", str(tmp_path), caption_column="title").units()
+
+
+@pytest.mark.parametrize("code", ["EACCES", "EMFILE"])
+def test_an_image_folder_metadata_file_the_system_refuses(tmp_path: Path, monkeypatch, code: str):
+    """No permission to read `train/metadata.jsonl`: one `unreadable_file` reject, its images
+    `unlisted_image` (the folder slice goes on, `test/` is built); too many open files is the
+    machine's `MachineError`, never a reject committed for good."""
+    import errno
+
+    from sources import fsio, imagefolder
+    from sources.records import MachineError
+
+    _image_folder(tmp_path, "jsonl", broken=False)
+    imagefolder.read_metadata.cache_clear()
+    read = fsio.read_bytes
+
+    def refuse(uri: str, *args):
+        if "train" in uri:
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), uri)
+        return read(uri, *args)
+
+    monkeypatch.setattr(fsio, "read_bytes", refuse)
+    source = LaionSource("imgs", str(tmp_path))
+    if code == "EMFILE":
+        with pytest.raises(MachineError, match="metadata.jsonl"):
+            _read_all(source)
+        return
+    items = _read_all(source)
+    rejects = Counter(r.reason for r in items if isinstance(r, Reject))
+    assert rejects == {"unreadable_file": 1, "unlisted_image": 4, "hidden_file": 1}  # 3 images, README.md
+    assert [i.lineage["path"] for i in items if isinstance(i, ImageRecord)] == ["test/hopper.jpg"]
+    unreadable = next(r for r in items if isinstance(r, Reject) and r.reason == "unreadable_file")
+    assert unreadable.detail == "train/metadata.jsonl: unreadable (PermissionError: [Errno 13] Permission denied: " \
+                                "'metadata.jsonl')"
+
+
+def test_an_image_folder_copied_from_a_mac_matches_rows_in_nfc(tmp_path: Path):
+    """A Mac's copy names `café.jpg` in NFD; the row (typed on Windows, saved by Excel) in NFC: one
+    image, with its caption, and no `missing_image` for its row (the row was checked by its NFC
+    name on disk)."""
+    nfd = unicodedata.normalize("NFD", "café.jpg")
+    (tmp_path / "train").mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "train" / nfd, "JPEG")
+    # as Excel's "CSV UTF-8" writes it: a byte order mark first, CRLF line ends
+    (tmp_path / "train" / "metadata.csv").write_bytes("\ufefffile_name,text\r\ncafé.jpg,un café\r\n".encode())
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert [(type(i).__name__, i.lineage.get("caption")) for i in items] == [("ImageRecord", "un café")]
+
+
+def test_an_image_named_by_two_metadata_files_takes_the_nearest_row(tmp_path: Path):
+    """`metadata.jsonl` at the top names `train/a.jpg`, `train/metadata.csv` names `a.jpg`: the
+    image takes the row of its own folder's file; the other row is a `duplicate_key` naming it
+    (`datasets` would yield the image twice, or refuse the mixed extensions)."""
+    (tmp_path / "train").mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "train" / "a.jpg")
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "train/a.jpg", "text": "from the top"}\n')
+    (tmp_path / "train" / "metadata.csv").write_text("file_name,text\na.jpg,from train\n")
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert [(i.lineage["caption"], i.lineage["file"], i.split_hint) for i in items if isinstance(i, ImageRecord)] == [
+        ("from train", "train/metadata.csv", None)]
+    assert [(r.reason, r.detail) for r in items if isinstance(r, Reject)] == [
+        ("duplicate_key", "metadata.jsonl line 1: 'train/a.jpg' is named also by train/metadata.csv line 2, which "
+                          "is read (the nearest metadata file)")]

@@ -143,7 +143,8 @@ class LaionSourceConfig(SourceBase, LinkOptions):
     format: Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"] = "auto"
     image_column: str | None = Field(None, min_length=1, description="`huggingface`: the Image column to build "
                                      "(default: the files' only one)")
-    caption_column: str | None = Field(None, min_length=1, description="`huggingface`: the caption's column "
+    caption_column: str | None = Field(None, min_length=1, description="`huggingface`, or a `folder` with "
+                                       "`metadata.jsonl`/`metadata.csv`: the caption's column "
                                        "(default: `text`, else `caption`, else `txt`, else none)")
 
 

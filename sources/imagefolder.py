@@ -1,0 +1,181 @@
+"""Hugging Face "ImageFolder" metadata: `metadata.jsonl` / `metadata.csv` beside the images.
+
+`datasets`' ImageFolder (`load_dataset("imagefolder", data_dir=...)`, `folder_based_builder.py`)
+reads one row per image from a metadata file; its `file_name` is relative to the metadata file's
+folder (it may name a subfolder, never climb out of it with `..` or be absolute), its other
+columns (`text`, `caption`...) are the image's. Once a folder has metadata, an image no row names
+is left out of the dataset (so here it is an `unlisted_image` reject, counted). A metadata file
+is parsed once per process (`fsio.cached_input`), judged by its size before it is read; what one
+image takes from it is recorded as a derived input (`fsio.derived_input`): editing one row renders
+again only the unit of the image that row names.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from sources import fsio
+from sources.paths import path_problem, relative_to_root
+from sources.records import FILE_TOO_LARGE, nfc, read_input_bytes
+from transforms.errors import exception_detail
+
+METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # `datasets`' names (`metadata.parquet` is not read)
+# a metadata file is text, a row per image: ~450k rows of a caption and a few numbers fit; parsed,
+# it takes about 6 times its size (a 16 MiB file of 115k rows: 103 MB). Four are kept parsed: an
+# image's lookup may pass three (`metadata.csv` and `.jsonl` of its folder, one above), and fewer
+# would parse them again for each image
+MAX_METADATA_BYTES = 64 << 20
+BAD_METADATA = "bad_metadata"
+UNLISTED_IMAGE = "unlisted_image"
+UNREADABLE_FILE = "unreadable_file"
+
+
+@dataclass
+class Metadata:
+    """One metadata file parsed: rows by the image path they name (relative to the file's folder,
+    in NFC), each (row index, line, values); what is wrong with lines or the whole file."""
+
+    rows: dict[str, tuple[int, int, dict[str, Any]]] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    problems: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
+    unread: str = ""  # why no row of it is read ('' when read)
+    reason: str = ""  # the reject reason of an unread file
+
+
+def is_metadata(uri: str) -> bool:
+    return fsio.basename(uri) in METADATA_FILES
+
+
+def row_name(file_name: str) -> str:
+    """A `file_name` as `datasets` takes it: Windows separators turned, `./` and inner `..` folded,
+    in NFC (a name that climbs out keeps its leading `..`)."""
+    return nfc(posixpath.normpath(file_name.replace("\\", "/")))
+
+
+@fsio.cached_input(maxsize=4)
+def read_metadata(uri: str) -> Metadata:
+    """Parse one metadata file; a file over `MAX_METADATA_BYTES` (judged by its declared size
+    before it is read), unreadable, not UTF-8 or without a `file_name` column gives no rows and
+    says why (cached as a good file is: not read again for each of its images)."""
+    size = fsio.file_state(uri)[0]
+    if isinstance(size, int) and size > MAX_METADATA_BYTES:
+        return Metadata(unread=f"{size} bytes, over the {MAX_METADATA_BYTES} byte budget of a metadata file: not read",
+                        reason=FILE_TOO_LARGE)
+    try:
+        text = read_input_bytes(uri, MAX_METADATA_BYTES).decode("utf-8-sig")  # no memory: the machine's error
+    except fsio.FileTooLarge:
+        return Metadata(unread=f"over the {MAX_METADATA_BYTES} byte budget of a metadata file: not read",
+                        reason=FILE_TOO_LARGE)
+    except OSError as exc:  # no permission, a failing disk: its images go without their rows, counted
+        return Metadata(unread=f"unreadable ({exception_detail(exc)})", reason=UNREADABLE_FILE)
+    except UnicodeDecodeError as exc:
+        return Metadata(unread=f"not UTF-8 text (byte {exc.start}): not read", reason=BAD_METADATA)
+    parsed = Metadata()
+    rows = _csv_rows(text, parsed) if uri.endswith(".csv") else _jsonl_rows(text, parsed)
+    if rows and "file_name" not in parsed.columns:
+        return Metadata(columns=parsed.columns, unread=f"no file_name column (its columns: "
+                                                       f"{', '.join(parsed.columns)[:120]}): not read",
+                        reason=BAD_METADATA)
+    for index, (line, values) in enumerate(rows):
+        _add_row(parsed, index, line, values)
+    return parsed
+
+
+def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any]) -> None:
+    written = values.get("file_name")
+    if not isinstance(written, str) or not written:
+        shown = json.dumps(written, ensure_ascii=False)[:40]
+        parsed.problems.append((line, BAD_METADATA, f"line {line}: file_name is {shown}, not a path"))
+        return
+    name = row_name(written)
+    if name in parsed.rows:
+        first = parsed.rows[name][1]
+        parsed.problems.append((line, "duplicate_key", f"line {line}: {name[:120]!r} is named again (line {first} "
+                                                       "is read)"))
+        return
+    parsed.rows[name] = (index, line, values)
+
+
+def _jsonl_rows(text: str, parsed: Metadata) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each JSON Lines line; a line that is no JSON object is a problem."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            parsed.problems.append((number, BAD_METADATA, f"line {number}: not JSON ({str(exc)[:80]})"))
+            continue
+        if not isinstance(value, dict):
+            what = type(value).__name__
+            parsed.problems.append((number, BAD_METADATA, f"line {number}: a JSON {what}, not an object"))
+            continue
+        parsed.columns += [k for k in value if k not in parsed.columns]
+        rows.append((number, value))
+    return rows
+
+
+def _csv_rows(text: str, parsed: Metadata) -> list[tuple[int, dict[str, Any]]]:
+    """(first line, values) of each CSV record under its header (a quoted field may hold commas and
+    newlines); an empty field is null, as pandas reads it; a record with more or fewer fields than
+    the header is a problem."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        parsed.columns = list(header)
+        rows, start = [], reader.line_num + 1
+        for record in reader:
+            if record and len(record) != len(header):
+                parsed.problems.append((start, BAD_METADATA, f"line {start}: {len(record)} fields, the header has "
+                                                             f"{len(header)}"))
+            elif record:
+                rows.append((start, {k: (v if v != "" else None) for k, v in zip(header, record)}))
+            start = reader.line_num + 1
+    except csv.Error as exc:  # a NUL byte, an unclosed quote at the end
+        parsed.problems.append((reader.line_num, BAD_METADATA, f"line {reader.line_num}: {str(exc)[:80]}; the rest "
+                                                               "is not read"))
+    return rows
+
+
+def governing(root: str, relative: str) -> list[tuple[str, str]]:
+    """(metadata file, the image's name relative to its folder) of each metadata file that may name
+    the image at `relative`: in its folder and each folder above it up to the root, the nearest
+    first (of one folder, `metadata.csv` before `metadata.jsonl`)."""
+    parts = relative.split("/")
+    found = []
+    for depth in range(len(parts) - 1, -1, -1):
+        for name in METADATA_FILES:
+            found.append((fsio.join(root, *parts[:depth], name), "/".join(parts[depth:])))
+    return found
+
+
+@fsio.derived_input("sources.imagefolder.image_row")
+def image_row(root: str, relative: str, follow_links: bool) -> dict[str, Any] | None:
+    """The metadata row that names the image at `relative` (NFC, under `root`): {"file", "row",
+    "line", "values"} of the nearest metadata file naming it; {"unread": file, "why"} when the
+    nearest metadata file there could not be read (its rows unknown); None when no row names it."""
+    unread = None
+    for uri, name in governing(root, relative):
+        if not fsio.exists(uri) or path_problem(root, uri, follow_links):
+            continue
+        parsed = read_metadata(uri)
+        shown = nfc(relative_to_root(root, uri))
+        if parsed.unread:
+            unread = unread or {"unread": shown, "why": parsed.unread}
+        elif name in parsed.rows:
+            index, line, values = parsed.rows[name]
+            return {"file": shown, "row": index, "line": line, "values": values}
+    return unread
+
+
+def outside_folder(name: str, written: str) -> bool:
+    """Whether a row's `file_name` (`name`: as `row_name` folds it) leaves its metadata file's
+    folder: absolute, a URL, or climbing out with `..` (`datasets` refuses each)."""
+    return "://" in written or posixpath.isabs(name) or name == ".." or name.startswith("../") or (
+        len(written) > 1 and written[1] == ":")
