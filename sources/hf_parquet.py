@@ -4,7 +4,8 @@
 null for a row that points at a file by `path`; the whole cell null for a row without an image),
 names the features in the schema metadata under `huggingface`, and writes files named by their
 split: `data/train-00000-of-00004.parquet` (`push_to_hub`), `<config>/<split>/0000.parquet` (the
-Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives `to_parquet`.
+Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives `to_parquet`
+(`cifar10-test.parquet`). `hf_split` resolves a file's split as `datasets` does.
 Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read.
 """
 
@@ -26,13 +27,23 @@ ROW_GROUP_TOO_LARGE = "row_group_too_large"
 # 3.x 100 rows for images), img2dataset of 100 rows.
 ROW_GROUP_BYTES = MAX_INPUT_FILE_BYTES
 BATCH_ROWS = 64
-# `datasets`' split keywords (`data_files.py`): a held-out split is never trained on
-TRAIN_WORDS = ("train", "training")
-HELD_OUT_WORDS = ("validation", "valid", "dev", "val", "test", "testing", "eval", "evaluation")
-_SHARD_NAME = re.compile(r"(?P<split>\w+?)-\d{5}-of-\d{5}(?:[-._].*)?\.parquet", re.ASCII)
-_CONVERTED_NAME = re.compile(r"\d{4}\.parquet")
-_LEADING_WORD = re.compile(r"[a-z]+")
-
+# How `datasets` 5.2 gives a data file its split, written out from `datasets/data_files.py`
+# (`_get_data_files_patterns`, fsspec >= 2023.12 patterns), tried in this order: the sharded name
+# `data/{split}-NNNNN-of-NNNNN*.*` (SPLIT_PATTERN_SHARDED, at the root's `data/`: any split name);
+# then a folder named by a keyword (KEYWORDS_IN_DIR_NAME_BASE_PATTERNS: `**/{keyword}/**`,
+# `**/{keyword}[sep]*/**`, `**/*[sep]{keyword}/**`, `**/*[sep]{keyword}[sep]*/**`); then the file's
+# name (KEYWORDS_IN_FILENAME_BASE_PATTERNS: `**/{keyword}[sep]*`, `**/*[sep]{keyword}[sep]*`);
+# else train. `[sep]` is NON_WORDS_CHARS; keywords are SPLIT_KEYWORDS, matched case-sensitively
+# (`Test.parquet` is train there too). A file two splits' patterns match (`train-test.parquet`:
+# datasets loads it in both) is held out here: a held-out split is never trained on.
+SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
+                  "test": ("test", "testing", "eval", "evaluation")}
+HELD_OUT_SPLITS = ("validation", "test")
+_SEP = "[-._ 0-9]"  # NON_WORDS_CHARS
+_SHARDED = re.compile(r"data/(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}[^/]*\.[^/]*")
+_IN_FOLDER = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)})(?:{_SEP}.*)?")
+              for split, words in SPLIT_KEYWORDS.items()}
+_IN_NAME = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)}){_SEP}.*") for split, words in SPLIT_KEYWORDS.items()}
 
 def image_columns(schema) -> list[str]:
     """The columns holding a `datasets` `Image` feature: a struct of `bytes` (binary) and `path`
@@ -69,28 +80,27 @@ def class_names(schema) -> dict[str, list[str]]:
             if feature.get("_type") == "ClassLabel" and isinstance(feature.get("names"), list)}
 
 
-def hf_split(relative: str) -> str | None:
-    """The split a `datasets` file's path names (`data/validation-00000-of-00001.parquet`,
-    `default/partial-train/0000.parquet`, `test.parquet`), or None when it names none."""
+def hf_split(relative: str) -> str:
+    """The split `datasets` gives a data file at `relative` (a path under the dataset's root, `/`
+    between folders): `data/validation-00000-of-00001.parquet`, `test/data-00000-of-00001.parquet`
+    and `cifar10-test.parquet` give `validation`, `test`, `test`; `train` where no pattern names
+    one, as there. Also the split of an image folder's file (`val/cat/1.png`)."""
+    sharded = _SHARDED.fullmatch(relative)
+    if sharded:
+        return sharded["split"]
     folders, _, name = relative.rpartition("/")
-    shard = _SHARD_NAME.fullmatch(name)
-    if shard:
-        return shard["split"]
-    parents = [p.removeprefix("partial-") for p in folders.split("/") if p]
-    if parents and _CONVERTED_NAME.fullmatch(name):
-        return parents[-1]
-    for part in [name.rsplit(".", 1)[0], *reversed(parents)]:
-        word = _LEADING_WORD.match(part.lower())
-        if word and word.group() in TRAIN_WORDS + HELD_OUT_WORDS and re.match(r"[-._ 0-9]|$", part[word.end():]):
-            return part
-    return None
+    for patterns, parts in ((_IN_FOLDER, [p for p in folders.split("/") if p]), (_IN_NAME, [name])):
+        named = [split for split, pattern in patterns.items() if any(pattern.fullmatch(p) for p in parts)]
+        if named:
+            return next((s for s in HELD_OUT_SPLITS if s in named), named[0])
+    return "train"
 
 
 def split_hint(split: str | None) -> str | None:
-    """Our split of a `datasets` split: `val` for a held-out one (validation, test...: never
-    trained on), None (the seeded hash, `split.val_fraction`) for train and any other."""
-    word = _LEADING_WORD.match((split or "").lower())
-    return "val" if word and word.group() in HELD_OUT_WORDS else None
+    """Our split of a `datasets` split: `val` for a held-out one (validation, test, or a sharded
+    file's own split name a held-out keyword names: `test_2017`; never trained on), None (the
+    seeded hash, `split.val_fraction`) for train and any other."""
+    return "val" if split is not None and any(_IN_FOLDER[s].fullmatch(split) for s in HELD_OUT_SPLITS) else None
 
 
 class MissingColumns(ValueError):

@@ -681,7 +681,7 @@ class LaionSource:
                              f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint)
                 return
             names = hf_parquet.class_names(parquet.schema_arrow)
-            context = {"file": name, **({"hf_split": split} if split else {})}
+            context = {"file": name, "hf_split": split}
             others = set(hf_parquet.image_columns(parquet.schema_arrow)) - {image}  # never read
             columns = [c for c in parquet.schema_arrow.names if c not in others]
             for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns)):

@@ -605,23 +605,46 @@ def test_a_row_group_over_the_budget_is_never_read_and_each_of_its_rows_is_a_rej
         assert [r.key for r in tagged] == ["web-00000-000000002", "web-00000-000000003"]
 
 
-@pytest.mark.parametrize("relative, split, ours", [
-    ("data/train-00000-of-00004.parquet", "train", None),  # push_to_hub
-    ("data/validation-00003-of-00004.parquet", "validation", "val"),
-    ("en/test-00000-of-00001.parquet", "test", "val"),  # push_to_hub of a named config
-    ("default/partial-train/0000.parquet", "train", None),  # the Hub's parquet conversion, cut
-    ("plain_text/validation_matched/0001.parquet", "validation_matched", "val"),
-    ("test.parquet", "test", "val"),  # to_parquet under a split's name
-    ("dev_0.parquet", "dev_0", "val"),
-    ("images.parquet", None, None),  # no split named: hashed like every web image
-    ("data/unlabeled-00000-of-00001.parquet", "unlabeled", None),
-    ("contest.parquet", None, None),
+# Each file alone in a folder, written by `Dataset.to_parquet` and loaded with
+# `datasets.load_dataset(folder)`: the splits datasets 5.2.0 gave it (held out: our `val`).
+@pytest.mark.parametrize("relative, datasets_gave, ours", [
+    ("data/train-00000-of-00004.parquet", ["train"], None),  # push_to_hub
+    ("data/validation-00003-of-00004.parquet", ["validation"], "val"),
+    ("data/unlabeled-00000-of-00001.parquet", ["unlabeled"], None),
+    ("data/test_2017-00000-of-00001.parquet", ["test_2017"], "val"),
+    ("en/test-00000-of-00001.parquet", ["test"], "val"),  # push_to_hub of a named config
+    ("sub/data/test-00000-of-00001.parquet", ["test"], "val"),
+    ("default/partial-train/0000.parquet", ["train"], None),  # the Hub's parquet conversion, cut
+    ("default/test/0000.parquet", ["test"], "val"),
+    ("default/partial-validation/0000.parquet", ["validation"], "val"),
+    ("plain_text/validation_matched/0001.parquet", ["validation"], "val"),
+    ("test/data-00000-of-00001.parquet", ["test"], "val"),  # a split's folder
+    ("validation/data-00000-of-00001.parquet", ["validation"], "val"),
+    ("evaluation/x.parquet", ["test"], "val"),
+    ("x/val-2017/a.parquet", ["validation"], "val"),
+    ("train/test.parquet", ["train"], None),  # a folder's keyword before the name's
+    ("test.parquet", ["test"], "val"),  # to_parquet under a split's name
+    ("cifar10-test.parquet", ["test"], "val"),
+    ("coco_2017-val.parquet", ["validation"], "val"),
+    ("dev_0.parquet", ["validation"], "val"),
+    ("testing_set.parquet", ["test"], "val"),
+    ("my-valid.parquet", ["validation"], "val"),
+    ("train-test.parquet", ["test", "train"], "val"),  # in both there: held out here
+    ("images.parquet", ["train"], None),  # no split named: hashed like every web image
+    ("contest.parquet", ["train"], None),
+    ("latest.parquet", ["train"], None),
+    ("Test.parquet", ["train"], None),  # keywords are matched case-sensitively
+    ("VAL.parquet", ["train"], None),
 ])
-def test_the_split_a_datasets_file_name_gives(relative: str, split: str | None, ours: str | None):
+def test_the_split_a_datasets_file_name_gives(relative: str, datasets_gave: list[str], ours: str | None):
+    """Test rows were trained on: only a split word at the start of a name was seen
+    (`cifar10-test.parquet`, `coco_2017-val.parquet`: train), and `test/data-00000-of-00001.parquet`
+    had split `data`. Now the split is the one `datasets` resolves (a file in two: the held-out one)."""
     from sources.hf_parquet import hf_split, split_hint
 
-    assert hf_split(relative) == split
-    assert split_hint(hf_split(relative)) == ours
+    split = hf_split(relative)
+    assert split == ([s for s in datasets_gave if s in ("validation", "test")] or datasets_gave)[0]
+    assert split_hint(split) == ours
 
 
 def test_a_datasets_parquet_with_two_image_columns_needs_image_column(tmp_path: Path):
@@ -709,3 +732,15 @@ def test_a_datasets_caption_from_txt_or_a_list_of_captions(tmp_path: Path):
     assert record.lineage["caption"] == "from txt" and record.data == data
     (record,) = _read_all(LaionSource("hf", str(tmp_path), caption_column="sentences"))
     assert record.lineage["caption"] == "first" and record.lineage["huggingface"]["txt"] == "from txt"
+
+
+def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
+    """`test/data-00000-of-00001.parquet` and `cifar10-test.parquet` (names `datasets` gives the
+    test split) were read as split `data` and none: their rows were trained on."""
+    row = lambda caption: [{"image": {"bytes": _encoded("PNG", 1, size=8), "path": None}, "text": caption, "label": 0}]
+    _hf_parquet(tmp_path / "test" / "data-00000-of-00001.parquet", row("in test/"))
+    _hf_parquet(tmp_path / "train" / "data-00000-of-00001.parquet", row("in train/"))
+    _hf_parquet(tmp_path / "cifar10-test.parquet", row("cifar10-test"))
+    records = {r.lineage["caption"]: r for r in _read_all(LaionSource("hf", str(tmp_path), "huggingface"))}
+    assert {c: (r.split_hint, r.lineage["hf_split"]) for c, r in records.items()} == {
+        "in test/": ("val", "test"), "in train/": (None, "train"), "cifar10-test": ("val", "test")}
