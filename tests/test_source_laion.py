@@ -744,3 +744,30 @@ def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
     records = {r.lineage["caption"]: r for r in _read_all(LaionSource("hf", str(tmp_path), "huggingface"))}
     assert {c: (r.split_hint, r.lineage["hf_split"]) for c, r in records.items()} == {
         "in test/": ("val", "test"), "in train/": (None, "train"), "cifar10-test": ("val", "test")}
+
+
+@pytest.mark.parametrize("follow_links", [False, True])
+def test_a_path_only_row_naming_a_link_out_of_the_root(tmp_path: Path, follow_links: bool):
+    """A path-only row (bytes null) naming a file link or a file under a folder link that leads out
+    of the root: never opened (`outside_root`, naming `follow_links`) unless `follow_links: true`,
+    then read from where the link leads. No test failed with the check removed."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    pictures = {"file": _encoded("PNG", 1, size=8), "folder": _encoded("PNG", 2, size=8)}
+    (outside / "a.png").write_bytes(pictures["file"])
+    (outside / "b.png").write_bytes(pictures["folder"])
+    root = tmp_path / "repo"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.png").symlink_to(outside / "a.png")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    _hf_parquet(root / "train.parquet", [{"image": {"bytes": None, "path": "images/a.png"}, "text": "file", "label": 0},
+                                         {"image": {"bytes": None, "path": "linked/b.png"}, "text": "folder",
+                                          "label": 0}])
+    source = LaionSource("hf", str(root), "huggingface", follow_links=follow_links)
+    rows = [i for unit in source.units() if unit.kind == "hf_parquet" for i in source.read(unit)]
+    if follow_links:
+        assert {r.lineage["caption"]: r.read_bytes() for r in rows} == pictures
+    else:
+        assert [(r.reason, r.detail.split(":")[0]) for r in rows] == [("outside_root", "row 0 of train.parquet"),
+                                                                      ("outside_root", "row 1 of train.parquet")]
+        assert all("follow_links" in r.detail for r in rows)
