@@ -339,6 +339,7 @@ class LaionSource:
         (a reject) per other file (the dataset card `README.md`, a `.gitattributes`, an image)."""
         shards = [f for f in files if f.lower().endswith(".parquet") and not set_aside_problem(self.path, f, False)]
         if not shards:
+            refuse_saved_datasets(self.name, self.path, files)
             raise FileNotFoundError(f"{self.name}: no .parquet files under {self.path}")
         first = first_schema(self.path, shards, self.follow_links)
         if first is not None:  # else each unit says why it is not read
@@ -711,8 +712,8 @@ class LaionSource:
                 return Reject(key, self.name, key, "read", problem.reason, problem.detail[:300], split_hint=hint)
             uri = problem
         lineage: dict[str, Any] = {**({"caption": str(text).strip()} if text else {}), **context}
-        if named:
-            lineage["image_path"] = named
+        if named:  # a path-only row's file as it lies under the root (`datasets` writes it absolute)
+            lineage["image_path"] = nfc(relative_to_root(self.path, uri)) if uri else named
         labels = {c: names[c][v] for c, v in row.items() if c in names and isinstance(v, int) and 0 <= v < len(names[c])}
         if labels:
             lineage["class_names"] = labels

@@ -678,8 +678,9 @@ def test_a_datasets_parquet_with_two_image_columns_needs_image_column(tmp_path: 
         writer.write_table(pa.Table.from_pylist(rows, schema=schema))
     (saved / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
     (saved / "dataset_info.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="save_to_disk folder .Arrow files.*to_parquet"):
-        LaionSource("saved", str(saved)).units()
+    for fmt in ("auto", "huggingface"):  # set, it only said "no .parquet files"
+        with pytest.raises(FileNotFoundError, match="save_to_disk folder .Arrow files.*to_parquet"):
+            LaionSource("saved", str(saved), fmt).units()
 
 
 def test_a_hub_cache_snapshot_links_its_parquet_out_of_the_root(tmp_path: Path):
@@ -771,3 +772,17 @@ def test_a_path_only_row_naming_a_link_out_of_the_root(tmp_path: Path, follow_li
         assert [(r.reason, r.detail.split(":")[0]) for r in rows] == [("outside_root", "row 0 of train.parquet"),
                                                                       ("outside_root", "row 1 of train.parquet")]
         assert all("follow_links" in r.detail for r in rows)
+
+
+def test_a_path_only_row_written_by_datasets_keeps_its_path_under_the_root(tmp_path: Path):
+    """`Dataset.from_dict({"image": [absolute paths]}).cast_column("image", Image()).to_parquet()`
+    keeps each row's absolute path, bytes null: the lineage carried the machine's path
+    (`/home/...`); it now holds the file's path under the source root."""
+    picture = _encoded("PNG", 1, size=8)
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "0.png").write_bytes(picture)
+    _hf_parquet(tmp_path / "train.parquet", [{"image": {"bytes": None, "path": str(tmp_path / "imgs" / "0.png")},
+                                              "text": "a", "label": 0}])
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    (record,) = [i for unit in source.units() if unit.kind == "hf_parquet" for i in source.read(unit)]
+    assert record.read_bytes() == picture and record.lineage["image_path"] == "imgs/0.png"
