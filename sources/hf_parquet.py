@@ -153,6 +153,22 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
         first += group.num_rows
 
 
+def named_paths(parquet, image: str) -> Iterator[str]:
+    """The `path` of each row's `image` cell of `parquet` (a `pyarrow.parquet.ParquetFile`), that
+    leaf alone read, a row group at a time; a group whose paths declare over `ROW_GROUP_BYTES` is
+    passed over (its rows are then their unit's `row_group_too_large` rejects)."""
+    leaf = f"{image}.path"
+    for index in range(parquet.metadata.num_row_groups):
+        group = parquet.metadata.row_group(index)
+        chunks = [group.column(i) for i in range(group.num_columns)]
+        if sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in chunks
+               if c.path_in_schema == leaf) > ROW_GROUP_BYTES:
+            continue
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS * 16, row_groups=[index], columns=[leaf],
+                                          use_threads=False):
+            yield from (p for p in batch.column(0).field("path").to_pylist() if p)
+
+
 def is_binary(kind) -> bool:
     """Whether an Arrow type holds bytes (binary or large binary)."""
     import pyarrow as pa

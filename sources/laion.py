@@ -28,7 +28,8 @@ parquet column and `.json` field) rides along in the sentence header under `img2
 `output_format=tfrecord` is refused by name (`refuse_tfrecords`) before a build starts.
 
 A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.hf_parquet`: an
-`Image` struct column) are read row by row, one unit per file, each row group judged by the size
+`Image` struct column) are read row by row, one unit per file (an image file a row's path names is
+that row's; the other files are rejects, `FOLDER_FILES_PER_UNIT` to a unit), each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
 (validation, test) go to `val`. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 """
@@ -335,8 +336,10 @@ class LaionSource:
         return units
 
     def _hf_units(self, files: list[str]) -> list[Unit]:
-        """One unit per parquet file of a `datasets` layout, found anywhere under the root; one
-        (a reject) per other file (the dataset card `README.md`, a `.gitattributes`, an image)."""
+        """One unit per parquet file of a `datasets` layout, found anywhere under the root, and the
+        other files (the dataset card `README.md`, a `.gitattributes`, an image no row names: each
+        a reject) in units of `FOLDER_FILES_PER_UNIT`. An image file a row's path names is that
+        row's (`_hf_claimed`): built by the parquet's unit, in no other unit."""
         shards = [f for f in files if f.lower().endswith(".parquet") and not set_aside_problem(self.path, f, False)]
         if not shards:
             refuse_saved_datasets(self.name, self.path, files)
@@ -344,8 +347,48 @@ class LaionSource:
         first = first_schema(self.path, shards, self.follow_links)
         if first is not None:  # else each unit says why it is not read
             self._hf_columns(first[1], fsio.basename(first[0]), config_error=True)
+        others = [f for f in files if f not in shards]
+        images = {nfc(relative_to_root(self.path, f)) for f in others
+                  if _ext_of(relative_to_root(self.path, f)) in IMAGE_EXTENSIONS}
+        claimed = self._hf_claimed(shards, images) if images else set()
+        others = [f for f in others if nfc(relative_to_root(self.path, f)) not in claimed]
         return [Unit("hf_parquet", (p,), self.path) for p in shards] + [
-            Unit("hf_other", (f,), self.path) for f in files if f not in shards]
+            Unit("hf_other", tuple(others[i:i + FOLDER_FILES_PER_UNIT]), self.path)
+            for i in range(0, len(others), FOLDER_FILES_PER_UNIT)]
+
+    def _hf_claimed(self, shards: list[str], images: set[str]) -> set[str]:
+        """Those of `images` (paths under the root, in NFC) a row of a parquet names: only each
+        file's `path` leaf is read, and only the names among `images` are kept (memory stays that
+        of the listing). A parquet not read here (a link out, damaged, without its Image column)
+        claims nothing: its unit says why, and the images are rejects of their own."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        claimed: set[str] = set()
+        for uri in shards:
+            if path_problem(self.path, uri, self.follow_links):
+                continue
+            try:
+                with fsio.open_file(uri) as handle:
+                    parquet = pq.ParquetFile(handle, pre_buffer=False)
+                    image, _ = self._hf_columns(parquet.schema_arrow, fsio.basename(uri))
+                    for named in hf_parquet.named_paths(parquet, image):
+                        relative = self._inside(named)
+                        if relative in images:
+                            claimed.add(relative)
+            except hf_parquet.MissingColumns:
+                continue
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                if is_machine_error(exc):
+                    raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+        return claimed
+
+    def _inside(self, named: str) -> str | None:
+        """The path under the root (in NFC) of a file a row names, None for one out of it."""
+        try:
+            return nfc(relative_to_root(self.path, join_inside(self.path, named)))
+        except OutsideRoot:
+            return None
 
     def _hf_columns(self, schema, name: str, config_error: bool = False) -> tuple[str, str | None]:
         """(image column, caption column) of a `datasets` parquet: the configured ones, or its one
@@ -400,7 +443,7 @@ class LaionSource:
         elif unit.kind in ("parquet", "hf_parquet"):
             yield from self._read_parquet(unit.uris[0], unit.kind == "hf_parquet")
         elif unit.kind == "hf_other":
-            yield self._hf_other(unit.uris[0])
+            yield from (self._hf_other(uri) for uri in unit.uris)
         else:
             yield from self._read_folder(unit)
 
@@ -743,7 +786,7 @@ class LaionSource:
         relative = nfc(relative_to_root(self.path, uri))
         key = path_key(self.name, relative)
         aside = self._set_aside(lambda: key, self.path, uri)
-        what = ("an image file there, never a sample of its own (built where a row's image path names it)"
+        what = ("an image file no row's path names, never a sample of its own (built where a row names it)"
                 if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
         return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}")
 

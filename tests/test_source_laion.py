@@ -529,9 +529,7 @@ def test_hugging_face_hub_parquet_rows_are_records_and_counted_rejects(tmp_path:
         ("missing_image", "row 2 of data/train-00001-of-00002.parquet: no image bytes, and its path "
                           "'images/gone.png' is not there"),
         ("outside_root", "row 3 of data/train-00001-of-00002.parquet: '../outside.png' climbs out of the source root"),
-        ("unexpected_file", "'README.md' is no parquet file of the Hugging Face dataset: not read"),
-        ("unexpected_file", "'images/onfile.png' is an image file there, never a sample of its own (built where a "
-                            "row's image path names it)")]
+        ("unexpected_file", "'README.md' is no parquet file of the Hugging Face dataset: not read")]
 
 
 @pytest.mark.slow  # a whole build: ~3 s on an idle machine
@@ -558,7 +556,7 @@ def test_hugging_face_hub_parquet_builds_the_images_pillow_decodes(tmp_path: Pat
             assert np.abs(rendered - expected).max() <= 1, name
     assert splits == {"png": "train", "jpeg": "train", "cmyk": "train", "onfile": "train", "val": "val"}
     assert summary["sources"]["hf"]["rejects_by_reason"] == {"hidden_file": 1, "missing_image": 2, "not_an_image": 1,
-                                                             "outside_root": 1, "unexpected_file": 2}
+                                                             "outside_root": 1, "unexpected_file": 1}
 
 
 @pytest.mark.parametrize("layout", ["huggingface", "img2dataset"])
@@ -786,3 +784,29 @@ def test_a_path_only_row_written_by_datasets_keeps_its_path_under_the_root(tmp_p
     source = LaionSource("hf", str(tmp_path), "huggingface")
     (record,) = [i for unit in source.units() if unit.kind == "hf_parquet" for i in source.read(unit)]
     assert record.read_bytes() == picture and record.lineage["image_path"] == "imgs/0.png"
+
+
+def test_image_files_path_only_rows_name_are_theirs_and_the_other_files_share_units(tmp_path: Path, monkeypatch):
+    """`Dataset.from_dict({"image": paths}).cast_column("image", Image()).to_parquet()` beside its
+    images: each image was a unit of its own and an `unexpected_file` reject though a row built it
+    (400 PNGs: 401 units, 400 rejects). Now a named image is its row's alone, and the files no row
+    names (an image, the card) are rejects in units of `FOLDER_FILES_PER_UNIT`."""
+    import sources.laion as laion
+
+    monkeypatch.setattr(laion, "FOLDER_FILES_PER_UNIT", 2)
+    pictures = [_encoded("PNG", i, size=8) for i in range(5)]
+    (tmp_path / "imgs").mkdir()
+    for i, picture in enumerate(pictures):
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(picture)
+    (tmp_path / "README.md").write_text("# card\n")
+    named = [{"image": {"bytes": None, "path": str(tmp_path / "imgs" / f"{i}.png")}, "text": f"c{i}", "label": 0}
+             for i in range(4)]  # as datasets writes them: absolute paths; imgs/4.png named by none
+    _hf_parquet(tmp_path / "train.parquet", named, row_group_size=2)
+    source = LaionSource("hf", str(tmp_path))
+    units = source.units()
+    assert [(u.kind, len(u.uris)) for u in units] == [("hf_parquet", 1), ("hf_other", 2)]
+    items = [i for unit in units for i in source.read(unit)]
+    assert {r.lineage["caption"]: r.read_bytes() for r in items if isinstance(r, ImageRecord)} == {
+        f"c{i}": pictures[i] for i in range(4)}
+    assert sorted((r.reason, r.detail.split(" ")[0]) for r in items if isinstance(r, Reject)) == [
+        ("unexpected_file", "'README.md'"), ("unexpected_file", "'imgs/4.png'")]
