@@ -22,6 +22,7 @@ HF_METADATA_KEY = b"huggingface"
 # the caption's column when the config names none, the first found (`txt`: a webdataset's, converted)
 CAPTION_COLUMNS = ("text", "caption", "txt")
 ROW_GROUP_TOO_LARGE = "row_group_too_large"
+IMAGE_LIST_COLUMN = "image_list_column"  # a `Sequence(Image())` column: refused by name, once per file
 # one row group is read whole (its image column is often one parquet page): the cap one input
 # file has. `datasets` writes row groups of at most 100 MB (`config.MAX_ROW_GROUP_SIZE`; before
 # 3.x 100 rows for images), img2dataset of 100 rows.
@@ -49,19 +50,36 @@ def image_columns(schema) -> list[str]:
     """The columns holding a `datasets` `Image` feature: a struct of `bytes` (binary) and `path`
     (string). A struct column the `huggingface` metadata calls something else (`Audio` has the
     same struct) is none."""
+    declared = features(schema)
+    return [c.name for c in schema if _is_image_struct(c.type)
+            and declared.get(c.name, {}).get("_type", "Image") == "Image"]
+
+
+def image_list_columns(schema) -> list[str]:
+    """The columns holding a list of `Image`s per row (`Sequence(Image())`, `List(Image())`: a list
+    of the Image struct; `datasets` 5.2 declares `{"feature": {"_type": "Image"}, "_type": "List"}`).
+    This source builds one image per row: such a column is refused by name, never read."""
     import pyarrow as pa
 
     declared = features(schema)
     found = []
     for column in schema:
         kind = column.type
-        if not pa.types.is_struct(kind) or {kind.field(i).name for i in range(kind.num_fields)} != {"bytes", "path"}:
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
             continue
-        if not is_binary(kind.field("bytes").type) or not _is_text(kind.field("path").type):
-            continue
-        if declared.get(column.name, {}).get("_type", "Image") == "Image":
+        feature = declared.get(column.name, {}).get("feature", {})
+        if _is_image_struct(kind.value_type) and (not isinstance(feature, dict) or feature.get("_type", "Image") == "Image"):
             found.append(column.name)
     return found
+
+
+def _is_image_struct(kind) -> bool:
+    """Whether an Arrow type is the `Image` struct: `bytes` (binary) and `path` (string)."""
+    import pyarrow as pa
+
+    if not pa.types.is_struct(kind) or {kind.field(i).name for i in range(kind.num_fields)} != {"bytes", "path"}:
+        return False
+    return is_binary(kind.field("bytes").type) and _is_text(kind.field("path").type)
 
 
 def features(schema) -> dict[str, dict]:

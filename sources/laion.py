@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio, hf_parquet
-from sources.hf_parquet import ROW_GROUP_TOO_LARGE
+from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
@@ -222,7 +222,7 @@ def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
     """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
     out of `root`, as a Hub cache snapshot's do without `follow_links`, is never opened)."""
     schema = first_schema(root, uris, follow_links)
-    return schema is not None and bool(hf_parquet.image_columns(schema[1]))
+    return schema is not None and bool(hf_parquet.image_columns(schema[1]) or hf_parquet.image_list_columns(schema[1]))
 
 
 def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> tuple[str, Any] | None:
@@ -400,9 +400,12 @@ class LaionSource:
         caption = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in schema.names), None)
         problem = None
         if image not in images:
+            lists = hf_parquet.image_list_columns(schema)
             problem = (f"{name} has no Image column {self.image_column!r} (its Image columns: {images or 'none'})"
                        if self.image_column else f"{name} has {len(images) or 'no'} Image columns"
-                       + (f" ({', '.join(images)}): set image_column to the one to build" if images else ""))
+                       + (f" ({', '.join(images)}): set image_column to the one to build" if images else "")) + (
+                f"; {', '.join(lists)} holds a list of images per row (Sequence(Image())), which this source "
+                "does not read (one image per row)" if lists else "")
         elif caption is not None and caption not in schema.names:
             problem = f"{name} has no caption column {caption!r} (its columns: {', '.join(schema.names)})"
         if problem and config_error:
@@ -726,7 +729,14 @@ class LaionSource:
                 return
             names = hf_parquet.class_names(parquet.schema_arrow)
             context = {"file": name, "hf_split": split}
-            others = set(hf_parquet.image_columns(parquet.schema_arrow)) - {image}  # never read
+            lists = hf_parquet.image_list_columns(parquet.schema_arrow)
+            for column in lists:  # never read: its images would ride in the lineage as nulls
+                key = data_key(self.name, shard, "column", column)
+                yield Reject(key, self.name, key, "read", IMAGE_LIST_COLUMN,
+                             f"{name}: column {column!r} holds a list of images per row (Sequence(Image())), not "
+                             f"read: the images of its {parquet.metadata.num_rows} rows are not built"[:300],
+                             split_hint=hint)
+            others = {*hf_parquet.image_columns(parquet.schema_arrow), *lists} - {image}  # never read
             columns = [c for c in parquet.schema_arrow.names if c not in others]
             for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns)):
                 for offset, row in enumerate(rows):

@@ -810,3 +810,34 @@ def test_image_files_path_only_rows_name_are_theirs_and_the_other_files_share_un
         f"c{i}": pictures[i] for i in range(4)}
     assert sorted((r.reason, r.detail.split(" ")[0]) for r in items if isinstance(r, Reject)) == [
         ("unexpected_file", "'README.md'"), ("unexpected_file", "'imgs/4.png'")]
+
+
+def test_a_list_of_images_column_is_refused_by_name(tmp_path: Path):
+    """`Features({"image": Image(), "frames": List(Image())})` as datasets 5.2 writes it (schema and
+    metadata below are its own): the frames rode in the lineage as nulls, no reject; a file with
+    only such a column was taken for a plain folder, its parquet an image the decoder failed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": b'{"info": {"features": {"image": {"_type": "Image"}, "frames": {"feature": '
+                                b'{"_type": "Image"}, "_type": "List"}, "text": {"dtype": "string", "_type": "Value"}}}}'}
+    schema = pa.schema([("image", image), ("frames", pa.list_(image)), ("text", pa.string())], metadata=metadata)
+    picture, frame = _encoded("PNG", 1, size=8), _encoded("PNG", 2, size=8)
+    rows = [{"image": {"bytes": picture, "path": None}, "frames": [{"bytes": frame, "path": None}] * 2, "text": "x"}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "train.parquet")
+    record, reject = sorted(_read_all(LaionSource("hf", str(tmp_path))), key=lambda i: type(i).__name__)
+    assert record.data == picture and "frames" not in record.lineage["huggingface"]
+    assert (reject.reason, reject.detail.split(" not ")[0]) == (
+        "image_list_column", "train.parquet: column 'frames' holds a list of images per row (Sequence(Image())),")
+
+    only = tmp_path / "only"
+    only.mkdir()
+    bare = pa.schema([("frames", pa.list_(image)), ("text", pa.string())], metadata={b"huggingface": (
+        b'{"info": {"features": {"frames": {"feature": {"_type": "Image"}, "_type": "List"}, '
+        b'"text": {"dtype": "string", "_type": "Value"}}}}')})
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in rows[0].items() if k != "image"}], schema=bare),
+                   only / "train.parquet")
+    assert detect_format(str(only)) == "huggingface"
+    with pytest.raises(ValueError, match="no Image columns; frames holds a list of images per row"):
+        LaionSource("hf", str(only)).units()
