@@ -44,7 +44,9 @@ _SEP = "[-._ 0-9]"  # NON_WORDS_CHARS
 _SHARDED = re.compile(r"data/(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}[^/]*\.[^/]*")
 _IN_FOLDER = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)})(?:{_SEP}.*)?")
               for split, words in SPLIT_KEYWORDS.items()}
-_IN_NAME = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)}){_SEP}.*") for split, words in SPLIT_KEYWORDS.items()}
+_IN_NAME = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)}){_SEP}.*")
+            for split, words in SPLIT_KEYWORDS.items()}
+
 
 def image_columns(schema) -> list[str]:
     """The columns holding a `datasets` `Image` feature: a struct of `bytes` (binary) and `path`
@@ -68,7 +70,8 @@ def image_list_columns(schema) -> list[str]:
         if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
             continue
         feature = declared.get(column.name, {}).get("feature", {})
-        if _is_image_struct(kind.value_type) and (not isinstance(feature, dict) or feature.get("_type", "Image") == "Image"):
+        declared_image = not isinstance(feature, dict) or feature.get("_type", "Image") == "Image"
+        if _is_image_struct(kind.value_type) and declared_image:
             found.append(column.name)
     return found
 
@@ -184,7 +187,7 @@ def named_paths(parquet, image: str) -> Iterator[str]:
             continue
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS * 16, row_groups=[index], columns=[leaf],
                                           use_threads=False):
-            yield from (p for p in batch.column(0).field("path").to_pylist() if p)
+            yield from (p for p in batch.column(0).flatten()[0].to_pylist() if p)  # null cells: null
 
 
 def is_binary(kind) -> bool:
