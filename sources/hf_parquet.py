@@ -4,7 +4,8 @@
 null for a row that points at a file by `path`; the whole cell null for a row without an image),
 names the features in the schema metadata under `huggingface`, and writes files named by their
 split: `data/train-00000-of-00004.parquet` (`push_to_hub`), `<config>/<split>/0000.parquet` (the
-Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives `to_parquet`.
+Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives `to_parquet`
+(`cifar10-test.parquet`). `hf_split` resolves a file's split as `datasets` does.
 Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read.
 """
 
@@ -21,36 +22,67 @@ HF_METADATA_KEY = b"huggingface"
 # the caption's column when the config names none, the first found (`txt`: a webdataset's, converted)
 CAPTION_COLUMNS = ("text", "caption", "txt")
 ROW_GROUP_TOO_LARGE = "row_group_too_large"
+IMAGE_LIST_COLUMN = "image_list_column"  # a `Sequence(Image())` column: refused by name, once per file
 # one row group is read whole (its image column is often one parquet page): the cap one input
 # file has. `datasets` writes row groups of at most 100 MB (`config.MAX_ROW_GROUP_SIZE`; before
 # 3.x 100 rows for images), img2dataset of 100 rows.
 ROW_GROUP_BYTES = MAX_INPUT_FILE_BYTES
 BATCH_ROWS = 64
-# `datasets`' split keywords (`data_files.py`): a held-out split is never trained on
-TRAIN_WORDS = ("train", "training")
-HELD_OUT_WORDS = ("validation", "valid", "dev", "val", "test", "testing", "eval", "evaluation")
-_SHARD_NAME = re.compile(r"(?P<split>\w+?)-\d{5}-of-\d{5}(?:[-._].*)?\.parquet", re.ASCII)
-_CONVERTED_NAME = re.compile(r"\d{4}\.parquet")
-_LEADING_WORD = re.compile(r"[a-z]+")
+# How `datasets` 5.2 gives a data file its split, written out from `datasets/data_files.py`
+# (`_get_data_files_patterns`, fsspec >= 2023.12 patterns), tried in this order: the sharded name
+# `data/{split}-NNNNN-of-NNNNN*.*` (SPLIT_PATTERN_SHARDED, at the root's `data/`: any split name);
+# then a folder named by a keyword (KEYWORDS_IN_DIR_NAME_BASE_PATTERNS: `**/{keyword}/**`,
+# `**/{keyword}[sep]*/**`, `**/*[sep]{keyword}/**`, `**/*[sep]{keyword}[sep]*/**`); then the file's
+# name (KEYWORDS_IN_FILENAME_BASE_PATTERNS: `**/{keyword}[sep]*`, `**/*[sep]{keyword}[sep]*`);
+# else train. `[sep]` is NON_WORDS_CHARS; keywords are SPLIT_KEYWORDS, matched case-sensitively
+# (`Test.parquet` is train there too). A file two splits' patterns match (`train-test.parquet`:
+# datasets loads it in both) is held out here: a held-out split is never trained on.
+SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
+                  "test": ("test", "testing", "eval", "evaluation")}
+HELD_OUT_SPLITS = ("validation", "test")
+_SEP = "[-._ 0-9]"  # NON_WORDS_CHARS
+_SHARDED = re.compile(r"data/(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}[^/]*\.[^/]*")
+_IN_FOLDER = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)})(?:{_SEP}.*)?")
+              for split, words in SPLIT_KEYWORDS.items()}
+_IN_NAME = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)}){_SEP}.*")
+            for split, words in SPLIT_KEYWORDS.items()}
 
 
 def image_columns(schema) -> list[str]:
     """The columns holding a `datasets` `Image` feature: a struct of `bytes` (binary) and `path`
     (string). A struct column the `huggingface` metadata calls something else (`Audio` has the
     same struct) is none."""
+    declared = features(schema)
+    return [c.name for c in schema if _is_image_struct(c.type)
+            and declared.get(c.name, {}).get("_type", "Image") == "Image"]
+
+
+def image_list_columns(schema) -> list[str]:
+    """The columns holding a list of `Image`s per row (`Sequence(Image())`, `List(Image())`: a list
+    of the Image struct; `datasets` 5.2 declares `{"feature": {"_type": "Image"}, "_type": "List"}`).
+    This source builds one image per row: such a column is refused by name, never read."""
     import pyarrow as pa
 
     declared = features(schema)
     found = []
     for column in schema:
         kind = column.type
-        if not pa.types.is_struct(kind) or {kind.field(i).name for i in range(kind.num_fields)} != {"bytes", "path"}:
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
             continue
-        if not is_binary(kind.field("bytes").type) or not _is_text(kind.field("path").type):
-            continue
-        if declared.get(column.name, {}).get("_type", "Image") == "Image":
+        feature = declared.get(column.name, {}).get("feature", {})
+        declared_image = not isinstance(feature, dict) or feature.get("_type", "Image") == "Image"
+        if _is_image_struct(kind.value_type) and declared_image:
             found.append(column.name)
     return found
+
+
+def _is_image_struct(kind) -> bool:
+    """Whether an Arrow type is the `Image` struct: `bytes` (binary) and `path` (string)."""
+    import pyarrow as pa
+
+    if not pa.types.is_struct(kind) or {kind.field(i).name for i in range(kind.num_fields)} != {"bytes", "path"}:
+        return False
+    return is_binary(kind.field("bytes").type) and _is_text(kind.field("path").type)
 
 
 def features(schema) -> dict[str, dict]:
@@ -69,28 +101,27 @@ def class_names(schema) -> dict[str, list[str]]:
             if feature.get("_type") == "ClassLabel" and isinstance(feature.get("names"), list)}
 
 
-def hf_split(relative: str) -> str | None:
-    """The split a `datasets` file's path names (`data/validation-00000-of-00001.parquet`,
-    `default/partial-train/0000.parquet`, `test.parquet`), or None when it names none."""
+def hf_split(relative: str) -> str:
+    """The split `datasets` gives a data file at `relative` (a path under the dataset's root, `/`
+    between folders): `data/validation-00000-of-00001.parquet`, `test/data-00000-of-00001.parquet`
+    and `cifar10-test.parquet` give `validation`, `test`, `test`; `train` where no pattern names
+    one, as there. Also the split of an image folder's file (`val/cat/1.png`)."""
+    sharded = _SHARDED.fullmatch(relative)
+    if sharded:
+        return sharded["split"]
     folders, _, name = relative.rpartition("/")
-    shard = _SHARD_NAME.fullmatch(name)
-    if shard:
-        return shard["split"]
-    parents = [p.removeprefix("partial-") for p in folders.split("/") if p]
-    if parents and _CONVERTED_NAME.fullmatch(name):
-        return parents[-1]
-    for part in [name.rsplit(".", 1)[0], *reversed(parents)]:
-        word = _LEADING_WORD.match(part.lower())
-        if word and word.group() in TRAIN_WORDS + HELD_OUT_WORDS and re.match(r"[-._ 0-9]|$", part[word.end():]):
-            return part
-    return None
+    for patterns, parts in ((_IN_FOLDER, [p for p in folders.split("/") if p]), (_IN_NAME, [name])):
+        named = [split for split, pattern in patterns.items() if any(pattern.fullmatch(p) for p in parts)]
+        if named:
+            return next((s for s in HELD_OUT_SPLITS if s in named), named[0])
+    return "train"
 
 
 def split_hint(split: str | None) -> str | None:
-    """Our split of a `datasets` split: `val` for a held-out one (validation, test...: never
-    trained on), None (the seeded hash, `split.val_fraction`) for train and any other."""
-    word = _LEADING_WORD.match((split or "").lower())
-    return "val" if word and word.group() in HELD_OUT_WORDS else None
+    """Our split of a `datasets` split: `val` for a held-out one (validation, test, or a sharded
+    file's own split name a held-out keyword names: `test_2017`; never trained on), None (the
+    seeded hash, `split.val_fraction`) for train and any other."""
+    return "val" if split is not None and any(_IN_FOLDER[s].fullmatch(split) for s in HELD_OUT_SPLITS) else None
 
 
 class MissingColumns(ValueError):
@@ -141,6 +172,22 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
                 yield start, batch.to_pylist()
                 start += batch.num_rows
         first += group.num_rows
+
+
+def named_paths(parquet, image: str) -> Iterator[str]:
+    """The `path` of each row's `image` cell of `parquet` (a `pyarrow.parquet.ParquetFile`), that
+    leaf alone read, a row group at a time; a group whose paths declare over `ROW_GROUP_BYTES` is
+    passed over (its rows are then their unit's `row_group_too_large` rejects)."""
+    leaf = f"{image}.path"
+    for index in range(parquet.metadata.num_row_groups):
+        group = parquet.metadata.row_group(index)
+        chunks = [group.column(i) for i in range(group.num_columns)]
+        if sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in chunks
+               if c.path_in_schema == leaf) > ROW_GROUP_BYTES:
+            continue
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS * 16, row_groups=[index], columns=[leaf],
+                                          use_threads=False):
+            yield from (p for p in batch.column(0).flatten()[0].to_pylist() if p)  # null cells: null
 
 
 def is_binary(kind) -> bool:

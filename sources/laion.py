@@ -28,7 +28,8 @@ parquet column and `.json` field) rides along in the sentence header under `img2
 `output_format=tfrecord` is refused by name (`refuse_tfrecords`) before a build starts.
 
 A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.hf_parquet`: an
-`Image` struct column) are read row by row, one unit per file, each row group judged by the size
+`Image` struct column) are read row by row, one unit per file (an image file a row's path names is
+that row's; the other files are rejects, `FOLDER_FILES_PER_UNIT` to a unit), each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
 (validation, test) go to `val`. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 
@@ -53,7 +54,7 @@ from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio, hf_parquet, imagefolder
 from sources.imagefolder import UNLISTED_IMAGE
-from sources.hf_parquet import ROW_GROUP_TOO_LARGE
+from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
@@ -227,7 +228,7 @@ def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
     """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
     out of `root`, as a Hub cache snapshot's do without `follow_links`, is never opened)."""
     schema = first_schema(root, uris, follow_links)
-    return schema is not None and bool(hf_parquet.image_columns(schema[1]))
+    return schema is not None and bool(hf_parquet.image_columns(schema[1]) or hf_parquet.image_list_columns(schema[1]))
 
 
 def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> tuple[str, Any] | None:
@@ -357,16 +358,59 @@ class LaionSource:
                              "(format: folder; field caption_column)")
 
     def _hf_units(self, files: list[str]) -> list[Unit]:
-        """One unit per parquet file of a `datasets` layout, found anywhere under the root; one
-        (a reject) per other file (the dataset card `README.md`, a `.gitattributes`, an image)."""
+        """One unit per parquet file of a `datasets` layout, found anywhere under the root, and the
+        other files (the dataset card `README.md`, a `.gitattributes`, an image no row names: each
+        a reject) in units of `FOLDER_FILES_PER_UNIT`. An image file a row's path names is that
+        row's (`_hf_claimed`): built by the parquet's unit, in no other unit."""
         shards = [f for f in files if f.lower().endswith(".parquet") and not set_aside_problem(self.path, f, False)]
         if not shards:
+            refuse_saved_datasets(self.name, self.path, files)
             raise FileNotFoundError(f"{self.name}: no .parquet files under {self.path}")
         first = first_schema(self.path, shards, self.follow_links)
         if first is not None:  # else each unit says why it is not read
             self._hf_columns(first[1], fsio.basename(first[0]), config_error=True)
+        others = [f for f in files if f not in shards]
+        images = {nfc(relative_to_root(self.path, f)) for f in others
+                  if _ext_of(relative_to_root(self.path, f)) in IMAGE_EXTENSIONS}
+        claimed = self._hf_claimed(shards, images) if images else set()
+        others = [f for f in others if nfc(relative_to_root(self.path, f)) not in claimed]
         return [Unit("hf_parquet", (p,), self.path) for p in shards] + [
-            Unit("hf_other", (f,), self.path) for f in files if f not in shards]
+            Unit("hf_other", tuple(others[i:i + FOLDER_FILES_PER_UNIT]), self.path)
+            for i in range(0, len(others), FOLDER_FILES_PER_UNIT)]
+
+    def _hf_claimed(self, shards: list[str], images: set[str]) -> set[str]:
+        """Those of `images` (paths under the root, in NFC) a row of a parquet names: only each
+        file's `path` leaf is read, and only the names among `images` are kept (memory stays that
+        of the listing). A parquet not read here (a link out, damaged, without its Image column)
+        claims nothing: its unit says why, and the images are rejects of their own."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        claimed: set[str] = set()
+        for uri in shards:
+            if path_problem(self.path, uri, self.follow_links):
+                continue
+            try:
+                with fsio.open_file(uri) as handle:
+                    parquet = pq.ParquetFile(handle, pre_buffer=False)
+                    image, _ = self._hf_columns(parquet.schema_arrow, fsio.basename(uri))
+                    for named in hf_parquet.named_paths(parquet, image):
+                        relative = self._inside(named)
+                        if relative in images:
+                            claimed.add(relative)
+            except hf_parquet.MissingColumns:
+                continue
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                if is_machine_error(exc):
+                    raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+        return claimed
+
+    def _inside(self, named: str) -> str | None:
+        """The path under the root (in NFC) of a file a row names, None for one out of it."""
+        try:
+            return nfc(relative_to_root(self.path, join_inside(self.path, named)))
+        except OutsideRoot:
+            return None
 
     def _hf_columns(self, schema, name: str, config_error: bool = False) -> tuple[str, str | None]:
         """(image column, caption column) of a `datasets` parquet: the configured ones, or its one
@@ -378,9 +422,12 @@ class LaionSource:
         caption = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in schema.names), None)
         problem = None
         if image not in images:
+            lists = hf_parquet.image_list_columns(schema)
             problem = (f"{name} has no Image column {self.image_column!r} (its Image columns: {images or 'none'})"
                        if self.image_column else f"{name} has {len(images) or 'no'} Image columns"
-                       + (f" ({', '.join(images)}): set image_column to the one to build" if images else ""))
+                       + (f" ({', '.join(images)}): set image_column to the one to build" if images else "")) + (
+                f"; {', '.join(lists)} holds a list of images per row (Sequence(Image())), which this source "
+                "does not read (one image per row)" if lists else "")
         elif caption is not None and caption not in schema.names:
             problem = f"{name} has no caption column {caption!r} (its columns: {', '.join(schema.names)})"
         if problem and config_error:
@@ -421,7 +468,7 @@ class LaionSource:
         elif unit.kind in ("parquet", "hf_parquet"):
             yield from self._read_parquet(unit.uris[0], unit.kind == "hf_parquet")
         elif unit.kind == "hf_other":
-            yield self._hf_other(unit.uris[0])
+            yield from (self._hf_other(uri) for uri in unit.uris)
         elif unit.kind == "metadata":
             yield from self._read_metadata(unit.uris[0])
         else:
@@ -705,8 +752,15 @@ class LaionSource:
                              f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint)
                 return
             names = hf_parquet.class_names(parquet.schema_arrow)
-            context = {"file": name, **({"hf_split": split} if split else {})}
-            others = set(hf_parquet.image_columns(parquet.schema_arrow)) - {image}  # never read
+            context = {"file": name, "hf_split": split}
+            lists = hf_parquet.image_list_columns(parquet.schema_arrow)
+            for column in lists:  # never read: its images would ride in the lineage as nulls
+                key = data_key(self.name, shard, "column", column)
+                yield Reject(key, self.name, key, "read", IMAGE_LIST_COLUMN,
+                             f"{name}: column {column!r} holds a list of images per row (Sequence(Image())), not "
+                             f"read: the images of its {parquet.metadata.num_rows} rows are not built"[:300],
+                             split_hint=hint)
+            others = {*hf_parquet.image_columns(parquet.schema_arrow), *lists} - {image}  # never read
             columns = [c for c in parquet.schema_arrow.names if c not in others]
             for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns)):
                 for offset, row in enumerate(rows):
@@ -733,8 +787,8 @@ class LaionSource:
                 return Reject(key, self.name, key, "read", problem.reason, problem.detail[:300], split_hint=hint)
             uri = problem
         lineage: dict[str, Any] = {**({"caption": str(text).strip()} if text else {}), **context}
-        if named:
-            lineage["image_path"] = named
+        if named:  # a path-only row's file as it lies under the root (`datasets` writes it absolute)
+            lineage["image_path"] = nfc(relative_to_root(self.path, uri)) if uri else named
         labels = {c: names[c][v] for c, v in row.items() if c in names and isinstance(v, int) and 0 <= v < len(names[c])}
         if labels:
             lineage["class_names"] = labels
@@ -764,7 +818,7 @@ class LaionSource:
         relative = nfc(relative_to_root(self.path, uri))
         key = path_key(self.name, relative)
         aside = self._set_aside(lambda: key, self.path, uri)
-        what = ("an image file there, never a sample of its own (built where a row's image path names it)"
+        what = ("an image file no row's path names, never a sample of its own (built where a row names it)"
                 if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
         return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}")
 
