@@ -38,7 +38,7 @@ from PIL import Image, ImageSequence
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
 from transforms.decode import DecodeError, decode_cost, decode_rgb, load_image
-from transforms.headers import Pages, gif_frames, tiff_pages
+from transforms.headers import Pages, gif_frames, png_frames, tiff_pages
 from transforms.resize import plan_resize
 from uvd_pipeline.render import RenderSettings, decode_png, render_image
 
@@ -587,3 +587,24 @@ def test_chromaticities_take_the_gamma_as_a_power_whatever_it_is():
     assert np.abs(decode_rgb(png).astype(np.int16) - want).max() <= 1
     assert load_image(png, 32, "squash").colour_profile.endswith(" gAMA 0.45455")
 
+
+def _actl(data: bytes, frames: int) -> bytes:
+    """APNG bytes with its acTL's num_frames set to `frames` (its CRC recomputed)."""
+    at = data.index(b"acTL") - 4
+    body = struct.pack(">II", frames, int.from_bytes(data[at + 12 : at + 16], "big"))
+    return data[:at] + _chunk(b"acTL", body) + data[at + 20 :]
+
+
+def test_apng_frames_are_counted_not_taken_from_its_actl():
+    """ffmpeg writing an APNG to a pipe (`-f apng -`) cannot seek back to its acTL and leaves
+    num_frames 0xFFFFFFFF (Pillow then reports one frame); a hostile acTL declares 1e9 frames of
+    a 3-frame file (taken as exact). The frames are the fcTL chunks, walked: as Pillow counts them
+    by decoding every frame of the file as ffmpeg wrote it to a seekable output."""
+    data = (MAGICK / "png_anim.png").read_bytes()
+    with Image.open(io.BytesIO(data)) as opened:
+        frames = sum(1 for _ in ImageSequence.Iterator(opened))
+    for declared in (0xFFFFFFFF, 10**9, 1):
+        assert _render_member(_actl(data, declared))["pages"] == frames, declared
+    stopped = png_frames(data, steps=4)  # the walk is bounded: its count then a lower bound
+    assert not stopped.exact and stopped.count < frames
+    assert png_frames((MAGICK / "png16_rgb.png").read_bytes()) == Pages()  # a still PNG: ends at its IDAT

@@ -73,6 +73,7 @@ from transforms.headers import (
     marker_lossless,
     nclx_colour,
     png_chromaticities,
+    png_frames,
     png_header,
     png_size,
     tiff_pages,
@@ -419,10 +420,11 @@ def _held(image: Image.Image, data: bytes) -> Held:
     return Held(w * h * working(len(image.getbands())), f"the {image.format} decoder's working buffers")
 
 
-# formats whose opened image knows its frame count from what it read to open it: an APNG's acTL,
-# libwebp's demuxer, libavif's and libheif's image lists (GIF's and TIFF's Pillow counts by seeking
-# through every frame or IFD: those are walked in the bytes, `headers.gif_frames`, `tiff_pages`)
-_FRAMES_KNOWN_AT_OPEN = ("PNG", "WEBP", "AVIF", "HEIF")
+# formats whose opened image knows its frame count from what it read to open it: libwebp's
+# demuxer, libavif's and libheif's image lists (GIF's and TIFF's Pillow counts by seeking through
+# every frame or IFD, an APNG's it takes from the acTL, which may be anything: those are walked in
+# the bytes, `headers.gif_frames`, `tiff_pages`, `png_frames`)
+_FRAMES_KNOWN_AT_OPEN = ("WEBP", "AVIF", "HEIF")
 
 
 def pages_of(image: Image.Image, data: bytes) -> Pages:
@@ -433,6 +435,8 @@ def pages_of(image: Image.Image, data: bytes) -> Pages:
         return gif_frames(data)
     if image.format == "TIFF":
         return tiff_pages(data)
+    if image.format == "PNG":
+        return png_frames(data)
     if image.format in _FRAMES_KNOWN_AT_OPEN:
         count = getattr(image, "n_frames", 1)
         return Pages(count) if isinstance(count, int) and count > 1 else Pages()

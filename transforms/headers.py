@@ -13,8 +13,9 @@ The decode budgets are judged on these facts, before Pillow or libjpeg touch a p
   matrix, range: PQ or HLG for HDR photos), which Pillow does not report;
 - the size a PNG or a still WebP declares, from the fixed place its first chunk keeps it: with the
   file's length and a JPEG's scans, what its decode time is judged on (`transforms.decode`);
-- how many pages a TIFF or frames a GIF holds (its IFD chain, its image descriptors), for the
-  record of what the first page left out: walked in bounded steps, never by decoding a frame.
+- how many pages a TIFF or frames a GIF or APNG holds (its IFD chain, its image descriptors, its
+  fcTL chunks), for the record of what the first page left out: walked in bounded steps, never
+  by decoding a frame.
 """
 
 from __future__ import annotations
@@ -610,6 +611,33 @@ def gif_frames(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
         pos += 1
         steps -= 1
     return Pages(max(count, 1), steps > 0)
+
+
+def png_frames(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
+    """The frames of an APNG (a PNG with an acTL chunk), counted by walking its chunk headers:
+    one per fcTL, and the default image (IDAT) besides when no fcTL comes before it (APNG
+    specification, "Structure"). The acTL's num_frames is never trusted: ffmpeg writing to a pipe
+    leaves it 0xFFFFFFFF (Pillow then reports one frame), and a hostile one declares 1e9 frames.
+    A still PNG's walk ends at its first IDAT; one cut or broken before its IEND counts what was
+    walked; `exact` is False when the walk stopped at its step limit."""
+    if png_size(data) is None:
+        return Pages()
+    pos, animated, frames, default_image = 8, False, 0, False
+    while pos + 8 <= len(data) and steps > 0:
+        steps -= 1
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if kind == b"acTL":
+            animated = True
+        elif kind == b"fcTL":
+            frames += 1
+        elif kind == b"IDAT" and not animated:
+            return Pages()  # a still PNG: its acTL would have come before its first IDAT
+        elif kind == b"IDAT" and frames == 0:
+            default_image = True  # shown, but not the animation's first frame
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    return Pages(max(frames + (1 if default_image and frames else 0), 1), steps > 0)
 
 
 # BigTIFF (Pillow reads it): its first IFD's offset, and the bytes of an IFD's entry count, one entry, its next offset
