@@ -608,3 +608,28 @@ def test_apng_frames_are_counted_not_taken_from_its_actl():
     stopped = png_frames(data, steps=4)  # the walk is bounded: its count then a lower bound
     assert not stopped.exact and stopped.count < frames
     assert png_frames((MAGICK / "png16_rgb.png").read_bytes()) == Pages()  # a still PNG: ends at its IDAT
+
+
+def test_16_bit_png_converted_from_its_samples_is_decoded_once(monkeypatch):
+    """A 16-bit gAMA PNG was decoded twice: Pillow's full load (its 8-bit cut, then unused), and
+    OpenCV's 16-bit samples (0.28 s became 0.56 s at 2000 x 1500). Pillow's load is skipped where
+    OpenCV's decode is used (a load made to fail changes nothing); a file OpenCV cannot decode,
+    cut short, still goes to Pillow, and its reject says why."""
+    from PIL import PngImagePlugin
+
+    ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
+    stored = np.dstack([ramp, ramp[:, ::-1], ramp // 2, ramp[::-1] * 16])
+    png = _png16(stored, 6, (b"gAMA", struct.pack(">I", 100000)))
+    want = _on_white_16(stored[..., [2, 1, 0, 3]])  # OpenCV's order: BGRA
+
+    def no_load(self):
+        raise AssertionError("Pillow decoded the pixels")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(PngImagePlugin.PngImageFile, "load", no_load)
+        assert np.array_equal(decode_rgb(png), want)
+        turned = load_image(_with_chunk(png, b"eXIf", _exif_orientation(6)), 64, "squash")
+        assert (turned.width, turned.height) == (4, 1024) and turned.colour_profile == "PNG gAMA 1"
+    with pytest.raises(DecodeError) as caught:
+        decode_rgb(png[: len(png) // 2])
+    assert caught.value.reason == "truncated"
