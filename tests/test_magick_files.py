@@ -633,3 +633,31 @@ def test_16_bit_png_converted_from_its_samples_is_decoded_once(monkeypatch):
     with pytest.raises(DecodeError) as caught:
         decode_rgb(png[: len(png) // 2])
     assert caught.value.reason == "truncated"
+
+
+def _empty_ifds(count: int, back_to: int | None = None) -> bytes:
+    """A little-endian TIFF header and a chain of `count` IFDs of no entries (TIFF 6.0 section 2),
+    the last one's next offset 0, or that of IFD `back_to` (a loop)."""
+    at = [8 + 6 * i for i in range(count)]
+    after = [*at[1:], 0 if back_to is None else at[back_to]]
+    return b"II*\x00" + struct.pack("<I", 8) + b"".join(struct.pack("<HI", 0, n) for n in after)
+
+
+def test_tiff_page_walk_holds_constant_memory():
+    """`tiff_pages` kept every IFD offset it had seen to find loops: about 64 MiB for a 6 MiB chain
+    of a million empty IFDs. Loops are found in constant memory (Brent's algorithm): a chain
+    counts its IFDs, a loop back to any IFD counts the distinct ones, a walk past its step limit
+    says its count is a lower bound."""
+    import tracemalloc
+
+    assert tiff_pages(_empty_ifds(5)) == Pages(5, True)
+    assert [tiff_pages(_empty_ifds(5, back)) for back in range(5)] == [Pages(5, True)] * 5
+    assert tiff_pages(_empty_ifds(5), steps=3) == Pages(3, False)
+    chain = _empty_ifds(5_000)
+    tracemalloc.start()
+    try:
+        assert tiff_pages(chain) == Pages(5_000, True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 10  # a set of 5,000 offsets alone takes over 256 KiB

@@ -644,21 +644,48 @@ def png_frames(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
 _BIGTIFF_ORDER = {b"II+\x00": "little", b"MM\x00+": "big"}
 
 
+def _next_ifd(data: bytes, pos: int, order: str, big: bool) -> int:
+    """The offset of the IFD after the one at `pos` in a TIFF's (or BigTIFF's) chain, by its entry
+    count and next offset; 0 when the chain ends there (an offset of 0, or of no place an IFD's
+    entry count fits)."""
+    counted, entry, offset = (8, 20, 8) if big else (2, 12, 4)
+    end = pos + counted + entry * int.from_bytes(data[pos : pos + counted], order)
+    following = int.from_bytes(data[end : end + offset], order) if end + offset <= len(data) else 0
+    return following if 8 <= following <= len(data) - counted else 0
+
+
 def tiff_pages(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
     """The IFDs in a TIFF's (or BigTIFF's) main chain, its pages, by following each IFD's next
-    offset: its entry count and next offset read a page, never a loop (an offset seen before ends it)."""
+    offset: a loop back to an IFD seen before counts its distinct IFDs. Loops are found by Brent's
+    algorithm, in constant memory (a set of the offsets seen took about 64 MiB for a 6 MiB chain
+    of a million empty IFDs), at most `steps` IFDs read before the count is a lower bound."""
     order, big = _TIFF_ORDER.get(data[:4]), False
     if order is None:
         order, big = _BIGTIFF_ORDER.get(data[:4]), True
     if order is None or len(data) < 16:
         return Pages()
-    counted, entry, offset = (8, 20, 8) if big else (2, 12, 4)
-    pos, seen = int.from_bytes(data[8:16] if big else data[4:8], order), set()
-    while 8 <= pos <= len(data) - counted and pos not in seen and len(seen) < steps:
-        seen.add(pos)
-        end = pos + counted + entry * int.from_bytes(data[pos : pos + counted], order)
-        pos = int.from_bytes(data[end : end + offset], order) if end + offset <= len(data) else 0
-    return Pages(max(len(seen), 1), len(seen) < steps)
+    first = int.from_bytes(data[8:16] if big else data[4:8], order)
+    if not 8 <= first <= len(data) - (8 if big else 2):
+        return Pages()
+    tortoise, hare, walked, power, cycle = first, _next_ifd(data, first, order, big), 1, 1, 1
+    while hare and hare != tortoise and walked < steps:
+        if power == cycle:  # the tortoise jumps to the hare, the hare's next stretch twice as long
+            tortoise, power, cycle = hare, power * 2, 0
+        hare, walked, cycle = _next_ifd(data, hare, order, big), walked + 1, cycle + 1
+    if hare and hare == tortoise:  # a loop of `cycle` IFDs, entered after `lead` others
+        return Pages(_loop_lead(data, first, cycle, order, big) + cycle, True)
+    return Pages(walked, walked < steps or not hare)
+
+
+def _loop_lead(data: bytes, first: int, cycle: int, order: str, big: bool) -> int:
+    """How many IFDs of a chain come before its loop of `cycle` IFDs (Brent's second phase)."""
+    tortoise = hare = first
+    for _ in range(cycle):
+        hare = _next_ifd(data, hare, order, big)
+    lead = 0
+    while tortoise != hare:
+        tortoise, hare, lead = _next_ifd(data, tortoise, order, big), _next_ifd(data, hare, order, big), lead + 1
+    return lead
 
 
 _BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL, _SAMPLE_FORMAT = 258, 277, 339
