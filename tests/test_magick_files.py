@@ -38,7 +38,7 @@ from PIL import Image, ImageSequence
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
 from transforms.decode import DecodeError, decode_cost, decode_rgb, load_image
-from transforms.headers import Pages, gif_frames, tiff_pages
+from transforms.headers import Pages, gif_frames, png_frames, tiff_pages
 from transforms.resize import plan_resize
 from uvd_pipeline.render import RenderSettings, decode_png, render_image
 
@@ -422,7 +422,7 @@ def test_16_bit_colour_png_gamma_keeps_its_shadows():
     # OpenCV's 16-bit samples are judged with the budget before decoding: a budget that holds
     # Pillow's 8-bit buffer and the result, but not them, refuses the file and says why
     budget = decode_cost(*ramp.shape[::-1], "RGBA") + ramp.size * 8
-    with pytest.raises(DecodeError, match="16-bit samples of a gAMA PNG") as caught:
+    with pytest.raises(DecodeError, match="16-bit samples of a gAMA, cHRM or grey-profiled PNG") as caught:
         decode_rgb(png, max_bytes=budget)
     assert caught.value.reason == "image_too_large"
     assert decode_rgb(encoded.tobytes(), max_bytes=budget).shape == (4, 1024, 3)  # without its gAMA: fits
@@ -438,15 +438,16 @@ def _on_white_16(stored: np.ndarray) -> np.ndarray:
     return np.floor(colour * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
 
 
-def _chromaticities_shown(stored: np.ndarray, chromaticities: tuple[float, ...], gamma: float | None) -> np.ndarray:
-    """8-bit RGB samples of these primaries (white x, y, then red, green, blue) as colorimetry
-    shows them in sRGB: to light (by the gamma, or sRGB's curve without one), to XYZ by the
-    primaries' matrix (RGB 1, 1, 1 the white), the white adapted to sRGB's D65 by Bradford, to
-    linear sRGB (IEC 61966-2-1's matrix), clipped, encoded, rounded."""
+def _chromaticities_shown(stored: np.ndarray, chromaticities: tuple[float, ...], gamma: float | None,
+                          top: float = 255.0) -> np.ndarray:
+    """RGB samples (of 8 bits, or whose maximum is `top`) of these primaries (white x, y, then
+    red, green, blue) as colorimetry shows them in sRGB: to light (by the gamma, or sRGB's curve
+    without one), to XYZ by the primaries' matrix (RGB 1, 1, 1 the white), the white adapted to
+    sRGB's D65 by Bradford, to linear sRGB (IEC 61966-2-1's matrix), clipped, encoded, rounded."""
     def xyz(x: float, y: float) -> np.ndarray:
         return np.array([x / y, 1.0, (1 - x - y) / y])
 
-    level = stored / 255.0
+    level = stored / top
     srgb = np.where(level <= 0.04045, level / 12.92, ((level + 0.055) / 1.055) ** 2.4)
     light = level ** (1 / gamma) if gamma else srgb
     wx, wy, rx, ry, gx, gy, bx, by = chromaticities
@@ -481,3 +482,182 @@ def test_png_chromaticities_that_make_no_matrix_are_ignored():
     for values in ((0,) * 8, collinear, srgb):
         png = _with_chunk(buf.getvalue(), b"cHRM", struct.pack(">8I", *values))
         assert np.array_equal(decode_rgb(png), np.asarray(plain)) and load_image(png, 4, "squash").colour_profile == ""
+
+
+ADOBE_RGB = (0.3127, 0.329, 0.64, 0.33, 0.21, 0.71, 0.15, 0.06)
+PROPHOTO = CHROMATICITIES["png_chrm_prophoto_gama1.png"][0]
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png16(samples: np.ndarray, colour_type: int, *chunks: tuple[bytes, bytes]) -> bytes:
+    """A 16-bit PNG written from the specification (sections 5, 11.2.2, 12.8): (H, W, channels)
+    samples big-endian, every row of filter type 0, one IDAT, `chunks` (type, body) before it."""
+    h, w = samples.shape[:2]
+    rows = np.ascontiguousarray(samples.astype(">u2")).reshape(h, -1).view(np.uint8)
+    body = zlib.compress(b"".join(b"\0" + row.tobytes() for row in rows))
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+            + b"".join(_chunk(kind, data) for kind, data in chunks) + _chunk(b"IDAT", body) + _chunk(b"IEND", b""))
+
+
+def _chrm(chromaticities: tuple[float, ...]) -> tuple[bytes, bytes]:
+    return b"cHRM", struct.pack(">8I", *(round(v * 100000) for v in chromaticities))
+
+
+def _on_white_8(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """sRGB colour (0..255, float) composited on white by an 8-bit alpha, rounded."""
+    return np.floor(colour * (alpha / 255.0) + 255 * (1 - alpha / 255.0) + 0.5).astype(np.uint8)
+
+
+def test_16_bit_grey_alpha_png_grey_profile_keeps_its_shadows():
+    """A 16-bit grey+alpha PNG (colour type 4) with ghostscript's linear `ps_gray.icc`: Pillow opens
+    it as "RGBA", not "LA", and cuts it to 8 bits, so its grey profile was never applied (29 levels
+    from ImageMagick's `-profile srgb.icc` on ImageMagick's file, 57 on this ramp). Converted from
+    its 16 bits by the profile, then its 16-bit alpha composited: within a level of sRGB's encoding
+    of the linear light (IEC 61966-2-1), and the member names the profile."""
+    with Image.open(MAGICK / "png_icc_grey.png") as opened:
+        icc = opened.info["icc_profile"]
+    ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
+    alpha = np.stack([np.full(1024, 65535), np.full(1024, 40000), np.linspace(0, 65535, 1024), np.zeros(1024)])
+    png = _png16(np.dstack([ramp, alpha.astype(np.uint16)]), 4, (b"iCCP", b"ps_gray\0\0" + zlib.compress(icc)))
+    want = _on_white_16(np.dstack([ramp, ramp, ramp, alpha.astype(np.uint16)]))
+    got = decode_rgb(png)
+    assert np.abs(got.astype(np.int16) - want).max() <= 1
+    assert (got == got[..., :1]).all() and len(np.unique(got[0])) >= 70
+    assert load_image(png, 32, "squash").colour_profile == "Artifex PS Gray Profile"
+
+
+def test_colour_is_converted_before_its_alpha_is_composited():
+    """A half-transparent PNG whose cHRM is ProPhoto's with gAMA 1.0, or whose iCCP is Adobe RGB
+    (1998) (ImageMagick's `png_icc_a98.png`'s profile): composited on white first, the conversion
+    bent the mix (73 levels off here for the cHRM, 127 for the profile: Adobe RGB's green is out of
+    sRGB's gamut, and the mix of it with white too). The colour is converted first, then mixed with
+    white, as ImageMagick's `-profile srgb.icc -alpha remove` and browsers show it: the reference
+    is colorimetry's conversion (Adobe RGB: its power 563/256) composited after."""
+    grey = np.arange(0, 256, 17, dtype=np.uint8)
+    colour = np.dstack([*np.meshgrid(grey, grey[::-1]), np.full((16, 16), 40, np.uint8)])
+    alpha = np.tile(np.array([255, 192, 128, 64], np.uint8), (16, 4))
+    rgba = Image.fromarray(np.dstack([colour, alpha]), "RGBA")
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    chrm = _with_chunk(_with_chunk(buf.getvalue(), b"gAMA", struct.pack(">I", 100000)), *_chrm(PROPHOTO))
+    want = _on_white_8(_chromaticities_shown(colour, PROPHOTO, 1.0).astype(np.float64), alpha[..., None])
+    assert np.abs(decode_rgb(chrm).astype(np.int16) - want).max() <= 1
+    with Image.open(MAGICK / "png_icc_a98.png") as opened:
+        icc = opened.info["icc_profile"]
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG", icc_profile=icc)
+    want = _on_white_8(_chromaticities_shown(colour, ADOBE_RGB, 256 / 563).astype(np.float64), alpha[..., None])
+    assert np.abs(decode_rgb(buf.getvalue()).astype(np.int16) - want).max() <= 1
+
+
+def test_16_bit_chromaticities_keep_their_shadows():
+    """A 16-bit RGB PNG of ProPhoto's cHRM and gAMA 1.0 (as ImageMagick writes `PNG48:` with
+    `-set gamma 1.0`), dark samples: cut to 8 bits before its curve, 9 levels off in the shadows.
+    Converted from its 16-bit samples: within a level of colorimetry's conversion of them."""
+    ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
+    stored = np.dstack([ramp, ramp[:, ::-1], ramp // 2])
+    png = _png16(stored, 2, (b"gAMA", struct.pack(">I", 100000)), _chrm(PROPHOTO))
+    want = _chromaticities_shown(stored, PROPHOTO, 1.0, top=65535.0)
+    got = decode_rgb(png)
+    assert np.abs(got.astype(np.int16) - want).max() <= 1
+    assert len(np.unique(got[..., 0])) >= 60
+    turned = _with_chunk(png, b"eXIf", _exif_orientation(6))
+    assert np.array_equal(decode_rgb(turned), np.rot90(got, -1))
+
+
+def _exif_orientation(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()[6:]
+
+
+def test_chromaticities_take_the_gamma_as_a_power_whatever_it_is():
+    """An Adobe RGB cHRM with the gAMA 45455 a libpng writer puts beside it: the gAMA was read as
+    sRGB's curve (libpng's 5% rule, for a gAMA alone), 11 levels off in the shadows, where Skia's
+    SkPngCodec (Chromium) takes any gAMA beside a cHRM as the power 1 / gamma."""
+    ramp = np.arange(256, dtype=np.uint8)
+    stored = np.stack([np.repeat(ramp[:, None], 3, axis=1), np.stack([ramp, ramp // 3, ramp[::-1]], axis=1)])
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, "PNG")
+    png = _with_chunk(_with_chunk(buf.getvalue(), b"gAMA", struct.pack(">I", 45455)), *_chrm(ADOBE_RGB))
+    want = _chromaticities_shown(stored, ADOBE_RGB, 0.45455)
+    assert np.abs(decode_rgb(png).astype(np.int16) - want).max() <= 1
+    assert load_image(png, 32, "squash").colour_profile.endswith(" gAMA 0.45455")
+
+
+def _actl(data: bytes, frames: int) -> bytes:
+    """APNG bytes with its acTL's num_frames set to `frames` (its CRC recomputed)."""
+    at = data.index(b"acTL") - 4
+    body = struct.pack(">II", frames, int.from_bytes(data[at + 12 : at + 16], "big"))
+    return data[:at] + _chunk(b"acTL", body) + data[at + 20 :]
+
+
+def test_apng_frames_are_counted_not_taken_from_its_actl():
+    """ffmpeg writing an APNG to a pipe (`-f apng -`) cannot seek back to its acTL and leaves
+    num_frames 0xFFFFFFFF (Pillow then reports one frame); a hostile acTL declares 1e9 frames of
+    a 3-frame file (taken as exact). The frames are the fcTL chunks, walked: as Pillow counts them
+    by decoding every frame of the file as ffmpeg wrote it to a seekable output."""
+    data = (MAGICK / "png_anim.png").read_bytes()
+    with Image.open(io.BytesIO(data)) as opened:
+        frames = sum(1 for _ in ImageSequence.Iterator(opened))
+    for declared in (0xFFFFFFFF, 10**9, 1):
+        assert _render_member(_actl(data, declared))["pages"] == frames, declared
+    stopped = png_frames(data, steps=4)  # the walk is bounded: its count then a lower bound
+    assert not stopped.exact and stopped.count < frames
+    assert png_frames((MAGICK / "png16_rgb.png").read_bytes()) == Pages()  # a still PNG: ends at its IDAT
+
+
+def test_16_bit_png_converted_from_its_samples_is_decoded_once(monkeypatch):
+    """A 16-bit gAMA PNG was decoded twice: Pillow's full load (its 8-bit cut, then unused), and
+    OpenCV's 16-bit samples (0.28 s became 0.56 s at 2000 x 1500). Pillow's load is skipped where
+    OpenCV's decode is used (a load made to fail changes nothing); a file OpenCV cannot decode,
+    cut short, still goes to Pillow, and its reject says why."""
+    from PIL import PngImagePlugin
+
+    ramp = np.tile(np.arange(0, 4096, 4, dtype=np.uint16), (4, 1))
+    stored = np.dstack([ramp, ramp[:, ::-1], ramp // 2, ramp[::-1] * 16])
+    png = _png16(stored, 6, (b"gAMA", struct.pack(">I", 100000)))
+    want = _on_white_16(stored[..., [2, 1, 0, 3]])  # OpenCV's order: BGRA
+
+    def no_load(self):
+        raise AssertionError("Pillow decoded the pixels")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(PngImagePlugin.PngImageFile, "load", no_load)
+        assert np.array_equal(decode_rgb(png), want)
+        turned = load_image(_with_chunk(png, b"eXIf", _exif_orientation(6)), 64, "squash")
+        assert (turned.width, turned.height) == (4, 1024) and turned.colour_profile == "PNG gAMA 1"
+    with pytest.raises(DecodeError) as caught:
+        decode_rgb(png[: len(png) // 2])
+    assert caught.value.reason == "truncated"
+
+
+def _empty_ifds(count: int, back_to: int | None = None) -> bytes:
+    """A little-endian TIFF header and a chain of `count` IFDs of no entries (TIFF 6.0 section 2),
+    the last one's next offset 0, or that of IFD `back_to` (a loop)."""
+    at = [8 + 6 * i for i in range(count)]
+    after = [*at[1:], 0 if back_to is None else at[back_to]]
+    return b"II*\x00" + struct.pack("<I", 8) + b"".join(struct.pack("<HI", 0, n) for n in after)
+
+
+def test_tiff_page_walk_holds_constant_memory():
+    """`tiff_pages` kept every IFD offset it had seen to find loops: about 64 MiB for a 6 MiB chain
+    of a million empty IFDs. Loops are found in constant memory (Brent's algorithm): a chain
+    counts its IFDs, a loop back to any IFD counts the distinct ones, a walk past its step limit
+    says its count is a lower bound."""
+    import tracemalloc
+
+    assert tiff_pages(_empty_ifds(5)) == Pages(5, True)
+    assert [tiff_pages(_empty_ifds(5, back)) for back in range(5)] == [Pages(5, True)] * 5
+    assert tiff_pages(_empty_ifds(5), steps=3) == Pages(3, False)
+    chain = _empty_ifds(5_000)
+    tracemalloc.start()
+    try:
+        assert tiff_pages(chain) == Pages(5_000, True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 10  # a set of 5,000 offsets alone takes over 256 KiB

@@ -32,12 +32,14 @@ was read as sRGB, up to 73 levels darker than browsers show it. Its samples go t
 to sRGB's encoding (`gamma_table`, the PNG specification's decoding); a gAMA within libpng's 5%
 threshold of the 1/2.2 that writers declare for sRGB keeps its samples. A cHRM declaring other
 primaries than sRGB's (Adobe RGB's, ProPhoto's) is converted as Chromium converts it (Skia's PNG
-decoder: a matrix profile of those primaries, the gAMA its curve, sRGB's without one;
-`chromaticity_conversion`), where ImageMagick 6.9.11 and libpng apply none: an Adobe RGB cHRM was
-read as sRGB, up to 31 levels from colorimetry's conversion, now within 1.
-The colour is decoded before its alpha is composited on white (`transforms.decode.to_rgb_array`),
+decoder: a matrix profile of those primaries, the gAMA's power its curve whatever the gAMA (no 5%
+rule there), sRGB's without one; `chromaticity_conversion`, computed here in floating point from 8
+or 16-bit samples), where ImageMagick 6.9.11 and libpng apply none: an Adobe RGB cHRM was read as
+sRGB, up to 31 levels from colorimetry's conversion, now within 1.
+The colour is decoded before its alpha is composited on white (`transforms.decode.to_rgb_array`,
+`_converted_on_white`; an RGB ICC profile's too, as ImageMagick's `-profile` then `-alpha remove`),
 and 16-bit samples from their 16 bits: grey ones as Pillow holds them, colour and grey+alpha ones,
-which Pillow cuts to 8 bits on load, from OpenCV's decode (`transforms.decode._wide_gamma`).
+which Pillow cuts to 8 bits on load, from OpenCV's decode (`transforms.decode._wide`).
 """
 
 from __future__ import annotations
@@ -229,13 +231,12 @@ def grey_table(icc: bytes, bits: int = 8) -> np.ndarray | None:
 # A PNG's cHRM (the chromaticities of its white and primaries) with no iCCP or sRGB chunk, read
 # as Chromium does (Skia's SkPngCodec `read_color_profile`): an RGB matrix profile of those
 # primaries, adapted to the ICC's D50 by Bradford (`skcms_PrimariesToXYZD50`), whose curve is the
-# gAMA's power, sRGB's when there is no gAMA (here also one within libpng's 5% of sRGB's, as
-# `gamma_table` keeps those samples). ImageMagick 6.9.11 and libpng apply no cHRM.
+# gAMA's power (whatever its value: Skia has no threshold), sRGB's when there is no gAMA.
+# ImageMagick 6.9.11 and libpng apply no cHRM.
 SRGB_CHROMATICITIES = (0.3127, 0.3290, 0.64, 0.33, 0.30, 0.60, 0.15, 0.06)
 CHROMATICITY_TOLERANCE = 0.0015  # a writer's rounding of sRGB's values (libpng's own are to 1e-5)
 _D50 = np.array([0.9642, 1.0, 0.8249])
 _BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
-_CURVE_POINTS = 4096
 
 
 def _xyz(x: float, y: float) -> np.ndarray:
@@ -262,53 +263,71 @@ def primaries_to_xyz_d50(chromaticities: tuple[float, ...]) -> np.ndarray | None
     return adapt @ matrix
 
 
-def _s15(value: float) -> bytes:
-    return int(round(value * 65536)).to_bytes(4, "big", signed=True)
+# sRGB's own matrix to XYZ under D50, as `primaries_to_xyz_d50` makes it (skcms's sRGB profile)
+_SRGB_TO_D50 = primaries_to_xyz_d50(SRGB_CHROMATICITIES)
 
 
-def _xyz_tag(xyz: np.ndarray) -> bytes:
-    return b"XYZ \0\0\0\0" + b"".join(_s15(v) for v in xyz)
-
-
-def matrix_profile(to_d50: np.ndarray, gamma: float | None, description: str) -> bytes:
-    """An ICC v2 RGB display profile (ICC.1:2001-04) of a matrix to D50 and one tone curve for
-    the three channels: the power light = sample ** (1 / gamma), or sRGB's curve for None,
-    as a table of `_CURVE_POINTS` points; for LittleCMS to convert like any embedded profile."""
-    level = np.linspace(0, 1, _CURVE_POINTS)
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _light(gamma: float | None, bits: int) -> np.ndarray:
+    """The linear light (float32, 2 ** bits entries) of each `bits`-bit sample: the power
+    light = sample ** (1 / gamma), sRGB's curve for None."""
+    level = np.arange(1 << bits) / ((1 << bits) - 1)
     srgb = np.where(level <= 0.04045, level / 12.92, ((level + 0.055) / 1.055) ** 2.4)
-    light = level ** (1 / gamma) if gamma else srgb
-    curve = b"curv\0\0\0\0" + _CURVE_POINTS.to_bytes(4, "big") + np.round(light * 65535).astype(">u2").tobytes()
-    text = description.encode("ascii", "replace")[:200] + b"\0"
-    desc = (b"desc\0\0\0\0" + len(text).to_bytes(4, "big") + text + b"\0" * 8 + b"\0\0\0" + b"\0" * 67)
-    tags = [(b"desc", desc), (b"wtpt", _xyz_tag(_D50)), (b"rXYZ", _xyz_tag(to_d50[:, 0])),
-            (b"gXYZ", _xyz_tag(to_d50[:, 1])), (b"bXYZ", _xyz_tag(to_d50[:, 2])), (b"rTRC", curve)]
-    table, body, offset = b"", b"", 128 + 4 + 12 * (len(tags) + 2)
-    places = {}
-    for signature, data in tags:
-        places[signature] = (offset + len(body), len(data))
-        body += data + b"\0" * (-len(data) % 4)
-    for signature in (b"gTRC", b"bTRC"):  # the one curve, shared
-        places[signature] = places[b"rTRC"]
-    for signature, (at, size) in places.items():
-        table += signature + at.to_bytes(4, "big") + size.to_bytes(4, "big")
-    size = offset + len(body)
-    header = (size.to_bytes(4, "big") + b"\0" * 4 + b"\x02\x10\0\0" + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp"
-              + b"\0" * 24 + b"\0" * 4 + b"".join(_s15(v) for v in _D50) + b"\0" * 48)
-    return header + len(places).to_bytes(4, "big") + table + body
+    table = (level ** (1 / gamma) if gamma else srgb).astype(np.float32)
+    table.flags.writeable = False  # shared by the cache
+    return table
 
 
-def chromaticity_conversion(chromaticities: tuple[float, ...] | None, gamma: float | None) -> SrgbConversion:
+@dataclass(frozen=True, eq=False)
+class PrimariesConversion:
+    """A PNG's cHRM (and gAMA) as Skia converts it: its samples to light by the curve, to linear
+    sRGB by `matrix` (the primaries' to D50, then sRGB's from it), clipped, sRGB-encoded. Exact
+    arithmetic on 8-bit or 16-bit samples alike (a LittleCMS transform takes 8 bits here)."""
+
+    matrix: np.ndarray  # 3 x 3, linear RGB of the primaries -> linear sRGB
+    gamma: float | None  # the power of the curve; None: sRGB's
+    description: str
+
+    def apply(self, samples: np.ndarray, bits: int) -> np.ndarray:
+        """(H, W, 3) samples of `bits` bits (uint8 or uint16) -> uint8 sRGB, a quarter strip of
+        float32 rows at a time (their temporaries stay within a strip's budget)."""
+        light, matrix, encoded = _light(self.gamma, bits), self.matrix.T.astype(np.float32), _encoding()
+        out = np.empty(samples.shape, np.uint8)
+        rows = max(1, (STRIP_PIXELS >> 2) // max(1, samples.shape[1]))
+        for y in range(0, samples.shape[0], rows):
+            linear = light[samples[y : y + rows]] @ matrix
+            np.clip(linear, 0, 1, out=linear)
+            linear *= len(encoded) - 1
+            linear += 0.5
+            out[y : y + rows] = encoded[linear.astype(np.uint16)]
+        return out
+
+
+@functools.cache
+def _encoding() -> np.ndarray:
+    """sRGB's 8-bit level of linear light at 65,536 steps (a table: 70 ns a pixel for the whole
+    conversion, against 180 computing the power; a level at most from the exact encoding)."""
+    table = np.round(srgb_encode(np.arange(1 << 16) / 0xFFFF) * 255).astype(np.uint8)
+    table.flags.writeable = False
+    return table
+
+
+def chromaticity_conversion(chromaticities: tuple[float, ...] | None,
+                            gamma: float | None) -> PrimariesConversion | None:
     """The conversion to sRGB of a PNG's samples that its cHRM (and gAMA) describe, as Chromium
-    shows them (see above); nothing to do for sRGB's chromaticities (what ImageMagick writes by
-    default) or ones that make no matrix (the gAMA alone then applies: `gamma_table`)."""
+    shows them (see above); None for sRGB's chromaticities (what ImageMagick writes by default) or
+    ones that make no matrix (the gAMA alone then applies: `gamma_table`). Any usable gAMA is the
+    power curve, 1/2.2 too: Skia's `read_color_profile` has no threshold (a libpng Adobe RGB
+    writer's gAMA 45455 read as sRGB's curve was 11 levels off in the shadows)."""
     if chromaticities is None or all(abs(a - b) <= CHROMATICITY_TOLERANCE
                                      for a, b in zip(chromaticities, SRGB_CHROMATICITIES)):
-        return _NOTHING
+        return None
     to_d50 = primaries_to_xyz_d50(chromaticities)
-    if to_d50 is None or not np.all(np.isfinite(to_d50)):
-        return _NOTHING
-    if gamma is not None and (not 0.01 <= gamma <= 100 or abs(gamma / SRGB_DECLARED_GAMMA - 1) <= GAMMA_THRESHOLD):
-        gamma = None  # as `gamma_table` reads it: sRGB's samples
+    if to_d50 is None or not np.all(np.isfinite(to_d50)) or _SRGB_TO_D50 is None:
+        return None
+    if gamma is not None and not 0.01 <= gamma <= 100:
+        gamma = None  # no power a file means: sRGB's curve, as without a gAMA
     wx, wy, rx, ry, gx, gy, bx, by = chromaticities
     name = f"PNG cHRM red {rx:g},{ry:g} green {gx:g},{gy:g} blue {bx:g},{by:g} white {wx:g},{wy:g}"
-    return srgb_conversion(matrix_profile(to_d50, gamma, name + (f" gAMA {gamma:g}" if gamma else "")))
+    return PrimariesConversion(np.linalg.inv(_SRGB_TO_D50) @ to_d50, gamma,
+                               name + (f" gAMA {gamma:g}" if gamma else ""))

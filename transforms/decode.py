@@ -19,7 +19,7 @@ on the paths that accept a reduced decode) or rejected `image_too_large`.
 What a decoder holds besides its output counts too (`transforms.headers` reads it from the bytes):
 a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp, the
 32-bit samples of OpenJPEG, the YUV planes of libavif (by the bit depth and subsampling its
-`av1C` boxes declare) and OpenCV's 16-bit samples of a gAMA PNG of 16-bit colour (`_wide_gamma`);
+`av1C` boxes declare) and OpenCV's 16-bit samples of a gAMA, cHRM or grey-profiled PNG that Pillow cuts to 8 bits (`_wide`);
 and an icon container is judged on the images it embeds, which Pillow
 decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time grows with
 its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is rejected
@@ -48,7 +48,7 @@ from PIL import Image, UnidentifiedImageError
 
 from transforms import hdr
 from transforms.colour_profile import (
-    SrgbConversion,
+    PrimariesConversion,
     chromaticity_conversion,
     cmyk_to_srgb,
     convert_to_srgb,
@@ -73,6 +73,7 @@ from transforms.headers import (
     marker_lossless,
     nclx_colour,
     png_chromaticities,
+    png_frames,
     png_header,
     png_size,
     tiff_pages,
@@ -448,10 +449,11 @@ def _held(image: Image.Image, data: bytes) -> Held:
     return Held(w * h * working(len(image.getbands())), f"the {image.format} decoder's working buffers")
 
 
-# formats whose opened image knows its frame count from what it read to open it: an APNG's acTL,
-# libwebp's demuxer, libavif's and libheif's image lists (GIF's and TIFF's Pillow counts by seeking
-# through every frame or IFD: those are walked in the bytes, `headers.gif_frames`, `tiff_pages`)
-_FRAMES_KNOWN_AT_OPEN = ("PNG", "WEBP", "AVIF", "HEIF")
+# formats whose opened image knows its frame count from what it read to open it: libwebp's
+# demuxer, libavif's and libheif's image lists (GIF's and TIFF's Pillow counts by seeking through
+# every frame or IFD, an APNG's it takes from the acTL, which may be anything: those are walked in
+# the bytes, `headers.gif_frames`, `tiff_pages`, `png_frames`)
+_FRAMES_KNOWN_AT_OPEN = ("WEBP", "AVIF", "HEIF")
 
 
 def pages_of(image: Image.Image, data: bytes) -> Pages:
@@ -462,6 +464,8 @@ def pages_of(image: Image.Image, data: bytes) -> Pages:
         return gif_frames(data)
     if image.format == "TIFF":
         return tiff_pages(data)
+    if image.format == "PNG":
+        return png_frames(data)
     if image.format in _FRAMES_KNOWN_AT_OPEN:
         count = getattr(image, "n_frames", 1)
         return Pages(count) if isinstance(count, int) and count > 1 else Pages()
@@ -645,10 +649,13 @@ def _composite_on_white(rgba: np.ndarray, table: np.ndarray | None = None) -> np
     the background is sRGB's white and the mix is made in sRGB values. A table of colours (a grey
     profile's) maps the grey that an "LA" image's RGBA repeats, its first band."""
     rgb = rgba[..., :3] if table is None else table[rgba[..., :3]] if table.ndim == 1 else table[rgba[..., 0]]
-    rgb = rgb.astype(np.uint16)
-    alpha = rgba[..., 3:4].astype(np.uint16)
-    out = (rgb * alpha + WHITE * (255 - alpha) + 127) // 255
-    return out.astype(np.uint8)
+    return _on_white(rgb, rgba[..., 3:4])
+
+
+def _on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """(h, W, 3) uint8 sRGB colour composited on white by its (h, W, 1) uint8 alpha, rounded."""
+    alpha = alpha.astype(np.uint16)
+    return ((rgb.astype(np.uint16) * alpha + WHITE * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -745,7 +752,7 @@ def to_rgb_array(image: Image.Image, curve: Curve | None = None) -> np.ndarray:
     half-transparent pixel mixes its corrected colour with white, not the table bending the mix;
     16-bit grey samples (modes "I;16*" and "I") are mapped from their 16 bits, not cut to 8
     first. Pillow cuts 16-bit RGB, RGBA and grey+alpha PNGs to 8 bits on load: those are mapped
-    from 8 bits here (a gAMA PNG's are mapped from the file's 16 bits instead: `_wide_gamma`).
+    from 8 bits here (a gAMA, cHRM or grey-profiled PNG's are mapped from the file's 16 bits instead: `_wide`).
 
     Converted strip by strip into one output array: only the RGB result and one strip's
     temporaries exist besides Pillow's own buffer (even for RGB: `np.asarray` of a whole image
@@ -793,111 +800,173 @@ def _png_gamma(image: Image.Image) -> float | None:
     return float(gamma) if isinstance(gamma, (int, float)) else None
 
 
-def _png_chromaticities(image: Image.Image, data: bytes) -> SrgbConversion:
+def _png_chromaticities(image: Image.Image, data: bytes) -> PrimariesConversion | None:
     """The conversion a colour PNG's cHRM (with its gAMA) asks for when no iCCP or sRGB chunk
     (which take precedence) is there (`colour_profile.chromaticity_conversion`): its primaries
     were read as sRGB's, an Adobe RGB cHRM's colours dull, where Chromium converts them."""
     if image.format != "PNG" or image.mode not in _RGB_PROFILED_MODES or image.info.get("icc_profile") \
             or "srgb" in image.info:
-        return chromaticity_conversion(None, None)
+        return None
     return chromaticity_conversion(png_chromaticities(data), _png_gamma(image))
 
 
-def _in_srgb(image: Image.Image, pixels: np.ndarray, data: bytes = b"") -> tuple[np.ndarray, str]:
-    """`to_rgb_array`'s pixels converted from the image's embedded RGB profile to sRGB, and the
-    profile's description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF
-    (`hdr_colour`) is tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives
-    the non-linear HDR signal, shown as is it looks washed out and dim. (A PNG's gAMA is applied
-    by `to_rgb_array`, before compositing: `_srgb_array`.)"""
+def _converted_on_white(image: Image.Image, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """A loaded image's colour taken to sRGB by `convert` ((h, W, 3) uint8 -> uint8), then its
+    alpha composited on white, strip by strip: as ImageMagick's `-profile` then `-alpha remove`
+    and browsers show it. Composited first, the conversion bent the mix with white: a 50%-alpha
+    Adobe RGB green came out 127 levels from ImageMagick's, a ProPhoto cHRM one 60."""
+    w, h = image.size
+    alpha = _has_alpha(image)
+    rows = max(1, STRIP_PIXELS // max(1, w))
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, rows):
+        strip = image.crop((0, y, w, min(h, y + rows)))
+        if "transparency" in image.info:
+            strip.info["transparency"] = image.info["transparency"]
+        if alpha:
+            rgba = np.asarray(strip.convert("RGBA"))
+            out[y : y + strip.height] = _on_white(convert(np.ascontiguousarray(rgba[..., :3])), rgba[..., 3:4])
+        else:
+            out[y : y + strip.height] = convert(np.asarray(strip if strip.mode == "RGB" else strip.convert("RGB")))
+    return out
+
+
+def _in_srgb(image: Image.Image, data: bytes = b"") -> tuple[np.ndarray, str]:
+    """The loaded image's pixels (`to_rgb_array`) converted from its embedded RGB profile to sRGB,
+    the colour before its alpha is composited (`_converted_on_white`), and the profile's
+    description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF (`hdr_colour`) is
+    tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives the non-linear HDR
+    signal, shown as is it looks washed out and dim. (A PNG's gAMA and cHRM: `_srgb_array`.)"""
     if image.mode not in _RGB_PROFILED_MODES:
-        return pixels, ""
+        return to_rgb_array(image), ""
     colour = hdr_colour(image, data)
     if colour is not None:
         transfer, primaries = colour
-        return hdr.tone_map_pixels(pixels, transfer, primaries), f"HDR {transfer.upper()} (nclx), tone-mapped"
+        return (hdr.tone_map_pixels(to_rgb_array(image), transfer, primaries),
+                f"HDR {transfer.upper()} (nclx), tone-mapped")
     conversion = srgb_conversion(image.info.get("icc_profile"))
-    return convert_to_srgb(pixels, conversion), conversion.description
+    if conversion.transform is not None and _has_alpha(image):
+        return _converted_on_white(image, functools.partial(convert_to_srgb, conversion=conversion)), \
+            conversion.description
+    return convert_to_srgb(to_rgb_array(image), conversion), conversion.description
 
 
 # PNG colour types whose 16-bit samples Pillow cuts to 8 bits as it loads them: RGB, grey+alpha, RGBA
 _CUT_TO_8 = (2, 4, 6)
+_GREY_ALPHA = 4  # the PNG colour type Pillow opens as "RGBA" at 16 bits (its grey profile: `_wide_colour`)
 # the turn of each EXIF orientation, as `ImageOps.exif_transpose` makes it
 _EXIF_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                8: Image.Transpose.ROTATE_90}
+# 16-bit (h, W, 3) RGB samples (grey ones repeated) -> uint8 sRGB, and what it converts from
+WideColour = tuple[Callable[[np.ndarray], np.ndarray], str]
 
 
-def _gamma_cut_to_8(image: Image.Image, data: bytes) -> bool:
-    """Whether this PNG's gAMA is applied (`_png_gamma`) to samples Pillow cuts to 8 bits: 16-bit
-    RGB, RGBA or grey+alpha (`_CUT_TO_8`) without a tRNS colour key (mode "RGB"'s transparency)."""
+def _through(table: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Samples mapped by a `Curve`'s table: of levels (1-D), or of a grey's colours (2-D)."""
+    return (lambda samples: table[samples]) if table.ndim == 1 else (lambda samples: table[samples[..., 0]])
+
+
+def _wide_colour(image: Image.Image, data: bytes) -> WideColour | None:
+    """How a 16-bit RGB, RGBA or grey+alpha PNG that Pillow cuts to 8 bits (`_CUT_TO_8`, no tRNS
+    colour key) is taken to sRGB from its 16 bits: by its cHRM (`_png_chromaticities`), its gAMA
+    (`_png_gamma`), or a grey+alpha one's grey ICC profile; None for none of them."""
     header = png_header(data) if image.format == "PNG" else None
+    if header is None or header[0] != 16 or header[1] not in _CUT_TO_8 or "transparency" in image.info:
+        return None
+    primaries = _png_chromaticities(image, data)
+    if primaries is not None:
+        return functools.partial(primaries.apply, bits=16), primaries.description
     gamma = _png_gamma(image)
-    return (header is not None and header[0] == 16 and header[1] in _CUT_TO_8 and "transparency" not in image.info
-            and gamma is not None and gamma_table(gamma) is not None)
+    table = gamma_table(gamma, 16) if gamma is not None and gamma_table(gamma) is not None else None
+    if table is not None:
+        return _through(table), f"PNG gAMA {gamma:g}"
+    icc = image.info.get("icc_profile")
+    grey = grey_profile(icc) if header[1] == _GREY_ALPHA and isinstance(icc, bytes) else ""
+    table = grey_table(icc, 16) if grey else None  # type: ignore[arg-type]
+    return (_through(table), grey) if table is not None else None
 
 
 def _wide_held(image: Image.Image, data: bytes) -> Held:
-    """What `_wide_gamma` holds: OpenCV's 16-bit samples (2 bytes each, alpha included) and, for
-    an image EXIF turns, the turned copy of its result."""
-    if not _gamma_cut_to_8(image, data):
+    """What `_wide` holds: OpenCV's 16-bit samples (2 bytes each, alpha included) and, for an
+    image EXIF turns, the turned copy of its result."""
+    if _wide_colour(image, data) is None:
         return Held()
     w, h = image.size
     return Held(w * h * (2 * (3 if png_header(data) == (16, 2) else 4) + 3),
-                "the 16-bit samples of a gAMA PNG (OpenCV's decode)")
+                "the 16-bit samples of a gAMA, cHRM or grey-profiled PNG (OpenCV's decode)")
 
 
-def _wide_gamma(image: Image.Image, data: bytes, gamma: float, orientation: int) -> np.ndarray | None:
-    """A 16-bit RGB, RGBA or grey+alpha PNG's gAMA applied to its 16-bit samples (OpenCV decodes
-    them as stored: no gamma, no EXIF turn), the colour before its 16-bit alpha is composited on
-    white, then turned by `orientation`: Pillow hands over 8-bit samples, whose linear shadows
-    (gAMA 1.0) came out up to 12 levels from the specification's decoding. None when OpenCV does
-    not give 16-bit colour (the 8-bit path then applies the gamma)."""
-    if not _gamma_cut_to_8(image, data):
+def _wide(image: Image.Image, data: bytes, orientation: int) -> tuple[np.ndarray, str] | None:
+    """A 16-bit RGB, RGBA or grey+alpha PNG's colour taken to sRGB from its 16-bit samples
+    (`_wide_colour`; OpenCV decodes them as stored: no gamma, no EXIF turn), then its 16-bit alpha
+    composited on white, then turned by `orientation`, and what it was converted from: Pillow
+    hands over 8-bit samples, whose linear shadows (gAMA 1.0) came out up to 12 levels from the
+    specification's decoding (a ProPhoto cHRM's 9, a linear grey profile's 29). None when none
+    applies or OpenCV does not give 16-bit samples (the 8-bit path then converts)."""
+    found = _wide_colour(image, data)
+    if found is None:
         return None
+    colour, description = found
     wide = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if wide is None or wide.dtype != np.uint16 or wide.ndim != 3 or wide.shape[2] not in (3, 4):
         return None
-    table = gamma_table(gamma, 16)
     h, w = wide.shape[:2]
     out = np.empty((h, w, 3), np.uint8)
     rows = max(1, STRIP_PIXELS // max(1, w))
     for y in range(0, h, rows):
         strip = wide[y : y + rows]
-        colour = table[strip[..., 2::-1]]  # OpenCV's BGR(A)
+        shown = colour(strip[..., 2::-1])  # OpenCV's BGR(A)
         if strip.shape[2] == 4:
             alpha = strip[..., 3:4].astype(np.uint32)
-            colour = ((colour * alpha + WHITE * (0xFFFF - alpha) + 0x7FFF) // 0xFFFF).astype(np.uint8)
-        out[y : y + rows] = colour
+            shown = ((shown * alpha + WHITE * (0xFFFF - alpha) + 0x7FFF) // 0xFFFF).astype(np.uint8)
+        out[y : y + rows] = shown
     del wide
-    return out if orientation == 1 else np.asarray(Image.fromarray(out).transpose(_EXIF_TURNS[orientation]))
+    turned = out if orientation == 1 else np.asarray(Image.fromarray(out).transpose(_EXIF_TURNS[orientation]))
+    return turned, description
 
 
-def _srgb_array(image: Image.Image, data: bytes, orientation: int = 1) -> tuple[np.ndarray, str]:
+def _decoded_srgb(image: Image.Image, data: bytes, orientation: int,
+                  box: tuple[int, int, int, int] | None) -> tuple[np.ndarray, str]:
+    """The opened image decoded, cut to `box`, turned by `orientation`, in sRGB (`_srgb_array`),
+    and the profile it was converted from. A 16-bit PNG converted from its 16-bit samples
+    (`_wide`) is decoded by OpenCV alone: Pillow's load of its 8-bit cut was a second full decode,
+    thrown away (0.28 s became 0.56 s at 2000 x 1500). A file OpenCV cannot decode goes to Pillow,
+    whose reject says why."""
+    wide = _wide(image, data, orientation)
+    if wide is not None:
+        return wide
+    _load(image, data)
+    image = _cropped(image, box)
+    image = _oriented(image, orientation)
+    return _srgb_array(image, data)
+
+
+def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
     """The loaded image as (H, W, 3) uint8 sRGB (`to_rgb_array`, `_in_srgb`) and the profile it
     was converted from; a CMYK image with a CMYK profile converted by it
-    (`transforms.colour_profile`): Pillow's conversion ignores the profile. A PNG's gAMA, when it
-    has no profile and no sRGB chunk, is applied to its colour (grey ones too) before its alpha is
-    composited (`to_rgb_array`), as is a grey image's grey ICC profile (`colour_profile.grey_table`:
-    it was ignored, a linear grey shown up to 70 levels too dark). A 16-bit colour PNG's gAMA is
-    applied to its 16 bits (`_wide_gamma`): `orientation`, the EXIF turn `image` has had, is
-    given to that decode, which starts from the file's bytes."""
+    (`transforms.colour_profile`): Pillow's conversion ignores the profile. A PNG's cHRM, or its
+    gAMA, when it has no profile and no sRGB chunk, is applied to its colour (grey ones too)
+    before its alpha is composited (`to_rgb_array`, `_converted_on_white`), as is a grey image's
+    grey ICC profile (`colour_profile.grey_table`: it was ignored, a linear grey shown up to 70
+    levels too dark). (A 16-bit PNG's samples that Pillow cuts to 8 bits are converted from their
+    16 bits before this, by `_wide`: here only when OpenCV could not decode them.)"""
     if image.mode == "CMYK":
         conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
         if conversion.transform is not None:
             return cmyk_to_srgb(image, conversion), conversion.description
+    primaries = _png_chromaticities(image, data)
+    if primaries is not None:  # the gAMA is its curve
+        return _converted_on_white(image, functools.partial(primaries.apply, bits=8)), primaries.description
     gamma = _png_gamma(image)
-    chromaticities = _png_chromaticities(image, data)
-    if chromaticities.transform is not None:  # the gAMA is its curve
-        return convert_to_srgb(to_rgb_array(image), chromaticities), chromaticities.description
     if gamma and gamma_table(gamma) is not None:
-        wide = _wide_gamma(image, data, gamma, orientation)
-        return (to_rgb_array(image, functools.partial(gamma_table, gamma)) if wide is None else wide,
-                f"PNG gAMA {gamma:g}")
+        return to_rgb_array(image, functools.partial(gamma_table, gamma)), f"PNG gAMA {gamma:g}"
     icc = image.info.get("icc_profile")
-    grey = grey_profile(icc) if image.mode in _GREY_PROFILED_MODES and isinstance(icc, bytes) else ""
+    grey_samples = image.mode in _GREY_PROFILED_MODES or (image.format == "PNG" and png_header(data) == (16, _GREY_ALPHA))
+    grey = grey_profile(icc) if grey_samples and isinstance(icc, bytes) else ""
     if grey:
         return to_rgb_array(image, functools.partial(grey_table, icc)), grey
-    return _in_srgb(image, to_rgb_array(image), data)
+    return _in_srgb(image, data)
 
 
 @pixels_judged_here()
@@ -909,10 +978,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     orientation = _orientation(image, data)
     box = _aperture(image, data)
     _check_budget(image, orientation, max_bytes, held, box is not None or _turned_on_load(image))
-    _load(image, data)
-    image = _cropped(image, box)
-    image = _oriented(image, orientation)
-    return _srgb_array(image, data, orientation)[0]
+    return _decoded_srgb(image, data, orientation, box)[0]
 
 
 def decode_through(data: bytes, plan: ResizePlan, max_pixels: int = DEFAULT_MAX_PIXELS, pad_value: int = 0,
@@ -969,9 +1035,6 @@ def load_image(
         drafted = image.draft(image.mode, request)
         reduced = round(raw_w / drafted[1][2]) if drafted else 1  # its box: the input's extent at that scale
     _check_budget(image, orientation, max_bytes, held, box is not None or _turned_on_load(image))
-    _load(image, data)
-    image = _cropped(image, box)
-    image = _oriented(image, orientation)
-    rgb, profile = _srgb_array(image, data, orientation)  # before the resize: it blends sRGB values
+    rgb, profile = _decoded_srgb(image, data, orientation, box)  # before the resize: it blends sRGB values
     pixels = _plan_at_scale(plan, rgb.shape, reduced, orientation).apply_image(rgb, pad_value=pad_value)
     return DecodedImage(pixels, width, height, fmt, reduced, plan, profile, pages)
