@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from sources import fsio
 from sources.annotated_video import AnnotatedVideoSource
@@ -846,3 +847,50 @@ def test_folders_this_user_cannot_list_are_rejects_and_an_unreadable_root_names_
     assert details[2].startswith("'search_only' is a folder this user cannot list"), details
     assert root_error == (f"sources[0].path (web): cannot read {root} (Permission denied); give this user read "
                           "access to it (chmod a+rX), or name another folder"), root_error
+
+
+def _tar_of_extended_headers(path: Path, headers: list[tuple[bytes, bytes]], name: str, data: bytes) -> None:
+    """A tar whose member `name` follows `headers` ((type, block) pairs: GNU long-name 'L', pax 'x'
+    blocks), each written with `tarfile`'s own header function."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        for kind, block in headers:
+            header = tarfile.TarInfo("././@LongLink")
+            header.type, header.size = kind, len(block)
+            out.write(header.tobuf(tarfile.USTAR_FORMAT) + block + bytes(-len(block) % 512))
+        member = tarfile.TarInfo(name[:99])
+        member.size = len(data)
+        out.write(member.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512) + bytes(10240))
+
+
+def _pax_block(records: dict[str, str]) -> bytes:
+    """pax records as POSIX writes them: "<length> <key>=<value>\\n", the length counting itself."""
+    out = b""
+    for key, value in records.items():
+        record = f" {key}={value}\n".encode()
+        length = len(record)
+        while length != len(record) + len(str(length)):
+            length = len(record) + len(str(length))
+        out += str(length).encode() + record
+    return out
+
+
+@pytest.mark.parametrize("headers, expected", [
+    # each long-name block read the next header within it: 1500 in a row ran out of Python's stack,
+    # a RecursionError no reader caught, the build's crash (each block also held till the end)
+    ([(tarfile.GNUTYPE_LONGNAME, b"n01440764_%04d.JPEG\0" % i) for i in range(1500)], "extended headers in a row"),
+    # 2000 xattr records on one member: each member's dict of them held for the whole walk
+    ([(tarfile.XHDTYPE, _pax_block({f"SCHILY.xattr.user.k{i}": "v" for i in range(2000)}))], "pax records"),
+])
+def test_extended_headers_no_tool_writes_are_one_corrupt_archive(tmp_path: Path, headers, expected):
+    jpeg = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(jpeg, "JPEG")
+    roots = {"web": tmp_path / "web", "imagenet": tmp_path / "inet"}
+    _tar_of_extended_headers(roots["web"] / "00000.tar", headers, "000000000.jpg", jpeg.getvalue())
+    _tar_of_extended_headers(roots["imagenet"] / "train" / "n01440764.tar", headers, "n01440764_1.JPEG",
+                             jpeg.getvalue())
+    for source in (LaionSource("web", str(roots["web"]), "webdataset"),
+                   ImageNetSource("inet", str(roots["imagenet"]), ("train",))):
+        items = [i for u in source.units() for i in source.read(u)]
+        assert [i.reason for i in items] == ["corrupt_archive"], (source.name, items)
+        assert expected in items[0].detail, items[0].detail
