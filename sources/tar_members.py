@@ -17,8 +17,9 @@ Under the grouping lies `read_members`, the walk over member headers that ImageN
 long-name or pax header declares its own block's size, which `tarfile` would read whole before any
 check (a 150 MiB long name: 152 MB more memory); one declaring more than `MAX_TAR_HEADER_BYTES`, a
 run of more than `MAX_HEADER_RUN` (each read within the last: a long run ran out of stack), or more
-than `MAX_PAX_RECORDS` records for a member, is refused from its header block: the tar's
-`corrupt_archive`, read no further.
+than `MAX_PAX_RECORDS` records for a member, or a GNU sparse map of more than
+`MAX_SPARSE_FRAGMENTS` (or one that is no map: tarfile's ValueError), is refused from its header
+block: the tar's `corrupt_archive`, read no further.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def member_too_large(info: tarfile.TarInfo, cap: int) -> str | None:
 MAX_TAR_HEADER_BYTES = 4 << 20
 MAX_HEADER_RUN = 8  # extended headers in a row before one member: GNU tar writes 2 ('L', 'K'), pax 2 ('g', 'x')
 MAX_PAX_RECORDS = 256  # pax keys one member carries, held with its header for the whole walk
+MAX_SPARSE_FRAGMENTS = 1 << 16  # data fragments of a GNU sparse member's map (1.0: at its data's start)
 EXTENDED_HEADERS = {tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link name",
                     tarfile.XHDTYPE: "pax extended header", tarfile.XGLTYPE: "pax global header",
                     tarfile.SOLARIS_XHDTYPE: "Solaris extended header"}
@@ -100,7 +102,8 @@ class HeaderRefused(tarfile.ReadError):
 
 class CappedTarInfo(tarfile.TarInfo):
     """`tarfile`'s member header with the extended headers before a member judged on what they
-    declare (`MAX_TAR_HEADER_BYTES`, `MAX_HEADER_RUN`, `MAX_PAX_RECORDS`): `tarfile.open(...,
+    declare (`MAX_TAR_HEADER_BYTES`, `MAX_HEADER_RUN`, `MAX_PAX_RECORDS`, `MAX_SPARSE_FRAGMENTS`),
+    a malformed one a `tarfile.ReadError`, never a ValueError no reader catches: `tarfile.open(...,
     tarinfo=CappedTarInfo)`. `_proc_member` is tarfile's documented hook for a subclass."""
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
@@ -117,6 +120,8 @@ class CappedTarInfo(tarfile.TarInfo):
         tar._extended_run = run  # type: ignore[attr-defined]
         try:
             member = super()._proc_member(tar)
+        except ValueError as exc:  # a number of a pax record or a sparse map that is none: no TarError of tarfile's
+            raise HeaderRefused(f"a {kind} at byte {self.offset} is unreadable: {exc}") from None
         finally:
             tar._extended_run = run - 1  # type: ignore[attr-defined]
         records = max(len(tar.pax_headers), len(getattr(member, "pax_headers", {})))
@@ -124,6 +129,30 @@ class CappedTarInfo(tarfile.TarInfo):
             raise HeaderRefused(f"a {kind} at byte {self.offset} gives {records} pax records, over the "
                                 f"{MAX_PAX_RECORDS} a member may carry: no tar tool writes them")
         return member
+
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict, tar: tarfile.TarFile) -> None:
+        """GNU sparse 1.0 (GNU tar's `--format=posix -S`): the map of the member's data fragments
+        at its data's start, their count first, line by line; tarfile's own read as many lines as
+        the count said, the rest of the archive if need be. Refused over `MAX_SPARSE_FRAGMENTS`, or
+        at a line longer than a block or the end of the archive."""
+        buf = tar.fileobj.read(tarfile.BLOCKSIZE)
+        count, buf = buf.split(b"\n", 1)  # ValueError when there is no line: `_proc_member` says so
+        fields = int(count)
+        if fields > MAX_SPARSE_FRAGMENTS:
+            raise HeaderRefused(f"a GNU sparse map at byte {self.offset} declares {fields} fragments, over the "
+                                f"{MAX_SPARSE_FRAGMENTS} a member may have")
+        sparse: list[int] = []
+        while len(sparse) < fields * 2:
+            if b"\n" not in buf:
+                block = tar.fileobj.read(tarfile.BLOCKSIZE) if len(buf) < tarfile.BLOCKSIZE else b""
+                if not block:
+                    raise tarfile.ReadError(f"the GNU sparse map at byte {self.offset} is cut short or garbled")
+                buf += block
+                continue
+            number, buf = buf.split(b"\n", 1)
+            sparse.append(int(number))
+        next.offset_data = tar.fileobj.tell()
+        next.sparse = list(zip(sparse[::2], sparse[1::2]))
 
 
 def open_tar(handle: IO[bytes], mode: str) -> tarfile.TarFile:
