@@ -19,12 +19,15 @@ check (a 150 MiB long name: 152 MB more memory); one declaring more than `MAX_TA
 run of more than `MAX_HEADER_RUN` (each read within the last: a long run ran out of stack), or more
 than `MAX_PAX_RECORDS` records for a member, or a GNU sparse map of more than
 `MAX_SPARSE_FRAGMENTS` (or one that is no map: tarfile's ValueError), is refused from its header
-block: the tar's `corrupt_archive`, read no further.
+block: the tar's `corrupt_archive`, read no further. Pax records are read in one pass
+(`pax_records`), not by tarfile 3.11.7's backtracking search (CVE-2024-6232: hours for a record
+of digits), and each header is let go once its member is visited.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
@@ -130,6 +133,55 @@ class CappedTarInfo(tarfile.TarInfo):
                                 f"{MAX_PAX_RECORDS} a member may carry: no tar tool writes them")
         return member
 
+    def _proc_pax(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        """tarfile's own (CPython 3.11), its records read by `pax_records` in one pass: tarfile
+        searched the block for `\\d+ hdrcharset=`, quadratic in a run of digits (CVE-2024-6232,
+        mended in CPython 3.11.10 and 3.12.6): a 64 KiB record of digits took 10 s, one of 4 MiB hours."""
+        buf = tar.fileobj.read(self._block(self.size))
+        pax_headers = tar.pax_headers if self.type == tarfile.XGLTYPE else tar.pax_headers.copy()
+        records = pax_records(buf, self.offset)
+        charset = next((value for keyword, value in records if keyword == b"hdrcharset"), None)
+        if charset is not None:
+            pax_headers["hdrcharset"] = charset.decode("utf-8", tar.errors)
+        encoding = tar.encoding if pax_headers.get("hdrcharset") == "BINARY" else "utf-8"
+        for raw_keyword, raw_value in records:
+            keyword = self._decode_pax_field(raw_keyword, "utf-8", "utf-8", tar.errors)
+            pax_headers[keyword] = (self._decode_pax_field(raw_value, encoding, tar.encoding, tar.errors)
+                                    if keyword in tarfile.PAX_NAME_FIELDS
+                                    else self._decode_pax_field(raw_value, "utf-8", "utf-8", tar.errors))
+        try:
+            member = self.fromtarfile(tar)
+        except tarfile.HeaderError as exc:
+            raise tarfile.SubsequentHeaderError(str(exc)) from None
+        if "GNU.sparse.map" in pax_headers:
+            self._proc_gnusparse_01(member, pax_headers)
+        elif "GNU.sparse.size" in pax_headers:
+            self._proc_gnusparse_00(member, pax_headers, buf)
+        elif pax_headers.get("GNU.sparse.major") == "1" and pax_headers.get("GNU.sparse.minor") == "0":
+            self._proc_gnusparse_10(member, pax_headers, tar)
+        if self.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
+            member._apply_pax_info(pax_headers, tar.encoding, tar.errors)
+            member.offset = self.offset
+            if "size" in pax_headers:  # the record replaces the size field: the next header moves
+                skipped = member.isreg() or member.type not in tarfile.SUPPORTED_TYPES
+                tar.offset = member.offset_data + (member._block(member.size) if skipped else 0)
+        return member
+
+    def _proc_gnusparse_00(self, next: tarfile.TarInfo, pax_headers: dict, buf: bytes) -> None:
+        """GNU sparse 0.0: the offset and numbytes records in order (tarfile's searched, quadratic too)."""
+        records = pax_records(buf, self.offset)
+        offsets = [int(value) for keyword, value in records if keyword == b"GNU.sparse.offset"]
+        numbytes = [int(value) for keyword, value in records if keyword == b"GNU.sparse.numbytes"]
+        next.sparse = list(zip(offsets, numbytes))
+
+    def _proc_gnusparse_01(self, next: tarfile.TarInfo, pax_headers: dict) -> None:
+        """GNU sparse 0.1: the map a record of comma-separated numbers, counted before it is parsed."""
+        fragments = pax_headers["GNU.sparse.map"].count(",") // 2 + 1
+        if fragments > MAX_SPARSE_FRAGMENTS:
+            raise HeaderRefused(f"a GNU sparse map at byte {self.offset} gives {fragments} fragments, over the "
+                                f"{MAX_SPARSE_FRAGMENTS} a member may have")
+        super()._proc_gnusparse_01(next, pax_headers)
+
     def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict, tar: tarfile.TarFile) -> None:
         """GNU sparse 1.0 (GNU tar's `--format=posix -S`): the map of the member's data fragments
         at its data's start, their count first, line by line; tarfile's own read as many lines as
@@ -153,6 +205,28 @@ class CappedTarInfo(tarfile.TarInfo):
             sparse.append(int(number))
         next.offset_data = tar.fileobj.tell()
         next.sparse = list(zip(sparse[::2], sparse[1::2]))
+
+
+_PAX_LENGTH = re.compile(rb"(\d{1,20}) ")
+
+
+def pax_records(buf: bytes, offset: int = 0) -> list[tuple[bytes, bytes]]:
+    """The (keyword, value) records of a pax header block, `<length> <keyword>=<value>\\n` each, the
+    length counting the whole record, read in one pass (each record scanned within its length);
+    the block's zero padding ends them. A record whose length does not end at its newline, or
+    that holds no `=`, is a `HeaderRefused`."""
+    records, pos = [], 0
+    while True:
+        match = _PAX_LENGTH.match(buf, pos)
+        if not match:
+            return records
+        end = pos + int(match.group(1))
+        equals = buf.find(b"=", match.end(), end)
+        if end > len(buf) or equals < 0 or buf[end - 1:end] != b"\n":
+            raise HeaderRefused(f"a pax record at byte {offset} + {pos} is malformed: its length "
+                                f"{match.group(1).decode()} does not end at its newline")
+        records.append((buf[match.end():equals], buf[equals + 1:end - 1]))
+        pos = end
 
 
 def open_tar(handle: IO[bytes], mode: str) -> tarfile.TarFile:
@@ -194,11 +268,14 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
     """What `visit` makes of each member header of the tar at `uri`, in archive order (`mode` gives
     tarfile's mode for the opened file; extended headers judged by `CappedTarInfo`), its end-of-archive
     block checked; what `cut` makes of the error when the tar is cut short or unreadable, in a header
-    or in the bytes `visit` reads. Too many open files or no memory is the machine's `MachineError`."""
+    or in the bytes `visit` reads. Too many open files or no memory is the machine's `MachineError`.
+    A member's header is let go once visited (kept, `tarfile` held every header to the end: with
+    its pax records, as much memory as the archive's headers, each under the caps)."""
     try:
         with fsio.open_file(uri) as handle, open_tar(handle, mode(handle)) as tar:
             for info in tar:
                 yield from visit(tar, info)
+                tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again
             check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError) as exc:
         if is_machine_error(exc):  # too many open files, no memory: the machine's, no archive's reject

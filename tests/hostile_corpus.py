@@ -155,3 +155,27 @@ def write_tar_with_a_large_header(path: Path, kind: bytes, declared: int, name: 
         out.write(member.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512) + bytes(1024))
         out.write(bytes(-out.tell() % tarfile.RECORDSIZE))
     return path
+
+
+def write_tar_of_large_pax_headers(path: Path, names: list[str], data: bytes, value_size: int) -> Path:
+    """A tar of `names` (each holding `data`), each after a pax extended header ('x') of one
+    `comment` record of `value_size` bytes, its value zeros (a sparse hole: nothing on disk): under
+    any cap on one header, as large in all as the members are many. Every tool lists it."""
+    import tarfile
+
+    with path.open("wb") as out:
+        for name in names:
+            record_size = len(f" comment=\n") + value_size
+            length = record_size
+            while length != record_size + len(str(length)):
+                length = record_size + len(str(length))
+            header = tarfile.TarInfo("././@PaxHeader")
+            header.type, header.size = tarfile.XHDTYPE, length
+            out.write(header.tobuf(tarfile.USTAR_FORMAT) + f"{length} comment=".encode())
+            out.seek(value_size, 1)
+            out.write(b"\n" + bytes(-length % 512))
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            out.write(member.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512))
+        out.write(bytes(1024) + bytes(-(out.tell() + 1024) % tarfile.RECORDSIZE))
+    return path

@@ -599,3 +599,34 @@ def test_a_tar_header_declaring_a_huge_long_name_or_pax_block_is_refused_unread(
         name = {"L": "GNU long name", "x": "pax extended header"}[case[-1]]
         assert [reason for reason, _ in result["rejects"]] == ["corrupt_archive"], (case, result)
         assert name in result["rejects"][0][1] and f"{declared} bytes" in result["rejects"][0][1], (case, result)
+
+
+def test_the_headers_of_a_tar_are_let_go_as_it_is_read(tmp_path: Path):
+    """`tarfile` keeps every member header it has read to the end of the walk, with its pax records:
+    32 members each after a 2 MiB pax header (each under the cap on one header) held 64 MiB more
+    in the img2dataset and the ImageNet readers, as much as the archive's headers; a header is now
+    let go once its member is visited (Python's own allocations, traced)."""
+    import tracemalloc
+
+    from hostile_corpus import write_tar_of_large_pax_headers
+    from sources.imagenet import ImageNetSource
+    from sources.laion import LaionSource
+    from sources.records import Reject
+
+    (tmp_path / "web").mkdir()
+    (tmp_path / "inet" / "train").mkdir(parents=True)
+    write_tar_of_large_pax_headers(tmp_path / "web" / "00000.tar", [f"{i:09d}.jpg" for i in range(32)], b"x",
+                                   2 << 20)
+    write_tar_of_large_pax_headers(tmp_path / "inet" / "train" / "n01440764.tar",
+                                   [f"n01440764_{i}.JPEG" for i in range(32)], b"x", 2 << 20)
+    for source in (LaionSource("web", str(tmp_path / "web"), "webdataset"),
+                   ImageNetSource("inet", str(tmp_path / "inet"), ("train",))):
+        units = source.units()
+        tracemalloc.start()
+        try:
+            items = [i for u in units for i in source.read(u)]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(items) == 32 and not any(isinstance(i, Reject) for i in items), (source.name, items[:3])
+        assert peak < 24 << 20, (source.name, peak >> 20)
