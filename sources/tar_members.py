@@ -133,6 +133,33 @@ class CappedTarInfo(tarfile.TarInfo):
                                 f"{MAX_PAX_RECORDS} a member may carry: no tar tool writes them")
         return member
 
+    def _proc_sparse(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        """GNU's old sparse member ('S'), as tarfile reads it, its extension blocks of 21 fragments
+        each counted (refused past `MAX_SPARSE_FRAGMENTS`: tarfile read as many as the archive held)
+        and a cut one a `ReadError` (tarfile's IndexError, caught by no reader)."""
+        structs, extended, original_size = self._sparse_structs
+        del self._sparse_structs
+        while extended:
+            buf = tar.fileobj.read(tarfile.BLOCKSIZE)
+            if len(buf) < tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"the GNU sparse member at byte {self.offset} is cut short in its map")
+            for pos in range(0, 21 * 24, 24):
+                try:
+                    offset, numbytes = tarfile.nti(buf[pos:pos + 12]), tarfile.nti(buf[pos + 12:pos + 24])
+                except ValueError:
+                    break
+                if offset and numbytes:
+                    structs.append((offset, numbytes))
+            if len(structs) > MAX_SPARSE_FRAGMENTS:
+                raise HeaderRefused(f"a GNU sparse member at byte {self.offset} gives over {MAX_SPARSE_FRAGMENTS} "
+                                    "fragments")
+            extended = bool(buf[504])
+        self.sparse = structs
+        self.offset_data = tar.fileobj.tell()
+        tar.offset = self.offset_data + self._block(self.size)
+        self.size = original_size
+        return self
+
     def _proc_pax(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         """tarfile's own (CPython 3.11), its records read by `pax_records` in one pass: tarfile
         searched the block for `\\d+ hdrcharset=`, quadratic in a run of digits (CVE-2024-6232,

@@ -927,3 +927,31 @@ def test_a_pax_record_of_digits_is_read_in_one_pass(tmp_path: Path):
     items = [i for u in units for i in source.read(u)]
     assert time.perf_counter() - started < 2.0  # 10 s before (30 ms a header of 4 KiB: the growth is quadratic)
     assert [type(i).__name__ for i in items] == ["ImageRecord"] and items[0].data == jpeg.getvalue()
+
+
+def _old_gnu_sparse(name: str, extension_blocks: int) -> bytes:
+    """GNU tar's old sparse member ('S', `tar --format=gnu -S`): its header (tarfile's, the
+    `isextended` flag set) and `extension_blocks` blocks of 21 (offset, size) fragments each,
+    each but the last flagged as followed by another; none when the archive is cut after the header."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size = tarfile.GNUTYPE_SPARSE, 0
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[482] = 1  # isextended: an extension block of fragments follows
+    header[148:156] = b" " * 8
+    header[148:155] = b"%06o\0" % sum(header)
+    fragment = b"%011o\0%011o\0" % (512, 512)
+    blocks = [(fragment * 21).ljust(504, b"\0") + bytes([n + 1 < extension_blocks]).ljust(8, b"\0")
+              for n in range(extension_blocks)]
+    return bytes(header) + b"".join(blocks)
+
+
+@pytest.mark.parametrize("blocks, expected", [(0, "cut short in its map"), (3200, "fragments")])
+def test_an_old_gnu_sparse_member_cut_in_its_map_or_past_any_real_map_is_one_corrupt_archive(
+        tmp_path: Path, blocks: int, expected: str):
+    """A cut after the header was tarfile's IndexError, caught by no reader (a crash); a map of
+    67,200 fragments (3,200 extension blocks) was read whole, as far as the archive went."""
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "00000.tar").write_bytes(_old_gnu_sparse("000000000.jpg", blocks))
+    source = LaionSource("web", str(tmp_path / "web"), "webdataset")
+    items = [i for u in source.units() for i in source.read(u)]
+    assert [i.reason for i in items] == ["corrupt_archive"] and expected in items[0].detail, items

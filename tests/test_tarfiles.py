@@ -108,8 +108,8 @@ def test_a_name_beyond_ascii_reads_back_exactly_in_strict_mode_and_in_any_locale
 @pytest.mark.skipif(shutil.which("tar") is None or shutil.which("bsdtar") is None, reason="GNU tar or bsdtar missing")
 def test_what_gnu_tar_and_bsdtar_write_passes_the_extended_header_caps(tmp_path):
     """Long names and link names (GNU 'L'/'K' blocks, pax `path`/`linkpath`), xattrs and a sparse
-    file's map, as GNU tar (gnu and posix formats) and bsdtar (pax) write them, read through the
-    capped walk (`tar_members.open_tar`) exactly as through plain `tarfile`."""
+    file's map ('S' member, pax 1.0), as GNU tar (gnu and posix formats) and bsdtar (pax) write
+    them, read through the capped walk (`tar_members.open_tar`) exactly as through plain `tarfile`."""
     import os
 
     from sources.tar_members import open_tar
@@ -122,7 +122,8 @@ def test_what_gnu_tar_and_bsdtar_write_passes_the_extended_header_caps(tmp_path)
         sparse.seek(1 << 20)
         sparse.write(b"end")
     os.setxattr(tmp_path / "src" / "sparse.bin", "user.comment", b"v" * 4000)
-    for command in (["tar", "--format=gnu"], ["tar", "--format=posix", "--xattrs", "-S"], ["bsdtar", "--format=pax"]):
+    for command in (["tar", "--format=gnu", "-S"], ["tar", "--format=posix", "--xattrs", "-S"],
+                    ["bsdtar", "--format=pax"]):
         path = tmp_path / f"{command[0]}{command[1]}.tar"
         subprocess.run([*command, "-cf", str(path), "-C", str(tmp_path / "src"), "."], check=True)
         listed = []
