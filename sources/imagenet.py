@@ -23,8 +23,9 @@ a link or device (`not_a_file`), a non-image (`unexpected_file`; a `.tar` one sa
 the outer tar only), a member named for another class (`wrong_class`: `n02_5.JPEG` in n01.tar,
 a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read),
 more than 256 MiB (`member_too_large`, never read). A cut tar is a `truncated_sample` for the
-member it cuts and one `corrupt_archive`, as is a file named `.tar` that is none; the images
-before the cut are built. ILSVRC's own outer archives (`ILSVRC2012_img_*.tar`) are never read:
+member it cuts and one `corrupt_archive`, as is a file named `.tar` that is none, or one with a
+header no tar tool writes (`sources.tar_members.CappedTarInfo`, the walk all three tar readers
+share); the images before the cut are built. ILSVRC's own outer archives (`ILSVRC2012_img_*.tar`) are never read:
 the refusal or their reject says how to extract them.
 
 Each image becomes an `ImageRecord` carrying its wnid; grouping 16 images of a class into a
@@ -51,6 +52,7 @@ while the index files (and the same set stored elsewhere) say NFC.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 import tarfile
@@ -60,10 +62,10 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.laion import MEMBER_TOO_LARGE, check_end_marker, member_type, tar_units
+from sources.laion import tar_units
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
-from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem, is_machine_error,
-                             name_text, nfc, safe_key)
+from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, safe_key
+from sources.tar_members import MEMBER_TOO_LARGE, member_bytes, member_type, read_members
 from transforms.errors import exception_detail
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -355,37 +357,43 @@ class ImageNetSource:
             yield self._archive_reject(unit, problem.reason, problem.detail)
             return
         synsets = read_synsets(self.synsets_uri) if fsio.exists(self.synsets_uri) else {}
-        taken: dict[str, str] = {}  # key -> the member that has it
-        reading: str | None = None  # the member whose bytes are being read
-        try:
-            with fsio.open_file(uri) as handle, \
-                    tarfile.open(fileobj=handle, mode="r:" if unit.parts > 1 else "r|") as tar:
-                for info in tar:
-                    name = _member_name(info.name)
-                    if info.isdir() and name in ("", "."):  # `tar -C n0 .`'s `./`: the class folder itself
-                        continue
-                    key = safe_key(self.name, split, wnid, _stem(name))
-                    rejected = self._member_problem(unit, shown, info, name, key, taken, synsets)
-                    if rejected is not None:
-                        yield rejected
-                        continue
-                    if not unit.owns(key):  # another part's image: its bytes are that part's to read
-                        continue
-                    reading = name
-                    data = tar.extractfile(info).read()  # type: ignore[union-attr]  # a file: never None
-                    reading = None
-                    yield ImageRecord(key=key, source=self.name, group=key, data=data, split_hint=split, label=wnid,
-                                      lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid),
-                                               "file": f"{split}/{_stem(name)}"})
-                check_end_marker(tar, handle)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            if is_machine_error(exc):  # too many open files, no memory: the machine's, no archive's reject
-                raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
-            if reading is not None:
-                key = safe_key(self.name, split, wnid, _stem(reading))
-                yield Reject(key, self.name, key, "read", "truncated_sample",
-                             f"{shown}: {reading}: {exception_detail(exc)}"[:300], split_hint=split)
-            yield self._archive_reject(unit, "corrupt_archive", f"{shown}: {exception_detail(exc)}")
+        reading: list[str] = []  # the member whose bytes are being read
+        visit = functools.partial(self._archive_member, unit, shown, synsets, {}, reading)
+        cut = functools.partial(self._archive_cut, unit, shown, reading)
+        mode = "r:" if unit.parts > 1 else "r|"
+        yield from read_members(uri, lambda handle: mode, visit, cut)
+
+    def _archive_member(self, unit: Unit, shown: str, synsets: dict[str, str], taken: dict[str, str],
+                        reading: list[str], tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[SourceItem]:
+        """A class archive's member (`tar_members.read_members`' visit): its image, or its reject
+        (`_member_problem`, `taken` the keys seen); nothing for another part's image, whose bytes
+        are that part's to read. `reading` names the member while its bytes are read."""
+        split, wnid, name = unit.split, name_text(nfc(unit.wnid or "")), _member_name(info.name)
+        if info.isdir() and name in ("", "."):  # `tar -C n0 .`'s `./`: the class folder itself
+            return
+        key = safe_key(self.name, split, wnid, _stem(name))
+        rejected = self._member_problem(unit, shown, info, name, key, taken, synsets)
+        if rejected is not None:
+            yield rejected
+            return
+        if not unit.owns(key):
+            return
+        reading.append(name)
+        data = member_bytes(tar, info)
+        reading.pop()
+        yield ImageRecord(key=key, source=self.name, group=key, data=data, split_hint=split, label=wnid,
+                          lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid),
+                                   "file": f"{split}/{_stem(name)}"})
+
+    def _archive_cut(self, unit: Unit, shown: str, reading: list[str], exc: BaseException) -> Iterator[Reject]:
+        """A cut or unreadable class archive (`read_members`' cut): a `truncated_sample` for the
+        member whose bytes it ends in, if any, and one `corrupt_archive`."""
+        wnid = name_text(nfc(unit.wnid or ""))
+        for name in reading:
+            key = safe_key(self.name, unit.split, wnid, _stem(name))
+            yield Reject(key, self.name, key, "read", "truncated_sample",
+                         f"{shown}: {name}: {exception_detail(exc)}"[:300], split_hint=unit.split)
+        yield self._archive_reject(unit, "corrupt_archive", f"{shown}: {exception_detail(exc)}")
 
     def _archive_reject(self, unit: Unit, reason: str, detail: str) -> Reject:
         """A reject of a whole class archive (what it holds is unknown), keyed by its file name."""

@@ -60,8 +60,8 @@ from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_in
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
                              data_key, is_machine_error, nfc, path_key, read_input_bytes, twin_detail,
                              twin_groups)
-from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, shard_reject,
-                                 split_member)
+from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
+                                 shard_reject, split_member)
 from sources.tar_members import check_end_marker, member_type  # noqa: F401 (the tar helpers, importable here too)
 from transforms.errors import exception_detail
 
@@ -534,7 +534,7 @@ class LaionSource:
         tar_uri = next((base + suffix for suffix in TAR_SUFFIXES if fsio.exists(base + suffix)), None)
         if tar_uri is None:
             return None
-        with fsio.open_file(tar_uri) as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
+        with fsio.open_file(tar_uri) as handle, open_tar(handle, "r|*") as tar:
             for count, info in enumerate(tar):
                 stem, ext = split_member(info.name)
                 if stem == key and ext in IMAGE_EXTENSIONS and info.isfile() and info.size <= MAX_INPUT_FILE_BYTES:

@@ -11,14 +11,26 @@ without its end-of-archive block is cut too: `check_end_marker`), and hands each
 source. What a member is worth keeping, and what a member over `MAX_INPUT_FILE_BYTES` costs
 (`member_too_large`), is the source's (`Keep`). Too many open files or no memory reading a tar is
 the machine's `MachineError` (the unit fails uncommitted), never the shard's reject.
+
+Under the grouping lies `read_members`, the walk over member headers that ImageNet's class archives
+(one image a member, no grouping) share too. It opens every tar with `CappedTarInfo`: a GNU
+long-name or pax header declares its own block's size, which `tarfile` would read whole before any
+check (a 150 MiB long name: 152 MB more memory); one declaring more than `MAX_TAR_HEADER_BYTES`, a
+run of more than `MAX_HEADER_RUN` (each read within the last: a long run ran out of stack), or more
+than `MAX_PAX_RECORDS` records for a member, or a GNU sparse map of more than
+`MAX_SPARSE_FRAGMENTS` (or one that is no map: tarfile's ValueError), is refused from its header
+block: the tar's `corrupt_archive`, read no further. Pax records are read in one pass
+(`pax_records`), not by tarfile 3.11.7's backtracking search (CVE-2024-6232: hours for a record
+of digits), and each header is let go once its member is visited.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 import tarfile
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, set_aside_problem
@@ -73,6 +85,182 @@ def member_too_large(info: tarfile.TarInfo, cap: int) -> str | None:
     return f"{info.name}: {info.size} bytes, over the {cap} byte cap for one member"
 
 
+# A GNU long-name or pax header declares the size of its own block, which `tarfile` reads whole
+# before handing over the member it describes. Real ones are small: a long name is at most PATH_MAX
+# (4096 bytes); GNU tar's and bsdtar's pax records (path, times, xattrs of at most 64 KiB each on
+# Linux, a sparse file's map) a few KiB; a few MiB is more than any tool writes.
+MAX_TAR_HEADER_BYTES = 4 << 20
+MAX_HEADER_RUN = 8  # extended headers in a row before one member: GNU tar writes 2 ('L', 'K'), pax 2 ('g', 'x')
+MAX_PAX_RECORDS = 256  # pax keys one member carries, held with its header for the whole walk
+MAX_SPARSE_FRAGMENTS = 1 << 16  # data fragments of a GNU sparse member's map (1.0: at its data's start)
+EXTENDED_HEADERS = {tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link name",
+                    tarfile.XHDTYPE: "pax extended header", tarfile.XGLTYPE: "pax global header",
+                    tarfile.SOLARIS_XHDTYPE: "Solaris extended header"}
+
+
+class HeaderRefused(tarfile.ReadError):
+    """An extended header no tar tool writes, refused from its header block before its own block is
+    read: the archive is read no further (a `corrupt_archive`, as any unreadable header)."""
+
+
+class CappedTarInfo(tarfile.TarInfo):
+    """`tarfile`'s member header with the extended headers before a member judged on what they
+    declare (`MAX_TAR_HEADER_BYTES`, `MAX_HEADER_RUN`, `MAX_PAX_RECORDS`, `MAX_SPARSE_FRAGMENTS`),
+    a malformed one a `tarfile.ReadError`, never a ValueError no reader catches: `tarfile.open(...,
+    tarinfo=CappedTarInfo)`. `_proc_member` is tarfile's documented hook for a subclass."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        kind = EXTENDED_HEADERS.get(self.type)
+        if kind is None:
+            return super()._proc_member(tar)
+        if self.size > MAX_TAR_HEADER_BYTES:
+            raise HeaderRefused(f"a {kind} at byte {self.offset} declares {self.size} bytes, over the "
+                                f"{MAX_TAR_HEADER_BYTES} byte cap for a tar header: no tar tool writes one")
+        run = getattr(tar, "_extended_run", 0) + 1  # each extended header reads the next one within it
+        if run > MAX_HEADER_RUN:
+            raise HeaderRefused(f"{run} extended headers in a row at byte {self.offset}, over the "
+                                f"{MAX_HEADER_RUN} a member may have: no tar tool writes them")
+        tar._extended_run = run  # type: ignore[attr-defined]
+        try:
+            member = super()._proc_member(tar)
+        except ValueError as exc:  # a number of a pax record or a sparse map that is none: no TarError of tarfile's
+            raise HeaderRefused(f"a {kind} at byte {self.offset} is unreadable: {exc}") from None
+        finally:
+            tar._extended_run = run - 1  # type: ignore[attr-defined]
+        records = max(len(tar.pax_headers), len(getattr(member, "pax_headers", {})))
+        if records > MAX_PAX_RECORDS:
+            raise HeaderRefused(f"a {kind} at byte {self.offset} gives {records} pax records, over the "
+                                f"{MAX_PAX_RECORDS} a member may carry: no tar tool writes them")
+        return member
+
+    def _proc_sparse(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        """GNU's old sparse member ('S'), as tarfile reads it, its extension blocks of 21 fragments
+        each counted (refused past `MAX_SPARSE_FRAGMENTS`: tarfile read as many as the archive held)
+        and a cut one a `ReadError` (tarfile's IndexError, caught by no reader)."""
+        structs, extended, original_size = self._sparse_structs
+        del self._sparse_structs
+        while extended:
+            buf = tar.fileobj.read(tarfile.BLOCKSIZE)
+            if len(buf) < tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"the GNU sparse member at byte {self.offset} is cut short in its map")
+            for pos in range(0, 21 * 24, 24):
+                try:
+                    offset, numbytes = tarfile.nti(buf[pos:pos + 12]), tarfile.nti(buf[pos + 12:pos + 24])
+                except ValueError:
+                    break
+                if offset and numbytes:
+                    structs.append((offset, numbytes))
+            if len(structs) > MAX_SPARSE_FRAGMENTS:
+                raise HeaderRefused(f"a GNU sparse member at byte {self.offset} gives over {MAX_SPARSE_FRAGMENTS} "
+                                    "fragments")
+            extended = bool(buf[504])
+        self.sparse = structs
+        self.offset_data = tar.fileobj.tell()
+        tar.offset = self.offset_data + self._block(self.size)
+        self.size = original_size
+        return self
+
+    def _proc_pax(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        """tarfile's own (CPython 3.11), its records read by `pax_records` in one pass: tarfile
+        searched the block for `\\d+ hdrcharset=`, quadratic in a run of digits (CVE-2024-6232,
+        mended in CPython 3.11.10 and 3.12.6): a 64 KiB record of digits took 10 s, one of 4 MiB hours."""
+        buf = tar.fileobj.read(self._block(self.size))
+        pax_headers = tar.pax_headers if self.type == tarfile.XGLTYPE else tar.pax_headers.copy()
+        records = pax_records(buf, self.offset)
+        charset = next((value for keyword, value in records if keyword == b"hdrcharset"), None)
+        if charset is not None:
+            pax_headers["hdrcharset"] = charset.decode("utf-8", tar.errors)
+        encoding = tar.encoding if pax_headers.get("hdrcharset") == "BINARY" else "utf-8"
+        for raw_keyword, raw_value in records:
+            keyword = self._decode_pax_field(raw_keyword, "utf-8", "utf-8", tar.errors)
+            pax_headers[keyword] = (self._decode_pax_field(raw_value, encoding, tar.encoding, tar.errors)
+                                    if keyword in tarfile.PAX_NAME_FIELDS
+                                    else self._decode_pax_field(raw_value, "utf-8", "utf-8", tar.errors))
+        try:
+            member = self.fromtarfile(tar)
+        except tarfile.HeaderError as exc:
+            raise tarfile.SubsequentHeaderError(str(exc)) from None
+        if "GNU.sparse.map" in pax_headers:
+            self._proc_gnusparse_01(member, pax_headers)
+        elif "GNU.sparse.size" in pax_headers:
+            self._proc_gnusparse_00(member, pax_headers, buf)
+        elif pax_headers.get("GNU.sparse.major") == "1" and pax_headers.get("GNU.sparse.minor") == "0":
+            self._proc_gnusparse_10(member, pax_headers, tar)
+        if self.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
+            member._apply_pax_info(pax_headers, tar.encoding, tar.errors)
+            member.offset = self.offset
+            if "size" in pax_headers:  # the record replaces the size field: the next header moves
+                skipped = member.isreg() or member.type not in tarfile.SUPPORTED_TYPES
+                tar.offset = member.offset_data + (member._block(member.size) if skipped else 0)
+        return member
+
+    def _proc_gnusparse_00(self, next: tarfile.TarInfo, pax_headers: dict, buf: bytes) -> None:
+        """GNU sparse 0.0: the offset and numbytes records in order (tarfile's searched, quadratic too)."""
+        records = pax_records(buf, self.offset)
+        offsets = [int(value) for keyword, value in records if keyword == b"GNU.sparse.offset"]
+        numbytes = [int(value) for keyword, value in records if keyword == b"GNU.sparse.numbytes"]
+        next.sparse = list(zip(offsets, numbytes))
+
+    def _proc_gnusparse_01(self, next: tarfile.TarInfo, pax_headers: dict) -> None:
+        """GNU sparse 0.1: the map a record of comma-separated numbers, counted before it is parsed."""
+        fragments = pax_headers["GNU.sparse.map"].count(",") // 2 + 1
+        if fragments > MAX_SPARSE_FRAGMENTS:
+            raise HeaderRefused(f"a GNU sparse map at byte {self.offset} gives {fragments} fragments, over the "
+                                f"{MAX_SPARSE_FRAGMENTS} a member may have")
+        super()._proc_gnusparse_01(next, pax_headers)
+
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict, tar: tarfile.TarFile) -> None:
+        """GNU sparse 1.0 (GNU tar's `--format=posix -S`): the map of the member's data fragments
+        at its data's start, their count first, line by line; tarfile's own read as many lines as
+        the count said, the rest of the archive if need be. Refused over `MAX_SPARSE_FRAGMENTS`, or
+        at a line longer than a block or the end of the archive."""
+        buf = tar.fileobj.read(tarfile.BLOCKSIZE)
+        count, buf = buf.split(b"\n", 1)  # ValueError when there is no line: `_proc_member` says so
+        fields = int(count)
+        if fields > MAX_SPARSE_FRAGMENTS:
+            raise HeaderRefused(f"a GNU sparse map at byte {self.offset} declares {fields} fragments, over the "
+                                f"{MAX_SPARSE_FRAGMENTS} a member may have")
+        sparse: list[int] = []
+        while len(sparse) < fields * 2:
+            if b"\n" not in buf:
+                block = tar.fileobj.read(tarfile.BLOCKSIZE) if len(buf) < tarfile.BLOCKSIZE else b""
+                if not block:
+                    raise tarfile.ReadError(f"the GNU sparse map at byte {self.offset} is cut short or garbled")
+                buf += block
+                continue
+            number, buf = buf.split(b"\n", 1)
+            sparse.append(int(number))
+        next.offset_data = tar.fileobj.tell()
+        next.sparse = list(zip(sparse[::2], sparse[1::2]))
+
+
+_PAX_LENGTH = re.compile(rb"(\d{1,20}) ")
+
+
+def pax_records(buf: bytes, offset: int = 0) -> list[tuple[bytes, bytes]]:
+    """The (keyword, value) records of a pax header block, `<length> <keyword>=<value>\\n` each, the
+    length counting the whole record, read in one pass (each record scanned within its length);
+    the block's zero padding ends them. A record whose length does not end at its newline, or
+    that holds no `=`, is a `HeaderRefused`."""
+    records, pos = [], 0
+    while True:
+        match = _PAX_LENGTH.match(buf, pos)
+        if not match:
+            return records
+        end = pos + int(match.group(1))
+        equals = buf.find(b"=", match.end(), end)
+        if end > len(buf) or equals < 0 or buf[end - 1:end] != b"\n":
+            raise HeaderRefused(f"a pax record at byte {offset} + {pos} is malformed: its length "
+                                f"{match.group(1).decode()} does not end at its newline")
+        records.append((buf[match.end():equals], buf[equals + 1:end - 1]))
+        pos = end
+
+
+def open_tar(handle: IO[bytes], mode: str) -> tarfile.TarFile:
+    """`tarfile.open` on an opened file, its extended headers judged before they are read (`CappedTarInfo`)."""
+    return tarfile.open(fileobj=handle, mode=mode, tarinfo=CappedTarInfo)
+
+
 def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
     """A regular member's bytes (the caller has judged its size)."""
     extracted = tar.extractfile(info)
@@ -98,55 +286,93 @@ def _plain(handle: IO[bytes]) -> str:
     return "r:"
 
 
+T = TypeVar("T")
+
+
+def read_members(uri: str, mode: Callable[[IO[bytes]], str],
+                 visit: Callable[[tarfile.TarFile, tarfile.TarInfo], Iterable[T]],
+                 cut: Callable[[BaseException], Iterable[T]]) -> Iterator[T]:
+    """What `visit` makes of each member header of the tar at `uri`, in archive order (`mode` gives
+    tarfile's mode for the opened file; extended headers judged by `CappedTarInfo`), its end-of-archive
+    block checked; what `cut` makes of the error when the tar is cut short or unreadable, in a header
+    or in the bytes `visit` reads. Too many open files or no memory is the machine's `MachineError`.
+    A member's header is let go once visited (kept, `tarfile` held every header to the end: with
+    its pax records, as much memory as the archive's headers, each under the caps)."""
+    try:
+        with fsio.open_file(uri) as handle, open_tar(handle, mode(handle)) as tar:
+            for info in tar:
+                yield from visit(tar, info)
+                tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again
+            check_end_marker(tar, handle)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if is_machine_error(exc):  # too many open files, no memory: the machine's, no archive's reject
+            raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+        yield from cut(exc)
+
+
 def samples(uri: str, name: str, shard: str, keep: Keep,
             mode: Callable[[IO[bytes]], str] = _plain) -> Iterator[Reject | Sample]:
     """The rejects and the samples of the tar at `uri` (source `name`, shard `shard`), in archive
     order (see the module's docstring); `mode` gives tarfile's mode for the opened file. A sample
     is handed over once its run of members ends (a cut one with `cut` set, before the shard's
     `corrupt_archive`); a repeated key's members are rejects, never a second sample."""
-    archive = fsio.basename(uri)
-    done: set[str] = set()  # keys whose run of members ended: a later member with one is a duplicate
+    runs = _Runs(name, shard, fsio.basename(uri), keep)
+    yield from read_members(uri, mode, runs.member, runs.cut)
+    yield from runs.end()
+
+
+@dataclass
+class _Runs:
+    """The walk's grouping of members into samples by key (`samples`)."""
+
+    name: str
+    shard: str
+    archive: str
+    keep: Keep
+    done: set[str] = field(default_factory=set)  # keys whose run ended: a later member with one is a duplicate
     sample: Sample | None = None
-    repeated = False  # the current run of members repeats a key already done
-    try:
-        with fsio.open_file(uri) as handle, tarfile.open(fileobj=handle, mode=mode(handle)) as tar:
-            for info in tar:
-                if info.isdir():
-                    continue
-                aside = set_aside_problem("", info.name, folder=False)
-                if aside:  # macOS tar's `._00000.jpg` before `00000.jpg`: never a sample of key ''
-                    yield shard_reject(name, data_key(name, shard, info.name), "read", aside.reason, aside.detail)
-                    continue
-                key, ext = split_member(info.name)
-                if not info.isfile():  # links, devices, fifos: counted, never followed
-                    yield shard_reject(name, data_key(name, shard, key), "read", NOT_A_FILE,
-                                       f"{info.name}: tar member of type {member_type(info)}")
-                    continue
-                if sample is None or key != sample.key:
-                    if sample is not None and not repeated:
-                        yield sample
-                        done.add(sample.key)
-                    sample, repeated = Sample(key), key in done
-                if repeated or ext in sample.members:
-                    yield shard_reject(name, data_key(name, shard, key), "read", "duplicate_key",
-                                       f"{info.name}: key {key} already has a {ext} member in {archive}")
-                    continue
-                if not sample.dropped:
-                    rejected = keep(tar, info, sample, ext)
-                    if rejected is not None:
-                        yield rejected
-            check_end_marker(tar, handle)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        if is_machine_error(exc):  # too many open files, no memory: the machine's, no shard's reject
-            raise MachineError(f"reading {archive}: {exc}") from exc
-        # the sample whose header was read last is cut, whether in its first member or a later one
-        if sample is not None and not repeated:
+    repeated: bool = False  # the current run of members repeats a key already done
+
+    def key(self, *parts: str) -> str:
+        """A reject's key: the shard's and `parts` (a sample key, a member name; none: the shard itself)."""
+        return data_key(self.name, self.shard, *parts)
+
+    def member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[Reject | Sample]:
+        if info.isdir():
+            return
+        aside = set_aside_problem("", info.name, folder=False)
+        if aside:  # macOS tar's `._00000.jpg` before `00000.jpg`: never a sample of key ''
+            yield shard_reject(self.name, self.key(info.name), "read", aside.reason, aside.detail)
+            return
+        key, ext = split_member(info.name)
+        if not info.isfile():  # links, devices, fifos: counted, never followed
+            yield shard_reject(self.name, self.key(key), "read", NOT_A_FILE,
+                               f"{info.name}: tar member of type {member_type(info)}")
+            return
+        if self.sample is None or key != self.sample.key:
+            if self.sample is not None and not self.repeated:
+                yield self.sample
+                self.done.add(self.sample.key)
+            self.sample, self.repeated = Sample(key), key in self.done
+        if self.repeated or ext in self.sample.members:
+            yield shard_reject(self.name, self.key(key), "read", "duplicate_key",
+                               f"{info.name}: key {key} already has a {ext} member in {self.archive}")
+            return
+        if not self.sample.dropped:
+            rejected = self.keep(tar, info, self.sample, ext)
+            if rejected is not None:
+                yield rejected
+
+    def cut(self, exc: BaseException) -> Iterator[Reject | Sample]:
+        """The sample whose header was read last is cut, whether in its first member or a later one."""
+        sample, self.sample = self.sample, None
+        if sample is not None and not self.repeated:
             if not sample.dropped:
-                yield shard_reject(name, data_key(name, shard, sample.key), "read", "truncated_sample",
-                                   exception_detail(exc))
+                yield shard_reject(self.name, self.key(sample.key), "read", "truncated_sample", exception_detail(exc))
             sample.cut = True
             yield sample
-        sample = None
-        yield shard_reject(name, data_key(name, shard), "read", "corrupt_archive", exception_detail(exc))
-    if sample is not None and not repeated:
-        yield sample
+        yield shard_reject(self.name, self.key(), "read", "corrupt_archive", exception_detail(exc))
+
+    def end(self) -> Iterator[Sample]:
+        if self.sample is not None and not self.repeated:
+            yield self.sample

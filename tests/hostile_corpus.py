@@ -128,3 +128,54 @@ def write_gzip_of_blanks(path: Path, expanded: int) -> Path:
             out.write(block)
         out.write(b"[]")
     return path
+
+
+def write_tar_with_a_large_header(path: Path, kind: bytes, declared: int, name: str, data: bytes) -> Path:
+    """A tar whose first header is a GNU long-name (`tarfile.GNUTYPE_LONGNAME`, 'L') or pax extended
+    (`tarfile.XHDTYPE`, 'x') block declaring `declared` bytes: the member's long name (or its `path`
+    record) at its start, then zeros up to the declared size (a sparse hole: nothing on disk), then
+    the member it names, whole, and the end-of-archive blocks. A valid tar that every tool lists."""
+    import tarfile
+
+    header = tarfile.TarInfo("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "././@PaxHeader")
+    header.type, header.size = kind, declared
+    if kind == tarfile.GNUTYPE_LONGNAME:
+        text = name.encode() + b"\0"
+    else:  # a pax record counts its own length: "<length> path=<name>\n"
+        record = f" path={name}\n".encode()
+        length = len(record)
+        while length != len(record) + len(str(length)):
+            length = len(record) + len(str(length))
+        text = str(length).encode() + record
+    member = tarfile.TarInfo(name[:99])  # what follows a long-name block: the name cut to its field
+    member.size = len(data)
+    with path.open("wb") as out:
+        out.write(header.tobuf(tarfile.USTAR_FORMAT) + text)
+        out.seek(-(-declared // 512) * 512 - len(text), 1)
+        out.write(member.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512) + bytes(1024))
+        out.write(bytes(-out.tell() % tarfile.RECORDSIZE))
+    return path
+
+
+def write_tar_of_large_pax_headers(path: Path, names: list[str], data: bytes, value_size: int) -> Path:
+    """A tar of `names` (each holding `data`), each after a pax extended header ('x') of one
+    `comment` record of `value_size` bytes, its value zeros (a sparse hole: nothing on disk): under
+    any cap on one header, as large in all as the members are many. Every tool lists it."""
+    import tarfile
+
+    with path.open("wb") as out:
+        for name in names:
+            record_size = len(f" comment=\n") + value_size
+            length = record_size
+            while length != record_size + len(str(length)):
+                length = record_size + len(str(length))
+            header = tarfile.TarInfo("././@PaxHeader")
+            header.type, header.size = tarfile.XHDTYPE, length
+            out.write(header.tobuf(tarfile.USTAR_FORMAT) + f"{length} comment=".encode())
+            out.seek(value_size, 1)
+            out.write(b"\n" + bytes(-length % 512))
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            out.write(member.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512))
+        out.write(bytes(1024) + bytes(-(out.tell() + 1024) % tarfile.RECORDSIZE))
+    return path

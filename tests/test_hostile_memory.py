@@ -8,10 +8,12 @@ took 1.9 GB there (8.1 GB through decord's batches) and an 8192 x 4320 one 1.1 G
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import cv2
@@ -562,3 +564,95 @@ def test_a_co3d_sequence_of_many_frames_is_placed_in_bounded_memory(tmp_path: Pa
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=str(ROOT))
     assert proc.returncode == 0 and proc.stdout.startswith("24 (0.0, 15.0, 30.0)"), proc.stderr[-800:]
     assert resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY  # this process untouched
+
+
+LARGE_HEADER_CHILD = r'''
+import json, sys
+from pathlib import Path
+from sources.imagenet import ImageNetSource
+from sources.laion import LaionSource
+from sources.records import Reject
+from sources.video import VideoSource
+
+def peak_mb():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+
+folder, results = Path(sys.argv[1]), {}
+for case in sorted(p.name for p in folder.iterdir()):
+    reader, kind = case.split("-")
+    root = str(folder / case)
+    source = {"web": lambda: LaionSource("web", root, "webdataset"), "video": lambda: VideoSource("v", root),
+              "imagenet": lambda: ImageNetSource("inet", root, ("train",))}[reader]()
+    open("/proc/self/clear_refs", "w").write("5")  # VmHWM back to the present size: this case's own peak
+    before = peak_mb()
+    items = [i for u in source.units() for i in source.read(u)]
+    results[case] = {"rise_mb": round(peak_mb() - before),
+                     "rejects": [(i.reason, i.detail) for i in items if isinstance(i, Reject)],
+                     "records": sum(not isinstance(i, Reject) for i in items)}
+print(json.dumps(results))
+'''
+
+
+def test_a_tar_header_declaring_a_huge_long_name_or_pax_block_is_refused_unread(tmp_path: Path):
+    """A GNU long-name ('L') or pax ('x') header declares its own block's size, and `tarfile` read
+    that whole block into memory before any check of ours: 192 MiB declared raised the peak by
+    192 MB in each of the three tar readers (img2dataset's, video2dataset's, ImageNet's class
+    archives). Real long names are at most PATH_MAX (4096 bytes) and real pax headers small: the
+    block is refused from its header, the tar one `corrupt_archive` naming the kind and the size."""
+    from hostile_corpus import write_tar_with_a_large_header
+
+    declared = 192 << 20
+    jpeg = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(jpeg, "JPEG")
+    where = {"web": ("00000.tar", "k" * 150 + ".jpg"), "video": ("00000.tar", "v" * 150 + ".mp4"),
+             "imagenet": ("train/n01440764.tar", "n01440764_" + "1" * 150 + ".JPEG")}
+    kinds = {"L": tarfile.GNUTYPE_LONGNAME, "x": tarfile.XHDTYPE}
+    for reader, (tar_name, member) in where.items():
+        for label, kind in kinds.items():
+            path = tmp_path / f"{reader}-{label}" / tar_name
+            path.parent.mkdir(parents=True)
+            write_tar_with_a_large_header(path, kind, declared, member, jpeg.getvalue())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    done = subprocess.run([sys.executable, "-c", LARGE_HEADER_CHILD, str(tmp_path)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    print(results)
+    assert sorted(results) == sorted(f"{r}-{k}" for r in where for k in kinds)
+    for case, result in results.items():
+        assert result["rise_mb"] < 32, (case, result)
+        assert result["records"] == 0, (case, result)
+        name = {"L": "GNU long name", "x": "pax extended header"}[case[-1]]
+        assert [reason for reason, _ in result["rejects"]] == ["corrupt_archive"], (case, result)
+        assert name in result["rejects"][0][1] and f"{declared} bytes" in result["rejects"][0][1], (case, result)
+
+
+def test_the_headers_of_a_tar_are_let_go_as_it_is_read(tmp_path: Path):
+    """`tarfile` keeps every member header it has read to the end of the walk, with its pax records:
+    32 members each after a 2 MiB pax header (each under the cap on one header) held 64 MiB more
+    in the img2dataset and the ImageNet readers, as much as the archive's headers; a header is now
+    let go once its member is visited (Python's own allocations, traced)."""
+    import tracemalloc
+
+    from hostile_corpus import write_tar_of_large_pax_headers
+    from sources.imagenet import ImageNetSource
+    from sources.laion import LaionSource
+    from sources.records import Reject
+
+    (tmp_path / "web").mkdir()
+    (tmp_path / "inet" / "train").mkdir(parents=True)
+    write_tar_of_large_pax_headers(tmp_path / "web" / "00000.tar", [f"{i:09d}.jpg" for i in range(32)], b"x",
+                                   2 << 20)
+    write_tar_of_large_pax_headers(tmp_path / "inet" / "train" / "n01440764.tar",
+                                   [f"n01440764_{i}.JPEG" for i in range(32)], b"x", 2 << 20)
+    for source in (LaionSource("web", str(tmp_path / "web"), "webdataset"),
+                   ImageNetSource("inet", str(tmp_path / "inet"), ("train",))):
+        units = source.units()
+        tracemalloc.start()
+        try:
+            items = [i for u in units for i in source.read(u)]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(items) == 32 and not any(isinstance(i, Reject) for i in items), (source.name, items[:3])
+        assert peak < 24 << 20, (source.name, peak >> 20)

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from sources import fsio
 from sources.annotated_video import AnnotatedVideoSource
@@ -883,3 +884,111 @@ def test_folders_this_user_cannot_list_are_rejects_and_an_unreadable_root_names_
     assert details[2].startswith("'search_only' is a folder this user cannot list"), details
     assert root_error == (f"sources[0].path (web): cannot read {root} (Permission denied); give this user read "
                           "access to it (chmod a+rX), or name another folder"), root_error
+
+
+def _tar_of_extended_headers(path: Path, headers: list[tuple[bytes, bytes]], name: str, data: bytes) -> None:
+    """A tar whose member `name` follows `headers` ((type, block) pairs: GNU long-name 'L', pax 'x'
+    blocks), each written with `tarfile`'s own header function."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        for kind, block in headers:
+            header = tarfile.TarInfo("././@LongLink")
+            header.type, header.size = kind, len(block)
+            out.write(header.tobuf(tarfile.USTAR_FORMAT) + block + bytes(-len(block) % 512))
+        member = tarfile.TarInfo(name[:99])
+        member.size = len(data)
+        out.write(member.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512) + bytes(10240))
+
+
+def _pax_block(records: dict[str, str]) -> bytes:
+    """pax records as POSIX writes them: "<length> <key>=<value>\\n", the length counting itself."""
+    out = b""
+    for key, value in records.items():
+        record = f" {key}={value}\n".encode()
+        length = len(record)
+        while length != len(record) + len(str(length)):
+            length = len(record) + len(str(length))
+        out += str(length).encode() + record
+    return out
+
+
+_SPARSE_1_0 = [(tarfile.XHDTYPE, _pax_block({"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                                              "GNU.sparse.name": "x.jpg", "GNU.sparse.realsize": "10"}))]
+
+
+@pytest.mark.parametrize("headers, data, expected", [
+    # each long-name block read the next header within it: 1500 in a row ran out of Python's stack,
+    # a RecursionError no reader caught, the build's crash (each block also held till the end)
+    ([(tarfile.GNUTYPE_LONGNAME, b"n01440764_%04d.JPEG\0" % i) for i in range(1500)], None,
+     "extended headers in a row"),
+    # 2000 xattr records on one member: each member's dict of them held for the whole walk
+    ([(tarfile.XHDTYPE, _pax_block({f"SCHILY.xattr.user.k{i}": "v" for i in range(2000)}))], None, "pax records"),
+    # a GNU sparse 1.0 map (what `tar --format=posix -S` writes at the data's start) that is no
+    # map: tarfile's ValueError, caught by no reader (a crash); a count it would read the archive for
+    (_SPARSE_1_0, b"zz\n", "unreadable"),
+    (_SPARSE_1_0, b"99\n1\n", "cut short"),
+    (_SPARSE_1_0, b"1\n5\n", "cut short"),
+    (_SPARSE_1_0, b"100000000\n" + b"1\n" * 2000, "fragments"),
+    ([(tarfile.XHDTYPE, _pax_block({"GNU.sparse.map": ",".join(["0"] * 200_000), "GNU.sparse.realsize": "9"}))],
+     None, "fragments"),
+    ([(tarfile.XHDTYPE, b"2 2 2 2 2 2 2 2 2=\n")], None, "malformed"),  # a length not ending at a newline
+])
+def test_extended_headers_no_tool_writes_are_one_corrupt_archive(tmp_path: Path, headers, data, expected):
+    jpeg = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(jpeg, "JPEG")
+    data = jpeg.getvalue() if data is None else data
+    roots = {"web": tmp_path / "web", "imagenet": tmp_path / "inet"}
+    _tar_of_extended_headers(roots["web"] / "00000.tar", headers, "000000000.jpg", data)
+    _tar_of_extended_headers(roots["imagenet"] / "train" / "n01440764.tar", headers, "n01440764_1.JPEG", data)
+    for source in (LaionSource("web", str(roots["web"]), "webdataset"),
+                   ImageNetSource("inet", str(roots["imagenet"]), ("train",))):
+        items = [i for u in source.units() for i in source.read(u)]
+        assert [i.reason for i in items] == ["corrupt_archive"], (source.name, items)
+        assert expected in items[0].detail, items[0].detail
+
+
+def test_a_pax_record_of_digits_is_read_in_one_pass(tmp_path: Path):
+    """CPython 3.11.7's tarfile searched each pax header's block for `\\d+ hdrcharset=`, quadratic in
+    a run of digits (CVE-2024-6232, mended in CPython 3.11.10): one 64 KiB comment of digits took
+    10 s to read, one of 4 MiB (under the cap on a header) hours: a build that hangs. Its records
+    are read in one pass, the member after it read as usual."""
+    import time
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(jpeg, "JPEG")
+    headers = [(tarfile.XHDTYPE, _pax_block({"comment": "1" * 65536, "path": "000000000.jpg"}))]
+    _tar_of_extended_headers(tmp_path / "web" / "00000.tar", headers, "000000000.jpg", jpeg.getvalue())
+    source = LaionSource("web", str(tmp_path / "web"), "webdataset")
+    units = source.units()
+    started = time.perf_counter()
+    items = [i for u in units for i in source.read(u)]
+    assert time.perf_counter() - started < 2.0  # 10 s before (30 ms a header of 4 KiB: the growth is quadratic)
+    assert [type(i).__name__ for i in items] == ["ImageRecord"] and items[0].data == jpeg.getvalue()
+
+
+def _old_gnu_sparse(name: str, extension_blocks: int) -> bytes:
+    """GNU tar's old sparse member ('S', `tar --format=gnu -S`): its header (tarfile's, the
+    `isextended` flag set) and `extension_blocks` blocks of 21 (offset, size) fragments each,
+    each but the last flagged as followed by another; none when the archive is cut after the header."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size = tarfile.GNUTYPE_SPARSE, 0
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[482] = 1  # isextended: an extension block of fragments follows
+    header[148:156] = b" " * 8
+    header[148:155] = b"%06o\0" % sum(header)
+    fragment = b"%011o\0%011o\0" % (512, 512)
+    blocks = [(fragment * 21).ljust(504, b"\0") + bytes([n + 1 < extension_blocks]).ljust(8, b"\0")
+              for n in range(extension_blocks)]
+    return bytes(header) + b"".join(blocks)
+
+
+@pytest.mark.parametrize("blocks, expected", [(0, "cut short in its map"), (3200, "fragments")])
+def test_an_old_gnu_sparse_member_cut_in_its_map_or_past_any_real_map_is_one_corrupt_archive(
+        tmp_path: Path, blocks: int, expected: str):
+    """A cut after the header was tarfile's IndexError, caught by no reader (a crash); a map of
+    67,200 fragments (3,200 extension blocks) was read whole, as far as the archive went."""
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "00000.tar").write_bytes(_old_gnu_sparse("000000000.jpg", blocks))
+    source = LaionSource("web", str(tmp_path / "web"), "webdataset")
+    items = [i for u in source.units() for i in source.read(u)]
+    assert [i.reason for i in items] == ["corrupt_archive"] and expected in items[0].detail, items

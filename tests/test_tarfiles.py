@@ -103,3 +103,32 @@ def test_a_name_beyond_ascii_reads_back_exactly_in_strict_mode_and_in_any_locale
             assert [(m.name, tar.extractfile(m).read()) for m in tar] == [(name, b"{}"), ("s0001.00.png", b"png")]
     # an ASCII name keeps its GNU header, byte for byte
     assert fixed_info("s0001.00.png", 3).tobuf(tarfile.GNU_FORMAT, NAME_ENCODING) + b"png" in written
+
+
+@pytest.mark.skipif(shutil.which("tar") is None or shutil.which("bsdtar") is None, reason="GNU tar or bsdtar missing")
+def test_what_gnu_tar_and_bsdtar_write_passes_the_extended_header_caps(tmp_path):
+    """Long names and link names (GNU 'L'/'K' blocks, pax `path`/`linkpath`), xattrs and a sparse
+    file's map ('S' member, pax 1.0), as GNU tar (gnu and posix formats) and bsdtar (pax) write
+    them, read through the capped walk (`tar_members.open_tar`) exactly as through plain `tarfile`."""
+    import os
+
+    from sources.tar_members import open_tar
+
+    folder = tmp_path / "src" / ("d" * 120)
+    folder.mkdir(parents=True)
+    (folder / ("f" * 150 + ".jpg")).write_bytes(b"x" * 1000)
+    os.symlink(f"{'d' * 120}/{'f' * 150}.jpg", tmp_path / "src" / ("l" * 130 + ".jpg"))
+    with open(tmp_path / "src" / "sparse.bin", "wb") as sparse:
+        sparse.seek(1 << 20)
+        sparse.write(b"end")
+    os.setxattr(tmp_path / "src" / "sparse.bin", "user.comment", b"v" * 4000)
+    for command in (["tar", "--format=gnu", "-S"], ["tar", "--format=posix", "--xattrs", "-S"],
+                    ["bsdtar", "--format=pax"]):
+        path = tmp_path / f"{command[0]}{command[1]}.tar"
+        subprocess.run([*command, "-cf", str(path), "-C", str(tmp_path / "src"), "."], check=True)
+        listed = []
+        for opener in (lambda handle, mode: tarfile.open(fileobj=handle, mode=mode), open_tar):
+            with path.open("rb") as handle, opener(handle, "r|") as tar:
+                listed.append([(m.name, m.size, m.type, m.linkname, m.pax_headers) for m in tar])
+        assert listed[0] == listed[1] and len(listed[0]) == 5, command
+    assert any("SCHILY.xattr.user.comment" in m[4] for m in listed[0])  # bsdtar's: the xattr was written
