@@ -22,7 +22,7 @@ TOKENIZER_FIT = $(PY) -m tokenizer.fit $(foreach s,$(TOKENIZER_SOURCES),--data '
 I2D_VENV ?= .venv-img2dataset
 I2D_STAMP := $(I2D_VENV)/.img2dataset-installed
 
-.PHONY: build-uvd test test-deps system-tools test-fast bench sample report env clean tokenizer browser ffmpeg heif-tools img2dataset
+.PHONY: build-uvd test test-deps system-tools test-fast bench sample report env clean tokenizer browser ffmpeg heif-tools archivers img2dataset
 
 env: $(STAMP)
 
@@ -52,7 +52,7 @@ build-uvd: sample
 # process waiting on another (Beam workers, ffmpeg, img2dataset), so two files at a time take
 # 4 minutes instead of 7 on two cores; session fixtures are built once per worker.
 test: test-deps
-	UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
+	UVD_REQUIRE_ARCHIVERS=1 UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
 
 img2dataset: $(I2D_STAMP)
 
@@ -65,6 +65,7 @@ system-tools:
 	@$(MAKE) --no-print-directory browser
 	@$(MAKE) --no-print-directory ffmpeg
 	@$(MAKE) --no-print-directory heif-tools
+	@$(MAKE) --no-print-directory archivers
 
 $(I2D_STAMP):
 	@test -x $(I2D_VENV)/bin/python || $(PYTHON) -m venv $(I2D_VENV)
@@ -85,6 +86,11 @@ heif-tools:
 	@command -v heif-convert >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libheif-examples; }
+
+archivers:
+	@command -v tar >/dev/null 2>&1 && command -v bsdtar >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tar libarchive-tools; }
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q
