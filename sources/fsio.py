@@ -137,7 +137,10 @@ def cached_input(maxsize: int) -> Callable[[Callable[..., Parsed]], Callable[...
     Each call, hit or miss, records the files in the current recording (`recording_inputs`), so
     the manifest of every unit whose items came from the parse lists them, whichever thread,
     process or earlier call parsed them. A hit also needs the files' state (`file_state`) to be
-    the one they had when parsed: a file rewritten since is parsed again, never served stale."""
+    the one they had when parsed: a file rewritten since is parsed again, never served stale.
+    Only what `parse` returns is kept, never what it raises: a parse meets this machine's error
+    (too many open files) as a raised `records.MachineError` (`records.read_input_bytes`), never as a
+    returned failure, which would stand for the unchanged file until the process ends."""
 
     def wrap(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
         entries: OrderedDict[tuple, tuple[tuple, Parsed]] = OrderedDict()  # key -> (states, parse)
