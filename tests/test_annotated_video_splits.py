@@ -343,3 +343,16 @@ def test_too_many_open_files_reading_a_split_list_is_the_machines_error_and_neve
     items = [item for unit in units for item in source.read(unit)]
     for val_fraction in (0.0, 1.0):
         assert _rendered_splits(items, val_fraction) == {"127_c": {"val"}, "1000_a": {"train"}}
+
+
+def test_jhmdb_action_with_only_split_1_and_split_2_read_is_one_reject_naming_the_action(tmp_path: Path):
+    """With `official_split: 2`, an action whose `splits/` holds only `_test_split1.txt` (the one
+    most copies keep) is one `bad_split_list` naming the action by its name, not by the file's."""
+    _jhmdb(tmp_path, "wave", "clip_b")
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "wave_test_split1.txt").write_text("clip_b.avi 2 \n")
+    items = _items(AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=FRAMES, official_split=2))
+    assert [(r.reason, r.detail) for r in items if isinstance(r, Reject)] == [(
+        "bad_split_list", "splits/ holds wave's other splits but not wave_test_split2.txt, the split read "
+        "(official_split: 2): wave's clips take the seeded hash's split")]
+    assert _rendered_splits(items, 0.0) == {"wave/clip_b": {"train"}}
