@@ -115,9 +115,12 @@ def derived_input(name: str) -> Callable[[Callable[..., Derived]], Callable[...,
 
 def rederive(key: tuple) -> Any:
     """The value recorded under `key` (`derived_input`) taken again now, as JSON has it; `CHANGED`
-    when no function of its name is known (a module of `sources` is imported to find it) or it fails."""
+    when no function of its name is known (a module of `sources` is imported to find it) or it fails,
+    and for a name that is no string (a damaged commit mark: a list there was a TypeError)."""
     name, *args = key
-    if name not in _DERIVERS and isinstance(name, str) and name.startswith("sources."):
+    if not isinstance(name, str):
+        return CHANGED
+    if name not in _DERIVERS and name.startswith("sources."):
         with contextlib.suppress(ImportError):
             importlib.import_module(name.rsplit(".", 1)[0])
     fn = _DERIVERS.get(name)
