@@ -1075,7 +1075,7 @@ class ShardListing:
                                                               "the shard's failed downloads are unknown")))
         successes = None
         if _listing_file(stats_uri, root, follow_links, problems):
-            parsed = parse_json(fsio.read_bytes(stats_uri))
+            parsed = parse_json(read_input_bytes(stats_uri))  # too many open files: the machine's MachineError
             successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
         return cls(rows, successes, tuple(problems))
 
