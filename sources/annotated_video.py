@@ -192,9 +192,12 @@ def split_list(uri: str, layout: str) -> tuple[dict[str, str], str]:
     """One official split list: video name (NFC) -> our split, and what is wrong with the list
     ('' when nothing). A VIPSeg list gives its file's split to every name; a JHMDB line is
     `<clip>.avi <flag>` (a clip's name may hold spaces). A list that cannot be read at all gives no
-    names and says why: cached as a good list is, not read again for each of its videos."""
+    names and says why: cached as a good list is, not read again for each of its videos. Too many
+    open files or no memory reading it is this machine's `MachineError` (`read_input_bytes`),
+    never cached: its `bad_split_list` would be committed for good, and every later video of the
+    process would take the seeded hash's split, an evaluation video landing in train."""
     try:
-        text = fsio.read_bytes(uri, MAX_SPLIT_LIST_BYTES).decode("utf-8-sig")
+        text = read_input_bytes(uri, MAX_SPLIT_LIST_BYTES).decode("utf-8-sig")
     except fsio.FileTooLarge:
         return {}, f"larger than {MAX_SPLIT_LIST_BYTES} bytes (a split list is a page of names)"
     except UnicodeDecodeError:

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from sources import fsio
 from sources.paths import relative_to_root
+from sources.records import MachineError, is_machine_error
 
 # COCO train's instances JSON is 448 MB; a CO3D frame_annotations.jgz expands to far less
 MAX_ANNOTATION_BYTES = 512 << 20
@@ -44,6 +45,15 @@ class AnnotationFileError(ValueError):
         return f"annotation file {relative_to_root(root, self.uri)}: {self.problem}"[:300]
 
 
+def _unreadable(uri: str, exc: OSError) -> Exception:
+    """What an OSError reading an annotation file is: too many open files or no memory is this
+    machine's `MachineError` (the unit stays uncommitted, a rerun reads the file again), any other
+    the file's `AnnotationFileError` (its `bad_annotation_file` reject is committed for good)."""
+    if is_machine_error(exc):
+        return MachineError(f"reading {fsio.basename(uri)}: {exc}")
+    return AnnotationFileError(uri, f"cannot be read ({type(exc).__name__})")
+
+
 def _read_capped(uri: str, limit: int) -> bytes:
     try:
         with fsio.open_file(uri) as handle:
@@ -51,7 +61,7 @@ def _read_capped(uri: str, limit: int) -> bytes:
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise AnnotationFileError(uri, f"cannot be read ({type(exc).__name__})") from None
+        raise _unreadable(uri, exc) from None
     if len(data) > limit:
         raise AnnotationFileError(uri, f"larger than {limit} bytes (the limit of one annotation file)")
     return data
@@ -147,7 +157,7 @@ def _text_steps(uri: str, gzipped: bool, limit: int) -> Iterator[str]:
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise AnnotationFileError(uri, f"cannot be read ({type(exc).__name__})") from None
+        raise _unreadable(uri, exc) from None
 
 
 class _JsonStream:

@@ -115,9 +115,12 @@ def derived_input(name: str) -> Callable[[Callable[..., Derived]], Callable[...,
 
 def rederive(key: tuple) -> Any:
     """The value recorded under `key` (`derived_input`) taken again now, as JSON has it; `CHANGED`
-    when no function of its name is known (a module of `sources` is imported to find it) or it fails."""
+    when no function of its name is known (a module of `sources` is imported to find it) or it fails,
+    and for a name that is no string (a damaged commit mark: a list there was a TypeError)."""
     name, *args = key
-    if name not in _DERIVERS and isinstance(name, str) and name.startswith("sources."):
+    if not isinstance(name, str):
+        return CHANGED
+    if name not in _DERIVERS and name.startswith("sources."):
         with contextlib.suppress(ImportError):
             importlib.import_module(name.rsplit(".", 1)[0])
     fn = _DERIVERS.get(name)
@@ -137,7 +140,10 @@ def cached_input(maxsize: int) -> Callable[[Callable[..., Parsed]], Callable[...
     Each call, hit or miss, records the files in the current recording (`recording_inputs`), so
     the manifest of every unit whose items came from the parse lists them, whichever thread,
     process or earlier call parsed them. A hit also needs the files' state (`file_state`) to be
-    the one they had when parsed: a file rewritten since is parsed again, never served stale."""
+    the one they had when parsed: a file rewritten since is parsed again, never served stale.
+    Only what `parse` returns is kept, never what it raises: a parse meets this machine's error
+    (too many open files) as a raised `records.MachineError` (`records.read_input_bytes`), never as a
+    returned failure, which would stand for the unchanged file until the process ends."""
 
     def wrap(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
         entries: OrderedDict[tuple, tuple[tuple, Parsed]] = OrderedDict()  # key -> (states, parse)

@@ -64,7 +64,8 @@ from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
 from sources.laion import tar_units
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
-from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, safe_key
+from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
+                             safe_key)
 from sources.tar_members import MEMBER_TOO_LARGE, member_bytes, member_type, read_members
 from transforms.errors import exception_detail
 
@@ -151,9 +152,11 @@ def _archive_units(split: str, uri: str, root: str) -> list[Unit]:
 
 
 def _index_text(uri: str) -> str:
-    """An index file's text, capped like any annotation file, decoding errors named not quoted."""
+    """An index file's text, capped like any annotation file, decoding errors named not quoted. Too
+    many open files reading it is this machine's `MachineError` (`read_input_bytes`): read in a
+    unit, its OSError was the unit's `unit_failed` reject, every image of it lost for good."""
     try:
-        data = fsio.read_bytes(uri, MAX_ANNOTATION_BYTES)
+        data = read_input_bytes(uri, MAX_ANNOTATION_BYTES)
     except fsio.FileTooLarge:
         raise AnnotationFileError(uri, f"larger than {MAX_ANNOTATION_BYTES} bytes") from None
     try:  # utf-8-sig: Excel and many Windows tools start the file with a byte-order mark

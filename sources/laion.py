@@ -60,6 +60,7 @@ from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_in
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
                              data_key, is_machine_error, nfc, path_key, read_input_bytes, twin_detail,
                              twin_groups)
+from sources.records import raise_machine_error
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
                                  shard_reject, split_member)
 from sources.tar_members import check_end_marker, member_type  # noqa: F401 (the tar helpers, importable here too)
@@ -486,7 +487,8 @@ class LaionSource:
             try:
                 rows = listing_rows(parquet)
                 resized, decoded = resized_samples(rows), decoded_samples(rows)
-            except (OSError, ValueError, pa.ArrowException):  # unreadable: its unit rejects it
+            except (OSError, ValueError, pa.ArrowException) as exc:  # unreadable: its unit rejects it
+                raise_machine_error(exc, parquet)  # too many open files: never a warning left out unsaid
                 continue
             rotated = _rotation_clause(decoded[2]) if decoded else ""
             if resized:
@@ -514,7 +516,8 @@ class LaionSource:
             if recorded is None or recorded_hash(recorded) is None:
                 return False
             data = self._stored_image(parquet, row)
-        except (OSError, ValueError, EOFError, tarfile.TarError, fsio.FileTooLarge, pa.ArrowException):
+        except (OSError, ValueError, EOFError, tarfile.TarError, fsio.FileTooLarge, pa.ArrowException) as exc:
+            raise_machine_error(exc, parquet)  # too many open files: never a false 're-encoded' warning
             return False  # unreadable: its unit says why
         return data is not None and hash_problem(recorded, data, "") is None
 
@@ -1075,7 +1078,7 @@ class ShardListing:
                                                               "the shard's failed downloads are unknown")))
         successes = None
         if _listing_file(stats_uri, root, follow_links, problems):
-            parsed = parse_json(fsio.read_bytes(stats_uri))
+            parsed = parse_json(read_input_bytes(stats_uri))  # too many open files: the machine's MachineError
             successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
         return cls(rows, successes, tuple(problems))
 

@@ -21,7 +21,7 @@ from typing import Iterator
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, load_json, numbers
 from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under
-from sources.records import PairRecord, Reject, SourceItem, safe_key
+from sources.records import MachineError, PairRecord, Reject, SourceItem, is_machine_error, safe_key
 
 MPII_JOINTS = 16
 MATLAB_OFFSET = 0.5
@@ -37,11 +37,15 @@ def split_of_file(annotation_file: str) -> str | None:
 
 def _starts_with(uri: str, magic: bytes) -> bool:
     """Whether a file's first bytes are `magic`; False where it cannot be read (a folder, no
-    permission: the error already raised says so, with the field that names the file)."""
+    permission: the error already raised says so, with the field that names the file). Too many
+    open files is this machine's `MachineError`: the .mat advice is never traded for the error of a
+    file that was never opened."""
     try:
         with fsio.open_file(uri) as handle:
             return handle.read(len(magic)) == magic
-    except OSError:
+    except OSError as exc:
+        if is_machine_error(exc):
+            raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
         return False
 
 

@@ -56,14 +56,24 @@ def read_input_bytes(uri: str, limit: int = MAX_INPUT_FILE_BYTES) -> bytes:
     """An input file's bytes (`fsio.read_bytes`, at most `limit`): too many open files or no memory
     opening or reading it (`MACHINE_ERRNOS`) is this machine's `MachineError`, which no reader's
     `except OSError` takes for the file's reject (`unreadable_file`, committed for good)."""
-    from sources.fsio import basename, read_bytes
+    from sources.fsio import read_bytes
 
     try:
         return read_bytes(uri, limit)
     except OSError as exc:
-        if is_machine_error(exc):
-            raise MachineError(f"reading {basename(uri)}: {exc}") from exc
+        raise_machine_error(exc, uri)
         raise
+
+
+def raise_machine_error(exc: BaseException, uri: str) -> None:
+    """Raise this machine's `MachineError` when `exc`, met reading `uri` (or the file the OSError
+    names), is one (`is_machine_error`), for a reader whose `except OSError` would otherwise make it
+    a verdict on the file."""
+    from sources.fsio import basename
+
+    if is_machine_error(exc):
+        named = getattr(exc, "filename", None)
+        raise MachineError(f"reading {basename(named if isinstance(named, str) else uri)}: {exc}") from exc
 
 
 def nfc(name: str) -> str:

@@ -600,6 +600,40 @@ def test_mpii_split_of_hrnets_files_and_mpiis_own_release(tmp_path: Path):
     assert "is a MATLAB .mat file (MPII's own release); this reader takes MMPose's JSON" in str(caught.value)
 
 
+def test_mpii_release_checked_with_no_file_to_spare_is_the_machines_error(tmp_path: Path, monkeypatch):
+    """MPII's own .mat release (scipy writes it as MATLAB does) is read as JSON, then opened again to
+    see whether it is a .mat: a second opening that met too many open files (EMFILE) gave up the
+    .mat advice for the JSON reader's 'not UTF-8 text (at byte 132)'. It is this machine's
+    `MachineError`; with files to spare the advice is given."""
+    import errno
+    import os
+
+    from scipy.io import savemat
+
+    from sources import fsio
+    from sources.mpii import MpiiSource
+    from sources.paths import ConfiguredValueMismatch
+    from sources.records import MachineError
+
+    (tmp_path / "images").mkdir()
+    savemat(tmp_path / "mpii_human_pose_v1_u12_1.mat", {"RELEASE": {"img_train": np.array([[1]])}})
+    source = MpiiSource("mpii", str(tmp_path), annotation_file="mpii_human_pose_v1_u12_1.mat")
+    real_open, opened = fsio.open_file, []
+
+    def open_file(uri, *args, **kwargs):  # the descriptor table full at the file's second opening
+        opened.append(uri)
+        if len(opened) == 2:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+        return real_open(uri, *args, **kwargs)
+
+    with monkeypatch.context() as full:
+        full.setattr(fsio, "open_file", open_file)
+        with pytest.raises(MachineError, match=r"reading mpii_human_pose_v1_u12_1\.mat: \[Errno 24\]"):
+            source.units()
+    with pytest.raises(ConfiguredValueMismatch, match="is a MATLAB .mat file"):
+        source.units()
+
+
 def test_mpii_annotation_file_that_is_a_folder_is_a_config_error(tmp_path: Path):
     """An `annotation_file` naming a folder (or a file this user cannot read): the check for MPII's
     own .mat release opened it again and raised IsADirectoryError out of `list_units` (a crash where

@@ -312,3 +312,47 @@ def test_a_jhmdb_clip_records_its_split_not_the_list_so_a_fixed_line_changes_tha
     assert {unit for unit, why in changed.items() if why} == {"clip_b", listed.name}, changed
     assert _rendered_splits(_items(source), 0.0) == {"walk/clip_a": {"train"}, "walk/clip_b": {"val"},
                                                      "walk/clip_c": {"train"}}
+
+
+def test_too_many_open_files_reading_a_split_list_is_the_machines_error_and_never_cached(tmp_path: Path):
+    """A VIPSeg `val.txt` that could not be opened for want of a file descriptor (a real EMFILE: the
+    process's RLIMIT_NOFILE lowered to what it holds) was the list's `bad_split_list` reject
+    ('unreadable (OSError)'), committed for good, and the failure was cached: every later video of
+    the process took the seeded hash's split, the val video landing in train. It is this machine's
+    `MachineError` (the unit stays uncommitted); with files to spare, the same process reads the
+    list and gives the video its listed split."""
+    import pytest
+    from budget_jobs import no_file_to_spare
+
+    from sources import annotated_video
+    from sources.records import MachineError
+
+    _vipseg(tmp_path, "127_c")
+    _vipseg(tmp_path, "1000_a")
+    (tmp_path / "val.txt").write_text("127_c\n")
+    (tmp_path / "train.txt").write_text("1000_a\n")
+    annotated_video.split_list.cache_clear()
+    source = AnnotatedVideoSource("vip", str(tmp_path), "vipseg", frames=FRAMES)
+    units = source.units()
+    listed = str(tmp_path / "val.txt")
+    with no_file_to_spare(), pytest.raises(MachineError, match=r"reading val\.txt: \[Errno 24\]"):
+        list(source.read(listed))
+    with no_file_to_spare(), pytest.raises(MachineError, match=r"\[Errno 24\]"):
+        list(source.read(str(tmp_path / "imgs" / "127_c")))
+    assert list(source.read(listed)) == []
+    items = [item for unit in units for item in source.read(unit)]
+    for val_fraction in (0.0, 1.0):
+        assert _rendered_splits(items, val_fraction) == {"127_c": {"val"}, "1000_a": {"train"}}
+
+
+def test_jhmdb_action_with_only_split_1_and_split_2_read_is_one_reject_naming_the_action(tmp_path: Path):
+    """With `official_split: 2`, an action whose `splits/` holds only `_test_split1.txt` (the one
+    most copies keep) is one `bad_split_list` naming the action by its name, not by the file's."""
+    _jhmdb(tmp_path, "wave", "clip_b")
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "wave_test_split1.txt").write_text("clip_b.avi 2 \n")
+    items = _items(AnnotatedVideoSource("jh", str(tmp_path), "jhmdb", frames=FRAMES, official_split=2))
+    assert [(r.reason, r.detail) for r in items if isinstance(r, Reject)] == [(
+        "bad_split_list", "splits/ holds wave's other splits but not wave_test_split2.txt, the split read "
+        "(official_split: 2): wave's clips take the seeded hash's split")]
+    assert _rendered_splits(items, 0.0) == {"wave/clip_b": {"train"}}

@@ -860,3 +860,21 @@ def test_an_image_id_written_as_a_text_and_as_a_number_is_refused_naming_the_cla
     twins = read(write_dataset(tmp_path / "nfd", nfd), ("detection",)).values()  # one text, two Unicode forms
     assert [(r.reason, r.detail.endswith("one text in two Unicode forms (NFC and NFD); write it in one"))
             for r in twins] == [("bad_annotation", True)] * 2
+
+
+def test_too_many_open_files_reading_the_annotation_file_is_the_machines_error(tmp_path: Path):
+    """A COCO annotation file that could not be opened for want of a file descriptor (a real EMFILE:
+    RLIMIT_NOFILE lowered to what the process holds) was `AnnotationFileError` ('cannot be read
+    (OSError)'), and the unit's `unit_failed` reject, committed for good: it is this machine's
+    `MachineError`; with files to spare the unit's pairs are read."""
+    from budget_jobs import no_file_to_spare
+
+    from sources.records import MachineError
+
+    root = write_dataset(tmp_path, {"images": images(1), "categories": categories(3), "annotations": [obj(1, 1, 3)]})
+    source = CocoSource("coco", str(root), ("ann.json",), ".", ("segmentation",))
+    (unit,) = source.units()
+    load_index.cache_clear()  # another worker's process: the index not parsed there yet
+    with no_file_to_spare(), pytest.raises(MachineError, match=r"reading ann\.json: \[Errno 24\]"):
+        list(source.read(unit))
+    assert [type(item).__name__ for item in source.read(unit)] == ["PairRecord"]

@@ -308,5 +308,44 @@ def test_one_caption_edited_in_an_image_folders_metadata_renders_only_its_image(
                 for s in iter_shard(str(tar)) for m in s.header["members"]}
     assert captions == {"train/a.jpg": "photo a.jpg", "train/b.jpg": "photo b, café corrigé",
                         "train/c.jpg": "photo c.jpg"}
+
+
+@pytest.mark.slow  # two small builds and a rerun: about 5 s
+def test_a_damaged_commit_mark_renders_its_unit_again_with_a_warning(tmp_path, caplog):
+    """Commit marks edited on disk into the wrong shape (a VIPSeg video's derived split keyed by a
+    list, not a name; a list's `inputs` gone; `files` a list): the rerun crashed the build
+    ('unhashable type: list', KeyError); each unit is rendered again (the two whose mark lacks a
+    field or holds the wrong type with a warning), and the rerun equals a fresh build."""
+    import logging
+
+    import numpy as np
+    from PIL import Image
+
+    vipseg = tmp_path / "VIPSeg"
+    for video in ("127_c", "1000_a"):
+        for number in (976, 1006):  # VIPSeg's sparse frame numbers; uint16 panoptic masks
+            (vipseg / "imgs" / video).mkdir(parents=True, exist_ok=True)
+            (vipseg / "panomasks" / video).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((72, 128, 3), 90, np.uint8)).save(vipseg / "imgs" / video / f"{number:08d}.jpg")
+            Image.fromarray(np.full((72, 128), 6101, np.uint16)).save(vipseg / "panomasks" / video / f"{number:08d}.png")
+    (vipseg / "val.txt").write_text("127_c\n")
+    (vipseg / "train.txt").write_text("1000_a\n")
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", [
+        {"name": "vip", "type": "annotated_video", "path": str(vipseg), "layout": "vipseg", "frames": 2,
+         "num_shards": 1}], direct_num_workers=1, direct_running_mode="in_memory")
+    _build(path)
+    marks = {json.loads(m.read_text())["unit"]: m for m in (tmp_path / "out" / "_units" / "vip").glob("*.json")}
+    damage = {repr(str(vipseg / "imgs" / "127_c")): lambda m: m["inputs"]["derived"][0][0].__setitem__(0, ["x"]),
+              repr(str(vipseg / "val.txt")): lambda m: m.pop("inputs"),
+              repr(str(vipseg / "train.txt")): lambda m: m["inputs"].__setitem__("files", [1, 2])}
+    for unit, edit in damage.items():
+        mark = json.loads(marks[unit].read_text())
+        edit(mark)
+        marks[unit].write_text(json.dumps(mark))
+    with caplog.at_level(logging.WARNING, logger="uvd_pipeline.unit_store"):
+        again = _build(path)
+    assert _units_rendered(again) == 3
+    # the list key is no derived value's name: changed; the other two are damaged, said as such
+    assert sum("damaged commit mark" in r.getMessage() for r in caplog.records) == 2, caplog.text
     fresh = _build(path, tmp_path / "fresh")
     assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")

@@ -153,6 +153,31 @@ def test_folders_inside_a_class_folder_are_rejects_not_skips(tmp_path: Path):
     assert reasons == {"unexpected_file": 3}  # a followed link is still a folder, never descended into
 
 
+@pytest.mark.parametrize("index", ["LOC_synset_mapping.txt", "LOC_val_solution.csv"])
+def test_too_many_open_files_reading_an_index_file_is_the_machines_error(tmp_path: Path, index: str):
+    """Kaggle's index files read in a unit while this process had no descriptor to spare (a real
+    EMFILE: RLIMIT_NOFILE lowered to what it holds; another worker's process, the files not parsed
+    there yet) raised the OSError out of `read`: the unit's `unit_failed` reject, its every image
+    lost for good. It is this machine's `MachineError`; with files to spare the images are read."""
+    from sources import imagenet
+    from sources.records import MachineError
+
+    root = tmp_path / "inet"
+    image_id = "ILSVRC2012_val_00000001"
+    _jpeg(root / "val" / f"{image_id}.JPEG", 40)
+    _val_solution(root / "LOC_val_solution.csv", [(image_id, "n01440764")])
+    (root / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\n")
+    source = ImageNetSource("inet", str(root), ("val",))
+    flat = source.units()[0]
+    imagenet.read_synsets.cache_clear()
+    if index == "LOC_val_solution.csv":  # the synset map parsed already: the CSV is the file opened
+        imagenet.read_synsets(str(root / "LOC_synset_mapping.txt"))
+    imagenet.read_val_labels.cache_clear()
+    with no_file_to_spare(), pytest.raises(MachineError, match=rf"reading {index}: \[Errno 24\]"):
+        list(source.read(flat))
+    assert [(i.label, i.lineage["class_name"]) for i in source.read(flat)] == [("n01440764", "tench, Tinca tinca")]
+
+
 def test_index_files_with_a_byte_order_mark(tmp_path: Path):
     root = tmp_path / "inet"
     ids = ["ILSVRC2012_val_00000001", "ILSVRC2012_val_00000002"]

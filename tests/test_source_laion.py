@@ -350,6 +350,32 @@ def test_too_many_open_files_reading_a_caption_or_a_hashed_image_is_the_machines
     assert record.data == png and record.lineage["caption"] == "a caption"
 
 
+def test_too_many_open_files_reading_a_shards_stats_json_is_the_machines_error(tmp_path: Path):
+    """img2dataset's `00000_stats.json` beside its webdataset shard, read while this process had no
+    descriptor to spare (a real EMFILE: RLIMIT_NOFILE lowered to what it holds), raised the OSError
+    out of `read`: the shard's unit a `unit_failed` reject, every image of it lost for good. It is
+    this machine's `MachineError`; with files to spare the shard's sample is read."""
+    from budget_jobs import no_file_to_spare
+
+    from sources.records import MachineError
+
+    png = _image_bytes(3)
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:  # img2dataset's members: image, caption, json
+        for name, data in (("000000000.png", png), ("000000000.txt", b"a caption"),
+                           ("000000000.json", json.dumps({"key": "000000000", "status": "success"}).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 1, "successes": 1, "failed_to_download": 0},
+                                                          indent=4))
+    source = LaionSource("web", str(tmp_path), "webdataset")
+    (unit,) = source.units()
+    with no_file_to_spare(), pytest.raises(MachineError, match=r"reading 00000_stats\.json: \[Errno 24\]"):
+        list(source.read(unit))
+    (record,) = source.read(unit)
+    assert record.data == png and record.lineage["caption"] == "a caption"
+
+
 def test_a_failed_units_label_holds_no_folder_of_the_machine(tmp_path: Path):
     """A `unit_failed` reject names its unit's files (`unit_label`) as the source root sees them.
     Each path is quoted by its repr, which escapes a root named in latin-1 (`caf\\xe9`) or holding

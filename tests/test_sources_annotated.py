@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -11,6 +12,7 @@ import struct
 import tracemalloc
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -136,28 +138,37 @@ def test_zero123_release_under_the_default_views_is_a_config_error(tmp_path: Pat
         assert np.allclose(record.azimuths_deg, np.sort(azimuths), atol=1e-3)
 
 
+@contextlib.contextmanager
+def _no_descriptor_for(monkeypatch, opener: str, suffix: str) -> Iterator[None]:
+    """`fsio.<opener>` ("read_bytes", "open_file") meets EMFILE inside the block for a file whose name
+    ends with `suffix`: the descriptor table full just as that file is opened, a moment only."""
+    import errno
+
+    from sources import fsio
+
+    real = getattr(fsio, opener)
+
+    def full(uri, *args, **kwargs):
+        if uri.endswith(suffix):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+        return real(uri, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fsio, opener, full)
+        yield
+
+
 def test_too_many_open_files_reading_a_camera_is_the_machines_error_not_a_bad_camera(tmp_path: Path, monkeypatch):
     """A Zero123 camera (`NNN.npy`) that could not be opened for want of a file descriptor (EMFILE)
     was the object's `bad_camera` reject ("002.npy: OSError"), committed for good: it is this
     machine's `MachineError`, and with files to spare the object is read."""
-    import errno
-
-    from sources import fsio
     from sources.records import MachineError
 
     _objaverse_object(tmp_path / "fine")
-    real_read = fsio.read_bytes
-
-    def read_bytes(uri, *args, **kwargs):  # the descriptor table full as that camera is opened
-        if uri.endswith("002.npy"):
-            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
-        return real_read(uri, *args, **kwargs)
-
     source = ObjaverseSource("obj", str(tmp_path), views=4)
-    with monkeypatch.context() as full:
-        full.setattr(fsio, "read_bytes", read_bytes)
-        with pytest.raises(MachineError, match=r"reading 002\.npy: \[Errno 24\]"):
-            [i for unit in source.units() for i in source.read(unit)]
+    with _no_descriptor_for(monkeypatch, "read_bytes", "002.npy"), \
+            pytest.raises(MachineError, match=r"reading 002\.npy: \[Errno 24\]"):
+        [i for unit in source.units() for i in source.read(unit)]
     assert [type(i).__name__ for unit in source.units() for i in source.read(unit)] == ["MultiViewRecord"]
 
 
@@ -404,6 +415,24 @@ def test_co3d_bad_annotation_files_are_named_as_the_source_root_sees_them(tmp_pa
     assert bad.reason == "bad_annotation_file" and str(tmp_path) not in bad.detail
     assert bad.detail.startswith("annotation file toy/set_lists/set_lists_fewview_dev.json: is not valid JSON"), \
         bad.detail
+
+
+def test_too_many_open_files_reading_co3d_annotations_is_the_machines_error(tmp_path: Path, monkeypatch):
+    """A category's frame_annotations.jgz (gzip of CO3D's JSON list, read a step at a time) that
+    could not be opened for want of a file descriptor (EMFILE) was the category's
+    `bad_annotation_file` reject ('cannot be read (OSError)'), committed for good: it is this
+    machine's `MachineError`; with files to spare the category is read. (A real lowered limit
+    meets the category's listing first: `test_coco_exports` lowers it for the whole-file read.)"""
+    from sources.records import MachineError
+
+    frames = _co3d_ring(tmp_path, 6, 0.5)
+    (tmp_path / "toy" / "frame_annotations.jgz").write_bytes(gzip.compress(json.dumps(frames).encode()))
+    source = Co3dSource("co3d", str(tmp_path), views=6)
+    with _no_descriptor_for(monkeypatch, "open_file", "frame_annotations.jgz"), \
+            pytest.raises(MachineError, match=r"reading frame_annotations\.jgz: \[Errno 24\]"):
+        list(source.read(str(tmp_path / "toy")))
+    (record,) = list(source.read(str(tmp_path / "toy")))
+    assert isinstance(record, MultiViewRecord) and record.lineage["frames_available"] == 6
 
 
 def test_co3d_annotation_gzip_read_as_gzip_reads_it(tmp_path: Path):
@@ -1171,27 +1200,16 @@ def test_too_many_open_files_reading_jhmdb_joints_is_the_machines_error(tmp_path
     want of a file descriptor (EMFILE) was the clip's `unreadable_file` reject ("joint_positions.mat:
     OSError"), committed for good: it is this machine's `MachineError`; with files to spare the
     clip is read."""
-    import errno
-
     from scipy.io import savemat
 
-    from sources import fsio
     from sources.records import MachineError
 
     buffer = io.BytesIO()
     savemat(buffer, {"pos_img": np.random.default_rng(0).uniform(0, 8, (2, 15, 8))})
     source = _jhmdb_clip(tmp_path, 8, buffer.getvalue())
-    real_read = fsio.read_bytes
-
-    def read_bytes(uri, *args, **kwargs):  # the descriptor table full as the joints are opened
-        if uri.endswith("joint_positions.mat"):
-            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
-        return real_read(uri, *args, **kwargs)
-
-    with monkeypatch.context() as full:
-        full.setattr(fsio, "read_bytes", read_bytes)
-        with pytest.raises(MachineError, match=r"reading joint_positions\.mat: \[Errno 24\]"):
-            [i for u in source.units() for i in source.read(u)]
+    with _no_descriptor_for(monkeypatch, "read_bytes", "joint_positions.mat"), \
+            pytest.raises(MachineError, match=r"reading joint_positions\.mat: \[Errno 24\]"):
+        [i for u in source.units() for i in source.read(u)]
     assert [type(i).__name__ for u in source.units() for i in source.read(u)] == ["AnnotatedClipRecord"]
 
 

@@ -593,6 +593,35 @@ def test_resized_input_is_detected_and_sized_by_its_original(tmp_path: Path):
     assert input_sizes("image", [member], {}) == [(40, 30)]
 
 
+@pytest.mark.parametrize("resized, full_at", [(True, "00000.parquet"), (False, "00000.tar")])
+def test_too_many_open_files_judging_a_shard_for_the_warning_is_the_machines_error(tmp_path: Path, monkeypatch,
+                                                                                  resized: bool, full_at: str):
+    """The build's warning about img2dataset's resized or re-encoded images (in the log and the
+    summary) read the shard's parquet, and its tar to tell images kept as downloaded: too many open
+    files (EMFILE) there left the resize warning out unsaid, or warned of re-encoding that never
+    happened (a kept image taken for unreadable). It is this machine's `MachineError`; with files
+    to spare the warning is what the shard says."""
+    import errno
+
+    from sources import fsio
+    from sources.records import MachineError
+
+    _img2dataset_shard(tmp_path, resized=resized)
+    real_open = fsio.open_file
+
+    def open_file(uri, *args, **kwargs):  # the descriptor table full as that file is opened
+        if uri.endswith(full_at):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+        return real_open(uri, *args, **kwargs)
+
+    with monkeypatch.context() as full:
+        full.setattr(fsio, "open_file", open_file)
+        with pytest.raises(MachineError, match=rf"reading {full_at}: \[Errno 24\]"):
+            LaionSource("web", str(tmp_path)).notices()
+    notices = LaionSource("web", str(tmp_path)).notices()
+    assert [("img2dataset resized 12 of 12 images" in n) for n in notices] == ([True] if resized else [])
+
+
 def test_duplicate_rate_leaves_failed_downloads_out():
     from uvd_pipeline.dedup import duplicate_counts
 

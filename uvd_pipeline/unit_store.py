@@ -45,6 +45,9 @@ UNITS_DIR = "_units"
 BIN_SUFFIX = ".png.bin"
 RESULTS_SUFFIX = ".results"
 MARK_SUFFIX = ".json"
+# what reading a commit mark of the wrong shape raises (a field missing, a list for a dict or a name):
+# the unit is rendered again with a warning, never the build's crash
+DAMAGED_MARK = (KeyError, TypeError, AttributeError, ValueError, IndexError)
 STORE_VERSION = 2
 # a mark whose manifest records derived values (`fsio.derived_input`): a version before them would
 # read its manifest without them and keep a unit whose value changed, so it is refused there
@@ -147,7 +150,7 @@ def committed_digests(output: str, source: str, uids: Iterable[str]) -> list[tup
         uri = fsio.join(output, UNITS_DIR, source, uid + MARK_SUFFIX)
         try:
             found.append((uid, json.loads(fsio.read_bytes(uri))["inputs_digest"]))
-        except (FileNotFoundError, KeyError, ValueError):
+        except (FileNotFoundError, *DAMAGED_MARK):
             return None
     return found
 
@@ -199,19 +202,24 @@ class UnitStore:
         except (OSError, ValueError) as exc:
             log.warning("unit %s of %s: unreadable commit mark (%s): rendering it again", uid, self.source, exc)
             return None
-        if (mark.get("version") not in READ_VERSIONS or mark.get("config_hash") != self.config_hash
-                or mark.get("unit") != repr(unit)):
+        if (not isinstance(mark, dict) or mark.get("version") not in READ_VERSIONS
+                or mark.get("config_hash") != self.config_hash or mark.get("unit") != repr(unit)):
             return None
-        change = changed_input(mark["inputs"])
+        try:
+            change, digest = changed_input(mark["inputs"]), mark["inputs_digest"]
+        except DAMAGED_MARK as exc:  # `inputs` missing, or of other types: edited or damaged on disk
+            log.warning("unit %s of %s: damaged commit mark (%s: %s): rendering it again", uid, self.source,
+                        type(exc).__name__, exc)
+            return None
         if change:
             log.info("%s: input of unit %s: %s: rendering it again", self.source, uid, change)
             return None
         try:
             outputs = self.stored_outputs(uid, mark, verify_images)
-        except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError) as exc:
+        except (OSError, pickle.UnpicklingError, EOFError, *DAMAGED_MARK) as exc:
             log.warning("%s: unit %s is damaged (%s): rendering it again", self.source, uid, exc)
             return None
-        return outputs, mark["inputs_digest"]
+        return outputs, digest
 
     def stored_outputs(self, uid: str, mark: dict[str, Any], verify_images: bool = False,
                        pending: Moved | None = None) -> list[tuple[str, Any]]:
