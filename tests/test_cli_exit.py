@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import logging
 import textwrap
 from contextlib import contextmanager
 from pathlib import Path
@@ -239,17 +240,17 @@ def test_an_exception_chain_that_loops_is_walked_once():
     import errno
     import itertools
 
-    from uvd_pipeline import cli
+    from uvd_pipeline.refusals import exception_chain, machine_error, os_refusal
 
     first, second = ValueError("ours"), RuntimeError("ours too")
     second.__context__, first.__context__ = first, second
-    assert list(itertools.islice(cli.exception_chain(second), 5)) == [second, first]
-    assert cli.os_refusal(second, None) is None and cli.machine_error(second) is None
+    assert list(itertools.islice(exception_chain(second), 5)) == [second, first]
+    assert os_refusal(second, None) is None and machine_error(second) is None
     full = OSError(errno.ENOSPC, "No space left on device", "/out/x")
     full.__context__, first.__context__ = first, full
-    assert cli.os_refusal(second, None).startswith("/out/x: No space left on device (ENOSPC)")
+    assert os_refusal(second, None).startswith("/out/x: No space left on device (ENOSPC)")
     first.__context__ = _machine_error(errno.EMFILE)
-    assert cli.machine_error(second).startswith("planning a.mp4: [Errno 24]")
+    assert machine_error(second).startswith("planning a.mp4: [Errno 24]")
 
 
 def test_beams_harness_prints_a_bugs_traceback_but_not_a_refusals(capsys):
@@ -282,10 +283,72 @@ def test_beams_harness_prints_a_bugs_traceback_but_not_a_refusals(capsys):
     assert bug_err.count("Traceback") == 1 and "ValueError: a bug of ours" in bug_err, bug_err
 
 
-def _build_whose_copies_fail(tmp_path: Path, error: str, workers: int) -> subprocess.CompletedProcess:
+def test_a_worker_at_its_open_file_limit_answers_a_refused_bundle():
+    """A Beam worker process as `beam_worker` leaves it, meeting a MachineError (EMFILE) while it
+    still has no descriptor to spare (a real EMFILE: RLIMIT_NOFILE lowered to what it holds). The
+    judgement imported the command's module then (EMFILE again), inside `_answered` and again in
+    the log filter of Beam's `_execute`, whose exception left `_execute` before it queued the
+    answer: the runner waited for it forever. The judgement is loaded with the plugin."""
+    tests = str(Path(__file__).resolve().parent)
+    proc = _run(f"""
+        import errno, queue, sys
+        sys.path.insert(0, {tests!r})
+        from budget_jobs import no_file_to_spare
+        from apache_beam.portability.api import beam_fn_api_pb2
+        from apache_beam.runners.worker.sdk_worker import SdkHarness
+        import uvd_pipeline.beam_worker  # the plugin, as Beam's worker process imports it
+        from sources.records import MachineError
+        harness = object.__new__(SdkHarness)
+        harness._responses = queue.Queue()
+        def task():
+            try:
+                raise OSError(errno.EMFILE, "Too many open files")
+            except OSError as exc:
+                raise MachineError(f"reading a.jpg: {{exc}}") from exc
+        with no_file_to_spare():
+            harness._execute(task, beam_fn_api_pb2.InstructionRequest(instruction_id="1"))
+        answer = harness._responses.get_nowait()
+        print("answered", answer.instruction_id, "MachineError: reading a.jpg" in answer.error)
+    """)
+    assert proc.returncode == 0 and "answered 1 True" in proc.stdout, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_an_error_met_judging_a_bundle_leaves_it_to_beam(monkeypatch, capsys):
+    """Whatever fails while a failed bundle is judged (here the judgement itself raises, as a
+    worker out of memory might), the bundle is answered, printed and logged as Beam does without
+    us: the runner gets its answer and the traceback is in sight."""
+    import queue
+
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.worker.sdk_worker import SdkHarness
+
+    from uvd_pipeline import log_filters
+
+    def judge(error, where):
+        raise MemoryError("judging")
+
+    monkeypatch.setattr(log_filters, "refusal", judge)
+    log_filters.quiet_refused_bundles()
+    harness = object.__new__(SdkHarness)
+    harness._responses = queue.Queue()
+
+    def task():
+        raise _machine_error(24)
+
+    harness._execute(task, beam_fn_api_pb2.InstructionRequest(instruction_id="judged"))
+    answer = harness._responses.get_nowait()
+    assert answer.instruction_id == "judged" and "MachineError: planning a.mp4" in answer.error
+    assert "MachineError: planning a.mp4" in capsys.readouterr().err  # Beam's own print
+    record = logging.LogRecord("apache_beam.runners.worker", logging.ERROR, "", 0, "bundle %s failed", ("x", "y"),
+                               None)
+    assert log_filters.BeamRefusalNoise().filter(record)  # a message its arguments do not fit: shown
+
+
+def _build_whose_copies_fail(tmp_path: Path, error: str, workers: int, site: str = "") -> subprocess.CompletedProcess:
     """`uvd build` of a video2dataset shard with `workers` local workers, where every member copy
-    raises `error` (Python, run in the copying process: sitecustomize is loaded by the command and
-    by Beam's worker processes alike)."""
+    raises `error` (Python, run in the copying process: sitecustomize, with `site` added, is loaded
+    by the command and by Beam's worker processes alike)."""
     import io
     import tarfile
 
@@ -300,15 +363,15 @@ def _build_whose_copies_fail(tmp_path: Path, error: str, workers: int) -> subpro
     config.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"), "image": {"size": 32},
                                       "tokenizer": {"enabled": False},
                                       "sources": [{"name": "web", "type": "video", "path": str(root)}]}))
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
         "import errno, tempfile\n_real = tempfile.mkstemp\n"
         "def mkstemp(*a, dir=None, **k):\n"
         f"    if dir and 'uvd-video-' in str(dir): raise {error}\n"
-        "    return _real(*a, dir=dir, **k)\ntempfile.mkstemp = mkstemp\n")
+        "    return _real(*a, dir=dir, **k)\ntempfile.mkstemp = mkstemp\n" + site)
     here = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(site), here]))
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(folder), here]))
     return subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(config), "--no-tokenize",
                            "--workers", str(workers)], capture_output=True, text=True, timeout=120, env=env, cwd=here)
 
@@ -327,3 +390,4 @@ def test_too_many_open_files_copying_a_video_is_one_line_in_a_real_build(tmp_pat
     assert len(errors) == 1 and "000000000.mp4: [Errno 24] Too many open files" in errors[0], proc.stderr
     assert "ulimit -n" in errors[0] and not (tmp_path / "out" / "_lock.json").exists()
     assert "Traceback" not in proc.stderr and "MachineError" not in proc.stderr, proc.stderr
+
