@@ -10,6 +10,7 @@ import subprocess
 import sys
 import logging
 import textwrap
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -234,23 +235,133 @@ def test_a_machine_error_reading_a_video_is_one_line(monkeypatch, capsys, wrappe
 
 
 def test_an_exception_chain_that_loops_is_walked_once():
-    """An exception raised again inside its own handler chains back to itself (`__context__`):
-    the one walk `os_refusal` and `machine_error` share (`exception_chain`) visits each once and
-    ends, and finds what lies in the loop."""
+    """A chain of causes can come back to an exception it passed (`raise a from b` in a handler of
+    `b`, raised from `a`): the one walk `os_refusal` and `machine_error` share (`exception_chain`)
+    visits each once and ends, and finds what lies in the loop."""
     import errno
     import itertools
 
     from uvd_pipeline.refusals import exception_chain, machine_error, os_refusal
 
     first, second = ValueError("ours"), RuntimeError("ours too")
-    second.__context__, first.__context__ = first, second
+    second.__cause__, first.__cause__ = first, second
     assert list(itertools.islice(exception_chain(second), 5)) == [second, first]
     assert os_refusal(second, None) is None and machine_error(second) is None
     full = OSError(errno.ENOSPC, "No space left on device", "/out/x")
-    full.__context__, first.__context__ = first, full
+    full.__cause__, first.__cause__ = first, full
     assert os_refusal(second, None).startswith("/out/x: No space left on device (ENOSPC)")
-    first.__context__ = _machine_error(errno.EMFILE)
+    first.__cause__ = _machine_error(errno.EMFILE)
     assert machine_error(second).startswith("planning a.mp4: [Errno 24]")
+
+
+def _raised(act) -> BaseException:
+    try:
+        act()
+    except Exception as exc:
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def _retold_by_beam(error: BaseException) -> BaseException:
+    """`error` re-raised as Beam's `DoFnRunner._reraise_augmented` re-raises a step's error in the
+    process it was raised in: its type, the step added to the message, tagged, raised in the
+    handler of the first (so chained by `__context__` only). Beam's is compiled: this does what it does."""
+    def retell():
+        try:
+            raise error
+        except Exception as exn:
+            try:
+                new = type(exn)(exn.args[0] + " [while running 'web/Render/ParDo(RenderUnit)']", *exn.args[1:])
+                new._tagged_with_step = True
+            except Exception:
+                new = RuntimeError(traceback.format_exception_only(type(exn), exn)[-1].strip()
+                                   + " [while running 'web/Render/ParDo(RenderUnit)']")
+                new._tagged_with_step = True
+            raise new
+
+    return _raised(retell)
+
+
+def _as_worker_text(error: BaseException) -> RuntimeError:
+    """`error` as Beam's runner raises a worker's (thread or process) error: its traceback's text."""
+    return RuntimeError("".join(traceback.format_exception(error)))
+
+
+def _bug_while_handling(error: BaseException) -> BaseException:
+    """A bug of ours met cleaning up after `error` (`UnitWriter.abandon` failing while a
+    MachineError unwinds): an AttributeError raised while handling it."""
+    def clean_up():
+        try:
+            raise error
+        except Exception:
+            None.abandon()  # the bug
+
+    return _raised(clean_up)
+
+
+def _worker_log(error: BaseException) -> logging.LogRecord:
+    """The record the runner logs of a worker process's ERROR log of `error` (Beam's harness logs a
+    failed bundle's traceback; the runner's logging service logs each entry it is sent as proto text,
+    its line ends written out)."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.portability.local_job_service import BeamFnLoggingServicer
+
+    text = "Error processing instruction bundle_1. Original traceback is\n" + "".join(traceback.format_exception(error))
+    entry = beam_fn_api_pb2.LogEntry(severity=beam_fn_api_pb2.LogEntry.Severity.ERROR, message=text)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    logger.addHandler(handler)
+    try:
+        BeamFnLoggingServicer().Logging([beam_fn_api_pb2.LogEntry.List(log_entries=[entry])])
+    finally:
+        logger.removeHandler(handler)
+    (record,) = records
+    return record
+
+
+@pytest.mark.parametrize("how", ["raised", "retold by beam", "worker text", "retold, as worker text",
+                                 "worker log"])
+def test_a_bug_raised_while_handling_a_refusal_keeps_its_traceback(how: str):
+    """A bug met while a refusal unwinds (an AttributeError in a cleanup while a full disk or too
+    many open files is raised) was judged the refusal, because the judgement followed what an
+    error was raised while handling (`__context__`): its traceback hidden, the bug unseen (the
+    real builds: the slow test below). Only the error itself and what it was raised from
+    (`raise ... from`) count, and Beam's own retelling of a step's error; as an object, as the
+    text of a worker's traceback, or as the runner's log of a worker process's log alike."""
+    import errno
+
+    from uvd_pipeline.log_filters import BeamRefusalNoise
+    from uvd_pipeline.refusals import refusal
+
+    wrap = {"raised": lambda e: e, "retold by beam": _retold_by_beam, "worker text": _as_worker_text,
+            "retold, as worker text": lambda e: _as_worker_text(_retold_by_beam(e)),
+            "worker log": lambda e: _retold_by_beam(e)}[how]
+
+    def record_of(error: BaseException) -> logging.LogRecord:
+        if how == "worker log":
+            return _worker_log(error)
+        return logging.LogRecord("apache_beam.runners.worker", logging.ERROR, "", 0, "bundle failed", None,
+                                 (type(error), error, None))
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/out/x")
+    for cause in (_machine_error(errno.EMFILE), full):
+        refused = wrap(_raised(lambda cause=cause: _raise_from(cause)))
+        if how != "worker log":
+            assert refusal(refused, None) is not None, how  # raised from the refusal: one line
+        assert not BeamRefusalNoise().filter(record_of(refused)), how  # Beam's traceback of it hidden
+        bug = wrap(_bug_while_handling(_raised(lambda cause=cause: _raise_from(cause))))
+        assert refusal(bug, None) is None, how
+        assert BeamRefusalNoise().filter(record_of(bug)), how  # its traceback is shown
+
+
+def _raise_from(cause: BaseException) -> None:
+    """Our code's refusal: a `UnitStoreError`-like error raised from the OSError or MachineError."""
+    try:
+        raise cause
+    except Exception as exc:
+        raise RuntimeError(f"cannot write the unit store file: {exc}") from exc
 
 
 def test_beams_harness_prints_a_bugs_traceback_but_not_a_refusals(capsys):
@@ -391,3 +502,21 @@ def test_too_many_open_files_copying_a_video_is_one_line_in_a_real_build(tmp_pat
     assert "ulimit -n" in errors[0] and not (tmp_path / "out" / "_lock.json").exists()
     assert "Traceback" not in proc.stderr and "MachineError" not in proc.stderr, proc.stderr
 
+
+@pytest.mark.slow  # a whole build in a fresh process each: 3 s (in the process), 4 s (threads), 10 s (processes)
+@pytest.mark.parametrize("workers", [1, 2, 3])  # in the command's process, its threads, worker processes
+def test_a_bug_met_while_too_many_open_files_unwinds_shows_its_traceback_in_a_real_build(tmp_path: Path,
+                                                                                        workers: int):
+    """Every member copy meets EMFILE, and cleaning up the unit (`UnitWriter.abandon`) meets a bug
+    of ours while that MachineError unwinds: the bug's traceback and name must be seen, not only
+    the line about open files. With worker processes it was hidden (0 tracebacks; 11 before the
+    change that hid refusals), with one worker it was hidden already: the judgement followed what
+    the bug was raised while handling."""
+    bug = ("import uvd_pipeline.unit_store as _store\n"
+           "def _abandon(self):\n    return self._images.abandon_BUG_TYPO()\n"
+           "_store.UnitWriter.abandon = _abandon\n")
+    proc = _build_whose_copies_fail(tmp_path, "OSError(errno.EMFILE, 'Too many open files')", workers, bug)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" in proc.stderr and "AttributeError" in proc.stderr, proc.stderr[-3000:]
+    assert "abandon_BUG_TYPO" in proc.stderr, proc.stderr[-3000:]
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("error:")], proc.stderr[-3000:]

@@ -2,10 +2,16 @@
 error) and which are bugs whose traceback must be seen; and that line. A module of its own, light
 and imported when the command or a Beam worker process starts (`log_filters`, `beam_worker`): a
 worker judges an error when it meets one, and a worker at its open-file limit cannot import a
-module then (EMFILE opening its file), which left a failed bundle unanswered and the build waiting."""
+module then (EMFILE opening its file), which left a failed bundle unanswered and the build waiting.
+
+What counts is the error raised and what it was raised from (`raise ... from`, `__cause__`), never
+what it was raised while handling (`__context__`): a bug met while a full disk unwinds (a cleanup
+that fails) is a bug, and keeps its traceback. The one implicit link followed is Beam's own re-raise
+of a step's error with the step named (`DoFnRunner._reraise_augmented`: the same error, retold)."""
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import re
@@ -30,6 +36,12 @@ _ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\[\]]+?)(?:: '([^']*)')?(?: \[whi
 _MACHINE_TEXT = re.compile(r"\bMachineError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
 # the step Beam adds to an error's message when it re-raises it (`DoFnRunner._reraise_augmented`)
 _STEP_TAG = re.compile(r" \[while running '[^']*'\]$")
+# how Python's traceback text joins a chain: raised from (explicit), raised while handling (implicit)
+_CHAIN_TEXT = re.compile(r"\n\n(The above exception was the direct cause of the following exception"
+                         r"|During handling of the above exception, another exception occurred):\n\n")
+# the runner's log of a worker process's log entry (`local_job_service.BeamFnLoggingServicer`): the
+# entry as proto text on one line, its message's line ends and quotes escaped
+_WORKER_LOG = re.compile(r'Worker: .*?\bmessage: "((?:[^"\\]|\\.)*)"', re.S)
 MACHINE_FIXES: dict[int, str] = {
     errno.EMFILE: "this process may open too few files: raise the limit (ulimit -n), then run the same command again",
     errno.ENFILE: "the system has too many files open: close some, then run the same command again",
@@ -38,47 +50,87 @@ MACHINE_FIXES: dict[int, str] = {
 
 
 def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
-    """`exc`, then what it was raised from or while handling (`__cause__`, else `__context__`),
-    each once: a chain that comes back to an exception it passed (one raised again in its own
-    handler) ends there."""
+    """`exc`, then what it was raised from (`__cause__`), each once: a chain that comes back to an
+    exception it passed ends there. What it was raised while handling (`__context__`) is followed
+    only from Beam's re-raise of a step's error (tagged `_tagged_with_step`)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         yield exc
-        exc = exc.__cause__ or exc.__context__
+        retold = getattr(exc, "_tagged_with_step", False) is True
+        exc = exc.__cause__ if exc.__cause__ is not None else (exc.__context__ if retold else None)
+
+
+def raised_texts(text: str) -> Iterator[str]:
+    """The parts of a traceback's text (a Beam worker's error, passed on as text) that tell the
+    error raised: its last exception, then each it was raised from (or Beam's re-raise retold,
+    its message ending in the step), and not what it was raised while handling."""
+    parts = _CHAIN_TEXT.split(text)  # block, joint, block, joint, ..., block
+    at = len(parts) - 1
+    while True:
+        yield parts[at]
+        if at == 0:
+            return
+        from_it = parts[at - 1].startswith("The above")
+        if not (from_it or _STEP_TAG.search(parts[at].rstrip("\n"))):
+            return
+        at -= 2
+
+
+def _texts(exc: BaseException) -> Iterator[tuple[BaseException, str]]:
+    """Each link of `exc`'s chain with each part of its text that tells the error raised."""
+    for link in exception_chain(exc):
+        for text in raised_texts(_unescaped(str(link))):
+            yield link, text
+
+
+def _unescaped(text: str) -> str:
+    """The message of a worker process's log entry as the runner logs it (`_WORKER_LOG`), with
+    its line ends and quotes back, so that its chain can be told apart; any other text as it is."""
+    found = _WORKER_LOG.match(text)
+    if found is None:
+        return text
+    try:
+        return codecs.escape_decode(found.group(1).encode())[0].decode("utf-8", "replace")
+    except ValueError:  # not proto text after all
+        return text
 
 
 def os_refusal(exc: BaseException, where: str | None) -> str | None:
     """The `error:` line for a disk full, a read-only or forbidden folder, a size limit or a
-    failing disk met anywhere in `exc`'s chain (or in the text a Beam worker's error became): the
-    user must fix those, and a traceback names neither the path nor the fix. None for anything
-    else (our bugs keep their traceback). `where`: the folder named when the error names no file."""
-    for link in exception_chain(exc):
+    failing disk that is `exc` or what it was raised from (or in the text a Beam worker's error
+    became): the user must fix those, and a traceback names neither the path nor the fix. None for
+    anything else (our bugs keep their traceback). `where`: the folder named when the error names
+    no file."""
+    for link, text in _texts(exc):
         if isinstance(link, OSError) and link.errno in OS_REFUSALS:
-            code, text, path = link.errno, link.strerror or os.strerror(link.errno), link.filename
-        elif (found := _ERRNO_TEXT.search(str(link))) and int(found.group(1)) in OS_REFUSALS:
-            code, text, path = int(found.group(1)), found.group(2), found.group(3)
+            code, message, path = link.errno, link.strerror or os.strerror(link.errno), link.filename
+        elif (found := _ERRNO_TEXT.search(text)) and int(found.group(1)) in OS_REFUSALS:
+            code, message, path = int(found.group(1)), found.group(2), found.group(3)
         else:
             continue
-        return f"{path or where or 'the output'}: {text} ({errno.errorcode[code]}); {OS_REFUSALS[code]}"
+        return f"{path or where or 'the output'}: {message} ({errno.errorcode[code]}); {OS_REFUSALS[code]}"
     return None
 
 
 def machine_error(exc: BaseException) -> str | None:
     """The `error:` line for this machine's error met reading an input (`sources.records.MachineError`:
-    too many open files, a missing temporary folder), anywhere in `exc`'s chain or in the text a
-    Beam worker's error became: the input is not at fault and the build stopped uncommitted, so
-    the same command once it is mended reads it again. None for anything else."""
-    for link in exception_chain(exc):
-        text = _STEP_TAG.sub("", str(link)) if isinstance(link, MachineError) else None
-        if text is None and (found := _MACHINE_TEXT.search(str(link))):
-            text = found.group(1)
-        if text is not None:
-            code = _ERRNO_TEXT.search(text)
-            fix = MACHINE_FIXES.get(int(code.group(1)) if code else -1,
-                                    "an error of this machine, not of the input: mend it, then run the same "
-                                    "command again")
-            return f"{text}; {fix}"
+    too many open files, a missing temporary folder) that is `exc` or what it was raised from (or
+    in the text a Beam worker's error became): the input is not at fault and the build stopped
+    uncommitted, so the same command once it is mended reads it again. None for anything else."""
+    for link, text in _texts(exc):
+        found = None if isinstance(link, MachineError) else _MACHINE_TEXT.search(text)
+        if isinstance(link, MachineError):
+            message = _STEP_TAG.sub("", text)
+        elif found:
+            message = found.group(1)
+        else:
+            continue
+        code = _ERRNO_TEXT.search(message)
+        fix = MACHINE_FIXES.get(int(code.group(1)) if code else -1,
+                                "an error of this machine, not of the input: mend it, then run the same "
+                                "command again")
+        return f"{message}; {fix}"
     return None
 
 
