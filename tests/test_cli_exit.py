@@ -520,3 +520,38 @@ def test_a_bug_met_while_too_many_open_files_unwinds_shows_its_traceback_in_a_re
     assert "Traceback" in proc.stderr and "AttributeError" in proc.stderr, proc.stderr[-3000:]
     assert "abandon_BUG_TYPO" in proc.stderr, proc.stderr[-3000:]
     assert not [line for line in proc.stderr.splitlines() if line.startswith("error:")], proc.stderr[-3000:]
+
+
+@pytest.mark.slow  # a whole build in a fresh process: 4 s (in the process), 10 s (worker processes)
+@pytest.mark.parametrize("workers,verbose", [(3, False), (1, True)])
+def test_too_many_open_files_writing_a_shard_is_one_line_and_verbose_shows_where(
+        tiny_config: Path, tmp_path: Path, workers: int, verbose: bool):
+    """EMFILE met on the build's own files (the shard's tar in `OUT/_tmp`, as a low `ulimit -n`
+    gives it: a real build under `prlimit --nofile=24..28`) ended in 8 to 13 tracebacks, exit 1 and
+    no `error:` line. Now one line naming `ulimit -n`, exit 2, as on the input side; since a file our
+    own code left open would end the same way, the line says that -v shows where it was met, and
+    -v does."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import errno, os, tempfile\n_real = tempfile.NamedTemporaryFile\n"
+        "def NamedTemporaryFile(*a, suffix=None, dir=None, **k):\n"
+        "    if suffix == '.tar' and dir and '_tmp' in str(dir):\n"
+        "        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), os.path.join(str(dir), 'tmpx.tar'))\n"
+        "    return _real(*a, suffix=suffix, dir=dir, **k)\n"
+        "tempfile.NamedTemporaryFile = NamedTemporaryFile\n")
+    here = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), here]))
+    proc = subprocess.run([sys.executable, "-m", "uvd_pipeline", *(["-v"] if verbose else []), "build", str(tiny_config),
+                           "--output", str(tmp_path / "out"), "--no-tokenize", "--workers", str(workers),
+                           "--set", "beam.direct_running_mode=auto"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=here)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "tmpx.tar: Too many open files (EMFILE); " in errors[0], proc.stderr[-3000:]
+    assert "ulimit -n" in errors[0] and "run the command with -v" in errors[0], errors[0]
+    assert not (tmp_path / "out" / "_lock.json").exists()
+    if verbose:  # where it was met
+        assert "Traceback" in proc.stderr and "rendered_shards.py" in proc.stderr, proc.stderr[-3000:]
+    else:
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

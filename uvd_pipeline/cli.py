@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
@@ -353,5 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         line = refusal(exc, getattr(args, "out", None))
         if line is None:
             raise
+        if args.verbose:  # where it was met: a file left open by our own code looks like a low ulimit -n
+            traceback.print_exc()
         print(f"error: {line}", file=sys.stderr)
         return 2

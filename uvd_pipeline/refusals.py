@@ -102,14 +102,20 @@ def os_refusal(exc: BaseException, where: str | None) -> str | None:
     became): the user must fix those, and a traceback names neither the path nor the fix. None for
     anything else (our bugs keep their traceback). `where`: the folder named when the error names
     no file."""
+    return _errno_line(exc, where, OS_REFUSALS)
+
+
+def _errno_line(exc: BaseException, where: str | None, fixes: dict[int, str]) -> str | None:
+    """The `error:` line for the first OSError of `exc` (raised, or as a worker's text) whose
+    number `fixes` has: the file (else `where`), the system's words, the number's name, the fix."""
     for link, text in _texts(exc):
-        if isinstance(link, OSError) and link.errno in OS_REFUSALS:
+        if isinstance(link, OSError) and link.errno in fixes:
             code, message, path = link.errno, link.strerror or os.strerror(link.errno), link.filename
-        elif (found := _ERRNO_TEXT.search(text)) and int(found.group(1)) in OS_REFUSALS:
+        elif (found := _ERRNO_TEXT.search(text)) and int(found.group(1)) in fixes:
             code, message, path = int(found.group(1)), found.group(2), found.group(3)
         else:
             continue
-        return f"{path or where or 'the output'}: {message} ({errno.errorcode[code]}); {OS_REFUSALS[code]}"
+        return f"{path or where or 'the output'}: {message} ({errno.errorcode[code]}); {fixes[code]}"
     return None
 
 
@@ -134,6 +140,17 @@ def machine_error(exc: BaseException) -> str | None:
     return None
 
 
+def output_machine_error(exc: BaseException, where: str | None) -> str | None:
+    """The `error:` line for too many open files or no memory met on the build's own files (writing
+    a shard, reading the unit store: an OSError, not a source's `MachineError`), or None. Said in one
+    line with the fix, as on the input side: a low `ulimit -n` is what the user meets and mends. But
+    a file our own code leaves open would end the same way, so the line says that `-v` shows the
+    traceback (`cli.main` prints it then), which such a report needs."""
+    line = _errno_line(exc, where, MACHINE_FIXES)
+    return None if line is None else f"{line} (the traceback of where it was met: run the command with -v)"
+
+
 def refusal(exc: BaseException, where: str | None) -> str | None:
-    """The `error:` line for an error the user must mend (`os_refusal`, `machine_error`), or None."""
-    return os_refusal(exc, where) or machine_error(exc)
+    """The `error:` line for an error the user must mend (`os_refusal`, `machine_error`,
+    `output_machine_error`), or None."""
+    return os_refusal(exc, where) or machine_error(exc) or output_machine_error(exc, where)
