@@ -1,6 +1,6 @@
 """Which errors a build says in one `error:` line (the operating system's refusal, this machine's
-error) and which are bugs whose traceback must be seen; and that line. A module of its own, light
-and imported when the command or a Beam worker process starts (`log_filters`, `beam_worker`): a
+error) and which are bugs whose traceback must be seen; and that line. A module of its own (no
+Beam, no config models), imported when the command or a Beam worker process starts (`log_filters`, `beam_worker`): a
 worker judges an error when it meets one, and a worker at its open-file limit cannot import a
 module then (EMFILE opening its file), which left a failed bundle unanswered and the build waiting.
 
@@ -63,8 +63,9 @@ def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
 
 def raised_texts(text: str) -> Iterator[str]:
     """The parts of a traceback's text (a Beam worker's error, passed on as text) that tell the
-    error raised: its last exception, then each it was raised from (or Beam's re-raise retold,
-    its message ending in the step), and not what it was raised while handling."""
+    error raised: its last exception, then the one before while that one was raised from it or
+    is Beam's re-raise of it (its message ending in the step); never one it was raised while
+    handling."""
     parts = _CHAIN_TEXT.split(text)  # block, joint, block, joint, ..., block
     at = len(parts) - 1
     while True:
