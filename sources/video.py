@@ -304,7 +304,7 @@ def _machine_error(exc: OSError, name: str, folder: str, size: int | None, why: 
     if code in _SPACE_ERRORS:
         how += "; TMPDIR names this folder"
     # "[Errno 28] No space left on device (copying ...): '<folder>'": the build's one-line error
-    # (`uvd_pipeline.cli.os_refusal`) finds the number and the folder, even in a worker's text
+    # (`uvd_pipeline.refusals.os_refusal`) finds the number and the folder, even in a worker's text
     return OSError(code, f"{text} ({how})", folder) if code is not None else OSError(f"{text} ({how}): {folder}")
 
 

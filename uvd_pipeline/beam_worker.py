@@ -3,7 +3,8 @@
 error the command says in one `error:` line (a full disk, too many open files) three times to the
 terminal, once from Beam's harness (`log_filters.quiet_refused_bundles`) and twice from its logs,
 which go to its stderr through the handler Python's logging made for Beam's first warning. A bug's
-traceback is left as it was."""
+traceback is left as it was. What judges an error (`refusals`) is loaded here, with the plugin: when
+the error comes the process may have no file to spare for an import (too many open files)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ import logging
 import traceback
 from typing import Any, Callable
 
+from uvd_pipeline.refusals import refusal
+
 
 class BeamImportNoise(logging.Filter):
     """Beam's import warns, on the root logger, that its BigQuery client libraries are missing
@@ -19,12 +21,14 @@ class BeamImportNoise(logging.Filter):
 
 
 def _refused(error: BaseException) -> bool:
-    """Whether `error` is one the command says in one `error:` line (`cli.refusal`: the operating
-    system's refusal, this machine's error), not a bug whose traceback must be seen. The command's
-    module is imported only when an error is met (a worker process starts without it)."""
-    from uvd_pipeline.cli import refusal
-
-    return refusal(error, None) is not None
+    """Whether `error` is one the command says in one `error:` line (`refusals.refusal`: the
+    operating system's refusal, this machine's error), not a bug whose traceback must be seen.
+    Never raises: an error met judging (a worker out of memory, say) counts as a bug, so that
+    Beam answers, prints and logs the bundle as it would without us."""
+    try:
+        return refusal(error, None) is not None
+    except Exception:
+        return False
 
 
 class BeamRefusalNoise(logging.Filter):
@@ -32,12 +36,16 @@ class BeamRefusalNoise(logging.Filter):
     same error: for a refusal of the operating system (`os_refusal`: disk full, read-only, size
     limit) or an error of this machine (`machine_error`: too many open files, a missing TMPDIR)
     the command's own `error:` line says what and where, so the traceback only buries it.
-    Shown with --verbose."""
+    Shown with --verbose. Never raises: a filter's exception escapes the logging call, and from
+    Beam's `_execute` that left the bundle unanswered (the record is then shown)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
             return True
-        error = record.exc_info[1] if record.exc_info and record.exc_info[1] else Exception(record.getMessage())
+        try:
+            error = record.exc_info[1] if record.exc_info and record.exc_info[1] else Exception(record.getMessage())
+        except Exception:  # a message its arguments do not fit: logging reports it when it formats
+            return True
         return not _refused(error)
 
 
@@ -49,6 +57,7 @@ def quiet_refused_bundles() -> None:
     worker thread or process that met it. Such a bundle is answered as Beam answers it (its error
     the traceback's text), without the print and the log; every other error is left to Beam (a
     bug's traceback stays in sight). Idempotent; holds for every harness of this process."""
+    from apache_beam.portability.api import beam_fn_api_pb2  # loaded now: at error time a worker may open no file
     from apache_beam.runners.worker import sdk_worker
 
     harness = sdk_worker.SdkHarness
@@ -57,20 +66,19 @@ def quiet_refused_bundles() -> None:
     execute = harness._execute
 
     def quiet_execute(self: Any, task: Callable[[], Any], request: Any) -> None:
-        execute(self, lambda: _answered(task, request), request)
+        execute(self, lambda: _answered(task, request, beam_fn_api_pb2.InstructionResponse), request)
 
     harness._execute = quiet_execute
     harness._uvd_quiet = True
 
 
-def _answered(task: Callable[[], Any], request: Any) -> Any:
-    """`task`'s response, or for a refusal the error response Beam's `_execute` makes of it."""
-    from apache_beam.portability.api import beam_fn_api_pb2
-
+def _answered(task: Callable[[], Any], request: Any, response: Callable[..., Any]) -> Any:
+    """`task`'s response, or for a refusal the error `response` Beam's `_execute` makes of it.
+    Anything else (a bug, or an error met judging) is raised on to Beam's `_execute` as it came,
+    which prints it and answers the bundle: the runner always gets its answer."""
     try:
         return task()
     except Exception as exc:
         if not _refused(exc):
             raise
-        return beam_fn_api_pb2.InstructionResponse(instruction_id=request.instruction_id,
-                                                   error=traceback.format_exc())
+        return response(instruction_id=request.instruction_id, error=traceback.format_exc())

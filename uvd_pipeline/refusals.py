@@ -1,0 +1,157 @@
+"""Which errors a build says in one `error:` line (the operating system's refusal, this machine's
+error) and which are bugs whose traceback must be seen; and that line. A module of its own (no
+Beam, no config models), imported when the command or a Beam worker process starts (`log_filters`, `beam_worker`): a
+worker judges an error when it meets one, and a worker at its open-file limit cannot import a
+module then (EMFILE opening its file), which left a failed bundle unanswered and the build waiting.
+
+What counts is the error raised and what it was raised from (`raise ... from`, `__cause__`), never
+what it was raised while handling (`__context__`): a bug met while a full disk unwinds (a cleanup
+that fails) is a bug, and keeps its traceback. The one implicit link followed is Beam's own re-raise
+of a step's error with the step named (`DoFnRunner._reraise_augmented`: the same error, retold)."""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import os
+import re
+from typing import Iterator
+
+from sources.records import MachineError
+
+# What the user does when the operating system refuses a read or write; any other OSError is ours.
+OS_REFUSALS: dict[int, str] = {
+    errno.ENOSPC: "free space there (or name another folder) and run the same command again",
+    errno.EDQUOT: "free space or raise the disk quota there, then run the same command again",
+    errno.EFBIG: "a file reached the largest size allowed (ulimit -f, or the file system's limit): "
+                 "raise it or name another folder, then run the same command again",
+    errno.EROFS: "the file system is mounted read-only: remount it read-write, or use a folder on a writable one",
+    errno.EACCES: "give this user access to it, or name another folder",
+    errno.EPERM: "give this user access to it, or name another folder",
+    errno.EIO: "the disk reported an input/output error: check it (dmesg), then run the same command again",
+}
+# Beam passes a worker's exception on as text: "OSError: [Errno 28] No space left on device: 'f' [while ...]"
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\[\]]+?)(?:: '([^']*)')?(?: \[while running|$)", re.M)
+# a source's `MachineError` as a Beam worker's text: "sources.records.MachineError: planning x.mp4: ..."
+_MACHINE_TEXT = re.compile(r"\bMachineError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
+# the step Beam adds to an error's message when it re-raises it (`DoFnRunner._reraise_augmented`)
+_STEP_TAG = re.compile(r" \[while running '[^']*'\]$")
+# how Python's traceback text joins a chain: raised from (explicit), raised while handling (implicit)
+_CHAIN_TEXT = re.compile(r"\n\n(The above exception was the direct cause of the following exception"
+                         r"|During handling of the above exception, another exception occurred):\n\n")
+# the runner's log of a worker process's log entry (`local_job_service.BeamFnLoggingServicer`): the
+# entry as proto text on one line, its message's line ends and quotes escaped
+_WORKER_LOG = re.compile(r'Worker: .*?\bmessage: "((?:[^"\\]|\\.)*)"', re.S)
+MACHINE_FIXES: dict[int, str] = {
+    errno.EMFILE: "this process may open too few files: raise the limit (ulimit -n), then run the same command again",
+    errno.ENFILE: "the system has too many files open: close some, then run the same command again",
+    errno.ENOMEM: "the machine ran out of memory: free some (or run fewer workers), then run the same command again",
+}
+
+
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from (`__cause__`), each once: a chain that comes back to an
+    exception it passed ends there. What it was raised while handling (`__context__`) is followed
+    only from Beam's re-raise of a step's error (tagged `_tagged_with_step`)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        retold = getattr(exc, "_tagged_with_step", False) is True
+        exc = exc.__cause__ if exc.__cause__ is not None else (exc.__context__ if retold else None)
+
+
+def raised_texts(text: str) -> Iterator[str]:
+    """The parts of a traceback's text (a Beam worker's error, passed on as text) that tell the
+    error raised: its last exception, then the one before while that one was raised from it or
+    is Beam's re-raise of it (its message ending in the step); never one it was raised while
+    handling."""
+    parts = _CHAIN_TEXT.split(text)  # block, joint, block, joint, ..., block
+    at = len(parts) - 1
+    while True:
+        yield parts[at]
+        if at == 0:
+            return
+        from_it = parts[at - 1].startswith("The above")
+        if not (from_it or _STEP_TAG.search(parts[at].rstrip("\n"))):
+            return
+        at -= 2
+
+
+def _texts(exc: BaseException) -> Iterator[tuple[BaseException, str]]:
+    """Each link of `exc`'s chain with each part of its text that tells the error raised."""
+    for link in exception_chain(exc):
+        for text in raised_texts(_unescaped(str(link))):
+            yield link, text
+
+
+def _unescaped(text: str) -> str:
+    """The message of a worker process's log entry as the runner logs it (`_WORKER_LOG`), with
+    its line ends and quotes back, so that its chain can be told apart; any other text as it is."""
+    found = _WORKER_LOG.match(text)
+    if found is None:
+        return text
+    try:
+        return codecs.escape_decode(found.group(1).encode())[0].decode("utf-8", "replace")
+    except ValueError:  # not proto text after all
+        return text
+
+
+def os_refusal(exc: BaseException, where: str | None) -> str | None:
+    """The `error:` line for a disk full, a read-only or forbidden folder, a size limit or a
+    failing disk that is `exc` or what it was raised from (or in the text a Beam worker's error
+    became): the user must fix those, and a traceback names neither the path nor the fix. None for
+    anything else (our bugs keep their traceback). `where`: the folder named when the error names
+    no file."""
+    return _errno_line(exc, where, OS_REFUSALS)
+
+
+def _errno_line(exc: BaseException, where: str | None, fixes: dict[int, str]) -> str | None:
+    """The `error:` line for the first OSError of `exc` (raised, or as a worker's text) whose
+    number `fixes` has: the file (else `where`), the system's words, the number's name, the fix."""
+    for link, text in _texts(exc):
+        if isinstance(link, OSError) and link.errno in fixes:
+            code, message, path = link.errno, link.strerror or os.strerror(link.errno), link.filename
+        elif (found := _ERRNO_TEXT.search(text)) and int(found.group(1)) in fixes:
+            code, message, path = int(found.group(1)), found.group(2), found.group(3)
+        else:
+            continue
+        return f"{path or where or 'the output'}: {message} ({errno.errorcode[code]}); {fixes[code]}"
+    return None
+
+
+def machine_error(exc: BaseException) -> str | None:
+    """The `error:` line for this machine's error met reading an input (`sources.records.MachineError`:
+    too many open files, a missing temporary folder) that is `exc` or what it was raised from (or
+    in the text a Beam worker's error became): the input is not at fault and the build stopped
+    uncommitted, so the same command once it is mended reads it again. None for anything else."""
+    for link, text in _texts(exc):
+        found = None if isinstance(link, MachineError) else _MACHINE_TEXT.search(text)
+        if isinstance(link, MachineError):
+            message = _STEP_TAG.sub("", text)
+        elif found:
+            message = found.group(1)
+        else:
+            continue
+        code = _ERRNO_TEXT.search(message)
+        fix = MACHINE_FIXES.get(int(code.group(1)) if code else -1,
+                                "an error of this machine, not of the input: mend it, then run the same "
+                                "command again")
+        return f"{message}; {fix}"
+    return None
+
+
+def output_machine_error(exc: BaseException, where: str | None) -> str | None:
+    """The `error:` line for too many open files or no memory met on the build's own files (writing
+    a shard, reading the unit store: an OSError, not a source's `MachineError`), or None. Said in one
+    line with the fix, as on the input side: a low `ulimit -n` is what the user meets and mends. But
+    a file our own code leaves open would end the same way, so the line says that `-v` shows the
+    traceback (`cli.main` prints it then), which such a report needs."""
+    line = _errno_line(exc, where, MACHINE_FIXES)
+    return None if line is None else f"{line} (the traceback of where it was met: run the command with -v)"
+
+
+def refusal(exc: BaseException, where: str | None) -> str | None:
+    """The `error:` line for an error the user must mend (`os_refusal`, `machine_error`,
+    `output_machine_error`), or None."""
+    return os_refusal(exc, where) or machine_error(exc) or output_machine_error(exc, where)
