@@ -573,6 +573,53 @@ def test_a_tiff_cut_inside_its_ifd_is_truncated(photo):
             reasons.add(info.value.reason)
         assert reasons == {"truncated"}
 
+def _tiffs_written_ifd_first(photo: np.ndarray) -> dict[str, bytes]:
+    """Compressed TIFFs: tifffile's, whose first IFD comes before the pixels, and Pillow's (libtiff's)."""
+    import tifffile
+
+    tiled, strips = io.BytesIO(), io.BytesIO()
+    tifffile.imwrite(tiled, photo[:128, :128], tile=(64, 64), photometric="rgb", compression="zlib")
+    tifffile.imwrite(strips, photo[:128, :128], photometric="rgb", compression="zlib", rowsperstrip=8)
+    pillow = _encode(Image.fromarray(photo[:128, :128]), "TIFF", compression="tiff_adobe_deflate")
+    return {"tifffile tiled": tiled.getvalue(), "tifffile strips": strips.getvalue(), "Pillow deflate": pillow}
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+def test_a_tiff_written_ifd_first_cut_inside_its_pixels_is_truncated(photo):
+    """A deflate TIFF whose IFD comes first (tifffile's tiles or strips) cut inside its compressed
+    data was `unsupported_format` ("decoder error -2"): its strips' or tiles' offsets and byte counts
+    (read here by tifffile) say how long it is. The file as written decodes, and is not called cut."""
+    import tifffile
+
+    from transforms.headers import declared_length
+
+    for name, data in _tiffs_written_ifd_first(photo).items():
+        assert declared_length(data) <= len(data), name
+        assert decode_rgb(data).shape == (128, 128, 3)
+        page = tifffile.TiffFile(io.BytesIO(data)).pages[0]
+        first, end = min(page.dataoffsets), max(o + n for o, n in zip(page.dataoffsets, page.databytecounts))
+        for cut in (first + 10, (first + end) // 2, end - 10):
+            with pytest.raises(DecodeError) as info:
+                decode_rgb(data[:cut])
+            assert info.value.reason == "truncated", (name, cut, info.value.detail)
+
+
+def test_whole_tiffs_are_not_said_to_be_cut(photo):
+    """Whole TIFFs as ImageMagick (the fixtures), OpenCV, Pillow and tifffile write them declare no
+    more bytes than they hold: strips, tiles, IFD values and all."""
+    from pathlib import Path
+
+    from transforms.headers import declared_length
+
+    whole = {path.name: path.read_bytes() for path in (Path(__file__).parent / "fixtures" / "magick").glob("*.tif")}
+    whole.update(_tiffs_written_ifd_first(photo))
+    whole["OpenCV"] = cv2.imencode(".tif", photo[:128, :128])[1].tobytes()
+    assert len(whole) > 15
+    for name, data in whole.items():
+        declared = declared_length(data)
+        assert declared is not None and len(data) - 1000 < declared <= len(data), (name, declared, len(data))
+
+
 @pytest.mark.parametrize("name", ["bmp_rle8.bmp", "pgm10.pgm"])
 def test_a_file_pillow_decodes_in_python_cut_short_is_truncated(name):
     """ImageMagick's RLE8 BMP and 10-bit PGM (maxval 1023), which Pillow decodes in Python, cut

@@ -464,20 +464,41 @@ _TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
 
 
 def _tiff_ifd_end(data: bytes, order: str) -> int:
-    """Where a TIFF's first IFD ends: its entry count, its entries and the next IFD's offset, and the
-    values of more than 4 bytes its entries point at (at most `_TIFF_ENTRIES` entries read). A TIFF
-    cut in there (a download cut in its last few hundred bytes, where libtiff, Pillow and
-    ImageMagick write the IFD) was `unsupported_format`, "a sample layout Pillow cannot read"."""
+    """Where a TIFF's first IFD and what it points at end: its entry count, its entries and the next
+    IFD's offset, the values of more than 4 bytes its entries keep outside it (at most
+    `_TIFF_ENTRIES` entries read), and its strips or tiles (`_tiff_pixels_end`). A TIFF cut in its
+    IFD (a download cut in its last few hundred bytes, where libtiff, Pillow and ImageMagick write
+    it) was `unsupported_format`, "a sample layout Pillow cannot read"; one cut in its compressed
+    pixels after an IFD written first (tifffile's) the same, "decoder error -2"."""
     ifd = int.from_bytes(data[4:8], order)
     if ifd + 2 > len(data):
         return ifd + 2
-    count = int.from_bytes(data[ifd : ifd + 2], order)
-    end = ifd + 2 + 12 * count + 4
-    for at in range(ifd + 2, min(ifd + 2 + 12 * min(count, _TIFF_ENTRIES), len(data) - 11), 12):
-        size = _TIFF_TYPE_BYTES.get(int.from_bytes(data[at + 2 : at + 4], order), 0) * int.from_bytes(
-            data[at + 4 : at + 8], order)
+    entries, _ = _tiff_ifd(data, ifd, order)
+    end = ifd + 2 + 12 * int.from_bytes(data[ifd : ifd + 2], order) + 4
+    for kind, count, field in entries.values():
+        size = _TIFF_TYPE_BYTES.get(kind, 0) * count
         if size > 4:
-            end = max(end, int.from_bytes(data[at + 8 : at + 12], order) + size)
+            end = max(end, int.from_bytes(data[field : field + 4], order) + size)
+    return max(end, _tiff_pixels_end(data, entries, order))
+
+
+# (offsets, byte counts) of a TIFF's pixels: StripOffsets/StripByteCounts, TileOffsets/TileByteCounts
+_TIFF_PIXEL_TAGS = ((273, 279), (324, 325))
+
+
+def _tiff_pixels_end(data: bytes, entries: dict[int, tuple[int, int, int]], order: str) -> int:
+    """The furthest end (offset + byte count) of an IFD's strips or tiles, of the first and last
+    `_TIFF_IFDS` of them (writers lay them out in order; any of them is a lower bound)."""
+    end = 0
+    for offsets, counts in _TIFF_PIXEL_TAGS:
+        if offsets not in entries or counts not in entries:
+            continue
+        pieces = min(entries[offsets][1], entries[counts][1])
+        for index in sorted({*range(min(pieces, _TIFF_IFDS)), *range(max(0, pieces - _TIFF_IFDS), pieces)}):
+            offset = _tiff_value(data, entries[offsets], order, index)
+            count = _tiff_value(data, entries[counts], order, index)
+            if offset is not None and count is not None:
+                end = max(end, offset + count)
     return end
 
 
@@ -539,14 +560,18 @@ def _tiff_ifd(data: bytes, pos: int, order: str) -> tuple[dict[int, tuple[int, i
 
 def _tiff_values(data: bytes, entry: tuple[int, int, int], order: str) -> list[int]:
     """A SHORT, LONG or IFD entry's values (at most `_TIFF_IFDS`)."""
+    values = (_tiff_value(data, entry, order, index) for index in range(min(entry[1], _TIFF_IFDS)))
+    return [value for value in values if value is not None]
+
+
+def _tiff_value(data: bytes, entry: tuple[int, int, int], order: str, index: int) -> int | None:
+    """The `index`th value of a SHORT, LONG or IFD entry; None for another type, or one not in the data."""
     kind, count, field = entry
     size = {3: 2, 4: 4, 13: 4}.get(kind)
-    if size is None:
-        return []
-    count = min(count, _TIFF_IFDS)
-    at = field if size * count <= 4 else int.from_bytes(data[field : field + 4], order)
-    return [int.from_bytes(data[at + size * i : at + size * (i + 1)], order)
-            for i in range(count) if at + size * (i + 1) <= len(data)]
+    if size is None or not 0 <= index < count:
+        return None
+    at = (field if size * count <= 4 else int.from_bytes(data[field : field + 4], order)) + size * index
+    return int.from_bytes(data[at : at + size], order) if at + size <= len(data) else None
 
 
 def _tiff_text(data: bytes, entry: tuple[int, int, int], order: str) -> str:
