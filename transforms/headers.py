@@ -425,9 +425,13 @@ def _icns_images(data: bytes) -> list[Embedded]:
 
 
 _CUR_MAGIC = b"\x00\x00\x02\x00"
-# a binary PGM or PPM header (Netpbm): magic, width, height, maxval, each after whitespace or comments,
-# then one whitespace byte before the samples
-_PNM_HEADER = re.compile(rb"P([56])(?:\s+|#[^\n]*\n)+(\d{1,9})(?:\s+|#[^\n]*\n)+(\d{1,9})(?:\s+|#[^\n]*\n)+(\d{1,5})\s")
+# a field of a binary PGM's or PPM's header (Netpbm): a number after whitespace or comments, each
+# blank matched once (blanks nested in a repeat, `(?:\s+|#...)+`, backtracked through every split of
+# a run of them before failing: 26 blanks took 6.5 s, 40 hung a build)
+_PNM_FIELD = re.compile(rb"(?:\s|#[^\n]*\n)+(\d{1,9})")
+_PNM_HEAD = 4096  # bytes of a PGM's or PPM's header read, its comments included
+_PNM_MAXVAL = 65535
+_BMP_RLE = (1, 2)  # a BMP's biCompression: RLE8, RLE4
 _TIFF_ORDER = {b"II*\x00": "little", b"MM\x00*": "big"}
 
 
@@ -446,16 +450,39 @@ def declared_length(data: bytes) -> int | None:
     if data[:4] in _TIFF_ORDER and len(data) >= 8:
         return _tiff_ifd_end(data, _TIFF_ORDER[data[:4]])
     if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _DIB_HEADERS:  # not a text "BM...":
-        return int.from_bytes(data[2:6], "little")  # the file header's bfSize, which Pillow never reads
-    pnm = _PNM_HEADER.match(data[:256])
-    if pnm:
-        width, height, maxval = (int(v) for v in pnm.group(2, 3, 4))
-        return pnm.end() + width * height * (3 if pnm.group(1) == b"6" else 1) * (2 if maxval > 255 else 1)
+        return _bmp_length(data)
+    if data[:2] in (b"P5", b"P6"):
+        return _pnm_length(data)
     if data[:4] in (ICO_MAGIC, _CUR_MAGIC):
         entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
         return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
                                              for e in entries if len(e) == 16)))
     return None
+
+
+def _bmp_length(data: bytes) -> int:
+    """A BMP's length: its file header's bfSize, which Pillow never reads; for an RLE one whose
+    bfSize is 0 (some writers leave it so) the offset of its pixels and their biSizeImage."""
+    size = int.from_bytes(data[2:6], "little")
+    if size == 0 and int.from_bytes(data[14:18], "little") >= 40 and int.from_bytes(data[30:34], "little") in _BMP_RLE:
+        return int.from_bytes(data[10:14], "little") + int.from_bytes(data[34:38], "little")
+    return size
+
+
+def _pnm_length(data: bytes) -> int | None:
+    """A binary PGM's or PPM's length: its header (width, height, maxval, after whitespace or comments
+    however long, in its first `_PNM_HEAD` bytes; then one whitespace byte), and its samples."""
+    head, pos, fields = data[:_PNM_HEAD], 2, []
+    for _ in range(3):
+        field = _PNM_FIELD.match(head, pos)
+        if field is None:
+            return None
+        fields.append(int(field.group(1)))
+        pos = field.end()
+    width, height, maxval = fields
+    if not head[pos : pos + 1].isspace() or maxval > _PNM_MAXVAL:
+        return None
+    return pos + 1 + width * height * (3 if data[1:2] == b"6" else 1) * (2 if maxval > 255 else 1)
 
 
 # bytes a value of each TIFF field type takes (TIFF 6.0 section 2; 16-18: BigTIFF's 8-byte ones)
