@@ -862,10 +862,6 @@ def _in_srgb(image: Image.Image, data: bytes = b"") -> tuple[np.ndarray, str]:
 # PNG colour types whose 16-bit samples Pillow cuts to 8 bits as it loads them: RGB, grey+alpha, RGBA
 _CUT_TO_8 = (2, 4, 6)
 _GREY_ALPHA = 4  # the PNG colour type Pillow opens as "RGBA" at 16 bits (its grey profile: `_wide_colour`)
-# the turn of each EXIF orientation, as `ImageOps.exif_transpose` makes it
-_EXIF_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-               8: Image.Transpose.ROTATE_90}
 # 16-bit (h, W, 3) RGB samples (grey ones repeated) -> uint8 sRGB, and what it converts from
 WideColour = tuple[Callable[[np.ndarray], np.ndarray], str]
 
@@ -930,7 +926,7 @@ def _wide(image: Image.Image, data: bytes, orientation: int) -> tuple[np.ndarray
             shown = ((shown * alpha + WHITE * (0xFFFF - alpha) + 0x7FFF) // 0xFFFF).astype(np.uint8)
         out[y : y + rows] = shown
     del wide
-    turned = out if orientation == 1 else np.asarray(Image.fromarray(out).transpose(_EXIF_TURNS[orientation]))
+    turned = out if orientation == 1 else np.asarray(Image.fromarray(out).transpose(_TURNS[orientation]))
     return turned, description
 
 

@@ -439,10 +439,11 @@ def declared_length(data: bytes) -> int | None:
     """At least how many bytes the file's container says it holds, for the containers whose
     decoders do not say so of a file cut short: a RIFF's (WebP) size, the end of the ISO boxes
     (AVIF, HEIC) up to the first one that runs past the data, a TIFF's first IFD (libtiff and
-    Pillow write it after the pixels) with the values its entries keep outside it, an icon
-    directory's furthest image, a BMP's file size, a binary PGM's or PPM's samples after its header
-    (a cut RLE BMP or PGM of a maxval other than 255 or 65535, which Pillow decodes in Python, was
-    `decode_error`, "not enough image data"). None for other files."""
+    Pillow write it after the pixels, tifffile before) with the values and the strips or tiles its
+    entries point at, an icon directory's furthest image, a BMP's file size (`_bmp_length`), a
+    binary PGM's or PPM's samples after its header (a cut RLE BMP or PGM of a maxval other than
+    255 or 65535, which Pillow decodes in Python, was `decode_error`, "not enough image data").
+    None for other files."""
     if data[:4] == b"RIFF" and len(data) >= 8:
         return 8 + int.from_bytes(data[4:8], "little")
     if data[4:8] == b"ftyp":
