@@ -161,15 +161,36 @@ def video_stream(container):
     """The video a player shows: FFmpeg's best video stream (`av_find_best_stream`: the default
     flag, then a stream of several frames over a still), never cover art. ffmpeg's way of adding
     a cover (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track
-    *before* the video, no longer flagged; in MP4 it is an attached picture after it. None when
-    the file holds no video but cover art (a song)."""
+    *before* the video, no longer flagged; in MP4 it is an attached picture after it. When FFmpeg
+    has no decoder for its best stream's codec, the best of those it can decode (`_ffmpeg_rank`):
+    one undecodable track beside a decodable one lost the whole file to `unsupported_codec`. The
+    best (undecodable) stream when none can be decoded; None when the file holds no video but
+    cover art (a song)."""
     import av
 
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not moving:
         return None
     best = container.streams.best("video")
-    return next((s for s in moving if best is not None and s.index == best.index), moving[0])
+    chosen = next((s for s in moving if best is not None and s.index == best.index), moving[0])
+    decodable = [s for s in moving if s.codec_context is not None]
+    if chosen.codec_context is not None or not decodable:
+        return chosen
+    return max(decodable, key=_ffmpeg_rank)  # the first of the best, as FFmpeg keeps it
+
+
+def _ffmpeg_rank(stream) -> tuple[int, int, int, int]:
+    """How `av_find_best_stream` (libavformat) orders video streams of a decoder, best highest: not
+    flagged for the hearing or visually impaired, then flagged default; then more frames, up to 5;
+    then a higher bit rate; then more frames. FFmpeg counts the frames its probe read, which PyAV
+    does not show: the count the container declares stands for it (0 in Matroska)."""
+    import av
+
+    flags = av.stream.Disposition
+    impaired = stream.disposition & (flags.hearing_impaired | flags.visual_impaired)
+    frames = max(0, stream.frames or 0)
+    return ((not impaired) + bool(stream.disposition & flags.default), min(5, frames),
+            max(0, stream.codec_context.bit_rate or 0), frames)
 
 
 # -- memory judged from the declaration ---------------------------------------------------

@@ -347,6 +347,46 @@ def test_a_tiff_tile_is_judged_at_its_declared_size():
     assert caught.value.reason == "image_too_large"
     assert "64 MiB are the 4096x4096 tile libtiff decodes this TIFF into" in caught.value.detail
 
+def _with_entries(tiff: bytes, values: dict[int, tuple[int, int]]) -> bytes:
+    """A little-endian TIFF with entries of its first IFD set to (count, value): the value written
+    in the entry's own field, at the size of its SHORT or LONG type."""
+    out, ifd = bytearray(tiff), int.from_bytes(tiff[4:8], "little")
+    for i in range(int.from_bytes(tiff[ifd:ifd + 2], "little")):
+        at = ifd + 2 + 12 * i
+        tag = int.from_bytes(tiff[at:at + 2], "little")
+        if tag in values:
+            count, value = values.pop(tag)
+            size = {3: 2, 4: 4}[int.from_bytes(tiff[at + 2:at + 4], "little")]
+            out[at + 4:at + 8] = count.to_bytes(4, "little")
+            out[at + 8:at + 12] = value.to_bytes(size, "little").ljust(4, b"\0")
+    assert not values
+    return bytes(out)
+
+
+def test_a_tiff_tile_is_judged_at_all_its_samples_when_bits_per_sample_is_written_once():
+    """TIFF lets BitsPerSample be written once for all samples (count 1; libtiff and Pillow read it):
+    a 16-bit RGBA tile so written was judged at 2 bytes a pixel (then libtiff's RGBA 4) where
+    libtiff allocates 8, and under the default 768 MiB budget a file judged at 535 MiB peaked at
+    1023 MiB. tifffile's deflate TIFF of 16 x 16 tiles, its tiles raised to 2048 x 2048, is judged
+    at the tile tifffile reads back from its tags (width x length x samples x bits / 8), written
+    once or per sample alike."""
+    import tifffile
+
+    buf = io.BytesIO()
+    pixels = (np.arange(24 * 32 * 4).reshape(24, 32, 4) * 37 % 65536).astype(np.uint16)
+    tifffile.imwrite(buf, pixels, tile=(16, 16), photometric="rgb", extrasamples=["unassalpha"], compression="zlib")
+    per_sample = _with_entries(buf.getvalue(), {322: (1, 2048), 323: (1, 2048)})
+    once = _with_entries(per_sample, {258: (1, 16)})
+    page = tifffile.TiffFile(io.BytesIO(once)).pages[0]
+    assert (page.bitspersample, page.samplesperpixel) == (16, 4)
+    tile = page.tilewidth * page.tilelength * page.samplesperpixel * page.bitspersample // 8
+    for data in (per_sample, once):
+        with pytest.raises(DecodeError) as caught:
+            load_image(data, 32, "pad", max_bytes=tile)
+        assert caught.value.reason == "image_too_large"
+        assert f"{tile >> 20} MiB are the 2048x2048 tile libtiff decodes this TIFF into" in caught.value.detail
+
+
 @pytest.mark.parametrize("container", [ico_with_png, icns_with_png])
 def test_icon_judged_on_the_image_it_embeds(monkeypatch, container):
     """An ICO or ICNS sized by its directory (16 x 16, 128 x 128) holding a 3000 x 2000 RGBA PNG is

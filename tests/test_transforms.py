@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import cv2
 import numpy as np
@@ -573,19 +574,95 @@ def test_a_tiff_cut_inside_its_ifd_is_truncated(photo):
             reasons.add(info.value.reason)
         assert reasons == {"truncated"}
 
-@pytest.mark.parametrize("name", ["bmp_rle8.bmp", "pgm10.pgm"])
-def test_a_file_pillow_decodes_in_python_cut_short_is_truncated(name):
+def _tiffs_written_ifd_first(photo: np.ndarray) -> dict[str, bytes]:
+    """Compressed TIFFs: tifffile's, whose first IFD comes before the pixels, and Pillow's (libtiff's)."""
+    import tifffile
+
+    tiled, strips = io.BytesIO(), io.BytesIO()
+    tifffile.imwrite(tiled, photo[:128, :128], tile=(64, 64), photometric="rgb", compression="zlib")
+    tifffile.imwrite(strips, photo[:128, :128], photometric="rgb", compression="zlib", rowsperstrip=8)
+    pillow = _encode(Image.fromarray(photo[:128, :128]), "TIFF", compression="tiff_adobe_deflate")
+    return {"tifffile tiled": tiled.getvalue(), "tifffile strips": strips.getvalue(), "Pillow deflate": pillow}
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+def test_a_tiff_written_ifd_first_cut_inside_its_pixels_is_truncated(photo):
+    """A deflate TIFF whose IFD comes first (tifffile's tiles or strips) cut inside its compressed
+    data was `unsupported_format` ("decoder error -2"): its strips' or tiles' offsets and byte counts
+    (read here by tifffile) say how long it is. The file as written decodes, and is not called cut."""
+    import tifffile
+
+    from transforms.headers import declared_length
+
+    for name, data in _tiffs_written_ifd_first(photo).items():
+        assert declared_length(data) <= len(data), name
+        assert decode_rgb(data).shape == (128, 128, 3)
+        page = tifffile.TiffFile(io.BytesIO(data)).pages[0]
+        first, end = min(page.dataoffsets), max(o + n for o, n in zip(page.dataoffsets, page.databytecounts))
+        for cut in (first + 10, (first + end) // 2, end - 10):
+            with pytest.raises(DecodeError) as info:
+                decode_rgb(data[:cut])
+            assert info.value.reason == "truncated", (name, cut, info.value.detail)
+
+
+def test_whole_tiffs_are_not_said_to_be_cut(photo):
+    """Whole TIFFs as ImageMagick (the fixtures), OpenCV, Pillow and tifffile write them declare no
+    more bytes than they hold: strips, tiles, IFD values and all."""
+    from pathlib import Path
+
+    from transforms.headers import declared_length
+
+    whole = {path.name: path.read_bytes() for path in (Path(__file__).parent / "fixtures" / "magick").glob("*.tif")}
+    whole.update(_tiffs_written_ifd_first(photo))
+    whole["OpenCV"] = cv2.imencode(".tif", photo[:128, :128])[1].tobytes()
+    assert len(whole) > 15
+    for name, data in whole.items():
+        declared = declared_length(data)
+        assert declared is not None and len(data) - 1000 < declared <= len(data), (name, declared, len(data))
+
+
+def _with_comments(pnm: bytes) -> bytes:
+    """The PGM with comment lines after its magic number (GIMP and scientific cameras write some),
+    its header past 256 bytes."""
+    return pnm[:3] + b"".join(b"# CREATOR: camera %d, exposure %s\n" % (i, b"1" * 30) for i in range(8)) + pnm[3:]
+
+
+def _without_file_size(bmp: bytes) -> bytes:
+    """The BMP with the bfSize of its file header 0, as some writers leave it (Pillow never reads it)."""
+    return bmp[:2] + bytes(4) + bmp[6:]
+
+
+@pytest.mark.parametrize("name, variant", [("bmp_rle8.bmp", None), ("pgm10.pgm", None),
+                                           ("bmp_rle8.bmp", _without_file_size), ("pgm10.pgm", _with_comments)])
+def test_a_file_pillow_decodes_in_python_cut_short_is_truncated(name, variant):
     """ImageMagick's RLE8 BMP and 10-bit PGM (maxval 1023), which Pillow decodes in Python, cut
     anywhere in their samples were `decode_error` ("ValueError: not enough image data"): the BMP's
-    file header and the PGM's width, height and maxval say how long each is."""
+    file header and the PGM's width, height and maxval say how long each is. An RLE BMP whose
+    bfSize is 0 is as long as its bfOffBits and biSizeImage say; a PGM's header is read past its
+    comments, however long (one of over 256 bytes was `decode_error` still)."""
     from pathlib import Path
 
     data = (Path(__file__).parent / "fixtures" / "magick" / name).read_bytes()
+    data = variant(data) if variant else data
     decode_rgb(data)
     for cut in range(len(data) // 2, len(data), 37):
         with pytest.raises(DecodeError) as info:
             decode_rgb(data[:cut])
         assert info.value.reason == "truncated", (cut, info.value.detail)
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("gap", [b" ", b"\n", b"\r\n", b"\t \n"])
+def test_a_pnm_header_of_long_blank_runs_is_refused_at_once(gap):
+    """A 200-byte "P5" file of blanks then a letter (Pillow refuses it: `corrupt_header`): the PGM
+    header's pattern, blanks nested in a repeat, backtracked through every split of the blanks
+    before it failed (26 blanks took 6.5 s, each one more twice as long: a build hung on it)."""
+    started = time.monotonic()
+    for data in (b"P5" + gap * 64 + b"x", b"P6 32" + gap * 64 + b"24" + gap * 64 + b"x"):
+        with pytest.raises(DecodeError) as info:
+            decode_rgb(data)
+        assert info.value.reason == "corrupt_header", info.value.detail
+    assert time.monotonic() - started < 2
+
 
 @pytest.mark.parametrize("marker", [b"\xff\xc0", b"\xff\xda"])  # cut inside the frame header / the scan header
 def test_a_jpeg_cut_inside_a_segment_header_is_a_reject_not_a_crash(marker):

@@ -383,6 +383,34 @@ def test_a_stream_whose_codec_ffmpeg_cannot_decode_is_a_reject_with_its_reason(t
         (reject,) = list(VideoSource("zoo", str(tmp_path)).read(str(path)))
         assert isinstance(reject, Reject) and (reject.stage, reject.reason) == ("plan", "unsupported_codec"), reject
 
+def test_a_video_track_ffmpeg_cannot_decode_beside_one_it_can_leaves_the_file_readable(tmp_path):
+    """Two video tracks muxed by ffmpeg (`-map 0:v -map 1:v`), the first one's codec then named one
+    FFmpeg lacks (Matroska's CodecID, MP4's sample entry): FFmpeg's best stream is the first, of no
+    decoder, and the whole file was `unsupported_codec`. The track it can decode is read: its 16
+    frames, from 0 (the other track has 24, from 100)."""
+    video_zoo.require_ffmpeg()
+    lacking = video_zoo.encode(tmp_path / "lacking.mp4", 24, "libx264", options=video_zoo.X264, first=100)
+    decodable = video_zoo.encode(tmp_path / "decodable.mp4", 16, "libx264", options=video_zoo.X264)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name, old, new in (("two.mkv", b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"), ("two.mp4", b"avc1", b"xyz1")):
+        video_zoo.ffmpeg("-i", str(lacking), "-i", str(decodable), "-map", "0:v", "-map", "1:v", "-c", "copy",
+                         str(folder / name))
+        data = (folder / name).read_bytes()
+        at = data.index(old, data.index(b"moov") if name.endswith(".mp4") else 0)
+        (folder / name).write_bytes(data[:at] + new + data[at + len(old):])
+        for decoder in DECODERS:
+            (record,) = list(VideoSource("zoo", str(folder), strides=(1,), decoder=decoder).read(str(folder / name)))
+            assert isinstance(record, VideoRecord), (name, decoder, record)
+            assert record.n_frames == 16, (name, decoder)
+            ((clip, frames),) = list(clip_frames(record))
+            assert [video_zoo.read_index(f) for f in frames] == list(range(16)), (name, decoder)
+    mkv = (folder / "two.mkv").read_bytes()
+    (folder / "none.mkv").write_bytes(mkv.replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"))
+    (reject,) = list(VideoSource("zoo", str(folder)).read(str(folder / "none.mkv")))
+    assert isinstance(reject, Reject) and (reject.stage, reject.reason) == ("plan", "unsupported_codec"), reject
+
+
 def test_probe_timeout_is_a_plan_reject(zoo):
     source = VideoSource("zoo", str(zoo["x264_default.ts"].parent), limits=Budget(time_s=0.001))
     (reject,) = list(source.read(str(zoo["x264_default.ts"])))

@@ -40,7 +40,7 @@ import math
 import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -402,31 +402,39 @@ def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
     return w * h * 3 + hdr.BAND_BYTES if hdr_colour(image, data) else 0
 
 
-_TILE_WIDTH, _TILE_LENGTH, _BITS_PER_SAMPLE = 322, 323, 258
+_TILE_WIDTH, _TILE_LENGTH, _BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL = 322, 323, 258, 277
 
 
-def _tag_number(value: object) -> int:
-    """A TIFF tag's value as Pillow parsed it (a number, or a tuple of them) as one whole number."""
+def _tag_numbers(value: object) -> tuple[int, ...]:
+    """A TIFF tag's value as Pillow parsed it (a number, or a tuple of them) as whole numbers."""
     values = value if isinstance(value, tuple) else (value,)
     try:
-        return max(0, int(sum(values)))
+        return tuple(max(0, int(v)) for v in values)  # type: ignore[call-overload]
     except (TypeError, ValueError):
-        return 0
+        return ()
+
+
+def _tiff_pixel_bytes(tags: Mapping[int, object]) -> int:
+    """The bytes of one pixel of a TIFF's tile as libtiff sizes it (TIFFTileSize): the widest
+    BitsPerSample times SamplesPerPixel (by default, one sample a BitsPerSample value), or the 4 of
+    libtiff's RGBA reading, whichever is more. BitsPerSample may be written once for all samples
+    (count 1): a 16-bit RGBA tile so written was judged at 4 bytes a pixel, where libtiff holds 8."""
+    bits = _tag_numbers(tags.get(_BITS_PER_SAMPLE, 8)) or (8,)
+    samples = (_tag_numbers(tags.get(_SAMPLES_PER_PIXEL, len(bits))) or (len(bits),))[0]
+    return max(4, -(-max(bits) * samples // 8))
 
 
 def _tiff_held(image: Image.Image) -> Held:
     """The tile Pillow's libtiff decoder (every compressed TIFF) decodes a tiled TIFF into: one whole
-    tile of the declared TileWidth x TileLength whatever the image's size, at the pixel's bytes
-    (BitsPerSample summed) or the 4 of libtiff's RGBA reading, whichever is more. libtiff fills a
-    tile its data falls short of, so a 120 x 90 TIFF declaring 16384 x 16384 tiles (a mutation
-    fuzz) took 800 MB to decode, judged 25. Uncompressed tiles Pillow reads itself, clipped to the
-    image; a strip libtiff sizes to the image's rows."""
+    tile of the declared TileWidth x TileLength whatever the image's size, at `_tiff_pixel_bytes`.
+    libtiff fills a tile its data falls short of, so a 120 x 90 TIFF declaring 16384 x 16384 tiles
+    (a mutation fuzz) took 800 MB to decode, judged 25. Uncompressed tiles Pillow reads itself,
+    clipped to the image; a strip libtiff sizes to the image's rows."""
     tags = getattr(image, "tag_v2", None)
     if tags is None or _TILE_WIDTH not in tags or not image.tile or image.tile[0][0] != "libtiff":
         return Held()
-    width, length = _tag_number(tags.get(_TILE_WIDTH)), _tag_number(tags.get(_TILE_LENGTH))
-    pixel = max(4, -(-_tag_number(tags.get(_BITS_PER_SAMPLE, 8)) // 8))
-    return Held(width * length * pixel, f"the {width}x{length} tile libtiff decodes this TIFF into")
+    width, length = (sum(_tag_numbers(tags.get(tag))) for tag in (_TILE_WIDTH, _TILE_LENGTH))
+    return Held(width * length * _tiff_pixel_bytes(tags), f"the {width}x{length} tile libtiff decodes this TIFF into")
 
 
 def _held(image: Image.Image, data: bytes) -> Held:
@@ -854,10 +862,6 @@ def _in_srgb(image: Image.Image, data: bytes = b"") -> tuple[np.ndarray, str]:
 # PNG colour types whose 16-bit samples Pillow cuts to 8 bits as it loads them: RGB, grey+alpha, RGBA
 _CUT_TO_8 = (2, 4, 6)
 _GREY_ALPHA = 4  # the PNG colour type Pillow opens as "RGBA" at 16 bits (its grey profile: `_wide_colour`)
-# the turn of each EXIF orientation, as `ImageOps.exif_transpose` makes it
-_EXIF_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-               8: Image.Transpose.ROTATE_90}
 # 16-bit (h, W, 3) RGB samples (grey ones repeated) -> uint8 sRGB, and what it converts from
 WideColour = tuple[Callable[[np.ndarray], np.ndarray], str]
 
@@ -922,7 +926,7 @@ def _wide(image: Image.Image, data: bytes, orientation: int) -> tuple[np.ndarray
             shown = ((shown * alpha + WHITE * (0xFFFF - alpha) + 0x7FFF) // 0xFFFF).astype(np.uint8)
         out[y : y + rows] = shown
     del wide
-    turned = out if orientation == 1 else np.asarray(Image.fromarray(out).transpose(_EXIF_TURNS[orientation]))
+    turned = out if orientation == 1 else np.asarray(Image.fromarray(out).transpose(_TURNS[orientation]))
     return turned, description
 
 

@@ -425,9 +425,13 @@ def _icns_images(data: bytes) -> list[Embedded]:
 
 
 _CUR_MAGIC = b"\x00\x00\x02\x00"
-# a binary PGM or PPM header (Netpbm): magic, width, height, maxval, each after whitespace or comments,
-# then one whitespace byte before the samples
-_PNM_HEADER = re.compile(rb"P([56])(?:\s+|#[^\n]*\n)+(\d{1,9})(?:\s+|#[^\n]*\n)+(\d{1,9})(?:\s+|#[^\n]*\n)+(\d{1,5})\s")
+# a field of a binary PGM's or PPM's header (Netpbm): a number after whitespace or comments, each
+# blank matched once (blanks nested in a repeat, `(?:\s+|#...)+`, backtracked through every split of
+# a run of them before failing: 26 blanks took 6.5 s, 40 hung a build)
+_PNM_FIELD = re.compile(rb"(?:\s|#[^\n]*\n)+(\d{1,9})")
+_PNM_HEAD = 4096  # bytes of a PGM's or PPM's header read, its comments included
+_PNM_MAXVAL = 65535
+_BMP_RLE = (1, 2)  # a BMP's biCompression: RLE8, RLE4
 _TIFF_ORDER = {b"II*\x00": "little", b"MM\x00*": "big"}
 
 
@@ -435,10 +439,11 @@ def declared_length(data: bytes) -> int | None:
     """At least how many bytes the file's container says it holds, for the containers whose
     decoders do not say so of a file cut short: a RIFF's (WebP) size, the end of the ISO boxes
     (AVIF, HEIC) up to the first one that runs past the data, a TIFF's first IFD (libtiff and
-    Pillow write it after the pixels) with the values its entries keep outside it, an icon
-    directory's furthest image, a BMP's file size, a binary PGM's or PPM's samples after its header
-    (a cut RLE BMP or PGM of a maxval other than 255 or 65535, which Pillow decodes in Python, was
-    `decode_error`, "not enough image data"). None for other files."""
+    Pillow write it after the pixels, tifffile before) with the values and the strips or tiles its
+    entries point at, an icon directory's furthest image, a BMP's file size (`_bmp_length`), a
+    binary PGM's or PPM's samples after its header (a cut RLE BMP or PGM of a maxval other than
+    255 or 65535, which Pillow decodes in Python, was `decode_error`, "not enough image data").
+    None for other files."""
     if data[:4] == b"RIFF" and len(data) >= 8:
         return 8 + int.from_bytes(data[4:8], "little")
     if data[4:8] == b"ftyp":
@@ -446,16 +451,39 @@ def declared_length(data: bytes) -> int | None:
     if data[:4] in _TIFF_ORDER and len(data) >= 8:
         return _tiff_ifd_end(data, _TIFF_ORDER[data[:4]])
     if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _DIB_HEADERS:  # not a text "BM...":
-        return int.from_bytes(data[2:6], "little")  # the file header's bfSize, which Pillow never reads
-    pnm = _PNM_HEADER.match(data[:256])
-    if pnm:
-        width, height, maxval = (int(v) for v in pnm.group(2, 3, 4))
-        return pnm.end() + width * height * (3 if pnm.group(1) == b"6" else 1) * (2 if maxval > 255 else 1)
+        return _bmp_length(data)
+    if data[:2] in (b"P5", b"P6"):
+        return _pnm_length(data)
     if data[:4] in (ICO_MAGIC, _CUR_MAGIC):
         entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
         return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
                                              for e in entries if len(e) == 16)))
     return None
+
+
+def _bmp_length(data: bytes) -> int:
+    """A BMP's length: its file header's bfSize, which Pillow never reads; for an RLE one whose
+    bfSize is 0 (some writers leave it so) the offset of its pixels and their biSizeImage."""
+    size = int.from_bytes(data[2:6], "little")
+    if size == 0 and int.from_bytes(data[14:18], "little") >= 40 and int.from_bytes(data[30:34], "little") in _BMP_RLE:
+        return int.from_bytes(data[10:14], "little") + int.from_bytes(data[34:38], "little")
+    return size
+
+
+def _pnm_length(data: bytes) -> int | None:
+    """A binary PGM's or PPM's length: its header (width, height, maxval, after whitespace or comments
+    however long, in its first `_PNM_HEAD` bytes; then one whitespace byte), and its samples."""
+    head, pos, fields = data[:_PNM_HEAD], 2, []
+    for _ in range(3):
+        field = _PNM_FIELD.match(head, pos)
+        if field is None:
+            return None
+        fields.append(int(field.group(1)))
+        pos = field.end()
+    width, height, maxval = fields
+    if not head[pos : pos + 1].isspace() or maxval > _PNM_MAXVAL:
+        return None
+    return pos + 1 + width * height * (3 if data[1:2] == b"6" else 1) * (2 if maxval > 255 else 1)
 
 
 # bytes a value of each TIFF field type takes (TIFF 6.0 section 2; 16-18: BigTIFF's 8-byte ones)
@@ -464,20 +492,41 @@ _TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
 
 
 def _tiff_ifd_end(data: bytes, order: str) -> int:
-    """Where a TIFF's first IFD ends: its entry count, its entries and the next IFD's offset, and the
-    values of more than 4 bytes its entries point at (at most `_TIFF_ENTRIES` entries read). A TIFF
-    cut in there (a download cut in its last few hundred bytes, where libtiff, Pillow and
-    ImageMagick write the IFD) was `unsupported_format`, "a sample layout Pillow cannot read"."""
+    """Where a TIFF's first IFD and what it points at end: its entry count, its entries and the next
+    IFD's offset, the values of more than 4 bytes its entries keep outside it (at most
+    `_TIFF_ENTRIES` entries read), and its strips or tiles (`_tiff_pixels_end`). A TIFF cut in its
+    IFD (a download cut in its last few hundred bytes, where libtiff, Pillow and ImageMagick write
+    it) was `unsupported_format`, "a sample layout Pillow cannot read"; one cut in its compressed
+    pixels after an IFD written first (tifffile's) the same, "decoder error -2"."""
     ifd = int.from_bytes(data[4:8], order)
     if ifd + 2 > len(data):
         return ifd + 2
-    count = int.from_bytes(data[ifd : ifd + 2], order)
-    end = ifd + 2 + 12 * count + 4
-    for at in range(ifd + 2, min(ifd + 2 + 12 * min(count, _TIFF_ENTRIES), len(data) - 11), 12):
-        size = _TIFF_TYPE_BYTES.get(int.from_bytes(data[at + 2 : at + 4], order), 0) * int.from_bytes(
-            data[at + 4 : at + 8], order)
+    entries, _ = _tiff_ifd(data, ifd, order)
+    end = ifd + 2 + 12 * int.from_bytes(data[ifd : ifd + 2], order) + 4
+    for kind, count, field in entries.values():
+        size = _TIFF_TYPE_BYTES.get(kind, 0) * count
         if size > 4:
-            end = max(end, int.from_bytes(data[at + 8 : at + 12], order) + size)
+            end = max(end, int.from_bytes(data[field : field + 4], order) + size)
+    return max(end, _tiff_pixels_end(data, entries, order))
+
+
+# (offsets, byte counts) of a TIFF's pixels: StripOffsets/StripByteCounts, TileOffsets/TileByteCounts
+_TIFF_PIXEL_TAGS = ((273, 279), (324, 325))
+
+
+def _tiff_pixels_end(data: bytes, entries: dict[int, tuple[int, int, int]], order: str) -> int:
+    """The furthest end (offset + byte count) of an IFD's strips or tiles, of the first and last
+    `_TIFF_IFDS` of them (writers lay them out in order; any of them is a lower bound)."""
+    end = 0
+    for offsets, counts in _TIFF_PIXEL_TAGS:
+        if offsets not in entries or counts not in entries:
+            continue
+        pieces = min(entries[offsets][1], entries[counts][1])
+        for index in sorted({*range(min(pieces, _TIFF_IFDS)), *range(max(0, pieces - _TIFF_IFDS), pieces)}):
+            offset = _tiff_value(data, entries[offsets], order, index)
+            count = _tiff_value(data, entries[counts], order, index)
+            if offset is not None and count is not None:
+                end = max(end, offset + count)
     return end
 
 
@@ -539,14 +588,18 @@ def _tiff_ifd(data: bytes, pos: int, order: str) -> tuple[dict[int, tuple[int, i
 
 def _tiff_values(data: bytes, entry: tuple[int, int, int], order: str) -> list[int]:
     """A SHORT, LONG or IFD entry's values (at most `_TIFF_IFDS`)."""
+    values = (_tiff_value(data, entry, order, index) for index in range(min(entry[1], _TIFF_IFDS)))
+    return [value for value in values if value is not None]
+
+
+def _tiff_value(data: bytes, entry: tuple[int, int, int], order: str, index: int) -> int | None:
+    """The `index`th value of a SHORT, LONG or IFD entry; None for another type, or one not in the data."""
     kind, count, field = entry
     size = {3: 2, 4: 4, 13: 4}.get(kind)
-    if size is None:
-        return []
-    count = min(count, _TIFF_IFDS)
-    at = field if size * count <= 4 else int.from_bytes(data[field : field + 4], order)
-    return [int.from_bytes(data[at + size * i : at + size * (i + 1)], order)
-            for i in range(count) if at + size * (i + 1) <= len(data)]
+    if size is None or not 0 <= index < count:
+        return None
+    at = (field if size * count <= 4 else int.from_bytes(data[field : field + 4], order)) + size * index
+    return int.from_bytes(data[at : at + size], order) if at + size <= len(data) else None
 
 
 def _tiff_text(data: bytes, entry: tuple[int, int, int], order: str) -> str:
