@@ -3,8 +3,10 @@
 `datasets`' ImageFolder (`load_dataset("imagefolder", data_dir=...)`, `folder_based_builder.py`)
 reads one row per image from a metadata file; its `file_name` is relative to the metadata file's
 folder (it may name a subfolder, never climb out of it with `..` or be absolute), its other
-columns (`text`, `caption`...) are the image's. Once a folder has metadata, an image no row names
-is left out of the dataset (so here it is an `unlisted_image` reject, counted). A metadata file
+columns (`text`, `caption`...) are the image's. Once a folder or one above has metadata, an image
+no row names is left out of the dataset (so here it is an `unlisted_image` reject, counted); one
+with none there is a plain image, and a file without `file_name` (another tool's table) is no
+ImageFolder metadata. A metadata file
 is parsed once per process (`fsio.cached_input`), judged by its size before it is read; what one
 image takes from it is recorded as a derived input (`fsio.derived_input`): editing one row renders
 again only the unit of the image that row names.
@@ -45,6 +47,7 @@ class Metadata:
     problems: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
     unread: str = ""  # why no row of it is read ('' when read)
     reason: str = ""  # the reject reason of an unread file
+    foreign: bool = False  # rows without a `file_name` column: not ImageFolder metadata (Kaggle's `isic_id`)
 
 
 def is_metadata(uri: str) -> bool:
@@ -77,10 +80,10 @@ def read_metadata(uri: str) -> Metadata:
         return Metadata(unread=f"not UTF-8 text (byte {exc.start}): not read", reason=BAD_METADATA)
     parsed = Metadata()
     rows = _csv_rows(text, parsed) if uri.endswith(".csv") else _jsonl_rows(text, parsed)
-    if rows and "file_name" not in parsed.columns:
-        return Metadata(columns=parsed.columns, unread=f"no file_name column (its columns: "
-                                                       f"{', '.join(parsed.columns)[:120]}): not read",
-                        reason=BAD_METADATA)
+    if rows and "file_name" not in parsed.columns:  # another tool's table (Kaggle's): its folder stays plain
+        return Metadata(columns=parsed.columns, foreign=True, reason=BAD_METADATA,
+                        unread=f"no file_name column (its columns: {', '.join(parsed.columns)[:120]}): not Hugging "
+                               "Face ImageFolder metadata, not read; the images beside it are read as a plain folder's")
     for index, (line, values) in enumerate(rows):
         _add_row(parsed, index, line, values)
     return parsed
@@ -144,34 +147,40 @@ def _csv_rows(text: str, parsed: Metadata) -> list[tuple[int, dict[str, Any]]]:
 
 
 def governing(root: str, relative: str) -> list[tuple[str, str]]:
-    """(metadata file, the image's name relative to its folder) of each metadata file that may name
-    the image at `relative`: in its folder and each folder above it up to the root, the nearest
-    first (of one folder, `metadata.csv` before `metadata.jsonl`)."""
+    """(metadata file, the image's name relative to its folder, in NFC) of each metadata file that
+    may name the image at `relative` (its path under `root` as the disk spells it: a Mac's copy
+    keeps a folder `Café/` in NFD, which its NFC spelling does not open): in its folder and each
+    folder above it up to the root, the nearest first (of one folder, `metadata.csv` first)."""
     parts = relative.split("/")
     found = []
     for depth in range(len(parts) - 1, -1, -1):
         for name in METADATA_FILES:
-            found.append((fsio.join(root, *parts[:depth], name), "/".join(parts[depth:])))
+            found.append((fsio.join(root, *parts[:depth], name), nfc("/".join(parts[depth:]))))
     return found
 
 
 @fsio.derived_input("sources.imagefolder.image_row")
 def image_row(root: str, relative: str, follow_links: bool) -> dict[str, Any] | None:
-    """The metadata row that names the image at `relative` (NFC, under `root`): {"file", "row",
-    "line", "values"} of the nearest metadata file naming it; {"unread": file, "why"} when the
-    nearest metadata file there could not be read (its rows unknown); None when no row names it."""
-    unread = None
+    """The metadata row that names the image at `relative` (under `root`, as the disk spells it):
+    {"file", "row", "line", "values"} of the nearest metadata file naming it; {"unread": file, "why"}
+    when the nearest metadata file there could not be read (its rows unknown); {"unlisted": file}
+    when metadata files are there and none names it; None when no ImageFolder metadata file is in
+    its folder or above (a file without `file_name` is none): a plain image, as `datasets` has it."""
+    unread = unlisted = None
     for uri, name in governing(root, relative):
         if not fsio.exists(uri) or path_problem(root, uri, follow_links):
             continue
         parsed = read_metadata(uri)
+        if parsed.foreign:
+            continue
         shown = nfc(relative_to_root(root, uri))
         if parsed.unread:
             unread = unread or {"unread": shown, "why": parsed.unread}
         elif name in parsed.rows:
             index, line, values = parsed.rows[name]
             return {"file": shown, "row": index, "line": line, "values": values}
-    return unread
+        unlisted = unlisted or {"unlisted": shown}
+    return unread or unlisted
 
 
 def outside_folder(name: str, written: str) -> bool:
