@@ -870,8 +870,8 @@ class LaionSource:
             yield self._reject(data_key(self.name, relative, str(line)), "read", reason, f"{relative} {detail}", hint)
         folder = relative.rpartition("/")[0]
         present = self._files_below(uri.rsplit("/", 1)[0]) if parsed.rows else {}
-        for name, (_, line, values) in parsed.rows.items():
-            problem = self._row_problem(folder, relative, line, values["file_name"], name, present)
+        for name, (_, line, raw) in parsed.rows.items():
+            problem = self._row_problem(folder, relative, line, parsed.values(raw)["file_name"], name, present)
             if problem:
                 yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail,
                                    hint)

@@ -1153,3 +1153,36 @@ def test_a_metadata_file_that_is_no_imagefolder_metadata_leaves_the_folder_plain
     items = _read_all(LaionSource("imgs", str(part)))
     assert {i.lineage["path"]: (i.lineage.get("caption"), i.split_hint) for i in items} == {
         "train/cat/1.jpg": (None, None), "train/dog/2.jpg": (None, None), "test/x.jpg": ("x", "val")}
+
+
+def test_an_image_folder_metadata_parse_is_kept_small_and_the_cache_by_bytes(tmp_path: Path):
+    """Four parsed 64 MiB `metadata.jsonl` (521k rows of a caption and a few numbers, as a
+    LAION-style export writes them) grew a worker by 2 GiB: each row was kept as a dict (8 times the
+    file's size) and four were kept whatever their size. A row now keeps its line (its values taken
+    apart for the image asking), and the cache stands for at most `max_bytes` of files."""
+    import tracemalloc
+
+    from sources import fsio, imagefolder
+
+    paths = []
+    for name in "abc":
+        (tmp_path / name).mkdir()
+        paths.append(str(tmp_path / name / "metadata.jsonl"))
+        with open(paths[-1], "w", encoding="utf-8") as handle:
+            for i in range(6000):
+                handle.write(json.dumps({"file_name": f"img_{i:07d}.jpg", "text": f"a photo of item {i}, short "
+                                         "caption", "width": 512, "height": 384, "aesthetic": 5.5}) + "\n")
+    size = os.path.getsize(paths[0])
+    tracemalloc.start()
+    parsed = imagefolder.read_metadata.__wrapped__(paths[0])
+    kept = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(parsed.rows) == 6000 and kept < 4 * size  # 3.2 times; as dicts: 7.4
+    index, line, raw = parsed.rows["img_0000042.jpg"]
+    assert (index, line) == (42, 43) and parsed.values(raw) == json.loads(open(paths[0]).readlines()[42])
+    parses = Counter()
+    cached = fsio.cached_input(maxsize=4, max_bytes=2 * size + 10)(
+        lambda uri: (parses.update([uri]), imagefolder.read_metadata.__wrapped__(uri))[1])
+    for uri in (paths[0], paths[1], paths[0], paths[2], paths[0], paths[1]):
+        cached(uri)
+    assert [parses[p] for p in paths] == [1, 2, 1]  # c's parse made room by dropping b, the oldest
