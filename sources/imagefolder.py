@@ -15,9 +15,13 @@ again only the unit of the image that row names.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import os
 import posixpath
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -158,16 +162,56 @@ def _csv_rows(text: str, parsed: Metadata) -> Iterator[Row]:
 
 
 def governing(root: str, relative: str) -> list[tuple[str, str]]:
-    """(metadata file, the image's name relative to its folder, in NFC) of each metadata file that
-    may name the image at `relative` (its path under `root` as the disk spells it: a Mac's copy
-    keeps a folder `Café/` in NFD, which its NFC spelling does not open): in its folder and each
-    folder above it up to the root, the nearest first (of one folder, `metadata.csv` first)."""
+    """(folder, the image's name relative to it, in NFC) of each folder whose metadata files may
+    name the image at `relative` (its path under `root` as the disk spells it: a Mac's copy keeps
+    a folder `Café/` in NFD, which its NFC spelling does not open): its folder and each folder
+    above it up to the root, the nearest first."""
     parts = relative.split("/")
-    found = []
-    for depth in range(len(parts) - 1, -1, -1):
-        for name in METADATA_FILES:
-            found.append((fsio.join(root, *parts[:depth], name), nfc("/".join(parts[depth:]))))
-    return found
+    return [(fsio.join(root, *parts[:depth]) if depth else root, nfc("/".join(parts[depth:])))
+            for depth in range(len(parts) - 1, -1, -1)]
+
+
+_FOLDERS: OrderedDict[tuple, tuple[list, tuple[str, ...]]] = OrderedDict()  # see `metadata_files`
+_FOLDERS_KEPT = 4096
+_FOLDERS_LOCK = threading.Lock()
+
+
+def metadata_files(root: str, folder: str, follow_links: bool) -> tuple[str, ...]:
+    """The metadata files of `folder` to read (there, and no link leading out of the root), of one
+    folder `metadata.csv` first. Remembered per process for a local folder while its state
+    (`fsio.file_state`: a file added, removed or renamed there moves it) is the same: every image
+    of a folder asked the disk for four files again (20k images with one metadata file: 20 s)."""
+    state, key = _folder_state(root, folder), (root, folder, follow_links)
+    with _FOLDERS_LOCK:
+        known = _FOLDERS.get(key)
+        if known is not None and known[0] == state:
+            _FOLDERS.move_to_end(key)
+            return known[1]
+    files = tuple(uri for uri in (fsio.join(folder, name) for name in METADATA_FILES)
+                  if fsio.exists(uri) and not path_problem(root, uri, follow_links))
+    if state is not None:
+        with _FOLDERS_LOCK:
+            _FOLDERS[key] = (state, files)
+            while len(_FOLDERS) > _FOLDERS_KEPT:
+                _FOLDERS.popitem(last=False)
+    return files
+
+
+@functools.lru_cache(maxsize=64)
+def _local_root(root: str) -> bool:
+    return fsio.local_path(root) is not None
+
+
+def _folder_state(root: str, folder: str) -> tuple[int, int, int] | None:
+    """A local folder's (size, modification and change stamps), as `fsio.file_state` has them, or
+    None (a remote folder, none there: not remembered)."""
+    if not _local_root(root):
+        return None
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 @fsio.derived_input("sources.imagefolder.image_row")
@@ -178,19 +222,18 @@ def image_row(root: str, relative: str, follow_links: bool) -> dict[str, Any] | 
     when metadata files are there and none names it; None when no ImageFolder metadata file is in
     its folder or above (a file without `file_name` is none): a plain image, as `datasets` has it."""
     unread = unlisted = None
-    for uri, name in governing(root, relative):
-        if not fsio.exists(uri) or path_problem(root, uri, follow_links):
-            continue
-        parsed = read_metadata(uri)
-        if parsed.foreign:
-            continue
-        shown = nfc(relative_to_root(root, uri))
-        if parsed.unread:
-            unread = unread or {"unread": shown, "why": parsed.unread}
-        elif name in parsed.rows:
-            index, line, raw = parsed.rows[name]
-            return {"file": shown, "row": index, "line": line, "values": parsed.values(raw)}
-        unlisted = unlisted or {"unlisted": shown}
+    for folder, name in governing(root, relative):
+        for uri in metadata_files(root, folder, follow_links):
+            parsed = read_metadata(uri)
+            if parsed.foreign:
+                continue
+            shown = nfc(relative_to_root(root, uri))
+            if parsed.unread:
+                unread = unread or {"unread": shown, "why": parsed.unread}
+            elif name in parsed.rows:
+                index, line, raw = parsed.rows[name]
+                return {"file": shown, "row": index, "line": line, "values": parsed.values(raw)}
+            unlisted = unlisted or {"unlisted": shown}
     return unread or unlisted
 
 

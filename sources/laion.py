@@ -896,10 +896,29 @@ class LaionSource:
         image = f"{folder}/{name}" if folder else name
         if image not in present:
             return PathProblem("missing_image", f"{where}: {shown_name(image)} is not a file there")
-        kept = imagefolder.image_row.__wrapped__(self.path, present[image], self.follow_links)
-        if kept and "file" in kept and kept["file"] != relative:
-            return PathProblem("duplicate_key", f"{where}: {shown_name(image)} is named also by {kept['file']} line "
-                                                f"{kept['line']}, which is read (the nearest metadata file)")
+        nearer = self._nearer_row(relative, image, present)
+        if nearer:
+            return PathProblem("duplicate_key", f"{where}: {shown_name(image)} is named also by {nearer[0]} line "
+                                                f"{nearer[1]}, which is read (the nearest metadata file)")
+        return None
+
+    def _nearer_row(self, relative: str, image: str, present: dict[str, str]) -> tuple[str, int] | None:
+        """(file, line) of the row naming `image` in a metadata file nearer to it than `relative`
+        (below its folder, or `metadata.csv` beside a `.jsonl`), as `imagefolder.image_row` takes
+        the nearest: found in the unit's listing `present`, not asked of the disk again per row."""
+        parts, folder = image.split("/"), relative.rpartition("/")[0]
+        for depth in range(len(parts) - 1, len(folder.split("/")) - 1 if folder else -1, -1):
+            for name in imagefolder.METADATA_FILES:
+                candidate = "/".join([*parts[:depth], name])
+                if candidate == relative:
+                    return None
+                uri = fsio.join(self.path, *present[candidate].split("/")) if candidate in present else None
+                if uri is None or path_problem(self.path, uri, self.follow_links):
+                    continue
+                parsed = imagefolder.read_metadata(uri)
+                row = None if parsed.unread else parsed.rows.get("/".join(parts[depth:]))
+                if row:
+                    return candidate, row[1]
         return None
 
     # -- plain folders -------------------------------------------------------------------

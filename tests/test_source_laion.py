@@ -1186,3 +1186,27 @@ def test_an_image_folder_metadata_parse_is_kept_small_and_the_cache_by_bytes(tmp
     for uri in (paths[0], paths[1], paths[0], paths[2], paths[0], paths[1]):
         cached(uri)
     assert [parses[p] for p in paths] == [1, 2, 1]  # c's parse made room by dropping b, the oldest
+
+
+def test_an_image_folder_asks_the_disk_once_per_folder_and_sees_a_new_metadata_file(tmp_path: Path, monkeypatch):
+    """Each image asked the disk for four metadata files (its folder's and the root's csv and
+    jsonl), and the metadata unit did again for each row (20k images: 20 s against 2.7 s without
+    metadata). What a folder holds is now remembered while the folder is unchanged: a metadata
+    file written there later (the same process reading again) is seen."""
+    from sources import fsio
+
+    (tmp_path / "train" / "sub").mkdir(parents=True)
+    for i in range(40):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "train" / f"{i:03d}.jpg")
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(tmp_path / "train" / "sub" / "x.jpg")
+    (tmp_path / "train" / "metadata.jsonl").write_text("".join(
+        json.dumps({"file_name": f"{i:03d}.jpg", "text": f"photo {i}"}) + "\n" for i in range(40)))
+    asked = Counter()
+    exists = fsio.exists
+    monkeypatch.setattr(fsio, "exists", lambda uri: (asked.update([uri]), exists(uri))[1])
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert sum(isinstance(i, ImageRecord) for i in items) == 40
+    assert max(asked.values()) == 1 and len(asked) == 6  # train/, train/sub/, the root: csv and jsonl each
+    (tmp_path / "train" / "sub" / "metadata.csv").write_text("file_name,text\nx.jpg,a blue square\n")
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert {i.lineage["path"]: i.lineage.get("caption") for i in items}["train/sub/x.jpg"] == "a blue square"
