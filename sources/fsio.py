@@ -133,7 +133,7 @@ def rederive(key: tuple) -> Any:
         return CHANGED
 
 
-def cached_input(maxsize: int) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
+def cached_input(maxsize: int, max_bytes: int | None = None) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
     """A parse cache for index files a source reads whole (a class map, an annotation JSON) and
     every unit consults: `parse(uris, *args)`, `uris` one URL or a tuple of them.
 
@@ -143,11 +143,22 @@ def cached_input(maxsize: int) -> Callable[[Callable[..., Parsed]], Callable[...
     the one they had when parsed: a file rewritten since is parsed again, never served stale.
     Only what `parse` returns is kept, never what it raises: a parse meets this machine's error
     (too many open files) as a raised `records.MachineError` (`records.read_input_bytes`), never as a
-    returned failure, which would stand for the unchanged file until the process ends."""
+    returned failure, which would stand for the unchanged file until the process ends.
+
+    With `max_bytes`, the parses kept stand for at most that many bytes of their files (the last
+    one whatever its size): a parse takes several times its file's size, and `maxsize` large files
+    kept would hold gigabytes. Room is made before a file is parsed, so its parse never adds to a
+    full cache."""
 
     def wrap(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
         entries: OrderedDict[tuple, tuple[tuple, Parsed]] = OrderedDict()  # key -> (states, parse)
         lock = threading.Lock()
+
+        def evict(room: int, slots: int, keep: int) -> None:
+            """Drop the oldest parses until `slots` more and `room` more bytes fit (keeping `keep`)."""
+            while len(entries) > keep and (len(entries) + slots > maxsize or max_bytes is not None and sum(
+                    _weight(e[0]) for e in entries.values()) + room > max_bytes):
+                entries.popitem(last=False)
 
         @functools.wraps(parse)
         def cached(uris: str | tuple[str, ...], *args: Any) -> Parsed:
@@ -160,19 +171,25 @@ def cached_input(maxsize: int) -> Callable[[Callable[..., Parsed]], Callable[...
                 if entry is not None and entry[0] == states:
                     entries.move_to_end(key)
                     return entry[1]
+                entries.pop(key, None)
+                evict(_weight(states), 1, 0)
             value = parse(uris, *args)
             if _states(names) == states:  # not rewritten while it was parsed
                 with lock:
                     entries[key] = (states, value)
                     entries.move_to_end(key)
-                    while len(entries) > maxsize:
-                        entries.popitem(last=False)
+                    evict(0, 0, 1)
             return value
 
         cached.cache_clear = entries.clear  # type: ignore[attr-defined]
         return cached
 
     return wrap
+
+
+def _weight(states: tuple) -> int:
+    """The bytes of the files a parse was made of (`file_state`'s sizes; none known: 0)."""
+    return sum(state[0] for state in states if isinstance(state[0], int))
 
 
 def _states(uris: tuple[str, ...]) -> tuple:

@@ -3,8 +3,10 @@
 `datasets`' ImageFolder (`load_dataset("imagefolder", data_dir=...)`, `folder_based_builder.py`)
 reads one row per image from a metadata file; its `file_name` is relative to the metadata file's
 folder (it may name a subfolder, never climb out of it with `..` or be absolute), its other
-columns (`text`, `caption`...) are the image's. Once a folder has metadata, an image no row names
-is left out of the dataset (so here it is an `unlisted_image` reject, counted). A metadata file
+columns (`text`, `caption`...) are the image's. Once a folder or one above has metadata, an image
+no row names is left out of the dataset (so here it is an `unlisted_image` reject, counted); one
+with none there is a plain image, and a file without `file_name` (another tool's table) is no
+ImageFolder metadata. A metadata file
 is parsed once per process (`fsio.cached_input`), judged by its size before it is read; what one
 image takes from it is recorded as a derived input (`fsio.derived_input`): editing one row renders
 again only the unit of the image that row names.
@@ -13,11 +15,15 @@ again only the unit of the image that row names.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import os
 import posixpath
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from sources import fsio
 from sources.paths import path_problem, relative_to_root
@@ -25,11 +31,13 @@ from sources.records import FILE_TOO_LARGE, nfc, read_input_bytes
 from transforms.errors import exception_detail
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # `datasets`' names (`metadata.parquet` is not read)
-# a metadata file is text, a row per image: ~450k rows of a caption and a few numbers fit; parsed,
-# it takes about 6 times its size (a 16 MiB file of 115k rows: 103 MB). Four are kept parsed: an
-# image's lookup may pass three (`metadata.csv` and `.jsonl` of its folder, one above), and fewer
-# would parse them again for each image
+# a metadata file is text, a row per image: ~450k rows of a caption and a few numbers fit; parsed
+# (each row's own line kept, `Metadata`), it takes about 2.5 times its size. An image's lookup may
+# pass three (`metadata.csv` and `.jsonl` of its folder, one above): four are kept parsed, together
+# standing for at most `CACHED_METADATA_BYTES` of files (one larger file alone), so a worker holds
+# at most about two large ones (four of 64 MiB kept as dicts had grown a worker by 2 GiB)
 MAX_METADATA_BYTES = 64 << 20
+CACHED_METADATA_BYTES = 128 << 20
 BAD_METADATA = "bad_metadata"
 UNLISTED_IMAGE = "unlisted_image"
 UNREADABLE_FILE = "unreadable_file"
@@ -38,13 +46,22 @@ UNREADABLE_FILE = "unreadable_file"
 @dataclass
 class Metadata:
     """One metadata file parsed: rows by the image path they name (relative to the file's folder,
-    in NFC), each (row index, line, values); what is wrong with lines or the whole file."""
+    in NFC), each (row index, line, its text: a JSON line, or a CSV record's fields), taken apart
+    again only for the image asking (`values`): a dict per row took about 8 times the file's size
+    (a 64 MiB file of 521k rows: 530 MiB); what is wrong with lines or the whole file."""
 
-    rows: dict[str, tuple[int, int, dict[str, Any]]] = field(default_factory=dict)
+    rows: dict[str, tuple[int, int, str | tuple[str, ...]]] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
     problems: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
     unread: str = ""  # why no row of it is read ('' when read)
     reason: str = ""  # the reject reason of an unread file
+    foreign: bool = False  # rows without a `file_name` column: not ImageFolder metadata (Kaggle's `isic_id`)
+
+    def values(self, raw: str | tuple[str, ...]) -> dict[str, Any]:
+        """A row's values from its kept text: a CSV's empty field is null, as pandas reads it."""
+        if isinstance(raw, str):
+            return json.loads(raw)
+        return {k: (v if v != "" else None) for k, v in zip(self.columns, raw)}
 
 
 def is_metadata(uri: str) -> bool:
@@ -57,7 +74,7 @@ def row_name(file_name: str) -> str:
     return nfc(posixpath.normpath(file_name.replace("\\", "/")))
 
 
-@fsio.cached_input(maxsize=4)
+@fsio.cached_input(maxsize=4, max_bytes=CACHED_METADATA_BYTES)
 def read_metadata(uri: str) -> Metadata:
     """Parse one metadata file; a file over `MAX_METADATA_BYTES` (judged by its declared size
     before it is read), unreadable, not UTF-8 or without a `file_name` column gives no rows and
@@ -77,16 +94,18 @@ def read_metadata(uri: str) -> Metadata:
         return Metadata(unread=f"not UTF-8 text (byte {exc.start}): not read", reason=BAD_METADATA)
     parsed = Metadata()
     rows = _csv_rows(text, parsed) if uri.endswith(".csv") else _jsonl_rows(text, parsed)
-    if rows and "file_name" not in parsed.columns:
-        return Metadata(columns=parsed.columns, unread=f"no file_name column (its columns: "
-                                                       f"{', '.join(parsed.columns)[:120]}): not read",
-                        reason=BAD_METADATA)
-    for index, (line, values) in enumerate(rows):
-        _add_row(parsed, index, line, values)
+    del text  # a row keeps its own line
+    count = 0
+    for count, (line, values, raw) in enumerate(rows, 1):  # one row's values at a time, never all
+        _add_row(parsed, count - 1, line, values, raw)
+    if count and "file_name" not in parsed.columns:  # another tool's table (Kaggle's): its folder stays plain
+        return Metadata(columns=parsed.columns, foreign=True, reason=BAD_METADATA,
+                        unread=f"no file_name column (its columns: {', '.join(parsed.columns)[:120]}): not Hugging "
+                               "Face ImageFolder metadata, not read; the images beside it are read as a plain folder's")
     return parsed
 
 
-def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any]) -> None:
+def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], raw: str | tuple[str, ...]) -> None:
     written = values.get("file_name")
     if not isinstance(written, str) or not written:
         shown = json.dumps(written, ensure_ascii=False)[:40]
@@ -98,12 +117,14 @@ def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any]) ->
         parsed.problems.append((line, "duplicate_key", f"line {line}: {name[:120]!r} is named again (line {first} "
                                                        "is read)"))
         return
-    parsed.rows[name] = (index, line, values)
+    parsed.rows[name] = (index, line, raw)
 
 
-def _jsonl_rows(text: str, parsed: Metadata) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) of each JSON Lines line; a line that is no JSON object is a problem."""
-    rows = []
+Row = tuple[int, dict[str, Any], "str | tuple[str, ...]"]  # (line, values, the text kept)
+
+
+def _jsonl_rows(text: str, parsed: Metadata) -> Iterator[Row]:
+    """Each JSON Lines line that is a JSON object; another line is a problem."""
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -117,61 +138,103 @@ def _jsonl_rows(text: str, parsed: Metadata) -> list[tuple[int, dict[str, Any]]]
             parsed.problems.append((number, BAD_METADATA, f"line {number}: a JSON {what}, not an object"))
             continue
         parsed.columns += [k for k in value if k not in parsed.columns]
-        rows.append((number, value))
-    return rows
+        yield number, value, line
 
 
-def _csv_rows(text: str, parsed: Metadata) -> list[tuple[int, dict[str, Any]]]:
-    """(first line, values) of each CSV record under its header (a quoted field may hold commas and
-    newlines); an empty field is null, as pandas reads it; a record with more or fewer fields than
-    the header is a problem."""
+def _csv_rows(text: str, parsed: Metadata) -> Iterator[Row]:
+    """Each CSV record under its header (from its first line; a quoted field may hold commas and
+    newlines); a record with more or fewer fields than the header is a problem."""
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, [])
         parsed.columns = list(header)
-        rows, start = [], reader.line_num + 1
+        start = reader.line_num + 1
         for record in reader:
             if record and len(record) != len(header):
                 parsed.problems.append((start, BAD_METADATA, f"line {start}: {len(record)} fields, the header has "
                                                              f"{len(header)}"))
             elif record:
-                rows.append((start, {k: (v if v != "" else None) for k, v in zip(header, record)}))
+                yield start, parsed.values(tuple(record)), tuple(record)
             start = reader.line_num + 1
     except csv.Error as exc:  # a NUL byte, an unclosed quote at the end
         parsed.problems.append((reader.line_num, BAD_METADATA, f"line {reader.line_num}: {str(exc)[:80]}; the rest "
                                                                "is not read"))
-    return rows
 
 
 def governing(root: str, relative: str) -> list[tuple[str, str]]:
-    """(metadata file, the image's name relative to its folder) of each metadata file that may name
-    the image at `relative`: in its folder and each folder above it up to the root, the nearest
-    first (of one folder, `metadata.csv` before `metadata.jsonl`)."""
+    """(folder, the image's name relative to it, in NFC) of each folder whose metadata files may
+    name the image at `relative` (its path under `root` as the disk spells it: a Mac's copy keeps
+    a folder `Café/` in NFD, which its NFC spelling does not open): its folder and each folder
+    above it up to the root, the nearest first."""
     parts = relative.split("/")
-    found = []
-    for depth in range(len(parts) - 1, -1, -1):
-        for name in METADATA_FILES:
-            found.append((fsio.join(root, *parts[:depth], name), "/".join(parts[depth:])))
-    return found
+    return [(fsio.join(root, *parts[:depth]) if depth else root, nfc("/".join(parts[depth:])))
+            for depth in range(len(parts) - 1, -1, -1)]
+
+
+_FOLDERS: OrderedDict[tuple, tuple[list, tuple[str, ...]]] = OrderedDict()  # see `metadata_files`
+_FOLDERS_KEPT = 4096
+_FOLDERS_LOCK = threading.Lock()
+
+
+def metadata_files(root: str, folder: str, follow_links: bool) -> tuple[str, ...]:
+    """The metadata files of `folder` to read (there, and no link leading out of the root), of one
+    folder `metadata.csv` first. Remembered per process for a local folder while its state
+    (`fsio.file_state`: a file added, removed or renamed there moves it) is the same: every image
+    of a folder asked the disk for four files again (20k images with one metadata file: 20 s)."""
+    state, key = _folder_state(root, folder), (root, folder, follow_links)
+    with _FOLDERS_LOCK:
+        known = _FOLDERS.get(key)
+        if known is not None and known[0] == state:
+            _FOLDERS.move_to_end(key)
+            return known[1]
+    files = tuple(uri for uri in (fsio.join(folder, name) for name in METADATA_FILES)
+                  if fsio.exists(uri) and not path_problem(root, uri, follow_links))
+    if state is not None:
+        with _FOLDERS_LOCK:
+            _FOLDERS[key] = (state, files)
+            while len(_FOLDERS) > _FOLDERS_KEPT:
+                _FOLDERS.popitem(last=False)
+    return files
+
+
+@functools.lru_cache(maxsize=64)
+def _local_root(root: str) -> bool:
+    return fsio.local_path(root) is not None
+
+
+def _folder_state(root: str, folder: str) -> tuple[int, int, int] | None:
+    """A local folder's (size, modification and change stamps), as `fsio.file_state` has them, or
+    None (a remote folder, none there: not remembered)."""
+    if not _local_root(root):
+        return None
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 @fsio.derived_input("sources.imagefolder.image_row")
 def image_row(root: str, relative: str, follow_links: bool) -> dict[str, Any] | None:
-    """The metadata row that names the image at `relative` (NFC, under `root`): {"file", "row",
-    "line", "values"} of the nearest metadata file naming it; {"unread": file, "why"} when the
-    nearest metadata file there could not be read (its rows unknown); None when no row names it."""
-    unread = None
-    for uri, name in governing(root, relative):
-        if not fsio.exists(uri) or path_problem(root, uri, follow_links):
-            continue
-        parsed = read_metadata(uri)
-        shown = nfc(relative_to_root(root, uri))
-        if parsed.unread:
-            unread = unread or {"unread": shown, "why": parsed.unread}
-        elif name in parsed.rows:
-            index, line, values = parsed.rows[name]
-            return {"file": shown, "row": index, "line": line, "values": values}
-    return unread
+    """The metadata row that names the image at `relative` (under `root`, as the disk spells it):
+    {"file", "row", "line", "values"} of the nearest metadata file naming it; {"unread": file, "why"}
+    when the nearest metadata file there could not be read (its rows unknown); {"unlisted": file}
+    when metadata files are there and none names it; None when no ImageFolder metadata file is in
+    its folder or above (a file without `file_name` is none): a plain image, as `datasets` has it."""
+    unread = unlisted = None
+    for folder, name in governing(root, relative):
+        for uri in metadata_files(root, folder, follow_links):
+            parsed = read_metadata(uri)
+            if parsed.foreign:
+                continue
+            shown = nfc(relative_to_root(root, uri))
+            if parsed.unread:
+                unread = unread or {"unread": shown, "why": parsed.unread}
+            elif name in parsed.rows:
+                index, line, raw = parsed.rows[name]
+                return {"file": shown, "row": index, "line": line, "values": parsed.values(raw)}
+            unlisted = unlisted or {"unlisted": shown}
+    return unread or unlisted
 
 
 def outside_folder(name: str, written: str) -> bool:

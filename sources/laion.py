@@ -35,8 +35,9 @@ its footer declares before it is read (img2dataset's parquet likewise); a held-o
 
 A folder with a `metadata.jsonl` or `metadata.csv` is a Hugging Face ImageFolder
 (`sources.imagefolder`): each image takes the row naming it (caption, other columns, the split its
-folders give), one unit per metadata file reports its bad rows, and an image no row names is an
-`unlisted_image` reject, as `datasets` leaves it out.
+folders or its own give), one unit per metadata file reports its bad rows, and an image no row of
+a metadata file in its folder or above names is an `unlisted_image` reject, as `datasets` leaves it
+out; one with no metadata file there is a plain image.
 """
 
 from __future__ import annotations
@@ -353,7 +354,7 @@ class LaionSource:
         if self.caption_column is None or path_problem(self.path, uri, self.follow_links):
             return
         parsed = imagefolder.read_metadata(uri)
-        if parsed.columns and self.caption_column not in parsed.columns:
+        if not parsed.foreign and parsed.columns and self.caption_column not in parsed.columns:
             raise ValueError(f"{self.name}: {relative_to_root(self.path, uri)} has no caption column "
                              f"{self.caption_column!r} (its columns: {', '.join(parsed.columns)[:200]}) "
                              "(format: folder; field caption_column)")
@@ -828,18 +829,23 @@ class LaionSource:
     # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
     def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any]) -> SourceItem:
         """An image of an ImageFolder with the metadata row that names it (its caption, its other
-        columns under `huggingface`, its split the metadata file's folder gives), or the
-        `unlisted_image` reject when no row names it (`datasets` leaves such an image out)."""
-        row = imagefolder.image_row(self.path, relative, self.follow_links)
-        if row is None or "unread" in row:
-            why = (f"{row['unread']} names the images here but is not read ({row['why']})" if row else
-                   "no row of a metadata.jsonl or metadata.csv in its folder or above names it")
+        columns under `huggingface`, its split: `split_of`), the `unlisted_image` reject when
+        metadata files are there and no row names it, or a plain image when none is in its folder
+        or above (`datasets` yields such an image of a split without metadata, unlabelled)."""
+        row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
+        if row is None:
+            return ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+        if "unread" in row:
+            return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
+                                f"images here but is not read ({row['why']}): its row, if any, is unknown")
+        if "unlisted" in row:
             return self._reject(key, "read", UNLISTED_IMAGE,
-                                f"{shown_name(relative)}: {why}; datasets' ImageFolder leaves it out too")
+                                f"{shown_name(relative)}: no row of a metadata.jsonl or metadata.csv in its folder or "
+                                "above names it; datasets' ImageFolder leaves it out too")
         values = {k: v for k, v in row["values"].items() if k != "file_name"}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
-        split = hf_parquet.hf_split(row["file"])
+        split = split_of(relative, row["file"])
         lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
                    **({"hf_split": split} if split else {}),
                    "huggingface": {k: _jsonable(v) for k, v in sorted(values.items())}}
@@ -863,21 +869,22 @@ class LaionSource:
         for line, reason, detail in parsed.problems:
             yield self._reject(data_key(self.name, relative, str(line)), "read", reason, f"{relative} {detail}", hint)
         folder = relative.rpartition("/")[0]
-        present = self._files_below(folder) if parsed.rows else set()
-        for name, (_, line, values) in parsed.rows.items():
-            problem = self._row_problem(folder, relative, line, values["file_name"], name, present)
+        present = self._files_below(uri.rsplit("/", 1)[0]) if parsed.rows else {}
+        for name, (_, line, raw) in parsed.rows.items():
+            problem = self._row_problem(folder, relative, line, parsed.values(raw)["file_name"], name, present)
             if problem:
                 yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail,
                                    hint)
 
-    def _files_below(self, folder: str) -> set[str]:
-        """The files below a folder of the root (relative to the root, in NFC), as `units` lists them."""
-        uris = fsio.list_files(fsio.join(self.path, *folder.split("/")) if folder else self.path, recursive=True,
-                               follow_links=self.follow_links, links=True)
-        return {nfc(relative_to_root(self.path, u)) for u in uris}
+    def _files_below(self, folder: str) -> dict[str, str]:
+        """The files below `folder` (a metadata file's own parent, as the disk spells it: a Mac's
+        copy keeps `Café/` in NFD), as `units` lists them: their paths relative to the root in NFC
+        -> as the disk spells them."""
+        uris = fsio.list_files(folder, recursive=True, follow_links=self.follow_links, links=True)
+        return {nfc(relative): relative for relative in (relative_to_root(self.path, u) for u in uris)}
 
     def _row_problem(self, folder: str, relative: str, line: int, written: str, name: str,
-                     present: set[str]) -> PathProblem | None:
+                     present: dict[str, str]) -> PathProblem | None:
         """Why the image a metadata row names is not built from this row (None: it is, by the
         image file's own unit, or that file's own reject says why not); `present`: the files
         below the metadata file's folder (their names in NFC, as the row's: a Mac's copy in NFD
@@ -889,10 +896,29 @@ class LaionSource:
         image = f"{folder}/{name}" if folder else name
         if image not in present:
             return PathProblem("missing_image", f"{where}: {shown_name(image)} is not a file there")
-        kept = imagefolder.image_row.__wrapped__(self.path, image, self.follow_links)
-        if kept and kept.get("file") != relative:
-            return PathProblem("duplicate_key", f"{where}: {shown_name(image)} is named also by {kept['file']} line "
-                                                f"{kept['line']}, which is read (the nearest metadata file)")
+        nearer = self._nearer_row(relative, image, present)
+        if nearer:
+            return PathProblem("duplicate_key", f"{where}: {shown_name(image)} is named also by {nearer[0]} line "
+                                                f"{nearer[1]}, which is read (the nearest metadata file)")
+        return None
+
+    def _nearer_row(self, relative: str, image: str, present: dict[str, str]) -> tuple[str, int] | None:
+        """(file, line) of the row naming `image` in a metadata file nearer to it than `relative`
+        (below its folder, or `metadata.csv` beside a `.jsonl`), as `imagefolder.image_row` takes
+        the nearest: found in the unit's listing `present`, not asked of the disk again per row."""
+        parts, folder = image.split("/"), relative.rpartition("/")[0]
+        for depth in range(len(parts) - 1, len(folder.split("/")) - 1 if folder else -1, -1):
+            for name in imagefolder.METADATA_FILES:
+                candidate = "/".join([*parts[:depth], name])
+                if candidate == relative:
+                    return None
+                uri = fsio.join(self.path, *present[candidate].split("/")) if candidate in present else None
+                if uri is None or path_problem(self.path, uri, self.follow_links):
+                    continue
+                parsed = imagefolder.read_metadata(uri)
+                row = None if parsed.unread else parsed.rows.get("/".join(parts[depth:]))
+                if row:
+                    return candidate, row[1]
         return None
 
     # -- plain folders -------------------------------------------------------------------
@@ -1006,6 +1032,14 @@ class LaionSource:
         relative = relative_to_root(root, uri)
         return self._reject(path_key(self.name, relative), "read", "duplicate_key",
                             twin_detail(relative, relative_to_root(root, kept), "in another Unicode form or case"))
+
+
+def split_of(image: str, metadata: str) -> str:
+    """The `datasets` split of an ImageFolder image: the held-out one of its own folders' and its
+    metadata file's folders', else its metadata file's. A `metadata.jsonl` at the top naming
+    `test/b.jpg` gave `train` (the top's): `datasets` puts `test/b.jpg` in its test split."""
+    own = hf_parquet.hf_split(image)
+    return own if hf_parquet.split_hint(own) else hf_parquet.hf_split(metadata)
 
 
 def _caption_text(text: Any) -> str | None:
