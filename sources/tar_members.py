@@ -21,11 +21,14 @@ than `MAX_PAX_RECORDS` records for a member, or a GNU sparse map of more than
 `MAX_SPARSE_FRAGMENTS` (or one that is no map: tarfile's ValueError), is refused from its header
 block: the tar's `corrupt_archive`, read no further. Pax records are read in one pass
 (`pax_records`), not by tarfile 3.11.7's backtracking search (CVE-2024-6232: hours for a record
-of digits), and each header is let go once its member is visited.
+of digits), and each header is let go once its member is visited. A member's declared size is held
+to the file (`_bound_data`): a negative one is refused; one past the end of the file ends the walk
+there as on any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
 """
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 import tarfile
@@ -111,8 +114,13 @@ class CappedTarInfo(tarfile.TarInfo):
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         kind = EXTENDED_HEADERS.get(self.type)
-        if kind is None:
-            return super()._proc_member(tar)
+        member = super()._proc_member(tar) if kind is None else self._proc_extended(tar, kind)
+        if not getattr(tar, "_extended_run", 0):  # the member itself, what its extended headers say applied
+            _bound_data(tar, member)
+        return member
+
+    def _proc_extended(self, tar: tarfile.TarFile, kind: str) -> tarfile.TarInfo:
+        """The member after this extended header, the header judged first (the class's docstring)."""
         if self.size > MAX_TAR_HEADER_BYTES:
             raise HeaderRefused(f"a {kind} at byte {self.offset} declares {self.size} bytes, over the "
                                 f"{MAX_TAR_HEADER_BYTES} byte cap for a tar header: no tar tool writes one")
@@ -256,9 +264,69 @@ def pax_records(buf: bytes, offset: int = 0) -> list[tuple[bytes, bytes]]:
         pos = end
 
 
+def _bound_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    """A member's declared size held to the file: a negative one (base-256 or a pax record; no tar
+    tool writes one) is refused; one whose data would end past the end of a plain tar's file (GNU
+    tar's base-256 or a pax `size` of 2**66 in a 3 KiB file) moves the next header to just past
+    that end, so that `tarfile` ends there as on any cut tar (its seek to 2**66 was a ValueError
+    no reader caught, and a stream's skip of it a loop of empty reads: `_stream_seek`)."""
+    if member.size < 0:
+        raise HeaderRefused(f"the member at byte {member.offset} declares {member.size} bytes: no tar tool "
+                            "writes a negative size")
+    end = _archive_bytes(tar)
+    if end is not None and tar.offset > end:
+        tar.offset = end + tarfile.BLOCKSIZE
+
+
+def _archive_bytes(tar: tarfile.TarFile) -> int | None:
+    """The size of the file under a plain (uncompressed) tar, whose member offsets are the file's
+    own; None for a compressed stream or a file that cannot tell its size. Asked once a tar."""
+    if not hasattr(tar, "_archive_bytes"):
+        tar._archive_bytes = _file_size(_plain_file(tar.fileobj))  # type: ignore[attr-defined]
+    return tar._archive_bytes  # type: ignore[attr-defined]
+
+
+def _plain_file(fileobj: Any) -> Any:
+    """The opened file under tarfile's stream (`r|`, `r|*`) when it is uncompressed, else None."""
+    if not isinstance(fileobj, tarfile._Stream):
+        return fileobj
+    if fileobj.comptype != "tar":
+        return None
+    inner = fileobj.fileobj
+    return inner.fileobj if isinstance(inner, tarfile._StreamProxy) else inner
+
+
+def _file_size(handle: Any) -> int | None:
+    """An opened file's size in bytes, its position kept; None when it cannot seek."""
+    try:
+        here = handle.tell()
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(here)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return size
+
+
+def _stream_seek(stream: Any, pos: int) -> int:
+    """tarfile's `_Stream.seek` (a stream skips forward by reading), ending at the stream's end
+    with tarfile's own `ReadError`: tarfile's read nothing there once per 10 KiB left to skip, so
+    a compressed tar's member declaring 2**66 bytes spun forever."""
+    if pos < stream.pos:
+        raise tarfile.StreamError("seeking backwards is not allowed")
+    while stream.pos < pos:
+        if not stream.read(min(pos - stream.pos, stream.bufsize)):
+            raise tarfile.ReadError("unexpected end of data")
+    return stream.pos
+
+
 def open_tar(handle: IO[bytes], mode: str) -> tarfile.TarFile:
-    """`tarfile.open` on an opened file, its extended headers judged before they are read (`CappedTarInfo`)."""
-    return tarfile.open(fileobj=handle, mode=mode, tarinfo=CappedTarInfo)
+    """`tarfile.open` on an opened file, its extended headers judged before they are read and each
+    member's size held to the file (`CappedTarInfo`); a stream's skip ends at its end (`_stream_seek`)."""
+    tar = tarfile.open(fileobj=handle, mode=mode, tarinfo=CappedTarInfo)
+    if isinstance(tar.fileobj, tarfile._Stream):
+        tar.fileobj.seek = functools.partial(_stream_seek, tar.fileobj)  # type: ignore[method-assign]
+    return tar
 
 
 def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
