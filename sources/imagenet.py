@@ -66,7 +66,7 @@ from sources.laion import tar_units
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
 from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
                              safe_key)
-from sources.tar_members import MEMBER_TOO_LARGE, member_bytes, member_type, read_members
+from sources.tar_members import MEMBER_TOO_LARGE, member_bytes, member_too_large, member_type, read_members
 from transforms.errors import exception_detail
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -77,6 +77,7 @@ VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
 ARCHIVE_SUFFIX = ".tar"  # a class archive, `<wnid>.tar`, read in place
 WRONG_CLASS = "wrong_class"  # a class archive's member named for another class (`n02_5.JPEG` in n01.tar)
+MAX_SHOWN_NAME = 300  # what a reject's detail (cut to 300 characters) can show of a name a key holds
 _WNID_PREFIX = re.compile(r"(n\d{8})_")  # ImageNet's names: `<wnid>_<n>.JPEG`, a wnid `n` and 8 digits
 
 
@@ -431,12 +432,12 @@ class ImageNetSource:
             return reject(key, WRONG_CLASS, f"{name} is named for class {named.group(1)}, not {wnid}")
         if key in taken:
             return reject(whole, "duplicate_key", f"{name}: key {key} already taken by {taken[key]}")
-        taken[key] = name  # taken whatever comes next, as an extracted file's name is
+        taken[key] = name[:MAX_SHOWN_NAME]  # taken whatever comes next, as an extracted file's name is
         if synsets and wnid not in synsets:
             return reject(key, "unknown_label", f"{wnid} not in {SYNSET_FILE}")
-        if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never read into memory
-            return reject(key, MEMBER_TOO_LARGE, f"{name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} "
-                          "byte cap for one member")
+        too_large = member_too_large(info, MAX_INPUT_FILE_BYTES, name)  # judged on the header: never read
+        if too_large:
+            return reject(key, MEMBER_TOO_LARGE, too_large)
         return None
 
     def _listed_missing(self, split: str) -> Iterator[Reject]:

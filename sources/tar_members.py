@@ -37,7 +37,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, set_aside_problem
-from sources.records import MachineError, Reject, data_key, is_machine_error, nfc
+from sources.records import MachineError, Reject, bounded, data_key, is_machine_error, nfc
 from transforms.errors import exception_detail
 
 MEMBER_TOO_LARGE = "member_too_large"  # a tar member over MAX_INPUT_FILE_BYTES, judged on its header
@@ -80,12 +80,12 @@ def member_type(info: tarfile.TarInfo) -> str:
     return f"type {info.type!r}"
 
 
-def member_too_large(info: tarfile.TarInfo, cap: int) -> str | None:
+def member_too_large(info: tarfile.TarInfo, cap: int, name: str | None = None) -> str | None:
     """The detail of a member's `member_too_large` reject when it is over `cap` bytes (judged on
-    its header: never read), else None."""
+    its header: never read), else None; `name` shows the member (its name in the tar)."""
     if info.size <= cap:
         return None
-    return f"{info.name}: {info.size} bytes, over the {cap} byte cap for one member"
+    return f"{info.name if name is None else name}: {info.size} bytes, over the {cap} byte cap for one member"
 
 
 # A GNU long-name or pax header declares the size of its own block, which `tarfile` reads whole
@@ -93,6 +93,12 @@ def member_too_large(info: tarfile.TarInfo, cap: int) -> str | None:
 # (4096 bytes); GNU tar's and bsdtar's pax records (path, times, xattrs of at most 64 KiB each on
 # Linux, a sparse file's map) a few KiB; a few MiB is more than any tool writes.
 MAX_TAR_HEADER_BYTES = 4 << 20
+# A name is at most PATH_MAX (4096 bytes) on Linux, 1024 on macOS; a GNU long name or link ('L',
+# 'K') or a pax `path` or `linkpath` over this is refused: each name read is held (a sample's key,
+# the detail of a later duplicate), and a 3 MiB one under the header cap held 3 MiB a member.
+MAX_TAR_NAME_BYTES = 64 << 10
+NAME_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+PAX_NAMES = (b"path", b"linkpath")
 MAX_HEADER_RUN = 8  # extended headers in a row before one member: GNU tar writes 2 ('L', 'K'), pax 2 ('g', 'x')
 MAX_PAX_RECORDS = 256  # pax keys one member carries, held with its header for the whole walk
 MAX_SPARSE_FRAGMENTS = 1 << 16  # data fragments of a GNU sparse member's map (1.0: at its data's start)
@@ -124,6 +130,8 @@ class CappedTarInfo(tarfile.TarInfo):
         if self.size > MAX_TAR_HEADER_BYTES:
             raise HeaderRefused(f"a {kind} at byte {self.offset} declares {self.size} bytes, over the "
                                 f"{MAX_TAR_HEADER_BYTES} byte cap for a tar header: no tar tool writes one")
+        if self.type in NAME_HEADERS and self.size > MAX_TAR_NAME_BYTES:
+            raise HeaderRefused(_long_name(kind, self.offset, self.size))
         run = getattr(tar, "_extended_run", 0) + 1  # each extended header reads the next one within it
         if run > MAX_HEADER_RUN:
             raise HeaderRefused(f"{run} extended headers in a row at byte {self.offset}, over the "
@@ -175,6 +183,10 @@ class CappedTarInfo(tarfile.TarInfo):
         buf = tar.fileobj.read(self._block(self.size))
         pax_headers = tar.pax_headers if self.type == tarfile.XGLTYPE else tar.pax_headers.copy()
         records = pax_records(buf, self.offset)
+        name = next((value for keyword, value in records if keyword in PAX_NAMES and len(value) > MAX_TAR_NAME_BYTES),
+                    None)
+        if name is not None:
+            raise HeaderRefused(_long_name("pax name record", self.offset, len(name)))
         charset = next((value for keyword, value in records if keyword == b"hdrcharset"), None)
         if charset is not None:
             pax_headers["hdrcharset"] = charset.decode("utf-8", tar.errors)
@@ -240,6 +252,12 @@ class CappedTarInfo(tarfile.TarInfo):
             sparse.append(int(number))
         next.offset_data = tar.fileobj.tell()
         next.sparse = list(zip(sparse[::2], sparse[1::2]))
+
+
+def _long_name(kind: str, offset: int, size: int) -> str:
+    """The detail of a refused name over `MAX_TAR_NAME_BYTES`."""
+    return (f"a {kind} at byte {offset} gives a name of {size} bytes, over the {MAX_TAR_NAME_BYTES} byte cap "
+            "for a name: no file system has one")
 
 
 _PAX_LENGTH = re.compile(rb"(\d{1,20}) ")
@@ -397,7 +415,7 @@ class _Runs:
     shard: str
     archive: str
     keep: Keep
-    done: set[str] = field(default_factory=set)  # keys whose run ended: a later member with one is a duplicate
+    done: set[str] = field(default_factory=set)  # keys whose run ended (`bounded`): a later member with one is a duplicate
     sample: Sample | None = None
     repeated: bool = False  # the current run of members repeats a key already done
 
@@ -420,8 +438,8 @@ class _Runs:
         if self.sample is None or key != self.sample.key:
             if self.sample is not None and not self.repeated:
                 yield self.sample
-                self.done.add(self.sample.key)
-            self.sample, self.repeated = Sample(key), key in self.done
+                self.done.add(bounded(self.sample.key))
+            self.sample, self.repeated = Sample(key), bounded(key) in self.done
         if self.repeated or ext in self.sample.members:
             yield shard_reject(self.name, self.key(key), "read", "duplicate_key",
                                f"{info.name}: key {key} already has a {ext} member in {self.archive}")
