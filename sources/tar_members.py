@@ -203,7 +203,7 @@ class CappedTarInfo(tarfile.TarInfo):
         if "GNU.sparse.map" in pax_headers:
             self._proc_gnusparse_01(member, pax_headers)
         elif "GNU.sparse.size" in pax_headers:
-            self._proc_gnusparse_00(member, pax_headers, buf)
+            self._proc_gnusparse_00(member, records)
         elif pax_headers.get("GNU.sparse.major") == "1" and pax_headers.get("GNU.sparse.minor") == "0":
             self._proc_gnusparse_10(member, pax_headers, tar)
         if self.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
@@ -214,9 +214,13 @@ class CappedTarInfo(tarfile.TarInfo):
                 tar.offset = member.offset_data + (member._block(member.size) if skipped else 0)
         return member
 
-    def _proc_gnusparse_00(self, next: tarfile.TarInfo, pax_headers: dict, buf: bytes) -> None:
-        """GNU sparse 0.0: the offset and numbytes records in order (tarfile's searched, quadratic too)."""
-        records = pax_records(buf, self.offset)
+    def _proc_gnusparse_00(self, next: tarfile.TarInfo, records: list[tuple[bytes, bytes]]) -> None:
+        """GNU sparse 0.0: the offset and numbytes records of the pax block (`records`) in order
+        (tarfile searched the block again, quadratic too), counted before they are parsed."""
+        fragments = sum(keyword == b"GNU.sparse.offset" for keyword, _ in records)
+        if fragments > MAX_SPARSE_FRAGMENTS:
+            raise HeaderRefused(f"a GNU sparse map at byte {self.offset} gives {fragments} fragments, over the "
+                                f"{MAX_SPARSE_FRAGMENTS} a member may have")
         offsets = [int(value) for keyword, value in records if keyword == b"GNU.sparse.offset"]
         numbytes = [int(value) for keyword, value in records if keyword == b"GNU.sparse.numbytes"]
         next.sparse = list(zip(offsets, numbytes))

@@ -931,6 +931,10 @@ _SPARSE_1_0 = [(tarfile.XHDTYPE, _pax_block({"GNU.sparse.major": "1", "GNU.spars
     (_SPARSE_1_0, b"100000000\n" + b"1\n" * 2000, "fragments"),
     ([(tarfile.XHDTYPE, _pax_block({"GNU.sparse.map": ",".join(["0"] * 200_000), "GNU.sparse.realsize": "9"}))],
      None, "fragments"),
+    # GNU sparse 0.0 (pax offset/numbytes records in turn, one dict key each): 70,000 fragments taken
+    ([(tarfile.XHDTYPE, _pax_block({"GNU.sparse.size": "140000", "GNU.sparse.numblocks": "70000"}) + b"".join(
+        _pax_block({"GNU.sparse.offset": str(2 * i)}) + _pax_block({"GNU.sparse.numbytes": "1"})
+        for i in range(70_000)))], None, "70000 fragments"),
     ([(tarfile.XHDTYPE, b"2 2 2 2 2 2 2 2 2=\n")], None, "malformed"),  # a length not ending at a newline
 ])
 def test_extended_headers_no_tool_writes_are_one_corrupt_archive(tmp_path: Path, headers, data, expected):
