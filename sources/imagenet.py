@@ -21,7 +21,8 @@ A member is judged on its header before it is read: a folder or a member in one 
 read flat, as class folders are; `tar -C n0 .`'s leading `./` excepted), an OS's or tool's file,
 a link or device (`not_a_file`), a non-image (`unexpected_file`; a `.tar` one says to extract
 the outer tar only), a member named for another class (`wrong_class`: `n02_5.JPEG` in n01.tar,
-a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read),
+a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read, also
+of a name `tar -r`/`tar -u` appended again, where extracting keeps the last: its detail says so),
 more than 256 MiB (`member_too_large`, never read). A cut tar is a `truncated_sample` for the
 member it cuts and one `corrupt_archive`, as is a file named `.tar` that is none, or one with a
 header no tar tool writes (`sources.tar_members.CappedTarInfo`, the walk all three tar readers
@@ -431,7 +432,7 @@ class ImageNetSource:
         if named and named.group(1) != wnid:
             return reject(key, WRONG_CLASS, f"{name} is named for class {named.group(1)}, not {wnid}")
         if key in taken:
-            return reject(whole, "duplicate_key", f"{name}: key {key} already taken by {taken[key]}")
+            return reject(whole, "duplicate_key", _taken_twice(name, key, taken[key]))
         taken[key] = name[:MAX_SHOWN_NAME]  # taken whatever comes next, as an extracted file's name is
         if synsets and wnid not in synsets:
             return reject(key, "unknown_label", f"{wnid} not in {SYNSET_FILE}")
@@ -499,6 +500,16 @@ def _archives_note(path: str) -> str:
     """What to do when `path` holds ILSVRC's outer archives in place of the splits' folders."""
     tars = [fsio.basename(f) for f in fsio.list_files(path, (ARCHIVE_SUFFIX,)) if _is_outer_archive(fsio.basename(f))]
     return "".join(f"; it holds {name}, {_outer_advice(name)}" for name in tars)
+
+
+def _taken_twice(name: str, key: str, first: str) -> str:
+    """A class archive's `duplicate_key` detail. A name met again is a copy `tar -r` or `tar -u`
+    appended: the first copy is built (a stream cannot go back to drop it) where extracting the
+    archive keeps this later one, and the detail says so."""
+    if name[:MAX_SHOWN_NAME] == first:
+        return (f"{name}: a later copy (appended by tar -r or tar -u): the first copy in the archive is built, "
+                "extracting would keep this later one")
+    return f"{name}: key {key} already taken by {first}"
 
 
 def _member_name(name: str) -> str:
