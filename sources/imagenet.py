@@ -21,7 +21,8 @@ A member is judged on its header before it is read: a folder or a member in one 
 read flat, as class folders are; `tar -C n0 .`'s leading `./` excepted), an OS's or tool's file,
 a link or device (`not_a_file`), a non-image (`unexpected_file`; a `.tar` one says to extract
 the outer tar only), a member named for another class (`wrong_class`: `n02_5.JPEG` in n01.tar,
-a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read),
+a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read, also
+of a name `tar -r`/`tar -u` appended again, where extracting keeps the last: its detail says so),
 more than 256 MiB (`member_too_large`, never read). A cut tar is a `truncated_sample` for the
 member it cuts and one `corrupt_archive`, as is a file named `.tar` that is none, or one with a
 header no tar tool writes (`sources.tar_members.CappedTarInfo`, the walk all three tar readers
@@ -66,7 +67,7 @@ from sources.laion import tar_units
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
 from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
                              safe_key)
-from sources.tar_members import MEMBER_TOO_LARGE, member_bytes, member_type, read_members
+from sources.tar_members import MEMBER_TOO_LARGE, member_bytes, member_too_large, member_type, read_members
 from transforms.errors import exception_detail
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -77,6 +78,7 @@ VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
 ARCHIVE_SUFFIX = ".tar"  # a class archive, `<wnid>.tar`, read in place
 WRONG_CLASS = "wrong_class"  # a class archive's member named for another class (`n02_5.JPEG` in n01.tar)
+MAX_SHOWN_NAME = 300  # what a reject's detail (cut to 300 characters) can show of a name a key holds
 _WNID_PREFIX = re.compile(r"(n\d{8})_")  # ImageNet's names: `<wnid>_<n>.JPEG`, a wnid `n` and 8 digits
 
 
@@ -430,13 +432,13 @@ class ImageNetSource:
         if named and named.group(1) != wnid:
             return reject(key, WRONG_CLASS, f"{name} is named for class {named.group(1)}, not {wnid}")
         if key in taken:
-            return reject(whole, "duplicate_key", f"{name}: key {key} already taken by {taken[key]}")
-        taken[key] = name  # taken whatever comes next, as an extracted file's name is
+            return reject(whole, "duplicate_key", _taken_twice(name, key, taken[key]))
+        taken[key] = name[:MAX_SHOWN_NAME]  # taken whatever comes next, as an extracted file's name is
         if synsets and wnid not in synsets:
             return reject(key, "unknown_label", f"{wnid} not in {SYNSET_FILE}")
-        if info.size > MAX_INPUT_FILE_BYTES:  # judged on the header: never read into memory
-            return reject(key, MEMBER_TOO_LARGE, f"{name}: {info.size} bytes, over the {MAX_INPUT_FILE_BYTES} "
-                          "byte cap for one member")
+        too_large = member_too_large(info, MAX_INPUT_FILE_BYTES, name)  # judged on the header: never read
+        if too_large:
+            return reject(key, MEMBER_TOO_LARGE, too_large)
         return None
 
     def _listed_missing(self, split: str) -> Iterator[Reject]:
@@ -498,6 +500,16 @@ def _archives_note(path: str) -> str:
     """What to do when `path` holds ILSVRC's outer archives in place of the splits' folders."""
     tars = [fsio.basename(f) for f in fsio.list_files(path, (ARCHIVE_SUFFIX,)) if _is_outer_archive(fsio.basename(f))]
     return "".join(f"; it holds {name}, {_outer_advice(name)}" for name in tars)
+
+
+def _taken_twice(name: str, key: str, first: str) -> str:
+    """A class archive's `duplicate_key` detail. A name met again is a copy `tar -r` or `tar -u`
+    appended: the first copy is built (a stream cannot go back to drop it) where extracting the
+    archive keeps this later one, and the detail says so."""
+    if name[:MAX_SHOWN_NAME] == first:
+        return (f"{name}: a later copy (appended by tar -r or tar -u): the first copy in the archive is built, "
+                "extracting would keep this later one")
+    return f"{name}: key {key} already taken by {first}"
 
 
 def _member_name(name: str) -> str:

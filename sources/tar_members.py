@@ -21,11 +21,14 @@ than `MAX_PAX_RECORDS` records for a member, or a GNU sparse map of more than
 `MAX_SPARSE_FRAGMENTS` (or one that is no map: tarfile's ValueError), is refused from its header
 block: the tar's `corrupt_archive`, read no further. Pax records are read in one pass
 (`pax_records`), not by tarfile 3.11.7's backtracking search (CVE-2024-6232: hours for a record
-of digits), and each header is let go once its member is visited.
+of digits), and each header is let go once its member is visited. A member's declared size is held
+to the file (`_bound_data`): a negative one is refused; one past the end of the file ends the walk
+there as on any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
 """
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 import tarfile
@@ -34,7 +37,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, set_aside_problem
-from sources.records import MachineError, Reject, data_key, is_machine_error, nfc
+from sources.records import MachineError, Reject, bounded, data_key, is_machine_error, nfc
 from transforms.errors import exception_detail
 
 MEMBER_TOO_LARGE = "member_too_large"  # a tar member over MAX_INPUT_FILE_BYTES, judged on its header
@@ -77,12 +80,12 @@ def member_type(info: tarfile.TarInfo) -> str:
     return f"type {info.type!r}"
 
 
-def member_too_large(info: tarfile.TarInfo, cap: int) -> str | None:
+def member_too_large(info: tarfile.TarInfo, cap: int, name: str | None = None) -> str | None:
     """The detail of a member's `member_too_large` reject when it is over `cap` bytes (judged on
-    its header: never read), else None."""
+    its header: never read), else None; `name` shows the member (its name in the tar)."""
     if info.size <= cap:
         return None
-    return f"{info.name}: {info.size} bytes, over the {cap} byte cap for one member"
+    return f"{info.name if name is None else name}: {info.size} bytes, over the {cap} byte cap for one member"
 
 
 # A GNU long-name or pax header declares the size of its own block, which `tarfile` reads whole
@@ -90,6 +93,12 @@ def member_too_large(info: tarfile.TarInfo, cap: int) -> str | None:
 # (4096 bytes); GNU tar's and bsdtar's pax records (path, times, xattrs of at most 64 KiB each on
 # Linux, a sparse file's map) a few KiB; a few MiB is more than any tool writes.
 MAX_TAR_HEADER_BYTES = 4 << 20
+# A name is at most PATH_MAX (4096 bytes) on Linux, 1024 on macOS; a GNU long name or link ('L',
+# 'K') or a pax `path` or `linkpath` over this is refused: each name read is held (a sample's key,
+# the detail of a later duplicate), and a 3 MiB one under the header cap held 3 MiB a member.
+MAX_TAR_NAME_BYTES = 64 << 10
+NAME_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+PAX_NAMES = (b"path", b"linkpath")
 MAX_HEADER_RUN = 8  # extended headers in a row before one member: GNU tar writes 2 ('L', 'K'), pax 2 ('g', 'x')
 MAX_PAX_RECORDS = 256  # pax keys one member carries, held with its header for the whole walk
 MAX_SPARSE_FRAGMENTS = 1 << 16  # data fragments of a GNU sparse member's map (1.0: at its data's start)
@@ -111,11 +120,18 @@ class CappedTarInfo(tarfile.TarInfo):
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         kind = EXTENDED_HEADERS.get(self.type)
-        if kind is None:
-            return super()._proc_member(tar)
+        member = super()._proc_member(tar) if kind is None else self._proc_extended(tar, kind)
+        if not getattr(tar, "_extended_run", 0):  # the member itself, what its extended headers say applied
+            _bound_data(tar, member)
+        return member
+
+    def _proc_extended(self, tar: tarfile.TarFile, kind: str) -> tarfile.TarInfo:
+        """The member after this extended header, the header judged first (the class's docstring)."""
         if self.size > MAX_TAR_HEADER_BYTES:
             raise HeaderRefused(f"a {kind} at byte {self.offset} declares {self.size} bytes, over the "
                                 f"{MAX_TAR_HEADER_BYTES} byte cap for a tar header: no tar tool writes one")
+        if self.type in NAME_HEADERS and self.size > MAX_TAR_NAME_BYTES:
+            raise HeaderRefused(_long_name(kind, self.offset, self.size))
         run = getattr(tar, "_extended_run", 0) + 1  # each extended header reads the next one within it
         if run > MAX_HEADER_RUN:
             raise HeaderRefused(f"{run} extended headers in a row at byte {self.offset}, over the "
@@ -167,6 +183,10 @@ class CappedTarInfo(tarfile.TarInfo):
         buf = tar.fileobj.read(self._block(self.size))
         pax_headers = tar.pax_headers if self.type == tarfile.XGLTYPE else tar.pax_headers.copy()
         records = pax_records(buf, self.offset)
+        name = next((value for keyword, value in records if keyword in PAX_NAMES and len(value) > MAX_TAR_NAME_BYTES),
+                    None)
+        if name is not None:
+            raise HeaderRefused(_long_name("pax name record", self.offset, len(name)))
         charset = next((value for keyword, value in records if keyword == b"hdrcharset"), None)
         if charset is not None:
             pax_headers["hdrcharset"] = charset.decode("utf-8", tar.errors)
@@ -183,7 +203,7 @@ class CappedTarInfo(tarfile.TarInfo):
         if "GNU.sparse.map" in pax_headers:
             self._proc_gnusparse_01(member, pax_headers)
         elif "GNU.sparse.size" in pax_headers:
-            self._proc_gnusparse_00(member, pax_headers, buf)
+            self._proc_gnusparse_00(member, records)
         elif pax_headers.get("GNU.sparse.major") == "1" and pax_headers.get("GNU.sparse.minor") == "0":
             self._proc_gnusparse_10(member, pax_headers, tar)
         if self.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
@@ -194,9 +214,13 @@ class CappedTarInfo(tarfile.TarInfo):
                 tar.offset = member.offset_data + (member._block(member.size) if skipped else 0)
         return member
 
-    def _proc_gnusparse_00(self, next: tarfile.TarInfo, pax_headers: dict, buf: bytes) -> None:
-        """GNU sparse 0.0: the offset and numbytes records in order (tarfile's searched, quadratic too)."""
-        records = pax_records(buf, self.offset)
+    def _proc_gnusparse_00(self, next: tarfile.TarInfo, records: list[tuple[bytes, bytes]]) -> None:
+        """GNU sparse 0.0: the offset and numbytes records of the pax block (`records`) in order
+        (tarfile searched the block again, quadratic too), counted before they are parsed."""
+        fragments = sum(keyword == b"GNU.sparse.offset" for keyword, _ in records)
+        if fragments > MAX_SPARSE_FRAGMENTS:
+            raise HeaderRefused(f"a GNU sparse map at byte {self.offset} gives {fragments} fragments, over the "
+                                f"{MAX_SPARSE_FRAGMENTS} a member may have")
         offsets = [int(value) for keyword, value in records if keyword == b"GNU.sparse.offset"]
         numbytes = [int(value) for keyword, value in records if keyword == b"GNU.sparse.numbytes"]
         next.sparse = list(zip(offsets, numbytes))
@@ -234,6 +258,12 @@ class CappedTarInfo(tarfile.TarInfo):
         next.sparse = list(zip(sparse[::2], sparse[1::2]))
 
 
+def _long_name(kind: str, offset: int, size: int) -> str:
+    """The detail of a refused name over `MAX_TAR_NAME_BYTES`."""
+    return (f"a {kind} at byte {offset} gives a name of {size} bytes, over the {MAX_TAR_NAME_BYTES} byte cap "
+            "for a name: no file system has one")
+
+
 _PAX_LENGTH = re.compile(rb"(\d{1,20}) ")
 
 
@@ -256,9 +286,69 @@ def pax_records(buf: bytes, offset: int = 0) -> list[tuple[bytes, bytes]]:
         pos = end
 
 
+def _bound_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    """A member's declared size held to the file: a negative one (base-256 or a pax record; no tar
+    tool writes one) is refused; one whose data would end past the end of a plain tar's file (GNU
+    tar's base-256 or a pax `size` of 2**66 in a 3 KiB file) moves the next header to just past
+    that end, so that `tarfile` ends there as on any cut tar (its seek to 2**66 was a ValueError
+    no reader caught, and a stream's skip of it a loop of empty reads: `_stream_seek`)."""
+    if member.size < 0:
+        raise HeaderRefused(f"the member at byte {member.offset} declares {member.size} bytes: no tar tool "
+                            "writes a negative size")
+    end = _archive_bytes(tar)
+    if end is not None and tar.offset > end:
+        tar.offset = end + tarfile.BLOCKSIZE
+
+
+def _archive_bytes(tar: tarfile.TarFile) -> int | None:
+    """The size of the file under a plain (uncompressed) tar, whose member offsets are the file's
+    own; None for a compressed stream or a file that cannot tell its size. Asked once a tar."""
+    if not hasattr(tar, "_archive_bytes"):
+        tar._archive_bytes = _file_size(_plain_file(tar.fileobj))  # type: ignore[attr-defined]
+    return tar._archive_bytes  # type: ignore[attr-defined]
+
+
+def _plain_file(fileobj: Any) -> Any:
+    """The opened file under tarfile's stream (`r|`, `r|*`) when it is uncompressed, else None."""
+    if not isinstance(fileobj, tarfile._Stream):
+        return fileobj
+    if fileobj.comptype != "tar":
+        return None
+    inner = fileobj.fileobj
+    return inner.fileobj if isinstance(inner, tarfile._StreamProxy) else inner
+
+
+def _file_size(handle: Any) -> int | None:
+    """An opened file's size in bytes, its position kept; None when it cannot seek."""
+    try:
+        here = handle.tell()
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(here)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return size
+
+
+def _stream_seek(stream: Any, pos: int) -> int:
+    """tarfile's `_Stream.seek` (a stream skips forward by reading), ending at the stream's end
+    with tarfile's own `ReadError`: tarfile's read nothing there once per 10 KiB left to skip, so
+    a compressed tar's member declaring 2**66 bytes spun forever."""
+    if pos < stream.pos:
+        raise tarfile.StreamError("seeking backwards is not allowed")
+    while stream.pos < pos:
+        if not stream.read(min(pos - stream.pos, stream.bufsize)):
+            raise tarfile.ReadError("unexpected end of data")
+    return stream.pos
+
+
 def open_tar(handle: IO[bytes], mode: str) -> tarfile.TarFile:
-    """`tarfile.open` on an opened file, its extended headers judged before they are read (`CappedTarInfo`)."""
-    return tarfile.open(fileobj=handle, mode=mode, tarinfo=CappedTarInfo)
+    """`tarfile.open` on an opened file, its extended headers judged before they are read and each
+    member's size held to the file (`CappedTarInfo`); a stream's skip ends at its end (`_stream_seek`)."""
+    tar = tarfile.open(fileobj=handle, mode=mode, tarinfo=CappedTarInfo)
+    if isinstance(tar.fileobj, tarfile._Stream):
+        tar.fileobj.seek = functools.partial(_stream_seek, tar.fileobj)  # type: ignore[method-assign]
+    return tar
 
 
 def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
@@ -329,7 +419,7 @@ class _Runs:
     shard: str
     archive: str
     keep: Keep
-    done: set[str] = field(default_factory=set)  # keys whose run ended: a later member with one is a duplicate
+    done: set[str] = field(default_factory=set)  # keys whose run ended (`bounded`): a later member with one is a duplicate
     sample: Sample | None = None
     repeated: bool = False  # the current run of members repeats a key already done
 
@@ -352,8 +442,8 @@ class _Runs:
         if self.sample is None or key != self.sample.key:
             if self.sample is not None and not self.repeated:
                 yield self.sample
-                self.done.add(self.sample.key)
-            self.sample, self.repeated = Sample(key), key in self.done
+                self.done.add(bounded(self.sample.key))
+            self.sample, self.repeated = Sample(key), bounded(key) in self.done
         if self.repeated or ext in self.sample.members:
             yield shard_reject(self.name, self.key(key), "read", "duplicate_key",
                                f"{info.name}: key {key} already has a {ext} member in {self.archive}")

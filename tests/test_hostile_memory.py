@@ -696,3 +696,67 @@ def test_the_headers_of_a_tar_are_let_go_as_it_is_read(tmp_path: Path):
             tracemalloc.stop()
         assert len(items) == 32 and not any(isinstance(i, Reject) for i in items), (source.name, items[:3])
         assert peak < 24 << 20, (source.name, peak >> 20)
+
+
+def _long_named_tar(path: Path, stems: list[str], ext: str) -> None:
+    """GNU tar's layout for long names ('L' records before each member), one JPEG-ish member a stem."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for stem in stems:
+            info = tarfile.TarInfo(stem + ext)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"\xff\xd8x"))
+
+
+def test_long_member_names_are_capped_and_not_held_for_the_walk(tmp_path: Path):
+    """Every name read was held to the end of the walk (ImageNet's taken stems, the web walk's
+    ended keys): 96 members of 60,000-byte names held 5.8 MB more, and names up to the 4 MiB
+    header cap were taken (3 MiB a member). A name over 64 KiB (PATH_MAX is 4096) is refused
+    from its header, and what is held of each name is bounded (Python's allocations, traced)."""
+    import tracemalloc
+
+    from sources import tar_members
+    from sources.imagenet import ImageNetSource
+    from sources.records import Reject
+
+    stems = [f"n01440764_{i}" + "9" * 60_000 for i in range(96)]
+    _long_named_tar(tmp_path / "inet" / "train" / "n01440764.tar", stems, ".JPEG")
+    _long_named_tar(tmp_path / "web.tar", [f"{i}" + "9" * 60_000 for i in range(96)], ".jpg")
+    inet = ImageNetSource("inet", str(tmp_path / "inet"), ("train",))
+    units = inet.units()
+
+    def keep(tar, info, sample, ext):
+        sample.members[ext] = b""
+
+    walks = {"imagenet": lambda: (i for u in units for i in inet.read(u)),
+             "web": lambda: tar_members.samples(str(tmp_path / "web.tar"), "web", "00000", keep)}
+    for label, walk in walks.items():
+        count = 0
+        tracemalloc.start()
+        try:
+            for item in walk():
+                assert not isinstance(item, Reject), item
+                count += 1
+                del item
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert count == 96 and peak < 3 << 20, (label, count, peak >> 10)
+
+    long_name, big = "n01440764_1" + "9" * (65 << 10), tmp_path / "big" / "n01440764.tar"
+    writers = {"GNU long name": lambda: _long_named_tar(big, [long_name], ".JPEG"),
+               "pax name record": lambda: _pax_named_tar(big, long_name)}
+    for kind, write in writers.items():
+        write()
+        source = ImageNetSource("inet", str(big.parent), ("train",))
+        items = [i for u in source.units() for i in source.read(u)]
+        assert [i.reason for i in items] == ["corrupt_archive"] and kind in items[0].detail, items
+
+
+def _pax_named_tar(path: Path, stem: str) -> None:
+    """A pax tar (GNU tar's --format=posix, bsdtar's default) whose one member's name is `stem`.JPEG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(stem + ".JPEG")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"\xff\xd8x"))

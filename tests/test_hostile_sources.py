@@ -931,6 +931,10 @@ _SPARSE_1_0 = [(tarfile.XHDTYPE, _pax_block({"GNU.sparse.major": "1", "GNU.spars
     (_SPARSE_1_0, b"100000000\n" + b"1\n" * 2000, "fragments"),
     ([(tarfile.XHDTYPE, _pax_block({"GNU.sparse.map": ",".join(["0"] * 200_000), "GNU.sparse.realsize": "9"}))],
      None, "fragments"),
+    # GNU sparse 0.0 (pax offset/numbytes records in turn, one dict key each): 70,000 fragments taken
+    ([(tarfile.XHDTYPE, _pax_block({"GNU.sparse.size": "140000", "GNU.sparse.numblocks": "70000"}) + b"".join(
+        _pax_block({"GNU.sparse.offset": str(2 * i)}) + _pax_block({"GNU.sparse.numbytes": "1"})
+        for i in range(70_000)))], None, "70000 fragments"),
     ([(tarfile.XHDTYPE, b"2 2 2 2 2 2 2 2 2=\n")], None, "malformed"),  # a length not ending at a newline
 ])
 def test_extended_headers_no_tool_writes_are_one_corrupt_archive(tmp_path: Path, headers, data, expected):
@@ -992,3 +996,83 @@ def test_an_old_gnu_sparse_member_cut_in_its_map_or_past_any_real_map_is_one_cor
     source = LaionSource("web", str(tmp_path / "web"), "webdataset")
     items = [i for u in source.units() for i in source.read(u)]
     assert [i.reason for i in items] == ["corrupt_archive"] and expected in items[0].detail, items
+
+
+def _tar_declaring(path: Path, names: tuple[str, str, str], size: int) -> None:
+    """Three members, the second's header declaring `size` bytes (GNU tar writes a size of 8 GiB or
+    more in base-256, as `tarfile`'s GNU format does) with 300 bytes behind it: a corrupt or cut
+    header, the file ending after the third member and tar's end blocks."""
+    out = io.BytesIO()
+    for name, data in zip(names, (b"\xff\xd8first", b"\xff\xd8x" * 100, b"\xff\xd8third")):
+        info = tarfile.TarInfo(name)
+        info.size = size if name == names[1] else len(data)
+        out.write(info.tobuf(tarfile.GNU_FORMAT) + data + bytes(-len(data) % tarfile.BLOCKSIZE))
+    out.write(bytes(2 * tarfile.BLOCKSIZE))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(out.getvalue(), mtime=0) if path.name.endswith(".gz") else out.getvalue())
+
+
+@pytest.mark.parametrize("reader, tar_name", [("imagenet", "train/n01440764.tar"), ("web", "00000.tar"),
+                                              ("web", "00000.tar.gz"), ("video", "00000.tar")])
+@pytest.mark.parametrize("part_bytes", [None, 1024])
+def test_a_member_declaring_more_than_the_file_holds_ends_the_tar_at_once(tmp_path: Path, monkeypatch, reader: str,
+                                                                          tar_name: str, part_bytes: int | None):
+    """A member header declaring 2**66 bytes in a 3 KiB tar: the streamed walk (a whole tar, a
+    compressed one) skipped its data by reading nothing at the file's end once per 10 KiB, for
+    ever, and the seekable one (a part of a big tar, a video2dataset shard) crashed on a ValueError
+    seeking there. The tar now ends there as a cut one: the member before it built, the huge one
+    `member_too_large` (judged on its header), the shard one `corrupt_archive`, within seconds."""
+    import signal
+
+    from sources import laion
+    from sources.video import VideoSource
+
+    if part_bytes:
+        monkeypatch.setattr(laion, "TAR_PART_BYTES", part_bytes)
+    names = {"imagenet": ("n01440764_1.JPEG", "n01440764_2.JPEG", "n01440764_3.JPEG"),
+             "web": ("000000000.jpg", "000000001.jpg", "000000002.jpg"),
+             "video": ("000000000.mp4", "000000001.mp4", "000000002.mp4")}[reader]
+    _tar_declaring(tmp_path / reader / tar_name, names, 2 ** 66)
+    source = {"imagenet": lambda root: ImageNetSource("inet", root, ("train",)),
+              "web": lambda root: LaionSource("web", root, "webdataset"),
+              "video": lambda root: VideoSource("v", root)}[reader](str(tmp_path / reader))
+
+    class Hung(BaseException):  # no OSError (TimeoutError is one): no reader's except may take it for a cut tar
+        pass
+
+    def hung(signum, frame):
+        raise Hung("the tar walk is still reading after 30 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        items = [i for u in source.units() for i in source.read(u)]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    rejects = {i.key.rsplit("-", 1)[-1]: i for i in items if isinstance(i, Reject)}
+    if reader == "video":  # a video is never copied out: its sample is cut (the first one's bytes are no mp4)
+        assert {k: r.reason for k, r in rejects.items()} == {
+            "000000000": "unsupported_container", "000000001": "truncated_sample", "00000": "corrupt_archive"}
+        return
+    assert sorted(r.reason for r in rejects.values()) == ["corrupt_archive", "member_too_large"], items
+    assert sum(not isinstance(i, Reject) for i in items) == 1, items
+    too_large = next(r for r in rejects.values() if r.reason == "member_too_large")
+    assert str(2 ** 66) in too_large.detail and names[1] in too_large.detail
+
+
+def test_a_negative_member_size_is_refused_from_its_header(tmp_path: Path):
+    """A pax `size` record of -5 (or a negative base-256 size field): `tarfile` took it, and the
+    member was read as 0 bytes, an empty image record. No tar tool writes one: the archive's
+    `corrupt_archive` names it, the member before it built."""
+    train = tmp_path / "train"
+    train.mkdir()
+    with tarfile.open(train / "n01440764.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        for index, pax in enumerate(({}, {"size": "-5"})):
+            info = tarfile.TarInfo(f"n01440764_{index}.JPEG")
+            info.size, info.pax_headers = 600, pax
+            tar.addfile(info, io.BytesIO(b"\xff\xd8x" * 200))
+    items = _items(ImageNetSource("inet", str(tmp_path), ("train",)))
+    assert [i.key for i in items if not isinstance(i, Reject)] == ["inet-train-n01440764-n01440764_0"]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert reject.reason == "corrupt_archive" and "declares -5 bytes" in reject.detail, reject

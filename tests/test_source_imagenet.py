@@ -822,3 +822,27 @@ def test_what_is_still_not_read_says_how_to_extract_it(tmp_path: Path):
     assert not records and [(r.reason, r.detail) for r in rejects] == [
         ("unexpected_file", f"fall11_whole.tar: {wnid}.tar is not one of .jpeg, .jpg, .png; fall11_whole.tar is "
                             + outer.format("fall11_whole.tar")) for wnid in WNIDS[:2]]
+
+
+def test_a_copy_appended_by_tar_r_is_a_duplicate_key_saying_which_copy_is_built(tmp_path: Path):
+    """`tar -rf` (or `-uf`) appends a newer copy of a photo to a class archive: GNU tar's
+    extraction keeps the last copy, while the archive's read is a stream and builds the first.
+    The later copy's `duplicate_key` said only "already taken by" the same name; it now says which
+    copy is built and that extracting would keep the other (checked against GNU tar's own `-x`)."""
+    made, train, out = tmp_path / "made", tmp_path / "inet" / "train", tmp_path / "x"
+    for folder in (made, train, out):
+        folder.mkdir(parents=True)
+    wnid, name = WNIDS[0], f"{WNIDS[0]}_1.JPEG"
+    (made / name).write_bytes(b"\xff\xd8first copy")
+    subprocess.run(["tar", "-cf", str(train / f"{wnid}.tar"), "-C", str(made), "."], check=True)
+    (made / name).write_bytes(b"\xff\xd8second, appended copy")
+    subprocess.run(["tar", "-rf", str(train / f"{wnid}.tar"), "-C", str(made), name], check=True)
+    subprocess.run(["tar", "-xf", str(train / f"{wnid}.tar"), "-C", str(out)], check=True)
+    source = ImageNetSource("inet", str(tmp_path / "inet"), ("train",))
+    items = [i for u in source.units() for i in source.read(u)]
+    (record,) = [i for i in items if isinstance(i, ImageRecord)]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert record.data == b"\xff\xd8first copy" and (out / name).read_bytes() == b"\xff\xd8second, appended copy"
+    assert reject.reason == "duplicate_key"
+    assert reject.detail == (f"train/{wnid}.tar: {name}: a later copy (appended by tar -r or tar -u): the first copy "
+                             "in the archive is built, extracting would keep this later one")
