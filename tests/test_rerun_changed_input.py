@@ -349,3 +349,57 @@ def test_a_damaged_commit_mark_renders_its_unit_again_with_a_warning(tmp_path, c
     assert sum("damaged commit mark" in r.getMessage() for r in caplog.records) == 2, caplog.text
     fresh = _build(path, tmp_path / "fresh")
     assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")
+
+
+def _committed_unit(tmp_path: Path):
+    """A store with one unit committed from one input file (a tiny PNG)."""
+    from sources import fsio
+    from uvd_pipeline.sentences import Sentence
+    from uvd_pipeline.unit_store import UnitStore
+
+    src = tmp_path / "in.txt"
+    src.write_text("x")
+    store = UnitStore(str(tmp_path / "out"), "web", "h")
+    writer = store.writer(str(src))
+    with fsio.recording_inputs() as record:
+        item = Sentence("s0", "web", "image", "none", "train", (b"\x89PNG fake",), ({"key": "s0"},))
+        outputs = [("sentences", writer.stored(item))]
+    writer.commit(outputs, record)
+    return store, str(src)
+
+
+@pytest.mark.parametrize("where", ["changed_input", "_placed", "read_moved"])
+def test_a_bug_of_ours_reading_a_committed_unit_shows_its_traceback(tmp_path, monkeypatch, where):
+    """`load` caught TypeError/AttributeError/KeyError/... around `changed_input` and the stored
+    outputs to tell a damaged commit mark: a typo of ours there (`fsio.file_sate`) rendered every
+    unit again, exit 0, with only a warning. The mark's shape is now checked by itself
+    (`mark_problem`), and a bug of ours propagates."""
+    from uvd_pipeline import unit_store
+
+    store, src = _committed_unit(tmp_path)
+    assert store.load(src) is not None
+
+    def bug(*args, **kwargs):
+        raise AttributeError("module 'sources.fsio' has no attribute 'file_sate'")
+
+    monkeypatch.setattr(unit_store, where, bug)
+    with pytest.raises(AttributeError, match="file_sate"):
+        store.load(src)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda m: m.pop("inputs"), lambda m: m["inputs"].__setitem__("files", [1, 2]),
+    lambda m: m["inputs"].__setitem__("listings", [[["files", "x"], "d"]]),
+    lambda m: m["inputs"].__setitem__("derived", [[[], 1]]), lambda m: m.__setitem__("results", None),
+    lambda m: m["images"].__setitem__("bytes", "12")])
+def test_a_commit_mark_of_the_wrong_shape_is_judged_damaged(tmp_path, damage):
+    from uvd_pipeline.unit_store import mark_problem
+
+    store, src = _committed_unit(tmp_path)
+    (mark_path,) = (tmp_path / "out" / "_units" / "web").glob("*.json")
+    mark = json.loads(mark_path.read_text())
+    assert mark_problem(mark) is None
+    damage(mark)
+    assert mark_problem(mark)
+    mark_path.write_text(json.dumps(mark))
+    assert store.load(src) is None

@@ -45,9 +45,6 @@ UNITS_DIR = "_units"
 BIN_SUFFIX = ".png.bin"
 RESULTS_SUFFIX = ".results"
 MARK_SUFFIX = ".json"
-# what reading a commit mark of the wrong shape raises (a field missing, a list for a dict or a name):
-# the unit is rendered again with a warning, never the build's crash
-DAMAGED_MARK = (KeyError, TypeError, AttributeError, ValueError, IndexError)
 STORE_VERSION = 2
 # a mark whose manifest records derived values (`fsio.derived_input`): a version before them would
 # read its manifest without them and keep a unit whose value changed, so it is refused there
@@ -133,6 +130,54 @@ def changed_input(manifest: dict[str, Any]) -> str | None:
     return None
 
 
+def _is_listing_key(key: Any) -> bool:
+    """A key `fsio.relist` takes: ("files", uri, suffixes, recursive, follow_links, links) or
+    ("dirs", uri[, links[, loops]])."""
+    if not isinstance(key, list) or len(key) < 2 or not isinstance(key[1], str):
+        return False
+    if key[0] == "files":
+        return len(key) == 6 and (key[2] is None or isinstance(key[2], list) and all(isinstance(x, str) for x in key[2]))
+    return key[0] == "dirs" and len(key) <= 4
+
+
+def _pairs(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value)
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What makes a recorded input manifest unreadable to `changed_input` (None: its shape is right)."""
+    if not isinstance(manifest, dict):
+        return "`inputs` is no object"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(s, list) for s in files.values()):
+        return "`inputs.files` is no object of lists"
+    listings = manifest.get("listings")
+    if not _pairs(listings) or not all(_is_listing_key(k) and isinstance(d, str) for k, d in listings):
+        return "`inputs.listings` is no list of (listing, digest) pairs"
+    derived = manifest.get("derived", [])
+    if not _pairs(derived) or not all(isinstance(k, list) and k for k, _ in derived):
+        return "`inputs.derived` is no list of (key, value) pairs"
+    return None
+
+
+def mark_problem(mark: dict[str, Any]) -> str | None:
+    """What makes a commit mark of the wrong shape (a field missing, a list for an object), checked
+    before it is used so that only a damaged mark is rendered again, never a bug of ours."""
+    for name in ("version", "config_hash", "unit", "render", "inputs_digest"):
+        if not isinstance(mark.get(name), (str, int)) or isinstance(mark.get(name), bool):
+            return f"`{name}` missing or of the wrong type"
+    for name in ("results", "images"):
+        if not isinstance(mark.get(name), dict) or not _is_size(mark[name].get("bytes")):
+            return f"`{name}.bytes` missing or no size"
+    if not isinstance(mark["results"].get("sha256"), str):
+        return "`results.sha256` missing"
+    return manifest_problem(mark.get("inputs"))
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def digest_of(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
@@ -149,9 +194,12 @@ def committed_digests(output: str, source: str, uids: Iterable[str]) -> list[tup
     for uid in uids:
         uri = fsio.join(output, UNITS_DIR, source, uid + MARK_SUFFIX)
         try:
-            found.append((uid, json.loads(fsio.read_bytes(uri))["inputs_digest"]))
-        except (FileNotFoundError, *DAMAGED_MARK):
+            mark = json.loads(fsio.read_bytes(uri))
+        except (FileNotFoundError, ValueError):
             return None
+        if not isinstance(mark, dict) or not isinstance(mark.get("inputs_digest"), str):
+            return None
+        found.append((uid, mark["inputs_digest"]))
     return found
 
 
@@ -205,18 +253,17 @@ class UnitStore:
         if (not isinstance(mark, dict) or mark.get("version") not in READ_VERSIONS
                 or mark.get("config_hash") != self.config_hash or mark.get("unit") != repr(unit)):
             return None
-        try:
-            change, digest = changed_input(mark["inputs"]), mark["inputs_digest"]
-        except DAMAGED_MARK as exc:  # `inputs` missing, or of other types: edited or damaged on disk
-            log.warning("unit %s of %s: damaged commit mark (%s: %s): rendering it again", uid, self.source,
-                        type(exc).__name__, exc)
+        problem = mark_problem(mark)
+        if problem:  # edited or damaged on disk; a bug of ours past this check shows its traceback
+            log.warning("unit %s of %s: damaged commit mark (%s): rendering it again", uid, self.source, problem)
             return None
+        change, digest = changed_input(mark["inputs"]), mark["inputs_digest"]
         if change:
             log.info("%s: input of unit %s: %s: rendering it again", self.source, uid, change)
             return None
         try:
             outputs = self.stored_outputs(uid, mark, verify_images)
-        except (OSError, pickle.UnpicklingError, EOFError, *DAMAGED_MARK) as exc:
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:  # what a damaged file raises
             log.warning("%s: unit %s is damaged (%s): rendering it again", self.source, uid, exc)
             return None
         return outputs, digest
@@ -325,9 +372,12 @@ def read_moved(uri: str, render: str) -> Moved:
         data = json.loads(fsio.read_bytes(uri))
     except FileNotFoundError:
         return {}
-    if data.get("render") != render:
+    if not isinstance(data, dict) or data.get("render") != render:
         return {}
-    return {int(offset): (tar, int(at), int(length), sha) for offset, (tar, at, length, sha) in data["images"].items()}
+    images = data.get("images")
+    if not isinstance(images, dict) or not all(isinstance(v, list) and len(v) == 4 for v in images.values()):
+        raise ValueError(f"{uri}: damaged (its `images` is no object of 4-item lists)")
+    return {int(offset): (tar, int(at), int(length), sha) for offset, (tar, at, length, sha) in images.items()}
 
 
 def _refs(item: Any) -> list[StoredRef]:
