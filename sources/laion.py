@@ -1112,12 +1112,24 @@ class ShardListing:
                                                               "the shard's failed downloads are unknown")))
         successes = None
         if _listing_file(stats_uri, root, follow_links, problems):
-            parsed = parse_json(read_input_bytes(stats_uri))  # too many open files: the machine's MachineError
-            successes = parsed["successes"] if isinstance(parsed.get("successes"), int) else None
+            successes = _stats_successes(stats_uri, problems)
         return cls(rows, successes, tuple(problems))
 
     def successes(self) -> list[str]:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
+
+
+def _stats_successes(stats_uri: str, problems: list[tuple[str, str]]) -> int | None:
+    """The successes a shard's `_stats.json` counts (None: unknown). One too large, unreadable or
+    a directory is its problem in `problems` (the shard's samples are still read); too many open
+    files or no memory reading it stays the machine's `MachineError`."""
+    try:
+        parsed = parse_json(read_input_bytes(stats_uri))
+    except (OSError, fsio.FileTooLarge) as exc:  # read_input_bytes raised any MachineError already
+        reason = FILE_TOO_LARGE if isinstance(exc, fsio.FileTooLarge) else "unreadable_file"
+        problems.append((reason, parquet_problem(stats_uri, exc, "the shard's successes are unknown")))
+        return None
+    return parsed["successes"] if isinstance(parsed.get("successes"), int) else None
 
 
 def _listing_file(uri: str, root: str, follow_links: bool, problems: list[tuple[str, str]]) -> bool:

@@ -350,6 +350,39 @@ def test_too_many_open_files_reading_a_caption_or_a_hashed_image_is_the_machines
     assert record.data == png and record.lineage["caption"] == "a caption"
 
 
+def _img2dataset_shard(folder: Path) -> bytes:
+    """img2dataset's webdataset shard `00000.tar` of one sample (image, caption, json); its image."""
+    png = _image_bytes(3)
+    with tarfile.open(folder / "00000.tar", "w") as tar:
+        for name, data in (("000000000.png", png), ("000000000.txt", b"a caption"),
+                           ("000000000.json", json.dumps({"key": "000000000", "status": "success"}).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return png
+
+
+@pytest.mark.parametrize("stats", ["huge", "folder"])
+def test_a_stats_json_too_large_or_a_folder_is_a_reject_and_the_shard_is_read(tmp_path: Path, stats: str):
+    """A 300 MiB (sparse) `00000_stats.json`, or a folder of that name, raised FileTooLarge or
+    IsADirectoryError out of `read`: the whole shard's unit failed. The shard's successes are
+    unknown (one counted reject naming the file) and its sample is still read."""
+    png = _img2dataset_shard(tmp_path)
+    if stats == "folder":
+        (tmp_path / "00000_stats.json").mkdir()
+    else:
+        with open(tmp_path / "00000_stats.json", "wb") as handle:
+            handle.truncate(300 << 20)
+    source = LaionSource("web", str(tmp_path), "webdataset")
+    (unit,) = source.units()
+    records = list(source.read(unit))
+    (reject,) = [r for r in records if isinstance(r, Reject)]
+    assert reject.reason == ("file_too_large" if stats == "huge" else "unreadable_file")
+    assert "00000_stats.json" in reject.detail and "successes are unknown" in reject.detail
+    (record,) = [r for r in records if isinstance(r, ImageRecord)]
+    assert record.data == png and record.lineage["caption"] == "a caption"
+
+
 def test_too_many_open_files_reading_a_shards_stats_json_is_the_machines_error(tmp_path: Path):
     """img2dataset's `00000_stats.json` beside its webdataset shard, read while this process had no
     descriptor to spare (a real EMFILE: RLIMIT_NOFILE lowered to what it holds), raised the OSError
@@ -359,13 +392,7 @@ def test_too_many_open_files_reading_a_shards_stats_json_is_the_machines_error(t
 
     from sources.records import MachineError
 
-    png = _image_bytes(3)
-    with tarfile.open(tmp_path / "00000.tar", "w") as tar:  # img2dataset's members: image, caption, json
-        for name, data in (("000000000.png", png), ("000000000.txt", b"a caption"),
-                           ("000000000.json", json.dumps({"key": "000000000", "status": "success"}).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    png = _img2dataset_shard(tmp_path)
     (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 1, "successes": 1, "failed_to_download": 0},
                                                           indent=4))
     source = LaionSource("web", str(tmp_path), "webdataset")
