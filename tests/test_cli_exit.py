@@ -555,3 +555,28 @@ def test_too_many_open_files_writing_a_shard_is_one_line_and_verbose_shows_where
         assert "Traceback" in proc.stderr and "rendered_shards.py" in proc.stderr, proc.stderr[-3000:]
     else:
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_bugs_message_that_reads_like_a_refusal_is_still_a_bug():
+    """The judging searched '[Errno 28] ...' and 'MachineError: ...' anywhere in the text of every
+    exception of the chain: a bug whose message held a user's path (an output folder named
+    'out [Errno 28] disk full') was taken for a full disk, exit 2, its traceback hidden. Objects
+    are judged by type and errno; only a worker's traceback text by its raised line's type."""
+    import errno
+
+    from uvd_pipeline.refusals import refusal
+
+    assert refusal(KeyError("no frame in /in/[Errno 28] No space left on device"), "/out") is None
+    assert refusal(ValueError("cannot parse /in/MachineError: x.mp4"), "/out") is None
+    assert refusal(KeyError("/out [Errno 28] disk full/_tmp/tmpx.tar"), "/out") is None
+    faked = ('Traceback (most recent call last):\n  File "x.py", line 1, in f\n    g()\n'
+             "ValueError: bad video '/in/a\n\nThe above exception was the direct cause of the following exception:"
+             "\n\nOSError: [Errno 28] No space left on device: 'b.mp4' [while running 'Render']\n")
+    assert refusal(RuntimeError(faked), "/out") is None
+    assert refusal(RuntimeError(faked.replace("    g()", "    raise MachineError('x.mp4')\nMachineError: x")),
+                   "/out") is not None  # a raised line of the type, the frames' lines skipped
+    full = OSError(errno.ENOSPC, "No space left on device", "/out/x")
+    assert refusal(_as_worker_text(full), None).startswith("/out/x: No space left on device (ENOSPC)")
+    assert refusal(_as_worker_text(_raised(lambda: _raise_from(full))), None) is not None
+    named = OSError(errno.ENOSPC, "No space left on device", "/out [Errno 28] disk full/x")
+    assert refusal(_as_worker_text(KeyError(str(named))), None) is None

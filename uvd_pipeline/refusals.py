@@ -11,6 +11,7 @@ of a step's error with the step named (`DoFnRunner._reraise_augmented`: the same
 
 from __future__ import annotations
 
+import builtins
 import codecs
 import errno
 import os
@@ -30,15 +31,20 @@ OS_REFUSALS: dict[int, str] = {
     errno.EPERM: "give this user access to it, or name another folder",
     errno.EIO: "the disk reported an input/output error: check it (dmesg), then run the same command again",
 }
-# Beam passes a worker's exception on as text: "OSError: [Errno 28] No space left on device: 'f' [while ...]"
-_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\[\]]+?)(?:: '([^']*)')?(?: \[while running|$)", re.M)
-# a source's `MachineError` as a Beam worker's text: "sources.records.MachineError: planning x.mp4: ..."
-_MACHINE_TEXT = re.compile(r"\bMachineError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
+# Beam passes a worker's exception on as text: its traceback, whose raised line is
+# "OSError: [Errno 28] No space left on device: 'f' [while running ...]": the message's number and words
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\[\]]+?)(?:: '([^']*)')?(?: \[while running '[^']*'\])?$")
 # the step Beam adds to an error's message when it re-raises it (`DoFnRunner._reraise_augmented`)
 _STEP_TAG = re.compile(r" \[while running '[^']*'\]$")
-# how Python's traceback text joins a chain: raised from (explicit), raised while handling (implicit)
-_CHAIN_TEXT = re.compile(r"\n\n(The above exception was the direct cause of the following exception"
-                         r"|During handling of the above exception, another exception occurred):\n\n")
+# a traceback's text: its blocks start at this line, each block's raised line is "module.Type: message"
+_HEADER = "Traceback (most recent call last):"
+_RAISED_LINE = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*))?")
+# how Python's traceback text says a block was raised from (explicit) the one above it
+_CAUSE_JOINT = "The above exception was the direct cause of the following exception:"
+# the names a worker's text gives an OSError (a refusal's errno is judged only on these) and a MachineError
+OS_ERROR_NAMES = frozenset(name for name, value in vars(builtins).items()
+                           if isinstance(value, type) and issubclass(value, OSError))
+_MACHINE_NAME = re.compile(r"(?:sources\.\w+\.)?MachineError")
 # the runner's log of a worker process's log entry (`local_job_service.BeamFnLoggingServicer`): the
 # entry as proto text on one line, its message's line ends and quotes escaped
 _WORKER_LOG = re.compile(r'Worker: .*?\bmessage: "((?:[^"\\]|\\.)*)"', re.S)
@@ -61,28 +67,53 @@ def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
         exc = exc.__cause__ if exc.__cause__ is not None else (exc.__context__ if retold else None)
 
 
-def raised_texts(text: str) -> Iterator[str]:
-    """The parts of a traceback's text (a Beam worker's error, passed on as text) that tell the
-    error raised: its last exception, then the one before while that one was raised from it or
-    is Beam's re-raise of it (its message ending in the step); never one it was raised while
-    handling."""
-    parts = _CHAIN_TEXT.split(text)  # block, joint, block, joint, ..., block
-    at = len(parts) - 1
-    while True:
-        yield parts[at]
-        if at == 0:
-            return
-        from_it = parts[at - 1].startswith("The above")
-        if not (from_it or _STEP_TAG.search(parts[at].rstrip("\n"))):
-            return
-        at -= 2
+def carries_text(exc: BaseException) -> bool:
+    """Whether `exc` is the runner's retelling of a worker's error as its traceback's text (a
+    RuntimeError), or a logged worker entry `log_filters` judges (an Exception): only there is an
+    error judged by text; any other exception by its type and errno (a bug's message may hold a
+    user's path that reads like an OS error)."""
+    return type(exc) in (RuntimeError, Exception)
 
 
-def _texts(exc: BaseException) -> Iterator[tuple[BaseException, str]]:
-    """Each link of `exc`'s chain with each part of its text that tells the error raised."""
-    for link in exception_chain(exc):
-        for text in raised_texts(_unescaped(str(link))):
-            yield link, text
+def raised_lines(text: str) -> Iterator[tuple[str, str]]:
+    """(type name, message) of the errors a traceback's text tells were raised: its last block's,
+    then the one before while that one was raised from it or is Beam's re-raise of it (its
+    message ending in the step); never one it was raised while handling. Blocks start only at
+    the exact header line: what a message holds (a line end, a chain joint) stays in it."""
+    blocks = _blocks(text)
+    at = len(blocks) - 1
+    while at >= 0:
+        name, message = _raised_line(blocks[at]) or ("", "")
+        if name:
+            yield name, message
+        if at == 0 or not (blocks[at - 1].rstrip().endswith(_CAUSE_JOINT) or _STEP_TAG.search(message)):
+            return
+        at -= 1
+
+
+def _blocks(text: str) -> list[str]:
+    """A traceback's text cut at each header line (what stands before the first is no block);
+    a text without one is one block."""
+    lines = text.split("\n")
+    starts = [i for i, line in enumerate(lines) if line == _HEADER]
+    if not starts:
+        return [text]
+    return ["\n".join(lines[a:b]) for a, b in zip(starts, starts[1:] + [len(lines)])]
+
+
+def _raised_line(block: str) -> tuple[str, str] | None:
+    """A block's raised line as (type name, its message's first line): the first line past the
+    header that is not indented (a frame) and reads `module.Type: message`."""
+    for line in block.split("\n"):
+        if line and line != _HEADER and not line[0].isspace() and (found := _RAISED_LINE.fullmatch(line)):
+            return found.group(1), found.group(2) or ""
+    return None
+
+
+def _text_of(link: BaseException) -> Iterator[tuple[str, str]]:
+    """The raised lines of a text-carrying error (`carries_text`); nothing for any other."""
+    if carries_text(link):
+        yield from raised_lines(_unescaped(str(link)))
 
 
 def _unescaped(text: str) -> str:
@@ -107,38 +138,45 @@ def os_refusal(exc: BaseException, where: str | None) -> str | None:
 
 
 def _errno_line(exc: BaseException, where: str | None, fixes: dict[int, str]) -> str | None:
-    """The `error:` line for the first OSError of `exc` (raised, or as a worker's text) whose
-    number `fixes` has: the file (else `where`), the system's words, the number's name, the fix."""
-    for link, text in _texts(exc):
+    """The `error:` line for the first OSError of `exc`'s chain (an object, or an OSError's raised
+    line in a worker's text) whose number `fixes` has: the file (else `where`), the system's
+    words, the number's name, the fix."""
+    for link in exception_chain(exc):
         if isinstance(link, OSError) and link.errno in fixes:
             code, message, path = link.errno, link.strerror or os.strerror(link.errno), link.filename
-        elif (found := _ERRNO_TEXT.search(text)) and int(found.group(1)) in fixes:
-            code, message, path = int(found.group(1)), found.group(2), found.group(3)
-        else:
-            continue
-        return f"{path or where or 'the output'}: {message} ({errno.errorcode[code]}); {fixes[code]}"
+            return _errno_text(code, message, path, where, fixes)
+        for name, text in _text_of(link):
+            found = _ERRNO_TEXT.match(text) if name in OS_ERROR_NAMES else None
+            if found and int(found.group(1)) in fixes:
+                return _errno_text(int(found.group(1)), found.group(2), found.group(3), where, fixes)
     return None
+
+
+def _errno_text(code: int, message: str, path: str | None, where: str | None, fixes: dict[int, str]) -> str:
+    return f"{path or where or 'the output'}: {message} ({errno.errorcode[code]}); {fixes[code]}"
 
 
 def machine_error(exc: BaseException) -> str | None:
     """The `error:` line for this machine's error met reading an input (`sources.records.MachineError`:
     too many open files, a missing temporary folder) that is `exc` or what it was raised from (or
-    in the text a Beam worker's error became): the input is not at fault and the build stopped
-    uncommitted, so the same command once it is mended reads it again. None for anything else."""
-    for link, text in _texts(exc):
-        found = None if isinstance(link, MachineError) else _MACHINE_TEXT.search(text)
+    a MachineError's raised line in the text a Beam worker's error became): the input is not at
+    fault and the build stopped uncommitted, so the same command once it is mended reads it
+    again. None for anything else."""
+    for link in exception_chain(exc):
         if isinstance(link, MachineError):
-            message = _STEP_TAG.sub("", text)
-        elif found:
-            message = found.group(1)
-        else:
-            continue
-        code = _ERRNO_TEXT.search(message)
-        fix = MACHINE_FIXES.get(int(code.group(1)) if code else -1,
-                                "an error of this machine, not of the input: mend it, then run the same "
-                                "command again")
-        return f"{message}; {fix}"
+            return _machine_line(_STEP_TAG.sub("", str(link)))
+        for name, text in _text_of(link):
+            if _MACHINE_NAME.fullmatch(name):
+                return _machine_line(_STEP_TAG.sub("", text))
     return None
+
+
+def _machine_line(message: str) -> str:
+    code = re.search(r"\[Errno (\d+)\]", message)
+    fix = MACHINE_FIXES.get(int(code.group(1)) if code else -1,
+                            "an error of this machine, not of the input: mend it, then run the same "
+                            "command again")
+    return f"{message}; {fix}"
 
 
 def output_machine_error(exc: BaseException, where: str | None) -> str | None:
