@@ -580,3 +580,31 @@ def test_a_bugs_message_that_reads_like_a_refusal_is_still_a_bug():
     assert refusal(_as_worker_text(_raised(lambda: _raise_from(full))), None) is not None
     named = OSError(errno.ENOSPC, "No space left on device", "/out [Errno 28] disk full/x")
     assert refusal(_as_worker_text(KeyError(str(named))), None) is None
+
+
+def test_a_dask_workers_log_of_a_task_failed_by_a_refusal_is_left_out():
+    """Under the Dask runner a disk full or too many open files still printed the worker's
+    "Compute Failed" record (the error's repr and traceback) above the `error:` line: the filter
+    saw only `apache_beam` loggers, and the record holds no exception object. The worker's failure
+    message notes a refusal's repr (`DaskRefusalNoise.noting`); a bug's record is still shown."""
+    import errno
+
+    pytest.importorskip("distributed")
+    from distributed.core import error_message
+
+    from uvd_pipeline.log_filters import DaskRefusalNoise
+
+    noise = DaskRefusalNoise()
+    note = noise.noting(error_message)
+
+    def record_of(error: BaseException) -> logging.LogRecord:
+        text = note(error)["exception_text"]
+        return logging.LogRecord("distributed.worker", logging.ERROR, "", 0,
+                                 "Compute Failed\nKey: %s\nState: %s\nTask: %s\nException: %r\nTraceback: %r\n",
+                                 ("k", "executing", "task", text, "tb"), None)
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/out/x")
+    assert not noise.filter(record_of(_raised(lambda: _raise_from(full))))
+    assert not noise.filter(record_of(_machine_error(errno.EMFILE)))
+    assert noise.filter(record_of(KeyError("/out [Errno 28] No space left on device")))
+    assert noise.filter(record_of(ValueError("a bug of ours")))

@@ -11,6 +11,8 @@ plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask ext
   process's exit functions registered since the worker started still run (those of `atexit`,
   such as `sources.budget`'s, which stops its decode workers), and a worker that fails rather than
   being closed exits as before, with its exit status.
+- A task failed by a refusal (disk full, too many open files): the worker logged its traceback
+  ("Compute Failed") above the command's one `error:` line (`log_filters.DaskRefusalNoise`).
 - A closed worker whose closing then fails (the process's target raising after the teardown, or
   an exit function raising) ends with status 1 and one line saying why: the fast exit's status 0
   hid such failures from the nanny.
@@ -42,9 +44,10 @@ class BuildWorker(WorkerPlugin):
             atexit.register(self._exit_at_once)  # before any module of the build registers its own: run after them
             util.Finalize(None, self._note_target_end, exitpriority=0)
             sys.unraisablehook = self._noting_failed_exit_functions(sys.unraisablehook)
-        from uvd_pipeline.log_filters import BeamImportNoise
+        from uvd_pipeline.log_filters import BeamImportNoise, quiet_refused_tasks
 
         logging.getLogger().addFilter(BeamImportNoise())  # the record is made on the root logger itself
+        quiet_refused_tasks()  # a refusal's "Compute Failed" traceback: the command says it in one line
 
     def teardown(self, worker) -> None:
         self.closed = True  # closed by the cluster (the build's end), not failed

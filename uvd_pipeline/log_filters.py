@@ -82,3 +82,46 @@ def _answered(task: Callable[[], Any], request: Any, response: Callable[..., Any
         if not _refused(exc):
             raise
         return response(instruction_id=request.instruction_id, error=traceback.format_exc())
+
+
+class DaskRefusalNoise(logging.Filter):
+    """A Dask worker logs a failed task ("Compute Failed", `distributed.worker`) with the error's
+    repr and its traceback's text before the build fails with the same error: for a refusal
+    (`_refused`) the command's `error:` line says it, so the record is left out, as
+    `BeamRefusalNoise` leaves Beam's out. The record holds no exception object, so the task's error
+    is judged when the worker makes its failure message (`noting`, wrapping `error_message`) and
+    its repr noted; a bug's record (its repr never noted) is shown."""
+
+    KEEP = 64  # reprs kept: a build stops at its first refusal, so a few are plenty
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[str] = []
+
+    def noting(self, error_message: Callable[..., dict]) -> Callable[..., dict]:
+        """`error_message` (distributed's) noting the repr of each error it is given that is a refusal."""
+        def note(error: BaseException, *args: Any, **kwargs: Any) -> dict:
+            message = error_message(error, *args, **kwargs)
+            if _refused(error):
+                self.refused = [*self.refused[-(self.KEEP - 1):], message.get("exception_text")]
+            return message
+        return note
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not str(record.msg).startswith("Compute Failed"):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (len(args) > 3 and args[3] in self.refused)
+
+
+def quiet_refused_tasks() -> None:
+    """In a Dask worker: leave a task failed by a refusal out of the worker's log (`DaskRefusalNoise`).
+    Idempotent."""
+    from distributed import worker
+
+    if getattr(worker.error_message, "_uvd_noting", False):
+        return
+    noise = DaskRefusalNoise()
+    worker.error_message = noise.noting(worker.error_message)
+    worker.error_message._uvd_noting = True
+    logging.getLogger("distributed.worker").addFilter(noise)
