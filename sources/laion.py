@@ -64,7 +64,6 @@ from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, 
 from sources.records import raise_machine_error
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
                                  shard_reject, split_member)
-from sources.tar_members import check_end_marker, member_type  # noqa: F401 (the tar helpers, importable here too)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
