@@ -72,7 +72,6 @@ from transforms.headers import (
     jpeg_layout,
     marker_lossless,
     nclx_colour,
-    png_chromaticities,
     png_frames,
     png_header,
     png_size,
@@ -808,14 +807,17 @@ def _png_gamma(image: Image.Image) -> float | None:
     return float(gamma) if isinstance(gamma, (int, float)) else None
 
 
-def _png_chromaticities(image: Image.Image, data: bytes) -> PrimariesConversion | None:
+def _png_chromaticities(image: Image.Image) -> PrimariesConversion | None:
     """The conversion a colour PNG's cHRM (with its gAMA) asks for when no iCCP or sRGB chunk
     (which take precedence) is there (`colour_profile.chromaticity_conversion`): its primaries
     were read as sRGB's, an Adobe RGB cHRM's colours dull, where Chromium converts them."""
     if image.format != "PNG" or image.mode not in _RGB_PROFILED_MODES or image.info.get("icc_profile") \
             or "srgb" in image.info:
         return None
-    return chromaticity_conversion(png_chromaticities(data), _png_gamma(image))
+    chromaticities = image.info.get("chromaticity")  # Pillow's read of the cHRM chunk at open
+    if not isinstance(chromaticities, tuple) or len(chromaticities) != 8:
+        chromaticities = None  # none, or a chunk of another length
+    return chromaticity_conversion(chromaticities, _png_gamma(image))
 
 
 def _converted_on_white(image: Image.Image, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -878,11 +880,11 @@ def _wide_colour(image: Image.Image, data: bytes) -> WideColour | None:
     header = png_header(data) if image.format == "PNG" else None
     if header is None or header[0] != 16 or header[1] not in _CUT_TO_8 or "transparency" in image.info:
         return None
-    primaries = _png_chromaticities(image, data)
+    primaries = _png_chromaticities(image)
     if primaries is not None:
         return functools.partial(primaries.apply, bits=16), primaries.description
     gamma = _png_gamma(image)
-    table = gamma_table(gamma, 16) if gamma is not None and gamma_table(gamma) is not None else None
+    table = gamma_table(gamma, 16) if gamma is not None else None
     if table is not None:
         return _through(table), f"PNG gAMA {gamma:g}"
     icc = image.info.get("icc_profile")
@@ -959,7 +961,7 @@ def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
         conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
         if conversion.transform is not None:
             return cmyk_to_srgb(image, conversion), conversion.description
-    primaries = _png_chromaticities(image, data)
+    primaries = _png_chromaticities(image)
     if primaries is not None:  # the gAMA is its curve
         return _converted_on_white(image, functools.partial(primaries.apply, bits=8)), primaries.description
     gamma = _png_gamma(image)

@@ -332,26 +332,6 @@ def png_header(data: bytes) -> tuple[int, int] | None:
     return data[24], data[25]
 
 
-def png_chromaticities(data: bytes) -> tuple[float, ...] | None:
-    """The eight values of a PNG's cHRM chunk (white x, y, then red, green, blue x, y; PNG
-    specification 11.3.2.3), found by walking the chunk headers before the first IDAT (where the
-    specification puts it); None when it has none, or one of another length."""
-    if _png_size(data[:24]) is None:
-        return None
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
-        if kind == b"cHRM":
-            body = data[pos + 8 : pos + 8 + length]
-            if length != 32 or len(body) != 32:
-                return None
-            return tuple(int.from_bytes(body[i : i + 4], "big") / 100000 for i in range(0, 32, 4))
-        if kind in (b"IDAT", b"IEND"):
-            return None
-        pos += 12 + length
-    return None
-
-
 def _png_size(head: bytes) -> tuple[int, int] | None:
     if head[:8] != PNG_MAGIC or head[12:16] != b"IHDR" or len(head) < 24:
         return None
