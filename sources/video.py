@@ -405,14 +405,14 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     done = [False] * len(record.clips)
     job_name = "decord_frames" if record.decoder == "decord" else "decode_frames"
     failure: VideoError | None = None
+    shown = record.member.name if record.member else record.uri  # what an error names: the member, not its copy
     with contextlib.ExitStack() as spill:
         try:  # a tar member is copied out first: a tar changed since it was read loses every clip
             uri = spill.enter_context(_worker_uri(record.uri, record.member))
         except VideoError as exc:
             uri, failure = None, exc
         except OSError as exc:  # the machine's (a full temporary folder): the unit fails, no clip is blamed
-            raise MachineError(f"decoding {fsio.basename(record.member.name if record.member else record.uri)}: "
-                               f"{exc}") from exc
+            raise MachineError(f"decoding {fsio.basename(shown)}: {exc}") from exc
         if uri is not None:
             # each frame is read into one reused buffer and copied straight into the clips that use it
             job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
@@ -438,17 +438,15 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                 try:
                     failure = _job_error(exc)
                 except OSError as machine:  # too many open files in the decoder's process: as at planning
-                    raise MachineError(f"decoding {fsio.basename(record.member.name if record.member else record.uri)}: "
-                                       f"{machine}") from machine
+                    raise MachineError(f"decoding {fsio.basename(shown)}: {machine}") from machine
             except VideoError as exc:
                 job.close()  # the worker is stopped mid-job
                 failure = exc
             except OSError as exc:  # the machine's (too many open files starting the decoder): as at planning
                 job.close()
-                raise MachineError(f"decoding {fsio.basename(record.member.name if record.member else record.uri)}: "
-                                   f"{exc}") from exc
+                raise MachineError(f"decoding {fsio.basename(shown)}: {exc}") from exc
             if failure is not None and uri != record.uri:
-                failure = _renamed(failure, uri, record.member.name if record.member else record.uri)
+                failure = _renamed(failure, uri, shown)
     for c, clip in enumerate(record.clips):
         if not done[c]:
             if failure is None:
