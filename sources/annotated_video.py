@@ -231,7 +231,7 @@ def split_list(uri: str, layout: str) -> tuple[dict[str, str], str]:
     return names, problem
 
 
-@fsio.derived_input("sources.annotated_video.official_split")
+@fsio.derived_input
 def official_split(root: str, layout: str, split: int, follow_links: bool, video: str) -> tuple[str | None, bool]:
     """The split the dataset's lists give a video (None: unlisted), and whether VIPSeg lists it as
     a test video (its masks withheld). A list that cannot be read gives nothing (its own unit is

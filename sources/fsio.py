@@ -90,27 +90,26 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def derived_input(name: str) -> Callable[[Callable[..., Derived]], Callable[..., Derived]]:
+def derived_input(fn: Callable[..., Derived]) -> Callable[..., Derived]:
     """Record a function's value instead of the files it reads: `fn(*args)` with JSON-able args and
-    value, registered as `name` (the module's dotted path, then the function's). Inside a
-    recording, what `fn` opens, probes and lists is left out and `(name, *args) -> value` is
-    recorded; `rederive` takes it again at a rerun. For a value of a shared index file (one line of
-    a split list) that one unit depends on: a unit records what it used, not the whole file."""
+    value, registered under its module's dotted path and its name (what `rederive` imports to find
+    it again: derived, never spelt by hand, so it cannot drift from where the function lives).
+    Inside a recording, what `fn` opens, probes and lists is left out and `(name, *args) -> value`
+    is recorded; `rederive` takes it again at a rerun. For a value of a shared index file (one line
+    of a split list) that one unit depends on: a unit records what it used, not the whole file."""
+    name = f"{fn.__module__}.{fn.__qualname__}"
 
-    def wrap(fn: Callable[..., Derived]) -> Callable[..., Derived]:
-        @functools.wraps(fn)
-        def recorded(*args: Any) -> Derived:
-            record = _RECORDING.get()
-            with recording_inputs():  # what the value came from: stood for by the value
-                value = fn(*args)
-            if record is not None:
-                record.derived[(name, *args)] = _as_json(value)
-            return value
+    @functools.wraps(fn)
+    def recorded(*args: Any) -> Derived:
+        record = _RECORDING.get()
+        with recording_inputs():  # what the value came from: stood for by the value
+            value = fn(*args)
+        if record is not None:
+            record.derived[(name, *args)] = _as_json(value)
+        return value
 
-        _DERIVERS[name] = fn
-        return recorded
-
-    return wrap
+    _DERIVERS[name] = fn
+    return recorded
 
 
 def rederive(key: tuple) -> Any:
@@ -292,10 +291,9 @@ def _raise_machine_error(exc: OSError, folder: str) -> None:
     """Listing `folder` met this machine's error (too many open files: a listing opens the folder;
     `records.MACHINE_ERRNOS`): a `MachineError`, never a folder this user may not list, whose
     reject (`unreadable_folder`) would be committed for good and its files left out."""
-    from sources.records import MachineError, is_machine_error
+    from sources.records import raise_machine_error
 
-    if is_machine_error(exc):
-        raise MachineError(f"listing {basename(folder)}: {exc}") from exc
+    raise_machine_error(exc, folder, "listing")
 
 
 def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple[str, ...] | None,

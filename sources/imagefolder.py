@@ -214,7 +214,7 @@ def _folder_state(root: str, folder: str) -> tuple[int, int, int] | None:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-@fsio.derived_input("sources.imagefolder.image_row")
+@fsio.derived_input
 def image_row(root: str, relative: str, follow_links: bool) -> dict[str, Any] | None:
     """The metadata row that names the image at `relative` (under `root`, as the disk spells it):
     {"file", "row", "line", "values"} of the nearest metadata file naming it; {"unread": file, "why"}

@@ -58,10 +58,8 @@ from sources.imagefolder import UNLISTED_IMAGE
 from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
-from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, MachineError, Reject, SourceItem,
-                             data_key, is_machine_error, nfc, path_key, read_input_bytes, twin_detail,
-                             twin_groups)
-from sources.records import raise_machine_error
+from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
+                             path_key, raise_machine_error, read_input_bytes, twin_detail, twin_groups)
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
                                  shard_reject, split_member)
 from transforms.errors import exception_detail
@@ -246,8 +244,7 @@ def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8)
             with fsio.open_file(uri) as handle:
                 return uri, pq.read_schema(handle)
         except (OSError, ValueError, pa.ArrowException) as exc:
-            if is_machine_error(exc):
-                raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+            raise_machine_error(exc, uri)
     return None
 
 
@@ -402,8 +399,7 @@ class LaionSource:
             except hf_parquet.MissingColumns:
                 continue
             except (OSError, ValueError, pa.ArrowException) as exc:
-                if is_machine_error(exc):
-                    raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+                raise_machine_error(exc, uri)
         return claimed
 
     def _inside(self, named: str) -> str | None:
@@ -703,8 +699,7 @@ class LaionSource:
         try:
             yield from self._hf_items(uri, shard) if hf else self._parquet_items(uri, shard)
         except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, or cut by a killed download
-            if is_machine_error(exc):  # too many open files, no memory: the machine's
-                raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+            raise_machine_error(exc, uri)  # too many open files, no memory: the machine's
             yield self._reject(self._shard_key(shard), "read", BAD_PARQUET,
                                parquet_problem(uri, exc, "its rows after the last one read are unknown"))
 
@@ -1105,8 +1100,7 @@ class ShardListing:
             try:
                 rows = _parquet_rows(parquet_uri)
             except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
-                if is_machine_error(exc):  # too many open files, no memory: the machine's
-                    raise MachineError(f"reading {fsio.basename(parquet_uri)}: {exc}") from exc
+                raise_machine_error(exc, parquet_uri)  # too many open files, no memory: the machine's
                 problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
                                                               "the shard's failed downloads are unknown")))
         successes = None

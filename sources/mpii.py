@@ -21,7 +21,7 @@ from typing import Iterator
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, load_json, numbers
 from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under
-from sources.records import MachineError, PairRecord, Reject, SourceItem, is_machine_error, safe_key
+from sources.records import PairRecord, Reject, SourceItem, raise_machine_error, safe_key
 
 MPII_JOINTS = 16
 MATLAB_OFFSET = 0.5
@@ -44,8 +44,7 @@ def _starts_with(uri: str, magic: bytes) -> bool:
         with fsio.open_file(uri) as handle:
             return handle.read(len(magic)) == magic
     except OSError as exc:
-        if is_machine_error(exc):
-            raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+        raise_machine_error(exc, uri)
         return False
 
 

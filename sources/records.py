@@ -65,15 +65,15 @@ def read_input_bytes(uri: str, limit: int = MAX_INPUT_FILE_BYTES) -> bytes:
         raise
 
 
-def raise_machine_error(exc: BaseException, uri: str) -> None:
-    """Raise this machine's `MachineError` when `exc`, met reading `uri` (or the file the OSError
+def raise_machine_error(exc: BaseException, uri: str, verb: str = "reading") -> None:
+    """Raise this machine's `MachineError` when `exc`, met `verb` `uri` (or the file the OSError
     names), is one (`is_machine_error`), for a reader whose `except OSError` would otherwise make it
     a verdict on the file."""
     from sources.fsio import basename
 
     if is_machine_error(exc):
         named = getattr(exc, "filename", None)
-        raise MachineError(f"reading {basename(named if isinstance(named, str) else uri)}: {exc}") from exc
+        raise MachineError(f"{verb} {basename(named if isinstance(named, str) else uri)}: {exc}") from exc
 
 
 def nfc(name: str) -> str:

@@ -37,7 +37,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, set_aside_problem
-from sources.records import MachineError, Reject, bounded, data_key, is_machine_error, nfc
+from sources.records import Reject, bounded, data_key, nfc, raise_machine_error
 from transforms.errors import exception_detail
 
 MEMBER_TOO_LARGE = "member_too_large"  # a tar member over MAX_INPUT_FILE_BYTES, judged on its header
@@ -395,8 +395,7 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
                 tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again
             check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        if is_machine_error(exc):  # too many open files, no memory: the machine's, no archive's reject
-            raise MachineError(f"reading {fsio.basename(uri)}: {exc}") from exc
+        raise_machine_error(exc, uri)  # too many open files, no memory: the machine's, no archive's reject
         yield from cut(exc)
 
 
