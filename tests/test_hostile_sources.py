@@ -936,6 +936,7 @@ _SPARSE_1_0 = [(tarfile.XHDTYPE, _pax_block({"GNU.sparse.major": "1", "GNU.spars
         _pax_block({"GNU.sparse.offset": str(2 * i)}) + _pax_block({"GNU.sparse.numbytes": "1"})
         for i in range(70_000)))], None, "70000 fragments"),
     ([(tarfile.XHDTYPE, b"2 2 2 2 2 2 2 2 2=\n")], None, "malformed"),  # a length not ending at a newline
+    ([(tarfile.XHDTYPE, b"11 path=abc\n")], None, "malformed"),  # one that ends inside a whole `k=v` record
 ])
 def test_extended_headers_no_tool_writes_are_one_corrupt_archive(tmp_path: Path, headers, data, expected):
     jpeg = io.BytesIO()
