@@ -14,7 +14,7 @@ import math
 import os
 import re
 import stat
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError,
@@ -138,7 +138,25 @@ class LinkOptions(Strict):
                                "out of `path` (default: each is a reject `outside_root`)")
 
 
-class LaionSourceConfig(SourceBase, LinkOptions):
+class LaterFields(BaseModel):
+    """A source config that gained fields after builds were made with it: each left out of the
+    saved config (and its hash) while at the default it had when added (`LATER_DEFAULTS`), so an
+    output built before the field existed is still the same configuration: it resumes, or, built
+    by an earlier render revision, is refused naming `--replace-changed` (not `--overwrite`)."""
+
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _without_later_defaults(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for name, default in self.LATER_DEFAULTS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
+
+
+class LaionSourceConfig(SourceBase, LinkOptions, LaterFields):
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"image_column": None, "caption_column": None}
     type: Literal["laion"]
     format: Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"] = "auto"
     image_column: str | None = Field(None, min_length=1, description="`huggingface`: the Image column to build "
@@ -299,7 +317,8 @@ class MultiTaskSourceConfig(SourceBase, LinkOptions, GroupedOptions):
     tuples_per_sentence: StrictInt = Field(3, ge=1, le=12, description="LVM: 3 tuples of 5 = 15 images")
 
 
-class AnnotatedVideoSourceConfig(SourceBase, LinkOptions):
+class AnnotatedVideoSourceConfig(SourceBase, LinkOptions, LaterFields):
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"official_split": 1}
     type: Literal["annotated_video"]
     layout: Literal["vipseg", "jhmdb"]
     sentence_layout: Literal["interleaved", "separated"] = "interleaved"
@@ -315,15 +334,6 @@ class AnnotatedVideoSourceConfig(SourceBase, LinkOptions):
             raise ValueError(f"official_split: only JHMDB numbers its splits (layout: jhmdb); {self.layout} has one "
                              "set of lists (train.txt, val.txt, test.txt), always read: remove official_split")
         return self
-
-    @model_serializer(mode="wrap")
-    def _without_default_split(self, handler: Any) -> dict[str, Any]:
-        """official_split left out at its default: the config hash of a build made before the field
-        existed (which read split 1) stays the same, so its output resumes instead of being refused."""
-        data = handler(self)
-        if data.get("official_split") == 1:
-            del data["official_split"]
-        return data
 
 
 class SyntheticSourceConfig(SourceBase, PairSource, LinkOptions):
