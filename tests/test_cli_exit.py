@@ -569,6 +569,10 @@ def test_a_bugs_message_that_reads_like_a_refusal_is_still_a_bug():
     assert refusal(KeyError("no frame in /in/[Errno 28] No space left on device"), "/out") is None
     assert refusal(ValueError("cannot parse /in/MachineError: x.mp4"), "/out") is None
     assert refusal(KeyError("/out [Errno 28] disk full/_tmp/tmpx.tar"), "/out") is None
+    # a bug's own text is never read as a worker's traceback (`carries_text`), even one that starts
+    # like an OSError's raised line; in a worker's text only an OSError's raised line counts
+    assert refusal(ValueError("OSError: [Errno 28] No space left on device: '/out/x'"), "/out") is None
+    assert refusal(_as_worker_text(ValueError("[Errno 28] No space left on device")), None) is None
     faked = ('Traceback (most recent call last):\n  File "x.py", line 1, in f\n    g()\n'
              "ValueError: bad video '/in/a\n\nThe above exception was the direct cause of the following exception:"
              "\n\nOSError: [Errno 28] No space left on device: 'b.mp4' [while running 'Render']\n")
