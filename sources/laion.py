@@ -182,13 +182,12 @@ def shard_of(uri: str) -> tuple[str, str]:
 
 def _image_column(parquet_uri: str) -> str | None:
     """The binary image column of an `output_format=parquet` shard, if it has one."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     with fsio.open_file(parquet_uri) as handle:
         schema = pq.read_schema(handle)
     for field in schema:
-        if field.name in IMAGE_EXTENSIONS and (pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type)):
+        if field.name in IMAGE_EXTENSIONS and hf_parquet.is_binary(field.type):
             return field.name
     return None
 
@@ -1179,7 +1178,7 @@ def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
         table = pq.read_table(handle, **PYTHON_FILE_READ)
     if "key" not in table.column_names:
         return {}
-    keep = [c for c in table.column_names if not _is_binary(table.schema.field(c).type)]
+    keep = [c for c in table.column_names if not hf_parquet.is_binary(table.schema.field(c).type)]
     return {nfc(str(row["key"])): row for row in table.select(keep).to_pylist()}
 
 
@@ -1229,8 +1228,6 @@ def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None
     return (f"{name}: {algorithm} of its {len(data)} bytes is {actual[:16]}..., img2dataset recorded "
             f"{digest[:16]}... for the download (stored unchanged, --disable_all_reencoding): changed since")
 
-
-_is_binary = hf_parquet.is_binary
 
 
 def _row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
