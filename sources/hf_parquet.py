@@ -138,12 +138,14 @@ class TooLarge:
     detail: str = ""
 
 
-def declared_bytes(group, columns: list[str] | None = None) -> int:
-    """What reading a row group's `columns` (all by default) costs, from its footer: for each of
-    their column chunks its uncompressed size or, if larger, its stored size."""
+def declared_bytes(group, columns: list[str] | None = None, leaf: str | None = None) -> int:
+    """What reading a row group's `columns` (all by default), or the one `leaf` of a struct
+    (`image.path`), costs, from its footer: for each of their column chunks its uncompressed size
+    or, if larger, its stored size."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in chunks
-               if columns is None or c.path_in_schema.split(".")[0] in columns)
+               if (columns is None or c.path_in_schema.split(".")[0] in columns)
+               and (leaf is None or c.path_in_schema == leaf))
 
 
 def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
@@ -180,10 +182,7 @@ def named_paths(parquet, image: str) -> Iterator[str]:
     passed over (its rows are then their unit's `row_group_too_large` rejects)."""
     leaf = f"{image}.path"
     for index in range(parquet.metadata.num_row_groups):
-        group = parquet.metadata.row_group(index)
-        chunks = [group.column(i) for i in range(group.num_columns)]
-        if sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in chunks
-               if c.path_in_schema == leaf) > ROW_GROUP_BYTES:
+        if declared_bytes(parquet.metadata.row_group(index), leaf=leaf) > ROW_GROUP_BYTES:
             continue
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS * 16, row_groups=[index], columns=[leaf],
                                           use_threads=False):

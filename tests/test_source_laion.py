@@ -1237,3 +1237,25 @@ def test_an_image_folder_asks_the_disk_once_per_folder_and_sees_a_new_metadata_f
     (tmp_path / "train" / "sub" / "metadata.csv").write_text("file_name,text\nx.jpg,a blue square\n")
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert {i.lineage["path"]: i.lineage.get("caption") for i in items}["train/sub/x.jpg"] == "a blue square"
+
+
+def test_path_only_rows_of_a_row_group_over_budget_claim_no_image(tmp_path: Path, monkeypatch):
+    """A row group over `ROW_GROUP_BYTES` is never read, not even its `image.path` leaf to learn which
+    image files its rows name: its rows are `row_group_too_large` rejects, and the files they would
+    have named are counted as files no row claims (nothing built, nothing lost)."""
+    import sources.hf_parquet as hf_parquet
+    import sources.laion as laion
+
+    monkeypatch.setattr(laion, "FOLDER_FILES_PER_UNIT", 8)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 1)  # every group is over it
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(_encoded("PNG", i, size=8))
+    named = [{"image": {"bytes": None, "path": str(tmp_path / "imgs" / f"{i}.png")}, "text": f"c{i}", "label": 0}
+             for i in range(3)]
+    _hf_parquet(tmp_path / "train.parquet", named, row_group_size=2)
+    source = LaionSource("hf", str(tmp_path))
+    items = [i for unit in source.units() for i in source.read(unit)]
+    assert not [r for r in items if isinstance(r, ImageRecord)]
+    assert sorted(r.reason for r in items if isinstance(r, Reject)) == ["row_group_too_large"] * 3 + [
+        "unexpected_file"] * 3
