@@ -612,3 +612,33 @@ def test_a_dask_workers_log_of_a_task_failed_by_a_refusal_is_left_out():
     assert not noise.filter(record_of(_machine_error(errno.EMFILE)))
     assert noise.filter(record_of(KeyError("/out [Errno 28] No space left on device")))
     assert noise.filter(record_of(ValueError("a bug of ours")))
+
+
+def test_a_dask_worker_is_hooked_once_and_its_logger_leaves_out_a_refusals_record(monkeypatch):
+    """`quiet_refused_tasks` (what each Dask worker of a build runs, `dask_worker.BuildWorker.setup`)
+    wraps distributed's own `worker.error_message` once however often it is called, and the
+    `distributed.worker` logger then drops the "Compute Failed" record of a refusal the wrapped
+    function met, never a bug's."""
+    import errno
+
+    pytest.importorskip("distributed")
+    from distributed import worker
+
+    from uvd_pipeline.log_filters import quiet_refused_tasks
+
+    monkeypatch.setattr(worker, "error_message", worker.error_message)  # put back after the test
+    logger = logging.getLogger("distributed.worker")
+    monkeypatch.setattr(logger, "filters", list(logger.filters))
+    quiet_refused_tasks()
+    wrapped = worker.error_message
+    quiet_refused_tasks()
+    assert worker.error_message is wrapped and len(logger.filters) == 1
+
+    def record_of(error: BaseException) -> logging.LogRecord:
+        text = worker.error_message(error)["exception_text"]
+        return logging.LogRecord("distributed.worker", logging.ERROR, "", 0,
+                                 "Compute Failed\nKey: %s\nState: %s\nTask: %s\nException: %r\nTraceback: %r\n",
+                                 ("k", "executing", "task", text, "tb"), None)
+
+    assert not logger.filter(record_of(OSError(errno.ENOSPC, "No space left on device", "/out/x")))
+    assert logger.filter(record_of(ValueError("a bug of ours")))
