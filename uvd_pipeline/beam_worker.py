@@ -11,15 +11,13 @@ from __future__ import annotations
 import logging
 import sys
 
-from uvd_pipeline.log_filters import BeamImportNoise, BeamRefusalNoise, quiet_refused_bundles
+from uvd_pipeline.log_filters import quiet_handlers, quiet_refused_bundles
 
 
 def _quiet_worker() -> None:
     quiet_refused_bundles()
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stderr:
-            handler.addFilter(BeamImportNoise())
-            handler.addFilter(BeamRefusalNoise())
+    quiet_handlers(h for h in logging.getLogger().handlers
+                   if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr)
 
 
 _quiet_worker()

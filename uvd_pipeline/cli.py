@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
 from uvd_pipeline.config import ConfigError
-from uvd_pipeline.log_filters import BeamImportNoise, BeamRefusalNoise
+from uvd_pipeline.log_filters import BeamRefusalNoise, quiet_handlers
 from uvd_pipeline.refusals import refusal
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
 
@@ -35,9 +35,7 @@ def _setup_logging(verbose: bool) -> None:
         # sets its loggers' levels from its config when imported, here and in the local workers,
         # which inherit the environment
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(BeamImportNoise())
-            handler.addFilter(BeamRefusalNoise())
+        quiet_handlers(logging.getLogger().handlers)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

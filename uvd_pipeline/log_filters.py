@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from uvd_pipeline.refusals import refusal
 
@@ -112,6 +112,15 @@ class DaskRefusalNoise(logging.Filter):
             return True
         args = record.args if isinstance(record.args, tuple) else ()
         return not (len(args) > 3 and args[3] in self.refused)
+
+
+def quiet_handlers(handlers: Iterable[logging.Handler]) -> None:
+    """Give each of `handlers` the filters that keep Beam's import chatter and the tracebacks of an
+    error the command says in one line (`BeamImportNoise`, `BeamRefusalNoise`) off the terminal:
+    the command's own handlers and a Beam worker process's stderr alike."""
+    for handler in handlers:
+        handler.addFilter(BeamImportNoise())
+        handler.addFilter(BeamRefusalNoise())
 
 
 def quiet_refused_tasks() -> None:
