@@ -57,13 +57,12 @@ import functools
 import io
 import re
 import tarfile
-import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.laion import tar_units
+from sources.laion import owns_key, tar_units
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
 from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
                              safe_key)
@@ -144,7 +143,7 @@ class Unit:
 
     def owns(self, key: str) -> bool:
         """Whether an item of this unit's archive is this part's to yield (as `sources.laion.Unit`)."""
-        return self.parts == 1 or zlib.crc32(key.encode("utf-8", "surrogateescape")) % self.parts == self.part
+        return owns_key(key, self.part, self.parts)
 
 
 def _archive_units(split: str, uri: str, root: str) -> list[Unit]:

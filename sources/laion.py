@@ -132,7 +132,13 @@ class Unit:
 
     def owns(self, key: str) -> bool:
         """Whether an item of this unit's input is this part's to yield."""
-        return self.parts == 1 or zlib.crc32(key.encode("utf-8", "surrogateescape")) % self.parts == self.part
+        return owns_key(key, self.part, self.parts)
+
+
+def owns_key(key: str, part: int, parts: int) -> bool:
+    """Whether the item keyed `key` of a tar read in `parts` parts is part `part`'s to yield (each
+    key's in exactly one part, whatever the order of the members)."""
+    return parts == 1 or zlib.crc32(key.encode("utf-8", "surrogateescape")) % parts == part
 
 
 def tar_units(uri: str, root: str, part_bytes: int | None = None, max_parts: int | None = None) -> list[Unit]:
