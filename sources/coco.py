@@ -6,6 +6,7 @@ One `PairRecord` per (image, task). The annotation files are parsed once per wor
 
 from __future__ import annotations
 
+import posixpath
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -13,7 +14,7 @@ from typing import Any, Iterator
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
+from sources.paths import OutsideRoot, check_inside, join_inside, missing_under, shown_name
 from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key
 from transforms.annotations import COCO17, MAX_CLASS_ID
 
@@ -89,6 +90,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     images: dict[Id, dict[str, Any]] = {}
     image_at: dict[Id, str] = {}  # id -> "file images[i]" of the entry kept
     named_at: dict[Id, str] = {}  # image id -> "file annotations[i]" of the first annotation naming it
+    named_by: dict[str, tuple[Id, str]] = {}  # a file_name -> the first id naming it and where
     annotations: dict[Id, dict[Id, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
     problems: dict[Id, str] = {}
@@ -108,6 +110,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
                 problems.setdefault(image_id, f"{image_at[image_id]} and {short} images[{index}] give id {image_id} "
                                               f"different file_names")
             seen_images.setdefault(image_id, index)
+            _one_id_a_file(named_by, image, image_id, f"{short} images[{index}]", problems)
             images[image_id] = image
             image_at[image_id] = f"{short} images[{index}]"
         for index, category in enumerate(_list(uri, data, "categories")):
@@ -135,6 +138,24 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
         problems.setdefault(other, _twin_problem(first, other, image_at, named_at))
     return CocoIndex(images, {k: [v[i] for i in sorted(v, key=id_order)] for k, v in annotations.items()}, categories,
                      problems, shift, twin_of)
+
+
+def _one_id_a_file(named_by: dict[str, tuple[Id, str]], image: dict[str, Any], image_id: Id, at: str,
+                   problems: dict[Id, str]) -> None:
+    """Record which id names the entry's file; a file another id names already makes a problem of
+    both ids. Merged exports (or a picture uploaded twice) list one file under two ids, each with
+    part of its objects: each pair drew only its own, and the two, hashed apart, put one picture in
+    train and in val. The same id naming its file again (instances and person_keypoints) is one image."""
+    name = image.get("file_name")
+    if not isinstance(name, str) or not name:
+        return  # its pairs are rejected for that (`CocoSource.read`)
+    first_id, first_at = named_by.setdefault(posixpath.normpath(name), (image_id, at))
+    if first_id == image_id and type(first_id) is type(image_id):
+        return
+    problem = (f"{first_at} (id {first_id}) and {at} (id {image_id}) both name "
+               f"{shown_name(posixpath.normpath(name))}: give a file one id")
+    problems.setdefault(first_id, problem)  # the first problem found is the one reported
+    problems.setdefault(image_id, problem)
 
 
 def key_twins(ids: list[Id]) -> dict[Id, Id]:

@@ -513,13 +513,14 @@ def test_declared_size_of_a_turned_phone_photo(tmp_path: Path):
     stored[:, : W // 2] = 200
     exif = Image.Exif()
     exif[0x0112] = 6
-    Image.fromarray(stored).save(root / "phone.jpg", exif=exif.tobytes(), quality=95)
+    for name in ("phone.jpg", "phone2.jpg"):  # one file to each id (`test_a_file_named_by_two_image_ids...`)
+        Image.fromarray(stored).save(root / name, exif=exif.tobytes(), quality=95)
     polygon = [[5.0, 50.0, 55.0, 50.0, 55.0, 75.0, 5.0, 75.0]]
     person = keypoints()
     annotations = [obj(n, n, segmentation=polygon, bbox=[5.0, 50.0, 50.0, 25.0], keypoints=person, num_keypoints=17)
                    for n in (1, 2)]
     data = {"images": [{"id": 1, "file_name": "phone.jpg", "width": H, "height": W},
-                       {"id": 2, "file_name": "phone.jpg", "width": W, "height": H}],
+                       {"id": 2, "file_name": "phone2.jpg", "width": W, "height": H}],
             "annotations": annotations, "categories": person_categories()}
     (root / "ann.json").write_text(json.dumps(data))
     pairs = read(root)
@@ -549,7 +550,7 @@ def test_image_ids_twice_and_files_that_disagree(tmp_path: Path):
     the files name different images for it (which one was annotated?)."""
     root = write_dataset(tmp_path, {"images": images(1, 1, 2, 3), "categories": person_categories(),
                                     "annotations": [obj(1, 1), obj(2, 2), obj(3, 3)]})
-    other = {"images": [{"id": 2, "file_name": "3.png", "width": W, "height": H}, *images(3)],
+    other = {"images": [{"id": 2, "file_name": "2b.png", "width": W, "height": H}, *images(3)],
              "categories": person_categories(),
              "annotations": [obj(10, 2, keypoints=keypoints()), obj(11, 3, keypoints=keypoints())]}
     (root / "keypoints.json").write_text(json.dumps(other))
@@ -558,6 +559,29 @@ def test_image_ids_twice_and_files_that_disagree(tmp_path: Path):
     assert pairs["coco-2-pose"].detail == ("image 2: ann.json images[2] and keypoints.json images[0] give id 2 "
                                            "different file_names")
     assert {outcome(pairs[f"coco-3-{task}"]) for task in TASKS} == {"rendered"}
+
+
+def test_a_file_named_by_two_image_ids_rejects_both(tmp_path: Path):
+    """Two exports merged by a script (or one picture uploaded twice to a tool) list one file under
+    two ids, each with part of its objects: each id's pair drew its own objects only, and the two
+    pairs, hashed apart, put one picture in train and in val. Every pair of both ids is now a
+    `bad_annotation` naming the two entries (`./1.png` is `1.png`); the same id naming its file in
+    instances and person_keypoints stays one image."""
+    data = {"images": [*images(1, 2), {"id": 3, "file_name": "./1.png", "width": W, "height": H}, *images(4)],
+            "categories": person_categories(),
+            "annotations": [obj(1, 1), obj(2, 2), obj(3, 3, bbox=[40.0, 30.0, 10.0, 10.0]), obj(4, 4)]}
+    root = write_dataset(tmp_path, data)
+    (root / "keypoints.json").write_text(json.dumps({"images": images(4), "categories": person_categories(),
+                                                     "annotations": [obj(10, 4, keypoints=keypoints())]}))
+    pairs = read(root, files=("ann.json", "keypoints.json"))
+    why = "ann.json images[0] (id 1) and ann.json images[2] (id 3) both name '1.png': give a file one id"
+    for image_id in (1, 3):
+        for task in TASKS:
+            reject = pairs[f"coco-{image_id}-{task}"]
+            assert (reject.stage, reject.reason, reject.detail) == ("read", "bad_annotation",
+                                                                    f"image {image_id}: {why}"), (image_id, task)
+    assert outcome(pairs["coco-2-detection"]) == "rendered"
+    assert {outcome(pairs[f"coco-4-{task}"]) for task in TASKS} == {"rendered"}
 
 
 def test_missing_and_unreadable_image_files_are_counted(tmp_path: Path):
