@@ -33,8 +33,8 @@ class CocoIndex:
     annotations: dict[Id, list[dict[str, Any]]]  # by image id, also ids that no `images` entry has
     categories: dict[int, dict[str, Any]]
     problems: dict[Id, str]  # image id -> why all its pairs are rejected (an id used twice in one file)
-    # added to every category id: 1 where the files number categories from 0 and use 0 (Label
-    # Studio), since class 0 is the targets' background black; else 0
+    # added to every category id: 1 where category 0 is a class (Label Studio numbers them from 0),
+    # since class 0 is the targets' background black; else 0 (`category_shift`)
     category_shift: int = 0
     # an id whose key another id already makes (`"1"` beside `1`) -> that id; each of them is
     # rejected, naming both (`key_twins`), the twin under a key of its own (`CocoSource.group`)
@@ -129,15 +129,33 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
             seen_anns.setdefault(ann_id, (index, image_id))
             merged = annotations[image_id].get(ann_id, {})
             annotations[image_id][ann_id] = {**merged, **ann, AT: f"{short} {where('annotations', index, ann)}"}
-    # Label Studio numbers categories 0..n-1; Roboflow declares a placeholder 0 that no annotation uses
-    used_zero = any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values())
-    shift = 1 if used_zero and 0 in categories else 0
+    shift = category_shift(categories, annotations)
     twin_of = key_twins([*images, *annotations])
     for other, first in twin_of.items():  # the first problem found is the one reported
         problems.setdefault(first, _twin_problem(first, other, image_at, named_at))
         problems.setdefault(other, _twin_problem(first, other, image_at, named_at))
     return CocoIndex(images, {k: [v[i] for i in sorted(v, key=id_order)] for k, v in annotations.items()}, categories,
                      problems, shift, twin_of)
+
+
+# what a category 0 that no annotation uses is called where it names no class
+BACKGROUND_NAMES = ("background", "__background__", "_background_")
+
+
+def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, dict[Id, dict[str, Any]]]) -> int:
+    """1 where category 0 is a class (its colour would be the background's black), else 0. Label
+    Studio declares every label of its project from 0, used or not: judged by use, an export
+    without an object of class 0 (a val split) was read as it stands and one with them one up, so
+    a class took another's colour. Roboflow's 0 (the project, the others' `supercategory`) and a
+    `background` 0 name no class, unless an annotation uses them."""
+    if 0 not in categories:
+        return 0
+    if any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values()):
+        return 1
+    name = categories[0].get("name")
+    placeholder = (isinstance(name, str) and name.lower() in BACKGROUND_NAMES) or any(
+        c.get("supercategory") == name for k, c in categories.items() if k != 0)
+    return 0 if placeholder else 1
 
 
 def _one_id_a_file(named_by: dict[str, tuple[Id, str]], image: dict[str, Any], image_id: Id, at: str,

@@ -441,9 +441,35 @@ def test_label_studio_zero_based_category_ids_are_shifted(tmp_path: Path):
     assert_matches_pycocotools(pairs["coco-0-segmentation"], root, 0, shift=1)
 
 
+def test_label_studio_classes_keep_their_colour_whether_class_0_is_used_or_not(tmp_path: Path):
+    """Label Studio's COCO export declares every label of the project (its `_get_labels`: ids from
+    0, names sorted, no supercategory) whether any annotation uses it or not. An export with no
+    object of class 0 (a val split without airplanes) read its ids as they stand while one with
+    airplanes read them one up: Car took Airplane's colour. Both exports draw Car alike now."""
+    def ls_box(ann_id: int, category_id: int, bbox: list[int]) -> dict:
+        x, y, w, h = bbox
+        return {"id": ann_id, "image_id": 0, "category_id": category_id, "segmentation": [], "bbox": bbox,
+                "ignore": 0, "iscrowd": 0, "area": w * h}
+
+    def export(annotations: list[dict]) -> dict:
+        return {"images": [{"width": W, "height": H, "id": 0, "file_name": "images/a1b2c3-photo.png"}],
+                "categories": [{"id": 0, "name": "Airplane"}, {"id": 1, "name": "Car"}], "annotations": annotations,
+                "info": {"year": 2024, "version": "1.0", "description": "", "contributor": "Label Studio"}}
+
+    car = [40, 20, 30, 30]
+    train = read(write_dataset(tmp_path / "train", export([ls_box(0, 0, [5, 5, 20, 20]), ls_box(1, 1, car)])),
+                 ("detection",))["coco-0-detection"]
+    val = read(write_dataset(tmp_path / "val", export([ls_box(0, 1, car)])), ("detection",))["coco-0-detection"]
+    assert train.annotation["categories"] == [1, 2] and val.annotation["categories"] == [2]
+    ys, xs = np.nonzero(np.all(rendered(val)[1] == colour_of(2), axis=2))  # the box's outline, in Car's colour
+    # squash 80x60 -> 64: x 40..70 -> 32..56, y 20..50 -> 21.3..53.3: the pixels 32..55, 21..53
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (32, 55, 21, 53)
+
+
 def test_roboflow_placeholder_category_zero_is_not_a_shift(tmp_path: Path):
     """Roboflow declares category 0 as the supercategory of the rest and never uses it; its ids
-    are not contiguous after deletions. They are read as they stand."""
+    are not contiguous after deletions. They are read as they stand, as are those beside a
+    `__background__` 0 that no annotation uses."""
     rf = {"info": {"year": "2024", "version": "3", "description": "Exported from roboflow.com"},
           "licenses": [{"id": 1, "url": "https://creativecommons.org/licenses/by/4.0/", "name": "CC BY 4.0"}],
           "categories": [{"id": 0, "name": "vehicles", "supercategory": "none"},
@@ -456,6 +482,9 @@ def test_roboflow_placeholder_category_zero_is_not_a_shift(tmp_path: Path):
     pairs = read(root, ("detection", "segmentation"))
     assert pairs["coco-0-detection"].annotation["categories"] == [1, 4]
     assert_matches_pycocotools(pairs["coco-0-segmentation"], root, 0)
+    rf["categories"][0] = {"id": 0, "name": "__background__"}  # a converter's background: no class either
+    rf["categories"][1:] = categories(1, 4)
+    assert read(write_dataset(tmp_path / "bg", rf), ("detection",))["coco-0-detection"].annotation["categories"] == [1, 4]
 
 
 def test_text_image_ids_of_voc_to_coco_converters(tmp_path: Path):
