@@ -153,8 +153,10 @@ def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, 
     if any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values()):
         return 1
     name = categories[0].get("name")
-    placeholder = (isinstance(name, str) and name.lower() in BACKGROUND_NAMES) or any(
-        c.get("supercategory") == name for k, c in categories.items() if k != 0)
+    if not isinstance(name, str):
+        return 1
+    placeholder = name.lower() in BACKGROUND_NAMES or any(c.get("supercategory") == name
+                                                         for k, c in categories.items() if k != 0)
     return 0 if placeholder else 1
 
 
