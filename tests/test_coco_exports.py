@@ -461,6 +461,10 @@ def test_label_studio_classes_keep_their_colour_whether_class_0_is_used_or_not(t
                  ("detection",))["coco-0-detection"]
     val = read(write_dataset(tmp_path / "val", export([ls_box(0, 1, car)])), ("detection",))["coco-0-detection"]
     assert train.annotation["categories"] == [1, 2] and val.annotation["categories"] == [2]
+    unnamed = export([ls_box(0, 1, car)])
+    unnamed["categories"] = [{"id": 0}, {"id": 1, "name": "Car"}]  # no names to match a supercategory
+    assert read(write_dataset(tmp_path / "unnamed", unnamed), ("detection",))["coco-0-detection"].annotation[
+        "categories"] == [2]
     ys, xs = np.nonzero(np.all(rendered(val)[1] == colour_of(2), axis=2))  # the box's outline, in Car's colour
     # squash 80x60 -> 64: x 40..70 -> 32..56, y 20..50 -> 21.3..53.3: the pixels 32..55, 21..53
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (32, 55, 21, 53)
