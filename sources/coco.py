@@ -244,9 +244,15 @@ def _left_out(task: str, anns: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _polygon_problem(seg: Any) -> str | None:
-    """Polygons: lists of x, y pairs, at least one with 3 points (1-2 points draw nothing)."""
-    if not isinstance(seg, list) or not all(numbers(p, multiple_of=2) for p in seg):
+    """Polygons: lists of x, y pairs, at least one with 3 points (1-2 points draw nothing). A flat
+    list (one polygon not wrapped) and an odd count are named as such: 'not lists of numbers'
+    sent a user looking for a text among them."""
+    if isinstance(seg, list) and seg and all(is_number(v) for v in seg):
+        return "segmentation is one flat list of numbers, not a list of polygons ([[x1, y1, x2, y2, ...]])"
+    if not isinstance(seg, list) or not all(numbers(p) for p in seg):
         return "segmentation polygons are not lists of x, y numbers"
+    if not all(len(p) % 2 == 0 for p in seg):
+        return "a segmentation polygon holds an odd count of coordinates"
     if not any(len(p) >= 6 for p in seg):
         return "segmentation has no polygon of 3 or more points"
     return None

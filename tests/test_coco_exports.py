@@ -190,14 +190,26 @@ def test_degenerate_polygons_beside_good_ones_draw_nothing(tmp_path: Path):
 
 
 def test_malformed_polygons_reject_their_pair(tmp_path: Path):
+    """Each says what is wrong with it: an odd count of coordinates or a flat list of numbers (one
+    polygon not wrapped in a list, on which pycocotools' annToMask raises) was called 'not lists of
+    x, y numbers', which sent a user looking for a text among the numbers."""
     annotations = [obj(1, 1, segmentation=[[30.5, 5.5, 60.5, 5.5, 45.5]]),  # odd count
                    obj(2, 2, segmentation=[[30.5, 5.5, 60.5, 5.5]]),  # no polygon of 3 points
-                   obj(3, 3, segmentation=[[100.0, 100.0, 120.0, 100.0, 120.0, 120.0]])]  # wholly outside
-    root = write_dataset(tmp_path, {"images": images(1, 2, 3), "categories": categories(1), "annotations": annotations})
+                   obj(3, 3, segmentation=[[100.0, 100.0, 120.0, 100.0, 120.0, 120.0]]),  # wholly outside
+                   obj(4, 4, segmentation=[30.5, 5.5, 60.5, 5.5, 45.5, 40.5]),  # flat
+                   obj(5, 5, segmentation=[[30.5, 5.5, 60.5, 5.5, 45.5, "40.5"]])]  # a text
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4, 5), "categories": categories(1),
+                                    "annotations": annotations})
     pairs = read(root, ("segmentation",))
-    assert outcome(pairs["coco-1-segmentation"]) == ("read", "bad_annotation")
-    assert outcome(pairs["coco-2-segmentation"]) == ("read", "bad_annotation")
     assert outcome(pairs["coco-3-segmentation"]) == ("annotation", "empty_target")
+    for image_id, problem in ((1, "a segmentation polygon holds an odd count of coordinates"),
+                              (2, "segmentation has no polygon of 3 or more points"),
+                              (4, "segmentation is one flat list of numbers, not a list of polygons "
+                                  "([[x1, y1, x2, y2, ...]])"),
+                              (5, "segmentation polygons are not lists of x, y numbers")):
+        reject = pairs[f"coco-{image_id}-segmentation"]
+        assert (reject.stage, reject.reason, reject.detail) == (
+            "read", "bad_annotation", f"ann.json annotations[{image_id - 1}] (id {image_id}): {problem}")
 
 
 def test_overlapping_objects_paint_larger_masks_first_whatever_area_says(tmp_path: Path):
