@@ -6,6 +6,7 @@ One `PairRecord` per (image, task). The annotation files are parsed once per wor
 
 from __future__ import annotations
 
+import posixpath
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -13,7 +14,7 @@ from typing import Any, Iterator
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import OutsideRoot, check_inside, join_inside, missing_under
+from sources.paths import OutsideRoot, check_inside, join_inside, missing_under, shown_name
 from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key
 from transforms.annotations import COCO17, MAX_CLASS_ID
 
@@ -32,8 +33,8 @@ class CocoIndex:
     annotations: dict[Id, list[dict[str, Any]]]  # by image id, also ids that no `images` entry has
     categories: dict[int, dict[str, Any]]
     problems: dict[Id, str]  # image id -> why all its pairs are rejected (an id used twice in one file)
-    # added to every category id: 1 where the files number categories from 0 and use 0 (Label
-    # Studio), since class 0 is the targets' background black; else 0
+    # added to every category id: 1 where category 0 is a class (Label Studio numbers them from 0),
+    # since class 0 is the targets' background black; else 0 (`category_shift`)
     category_shift: int = 0
     # an id whose key another id already makes (`"1"` beside `1`) -> that id; each of them is
     # rejected, naming both (`key_twins`), the twin under a key of its own (`CocoSource.group`)
@@ -89,6 +90,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     images: dict[Id, dict[str, Any]] = {}
     image_at: dict[Id, str] = {}  # id -> "file images[i]" of the entry kept
     named_at: dict[Id, str] = {}  # image id -> "file annotations[i]" of the first annotation naming it
+    named_by: dict[str, tuple[Id, str]] = {}  # a file_name -> the first id naming it and where
     annotations: dict[Id, dict[Id, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
     problems: dict[Id, str] = {}
@@ -108,6 +110,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
                 problems.setdefault(image_id, f"{image_at[image_id]} and {short} images[{index}] give id {image_id} "
                                               f"different file_names")
             seen_images.setdefault(image_id, index)
+            _one_id_a_file(named_by, image, image_id, f"{short} images[{index}]", problems)
             images[image_id] = image
             image_at[image_id] = f"{short} images[{index}]"
         for index, category in enumerate(_list(uri, data, "categories")):
@@ -126,15 +129,53 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
             seen_anns.setdefault(ann_id, (index, image_id))
             merged = annotations[image_id].get(ann_id, {})
             annotations[image_id][ann_id] = {**merged, **ann, AT: f"{short} {where('annotations', index, ann)}"}
-    # Label Studio numbers categories 0..n-1; Roboflow declares a placeholder 0 that no annotation uses
-    used_zero = any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values())
-    shift = 1 if used_zero and 0 in categories else 0
+    shift = category_shift(categories, annotations)
     twin_of = key_twins([*images, *annotations])
     for other, first in twin_of.items():  # the first problem found is the one reported
         problems.setdefault(first, _twin_problem(first, other, image_at, named_at))
         problems.setdefault(other, _twin_problem(first, other, image_at, named_at))
     return CocoIndex(images, {k: [v[i] for i in sorted(v, key=id_order)] for k, v in annotations.items()}, categories,
                      problems, shift, twin_of)
+
+
+# what a category 0 that no annotation uses is called where it names no class
+BACKGROUND_NAMES = ("background", "__background__", "_background_")
+
+
+def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, dict[Id, dict[str, Any]]]) -> int:
+    """1 where category 0 is a class (its colour would be the background's black), else 0. Label
+    Studio declares every label of its project from 0, used or not: judged by use, an export
+    without an object of class 0 (a val split) was read as it stands and one with them one up, so
+    a class took another's colour. Roboflow's 0 (the project, the others' `supercategory`) and a
+    `background` 0 name no class, unless an annotation uses them."""
+    if 0 not in categories:
+        return 0
+    if any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values()):
+        return 1
+    name = categories[0].get("name")
+    if not isinstance(name, str):
+        return 1
+    placeholder = name.lower() in BACKGROUND_NAMES or any(c.get("supercategory") == name
+                                                         for k, c in categories.items() if k != 0)
+    return 0 if placeholder else 1
+
+
+def _one_id_a_file(named_by: dict[str, tuple[Id, str]], image: dict[str, Any], image_id: Id, at: str,
+                   problems: dict[Id, str]) -> None:
+    """Record which id names the entry's file; a file another id names already makes a problem of
+    both ids. Merged exports (or a picture uploaded twice) list one file under two ids, each with
+    part of its objects: each pair drew only its own, and the two, hashed apart, put one picture in
+    train and in val. The same id naming its file again (instances and person_keypoints) is one image."""
+    name = image.get("file_name")
+    if not isinstance(name, str) or not name:
+        return  # its pairs are rejected for that (`CocoSource.read`)
+    first_id, first_at = named_by.setdefault(posixpath.normpath(name), (image_id, at))
+    if first_id == image_id and type(first_id) is type(image_id):
+        return
+    problem = (f"{first_at} (id {first_id}) and {at} (id {image_id}) both name "
+               f"{shown_name(posixpath.normpath(name))}: give a file one id")
+    problems.setdefault(first_id, problem)  # the first problem found is the one reported
+    problems.setdefault(image_id, problem)
 
 
 def key_twins(ids: list[Id]) -> dict[Id, Id]:
@@ -203,9 +244,15 @@ def _left_out(task: str, anns: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _polygon_problem(seg: Any) -> str | None:
-    """Polygons: lists of x, y pairs, at least one with 3 points (1-2 points draw nothing)."""
-    if not isinstance(seg, list) or not all(numbers(p, multiple_of=2) for p in seg):
+    """Polygons: lists of x, y pairs, at least one with 3 points (1-2 points draw nothing). A flat
+    list (one polygon not wrapped) and an odd count are named as such: 'not lists of numbers'
+    sent a user looking for a text among them."""
+    if isinstance(seg, list) and seg and all(is_number(v) for v in seg):
+        return "segmentation is one flat list of numbers, not a list of polygons ([[x1, y1, x2, y2, ...]])"
+    if not isinstance(seg, list) or not all(numbers(p) for p in seg):
         return "segmentation polygons are not lists of x, y numbers"
+    if not all(len(p) % 2 == 0 for p in seg):
+        return "a segmentation polygon holds an odd count of coordinates"
     if not any(len(p) >= 6 for p in seg):
         return "segmentation has no polygon of 3 or more points"
     return None

@@ -200,11 +200,12 @@ def test_hostile_coco_values_end_as_counted_rejects(tmp_path: Path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     summary = run_build(load_config(str(tmp_path / "c.yaml"))).summary["sources"]["coco"]
     assert dict(summary["rejects_by_reason"]) == {
-        "bad_annotation": 2 + 2 + 2 + 2 + 2,  # both tasks of images 2 and 3 (height "abc", 0.5), 7, 8 and 9
+        # both tasks of images 2 and 3 (height "abc", 0.5), 7, 8, 9 and 1 (9's second entry names 1.jpg)
+        "bad_annotation": 2 + 2 + 2 + 2 + 2 + 2,
         "annotation_size_mismatch": 2,  # both tasks of image 4 (declared 9999 high)
         "bad_segmentation": 2,  # images 5 and 6
         "no_detection_annotations": 1}  # image 6: its only object is a crowd
-    assert summary["sentences"] == 12 * 2 - 15
+    assert summary["sentences"] == 12 * 2 - 17
     inputs = summary["inputs"]  # one per rendered pair, each the decoded 64x48 whatever its JSON said
-    assert inputs["count"] == 9 and inputs["pixels"] == 9 * 64 * 48
-    assert inputs["long_side"][bin_index(64, SIDE_EDGES)] == 9 and inputs["short_side"][bin_index(48, SIDE_EDGES)] == 9
+    assert inputs["count"] == 7 and inputs["pixels"] == 7 * 64 * 48
+    assert inputs["long_side"][bin_index(64, SIDE_EDGES)] == 7 and inputs["short_side"][bin_index(48, SIDE_EDGES)] == 7

@@ -190,14 +190,26 @@ def test_degenerate_polygons_beside_good_ones_draw_nothing(tmp_path: Path):
 
 
 def test_malformed_polygons_reject_their_pair(tmp_path: Path):
+    """Each says what is wrong with it: an odd count of coordinates or a flat list of numbers (one
+    polygon not wrapped in a list, on which pycocotools' annToMask raises) was called 'not lists of
+    x, y numbers', which sent a user looking for a text among the numbers."""
     annotations = [obj(1, 1, segmentation=[[30.5, 5.5, 60.5, 5.5, 45.5]]),  # odd count
                    obj(2, 2, segmentation=[[30.5, 5.5, 60.5, 5.5]]),  # no polygon of 3 points
-                   obj(3, 3, segmentation=[[100.0, 100.0, 120.0, 100.0, 120.0, 120.0]])]  # wholly outside
-    root = write_dataset(tmp_path, {"images": images(1, 2, 3), "categories": categories(1), "annotations": annotations})
+                   obj(3, 3, segmentation=[[100.0, 100.0, 120.0, 100.0, 120.0, 120.0]]),  # wholly outside
+                   obj(4, 4, segmentation=[30.5, 5.5, 60.5, 5.5, 45.5, 40.5]),  # flat
+                   obj(5, 5, segmentation=[[30.5, 5.5, 60.5, 5.5, 45.5, "40.5"]])]  # a text
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4, 5), "categories": categories(1),
+                                    "annotations": annotations})
     pairs = read(root, ("segmentation",))
-    assert outcome(pairs["coco-1-segmentation"]) == ("read", "bad_annotation")
-    assert outcome(pairs["coco-2-segmentation"]) == ("read", "bad_annotation")
     assert outcome(pairs["coco-3-segmentation"]) == ("annotation", "empty_target")
+    for image_id, problem in ((1, "a segmentation polygon holds an odd count of coordinates"),
+                              (2, "segmentation has no polygon of 3 or more points"),
+                              (4, "segmentation is one flat list of numbers, not a list of polygons "
+                                  "([[x1, y1, x2, y2, ...]])"),
+                              (5, "segmentation polygons are not lists of x, y numbers")):
+        reject = pairs[f"coco-{image_id}-segmentation"]
+        assert (reject.stage, reject.reason, reject.detail) == (
+            "read", "bad_annotation", f"ann.json annotations[{image_id - 1}] (id {image_id}): {problem}")
 
 
 def test_overlapping_objects_paint_larger_masks_first_whatever_area_says(tmp_path: Path):
@@ -441,9 +453,39 @@ def test_label_studio_zero_based_category_ids_are_shifted(tmp_path: Path):
     assert_matches_pycocotools(pairs["coco-0-segmentation"], root, 0, shift=1)
 
 
+def test_label_studio_classes_keep_their_colour_whether_class_0_is_used_or_not(tmp_path: Path):
+    """Label Studio's COCO export declares every label of the project (its `_get_labels`: ids from
+    0, names sorted, no supercategory) whether any annotation uses it or not. An export with no
+    object of class 0 (a val split without airplanes) read its ids as they stand while one with
+    airplanes read them one up: Car took Airplane's colour. Both exports draw Car alike now."""
+    def ls_box(ann_id: int, category_id: int, bbox: list[int]) -> dict:
+        x, y, w, h = bbox
+        return {"id": ann_id, "image_id": 0, "category_id": category_id, "segmentation": [], "bbox": bbox,
+                "ignore": 0, "iscrowd": 0, "area": w * h}
+
+    def export(annotations: list[dict]) -> dict:
+        return {"images": [{"width": W, "height": H, "id": 0, "file_name": "images/a1b2c3-photo.png"}],
+                "categories": [{"id": 0, "name": "Airplane"}, {"id": 1, "name": "Car"}], "annotations": annotations,
+                "info": {"year": 2024, "version": "1.0", "description": "", "contributor": "Label Studio"}}
+
+    car = [40, 20, 30, 30]
+    train = read(write_dataset(tmp_path / "train", export([ls_box(0, 0, [5, 5, 20, 20]), ls_box(1, 1, car)])),
+                 ("detection",))["coco-0-detection"]
+    val = read(write_dataset(tmp_path / "val", export([ls_box(0, 1, car)])), ("detection",))["coco-0-detection"]
+    assert train.annotation["categories"] == [1, 2] and val.annotation["categories"] == [2]
+    unnamed = export([ls_box(0, 1, car)])
+    unnamed["categories"] = [{"id": 0}, {"id": 1, "name": "Car"}]  # no names to match a supercategory
+    assert read(write_dataset(tmp_path / "unnamed", unnamed), ("detection",))["coco-0-detection"].annotation[
+        "categories"] == [2]
+    ys, xs = np.nonzero(np.all(rendered(val)[1] == colour_of(2), axis=2))  # the box's outline, in Car's colour
+    # squash 80x60 -> 64: x 40..70 -> 32..56, y 20..50 -> 21.3..53.3: the pixels 32..55, 21..53
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (32, 55, 21, 53)
+
+
 def test_roboflow_placeholder_category_zero_is_not_a_shift(tmp_path: Path):
     """Roboflow declares category 0 as the supercategory of the rest and never uses it; its ids
-    are not contiguous after deletions. They are read as they stand."""
+    are not contiguous after deletions. They are read as they stand, as are those beside a
+    `__background__` 0 that no annotation uses."""
     rf = {"info": {"year": "2024", "version": "3", "description": "Exported from roboflow.com"},
           "licenses": [{"id": 1, "url": "https://creativecommons.org/licenses/by/4.0/", "name": "CC BY 4.0"}],
           "categories": [{"id": 0, "name": "vehicles", "supercategory": "none"},
@@ -456,6 +498,9 @@ def test_roboflow_placeholder_category_zero_is_not_a_shift(tmp_path: Path):
     pairs = read(root, ("detection", "segmentation"))
     assert pairs["coco-0-detection"].annotation["categories"] == [1, 4]
     assert_matches_pycocotools(pairs["coco-0-segmentation"], root, 0)
+    rf["categories"][0] = {"id": 0, "name": "__background__"}  # a converter's background: no class either
+    rf["categories"][1:] = categories(1, 4)
+    assert read(write_dataset(tmp_path / "bg", rf), ("detection",))["coco-0-detection"].annotation["categories"] == [1, 4]
 
 
 def test_text_image_ids_of_voc_to_coco_converters(tmp_path: Path):
@@ -513,13 +558,14 @@ def test_declared_size_of_a_turned_phone_photo(tmp_path: Path):
     stored[:, : W // 2] = 200
     exif = Image.Exif()
     exif[0x0112] = 6
-    Image.fromarray(stored).save(root / "phone.jpg", exif=exif.tobytes(), quality=95)
+    for name in ("phone.jpg", "phone2.jpg"):  # one file to each id (`test_a_file_named_by_two_image_ids...`)
+        Image.fromarray(stored).save(root / name, exif=exif.tobytes(), quality=95)
     polygon = [[5.0, 50.0, 55.0, 50.0, 55.0, 75.0, 5.0, 75.0]]
     person = keypoints()
     annotations = [obj(n, n, segmentation=polygon, bbox=[5.0, 50.0, 50.0, 25.0], keypoints=person, num_keypoints=17)
                    for n in (1, 2)]
     data = {"images": [{"id": 1, "file_name": "phone.jpg", "width": H, "height": W},
-                       {"id": 2, "file_name": "phone.jpg", "width": W, "height": H}],
+                       {"id": 2, "file_name": "phone2.jpg", "width": W, "height": H}],
             "annotations": annotations, "categories": person_categories()}
     (root / "ann.json").write_text(json.dumps(data))
     pairs = read(root)
@@ -549,7 +595,7 @@ def test_image_ids_twice_and_files_that_disagree(tmp_path: Path):
     the files name different images for it (which one was annotated?)."""
     root = write_dataset(tmp_path, {"images": images(1, 1, 2, 3), "categories": person_categories(),
                                     "annotations": [obj(1, 1), obj(2, 2), obj(3, 3)]})
-    other = {"images": [{"id": 2, "file_name": "3.png", "width": W, "height": H}, *images(3)],
+    other = {"images": [{"id": 2, "file_name": "2b.png", "width": W, "height": H}, *images(3)],
              "categories": person_categories(),
              "annotations": [obj(10, 2, keypoints=keypoints()), obj(11, 3, keypoints=keypoints())]}
     (root / "keypoints.json").write_text(json.dumps(other))
@@ -558,6 +604,29 @@ def test_image_ids_twice_and_files_that_disagree(tmp_path: Path):
     assert pairs["coco-2-pose"].detail == ("image 2: ann.json images[2] and keypoints.json images[0] give id 2 "
                                            "different file_names")
     assert {outcome(pairs[f"coco-3-{task}"]) for task in TASKS} == {"rendered"}
+
+
+def test_a_file_named_by_two_image_ids_rejects_both(tmp_path: Path):
+    """Two exports merged by a script (or one picture uploaded twice to a tool) list one file under
+    two ids, each with part of its objects: each id's pair drew its own objects only, and the two
+    pairs, hashed apart, put one picture in train and in val. Every pair of both ids is now a
+    `bad_annotation` naming the two entries (`./1.png` is `1.png`); the same id naming its file in
+    instances and person_keypoints stays one image."""
+    data = {"images": [*images(1, 2), {"id": 3, "file_name": "./1.png", "width": W, "height": H}, *images(4)],
+            "categories": person_categories(),
+            "annotations": [obj(1, 1), obj(2, 2), obj(3, 3, bbox=[40.0, 30.0, 10.0, 10.0]), obj(4, 4)]}
+    root = write_dataset(tmp_path, data)
+    (root / "keypoints.json").write_text(json.dumps({"images": images(4), "categories": person_categories(),
+                                                     "annotations": [obj(10, 4, keypoints=keypoints())]}))
+    pairs = read(root, files=("ann.json", "keypoints.json"))
+    why = "ann.json images[0] (id 1) and ann.json images[2] (id 3) both name '1.png': give a file one id"
+    for image_id in (1, 3):
+        for task in TASKS:
+            reject = pairs[f"coco-{image_id}-{task}"]
+            assert (reject.stage, reject.reason, reject.detail) == ("read", "bad_annotation",
+                                                                    f"image {image_id}: {why}"), (image_id, task)
+    assert outcome(pairs["coco-2-detection"]) == "rendered"
+    assert {outcome(pairs[f"coco-4-{task}"]) for task in TASKS} == {"rendered"}
 
 
 def test_missing_and_unreadable_image_files_are_counted(tmp_path: Path):

@@ -309,7 +309,7 @@ def test_coco_ids_used_twice_in_one_file_reject_the_images_involved(tmp_path: Pa
     for n in (4, 5):
         _png(root / "images" / f"{n}.jpg", np.full((40, 60, 3), 90, np.uint8))
     images = [{"id": n, "file_name": f"{n}.jpg", "width": 60, "height": 40} for n in (1, 2, 3, 4, 5)]
-    images.insert(2, {"id": 2, "file_name": "3.jpg", "width": 60, "height": 40})  # images[2]: id 2 again
+    images.insert(2, {"id": 2, "file_name": "2b.jpg", "width": 60, "height": 40})  # images[2]: id 2 again
     annotations = [_box(10, 1), _box(20, 2), _box(30, 3), _box(30, 4),  # annotation 30 on images 3 and 4
                    _box(50, 5), _box(50, 5, bbox=[1.0, 1.0, 5.0, 5.0])]  # annotation 50 twice on image 5
     name = _coco_json(root, images, annotations)
