@@ -393,7 +393,9 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     `postprocess` (picklable) runs on each frame inside the worker, e.g. the resize to the canvas
     (a `transforms.resize.Canvas` also lets frames too large for the budget at full size be
     converted at the canvas's working size). A video over `max_pixels` or the memory budget loses
-    every clip to `video_too_large`, judged before decoding.
+    every clip to `video_too_large`, judged before decoding; one that grows past it mid-way loses
+    the clips needing its larger frames. A clip whose frames differ in size (a stream that changes
+    size, no canvas to fit them) is its own `decode_failed`: the clips after it go on.
     """
     users: dict[int, list[tuple[int, int]]] = {}  # frame -> (clip, place in the clip) of each use
     for c, clip in enumerate(record.clips):
@@ -423,12 +425,17 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                     got.add(i)
                     for c, k in users.get(i, ()):
                         clip = record.clips[c]
+                        if done[c]:  # lost to a frame of another size: the other clips go on
+                            continue
                         frames = arrays.get(c)
                         if frames is None:
                             frames = arrays[c] = np.empty((len(clip.frame_indices),) + pixels.shape, pixels.dtype)
                         elif frames.shape[1:] != pixels.shape:
-                            raise VideoError("decode_failed", f"frame {i} is {pixels.shape}, the clip's first "
-                                                              f"{frames.shape[1:]}")
+                            done[c] = True
+                            del arrays[c]
+                            yield clip, VideoError("decode_failed", f"frame {i} is {pixels.shape}, the clip's first "
+                                                                    f"{frames.shape[1:]}")
+                            continue
                         frames[k] = pixels
                         missing[c] -= 1
                         if missing[c] == 0:

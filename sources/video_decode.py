@@ -23,8 +23,16 @@ plus the RGB conversion of one frame. A video whose frames exceed `max_pixels`, 
 over the memory budget even with frames converted straight to the working size, is refused
 `video_too_large` before decoding; one that only fits that way is converted to the working size
 in the scaler, frame by frame (never a full-size RGB frame). Within the budget, frames are
-converted at full size, exactly as before. Frames are checked against the judged size as they
-decode (a stream that grows mid-way is refused too).
+converted at full size, exactly as before.
+
+A stream whose frames grow mid-way (an HLS or DASH recording switching quality, clips of two sizes
+joined by a stream copy: the new size comes with a new SPS, the stream declares the first) is
+judged again at each new size, frames keeping their own size. The decoder is told `max_pixels`
+(FFmpeg's own `max_pixels` option, checked before a frame's buffer is allocated), so a frame past
+it is never allocated: it does not decode, the frames before it (and after it, should the stream
+shrink back) are delivered, and the wanted frames it cost are `video_too_large`
+(`FramesTooLarge`), never a silent gap. A frame within `max_pixels` whose new size does not fit the
+memory budget ends the decode `video_too_large` there (the frames before it delivered).
 
 Non-square pixels (a sample aspect ratio other than 1:1, as in anamorphic DVD and broadcast
 video) are shown as players show them: the frame is stretched to its display aspect ratio in the
@@ -112,6 +120,23 @@ def sar_width(width: int, sar: Fraction | None) -> int:
 
 class VideoError(Rejected):
     """A video that cannot be opened or decoded."""
+
+
+# FFmpeg checks its `max_pixels` against a buffer's width rounded up to its stride alignment (64
+# bytes at most): the decoder is given this much room over ours, which then judges the exact size
+DECODER_PIXEL_SLACK = 16  # 1/16 more: a 1024-wide frame rounds up by 6% at the most
+
+
+def decoder_max_pixels(max_pixels: int) -> int:
+    """The `max_pixels` told to FFmpeg's decoder: ours, plus its alignment's room."""
+    return max_pixels + max_pixels // DECODER_PIXEL_SLACK + 64 * 64
+
+
+def frames_too_large(width: int, height: int, max_pixels: int) -> VideoError:
+    """The reject of the wanted frames a stream that grew past `max_pixels` did not decode."""
+    return VideoError("video_too_large", f"the frame size grows to {width}x{height} mid-stream ({width * height} "
+                                         f"pixels, over max_pixels={max_pixels}): frames of that size are not "
+                                         "decoded, those before are kept")
 
 
 # errors of this machine met by the decoder opening a file: too many open files (this process's
@@ -289,10 +314,12 @@ def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level
                      f"over the memory budget of {memory_mb} MiB")
 
 
-def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True) -> Judgement:
-    """`judge_memory` from what the opened stream declares (no frame decoded yet)."""
+def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True,
+                 size: tuple[int, int] | None = None) -> Judgement:
+    """`judge_memory` from what the opened stream declares (no frame decoded yet); `size`: (w, h)
+    of a frame that came out larger than declared (the stream grew mid-way), judged instead."""
     codec = stream.codec_context
-    width, height = codec.width, codec.height
+    width, height = size or (codec.width, codec.height)
     if width < 1 or height < 1:
         raise VideoError("unsupported_container", "the stream declares no frame size")
     pix_fmt = codec.pix_fmt or (codec.format.name if codec.format else None)
@@ -425,10 +452,13 @@ class _Session:
     _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
     _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
     _shown: tuple[int, ...] = ()
+    _stream: object = None
+    _working_for: tuple[int, int] | None = None  # the frame size `_working` was chosen for
+    too_large: VideoError | None = None  # the stream grew past max_pixels: those frames never decoded
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._shown = self.index.presented
-        self._container, stream = open_stream(self.uri)
+        self._container, stream = self._open()
         try:
             self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
             self.sar = sample_aspect_ratio(stream)
@@ -436,6 +466,22 @@ class _Session:
             yield from self._run(stream, plan)
         finally:
             self._container.close()
+
+    def _open(self):
+        """The file opened, its decoder told our `max_pixels`: a frame over it is never allocated."""
+        container, stream = open_stream(self.uri)
+        stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self.max_pixels))}
+        self._stream = stream
+        return container, stream
+
+    def _note_too_large(self, codec) -> None:
+        """After a decode error: a new size past `max_pixels` that the decoder refused to allocate
+        (its context holds the size). Frames named by output order cannot be named past it: the
+        decode ends there."""
+        if self.too_large is None and codec.width * codec.height > self.max_pixels:
+            self.too_large = frames_too_large(codec.width, codec.height, self.max_pixels)
+        if self.too_large is not None and self.index.decode_order_stamps:
+            raise self.too_large
 
     def _name(self, frame) -> int | None:
         """The stamp that names a decoded frame in the index: its own, checked to rise within the
@@ -469,12 +515,16 @@ class _Session:
             floor = trust.get(pts)
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
+            if frame.width * frame.height > self.max_pixels:  # within the decoder's alignment room
+                self.too_large = self.too_large or frames_too_large(frame.width, frame.height, self.max_pixels)
+                continue
             del self.wanted[pts]
             self.interlaced = self.interlaced or frame.interlaced_frame
             judged = self.judgement
             if judged is not None and frame.width * frame.height > judged.width * judged.height:
-                raise VideoError("video_too_large", f"frame {w} is {frame.width}x{frame.height}, larger than the "
-                                                    f"{judged.width}x{judged.height} the stream declares")
+                # larger than declared (a new SPS mid-stream): judged again, video_too_large if it cannot fit
+                judged = self.judgement = judge_stream(self._stream, self.max_pixels, self.memory_mb, self.postprocess,
+                                                       self.convert, (frame.width, frame.height))
             if self.orientation is None:  # once: reading side data keeps the frame until a collection
                 self.orientation = orientation(frame)
                 self.cropped_left = cropped_off_alignment(frame)
@@ -488,10 +538,11 @@ class _Session:
                 continue
             size = None if shown == frame.width else (shown, frame.height)
             if judged is not None and judged.reduce:
-                if self._working is None:
+                if self._working_for != (frame.width, frame.height):  # once per frame size
                     h, wd = (frame.height, shown) if turns % 2 == 0 else (shown, frame.height)
                     ww, wh = self.postprocess.working_size(h, wd)  # type: ignore[union-attr]
                     self._working = (ww, wh) if turns % 2 == 0 else (wh, ww)
+                    self._working_for = (frame.width, frame.height)
                 size = self._working
             pixels = display(frame, self.orientation, size, self.hdr)
             yield w, self.postprocess(pixels) if self.postprocess else pixels
@@ -558,6 +609,7 @@ class _Session:
                     frames = codec.decode(packet)
                 except Exception as exc:  # a damaged packet: its frame (and dependants) will be missing
                     log.debug("decode error at packet %d: %s", position, exc)
+                    self._note_too_large(codec)
                     continue
                 yield from self._deliver(frames, trust)
                 if self._collect:
@@ -569,11 +621,12 @@ class _Session:
                 yield from self._deliver(codec.decode(None), trust)
             except Exception as exc:
                 log.debug("flush error: %s", exc)
+                self._note_too_large(codec)
 
     def _reopen(self):
         """Start over from the beginning of the file, without seeking from here on."""
         self._container.close()
-        self._container, stream = open_stream(self.uri)
+        self._container, stream = self._open()
         self.seek_bytes = 1 << 62
         self._outputs = 0
         return self._container.demux(stream), -1, stream, stream.codec_context
@@ -629,6 +682,8 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
     session = _Session(uri, index, {shown[w]: w for w in wanted}, postprocess, skip_nonref, seek_bytes, max_pixels,
                        memory_mb)
     yield from session.run(decode_plan(index, wanted))
+    if session.wanted and session.too_large is not None:  # the frames a growth past max_pixels cost
+        raise session.too_large
 
 
 @dataclass(frozen=True)
@@ -677,21 +732,22 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     if index.decode_order_stamps:  # named by output order: count what a whole decode gives
         session = _Session(uri, index, {p: i for i, p in enumerate(shown)}, None, False, 1 << 62, max_pixels,
                            memory_mb, convert=False)
-        ends = dict(session.run(decode_plan(index, list(range(n)))))
-        n = len(ends)  # 0..n-1: outputs are named in order
+        ends = _shapes(session, decode_plan(index, list(range(n))))
+        n = len(ends) if session.too_large is None else n  # 0..n-1: outputs are named in order
         if 0 not in ends:
-            raise VideoError("decode_failed", "the first frame does not decode")
+            raise session.too_large or VideoError("decode_failed", "the first frame does not decode")
     else:
         starts = key_of(index)
         session = _Session(uri, index, {shown[0]: 0, shown[n - 1]: n - 1}, None, True, 1 << 62, max_pixels,
                            memory_mb, convert=False)
-        ends = dict(session.run(decode_plan(index, [0, n - 1], starts)))
+        ends = _shapes(session, decode_plan(index, [0, n - 1], starts))
         if 0 not in ends:
-            raise VideoError("decode_failed", "the first frame does not decode")
-        if n - 1 not in ends:
+            raise session.too_large or VideoError("decode_failed", "the first frame does not decode")
+        if n - 1 not in ends and session.too_large is None:  # grown past max_pixels: its clips are rejects
             n = _decodable_count(uri, index, starts, max_pixels, memory_mb)
     height, width = ends[0]
-    size_changes = len(set(ends.values())) > 1  # first and last (or every) frame: not one size
+    # first and last (or every) frame: not one size; or a size past max_pixels the decoder refused
+    size_changes = len(set(ends.values())) > 1 or session.too_large is not None
     judged = session.judgement
     full_size_fits = judged is not None and (judged.decoder_bytes + judged.width * judged.height * (
         RGB_CONVERSION_BYTES + 3)) <= (memory_mb - DECODER_BASE_MB) << 20
@@ -713,6 +769,19 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
                  video_streams, interlaced, size_changes, session.cropped_left)
+
+
+def _shapes(session: _Session, plan: list[Stretch]) -> dict[int, tuple[int, int]]:
+    """Each delivered frame's display (height, width); a stream grown past `max_pixels` whose
+    frames are named by output order ends there (`session.too_large`), the frames before kept."""
+    ends = {}
+    try:
+        for i, shape in session.run(plan):
+            ends[i] = shape
+    except VideoError as exc:
+        if exc is not session.too_large:
+            raise
+    return ends
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],

@@ -681,6 +681,47 @@ def test_a_stream_whose_frame_size_changes_gives_the_same_sentences_with_either_
         assert "(48, 64, 3)" in error.detail and "(96, 128, 3)" in error.detail
 
 
+def _grown(tmp_path: Path, name: str) -> Path:
+    """An HLS-like recording switching quality up: 20 frames at 64x48, then 28 at 128x96 (a new SPS),
+    joined by ffmpeg's concat demuxer with a stream copy (`-f concat -c copy`), as MPEG-TS or Matroska."""
+    parts = [video_zoo.encode(tmp_path / "low.mkv", 20, "libx264", size=(64, 48), options=video_zoo.X264),
+             video_zoo.encode(tmp_path / "high.mkv", 28, "libx264", size=(128, 96), options=video_zoo.X264, first=20)]
+    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+    folder = tmp_path / "videos"
+    folder.mkdir(exist_ok=True)
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(folder / name))
+    return folder / name
+
+
+@pytest.mark.parametrize("name", ["grown.ts", "grown.mkv"])
+def test_a_stream_that_grows_keeps_its_frames_and_past_max_pixels_counts_the_rest(tmp_path, name: str):
+    """A stream whose frames grow mid-way was refused whole (`video_too_large` at planning: its
+    last frame was larger than the size the stream declares), even at 128x96. Now each new size is
+    judged as it comes: within the budget every clip is the frames PyAV decodes one by one (at
+    their own size; the clip spanning the change is `decode_failed` without a canvas, as for a
+    shrinking stream); with `max_pixels` between the two sizes the decoder never allocates the
+    larger frames, the clip before them is kept and the two needing them are `video_too_large`."""
+    video_zoo.require_ffmpeg()
+    path = _grown(tmp_path, name)
+    reference = video_zoo.coded(path)
+    assert [f.shape for f in reference] == [(48, 64, 3)] * 20 + [(96, 128, 3)] * 28
+    for max_pixels, reasons in ((10**8, [None, "decode_failed", None]),
+                                (64 * 48 * 2, [None, "video_too_large", "video_too_large"])):
+        source = VideoSource("zoo", str(path.parent), strides=(1,), max_pixels=max_pixels)
+        (record,) = list(source.read(str(path)))
+        assert isinstance(record, VideoRecord) and record.decoder == "pyav" and record.n_frames == 48, record
+        got = list(clip_frames(record, max_pixels=max_pixels))
+        assert [getattr(result, "reason", None) for _, result in got] == reasons, max_pixels
+        for clip, frames in got:
+            if isinstance(frames, Exception):
+                continue
+            expected = np.stack([reference[i] for i in clip.frame_indices])
+            assert frames.shape == expected.shape and np.abs(frames.astype(int) - expected).max() <= 1
+            assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices)
+        if max_pixels < 10**8:
+            assert "128x96" in got[2][1].detail and f"max_pixels={max_pixels}" in got[2][1].detail
+
+
 @pytest.mark.slow
 def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path, caplog):
     """The ffmpeg-made zoo (every codec, rotations, VFR, cut streams, a truncated file) built by one
