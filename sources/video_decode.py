@@ -183,39 +183,34 @@ def open_stream(uri: str):
 
 
 def video_stream(container):
-    """The video a player shows: FFmpeg's best video stream (`av_find_best_stream`: the default
-    flag, then a stream of several frames over a still), never cover art. ffmpeg's way of adding
-    a cover (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track
-    *before* the video, no longer flagged; in MP4 it is an attached picture after it. When FFmpeg
-    has no decoder for its best stream's codec, the best of those it can decode (`_ffmpeg_rank`):
-    one undecodable track beside a decodable one lost the whole file to `unsupported_codec`. The
-    best (undecodable) stream when none can be decoded; None when the file holds no video but
-    cover art (a song)."""
+    """The video the ffmpeg CLI picks (`ffmpeg -i in out`: the highest resolution, a stream flagged
+    default counting 5,000,000 pixels more, the first of equals), never cover art, and among the
+    streams FFmpeg can decode. A main track beside a smaller second angle was read as the second
+    angle where that came first in Matroska (`av_find_best_stream`, taken before, ranks by the
+    default flag, frames probed and bit rate, not size). ffmpeg's way of adding a cover
+    (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track *before* the
+    video, no longer flagged attached, yet not default: the video's default flag outweighs it, as
+    in the CLI; in MP4 it is an attached picture. One undecodable track beside a decodable one
+    lost the whole file to `unsupported_codec`: the best decodable one is read. The first moving
+    stream (undecodable) when none can be decoded; None when the file holds no video but cover
+    art (a song)."""
     import av
 
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not moving:
         return None
-    best = container.streams.best("video")
-    chosen = next((s for s in moving if best is not None and s.index == best.index), moving[0])
     decodable = [s for s in moving if s.codec_context is not None]
-    if chosen.codec_context is not None or not decodable:
-        return chosen
-    return max(decodable, key=_ffmpeg_rank)  # the first of the best, as FFmpeg keeps it
+    return max(decodable, key=_ffmpeg_score) if decodable else moving[0]  # max: the first of the best
 
 
-def _ffmpeg_rank(stream) -> tuple[int, int, int, int]:
-    """How `av_find_best_stream` (libavformat) orders video streams of a decoder, best highest: not
-    flagged for the hearing or visually impaired, then flagged default; then more frames, up to 5;
-    then a higher bit rate; then more frames. FFmpeg counts the frames its probe read, which PyAV
-    does not show: the count the container declares stands for it (0 in Matroska)."""
+def _ffmpeg_score(stream) -> int:
+    """The ffmpeg CLI's score of a video stream when it picks one (fftools `open_output_file`):
+    width x height, plus 5,000,000 for the default flag. (Its bonus for a stream that had packets
+    while probing is not visible here: every stream with frames has it.)"""
     import av
 
-    flags = av.stream.Disposition
-    impaired = stream.disposition & (flags.hearing_impaired | flags.visual_impaired)
-    frames = max(0, stream.frames or 0)
-    return ((not impaired) + bool(stream.disposition & flags.default), min(5, frames),
-            max(0, stream.codec_context.bit_rate or 0), frames)
+    codec = stream.codec_context
+    return codec.width * codec.height + 5_000_000 * bool(stream.disposition & av.stream.Disposition.default)
 
 
 # -- memory judged from the declaration ---------------------------------------------------

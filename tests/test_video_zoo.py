@@ -594,6 +594,43 @@ def test_cover_art_is_never_taken_for_the_video(tmp_path):
         assert "cover art" in reject.detail
 
 
+def _cli_default(path: Path, width: int, height: int) -> np.ndarray:
+    """Every frame of the video stream the ffmpeg CLI picks itself (no `-map`), as rgb24."""
+    import subprocess
+
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-vsync", "passthrough", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def test_of_two_video_tracks_the_one_the_ffmpeg_cli_picks_is_read(tmp_path):
+    """A main track (128x96, frames 0..) and a smaller second angle (64x48, frames 500..) muxed by
+    `-map 0:v -map 1:v`, in either order, as MP4 and Matroska; and the main track with a cover
+    after it (`-disposition:v:1 attached_pic`). The ffmpeg CLI picks the highest resolution: in
+    Matroska with the angle first, `av_find_best_stream` (followed before) gave the angle."""
+    video_zoo.require_ffmpeg()
+    main = video_zoo.encode(tmp_path / "main.mp4", 20, "libx264", size=(128, 96), options=video_zoo.X264)
+    angle = video_zoo.encode(tmp_path / "angle.mp4", 20, "libx264", options=video_zoo.X264, first=500)
+    cover = tmp_path / "cover.jpg"
+    Image.fromarray(video_zoo.pattern(999, 320, 320)).save(cover, quality=90)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for ext in ("mp4", "mkv"):
+        for name, inputs in ((f"main_first.{ext}", (main, angle)), (f"angle_first.{ext}", (angle, main))):
+            video_zoo.ffmpeg("-i", str(inputs[0]), "-i", str(inputs[1]), "-map", "0:v", "-map", "1:v", "-c", "copy",
+                             str(folder / name))
+        video_zoo.ffmpeg("-i", str(main), "-i", str(cover), "-map", "0:v", "-map", "1", "-c", "copy",
+                         "-disposition:v:1", "attached_pic", str(folder / f"cover_after.{ext}"))
+    for path in sorted(folder.iterdir()):
+        reference = _cli_default(path, 128, 96)  # the CLI's own pick: the main track
+        assert [video_zoo.read_index(f) for f in reference] == list(range(20)), path.name
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,)).read(str(path)))
+        assert isinstance(record, VideoRecord) and record.n_frames == 20, (path.name, record)
+        ((clip, frames),) = list(clip_frames(record))
+        assert [video_zoo.read_index(f) for f in frames] == list(range(16)), path.name
+        assert np.abs(frames.astype(int) - reference[:16]).mean() < 1, path.name
+
+
 def _ffmpeg_rgb(path: Path, vf: str, width: int, height: int) -> np.ndarray:
     """Every frame the ffmpeg CLI shows, converted by `vf` (then rgb24): the independent reference."""
     import subprocess
