@@ -803,6 +803,36 @@ def _decodable_count(uri: str, index: VideoIndex, starts: list[int], max_pixels:
     return 0
 
 
+def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """How many frame sizes the stream's key frames have, each decoded alone (no other frame sent
+    to the decoder; a size past `max_pixels` counted, never allocated). An H.264 or HEVC stream
+    changes size only at a key frame (a new SPS), so this sees an HLS recording that switches up
+    and back down, whose first and last frames agree (`Probe.size_changes` misses it)."""
+    container, stream = open_stream(uri)
+    codec = stream.codec_context
+    codec.options = {"max_pixels": str(decoder_max_pixels(max_pixels))}
+    sizes: set[tuple[int, int]] = set()
+    try:
+        for packet in container.demux(stream):
+            if not packet.is_keyframe or packet.size == 0:
+                continue
+            try:
+                sizes.update((frame.width, frame.height) for frame in codec.decode(packet))
+            except Exception as exc:  # a damaged key frame, or one past max_pixels (its size is in the context)
+                log.debug("key frame decode error: %s", exc)
+                sizes.add((codec.width, codec.height))
+            if len(sizes) > 1:
+                return len(sizes)
+        try:  # the frames the decoder still holds (it delays its output to reorder)
+            sizes.update((frame.width, frame.height) for frame in codec.decode(None))
+        except Exception as exc:
+            log.debug("key frame flush error: %s", exc)
+            sizes.add((codec.width, codec.height))
+    finally:
+        container.close()
+    return len(sizes)
+
+
 # -- decord --------------------------------------------------------------------------------
 def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
                   postprocess: Callable[[np.ndarray], np.ndarray] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -862,6 +892,7 @@ DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
 DECORD_CODECS = ("h264", "vp8", "vp9", "mjpeg", "mpeg4", "prores")
 DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p")  # decord converts others (10-bit, 4:4:4) differently
 DECORD_BATCH_BYTES = 64 << 20  # full-size RGB frames decord returns at once
+FRAME_SIZE_CHANGES = "frame size changes mid-stream"
 
 
 def decord_exact(probe: Probe) -> str | None:
@@ -874,8 +905,8 @@ def decord_exact(probe: Probe) -> str | None:
         return f"pixel format {probe.pixel_format}"
     if probe.hdr:  # decord converts every frame as SDR
         return f"HDR transfer ({probe.hdr}), tone-mapped by PyAV"
-    if probe.size_changes:  # decord stretches later frames to the first one's size
-        return "frame size changes mid-stream"
+    if probe.size_changes:  # decord stretches later frames to the first one's size (see `key_frame_sizes` too)
+        return FRAME_SIZE_CHANGES
     if probe.interlaced:  # decord upsamples the chroma of both fields as one progressive frame
         return "interlaced frames (PyAV upsamples each field's chroma on its own)"
     if probe.cropped_left:  # decord's FFmpeg keeps the columns and squashes them into the declared width

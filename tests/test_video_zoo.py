@@ -759,6 +759,33 @@ def test_a_stream_that_grows_keeps_its_frames_and_past_max_pixels_counts_the_res
             assert "128x96" in got[2][1].detail and f"max_pixels={max_pixels}" in got[2][1].detail
 
 
+def test_a_stream_that_switches_up_and_back_down_is_never_squashed_by_decord(tmp_path):
+    """An HLS-like recording switching quality up and back down (64x48, 128x96, 64x48; 20 frames
+    each, `-f concat -c copy` into Matroska and MP4): its first and last frames agree, so decord
+    was chosen and squashed the 128x96 frames into 64x48. Its key frames show two sizes: PyAV
+    decodes, each frame at its own size, fitted to the canvas as PyAV's frame-by-frame decode is."""
+    from transforms.resize import Canvas, fit_image
+
+    video_zoo.require_ffmpeg()
+    if "decord" not in DECODERS:
+        pytest.skip("decord is not installed")
+    parts = [video_zoo.encode(tmp_path / f"{k}.mkv", 20, "libx264", size=size, options=video_zoo.X264, first=20 * k)
+             for k, size in enumerate([(64, 48), (128, 96), (64, 48)])]
+    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("updown.mkv", "updown.mp4"):
+        path = folder / name
+        video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+        reference = video_zoo.coded(path)
+        assert [f.shape[:2] for f in reference] == [(48, 64)] * 20 + [(96, 128)] * 20 + [(48, 64)] * 20
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,), decoder="decord").read(str(path)))
+        assert record.decoder == "pyav" and "frame size changes" in record.clips[0].lineage["decoder_note"], name
+        for clip, frames in clip_frames(record, Canvas(32, "squash")):
+            expected = np.stack([fit_image(reference[i], 32, "squash") for i in clip.frame_indices])
+            assert np.abs(frames.astype(int) - expected).max() <= 1, (name, clip.start)
+
+
 @pytest.mark.slow
 def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path, caplog):
     """The ffmpeg-made zoo (every codec, rotations, VFR, cut streams, a truncated file) built by one
