@@ -32,7 +32,8 @@ judged again at each new size, frames keeping their own size. The decoder is tol
 it is never allocated: it does not decode, the frames before it (and after it, should the stream
 shrink back) are delivered, and the wanted frames it cost are `video_too_large`
 (`FramesTooLarge`), never a silent gap. A frame within `max_pixels` whose new size does not fit the
-memory budget ends the decode `video_too_large` there (the frames before it delivered).
+memory budget ends the decode `video_too_large` there (the frames before it delivered, the clips
+needing it counted).
 
 Non-square pixels (a sample aspect ratio other than 1:1, as in anamorphic DVD and broadcast
 video) are shown as players show them: the frame is stretched to its display aspect ratio in the
@@ -517,9 +518,14 @@ class _Session:
             self.interlaced = self.interlaced or frame.interlaced_frame
             judged = self.judgement
             if judged is not None and frame.width * frame.height > judged.width * judged.height:
-                # larger than declared (a new SPS mid-stream): judged again, video_too_large if it cannot fit
-                judged = self.judgement = judge_stream(self._stream, self.max_pixels, self.memory_mb, self.postprocess,
-                                                       self.convert, (frame.width, frame.height))
+                # larger than declared (a new SPS mid-stream): judged again; over the memory budget the
+                # decode ends here (the frames before delivered), `video_too_large`
+                try:
+                    judged = self.judgement = judge_stream(self._stream, self.max_pixels, self.memory_mb,
+                                                           self.postprocess, self.convert, (frame.width, frame.height))
+                except VideoError as exc:
+                    self.too_large = exc
+                    raise
             if self.orientation is None:  # once: reading side data keeps the frame until a collection
                 self.orientation = orientation(frame)
                 self.cropped_left = cropped_off_alignment(frame)

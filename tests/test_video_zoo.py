@@ -759,6 +759,30 @@ def test_a_stream_that_grows_keeps_its_frames_and_past_max_pixels_counts_the_res
             assert "128x96" in got[2][1].detail and f"max_pixels={max_pixels}" in got[2][1].detail
 
 
+def test_a_stream_growing_past_the_memory_budget_keeps_the_frames_before_it(tmp_path):
+    """64x48 then 640x480 (`-f concat -c copy`) under a budget that holds the first size's decoder
+    but not the second's: planned with all 40 frames, the decode gives frames 0..19 and then ends
+    `video_too_large` naming the size and the budget (the probe refused the whole file before)."""
+    from sources.video_decode import VideoError
+
+    video_zoo.require_ffmpeg()
+    parts = [video_zoo.encode(tmp_path / "low.mkv", 20, "libx264", size=(64, 48), options=video_zoo.X264),
+             video_zoo.encode(tmp_path / "high.mkv", 20, "libx264", size=(640, 480), options=video_zoo.X264, first=20)]
+    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+    path = tmp_path / "grown.mkv"
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+    tight = 273  # MiB: 1 over the decoding process's base, room for 64x48 frames only
+    info = probe(str(path), memory_mb=tight)
+    assert (info.n_frames, info.size_changes, info.width) == (40, True, 64)
+    got = []
+    with pytest.raises(VideoError) as caught:
+        for i, frame in decode_frames(str(path), range(40), 40, memory_mb=tight):
+            got.append(video_zoo.read_index(frame))
+    assert got == list(range(20))
+    assert caught.value.reason == "video_too_large" and "640x480" in caught.value.detail
+    assert f"memory budget of {tight} MiB" in caught.value.detail
+
+
 def test_a_stream_that_switches_up_and_back_down_is_never_squashed_by_decord(tmp_path):
     """An HLS-like recording switching quality up and back down (64x48, 128x96, 64x48; 20 frames
     each, `-f concat -c copy` into Matroska and MP4): its first and last frames agree, so decord
