@@ -177,6 +177,25 @@ def test_display_matrix_is_applied_by_both_decoders(zoo, name: str, turns: int, 
         assert [video_zoo.read_index(f) for f in back] == list(clip.frame_indices)
 
 
+def test_rotation_tags_written_by_the_ffmpeg_cli_show_frames_as_the_cli_shows_them(tmp_path):
+    """A phone's rotation as older files and ffmpeg 5.1 write it (`-metadata:s:v rotate=R` on a
+    stream copy: MP4 and MOV display matrices), 180 degrees included (the zoo has 90, 270 and
+    mirrors only): the stored frames are the ffmpeg CLI's autorotated frames, pixel for pixel."""
+    video_zoo.require_ffmpeg()
+    source = video_zoo.encode(tmp_path / "src.mp4", 16, "libx264", options=video_zoo.X264)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for rotate, ext in ((90, "mp4"), (180, "mov"), (270, "mp4")):
+        path = folder / f"rotate{rotate}.{ext}"
+        video_zoo.ffmpeg("-i", str(source), "-c", "copy", "-metadata:s:v", f"rotate={rotate}", str(path))
+        shown = np.stack(video_zoo.sequential(path))
+        assert shown.shape == ((16, 48, 64, 3) if rotate == 180 else (16, 64, 48, 3)), rotate
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,)).read(str(path)))
+        ((clip, frames),) = list(clip_frames(record))
+        assert record.clips[0].lineage["rotation"] == rotate
+        assert frames.shape == shown.shape and np.abs(frames.astype(int) - shown).max() <= 1, rotate
+
+
 def test_all_strides_of_a_video_come_from_one_decoding_job(zoo, monkeypatch):
     jobs = []
     real_run = budget.run
