@@ -179,13 +179,13 @@ def test_display_matrix_is_applied_by_both_decoders(zoo, name: str, turns: int, 
 
 def test_rotation_tags_written_by_the_ffmpeg_cli_show_frames_as_the_cli_shows_them(tmp_path):
     """A phone's rotation as older files and ffmpeg 5.1 write it (`-metadata:s:v rotate=R` on a
-    stream copy: MP4 and MOV display matrices), 180 degrees included (the zoo has 90, 270 and
-    mirrors only): the stored frames are the ffmpeg CLI's autorotated frames, pixel for pixel."""
+    stream copy: MP4 and MOV display matrices), 180 degrees included (the zoo's are PyAV-made: 90,
+    270 and mirrors): the stored frames are the ffmpeg CLI's autorotated frames, pixel for pixel."""
     video_zoo.require_ffmpeg()
     source = video_zoo.encode(tmp_path / "src.mp4", 16, "libx264", options=video_zoo.X264)
     folder = tmp_path / "videos"
     folder.mkdir()
-    for rotate, ext in ((90, "mp4"), (180, "mov"), (270, "mp4")):
+    for rotate, ext in ((90, "mp4"), (180, "mov")):
         path = folder / f"rotate{rotate}.{ext}"
         video_zoo.ffmpeg("-i", str(source), "-c", "copy", "-metadata:s:v", f"rotate={rotate}", str(path))
         shown = np.stack(video_zoo.sequential(path))
@@ -737,16 +737,19 @@ def test_a_stream_whose_frame_size_changes_gives_the_same_sentences_with_either_
         assert "(48, 64, 3)" in error.detail and "(96, 128, 3)" in error.detail
 
 
-def _grown(tmp_path: Path, name: str) -> Path:
-    """An HLS-like recording switching quality up: 20 frames at 64x48, then 28 at 128x96 (a new SPS),
-    joined by ffmpeg's concat demuxer with a stream copy (`-f concat -c copy`), as MPEG-TS or Matroska."""
-    parts = [video_zoo.encode(tmp_path / "low.mkv", 20, "libx264", size=(64, 48), options=video_zoo.X264),
-             video_zoo.encode(tmp_path / "high.mkv", 28, "libx264", size=(128, 96), options=video_zoo.X264, first=20)]
+def _joined(tmp_path: Path, runs: list[tuple[int, tuple[int, int]]], path: Path) -> Path:
+    """Runs of (frames, size) of the pattern, counting on from one run to the next, each a clip
+    of its own (its SPS), joined by ffmpeg's concat demuxer with a stream copy (`-f concat -c
+    copy`) into `path`: an HLS-like recording switching quality."""
+    parts, first = [], 0
+    for k, (n, size) in enumerate(runs):
+        parts.append(video_zoo.encode(tmp_path / f"run{k}.mkv", n, "libx264", size=size, options=video_zoo.X264,
+                                      first=first))
+        first += n
     (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
-    folder = tmp_path / "videos"
-    folder.mkdir(exist_ok=True)
-    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(folder / name))
-    return folder / name
+    path.parent.mkdir(exist_ok=True)
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+    return path
 
 
 @pytest.mark.parametrize("name", ["grown.ts", "grown.mkv"])
@@ -758,7 +761,7 @@ def test_a_stream_that_grows_keeps_its_frames_and_past_max_pixels_counts_the_res
     shrinking stream); with `max_pixels` between the two sizes the decoder never allocates the
     larger frames, the clip before them is kept and the two needing them are `video_too_large`."""
     video_zoo.require_ffmpeg()
-    path = _grown(tmp_path, name)
+    path = _joined(tmp_path, [(20, (64, 48)), (28, (128, 96))], tmp_path / "videos" / name)
     reference = video_zoo.coded(path)
     assert [f.shape for f in reference] == [(48, 64, 3)] * 20 + [(96, 128, 3)] * 28
     for max_pixels, reasons in ((10**8, [None, "decode_failed", None]),
@@ -785,11 +788,7 @@ def test_a_stream_growing_past_the_memory_budget_keeps_the_frames_before_it(tmp_
     from sources.video_decode import VideoError
 
     video_zoo.require_ffmpeg()
-    parts = [video_zoo.encode(tmp_path / "low.mkv", 20, "libx264", size=(64, 48), options=video_zoo.X264),
-             video_zoo.encode(tmp_path / "high.mkv", 20, "libx264", size=(640, 480), options=video_zoo.X264, first=20)]
-    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
-    path = tmp_path / "grown.mkv"
-    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+    path = _joined(tmp_path, [(20, (64, 48)), (20, (640, 480))], tmp_path / "grown.mkv")
     tight = 273  # MiB: 1 over the decoding process's base, room for 64x48 frames only
     info = probe(str(path), memory_mb=tight)
     assert (info.n_frames, info.size_changes, info.width) == (40, True, 64)
@@ -812,14 +811,9 @@ def test_a_stream_that_switches_up_and_back_down_is_never_squashed_by_decord(tmp
     video_zoo.require_ffmpeg()
     if "decord" not in DECODERS:
         pytest.skip("decord is not installed")
-    parts = [video_zoo.encode(tmp_path / f"{k}.mkv", 20, "libx264", size=size, options=video_zoo.X264, first=20 * k)
-             for k, size in enumerate([(64, 48), (128, 96), (64, 48)])]
-    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
     folder = tmp_path / "videos"
-    folder.mkdir()
     for name in ("updown.mkv", "updown.mp4"):
-        path = folder / name
-        video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+        path = _joined(tmp_path, [(20, (64, 48)), (20, (128, 96)), (20, (64, 48))], folder / name)
         reference = video_zoo.coded(path)
         assert [f.shape[:2] for f in reference] == [(48, 64)] * 20 + [(96, 128)] * 20 + [(48, 64)] * 20
         (record,) = list(VideoSource("zoo", str(folder), strides=(1,), decoder="decord").read(str(path)))
