@@ -31,7 +31,7 @@ judged again at each new size, frames keeping their own size. The decoder is tol
 (FFmpeg's own `max_pixels` option, checked before a frame's buffer is allocated), so a frame past
 it is never allocated: it does not decode, the frames before it (and after it, should the stream
 shrink back) are delivered, and the wanted frames it cost are `video_too_large`
-(`FramesTooLarge`), never a silent gap. A frame within `max_pixels` whose new size does not fit the
+(`frames_too_large`), never a silent gap. A frame within `max_pixels` whose new size does not fit the
 memory budget ends the decode `video_too_large` there (the frames before it delivered, the clips
 needing it counted).
 
@@ -190,18 +190,30 @@ def video_stream(container):
     angle where that came first in Matroska (`av_find_best_stream`, taken before, ranks by the
     default flag, frames probed and bit rate, not size). ffmpeg's way of adding a cover
     (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track *before* the
-    video, no longer flagged attached, yet not default: the video's default flag outweighs it, as
-    in the CLI; in MP4 it is an attached picture. One undecodable track beside a decodable one
-    lost the whole file to `unsupported_codec`: the best decodable one is read. The first moving
-    stream (undecodable) when none can be decoded; None when the file holds no video but cover
-    art (a song)."""
+    video, no longer flagged attached, nor default: the video's default flag outweighs it in the
+    CLI, unless the cover is over 5 million pixels larger (a 2560x2560 cover before a small video:
+    the CLI shows the cover). So a track of a still-image codec (`STILL_CODECS`) is taken only
+    where `av_find_best_stream`, which prefers a stream of several frames over a still, picks it
+    too, or no other track is left. In MP4 a cover is an attached picture. One undecodable track
+    beside a decodable one lost the whole file to `unsupported_codec`: the best decodable one is
+    read. The first moving stream (undecodable) when none can be decoded; None when the file holds
+    no video but cover art (a song)."""
     import av
 
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not moving:
         return None
     decodable = [s for s in moving if s.codec_context is not None]
-    return max(decodable, key=_ffmpeg_score) if decodable else moving[0]  # max: the first of the best
+    if not decodable:
+        return moving[0]
+    best = container.streams.best("video")
+    video = [s for s in decodable if s.codec_context.name not in STILL_CODECS or (best is not None and
+                                                                                 s.index == best.index)]
+    return max(video or decodable, key=_ffmpeg_score)  # max: the first of the best
+
+
+# codecs of the still pictures a container holds as a video track (ffmpeg's covers in Matroska)
+STILL_CODECS = ("mjpeg", "png", "bmp", "gif", "webp", "tiff")
 
 
 def _ffmpeg_score(stream) -> int:

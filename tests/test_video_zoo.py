@@ -613,12 +613,12 @@ def test_cover_art_is_never_taken_for_the_video(tmp_path):
         assert "cover art" in reject.detail
 
 
-def _cli_default(path: Path, width: int, height: int) -> np.ndarray:
-    """Every frame of the video stream the ffmpeg CLI picks itself (no `-map`), as rgb24."""
+def _cli_default(path: Path, width: int, height: int, mapped: tuple[str, ...] = ()) -> np.ndarray:
+    """Every frame of the video stream the ffmpeg CLI picks itself (no `-map`), or `mapped`, as rgb24."""
     import subprocess
 
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-vsync", "passthrough", "-f", "rawvideo",
-                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), *mapped, "-vsync", "passthrough", "-f",
+                          "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
@@ -626,7 +626,9 @@ def test_of_two_video_tracks_the_one_the_ffmpeg_cli_picks_is_read(tmp_path):
     """A main track (128x96, frames 0..) and a smaller second angle (64x48, frames 500..) muxed by
     `-map 0:v -map 1:v`, in either order, as MP4 and Matroska; and the main track with a cover
     after it (`-disposition:v:1 attached_pic`). The ffmpeg CLI picks the highest resolution: in
-    Matroska with the angle first, `av_find_best_stream` (followed before) gave the angle."""
+    Matroska with the angle first, `av_find_best_stream` (followed before) gave the angle. A
+    2560x2560 cover before the video in Matroska (`-disposition:v:0 attached_pic`: a still MJPEG
+    track, not flagged) outscores it in the CLI: it is never taken for the video."""
     video_zoo.require_ffmpeg()
     main = video_zoo.encode(tmp_path / "main.mp4", 20, "libx264", size=(128, 96), options=video_zoo.X264)
     angle = video_zoo.encode(tmp_path / "angle.mp4", 20, "libx264", options=video_zoo.X264, first=500)
@@ -640,8 +642,14 @@ def test_of_two_video_tracks_the_one_the_ffmpeg_cli_picks_is_read(tmp_path):
                              str(folder / name))
         video_zoo.ffmpeg("-i", str(main), "-i", str(cover), "-map", "0:v", "-map", "1", "-c", "copy",
                          "-disposition:v:1", "attached_pic", str(folder / f"cover_after.{ext}"))
+    big = tmp_path / "big.jpg"
+    Image.fromarray(video_zoo.pattern(999, 2560, 2560)).save(big, quality=50)
+    video_zoo.ffmpeg("-i", str(big), "-i", str(main), "-map", "0", "-map", "1:v", "-c", "copy",
+                     "-disposition:v:0", "attached_pic", str(folder / "big_cover_first.mkv"))
+    assert len(_cli_default(folder / "big_cover_first.mkv", 2560, 2560)) == 1  # the CLI shows the cover
     for path in sorted(folder.iterdir()):
-        reference = _cli_default(path, 128, 96)  # the CLI's own pick: the main track
+        mapped = ("-map", "0:1") if path.name == "big_cover_first.mkv" else ()
+        reference = _cli_default(path, 128, 96, mapped)  # the CLI's own pick: the main track
         assert [video_zoo.read_index(f) for f in reference] == list(range(20)), path.name
         (record,) = list(VideoSource("zoo", str(folder), strides=(1,)).read(str(path)))
         assert isinstance(record, VideoRecord) and record.n_frames == 20, (path.name, record)
