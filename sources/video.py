@@ -57,7 +57,8 @@ from sources.laion import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
                              is_machine_error, nfc, safe_key, twin_detail, twin_groups)
-from sources.video_decode import DECODER_MACHINE_ERRNOS, DEFAULT_MAX_PIXELS, Probe, VideoError, decord_exact
+from sources.video_decode import (DECODER_MACHINE_ERRNOS, DEFAULT_MAX_PIXELS, FRAME_SIZE_CHANGES, Probe, VideoError,
+                                  decord_exact)
 from transforms.errors import exception_detail
 
 log = logging.getLogger(__name__)
@@ -371,16 +372,28 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
         try:
             info: Probe = budget.call("sources.video_decode:probe", local, max_pixels, limits.memory_mb,
                                       budget=limits)
+            why = _decord_refusal(local, info, max_pixels, limits) if decoder == "decord" else None
         except (BudgetExceeded, JobError) as exc:
             raise _job_error(exc) from None
     chosen, note = "pyav", ""
     if decoder == "decord":
-        why = decord_exact(info) if decord_available() else "decord is not installed"
         if why is None:
             chosen = "decord"
         else:
             note = f"decord is not frame-exact here ({why}): PyAV decodes"
     return VideoProbe(chosen, info.n_frames, info.claimed, info.fps, info, note)
+
+
+def _decord_refusal(uri: str, info: Probe, max_pixels: int, limits: Budget) -> str | None:
+    """Why decord may not decode this file (None: it may). Last, since it decodes every key frame,
+    whether those have more than one size (an HLS recording switching up and back down: decord
+    squashed the larger frames into the first one's size where the probe's first and last agreed)."""
+    if not decord_available():
+        return "decord is not installed"
+    why = decord_exact(info)
+    if why is None and budget.call("sources.video_decode:key_frame_sizes", uri, max_pixels, budget=limits) > 1:
+        why = FRAME_SIZE_CHANGES
+    return why
 
 
 def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -393,7 +406,9 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     `postprocess` (picklable) runs on each frame inside the worker, e.g. the resize to the canvas
     (a `transforms.resize.Canvas` also lets frames too large for the budget at full size be
     converted at the canvas's working size). A video over `max_pixels` or the memory budget loses
-    every clip to `video_too_large`, judged before decoding.
+    every clip to `video_too_large`, judged before decoding; one that grows past it mid-way loses
+    the clips needing its larger frames. A clip whose frames differ in size (a stream that changes
+    size, no canvas to fit them) is its own `decode_failed`: the clips after it go on.
     """
     users: dict[int, list[tuple[int, int]]] = {}  # frame -> (clip, place in the clip) of each use
     for c, clip in enumerate(record.clips):
@@ -423,12 +438,17 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                     got.add(i)
                     for c, k in users.get(i, ()):
                         clip = record.clips[c]
+                        if done[c]:  # lost to a frame of another size: the other clips go on
+                            continue
                         frames = arrays.get(c)
                         if frames is None:
                             frames = arrays[c] = np.empty((len(clip.frame_indices),) + pixels.shape, pixels.dtype)
                         elif frames.shape[1:] != pixels.shape:
-                            raise VideoError("decode_failed", f"frame {i} is {pixels.shape}, the clip's first "
-                                                              f"{frames.shape[1:]}")
+                            done[c] = True
+                            del arrays[c]
+                            yield clip, VideoError("decode_failed", f"frame {i} is {pixels.shape}, the clip's first "
+                                                                    f"{frames.shape[1:]}")
+                            continue
                         frames[k] = pixels
                         missing[c] -= 1
                         if missing[c] == 0:

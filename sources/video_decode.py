@@ -23,8 +23,17 @@ plus the RGB conversion of one frame. A video whose frames exceed `max_pixels`, 
 over the memory budget even with frames converted straight to the working size, is refused
 `video_too_large` before decoding; one that only fits that way is converted to the working size
 in the scaler, frame by frame (never a full-size RGB frame). Within the budget, frames are
-converted at full size, exactly as before. Frames are checked against the judged size as they
-decode (a stream that grows mid-way is refused too).
+converted at full size, exactly as before.
+
+A stream whose frames grow mid-way (an HLS or DASH recording switching quality, clips of two sizes
+joined by a stream copy: the new size comes with a new SPS, the stream declares the first) is
+judged again at each new size, frames keeping their own size. The decoder is told `max_pixels`
+(FFmpeg's own `max_pixels` option, checked before a frame's buffer is allocated), so a frame past
+it is never allocated: it does not decode, the frames before it (and after it, should the stream
+shrink back) are delivered, and the wanted frames it cost are `video_too_large`
+(`frames_too_large`), never a silent gap. A frame within `max_pixels` whose new size does not fit the
+memory budget ends the decode `video_too_large` there (the frames before it delivered, the clips
+needing it counted).
 
 Non-square pixels (a sample aspect ratio other than 1:1, as in anamorphic DVD and broadcast
 video) are shown as players show them: the frame is stretched to its display aspect ratio in the
@@ -114,6 +123,23 @@ class VideoError(Rejected):
     """A video that cannot be opened or decoded."""
 
 
+# FFmpeg checks its `max_pixels` against a buffer's width rounded up to its stride alignment (64
+# bytes at most): the decoder is given this much room over ours, which then judges the exact size
+DECODER_PIXEL_SLACK = 16  # 1/16 more: a 1024-wide frame rounds up by 6% at the most
+
+
+def decoder_max_pixels(max_pixels: int) -> int:
+    """The `max_pixels` told to FFmpeg's decoder: ours, plus its alignment's room."""
+    return max_pixels + max_pixels // DECODER_PIXEL_SLACK + 64 * 64
+
+
+def frames_too_large(width: int, height: int, max_pixels: int) -> VideoError:
+    """The reject of the wanted frames a stream that grew past `max_pixels` did not decode."""
+    return VideoError("video_too_large", f"the frame size grows to {width}x{height} mid-stream ({width * height} "
+                                         f"pixels, over max_pixels={max_pixels}): frames of that size are not "
+                                         "decoded, those before are kept")
+
+
 # errors of this machine met by the decoder opening a file: too many open files (this process's
 # limit, `ulimit -n`; the system's). Raised as the OSError they are, never a `VideoError`: the
 # caller makes them a `records.MachineError`. Not ENOMEM: FFmpeg also says ENOMEM for an allocation
@@ -158,39 +184,46 @@ def open_stream(uri: str):
 
 
 def video_stream(container):
-    """The video a player shows: FFmpeg's best video stream (`av_find_best_stream`: the default
-    flag, then a stream of several frames over a still), never cover art. ffmpeg's way of adding
-    a cover (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track
-    *before* the video, no longer flagged; in MP4 it is an attached picture after it. When FFmpeg
-    has no decoder for its best stream's codec, the best of those it can decode (`_ffmpeg_rank`):
-    one undecodable track beside a decodable one lost the whole file to `unsupported_codec`. The
-    best (undecodable) stream when none can be decoded; None when the file holds no video but
-    cover art (a song)."""
+    """The video the ffmpeg CLI picks (`ffmpeg -i in out`: the highest resolution, a stream flagged
+    default counting 5,000,000 pixels more, the first of equals), never cover art, and among the
+    streams FFmpeg can decode. A main track beside a smaller second angle was read as the second
+    angle where that came first in Matroska (`av_find_best_stream`, taken before, ranks by the
+    default flag, frames probed and bit rate, not size). ffmpeg's way of adding a cover
+    (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track *before* the
+    video, no longer flagged attached, nor default: the video's default flag outweighs it in the
+    CLI, unless the cover is over 5 million pixels larger (a 2560x2560 cover before a small video:
+    the CLI shows the cover). So a track of a still-image codec (`STILL_CODECS`) is taken only
+    where `av_find_best_stream`, which prefers a stream of several frames over a still, picks it
+    too, or no other track is left. In MP4 a cover is an attached picture. One undecodable track
+    beside a decodable one lost the whole file to `unsupported_codec`: the best decodable one is
+    read. The first moving stream (undecodable) when none can be decoded; None when the file holds
+    no video but cover art (a song)."""
     import av
 
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not moving:
         return None
-    best = container.streams.best("video")
-    chosen = next((s for s in moving if best is not None and s.index == best.index), moving[0])
     decodable = [s for s in moving if s.codec_context is not None]
-    if chosen.codec_context is not None or not decodable:
-        return chosen
-    return max(decodable, key=_ffmpeg_rank)  # the first of the best, as FFmpeg keeps it
+    if not decodable:
+        return moving[0]
+    best = container.streams.best("video")
+    video = [s for s in decodable if s.codec_context.name not in STILL_CODECS or (best is not None and
+                                                                                 s.index == best.index)]
+    return max(video or decodable, key=_ffmpeg_score)  # max: the first of the best
 
 
-def _ffmpeg_rank(stream) -> tuple[int, int, int, int]:
-    """How `av_find_best_stream` (libavformat) orders video streams of a decoder, best highest: not
-    flagged for the hearing or visually impaired, then flagged default; then more frames, up to 5;
-    then a higher bit rate; then more frames. FFmpeg counts the frames its probe read, which PyAV
-    does not show: the count the container declares stands for it (0 in Matroska)."""
+# codecs of the still pictures a container holds as a video track (ffmpeg's covers in Matroska)
+STILL_CODECS = ("mjpeg", "png", "bmp", "gif", "webp", "tiff")
+
+
+def _ffmpeg_score(stream) -> int:
+    """The ffmpeg CLI's score of a video stream when it picks one (fftools `open_output_file`):
+    width x height, plus 5,000,000 for the default flag. (Its bonus for a stream that had packets
+    while probing is not visible here: every stream with frames has it.)"""
     import av
 
-    flags = av.stream.Disposition
-    impaired = stream.disposition & (flags.hearing_impaired | flags.visual_impaired)
-    frames = max(0, stream.frames or 0)
-    return ((not impaired) + bool(stream.disposition & flags.default), min(5, frames),
-            max(0, stream.codec_context.bit_rate or 0), frames)
+    codec = stream.codec_context
+    return codec.width * codec.height + 5_000_000 * bool(stream.disposition & av.stream.Disposition.default)
 
 
 # -- memory judged from the declaration ---------------------------------------------------
@@ -289,10 +322,12 @@ def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level
                      f"over the memory budget of {memory_mb} MiB")
 
 
-def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True) -> Judgement:
-    """`judge_memory` from what the opened stream declares (no frame decoded yet)."""
+def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True,
+                 size: tuple[int, int] | None = None) -> Judgement:
+    """`judge_memory` from what the opened stream declares (no frame decoded yet); `size`: (w, h)
+    of a frame that came out larger than declared (the stream grew mid-way), judged instead."""
     codec = stream.codec_context
-    width, height = codec.width, codec.height
+    width, height = size or (codec.width, codec.height)
     if width < 1 or height < 1:
         raise VideoError("unsupported_container", "the stream declares no frame size")
     pix_fmt = codec.pix_fmt or (codec.format.name if codec.format else None)
@@ -425,10 +460,13 @@ class _Session:
     _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
     _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
     _shown: tuple[int, ...] = ()
+    _stream: object = None
+    _working_for: tuple[int, int] | None = None  # the frame size `_working` was chosen for
+    too_large: VideoError | None = None  # the stream grew past max_pixels: those frames never decoded
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._shown = self.index.presented
-        self._container, stream = open_stream(self.uri)
+        self._container, stream = self._open()
         try:
             self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
             self.sar = sample_aspect_ratio(stream)
@@ -436,6 +474,22 @@ class _Session:
             yield from self._run(stream, plan)
         finally:
             self._container.close()
+
+    def _open(self):
+        """The file opened, its decoder told our `max_pixels`: a frame over it is never allocated."""
+        container, stream = open_stream(self.uri)
+        stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self.max_pixels))}
+        self._stream = stream
+        return container, stream
+
+    def _note_too_large(self, codec) -> None:
+        """After a decode error: a new size past `max_pixels` that the decoder refused to allocate
+        (its context holds the size). Frames named by output order cannot be named past it: the
+        decode ends there."""
+        if self.too_large is None and codec.width * codec.height > self.max_pixels:
+            self.too_large = frames_too_large(codec.width, codec.height, self.max_pixels)
+        if self.too_large is not None and self.index.decode_order_stamps:
+            raise self.too_large
 
     def _name(self, frame) -> int | None:
         """The stamp that names a decoded frame in the index: its own, checked to rise within the
@@ -469,12 +523,21 @@ class _Session:
             floor = trust.get(pts)
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
+            if frame.width * frame.height > self.max_pixels:  # within the decoder's alignment room
+                self.too_large = self.too_large or frames_too_large(frame.width, frame.height, self.max_pixels)
+                continue
             del self.wanted[pts]
             self.interlaced = self.interlaced or frame.interlaced_frame
             judged = self.judgement
             if judged is not None and frame.width * frame.height > judged.width * judged.height:
-                raise VideoError("video_too_large", f"frame {w} is {frame.width}x{frame.height}, larger than the "
-                                                    f"{judged.width}x{judged.height} the stream declares")
+                # larger than declared (a new SPS mid-stream): judged again; over the memory budget the
+                # decode ends here (the frames before delivered), `video_too_large`
+                try:
+                    judged = self.judgement = judge_stream(self._stream, self.max_pixels, self.memory_mb,
+                                                           self.postprocess, self.convert, (frame.width, frame.height))
+                except VideoError as exc:
+                    self.too_large = exc
+                    raise
             if self.orientation is None:  # once: reading side data keeps the frame until a collection
                 self.orientation = orientation(frame)
                 self.cropped_left = cropped_off_alignment(frame)
@@ -488,10 +551,11 @@ class _Session:
                 continue
             size = None if shown == frame.width else (shown, frame.height)
             if judged is not None and judged.reduce:
-                if self._working is None:
+                if self._working_for != (frame.width, frame.height):  # once per frame size
                     h, wd = (frame.height, shown) if turns % 2 == 0 else (shown, frame.height)
                     ww, wh = self.postprocess.working_size(h, wd)  # type: ignore[union-attr]
                     self._working = (ww, wh) if turns % 2 == 0 else (wh, ww)
+                    self._working_for = (frame.width, frame.height)
                 size = self._working
             pixels = display(frame, self.orientation, size, self.hdr)
             yield w, self.postprocess(pixels) if self.postprocess else pixels
@@ -558,6 +622,7 @@ class _Session:
                     frames = codec.decode(packet)
                 except Exception as exc:  # a damaged packet: its frame (and dependants) will be missing
                     log.debug("decode error at packet %d: %s", position, exc)
+                    self._note_too_large(codec)
                     continue
                 yield from self._deliver(frames, trust)
                 if self._collect:
@@ -569,11 +634,12 @@ class _Session:
                 yield from self._deliver(codec.decode(None), trust)
             except Exception as exc:
                 log.debug("flush error: %s", exc)
+                self._note_too_large(codec)
 
     def _reopen(self):
         """Start over from the beginning of the file, without seeking from here on."""
         self._container.close()
-        self._container, stream = open_stream(self.uri)
+        self._container, stream = self._open()
         self.seek_bytes = 1 << 62
         self._outputs = 0
         return self._container.demux(stream), -1, stream, stream.codec_context
@@ -629,6 +695,8 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
     session = _Session(uri, index, {shown[w]: w for w in wanted}, postprocess, skip_nonref, seek_bytes, max_pixels,
                        memory_mb)
     yield from session.run(decode_plan(index, wanted))
+    if session.wanted and session.too_large is not None:  # the frames a growth past max_pixels cost
+        raise session.too_large
 
 
 @dataclass(frozen=True)
@@ -677,21 +745,22 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     if index.decode_order_stamps:  # named by output order: count what a whole decode gives
         session = _Session(uri, index, {p: i for i, p in enumerate(shown)}, None, False, 1 << 62, max_pixels,
                            memory_mb, convert=False)
-        ends = dict(session.run(decode_plan(index, list(range(n)))))
-        n = len(ends)  # 0..n-1: outputs are named in order
+        ends = _shapes(session, decode_plan(index, list(range(n))))
+        n = len(ends) if session.too_large is None else n  # 0..n-1: outputs are named in order
         if 0 not in ends:
-            raise VideoError("decode_failed", "the first frame does not decode")
+            raise session.too_large or VideoError("decode_failed", "the first frame does not decode")
     else:
         starts = key_of(index)
         session = _Session(uri, index, {shown[0]: 0, shown[n - 1]: n - 1}, None, True, 1 << 62, max_pixels,
                            memory_mb, convert=False)
-        ends = dict(session.run(decode_plan(index, [0, n - 1], starts)))
+        ends = _shapes(session, decode_plan(index, [0, n - 1], starts))
         if 0 not in ends:
-            raise VideoError("decode_failed", "the first frame does not decode")
-        if n - 1 not in ends:
+            raise session.too_large or VideoError("decode_failed", "the first frame does not decode")
+        if n - 1 not in ends and session.too_large is None:  # grown past max_pixels: its clips are rejects
             n = _decodable_count(uri, index, starts, max_pixels, memory_mb)
     height, width = ends[0]
-    size_changes = len(set(ends.values())) > 1  # first and last (or every) frame: not one size
+    # first and last (or every) frame: not one size; or a size past max_pixels the decoder refused
+    size_changes = len(set(ends.values())) > 1 or session.too_large is not None
     judged = session.judgement
     full_size_fits = judged is not None and (judged.decoder_bytes + judged.width * judged.height * (
         RGB_CONVERSION_BYTES + 3)) <= (memory_mb - DECODER_BASE_MB) << 20
@@ -713,6 +782,19 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
                  video_streams, interlaced, size_changes, session.cropped_left)
+
+
+def _shapes(session: _Session, plan: list[Stretch]) -> dict[int, tuple[int, int]]:
+    """Each delivered frame's display (height, width); a stream grown past `max_pixels` whose
+    frames are named by output order ends there (`session.too_large`), the frames before kept."""
+    ends = {}
+    try:
+        for i, shape in session.run(plan):
+            ends[i] = shape
+    except VideoError as exc:
+        if exc is not session.too_large:
+            raise
+    return ends
 
 
 def decode_frames_indexed(uri: str, index: VideoIndex, wanted: Sequence[int], starts: list[int],
@@ -737,6 +819,36 @@ def _decodable_count(uri: str, index: VideoIndex, starts: list[int], max_pixels:
             first_missing = next((i for i in frames if i not in got), frames[-1] + 1)
             return first_missing
     return 0
+
+
+def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """How many frame sizes the stream's key frames have, each decoded alone (no other frame sent
+    to the decoder; a size past `max_pixels` counted, never allocated). An H.264 or HEVC stream
+    changes size only at a key frame (a new SPS), so this sees an HLS recording that switches up
+    and back down, whose first and last frames agree (`Probe.size_changes` misses it)."""
+    container, stream = open_stream(uri)
+    codec = stream.codec_context
+    codec.options = {"max_pixels": str(decoder_max_pixels(max_pixels))}
+    sizes: set[tuple[int, int]] = set()
+    try:
+        for packet in container.demux(stream):
+            if not packet.is_keyframe or packet.size == 0:
+                continue
+            try:
+                sizes.update((frame.width, frame.height) for frame in codec.decode(packet))
+            except Exception as exc:  # a damaged key frame, or one past max_pixels (its size is in the context)
+                log.debug("key frame decode error: %s", exc)
+                sizes.add((codec.width, codec.height))
+            if len(sizes) > 1:
+                return len(sizes)
+        try:  # the frames the decoder still holds (it delays its output to reorder)
+            sizes.update((frame.width, frame.height) for frame in codec.decode(None))
+        except Exception as exc:
+            log.debug("key frame flush error: %s", exc)
+            sizes.add((codec.width, codec.height))
+    finally:
+        container.close()
+    return len(sizes)
 
 
 # -- decord --------------------------------------------------------------------------------
@@ -798,6 +910,7 @@ DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
 DECORD_CODECS = ("h264", "vp8", "vp9", "mjpeg", "mpeg4", "prores")
 DECORD_PIXEL_FORMATS = ("yuv420p", "yuvj420p")  # decord converts others (10-bit, 4:4:4) differently
 DECORD_BATCH_BYTES = 64 << 20  # full-size RGB frames decord returns at once
+FRAME_SIZE_CHANGES = "frame size changes mid-stream"
 
 
 def decord_exact(probe: Probe) -> str | None:
@@ -810,8 +923,8 @@ def decord_exact(probe: Probe) -> str | None:
         return f"pixel format {probe.pixel_format}"
     if probe.hdr:  # decord converts every frame as SDR
         return f"HDR transfer ({probe.hdr}), tone-mapped by PyAV"
-    if probe.size_changes:  # decord stretches later frames to the first one's size
-        return "frame size changes mid-stream"
+    if probe.size_changes:  # decord stretches later frames to the first one's size (see `key_frame_sizes` too)
+        return FRAME_SIZE_CHANGES
     if probe.interlaced:  # decord upsamples the chroma of both fields as one progressive frame
         return "interlaced frames (PyAV upsamples each field's chroma on its own)"
     if probe.cropped_left:  # decord's FFmpeg keeps the columns and squashes them into the declared width

@@ -177,6 +177,25 @@ def test_display_matrix_is_applied_by_both_decoders(zoo, name: str, turns: int, 
         assert [video_zoo.read_index(f) for f in back] == list(clip.frame_indices)
 
 
+def test_rotation_tags_written_by_the_ffmpeg_cli_show_frames_as_the_cli_shows_them(tmp_path):
+    """A phone's rotation as older files and ffmpeg 5.1 write it (`-metadata:s:v rotate=R` on a
+    stream copy: MP4 and MOV display matrices), 180 degrees included (the zoo's are PyAV-made: 90,
+    270 and mirrors): the stored frames are the ffmpeg CLI's autorotated frames, pixel for pixel."""
+    video_zoo.require_ffmpeg()
+    source = video_zoo.encode(tmp_path / "src.mp4", 16, "libx264", options=video_zoo.X264)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for rotate, ext in ((90, "mp4"), (180, "mov")):
+        path = folder / f"rotate{rotate}.{ext}"
+        video_zoo.ffmpeg("-i", str(source), "-c", "copy", "-metadata:s:v", f"rotate={rotate}", str(path))
+        shown = np.stack(video_zoo.sequential(path))
+        assert shown.shape == ((16, 48, 64, 3) if rotate == 180 else (16, 64, 48, 3)), rotate
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,)).read(str(path)))
+        ((clip, frames),) = list(clip_frames(record))
+        assert record.clips[0].lineage["rotation"] == rotate
+        assert frames.shape == shown.shape and np.abs(frames.astype(int) - shown).max() <= 1, rotate
+
+
 def test_all_strides_of_a_video_come_from_one_decoding_job(zoo, monkeypatch):
     jobs = []
     real_run = budget.run
@@ -594,6 +613,51 @@ def test_cover_art_is_never_taken_for_the_video(tmp_path):
         assert "cover art" in reject.detail
 
 
+def _cli_default(path: Path, width: int, height: int, mapped: tuple[str, ...] = ()) -> np.ndarray:
+    """Every frame of the video stream the ffmpeg CLI picks itself (no `-map`), or `mapped`, as rgb24."""
+    import subprocess
+
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), *mapped, "-vsync", "passthrough", "-f",
+                          "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def test_of_two_video_tracks_the_one_the_ffmpeg_cli_picks_is_read(tmp_path):
+    """A main track (128x96, frames 0..) and a smaller second angle (64x48, frames 500..) muxed by
+    `-map 0:v -map 1:v`, in either order, as MP4 and Matroska; and the main track with a cover
+    after it (`-disposition:v:1 attached_pic`). The ffmpeg CLI picks the highest resolution: in
+    Matroska with the angle first, `av_find_best_stream` (followed before) gave the angle. A
+    2560x2560 cover before the video in Matroska (`-disposition:v:0 attached_pic`: a still MJPEG
+    track, not flagged) outscores it in the CLI: it is never taken for the video."""
+    video_zoo.require_ffmpeg()
+    main = video_zoo.encode(tmp_path / "main.mp4", 20, "libx264", size=(128, 96), options=video_zoo.X264)
+    angle = video_zoo.encode(tmp_path / "angle.mp4", 20, "libx264", options=video_zoo.X264, first=500)
+    cover = tmp_path / "cover.jpg"
+    Image.fromarray(video_zoo.pattern(999, 320, 320)).save(cover, quality=90)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for ext in ("mp4", "mkv"):
+        for name, inputs in ((f"main_first.{ext}", (main, angle)), (f"angle_first.{ext}", (angle, main))):
+            video_zoo.ffmpeg("-i", str(inputs[0]), "-i", str(inputs[1]), "-map", "0:v", "-map", "1:v", "-c", "copy",
+                             str(folder / name))
+        video_zoo.ffmpeg("-i", str(main), "-i", str(cover), "-map", "0:v", "-map", "1", "-c", "copy",
+                         "-disposition:v:1", "attached_pic", str(folder / f"cover_after.{ext}"))
+    big = tmp_path / "big.jpg"
+    Image.fromarray(video_zoo.pattern(999, 2560, 2560)).save(big, quality=50)
+    video_zoo.ffmpeg("-i", str(big), "-i", str(main), "-map", "0", "-map", "1:v", "-c", "copy",
+                     "-disposition:v:0", "attached_pic", str(folder / "big_cover_first.mkv"))
+    assert len(_cli_default(folder / "big_cover_first.mkv", 2560, 2560)) == 1  # the CLI shows the cover
+    for path in sorted(folder.iterdir()):
+        mapped = ("-map", "0:1") if path.name == "big_cover_first.mkv" else ()
+        reference = _cli_default(path, 128, 96, mapped)  # the CLI's own pick: the main track
+        assert [video_zoo.read_index(f) for f in reference] == list(range(20)), path.name
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,)).read(str(path)))
+        assert isinstance(record, VideoRecord) and record.n_frames == 20, (path.name, record)
+        ((clip, frames),) = list(clip_frames(record))
+        assert [video_zoo.read_index(f) for f in frames] == list(range(16)), path.name
+        assert np.abs(frames.astype(int) - reference[:16]).mean() < 1, path.name
+
+
 def _ffmpeg_rgb(path: Path, vf: str, width: int, height: int) -> np.ndarray:
     """Every frame the ffmpeg CLI shows, converted by `vf` (then rgb24): the independent reference."""
     import subprocess
@@ -679,6 +743,92 @@ def test_a_stream_whose_frame_size_changes_gives_the_same_sentences_with_either_
         assert [video_zoo.read_index(f) for f in frames] == list(first.frame_indices) == list(range(16))
         assert isinstance(error, Exception) and error.reason == "decode_failed"
         assert "(48, 64, 3)" in error.detail and "(96, 128, 3)" in error.detail
+
+
+def _joined(tmp_path: Path, runs: list[tuple[int, tuple[int, int]]], path: Path) -> Path:
+    """Runs of (frames, size) of the pattern, counting on from one run to the next, each a clip
+    of its own (its SPS), joined by ffmpeg's concat demuxer with a stream copy (`-f concat -c
+    copy`) into `path`: an HLS-like recording switching quality."""
+    parts, first = [], 0
+    for k, (n, size) in enumerate(runs):
+        parts.append(video_zoo.encode(tmp_path / f"run{k}.mkv", n, "libx264", size=size, options=video_zoo.X264,
+                                      first=first))
+        first += n
+    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+    path.parent.mkdir(exist_ok=True)
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+    return path
+
+
+@pytest.mark.parametrize("name", ["grown.ts", "grown.mkv"])
+def test_a_stream_that_grows_keeps_its_frames_and_past_max_pixels_counts_the_rest(tmp_path, name: str):
+    """A stream whose frames grow mid-way was refused whole (`video_too_large` at planning: its
+    last frame was larger than the size the stream declares), even at 128x96. Now each new size is
+    judged as it comes: within the budget every clip is the frames PyAV decodes one by one (at
+    their own size; the clip spanning the change is `decode_failed` without a canvas, as for a
+    shrinking stream); with `max_pixels` between the two sizes the decoder never allocates the
+    larger frames, the clip before them is kept and the two needing them are `video_too_large`."""
+    video_zoo.require_ffmpeg()
+    path = _joined(tmp_path, [(20, (64, 48)), (28, (128, 96))], tmp_path / "videos" / name)
+    reference = video_zoo.coded(path)
+    assert [f.shape for f in reference] == [(48, 64, 3)] * 20 + [(96, 128, 3)] * 28
+    for max_pixels, reasons in ((10**8, [None, "decode_failed", None]),
+                                (64 * 48 * 2, [None, "video_too_large", "video_too_large"])):
+        source = VideoSource("zoo", str(path.parent), strides=(1,), max_pixels=max_pixels)
+        (record,) = list(source.read(str(path)))
+        assert isinstance(record, VideoRecord) and record.decoder == "pyav" and record.n_frames == 48, record
+        got = list(clip_frames(record, max_pixels=max_pixels))
+        assert [getattr(result, "reason", None) for _, result in got] == reasons, max_pixels
+        for clip, frames in got:
+            if isinstance(frames, Exception):
+                continue
+            expected = np.stack([reference[i] for i in clip.frame_indices])
+            assert frames.shape == expected.shape and np.abs(frames.astype(int) - expected).max() <= 1
+            assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices)
+        if max_pixels < 10**8:
+            assert "128x96" in got[2][1].detail and f"max_pixels={max_pixels}" in got[2][1].detail
+
+
+def test_a_stream_growing_past_the_memory_budget_keeps_the_frames_before_it(tmp_path):
+    """64x48 then 640x480 (`-f concat -c copy`) under a budget that holds the first size's decoder
+    but not the second's: planned with all 40 frames, the decode gives frames 0..19 and then ends
+    `video_too_large` naming the size and the budget (the probe refused the whole file before)."""
+    from sources.video_decode import VideoError
+
+    video_zoo.require_ffmpeg()
+    path = _joined(tmp_path, [(20, (64, 48)), (20, (640, 480))], tmp_path / "grown.mkv")
+    tight = 273  # MiB: 1 over the decoding process's base, room for 64x48 frames only
+    info = probe(str(path), memory_mb=tight)
+    assert (info.n_frames, info.size_changes, info.width) == (40, True, 64)
+    got = []
+    with pytest.raises(VideoError) as caught:
+        for i, frame in decode_frames(str(path), range(40), 40, memory_mb=tight):
+            got.append(video_zoo.read_index(frame))
+    assert got == list(range(20))
+    assert caught.value.reason == "video_too_large" and "640x480" in caught.value.detail
+    assert f"memory budget of {tight} MiB" in caught.value.detail
+
+
+def test_a_stream_that_switches_up_and_back_down_is_never_squashed_by_decord(tmp_path):
+    """An HLS-like recording switching quality up and back down (64x48, 128x96, 64x48; 20 frames
+    each, `-f concat -c copy` into Matroska and MP4): its first and last frames agree, so decord
+    was chosen and squashed the 128x96 frames into 64x48. Its key frames show two sizes: PyAV
+    decodes, each frame at its own size, fitted to the canvas as PyAV's frame-by-frame decode is."""
+    from transforms.resize import Canvas, fit_image
+
+    video_zoo.require_ffmpeg()
+    if "decord" not in DECODERS:
+        pytest.skip("decord is not installed")
+    folder = tmp_path / "videos"
+    for name in ("updown.mkv", "updown.mp4"):
+        path = _joined(tmp_path, [(20, (64, 48)), (20, (128, 96)), (20, (64, 48))], folder / name)
+        reference = video_zoo.coded(path)
+        assert [f.shape[:2] for f in reference] == [(48, 64)] * 20 + [(96, 128)] * 20 + [(48, 64)] * 20
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,), decoder="decord").read(str(path)))
+        assert record.decoder == "pyav" and "frame size changes" in record.clips[0].lineage["decoder_note"], name
+        for clip, frames in clip_frames(record, Canvas(32, "squash")):
+            expected = np.stack([fit_image(reference[i], 32, "squash") for i in clip.frame_indices])
+            assert np.abs(frames.astype(int) - expected).max() <= 1, (name, clip.start)
 
 
 @pytest.mark.slow
