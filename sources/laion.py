@@ -31,7 +31,8 @@ A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.
 `Image` struct column) are read row by row, one unit per file (an image file a row's path names is
 that row's; the other files are rejects, `FOLDER_FILES_PER_UNIT` to a unit), each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
-(validation, test) go to `val`. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
+(validation, test) go to `val`; a repo card's `configs:` (`sources.hf_card`) gives the splits and
+the files of the config built, another config's file is an `other_hf_config` reject. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 
 A folder with a `metadata.jsonl` or `metadata.csv` is a Hugging Face ImageFolder
 (`sources.imagefolder`): each image takes the row naming it (caption, other columns, the split its
@@ -53,7 +54,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
-from sources import fsio, hf_parquet, imagefolder
+from sources import fsio, hf_card, hf_parquet, imagefolder
 from sources.imagefolder import UNLISTED_IMAGE
 from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
@@ -91,6 +92,7 @@ FOLDER_FILES_PER_UNIT = 256
 # them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
+OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
 BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
 HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
 HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
@@ -297,6 +299,7 @@ class LaionSource:
     follow_links: bool = False  # read shards, folders and files that are links leading out of `path`
     image_column: str | None = None  # a `datasets` parquet's Image column (None: its only one)
     caption_column: str | None = None  # a `datasets` parquet's caption (None: `hf_parquet.CAPTION_COLUMNS`)
+    hf_config: str | None = None  # the config of a `datasets` repo's card to build (None: its default)
 
     def resolved_format(self) -> LaionFormat:
         return detect_format(self.path, self.follow_links) if self.format == "auto" else self.format
@@ -369,6 +372,7 @@ class LaionSource:
         if not shards:
             refuse_saved_datasets(self.name, self.path, files)
             raise FileNotFoundError(f"{self.name}: no .parquet files under {self.path}")
+        shards = self._in_config(shards)
         first = first_schema(self.path, shards, self.follow_links)
         if first is not None:  # else each unit says why it is not read
             self._hf_columns(first[1], fsio.basename(first[0]), config_error=True)
@@ -380,6 +384,19 @@ class LaionSource:
         return [Unit("hf_parquet", (p,), self.path) for p in shards] + [
             Unit("hf_other", tuple(others[i:i + FOLDER_FILES_PER_UNIT]), self.path)
             for i in range(0, len(others), FOLDER_FILES_PER_UNIT)]
+
+    def _in_config(self, shards: list[str]) -> list[str]:
+        """The parquet files of the card's built config (`hf_card`: all without a card's configs);
+        a card that cannot be read, or no config to build, stops the build naming the field."""
+        try:
+            kept = [s for s in shards if hf_card.file_split(self.path, relative_to_root(self.path, s), self.hf_config)]
+        except hf_card.CardError as exc:
+            raise ValueError(f"{self.name}: {exc} (format: huggingface; field hf_config)") from None
+        if not kept:
+            config = hf_card.card_config(self.path, self.hf_config)
+            raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is a data file of config "
+                                    f"{config.name if config else None!r} of its {hf_card.CARD}")
+        return kept
 
     def _hf_claimed(self, shards: list[str], images: set[str]) -> set[str]:
         """Those of `images` (paths under the root, in NFC) a row of a parquet names: only each
@@ -744,7 +761,14 @@ class LaionSource:
         import pyarrow.parquet as pq
 
         name = f"{shard}.parquet"
-        split = hf_parquet.hf_split(shard + ".parquet")
+        try:
+            split = hf_card.file_split(self.path, relative_to_root(self.path, uri), self.hf_config)
+        except hf_card.CardError as exc:  # the card was changed since the build started
+            yield self._reject(self._shard_key(shard), "read", imagefolder.BAD_METADATA, f"{name}: {exc}")
+            return
+        if split is None:
+            yield self._reject(self._shard_key(shard), "read", OTHER_HF_CONFIG, self._other_config(name))
+            return
         hint = hf_parquet.split_hint(split)
         with fsio.open_file(uri) as handle:
             parquet = pq.ParquetFile(handle, pre_buffer=False)
@@ -821,9 +845,21 @@ class LaionSource:
         relative = nfc(relative_to_root(self.path, uri))
         key = path_key(self.name, relative)
         aside = self._set_aside(lambda: key, self.path, uri)
+        if aside is None and _ext_of(relative) == "parquet":  # a file of another config of the card
+            return self._reject(key, "read", OTHER_HF_CONFIG, self._other_config(relative))
         what = ("an image file no row's path names, never a sample of its own (built where a row names it)"
                 if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
         return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}")
+
+    def _other_config(self, relative: str) -> str:
+        """Why a parquet file of the repo is not read: no split of the card's built config names it."""
+        try:
+            config = hf_card.card_config(self.path, self.hf_config)
+        except hf_card.CardError as exc:
+            return f"{shown_name(relative)}: {exc}"
+        built = repr(config.name) if config else "(none)"
+        return (f"{shown_name(relative)} is a data file of no split of config {built} of {hf_card.CARD}, the one "
+                "built (datasets does not load it either): not read; set hf_config to build another config")
 
     # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
     def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any]) -> SourceItem:

@@ -1028,6 +1028,140 @@ def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
         "in test/": ("val", "test"), "in train/": (None, "train"), "cifar10-test": ("val", "test")}
 
 
+# -- a Hub repo's dataset card: `configs:` in README.md's YAML front matter -----------------------
+# Each layout below was written with datasets 5.2 (`Dataset.from_dict(..., features=Features({"image":
+# Image(), "text": Value("string")})).to_parquet(...)` per file, the card by hand as the Hub holds
+# it) and loaded with `load_dataset(<folder>)` / `load_dataset(<folder>, <config>)`: the splits and
+# files asserted here are those it gave (a file two splits name, `a/deep/val-1.parquet`, it loads in
+# both: here once, held out).
+HUB_CARD = """---
+license: mit
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: "data/train-*"
+  - split: test
+    path: "holdout/*.parquet"
+- config_name: extra
+  data_files: "extra/*.parquet"
+---
+# A dataset card
+"""
+
+
+def _card_repo(root: Path, card: str, files: list[str]) -> None:
+    """A Hub repo: one row per parquet file (captioned with the file's path) and its card."""
+    for name in files:
+        _hf_parquet(root / name, [{"image": {"bytes": _encoded("PNG", len(name), size=8), "path": None},
+                                   "text": name, "label": 0}])
+    (root / "README.md").write_text(card)
+
+
+def _splits_built(source: LaionSource) -> tuple[dict[str, list[tuple[str, str | None]]], dict[str, str]]:
+    """({hf_split: [(file, split_hint)]} of the records, {file: reason} of the parquets' rejects)."""
+    splits: dict[str, list] = {}
+    rejected = {}
+    for item in _read_all(source):
+        if isinstance(item, ImageRecord):
+            splits.setdefault(item.lineage["hf_split"], []).append((item.lineage["caption"], item.split_hint))
+        elif "parquet" in item.key:
+            rejected[item.detail.split("'")[1]] = item.reason
+    return {k: sorted(v) for k, v in splits.items()}, rejected
+
+
+def test_a_cards_configs_give_the_splits_and_the_files_of_the_config_built(tmp_path: Path):
+    """A held-out split named only in the card (`split: test, path: holdout/*.parquet`) was trained
+    on (its file's name says no split), and the files of another config were built too: now the
+    card's default config is built, its test split in val, the other config's file one
+    `other_hf_config` reject; `hf_config: extra` builds that one alone."""
+    _card_repo(tmp_path, HUB_CARD, ["data/train-00000-of-00001.parquet", "holdout/part-0.parquet",
+                                    "extra/other.parquet"])
+    assert detect_format(str(tmp_path)) == "huggingface"
+    assert _splits_built(LaionSource("hf", str(tmp_path))) == (
+        {"train": [("data/train-00000-of-00001.parquet", None)], "test": [("holdout/part-0.parquet", "val")]},
+        {"extra/other.parquet": "other_hf_config"})
+    assert _splits_built(LaionSource("hf", str(tmp_path), hf_config="extra")) == (
+        {"train": [("extra/other.parquet", None)]},
+        {"data/train-00000-of-00001.parquet": "other_hf_config", "holdout/part-0.parquet": "other_hf_config"})
+
+
+@pytest.mark.parametrize("config, files, expected", [
+    ("main", ["a/deep/er/t.parquet", "a/deep/val-1.parquet", "b/x.parquet", "b/y.parquet", "c/test.parquet",
+              "test.parquet"],
+     {"a/deep/er/t.parquet": "train", "a/deep/val-1.parquet": "validation", "b/x.parquet": "train",
+      "c/test.parquet": "holdout", "b/y.parquet": None, "test.parquet": None}),
+    ("en", ["en/train.parquet", "en/test.parquet", "fr/train.parquet"],
+     {"en/train.parquet": "train", "en/test.parquet": "test", "fr/train.parquet": None}),
+    ("default", ["data/test-0.parquet", "more/test1.parquet", "more/other.parquet"],
+     {"data/test-0.parquet": "train", "more/test1.parquet": "train", "more/other.parquet": None}),
+])
+def test_card_patterns_resolve_as_datasets_resolves_them(tmp_path: Path, config: str, files: list[str],
+                                                         expected: dict[str, str | None]):
+    """Lists of patterns, `**` across folders, a `data_dir` without `data_files` (its files split
+    by their names), a list of patterns without splits (all train, whatever the names say)."""
+    from sources import hf_card
+
+    cards = {"main": "configs:\n- config_name: main\n  data_files:\n  - split: train\n    path: [\"a/**/*.parquet\", "
+                     "\"b/x.parquet\"]\n  - split: validation\n    path: a/deep/val-*.parquet\n  - split: holdout\n"
+                     "    path: c/*.parquet\n",
+             "en": "configs:\n- config_name: en\n  data_dir: en\n  default: true\n- config_name: fr\n  data_dir: fr\n",
+             "default": "configs:\n- config_name: default\n  data_files:\n  - \"data/*.parquet\"\n  - "
+                        "\"more/test*.parquet\"\n- config_name: other\n  data_files: \"data/*.parquet\"\n"}
+    _card_repo(tmp_path, f"---\n{cards[config]}---\n", files)
+    assert {f: hf_card.file_split(str(tmp_path), f, None) for f in files} == expected
+
+
+@pytest.mark.parametrize("card, hf_config, says", [
+    ("configs:\n- config_name: a\n  data_files: a/*\n- config_name: b\n  data_files: b/*\n", None,
+     "several configs and none is the default (a, b): set hf_config"),
+    (HUB_CARD.split("---\n")[1], "nope", "has no config 'nope' (its configs: default, extra)"),
+    ("license: mit\n", "extra", "hf_config is 'extra' but there is no README.md with configs"),
+    ("configs: [\n", None, "its YAML front matter does not parse"),
+    ("configs:\n- config_name: a\n  data_files: {train: a/*}\n", None, "data_files is a dict"),
+])
+def test_a_card_whose_configs_cannot_be_taken_stops_the_build_naming_hf_config(tmp_path: Path, card: str,
+                                                                               hf_config: str | None, says: str):
+    _card_repo(tmp_path, f"---\n{card}\n---\n", ["a/x.parquet", "b/x.parquet"])
+    with pytest.raises(ValueError, match="hf_config") as raised:
+        LaionSource("hf", str(tmp_path), "huggingface", hf_config=hf_config).units()
+    assert says in str(raised.value)
+
+
+def test_a_huge_card_or_an_alias_bomb_is_judged_before_it_is_read(tmp_path: Path):
+    """The card is a user file: one over `MAX_CARD_BYTES` is not read; a billion-laughs card
+    parses in linear time (an alias is a reference) and only the configs' shapes are walked."""
+    import time
+
+    from sources import hf_card
+
+    bomb = "lol0: &a0 [lol]\n" + "".join(f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 30))
+    _card_repo(tmp_path, f"---\n{bomb}configs:\n- config_name: x\n  data_files: a/*\n  features: *a29\n---\n",
+               ["a/x.parquet"])
+    started = time.monotonic()
+    assert _splits_built(LaionSource("hf", str(tmp_path)))[0] == {"train": [("a/x.parquet", None)]}
+    assert time.monotonic() - started < 5
+    (tmp_path / "README.md").write_text("---\nconfigs: []\n---\n" + "x" * hf_card.MAX_CARD_BYTES)
+    with pytest.raises(ValueError, match="over the 1048576 byte budget of a dataset card"):
+        LaionSource("hf", str(tmp_path)).units()
+
+
+def test_a_card_edited_moves_its_files_split_at_a_rerun(tmp_path: Path):
+    """A unit records the split the card gave its file (`hf_card.file_split`, a derived input), so a
+    rerun after the card moved a file to another split renders that unit again."""
+    from sources import fsio
+
+    _card_repo(tmp_path, HUB_CARD, ["data/train-00000-of-00001.parquet", "holdout/part-0.parquet"])
+    source = LaionSource("hf", str(tmp_path))
+    unit = next(u for u in source.units() if "holdout" in u.uris[0])
+    with fsio.recording_inputs() as record:
+        list(source.read(unit))
+    (key, value), = [(k, v) for k, v in record.derived.items() if k[0] == "sources.hf_card.file_split"]
+    assert value == "test"
+    (tmp_path / "README.md").write_text(HUB_CARD.replace("split: test", "split: train2"))
+    assert fsio.rederive(key) == "train2"
+
+
 @pytest.mark.parametrize("follow_links", [False, True])
 def test_a_path_only_row_naming_a_link_out_of_the_root(tmp_path: Path, follow_links: bool):
     """A path-only row (bytes null) naming a file link or a file under a folder link that leads out
