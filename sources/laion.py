@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
 from sources import fsio, hf_card, hf_parquet, imagefolder
-from sources.imagefolder import UNLISTED_IMAGE
+from sources.imagefolder import BAD_METADATA, EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
@@ -764,7 +764,7 @@ class LaionSource:
         try:
             split = hf_card.file_split(self.path, relative_to_root(self.path, uri), self.hf_config)
         except hf_card.CardError as exc:  # the card was changed since the build started
-            yield self._reject(self._shard_key(shard), "read", imagefolder.BAD_METADATA, f"{name}: {exc}")
+            yield self._reject(self._shard_key(shard), "read", BAD_METADATA, f"{name}: {exc}")
             return
         if split is None:
             yield self._reject(self._shard_key(shard), "read", OTHER_HF_CONFIG, self._other_config(name))
@@ -873,10 +873,15 @@ class LaionSource:
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
                                 f"images here but is not read ({row['why']}): its row, if any, is unknown")
+        if "extra" in row:
+            return self._reject(key, "read", EXTRA_IMAGE,
+                                f"{shown_name(relative)} is the {row['column']} of {row['extra']} line {row['line']}: "
+                                "it rides in the lineage of that row's file_name image, never built as an image of "
+                                "its own (one image per row)")
         if "unlisted" in row:
             return self._reject(key, "read", UNLISTED_IMAGE,
-                                f"{shown_name(relative)}: no row of a metadata.jsonl or metadata.csv in its folder or "
-                                "above names it; datasets' ImageFolder leaves it out too")
+                                f"{shown_name(relative)}: no row of a metadata file (metadata.jsonl, .csv, .parquet) in "
+                                "its folder or above names it; datasets' ImageFolder leaves it out too")
         values = {k: v for k, v in row["values"].items() if k != "file_name"}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None

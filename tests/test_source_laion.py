@@ -883,8 +883,8 @@ def test_an_image_folder_with_metadata_takes_each_images_row(tmp_path: Path, fmt
                           "file there"),
         ("outside_root", f"{meta} line {row_lines[1]}: '../test/hopper.jpg' leaves train/, the metadata file's "
                          "folder (absolute, a URL or climbing out with ..)"),
-        ("unlisted_image", "'train/unlisted.jpg': no row of a metadata.jsonl or metadata.csv in its folder or above "
-                           "names it; datasets' ImageFolder leaves it out too")])
+        ("unlisted_image", "'train/unlisted.jpg': no row of a metadata file (metadata.jsonl, .csv, .parquet) in its "
+                           "folder or above names it; datasets' ImageFolder leaves it out too")])
     assert len({i.key for i in items}) == len(items) and all("." not in i.key for i in items)
     assert {r.detail.split(" ")[0] for r in items if isinstance(r, Reject) and r.split_hint == "val"} == {
         f"test/metadata.{fmt}"}  # a held-out split's bad rows are counted in val
@@ -1014,6 +1014,64 @@ def test_an_image_named_by_two_metadata_files_takes_the_nearest_row(tmp_path: Pa
     assert [(r.reason, r.detail) for r in items if isinstance(r, Reject)] == [
         ("duplicate_key", "metadata.jsonl line 1: 'train/a.jpg' is named also by train/metadata.csv line 2, which "
                           "is read (the nearest metadata file)")]
+
+
+def _controlnet_folder(root: Path) -> dict[str, bytes]:
+    """A ControlNet-style ImageFolder as the Hub holds it: `train/metadata.parquet` (written with
+    pyarrow, as `datasets` reads it) naming each photo (`file_name`), its conditioning image
+    (`conditioning_image_file_name`) and a caption; one photo no row names. `load_dataset` (datasets
+    5.2) gave one train split of 3 rows: `image` the photo, `conditioning_image` the edge map,
+    `text` the caption; the unnamed photo left out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pictures = {}
+    for i in range(3):
+        for folder, seed in (("images", i), ("conditioning", 10 + i)):
+            pictures[f"{folder}/{i}.png"] = _encoded("PNG", seed, size=8)
+            _write_named(root / "train" / folder, f"{i}.png", pictures[f"{folder}/{i}.png"])
+    _write_named(root / "train" / "images", "unnamed.png", _encoded("PNG", 20, size=8))
+    pq.write_table(pa.table({"file_name": [f"images/{i}.png" for i in range(3)],
+                             "conditioning_image_file_name": [f"conditioning/{i}.png" for i in range(3)],
+                             "text": [f"a photo {i}" for i in range(3)]}), root / "train" / "metadata.parquet")
+    return pictures
+
+
+def test_an_image_folder_with_metadata_parquet_and_conditioning_images(tmp_path: Path):
+    """`metadata.parquet` (read by `datasets` as the `.jsonl`) was an image the decoder refused,
+    its captions lost, every image plain: the conditioning images were built as web images of
+    their own. Now each photo takes its row (caption, the conditioning image's name in the
+    lineage), each conditioning image is the `extra_image` reject of its row, the unnamed photo
+    `unlisted_image`."""
+    pictures = _controlnet_folder(tmp_path)
+    assert detect_format(str(tmp_path)) == "folder"
+    items = _read_all(LaionSource("cn", str(tmp_path)))
+    records = sorted((i.lineage["path"], i.lineage["caption"], i.lineage["huggingface"]["conditioning_image_file_name"],
+                      i.read_bytes() == pictures[i.lineage["path"].removeprefix("train/")])
+                     for i in items if isinstance(i, ImageRecord))
+    assert records == [(f"train/images/{i}.png", f"a photo {i}", f"conditioning/{i}.png", True) for i in range(3)]
+    assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        *[("extra_image", f"'train/conditioning/{i}.png' is the conditioning_image_file_name of train/metadata.parquet "
+                          f"line {i + 1}: it rides in the lineage of that row's file_name image, never built as an "
+                          "image of its own (one image per row)") for i in range(3)],
+        ("unlisted_image", "'train/images/unnamed.png': no row of a metadata file (metadata.jsonl, .csv, .parquet) in "
+                           "its folder or above names it; datasets' ImageFolder leaves it out too")]
+
+
+def test_a_metadata_parquet_that_is_damaged_or_declares_too_much_is_never_read(tmp_path: Path, monkeypatch):
+    """A cut `metadata.parquet` is one `bad_metadata` reject, its images `unlisted_image`; one
+    whose footer declares more than the budget uncompressed is judged before its rows are read."""
+    from sources import imagefolder
+
+    _controlnet_folder(tmp_path)
+    meta = tmp_path / "train" / "metadata.parquet"
+    whole = meta.read_bytes()
+    monkeypatch.setattr(imagefolder, "MAX_METADATA_PARQUET_BYTES", 64)
+    assert imagefolder.read_metadata(str(meta)).reason == "file_too_large"
+    meta.write_bytes(whole[: len(whole) // 2])
+    items = _read_all(LaionSource("cn", str(tmp_path)))
+    assert Counter(r.reason for r in items if isinstance(r, Reject)) == {"bad_metadata": 1, "unlisted_image": 7}
+    assert not [i for i in items if isinstance(i, ImageRecord)]
 
 
 def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
@@ -1367,7 +1425,7 @@ def test_an_image_folder_asks_the_disk_once_per_folder_and_sees_a_new_metadata_f
     monkeypatch.setattr(fsio, "exists", lambda uri: (asked.update([uri]), exists(uri))[1])
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert sum(isinstance(i, ImageRecord) for i in items) == 40
-    assert max(asked.values()) == 1 and len(asked) == 6  # train/, train/sub/, the root: csv and jsonl each
+    assert max(asked.values()) == 1 and len(asked) == 9  # train/, train/sub/, the root: csv, jsonl, parquet each
     (tmp_path / "train" / "sub" / "metadata.csv").write_text("file_name,text\nx.jpg,a blue square\n")
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert {i.lineage["path"]: i.lineage.get("caption") for i in items}["train/sub/x.jpg"] == "a blue square"
