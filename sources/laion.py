@@ -869,7 +869,7 @@ class LaionSource:
         or above (`datasets` yields such an image of a split without metadata, unlabelled)."""
         row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
         if row is None:
-            return ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+            return self._plain_image(key, uri, relative, lineage)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
                                 f"images here but is not read ({row['why']}): its row, if any, is unknown")
@@ -1027,7 +1027,17 @@ class LaionSource:
                 if unit.kind == "imagefolder":
                     yield self._listed_image(key, uri, relative, lineage)
                     continue
-                yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+                yield self._plain_image(key, uri, relative, lineage)
+
+    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any]) -> ImageRecord:
+        """An image of a folder without metadata: in `val` whole when a folder of its path names a
+        held-out split as `datasets` splits an ImageFolder (`test/cat/1.jpg`, `validation/`),
+        never trained on; else split by `split.val_fraction`. The image's own name is not read as
+        a split (`test-shot-01.jpg`, `dev_board.jpg` are photos' names)."""
+        split = hf_parquet.folder_split(relative)
+        hint = hf_parquet.split_hint(split)
+        return ImageRecord(key=key, source=self.name, group=key, uri=uri, split_hint=hint,
+                           lineage={**lineage, "hf_split": split} if hint else lineage)
 
     def _tool_sidecar(self, root: str, uri: str) -> Reject:
         """The `metadata_sidecar` reject of a photo tool's file beside a photo (`TOOL_SIDECARS`, a

@@ -1074,6 +1074,28 @@ def test_a_metadata_parquet_that_is_damaged_or_declares_too_much_is_never_read(t
     assert not [i for i in items if isinstance(i, ImageRecord)]
 
 
+def _class_folders(root: Path) -> None:
+    """An ImageFolder without metadata as the Hub holds one (`train/<label>/`, `test/<label>/`, PNGs
+    Pillow wrote). `load_dataset` (datasets 5.2) gave train 3 rows and test 2, a `label`
+    ClassLabel(names=['cat', 'dog']) from the folder names: train [cat, dog, dog], test [cat, dog]."""
+    for split, label, shade in (("train", "cat", 1), ("train", "dog", 2), ("train", "dog", 3), ("test", "cat", 4),
+                                ("test", "dog", 5)):
+        (root / split / label).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (shade, 0, 0)).save(root / split / label / f"{shade}.png")
+
+
+def test_an_image_folder_without_metadata_keeps_its_test_folder_out_of_training(tmp_path: Path):
+    """Without metadata, `test/cat/4.png` was a plain image split by hash: trained on, where
+    `datasets` gives it the test split. A folder naming a held-out split puts it in val now; an
+    image's own name is no split (`test-shot.png` at the top stays a photo)."""
+    _class_folders(tmp_path)
+    Image.new("RGB", (8, 8), (9, 0, 0)).save(tmp_path / "test-shot.png")
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.split_hint, i.lineage.get("hf_split")) for i in items) == [
+        ("test-shot.png", None, None), ("test/cat/4.png", "val", "test"), ("test/dog/5.png", "val", "test"),
+        ("train/cat/1.png", None, None), ("train/dog/2.png", None, None), ("train/dog/3.png", None, None)]
+
+
 def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
     """`test/data-00000-of-00001.parquet` and `cifar10-test.parquet` (names `datasets` gives the
     test split) were read as split `data` and none: their rows were trained on."""
