@@ -341,7 +341,8 @@ class LaionSource:
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         if metadata:
             self._check_caption_column(metadata[0])
-        kind = "imagefolder" if metadata else "folder"  # with metadata, each image takes its row
+        # with metadata, each image takes its row; with a card's configs (`_card`), its split from there
+        kind = ("imagefolder" if metadata else "folder") + ("_card" if self._folder_card() else "")
         units, chunk = [Unit("metadata", (m,), self.path) for m in metadata], []
         for group in groups:
             chunk += group
@@ -351,6 +352,27 @@ class LaionSource:
         if chunk:
             units.append(Unit(kind, tuple(chunk), self.path))
         return units
+
+    def _folder_card(self) -> bool:
+        """Whether the folder's dataset card (README.md `configs:`, `sources.hf_card`) gives its
+        splits; a card that cannot be read, or no config to build, stops the build naming the field."""
+        try:
+            return hf_card.card_config(self.path, self.hf_config) is not None
+        except hf_card.CardError as exc:
+            raise ValueError(f"{self.name}: {exc} (format: folder; field hf_config)") from None
+
+    def _card_split(self, key: str, relative: str, data_file: str) -> str | Reject:
+        """The split the card's built config gives the image at `relative` through `data_file` (the
+        image itself, or the metadata file naming it: `datasets` loads an ImageFolder's rows from
+        there), or the image's reject: `other_hf_config` when no split of the config names it."""
+        try:
+            split = hf_card.file_split(self.path, data_file, self.hf_config)
+        except hf_card.CardError as exc:  # the card was changed since the build started
+            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {exc}")
+        if split is not None:
+            return split
+        by = "" if data_file == relative else f"{shown_name(relative)}, named by a row of "
+        return self._reject(key, "read", OTHER_HF_CONFIG, by + self._other_config(data_file))
 
     def _check_caption_column(self, uri: str) -> None:
         """Raise before the build when `caption_column` is set and the first metadata file of an
@@ -862,14 +884,14 @@ class LaionSource:
                 "built (datasets does not load it either): not read; set hf_config to build another config")
 
     # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
-    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any]) -> SourceItem:
+    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], card: bool) -> SourceItem:
         """An image of an ImageFolder with the metadata row that names it (its caption, its other
         columns under `huggingface`, its split: `split_of`), the `unlisted_image` reject when
         metadata files are there and no row names it, or a plain image when none is in its folder
         or above (`datasets` yields such an image of a split without metadata, unlabelled)."""
         row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
         if row is None:
-            return self._plain_image(key, uri, relative, lineage)
+            return self._plain_image(key, uri, relative, lineage, card)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
                                 f"images here but is not read ({row['why']}): its row, if any, is unknown")
@@ -885,7 +907,9 @@ class LaionSource:
         values = {k: v for k, v in row["values"].items() if k != "file_name"}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
-        split = split_of(relative, row["file"])
+        split = self._card_split(key, relative, row["file"]) if card else split_of(relative, row["file"])
+        if isinstance(split, Reject):
+            return split
         lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
                    **({"hf_split": split} if split else {}),
                    "huggingface": {k: _jsonable(v) for k, v in sorted(values.items())}}
@@ -1024,20 +1048,27 @@ class LaionSource:
                 parsed = parse_json(texts.get("json"))
                 if parsed:
                     lineage["metadata"] = parsed
-                if unit.kind == "imagefolder":
-                    yield self._listed_image(key, uri, relative, lineage)
+                card = unit.kind.endswith("_card")
+                if unit.kind.startswith("imagefolder"):
+                    yield self._listed_image(key, uri, relative, lineage, card)
                     continue
-                yield self._plain_image(key, uri, relative, lineage)
+                yield self._plain_image(key, uri, relative, lineage, card)
 
-    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any]) -> ImageRecord:
+    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], card: bool) -> SourceItem:
         """An image of a folder without metadata: in `val` whole when a folder of its path names a
         held-out split as `datasets` splits an ImageFolder (`test/cat/1.jpg`, `validation/`),
         never trained on; else split by `split.val_fraction`. The image's own name is not read as
-        a split (`test-shot-01.jpg`, `dev_board.jpg` are photos' names)."""
-        split = hf_parquet.folder_split(relative)
+        a split (`test-shot-01.jpg`, `dev_board.jpg` are photos' names). With a card's `configs`
+        (`card`), the split its built config gives the image (`_card_split`)."""
+        if card and relative == hf_card.CARD:  # never an image the decoder calls `not_an_image`
+            return self._reject(key, "read", "unexpected_file", f"{hf_card.CARD} is the dataset card: its configs "
+                                "give the splits, it is no image")
+        split = self._card_split(key, relative, relative) if card else hf_parquet.folder_split(relative)
+        if isinstance(split, Reject):
+            return split
         hint = hf_parquet.split_hint(split)
         return ImageRecord(key=key, source=self.name, group=key, uri=uri, split_hint=hint,
-                           lineage={**lineage, "hf_split": split} if hint else lineage)
+                           lineage={**lineage, "hf_split": split} if hint or card else lineage)
 
     def _tool_sidecar(self, root: str, uri: str) -> Reject:
         """The `metadata_sidecar` reject of a photo tool's file beside a photo (`TOOL_SIDECARS`, a

@@ -1096,6 +1096,37 @@ def test_an_image_folder_without_metadata_keeps_its_test_folder_out_of_training(
         ("train/cat/1.png", None, None), ("train/dog/2.png", None, None), ("train/dog/3.png", None, None)]
 
 
+@pytest.mark.parametrize("metadata", [False, True])
+def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: bool):
+    """An image repo whose card names its splits (`split: test, path: images/holdout/**`): the
+    held-out images were trained on (their folder names no split) and `images/other/`, which no
+    config names, was built. As `load_dataset` (datasets 5.2) gave it, with or without a
+    `metadata.jsonl` in each folder: train 1.png, 2.png; test 3.png, 4.png; other/ not loaded (here
+    `other_hf_config`), the card no image."""
+    shade = 0
+    for folder in ("train", "holdout", "other"):
+        rows = []
+        for _ in range(2):
+            shade += 1
+            (tmp_path / "images" / folder).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (shade, 0, 0)).save(tmp_path / "images" / folder / f"{shade}.png")
+            rows.append(json.dumps({"file_name": f"{shade}.png", "text": f"{folder} {shade}"}) + "\n")
+        if metadata:
+            (tmp_path / "images" / folder / "metadata.jsonl").write_text("".join(rows))
+    (tmp_path / "README.md").write_text('---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n'
+                                        '    path: "images/train/**"\n  - split: test\n    path: "images/holdout/**"\n'
+                                        '---\n')
+    items = _read_all(LaionSource("w", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.lineage["hf_split"], i.split_hint, i.lineage.get("caption"))
+                  for i in items if isinstance(i, ImageRecord)) == [
+        (f"images/{folder}/{n}.png", split, hint, f"{folder} {n}" if metadata else None)
+        for folder, split, hint, n in (("holdout", "test", "val", 3), ("holdout", "test", "val", 4),
+                                       ("train", "train", None, 1), ("train", "train", None, 2))]
+    assert sorted((i.key, i.reason) for i in items if isinstance(i, Reject)) == [
+        ("w-README--md", "unexpected_file"), ("w-images-other-5--png", "other_hf_config"),
+        ("w-images-other-6--png", "other_hf_config")]
+
+
 def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
     """`test/data-00000-of-00001.parquet` and `cifar10-test.parquet` (names `datasets` gives the
     test split) were read as split `data` and none: their rows were trained on."""
@@ -1447,7 +1478,8 @@ def test_an_image_folder_asks_the_disk_once_per_folder_and_sees_a_new_metadata_f
     monkeypatch.setattr(fsio, "exists", lambda uri: (asked.update([uri]), exists(uri))[1])
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert sum(isinstance(i, ImageRecord) for i in items) == 40
-    assert max(asked.values()) == 1 and len(asked) == 9  # train/, train/sub/, the root: csv, jsonl, parquet each
+    # train/, train/sub/, the root: csv, jsonl, parquet each; the root's README.md (a card's configs), once
+    assert max(asked.values()) == 1 and len(asked) == 10
     (tmp_path / "train" / "sub" / "metadata.csv").write_text("file_name,text\nx.jpg,a blue square\n")
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert {i.lineage["path"]: i.lineage.get("caption") for i in items}["train/sub/x.jpg"] == "a blue square"

@@ -164,8 +164,9 @@ class LaionSourceConfig(SourceBase, LinkOptions, LaterFields):
     caption_column: str | None = Field(None, min_length=1, description="`huggingface`, or a `folder` with "
                                        "`metadata.jsonl`/`metadata.csv`: the caption's column "
                                        "(default: `text`, else `caption`, else `txt`, else none)")
-    hf_config: str | None = Field(None, min_length=1, description="`huggingface`: the config of the repo's "
-                                  "README.md `configs:` to build (default: the card's default config)")
+    hf_config: str | None = Field(None, min_length=1, description="`huggingface` (or a `folder` with a card): "
+                                  "the config of the repo's README.md `configs:` to build (default: the card's "
+                                  "default config)")
 
 
 class ImageNetSourceConfig(SourceBase, LinkOptions):
