@@ -25,6 +25,7 @@ from typing import Any
 from sources import fsio
 from sources.hf_parquet import hf_split, split_hint
 from sources.records import read_input_bytes
+from transforms.errors import exception_detail
 
 CARD = "README.md"
 MAX_CARD_BYTES = 1 << 20  # real cards with hundreds of configs and their features: a few hundred KiB
@@ -62,6 +63,8 @@ def read_card(uri: str) -> tuple[Config, ...] | str:
         return f"over the {MAX_CARD_BYTES} byte budget of a dataset card: not read"
     except UnicodeDecodeError as exc:
         return f"not UTF-8 text (byte {exc.start})"
+    except OSError as exc:  # no permission, a failing disk (too many open files: the machine's error, raised)
+        return f"unreadable ({exception_detail(exc)})"
     front = front_matter(text)
     return () if front is None else configs_of(front)
 
@@ -102,10 +105,10 @@ def configs_of(front: str) -> tuple[Config, ...] | str:
 def _config(entry: Any) -> Config | str:
     """One entry of `configs`, or what is wrong with it."""
     if not isinstance(entry, dict) or not isinstance(entry.get("config_name"), str):
-        return f"a config without a config_name ({str(entry)[:80]})"
+        return f"a config without a config_name ({_shown(entry)})"
     name, data_dir = entry["config_name"], entry.get("data_dir")
     if data_dir is not None and (not isinstance(data_dir, str) or posixpath.isabs(data_dir)):
-        return f"config {name!r}: data_dir {str(data_dir)[:80]!r} is not a folder of the repo"
+        return f"config {name!r}: data_dir {_shown(data_dir)} is not a folder of the repo"
     files = entry.get("data_files")
     splits = _splits(files) if files is not None else ()
     if isinstance(splits, str):
@@ -132,11 +135,19 @@ def _splits(files: Any) -> tuple[tuple[str, tuple[str, ...]], ...] | str:
         paths = [paths] if isinstance(paths, str) else paths
         if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)
                 and isinstance(item.get("split"), str) and _SPLIT_NAME.fullmatch(item["split"])):
-            return f"a data_files entry is not {{split, path}} ({str(item)[:80]})"
+            return f"a data_files entry is not {{split, path}} ({_shown(item)})"
         pairs.append((item["split"], tuple(paths)))
     if len({s for s, _ in pairs}) != len(pairs):
         return "a split is named twice in data_files"
     return tuple(pairs)
+
+
+def _shown(value: Any) -> str:
+    """A YAML value in a message: a text or a number as written, anything else by its type alone
+    (printing a list or mapping of an alias bomb would walk every copy it stands for)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return repr(value)[:80]
+    return f"a {type(value).__name__}"
 
 
 def chosen(configs: tuple[Config, ...], hf_config: str | None) -> Config:

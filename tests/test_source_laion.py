@@ -1252,6 +1252,10 @@ def test_a_huge_card_or_an_alias_bomb_is_judged_before_it_is_read(tmp_path: Path
     started = time.monotonic()
     assert _splits_built(LaionSource("hf", str(tmp_path)))[0] == {"train": [("a/x.parquet", None)]}
     assert time.monotonic() - started < 5
+    (tmp_path / "README.md").write_text(f"---\n{bomb}configs: *a29\n---\n")  # each config a list of copies
+    with pytest.raises(ValueError, match=r"a config without a config_name \(a list\)"):
+        LaionSource("hf", str(tmp_path)).units()
+    assert time.monotonic() - started < 5
     (tmp_path / "README.md").write_text("---\nconfigs: []\n---\n" + "x" * hf_card.MAX_CARD_BYTES)
     with pytest.raises(ValueError, match="over the 1048576 byte budget of a dataset card"):
         LaionSource("hf", str(tmp_path)).units()
