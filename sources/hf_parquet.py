@@ -109,12 +109,19 @@ def hf_split(relative: str) -> str:
     sharded = _SHARDED.fullmatch(relative)
     if sharded:
         return sharded["split"]
-    folders, _, name = relative.rpartition("/")
-    for patterns, parts in ((_IN_FOLDER, [p for p in folders.split("/") if p]), (_IN_NAME, [name])):
-        named = [split for split, pattern in patterns.items() if any(pattern.fullmatch(p) for p in parts)]
-        if named:
-            return next((s for s in HELD_OUT_SPLITS if s in named), named[0])
-    return "train"
+    return folder_split(relative) or _named_split(_IN_NAME, [relative.rpartition("/")[2]]) or "train"
+
+
+def folder_split(relative: str) -> str | None:
+    """The split the folders of `relative` name as `datasets` reads them (`test/cat/1.jpg`: test),
+    None when none does."""
+    return _named_split(_IN_FOLDER, [p for p in relative.split("/")[:-1] if p])
+
+
+def _named_split(patterns: dict[str, re.Pattern], parts: list[str]) -> str | None:
+    """The split whose keyword one of `parts` is (of several, a held-out one), or None."""
+    named = [split for split, pattern in patterns.items() if any(pattern.fullmatch(p) for p in parts)]
+    return next((s for s in HELD_OUT_SPLITS if s in named), named[0]) if named else None
 
 
 def split_hint(split: str | None) -> str | None:

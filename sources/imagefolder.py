@@ -1,10 +1,14 @@
-"""Hugging Face "ImageFolder" metadata: `metadata.jsonl` / `metadata.csv` beside the images.
+"""Hugging Face "ImageFolder" metadata: `metadata.jsonl`, `.csv` or `.parquet` beside the images.
 
 `datasets`' ImageFolder (`load_dataset("imagefolder", data_dir=...)`, `folder_based_builder.py`)
 reads one row per image from a metadata file; its `file_name` is relative to the metadata file's
 folder (it may name a subfolder, never climb out of it with `..` or be absolute), its other
-columns (`text`, `caption`...) are the image's. Once a folder or one above has metadata, an image
-no row names is left out of the dataset (so here it is an `unlisted_image` reject, counted); one
+columns (`text`, `caption`...) are the image's. A `<name>_file_name` column (`file_names`,
+`<name>_file_names`: a list) names more images of the row (a ControlNet dataset's
+`conditioning_image_file_name`): `datasets` gives each its own Image column; here such an image
+is the row's (it rides in the lineage of the row's `file_name` image, an `extra_image` reject of
+its own, never an image built alone nor an `unlisted_image`). Once a folder or one above has
+metadata, an image no row names is left out of the dataset (so here it is an `unlisted_image` reject, counted); one
 with none there is a plain image, and a file without `file_name` (another tool's table) is no
 ImageFolder metadata. A metadata file
 is parsed once per process (`fsio.cached_input`), judged by its size before it is read; what one
@@ -30,7 +34,9 @@ from sources.paths import path_problem, relative_to_root
 from sources.records import FILE_TOO_LARGE, nfc, read_input_bytes
 from transforms.errors import exception_detail
 
-METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # `datasets`' names (`metadata.parquet` is not read)
+METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")  # `datasets`' names
+# a `metadata.parquet` is read whole once judged: what its footer declares uncompressed, at most
+MAX_METADATA_PARQUET_BYTES = 256 << 20
 # a metadata file is text, a row per image: ~450k rows of a caption and a few numbers fit; parsed
 # (each row's own line kept, `Metadata`), it takes about 2.5 times its size. An image's lookup may
 # pass three (`metadata.csv` and `.jsonl` of its folder, one above): four are kept parsed, together
@@ -40,6 +46,7 @@ MAX_METADATA_BYTES = 64 << 20
 CACHED_METADATA_BYTES = 128 << 20
 BAD_METADATA = "bad_metadata"
 UNLISTED_IMAGE = "unlisted_image"
+EXTRA_IMAGE = "extra_image"  # an image a row's `<name>_file_name` column names: the row's, not built alone
 UNREADABLE_FILE = "unreadable_file"
 
 
@@ -51,6 +58,7 @@ class Metadata:
     (a 64 MiB file of 521k rows: 530 MiB); what is wrong with lines or the whole file."""
 
     rows: dict[str, tuple[int, int, str | tuple[str, ...]]] = field(default_factory=dict)
+    extras: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # image -> (row, line, its column)
     columns: list[str] = field(default_factory=list)
     problems: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
     unread: str = ""  # why no row of it is read ('' when read)
@@ -84,20 +92,21 @@ def read_metadata(uri: str) -> Metadata:
         return Metadata(unread=f"{size} bytes, over the {MAX_METADATA_BYTES} byte budget of a metadata file: not read",
                         reason=FILE_TOO_LARGE)
     try:
-        text = read_input_bytes(uri, MAX_METADATA_BYTES).decode("utf-8-sig")  # no memory: the machine's error
+        data = read_input_bytes(uri, MAX_METADATA_BYTES)  # no memory: the machine's error
     except fsio.FileTooLarge:
         return Metadata(unread=f"over the {MAX_METADATA_BYTES} byte budget of a metadata file: not read",
                         reason=FILE_TOO_LARGE)
     except OSError as exc:  # no permission, a failing disk: its images go without their rows, counted
         return Metadata(unread=f"unreadable ({exception_detail(exc)})", reason=UNREADABLE_FILE)
+    parsed = Metadata()
+    count = 0
+    try:
+        for count, (line, values, raw) in enumerate(_rows(uri, data, parsed), 1):  # one row's values at a time
+            _add_row(parsed, count - 1, line, values, raw)
     except UnicodeDecodeError as exc:
         return Metadata(unread=f"not UTF-8 text (byte {exc.start}): not read", reason=BAD_METADATA)
-    parsed = Metadata()
-    rows = _csv_rows(text, parsed) if uri.endswith(".csv") else _jsonl_rows(text, parsed)
-    del text  # a row keeps its own line
-    count = 0
-    for count, (line, values, raw) in enumerate(rows, 1):  # one row's values at a time, never all
-        _add_row(parsed, count - 1, line, values, raw)
+    except ParquetUnread as exc:
+        return Metadata(unread=str(exc), reason=exc.reason)
     if count and "file_name" not in parsed.columns:  # another tool's table (Kaggle's): its folder stays plain
         return Metadata(columns=parsed.columns, foreign=True, reason=BAD_METADATA,
                         unread=f"no file_name column (its columns: {', '.join(parsed.columns)[:120]}): not Hugging "
@@ -105,7 +114,16 @@ def read_metadata(uri: str) -> Metadata:
     return parsed
 
 
+def _rows(uri: str, data: bytes, parsed: Metadata) -> Iterator["Row"]:
+    """The rows of a metadata file's bytes, by its kind (a row keeps its own text, never the file's)."""
+    if uri.endswith(".parquet"):
+        return _parquet_rows(data, parsed)
+    text = data.decode("utf-8-sig")
+    return _csv_rows(text, parsed) if uri.endswith(".csv") else _jsonl_rows(text, parsed)
+
+
 def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], raw: str | tuple[str, ...]) -> None:
+    _add_extras(parsed, index, line, values)
     written = values.get("file_name")
     if not isinstance(written, str) or not written:
         shown = json.dumps(written, ensure_ascii=False)[:40]
@@ -120,7 +138,59 @@ def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], ra
     parsed.rows[name] = (index, line, raw)
 
 
+def extra_images(values: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(column, path) of each further image a row names, as `datasets` takes them: a text in a
+    `<name>_file_name` column, each text of a list in `file_names` or `<name>_file_names`."""
+    for column, value in values.items():
+        if column != "file_name" and column.endswith("_file_name") and isinstance(value, str) and value:
+            yield column, value
+        elif (column == "file_names" or column.endswith("_file_names")) and isinstance(value, list):
+            yield from ((column, v) for v in value if isinstance(v, str) and v)
+
+
+def _add_extras(parsed: Metadata, index: int, line: int, values: dict[str, Any]) -> None:
+    for column, written in extra_images(values):
+        parsed.extras.setdefault(row_name(written), (index, line, column))
+
+
 Row = tuple[int, dict[str, Any], "str | tuple[str, ...]"]  # (line, values, the text kept)
+
+
+class ParquetUnread(ValueError):
+    """A `metadata.parquet` that is not read: why, and its reject reason."""
+
+    def __init__(self, detail: str, reason: str = BAD_METADATA):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _parquet_rows(data: bytes, parsed: Metadata) -> Iterator[Row]:
+    """Each row of a `metadata.parquet` (as `datasets` reads it with pyarrow), kept as its JSON
+    text; its `line` is its row number from 1. A file whose footer declares more than
+    `MAX_METADATA_PARQUET_BYTES` uncompressed, or that pyarrow cannot read, is `ParquetUnread`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        meta = parquet.metadata
+        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if declared > MAX_METADATA_PARQUET_BYTES:
+            raise ParquetUnread(f"declares {declared} bytes uncompressed, over the {MAX_METADATA_PARQUET_BYTES} "
+                                "byte budget of a metadata file: not read", FILE_TOO_LARGE)
+        parsed.columns = list(parquet.schema_arrow.names)
+        line = 0
+        for batch in parquet.iter_batches(batch_size=1024, use_threads=False):
+            for values in batch.to_pylist():
+                line += 1
+                yield line, values, json.dumps(values, ensure_ascii=False, default=_json_value)
+    except (OSError, pa.ArrowException) as exc:
+        raise ParquetUnread(f"not a parquet file pyarrow reads ({str(exc)[:100]}): not read") from None
+
+
+def _json_value(value: Any) -> Any:
+    """A parquet value JSON has no type for: bytes by their size (never the bytes), else as text."""
+    return f"<{len(value)} bytes>" if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 def _jsonl_rows(text: str, parsed: Metadata) -> Iterator[Row]:
@@ -217,7 +287,8 @@ def _folder_state(root: str, folder: str) -> tuple[int, int, int] | None:
 @fsio.derived_input
 def image_row(root: str, relative: str, follow_links: bool) -> dict[str, Any] | None:
     """The metadata row that names the image at `relative` (under `root`, as the disk spells it):
-    {"file", "row", "line", "values"} of the nearest metadata file naming it; {"unread": file, "why"}
+    {"file", "row", "line", "values"} of the nearest metadata file naming it; {"extra": file, "row",
+    "line", "column"} when a row names it in a `<name>_file_name` column only (the row's image's); {"unread": file, "why"}
     when the nearest metadata file there could not be read (its rows unknown); {"unlisted": file}
     when metadata files are there and none names it; None when no ImageFolder metadata file is in
     its folder or above (a file without `file_name` is none): a plain image, as `datasets` has it."""
@@ -233,6 +304,9 @@ def image_row(root: str, relative: str, follow_links: bool) -> dict[str, Any] | 
             elif name in parsed.rows:
                 index, line, raw = parsed.rows[name]
                 return {"file": shown, "row": index, "line": line, "values": parsed.values(raw)}
+            elif name in parsed.extras:
+                index, line, column = parsed.extras[name]
+                return {"extra": shown, "row": index, "line": line, "column": column}
             unlisted = unlisted or {"unlisted": shown}
     return unread or unlisted
 

@@ -77,6 +77,9 @@ VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
 ARCHIVE_SUFFIX = ".tar"  # a class archive, `<wnid>.tar`, read in place
 WRONG_CLASS = "wrong_class"  # a class archive's member named for another class (`n02_5.JPEG` in n01.tar)
+# a Hugging Face ImageFolder's held-out split folders (`datasets`' split keywords), read as `val`
+# when there is no `val/`, the first holding class folders (ILSVRC's flat `test/` holds none)
+HELD_OUT_FOLDERS = ("validation", "valid", "dev", "test", "testing", "eval", "evaluation")
 MAX_SHOWN_NAME = 300  # what a reject's detail (cut to 300 characters) can show of a name a key holds
 _WNID_PREFIX = re.compile(r"(n\d{8})_")  # ImageNet's names: `<wnid>_<n>.JPEG`, a wnid `n` and 8 digits
 
@@ -227,6 +230,19 @@ class ImageNetSource:
             return kaggle
         return self.path
 
+    def split_dir(self, split: str) -> str:
+        """The folder of a split: `train/`, `val/`; without `val/`, the first of a Hugging Face
+        ImageFolder's held-out folders (`HELD_OUT_FOLDERS`: `validation/`, `test/`...) holding class
+        folders, as `datasets` names an ImageFolder's splits (`train/cat/1.jpg`, `test/cat/2.jpg`)."""
+        folder = fsio.join(self.images_root, split)
+        if split != "val" or fsio.isdir(folder):
+            return folder
+        for name in HELD_OUT_FOLDERS:
+            alias = fsio.join(self.images_root, name)
+            if fsio.isdir(alias) and any(not set_aside(fsio.basename(d)) for d in fsio.list_dirs(alias)):
+                return alias
+        return folder
+
     @property
     def archives_at_top(self) -> bool:
         """Whether `path` is ImageNet-21k's download as it lies (winter21_whole/, fall11's outer tar
@@ -243,7 +259,7 @@ class ImageNetSource:
             if at_top:
                 units.extend(self._top_units(split))
                 continue
-            split_dir = fsio.join(images_root, split)
+            split_dir = self.split_dir(split)
             if not fsio.isdir(split_dir):
                 raise FileNotFoundError(
                     f"{self.name}: ILSVRC layout has no {split}/ folder under {images_root}"
@@ -443,7 +459,7 @@ class ImageNetSource:
     def _listed_missing(self, split: str) -> Iterator[Reject]:
         """A reject for each image LOC_val_solution.csv lists that the split's folder lacks, flat or
         in a class folder inside the root (a val set reorganised by hand in part)."""
-        split_dir = fsio.join(self.images_root, split)
+        split_dir = self.split_dir(split)
         present = {_stem(f) for f in fsio.list_files(split_dir, links=True) if _is_image_name(f)}
         for folder in fsio.list_dirs(split_dir, links=True):
             if not set_aside(fsio.basename(folder)) and not path_problem(self.path, folder, self.follow_links):

@@ -31,7 +31,8 @@ A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.
 `Image` struct column) are read row by row, one unit per file (an image file a row's path names is
 that row's; the other files are rejects, `FOLDER_FILES_PER_UNIT` to a unit), each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
-(validation, test) go to `val`. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
+(validation, test) go to `val`; a repo card's `configs:` (`sources.hf_card`) gives the splits and
+the files of the config built, another config's file is an `other_hf_config` reject. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 
 A folder with a `metadata.jsonl` or `metadata.csv` is a Hugging Face ImageFolder
 (`sources.imagefolder`): each image takes the row naming it (caption, other columns, the split its
@@ -53,8 +54,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
-from sources import fsio, hf_parquet, imagefolder
-from sources.imagefolder import UNLISTED_IMAGE
+from sources import fsio, hf_card, hf_parquet, imagefolder
+from sources.imagefolder import BAD_METADATA, EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
@@ -91,6 +92,7 @@ FOLDER_FILES_PER_UNIT = 256
 # them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
+OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
 BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
 HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
 HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
@@ -297,6 +299,7 @@ class LaionSource:
     follow_links: bool = False  # read shards, folders and files that are links leading out of `path`
     image_column: str | None = None  # a `datasets` parquet's Image column (None: its only one)
     caption_column: str | None = None  # a `datasets` parquet's caption (None: `hf_parquet.CAPTION_COLUMNS`)
+    hf_config: str | None = None  # the config of a `datasets` repo's card to build (None: its default)
 
     def resolved_format(self) -> LaionFormat:
         return detect_format(self.path, self.follow_links) if self.format == "auto" else self.format
@@ -338,7 +341,8 @@ class LaionSource:
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         if metadata:
             self._check_caption_column(metadata[0])
-        kind = "imagefolder" if metadata else "folder"  # with metadata, each image takes its row
+        # with metadata, each image takes its row; with a card's configs (`_card`), its split from there
+        kind = ("imagefolder" if metadata else "folder") + ("_card" if self._folder_card() else "")
         units, chunk = [Unit("metadata", (m,), self.path) for m in metadata], []
         for group in groups:
             chunk += group
@@ -348,6 +352,27 @@ class LaionSource:
         if chunk:
             units.append(Unit(kind, tuple(chunk), self.path))
         return units
+
+    def _folder_card(self) -> bool:
+        """Whether the folder's dataset card (README.md `configs:`, `sources.hf_card`) gives its
+        splits; a card that cannot be read, or no config to build, stops the build naming the field."""
+        try:
+            return hf_card.card_config(self.path, self.hf_config) is not None
+        except hf_card.CardError as exc:
+            raise ValueError(f"{self.name}: {exc} (format: folder; field hf_config)") from None
+
+    def _card_split(self, key: str, relative: str, data_file: str) -> str | Reject:
+        """The split the card's built config gives the image at `relative` through `data_file` (the
+        image itself, or the metadata file naming it: `datasets` loads an ImageFolder's rows from
+        there), or the image's reject: `other_hf_config` when no split of the config names it."""
+        try:
+            split = hf_card.file_split(self.path, data_file, self.hf_config)
+        except hf_card.CardError as exc:  # the card was changed since the build started
+            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {exc}")
+        if split is not None:
+            return split
+        by = "" if data_file == relative else f"{shown_name(relative)}, named by a row of "
+        return self._reject(key, "read", OTHER_HF_CONFIG, by + self._other_config(data_file))
 
     def _check_caption_column(self, uri: str) -> None:
         """Raise before the build when `caption_column` is set and the first metadata file of an
@@ -369,6 +394,7 @@ class LaionSource:
         if not shards:
             refuse_saved_datasets(self.name, self.path, files)
             raise FileNotFoundError(f"{self.name}: no .parquet files under {self.path}")
+        shards = self._in_config(shards)
         first = first_schema(self.path, shards, self.follow_links)
         if first is not None:  # else each unit says why it is not read
             self._hf_columns(first[1], fsio.basename(first[0]), config_error=True)
@@ -380,6 +406,19 @@ class LaionSource:
         return [Unit("hf_parquet", (p,), self.path) for p in shards] + [
             Unit("hf_other", tuple(others[i:i + FOLDER_FILES_PER_UNIT]), self.path)
             for i in range(0, len(others), FOLDER_FILES_PER_UNIT)]
+
+    def _in_config(self, shards: list[str]) -> list[str]:
+        """The parquet files of the card's built config (`hf_card`: all without a card's configs);
+        a card that cannot be read, or no config to build, stops the build naming the field."""
+        try:
+            kept = [s for s in shards if hf_card.file_split(self.path, relative_to_root(self.path, s), self.hf_config)]
+        except hf_card.CardError as exc:
+            raise ValueError(f"{self.name}: {exc} (format: huggingface; field hf_config)") from None
+        if not kept:
+            config = hf_card.card_config(self.path, self.hf_config)
+            raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is a data file of config "
+                                    f"{config.name if config else None!r} of its {hf_card.CARD}")
+        return kept
 
     def _hf_claimed(self, shards: list[str], images: set[str]) -> set[str]:
         """Those of `images` (paths under the root, in NFC) a row of a parquet names: only each
@@ -744,7 +783,14 @@ class LaionSource:
         import pyarrow.parquet as pq
 
         name = f"{shard}.parquet"
-        split = hf_parquet.hf_split(shard + ".parquet")
+        try:
+            split = hf_card.file_split(self.path, relative_to_root(self.path, uri), self.hf_config)
+        except hf_card.CardError as exc:  # the card was changed since the build started
+            yield self._reject(self._shard_key(shard), "read", BAD_METADATA, f"{name}: {exc}")
+            return
+        if split is None:
+            yield self._reject(self._shard_key(shard), "read", OTHER_HF_CONFIG, self._other_config(name))
+            return
         hint = hf_parquet.split_hint(split)
         with fsio.open_file(uri) as handle:
             parquet = pq.ParquetFile(handle, pre_buffer=False)
@@ -821,30 +867,49 @@ class LaionSource:
         relative = nfc(relative_to_root(self.path, uri))
         key = path_key(self.name, relative)
         aside = self._set_aside(lambda: key, self.path, uri)
+        if aside is None and _ext_of(relative) == "parquet":  # a file of another config of the card
+            return self._reject(key, "read", OTHER_HF_CONFIG, self._other_config(relative))
         what = ("an image file no row's path names, never a sample of its own (built where a row names it)"
                 if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
         return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}")
 
+    def _other_config(self, relative: str) -> str:
+        """Why a parquet file of the repo is not read: no split of the card's built config names it."""
+        try:
+            config = hf_card.card_config(self.path, self.hf_config)
+        except hf_card.CardError as exc:
+            return f"{shown_name(relative)}: {exc}"
+        built = repr(config.name) if config else "(none)"
+        return (f"{shown_name(relative)} is a data file of no split of config {built} of {hf_card.CARD}, the one "
+                "built (datasets does not load it either): not read; set hf_config to build another config")
+
     # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
-    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any]) -> SourceItem:
+    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], card: bool) -> SourceItem:
         """An image of an ImageFolder with the metadata row that names it (its caption, its other
         columns under `huggingface`, its split: `split_of`), the `unlisted_image` reject when
         metadata files are there and no row names it, or a plain image when none is in its folder
         or above (`datasets` yields such an image of a split without metadata, unlabelled)."""
         row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
         if row is None:
-            return ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+            return self._plain_image(key, uri, relative, lineage, card)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
                                 f"images here but is not read ({row['why']}): its row, if any, is unknown")
+        if "extra" in row:
+            return self._reject(key, "read", EXTRA_IMAGE,
+                                f"{shown_name(relative)} is the {row['column']} of {row['extra']} line {row['line']}: "
+                                "it rides in the lineage of that row's file_name image, never built as an image of "
+                                "its own (one image per row)")
         if "unlisted" in row:
             return self._reject(key, "read", UNLISTED_IMAGE,
-                                f"{shown_name(relative)}: no row of a metadata.jsonl or metadata.csv in its folder or "
-                                "above names it; datasets' ImageFolder leaves it out too")
+                                f"{shown_name(relative)}: no row of a metadata file (metadata.jsonl, .csv, .parquet) in "
+                                "its folder or above names it; datasets' ImageFolder leaves it out too")
         values = {k: v for k, v in row["values"].items() if k != "file_name"}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
-        split = split_of(relative, row["file"])
+        split = self._card_split(key, relative, row["file"]) if card else split_of(relative, row["file"])
+        if isinstance(split, Reject):
+            return split
         lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
                    **({"hf_split": split} if split else {}),
                    "huggingface": {k: _jsonable(v) for k, v in sorted(values.items())}}
@@ -983,10 +1048,27 @@ class LaionSource:
                 parsed = parse_json(texts.get("json"))
                 if parsed:
                     lineage["metadata"] = parsed
-                if unit.kind == "imagefolder":
-                    yield self._listed_image(key, uri, relative, lineage)
+                card = unit.kind.endswith("_card")
+                if unit.kind.startswith("imagefolder"):
+                    yield self._listed_image(key, uri, relative, lineage, card)
                     continue
-                yield ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage)
+                yield self._plain_image(key, uri, relative, lineage, card)
+
+    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], card: bool) -> SourceItem:
+        """An image of a folder without metadata: in `val` whole when a folder of its path names a
+        held-out split as `datasets` splits an ImageFolder (`test/cat/1.jpg`, `validation/`),
+        never trained on; else split by `split.val_fraction`. The image's own name is not read as
+        a split (`test-shot-01.jpg`, `dev_board.jpg` are photos' names). With a card's `configs`
+        (`card`), the split its built config gives the image (`_card_split`)."""
+        if card and relative == hf_card.CARD:  # never an image the decoder calls `not_an_image`
+            return self._reject(key, "read", "unexpected_file", f"{hf_card.CARD} is the dataset card: its configs "
+                                "give the splits, it is no image")
+        split = self._card_split(key, relative, relative) if card else hf_parquet.folder_split(relative)
+        if isinstance(split, Reject):
+            return split
+        hint = hf_parquet.split_hint(split)
+        return ImageRecord(key=key, source=self.name, group=key, uri=uri, split_hint=hint,
+                           lineage={**lineage, "hf_split": split} if hint or card else lineage)
 
     def _tool_sidecar(self, root: str, uri: str) -> Reject:
         """The `metadata_sidecar` reject of a photo tool's file beside a photo (`TOOL_SIDECARS`, a

@@ -846,3 +846,30 @@ def test_a_copy_appended_by_tar_r_is_a_duplicate_key_saying_which_copy_is_built(
     assert reject.reason == "duplicate_key"
     assert reject.detail == (f"train/{wnid}.tar: {name}: a later copy (appended by tar -r or tar -u): the first copy "
                              "in the archive is built, extracting would keep this later one")
+
+
+def test_a_hugging_face_image_folder_of_class_folders_gives_class_sentences_its_test_folder_val(tmp_path: Path):
+    """A Hub ImageFolder without metadata (`train/<label>/`, `test/<label>/`, JPEGs Pillow wrote):
+    `load_dataset` (datasets 5.2) gave train 12 rows, labels bird, cat, dog 4 each, and test 6, 2
+    each. Read as `type: imagenet`, its default splits stopped the build (no `val/`): the test
+    folder is now the val split, each image with its folder's class; ILSVRC's own flat `test/`
+    (no class folders) is never taken for val."""
+    shade = 0
+    for split, count in (("train", 4), ("test", 2)):
+        for label in ("bird", "cat", "dog"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for _ in range(count):
+                shade += 1
+                Image.new("RGB", (8, 8), (shade, 0, 0)).save(tmp_path / split / label / f"{label}{shade}.jpg")
+    source = ImageNetSource("hf", str(tmp_path))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert all(isinstance(i, ImageRecord) for i in items)
+    assert Counter((i.split_hint, i.label) for i in items) == {
+        ("train", "bird"): 4, ("train", "cat"): 4, ("train", "dog"): 4, ("val", "bird"): 2, ("val", "cat"): 2,
+        ("val", "dog"): 2}
+    flat = tmp_path / "flat"
+    (flat / "train" / "n01").mkdir(parents=True)
+    (flat / "test").mkdir()
+    Image.new("RGB", (8, 8)).save(flat / "test" / "ILSVRC2012_test_00000001.JPEG")
+    with pytest.raises(FileNotFoundError, match="no val/ folder"):
+        ImageNetSource("flat", str(flat)).units()

@@ -883,8 +883,8 @@ def test_an_image_folder_with_metadata_takes_each_images_row(tmp_path: Path, fmt
                           "file there"),
         ("outside_root", f"{meta} line {row_lines[1]}: '../test/hopper.jpg' leaves train/, the metadata file's "
                          "folder (absolute, a URL or climbing out with ..)"),
-        ("unlisted_image", "'train/unlisted.jpg': no row of a metadata.jsonl or metadata.csv in its folder or above "
-                           "names it; datasets' ImageFolder leaves it out too")])
+        ("unlisted_image", "'train/unlisted.jpg': no row of a metadata file (metadata.jsonl, .csv, .parquet) in its "
+                           "folder or above names it; datasets' ImageFolder leaves it out too")])
     assert len({i.key for i in items}) == len(items) and all("." not in i.key for i in items)
     assert {r.detail.split(" ")[0] for r in items if isinstance(r, Reject) and r.split_hint == "val"} == {
         f"test/metadata.{fmt}"}  # a held-out split's bad rows are counted in val
@@ -1016,6 +1016,117 @@ def test_an_image_named_by_two_metadata_files_takes_the_nearest_row(tmp_path: Pa
                           "is read (the nearest metadata file)")]
 
 
+def _controlnet_folder(root: Path) -> dict[str, bytes]:
+    """A ControlNet-style ImageFolder as the Hub holds it: `train/metadata.parquet` (written with
+    pyarrow, as `datasets` reads it) naming each photo (`file_name`), its conditioning image
+    (`conditioning_image_file_name`) and a caption; one photo no row names. `load_dataset` (datasets
+    5.2) gave one train split of 3 rows: `image` the photo, `conditioning_image` the edge map,
+    `text` the caption; the unnamed photo left out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pictures = {}
+    for i in range(3):
+        for folder, seed in (("images", i), ("conditioning", 10 + i)):
+            pictures[f"{folder}/{i}.png"] = _encoded("PNG", seed, size=8)
+            _write_named(root / "train" / folder, f"{i}.png", pictures[f"{folder}/{i}.png"])
+    _write_named(root / "train" / "images", "unnamed.png", _encoded("PNG", 20, size=8))
+    pq.write_table(pa.table({"file_name": [f"images/{i}.png" for i in range(3)],
+                             "conditioning_image_file_name": [f"conditioning/{i}.png" for i in range(3)],
+                             "text": [f"a photo {i}" for i in range(3)]}), root / "train" / "metadata.parquet")
+    return pictures
+
+
+def test_an_image_folder_with_metadata_parquet_and_conditioning_images(tmp_path: Path):
+    """`metadata.parquet` (read by `datasets` as the `.jsonl`) was an image the decoder refused,
+    its captions lost, every image plain: the conditioning images were built as web images of
+    their own. Now each photo takes its row (caption, the conditioning image's name in the
+    lineage), each conditioning image is the `extra_image` reject of its row, the unnamed photo
+    `unlisted_image`."""
+    pictures = _controlnet_folder(tmp_path)
+    assert detect_format(str(tmp_path)) == "folder"
+    items = _read_all(LaionSource("cn", str(tmp_path)))
+    records = sorted((i.lineage["path"], i.lineage["caption"], i.lineage["huggingface"]["conditioning_image_file_name"],
+                      i.read_bytes() == pictures[i.lineage["path"].removeprefix("train/")])
+                     for i in items if isinstance(i, ImageRecord))
+    assert records == [(f"train/images/{i}.png", f"a photo {i}", f"conditioning/{i}.png", True) for i in range(3)]
+    assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        *[("extra_image", f"'train/conditioning/{i}.png' is the conditioning_image_file_name of train/metadata.parquet "
+                          f"line {i + 1}: it rides in the lineage of that row's file_name image, never built as an "
+                          "image of its own (one image per row)") for i in range(3)],
+        ("unlisted_image", "'train/images/unnamed.png': no row of a metadata file (metadata.jsonl, .csv, .parquet) in "
+                           "its folder or above names it; datasets' ImageFolder leaves it out too")]
+
+
+def test_a_metadata_parquet_that_is_damaged_or_declares_too_much_is_never_read(tmp_path: Path, monkeypatch):
+    """A cut `metadata.parquet` is one `bad_metadata` reject, its images `unlisted_image`; one
+    whose footer declares more than the budget uncompressed is judged before its rows are read."""
+    from sources import imagefolder
+
+    _controlnet_folder(tmp_path)
+    meta = tmp_path / "train" / "metadata.parquet"
+    whole = meta.read_bytes()
+    monkeypatch.setattr(imagefolder, "MAX_METADATA_PARQUET_BYTES", 64)
+    assert imagefolder.read_metadata(str(meta)).reason == "file_too_large"
+    meta.write_bytes(whole[: len(whole) // 2])
+    items = _read_all(LaionSource("cn", str(tmp_path)))
+    assert Counter(r.reason for r in items if isinstance(r, Reject)) == {"bad_metadata": 1, "unlisted_image": 7}
+    assert not [i for i in items if isinstance(i, ImageRecord)]
+
+
+def _class_folders(root: Path) -> None:
+    """An ImageFolder without metadata as the Hub holds one (`train/<label>/`, `test/<label>/`, PNGs
+    Pillow wrote). `load_dataset` (datasets 5.2) gave train 3 rows and test 2, a `label`
+    ClassLabel(names=['cat', 'dog']) from the folder names: train [cat, dog, dog], test [cat, dog]."""
+    for split, label, shade in (("train", "cat", 1), ("train", "dog", 2), ("train", "dog", 3), ("test", "cat", 4),
+                                ("test", "dog", 5)):
+        (root / split / label).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (shade, 0, 0)).save(root / split / label / f"{shade}.png")
+
+
+def test_an_image_folder_without_metadata_keeps_its_test_folder_out_of_training(tmp_path: Path):
+    """Without metadata, `test/cat/4.png` was a plain image split by hash: trained on, where
+    `datasets` gives it the test split. A folder naming a held-out split puts it in val now; an
+    image's own name is no split (`test-shot.png` at the top stays a photo)."""
+    _class_folders(tmp_path)
+    Image.new("RGB", (8, 8), (9, 0, 0)).save(tmp_path / "test-shot.png")
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.split_hint, i.lineage.get("hf_split")) for i in items) == [
+        ("test-shot.png", None, None), ("test/cat/4.png", "val", "test"), ("test/dog/5.png", "val", "test"),
+        ("train/cat/1.png", None, None), ("train/dog/2.png", None, None), ("train/dog/3.png", None, None)]
+
+
+@pytest.mark.parametrize("metadata", [False, True])
+def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: bool):
+    """An image repo whose card names its splits (`split: test, path: images/holdout/**`): the
+    held-out images were trained on (their folder names no split) and `images/other/`, which no
+    config names, was built. As `load_dataset` (datasets 5.2) gave it, with or without a
+    `metadata.jsonl` in each folder: train 1.png, 2.png; test 3.png, 4.png; other/ not loaded (here
+    `other_hf_config`), the card no image."""
+    shade = 0
+    for folder in ("train", "holdout", "other"):
+        rows = []
+        for _ in range(2):
+            shade += 1
+            (tmp_path / "images" / folder).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (shade, 0, 0)).save(tmp_path / "images" / folder / f"{shade}.png")
+            rows.append(json.dumps({"file_name": f"{shade}.png", "text": f"{folder} {shade}"}) + "\n")
+        if metadata:
+            (tmp_path / "images" / folder / "metadata.jsonl").write_text("".join(rows))
+    (tmp_path / "README.md").write_text('---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n'
+                                        '    path: "images/train/**"\n  - split: test\n    path: "images/holdout/**"\n'
+                                        '---\n')
+    items = _read_all(LaionSource("w", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.lineage["hf_split"], i.split_hint, i.lineage.get("caption"))
+                  for i in items if isinstance(i, ImageRecord)) == [
+        (f"images/{folder}/{n}.png", split, hint, f"{folder} {n}" if metadata else None)
+        for folder, split, hint, n in (("holdout", "test", "val", 3), ("holdout", "test", "val", 4),
+                                       ("train", "train", None, 1), ("train", "train", None, 2))]
+    assert sorted((i.key, i.reason) for i in items if isinstance(i, Reject)) == [
+        ("w-README--md", "unexpected_file"), ("w-images-other-5--png", "other_hf_config"),
+        ("w-images-other-6--png", "other_hf_config")]
+
+
 def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
     """`test/data-00000-of-00001.parquet` and `cifar10-test.parquet` (names `datasets` gives the
     test split) were read as split `data` and none: their rows were trained on."""
@@ -1026,6 +1137,144 @@ def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
     records = {r.lineage["caption"]: r for r in _read_all(LaionSource("hf", str(tmp_path), "huggingface"))}
     assert {c: (r.split_hint, r.lineage["hf_split"]) for c, r in records.items()} == {
         "in test/": ("val", "test"), "in train/": (None, "train"), "cifar10-test": ("val", "test")}
+
+
+# -- a Hub repo's dataset card: `configs:` in README.md's YAML front matter -----------------------
+# Each layout below was written with datasets 5.2 (`Dataset.from_dict(..., features=Features({"image":
+# Image(), "text": Value("string")})).to_parquet(...)` per file, the card by hand as the Hub holds
+# it) and loaded with `load_dataset(<folder>)` / `load_dataset(<folder>, <config>)`: the splits and
+# files asserted here are those it gave (a file two splits name, `a/deep/val-1.parquet`, it loads in
+# both: here once, held out).
+HUB_CARD = """---
+license: mit
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: "data/train-*"
+  - split: test
+    path: "holdout/*.parquet"
+- config_name: extra
+  data_files: "extra/*.parquet"
+---
+# A dataset card
+"""
+
+
+def _card_repo(root: Path, card: str, files: list[str]) -> None:
+    """A Hub repo: one row per parquet file (captioned with the file's path) and its card."""
+    for name in files:
+        _hf_parquet(root / name, [{"image": {"bytes": _encoded("PNG", len(name), size=8), "path": None},
+                                   "text": name, "label": 0}])
+    (root / "README.md").write_text(card)
+
+
+def _splits_built(source: LaionSource) -> tuple[dict[str, list[tuple[str, str | None]]], dict[str, str]]:
+    """({hf_split: [(file, split_hint)]} of the records, {file: reason} of the parquets' rejects)."""
+    splits: dict[str, list] = {}
+    rejected = {}
+    for item in _read_all(source):
+        if isinstance(item, ImageRecord):
+            splits.setdefault(item.lineage["hf_split"], []).append((item.lineage["caption"], item.split_hint))
+        elif "parquet" in item.key:
+            rejected[item.detail.split("'")[1]] = item.reason
+    return {k: sorted(v) for k, v in splits.items()}, rejected
+
+
+def test_a_cards_configs_give_the_splits_and_the_files_of_the_config_built(tmp_path: Path):
+    """A held-out split named only in the card (`split: test, path: holdout/*.parquet`) was trained
+    on (its file's name says no split), and the files of another config were built too: now the
+    card's default config is built, its test split in val, the other config's file one
+    `other_hf_config` reject; `hf_config: extra` builds that one alone."""
+    _card_repo(tmp_path, HUB_CARD, ["data/train-00000-of-00001.parquet", "holdout/part-0.parquet",
+                                    "extra/other.parquet"])
+    assert detect_format(str(tmp_path)) == "huggingface"
+    assert _splits_built(LaionSource("hf", str(tmp_path))) == (
+        {"train": [("data/train-00000-of-00001.parquet", None)], "test": [("holdout/part-0.parquet", "val")]},
+        {"extra/other.parquet": "other_hf_config"})
+    assert _splits_built(LaionSource("hf", str(tmp_path), hf_config="extra")) == (
+        {"train": [("extra/other.parquet", None)]},
+        {"data/train-00000-of-00001.parquet": "other_hf_config", "holdout/part-0.parquet": "other_hf_config"})
+
+
+@pytest.mark.parametrize("config, files, expected", [
+    ("main", ["a/deep/er/t.parquet", "a/deep/val-1.parquet", "b/x.parquet", "b/y.parquet", "c/test.parquet",
+              "test.parquet"],
+     {"a/deep/er/t.parquet": "train", "a/deep/val-1.parquet": "validation", "b/x.parquet": "train",
+      "c/test.parquet": "holdout", "b/y.parquet": None, "test.parquet": None}),
+    ("en", ["en/train.parquet", "en/test.parquet", "fr/train.parquet"],
+     {"en/train.parquet": "train", "en/test.parquet": "test", "fr/train.parquet": None}),
+    ("default", ["data/test-0.parquet", "more/test1.parquet", "more/other.parquet"],
+     {"data/test-0.parquet": "train", "more/test1.parquet": "train", "more/other.parquet": None}),
+])
+def test_card_patterns_resolve_as_datasets_resolves_them(tmp_path: Path, config: str, files: list[str],
+                                                         expected: dict[str, str | None]):
+    """Lists of patterns, `**` across folders, a `data_dir` without `data_files` (its files split
+    by their names), a list of patterns without splits (all train, whatever the names say)."""
+    from sources import hf_card
+
+    cards = {"main": "configs:\n- config_name: main\n  data_files:\n  - split: train\n    path: [\"a/**/*.parquet\", "
+                     "\"b/x.parquet\"]\n  - split: validation\n    path: a/deep/val-*.parquet\n  - split: holdout\n"
+                     "    path: c/*.parquet\n",
+             "en": "configs:\n- config_name: en\n  data_dir: en\n  default: true\n- config_name: fr\n  data_dir: fr\n",
+             "default": "configs:\n- config_name: default\n  data_files:\n  - \"data/*.parquet\"\n  - "
+                        "\"more/test*.parquet\"\n- config_name: other\n  data_files: \"data/*.parquet\"\n"}
+    _card_repo(tmp_path, f"---\n{cards[config]}---\n", files)
+    assert {f: hf_card.file_split(str(tmp_path), f, None) for f in files} == expected
+
+
+@pytest.mark.parametrize("card, hf_config, says", [
+    ("configs:\n- config_name: a\n  data_files: a/*\n- config_name: b\n  data_files: b/*\n", None,
+     "several configs and none is the default (a, b): set hf_config"),
+    (HUB_CARD.split("---\n")[1], "nope", "has no config 'nope' (its configs: default, extra)"),
+    ("license: mit\n", "extra", "hf_config is 'extra' but there is no README.md with configs"),
+    ("configs: [\n", None, "its YAML front matter does not parse"),
+    ("configs:\n- config_name: a\n  data_files: {train: a/*}\n", None, "data_files is a dict"),
+])
+def test_a_card_whose_configs_cannot_be_taken_stops_the_build_naming_hf_config(tmp_path: Path, card: str,
+                                                                               hf_config: str | None, says: str):
+    _card_repo(tmp_path, f"---\n{card}\n---\n", ["a/x.parquet", "b/x.parquet"])
+    with pytest.raises(ValueError, match="hf_config") as raised:
+        LaionSource("hf", str(tmp_path), "huggingface", hf_config=hf_config).units()
+    assert says in str(raised.value)
+
+
+def test_a_huge_card_or_an_alias_bomb_is_judged_before_it_is_read(tmp_path: Path):
+    """The card is a user file: one over `MAX_CARD_BYTES` is not read; a billion-laughs card
+    parses in linear time (an alias is a reference) and only the configs' shapes are walked."""
+    import time
+
+    from sources import hf_card
+
+    bomb = "lol0: &a0 [lol]\n" + "".join(f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 30))
+    _card_repo(tmp_path, f"---\n{bomb}configs:\n- config_name: x\n  data_files: a/*\n  features: *a29\n---\n",
+               ["a/x.parquet"])
+    started = time.monotonic()
+    assert _splits_built(LaionSource("hf", str(tmp_path)))[0] == {"train": [("a/x.parquet", None)]}
+    assert time.monotonic() - started < 5
+    (tmp_path / "README.md").write_text(f"---\n{bomb}configs: *a29\n---\n")  # each config a list of copies
+    with pytest.raises(ValueError, match=r"a config without a config_name \(a list\)"):
+        LaionSource("hf", str(tmp_path)).units()
+    assert time.monotonic() - started < 5
+    (tmp_path / "README.md").write_text("---\nconfigs: []\n---\n" + "x" * hf_card.MAX_CARD_BYTES)
+    with pytest.raises(ValueError, match="over the 1048576 byte budget of a dataset card"):
+        LaionSource("hf", str(tmp_path)).units()
+
+
+def test_a_card_edited_moves_its_files_split_at_a_rerun(tmp_path: Path):
+    """A unit records the split the card gave its file (`hf_card.file_split`, a derived input), so a
+    rerun after the card moved a file to another split renders that unit again."""
+    from sources import fsio
+
+    _card_repo(tmp_path, HUB_CARD, ["data/train-00000-of-00001.parquet", "holdout/part-0.parquet"])
+    source = LaionSource("hf", str(tmp_path))
+    unit = next(u for u in source.units() if "holdout" in u.uris[0])
+    with fsio.recording_inputs() as record:
+        list(source.read(unit))
+    (key, value), = [(k, v) for k, v in record.derived.items() if k[0] == "sources.hf_card.file_split"]
+    assert value == "test"
+    (tmp_path / "README.md").write_text(HUB_CARD.replace("split: test", "split: train2"))
+    assert fsio.rederive(key) == "train2"
 
 
 @pytest.mark.parametrize("follow_links", [False, True])
@@ -1233,7 +1482,8 @@ def test_an_image_folder_asks_the_disk_once_per_folder_and_sees_a_new_metadata_f
     monkeypatch.setattr(fsio, "exists", lambda uri: (asked.update([uri]), exists(uri))[1])
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert sum(isinstance(i, ImageRecord) for i in items) == 40
-    assert max(asked.values()) == 1 and len(asked) == 6  # train/, train/sub/, the root: csv and jsonl each
+    # train/, train/sub/, the root: csv, jsonl, parquet each; the root's README.md (a card's configs), once
+    assert max(asked.values()) == 1 and len(asked) == 10
     (tmp_path / "train" / "sub" / "metadata.csv").write_text("file_name,text\nx.jpg,a blue square\n")
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert {i.lineage["path"]: i.lineage.get("caption") for i in items}["train/sub/x.jpg"] == "a blue square"

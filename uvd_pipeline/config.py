@@ -156,7 +156,7 @@ class LaterFields(BaseModel):
 
 
 class LaionSourceConfig(SourceBase, LinkOptions, LaterFields):
-    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"image_column": None, "caption_column": None}
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"image_column": None, "caption_column": None, "hf_config": None}
     type: Literal["laion"]
     format: Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"] = "auto"
     image_column: str | None = Field(None, min_length=1, description="`huggingface`: the Image column to build "
@@ -164,6 +164,9 @@ class LaionSourceConfig(SourceBase, LinkOptions, LaterFields):
     caption_column: str | None = Field(None, min_length=1, description="`huggingface`, or a `folder` with "
                                        "`metadata.jsonl`/`metadata.csv`: the caption's column "
                                        "(default: `text`, else `caption`, else `txt`, else none)")
+    hf_config: str | None = Field(None, min_length=1, description="`huggingface` (or a `folder` with a card): "
+                                  "the config of the repo's README.md `configs:` to build (default: the card's "
+                                  "default config)")
 
 
 class ImageNetSourceConfig(SourceBase, LinkOptions):

@@ -64,7 +64,7 @@ def source_notices(config) -> dict[str, list[str]]:
 
 def _web_images(c) -> LaionSource:
     return LaionSource(c.name, c.path, c.format, c.follow_links, getattr(c, "image_column", None),
-                       getattr(c, "caption_column", None))
+                       getattr(c, "caption_column", None), getattr(c, "hf_config", None))
 
 
 def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:

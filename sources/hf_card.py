@@ -1,0 +1,224 @@
+"""A Hugging Face dataset card's `configs:`: which data files are a config's, and in which split.
+
+A Hub repo's `README.md` may start with YAML front matter (`---` lines around it) whose `configs:`
+names its data files: `- config_name: default` with `data_files:` a pattern, a list of them (all
+`train`), or a list of `{split, path}` (path a pattern or a list), optionally `data_dir:` (the
+patterns' folder; without `data_files`, the files under it take their split from their names).
+When the card has configs, `datasets` (5.2, `load.py` `create_builder_configs_from_metadata_configs`,
+`data_files.py` `sanitize_patterns`/`resolve_pattern`, `utils/metadata.py`) takes the splits from
+there, never from file names, and a file the loaded config does not name is not loaded: so here.
+The config built is `hf_config`, else the card's default (its only one, the one named `default`,
+or the one with `default: true`, as `get_default_config_name`). Patterns are fsspec globs taken
+from the root (`*` within a name, `**` across folders). The card is a user file: it is judged by
+its size before it is read, its YAML parsed by a safe loader (an alias is a reference, never a
+copy) and only the `configs` shapes above are walked; anything else is a `CardError` (stops the
+build before it starts, naming the card, as `datasets` refuses the card too).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sources import fsio
+from sources.hf_parquet import hf_split, split_hint
+from sources.records import read_input_bytes
+from transforms.errors import exception_detail
+
+CARD = "README.md"
+MAX_CARD_BYTES = 1 << 20  # real cards with hundreds of configs and their features: a few hundred KiB
+MAX_PATTERNS = 4096  # of one config: a card listing each file of a big repo stays within it
+_SPLIT_NAME = re.compile(r"\w+(?:\.\w+)*")  # datasets' `naming._split_re`
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class CardError(ValueError):
+    """A dataset card whose `configs` cannot be taken as `datasets` takes them, or a `hf_config`
+    the card does not have."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """One config of a card: (split, patterns taken from the root) pairs, or, with `data_dir` and no
+    `data_files`, the folder whose files take their split from their names."""
+
+    name: str
+    splits: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    data_dir: str | None = None
+    default: bool = False
+
+
+@fsio.cached_input(maxsize=4)
+def read_card(uri: str) -> tuple[Config, ...] | str:
+    """The configs of the card at `uri` (empty without front matter or `configs`), or why they
+    cannot be read (a string: returned, not raised, so that the parse is kept)."""
+    size = fsio.file_state(uri)[0]
+    if isinstance(size, int) and size > MAX_CARD_BYTES:
+        return f"{size} bytes, over the {MAX_CARD_BYTES} byte budget of a dataset card: not read"
+    try:
+        text = read_input_bytes(uri, MAX_CARD_BYTES).decode("utf-8-sig")
+    except fsio.FileTooLarge:
+        return f"over the {MAX_CARD_BYTES} byte budget of a dataset card: not read"
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {exc.start})"
+    except OSError as exc:  # no permission, a failing disk (too many open files: the machine's error, raised)
+        return f"unreadable ({exception_detail(exc)})"
+    front = front_matter(text)
+    return () if front is None else configs_of(front)
+
+
+def front_matter(text: str) -> str | None:
+    """The YAML between a first line `---` and the next `---` line (datasets' `_split_yaml_from_readme`)."""
+    lines = text.splitlines()
+    if lines and lines[0] == "---" and "---" in lines[1:]:
+        return "\n".join(lines[1:lines.index("---", 1)])
+    return None
+
+
+def configs_of(front: str) -> tuple[Config, ...] | str:
+    """The `configs` of a card's YAML front matter, or why they cannot be read."""
+    import yaml
+
+    try:
+        card = yaml.load(front, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (safe)
+    except yaml.YAMLError as exc:
+        return f"its YAML front matter does not parse ({str(exc).splitlines()[0][:120]})"
+    listed = card.get("configs") if isinstance(card, dict) else None
+    if not listed:
+        return ()
+    if not isinstance(listed, list):
+        return f"configs is a {type(listed).__name__}, not a list"
+    configs = []
+    for entry in listed:
+        config = _config(entry)
+        if isinstance(config, str):
+            return config
+        configs.append(config)
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        return f"a config_name is given twice ({', '.join(names)[:120]})"
+    return tuple(configs)
+
+
+def _config(entry: Any) -> Config | str:
+    """One entry of `configs`, or what is wrong with it."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("config_name"), str):
+        return f"a config without a config_name ({_shown(entry)})"
+    name, data_dir = entry["config_name"], entry.get("data_dir")
+    if data_dir is not None and (not isinstance(data_dir, str) or posixpath.isabs(data_dir)):
+        return f"config {name!r}: data_dir {_shown(data_dir)} is not a folder of the repo"
+    files = entry.get("data_files")
+    splits = _splits(files) if files is not None else ()
+    if isinstance(splits, str):
+        return f"config {name!r}: {splits}"
+    if sum(len(p) for _, p in splits) > MAX_PATTERNS:
+        return f"config {name!r}: over {MAX_PATTERNS} data_files patterns"
+    base = posixpath.normpath(data_dir) if data_dir else ""
+    joined = tuple((split, tuple(posixpath.normpath(posixpath.join(base, p)) for p in patterns))
+                   for split, patterns in splits)
+    return Config(name, joined, data_dir if files is None else None, entry.get("default") is True)
+
+
+def _splits(files: Any) -> tuple[tuple[str, tuple[str, ...]], ...] | str:
+    """`data_files` as (split, patterns) pairs (datasets' `sanitize_patterns`), or what is wrong."""
+    if isinstance(files, str):
+        return (("train", (files,)),)
+    if not isinstance(files, list):
+        return f"data_files is a {type(files).__name__}, not a pattern or a list"
+    if all(isinstance(f, str) for f in files):
+        return (("train", tuple(files)),)
+    pairs = []
+    for item in files:
+        paths = item.get("path") if isinstance(item, dict) and len(item) == 2 else None
+        paths = [paths] if isinstance(paths, str) else paths
+        if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)
+                and isinstance(item.get("split"), str) and _SPLIT_NAME.fullmatch(item["split"])):
+            return f"a data_files entry is not {{split, path}} ({_shown(item)})"
+        pairs.append((item["split"], tuple(paths)))
+    if len({s for s, _ in pairs}) != len(pairs):
+        return "a split is named twice in data_files"
+    return tuple(pairs)
+
+
+def _shown(value: Any) -> str:
+    """A YAML value in a message: a text or a number as written, anything else by its type alone
+    (printing a list or mapping of an alias bomb would walk every copy it stands for)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return repr(value)[:80]
+    return f"a {type(value).__name__}"
+
+
+def chosen(configs: tuple[Config, ...], hf_config: str | None) -> Config:
+    """The config to build: `hf_config`, else the card's default, as `datasets` picks it."""
+    names = ", ".join(c.name for c in configs)[:200]
+    if hf_config is not None:
+        found = next((c for c in configs if c.name == hf_config), None)
+        if found is None:
+            raise CardError(f"{CARD} has no config {hf_config!r} (its configs: {names}): set hf_config to one of them")
+        return found
+    defaults = [c for c in configs if len(configs) == 1 or c.name == "default" or c.default]
+    if len(defaults) != 1:
+        what = "several default configs" if defaults else "several configs and none is the default"
+        raise CardError(f"{CARD} has {what} ({names}): set hf_config to the one to build")
+    return defaults[0]
+
+
+def card_config(root: str, hf_config: str | None) -> Config | None:
+    """The config of the card at the root to build (None: no card, or one without configs)."""
+    uri = fsio.join(root, CARD)
+    configs = read_card(uri) if fsio.exists(uri) else ()
+    if isinstance(configs, str):
+        raise CardError(f"{CARD}: {configs}; fix its configs (datasets refuses it too) or remove the card")
+    if not configs:
+        if hf_config is not None:
+            raise CardError(f"hf_config is {hf_config!r} but there is no {CARD} with configs at the root: "
+                            "remove hf_config")
+        return None
+    return chosen(configs, hf_config)
+
+
+def config_splits(config: Config, relative: str, inferred: str) -> list[str]:
+    """The splits of `config` that name the file at `relative` (under the root, `/` between
+    folders); `inferred` is the split its name gives, taken when the config has `data_dir` alone
+    (or nothing) and the file lies under it."""
+    if not config.splits:
+        inside = not config.data_dir or relative.startswith(posixpath.normpath(config.data_dir) + "/")
+        return [inferred] if inside else []
+    return [split for split, patterns in config.splits if any(_matches(p, relative) for p in patterns)]
+
+
+def _matches(pattern: str, relative: str) -> bool:
+    """Whether an fsspec glob (as `datasets` resolves it) names the file at `relative`."""
+    if not _GLOB_CHARS.search(pattern):
+        return pattern == relative
+    return _compiled(pattern).match(relative) is not None
+
+
+_COMPILED: dict[str, re.Pattern] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern:
+    from fsspec.utils import glob_translate
+
+    found = _COMPILED.get(pattern)
+    if found is None:
+        if len(_COMPILED) > 4 * MAX_PATTERNS:
+            _COMPILED.clear()
+        found = _COMPILED[pattern] = re.compile(glob_translate(pattern))
+    return found
+
+
+@fsio.derived_input
+def file_split(root: str, relative: str, hf_config: str | None) -> str | None:
+    """The split `datasets` gives the data file at `relative` (under `root`, `/` between folders):
+    the card's built config's (of two naming it, the held-out one: never trained on), the one its
+    name gives (`hf_parquet.hf_split`) without a card's configs; None for a file of no split of the
+    built config (not loaded). Recorded for the unit reading the file: a card edited moves it."""
+    config = card_config(root, hf_config)
+    if config is None:
+        return hf_split(relative)
+    under = posixpath.normpath(config.data_dir) + "/" if config.data_dir else ""
+    named = config_splits(config, relative, hf_split(relative.removeprefix(under)))
+    return next((s for s in named if split_hint(s)), named[0]) if named else None
