@@ -505,8 +505,11 @@ def test_loading_never_unpickles_code(tmp_path, monkeypatch):
     save(build(TINY, seed=0), folder)
     with open(folder / "pytorch_model.bin", "wb") as handle:
         pickle.dump({"encoder.conv_in.weight": _Payload()}, handle, protocol=2)
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="weights-only") as error:
         load(folder)
+    # one line naming what the pickle calls, not torch's page advising weights_only=False
+    assert f"calls or builds {os.system.__module__}.system" in str(error.value)
+    assert "\n" not in str(error.value) and "weights_only" not in str(error.value)
     seen = []
     real_load = torch.load
 

@@ -361,3 +361,64 @@ def test_the_command_line_refuses_a_flag_in_one_line_and_a_bug_keeps_its_traceba
     monkeypatch.setattr(interop, "checked_tensors", broken)
     with pytest.raises(ValueError, match="an internal inconsistency"):
         main(["export", "--checkpoint", str(tmp_path / "ours"), "--out", str(tmp_path / "hf")])
+
+
+# -- folders as transformers writes them, then altered the way a bad download or a hand edit does --
+def _hf_shards(folder: Path, seed: int = 7) -> transformers.LlamaForCausalLM:
+    """A tiny `LlamaForCausalLM` saved by transformers in several safetensors shards with its index."""
+    torch.manual_seed(seed)
+    hf_config = transformers.LlamaConfig(vocab_size=8292, hidden_size=64, intermediate_size=160,
+                                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=128,
+                                         tie_word_embeddings=False)
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    hf.save_pretrained(folder, max_shard_size="500KB")
+    assert len(set(_weight_map(folder).values())) >= 3
+    return hf
+
+
+def _weight_map(folder: Path) -> dict[str, str]:
+    return json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+
+
+def _shard_of(folder: Path, key: str) -> Path:
+    return folder / _weight_map(folder)[key]
+
+
+def _refused(folder: Path, tmp_path: Path, capsys) -> str:
+    """The one-line error the import command prints (exit 2, nothing written); `load_pretrained`
+    refuses the folder with the same message."""
+    capsys.readouterr()  # transformers' progress bars while the fixture was saved
+    assert main(["import", "--hf", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(folder)
+    assert f"error: {error.value}\n" == err
+    return err
+
+
+class _Shell:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_pickle_that_calls_a_function_is_refused_in_our_words(tmp_path: Path, capsys):
+    """`pytorch_model.bin` shards whose pickle calls os.system: weights-only loading refuses it, and
+    the message names the file and the function it calls. It was torch's boilerplate cut at 200
+    characters ("Re-running `torch.load` with `weights_onl"), the culprit cut off."""
+    hf = _hf_shards(tmp_path / "st")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    shutil.copy(tmp_path / "st" / "config.json", folder)
+    state, names = hf.state_dict(), sorted(hf.state_dict())
+    halves = {"pytorch_model-00001-of-00002.bin": names[:5], "pytorch_model-00002-of-00002.bin": names[5:]}
+    for name, keys in halves.items():
+        torch.save({k: state[k] for k in keys}, folder / name)
+    weight_map = {k: name for name, keys in halves.items() for k in keys}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert torch.equal(load_pretrained(folder).lm_head.weight, hf.lm_head.weight)  # the real layout loads
+    evil = folder / "pytorch_model-00002-of-00002.bin"
+    torch.save({**{k: state[k] for k in names[5:]}, names[6]: _Shell()}, evil)
+    err = _refused(folder, tmp_path, capsys)
+    assert f"error: {evil}: " in err and f"{os.system.__module__}.system" in err
+    assert "weights_only" not in err and "Re-running" not in err

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import pickle
+import re
 from typing import Mapping
 
 import torch
@@ -57,6 +59,25 @@ def shape_problems(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, 
     return problems
 
 
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_TORCH_DETAIL = "WeightsUnpickler error:"
+
+
+def weights_only_refusal(exc: Exception) -> str:
+    """torch's weights-only refusal in one line, naming what the pickle asked for (`posix.system`,
+    a class): torch's own text is a page whose first advice is to load the file with code
+    execution turned on, and a message cut to a line kept only that advice."""
+    text = str(exc)
+    found = _GLOBAL.search(text)
+    if found:
+        what = f"its pickle calls or builds {found.group(1)}"
+    else:
+        detail = text.split(_TORCH_DETAIL, 1)[1] if _TORCH_DETAIL in text else text
+        what = " ".join(detail.split("Check the documentation of torch.load")[0].split())[:200]
+    return (f"refused by weights-only loading ({what}): a weights file holds only tensors, and no code "
+            "in a file is ever run to read it")
+
+
 def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, object], source: str = "checkpoint") -> None:
     """Raise `CheckpointError` naming missing keys, unexpected keys, shape mismatches and values
     that are not floating-point tensors (every VQGAN tensor is one), against name -> shape
@@ -80,6 +101,8 @@ def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
     if os.path.exists(bin_path):
         try:
             state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:  # a pickle that asks for more than tensors
+            raise CheckpointError(f"{bin_path}: {weights_only_refusal(exc)}") from None
         except Exception as exc:  # an unpickling refusal or a corrupt file: say which file
             raise CheckpointError(f"{bin_path}: cannot be read as a weights-only state dict ({exc})") from None
         if not isinstance(state, Mapping):
