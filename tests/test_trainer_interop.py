@@ -422,3 +422,58 @@ def test_a_pickle_that_calls_a_function_is_refused_in_our_words(tmp_path: Path, 
     err = _refused(folder, tmp_path, capsys)
     assert f"error: {evil}: " in err and f"{os.system.__module__}.system" in err
     assert "weights_only" not in err and "Re-running" not in err
+
+
+@pytest.mark.parametrize("dtype, shown", [(torch.int64, "int64"), (torch.bool, "bool"),
+                                          (torch.float8_e4m3fn, "float8_e4m3fn")])
+def test_tensors_in_a_dtype_we_do_not_load_are_refused_from_the_headers(tmp_path: Path, capsys, dtype, shown):
+    """An I64, BOOL or F8 tensor in a shard was copied into the fp32 model without a word by
+    `load_pretrained` (evaluate, generate); now the headers refuse it by name before any copy.
+    BF16 in an fp32 folder is a real layout and loads."""
+    folder = tmp_path / "hf"
+    _hf_shards(folder)
+    key = "model.layers.1.mlp.up_proj.weight"
+    shard = _shard_of(folder, key)
+    tensors = load_file(str(shard))
+    original = tensors[key].clone()
+    tensors[key] = original.to(torch.bfloat16)
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    assert torch.equal(load_pretrained(folder).model.layers[1].mlp.up_proj.weight, original.to(torch.bfloat16).float())
+    tensors[key] = (original * 100).to(dtype)
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    err = _refused(folder, tmp_path, capsys)
+    assert f"{_shard_of(folder, key)}: tensors in a dtype we do not load: {key} ({shown})" in err
+    assert "float32, float16 or bfloat16" in err
+
+
+def test_two_shards_holding_one_tensor_are_refused_naming_both(tmp_path: Path, capsys):
+    """The last shard's copy won silently (transformers does the same): which one is the model?"""
+    folder = tmp_path / "hf"
+    _hf_shards(folder)
+    key, other = "model.norm.weight", "model.embed_tokens.weight"
+    home, elsewhere = _shard_of(folder, key), _shard_of(folder, other)
+    assert home != elsewhere
+    tensors = load_file(str(elsewhere))
+    save_file({**tensors, key: torch.full((64,), 7.0)}, str(elsewhere), metadata={"format": "pt"})
+    err = _refused(folder, tmp_path, capsys)
+    assert f"{key} is stored twice" in err and home.name in err and elsewhere.name in err
+
+
+def test_an_index_that_disagrees_with_its_shards_is_refused(tmp_path: Path, capsys):
+    """The index puts a tensor in a shard that does not hold it (a shard from another download): the
+    message said the key was missing, or nothing when the index listed a key no shard held."""
+    folder = tmp_path / "hf"
+    _hf_shards(folder)
+    index = folder / "model.safetensors.index.json"
+    raw = json.loads(index.read_text())
+    key = "model.layers.0.self_attn.q_proj.weight"
+    wrong = next(name for name in raw["weight_map"].values() if name != raw["weight_map"][key])
+    right, raw["weight_map"][key] = raw["weight_map"][key], wrong
+    index.write_text(json.dumps(raw))
+    err = _refused(folder, tmp_path, capsys)
+    assert f"{index}: it puts {key} in {wrong}, which does not hold it (it is in {right})" in err
+    raw["weight_map"][key] = right
+    raw["weight_map"]["model.layers.9.mlp.up_proj.weight"] = wrong
+    index.write_text(json.dumps(raw))
+    err = _refused(folder, tmp_path, capsys)
+    assert f"it puts model.layers.9.mlp.up_proj.weight in {wrong}, which does not hold it" in err
