@@ -17,6 +17,7 @@ import pickle
 import re
 import struct
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -443,6 +444,36 @@ def test_broken_checkpoint_files_are_refused_naming_file_and_problem(tmp_path, c
         assert word in str(err.value)
     _muse_folder(tmp_path / "fine", SMALL_CONFIG, {"model.safetensors": good})
     assert weights_hash(load(tmp_path / "fine")) == weights_hash(state)  # the same format, intact, loads
+
+
+def _deflated(torch_file: bytes) -> bytes:
+    """The same torch file re-zipped with its tensor records deflated (as `zip -r` or a hub
+    mirror's repacking makes it); torch.save stores every record uncompressed."""
+    source, out = zipfile.ZipFile(io.BytesIO(torch_file)), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for info in source.infolist():
+            packed = zipfile.ZIP_DEFLATED if "/data/" in info.filename else zipfile.ZIP_STORED
+            archive.writestr(info.filename, source.read(info.filename), compress_type=packed)
+    return out.getvalue()
+
+
+def test_a_torch_file_whose_records_are_compressed_is_refused_before_torch_reads_it(tmp_path, monkeypatch):
+    """torch allocates a deflated record's declared size before inflating it: a 950 KiB
+    pytorch_model.bin declaring one 1 GB tensor took 1176 MiB of peak RSS before the key check
+    refused it (25 MB of zeros deflated is more than this machine's memory). Judged from the zip's
+    directory, before torch.load."""
+    state = _small_state()
+    folder = _muse_folder(tmp_path / "deflated", SMALL_CONFIG, {"pytorch_model.bin": _deflated(_torch_bytes(state))})
+    calls = []
+    monkeypatch.setattr(checkpoint.torch, "load", lambda *a, **k: calls.append(a) or pytest.fail("torch.load ran"))
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'pytorch_model.bin'}: ") and "compressed" in message
+    assert "archive/data/0" in message and not calls
+    monkeypatch.undo()
+    (folder / "pytorch_model.bin").write_bytes(_torch_bytes(state))  # as torch writes it: loads
+    assert weights_hash(load(folder)) == weights_hash(state)
 
 
 def test_check_turns_a_broken_tokenizer_into_one_error_line(tmp_path, capsys):

@@ -477,3 +477,27 @@ def test_an_index_that_disagrees_with_its_shards_is_refused(tmp_path: Path, caps
     index.write_text(json.dumps(raw))
     err = _refused(folder, tmp_path, capsys)
     assert f"it puts model.layers.9.mlp.up_proj.weight in {wrong}, which does not hold it" in err
+
+
+def test_a_bin_whose_records_are_compressed_is_refused_before_torch_reads_it(tmp_path: Path, capsys, monkeypatch):
+    """A pytorch_model.bin re-zipped with deflated records: torch allocates each record's declared
+    size before inflating it (950 KiB took 1180 MiB of peak RSS). Refused from the zip directory."""
+    import io
+    import zipfile
+
+    hf = _hf_shards(tmp_path / "st")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    shutil.copy(tmp_path / "st" / "config.json", folder)
+    buffer, packed = io.BytesIO(), io.BytesIO()
+    torch.save(hf.state_dict(), buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(packed, "w") as archive:
+        for info in source.infolist():
+            archive.writestr(info.filename, source.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
+    (folder / "pytorch_model.bin").write_bytes(packed.getvalue())
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load ran"))
+    err = _refused(folder, tmp_path, capsys)
+    assert f"error: {folder / 'pytorch_model.bin'}: records compressed (" in err
+    monkeypatch.undo()
+    (folder / "pytorch_model.bin").write_bytes(buffer.getvalue())  # as torch.save wrote it: loads
+    assert torch.equal(load_pretrained(folder).model.norm.weight, hf.model.norm.weight)

@@ -19,6 +19,7 @@ import importlib.util
 import os
 import pickle
 import re
+import zipfile
 from typing import Mapping
 
 import torch
@@ -78,6 +79,27 @@ def weights_only_refusal(exc: Exception) -> str:
             "in a file is ever run to read it")
 
 
+def torch_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why `torch.load` of the zip-format file `path` could allocate more than the file holds
+    (None: it cannot). torch writes every record stored, uncompressed; for a deflated record it
+    allocates the declared size before inflating (950 KiB asked for 1 GB). A stored record's size
+    is bytes the file holds (torch's zip reader checks that on opening). Judged from the zip's
+    directory alone; a legacy (non-zip) file, or one zipfile cannot read, is left to torch."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+    size = os.path.getsize(path)
+    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        declared = sum(r.file_size for r in records if r.compress_type != zipfile.ZIP_STORED)
+        return (f"records compressed ({_preview(packed)}; {declared} bytes declared in a file of {size}): "
+                "torch.save stores them uncompressed, and torch would allocate the declared size before "
+                "checking it; re-save the state dict with torch.save")
+    return None
+
+
 def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, object], source: str = "checkpoint") -> None:
     """Raise `CheckpointError` naming missing keys, unexpected keys, shape mismatches and values
     that are not floating-point tensors (every VQGAN tensor is one), against name -> shape
@@ -99,6 +121,9 @@ def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
     bin_path = os.path.join(folder, WEIGHTS_NAME)
     st_path = os.path.join(folder, SAFETENSORS_NAME)
     if os.path.exists(bin_path):
+        problem = torch_file_problem(bin_path)
+        if problem:
+            raise CheckpointError(f"{bin_path}: {problem}")
         try:
             state = torch.load(bin_path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:  # a pickle that asks for more than tensors

@@ -29,6 +29,7 @@ import torch
 
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig, UsageError
 from .integrity import (
+    CheckpointDamaged,
     CheckpointError,
     read_manifest,
     reading,
@@ -223,7 +224,18 @@ def _shard_names(index: Path, weight_map: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def check_torch_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, naming it, a torch file whose zip records would make `torch.load` allocate more
+    than the file holds (`tokenizer.checkpoint.torch_file_problem`): judged before torch reads it."""
+    from tokenizer.checkpoint import torch_file_problem
+
+    problem = torch_file_problem(path)
+    if problem:
+        raise CheckpointDamaged(path, problem)
+
+
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    check_torch_file(path)
     with reading(path):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
