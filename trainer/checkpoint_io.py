@@ -55,7 +55,7 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
-LOADED_DTYPES = ("float32", "float16", "bfloat16")  # tensor dtypes a weight file may store
+LOADED_DTYPES = ("float64", "float32", "float16", "bfloat16")  # tensor dtypes a weight file may store
 # safetensors' dtype names -> torch's, so a message names a dtype one way whatever the file
 SAFE_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
