@@ -476,6 +476,28 @@ def test_a_torch_file_whose_records_are_compressed_is_refused_before_torch_reads
     assert weights_hash(load(folder)) == weights_hash(state)
 
 
+LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
+               b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e9ca24d17e2393\nsize 584904591\n")
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.safetensors"])
+def test_a_git_lfs_pointer_instead_of_the_weights_is_named_as_one(tmp_path, name):
+    """The hub's repository cloned without Git LFS leaves 130-byte pointer files: torch called it
+    "Unsupported operand 118", safetensors "header too large". Now the message says what it is."""
+    folder = _muse_folder(tmp_path / "clone", SMALL_CONFIG, {name: LFS_POINTER})
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    assert str(error.value).startswith(f"{folder / name}: a Git LFS pointer") and "git lfs pull" in str(error.value)
+
+
+def test_a_file_that_is_no_pickle_is_not_called_a_refused_pickle(tmp_path):
+    """An HTML error page saved as pytorch_model.bin: unreadable, not code that was refused."""
+    folder = _muse_folder(tmp_path / "html", SMALL_CONFIG, {"pytorch_model.bin": b"<!DOCTYPE html><html>403</html>"})
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    assert "not a torch weights file" in str(error.value) and "calls or builds" not in str(error.value)
+
+
 def test_check_turns_a_broken_tokenizer_into_one_error_line(tmp_path, capsys):
     """`uvd_pipeline check` names the field and exits 2 for a truncated model.safetensors."""
     from safetensors.torch import save as safetensors_bytes

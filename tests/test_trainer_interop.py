@@ -501,3 +501,14 @@ def test_a_bin_whose_records_are_compressed_is_refused_before_torch_reads_it(tmp
     monkeypatch.undo()
     (folder / "pytorch_model.bin").write_bytes(buffer.getvalue())  # as torch.save wrote it: loads
     assert torch.equal(load_pretrained(folder).model.norm.weight, hf.model.norm.weight)
+
+
+def test_a_shard_that_is_a_git_lfs_pointer_is_named_as_one(tmp_path: Path, capsys):
+    """A clone of the hub repository without Git LFS: each shard is a pointer of ~130 bytes, and
+    safetensors said "header too large"."""
+    folder = tmp_path / "hf"
+    _hf_shards(folder)
+    shard = _shard_of(folder, "model.norm.weight")
+    shard.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 4938985248\n")
+    err = _refused(folder, tmp_path, capsys)
+    assert err.startswith(f"error: {shard}: a Git LFS pointer") and "git lfs pull" in err

@@ -62,21 +62,36 @@ def shape_problems(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, 
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _TORCH_DETAIL = "WeightsUnpickler error:"
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 def weights_only_refusal(exc: Exception) -> str:
-    """torch's weights-only refusal in one line, naming what the pickle asked for (`posix.system`,
-    a class): torch's own text is a page whose first advice is to load the file with code
-    execution turned on, and a message cut to a line kept only that advice."""
+    """torch's weights-only refusal in one line: what the pickle asked for (`posix.system`, a
+    class), or that the file is no torch pickle at all (an HTML page). torch's own text is a page
+    whose first advice is to load the file with code execution turned on."""
     text = str(exc)
     found = _GLOBAL.search(text)
     if found:
-        what = f"its pickle calls or builds {found.group(1)}"
-    else:
-        detail = text.split(_TORCH_DETAIL, 1)[1] if _TORCH_DETAIL in text else text
-        what = " ".join(detail.split("Check the documentation of torch.load")[0].split())[:200]
-    return (f"refused by weights-only loading ({what}): a weights file holds only tensors, and no code "
-            "in a file is ever run to read it")
+        return (f"its pickle calls or builds {found.group(1)}, which weights-only loading refuses: a weights "
+                "file holds only tensors, and no code in a file is ever run to read it")
+    detail = text.split(_TORCH_DETAIL, 1)[1] if _TORCH_DETAIL in text else text
+    detail = " ".join(detail.split("Check the documentation of torch.load")[0].split())[:200]
+    return f"not a torch weights file ({detail})"
+
+
+def weight_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` cannot be read as weights, from its first bytes and zip directory before any
+    reader decodes it (None: let the reader judge): a Git LFS pointer (a hub clone without LFS:
+    torch and safetensors named only a bad opcode or header), or `torch_file_problem`."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_LFS_POINTER))
+    except OSError:
+        return None
+    if head == _LFS_POINTER:
+        return (f"a Git LFS pointer ({os.path.getsize(path)} bytes), not the weights it stands for: the "
+                "repository was cloned without Git LFS; fetch the files with `git lfs pull`")
+    return torch_file_problem(path)
 
 
 def torch_file_problem(path: str | os.PathLike[str]) -> str | None:
@@ -120,15 +135,16 @@ def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, obj
 def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
     bin_path = os.path.join(folder, WEIGHTS_NAME)
     st_path = os.path.join(folder, SAFETENSORS_NAME)
+    chosen = bin_path if os.path.exists(bin_path) else st_path  # the one that is read
+    problem = weight_file_problem(chosen) if os.path.exists(chosen) else None
+    if problem:
+        raise CheckpointError(f"{chosen}: {problem}")
     if os.path.exists(bin_path):
-        problem = torch_file_problem(bin_path)
-        if problem:
-            raise CheckpointError(f"{bin_path}: {problem}")
         try:
             state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:  # a pickle that asks for more than tensors
+        except pickle.UnpicklingError as exc:  # a pickle that asks for more than tensors, or none at all
             raise CheckpointError(f"{bin_path}: {weights_only_refusal(exc)}") from None
-        except Exception as exc:  # an unpickling refusal or a corrupt file: say which file
+        except Exception as exc:  # a corrupt file: say which file
             raise CheckpointError(f"{bin_path}: cannot be read as a weights-only state dict ({exc})") from None
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{bin_path}: expected a state dict (mapping of name -> tensor), "

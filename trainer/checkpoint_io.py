@@ -224,18 +224,19 @@ def _shard_names(index: Path, weight_map: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def check_torch_file(path: str | os.PathLike[str]) -> None:
-    """Refuse, naming it, a torch file whose zip records would make `torch.load` allocate more
-    than the file holds (`tokenizer.checkpoint.torch_file_problem`): judged before torch reads it."""
-    from tokenizer.checkpoint import torch_file_problem
+def check_weight_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, naming it, a weight file that is a Git LFS pointer or whose zip records would make
+    `torch.load` allocate more than the file holds (`tokenizer.checkpoint.weight_file_problem`):
+    judged from its first bytes and directory, before a reader decodes it."""
+    from tokenizer.checkpoint import weight_file_problem
 
-    problem = torch_file_problem(path)
+    problem = weight_file_problem(path)
     if problem:
         raise CheckpointDamaged(path, problem)
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    check_torch_file(path)
+    check_weight_file(path)
     with reading(path):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -264,6 +265,7 @@ def _headers(path: Path) -> list[tuple[str, Stored]]:
         return [(k, Stored(tuple(v.shape), dtype_name(v.dtype), path)) for k, v in _load_bin(path).items()]
     from safetensors import safe_open
 
+    check_weight_file(path)
     with reading(path), safe_open(str(path), framework="pt", device="cpu") as handle:
         pieces = [(key, handle.get_slice(key)) for key in handle.keys()]
         return [(key, Stored(tuple(p.get_shape()), SAFE_DTYPES.get(p.get_dtype(), p.get_dtype()), path))
