@@ -477,6 +477,12 @@ def test_an_index_that_disagrees_with_its_shards_is_refused(tmp_path: Path, caps
     index.write_text(json.dumps(raw))
     err = _refused(folder, tmp_path, capsys)
     assert f"it puts model.layers.9.mlp.up_proj.weight in {wrong}, which does not hold it" in err
+    del raw["weight_map"]["model.layers.9.mlp.up_proj.weight"]
+    index.write_text(json.dumps(raw))
+    shard = folder / wrong
+    save_file({**load_file(str(shard)), "model.extra.weight": torch.ones(2)}, str(shard), metadata={"format": "pt"})
+    err = _refused(folder, tmp_path, capsys)
+    assert f"{index}: it does not name model.extra.weight, stored in {wrong}" in err
 
 
 def test_a_bin_whose_records_are_compressed_is_refused_before_torch_reads_it(tmp_path: Path, capsys, monkeypatch):
