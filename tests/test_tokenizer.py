@@ -17,6 +17,7 @@ import pickle
 import re
 import struct
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -445,6 +446,58 @@ def test_broken_checkpoint_files_are_refused_naming_file_and_problem(tmp_path, c
     assert weights_hash(load(tmp_path / "fine")) == weights_hash(state)  # the same format, intact, loads
 
 
+def _deflated(torch_file: bytes) -> bytes:
+    """The same torch file re-zipped with its tensor records deflated (as `zip -r` or a hub
+    mirror's repacking makes it); torch.save stores every record uncompressed."""
+    source, out = zipfile.ZipFile(io.BytesIO(torch_file)), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for info in source.infolist():
+            packed = zipfile.ZIP_DEFLATED if "/data/" in info.filename else zipfile.ZIP_STORED
+            archive.writestr(info.filename, source.read(info.filename), compress_type=packed)
+    return out.getvalue()
+
+
+def test_a_torch_file_whose_records_are_compressed_is_refused_before_torch_reads_it(tmp_path, monkeypatch):
+    """torch allocates a deflated record's declared size before inflating it: a 950 KiB
+    pytorch_model.bin declaring one 1 GB tensor took 1176 MiB of peak RSS before the key check
+    refused it (25 MB of zeros deflated is more than this machine's memory). Judged from the zip's
+    directory, before torch.load."""
+    state = _small_state()
+    folder = _muse_folder(tmp_path / "deflated", SMALL_CONFIG, {"pytorch_model.bin": _deflated(_torch_bytes(state))})
+    calls = []
+    monkeypatch.setattr(checkpoint.torch, "load", lambda *a, **k: calls.append(a) or pytest.fail("torch.load ran"))
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'pytorch_model.bin'}: ") and "compressed" in message
+    assert "archive/data/0" in message and not calls
+    monkeypatch.undo()
+    (folder / "pytorch_model.bin").write_bytes(_torch_bytes(state))  # as torch writes it: loads
+    assert weights_hash(load(folder)) == weights_hash(state)
+
+
+LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
+               b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e9ca24d17e2393\nsize 584904591\n")
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.safetensors"])
+def test_a_git_lfs_pointer_instead_of_the_weights_is_named_as_one(tmp_path, name):
+    """The hub's repository cloned without Git LFS leaves 130-byte pointer files: torch called it
+    "Unsupported operand 118", safetensors "header too large". Now the message says what it is."""
+    folder = _muse_folder(tmp_path / "clone", SMALL_CONFIG, {name: LFS_POINTER})
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    assert str(error.value).startswith(f"{folder / name}: a Git LFS pointer") and "git lfs pull" in str(error.value)
+
+
+def test_a_file_that_is_no_pickle_is_not_called_a_refused_pickle(tmp_path):
+    """An HTML error page saved as pytorch_model.bin: unreadable, not code that was refused."""
+    folder = _muse_folder(tmp_path / "html", SMALL_CONFIG, {"pytorch_model.bin": b"<!DOCTYPE html><html>403</html>"})
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    assert "not a torch weights file" in str(error.value) and "calls or builds" not in str(error.value)
+
+
 def test_check_turns_a_broken_tokenizer_into_one_error_line(tmp_path, capsys):
     """`uvd_pipeline check` names the field and exits 2 for a truncated model.safetensors."""
     from safetensors.torch import save as safetensors_bytes
@@ -505,8 +558,11 @@ def test_loading_never_unpickles_code(tmp_path, monkeypatch):
     save(build(TINY, seed=0), folder)
     with open(folder / "pytorch_model.bin", "wb") as handle:
         pickle.dump({"encoder.conv_in.weight": _Payload()}, handle, protocol=2)
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="weights-only") as error:
         load(folder)
+    # one line naming what the pickle calls, not torch's page advising weights_only=False
+    assert f"calls or builds {os.system.__module__}.system" in str(error.value)
+    assert "\n" not in str(error.value) and "weights_only" not in str(error.value)
     seen = []
     real_load = torch.load
 

@@ -330,3 +330,21 @@ def test_seal_walks_the_folder_once(tmp_path, monkeypatch, capsys):
                            run / "checkpoints" / "step_3" / "tokenizer"} and set(listed.values()) == {1}
     assert f"holds sealed checkpoint folders ({run / 'checkpoints' / 'step_3'}, ...)" in capsys.readouterr().err
     assert not (run / MANIFEST).exists()
+
+
+def test_a_resumed_step_whose_torch_file_is_compressed_is_refused_before_torch_reads_it(runs, tmp_path, monkeypatch):
+    """model.pt re-zipped with deflated records (and resealed, so the digests agree): torch
+    would allocate each record's declared size before inflating it; load_checkpoint names the file."""
+    import zipfile
+
+    step = _step(_copy(runs, tmp_path), 3)
+    path = step / "model.pt"
+    with zipfile.ZipFile(path) as source:
+        records = [(info.filename, source.read(info.filename)) for info in source.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in records:
+            archive.writestr(name, data, compress_type=zipfile.ZIP_DEFLATED)
+    write_manifest(step)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load ran"))
+    with pytest.raises(CheckpointDamaged, match=re.escape(f"{path}: records compressed (")):
+        ckpt.load_checkpoint(str(step))

@@ -361,3 +361,160 @@ def test_the_command_line_refuses_a_flag_in_one_line_and_a_bug_keeps_its_traceba
     monkeypatch.setattr(interop, "checked_tensors", broken)
     with pytest.raises(ValueError, match="an internal inconsistency"):
         main(["export", "--checkpoint", str(tmp_path / "ours"), "--out", str(tmp_path / "hf")])
+
+
+# -- folders as transformers writes them, then altered the way a bad download or a hand edit does --
+def _hf_shards(folder: Path, seed: int = 7) -> transformers.LlamaForCausalLM:
+    """A tiny `LlamaForCausalLM` saved by transformers in several safetensors shards with its index."""
+    torch.manual_seed(seed)
+    hf_config = transformers.LlamaConfig(vocab_size=8292, hidden_size=64, intermediate_size=160,
+                                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=128,
+                                         tie_word_embeddings=False)
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    hf.save_pretrained(folder, max_shard_size="500KB")
+    assert len(set(_weight_map(folder).values())) >= 3
+    return hf
+
+
+def _weight_map(folder: Path) -> dict[str, str]:
+    return json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+
+
+def _shard_of(folder: Path, key: str) -> Path:
+    return folder / _weight_map(folder)[key]
+
+
+def _refused(folder: Path, tmp_path: Path, capsys) -> str:
+    """The one-line error the import command prints (exit 2, nothing written); `load_pretrained`
+    refuses the folder with the same message."""
+    capsys.readouterr()  # transformers' progress bars while the fixture was saved
+    assert main(["import", "--hf", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(folder)
+    assert f"error: {error.value}\n" == err
+    return err
+
+
+class _Shell:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_pickle_that_calls_a_function_is_refused_in_our_words(tmp_path: Path, capsys):
+    """`pytorch_model.bin` shards whose pickle calls os.system: weights-only loading refuses it, and
+    the message names the file and the function it calls. It was torch's boilerplate cut at 200
+    characters ("Re-running `torch.load` with `weights_onl"), the culprit cut off."""
+    hf = _hf_shards(tmp_path / "st")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    shutil.copy(tmp_path / "st" / "config.json", folder)
+    state, names = hf.state_dict(), sorted(hf.state_dict())
+    halves = {"pytorch_model-00001-of-00002.bin": names[:5], "pytorch_model-00002-of-00002.bin": names[5:]}
+    for name, keys in halves.items():
+        torch.save({k: state[k] for k in keys}, folder / name)
+    weight_map = {k: name for name, keys in halves.items() for k in keys}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert torch.equal(load_pretrained(folder).lm_head.weight, hf.lm_head.weight)  # the real layout loads
+    evil = folder / "pytorch_model-00002-of-00002.bin"
+    torch.save({**{k: state[k] for k in names[5:]}, names[6]: _Shell()}, evil)
+    err = _refused(folder, tmp_path, capsys)
+    assert f"error: {evil}: " in err and f"{os.system.__module__}.system" in err
+    assert "weights_only" not in err and "Re-running" not in err
+
+
+@pytest.mark.parametrize("dtype, shown", [(torch.int64, "int64"), (torch.bool, "bool"),
+                                          (torch.float8_e4m3fn, "float8_e4m3fn")])
+def test_tensors_in_a_dtype_we_do_not_load_are_refused_from_the_headers(tmp_path: Path, capsys, dtype, shown):
+    """An I64, BOOL or F8 tensor in a shard was copied into the fp32 model without a word by
+    `load_pretrained` (evaluate, generate); now the headers refuse it by name before any copy.
+    BF16 in an fp32 folder is a real layout and loads."""
+    folder = tmp_path / "hf"
+    _hf_shards(folder)
+    key = "model.layers.1.mlp.up_proj.weight"
+    shard = _shard_of(folder, key)
+    tensors = load_file(str(shard))
+    original = tensors[key].clone()
+    tensors[key] = original.to(torch.bfloat16)
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    assert torch.equal(load_pretrained(folder).model.layers[1].mlp.up_proj.weight, original.to(torch.bfloat16).float())
+    tensors[key] = (original * 100).to(dtype)
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    err = _refused(folder, tmp_path, capsys)
+    assert f"{_shard_of(folder, key)}: tensors in a dtype we do not load: {key} ({shown})" in err
+    assert "float32, float16 or bfloat16" in err
+
+
+def test_two_shards_holding_one_tensor_are_refused_naming_both(tmp_path: Path, capsys):
+    """The last shard's copy won silently (transformers does the same): which one is the model?"""
+    folder = tmp_path / "hf"
+    _hf_shards(folder)
+    key, other = "model.norm.weight", "model.embed_tokens.weight"
+    home, elsewhere = _shard_of(folder, key), _shard_of(folder, other)
+    assert home != elsewhere
+    tensors = load_file(str(elsewhere))
+    save_file({**tensors, key: torch.full((64,), 7.0)}, str(elsewhere), metadata={"format": "pt"})
+    err = _refused(folder, tmp_path, capsys)
+    assert f"{key} is stored twice" in err and home.name in err and elsewhere.name in err
+
+
+def test_an_index_that_disagrees_with_its_shards_is_refused(tmp_path: Path, capsys):
+    """The index puts a tensor in a shard that does not hold it (a shard from another download): the
+    message said the key was missing, or nothing when the index listed a key no shard held."""
+    folder = tmp_path / "hf"
+    _hf_shards(folder)
+    index = folder / "model.safetensors.index.json"
+    raw = json.loads(index.read_text())
+    key = "model.layers.0.self_attn.q_proj.weight"
+    wrong = next(name for name in raw["weight_map"].values() if name != raw["weight_map"][key])
+    right, raw["weight_map"][key] = raw["weight_map"][key], wrong
+    index.write_text(json.dumps(raw))
+    err = _refused(folder, tmp_path, capsys)
+    assert f"{index}: it puts {key} in {wrong}, which does not hold it (it is in {right})" in err
+    raw["weight_map"][key] = right
+    raw["weight_map"]["model.layers.9.mlp.up_proj.weight"] = wrong
+    index.write_text(json.dumps(raw))
+    err = _refused(folder, tmp_path, capsys)
+    assert f"it puts model.layers.9.mlp.up_proj.weight in {wrong}, which does not hold it" in err
+    del raw["weight_map"]["model.layers.9.mlp.up_proj.weight"]
+    index.write_text(json.dumps(raw))
+    shard = folder / wrong
+    save_file({**load_file(str(shard)), "model.extra.weight": torch.ones(2)}, str(shard), metadata={"format": "pt"})
+    err = _refused(folder, tmp_path, capsys)
+    assert f"{index}: it does not name model.extra.weight, stored in {wrong}" in err
+
+
+def test_a_bin_whose_records_are_compressed_is_refused_before_torch_reads_it(tmp_path: Path, capsys, monkeypatch):
+    """A pytorch_model.bin re-zipped with deflated records: torch allocates each record's declared
+    size before inflating it (950 KiB took 1180 MiB of peak RSS). Refused from the zip directory."""
+    import io
+    import zipfile
+
+    hf = _hf_shards(tmp_path / "st")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    shutil.copy(tmp_path / "st" / "config.json", folder)
+    buffer, packed = io.BytesIO(), io.BytesIO()
+    torch.save(hf.state_dict(), buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(packed, "w") as archive:
+        for info in source.infolist():
+            archive.writestr(info.filename, source.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
+    (folder / "pytorch_model.bin").write_bytes(packed.getvalue())
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load ran"))
+    err = _refused(folder, tmp_path, capsys)
+    assert f"error: {folder / 'pytorch_model.bin'}: records compressed (" in err
+    monkeypatch.undo()
+    (folder / "pytorch_model.bin").write_bytes(buffer.getvalue())  # as torch.save wrote it: loads
+    assert torch.equal(load_pretrained(folder).model.norm.weight, hf.model.norm.weight)
+
+
+def test_a_shard_that_is_a_git_lfs_pointer_is_named_as_one(tmp_path: Path, capsys):
+    """A clone of the hub repository without Git LFS: each shard is a pointer of ~130 bytes, and
+    safetensors said "header too large"."""
+    folder = tmp_path / "hf"
+    _hf_shards(folder)
+    shard = _shard_of(folder, "model.norm.weight")
+    shard.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 4938985248\n")
+    err = _refused(folder, tmp_path, capsys)
+    assert err.startswith(f"error: {shard}: a Git LFS pointer") and "git lfs pull" in err

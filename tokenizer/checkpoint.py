@@ -17,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import pickle
+import re
+import zipfile
 from typing import Mapping
 
 import torch
@@ -57,6 +60,61 @@ def shape_problems(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, 
     return problems
 
 
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_TORCH_DETAIL = "WeightsUnpickler error:"
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def weights_only_refusal(exc: Exception) -> str:
+    """torch's weights-only refusal in one line: what the pickle asked for (`posix.system`, a
+    class), or that the file is no torch pickle at all (an HTML page). torch's own text is a page
+    whose first advice is to load the file with code execution turned on."""
+    text = str(exc)
+    found = _GLOBAL.search(text)
+    if found:
+        return (f"its pickle calls or builds {found.group(1)}, which weights-only loading refuses: a weights "
+                "file holds only tensors, and no code in a file is ever run to read it")
+    detail = text.split(_TORCH_DETAIL, 1)[1] if _TORCH_DETAIL in text else text
+    detail = " ".join(detail.split("Check the documentation of torch.load")[0].split())[:200]
+    return f"not a torch weights file ({detail})"
+
+
+def weight_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` cannot be read as weights, from its first bytes and zip directory before any
+    reader decodes it (None: let the reader judge): a Git LFS pointer (a hub clone without LFS:
+    torch and safetensors named only a bad opcode or header), or `torch_file_problem`."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_LFS_POINTER))
+    except OSError:
+        return None
+    if head == _LFS_POINTER:
+        return (f"a Git LFS pointer ({os.path.getsize(path)} bytes), not the weights it stands for: the "
+                "repository was cloned without Git LFS; fetch the files with `git lfs pull`")
+    return torch_file_problem(path)
+
+
+def torch_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why `torch.load` of the zip-format file `path` could allocate more than the file holds
+    (None: it cannot). torch writes every record stored, uncompressed; for a deflated record it
+    allocates the declared size before inflating (950 KiB asked for 1 GB). A stored record's size
+    is bytes the file holds (torch's zip reader checks that on opening). Judged from the zip's
+    directory alone; a legacy (non-zip) file, or one zipfile cannot read, is left to torch."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+    size = os.path.getsize(path)
+    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        declared = sum(r.file_size for r in records if r.compress_type != zipfile.ZIP_STORED)
+        return (f"records compressed ({_preview(packed)}; {declared} bytes declared in a file of {size}): "
+                "torch.save stores them uncompressed, and torch would allocate the declared size before "
+                "checking it; re-save the state dict with torch.save")
+    return None
+
+
 def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, object], source: str = "checkpoint") -> None:
     """Raise `CheckpointError` naming missing keys, unexpected keys, shape mismatches and values
     that are not floating-point tensors (every VQGAN tensor is one), against name -> shape
@@ -77,10 +135,16 @@ def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, obj
 def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
     bin_path = os.path.join(folder, WEIGHTS_NAME)
     st_path = os.path.join(folder, SAFETENSORS_NAME)
+    chosen = bin_path if os.path.exists(bin_path) else st_path  # the one that is read
+    problem = weight_file_problem(chosen) if os.path.exists(chosen) else None
+    if problem:
+        raise CheckpointError(f"{chosen}: {problem}")
     if os.path.exists(bin_path):
         try:
             state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # an unpickling refusal or a corrupt file: say which file
+        except pickle.UnpicklingError as exc:  # a pickle that asks for more than tensors, or none at all
+            raise CheckpointError(f"{bin_path}: {weights_only_refusal(exc)}") from None
+        except Exception as exc:  # a corrupt file: say which file
             raise CheckpointError(f"{bin_path}: cannot be read as a weights-only state dict ({exc})") from None
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{bin_path}: expected a state dict (mapping of name -> tensor), "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -28,6 +29,7 @@ import torch
 
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig, UsageError
 from .integrity import (
+    CheckpointDamaged,
     CheckpointError,
     read_manifest,
     reading,
@@ -53,6 +55,11 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
+LOADED_DTYPES = ("float64", "float32", "float16", "bfloat16")  # tensor dtypes a weight file may store
+# safetensors' dtype names -> torch's, so a message names a dtype one way whatever the file
+SAFE_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+               "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+               "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
 
 def parse_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
@@ -172,21 +179,32 @@ def hf_config_dict(config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
 
 
 # -- reading tensors -------------------------------------------------------------------------
-def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The weight files of a checkpoint folder, in the preference order safetensors > bin."""
+def shard_index(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, str]] | None:
+    """(index path, tensor name -> shard file name) of a sharded folder, or None for one file."""
     root = Path(folder)
     for index_name in (SAFE_INDEX, BIN_INDEX):
         index = root / index_name
         if index.is_file():
             with reading(index):
-                weight_map = json.loads(index.read_text(encoding="utf-8"))
-            if not isinstance(weight_map, Mapping) or not isinstance(weight_map.get("weight_map"), Mapping):
+                raw = json.loads(index.read_text(encoding="utf-8"))
+            if not isinstance(raw, Mapping) or not isinstance(raw.get("weight_map"), Mapping):
                 raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
-            files = [root / name for name in dict.fromkeys(_shard_names(index, weight_map["weight_map"]))]
-            missing = [str(f) for f in files if not f.is_file()]
-            if missing:
-                raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
-            return files
+            _shard_names(index, raw["weight_map"])
+            return index, dict(raw["weight_map"])
+    return None
+
+
+def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The weight files of a checkpoint folder, in the preference order safetensors > bin."""
+    root = Path(folder)
+    found = shard_index(root)
+    if found is not None:
+        index, weight_map = found
+        files = [root / name for name in dict.fromkeys(weight_map.values())]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
+        return files
     for name in (SAFE_NAME, BIN_NAME, FIT_NAME):
         if (root / name).is_file():
             return [root / name]
@@ -206,7 +224,19 @@ def _shard_names(index: Path, weight_map: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def check_weight_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, naming it, a weight file that is a Git LFS pointer or whose zip records would make
+    `torch.load` allocate more than the file holds (`tokenizer.checkpoint.weight_file_problem`):
+    judged from its first bytes and directory, before a reader decodes it."""
+    from tokenizer.checkpoint import weight_file_problem
+
+    problem = weight_file_problem(path)
+    if problem:
+        raise CheckpointDamaged(path, problem)
+
+
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    check_weight_file(path)
     with reading(path):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -220,19 +250,72 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def tensor_shapes(folder: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every stored tensor, read from the file headers (safetensors) only."""
+@dataclass(frozen=True)
+class Stored:
+    """What a weight file says of one tensor before it is read: shape, dtype (torch's name), file."""
+    shape: tuple[int, ...]
+    dtype: str
+    path: Path
+
+
+def _headers(path: Path) -> list[tuple[str, Stored]]:
+    """(name, Stored) of every tensor in one weight file: the safetensors header, or the
+    memory-mapped state dict of a .bin (its pickle holds the same facts)."""
+    if path.suffix != ".safetensors":
+        return [(k, Stored(tuple(v.shape), dtype_name(v.dtype), path)) for k, v in _load_bin(path).items()]
     from safetensors import safe_open
 
-    shapes: dict[str, tuple[int, ...]] = {}
+    check_weight_file(path)
+    with reading(path), safe_open(str(path), framework="pt", device="cpu") as handle:
+        pieces = [(key, handle.get_slice(key)) for key in handle.keys()]
+        return [(key, Stored(tuple(p.get_shape()), SAFE_DTYPES.get(p.get_dtype(), p.get_dtype()), path))
+                for key, p in pieces]
+
+
+def stored_tensors(folder: str | os.PathLike[str]) -> dict[str, Stored]:
+    """Name -> `Stored` of every tensor of a folder, from the file headers, refusing a tensor held
+    by two files (which copy is the model's is not knowable) and an index that disagrees with them."""
+    stored: dict[str, Stored] = {}
     for path in weight_files(folder):
-        if path.suffix == ".safetensors":
-            with reading(path), safe_open(str(path), framework="pt", device="cpu") as handle:
-                for key in handle.keys():
-                    shapes[key] = tuple(handle.get_slice(key).get_shape())
-        else:
-            shapes.update({k: tuple(v.shape) for k, v in _load_bin(path).items()})
-    return shapes
+        for key, entry in _headers(path):
+            if key in stored:
+                raise CheckpointError(f"{folder}: {key} is stored twice, in {stored[key].path.name} and {path.name}: "
+                                      "which copy is the model's cannot be told")
+            stored[key] = entry
+    _check_index(folder, stored)
+    return stored
+
+
+def _check_index(folder: str | os.PathLike[str], stored: Mapping[str, Stored]) -> None:
+    """The index is the folder's table of contents: each tensor it names is in the file it names,
+    and each stored tensor is named (a shard from another download breaks both)."""
+    found = shard_index(folder)
+    if found is None:
+        return
+    index, weight_map = found
+    problems = []
+    for key, name in weight_map.items():
+        entry = stored.get(key)
+        if entry is None or entry.path.name != name:
+            where = f" (it is in {entry.path.name})" if entry is not None else ""
+            problems.append(f"it puts {key} in {name}, which does not hold it{where}")
+    problems += [f"it does not name {key}, stored in {entry.path.name}"
+                 for key, entry in stored.items() if key not in weight_map]
+    if problems:
+        more = f"; ... ({len(problems)} in all)" if len(problems) > _SHOW else ""
+        raise CheckpointError(f"{index}: " + "; ".join(problems[:_SHOW]) + more)
+
+
+def check_dtypes(stored: Mapping[str, Stored]) -> None:
+    """Refuse tensors stored in a dtype other than those we load (integers, booleans, 8-bit
+    floats whose scales we do not apply): a copy into the model would convert them silently."""
+    bad = [(key, entry) for key, entry in stored.items()
+           if entry.dtype not in LOADED_DTYPES and not IGNORED_KEYS.search(key)]
+    if bad:
+        path = bad[0][1].path
+        names = [f"{key} ({entry.dtype})" for key, entry in bad if entry.path == path]
+        raise CheckpointError(f"{path}: tensors in a dtype we do not load: {_preview(names)} "
+                              f"(we load {', '.join(LOADED_DTYPES[:-1])} or {LOADED_DTYPES[-1]})")
 
 
 def iter_tensors(folder: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -286,7 +369,9 @@ def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
     config, raw = read_config(folder)
     tied = bool(raw.get("tie_word_embeddings", False))
     # shapes by arithmetic: no module is built before the file's headers are known to fill the model
-    check_shapes(state_shapes(config), tensor_shapes(folder), str(folder), tied=tied)
+    stored = stored_tensors(folder)
+    check_shapes(state_shapes(config), {key: entry.shape for key, entry in stored.items()}, str(folder), tied=tied)
+    check_dtypes(stored)
 
     def stream() -> Iterator[tuple[str, torch.Tensor]]:
         head_seen = False

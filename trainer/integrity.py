@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -140,6 +141,10 @@ def reading(path: str | os.PathLike[str]) -> Iterator[None]:
         raise
     except FileNotFoundError:
         raise CheckpointDamaged(path, "missing") from None
+    except pickle.UnpicklingError as exc:  # torch's weights-only refusal: a page of text, culprit last
+        from tokenizer.checkpoint import weights_only_refusal
+
+        raise CheckpointDamaged(path, weights_only_refusal(exc)) from None
     except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many types for a bad file
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:_REASON_CHARS]
         raise CheckpointDamaged(path, f"cannot be read ({reason})") from None
