@@ -135,16 +135,18 @@ def _tar(path: Path, members: list[tuple[str, bytes | tarfile.TarInfo]]) -> None
                 tar.addfile(info, io.BytesIO(data))
 
 
-def test_repeated_tar_key_is_a_duplicate_key_reject(tmp_path: Path):
+def test_repeated_tar_member_is_replaced_by_its_last_copy_and_a_second_image_is_a_duplicate_key(tmp_path: Path):
+    """A name given again further on replaces the first copy, as extracting the tar does
+    (`duplicate_member` for the first); a second image of a key is a `duplicate_key`."""
     _tar(tmp_path / "00000.tar", [("a.jpg", _image(seed=1)), ("a.txt", b"first"), ("b.jpg", _image(seed=2)),
                                   ("a.jpg", _image(seed=3)), ("a.txt", b"again"), ("c.jpg", _image(seed=4)),
                                   ("c.png", _image("PNG", seed=5))])
     items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
     records = [i for i in items if isinstance(i, ImageRecord)]
     rejects = [i for i in items if isinstance(i, Reject)]
-    assert [r.lineage["sample_key"] for r in records] == ["a", "b", "c"]
-    assert records[0].lineage["caption"] == "first"
-    assert Counter(r.reason for r in rejects) == {"duplicate_key": 3}  # a.jpg, a.txt again; c.png
+    assert [r.lineage["sample_key"] for r in records] == ["b", "a", "c"]
+    assert records[1].lineage["caption"] == "again" and records[1].data == _image(seed=3)
+    assert Counter(r.reason for r in rejects) == {"duplicate_member": 2, "duplicate_key": 1}  # a.jpg, a.txt; c.png
     assert {r.key for r in rejects} == {"web-00000-a", "web-00000-c"}
 
 
