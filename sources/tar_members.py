@@ -1,12 +1,14 @@
 """The one walk over a webdataset tar's members that the img2dataset reader (`sources.laion`) and
 the video2dataset reader (`sources.video_shards`) share.
 
-Both downloaders write the same layout (webdataset's TarWriter): a sample is the run of members
-whose names share a key (the path up to the first dot of the file name: `split_member`). The walk
-counts what is no member of a sample (a folder is skipped; a Mac's `._x.jpg` is its `os_metadata`
-reject; a link, device or fifo its `not_a_file` reject, never followed), a key that comes back
-after its run ended or an extension given twice (`duplicate_key`), and a cut tar (`truncated_sample`
-for the sample it cuts, one `corrupt_archive` for the shard; a tar that stops at a member boundary
+Both downloaders write the same layout (webdataset's TarWriter): a sample is the members whose
+names share a key (the path up to the first dot of the file name: `split_member`), a run of them
+or, as extracting gathers them, wherever they lie (held open within `MAX_HELD_BYTES`). The walk counts what is no member of a sample (a folder is skipped; a Mac's `._x.jpg` is its `os_metadata`
+reject; a link, device or fifo its `not_a_file` reject, never followed), a copy of a member that a
+later copy of its name replaces (`duplicate_member`: `tar -r` appended it; GNU tar and bsdtar
+extract the last, and so the walk builds it: `Layout`, from a first pass over the headers), an
+extension given twice to a key (`duplicate_key`: `café.jpg` in NFC and NFD), and a cut tar
+(`truncated_sample` for the sample it cuts, one `corrupt_archive` for the shard; a tar that stops at a member boundary
 without its end-of-archive block is cut too: `check_end_marker`), and hands each sample to its
 source. What a member is worth keeping, and what a member over `MAX_INPUT_FILE_BYTES` costs
 (`member_too_large`), is the source's (`Keep`). Too many open files or no memory reading a tar is

@@ -151,6 +151,22 @@ def test_repeated_tar_member_is_replaced_by_its_last_copy_and_a_second_image_is_
 
 
 
+
+def test_a_sample_whose_members_lie_apart_is_gathered_within_the_budget_for_held_samples(tmp_path: Path,
+                                                                                        monkeypatch):
+    """`a.jpg b.jpg a.txt`: extracted, sample a has its caption; the walk holds a open until its
+    caption (it was a `duplicate_key`). Past `MAX_HELD_BYTES` for the samples held open, a is a
+    `scattered_sample` reject, never more memory, and b is built all the same."""
+    from sources import tar_members
+
+    _tar(tmp_path / "00000.tar", [("a.jpg", _image(seed=1)), ("b.jpg", _image(seed=2)), ("a.txt", b"late caption")])
+    records = [i for i in _read_all(LaionSource("web", str(tmp_path), "webdataset")) if isinstance(i, ImageRecord)]
+    assert [(r.lineage["sample_key"], r.lineage.get("caption")) for r in records] == [("b", None), ("a", "late caption")]
+    monkeypatch.setattr(tar_members, "MAX_HELD_BYTES", len(_image(seed=1)) - 1)
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert [(i.key, getattr(i, "reason", "record")) for i in items] == [
+        ("web-00000-a", "scattered_sample"), ("web-00000-b", "record")]
+
 def test_tar_made_on_a_mac_reads_as_the_one_made_elsewhere(tmp_path: Path):
     """GNU tar stores member names as the disk gives them: a folder copied off a Mac names
     `café.jpg` in NFD, so its tar gave other sample keys in the lineage, so other output bytes;
