@@ -422,8 +422,10 @@ def declared_length(data: bytes) -> int | None:
     Pillow write it after the pixels, tifffile before) with the values and the strips or tiles its
     entries point at, an icon directory's furthest image, a BMP's file size (`_bmp_length`), a
     binary PGM's or PPM's samples after its header (a cut RLE BMP or PGM of a maxval other than
-    255 or 65535, which Pillow decodes in Python, was `decode_error`, "not enough image data").
-    None for other files."""
+    255 or 65535, which Pillow decodes in Python, was `decode_error`, "not enough image data"),
+    a JPEG's segments or a PNG's chunks before its pixels (`_jpeg_header_end`, `_png_header_end`;
+    not of a file that ends as a whole one does, with its EOI or IEND: a damaged length there is
+    no cut). None for other files."""
     if data[:4] == b"RIFF" and len(data) >= 8:
         return 8 + int.from_bytes(data[4:8], "little")
     if data[4:8] == b"ftyp":
@@ -438,6 +440,63 @@ def declared_length(data: bytes) -> int | None:
         entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
         return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
                                              for e in entries if len(e) == 16)))
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):  # EOI last: whole, if damaged
+        return _jpeg_header_end(data)
+    if len(data) >= 2 and PNG_MAGIC.startswith(data[:8]) and b"IEND" not in data[-12:]:
+        return _png_header_end(data)
+    return None
+
+
+_HEADER_STEPS = 4096  # segments or chunks walked before the pixels: a real file has tens
+
+
+def _jpeg_header_end(data: bytes) -> int | None:
+    """Where a JPEG's marker segments before its first scan end, when the data stops short of them
+    (a download cut in its EXIF, ICC profile, tables or frame: Pillow said `corrupt_header`, or
+    `not_an_image`); None when the first scan's header is whole (a cut in its entropy-coded data
+    is libjpeg's to say), or the walk meets what is no marker (a damaged file, not a cut one)."""
+    pos, end = 2, len(data)
+    for _ in range(_HEADER_STEPS):
+        if pos + 2 > end:
+            return pos + 2
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF or marker in _STANDALONE:  # a fill byte, TEM or RST: no length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if marker in (0x00, 0xD8, _EOI):
+            return None
+        if pos + 4 > end:
+            return pos + 4
+        length = _u16be(data, pos + 2)
+        if length < 2:
+            return None
+        if pos + 2 + length > end:
+            return pos + 2 + length
+        if marker == _SOS:
+            return None
+        pos += 2 + length
+    return None
+
+
+def _png_header_end(data: bytes) -> int | None:
+    """Where a PNG's signature and chunks before its first IDAT end, when the data stops short of
+    them (a download cut in its iCCP, zTXt or eXIf: Pillow said `corrupt_header`, or `not_an_image`
+    in the signature); None once the first IDAT's header is whole (Pillow says a cut there is
+    truncated), or at a chunk no writer makes (a damaged file, not a cut one)."""
+    pos, end = 8, len(data)
+    if end < pos:
+        return pos
+    for _ in range(_HEADER_STEPS):
+        if pos + 8 > end:
+            return pos + 12
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if length > 0x7FFFFFFF or not kind.isalpha() or kind in (b"IDAT", b"IEND"):
+            return None
+        if pos + 12 + length > end:
+            return pos + 12 + length
+        pos += 12 + length
     return None
 
 
