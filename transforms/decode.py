@@ -617,6 +617,12 @@ def _plan_at_scale(plan: ResizePlan, shape: tuple[int, ...], scale: int, orienta
     return plan.for_scaled_input(h, w, (1 / scale, 1 / scale), shift)
 
 
+def _cut_short(data: bytes) -> bool:
+    """Whether the file is shorter than its container says (`declared_length`)."""
+    declared = declared_length(data)
+    return declared is not None and declared > len(data)
+
+
 def _raise_if_cut_short(data: bytes) -> None:
     """`truncated` for a file shorter than its container says (`declared_length`): what Pillow
     says of a cut WebP, AVIF, TIFF or icon names no truncation ("could not create decoder object",
@@ -632,6 +638,9 @@ def _load(image: Image.Image, data: bytes) -> None:
         image.load()
     except OSError as exc:
         text = str(exc)
+        if image.format == "TIFF" and "truncated" in text and not _cut_short(data):
+            raise DecodeError("decode_error", f"damaged: the file holds every byte its IFD declares, yet its "
+                                              f"pixels do not decode: {text}"[:200]) from None
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
         _raise_if_cut_short(data)
