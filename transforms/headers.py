@@ -373,6 +373,14 @@ def _embedded(payload: bytes, bitmaps: bool) -> Embedded | None:
     return Embedded("BMP", *size) if size else None
 
 
+def icon_entries(data: bytes) -> int:
+    """How many images an ICO's directory lists (its idCount), of those whose 16-byte entry the data
+    holds; 0 for no ICO."""
+    if data[:4] != ICO_MAGIC:
+        return 0
+    return min(int.from_bytes(data[4:6], "little"), max(0, (len(data) - 6) // 16))
+
+
 def _ico_images(data: bytes) -> list[Embedded]:
     """Every image an ICO directory points at (Pillow decodes the largest-declared one inside
     `Image.open`, at the size its own header says)."""
