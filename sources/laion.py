@@ -9,7 +9,8 @@ always `NNNNN.parquet` (one row per attempted URL with its status) and `NNNNN_st
 Nothing vanishes: failed downloads are rejects, every sample the parquet lists as a success but
 the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
 `duplicate_key` reject (a member `tar -r` appended again replaces its first copy, as extracting
-the tar does: that copy is a `duplicate_member` reject), non-regular tar members are rejects, a member of a sample that is neither
+the tar does: that copy is a `duplicate_member` reject), non-regular tar members are rejects, a
+member of a sample that is neither
 its image nor its `.txt`/`.json` (a `000.npy`: img2dataset writes none) is an `unexpected_file`
 reject, and in a plain folder every file
 is an image record (the decoder decides: AVIF and HEIC decode, SVG and a camera raw such as

@@ -3,16 +3,18 @@ the video2dataset reader (`sources.video_shards`) share.
 
 Both downloaders write the same layout (webdataset's TarWriter): a sample is the members whose
 names share a key (the path up to the first dot of the file name: `split_member`), a run of them
-or, as extracting gathers them, wherever they lie (held open within `MAX_HELD_BYTES`). The walk counts what is no member of a sample (a folder is skipped; a Mac's `._x.jpg` is its `os_metadata`
+or, as extracting gathers them, wherever they lie (held open within `MAX_HELD_BYTES`). The walk
+counts what is no member of a sample (a folder is skipped; a Mac's `._x.jpg` is its `os_metadata`
 reject; a link, device or fifo its `not_a_file` reject, never followed), a copy of a member that a
 later copy of its name replaces (`duplicate_member`: `tar -r` appended it; GNU tar and bsdtar
 extract the last, and so the walk builds it: `Layout`, from a first pass over the headers), an
 extension given twice to a key (`duplicate_key`: `café.jpg` in NFC and NFD), and a cut tar
-(`truncated_sample` for the sample it cuts, one `corrupt_archive` for the shard; a tar that stops at a member boundary
-without its end-of-archive block is cut too: `check_end_marker`), and hands each sample to its
-source. What a member is worth keeping, and what a member over `MAX_INPUT_FILE_BYTES` costs
-(`member_too_large`), is the source's (`Keep`). Too many open files or no memory reading a tar is
-the machine's `MachineError` (the unit fails uncommitted), never the shard's reject.
+(`truncated_sample` for the sample it cuts, one `corrupt_archive` for the shard; a tar that stops
+at a member boundary without its end-of-archive block is cut too: `check_end_marker`), and hands
+each sample to its source. What a member is worth keeping, and what a member over
+`MAX_INPUT_FILE_BYTES` costs (`member_too_large`), is the source's (`Keep`). Too many open files
+or no memory reading a tar is the machine's `MachineError` (the unit fails uncommitted), never
+the shard's reject.
 
 Under the grouping lies `read_members`, the walk over member headers that ImageNet's class archives
 (one image a member, no grouping) share too. It opens every tar with `CappedTarInfo`: a GNU
@@ -69,9 +71,8 @@ def shard_reject(name: str, key: str, stage: str, reason: str, detail: str) -> R
 
 def split_member(name: str) -> tuple[str, str]:
     """webdataset convention: the key is the path up to the first dot of the file name; in NFC
-    (`nfc`), as keys take names: a tar made on a Mac names its members in NFD; as extracted
-    (`extracted_name`): `tar -cf 00000.tar -C folder .` names `./x.jpg`, which extracts as `x.jpg`."""
-    directory, base = posixpath.split(nfc(extracted_name(name)))
+    (`nfc`), as keys take names: a tar made on a Mac names its members in NFD."""
+    directory, base = posixpath.split(nfc(name))
     stem, _, ext = base.partition(".")
     return posixpath.join(directory, stem) if directory else stem, ext.lower()
 
@@ -444,7 +445,7 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
     read through); `keyed` gives a member name's sample key (webdataset shards), None for archives
     read member by member. A cut or unreadable tar gives what its headers before the damage say
     (the read that follows says what is wrong with it)."""
-    counts: dict[bytes, list[int]] = {}
+    names: dict[bytes, int] = {}  # name digest -> how many members have it: ~100 bytes a member
     layout = Layout()
     try:
         with fsio.open_file(uri) as handle, open_tar(handle, _scan_mode(handle)) as tar:
@@ -452,13 +453,14 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
                 tar.members.clear()
                 if info.isdir():
                     continue
-                copies = counts.setdefault(_digest(extracted_name(info.name)), [-1, 0])
-                copies[0], copies[1] = copies[0] + 1, info.offset
+                name = _digest(extracted_name(info.name))
+                names[name] = names.get(name, 0) + 1
+                if names[name] > 1:
+                    layout.copies[name] = [names[name] - 1, info.offset]
                 if keyed is not None:
                     layout.key_ends[_digest(keyed(info.name))] = ordinal
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise_machine_error(exc, uri)
-    layout.copies = {name: copies for name, copies in counts.items() if copies[0]}
     return layout
 
 

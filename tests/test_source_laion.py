@@ -1263,16 +1263,18 @@ def test_path_only_rows_of_a_row_group_over_budget_claim_no_image(tmp_path: Path
 
 
 def _appended_shard(made: Path, shards: Path, appender: str) -> dict[str, bytes]:
-    """An img2dataset shard `00000.tar` made by GNU tar from its sample files (`./` names), then
-    fixed up by `appender -rf`: a new image of sample 1 and a new caption of sample 0 appended by
-    name at its end, as a resumed download or a user's fix-up does. The files as they are now."""
+    """An img2dataset shard `00000.tar` made by GNU tar from its sample files, named as img2dataset
+    names them, then fixed up by `appender -rf`: a new image of sample 1 and a new caption of
+    sample 0 appended at its end, as a resumed download or a user's fix-up does. The files as
+    they are now."""
     made.mkdir()
     for index in range(3):
         key = f"00000000{index}"
         (made / f"{key}.jpg").write_bytes(_image_bytes(40 * index))
         (made / f"{key}.txt").write_text(f"caption {index}")
         (made / f"{key}.json").write_text(json.dumps({"key": key, "status": "success", "caption": f"caption {index}"}))
-    subprocess.run(["tar", "--sort=name", "-cf", str(shards / "00000.tar"), "-C", str(made), "."], check=True)
+    subprocess.run(["tar", "-cf", str(shards / "00000.tar"), "-C", str(made), *sorted(p.name for p in made.iterdir())],
+                   check=True)
     (made / "000000001.jpg").write_bytes(_image_bytes(200))
     (made / "000000000.txt").write_text("a mended caption")
     subprocess.run([appender, "-rf", str(shards / "00000.tar"), "-C", str(made), "000000001.jpg", "000000000.txt"],

@@ -739,7 +739,8 @@ def test_a_jpeg_or_png_cut_before_its_pixels_is_truncated(photo):
 def test_whole_jpegs_and_pngs_even_damaged_are_not_said_to_be_cut(photo):
     """Whole JPEGs and PNGs declare no more bytes than they hold, and one damaged but whole (its
     first segment's or chunk's length made too large: a bit flip, the file full length) is no
-    `truncated` one: it ends as a whole file does, with its EOI or IEND."""
+    `truncated` one: it ends as a whole file does, with its EOI or IEND; nor is a JPEG's first
+    marker followed by noise, whose 'segment' starts as no writer starts one."""
     from transforms.headers import declared_length
 
     files = _headers_before_pixels(photo)
@@ -759,6 +760,11 @@ def test_whole_jpegs_and_pngs_even_damaged_are_not_said_to_be_cut(photo):
             decode_rgb(bytes(damaged))
         except DecodeError as exc:
             assert exc.reason != "truncated", (name, exc.detail)
+    for seed in range(20):  # a JPEG's markers, then noise (the sample corpus's broken header): no segment is cut
+        noise = np.random.default_rng(seed).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+        with pytest.raises(DecodeError) as info:
+            decode_rgb(b"\xff\xd8\xff\xe0" + noise)
+        assert info.value.reason in ("corrupt_header", "not_an_image"), (seed, info.value.detail)
 
 
 def _damaged_copies(data: bytes, count: int = 120) -> list[bytes]:

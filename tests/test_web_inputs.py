@@ -161,7 +161,8 @@ def test_a_sample_whose_members_lie_apart_is_gathered_within_the_budget_for_held
 
     _tar(tmp_path / "00000.tar", [("a.jpg", _image(seed=1)), ("b.jpg", _image(seed=2)), ("a.txt", b"late caption")])
     records = [i for i in _read_all(LaionSource("web", str(tmp_path), "webdataset")) if isinstance(i, ImageRecord)]
-    assert [(r.lineage["sample_key"], r.lineage.get("caption")) for r in records] == [("b", None), ("a", "late caption")]
+    assert [(r.lineage["sample_key"], r.lineage.get("caption")) for r in records] == [("b", None),
+                                                                                      ("a", "late caption")]
     monkeypatch.setattr(tar_members, "MAX_HELD_BYTES", len(_image(seed=1)) - 1)
     items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
     assert [(i.key, getattr(i, "reason", "record")) for i in items] == [

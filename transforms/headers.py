@@ -462,7 +462,8 @@ def _jpeg_header_end(data: bytes) -> int | None:
     """Where a JPEG's marker segments before its first scan end, when the data stops short of them
     (a download cut in its EXIF, ICC profile, tables or frame: Pillow said `corrupt_header`, or
     `not_an_image`); None when the first scan's header is whole (a cut in its entropy-coded data
-    is libjpeg's to say), or the walk meets what is no marker (a damaged file, not a cut one)."""
+    is libjpeg's to say), or the walk meets what is no marker or no segment's start
+    (`_segment_starts`: a damaged file, not a cut one)."""
     pos, end = 2, len(data)
     for _ in range(_HEADER_STEPS):
         if pos + 2 > end:
@@ -481,11 +482,27 @@ def _jpeg_header_end(data: bytes) -> int | None:
         if length < 2:
             return None
         if pos + 2 + length > end:
-            return pos + 2 + length
+            return pos + 2 + length if _segment_starts(marker, data[pos + 4 : pos + 8]) else None
         if marker == _SOS:
             return None
         pos += 2 + length
     return None
+
+
+def _segment_starts(marker: int, head: bytes) -> bool:
+    """Whether the first bytes of a segment's payload (up to 4 the data holds) are as a writer
+    starts one: an APPn's identifier (`JFIF`, `Exif`, `ICC_PROFILE`, `MPF`, `http://ns.adobe.com`,
+    `Adobe`, `Photoshop`), a table's class and index (DQT, DHT), a frame's sample precision. A run
+    of noise after a marker (a damaged header) is no segment a download was cut in."""
+    if not head:
+        return True
+    if 0xE0 <= marker <= 0xEF:  # printable ASCII: 1 in 50 runs of noise
+        return all(0x20 < byte < 0x7F for byte in head[:4])
+    if marker in (0xDB, 0xC4):
+        return head[0] >> 4 <= 1 and head[0] & 15 <= 3
+    if marker in _SOF:
+        return head[0] in (8, 12, 16) or marker == JPEG_LS_SOF
+    return True
 
 
 def _png_header_end(data: bytes) -> int | None:
