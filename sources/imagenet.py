@@ -21,8 +21,9 @@ A member is judged on its header before it is read: a folder or a member in one 
 read flat, as class folders are; `tar -C n0 .`'s leading `./` excepted), an OS's or tool's file,
 a link or device (`not_a_file`), a non-image (`unexpected_file`; a `.tar` one says to extract
 the outer tar only), a member named for another class (`wrong_class`: `n02_5.JPEG` in n01.tar,
-a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read, also
-of a name `tar -r`/`tar -u` appended again, where extracting keeps the last: its detail says so),
+a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read), a copy of a name that
+`tar -r`/`tar -u` appended again replaces (`duplicate_member`: the last copy is read, as
+extracting keeps it),
 more than 256 MiB (`member_too_large`, never read). A cut tar is a `truncated_sample` for the
 member it cuts and one `corrupt_archive`, as is a file named `.tar` that is none, or one with a
 header no tar tool writes (`sources.tar_members.CappedTarInfo`, the walk all three tar readers
@@ -66,7 +67,8 @@ from sources.laion import owns_key, tar_units
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
 from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
                              safe_key)
-from sources.tar_members import MEMBER_TOO_LARGE, member_bytes, member_too_large, member_type, read_members
+from sources.tar_members import (DUPLICATE_MEMBER, MEMBER_TOO_LARGE, member_bytes, member_too_large, member_type,
+                                 read_members)
 from transforms.errors import exception_detail
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -381,7 +383,14 @@ class ImageNetSource:
         visit = functools.partial(self._archive_member, unit, shown, synsets, {}, reading)
         cut = functools.partial(self._archive_cut, unit, shown, reading)
         mode = "r:" if unit.parts > 1 else "r|"
-        yield from read_members(uri, lambda handle: mode, visit, cut)
+        shadowed = functools.partial(self._shadowed_member, unit, shown)
+        yield from read_members(uri, lambda handle: mode, visit, cut, shadowed)
+
+    def _shadowed_member(self, unit: Unit, shown: str, info: tarfile.TarInfo, detail: str) -> Iterator[Reject]:
+        """A copy of a member that a later one of its name replaces (`tar -r`, `tar -u`), as on
+        extraction (`tar_members.Layout`): its `duplicate_member` reject, keyed by its whole name."""
+        key = safe_key(self.name, unit.split, name_text(nfc(unit.wnid or "")), nfc(_member_name(info.name)))
+        yield Reject(key, self.name, key, "read", DUPLICATE_MEMBER, f"{shown}: {detail}"[:300], split_hint=unit.split)
 
     def _archive_member(self, unit: Unit, shown: str, synsets: dict[str, str], taken: dict[str, str],
                         reading: list[str], tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[SourceItem]:
@@ -518,12 +527,8 @@ def _archives_note(path: str) -> str:
 
 
 def _taken_twice(name: str, key: str, first: str) -> str:
-    """A class archive's `duplicate_key` detail. A name met again is a copy `tar -r` or `tar -u`
-    appended: the first copy is built (a stream cannot go back to drop it) where extracting the
-    archive keeps this later one, and the detail says so."""
-    if name[:MAX_SHOWN_NAME] == first:
-        return (f"{name}: a later copy (appended by tar -r or tar -u): the first copy in the archive is built, "
-                "extracting would keep this later one")
+    """A class archive's `duplicate_key` detail (a copy of the same name appended by `tar -r` is
+    no such clash: the earlier copy is `duplicate_member`, `tar_members.Layout`)."""
     return f"{name}: key {key} already taken by {first}"
 
 

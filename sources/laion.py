@@ -8,7 +8,9 @@ always `NNNNN.parquet` (one row per attempted URL with its status) and `NNNNN_st
 
 Nothing vanishes: failed downloads are rejects, every sample the parquet lists as a success but
 the (possibly cut) archive lacks is a `missing_from_archive` reject, a key seen twice is a
-`duplicate_key` reject, non-regular tar members are rejects, a member of a sample that is neither
+`duplicate_key` reject (a member `tar -r` appended again replaces its first copy, as extracting
+the tar does: that copy is a `duplicate_member` reject), non-regular tar members are rejects, a
+member of a sample that is neither
 its image nor its `.txt`/`.json` (a `000.npy`: img2dataset writes none) is an `unexpected_file`
 reject, and in a plain folder every file
 is an image record (the decoder decides: AVIF and HEIC decode, SVG and a camera raw such as
@@ -61,8 +63,8 @@ from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_in
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
                              path_key, raise_machine_error, read_input_bytes, twin_detail, twin_groups)
-from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
-                                 shard_reject, split_member)
+from sources.tar_members import (COMPRESSED_MAGIC, MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large,
+                                 open_tar, samples, shard_reject, split_member)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -1149,10 +1151,6 @@ def _classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
             text = members[ext].decode("utf-8", errors="replace").strip()
             labels[ext] = int(text) if re.fullmatch(r"-?\d{1,18}", text) else text[:200]
     return {"classes": labels} if labels else {}
-
-
-# magic numbers of the compressions tarfile's "r|*" reads: a compressed tar is always streamed
-COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
 
 def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:

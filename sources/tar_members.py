@@ -1,16 +1,20 @@
 """The one walk over a webdataset tar's members that the img2dataset reader (`sources.laion`) and
 the video2dataset reader (`sources.video_shards`) share.
 
-Both downloaders write the same layout (webdataset's TarWriter): a sample is the run of members
-whose names share a key (the path up to the first dot of the file name: `split_member`). The walk
+Both downloaders write the same layout (webdataset's TarWriter): a sample is the members whose
+names share a key (the path up to the first dot of the file name: `split_member`), a run of them
+or, as extracting gathers them, wherever they lie (held open within `MAX_HELD_BYTES`). The walk
 counts what is no member of a sample (a folder is skipped; a Mac's `._x.jpg` is its `os_metadata`
-reject; a link, device or fifo its `not_a_file` reject, never followed), a key that comes back
-after its run ended or an extension given twice (`duplicate_key`), and a cut tar (`truncated_sample`
-for the sample it cuts, one `corrupt_archive` for the shard; a tar that stops at a member boundary
-without its end-of-archive block is cut too: `check_end_marker`), and hands each sample to its
-source. What a member is worth keeping, and what a member over `MAX_INPUT_FILE_BYTES` costs
-(`member_too_large`), is the source's (`Keep`). Too many open files or no memory reading a tar is
-the machine's `MachineError` (the unit fails uncommitted), never the shard's reject.
+reject; a link, device or fifo its `not_a_file` reject, never followed), a copy of a member that a
+later copy of its name replaces (`duplicate_member`: `tar -r` appended it; GNU tar and bsdtar
+extract the last, and so the walk builds it: `Layout`, from a first pass over the headers), an
+extension given twice to a key (`duplicate_key`: `café.jpg` in NFC and NFD), and a cut tar
+(`truncated_sample` for the sample it cuts, one `corrupt_archive` for the shard; a tar that stops
+at a member boundary without its end-of-archive block is cut too: `check_end_marker`), and hands
+each sample to its source. What a member is worth keeping, and what a member over
+`MAX_INPUT_FILE_BYTES` costs (`member_too_large`), is the source's (`Keep`). Too many open files
+or no memory reading a tar is the machine's `MachineError` (the unit fails uncommitted), never
+the shard's reject.
 
 Under the grouping lies `read_members`, the walk over member headers that ImageNet's class archives
 (one image a member, no grouping) share too. It opens every tar with `CappedTarInfo`: a GNU
@@ -29,6 +33,7 @@ there as on any cut tar, and a stream's skip ends at its end (`_stream_seek`), n
 from __future__ import annotations
 
 import functools
+import hashlib
 import posixpath
 import re
 import tarfile
@@ -379,19 +384,104 @@ def _plain(handle: IO[bytes]) -> str:
 T = TypeVar("T")
 
 
+def extracted_name(name: str) -> str:
+    """Where GNU tar and bsdtar extract a member: its name without a leading `/` or `./` (`tar -C
+    dir .` writes `./x.jpg`, which lands where `x.jpg` does) and without a folder's trailing `/`."""
+    while name.startswith(("/", "./")):
+        name = name[1:] if name.startswith("/") else name[2:]
+    return name.rstrip("/")
+
+
+def _digest(text: str) -> bytes:
+    """16 bytes standing for a name or key in `Layout` (a name may be 64 KiB: never held whole)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).digest()
+
+
+@dataclass
+class Layout:
+    """What a first pass over a tar's headers (`scan`) tells its read: which members a later copy
+    of the same name shadows, and where each sample key's last member lies. `tar -rf shard.tar
+    x.jpg` (img2dataset's resume, a user's fix-up, `tar -u`) appends a second copy of a member;
+    GNU tar and bsdtar extract the last one, over the first: the read builds the last one too, and
+    each earlier copy is its `duplicate_member` reject, so that an archive and its extracted copy
+    build the same bytes. `position` is the ordinal of the member being visited."""
+
+    copies: dict[bytes, list[int]] = field(default_factory=dict)  # name digest -> [copies to come, last's offset]
+    key_ends: dict[bytes, int] = field(default_factory=dict)  # sample key digest -> ordinal of its last member
+    position: int = -1
+
+    def visit(self, info: tarfile.TarInfo) -> str | None:
+        """Advance to `info`; the detail of its `duplicate_member` reject when a later copy of its
+        name shadows it, else None."""
+        self.position += 1
+        if info.isdir():  # folders merge on extraction: no copy of one shadows another
+            return None
+        name = extracted_name(info.name)
+        copies = self.copies.get(_digest(name))
+        if not copies or copies[0] == 0:
+            return None
+        copies[0] -= 1
+        return (f"{info.name}: a later copy at byte {copies[1]} of the archive (appended by tar -r or tar -u) "
+                "replaces this one, as extracting it with GNU tar or bsdtar does: the last copy is built")
+
+    def more_of(self, key: str) -> bool:
+        """Whether a member with sample key `key` lies after the one being visited."""
+        return self.key_ends.get(_digest(key), -1) > self.position
+
+
+def _scan_mode(handle: IO[bytes]) -> str:
+    """tarfile's mode for `scan`: a plain tar is opened seekably (its data skipped, not read)."""
+    head = handle.read(6)
+    handle.seek(0)
+    return "r|*" if head.startswith(COMPRESSED_MAGIC) else "r:"
+
+
+# magic numbers of the compressions tarfile's "r|*" reads: a compressed tar is always streamed
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
+    """The `Layout` of the tar at `uri` from its member headers (data skipped; a compressed tar is
+    read through); `keyed` gives a member name's sample key (webdataset shards), None for archives
+    read member by member. A cut or unreadable tar gives what its headers before the damage say
+    (the read that follows says what is wrong with it)."""
+    names: dict[bytes, int] = {}  # name digest -> how many members have it: ~100 bytes a member
+    layout = Layout()
+    try:
+        with fsio.open_file(uri) as handle, open_tar(handle, _scan_mode(handle)) as tar:
+            for ordinal, info in enumerate(tar):
+                tar.members.clear()
+                if info.isdir():
+                    continue
+                name = _digest(extracted_name(info.name))
+                names[name] = names.get(name, 0) + 1
+                if names[name] > 1:
+                    layout.copies[name] = [names[name] - 1, info.offset]
+                if keyed is not None:
+                    layout.key_ends[_digest(keyed(info.name))] = ordinal
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise_machine_error(exc, uri)
+    return layout
+
+
 def read_members(uri: str, mode: Callable[[IO[bytes]], str],
                  visit: Callable[[tarfile.TarFile, tarfile.TarInfo], Iterable[T]],
-                 cut: Callable[[BaseException], Iterable[T]]) -> Iterator[T]:
+                 cut: Callable[[BaseException], Iterable[T]],
+                 shadowed: Callable[[tarfile.TarInfo, str], Iterable[T]],
+                 layout: Layout | None = None) -> Iterator[T]:
     """What `visit` makes of each member header of the tar at `uri`, in archive order (`mode` gives
     tarfile's mode for the opened file; extended headers judged by `CappedTarInfo`), its end-of-archive
     block checked; what `cut` makes of the error when the tar is cut short or unreadable, in a header
-    or in the bytes `visit` reads. Too many open files or no memory is the machine's `MachineError`.
-    A member's header is let go once visited (kept, `tarfile` held every header to the end: with
-    its pax records, as much memory as the archive's headers, each under the caps)."""
+    or in the bytes `visit` reads; what `shadowed` makes of a copy a later one of its name replaces
+    on extraction (`Layout`: `layout`, or `scan`'s), never read. Too many open files or no memory
+    is the machine's `MachineError`. A member's header is let go once visited (kept, `tarfile`
+    held every header to the end: with its pax records, as much memory as the archive's headers)."""
+    layout = scan(uri) if layout is None else layout
     try:
         with fsio.open_file(uri) as handle, open_tar(handle, mode(handle)) as tar:
             for info in tar:
-                yield from visit(tar, info)
+                replaced = layout.visit(info)
+                yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
                 tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again
             check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -403,11 +493,25 @@ def samples(uri: str, name: str, shard: str, keep: Keep,
             mode: Callable[[IO[bytes]], str] = _plain) -> Iterator[Reject | Sample]:
     """The rejects and the samples of the tar at `uri` (source `name`, shard `shard`), in archive
     order (see the module's docstring); `mode` gives tarfile's mode for the opened file. A sample
-    is handed over once its run of members ends (a cut one with `cut` set, before the shard's
-    `corrupt_archive`); a repeated key's members are rejects, never a second sample."""
-    runs = _Runs(name, shard, fsio.basename(uri), keep)
-    yield from read_members(uri, mode, runs.member, runs.cut)
+    is all the members of its key, wherever they lie, as extracting the tar gathers them (a copy
+    `tar -r` appended is the last of its name: it replaces the first, `Layout`); it is handed over
+    once its last member is read (a cut one with `cut` set, before the shard's `corrupt_archive`)."""
+    layout = scan(uri, lambda member: split_member(member)[0])
+    runs = _Runs(name, shard, fsio.basename(uri), keep, layout)
+    yield from read_members(uri, mode, runs.member, runs.cut, runs.shadowed, layout)
     yield from runs.end()
+
+
+# What samples whose members lie apart (`a.jpg b.jpg a.txt`; `tar -r` appended `a.jpg` at the end)
+# may hold while their last member is to come: one image at the member cap.
+MAX_HELD_BYTES = 256 << 20
+SCATTERED_SAMPLE = "scattered_sample"
+DUPLICATE_MEMBER = "duplicate_member"
+
+
+def _held_bytes(sample: Sample) -> int:
+    """What a sample's kept members hold in memory (a header kept stands for a few hundred bytes)."""
+    return sum(len(value) if isinstance(value, (bytes, str)) else 512 for value in sample.members.values())
 
 
 @dataclass
@@ -418,13 +522,20 @@ class _Runs:
     shard: str
     archive: str
     keep: Keep
-    done: set[str] = field(default_factory=set)  # keys whose run ended (`bounded`): a later member with one is a duplicate
+    layout: Layout
+    done: set[str] = field(default_factory=set)  # keys whose sample was handed over (`bounded`)
+    held: dict[str, Sample] = field(default_factory=dict)  # samples whose last member is to come, by key
+    held_bytes: int = 0
     sample: Sample | None = None
-    repeated: bool = False  # the current run of members repeats a key already done
+    repeated: bool = False  # the current run of members repeats a key already handed over
 
     def key(self, *parts: str) -> str:
         """A reject's key: the shard's and `parts` (a sample key, a member name; none: the shard itself)."""
         return data_key(self.name, self.shard, *parts)
+
+    def shadowed(self, info: tarfile.TarInfo, detail: str) -> Iterator[Reject]:
+        """A copy a later one of its name replaces (`Layout.visit`): its reject, never read."""
+        yield shard_reject(self.name, self.key(split_member(info.name)[0]), "read", DUPLICATE_MEMBER, detail)
 
     def member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[Reject | Sample]:
         if info.isdir():
@@ -439,10 +550,10 @@ class _Runs:
                                f"{info.name}: tar member of type {member_type(info)}")
             return
         if self.sample is None or key != self.sample.key:
-            if self.sample is not None and not self.repeated:
-                yield self.sample
-                self.done.add(bounded(self.sample.key))
-            self.sample, self.repeated = Sample(key), bounded(key) in self.done
+            yield from self._run_ends()
+            self.repeated = bounded(key) in self.done
+            self.sample = self.held.pop(bounded(key), None) or Sample(key)
+            self.held_bytes -= _held_bytes(self.sample)
         if self.repeated or ext in self.sample.members:
             yield shard_reject(self.name, self.key(key), "read", "duplicate_key",
                                f"{info.name}: key {key} already has a {ext} member in {self.archive}")
@@ -452,16 +563,40 @@ class _Runs:
             if rejected is not None:
                 yield rejected
 
-    def cut(self, exc: BaseException) -> Iterator[Reject | Sample]:
-        """The sample whose header was read last is cut, whether in its first member or a later one."""
+    def _run_ends(self) -> Iterator[Reject | Sample]:
+        """The current run of members ends: its sample is handed over, or held when a member of its
+        key lies further on (within `MAX_HELD_BYTES` for all held: past it, a `scattered_sample`)."""
         sample, self.sample = self.sample, None
-        if sample is not None and not self.repeated:
+        if sample is None or self.repeated:
+            return
+        if not self.layout.more_of(sample.key):
+            yield sample
+            self.done.add(bounded(sample.key))
+            return
+        size = _held_bytes(sample)
+        if not sample.dropped and self.held_bytes + size > MAX_HELD_BYTES:
+            yield shard_reject(self.name, self.key(sample.key), "read", SCATTERED_SAMPLE,
+                               f"key {sample.key}: its members lie apart in {self.archive} and holding its "
+                               f"{size} bytes until its last one would pass the {MAX_HELD_BYTES} byte budget "
+                               "for samples held open")
+            sample.dropped, sample.members, size = True, {}, 0
+        self.held[bounded(sample.key)] = sample
+        self.held_bytes += size
+
+    def cut(self, exc: BaseException) -> Iterator[Reject | Sample]:
+        """The sample whose header was read last is cut, whether in its first member or a later one,
+        and so is each held one (its last member lay past the cut)."""
+        current = [] if self.sample is None or self.repeated else [self.sample]
+        self.sample = None
+        for sample in current + list(self.held.values()):
             if not sample.dropped:
                 yield shard_reject(self.name, self.key(sample.key), "read", "truncated_sample", exception_detail(exc))
             sample.cut = True
             yield sample
+        self.held.clear()
         yield shard_reject(self.name, self.key(), "read", "corrupt_archive", exception_detail(exc))
 
     def end(self) -> Iterator[Sample]:
         if self.sample is not None and not self.repeated:
             yield self.sample
+        yield from self.held.values()  # none, unless the headers changed between the scan and the read

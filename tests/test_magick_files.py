@@ -661,3 +661,37 @@ def test_tiff_page_walk_holds_constant_memory():
     finally:
         tracemalloc.stop()
     assert peak < 16 << 10  # a set of 5,000 offsets alone takes over 256 KiB
+
+
+def _mpo(photo: np.ndarray) -> bytes:
+    """A phone's MPO as Pillow writes one (`save(..., save_all=True)`): the photo, then a second,
+    smaller picture (a depth map's or the other eye's), each a JPEG, listed in the first's MP index."""
+    out = io.BytesIO()
+    second = Image.fromarray(photo[::4, ::4, ::-1].copy())
+    Image.fromarray(photo).save(out, "MPO", save_all=True, append_images=[second], quality=90)
+    return out.getvalue()
+
+
+def test_an_mpo_and_an_icon_count_their_pictures_in_the_header():
+    """A phone's MPO (two pictures) and an icon (ImageMagick's of 32 and 16 pixels; Pillow's of
+    three sizes) said nothing of the pictures left out (`pages`, as a TIFF's or GIF's are counted).
+    The member now says how many the file holds: the MPO's as Pillow iterates them, the icon's
+    as its directory's idCount (Microsoft's ICONDIR: reserved 0, type 1, count, little-endian).
+    The MPO's image is its first picture, as Pillow's default frame shows it."""
+    from uvd_pipeline.sample import media
+
+    photo = media.photo("chelsea")  # a real 300 x 451 photo
+    mpo = _mpo(photo)
+    with Image.open(io.BytesIO(mpo)) as opened:
+        assert opened.format == "MPO"
+        pictures = sum(1 for _ in ImageSequence.Iterator(opened))
+        opened.seek(0)
+        default = np.asarray(opened.convert("RGB"))
+    assert pictures == 2 and _render_member(mpo)["pages"] == 2
+    assert np.array_equal(decode_rgb(mpo), default) and default.shape == photo.shape
+    pillow_icon = io.BytesIO()
+    Image.fromarray(photo[:64, :64]).save(pillow_icon, "ICO", sizes=[(16, 16), (32, 32), (64, 64)])
+    for icon in ((MAGICK / "ico_sizes.ico").read_bytes(), pillow_icon.getvalue()):
+        reserved, kind, count = struct.unpack("<HHH", icon[:6])
+        assert (reserved, kind) == (0, 1) and count > 1
+        assert _render_member(icon)["pages"] == count

@@ -824,30 +824,6 @@ def test_what_is_still_not_read_says_how_to_extract_it(tmp_path: Path):
                             + outer.format("fall11_whole.tar")) for wnid in WNIDS[:2]]
 
 
-def test_a_copy_appended_by_tar_r_is_a_duplicate_key_saying_which_copy_is_built(tmp_path: Path):
-    """`tar -rf` (or `-uf`) appends a newer copy of a photo to a class archive: GNU tar's
-    extraction keeps the last copy, while the archive's read is a stream and builds the first.
-    The later copy's `duplicate_key` said only "already taken by" the same name; it now says which
-    copy is built and that extracting would keep the other (checked against GNU tar's own `-x`)."""
-    made, train, out = tmp_path / "made", tmp_path / "inet" / "train", tmp_path / "x"
-    for folder in (made, train, out):
-        folder.mkdir(parents=True)
-    wnid, name = WNIDS[0], f"{WNIDS[0]}_1.JPEG"
-    (made / name).write_bytes(b"\xff\xd8first copy")
-    subprocess.run(["tar", "-cf", str(train / f"{wnid}.tar"), "-C", str(made), "."], check=True)
-    (made / name).write_bytes(b"\xff\xd8second, appended copy")
-    subprocess.run(["tar", "-rf", str(train / f"{wnid}.tar"), "-C", str(made), name], check=True)
-    subprocess.run(["tar", "-xf", str(train / f"{wnid}.tar"), "-C", str(out)], check=True)
-    source = ImageNetSource("inet", str(tmp_path / "inet"), ("train",))
-    items = [i for u in source.units() for i in source.read(u)]
-    (record,) = [i for i in items if isinstance(i, ImageRecord)]
-    (reject,) = [i for i in items if isinstance(i, Reject)]
-    assert record.data == b"\xff\xd8first copy" and (out / name).read_bytes() == b"\xff\xd8second, appended copy"
-    assert reject.reason == "duplicate_key"
-    assert reject.detail == (f"train/{wnid}.tar: {name}: a later copy (appended by tar -r or tar -u): the first copy "
-                             "in the archive is built, extracting would keep this later one")
-
-
 def test_a_hugging_face_image_folder_of_class_folders_gives_class_sentences_its_test_folder_val(tmp_path: Path):
     """A Hub ImageFolder without metadata (`train/<label>/`, `test/<label>/`, JPEGs Pillow wrote):
     `load_dataset` (datasets 5.2) gave train 12 rows, labels bird, cat, dog 4 each, and test 6, 2
@@ -873,3 +849,32 @@ def test_a_hugging_face_image_folder_of_class_folders_gives_class_sentences_its_
     Image.new("RGB", (8, 8)).save(flat / "test" / "ILSVRC2012_test_00000001.JPEG")
     with pytest.raises(FileNotFoundError, match="no val/ folder"):
         ImageNetSource("flat", str(flat)).units()
+
+
+@pytest.mark.parametrize("appender", ["tar", "bsdtar"])
+def test_a_copy_appended_by_tar_r_is_built_as_extracting_the_archive_builds_it(tmp_path: Path, appender: str):
+    """`tar -rf` (or `-uf`) appends a newer copy of a photo to a class archive; GNU tar and bsdtar
+    extract the last copy over the first. The read was a stream and built the first copy (the
+    later one a `duplicate_key`): the archive and its extracted folder built other bytes. The last
+    copy is now built and the first is a `duplicate_member` reject (the archive made by GNU tar
+    from a shell, `./n0_1.JPEG`, the copy appended by name, `n0_1.JPEG`: one file on extraction)."""
+    if shutil.which(appender) is None:
+        pytest.skip(f"needs {appender}")
+    extracted = _extracted(tmp_path / "extracted", (3, 2, 2))
+    archives = _archived_copy(extracted, tmp_path / "archived")
+    wnid = WNIDS[2]  # the archive GNU tar made from a shell
+    name = sorted(p.name for p in (extracted / "train" / wnid).iterdir())[0]
+    (extracted / "train" / wnid / name).write_bytes(_photos()[0])  # the newer copy, another photo
+    subprocess.run([appender, "-rf", str(archives / f"{wnid}.tar"), "-C", str(extracted / "train" / wnid), name],
+                   check=True)
+    for tool in ("tar", "bsdtar"):
+        out = tmp_path / tool
+        out.mkdir()
+        if shutil.which(tool):
+            subprocess.run([tool, "-xf", str(archives / f"{wnid}.tar"), "-C", str(out)], check=True)
+            assert (out / name).read_bytes() == _photos()[0]  # extraction keeps the appended copy
+    key = safe_key("inet", "train", wnid, name)
+    assert _records(tmp_path / "archived") == sorted(_records(extracted) + [(key, "duplicate_member")])
+    source = ImageNetSource("inet", str(tmp_path / "archived"), ("train",))
+    (reject,) = [i for u in source.units() for i in source.read(u) if isinstance(i, Reject)]
+    assert reject.detail.startswith(f"train/{wnid}.tar: ./{name}: a later copy at byte ")

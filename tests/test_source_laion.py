@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import unicodedata
 from collections import Counter
@@ -1509,3 +1510,66 @@ def test_path_only_rows_of_a_row_group_over_budget_claim_no_image(tmp_path: Path
     assert not [r for r in items if isinstance(r, ImageRecord)]
     assert sorted(r.reason for r in items if isinstance(r, Reject)) == ["row_group_too_large"] * 3 + [
         "unexpected_file"] * 3
+
+
+def _appended_shard(made: Path, shards: Path, appender: str) -> dict[str, bytes]:
+    """An img2dataset shard `00000.tar` made by GNU tar from its sample files, named as img2dataset
+    names them, then fixed up by `appender -rf`: a new image of sample 1 and a new caption of
+    sample 0 appended at its end, as a resumed download or a user's fix-up does. The files as
+    they are now."""
+    made.mkdir()
+    for index in range(3):
+        key = f"00000000{index}"
+        (made / f"{key}.jpg").write_bytes(_image_bytes(40 * index))
+        (made / f"{key}.txt").write_text(f"caption {index}")
+        (made / f"{key}.json").write_text(json.dumps({"key": key, "status": "success", "caption": f"caption {index}"}))
+    subprocess.run(["tar", "-cf", str(shards / "00000.tar"), "-C", str(made), *sorted(p.name for p in made.iterdir())],
+                   check=True)
+    (made / "000000001.jpg").write_bytes(_image_bytes(200))
+    (made / "000000000.txt").write_text("a mended caption")
+    subprocess.run([appender, "-rf", str(shards / "00000.tar"), "-C", str(made), "000000001.jpg", "000000000.txt"],
+                   check=True)
+    return {p.name: p.read_bytes() for p in made.iterdir()}
+
+
+def _built(items) -> tuple[list, list]:
+    """(key, image bytes, lineage) of each record, sorted, and (key, reason) of each reject."""
+    records = sorted((i.key, i.read_bytes(), json.dumps(i.lineage, sort_keys=True))
+                     for i in items if isinstance(i, ImageRecord))
+    return records, sorted((i.key, i.reason) for i in items if isinstance(i, Reject))
+
+
+@pytest.mark.parametrize("appender", ["tar", "bsdtar"])
+def test_a_shard_with_members_appended_by_tar_r_builds_what_its_extracted_folder_builds(tmp_path: Path,
+                                                                                       appender: str, monkeypatch):
+    """`tar -rf 00000.tar x.jpg` appends a second copy of a member; GNU tar and bsdtar extract the
+    last one. The shard was read as a stream: the first copy was built and the appended one was a
+    `duplicate_key` (its key's run had ended), so the tar and its extracted folder (read as
+    img2dataset's `output_format=files`) built other images and captions. Now a sample gathers
+    its members' last copies wherever they lie, each shadowed copy a `duplicate_member` reject:
+    whole, in parts, or gzipped, the shard builds what its extracted folder builds."""
+    import gzip
+
+    from sources import laion
+
+    if shutil.which(appender) is None or shutil.which("tar") is None:
+        pytest.skip(f"needs GNU tar and {appender}")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    files = _appended_shard(tmp_path / "made", shards, appender)
+    for tool in ("tar", "bsdtar"):  # both extract the appended copies
+        out = tmp_path / tool / "00000"
+        out.mkdir(parents=True)
+        if shutil.which(tool):
+            subprocess.run([tool, "-xf", str(shards / "00000.tar"), "-C", str(out)], check=True)
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    extracted, rejects = _built(_read_all(LaionSource("web", str(tmp_path / "tar"), "files")))
+    assert not rejects and len(extracted) == 3
+    shadowed = [("web-00000-000000000", "duplicate_member"), ("web-00000-000000001", "duplicate_member")]
+    assert _built(_read_all(LaionSource("web", str(shards), "webdataset"))) == (extracted, shadowed)
+    monkeypatch.setattr(laion, "TAR_PART_BYTES", 4096)  # read in parts, each seeking over the others' samples
+    assert len(LaionSource("web", str(shards), "webdataset").units()) > 1
+    assert _built(_read_all(LaionSource("web", str(shards), "webdataset"))) == (extracted, shadowed)
+    (shards / "00000.tar.gz").write_bytes(gzip.compress((shards / "00000.tar").read_bytes(), mtime=0))
+    (shards / "00000.tar").unlink()
+    assert _built(_read_all(LaionSource("web", str(shards), "webdataset"))) == (extracted, shadowed)

@@ -135,19 +135,38 @@ def _tar(path: Path, members: list[tuple[str, bytes | tarfile.TarInfo]]) -> None
                 tar.addfile(info, io.BytesIO(data))
 
 
-def test_repeated_tar_key_is_a_duplicate_key_reject(tmp_path: Path):
+def test_repeated_tar_member_is_replaced_by_its_last_copy_and_a_second_image_is_a_duplicate_key(tmp_path: Path):
+    """A name given again further on replaces the first copy, as extracting the tar does
+    (`duplicate_member` for the first); a second image of a key is a `duplicate_key`."""
     _tar(tmp_path / "00000.tar", [("a.jpg", _image(seed=1)), ("a.txt", b"first"), ("b.jpg", _image(seed=2)),
                                   ("a.jpg", _image(seed=3)), ("a.txt", b"again"), ("c.jpg", _image(seed=4)),
                                   ("c.png", _image("PNG", seed=5))])
     items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
     records = [i for i in items if isinstance(i, ImageRecord)]
     rejects = [i for i in items if isinstance(i, Reject)]
-    assert [r.lineage["sample_key"] for r in records] == ["a", "b", "c"]
-    assert records[0].lineage["caption"] == "first"
-    assert Counter(r.reason for r in rejects) == {"duplicate_key": 3}  # a.jpg, a.txt again; c.png
+    assert [r.lineage["sample_key"] for r in records] == ["b", "a", "c"]
+    assert records[1].lineage["caption"] == "again" and records[1].data == _image(seed=3)
+    assert Counter(r.reason for r in rejects) == {"duplicate_member": 2, "duplicate_key": 1}  # a.jpg, a.txt; c.png
     assert {r.key for r in rejects} == {"web-00000-a", "web-00000-c"}
 
 
+
+
+def test_a_sample_whose_members_lie_apart_is_gathered_within_the_budget_for_held_samples(tmp_path: Path,
+                                                                                        monkeypatch):
+    """`a.jpg b.jpg a.txt`: extracted, sample a has its caption; the walk holds a open until its
+    caption (it was a `duplicate_key`). Past `MAX_HELD_BYTES` for the samples held open, a is a
+    `scattered_sample` reject, never more memory, and b is built all the same."""
+    from sources import tar_members
+
+    _tar(tmp_path / "00000.tar", [("a.jpg", _image(seed=1)), ("b.jpg", _image(seed=2)), ("a.txt", b"late caption")])
+    records = [i for i in _read_all(LaionSource("web", str(tmp_path), "webdataset")) if isinstance(i, ImageRecord)]
+    assert [(r.lineage["sample_key"], r.lineage.get("caption")) for r in records] == [("b", None),
+                                                                                      ("a", "late caption")]
+    monkeypatch.setattr(tar_members, "MAX_HELD_BYTES", len(_image(seed=1)) - 1)
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert [(i.key, getattr(i, "reason", "record")) for i in items] == [
+        ("web-00000-a", "scattered_sample"), ("web-00000-b", "record")]
 
 def test_tar_made_on_a_mac_reads_as_the_one_made_elsewhere(tmp_path: Path):
     """GNU tar stores member names as the disk gives them: a folder copied off a Mac names

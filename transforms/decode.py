@@ -69,6 +69,7 @@ from transforms.headers import (
     embedded_images,
     gif_frames,
     gif_screen,
+    icon_entries,
     jpeg_layout,
     marker_lossless,
     nclx_colour,
@@ -460,19 +461,24 @@ def _held(image: Image.Image, data: bytes) -> Held:
 # demuxer, libavif's and libheif's image lists (GIF's and TIFF's Pillow counts by seeking through
 # every frame or IFD, an APNG's it takes from the acTL, which may be anything: those are walked in
 # the bytes, `headers.gif_frames`, `tiff_pages`, `png_frames`)
-_FRAMES_KNOWN_AT_OPEN = ("WEBP", "AVIF", "HEIF")
+# Pillow counts these at open: WebP's, AVIF's and HEIF's frames, an MPO's pictures (a phone's JPEG
+# with a second one, its MP index: the first is the photo, as Pillow's default frame)
+_FRAMES_KNOWN_AT_OPEN = ("WEBP", "AVIF", "HEIF", "MPO")
 
 
 def pages_of(image: Image.Image, data: bytes) -> Pages:
     """How many pages (a TIFF's) or frames (an animated GIF's, APNG's, WebP's, an AVIF's image
-    sequence) the opened file holds, judged without decoding any: the image is its first, as
-    `convert F[0]` shows, and the sentence header says how many there were (`uvd_pipeline.render`)."""
+    sequence) or pictures (an MPO's, an icon's) the opened file holds, judged without decoding any:
+    the image is its first, as `convert F[0]` shows (an icon's largest, as Pillow decodes it), and
+    the sentence header says how many there were (`uvd_pipeline.render`)."""
     if image.format == "GIF":
         return gif_frames(data)
     if image.format == "TIFF":
         return tiff_pages(data)
     if image.format == "PNG":
         return png_frames(data)
+    if image.format == "ICO":  # its directory's images: the largest is decoded, as Pillow's default
+        return Pages(max(icon_entries(data), 1))
     if image.format in _FRAMES_KNOWN_AT_OPEN:
         count = getattr(image, "n_frames", 1)
         return Pages(count) if isinstance(count, int) and count > 1 else Pages()
@@ -617,6 +623,12 @@ def _plan_at_scale(plan: ResizePlan, shape: tuple[int, ...], scale: int, orienta
     return plan.for_scaled_input(h, w, (1 / scale, 1 / scale), shift)
 
 
+def _cut_short(data: bytes) -> bool:
+    """Whether the file is shorter than its container says (`declared_length`)."""
+    declared = declared_length(data)
+    return declared is not None and declared > len(data)
+
+
 def _raise_if_cut_short(data: bytes) -> None:
     """`truncated` for a file shorter than its container says (`declared_length`): what Pillow
     says of a cut WebP, AVIF, TIFF or icon names no truncation ("could not create decoder object",
@@ -632,6 +644,9 @@ def _load(image: Image.Image, data: bytes) -> None:
         image.load()
     except OSError as exc:
         text = str(exc)
+        if image.format == "TIFF" and "truncated" in text and not _cut_short(data):
+            raise DecodeError("decode_error", f"damaged: the file holds every byte its IFD declares, yet its "
+                                              f"pixels do not decode: {text}"[:200]) from None
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
         _raise_if_cut_short(data)

@@ -373,6 +373,14 @@ def _embedded(payload: bytes, bitmaps: bool) -> Embedded | None:
     return Embedded("BMP", *size) if size else None
 
 
+def icon_entries(data: bytes) -> int:
+    """How many images an ICO's directory lists (its idCount), of those whose 16-byte entry the data
+    holds; 0 for no ICO."""
+    if data[:4] != ICO_MAGIC:
+        return 0
+    return min(int.from_bytes(data[4:6], "little"), max(0, (len(data) - 6) // 16))
+
+
 def _ico_images(data: bytes) -> list[Embedded]:
     """Every image an ICO directory points at (Pillow decodes the largest-declared one inside
     `Image.open`, at the size its own header says)."""
@@ -422,8 +430,10 @@ def declared_length(data: bytes) -> int | None:
     Pillow write it after the pixels, tifffile before) with the values and the strips or tiles its
     entries point at, an icon directory's furthest image, a BMP's file size (`_bmp_length`), a
     binary PGM's or PPM's samples after its header (a cut RLE BMP or PGM of a maxval other than
-    255 or 65535, which Pillow decodes in Python, was `decode_error`, "not enough image data").
-    None for other files."""
+    255 or 65535, which Pillow decodes in Python, was `decode_error`, "not enough image data"),
+    a JPEG's segments or a PNG's chunks before its pixels (`_jpeg_header_end`, `_png_header_end`;
+    not of a file that ends as a whole one does, with its EOI or IEND: a damaged length there is
+    no cut). None for other files."""
     if data[:4] == b"RIFF" and len(data) >= 8:
         return 8 + int.from_bytes(data[4:8], "little")
     if data[4:8] == b"ftyp":
@@ -438,6 +448,80 @@ def declared_length(data: bytes) -> int | None:
         entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
         return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
                                              for e in entries if len(e) == 16)))
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):  # EOI last: whole, if damaged
+        return _jpeg_header_end(data)
+    if len(data) >= 2 and PNG_MAGIC.startswith(data[:8]) and b"IEND" not in data[-12:]:
+        return _png_header_end(data)
+    return None
+
+
+_HEADER_STEPS = 4096  # segments or chunks walked before the pixels: a real file has tens
+
+
+def _jpeg_header_end(data: bytes) -> int | None:
+    """Where a JPEG's marker segments before its first scan end, when the data stops short of them
+    (a download cut in its EXIF, ICC profile, tables or frame: Pillow said `corrupt_header`, or
+    `not_an_image`); None when the first scan's header is whole (a cut in its entropy-coded data
+    is libjpeg's to say), or the walk meets what is no marker or no segment's start
+    (`_segment_starts`: a damaged file, not a cut one)."""
+    pos, end = 2, len(data)
+    for _ in range(_HEADER_STEPS):
+        if pos + 2 > end:
+            return pos + 2
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF or marker in _STANDALONE:  # a fill byte, TEM or RST: no length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if marker in (0x00, 0xD8, _EOI):
+            return None
+        if pos + 4 > end:
+            return pos + 4
+        length = _u16be(data, pos + 2)
+        if length < 2:
+            return None
+        if pos + 2 + length > end:
+            return pos + 2 + length if _segment_starts(marker, data[pos + 4 : pos + 8]) else None
+        if marker == _SOS:
+            return None
+        pos += 2 + length
+    return None
+
+
+def _segment_starts(marker: int, head: bytes) -> bool:
+    """Whether the first bytes of a segment's payload (up to 4 the data holds) are as a writer
+    starts one: an APPn's identifier (`JFIF`, `Exif`, `ICC_PROFILE`, `MPF`, `http://ns.adobe.com`,
+    `Adobe`, `Photoshop`), a table's class and index (DQT, DHT), a frame's sample precision. A run
+    of noise after a marker (a damaged header) is no segment a download was cut in."""
+    if not head:
+        return True
+    if 0xE0 <= marker <= 0xEF:  # printable ASCII: 1 in 50 runs of noise
+        return all(0x20 < byte < 0x7F for byte in head[:4])
+    if marker in (0xDB, 0xC4):
+        return head[0] >> 4 <= 1 and head[0] & 15 <= 3
+    if marker in _SOF:
+        return head[0] in (8, 12, 16) or marker == JPEG_LS_SOF
+    return True
+
+
+def _png_header_end(data: bytes) -> int | None:
+    """Where a PNG's signature and chunks before its first IDAT end, when the data stops short of
+    them (a download cut in its iCCP, zTXt or eXIf: Pillow said `corrupt_header`, or `not_an_image`
+    in the signature); None once the first IDAT's header is whole (Pillow says a cut there is
+    truncated), or at a chunk no writer makes (a damaged file, not a cut one)."""
+    pos, end = 8, len(data)
+    if end < pos:
+        return pos
+    for _ in range(_HEADER_STEPS):
+        if pos + 8 > end:
+            return pos + 12
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if length > 0x7FFFFFFF or not kind.isalpha() or kind in (b"IDAT", b"IEND"):
+            return None
+        if pos + 12 + length > end:
+            return pos + 12 + length
+        pos += 12 + length
     return None
 
 
@@ -474,40 +558,134 @@ _TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
 def _tiff_ifd_end(data: bytes, order: str) -> int:
     """Where a TIFF's first IFD and what it points at end: its entry count, its entries and the next
     IFD's offset, the values of more than 4 bytes its entries keep outside it (at most
-    `_TIFF_ENTRIES` entries read), and its strips or tiles (`_tiff_pixels_end`). A TIFF cut in its
+    `_TIFF_ENTRIES` entries read), and its strips or tiles (`_tiff_spans`). A TIFF cut in its
     IFD (a download cut in its last few hundred bytes, where libtiff, Pillow and ImageMagick write
     it) was `unsupported_format`, "a sample layout Pillow cannot read"; one cut in its compressed
-    pixels after an IFD written first (tifffile's) the same, "decoder error -2"."""
+    pixels after an IFD written first (tifffile's) the same, "decoder error -2".
+
+    What lies past the end is believed only as a cut leaves it (`_cut_at_end`): a damaged but whole
+    TIFF (a bit flip or zeroed bytes in its IFD, an offset or byte count pointing past the end) was
+    `truncated` too; its end is then that of what lies inside the file."""
     ifd = int.from_bytes(data[4:8], order)
-    if ifd + 2 > len(data):
+    if ifd + 2 > len(data):  # cut before its IFD (libtiff's layout: the IFD after the pixels)
         return ifd + 2
+    spans = _tiff_spans(data, ifd, order)
+    if _cut_at_end(data, spans) and _entries_in_order(data, ifd, order):
+        return max(span_end for _, span_end, _ in spans)
+    return max((span_end for _, span_end, _ in spans if span_end <= len(data)), default=len(data))
+
+
+_TIFF_GAP = 64  # bytes writers leave between an IFD's values (alignment, a value not listed here)
+
+
+def _cut_at_end(data: bytes, spans: list[tuple[int, int, bool]]) -> bool:
+    """Whether the (start, end, is text) byte spans a TIFF declares (its IFD first) are as a cut at
+    the end of `data` leaves them: the IFD runs over the end, or another span does, starting where
+    those read whole end (writers pack them, `_TIFF_GAP` bytes apart at most: a cut may lie
+    between two) and, a text value, holding no NUL before the end (TIFF 6.0: a text's last byte is
+    NUL). A span of a damaged file points past the end alone, overlaps the whole ones or leaves a
+    gap before it, or holds its whole text (its count or offset damaged)."""
+    length = len(data)
+    if spans[0][1] > length:  # cut in the IFD (the first span): what it points at is not all known
+        return True
+    inside = max((end for _, end, _ in spans if end <= length), default=0)
+    return any(inside <= start <= inside + _TIFF_GAP and length < end and not (text and 0 in data[start:length])
+               for start, end, text in spans)
+
+
+def _entries_in_order(data: bytes, ifd: int, order: str) -> bool:
+    """Whether the entries of the IFD at `ifd` that the data holds are as TIFF 6.0 requires: ascending
+    tags of known field types (a damaged entry count reads what follows as entries), a
+    BitsPerSample for each sample, as many byte counts as strip or tile offsets, and byte counts
+    a strip or tile could hold (a damaged one points past the end as a cut one does)."""
+    count = min(int.from_bytes(data[ifd : ifd + 2], order), _TIFF_ENTRIES)
+    tags, kinds = [], []
+    for at in range(ifd + 2, min(ifd + 2 + 12 * count, len(data) - 11), 12):
+        tags.append(int.from_bytes(data[at : at + 2], order))
+        kinds.append(int.from_bytes(data[at + 2 : at + 4], order))
+    if not (all(a < b for a, b in zip(tags, tags[1:])) and all(kind in _TIFF_TYPE_BYTES for kind in kinds)):
+        return False
+    entries, _ = _tiff_ifd(data, ifd, order)  # a tag the data does not hold (a cut IFD) is not judged
+    if 258 in entries and 277 in entries and entries[258][1] != _tiff_value(data, entries[277], order, 0):
+        return False
+    return all(_pieces_plausible(data, entries, order, offsets, counts) for offsets, counts in _TIFF_PIXEL_TAGS)
+
+
+def _pieces_plausible(data: bytes, entries: dict[int, tuple[int, int, int]], order: str, offsets: int,
+                      counts: int) -> bool:
+    """Whether a TIFF's strips (or tiles) have one byte count per offset, each of at most twice what
+    its pixels hold uncompressed (compressed noise grows a little; 4 KiB to spare); true when the
+    data holds only one of the two tags (an IFD cut between them)."""
+    if offsets not in entries or counts not in entries:
+        return True
+    if entries[offsets][1] != entries[counts][1]:
+        return False
+
+    def value(tag: int) -> int | None:
+        return _tiff_value(data, entries[tag], order, 0) if tag in entries else None
+
+    height = value(257)
+    width, rows = (value(256), min(height or 0, value(278) or height or 0)) if offsets == 273 else (value(322),
+                                                                                                    value(323))
+    bits = _tiff_values(data, entries[258], order) if 258 in entries else [1]
+    if width is None or height is None or rows is None or len(bits) < min(entries.get(258, (0, 1))[1], _TIFF_IFDS):
+        return True  # a size the data does not hold (a cut IFD) is not judged
+    most = 2 * width * rows * max(sum(bits), 1) // 8 + 4096
+    pieces = entries[counts][1]
+    return all((_tiff_value(data, entries[counts], order, index) or 0) <= most
+               for index in {0, pieces - 1, _piece_at(data, entries[offsets], order, pieces, len(data))})
+
+
+def _tiff_spans(data: bytes, ifd: int, order: str) -> list[tuple[int, int, bool]]:
+    """The (start, end, is text) byte spans the IFD at `ifd` declares: itself, its values kept
+    outside it, and its strips or tiles (`_tiff_pixel_spans`)."""
     entries, _ = _tiff_ifd(data, ifd, order)
-    end = ifd + 2 + 12 * int.from_bytes(data[ifd : ifd + 2], order) + 4
+    spans = [(ifd, ifd + 2 + 12 * int.from_bytes(data[ifd : ifd + 2], order) + 4, False)]
     for kind, count, field in entries.values():
         size = _TIFF_TYPE_BYTES.get(kind, 0) * count
         if size > 4:
-            end = max(end, int.from_bytes(data[field : field + 4], order) + size)
-    return max(end, _tiff_pixels_end(data, entries, order))
+            offset = int.from_bytes(data[field : field + 4], order)
+            spans.append((offset, offset + size, kind == _TIFF_ASCII))
+    return spans + _tiff_pixel_spans(data, entries, order)
 
 
+_TIFF_ASCII = 2  # the field type of a text value
 # (offsets, byte counts) of a TIFF's pixels: StripOffsets/StripByteCounts, TileOffsets/TileByteCounts
 _TIFF_PIXEL_TAGS = ((273, 279), (324, 325))
 
 
-def _tiff_pixels_end(data: bytes, entries: dict[int, tuple[int, int, int]], order: str) -> int:
-    """The furthest end (offset + byte count) of an IFD's strips or tiles, of the first and last
-    `_TIFF_IFDS` of them (writers lay them out in order; any of them is a lower bound)."""
-    end = 0
+def _tiff_pixel_spans(data: bytes, entries: dict[int, tuple[int, int, int]],
+                      order: str) -> list[tuple[int, int, bool]]:
+    """The spans of an IFD's strips or tiles: the first and last `_TIFF_IFDS` of them (writers lay
+    them out in order; any of them is a lower bound) and the one where the data ends, found by
+    bisecting their offsets (the strip a download is cut in)."""
+    spans = []
     for offsets, counts in _TIFF_PIXEL_TAGS:
         if offsets not in entries or counts not in entries:
             continue
         pieces = min(entries[offsets][1], entries[counts][1])
-        for index in sorted({*range(min(pieces, _TIFF_IFDS)), *range(max(0, pieces - _TIFF_IFDS), pieces)}):
+        chosen = {*range(min(pieces, _TIFF_IFDS)), *range(max(0, pieces - _TIFF_IFDS), pieces)}
+        at_end = _piece_at(data, entries[offsets], order, pieces, len(data))
+        chosen.update((at_end, max(0, at_end - 1)))  # and the one before it: where it starts
+        for index in sorted(chosen):
             offset = _tiff_value(data, entries[offsets], order, index)
             count = _tiff_value(data, entries[counts], order, index)
             if offset is not None and count is not None:
-                end = max(end, offset + count)
-    return end
+                spans.append((offset, offset + count, False))
+    return spans
+
+
+def _piece_at(data: bytes, entry: tuple[int, int, int], order: str, pieces: int, position: int) -> int:
+    """The last strip or tile whose offset is at most `position`, were the offsets ascending."""
+    low, high = 0, pieces - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        offset = _tiff_value(data, entry, order, middle)
+        if offset is not None and offset <= position:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _boxes_end(data: bytes) -> int:
