@@ -13,8 +13,8 @@ from PIL import Image
 from sources import fsio
 from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, iter_shard, write_shard
 from uvd_pipeline.sentences import Sentence
-from uvd_pipeline.unit_relocation import (drop_previous, keep_previous, previous_lookup, record_placement, relocate,
-                                          release)
+from uvd_pipeline.unit_relocation import (drop_previous, each_file, keep_previous, previous_lookup, record_placement,
+                                          relocate, release)
 from uvd_pipeline.unit_store import StoredImageError, StoreReader, UnitStore, unit_id_of
 
 
@@ -224,6 +224,34 @@ def test_background_release_punches_one_shard_at_a_time(tmp_path, monkeypatch):
     assert [s.images[0] for s in iter_shard(str(out / "rendered/web/train/web-train-00001.tar"))] == pngs[2:]
 
     assert background_release() is background_release()  # one per process (`PerProcess`)
+
+
+def test_each_file_runs_the_calls_together_in_order_and_waits_for_all():
+    """The store's per-file calls (a shard's punches, `relocate`'s units) run at once: on ext4 each
+    may wait for a journal commit, which calls issued together share. Results come in call order,
+    and an error is raised only once every call has ended (no punch still running behind it)."""
+    import threading
+    import time
+
+    together = threading.Barrier(3, timeout=10)  # calls made one after another never pass it
+    ended: list[int] = []
+    failing: set[int] = set()
+
+    def call(i: int) -> int:
+        together.wait()
+        time.sleep(0.02 * (3 - i))  # the first call ends last
+        if i in failing:
+            raise OSError("a store file gone")
+        ended.append(i)
+        return 10 * i
+
+    assert each_file(call, [(i,) for i in range(3)]) == [0, 10, 20]
+    ended.clear()
+    failing.add(1)
+    with pytest.raises(OSError, match="gone"):
+        each_file(call, [(i,) for i in range(3)])
+    assert sorted(ended) == [0, 2]
+    assert each_file(call, []) == []
 
 
 def test_store_reader_keeps_a_bounded_set_of_files_open(tmp_path):

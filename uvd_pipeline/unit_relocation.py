@@ -43,8 +43,9 @@ import logging
 import os
 import threading
 import zlib
+from concurrent.futures import wait
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
@@ -99,11 +100,31 @@ def release(placed: list[tuple[Any, int]]) -> int:
     return sum(punch(path, ranges) for path, ranges in _ranges_by_file(placed).items())
 
 
+# Threads for the store's per-file metadata calls (punches, unlinks): each such call on ext4 may
+# wait for a journal commit (with the `discard` mount option, a punch or the unlink of a punched
+# file took 3-600 ms here), and calls issued together share one commit: 6 unit files' punches
+# took 1.8-2.3 s one after another and 0.27 s on 6 threads; their unlinks 3.9 s against 0.2 s.
+FILE_THREADS = 8
+_FILE_POOL = PerProcess(lambda: DaemonPool(FILE_THREADS, "uvd-store-files"))
+
+
+def each_file(function: Callable[..., Any], calls: list[tuple]) -> list[Any]:
+    """`function(*args)` for each of `calls` on the store's file threads (inline when there is one),
+    results in order; every call has ended before the first error is raised."""
+    if len(calls) <= 1:
+        return [function(*args) for args in calls]
+    pool = _FILE_POOL.get()
+    futures = [pool.submit(function, *args) for args in calls]
+    wait(futures)
+    return [future.result() for future in futures]
+
+
 class BackgroundRelease:
     """Punches committed shards' images out of the store on a thread of its own, one shard at a
     time, so a writer goes on to its next shard: on a local ext4 disk each punch of a synced file
-    took ~250 us, and a 900-image build's writers spent 0.3 s of its tail on them. A writer hands
-    its shard over once the previous shard's punches are done (`submit` waits till then), so the
+    took ~250 us (3 ms on an ext4 mounted with `discard`: a shard's unit files are punched
+    together, `each_file`), and a 900-image build's writers spent 0.3 s of its tail on them. A
+    writer hands its shard over once the previous shard's punches are done (`submit` waits), so the
     disk holds at most one committed shard's store copies more than with punching in the writer.
     What is still queued when the build ends is not waited for: the driver's `relocate` then
     removes each unit file whose images all moved and punches the rest (punching is idempotent)."""
@@ -130,8 +151,7 @@ class BackgroundRelease:
 
     def _punch(self, jobs: dict[str, list[tuple[int, int]]]) -> None:
         try:
-            for path, ranges in jobs.items():
-                self.released += punch(path, ranges)
+            self.released += sum(each_file(punch, list(jobs.items())))
         except OSError as exc:  # a store file gone or unwritable: relocate sees to it at the end
             log.debug("background release: %s", exc)
         finally:
@@ -230,6 +250,12 @@ class Relocation:
     files_removed: int = 0  # units' image files whose every image is in a shard
     forgotten: int = 0  # units whose images are nowhere intact any more: rendered again
 
+    def add(self, other: "Relocation") -> None:
+        self.units += other.units
+        self.moved_images += other.moved_images
+        self.files_removed += other.files_removed
+        self.forgotten += other.forgotten
+
 
 # Placement records read per pass of `relocate`: their entries (about 150 bytes of JSON, 400 bytes
 # as Python objects, per image) are held for one pass, so the driver's memory stays bounded
@@ -260,9 +286,10 @@ def relocate(output: str, committed: Iterable[ShardAddress], pass_bytes: int | N
     result = Relocation()
     for part in range(passes):
         located, doubtful = _placements(records, trusted, passes, part)
-        for mark_uri in marks:
-            if passes == 1 or _share(fsio.basename(mark_uri)[: -len(MARK_SUFFIX)], passes) == part:  # its unit id
-                _relocate_unit(mark_uri, located, doubtful, result)
+        mine = [m for m in marks  # by its unit id
+                if passes == 1 or _share(fsio.basename(m)[: -len(MARK_SUFFIX)], passes) == part]
+        for done in each_file(_relocate_unit, [(m, located, doubtful) for m in mine]):
+            result.add(done)
     if result.forgotten:
         log.warning("%d stored units lost images (a shard holding them changed): they are rendered again",
                     result.forgotten)
@@ -319,14 +346,16 @@ def _tar_sha(output: str, address: ShardAddress) -> str | None:
         return None
 
 
-def _relocate_unit(mark_uri: str, located: dict[str, Moved], doubtful: dict[str, dict[int, tuple[int, str]]],
-                   result: Relocation) -> None:
+def _relocate_unit(mark_uri: str, located: dict[str, Moved],
+                   doubtful: dict[str, dict[int, tuple[int, str]]]) -> Relocation:
+    """One unit's share of `relocate` (units are independent: they run on the store's file threads)."""
+    result = Relocation()
     stem = mark_uri[: -len(MARK_SUFFIX)]
     try:
         mark = read_json(mark_uri)
         rendering = rendering_name(mark['source'], fsio.basename(stem), mark['render'])
     except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return  # not a unit of this store version: the next load renders it again
+        return result  # not a unit of this store version: the next load renders it again
     moved_uri, images_uri = stem + MOVED_SUFFIX, stem + BIN_SUFFIX
     earlier = read_moved(moved_uri, mark["render"])
     now = located.get(rendering, {})
@@ -335,10 +364,10 @@ def _relocate_unit(mark_uri: str, located: dict[str, Moved], doubtful: dict[str,
     if lost and not _still_in_file(images_uri, lost):
         _forget(stem)
         result.forgotten += 1
-        return
+        return result
     if not now:
         _write_moved(moved_uri, mark["render"], now, earlier)
-        return
+        return result
     result.units += 1
     result.moved_images += len(now)
     # the store's copies go before the record says they went: a kill in between leaves nothing unfreed
@@ -350,6 +379,7 @@ def _relocate_unit(mark_uri: str, located: dict[str, Moved], doubtful: dict[str,
         else:  # ranges recorded earlier were freed then: only the new ones
             punch(images_uri, [(o, v[2]) for o, v in now.items() if o not in earlier])
     _write_moved(moved_uri, mark["render"], now, earlier)
+    return result
 
 
 def _write_moved(uri: str, render: str, now: Moved, earlier: Moved) -> None:
