@@ -22,7 +22,7 @@ TOKENIZER_FIT = $(PY) -m tokenizer.fit $(foreach s,$(TOKENIZER_SOURCES),--data '
 I2D_VENV ?= .venv-img2dataset
 I2D_STAMP := $(I2D_VENV)/.img2dataset-installed
 
-.PHONY: build-uvd test test-deps system-tools test-fast bench sample report env clean tokenizer browser ffmpeg heif-tools archivers img2dataset
+.PHONY: build-uvd test test-deps system-tools test-fast bench sample report env clean tokenizer browser ffmpeg heif-tools archivers img2dataset bytecode
 
 env: $(STAMP)
 
@@ -33,7 +33,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,dask]'
 	@touch $@
 
-sample: $(STAMP)
+# The project's modules compiled once: where the environment sets PYTHONDONTWRITEBYTECODE (this
+# machine's does), every `python -m uvd_pipeline`, Beam worker and trainer process would compile
+# them again from source (0.2 CPU-s each; the test suite starts hundreds). Python checks each .pyc
+# against its source's time stamp, so an edited module is compiled afresh, never run stale.
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q -j 0 uvd_pipeline sources transforms tokenizer trainer benchmarks
+
+sample: bytecode
 	$(PY) -m uvd_pipeline sample $(SAMPLE_DIR)
 
 # The build, then a tiny transformer fitted on its token shards and prompted with held-out
@@ -51,7 +58,7 @@ build-uvd: sample
 # Two pytest workers (pytest-xdist), each test file on one of them: the suite is mostly one
 # process waiting on another (Beam workers, ffmpeg, img2dataset), so two files at a time take
 # 4 minutes instead of 7 on two cores; session fixtures are built once per worker.
-test: test-deps
+test: test-deps bytecode
 	UVD_REQUIRE_ARCHIVERS=1 UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
 
 img2dataset: $(I2D_STAMP)
@@ -92,7 +99,7 @@ archivers:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tar libarchive-tools; }
 
-test-fast: $(STAMP)
+test-fast: bytecode
 	$(PY) -m pytest -q
 
 bench: sample
