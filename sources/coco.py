@@ -94,10 +94,12 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     annotations: dict[Id, dict[Id, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
     problems: dict[Id, str] = {}
+    label_studio = False
     for uri in annotation_uris:
         data = load_json(uri)
         if not isinstance(data, dict):
             raise AnnotationFileError(uri, "is not a COCO JSON object")
+        label_studio = label_studio or is_label_studio(data)
         short = fsio.basename(uri)
         seen_images: dict[Id, int] = {}  # id -> index of its first entry in this file
         for index, image in enumerate(_list(uri, data, "images")):
@@ -129,7 +131,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
             seen_anns.setdefault(ann_id, (index, image_id))
             merged = annotations[image_id].get(ann_id, {})
             annotations[image_id][ann_id] = {**merged, **ann, AT: f"{short} {where('annotations', index, ann)}"}
-    shift = category_shift(categories, annotations)
+    shift = category_shift(categories, annotations, label_studio)
     twin_of = key_twins([*images, *annotations])
     for other, first in twin_of.items():  # the first problem found is the one reported
         problems.setdefault(first, _twin_problem(first, other, image_at, named_at))
@@ -142,14 +144,26 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
 BACKGROUND_NAMES = ("background", "__background__", "_background_")
 
 
-def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, dict[Id, dict[str, Any]]]) -> int:
+def is_label_studio(data: dict[str, Any]) -> bool:
+    """Label Studio's COCO export (label-studio-converter's `convert_to_coco`) signs its `info`
+    with `contributor: "Label Studio"`."""
+    info = data.get("info")
+    return isinstance(info, dict) and info.get("contributor") == "Label Studio"
+
+
+def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, dict[Id, dict[str, Any]]],
+                   label_studio: bool = False) -> int:
     """1 where category 0 is a class (its colour would be the background's black), else 0. Label
     Studio declares every label of its project from 0, used or not: judged by use, an export
     without an object of class 0 (a val split) was read as it stands and one with them one up, so
-    a class took another's colour. Roboflow's 0 (the project, the others' `supercategory`) and a
-    `background` 0 name no class, unless an annotation uses them."""
+    a class took another's colour. Its 0 is a class whatever its name (labels are numbered sorted,
+    so a label "Background" is 0 beside Car and Person): its exports are always read one up. In
+    other files Roboflow's 0 (the project, the others' `supercategory`) and a `background` 0 name
+    no class, unless an annotation uses them."""
     if 0 not in categories:
         return 0
+    if label_studio:
+        return 1
     if any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values()):
         return 1
     name = categories[0].get("name")

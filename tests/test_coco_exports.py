@@ -482,6 +482,27 @@ def test_label_studio_classes_keep_their_colour_whether_class_0_is_used_or_not(t
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (32, 55, 21, 53)
 
 
+def test_a_label_studio_class_named_background_keeps_every_class_colour(tmp_path: Path):
+    """Label Studio numbers its project's labels from 0, sorted: "Background" is 0 beside Car and
+    Person, a class like any. Read by the background-name rule, an export without a Background
+    object was read as it stands and one with it one up (Car 1 in val, 2 in train). An export
+    signed `info.contributor: "Label Studio"` is read one up whatever its names; another file's
+    unused 0 named `Background` (any case) still names no class."""
+    def export(annotations: list[dict], contributor: str = "Label Studio") -> dict:
+        return {"images": [{"width": W, "height": H, "id": 0, "file_name": "images/a1-photo.png"}],
+                "categories": [{"id": 0, "name": "Background"}, {"id": 1, "name": "Car"}, {"id": 2, "name": "Person"}],
+                "annotations": annotations,
+                "info": {"year": 2024, "version": "1.0", "description": "", "contributor": contributor}}
+
+    def drawn_classes(folder: str, data: dict) -> list[int]:
+        return read(write_dataset(tmp_path / folder, data), ("detection",))["coco-0-detection"].annotation["categories"]
+
+    road, car = obj(0, 0, 0, bbox=[0, 40, 80, 20]), obj(1, 0, 1, bbox=[40, 20, 30, 30])
+    assert drawn_classes("train", export([road, car])) == [1, 2]
+    assert drawn_classes("val", export([car])) == [2]
+    assert drawn_classes("other", export([car], contributor="")) == [1]  # another tool's unused Background 0
+
+
 def test_roboflow_placeholder_category_zero_is_not_a_shift(tmp_path: Path):
     """Roboflow declares category 0 as the supercategory of the rest and never uses it; its ids
     are not contiguous after deletions. They are read as they stand, as are those beside a
