@@ -6,15 +6,15 @@ One `PairRecord` per (image, task). The annotation files are parsed once per wor
 
 from __future__ import annotations
 
-import posixpath
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import OutsideRoot, check_inside, join_inside, missing_under, shown_name
+from sources.paths import OutsideRoot, check_inside, join_inside, missing_under, relative_to_root, shown_name
 from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key
 from transforms.annotations import COCO17, MAX_CLASS_ID
 
@@ -77,7 +77,7 @@ def id_order(value: Id) -> tuple[bool, int, str]:
 
 
 @fsio.cached_input(maxsize=4)
-def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
+def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     """Merge COCO JSON files (instances, person_keypoints...) by image id and annotation id.
 
     Entries without the ids that place them (an image's `id`, an annotation's `id` and
@@ -86,11 +86,14 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     merges (person_keypoints repeats instances' images and people); an id used twice within one
     file is ambiguous (which entry is the image, which the object?), so every pair of the images
     involved is rejected, naming the file and both entries, and the rest of the file is used.
+    File names are compared as the files `CocoSource.read` opens under `images_uri` (`read_path`).
     """
     images: dict[Id, dict[str, Any]] = {}
     image_at: dict[Id, str] = {}  # id -> "file images[i]" of the entry kept
     named_at: dict[Id, str] = {}  # image id -> "file annotations[i]" of the first annotation naming it
-    named_by: dict[str, tuple[Id, str]] = {}  # a file_name -> the first id naming it and where
+    named_by: dict[str, tuple[Id, str]] = {}  # a file read -> the first id naming it and where
+    file_of: dict[Id, tuple[bool, Any]] = {}  # image id -> its kept entry's `_file_key`
+    read_as = functools.partial(read_path, images_uri)
     annotations: dict[Id, dict[Id, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
     problems: dict[Id, str] = {}
@@ -104,16 +107,18 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
         seen_images: dict[Id, int] = {}  # id -> index of its first entry in this file
         for index, image in enumerate(_list(uri, data, "images")):
             image_id = _id_field(uri, "images", index, image, "id")
+            file_key = _file_key(read_as, image)
             if image_id in seen_images:
                 problems.setdefault(image_id, f"{short} images[{seen_images[image_id]}] and images[{index}] "
                                               f"both have id {image_id}")
-            elif image_id in images and images[image_id].get("file_name") != image.get("file_name"):
+            elif image_id in images and file_of[image_id] != file_key:
                 # instances and person_keypoints list the same images; another file is another image
                 problems.setdefault(image_id, f"{image_at[image_id]} and {short} images[{index}] give id {image_id} "
                                               f"different file_names")
             seen_images.setdefault(image_id, index)
-            _one_id_a_file(named_by, image, image_id, f"{short} images[{index}]", problems)
+            _one_id_a_file(named_by, file_key, image_id, f"{short} images[{index}]", problems)
             images[image_id] = image
+            file_of[image_id] = file_key
             image_at[image_id] = f"{short} images[{index}]"
         for index, category in enumerate(_list(uri, data, "categories")):
             category_id = _int_field(uri, "categories", index, category, "id")
@@ -174,20 +179,46 @@ def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, 
     return 0 if placeholder else 1
 
 
-def _one_id_a_file(named_by: dict[str, tuple[Id, str]], image: dict[str, Any], image_id: Id, at: str,
-                   problems: dict[Id, str]) -> None:
-    """Record which id names the entry's file; a file another id names already makes a problem of
-    both ids. Merged exports (or a picture uploaded twice) list one file under two ids, each with
-    part of its objects: each pair drew only its own, and the two, hashed apart, put one picture in
-    train and in val. The same id naming its file again (instances and person_keypoints) is one image."""
-    name = image.get("file_name")
+def image_path(images_uri: str, name: str) -> str:
+    """The file `CocoSource.read` opens for a `file_name`; `OutsideRoot` for one outside the folder."""
+    return join_inside(images_uri, windows_name(images_uri, name))
+
+
+def read_path(images_uri: str, name: Any) -> str | None:
+    """The file read for a `file_name` as the images folder sees it (Windows separators, `./`,
+    an absolute name inside the folder all resolved: `image_path`); None for one no file is read
+    for (not a text, or outside the folder: its pairs are rejected for that)."""
     if not isinstance(name, str) or not name:
+        return None
+    try:
+        return relative_to_root(join_inside(images_uri, "."), image_path(images_uri, name))
+    except OutsideRoot:
+        return None
+
+
+def _file_key(read_as: Callable[[Any], str | None], image: dict[str, Any]) -> tuple[bool, Any]:
+    """What two entries of one id must share to be one image: (True, the file read), or (False,
+    the name as written) where no file is read for it. Resolved once an entry."""
+    path = read_as(image.get("file_name"))
+    return (True, path) if path is not None else (False, image.get("file_name"))
+
+
+def _one_id_a_file(named_by: dict[str, tuple[Id, str]], file_key: tuple[bool, Any], image_id: Id, at: str,
+                   problems: dict[Id, str]) -> None:
+    """Record which id names the file read for the entry (`read_path`); a file another id names
+    already makes a problem of both ids. Merged exports (or a picture uploaded twice) list one file
+    under two ids, each with part of its objects: each pair drew only its own, and the two, hashed
+    apart, put one picture in train and in val. Two spellings of one file (`sub\\1.png` beside
+    `sub/1.png`, an absolute name inside the folder) are one file. The same id naming its file
+    again (instances and person_keypoints) is one image."""
+    read, path = file_key
+    if not read:
         return  # its pairs are rejected for that (`CocoSource.read`)
-    first_id, first_at = named_by.setdefault(posixpath.normpath(name), (image_id, at))
-    if first_id == image_id and type(first_id) is type(image_id):
+    first_id, first_at = named_by.setdefault(path, (image_id, at))
+    if first_id == image_id:  # ids are ints or texts: `1` never equals `"1"`
         return
     problem = (f"{first_at} (id {first_id}) and {at} (id {image_id}) both name "
-               f"{shown_name(posixpath.normpath(name))}: give a file one id")
+               f"{shown_name(path)}: give a file one id")
     problems.setdefault(first_id, problem)  # the first problem found is the one reported
     problems.setdefault(image_id, problem)
 
@@ -430,7 +461,7 @@ class CocoSource:
         for name, uri in zip(self.annotation_files, self._uris()):
             if not fsio.exists(uri):
                 raise missing_under("annotation_files", self.path, name, "COCO: ")
-        index = load_index(self._uris())
+        index = load_index(self._uris(), self._images_uri())
         # annotations of unlisted images are rejects, and so is each id of those that make one key (`key_twins`)
         ids = sorted(set(index.images) | set(index.annotations), key=id_order)
         if not fsio.isdir(self._images_uri()):  # else every pair is a missing image
@@ -447,7 +478,7 @@ class CocoSource:
         return safe_key(self.name, str(image_id))
 
     def read(self, image_ids: tuple[Id, ...]) -> Iterator[SourceItem]:
-        index = load_index(self._uris())
+        index = load_index(self._uris(), self._images_uri())
         images_uri = self._images_uri()
         for image_id in image_ids:
             group = self.group(image_id, index)
@@ -468,7 +499,7 @@ class CocoSource:
                 yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: file_name is not a text")
                 continue
             try:  # file_name comes from the JSON: it must name a file inside the images folder
-                image_uri = join_inside(images_uri, windows_name(images_uri, image["file_name"]))
+                image_uri = image_path(images_uri, image["file_name"])
                 check_inside(images_uri, image_uri, self.follow_links)
             except OutsideRoot as exc:
                 yield from self._every_task(group, exc.reason, f"image {image_id}: {exc.detail}")

@@ -650,6 +650,47 @@ def test_a_file_named_by_two_image_ids_rejects_both(tmp_path: Path):
     assert {outcome(pairs[f"coco-4-{task}"]) for task in TASKS} == {"rendered"}
 
 
+@pytest.mark.parametrize("spelling", ["sub\\1.png", "absolute"])
+def test_two_spellings_of_one_file_under_two_ids_reject_both(tmp_path: Path, spelling: str):
+    """`sub\\1.png` (as Windows writes it) and an absolute name inside the images folder (as
+    Detectron2 writes them) open the same file as `sub/1.png`: compared as written, the two ids
+    escaped the one-file rule and one picture could land in train and in val."""
+    root = tmp_path / "data"
+    second = str(root / "sub" / "1.png") if spelling == "absolute" else spelling
+    data = {"images": [{"id": 1, "file_name": "sub/1.png", "width": W, "height": H},
+                       {"id": 2, "file_name": second, "width": W, "height": H}],
+            "categories": person_categories(), "annotations": [obj(1, 1), obj(2, 2)]}
+    write_dataset(root, {"images": data["images"][:1]})  # the one file (no `sub\\1.png` beside it)
+    (root / "ann.json").write_text(json.dumps(data))
+    pairs = read(root, ("detection",))
+    why = "ann.json images[0] (id 1) and ann.json images[1] (id 2) both name 'sub/1.png': give a file one id"
+    assert [(pairs[f"coco-{n}-detection"].reason, pairs[f"coco-{n}-detection"].detail) for n in (1, 2)] == [
+        ("bad_annotation", f"image {n}: {why}") for n in (1, 2)]
+
+
+def test_one_id_naming_one_file_in_two_spellings_is_one_image(tmp_path: Path):
+    """instances names `1.png`, person_keypoints `./1.png`: one file, so one image whose pairs draw
+    both files' objects (it was rejected as 'give id 1 different file_names')."""
+    root = write_dataset(tmp_path, {"images": images(1), "categories": person_categories(),
+                                    "annotations": [obj(1, 1)]})
+    (root / "keypoints.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "./1.png", "width": W, "height": H}], "categories": person_categories(),
+        "annotations": [obj(10, 1, keypoints=keypoints())]}))
+    pairs = read(root, files=("ann.json", "keypoints.json"))
+    assert {outcome(pairs[f"coco-1-{task}"]) for task in TASKS} == {"rendered"}
+
+
+def test_a_number_and_a_text_id_naming_one_file_are_refused_for_the_file(tmp_path: Path):
+    """`1` and `"1"` are two images to pycocotools; naming one file, the first problem found, the
+    shared file, is what both of their rejects say."""
+    data = {"images": [*images(1), {"id": "1", "file_name": "1.png", "width": W, "height": H}],
+            "categories": categories(1), "annotations": [obj(1, 1), obj(2, "1")]}
+    pairs = read(write_dataset(tmp_path, data), ("detection",))
+    why = "ann.json images[0] (id 1) and ann.json images[1] (id 1) both name '1.png': give a file one id"
+    assert sorted((r.reason, r.detail) for r in pairs.values()) == [
+        ("bad_annotation", f"image '1': {why}"), ("bad_annotation", f"image 1: {why}")]
+
+
 def test_missing_and_unreadable_image_files_are_counted(tmp_path: Path):
     root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4), "categories": categories(1),
                                     "annotations": [obj(n, n) for n in (1, 2, 3, 4)]}, skip=("2.png",))
