@@ -1,7 +1,9 @@
 """COCO-format annotations: detection boxes, instance segmentation (polygons and RLE), keypoints.
 
 One `PairRecord` per (image, task). The annotation files are parsed once per worker process
-(COCO train's instances JSON is large) and every unit is a slice of image ids.
+(COCO train's instances JSON is large) and every unit is a slice of image ids. What a parse
+takes is judged from the files' sizes before any (`CocoSource.check_index_memory`), and the
+parses a worker keeps are bounded in bytes (`CACHED_INDEX_FILE_BYTES`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,21 @@ from typing import Any, Callable, Iterator
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import OutsideRoot, check_inside, join_inside, missing_under, relative_to_root, shown_name
+from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under, relative_to_root, shown_name
 from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key
 from transforms.annotations import COCO17, MAX_CLASS_ID
 
 COCO_TASKS = ("detection", "segmentation", "pose")
 IMAGES_PER_UNIT = 256
+# memory of a parsed index per byte of its annotation files: a COCO-like file of 102 MB (40k
+# images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x) and held 645 MB
+INDEX_BYTES_PER_FILE_BYTE = 8
+# what one source's index may take, judged from its files' sizes before any parse (`CocoSource.units`):
+# COCO train2017's instances and person_keypoints (676 MiB) take ~5.3 GiB by that factor
+INDEX_MEMORY_MB = 6144
+# a worker keeps parses standing for at most this many bytes of files (~1 GiB parsed; one larger
+# index alone): four kept without a bound held 1.2 GB for two 102 MB files, and up to 4 budgets
+CACHED_INDEX_FILE_BYTES = (1 << 30) // INDEX_BYTES_PER_FILE_BYTE
 
 
 # an image's or annotation's id as pycocotools keys it: an integer (1.0 read as 1), or a text, as
@@ -76,7 +87,7 @@ def id_order(value: Id) -> tuple[bool, int, str]:
     return (True, 0, value) if isinstance(value, str) else (False, value, "")
 
 
-@fsio.cached_input(maxsize=4)
+@fsio.cached_input(maxsize=4, max_bytes=CACHED_INDEX_FILE_BYTES)
 def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     """Merge COCO JSON files (instances, person_keypoints...) by image id and annotation id.
 
@@ -449,6 +460,7 @@ class CocoSource:
     images_dir: str  # relative to path (or a URL)
     tasks: tuple[str, ...] = COCO_TASKS
     follow_links: bool = False  # read image files that are links leading out of the images folder
+    index_memory_mb: int = INDEX_MEMORY_MB  # what the parsed annotation files may take (`check_index_memory`)
 
     def _uris(self) -> tuple[str, ...]:
         return tuple(f if "://" in f or f.startswith("/") else fsio.join(self.path, f) for f in self.annotation_files)
@@ -461,12 +473,27 @@ class CocoSource:
         for name, uri in zip(self.annotation_files, self._uris()):
             if not fsio.exists(uri):
                 raise missing_under("annotation_files", self.path, name, "COCO: ")
+        self.check_index_memory()
         index = load_index(self._uris(), self._images_uri())
         # annotations of unlisted images are rejects, and so is each id of those that make one key (`key_twins`)
         ids = sorted(set(index.images) | set(index.annotations), key=id_order)
         if not fsio.isdir(self._images_uri()):  # else every pair is a missing image
             raise missing_under("images_dir", self.path, self.images_dir, "COCO: ")
         return [tuple(ids[i : i + IMAGES_PER_UNIT]) for i in range(0, len(ids), IMAGES_PER_UNIT)]
+
+    def check_index_memory(self) -> None:
+        """Refuse, before any process parses them, annotation files whose index would take more
+        than `index_memory_mb` (their sizes times `INDEX_BYTES_PER_FILE_BYTE`): every worker
+        process holds one, and past its memory a worker is killed mid-build, not told why."""
+        sizes = [fsio.file_state(uri)[0] for uri in self._uris()]
+        total = sum(size for size in sizes if isinstance(size, int))
+        estimate_mb = -(-total * INDEX_BYTES_PER_FILE_BYTE // (1 << 20))
+        if estimate_mb > self.index_memory_mb:
+            raise ConfiguredValueMismatch(
+                "index_memory_mb", f"COCO: {', '.join(self.annotation_files)} ({total >> 20} MiB) would take about "
+                f"{estimate_mb} MiB parsed ({INDEX_BYTES_PER_FILE_BYTE}x their size) in every worker process, over "
+                f"index_memory_mb: {self.index_memory_mb}; raise it where each worker has that memory, or split "
+                f"the images over sources with smaller annotation files")
 
     def group(self, image_id: Id, index: CocoIndex) -> str:
         """The key of an image id's pairs: made of its text; for an id whose text another id has

@@ -1009,3 +1009,65 @@ def test_too_many_open_files_reading_the_annotation_file_is_the_machines_error(t
     with no_file_to_spare(), pytest.raises(MachineError, match=r"reading ann\.json: \[Errno 24\]"):
         list(source.read(unit))
     assert [type(item).__name__ for item in source.read(unit)] == ["PairRecord"]
+
+
+def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any_parse(tmp_path: Path, monkeypatch):
+    """A COCO file's parse takes ~8 times its size, in every worker process: within the 512 MB
+    cap of one file a worker could need ~4 GB, and no file list was judged at all. `list_units`
+    (before any worker) now weighs the files' sizes against `index_memory_mb`, naming the files,
+    the estimate and the fix, before anything is parsed; under the budget the units are listed.
+    The field, at its default, leaves the config hash of earlier builds as it was."""
+    import sources.coco as coco
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    root = write_dataset(tmp_path / "data", {"images": images(1), "categories": categories(1),
+                                              "annotations": [obj(1, 1)]})
+    text = (root / "ann.json").read_text()
+    (root / "ann.json").write_text(text[:-1] + " " * ((9 << 20) - len(text)) + "}")  # 9 MiB: ~72 MiB parsed
+
+    def config(**fields):
+        return parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "coco", "path": str(root), "annotation_files": ["ann.json"], "images_dir": ".",
+             **fields}]})
+
+    def never_parsed(uri, **_):
+        raise AssertionError(f"{uri} parsed before its size was judged")
+
+    load_index.cache_clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(coco, "load_json", never_parsed)
+        with pytest.raises(ConfigError) as info:
+            list_units(config(index_memory_mb=64))
+    assert str(info.value) == (
+        "sources[0].index_memory_mb (s): COCO: ann.json (9 MiB) would take about 72 MiB parsed (8x their size) in "
+        "every worker process, over index_memory_mb: 64; raise it where each worker has that memory, or split the "
+        "images over sources with smaller annotation files")
+    assert len(list_units(config(index_memory_mb=72))["s"]) == 1
+    assert config().sources[0].index_memory_mb == coco.INDEX_MEMORY_MB
+    assert config().content_hash() == config(index_memory_mb=coco.INDEX_MEMORY_MB).content_hash() != config(
+        index_memory_mb=72).content_hash()
+
+
+def test_the_parse_cache_keeps_large_indexes_of_two_sources_one_at_a_time(tmp_path: Path, monkeypatch):
+    """Four parses were kept whatever their size: two sources of 102 MB files held 1.2 GB in one
+    worker. Parses are weighed by their files' bytes (`CACHED_INDEX_FILE_BYTES`, ~1 GiB parsed):
+    two that together pass it are not kept side by side, two small ones are."""
+    import sources.coco as coco
+    from sources import fsio
+
+    roots = [write_dataset(tmp_path / name, {"images": images(1), "categories": categories(1),
+                                             "annotations": [obj(1, 1)]}) for name in ("a", "b")]
+    uris = [((str(root / "ann.json"),), str(root)) for root in roots]
+    load_index.cache_clear()
+    first = load_index(*uris[0])
+    load_index(*uris[1])
+    assert load_index(*uris[0]) is first  # small files: both kept
+    real = fsio.file_state
+    large = coco.CACHED_INDEX_FILE_BYTES // 2 + 1
+    monkeypatch.setattr(fsio, "file_state", lambda uri: [large, *real(uri)[1:]] if uri.endswith("ann.json")
+                        else real(uri))
+    load_index.cache_clear()
+    first = load_index(*uris[0])
+    load_index(*uris[1])
+    assert load_index(*uris[0]) is not first  # parsed again: the other source's index took its room
