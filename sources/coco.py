@@ -1,25 +1,36 @@
 """COCO-format annotations: detection boxes, instance segmentation (polygons and RLE), keypoints.
 
 One `PairRecord` per (image, task). The annotation files are parsed once per worker process
-(COCO train's instances JSON is large) and every unit is a slice of image ids.
+(COCO train's instances JSON is large) and every unit is a slice of image ids. What a parse
+takes is judged from the files' sizes before any (`CocoSource.check_index_memory`), and the
+parses a worker keeps are bounded in bytes (`CACHED_INDEX_FILE_BYTES`).
 """
 
 from __future__ import annotations
 
-import posixpath
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import OutsideRoot, check_inside, join_inside, missing_under, shown_name
+from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under, relative_to_root, shown_name
 from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key
 from transforms.annotations import COCO17, MAX_CLASS_ID
 
 COCO_TASKS = ("detection", "segmentation", "pose")
 IMAGES_PER_UNIT = 256
+# memory of a parsed index per byte of its annotation files: a COCO-like file of 102 MB (40k
+# images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x) and held 645 MB
+INDEX_BYTES_PER_FILE_BYTE = 8
+# what one source's index may take, judged from its files' sizes before any parse (`CocoSource.units`):
+# COCO train2017's instances and person_keypoints (676 MiB) take ~5.3 GiB by that factor
+INDEX_MEMORY_MB = 6144
+# a worker keeps parses standing for at most this many bytes of files (~1 GiB parsed; one larger
+# index alone): four kept without a bound held 1.2 GB for two 102 MB files, and up to 4 budgets
+CACHED_INDEX_FILE_BYTES = (1 << 30) // INDEX_BYTES_PER_FILE_BYTE
 
 
 # an image's or annotation's id as pycocotools keys it: an integer (1.0 read as 1), or a text, as
@@ -76,8 +87,8 @@ def id_order(value: Id) -> tuple[bool, int, str]:
     return (True, 0, value) if isinstance(value, str) else (False, value, "")
 
 
-@fsio.cached_input(maxsize=4)
-def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
+@fsio.cached_input(maxsize=4, max_bytes=CACHED_INDEX_FILE_BYTES)
+def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     """Merge COCO JSON files (instances, person_keypoints...) by image id and annotation id.
 
     Entries without the ids that place them (an image's `id`, an annotation's `id` and
@@ -86,32 +97,39 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
     merges (person_keypoints repeats instances' images and people); an id used twice within one
     file is ambiguous (which entry is the image, which the object?), so every pair of the images
     involved is rejected, naming the file and both entries, and the rest of the file is used.
+    File names are compared as the files `CocoSource.read` opens under `images_uri` (`read_path`).
     """
     images: dict[Id, dict[str, Any]] = {}
     image_at: dict[Id, str] = {}  # id -> "file images[i]" of the entry kept
     named_at: dict[Id, str] = {}  # image id -> "file annotations[i]" of the first annotation naming it
-    named_by: dict[str, tuple[Id, str]] = {}  # a file_name -> the first id naming it and where
+    named_by: dict[str, tuple[Id, str]] = {}  # a file read -> the first id naming it and where
+    file_of: dict[Id, tuple[bool, Any]] = {}  # image id -> its kept entry's `_file_key`
+    read_as = functools.partial(read_path, images_uri)
     annotations: dict[Id, dict[Id, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
     problems: dict[Id, str] = {}
+    label_studio = False
     for uri in annotation_uris:
         data = load_json(uri)
         if not isinstance(data, dict):
             raise AnnotationFileError(uri, "is not a COCO JSON object")
+        label_studio = label_studio or is_label_studio(data)
         short = fsio.basename(uri)
         seen_images: dict[Id, int] = {}  # id -> index of its first entry in this file
         for index, image in enumerate(_list(uri, data, "images")):
             image_id = _id_field(uri, "images", index, image, "id")
+            file_key = _file_key(read_as, image)
             if image_id in seen_images:
                 problems.setdefault(image_id, f"{short} images[{seen_images[image_id]}] and images[{index}] "
                                               f"both have id {image_id}")
-            elif image_id in images and images[image_id].get("file_name") != image.get("file_name"):
+            elif image_id in images and file_of[image_id] != file_key:
                 # instances and person_keypoints list the same images; another file is another image
                 problems.setdefault(image_id, f"{image_at[image_id]} and {short} images[{index}] give id {image_id} "
                                               f"different file_names")
             seen_images.setdefault(image_id, index)
-            _one_id_a_file(named_by, image, image_id, f"{short} images[{index}]", problems)
+            _one_id_a_file(named_by, file_key, image_id, f"{short} images[{index}]", problems)
             images[image_id] = image
+            file_of[image_id] = file_key
             image_at[image_id] = f"{short} images[{index}]"
         for index, category in enumerate(_list(uri, data, "categories")):
             category_id = _int_field(uri, "categories", index, category, "id")
@@ -129,7 +147,7 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
             seen_anns.setdefault(ann_id, (index, image_id))
             merged = annotations[image_id].get(ann_id, {})
             annotations[image_id][ann_id] = {**merged, **ann, AT: f"{short} {where('annotations', index, ann)}"}
-    shift = category_shift(categories, annotations)
+    shift = category_shift(categories, annotations, label_studio)
     twin_of = key_twins([*images, *annotations])
     for other, first in twin_of.items():  # the first problem found is the one reported
         problems.setdefault(first, _twin_problem(first, other, image_at, named_at))
@@ -142,14 +160,26 @@ def load_index(annotation_uris: tuple[str, ...]) -> CocoIndex:
 BACKGROUND_NAMES = ("background", "__background__", "_background_")
 
 
-def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, dict[Id, dict[str, Any]]]) -> int:
+def is_label_studio(data: dict[str, Any]) -> bool:
+    """Label Studio's COCO export (label-studio-converter's `convert_to_coco`) signs its `info`
+    with `contributor: "Label Studio"`."""
+    info = data.get("info")
+    return isinstance(info, dict) and info.get("contributor") == "Label Studio"
+
+
+def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, dict[Id, dict[str, Any]]],
+                   label_studio: bool = False) -> int:
     """1 where category 0 is a class (its colour would be the background's black), else 0. Label
     Studio declares every label of its project from 0, used or not: judged by use, an export
     without an object of class 0 (a val split) was read as it stands and one with them one up, so
-    a class took another's colour. Roboflow's 0 (the project, the others' `supercategory`) and a
-    `background` 0 name no class, unless an annotation uses them."""
+    a class took another's colour. Its 0 is a class whatever its name (labels are numbered sorted,
+    so a label "Background" is 0 beside Car and Person): its exports are always read one up. In
+    other files Roboflow's 0 (the project, the others' `supercategory`) and a `background` 0 name
+    no class, unless an annotation uses them."""
     if 0 not in categories:
         return 0
+    if label_studio:
+        return 1
     if any(as_int(ann.get("category_id")) == 0 for anns in annotations.values() for ann in anns.values()):
         return 1
     name = categories[0].get("name")
@@ -160,20 +190,46 @@ def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, 
     return 0 if placeholder else 1
 
 
-def _one_id_a_file(named_by: dict[str, tuple[Id, str]], image: dict[str, Any], image_id: Id, at: str,
-                   problems: dict[Id, str]) -> None:
-    """Record which id names the entry's file; a file another id names already makes a problem of
-    both ids. Merged exports (or a picture uploaded twice) list one file under two ids, each with
-    part of its objects: each pair drew only its own, and the two, hashed apart, put one picture in
-    train and in val. The same id naming its file again (instances and person_keypoints) is one image."""
-    name = image.get("file_name")
+def image_path(images_uri: str, name: str) -> str:
+    """The file `CocoSource.read` opens for a `file_name`; `OutsideRoot` for one outside the folder."""
+    return join_inside(images_uri, windows_name(images_uri, name))
+
+
+def read_path(images_uri: str, name: Any) -> str | None:
+    """The file read for a `file_name` as the images folder sees it (Windows separators, `./`,
+    an absolute name inside the folder all resolved: `image_path`); None for one no file is read
+    for (not a text, or outside the folder: its pairs are rejected for that)."""
     if not isinstance(name, str) or not name:
+        return None
+    try:
+        return relative_to_root(join_inside(images_uri, "."), image_path(images_uri, name))
+    except OutsideRoot:
+        return None
+
+
+def _file_key(read_as: Callable[[Any], str | None], image: dict[str, Any]) -> tuple[bool, Any]:
+    """What two entries of one id must share to be one image: (True, the file read), or (False,
+    the name as written) where no file is read for it. Resolved once an entry."""
+    path = read_as(image.get("file_name"))
+    return (True, path) if path is not None else (False, image.get("file_name"))
+
+
+def _one_id_a_file(named_by: dict[str, tuple[Id, str]], file_key: tuple[bool, Any], image_id: Id, at: str,
+                   problems: dict[Id, str]) -> None:
+    """Record which id names the file read for the entry (`read_path`); a file another id names
+    already makes a problem of both ids. Merged exports (or a picture uploaded twice) list one file
+    under two ids, each with part of its objects: each pair drew only its own, and the two, hashed
+    apart, put one picture in train and in val. Two spellings of one file (`sub\\1.png` beside
+    `sub/1.png`, an absolute name inside the folder) are one file. The same id naming its file
+    again (instances and person_keypoints) is one image."""
+    read, path = file_key
+    if not read:
         return  # its pairs are rejected for that (`CocoSource.read`)
-    first_id, first_at = named_by.setdefault(posixpath.normpath(name), (image_id, at))
-    if first_id == image_id and type(first_id) is type(image_id):
+    first_id, first_at = named_by.setdefault(path, (image_id, at))
+    if first_id == image_id:  # ids are ints or texts: `1` never equals `"1"`
         return
     problem = (f"{first_at} (id {first_id}) and {at} (id {image_id}) both name "
-               f"{shown_name(posixpath.normpath(name))}: give a file one id")
+               f"{shown_name(path)}: give a file one id")
     problems.setdefault(first_id, problem)  # the first problem found is the one reported
     problems.setdefault(image_id, problem)
 
@@ -404,6 +460,7 @@ class CocoSource:
     images_dir: str  # relative to path (or a URL)
     tasks: tuple[str, ...] = COCO_TASKS
     follow_links: bool = False  # read image files that are links leading out of the images folder
+    index_memory_mb: int = INDEX_MEMORY_MB  # what the parsed annotation files may take (`check_index_memory`)
 
     def _uris(self) -> tuple[str, ...]:
         return tuple(f if "://" in f or f.startswith("/") else fsio.join(self.path, f) for f in self.annotation_files)
@@ -416,12 +473,27 @@ class CocoSource:
         for name, uri in zip(self.annotation_files, self._uris()):
             if not fsio.exists(uri):
                 raise missing_under("annotation_files", self.path, name, "COCO: ")
-        index = load_index(self._uris())
+        self.check_index_memory()
+        index = load_index(self._uris(), self._images_uri())
         # annotations of unlisted images are rejects, and so is each id of those that make one key (`key_twins`)
         ids = sorted(set(index.images) | set(index.annotations), key=id_order)
         if not fsio.isdir(self._images_uri()):  # else every pair is a missing image
             raise missing_under("images_dir", self.path, self.images_dir, "COCO: ")
         return [tuple(ids[i : i + IMAGES_PER_UNIT]) for i in range(0, len(ids), IMAGES_PER_UNIT)]
+
+    def check_index_memory(self) -> None:
+        """Refuse, before any process parses them, annotation files whose index would take more
+        than `index_memory_mb` (their sizes times `INDEX_BYTES_PER_FILE_BYTE`): every worker
+        process holds one, and past its memory a worker is killed mid-build, not told why."""
+        sizes = [fsio.file_state(uri)[0] for uri in self._uris()]
+        total = sum(size for size in sizes if isinstance(size, int))
+        estimate_mb = -(-total * INDEX_BYTES_PER_FILE_BYTE // (1 << 20))
+        if estimate_mb > self.index_memory_mb:
+            raise ConfiguredValueMismatch(
+                "index_memory_mb", f"COCO: {', '.join(self.annotation_files)} ({total >> 20} MiB) would take about "
+                f"{estimate_mb} MiB parsed ({INDEX_BYTES_PER_FILE_BYTE}x their size) in every worker process, over "
+                f"index_memory_mb: {self.index_memory_mb}; raise it where each worker has that memory, or split "
+                f"the images over sources with smaller annotation files")
 
     def group(self, image_id: Id, index: CocoIndex) -> str:
         """The key of an image id's pairs: made of its text; for an id whose text another id has
@@ -433,7 +505,7 @@ class CocoSource:
         return safe_key(self.name, str(image_id))
 
     def read(self, image_ids: tuple[Id, ...]) -> Iterator[SourceItem]:
-        index = load_index(self._uris())
+        index = load_index(self._uris(), self._images_uri())
         images_uri = self._images_uri()
         for image_id in image_ids:
             group = self.group(image_id, index)
@@ -454,7 +526,7 @@ class CocoSource:
                 yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: file_name is not a text")
                 continue
             try:  # file_name comes from the JSON: it must name a file inside the images folder
-                image_uri = join_inside(images_uri, windows_name(images_uri, image["file_name"]))
+                image_uri = image_path(images_uri, image["file_name"])
                 check_inside(images_uri, image_uri, self.follow_links)
             except OutsideRoot as exc:
                 yield from self._every_task(group, exc.reason, f"image {image_id}: {exc.detail}")

@@ -482,6 +482,27 @@ def test_label_studio_classes_keep_their_colour_whether_class_0_is_used_or_not(t
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (32, 55, 21, 53)
 
 
+def test_a_label_studio_class_named_background_keeps_every_class_colour(tmp_path: Path):
+    """Label Studio numbers its project's labels from 0, sorted: "Background" is 0 beside Car and
+    Person, a class like any. Read by the background-name rule, an export without a Background
+    object was read as it stands and one with it one up (Car 1 in val, 2 in train). An export
+    signed `info.contributor: "Label Studio"` is read one up whatever its names; another file's
+    unused 0 named `Background` (any case) still names no class."""
+    def export(annotations: list[dict], contributor: str = "Label Studio") -> dict:
+        return {"images": [{"width": W, "height": H, "id": 0, "file_name": "images/a1-photo.png"}],
+                "categories": [{"id": 0, "name": "Background"}, {"id": 1, "name": "Car"}, {"id": 2, "name": "Person"}],
+                "annotations": annotations,
+                "info": {"year": 2024, "version": "1.0", "description": "", "contributor": contributor}}
+
+    def drawn_classes(folder: str, data: dict) -> list[int]:
+        return read(write_dataset(tmp_path / folder, data), ("detection",))["coco-0-detection"].annotation["categories"]
+
+    road, car = obj(0, 0, 0, bbox=[0, 40, 80, 20]), obj(1, 0, 1, bbox=[40, 20, 30, 30])
+    assert drawn_classes("train", export([road, car])) == [1, 2]
+    assert drawn_classes("val", export([car])) == [2]
+    assert drawn_classes("other", export([car], contributor="")) == [1]  # another tool's unused Background 0
+
+
 def test_roboflow_placeholder_category_zero_is_not_a_shift(tmp_path: Path):
     """Roboflow declares category 0 as the supercategory of the rest and never uses it; its ids
     are not contiguous after deletions. They are read as they stand, as are those beside a
@@ -627,6 +648,47 @@ def test_a_file_named_by_two_image_ids_rejects_both(tmp_path: Path):
                                                                     f"image {image_id}: {why}"), (image_id, task)
     assert outcome(pairs["coco-2-detection"]) == "rendered"
     assert {outcome(pairs[f"coco-4-{task}"]) for task in TASKS} == {"rendered"}
+
+
+@pytest.mark.parametrize("spelling", ["sub\\1.png", "absolute"])
+def test_two_spellings_of_one_file_under_two_ids_reject_both(tmp_path: Path, spelling: str):
+    """`sub\\1.png` (as Windows writes it) and an absolute name inside the images folder (as
+    Detectron2 writes them) open the same file as `sub/1.png`: compared as written, the two ids
+    escaped the one-file rule and one picture could land in train and in val."""
+    root = tmp_path / "data"
+    second = str(root / "sub" / "1.png") if spelling == "absolute" else spelling
+    data = {"images": [{"id": 1, "file_name": "sub/1.png", "width": W, "height": H},
+                       {"id": 2, "file_name": second, "width": W, "height": H}],
+            "categories": person_categories(), "annotations": [obj(1, 1), obj(2, 2)]}
+    write_dataset(root, {"images": data["images"][:1]})  # the one file (no `sub\\1.png` beside it)
+    (root / "ann.json").write_text(json.dumps(data))
+    pairs = read(root, ("detection",))
+    why = "ann.json images[0] (id 1) and ann.json images[1] (id 2) both name 'sub/1.png': give a file one id"
+    assert [(pairs[f"coco-{n}-detection"].reason, pairs[f"coco-{n}-detection"].detail) for n in (1, 2)] == [
+        ("bad_annotation", f"image {n}: {why}") for n in (1, 2)]
+
+
+def test_one_id_naming_one_file_in_two_spellings_is_one_image(tmp_path: Path):
+    """instances names `1.png`, person_keypoints `./1.png`: one file, so one image whose pairs draw
+    both files' objects (it was rejected as 'give id 1 different file_names')."""
+    root = write_dataset(tmp_path, {"images": images(1), "categories": person_categories(),
+                                    "annotations": [obj(1, 1)]})
+    (root / "keypoints.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "./1.png", "width": W, "height": H}], "categories": person_categories(),
+        "annotations": [obj(10, 1, keypoints=keypoints())]}))
+    pairs = read(root, files=("ann.json", "keypoints.json"))
+    assert {outcome(pairs[f"coco-1-{task}"]) for task in TASKS} == {"rendered"}
+
+
+def test_a_number_and_a_text_id_naming_one_file_are_refused_for_the_file(tmp_path: Path):
+    """`1` and `"1"` are two images to pycocotools; naming one file, the first problem found, the
+    shared file, is what both of their rejects say."""
+    data = {"images": [*images(1), {"id": "1", "file_name": "1.png", "width": W, "height": H}],
+            "categories": categories(1), "annotations": [obj(1, 1), obj(2, "1")]}
+    pairs = read(write_dataset(tmp_path, data), ("detection",))
+    why = "ann.json images[0] (id 1) and ann.json images[1] (id 1) both name '1.png': give a file one id"
+    assert sorted((r.reason, r.detail) for r in pairs.values()) == [
+        ("bad_annotation", f"image '1': {why}"), ("bad_annotation", f"image 1: {why}")]
 
 
 def test_missing_and_unreadable_image_files_are_counted(tmp_path: Path):
@@ -947,3 +1009,65 @@ def test_too_many_open_files_reading_the_annotation_file_is_the_machines_error(t
     with no_file_to_spare(), pytest.raises(MachineError, match=r"reading ann\.json: \[Errno 24\]"):
         list(source.read(unit))
     assert [type(item).__name__ for item in source.read(unit)] == ["PairRecord"]
+
+
+def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any_parse(tmp_path: Path, monkeypatch):
+    """A COCO file's parse takes ~8 times its size, in every worker process: within the 512 MB
+    cap of one file a worker could need ~4 GB, and no file list was judged at all. `list_units`
+    (before any worker) now weighs the files' sizes against `index_memory_mb`, naming the files,
+    the estimate and the fix, before anything is parsed; under the budget the units are listed.
+    The field, at its default, leaves the config hash of earlier builds as it was."""
+    import sources.coco as coco
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    root = write_dataset(tmp_path / "data", {"images": images(1), "categories": categories(1),
+                                              "annotations": [obj(1, 1)]})
+    text = (root / "ann.json").read_text()
+    (root / "ann.json").write_text(text[:-1] + " " * ((9 << 20) - len(text)) + "}")  # 9 MiB: ~72 MiB parsed
+
+    def config(**fields):
+        return parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "coco", "path": str(root), "annotation_files": ["ann.json"], "images_dir": ".",
+             **fields}]})
+
+    def never_parsed(uri, **_):
+        raise AssertionError(f"{uri} parsed before its size was judged")
+
+    load_index.cache_clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(coco, "load_json", never_parsed)
+        with pytest.raises(ConfigError) as info:
+            list_units(config(index_memory_mb=64))
+    assert str(info.value) == (
+        "sources[0].index_memory_mb (s): COCO: ann.json (9 MiB) would take about 72 MiB parsed (8x their size) in "
+        "every worker process, over index_memory_mb: 64; raise it where each worker has that memory, or split the "
+        "images over sources with smaller annotation files")
+    assert len(list_units(config(index_memory_mb=72))["s"]) == 1
+    assert config().sources[0].index_memory_mb == coco.INDEX_MEMORY_MB
+    assert config().content_hash() == config(index_memory_mb=coco.INDEX_MEMORY_MB).content_hash() != config(
+        index_memory_mb=72).content_hash()
+
+
+def test_the_parse_cache_keeps_large_indexes_of_two_sources_one_at_a_time(tmp_path: Path, monkeypatch):
+    """Four parses were kept whatever their size: two sources of 102 MB files held 1.2 GB in one
+    worker. Parses are weighed by their files' bytes (`CACHED_INDEX_FILE_BYTES`, ~1 GiB parsed):
+    two that together pass it are not kept side by side, two small ones are."""
+    import sources.coco as coco
+    from sources import fsio
+
+    roots = [write_dataset(tmp_path / name, {"images": images(1), "categories": categories(1),
+                                             "annotations": [obj(1, 1)]}) for name in ("a", "b")]
+    uris = [((str(root / "ann.json"),), str(root)) for root in roots]
+    load_index.cache_clear()
+    first = load_index(*uris[0])
+    load_index(*uris[1])
+    assert load_index(*uris[0]) is first  # small files: both kept
+    real = fsio.file_state
+    large = coco.CACHED_INDEX_FILE_BYTES // 2 + 1
+    monkeypatch.setattr(fsio, "file_state", lambda uri: [large, *real(uri)[1:]] if uri.endswith("ann.json")
+                        else real(uri))
+    load_index.cache_clear()
+    first = load_index(*uris[0])
+    load_index(*uris[1])
+    assert load_index(*uris[0]) is not first  # parsed again: the other source's index took its room

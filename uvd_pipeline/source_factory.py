@@ -69,7 +69,7 @@ def _web_images(c) -> LaionSource:
 
 def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:
     files, images = _coco_files(c)
-    return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links)
+    return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links, c.index_memory_mb)
 
 
 def _video(c, seed: int, max_pixels: int | None) -> VideoSource:
