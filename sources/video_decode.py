@@ -189,15 +189,15 @@ def video_stream(container):
     streams FFmpeg can decode. A main track beside a smaller second angle was read as the second
     angle where that came first in Matroska (`av_find_best_stream`, taken before, ranks by the
     default flag, frames probed and bit rate, not size). ffmpeg's way of adding a cover
-    (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track *before* the
-    video, no longer flagged attached, nor default: the video's default flag outweighs it in the
-    CLI, unless the cover is over 5 million pixels larger (a 2560x2560 cover before a small video:
-    the CLI shows the cover). So a track of a still-image codec (`STILL_CODECS`) is taken only
-    where `av_find_best_stream`, which prefers a stream of several frames over a still, picks it
-    too, or no other track is left. In MP4 a cover is an attached picture. One undecodable track
-    beside a decodable one lost the whole file to `unsupported_codec`: the best decodable one is
-    read. The first moving stream (undecodable) when none can be decoded; None when the file holds
-    no video but cover art (a song)."""
+    (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track, no longer
+    flagged attached, nor default: the CLI may show it (a cover over 5 million pixels larger than
+    a default video, or larger than a video not flagged). A track is taken for a still picture
+    from what it declares (`_still`: one frame), never from its codec: a camera's MJPEG track
+    beside a smaller H.264 one was passed over for its codec's name, where the CLI shows it. A
+    still is the video only where no other track is left. In MP4 a cover is an attached picture.
+    One undecodable track beside a decodable one lost the whole file to `unsupported_codec`: the
+    best decodable one is read. The first moving stream (undecodable) when none can be decoded;
+    None when the file holds no video but cover art (a song)."""
     import av
 
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
@@ -207,13 +207,55 @@ def video_stream(container):
     if not decodable:
         return moving[0]
     best = container.streams.best("video")
-    video = [s for s in decodable if s.codec_context.name not in STILL_CODECS or (best is not None and
-                                                                                 s.index == best.index)]
+    video = [s for s in decodable if not _still(s, best)]
     return max(video or decodable, key=_ffmpeg_score)  # max: the first of the best
 
 
-# codecs of the still pictures a container holds as a video track (ffmpeg's covers in Matroska)
+# codecs of the still pictures a container holds as a video track (ffmpeg's covers in Matroska):
+# only where a track declares neither its frames nor its duration (`_still`)
 STILL_CODECS = ("mjpeg", "png", "bmp", "gif", "webp", "tiff")
+# the tags Matroska muxers write for a track's length (ffmpeg: DURATION; mkvmerge: both)
+_DURATION_TAG, _FRAMES_TAG = "DURATION", "NUMBER_OF_FRAMES"
+
+
+def _still(stream, best) -> bool:
+    """Whether a track is a still picture (a cover), from what it declares: a frame count (MP4,
+    AVI; Matroska's NUMBER_OF_FRAMES tag) of one, or a duration (its own, or Matroska's DURATION
+    tag: ffmpeg writes 0.04 s for its cover track) of at most one and a half frames. A track that
+    declares neither (Matroska written to a pipe) is taken for a still when of a still-image codec
+    (`STILL_CODECS`) and not the stream `av_find_best_stream` picks (it prefers one of several
+    probed frames over a still)."""
+    frames = stream.frames or _tag_number(stream, _FRAMES_TAG)
+    if frames:
+        return frames == 1
+    seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    seconds = seconds or _tag_seconds(stream)
+    rate = stream.average_rate or stream.guessed_rate
+    if seconds and rate:
+        return seconds * rate <= 1.5
+    return stream.codec_context.name in STILL_CODECS and (best is None or stream.index != best.index)
+
+
+def _tag(stream, name: str) -> str | None:
+    """A stream's tag `name`, also as Matroska gives it with a language (`DURATION-eng`)."""
+    for key, value in stream.metadata.items():
+        if key.upper() == name or key.upper().startswith(name + "-"):
+            return value
+    return None
+
+
+def _tag_number(stream, name: str) -> int:
+    value = _tag(stream, name) or ""
+    return int(value) if value.isdigit() else 0
+
+
+def _tag_seconds(stream) -> float | None:
+    """Matroska's DURATION tag ("HH:MM:SS.nnnnnnnnn") in seconds; None when absent or malformed."""
+    parts = (_tag(stream, _DURATION_TAG) or "").split(":")
+    try:
+        return int(parts[0]) * 3600 + int(parts[1]) * 60 + float(parts[2]) if len(parts) == 3 else None
+    except ValueError:
+        return None
 
 
 def _ffmpeg_score(stream) -> int:

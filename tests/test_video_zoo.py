@@ -658,6 +658,45 @@ def test_of_two_video_tracks_the_one_the_ffmpeg_cli_picks_is_read(tmp_path):
         assert np.abs(frames.astype(int) - reference[:16]).mean() < 1, path.name
 
 
+def _cli_pick(path: Path) -> int:
+    """The index of the video stream the ffmpeg CLI picks itself (its `Stream #0:N -> #0:0` line)."""
+    import re
+    import subprocess
+
+    err = subprocess.run(["ffmpeg", "-hide_banner", "-i", str(path), "-frames:v", "1", "-f", "null", "-"],
+                         capture_output=True, text=True).stderr
+    return int(re.search(r"Stream #0:(\d+) -> #0:0", err).group(1))
+
+
+def test_a_camera_mjpeg_track_competes_by_size_and_the_default_flag_counts(tmp_path):
+    """An MJPEG camera track (128x96, 20 frames 0..) beside a smaller H.264 track (64x48, frames
+    500..) in Matroska, both flagged default (as mkvmerge writes them) or neither: the ffmpeg CLI
+    shows the MJPEG track, the larger; it was passed over for its codec's name (a cover's). And a
+    default 64x48 track (frames 0..) before a 128x96 one not flagged: the CLI's 5,000,000 bonus
+    for the default flag picks the small one."""
+    video_zoo.require_ffmpeg()
+    small = video_zoo.encode(tmp_path / "small.mkv", 20, "libx264", options=video_zoo.X264, first=500)
+    camera = video_zoo.encode(tmp_path / "camera.avi", 20, "mjpeg", size=(128, 96), pix_fmt="yuvj420p")
+    main = video_zoo.encode(tmp_path / "main.mkv", 20, "libx264", options=video_zoo.X264)
+    large = video_zoo.encode(tmp_path / "large.mkv", 20, "libx264", size=(128, 96), options=video_zoo.X264,
+                             first=500)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    cases = {"both_default.mkv": (small, camera, "default", "default", 1, (128, 96)),
+             "no_default.mkv": (small, camera, "0", "0", 1, (128, 96)),
+             "small_default.mkv": (main, large, "default", "0", 0, (64, 48))}
+    for name, (first, second, flag0, flag1, picked, size) in cases.items():
+        path = folder / name
+        video_zoo.ffmpeg("-i", str(first), "-i", str(second), "-map", "0:v", "-map", "1:v", "-c", "copy",
+                         "-disposition:v:0", flag0, "-disposition:v:1", flag1, str(path))
+        assert _cli_pick(path) == picked, name
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,)).read(str(path)))
+        assert isinstance(record, VideoRecord) and record.n_frames == 20, (name, record)
+        assert (record.clips[0].lineage["width"], record.clips[0].lineage["height"]) == size, name
+        ((clip, frames),) = list(clip_frames(record))
+        assert [video_zoo.read_index(f) for f in frames] == list(range(16)), name
+
+
 def _ffmpeg_rgb(path: Path, vf: str, width: int, height: int) -> np.ndarray:
     """Every frame the ffmpeg CLI shows, converted by `vf` (then rgb24): the independent reference."""
     import subprocess
