@@ -27,13 +27,14 @@ converted at full size, exactly as before.
 
 A stream whose frames grow mid-way (an HLS or DASH recording switching quality, clips of two sizes
 joined by a stream copy: the new size comes with a new SPS, the stream declares the first) is
-judged again at each new size, frames keeping their own size. The decoder is told `max_pixels`
-(FFmpeg's own `max_pixels` option, checked before a frame's buffer is allocated), so a frame past
-it is never allocated: it does not decode, the frames before it (and after it, should the stream
-shrink back) are delivered, and the wanted frames it cost are `video_too_large`
-(`frames_too_large`), never a silent gap. A frame within `max_pixels` whose new size does not fit the
-memory budget ends the decode `video_too_large` there (the frames before it delivered, the clips
-needing it counted).
+judged again at each new size, frames keeping their own size. The decoder is told the largest
+frame that `max_pixels` and the memory budget admit (FFmpeg's own `max_pixels` option, checked
+before a frame's buffer is allocated; `fitting_pixels`: the same judgement, at the declared shape
+and codec level), so a frame past it is never allocated: it does not decode, the frames before it
+(and after it, should the stream shrink back) are delivered, and the wanted frames it cost are
+`video_too_large` (naming `max_pixels` or the budget), never a silent gap. A decoded frame larger
+than declared is judged again at its exact size: one that still does not fit (another shape than
+declared) ends the decode `video_too_large` there (the frames before it delivered).
 
 Non-square pixels (a sample aspect ratio other than 1:1, as in anamorphic DVD and broadcast
 video) are shown as players show them: the frame is stretched to its display aspect ratio in the
@@ -133,11 +134,14 @@ def decoder_max_pixels(max_pixels: int) -> int:
     return max_pixels + max_pixels // DECODER_PIXEL_SLACK + 64 * 64
 
 
-def frames_too_large(width: int, height: int, max_pixels: int) -> VideoError:
-    """The reject of the wanted frames a stream that grew past `max_pixels` did not decode."""
+def frames_too_large(width: int, height: int, max_pixels: int, memory_mb: int | None = None) -> VideoError:
+    """The reject of the wanted frames a stream that grew past `max_pixels` (or, with `memory_mb`,
+    past the largest frame that memory budget admits) did not decode."""
+    over = f"max_pixels={max_pixels}" if memory_mb is None else \
+        f"the {max_pixels} that the memory budget of {memory_mb} MiB admits"
     return VideoError("video_too_large", f"the frame size grows to {width}x{height} mid-stream ({width * height} "
-                                         f"pixels, over max_pixels={max_pixels}): frames of that size are not "
-                                         "decoded, those before are kept")
+                                         f"pixels, over {over}): frames of that size are not decoded, those "
+                                         "before are kept")
 
 
 # errors of this machine met by the decoder opening a file: too many open files (this process's
@@ -384,6 +388,25 @@ def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: 
                         working, convert, float(sar or 1), stream_hdr(stream) is not None)
 
 
+def fitting_pixels(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True) -> int:
+    """The largest frame (pixels, at most `max_pixels`) of the stream's declared shape whose cost
+    `judge_stream` admits within `memory_mb`: the `max_pixels` its decoder is told, so a frame the
+    stream grows to that cannot fit is never allocated (a frame within it is judged again, exactly,
+    once decoded). Searched by halving from the declared size, which was judged to fit."""
+    codec = stream.codec_context
+    declared = codec.width * codec.height
+    low, high = min(declared, max_pixels), max_pixels
+    while low < high:
+        area = (low + high + 1) // 2
+        width = max(1, round((area * codec.width / codec.height) ** 0.5))
+        try:
+            judge_stream(stream, max_pixels, memory_mb, canvas, convert, (width, max(1, area // width)))
+            low = area
+        except VideoError:
+            high = area - 1
+    return low
+
+
 def read_index(uri: str) -> VideoIndex:
     container, stream = open_stream(uri)
     try:
@@ -505,12 +528,12 @@ class _Session:
     _stream: object = None
     _working_for: tuple[int, int] | None = None  # the frame size `_working` was chosen for
     too_large: VideoError | None = None  # the stream grew past max_pixels: those frames never decoded
+    _limit: int = 0  # the largest frame decoded: max_pixels, or less where the memory budget says so
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._shown = self.index.presented
         self._container, stream = self._open()
         try:
-            self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
             self.sar = sample_aspect_ratio(stream)
             self.hdr = stream_hdr(stream)
             yield from self._run(stream, plan)
@@ -518,18 +541,40 @@ class _Session:
             self._container.close()
 
     def _open(self):
-        """The file opened, its decoder told our `max_pixels`: a frame over it is never allocated."""
+        """The file opened, judged from its declaration the first time (`judge_stream`, raising
+        when it cannot fit), its decoder told the largest frame that `max_pixels` and the memory
+        budget admit (`fitting_pixels`): a frame over it is never allocated."""
         container, stream = open_stream(self.uri)
-        stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self.max_pixels))}
+        if self.judgement is None:
+            try:
+                self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess,
+                                              self.convert)
+            except VideoError:
+                container.close()
+                raise
+            self._limit = fitting_pixels(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
+        stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self._limit))}
         self._stream = stream
         return container, stream
 
+    def _refusal(self, width: int, height: int) -> VideoError:
+        """Why frames of a size past `_limit` are not decoded: over `max_pixels`, or the memory
+        budget's judgement of that size."""
+        if width * height > self.max_pixels:
+            return frames_too_large(width, height, self.max_pixels)
+        try:
+            judge_stream(self._stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert,
+                         (width, height))
+        except VideoError as exc:
+            return exc
+        return frames_too_large(width, height, self._limit, self.memory_mb)  # another shape than declared
+
     def _note_too_large(self, codec) -> None:
-        """After a decode error: a new size past `max_pixels` that the decoder refused to allocate
+        """After a decode error: a new size past `_limit` that the decoder refused to allocate
         (its context holds the size). Frames named by output order cannot be named past it: the
         decode ends there."""
-        if self.too_large is None and codec.width * codec.height > self.max_pixels:
-            self.too_large = frames_too_large(codec.width, codec.height, self.max_pixels)
+        if self.too_large is None and codec.width * codec.height > self._limit:
+            self.too_large = self._refusal(codec.width, codec.height)
         if self.too_large is not None and self.index.decode_order_stamps:
             raise self.too_large
 
@@ -565,8 +610,8 @@ class _Session:
             floor = trust.get(pts)
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
-            if frame.width * frame.height > self.max_pixels:  # within the decoder's alignment room
-                self.too_large = self.too_large or frames_too_large(frame.width, frame.height, self.max_pixels)
+            if frame.width * frame.height > self._limit:  # within the decoder's alignment room
+                self.too_large = self.too_large or self._refusal(frame.width, frame.height)
                 continue
             del self.wanted[pts]
             self.interlaced = self.interlaced or frame.interlaced_frame

@@ -848,6 +848,40 @@ def test_a_stream_growing_past_the_memory_budget_keeps_the_frames_before_it(tmp_
     assert f"memory budget of {tight} MiB" in caught.value.detail
 
 
+def test_frames_growing_past_max_pixels_or_the_memory_budget_are_never_allocated(tmp_path):
+    """20 frames of 64x48 then 2 of 4096x4096 (`-f concat -c copy`), probed and decoded in a child
+    process whose peak memory is measured: with `max_pixels` between the sizes, or a memory budget
+    that holds only the small frames' decoder, FFmpeg's decoder is told the limit (`max_pixels`:
+    the largest frame the budget's judgement admits) and never allocates a 25 MiB frame. The
+    budget's case decoded them at full size before judging them (the probe 70 MiB over, the whole
+    video lost to `decode_memory` in a budgeted worker). Frames 0..19 are delivered, the two larger
+    ones are `video_too_large`; the probe counts all 22."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    video_zoo.require_ffmpeg()
+    small = video_zoo.encode(tmp_path / "small.mkv", 20, "libx264", options=video_zoo.X264)
+    large = tmp_path / "large.mkv"  # flat grey: a few kB to store, 25 MiB a frame to decode
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "color=gray:size=4096x4096:rate=25", "-frames:v", "2",
+                     *video_zoo.X264_CLI, "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(large))
+    (tmp_path / "list.txt").write_text(f"file '{small}'\nfile '{large}'\n")
+    path = tmp_path / "grown.mkv"
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+    runs = [{"max_pixels": 64 * 48 * 2}, {"memory_mb": 273}]  # 273 MiB: room for 64x48 frames only
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "MALLOC_MMAP_THRESHOLD_": "65536"}
+    done = subprocess.run([sys.executable, str(root / "tests" / "video_peak_rss.py"), str(path), "22",
+                           json.dumps(runs)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout)
+    for k, (job, added_mib, got, reason) in enumerate(measured):
+        expected = ([22], None) if job == "probe" else (list(range(20)), "video_too_large")
+        assert (got, reason) == expected, (runs[k // 2], job)
+        assert added_mib < 16, (runs[k // 2], job, added_mib)  # one 4096x4096 frame is 24 MiB
+
+
 def test_a_stream_that_switches_up_and_back_down_is_never_squashed_by_decord(tmp_path):
     """An HLS-like recording switching quality up and back down (64x48, 128x96, 64x48; 20 frames
     each, `-f concat -c copy` into Matroska and MP4): its first and last frames agree, so decord
