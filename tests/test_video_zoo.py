@@ -904,6 +904,65 @@ def test_a_stream_that_switches_up_and_back_down_is_never_squashed_by_decord(tmp
             assert np.abs(frames.astype(int) - expected).max() <= 1, (name, clip.start)
 
 
+def test_intra_only_frame_sizes_are_read_from_their_headers_not_decoded(tmp_path):
+    """The decord key-frame check decoded every frame of an intra-only stream (an MJPEG camera's
+    3000 frames at 720p: 4.6 CPU-s, its probe 0.08 s). MJPEG and ProRes frames are sized from
+    their headers: an up-and-back-down stream of each (`-f concat -c copy`) still shows two sizes,
+    each header states the decoded size, and the check on a 300-frame MJPEG camera file costs a
+    fraction of decoding it."""
+    import time
+
+    from sources.video_decode import header_size, key_frame_sizes
+
+    video_zoo.require_ffmpeg()
+    for codec, ext, pix_fmt in (("mjpeg", "avi", "yuvj422p"), ("prores_ks", "mov", "yuv422p10le")):
+        parts = [video_zoo.encode(tmp_path / f"{k}.{ext}", 2, codec, pix_fmt=pix_fmt, size=size)
+                 for k, size in enumerate(((64, 48), (128, 96), (64, 48)))]
+        (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+        path = tmp_path / f"updown.{ext}"
+        video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+        assert key_frame_sizes(str(path)) == 2, ext
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.size:
+                    (frame,) = stream.codec_context.decode(packet)
+                    assert header_size(stream.codec_context.name, packet) == (frame.width, frame.height), ext
+    camera = tmp_path / "camera.avi"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-frames:v", "300", "-c:v", "mjpeg",
+                     str(camera))
+    start = time.process_time()
+    assert key_frame_sizes(str(camera)) == 1
+    checked = time.process_time() - start
+    start = time.process_time()
+    with av.open(str(camera)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 300
+    assert checked < (time.process_time() - start) / 4
+
+def test_a_key_frame_check_that_fails_leaves_the_video_to_pyav(tmp_path, monkeypatch):
+    """The decord key-frame check over its budget (an all-intra stream of many frames) lost the
+    whole video to `decode_timeout`, though it was probed fine and PyAV renders it: PyAV decodes it
+    now, the reason in the lineage."""
+    from sources.budget import BudgetExceeded
+
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    path = video_zoo.encode(tmp_path / "clip.mp4", 16, "libx264", options=video_zoo.X264)
+    real = budget.call
+
+    def over_budget(job: str, *args, **kwargs):
+        if job.endswith(":key_frame_sizes"):
+            raise BudgetExceeded("decode_timeout", "over the budget of 3 CPU-seconds")
+        return real(job, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "call", over_budget)
+    (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), decoder="decord").read(str(path)))
+    assert isinstance(record, VideoRecord) and record.decoder == "pyav", record
+    assert "decode_timeout" in record.clips[0].lineage["decoder_note"]
+    ((clip, frames),) = list(clip_frames(record))
+    assert [video_zoo.read_index(f) for f in frames] == list(range(16))
+
+
 @pytest.mark.slow
 def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path, caplog):
     """The ffmpeg-made zoo (every codec, rotations, VFR, cut streams, a truncated file) built by one
