@@ -127,11 +127,14 @@ class VideoError(Rejected):
 # FFmpeg checks its `max_pixels` against a buffer's width rounded up to its stride alignment (64
 # bytes at most): the decoder is given this much room over ours, which then judges the exact size
 DECODER_PIXEL_SLACK = 16  # 1/16 more: a 1024-wide frame rounds up by 6% at the most
+# ... and never less than this: MPEG-4 Part 2's decoder asks for 125,440 pixels whatever its frames'
+# size up to 352x288 (53,760 at 64x48), so a small `max_pixels` refused its first frame
+DECODER_PIXEL_FLOOR = 1 << 17
 
 
 def decoder_max_pixels(max_pixels: int) -> int:
     """The `max_pixels` told to FFmpeg's decoder: ours, plus its alignment's room."""
-    return max_pixels + max_pixels // DECODER_PIXEL_SLACK + 64 * 64
+    return max_pixels + max(max_pixels // DECODER_PIXEL_SLACK + 64 * 64, DECODER_PIXEL_FLOOR)
 
 
 def frames_too_large(width: int, height: int, max_pixels: int, memory_mb: int | None = None) -> VideoError:

@@ -882,6 +882,18 @@ def test_frames_growing_past_max_pixels_or_the_memory_budget_are_never_allocated
         assert added_mib < 16, (runs[k // 2], job, added_mib)  # one 4096x4096 frame is 24 MiB
 
 
+def test_mpeg4_frames_within_a_small_max_pixels_decode(tmp_path):
+    """FFmpeg's MPEG-4 Part 2 decoder asks for room beyond the frame (53,760 pixels at 64x48,
+    125,440 at 320x240): told `max_pixels` plus 1/16 only, a 64x48 MPEG-4 AVI with B-frames under
+    `max_pixels=6144` (twice its frames) was refused whole, `decode_failed`. It decodes."""
+    path = video_zoo.encode(tmp_path / "bframes.avi", 20, "mpeg4", options={"bf": "2", "g": "10"})
+    max_pixels = 64 * 48 * 2
+    (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), max_pixels=max_pixels).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 20, record
+    ((clip, frames),) = list(clip_frames(record, max_pixels=max_pixels))
+    assert [video_zoo.read_index(f) for f in frames] == list(range(16))
+
+
 def test_a_stream_that_switches_up_and_back_down_is_never_squashed_by_decord(tmp_path):
     """An HLS-like recording switching quality up and back down (64x48, 128x96, 64x48; 20 frames
     each, `-f concat -c copy` into Matroska and MP4): its first and last frames agree, so decord
