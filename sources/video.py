@@ -385,15 +385,23 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
 
 
 def _decord_refusal(uri: str, info: Probe, max_pixels: int, limits: Budget) -> str | None:
-    """Why decord may not decode this file (None: it may). Last, since it decodes every key frame,
-    whether those have more than one size (an HLS recording switching up and back down: decord
-    squashed the larger frames into the first one's size where the probe's first and last agreed)."""
+    """Why decord may not decode this file (None: it may). Last, since it decodes every key frame
+    (`video_decode.key_frame_sizes`), whether those have more than one size (an HLS recording
+    switching up and back down: decord squashed the larger frames into the first one's size where
+    the probe's first and last agreed). A check that fails, or runs over the budget (an all-intra
+    stream of many frames), leaves the file to PyAV, said in the lineage: the video was probed
+    fine, so it is never lost for it (it was a `decode_timeout` reject)."""
     if not decord_available():
         return "decord is not installed"
     why = decord_exact(info)
-    if why is None and budget.call("sources.video_decode:key_frame_sizes", uri, max_pixels, budget=limits) > 1:
-        why = FRAME_SIZE_CHANGES
-    return why
+    if why is not None:
+        return why
+    try:
+        sizes = budget.call("sources.video_decode:key_frame_sizes", uri, max_pixels, budget=limits)
+    except (BudgetExceeded, JobError) as exc:
+        failure = _job_error(exc)  # raises this machine's OSError (too many open files), as at the probe
+        return f"its key frames could not be checked for size changes ({failure.reason}: {failure.detail})"
+    return FRAME_SIZE_CHANGES if sizes > 1 else None
 
 
 def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndarray] | None = None,

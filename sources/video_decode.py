@@ -27,13 +27,14 @@ converted at full size, exactly as before.
 
 A stream whose frames grow mid-way (an HLS or DASH recording switching quality, clips of two sizes
 joined by a stream copy: the new size comes with a new SPS, the stream declares the first) is
-judged again at each new size, frames keeping their own size. The decoder is told `max_pixels`
-(FFmpeg's own `max_pixels` option, checked before a frame's buffer is allocated), so a frame past
-it is never allocated: it does not decode, the frames before it (and after it, should the stream
-shrink back) are delivered, and the wanted frames it cost are `video_too_large`
-(`frames_too_large`), never a silent gap. A frame within `max_pixels` whose new size does not fit the
-memory budget ends the decode `video_too_large` there (the frames before it delivered, the clips
-needing it counted).
+judged again at each new size, frames keeping their own size. The decoder is told the largest
+frame that `max_pixels` and the memory budget admit (FFmpeg's own `max_pixels` option, checked
+before a frame's buffer is allocated; `fitting_pixels`: the same judgement, at the declared shape
+and codec level), so a frame past it is never allocated: it does not decode, the frames before it
+(and after it, should the stream shrink back) are delivered, and the wanted frames it cost are
+`video_too_large` (naming `max_pixels` or the budget), never a silent gap. A decoded frame larger
+than declared is judged again at its exact size: one that still does not fit (another shape than
+declared) ends the decode `video_too_large` there (the frames before it delivered).
 
 Non-square pixels (a sample aspect ratio other than 1:1, as in anamorphic DVD and broadcast
 video) are shown as players show them: the frame is stretched to its display aspect ratio in the
@@ -126,18 +127,24 @@ class VideoError(Rejected):
 # FFmpeg checks its `max_pixels` against a buffer's width rounded up to its stride alignment (64
 # bytes at most): the decoder is given this much room over ours, which then judges the exact size
 DECODER_PIXEL_SLACK = 16  # 1/16 more: a 1024-wide frame rounds up by 6% at the most
+# ... and never less than this: MPEG-4 Part 2's decoder asks for 125,440 pixels whatever its frames'
+# size up to 352x288 (53,760 at 64x48), so a small `max_pixels` refused its first frame
+DECODER_PIXEL_FLOOR = 1 << 17
 
 
 def decoder_max_pixels(max_pixels: int) -> int:
     """The `max_pixels` told to FFmpeg's decoder: ours, plus its alignment's room."""
-    return max_pixels + max_pixels // DECODER_PIXEL_SLACK + 64 * 64
+    return max_pixels + max(max_pixels // DECODER_PIXEL_SLACK + 64 * 64, DECODER_PIXEL_FLOOR)
 
 
-def frames_too_large(width: int, height: int, max_pixels: int) -> VideoError:
-    """The reject of the wanted frames a stream that grew past `max_pixels` did not decode."""
+def frames_too_large(width: int, height: int, max_pixels: int, memory_mb: int | None = None) -> VideoError:
+    """The reject of the wanted frames a stream that grew past `max_pixels` (or, with `memory_mb`,
+    past the largest frame that memory budget admits) did not decode."""
+    over = f"max_pixels={max_pixels}" if memory_mb is None else \
+        f"the {max_pixels} that the memory budget of {memory_mb} MiB admits"
     return VideoError("video_too_large", f"the frame size grows to {width}x{height} mid-stream ({width * height} "
-                                         f"pixels, over max_pixels={max_pixels}): frames of that size are not "
-                                         "decoded, those before are kept")
+                                         f"pixels, over {over}): frames of that size are not decoded, those "
+                                         "before are kept")
 
 
 # errors of this machine met by the decoder opening a file: too many open files (this process's
@@ -189,15 +196,15 @@ def video_stream(container):
     streams FFmpeg can decode. A main track beside a smaller second angle was read as the second
     angle where that came first in Matroska (`av_find_best_stream`, taken before, ranks by the
     default flag, frames probed and bit rate, not size). ffmpeg's way of adding a cover
-    (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track *before* the
-    video, no longer flagged attached, nor default: the video's default flag outweighs it in the
-    CLI, unless the cover is over 5 million pixels larger (a 2560x2560 cover before a small video:
-    the CLI shows the cover). So a track of a still-image codec (`STILL_CODECS`) is taken only
-    where `av_find_best_stream`, which prefers a stream of several frames over a still, picks it
-    too, or no other track is left. In MP4 a cover is an attached picture. One undecodable track
-    beside a decodable one lost the whole file to `unsupported_codec`: the best decodable one is
-    read. The first moving stream (undecodable) when none can be decoded; None when the file holds
-    no video but cover art (a song)."""
+    (`-disposition:v:0 attached_pic`) leaves it in Matroska as a 1-frame MJPEG track, no longer
+    flagged attached, nor default: the CLI may show it (a cover over 5 million pixels larger than
+    a default video, or larger than a video not flagged). A track is taken for a still picture
+    from what it declares (`_still`: one frame), never from its codec: a camera's MJPEG track
+    beside a smaller H.264 one was passed over for its codec's name, where the CLI shows it. A
+    still is the video only where no other track is left. In MP4 a cover is an attached picture.
+    One undecodable track beside a decodable one lost the whole file to `unsupported_codec`: the
+    best decodable one is read. The first moving stream (undecodable) when none can be decoded;
+    None when the file holds no video but cover art (a song)."""
     import av
 
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
@@ -207,13 +214,55 @@ def video_stream(container):
     if not decodable:
         return moving[0]
     best = container.streams.best("video")
-    video = [s for s in decodable if s.codec_context.name not in STILL_CODECS or (best is not None and
-                                                                                 s.index == best.index)]
+    video = [s for s in decodable if not _still(s, best)]
     return max(video or decodable, key=_ffmpeg_score)  # max: the first of the best
 
 
-# codecs of the still pictures a container holds as a video track (ffmpeg's covers in Matroska)
+# codecs of the still pictures a container holds as a video track (ffmpeg's covers in Matroska):
+# only where a track declares neither its frames nor its duration (`_still`)
 STILL_CODECS = ("mjpeg", "png", "bmp", "gif", "webp", "tiff")
+# the tags Matroska muxers write for a track's length (ffmpeg: DURATION; mkvmerge: both)
+_DURATION_TAG, _FRAMES_TAG = "DURATION", "NUMBER_OF_FRAMES"
+
+
+def _still(stream, best) -> bool:
+    """Whether a track is a still picture (a cover), from what it declares: a frame count (MP4,
+    AVI; Matroska's NUMBER_OF_FRAMES tag) of one, or a duration (its own, or Matroska's DURATION
+    tag: ffmpeg writes 0.04 s for its cover track) of at most one and a half frames. A track that
+    declares neither (Matroska written to a pipe) is taken for a still when of a still-image codec
+    (`STILL_CODECS`) and not the stream `av_find_best_stream` picks (it prefers one of several
+    probed frames over a still)."""
+    frames = stream.frames or _tag_number(stream, _FRAMES_TAG)
+    if frames:
+        return frames == 1
+    seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    seconds = seconds or _tag_seconds(stream)
+    rate = stream.average_rate or stream.guessed_rate
+    if seconds and rate:
+        return seconds * rate <= 1.5
+    return stream.codec_context.name in STILL_CODECS and (best is None or stream.index != best.index)
+
+
+def _tag(stream, name: str) -> str | None:
+    """A stream's tag `name`, also as Matroska gives it with a language (`DURATION-eng`)."""
+    for key, value in stream.metadata.items():
+        if key.upper() == name or key.upper().startswith(name + "-"):
+            return value
+    return None
+
+
+def _tag_number(stream, name: str) -> int:
+    value = _tag(stream, name) or ""
+    return int(value) if value.isdigit() else 0
+
+
+def _tag_seconds(stream) -> float | None:
+    """Matroska's DURATION tag ("HH:MM:SS.nnnnnnnnn") in seconds; None when absent or malformed."""
+    parts = (_tag(stream, _DURATION_TAG) or "").split(":")
+    try:
+        return int(parts[0]) * 3600 + int(parts[1]) * 60 + float(parts[2]) if len(parts) == 3 else None
+    except ValueError:
+        return None
 
 
 def _ffmpeg_score(stream) -> int:
@@ -342,6 +391,25 @@ def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: 
                         working, convert, float(sar or 1), stream_hdr(stream) is not None)
 
 
+def fitting_pixels(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True) -> int:
+    """The largest frame (pixels, at most `max_pixels`) of the stream's declared shape whose cost
+    `judge_stream` admits within `memory_mb`: the `max_pixels` its decoder is told, so a frame the
+    stream grows to that cannot fit is never allocated (a frame within it is judged again, exactly,
+    once decoded). Searched by halving from the declared size, which was judged to fit."""
+    codec = stream.codec_context
+    declared = codec.width * codec.height
+    low, high = min(declared, max_pixels), max_pixels
+    while low < high:
+        area = (low + high + 1) // 2
+        width = max(1, round((area * codec.width / codec.height) ** 0.5))
+        try:
+            judge_stream(stream, max_pixels, memory_mb, canvas, convert, (width, max(1, area // width)))
+            low = area
+        except VideoError:
+            high = area - 1
+    return low
+
+
 def read_index(uri: str) -> VideoIndex:
     container, stream = open_stream(uri)
     try:
@@ -463,12 +531,12 @@ class _Session:
     _stream: object = None
     _working_for: tuple[int, int] | None = None  # the frame size `_working` was chosen for
     too_large: VideoError | None = None  # the stream grew past max_pixels: those frames never decoded
+    _limit: int = 0  # the largest frame decoded: max_pixels, or less where the memory budget says so
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._shown = self.index.presented
         self._container, stream = self._open()
         try:
-            self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
             self.sar = sample_aspect_ratio(stream)
             self.hdr = stream_hdr(stream)
             yield from self._run(stream, plan)
@@ -476,18 +544,40 @@ class _Session:
             self._container.close()
 
     def _open(self):
-        """The file opened, its decoder told our `max_pixels`: a frame over it is never allocated."""
+        """The file opened, judged from its declaration the first time (`judge_stream`, raising
+        when it cannot fit), its decoder told the largest frame that `max_pixels` and the memory
+        budget admit (`fitting_pixels`): a frame over it is never allocated."""
         container, stream = open_stream(self.uri)
-        stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self.max_pixels))}
+        if self.judgement is None:
+            try:
+                self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess,
+                                              self.convert)
+            except VideoError:
+                container.close()
+                raise
+            self._limit = fitting_pixels(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
+        stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self._limit))}
         self._stream = stream
         return container, stream
 
+    def _refusal(self, width: int, height: int) -> VideoError:
+        """Why frames of a size past `_limit` are not decoded: over `max_pixels`, or the memory
+        budget's judgement of that size."""
+        if width * height > self.max_pixels:
+            return frames_too_large(width, height, self.max_pixels)
+        try:
+            judge_stream(self._stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert,
+                         (width, height))
+        except VideoError as exc:
+            return exc
+        return frames_too_large(width, height, self._limit, self.memory_mb)  # another shape than declared
+
     def _note_too_large(self, codec) -> None:
-        """After a decode error: a new size past `max_pixels` that the decoder refused to allocate
+        """After a decode error: a new size past `_limit` that the decoder refused to allocate
         (its context holds the size). Frames named by output order cannot be named past it: the
         decode ends there."""
-        if self.too_large is None and codec.width * codec.height > self.max_pixels:
-            self.too_large = frames_too_large(codec.width, codec.height, self.max_pixels)
+        if self.too_large is None and codec.width * codec.height > self._limit:
+            self.too_large = self._refusal(codec.width, codec.height)
         if self.too_large is not None and self.index.decode_order_stamps:
             raise self.too_large
 
@@ -523,8 +613,8 @@ class _Session:
             floor = trust.get(pts)
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
-            if frame.width * frame.height > self.max_pixels:  # within the decoder's alignment room
-                self.too_large = self.too_large or frames_too_large(frame.width, frame.height, self.max_pixels)
+            if frame.width * frame.height > self._limit:  # within the decoder's alignment room
+                self.too_large = self.too_large or self._refusal(frame.width, frame.height)
                 continue
             del self.wanted[pts]
             self.interlaced = self.interlaced or frame.interlaced_frame
@@ -825,7 +915,14 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """How many frame sizes the stream's key frames have, each decoded alone (no other frame sent
     to the decoder; a size past `max_pixels` counted, never allocated). An H.264 or HEVC stream
     changes size only at a key frame (a new SPS), so this sees an HLS recording that switches up
-    and back down, whose first and last frames agree (`Probe.size_changes` misses it)."""
+    and back down, whose first and last frames agree (`Probe.size_changes` misses it).
+
+    Every frame of an intra-only stream is a key frame: an MJPEG camera's 3000 frames at 720p took
+    4.6 CPU-s to decode here (the probe: 0.08 s). MJPEG and ProRes frames are read from the size
+    their header states instead (`header_size`: the JPEG frame header, ProRes's frame header),
+    decoding only a frame whose header cannot be read. Other streams coded all-intra (H.264 with a
+    key frame interval of 1) are decoded frame by frame: the caller's budget bounds that, and a
+    check over it leaves the file to PyAV (`sources.video._decord_refusal`)."""
     container, stream = open_stream(uri)
     codec = stream.codec_context
     codec.options = {"max_pixels": str(decoder_max_pixels(max_pixels))}
@@ -833,6 +930,12 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     try:
         for packet in container.demux(stream):
             if not packet.is_keyframe or packet.size == 0:
+                continue
+            stated = header_size(codec.name, packet)
+            if stated is not None:
+                sizes.add(stated)
+                if len(sizes) > 1:
+                    return len(sizes)
                 continue
             try:
                 sizes.update((frame.width, frame.height) for frame in codec.decode(packet))
@@ -849,6 +952,46 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     finally:
         container.close()
     return len(sizes)
+
+
+JPEG_HEADER_BYTES = 1 << 16  # a JPEG frame header lies after at most one 64 KiB segment or so (EXIF)
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOFn (not DHT, JPG, DAC)
+
+
+def header_size(codec: str, packet) -> tuple[int, int] | None:
+    """(width, height) a frame's own header states, for codecs whose every frame has one that is
+    cheap to read (MJPEG, ProRes); None where it cannot be read (then the frame is decoded)."""
+    data = memoryview(packet)
+    if codec == "mjpeg":
+        return jpeg_frame_size(data[:JPEG_HEADER_BYTES])
+    if codec == "prores" and len(data) >= 20 and bytes(data[4:8]) == b"icpf":  # size, "icpf", 12 bytes, w, h
+        width, height = int.from_bytes(data[16:18], "big"), int.from_bytes(data[18:20], "big")
+        return (width, height) if width and height else None
+    return None
+
+
+def jpeg_frame_size(data) -> tuple[int, int] | None:
+    """(width, height) of a JPEG's frame header (SOFn), walking its segments from the start; None
+    when there is none before the scan (a height given later by DNL counts as none)."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _JPEG_FRAME_MARKERS:
+            if at + 9 > len(data):
+                return None
+            height, width = int.from_bytes(data[at + 5:at + 7], "big"), int.from_bytes(data[at + 7:at + 9], "big")
+            return (width, height) if width and height else None
+        if marker == 0xDA:  # the scan: no frame header before it
+            return None
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return None
 
 
 # -- decord --------------------------------------------------------------------------------

@@ -658,6 +658,45 @@ def test_of_two_video_tracks_the_one_the_ffmpeg_cli_picks_is_read(tmp_path):
         assert np.abs(frames.astype(int) - reference[:16]).mean() < 1, path.name
 
 
+def _cli_pick(path: Path) -> int:
+    """The index of the video stream the ffmpeg CLI picks itself (its `Stream #0:N -> #0:0` line)."""
+    import re
+    import subprocess
+
+    err = subprocess.run(["ffmpeg", "-hide_banner", "-i", str(path), "-frames:v", "1", "-f", "null", "-"],
+                         capture_output=True, text=True).stderr
+    return int(re.search(r"Stream #0:(\d+) -> #0:0", err).group(1))
+
+
+def test_a_camera_mjpeg_track_competes_by_size_and_the_default_flag_counts(tmp_path):
+    """An MJPEG camera track (128x96, 20 frames 0..) beside a smaller H.264 track (64x48, frames
+    500..) in Matroska, both flagged default (as mkvmerge writes them) or neither: the ffmpeg CLI
+    shows the MJPEG track, the larger; it was passed over for its codec's name (a cover's). And a
+    default 64x48 track (frames 0..) before a 128x96 one not flagged: the CLI's 5,000,000 bonus
+    for the default flag picks the small one."""
+    video_zoo.require_ffmpeg()
+    small = video_zoo.encode(tmp_path / "small.mkv", 20, "libx264", options=video_zoo.X264, first=500)
+    camera = video_zoo.encode(tmp_path / "camera.avi", 20, "mjpeg", size=(128, 96), pix_fmt="yuvj420p")
+    main = video_zoo.encode(tmp_path / "main.mkv", 20, "libx264", options=video_zoo.X264)
+    large = video_zoo.encode(tmp_path / "large.mkv", 20, "libx264", size=(128, 96), options=video_zoo.X264,
+                             first=500)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    cases = {"both_default.mkv": (small, camera, "default", "default", 1, (128, 96)),
+             "no_default.mkv": (small, camera, "0", "0", 1, (128, 96)),
+             "small_default.mkv": (main, large, "default", "0", 0, (64, 48))}
+    for name, (first, second, flag0, flag1, picked, size) in cases.items():
+        path = folder / name
+        video_zoo.ffmpeg("-i", str(first), "-i", str(second), "-map", "0:v", "-map", "1:v", "-c", "copy",
+                         "-disposition:v:0", flag0, "-disposition:v:1", flag1, str(path))
+        assert _cli_pick(path) == picked, name
+        (record,) = list(VideoSource("zoo", str(folder), strides=(1,)).read(str(path)))
+        assert isinstance(record, VideoRecord) and record.n_frames == 20, (name, record)
+        assert (record.clips[0].lineage["width"], record.clips[0].lineage["height"]) == size, name
+        ((clip, frames),) = list(clip_frames(record))
+        assert [video_zoo.read_index(f) for f in frames] == list(range(16)), name
+
+
 def _ffmpeg_rgb(path: Path, vf: str, width: int, height: int) -> np.ndarray:
     """Every frame the ffmpeg CLI shows, converted by `vf` (then rgb24): the independent reference."""
     import subprocess
@@ -809,6 +848,52 @@ def test_a_stream_growing_past_the_memory_budget_keeps_the_frames_before_it(tmp_
     assert f"memory budget of {tight} MiB" in caught.value.detail
 
 
+def test_frames_growing_past_max_pixels_or_the_memory_budget_are_never_allocated(tmp_path):
+    """20 frames of 64x48 then 2 of 4096x4096 (`-f concat -c copy`), probed and decoded in a child
+    process whose peak memory is measured: with `max_pixels` between the sizes, or a memory budget
+    that holds only the small frames' decoder, FFmpeg's decoder is told the limit (`max_pixels`:
+    the largest frame the budget's judgement admits) and never allocates a 25 MiB frame. The
+    budget's case decoded them at full size before judging them (the probe 70 MiB over, the whole
+    video lost to `decode_memory` in a budgeted worker). Frames 0..19 are delivered, the two larger
+    ones are `video_too_large`; the probe counts all 22."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    video_zoo.require_ffmpeg()
+    small = video_zoo.encode(tmp_path / "small.mkv", 20, "libx264", options=video_zoo.X264)
+    large = tmp_path / "large.mkv"  # flat grey: a few kB to store, 25 MiB a frame to decode
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "color=gray:size=4096x4096:rate=25", "-frames:v", "2",
+                     *video_zoo.X264_CLI, "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(large))
+    (tmp_path / "list.txt").write_text(f"file '{small}'\nfile '{large}'\n")
+    path = tmp_path / "grown.mkv"
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+    runs = [{"max_pixels": 64 * 48 * 2}, {"memory_mb": 273}]  # 273 MiB: room for 64x48 frames only
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "MALLOC_MMAP_THRESHOLD_": "65536"}
+    done = subprocess.run([sys.executable, str(root / "tests" / "video_peak_rss.py"), str(path), "22",
+                           json.dumps(runs)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout)
+    for k, (job, added_mib, got, reason) in enumerate(measured):
+        expected = ([22], None) if job == "probe" else (list(range(20)), "video_too_large")
+        assert (got, reason) == expected, (runs[k // 2], job)
+        assert added_mib < 16, (runs[k // 2], job, added_mib)  # one 4096x4096 frame is 24 MiB
+
+
+def test_mpeg4_frames_within_a_small_max_pixels_decode(tmp_path):
+    """FFmpeg's MPEG-4 Part 2 decoder asks for room beyond the frame (53,760 pixels at 64x48,
+    125,440 at 320x240): told `max_pixels` plus 1/16 only, a 64x48 MPEG-4 AVI with B-frames under
+    `max_pixels=6144` (twice its frames) was refused whole, `decode_failed`. It decodes."""
+    path = video_zoo.encode(tmp_path / "bframes.avi", 20, "mpeg4", options={"bf": "2", "g": "10"})
+    max_pixels = 64 * 48 * 2
+    (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), max_pixels=max_pixels).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 20, record
+    ((clip, frames),) = list(clip_frames(record, max_pixels=max_pixels))
+    assert [video_zoo.read_index(f) for f in frames] == list(range(16))
+
+
 def test_a_stream_that_switches_up_and_back_down_is_never_squashed_by_decord(tmp_path):
     """An HLS-like recording switching quality up and back down (64x48, 128x96, 64x48; 20 frames
     each, `-f concat -c copy` into Matroska and MP4): its first and last frames agree, so decord
@@ -829,6 +914,65 @@ def test_a_stream_that_switches_up_and_back_down_is_never_squashed_by_decord(tmp
         for clip, frames in clip_frames(record, Canvas(32, "squash")):
             expected = np.stack([fit_image(reference[i], 32, "squash") for i in clip.frame_indices])
             assert np.abs(frames.astype(int) - expected).max() <= 1, (name, clip.start)
+
+
+def test_intra_only_frame_sizes_are_read_from_their_headers_not_decoded(tmp_path):
+    """The decord key-frame check decoded every frame of an intra-only stream (an MJPEG camera's
+    3000 frames at 720p: 4.6 CPU-s, its probe 0.08 s). MJPEG and ProRes frames are sized from
+    their headers: an up-and-back-down stream of each (`-f concat -c copy`) still shows two sizes,
+    each header states the decoded size, and the check on a 300-frame MJPEG camera file costs a
+    fraction of decoding it."""
+    import time
+
+    from sources.video_decode import header_size, key_frame_sizes
+
+    video_zoo.require_ffmpeg()
+    for codec, ext, pix_fmt in (("mjpeg", "avi", "yuvj422p"), ("prores_ks", "mov", "yuv422p10le")):
+        parts = [video_zoo.encode(tmp_path / f"{k}.{ext}", 2, codec, pix_fmt=pix_fmt, size=size)
+                 for k, size in enumerate(((64, 48), (128, 96), (64, 48)))]
+        (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+        path = tmp_path / f"updown.{ext}"
+        video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+        assert key_frame_sizes(str(path)) == 2, ext
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.size:
+                    (frame,) = stream.codec_context.decode(packet)
+                    assert header_size(stream.codec_context.name, packet) == (frame.width, frame.height), ext
+    camera = tmp_path / "camera.avi"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-frames:v", "300", "-c:v", "mjpeg",
+                     str(camera))
+    start = time.process_time()
+    assert key_frame_sizes(str(camera)) == 1
+    checked = time.process_time() - start
+    start = time.process_time()
+    with av.open(str(camera)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 300
+    assert checked < (time.process_time() - start) / 4
+
+def test_a_key_frame_check_that_fails_leaves_the_video_to_pyav(tmp_path, monkeypatch):
+    """The decord key-frame check over its budget (an all-intra stream of many frames) lost the
+    whole video to `decode_timeout`, though it was probed fine and PyAV renders it: PyAV decodes it
+    now, the reason in the lineage."""
+    from sources.budget import BudgetExceeded
+
+    if not decord_available():
+        pytest.skip("decord is not installed")
+    path = video_zoo.encode(tmp_path / "clip.mp4", 16, "libx264", options=video_zoo.X264)
+    real = budget.call
+
+    def over_budget(job: str, *args, **kwargs):
+        if job.endswith(":key_frame_sizes"):
+            raise BudgetExceeded("decode_timeout", "over the budget of 3 CPU-seconds")
+        return real(job, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "call", over_budget)
+    (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), decoder="decord").read(str(path)))
+    assert isinstance(record, VideoRecord) and record.decoder == "pyav", record
+    assert "decode_timeout" in record.clips[0].lineage["decoder_note"]
+    ((clip, frames),) = list(clip_frames(record))
+    assert [video_zoo.read_index(f) for f in frames] == list(range(16))
 
 
 @pytest.mark.slow
