@@ -149,6 +149,18 @@ def finish(config: Path, *args: str, timeout: float = 240) -> str:
     return log
 
 
+def reference(config: Path) -> None:
+    """A build of `config` run to its end in this process by one in-memory worker: the bytes and
+    summary facts of any runner and worker count (the determinism contract), without a build
+    process and its worker processes to start."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    settings = load_config(str(config))
+    beam = settings.beam.model_copy(update={"direct_num_workers": 1, "direct_running_mode": "in_memory"})
+    run_build(settings.model_copy(update={"beam": beam}))
+
+
 def kill_when(proc: subprocess.Popen, reached: Callable[[], bool], timeout: float = 240,
               whole_group: bool = True) -> bool:
     """SIGKILL the build (its whole process group: the driver and its workers, as an OOM killer or

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import MINI_WEB_NEAR_DUPLICATES, REPO, busy_machine, mini_web_sentences, shard_digests, write_config
+from conftest import MINI_WEB_NEAR_DUPLICATES, REPO, mini_web_sentences, shard_digests, write_config
 from uvd_pipeline.rendered_shards import iter_shard
 
 
@@ -620,25 +620,9 @@ def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch, tmp_path):
             assert set(_blas_threads()) == {2}
 
 
-@pytest.mark.slow
-def test_two_worker_threads_give_the_same_bytes(mini_corpus, mini_build, tmp_path):
-    """`auto` runs 2 workers as threads of this process (the default): with every core kept busy,
-    web images, class images, video clips (each thread with its own decoder process) and tokens
-    (one model, shared) come out as the one in-process worker made them."""
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.config import load_config
-
-    config, summary = mini_build
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", config.tokenizer.checkpoint,
-                        direct_num_workers=2, direct_running_mode="auto")
-    threaded = load_config(str(path))
-    assert threaded.beam.running_mode == "multi_threading"
-    with busy_machine():
-        result = run_build(threaded)
-    assert shard_digests(tmp_path / "out") == shard_digests(Path(config.output))
-    counters = result.summary["run"]["counters"]
-    assert counters.get("clips.records", 0) > 0 and counters == summary["run"]["counters"]
-    assert (result.summary["run"]["worker_mode"], summary["run"]["worker_mode"]) == ("multi_threading", "in_memory")
+# Two worker threads (`direct_running_mode: auto`, the pool on by default) with every core kept busy
+# give the one in-process worker's bytes and counters: tests/test_early_render.py's
+# test_a_build_with_the_pool_writes_the_bytes_and_counts_of_one_without builds that configuration.
 
 
 @pytest.mark.slow

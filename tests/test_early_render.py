@@ -4,7 +4,6 @@ input (same bytes, same counters)."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import logging
@@ -12,6 +11,7 @@ import random
 import threading
 import time
 import weakref
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -227,34 +227,43 @@ def test_results_handed_over_are_not_kept_whatever_order_steps_ask_in():
 
 
 def test_a_build_with_the_pool_writes_the_bytes_and_counts_of_one_without(
-        mini_corpus, tiny_tokenizer, tmp_path, caplog):
-    """The mini corpus (web tars, class folders, videos) built by 2 thread workers with
-    `beam.early_render` off, on in threads and on in processes (the pool's two, while every core is
-    kept busy), tokenized: every shard and token file the same, every counter and distribution the
-    same, and the pool did render the units, where it said."""
+        mini_corpus, mini_build, tmp_path, caplog):
+    """The mini corpus (web tars, class folders, videos) built by 2 thread workers with the pool
+    on in threads and, as `beam` is by default (`direct_running_mode: auto`, `early_render` on in
+    processes), with the pool's two processes, while every core is kept busy, tokenized: every shard
+    and token file, every counter and distribution the same as the session's build without the pool
+    (one in-process worker: no pool runs there, and `early_render: false` turns it off as
+    `test_the_pool_is_on_only_where_the_workers_are_threads` shows), and the pool did render the
+    units, where it said. (The no-pool reference was a third build, with 2 threads and the pool
+    off: the same bytes and counts as the one-worker build, whatever the workers, is what the
+    determinism contract says; `test_build.py` also held a fourth, the default one, now built here.)"""
     import sys
 
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
     from uvd_pipeline.unit_render import list_units
 
-    summaries, outputs = {}, {}
-    for early, where in (("off", "auto"), ("threads", "threads"), ("auto", "auto")):
+    off_config, off_summary = mini_build
+    summaries, outputs = {"off": off_summary}, {"off": Path(off_config.output)}
+    for early, beam in (("threads", {"direct_running_mode": "multi_threading", "early_render": True,
+                                     "early_render_in": "threads"}),
+                        ("auto", {"direct_running_mode": "auto"})):  # the defaults: the pool in processes
         out = tmp_path / f"early_{early}"
-        config = load_config(str(write_config(tmp_path / f"{early}.yaml", mini_corpus, out, tiny_tokenizer,
-                                              direct_num_workers=2, direct_running_mode="multi_threading",
-                                              early_render=early != "off", early_render_in=where)))
+        config = load_config(str(write_config(tmp_path / f"{early}.yaml", mini_corpus, out,
+                                              off_config.tokenizer.checkpoint, direct_num_workers=2, **beam)))
+        assert config.beam.running_mode == "multi_threading"
         caplog.clear()
         caplog.set_level(logging.INFO, logger="uvd_pipeline.build")
-        with busy_machine() if early != "off" else contextlib.nullcontext():
+        with busy_machine():
             summaries[early] = run_build(config).summary
         outputs[early] = out
         units = sum(map(len, list_units(config).values()))
-        assert early_rendered(caplog) == (None if early == "off" else (units, units))
-        if early != "off":
-            processes = early == "auto" and sys.platform.startswith("linux")
-            assert any(r.getMessage().endswith("(in processes)" if processes else "(in threads)")
-                       for r in caplog.records)
+        assert early_rendered(caplog) == (units, units)
+        processes = early == "auto" and sys.platform.startswith("linux")
+        assert any(r.getMessage().endswith("(in processes)" if processes else "(in threads)")
+                   for r in caplog.records)
+        assert (summaries[early]["run"]["worker_mode"], off_summary["run"]["worker_mode"]) == (
+            "multi_threading", "in_memory")
     for early in ("threads", "auto"):
         assert shard_digests(outputs[early]) == shard_digests(outputs["off"])
         tokens = {e: sorted(p.read_bytes() for p in (outputs[e] / "tokens").rglob("*.arrow")) for e in (early, "off")}
@@ -265,6 +274,7 @@ def test_a_build_with_the_pool_writes_the_bytes_and_counts_of_one_without(
         assert distributions[early] == distributions["off"]
         assert json.loads((outputs[early] / "summary.json").read_text())["totals"] == summaries["off"]["totals"]
     assert summaries["off"]["run"]["counters"]["web.units_rendered"] > 0
+    assert summaries["off"]["run"]["counters"].get("clips.records", 0) > 0
 
 
 def test_the_pool_is_on_only_where_the_workers_are_threads(tmp_path, mini_corpus, tiny_tokenizer):

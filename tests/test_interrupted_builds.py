@@ -99,7 +99,7 @@ def test_a_worker_killed_alone_fails_the_build_and_the_rerun_finishes_it(tmp_pat
 
     corpus = harness.make_corpus(tmp_path / "in")
     reference = tmp_path / "reference"
-    harness.finish(harness.write_config(tmp_path / "ref.yaml", corpus, reference))
+    harness.reference(harness.write_config(tmp_path / "ref.yaml", corpus, reference))
     out = tmp_path / "out"
     config = harness.write_config(tmp_path / "c.yaml", corpus, out)
     build = harness.start(config)
@@ -147,7 +147,7 @@ def test_input_changed_between_a_killed_run_and_its_rerun(tmp_path):
     harness.web_shard(corpus / "web", 2, 5, seed=3)
     harness.finish(config)
     fresh = tmp_path / "fresh"
-    harness.finish(harness.write_config(tmp_path / "f.yaml", corpus, fresh))
+    harness.reference(harness.write_config(tmp_path / "f.yaml", corpus, fresh))
     harness.same_output(out, fresh)
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in rejects if cut.stem in r["key"]] == ["truncated"]

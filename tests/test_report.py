@@ -42,11 +42,22 @@ def report_build(mini_build, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def report_data(report_build) -> dict:
-    """The JSON of one report of `report_build` (one sentence per group), for the tests that only
-    read its figures: each wrote the same report again, a reconstruction pass apiece."""
+def report_written(report_build, tmp_path_factory) -> Path:
+    """One report of `report_build` (one sentence per group), its folder copied as written (other
+    tests write reports of other sizes into the build's folder), for the tests that read its
+    figures, page and pictures: each wrote the same report again, a reconstruction pass apiece."""
     config, _ = report_build
-    return json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+    paths = write_report(config.output, max_sentences_per_group=1)
+    assert Path(paths["html"]).parent == Path(config.output, "report")
+    copy = tmp_path_factory.mktemp("report_written") / "report"
+    shutil.copytree(Path(paths["html"]).parent, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def report_data(report_written) -> dict:
+    """The JSON of `report_written`."""
+    return json.loads((report_written / "report.json").read_text())
 
 
 def test_report_counts_and_sheets(report_build):
@@ -88,10 +99,10 @@ def test_report_counts_and_sheets(report_build):
     assert np.abs(thumb.astype(int) - frame).mean() < 1.0
 
 
-def test_report_tokenizer_section(report_build):
+def test_report_tokenizer_section(report_build, report_written, report_data):
     config, summary = report_build
-    paths = write_report(config.output, max_sentences_per_group=1)
-    data = json.loads(Path(paths["json"]).read_text())
+    paths = {"html": str(report_written / "report.html")}
+    data = report_data
     section = data["tokenizer"]
     assert section["tokenizer"] == "tiny-seed0" and section["codebook_size"] == 8192
     # 64 px images at f16: 16 tokens each, every rendered image tokenized
@@ -263,7 +274,7 @@ def test_reconstructions_do_not_depend_on_the_thread_count(report_build):
     assert len(decoded[0]) == 3 and decoded[0] == decoded[1]
 
 
-def test_stage_throughput(report_build):
+def test_stage_throughput(report_build, report_written, report_data):
     config, summary = report_build
     stages = summary["run"]["stages"]
     assert set(stages) == {"read", "render", "assemble", "write", "tokenize"}
@@ -280,11 +291,11 @@ def test_stage_throughput(report_build):
     distributions = summary["run"]["distributions"]
     assert distributions["tokenize.batch_images"]["sum"] == totals["images"]
     assert distributions["tokenize.batch_images"]["max"] == 8  # the configured batch size
-    data = json.loads(Path(write_report(config.output, max_sentences_per_group=1)["json"]).read_text())
+    data = report_data
     # the report shows the summary on disk
     on_disk = json.loads(Path(config.output, "summary.json").read_text())
     assert data["throughput"]["stages"] == on_disk["run"]["stages"]
-    page = Path(config.output, "report", "report.html").read_text()
+    page = (report_written / "report.html").read_text()
     table = page[page.index("<h2>Throughput</h2>"):]
     shown = [stage for stage in ("read", "render", "assemble", "write", "tokenize") if stage in on_disk["run"]["stages"]]
     rows = [table.index(f"<tr><td>{stage}</td>") for stage in shown]
