@@ -64,6 +64,7 @@ class Metadata:
     unread: str = ""  # why no row of it is read ('' when read)
     reason: str = ""  # the reject reason of an unread file
     foreign: bool = False  # rows without a `file_name` column: not ImageFolder metadata (Kaggle's `isic_id`)
+    kept: int = 0  # characters of row text kept: what the parse weighs in the cache (`_kept_weight`)
 
     def values(self, raw: str | tuple[str, ...]) -> dict[str, Any]:
         """A row's values from its kept text: a CSV's empty field is null, as pandas reads it."""
@@ -82,7 +83,13 @@ def row_name(file_name: str) -> str:
     return nfc(posixpath.normpath(file_name.replace("\\", "/")))
 
 
-@fsio.cached_input(maxsize=4, max_bytes=CACHED_METADATA_BYTES)
+def _kept_weight(parsed: Metadata) -> int:
+    """What a kept parse counts in the cache: its rows' text, which a parquet's repeated values
+    (stored once in the file, dictionary-encoded) make many times the file's size."""
+    return parsed.kept
+
+
+@fsio.cached_input(maxsize=4, max_bytes=CACHED_METADATA_BYTES, weigh=_kept_weight)
 def read_metadata(uri: str) -> Metadata:
     """Parse one metadata file; a file over `MAX_METADATA_BYTES` (judged by its declared size
     before it is read), unreadable, not UTF-8 or without a `file_name` column gives no rows and
@@ -130,6 +137,10 @@ def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], ra
         parsed.problems.append((line, BAD_METADATA, f"line {line}: file_name is {shown}, not a path"))
         return
     name = row_name(written)
+    parsed.kept += len(raw) if isinstance(raw, str) else sum(map(len, raw))
+    if parsed.kept > MAX_METADATA_BYTES:  # a parquet's rows as text: the budget a .jsonl has
+        raise ParquetUnread(f"its rows as text pass the {MAX_METADATA_BYTES} byte budget of a metadata file at "
+                            f"row {index + 1} (repeated values are stored once in the file): not read", FILE_TOO_LARGE)
     if name in parsed.rows:
         first = parsed.rows[name][1]
         parsed.problems.append((line, "duplicate_key", f"line {line}: {name[:120]!r} is named again (line {first} "
@@ -167,7 +178,9 @@ class ParquetUnread(ValueError):
 def _parquet_rows(data: bytes, parsed: Metadata) -> Iterator[Row]:
     """Each row of a `metadata.parquet` (as `datasets` reads it with pyarrow), kept as its JSON
     text; its `line` is its row number from 1. A file whose footer declares more than
-    `MAX_METADATA_PARQUET_BYTES` uncompressed, or that pyarrow cannot read, is `ParquetUnread`."""
+    `MAX_METADATA_PARQUET_BYTES` uncompressed, or that pyarrow cannot read, is `ParquetUnread`, as
+    is one whose rows kept as text pass `MAX_METADATA_BYTES` (`_add_row`: a value repeated in every
+    row is stored once in the file, so its footer's sizes do not bound the text)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

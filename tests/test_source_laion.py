@@ -1573,3 +1573,37 @@ def test_a_shard_with_members_appended_by_tar_r_builds_what_its_extracted_folder
     (shards / "00000.tar.gz").write_bytes(gzip.compress((shards / "00000.tar").read_bytes(), mtime=0))
     (shards / "00000.tar").unlink()
     assert _built(_read_all(LaionSource("web", str(shards), "webdataset"))) == (extracted, shadowed)
+
+
+def test_a_metadata_parquet_of_one_repeated_prompt_is_judged_by_its_rows_text(tmp_path: Path, monkeypatch):
+    """A `metadata.parquet` (pyarrow's defaults, as `datasets` writes one) whose rows share one long
+    prompt stores it once (dictionary encoding): 100k rows of a 4 KB prompt were a 0.6 MiB file
+    declaring 1.4 MiB, kept as 404 MiB of row text, the cache weighing the parse by the file's
+    size. The rows' text is now counted as it is kept, the file refused past the budget a
+    `.jsonl` has (`file_too_large`), and a kept parse weighs its rows' text in the cache."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import fsio, imagefolder
+
+    prompt = "a highly detailed photograph of a mountain lake at dawn, " * 35  # ~2 KB, the same in each row
+    monkeypatch.setattr(imagefolder, "MAX_METADATA_BYTES", 1 << 20)
+    meta = tmp_path / "train" / "metadata.parquet"
+    meta.parent.mkdir()
+    pq.write_table(pa.table({"file_name": [f"{i}.png" for i in range(3000)], "text": [prompt] * 3000}), meta)
+    declared = pq.ParquetFile(meta).metadata.row_group(0).total_byte_size
+    assert meta.stat().st_size < (1 << 20) and declared < imagefolder.MAX_METADATA_PARQUET_BYTES
+    parsed = imagefolder.read_metadata.__wrapped__(str(meta))
+    assert (parsed.reason, parsed.rows) == ("file_too_large", {})
+    assert "byte budget of a metadata file at row" in parsed.unread
+    small = []
+    for name in "ab":  # 400 rows: about 0.8 MB of text each, from files of a few KB
+        small.append(tmp_path / name / "metadata.parquet")
+        small[-1].parent.mkdir()
+        pq.write_table(pa.table({"file_name": [f"{i}.png" for i in range(400)], "text": [prompt] * 400}), small[-1])
+    parses = Counter()
+    cached = fsio.cached_input(maxsize=4, max_bytes=1 << 20, weigh=imagefolder._kept_weight)(
+        lambda uri: (parses.update([uri]), imagefolder.read_metadata.__wrapped__(uri))[1])
+    for uri in map(str, (small[0], small[1], small[0])):
+        assert len(cached(uri).rows) == 400
+    assert parses == {str(small[0]): 2, str(small[1]): 1}  # b's parse, with a's, passed the budget: a dropped
