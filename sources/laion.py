@@ -890,9 +890,11 @@ class LaionSource:
         """An image of an ImageFolder with the metadata row that names it (its caption, its other
         columns under `huggingface`, its split: `split_of`), the `unlisted_image` reject when
         metadata files are there and no row names it, or a plain image when none is in its folder
-        or above (`datasets` yields such an image of a split without metadata, unlabelled)."""
+        or above (`datasets` yields such an image of a split without metadata, unlabelled). With a
+        card's configs (`card`), a metadata file that is no data file of the built config is unused,
+        as `datasets` has it: the image is then a plain one, its split the card's for itself."""
         row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
-        if row is None:
+        if row is None or card and self._metadata_unused(_metadata_of(row)):
             return self._plain_image(key, uri, relative, lineage, card)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
@@ -918,11 +920,26 @@ class LaionSource:
         return ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage,
                            split_hint=hf_parquet.split_hint(split))
 
+    def _metadata_unused(self, relative: str) -> bool:
+        """Whether a card's built config names no split of the metadata file at `relative`: `datasets`
+        then reads no row of it (a card naming its images alone, `train/*.png`). A card that cannot
+        be read is not judged here: the image's `_card_split` rejects it."""
+        try:
+            return hf_card.file_split(self.path, relative, self.hf_config) is None
+        except hf_card.CardError:
+            return False
+
     def _read_metadata(self, uri: str) -> Iterator[Reject]:
         """The rejects of one ImageFolder metadata file: the file when it cannot be read, each line
         that is no row, each row naming an image another row names, a file outside its folder or
-        one not there. A row naming a file that is there is that file's unit's to build."""
+        one not there. A row naming a file that is there is that file's unit's to build. A file
+        the card's built config does not name is one `other_hf_config` reject: its rows unused."""
         relative = nfc(relative_to_root(self.path, uri))
+        if self._folder_card() and self._metadata_unused(relative):
+            yield self._reject(path_key(self.name, relative), "read", OTHER_HF_CONFIG,
+                               f"{self._other_config(relative)}; its rows are unused, the images it names take "
+                               "their split from the card")
+            return
         problem = path_problem(self.path, uri, self.follow_links)
         if problem:
             yield self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail)
@@ -1123,6 +1140,11 @@ def split_of(image: str, metadata: str) -> str:
     `test/b.jpg` gave `train` (the top's): `datasets` puts `test/b.jpg` in its test split."""
     own = hf_parquet.hf_split(image)
     return own if hf_parquet.split_hint(own) else hf_parquet.hf_split(metadata)
+
+
+def _metadata_of(row: dict[str, Any]) -> str:
+    """The metadata file (relative to the root) an `imagefolder.image_row` answer comes from."""
+    return next(row[k] for k in ("file", "extra", "unread", "unlisted") if k in row)
 
 
 def _caption_text(text: Any) -> str | None:

@@ -1125,7 +1125,37 @@ def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: b
                                        ("train", "train", None, 1), ("train", "train", None, 2))]
     assert sorted((i.key, i.reason) for i in items if isinstance(i, Reject)) == [
         ("w-README--md", "unexpected_file"), ("w-images-other-5--png", "other_hf_config"),
-        ("w-images-other-6--png", "other_hf_config")]
+        ("w-images-other-6--png", "other_hf_config"),
+        *([("w-images-other-metadata--jsonl", "other_hf_config")] if metadata else [])]
+
+
+def test_a_card_naming_its_images_by_extension_leaves_the_metadata_unused_as_datasets_does(tmp_path: Path):
+    """A card whose configs name the images alone (`path: "train/*.png"`) beside a `metadata.jsonl`
+    in each split folder: `load_dataset` (datasets 5.2) gave train 3, test 3, columns `image` only
+    (the metadata, no data file of the config, unused). Every image was `other_hf_config` (its
+    row's metadata file matched no pattern). Now each image takes its own split from the card, no
+    caption, and each metadata file is one `other_hf_config` reject saying its rows are unused."""
+    shade = 0
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        rows = []
+        for _ in range(3):
+            shade += 1
+            Image.new("RGB", (8, 8), (shade, 0, 0)).save(tmp_path / split / f"{shade}.png")
+            rows.append(json.dumps({"file_name": f"{shade}.png", "text": f"photo {shade}"}))
+        (tmp_path / split / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    (tmp_path / "README.md").write_text('---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n'
+                                        '    path: "train/*.png"\n  - split: test\n    path: "test/*.png"\n---\n')
+    items = _read_all(LaionSource("w", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.lineage["hf_split"], i.split_hint, i.lineage.get("caption"))
+                  for i in items if isinstance(i, ImageRecord)) == [
+        *[(f"test/{n}.png", "test", "val", None) for n in (4, 5, 6)],
+        *[(f"train/{n}.png", "train", None, None) for n in (1, 2, 3)]]
+    rejects = sorted((i.key, i.reason, i.detail) for i in items if isinstance(i, Reject))
+    assert [(key, reason) for key, reason, _ in rejects] == [
+        ("w-README--md", "unexpected_file"), ("w-test-metadata--jsonl", "other_hf_config"),
+        ("w-train-metadata--jsonl", "other_hf_config")]
+    assert rejects[2][2].endswith("its rows are unused, the images it names take their split from the card")
 
 
 def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
