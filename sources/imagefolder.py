@@ -7,7 +7,8 @@ columns (`text`, `caption`...) are the image's. A `<name>_file_name` column (`fi
 `<name>_file_names`: a list) names more images of the row (a ControlNet dataset's
 `conditioning_image_file_name`): `datasets` gives each its own Image column; here such an image
 is the row's (it rides in the lineage of the row's `file_name` image, an `extra_image` reject of
-its own, never an image built alone nor an `unlisted_image`). Once a folder or one above has
+its own, never an image built alone nor an `unlisted_image`); a file without `file_name` takes
+the first `<name>_file_name` column as the row's image (`lead_column`). Once a folder or one above has
 metadata, an image no row names is left out of the dataset (so here it is an `unlisted_image` reject, counted); one
 with none there is a plain image, and a file without `file_name` (another tool's table) is no
 ImageFolder metadata. A metadata file
@@ -65,6 +66,7 @@ class Metadata:
     reason: str = ""  # the reject reason of an unread file
     foreign: bool = False  # rows without a `file_name` column: not ImageFolder metadata (Kaggle's `isic_id`)
     kept: int = 0  # characters of row text kept: what the parse weighs in the cache (`_kept_weight`)
+    lead: str = "file_name"  # the column naming each row's image (`lead_column`)
 
     def values(self, raw: str | tuple[str, ...]) -> dict[str, Any]:
         """A row's values from its kept text: a CSV's empty field is null, as pandas reads it."""
@@ -114,10 +116,11 @@ def read_metadata(uri: str) -> Metadata:
         return Metadata(unread=f"not UTF-8 text (byte {exc.start}): not read", reason=BAD_METADATA)
     except ParquetUnread as exc:
         return Metadata(unread=str(exc), reason=exc.reason)
-    if count and "file_name" not in parsed.columns:  # another tool's table (Kaggle's): its folder stays plain
+    if count and lead_column(parsed.columns) is None:  # another tool's table (Kaggle's): its folder stays plain
         return Metadata(columns=parsed.columns, foreign=True, reason=BAD_METADATA,
-                        unread=f"no file_name column (its columns: {', '.join(parsed.columns)[:120]}): not Hugging "
-                               "Face ImageFolder metadata, not read; the images beside it are read as a plain folder's")
+                        unread=f"no file_name nor <name>_file_name column (its columns: "
+                               f"{', '.join(parsed.columns)[:120]}): not Hugging Face ImageFolder metadata, not "
+                               "read; the images beside it are read as a plain folder's")
     return parsed
 
 
@@ -129,12 +132,23 @@ def _rows(uri: str, data: bytes, parsed: Metadata) -> Iterator["Row"]:
     return _csv_rows(text, parsed) if uri.endswith(".csv") else _jsonl_rows(text, parsed)
 
 
+def lead_column(columns: list[str]) -> str | None:
+    """The column naming a row's image: `file_name`; without one, the first `<name>_file_name` in
+    the file's column order (an image pair's `input_file_name`, `output_file_name`, which `datasets`
+    loads as two Image columns: the first is built, the others ride along, `extra_image`); None:
+    no ImageFolder metadata (another tool's table)."""
+    if "file_name" in columns:
+        return "file_name"
+    return next((c for c in columns if c.endswith("_file_name")), None)
+
+
 def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], raw: str | tuple[str, ...]) -> None:
-    _add_extras(parsed, index, line, values)
-    written = values.get("file_name")
+    lead = parsed.lead = lead_column(parsed.columns) or "file_name"
+    _add_extras(parsed, index, line, values, lead)
+    written = values.get(lead)
     if not isinstance(written, str) or not written:
         shown = json.dumps(written, ensure_ascii=False)[:40]
-        parsed.problems.append((line, BAD_METADATA, f"line {line}: file_name is {shown}, not a path"))
+        parsed.problems.append((line, BAD_METADATA, f"line {line}: {lead} is {shown}, not a path"))
         return
     name = row_name(written)
     parsed.kept += len(raw) if isinstance(raw, str) else sum(map(len, raw))
@@ -149,18 +163,19 @@ def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], ra
     parsed.rows[name] = (index, line, raw)
 
 
-def extra_images(values: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def extra_images(values: dict[str, Any], lead: str = "file_name") -> Iterator[tuple[str, str]]:
     """(column, path) of each further image a row names, as `datasets` takes them: a text in a
-    `<name>_file_name` column, each text of a list in `file_names` or `<name>_file_names`."""
+    `<name>_file_name` column (not the `lead` one), each text of a list in `file_names` or
+    `<name>_file_names`."""
     for column, value in values.items():
-        if column != "file_name" and column.endswith("_file_name") and isinstance(value, str) and value:
+        if column != lead and column.endswith("_file_name") and isinstance(value, str) and value:
             yield column, value
         elif (column == "file_names" or column.endswith("_file_names")) and isinstance(value, list):
             yield from ((column, v) for v in value if isinstance(v, str) and v)
 
 
-def _add_extras(parsed: Metadata, index: int, line: int, values: dict[str, Any]) -> None:
-    for column, written in extra_images(values):
+def _add_extras(parsed: Metadata, index: int, line: int, values: dict[str, Any], lead: str) -> None:
+    for column, written in extra_images(values, lead):
         parsed.extras.setdefault(row_name(written), (index, line, column))
 
 
@@ -316,10 +331,10 @@ def image_row(root: str, relative: str, follow_links: bool) -> dict[str, Any] | 
                 unread = unread or {"unread": shown, "why": parsed.unread}
             elif name in parsed.rows:
                 index, line, raw = parsed.rows[name]
-                return {"file": shown, "row": index, "line": line, "values": parsed.values(raw)}
+                return {"file": shown, "row": index, "line": line, "values": parsed.values(raw), "lead": parsed.lead}
             elif name in parsed.extras:
                 index, line, column = parsed.extras[name]
-                return {"extra": shown, "row": index, "line": line, "column": column}
+                return {"extra": shown, "row": index, "line": line, "column": column, "lead": parsed.lead}
             unlisted = unlisted or {"unlisted": shown}
     return unread or unlisted
 

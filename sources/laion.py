@@ -344,8 +344,9 @@ class LaionSource:
         if metadata:
             self._check_caption_column(metadata[0])
         # with metadata, each image takes its row; with a card's configs (`_card`), its split from there
-        kind = ("imagefolder" if metadata else "folder") + ("_card" if self._folder_card() else "")
-        units, chunk = [Unit("metadata", (m,), self.path) for m in metadata], []
+        card = "_card" if self._folder_card() else ""
+        kind = ("imagefolder" if metadata else "folder") + card
+        units, chunk = [Unit("metadata" + card, (m,), self.path) for m in metadata], []
         for group in groups:
             chunk += group
             if len(chunk) >= FOLDER_FILES_PER_UNIT:
@@ -512,8 +513,8 @@ class LaionSource:
             yield from self._read_parquet(unit.uris[0], unit.kind == "hf_parquet")
         elif unit.kind == "hf_other":
             yield from (self._hf_other(uri) for uri in unit.uris)
-        elif unit.kind == "metadata":
-            yield from self._read_metadata(unit.uris[0])
+        elif unit.kind.startswith("metadata"):
+            yield from self._read_metadata(unit.uris[0], unit.kind.endswith("_card"))
         else:
             yield from self._read_folder(unit)
 
@@ -902,13 +903,13 @@ class LaionSource:
         if "extra" in row:
             return self._reject(key, "read", EXTRA_IMAGE,
                                 f"{shown_name(relative)} is the {row['column']} of {row['extra']} line {row['line']}: "
-                                "it rides in the lineage of that row's file_name image, never built as an image of "
+                                f"it rides in the lineage of that row's {row['lead']} image, never built as an image of "
                                 "its own (one image per row)")
         if "unlisted" in row:
             return self._reject(key, "read", UNLISTED_IMAGE,
                                 f"{shown_name(relative)}: no row of a metadata file (metadata.jsonl, .csv, .parquet) in "
                                 "its folder or above names it; datasets' ImageFolder leaves it out too")
-        values = {k: v for k, v in row["values"].items() if k != "file_name"}
+        values = {k: v for k, v in row["values"].items() if k != row["lead"]}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
         split = self._card_split(key, relative, row["file"]) if card else split_of(relative, row["file"])
@@ -929,13 +930,13 @@ class LaionSource:
         except hf_card.CardError:
             return False
 
-    def _read_metadata(self, uri: str) -> Iterator[Reject]:
+    def _read_metadata(self, uri: str, card: bool) -> Iterator[Reject]:
         """The rejects of one ImageFolder metadata file: the file when it cannot be read, each line
         that is no row, each row naming an image another row names, a file outside its folder or
         one not there. A row naming a file that is there is that file's unit's to build. A file
         the card's built config does not name is one `other_hf_config` reject: its rows unused."""
         relative = nfc(relative_to_root(self.path, uri))
-        if self._folder_card() and self._metadata_unused(relative):
+        if card and self._metadata_unused(relative):
             yield self._reject(path_key(self.name, relative), "read", OTHER_HF_CONFIG,
                                f"{self._other_config(relative)}; its rows are unused, the images it names take "
                                "their split from the card")
@@ -954,7 +955,7 @@ class LaionSource:
         folder = relative.rpartition("/")[0]
         present = self._files_below(uri.rsplit("/", 1)[0]) if parsed.rows else {}
         for name, (_, line, raw) in parsed.rows.items():
-            problem = self._row_problem(folder, relative, line, parsed.values(raw)["file_name"], name, present)
+            problem = self._row_problem(folder, relative, line, parsed.values(raw)[parsed.lead], name, present)
             if problem:
                 yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail,
                                    hint)

@@ -1449,9 +1449,9 @@ def test_a_metadata_file_that_is_no_imagefolder_metadata_leaves_the_folder_plain
     assert sorted(i.lineage["path"] for i in items if isinstance(i, ImageRecord)) == [
         f"train/ISIC_000000{i}.jpg" for i in range(3)]
     assert [(r.reason, r.detail) for r in items if isinstance(r, Reject)] == [
-        ("bad_metadata", "metadata.csv: no file_name column (its columns: isic_id, diagnosis, age_approx): not "
-                         "Hugging Face ImageFolder metadata, not read; the images beside it are read as a plain "
-                         "folder's")]
+        ("bad_metadata", "metadata.csv: no file_name nor <name>_file_name column (its columns: isic_id, diagnosis, "
+                         "age_approx): not Hugging Face ImageFolder metadata, not read; the images beside it are read "
+                         "as a plain folder's")]
     part = tmp_path / "partial"
     for name in ("train/cat/1.jpg", "train/dog/2.jpg", "test/x.jpg"):
         (part / name).parent.mkdir(parents=True, exist_ok=True)
@@ -1637,3 +1637,27 @@ def test_a_metadata_parquet_of_one_repeated_prompt_is_judged_by_its_rows_text(tm
     for uri in map(str, (small[0], small[1], small[0])):
         assert len(cached(uri).rows) == 400
     assert parses == {str(small[0]): 2, str(small[1]): 1}  # b's parse, with a's, passed the budget: a dropped
+
+
+def test_an_image_pair_folder_without_file_name_takes_its_first_file_name_column(tmp_path: Path):
+    """An image-pair ImageFolder (`train/metadata.jsonl` rows `{"input_file_name", "output_file_name",
+    "text"}`, no `file_name`): `load_dataset` (datasets 5.2) gave 3 rows, columns input, output,
+    text. The file was refused as no Hugging Face metadata (`bad_metadata`) and the six images
+    built alone, captions lost. Now the first `*_file_name` column in the file's order is the
+    row's image (its caption the row's), the other the row's `extra_image`."""
+    (tmp_path / "train").mkdir()
+    rows = []
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "train" / f"in{i}.png")
+        Image.new("RGB", (8, 8), (0, i, 0)).save(tmp_path / "train" / f"out{i}.png")
+        rows.append(json.dumps({"input_file_name": f"in{i}.png", "output_file_name": f"out{i}.png",
+                                "text": f"edit {i}"}))
+    (tmp_path / "train" / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    items = _read_all(LaionSource("w", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.lineage["caption"], i.lineage["huggingface"])
+                  for i in items if isinstance(i, ImageRecord)) == [
+        (f"train/in{i}.png", f"edit {i}", {"output_file_name": f"out{i}.png"}) for i in range(3)]
+    assert sorted((r.key, r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        (f"w-train-out{i}--png", "extra_image", f"'train/out{i}.png' is the output_file_name of train/metadata.jsonl "
+         f"line {i + 1}: it rides in the lineage of that row's input_file_name image, never built as an image of its "
+         "own (one image per row)") for i in range(3)]
