@@ -1228,6 +1228,21 @@ def test_a_cards_configs_give_the_splits_and_the_files_of_the_config_built(tmp_p
         {"data/train-00000-of-00001.parquet": "other_hf_config", "holdout/part-0.parquet": "other_hf_config"})
 
 
+@pytest.mark.parametrize("card", ["---\n{body}--- \n# card\n", "\n---\n{body}---\n# card\n",
+                                  "---\r\n{crlf}---\t\r\n# card\r\n"])
+def test_a_cards_front_matter_is_found_as_huggingface_hub_finds_it(tmp_path: Path, card: str):
+    """huggingface_hub's `DatasetCard` (what datasets 5.2 reads a card with) takes a closing `--- `
+    with trailing spaces and blank lines before the opening `---`: `load_dataset` gave train
+    data/part-0, test holdout/part-0. Such a card's configs were ignored here and the held-out
+    file trained on."""
+    body = ('configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: "data/*"\n'
+            '  - split: test\n    path: "holdout/*"\n')
+    _card_repo(tmp_path, card.format(body=body, crlf=body.replace("\n", "\r\n")),
+               ["data/part-0.parquet", "holdout/part-0.parquet"])
+    assert _splits_built(LaionSource("hf", str(tmp_path), "huggingface")) == (
+        {"train": [("data/part-0.parquet", None)], "test": [("holdout/part-0.parquet", "val")]}, {})
+
+
 @pytest.mark.parametrize("config, files, expected", [
     ("main", ["a/deep/er/t.parquet", "a/deep/val-1.parquet", "b/x.parquet", "b/y.parquet", "c/test.parquet",
               "test.parquet"],
