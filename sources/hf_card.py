@@ -214,6 +214,18 @@ def _compiled(pattern: str) -> re.Pattern:
 
 
 @fsio.derived_input
+def built_name(root: str, hf_config: str | None) -> dict[str, str]:
+    """{"built": the built config's name as a reject shows it, `'default'` (`(none)` without
+    configs)}, or {"error": the card's error}. Recorded for the unit, not the card: an edit of the
+    card's prose leaves it, and the unit, as they were."""
+    try:
+        config = card_config(root, hf_config)
+    except CardError as exc:
+        return {"error": str(exc)}
+    return {"built": repr(config.name) if config else "(none)"}
+
+
+@fsio.derived_input
 def file_split(root: str, relative: str, hf_config: str | None) -> str | None:
     """The split `datasets` gives the data file at `relative` (under `root`, `/` between folders):
     the card's built config's (of two naming it, the held-out one: never trained on), the one its

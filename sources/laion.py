@@ -335,7 +335,10 @@ class LaionSource:
             refuse_tfrecords(self.name, self.path, files)
             refuse_saved_datasets(self.name, self.path, files)
         metadata = [f for f in files if imagefolder.is_metadata(f) and not set_aside_problem(self.path, f)]
-        files = [f for f in files if f not in metadata]
+        # with a card's configs (`_card`), each image's split from there; the card a unit of its own
+        card = "_card" if self._folder_card() else ""
+        cards = [f for f in files if card and relative_to_root(self.path, f) == hf_card.CARD]
+        files = [f for f in files if f not in metadata and f not in cards]
         groups = folder_groups(files, self.path)
         if not any(_ext_of(relative_to_root(self.path, u)) not in (*SIDECARS, *TOOL_SIDECARS)
                    and not set_aside_problem(self.path, u)
@@ -343,10 +346,10 @@ class LaionSource:
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         if metadata:
             self._check_caption_column(metadata[0])
-        # with metadata, each image takes its row; with a card's configs (`_card`), its split from there
-        card = "_card" if self._folder_card() else ""
-        kind = ("imagefolder" if metadata else "folder") + card
-        units, chunk = [Unit("metadata" + card, (m,), self.path) for m in metadata], []
+        kind = ("imagefolder" if metadata else "folder") + card  # with metadata, each image takes its row
+        units = [Unit("metadata" + card, (m,), self.path) for m in metadata] + [Unit("card", (c,), self.path)
+                                                                                 for c in cards]
+        chunk: list[str] = []
         for group in groups:
             chunk += group
             if len(chunk) >= FOLDER_FILES_PER_UNIT:
@@ -513,6 +516,9 @@ class LaionSource:
             yield from self._read_parquet(unit.uris[0], unit.kind == "hf_parquet")
         elif unit.kind == "hf_other":
             yield from (self._hf_other(uri) for uri in unit.uris)
+        elif unit.kind == "card":
+            yield self._reject(path_key(self.name, hf_card.CARD), "read", "unexpected_file",
+                               f"{hf_card.CARD} is the dataset card: its configs give the splits, it is no image")
         elif unit.kind.startswith("metadata"):
             yield from self._read_metadata(unit.uris[0], unit.kind.endswith("_card"))
         else:
@@ -878,11 +884,10 @@ class LaionSource:
 
     def _other_config(self, relative: str) -> str:
         """Why a parquet file of the repo is not read: no split of the card's built config names it."""
-        try:
-            config = hf_card.card_config(self.path, self.hf_config)
-        except hf_card.CardError as exc:
-            return f"{shown_name(relative)}: {exc}"
-        built = repr(config.name) if config else "(none)"
+        named = hf_card.built_name(self.path, self.hf_config)
+        if "error" in named:  # the card was changed since the build started
+            return f"{shown_name(relative)}: {named['error']}"
+        built = named["built"]
         return (f"{shown_name(relative)} is a data file of no split of config {built} of {hf_card.CARD}, the one "
                 "built (datasets does not load it either): not read; set hf_config to build another config")
 
@@ -1080,9 +1085,6 @@ class LaionSource:
         never trained on; else split by `split.val_fraction`. The image's own name is not read as
         a split (`test-shot-01.jpg`, `dev_board.jpg` are photos' names). With a card's `configs`
         (`card`), the split its built config gives the image (`_card_split`)."""
-        if card and relative == hf_card.CARD:  # never an image the decoder calls `not_an_image`
-            return self._reject(key, "read", "unexpected_file", f"{hf_card.CARD} is the dataset card: its configs "
-                                "give the splits, it is no image")
         split = self._card_split(key, relative, relative) if card else hf_parquet.folder_split(relative)
         if isinstance(split, Reject):
             return split
