@@ -346,7 +346,8 @@ class LaionSource:
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         if metadata:
             self._check_caption_column(metadata[0])
-        kind = ("imagefolder" if metadata else "folder") + card  # with metadata, each image takes its row
+        layout = "_split" if not card and self._split_layout(files) else ""  # folders' split names read
+        kind = ("imagefolder" if metadata else "folder") + (card or layout)  # with metadata, each image takes its row
         units = [Unit("metadata" + card, (m,), self.path) for m in metadata] + [Unit("card", (c,), self.path)
                                                                                  for c in cards]
         chunk: list[str] = []
@@ -358,6 +359,15 @@ class LaionSource:
         if chunk:
             units.append(Unit(kind, tuple(chunk), self.path))
         return units
+
+    def _split_layout(self, files: list[str]) -> bool:
+        """Whether the folder's split names are a split layout as `datasets` splits one: an image in
+        a train folder (`train/`, `data/training/`) beside the held-out ones, or every image in a
+        split's folder (`validation/`, `test/`). A photo collection's `holidays/test shots/`,
+        `projects/dev/` or `cameras/eval 2023/` among others is no split: `split.val_fraction` splits it."""
+        named = [hf_parquet.folder_split(nfc(relative_to_root(self.path, f))) for f in files
+                 if _ext_of(relative_to_root(self.path, f)) in IMAGE_EXTENSIONS]
+        return "train" in named or bool(named) and None not in named
 
     def _folder_card(self) -> bool:
         """Whether the folder's dataset card (README.md `configs:`, `sources.hf_card`) gives its
@@ -892,7 +902,7 @@ class LaionSource:
                 "built (datasets does not load it either): not read; set hf_config to build another config")
 
     # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
-    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], card: bool) -> SourceItem:
+    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str) -> SourceItem:
         """An image of an ImageFolder with the metadata row that names it (its caption, its other
         columns under `huggingface`, its split: `split_of`), the `unlisted_image` reject when
         metadata files are there and no row names it, or a plain image when none is in its folder
@@ -900,8 +910,8 @@ class LaionSource:
         card's configs (`card`), a metadata file that is no data file of the built config is unused,
         as `datasets` has it: the image is then a plain one, its split the card's for itself."""
         row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
-        if row is None or card and self._metadata_unused(_metadata_of(row)):
-            return self._plain_image(key, uri, relative, lineage, card)
+        if row is None or splits == "card" and self._metadata_unused(_metadata_of(row)):
+            return self._plain_image(key, uri, relative, lineage, splits)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
                                 f"images here but is not read ({row['why']}): its row, if any, is unknown")
@@ -917,7 +927,7 @@ class LaionSource:
         values = {k: v for k, v in row["values"].items() if k != row["lead"]}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
-        split = self._card_split(key, relative, row["file"]) if card else split_of(relative, row["file"])
+        split = self._card_split(key, relative, row["file"]) if splits == "card" else split_of(relative, row["file"])
         if isinstance(split, Reject):
             return split
         lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
@@ -1073,19 +1083,22 @@ class LaionSource:
                 parsed = parse_json(texts.get("json"))
                 if parsed:
                     lineage["metadata"] = parsed
-                card = unit.kind.endswith("_card")
+                splits = unit.kind.rpartition("_")[2] if unit.kind.endswith(("_card", "_split")) else ""
                 if unit.kind.startswith("imagefolder"):
-                    yield self._listed_image(key, uri, relative, lineage, card)
+                    yield self._listed_image(key, uri, relative, lineage, splits)
                     continue
-                yield self._plain_image(key, uri, relative, lineage, card)
+                yield self._plain_image(key, uri, relative, lineage, splits)
 
-    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], card: bool) -> SourceItem:
-        """An image of a folder without metadata: in `val` whole when a folder of its path names a
-        held-out split as `datasets` splits an ImageFolder (`test/cat/1.jpg`, `validation/`),
-        never trained on; else split by `split.val_fraction`. The image's own name is not read as
-        a split (`test-shot-01.jpg`, `dev_board.jpg` are photos' names). With a card's `configs`
-        (`card`), the split its built config gives the image (`_card_split`)."""
-        split = self._card_split(key, relative, relative) if card else hf_parquet.folder_split(relative)
+    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str) -> SourceItem:
+        """An image of a folder without metadata: in a split layout (`splits` "split", `_split_layout`),
+        in `val` whole when a folder of its path names a held-out split as `datasets` splits an
+        ImageFolder (`test/cat/1.jpg`, `validation/`), never trained on; else split by
+        `split.val_fraction`. The image's own name is not read as a split (`test-shot-01.jpg`,
+        `dev_board.jpg` are photos' names). With a card's `configs` (`splits` "card"), the split its
+        built config gives the image (`_card_split`)."""
+        card = splits == "card"
+        split = (self._card_split(key, relative, relative) if card
+                 else hf_parquet.folder_split(relative) if splits == "split" else None)
         if isinstance(split, Reject):
             return split
         hint = hf_parquet.split_hint(split)

@@ -1676,3 +1676,25 @@ def test_an_image_pair_folder_without_file_name_takes_its_first_file_name_column
         (f"w-train-out{i}--png", "extra_image", f"'train/out{i}.png' is the output_file_name of train/metadata.jsonl "
          f"line {i + 1}: it rides in the lineage of that row's input_file_name image, never built as an image of its "
          "own (one image per row)") for i in range(3)]
+
+
+def test_a_photo_collections_folder_names_are_no_split_layout(tmp_path: Path):
+    """A personal photo folder (no metadata, no card): `holidays/test shots/`, `projects/dev/` and
+    `cameras/eval 2023/` went to val whole, as if a split layout named them (datasets 5.2, asked
+    for it as an ImageFolder, made validation 1, test 2 of it and dropped the other 3 images).
+    Such names split a folder only where it is a split layout: a train folder beside them, or
+    every image in a split's folder."""
+    photos = ["holidays/test shots/1.jpg", "holidays/beach/2.jpg", "projects/dev/4.jpg", "cameras/eval 2023/5.jpg",
+              "misc/6.jpg"]
+    held_out = ["validation/cat/1.jpg", "test/dog/2.jpg"]
+    for shade, name in enumerate(photos + [f"layout/{n}" for n in held_out]):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (shade, 0, 0)).save(tmp_path / name)
+    layout = tmp_path / "layout"
+    shutil.move(str(layout), str(tmp_path.parent / f"{tmp_path.name}-layout"))
+    items = _read_all(LaionSource("photos", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.split_hint, i.lineage.get("hf_split")) for i in items) == sorted(
+        (name, None, None) for name in photos)
+    items = _read_all(LaionSource("hub", str(tmp_path.parent / f"{tmp_path.name}-layout")))
+    assert sorted((i.lineage["path"], i.split_hint, i.lineage.get("hf_split")) for i in items) == [
+        ("test/dog/2.jpg", "val", "test"), ("validation/cat/1.jpg", "val", "validation")]
