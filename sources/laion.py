@@ -433,7 +433,9 @@ class LaionSource:
         if not kept:
             config = hf_card.card_config(self.path, self.hf_config)
             raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is a data file of config "
-                                    f"{config.name if config else None!r} of its {hf_card.CARD}")
+                                    f"{config.name if config else None!r} of its {hf_card.CARD} (format: huggingface; "
+                                    "field hf_config): set hf_config to a config of the card whose data_files name "
+                                    "parquet files there, or fix the card's data_files")
         return kept
 
     def _hf_claimed(self, shards: list[str], images: set[str]) -> set[str]:

@@ -1698,3 +1698,14 @@ def test_a_photo_collections_folder_names_are_no_split_layout(tmp_path: Path):
     items = _read_all(LaionSource("hub", str(tmp_path.parent / f"{tmp_path.name}-layout")))
     assert sorted((i.lineage["path"], i.split_hint, i.lineage.get("hf_split")) for i in items) == [
         ("test/dog/2.jpg", "val", "test"), ("validation/cat/1.jpg", "val", "validation")]
+
+
+def test_a_card_config_naming_no_parquet_file_stops_the_build_naming_hf_config(tmp_path: Path):
+    """A card whose built config's data_files name no parquet file there (`data/train-*` beside
+    `shards/part-0.parquet`; datasets raises too) stopped the build naming no field: it now names
+    `hf_config` and the fix."""
+    _card_repo(tmp_path, '---\nconfigs:\n- config_name: default\n  data_files: "data/train-*"\n---\n',
+               ["shards/part-0.parquet"])
+    with pytest.raises(FileNotFoundError, match=r"config 'default' of its README\.md \(format: huggingface; field "
+                                                r"hf_config\): set hf_config to a config of the card whose data_files"):
+        LaionSource("hf", str(tmp_path), "huggingface").units()
