@@ -132,7 +132,8 @@ def rederive(key: tuple) -> Any:
         return CHANGED
 
 
-def cached_input(maxsize: int, max_bytes: int | None = None) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
+def cached_input(maxsize: int, max_bytes: int | None = None,
+                 weigh: Callable[[Any], int] | None = None) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
     """A parse cache for index files a source reads whole (a class map, an annotation JSON) and
     every unit consults: `parse(uris, *args)`, `uris` one URL or a tuple of them.
 
@@ -147,16 +148,17 @@ def cached_input(maxsize: int, max_bytes: int | None = None) -> Callable[[Callab
     With `max_bytes`, the parses kept stand for at most that many bytes of their files (the last
     one whatever its size): a parse takes several times its file's size, and `maxsize` large files
     kept would hold gigabytes. Room is made before a file is parsed, so its parse never adds to a
-    full cache."""
+    full cache. `weigh(parse)`, where given, is what a kept parse counts once made, when more than
+    its files' bytes (a parquet's rows kept as text outgrow its dictionary-encoded file)."""
 
     def wrap(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
-        entries: OrderedDict[tuple, tuple[tuple, Parsed]] = OrderedDict()  # key -> (states, parse)
+        entries: OrderedDict[tuple, tuple[tuple, Parsed, int]] = OrderedDict()  # key -> (states, parse, weight)
         lock = threading.Lock()
 
         def evict(room: int, slots: int, keep: int) -> None:
             """Drop the oldest parses until `slots` more and `room` more bytes fit (keeping `keep`)."""
             while len(entries) > keep and (len(entries) + slots > maxsize or max_bytes is not None and sum(
-                    _weight(e[0]) for e in entries.values()) + room > max_bytes):
+                    e[2] for e in entries.values()) + room > max_bytes):
                 entries.popitem(last=False)
 
         @functools.wraps(parse)
@@ -174,8 +176,9 @@ def cached_input(maxsize: int, max_bytes: int | None = None) -> Callable[[Callab
                 evict(_weight(states), 1, 0)
             value = parse(uris, *args)
             if _states(names) == states:  # not rewritten while it was parsed
+                weight = max(_weight(states), weigh(value) if weigh is not None else 0)
                 with lock:
-                    entries[key] = (states, value)
+                    entries[key] = (states, value, weight)
                     entries.move_to_end(key)
                     evict(0, 0, 1)
             return value

@@ -1,6 +1,7 @@
 """A Hugging Face dataset card's `configs:`: which data files are a config's, and in which split.
 
-A Hub repo's `README.md` may start with YAML front matter (`---` lines around it) whose `configs:`
+A Hub repo's `README.md` may start with YAML front matter (`---` lines around it, as huggingface_hub's
+`DatasetCard` finds it: `front_matter`) whose `configs:`
 names its data files: `- config_name: default` with `data_files:` a pattern, a list of them (all
 `train`), or a list of `{split, path}` (path a pattern or a list), optionally `data_dir:` (the
 patterns' folder; without `data_files`, the files under it take their split from their names).
@@ -32,6 +33,8 @@ MAX_CARD_BYTES = 1 << 20  # real cards with hundreds of configs and their featur
 MAX_PATTERNS = 4096  # of one config: a card listing each file of a big repo stays within it
 _SPLIT_NAME = re.compile(r"\w+(?:\.\w+)*")  # datasets' `naming._split_re`
 _GLOB_CHARS = re.compile(r"[*?\[]")
+# huggingface_hub's `repocard.REGEX_YAML_BLOCK` (the rule `DatasetCard` reads a card by), written out
+_FRONT_MATTER = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 
 
 class CardError(ValueError):
@@ -70,11 +73,11 @@ def read_card(uri: str) -> tuple[Config, ...] | str:
 
 
 def front_matter(text: str) -> str | None:
-    """The YAML between a first line `---` and the next `---` line (datasets' `_split_yaml_from_readme`)."""
-    lines = text.splitlines()
-    if lines and lines[0] == "---" and "---" in lines[1:]:
-        return "\n".join(lines[1:lines.index("---", 1)])
-    return None
+    """The YAML of a card's front matter as `datasets` 5.2 reads it (huggingface_hub's `DatasetCard`,
+    `repocard.REGEX_YAML_BLOCK`, `_FRONT_MATTER`): a `---` line after any leading whitespace (blank
+    lines), up to the next line of `---` followed by spaces or tabs only; None without one."""
+    found = _FRONT_MATTER.search(text)
+    return found.group(2) if found else None
 
 
 def configs_of(front: str) -> tuple[Config, ...] | str:
@@ -208,6 +211,18 @@ def _compiled(pattern: str) -> re.Pattern:
             _COMPILED.clear()
         found = _COMPILED[pattern] = re.compile(glob_translate(pattern))
     return found
+
+
+@fsio.derived_input
+def built_name(root: str, hf_config: str | None) -> dict[str, str]:
+    """{"built": the built config's name as a reject shows it, `'default'` (`(none)` without
+    configs)}, or {"error": the card's error}. Recorded for the unit, not the card: an edit of the
+    card's prose leaves it, and the unit, as they were."""
+    try:
+        config = card_config(root, hf_config)
+    except CardError as exc:
+        return {"error": str(exc)}
+    return {"built": repr(config.name) if config else "(none)"}
 
 
 @fsio.derived_input

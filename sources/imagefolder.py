@@ -7,7 +7,8 @@ columns (`text`, `caption`...) are the image's. A `<name>_file_name` column (`fi
 `<name>_file_names`: a list) names more images of the row (a ControlNet dataset's
 `conditioning_image_file_name`): `datasets` gives each its own Image column; here such an image
 is the row's (it rides in the lineage of the row's `file_name` image, an `extra_image` reject of
-its own, never an image built alone nor an `unlisted_image`). Once a folder or one above has
+its own, never an image built alone nor an `unlisted_image`); a file without `file_name` takes
+the first `<name>_file_name` column as the row's image (`lead_column`). Once a folder or one above has
 metadata, an image no row names is left out of the dataset (so here it is an `unlisted_image` reject, counted); one
 with none there is a plain image, and a file without `file_name` (another tool's table) is no
 ImageFolder metadata. A metadata file
@@ -64,6 +65,8 @@ class Metadata:
     unread: str = ""  # why no row of it is read ('' when read)
     reason: str = ""  # the reject reason of an unread file
     foreign: bool = False  # rows without a `file_name` column: not ImageFolder metadata (Kaggle's `isic_id`)
+    kept: int = 0  # characters of row text kept: what the parse weighs in the cache (`_kept_weight`)
+    lead: str = "file_name"  # the column naming each row's image (`lead_column`)
 
     def values(self, raw: str | tuple[str, ...]) -> dict[str, Any]:
         """A row's values from its kept text: a CSV's empty field is null, as pandas reads it."""
@@ -82,7 +85,13 @@ def row_name(file_name: str) -> str:
     return nfc(posixpath.normpath(file_name.replace("\\", "/")))
 
 
-@fsio.cached_input(maxsize=4, max_bytes=CACHED_METADATA_BYTES)
+def _kept_weight(parsed: Metadata) -> int:
+    """What a kept parse counts in the cache: its rows' text, which a parquet's repeated values
+    (stored once in the file, dictionary-encoded) make many times the file's size."""
+    return parsed.kept
+
+
+@fsio.cached_input(maxsize=4, max_bytes=CACHED_METADATA_BYTES, weigh=_kept_weight)
 def read_metadata(uri: str) -> Metadata:
     """Parse one metadata file; a file over `MAX_METADATA_BYTES` (judged by its declared size
     before it is read), unreadable, not UTF-8 or without a `file_name` column gives no rows and
@@ -107,10 +116,11 @@ def read_metadata(uri: str) -> Metadata:
         return Metadata(unread=f"not UTF-8 text (byte {exc.start}): not read", reason=BAD_METADATA)
     except ParquetUnread as exc:
         return Metadata(unread=str(exc), reason=exc.reason)
-    if count and "file_name" not in parsed.columns:  # another tool's table (Kaggle's): its folder stays plain
+    if count and lead_column(parsed.columns) is None:  # another tool's table (Kaggle's): its folder stays plain
         return Metadata(columns=parsed.columns, foreign=True, reason=BAD_METADATA,
-                        unread=f"no file_name column (its columns: {', '.join(parsed.columns)[:120]}): not Hugging "
-                               "Face ImageFolder metadata, not read; the images beside it are read as a plain folder's")
+                        unread=f"no file_name nor <name>_file_name column (its columns: "
+                               f"{', '.join(parsed.columns)[:120]}): not Hugging Face ImageFolder metadata, not "
+                               "read; the images beside it are read as a plain folder's")
     return parsed
 
 
@@ -122,14 +132,29 @@ def _rows(uri: str, data: bytes, parsed: Metadata) -> Iterator["Row"]:
     return _csv_rows(text, parsed) if uri.endswith(".csv") else _jsonl_rows(text, parsed)
 
 
+def lead_column(columns: list[str]) -> str | None:
+    """The column naming a row's image: `file_name`; without one, the first `<name>_file_name` in
+    the file's column order (an image pair's `input_file_name`, `output_file_name`, which `datasets`
+    loads as two Image columns: the first is built, the others ride along, `extra_image`); None:
+    no ImageFolder metadata (another tool's table)."""
+    if "file_name" in columns:
+        return "file_name"
+    return next((c for c in columns if c.endswith("_file_name")), None)
+
+
 def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], raw: str | tuple[str, ...]) -> None:
-    _add_extras(parsed, index, line, values)
-    written = values.get("file_name")
+    lead = parsed.lead = lead_column(parsed.columns) or "file_name"
+    _add_extras(parsed, index, line, values, lead)
+    written = values.get(lead)
     if not isinstance(written, str) or not written:
         shown = json.dumps(written, ensure_ascii=False)[:40]
-        parsed.problems.append((line, BAD_METADATA, f"line {line}: file_name is {shown}, not a path"))
+        parsed.problems.append((line, BAD_METADATA, f"line {line}: {lead} is {shown}, not a path"))
         return
     name = row_name(written)
+    parsed.kept += len(raw) if isinstance(raw, str) else sum(map(len, raw))
+    if parsed.kept > MAX_METADATA_BYTES:  # a parquet's rows as text: the budget a .jsonl has
+        raise ParquetUnread(f"its rows as text pass the {MAX_METADATA_BYTES} byte budget of a metadata file at "
+                            f"row {index + 1} (repeated values are stored once in the file): not read", FILE_TOO_LARGE)
     if name in parsed.rows:
         first = parsed.rows[name][1]
         parsed.problems.append((line, "duplicate_key", f"line {line}: {name[:120]!r} is named again (line {first} "
@@ -138,18 +163,19 @@ def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], ra
     parsed.rows[name] = (index, line, raw)
 
 
-def extra_images(values: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def extra_images(values: dict[str, Any], lead: str = "file_name") -> Iterator[tuple[str, str]]:
     """(column, path) of each further image a row names, as `datasets` takes them: a text in a
-    `<name>_file_name` column, each text of a list in `file_names` or `<name>_file_names`."""
+    `<name>_file_name` column (not the `lead` one), each text of a list in `file_names` or
+    `<name>_file_names`."""
     for column, value in values.items():
-        if column != "file_name" and column.endswith("_file_name") and isinstance(value, str) and value:
+        if column != lead and column.endswith("_file_name") and isinstance(value, str) and value:
             yield column, value
         elif (column == "file_names" or column.endswith("_file_names")) and isinstance(value, list):
             yield from ((column, v) for v in value if isinstance(v, str) and v)
 
 
-def _add_extras(parsed: Metadata, index: int, line: int, values: dict[str, Any]) -> None:
-    for column, written in extra_images(values):
+def _add_extras(parsed: Metadata, index: int, line: int, values: dict[str, Any], lead: str) -> None:
+    for column, written in extra_images(values, lead):
         parsed.extras.setdefault(row_name(written), (index, line, column))
 
 
@@ -167,7 +193,9 @@ class ParquetUnread(ValueError):
 def _parquet_rows(data: bytes, parsed: Metadata) -> Iterator[Row]:
     """Each row of a `metadata.parquet` (as `datasets` reads it with pyarrow), kept as its JSON
     text; its `line` is its row number from 1. A file whose footer declares more than
-    `MAX_METADATA_PARQUET_BYTES` uncompressed, or that pyarrow cannot read, is `ParquetUnread`."""
+    `MAX_METADATA_PARQUET_BYTES` uncompressed, or that pyarrow cannot read, is `ParquetUnread`, as
+    is one whose rows kept as text pass `MAX_METADATA_BYTES` (`_add_row`: a value repeated in every
+    row is stored once in the file, so its footer's sizes do not bound the text)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -303,10 +331,10 @@ def image_row(root: str, relative: str, follow_links: bool) -> dict[str, Any] | 
                 unread = unread or {"unread": shown, "why": parsed.unread}
             elif name in parsed.rows:
                 index, line, raw = parsed.rows[name]
-                return {"file": shown, "row": index, "line": line, "values": parsed.values(raw)}
+                return {"file": shown, "row": index, "line": line, "values": parsed.values(raw), "lead": parsed.lead}
             elif name in parsed.extras:
                 index, line, column = parsed.extras[name]
-                return {"extra": shown, "row": index, "line": line, "column": column}
+                return {"extra": shown, "row": index, "line": line, "column": column, "lead": parsed.lead}
             unlisted = unlisted or {"unlisted": shown}
     return unread or unlisted
 

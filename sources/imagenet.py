@@ -79,8 +79,8 @@ VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
 ARCHIVE_SUFFIX = ".tar"  # a class archive, `<wnid>.tar`, read in place
 WRONG_CLASS = "wrong_class"  # a class archive's member named for another class (`n02_5.JPEG` in n01.tar)
-# a Hugging Face ImageFolder's held-out split folders (`datasets`' split keywords), read as `val`
-# when there is no `val/`, the first holding class folders (ILSVRC's flat `test/` holds none)
+# a Hugging Face ImageFolder's held-out split folders (`datasets`' split keywords): each holding class
+# folders is read as `val` (ILSVRC's flat `test/` holds none); without `val/`, the first is its folder
 HELD_OUT_FOLDERS = ("validation", "valid", "dev", "test", "testing", "eval", "evaluation")
 MAX_SHOWN_NAME = 300  # what a reject's detail (cut to 300 characters) can show of a name a key holds
 _WNID_PREFIX = re.compile(r"(n\d{8})_")  # ImageNet's names: `<wnid>_<n>.JPEG`, a wnid `n` and 8 digits
@@ -141,10 +141,18 @@ class Unit:
     archive: bool = False  # `uris` is one class archive, `<wnid>.tar`, read in place (or one of its `parts`)
     part: int = 0
     parts: int = 1
+    folder: str = ""  # a further held-out folder read as `val` (`test/` beside `validation/`): its keys' place
 
     def __repr__(self) -> str:  # a folder's unit keeps the name (`unit_store.unit_id`) it always had
         split = f", archive=True, part={self.part}, parts={self.parts}" if self.archive else ""
-        return f"Unit(split={self.split!r}, wnid={self.wnid!r}, uris={self.uris!r}{split})"
+        folder = f", folder={self.folder!r}" if self.folder else ""
+        return f"Unit(split={self.split!r}, wnid={self.wnid!r}, uris={self.uris!r}{split}{folder})"
+
+    @property
+    def place(self) -> str:
+        """The split's name in keys and details: the further held-out folder's own name (`test`),
+        so that `validation/cat/1.png` and `test/cat/1.png` keep two keys."""
+        return self.folder or self.split
 
     def owns(self, key: str) -> bool:
         """Whether an item of this unit's archive is this part's to yield (as `sources.laion.Unit`)."""
@@ -241,7 +249,7 @@ class ImageNetSource:
             return folder
         for name in HELD_OUT_FOLDERS:
             alias = fsio.join(self.images_root, name)
-            if fsio.isdir(alias) and any(not set_aside(fsio.basename(d)) for d in fsio.list_dirs(alias)):
+            if _holds_class_folders(alias):
                 return alias
         return folder
 
@@ -267,21 +275,12 @@ class ImageNetSource:
                     f"{self.name}: ILSVRC layout has no {split}/ folder under {images_root}"
                     + (f" (nor under {fsio.join(self.path, *KAGGLE_IMAGES)}, as Kaggle's download has it)"
                        if images_root == self.path else "") + _archives_note(self.path))
-            units.extend(self._class_units(split, split_dir))
-            flat = fsio.list_files(split_dir, links=True)
-            archives = [f for f in flat if split == "train" and _is_class_archive(f)]
-            units.extend(u for uri in archives for u in _archive_units(split, uri, self.path))
-            flat = [f for f in flat if f not in archives]
-            if any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
-                raise FileNotFoundError(
-                    f"{self.name}: {split}/ holds images without class folders but {VAL_LABELS_FILE} "
-                    f"is missing from {self.path}: put Kaggle's {VAL_LABELS_FILE} there, sort {split}/ into "
-                    f"{split}/<wnid>/ folders (as the devkit's valprep.sh does), or leave {split} out of "
-                    f"`splits`; the devkit's ILSVRC2012_validation_ground_truth.txt is not read (its class "
-                    f"ids follow the devkit's meta.mat, not the sorted wnids)"
-                )
-            units.extend(Unit(split, None, chunk) for chunk in _flat_chunks(flat))
-            if split == "val" and any(_is_image_name(f) for f in flat):
+            flat_images = False
+            for folder, place in [(split_dir, "")] + [(d, fsio.basename(d)) for d in self.more_held_out(split)]:
+                folder_units = self._folder_units(split, folder, place)
+                flat_images = flat_images or any(_needs_labels(u) for u in folder_units)
+                units.extend(folder_units)
+            if split == "val" and flat_images:
                 units.append(Unit(split, None, (self.val_labels_uri,)))  # its listed images not on disk
         if not units:
             raise FileNotFoundError(f"{self.name}: no ImageNet images under {self.path}")
@@ -292,17 +291,46 @@ class ImageNetSource:
             read_val_labels(self.val_labels_uri)
         return units
 
-    def _class_units(self, split: str, split_dir: str) -> list[Unit]:
+    def _folder_units(self, split: str, split_dir: str, place: str) -> list[Unit]:
+        """The units of one folder of a split: its class folders, class archives (train/) and flat files."""
+        units = self._class_units(split, split_dir, place)
+        flat = fsio.list_files(split_dir, links=True)
+        archives = [f for f in flat if split == "train" and _is_class_archive(f)]
+        units.extend(u for uri in archives for u in _archive_units(split, uri, self.path))
+        flat = [f for f in flat if f not in archives]
+        if any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
+            shown = place or split
+            raise FileNotFoundError(
+                f"{self.name}: {shown}/ holds images without class folders but {VAL_LABELS_FILE} "
+                f"is missing from {self.path}: put Kaggle's {VAL_LABELS_FILE} there, sort {shown}/ into "
+                f"{shown}/<wnid>/ folders (as the devkit's valprep.sh does), or leave {split} out of "
+                f"`splits`; the devkit's ILSVRC2012_validation_ground_truth.txt is not read (its class "
+                f"ids follow the devkit's meta.mat, not the sorted wnids)"
+            )
+        units.extend(Unit(split, None, chunk, folder=place) for chunk in _flat_chunks(flat))
+        return units
+
+    def more_held_out(self, split: str) -> list[str]:
+        """The held-out folders read as `val` beside its own folder (`split_dir`): every other one
+        of `HELD_OUT_FOLDERS` holding class folders (Roboflow's `train/ valid/ test/` export; a
+        class-folder `test/` beside ILSVRC's `val/`), so that none of their images is left unread."""
+        if split != "val":
+            return []
+        own = self.split_dir(split)
+        folders = [fsio.join(self.images_root, name) for name in HELD_OUT_FOLDERS]
+        return [d for d in folders if d != own and _holds_class_folders(d)]
+
+    def _class_units(self, split: str, split_dir: str, place: str = "") -> list[Unit]:
         """A unit for each class folder of a split (and one for each folder an OS or tool left there)."""
         units = []
         for class_dir in fsio.list_dirs(split_dir, links=True):
             if set_aside(fsio.basename(class_dir)):  # `__MACOSX/`, `.git/`: rejected as one item, unread
-                units.append(Unit(split, None, (class_dir,)))
+                units.append(Unit(split, None, (class_dir,), folder=place))
             elif path_problem(self.path, class_dir, self.follow_links):
                 # not listed: its reader rejects the folder itself as one item
-                units.append(Unit(split, fsio.basename(class_dir), (class_dir,)))
+                units.append(Unit(split, fsio.basename(class_dir), (class_dir,), folder=place))
             else:  # every entry, not only images: another file or a folder is a reject, not a skip
-                units.append(Unit(split, fsio.basename(class_dir), tuple(_class_entries(class_dir))))
+                units.append(Unit(split, fsio.basename(class_dir), tuple(_class_entries(class_dir)), folder=place))
         return units
 
     def _top_units(self, split: str) -> list[Unit]:
@@ -333,7 +361,7 @@ class ImageNetSource:
         for uri in unit.uris:
             stem = _stem(uri)
             wnid = name_text(nfc(unit.wnid)) if unit.wnid else labels.get(stem)  # Beam groups by it as UTF-8
-            key = safe_key(self.name, unit.split, wnid or "unlabelled", stem)
+            key = safe_key(self.name, unit.place, wnid or "unlabelled", stem)
             outside = path_problem(self.path, uri, self.follow_links)
             if outside:
                 yield Reject(key, self.name, key, "read", outside.reason, outside.detail, split_hint=unit.split)
@@ -342,7 +370,7 @@ class ImageNetSource:
                 yield self._not_an_image(unit, uri)
                 continue
             if key in taken:  # keyed by the whole name, like an unexpected file
-                other = safe_key(self.name, unit.split, wnid or "unlabelled", nfc(fsio.basename(uri)))
+                other = safe_key(self.name, unit.place, wnid or "unlabelled", nfc(fsio.basename(uri)))
                 yield Reject(other, self.name, other, "read", "duplicate_key",
                              f"{_where(unit, fsio.basename(uri))}: key {key} already taken by "
                              f"{_where(unit, taken[key])}", split_hint=unit.split)
@@ -363,7 +391,7 @@ class ImageNetSource:
                 uri=uri,
                 split_hint=unit.split,
                 label=wnid,
-                lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid), "file": f"{unit.split}/{stem}"},
+                lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid), "file": f"{unit.place}/{stem}"},
             )
 
     def _read_archive(self, unit: Unit) -> Iterator[SourceItem]:
@@ -467,12 +495,14 @@ class ImageNetSource:
 
     def _listed_missing(self, split: str) -> Iterator[Reject]:
         """A reject for each image LOC_val_solution.csv lists that the split's folder lacks, flat or
-        in a class folder inside the root (a val set reorganised by hand in part)."""
-        split_dir = self.split_dir(split)
-        present = {_stem(f) for f in fsio.list_files(split_dir, links=True) if _is_image_name(f)}
-        for folder in fsio.list_dirs(split_dir, links=True):
-            if not set_aside(fsio.basename(folder)) and not path_problem(self.path, folder, self.follow_links):
-                present |= {_stem(f) for f in fsio.list_files(folder, links=True) if _is_image_name(f)}
+        in a class folder inside the root (a val set reorganised by hand in part), or in a further
+        held-out folder read as val (`more_held_out`)."""
+        present: set[str] = set()
+        for split_dir in [self.split_dir(split)] + self.more_held_out(split):
+            present |= {_stem(f) for f in fsio.list_files(split_dir, links=True) if _is_image_name(f)}
+            for folder in fsio.list_dirs(split_dir, links=True):
+                if not set_aside(fsio.basename(folder)) and not path_problem(self.path, folder, self.follow_links):
+                    present |= {_stem(f) for f in fsio.list_files(folder, links=True) if _is_image_name(f)}
         for image_id, wnid in sorted(read_val_labels(self.val_labels_uri).items()):
             if image_id not in present:
                 key = safe_key(self.name, split, wnid, image_id)
@@ -486,7 +516,7 @@ class ImageNetSource:
         '/'): it may share its stem with an image."""
         folder = fsio.isdir(uri)
         name = fsio.basename(uri) + ("/" if folder else "")
-        key = safe_key(self.name, unit.split, nfc(unit.wnid or "unlabelled"), nfc(name))
+        key = safe_key(self.name, unit.place, nfc(unit.wnid or "unlabelled"), nfc(name))
         aside = set_aside(fsio.basename(uri))
         if aside:
             detail = f"{_where(unit, name)}: {aside.detail}, {'not read' if folder else 'not an image'}"
@@ -541,7 +571,12 @@ def _member_name(name: str) -> str:
 
 def _where(unit: Unit, name: str) -> str:
     """A file's place for a reject detail: split/wnid/name in a class folder, split/name in a flat one."""
-    return f"{unit.split}/{unit.wnid}/{name}" if unit.wnid else f"{unit.split}/{name}"
+    return f"{unit.place}/{unit.wnid}/{name}" if unit.wnid else f"{unit.place}/{name}"
+
+
+def _holds_class_folders(folder: str) -> bool:
+    """Whether `folder` is a split folder of class folders (an OS's or tool's folder is none)."""
+    return fsio.isdir(folder) and any(not set_aside(fsio.basename(d)) for d in fsio.list_dirs(folder))
 
 
 def _class_entries(class_dir: str) -> list[str]:

@@ -335,7 +335,10 @@ class LaionSource:
             refuse_tfrecords(self.name, self.path, files)
             refuse_saved_datasets(self.name, self.path, files)
         metadata = [f for f in files if imagefolder.is_metadata(f) and not set_aside_problem(self.path, f)]
-        files = [f for f in files if f not in metadata]
+        # with a card's configs (`_card`), each image's split from there; the card a unit of its own
+        card = "_card" if self._folder_card() else ""
+        cards = [f for f in files if card and relative_to_root(self.path, f) == hf_card.CARD]
+        files = [f for f in files if f not in metadata and f not in cards]
         groups = folder_groups(files, self.path)
         if not any(_ext_of(relative_to_root(self.path, u)) not in (*SIDECARS, *TOOL_SIDECARS)
                    and not set_aside_problem(self.path, u)
@@ -343,9 +346,11 @@ class LaionSource:
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         if metadata:
             self._check_caption_column(metadata[0])
-        # with metadata, each image takes its row; with a card's configs (`_card`), its split from there
-        kind = ("imagefolder" if metadata else "folder") + ("_card" if self._folder_card() else "")
-        units, chunk = [Unit("metadata", (m,), self.path) for m in metadata], []
+        layout = "_split" if not card and self._split_layout(files) else ""  # folders' split names read
+        kind = ("imagefolder" if metadata else "folder") + (card or layout)  # with metadata, each image takes its row
+        units = [Unit("metadata" + card, (m,), self.path) for m in metadata] + [Unit("card", (c,), self.path)
+                                                                                 for c in cards]
+        chunk: list[str] = []
         for group in groups:
             chunk += group
             if len(chunk) >= FOLDER_FILES_PER_UNIT:
@@ -354,6 +359,15 @@ class LaionSource:
         if chunk:
             units.append(Unit(kind, tuple(chunk), self.path))
         return units
+
+    def _split_layout(self, files: list[str]) -> bool:
+        """Whether the folder's split names are a split layout as `datasets` splits one: an image in
+        a train folder (`train/`, `data/training/`) beside the held-out ones, or every image in a
+        split's folder (`validation/`, `test/`). A photo collection's `holidays/test shots/`,
+        `projects/dev/` or `cameras/eval 2023/` among others is no split: `split.val_fraction` splits it."""
+        named = [hf_parquet.folder_split(nfc(relative_to_root(self.path, f))) for f in files
+                 if _ext_of(relative_to_root(self.path, f)) in IMAGE_EXTENSIONS]
+        return "train" in named or bool(named) and None not in named
 
     def _folder_card(self) -> bool:
         """Whether the folder's dataset card (README.md `configs:`, `sources.hf_card`) gives its
@@ -419,7 +433,9 @@ class LaionSource:
         if not kept:
             config = hf_card.card_config(self.path, self.hf_config)
             raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is a data file of config "
-                                    f"{config.name if config else None!r} of its {hf_card.CARD}")
+                                    f"{config.name if config else None!r} of its {hf_card.CARD} (format: huggingface; "
+                                    "field hf_config): set hf_config to a config of the card whose data_files name "
+                                    "parquet files there, or fix the card's data_files")
         return kept
 
     def _hf_claimed(self, shards: list[str], images: set[str]) -> set[str]:
@@ -512,8 +528,11 @@ class LaionSource:
             yield from self._read_parquet(unit.uris[0], unit.kind == "hf_parquet")
         elif unit.kind == "hf_other":
             yield from (self._hf_other(uri) for uri in unit.uris)
-        elif unit.kind == "metadata":
-            yield from self._read_metadata(unit.uris[0])
+        elif unit.kind == "card":
+            yield self._reject(path_key(self.name, hf_card.CARD), "read", "unexpected_file",
+                               f"{hf_card.CARD} is the dataset card: its configs give the splits, it is no image")
+        elif unit.kind.startswith("metadata"):
+            yield from self._read_metadata(unit.uris[0], unit.kind.endswith("_card"))
         else:
             yield from self._read_folder(unit)
 
@@ -877,39 +896,40 @@ class LaionSource:
 
     def _other_config(self, relative: str) -> str:
         """Why a parquet file of the repo is not read: no split of the card's built config names it."""
-        try:
-            config = hf_card.card_config(self.path, self.hf_config)
-        except hf_card.CardError as exc:
-            return f"{shown_name(relative)}: {exc}"
-        built = repr(config.name) if config else "(none)"
+        named = hf_card.built_name(self.path, self.hf_config)
+        if "error" in named:  # the card was changed since the build started
+            return f"{shown_name(relative)}: {named['error']}"
+        built = named["built"]
         return (f"{shown_name(relative)} is a data file of no split of config {built} of {hf_card.CARD}, the one "
                 "built (datasets does not load it either): not read; set hf_config to build another config")
 
     # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
-    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], card: bool) -> SourceItem:
+    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str) -> SourceItem:
         """An image of an ImageFolder with the metadata row that names it (its caption, its other
         columns under `huggingface`, its split: `split_of`), the `unlisted_image` reject when
         metadata files are there and no row names it, or a plain image when none is in its folder
-        or above (`datasets` yields such an image of a split without metadata, unlabelled)."""
+        or above (`datasets` yields such an image of a split without metadata, unlabelled). With a
+        card's configs (`card`), a metadata file that is no data file of the built config is unused,
+        as `datasets` has it: the image is then a plain one, its split the card's for itself."""
         row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
-        if row is None:
-            return self._plain_image(key, uri, relative, lineage, card)
+        if row is None or splits == "card" and self._metadata_unused(_metadata_of(row)):
+            return self._plain_image(key, uri, relative, lineage, splits)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
                                 f"images here but is not read ({row['why']}): its row, if any, is unknown")
         if "extra" in row:
             return self._reject(key, "read", EXTRA_IMAGE,
                                 f"{shown_name(relative)} is the {row['column']} of {row['extra']} line {row['line']}: "
-                                "it rides in the lineage of that row's file_name image, never built as an image of "
+                                f"it rides in the lineage of that row's {row['lead']} image, never built as an image of "
                                 "its own (one image per row)")
         if "unlisted" in row:
             return self._reject(key, "read", UNLISTED_IMAGE,
                                 f"{shown_name(relative)}: no row of a metadata file (metadata.jsonl, .csv, .parquet) in "
                                 "its folder or above names it; datasets' ImageFolder leaves it out too")
-        values = {k: v for k, v in row["values"].items() if k != "file_name"}
+        values = {k: v for k, v in row["values"].items() if k != row["lead"]}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
-        split = self._card_split(key, relative, row["file"]) if card else split_of(relative, row["file"])
+        split = self._card_split(key, relative, row["file"]) if splits == "card" else split_of(relative, row["file"])
         if isinstance(split, Reject):
             return split
         lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
@@ -918,11 +938,26 @@ class LaionSource:
         return ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage,
                            split_hint=hf_parquet.split_hint(split))
 
-    def _read_metadata(self, uri: str) -> Iterator[Reject]:
+    def _metadata_unused(self, relative: str) -> bool:
+        """Whether a card's built config names no split of the metadata file at `relative`: `datasets`
+        then reads no row of it (a card naming its images alone, `train/*.png`). A card that cannot
+        be read is not judged here: the image's `_card_split` rejects it."""
+        try:
+            return hf_card.file_split(self.path, relative, self.hf_config) is None
+        except hf_card.CardError:
+            return False
+
+    def _read_metadata(self, uri: str, card: bool) -> Iterator[Reject]:
         """The rejects of one ImageFolder metadata file: the file when it cannot be read, each line
         that is no row, each row naming an image another row names, a file outside its folder or
-        one not there. A row naming a file that is there is that file's unit's to build."""
+        one not there. A row naming a file that is there is that file's unit's to build. A file
+        the card's built config does not name is one `other_hf_config` reject: its rows unused."""
         relative = nfc(relative_to_root(self.path, uri))
+        if card and self._metadata_unused(relative):
+            yield self._reject(path_key(self.name, relative), "read", OTHER_HF_CONFIG,
+                               f"{self._other_config(relative)}; its rows are unused, the images it names take "
+                               "their split from the card")
+            return
         problem = path_problem(self.path, uri, self.follow_links)
         if problem:
             yield self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail)
@@ -937,7 +972,7 @@ class LaionSource:
         folder = relative.rpartition("/")[0]
         present = self._files_below(uri.rsplit("/", 1)[0]) if parsed.rows else {}
         for name, (_, line, raw) in parsed.rows.items():
-            problem = self._row_problem(folder, relative, line, parsed.values(raw)["file_name"], name, present)
+            problem = self._row_problem(folder, relative, line, parsed.values(raw)[parsed.lead], name, present)
             if problem:
                 yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail,
                                    hint)
@@ -1050,22 +1085,22 @@ class LaionSource:
                 parsed = parse_json(texts.get("json"))
                 if parsed:
                     lineage["metadata"] = parsed
-                card = unit.kind.endswith("_card")
+                splits = unit.kind.rpartition("_")[2] if unit.kind.endswith(("_card", "_split")) else ""
                 if unit.kind.startswith("imagefolder"):
-                    yield self._listed_image(key, uri, relative, lineage, card)
+                    yield self._listed_image(key, uri, relative, lineage, splits)
                     continue
-                yield self._plain_image(key, uri, relative, lineage, card)
+                yield self._plain_image(key, uri, relative, lineage, splits)
 
-    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], card: bool) -> SourceItem:
-        """An image of a folder without metadata: in `val` whole when a folder of its path names a
-        held-out split as `datasets` splits an ImageFolder (`test/cat/1.jpg`, `validation/`),
-        never trained on; else split by `split.val_fraction`. The image's own name is not read as
-        a split (`test-shot-01.jpg`, `dev_board.jpg` are photos' names). With a card's `configs`
-        (`card`), the split its built config gives the image (`_card_split`)."""
-        if card and relative == hf_card.CARD:  # never an image the decoder calls `not_an_image`
-            return self._reject(key, "read", "unexpected_file", f"{hf_card.CARD} is the dataset card: its configs "
-                                "give the splits, it is no image")
-        split = self._card_split(key, relative, relative) if card else hf_parquet.folder_split(relative)
+    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str) -> SourceItem:
+        """An image of a folder without metadata: in a split layout (`splits` "split", `_split_layout`),
+        in `val` whole when a folder of its path names a held-out split as `datasets` splits an
+        ImageFolder (`test/cat/1.jpg`, `validation/`), never trained on; else split by
+        `split.val_fraction`. The image's own name is not read as a split (`test-shot-01.jpg`,
+        `dev_board.jpg` are photos' names). With a card's `configs` (`splits` "card"), the split its
+        built config gives the image (`_card_split`)."""
+        card = splits == "card"
+        split = (self._card_split(key, relative, relative) if card
+                 else hf_parquet.folder_split(relative) if splits == "split" else None)
         if isinstance(split, Reject):
             return split
         hint = hf_parquet.split_hint(split)
@@ -1123,6 +1158,11 @@ def split_of(image: str, metadata: str) -> str:
     `test/b.jpg` gave `train` (the top's): `datasets` puts `test/b.jpg` in its test split."""
     own = hf_parquet.hf_split(image)
     return own if hf_parquet.split_hint(own) else hf_parquet.hf_split(metadata)
+
+
+def _metadata_of(row: dict[str, Any]) -> str:
+    """The metadata file (relative to the root) an `imagefolder.image_row` answer comes from."""
+    return next(row[k] for k in ("file", "extra", "unread", "unlisted") if k in row)
 
 
 def _caption_text(text: Any) -> str | None:

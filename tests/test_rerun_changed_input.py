@@ -403,3 +403,37 @@ def test_a_commit_mark_of_the_wrong_shape_is_judged_damaged(tmp_path, damage):
     assert mark_problem(mark)
     mark_path.write_text(json.dumps(mark))
     assert store.load(src) is None
+
+
+def test_a_dataset_cards_prose_edited_renders_no_image_again_its_configs_edited_do(tmp_path):
+    """An image repo whose card (`README.md`) gives its splits (`format: folder`): the card was a
+    file of every folder unit and read whole by the reject of an image of no config, so a typo
+    fixed in its prose rendered every image again. The card is now a unit of its own and a unit
+    records the split (and the config's name) the card gives it, not the card: a prose edit
+    changes the card's unit alone, a config edit the units whose images it moves."""
+    from PIL import Image
+
+    from sources import fsio
+    from sources.laion import LaionSource
+    from uvd_pipeline.unit_store import changed_input, input_manifest
+
+    shade = 0
+    for folder in ("train", "holdout", "other"):
+        (tmp_path / "images" / folder).mkdir(parents=True)
+        for _ in range(2):
+            shade += 1
+            Image.new("RGB", (8, 8), (shade, 0, 0)).save(tmp_path / "images" / folder / f"{shade}.png")
+    card = ('---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: "images/train/**"\n'
+            '  - split: test\n    path: "images/holdout/**"\n---\n# My dataset\n')
+    (tmp_path / "README.md").write_text(card)
+    source = LaionSource("w", str(tmp_path))
+    manifests = {}
+    for unit in source.units():
+        with fsio.recording_inputs() as record:
+            list(source.read(unit))
+        manifests[unit.kind] = input_manifest(record, unit)
+    assert sorted(manifests) == ["card", "folder_card"]
+    (tmp_path / "README.md").write_text(card.replace("# My dataset", "# My dataset, a typo fixed"))
+    assert changed_input(manifests["folder_card"]) is None and changed_input(manifests["card"])
+    (tmp_path / "README.md").write_text(card.replace("images/holdout/**", "images/other/**"))
+    assert changed_input(manifests["folder_card"])

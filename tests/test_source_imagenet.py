@@ -878,3 +878,26 @@ def test_a_copy_appended_by_tar_r_is_built_as_extracting_the_archive_builds_it(t
     source = ImageNetSource("inet", str(tmp_path / "archived"), ("train",))
     (reject,) = [i for u in source.units() for i in source.read(u) if isinstance(i, Reject)]
     assert reject.detail.startswith(f"train/{wnid}.tar: ./{name}: a later copy at byte ")
+
+
+def test_every_held_out_folder_of_class_folders_is_read_as_val_none_left_unread(tmp_path: Path):
+    """Roboflow's classification export (`train/ valid/ test/`, class folders in each): `load_dataset`
+    (datasets 5.2) gave train 4, validation 4, test 4. Only `valid/` was read as val and `test/`
+    was never listed (8 of 12 files, no reject). Every held-out folder of class folders is now val,
+    a further one keyed by its own name, so a name repeated across them keeps two keys; so is a
+    class-folder `test/` beside ILSVRC's `val/`."""
+    for split in ("train", "valid", "test"):
+        for label in ("cat", "dog"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for k in range(2):
+                Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / split / label / f"{label}_{k}.jpg")
+    source = ImageNetSource("rf", str(tmp_path))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert all(isinstance(i, ImageRecord) for i in items)
+    assert Counter(i.split_hint for i in items) == {"train": 4, "val": 8}
+    assert len({i.key for i in items}) == 12
+    assert {i.uri for i in items if i.split_hint == "val"} == {
+        str(p) for folder in ("valid", "test") for p in (tmp_path / folder).rglob("*.jpg")}
+    (tmp_path / "valid").rename(tmp_path / "val")
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert Counter(i.split_hint for i in items) == {"train": 4, "val": 8}

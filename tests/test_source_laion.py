@@ -1125,7 +1125,37 @@ def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: b
                                        ("train", "train", None, 1), ("train", "train", None, 2))]
     assert sorted((i.key, i.reason) for i in items if isinstance(i, Reject)) == [
         ("w-README--md", "unexpected_file"), ("w-images-other-5--png", "other_hf_config"),
-        ("w-images-other-6--png", "other_hf_config")]
+        ("w-images-other-6--png", "other_hf_config"),
+        *([("w-images-other-metadata--jsonl", "other_hf_config")] if metadata else [])]
+
+
+def test_a_card_naming_its_images_by_extension_leaves_the_metadata_unused_as_datasets_does(tmp_path: Path):
+    """A card whose configs name the images alone (`path: "train/*.png"`) beside a `metadata.jsonl`
+    in each split folder: `load_dataset` (datasets 5.2) gave train 3, test 3, columns `image` only
+    (the metadata, no data file of the config, unused). Every image was `other_hf_config` (its
+    row's metadata file matched no pattern). Now each image takes its own split from the card, no
+    caption, and each metadata file is one `other_hf_config` reject saying its rows are unused."""
+    shade = 0
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        rows = []
+        for _ in range(3):
+            shade += 1
+            Image.new("RGB", (8, 8), (shade, 0, 0)).save(tmp_path / split / f"{shade}.png")
+            rows.append(json.dumps({"file_name": f"{shade}.png", "text": f"photo {shade}"}))
+        (tmp_path / split / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    (tmp_path / "README.md").write_text('---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n'
+                                        '    path: "train/*.png"\n  - split: test\n    path: "test/*.png"\n---\n')
+    items = _read_all(LaionSource("w", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.lineage["hf_split"], i.split_hint, i.lineage.get("caption"))
+                  for i in items if isinstance(i, ImageRecord)) == [
+        *[(f"test/{n}.png", "test", "val", None) for n in (4, 5, 6)],
+        *[(f"train/{n}.png", "train", None, None) for n in (1, 2, 3)]]
+    rejects = sorted((i.key, i.reason, i.detail) for i in items if isinstance(i, Reject))
+    assert [(key, reason) for key, reason, _ in rejects] == [
+        ("w-README--md", "unexpected_file"), ("w-test-metadata--jsonl", "other_hf_config"),
+        ("w-train-metadata--jsonl", "other_hf_config")]
+    assert rejects[2][2].endswith("its rows are unused, the images it names take their split from the card")
 
 
 def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
@@ -1196,6 +1226,21 @@ def test_a_cards_configs_give_the_splits_and_the_files_of_the_config_built(tmp_p
     assert _splits_built(LaionSource("hf", str(tmp_path), hf_config="extra")) == (
         {"train": [("extra/other.parquet", None)]},
         {"data/train-00000-of-00001.parquet": "other_hf_config", "holdout/part-0.parquet": "other_hf_config"})
+
+
+@pytest.mark.parametrize("card", ["---\n{body}--- \n# card\n", "\n---\n{body}---\n# card\n",
+                                  "---\r\n{crlf}---\t\r\n# card\r\n"])
+def test_a_cards_front_matter_is_found_as_huggingface_hub_finds_it(tmp_path: Path, card: str):
+    """huggingface_hub's `DatasetCard` (what datasets 5.2 reads a card with) takes a closing `--- `
+    with trailing spaces and blank lines before the opening `---`: `load_dataset` gave train
+    data/part-0, test holdout/part-0. Such a card's configs were ignored here and the held-out
+    file trained on."""
+    body = ('configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: "data/*"\n'
+            '  - split: test\n    path: "holdout/*"\n')
+    _card_repo(tmp_path, card.format(body=body, crlf=body.replace("\n", "\r\n")),
+               ["data/part-0.parquet", "holdout/part-0.parquet"])
+    assert _splits_built(LaionSource("hf", str(tmp_path), "huggingface")) == (
+        {"train": [("data/part-0.parquet", None)], "test": [("holdout/part-0.parquet", "val")]}, {})
 
 
 @pytest.mark.parametrize("config, files, expected", [
@@ -1419,9 +1464,9 @@ def test_a_metadata_file_that_is_no_imagefolder_metadata_leaves_the_folder_plain
     assert sorted(i.lineage["path"] for i in items if isinstance(i, ImageRecord)) == [
         f"train/ISIC_000000{i}.jpg" for i in range(3)]
     assert [(r.reason, r.detail) for r in items if isinstance(r, Reject)] == [
-        ("bad_metadata", "metadata.csv: no file_name column (its columns: isic_id, diagnosis, age_approx): not "
-                         "Hugging Face ImageFolder metadata, not read; the images beside it are read as a plain "
-                         "folder's")]
+        ("bad_metadata", "metadata.csv: no file_name nor <name>_file_name column (its columns: isic_id, diagnosis, "
+                         "age_approx): not Hugging Face ImageFolder metadata, not read; the images beside it are read "
+                         "as a plain folder's")]
     part = tmp_path / "partial"
     for name in ("train/cat/1.jpg", "train/dog/2.jpg", "test/x.jpg"):
         (part / name).parent.mkdir(parents=True, exist_ok=True)
@@ -1573,3 +1618,94 @@ def test_a_shard_with_members_appended_by_tar_r_builds_what_its_extracted_folder
     (shards / "00000.tar.gz").write_bytes(gzip.compress((shards / "00000.tar").read_bytes(), mtime=0))
     (shards / "00000.tar").unlink()
     assert _built(_read_all(LaionSource("web", str(shards), "webdataset"))) == (extracted, shadowed)
+
+
+def test_a_metadata_parquet_of_one_repeated_prompt_is_judged_by_its_rows_text(tmp_path: Path, monkeypatch):
+    """A `metadata.parquet` (pyarrow's defaults, as `datasets` writes one) whose rows share one long
+    prompt stores it once (dictionary encoding): 100k rows of a 4 KB prompt were a 0.6 MiB file
+    declaring 1.4 MiB, kept as 404 MiB of row text, the cache weighing the parse by the file's
+    size. The rows' text is now counted as it is kept, the file refused past the budget a
+    `.jsonl` has (`file_too_large`), and a kept parse weighs its rows' text in the cache."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import fsio, imagefolder
+
+    prompt = "a highly detailed photograph of a mountain lake at dawn, " * 35  # ~2 KB, the same in each row
+    monkeypatch.setattr(imagefolder, "MAX_METADATA_BYTES", 1 << 20)
+    meta = tmp_path / "train" / "metadata.parquet"
+    meta.parent.mkdir()
+    pq.write_table(pa.table({"file_name": [f"{i}.png" for i in range(3000)], "text": [prompt] * 3000}), meta)
+    declared = pq.ParquetFile(meta).metadata.row_group(0).total_byte_size
+    assert meta.stat().st_size < (1 << 20) and declared < imagefolder.MAX_METADATA_PARQUET_BYTES
+    parsed = imagefolder.read_metadata.__wrapped__(str(meta))
+    assert (parsed.reason, parsed.rows) == ("file_too_large", {})
+    assert "byte budget of a metadata file at row" in parsed.unread
+    small = []
+    for name in "ab":  # 400 rows: about 0.8 MB of text each, from files of a few KB
+        small.append(tmp_path / name / "metadata.parquet")
+        small[-1].parent.mkdir()
+        pq.write_table(pa.table({"file_name": [f"{i}.png" for i in range(400)], "text": [prompt] * 400}), small[-1])
+    parses = Counter()
+    cached = fsio.cached_input(maxsize=4, max_bytes=1 << 20, weigh=imagefolder._kept_weight)(
+        lambda uri: (parses.update([uri]), imagefolder.read_metadata.__wrapped__(uri))[1])
+    for uri in map(str, (small[0], small[1], small[0])):
+        assert len(cached(uri).rows) == 400
+    assert parses == {str(small[0]): 2, str(small[1]): 1}  # b's parse, with a's, passed the budget: a dropped
+
+
+def test_an_image_pair_folder_without_file_name_takes_its_first_file_name_column(tmp_path: Path):
+    """An image-pair ImageFolder (`train/metadata.jsonl` rows `{"input_file_name", "output_file_name",
+    "text"}`, no `file_name`): `load_dataset` (datasets 5.2) gave 3 rows, columns input, output,
+    text. The file was refused as no Hugging Face metadata (`bad_metadata`) and the six images
+    built alone, captions lost. Now the first `*_file_name` column in the file's order is the
+    row's image (its caption the row's), the other the row's `extra_image`."""
+    (tmp_path / "train").mkdir()
+    rows = []
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "train" / f"in{i}.png")
+        Image.new("RGB", (8, 8), (0, i, 0)).save(tmp_path / "train" / f"out{i}.png")
+        rows.append(json.dumps({"input_file_name": f"in{i}.png", "output_file_name": f"out{i}.png",
+                                "text": f"edit {i}"}))
+    (tmp_path / "train" / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    items = _read_all(LaionSource("w", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.lineage["caption"], i.lineage["huggingface"])
+                  for i in items if isinstance(i, ImageRecord)) == [
+        (f"train/in{i}.png", f"edit {i}", {"output_file_name": f"out{i}.png"}) for i in range(3)]
+    assert sorted((r.key, r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        (f"w-train-out{i}--png", "extra_image", f"'train/out{i}.png' is the output_file_name of train/metadata.jsonl "
+         f"line {i + 1}: it rides in the lineage of that row's input_file_name image, never built as an image of its "
+         "own (one image per row)") for i in range(3)]
+
+
+def test_a_photo_collections_folder_names_are_no_split_layout(tmp_path: Path):
+    """A personal photo folder (no metadata, no card): `holidays/test shots/`, `projects/dev/` and
+    `cameras/eval 2023/` went to val whole, as if a split layout named them (datasets 5.2, asked
+    for it as an ImageFolder, made validation 1, test 2 of it and dropped the other 3 images).
+    Such names split a folder only where it is a split layout: a train folder beside them, or
+    every image in a split's folder."""
+    photos = ["holidays/test shots/1.jpg", "holidays/beach/2.jpg", "projects/dev/4.jpg", "cameras/eval 2023/5.jpg",
+              "misc/6.jpg"]
+    held_out = ["validation/cat/1.jpg", "test/dog/2.jpg"]
+    for shade, name in enumerate(photos + [f"layout/{n}" for n in held_out]):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (shade, 0, 0)).save(tmp_path / name)
+    layout = tmp_path / "layout"
+    shutil.move(str(layout), str(tmp_path.parent / f"{tmp_path.name}-layout"))
+    items = _read_all(LaionSource("photos", str(tmp_path)))
+    assert sorted((i.lineage["path"], i.split_hint, i.lineage.get("hf_split")) for i in items) == sorted(
+        (name, None, None) for name in photos)
+    items = _read_all(LaionSource("hub", str(tmp_path.parent / f"{tmp_path.name}-layout")))
+    assert sorted((i.lineage["path"], i.split_hint, i.lineage.get("hf_split")) for i in items) == [
+        ("test/dog/2.jpg", "val", "test"), ("validation/cat/1.jpg", "val", "validation")]
+
+
+def test_a_card_config_naming_no_parquet_file_stops_the_build_naming_hf_config(tmp_path: Path):
+    """A card whose built config's data_files name no parquet file there (`data/train-*` beside
+    `shards/part-0.parquet`; datasets raises too) stopped the build naming no field: it now names
+    `hf_config` and the fix."""
+    _card_repo(tmp_path, '---\nconfigs:\n- config_name: default\n  data_files: "data/train-*"\n---\n',
+               ["shards/part-0.parquet"])
+    with pytest.raises(FileNotFoundError, match=r"config 'default' of its README\.md \(format: huggingface; field "
+                                                r"hf_config\): set hf_config to a config of the card whose data_files"):
+        LaionSource("hf", str(tmp_path), "huggingface").units()
