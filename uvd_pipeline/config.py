@@ -61,8 +61,15 @@ FORMAT_VERSION = 1
 # .jpg.json, .xmp, .AAE) and Android's .trashed-/.pending- files rejects of their own. 6 (2026-12-05,
 # late): a GIF frame past its logical screen cut at the screen's edge, grey ICC profiles applied,
 # a 16-bit colour PNG's gAMA applied from its 16 bits, a PNG's non-sRGB cHRM converted as Chromium
-# does, members of multi-page and animated files recording their page count.
-RENDER_REVISION = 6
+# does, members of multi-page and animated files recording their page count. 7 (2026-12-05,
+# night): a tar member appended again (`tar -r`) built as extraction keeps it (the last copy), MPO
+# and ICO page counts; of several video tracks the one the ffmpeg CLI picks, a stream growing
+# mid-way keeping its frames before the growth; COCO: Label Studio's 0-based ids read one up
+# whether class 0 is used or not, one file under two image ids rejected; web images: a Hub repo's
+# card `configs:` giving splits and files, `metadata.parquet` and `*_file_name` columns read, a
+# split layout's held-out folders (`test/`, `validation/`) in val; ImageNet-style class folders:
+# every held-out folder of class folders read as val.
+RENDER_REVISION = 7
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
