@@ -819,3 +819,29 @@ def test_a_damaged_whole_tiff_is_not_called_cut(photo):
     assert sum(reasons.values()) > 300 and reasons["truncated"] <= sum(reasons.values()) // 50, reasons
     assert set(reasons) <= {"unsupported_format", "decode_error", "corrupt_header", "decompression_bomb",
                             "image_too_large", "no_pixels", "truncated"}, reasons
+
+
+def test_a_png_cut_in_a_text_chunk_after_its_pixels_is_truncated():
+    """ImageMagick writes its `date:create`/`date:modify` tEXt chunks after the IDATs. A download cut
+    inside one was `decode_error` ("Truncated File Read": Pillow's capital T, and the header walk
+    stopped at the first IDAT), where a cut anywhere else is `truncated`. The walk now goes on
+    past the IDATs of a file that does not end with IEND; a whole one with bytes after its IEND
+    (a server's trailer) still declares no more than it holds."""
+    from pathlib import Path
+
+    from transforms.headers import declared_length
+
+    magick = Path(__file__).parent / "fixtures" / "magick"
+    cuts = 0
+    for path in sorted(magick.glob("png*.png"))[:6]:
+        data = path.read_bytes()
+        last_idat = data.rindex(b"IDAT") - 4
+        text = data.index(b"tEXt", last_idat) - 4  # the first chunk after the pixels
+        length = int.from_bytes(data[text : text + 4], "big")
+        assert declared_length(data + b"<html>trailer</html>" * 20) is None
+        for cut in (text + 9, text + 8 + length // 2, text + 8 + length - 1):
+            with pytest.raises(DecodeError) as info:
+                decode_rgb(data[:cut])
+            assert info.value.reason == "truncated", (path.name, cut, info.value.detail)
+            cuts += 1
+    assert cuts == 18

@@ -168,6 +168,32 @@ def test_a_sample_whose_members_lie_apart_is_gathered_within_the_budget_for_held
     assert [(i.key, getattr(i, "reason", "record")) for i in items] == [
         ("web-00000-a", "scattered_sample"), ("web-00000-b", "record")]
 
+def test_the_budget_for_held_samples_counts_each_sample_not_only_its_bytes(tmp_path: Path, monkeypatch):
+    """A hostile shard: 1,500 keys, every key's `.jpg` first, then every key's `.txt`, members of 1
+    byte, so every sample is held open until the second half. The budget counted only the
+    members' bytes (1,500 B), while each held sample took ~450 B of memory itself (80,000 such
+    keys: 35 MB held, counted as 80 KB): the budget bounded nothing. A held sample now counts
+    itself too, and one dropped keeps only its key: past a 64 KiB budget the rest are
+    `scattered_sample`, and every key is still handed over once, gathered whole or dropped."""
+    from sources import tar_members
+
+    keys = [f"{i:09d}" for i in range(1500)]
+    _tar(tmp_path / "00000.tar", [(f"{k}.{ext}", b"x") for ext in ("jpg", "txt") for k in keys])
+
+    def keep(tar, info, sample, ext):
+        sample.members[ext] = tar_members.member_bytes(tar, info)
+
+    monkeypatch.setattr(tar_members, "MAX_HELD_BYTES", 64 << 10)
+    items = list(tar_members.samples(str(tmp_path / "00000.tar"), "web", "00000", keep, lambda h: "r|*"))
+    handed = [i for i in items if isinstance(i, tar_members.Sample)]
+    scattered = [i for i in items if not isinstance(i, tar_members.Sample)]
+    assert sorted(s.key for s in handed) == keys
+    assert {r.reason for r in scattered} == {"scattered_sample"}
+    assert {s.key for s in handed if s.dropped} == {r.key.removeprefix("web-00000-") for r in scattered}
+    assert all(s.members == {"jpg": b"x", "txt": b"x"} for s in handed if not s.dropped)
+    assert 100 < len(handed) - len(scattered) <= (64 << 10) // tar_members._SAMPLE_BYTES
+
+
 def test_tar_made_on_a_mac_reads_as_the_one_made_elsewhere(tmp_path: Path):
     """GNU tar stores member names as the disk gives them: a folder copied off a Mac names
     `café.jpg` in NFD, so its tar gave other sample keys in the lineage, so other output bytes;

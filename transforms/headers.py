@@ -506,23 +506,31 @@ def _segment_starts(marker: int, head: bytes) -> bool:
 
 
 def _png_header_end(data: bytes) -> int | None:
-    """Where a PNG's signature and chunks before its first IDAT end, when the data stops short of
-    them (a download cut in its iCCP, zTXt or eXIf: Pillow said `corrupt_header`, or `not_an_image`
-    in the signature); None once the first IDAT's header is whole (Pillow says a cut there is
-    truncated), or at a chunk no writer makes (a damaged file, not a cut one)."""
+    """Where a PNG's signature and chunks end, when the data stops short of them (a download cut in
+    its iCCP, zTXt or eXIf before the pixels: Pillow said `corrupt_header`, or `not_an_image` in
+    the signature; or in a tEXt after them, ImageMagick's dates: Pillow's "Truncated File Read"
+    was `decode_error`); None at IEND (bytes after it are no cut), or at a chunk no writer makes
+    (a damaged file, not a cut one). Past the first IDAT, `_CHUNK_STEPS` chunks at most."""
     pos, end = 8, len(data)
     if end < pos:
         return pos
-    for _ in range(_HEADER_STEPS):
+    steps, pixels = _HEADER_STEPS, False
+    while steps:
+        steps -= 1
         if pos + 8 > end:
             return pos + 12
         length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
-        if length > 0x7FFFFFFF or not kind.isalpha() or kind in (b"IDAT", b"IEND"):
+        if length > 0x7FFFFFFF or not kind.isalpha() or kind == b"IEND":
             return None
+        if kind == b"IDAT" and not pixels:  # the pixels' chunks, 8 KiB each as libpng writes them
+            steps, pixels = _CHUNK_STEPS, True
         if pos + 12 + length > end:
             return pos + 12 + length
         pos += 12 + length
     return None
+
+
+_CHUNK_STEPS = 1 << 16  # chunks walked from the first IDAT on, only after a failed decode (libpng's 8 KiB: 512 MiB)
 
 
 def _bmp_length(data: bytes) -> int:
