@@ -490,6 +490,43 @@ def test_a_git_lfs_pointer_instead_of_the_weights_is_named_as_one(tmp_path, name
     assert str(error.value).startswith(f"{folder / name}: a Git LFS pointer") and "git lfs pull" in str(error.value)
 
 
+class _LightningCallback:  # pickled by reference, as pytorch_lightning's ModelCheckpoint is in a .ckpt
+    def __init__(self):
+        self.monitor = "val/rec_loss"
+
+
+def _lightning_ckpt(state: dict, **extra) -> bytes:
+    """A PyTorch Lightning / taming-transformers `.ckpt`: the weights under `state_dict`, beside the
+    epoch, optimizer states and whatever the run pickled (callbacks, an argparse Namespace)."""
+    return _torch_bytes({"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.9.0",
+                         "state_dict": state, "optimizer_states": [{"state": {}, "param_groups": [{"lr": 4.5e-6}]}],
+                         "lr_schedulers": [], **extra})
+
+
+def test_a_lightning_ckpt_is_named_as_one_and_the_refusal_says_the_fix(tmp_path):
+    """A Lightning .ckpt passed as pytorch_model.bin: one holding a callback object was refused with
+    no way out ("its pickle calls or builds ...ModelCheckpoint ... no code in a file is ever run"),
+    one of plain dicts as 195 missing keys and "unexpected keys: epoch, global_step, ...". Both
+    messages now say what the file is and how to get the state dict out of it."""
+    state = _small_state()
+    folder = _muse_folder(tmp_path / "cb", SMALL_CONFIG,
+                          {"pytorch_model.bin": _lightning_ckpt(state, callbacks={"ModelCheckpoint": _LightningCallback()})})
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'pytorch_model.bin'}: its pickle calls or builds ") and "\n" not in message
+    assert "_LightningCallback" in message and "weights-only" in message and "'state_dict'" in message
+    assert "torch.save" in message and "weights_only" not in message
+    folder = _muse_folder(tmp_path / "plain", SMALL_CONFIG, {"pytorch_model.bin": _lightning_ckpt(state)})
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'pytorch_model.bin'}: a training checkpoint") and "missing keys" not in message
+    assert "'state_dict'" in message and "torch.save" in message
+    (folder / "pytorch_model.bin").write_bytes(_torch_bytes(state))  # its state dict alone: loads
+    assert weights_hash(load(folder)) == weights_hash(state)
+
+
 def test_a_file_that_is_no_pickle_is_not_called_a_refused_pickle(tmp_path):
     """An HTML error page saved as pytorch_model.bin: unreadable, not code that was refused."""
     folder = _muse_folder(tmp_path / "html", SMALL_CONFIG, {"pytorch_model.bin": b"<!DOCTYPE html><html>403</html>"})

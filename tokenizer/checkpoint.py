@@ -63,6 +63,8 @@ def shape_problems(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _TORCH_DETAIL = "WeightsUnpickler error:"
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+_RESAVE = ("from a copy you trust, save its state dict (name -> tensor; a Lightning .ckpt keeps it under "
+           "'state_dict') alone with torch.save and pass that file")
 
 
 def weights_only_refusal(exc: Exception) -> str:
@@ -72,11 +74,21 @@ def weights_only_refusal(exc: Exception) -> str:
     text = str(exc)
     found = _GLOBAL.search(text)
     if found:
-        return (f"its pickle calls or builds {found.group(1)}, which weights-only loading refuses: a weights "
-                "file holds only tensors, and no code in a file is ever run to read it")
+        return (f"its pickle calls or builds {found.group(1)}, which weights-only loading refuses (a weights "
+                f"file holds only tensors; no code in a file is run to read it): {_RESAVE}")
     detail = text.split(_TORCH_DETAIL, 1)[1] if _TORCH_DETAIL in text else text
     detail = " ".join(detail.split("Check the documentation of torch.load")[0].split())[:200]
     return f"not a torch weights file ({detail})"
+
+
+def training_checkpoint_problem(state: object) -> str | None:
+    """Why `state`, a mapping a weights file held, is a training checkpoint rather than the state
+    dict it wraps (None: it is not one): a PyTorch Lightning / taming-transformers `.ckpt` keeps the
+    weights under 'state_dict', beside the epoch and optimizer states."""
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        return (f"a training checkpoint (keys {_preview([str(key) for key in state])}), not a state dict: "
+                "save its 'state_dict' alone with torch.save and pass that file")
+    return None
 
 
 def weight_file_problem(path: str | os.PathLike[str]) -> str | None:
@@ -146,6 +158,9 @@ def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
             raise CheckpointError(f"{bin_path}: {weights_only_refusal(exc)}") from None
         except Exception as exc:  # a corrupt file: say which file
             raise CheckpointError(f"{bin_path}: cannot be read as a weights-only state dict ({exc})") from None
+        wrapped = training_checkpoint_problem(state)
+        if wrapped:
+            raise CheckpointError(f"{bin_path}: {wrapped}")
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{bin_path}: expected a state dict (mapping of name -> tensor), "
                                   f"got {type(state).__name__}")
