@@ -429,11 +429,14 @@ def test_a_training_checkpoint_in_place_of_the_state_dict_is_named_as_one(tmp_pa
     """A Lightning-style fine-tune saved as pytorch_model.bin (the weights under 'state_dict', beside
     epoch and optimizer states) was refused as "values that are not tensors: epoch, global_step, ...".
     The message now says what the file is and how to get the state dict out."""
-    hf = _hf_shards(tmp_path / "st")
+    from safetensors.torch import load_file
+
     folder = tmp_path / "bin"
-    folder.mkdir()
-    shutil.copy(tmp_path / "st" / "config.json", folder)
-    torch.save({"epoch": 1, "global_step": 10, "state_dict": hf.state_dict(), "optimizer_states": []},
+    save_pretrained(_random_model(), folder)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    (folder / "manifest.json").unlink()  # an HF download has none
+    torch.save({"epoch": 1, "global_step": 10, "state_dict": state, "optimizer_states": []},
                folder / "pytorch_model.bin")
     err = _refused(folder, tmp_path, capsys)
     assert err.startswith(f"error: {folder / 'pytorch_model.bin'}: a training checkpoint (keys epoch, ")
