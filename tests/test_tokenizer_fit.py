@@ -452,3 +452,24 @@ def test_the_embedded_tokenizer_reconstructs_held_out_photos(sample_corpus: Path
     print(evaluate_cli.format_table(summary))
     assert summary["psnr"] >= 19.85 and summary["ssim"] >= 0.57
     assert summary["colour_error"] <= 9.0 and summary["colour_error_per_image"] <= 10.8, summary["colour_shift"]
+
+
+@pytest.mark.parametrize("damage", ["lfs", "truncated"])
+def test_a_damaged_train_state_is_one_error_line_naming_it(tmp_path, capsys, damage):
+    """`<out>/train_state.pt` as a Git LFS pointer (an out folder cloned from a hub without LFS) or
+    cut short: the resume ended in torch's traceback (UnpicklingError whose first advice is
+    weights_only=False; 'PytorchStreamReader failed reading zip archive'). Now one line names the
+    file, what is wrong and the way out, before a step runs."""
+    state = tmp_path / "out" / "train_state.pt"
+    state.parent.mkdir()
+    if damage == "lfs":
+        state.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 9\n")
+    else:
+        buffer = io.BytesIO()
+        torch.save({"step": torch.zeros(1000)}, buffer)
+        state.write_bytes(buffer.getvalue()[:500])
+    assert fit_cli.main(COMMON + ["--out", str(state.parent), "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out: {state} cannot be resumed from (") and err.count("\n") == 1
+    assert "move it away" in err and ("git lfs pull" in err) == (damage == "lfs") and "weights_only" not in err
+    assert not (state.parent / "log.jsonl").exists()

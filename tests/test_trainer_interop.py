@@ -424,6 +424,24 @@ def test_a_pickle_that_calls_a_function_is_refused_in_our_words(tmp_path: Path, 
     assert "weights_only" not in err and "Re-running" not in err
 
 
+
+def test_a_training_checkpoint_in_place_of_the_state_dict_is_named_as_one(tmp_path: Path, capsys):
+    """A Lightning-style fine-tune saved as pytorch_model.bin (the weights under 'state_dict', beside
+    epoch and optimizer states) was refused as "values that are not tensors: epoch, global_step, ...".
+    The message now says what the file is and how to get the state dict out."""
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "bin"
+    save_pretrained(_random_model(), folder)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    (folder / "manifest.json").unlink()  # an HF download has none
+    torch.save({"epoch": 1, "global_step": 10, "state_dict": state, "optimizer_states": []},
+               folder / "pytorch_model.bin")
+    err = _refused(folder, tmp_path, capsys)
+    assert err.startswith(f"error: {folder / 'pytorch_model.bin'}: a training checkpoint (keys epoch, ")
+    assert "'state_dict' alone with torch.save" in err and "not tensors" not in err
+
 @pytest.mark.parametrize("dtype, shown", [(torch.int64, "int64"), (torch.bool, "bool"),
                                           (torch.float8_e4m3fn, "float8_e4m3fn")])
 def test_tensors_in_a_dtype_we_do_not_load_are_refused_from_the_headers(tmp_path: Path, capsys, dtype, shown):

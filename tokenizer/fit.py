@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -142,7 +143,16 @@ class Trainer:
             torch.save(state, temporary)
 
     def resume(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        problem = checkpoint.weight_file_problem(path)  # a Git LFS pointer, compressed zip records
+        if problem is None:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as exc:  # torch's page of advice: the culprit in one line
+                problem = checkpoint.weights_only_refusal(exc)
+            except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+                problem = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        if problem:
+            raise UsageError(f"--out: {path} cannot be resumed from ({problem}); move it away to train afresh")
         saved = VQGANConfig.from_json(json.loads(state["config"]))
         if saved != self.model.config:
             raise UsageError(f"--out: {path} was trained with another model config: {saved} vs {self.model.config}")

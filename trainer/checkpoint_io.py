@@ -236,12 +236,17 @@ def check_weight_file(path: str | os.PathLike[str]) -> None:
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    from tokenizer.checkpoint import training_checkpoint_problem
+
     check_weight_file(path)
     with reading(path):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
             state = torch.load(path, map_location="cpu", weights_only=True)
+    wrapped = training_checkpoint_problem(state)
+    if wrapped:
+        raise CheckpointError(f"{path}: {wrapped}")
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
