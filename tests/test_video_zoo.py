@@ -987,6 +987,7 @@ def test_intra_only_frame_sizes_are_read_from_their_headers_not_decoded(tmp_path
         assert sum(1 for _ in container.decode(video=0)) == 300
     assert checked < (time.process_time() - start) / 4
 
+
 def test_a_key_frame_check_that_fails_leaves_the_video_to_pyav(tmp_path, monkeypatch):
     """The decord key-frame check over its budget (an all-intra stream of many frames) lost the
     whole video to `decode_timeout`, though it was probed fine and PyAV renders it: PyAV decodes it
