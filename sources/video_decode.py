@@ -82,6 +82,7 @@ from sources.budget import SEND_AHEAD_BYTES
 from sources.video_index import Stretch, UnsupportedVideo, VideoIndex, build_index, decode_plan, key_of
 from transforms import hdr as hdr_colour
 from transforms.errors import Rejected, exception_detail
+from transforms.headers import jpeg_layout
 
 log = logging.getLogger(__name__)
 
@@ -955,42 +956,18 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
 
 
 JPEG_HEADER_BYTES = 1 << 16  # a JPEG frame header lies after at most one 64 KiB segment or so (EXIF)
-_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOFn (not DHT, JPG, DAC)
 
 
 def header_size(codec: str, packet) -> tuple[int, int] | None:
     """(width, height) a frame's own header states, for codecs whose every frame has one that is
     cheap to read (MJPEG, ProRes); None where it cannot be read (then the frame is decoded)."""
     data = memoryview(packet)
-    if codec == "mjpeg":
-        return jpeg_frame_size(data[:JPEG_HEADER_BYTES])
+    if codec == "mjpeg":  # the same header walk as a still JPEG's (fill bytes, standalone markers, JPEG-LS)
+        layout = jpeg_layout(bytes(data[:JPEG_HEADER_BYTES]))
+        return (layout.width, layout.height) if layout and layout.width and layout.height else None
     if codec == "prores" and len(data) >= 20 and bytes(data[4:8]) == b"icpf":  # size, "icpf", 12 bytes, w, h
         width, height = int.from_bytes(data[16:18], "big"), int.from_bytes(data[18:20], "big")
         return (width, height) if width and height else None
-    return None
-
-
-def jpeg_frame_size(data) -> tuple[int, int] | None:
-    """(width, height) of a JPEG's frame header (SOFn), walking its segments from the start; None
-    when there is none before the scan (a height given later by DNL counts as none)."""
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            return None
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        if marker in _JPEG_FRAME_MARKERS:
-            if at + 9 > len(data):
-                return None
-            height, width = int.from_bytes(data[at + 5:at + 7], "big"), int.from_bytes(data[at + 7:at + 9], "big")
-            return (width, height) if width and height else None
-        if marker == 0xDA:  # the scan: no frame header before it
-            return None
-        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
     return None
 
 

@@ -628,7 +628,10 @@ def test_of_two_video_tracks_the_one_the_ffmpeg_cli_picks_is_read(tmp_path):
     after it (`-disposition:v:1 attached_pic`). The ffmpeg CLI picks the highest resolution: in
     Matroska with the angle first, `av_find_best_stream` (followed before) gave the angle. A
     2560x2560 cover before the video in Matroska (`-disposition:v:0 attached_pic`: a still MJPEG
-    track, not flagged) outscores it in the CLI: it is never taken for the video."""
+    track, not flagged) outscores it in the CLI: it is never taken for the video, also when written
+    to a pipe (its tracks declare no frame count or duration: `STILL_CODECS` tells the cover)."""
+    import subprocess
+
     video_zoo.require_ffmpeg()
     main = video_zoo.encode(tmp_path / "main.mp4", 20, "libx264", size=(128, 96), options=video_zoo.X264)
     angle = video_zoo.encode(tmp_path / "angle.mp4", 20, "libx264", options=video_zoo.X264, first=500)
@@ -646,9 +649,12 @@ def test_of_two_video_tracks_the_one_the_ffmpeg_cli_picks_is_read(tmp_path):
     Image.fromarray(video_zoo.pattern(999, 2560, 2560)).save(big, quality=50)
     video_zoo.ffmpeg("-i", str(big), "-i", str(main), "-map", "0", "-map", "1:v", "-c", "copy",
                      "-disposition:v:0", "attached_pic", str(folder / "big_cover_first.mkv"))
+    with open(folder / "big_cover_first_piped.mkv", "wb") as piped:  # no frame count, duration or tags
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(big), "-i", str(main), "-map", "0", "-map", "1:v", "-c",
+                        "copy", "-disposition:v:0", "attached_pic", "-f", "matroska", "-"], stdout=piped, check=True)
     assert len(_cli_default(folder / "big_cover_first.mkv", 2560, 2560)) == 1  # the CLI shows the cover
     for path in sorted(folder.iterdir()):
-        mapped = ("-map", "0:1") if path.name == "big_cover_first.mkv" else ()
+        mapped = ("-map", "0:1") if path.name.startswith("big_cover_first") else ()
         reference = _cli_default(path, 128, 96, mapped)  # the CLI's own pick: the main track
         assert [video_zoo.read_index(f) for f in reference] == list(range(20)), path.name
         (record,) = list(VideoSource("zoo", str(folder), strides=(1,)).read(str(path)))
@@ -784,13 +790,14 @@ def test_a_stream_whose_frame_size_changes_gives_the_same_sentences_with_either_
         assert "(48, 64, 3)" in error.detail and "(96, 128, 3)" in error.detail
 
 
-def _joined(tmp_path: Path, runs: list[tuple[int, tuple[int, int]]], path: Path) -> Path:
+def _joined(tmp_path: Path, runs: list[tuple[int, tuple[int, int]]], path: Path,
+            options: dict[str, str] = video_zoo.X264) -> Path:
     """Runs of (frames, size) of the pattern, counting on from one run to the next, each a clip
     of its own (its SPS), joined by ffmpeg's concat demuxer with a stream copy (`-f concat -c
-    copy`) into `path`: an HLS-like recording switching quality."""
+    copy`) into `path`: an HLS-like recording switching quality. `options`: libx264's, for each run."""
     parts, first = [], 0
     for k, (n, size) in enumerate(runs):
-        parts.append(video_zoo.encode(tmp_path / f"run{k}.mkv", n, "libx264", size=size, options=video_zoo.X264,
+        parts.append(video_zoo.encode(tmp_path / f"run{k}.mkv", n, "libx264", size=size, options=options,
                                       first=first))
         first += n
     (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
@@ -846,6 +853,35 @@ def test_a_stream_growing_past_the_memory_budget_keeps_the_frames_before_it(tmp_
     assert got == list(range(20))
     assert caught.value.reason == "video_too_large" and "640x480" in caught.value.detail
     assert f"memory budget of {tight} MiB" in caught.value.detail
+
+
+def test_a_stream_growing_to_a_size_that_fits_only_reduced_converts_it_at_the_working_size(tmp_path,
+                                                                                           monkeypatch):
+    """64x48 then 640x480 (`-f concat -c copy`) to a 32-pixel canvas, under a budget that holds
+    640x480 frames converted at the canvas's working size but not at full size: the grown size is
+    judged again, so every frame decodes and those after the growth are converted reduced (judged
+    only by the declared 64x48 they were converted at full size, over the budget)."""
+    from sources import video_decode
+    from transforms.resize import Canvas
+
+    video_zoo.require_ffmpeg()
+    # both runs at level 3.0: the decoder holds as many frames of each size as the first SPS declares
+    path = _joined(tmp_path, [(20, (64, 48)), (20, (640, 480))], tmp_path / "grown.mkv",
+                   {**video_zoo.X264, "level": "3.0"})
+    sizes: dict[tuple[int, int], tuple[int, int] | None] = {}
+    convert = video_decode.display
+
+    def spying(frame, turns_mirrored=None, size=None, *args, **kwargs):
+        sizes[frame.width, frame.height] = size
+        return convert(frame, turns_mirrored, size, *args, **kwargs)
+
+    monkeypatch.setattr(video_decode, "display", spying)
+    canvas = Canvas(32, "squash")
+    fits_reduced = 277  # MiB: 640x480 fits converted at 32x32 (276..278), not at full size (279 on)
+    got = list(decode_frames(str(path), range(40), 40, canvas, memory_mb=fits_reduced))
+    assert [i for i, _ in got] == list(range(40))
+    assert all(frame.shape == (32, 32, 3) for _, frame in got)
+    assert sizes[640, 480] is not None and sizes[640, 480][0] * sizes[640, 480][1] < 640 * 480 // 16, sizes
 
 
 def test_frames_growing_past_max_pixels_or_the_memory_budget_are_never_allocated(tmp_path):
@@ -950,6 +986,7 @@ def test_intra_only_frame_sizes_are_read_from_their_headers_not_decoded(tmp_path
     with av.open(str(camera)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 300
     assert checked < (time.process_time() - start) / 4
+
 
 def test_a_key_frame_check_that_fails_leaves_the_video_to_pyav(tmp_path, monkeypatch):
     """The decord key-frame check over its budget (an all-intra stream of many frames) lost the
