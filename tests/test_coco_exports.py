@@ -1016,7 +1016,8 @@ def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any
     cap of one file a worker could need ~4 GB, and no file list was judged at all. `list_units`
     (before any worker) now weighs the files' sizes against `index_memory_mb`, naming the files,
     the estimate and the fix, before anything is parsed; under the budget the units are listed.
-    The field, at its default, leaves the config hash of earlier builds as it was."""
+    The field says how the build runs, not what it outputs: no value of it changes the config
+    hash, so a build resumed with a higher limit on a bigger machine is the same configuration."""
     import sources.coco as coco
     from uvd_pipeline.config import ConfigError, parse_config
     from uvd_pipeline.unit_render import list_units
@@ -1045,8 +1046,21 @@ def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any
         "images over sources with smaller annotation files")
     assert len(list_units(config(index_memory_mb=72))["s"]) == 1
     assert config().sources[0].index_memory_mb == coco.INDEX_MEMORY_MB
-    assert config().content_hash() == config(index_memory_mb=coco.INDEX_MEMORY_MB).content_hash() != config(
+    assert config().content_hash() == config(index_memory_mb=coco.INDEX_MEMORY_MB).content_hash() == config(
         index_memory_mb=72).content_hash()
+
+
+def test_the_index_memory_limit_leaves_only_coco_sources_of_a_mixed_list_in_the_hash_unchanged(tmp_path: Path):
+    """The hash leaves `index_memory_mb` out of every source of the list that has it, and only it:
+    another source's fields beside it still change the hash."""
+    from uvd_pipeline.config import parse_config
+
+    def config(memory: int, folder: str = "b"):
+        return parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "a", "type": "coco", "path": str(tmp_path / "a"), "index_memory_mb": memory},
+            {"name": "b", "type": "laion", "path": str(tmp_path / folder)}]})
+
+    assert config(64).content_hash() == config(99_999).content_hash() != config(64, "c").content_hash()
 
 
 def test_the_parse_cache_keeps_large_indexes_of_two_sources_one_at_a_time(tmp_path: Path, monkeypatch):
