@@ -668,6 +668,34 @@ def test_two_spellings_of_one_file_under_two_ids_reject_both(tmp_path: Path, spe
         ("bad_annotation", f"image {n}: {why}") for n in (1, 2)]
 
 
+def test_the_index_keys_backslash_names_without_asking_the_filesystem(tmp_path: Path, monkeypatch):
+    """Each `sub\\N.jpg` name cost an `fsio.exists` call in every worker's `load_index` (on gs://
+    a request each: 2000 names, 2000 requests) to learn whether a file of that very name exists.
+    The files are keyed with Windows' separators read as folders; only where two ids meet on one
+    key is the filesystem asked. Ids 1 and 3 spell one file two ways and are still refused."""
+    import sources.fsio as fsio
+
+    names = [*(f"sub\\{n}.jpg" for n in range(1, 201)), "sub/1.jpg"]
+    data = {"images": [{"id": n, "file_name": name, "width": W, "height": H} for n, name in enumerate(names, 1)],
+            "categories": categories(1), "annotations": []}
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    calls = []
+    monkeypatch.setattr(fsio, "exists", lambda *a, **k: calls.append(a) or False)
+    load_index.cache_clear()
+    index = load_index((str(tmp_path / "ann.json"),), str(tmp_path))
+    assert len(calls) == 1 and sorted(index.problems) == [1, 201]  # the one meeting
+
+
+def test_a_file_named_with_a_backslash_beside_the_folder_is_another_file(tmp_path: Path):
+    """On Linux `sub\\1.png` may be a file of that very name beside `sub/1.png`: two files, so
+    two ids naming one each are two images, though their keys, read as Windows names, meet."""
+    data = {"images": [{"id": 1, "file_name": "sub/1.png", "width": W, "height": H},
+                       {"id": 2, "file_name": "sub\\1.png", "width": W, "height": H}],
+            "categories": person_categories(), "annotations": [obj(1, 1), obj(2, 2)]}
+    pairs = read(write_dataset(tmp_path, data), ("detection",))
+    assert {outcome(pairs[f"coco-{n}-detection"]) for n in (1, 2)} == {"rendered"}
+
+
 def test_one_id_naming_one_file_in_two_spellings_is_one_image(tmp_path: Path):
     """instances names `1.png`, person_keypoints `./1.png`: one file, so one image whose pairs draw
     both files' objects (it was rejected as 'give id 1 different file_names')."""
