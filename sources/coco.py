@@ -97,14 +97,15 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     merges (person_keypoints repeats instances' images and people); an id used twice within one
     file is ambiguous (which entry is the image, which the object?), so every pair of the images
     involved is rejected, naming the file and both entries, and the rest of the file is used.
-    File names are compared as the files `CocoSource.read` opens under `images_uri` (`read_path`).
+    File names are compared as the files `CocoSource.read` opens under `images_uri` (`_file_key`).
     """
     images: dict[Id, dict[str, Any]] = {}
     image_at: dict[Id, str] = {}  # id -> "file images[i]" of the entry kept
     named_at: dict[Id, str] = {}  # image id -> "file annotations[i]" of the first annotation naming it
-    named_by: dict[str, tuple[Id, str]] = {}  # a file read -> the first id naming it and where
-    file_of: dict[Id, tuple[bool, Any]] = {}  # image id -> its kept entry's `_file_key`
-    read_as = functools.partial(read_path, images_uri)
+    named_by: dict[str, tuple[Id, str, Any]] = {}  # a file read -> the first id naming it, where, its name
+    file_of: dict[Id, tuple[tuple[bool, Any], Any]] = {}  # image id -> its kept entry's `_file_key`, name
+    key_of = functools.partial(_file_key, join_inside(images_uri, "."), images_uri)
+    same = functools.partial(_same_file, images_uri)
     annotations: dict[Id, dict[Id, dict[str, Any]]] = defaultdict(dict)
     categories: dict[int, dict[str, Any]] = {}
     problems: dict[Id, str] = {}
@@ -118,18 +119,19 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
         seen_images: dict[Id, int] = {}  # id -> index of its first entry in this file
         for index, image in enumerate(_list(uri, data, "images")):
             image_id = _id_field(uri, "images", index, image, "id")
-            file_key = _file_key(read_as, image)
+            name = image.get("file_name")
+            file_key = key_of(name)
             if image_id in seen_images:
                 problems.setdefault(image_id, f"{short} images[{seen_images[image_id]}] and images[{index}] "
                                               f"both have id {image_id}")
-            elif image_id in images and file_of[image_id] != file_key:
+            elif image_id in images and not same(file_of[image_id], (file_key, name)):
                 # instances and person_keypoints list the same images; another file is another image
                 problems.setdefault(image_id, f"{image_at[image_id]} and {short} images[{index}] give id {image_id} "
                                               f"different file_names")
             seen_images.setdefault(image_id, index)
-            _one_id_a_file(named_by, file_key, image_id, f"{short} images[{index}]", problems)
+            _one_id_a_file(named_by, (file_key, name), image_id, f"{short} images[{index}]", problems, same)
             images[image_id] = image
-            file_of[image_id] = file_key
+            file_of[image_id] = (file_key, name)
             image_at[image_id] = f"{short} images[{index}]"
         for index, category in enumerate(_list(uri, data, "categories")):
             category_id = _int_field(uri, "categories", index, category, "id")
@@ -195,38 +197,51 @@ def image_path(images_uri: str, name: str) -> str:
     return join_inside(images_uri, windows_name(images_uri, name))
 
 
-def read_path(images_uri: str, name: Any) -> str | None:
-    """The file read for a `file_name` as the images folder sees it (Windows separators, `./`,
-    an absolute name inside the folder all resolved: `image_path`); None for one no file is read
-    for (not a text, or outside the folder: its pairs are rejected for that)."""
+def _file_key(root: str, images_uri: str, name: Any) -> tuple[bool, Any]:
+    """What two entries of one id must share to be one image: (True, the file read as the images
+    folder `root` sees it: Windows separators read as folders, `./`, an absolute name inside the
+    folder resolved), or (False, the name as written) where no file is read for it (not a text, or
+    outside the folder: its pairs are rejected for that). No filesystem call, once an entry in
+    every worker (on gs:// each a request): a file named with a backslash is told apart from the
+    folders only where two keys meet (`_same_file`), or where read as folders it climbs out."""
     if not isinstance(name, str) or not name:
-        return None
+        return False, name
     try:
-        return relative_to_root(join_inside(images_uri, "."), image_path(images_uri, name))
+        return True, relative_to_root(root, join_inside(images_uri, name.replace("\\", "/")))
     except OutsideRoot:
-        return None
+        pass
+    try:
+        return (True, relative_to_root(root, image_path(images_uri, name))) if "\\" in name else (False, name)
+    except OutsideRoot:
+        return False, name
 
 
-def _file_key(read_as: Callable[[Any], str | None], image: dict[str, Any]) -> tuple[bool, Any]:
-    """What two entries of one id must share to be one image: (True, the file read), or (False,
-    the name as written) where no file is read for it. Resolved once an entry."""
-    path = read_as(image.get("file_name"))
-    return (True, path) if path is not None else (False, image.get("file_name"))
+def _same_file(images_uri: str, entry: tuple[tuple[bool, Any], Any], other: tuple[tuple[bool, Any], Any]) -> bool:
+    """Whether two entries (`_file_key`, name as written) name the one file `CocoSource.read` opens:
+    one key is one file unless a name with a backslash is a file of that very name (`windows_name`),
+    which only the filesystem can say, so it is asked here, where keys meet, not for every entry."""
+    (key, name), (other_key, other_name) = entry, other
+    if key != other_key:
+        return False
+    if name == other_name or "\\" not in name + other_name:
+        return True
+    return image_path(images_uri, name) == image_path(images_uri, other_name)
 
 
-def _one_id_a_file(named_by: dict[str, tuple[Id, str]], file_key: tuple[bool, Any], image_id: Id, at: str,
-                   problems: dict[Id, str]) -> None:
-    """Record which id names the file read for the entry (`read_path`); a file another id names
-    already makes a problem of both ids. Merged exports (or a picture uploaded twice) list one file
-    under two ids, each with part of its objects: each pair drew only its own, and the two, hashed
-    apart, put one picture in train and in val. Two spellings of one file (`sub\\1.png` beside
-    `sub/1.png`, an absolute name inside the folder) are one file. The same id naming its file
-    again (instances and person_keypoints) is one image."""
-    read, path = file_key
+def _one_id_a_file(named_by: dict[str, tuple[Id, str, Any]], entry: tuple[tuple[bool, Any], Any], image_id: Id,
+                   at: str, problems: dict[Id, str],
+                   same: Callable[[tuple[tuple[bool, Any], Any], tuple[tuple[bool, Any], Any]], bool]) -> None:
+    """Record which id names the file read for the entry (`_file_key`, name); a file another id
+    names already makes a problem of both ids. Merged exports (or a picture uploaded twice) list
+    one file under two ids, each with part of its objects: each pair drew only its own, and the
+    two, hashed apart, put one picture in train and in val. Two spellings of one file (`sub\\1.png`
+    beside `sub/1.png`, an absolute name inside the folder) are one file (`same`). The same id
+    naming its file again (instances and person_keypoints) is one image."""
+    (read, path), name = entry
     if not read:
         return  # its pairs are rejected for that (`CocoSource.read`)
-    first_id, first_at = named_by.setdefault(path, (image_id, at))
-    if first_id == image_id:  # ids are ints or texts: `1` never equals `"1"`
+    first_id, first_at, first_name = named_by.setdefault(path, (image_id, at, name))
+    if first_id == image_id or not same(((True, path), first_name), entry):  # `1` never equals `"1"`
         return
     problem = (f"{first_at} (id {first_id}) and {at} (id {image_id}) both name "
                f"{shown_name(path)}: give a file one id")

@@ -668,6 +668,34 @@ def test_two_spellings_of_one_file_under_two_ids_reject_both(tmp_path: Path, spe
         ("bad_annotation", f"image {n}: {why}") for n in (1, 2)]
 
 
+def test_the_index_keys_backslash_names_without_asking_the_filesystem(tmp_path: Path, monkeypatch):
+    """Each `sub\\N.jpg` name cost an `fsio.exists` call in every worker's `load_index` (on gs://
+    a request each: 2000 names, 2000 requests) to learn whether a file of that very name exists.
+    The files are keyed with Windows' separators read as folders; only where two ids meet on one
+    key is the filesystem asked. Ids 1 and 3 spell one file two ways and are still refused."""
+    import sources.fsio as fsio
+
+    names = [*(f"sub\\{n}.jpg" for n in range(1, 201)), "sub/1.jpg"]
+    data = {"images": [{"id": n, "file_name": name, "width": W, "height": H} for n, name in enumerate(names, 1)],
+            "categories": categories(1), "annotations": []}
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    calls = []
+    monkeypatch.setattr(fsio, "exists", lambda *a, **k: calls.append(a) or False)
+    load_index.cache_clear()
+    index = load_index((str(tmp_path / "ann.json"),), str(tmp_path))
+    assert len(calls) == 1 and sorted(index.problems) == [1, 201]  # the one meeting
+
+
+def test_a_file_named_with_a_backslash_beside_the_folder_is_another_file(tmp_path: Path):
+    """On Linux `sub\\1.png` may be a file of that very name beside `sub/1.png`: two files, so
+    two ids naming one each are two images, though their keys, read as Windows names, meet."""
+    data = {"images": [{"id": 1, "file_name": "sub/1.png", "width": W, "height": H},
+                       {"id": 2, "file_name": "sub\\1.png", "width": W, "height": H}],
+            "categories": person_categories(), "annotations": [obj(1, 1), obj(2, 2)]}
+    pairs = read(write_dataset(tmp_path, data), ("detection",))
+    assert {outcome(pairs[f"coco-{n}-detection"]) for n in (1, 2)} == {"rendered"}
+
+
 def test_one_id_naming_one_file_in_two_spellings_is_one_image(tmp_path: Path):
     """instances names `1.png`, person_keypoints `./1.png`: one file, so one image whose pairs draw
     both files' objects (it was rejected as 'give id 1 different file_names')."""
@@ -1016,7 +1044,8 @@ def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any
     cap of one file a worker could need ~4 GB, and no file list was judged at all. `list_units`
     (before any worker) now weighs the files' sizes against `index_memory_mb`, naming the files,
     the estimate and the fix, before anything is parsed; under the budget the units are listed.
-    The field, at its default, leaves the config hash of earlier builds as it was."""
+    The field says how the build runs, not what it outputs: no value of it changes the config
+    hash, so a build resumed with a higher limit on a bigger machine is the same configuration."""
     import sources.coco as coco
     from uvd_pipeline.config import ConfigError, parse_config
     from uvd_pipeline.unit_render import list_units
@@ -1045,8 +1074,21 @@ def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any
         "images over sources with smaller annotation files")
     assert len(list_units(config(index_memory_mb=72))["s"]) == 1
     assert config().sources[0].index_memory_mb == coco.INDEX_MEMORY_MB
-    assert config().content_hash() == config(index_memory_mb=coco.INDEX_MEMORY_MB).content_hash() != config(
+    assert config().content_hash() == config(index_memory_mb=coco.INDEX_MEMORY_MB).content_hash() == config(
         index_memory_mb=72).content_hash()
+
+
+def test_the_index_memory_limit_leaves_only_coco_sources_of_a_mixed_list_in_the_hash_unchanged(tmp_path: Path):
+    """The hash leaves `index_memory_mb` out of every source of the list that has it, and only it:
+    another source's fields beside it still change the hash."""
+    from uvd_pipeline.config import parse_config
+
+    def config(memory: int, folder: str = "b"):
+        return parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "a", "type": "coco", "path": str(tmp_path / "a"), "index_memory_mb": memory},
+            {"name": "b", "type": "laion", "path": str(tmp_path / folder)}]})
+
+    assert config(64).content_hash() == config(99_999).content_hash() != config(64, "c").content_hash()
 
 
 def test_the_parse_cache_keeps_large_indexes_of_two_sources_one_at_a_time(tmp_path: Path, monkeypatch):

@@ -517,6 +517,23 @@ def test_record_sizes_held_in_zip64_extra_fields_are_read(tmp_path, monkeypatch)
     assert checkpoint.torch_file_problem(path) is None
 
 
+def test_files_torch_reads_as_no_zip_are_not_searched_for_a_zip_directory(tmp_path, monkeypatch):
+    """torch reads a file as a zip only when it opens with `PK\\x03\\x04`; the compressed-record
+    check read the last 64 KiB of safetensors and legacy torch files too, for a directory none
+    holds. They are now left to their readers from the first bytes; a zip is still walked."""
+    from safetensors.torch import save_file
+
+    state = {"w": torch.ones(2, 3)}
+    save_file(state, tmp_path / "model.safetensors")
+    torch.save(state, tmp_path / "legacy.bin", _use_new_zipfile_serialization=False)
+    (tmp_path / "zip.bin").write_bytes(_torch_bytes(state))
+    walked = []
+    monkeypatch.setattr(checkpoint, "_zip_directory", lambda handle: walked.append(handle.name) or iter(()))
+    assert [checkpoint.weight_file_problem(tmp_path / name) for name in ("model.safetensors", "legacy.bin",
+                                                                        "zip.bin")] == [None] * 3
+    assert walked == [str(tmp_path / "zip.bin")]
+
+
 LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
                b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e9ca24d17e2393\nsize 584904591\n")
 

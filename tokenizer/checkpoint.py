@@ -64,6 +64,7 @@ def shape_problems(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _TORCH_DETAIL = "WeightsUnpickler error:"
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+_ZIP_HEAD = b"PK\x03\x04"  # what torch reads a file as a zip by (`torch.serialization._is_zipfile`)
 _RESAVE = ("from a copy you trust, save its state dict (name -> tensor; a Lightning .ckpt keeps it under "
            "'state_dict') alone with torch.save and pass that file")
 
@@ -95,7 +96,8 @@ def training_checkpoint_problem(state: object) -> str | None:
 def weight_file_problem(path: str | os.PathLike[str]) -> str | None:
     """Why `path` cannot be read as weights, from its first bytes and zip directory before any
     reader decodes it (None: let the reader judge): a Git LFS pointer (a hub clone without LFS:
-    torch and safetensors named only a bad opcode or header), or `torch_file_problem`."""
+    torch and safetensors named only a bad opcode or header), or, for a file torch reads as a zip
+    (its first bytes), `torch_file_problem`."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(len(_LFS_POINTER))
@@ -104,6 +106,8 @@ def weight_file_problem(path: str | os.PathLike[str]) -> str | None:
     if head == _LFS_POINTER:
         return (f"a Git LFS pointer ({os.path.getsize(path)} bytes), not the weights it stands for: the "
                 "repository was cloned without Git LFS; fetch the files with `git lfs pull`")
+    if head[:4] != _ZIP_HEAD:  # safetensors, a legacy torch pickle: their last 64 KiB hold no directory
+        return None
     return torch_file_problem(path)
 
 

@@ -20,10 +20,14 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError,
                       field_validator, model_serializer, model_validator)
 
+from sources.coco import INDEX_MEMORY_MB
 from transforms.phash import band_width, probes_per_band
 from uvd_pipeline.mixture import GROUPS, NAME_PATTERN, PAPER_MIX
 
 FORMAT_VERSION = 1
+# source fields that say how a build runs, not what it outputs: a build resumed with another value
+# (say a higher limit on a bigger machine) is the same configuration, so they stay out of the hash
+RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
 # Bumped whenever the same input and config render to other bytes (a decoder, resize or ordering
 # fix), and part of the config hash: a build resumed by a newer version must not mix the earlier
 # version's stored units and committed shards with its own renders, so it is refused as changed
@@ -295,13 +299,15 @@ class Co3dSourceConfig(SourceBase, LinkOptions):
 
 
 class CocoSourceConfig(SourceBase, LinkOptions, PairSource, LaterFields):
+    # index_memory_mb is not in the content hash (`RUN_ONLY_FIELDS`); left out of the saved config at
+    # its first default so that a build record from before it still reads as the same configuration
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"index_memory_mb": 6144}
     type: Literal["coco"]
     split: str = Field("val2017", min_length=1, description="names the files: instances_<split>.json, images")
     annotation_files: tuple[str, ...] = Field((), description="default: annotations/{instances,person_keypoints}_<split>.json")
     images_dir: str | None = Field(None, description="default: images/<split> or <split>")
     tasks: tuple[Literal["detection", "segmentation", "pose"], ...] = ("detection", "segmentation", "pose")
-    index_memory_mb: StrictInt = Field(6144, ge=64, le=1_048_576, description="memory the parsed annotation files "
+    index_memory_mb: StrictInt = Field(INDEX_MEMORY_MB, ge=64, le=1_048_576, description="memory the parsed annotation files "
                                  "may take in each worker process, judged before any parse from their sizes (about "
                                  "8x; over it the build stops naming the files): COCO train2017's two files take "
                                  "~5.3 GiB")
@@ -659,7 +665,7 @@ class BuildConfig(Strict):
         # the tokenizer is not part of it: retokenizing keeps the rendered shards valid; nor is
         # the mixture, which shapes only mixture.yaml (rewritten at the end of every build)
         content = self.model_dump(mode="json", exclude={"beam": True, "output": True, "tokenizer": True,
-                                                        "mixture": True})
+                                                        "mixture": True, "sources": {"__all__": RUN_ONLY_FIELDS}})
         content["format_version"] = FORMAT_VERSION
         content["render_revision"] = RENDER_REVISION
         blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
