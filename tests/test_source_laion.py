@@ -1678,6 +1678,27 @@ def test_an_image_pair_folder_without_file_name_takes_its_first_file_name_column
          "own (one image per row)") for i in range(3)]
 
 
+def test_a_jsonl_whose_later_row_names_another_lead_column_keeps_the_first_rows_lead(tmp_path: Path):
+    """A `metadata.jsonl` whose first row names its image in `input_file_name` and the second in
+    `file_name`: the lead column was taken again at each row from the columns seen so far (a JSONL's
+    grow row by row), so row 2 moved it to `file_name`: the metadata unit crashed (KeyError
+    'file_name') and a.png kept `input_file_name` in its lineage. Now the lead is chosen once, at the
+    first row with one; a later row without it is that row's `bad_metadata` reject."""
+    for name in "ab":
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    (tmp_path / "metadata.jsonl").write_text('{"input_file_name": "a.png", "text": "x"}\n'
+                                             '{"file_name": "b.png", "text": "y"}\n')
+    from sources.records import data_key
+
+    items = _read_all(LaionSource("w", str(tmp_path)))
+    assert [(i.lineage["path"], i.lineage["caption"], i.lineage["huggingface"])
+            for i in items if isinstance(i, ImageRecord)] == [("a.png", "x", {})]
+    assert sorted((r.key, r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        ("w-b--png", "unlisted_image", "'b.png': no row of a metadata file (metadata.jsonl, .csv, .parquet) in its "
+                                       "folder or above names it; datasets' ImageFolder leaves it out too"),
+        (data_key("w", "metadata.jsonl", "2"), "bad_metadata", "metadata.jsonl line 2: input_file_name is null, not a path")]
+
+
 def test_a_photo_collections_folder_names_are_no_split_layout(tmp_path: Path):
     """A personal photo folder (no metadata, no card): `holidays/test shots/`, `projects/dev/` and
     `cameras/eval 2023/` went to val whole, as if a split layout named them (datasets 5.2, asked
