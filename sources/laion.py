@@ -377,14 +377,23 @@ class LaionSource:
         except hf_card.CardError as exc:
             raise ValueError(f"{self.name}: {exc} (format: folder; field hf_config)") from None
 
-    def _card_split(self, key: str, relative: str, data_file: str) -> str | Reject:
+    def _file_split(self, data_file: str) -> str | None | hf_card.CardError:
+        """`hf_card.file_split` of a data file, a `CardError` returned (the card was changed since
+        the build started): asked once per image, as each asking stats the card (a request on a
+        remote filesystem)."""
+        try:
+            return hf_card.file_split(self.path, data_file, self.hf_config)
+        except hf_card.CardError as exc:
+            return exc
+
+    def _card_split(self, key: str, relative: str, data_file: str,
+                    split: str | None | hf_card.CardError) -> str | Reject:
         """The split the card's built config gives the image at `relative` through `data_file` (the
         image itself, or the metadata file naming it: `datasets` loads an ImageFolder's rows from
-        there), or the image's reject: `other_hf_config` when no split of the config names it."""
-        try:
-            split = hf_card.file_split(self.path, data_file, self.hf_config)
-        except hf_card.CardError as exc:  # the card was changed since the build started
-            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {exc}")
+        there) as `_file_split` gave it, or the image's reject: `other_hf_config` when no split of
+        the config names it."""
+        if isinstance(split, hf_card.CardError):
+            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {split}")
         if split is not None:
             return split
         by = "" if data_file == relative else f"{shown_name(relative)}, named by a row of "
@@ -912,7 +921,8 @@ class LaionSource:
         card's configs (`card`), a metadata file that is no data file of the built config is unused,
         as `datasets` has it: the image is then a plain one, its split the card's for itself."""
         row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
-        if row is None or splits == "card" and self._metadata_unused(_metadata_of(row)):
+        card = self._file_split(_metadata_of(row)) if row is not None and splits == "card" else ""
+        if row is None or card is None:  # None: the metadata file is no data file of the built config
             return self._plain_image(key, uri, relative, lineage, splits)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
@@ -929,7 +939,8 @@ class LaionSource:
         values = {k: v for k, v in row["values"].items() if k != row["lead"]}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
-        split = self._card_split(key, relative, row["file"]) if splits == "card" else split_of(relative, row["file"])
+        split = (self._card_split(key, relative, row["file"], card) if splits == "card"
+                 else split_of(relative, row["file"]))
         if isinstance(split, Reject):
             return split
         lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
@@ -942,10 +953,7 @@ class LaionSource:
         """Whether a card's built config names no split of the metadata file at `relative`: `datasets`
         then reads no row of it (a card naming its images alone, `train/*.png`). A card that cannot
         be read is not judged here: the image's `_card_split` rejects it."""
-        try:
-            return hf_card.file_split(self.path, relative, self.hf_config) is None
-        except hf_card.CardError:
-            return False
+        return self._file_split(relative) is None
 
     def _read_metadata(self, uri: str, card: bool) -> Iterator[Reject]:
         """The rejects of one ImageFolder metadata file: the file when it cannot be read, each line
@@ -1099,7 +1107,7 @@ class LaionSource:
         `dev_board.jpg` are photos' names). With a card's `configs` (`splits` "card"), the split its
         built config gives the image (`_card_split`)."""
         card = splits == "card"
-        split = (self._card_split(key, relative, relative) if card
+        split = (self._card_split(key, relative, relative, self._file_split(relative)) if card
                  else hf_parquet.folder_split(relative) if splits == "split" else None)
         if isinstance(split, Reject):
             return split

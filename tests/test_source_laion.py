@@ -1098,7 +1098,7 @@ def test_an_image_folder_without_metadata_keeps_its_test_folder_out_of_training(
 
 
 @pytest.mark.parametrize("metadata", [False, True])
-def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: bool):
+def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: bool, monkeypatch):
     """An image repo whose card names its splits (`split: test, path: images/holdout/**`): the
     held-out images were trained on (their folder names no split) and `images/other/`, which no
     config names, was built. As `load_dataset` (datasets 5.2) gave it, with or without a
@@ -1117,7 +1117,15 @@ def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: b
     (tmp_path / "README.md").write_text('---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n'
                                         '    path: "images/train/**"\n  - split: test\n    path: "images/holdout/**"\n'
                                         '---\n')
+    from sources import hf_card
+
+    asked = Counter()
+    file_split = hf_card.file_split
+    monkeypatch.setattr(hf_card, "file_split", lambda *args: (asked.update([args[1]]), file_split(*args))[1])
     items = _read_all(LaionSource("w", str(tmp_path)))
+    # the card asked once per image (each asking stats the card): a row's image for its metadata
+    # file alone, an image of other/ for its unused metadata file and then for itself; once per metadata file
+    assert sum(asked.values()) == (4 + 2 * 2 + 3 if metadata else 6)
     assert sorted((i.lineage["path"], i.lineage["hf_split"], i.split_hint, i.lineage.get("caption"))
                   for i in items if isinstance(i, ImageRecord)) == [
         (f"images/{folder}/{n}.png", split, hint, f"{folder} {n}" if metadata else None)
