@@ -1660,6 +1660,8 @@ def test_a_metadata_parquet_of_one_repeated_prompt_is_judged_by_its_rows_text(tm
     for uri in map(str, (small[0], small[1], small[0])):
         assert len(cached(uri).rows) == 400
     assert parses == {str(small[0]): 2, str(small[1]): 1}  # b's parse, with a's, passed the budget: a dropped
+    parsed = imagefolder.read_metadata(str(small[1]))  # the real cache weighs its parse by the rows' text
+    assert imagefolder.read_metadata.weight(str(small[1])) >= parsed.kept > 10 * small[1].stat().st_size
 
 
 def test_an_image_pair_folder_without_file_name_takes_its_first_file_name_column(tmp_path: Path):
