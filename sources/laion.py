@@ -119,12 +119,24 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz")
 
 
+# the kind of a slice of an image folder by (whether its images take their metadata row, where
+# their split comes from: "" `split.val_fraction`, "split" a split layout's folders, "card" the
+# card's configs), spelt as the joined strings it was built of (a unit's kind is in its id)
+FOLDER_KINDS = {(False, ""): "folder", (False, "split"): "folder_split", (False, "card"): "folder_card",
+                (True, ""): "imagefolder", (True, "split"): "imagefolder_split", (True, "card"): "imagefolder_card"}
+_FOLDER_KIND_PARTS = {kind: parts for parts, kind in FOLDER_KINDS.items()}
+
+
 @dataclass(frozen=True)
 class Unit:
     """One parallel work item: a tar (or one of its `parts`), a files-layout shard folder, a
     parquet of images, or a slice of an image folder (an image's sidecars always in the same slice)."""
 
-    kind: str  # "tar" | "files" | "parquet" | "folder" | "stray" (a file that is none of those: a reject)
+    # "tar" | "files" | "parquet" | a slice of an image folder (`FOLDER_KINDS`) | "metadata" |
+    # "metadata_card" (an ImageFolder metadata file; with a card's configs) | "card" (README.md) |
+    # "hf_parquet" | "hf_other" (a `datasets` layout's parquet; its other files) | "stray" (a file
+    # that is none of those: a reject); part of the unit's id (`unit_store.unit_id`): spelt as ever
+    kind: str
     uris: tuple[str, ...]
     root: str
     part: int = 0
@@ -335,8 +347,8 @@ class LaionSource:
             refuse_tfrecords(self.name, self.path, files)
             refuse_saved_datasets(self.name, self.path, files)
         metadata = [f for f in files if imagefolder.is_metadata(f) and not set_aside_problem(self.path, f)]
-        # with a card's configs (`_card`), each image's split from there; the card a unit of its own
-        card = "_card" if self._folder_card() else ""
+        # with a card's configs, each image's split from there; the card a unit of its own
+        card = self._folder_card()
         cards = [f for f in files if card and relative_to_root(self.path, f) == hf_card.CARD]
         files = [f for f in files if f not in metadata and f not in cards]
         groups = folder_groups(files, self.path)
@@ -346,10 +358,10 @@ class LaionSource:
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         if metadata:
             self._check_caption_column(metadata[0])
-        layout = "_split" if not card and self._split_layout(files) else ""  # folders' split names read
-        kind = ("imagefolder" if metadata else "folder") + (card or layout)  # with metadata, each image takes its row
-        units = [Unit("metadata" + card, (m,), self.path) for m in metadata] + [Unit("card", (c,), self.path)
-                                                                                 for c in cards]
+        splits = "card" if card else "split" if self._split_layout(files) else ""  # folders' split names read
+        kind = FOLDER_KINDS[bool(metadata), splits]  # with metadata, each image takes its row
+        units = [Unit("metadata_card" if card else "metadata", (m,), self.path) for m in metadata] + [
+            Unit("card", (c,), self.path) for c in cards]
         chunk: list[str] = []
         for group in groups:
             chunk += group
@@ -540,8 +552,8 @@ class LaionSource:
         elif unit.kind == "card":
             yield self._reject(path_key(self.name, hf_card.CARD), "read", "unexpected_file",
                                f"{hf_card.CARD} is the dataset card: its configs give the splits, it is no image")
-        elif unit.kind.startswith("metadata"):
-            yield from self._read_metadata(unit.uris[0], unit.kind.endswith("_card"))
+        elif unit.kind in ("metadata", "metadata_card"):
+            yield from self._read_metadata(unit.uris[0], unit.kind == "metadata_card")
         else:
             yield from self._read_folder(unit)
 
@@ -1033,6 +1045,7 @@ class LaionSource:
     # -- plain folders -------------------------------------------------------------------
     def _read_folder(self, unit: Unit) -> Iterator[SourceItem]:
         root = unit.root
+        listed, splits = _FOLDER_KIND_PARTS[unit.kind]
         data = []
         for uri in unit.uris:
             aside = self._set_aside(lambda: path_key(self.name, relative_to_root(root, uri)), root, uri)
@@ -1093,8 +1106,7 @@ class LaionSource:
                 parsed = parse_json(texts.get("json"))
                 if parsed:
                     lineage["metadata"] = parsed
-                splits = unit.kind.rpartition("_")[2] if unit.kind.endswith(("_card", "_split")) else ""
-                if unit.kind.startswith("imagefolder"):
+                if listed:
                     yield self._listed_image(key, uri, relative, lineage, splits)
                     continue
                 yield self._plain_image(key, uri, relative, lineage, splits)
