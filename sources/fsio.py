@@ -183,7 +183,15 @@ def cached_input(maxsize: int, max_bytes: int | None = None,
                     evict(0, 0, 1)
             return value
 
+        def weight(uris: str | tuple[str, ...], *args: Any) -> int | None:
+            """What the kept parse of `(uris, *args)` counts against `max_bytes` (None: not kept):
+            so a test holds a source's `weigh` to its real cache, not to one of its own."""
+            with lock:
+                entry = entries.get((uris, *args))
+            return None if entry is None else entry[2]
+
         cached.cache_clear = entries.clear  # type: ignore[attr-defined]
+        cached.weight = weight  # type: ignore[attr-defined]
         return cached
 
     return wrap

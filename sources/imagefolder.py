@@ -143,7 +143,7 @@ def lead_column(columns: list[str]) -> str | None:
 
 
 def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], raw: str | tuple[str, ...]) -> None:
-    lead = parsed.lead = lead_column(parsed.columns) or "file_name"
+    lead = parsed.lead = _chosen_lead(parsed)
     _add_extras(parsed, index, line, values, lead)
     written = values.get(lead)
     if not isinstance(written, str) or not written:
@@ -161,6 +161,14 @@ def _add_row(parsed: Metadata, index: int, line: int, values: dict[str, Any], ra
                                                        "is read)"))
         return
     parsed.rows[name] = (index, line, raw)
+
+
+def _chosen_lead(parsed: Metadata) -> str:
+    """The file's lead column, chosen once, at the first row whose columns give one: a JSONL's
+    columns grow row by row, and a later row's `file_name` moving a lead of `input_file_name` left the
+    rows kept before without it (a later row without the lead is that row's `bad_metadata`). Until
+    then `file_name`, the default (a lead of `file_name`, once seen, stays the answer)."""
+    return parsed.lead if parsed.lead != "file_name" else lead_column(parsed.columns) or "file_name"
 
 
 def extra_images(values: dict[str, Any], lead: str = "file_name") -> Iterator[tuple[str, str]]:

@@ -119,12 +119,24 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz")
 
 
+# the kind of a slice of an image folder by (whether its images take their metadata row, where
+# their split comes from: "" `split.val_fraction`, "split" a split layout's folders, "card" the
+# card's configs), spelt as the joined strings it was built of (a unit's kind is in its id)
+FOLDER_KINDS = {(False, ""): "folder", (False, "split"): "folder_split", (False, "card"): "folder_card",
+                (True, ""): "imagefolder", (True, "split"): "imagefolder_split", (True, "card"): "imagefolder_card"}
+_FOLDER_KIND_PARTS = {kind: parts for parts, kind in FOLDER_KINDS.items()}
+
+
 @dataclass(frozen=True)
 class Unit:
     """One parallel work item: a tar (or one of its `parts`), a files-layout shard folder, a
     parquet of images, or a slice of an image folder (an image's sidecars always in the same slice)."""
 
-    kind: str  # "tar" | "files" | "parquet" | "folder" | "stray" (a file that is none of those: a reject)
+    # "tar" | "files" | "parquet" | a slice of an image folder (`FOLDER_KINDS`) | "metadata" |
+    # "metadata_card" (an ImageFolder metadata file; with a card's configs) | "card" (README.md) |
+    # "hf_parquet" | "hf_other" (a `datasets` layout's parquet; its other files) | "stray" (a file
+    # that is none of those: a reject); part of the unit's id (`unit_store.unit_id`): spelt as ever
+    kind: str
     uris: tuple[str, ...]
     root: str
     part: int = 0
@@ -335,8 +347,8 @@ class LaionSource:
             refuse_tfrecords(self.name, self.path, files)
             refuse_saved_datasets(self.name, self.path, files)
         metadata = [f for f in files if imagefolder.is_metadata(f) and not set_aside_problem(self.path, f)]
-        # with a card's configs (`_card`), each image's split from there; the card a unit of its own
-        card = "_card" if self._folder_card() else ""
+        # with a card's configs, each image's split from there; the card a unit of its own
+        card = self._folder_card()
         cards = [f for f in files if card and relative_to_root(self.path, f) == hf_card.CARD]
         files = [f for f in files if f not in metadata and f not in cards]
         groups = folder_groups(files, self.path)
@@ -346,10 +358,10 @@ class LaionSource:
             raise FileNotFoundError(f"{self.name}: no images under {self.path}")
         if metadata:
             self._check_caption_column(metadata[0])
-        layout = "_split" if not card and self._split_layout(files) else ""  # folders' split names read
-        kind = ("imagefolder" if metadata else "folder") + (card or layout)  # with metadata, each image takes its row
-        units = [Unit("metadata" + card, (m,), self.path) for m in metadata] + [Unit("card", (c,), self.path)
-                                                                                 for c in cards]
+        splits = "card" if card else "split" if self._split_layout(files) else ""  # folders' split names read
+        kind = FOLDER_KINDS[bool(metadata), splits]  # with metadata, each image takes its row
+        units = [Unit("metadata_card" if card else "metadata", (m,), self.path) for m in metadata] + [
+            Unit("card", (c,), self.path) for c in cards]
         chunk: list[str] = []
         for group in groups:
             chunk += group
@@ -377,14 +389,23 @@ class LaionSource:
         except hf_card.CardError as exc:
             raise ValueError(f"{self.name}: {exc} (format: folder; field hf_config)") from None
 
-    def _card_split(self, key: str, relative: str, data_file: str) -> str | Reject:
+    def _file_split(self, data_file: str) -> str | None | hf_card.CardError:
+        """`hf_card.file_split` of a data file, a `CardError` returned (the card was changed since
+        the build started): asked once per image, as each asking stats the card (a request on a
+        remote filesystem)."""
+        try:
+            return hf_card.file_split(self.path, data_file, self.hf_config)
+        except hf_card.CardError as exc:
+            return exc
+
+    def _card_split(self, key: str, relative: str, data_file: str,
+                    split: str | None | hf_card.CardError) -> str | Reject:
         """The split the card's built config gives the image at `relative` through `data_file` (the
         image itself, or the metadata file naming it: `datasets` loads an ImageFolder's rows from
-        there), or the image's reject: `other_hf_config` when no split of the config names it."""
-        try:
-            split = hf_card.file_split(self.path, data_file, self.hf_config)
-        except hf_card.CardError as exc:  # the card was changed since the build started
-            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {exc}")
+        there) as `_file_split` gave it, or the image's reject: `other_hf_config` when no split of
+        the config names it."""
+        if isinstance(split, hf_card.CardError):
+            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {split}")
         if split is not None:
             return split
         by = "" if data_file == relative else f"{shown_name(relative)}, named by a row of "
@@ -531,8 +552,8 @@ class LaionSource:
         elif unit.kind == "card":
             yield self._reject(path_key(self.name, hf_card.CARD), "read", "unexpected_file",
                                f"{hf_card.CARD} is the dataset card: its configs give the splits, it is no image")
-        elif unit.kind.startswith("metadata"):
-            yield from self._read_metadata(unit.uris[0], unit.kind.endswith("_card"))
+        elif unit.kind in ("metadata", "metadata_card"):
+            yield from self._read_metadata(unit.uris[0], unit.kind == "metadata_card")
         else:
             yield from self._read_folder(unit)
 
@@ -912,7 +933,8 @@ class LaionSource:
         card's configs (`card`), a metadata file that is no data file of the built config is unused,
         as `datasets` has it: the image is then a plain one, its split the card's for itself."""
         row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
-        if row is None or splits == "card" and self._metadata_unused(_metadata_of(row)):
+        card = self._file_split(_metadata_of(row)) if row is not None and splits == "card" else ""
+        if row is None or card is None:  # None: the metadata file is no data file of the built config
             return self._plain_image(key, uri, relative, lineage, splits)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
@@ -929,7 +951,8 @@ class LaionSource:
         values = {k: v for k, v in row["values"].items() if k != row["lead"]}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
-        split = self._card_split(key, relative, row["file"]) if splits == "card" else split_of(relative, row["file"])
+        split = (self._card_split(key, relative, row["file"], card) if splits == "card"
+                 else split_of(relative, row["file"]))
         if isinstance(split, Reject):
             return split
         lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
@@ -942,10 +965,7 @@ class LaionSource:
         """Whether a card's built config names no split of the metadata file at `relative`: `datasets`
         then reads no row of it (a card naming its images alone, `train/*.png`). A card that cannot
         be read is not judged here: the image's `_card_split` rejects it."""
-        try:
-            return hf_card.file_split(self.path, relative, self.hf_config) is None
-        except hf_card.CardError:
-            return False
+        return self._file_split(relative) is None
 
     def _read_metadata(self, uri: str, card: bool) -> Iterator[Reject]:
         """The rejects of one ImageFolder metadata file: the file when it cannot be read, each line
@@ -1025,6 +1045,7 @@ class LaionSource:
     # -- plain folders -------------------------------------------------------------------
     def _read_folder(self, unit: Unit) -> Iterator[SourceItem]:
         root = unit.root
+        listed, splits = _FOLDER_KIND_PARTS[unit.kind]
         data = []
         for uri in unit.uris:
             aside = self._set_aside(lambda: path_key(self.name, relative_to_root(root, uri)), root, uri)
@@ -1085,8 +1106,7 @@ class LaionSource:
                 parsed = parse_json(texts.get("json"))
                 if parsed:
                     lineage["metadata"] = parsed
-                splits = unit.kind.rpartition("_")[2] if unit.kind.endswith(("_card", "_split")) else ""
-                if unit.kind.startswith("imagefolder"):
+                if listed:
                     yield self._listed_image(key, uri, relative, lineage, splits)
                     continue
                 yield self._plain_image(key, uri, relative, lineage, splits)
@@ -1099,7 +1119,7 @@ class LaionSource:
         `dev_board.jpg` are photos' names). With a card's `configs` (`splits` "card"), the split its
         built config gives the image (`_card_split`)."""
         card = splits == "card"
-        split = (self._card_split(key, relative, relative) if card
+        split = (self._card_split(key, relative, relative, self._file_split(relative)) if card
                  else hf_parquet.folder_split(relative) if splits == "split" else None)
         if isinstance(split, Reject):
             return split

@@ -1098,7 +1098,7 @@ def test_an_image_folder_without_metadata_keeps_its_test_folder_out_of_training(
 
 
 @pytest.mark.parametrize("metadata", [False, True])
-def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: bool):
+def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: bool, monkeypatch):
     """An image repo whose card names its splits (`split: test, path: images/holdout/**`): the
     held-out images were trained on (their folder names no split) and `images/other/`, which no
     config names, was built. As `load_dataset` (datasets 5.2) gave it, with or without a
@@ -1117,7 +1117,15 @@ def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: b
     (tmp_path / "README.md").write_text('---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n'
                                         '    path: "images/train/**"\n  - split: test\n    path: "images/holdout/**"\n'
                                         '---\n')
+    from sources import hf_card
+
+    asked = Counter()
+    file_split = hf_card.file_split
+    monkeypatch.setattr(hf_card, "file_split", lambda *args: (asked.update([args[1]]), file_split(*args))[1])
     items = _read_all(LaionSource("w", str(tmp_path)))
+    # the card asked once per image (each asking stats the card): a row's image for its metadata
+    # file alone, an image of other/ for its unused metadata file and then for itself; once per metadata file
+    assert sum(asked.values()) == (4 + 2 * 2 + 3 if metadata else 6)
     assert sorted((i.lineage["path"], i.lineage["hf_split"], i.split_hint, i.lineage.get("caption"))
                   for i in items if isinstance(i, ImageRecord)) == [
         (f"images/{folder}/{n}.png", split, hint, f"{folder} {n}" if metadata else None)
@@ -1652,6 +1660,8 @@ def test_a_metadata_parquet_of_one_repeated_prompt_is_judged_by_its_rows_text(tm
     for uri in map(str, (small[0], small[1], small[0])):
         assert len(cached(uri).rows) == 400
     assert parses == {str(small[0]): 2, str(small[1]): 1}  # b's parse, with a's, passed the budget: a dropped
+    parsed = imagefolder.read_metadata(str(small[1]))  # the real cache weighs its parse by the rows' text
+    assert imagefolder.read_metadata.weight(str(small[1])) >= parsed.kept > 10 * small[1].stat().st_size
 
 
 def test_an_image_pair_folder_without_file_name_takes_its_first_file_name_column(tmp_path: Path):
@@ -1676,6 +1686,27 @@ def test_an_image_pair_folder_without_file_name_takes_its_first_file_name_column
         (f"w-train-out{i}--png", "extra_image", f"'train/out{i}.png' is the output_file_name of train/metadata.jsonl "
          f"line {i + 1}: it rides in the lineage of that row's input_file_name image, never built as an image of its "
          "own (one image per row)") for i in range(3)]
+
+
+def test_a_jsonl_whose_later_row_names_another_lead_column_keeps_the_first_rows_lead(tmp_path: Path):
+    """A `metadata.jsonl` whose first row names its image in `input_file_name` and the second in
+    `file_name`: the lead column was taken again at each row from the columns seen so far (a JSONL's
+    grow row by row), so row 2 moved it to `file_name`: the metadata unit crashed (KeyError
+    'file_name') and a.png kept `input_file_name` in its lineage. Now the lead is chosen once, at the
+    first row with one; a later row without it is that row's `bad_metadata` reject."""
+    for name in "ab":
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    (tmp_path / "metadata.jsonl").write_text('{"input_file_name": "a.png", "text": "x"}\n'
+                                             '{"file_name": "b.png", "text": "y"}\n')
+    from sources.records import data_key
+
+    items = _read_all(LaionSource("w", str(tmp_path)))
+    assert [(i.lineage["path"], i.lineage["caption"], i.lineage["huggingface"])
+            for i in items if isinstance(i, ImageRecord)] == [("a.png", "x", {})]
+    assert sorted((r.key, r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        ("w-b--png", "unlisted_image", "'b.png': no row of a metadata file (metadata.jsonl, .csv, .parquet) in its "
+                                       "folder or above names it; datasets' ImageFolder leaves it out too"),
+        (data_key("w", "metadata.jsonl", "2"), "bad_metadata", "metadata.jsonl line 2: input_file_name is null, not a path")]
 
 
 def test_a_photo_collections_folder_names_are_no_split_layout(tmp_path: Path):
