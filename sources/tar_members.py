@@ -429,8 +429,9 @@ class Layout:
         return self.key_ends.get(_digest(key), -1) > self.position
 
 
-def _scan_mode(handle: IO[bytes]) -> str:
-    """tarfile's mode for `scan`: a plain tar is opened seekably (its data skipped, not read)."""
+def tar_mode(handle: IO[bytes]) -> str:
+    """tarfile's mode for a tar read by headers (`scan`, a part of a shard): a plain tar is opened
+    seekably (its data skipped, not read), a compressed one streamed."""
     head = handle.read(6)
     handle.seek(0)
     return "r|*" if head.startswith(COMPRESSED_MAGIC) else "r:"
@@ -448,7 +449,7 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
     names: dict[bytes, int] = {}  # name digest -> how many members have it: ~100 bytes a member
     layout = Layout()
     try:
-        with fsio.open_file(uri) as handle, open_tar(handle, _scan_mode(handle)) as tar:
+        with fsio.open_file(uri) as handle, open_tar(handle, tar_mode(handle)) as tar:
             for ordinal, info in enumerate(tar):
                 tar.members.clear()
                 if info.isdir():
