@@ -63,8 +63,8 @@ from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_in
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
                              path_key, raise_machine_error, read_input_bytes, twin_detail, twin_groups)
-from sources.tar_members import (COMPRESSED_MAGIC, MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large,
-                                 open_tar, samples, shard_reject, split_member)
+from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
+                                 shard_reject, split_member, tar_mode)
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -1217,11 +1217,7 @@ def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
     """tarfile mode for one reading: a part of a plain local tar opens it seekably, so the data of
     samples other parts own is skipped, not read; a whole tar, or a compressed one, is streamed
     (the end-of-archive check then sees the same stream whichever part reads it)."""
-    if owns is None:
-        return "r|*"
-    head = handle.read(6)
-    handle.seek(0)
-    return "r|*" if head.startswith(COMPRESSED_MAGIC) else "r:"
+    return "r|*" if owns is None else tar_mode(handle)
 
 
 @dataclass

@@ -1568,20 +1568,24 @@ def test_path_only_rows_of_a_row_group_over_budget_claim_no_image(tmp_path: Path
 def _appended_shard(made: Path, shards: Path, appender: str) -> dict[str, bytes]:
     """An img2dataset shard `00000.tar` made by GNU tar from its sample files, named as img2dataset
     names them, then fixed up by `appender -rf`: a new image of sample 1 and a new caption of
-    sample 0 appended at its end, as a resumed download or a user's fix-up does. The files as
-    they are now."""
+    sample 0 appended at its end, as a resumed download or a user's fix-up does, then two newer
+    images of sample 1 (three copies: the middle one is no last copy either). The files as they
+    are now."""
     made.mkdir()
     for index in range(3):
         key = f"00000000{index}"
-        (made / f"{key}.jpg").write_bytes(_image_bytes(40 * index))
+        (made / f"{key}.jpg").write_bytes(_image_bytes(index))
         (made / f"{key}.txt").write_text(f"caption {index}")
         (made / f"{key}.json").write_text(json.dumps({"key": key, "status": "success", "caption": f"caption {index}"}))
     subprocess.run(["tar", "-cf", str(shards / "00000.tar"), "-C", str(made), *sorted(p.name for p in made.iterdir())],
                    check=True)
-    (made / "000000001.jpg").write_bytes(_image_bytes(200))
+    (made / "000000001.jpg").write_bytes(_image_bytes(2))  # shades over 4 are all white
     (made / "000000000.txt").write_text("a mended caption")
     subprocess.run([appender, "-rf", str(shards / "00000.tar"), "-C", str(made), "000000001.jpg", "000000000.txt"],
                    check=True)
+    for shade in (3, 4):
+        (made / "000000001.jpg").write_bytes(_image_bytes(shade))
+        subprocess.run([appender, "-rf", str(shards / "00000.tar"), "-C", str(made), "000000001.jpg"], check=True)
     return {p.name: p.read_bytes() for p in made.iterdir()}
 
 
@@ -1618,7 +1622,7 @@ def test_a_shard_with_members_appended_by_tar_r_builds_what_its_extracted_folder
             assert {p.name: p.read_bytes() for p in out.iterdir()} == files
     extracted, rejects = _built(_read_all(LaionSource("web", str(tmp_path / "tar"), "files")))
     assert not rejects and len(extracted) == 3
-    shadowed = [("web-00000-000000000", "duplicate_member"), ("web-00000-000000001", "duplicate_member")]
+    shadowed = [("web-00000-000000000", "duplicate_member")] + [("web-00000-000000001", "duplicate_member")] * 3
     assert _built(_read_all(LaionSource("web", str(shards), "webdataset"))) == (extracted, shadowed)
     monkeypatch.setattr(laion, "TAR_PART_BYTES", 4096)  # read in parts, each seeking over the others' samples
     assert len(LaionSource("web", str(shards), "webdataset").units()) > 1

@@ -579,11 +579,14 @@ def _tiffs_written_ifd_first(photo: np.ndarray) -> dict[str, bytes]:
     """Compressed TIFFs: tifffile's, whose first IFD comes before the pixels, and Pillow's (libtiff's)."""
     import tifffile
 
-    tiled, strips = io.BytesIO(), io.BytesIO()
+    tiled, strips, rows = io.BytesIO(), io.BytesIO(), io.BytesIO()
     tifffile.imwrite(tiled, photo[:128, :128], tile=(64, 64), photometric="rgb", compression="zlib")
     tifffile.imwrite(strips, photo[:128, :128], photometric="rgb", compression="zlib", rowsperstrip=8)
+    # 128 strips, more than the first and last read: a cut in the middle is found by bisecting
+    tifffile.imwrite(rows, photo[:128, :128], photometric="rgb", compression="zlib", rowsperstrip=1)
     pillow = _encode(Image.fromarray(photo[:128, :128]), "TIFF", compression="tiff_adobe_deflate")
-    return {"tifffile tiled": tiled.getvalue(), "tifffile strips": strips.getvalue(), "Pillow deflate": pillow}
+    return {"tifffile tiled": tiled.getvalue(), "tifffile strips": strips.getvalue(),
+            "tifffile 1-row strips": rows.getvalue(), "Pillow deflate": pillow}
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
