@@ -25,11 +25,9 @@ than `MAX_PAX_RECORDS` records for a member, or a GNU sparse map of more than
 `MAX_SPARSE_FRAGMENTS` (or one that is no map: tarfile's ValueError), is refused from its header
 block: the tar's `corrupt_archive`, read no further. Pax records are read in one pass
 (`pax_records`), not by tarfile 3.11.7's backtracking search (CVE-2024-6232: hours for a record
-of digits). A plain tar's headers are read once, by `scan`, and kept for the read (up to
-`MAX_KEPT_HEADERS`; past it, and for a compressed tar, the read reads them again and lets each go
-once its member is visited). A member's declared size is held to the file (`_bound_data`): a
-negative one is refused; one past the end of the file ends the walk there as on any cut tar, and
-a stream's skip ends at its end (`_stream_seek`), never spinning there.
+of digits), and each header is let go once its member is visited. A member's declared size is held
+to the file (`_bound_data`): a negative one is refused; one past the end of the file ends the walk
+there as on any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
 """
 
 from __future__ import annotations
@@ -411,8 +409,6 @@ class Layout:
     copies: dict[bytes, list[int]] = field(default_factory=dict)  # name digest -> [copies to come, last's offset]
     key_ends: dict[bytes, int] = field(default_factory=dict)  # sample key digest -> ordinal of its last member
     position: int = -1
-    headers: list[tarfile.TarInfo] | None = None  # a plain tar's member headers (`scan`): the read walks them
-    error: BaseException | None = None  # what ended `scan` with `headers` kept: the read says it after them
 
     def visit(self, info: tarfile.TarInfo) -> str | None:
         """Advance to `info`; the detail of its `duplicate_member` reject when a later copy of its
@@ -441,9 +437,6 @@ def tar_mode(handle: IO[bytes]) -> str:
     return "r|*" if head.startswith(COMPRESSED_MAGIC) else "r:"
 
 
-# member headers a scan keeps for its read (~500 bytes each: 50 MB); a tar of more is read twice
-MAX_KEPT_HEADERS = 100_000
-
 # magic numbers of the compressions tarfile's "r|*" reads: a compressed tar is always streamed
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
@@ -452,18 +445,13 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
     """The `Layout` of the tar at `uri` from its member headers (data skipped; a compressed tar is
     read through); `keyed` gives a member name's sample key (webdataset shards), None for archives
     read member by member. A cut or unreadable tar gives what its headers before the damage say
-    (the read that follows says what is wrong with it). A plain tar's headers are kept in
-    `Layout.headers`, its end-of-archive block checked and any error that ended the scan kept
-    (`Layout.error`), so that its read reads no header twice (0.09 CPU-s of a 900-sample shard's
-    0.23 s); none past `MAX_KEPT_HEADERS`."""
+    (the read that follows says what is wrong with it)."""
     names: dict[bytes, int] = {}  # name digest -> how many members have it: ~100 bytes a member
     layout = Layout()
     try:
         with fsio.open_file(uri) as handle, open_tar(handle, tar_mode(handle)) as tar:
-            layout.headers = [] if tar.fileobj is handle else None  # a compressed tar is a stream
             for ordinal, info in enumerate(tar):
                 tar.members.clear()
-                _keep_header(layout, info)
                 if info.isdir():
                     continue
                 name = _digest(extracted_name(info.name))
@@ -472,23 +460,9 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
                     layout.copies[name] = [names[name] - 1, info.offset]
                 if keyed is not None:
                     layout.key_ends[_digest(keyed(info.name))] = ordinal
-            if layout.headers is not None:
-                check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise_machine_error(exc, uri)
-        layout.error = exc
     return layout
-
-
-def _keep_header(layout: Layout, info: tarfile.TarInfo) -> None:
-    """Keep `info` for the read, unless the headers are not kept or reach `MAX_KEPT_HEADERS`
-    (then none is: the read reads them all again, in bounded memory)."""
-    if layout.headers is None:
-        return
-    if len(layout.headers) >= MAX_KEPT_HEADERS:
-        layout.headers = None
-    else:
-        layout.headers.append(info)
 
 
 def read_members(uri: str, mode: Callable[[IO[bytes]], str],
@@ -501,13 +475,9 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
     block checked; what `cut` makes of the error when the tar is cut short or unreadable, in a header
     or in the bytes `visit` reads; what `shadowed` makes of a copy a later one of its name replaces
     on extraction (`Layout`: `layout`, or `scan`'s), never read. Too many open files or no memory
-    is the machine's `MachineError`. A plain tar's headers the scan kept are walked, not read again
-    (`_kept_members`); else a member's header is let go once visited (kept, `tarfile` held every
-    header to the end: with its pax records, as much memory as the archive's headers)."""
+    is the machine's `MachineError`. A member's header is let go once visited (kept, `tarfile`
+    held every header to the end: with its pax records, as much memory as the archive's headers)."""
     layout = scan(uri) if layout is None else layout
-    if layout.headers is not None:
-        yield from _kept_members(uri, visit, cut, shadowed, layout)
-        return
     try:
         with fsio.open_file(uri) as handle, open_tar(handle, mode(handle)) as tar:
             for info in tar:
@@ -515,24 +485,6 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
                 yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
                 tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again
             check_end_marker(tar, handle)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise_machine_error(exc, uri)  # too many open files, no memory: the machine's, no archive's reject
-        yield from cut(exc)
-
-
-def _kept_members(uri: str, visit: Callable[[tarfile.TarFile, tarfile.TarInfo], Iterable[T]],
-                  cut: Callable[[BaseException], Iterable[T]],
-                  shadowed: Callable[[tarfile.TarInfo, str], Iterable[T]], layout: Layout) -> Iterator[T]:
-    """`read_members` of a plain tar over the headers its scan kept (opened seekably: a member's
-    data is read where it lies, a cut one raising as it is read), then the error that ended the
-    scan (a cut header, a missing end-of-archive block), through `cut` as a read's own."""
-    try:
-        with fsio.open_file(uri) as handle, open_tar(handle, "r:") as tar:
-            for info in layout.headers or ():
-                replaced = layout.visit(info)
-                yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
-            if layout.error is not None:
-                raise layout.error
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise_machine_error(exc, uri)  # too many open files, no memory: the machine's, no archive's reject
         yield from cut(exc)

@@ -389,30 +389,6 @@ def test_sample_cut_in_any_member_is_truncated_sample(tmp_path: Path, monkeypatc
     assert sorted(parts) == sorted(repr(i) for i in whole)
 
 
-def test_a_plain_tar_read_over_its_kept_headers_says_what_reading_them_again_says(tmp_path: Path, monkeypatch):
-    """`scan` keeps a plain tar's headers for the read (read once, not twice), and past
-    `MAX_KEPT_HEADERS` keeps none (the read reads them again): whole, cut in a header, in a
-    member's data, or at a member boundary without its end-of-archive block, the shard's items
-    (details and all) are the same either way."""
-    from sources import tar_members
-
-    _img2dataset_shard(tmp_path, n=4, failed=0)
-    tar = tmp_path / "00000.tar"
-    data = tar.read_bytes()
-    boundary = data.find(b"00000002.jpg")  # the start of a member's header
-    cuts = [len(data), boundary, boundary + 300, boundary + tarfile.BLOCKSIZE + 100, len(data) * 3 // 4]
-    for cut in cuts:
-        tar.write_bytes(data[:cut])
-        kept = tar_members.scan(str(tar))
-        assert kept.headers, cut
-        monkeypatch.setattr(tar_members, "MAX_KEPT_HEADERS", 2)
-        assert tar_members.scan(str(tar)).headers is None
-        again = [repr(i) for i in _read_all(LaionSource("web", str(tmp_path)))]
-        monkeypatch.undo()
-        assert [repr(i) for i in _read_all(LaionSource("web", str(tmp_path)))] == again, cut
-        assert (kept.error is None) == (cut == len(data)) and ("corrupt_archive" in "".join(again)) == (cut < len(data))
-
-
 def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
     _img2dataset_shard(tmp_path)
     (tmp_path / "00000.parquet").unlink()
