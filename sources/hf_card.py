@@ -18,6 +18,7 @@ build before it starts, naming the card, as `datasets` refuses the card too).
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from dataclasses import dataclass
@@ -199,18 +200,11 @@ def _matches(pattern: str, relative: str) -> bool:
     return _compiled(pattern).match(relative) is not None
 
 
-_COMPILED: dict[str, re.Pattern] = {}
-
-
+@functools.lru_cache(maxsize=4 * MAX_PATTERNS)
 def _compiled(pattern: str) -> re.Pattern:
     from fsspec.utils import glob_translate
 
-    found = _COMPILED.get(pattern)
-    if found is None:
-        if len(_COMPILED) > 4 * MAX_PATTERNS:
-            _COMPILED.clear()
-        found = _COMPILED[pattern] = re.compile(glob_translate(pattern))
-    return found
+    return re.compile(glob_translate(pattern))
 
 
 @fsio.derived_input
