@@ -216,6 +216,15 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def _signalled_cli(signal_name: str, after: int, flags: Path, *args: str, **kw) -> subprocess.Popen:
+    """The command, sent `signal_name` by its own build right after its `after`th unit commit
+    (`tests/signal_at_commit.py`): a signal from the test, on seeing a mark, came too late on a
+    fast machine, after the whole build."""
+    return subprocess.Popen([sys.executable, str(REPO / "tests" / "signal_at_commit.py"), signal_name, str(after),
+                             str(flags), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kw)
+
+
 def _unit_marks(out: Path) -> dict[str, int]:
     """Commit mark -> its inode and mtime (a unit rendered again gets a new mark)."""
     if not (out / "_units").exists():
@@ -635,13 +644,10 @@ def test_ctrl_c_on_a_threaded_build_keeps_what_is_committed(mini_corpus, mini_bu
     out = tmp_path / "out"
     path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint,
                         direct_num_workers=2, direct_running_mode="auto")
-    proc = _cli("build", str(path), start_new_session=True,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and len(_unit_marks(out)) < 2:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)
-    log, _ = proc.communicate(timeout=60)
+    proc = _signalled_cli("SIGINT", 2, tmp_path / "flags", "build", str(path), start_new_session=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log, _ = proc.communicate(timeout=300)
+    assert (tmp_path / "flags" / "sent").exists(), log[-3000:]
     assert proc.returncode == 130, log[-3000:]
     assert "interrupted: the units and shards committed so far are kept" in log
     assert "terminate called" not in log and not (out / "summary.json").exists()
@@ -663,12 +669,9 @@ def test_sigterm_is_handled_like_ctrl_c(mini_corpus, mini_build, tmp_path):
     out = tmp_path / "out"
     path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint,
                         direct_num_workers=2, direct_running_mode="auto")
-    proc = _cli("build", str(path), "--no-tokenize")
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not _unit_marks(out):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    log, _ = proc.communicate(timeout=60)
+    proc = _signalled_cli("SIGTERM", 1, tmp_path / "flags", "build", str(path), "--no-tokenize")
+    log, _ = proc.communicate(timeout=300)
+    assert (tmp_path / "flags" / "sent").exists(), log[-3000:]
     assert proc.returncode == 143, log[-3000:]
     assert "terminated (SIGTERM): the units and shards committed so far are kept" in log
     assert "Traceback" not in log and not (out / "summary.json").exists()
