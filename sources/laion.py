@@ -1214,9 +1214,10 @@ def _classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
 
 
 def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
-    """tarfile mode for one reading: a part of a plain local tar opens it seekably, so the data of
-    samples other parts own is skipped, not read; a whole tar, or a compressed one, is streamed
-    (the end-of-archive check then sees the same stream whichever part reads it)."""
+    """tarfile mode for one reading whose headers are read again (a plain tar's that `scan` kept
+    are walked seekably: `tar_members.KeptHeaders`): a part of a plain local tar opens it seekably,
+    so the data of samples other parts own is skipped, not read; a whole tar, or a compressed one,
+    is streamed (the end-of-archive check then sees the same stream whichever part reads it)."""
     return "r|*" if owns is None else tar_mode(handle)
 
 

@@ -143,3 +143,144 @@ def test_what_gnu_tar_and_bsdtar_write_passes_the_extended_header_caps(tmp_path)
                 listed.append([(m.name, m.size, m.type, m.linkname, m.pax_headers) for m in tar])
         assert listed[0] == listed[1] and len(listed[0]) == 5, command
     assert any("SCHILY.xattr.user.comment" in m[4] for m in listed[0])  # bsdtar's: the xattr was written
+
+
+def _web_shard(folder, count: int):
+    """An img2dataset shard as img2dataset writes it (webdataset's TarWriter: `.jpg`, `.txt` and
+    `.json` a sample), with its parquet and _stats.json."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import webdataset as wds
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, rows = np.random.default_rng(1), []
+    with wds.TarWriter(str(folder / "00000.tar")) as sink:
+        for index in range(count):
+            key, data = f"{index:09d}", b"\xff\xd8\xff" + rng.bytes(300 + 97 * index)
+            rows.append({"key": key, "status": "success", "caption": f"image {index}",
+                         "sha256": hashlib.sha256(data).hexdigest()})
+            sink.write({"__key__": key, "jpg": data, "txt": rows[-1]["caption"].encode(),
+                        "json": json.dumps(rows[-1]).encode()})
+    pq.write_table(pa.Table.from_pylist(rows), folder / "00000.parquet")
+    (folder / "00000_stats.json").write_text(json.dumps({"count": count, "successes": count}))
+    return folder / "00000.tar"
+
+
+def _class_archive(folder, count: int):
+    """An ImageNet class archive as GNU tar writes one from its class folder (`tar -C n01440764 .`)."""
+    require_archivers("tar")
+    images = folder / "images"
+    images.mkdir(parents=True)
+    for index in range(count):
+        (images / f"n01440764_{index}.JPEG").write_bytes(b"\xff\xd8\xff" + bytes(200 + 61 * index))
+    archive = folder / "inet" / "train" / "n01440764.tar"
+    archive.parent.mkdir(parents=True)
+    subprocess.run(["tar", "--sort=name", "-cf", str(archive), "-C", str(images), "."], check=True)
+    return archive
+
+
+def _header_reads(monkeypatch) -> list[int]:
+    """The offset of each header block `tarfile` parses from here on (`CappedTarInfo.fromtarfile`)."""
+    from sources.tar_members import CappedTarInfo
+
+    calls: list[int] = []
+    parse = CappedTarInfo.fromtarfile.__func__
+
+    def counted(cls, tar):
+        calls.append(tar.fileobj.tell())
+        return parse(cls, tar)
+
+    monkeypatch.setattr(CappedTarInfo, "fromtarfile", classmethod(counted))
+    return calls
+
+
+def test_a_plain_tars_headers_are_read_once(tmp_path, monkeypatch):
+    """`scan` reads a plain tar's headers and keeps what the read needs (`KeptHeaders`): the read
+    walks them, parsing no header block again but the first member's (`tarfile.open`'s); read
+    twice, they cost 0.1-0.25 CPU-s a 900-image shard set (webdataset's TarWriter writes a pax
+    header before each member: two blocks a member). Past the budget they are read twice, as before."""
+    from sources import tar_members
+    from sources.imagenet import ImageNetSource
+    from sources.laion import LaionSource
+    from sources.records import Reject
+
+    readers = {"web": (LaionSource("web", str(tmp_path / "web"), "webdataset"), _web_shard(tmp_path / "web", 40), 40),
+               "imagenet": (ImageNetSource("inet", str(tmp_path / "inet"), ("train",)), _class_archive(tmp_path, 30),
+                            30)}
+    for label, (source, archive, records) in readers.items():
+        calls = _header_reads(monkeypatch)
+        with archive.open("rb") as handle, tar_members.open_tar(handle, "r:"):
+            opened = len(calls)  # the first member's blocks
+        assert tar_members.scan(str(archive)).headers is not None
+        one_pass = len(calls) - opened
+        for budget in (tar_members.MAX_KEPT_HEADER_BYTES, 0):
+            monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", budget)
+            calls.clear()
+            items = [i for u in source.units() for i in source.read(u)]
+            assert sum(not isinstance(i, Reject) for i in items) == records, (label, items[:3])
+            assert len(calls) == (one_pass + opened if budget else 2 * one_pass), (label, budget, len(calls), one_pass)
+        monkeypatch.undo()
+
+
+def _cuts(data: bytes) -> dict[str, int]:
+    """Where to cut a tar: nowhere, at its third member's header, inside that header, inside its
+    data, and at the end of its last member (no end-of-archive block)."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+    third, last = members[2], members[-1]
+    return {"whole": len(data), "header": third.offset, "in header": third.offset + 300,
+            "in data": third.offset_data + 2, "no end block": last.offset_data + -(-last.size // 512) * 512}
+
+
+def _items(source) -> list[str]:
+    return [repr(item) for unit in source.units() for item in source.read(unit)]
+
+
+def test_past_the_kept_header_budget_a_tar_reads_the_same(tmp_path, monkeypatch):
+    """Read over its kept headers or, past `MAX_KEPT_HEADER_BYTES` (none kept, or one and then let
+    go), with its headers read again, a tar gives the same items, details and all: an img2dataset
+    shard (local and through fsspec's memory://), one with a copy `tar -r` appended, one in GNU
+    tar's posix format (a pax header a member), an ImageNet class archive; whole and cut everywhere."""
+    import fsspec
+
+    from sources import tar_members
+    from sources.imagenet import ImageNetSource
+    from sources.laion import LaionSource
+
+    require_archivers("tar")
+    web, appended, posix = (_web_shard(tmp_path / label, 6) for label in ("web", "appended", "posix"))
+    (tmp_path / "000000001.jpg").write_bytes(b"\xff\xd8\xff a later copy")
+    subprocess.run(["tar", "-rf", str(appended), "-C", str(tmp_path), "000000001.jpg"], check=True)
+    files = tmp_path / "files"
+    files.mkdir()
+    subprocess.run(["tar", "-xf", str(posix), "-C", str(files)], check=True)
+    subprocess.run(["tar", "--format=posix", "-cf", str(posix), "-C", str(files), *sorted(os.listdir(files))],
+                   check=True)
+    remote, memory = "memory:///tarhdr/web", fsspec.filesystem("memory")
+    for name in ("00000.parquet", "00000_stats.json"):
+        memory.pipe(f"{remote}/{name}", (web.parent / name).read_bytes())
+    cases = {"web": (web, str(web), LaionSource("web", str(web.parent), "webdataset")),
+             "appended": (appended, str(appended), LaionSource("web", str(appended.parent), "webdataset")),
+             "posix": (posix, str(posix), LaionSource("web", str(posix.parent), "webdataset")),
+             "remote": (web, f"{remote}/00000.tar", LaionSource("web", remote, "webdataset"))}
+    classes = _class_archive(tmp_path, 5)
+    cases["imagenet"] = (classes, str(classes), ImageNetSource("inet", str(tmp_path / "inet"), ("train",)))
+    wholes = {archive: archive.read_bytes() for archive, _, _ in cases.values()}
+    for label, (archive, uri, source) in cases.items():
+        for where, cut in _cuts(wholes[archive]).items():
+            if uri.startswith("memory:"):
+                memory.pipe(uri, wholes[archive][:cut])
+            else:
+                archive.write_bytes(wholes[archive][:cut])
+            assert tar_members.scan(uri).headers is not None, (label, where)
+            kept = _items(source)
+            assert ("corrupt_archive" in "".join(kept)) == (where != "whole"), (label, where, kept)
+            assert where != "whole" or "ImageRecord" in "".join(kept), (label, kept)
+            for budget in (0, 150):  # none kept; one, then let go
+                monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", budget)
+                assert tar_members.scan(uri).headers is None, (label, where)
+                again = _items(source)
+                monkeypatch.undo()
+                assert kept == again, (label, where, budget)
