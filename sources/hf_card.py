@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sources import fsio
-from sources.hf_parquet import hf_split, split_hint
+from sources.hf_parquet import hf_split, loaded_split, pattern_set, split_hint
+from sources.paths import relative_to_root
 from sources.records import read_input_bytes
 from transforms.errors import exception_detail
 
@@ -177,8 +178,12 @@ def card_config(root: str, hf_config: str | None) -> Config | None:
         raise CardError(f"{CARD}: {configs}; fix its configs (datasets refuses it too) or remove the card")
     if not configs:
         if hf_config is not None:
+            folder = fsio.join(root, hf_config)
+            hint = (f" (datasets takes no folder for a config: load_dataset merges {hf_config}/ with the folders "
+                    f"beside it into its splits; to build it alone, set path to {folder}, as datasets' data_dir)"
+                    if "/" not in hf_config and fsio.isdir(folder) else "")
             raise CardError(f"hf_config is {hf_config!r} but there is no {CARD} with configs at the root: "
-                            "remove hf_config")
+                            f"remove hf_config{hint}")
         return None
     return chosen(configs, hf_config)
 
@@ -222,12 +227,30 @@ def built_name(root: str, hf_config: str | None) -> dict[str, str]:
 @fsio.derived_input
 def file_split(root: str, relative: str, hf_config: str | None) -> str | None:
     """The split `datasets` gives the data file at `relative` (under `root`, `/` between folders):
-    the card's built config's (of two naming it, the held-out one: never trained on), the one its
-    name gives (`hf_parquet.hf_split`) without a card's configs; None for a file of no split of the
-    built config (not loaded). Recorded for the unit reading the file: a card edited moves it."""
+    the card's built config's (of two naming it, the held-out one: never trained on), without a
+    card's configs the one the repo's default patterns give it (`hf_parquet.loaded_split`); None
+    for a file `datasets` does not load (of no split of the built config, or named by no pattern
+    of the set the repo loads by). Recorded for the unit reading the file: a card edited moves it."""
+    return file_splits(root, [relative], hf_config)[0]
+
+
+def file_splits(root: str, relatives: list[str], hf_config: str | None) -> list[str | None]:
+    """`file_split` of each of `relatives`, the card read and (without its configs) the repo listed
+    once for them all."""
     config = card_config(root, hf_config)
     if config is None:
-        return hf_split(relative)
+        patterns = default_patterns(root)
+        return [loaded_split(relative, patterns) for relative in relatives]
     under = posixpath.normpath(config.data_dir) + "/" if config.data_dir else ""
-    named = config_splits(config, relative, hf_split(relative.removeprefix(under)))
-    return next((s for s in named if split_hint(s)), named[0]) if named else None
+    found = []
+    for relative in relatives:
+        named = config_splits(config, relative, hf_split(relative.removeprefix(under)))
+        found.append(next((s for s in named if split_hint(s)), named[0]) if named else None)
+    return found
+
+
+def default_patterns(root: str) -> str:
+    """The pattern set `datasets` loads the repo at `root` by without a card's `data_files`
+    (`hf_parquet.pattern_set`), judged by its parquet files: the data files this source reads
+    (an image a row's path names is the row's; `datasets` would judge by every file)."""
+    return pattern_set([relative_to_root(root, f) for f in fsio.list_files(root, (".parquet",), recursive=True)])

@@ -95,6 +95,10 @@ FOLDER_FILES_PER_UNIT = 256
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
 OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
+# why `datasets` loads a file of a repo without a card's data_files in no split (`hf_parquet.PATTERN_SETS`)
+NO_DEFAULT_SPLIT = ("named by none of the default patterns datasets loads this repo by (without a card's data_files, "
+                    "the first set naming any of its files: data/<split>-NNNNN-of-NNNNN.*, else files in split-named "
+                    "folders, else split-named files)")
 BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
 HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
 HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
@@ -448,11 +452,15 @@ class LaionSource:
         """The parquet files of the card's built config (`hf_card`: all without a card's configs);
         a card that cannot be read, or no config to build, stops the build naming the field."""
         try:
-            kept = [s for s in shards if hf_card.file_split(self.path, relative_to_root(self.path, s), self.hf_config)]
+            splits = hf_card.file_splits(self.path, [relative_to_root(self.path, s) for s in shards], self.hf_config)
+            kept = [s for s, split in zip(shards, splits) if split]
         except hf_card.CardError as exc:
             raise ValueError(f"{self.name}: {exc} (format: huggingface; field hf_config)") from None
         if not kept:
             config = hf_card.card_config(self.path, self.hf_config)
+            if config is None:
+                raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is {NO_DEFAULT_SPLIT} "
+                                        f"(format: huggingface): name them in a card's configs data_files")
             raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is a data file of config "
                                     f"{config.name if config else None!r} of its {hf_card.CARD} (format: huggingface; "
                                     "field hf_config): set hf_config to a config of the card whose data_files name "
@@ -921,6 +929,8 @@ class LaionSource:
         if "error" in named:  # the card was changed since the build started
             return f"{shown_name(relative)}: {named['error']}"
         built = named["built"]
+        if built == "(none)":
+            return f"{shown_name(relative)} is {NO_DEFAULT_SPLIT}: datasets does not load it, not read"
         return (f"{shown_name(relative)} is a data file of no split of config {built} of {hf_card.CARD}, the one "
                 "built (datasets does not load it either): not read; set hf_config to build another config")
 

@@ -1277,6 +1277,43 @@ def test_card_patterns_resolve_as_datasets_resolves_them(tmp_path: Path, config:
     assert {f: hf_card.file_split(str(tmp_path), f, None) for f in files} == expected
 
 
+# Repos without a card's configs, each file holding one row captioned with its path, loaded with
+# `datasets.load_dataset(folder)` (5.2.0): the first default pattern set naming any file names all
+# it loads (`_get_data_files_patterns`); `<config>/<split>/` folders are no configs there (`name="en"`
+# raises "BuilderConfig 'en' not found", `data_dir="en"` loads en/ alone).
+@pytest.mark.parametrize("files, datasets_gave", [
+    (["en/train/0000.parquet", "en/test/0000.parquet", "fr/train/0000.parquet", "fr/misc/0000.parquet"],
+     {"train": ["en/train/0000.parquet", "fr/train/0000.parquet"], "test": ["en/test/0000.parquet"]}),
+    (["data/train-00000-of-00001.parquet", "data/extra.parquet", "test/x.parquet"],
+     {"train": ["data/train-00000-of-00001.parquet"]}),
+    (["train/0.parquet", "test/0.parquet", "other/0.parquet"], {"train": ["train/0.parquet"], "test": ["test/0.parquet"]}),
+    (["train.parquet", "test.parquet", "extra.parquet"], {"train": ["train.parquet"], "test": ["test.parquet"]}),
+    (["a.parquet", "b/c.parquet"], {"train": ["a.parquet", "b/c.parquet"]}),
+])
+def test_a_repo_without_card_configs_loads_what_datasets_loads(tmp_path: Path, files: list[str],
+                                                               datasets_gave: dict[str, list[str]]):
+    """Each file took the split its own path gives, as if alone: `fr/misc/0000.parquet`,
+    `data/extra.parquet` beside push_to_hub's shards and `extra.parquet` beside `train.parquet`
+    were trained on, `test/x.parquet` beside the shards built; `datasets` loads none of them. Now
+    they are `other_hf_config` rejects, never read, and the others take the splits datasets gives."""
+    _card_repo(tmp_path, "---\nlicense: mit\n---\n", files)
+    splits, rejected = _splits_built(LaionSource("hf", str(tmp_path)))
+    assert {split: [name for name, _ in built] for split, built in splits.items()} == datasets_gave
+    loaded = {name for names in datasets_gave.values() for name in names}
+    assert rejected == {name: "other_hf_config" for name in files if name not in loaded}
+
+
+def test_hf_config_naming_a_folder_of_a_repo_without_a_card_says_to_set_path(tmp_path: Path):
+    """`datasets` takes `<config>/<split>/` folders for no config (`name=` raises, `data_dir=` builds
+    one): `hf_config: en` stops the build saying path is the way to build en/ alone."""
+    _card_repo(tmp_path, "---\nlicense: mit\n---\n", ["en/train/0.parquet", "fr/train/0.parquet"])
+    with pytest.raises(ValueError, match="hf_config") as raised:
+        LaionSource("hf", str(tmp_path), "huggingface", hf_config="en").units()
+    assert f"set path to {tmp_path / 'en'}, as datasets' data_dir" in str(raised.value)
+    splits, rejected = _splits_built(LaionSource("hf", str(tmp_path / "en")))
+    assert (splits, rejected) == ({"train": [("en/train/0.parquet", None)]}, {})  # the caption: its path at the top
+
+
 @pytest.mark.parametrize("card, hf_config, says", [
     ("configs:\n- config_name: a\n  data_files: a/*\n- config_name: b\n  data_files: b/*\n", None,
      "several configs and none is the default (a, b): set hf_config"),
