@@ -57,13 +57,13 @@ class Config:
 
 @fsio.cached_input(maxsize=4)
 def read_card(uri: str) -> tuple[Config, ...] | str:
-    """The configs of the card at `uri` (empty without front matter or `configs`), or why they
-    cannot be read (a string: returned, not raised, so that the parse is kept)."""
-    size = fsio.file_state(uri)[0]
-    if isinstance(size, int) and size > MAX_CARD_BYTES:
-        return f"{size} bytes, over the {MAX_CARD_BYTES} byte budget of a dataset card: not read"
+    """The configs of the card at `uri` (empty without the card, front matter or `configs`), or
+    why they cannot be read (a string: returned, not raised, so that the parse is kept). Its size
+    is judged on the opened file (`fsio.read_bytes`): the cache's state of it is the only stat."""
     try:
         text = read_input_bytes(uri, MAX_CARD_BYTES).decode("utf-8-sig")
+    except FileNotFoundError:
+        return ()
     except fsio.FileTooLarge:
         return f"over the {MAX_CARD_BYTES} byte budget of a dataset card: not read"
     except UnicodeDecodeError as exc:
@@ -172,8 +172,7 @@ def chosen(configs: tuple[Config, ...], hf_config: str | None) -> Config:
 
 def card_config(root: str, hf_config: str | None) -> Config | None:
     """The config of the card at the root to build (None: no card, or one without configs)."""
-    uri = fsio.join(root, CARD)
-    configs = read_card(uri) if fsio.exists(uri) else ()
+    configs = read_card(fsio.join(root, CARD))
     if isinstance(configs, str):
         raise CardError(f"{CARD}: {configs}; fix its configs (datasets refuses it too) or remove the card")
     if not configs:
@@ -234,10 +233,26 @@ def file_split(root: str, relative: str, hf_config: str | None) -> str | None:
     return file_splits(root, [relative], hf_config)[0]
 
 
+@fsio.derived_input
+def card_answer(root: str, relative: str, hf_config: str | None) -> dict[str, Any]:
+    """`file_split` of the file at `relative` and `built_name`'s name, the card asked once (each
+    asking stats it: a request on a remote filesystem): {"split": ..., "built": ...}, or {"error":
+    the card's error}. Recorded for the unit reading an image of a folder with a card."""
+    try:
+        config = card_config(root, hf_config)
+    except CardError as exc:
+        return {"error": str(exc)}
+    return {"split": splits_in(root, config, [relative])[0], "built": repr(config.name) if config else "(none)"}
+
+
 def file_splits(root: str, relatives: list[str], hf_config: str | None) -> list[str | None]:
     """`file_split` of each of `relatives`, the card read and (without its configs) the repo listed
     once for them all."""
-    config = card_config(root, hf_config)
+    return splits_in(root, card_config(root, hf_config), relatives)
+
+
+def splits_in(root: str, config: Config | None, relatives: list[str]) -> list[str | None]:
+    """`file_split` of each of `relatives` by `config` (`card_config`'s)."""
     if config is None:
         patterns = default_patterns(root)
         return [loaded_split(relative, patterns) for relative in relatives]

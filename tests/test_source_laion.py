@@ -1117,15 +1117,23 @@ def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: b
     (tmp_path / "README.md").write_text('---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n'
                                         '    path: "images/train/**"\n  - split: test\n    path: "images/holdout/**"\n'
                                         '---\n')
-    from sources import hf_card
+    from sources import fsio, hf_card
 
-    asked = Counter()
-    file_split = hf_card.file_split
-    monkeypatch.setattr(hf_card, "file_split", lambda *args: (asked.update([args[1]]), file_split(*args))[1])
+    asked, stats = Counter(), Counter()  # card_config's askings; stats of README.md (a request on a remote fs)
+    read_card, file_state, exists = hf_card.read_card, fsio.file_state, fsio.exists
+    card = lambda uri: uri.endswith("README.md")
+    monkeypatch.setattr(hf_card, "read_card", lambda uri: (asked.update([uri]), read_card(uri))[1])
+    monkeypatch.setattr(fsio, "file_state", lambda uri: (stats.update([uri] if card(uri) else []), file_state(uri))[1])
+    monkeypatch.setattr(fsio, "exists", lambda uri: (stats.update([uri] if card(uri) else []), exists(uri))[1])
     items = _read_all(LaionSource("w", str(tmp_path)))
-    # the card asked once per image (each asking stats the card): a row's image for its metadata
-    # file alone, an image of other/ for its unused metadata file and then for itself; once per metadata file
-    assert sum(asked.values()) == (4 + 2 * 2 + 3 if metadata else 6)
+    # the card asked once by units(), once per metadata file's unit, and in the folder's one unit once
+    # per metadata file (its images share the answer) and once per image of other/ (no data file of
+    # the config: its metadata file unused, then the image itself, the config's name in the same
+    # answer); without metadata once per image. Each asking is one stat of the card (the cache's
+    # state), the first two (the state before and after its one read). It was 14 askings of 2 stats
+    # each and more (the card stat'ed before it was read; an image of other/ asked 3 times).
+    assert sum(asked.values()) == (1 + 3 + 3 + 2 if metadata else 1 + 6)
+    assert sum(stats.values()) == sum(asked.values()) + 1
     assert sorted((i.lineage["path"], i.lineage["hf_split"], i.split_hint, i.lineage.get("caption"))
                   for i in items if isinstance(i, ImageRecord)) == [
         (f"images/{folder}/{n}.png", split, hint, f"{folder} {n}" if metadata else None)
@@ -1173,9 +1181,17 @@ def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
     _hf_parquet(tmp_path / "test" / "data-00000-of-00001.parquet", row("in test/"))
     _hf_parquet(tmp_path / "train" / "data-00000-of-00001.parquet", row("in train/"))
     _hf_parquet(tmp_path / "cifar10-test.parquet", row("cifar10-test"))
-    records = {r.lineage["caption"]: r for r in _read_all(LaionSource("hf", str(tmp_path), "huggingface"))}
+    items = _read_all(LaionSource("hf", str(tmp_path), "huggingface"))
+    records = {r.lineage["caption"]: r for r in items if isinstance(r, ImageRecord)}
     assert {c: (r.split_hint, r.lineage["hf_split"]) for c, r in records.items()} == {
-        "in test/": ("val", "test"), "in train/": (None, "train"), "cifar10-test": ("val", "test")}
+        "in test/": ("val", "test"), "in train/": (None, "train")}
+    # beside split folders a split-named file is loaded by no pattern there (datasets 5.2: train/, test/ only)
+    assert [(i.detail[:22], i.reason) for i in items if isinstance(i, Reject)] == [
+        ("'cifar10-test.parquet'", "other_hf_config")]
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "cifar10-test.parquet").rename(tmp_path / "alone" / "cifar10-test.parquet")
+    (record,) = _read_all(LaionSource("hf", str(tmp_path / "alone"), "huggingface"))
+    assert (record.lineage["caption"], record.split_hint, record.lineage["hf_split"]) == ("cifar10-test", "val", "test")
 
 
 # -- a Hub repo's dataset card: `configs:` in README.md's YAML front matter -----------------------
@@ -1573,8 +1589,9 @@ def test_an_image_folder_asks_the_disk_once_per_folder_and_sees_a_new_metadata_f
     monkeypatch.setattr(fsio, "exists", lambda uri: (asked.update([uri]), exists(uri))[1])
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert sum(isinstance(i, ImageRecord) for i in items) == 40
-    # train/, train/sub/, the root: csv, jsonl, parquet each; the root's README.md (a card's configs), once
-    assert max(asked.values()) == 1 and len(asked) == 10
+    # train/, train/sub/, the root: csv, jsonl, parquet each, once (README.md, a card's configs: its
+    # cache's state of it, no exists beside)
+    assert max(asked.values()) == 1 and len(asked) == 9
     (tmp_path / "train" / "sub" / "metadata.csv").write_text("file_name,text\nx.jpg,a blue square\n")
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert {i.lineage["path"]: i.lineage.get("caption") for i in items}["train/sub/x.jpg"] == "a blue square"
