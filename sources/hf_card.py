@@ -225,37 +225,46 @@ def built_name(root: str, hf_config: str | None) -> dict[str, str]:
 
 @fsio.derived_input
 def file_split(root: str, relative: str, hf_config: str | None) -> str | None:
-    """The split `datasets` gives the data file at `relative` (under `root`, `/` between folders):
+    """The split `datasets` gives the parquet file at `relative` (under `root`, `/` between folders):
     the card's built config's (of two naming it, the held-out one: never trained on), without a
-    card's configs the one the repo's default patterns give it (`hf_parquet.loaded_split`); None
-    for a file `datasets` does not load (of no split of the built config, or named by no pattern
-    of the set the repo loads by). Recorded for the unit reading the file: a card edited moves it."""
+    card's `data_files` the one the default patterns of the repo (or of the config's `data_dir`)
+    give it (`hf_parquet.loaded_split`); None for a file `datasets` does not load (of no split of
+    the built config, or named by no pattern of the set the repo loads by). Recorded for the unit
+    reading the file: a card edited moves it."""
     return file_splits(root, [relative], hf_config)[0]
 
 
 @fsio.derived_input
 def card_answer(root: str, relative: str, hf_config: str | None) -> dict[str, Any]:
-    """`file_split` of the file at `relative` and `built_name`'s name, the card asked once (each
-    asking stats it: a request on a remote filesystem): {"split": ..., "built": ...}, or {"error":
-    the card's error}. Recorded for the unit reading an image of a folder with a card."""
+    """The split the card's built config gives an image folder's file at `relative` (`splits_in`)
+    and `built_name`'s name, the card asked once (each asking stats it: a request on a remote
+    filesystem): {"split": ..., "built": ...}, or {"error": the card's error}. Recorded for the
+    unit reading an image of a folder with a card."""
     try:
         config = card_config(root, hf_config)
     except CardError as exc:
         return {"error": str(exc)}
-    return {"split": splits_in(root, config, [relative])[0], "built": repr(config.name) if config else "(none)"}
+    return {"split": splits_in(config, [relative])[0], "built": repr(config.name) if config else "(none)"}
 
 
 def file_splits(root: str, relatives: list[str], hf_config: str | None) -> list[str | None]:
-    """`file_split` of each of `relatives`, the card read and (without its configs) the repo listed
-    once for them all."""
-    return splits_in(root, card_config(root, hf_config), relatives)
+    """`file_split` of each of `relatives` (parquet files), the card read and the repo (or the
+    config's `data_dir`) listed once for them all. Without `data_files`, the files `datasets` loads
+    are those of the first default pattern set naming any parquet file there (`default_patterns`)."""
+    config = card_config(root, hf_config)
+    if config is not None and config.splits:
+        return splits_in(config, relatives)
+    under = posixpath.normpath(config.data_dir) + "/" if config is not None and config.data_dir else ""
+    patterns = default_patterns(fsio.join(root, under.rstrip("/")) if under else root)
+    return [loaded_split(r[len(under):], patterns) if r.startswith(under) else None for r in relatives]
 
 
-def splits_in(root: str, config: Config | None, relatives: list[str]) -> list[str | None]:
-    """`file_split` of each of `relatives` by `config` (`card_config`'s)."""
+def splits_in(config: Config | None, relatives: list[str]) -> list[str | None]:
+    """The split `config` (`card_config`'s) gives each of `relatives`: of two naming it, the held-out
+    one (never trained on); with `data_dir` alone (or no config), the one the file's own path gives
+    (`hf_parquet.hf_split`), as an image folder's files are split (its data files are images)."""
     if config is None:
-        patterns = default_patterns(root)
-        return [loaded_split(relative, patterns) for relative in relatives]
+        return [hf_split(relative) for relative in relatives]
     under = posixpath.normpath(config.data_dir) + "/" if config.data_dir else ""
     found = []
     for relative in relatives:
@@ -268,4 +277,6 @@ def default_patterns(root: str) -> str:
     """The pattern set `datasets` loads the repo at `root` by without a card's `data_files`
     (`hf_parquet.pattern_set`), judged by its parquet files: the data files this source reads
     (an image a row's path names is the row's; `datasets` would judge by every file)."""
+    if not fsio.isdir(root):  # a config's data_dir that is not there: none of its files is
+        return "all"
     return pattern_set([relative_to_root(root, f) for f in fsio.list_files(root, (".parquet",), recursive=True)])

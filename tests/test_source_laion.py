@@ -1319,6 +1319,21 @@ def test_a_repo_without_card_configs_loads_what_datasets_loads(tmp_path: Path, f
     assert rejected == {name: "other_hf_config" for name in files if name not in loaded}
 
 
+def test_a_card_config_with_data_dir_alone_loads_what_datasets_loads_there(tmp_path: Path):
+    """`config_name: en, data_dir: en`: `load_dataset(repo, name="en")` (datasets 5.2.0) gave train
+    en/train/0, test en/test/0: the default patterns are resolved under `data_dir`, and
+    `en/extra/0.parquet` (beside split folders) is in no split. It was trained on."""
+    from sources import hf_card
+
+    files = ["en/train/0.parquet", "en/test/0.parquet", "en/extra/0.parquet", "fr/train/0.parquet"]
+    _card_repo(tmp_path, "---\nconfigs:\n- config_name: en\n  data_dir: ./en\n- config_name: fr\n  data_dir: fr\n---\n",
+               files)
+    assert hf_card.file_splits(str(tmp_path), files, "en") == ["train", "test", None, None]
+    splits, rejected = _splits_built(LaionSource("hf", str(tmp_path), hf_config="en"))
+    assert splits == {"train": [("en/train/0.parquet", None)], "test": [("en/test/0.parquet", "val")]}
+    assert rejected == {"en/extra/0.parquet": "other_hf_config", "fr/train/0.parquet": "other_hf_config"}
+
+
 def test_hf_config_naming_a_folder_of_a_repo_without_a_card_says_to_set_path(tmp_path: Path):
     """`datasets` takes `<config>/<split>/` folders for no config (`name=` raises, `data_dir=` builds
     one): `hf_config: en` stops the build saying path is the way to build en/ alone."""
