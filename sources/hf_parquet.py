@@ -116,39 +116,34 @@ def hf_split(relative: str) -> str:
 # What `datasets` 5.2 (`data_files.py` `_get_data_files_patterns`) loads of a repo without a card's
 # `data_files`: the first of these pattern sets that names any of the repo's data files names all
 # it loads; a file the winning set does not name is not loaded (`data/extra.parquet` beside
-# `data/train-00000-of-00001.parquet`, `other/0.parquet` beside `train/` and `test/`). `logs`
-# (`**/*.eval`) and `harbor` (`**/task.toml`, `**/instruction.md`) name no parquet file.
-PATTERN_SETS = ("sharded", "logs", "harbor", "folder", "name", "all")
-# `FILES_TO_IGNORE`: never a data file, whatever its folder
-IGNORED_FILES = ("README.md", "config.json", "dataset_info.json", "dataset_infos.json", "dummy_data.zip",
-                 "dataset_dict.json")
+# `data/train-00000-of-00001.parquet`, `other/0.parquet` beside `train/` and `test/`). Its sets
+# before `folder`, `logs` (`**/*.eval`) and `harbor` (`**/task.toml`, `**/instruction.md`), name
+# no parquet file: left out.
+PATTERN_SETS = ("sharded", "folder", "name", "all")
 
 
 def pattern_set(relatives: list[str]) -> str:
-    """The pattern set (`PATTERN_SETS`) `datasets` loads a repo by, from the paths of its files
-    under the root (hidden ones, those in `__x/` folders and `IGNORED_FILES` are no data files)."""
-    data = [r for r in relatives if is_data_file(r)]
-    return next((name for name in PATTERN_SETS if any(loaded_split(r, name) for r in data)), "all")
+    """The pattern set (`PATTERN_SETS`) `datasets` loads a repo by, from the paths of its data
+    files under the root."""
+    return next((name for name in PATTERN_SETS if any(loaded_split(r, name) for r in relatives)), "all")
 
 
 def is_data_file(relative: str) -> bool:
-    """Whether `datasets` resolves the file at `relative` as a data file of a default pattern."""
+    """Whether `datasets` resolves the file at `relative` by a default pattern: not a hidden one, nor
+    one in a `__x/` folder (`_is_inside_unrequested_special_dir`)."""
     parts = relative.split("/")
-    return (parts[-1] not in IGNORED_FILES and not any(p.startswith(".") for p in parts)
-            and not any(p.startswith("__") for p in parts[:-1]))
+    return not any(p.startswith(".") for p in parts) and not any(p.startswith("__") for p in parts[:-1])
 
 
 def loaded_split(relative: str, patterns: str) -> str | None:
     """The split `datasets` loads the file at `relative` in when the repo loads by the pattern set
     `patterns`; None: that set does not name it (not loaded)."""
     base = relative.rpartition("/")[2]
+    if not is_data_file(relative):
+        return None
     if patterns == "sharded":
         sharded = _SHARDED.fullmatch(relative)
         return sharded["split"] if sharded else None
-    if patterns == "logs":
-        return "logs" if base.endswith(".eval") else None
-    if patterns == "harbor":
-        return "test" if base in ("task.toml", "instruction.md") else None
     if patterns == "folder":
         return folder_split(relative)
     return _named_split(_IN_NAME, [base]) if patterns == "name" else "train"

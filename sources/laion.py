@@ -34,7 +34,8 @@ A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.
 that row's; the other files are rejects, `FOLDER_FILES_PER_UNIT` to a unit), each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
 (validation, test) go to `val`; a repo card's `configs:` (`sources.hf_card`) gives the splits and
-the files of the config built, another config's file is an `other_hf_config` reject. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
+the files of the config built, another config's file is an `other_hf_config` reject (without one,
+so is a file the default pattern set the repo loads by leaves out: `hf_parquet.pattern_set`). A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 
 A folder with a `metadata.jsonl` or `metadata.csv` is a Hugging Face ImageFolder
 (`sources.imagefolder`): each image takes the row naming it (caption, other columns, the split its
@@ -455,10 +456,7 @@ class LaionSource:
         except hf_card.CardError as exc:
             raise ValueError(f"{self.name}: {exc} (format: huggingface; field hf_config)") from None
         if not kept:
-            config = hf_card.card_config(self.path, self.hf_config)
-            if config is None:
-                raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is {NO_DEFAULT_SPLIT} "
-                                        f"(format: huggingface): name them in a card's configs data_files")
+            config = hf_card.card_config(self.path, self.hf_config)  # never None: without one, some file is loaded
             raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is a data file of config "
                                     f"{config.name if config else None!r} of its {hf_card.CARD} (format: huggingface; "
                                     "field hf_config): set hf_config to a config of the card whose data_files name "

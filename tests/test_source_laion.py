@@ -1305,6 +1305,9 @@ def test_card_patterns_resolve_as_datasets_resolves_them(tmp_path: Path, config:
     (["train/0.parquet", "test/0.parquet", "other/0.parquet"], {"train": ["train/0.parquet"], "test": ["test/0.parquet"]}),
     (["train.parquet", "test.parquet", "extra.parquet"], {"train": ["train.parquet"], "test": ["test.parquet"]}),
     (["a.parquet", "b/c.parquet"], {"train": ["a.parquet", "b/c.parquet"]}),
+    (["train/0.parquet", "test/0.parquet", "__old__/train/1.parquet"],  # a `__x/` folder: never a default pattern's
+     {"train": ["train/0.parquet"], "test": ["test/0.parquet"]}),
+    (["a.parquet", "__x/b.parquet"], {"train": ["a.parquet"]}),
 ])
 def test_a_repo_without_card_configs_loads_what_datasets_loads(tmp_path: Path, files: list[str],
                                                                datasets_gave: dict[str, list[str]]):
