@@ -138,9 +138,11 @@ def _splits(files: Any) -> tuple[tuple[str, tuple[str, ...]], ...] | str:
     for item in files:
         paths = item.get("path") if isinstance(item, dict) and len(item) == 2 else None
         paths = [paths] if isinstance(paths, str) else paths
-        if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)
-                and isinstance(item.get("split"), str) and _SPLIT_NAME.fullmatch(item["split"])):
+        if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths) and isinstance(item.get("split"), str)):
             return f"a data_files entry is not {{split, path}} ({_shown(item)})"
+        if not _SPLIT_NAME.fullmatch(item["split"]):
+            return (f"split {_shown(item['split'])} is no split name datasets takes (letters, digits and _, "
+                    "parts joined by dots: test_2017, test.v2)")
         pairs.append((item["split"], tuple(paths)))
     if len({s for s, _ in pairs}) != len(pairs):
         return "a split is named twice in data_files"

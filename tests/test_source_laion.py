@@ -1355,6 +1355,9 @@ def test_hf_config_naming_a_folder_of_a_repo_without_a_card_says_to_set_path(tmp
     ("license: mit\n", "extra", "hf_config is 'extra' but there is no README.md with configs"),
     ("configs: [\n", None, "its YAML front matter does not parse"),
     ("configs:\n- config_name: a\n  data_files: {train: a/*}\n", None, "data_files is a dict"),
+    # datasets 5.2: "Expected data_files in YAML to be ... a list of dicts with two keys: 'split' and 'path'"
+    ("configs:\n- config_name: a\n  data_files:\n  - split: test-set\n    path: a/*\n", None,
+     "split 'test-set' is no split name datasets takes"),
 ])
 def test_a_card_whose_configs_cannot_be_taken_stops_the_build_naming_hf_config(tmp_path: Path, card: str,
                                                                                hf_config: str | None, says: str):
