@@ -407,13 +407,15 @@ class FileTooLarge(ValueError):
 
 
 def read_bytes(uri: str, limit: int | None = None) -> bytes:
-    """The whole file; with `limit`, raises `FileTooLarge` instead of reading past that many bytes."""
+    """The whole file; with `limit`, raises `FileTooLarge` instead of reading past that many bytes
+    (before reading any where the open file says its size: no stat of the path beforehand)."""
     _opened(uri)
     with fsspec.open(uri, "rb") as handle:
         if limit is None:
             return handle.read()
-        data = read_at_most(handle, limit + 1)
-    if len(data) > limit:
+        size = _known_size(handle)
+        data = read_at_most(handle, limit + 1) if size is None or size <= limit else b""
+    if len(data) > limit or size is not None and size > limit:
         raise FileTooLarge(f"{basename(uri)} is larger than {limit} bytes")
     return data
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sources import fsio
-from sources.hf_parquet import hf_split, split_hint
+from sources.hf_parquet import hf_split, loaded_split, pattern_set, split_hint
+from sources.paths import relative_to_root
 from sources.records import read_input_bytes
 from transforms.errors import exception_detail
 
@@ -56,13 +57,13 @@ class Config:
 
 @fsio.cached_input(maxsize=4)
 def read_card(uri: str) -> tuple[Config, ...] | str:
-    """The configs of the card at `uri` (empty without front matter or `configs`), or why they
-    cannot be read (a string: returned, not raised, so that the parse is kept)."""
-    size = fsio.file_state(uri)[0]
-    if isinstance(size, int) and size > MAX_CARD_BYTES:
-        return f"{size} bytes, over the {MAX_CARD_BYTES} byte budget of a dataset card: not read"
+    """The configs of the card at `uri` (empty without the card, front matter or `configs`), or
+    why they cannot be read (a string: returned, not raised, so that the parse is kept). Its size
+    is judged on the opened file (`fsio.read_bytes`): the cache's state of it is the only stat."""
     try:
         text = read_input_bytes(uri, MAX_CARD_BYTES).decode("utf-8-sig")
+    except FileNotFoundError:
+        return ()
     except fsio.FileTooLarge:
         return f"over the {MAX_CARD_BYTES} byte budget of a dataset card: not read"
     except UnicodeDecodeError as exc:
@@ -137,9 +138,11 @@ def _splits(files: Any) -> tuple[tuple[str, tuple[str, ...]], ...] | str:
     for item in files:
         paths = item.get("path") if isinstance(item, dict) and len(item) == 2 else None
         paths = [paths] if isinstance(paths, str) else paths
-        if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)
-                and isinstance(item.get("split"), str) and _SPLIT_NAME.fullmatch(item["split"])):
+        if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths) and isinstance(item.get("split"), str)):
             return f"a data_files entry is not {{split, path}} ({_shown(item)})"
+        if not _SPLIT_NAME.fullmatch(item["split"]):
+            return (f"split {_shown(item['split'])} is no split name datasets takes (letters, digits and _, "
+                    "parts joined by dots: test_2017, test.v2)")
         pairs.append((item["split"], tuple(paths)))
     if len({s for s, _ in pairs}) != len(pairs):
         return "a split is named twice in data_files"
@@ -171,14 +174,17 @@ def chosen(configs: tuple[Config, ...], hf_config: str | None) -> Config:
 
 def card_config(root: str, hf_config: str | None) -> Config | None:
     """The config of the card at the root to build (None: no card, or one without configs)."""
-    uri = fsio.join(root, CARD)
-    configs = read_card(uri) if fsio.exists(uri) else ()
+    configs = read_card(fsio.join(root, CARD))
     if isinstance(configs, str):
         raise CardError(f"{CARD}: {configs}; fix its configs (datasets refuses it too) or remove the card")
     if not configs:
         if hf_config is not None:
+            folder = fsio.join(root, hf_config)
+            hint = (f" (datasets takes no folder for a config: load_dataset merges {hf_config}/ with the folders "
+                    f"beside it into its splits; to build it alone, set path to {folder}, as datasets' data_dir)"
+                    if "/" not in hf_config and fsio.isdir(folder) else "")
             raise CardError(f"hf_config is {hf_config!r} but there is no {CARD} with configs at the root: "
-                            "remove hf_config")
+                            f"remove hf_config{hint}")
         return None
     return chosen(configs, hf_config)
 
@@ -221,13 +227,58 @@ def built_name(root: str, hf_config: str | None) -> dict[str, str]:
 
 @fsio.derived_input
 def file_split(root: str, relative: str, hf_config: str | None) -> str | None:
-    """The split `datasets` gives the data file at `relative` (under `root`, `/` between folders):
-    the card's built config's (of two naming it, the held-out one: never trained on), the one its
-    name gives (`hf_parquet.hf_split`) without a card's configs; None for a file of no split of the
-    built config (not loaded). Recorded for the unit reading the file: a card edited moves it."""
+    """The split `datasets` gives the parquet file at `relative` (under `root`, `/` between folders):
+    the card's built config's (of two naming it, the held-out one: never trained on), without a
+    card's `data_files` the one the default patterns of the repo (or of the config's `data_dir`)
+    give it (`hf_parquet.loaded_split`); None for a file `datasets` does not load (of no split of
+    the built config, or named by no pattern of the set the repo loads by). Recorded for the unit
+    reading the file: a card edited moves it."""
+    return file_splits(root, [relative], hf_config)[0]
+
+
+@fsio.derived_input
+def card_answer(root: str, relative: str, hf_config: str | None) -> dict[str, Any]:
+    """The split the card's built config gives an image folder's file at `relative` (`splits_in`)
+    and `built_name`'s name, the card asked once (each asking stats it: a request on a remote
+    filesystem): {"split": ..., "built": ...}, or {"error": the card's error}. Recorded for the
+    unit reading an image of a folder with a card."""
+    try:
+        config = card_config(root, hf_config)
+    except CardError as exc:
+        return {"error": str(exc)}
+    return {"split": splits_in(config, [relative])[0], "built": repr(config.name) if config else "(none)"}
+
+
+def file_splits(root: str, relatives: list[str], hf_config: str | None) -> list[str | None]:
+    """`file_split` of each of `relatives` (parquet files), the card read and the repo (or the
+    config's `data_dir`) listed once for them all. Without `data_files`, the files `datasets` loads
+    are those of the first default pattern set naming any parquet file there (`default_patterns`)."""
     config = card_config(root, hf_config)
+    if config is not None and config.splits:
+        return splits_in(config, relatives)
+    under = posixpath.normpath(config.data_dir) + "/" if config is not None and config.data_dir else ""
+    patterns = default_patterns(fsio.join(root, under.rstrip("/")) if under else root)
+    return [loaded_split(r[len(under):], patterns) if r.startswith(under) else None for r in relatives]
+
+
+def splits_in(config: Config | None, relatives: list[str]) -> list[str | None]:
+    """The split `config` (`card_config`'s) gives each of `relatives`: of two naming it, the held-out
+    one (never trained on); with `data_dir` alone (or no config), the one the file's own path gives
+    (`hf_parquet.hf_split`), as an image folder's files are split (its data files are images)."""
     if config is None:
-        return hf_split(relative)
+        return [hf_split(relative) for relative in relatives]
     under = posixpath.normpath(config.data_dir) + "/" if config.data_dir else ""
-    named = config_splits(config, relative, hf_split(relative.removeprefix(under)))
-    return next((s for s in named if split_hint(s)), named[0]) if named else None
+    found = []
+    for relative in relatives:
+        named = config_splits(config, relative, hf_split(relative.removeprefix(under)))
+        found.append(next((s for s in named if split_hint(s)), named[0]) if named else None)
+    return found
+
+
+def default_patterns(root: str) -> str:
+    """The pattern set `datasets` loads the repo at `root` by without a card's `data_files`
+    (`hf_parquet.pattern_set`), judged by its parquet files: the data files this source reads
+    (an image a row's path names is the row's; `datasets` would judge by every file)."""
+    if not fsio.isdir(root):  # a config's data_dir that is not there: none of its files is
+        return "all"
+    return pattern_set([relative_to_root(root, f) for f in fsio.list_files(root, (".parquet",), recursive=True)])

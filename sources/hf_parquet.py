@@ -5,7 +5,8 @@ null for a row that points at a file by `path`; the whole cell null for a row wi
 names the features in the schema metadata under `huggingface`, and writes files named by their
 split: `data/train-00000-of-00004.parquet` (`push_to_hub`), `<config>/<split>/0000.parquet` (the
 Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives `to_parquet`
-(`cifar10-test.parquet`). `hf_split` resolves a file's split as `datasets` does.
+(`cifar10-test.parquet`). `hf_split` resolves a file's split as `datasets` does, and
+`pattern_set`/`loaded_split` which files of a repo it loads at all (without a card's `data_files`).
 Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read.
 """
 
@@ -110,6 +111,42 @@ def hf_split(relative: str) -> str:
     if sharded:
         return sharded["split"]
     return folder_split(relative) or _named_split(_IN_NAME, [relative.rpartition("/")[2]]) or "train"
+
+
+# What `datasets` 5.2 (`data_files.py` `_get_data_files_patterns`) loads of a repo without a card's
+# `data_files`: the first of these pattern sets that names any of the repo's data files names all
+# it loads; a file the winning set does not name is not loaded (`data/extra.parquet` beside
+# `data/train-00000-of-00001.parquet`, `other/0.parquet` beside `train/` and `test/`). Its sets
+# before `folder`, `logs` (`**/*.eval`) and `harbor` (`**/task.toml`, `**/instruction.md`), name
+# no parquet file: left out.
+PATTERN_SETS = ("sharded", "folder", "name", "all")
+
+
+def pattern_set(relatives: list[str]) -> str:
+    """The pattern set (`PATTERN_SETS`) `datasets` loads a repo by, from the paths of its data
+    files under the root."""
+    return next((name for name in PATTERN_SETS if any(loaded_split(r, name) for r in relatives)), "all")
+
+
+def is_data_file(relative: str) -> bool:
+    """Whether `datasets` resolves the file at `relative` by a default pattern: not a hidden one, nor
+    one in a `__x/` folder (`_is_inside_unrequested_special_dir`)."""
+    parts = relative.split("/")
+    return not any(p.startswith(".") for p in parts) and not any(p.startswith("__") for p in parts[:-1])
+
+
+def loaded_split(relative: str, patterns: str) -> str | None:
+    """The split `datasets` loads the file at `relative` in when the repo loads by the pattern set
+    `patterns`; None: that set does not name it (not loaded)."""
+    base = relative.rpartition("/")[2]
+    if not is_data_file(relative):
+        return None
+    if patterns == "sharded":
+        sharded = _SHARDED.fullmatch(relative)
+        return sharded["split"] if sharded else None
+    if patterns == "folder":
+        return folder_split(relative)
+    return _named_split(_IN_NAME, [base]) if patterns == "name" else "train"
 
 
 def folder_split(relative: str) -> str | None:

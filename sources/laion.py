@@ -34,7 +34,8 @@ A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.
 that row's; the other files are rejects, `FOLDER_FILES_PER_UNIT` to a unit), each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
 (validation, test) go to `val`; a repo card's `configs:` (`sources.hf_card`) gives the splits and
-the files of the config built, another config's file is an `other_hf_config` reject. A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
+the files of the config built, another config's file is an `other_hf_config` reject (without one,
+so is a file the default pattern set the repo loads by leaves out: `hf_parquet.pattern_set`). A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 
 A folder with a `metadata.jsonl` or `metadata.csv` is a Hugging Face ImageFolder
 (`sources.imagefolder`): each image takes the row naming it (caption, other columns, the split its
@@ -95,6 +96,10 @@ FOLDER_FILES_PER_UNIT = 256
 # one process in ten then aborts ("terminate called without an active exception").
 PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
 OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
+# why `datasets` loads a file of a repo without a card's data_files in no split (`hf_parquet.PATTERN_SETS`)
+NO_DEFAULT_SPLIT = ("named by none of the default patterns datasets loads this repo by (without a card's data_files, "
+                    "the first set naming any of its files: data/<split>-NNNNN-of-NNNNN.*, else files in split-named "
+                    "folders, else split-named files)")
 BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
 HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
 HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
@@ -125,6 +130,9 @@ COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz")
 FOLDER_KINDS = {(False, ""): "folder", (False, "split"): "folder_split", (False, "card"): "folder_card",
                 (True, ""): "imagefolder", (True, "split"): "imagefolder_split", (True, "card"): "imagefolder_card"}
 _FOLDER_KIND_PARTS = {kind: parts for parts, kind in FOLDER_KINDS.items()}
+# what a card's built config says of a data file (`LaionSource._card_answer`): (its split, None
+# for none; the config's name), or the card's error
+CardAnswer = tuple[str | None, str] | hf_card.CardError
 
 
 @dataclass(frozen=True)
@@ -389,27 +397,22 @@ class LaionSource:
         except hf_card.CardError as exc:
             raise ValueError(f"{self.name}: {exc} (format: folder; field hf_config)") from None
 
-    def _file_split(self, data_file: str) -> str | None | hf_card.CardError:
-        """`hf_card.file_split` of a data file, a `CardError` returned (the card was changed since
-        the build started): asked once per image, as each asking stats the card (a request on a
-        remote filesystem)."""
-        try:
-            return hf_card.file_split(self.path, data_file, self.hf_config)
-        except hf_card.CardError as exc:
-            return exc
+    def _card_answer(self, data_file: str) -> CardAnswer:
+        """(the split the card's built config gives a data file, None for none; that config's name),
+        or a `CardError` returned (the card was changed since the build started): the card asked
+        once (`hf_card.card_answer`), as each asking stats it (a request on a remote filesystem)."""
+        answer = hf_card.card_answer(self.path, data_file, self.hf_config)
+        return hf_card.CardError(answer["error"]) if "error" in answer else (answer["split"], answer["built"])
 
-    def _card_split(self, key: str, relative: str, data_file: str,
-                    split: str | None | hf_card.CardError) -> str | Reject:
-        """The split the card's built config gives the image at `relative` through `data_file` (the
-        image itself, or the metadata file naming it: `datasets` loads an ImageFolder's rows from
-        there) as `_file_split` gave it, or the image's reject: `other_hf_config` when no split of
-        the config names it."""
-        if isinstance(split, hf_card.CardError):
-            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {split}")
-        if split is not None:
-            return split
-        by = "" if data_file == relative else f"{shown_name(relative)}, named by a row of "
-        return self._reject(key, "read", OTHER_HF_CONFIG, by + self._other_config(data_file))
+    def _card_split(self, key: str, relative: str, answer: CardAnswer) -> str | Reject:
+        """The split the card's built config gives the image at `relative` as `_card_answer` gave it
+        (of the image itself, or of the metadata file naming it: `datasets` loads an ImageFolder's
+        rows from there), or the image's reject: `other_hf_config` when no split of the config names it."""
+        if isinstance(answer, hf_card.CardError):
+            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {answer}")
+        split, built = answer
+        return split if split is not None else self._reject(key, "read", OTHER_HF_CONFIG,
+                                                            self._other_config(relative, built))
 
     def _check_caption_column(self, uri: str) -> None:
         """Raise before the build when `caption_column` is set and the first metadata file of an
@@ -448,11 +451,12 @@ class LaionSource:
         """The parquet files of the card's built config (`hf_card`: all without a card's configs);
         a card that cannot be read, or no config to build, stops the build naming the field."""
         try:
-            kept = [s for s in shards if hf_card.file_split(self.path, relative_to_root(self.path, s), self.hf_config)]
+            splits = hf_card.file_splits(self.path, [relative_to_root(self.path, s) for s in shards], self.hf_config)
+            kept = [s for s, split in zip(shards, splits) if split]
         except hf_card.CardError as exc:
             raise ValueError(f"{self.name}: {exc} (format: huggingface; field hf_config)") from None
         if not kept:
-            config = hf_card.card_config(self.path, self.hf_config)
+            config = hf_card.card_config(self.path, self.hf_config)  # never None: without one, some file is loaded
             raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is a data file of config "
                                     f"{config.name if config else None!r} of its {hf_card.CARD} (format: huggingface; "
                                     "field hf_config): set hf_config to a config of the card whose data_files name "
@@ -915,27 +919,32 @@ class LaionSource:
                 if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
         return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}")
 
-    def _other_config(self, relative: str) -> str:
-        """Why a parquet file of the repo is not read: no split of the card's built config names it."""
-        named = hf_card.built_name(self.path, self.hf_config)
+    def _other_config(self, relative: str, built: str | None = None) -> str:
+        """Why a data file of the repo is not read: no split of the card's built config (named
+        `built`, else asked of the card) names it."""
+        named = hf_card.built_name(self.path, self.hf_config) if built is None else {"built": built}
         if "error" in named:  # the card was changed since the build started
             return f"{shown_name(relative)}: {named['error']}"
         built = named["built"]
+        if built == "(none)":
+            return f"{shown_name(relative)} is {NO_DEFAULT_SPLIT}: datasets does not load it, not read"
         return (f"{shown_name(relative)} is a data file of no split of config {built} of {hf_card.CARD}, the one "
                 "built (datasets does not load it either): not read; set hf_config to build another config")
 
     # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
-    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str) -> SourceItem:
+    def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str,
+                      ask: Callable[[str], CardAnswer]) -> SourceItem:
         """An image of an ImageFolder with the metadata row that names it (its caption, its other
         columns under `huggingface`, its split: `split_of`), the `unlisted_image` reject when
         metadata files are there and no row names it, or a plain image when none is in its folder
         or above (`datasets` yields such an image of a split without metadata, unlabelled). With a
         card's configs (`card`), a metadata file that is no data file of the built config is unused,
-        as `datasets` has it: the image is then a plain one, its split the card's for itself."""
+        as `datasets` has it: the image is then a plain one, its split the card's for itself. `ask`:
+        `_card_answer`, kept for the unit (its images share a few metadata files)."""
         row = imagefolder.image_row(self.path, relative_to_root(self.path, uri), self.follow_links)
-        card = self._file_split(_metadata_of(row)) if row is not None and splits == "card" else ""
-        if row is None or card is None:  # None: the metadata file is no data file of the built config
-            return self._plain_image(key, uri, relative, lineage, splits)
+        card = ask(_metadata_of(row)) if row is not None and splits == "card" else None
+        if row is None or isinstance(card, tuple) and card[0] is None:  # the metadata file: no data file of it
+            return self._plain_image(key, uri, relative, lineage, splits, ask)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
                                 f"images here but is not read ({row['why']}): its row, if any, is unknown")
@@ -951,7 +960,7 @@ class LaionSource:
         values = {k: v for k, v in row["values"].items() if k != row["lead"]}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
-        split = (self._card_split(key, relative, row["file"], card) if splits == "card"
+        split = (self._card_split(key, relative, card) if card is not None
                  else split_of(relative, row["file"]))
         if isinstance(split, Reject):
             return split
@@ -961,11 +970,12 @@ class LaionSource:
         return ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage,
                            split_hint=hf_parquet.split_hint(split))
 
-    def _metadata_unused(self, relative: str) -> bool:
-        """Whether a card's built config names no split of the metadata file at `relative`: `datasets`
-        then reads no row of it (a card naming its images alone, `train/*.png`). A card that cannot
-        be read is not judged here: the image's `_card_split` rejects it."""
-        return self._file_split(relative) is None
+    def _metadata_unused(self, relative: str) -> str | None:
+        """The built config's name when a card's built config names no split of the metadata file at
+        `relative`: `datasets` then reads no row of it (a card naming its images alone, `train/*.png`);
+        None otherwise. A card that cannot be read is not judged here: the image's `_card_split` rejects it."""
+        answer = self._card_answer(relative)
+        return answer[1] if isinstance(answer, tuple) and answer[0] is None else None
 
     def _read_metadata(self, uri: str, card: bool) -> Iterator[Reject]:
         """The rejects of one ImageFolder metadata file: the file when it cannot be read, each line
@@ -973,9 +983,10 @@ class LaionSource:
         one not there. A row naming a file that is there is that file's unit's to build. A file
         the card's built config does not name is one `other_hf_config` reject: its rows unused."""
         relative = nfc(relative_to_root(self.path, uri))
-        if card and self._metadata_unused(relative):
+        built = self._metadata_unused(relative) if card else None
+        if built:
             yield self._reject(path_key(self.name, relative), "read", OTHER_HF_CONFIG,
-                               f"{self._other_config(relative)}; its rows are unused, the images it names take "
+                               f"{self._other_config(relative, built)}; its rows are unused, the images it names take "
                                "their split from the card")
             return
         problem = path_problem(self.path, uri, self.follow_links)
@@ -1046,6 +1057,7 @@ class LaionSource:
     def _read_folder(self, unit: Unit) -> Iterator[SourceItem]:
         root = unit.root
         listed, splits = _FOLDER_KIND_PARTS[unit.kind]
+        ask = functools.cache(self._card_answer)  # the unit's images share a few metadata files
         data = []
         for uri in unit.uris:
             aside = self._set_aside(lambda: path_key(self.name, relative_to_root(root, uri)), root, uri)
@@ -1107,19 +1119,20 @@ class LaionSource:
                 if parsed:
                     lineage["metadata"] = parsed
                 if listed:
-                    yield self._listed_image(key, uri, relative, lineage, splits)
+                    yield self._listed_image(key, uri, relative, lineage, splits, ask)
                     continue
-                yield self._plain_image(key, uri, relative, lineage, splits)
+                yield self._plain_image(key, uri, relative, lineage, splits, ask)
 
-    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str) -> SourceItem:
+    def _plain_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str,
+                     ask: Callable[[str], CardAnswer]) -> SourceItem:
         """An image of a folder without metadata: in a split layout (`splits` "split", `_split_layout`),
         in `val` whole when a folder of its path names a held-out split as `datasets` splits an
         ImageFolder (`test/cat/1.jpg`, `validation/`), never trained on; else split by
         `split.val_fraction`. The image's own name is not read as a split (`test-shot-01.jpg`,
         `dev_board.jpg` are photos' names). With a card's `configs` (`splits` "card"), the split its
-        built config gives the image (`_card_split`)."""
+        built config gives the image (`_card_split`, `ask`: `_card_answer`)."""
         card = splits == "card"
-        split = (self._card_split(key, relative, relative, self._file_split(relative)) if card
+        split = (self._card_split(key, relative, ask(relative)) if card
                  else hf_parquet.folder_split(relative) if splits == "split" else None)
         if isinstance(split, Reject):
             return split

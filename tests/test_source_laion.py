@@ -1117,15 +1117,23 @@ def test_an_image_folder_repos_card_gives_its_splits(tmp_path: Path, metadata: b
     (tmp_path / "README.md").write_text('---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n'
                                         '    path: "images/train/**"\n  - split: test\n    path: "images/holdout/**"\n'
                                         '---\n')
-    from sources import hf_card
+    from sources import fsio, hf_card
 
-    asked = Counter()
-    file_split = hf_card.file_split
-    monkeypatch.setattr(hf_card, "file_split", lambda *args: (asked.update([args[1]]), file_split(*args))[1])
+    asked, stats = Counter(), Counter()  # card_config's askings; stats of README.md (a request on a remote fs)
+    read_card, file_state, exists = hf_card.read_card, fsio.file_state, fsio.exists
+    card = lambda uri: uri.endswith("README.md")
+    monkeypatch.setattr(hf_card, "read_card", lambda uri: (asked.update([uri]), read_card(uri))[1])
+    monkeypatch.setattr(fsio, "file_state", lambda uri: (stats.update([uri] if card(uri) else []), file_state(uri))[1])
+    monkeypatch.setattr(fsio, "exists", lambda uri: (stats.update([uri] if card(uri) else []), exists(uri))[1])
     items = _read_all(LaionSource("w", str(tmp_path)))
-    # the card asked once per image (each asking stats the card): a row's image for its metadata
-    # file alone, an image of other/ for its unused metadata file and then for itself; once per metadata file
-    assert sum(asked.values()) == (4 + 2 * 2 + 3 if metadata else 6)
+    # the card asked once by units(), once per metadata file's unit, and in the folder's one unit once
+    # per metadata file (its images share the answer) and once per image of other/ (no data file of
+    # the config: its metadata file unused, then the image itself, the config's name in the same
+    # answer); without metadata once per image. Each asking is one stat of the card (the cache's
+    # state), the first two (the state before and after its one read). It was 14 askings of 2 stats
+    # each and more (the card stat'ed before it was read; an image of other/ asked 3 times).
+    assert sum(asked.values()) == (1 + 3 + 3 + 2 if metadata else 1 + 6)
+    assert sum(stats.values()) == sum(asked.values()) + 1
     assert sorted((i.lineage["path"], i.lineage["hf_split"], i.split_hint, i.lineage.get("caption"))
                   for i in items if isinstance(i, ImageRecord)) == [
         (f"images/{folder}/{n}.png", split, hint, f"{folder} {n}" if metadata else None)
@@ -1173,9 +1181,17 @@ def test_held_out_files_of_a_datasets_layout_are_read_into_val(tmp_path: Path):
     _hf_parquet(tmp_path / "test" / "data-00000-of-00001.parquet", row("in test/"))
     _hf_parquet(tmp_path / "train" / "data-00000-of-00001.parquet", row("in train/"))
     _hf_parquet(tmp_path / "cifar10-test.parquet", row("cifar10-test"))
-    records = {r.lineage["caption"]: r for r in _read_all(LaionSource("hf", str(tmp_path), "huggingface"))}
+    items = _read_all(LaionSource("hf", str(tmp_path), "huggingface"))
+    records = {r.lineage["caption"]: r for r in items if isinstance(r, ImageRecord)}
     assert {c: (r.split_hint, r.lineage["hf_split"]) for c, r in records.items()} == {
-        "in test/": ("val", "test"), "in train/": (None, "train"), "cifar10-test": ("val", "test")}
+        "in test/": ("val", "test"), "in train/": (None, "train")}
+    # beside split folders a split-named file is loaded by no pattern there (datasets 5.2: train/, test/ only)
+    assert [(i.detail[:22], i.reason) for i in items if isinstance(i, Reject)] == [
+        ("'cifar10-test.parquet'", "other_hf_config")]
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "cifar10-test.parquet").rename(tmp_path / "alone" / "cifar10-test.parquet")
+    (record,) = _read_all(LaionSource("hf", str(tmp_path / "alone"), "huggingface"))
+    assert (record.lineage["caption"], record.split_hint, record.lineage["hf_split"]) == ("cifar10-test", "val", "test")
 
 
 # -- a Hub repo's dataset card: `configs:` in README.md's YAML front matter -----------------------
@@ -1277,6 +1293,61 @@ def test_card_patterns_resolve_as_datasets_resolves_them(tmp_path: Path, config:
     assert {f: hf_card.file_split(str(tmp_path), f, None) for f in files} == expected
 
 
+# Repos without a card's configs, each file holding one row captioned with its path, loaded with
+# `datasets.load_dataset(folder)` (5.2.0): the first default pattern set naming any file names all
+# it loads (`_get_data_files_patterns`); `<config>/<split>/` folders are no configs there (`name="en"`
+# raises "BuilderConfig 'en' not found", `data_dir="en"` loads en/ alone).
+@pytest.mark.parametrize("files, datasets_gave", [
+    (["en/train/0000.parquet", "en/test/0000.parquet", "fr/train/0000.parquet", "fr/misc/0000.parquet"],
+     {"train": ["en/train/0000.parquet", "fr/train/0000.parquet"], "test": ["en/test/0000.parquet"]}),
+    (["data/train-00000-of-00001.parquet", "data/extra.parquet", "test/x.parquet"],
+     {"train": ["data/train-00000-of-00001.parquet"]}),
+    (["train/0.parquet", "test/0.parquet", "other/0.parquet"], {"train": ["train/0.parquet"], "test": ["test/0.parquet"]}),
+    (["train.parquet", "test.parquet", "extra.parquet"], {"train": ["train.parquet"], "test": ["test.parquet"]}),
+    (["a.parquet", "b/c.parquet"], {"train": ["a.parquet", "b/c.parquet"]}),
+    (["train/0.parquet", "test/0.parquet", "__old__/train/1.parquet"],  # a `__x/` folder: never a default pattern's
+     {"train": ["train/0.parquet"], "test": ["test/0.parquet"]}),
+    (["a.parquet", "__x/b.parquet"], {"train": ["a.parquet"]}),
+])
+def test_a_repo_without_card_configs_loads_what_datasets_loads(tmp_path: Path, files: list[str],
+                                                               datasets_gave: dict[str, list[str]]):
+    """Each file took the split its own path gives, as if alone: `fr/misc/0000.parquet`,
+    `data/extra.parquet` beside push_to_hub's shards and `extra.parquet` beside `train.parquet`
+    were trained on, `test/x.parquet` beside the shards built; `datasets` loads none of them. Now
+    they are `other_hf_config` rejects, never read, and the others take the splits datasets gives."""
+    _card_repo(tmp_path, "---\nlicense: mit\n---\n", files)
+    splits, rejected = _splits_built(LaionSource("hf", str(tmp_path)))
+    assert {split: [name for name, _ in built] for split, built in splits.items()} == datasets_gave
+    loaded = {name for names in datasets_gave.values() for name in names}
+    assert rejected == {name: "other_hf_config" for name in files if name not in loaded}
+
+
+def test_a_card_config_with_data_dir_alone_loads_what_datasets_loads_there(tmp_path: Path):
+    """`config_name: en, data_dir: en`: `load_dataset(repo, name="en")` (datasets 5.2.0) gave train
+    en/train/0, test en/test/0: the default patterns are resolved under `data_dir`, and
+    `en/extra/0.parquet` (beside split folders) is in no split. It was trained on."""
+    from sources import hf_card
+
+    files = ["en/train/0.parquet", "en/test/0.parquet", "en/extra/0.parquet", "fr/train/0.parquet"]
+    _card_repo(tmp_path, "---\nconfigs:\n- config_name: en\n  data_dir: ./en\n- config_name: fr\n  data_dir: fr\n---\n",
+               files)
+    assert hf_card.file_splits(str(tmp_path), files, "en") == ["train", "test", None, None]
+    splits, rejected = _splits_built(LaionSource("hf", str(tmp_path), hf_config="en"))
+    assert splits == {"train": [("en/train/0.parquet", None)], "test": [("en/test/0.parquet", "val")]}
+    assert rejected == {"en/extra/0.parquet": "other_hf_config", "fr/train/0.parquet": "other_hf_config"}
+
+
+def test_hf_config_naming_a_folder_of_a_repo_without_a_card_says_to_set_path(tmp_path: Path):
+    """`datasets` takes `<config>/<split>/` folders for no config (`name=` raises, `data_dir=` builds
+    one): `hf_config: en` stops the build saying path is the way to build en/ alone."""
+    _card_repo(tmp_path, "---\nlicense: mit\n---\n", ["en/train/0.parquet", "fr/train/0.parquet"])
+    with pytest.raises(ValueError, match="hf_config") as raised:
+        LaionSource("hf", str(tmp_path), "huggingface", hf_config="en").units()
+    assert f"set path to {tmp_path / 'en'}, as datasets' data_dir" in str(raised.value)
+    splits, rejected = _splits_built(LaionSource("hf", str(tmp_path / "en")))
+    assert (splits, rejected) == ({"train": [("en/train/0.parquet", None)]}, {})  # the caption: its path at the top
+
+
 @pytest.mark.parametrize("card, hf_config, says", [
     ("configs:\n- config_name: a\n  data_files: a/*\n- config_name: b\n  data_files: b/*\n", None,
      "several configs and none is the default (a, b): set hf_config"),
@@ -1284,6 +1355,9 @@ def test_card_patterns_resolve_as_datasets_resolves_them(tmp_path: Path, config:
     ("license: mit\n", "extra", "hf_config is 'extra' but there is no README.md with configs"),
     ("configs: [\n", None, "its YAML front matter does not parse"),
     ("configs:\n- config_name: a\n  data_files: {train: a/*}\n", None, "data_files is a dict"),
+    # datasets 5.2: "Expected data_files in YAML to be ... a list of dicts with two keys: 'split' and 'path'"
+    ("configs:\n- config_name: a\n  data_files:\n  - split: test-set\n    path: a/*\n", None,
+     "split 'test-set' is no split name datasets takes"),
 ])
 def test_a_card_whose_configs_cannot_be_taken_stops_the_build_naming_hf_config(tmp_path: Path, card: str,
                                                                                hf_config: str | None, says: str):
@@ -1536,8 +1610,9 @@ def test_an_image_folder_asks_the_disk_once_per_folder_and_sees_a_new_metadata_f
     monkeypatch.setattr(fsio, "exists", lambda uri: (asked.update([uri]), exists(uri))[1])
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert sum(isinstance(i, ImageRecord) for i in items) == 40
-    # train/, train/sub/, the root: csv, jsonl, parquet each; the root's README.md (a card's configs), once
-    assert max(asked.values()) == 1 and len(asked) == 10
+    # train/, train/sub/, the root: csv, jsonl, parquet each, once (README.md, a card's configs: its
+    # cache's state of it, no exists beside)
+    assert max(asked.values()) == 1 and len(asked) == 9
     (tmp_path / "train" / "sub" / "metadata.csv").write_text("file_name,text\nx.jpg,a blue square\n")
     items = _read_all(LaionSource("imgs", str(tmp_path)))
     assert {i.lineage["path"]: i.lineage.get("caption") for i in items}["train/sub/x.jpg"] == "a blue square"
