@@ -302,6 +302,96 @@ def test_crowd_regions_left_out_of_a_drawn_detection_pair_are_counted_in_its_lin
     assert_matches_pycocotools(pairs["coco-1-segmentation"], root, 1)
 
 
+def brush(ann_id: int, image_id: int, segmentation, bbox="left out", iscrowd: int = 0) -> dict:
+    """A brush mask as annotation tools export it with no box of its own: `bbox` left out, null or
+    `[]`, `area` 0."""
+    ann = {"id": ann_id, "image_id": image_id, "category_id": 2, "segmentation": segmentation, "area": 0,
+           "iscrowd": iscrowd}
+    return ann if bbox == "left out" else {**ann, "bbox": bbox}
+
+
+def coco_box(segmentation, h: int = H, w: int = W) -> list[float]:
+    """pycocotools' own box of a segmentation (polygons, or RLE compressed or not), as its
+    `COCO.annToRLE` reads one: `toBbox`."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
+    elif isinstance(segmentation["counts"], list):
+        rle = mask_utils.frPyObjects(segmentation, h, w)
+    else:
+        rle = {**segmentation, "counts": segmentation["counts"].encode()}
+    return [float(v) for v in mask_utils.toBbox(rle)]
+
+
+def test_a_mask_box_is_measured_as_pycocotools_measures_it():
+    """Random masks (and one whose run crosses from the bottom of a column to the top of the next,
+    and an empty one): the box from a mask's runs is pycocotools' `toBbox` of it."""
+    from uvd_pipeline.render_annotated import runs_box
+
+    rng = np.random.default_rng(7)
+    masks = [rng.random((H, W)) < rng.uniform(0.0005, 0.05) for _ in range(40)]
+    crossing = np.zeros((H, W), bool)
+    crossing[H - 3 :, 30] = crossing[:2, 31] = True
+    masks += [crossing, np.zeros((H, W), bool)]
+    for mask in masks:
+        runs = np.asarray(fortran_rle(mask, False)["counts"])
+        assert runs_box(runs, H) == coco_box(fortran_rle(mask, True)), np.argwhere(mask)
+
+
+@pytest.mark.parametrize("bbox", ["left out", None, []], ids=["no-bbox", "null", "empty"])
+def test_brush_masks_without_a_box_are_boxed_by_their_masks(tmp_path: Path, bbox):
+    """A brush mask exported without a box (`bbox` left out, null or `[]`), as RLE compressed or
+    not, or polygons: the detection pair said the image 'has none', dropped the object beside
+    boxed ones without a word, or rejected the pair ('bbox is not 4 numbers'). Each is now drawn
+    as the box pycocotools' `toBbox` gives its mask, pixel for pixel as the same object written
+    with that box; a crowd mask is counted as left out."""
+    blob = np.zeros((H, W), bool)
+    blob[12:40, 22:31] = True
+    blob[30:52, 45:71] = True  # two parts: the box is neither's alone
+    polygon = [[5.5, 44.0, 18.25, 41.5, 12.0, 57.75]]
+    crowd = np.zeros((H, W), bool)
+    crowd[2:9, 60:78] = True
+    masks = [fortran_rle(blob, True), fortran_rle(blob, False), polygon]
+    annotations = [obj(1, 1, bbox=[2.0, 2.0, 10.0, 8.0]), *(brush(2 + i, 1, m, bbox) for i, m in enumerate(masks)),
+                   brush(5, 1, fortran_rle(crowd, True), bbox, iscrowd=1), brush(6, 2, fortran_rle(blob, False), bbox)]
+    boxed = [obj(1, 1, bbox=[2.0, 2.0, 10.0, 8.0]),
+             *(brush(2 + i, 1, m, coco_box(m)) for i, m in enumerate(masks)),
+             obj(6, 2, 2, bbox=coco_box(fortran_rle(blob, False)))]
+    root = write_dataset(tmp_path / "brush", {"images": images(1, 2), "categories": categories(1, 2),
+                                              "annotations": annotations})
+    twin = write_dataset(tmp_path / "boxed", {"images": images(1, 2), "categories": categories(1, 2),
+                                              "annotations": boxed})
+    pairs, expected = read(root, ("detection",)), read(twin, ("detection",))
+    assert coco_box(masks[0]) == coco_box(masks[1]) == [22.0, 12.0, 49.0, 40.0]  # columns 22..70, rows 12..51
+    assert pairs["coco-1-detection"].lineage["crowd_regions_left_out"] == 1
+    for image_id in (1, 2):
+        for policy in POLICIES:
+            assert np.array_equal(rendered(pairs[f"coco-{image_id}-detection"], policy)[1],
+                                  rendered(expected[f"coco-{image_id}-detection"], policy)[1]), (image_id, policy)
+    ys, xs = np.nonzero(drawn(pairs["coco-2-detection"], "squash"))  # 80x60 -> 64: the box 22..71 x 12..52
+    edges = np.array([xs.min(), xs.max() + 1, ys.min(), ys.max() + 1])
+    assert np.abs(edges - np.array([22, 71, 12, 52]) * [64 / W, 64 / W, 64 / H, 64 / H]).max() <= 1, edges
+
+
+def test_a_brush_mask_without_a_box_that_cannot_be_read_is_counted(tmp_path: Path):
+    """A mask with no box whose RLE is not the image's size, or whose mask is malformed, is a
+    counted reject of its detection pair, naming why; one with no pixel draws nothing."""
+    wrong = fortran_rle(np.ones((H, W + 1), bool), True)
+    annotations = [brush(1, 1, wrong), brush(2, 2, {"size": [H, W], "counts": "not rle?"}),
+                   brush(3, 3, [[1.0, 2.0, 3.0, 4.0]]), brush(4, 4, fortran_rle(np.zeros((H, W), bool), False))]
+    root = write_dataset(tmp_path, {"images": images(1, 2, 3, 4), "categories": categories(2),
+                                    "annotations": annotations})
+    pairs = read(root, ("detection",))
+    reject = render_pair(pairs["coco-1-detection"], settings())
+    assert (reject.stage, reject.reason, reject.detail) == ("annotation", "bad_segmentation",
+                                                            f"RLE size [{H}, {W + 1}] vs image [{H}, {W}]")
+    assert outcome(pairs["coco-2-detection"]) == ("annotation", "bad_segmentation")
+    assert (pairs["coco-3-detection"].reason, pairs["coco-3-detection"].detail) == (
+        "bad_annotation", "ann.json annotations[2] (id 3): segmentation has no polygon of 3 or more points")
+    assert outcome(pairs["coco-4-detection"]) == ("annotation", "empty_target")
+
+
 # -- keypoints -----------------------------------------------------------------------------------
 def keypoints(n: int = 17, visibility: int = 2, step: float = 4.0) -> list[float]:
     return [float(v) for j in range(n) for v in (4 + step * j % 72, 6 + 3 * j, visibility)]
@@ -804,14 +894,72 @@ def test_cvat_rotated_box_is_drawn_turned_about_its_centre(tmp_path: Path, degre
     bbox = [20.0, 15.0, 40.0, 20.0]
     root = write_dataset(tmp_path, {"images": images(1), "categories": categories(1),
                                     "annotations": [cvat_box(1, 1, bbox, degrees)]})
-    pair = read(root, ("detection",))["coco-1-detection"]
+    assert_outline_drawn(read(root, ("detection",))["coco-1-detection"], cvat_corners(bbox, degrees))
+
+
+def assert_outline_drawn(pair: PairRecord, corners: np.ndarray) -> None:
+    """Drawn pixels lie on the outline of `corners` (image pixels) as each policy maps it onto the
+    canvas (squash scales x and y apart: a rectangle becomes a parallelogram), and its corners
+    and the middles of its sides are drawn."""
     for policy, (sx, sy, oy) in {"squash": (64 / W, 64 / H, 0), "pad": (64 / W, 64 / W, 8)}.items():
-        corners = cvat_corners(bbox, degrees) * [sx, sy] + [0, oy]
+        on_canvas = corners * [sx, sy] + [0, oy]
         ys, xs = np.nonzero(drawn(pair, policy))
         centres = np.stack([xs + 0.5, ys + 0.5], axis=1)
-        assert outline_distance(centres, corners).max() <= 2.0, policy
-        for point in np.vstack([corners, (corners + np.roll(corners, -1, axis=0)) / 2]):
+        assert outline_distance(centres, on_canvas).max() <= 2.0, policy
+        for point in np.vstack([on_canvas, (on_canvas + np.roll(on_canvas, -1, axis=0)) / 2]):
             assert np.hypot(*(centres - point).T).min() <= 1.5, (policy, point)
+
+
+def detectron2_corners(box: list[float]) -> np.ndarray:
+    """The corners of detectron2's rotated box (`BoxMode.XYWHA_ABS`: centre, size, angle in degrees
+    counter-clockwise), written out as its `Visualizer.draw_rotated_box_with_label` computes them
+    (image coordinates: x right, y down)."""
+    cx, cy, w, h, angle = box
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    rect = [(-w / 2, h / 2), (-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2)]
+    return np.array([(s * yy + c * xx + cx, c * yy - s * xx + cy) for xx, yy in rect])
+
+
+@pytest.mark.parametrize("angle", [30.0, -75.0, 90.0])
+def test_detectron2_rotated_box_is_drawn_at_its_corners(tmp_path: Path, angle: float):
+    """A COCO-like file of detectron2's rotated boxes (`bbox` [cx, cy, w, h, angle], XYWHA_ABS,
+    with or without `bbox_mode: 4`) was refused as 'bbox is not 4 numbers'. It is now drawn at
+    the corners detectron2 draws it (counter-clockwise on the screen, unlike CVAT's turn)."""
+    box = [40.0, 30.0, 36.0, 14.0, angle]
+    root = write_dataset(tmp_path, {"images": images(1, 2), "categories": categories(1),
+                                    "annotations": [obj(1, 1, bbox=box), obj(2, 2, bbox=box, bbox_mode=4)]})
+    pairs = read(root, ("detection",))
+    assert_outline_drawn(pairs["coco-1-detection"], detectron2_corners(box))
+    assert np.array_equal(rendered(pairs["coco-1-detection"])[1], rendered(pairs["coco-2-detection"])[1])
+
+
+def test_boxes_whose_bbox_mode_says_other_numbers_are_counted(tmp_path: Path):
+    """detectron2's dicts dumped to JSON carry `bbox_mode`: a box of XYXY_ABS (1) read as
+    [x, y, w, h] drew elsewhere without a word; 4 numbers called rotated, 5 called plain, or a
+    rotated box turned again by CVAT's `attributes.rotation` are refused, naming the mode."""
+    annotations = [obj(1, 1, bbox=[10.0, 10.0, 30.0, 40.0], bbox_mode=1),
+                   obj(2, 2, bbox=[10.0, 10.0, 30.0, 40.0], bbox_mode=4),
+                   obj(3, 3, bbox=[40.0, 30.0, 20.0, 10.0, 15.0], bbox_mode=0),
+                   obj(4, 4, bbox=[40.0, 30.0, 20.0, 10.0, 15.0], attributes={"rotation": 10.0}),
+                   obj(5, 5, bbox=[10.0, 10.0, 30.0, 40.0], bbox_mode="XYWH"),
+                   obj(6, 6, bbox=[10.0, 10.0, 30.0], bbox_mode=0),
+                   obj(7, 7, bbox=[10.0, 10.0, 30.0, 40.0], bbox_mode=0)]
+    root = write_dataset(tmp_path, {"images": images(*range(1, 8)), "categories": categories(1),
+                                    "annotations": annotations})
+    pairs = read(root, ("detection",))
+    both = "read are [x, y, width, height] (XYWH_ABS, 0) and detectron2's rotated [cx, cy, width, height, degrees] " \
+           "(XYWHA_ABS, 4)"
+    expected = {1: f"bbox of 4 numbers with bbox_mode 1 (XYXY_ABS): {both}",
+                2: f"bbox of 4 numbers with bbox_mode 4 (XYWHA_ABS): {both}",
+                3: f"bbox of 5 numbers with bbox_mode 0 (XYWH_ABS): {both}",
+                4: "bbox is a rotated box (5 numbers) and attributes.rotation turns it again",
+                5: f"bbox of 4 numbers with bbox_mode 'XYWH': {both}",
+                6: "bbox is not 4 numbers (nor 5: detectron2's rotated box)"}
+    for image_id, detail in expected.items():
+        reject = pairs[f"coco-{image_id}-detection"]
+        assert (reject.reason, reject.detail) == (
+            "bad_annotation", f"ann.json annotations[{image_id - 1}] (id {image_id}): {detail}"), image_id
+    assert outcome(pairs["coco-7-detection"]) == "rendered"
 
 
 def test_cvat_rotated_boxes_past_the_image_and_rotations_that_are_no_number(tmp_path: Path):
