@@ -23,10 +23,13 @@ from transforms.annotations import COCO17, MAX_CLASS_ID
 COCO_TASKS = ("detection", "segmentation", "pose")
 IMAGES_PER_UNIT = 256
 # memory of a parsed index per byte of its annotation files: a COCO-like file of 102 MB (40k
-# images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x) and held 645 MB
-INDEX_BYTES_PER_FILE_BYTE = 8
+# images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x) and held 645 MB;
+# files of many small objects take more a byte: 30 MB of boxes written by `json.dump` without
+# spaces peaked at 8.4x (11.3x while each annotation was copied and the file's bytes kept beside
+# its text), polygons of short numbers (`12.5`) at 9.2x, COCO-like keypoints and polygons 6.4-6.8x
+INDEX_BYTES_PER_FILE_BYTE = 9
 # what one source's index may take, judged from its files' sizes before any parse (`CocoSource.units`):
-# COCO train2017's instances and person_keypoints (676 MiB) take ~5.3 GiB by that factor
+# COCO train2017's instances and person_keypoints (676 MiB) take ~5.9 GiB by that factor
 INDEX_MEMORY_MB = 6144
 # a worker keeps parses standing for at most this many bytes of files (~1 GiB parsed; one larger
 # index alone): four kept without a bound held 1.2 GB for two 102 MB files, and up to 4 budgets
@@ -147,8 +150,12 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
                 problems.setdefault(first_image, problem)  # the first problem found is the one reported
                 problems.setdefault(image_id, problem)
             seen_anns.setdefault(ann_id, (index, image_id))
-            merged = annotations[image_id].get(ann_id, {})
-            annotations[image_id][ann_id] = {**merged, **ann, AT: f"{short} {where('annotations', index, ann)}"}
+            # the entry itself is kept (another file's of the same id merged into the first): a copy
+            # held beside the parsed file doubled what a file of many small objects took
+            kept = annotations[image_id].setdefault(ann_id, ann)
+            if kept is not ann:
+                kept.update(ann)
+            kept[AT] = f"{short} {where('annotations', index, ann)}"
     shift = category_shift(categories, annotations, label_studio)
     twin_of = key_twins([*images, *annotations])
     for other, first in twin_of.items():  # the first problem found is the one reported
