@@ -836,6 +836,37 @@ def test_huge_fields_and_numbers(tmp_path: Path):
         CocoSource("coco", str(root), ("ann.json",), ".").units()
 
 
+def test_keypoints_cropped_away_or_outside_the_image_are_not_drawn_nor_their_limbs(tmp_path: Path):
+    """Points of a person where center_crop and pad put them: each labelled point (v 1 or 2) inside
+    what the policy shows is its joint's colour at its pixel centre mapped as the policy maps it
+    (center_crop: the central 60x60 of the 80x60 image, x 10..70, scaled 160/60; pad: scaled
+    160/80, 20 rows of padding above), one outside the image (x -5, x 82) or cropped away is not
+    drawn and neither is a limb to it; v 0 is never drawn."""
+    points = [0.0] * 51
+    placed = {5: (40, 30, 2), 6: (64, 20, 1), 7: (4, 45, 2), 8: (-5, 30, 2), 9: (82, 40, 2), 11: (30, 50, 0),
+              12: (50, 50, 2)}  # shoulders, elbows (left one cropped by center_crop), wrists off the image
+    for joint, values in placed.items():
+        points[3 * joint : 3 * joint + 3] = [float(v) for v in values]
+    root = write_dataset(tmp_path, {"images": images(1), "categories": person_categories(),
+                                    "annotations": [obj(1, 1, keypoints=points, num_keypoints=6)]})
+    pair = read(root, ("pose",))["coco-1-pose"]
+    maps = {"center_crop": lambda x, y: ((x + 0.5 - 10) * 160 / H, (y + 0.5) * 160 / H),
+            "pad": lambda x, y: ((x + 0.5) * 2, (y + 0.5) * 2 + 20)}
+    limbs = dict(zip(COCO17.limbs, limb_colours(COCO17)))
+    for policy, to_canvas in maps.items():
+        _, target = rendered(pair, policy, 160)
+        colours = {tuple(int(c) for c in pixel) for pixel in target.reshape(-1, 3)}
+        shown = {j for j, (x, y, v) in placed.items() if v and 0 <= x < W and (policy == "pad" or 10 <= x < 70)}
+        assert shown == ({5, 6, 7, 12} if policy == "pad" else {5, 6, 12}), policy
+        for joint, (x, y, _) in placed.items():
+            assert (joint_colours(COCO17)[joint] in colours) == (joint in shown), (policy, joint)
+            if joint in shown:
+                cx, cy = to_canvas(x, y)
+                assert tuple(int(c) for c in target[int(cy), int(cx)]) == joint_colours(COCO17)[joint], (policy, joint)
+        for (a, b), colour in limbs.items():
+            assert (colour in colours) == (a in shown and b in shown), (policy, a, b)
+
+
 def test_keypoints_are_pixel_indices_drawn_on_their_pixels_centres(tmp_path: Path):
     """COCO keypoints name pixels (integers 0..W-1; detectron2 adds 0.5 to reach the pixel's
     centre), unlike its boxes and polygons (edges 0..W). Enlarged 4x, the pixel (x, y) covers
