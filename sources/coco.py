@@ -497,8 +497,9 @@ def _skeleton_problem(skeleton: Any, category_id: Any, points: int) -> str | Non
 def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> list[list[int]] | str | None:
     """The 0-based limbs of a person from its category's 1-based `skeleton`; None for COCO's own
     17-point skeleton (the built-in `coco17`, in any order), a text when the category and the
-    keypoints disagree. A category with no skeleton (or `skeleton: []`, as CVAT writes when it
-    has none) draws 17 points as COCO's person and other counts as points alone."""
+    keypoints disagree. A category with no skeleton (or `skeleton: []`, as CVAT and Label Studio
+    write when it has none) draws 17 points unnamed or named as COCO's as COCO's person, other
+    points alone."""
     points = len(ann["keypoints"]) // 3
     category_id = ann.get("category_id")
     category = categories.get(as_int(category_id), {}) if as_int(category_id) is not None else {}
@@ -506,8 +507,9 @@ def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> 
     if isinstance(names, list) and names and len(names) != points:
         return f"keypoints hold {points} points, category {category_id} names {len(names)}"
     skeleton = category.get("skeleton")
-    if not skeleton:
-        return None if points == len(COCO17.joints) else []
+    if not skeleton:  # COCO's person only where its points are COCO's (`coco_order`), else points alone
+        unnamed = not (isinstance(names, list) and names)
+        return None if points == len(COCO17.joints) and (unnamed or coco_order(names) is not None) else []
     problem = _skeleton_problem(skeleton, category_id, points)
     if problem:
         return problem
@@ -516,6 +518,28 @@ def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> 
             and len(limbs) == len(COCO17.limbs):
         return None
     return limbs
+
+
+def coco_order(names: list[Any]) -> list[int] | None:
+    """Where each of COCO's 17 points stands among a category's `keypoints` names, read whatever
+    their case and separators ('Left Eye', 'left-eye'); None when they are not COCO's 17 (a car's
+    17 points drew COCO's human limbs between them)."""
+    read = ["_".join(str(name).lower().replace("-", " ").split()) for name in names]
+    if sorted(read) != sorted(COCO17.joints):
+        return None
+    return [read.index(joint) for joint in COCO17.joints]
+
+
+def person_points(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> list[Any]:
+    """A person's x, y, v triples in COCO's order where its category has no skeleton and names
+    COCO's points in another order (Label Studio writes them in its labels' `model_index` order):
+    drawn as written, the person's joints took other joints' colours."""
+    category = categories.get(as_int(ann.get("category_id")), {}) if as_int(ann.get("category_id")) is not None else {}
+    names, values = category.get("keypoints"), ann["keypoints"]
+    if category.get("skeleton") or not isinstance(names, list) or len(names) * 3 != len(values):
+        return values
+    order = coco_order(names)
+    return values if order is None else [v for i in order for v in values[3 * i : 3 * i + 3]]
 
 
 # COCO keypoints are pixel indices (integers in 0..W-1, as its annotators clicked pixels), while
@@ -681,8 +705,8 @@ class CocoSource:
         if size_problem:
             return f"image {image.get('id')}: {size_problem}"
         limbs = [person_limbs(a, index.categories) for a in people]
-        payload = {**declared_size(image), "skeleton": "coco17", "people": [edge_keypoints(a["keypoints"])
-                                                                            for a in people]}
+        payload = {**declared_size(image), "skeleton": "coco17",
+                   "people": [edge_keypoints(person_points(a, index.categories)) for a in people]}
         if any(person is not None for person in limbs):  # a category's own skeleton
             payload["skeleton"] = "custom"
             payload["limbs"] = [[list(limb) for limb in COCO17.limbs] if person is None else person for person in limbs]

@@ -471,6 +471,46 @@ def test_skeleton_comes_from_the_category_one_based(tmp_path: Path):
     assert pairs["coco-3-pose"].annotation["skeleton"] == "coco17"
 
 
+def label_studio_keypoints(names: list[str], placed: dict[str, tuple[float, float]]) -> dict:
+    """Label Studio's COCO export of KeyPointLabels (label_studio_sdk.converter.keypoints): the
+    points of an image in one annotation, in the order of the labels' `model_index`, rounded to
+    integers, v 2 or 0, a bbox around them, in one category "default" naming them with
+    `skeleton: []`; ids from 0, `info.contributor` "Label Studio"."""
+    points = [0] * (3 * len(names))
+    for name, (x, y) in placed.items():
+        points[3 * names.index(name) : 3 * names.index(name) + 3] = [int(round(x)), int(round(y)), 2]
+    xs, ys = [x for x, _ in placed.values()], [y for _, y in placed.values()]
+    return {"images": [{"width": W, "height": H, "id": 0, "file_name": "images/0.png"}],
+            "categories": [{"id": 0, "name": "default", "supercategory": "default", "keypoints": names,
+                            "skeleton": []}],
+            "annotations": [{"id": 0, "image_id": 0, "category_id": 0, "keypoints": points,
+                             "num_keypoints": len(placed), "iscrowd": 0,
+                             "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]}],
+            "info": {"year": 2025, "version": "1.0", "description": "", "contributor": "Label Studio", "url": "",
+                     "date_created": "2025-01-01 00:00:00"}}
+
+
+def test_seventeen_points_without_a_skeleton_are_a_person_only_when_named_as_cocos(tmp_path: Path):
+    """A category without a skeleton (Label Studio and CVAT write `skeleton: []`) whose 17 points
+    are not COCO's (a car's) was drawn with COCO's human limbs between them. Its points are now
+    drawn alone; 17 points named as COCO's, written in another order or case ('Left Eye'), are
+    COCO's person: the same target as the person written in COCO's order."""
+    car = [f"car_{i}" for i in range(17)]
+    where = {name: (4.0 + 4 * i, 6.0 + 3 * i) for i, name in enumerate(COCO17.joints)}
+    shuffled = [COCO17.joints[i] for i in np.random.default_rng(5).permutation(17)]
+    spelled = [name.replace("_", " ").title() for name in shuffled]
+    write_dataset(tmp_path / "car", label_studio_keypoints(car, dict(zip(car, where.values()))))
+    write_dataset(tmp_path / "coco", label_studio_keypoints(list(COCO17.joints), where))
+    write_dataset(tmp_path / "shuffled", label_studio_keypoints(spelled, {
+        spelled[shuffled.index(name)]: xy for name, xy in where.items()}))
+    targets = {name: rendered(read(tmp_path / name, ("pose",))["coco-0-pose"], "squash", 160)[1]
+               for name in ("car", "coco", "shuffled")}
+    colours = {name: {tuple(int(c) for c in pixel) for pixel in target.reshape(-1, 3)} for name, target in targets.items()}
+    assert not colours["car"] & set(limb_colours(COCO17)) and len(colours["car"] - {(0, 0, 0)}) >= 17
+    assert colours["coco"] & set(limb_colours(COCO17))
+    assert np.array_equal(targets["shuffled"], targets["coco"])
+
+
 def _rainbow3() -> list[tuple[int, int, int]]:
     from transforms.annotations import Skeleton
 
