@@ -104,7 +104,7 @@ def _inflate_member(uri: str, data: bytes, out: bytearray, limit: int) -> bytes:
     return inflater.unused_data
 
 
-def parse_json(uri: str, data: bytes) -> Any:
+def parse_json(uri: str, data: bytes | str) -> Any:
     try:
         return json.loads(data)
     except RecursionError:
@@ -123,7 +123,17 @@ def load_json(uri: str, *, gzipped: bool = False, limit: int = MAX_ANNOTATION_BY
     data = _read_capped(uri, limit)
     if gzipped:
         data = _gunzip_capped(uri, data, limit)
-    return parse_json(uri, data)
+    text = json_text(uri, data)
+    del data  # held beside its text and its parse, the file's bytes took one file size more at the peak
+    return parse_json(uri, text)
+
+
+def json_text(uri: str, data: bytes) -> str:
+    """A JSON file's text, decoded as `json.loads` decodes bytes (UTF-8, a BOM skipped, UTF-16/32)."""
+    try:
+        return data.decode(json.detect_encoding(data), "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise AnnotationFileError(uri, f"is not UTF-8 text (at byte {exc.start})") from None
 
 
 # -- a list read item by item ---------------------------------------------------------------------

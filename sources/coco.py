@@ -23,10 +23,13 @@ from transforms.annotations import COCO17, MAX_CLASS_ID
 COCO_TASKS = ("detection", "segmentation", "pose")
 IMAGES_PER_UNIT = 256
 # memory of a parsed index per byte of its annotation files: a COCO-like file of 102 MB (40k
-# images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x) and held 645 MB
-INDEX_BYTES_PER_FILE_BYTE = 8
+# images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x) and held 645 MB;
+# files of many small objects take more a byte: 30 MB of boxes written by `json.dump` without
+# spaces peaked at 8.4x (11.3x while each annotation was copied and the file's bytes kept beside
+# its text), polygons of short numbers (`12.5`) at 9.2x, COCO-like keypoints and polygons 6.4-6.8x
+INDEX_BYTES_PER_FILE_BYTE = 9
 # what one source's index may take, judged from its files' sizes before any parse (`CocoSource.units`):
-# COCO train2017's instances and person_keypoints (676 MiB) take ~5.3 GiB by that factor
+# COCO train2017's instances and person_keypoints (676 MiB) take ~5.9 GiB by that factor
 INDEX_MEMORY_MB = 6144
 # a worker keeps parses standing for at most this many bytes of files (~1 GiB parsed; one larger
 # index alone): four kept without a bound held 1.2 GB for two 102 MB files, and up to 4 budgets
@@ -147,8 +150,12 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
                 problems.setdefault(first_image, problem)  # the first problem found is the one reported
                 problems.setdefault(image_id, problem)
             seen_anns.setdefault(ann_id, (index, image_id))
-            merged = annotations[image_id].get(ann_id, {})
-            annotations[image_id][ann_id] = {**merged, **ann, AT: f"{short} {where('annotations', index, ann)}"}
+            # the entry itself is kept (another file's of the same id merged into the first): a copy
+            # held beside the parsed file doubled what a file of many small objects took
+            kept = annotations[image_id].setdefault(ann_id, ann)
+            if kept is not ann:
+                kept.update(ann)
+            kept[AT] = f"{short} {where('annotations', index, ann)}"
     shift = category_shift(categories, annotations, label_studio)
     twin_of = key_twins([*images, *annotations])
     for other, first in twin_of.items():  # the first problem found is the one reported
@@ -277,8 +284,31 @@ def _shown_id(image_id: Id) -> str:
 
 
 def _has_area(ann: dict[str, Any]) -> bool:
+    """A box that encloses something; a mask's box is measured when drawn (none: not drawn)."""
+    if mask_only(ann):
+        return True
     bbox = ann["bbox"]
     return bbox[2] > 0 and bbox[3] > 0
+
+
+def _detection_payload(anns: list[dict[str, Any]], image: dict[str, Any], shift: int,
+                       size_problem: str | None) -> dict | str:
+    """The boxes of an image's objects (crowd regions left out), each turned where it was
+    (`rotations`), or boxed by its mask where it has no box of its own (`box_masks`)."""
+    boxes = [a for a in anns if is_object(a)]
+    kept = [a for a in boxes if _has_area(a) and not a.get("iscrowd", 0)]
+    if not kept:
+        return _no_boxes(boxes)
+    if size_problem:
+        return f"image {image.get('id')}: {size_problem}"
+    plain = [([0.0] * 4, 0.0) if mask_only(a) else plain_box(a) for a in kept]
+    payload = {**declared_size(image), "boxes": [box for box, _ in plain],
+               "categories": [int(as_int(a["category_id"])) + shift for a in kept]}
+    if any(turn for _, turn in plain):  # CVAT's rotated rectangles, detectron2's rotated boxes
+        payload["rotations"] = [turn for _, turn in plain]
+    if any(mask_only(a) for a in kept):
+        payload["box_masks"] = [a["segmentation"] if mask_only(a) else None for a in kept]
+    return payload
 
 
 class Missing(str):
@@ -310,7 +340,7 @@ def _left_out(task: str, anns: list[dict[str, Any]]) -> dict[str, int]:
     """What a drawn pair leaves out, said in its lineage: a crowd region (iscrowd 1) covers many
     objects and is no box to draw (COCO's evaluation ignores it, detectron2 drops it from box
     targets, MMDetection makes it `gt_bboxes_ignore`), but it must not vanish unsaid."""
-    crowds = sum(1 for a in anns if "bbox" in a and a.get("iscrowd", 0)) if task == "detection" else 0
+    crowds = sum(1 for a in anns if is_object(a) and a.get("iscrowd", 0)) if task == "detection" else 0
     return {"crowd_regions_left_out": crowds} if crowds else {}
 
 
@@ -379,14 +409,61 @@ def box_rotation(ann: dict[str, Any]) -> Any:
     return attributes.get("rotation", 0) if isinstance(attributes, dict) else 0
 
 
+def mask_only(ann: dict[str, Any]) -> bool:
+    """An object given only as a mask (a brush mask exported with `bbox` left out, null or `[]`):
+    its box is its mask's, measured when the pair is drawn (`render_annotated._mask_boxes`)."""
+    return bool(ann.get("segmentation")) and ann.get("bbox") in (None, [])
+
+
+def is_object(ann: dict[str, Any]) -> bool:
+    """An annotation the detection pair draws (or counts as left out): one with a box or a mask."""
+    return "bbox" in ann or mask_only(ann)
+
+
+# detectron2's `BoxMode` numbers, as its dataset dicts carry them in `bbox_mode` (an IntEnum,
+# which `json.dump` writes as its number): COCO's [x, y, w, h] is XYWH_ABS; a rotated box
+# [cx, cy, w, h, angle] is XYWHA_ABS (angle in degrees, counter-clockwise on the screen)
+XYWH_ABS, XYWHA_ABS = 0, 4
+BOX_MODES = {0: "XYWH_ABS", 1: "XYXY_ABS", 2: "XYXY_REL", 3: "XYWH_REL", 4: "XYWHA_ABS"}
+
+
+def _box_mode_problem(ann: dict[str, Any]) -> str | None:
+    """A box whose numbers are not what its `bbox_mode` says they are (4 numbers are [x, y, w, h],
+    5 detectron2's rotated [cx, cy, w, h, degrees]): read as a plain box it would draw elsewhere."""
+    bbox = ann["bbox"]
+    if len(bbox) == 5 and is_number(box_rotation(ann)) and box_rotation(ann):
+        return "bbox is a rotated box (5 numbers) and attributes.rotation turns it again"
+    if "bbox_mode" not in ann:
+        return None
+    mode, wanted = as_int(ann["bbox_mode"]), (XYWHA_ABS if len(bbox) == 5 else XYWH_ABS)
+    if mode == wanted:
+        return None
+    named = f"{ann['bbox_mode']} ({BOX_MODES[mode]})" if mode in BOX_MODES else repr(ann["bbox_mode"])[:40]
+    return (f"bbox of {len(bbox)} numbers with bbox_mode {named}: read are [x, y, width, height] "
+            f"(XYWH_ABS, 0) and detectron2's rotated [cx, cy, width, height, degrees] (XYWHA_ABS, 4)")
+
+
 def detection_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
-    if not numbers(ann.get("bbox"), length=4):
-        return "bbox is not 4 numbers"
+    if mask_only(ann):
+        return segmentation_problem(ann, shift)
+    if not (numbers(ann.get("bbox"), length=4) or numbers(ann.get("bbox"), length=5)):
+        return "bbox is not 4 numbers (nor 5: detectron2's rotated box)"
     if ann["bbox"][2] < 0 or ann["bbox"][3] < 0:
         return "bbox has a negative width or height"
     if not is_number(box_rotation(ann)):
         return "attributes.rotation is not a number of degrees"
-    return _category_problem(ann, shift)
+    return _box_mode_problem(ann) or _category_problem(ann, shift)
+
+
+def plain_box(ann: dict[str, Any]) -> tuple[list[float], float]:
+    """A checked box as [x, y, w, h] before its turn, and the turn (degrees clockwise on the
+    screen, as CVAT's `attributes.rotation`). detectron2's XYWHA_ABS [cx, cy, w, h, a] turns
+    counter-clockwise by a (its `draw_rotated_box_with_label`), so -a clockwise about its centre."""
+    bbox = [float(v) for v in ann["bbox"]]
+    if len(bbox) == 5:
+        cx, cy, w, h, angle = bbox
+        return [cx - w / 2, cy - h / 2, w, h], -angle % 360
+    return bbox, float(box_rotation(ann)) % 360
 
 
 def declared_size_problem(image: dict[str, Any]) -> str | None:
@@ -420,8 +497,9 @@ def _skeleton_problem(skeleton: Any, category_id: Any, points: int) -> str | Non
 def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> list[list[int]] | str | None:
     """The 0-based limbs of a person from its category's 1-based `skeleton`; None for COCO's own
     17-point skeleton (the built-in `coco17`, in any order), a text when the category and the
-    keypoints disagree. A category with no skeleton (or `skeleton: []`, as CVAT writes when it
-    has none) draws 17 points as COCO's person and other counts as points alone."""
+    keypoints disagree. A category with no skeleton (or `skeleton: []`, as CVAT and Label Studio
+    write when it has none) draws 17 points unnamed or named as COCO's as COCO's person, other
+    points alone."""
     points = len(ann["keypoints"]) // 3
     category_id = ann.get("category_id")
     category = categories.get(as_int(category_id), {}) if as_int(category_id) is not None else {}
@@ -429,8 +507,9 @@ def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> 
     if isinstance(names, list) and names and len(names) != points:
         return f"keypoints hold {points} points, category {category_id} names {len(names)}"
     skeleton = category.get("skeleton")
-    if not skeleton:
-        return None if points == len(COCO17.joints) else []
+    if not skeleton:  # COCO's person only where its points are COCO's (`coco_order`), else points alone
+        unnamed = not (isinstance(names, list) and names)
+        return None if points == len(COCO17.joints) and (unnamed or coco_order(names) is not None) else []
     problem = _skeleton_problem(skeleton, category_id, points)
     if problem:
         return problem
@@ -439,6 +518,28 @@ def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> 
             and len(limbs) == len(COCO17.limbs):
         return None
     return limbs
+
+
+def coco_order(names: list[Any]) -> list[int] | None:
+    """Where each of COCO's 17 points stands among a category's `keypoints` names, read whatever
+    their case and separators ('Left Eye', 'left-eye'); None when they are not COCO's 17 (a car's
+    17 points drew COCO's human limbs between them)."""
+    read = ["_".join(str(name).lower().replace("-", " ").split()) for name in names]
+    if sorted(read) != sorted(COCO17.joints):
+        return None
+    return [read.index(joint) for joint in COCO17.joints]
+
+
+def person_points(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> list[Any]:
+    """A person's x, y, v triples in COCO's order where its category has no skeleton and names
+    COCO's points in another order (Label Studio writes them in its labels' `model_index` order):
+    drawn as written, the person's joints took other joints' colours."""
+    category = categories.get(as_int(ann.get("category_id")), {}) if as_int(ann.get("category_id")) is not None else {}
+    names, values = category.get("keypoints"), ann["keypoints"]
+    if category.get("skeleton") or not isinstance(names, list) or len(names) * 3 != len(values):
+        return values
+    order = coco_order(names)
+    return values if order is None else [v for i in order for v in values[3 * i : 3 * i + 3]]
 
 
 # COCO keypoints are pixel indices (integers in 0..W-1, as its annotators clicked pixels), while
@@ -576,7 +677,7 @@ class CocoSource:
         check = {"detection": lambda a: detection_problem(a, shift),
                  "segmentation": lambda a: segmentation_problem(a, shift),
                  "pose": lambda a: pose_problem(a, index.categories)}[task]
-        used = {"detection": lambda a: "bbox" in a, "segmentation": lambda a: bool(a.get("segmentation")),
+        used = {"detection": is_object, "segmentation": lambda a: bool(a.get("segmentation")),
                 "pose": lambda a: "keypoints" in a or "num_keypoints" in a}[task]
         for ann in anns:
             if used(ann):
@@ -585,18 +686,7 @@ class CocoSource:
                     return f"{ann[AT]}: {problem}"
         size_problem = declared_size_problem(image)
         if task == "detection":
-            boxes = [a for a in anns if "bbox" in a]
-            kept = [a for a in boxes if _has_area(a) and not a.get("iscrowd", 0)]
-            if not kept:
-                return _no_boxes(boxes)
-            if size_problem:
-                return f"image {image.get('id')}: {size_problem}"
-            payload = {**declared_size(image), "boxes": [list(map(float, a["bbox"])) for a in kept],
-                       "categories": [int(as_int(a["category_id"])) + shift for a in kept]}
-            rotations = [float(box_rotation(a)) % 360 for a in kept]
-            if any(rotations):  # CVAT's rotated rectangles
-                payload["rotations"] = rotations
-            return payload
+            return _detection_payload(anns, image, shift, size_problem)
         if task == "segmentation":
             kept = [a for a in anns if a.get("segmentation")]
             if not kept:
@@ -615,8 +705,8 @@ class CocoSource:
         if size_problem:
             return f"image {image.get('id')}: {size_problem}"
         limbs = [person_limbs(a, index.categories) for a in people]
-        payload = {**declared_size(image), "skeleton": "coco17", "people": [edge_keypoints(a["keypoints"])
-                                                                            for a in people]}
+        payload = {**declared_size(image), "skeleton": "coco17",
+                   "people": [edge_keypoints(person_points(a, index.categories)) for a in people]}
         if any(person is not None for person in limbs):  # a category's own skeleton
             payload["skeleton"] = "custom"
             payload["limbs"] = [[list(limb) for limb in COCO17.limbs] if person is None else person for person in limbs]

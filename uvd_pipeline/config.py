@@ -309,8 +309,8 @@ class CocoSourceConfig(SourceBase, LinkOptions, PairSource, LaterFields):
     tasks: tuple[Literal["detection", "segmentation", "pose"], ...] = ("detection", "segmentation", "pose")
     index_memory_mb: StrictInt = Field(INDEX_MEMORY_MB, ge=64, le=1_048_576, description="memory the parsed annotation files "
                                  "may take in each worker process, judged before any parse from their sizes (about "
-                                 "8x; over it the build stops naming the files): COCO train2017's two files take "
-                                 "~5.3 GiB")
+                                 "9x; over it the build stops naming the files): COCO train2017's two files take "
+                                 "~5.9 GiB")
 
 
 class MpiiSourceConfig(SourceBase, LinkOptions, PairSource):

@@ -187,16 +187,7 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
     _check_declared_size(annotation, h, w)
     if h * w * SEGMENT_MAP_BYTES > DEFAULT_MAX_DECODE_BYTES:
         raise AnnotationError("annotation_too_large", f"a {w}x{h} label map is over the memory budget")
-    segments = annotation["segments"]
-    text = sum(_counts_length(segment["segmentation"]) for segment in segments)
-    if text > MAX_MASK_TEXT:
-        raise AnnotationError("annotation_too_large", f"RLE counts of {text} characters or runs, over the "
-                                                      f"{MAX_MASK_TEXT} one target reads")
-    outline = sum(_outline_points(segment["segmentation"], h, w) for segment in segments)
-    if outline > MAX_OUTLINE_POINTS:
-        raise AnnotationError("annotation_too_large", f"polygon outlines of {outline} points, over the "
-                                                      f"{MAX_OUTLINE_POINTS} one target rasterises")
-    masks = _budgeted_masks(segments, h, w)
+    masks = _segment_masks(annotation["segments"], h, w)
     if not any(area for _, _, area in masks):
         raise AnnotationError("empty_target", "no segment covers a pixel of the image")
     columns = np.zeros((w, h), np.int32)  # the map transposed: its flat index is the runs' column-major one
@@ -207,6 +198,21 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
         for start, stop in zip(ends[0::2].tolist(), ends[1::2].tolist()):  # runs of 0s, then 1s, alternate
             flat[start:stop] = category_id
     return np.ascontiguousarray(columns.T)
+
+
+def _segment_masks(segments: list[dict[str, Any]], h: int, w: int) -> list[tuple[np.ndarray, int, int]]:
+    """Each segment's runs, class and area, read within one target's budgets: `MAX_MASK_TEXT`
+    characters or run lengths and `MAX_OUTLINE_POINTS` polygon points judged before any is
+    decoded, then `_budgeted_masks`."""
+    text = sum(_counts_length(segment["segmentation"]) for segment in segments)
+    if text > MAX_MASK_TEXT:
+        raise AnnotationError("annotation_too_large", f"RLE counts of {text} characters or runs, over the "
+                                                      f"{MAX_MASK_TEXT} one target reads")
+    outline = sum(_outline_points(segment["segmentation"], h, w) for segment in segments)
+    if outline > MAX_OUTLINE_POINTS:
+        raise AnnotationError("annotation_too_large", f"polygon outlines of {outline} points, over the "
+                                                      f"{MAX_OUTLINE_POINTS} one target rasterises")
+    return _budgeted_masks(segments, h, w)
 
 
 def _budgeted_masks(segments: list[dict[str, Any]], h: int, w: int) -> list[tuple[np.ndarray, int, int]]:
@@ -274,13 +280,16 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
     """Boxes clipped to the image (a box reaching past it would be drawn into the padding, one
     wholly outside on the border); a pair none of whose boxes overlaps the image is rejected.
     A box with a `rotations` entry (degrees, CVAT's rotated rectangle) is outlined turned about
-    its centre, on the image's part of the canvas only."""
+    its centre, on the image's part of the canvas only; one with a `box_masks` entry (an object
+    given only as a mask) is its mask's box (`_mask_boxes`)."""
     h, w = plan.in_h, plan.in_w
     _check_declared_size(annotation, h, w)
     if len(annotation["boxes"]) > MAX_BOXES:
         raise AnnotationError("annotation_too_large", f"{len(annotation['boxes'])} boxes, over the {MAX_BOXES} "
                                                       "one target draws")
     boxes = np.array([xywh_to_xyxy(b) for b in annotation["boxes"]], dtype=np.float64).reshape(-1, 4)
+    if annotation.get("box_masks"):
+        boxes = _mask_boxes(boxes, annotation["box_masks"], h, w)
     degrees = np.asarray(annotation.get("rotations") or [0.0] * len(boxes), dtype=np.float64) % 360
     turned = degrees != 0
     with np.errstate(over="ignore", invalid="ignore"):  # a box near 1e308 turns into inf and nan: not shown
@@ -301,6 +310,34 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
                                                           f"canvases, over the {OUTLINE_BUDGET_CANVASES} one target draws")
         target = draw_outlines(target, [c for c, _ in kept], [k for _, k in kept], image_region(plan, plan.size))
     return target
+
+
+def _mask_boxes(boxes: np.ndarray, box_masks: list[Any], h: int, w: int) -> np.ndarray:
+    """`boxes` (x0, y0, x1, y1) with each object given only as a mask (`box_masks[i]` not None: a
+    brush mask exported without `bbox`) boxed by its mask, read within the segmentation budgets."""
+    masks = iter(_segment_masks([{"segmentation": s, "category_id": 0} for s in box_masks if s is not None], h, w))
+    out = boxes.copy()
+    for i, seg in enumerate(box_masks):
+        if seg is not None:
+            out[i] = xywh_to_xyxy(runs_box(next(masks)[0], h))
+    return out
+
+
+def runs_box(lengths: np.ndarray, h: int) -> list[int]:
+    """The x, y, width, height of a mask's pixels from its column-major runs (0s first), as
+    pycocotools' `toBbox` measures it: pixel edges around its first and last columns, and its
+    rows, all of them where a run crosses from one column to the next; no pixel: all 0."""
+    ends = np.cumsum(lengths)
+    starts, stops = ends[0::2][: len(ends) // 2], ends[1::2]
+    starts, last = starts[stops > starts], stops[stops > starts] - 1
+    if not starts.size:
+        return [0, 0, 0, 0]
+    x0, x1 = int(starts.min() // h), int(last.max() // h)
+    if (starts // h != last // h).any():
+        y0, y1 = 0, h - 1
+    else:
+        y0, y1 = int((starts % h).min()), int((last % h).max())
+    return [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
 
 
 def _window_pixels(polygon: np.ndarray, size: int) -> int:
