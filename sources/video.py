@@ -619,6 +619,8 @@ class VideoSource:
             lineage["sample_aspect_ratio_applied"] = info.sar_applied
         if info.hdr:  # PQ or HLG: frames tone-mapped to SDR BT.709 (`transforms.hdr`)
             lineage["hdr"] = info.hdr
+        if info.matrix_guessed:  # untagged HD: converted as BT.709, as players show it (`sources.video_decode`)
+            lineage["matrix_guessed"] = info.matrix_guessed
         if info.interlaced:  # fields woven, not deinterlaced (`sources.video_decode`)
             lineage["interlaced"] = True
         if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP

@@ -47,11 +47,16 @@ by default FFmpeg keeps columns a crop off 32-byte alignment would hide, as deco
 
 Colour: frames are converted to RGB with the matrix and range the stream declares (BT.709,
 BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
-(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). An untagged stream is taken as
-BT.601 limited, as swscale and the ffmpeg CLI take it, whatever its size. Players guess BT.709 for
-untagged HD instead, but ffmpeg encodes RGB without a matrix as BT.601 and leaves it untagged:
-the bundled `bigbuckbunny.mp4` (untagged 1280x720) has 0.03% of its pixels out of the RGB gamut
-read as BT.601, 0.11% as BT.709.
+(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). A stream that declares no
+matrix (H.273 "unspecified: determined by the application") is converted as players show it: by
+its frame size, BT.709 for HD (at least 1280 wide or over 576 lines: mpv and libplacebo's
+`pl_color_system_guess_ycbcr`, which Kodi uses too; Chromium and Firefox guess alike, from
+720 lines), else BT.601 (`guessed_matrix`), named in the lineage. swscale, and so the ffmpeg CLI
+and decord, take every untagged stream as BT.601 instead: untagged HD was 4-9 levels off what
+players show on colour bars, so decord does not decode it. Both kinds exist: ffmpeg's own HD test
+bars (`smptehdbars`) are BT.709 values left untagged, RGB it encodes without a matrix is BT.601
+left untagged; a player shows the latter slightly off, and so do we. MJPEG and VP8 declare BT.601
+in the bitstream: never guessed.
 
 Interlaced video (frames coded as two fields: broadcast, camcorders, DVD) is not deinterlaced: a
 frame is its two fields woven, as ffmpeg shows it without a deinterlacer, and swscale upsamples
@@ -96,6 +101,10 @@ COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side 
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
 INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)  # AVFieldOrder: TT, BB, TB, BT (0 unknown, 1 progressive)
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
+# an untagged frame at least this wide, or taller than this, is HD: converted as BT.709 (`guessed_matrix`)
+HD_WIDTH, SD_LINES = 1280, 576
+UNTAGGED_MATRICES = (2, 3)  # AVColorSpace UNSPECIFIED, RESERVED: no matrix declared
+SWS_CS_ITU709 = 1  # swscale's BT.709 matrix, told to the RGB conversion of a guessed frame
 CROP_ALIGN = 32  # bytes: a plane cropped off this alignment is one decord's FFmpeg leaves uncropped
 # HDR: per pixel the 16-bit 4:4:4 frame (6) and the RGB array (3); the float32 work of one band
 HDR_CONVERSION_BYTES = 9
@@ -430,6 +439,15 @@ _ORIENTATIONS = {
 }
 
 
+def guessed_matrix(frame) -> str | None:
+    """"bt709" for a YCbCr frame that declares no matrix and is HD (`HD_WIDTH` wide or more, or
+    over `SD_LINES` lines), as players guess it; else None (its declared matrix, or swscale's
+    BT.601, which players guess for SD too)."""
+    if frame.colorspace not in UNTAGGED_MATRICES or frame.format.is_rgb or len(frame.format.components) < 3:
+        return None  # RGB, grey or paletted: no matrix to apply
+    return "bt709" if frame.width >= HD_WIDTH or frame.height > SD_LINES else None
+
+
 def cropped_off_alignment(frame) -> bool:
     """Whether a plane of the frame starts off `CROP_ALIGN` in its buffer: a left crop that FFmpeg
     applies only when told `unaligned` (`open_stream`), as decord's FFmpeg is not. Decoders' frame
@@ -469,12 +487,13 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
         from av.video.reformatter import VideoReformatter
 
         _REFORMATTER = VideoReformatter()
+    matrix = SWS_CS_ITU709 if hdr is None and guessed_matrix(frame) else None  # None: the frame's own
     if hdr is not None:
         rgb = tone_mapped(frame, hdr, size)
     elif size is None or size == (frame.width, frame.height):
-        rgb = _REFORMATTER.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        rgb = _REFORMATTER.reformat(frame, format="rgb24", src_colorspace=matrix, threads=1).to_ndarray()
     else:
-        rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1],
+        rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1], src_colorspace=matrix,
                                     interpolation="AREA", threads=1).to_ndarray()
     turns, mirrored = orientation(frame) if turns_mirrored is None else turns_mirrored
     if mirrored:
@@ -526,6 +545,7 @@ class _Session:
     hdr: str | None = None  # the stream's HDR transfer ("pq", "hlg"): frames are tone-mapped
     interlaced: bool = False  # a delivered frame was coded as two fields
     cropped_left: bool = False  # the first delivered frame is cropped off alignment (`cropped_off_alignment`)
+    matrix_guessed: str = ""  # "bt709": a delivered frame declares no matrix and is HD (`guessed_matrix`)
     _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
     _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
     _shown: tuple[int, ...] = ()
@@ -619,6 +639,7 @@ class _Session:
                 continue
             del self.wanted[pts]
             self.interlaced = self.interlaced or frame.interlaced_frame
+            self.matrix_guessed = self.matrix_guessed or guessed_matrix(frame) or ""
             judged = self.judgement
             if judged is not None and frame.width * frame.height > judged.width * judged.height:
                 # larger than declared (a new SPS mid-stream): judged again; over the memory budget the
@@ -819,6 +840,7 @@ class Probe:
     interlaced: bool = False  # frames coded as two fields (declared, or a probed frame flagged so)
     size_changes: bool = False  # the probed frames are not all one size (clips joined by a stream copy)
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
+    matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -872,7 +894,8 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
-                 video_streams, interlaced, size_changes, session.cropped_left)
+                 video_streams, interlaced, size_changes, session.cropped_left,
+                 session.matrix_guessed)
 
 
 def _shapes(session: _Session, plan: list[Stretch]) -> dict[int, tuple[int, int]]:
@@ -1047,6 +1070,8 @@ def decord_exact(probe: Probe) -> str | None:
         return FRAME_SIZE_CHANGES
     if probe.interlaced:  # decord upsamples the chroma of both fields as one progressive frame
         return "interlaced frames (PyAV upsamples each field's chroma on its own)"
+    if probe.matrix_guessed:  # decord's FFmpeg converts untagged frames as BT.601 whatever their size
+        return "no colour matrix declared: HD converted as BT.709, as players show it (decord takes BT.601)"
     if probe.cropped_left:  # decord's FFmpeg keeps the columns and squashes them into the declared width
         return "cropped from the left off alignment (decord shows the columns the stream hides)"
     if probe.video_streams > 1:  # decord reads FFmpeg's best stream: it may be the cover

@@ -766,6 +766,41 @@ def test_frames_are_converted_with_the_matrix_and_range_the_stream_declares(tmp_
         assert all(wrong.mean() > 4 for wrong in errors.values())  # the bars tell them apart
 
 
+# (lavfi pattern, size, the matrix players take it in: mpv/libplacebo's guess by size): ffmpeg
+# leaves all of them untagged; its HD bars are BT.709 values, the others BT.601
+UNTAGGED = [("smptehdbars", (1280, 720), "bt709"), ("testsrc2", (1280, 544), "bt709"),
+            ("smptebars", (720, 576), "bt601"), ("testsrc2", (640, 480), "bt601")]
+
+
+@pytest.mark.parametrize("pattern,size,matrix", UNTAGGED)
+def test_untagged_frames_are_converted_with_the_matrix_players_guess_from_their_size(tmp_path, pattern, size,
+                                                                                     matrix):
+    """A stream that declares no matrix (`ffmpeg -f lavfi -i smptehdbars ... out.mp4` writes
+    none) is shown by mpv, Kodi, Chromium and Firefox as BT.709 when HD, BT.601 when SD; it was
+    converted as BT.601 whatever its size (swscale's default): HD bars came out 3.6 levels mean
+    off (testsrc2: 8.8), their 75% yellow (191, 191, 0) as (184, 190, 0). Now ffmpeg told the
+    guessed matrix is matched by both decoders (decord, which takes BT.601, leaves HD to PyAV)."""
+    video_zoo.require_ffmpeg()
+    width, height = size
+    path = tmp_path / f"{pattern}.mp4"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", f"{pattern}=size={width}x{height}:rate=25", "-frames:v", "4",
+                     "-pix_fmt", "yuv420p", *video_zoo.X264_CLI, "-crf", "10", str(path))
+    other = {"bt709": "bt601", "bt601": "bt709"}[matrix]
+    right, wrong = (_ffmpeg_rgb(path, f"scale=in_color_matrix={m}:in_range=tv:flags=bilinear", width, height)[:4]
+                    for m in (matrix, other))
+    assert np.abs(right.astype(int) - wrong).mean() > 2  # the bars tell the two matrices apart
+    if pattern == "smptehdbars":  # SMPTE RP 219's 75% yellow, second of the seven top bars
+        yellow = right[0, height // 4, width // 8 + 9 * width // 56]
+        assert np.abs(yellow.astype(int) - (191, 191, 0)).max() <= 3, yellow
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), frames=4, decoder=decoder).read(str(path)))
+        ((clip, frames),) = list(clip_frames(record))
+        assert record.decoder == ("pyav" if matrix == "bt709" else decoder)
+        assert clip.lineage.get("matrix_guessed", "bt601") == matrix
+        error = np.abs(frames.astype(int) - right)
+        assert error.mean() < 0.5 and np.percentile(error, 99) <= 2, (decoder, error.mean())
+
+
 def test_a_stream_whose_frame_size_changes_gives_the_same_sentences_with_either_decoder(tmp_path):
     """Clips joined by ffmpeg's concat demuxer (`-f concat -c copy`; broadcast captures and WebRTC
     recordings change size too): 128x96 frames, then 64x48. A clip within one size is its frames;
