@@ -385,8 +385,9 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
 
 
 def _decord_refusal(uri: str, info: Probe, max_pixels: int, limits: Budget) -> str | None:
-    """Why decord may not decode this file (None: it may). Last, since it decodes every key frame
-    (`video_decode.key_frame_sizes`), whether those have more than one size (an HLS recording
+    """Why decord may not decode this file (None: it may). Last, since it decodes key frames (one
+    per new H.264 SPS, each of other codecs whose header states no size:
+    `video_decode.key_frame_sizes`), whether those have more than one size (an HLS recording
     switching up and back down: decord squashed the larger frames into the first one's size where
     the probe's first and last agreed). A check that fails, or runs over the budget (an all-intra
     stream of many frames), leaves the file to PyAV, said in the lineage: the video was probed

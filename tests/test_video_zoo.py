@@ -1023,6 +1023,43 @@ def test_intra_only_frame_sizes_are_read_from_their_headers_not_decoded(tmp_path
     assert checked < (time.process_time() - start) / 4
 
 
+def test_all_intra_h264_key_frames_are_decoded_once_per_sps(tmp_path):
+    """The decord key-frame check decoded every key frame of all-intra H.264 (`-g 1`: 3000 frames
+    at 320x240 took 1.7 CPU-s, as long as decoding the whole video; the probe 0.06 s). A size
+    change needs a new SPS: a key frame is decoded only when it brings one not decoded before.
+    An up-and-back-down all-intra stream (`-f concat -c copy`: an SPS before every key frame) still
+    shows two sizes, with the SPS in the extradata only (`-g 1`) or repeated in every key frame
+    (`repeat-headers=1`), in MP4 and Matroska; the check on a 300-frame one costs a fraction of
+    decoding it."""
+    import time
+
+    from sources.video_decode import key_frame_sizes
+
+    video_zoo.require_ffmpeg()
+    for headers in ("repeat-headers=0", "repeat-headers=1"):
+        intra = [*video_zoo.X264_CLI, "-g", "1", "-x264-params", headers]
+        parts = []
+        for k, size in enumerate(("64x48", "128x96", "64x48")):
+            parts.append(tmp_path / f"{k}.mkv")
+            video_zoo.ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-frames:v", "5", *intra,
+                             str(parts[-1]))
+        (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+        for ext in ("mkv", "mp4"):
+            path = tmp_path / f"updown.{ext}"
+            video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+            assert key_frame_sizes(str(path)) == 2, (headers, ext)
+        path = tmp_path / "intra.mp4"
+        video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "300", *intra,
+                         str(path))
+        start = time.process_time()
+        assert key_frame_sizes(str(path)) == 1
+        checked = time.process_time() - start
+        start = time.process_time()
+        with av.open(str(path)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 300
+        assert checked < (time.process_time() - start) / 4, headers
+
+
 def test_a_key_frame_check_that_fails_leaves_the_video_to_pyav(tmp_path, monkeypatch):
     """The decord key-frame check over its budget (an all-intra stream of many frames) lost the
     whole video to `decode_timeout`, though it was probed fine and PyAV renders it: PyAV decodes it
