@@ -949,14 +949,27 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     (`_ParameterSets`): an all-intra x264 stream (`-g 1`, 3000 frames at 320x240) took as long
     as decoding it whole (1.7 CPU-s; the probe: 0.06 s); now one frame per SPS. Other streams
     coded all-intra are decoded frame by frame: the caller's budget bounds that, and a check over
-    it leaves the file to PyAV (`sources.video._decord_refusal`)."""
+    it leaves the file to PyAV (`sources.video._decord_refusal`). VP9 changes size on frames that
+    are not key frames too (libvpx's dynamic resize: 640x480, then 480x360 from an inter frame,
+    back without a key frame): decord stretched those frames to the first one's size. Every VP9
+    frame's size is read from its header (`VP9Sizes`, none decoded); one that cannot be read ends
+    the check (`decode_failed`: PyAV decodes)."""
     container, stream = open_stream(uri)
     codec = stream.codec_context
     codec.options = {"max_pixels": str(decoder_max_pixels(max_pixels))}
     sizes: set[tuple[int, int]] = set()
     parameter_sets = _ParameterSets(codec.extradata) if codec.name == "h264" else None
+    vp9 = VP9Sizes() if codec.name == "vp9" else None
     try:
-        for packet in container.demux(stream):
+        for k, packet in enumerate(container.demux(stream)):
+            if vp9 is not None and packet.size:  # any frame may change size: every header read
+                try:
+                    sizes.update(vp9.shown(bytes(packet)))
+                except ValueError as exc:
+                    raise VideoError("decode_failed", f"packet {k}: {exc}") from None
+                if len(sizes) > 1:
+                    return len(sizes)
+                continue
             if not packet.is_keyframe or packet.size == 0:
                 continue
             stated = header_size(codec.name, packet)
@@ -1044,6 +1057,110 @@ def _avcc_sps(data: bytes) -> list[bytes]:
         units.append(data[at + 2:at + 2 + size])
         at += 2 + size
     return units
+
+
+VP9_SYNC_CODE = 0x498342
+VP9_CS_RGB = 7
+
+
+class _Bits:
+    """MSB-first bits of a byte string (a VP9 uncompressed header); IndexError past its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def read(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            value = value << 1 | self.data[self.at >> 3] >> (7 - (self.at & 7)) & 1
+            self.at += 1
+        return value
+
+
+class VP9Sizes:
+    """The size of each frame a VP9 stream shows, from its frames' uncompressed headers (VP9
+    bitstream spec 6.2), tracking the size in each of the 8 reference slots: VP9 changes size on
+    any frame, a key frame or not (reference scaling: libvpx's dynamic resize in real-time
+    encodes, as WebRTC's), so key frames alone do not tell. Reads a few bytes a frame."""
+
+    def __init__(self) -> None:
+        self.slots: list[tuple[int, int] | None] = [None] * 8
+
+    def shown(self, packet: bytes) -> list[tuple[int, int]]:
+        """The sizes of the frames a packet (a superframe: several) shows; ValueError when a header
+        cannot be read."""
+        try:
+            return [size for frame in _vp9_frames(packet) if (size := self._frame(_Bits(frame))) is not None]
+        except (IndexError, TypeError) as exc:
+            raise ValueError(f"unreadable VP9 frame header ({type(exc).__name__})") from None
+
+    def _frame(self, bits: _Bits) -> tuple[int, int] | None:
+        if bits.read(2) != 2:
+            raise ValueError("not a VP9 frame (frame marker)")
+        profile = bits.read(1) | bits.read(1) << 1
+        if profile == 3:
+            bits.read(1)
+        if bits.read(1):  # show_existing_frame: a slot's frame shown again
+            return self.slots[bits.read(3)]
+        key, show, error_resilient = bits.read(1) == 0, bits.read(1), bits.read(1)
+        intra_only = not key and not show and bits.read(1)
+        if not key and not error_resilient:
+            bits.read(2)  # reset_frame_context
+        if key or intra_only:
+            if bits.read(24) != VP9_SYNC_CODE:
+                raise ValueError("VP9 frame sync code missing")
+            if key or profile > 0:
+                _vp9_color_config(bits, profile)
+            refresh = 0xFF if key else bits.read(8)
+            size = (bits.read(16) + 1, bits.read(16) + 1)
+        else:
+            refresh = bits.read(8)
+            refs = []
+            for _ in range(3):
+                refs.append(bits.read(3))
+                bits.read(1)  # sign bias
+            size = self._size_with_refs(bits, refs)
+        for slot in range(8):
+            if refresh >> slot & 1:
+                self.slots[slot] = size
+        return size if show else None
+
+    def _size_with_refs(self, bits: _Bits, refs: list[int]) -> tuple[int, int]:
+        """An inter frame's size: that of the first reference it names (found_ref), else its own."""
+        for ref in refs:
+            if bits.read(1):
+                size = self.slots[ref]
+                if size is None:
+                    raise ValueError(f"VP9 frame takes its size from reference slot {ref}, never filled")
+                return size
+        return bits.read(16) + 1, bits.read(16) + 1
+
+
+def _vp9_color_config(bits: _Bits, profile: int) -> None:
+    if profile >= 2:
+        bits.read(1)  # ten_or_twelve_bit
+    rgb = bits.read(3) == VP9_CS_RGB
+    if not rgb:
+        bits.read(1)  # colour range
+    if profile in (1, 3):
+        bits.read(1 if rgb else 3)  # subsampling x and y (none for RGB), a reserved bit
+
+
+def _vp9_frames(packet: bytes) -> list[bytes]:
+    """The frames of a VP9 packet: a superframe's, by its index at the end (Annex B), else itself."""
+    marker = packet[-1] if packet else 0
+    if marker & 0xE0 == 0xC0:
+        count, width = (marker & 7) + 1, (marker >> 3 & 3) + 1
+        index = 2 + width * count
+        if len(packet) >= index and packet[-index] == marker:
+            frames, at = [], 0
+            for k in range(count):
+                start = len(packet) - index + 1 + k * width
+                size = int.from_bytes(packet[start:start + width], "little")
+                frames.append(packet[at:at + size])
+                at += size
+            return [frame for frame in frames if frame]
+    return [packet]
 
 
 JPEG_HEADER_BYTES = 1 << 16  # a JPEG frame header lies after at most one 64 KiB segment or so (EXIF)

@@ -1060,6 +1060,42 @@ def test_all_intra_h264_key_frames_are_decoded_once_per_sps(tmp_path):
         assert checked < (time.process_time() - start) / 4, headers
 
 
+def test_vp9_that_changes_size_on_an_inter_frame_keeps_each_frames_size_with_either_decoder(tmp_path):
+    """VP9 may change size on any frame (reference scaling: libvpx's dynamic resize in real-time
+    encodes, WebRTC's): `vpxenc` made 480x360, then 360x270 from inter frame 60, back to 480x360 at
+    90, one key frame (tests/fixtures/video). Its first and last frames and its key frames agree,
+    so decord was chosen and stretched frames 60-89 to 480x360. The check reads every VP9 frame's
+    size from its header: PyAV decodes, each frame at the size ffprobe shows, the clips spanning a
+    change `decode_failed` naming both sizes, as with any stream that changes size."""
+    import shutil
+    import subprocess
+
+    from sources.video_decode import key_frame_sizes
+
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "webrtc.webm"
+    shutil.copyfile(Path(__file__).parent / "fixtures" / "video" / "vp9_dynamic_resize.webm", path)
+    shown = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                            "frame=key_frame,width,height", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, check=True).stdout.split()
+    sizes = [tuple(int(v) for v in line.split(",")[1:]) for line in shown]
+    assert sizes == [(480, 360)] * 60 + [(360, 270)] * 30 + [(480, 360)] * 10
+    assert [line.split(",")[0] for line in shown].count("1") == 1  # frame 0 alone is a key frame
+    assert key_frame_sizes(str(path)) == 2
+    reference = video_zoo.coded(path)
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), decoder=decoder).read(str(path)))
+        assert record.decoder == "pyav" and record.n_frames == 100, decoder
+        for clip, frames in clip_frames(record):
+            indices = list(clip.frame_indices)
+            if len({sizes[i] for i in indices}) > 1:
+                assert isinstance(frames, Exception) and frames.reason == "decode_failed", (decoder, clip.start)
+                assert "(270, 360, 3)" in frames.detail and "(360, 480, 3)" in frames.detail
+                continue
+            assert frames.shape[1:3] == reference[indices[0]].shape[:2], (decoder, clip.start)
+            assert np.abs(frames.astype(int) - np.stack([reference[i] for i in indices])).mean() < 0.5
+
+
 def test_a_key_frame_check_that_fails_leaves_the_video_to_pyav(tmp_path, monkeypatch):
     """The decord key-frame check over its budget (an all-intra stream of many frames) lost the
     whole video to `decode_timeout`, though it was probed fine and PyAV renders it: PyAV decodes it
