@@ -52,8 +52,8 @@ matrix (H.273 "unspecified: determined by the application") is converted as play
 its frame size, BT.709 for HD (at least 1280 wide or over 576 lines: mpv and libplacebo's
 `pl_color_system_guess_ycbcr`, which Kodi uses too; Chromium and Firefox guess alike, from
 720 lines), else BT.601 (`guessed_matrix`), named in the lineage. swscale, and so the ffmpeg CLI
-and decord, take every untagged stream as BT.601 instead: untagged HD was 4-9 levels off what
-players show on colour bars, so decord does not decode it. Both kinds exist: ffmpeg's own HD test
+and decord, take every untagged stream as BT.601 instead: untagged HD was 3.6-8.8 levels mean off
+what players show on colour bars, so decord does not decode it. Both kinds exist: ffmpeg's own HD test
 bars (`smptehdbars`) are BT.709 values left untagged, RGB it encodes without a matrix is BT.601
 left untagged; a player shows the latter slightly off, and so do we. MJPEG and VP8 declare BT.601
 in the bitstream: never guessed.
@@ -959,17 +959,10 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     codec.options = {"max_pixels": str(decoder_max_pixels(max_pixels))}
     sizes: set[tuple[int, int]] = set()
     parameter_sets = _ParameterSets(codec.extradata) if codec.name == "h264" else None
-    vp9 = VP9Sizes() if codec.name == "vp9" else None
     try:
-        for k, packet in enumerate(container.demux(stream)):
-            if vp9 is not None and packet.size:  # any frame may change size: every header read
-                try:
-                    sizes.update(vp9.shown(bytes(packet)))
-                except ValueError as exc:
-                    raise VideoError("decode_failed", f"packet {k}: {exc}") from None
-                if len(sizes) > 1:
-                    return len(sizes)
-                continue
+        if codec.name == "vp9":
+            return _vp9_size_count(container.demux(stream))
+        for packet in container.demux(stream):
             if not packet.is_keyframe or packet.size == 0:
                 continue
             stated = header_size(codec.name, packet)
@@ -994,6 +987,22 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
             sizes.add((codec.width, codec.height))
     finally:
         container.close()
+    return len(sizes)
+
+
+def _vp9_size_count(packets) -> int:
+    """How many sizes a VP9 stream's frames have (up to 2), from every frame's header (`VP9Sizes`);
+    VideoError("decode_failed") where a header cannot be read."""
+    sizes, vp9 = set(), VP9Sizes()
+    for k, packet in enumerate(packets):
+        if not packet.size:
+            continue
+        try:
+            sizes.update(vp9.shown(bytes(packet)))
+        except ValueError as exc:
+            raise VideoError("decode_failed", f"packet {k}: {exc}") from None
+        if len(sizes) > 1:
+            break
     return len(sizes)
 
 

@@ -1070,9 +1070,11 @@ def test_vp9_that_changes_size_on_an_inter_frame_keeps_each_frames_size_with_eit
     import shutil
     import subprocess
 
-    from sources.video_decode import key_frame_sizes
+    from sources.video_decode import VP9Sizes, key_frame_sizes
 
     video_zoo.require_ffmpeg()
+    with pytest.raises(ValueError):  # a key frame cut inside its header: the check ends, PyAV decodes
+        VP9Sizes().shown(b"\x82\x49")
     path = tmp_path / "webrtc.webm"
     shutil.copyfile(Path(__file__).parent / "fixtures" / "video" / "vp9_dynamic_resize.webm", path)
     shown = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
