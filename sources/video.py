@@ -385,8 +385,9 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
 
 
 def _decord_refusal(uri: str, info: Probe, max_pixels: int, limits: Budget) -> str | None:
-    """Why decord may not decode this file (None: it may). Last, since it decodes every key frame
-    (`video_decode.key_frame_sizes`), whether those have more than one size (an HLS recording
+    """Why decord may not decode this file (None: it may). Last, since it decodes key frames (one
+    per new H.264 SPS, each of other codecs whose header states no size:
+    `video_decode.key_frame_sizes`), whether those have more than one size (an HLS recording
     switching up and back down: decord squashed the larger frames into the first one's size where
     the probe's first and last agreed). A check that fails, or runs over the budget (an all-intra
     stream of many frames), leaves the file to PyAV, said in the lineage: the video was probed
@@ -619,6 +620,8 @@ class VideoSource:
             lineage["sample_aspect_ratio_applied"] = info.sar_applied
         if info.hdr:  # PQ or HLG: frames tone-mapped to SDR BT.709 (`transforms.hdr`)
             lineage["hdr"] = info.hdr
+        if info.matrix_guessed:  # untagged HD: converted as BT.709, as players show it (`sources.video_decode`)
+            lineage["matrix_guessed"] = info.matrix_guessed
         if info.interlaced:  # fields woven, not deinterlaced (`sources.video_decode`)
             lineage["interlaced"] = True
         if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP

@@ -47,11 +47,16 @@ by default FFmpeg keeps columns a crop off 32-byte alignment would hide, as deco
 
 Colour: frames are converted to RGB with the matrix and range the stream declares (BT.709,
 BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
-(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). An untagged stream is taken as
-BT.601 limited, as swscale and the ffmpeg CLI take it, whatever its size. Players guess BT.709 for
-untagged HD instead, but ffmpeg encodes RGB without a matrix as BT.601 and leaves it untagged:
-the bundled `bigbuckbunny.mp4` (untagged 1280x720) has 0.03% of its pixels out of the RGB gamut
-read as BT.601, 0.11% as BT.709.
+(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). A stream that declares no
+matrix (H.273 "unspecified: determined by the application") is converted as players show it: by
+its frame size, BT.709 for HD (at least 1280 wide or over 576 lines: mpv and libplacebo's
+`pl_color_system_guess_ycbcr`, which Kodi uses too; Chromium and Firefox guess alike, from
+720 lines), else BT.601 (`guessed_matrix`), named in the lineage. swscale, and so the ffmpeg CLI
+and decord, take every untagged stream as BT.601 instead: untagged HD was 3.6-8.8 levels mean off
+what players show on colour bars, so decord does not decode it. Both kinds exist: ffmpeg's own HD test
+bars (`smptehdbars`) are BT.709 values left untagged, RGB it encodes without a matrix is BT.601
+left untagged; a player shows the latter slightly off, and so do we. MJPEG and VP8 declare BT.601
+in the bitstream: never guessed.
 
 Interlaced video (frames coded as two fields: broadcast, camcorders, DVD) is not deinterlaced: a
 frame is its two fields woven, as ffmpeg shows it without a deinterlacer, and swscale upsamples
@@ -96,6 +101,10 @@ COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side 
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
 INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)  # AVFieldOrder: TT, BB, TB, BT (0 unknown, 1 progressive)
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
+# an untagged frame at least this wide, or taller than this, is HD: converted as BT.709 (`guessed_matrix`)
+HD_WIDTH, SD_LINES = 1280, 576
+UNTAGGED_MATRICES = (2, 3)  # AVColorSpace UNSPECIFIED, RESERVED: no matrix declared
+SWS_CS_ITU709 = 1  # swscale's BT.709 matrix, told to the RGB conversion of a guessed frame
 CROP_ALIGN = 32  # bytes: a plane cropped off this alignment is one decord's FFmpeg leaves uncropped
 # HDR: per pixel the 16-bit 4:4:4 frame (6) and the RGB array (3); the float32 work of one band
 HDR_CONVERSION_BYTES = 9
@@ -430,6 +439,15 @@ _ORIENTATIONS = {
 }
 
 
+def guessed_matrix(frame) -> str | None:
+    """"bt709" for a YCbCr frame that declares no matrix and is HD (`HD_WIDTH` wide or more, or
+    over `SD_LINES` lines), as players guess it; else None (its declared matrix, or swscale's
+    BT.601, which players guess for SD too)."""
+    if frame.colorspace not in UNTAGGED_MATRICES or frame.format.is_rgb or len(frame.format.components) < 3:
+        return None  # RGB, grey or paletted: no matrix to apply
+    return "bt709" if frame.width >= HD_WIDTH or frame.height > SD_LINES else None
+
+
 def cropped_off_alignment(frame) -> bool:
     """Whether a plane of the frame starts off `CROP_ALIGN` in its buffer: a left crop that FFmpeg
     applies only when told `unaligned` (`open_stream`), as decord's FFmpeg is not. Decoders' frame
@@ -469,12 +487,13 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
         from av.video.reformatter import VideoReformatter
 
         _REFORMATTER = VideoReformatter()
+    matrix = SWS_CS_ITU709 if hdr is None and guessed_matrix(frame) else None  # None: the frame's own
     if hdr is not None:
         rgb = tone_mapped(frame, hdr, size)
     elif size is None or size == (frame.width, frame.height):
-        rgb = _REFORMATTER.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        rgb = _REFORMATTER.reformat(frame, format="rgb24", src_colorspace=matrix, threads=1).to_ndarray()
     else:
-        rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1],
+        rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1], src_colorspace=matrix,
                                     interpolation="AREA", threads=1).to_ndarray()
     turns, mirrored = orientation(frame) if turns_mirrored is None else turns_mirrored
     if mirrored:
@@ -526,6 +545,7 @@ class _Session:
     hdr: str | None = None  # the stream's HDR transfer ("pq", "hlg"): frames are tone-mapped
     interlaced: bool = False  # a delivered frame was coded as two fields
     cropped_left: bool = False  # the first delivered frame is cropped off alignment (`cropped_off_alignment`)
+    matrix_guessed: str = ""  # "bt709": a delivered frame declares no matrix and is HD (`guessed_matrix`)
     _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
     _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
     _shown: tuple[int, ...] = ()
@@ -619,6 +639,7 @@ class _Session:
                 continue
             del self.wanted[pts]
             self.interlaced = self.interlaced or frame.interlaced_frame
+            self.matrix_guessed = self.matrix_guessed or guessed_matrix(frame) or ""
             judged = self.judgement
             if judged is not None and frame.width * frame.height > judged.width * judged.height:
                 # larger than declared (a new SPS mid-stream): judged again; over the memory budget the
@@ -819,6 +840,7 @@ class Probe:
     interlaced: bool = False  # frames coded as two fields (declared, or a probed frame flagged so)
     size_changes: bool = False  # the probed frames are not all one size (clips joined by a stream copy)
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
+    matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -872,7 +894,8 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
-                 video_streams, interlaced, size_changes, session.cropped_left)
+                 video_streams, interlaced, size_changes, session.cropped_left,
+                 session.matrix_guessed)
 
 
 def _shapes(session: _Session, plan: list[Stretch]) -> dict[int, tuple[int, int]]:
@@ -921,14 +944,24 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     Every frame of an intra-only stream is a key frame: an MJPEG camera's 3000 frames at 720p took
     4.6 CPU-s to decode here (the probe: 0.08 s). MJPEG and ProRes frames are read from the size
     their header states instead (`header_size`: the JPEG frame header, ProRes's frame header),
-    decoding only a frame whose header cannot be read. Other streams coded all-intra (H.264 with a
-    key frame interval of 1) are decoded frame by frame: the caller's budget bounds that, and a
-    check over it leaves the file to PyAV (`sources.video._decord_refusal`)."""
+    decoding only a frame whose header cannot be read. H.264 can only change size with a new SPS:
+    a key frame is decoded only when it brings an SPS no key frame decoded before brought
+    (`_ParameterSets`): an all-intra x264 stream (`-g 1`, 3000 frames at 320x240) took as long
+    as decoding it whole (1.7 CPU-s; the probe: 0.06 s); now one frame per SPS. Other streams
+    coded all-intra are decoded frame by frame: the caller's budget bounds that, and a check over
+    it leaves the file to PyAV (`sources.video._decord_refusal`). VP9 changes size on frames that
+    are not key frames too (libvpx's dynamic resize: 640x480, then 480x360 from an inter frame,
+    back without a key frame): decord stretched those frames to the first one's size. Every VP9
+    frame's size is read from its header (`VP9Sizes`, none decoded); one that cannot be read ends
+    the check (`decode_failed`: PyAV decodes)."""
     container, stream = open_stream(uri)
     codec = stream.codec_context
     codec.options = {"max_pixels": str(decoder_max_pixels(max_pixels))}
     sizes: set[tuple[int, int]] = set()
+    parameter_sets = _ParameterSets(codec.extradata) if codec.name == "h264" else None
     try:
+        if codec.name == "vp9":
+            return _vp9_size_count(container.demux(stream))
         for packet in container.demux(stream):
             if not packet.is_keyframe or packet.size == 0:
                 continue
@@ -938,6 +971,8 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
                 if len(sizes) > 1:
                     return len(sizes)
                 continue
+            if parameter_sets is not None and not parameter_sets.new_size_possible(packet):
+                continue  # sized by an SPS a key frame decoded before brought: a size already counted
             try:
                 sizes.update((frame.width, frame.height) for frame in codec.decode(packet))
             except Exception as exc:  # a damaged key frame, or one past max_pixels (its size is in the context)
@@ -953,6 +988,188 @@ def key_frame_sizes(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     finally:
         container.close()
     return len(sizes)
+
+
+def _vp9_size_count(packets) -> int:
+    """How many sizes a VP9 stream's frames have (up to 2), from every frame's header (`VP9Sizes`);
+    VideoError("decode_failed") where a header cannot be read."""
+    sizes, vp9 = set(), VP9Sizes()
+    for k, packet in enumerate(packets):
+        if not packet.size:
+            continue
+        try:
+            sizes.update(vp9.shown(bytes(packet)))
+        except ValueError as exc:
+            raise VideoError("decode_failed", f"packet {k}: {exc}") from None
+        if len(sizes) > 1:
+            break
+    return len(sizes)
+
+
+H264_SPS, H264_NAL_TYPE = 7, 0x1F
+
+
+class _ParameterSets:
+    """The H.264 SPSs a stream has brought (its extradata, in-band NAL units, new extradata in
+    packet side data: a stream copy of clips joined), and which of them a decoded key frame has
+    sized. A key frame is of a size already counted when every SPS it brings is sized, or, bringing
+    none, every SPS the stream brought is. Bytes that do not parse as NAL units say nothing: the
+    frame is decoded. (An SPS brought beside a key frame that does not use it would be sized
+    wrongly: no encoder writes one.)"""
+
+    def __init__(self, extradata: bytes | None) -> None:
+        data = bytes(extradata or b"")
+        self.length_size = (data[4] & 3) + 1 if data[:1] == b"\x01" and len(data) > 5 else None  # avcC; else Annex B
+        self.seen: set[bytes] = set(_avcc_sps(data) if self.length_size else _sps_units(data, None) or ())
+        self.sized: set[bytes] = set()
+
+    def new_size_possible(self, packet) -> bool:
+        """Whether decoding this key frame may show a size not counted yet; when it is decoded, its
+        SPS (the one it brings, or the stream's only one) is taken as sized by it."""
+        brought = _sps_units(bytes(packet), self.length_size)
+        if brought is None:
+            return True
+        if packet.has_sidedata("new_extradata"):
+            extra = bytes(packet.get_sidedata("new_extradata"))
+            brought += _avcc_sps(extra) if extra[:1] == b"\x01" else _sps_units(extra, None) or [extra]
+        self.seen.update(brought)
+        candidates = set(brought) or self.seen  # none brought: sized by one the stream brought before
+        if candidates and candidates <= self.sized:
+            return False
+        if len(candidates) == 1:
+            self.sized |= candidates
+        return True
+
+
+def _sps_units(data: bytes, length_size: int | None) -> list[bytes] | None:
+    """The SPS NAL units in `data`: length-prefixed (`length_size` bytes, MP4 and Matroska) or
+    Annex B (start codes); None where the lengths run past the data."""
+    if length_size is None:
+        units = [unit.rstrip(b"\x00") for unit in data.split(b"\x00\x00\x01")[1:]]
+    else:
+        units, at = [], 0
+        while at < len(data):
+            size = int.from_bytes(data[at:at + length_size], "big")
+            at += length_size
+            if size == 0 or at + size > len(data):
+                return None
+            units.append(data[at:at + size])
+            at += size
+    return [unit for unit in units if unit and unit[0] & H264_NAL_TYPE == H264_SPS]
+
+
+def _avcc_sps(data: bytes) -> list[bytes]:
+    """The SPSs an avcC record (ISO/IEC 14496-15) holds: a count at byte 5, each 2-byte sized."""
+    units, at = [], 6
+    for _ in range(data[5] & 0x1F if len(data) > 5 else 0):
+        size = int.from_bytes(data[at:at + 2], "big")
+        units.append(data[at + 2:at + 2 + size])
+        at += 2 + size
+    return units
+
+
+VP9_SYNC_CODE = 0x498342
+VP9_CS_RGB = 7
+
+
+class _Bits:
+    """MSB-first bits of a byte string (a VP9 uncompressed header); IndexError past its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def read(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            value = value << 1 | self.data[self.at >> 3] >> (7 - (self.at & 7)) & 1
+            self.at += 1
+        return value
+
+
+class VP9Sizes:
+    """The size of each frame a VP9 stream shows, from its frames' uncompressed headers (VP9
+    bitstream spec 6.2), tracking the size in each of the 8 reference slots: VP9 changes size on
+    any frame, a key frame or not (reference scaling: libvpx's dynamic resize in real-time
+    encodes, as WebRTC's), so key frames alone do not tell. Reads a few bytes a frame."""
+
+    def __init__(self) -> None:
+        self.slots: list[tuple[int, int] | None] = [None] * 8
+
+    def shown(self, packet: bytes) -> list[tuple[int, int]]:
+        """The sizes of the frames a packet (a superframe: several) shows; ValueError when a header
+        cannot be read."""
+        try:
+            return [size for frame in _vp9_frames(packet) if (size := self._frame(_Bits(frame))) is not None]
+        except (IndexError, TypeError) as exc:
+            raise ValueError(f"unreadable VP9 frame header ({type(exc).__name__})") from None
+
+    def _frame(self, bits: _Bits) -> tuple[int, int] | None:
+        if bits.read(2) != 2:
+            raise ValueError("not a VP9 frame (frame marker)")
+        profile = bits.read(1) | bits.read(1) << 1
+        if profile == 3:
+            bits.read(1)
+        if bits.read(1):  # show_existing_frame: a slot's frame shown again
+            return self.slots[bits.read(3)]
+        key, show, error_resilient = bits.read(1) == 0, bits.read(1), bits.read(1)
+        intra_only = not key and not show and bits.read(1)
+        if not key and not error_resilient:
+            bits.read(2)  # reset_frame_context
+        if key or intra_only:
+            if bits.read(24) != VP9_SYNC_CODE:
+                raise ValueError("VP9 frame sync code missing")
+            if key or profile > 0:
+                _vp9_color_config(bits, profile)
+            refresh = 0xFF if key else bits.read(8)
+            size = (bits.read(16) + 1, bits.read(16) + 1)
+        else:
+            refresh = bits.read(8)
+            refs = []
+            for _ in range(3):
+                refs.append(bits.read(3))
+                bits.read(1)  # sign bias
+            size = self._size_with_refs(bits, refs)
+        for slot in range(8):
+            if refresh >> slot & 1:
+                self.slots[slot] = size
+        return size if show else None
+
+    def _size_with_refs(self, bits: _Bits, refs: list[int]) -> tuple[int, int]:
+        """An inter frame's size: that of the first reference it names (found_ref), else its own."""
+        for ref in refs:
+            if bits.read(1):
+                size = self.slots[ref]
+                if size is None:
+                    raise ValueError(f"VP9 frame takes its size from reference slot {ref}, never filled")
+                return size
+        return bits.read(16) + 1, bits.read(16) + 1
+
+
+def _vp9_color_config(bits: _Bits, profile: int) -> None:
+    if profile >= 2:
+        bits.read(1)  # ten_or_twelve_bit
+    rgb = bits.read(3) == VP9_CS_RGB
+    if not rgb:
+        bits.read(1)  # colour range
+    if profile in (1, 3):
+        bits.read(1 if rgb else 3)  # subsampling x and y (none for RGB), a reserved bit
+
+
+def _vp9_frames(packet: bytes) -> list[bytes]:
+    """The frames of a VP9 packet: a superframe's, by its index at the end (Annex B), else itself."""
+    marker = packet[-1] if packet else 0
+    if marker & 0xE0 == 0xC0:
+        count, width = (marker & 7) + 1, (marker >> 3 & 3) + 1
+        index = 2 + width * count
+        if len(packet) >= index and packet[-index] == marker:
+            frames, at = [], 0
+            for k in range(count):
+                start = len(packet) - index + 1 + k * width
+                size = int.from_bytes(packet[start:start + width], "little")
+                frames.append(packet[at:at + size])
+                at += size
+            return [frame for frame in frames if frame]
+    return [packet]
 
 
 JPEG_HEADER_BYTES = 1 << 16  # a JPEG frame header lies after at most one 64 KiB segment or so (EXIF)
@@ -1047,6 +1264,8 @@ def decord_exact(probe: Probe) -> str | None:
         return FRAME_SIZE_CHANGES
     if probe.interlaced:  # decord upsamples the chroma of both fields as one progressive frame
         return "interlaced frames (PyAV upsamples each field's chroma on its own)"
+    if probe.matrix_guessed:  # decord's FFmpeg converts untagged frames as BT.601 whatever their size
+        return "no colour matrix declared: HD converted as BT.709, as players show it (decord takes BT.601)"
     if probe.cropped_left:  # decord's FFmpeg keeps the columns and squashes them into the declared width
         return "cropped from the left off alignment (decord shows the columns the stream hides)"
     if probe.video_streams > 1:  # decord reads FFmpeg's best stream: it may be the cover

@@ -766,6 +766,41 @@ def test_frames_are_converted_with_the_matrix_and_range_the_stream_declares(tmp_
         assert all(wrong.mean() > 4 for wrong in errors.values())  # the bars tell them apart
 
 
+# (lavfi pattern, size, the matrix players take it in: mpv/libplacebo's guess by size): ffmpeg
+# leaves all of them untagged; its HD bars are BT.709 values, the others BT.601
+UNTAGGED = [("smptehdbars", (1280, 720), "bt709"), ("testsrc2", (1280, 544), "bt709"),
+            ("smptebars", (720, 576), "bt601"), ("testsrc2", (640, 480), "bt601")]
+
+
+@pytest.mark.parametrize("pattern,size,matrix", UNTAGGED)
+def test_untagged_frames_are_converted_with_the_matrix_players_guess_from_their_size(tmp_path, pattern, size,
+                                                                                     matrix):
+    """A stream that declares no matrix (`ffmpeg -f lavfi -i smptehdbars ... out.mp4` writes
+    none) is shown by mpv, Kodi, Chromium and Firefox as BT.709 when HD, BT.601 when SD; it was
+    converted as BT.601 whatever its size (swscale's default): HD bars came out 3.6 levels mean
+    off (testsrc2: 8.8), their 75% yellow (191, 191, 0) as (184, 190, 0). Now ffmpeg told the
+    guessed matrix is matched by both decoders (decord, which takes BT.601, leaves HD to PyAV)."""
+    video_zoo.require_ffmpeg()
+    width, height = size
+    path = tmp_path / f"{pattern}.mp4"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", f"{pattern}=size={width}x{height}:rate=25", "-frames:v", "4",
+                     "-pix_fmt", "yuv420p", *video_zoo.X264_CLI, "-crf", "10", str(path))
+    other = {"bt709": "bt601", "bt601": "bt709"}[matrix]
+    right, wrong = (_ffmpeg_rgb(path, f"scale=in_color_matrix={m}:in_range=tv:flags=bilinear", width, height)[:4]
+                    for m in (matrix, other))
+    assert np.abs(right.astype(int) - wrong).mean() > 2  # the bars tell the two matrices apart
+    if pattern == "smptehdbars":  # SMPTE RP 219's 75% yellow, second of the seven top bars
+        yellow = right[0, height // 4, width // 8 + 9 * width // 56]
+        assert np.abs(yellow.astype(int) - (191, 191, 0)).max() <= 3, yellow
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), frames=4, decoder=decoder).read(str(path)))
+        ((clip, frames),) = list(clip_frames(record))
+        assert record.decoder == ("pyav" if matrix == "bt709" else decoder)
+        assert clip.lineage.get("matrix_guessed", "bt601") == matrix
+        error = np.abs(frames.astype(int) - right)
+        assert error.mean() < 0.5 and np.percentile(error, 99) <= 2, (decoder, error.mean())
+
+
 def test_a_stream_whose_frame_size_changes_gives_the_same_sentences_with_either_decoder(tmp_path):
     """Clips joined by ffmpeg's concat demuxer (`-f concat -c copy`; broadcast captures and WebRTC
     recordings change size too): 128x96 frames, then 64x48. A clip within one size is its frames;
@@ -958,8 +993,6 @@ def test_intra_only_frame_sizes_are_read_from_their_headers_not_decoded(tmp_path
     their headers: an up-and-back-down stream of each (`-f concat -c copy`) still shows two sizes,
     each header states the decoded size, and the check on a 300-frame MJPEG camera file costs a
     fraction of decoding it."""
-    import time
-
     from sources.video_decode import header_size, key_frame_sizes
 
     video_zoo.require_ffmpeg()
@@ -979,13 +1012,90 @@ def test_intra_only_frame_sizes_are_read_from_their_headers_not_decoded(tmp_path
     camera = tmp_path / "camera.avi"
     video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-frames:v", "300", "-c:v", "mjpeg",
                      str(camera))
+    _assert_one_size_found_cheaply(camera, 300)
+
+
+def _assert_one_size_found_cheaply(path: Path, frames: int) -> None:
+    """The key-frame size check finds one size in `path` for under a quarter of the CPU time that
+    decoding its `frames` frames takes."""
+    import time
+
+    from sources.video_decode import key_frame_sizes
+
     start = time.process_time()
-    assert key_frame_sizes(str(camera)) == 1
+    assert key_frame_sizes(str(path)) == 1
     checked = time.process_time() - start
     start = time.process_time()
-    with av.open(str(camera)) as container:
-        assert sum(1 for _ in container.decode(video=0)) == 300
-    assert checked < (time.process_time() - start) / 4
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == frames
+    assert checked < (time.process_time() - start) / 4, path.name
+
+
+def test_all_intra_h264_key_frames_are_decoded_once_per_sps(tmp_path):
+    """The decord key-frame check decoded every key frame of all-intra H.264 (`-g 1`: 3000 frames
+    at 320x240 took 1.7 CPU-s, as long as decoding the whole video; the probe 0.06 s). A size
+    change needs a new SPS: a key frame is decoded only when it brings one not decoded before.
+    An up-and-back-down all-intra stream (`-f concat -c copy`: an SPS before every key frame) still
+    shows two sizes, with the SPS in the extradata only (`-g 1`) or repeated in every key frame
+    (`repeat-headers=1`), in MP4 and Matroska; the check on a 300-frame one costs a fraction of
+    decoding it."""
+    from sources.video_decode import key_frame_sizes
+
+    video_zoo.require_ffmpeg()
+    for headers in ("repeat-headers=0", "repeat-headers=1"):
+        intra = [*video_zoo.X264_CLI, "-g", "1", "-x264-params", headers]
+        parts = []
+        for k, size in enumerate(("64x48", "128x96", "64x48")):
+            parts.append(tmp_path / f"{k}.mkv")
+            video_zoo.ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-frames:v", "5", *intra,
+                             str(parts[-1]))
+        (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+        for ext in ("mkv", "mp4"):
+            path = tmp_path / f"updown.{ext}"
+            video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+            assert key_frame_sizes(str(path)) == 2, (headers, ext)
+        path = tmp_path / "intra.mp4"
+        video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "300", *intra,
+                         str(path))
+        _assert_one_size_found_cheaply(path, 300)
+
+
+def test_vp9_that_changes_size_on_an_inter_frame_keeps_each_frames_size_with_either_decoder(tmp_path):
+    """VP9 may change size on any frame (reference scaling: libvpx's dynamic resize in real-time
+    encodes, WebRTC's): `vpxenc` made 480x360, then 360x270 from inter frame 60, back to 480x360 at
+    90, one key frame (tests/fixtures/video). Its first and last frames and its key frames agree,
+    so decord was chosen and stretched frames 60-89 to 480x360. The check reads every VP9 frame's
+    size from its header: PyAV decodes, each frame at the size ffprobe shows, the clips spanning a
+    change `decode_failed` naming both sizes, as with any stream that changes size."""
+    import shutil
+    import subprocess
+
+    from sources.video_decode import VP9Sizes, key_frame_sizes
+
+    video_zoo.require_ffmpeg()
+    with pytest.raises(ValueError):  # a key frame cut inside its header: the check ends, PyAV decodes
+        VP9Sizes().shown(b"\x82\x49")
+    path = tmp_path / "webrtc.webm"
+    shutil.copyfile(Path(__file__).parent / "fixtures" / "video" / "vp9_dynamic_resize.webm", path)
+    shown = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                            "frame=key_frame,width,height", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, check=True).stdout.split()
+    sizes = [tuple(int(v) for v in line.split(",")[1:]) for line in shown]
+    assert sizes == [(480, 360)] * 60 + [(360, 270)] * 30 + [(480, 360)] * 10
+    assert [line.split(",")[0] for line in shown].count("1") == 1  # frame 0 alone is a key frame
+    assert key_frame_sizes(str(path)) == 2
+    reference = video_zoo.coded(path)
+    for decoder in DECODERS:
+        (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), decoder=decoder).read(str(path)))
+        assert record.decoder == "pyav" and record.n_frames == 100, decoder
+        for clip, frames in clip_frames(record):
+            indices = list(clip.frame_indices)
+            if len({sizes[i] for i in indices}) > 1:
+                assert isinstance(frames, Exception) and frames.reason == "decode_failed", (decoder, clip.start)
+                assert "(270, 360, 3)" in frames.detail and "(360, 480, 3)" in frames.detail
+                continue
+            assert frames.shape[1:3] == reference[indices[0]].shape[:2], (decoder, clip.start)
+            assert np.abs(frames.astype(int) - np.stack([reference[i] for i in indices])).mean() < 0.5
 
 
 def test_a_key_frame_check_that_fails_leaves_the_video_to_pyav(tmp_path, monkeypatch):
