@@ -734,7 +734,8 @@ def test_image_folder_counts_what_systems_and_tools_leave_once_and_never_opens_i
     assert len(items) == 2 + len(junk)  # once each: files in == records + rejects (a.txt rides along)
     assert {r.key: r.reason for r in rejects} == _junk_rejects(
         root, junk, lambda p: path_key("web", p.relative_to(root).as_posix()))
-    assert read.files == {str(root / "a.txt")}
+    # a.txt rides along; the listing asks for a Hub card (README.md), absent here: nothing else is opened
+    assert read.files == {str(root / "a.txt"), str(root / "README.md")}
     assert next(r.detail for r in rejects if r.key == path_key("web", "sub/._b.png")) == (
         "sub/._b.png: macOS AppleDouble metadata of b.png, not read")
 
