@@ -848,3 +848,23 @@ def test_a_png_cut_in_a_text_chunk_after_its_pixels_is_truncated():
             assert info.value.reason == "truncated", (path.name, cut, info.value.detail)
             cuts += 1
     assert cuts == 18
+
+
+def test_pixels_packs_as_numpy_reads_the_image():
+    """`decode.pixels` (one-piece packing) gives what `np.asarray` gives: values, shape, dtype and a
+    read-only array, for the packed modes (rows wider than Pillow's 64 KiB chunks and one-pixel
+    images included) and through `np.asarray` for the others."""
+    from transforms.decode import pixels
+
+    rng = np.random.default_rng(3)
+    for mode, channels in (("RGB", 3), ("RGBA", 4), ("L", 1)):
+        for w, h in ((1, 1), (7, 3), (30_000, 2), (640, 480)):
+            shape = (h, w) if channels == 1 else (h, w, channels)
+            image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+            got, want = pixels(image), np.asarray(image)
+            assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+            assert not got.flags.writeable
+    for mode in ("I;16", "F", "P", "1", "CMYK"):
+        image = Image.new(mode, (5, 4))
+        assert np.array_equal(pixels(image), np.asarray(image)) and pixels(image).shape == np.asarray(image).shape
+    assert pixels(Image.new("RGB", (0, 3))).shape == np.asarray(Image.new("RGB", (0, 3))).shape

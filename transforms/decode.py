@@ -696,6 +696,35 @@ def _grey_to_rgb(gray: np.ndarray, table: np.ndarray | None = None) -> np.ndarra
     return np.repeat((gray if table is None else table[gray])[:, :, None], 3, axis=2)
 
 
+_PACKED_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}  # 8-bit modes whose raw packing is their array layout
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    """`np.asarray(image)` for an 8-bit "L", "RGB" or "RGBA" image, packed in one piece: Pillow's
+    `tobytes` packs 64 KiB chunks in a Python loop and joins them, a second full copy (a 1600-2600 px
+    JPEG's draft decode: 1.05 -> 0.54 ms, ~0.45 CPU-s of a 900-image build). Same values, shape and
+    read-only array; other modes go through `np.asarray`."""
+    channels = _PACKED_CHANNELS.get(image.mode)
+    w, h = image.size
+    encoder = getattr(Image, "_getencoder", None)
+    if channels is None or not w or not h or encoder is None:
+        return np.asarray(image)
+    image.load()
+    packer = encoder(image.mode, "raw", image.mode)
+    packer.setimage(image.im, (0, 0, w, h))
+    size = w * h * channels
+    chunks = []
+    while True:
+        _, status, chunk = packer.encode(size)
+        chunks.append(chunk)
+        if status:
+            break
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if status < 0 or len(data) != size:
+        return np.asarray(image)
+    return np.frombuffer(data, np.uint8).reshape((h, w) if channels == 1 else (h, w, channels))
+
+
 def _has_alpha(image: Image.Image) -> bool:
     mode = image.mode
     return mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
@@ -757,11 +786,11 @@ def _strip_to_rgb(strip: Image.Image, mode: str, has_alpha: bool, depth: tuple[i
         values = np.asarray(strip, dtype=np.float64)
         return _grey_to_rgb(np.round(np.nan_to_num(values / top).clip(0, 1) * 255).astype(np.uint8), table)
     if mode == "L" and not has_alpha:
-        return _grey_to_rgb(np.asarray(strip), table)
+        return _grey_to_rgb(pixels(strip), table)
     if has_alpha:
-        rgba = np.asarray(strip.convert("RGBA"))
+        rgba = pixels(strip.convert("RGBA"))
         return _composite_on_white(rgba, table)
-    rgb = np.asarray(strip if mode == "RGB" else strip.convert("RGB"))
+    rgb = pixels(strip if mode == "RGB" else strip.convert("RGB"))
     return rgb if table is None else table[rgb]
 
 
@@ -849,10 +878,10 @@ def _converted_on_white(image: Image.Image, convert: Callable[[np.ndarray], np.n
         if "transparency" in image.info:
             strip.info["transparency"] = image.info["transparency"]
         if alpha:
-            rgba = np.asarray(strip.convert("RGBA"))
+            rgba = pixels(strip.convert("RGBA"))
             out[y : y + strip.height] = _on_white(convert(np.ascontiguousarray(rgba[..., :3])), rgba[..., 3:4])
         else:
-            out[y : y + strip.height] = convert(np.asarray(strip if strip.mode == "RGB" else strip.convert("RGB")))
+            out[y : y + strip.height] = convert(pixels(strip if strip.mode == "RGB" else strip.convert("RGB")))
     return out
 
 
