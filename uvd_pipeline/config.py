@@ -72,8 +72,12 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
 # whether class 0 is used or not, one file under two image ids rejected; web images: a Hub repo's
 # card `configs:` giving splits and files, `metadata.parquet` and `*_file_name` columns read, a
 # split layout's held-out folders (`test/`, `validation/`) in val; ImageNet-style class folders:
-# every held-out folder of class folders read as val.
-RENDER_REVISION = 7
+# every held-out folder of class folders read as val. 8 (2026-12-06): untagged HD video converted
+# as BT.709 as players guess it (the sample's bigbuckbunny.mp4), VP9 that changes size on an inter
+# frame decoded by PyAV at each frame's size; COCO brush masks without a box drawn from their runs,
+# detectron2's rotated boxes drawn, 17 keypoints named otherwise than COCO's person drawn without
+# its skeleton; a Hub repo without card configs building only the files `datasets` loads.
+RENDER_REVISION = 8
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
