@@ -78,6 +78,7 @@ MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes p
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
 MAX_WORKERS = 1024  # local workers; more is a typo, not a machine
+MAX_TORCH_THREADS = 1024  # torch threads per worker process; more is a typo (each one a thread of every worker)
 MAX_THREAD_WORKERS = 2  # `beam.direct_running_mode: auto` runs up to this many local workers as threads
 MAX_PIXELS_LIMIT = 1 << 30  # a header guard above this (3 GiB of RGB) guards nothing
 
@@ -600,7 +601,7 @@ class TokenizerConfig(Strict):
         False, description="GPU with compile: inductor times launch configs of its generated kernels (faster "
         "encode, a much longer compile; figures in the README); the pick can differ between processes, so codes "
         "may differ by rounding between workers: off, so token bytes never depend on where they were made")
-    threads: StrictInt | None = Field(1, ge=1, description="torch threads per worker process (one worker per "
+    threads: StrictInt | None = Field(1, ge=1, le=MAX_TORCH_THREADS, description="torch threads per worker process (one worker per "
                                 "core is the default; worker threads of one process each run on this "
                                 "many; fixed so token bytes never depend on the machine: CPU codes differ "
                                 "by rounding at near ties between thread counts, and null, torch's own "
