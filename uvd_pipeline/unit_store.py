@@ -16,7 +16,10 @@ its reading touched (recorded through `sources.fsio.recording_inputs`: every fil
 path probed and found absent, every folder listed) still have the same size and modification stamp
 (`fsio.file_state`), the values it derived from files many units share (`fsio.derived_input`: the
 split a list gives one video) are still the same, and the stored files match their digests; a
-grown, changed or damaged unit is rendered again, a vanished one is dropped.
+grown, changed or damaged unit is rendered again, a vanished one is dropped. An input moved
+since (a config that differs only in sources' paths: `build.moved_inputs`) keeps its units: ids,
+marks and manifests name paths under the root the output was first built from (`rebase`), and
+each file is checked where it lies now.
 
 Disk: once a shard holding an image commits, the store gives its copy up
 (`uvd_pipeline.unit_relocation`), so a build needs the output's size plus what is in flight,
