@@ -486,6 +486,7 @@ def test_only_a_moved_path_keeps_the_outputs_config_hash():
     assert moved.content_hash() == first.content_hash() and moved.output_roots == {"web": "/data/laion"}
     assert moved.output_root("inet") == "/data/inet"
     assert moved_inputs(config("/mnt/big/laion", size=64), record).output_roots == {}
+    assert moved_inputs(config("/data/laion/part"), record).output_roots == {}  # a root inside the other
     again = {"config_hash": moved.content_hash(), "config": moved.model_dump(mode="json"),
              "source_roots": moved.output_roots}  # moved once more: still named after the first root
     assert moved_inputs(config("/srv/laion"), again).output_roots == {"web": "/data/laion"}

@@ -172,13 +172,21 @@ def recorded_roots(existing: dict[str, Any]) -> dict[str, str]:
     return roots
 
 
+def _nested(one: str, other: str) -> bool:
+    """Whether one root lies inside the other: a path beside the new root but under the old one
+    would be taken for the input's own, so such a change stays another config."""
+    one, other = one.rstrip("/") + "/", other.rstrip("/") + "/"
+    return one.startswith(other) or other.startswith(one)
+
+
 def moved_inputs(config: BuildConfig, existing: dict[str, Any]) -> BuildConfig:
     """`config` named after the roots the output was first built from, when only sources' paths
     differ from the build recorded there (the dataset moved: `mv`, a disk mounted elsewhere): the
     output keeps its config hash, its shards and its units, and a unit whose files are unchanged
     where they lie now is not rendered again. Any other difference leaves `config` as it is."""
     roots = recorded_roots(existing)
-    moved = {s.name: roots[s.name] for s in config.sources if roots.get(s.name, s.path) != s.path}
+    moved = {s.name: roots[s.name] for s in config.sources
+             if roots.get(s.name, s.path) != s.path and not _nested(roots[s.name], s.path)}
     if not moved or config.with_output_roots(moved).content_hash() != existing.get("config_hash"):
         return config
     for source in config.sources:
