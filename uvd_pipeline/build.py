@@ -172,6 +172,15 @@ def recorded_roots(existing: dict[str, Any]) -> dict[str, str]:
     return roots
 
 
+def _build_record(output: str) -> dict[str, Any]:
+    """The output's `build.json` ({} where there is none or it cannot be read)."""
+    try:
+        record = read_json(fsio.join(output, BUILD_FILE))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _nested(one: str, other: str) -> bool:
     """Whether one root lies inside the other: a path beside the new root but under the old one
     would be taken for the input's own, so such a change stays another config."""
@@ -474,9 +483,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
         if not fsio.exists(config.output):  # a mistyped output: refused before its folder and lock are made
             raise ConfigError(f"--retokenize: {config.output} does not exist; build it first (without --retokenize)")
         lock()
-        build_uri = fsio.join(config.output, BUILD_FILE)
-        if fsio.exists(build_uri):  # its shards are named after the input's first root
-            config = moved_inputs(config, read_json(build_uri))
+        config = moved_inputs(config, _build_record(config.output))  # shards named after the input's first root
         unfinish(config.output)
         with open_runner(config) as (runner, options):
             pipeline = new_pipeline(config, runner, options)
@@ -619,8 +626,8 @@ def drop_stale(config: BuildConfig, units: dict[str, list], committed: set[Shard
     from uvd_pipeline.tokenize_stage import token_shard_path
 
     paths = {s.name: s.path for s in config.sources}
-    ids = {name: [unit_store.unit_id(name, unit_store.rebase(u, paths[name], config.output_root(name)))
-                  for u in source_units] for name, source_units in units.items()}
+    stores = {name: unit_store.UnitStore(config.output, name, "", paths[name], config.output_root(name)) for name in units}
+    ids = {name: [stores[name].uid(u) for u in source_units] for name, source_units in units.items()}
     gone = unit_store.prune(config.output, {name: set(uids) for name, uids in ids.items()})
     if gone:
         log.info("forgot %d rendered units whose input is gone", gone)
