@@ -51,15 +51,19 @@ class InputsRead:
     listings: dict[tuple, str] = field(default_factory=dict)  # (uri, options...) -> digest of names
     absent: set[str] = field(default_factory=set)  # probed with `exists` and not there
     derived: dict[tuple, Any] = field(default_factory=dict)  # (name, *args) -> its value, as JSON has it
+    # each listed name as the digest takes it: under the root the input was first read from, when
+    # it has moved since (`uvd_pipeline.unit_store.rebase`), so a moved folder lists the same
+    rename: Callable[[str], str] | None = None
 
 
 _RECORDING: contextvars.ContextVar[InputsRead | None] = contextvars.ContextVar("uvd_inputs_read", default=None)
 
 
 @contextlib.contextmanager
-def recording_inputs() -> Iterator[InputsRead]:
-    """Record every file opened and every folder listed through this module inside the block."""
-    record = InputsRead()
+def recording_inputs(rename: Callable[[str], str] | None = None) -> Iterator[InputsRead]:
+    """Record every file opened and every folder listed through this module inside the block
+    (`rename`: see `InputsRead.rename`)."""
+    record = InputsRead(rename=rename)
     token = _RECORDING.set(record)
     try:
         yield record
@@ -76,7 +80,7 @@ def _opened(uri: str) -> None:
 def _listed(key: tuple, names: list[str]) -> list[str]:
     record = _RECORDING.get()
     if record is not None:
-        record.listings[key] = listing_digest(names)
+        record.listings[key] = listing_digest([record.rename(n) for n in names] if record.rename else names)
     return names
 
 
@@ -386,13 +390,16 @@ def _loops(link: str) -> bool:
     return False
 
 
-def relist(key: tuple) -> str:
-    """The digest of a listing recorded under `key`, taken again now ("missing" if it fails)."""
+def relist(key: tuple, rename: Callable[[str], str] | None = None) -> str:
+    """The digest of a listing recorded under `key`, taken again now ("missing" if it fails), its
+    names `rename`d as they were recorded (`InputsRead.rename`)."""
     try:
         if key[0] == "files":
             _, uri, suffixes, recursive, follow_links, links = key
-            return listing_digest(list_files(uri, suffixes, recursive, follow_links, links))
-        return listing_digest(list_dirs(*key[1:]))
+            names = list_files(uri, suffixes, recursive, follow_links, links)
+        else:
+            names = list_dirs(*key[1:])
+        return listing_digest([rename(n) for n in names] if rename else names)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return "missing"
 

@@ -109,10 +109,20 @@ def test_unknown_field_lists_allowed_ones():
         ({"image": {"decode_time_s": "fast"}}, "image.decode_time_s: Input should be a valid number"),
         ({"beam": {"options": ["project=x"]}}, "beam.options: each option must be a --flag"),
         ({"beam": {"direct_running_mode": "threads"}}, "beam.direct_running_mode: got 'threads'"),
+        # a typo of a few zeros: torch would start that many threads in every worker process
+        ({"tokenizer": {"threads": 100_000}}, "tokenizer.threads: Input should be less than or equal to 1024"),
+        ({"tokenizer": {"threads": 0}}, "tokenizer.threads: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_values_name_field_and_fix(patch, expected):
     assert expected in _error({**BASE, **patch})
+
+
+def test_tokenizer_threads_null_is_torchs_own_count_and_the_default_one():
+    """`threads: null` is a documented choice (torch's own count, the machine's cores), not an
+    error; left out, it is 1 (token bytes then never depend on the machine)."""
+    assert parse_config({**BASE, "tokenizer": {"threads": None}}).tokenizer.threads is None
+    assert parse_config(BASE).tokenizer.threads == 1
 
 
 def test_missing_output_and_yaml_errors(tmp_path: Path):

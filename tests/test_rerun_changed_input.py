@@ -437,3 +437,68 @@ def test_a_dataset_cards_prose_edited_renders_no_image_again_its_configs_edited_
     assert changed_input(manifests["folder_card"]) is None and changed_input(manifests["card"])
     (tmp_path / "README.md").write_text(card.replace("images/holdout/**", "images/other/**"))
     assert changed_input(manifests["folder_card"])
+
+
+def _tars(out: Path) -> dict[str, str]:
+    return {name: digest for name, digest in shard_digests(out).items() if name.endswith(".tar")}
+
+
+@pytest.mark.slow  # four small builds: ~10 s on a loaded machine
+def test_a_moved_dataset_keeps_its_units_and_its_output_bytes(mini_corpus, tmp_path):
+    """The input folder moved (`mv`) and the config's path edited to the new place: no unit is
+    rendered again and every shard file keeps its bytes (the build was refused as another config,
+    and `--replace-changed` rendered everything again). One image added there afterwards renders
+    only its class folder's unit, and the tars equal a fresh build's of the input where it lies."""
+    first_place, new_place = tmp_path / "data" / "imagenet", tmp_path / "big" / "imagenet"
+    shutil.copytree(mini_corpus / "imagenet", first_place)
+    source = {"name": "inet", "type": "imagenet", "num_shards": 1, "sentence_length": 4, "remainder": "wrap"}
+    beam = {"direct_num_workers": 1, "direct_running_mode": "in_memory"}
+    out = tmp_path / "out"
+    assert _units_rendered(_build(_config(tmp_path / "c.yaml", out, [{**source, "path": str(first_place)}], **beam))) == 4
+    before = shard_digests(out)
+    new_place.parent.mkdir()
+    first_place.rename(new_place)
+    moved = _config(tmp_path / "moved.yaml", out, [{**source, "path": str(new_place)}], **beam)
+    assert _units_rendered(_build(moved)) == 0
+    assert shard_digests(out) == before
+    folder = new_place / "train" / "n04266014"
+    shutil.copy(next(folder.iterdir()), folder / "n04266014_99999.JPEG")
+    grown = _build(moved)
+    assert _units_rendered(grown) == 1
+    fresh = _build(moved, tmp_path / "fresh")
+    assert _tars(out) == _tars(tmp_path / "fresh") and grown["totals"] == fresh["totals"]
+
+
+def test_only_a_moved_path_keeps_the_outputs_config_hash():
+    """A build record whose config differs only in a source's path is the same output (named after
+    its first root); a path moved together with another change is another config, refused as ever."""
+    from uvd_pipeline.build import moved_inputs
+    from uvd_pipeline.config import parse_config
+
+    def config(path: str, size: int = 32):
+        return parse_config({"output": "/o", "image": {"size": size},
+                             "sources": [{"name": "web", "type": "laion", "path": path},
+                                         {"name": "inet", "type": "imagenet", "path": "/data/inet"}]})
+
+    first = config("/data/laion")
+    record = {"config_hash": first.content_hash(), "config": first.model_dump(mode="json")}
+    moved = moved_inputs(config("/mnt/big/laion"), record)
+    assert moved.content_hash() == first.content_hash() and moved.output_roots == {"web": "/data/laion"}
+    assert moved.output_root("inet") == "/data/inet"
+    assert moved_inputs(config("/mnt/big/laion", size=64), record).output_roots == {}
+    assert moved_inputs(config("/data/laion/part"), record).output_roots == {}  # a root inside the other
+    again = {"config_hash": moved.content_hash(), "config": moved.model_dump(mode="json"),
+             "source_roots": moved.output_roots}  # moved once more: still named after the first root
+    assert moved_inputs(config("/srv/laion"), again).output_roots == {"web": "/data/laion"}
+
+
+def test_rebase_moves_only_paths_under_the_root():
+    """A unit's and a manifest's paths under the old root go under the new one; a sibling folder
+    whose name starts like the root's (`/data/ab` beside `/data/a`) and other values stay."""
+    from sources.imagenet import Unit
+    from uvd_pipeline.unit_store import rebase
+
+    unit = Unit("train", "n1", ("/data/a/x.jpg", "/data/ab/y.jpg", "/data/a"))
+    assert rebase(unit, "/data/a", "/mnt/a/") == Unit("train", "n1", ("/mnt/a/x.jpg", "/data/ab/y.jpg", "/mnt/a"))
+    assert repr(rebase(rebase(unit, "/data/a", "/mnt/a"), "/mnt/a", "/data/a")) == repr(unit)
+    assert rebase(["files", "gs://b/d/x", None, 3], "gs://b/d", "gs://c/d") == ["files", "gs://c/d/x", None, 3]

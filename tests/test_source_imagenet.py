@@ -901,3 +901,18 @@ def test_every_held_out_folder_of_class_folders_is_read_as_val_none_left_unread(
     (tmp_path / "valid").rename(tmp_path / "val")
     items = [item for unit in source.units() for item in source.read(unit)]
     assert Counter(i.split_hint for i in items) == {"train": 4, "val": 8}
+
+
+def test_one_image_added_to_the_flat_val_folder_changes_only_its_unit():
+    """The flat val folder's units ended by count: one image added shifted every later unit's
+    files (all rendered again); now only the unit it falls in differs. Files sharing a stem stay
+    in one unit."""
+    from sources.imagenet import VAL_FILES_PER_UNIT, VAL_UNIT_MOST, _flat_chunks
+
+    files = sorted(f"/d/val/ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, 1201))
+    before = _flat_chunks(files)
+    after = _flat_chunks(sorted(files + ["/d/val/ILSVRC2012_val_00000001a.JPEG"]))
+    assert len(before) > 2 and len(set(after) - set(before)) == 1 and len(set(before) - set(after)) == 1
+    assert max(map(len, after)) <= VAL_UNIT_MOST * VAL_FILES_PER_UNIT
+    twins = _flat_chunks(sorted(files + [f.replace(".JPEG", ".png") for f in files]))
+    assert all(len({u.rsplit(".", 1)[0] for u in chunk}) * 2 == len(chunk) for chunk in twins)

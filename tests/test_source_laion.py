@@ -1819,3 +1819,21 @@ def test_a_card_config_naming_no_parquet_file_stops_the_build_naming_hf_config(t
     with pytest.raises(FileNotFoundError, match=r"config 'default' of its README\.md \(format: huggingface; field "
                                                 r"hf_config\): set hf_config to a config of the card whose data_files"):
         LaionSource("hf", str(tmp_path), "huggingface").units()
+
+
+def test_one_image_added_to_a_folder_changes_only_its_unit(tmp_path):
+    """A folder of images cut into units by count: one image added near the front shifted every
+    later unit's files, so a rerun rendered them all again (520 images: 3 of 3 units). Units now
+    end where the names say (`records.unit_ends_after`): only the unit the new image falls in
+    differs, and no unit holds more than `FOLDER_UNIT_MOST` times the average."""
+    import sources.laion as laion
+
+    picture = _encoded("PNG", 0, size=8)
+    for i in range(1200):
+        (tmp_path / f"img{i:05d}.png").write_bytes(picture)
+    before = LaionSource("web", str(tmp_path)).units()
+    (tmp_path / "img00000a.png").write_bytes(picture)
+    after = LaionSource("web", str(tmp_path)).units()
+    assert len(before) > 2 and sum(map(len, (u.uris for u in after))) == 1201
+    assert len(set(after) - set(before)) == 1 and len(set(before) - set(after)) == 1
+    assert max(len(u.uris) for u in after) <= laion.FOLDER_UNIT_MOST * laion.FOLDER_FILES_PER_UNIT

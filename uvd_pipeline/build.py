@@ -159,14 +159,67 @@ def _same_config(recorded: Any, current: dict[str, Any]) -> bool:
         k: v for k, v in current.items() if k != "output"}
 
 
-def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool = False) -> None:
+def recorded_roots(existing: dict[str, Any]) -> dict[str, str]:
+    """Source name -> the root a build record names its units under: the one it was first built
+    from (`source_roots`, written once an input moved), else its config's `path`."""
+    config = existing.get("config")
+    sources = config.get("sources") if isinstance(config, dict) else None
+    roots = {s["name"]: s["path"] for s in sources or () if isinstance(s, dict)
+             and isinstance(s.get("name"), str) and isinstance(s.get("path"), str)}
+    moved = existing.get("source_roots")
+    if isinstance(moved, dict):
+        roots.update({k: v for k, v in moved.items() if isinstance(k, str) and isinstance(v, str)})
+    return roots
+
+
+def _build_record(output: str) -> dict[str, Any]:
+    """The output's `build.json` ({} where there is none or it cannot be read)."""
+    try:
+        record = read_json(fsio.join(output, BUILD_FILE))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _nested(one: str, other: str) -> bool:
+    """Whether one root lies inside the other: a path beside the new root but under the old one
+    would be taken for the input's own, so such a change stays another config."""
+    one, other = one.rstrip("/") + "/", other.rstrip("/") + "/"
+    return one.startswith(other) or other.startswith(one)
+
+
+def moved_inputs(config: BuildConfig, existing: dict[str, Any]) -> BuildConfig:
+    """`config` named after the roots the output was first built from, when only sources' paths
+    differ from the build recorded there (the dataset moved: `mv`, a disk mounted elsewhere): the
+    output keeps its config hash, its shards and its units, and a unit whose files are unchanged
+    where they lie now is not rendered again. Any other difference leaves `config` as it is."""
+    roots = recorded_roots(existing)
+    moved = {s.name: roots[s.name] for s in config.sources
+             if roots.get(s.name, s.path) != s.path and not _nested(roots[s.name], s.path)}
+    if not moved or config.with_output_roots(moved).content_hash() != existing.get("config_hash"):
+        return config
+    for source in config.sources:
+        if source.name in moved:
+            log.info("source %s: input moved from %s to %s: units whose files are unchanged are kept",
+                     source.name, moved[source.name], source.path)
+    return config.with_output_roots(moved)
+
+
+def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool = False) -> BuildConfig:
+    """Make the output ready for this build; returns the config the build goes on with
+    (`moved_inputs`)."""
     output = config.output
     fs, root = fsio.filesystem(output)
     build_uri = fsio.join(output, BUILD_FILE)
+    exists = fs.exists(fsio.filesystem(build_uri)[1])
+    existing = read_json(build_uri) if exists else {}
+    if exists and not overwrite:
+        config = moved_inputs(config, existing)
     record = {"format_version": FORMAT_VERSION, "render_revision": RENDER_REVISION,
               "config_hash": config.content_hash(), "config": config.model_dump(mode="json", exclude={"beam": True})}
-    if fs.exists(fsio.filesystem(build_uri)[1]):
-        existing = read_json(build_uri)
+    if config.output_roots:
+        record["source_roots"] = config.output_roots
+    if exists:
         changed = existing.get("config_hash") != record["config_hash"]
         if changed and replace_changed:
             log.info("output %s holds another configuration's build: replacing it", output)
@@ -193,6 +246,7 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
     fs.makedirs(root, exist_ok=True)
     write_bytes(build_uri, json.dumps(record, indent=1, sort_keys=True).encode())
     unfinish(output)
+    return config
 
 
 def unfinish(output: str) -> None:
@@ -429,6 +483,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
         if not fsio.exists(config.output):  # a mistyped output: refused before its folder and lock are made
             raise ConfigError(f"--retokenize: {config.output} does not exist; build it first (without --retokenize)")
         lock()
+        config = moved_inputs(config, _build_record(config.output))  # shards named after the input's first root
         unfinish(config.output)
         with open_runner(config) as (runner, options):
             pipeline = new_pipeline(config, runner, options)
@@ -446,7 +501,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
             log.warning("%s", warning)
     check_tokenizer(config)
     lock()  # also removes what dead runs left
-    prepare_output(config, overwrite, replace_changed)
+    config = prepare_output(config, overwrite, replace_changed)
     # what the steps after the shards' check need of the stats files it reads: they read none again
     read = StatsRead(rendered=[] if config.tokenizer.enabled else None)
     done = committed_inputs(config, verify=verify, each=read)
@@ -570,7 +625,9 @@ def drop_stale(config: BuildConfig, units: dict[str, list], committed: set[Shard
     from uvd_pipeline.shards import ARROW_SUFFIX
     from uvd_pipeline.tokenize_stage import token_shard_path
 
-    ids = {name: [unit_store.unit_id(name, u) for u in source_units] for name, source_units in units.items()}
+    paths = {s.name: s.path for s in config.sources}
+    stores = {name: unit_store.UnitStore(config.output, name, "", paths[name], config.output_root(name)) for name in units}
+    ids = {name: [stores[name].uid(u) for u in source_units] for name, source_units in units.items()}
     gone = unit_store.prune(config.output, {name: set(uids) for name, uids in ids.items()})
     if gone:
         log.info("forgot %d rendered units whose input is gone", gone)

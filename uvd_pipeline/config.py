@@ -17,7 +17,7 @@ import stat
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError,
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, ValidationError,
                       field_validator, model_serializer, model_validator)
 
 from sources.coco import INDEX_MEMORY_MB
@@ -82,6 +82,7 @@ MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes p
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
 MAX_WORKERS = 1024  # local workers; more is a typo, not a machine
+MAX_TORCH_THREADS = 1024  # torch threads per worker process; more is a typo (each one a thread of every worker)
 MAX_THREAD_WORKERS = 2  # `beam.direct_running_mode: auto` runs up to this many local workers as threads
 MAX_PIXELS_LIMIT = 1 << 30  # a header guard above this (3 GiB of RGB) guards nothing
 
@@ -604,7 +605,7 @@ class TokenizerConfig(Strict):
         False, description="GPU with compile: inductor times launch configs of its generated kernels (faster "
         "encode, a much longer compile; figures in the README); the pick can differ between processes, so codes "
         "may differ by rounding between workers: off, so token bytes never depend on where they were made")
-    threads: StrictInt | None = Field(1, ge=1, description="torch threads per worker process (one worker per "
+    threads: StrictInt | None = Field(1, ge=1, le=MAX_TORCH_THREADS, description="torch threads per worker process (one worker per "
                                 "core is the default; worker threads of one process each run on this "
                                 "many; fixed so token bytes never depend on the machine: CPU codes differ "
                                 "by rounding at near ties between thread counts, and null, torch's own "
@@ -664,12 +665,33 @@ class BuildConfig(Strict):
     def enabled_sources(self) -> tuple[Any, ...]:
         return tuple(s for s in self.sources if s.enabled)
 
+    # source name -> the root its output was first built from, where the input has moved since
+    # (`with_output_roots`): the output keeps its config hash and its unit store's names
+    _output_roots: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def with_output_roots(self, roots: dict[str, str]) -> "BuildConfig":
+        """This config, its hash (and its unit store's names) taken with each named source's input
+        at its earlier root: a dataset moved since (`mv`, a disk mounted elsewhere) is the same input."""
+        copy = self.model_copy()
+        copy._output_roots = dict(roots)
+        return copy
+
+    def output_root(self, name: str) -> str:
+        """The root a source's units are named under in the output (its `path` unless it moved)."""
+        return self._output_roots.get(name) or next(s.path for s in self.sources if s.name == name)
+
+    @property
+    def output_roots(self) -> dict[str, str]:
+        return dict(self._output_roots)
+
     def content_hash(self) -> str:
         """A digest of everything that shapes the output bytes (not how or where it runs)."""
         # the tokenizer is not part of it: retokenizing keeps the rendered shards valid; nor is
         # the mixture, which shapes only mixture.yaml (rewritten at the end of every build)
         content = self.model_dump(mode="json", exclude={"beam": True, "output": True, "tokenizer": True,
                                                         "mixture": True, "sources": {"__all__": RUN_ONLY_FIELDS}})
+        for source in content["sources"]:
+            source["path"] = self._output_roots.get(source["name"], source["path"])
         content["format_version"] = FORMAT_VERSION
         content["render_revision"] = RENDER_REVISION
         blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()

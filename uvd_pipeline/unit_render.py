@@ -31,7 +31,7 @@ from uvd_pipeline.sentences import RenderedUnit, image_sentence
 from uvd_pipeline.source_factory import deduplicated, labeler_specs, make_source, one_image_sentences
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution, timed
 from uvd_pipeline.tagged import MAIN, REJECTS, UNITS
-from uvd_pipeline.unit_store import UnitStore, UnitStoreError, UnitWriter, unit_id
+from uvd_pipeline.unit_store import UnitStore, UnitStoreError, UnitWriter
 
 RENDERERS = {
     VideoClipRecord: render_clip,
@@ -88,7 +88,7 @@ class UnitRenderer:
     grouping (class images, pairs, tuples) `UNITS`, rejects `REJECTS`."""
 
     def __init__(self, source, settings: RenderSettings, web_images: bool, fingerprint: bool,
-                 output: str, config_hash: str, verify: bool = False) -> None:
+                 output: str, config_hash: str, verify: bool = False, root: str = "", named_root: str = "") -> None:
         self.source = source
         self.settings = settings
         self.web_images = web_images  # an ImageRecord is a whole one-image sentence
@@ -96,15 +96,20 @@ class UnitRenderer:
         self.output = output
         self.config_hash = config_hash
         self.verify = verify  # a stored unit's images are checked by sha256 too, not only by size
+        # the source's root and the one the output names its units under (`BuildConfig.output_root`)
+        self.root, self.named_root = root, named_root
+
+    def store(self) -> UnitStore:
+        return UnitStore(self.output, self.source.name, self.config_hash, self.root, self.named_root)
 
     def unit_key(self, unit) -> str:
-        return unit_id(self.source.name, unit)
+        return self.store().uid(unit)
 
     def render(self, unit, cancelled: Callable[[], bool] | None = None) -> tuple[Outputs, UnitInputs]:
         """The unit's results and input digest. `cancelled`, asked before each record: when it
         says so, the unit is abandoned uncommitted (`RenderCancelled`)."""
         name = self.source.name
-        store = UnitStore(self.output, name, self.config_hash)
+        store = self.store()
         loaded = store.load(unit, verify_images=self.verify)
         if loaded is not None:
             outputs, digest = loaded
@@ -121,7 +126,8 @@ class UnitRenderer:
         outputs: Outputs = []
         clock, records = [0.0], 0
         try:
-            with fsio.recording_inputs() as inputs_read:
+            moved = store.root != store.named_root  # names listed as the store names them
+            with fsio.recording_inputs(rename=store.named if moved else None) as inputs_read:
                 try:
                     for item in timed(self.source.read(unit), clock):
                         if cancelled is not None and cancelled():
@@ -190,7 +196,8 @@ def unit_renderers(config: BuildConfig, verify: bool = False) -> dict[str, UnitR
         renderers[source_config.name] = UnitRenderer(
             make_source(source_config, config.seed, config.image.max_pixels), settings,
             web_images=one_image_sentences(source_config) and not together, fingerprint=together,
-            output=config.output, config_hash=config.content_hash(), verify=verify)
+            output=config.output, config_hash=config.content_hash(), verify=verify,
+            root=source_config.path, named_root=config.output_root(source_config.name))
     return renderers
 
 

@@ -16,7 +16,10 @@ its reading touched (recorded through `sources.fsio.recording_inputs`: every fil
 path probed and found absent, every folder listed) still have the same size and modification stamp
 (`fsio.file_state`), the values it derived from files many units share (`fsio.derived_input`: the
 split a list gives one video) are still the same, and the stored files match their digests; a
-grown, changed or damaged unit is rendered again, a vanished one is dropped.
+grown, changed or damaged unit is rendered again, a vanished one is dropped. An input moved
+since (a config that differs only in sources' paths: `build.moved_inputs`) keeps its units: ids,
+marks and manifests name paths under the root the output was first built from (`rebase`), and
+each file is checked where it lies now.
 
 Disk: once a shard holding an image commits, the store gives its copy up
 (`uvd_pipeline.unit_relocation`), so a build needs the output's size plus what is in flight,
@@ -91,6 +94,26 @@ def unit_id(source: str, unit: Any) -> str:
     return hashlib.sha256(f"{source}\n{unit!r}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
+def rebase(value: Any, old: str, new: str) -> Any:
+    """`value` (a unit, a path, a manifest's key or value) with every path under the source root
+    `old` put under `new` instead, the rest as it is: a moved input's units keep the names and
+    manifests they were committed with under the root the output was first built from."""
+    old, new = old.rstrip("/"), new.rstrip("/")
+    if old == new or not old or not new:
+        return value
+    if isinstance(value, str):
+        return new + value[len(old):] if value == old or value.startswith(old + "/") else value
+    if isinstance(value, list):
+        return [rebase(v, old, new) for v in value]
+    if isinstance(value, tuple):
+        items = [rebase(v, old, new) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: rebase(getattr(value, f.name), old, new)
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
 def unit_paths(unit: Any) -> list[str]:
     """Paths a unit names itself (a video file, an object folder, a shard's files): their state
     belongs to its manifest even when a reader opens them outside `sources.fsio`."""
@@ -102,30 +125,38 @@ def unit_paths(unit: Any) -> list[str]:
     return []
 
 
-def input_manifest(record: fsio.InputsRead, unit: Any) -> dict[str, Any]:
+def _same(value: Any) -> Any:
+    return value
+
+
+def input_manifest(record: fsio.InputsRead, unit: Any, named: Callable[[Any], Any] = _same) -> dict[str, Any]:
     """Each file the reading opened with its state now, each path it found absent as "missing"
-    (as it was when probed: one that appears before a rerun changes the unit), each listing."""
+    (as it was when probed: one that appears before a rerun changes the unit), each listing.
+    `named`: paths as the store names them (`UnitStore.named`; listings' names: `InputsRead.rename`)."""
     files = sorted(record.files | set(unit_paths(unit)))
-    states = {uri: fsio.file_state(uri) for uri in files}
-    states.update({uri: ["missing"] for uri in sorted(record.absent) if uri not in states})
+    states = {named(uri): fsio.file_state(uri) for uri in files}
+    states.update({named(uri): ["missing"] for uri in sorted(record.absent) if named(uri) not in states})
     manifest = {"files": dict(sorted(states.items())),
-                "listings": sorted([list(key), digest] for key, digest in record.listings.items())}
+                "listings": sorted([named(list(key)), digest] for key, digest in record.listings.items())}
     if record.derived:  # absent otherwise: the manifests (and digests) of other units stay as they were
-        manifest["derived"] = sorted(([list(key), value] for key, value in record.derived.items()),
+        manifest["derived"] = sorted(([named(list(key)), named(value)] for key, value in record.derived.items()),
                                      key=lambda entry: json.dumps(entry[0]))
     return manifest
 
 
-def changed_input(manifest: dict[str, Any]) -> str | None:
-    """What differs between a recorded manifest and the filesystem now (None: nothing)."""
+def changed_input(manifest: dict[str, Any], here: Callable[[Any], Any] = _same,
+                  named: Callable[[Any], Any] = _same) -> str | None:
+    """What differs between a recorded manifest and the filesystem now (None: nothing). `here`:
+    a recorded path where the input lies now, `named` the way back (a moved input: `UnitStore`)."""
     for uri, state in manifest["files"].items():
-        if fsio.file_state(uri) != state:
-            return f"{uri} changed"
+        if fsio.file_state(here(uri)) != state:
+            return f"{here(uri)} changed"
     for key, digest in manifest["listings"]:
-        if fsio.relist(tuple(tuple(k) if isinstance(k, list) else k for k in key)) != digest:
-            return f"the listing of {key[1]} changed"
+        now = tuple(tuple(k) if isinstance(k, list) else k for k in here(key))
+        if fsio.relist(now, rename=None if named is _same else named) != digest:
+            return f"the listing of {now[1]} changed"
     for key, value in manifest.get("derived", ()):
-        if fsio.rederive(tuple(key)) != value:
+        if named(fsio.rederive(tuple(here(key)))) != value:
             return f"{key[0]} of {key[-1]} changed"
     return None
 
@@ -226,11 +257,25 @@ class _Unpickler(pickle.Unpickler):
 class UnitStore:
     """One source's committed units under OUT/_units/<source>/."""
 
-    def __init__(self, output: str, source: str, config_hash: str) -> None:
+    def __init__(self, output: str, source: str, config_hash: str, root: str = "", named_root: str = "") -> None:
         self.output = output
         self.folder = fsio.join(output, UNITS_DIR, source)
         self.source = source
         self.config_hash = config_hash
+        # the source's root now, and the one its units are named under (the output's first: the
+        # input may have moved since, `BuildConfig.output_root`)
+        self.root, self.named_root = root, named_root or root
+
+    def named(self, value: Any) -> Any:
+        """A unit or path as the store names it (under the output's first root of the source)."""
+        return rebase(value, self.root, self.named_root)
+
+    def here(self, value: Any) -> Any:
+        """A path the store names, where it lies now."""
+        return rebase(value, self.named_root, self.root)
+
+    def uid(self, unit: Any) -> str:
+        return unit_id(self.source, self.named(unit))
 
     def _path(self, uid: str, suffix: str) -> str:
         return fsio.join(self.folder, uid + suffix)
@@ -241,7 +286,7 @@ class UnitStore:
         always checked by sha256; the image file by size, and each image still in it by sha256 with
         `verify_images` (every read checks it anyway, before its bytes go into a shard). Images
         moved into committed shards come back as refs into their tars."""
-        uid = unit_id(self.source, unit)
+        uid = self.uid(unit)
         mark_uri = self._path(uid, MARK_SUFFIX)
         try:
             mark = json.loads(fsio.read_bytes(mark_uri))
@@ -251,13 +296,15 @@ class UnitStore:
             log.warning("unit %s of %s: unreadable commit mark (%s): rendering it again", uid, self.source, exc)
             return None
         if (not isinstance(mark, dict) or mark.get("version") not in READ_VERSIONS
-                or mark.get("config_hash") != self.config_hash or mark.get("unit") != repr(unit)):
+                or mark.get("config_hash") != self.config_hash or mark.get("unit") != repr(self.named(unit))):
             return None
         problem = mark_problem(mark)
         if problem:  # edited or damaged on disk; a bug of ours past this check shows its traceback
             log.warning("unit %s of %s: damaged commit mark (%s): rendering it again", uid, self.source, problem)
             return None
-        change, digest = changed_input(mark["inputs"]), mark["inputs_digest"]
+        moved = self.root != self.named_root
+        change = changed_input(mark["inputs"], self.here, self.named) if moved else changed_input(mark["inputs"])
+        digest = mark["inputs_digest"]
         if change:
             log.info("%s: input of unit %s: %s: rendering it again", self.source, uid, change)
             return None
@@ -314,7 +361,7 @@ class UnitWriter:
     def __init__(self, store: UnitStore, unit: Any) -> None:
         self.store = store
         self.unit = unit
-        self.uid = unit_id(store.source, unit)
+        self.uid = store.uid(unit)
         self.render = uuid.uuid4().hex[:16]  # tells this rendering's images from an earlier one's
         self.images_uri = store._path(self.uid, BIN_SUFFIX)
         self._images = AtomicFile(self.images_uri)
@@ -343,12 +390,12 @@ class UnitWriter:
         portable = [(tag, _placed(item, "", "", {})) for tag, item in outputs]
         results = pickle.dumps(portable, protocol=pickle.HIGHEST_PROTOCOL)
         write_bytes(self.store._path(self.uid, RESULTS_SUFFIX), results)
-        manifest = input_manifest(record, self.unit)
+        manifest = input_manifest(record, self.unit, self.store.named)
         mark = {
             "version": DERIVED_STORE_VERSION if "derived" in manifest else STORE_VERSION,
             "source": self.store.source,
             "config_hash": self.store.config_hash,
-            "unit": repr(self.unit),
+            "unit": repr(self.store.named(self.unit)),
             "render": self.render,
             "inputs": manifest,
             "inputs_digest": digest_of(manifest),
