@@ -684,6 +684,28 @@ def test_source_calls_torch_load_only_weights_only_and_imports_no_beam():
                 assert not any(n.split(".")[0] in ("apache_beam", "uvd_pipeline") for n in names), path
 
 
+def _torch_load_calls(path: Path) -> list[str]:
+    """'file:function' of each `torch.load(...)` call in `path`."""
+    found = []
+    for function in ast.walk(ast.parse(path.read_text())):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found += [f"{path.name}:{function.name}" for node in ast.walk(function)
+                      if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load"
+                      and getattr(getattr(node.func, "value", None), "id", "") == "torch"]
+    return found
+
+
+def test_every_weights_file_is_read_by_one_function():
+    """The weights-only load (first-bytes check, torch.load, refusal wording) had near-copies in
+    tokenizer/checkpoint.py, tokenizer/fit.py (resume), trainer/checkpoint_io.py and
+    trainer/checkpoint.py, each with its own wording of the same refusals. One reader now:
+    `tokenizer.checkpoint.read_weights` (its callers word the refusal their way)."""
+    root = Path(checkpoint.__file__).parents[1]
+    calls = [call for package in ("tokenizer", "trainer") for path in sorted((root / package).glob("*.py"))
+             for call in _torch_load_calls(path)]
+    assert calls == ["checkpoint.py:read_weights"], calls
+
+
 # ---------------------------------------------------------------------------------------------
 # the batched codec
 # ---------------------------------------------------------------------------------------------

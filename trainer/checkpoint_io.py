@@ -235,24 +235,25 @@ def check_weight_file(path: str | os.PathLike[str]) -> None:
         raise CheckpointDamaged(path, problem)
 
 
-def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    from tokenizer.checkpoint import training_checkpoint_problem
+def read_torch_file(path: str | os.PathLike[str], mmap: bool = False, map_location: str | torch.device = "cpu",
+                    state_dict: bool = False) -> Any:
+    """`tokenizer.checkpoint.read_weights` (or `read_state_dict`) in the trainer's errors: a file
+    whose bytes are no weights file is `CheckpointDamaged`, one that holds the wrong thing (a
+    Lightning .ckpt in place of its state dict) a `CheckpointError`; both name the file and the fix."""
+    from tokenizer.checkpoint import WeightsFileError, read_state_dict, read_weights
 
-    check_weight_file(path)
-    with reading(path):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    wrapped = training_checkpoint_problem(state)
-    if wrapped:
-        raise CheckpointError(f"{path}: {wrapped}")
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    try:
+        return read_state_dict(path, mmap=mmap) if state_dict else read_weights(path, map_location, mmap=mmap)
+    except WeightsFileError as exc:
+        raise (CheckpointDamaged(exc.path, exc.reason) if exc.unreadable else CheckpointError(str(exc))) from None
+
+
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    state = read_torch_file(path, mmap=True, state_dict=True)
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: values that are not tensors: {_preview(bad)}")
-    return dict(state)
+    return state
 
 
 @dataclass(frozen=True)
