@@ -536,3 +536,56 @@ def test_a_shard_that_is_a_git_lfs_pointer_is_named_as_one(tmp_path: Path, capsy
     shard.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 4938985248\n")
     err = _refused(folder, tmp_path, capsys)
     assert err.startswith(f"error: {shard}: a Git LFS pointer") and "git lfs pull" in err
+
+
+def _small_hf_model(seed: int) -> "transformers.LlamaForCausalLM":
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                                      num_hidden_layers=2, max_position_embeddings=128, tie_word_embeddings=False)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def _sharded_folders(tmp_path: Path, hf) -> dict[str, Path]:
+    """The model as transformers' save_pretrained shards it (safetensors + model.safetensors.index.json)
+    and as huggingface_hub's save_torch_state_dict (transformers 4's writer) shards .bin files."""
+    from huggingface_hub import save_torch_state_dict
+
+    hf.save_pretrained(tmp_path / "safe", max_shard_size="20KB")
+    (tmp_path / "bin").mkdir()
+    shutil.copy(tmp_path / "safe" / "config.json", tmp_path / "bin" / "config.json")
+    save_torch_state_dict(hf.state_dict(), tmp_path / "bin", safe_serialization=False, max_shard_size="20KB")
+    return {"safe": tmp_path / "safe", "bin": tmp_path / "bin"}
+
+
+def _as_stored(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of `folder` by safetensors' and torch's own readers."""
+    found: dict[str, torch.Tensor] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".safetensors":
+            found.update(load_file(str(path)))
+        elif path.suffix == ".bin":
+            found.update(torch.load(path, weights_only=True))
+    return found
+
+
+@pytest.mark.parametrize("kind, index", [("safe", "model.safetensors.index.json"), ("bin", "pytorch_model.bin.index.json")])
+def test_a_sharded_checkpoint_reads_its_index_and_each_file_once(tmp_path: Path, monkeypatch, kind, index):
+    """load_pretrained parsed a shard index three times (file list, headers, index check; four in a
+    sealed folder) and torch-loaded each .bin twice (headers, then tensors). Each is read once now, and
+    the values are those safetensors' and torch's own readers give for the same files."""
+    folder = _sharded_folders(tmp_path, _small_hf_model(7))[kind]
+    assert (folder / index).is_file() and len(list(folder.glob(f"*.{'safetensors' if kind == 'safe' else 'bin'}"))) > 2
+    expected = _as_stored(folder)
+    if kind == "safe":  # sealed, as our writes are: the manifest check read the index once more
+        write_manifest(folder)
+    parsed, loaded = [], []
+    real_loads, real_load = json.loads, torch.load
+    monkeypatch.setattr(json, "loads", lambda text, *a, **k: parsed.append(text) or real_loads(text, *a, **k))
+    monkeypatch.setattr(torch, "load", lambda path, *a, **k: loaded.append(Path(path).name) or real_load(path, *a, **k))
+    model = load_pretrained(folder)
+    monkeypatch.undo()
+    assert sum(b"weight_map" in (t if isinstance(t, bytes) else t.encode()) for t in parsed) == 1, len(parsed)
+    assert sorted(loaded) == sorted(path.name for path in folder.glob("*.bin")), loaded
+    state = model.state_dict()
+    assert sorted(state) == sorted(expected)
+    assert all(torch.equal(state[key], expected[key]) for key in expected)

@@ -120,6 +120,12 @@ def _head(path: str | os.PathLike[str]) -> bytes:
         return b""
 
 
+def mappable(path: str | os.PathLike[str]) -> bool:
+    """Whether `read_weights(path, mmap=True)` maps the file's tensors (a zip-format torch file, as
+    torch.save writes since 1.6) rather than reading them all (a legacy pickle)."""
+    return _head(path)[:4] == _ZIP_HEAD
+
+
 class WeightsFileError(CheckpointError):
     """A torch file refused by `read_weights` / `read_state_dict`: `path` names it, `reason` says
     why and the fix, so a caller can word the refusal its own way. `unreadable`: its bytes are no
