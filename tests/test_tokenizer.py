@@ -446,6 +446,27 @@ def test_broken_checkpoint_files_are_refused_naming_file_and_problem(tmp_path, c
     assert weights_hash(load(tmp_path / "fine")) == weights_hash(state)  # the same format, intact, loads
 
 
+@pytest.mark.parametrize("make, words", [
+    ("sparse", "2147483648 bytes, more than the 4 MiB a config.json may have (real ones are a few KB)"),
+    ("/dev/zero", "a character device, not a file; pass a config.json file itself"),
+])
+def test_a_config_too_big_to_be_one_is_refused_before_it_is_read(tmp_path, never_read, make, words):
+    """A tokenizer folder's config.json was read whole: 2 GB (sparse) took its size in memory before
+    json refused it; linked to /dev/zero it was called missing. Now one line from its size or kind."""
+    folder = _muse_folder(tmp_path / "tok", SMALL_CONFIG, {"pytorch_model.bin": _torch_bytes(_small_state())})
+    path = folder / "config.json"
+    path.unlink()
+    if make == "sparse":
+        with open(path, "wb") as handle:
+            handle.truncate(2**31)
+    else:
+        path.symlink_to(make)
+    never_read(path)
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    message = str(error.value)
+    assert f"{path}: {words}" in message and "\n" not in message, message
+
 def _deflated(torch_file: bytes) -> bytes:
     """The same torch file re-zipped with its tensor records deflated (as `zip -r` or a hub
     mirror's repacking makes it); torch.save stores every record uncompressed."""

@@ -589,3 +589,34 @@ def test_a_sharded_checkpoint_reads_its_index_and_each_file_once(tmp_path: Path,
     state = model.state_dict()
     assert sorted(state) == sorted(expected)
     assert all(torch.equal(state[key], expected[key]) for key in expected)
+
+
+@pytest.mark.parametrize("file, make, words", [
+    ("config.json", "padded", "4194305 bytes, more than the 4 MiB a config.json may have (real ones are a few KB)"),
+    ("config.json", "sparse", "2147483648 bytes, more than the 4 MiB a config.json may have"),
+    ("config.json", "/dev/zero", "a character device, not a file; pass a config.json file itself"),
+    ("model.safetensors.index.json", "sparse", "2147483648 bytes, more than the 32 MiB a shard index may have"),
+])
+def test_a_config_or_index_too_big_to_be_one_is_refused_from_its_size(tmp_path: Path, never_read, file, make, words):
+    """config.json and the shard index were read whole, whatever their size: a 2 GB config.json took
+    its size in memory (and a second copy to decode) before json saw it was no config, and a
+    config.json linked to /dev/zero read forever. Both are refused from what the file system says,
+    before a byte is read, in one line naming the file (bounds: 4 MiB and 32 MiB, see checkpoint_io)."""
+    folder = _sharded_folders(tmp_path, _small_hf_model(8))["safe"]
+    path = folder / file
+    if make == "padded":  # still valid JSON, one byte past the bound
+        text = path.read_text()
+        path.write_text(text + " " * (4 * 2**20 + 1 - len(text.encode())))
+    elif make == "sparse":
+        path.unlink()
+        with open(path, "wb") as handle:
+            handle.truncate(2**31)
+        never_read(path)
+    else:
+        path.unlink()
+        path.symlink_to(make)
+        never_read(make)
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(folder)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and words in message and "\n" not in message, message

@@ -285,7 +285,7 @@ def read_config(path: str | os.PathLike[str]) -> VQGANConfig:
     the image size, say, before paying for the model)."""
     folder = os.fspath(path)
     config_path = os.path.join(folder, CONFIG_NAME)
-    if not os.path.isfile(config_path):
+    if not os.path.exists(config_path):  # one that is there but no file (/dev/zero) is refused by its reader
         raise CheckpointError(f"{folder}: no {CONFIG_NAME}")
     try:
         return VQGANConfig.from_json(config_path)

@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from tokenizer.config import CONFIG_MAX_BYTES, JSONFileRefused, read_json
+
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig, UsageError
 from .integrity import (
     CheckpointDamaged,
@@ -90,6 +92,23 @@ def parse_size(value: int | str) -> int:
     return int(float(match.group(1)) * base ** power)
 
 
+# A shard index lists each tensor once (~100 bytes each): the largest on the Hub (DeepSeek-V3's ~91k
+# tensors in 163 shards) are under 10 MB. 32 MiB leaves room, and parses into a few hundred MB at most.
+INDEX_MAX_BYTES = 32 << 20
+INDEX_USUAL = "the largest real ones, ~100k tensors, are under 10 MB"
+
+
+def json_file(path: Path, max_bytes: int = CONFIG_MAX_BYTES, what: str = "a config.json",
+              usual: str = "real ones are a few KB") -> Any:
+    """`tokenizer.config.read_json` in the checkpoint's errors: a file refused from its kind or size
+    is a `CheckpointError` naming it, one that cannot be read or parsed `CheckpointDamaged`."""
+    with reading(path):
+        try:
+            return read_json(path, max_bytes, what, usual)
+        except JSONFileRefused as exc:
+            raise CheckpointError(str(exc)) from None
+
+
 # -- config ----------------------------------------------------------------------------------
 def resolve_folder(folder: str | os.PathLike[str]) -> Path:
     """A model folder itself, or for a fit run's output folder its newest complete step folder."""
@@ -107,11 +126,10 @@ def read_config(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, 
 
     Returns the config and the raw dict (for `tie_word_embeddings` and `torch_dtype`)."""
     path = Path(folder) / CONFIG_NAME
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{folder}: no {CONFIG_NAME}; expected a model folder with {CONFIG_NAME} "
                               f"and {SAFE_NAME} (or {SAFE_INDEX}, {BIN_NAME})")
-    with reading(path):
-        raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = json_file(path)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     return config_from_dict(raw, str(path)), raw
@@ -183,9 +201,8 @@ def shard_index(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, str]] |
     root = Path(folder)
     for index_name in (SAFE_INDEX, BIN_INDEX):
         index = root / index_name
-        if index.is_file():
-            with reading(index):
-                raw = json.loads(index.read_text(encoding="utf-8"))
+        if index.exists():
+            raw = json_file(index, INDEX_MAX_BYTES, "a shard index", INDEX_USUAL)
             if not isinstance(raw, Mapping) or not isinstance(raw.get("weight_map"), Mapping):
                 raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
             _shard_names(index, raw["weight_map"])
