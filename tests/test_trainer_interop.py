@@ -596,13 +596,17 @@ def test_a_sharded_checkpoint_reads_its_index_and_each_file_once(tmp_path: Path,
     ("config.json", "sparse", "2147483648 bytes, more than the 4 MiB a config.json may have"),
     ("config.json", "/dev/zero", "a character device, not a file; pass a config.json file itself"),
     ("model.safetensors.index.json", "sparse", "2147483648 bytes, more than the 32 MiB a shard index may have"),
+    ("manifest.json", "sparse", "2147483648 bytes, more than the 32 MiB a manifest may have"),
 ])
 def test_a_config_or_index_too_big_to_be_one_is_refused_from_its_size(tmp_path: Path, never_read, file, make, words):
     """config.json and the shard index were read whole, whatever their size: a 2 GB config.json took
     its size in memory (and a second copy to decode) before json saw it was no config, and a
-    config.json linked to /dev/zero read forever. Both are refused from what the file system says,
-    before a byte is read, in one line naming the file (bounds: 4 MiB and 32 MiB, see checkpoint_io)."""
+    config.json linked to /dev/zero was called missing (read forever where a flag names it). They, and
+    a folder's manifest, are refused from what the file system says, before a byte is read, in one
+    line naming the file (bounds: 4 MiB for a config, 32 MiB for an index or manifest)."""
     folder = _sharded_folders(tmp_path, _small_hf_model(8))["safe"]
+    if file == "manifest.json":  # sealed, as the folders we write are: the manifest is read first
+        write_manifest(folder)
     path = folder / file
     if make == "padded":  # still valid JSON, one byte past the bound
         text = path.read_text()

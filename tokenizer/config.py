@@ -40,7 +40,12 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (sta
 
 
 class JSONFileRefused(ValueError):
-    """A JSON file refused from what the file system says of it (kind, size), before it is read."""
+    """A JSON file refused from what the file system says of it (kind, size), before it is read;
+    `reason` is the message without the path, for a caller that names the file its own way."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{os.fspath(path)}: {reason}")
 
 
 def read_json(path: str | os.PathLike[str], max_bytes: int = CONFIG_MAX_BYTES, what: str = "a config.json",
@@ -52,14 +57,14 @@ def read_json(path: str | os.PathLike[str], max_bytes: int = CONFIG_MAX_BYTES, w
     info = os.stat(path)
     kind = next((name for test, name in _KINDS if test(info.st_mode)), None)
     if kind:
-        raise JSONFileRefused(f"{path}: {kind}, not a file; pass {what} file itself")
+        raise JSONFileRefused(path, f"{kind}, not a file; pass {what} file itself")
     data = b""
     if info.st_size <= max_bytes:
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     if max(info.st_size, len(data)) > max_bytes:
-        raise JSONFileRefused(f"{path}: {max(info.st_size, len(data))} bytes, more than the {max_bytes >> 20} MiB "
-                              f"{what} may have ({usual}): not {what}; pass the right file")
+        raise JSONFileRefused(path, f"{max(info.st_size, len(data))} bytes, more than the {max_bytes >> 20} MiB "
+                                    f"{what} may have ({usual}): not {what}; pass the right file")
     return json.loads(data)
 
 
