@@ -624,3 +624,31 @@ def test_a_config_or_index_too_big_to_be_one_is_refused_from_its_size(tmp_path: 
         load_pretrained(folder)
     message = str(error.value)
     assert message.startswith(f"{path}: ") and words in message and "\n" not in message, message
+
+
+def test_legacy_bin_shards_are_read_again_rather_than_held_together(tmp_path: Path, monkeypatch):
+    """A legacy (pre-zip) torch file cannot be memory-mapped: keeping every shard's state dict from
+    the header read to the stream would hold the whole model in memory twice over. Among several
+    such shards each is read again when streamed (one at a time); one legacy file alone is read once."""
+    hf = _small_hf_model(9)
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    folders = {"sharded": tmp_path / "sharded", "single": tmp_path / "single"}
+    for folder in folders.values():
+        folder.mkdir()
+        hf.config.to_json_file(folder / "config.json")
+    names = sorted(state)
+    halves = {"pytorch_model-00001-of-00002.bin": names[::2], "pytorch_model-00002-of-00002.bin": names[1::2]}
+    for name, keys in halves.items():
+        torch.save({k: state[k] for k in keys}, folders["sharded"] / name, _use_new_zipfile_serialization=False)
+    (folders["sharded"] / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {k: name for name, keys in halves.items() for k in keys}}))
+    torch.save(state, folders["single"] / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    real_load = torch.load
+    for kind, reads in (("sharded", 2), ("single", 1)):
+        loaded: list[str] = []
+        monkeypatch.setattr(torch, "load", lambda path, *a, **k: loaded.append(Path(path).name) or real_load(path, *a, **k))
+        model = load_pretrained(folders[kind])
+        monkeypatch.undo()
+        files = sorted(path.name for path in folders[kind].glob("*.bin"))
+        assert sorted(loaded) == sorted(files * reads), (kind, loaded)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
