@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from tokenizer.config import CONFIG_MAX_BYTES, JSONFileRefused, read_json
+from tokenizer.config import JSONFileRefused, read_json
 
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig, UsageError
 from .integrity import (
@@ -98,13 +98,12 @@ INDEX_MAX_BYTES = 32 << 20
 INDEX_USUAL = "the largest real ones, ~100k tensors, are under 10 MB"
 
 
-def json_file(path: Path, max_bytes: int = CONFIG_MAX_BYTES, what: str = "a config.json",
-              usual: str = "real ones are a few KB") -> Any:
-    """`tokenizer.config.read_json` in the checkpoint's errors: a file refused from its kind or size
-    is a `CheckpointError` naming it, one that cannot be read or parsed `CheckpointDamaged`."""
+def json_file(path: Path, **bounds: Any) -> Any:
+    """`tokenizer.config.read_json(path, **bounds)` in the checkpoint's errors: a file refused from
+    its kind or size is a `CheckpointError` naming it, one that cannot be read or parsed `CheckpointDamaged`."""
     with reading(path):
         try:
-            return read_json(path, max_bytes, what, usual)
+            return read_json(path, **bounds)
         except JSONFileRefused as exc:
             raise CheckpointError(str(exc)) from None
 
@@ -202,7 +201,7 @@ def shard_index(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, str]] |
     for index_name in (SAFE_INDEX, BIN_INDEX):
         index = root / index_name
         if index.exists():
-            raw = json_file(index, INDEX_MAX_BYTES, "a shard index", INDEX_USUAL)
+            raw = json_file(index, max_bytes=INDEX_MAX_BYTES, what="a shard index", usual=INDEX_USUAL)
             if not isinstance(raw, Mapping) or not isinstance(raw.get("weight_map"), Mapping):
                 raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
             _shard_names(index, raw["weight_map"])
