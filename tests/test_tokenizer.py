@@ -569,6 +569,39 @@ def test_a_git_lfs_pointer_instead_of_the_weights_is_named_as_one(tmp_path, name
     assert str(error.value).startswith(f"{folder / name}: a Git LFS pointer") and "git lfs pull" in str(error.value)
 
 
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.safetensors"])
+def test_a_pipe_in_place_of_the_weights_is_refused_not_waited_on(tmp_path, name):
+    """A named pipe called pytorch_model.bin (a download streamed through mkfifo) blocked the load
+    forever in open(), before any check. Refused from its kind now. Should a regression open it
+    again, the test writes nothing into the pipe after 10 s to let it go; for model.safetensors it
+    asks only the check that runs before safetensors' reader (which blocks holding the GIL)."""
+    import threading
+
+    folder = _muse_folder(tmp_path / "piped", SMALL_CONFIG, {})
+    os.mkfifo(folder / name)
+    outcome: list[object] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(checkpoint.weight_file_problem(folder / name) if name.endswith(".safetensors") else load(folder))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # blocked in open(): a writer that closes at once lets it go
+        os.close(os.open(folder / name, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        pytest.fail(f"{name} as a pipe blocked the load")
+    reason = "a pipe, not a file; pass the weights file itself"
+    if name.endswith(".safetensors"):
+        assert outcome == [reason]
+    else:
+        assert len(outcome) == 1 and isinstance(outcome[0], CheckpointError), outcome
+        assert str(outcome[0]) == f"{folder / name}: {reason}"
+
+
 class _LightningCallback:  # pickled by reference, as pytorch_lightning's ModelCheckpoint is in a .ckpt
     def __init__(self):
         self.monitor = "val/rec_loss"

@@ -26,7 +26,7 @@ from typing import Iterator, Mapping
 import torch
 
 from .atomic import atomic_path
-from .config import VQGANConfig
+from .config import VQGANConfig, not_a_file
 from .model import VQGAN, state_shapes
 
 CONFIG_NAME = "config.json"
@@ -101,8 +101,10 @@ def weight_file_problem(path: str | os.PathLike[str]) -> str | None:
     return _problem(path, _head(path))
 
 
-def _problem(path: str | os.PathLike[str], head: bytes) -> str | None:
-    """`weight_file_problem` of `path`, whose first bytes are `head`."""
+def _problem(path: str | os.PathLike[str], head: bytes | None) -> str | None:
+    """`weight_file_problem` of `path`, whose first bytes are `head` (None: no regular file)."""
+    if head is None:
+        return f"{not_a_file(os.stat(path).st_mode)}, not a file; pass the weights file itself"
     if head == _LFS_POINTER:
         return (f"a Git LFS pointer ({os.path.getsize(path)} bytes), not the weights it stands for: the "
                 "repository was cloned without Git LFS; fetch the files with `git lfs pull`")
@@ -111,9 +113,12 @@ def _problem(path: str | os.PathLike[str], head: bytes) -> str | None:
     return torch_file_problem(path)
 
 
-def _head(path: str | os.PathLike[str]) -> bytes:
-    """The first bytes of `path` that tell an LFS pointer and a zip apart (none if unreadable)."""
+def _head(path: str | os.PathLike[str]) -> bytes | None:
+    """The first bytes of `path` that tell an LFS pointer and a zip apart (none if unreadable);
+    None for a path that is there but no regular file (a pipe would block the open forever)."""
     try:
+        if not_a_file(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as handle:
             return handle.read(len(_LFS_POINTER))
     except OSError:
@@ -123,7 +128,7 @@ def _head(path: str | os.PathLike[str]) -> bytes:
 def mappable(path: str | os.PathLike[str]) -> bool:
     """Whether `read_weights(path, mmap=True)` maps the file's tensors (a zip-format torch file, as
     torch.save writes since 1.6) rather than reading them all (a legacy pickle)."""
-    return _head(path)[:4] == _ZIP_HEAD
+    return (_head(path) or b"")[:4] == _ZIP_HEAD
 
 
 class WeightsFileError(CheckpointError):

@@ -39,6 +39,12 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (sta
           (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"))
 
 
+def not_a_file(mode: int) -> str | None:
+    """What a path of `st_mode` `mode` is when it is no regular file ('a pipe', ...), else None: a
+    pipe blocks its reader forever, a device reads without end."""
+    return next((name for test, name in _KINDS if test(mode)), None)
+
+
 class JSONFileRefused(ValueError):
     """A JSON file refused from what the file system says of it (kind, size), before it is read;
     `reason` is the message without the path, for a caller that names the file its own way."""
@@ -55,7 +61,7 @@ def read_json(path: str | os.PathLike[str], max_bytes: int = CONFIG_MAX_BYTES, w
     `max_bytes` are read (a file that grows meanwhile, a /proc file that says 0, stop there).
     OSError for a file that cannot be opened; json's ValueError for one that is no JSON."""
     info = os.stat(path)
-    kind = next((name for test, name in _KINDS if test(info.st_mode)), None)
+    kind = not_a_file(info.st_mode)
     if kind:
         raise JSONFileRefused(path, f"{kind}, not a file; pass {what} file itself")
     data = b""
