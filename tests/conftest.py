@@ -256,3 +256,27 @@ def early_rendered(caplog) -> tuple[int, int] | None:
         if found:
             return int(found[1]), int(found[2])
     return None
+
+
+@pytest.fixture
+def never_read(monkeypatch):
+    """`never_read(*paths)`: make opening any of `paths` fail the test, so a file that must be refused
+    from its size or kind (a sparse 2 GB config.json, /dev/zero) is never read even by a regression
+    (which would read gigabytes or forever): the refusal is then in words other than the expected."""
+    import builtins
+    import io
+
+    forbidden: set[str] = set()
+    real_open = io.open
+
+    def guarded(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.realpath(file) in forbidden:
+            raise AssertionError(f"{file} was opened")
+        return real_open(file, *args, **kwargs)
+
+    def forbid(*paths: str | os.PathLike[str]) -> None:
+        forbidden.update(os.path.realpath(path) for path in paths)
+        monkeypatch.setattr(builtins, "open", guarded)
+        monkeypatch.setattr(io, "open", guarded)
+
+    return forbid

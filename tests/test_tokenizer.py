@@ -446,6 +446,27 @@ def test_broken_checkpoint_files_are_refused_naming_file_and_problem(tmp_path, c
     assert weights_hash(load(tmp_path / "fine")) == weights_hash(state)  # the same format, intact, loads
 
 
+@pytest.mark.parametrize("make, words", [
+    ("sparse", "2147483648 bytes, more than the 4 MiB a config.json may have (real ones are a few KB)"),
+    ("/dev/zero", "a character device, not a file; pass a config.json file itself"),
+])
+def test_a_config_too_big_to_be_one_is_refused_before_it_is_read(tmp_path, never_read, make, words):
+    """A tokenizer folder's config.json was read whole: 2 GB (sparse) took its size in memory before
+    json refused it; linked to /dev/zero it was called missing. Now one line from its size or kind."""
+    folder = _muse_folder(tmp_path / "tok", SMALL_CONFIG, {"pytorch_model.bin": _torch_bytes(_small_state())})
+    path = folder / "config.json"
+    path.unlink()
+    if make == "sparse":
+        with open(path, "wb") as handle:
+            handle.truncate(2**31)
+    else:
+        path.symlink_to(make)
+    never_read(path)
+    with pytest.raises(CheckpointError) as error:
+        load(folder)
+    message = str(error.value)
+    assert f"{path}: {words}" in message and "\n" not in message, message
+
 def _deflated(torch_file: bytes) -> bytes:
     """The same torch file re-zipped with its tensor records deflated (as `zip -r` or a hub
     mirror's repacking makes it); torch.save stores every record uncompressed."""
@@ -546,6 +567,39 @@ def test_a_git_lfs_pointer_instead_of_the_weights_is_named_as_one(tmp_path, name
     with pytest.raises(CheckpointError) as error:
         load(folder)
     assert str(error.value).startswith(f"{folder / name}: a Git LFS pointer") and "git lfs pull" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.safetensors"])
+def test_a_pipe_in_place_of_the_weights_is_refused_not_waited_on(tmp_path, name):
+    """A named pipe called pytorch_model.bin (a download streamed through mkfifo) blocked the load
+    forever in open(), before any check. Refused from its kind now. Should a regression open it
+    again, the test writes nothing into the pipe after 10 s to let it go; for model.safetensors it
+    asks only the check that runs before safetensors' reader (which blocks holding the GIL)."""
+    import threading
+
+    folder = _muse_folder(tmp_path / "piped", SMALL_CONFIG, {})
+    os.mkfifo(folder / name)
+    outcome: list[object] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(checkpoint.weight_file_problem(folder / name) if name.endswith(".safetensors") else load(folder))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # blocked in open(): a writer that closes at once lets it go
+        os.close(os.open(folder / name, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        pytest.fail(f"{name} as a pipe blocked the load")
+    reason = "a pipe, not a file; pass the weights file itself"
+    if name.endswith(".safetensors"):
+        assert outcome == [reason]
+    else:
+        assert len(outcome) == 1 and isinstance(outcome[0], CheckpointError), outcome
+        assert str(outcome[0]) == f"{folder / name}: {reason}"
 
 
 class _LightningCallback:  # pickled by reference, as pytorch_lightning's ModelCheckpoint is in a .ckpt
@@ -682,6 +736,28 @@ def test_source_calls_torch_load_only_weights_only_and_imports_no_beam():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(n.split(".")[0] in ("apache_beam", "uvd_pipeline") for n in names), path
+
+
+def _torch_load_calls(path: Path) -> list[str]:
+    """'file:function' of each `torch.load(...)` call in `path`."""
+    found = []
+    for function in ast.walk(ast.parse(path.read_text())):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found += [f"{path.name}:{function.name}" for node in ast.walk(function)
+                      if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load"
+                      and getattr(getattr(node.func, "value", None), "id", "") == "torch"]
+    return found
+
+
+def test_every_weights_file_is_read_by_one_function():
+    """The weights-only load (first-bytes check, torch.load, refusal wording) had near-copies in
+    tokenizer/checkpoint.py, tokenizer/fit.py (resume), trainer/checkpoint_io.py and
+    trainer/checkpoint.py, each with its own wording of the same refusals. One reader now:
+    `tokenizer.checkpoint.read_weights` (its callers word the refusal their way)."""
+    root = Path(checkpoint.__file__).parents[1]
+    calls = [call for package in ("tokenizer", "trainer") for path in sorted((root / package).glob("*.py"))
+             for call in _torch_load_calls(path)]
+    assert calls == ["checkpoint.py:read_weights"], calls
 
 
 # ---------------------------------------------------------------------------------------------

@@ -473,3 +473,20 @@ def test_a_damaged_train_state_is_one_error_line_naming_it(tmp_path, capsys, dam
     assert err.startswith(f"error: --out: {state} cannot be resumed from (") and err.count("\n") == 1
     assert "move it away" in err and ("git lfs pull" in err) == (damage == "lfs") and "weights_only" not in err
     assert not (state.parent / "log.jsonl").exists()
+
+
+@pytest.mark.parametrize("make", ["sparse", "/dev/zero"])
+def test_a_config_flag_naming_no_config_file_is_refused_before_reading(tmp_path, capsys, never_read, make):
+    """`--config /dev/zero` read zeros until memory ran out, and a 2 GB --config file was read whole
+    before json refused it: one error line now, from the file's kind or size, before any read."""
+    path = Path(make)
+    if make == "sparse":
+        path = tmp_path / "config.json"
+        with open(path, "wb") as handle:
+            handle.truncate(2**31)
+    never_read(path)
+    assert fit_cli.main(["--config", str(path), "--data", PHOTOS, "--out", str(tmp_path / "o"), "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --config {path}: {path}: ") and err.count("\n") == 1, err
+    assert ("2147483648 bytes, more than the 4 MiB" if make == "sparse" else "a character device") in err, err
+    assert not (tmp_path / "o").exists()

@@ -536,3 +536,119 @@ def test_a_shard_that_is_a_git_lfs_pointer_is_named_as_one(tmp_path: Path, capsy
     shard.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 4938985248\n")
     err = _refused(folder, tmp_path, capsys)
     assert err.startswith(f"error: {shard}: a Git LFS pointer") and "git lfs pull" in err
+
+
+def _small_hf_model(seed: int) -> "transformers.LlamaForCausalLM":
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                                      num_hidden_layers=2, max_position_embeddings=128, tie_word_embeddings=False)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def _sharded_folders(tmp_path: Path, hf) -> dict[str, Path]:
+    """The model as transformers' save_pretrained shards it (safetensors + model.safetensors.index.json)
+    and as huggingface_hub's save_torch_state_dict (transformers 4's writer) shards .bin files."""
+    from huggingface_hub import save_torch_state_dict
+
+    hf.save_pretrained(tmp_path / "safe", max_shard_size="20KB")
+    (tmp_path / "bin").mkdir()
+    shutil.copy(tmp_path / "safe" / "config.json", tmp_path / "bin" / "config.json")
+    save_torch_state_dict(hf.state_dict(), tmp_path / "bin", safe_serialization=False, max_shard_size="20KB")
+    return {"safe": tmp_path / "safe", "bin": tmp_path / "bin"}
+
+
+def _as_stored(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of `folder` by safetensors' and torch's own readers."""
+    found: dict[str, torch.Tensor] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".safetensors":
+            found.update(load_file(str(path)))
+        elif path.suffix == ".bin":
+            found.update(torch.load(path, weights_only=True))
+    return found
+
+
+@pytest.mark.parametrize("kind, index", [("safe", "model.safetensors.index.json"), ("bin", "pytorch_model.bin.index.json")])
+def test_a_sharded_checkpoint_reads_its_index_and_each_file_once(tmp_path: Path, monkeypatch, kind, index):
+    """load_pretrained parsed a shard index three times (file list, headers, index check; four in a
+    sealed folder) and torch-loaded each .bin twice (headers, then tensors). Each is read once now, and
+    the values are those safetensors' and torch's own readers give for the same files."""
+    folder = _sharded_folders(tmp_path, _small_hf_model(7))[kind]
+    assert (folder / index).is_file() and len(list(folder.glob(f"*.{'safetensors' if kind == 'safe' else 'bin'}"))) > 2
+    expected = _as_stored(folder)
+    if kind == "safe":  # sealed, as our writes are: the manifest check read the index once more
+        write_manifest(folder)
+    parsed, loaded = [], []
+    real_loads, real_load = json.loads, torch.load
+    monkeypatch.setattr(json, "loads", lambda text, *a, **k: parsed.append(text) or real_loads(text, *a, **k))
+    monkeypatch.setattr(torch, "load", lambda path, *a, **k: loaded.append(Path(path).name) or real_load(path, *a, **k))
+    model = load_pretrained(folder)
+    monkeypatch.undo()
+    assert sum(b"weight_map" in (t if isinstance(t, bytes) else t.encode()) for t in parsed) == 1, len(parsed)
+    assert sorted(loaded) == sorted(path.name for path in folder.glob("*.bin")), loaded
+    state = model.state_dict()
+    assert sorted(state) == sorted(expected)
+    assert all(torch.equal(state[key], expected[key]) for key in expected)
+
+
+@pytest.mark.parametrize("file, make, words", [
+    ("config.json", "padded", "4194305 bytes, more than the 4 MiB a config.json may have (real ones are a few KB)"),
+    ("config.json", "sparse", "2147483648 bytes, more than the 4 MiB a config.json may have"),
+    ("config.json", "/dev/zero", "a character device, not a file; pass a config.json file itself"),
+    ("model.safetensors.index.json", "sparse", "2147483648 bytes, more than the 32 MiB a shard index may have"),
+    ("manifest.json", "sparse", "2147483648 bytes, more than the 32 MiB a manifest may have"),
+])
+def test_a_config_or_index_too_big_to_be_one_is_refused_from_its_size(tmp_path: Path, never_read, file, make, words):
+    """config.json and the shard index were read whole, whatever their size: a 2 GB config.json took
+    its size in memory (and a second copy to decode) before json saw it was no config, and a
+    config.json linked to /dev/zero was called missing (read forever where a flag names it). They, and
+    a folder's manifest, are refused from what the file system says, before a byte is read, in one
+    line naming the file (bounds: 4 MiB for a config, 32 MiB for an index or manifest)."""
+    folder = _sharded_folders(tmp_path, _small_hf_model(8))["safe"]
+    if file == "manifest.json":  # sealed, as the folders we write are: the manifest is read first
+        write_manifest(folder)
+    path = folder / file
+    if make == "padded":  # still valid JSON, one byte past the bound
+        text = path.read_text()
+        path.write_text(text + " " * (4 * 2**20 + 1 - len(text.encode())))
+    elif make == "sparse":
+        path.unlink()
+        with open(path, "wb") as handle:
+            handle.truncate(2**31)
+        never_read(path)
+    else:
+        path.unlink()
+        path.symlink_to(make)
+        never_read(make)
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(folder)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and words in message and "\n" not in message, message
+
+
+def test_legacy_bin_shards_are_read_again_rather_than_held_together(tmp_path: Path, monkeypatch):
+    """A legacy (pre-zip) torch file cannot be memory-mapped: keeping every shard's state dict from
+    the header read to the stream would hold the whole model in memory twice over. Among several
+    such shards each is read again when streamed (one at a time); one legacy file alone is read once."""
+    hf = _small_hf_model(9)
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    folders = {"sharded": tmp_path / "sharded", "single": tmp_path / "single"}
+    for folder in folders.values():
+        folder.mkdir()
+        hf.config.to_json_file(folder / "config.json")
+    names = sorted(state)
+    halves = {"pytorch_model-00001-of-00002.bin": names[::2], "pytorch_model-00002-of-00002.bin": names[1::2]}
+    for name, keys in halves.items():
+        torch.save({k: state[k] for k in keys}, folders["sharded"] / name, _use_new_zipfile_serialization=False)
+    (folders["sharded"] / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {k: name for name, keys in halves.items() for k in keys}}))
+    torch.save(state, folders["single"] / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    real_load = torch.load
+    for kind, reads in (("sharded", 2), ("single", 1)):
+        loaded: list[str] = []
+        monkeypatch.setattr(torch, "load", lambda path, *a, **k: loaded.append(Path(path).name) or real_load(path, *a, **k))
+        model = load_pretrained(folders[kind])
+        monkeypatch.undo()
+        files = sorted(path.name for path in folders[kind].glob("*.bin"))
+        assert sorted(loaded) == sorted(files * reads), (kind, loaded)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())

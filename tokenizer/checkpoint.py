@@ -26,7 +26,7 @@ from typing import Iterator, Mapping
 import torch
 
 from .atomic import atomic_path
-from .config import VQGANConfig
+from .config import VQGANConfig, not_a_file
 from .model import VQGAN, state_shapes
 
 CONFIG_NAME = "config.json"
@@ -98,17 +98,80 @@ def weight_file_problem(path: str | os.PathLike[str]) -> str | None:
     reader decodes it (None: let the reader judge): a Git LFS pointer (a hub clone without LFS:
     torch and safetensors named only a bad opcode or header), or, for a file torch reads as a zip
     (its first bytes), `torch_file_problem`."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(_LFS_POINTER))
-    except OSError:
-        return None
+    return _problem(path, _head(path))
+
+
+def _problem(path: str | os.PathLike[str], head: bytes | None) -> str | None:
+    """`weight_file_problem` of `path`, whose first bytes are `head` (None: no regular file)."""
+    if head is None:
+        return f"{not_a_file(os.stat(path).st_mode)}, not a file; pass the weights file itself"
     if head == _LFS_POINTER:
         return (f"a Git LFS pointer ({os.path.getsize(path)} bytes), not the weights it stands for: the "
                 "repository was cloned without Git LFS; fetch the files with `git lfs pull`")
     if head[:4] != _ZIP_HEAD:  # safetensors, a legacy torch pickle: their last 64 KiB hold no directory
         return None
     return torch_file_problem(path)
+
+
+def _head(path: str | os.PathLike[str]) -> bytes | None:
+    """The first bytes of `path` that tell an LFS pointer and a zip apart (none if unreadable);
+    None for a path that is there but no regular file (a pipe would block the open forever)."""
+    try:
+        if not_a_file(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as handle:
+            return handle.read(len(_LFS_POINTER))
+    except OSError:
+        return b""
+
+
+def mappable(path: str | os.PathLike[str]) -> bool:
+    """Whether `read_weights(path, mmap=True)` maps the file's tensors (a zip-format torch file, as
+    torch.save writes since 1.6) rather than reading them all (a legacy pickle)."""
+    return (_head(path) or b"")[:4] == _ZIP_HEAD
+
+
+class WeightsFileError(CheckpointError):
+    """A torch file refused by `read_weights` / `read_state_dict`: `path` names it, `reason` says
+    why and the fix, so a caller can word the refusal its own way. `unreadable`: its bytes are no
+    weights file (a pointer, a refused or broken pickle), rather than the wrong thing read whole."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str, unreadable: bool = True) -> None:
+        self.path, self.reason, self.unreadable = os.fspath(path), reason, unreadable
+        super().__init__(f"{self.path}: {reason}")
+
+
+def read_weights(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", mmap: bool = False) -> object:
+    """What the torch file `path` holds, read once and weights-only (no code in it runs), after
+    `weight_file_problem` judged it from its first bytes: the one torch reader of the tokenizer's
+    and the trainer's weights, training states and resumes. `mmap` maps the tensors of a zip-format
+    file instead of reading them (a legacy pickle cannot be mapped: it is read)."""
+    head = _head(path)
+    problem = _problem(path, head)
+    if problem:
+        raise WeightsFileError(path, problem)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and head[:4] == _ZIP_HEAD)
+    except FileNotFoundError:
+        raise WeightsFileError(path, "missing") from None
+    except pickle.UnpicklingError as exc:  # a pickle that asks for more than tensors, or none at all
+        raise WeightsFileError(path, weights_only_refusal(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise WeightsFileError(path, f"cannot be read as a torch weights file ({reason})") from None
+
+
+def read_state_dict(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, object]:
+    """`read_weights` of a file that must hold a state dict (name -> tensor): a training checkpoint
+    (a Lightning .ckpt) or anything but a mapping is refused, naming the file and the fix."""
+    state = read_weights(path, mmap=mmap)
+    wrapped = training_checkpoint_problem(state)
+    if wrapped:
+        raise WeightsFileError(path, wrapped, unreadable=False)
+    if not isinstance(state, Mapping):
+        raise WeightsFileError(path, f"expected a state dict (mapping of name -> tensor), got {type(state).__name__}",
+                               unreadable=False)
+    return dict(state)
 
 
 def torch_file_problem(path: str | os.PathLike[str]) -> str | None:
@@ -205,25 +268,12 @@ def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, obj
 def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
     bin_path = os.path.join(folder, WEIGHTS_NAME)
     st_path = os.path.join(folder, SAFETENSORS_NAME)
-    chosen = bin_path if os.path.exists(bin_path) else st_path  # the one that is read
-    problem = weight_file_problem(chosen) if os.path.exists(chosen) else None
-    if problem:
-        raise CheckpointError(f"{chosen}: {problem}")
-    if os.path.exists(bin_path):
-        try:
-            state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:  # a pickle that asks for more than tensors, or none at all
-            raise CheckpointError(f"{bin_path}: {weights_only_refusal(exc)}") from None
-        except Exception as exc:  # a corrupt file: say which file
-            raise CheckpointError(f"{bin_path}: cannot be read as a weights-only state dict ({exc})") from None
-        wrapped = training_checkpoint_problem(state)
-        if wrapped:
-            raise CheckpointError(f"{bin_path}: {wrapped}")
-        if not isinstance(state, Mapping):
-            raise CheckpointError(f"{bin_path}: expected a state dict (mapping of name -> tensor), "
-                                  f"got {type(state).__name__}")
-        return dict(state), bin_path
+    if os.path.exists(bin_path):  # preferred: the released tokenizer's file
+        return read_state_dict(bin_path), bin_path
     if os.path.exists(st_path):
+        problem = weight_file_problem(st_path)
+        if problem:
+            raise CheckpointError(f"{st_path}: {problem}")
         if importlib.util.find_spec("safetensors") is None:
             raise CheckpointError(f"{st_path}: reading safetensors needs the optional 'safetensors' package")
         from safetensors.torch import load_file
@@ -240,7 +290,7 @@ def read_config(path: str | os.PathLike[str]) -> VQGANConfig:
     the image size, say, before paying for the model)."""
     folder = os.fspath(path)
     config_path = os.path.join(folder, CONFIG_NAME)
-    if not os.path.isfile(config_path):
+    if not os.path.exists(config_path):  # one that is there but no file (/dev/zero) is refused by its reader
         raise CheckpointError(f"{folder}: no {CONFIG_NAME}")
     try:
         return VQGANConfig.from_json(config_path)

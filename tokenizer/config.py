@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -29,6 +30,48 @@ _MUSE_OPTIONAL_NULL_KEYS = (
 )
 # Keys that carry no structure (file bookkeeping written by diffusers/muse-style ConfigMixin).
 _IGNORED_KEYS = ("name_or_path",)
+
+
+# A config.json, ours or Hugging Face's, is a few KB (the largest, label maps of 21k classes, under
+# 1 MB): 4 MiB is far above any real one and far below what could hurt when read whole.
+CONFIG_MAX_BYTES = 4 << 20
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_a_file(mode: int) -> str | None:
+    """What a path of `st_mode` `mode` is when it is no regular file ('a pipe', ...), else None: a
+    pipe blocks its reader forever, a device reads without end."""
+    return next((name for test, name in _KINDS if test(mode)), None)
+
+
+class JSONFileRefused(ValueError):
+    """A JSON file refused from what the file system says of it (kind, size), before it is read;
+    `reason` is the message without the path, for a caller that names the file its own way."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{os.fspath(path)}: {reason}")
+
+
+def read_json(path: str | os.PathLike[str], max_bytes: int = CONFIG_MAX_BYTES, what: str = "a config.json",
+              usual: str = "real ones are a few KB") -> Any:
+    """The JSON value of the file `path`, judged before it is read: a file other than a regular one
+    (/dev/zero, a pipe: endless) or of more than `max_bytes` is refused in one line naming it; at most
+    `max_bytes` are read (a file that grows meanwhile, a /proc file that says 0, stop there).
+    OSError for a file that cannot be opened; json's ValueError for one that is no JSON."""
+    info = os.stat(path)
+    kind = not_a_file(info.st_mode)
+    if kind:
+        raise JSONFileRefused(path, f"{kind}, not a file; pass {what} file itself")
+    data = b""
+    if info.st_size <= max_bytes:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    if max(info.st_size, len(data)) > max_bytes:
+        raise JSONFileRefused(path, f"{max(info.st_size, len(data))} bytes, more than the {max_bytes >> 20} MiB "
+                                    f"{what} may have ({usual}): not {what}; pass the right file")
+    return json.loads(data)
 
 
 class UsageError(ValueError):
@@ -194,11 +237,12 @@ class VQGANConfig:
         if text.lstrip().startswith("{"):
             return cls.from_dict(json.loads(text))
         path = os.path.join(text, "config.json") if os.path.isdir(text) else text
-        with open(path, encoding="utf-8") as handle:
-            try:
-                values = json.load(handle)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        try:
+            values = read_json(path)
+        except JSONFileRefused:
+            raise
+        except ValueError as exc:  # not JSON, or not UTF-8/16/32 text
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")
         try:

@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import os
-import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -143,16 +142,10 @@ class Trainer:
             torch.save(state, temporary)
 
     def resume(self, path: str) -> None:
-        problem = checkpoint.weight_file_problem(path)  # a Git LFS pointer, compressed zip records
-        if problem is None:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as exc:  # torch's page of advice: the culprit in one line
-                problem = checkpoint.weights_only_refusal(exc)
-            except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-                problem = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        if problem:
-            raise UsageError(f"--out: {path} cannot be resumed from ({problem}); move it away to train afresh")
+        try:  # a Git LFS pointer, compressed zip records, a refused or broken pickle: one line
+            state = checkpoint.read_weights(path)
+        except checkpoint.WeightsFileError as exc:
+            raise UsageError(f"--out: {path} cannot be resumed from ({exc.reason}); move it away to train afresh") from None
         saved = VQGANConfig.from_json(json.loads(state["config"]))
         if saved != self.model.config:
             raise UsageError(f"--out: {path} was trained with another model config: {saved} vs {self.model.config}")

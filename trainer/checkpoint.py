@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .checkpoint_io import check_shapes, check_weight_file, write_config
+from .checkpoint_io import check_shapes, read_torch_file, write_config
 from .config import ModelConfig
 from .integrity import CheckpointDamaged, reading, sealed_folder
 from .run_layout import (  # noqa: F401 - checkpoint_dir, list_checkpoints: re-exported for the fit loop
@@ -87,9 +87,7 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
             raise CheckpointDamaged(os.path.join(path, name), "missing: not a complete trainer checkpoint")
 
     def tensors(name: str) -> Any:
-        check_weight_file(os.path.join(path, name))
-        with reading(os.path.join(path, name)):
-            return torch.load(os.path.join(path, name), map_location=map_location, weights_only=True)
+        return read_torch_file(os.path.join(path, name), map_location=map_location)
 
     with reading(os.path.join(path, STATE_NAME)):
         with open(os.path.join(path, STATE_NAME), encoding="utf-8") as handle:

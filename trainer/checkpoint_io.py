@@ -27,11 +27,12 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from tokenizer.config import JSONFileRefused, read_json
+
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig, UsageError
 from .integrity import (
     CheckpointDamaged,
     CheckpointError,
-    read_manifest,
     reading,
     sealed_folder,
     verify_folder,
@@ -91,6 +92,22 @@ def parse_size(value: int | str) -> int:
     return int(float(match.group(1)) * base ** power)
 
 
+# A shard index lists each tensor once (~100 bytes each): the largest on the Hub (DeepSeek-V3's ~91k
+# tensors in 163 shards) are under 10 MB. 32 MiB leaves room, and parses into a few hundred MB at most.
+INDEX_MAX_BYTES = 32 << 20
+INDEX_USUAL = "the largest real ones, ~100k tensors, are under 10 MB"
+
+
+def json_file(path: Path, **bounds: Any) -> Any:
+    """`tokenizer.config.read_json(path, **bounds)` in the checkpoint's errors: a file refused from
+    its kind or size is a `CheckpointError` naming it, one that cannot be read or parsed `CheckpointDamaged`."""
+    with reading(path):
+        try:
+            return read_json(path, **bounds)
+        except JSONFileRefused as exc:
+            raise CheckpointError(str(exc)) from None
+
+
 # -- config ----------------------------------------------------------------------------------
 def resolve_folder(folder: str | os.PathLike[str]) -> Path:
     """A model folder itself, or for a fit run's output folder its newest complete step folder."""
@@ -108,11 +125,10 @@ def read_config(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, 
 
     Returns the config and the raw dict (for `tie_word_embeddings` and `torch_dtype`)."""
     path = Path(folder) / CONFIG_NAME
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{folder}: no {CONFIG_NAME}; expected a model folder with {CONFIG_NAME} "
                               f"and {SAFE_NAME} (or {SAFE_INDEX}, {BIN_NAME})")
-    with reading(path):
-        raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = json_file(path)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     return config_from_dict(raw, str(path)), raw
@@ -184,9 +200,8 @@ def shard_index(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, str]] |
     root = Path(folder)
     for index_name in (SAFE_INDEX, BIN_INDEX):
         index = root / index_name
-        if index.is_file():
-            with reading(index):
-                raw = json.loads(index.read_text(encoding="utf-8"))
+        if index.exists():
+            raw = json_file(index, max_bytes=INDEX_MAX_BYTES, what="a shard index", usual=INDEX_USUAL)
             if not isinstance(raw, Mapping) or not isinstance(raw.get("weight_map"), Mapping):
                 raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
             _shard_names(index, raw["weight_map"])
@@ -194,7 +209,16 @@ def shard_index(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, str]] |
     return None
 
 
-def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
+@dataclass(frozen=True)
+class WeightFiles:
+    """A folder's weight files in read order and, for a sharded folder, its index (path, tensor
+    name -> file name): found and parsed once per load, then handed to each step that needs them."""
+    files: list[Path]
+    index: Path | None = None
+    weight_map: dict[str, str] | None = None
+
+
+def weight_files(folder: str | os.PathLike[str]) -> WeightFiles:
     """The weight files of a checkpoint folder, in the preference order safetensors > bin."""
     root = Path(folder)
     found = shard_index(root)
@@ -204,10 +228,10 @@ def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
-        return files
+        return WeightFiles(files, index, weight_map)
     for name in (SAFE_NAME, BIN_NAME, FIT_NAME):
         if (root / name).is_file():
-            return [root / name]
+            return WeightFiles([root / name])
     raise CheckpointError(f"{folder}: no weights; expected {SAFE_NAME}, {SAFE_INDEX}, {BIN_NAME}, {BIN_INDEX} "
                           f"or {FIT_NAME}")
 
@@ -235,24 +259,25 @@ def check_weight_file(path: str | os.PathLike[str]) -> None:
         raise CheckpointDamaged(path, problem)
 
 
-def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    from tokenizer.checkpoint import training_checkpoint_problem
+def read_torch_file(path: str | os.PathLike[str], mmap: bool = False, map_location: str | torch.device = "cpu",
+                    state_dict: bool = False) -> Any:
+    """`tokenizer.checkpoint.read_weights` (or `read_state_dict`) in the trainer's errors: a file
+    whose bytes are no weights file is `CheckpointDamaged`, one that holds the wrong thing (a
+    Lightning .ckpt in place of its state dict) a `CheckpointError`; both name the file and the fix."""
+    from tokenizer.checkpoint import WeightsFileError, read_state_dict, read_weights
 
-    check_weight_file(path)
-    with reading(path):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    wrapped = training_checkpoint_problem(state)
-    if wrapped:
-        raise CheckpointError(f"{path}: {wrapped}")
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    try:
+        return read_state_dict(path, mmap=mmap) if state_dict else read_weights(path, map_location, mmap=mmap)
+    except WeightsFileError as exc:
+        raise (CheckpointDamaged(exc.path, exc.reason) if exc.unreadable else CheckpointError(str(exc))) from None
+
+
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    state = read_torch_file(path, mmap=True, state_dict=True)
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: values that are not tensors: {_preview(bad)}")
-    return dict(state)
+    return state
 
 
 @dataclass(frozen=True)
@@ -264,10 +289,7 @@ class Stored:
 
 
 def _headers(path: Path) -> list[tuple[str, Stored]]:
-    """(name, Stored) of every tensor in one weight file: the safetensors header, or the
-    memory-mapped state dict of a .bin (its pickle holds the same facts)."""
-    if path.suffix != ".safetensors":
-        return [(k, Stored(tuple(v.shape), dtype_name(v.dtype), path)) for k, v in _load_bin(path).items()]
+    """(name, Stored) of every tensor in one safetensors file, from its header."""
     from safetensors import safe_open
 
     check_weight_file(path)
@@ -277,38 +299,50 @@ def _headers(path: Path) -> list[tuple[str, Stored]]:
                 for key, p in pieces]
 
 
-def stored_tensors(folder: str | os.PathLike[str]) -> dict[str, Stored]:
-    """Name -> `Stored` of every tensor of a folder, from the file headers, refusing a tensor held
-    by two files (which copy is the model's is not knowable) and an index that disagrees with them."""
+def stored_tensors(weights: WeightFiles, folder: str | os.PathLike[str]
+                   ) -> tuple[dict[str, Stored], dict[Path, dict[str, torch.Tensor]]]:
+    """Name -> `Stored` of every tensor of a folder, from the file headers (a .bin's pickle holds
+    the same facts: its state dict is loaded, memory-mapped), refusing a tensor held by two files
+    (which copy is the model's is not knowable) and an index that disagrees with them. Also the
+    loaded .bin state dicts, so the stream reads each file once; a legacy (unmappable) .bin among
+    several is let go and read again, so memory stays one shard, not the whole model."""
+    from tokenizer.checkpoint import mappable
+
     stored: dict[str, Stored] = {}
-    for path in weight_files(folder):
-        for key, entry in _headers(path):
+    kept: dict[Path, dict[str, torch.Tensor]] = {}
+    for path in weights.files:
+        if path.suffix == ".safetensors":
+            entries = _headers(path)
+        else:
+            state = _load_bin(path)
+            entries = [(k, Stored(tuple(v.shape), dtype_name(v.dtype), path)) for k, v in state.items()]
+            if len(weights.files) == 1 or mappable(path):
+                kept[path] = state
+        for key, entry in entries:
             if key in stored:
                 raise CheckpointError(f"{folder}: {key} is stored twice, in {stored[key].path.name} and {path.name}: "
                                       "which copy is the model's cannot be told")
             stored[key] = entry
-    _check_index(folder, stored)
-    return stored
+    _check_index(weights, stored)
+    return stored, kept
 
 
-def _check_index(folder: str | os.PathLike[str], stored: Mapping[str, Stored]) -> None:
+def _check_index(weights: WeightFiles, stored: Mapping[str, Stored]) -> None:
     """The index is the folder's table of contents: each tensor it names is in the file it names,
     and each stored tensor is named (a shard from another download breaks both)."""
-    found = shard_index(folder)
-    if found is None:
+    if weights.weight_map is None:
         return
-    index, weight_map = found
     problems = []
-    for key, name in weight_map.items():
+    for key, name in weights.weight_map.items():
         entry = stored.get(key)
         if entry is None or entry.path.name != name:
             where = f" (it is in {entry.path.name})" if entry is not None else ""
             problems.append(f"it puts {key} in {name}, which does not hold it{where}")
     problems += [f"it does not name {key}, stored in {entry.path.name}"
-                 for key, entry in stored.items() if key not in weight_map]
+                 for key, entry in stored.items() if key not in weights.weight_map]
     if problems:
         more = f"; ... ({len(problems)} in all)" if len(problems) > _SHOW else ""
-        raise CheckpointError(f"{index}: " + "; ".join(problems[:_SHOW]) + more)
+        raise CheckpointError(f"{weights.index}: " + "; ".join(problems[:_SHOW]) + more)
 
 
 def check_dtypes(stored: Mapping[str, Stored]) -> None:
@@ -323,17 +357,21 @@ def check_dtypes(stored: Mapping[str, Stored]) -> None:
                               f"(we load {', '.join(LOADED_DTYPES[:-1])} or {LOADED_DTYPES[-1]})")
 
 
-def iter_tensors(folder: str | os.PathLike[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every stored tensor, one file open at a time (memory stays flat)."""
+def iter_tensors(weights: WeightFiles, kept: dict[Path, dict[str, torch.Tensor]] | None = None
+                 ) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every stored tensor, one file open at a time (memory stays flat); a .bin
+    in `kept` (from `stored_tensors`) is not read again, and is let go tensor by tensor."""
     from safetensors import safe_open
 
-    for path in weight_files(folder):
+    kept = {} if kept is None else kept
+    for path in weights.files:
         if path.suffix == ".safetensors":
             with reading(path), safe_open(str(path), framework="pt", device="cpu") as handle:
                 for key in handle.keys():
                     yield key, handle.get_tensor(key)
         else:
-            state = _load_bin(path)
+            state = kept.pop(path, None)
+            state = _load_bin(path) if state is None else state
             for key in list(state):
                 yield key, state.pop(key)
 
@@ -356,13 +394,15 @@ def check_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tu
         raise CheckpointError(f"{source} does not match its config: " + "; ".join(problems))
 
 
-def verify_model_files(folder: Path) -> None:
+def verify_model_files(folder: Path) -> WeightFiles:
     """Check the files a model load reads (config, shard index, weights) against the folder's
-    manifest, by size and sha256; `CheckpointDamaged` names the first bad one."""
+    manifest, by size and sha256; `CheckpointDamaged` names the first bad one. Returns the weight
+    files (the index parsed once, after it was checked)."""
     head = [name for name in (CONFIG_NAME, SAFE_INDEX, BIN_INDEX) if (folder / name).is_file()]
     verify_checkpoint(folder, head)  # first: the index decides which weight files are read
-    if read_manifest(folder) is not None:
-        verify_folder(folder, [path.relative_to(folder).as_posix() for path in weight_files(folder)])
+    weights = weight_files(folder)
+    verify_folder(folder, [path.relative_to(folder).as_posix() for path in weights.files])  # none without a manifest
+    return weights
 
 
 def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, Any], Iterator[tuple[str, torch.Tensor]]]:
@@ -370,17 +410,17 @@ def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
 
     A tied-embedding checkpoint (no `lm_head.weight`) gets `lm_head.weight` = the embeddings."""
     folder = resolve_folder(folder)
-    verify_model_files(folder)
+    weights = verify_model_files(folder)
     config, raw = read_config(folder)
     tied = bool(raw.get("tie_word_embeddings", False))
     # shapes by arithmetic: no module is built before the file's headers are known to fill the model
-    stored = stored_tensors(folder)
+    stored, kept = stored_tensors(weights, folder)
     check_shapes(state_shapes(config), {key: entry.shape for key, entry in stored.items()}, str(folder), tied=tied)
     check_dtypes(stored)
 
     def stream() -> Iterator[tuple[str, torch.Tensor]]:
         head_seen = False
-        for key, tensor in iter_tensors(folder):
+        for key, tensor in iter_tensors(weights, kept):
             if IGNORED_KEYS.search(key):
                 continue
             head_seen |= key == "lm_head.weight"

@@ -7,11 +7,12 @@ The field names follow Hugging Face `LlamaConfig`, so a config moves to and from
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
 from typing import Any
+
+from tokenizer.config import read_json
 
 # Language-model vocabulary: 8192 VQ codes, then 100 special ids.
 CODEBOOK_SIZE = 8192
@@ -133,8 +134,7 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "ModelConfig":
         file = os.path.join(path, "config.json") if os.path.isdir(path) else str(path)
-        with open(file, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
+        return cls.from_dict(read_json(file))  # judged from its size first
 
 
 def _preset(hidden: int, mlp: int, heads: int, layers: int) -> ModelConfig:

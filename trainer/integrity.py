@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from tokenizer.atomic import atomic_folder, write_bytes
+from tokenizer.config import JSONFileRefused, read_json
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+MANIFEST_MAX_BYTES = 32 << 20  # 200,000 files: a checkpoint folder holds a few dozen
 _REASON_CHARS = 200
 
 
@@ -92,10 +94,12 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]] |
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
-    try:
-        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+    try:  # judged from its size first: a manifest lists ~150 bytes per file
+        files = read_json(path, MANIFEST_MAX_BYTES, "a manifest", "ours list ~150 bytes per file")["files"]
         if not all(isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values()):
             raise ValueError("an entry without bytes and sha256")
+    except JSONFileRefused as exc:
+        raise CheckpointDamaged(path, exc.reason) from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointDamaged(path, f"not a readable manifest ({type(exc).__name__}: {exc})"[:_REASON_CHARS]) from None
     return files
