@@ -1060,6 +1060,30 @@ def test_all_intra_h264_key_frames_are_decoded_once_per_sps(tmp_path):
         _assert_one_size_found_cheaply(path, 300)
 
 
+def test_vp9_sizes_read_each_frame_of_a_superframe():
+    """A VP9 packet may carry several frames (a superframe): `vpxenc`'s hidden alt-ref frame and
+    the next shown frame (tests/fixtures/video; FFmpeg's libvpx-vp9 wrapper wrote none when asked).
+    Read as one frame, the packet's shown frame is missed (46 of 48 sizes): each one counts."""
+    import subprocess
+
+    from sources.video_decode import VP9Sizes, key_frame_sizes
+
+    video_zoo.require_ffmpeg()
+    path = Path(__file__).parent / "fixtures" / "video" / "vp9_alt_ref.webm"
+    shown = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=width,height",
+                            "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout.split()
+    sizes, superframes, reader = [], 0, VP9Sizes()
+    with av.open(str(path)) as container:
+        for packet in container.demux(video=0):
+            if packet.size:
+                data = bytes(packet)
+                superframes += (data[-1] & 0xE0) == 0xC0  # the superframe index's marker (VP9 spec, annex B)
+                sizes += reader.shown(data)
+    assert superframes == 2 and len(shown) == 48
+    assert sizes == [tuple(int(v) for v in line.split(",")) for line in shown]
+    assert key_frame_sizes(str(path)) == 1
+
+
 def test_vp9_that_changes_size_on_an_inter_frame_keeps_each_frames_size_with_either_decoder(tmp_path):
     """VP9 may change size on any frame (reference scaling: libvpx's dynamic resize in real-time
     encodes, WebRTC's): `vpxenc` made 480x360, then 360x270 from inter frame 60, back to 480x360 at
