@@ -639,7 +639,8 @@ class _Session:
                 continue
             del self.wanted[pts]
             self.interlaced = self.interlaced or frame.interlaced_frame
-            self.matrix_guessed = self.matrix_guessed or guessed_matrix(frame) or ""
+            if self.hdr is None:  # tone-mapped frames take `hdr.luma_coefficients`, never the guess
+                self.matrix_guessed = self.matrix_guessed or guessed_matrix(frame) or ""
             judged = self.judgement
             if judged is not None and frame.width * frame.height > judged.width * judged.height:
                 # larger than declared (a new SPS mid-stream): judged again; over the memory budget the

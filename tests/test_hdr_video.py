@@ -186,3 +186,20 @@ def test_primaries_tone_curve_and_signal_known_values():
     assert np.allclose(hdr.yuv_to_rgb(hdr.normalise_yuv(yuv, 10, False), *hdr.BT2020_LUMA), [[0] * 3, [1] * 3],
                        atol=1e-6)
     assert hdr.transfer_name(16) == "pq" and hdr.transfer_name(18) == "hlg" and hdr.transfer_name(1) is None
+
+
+def test_untagged_hd_hdr_names_no_matrix_guess(tmp_path: Path):
+    """An HD PQ stream that declares no matrix is tone-mapped with `hdr.luma_coefficients`'s own
+    choice (BT.2020 luma), never converted as BT.709: the lineage must not say `matrix_guessed`."""
+    from sources.video import VideoSource
+
+    video_zoo.require_ffmpeg()
+    if "libx265" not in _run("-encoders").decode():
+        pytest.skip("this ffmpeg has no libx265")
+    path = tmp_path / "pq_untagged.mp4"  # over 576 lines: what makes an untagged frame HD (`SD_LINES`)
+    _run("-f", "lavfi", "-i", "color=size=64x592:rate=25", "-frames:v", "2", "-pix_fmt", "yuv420p10le",
+         "-color_trc", "smpte2084", "-color_primaries", "bt2020", "-c:v", "libx265", "-preset", "ultrafast",
+         "-x265-params", "log-level=error:pools=1:frame-threads=1", str(path))
+    (record,) = list(VideoSource("phone", str(path), strides=(1,), frames=2, decoder="pyav").read(str(path)))
+    assert record.clips[0].lineage["hdr"] == "pq"
+    assert "matrix_guessed" not in record.clips[0].lineage

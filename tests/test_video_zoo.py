@@ -1060,6 +1060,72 @@ def test_all_intra_h264_key_frames_are_decoded_once_per_sps(tmp_path):
         _assert_one_size_found_cheaply(path, 300)
 
 
+def _flv_tag(data: bytes, ms: int) -> bytes:
+    """An FLV video tag (FLV spec 10, E.4.1) holding `data` at `ms`, with its back pointer."""
+    stamp = (ms & 0xFFFFFF).to_bytes(3, "big") + bytes([ms >> 24])
+    return b"\x09" + len(data).to_bytes(3, "big") + stamp + bytes(3) + data + (11 + len(data)).to_bytes(4, "big")
+
+
+def _flv_resending_sequence_headers(parts: list[Path], path: Path) -> Path:
+    """The H.264 of MP4 `parts` (no B-frames) in one FLV, an AVC sequence header (the part's avcC)
+    before each: what an RTMP stream sends when the encoder changes resolution."""
+    out, ms = bytearray(b"FLV\x01\x01" + (9).to_bytes(4, "big") + bytes(4)), 0
+    for part in parts:
+        with av.open(str(part)) as container:
+            stream = container.streams.video[0]
+            out += _flv_tag(b"\x17\x00\x00\x00\x00" + bytes(stream.codec_context.extradata), ms)
+            for packet in container.demux(stream):
+                if packet.size:
+                    out += _flv_tag(bytes([0x17 if packet.is_keyframe else 0x27, 1, 0, 0, 0]) + bytes(packet), ms)
+                    ms += 40
+    path.write_bytes(out)
+    return path
+
+
+def test_an_sps_in_new_extradata_is_decoded_for_its_size(tmp_path):
+    """FFmpeg's FLV demuxer hands a sequence header re-sent mid-stream as the next packet's
+    `new_extradata` side data: the key frame's SPS is there, not in the packet (x264 in MP4 keeps
+    it out of band), so that key frame must be decoded. ffmpeg's concat puts SPSs in-band; the FLV
+    is written here as an RTMP stream that changes resolution sends it."""
+    from sources.video_decode import key_frame_sizes
+
+    video_zoo.require_ffmpeg()
+    parts = []
+    for k, size in enumerate(("64x48", "128x96")):
+        parts.append(tmp_path / f"{k}.mp4")
+        video_zoo.ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-frames:v", "4",
+                         *video_zoo.X264_CLI, "-g", "2", "-bf", "0", str(parts[-1]))
+    path = _flv_resending_sequence_headers(parts, tmp_path / "rtmp.flv")
+    with av.open(str(path)) as container:
+        side = [k for k, packet in enumerate(container.demux(video=0)) if packet.has_sidedata("new_extradata")]
+    assert side == [4]  # the second part's first key frame
+    assert key_frame_sizes(str(path)) == 2
+
+
+def test_vp9_sizes_read_each_frame_of_a_superframe():
+    """A VP9 packet may carry several frames (a superframe): `vpxenc`'s hidden alt-ref frame and
+    the next shown frame (tests/fixtures/video; FFmpeg's libvpx-vp9 wrapper wrote none when asked).
+    Read as one frame, the packet's shown frame is missed (46 of 48 sizes): each one counts."""
+    import subprocess
+
+    from sources.video_decode import VP9Sizes, key_frame_sizes
+
+    video_zoo.require_ffmpeg()
+    path = Path(__file__).parent / "fixtures" / "video" / "vp9_alt_ref.webm"
+    shown = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=width,height",
+                            "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout.split()
+    sizes, superframes, reader = [], 0, VP9Sizes()
+    with av.open(str(path)) as container:
+        for packet in container.demux(video=0):
+            if packet.size:
+                data = bytes(packet)
+                superframes += (data[-1] & 0xE0) == 0xC0  # the superframe index's marker (VP9 spec, annex B)
+                sizes += reader.shown(data)
+    assert superframes == 2 and len(shown) == 48
+    assert sizes == [tuple(int(v) for v in line.split(",")) for line in shown]
+    assert key_frame_sizes(str(path)) == 1
+
+
 def test_vp9_that_changes_size_on_an_inter_frame_keeps_each_frames_size_with_either_decoder(tmp_path):
     """VP9 may change size on any frame (reference scaling: libvpx's dynamic resize in real-time
     encodes, WebRTC's): `vpxenc` made 480x360, then 360x270 from inter frame 60, back to 480x360 at
