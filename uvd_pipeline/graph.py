@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def sentences_of_units(units, source_config, seed: int, mixed: bool = False):
-    """A source's rendered image units -> (sentences, rejects or None): a web image is a sentence
+    """A source's rendered image units -> (sentences, [its reject collections]): a web image is a sentence
     of its own; other sources' units are grouped (`units_per_sentence`), with remainders counted.
     `mixed`: `units` holds several sources' units (after dedup), this source's are kept (a step per
     source, not a Partition: see `tagged.OfType`; a web image's selection and sentence are one step)."""
@@ -46,12 +46,13 @@ def sentences_of_units(units, source_config, seed: int, mixed: bool = False):
     if one_image_sentences(source_config):
         if mixed:
             return units | f"{name}/Image sentences" >> beam.FlatMap(
-                lambda u, n: [image_sentence(u)] if u.source == n else [], name), None
-        return units | f"{name}/Image sentences" >> beam.Map(image_sentence), None
+                lambda u, n: [image_sentence(u)] if u.source == n else [], name), []
+        return units | f"{name}/Image sentences" >> beam.Map(image_sentence), []
     if mixed:
         units = units | f"{name}/Its units" >> beam.Filter(lambda u, n: u.source == n, name)
-    return units | f"{name}/Assemble" >> AssembleGroups(
+    sentences, *rejects = units | f"{name}/Assemble" >> AssembleGroups(
         name, units_per_sentence(source_config), getattr(source_config, "remainder", "drop"), seed)
+    return sentences, rejects
 
 
 def digest_groups(config: BuildConfig) -> dict[str, str]:
@@ -120,7 +121,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         elif units_per_sentence(source_config):
             sentences, rejects = sentences_of_units(rendered_units, source_config, config.seed)
             sentence_parts.append(sentences)
-            reject_parts += [rejects] if rejects is not None else []
+            reject_parts += rejects
     digests = source_digests(input_parts, config)
 
     shard_parts = []
@@ -138,7 +139,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         for name in names:
             sentences, rejects = sentences_of_units(kept, sources[name], config.seed, mixed=True)
             sentence_parts.append(sentences)
-            reject_parts += [rejects] if rejects is not None else []
+            reject_parts += rejects
 
     done_inputs = {tuple(address): digest for address, digest in done.items()}
     # Each part is addressed where it is made, and all meet in one Flatten: the local runner gives

@@ -45,11 +45,15 @@ def _plan(item: tuple[tuple[str, str, str], Iterable[str]], source: str, lengths
             yield unit_key, (kind, slot)
 
 
-def _place(item: tuple[str, dict[str, list]]) -> Iterator[Any]:
+def _place(item: tuple[str, Iterable[Any]]) -> Iterator[Any]:
     """Each slot of a key with its unit; units clashing on the key cost themselves only
-    (`place_units`), never the sentences they were planned into."""
+    (`place_units`), never the sentences they were planned into. The key's group holds its units
+    and its (kind, slot) pairs, told apart by type (a CoGroupByKey would add three steps)."""
     unit_key, grouped = item
-    units, slots = list(grouped["unit"]), list(grouped["slot"])
+    units: list[RenderedUnit] = []
+    slots: list[tuple[str, Slot]] = []
+    for value in grouped:
+        (units if isinstance(value, RenderedUnit) else slots).append(value)
     placements, rejects = place_units(units, slots)
     if len(placements) < len(slots):  # slots are planned from rendered units: only a lost element gets here
         raise IncompleteGroupError(f"unit {unit_key} was planned into a sentence but never arrived")
@@ -76,7 +80,11 @@ def _assemble(item: tuple[str, Iterable[tuple[str, Slot, RenderedUnit]]], seed: 
 
 class AssembleGroups(beam.PTransform):
     """Group units (class images, pairs, tuples) into sentences by a join on keys: only keys are
-    gathered per group, and each sentence's images meet in a group of its own size."""
+    gathered per group, and each sentence's images meet in a group of its own size.
+
+    Outputs the sentences, then the rejects of planning, placing and assembling as three
+    collections: the caller's one Flatten takes them (on the local runner every Flatten of
+    several inputs is a stage of its own)."""
 
     def __init__(self, source: str, lengths: dict[str, int], remainder: str, seed: int) -> None:
         super().__init__()
@@ -92,8 +100,9 @@ class AssembleGroups(beam.PTransform):
         )
         keyed_units = units | "ByKey" >> beam.Map(lambda u: (u.key, u))
         placed = (
-            {"unit": keyed_units, "slot": of_type(slots.slots, "Slots only", Reject, negate=True)}
-            | "Join" >> beam.CoGroupByKey()
+            (keyed_units, of_type(slots.slots, "Slots only", Reject, negate=True))
+            | "Join inputs" >> beam.Flatten()
+            | "Join" >> beam.GroupByKey()
             | "Place" >> beam.FlatMap(_place).with_outputs(REJECTS, main="placed")
         )
         sentences = (
@@ -101,10 +110,10 @@ class AssembleGroups(beam.PTransform):
             | "BySentence" >> beam.GroupByKey()
             | "Assemble" >> beam.FlatMap(_assemble, self.seed).with_outputs(REJECTS, main="sentences")
         )
-        rejects = (of_type(slots[REJECTS], "Plan rejects", Reject),
-                   of_type(placed[REJECTS], "Place rejects", Reject),
-                   of_type(sentences[REJECTS], "Assemble rejects", Reject)) | "Rejects" >> beam.Flatten()
-        return of_type(sentences.sentences, "Sentences only", Reject, negate=True), rejects
+        return (of_type(sentences.sentences, "Sentences only", Reject, negate=True),
+                of_type(slots[REJECTS], "Plan rejects", Reject),
+                of_type(placed[REJECTS], "Place rejects", Reject),
+                of_type(sentences[REJECTS], "Assemble rejects", Reject))
 
 
 EXACT_BAND = -1  # the band index under which exact twin records travel through the near grouping
@@ -179,6 +188,13 @@ def _twin_records(twin: Twin) -> Iterator[tuple[str, Twin | None]]:
     yield twin.key, None
 
 
+def _bucket_twin_records(item: tuple[tuple[int, int], Iterable[Any]], threshold: int) -> Iterator[tuple[str, Twin | None]]:
+    """`_near_twins` and `_twin_records` in one step: every step costs the graph's construction a
+    few ms (Beam inspects each DoFn's methods), and a step of its own gains nothing here."""
+    for twin in _near_twins(item, threshold):
+        yield from _twin_records(twin)
+
+
 def _mark_twins(item: tuple[str, Iterable[Twin | None]]) -> Iterator[tuple[str, tuple[Twin, bool]]]:
     """Each twin record of which this key is the better twin, keyed by the unit it would drop, with
     whether this key is dropped too (it has a marker)."""
@@ -239,13 +255,13 @@ class Deduplicate(beam.PTransform):
             )
         else:
             keyed = units | "Band probes" >> beam.FlatMap(_probes_of_unit, near)
-        twins = keyed | "By band" >> beam.GroupByKey() | "Twins" >> beam.FlatMap(_near_twins, settings.threshold)
         # a key with any twin record is dropped: the grouping that gathers each unit's records as
         # the better twin also gathers a marker per record that drops it (no counting stage). The
         # groupings' inputs are told apart by type, not tagged (a CoGroupByKey adds three steps)
         marked = (
-            twins
-            | "Twin records" >> beam.FlatMap(_twin_records)
+            keyed
+            | "By band" >> beam.GroupByKey()
+            | "Twin records" >> beam.FlatMap(_bucket_twin_records, settings.threshold)
             | "Twin kept?" >> beam.GroupByKey()
             | "Mark twins" >> beam.FlatMap(_mark_twins)
         )
