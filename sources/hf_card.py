@@ -278,7 +278,12 @@ def splits_in(config: Config | None, relatives: list[str]) -> list[str | None]:
 def default_patterns(root: str) -> str:
     """The pattern set `datasets` loads the repo at `root` by without a card's `data_files`
     (`hf_parquet.pattern_set`), judged by its parquet files: the data files this source reads
-    (an image a row's path names is the row's; `datasets` would judge by every file)."""
+    (an image a row's path names is the row's; `datasets` would judge by every file). Judged once
+    per run (`fsio.once_per_run`): each unit's `file_split`, read and checked at a rerun, asks it."""
+    return fsio.once_per_run(("sources.hf_card.default_patterns", root), lambda: _judged_patterns(root))
+
+
+def _judged_patterns(root: str) -> str:
     if not fsio.isdir(root):  # a config's data_dir that is not there: none of its files is
         return "all"
     return pattern_set([relative_to_root(root, f) for f in fsio.list_files(root, (".parquet",), recursive=True)])

@@ -1,0 +1,90 @@
+"""A Hugging Face Hub repo read as `datasets` reads it: the costs and the splits that the layout tests
+in test_source_laion.py leave out (how often the repo is listed, image folders under a card's
+`data_dir`, split names `datasets` refuses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sources import fsio
+from sources.laion import LaionSource
+from uvd_pipeline.render import RenderSettings
+from uvd_pipeline.unit_render import UnitRenderer
+
+
+def _parquet(path: Path, text: str = "a") -> None:
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"image": pa.array([{"bytes": b"x", "path": None}], image), "text": [text]}), path)
+
+
+def _renderer(root: Path, out: Path) -> UnitRenderer:
+    """One run's renderer of the repo (a rerun: another one into the same output)."""
+    settings = RenderSettings(32, "center_crop", 0, 1 << 24, 1, 0, 0.0)
+    return UnitRenderer(LaionSource("hf", str(root), "huggingface"), settings, web_images=True, fingerprint=False,
+                        output=str(out), config_hash="h", root=str(root))
+
+
+def _run(root: Path, out: Path, monkeypatch) -> tuple[int, dict[str, bool]]:
+    """Recursive listings of the repo in one run (planning, reads, rerun checks), and per unit
+    file whether it was rendered (not taken from the store)."""
+    listed, calls = fsio.list_files, _recursive_listings(monkeypatch)
+    renderer = _renderer(root, out)
+    rendered = {}
+    for unit in renderer.source.units():
+        with fsio.run_memo(renderer.memo):  # as `render` asks it
+            before = renderer.store().load(unit) is None
+        renderer.render(unit)
+        rendered.update({Path(u).name: before for u in unit.uris})
+    monkeypatch.setattr(fsio, "list_files", listed)
+    return len(calls), rendered
+
+
+def _recursive_listings(monkeypatch) -> list[str]:
+    """The folders `fsio.list_files` lists recursively from now on."""
+    listed, calls = fsio.list_files, []
+    monkeypatch.setattr(fsio, "list_files",
+                        lambda uri, *a, **k: (calls.append(uri) if k.get("recursive") else None) or listed(uri, *a, **k))
+    return calls
+
+
+def test_a_many_shard_repo_is_listed_once_per_run_not_once_per_unit(tmp_path: Path, monkeypatch):
+    """Each unit's split (`hf_card.file_split`) asked the default pattern set, which listed the whole
+    repo: once per unit at the build and again per unit at every rerun's check (`fsio.rederive`),
+    quadratic in the shards (1500 shards: 20 s against 4). A run judges it once (`fsio.run_memo`,
+    as `UnitRenderer.render` holds it), reads and checks alike."""
+    root = tmp_path / "repo"
+    for i in range(12):
+        _parquet(root / "data" / f"train-{i:05d}-of-00012.parquet")
+    source = LaionSource("hf", str(root), "huggingface")
+    units = source.units()
+    calls, keys = _recursive_listings(monkeypatch), []
+    with fsio.run_memo({}):
+        for unit in units:
+            with fsio.recording_inputs() as record:
+                assert [type(i).__name__ for i in source.read(unit)] == ["ImageRecord"]
+            keys += [k for k in record.derived if k[0] == "sources.hf_card.file_split"]
+    assert len(keys) == 12 and calls == [str(root)]
+    with fsio.run_memo({}):  # a rerun's check
+        assert [fsio.rederive(k) for k in keys] == ["train"] * 12
+    assert calls == [str(root)] * 2
+
+
+def test_a_file_that_flips_the_pattern_set_renders_the_units_it_moves(tmp_path: Path, monkeypatch):
+    """A run judges the pattern set once, yet the next run (a memo of its own) sees a file that flips
+    it: test-2.parquet leaves the name set (train.parquet's unit is taken from the store); a shard
+    under data/ makes `datasets` load by the sharded set, train.parquet and test.parquet of no split."""
+    root, out = tmp_path / "repo", tmp_path / "out"
+    for name in ["train.parquet", "test.parquet"]:
+        _parquet(root / name)
+    _run(root, out, monkeypatch)
+    _parquet(root / "test-2.parquet")
+    listings, rendered = _run(root, out, monkeypatch)
+    assert not rendered["train.parquet"] and not rendered["test.parquet"]
+    assert listings <= 3  # planning's, and one for every unit's read and check
+    _parquet(root / "data" / "train-00000-of-00001.parquet")
+    _, rendered = _run(root, out, monkeypatch)
+    assert rendered["train-00000-of-00001.parquet"] and rendered["train.parquet"] and rendered["test.parquet"]
