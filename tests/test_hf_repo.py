@@ -88,3 +88,22 @@ def test_a_file_that_flips_the_pattern_set_renders_the_units_it_moves(tmp_path: 
     _parquet(root / "data" / "train-00000-of-00001.parquet")
     _, rendered = _run(root, out, monkeypatch)
     assert rendered["train-00000-of-00001.parquet"] and rendered["train.parquet"] and rendered["test.parquet"]
+
+
+def test_an_image_folder_cards_data_dir_loads_what_its_pattern_set_names(tmp_path: Path):
+    """A card config with `data_dir` alone: `datasets` loads its images by the first default pattern
+    set naming a file under it (here the split folders), `imgs/other/c.png` by none; it was trained
+    on, its own path read as `train`. An image outside `data_dir` is no data file either."""
+    from PIL import Image
+
+    for name in ["imgs/train/a.png", "imgs/test/b.png", "imgs/other/c.png", "loose/d.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_dir: imgs\n---\n")
+    source = LaionSource("f", str(tmp_path), "folder")
+    with fsio.run_memo({}):
+        items = [i for unit in source.units() for i in source.read(unit)]
+    found = {i.key: i.lineage["hf_split"] if hasattr(i, "lineage") else i.reason for i in items}
+    assert found == {"f-imgs-train-a--png": "train", "f-imgs-test-b--png": "test",
+                     "f-imgs-other-c--png": "other_hf_config", "f-loose-d--png": "other_hf_config",
+                     "f-README--md": "unexpected_file"}
