@@ -107,3 +107,23 @@ def test_an_image_folder_cards_data_dir_loads_what_its_pattern_set_names(tmp_pat
     assert found == {"f-imgs-train-a--png": "train", "f-imgs-test-b--png": "test",
                      "f-imgs-other-c--png": "other_hf_config", "f-loose-d--png": "other_hf_config",
                      "f-README--md": "unexpected_file"}
+
+
+def test_a_file_over_its_cap_is_refused_before_any_byte_is_read(monkeypatch):
+    """`fsio.read_bytes` judges the size the opened file states (a remote card of 3 MiB against the
+    1 MiB budget of a card): nothing is read. Read, then checked, it fetched the cap and one byte more."""
+    import fsspec
+    import pytest
+    from fsspec.implementations.memory import MemoryFile
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/test_hf_repo/big/README.md", b"x" * (3 << 20))
+    read, counted = MemoryFile.read, []
+    monkeypatch.setattr(MemoryFile, "read", lambda self, *a: counted.append(len(out := read(self, *a))) or out)
+    try:
+        with pytest.raises(fsio.FileTooLarge, match="larger than 1048576 bytes"):
+            fsio.read_bytes("memory:///test_hf_repo/big/README.md", 1 << 20)
+        assert sum(counted) == 0
+        assert fsio.read_bytes("memory:///test_hf_repo/big/README.md", 3 << 20) == b"x" * (3 << 20)
+    finally:
+        memory.rm("/test_hf_repo", recursive=True)
