@@ -459,9 +459,15 @@ class LaionSource:
         except hf_card.CardError as exc:
             raise ValueError(f"{self.name}: {exc} (format: huggingface; field hf_config)") from None
         if not kept:
-            config = hf_card.card_config(self.path, self.hf_config)  # never None: without one, some file is loaded
+            config = hf_card.card_config(self.path, self.hf_config)
+            if config is None:  # no card's configs: `datasets` loads every data file, so none is one
+                example = relative_to_root(self.path, shards[0])
+                raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is loaded by default (as "
+                                        f"datasets has it): each lies in a folder named __x or .x ({example!r}), "
+                                        "never loaded without a card's data_files naming it; move the files out "
+                                        "of that folder, or set path to the folder (format: huggingface)")
             raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is a data file of config "
-                                    f"{config.name if config else None!r} of its {hf_card.CARD} (format: huggingface; "
+                                    f"{config.name!r} of its {hf_card.CARD} (format: huggingface; "
                                     "field hf_config): set hf_config to a config of the card whose data_files name "
                                     "parquet files there, or fix the card's data_files")
         return kept

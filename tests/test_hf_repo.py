@@ -127,3 +127,14 @@ def test_a_file_over_its_cap_is_refused_before_any_byte_is_read(monkeypatch):
         assert fsio.read_bytes("memory:///test_hf_repo/big/README.md", 3 << 20) == b"x" * (3 << 20)
     finally:
         memory.rm("/test_hf_repo", recursive=True)
+
+
+def test_a_repo_whose_parquet_all_lie_in_dunder_folders_says_so(tmp_path: Path):
+    """Without a card, every parquet file in a `__x/` folder (never loaded by default, as in
+    `datasets`): the build stopped blaming "config None of its README.md", a card that is not there."""
+    import pytest
+
+    _parquet(tmp_path / "__export__" / "train.parquet")
+    with pytest.raises(FileNotFoundError, match=r"folder named __x .*'__export__/train.parquet'.*set path") as error:
+        LaionSource("hf", str(tmp_path), "huggingface").units()
+    assert "README.md" not in str(error.value) and "config None" not in str(error.value)
