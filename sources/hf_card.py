@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from sources import fsio
-from sources.hf_parquet import hf_split, loaded_split, pattern_set, split_hint
+from sources.hf_parquet import SPLIT_NAME, hf_split, loaded_split, pattern_set, split_hint
 from sources.paths import relative_to_root
 from sources.records import read_input_bytes
 from transforms.errors import exception_detail
@@ -33,7 +33,6 @@ from transforms.errors import exception_detail
 CARD = "README.md"
 MAX_CARD_BYTES = 1 << 20  # real cards with hundreds of configs and their features: a few hundred KiB
 MAX_PATTERNS = 4096  # of one config: a card listing each file of a big repo stays within it
-_SPLIT_NAME = re.compile(r"\w+(?:\.\w+)*")  # datasets' `naming._split_re`
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # huggingface_hub's `repocard.REGEX_YAML_BLOCK` (the rule `DatasetCard` reads a card by), written out
 _FRONT_MATTER = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
@@ -140,7 +139,7 @@ def _splits(files: Any) -> tuple[tuple[str, tuple[str, ...]], ...] | str:
         paths = [paths] if isinstance(paths, str) else paths
         if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths) and isinstance(item.get("split"), str)):
             return f"a data_files entry is not {{split, path}} ({_shown(item)})"
-        if not _SPLIT_NAME.fullmatch(item["split"]):
+        if not SPLIT_NAME.fullmatch(item["split"]):
             return (f"split {_shown(item['split'])} is no split name datasets takes (letters, digits and _, "
                     "parts joined by dots: test_2017, test.v2)")
         pairs.append((item["split"], tuple(paths)))

@@ -138,3 +138,18 @@ def test_a_repo_whose_parquet_all_lie_in_dunder_folders_says_so(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match=r"folder named __x .*'__export__/train.parquet'.*set path") as error:
         LaionSource("hf", str(tmp_path), "huggingface").units()
     assert "README.md" not in str(error.value) and "config None" not in str(error.value)
+
+
+def test_a_sharded_name_whose_split_datasets_refuses_stops_the_build(tmp_path: Path):
+    """`data/my-train-00000-of-00001.parquet`: `datasets` reads the split `my-train` and refuses the
+    repo ("Split name should match '^\\w+(\\.\\w+)*$'"); the build trained on it as `train` (the
+    sharded pattern took `train` alone, the file's name then). It stops, naming the file and split."""
+    import pytest
+
+    from sources import hf_parquet
+
+    _parquet(tmp_path / "data" / "my-train-00000-of-00001.parquet")
+    _parquet(tmp_path / "other.parquet")
+    assert hf_parquet.hf_split("data/my-train-00000-of-00001.parquet") == "my-train"
+    with pytest.raises(ValueError, match=r"data/my-train-00000-of-00001.parquet names split 'my-train', no split name"):
+        LaionSource("hf", str(tmp_path), "huggingface").units()
