@@ -84,6 +84,34 @@ def _listed(key: tuple, names: list[str]) -> list[str]:
     return names
 
 
+_RUN_MEMO: contextvars.ContextVar[dict | None] = contextvars.ContextVar("uvd_run_memo", default=None)
+
+
+@contextlib.contextmanager
+def run_memo(memo: dict) -> Iterator[dict]:
+    """Inside the block `once_per_run` keeps its values in `memo`: one run's (a renderer's, whose
+    reads and rerun checks all look at the input as it is during the run)."""
+    token = _RUN_MEMO.set(memo)
+    try:
+        yield memo
+    finally:
+        _RUN_MEMO.reset(token)
+
+
+def once_per_run(key: tuple, compute: Callable[[], Derived]) -> Derived:
+    """`compute()`, taken once per `run_memo` block under `key` (each time outside one). For a value
+    every unit of a run derives from the whole input (the pattern set of a Hub repo, from a listing
+    of it): each unit's reading and rerun check listed the whole repo again, quadratic in its files.
+    A value that goes stale during the run is recorded as the run saw it; the next run, with a memo
+    of its own, takes it again and renders the units whose value moved."""
+    memo = _RUN_MEMO.get()
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
 Parsed = TypeVar("Parsed")
 Derived = TypeVar("Derived")
 _DERIVERS: dict[str, Callable[..., Any]] = {}

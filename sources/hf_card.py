@@ -22,10 +22,10 @@ import functools
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from sources import fsio
-from sources.hf_parquet import hf_split, loaded_split, pattern_set, split_hint
+from sources.hf_parquet import SPLIT_NAME, hf_split, loaded_split, pattern_set, split_hint
 from sources.paths import relative_to_root
 from sources.records import read_input_bytes
 from transforms.errors import exception_detail
@@ -33,7 +33,6 @@ from transforms.errors import exception_detail
 CARD = "README.md"
 MAX_CARD_BYTES = 1 << 20  # real cards with hundreds of configs and their features: a few hundred KiB
 MAX_PATTERNS = 4096  # of one config: a card listing each file of a big repo stays within it
-_SPLIT_NAME = re.compile(r"\w+(?:\.\w+)*")  # datasets' `naming._split_re`
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # huggingface_hub's `repocard.REGEX_YAML_BLOCK` (the rule `DatasetCard` reads a card by), written out
 _FRONT_MATTER = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
@@ -140,7 +139,7 @@ def _splits(files: Any) -> tuple[tuple[str, tuple[str, ...]], ...] | str:
         paths = [paths] if isinstance(paths, str) else paths
         if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths) and isinstance(item.get("split"), str)):
             return f"a data_files entry is not {{split, path}} ({_shown(item)})"
-        if not _SPLIT_NAME.fullmatch(item["split"]):
+        if not SPLIT_NAME.fullmatch(item["split"]):
             return (f"split {_shown(item['split'])} is no split name datasets takes (letters, digits and _, "
                     "parts joined by dots: test_2017, test.v2)")
         pairs.append((item["split"], tuple(paths)))
@@ -246,7 +245,9 @@ def card_answer(root: str, relative: str, hf_config: str | None) -> dict[str, An
         config = card_config(root, hf_config)
     except CardError as exc:
         return {"error": str(exc)}
-    return {"split": splits_in(config, [relative])[0], "built": repr(config.name) if config else "(none)"}
+    split = (splits_in(config, [relative])[0] if config is None or config.splits
+             else _default_splits(root, config, [relative], folder_patterns)[0])
+    return {"split": split, "built": repr(config.name) if config else "(none)"}
 
 
 def file_splits(root: str, relatives: list[str], hf_config: str | None) -> list[str | None]:
@@ -256,15 +257,22 @@ def file_splits(root: str, relatives: list[str], hf_config: str | None) -> list[
     config = card_config(root, hf_config)
     if config is not None and config.splits:
         return splits_in(config, relatives)
+    return _default_splits(root, config, relatives, default_patterns)
+
+
+def _default_splits(root: str, config: Config | None, relatives: list[str],
+                    patterns_of: Callable[[str], str]) -> list[str | None]:
+    """The split each of `relatives` is loaded in without `data_files`: by the pattern set
+    `patterns_of` judges for the config's `data_dir` (the root without one); None outside it."""
     under = posixpath.normpath(config.data_dir) + "/" if config is not None and config.data_dir else ""
-    patterns = default_patterns(fsio.join(root, under.rstrip("/")) if under else root)
+    patterns = patterns_of(fsio.join(root, under.rstrip("/")) if under else root)
     return [loaded_split(r[len(under):], patterns) if r.startswith(under) else None for r in relatives]
 
 
 def splits_in(config: Config | None, relatives: list[str]) -> list[str | None]:
     """The split `config` (`card_config`'s) gives each of `relatives`: of two naming it, the held-out
     one (never trained on); with `data_dir` alone (or no config), the one the file's own path gives
-    (`hf_parquet.hf_split`), as an image folder's files are split (its data files are images)."""
+    (`hf_parquet.hf_split`): `file_splits` and `card_answer` ask `_default_splits` then."""
     if config is None:
         return [hf_split(relative) for relative in relatives]
     under = posixpath.normpath(config.data_dir) + "/" if config.data_dir else ""
@@ -278,7 +286,19 @@ def splits_in(config: Config | None, relatives: list[str]) -> list[str | None]:
 def default_patterns(root: str) -> str:
     """The pattern set `datasets` loads the repo at `root` by without a card's `data_files`
     (`hf_parquet.pattern_set`), judged by its parquet files: the data files this source reads
-    (an image a row's path names is the row's; `datasets` would judge by every file)."""
+    (an image a row's path names is the row's; `datasets` would judge by every file). Judged once
+    per run (`fsio.once_per_run`): each unit's `file_split`, read and checked at a rerun, asks it."""
+    return fsio.once_per_run(("sources.hf_card.default_patterns", root), lambda: _judged_patterns(root, (".parquet",)))
+
+
+def folder_patterns(root: str) -> str:
+    """The pattern set `datasets` loads an image folder at `root` (a card config's `data_dir`, or the
+    repo, without `data_files`) by, judged as there by every file under it: `imgs/other/c.png`
+    beside `imgs/train/` is loaded by no split. Once per run, as `default_patterns`."""
+    return fsio.once_per_run(("sources.hf_card.folder_patterns", root), lambda: _judged_patterns(root, None))
+
+
+def _judged_patterns(root: str, suffixes: tuple[str, ...] | None) -> str:
     if not fsio.isdir(root):  # a config's data_dir that is not there: none of its files is
         return "all"
-    return pattern_set([relative_to_root(root, f) for f in fsio.list_files(root, (".parquet",), recursive=True)])
+    return pattern_set([relative_to_root(root, f) for f in fsio.list_files(root, suffixes, recursive=True)])

@@ -42,7 +42,11 @@ SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "
                   "test": ("test", "testing", "eval", "evaluation")}
 HELD_OUT_SPLITS = ("validation", "test")
 _SEP = "[-._ 0-9]"  # NON_WORDS_CHARS
-_SHARDED = re.compile(r"data/(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}[^/]*\.[^/]*")
+# any name before `-NNNNN-of-NNNNN` is the split there (`data/my-train-...`: `my-train`), and one
+# that is no SPLIT_NAME makes `datasets` refuse the repo ("Split name should match ..."): the
+# build stops naming it (`LaionSource._in_config`), never trains on it as another split
+_SHARDED = re.compile(r"data/(?P<split>[^/]+)-\d{5}-of-\d{5}[^/]*\.[^/]*")
+SPLIT_NAME = re.compile(r"\w+(?:\.\w+)*")  # the split names `datasets` takes (`naming._split_re`)
 _IN_FOLDER = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)})(?:{_SEP}.*)?")
               for split, words in SPLIT_KEYWORDS.items()}
 _IN_NAME = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)}){_SEP}.*")

@@ -458,13 +458,30 @@ class LaionSource:
             kept = [s for s, split in zip(shards, splits) if split]
         except hf_card.CardError as exc:
             raise ValueError(f"{self.name}: {exc} (format: huggingface; field hf_config)") from None
+        self._check_split_names(shards, splits)
         if not kept:
-            config = hf_card.card_config(self.path, self.hf_config)  # never None: without one, some file is loaded
+            config = hf_card.card_config(self.path, self.hf_config)
+            if config is None:  # no card's configs: `datasets` loads every data file, so none is one
+                example = relative_to_root(self.path, shards[0])
+                raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is loaded by default (as "
+                                        f"datasets has it): each lies in a folder named __x or .x ({example!r}), "
+                                        "never loaded without a card's data_files naming it; move the files out "
+                                        "of that folder, or set path to the folder (format: huggingface)")
             raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is a data file of config "
-                                    f"{config.name if config else None!r} of its {hf_card.CARD} (format: huggingface; "
+                                    f"{config.name!r} of its {hf_card.CARD} (format: huggingface; "
                                     "field hf_config): set hf_config to a config of the card whose data_files name "
                                     "parquet files there, or fix the card's data_files")
         return kept
+
+    def _check_split_names(self, shards: list[str], splits: list[str | None]) -> None:
+        """Stop the build at a file whose name gives a split `datasets` refuses (`data/my-train-00000-
+        of-00001.parquet`: "Split name should match ..."); it was trained on as another split."""
+        bad = next(((s, split) for s, split in zip(shards, splits)
+                    if split and not hf_parquet.SPLIT_NAME.fullmatch(split)), None)
+        if bad:
+            raise ValueError(f"{self.name}: {relative_to_root(self.path, bad[0])} names split {bad[1]!r}, no split "
+                             "name datasets takes (letters, digits and _, parts joined by dots: test_2017, "
+                             "test.v2): datasets refuses the repo; rename the file (format: huggingface)")
 
     def _hf_claimed(self, shards: list[str], images: set[str]) -> set[str]:
         """Those of `images` (paths under the root, in NFC) a row of a parquet names: only each

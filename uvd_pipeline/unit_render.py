@@ -98,6 +98,7 @@ class UnitRenderer:
         self.verify = verify  # a stored unit's images are checked by sha256 too, not only by size
         # the source's root and the one the output names its units under (`BuildConfig.output_root`)
         self.root, self.named_root = root, named_root
+        self.memo: dict = {}  # this run's `fsio.once_per_run` values: each unit's read and check share them
 
     def store(self) -> UnitStore:
         return UnitStore(self.output, self.source.name, self.config_hash, self.root, self.named_root)
@@ -110,14 +111,15 @@ class UnitRenderer:
         says so, the unit is abandoned uncommitted (`RenderCancelled`)."""
         name = self.source.name
         store = self.store()
-        loaded = store.load(unit, verify_images=self.verify)
+        with fsio.run_memo(self.memo):
+            loaded = store.load(unit, verify_images=self.verify)
+            if loaded is None:
+                outputs, digest = self._render_unit(store, unit, cancelled)
+                count(name, "units_rendered")
         if loaded is not None:
             outputs, digest = loaded
             count(name, "units_reused")
             count(name, "outputs_reused", len(outputs))
-        else:
-            outputs, digest = self._render_unit(store, unit, cancelled)
-            count(name, "units_rendered")
         return outputs, UnitInputs(name, self.unit_key(unit), digest)
 
     def _render_unit(self, store: UnitStore, unit, cancelled: Callable[[], bool] | None) -> tuple[Outputs, str]:

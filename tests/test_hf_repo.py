@@ -1,0 +1,155 @@
+"""A Hugging Face Hub repo read as `datasets` reads it: the costs and the splits that the layout tests
+in test_source_laion.py leave out (how often the repo is listed, image folders under a card's
+`data_dir`, split names `datasets` refuses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sources import fsio
+from sources.laion import LaionSource
+from uvd_pipeline.render import RenderSettings
+from uvd_pipeline.unit_render import UnitRenderer
+
+
+def _parquet(path: Path, text: str = "a") -> None:
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"image": pa.array([{"bytes": b"x", "path": None}], image), "text": [text]}), path)
+
+
+def _renderer(root: Path, out: Path) -> UnitRenderer:
+    """One run's renderer of the repo (a rerun: another one into the same output)."""
+    settings = RenderSettings(32, "center_crop", 0, 1 << 24, 1, 0, 0.0)
+    return UnitRenderer(LaionSource("hf", str(root), "huggingface"), settings, web_images=True, fingerprint=False,
+                        output=str(out), config_hash="h", root=str(root))
+
+
+def _run(root: Path, out: Path, monkeypatch) -> tuple[int, dict[str, bool]]:
+    """Recursive listings of the repo in one run (planning, reads, rerun checks), and per unit
+    file whether it was rendered (not taken from the store)."""
+    listed, calls = fsio.list_files, _recursive_listings(monkeypatch)
+    renderer = _renderer(root, out)
+    rendered = {}
+    for unit in renderer.source.units():
+        with fsio.run_memo(renderer.memo):  # as `render` asks it
+            before = renderer.store().load(unit) is None
+        renderer.render(unit)
+        rendered.update({Path(u).name: before for u in unit.uris})
+    monkeypatch.setattr(fsio, "list_files", listed)
+    return len(calls), rendered
+
+
+def _recursive_listings(monkeypatch) -> list[str]:
+    """The folders `fsio.list_files` lists recursively from now on."""
+    listed, calls = fsio.list_files, []
+    monkeypatch.setattr(fsio, "list_files",
+                        lambda uri, *a, **k: (calls.append(uri) if k.get("recursive") else None) or listed(uri, *a, **k))
+    return calls
+
+
+def test_a_many_shard_repo_is_listed_once_per_run_not_once_per_unit(tmp_path: Path, monkeypatch):
+    """Each unit's split (`hf_card.file_split`) asked the default pattern set, which listed the whole
+    repo: once per unit at the build and again per unit at every rerun's check (`fsio.rederive`),
+    quadratic in the shards (1500 shards: 20 s against 4). A run judges it once (`fsio.run_memo`,
+    as `UnitRenderer.render` holds it), reads and checks alike."""
+    root = tmp_path / "repo"
+    for i in range(12):
+        _parquet(root / "data" / f"train-{i:05d}-of-00012.parquet")
+    source = LaionSource("hf", str(root), "huggingface")
+    units = source.units()
+    calls, keys = _recursive_listings(monkeypatch), []
+    with fsio.run_memo({}):
+        for unit in units:
+            with fsio.recording_inputs() as record:
+                assert [type(i).__name__ for i in source.read(unit)] == ["ImageRecord"]
+            keys += [k for k in record.derived if k[0] == "sources.hf_card.file_split"]
+    assert len(keys) == 12 and calls == [str(root)]
+    with fsio.run_memo({}):  # a rerun's check
+        assert [fsio.rederive(k) for k in keys] == ["train"] * 12
+    assert calls == [str(root)] * 2
+
+
+def test_a_file_that_flips_the_pattern_set_renders_the_units_it_moves(tmp_path: Path, monkeypatch):
+    """A run judges the pattern set once, yet the next run (a memo of its own) sees a file that flips
+    it: test-2.parquet leaves the name set (train.parquet's unit is taken from the store); a shard
+    under data/ makes `datasets` load by the sharded set, train.parquet and test.parquet of no split."""
+    root, out = tmp_path / "repo", tmp_path / "out"
+    for name in ["train.parquet", "test.parquet"]:
+        _parquet(root / name)
+    _run(root, out, monkeypatch)
+    _parquet(root / "test-2.parquet")
+    listings, rendered = _run(root, out, monkeypatch)
+    assert not rendered["train.parquet"] and not rendered["test.parquet"]
+    assert listings <= 3  # planning's, and one for every unit's read and check
+    _parquet(root / "data" / "train-00000-of-00001.parquet")
+    _, rendered = _run(root, out, monkeypatch)
+    assert rendered["train-00000-of-00001.parquet"] and rendered["train.parquet"] and rendered["test.parquet"]
+
+
+def test_an_image_folder_cards_data_dir_loads_what_its_pattern_set_names(tmp_path: Path):
+    """A card config with `data_dir` alone: `datasets` loads its images by the first default pattern
+    set naming a file under it (here the split folders), `imgs/other/c.png` by none; it was trained
+    on, its own path read as `train`. An image outside `data_dir` is no data file either."""
+    from PIL import Image
+
+    for name in ["imgs/train/a.png", "imgs/test/b.png", "imgs/other/c.png", "loose/d.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_dir: imgs\n---\n")
+    source = LaionSource("f", str(tmp_path), "folder")
+    with fsio.run_memo({}):
+        items = [i for unit in source.units() for i in source.read(unit)]
+    found = {i.key: i.lineage["hf_split"] if hasattr(i, "lineage") else i.reason for i in items}
+    assert found == {"f-imgs-train-a--png": "train", "f-imgs-test-b--png": "test",
+                     "f-imgs-other-c--png": "other_hf_config", "f-loose-d--png": "other_hf_config",
+                     "f-README--md": "unexpected_file"}
+
+
+def test_a_file_over_its_cap_is_refused_before_any_byte_is_read(monkeypatch):
+    """`fsio.read_bytes` judges the size the opened file states (a remote card of 3 MiB against the
+    1 MiB budget of a card): nothing is read. Read, then checked, it fetched the cap and one byte more."""
+    import fsspec
+    import pytest
+    from fsspec.implementations.memory import MemoryFile
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/test_hf_repo/big/README.md", b"x" * (3 << 20))
+    read, counted = MemoryFile.read, []
+    monkeypatch.setattr(MemoryFile, "read", lambda self, *a: counted.append(len(out := read(self, *a))) or out)
+    try:
+        with pytest.raises(fsio.FileTooLarge, match="larger than 1048576 bytes"):
+            fsio.read_bytes("memory:///test_hf_repo/big/README.md", 1 << 20)
+        assert sum(counted) == 0
+        assert fsio.read_bytes("memory:///test_hf_repo/big/README.md", 3 << 20) == b"x" * (3 << 20)
+    finally:
+        memory.rm("/test_hf_repo", recursive=True)
+
+
+def test_a_repo_whose_parquet_all_lie_in_dunder_folders_says_so(tmp_path: Path):
+    """Without a card, every parquet file in a `__x/` folder (never loaded by default, as in
+    `datasets`): the build stopped blaming "config None of its README.md", a card that is not there."""
+    import pytest
+
+    _parquet(tmp_path / "__export__" / "train.parquet")
+    with pytest.raises(FileNotFoundError, match=r"folder named __x .*'__export__/train.parquet'.*set path") as error:
+        LaionSource("hf", str(tmp_path), "huggingface").units()
+    assert "README.md" not in str(error.value) and "config None" not in str(error.value)
+
+
+def test_a_sharded_name_whose_split_datasets_refuses_stops_the_build(tmp_path: Path):
+    """`data/my-train-00000-of-00001.parquet`: `datasets` reads the split `my-train` and refuses the
+    repo ("Split name should match '^\\w+(\\.\\w+)*$'"); the build trained on it as `train` (the
+    sharded pattern took `train` alone, the file's name then). It stops, naming the file and split."""
+    import pytest
+
+    from sources import hf_parquet
+
+    _parquet(tmp_path / "data" / "my-train-00000-of-00001.parquet")
+    _parquet(tmp_path / "other.parquet")
+    assert hf_parquet.hf_split("data/my-train-00000-of-00001.parquet") == "my-train"
+    with pytest.raises(ValueError, match=r"data/my-train-00000-of-00001.parquet names split 'my-train', no split name"):
+        LaionSource("hf", str(tmp_path), "huggingface").units()
