@@ -27,9 +27,10 @@ IMAGES_PER_UNIT = 256
 # images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x) and held 645 MB;
 # files of many small objects take more a byte: 30 MB of boxes written by `json.dump` without
 # spaces peaked at 8.4x (11.3x while each annotation was copied and the file's bytes kept beside
-# its text). Held as lists, a CVAT export of tall brush masks (uncompressed RLE counts of 3
-# digits) peaked at 10.2x (peak RSS), polygons of short numbers (`12.5`) at 8.1x, keypoints at
-# 8.2x; kept as arrays (`compact_lists`) they peak at 2.4x, 5.4x and 4.2x
+# its text; 7.8x since each annotation id's first index is held without a tuple). Held as lists,
+# a CVAT export of tall brush masks (uncompressed RLE counts of 3 digits) peaked at 10.2x (peak
+# RSS), polygons of short numbers (`12.5`) at 8.1x, keypoints at 8.2x; kept as arrays
+# (`compact_lists`) they peak at 2.4x, 5.4x and 4.2x
 INDEX_BYTES_PER_FILE_BYTE = 9
 # what one source's index may take, judged from its files' sizes before any parse (`CocoSource.units`):
 # COCO train2017's instances and person_keypoints (676 MiB) take ~5.9 GiB by that factor
@@ -186,17 +187,21 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
         for index, category in enumerate(_list(uri, data, "categories")):
             category_id = _int_field(uri, "categories", index, category, "id")
             categories[category_id] = {**categories.get(category_id, {}), **category}
-        seen_anns: dict[Id, tuple[int, Id]] = {}  # id -> (index, image id) of its first entry in this file
-        for index, ann in enumerate(_list(uri, data, "annotations")):
+        # id -> index of its first entry in this file (not with its image id: a tuple an annotation
+        # took 8% of a file of small boxes at the peak)
+        seen_anns: dict[Id, int] = {}
+        entries = _list(uri, data, "annotations")
+        for index, ann in enumerate(entries):
             image_id = _id_field(uri, "annotations", index, ann, "image_id")
             ann_id = _id_field(uri, "annotations", index, ann, "id")
             named_at.setdefault(image_id, f"{short} annotations[{index}]")
             if ann_id in seen_anns:
-                first, first_image = seen_anns[ann_id]
+                first = seen_anns[ann_id]
+                first_image = _id_field(uri, "annotations", first, entries[first], "image_id")
                 problem = f"{short} annotations[{first}] and annotations[{index}] both have id {ann_id}"
                 problems.setdefault(first_image, problem)  # the first problem found is the one reported
                 problems.setdefault(image_id, problem)
-            seen_anns.setdefault(ann_id, (index, image_id))
+            seen_anns.setdefault(ann_id, index)
             # the entry itself is kept (another file's of the same id merged into the first): a copy
             # held beside the parsed file doubled what a file of many small objects took
             kept = annotations[image_id].setdefault(ann_id, ann)

@@ -1302,7 +1302,8 @@ def test_a_file_of_many_small_boxes_parses_within_the_judged_memory(tmp_path: Pa
     file of 12-point polygons (7.2x); a file of many small boxes written without spaces (as
     `json.dump(..., separators=(",", ":"))` writes one) peaked at 11.5x, past the judgment: each
     annotation was copied while the parsed file stood, the file's bytes kept beside its text. Its
-    parse now peaks within the factor (Python's allocations, `tracemalloc`)."""
+    parse now peaks within the factor by 10% (Python's allocations, `tracemalloc`, read 6-10% below
+    the peak RSS; 8.2x while the first index and image id of each annotation id were held as a tuple)."""
     import tracemalloc
 
     from sources.coco import INDEX_BYTES_PER_FILE_BYTE
@@ -1323,7 +1324,7 @@ def test_a_file_of_many_small_boxes_parses_within_the_judged_memory(tmp_path: Pa
     finally:
         tracemalloc.stop()
     assert sum(map(len, index.annotations.values())) == count
-    assert peak / (tmp_path / "ann.json").stat().st_size <= INDEX_BYTES_PER_FILE_BYTE
+    assert peak / (tmp_path / "ann.json").stat().st_size <= INDEX_BYTES_PER_FILE_BYTE / 1.1
 
 
 def tall_mask_counts(rng: np.random.Generator, h: int = 1080, w: int = 1920) -> list[int]:
