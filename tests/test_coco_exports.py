@@ -1297,6 +1297,23 @@ def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any
         index_memory_mb=81).content_hash()
 
 
+def parse_peak(folder: Path, data: dict, count: int) -> float:
+    """`data` written as compact JSON (as `json.dump(..., separators=(",", ":"))` and Datumaro write
+    it), indexed: the peak of Python's allocations (`tracemalloc`) per byte of the file."""
+    import tracemalloc
+
+    (folder / "ann.json").write_text(json.dumps(data, separators=(",", ":")))
+    load_index.cache_clear()
+    tracemalloc.start()
+    try:
+        index = load_index((str(folder / "ann.json"),), str(folder))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sum(map(len, index.annotations.values())) == count
+    return peak / (folder / "ann.json").stat().st_size
+
+
 def test_a_file_of_many_small_boxes_parses_within_the_judged_memory(tmp_path: Path):
     """The index's memory is judged as `INDEX_BYTES_PER_FILE_BYTE` times the files' size, from a
     file of 12-point polygons (7.2x); a file of many small boxes written without spaces (as
@@ -1304,8 +1321,6 @@ def test_a_file_of_many_small_boxes_parses_within_the_judged_memory(tmp_path: Pa
     annotation was copied while the parsed file stood, the file's bytes kept beside its text. Its
     parse now peaks within the factor by 10% (Python's allocations, `tracemalloc`, read 6-10% below
     the peak RSS; 8.2x while the first index and image id of each annotation id were held as a tuple)."""
-    import tracemalloc
-
     from sources.coco import INDEX_BYTES_PER_FILE_BYTE
 
     rng = np.random.default_rng(3)
@@ -1315,16 +1330,7 @@ def test_a_file_of_many_small_boxes_parses_within_the_judged_memory(tmp_path: Pa
             "annotations": [{"id": i + 1, "image_id": i // 20 + 1, "category_id": 1 + i % 80, "bbox": [x, y, 12, 10],
                              "area": 120, "iscrowd": 0} for i, (x, y) in enumerate(boxes)],
             "categories": categories(*range(1, 81))}
-    (tmp_path / "ann.json").write_text(json.dumps(data, separators=(",", ":")))
-    load_index.cache_clear()
-    tracemalloc.start()
-    try:
-        index = load_index((str(tmp_path / "ann.json"),), str(tmp_path))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert sum(map(len, index.annotations.values())) == count
-    assert peak / (tmp_path / "ann.json").stat().st_size <= INDEX_BYTES_PER_FILE_BYTE / 1.1
+    assert parse_peak(tmp_path, data, count) <= INDEX_BYTES_PER_FILE_BYTE / 1.1
 
 
 def tall_mask_counts(rng: np.random.Generator, h: int = 1080, w: int = 1920) -> list[int]:
@@ -1344,8 +1350,6 @@ def test_a_cvat_export_of_tall_brush_masks_parses_well_within_the_judged_memory(
     peaked at 10.2x the file's size (RSS), past `INDEX_BYTES_PER_FILE_BYTE`: a 680 MB export passed
     the default `index_memory_mb` and took ~7 GB in every worker. The counts are kept as arrays.
     `tracemalloc` reads 6-10% below the process's peak RSS, hence the margin."""
-    import tracemalloc
-
     from sources.coco import INDEX_BYTES_PER_FILE_BYTE
 
     rng = np.random.default_rng(5)
@@ -1358,16 +1362,7 @@ def test_a_cvat_export_of_tall_brush_masks_parses_well_within_the_judged_memory(
                              "area": 1.0, "bbox": [1.0, 2.0, 3.0, 4.0], "attributes": {"occluded": False}}
                             for i in range(count)],
             "categories": categories(1, 2, 3)}
-    (tmp_path / "ann.json").write_text(json.dumps(data, separators=(",", ":")))
-    load_index.cache_clear()
-    tracemalloc.start()
-    try:
-        index = load_index((str(tmp_path / "ann.json"),), str(tmp_path))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert sum(map(len, index.annotations.values())) == count
-    assert peak / (tmp_path / "ann.json").stat().st_size <= INDEX_BYTES_PER_FILE_BYTE / 2
+    assert parse_peak(tmp_path, data, count) <= INDEX_BYTES_PER_FILE_BYTE / 2
 
 
 @pytest.mark.parametrize("values, compact", [
