@@ -16,7 +16,7 @@ import math
 import re
 import sys
 import zlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sources import fsio
 from sources.paths import relative_to_root
@@ -104,9 +104,10 @@ def _inflate_member(uri: str, data: bytes, out: bytearray, limit: int) -> bytes:
     return inflater.unused_data
 
 
-def parse_json(uri: str, data: bytes | str) -> Any:
+def parse_json(uri: str, data: bytes | str, object_hook: Callable[[dict], Any] | None = None) -> Any:
+    """`object_hook` as `json.loads` takes it: each object, as it is parsed, turned into what is kept."""
     try:
-        return json.loads(data)
+        return json.loads(data, object_hook=object_hook)
     except RecursionError:
         raise AnnotationFileError(uri, "nests too deep to be an annotation file") from None
     except UnicodeDecodeError as exc:
@@ -118,14 +119,16 @@ def parse_json(uri: str, data: bytes | str) -> Any:
                                        f"{sys.get_int_max_str_digits()})") from None
 
 
-def load_json(uri: str, *, gzipped: bool = False, limit: int = MAX_ANNOTATION_BYTES) -> Any:
-    """The parsed JSON of an annotation file, at most `limit` bytes read (and, gzipped, expanded)."""
+def load_json(uri: str, *, gzipped: bool = False, limit: int = MAX_ANNOTATION_BYTES,
+              object_hook: Callable[[dict], Any] | None = None) -> Any:
+    """The parsed JSON of an annotation file, at most `limit` bytes read (and, gzipped, expanded);
+    `object_hook` as `parse_json` takes it."""
     data = _read_capped(uri, limit)
     if gzipped:
         data = _gunzip_capped(uri, data, limit)
     text = json_text(uri, data)
     del data  # held beside its text and its parse, the file's bytes took one file size more at the peak
-    return parse_json(uri, text)
+    return parse_json(uri, text, object_hook)
 
 
 def json_text(uri: str, data: bytes) -> str:

@@ -9,6 +9,7 @@ parses a worker keeps are bounded in bytes (`CACHED_INDEX_FILE_BYTES`).
 from __future__ import annotations
 
 import functools
+from array import array
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -26,7 +27,10 @@ IMAGES_PER_UNIT = 256
 # images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x) and held 645 MB;
 # files of many small objects take more a byte: 30 MB of boxes written by `json.dump` without
 # spaces peaked at 8.4x (11.3x while each annotation was copied and the file's bytes kept beside
-# its text), polygons of short numbers (`12.5`) at 9.2x, COCO-like keypoints and polygons 6.4-6.8x
+# its text; 7.8x since each annotation id's first index is held without a tuple). Held as lists,
+# a CVAT export of tall brush masks (uncompressed RLE counts of 3 digits) peaked at 10.2x (peak
+# RSS), polygons of short numbers (`12.5`) at 8.1x, keypoints at 8.2x; kept as arrays
+# (`compact_lists`) they peak at 2.4x, 5.4x and 4.2x
 INDEX_BYTES_PER_FILE_BYTE = 9
 # what one source's index may take, judged from its files' sizes before any parse (`CocoSource.units`):
 # COCO train2017's instances and person_keypoints (676 MiB) take ~5.9 GiB by that factor
@@ -56,6 +60,50 @@ class CocoIndex:
 
 
 AT = "_at"  # where an annotation came from ("instances.json annotations[12]"), for reject details
+
+
+def _compact(values: list) -> array | list:
+    """A list of numbers all of one type as an array of machine numbers (4-8 bytes a number for
+    an int's 28-32 and its list slot's 8); any other list (ints beside floats, a bool, a text, an
+    int past 64 bits, none) as it was, so that `expanded` gives back the very values parsed."""
+    kinds = set(map(type, values))
+    if kinds == {float}:
+        return array("d", values)
+    if kinds == {int}:
+        for code in ("i", "q"):
+            try:
+                return array(code, values)
+            except OverflowError:
+                pass
+    return values
+
+
+def compact_lists(entry: dict[str, Any]) -> dict[str, Any]:
+    """`load_json`'s object hook: an object's segmentation (RLE counts, polygons) and keypoints
+    kept as arrays, as each object is parsed. A CVAT brush mask's uncompressed counts (3-digit runs:
+    a 32-byte int and an 8-byte list slot for 4 characters of JSON) took 10.2x its file's size, past
+    `INDEX_BYTES_PER_FILE_BYTE`, had the index held them as lists; `expanded` makes them lists again."""
+    seg = entry.get("segmentation")
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+        seg["counts"] = _compact(seg["counts"])
+    elif isinstance(seg, list):
+        entry["segmentation"] = [_compact(p) if isinstance(p, list) else p for p in seg]
+    if isinstance(entry.get("keypoints"), list):
+        entry["keypoints"] = _compact(entry["keypoints"])
+    return entry
+
+
+def expanded(ann: dict[str, Any]) -> dict[str, Any]:
+    """An indexed annotation as its file wrote it: `compact_lists`'s arrays as lists again (a new
+    dict: the index's stays compact), so that checks and payloads see the values as parsed."""
+    seg, points, changes = ann.get("segmentation"), ann.get("keypoints"), {}
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), array):
+        changes["segmentation"] = {**seg, "counts": seg["counts"].tolist()}
+    elif isinstance(seg, list) and any(isinstance(p, array) for p in seg):
+        changes["segmentation"] = [p.tolist() if isinstance(p, array) else p for p in seg]
+    if isinstance(points, array):
+        changes["keypoints"] = points.tolist()
+    return {**ann, **changes} if changes else ann
 
 
 def _list(uri: str, data: dict, field: str) -> list:
@@ -114,7 +162,7 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     problems: dict[Id, str] = {}
     label_studio = False
     for uri in annotation_uris:
-        data = load_json(uri)
+        data = load_json(uri, object_hook=compact_lists)
         if not isinstance(data, dict):
             raise AnnotationFileError(uri, "is not a COCO JSON object")
         label_studio = label_studio or is_label_studio(data)
@@ -139,17 +187,21 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
         for index, category in enumerate(_list(uri, data, "categories")):
             category_id = _int_field(uri, "categories", index, category, "id")
             categories[category_id] = {**categories.get(category_id, {}), **category}
-        seen_anns: dict[Id, tuple[int, Id]] = {}  # id -> (index, image id) of its first entry in this file
-        for index, ann in enumerate(_list(uri, data, "annotations")):
+        # id -> index of its first entry in this file (not with its image id: a tuple an annotation
+        # took 8% of a file of small boxes at the peak)
+        seen_anns: dict[Id, int] = {}
+        entries = _list(uri, data, "annotations")
+        for index, ann in enumerate(entries):
             image_id = _id_field(uri, "annotations", index, ann, "image_id")
             ann_id = _id_field(uri, "annotations", index, ann, "id")
             named_at.setdefault(image_id, f"{short} annotations[{index}]")
             if ann_id in seen_anns:
-                first, first_image = seen_anns[ann_id]
+                first = seen_anns[ann_id]
+                first_image = _id_field(uri, "annotations", first, entries[first], "image_id")
                 problem = f"{short} annotations[{first}] and annotations[{index}] both have id {ann_id}"
                 problems.setdefault(first_image, problem)  # the first problem found is the one reported
                 problems.setdefault(image_id, problem)
-            seen_anns.setdefault(ann_id, (index, image_id))
+            seen_anns.setdefault(ann_id, index)
             # the entry itself is kept (another file's of the same id merged into the first): a copy
             # held beside the parsed file doubled what a file of many small objects took
             kept = annotations[image_id].setdefault(ann_id, ann)
@@ -625,7 +677,7 @@ class CocoSource:
         images_uri = self._images_uri()
         for image_id in image_ids:
             group = self.group(image_id, index)
-            anns = [a for a in index.annotations.get(image_id, [])]
+            anns = [expanded(a) for a in index.annotations.get(image_id, [])]
             if image_id in index.problems:
                 shown = repr(image_id) if image_id in index.twin_of else image_id
                 yield from self._every_task(group, BAD_ANNOTATION, f"image {shown}: {index.problems[image_id]}")
