@@ -336,3 +336,45 @@ def test_the_error_ending_a_scan_is_kept_without_its_frames(tmp_path, ending):
         tracemalloc.stop()
     assert len(held) == 3 and ("end-of-archive" in cuts[0] if ending == "no end block" else "malformed" in cuts[0])
     assert max(held) < 1 << 20, held  # 2.1-4.2 MB with the traceback
+
+
+@pytest.mark.parametrize("form", ["gnu", "posix"])
+def test_a_sparse_member_reads_back_its_bytes_as_does_the_member_after_it(tmp_path, form):
+    """A sparse file in a shard (`tar -S`: GNU's 'S' member or pax's GNU sparse 1.0) is stored as its
+    data fragments and a map; `KeptHeaders` keeps no map, so `scan` keeps no header of such a tar
+    (the read reads them again, map and all): kept as a plain member's, its bytes were read as one
+    run, the sample cut short and the shard a `corrupt_archive`."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources.laion import LaionSource
+    from sources.records import Reject
+
+    require_archivers("tar")
+    files, folder = tmp_path / "files", tmp_path / form
+    files.mkdir()
+    folder.mkdir()
+    with open(files / "000000000.jpg", "wb") as sparse:
+        sparse.write(b"\xff\xd8\xff" + b"A" * 5000)
+        sparse.seek(1 << 20)
+        sparse.write(b"B" * 5000)
+    (files / "000000001.jpg").write_bytes(b"\xff\xd8\xff after the sparse one")
+    names, rows = [], []
+    for index in range(2):
+        key = f"{index:09d}"
+        (files / f"{key}.txt").write_text(f"image {index}")
+        names += [f"{key}.jpg", f"{key}.txt"]
+        rows.append({"key": key, "status": "success", "caption": f"image {index}",
+                     "sha256": hashlib.sha256((files / f"{key}.jpg").read_bytes()).hexdigest()})
+    subprocess.run(["tar", f"--format={form}", "-S", "-cf", str(folder / "00000.tar"), "-C", str(files), *names],
+                   check=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "00000.parquet")
+    (folder / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 2}))
+    with tarfile.open(folder / "00000.tar") as tar:
+        assert tar.getmember("000000000.jpg").sparse, "tar wrote no sparse member: the file system keeps no holes"
+    source = LaionSource("web", str(folder), "webdataset")
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert not [item for item in items if isinstance(item, Reject)], items
+    assert [item.data for item in items] == [(files / name).read_bytes() for name in names if name.endswith(".jpg")]
