@@ -511,7 +511,8 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
     (the read that follows says what is wrong with it). A plain tar's headers are kept for the
     read (`KeptHeaders`, its end-of-archive block checked here), so that no header is read twice
     (three 300-image img2dataset shards: 0.54-0.60 CPU-s read twice, 0.35-0.39 once); none past
-    `MAX_KEPT_HEADER_BYTES`."""
+    `MAX_KEPT_HEADER_BYTES`. A tar appended to between scan and read ends where the scan saw it end
+    (a rerun redoes the unit: the state of its inputs is recorded)."""
     names: dict[bytes, int] = {}  # name digest -> how many members have it: ~100 bytes a member
     layout = Layout()
     try:
