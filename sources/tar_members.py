@@ -465,7 +465,7 @@ class KeptHeaders:
     name, type, header and data offsets and size; not its pax records, owner or times (a `TarInfo`
     held them all: 32 members behind 2 MiB pax headers held 64 MiB), within `MAX_KEPT_HEADER_BYTES`.
     `error` is what ended the scan after them (a cut or unreadable header, a missing end-of-archive
-    block): the read says it after its last member, as reading the headers again would."""
+    block), kept bare (`_bare`): the read says it after its last member, as reading the headers again would."""
 
     names: list[str] = field(default_factory=list)
     types: bytearray = field(default_factory=bytearray)
@@ -511,7 +511,8 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
     (the read that follows says what is wrong with it). A plain tar's headers are kept for the
     read (`KeptHeaders`, its end-of-archive block checked here), so that no header is read twice
     (three 300-image img2dataset shards: 0.54-0.60 CPU-s read twice, 0.35-0.39 once); none past
-    `MAX_KEPT_HEADER_BYTES`."""
+    `MAX_KEPT_HEADER_BYTES`. A tar appended to between scan and read ends where the scan saw it end
+    (a rerun redoes the unit: the state of its inputs is recorded)."""
     names: dict[bytes, int] = {}  # name digest -> how many members have it: ~100 bytes a member
     layout = Layout()
     try:
@@ -536,8 +537,17 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
         if isinstance(exc, ValueError):  # no error the read catches: it reads the headers again, as before
             layout.headers = None
         elif layout.headers is not None:
-            layout.headers.error = exc  # the read says it after the kept members
+            layout.headers.error = _bare(exc)  # the read says it after the kept members
     return layout
+
+
+def _bare(exc: BaseException) -> BaseException:
+    """`exc` without its traceback and the errors it was raised from: kept for a whole (lazy) read
+    (`KeptHeaders.error`), they held every frame they passed through, scan's dict of names and
+    tarfile's pax block (up to `MAX_TAR_HEADER_BYTES`): 12.7 MB for 7.7 MB of headers. Its detail
+    (`exception_detail`: its class and message) stays the same."""
+    exc.__context__ = exc.__cause__ = None
+    return exc.with_traceback(None)
 
 
 def read_members(uri: str, mode: Callable[[IO[bytes]], str],

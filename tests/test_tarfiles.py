@@ -284,3 +284,97 @@ def test_past_the_kept_header_budget_a_tar_reads_the_same(tmp_path, monkeypatch)
                 again = _items(source)
                 monkeypatch.undo()
                 assert kept == again, (label, where, budget)
+
+
+def _tar_ending_badly(path, ending: str) -> None:
+    """Three members in pax format, the last with a 2 MiB pax `comment` record, then `ending`: "no
+    end block" (cut at the member boundary, as a killed download is) or "bad pax" (a 2 MiB pax
+    block whose last record is malformed, refused from inside tarfile's frames)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for index in range(3):
+            info = tarfile.TarInfo(f"{index:09d}.jpg")
+            info.size, info.pax_headers = 3, {"comment": "c" * (2 << 20)} if index == 2 else {}
+            tar.addfile(info, io.BytesIO(b"\xff\xd8\xff"))
+    data = buf.getvalue().rstrip(b"\0")
+    data += b"\0" * (-len(data) % 512)
+    if ending == "bad pax":
+        record = b"%d comment=%s\n" % (len("comment=") + 9 + (2 << 20), b"x" * (2 << 20))
+        header = tarfile.TarInfo("././@PaxHeader")
+        header.type, header.size = tarfile.XHDTYPE, len(record) + 9
+        data += header.tobuf(tarfile.USTAR_FORMAT) + record + b"99 broken" + b"\0" * (-(len(record) + 9) % 512 + 1024)
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("ending", ["no end block", "bad pax"])
+def test_the_error_ending_a_scan_is_kept_without_its_frames(tmp_path, ending):
+    """`scan` keeps the error that ended it for the read (`KeptHeaders.error`); kept with its
+    traceback, it held every frame it passed through for the whole read: scan's (its dict of names,
+    the last header with a 2 MiB pax record) and tarfile's (a pax block read whole, up to 4 MiB)."""
+    import gc
+    import tracemalloc
+
+    from sources.tar_members import read_members, scan
+
+    path = tmp_path / "00000.tar"
+    _tar_ending_badly(path, ending)
+    held, cuts = [], []
+
+    def visit(tar, info):
+        gc.collect()
+        held.append(tracemalloc.get_traced_memory()[0])
+        return ()
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        layout = scan(str(path))
+        assert layout.headers is not None and layout.headers.error is not None
+        list(read_members(str(path), lambda handle: "r:", visit, lambda exc: cuts.append(str(exc)) or (),
+                          lambda info, detail: (), layout))
+    finally:
+        tracemalloc.stop()
+    assert len(held) == 3 and ("end-of-archive" in cuts[0] if ending == "no end block" else "malformed" in cuts[0])
+    assert max(held) < 1 << 20, held  # 2.1-4.2 MB with the traceback
+
+
+@pytest.mark.parametrize("form", ["gnu", "posix"])
+def test_a_sparse_member_reads_back_its_bytes_as_does_the_member_after_it(tmp_path, form):
+    """A sparse file in a shard (`tar -S`: GNU's 'S' member or pax's GNU sparse 1.0) is stored as its
+    data fragments and a map; `KeptHeaders` keeps no map, so `scan` keeps no header of such a tar
+    (the read reads them again, map and all): kept as a plain member's, its bytes were read as one
+    run, the sample cut short and the shard a `corrupt_archive`."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources.laion import LaionSource
+    from sources.records import Reject
+
+    require_archivers("tar")
+    files, folder = tmp_path / "files", tmp_path / form
+    files.mkdir()
+    folder.mkdir()
+    with open(files / "000000000.jpg", "wb") as sparse:
+        sparse.write(b"\xff\xd8\xff" + b"A" * 5000)
+        sparse.seek(1 << 20)
+        sparse.write(b"B" * 5000)
+    (files / "000000001.jpg").write_bytes(b"\xff\xd8\xff after the sparse one")
+    names, rows = [], []
+    for index in range(2):
+        key = f"{index:09d}"
+        (files / f"{key}.txt").write_text(f"image {index}")
+        names += [f"{key}.jpg", f"{key}.txt"]
+        rows.append({"key": key, "status": "success", "caption": f"image {index}",
+                     "sha256": hashlib.sha256((files / f"{key}.jpg").read_bytes()).hexdigest()})
+    subprocess.run(["tar", f"--format={form}", "-S", "-cf", str(folder / "00000.tar"), "-C", str(files), *names],
+                   check=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "00000.parquet")
+    (folder / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 2}))
+    with tarfile.open(folder / "00000.tar") as tar:
+        assert tar.getmember("000000000.jpg").sparse, "tar wrote no sparse member: the file system keeps no holes"
+    source = LaionSource("web", str(folder), "webdataset")
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert not [item for item in items if isinstance(item, Reject)], items
+    assert [item.data for item in items] == [(files / name).read_bytes() for name in names if name.endswith(".jpg")]
