@@ -554,6 +554,33 @@ def test_a_moved_memory_input_keeps_its_units(tmp_path):
         fs.rm(top, recursive=True)
 
 
+def test_drop_stale_keeps_a_moved_inputs_units(tmp_path):
+    """After a build of a moved input, `drop_stale` forgets units no longer in the input: it must
+    name the units as the store does (under the output's first root), or it takes every unit of
+    the moved input for gone and removes it (the next run renders everything again)."""
+    from sources import fsio
+    from uvd_pipeline.build import drop_stale
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.sentences import Sentence
+    from uvd_pipeline.unit_store import UnitStore
+
+    old, new, out = str(tmp_path / "data" / "web"), tmp_path / "big" / "web", str(tmp_path / "out")
+    new.mkdir(parents=True)
+    config = parse_config({"output": out, "sources": [{"name": "web", "type": "laion", "path": str(new)}]})
+    config = config.with_output_roots({"web": old})
+    store = UnitStore(out, "web", config.content_hash(), str(new), old)
+    units = []
+    for name in ("a", "b"):
+        (new / name).write_text(name)
+        units.append(str(new / name))
+        writer = store.writer(units[-1])
+        with fsio.recording_inputs() as record:
+            item = Sentence(name, "web", "image", "none", "train", (b"\x89PNG fake",), ({"key": name},))
+        writer.commit([("sentences", writer.stored(item))], record)
+    drop_stale(config, {"web": units[:1]}, set())  # b is gone from the input
+    assert store.load(units[0]) is not None and store.load(units[1]) is None
+
+
 def test_a_stores_names_follow_a_moved_url_root_spelt_either_way():
     """A memory:// root as written (`memory://dst/web`) and as listed (`memory:///dst/web/x`): a
     store names paths of both forms under its first root and finds them again where they lie; the
