@@ -35,6 +35,18 @@ def _unstrip(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
     return path
 
 
+def listed_root(uri: str) -> str:
+    """A folder's URL in the form `list_files` gives the names under it (`memory://a/b` lists
+    `memory:///a/b/x`), no trailing separator: a root compared with listed names, or with another
+    root, by its text (`uvd_pipeline.unit_store.rebase`). As written where no filesystem of its
+    protocol can be made here (its package not installed)."""
+    try:
+        fs, path = filesystem(uri)
+    except (ImportError, ValueError):
+        return uri.rstrip("/")
+    return _unstrip(fs, path.rstrip("/") or path, uri)
+
+
 @dataclass
 class InputsRead:
     """What one stretch of reading touched: files opened, paths found absent, and folder listings

@@ -502,3 +502,123 @@ def test_rebase_moves_only_paths_under_the_root():
     assert rebase(unit, "/data/a", "/mnt/a/") == Unit("train", "n1", ("/mnt/a/x.jpg", "/data/ab/y.jpg", "/mnt/a"))
     assert repr(rebase(rebase(unit, "/data/a", "/mnt/a"), "/mnt/a", "/data/a")) == repr(unit)
     assert rebase(["files", "gs://b/d/x", None, 3], "gs://b/d", "gs://c/d") == ["files", "gs://c/d/x", None, 3]
+
+
+def test_a_source_moved_inside_its_old_folder_is_refused_saying_why(tmp_path):
+    """`mkdir old/v1; mv old/* old/v1/`, the path edited: a config that differs only in sources'
+    paths, which the output cannot keep (a file beside `v1` under the old folder would pass for the
+    input's own). It was refused as "a different configuration" with no word of the move; the
+    refusal now says the new path lies inside (or around) the old one and names --replace-changed.
+    A move within memory:// counts too, whichever way the URL is spelt."""
+    from uvd_pipeline.build import prepare_output
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    def config(path: str, size: int = 32):
+        return parse_config({"output": str(tmp_path / "out"), "image": {"size": size},
+                             "sources": [{"name": "web", "type": "laion", "path": path}]})
+
+    for old, new in [(tmp_path / "laion", tmp_path / "laion" / "v1"), (tmp_path / "x" / "v1", tmp_path / "x"),
+                     ("memory://nested-test/web", "memory:///nested-test/web/v1/")]:
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        prepare_output(config(str(old)), overwrite=False)
+        with pytest.raises(ConfigError, match=r"lies inside the old one or around it \(source web: now ") as refused:
+            prepare_output(config(str(new)), overwrite=False)
+        assert "--replace-changed" in str(refused.value) and str(old) in str(refused.value)
+        with pytest.raises(ConfigError, match="different configuration"):  # and another change: as before
+            prepare_output(config(str(new), size=64), overwrite=False)
+
+
+@pytest.mark.slow  # two small builds: ~2 s
+def test_a_moved_memory_input_keeps_its_units(tmp_path):
+    """An fsspec input (memory://) moved and its path edited: the roots as written
+    (`memory://src/web`) matched none of the names its listing gives (`memory:///src/web/x.jpg`),
+    so every unit rendered again (same bytes). Roots are now compared in the listed names' form:
+    nothing renders and the shards keep their bytes."""
+    import fsspec
+
+    from interrupt_harness import jpeg
+
+    fs, top = fsspec.filesystem("memory"), f"/moved-{tmp_path.name}"
+    try:
+        for i in range(6):
+            fs.pipe(f"{top}/src/web/img{i}.jpg", jpeg(i, (40 + i, 36)))
+        out, source = tmp_path / "out", {"name": "web", "type": "laion", "num_shards": 1}
+        beam = {"direct_num_workers": 1, "direct_running_mode": "in_memory"}
+        assert _units_rendered(_build(_config(tmp_path / "c.yaml", out, [{**source, "path": f"memory:/{top}/src/web"}],
+                                              **beam))) == 1
+        before = shard_digests(out)
+        fs.mv(f"{top}/src", f"{top}/dst", recursive=True)
+        moved = _config(tmp_path / "moved.yaml", out, [{**source, "path": f"memory:/{top}/dst/web"}], **beam)
+        assert _units_rendered(_build(moved)) == 0 and shard_digests(out) == before
+    finally:
+        fs.rm(top, recursive=True)
+
+
+def test_drop_stale_keeps_a_moved_inputs_units(tmp_path):
+    """After a build of a moved input, `drop_stale` forgets units no longer in the input: it must
+    name the units as the store does (under the output's first root), or it takes every unit of
+    the moved input for gone and removes it (the next run renders everything again)."""
+    from sources import fsio
+    from uvd_pipeline.build import drop_stale
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.sentences import Sentence
+    from uvd_pipeline.unit_store import UnitStore
+
+    old, new, out = str(tmp_path / "data" / "web"), tmp_path / "big" / "web", str(tmp_path / "out")
+    new.mkdir(parents=True)
+    config = parse_config({"output": out, "sources": [{"name": "web", "type": "laion", "path": str(new)}]})
+    config = config.with_output_roots({"web": old})
+    store = UnitStore(out, "web", config.content_hash(), str(new), old)
+    units = []
+    for name in ("a", "b"):
+        (new / name).write_text(name)
+        units.append(str(new / name))
+        writer = store.writer(units[-1])
+        with fsio.recording_inputs() as record:
+            item = Sentence(name, "web", "image", "none", "train", (b"\x89PNG fake",), ({"key": name},))
+        writer.commit([("sentences", writer.stored(item))], record)
+    drop_stale(config, {"web": units[:1]}, set())  # b is gone from the input
+    assert store.load(units[0]) is not None and store.load(units[1]) is None
+
+
+def test_a_stores_names_follow_a_moved_url_root_spelt_either_way():
+    """A memory:// root as written (`memory://dst/web`) and as listed (`memory:///dst/web/x`): a
+    store names paths of both forms under its first root and finds them again where they lie; the
+    same place spelt two ways is no move."""
+    from uvd_pipeline.unit_store import UnitStore
+
+    store = UnitStore("/o", "web", "h", "memory://dst/web", "memory://src/web/")
+    here = ["memory:///dst/web/a.jpg", "memory://dst/web/b.txt", "memory:///dst/webs/c"]
+    named = ["memory:///src/web/a.jpg", "memory://src/web/b.txt", "memory:///dst/webs/c"]
+    assert store.moved and store.named(here) == named and store.here(named) == here
+    same = UnitStore("/o", "web", "h", "memory:///src/web", "memory://src/web")
+    assert not same.moved and same.named(here) == here
+
+
+def test_a_moved_memory_folders_units_are_found_again_in_the_store(tmp_path):
+    """The store level of `test_a_moved_memory_input_keeps_its_units`, fast: a memory:// folder's
+    units committed, the folder moved, its units listed again at the new place are found
+    (committed under the root as written, `memory://src/web`, they were not: rendered again)."""
+    import fsspec
+
+    from interrupt_harness import jpeg
+    from sources import fsio
+    from sources.laion import LaionSource
+    from uvd_pipeline.unit_store import UnitStore
+
+    fs, top = fsspec.filesystem("memory"), f"/store-moved-{tmp_path.name}"
+    old, new = f"memory:/{top}/src/web", f"memory:/{top}/dst/web"
+    try:
+        for i in range(3):
+            fs.pipe(f"{top}/src/web/img{i}.jpg", jpeg(i, (40 + i, 36)))
+        store, source = UnitStore(str(tmp_path), "web", "h", old), LaionSource("web", old)
+        for unit in source.units():
+            writer = store.writer(unit)
+            with fsio.recording_inputs() as record:
+                list(source.read(unit))
+            writer.commit([], record)
+        fs.mv(f"{top}/src", f"{top}/dst", recursive=True)
+        units = LaionSource("web", new).units()
+        assert units and all(UnitStore(str(tmp_path), "web", "h", new, old).load(u) is not None for u in units)
+    finally:
+        fs.rm(top, recursive=True)

@@ -182,10 +182,32 @@ def _build_record(output: str) -> dict[str, Any]:
 
 
 def _nested(one: str, other: str) -> bool:
-    """Whether one root lies inside the other: a path beside the new root but under the old one
-    would be taken for the input's own, so such a change stays another config."""
-    one, other = one.rstrip("/") + "/", other.rstrip("/") + "/"
+    """Whether one root lies inside the other (compared as listed names are: `fsio.listed_root`):
+    a path beside the new root but under the old one would be taken for the input's own, so such
+    a change stays another config (`nested_moves` says why)."""
+    one, other = (fsio.listed_root(root).rstrip("/") + "/" for root in (one, other))
     return one.startswith(other) or other.startswith(one)
+
+
+def _paths_moved(config: BuildConfig, existing: dict[str, Any]) -> dict[str, str]:
+    """Source name -> the root the output names it under, for each source whose path differs."""
+    roots = recorded_roots(existing)
+    return {s.name: roots[s.name] for s in config.sources if roots.get(s.name, s.path) != s.path}
+
+
+def nested_moves(config: BuildConfig, existing: dict[str, Any]) -> dict[str, str]:
+    """Source name -> its recorded root, for each source whose new path lies inside (or around) it,
+    when such moves are the only difference from the recorded build: why `moved_inputs` left a
+    config that differs only in sources' paths as another config ({} when that is not why)."""
+    moved = _paths_moved(config, existing)
+    nested = {name: root for name, root in moved.items() if _nested(root, _path_of(config, name))}
+    if not nested or config.with_output_roots(moved).content_hash() != existing.get("config_hash"):
+        return {}
+    return nested
+
+
+def _path_of(config: BuildConfig, name: str) -> str:
+    return next(s.path for s in config.sources if s.name == name)
 
 
 def moved_inputs(config: BuildConfig, existing: dict[str, Any]) -> BuildConfig:
@@ -193,9 +215,8 @@ def moved_inputs(config: BuildConfig, existing: dict[str, Any]) -> BuildConfig:
     differ from the build recorded there (the dataset moved: `mv`, a disk mounted elsewhere): the
     output keeps its config hash, its shards and its units, and a unit whose files are unchanged
     where they lie now is not rendered again. Any other difference leaves `config` as it is."""
-    roots = recorded_roots(existing)
-    moved = {s.name: roots[s.name] for s in config.sources
-             if roots.get(s.name, s.path) != s.path and not _nested(roots[s.name], s.path)}
+    moved = {name: root for name, root in _paths_moved(config, existing).items()
+             if not _nested(root, _path_of(config, name))}
     if not moved or config.with_output_roots(moved).content_hash() != existing.get("config_hash"):
         return config
     for source in config.sources:
@@ -232,6 +253,7 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
                     f"pipeline (render revision {earlier}, now {RENDER_REVISION}), whose renders differ from "
                     "this version's; pass --replace-changed to render it again, or choose a new `output`"
                 )
+            _refuse_nested_moves(output, config, existing)
             raise ConfigError(
                 f"output {output} holds a build of a different configuration "
                 f"(config hash {existing.get('config_hash')} vs {record['config_hash']}); "
@@ -247,6 +269,22 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
     write_bytes(build_uri, json.dumps(record, indent=1, sort_keys=True).encode())
     unfinish(output)
     return config
+
+
+def _refuse_nested_moves(output: str, config: BuildConfig, existing: dict[str, Any]) -> None:
+    """Refuse, saying why, a config whose only change is a source moved inside (or around) its old
+    root (`mkdir old/v1; mv old/* old/v1/`): the generic "another configuration" said nothing of it."""
+    nested = nested_moves(config, existing)
+    if not nested:
+        return
+    moves = "; ".join(f"source {name}: now {_path_of(config, name)}, built from {root}" for name, root in nested.items())
+    raise ConfigError(
+        f"output {output} holds this configuration's build with its input at another path, and the new "
+        f"path lies inside the old one or around it ({moves}): a file beside the new folder but under "
+        "the old one could not be told from the input's own by its name, so the output cannot be kept "
+        "as a moved input's; pass --replace-changed to build it again from where the input lies now "
+        "(every unit rendered again), or choose a new `output`"
+    )
 
 
 def unfinish(output: str) -> None:

@@ -128,8 +128,8 @@ class UnitRenderer:
         outputs: Outputs = []
         clock, records = [0.0], 0
         try:
-            moved = store.root != store.named_root  # names listed as the store names them
-            with fsio.recording_inputs(rename=store.named if moved else None) as inputs_read:
+            # names listed as the store names them
+            with fsio.recording_inputs(rename=store.named if store.moved else None) as inputs_read:
                 try:
                     for item in timed(self.source.read(unit), clock):
                         if cancelled is not None and cancelled():

@@ -114,6 +114,20 @@ def rebase(value: Any, old: str, new: str) -> Any:
     return value
 
 
+def root_pairs(old: str, new: str) -> list[tuple[str, str]]:
+    """The (old, new) prefixes `rebase` takes a moved input's paths by: its roots in the form
+    listed names have (`fsio.listed_root`: `memory://src/web` lists `memory:///src/web/x`, so the
+    roots as written matched no listed name and a moved remote input rendered everything again),
+    then as written (paths a reader joined to its root). None when both name one place."""
+    if not old or not new:
+        return []
+    listed = (fsio.listed_root(old), fsio.listed_root(new))
+    if listed[0] == listed[1]:
+        return []
+    written = (old.rstrip("/"), new.rstrip("/"))
+    return [listed] if written == listed else [listed, written]
+
+
 def unit_paths(unit: Any) -> list[str]:
     """Paths a unit names itself (a video file, an object folder, a shard's files): their state
     belongs to its manifest even when a reader opens them outside `sources.fsio`."""
@@ -265,14 +279,25 @@ class UnitStore:
         # the source's root now, and the one its units are named under (the output's first: the
         # input may have moved since, `BuildConfig.output_root`)
         self.root, self.named_root = root, named_root or root
+        self._to_named = root_pairs(self.root, self.named_root)
+        self._to_here = [(new, old) for old, new in self._to_named]
+
+    @property
+    def moved(self) -> bool:
+        """Whether the source's input lies elsewhere than where the store names it."""
+        return bool(self._to_named)
 
     def named(self, value: Any) -> Any:
         """A unit or path as the store names it (under the output's first root of the source)."""
-        return rebase(value, self.root, self.named_root)
+        for old, new in self._to_named:
+            value = rebase(value, old, new)
+        return value
 
     def here(self, value: Any) -> Any:
         """A path the store names, where it lies now."""
-        return rebase(value, self.named_root, self.root)
+        for old, new in self._to_here:
+            value = rebase(value, old, new)
+        return value
 
     def uid(self, unit: Any) -> str:
         return unit_id(self.source, self.named(unit))
@@ -302,8 +327,7 @@ class UnitStore:
         if problem:  # edited or damaged on disk; a bug of ours past this check shows its traceback
             log.warning("unit %s of %s: damaged commit mark (%s): rendering it again", uid, self.source, problem)
             return None
-        moved = self.root != self.named_root
-        change = changed_input(mark["inputs"], self.here, self.named) if moved else changed_input(mark["inputs"])
+        change = changed_input(mark["inputs"], self.here, self.named) if self.moved else changed_input(mark["inputs"])
         digest = mark["inputs_digest"]
         if change:
             log.info("%s: input of unit %s: %s: rendering it again", self.source, uid, change)
