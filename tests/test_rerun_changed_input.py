@@ -526,6 +526,13 @@ def test_a_source_moved_inside_its_old_folder_is_refused_saying_why(tmp_path):
         assert "--replace-changed" in str(refused.value) and str(old) in str(refused.value)
         with pytest.raises(ConfigError, match="different configuration"):  # and another change: as before
             prepare_output(config(str(new), size=64), overwrite=False)
+    # the same place spelt another way (a trailing slash, memory:// with two or three slashes) is no
+    # move inside itself: it was refused as one (the final read); the output keeps its first root
+    for old, new in [(str(tmp_path / "laion"), str(tmp_path / "laion") + "/"),
+                     ("memory://same-test/web", "memory:///same-test/web")]:
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        prepare_output(config(old), overwrite=False)
+        assert prepare_output(config(new), overwrite=False).output_roots == {"web": old}
 
 
 @pytest.mark.slow  # two small builds: ~2 s

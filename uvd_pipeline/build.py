@@ -184,9 +184,9 @@ def _build_record(output: str) -> dict[str, Any]:
 def _nested(one: str, other: str) -> bool:
     """Whether one root lies inside the other (compared as listed names are: `fsio.listed_root`):
     a path beside the new root but under the old one would be taken for the input's own, so such
-    a change stays another config (`nested_moves` says why)."""
+    a change stays another config (`_refuse_nested_moves` says why)."""
     one, other = (fsio.listed_root(root).rstrip("/") + "/" for root in (one, other))
-    return one.startswith(other) or other.startswith(one)
+    return one != other and (one.startswith(other) or other.startswith(one))  # equal: one place spelt two ways
 
 
 def _paths_moved(config: BuildConfig, existing: dict[str, Any]) -> dict[str, str]:
@@ -195,15 +195,16 @@ def _paths_moved(config: BuildConfig, existing: dict[str, Any]) -> dict[str, str
     return {s.name: roots[s.name] for s in config.sources if roots.get(s.name, s.path) != s.path}
 
 
-def nested_moves(config: BuildConfig, existing: dict[str, Any]) -> dict[str, str]:
-    """Source name -> its recorded root, for each source whose new path lies inside (or around) it,
-    when such moves are the only difference from the recorded build: why `moved_inputs` left a
-    config that differs only in sources' paths as another config ({} when that is not why)."""
+def classified_moves(config: BuildConfig, existing: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(moves kept, moves refused) when only sources' paths differ from the build recorded in
+    `existing`, each a source name -> the root the output names it under; ({}, {}) when anything
+    else differs. A source whose new path lies inside (or around) its old root makes the whole
+    change refused (`_nested`); else every move is kept (`moved_inputs`)."""
     moved = _paths_moved(config, existing)
+    if not moved or config.with_output_roots(moved).content_hash() != existing.get("config_hash"):
+        return {}, {}
     nested = {name: root for name, root in moved.items() if _nested(root, _path_of(config, name))}
-    if not nested or config.with_output_roots(moved).content_hash() != existing.get("config_hash"):
-        return {}
-    return nested
+    return ({}, nested) if nested else (moved, {})
 
 
 def _path_of(config: BuildConfig, name: str) -> str:
@@ -214,10 +215,13 @@ def moved_inputs(config: BuildConfig, existing: dict[str, Any]) -> BuildConfig:
     """`config` named after the roots the output was first built from, when only sources' paths
     differ from the build recorded there (the dataset moved: `mv`, a disk mounted elsewhere): the
     output keeps its config hash, its shards and its units, and a unit whose files are unchanged
-    where they lie now is not rendered again. Any other difference leaves `config` as it is."""
-    moved = {name: root for name, root in _paths_moved(config, existing).items()
-             if not _nested(root, _path_of(config, name))}
-    if not moved or config.with_output_roots(moved).content_hash() != existing.get("config_hash"):
+    where they lie now is not rendered again. Any other difference (or a refused move:
+    `classified_moves`) leaves `config` as it is."""
+    return _named_after_moves(config, classified_moves(config, existing)[0])
+
+
+def _named_after_moves(config: BuildConfig, moved: dict[str, str]) -> BuildConfig:
+    if not moved:
         return config
     for source in config.sources:
         if source.name in moved:
@@ -234,8 +238,8 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
     build_uri = fsio.join(output, BUILD_FILE)
     exists = fs.exists(fsio.filesystem(build_uri)[1])
     existing = read_json(build_uri) if exists else {}
-    if exists and not overwrite:
-        config = moved_inputs(config, existing)
+    moved, refused_moves = classified_moves(config, existing) if exists and not overwrite else ({}, {})
+    config = _named_after_moves(config, moved)
     record = {"format_version": FORMAT_VERSION, "render_revision": RENDER_REVISION,
               "config_hash": config.content_hash(), "config": config.model_dump(mode="json", exclude={"beam": True})}
     if config.output_roots:
@@ -253,7 +257,7 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
                     f"pipeline (render revision {earlier}, now {RENDER_REVISION}), whose renders differ from "
                     "this version's; pass --replace-changed to render it again, or choose a new `output`"
                 )
-            _refuse_nested_moves(output, config, existing)
+            _refuse_nested_moves(output, config, refused_moves)
             raise ConfigError(
                 f"output {output} holds a build of a different configuration "
                 f"(config hash {existing.get('config_hash')} vs {record['config_hash']}); "
@@ -271,10 +275,9 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
     return config
 
 
-def _refuse_nested_moves(output: str, config: BuildConfig, existing: dict[str, Any]) -> None:
+def _refuse_nested_moves(output: str, config: BuildConfig, nested: dict[str, str]) -> None:
     """Refuse, saying why, a config whose only change is a source moved inside (or around) its old
     root (`mkdir old/v1; mv old/* old/v1/`): the generic "another configuration" said nothing of it."""
-    nested = nested_moves(config, existing)
     if not nested:
         return
     moves = "; ".join(f"source {name}: now {_path_of(config, name)}, built from {root}" for name, root in nested.items())
