@@ -280,6 +280,51 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+FileIdentity = tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns)
+REWRITTEN = "changed while being read (rewritten in place); load again once it is complete"
+
+
+def _identity(status: os.stat_result) -> FileIdentity:
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+@dataclass
+class BinShard:
+    """A .bin file's state dict and, when its tensors map the file (a zip-format torch file), the
+    identity of the file mapped: one truncated in place while mapped kills the process (SIGBUS) at
+    the first touch of a page past its new end, one rewritten in place gives other bytes."""
+    state: dict[str, torch.Tensor]
+    identity: FileIdentity | None  # None: read into memory (a legacy pickle), nothing mapped
+
+
+def _read_bin(path: Path) -> BinShard:
+    """`_load_bin(path)` with the identity of the file mapped: the path is stat'ed before and after
+    (not opened: a named pipe there would block before the weights-file check refuses it), and a
+    file changed or replaced meanwhile is refused, since which one was mapped cannot be told."""
+    from tokenizer.checkpoint import mappable
+
+    with reading(path):
+        before = _identity(os.stat(path))
+        state = _load_bin(path)
+        if _identity(os.stat(path)) != before:
+            raise CheckpointDamaged(path, REWRITTEN)
+    return BinShard(state, before if mappable(path) else None)
+
+
+def _check_unchanged(path: Path, shard: BinShard) -> None:
+    """Refuse a mapped file truncated or rewritten in place (same inode, other size or mtime) before
+    its pages are touched; one replaced by rename (a new inode at the path) or removed leaves the
+    mapped file whole, and it is streamed as it was checked."""
+    if shard.identity is None:
+        return
+    try:
+        now = _identity(os.stat(path))
+    except FileNotFoundError:
+        return
+    if now[0] == shard.identity[0] and now != shard.identity:
+        raise CheckpointDamaged(path, REWRITTEN)
+
+
 @dataclass(frozen=True)
 class Stored:
     """What a weight file says of one tensor before it is read: shape, dtype (torch's name), file."""
@@ -300,24 +345,22 @@ def _headers(path: Path) -> list[tuple[str, Stored]]:
 
 
 def stored_tensors(weights: WeightFiles, folder: str | os.PathLike[str]
-                   ) -> tuple[dict[str, Stored], dict[Path, dict[str, torch.Tensor]]]:
+                   ) -> tuple[dict[str, Stored], dict[Path, BinShard]]:
     """Name -> `Stored` of every tensor of a folder, from the file headers (a .bin's pickle holds
     the same facts: its state dict is loaded, memory-mapped), refusing a tensor held by two files
     (which copy is the model's is not knowable) and an index that disagrees with them. Also the
     loaded .bin state dicts, so the stream reads each file once; a legacy (unmappable) .bin among
     several is let go and read again, so memory stays one shard, not the whole model."""
-    from tokenizer.checkpoint import mappable
-
     stored: dict[str, Stored] = {}
-    kept: dict[Path, dict[str, torch.Tensor]] = {}
+    kept: dict[Path, BinShard] = {}
     for path in weights.files:
         if path.suffix == ".safetensors":
             entries = _headers(path)
         else:
-            state = _load_bin(path)
-            entries = [(k, Stored(tuple(v.shape), dtype_name(v.dtype), path)) for k, v in state.items()]
-            if len(weights.files) == 1 or mappable(path):
-                kept[path] = state
+            shard = _read_bin(path)
+            entries = [(k, Stored(tuple(v.shape), dtype_name(v.dtype), path)) for k, v in shard.state.items()]
+            if len(weights.files) == 1 or shard.identity is not None:
+                kept[path] = shard
         for key, entry in entries:
             if key in stored:
                 raise CheckpointError(f"{folder}: {key} is stored twice, in {stored[key].path.name} and {path.name}: "
@@ -357,10 +400,12 @@ def check_dtypes(stored: Mapping[str, Stored]) -> None:
                               f"(we load {', '.join(LOADED_DTYPES[:-1])} or {LOADED_DTYPES[-1]})")
 
 
-def iter_tensors(weights: WeightFiles, kept: dict[Path, dict[str, torch.Tensor]] | None = None
+def iter_tensors(weights: WeightFiles, kept: dict[Path, BinShard] | None = None
                  ) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) for every stored tensor, one file open at a time (memory stays flat); a .bin
-    in `kept` (from `stored_tensors`) is not read again, and is let go tensor by tensor."""
+    in `kept` (from `stored_tensors`) is not read again, and is let go tensor by tensor. A mapped
+    .bin is checked unchanged before each tensor (a stat), so one rewritten in place since it was
+    read is refused in words rather than crashing the process at the first touch of its pages."""
     from safetensors import safe_open
 
     kept = {} if kept is None else kept
@@ -370,10 +415,10 @@ def iter_tensors(weights: WeightFiles, kept: dict[Path, dict[str, torch.Tensor]]
                 for key in handle.keys():
                     yield key, handle.get_tensor(key)
         else:
-            state = kept.pop(path, None)
-            state = _load_bin(path) if state is None else state
-            for key in list(state):
-                yield key, state.pop(key)
+            shard = kept.pop(path, None) or _read_bin(path)
+            for key in list(shard.state):
+                _check_unchanged(path, shard)
+                yield key, shard.state.pop(key)
 
 
 def _preview(items: list[str]) -> str:
