@@ -710,3 +710,38 @@ def test_bin_shards_kept_from_the_header_read_are_mapped_not_read(tmp_path: Path
                     if not any(start <= tensor.data_ptr() < end and name == real for start, end, name in mappings)]
         assert not unmapped, (path.name, unmapped)
 
+
+
+def test_model_safetensors_beside_a_bin_index_without_its_shards_loads(tmp_path: Path):
+    """`huggingface-cli download --include "*.safetensors" "*.json"` of a repo shipping both formats
+    gives model.safetensors beside pytorch_model.bin.index.json whose shards are absent: transformers
+    loads it, we refused it (the .bin index was tried before the single safetensors file)."""
+    from huggingface_hub import save_torch_state_dict
+
+    hf = _small_hf_model(12)
+    folder = tmp_path / "both"
+    hf.save_pretrained(folder)
+    save_torch_state_dict(hf.state_dict(), folder, safe_serialization=False, max_shard_size="20KB")
+    expected = load_file(str(folder / "model.safetensors"))
+    for shard in folder.glob("pytorch_model-*.bin"):
+        shard.unlink()
+    assert (folder / "pytorch_model.bin.index.json").is_file()
+    state = load_pretrained(folder).state_dict()
+    assert sorted(state) == sorted(expected) and all(torch.equal(state[k], expected[k]) for k in expected)
+
+
+def test_weight_files_are_chosen_in_transformers_order(tmp_path: Path):
+    """transformers' order (modeling_utils): model.safetensors, model.safetensors.index.json,
+    pytorch_model.bin, pytorch_model.bin.index.json; each is taken while the ones before are absent."""
+    order = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"]
+    for name in order:
+        (tmp_path / name).write_text("")
+        if name.endswith(".index.json"):  # one shard, there (its bytes are not read to choose)
+            shard = name.removesuffix(".index.json").replace("model.", "model-00001-of-00001.")
+            (tmp_path / name).write_text(json.dumps({"weight_map": {"w": shard}}))
+            (tmp_path / shard).write_text("")
+    for name in order:
+        chosen = weight_files(tmp_path)
+        read = chosen.index.name if chosen.index is not None else chosen.files[0].name
+        assert read == name, (name, chosen)
+        (tmp_path / name).unlink()

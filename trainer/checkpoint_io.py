@@ -195,18 +195,13 @@ def hf_config_dict(config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
 
 
 # -- reading tensors -------------------------------------------------------------------------
-def shard_index(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, str]] | None:
-    """(index path, tensor name -> shard file name) of a sharded folder, or None for one file."""
-    root = Path(folder)
-    for index_name in (SAFE_INDEX, BIN_INDEX):
-        index = root / index_name
-        if index.exists():
-            raw = json_file(index, max_bytes=INDEX_MAX_BYTES, what="a shard index", usual=INDEX_USUAL)
-            if not isinstance(raw, Mapping) or not isinstance(raw.get("weight_map"), Mapping):
-                raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
-            _shard_names(index, raw["weight_map"])
-            return index, dict(raw["weight_map"])
-    return None
+def read_index(index: Path) -> dict[str, str]:
+    """Tensor name -> shard file name, from a shard index (bounded, each name a file in its folder)."""
+    raw = json_file(index, max_bytes=INDEX_MAX_BYTES, what="a shard index", usual=INDEX_USUAL)
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("weight_map"), Mapping):
+        raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
+    _shard_names(index, raw["weight_map"])
+    return dict(raw["weight_map"])
 
 
 @dataclass(frozen=True)
@@ -218,22 +213,33 @@ class WeightFiles:
     weight_map: dict[str, str] | None = None
 
 
+# transformers' order (modeling_utils): a download of one format from a repo shipping both
+# (`--include "*.safetensors" "*.json"`) holds the other's index without its shards, never read
+WEIGHT_NAMES = (SAFE_NAME, SAFE_INDEX, BIN_NAME, BIN_INDEX, FIT_NAME)
+
+
 def weight_files(folder: str | os.PathLike[str]) -> WeightFiles:
-    """The weight files of a checkpoint folder, in the preference order safetensors > bin."""
+    """The weight files of a checkpoint folder: the first of `WEIGHT_NAMES` there."""
     root = Path(folder)
-    found = shard_index(root)
-    if found is not None:
-        index, weight_map = found
-        files = [root / name for name in dict.fromkeys(weight_map.values())]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
-        return WeightFiles(files, index, weight_map)
-    for name in (SAFE_NAME, BIN_NAME, FIT_NAME):
-        if (root / name).is_file():
-            return WeightFiles([root / name])
+    for name in WEIGHT_NAMES:
+        path = root / name
+        if name in (SAFE_INDEX, BIN_INDEX):
+            if path.exists():  # not is_file(): a folder or pipe in its place is refused by its kind
+                return _sharded(path)
+        elif path.is_file():
+            return WeightFiles([path])
     raise CheckpointError(f"{folder}: no weights; expected {SAFE_NAME}, {SAFE_INDEX}, {BIN_NAME}, {BIN_INDEX} "
                           f"or {FIT_NAME}")
+
+
+def _sharded(index: Path) -> WeightFiles:
+    """The shards an index names, each there, with its weight map."""
+    weight_map = read_index(index)
+    files = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
+    return WeightFiles(files, index, weight_map)
 
 
 def _shard_names(index: Path, weight_map: Mapping[str, Any]) -> list[str]:
