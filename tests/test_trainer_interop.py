@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainer.checkpoint_io import CheckpointError, load_pretrained, save_pretrained
+from trainer.checkpoint_io import (CheckpointDamaged, CheckpointError, checked_tensors, load_pretrained,
+                                  save_pretrained, stored_tensors, weight_files)
 from trainer.integrity import write_manifest
 from trainer.config import preset
 from trainer.interop import export_hf, import_hf, main
@@ -652,3 +653,95 @@ def test_legacy_bin_shards_are_read_again_rather_than_held_together(tmp_path: Pa
         files = sorted(path.name for path in folders[kind].glob("*.bin"))
         assert sorted(loaded) == sorted(files * reads), (kind, loaded)
         assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("how", ["in place", "renamed"])
+def test_a_bin_shard_rewritten_during_a_load_is_named_rather_than_crashing(tmp_path: Path, how):
+    """Each .bin shard's memory-mapped state dict is kept from the header read until it is streamed:
+    one truncated in place meanwhile (`cp new.bin shard.bin` truncates first) killed the process with
+    SIGBUS, no message, at the first touch of its pages. It is refused, naming it, before a page is
+    touched (this test touches none, so a regression fails it rather than killing pytest); a file put
+    in its place by rename leaves the mapped one whole, which is streamed as checked."""
+    folder = _sharded_folders(tmp_path, _small_hf_model(10))["bin"]
+    expected = _as_stored(folder)
+    last = sorted(folder.glob("pytorch_model-*.bin"))[-1]
+    _, _, stream = checked_tensors(folder)
+    streamed = dict([next(stream)])
+    if how == "in place":
+        with open(last, "r+b") as handle:
+            handle.truncate(0)
+        with pytest.raises(CheckpointDamaged) as error:
+            for name, _ in stream:  # names only: no page of the truncated file is touched
+                pass
+        assert str(error.value) == (f"{last}: changed while being read (rewritten in place); "
+                                    "load again once it is complete")
+    else:
+        torch.save({"other": torch.zeros(3)}, tmp_path / "new.bin")
+        os.replace(tmp_path / "new.bin", last)
+        streamed.update(stream)
+        assert sorted(streamed) == sorted(expected)
+        assert all(torch.equal(streamed[key], expected[key]) for key in expected)
+
+
+def _file_mappings() -> list[tuple[int, int, str]]:
+    """(start, end, file) of this process's memory mapped from files (Linux's /proc/self/maps)."""
+    found = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            found.append((start, end, fields[5]))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux's /proc/self/maps")
+def test_bin_shards_kept_from_the_header_read_are_mapped_not_read(tmp_path: Path):
+    """The .bin state dicts kept from the header read for the stream cost no memory only because
+    their tensors map the files: read instead, a load would hold the whole model once more (`convert`
+    of a 212 MB checkpoint peaked at 215 MB rather than 51). Every kept tensor lies in its file's mapping."""
+    folder = _sharded_folders(tmp_path, _small_hf_model(11))["bin"]
+    weights = weight_files(folder)
+    _, kept = stored_tensors(weights, folder)
+    assert sorted(kept) == sorted(weights.files) and len(kept) > 2
+    mappings = _file_mappings()
+    for path, shard in kept.items():
+        real = os.path.realpath(path)
+        unmapped = [key for key, tensor in shard.state.items()
+                    if not any(start <= tensor.data_ptr() < end and name == real for start, end, name in mappings)]
+        assert not unmapped, (path.name, unmapped)
+
+
+
+def test_model_safetensors_beside_a_bin_index_without_its_shards_loads(tmp_path: Path):
+    """`huggingface-cli download --include "*.safetensors" "*.json"` of a repo shipping both formats
+    gives model.safetensors beside pytorch_model.bin.index.json whose shards are absent: transformers
+    loads it, we refused it (the .bin index was tried before the single safetensors file)."""
+    from huggingface_hub import save_torch_state_dict
+
+    hf = _small_hf_model(12)
+    folder = tmp_path / "both"
+    hf.save_pretrained(folder)
+    save_torch_state_dict(hf.state_dict(), folder, safe_serialization=False, max_shard_size="20KB")
+    expected = load_file(str(folder / "model.safetensors"))
+    for shard in folder.glob("pytorch_model-*.bin"):
+        shard.unlink()
+    assert (folder / "pytorch_model.bin.index.json").is_file()
+    state = load_pretrained(folder).state_dict()
+    assert sorted(state) == sorted(expected) and all(torch.equal(state[k], expected[k]) for k in expected)
+
+
+def test_weight_files_are_chosen_in_transformers_order(tmp_path: Path):
+    """transformers' order (modeling_utils): model.safetensors, model.safetensors.index.json,
+    pytorch_model.bin, pytorch_model.bin.index.json; each is taken while the ones before are absent."""
+    order = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"]
+    for name in order:
+        (tmp_path / name).write_text("")
+        if name.endswith(".index.json"):  # one shard, there (its bytes are not read to choose)
+            shard = name.removesuffix(".index.json").replace("model.", "model-00001-of-00001.")
+            (tmp_path / name).write_text(json.dumps({"weight_map": {"w": shard}}))
+            (tmp_path / shard).write_text("")
+    for name in order:
+        chosen = weight_files(tmp_path)
+        read = chosen.index.name if chosen.index is not None else chosen.files[0].name
+        assert read == name, (name, chosen)
+        (tmp_path / name).unlink()

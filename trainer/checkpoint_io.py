@@ -92,10 +92,11 @@ def parse_size(value: int | str) -> int:
     return int(float(match.group(1)) * base ** power)
 
 
-# A shard index lists each tensor once (~100 bytes each): the largest on the Hub (DeepSeek-V3's ~91k
-# tensors in 163 shards) are under 10 MB. 32 MiB leaves room, and parses into a few hundred MB at most.
+# A shard index lists each tensor once, 90-97 bytes an entry as HF writes them: DeepSeek-V3's 91.8k
+# tensors take 8.5 MiB, a GPTQ Kimi-K2's 279k 24.1 MiB. 32 MiB allows ~350k, and parses into a few
+# hundred MB at most.
 INDEX_MAX_BYTES = 32 << 20
-INDEX_USUAL = "the largest real ones, ~100k tensors, are under 10 MB"
+INDEX_USUAL = "the largest real ones, ~280k tensors, take about 24 MiB"
 
 
 def json_file(path: Path, **bounds: Any) -> Any:
@@ -195,18 +196,13 @@ def hf_config_dict(config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
 
 
 # -- reading tensors -------------------------------------------------------------------------
-def shard_index(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, str]] | None:
-    """(index path, tensor name -> shard file name) of a sharded folder, or None for one file."""
-    root = Path(folder)
-    for index_name in (SAFE_INDEX, BIN_INDEX):
-        index = root / index_name
-        if index.exists():
-            raw = json_file(index, max_bytes=INDEX_MAX_BYTES, what="a shard index", usual=INDEX_USUAL)
-            if not isinstance(raw, Mapping) or not isinstance(raw.get("weight_map"), Mapping):
-                raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
-            _shard_names(index, raw["weight_map"])
-            return index, dict(raw["weight_map"])
-    return None
+def read_index(index: Path) -> dict[str, str]:
+    """Tensor name -> shard file name, from a shard index (bounded, each name a file in its folder)."""
+    raw = json_file(index, max_bytes=INDEX_MAX_BYTES, what="a shard index", usual=INDEX_USUAL)
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("weight_map"), Mapping):
+        raise CheckpointError(f"{index}: not a shard index with a 'weight_map'")
+    _shard_names(index, raw["weight_map"])
+    return dict(raw["weight_map"])
 
 
 @dataclass(frozen=True)
@@ -218,22 +214,33 @@ class WeightFiles:
     weight_map: dict[str, str] | None = None
 
 
+# transformers' order (modeling_utils): a download of one format from a repo shipping both
+# (`--include "*.safetensors" "*.json"`) holds the other's index without its shards, never read
+WEIGHT_NAMES = (SAFE_NAME, SAFE_INDEX, BIN_NAME, BIN_INDEX, FIT_NAME)
+
+
 def weight_files(folder: str | os.PathLike[str]) -> WeightFiles:
-    """The weight files of a checkpoint folder, in the preference order safetensors > bin."""
+    """The weight files of a checkpoint folder: the first of `WEIGHT_NAMES` there."""
     root = Path(folder)
-    found = shard_index(root)
-    if found is not None:
-        index, weight_map = found
-        files = [root / name for name in dict.fromkeys(weight_map.values())]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
-        return WeightFiles(files, index, weight_map)
-    for name in (SAFE_NAME, BIN_NAME, FIT_NAME):
-        if (root / name).is_file():
-            return WeightFiles([root / name])
+    for name in WEIGHT_NAMES:
+        path = root / name
+        if name in (SAFE_INDEX, BIN_INDEX):
+            if path.exists():  # not is_file(): a folder or pipe in its place is refused by its kind
+                return _sharded(path)
+        elif path.is_file():
+            return WeightFiles([path])
     raise CheckpointError(f"{folder}: no weights; expected {SAFE_NAME}, {SAFE_INDEX}, {BIN_NAME}, {BIN_INDEX} "
                           f"or {FIT_NAME}")
+
+
+def _sharded(index: Path) -> WeightFiles:
+    """The shards an index names, each there, with its weight map."""
+    weight_map = read_index(index)
+    files = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise CheckpointError(f"{index} names shard files that are not there: {_preview(missing)}")
+    return WeightFiles(files, index, weight_map)
 
 
 def _shard_names(index: Path, weight_map: Mapping[str, Any]) -> list[str]:
@@ -280,6 +287,51 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+FileIdentity = tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns)
+REWRITTEN = "changed while being read (rewritten in place); load again once it is complete"
+
+
+def _identity(status: os.stat_result) -> FileIdentity:
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+@dataclass
+class BinShard:
+    """A .bin file's state dict and, when its tensors map the file (a zip-format torch file), the
+    identity of the file mapped: one truncated in place while mapped kills the process (SIGBUS) at
+    the first touch of a page past its new end, one rewritten in place gives other bytes."""
+    state: dict[str, torch.Tensor]
+    identity: FileIdentity | None  # None: read into memory (a legacy pickle), nothing mapped
+
+
+def _read_bin(path: Path) -> BinShard:
+    """`_load_bin(path)` with the identity of the file mapped: the path is stat'ed before and after
+    (not opened: a named pipe there would block before the weights-file check refuses it), and a
+    file changed or replaced meanwhile is refused, since which one was mapped cannot be told."""
+    from tokenizer.checkpoint import mappable
+
+    with reading(path):
+        before = _identity(os.stat(path))
+        state = _load_bin(path)
+        if _identity(os.stat(path)) != before:
+            raise CheckpointDamaged(path, REWRITTEN)
+    return BinShard(state, before if mappable(path) else None)
+
+
+def _check_unchanged(path: Path, shard: BinShard) -> None:
+    """Refuse a mapped file truncated or rewritten in place (same inode, other size or mtime) before
+    its pages are touched; one replaced by rename (a new inode at the path) or removed leaves the
+    mapped file whole, and it is streamed as it was checked."""
+    if shard.identity is None:
+        return
+    try:
+        now = _identity(os.stat(path))
+    except FileNotFoundError:
+        return
+    if now[0] == shard.identity[0] and now != shard.identity:
+        raise CheckpointDamaged(path, REWRITTEN)
+
+
 @dataclass(frozen=True)
 class Stored:
     """What a weight file says of one tensor before it is read: shape, dtype (torch's name), file."""
@@ -300,24 +352,22 @@ def _headers(path: Path) -> list[tuple[str, Stored]]:
 
 
 def stored_tensors(weights: WeightFiles, folder: str | os.PathLike[str]
-                   ) -> tuple[dict[str, Stored], dict[Path, dict[str, torch.Tensor]]]:
+                   ) -> tuple[dict[str, Stored], dict[Path, BinShard]]:
     """Name -> `Stored` of every tensor of a folder, from the file headers (a .bin's pickle holds
     the same facts: its state dict is loaded, memory-mapped), refusing a tensor held by two files
     (which copy is the model's is not knowable) and an index that disagrees with them. Also the
     loaded .bin state dicts, so the stream reads each file once; a legacy (unmappable) .bin among
     several is let go and read again, so memory stays one shard, not the whole model."""
-    from tokenizer.checkpoint import mappable
-
     stored: dict[str, Stored] = {}
-    kept: dict[Path, dict[str, torch.Tensor]] = {}
+    kept: dict[Path, BinShard] = {}
     for path in weights.files:
         if path.suffix == ".safetensors":
             entries = _headers(path)
         else:
-            state = _load_bin(path)
-            entries = [(k, Stored(tuple(v.shape), dtype_name(v.dtype), path)) for k, v in state.items()]
-            if len(weights.files) == 1 or mappable(path):
-                kept[path] = state
+            shard = _read_bin(path)
+            entries = [(k, Stored(tuple(v.shape), dtype_name(v.dtype), path)) for k, v in shard.state.items()]
+            if len(weights.files) == 1 or shard.identity is not None:
+                kept[path] = shard
         for key, entry in entries:
             if key in stored:
                 raise CheckpointError(f"{folder}: {key} is stored twice, in {stored[key].path.name} and {path.name}: "
@@ -357,10 +407,12 @@ def check_dtypes(stored: Mapping[str, Stored]) -> None:
                               f"(we load {', '.join(LOADED_DTYPES[:-1])} or {LOADED_DTYPES[-1]})")
 
 
-def iter_tensors(weights: WeightFiles, kept: dict[Path, dict[str, torch.Tensor]] | None = None
+def iter_tensors(weights: WeightFiles, kept: dict[Path, BinShard] | None = None
                  ) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) for every stored tensor, one file open at a time (memory stays flat); a .bin
-    in `kept` (from `stored_tensors`) is not read again, and is let go tensor by tensor."""
+    in `kept` (from `stored_tensors`) is not read again, and is let go tensor by tensor. A mapped
+    .bin is checked unchanged before each tensor (a stat), so one rewritten in place since it was
+    read is refused in words rather than crashing the process at the first touch of its pages."""
     from safetensors import safe_open
 
     kept = {} if kept is None else kept
@@ -370,10 +422,10 @@ def iter_tensors(weights: WeightFiles, kept: dict[Path, dict[str, torch.Tensor]]
                 for key in handle.keys():
                     yield key, handle.get_tensor(key)
         else:
-            state = kept.pop(path, None)
-            state = _load_bin(path) if state is None else state
-            for key in list(state):
-                yield key, state.pop(key)
+            shard = kept.pop(path, None) or _read_bin(path)
+            for key in list(shard.state):
+                _check_unchanged(path, shard)
+                yield key, shard.state.pop(key)
 
 
 def _preview(items: list[str]) -> str:
