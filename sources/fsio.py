@@ -92,7 +92,7 @@ def _opened(uri: str) -> None:
 def _listed(key: tuple, names: list[str]) -> list[str]:
     record = _RECORDING.get()
     if record is not None:
-        record.listings[key] = listing_digest([record.rename(n) for n in names] if record.rename else names)
+        record.listings[key] = listing_digest(names, record.rename)
     return names
 
 
@@ -250,7 +250,11 @@ def _states(uris: tuple[str, ...]) -> tuple:
     return tuple(tuple(file_state(uri)) for uri in uris)
 
 
-def listing_digest(names: list[str]) -> str:
+def listing_digest(names: list[str], rename: Callable[[str], str] | None = None) -> str:
+    """The digest of a listing, its names `rename`d first (`InputsRead.rename`): one spelling for
+    the recording (`_listed`) and the rerun's check (`relist`), whose digests must compare."""
+    if rename:
+        names = [rename(n) for n in names]
     return hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -439,7 +443,7 @@ def relist(key: tuple, rename: Callable[[str], str] | None = None) -> str:
             names = list_files(uri, suffixes, recursive, follow_links, links)
         else:
             names = list_dirs(*key[1:])
-        return listing_digest([rename(n) for n in names] if rename else names)
+        return listing_digest(names, rename)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return "missing"
 

@@ -188,13 +188,9 @@ def card_config(root: str, hf_config: str | None) -> Config | None:
     return chosen(configs, hf_config)
 
 
-def config_splits(config: Config, relative: str, inferred: str) -> list[str]:
-    """The splits of `config` that name the file at `relative` (under the root, `/` between
-    folders); `inferred` is the split its name gives, taken when the config has `data_dir` alone
-    (or nothing) and the file lies under it."""
-    if not config.splits:
-        inside = not config.data_dir or relative.startswith(posixpath.normpath(config.data_dir) + "/")
-        return [inferred] if inside else []
+def config_splits(config: Config, relative: str) -> list[str]:
+    """The splits of `config` (one with `data_files`: without, `_default_splits` judges) whose
+    patterns name the file at `relative` (under the root, `/` between folders)."""
     return [split for split, patterns in config.splits if any(_matches(p, relative) for p in patterns)]
 
 
@@ -221,7 +217,13 @@ def built_name(root: str, hf_config: str | None) -> dict[str, str]:
         config = card_config(root, hf_config)
     except CardError as exc:
         return {"error": str(exc)}
-    return {"built": repr(config.name) if config else "(none)"}
+    return {"built": _shown_name(config)}
+
+
+def _shown_name(config: Config | None) -> str:
+    """The config's name as a reject shows it (`(none)` without configs): one spelling for
+    `built_name` and `card_answer`, whose records a reject reads alike."""
+    return repr(config.name) if config else "(none)"
 
 
 @fsio.derived_input
@@ -247,7 +249,7 @@ def card_answer(root: str, relative: str, hf_config: str | None) -> dict[str, An
         return {"error": str(exc)}
     split = (splits_in(config, [relative])[0] if config is None or config.splits
              else _default_splits(root, config, [relative], folder_patterns)[0])
-    return {"split": split, "built": repr(config.name) if config else "(none)"}
+    return {"split": split, "built": _shown_name(config)}
 
 
 def file_splits(root: str, relatives: list[str], hf_config: str | None) -> list[str | None]:
@@ -270,15 +272,14 @@ def _default_splits(root: str, config: Config | None, relatives: list[str],
 
 
 def splits_in(config: Config | None, relatives: list[str]) -> list[str | None]:
-    """The split `config` (`card_config`'s) gives each of `relatives`: of two naming it, the held-out
-    one (never trained on); with `data_dir` alone (or no config), the one the file's own path gives
-    (`hf_parquet.hf_split`): `file_splits` and `card_answer` ask `_default_splits` then."""
+    """The split `config` (`card_config`'s, one with `data_files`) gives each of `relatives`: of two
+    naming it, the held-out one (never trained on); without a config, the one the file's own path
+    gives (`hf_parquet.hf_split`). A config with `data_dir` alone goes to `_default_splits`."""
     if config is None:
         return [hf_split(relative) for relative in relatives]
-    under = posixpath.normpath(config.data_dir) + "/" if config.data_dir else ""
     found = []
     for relative in relatives:
-        named = config_splits(config, relative, hf_split(relative.removeprefix(under)))
+        named = config_splits(config, relative)
         found.append(next((s for s in named if split_hint(s)), named[0]) if named else None)
     return found
 

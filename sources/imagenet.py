@@ -66,7 +66,7 @@ from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
 from sources.laion import owns_key, tar_units
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
 from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
-                             safe_key, unit_ends_after)
+                             safe_key, units_cut_by_name)
 from sources.tar_members import (DUPLICATE_MEMBER, MEMBER_TOO_LARGE, member_bytes, member_too_large, member_type,
                                  read_members)
 from transforms.errors import exception_detail
@@ -74,8 +74,6 @@ from transforms.errors import exception_detail
 SYNSET_FILE = "LOC_synset_mapping.txt"
 VAL_LABELS_FILE = "LOC_val_solution.csv"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-VAL_FILES_PER_UNIT = 256  # a flat folder's files per unit on average (`records.unit_ends_after`)
-VAL_UNIT_MOST = 4  # times that: a unit ends there whatever its names
 VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
 ARCHIVE_SUFFIX = ".tar"  # a class archive, `<wnid>.tar`, read in place
@@ -112,28 +110,20 @@ def _stem(uri: str) -> str:
     return nfc(fsio.basename(uri).rsplit(".", 1)[0])
 
 
-def _stem_ordered(files: list[str]) -> list[str]:
-    """`files` (sorted) with the files sharing a stem moved next to the first of them: the same
-    order when every stem is unique."""
+def _stem_groups(files: list[str]) -> list[list[str]]:
+    """`files` (sorted) in groups of the files sharing a stem, in the order of the first of each:
+    one file a group when every stem is unique."""
     by_stem: dict[str, list[str]] = {}
     for uri in files:
         by_stem.setdefault(_stem(uri), []).append(uri)
-    return [uri for same in by_stem.values() for uri in same]
+    return list(by_stem.values())
 
 
 def _flat_chunks(files: list[str]) -> list[tuple[str, ...]]:
-    """A flat folder's files in units of about `VAL_FILES_PER_UNIT`, ended by the names
-    (`records.unit_ends_after`: one file added moves no other file's unit), never between files
+    """A flat folder's files in units of about `records.FOLDER_FILES_PER_UNIT`, ended by the names
+    (`records.units_cut_by_name`: one file added moves no other file's unit), never between files
     that share a stem, so that a key clash falls inside one unit."""
-    ordered, chunks, chunk = _stem_ordered(files), [], []
-    for index, uri in enumerate(ordered):
-        chunk.append(uri)
-        if index + 1 < len(ordered) and _stem(ordered[index + 1]) == _stem(uri):
-            continue  # a key clash stays inside one unit
-        if len(chunk) >= VAL_UNIT_MOST * VAL_FILES_PER_UNIT or unit_ends_after(_stem(uri), VAL_FILES_PER_UNIT):
-            chunks.append(tuple(chunk))
-            chunk = []
-    return chunks + [tuple(chunk)] if chunk else chunks
+    return units_cut_by_name(_stem_groups(files), lambda same: _stem(same[0]))
 
 
 @dataclass(frozen=True)

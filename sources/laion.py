@@ -62,8 +62,8 @@ from sources.imagefolder import BAD_METADATA, EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
-from sources.records import (FILE_TOO_LARGE, MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc,
-                             unit_ends_after,
+from sources.records import (FILE_TOO_LARGE, FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, MAX_INPUT_FILE_BYTES,
+                             ImageRecord, Reject, SourceItem, data_key, nfc, units_cut_by_name,
                              path_key, raise_machine_error, read_input_bytes, twin_detail, twin_groups)
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
                                  shard_reject, split_member, tar_mode)
@@ -91,8 +91,6 @@ _MEDIA_EXTENSIONS = (*IMAGE_EXTENSIONS, "dng", "cr2", "cr3", "nef", "arw", "raf"
 _TAKEOUT_JSON = re.compile(r"(?P<photo>.+?\.(?:%s))(?:\.[a-z-]*)?(?:\(\d+\))?\.json" % "|".join(_MEDIA_EXTENSIONS),
                            re.IGNORECASE)
 LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"]
-FOLDER_FILES_PER_UNIT = 256  # an image folder's files per unit on average (`records.unit_ends_after`)
-FOLDER_UNIT_MOST = 4  # times that: a unit ends there whatever its names (its cost in flight stays bounded)
 # Parquet through a Python (fsspec) file object: no pre-buffering and no reader threads. With
 # them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
 # one process in ten then aborts ("terminate called without an active exception").
@@ -372,16 +370,10 @@ class LaionSource:
         kind = FOLDER_KINDS[bool(metadata), splits]  # with metadata, each image takes its row
         units = [Unit("metadata_card" if card else "metadata", (m,), self.path) for m in metadata] + [
             Unit("card", (c,), self.path) for c in cards]
-        chunk: list[str] = []
-        for group in groups:
-            chunk += group
-            stem = nfc(_stem_of(relative_to_root(self.path, group[0])))
-            if len(chunk) >= FOLDER_UNIT_MOST * FOLDER_FILES_PER_UNIT or unit_ends_after(stem, FOLDER_FILES_PER_UNIT):
-                units.append(Unit(kind, tuple(chunk), self.path))
-                chunk = []
-        if chunk:
-            units.append(Unit(kind, tuple(chunk), self.path))
-        return units
+        # this module's constants passed, as read now (a test sets them on this module)
+        chunks = units_cut_by_name(groups, lambda group: nfc(_stem_of(relative_to_root(self.path, group[0]))),
+                                   FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST)
+        return units + [Unit(kind, chunk, self.path) for chunk in chunks]
 
     def _split_layout(self, files: list[str]) -> bool:
         """Whether the folder's split names are a split layout as `datasets` splits one: an image in

@@ -203,6 +203,25 @@ def stable_hash(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
 
 
+FOLDER_FILES_PER_UNIT = 256  # a folder's files per unit on average (`unit_ends_after`)
+FOLDER_UNIT_MOST = 4  # times that: a unit ends there whatever its names (its cost in flight stays bounded)
+
+
+def units_cut_by_name(groups: Iterable[list[str]], name_of: Callable[[list[str]], str],
+                      mean: int = FOLDER_FILES_PER_UNIT, most: int = FOLDER_UNIT_MOST) -> list[tuple[str, ...]]:
+    """A folder's files in units of about `mean`, ended after the group whose name (`name_of`)
+    `unit_ends_after` picks, or at `most` times `mean`: one file added moves no other file's unit.
+    A group (files one key is made of, or that clash) is never split between units."""
+    units: list[tuple[str, ...]] = []
+    chunk: list[str] = []
+    for group in groups:
+        chunk += group
+        if len(chunk) >= most * mean or unit_ends_after(name_of(group), mean):
+            units.append(tuple(chunk))
+            chunk = []
+    return units + [tuple(chunk)] if chunk else units
+
+
 def unit_ends_after(name: str, mean: int) -> bool:
     """Whether a unit of a folder's files ends after the file (or stem) `name`, relative to the
     source's root: about one name in `mean` ends a unit, chosen by the name itself, so one file

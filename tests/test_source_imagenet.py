@@ -907,12 +907,13 @@ def test_one_image_added_to_the_flat_val_folder_changes_only_its_unit():
     """The flat val folder's units ended by count: one image added shifted every later unit's
     files (all rendered again); now only the unit it falls in differs. Files sharing a stem stay
     in one unit."""
-    from sources.imagenet import VAL_FILES_PER_UNIT, VAL_UNIT_MOST, _flat_chunks
+    from sources.imagenet import _flat_chunks
+    from sources.records import FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST
 
     files = sorted(f"/d/val/ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, 1201))
     before = _flat_chunks(files)
     after = _flat_chunks(sorted(files + ["/d/val/ILSVRC2012_val_00000001a.JPEG"]))
     assert len(before) > 2 and len(set(after) - set(before)) == 1 and len(set(before) - set(after)) == 1
-    assert max(map(len, after)) <= VAL_UNIT_MOST * VAL_FILES_PER_UNIT
+    assert max(map(len, after)) <= FOLDER_UNIT_MOST * FOLDER_FILES_PER_UNIT
     twins = _flat_chunks(sorted(files + [f.replace(".JPEG", ".png") for f in files]))
     assert all(len({u.rsplit(".", 1)[0] for u in chunk}) * 2 == len(chunk) for chunk in twins)
