@@ -24,7 +24,7 @@ from transforms.annotations import COCO17, MAX_CLASS_ID
 COCO_TASKS = ("detection", "segmentation", "pose")
 IMAGES_PER_UNIT = 256
 # memory of a parsed index per byte of its annotation files: a COCO-like file of 102 MB (40k
-# images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x) and held 645 MB;
+# images, 280k polygons of 12 points) peaked at 740 MB in `load_index` (7.2x, polygons held as lists) and held 645 MB;
 # files of many small objects take more a byte: 30 MB of boxes written by `json.dump` without
 # spaces peaked at 8.4x (11.3x while each annotation was copied and the file's bytes kept beside
 # its text; 7.8x since each annotation id's first index is held without a tuple). Held as lists,

@@ -739,7 +739,7 @@ def test_source_calls_torch_load_only_weights_only_and_imports_no_beam():
 
 
 def _torch_load_calls(path: Path) -> list[str]:
-    """'file:function' of each `torch.load(...)` call in `path`."""
+    """'file:function' of each call of torch's `load` in `path` (an AST walk: a call spelt `torch.load`)."""
     found = []
     for function in ast.walk(ast.parse(path.read_text())):
         if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
