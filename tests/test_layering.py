@@ -7,6 +7,9 @@ sentence size exactly as the build does (decode + resize policy), rather than a 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,15 @@ def test_machine_error_has_its_home_below_every_source():
                     and any(alias.name == "MachineError" for alias in node.names)):
                 wrong.append(str(path.relative_to(REPO)))
     assert not wrong, f"import MachineError from sources.records: {wrong}"
+
+
+def test_bitstream_headers_are_read_apart_from_decoding():
+    """The H.264/VP9/MJPEG/ProRes header readers lived inside `sources.video_decode` (1,292 lines:
+    seeking, colour, memory judgement, decord) though they read only bytes: they have a module of
+    their own, which decodes nothing and so loads no decoder, no numpy and not `video_decode`."""
+    code = ("import sys, sources.video_bitstream as b; "
+            "print(sorted(m for m in ('av', 'decord', 'numpy', 'cv2', 'sources.video_decode') if m in sys.modules)); "
+            "print(all(callable(getattr(b, n)) for n in ('ParameterSets', 'VP9Sizes', 'header_size')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stderr[-2000:]

@@ -712,6 +712,61 @@ def test_bin_shards_kept_from_the_header_read_are_mapped_not_read(tmp_path: Path
 
 
 
+def test_a_bin_shard_is_opened_once_for_its_first_bytes(tmp_path: Path, monkeypatch):
+    """Reading a .bin shard opened it for its first bytes twice: for the weights-file check before
+    torch read it, and again after, to tell whether its tensors map the file (`mappable`). They are
+    read once now, from the stat taken before the load, and tell both; a zip is still mapped (its
+    identity kept for the stream's check), a legacy pickle read (and not kept: it is read again)."""
+    from tokenizer import checkpoint
+
+    folder = _sharded_folders(tmp_path, _small_hf_model(13))["bin"]
+    legacy = sorted(folder.glob("pytorch_model-*.bin"))[0]
+    torch.save(torch.load(legacy, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    weights = weight_files(folder)
+    opened: list[str] = []
+    real_open = open
+    monkeypatch.setattr(checkpoint, "open", lambda path, *a, **k: opened.append(Path(path).name) or real_open(path, *a, **k),
+                        raising=False)
+    _, kept = stored_tensors(weights, folder)
+    monkeypatch.undo()
+    zips = sorted(path.name for path in weights.files if path != legacy)
+    assert len(zips) > 1
+    # each file's first bytes once, then a zip's directory (`torch_file_problem`)
+    assert sorted(opened) == sorted([legacy.name] + zips * 2), opened
+    assert sorted(path.name for path in kept) == zips and all(shard.identity for shard in kept.values())
+
+
+def test_a_bin_shard_replaced_by_a_pipe_is_refused_not_waited_on(tmp_path: Path):
+    """A .bin shard put in place of the file the folder listed, as a named pipe (a download streamed
+    through mkfifo), is judged from its stat, never opened (an open blocks until a writer comes):
+    refused, naming it. Should a regression open it, the test lets it go after 10 s by opening the
+    pipe's other end, and fails."""
+    import threading
+
+    folder = _sharded_folders(tmp_path, _small_hf_model(14))["bin"]
+    weights = weight_files(folder)
+    piped = weights.files[-1]
+    piped.unlink()
+    os.mkfifo(piped)
+    outcome: list[object] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(stored_tensors(weights, folder))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        os.close(os.open(piped, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        pytest.fail(f"{piped.name} as a pipe blocked the load")
+    assert len(outcome) == 1 and isinstance(outcome[0], CheckpointDamaged), outcome
+    assert str(outcome[0]) == f"{piped}: a pipe, not a file; pass the weights file itself"
+
+
 def test_model_safetensors_beside_a_bin_index_without_its_shards_loads(tmp_path: Path):
     """`huggingface-cli download --include "*.safetensors" "*.json"` of a repo shipping both formats
     gives model.safetensors beside pytorch_model.bin.index.json whose shards are absent: transformers

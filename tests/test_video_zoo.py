@@ -993,7 +993,8 @@ def test_intra_only_frame_sizes_are_read_from_their_headers_not_decoded(tmp_path
     their headers: an up-and-back-down stream of each (`-f concat -c copy`) still shows two sizes,
     each header states the decoded size, and the check on a 300-frame MJPEG camera file costs a
     fraction of decoding it."""
-    from sources.video_decode import header_size, key_frame_sizes
+    from sources.video_bitstream import header_size
+    from sources.video_decode import key_frame_sizes
 
     video_zoo.require_ffmpeg()
     for codec, ext, pix_fmt in (("mjpeg", "avi", "yuvj422p"), ("prores_ks", "mov", "yuv422p10le")):
@@ -1108,7 +1109,8 @@ def test_vp9_sizes_read_each_frame_of_a_superframe():
     Read as one frame, the packet's shown frame is missed (46 of 48 sizes): each one counts."""
     import subprocess
 
-    from sources.video_decode import VP9Sizes, key_frame_sizes
+    from sources.video_bitstream import VP9Sizes
+    from sources.video_decode import key_frame_sizes
 
     video_zoo.require_ffmpeg()
     path = Path(__file__).parent / "fixtures" / "video" / "vp9_alt_ref.webm"
@@ -1136,7 +1138,8 @@ def test_vp9_that_changes_size_on_an_inter_frame_keeps_each_frames_size_with_eit
     import shutil
     import subprocess
 
-    from sources.video_decode import VP9Sizes, key_frame_sizes
+    from sources.video_bitstream import VP9Sizes
+    from sources.video_decode import key_frame_sizes
 
     video_zoo.require_ffmpeg()
     with pytest.raises(ValueError):  # a key frame cut inside its header: the check ends, PyAV decodes

@@ -98,7 +98,7 @@ def weight_file_problem(path: str | os.PathLike[str]) -> str | None:
     reader decodes it (None: let the reader judge): a Git LFS pointer (a hub clone without LFS:
     torch and safetensors named only a bad opcode or header), or, for a file torch reads as a zip
     (its first bytes), `torch_file_problem`."""
-    return _problem(path, _head(path))
+    return _problem(path, file_head(path))
 
 
 def _problem(path: str | os.PathLike[str], head: bytes | None) -> str | None:
@@ -113,11 +113,12 @@ def _problem(path: str | os.PathLike[str], head: bytes | None) -> str | None:
     return torch_file_problem(path)
 
 
-def _head(path: str | os.PathLike[str]) -> bytes | None:
+def file_head(path: str | os.PathLike[str], status: os.stat_result | None = None) -> bytes | None:
     """The first bytes of `path` that tell an LFS pointer and a zip apart (none if unreadable);
-    None for a path that is there but no regular file (a pipe would block the open forever)."""
+    None for a path that is there but no regular file, judged from its stat before any open (a
+    pipe would block the open forever). `status`: the path's stat, where the caller took one."""
     try:
-        if not_a_file(os.stat(path).st_mode):
+        if not_a_file((status or os.stat(path)).st_mode):
             return None
         with open(path, "rb") as handle:
             return handle.read(len(_LFS_POINTER))
@@ -125,10 +126,11 @@ def _head(path: str | os.PathLike[str]) -> bytes | None:
         return b""
 
 
-def mappable(path: str | os.PathLike[str]) -> bool:
-    """Whether `read_weights(path, mmap=True)` maps the file's tensors (a zip-format torch file, as
-    torch.save writes since 1.6) rather than reading them all (a legacy pickle)."""
-    return (_head(path) or b"")[:4] == _ZIP_HEAD
+def mappable(head: bytes | None) -> bool:
+    """Whether `read_weights(path, mmap=True)` maps the tensors of a file whose `file_head` is
+    `head` (a zip-format torch file, as torch.save writes since 1.6) rather than reading them all
+    (a legacy pickle)."""
+    return (head or b"")[:4] == _ZIP_HEAD
 
 
 class WeightsFileError(CheckpointError):
@@ -141,17 +143,19 @@ class WeightsFileError(CheckpointError):
         super().__init__(f"{self.path}: {reason}")
 
 
-def read_weights(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", mmap: bool = False) -> object:
+def read_weights(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", mmap: bool = False,
+                 head: bytes | None = None) -> object:
     """What the torch file `path` holds, read once and weights-only (no code in it runs), after
     `weight_file_problem` judged it from its first bytes: the one torch reader of the tokenizer's
     and the trainer's weights, training states and resumes. `mmap` maps the tensors of a zip-format
-    file instead of reading them (a legacy pickle cannot be mapped: it is read)."""
-    head = _head(path)
+    file instead of reading them (a legacy pickle cannot be mapped: it is read). `head`: the file's
+    `file_head`, where the caller read it (None: read here)."""
+    head = file_head(path) if head is None else head
     problem = _problem(path, head)
     if problem:
         raise WeightsFileError(path, problem)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and head[:4] == _ZIP_HEAD)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and mappable(head))
     except FileNotFoundError:
         raise WeightsFileError(path, "missing") from None
     except pickle.UnpicklingError as exc:  # a pickle that asks for more than tensors, or none at all
@@ -161,10 +165,10 @@ def read_weights(path: str | os.PathLike[str], map_location: str | torch.device 
         raise WeightsFileError(path, f"cannot be read as a torch weights file ({reason})") from None
 
 
-def read_state_dict(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, object]:
+def read_state_dict(path: str | os.PathLike[str], mmap: bool = False, head: bytes | None = None) -> dict[str, object]:
     """`read_weights` of a file that must hold a state dict (name -> tensor): a training checkpoint
     (a Lightning .ckpt) or anything but a mapping is refused, naming the file and the fix."""
-    state = read_weights(path, mmap=mmap)
+    state = read_weights(path, mmap=mmap, head=head)
     wrapped = training_checkpoint_problem(state)
     if wrapped:
         raise WeightsFileError(path, wrapped, unreadable=False)

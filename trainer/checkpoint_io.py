@@ -267,20 +267,22 @@ def check_weight_file(path: str | os.PathLike[str]) -> None:
 
 
 def read_torch_file(path: str | os.PathLike[str], mmap: bool = False, map_location: str | torch.device = "cpu",
-                    state_dict: bool = False) -> Any:
+                    state_dict: bool = False, head: bytes | None = None) -> Any:
     """`tokenizer.checkpoint.read_weights` (or `read_state_dict`) in the trainer's errors: a file
     whose bytes are no weights file is `CheckpointDamaged`, one that holds the wrong thing (a
-    Lightning .ckpt in place of its state dict) a `CheckpointError`; both name the file and the fix."""
+    Lightning .ckpt in place of its state dict) a `CheckpointError`; both name the file and the fix.
+    `head`: the file's `tokenizer.checkpoint.file_head`, where the caller read it."""
     from tokenizer.checkpoint import WeightsFileError, read_state_dict, read_weights
 
     try:
-        return read_state_dict(path, mmap=mmap) if state_dict else read_weights(path, map_location, mmap=mmap)
+        return (read_state_dict(path, mmap=mmap, head=head) if state_dict
+                else read_weights(path, map_location, mmap=mmap, head=head))
     except WeightsFileError as exc:
         raise (CheckpointDamaged(exc.path, exc.reason) if exc.unreadable else CheckpointError(str(exc))) from None
 
 
-def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    state = read_torch_file(path, mmap=True, state_dict=True)
+def _load_bin(path: Path, head: bytes | None = None) -> dict[str, torch.Tensor]:
+    state = read_torch_file(path, mmap=True, state_dict=True, head=head)
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: values that are not tensors: {_preview(bad)}")
@@ -306,16 +308,19 @@ class BinShard:
 
 def _read_bin(path: Path) -> BinShard:
     """`_load_bin(path)` with the identity of the file mapped: the path is stat'ed before and after
-    (not opened: a named pipe there would block before the weights-file check refuses it), and a
-    file changed or replaced meanwhile is refused, since which one was mapped cannot be told."""
-    from tokenizer.checkpoint import mappable
+    (its first bytes read only when that stat says it is a regular file: a named pipe there would
+    block the open before the weights-file check refuses it), and a file changed or replaced
+    meanwhile is refused, since which one was mapped cannot be told. The first bytes, read once,
+    tell the reader what the file is and this whether its tensors map it."""
+    from tokenizer.checkpoint import file_head, mappable
 
     with reading(path):
-        before = _identity(os.stat(path))
-        state = _load_bin(path)
-        if _identity(os.stat(path)) != before:
+        status = os.stat(path)
+        head = file_head(path, status)
+        state = _load_bin(path, head)
+        if _identity(os.stat(path)) != _identity(status):
             raise CheckpointDamaged(path, REWRITTEN)
-    return BinShard(state, before if mappable(path) else None)
+    return BinShard(state, _identity(status) if mappable(head) else None)
 
 
 def _check_unchanged(path: Path, shard: BinShard) -> None:

@@ -99,9 +99,19 @@ class UnitRenderer:
         # the source's root and the one the output names its units under (`BuildConfig.output_root`)
         self.root, self.named_root = root, named_root
         self.memo: dict = {}  # this run's `fsio.once_per_run` values: each unit's read and check share them
+        self._store: UnitStore | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickled renderer carries to a worker: its settings, not the store made from them
+        (the worker makes its own on first use)."""
+        return {**self.__dict__, "_store": None}
 
     def store(self) -> UnitStore:
-        return UnitStore(self.output, self.source.name, self.config_hash, self.root, self.named_root)
+        """The source's unit store, made on first use and kept: each unit's key and render ask it,
+        and making one works out the forms of the source's roots again (fsspec's URL parsing)."""
+        if self._store is None:
+            self._store = UnitStore(self.output, self.source.name, self.config_hash, self.root, self.named_root)
+        return self._store
 
     def unit_key(self, unit) -> str:
         return self.store().uid(unit)

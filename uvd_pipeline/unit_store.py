@@ -30,6 +30,7 @@ only what changed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -111,6 +112,13 @@ def rebase(value: Any, old: str, new: str) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value, **{f.name: rebase(getattr(value, f.name), old, new)
                                              for f in dataclasses.fields(value) if f.init})
+    return value
+
+
+def rebased(pairs: list[tuple[str, str]], value: Any) -> Any:
+    """`value` `rebase`d by each (old, new) pair of `root_pairs` in turn."""
+    for old, new in pairs:
+        value = rebase(value, old, new)
     return value
 
 
@@ -279,25 +287,18 @@ class UnitStore:
         # the source's root now, and the one its units are named under (the output's first: the
         # input may have moved since, `BuildConfig.output_root`)
         self.root, self.named_root = root, named_root or root
-        self._to_named = root_pairs(self.root, self.named_root)
-        self._to_here = [(new, old) for old, new in self._to_named]
+        to_named = root_pairs(self.root, self.named_root)
+        # `named`: a unit or path as the store names it (under the output's first root of the
+        # source); `here`: a path the store names, where it lies now. Both `_same` when the input
+        # has not moved, so that `changed_input` and a listing's digest rename nothing then.
+        self.named: Callable[[Any], Any] = functools.partial(rebased, to_named) if to_named else _same
+        self.here: Callable[[Any], Any] = (functools.partial(rebased, [(new, old) for old, new in to_named])
+                                           if to_named else _same)
 
     @property
     def moved(self) -> bool:
         """Whether the source's input lies elsewhere than where the store names it."""
-        return bool(self._to_named)
-
-    def named(self, value: Any) -> Any:
-        """A unit or path as the store names it (under the output's first root of the source)."""
-        for old, new in self._to_named:
-            value = rebase(value, old, new)
-        return value
-
-    def here(self, value: Any) -> Any:
-        """A path the store names, where it lies now."""
-        for old, new in self._to_here:
-            value = rebase(value, old, new)
-        return value
+        return self.named is not _same
 
     def uid(self, unit: Any) -> str:
         return unit_id(self.source, self.named(unit))
@@ -327,7 +328,7 @@ class UnitStore:
         if problem:  # edited or damaged on disk; a bug of ours past this check shows its traceback
             log.warning("unit %s of %s: damaged commit mark (%s): rendering it again", uid, self.source, problem)
             return None
-        change = changed_input(mark["inputs"], self.here, self.named) if self.moved else changed_input(mark["inputs"])
+        change = changed_input(mark["inputs"], self.here, self.named)
         digest = mark["inputs_digest"]
         if change:
             log.info("%s: input of unit %s: %s: rendering it again", self.source, uid, change)
