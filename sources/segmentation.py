@@ -29,6 +29,10 @@ FILES_PER_UNIT = 256
 # border, out of roi, static. They render as unlabeled (0), not as classes of their own (the hood in
 # every frame would be one). A licence plate (id -1) is never drawn into _labelIds: it keeps the car's.
 CITYSCAPES_UNLABELED_IDS = (1, 2, 3, 4)
+# 255: the void mark of label maps (PASCAL VOC's border round each object and its unlabelled
+# pixels, what mmseg and torchvision ignore), no class of ADE20K (0..150) nor of Cityscapes (0..33):
+# drawn as unlabeled (0) in both layouts, never as a class 255 outlining every object
+VOID_MARK = 255
 # leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png (or .jpg) -> gtFine/<split>/<city>/<stem>_gtFine_labelIds.png
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit"
 CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -124,12 +128,13 @@ class SegmentationSource:
 
     def _label_map(self, label: str) -> tuple[str, dict | None]:
         """The label map of an image and how to draw it (None when it is not there; each path asked
-        once, a request on gs:// or s3://): Cityscapes' `_labelIds` (its void ids as unlabeled), or
+        once, a request on gs:// or s3://): ADE20K's (`VOID_MARK` as unlabeled), Cityscapes'
+        `_labelIds` (its void ids and `VOID_MARK` as unlabeled), or
         where only `_labelTrainIds` is there, those as the label ids they stand for (a copy keeping
         only trainIds was one `missing_annotation` reject per image)."""
         if fsio.exists(label):
-            return label, {"label_uri": label} if self.layout == "ade20k" else {
-                "label_uri": label, "unlabeled_ids": CITYSCAPES_UNLABELED_IDS}
+            return label, {"label_uri": label, "unlabeled_ids": (VOID_MARK,)} if self.layout == "ade20k" else {
+                "label_uri": label, "unlabeled_ids": CITYSCAPES_UNLABELED_IDS + (VOID_MARK,)}
         train_ids = label.removesuffix(CITYSCAPES_LABEL_SUFFIX) + CITYSCAPES_TRAIN_IDS_SUFFIX
         if self.layout == "cityscapes" and label.endswith(CITYSCAPES_LABEL_SUFFIX) and fsio.exists(train_ids):
             return train_ids, {"label_uri": train_ids, "value_ids": CITYSCAPES_ID_OF_TRAIN_ID}

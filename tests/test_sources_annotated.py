@@ -668,6 +668,56 @@ def test_ade20k_palette_mode_annotation_renders_its_indices(tmp_path: Path, pale
     assert isinstance(cut, Reject) and (cut.stage, cut.reason) == ("annotation", "corrupt_annotation")
 
 
+def _voc_colormap() -> list[int]:
+    """VOCdevkit's `labelcolormap(256)` (VOCinit.m), flat R, G, B: class i's colour from the bits
+    of i; 255, the void border, is (224, 224, 192)."""
+    colours: list[int] = []
+    for i in range(256):
+        rgb, c = [0, 0, 0], i
+        for j in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((c >> channel) & 1) << (7 - j)
+            c >>= 3
+        colours += rgb
+    return colours
+
+
+@pytest.mark.parametrize("void_transparent", [False, True])
+def test_void_border_of_a_voc_style_label_map_renders_unlabeled(tmp_path: Path, void_transparent: bool):
+    """A label map as PASCAL VOC's SegmentationClass stores it (palette PNG, VOCdevkit's colour map,
+    each object ringed by 255, 'void': the pixels nobody labelled, which mmseg, torchvision and
+    VOC's own evaluation ignore), in the ade20k layout; also with index 255 marked transparent in
+    a tRNS chunk, as some converters write it. The ring rendered as class 255's colour, an outline
+    of a class no dataset has round every object; now it is unlabeled (black), and the classes
+    inside keep theirs."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    assert _voc_colormap()[255 * 3:] == [224, 224, 192] and _voc_colormap()[15 * 3: 16 * 3] == [192, 128, 128]
+    labels = np.zeros((64, 64), np.uint8)
+    labels[16:48, 16:48] = 15  # person
+    ring = np.zeros_like(labels, bool)
+    ring[14:50, 14:50] = True
+    ring[17:47, 17:47] = False
+    labels[ring] = 255
+    ade = tmp_path / "ADEChallengeData2016"
+    (ade / "images/training").mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(ade / "images/training/ADE_train_00000001.jpg", quality=95)
+    label = ade / "annotations/training/ADE_train_00000001.png"
+    _palette_png(label, labels, _voc_colormap())
+    if void_transparent:
+        with Image.open(label) as written:
+            written.save(label, transparency=255)
+        with Image.open(label) as written:
+            assert written.info.get("transparency") == 255
+    (record,) = _read_all(SegmentationSource("ade", str(tmp_path)))
+    _, target = _render(record)
+    assert (target[ring] == 0).all()  # void: unlabeled
+    assert np.array_equal(target[~ring], class_colours()[labels[~ring]])
+    assert (target[20:44, 20:44] == class_colours()[15]).all()
+
+
 def _nearest_rows_cols(policy: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray, slice, slice]:
     """Source row and column of each canvas pixel's centre (nearest neighbour as PIL and
     scikit-image sample it), worked out here from each policy's definition, and where on the canvas
