@@ -12,7 +12,7 @@ from typing import Iterator, Literal
 
 from sources import fsio
 from sources.paths import (ConfiguredPathMissing, collapse_set_aside, missing_under, names_below, path_problem,
-                           set_aside_problem)
+                           set_aside_problem, shown_name)
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 Layout = Literal["ade20k", "cityscapes"]
@@ -67,12 +67,46 @@ class SegmentationSource:
         listed = splits if self.layout == "ade20k" else {**splits, **CITYSCAPES_UNLABELED_SPLITS}
         for folder in listed:
             split_dir = fsio.join(images_root, folder)
-            if not fsio.exists(split_dir):
-                continue
             files = collapse_set_aside(split_dir, fsio.list_files(split_dir, (".jpg", ".png"), recursive=True,
-                                                                  follow_links=self.follow_links, links=True))
+                                                                  follow_links=self.follow_links, links=True)) \
+                if fsio.exists(split_dir) else []
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
+            if folder in splits:  # labelled splits: a label map whose image is gone is a unit's reject too
+                orphans = self._labels_without_image(fsio.join(labels_root, folder), folder, files)
+                units += [(folder, tuple(orphans[i : i + FILES_PER_UNIT])) for i in range(0, len(orphans), FILES_PER_UNIT)]
         return units
+
+    def _labels_without_image(self, labels_dir: str, folder: str, images: list[str]) -> list[str]:
+        """The label maps of a split no listed image pairs with (a download extracted in part):
+        each is one `missing_image` reject, never read; it vanished without a word. Cityscapes'
+        other gtFine files (`_color`, `_instanceIds`, `_polygons.json`) are no label map, and a
+        `_labelTrainIds` beside its `_labelIds` no second one; what operating systems leave
+        (`._x.png`, `__MACOSX/`) is passed over, as it always was in the label folders."""
+        if not fsio.isdir(labels_dir):
+            return []
+        paired = {self.label_uri(uri, folder) for uri in images}
+        suffixes = (".png",) if self.layout == "ade20k" else (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX)
+        found: dict[str, str] = {}  # the label map an image would read -> the first file standing for it
+        for uri in fsio.list_files(labels_dir, suffixes, recursive=True, follow_links=self.follow_links, links=True):
+            if set_aside_problem(labels_dir, uri):
+                continue
+            read_as = uri
+            if self.layout == "cityscapes" and uri.endswith(CITYSCAPES_TRAIN_IDS_SUFFIX):
+                read_as = uri.removesuffix(CITYSCAPES_TRAIN_IDS_SUFFIX) + CITYSCAPES_LABEL_SUFFIX
+            if read_as not in paired:
+                found.setdefault(read_as, uri)
+        return sorted(found.values())
+
+    def _without_image(self, folder: str, labels_dir: str, uri: str, split: str) -> Reject:
+        """A label map whose image is not there (`_labels_without_image`), under its pair's key."""
+        name = fsio.basename(uri).removesuffix(".png").removesuffix(".PNG")
+        for suffix in (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX):
+            name = name.removesuffix(suffix.removesuffix(".png"))
+        group = safe_key(self.name, folder, name)
+        images = self._pairs_root()[0][len(self.path):].strip("/")
+        return Reject(f"{group}-segmentation", self.name, group, "read", "missing_image",
+                      f"label map {shown_name('/'.join(names_below(labels_dir, uri)))} has no image in "
+                      f"{images}/{folder}/"[:200], split_hint=split)
 
     def _full_ade_release_marked(self) -> bool:
         """`path` is the full ADE20K release's top (its index, its images/ADE) or that images/ADE."""
@@ -158,7 +192,11 @@ class SegmentationSource:
         unlabeled = self.layout == "cityscapes" and folder in CITYSCAPES_UNLABELED_SPLITS
         split = {**ADE_SPLITS, **CITYSCAPES_SPLITS, **CITYSCAPES_UNLABELED_SPLITS}[folder]
         split_dir = fsio.join(self._pairs_root()[0], folder)
+        labels_dir = fsio.join(self._pairs_root()[1], folder)
         for uri in files:
+            if uri.startswith(labels_dir + "/"):  # a label map whose image is gone: never read
+                yield self._without_image(folder, labels_dir, uri, split)
+                continue
             aside = set_aside_problem(split_dir, uri)
             if aside:  # a Mac's `._x.png`, `@eaDir/`: never an image without its label map
                 key = safe_key(self.name, folder, *names_below(split_dir, uri))

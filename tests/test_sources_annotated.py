@@ -718,6 +718,46 @@ def test_void_border_of_a_voc_style_label_map_renders_unlabeled(tmp_path: Path, 
     assert (target[20:44, 20:44] == class_colours()[15]).all()
 
 
+@pytest.mark.parametrize("layout", ["ade20k", "cityscapes"])
+def test_label_map_whose_image_is_gone_is_a_counted_reject(tmp_path: Path, layout: str):
+    """A half-extracted download: the label folder whole, the image folder short of some images
+    (ADE20K's zip cut before ADE_train_00000002.jpg; Cityscapes' leftImg8bit without one frame of
+    bochum). Each such label map vanished without a word; now it is one `missing_image` reject
+    under the key its pair would have had, in its split, never read. The other label maps beside
+    it (Cityscapes' `_color`, `_instanceIds`, `_polygons.json`, and `_labelTrainIds` beside its
+    `_labelIds`) are no second reject, and a Mac's `._` copy of a label map is none either."""
+    from PIL import Image
+
+    labels = np.ones((16, 32), np.uint8) * 7
+    if layout == "ade20k":
+        base = tmp_path / "ADEChallengeData2016"
+        for split, stem, with_image in (("training", "ADE_train_00000001", True), ("training", "ADE_train_00000002", False),
+                                        ("validation", "ADE_val_00000001", False)):
+            (base / "annotations" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(labels, "L").save(base / "annotations" / split / f"{stem}.png")
+            (base / "annotations" / split / f"._{stem}.png").write_bytes(b"\0\5\26\7")
+            if with_image:
+                (base / "images" / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(base / "images" / split / f"{stem}.jpg")
+        gone = {("ade-training-ADE_train_00000002-segmentation", "train"), ("ade-validation-ADE_val_00000001-segmentation", "val")}
+    else:
+        _cityscapes_frame(tmp_path, "aachen_000000_000019", labels, "labelIds")
+        gt = tmp_path / "gtFine/val/bochum"
+        gt.mkdir(parents=True)
+        stem = "bochum_000000_000313_gtFine"
+        for kind in ("labelIds", "labelTrainIds", "color", "instanceIds"):
+            Image.fromarray(labels, "L").save(gt / f"{stem}_{kind}.png")
+        (gt / f"{stem}_polygons.json").write_text('{"imgHeight": 16, "imgWidth": 32, "objects": []}')
+        (gt / f"._{stem}_labelIds.png").write_bytes(b"\0\5\26\7")
+        (tmp_path / "leftImg8bit/val").mkdir(parents=True)  # the split there, the frame not
+        gone = {("ade-val-bochum_000000_000313-segmentation", "val")}
+    items = _read_all(SegmentationSource("ade", str(tmp_path), layout))
+    assert [type(i).__name__ for i in items if not isinstance(i, Reject)] == ["PairRecord"]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert {(r.key, r.split_hint) for r in rejects} == gone
+    assert {r.reason for r in rejects} == {"missing_image"} and len(rejects) == len(gone)
+
+
 def _nearest_rows_cols(policy: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray, slice, slice]:
     """Source row and column of each canvas pixel's centre (nearest neighbour as PIL and
     scikit-image sample it), worked out here from each policy's definition, and where on the canvas
