@@ -1171,6 +1171,36 @@ def test_a_segmentation_tree_without_its_label_folder_fails_check_naming_layout(
         assert text in str(info.value)
 
 
+def test_kitti_views_and_disparity_without_their_left_view_are_counted(tmp_path: Path):
+    """KITTI 2015's data_scene_flow.zip extracted in part: image_2 short of 000001_10.png and
+    000001_11.png while image_3 and disp_noc_0 hold them. The right views and the disparity map
+    vanished without a word; now each left view that is gone is one `missing_image` reject (its
+    `_10` naming the right view and the disparity map it leaves, its `_11` the right view), and
+    what is read is unchanged. A Mac's `._` file beside them is none."""
+    from PIL import Image
+
+    split = tmp_path / "training"
+    for folder in ("image_2", "image_3", "disp_noc_0"):
+        (split / folder).mkdir(parents=True)
+    view = np.full((8, 24, 3), 60, np.uint8)
+    for name in ("000000_10", "000000_11", "000001_10", "000001_11"):
+        Image.fromarray(view).save(split / "image_3" / f"{name}.png")
+        if name.startswith("000000"):
+            Image.fromarray(view).save(split / "image_2" / f"{name}.png")
+        if name.endswith("_10"):
+            Image.fromarray(np.full((8, 24), 5 * 256, np.uint16)).save(split / "disp_noc_0" / f"{name}.png")
+    (split / "image_3" / "._000001_10.png").write_bytes(b"\0\5\26\7")
+    items = _read_all(StereoSource("kitti", str(tmp_path)))
+    assert sorted(i.key for i in items if not isinstance(i, Reject)) == [
+        "kitti-000000_10-depth", "kitti-000000_10-stereo", "kitti-000000_11-stereo"]
+    rejects = {r.key: r for r in items if isinstance(r, Reject)}
+    assert {k: r.reason for k, r in rejects.items()} == {
+        "kitti-000000_11-depth": "missing_annotation", "kitti-000001_10-pair": "missing_image",
+        "kitti-000001_11-pair": "missing_image"}
+    assert rejects["kitti-000001_10-pair"].detail.endswith("in image_3/, disp_noc_0/ left unread")
+    assert rejects["kitti-000001_11-pair"].detail.endswith("in image_3/ left unread")
+
+
 def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
     """KITTI 2012 (data_stereo_flow) names its folders otherwise than 2015: colour views in
     `colored_0` / `colored_1` (`image_0` / `image_1` are grey), disparity in `disp_occ` / `disp_noc`.
