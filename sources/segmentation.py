@@ -81,15 +81,16 @@ class SegmentationSource:
         each is one `missing_image` reject, never read; it vanished without a word. Cityscapes'
         other gtFine files (`_color`, `_instanceIds`, `_polygons.json`) are no label map, and a
         `_labelTrainIds` beside its `_labelIds` no second one; what operating systems leave
-        (`._x.png`, `__MACOSX/`) is passed over, as it always was in the label folders."""
+        (`._x.png`, `__MACOSX/`) is passed over, as it always was in the label folders, and so is a
+        folder that is a link leading out (the pairs reading it are its `outside_root` rejects)."""
         if not fsio.isdir(labels_dir):
             return []
         paired = {self.label_uri(uri, folder) for uri in images}
         suffixes = (".png",) if self.layout == "ade20k" else (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX)
         found: dict[str, str] = {}  # the label map an image would read -> the first file standing for it
         for uri in fsio.list_files(labels_dir, suffixes, recursive=True, follow_links=self.follow_links, links=True):
-            if set_aside_problem(labels_dir, uri):
-                continue
+            if set_aside_problem(labels_dir, uri) or not uri.lower().endswith(tuple(x.lower() for x in suffixes)):
+                continue  # a folder link or unlistable folder the listing names: its images' pairs say so
             read_as = uri
             if self.layout == "cityscapes" and uri.endswith(CITYSCAPES_TRAIN_IDS_SUFFIX):
                 read_as = uri.removesuffix(CITYSCAPES_TRAIN_IDS_SUFFIX) + CITYSCAPES_LABEL_SUFFIX

@@ -750,12 +750,22 @@ def test_label_map_whose_image_is_gone_is_a_counted_reject(tmp_path: Path, layou
         (gt / f"{stem}_polygons.json").write_text('{"imgHeight": 16, "imgWidth": 32, "objects": []}')
         (gt / f"._{stem}_labelIds.png").write_bytes(b"\0\5\26\7")
         (tmp_path / "leftImg8bit/val").mkdir(parents=True)  # the split there, the frame not
+        outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"  # frankfurt's labels linked in from elsewhere
+        outside.mkdir()
+        Image.fromarray(labels, "L").save(outside / "frankfurt_000000_000294_gtFine_labelIds.png")
+        (tmp_path / "gtFine/val/frankfurt").symlink_to(outside)
+        (tmp_path / "leftImg8bit/val/frankfurt").mkdir()
+        Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(
+            tmp_path / "leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png")
         gone = {("ade-val-bochum_000000_000313-segmentation", "val")}
     items = _read_all(SegmentationSource("ade", str(tmp_path), layout))
     assert [type(i).__name__ for i in items if not isinstance(i, Reject)] == ["PairRecord"]
-    rejects = [i for i in items if isinstance(i, Reject)]
+    rejects = [i for i in items if isinstance(i, Reject) and i.reason != "outside_root"]
     assert {(r.key, r.split_hint) for r in rejects} == gone
     assert {r.reason for r in rejects} == {"missing_image"} and len(rejects) == len(gone)
+    if layout == "cityscapes":  # the linked folder: its pair's one reject, no label map without an image
+        (linked,) = [i.key for i in items if isinstance(i, Reject) and i.reason == "outside_root"]
+        assert linked == "ade-val-frankfurt_000000_000294-segmentation"
 
 
 def _nearest_rows_cols(policy: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray, slice, slice]:
