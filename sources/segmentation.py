@@ -72,11 +72,11 @@ class SegmentationSource:
                 if fsio.exists(split_dir) else []
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
             if folder in splits:  # labelled splits: a label map whose image is gone is a unit's reject too
-                orphans = self._labels_without_image(fsio.join(labels_root, folder), folder, files)
+                orphans = self._labels_without_image(split_dir, fsio.join(labels_root, folder), files)
                 units += [(folder, tuple(orphans[i : i + FILES_PER_UNIT])) for i in range(0, len(orphans), FILES_PER_UNIT)]
         return units
 
-    def _labels_without_image(self, labels_dir: str, folder: str, images: list[str]) -> list[str]:
+    def _labels_without_image(self, images_dir: str, labels_dir: str, images: list[str]) -> list[str]:
         """The label maps of a split no listed image pairs with (a download extracted in part):
         each is one `missing_image` reject, never read; it vanished without a word. Cityscapes'
         other gtFine files (`_color`, `_instanceIds`, `_polygons.json`) are no label map, and a
@@ -85,11 +85,12 @@ class SegmentationSource:
         folder that is a link leading out (the pairs reading it are its `outside_root` rejects)."""
         if not fsio.isdir(labels_dir):
             return []
-        paired = {self.label_uri(uri, folder) for uri in images}
+        paired = {self._label_in(uri, images_dir, labels_dir) for uri in images}
         suffixes = (".png",) if self.layout == "ade20k" else (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX)
+        lowered = tuple(suffix.lower() for suffix in suffixes)
         found: dict[str, str] = {}  # the label map an image would read -> the first file standing for it
         for uri in fsio.list_files(labels_dir, suffixes, recursive=True, follow_links=self.follow_links, links=True):
-            if set_aside_problem(labels_dir, uri) or not uri.lower().endswith(tuple(x.lower() for x in suffixes)):
+            if set_aside_problem(labels_dir, uri) or not uri.lower().endswith(lowered):
                 continue  # a folder link or unlistable folder the listing names: its images' pairs say so
             read_as = uri
             if self.layout == "cityscapes" and uri.endswith(CITYSCAPES_TRAIN_IDS_SUFFIX):
@@ -153,13 +154,17 @@ class SegmentationSource:
 
     def label_uri(self, image_uri: str, folder: str) -> str:
         images_root, labels_root, _ = self._pairs_root()
-        relative = image_uri[len(fsio.join(images_root, folder)) :].lstrip("/")
+        return self._label_in(image_uri, fsio.join(images_root, folder), fsio.join(labels_root, folder))
+
+    def _label_in(self, image_uri: str, images_dir: str, labels_dir: str) -> str:
+        """The label map an image of `images_dir` reads in `labels_dir` (names only: nothing asked)."""
+        relative = image_uri[len(images_dir) :].lstrip("/")
         stem = relative.rsplit(".", 1)[0]
         if self.layout == "ade20k":
             relative = stem + ".png"
         elif stem.endswith(CITYSCAPES_IMAGE_SUFFIX):  # .png as released, or .jpg as mirrors re-encode it
             relative = stem.removesuffix(CITYSCAPES_IMAGE_SUFFIX) + CITYSCAPES_LABEL_SUFFIX
-        return fsio.join(labels_root, folder, relative)
+        return fsio.join(labels_dir, relative)
 
     def _label_map(self, label: str) -> tuple[str, dict | None]:
         """The label map of an image and how to draw it (None when it is not there; each path asked
