@@ -197,8 +197,8 @@ class SegmentationSource:
         folder, files = unit
         unlabeled = self.layout == "cityscapes" and folder in CITYSCAPES_UNLABELED_SPLITS
         split = {**ADE_SPLITS, **CITYSCAPES_SPLITS, **CITYSCAPES_UNLABELED_SPLITS}[folder]
-        split_dir = fsio.join(self._pairs_root()[0], folder)
-        labels_dir = fsio.join(self._pairs_root()[1], folder)
+        images_root, labels_root, _ = self._pairs_root()  # asked once a unit, not once an image
+        split_dir, labels_dir = fsio.join(images_root, folder), fsio.join(labels_root, folder)
         for uri in files:
             if uri.startswith(labels_dir + "/"):  # a label map whose image is gone: never read
                 yield self._without_image(folder, labels_dir, uri, split)
@@ -214,7 +214,7 @@ class SegmentationSource:
             if unlabeled:
                 yield self._unlabeled(folder, key, group, split)
                 continue
-            label, annotation = self._label_map(self.label_uri(uri, folder))
+            label, annotation = self._label_map(self._label_in(uri, split_dir, labels_dir))
             outside = path_problem(self.path, uri, self.follow_links) or \
                 path_problem(self.path, label, self.follow_links)
             if outside:

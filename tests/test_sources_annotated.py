@@ -1106,6 +1106,29 @@ def test_cityscapes_asks_once_whether_each_label_map_is_there(tmp_path: Path, mo
         "aachen_000002_000019_gtFine_labelTrainIds.png"]
 
 
+def test_ade20k_read_asks_only_whether_each_label_map_is_there(tmp_path: Path, monkeypatch):
+    """Reading ADE20K asked, for every image, whether `ADEChallengeData2016/` itself was there
+    (finding the label map's folder) before asking for the label map: two requests per image on
+    gs:// or s3://. Now reading a unit asks once per image, for its label map, and once for the
+    unit where the label folder lies."""
+    from sources import fsio
+
+    images = tmp_path / "ADEChallengeData2016/images/training"
+    labels = tmp_path / "ADEChallengeData2016/annotations/training"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for i in range(1, 5):
+        (images / f"ADE_train_{i:08d}.jpg").write_bytes(b"")
+        (labels / f"ADE_train_{i:08d}.png").write_bytes(b"")
+    source = SegmentationSource("ade", str(tmp_path))
+    (unit,) = source.units()
+    asked: list[str] = []
+    exists = fsio.exists
+    monkeypatch.setattr(fsio, "exists", lambda uri: asked.append(uri) or exists(uri))
+    assert [type(i).__name__ for i in source.read(unit)] == ["PairRecord"] * 4
+    assert sorted(Path(u).name for u in asked) == ["ADEChallengeData2016"] + [f"ADE_train_{i:08d}.png" for i in range(1, 5)]
+
+
 def _full_ade_release(root: Path, version: str) -> Path:
     """The full ADE20K release: each image with its `_seg.png` (class = R / 10 * 256 + G,
     instances in B) and `_parts_N.png` beside it, in scene folders; an index at the top."""
