@@ -12,7 +12,7 @@ from typing import Iterator, Literal
 
 from sources import fsio
 from sources.paths import (ConfiguredPathMissing, collapse_set_aside, missing_under, names_below, path_problem,
-                           set_aside_problem)
+                           set_aside_problem, shown_name)
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 Layout = Literal["ade20k", "cityscapes"]
@@ -29,6 +29,10 @@ FILES_PER_UNIT = 256
 # border, out of roi, static. They render as unlabeled (0), not as classes of their own (the hood in
 # every frame would be one). A licence plate (id -1) is never drawn into _labelIds: it keeps the car's.
 CITYSCAPES_UNLABELED_IDS = (1, 2, 3, 4)
+# 255: the void mark of label maps (PASCAL VOC's border round each object and its unlabelled
+# pixels, what mmseg and torchvision ignore), no class of ADE20K (0..150) nor of Cityscapes (0..33):
+# drawn as unlabeled (0) in both layouts, never as a class 255 outlining every object
+VOID_MARK = 255
 # leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png (or .jpg) -> gtFine/<split>/<city>/<stem>_gtFine_labelIds.png
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit"
 CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -63,12 +67,48 @@ class SegmentationSource:
         listed = splits if self.layout == "ade20k" else {**splits, **CITYSCAPES_UNLABELED_SPLITS}
         for folder in listed:
             split_dir = fsio.join(images_root, folder)
-            if not fsio.exists(split_dir):
-                continue
             files = collapse_set_aside(split_dir, fsio.list_files(split_dir, (".jpg", ".png"), recursive=True,
-                                                                  follow_links=self.follow_links, links=True))
+                                                                  follow_links=self.follow_links, links=True)) \
+                if fsio.exists(split_dir) else []
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
+            if folder in splits:  # labelled splits: a label map whose image is gone is a unit's reject too
+                orphans = self._labels_without_image(split_dir, fsio.join(labels_root, folder), files)
+                units += [(folder, tuple(orphans[i : i + FILES_PER_UNIT])) for i in range(0, len(orphans), FILES_PER_UNIT)]
         return units
+
+    def _labels_without_image(self, images_dir: str, labels_dir: str, images: list[str]) -> list[str]:
+        """The label maps of a split no listed image pairs with (a download extracted in part):
+        each is one `missing_image` reject, never read; it vanished without a word. Cityscapes'
+        other gtFine files (`_color`, `_instanceIds`, `_polygons.json`) are no label map, and a
+        `_labelTrainIds` beside its `_labelIds` no second one; what operating systems leave
+        (`._x.png`, `__MACOSX/`) is passed over, as it always was in the label folders, and so is a
+        folder that is a link leading out (the pairs reading it are its `outside_root` rejects)."""
+        if not fsio.isdir(labels_dir):
+            return []
+        paired = {self._label_in(uri, images_dir, labels_dir) for uri in images}
+        suffixes = (".png",) if self.layout == "ade20k" else (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX)
+        lowered = tuple(suffix.lower() for suffix in suffixes)
+        found: dict[str, str] = {}  # the label map an image would read -> the first file standing for it
+        for uri in fsio.list_files(labels_dir, suffixes, recursive=True, follow_links=self.follow_links, links=True):
+            if set_aside_problem(labels_dir, uri) or not uri.lower().endswith(lowered):
+                continue  # a folder link or unlistable folder the listing names: its images' pairs say so
+            read_as = uri
+            if self.layout == "cityscapes" and uri.endswith(CITYSCAPES_TRAIN_IDS_SUFFIX):
+                read_as = uri.removesuffix(CITYSCAPES_TRAIN_IDS_SUFFIX) + CITYSCAPES_LABEL_SUFFIX
+            if read_as not in paired:
+                found.setdefault(read_as, uri)
+        return sorted(found.values())
+
+    def _without_image(self, folder: str, labels_dir: str, uri: str, split: str) -> Reject:
+        """A label map whose image is not there (`_labels_without_image`), under its pair's key."""
+        name = fsio.basename(uri).removesuffix(".png").removesuffix(".PNG")
+        for suffix in (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX):
+            name = name.removesuffix(suffix.removesuffix(".png"))
+        group = safe_key(self.name, folder, name)
+        images = self._pairs_root()[0][len(self.path):].strip("/")
+        return Reject(f"{group}-segmentation", self.name, group, "read", "missing_image",
+                      f"label map {shown_name('/'.join(names_below(labels_dir, uri)))} has no image in "
+                      f"{images}/{folder}/"[:200], split_hint=split)
 
     def _full_ade_release_marked(self) -> bool:
         """`path` is the full ADE20K release's top (its index, its images/ADE) or that images/ADE."""
@@ -114,22 +154,27 @@ class SegmentationSource:
 
     def label_uri(self, image_uri: str, folder: str) -> str:
         images_root, labels_root, _ = self._pairs_root()
-        relative = image_uri[len(fsio.join(images_root, folder)) :].lstrip("/")
+        return self._label_in(image_uri, fsio.join(images_root, folder), fsio.join(labels_root, folder))
+
+    def _label_in(self, image_uri: str, images_dir: str, labels_dir: str) -> str:
+        """The label map an image of `images_dir` reads in `labels_dir` (names only: nothing asked)."""
+        relative = image_uri[len(images_dir) :].lstrip("/")
         stem = relative.rsplit(".", 1)[0]
         if self.layout == "ade20k":
             relative = stem + ".png"
         elif stem.endswith(CITYSCAPES_IMAGE_SUFFIX):  # .png as released, or .jpg as mirrors re-encode it
             relative = stem.removesuffix(CITYSCAPES_IMAGE_SUFFIX) + CITYSCAPES_LABEL_SUFFIX
-        return fsio.join(labels_root, folder, relative)
+        return fsio.join(labels_dir, relative)
 
     def _label_map(self, label: str) -> tuple[str, dict | None]:
         """The label map of an image and how to draw it (None when it is not there; each path asked
-        once, a request on gs:// or s3://): Cityscapes' `_labelIds` (its void ids as unlabeled), or
+        once, a request on gs:// or s3://): ADE20K's (`VOID_MARK` as unlabeled), Cityscapes'
+        `_labelIds` (its void ids and `VOID_MARK` as unlabeled), or
         where only `_labelTrainIds` is there, those as the label ids they stand for (a copy keeping
         only trainIds was one `missing_annotation` reject per image)."""
         if fsio.exists(label):
-            return label, {"label_uri": label} if self.layout == "ade20k" else {
-                "label_uri": label, "unlabeled_ids": CITYSCAPES_UNLABELED_IDS}
+            return label, {"label_uri": label, "unlabeled_ids": (VOID_MARK,)} if self.layout == "ade20k" else {
+                "label_uri": label, "unlabeled_ids": CITYSCAPES_UNLABELED_IDS + (VOID_MARK,)}
         train_ids = label.removesuffix(CITYSCAPES_LABEL_SUFFIX) + CITYSCAPES_TRAIN_IDS_SUFFIX
         if self.layout == "cityscapes" and label.endswith(CITYSCAPES_LABEL_SUFFIX) and fsio.exists(train_ids):
             return train_ids, {"label_uri": train_ids, "value_ids": CITYSCAPES_ID_OF_TRAIN_ID}
@@ -152,8 +197,12 @@ class SegmentationSource:
         folder, files = unit
         unlabeled = self.layout == "cityscapes" and folder in CITYSCAPES_UNLABELED_SPLITS
         split = {**ADE_SPLITS, **CITYSCAPES_SPLITS, **CITYSCAPES_UNLABELED_SPLITS}[folder]
-        split_dir = fsio.join(self._pairs_root()[0], folder)
+        images_root, labels_root, _ = self._pairs_root()  # asked once a unit, not once an image
+        split_dir, labels_dir = fsio.join(images_root, folder), fsio.join(labels_root, folder)
         for uri in files:
+            if uri.startswith(labels_dir + "/"):  # a label map whose image is gone: never read
+                yield self._without_image(folder, labels_dir, uri, split)
+                continue
             aside = set_aside_problem(split_dir, uri)
             if aside:  # a Mac's `._x.png`, `@eaDir/`: never an image without its label map
                 key = safe_key(self.name, folder, *names_below(split_dir, uri))
@@ -165,7 +214,7 @@ class SegmentationSource:
             if unlabeled:
                 yield self._unlabeled(folder, key, group, split)
                 continue
-            label, annotation = self._label_map(self.label_uri(uri, folder))
+            label, annotation = self._label_map(self._label_in(uri, split_dir, labels_dir))
             outside = path_problem(self.path, uri, self.follow_links) or \
                 path_problem(self.path, label, self.follow_links)
             if outside:

@@ -20,11 +20,16 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import PathProblem, missing_under, path_problem, set_aside_problem
+from sources.paths import PathProblem, missing_under, path_problem, set_aside_problem, shown_name
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
 DISPARITY_SCALE = 1 / 256  # KITTI stores disparity * 256 in uint16, 0 = no measurement
+
+
+def _stem(name: str) -> str:
+    """A view's or disparity map's name without its extension: the frame it belongs to."""
+    return name.rsplit(".", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,43 @@ class StereoSource:
         self._check_right_folder()
         self._check_disparity_folder()
         files = fsio.list_files(left, (".png", ".jpg"), links=True)
-        return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)]
+        orphans = self._files_without_left_view(files)
+        return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)] + \
+            [tuple(orphans[i : i + 256]) for i in range(0, len(orphans), 256)]
+
+    def _read_folders(self) -> tuple[str, ...]:
+        """The folders beside the left views that the tasks read: the right views (stereo, or a
+        labeler's depth) and the disparity maps (depth)."""
+        right = "stereo" in self.tasks or ("depth" in self.tasks and self.labeler is not None)
+        return (self.right_folder,) * right + (self.disparity_folder,) * ("depth" in self.tasks)
+
+    def _files_without_left_view(self, left_files: list[str]) -> list[str]:
+        """A file of each frame whose right view or disparity map is there but its left view is
+        not (a download extracted in part): read, it is one `missing_image` reject; those files
+        vanished without a word. What operating systems leave (`._x.png`) is passed over."""
+        split = fsio.join(self.path, self.split_folder)
+        have = {_stem(fsio.basename(f)) for f in left_files}
+        found: dict[str, str] = {}
+        for folder in self._read_folders():
+            directory = fsio.join(split, folder)
+            if not fsio.isdir(directory):
+                continue
+            for uri in fsio.list_files(directory, (".png", ".jpg"), links=True):
+                stem = _stem(fsio.basename(uri))
+                if stem not in have and not set_aside_problem(directory, uri):
+                    found.setdefault(stem, uri)
+        return sorted(found.values())
+
+    def _without_left_view(self, uri: str) -> Reject:
+        """One frame whose left view is gone (`_files_without_left_view`), naming what it leaves."""
+        split = fsio.join(self.path, self.split_folder)
+        stem = _stem(fsio.basename(uri))
+        left = [folder for folder in self._read_folders()
+                if any(fsio.exists(fsio.join(split, folder, stem + ext)) for ext in (".png", ".jpg"))]
+        group = safe_key(self.name, stem)
+        return Reject(f"{group}-pair", self.name, group, "read", "missing_image",
+                      f"no left view of {shown_name(stem)} in {self.left_folder}/; its file in "
+                      f"{', '.join(f'{folder}/' for folder in left)} left unread"[:200])
 
     def _check_right_folder(self) -> None:
         """Stereo pairs read `right_folder`: a misspelt one (KITTI 2012 left at 2015's `image_3`)
@@ -73,6 +114,9 @@ class StereoSource:
         root = fsio.join(self.path, self.split_folder)
         for left in files:
             name = fsio.basename(left)
+            if not left.startswith(fsio.join(root, self.left_folder) + "/"):  # beside a left view that is gone
+                yield self._without_left_view(left)
+                continue
             group = safe_key(self.name, name.rsplit(".", 1)[0])
             aside = set_aside_problem(fsio.join(root, self.left_folder), left)
             if aside:  # a Mac's `._000000_10.png`: never paired with the `._` file beside the right view

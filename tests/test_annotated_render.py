@@ -648,3 +648,30 @@ def test_mpii_annotation_file_that_is_a_folder_is_a_config_error(tmp_path: Path)
     with pytest.raises(ConfigError) as caught:
         list_units(config)
     assert "annotations" in str(caught.value) and "cannot be read" in str(caught.value)
+
+
+def _middlebury_pfm(disparity: np.ndarray, little_endian: bool) -> bytes:
+    """A PFM as Middlebury's SDK writes disp0.pfm: `Pf`, `<width> <height>`, the scale (negative:
+    little-endian floats), then the rows from the bottom one up; inf where the disparity is unknown."""
+    height, width = disparity.shape
+    rows = np.flipud(disparity).astype("<f4" if little_endian else ">f4")
+    return f"Pf\n{width} {height}\n{-1.0 if little_endian else 1.0}\n".encode() + rows.tobytes()
+
+
+@pytest.mark.parametrize("little_endian", [True, False])
+def test_pfm_read_as_middleburys_reader_and_cut_short_is_a_map_error(little_endian: bool):
+    """Middlebury's readPFM: the scale's sign gives the byte order, the rows run bottom-up. A file
+    cut short by a byte count that is no whole float raised NumPy's ValueError ("buffer size must
+    be a multiple of element size") out of `decode_depth`, which promises a `MapError`: its pair
+    crashed its render instead of being a counted reject."""
+    from transforms.maps import MapError, decode_depth
+
+    disparity = np.arange(12, dtype=np.float32).reshape(3, 4) * 1.5
+    disparity[0, 0] = np.inf  # unknown, as Middlebury writes it
+    data = _middlebury_pfm(disparity, little_endian)
+    read = decode_depth(data, "pfm")
+    assert read.dtype == np.float32 and np.array_equal(read, disparity)  # row 0 is the top row
+    for cut in range(1, 9):
+        with pytest.raises(MapError) as caught:
+            decode_depth(data[:-cut], "pfm")
+        assert caught.value.reason == "truncated_annotation"

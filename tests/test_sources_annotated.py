@@ -668,6 +668,106 @@ def test_ade20k_palette_mode_annotation_renders_its_indices(tmp_path: Path, pale
     assert isinstance(cut, Reject) and (cut.stage, cut.reason) == ("annotation", "corrupt_annotation")
 
 
+def _voc_colormap() -> list[int]:
+    """VOCdevkit's `labelcolormap(256)` (VOCinit.m), flat R, G, B: class i's colour from the bits
+    of i; 255, the void border, is (224, 224, 192)."""
+    colours: list[int] = []
+    for i in range(256):
+        rgb, c = [0, 0, 0], i
+        for j in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((c >> channel) & 1) << (7 - j)
+            c >>= 3
+        colours += rgb
+    return colours
+
+
+@pytest.mark.parametrize("void_transparent", [False, True])
+def test_void_border_of_a_voc_style_label_map_renders_unlabeled(tmp_path: Path, void_transparent: bool):
+    """A label map as PASCAL VOC's SegmentationClass stores it (palette PNG, VOCdevkit's colour map,
+    each object ringed by 255, 'void': the pixels nobody labelled, which mmseg, torchvision and
+    VOC's own evaluation ignore), in the ade20k layout; also with index 255 marked transparent in
+    a tRNS chunk, as some converters write it. The ring rendered as class 255's colour, an outline
+    of a class no dataset has round every object; now it is unlabeled (black), and the classes
+    inside keep theirs."""
+    from PIL import Image
+
+    from transforms.annotations import palette as class_colours
+
+    assert _voc_colormap()[255 * 3:] == [224, 224, 192] and _voc_colormap()[15 * 3: 16 * 3] == [192, 128, 128]
+    labels = np.zeros((64, 64), np.uint8)
+    labels[16:48, 16:48] = 15  # person
+    ring = np.zeros_like(labels, bool)
+    ring[14:50, 14:50] = True
+    ring[17:47, 17:47] = False
+    labels[ring] = 255
+    ade = tmp_path / "ADEChallengeData2016"
+    (ade / "images/training").mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(ade / "images/training/ADE_train_00000001.jpg", quality=95)
+    label = ade / "annotations/training/ADE_train_00000001.png"
+    _palette_png(label, labels, _voc_colormap())
+    if void_transparent:
+        with Image.open(label) as written:
+            written.save(label, transparency=255)
+        with Image.open(label) as written:
+            assert written.info.get("transparency") == 255
+    (record,) = _read_all(SegmentationSource("ade", str(tmp_path)))
+    _, target = _render(record)
+    assert (target[ring] == 0).all()  # void: unlabeled
+    assert np.array_equal(target[~ring], class_colours()[labels[~ring]])
+    assert (target[20:44, 20:44] == class_colours()[15]).all()
+
+
+@pytest.mark.parametrize("layout", ["ade20k", "cityscapes"])
+def test_label_map_whose_image_is_gone_is_a_counted_reject(tmp_path: Path, layout: str):
+    """A half-extracted download: the label folder whole, the image folder short of some images
+    (ADE20K's zip cut before ADE_train_00000002.jpg; Cityscapes' leftImg8bit without one frame of
+    bochum). Each such label map vanished without a word; now it is one `missing_image` reject
+    under the key its pair would have had, in its split, never read. The other label maps beside
+    it (Cityscapes' `_color`, `_instanceIds`, `_polygons.json`, and `_labelTrainIds` beside its
+    `_labelIds`) are no second reject, and a Mac's `._` copy of a label map is none either."""
+    from PIL import Image
+
+    labels = np.ones((16, 32), np.uint8) * 7
+    if layout == "ade20k":
+        base = tmp_path / "ADEChallengeData2016"
+        for split, stem, with_image in (("training", "ADE_train_00000001", True), ("training", "ADE_train_00000002", False),
+                                        ("validation", "ADE_val_00000001", False)):
+            (base / "annotations" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(labels, "L").save(base / "annotations" / split / f"{stem}.png")
+            (base / "annotations" / split / f"._{stem}.png").write_bytes(b"\0\5\26\7")
+            if with_image:
+                (base / "images" / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(base / "images" / split / f"{stem}.jpg")
+        gone = {("ade-training-ADE_train_00000002-segmentation", "train"), ("ade-validation-ADE_val_00000001-segmentation", "val")}
+    else:
+        _cityscapes_frame(tmp_path, "aachen_000000_000019", labels, "labelIds")
+        gt = tmp_path / "gtFine/val/bochum"
+        gt.mkdir(parents=True)
+        stem = "bochum_000000_000313_gtFine"
+        for kind in ("labelIds", "labelTrainIds", "color", "instanceIds"):
+            Image.fromarray(labels, "L").save(gt / f"{stem}_{kind}.png")
+        (gt / f"{stem}_polygons.json").write_text('{"imgHeight": 16, "imgWidth": 32, "objects": []}')
+        (gt / f"._{stem}_labelIds.png").write_bytes(b"\0\5\26\7")
+        (tmp_path / "leftImg8bit/val").mkdir(parents=True)  # the split there, the frame not
+        outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"  # frankfurt's labels linked in from elsewhere
+        outside.mkdir()
+        Image.fromarray(labels, "L").save(outside / "frankfurt_000000_000294_gtFine_labelIds.png")
+        (tmp_path / "gtFine/val/frankfurt").symlink_to(outside)
+        (tmp_path / "leftImg8bit/val/frankfurt").mkdir()
+        Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(
+            tmp_path / "leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png")
+        gone = {("ade-val-bochum_000000_000313-segmentation", "val")}
+    items = _read_all(SegmentationSource("ade", str(tmp_path), layout))
+    assert [type(i).__name__ for i in items if not isinstance(i, Reject)] == ["PairRecord"]
+    rejects = [i for i in items if isinstance(i, Reject) and i.reason != "outside_root"]
+    assert {(r.key, r.split_hint) for r in rejects} == gone
+    assert {r.reason for r in rejects} == {"missing_image"} and len(rejects) == len(gone)
+    if layout == "cityscapes":  # the linked folder: its pair's one reject, no label map without an image
+        (linked,) = [i.key for i in items if isinstance(i, Reject) and i.reason == "outside_root"]
+        assert linked == "ade-val-frankfurt_000000_000294-segmentation"
+
+
 def _nearest_rows_cols(policy: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray, slice, slice]:
     """Source row and column of each canvas pixel's centre (nearest neighbour as PIL and
     scikit-image sample it), worked out here from each policy's definition, and where on the canvas
@@ -1006,6 +1106,29 @@ def test_cityscapes_asks_once_whether_each_label_map_is_there(tmp_path: Path, mo
         "aachen_000002_000019_gtFine_labelTrainIds.png"]
 
 
+def test_ade20k_read_asks_only_whether_each_label_map_is_there(tmp_path: Path, monkeypatch):
+    """Reading ADE20K asked, for every image, whether `ADEChallengeData2016/` itself was there
+    (finding the label map's folder) before asking for the label map: two requests per image on
+    gs:// or s3://. Now reading a unit asks once per image, for its label map, and once for the
+    unit where the label folder lies."""
+    from sources import fsio
+
+    images = tmp_path / "ADEChallengeData2016/images/training"
+    labels = tmp_path / "ADEChallengeData2016/annotations/training"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for i in range(1, 5):
+        (images / f"ADE_train_{i:08d}.jpg").write_bytes(b"")
+        (labels / f"ADE_train_{i:08d}.png").write_bytes(b"")
+    source = SegmentationSource("ade", str(tmp_path))
+    (unit,) = source.units()
+    asked: list[str] = []
+    exists = fsio.exists
+    monkeypatch.setattr(fsio, "exists", lambda uri: asked.append(uri) or exists(uri))
+    assert [type(i).__name__ for i in source.read(unit)] == ["PairRecord"] * 4
+    assert sorted(Path(u).name for u in asked) == ["ADEChallengeData2016"] + [f"ADE_train_{i:08d}.png" for i in range(1, 5)]
+
+
 def _full_ade_release(root: Path, version: str) -> Path:
     """The full ADE20K release: each image with its `_seg.png` (class = R / 10 * 256 + G,
     instances in B) and `_parts_N.png` beside it, in scene folders; an index at the top."""
@@ -1079,6 +1202,36 @@ def test_a_segmentation_tree_without_its_label_folder_fails_check_naming_layout(
         list_units(config)
     for text in ["sources[0].layout (s)", *expected]:
         assert text in str(info.value)
+
+
+def test_kitti_views_and_disparity_without_their_left_view_are_counted(tmp_path: Path):
+    """KITTI 2015's data_scene_flow.zip extracted in part: image_2 short of 000001_10.png and
+    000001_11.png while image_3 and disp_noc_0 hold them. The right views and the disparity map
+    vanished without a word; now each left view that is gone is one `missing_image` reject (its
+    `_10` naming the right view and the disparity map it leaves, its `_11` the right view), and
+    what is read is unchanged. A Mac's `._` file beside them is none."""
+    from PIL import Image
+
+    split = tmp_path / "training"
+    for folder in ("image_2", "image_3", "disp_noc_0"):
+        (split / folder).mkdir(parents=True)
+    view = np.full((8, 24, 3), 60, np.uint8)
+    for name in ("000000_10", "000000_11", "000001_10", "000001_11"):
+        Image.fromarray(view).save(split / "image_3" / f"{name}.png")
+        if name.startswith("000000"):
+            Image.fromarray(view).save(split / "image_2" / f"{name}.png")
+        if name.endswith("_10"):
+            Image.fromarray(np.full((8, 24), 5 * 256, np.uint16)).save(split / "disp_noc_0" / f"{name}.png")
+    (split / "image_3" / "._000001_10.png").write_bytes(b"\0\5\26\7")
+    items = _read_all(StereoSource("kitti", str(tmp_path)))
+    assert sorted(i.key for i in items if not isinstance(i, Reject)) == [
+        "kitti-000000_10-depth", "kitti-000000_10-stereo", "kitti-000000_11-stereo"]
+    rejects = {r.key: r for r in items if isinstance(r, Reject)}
+    assert {k: r.reason for k, r in rejects.items()} == {
+        "kitti-000000_11-depth": "missing_annotation", "kitti-000001_10-pair": "missing_image",
+        "kitti-000001_11-pair": "missing_image"}
+    assert rejects["kitti-000001_10-pair"].detail.endswith("in image_3/, disp_noc_0/ left unread")
+    assert rejects["kitti-000001_11-pair"].detail.endswith("in image_3/ left unread")
 
 
 def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):

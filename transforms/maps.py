@@ -108,9 +108,11 @@ def read_pfm(data: bytes) -> np.ndarray:
         raise MapError("corrupt_annotation", "bad PFM scale line") from None
     channels = 3 if header == b"PF" else 1
     dtype = "<f4" if scale < 0 else ">f4"
-    values = np.frombuffer(stream.read(), dtype=dtype)
-    if values.size != width * height * channels:
-        raise MapError("truncated_annotation", f"PFM holds {values.size} values, header says {width * height * channels}")
+    body = stream.read()
+    if len(body) != width * height * channels * 4:  # judged in bytes: a cut float made NumPy raise ValueError
+        raise MapError("truncated_annotation", f"PFM holds {len(body)} bytes of floats, header says "
+                                               f"{width * height * channels} floats")
+    values = np.frombuffer(body, dtype=dtype)
     shape = (height, width, channels) if channels == 3 else (height, width)
     return np.flipud(values.reshape(shape)).astype(np.float32)
 
