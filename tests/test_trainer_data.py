@@ -272,3 +272,102 @@ def test_the_project_own_shards_pass_the_token_checks(numbered):
     loader = _loader(glob, mode="stream")
     stream = _stream(loader, batches=8)
     assert stream.max() == len(sentences) - 1
+
+
+
+def _patch(path: str, arrays: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Replace each (written, declared) array's bytes in a shard and reseal its stats, as a tool that
+    writes Arrow buffers itself could: pyarrow's own writers validate list offsets, a memory-mapped
+    read does not."""
+    import hashlib
+
+    shard = Path(path)
+    data = shard.read_bytes()
+    for written, declared in arrays:
+        assert data.count(written.tobytes()) == 1
+        data = data.replace(written.tobytes(), declared.tobytes())
+    shard.write_bytes(data)
+    shard.with_name(shard.name[: -len(".arrow")] + ".stats.json").write_text(
+        json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
+
+
+@pytest.mark.parametrize("declared, message", [
+    # the last sentence's end past the 48 tokens the batch holds: its view is short
+    ([0, 16, 32, 64], r"sentence 's00002' \(row 2\): its list offsets run to token 64, past the 48 tokens"),
+    # a billion images declared: refused from the offsets, nothing read or allocated
+    ([0, 16, 32, 32 + 16 * 2**30], r"sentence 's00002' \(row 2\): its list offsets run to token 17179869216"),
+    ([0, 32, 16, 48], r"sentence 's00001' \(row 1\): its list offsets run backwards \(32 then 16\)"),
+])
+def test_list_offsets_past_the_data_or_backwards_are_refused_naming_the_sentence(tmp_path: Path, declared, message):
+    """n_images agrees with the declared offsets, so the old code took the shard, and the short or
+    empty sentence views broke a batch copy deep in training ('could not broadcast')."""
+    path = write_foreign_shard(tmp_path / "f-00000.arrow", [IMAGE] * 3)
+    images = [(b - a) // 16 for a, b in zip(declared, declared[1:])]
+    _patch(path, [(np.array([0, 16, 32, 48], "<i8"), np.array(declared, "<i8")),
+                  (np.array([1, 1, 1], "<i4"), np.array(images, "<i4"))])
+    with pytest.raises(UsageError, match=f"{path}: " + message):
+        loader = _loader(path, mode="stream", batch_size=1, seq_len=8)
+        for _ in range(12):
+            loader.next_batch()
+
+
+def _reseal(path: Path) -> None:
+    """An honest stats file (size and sha256), so only the container is wrong."""
+    import hashlib
+
+    data = path.read_bytes()
+    path.with_name(path.name[: -len(".arrow")] + ".stats.json").write_text(
+        json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
+
+
+def _write_ipc_stream(table: pa.Table, path: Path) -> None:
+    """As HF datasets' ArrowWriter writes save_to_disk's data-*.arrow: an IPC stream, not a file."""
+    import pyarrow.ipc as ipc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+@pytest.fixture
+def foreign_table(tmp_path: Path) -> pa.Table:
+    import pyarrow.ipc as ipc
+
+    path = write_foreign_shard(tmp_path / "made" / "t.arrow", [IMAGE] * 3)
+    return ipc.open_file(path).read_all()
+
+
+def test_an_arrow_stream_or_parquet_with_stats_is_named_as_that_container(tmp_path: Path, foreign_table):
+    """Old code: 'cannot be read as a token shard (ArrowInvalid: Not an Arrow file)', which reads as
+    damage; the container is named now, with the rewrite."""
+    import pyarrow.parquet as pq
+
+    stream = tmp_path / "stream" / "s-00000.arrow"
+    _write_ipc_stream(foreign_table, stream)
+    _reseal(stream)
+    with pytest.raises(ShardDamaged, match=f"{stream}: .*it is an Arrow IPC stream .*not an Arrow IPC file; "
+                                           r"write it as an Arrow IPC file \(pyarrow.ipc.new_file"):
+        _loader(str(stream))
+    parquet = tmp_path / "parquet" / "p-00000.arrow"
+    parquet.parent.mkdir()
+    pq.write_table(foreign_table, str(parquet))
+    _reseal(parquet)
+    with pytest.raises(ShardDamaged, match=f"{parquet}: .*it is a Parquet file; write it as an Arrow IPC file"):
+        _loader(str(parquet))
+
+
+def test_a_folder_of_other_tools_files_names_one_and_the_way_to_shards(tmp_path: Path, foreign_table):
+    """A save_to_disk folder (stream .arrow files, no stats) and a Parquet copy: the old hint asked
+    'an unfinished build?' or said nothing."""
+    import pyarrow.parquet as pq
+
+    saved = tmp_path / "hf"
+    _write_ipc_stream(foreign_table, saved / "data-00000-of-00001.arrow")
+    (saved / "state.json").write_text("{}")
+    with pytest.raises(UsageError, match=rf"1 .arrow file\(s\) match, e.g. {saved}/data-00000-of-00001.arrow, "
+                                         r"but none has its .stats.json: .*HF datasets save_to_disk.*write_token_shard"):
+        _loader(str(saved))
+    pq.write_table(foreign_table, str(tmp_path / "tokens.parquet"))
+    with pytest.raises(UsageError, match=rf"1 file\(s\) match, e.g. {tmp_path}/tokens.parquet, but a token shard's "
+                                         r"name ends in .arrow; write token shards with"):
+        _loader(str(tmp_path / "*.parquet"))

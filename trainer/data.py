@@ -167,6 +167,38 @@ def _sentence_name(path: str, table: pa.Table, row: int) -> str:
     return f"{path}: sentence {table.column('sentence_id')[row].as_py()!r} (row {row})"
 
 
+def _chunk_bases(tokens: pa.ChunkedArray) -> Iterator[tuple[pa.Array, int]]:
+    """Each chunk of a column with the table row of its first element."""
+    base = 0
+    for chunk in tokens.chunks:
+        yield chunk, base
+        base += len(chunk)
+
+
+def _chunk_lengths(path: str, table: pa.Table, chunk: pa.Array, base: int) -> np.ndarray:
+    """Token count of each row of one tokens chunk, from its offsets, refusing offsets that run
+    backwards or past the chunk's values: a file read without validation (as a memory map is)
+    keeps them as written, and a sentence sliced out of them is short or empty, a numpy error
+    deep in training."""
+    if not len(chunk):  # an empty record batch may have no offsets at all
+        return np.zeros(0, np.int64)
+    offsets = chunk.offsets.to_numpy(zero_copy_only=True)
+    lengths = np.diff(offsets)
+    backwards = np.flatnonzero(lengths < 0)
+    if offsets[0] < 0 or backwards.size:
+        row = base + (int(backwards[0]) if backwards.size and offsets[0] >= 0 else 0)
+        raise UsageError(f"{_sentence_name(path, table, row)}: its list offsets run backwards "
+                         f"({int(offsets[row - base])} then {int(offsets[row - base + 1])}): not a valid Arrow "
+                         f"list column; {REWRITE_HINT}")
+    held = len(chunk.values)
+    if offsets[-1] > held:
+        row = base + int(np.searchsorted(offsets, held, side="right")) - 1
+        raise UsageError(f"{_sentence_name(path, table, row)}: its list offsets run to token {int(offsets[-1])}, past "
+                         f"the {held} tokens its record batch holds (offsets declared beyond the data): not a "
+                         f"valid Arrow list column; {REWRITE_HINT}")
+    return lengths
+
+
 def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> np.ndarray:
     """Refuse a shard whose columns are not the contract's (`uvd_pipeline.shards.SCHEMA`: tokens
     are uint16 lists) or whose token lists are not its `n_images` whole images; returns the token
@@ -182,7 +214,7 @@ def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> np.n
     if tokens.null_count:
         row = int(np.flatnonzero(tokens.is_null().to_numpy(zero_copy_only=False))[0])
         raise UsageError(f"{_sentence_name(path, table, row)} has no tokens list (null); {REWRITE_HINT}")
-    lengths = np.concatenate([np.diff(c.offsets.to_numpy(zero_copy_only=True)) for c in tokens.chunks]
+    lengths = np.concatenate([_chunk_lengths(path, table, c, base) for c, base in _chunk_bases(tokens)]
                              or [np.zeros(0, np.int64)])
     images = pc.fill_null(table.column("n_images"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
     tpi = meta.tokens_per_image
@@ -219,6 +251,23 @@ def check_token_values(path: str, table: pa.Table, meta: TokenShardMeta) -> None
 
 
 # -- shards and sources ----------------------------------------------------------------------
+def _no_shard_hint(pattern: str) -> str:
+    """Why a glob (a folder: every file below it) that matches no committed shard matches none:
+    .arrow files without their stats (an unfinished build, or another tool's Arrow files) or
+    files of another name (a Parquet copy), each with the way to a shard."""
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "**", "*")
+    files = sorted(p for p in globlib.glob(pattern, recursive=True) if os.path.isfile(p))
+    loose = [p for p in files if p.endswith(ARROW_SUFFIX)]
+    if loose:
+        return (f" ({len(loose)} .arrow file(s) match, e.g. {loose[0]}, but none has its {STATS_SUFFIX}: an "
+                f"unfinished build, or Arrow files another tool wrote (pyarrow, HF datasets save_to_disk); "
+                f"{REWRITE_HINT})")
+    if files:
+        return f" ({len(files)} file(s) match, e.g. {files[0]}, but a token shard's name ends in {ARROW_SUFFIX}; {REWRITE_HINT})"
+    return ""
+
+
 class _OpenShards:
     """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps."""
 
@@ -262,14 +311,7 @@ class SentenceSource:
         self.entry = entry
         self.paths = find_shards(entry.glob)
         if not self.paths:
-            hint = ""
-            pattern = entry.glob
-            if os.path.isdir(pattern):
-                pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
-            loose = [p for p in globlib.glob(pattern, recursive=True) if p.endswith(ARROW_SUFFIX)]
-            if loose:
-                hint = (f" ({len(loose)} .arrow file(s) match but none has its {STATS_SUFFIX}: "
-                        "an unfinished build?)")
+            hint = _no_shard_hint(entry.glob)
             raise UsageError(f"--data {entry.glob!r} matches no committed token shard{hint}")
         self._cache = cache
         self.metas: list[TokenShardMeta] = []
