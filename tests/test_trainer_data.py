@@ -371,3 +371,61 @@ def test_a_folder_of_other_tools_files_names_one_and_the_way_to_shards(tmp_path:
     with pytest.raises(UsageError, match=rf"1 file\(s\) match, e.g. {tmp_path}/tokens.parquet, but a token shard's "
                                          r"name ends in .arrow; write token shards with"):
         _loader(str(tmp_path / "*.parquet"))
+
+
+def _write_compressed(table: pa.Table, path: Path, compression: str, batch_rows: int | None = None) -> None:
+    """pyarrow's own IPC compression, as a user might turn it on; sealed with honest stats."""
+    import pyarrow.ipc as ipc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = ipc.IpcWriteOptions(compression=compression)
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=batch_rows)
+    _reseal(path)
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4"])
+def test_a_compressed_shard_trains_on_the_tokens_written_and_its_size_is_judged_first(tmp_path: Path, compression):
+    """Within budget a compressed shard trains on exactly its tokens; its decompressed size, read
+    from the headers, is what reading it allocates."""
+    import pyarrow.ipc as ipc
+
+    from trainer.arrow_body import decompressed_bytes
+
+    rng = np.random.default_rng(0)
+    written = [rng.integers(0, 8192, 16 * (1 + i % 3)).tolist() for i in range(7)]
+    source = write_foreign_shard(tmp_path / "plain" / "t.arrow", written)
+    path = tmp_path / compression / "z-00000.arrow"
+    _write_compressed(ipc.open_file(source).read_all(), path, compression, batch_rows=3)
+    reader = ipc.open_file(pa.memory_map(str(path)))
+    held = sum(buffer.size for i in range(reader.num_record_batches) for column in reader.get_batch(i).columns
+               for buffer in column.buffers() if buffer is not None)
+    assert decompressed_bytes(str(path)) == held > 0 and decompressed_bytes(source) == 0
+    loader = _loader(str(path), mode="stream", seq_len=16, batch_size=1)
+    order = loader._order(0).tolist()  # the first epoch's permutation of the sentences
+    stream = _stream(loader, batches=sum(len(t) for t in written) // 16)
+    assert stream[:sum(len(t) for t in written)].tolist() == [v for i in order for v in written[i]]
+
+
+def test_a_compressed_shard_declaring_more_than_its_budget_is_refused_before_it_is_read(tmp_path: Path, monkeypatch):
+    """Old code: a zstd shard of zero tokens (4 MiB here, 68 KB of file for 2 GiB in the field) was
+    decompressed whole when listed and held while open: 2.1 GB peak RSS for that 68 KB file,
+    and up to 64 such shards at once."""
+    import trainer.data as data
+
+    tokens = 2 * 2**20  # 4 MiB of uint16 zeros
+    table = pa.table({"sentence_id": ["s0"], "source": ["x"], "kind": ["image"], "task": ["none"], "split": ["train"],
+                      "n_images": pa.array([tokens // 16], pa.int32()),
+                      "tokens": pa.LargeListArray.from_arrays(pa.array([0, tokens], pa.int64()),
+                                                              pa.array(np.zeros(tokens, np.uint16))),
+                      "lineage": ["{}"]}).replace_schema_metadata(META.to_metadata())
+    path = tmp_path / "bomb" / "b-00000.arrow"
+    _write_compressed(table, path, "zstd")
+    assert path.stat().st_size < 64 * 1024
+    monkeypatch.setattr(data, "COMPRESSED_SHARD_BUDGET", 2**20, raising=False)
+    allocated = pa.total_allocated_bytes()
+    with pytest.raises(UsageError, match=rf"{path}: its record batches are compressed \(Arrow IPC zstd/lz4\) and "
+                                         rf"declare 4194[0-9]+ bytes decompressed, more than the 1048576 .*write it "
+                                         r"uncompressed"):
+        _loader(str(path), mode="stream")
+    assert pa.total_allocated_bytes() - allocated < 2**20

@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from uvd_pipeline.shards import (ARROW_SUFFIX, SCHEMA, STATS_SUFFIX, TokenShardMeta, find_shards,
                                  read_token_shard, verify_token_shard)
 
+from .arrow_body import decompressed_bytes
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
 
@@ -250,6 +251,27 @@ def check_token_values(path: str, table: pa.Table, meta: TokenShardMeta) -> None
         base += len(chunk)
 
 
+# a compressed shard is held decompressed while open (it cannot be memory-mapped): at most this much
+COMPRESSED_SHARD_BUDGET = 1 << 30
+
+
+def check_compressed_size(path: str, budget: int | None = None) -> None:
+    """Refuse, before it is read, a shard whose record batches are compressed (pyarrow IPC zstd or
+    lz4) to more than `budget` bytes once decompressed, judged from the sizes its headers declare:
+    reading it decompresses all of it into memory, and a few kilobytes can declare gigabytes. A
+    file whose headers do not parse is left to the reader, which names what is wrong with it."""
+    budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
+    try:
+        size = decompressed_bytes(path)
+    except (ValueError, OSError):
+        return
+    if size > budget:
+        raise UsageError(f"{path}: its record batches are compressed (Arrow IPC zstd/lz4) and declare {size} bytes "
+                         f"decompressed, more than the {budget} a compressed shard may take (it cannot be "
+                         f"memory-mapped, so it is held decompressed while open); write it uncompressed "
+                         f"(pyarrow.ipc.new_file without compression, as write_token_shard does)")
+
+
 # -- shards and sources ----------------------------------------------------------------------
 def _no_shard_hint(pattern: str) -> str:
     """Why a glob (a folder: every file below it) that matches no committed shard matches none:
@@ -322,6 +344,7 @@ class SentenceSource:
         for path in self.paths:
             # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
             # run does not read every shard before its first step
+            check_compressed_size(path)
             table, meta = read_token_shard(path, verify="size")
             try:
                 lengths = check_token_layout(path, table, meta)
