@@ -371,6 +371,12 @@ def test_a_folder_of_other_tools_files_names_one_and_the_way_to_shards(tmp_path:
     with pytest.raises(UsageError, match=rf"1 file\(s\) match, e.g. {tmp_path}/tokens.parquet, but a token shard's "
                                          r"name ends in .arrow; write token shards with"):
         _loader(str(tmp_path / "*.parquet"))
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "web-00000.stats.json").write_text("{}")  # its shard deleted: not a file of another name
+    with pytest.raises(UsageError, match=rf"1 .stats.json file\(s\) match, e.g. {gone}/web-00000.stats.json, with "
+                                         r"no .arrow shard beside it"):
+        _loader(str(gone))
 
 
 def _write_compressed(table: pa.Table, path: Path, compression: str, batch_rows: int | None = None) -> None:

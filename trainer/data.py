@@ -285,8 +285,11 @@ def _no_shard_hint(pattern: str) -> str:
         return (f" ({len(loose)} .arrow file(s) match, e.g. {loose[0]}, but none has its {STATS_SUFFIX}: an "
                 f"unfinished build, or Arrow files another tool wrote (pyarrow, HF datasets save_to_disk); "
                 f"{REWRITE_HINT})")
-    if files:
-        return f" ({len(files)} file(s) match, e.g. {files[0]}, but a token shard's name ends in {ARROW_SUFFIX}; {REWRITE_HINT})"
+    others = [p for p in files if not p.endswith(STATS_SUFFIX)]
+    if others:
+        return f" ({len(others)} file(s) match, e.g. {others[0]}, but a token shard's name ends in {ARROW_SUFFIX}; {REWRITE_HINT})"
+    if files:  # stats whose shards are gone
+        return f" ({len(files)} {STATS_SUFFIX} file(s) match, e.g. {files[0]}, with no {ARROW_SUFFIX} shard beside it)"
     return ""
 
 
