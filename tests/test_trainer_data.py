@@ -229,6 +229,9 @@ FOREIGN = {  # a shard another tool wrote: (token lists, tokens value type, n_im
     "n_images_disagrees": ([IMAGE, IMAGE * 2], None, [1, 3], r"s00001.*32 tokens.*n_images 3"),
     "null_tokens": ([IMAGE, None], None, [1, 0], r"s00001.*no tokens list \(null\)"),
     "no_images": ([IMAGE, []], None, [1, 0], r"s00001.*holds no images"),
+    # pa.array([[.., None, ..]]): a null id inside a list (old code: ArrowInvalid from to_numpy deep in the loader)
+    "null_id_in_a_list": ([IMAGE, IMAGE[:5] + [None] + IMAGE[6:]], None, None,
+                          r"s00001.*null token id \(position 5 of the sentence\)"),
 }
 
 
@@ -364,8 +367,8 @@ def test_a_folder_of_other_tools_files_names_one_and_the_way_to_shards(tmp_path:
     saved = tmp_path / "hf"
     _write_ipc_stream(foreign_table, saved / "data-00000-of-00001.arrow")
     (saved / "state.json").write_text("{}")
-    with pytest.raises(UsageError, match=rf"1 .arrow file\(s\) match, e.g. {saved}/data-00000-of-00001.arrow, "
-                                         r"but none has its .stats.json: .*HF datasets save_to_disk.*write_token_shard"):
+    with pytest.raises(UsageError, match=rf"1 .arrow file\(s\) match, e.g. {saved}/data-00000-of-00001.arrow, but "
+                                         r"none has its .stats.json: .*HF datasets save_to_disk.*write_token_shard"):
         _loader(str(saved))
     pq.write_table(foreign_table, str(tmp_path / "tokens.parquet"))
     with pytest.raises(UsageError, match=rf"1 file\(s\) match, e.g. {tmp_path}/tokens.parquet, but a token shard's "

@@ -197,6 +197,12 @@ def _chunk_lengths(path: str, table: pa.Table, chunk: pa.Array, base: int) -> np
         raise UsageError(f"{_sentence_name(path, table, row)}: its list offsets run to token {int(offsets[-1])}, past "
                          f"the {held} tokens its record batch holds (offsets declared beyond the data): not a "
                          f"valid Arrow list column; {REWRITE_HINT}")
+    if chunk.values.null_count:  # a null id has no value to train on (the buffer holds whatever was there)
+        at = int(np.flatnonzero(chunk.values.is_null().to_numpy(zero_copy_only=False))[0])
+        row = base + int(np.searchsorted(offsets, at, side="right")) - 1
+        position = at - int(offsets[row - base])
+        raise UsageError(f"{_sentence_name(path, table, row)} holds a null token id (position {position} of the "
+                         f"sentence), which no model can read; {REWRITE_HINT}")
     return lengths
 
 
@@ -287,7 +293,8 @@ def _no_shard_hint(pattern: str) -> str:
                 f"{REWRITE_HINT})")
     others = [p for p in files if not p.endswith(STATS_SUFFIX)]
     if others:
-        return f" ({len(others)} file(s) match, e.g. {others[0]}, but a token shard's name ends in {ARROW_SUFFIX}; {REWRITE_HINT})"
+        return (f" ({len(others)} file(s) match, e.g. {others[0]}, but a token shard's name ends in {ARROW_SUFFIX}; "
+                f"{REWRITE_HINT})")
     if files:  # stats whose shards are gone
         return f" ({len(files)} {STATS_SUFFIX} file(s) match, e.g. {files[0]}, with no {ARROW_SUFFIX} shard beside it)"
     return ""
