@@ -2,7 +2,9 @@
 
 The trainer sees only committed token shards (`uvd_pipeline.shards`) and a mixture spec: globs with
 weights, plus a split filter. Shards are memory-mapped; a sentence is a zero-copy uint16 view and
-only the windows this rank trains on are ever copied out. A shard another tool wrote is held to the
+only the windows this rank trains on are ever copied out (a shard with IPC compression is held
+decompressed instead, within `COMPRESSED_SHARD_BUDGET`, judged before it is read). A shard another
+tool wrote is held to the
 contract before its tokens are used: the columns and each sentence's n_images whole images when it
 is listed (offsets only), its ids inside the codebook when its tokens are first read (with the
 sha256); anything else is a `UsageError` naming the file and sentence.
