@@ -229,6 +229,9 @@ FOREIGN = {  # a shard another tool wrote: (token lists, tokens value type, n_im
     "n_images_disagrees": ([IMAGE, IMAGE * 2], None, [1, 3], r"s00001.*32 tokens.*n_images 3"),
     "null_tokens": ([IMAGE, None], None, [1, 0], r"s00001.*no tokens list \(null\)"),
     "no_images": ([IMAGE, []], None, [1, 0], r"s00001.*holds no images"),
+    # pa.array([[.., None, ..]]): a null id inside a list (old code: ArrowInvalid from to_numpy deep in the loader)
+    "null_id_in_a_list": ([IMAGE, IMAGE[:5] + [None] + IMAGE[6:]], None, None,
+                          r"s00001.*null token id \(position 5 of the sentence\)"),
 }
 
 
@@ -272,3 +275,166 @@ def test_the_project_own_shards_pass_the_token_checks(numbered):
     loader = _loader(glob, mode="stream")
     stream = _stream(loader, batches=8)
     assert stream.max() == len(sentences) - 1
+
+
+
+def _patch(path: str, arrays: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Replace each (written, declared) array's bytes in a shard and reseal its stats, as a tool that
+    writes Arrow buffers itself could: pyarrow's own writers validate list offsets, a memory-mapped
+    read does not."""
+    import hashlib
+
+    shard = Path(path)
+    data = shard.read_bytes()
+    for written, declared in arrays:
+        assert data.count(written.tobytes()) == 1
+        data = data.replace(written.tobytes(), declared.tobytes())
+    shard.write_bytes(data)
+    shard.with_name(shard.name[: -len(".arrow")] + ".stats.json").write_text(
+        json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
+
+
+@pytest.mark.parametrize("declared, message", [
+    # the last sentence's end past the 48 tokens the batch holds: its view is short
+    ([0, 16, 32, 64], r"sentence 's00002' \(row 2\): its list offsets run to token 64, past the 48 tokens"),
+    # a billion images declared: refused from the offsets, nothing read or allocated
+    ([0, 16, 32, 32 + 16 * 2**30], r"sentence 's00002' \(row 2\): its list offsets run to token 17179869216"),
+    ([0, 32, 16, 48], r"sentence 's00001' \(row 1\): its list offsets run backwards \(32 then 16\)"),
+])
+def test_list_offsets_past_the_data_or_backwards_are_refused_naming_the_sentence(tmp_path: Path, declared, message):
+    """n_images agrees with the declared offsets, so the old code took the shard, and the short or
+    empty sentence views broke a batch copy deep in training ('could not broadcast')."""
+    path = write_foreign_shard(tmp_path / "f-00000.arrow", [IMAGE] * 3)
+    images = [(b - a) // 16 for a, b in zip(declared, declared[1:])]
+    _patch(path, [(np.array([0, 16, 32, 48], "<i8"), np.array(declared, "<i8")),
+                  (np.array([1, 1, 1], "<i4"), np.array(images, "<i4"))])
+    with pytest.raises(UsageError, match=f"{path}: " + message):
+        loader = _loader(path, mode="stream", batch_size=1, seq_len=8)
+        for _ in range(12):
+            loader.next_batch()
+
+
+def _reseal(path: Path) -> None:
+    """An honest stats file (size and sha256), so only the container is wrong."""
+    import hashlib
+
+    data = path.read_bytes()
+    path.with_name(path.name[: -len(".arrow")] + ".stats.json").write_text(
+        json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
+
+
+def _write_ipc_stream(table: pa.Table, path: Path) -> None:
+    """As HF datasets' ArrowWriter writes save_to_disk's data-*.arrow: an IPC stream, not a file."""
+    import pyarrow.ipc as ipc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+@pytest.fixture
+def foreign_table(tmp_path: Path) -> pa.Table:
+    import pyarrow.ipc as ipc
+
+    path = write_foreign_shard(tmp_path / "made" / "t.arrow", [IMAGE] * 3)
+    return ipc.open_file(path).read_all()
+
+
+def test_an_arrow_stream_or_parquet_with_stats_is_named_as_that_container(tmp_path: Path, foreign_table):
+    """Old code: 'cannot be read as a token shard (ArrowInvalid: Not an Arrow file)', which reads as
+    damage; the container is named now, with the rewrite."""
+    import pyarrow.parquet as pq
+
+    stream = tmp_path / "stream" / "s-00000.arrow"
+    _write_ipc_stream(foreign_table, stream)
+    _reseal(stream)
+    with pytest.raises(ShardDamaged, match=f"{stream}: .*it is an Arrow IPC stream .*not an Arrow IPC file; "
+                                           r"write it as an Arrow IPC file \(pyarrow.ipc.new_file"):
+        _loader(str(stream))
+    parquet = tmp_path / "parquet" / "p-00000.arrow"
+    parquet.parent.mkdir()
+    pq.write_table(foreign_table, str(parquet))
+    _reseal(parquet)
+    with pytest.raises(ShardDamaged, match=f"{parquet}: .*it is a Parquet file; write it as an Arrow IPC file"):
+        _loader(str(parquet))
+
+
+def test_a_folder_of_other_tools_files_names_one_and_the_way_to_shards(tmp_path: Path, foreign_table):
+    """A save_to_disk folder (stream .arrow files, no stats) and a Parquet copy: the old hint asked
+    'an unfinished build?' or said nothing."""
+    import pyarrow.parquet as pq
+
+    saved = tmp_path / "hf"
+    _write_ipc_stream(foreign_table, saved / "data-00000-of-00001.arrow")
+    (saved / "state.json").write_text("{}")
+    with pytest.raises(UsageError, match=rf"1 .arrow file\(s\) match, e.g. {saved}/data-00000-of-00001.arrow, but "
+                                         r"none has its .stats.json: .*HF datasets save_to_disk.*write_token_shard"):
+        _loader(str(saved))
+    pq.write_table(foreign_table, str(tmp_path / "tokens.parquet"))
+    with pytest.raises(UsageError, match=rf"1 file\(s\) match, e.g. {tmp_path}/tokens.parquet, but a token shard's "
+                                         r"name ends in .arrow; write token shards with"):
+        _loader(str(tmp_path / "*.parquet"))
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "web-00000.stats.json").write_text("{}")  # its shard deleted: not a file of another name
+    with pytest.raises(UsageError, match=rf"1 .stats.json file\(s\) match, e.g. {gone}/web-00000.stats.json, with "
+                                         r"no .arrow shard beside it"):
+        _loader(str(gone))
+
+
+def _write_compressed(table: pa.Table, path: Path, compression: str, batch_rows: int | None = None) -> None:
+    """pyarrow's own IPC compression, as a user might turn it on; sealed with honest stats."""
+    import pyarrow.ipc as ipc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = ipc.IpcWriteOptions(compression=compression)
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=batch_rows)
+    _reseal(path)
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4"])
+def test_a_compressed_shard_trains_on_the_tokens_written_and_its_size_is_judged_first(tmp_path: Path, compression):
+    """Within budget a compressed shard trains on exactly its tokens; its decompressed size, read
+    from the headers, is what reading it allocates."""
+    import pyarrow.ipc as ipc
+
+    from trainer.arrow_body import decompressed_bytes
+
+    rng = np.random.default_rng(0)
+    written = [rng.integers(0, 8192, 16 * (1 + i % 3)).tolist() for i in range(7)]
+    source = write_foreign_shard(tmp_path / "plain" / "t.arrow", written)
+    path = tmp_path / compression / "z-00000.arrow"
+    _write_compressed(ipc.open_file(source).read_all(), path, compression, batch_rows=3)
+    reader = ipc.open_file(pa.memory_map(str(path)))
+    held = sum(buffer.size for i in range(reader.num_record_batches) for column in reader.get_batch(i).columns
+               for buffer in column.buffers() if buffer is not None)
+    assert decompressed_bytes(str(path)) == held > 0 and decompressed_bytes(source) == 0
+    loader = _loader(str(path), mode="stream", seq_len=16, batch_size=1)
+    order = loader._order(0).tolist()  # the first epoch's permutation of the sentences
+    stream = _stream(loader, batches=sum(len(t) for t in written) // 16)
+    assert stream[:sum(len(t) for t in written)].tolist() == [v for i in order for v in written[i]]
+
+
+def test_a_compressed_shard_declaring_more_than_its_budget_is_refused_before_it_is_read(tmp_path: Path, monkeypatch):
+    """Old code: a zstd shard of zero tokens (4 MiB here, 68 KB of file for 2 GiB in the field) was
+    decompressed whole when listed and held while open: 2.1 GB peak RSS for that 68 KB file,
+    and up to 64 such shards at once."""
+    import trainer.data as data
+
+    tokens = 2 * 2**20  # 4 MiB of uint16 zeros
+    table = pa.table({"sentence_id": ["s0"], "source": ["x"], "kind": ["image"], "task": ["none"], "split": ["train"],
+                      "n_images": pa.array([tokens // 16], pa.int32()),
+                      "tokens": pa.LargeListArray.from_arrays(pa.array([0, tokens], pa.int64()),
+                                                              pa.array(np.zeros(tokens, np.uint16))),
+                      "lineage": ["{}"]}).replace_schema_metadata(META.to_metadata())
+    path = tmp_path / "bomb" / "b-00000.arrow"
+    _write_compressed(table, path, "zstd")
+    assert path.stat().st_size < 64 * 1024
+    monkeypatch.setattr(data, "COMPRESSED_SHARD_BUDGET", 2**20, raising=False)
+    allocated = pa.total_allocated_bytes()
+    with pytest.raises(UsageError, match=rf"{path}: its record batches are compressed \(Arrow IPC zstd/lz4\) and "
+                                         rf"declare 4194[0-9]+ bytes decompressed, more than the 1048576 .*write it "
+                                         r"uncompressed"):
+        _loader(str(path), mode="stream")
+    assert pa.total_allocated_bytes() - allocated < 2**20

@@ -300,3 +300,22 @@ def test_cli_usage_errors_stay_one_line(tmp_path: Path, tiny_tokenizer: Path, ca
         err = capsys.readouterr().err
         assert err.startswith(words) and err.count("\n") == 1, err
     assert not (tmp_path / "strip.png").exists()
+
+
+def test_a_model_without_special_ids_is_refused_with_bos_and_prompted_without(tmp_path: Path, tiny_tokenizer: Path,
+                                                                               capsys):
+    """A checkpoint whose vocabulary is the codebook alone (8192, e.g. an HF Llama trained in stream
+    mode) has no BOS row: the old code fed BOS 8192 to its embedding, an IndexError deep in torch."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=8192, hidden_size=32, intermediate_size=48, num_attention_heads=2,
+                         num_hidden_layers=1, max_position_embeddings=1100)
+    save_pretrained(LVMTransformer(config).eval(), tmp_path / "codes-only")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    argv = ["--checkpoint", str(tmp_path / "codes-only"), "--tokenizer", str(tiny_tokenizer), "--prompt",
+            str(tmp_path / "p.png"), "--n", "1", "--out", str(tmp_path / "strip.png"), "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the model's vocab_size 8192 has no BOS id 8192") and "--stream" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "strip.png").exists()
+    assert main(argv + ["--stream", "--codes-out", str(tmp_path / "codes.npy")]) == 0
+    assert np.load(tmp_path / "codes.npy").max() < 8192

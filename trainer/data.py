@@ -2,7 +2,9 @@
 
 The trainer sees only committed token shards (`uvd_pipeline.shards`) and a mixture spec: globs with
 weights, plus a split filter. Shards are memory-mapped; a sentence is a zero-copy uint16 view and
-only the windows this rank trains on are ever copied out. A shard another tool wrote is held to the
+only the windows this rank trains on are ever copied out (a shard with IPC compression is held
+decompressed instead, within `COMPRESSED_SHARD_BUDGET`, judged before it is read). A shard another
+tool wrote is held to the
 contract before its tokens are used: the columns and each sentence's n_images whole images when it
 is listed (offsets only), its ids inside the codebook when its tokens are first read (with the
 sha256); anything else is a `UsageError` naming the file and sentence.
@@ -42,6 +44,7 @@ import pyarrow.compute as pc
 from uvd_pipeline.shards import (ARROW_SUFFIX, SCHEMA, STATS_SUFFIX, TokenShardMeta, find_shards,
                                  read_token_shard, verify_token_shard)
 
+from .arrow_body import decompressed_bytes
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
 
@@ -167,6 +170,44 @@ def _sentence_name(path: str, table: pa.Table, row: int) -> str:
     return f"{path}: sentence {table.column('sentence_id')[row].as_py()!r} (row {row})"
 
 
+def _chunk_bases(tokens: pa.ChunkedArray) -> Iterator[tuple[pa.Array, int]]:
+    """Each chunk of a column with the table row of its first element."""
+    base = 0
+    for chunk in tokens.chunks:
+        yield chunk, base
+        base += len(chunk)
+
+
+def _chunk_lengths(path: str, table: pa.Table, chunk: pa.Array, base: int) -> np.ndarray:
+    """Token count of each row of one tokens chunk, from its offsets, refusing offsets that run
+    backwards or past the chunk's values: a file read without validation (as a memory map is)
+    keeps them as written, and a sentence sliced out of them is short or empty, a numpy error
+    deep in training."""
+    if not len(chunk):  # an empty record batch may have no offsets at all
+        return np.zeros(0, np.int64)
+    offsets = chunk.offsets.to_numpy(zero_copy_only=True)
+    lengths = np.diff(offsets)
+    backwards = np.flatnonzero(lengths < 0)
+    if offsets[0] < 0 or backwards.size:
+        row = base + (int(backwards[0]) if backwards.size and offsets[0] >= 0 else 0)
+        raise UsageError(f"{_sentence_name(path, table, row)}: its list offsets run backwards "
+                         f"({int(offsets[row - base])} then {int(offsets[row - base + 1])}): not a valid Arrow "
+                         f"list column; {REWRITE_HINT}")
+    held = len(chunk.values)
+    if offsets[-1] > held:
+        row = base + int(np.searchsorted(offsets, held, side="right")) - 1
+        raise UsageError(f"{_sentence_name(path, table, row)}: its list offsets run to token {int(offsets[-1])}, past "
+                         f"the {held} tokens its record batch holds (offsets declared beyond the data): not a "
+                         f"valid Arrow list column; {REWRITE_HINT}")
+    if chunk.values.null_count:  # a null id has no value to train on (the buffer holds whatever was there)
+        at = int(np.flatnonzero(chunk.values.is_null().to_numpy(zero_copy_only=False))[0])
+        row = base + int(np.searchsorted(offsets, at, side="right")) - 1
+        position = at - int(offsets[row - base])
+        raise UsageError(f"{_sentence_name(path, table, row)} holds a null token id (position {position} of the "
+                         f"sentence), which no model can read; {REWRITE_HINT}")
+    return lengths
+
+
 def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> np.ndarray:
     """Refuse a shard whose columns are not the contract's (`uvd_pipeline.shards.SCHEMA`: tokens
     are uint16 lists) or whose token lists are not its `n_images` whole images; returns the token
@@ -182,7 +223,7 @@ def check_token_layout(path: str, table: pa.Table, meta: TokenShardMeta) -> np.n
     if tokens.null_count:
         row = int(np.flatnonzero(tokens.is_null().to_numpy(zero_copy_only=False))[0])
         raise UsageError(f"{_sentence_name(path, table, row)} has no tokens list (null); {REWRITE_HINT}")
-    lengths = np.concatenate([np.diff(c.offsets.to_numpy(zero_copy_only=True)) for c in tokens.chunks]
+    lengths = np.concatenate([_chunk_lengths(path, table, c, base) for c, base in _chunk_bases(tokens)]
                              or [np.zeros(0, np.int64)])
     images = pc.fill_null(table.column("n_images"), -1).to_numpy(zero_copy_only=False).astype(np.int64)
     tpi = meta.tokens_per_image
@@ -218,7 +259,49 @@ def check_token_values(path: str, table: pa.Table, meta: TokenShardMeta) -> None
         base += len(chunk)
 
 
+# a compressed shard is held decompressed while open (it cannot be memory-mapped): at most this much
+COMPRESSED_SHARD_BUDGET = 1 << 30
+
+
+def check_compressed_size(path: str, budget: int | None = None) -> None:
+    """Refuse, before it is read, a shard whose record batches are compressed (pyarrow IPC zstd or
+    lz4) to more than `budget` bytes once decompressed, judged from the sizes its headers declare:
+    reading it decompresses all of it into memory, and a few kilobytes can declare gigabytes. A
+    file whose headers do not parse is left to the reader, which names what is wrong with it."""
+    budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
+    try:
+        size = decompressed_bytes(path)
+    except (ValueError, OSError):
+        return
+    if size > budget:
+        raise UsageError(f"{path}: its record batches are compressed (Arrow IPC zstd/lz4) and declare {size} bytes "
+                         f"decompressed, more than the {budget} a compressed shard may take (it cannot be "
+                         f"memory-mapped, so it is held decompressed while open); write it uncompressed "
+                         f"(pyarrow.ipc.new_file without compression, as write_token_shard does)")
+
+
 # -- shards and sources ----------------------------------------------------------------------
+def _no_shard_hint(pattern: str) -> str:
+    """Why a glob (a folder: every file below it) that matches no committed shard matches none:
+    .arrow files without their stats (an unfinished build, or another tool's Arrow files) or
+    files of another name (a Parquet copy), each with the way to a shard."""
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "**", "*")
+    files = sorted(p for p in globlib.glob(pattern, recursive=True) if os.path.isfile(p))
+    loose = [p for p in files if p.endswith(ARROW_SUFFIX)]
+    if loose:
+        return (f" ({len(loose)} .arrow file(s) match, e.g. {loose[0]}, but none has its {STATS_SUFFIX}: an "
+                f"unfinished build, or Arrow files another tool wrote (pyarrow, HF datasets save_to_disk); "
+                f"{REWRITE_HINT})")
+    others = [p for p in files if not p.endswith(STATS_SUFFIX)]
+    if others:
+        return (f" ({len(others)} file(s) match, e.g. {others[0]}, but a token shard's name ends in {ARROW_SUFFIX}; "
+                f"{REWRITE_HINT})")
+    if files:  # stats whose shards are gone
+        return f" ({len(files)} {STATS_SUFFIX} file(s) match, e.g. {files[0]}, with no {ARROW_SUFFIX} shard beside it)"
+    return ""
+
+
 class _OpenShards:
     """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps."""
 
@@ -262,14 +345,7 @@ class SentenceSource:
         self.entry = entry
         self.paths = find_shards(entry.glob)
         if not self.paths:
-            hint = ""
-            pattern = entry.glob
-            if os.path.isdir(pattern):
-                pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
-            loose = [p for p in globlib.glob(pattern, recursive=True) if p.endswith(ARROW_SUFFIX)]
-            if loose:
-                hint = (f" ({len(loose)} .arrow file(s) match but none has its {STATS_SUFFIX}: "
-                        "an unfinished build?)")
+            hint = _no_shard_hint(entry.glob)
             raise UsageError(f"--data {entry.glob!r} matches no committed token shard{hint}")
         self._cache = cache
         self.metas: list[TokenShardMeta] = []
@@ -280,6 +356,7 @@ class SentenceSource:
         for path in self.paths:
             # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
             # run does not read every shard before its first step
+            check_compressed_size(path)
             table, meta = read_token_shard(path, verify="size")
             try:
                 lengths = check_token_layout(path, table, meta)

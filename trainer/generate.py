@@ -77,6 +77,10 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
         raise UsageError("stream mode (no BOS) needs at least one prompt image")
     if codebook_size > model.config.vocab_size:
         raise UsageError(f"codebook_size {codebook_size} exceeds the model's vocab_size {model.config.vocab_size}")
+    if bos and BOS_ID >= model.config.vocab_size:  # its embedding has no row for BOS: an IndexError in torch
+        raise UsageError(f"the model's vocab_size {model.config.vocab_size} has no BOS id {BOS_ID} (a model trained "
+                         f"without special ids, e.g. an HF Llama of the codebook alone): prompt it without BOS "
+                         f"(--stream, bos=False)")
     keep = window_images(model, bos, tokens_per_image, window)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)

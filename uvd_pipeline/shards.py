@@ -235,8 +235,26 @@ def read_token_shard(path: str, verify: str = "full") -> tuple[pa.Table, TokenSh
         meta = TokenShardMeta.from_metadata(table.schema.metadata)
     except (pa.ArrowException, ValueError, OSError) as exc:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        raise ShardDamaged(path, f"cannot be read as a token shard ({reason})") from None
+        raise ShardDamaged(path, f"cannot be read as a token shard ({reason}){_other_format(path)}") from None
     return table, meta
+
+
+def _other_format(path: str) -> str:
+    """What a file that is not an Arrow IPC file is, told from its first bytes, with the rewrite:
+    a Parquet copy or an Arrow IPC stream (what HF datasets' save_to_disk writes) holds the same
+    columns in another container, and 'cannot be read' alone reads as damage."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return ""
+    rewrite = ("; write it as an Arrow IPC file (pyarrow.ipc.new_file, as "
+               "uvd_pipeline.shards.write_token_shard does) with its stats file")
+    if head.startswith(b"PAR1"):
+        return ": it is a Parquet file" + rewrite
+    if head.startswith(b"\xff\xff\xff\xff"):
+        return ": it is an Arrow IPC stream (as HF datasets save_to_disk writes), not an Arrow IPC file" + rewrite
+    return ""
 
 
 def find_shards(pattern: str) -> list[str]:
