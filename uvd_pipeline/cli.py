@@ -127,10 +127,28 @@ def leave(code: int) -> NoReturn:
     _flush_and_exit(code)
 
 
+READER_GONE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+
+
 def run() -> NoReturn:
     """The `uvd` command and `python -m uvd_pipeline`."""
     in_utf8_mode()
-    leave(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = reader_gone()
+    leave(code)
+
+
+def reader_gone() -> int:
+    """stdout's reader left (`verify OUT | head -1`, a pager quit): Python raised BrokenPipeError
+    with a traceback where a Unix tool just ends. What is left to print goes nowhere; 141, as
+    for a tool SIGPIPE ended."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return READER_GONE_EXIT
 
 
 def in_utf8_mode() -> None:
