@@ -649,3 +649,26 @@ def test_the_reports_counts_are_the_outputs_own(report_build):
         train = sentences[(name, "train")]
         assert (share["sentences"], share["tokens"]) == (train, images[(name, "train")] * per_image)
         assert share["tokens_per_sentence"] == share["tokens"] / train + 2
+
+
+def test_report_of_a_build_whose_every_input_was_rejected_says_so(tmp_path):
+    """A folder of a zero-byte `.jpg` (`touch`) and a text file named `.png`: the build commits
+    no sentence. The page showed two tables of header rows alone and a contact-sheet heading over
+    nothing; it says at the top that every input was rejected, and in each section that there
+    are no sentences."""
+    from conftest import build_web_source
+
+    images = tmp_path / "images"
+    images.mkdir()
+    subprocess.run(["touch", str(images / "empty.jpg")], check=True)
+    (images / "notes.png").write_text("not a picture\n")
+    summary = build_web_source(tmp_path, "web", images)
+    assert summary["totals"]["sentences"] == 0 and summary["totals"]["rejects"] == 2
+    page = Path(write_report(str(tmp_path / "out"))["html"]).read_text()
+    assert '<p class="nothing"><strong>No sentences: every input was rejected (2 rejects, by reason below).' in page
+    for start, end in (("<h2>Sentences by kind</h2>", "<h2>Sentences, images"),
+                       ("<h2>Sentences, images and tokens by kind and task</h2>", "<h2>Sentences by split"),
+                       ("<h2>Contact sheets", "<h2>Tokenizer")):
+        section = page[page.index(start) + len(start):page.index(end)]
+        assert "<table>" not in section and "<img" not in section and "No sentences in this build." in section
+    assert "<td>empty_file</td><td>1</td>" in page and "<td>not_an_image</td><td>1</td>" in page

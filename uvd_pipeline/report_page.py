@@ -29,6 +29,23 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+NO_SENTENCES = "<p>No sentences in this build.</p>"
+
+
+def _table_or_none(headers: list[str], rows: list[list[Any]]) -> str:
+    """`_table`, or a line saying there is nothing, where a table would show its header row alone."""
+    return _table(headers, rows) if rows else NO_SENTENCES
+
+
+def _nothing_built(totals: dict[str, Any]) -> str:
+    """The line under the title of a build without a sentence: why its sections are empty."""
+    if totals["sentences"]:
+        return ""
+    why = (f"every input was rejected ({totals['rejects']} rejects, by reason below)" if totals["rejects"]
+           else "its sources held no input")
+    return f"<p class=\"nothing\"><strong>No sentences: {why}.</strong></p>"
+
+
 def _tokenizer_html(section: dict[str, Any] | None) -> str:
     if not section:
         return "<h2>Tokenizer</h2><p>No token shards in this build.</p>"
@@ -203,13 +220,14 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h1>UVD build report</h1>
 <p>Output <code>{_text(data['output'])}</code>, config {_text(data['config_hash'])}, images {_text(data['image_size'])}px.
 {t['sentences']} sentences, {t['images']} images, {t['rejects']} rejects in {t['shards']} shards.</p>
+{_nothing_built(t)}
 {_warnings_html(data.get("warnings"))}
 <h2>Sentences by source</h2>
 {_table(['source', 'type', 'kinds', 'sentences', 'images', 'train', 'val', 'rejects', 'tokens'], source_rows)}
 <h2>Sentences by kind</h2>
-{_table(['kind', 'sentences'], [[k, n] for k, n in data['sentences_by_kind'].items()])}
+{_table_or_none(['kind', 'sentences'], [[k, n] for k, n in data['sentences_by_kind'].items()])}
 <h2>Sentences, images and tokens by kind and task</h2>
-{_table(['kind / task', 'sentences', 'images', 'tokens'], group_rows)}
+{_table_or_none(['kind / task', 'sentences', 'images', 'tokens'], group_rows)}
 <h2>Sentences by split</h2>
 {_table(['split', 'sentences'], [[k, n] for k, n in data['sentences_by_split'].items()])}
 <h2>Rejects by reason</h2>
@@ -218,7 +236,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 {_inputs_html(data["inputs"], data.get("plots", {}).get("inputs"))}
 {_lengths_html(data["sentence_lengths"], data.get("plots", {}).get("sentence_lengths"))}
 <h2>Contact sheets (one row per sentence, one sheet per kind and task)</h2>
-{sections}
+{sections or NO_SENTENCES}
 {_tokenizer_html(data.get("tokenizer"))}
 {_throughput_html(data["throughput"], data.get("plots", {}).get("throughput"))}
 {_mixture_html(data.get("mixture"))}
