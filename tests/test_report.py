@@ -512,10 +512,14 @@ def test_report_of_an_output_whose_rejects_file_lost_lines_says_so(report_copy):
 
     out, summary = report_copy
     rejects = out / "rejects.jsonl"
-    rejects.write_text(rejects.read_text().split("\n", 1)[0] + "\n")
-    with pytest.raises(ShardDamaged, match=f"{rejects}: 1 rejects, summary.json counts {summary['totals']['rejects']}"):
+    merged = rejects.read_bytes()
+    rejects.write_bytes(merged.split(b"\n", 1)[0] + b"\n")
+    # its size, held to the shards' rejects files by the report's check (`verify --quick`)
+    why = (f"{len(rejects.read_bytes())} bytes, the committed shards' rejects files hold {len(merged)} "
+           f"(summary.json counts {summary['totals']['rejects']} rejects)")
+    with pytest.raises(ShardDamaged, match=re.escape(f"{rejects}: {why}")):
         write_report(str(out))
-    assert f"<li><code>{rejects}</code>: 1 rejects" in _damage_page(out)
+    assert f"<li><code>{rejects}</code>: {html.escape(why)}" in _damage_page(out)
 
 
 def test_report_of_an_output_whose_summary_is_cut_short_says_so(report_copy):
