@@ -669,3 +669,22 @@ def test_a_dask_worker_is_hooked_once_and_its_logger_leaves_out_a_refusals_recor
 
     assert not logger.filter(record_of(OSError(errno.ENOSPC, "No space left on device", "/out/x")))
     assert logger.filter(record_of(ValueError("a bug of ours")))
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    """`build --help` listed `config` (and `verify --help`, `report --help` their `out`, the top
+    `-v`, `import-jsonl` five of its flags) with no word of what to give. Every argument of every
+    command has a help text; `verify`'s says its three exit codes."""
+    import argparse
+
+    from uvd_pipeline.cli import parser
+
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [f"{name}: {'/'.join(action.option_strings) or action.dest}"
+              for name, sub in [("(top)", top), *commands.choices.items()] for action in sub._actions
+              if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) and not action.help]
+    assert silent == []
+    shown = subprocess.run([sys.executable, "-m", "uvd_pipeline", "--help"], capture_output=True, text=True,
+                           timeout=120).stdout
+    assert "(exit 0 intact, 1 damaged, 2 no build output there" in " ".join(shown.split())
