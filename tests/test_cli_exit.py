@@ -67,6 +67,25 @@ def test_module_entry_point_exit_codes(tmp_path):
     assert missing.returncode == 2 and "absent.yaml" in missing.stderr, missing.stderr
 
 
+def test_output_piped_into_a_reader_that_leaves_ends_without_a_traceback(tmp_path):
+    """`verify OUT | head -1` on an output with many damaged files: once `head` had its line,
+    the next print raised BrokenPipeError and Python printed its traceback. The command ends as a
+    Unix tool ended by SIGPIPE does: no traceback, exit 141 (128 + SIGPIPE)."""
+    out = tmp_path / "out"
+    strays = out / "rendered" / "web" / "train"
+    strays.mkdir(parents=True)
+    (out / "build.json").write_text("{}")
+    for i in range(2000):  # ~300 KB of damage lines: more than a pipe holds, so verify writes after head left
+        (strays / f"stray-{i:05d}.tar").touch()
+    verify = subprocess.Popen([sys.executable, "-m", "uvd_pipeline", "verify", str(out)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    first = verify.stdout.readline()
+    verify.stdout.close()
+    err = verify.stderr.read().decode()
+    assert verify.wait(timeout=120) == 141
+    assert first.startswith(b"damaged: ") and "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 # --- the operating system says no: a full disk, a read-only mount, a size limit -------------------
 
 def _can_mount_tmpfs(tmp_path: Path) -> bool:
@@ -153,6 +172,14 @@ def test_verify_and_report_on_an_output_they_cannot_read(tiny_config: Path, tmp_
     assert f"damaged: {shard}: cannot be read (Permission denied); give this user access" in verify.stdout, verify.stdout
     assert report.returncode == 2 and "Traceback" not in report.stderr, report.stderr
     assert f"error: {out} cannot be read (Permission denied); give this user access" in report.stderr, report.stderr
+    # --quick reads no file, yet it called the mode-000 shard intact: the trainer and the report then stopped on it
+    shard.chmod(0)
+    try:
+        quick = subprocess.run([*command, "verify", "--quick", str(out)], capture_output=True, text=True, timeout=120)
+    finally:
+        shard.chmod(0o644)
+    assert quick.returncode == 1 and "Traceback" not in quick.stderr, quick.stderr
+    assert f"damaged: {shard}: cannot be read (Permission denied); give this user access" in quick.stdout, quick.stdout
 
 
 @pytest.mark.slow  # five builds: 6 s
@@ -642,3 +669,22 @@ def test_a_dask_worker_is_hooked_once_and_its_logger_leaves_out_a_refusals_recor
 
     assert not logger.filter(record_of(OSError(errno.ENOSPC, "No space left on device", "/out/x")))
     assert logger.filter(record_of(ValueError("a bug of ours")))
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    """`build --help` listed `config` (and `verify --help`, `report --help` their `out`, the top
+    `-v`, `import-jsonl` five of its flags) with no word of what to give. Every argument of every
+    command has a help text; `verify`'s says its three exit codes."""
+    import argparse
+
+    from uvd_pipeline.cli import parser
+
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [f"{name}: {'/'.join(action.option_strings) or action.dest}"
+              for name, sub in [("(top)", top), *commands.choices.items()] for action in sub._actions
+              if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) and not action.help]
+    assert silent == []
+    shown = subprocess.run([sys.executable, "-m", "uvd_pipeline", "--help"], capture_output=True, text=True,
+                           timeout=120).stdout
+    assert "(exit 0 intact, 1 damaged, 2 no build output there" in " ".join(shown.split())

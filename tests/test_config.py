@@ -975,3 +975,18 @@ def test_fields_added_later_leave_the_saved_config_as_it_was_at_their_default(so
         changed = config(**{name: value})
         assert changed.model_dump(mode="json")["sources"][0][name] == value
         assert changed.content_hash() != plain.content_hash()
+
+
+def test_a_number_written_as_text_names_the_number_to_write(tmp_path: Path, capsys):
+    """`size: "256"` (quoted) and an unquoted `1e9` (YAML 1.1 reads an exponent without a dot as
+    text) were "Input should be a valid integer (got '256')": the field, not the fix. The message
+    says the value is text and which number to write; a word is still no number."""
+    text = ('version: 1\noutput: OUT\nseed: 1e3\nimage: {size: "256", max_pixels: 1e9}\nsplit: {val_fraction: "0.1"}\n'
+            'sources:\n  - {name: web, type: laion, path: IMGS}\n')
+    code, err = _cli(capsys, "check", str(_yaml_config(tmp_path, text)), "--set", "tokenizer.batch_size=many")
+    assert code == 2 and "Traceback" not in err
+    for field, got, written in (("seed", "1e3", "1000"), ("image.size", "256", "256"),
+                                ("image.max_pixels", "1e9", "1000000000"), ("split.val_fraction", "0.1", "0.1")):
+        number = "a number" if field == "split.val_fraction" else "a whole number"
+        assert f"  {field}: expects {number}, got the text '{got}'; write {written} without quotes" in err, err
+    assert "tokenizer.batch_size: Input should be a valid integer (got 'many')" in err

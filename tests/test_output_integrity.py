@@ -660,3 +660,51 @@ def test_an_internal_file_not_found_keeps_its_traceback(tmp_path: Path, monkeypa
     assert "error:" not in capsys.readouterr().err
     assert main(["export-jsonl", str(tmp_path / "none"), "--out", str(tmp_path / "x.jsonl")]) == 2
     assert capsys.readouterr().err == f"error: no committed token shards match {tmp_path / 'none'}\n"
+
+
+def test_verify_holds_rejects_jsonl_and_mixture_yaml_to_the_shards(mini_corpus, mini_build, tmp_path, capsys):
+    """`rejects.jsonl` cut short, grown, deleted or edited, and the trainer's `mixture.yaml`
+    deleted: `verify` said intact (exit 0), while the report refused the same output (its reject
+    count) and `trainer.fit --data mixture.yaml` found no file. Its size is held to the shards'
+    rejects files (`--quick`), its lines to theirs in any order (full); the same build command
+    writes both again."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.cli import main
+
+    config, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    rejects, mixture = out / "rejects.jsonl", out / "mixture.yaml"
+    merged, plan = rejects.read_bytes(), mixture.read_bytes()
+    lines = merged.splitlines(keepends=True)
+    counted = summary["totals"]["rejects"]
+    assert len(lines) == counted > 2 and summary["mixture"]
+
+    def verify(*flags: str) -> tuple[int, str]:
+        code = main(["verify", *flags, str(out)])
+        return code, capsys.readouterr().out
+
+    rejects.write_bytes(b"".join(lines[:1]))  # cut short by a copy
+    for flags in ((), ("--quick",)):
+        code, printed = verify(*flags)
+        assert code == 1 and (f"damaged: {rejects}: {len(lines[0])} bytes, the committed shards' rejects files hold "
+                              f"{len(merged)} (summary.json counts {counted} rejects)") in printed, printed
+    rejects.write_bytes(merged + lines[0])  # a line twice
+    assert verify("--quick")[0] == 1
+    first = json.loads(lines[0])
+    edited = lines[0].replace(f'"key": "{first["key"]}"'.encode(), f'"key": "{first["key"][:-1]}X"'.encode())
+    rejects.write_bytes(edited + b"".join(lines[1:]))  # same size, another key: only the lines tell
+    assert len(rejects.read_bytes()) == len(merged)
+    assert verify("--quick")[0] == 0
+    code, printed = verify()
+    assert code == 1 and f"damaged: {rejects}: its lines differ from the committed shards' rejects files" in printed
+    rejects.write_bytes(b"".join(reversed(lines)))  # the same lines in another order: intact
+    code, printed = verify()
+    assert code == 0 and "intact" in printed, printed
+    rejects.unlink()
+    mixture.unlink()
+    code, printed = verify()
+    assert code == 1 and f"damaged: {rejects}: missing (summary.json counts {counted} rejects)" in printed
+    assert f"damaged: {mixture}: missing: summary.json records a token mix" in printed
+    assert "run the same build command again" in printed
+    run_build(config)
+    assert rejects.read_bytes() == merged and mixture.read_bytes() == plan
+    assert verify()[0] == 0

@@ -512,10 +512,14 @@ def test_report_of_an_output_whose_rejects_file_lost_lines_says_so(report_copy):
 
     out, summary = report_copy
     rejects = out / "rejects.jsonl"
-    rejects.write_text(rejects.read_text().split("\n", 1)[0] + "\n")
-    with pytest.raises(ShardDamaged, match=f"{rejects}: 1 rejects, summary.json counts {summary['totals']['rejects']}"):
+    merged = rejects.read_bytes()
+    rejects.write_bytes(merged.split(b"\n", 1)[0] + b"\n")
+    # its size, held to the shards' rejects files by the report's check (`verify --quick`)
+    why = (f"{len(rejects.read_bytes())} bytes, the committed shards' rejects files hold {len(merged)} "
+           f"(summary.json counts {summary['totals']['rejects']} rejects)")
+    with pytest.raises(ShardDamaged, match=re.escape(f"{rejects}: {why}")):
         write_report(str(out))
-    assert f"<li><code>{rejects}</code>: 1 rejects" in _damage_page(out)
+    assert f"<li><code>{rejects}</code>: {html.escape(why)}" in _damage_page(out)
 
 
 def test_report_of_an_output_whose_summary_is_cut_short_says_so(report_copy):
@@ -649,3 +653,83 @@ def test_the_reports_counts_are_the_outputs_own(report_build):
         train = sentences[(name, "train")]
         assert (share["sentences"], share["tokens"]) == (train, images[(name, "train")] * per_image)
         assert share["tokens_per_sentence"] == share["tokens"] / train + 2
+
+
+def test_report_of_a_build_whose_every_input_was_rejected_says_so(tmp_path):
+    """A folder of a zero-byte `.jpg` (`touch`) and a text file named `.png`: the build commits
+    no sentence. The page showed two tables of header rows alone and a contact-sheet heading over
+    nothing; it says at the top that every input was rejected, and in each section that there
+    are no sentences."""
+    from conftest import build_web_source
+
+    images = tmp_path / "images"
+    images.mkdir()
+    subprocess.run(["touch", str(images / "empty.jpg")], check=True)
+    (images / "notes.png").write_text("not a picture\n")
+    summary = build_web_source(tmp_path, "web", images)
+    assert summary["totals"]["sentences"] == 0 and summary["totals"]["rejects"] == 2
+    page = Path(write_report(str(tmp_path / "out"))["html"]).read_text()
+    assert '<p class="nothing"><strong>No sentences: every input was rejected (2 rejects, by reason below).' in page
+    for start, end in (("<h2>Sentences by kind</h2>", "<h2>Sentences, images"),
+                       ("<h2>Sentences, images and tokens by kind and task</h2>", "<h2>Sentences by split"),
+                       ("<h2>Contact sheets", "<h2>Tokenizer")):
+        section = page[page.index(start) + len(start):page.index(end)]
+        assert "<table>" not in section and "<img" not in section and "No sentences in this build." in section
+    assert "<td>empty_file</td><td>1</td>" in page and "<td>not_an_image</td><td>1</td>" in page
+
+
+LAYOUT_PROBE = """<script>window.addEventListener("load", () => {
+  const out = document.createElement("pre");
+  out.id = "uvd-layout-probe";
+  out.textContent = JSON.stringify({
+    scripts: document.scripts.length, width: document.documentElement.scrollWidth, window: window.innerWidth,
+    handlers: [...document.querySelectorAll("*")].flatMap(e => [...e.attributes].map(a => a.name))
+                                                    .filter(n => n.startsWith("on")),
+    tags: [...new Set([...document.body.querySelectorAll("*")].map(e => e.tagName.toLowerCase()))].sort(),
+    images: [...document.images].map(i => i.getAttribute("src")), text: document.body.innerText});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def test_report_of_hostile_file_names_in_chromium(tmp_path):
+    """A build whose output folder is named `<script>alert(1)</script>` and whose input holds a
+    hidden `.x<img src=x onerror=alert(1)>.png`, a text file named `<svg onload=alert(5)>.png`
+    and a 200-character name in a 19-deep folder chain (a reject key of 200 characters), loaded
+    in headless Chromium: no element, script or handler of the data's, its text shown as text;
+    and the page fits a 1280-pixel window (the one-word key of the rejects table made it 1818
+    pixels wide)."""
+    from conftest import build_web_source
+
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("UVD_REQUIRE_BROWSER"):
+            pytest.fail("UVD_REQUIRE_BROWSER is set but no chromium is installed")
+        pytest.skip("no chromium on this machine (`make test` installs it)")
+    images = tmp_path / "images"
+    deep = images.joinpath(*["d" * 200] * 19)
+    deep.mkdir(parents=True)
+    Image.new("RGB", (60, 40), (200, 30, 30)).save(images / "ok.png")
+    (images / ".x<img src=x onerror=alert(1)>.png").write_bytes(b"a hidden file")
+    (images / "<svg onload=alert(5)>.png").write_text("<script>alert(4)</script>")
+    (deep / ("y" * 200 + ".png")).write_text("not a picture")
+    where = tmp_path / "<script>alert(1)<" / "script>"
+    where.mkdir(parents=True)
+    summary = build_web_source(where, "web", images)
+    assert summary["totals"]["sentences"] == 1 and summary["totals"]["rejects"] == 3
+    page = Path(write_report(str(where / "out"))["html"])
+    probe = page.with_name("layout-probe.html")
+    probe.write_text(page.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    proc = subprocess.run([browser, "--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,800",
+                           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    match = re.search(r'<pre id="uvd-layout-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert match, f"the page did not finish loading in Chromium (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    seen = json.loads(html.unescape(match.group(1)))
+    assert seen["scripts"] == 1 and seen["handlers"] == []  # the probe's own script only
+    assert not {"svg", "iframe", "b", "i"} & set(seen["tags"])
+    assert seen["images"] and all(re.fullmatch(r"[a-z_]+\.png", src) for src in seen["images"]), seen["images"]
+    assert f"Output {where / 'out'}," in seen["text"]
+    assert ".x<img src=x onerror=alert(1)>.png: hidden" in seen["text"]
+    assert "web-" + "d" * 100 in seen["text"]
+    assert seen["width"] <= seen["window"] == 1280, seen

@@ -127,10 +127,28 @@ def leave(code: int) -> NoReturn:
     _flush_and_exit(code)
 
 
+READER_GONE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+
+
 def run() -> NoReturn:
     """The `uvd` command and `python -m uvd_pipeline`."""
     in_utf8_mode()
-    leave(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = reader_gone()
+    leave(code)
+
+
+def reader_gone() -> int:
+    """stdout's reader left (`verify OUT | head -1`, a pager quit): Python raised BrokenPipeError
+    with a traceback where a Unix tool just ends. What is left to print goes nowhere; 141, as
+    for a tool SIGPIPE ended."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return READER_GONE_EXIT
 
 
 def in_utf8_mode() -> None:
@@ -261,18 +279,20 @@ def _add_set_option(sub: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m uvd_pipeline", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logs (Beam's too), and the traceback behind an operating system's error line")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("sample", help="write the embedded sample corpus (once; reused afterwards)")
     s.add_argument("out", nargs="?", default=DEFAULT_SAMPLE_DIR,
                    help="a new or empty folder, or an earlier sample corpus (it is replaced as a whole)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0,
+                   help="random seed of the corpus (default 0; a seed always gives the same bytes)")
     s.add_argument("--force", action="store_true", help="rewrite even if a complete corpus is there")
     s.set_defaults(func=cmd_sample)
 
     b = sub.add_parser("build", help="run the Beam build described by a config file")
-    b.add_argument("config")
+    b.add_argument("config", help="the YAML config file (configs/sample.yaml is one; docs/config.md lists every field)")
     b.add_argument("--output", help="override the config's output location (relative to the current folder)")
     b.add_argument("--runner", help="override beam.runner: DirectRunner, dask (beam.dask, or a 2-worker local "
                    "cluster), or any Beam runner name")
@@ -296,39 +316,41 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
 
     v = sub.add_parser("verify", help="check every committed file of a build output against its stats "
-                       "(exit 0 intact, 1 damaged)")
-    v.add_argument("out")
+                       "(exit 0 intact, 1 damaged, 2 no build output there or it cannot be read)")
+    v.add_argument("out", help="a build's output folder (the config's output)")
     v.add_argument("--quick", action="store_true", help="sizes only: read no file")
     v.set_defaults(func=cmd_verify)
 
     r = sub.add_parser("report", help="write report.html and report.json for a build output")
-    r.add_argument("out")
-    r.add_argument("--sentences", type=int, default=4, help="sentences per kind/task in the contact sheets")
+    r.add_argument("out", help="a build's output folder (the config's output)")
+    r.add_argument("--sentences", type=int, default=4, help="sentences per kind/task in the contact sheets (default 4)")
     r.set_defaults(func=cmd_report)
 
     e = sub.add_parser("export-jsonl", help="token shards -> LVM/EasyLM JSONL ({'tokens': base64 int32})")
     e.add_argument("shards", nargs="+", help="token shard files, globs or folders")
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", required=True, help="the JSONL file to write")
     e.set_defaults(func=cmd_export_jsonl)
 
     i = sub.add_parser("import-jsonl", help="LVM/EasyLM JSONL -> one token shard")
-    i.add_argument("jsonl")
+    i.add_argument("jsonl", help="LVM/EasyLM JSONL, one {'tokens': base64 int32} per line")
     i.add_argument("--out", required=True, help="the token shard to write (a name ending in .arrow)")
     i.add_argument("--source", default="jsonl", help="source name (lower_snake_case), the start of every sentence id")
-    i.add_argument("--split", default="train", choices=["train", "val"])
+    i.add_argument("--split", default="train", choices=["train", "val"],
+                   help="the split its sentences are in (default train)")
     i.add_argument("--kind", default="image", help="sentence kind: image, video, multiview, category, pairs, "
                    "multitask or annotated_video")
-    i.add_argument("--tokenizer-name", default="vqgan-f16-8192-laion")
+    i.add_argument("--tokenizer-name", default="vqgan-f16-8192-laion", help="name of the tokenizer that made the codes")
     i.add_argument("--tokenizer-hash", default="unknown", help="weights hash of the tokenizer that made the codes")
     # bounds are the library's (`check_import`): the command names the flag of a value it refuses
     i.add_argument("--codebook-size", type=int, default=8192,
                    help="codes of the tokenizer that made the tokens (at most 65536: shards store uint16)")
-    i.add_argument("--tokens-per-image", type=int, default=256)
-    i.add_argument("--image-size", type=int, default=256)
+    i.add_argument("--tokens-per-image", type=int, default=256, help="codes per image (default 256: 16x16)")
+    i.add_argument("--image-size", type=int, default=256,
+                   help="side in pixels of the images the codes decode to (default 256)")
     i.set_defaults(func=cmd_import_jsonl)
 
     c = sub.add_parser("check", help="validate a config file, its sources and its tokenizer; print what it would build")
-    c.add_argument("config")
+    c.add_argument("config", help="the YAML config file (configs/sample.yaml is one; docs/config.md lists every field)")
     _add_set_option(c)
     c.set_defaults(func=cmd_check)
     return p

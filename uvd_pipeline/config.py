@@ -767,6 +767,10 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     if kind in ("int_type", "float_type") and isinstance(error.get("input"), bool):
         number = "a whole number" if kind == "int_type" else "a number"
         return f"{where}: expects {number}, got {error['input']} (YAML reads true/false, yes/no, on/off as booleans)"
+    if kind in ("int_type", "float_type") and (written := _number_as_text(error.get("input"), kind == "int_type")):
+        number = "a whole number" if kind == "int_type" else "a number"
+        return (f"{where}: expects {number}, got the text {error['input']!r}; write {written} without quotes (YAML "
+                "reads a quoted value, and an exponent without a dot such as 1e9, as text)")
     if kind in SHAPES:
         return f"{where}: expects {_shape_wanted(kind, loc, data)}, got {_shape_got(error.get('input'))}"
     if kind == "bool_type":
@@ -786,6 +790,22 @@ def _describe(error: dict[str, Any], data: Any) -> str:
         return message  # a check of the whole config that names its field itself
     shown = repr(error.get("input"))
     return f"{where}: {message}" + (f" (got {shown})" if len(shown) <= 60 and shown not in message else "")
+
+
+def _number_as_text(value: Any, whole: bool) -> str | None:
+    """The number a text field value spells (`"256"`, an unquoted `1e9`), written as YAML reads it
+    as a number; None if it spells none (or, for a whole number, a fraction)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        number = float(value.strip().replace("_", ""))
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    if whole:
+        return str(int(number)) if number.is_integer() else None
+    return repr(number)
 
 
 def _closest(word: Any, choices: Any) -> str | None:

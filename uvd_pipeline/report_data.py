@@ -38,7 +38,7 @@ def output_problems(output: str, summary: dict[str, Any]) -> list[tuple[str, str
     from uvd_pipeline.output_lock import lock_uri
     from uvd_pipeline.verify import verify_output
 
-    result = verify_output(output, quick=True, units=False)
+    result = verify_output(output, quick=True, units=False, mixture=False)
     problems = list(result.damaged)
     if result.holder_gone:
         problems.append((lock_uri(output), f"the build that held this output ({result.holder}) is gone, killed or "

@@ -23,10 +23,35 @@ def _text(value: Any) -> str:
                    else f"\\u{ord(c):04x}" for c in html.escape(str(value)))
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+# text from the data may be one unbroken word of hundreds of characters (a reject's key, from a long
+# file name): allowed to break anywhere, it wraps instead of widening the page past the window; cells
+# of numbers and headers keep theirs whole
+WRAP_CSS = "p,li,td.wrap{overflow-wrap:anywhere}td.wrap{min-width:16em}"
+
+
+def _table(headers: list[str], rows: list[list[Any]], wrap: int | None = None) -> str:
+    """A table of `rows`; column `wrap` holds text from the data, wrapped anywhere (`WRAP_CSS`)."""
     head = "".join(f"<th>{_text(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_text(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td class=\"wrap\">{_text(c)}</td>" if i == wrap else f"<td>{_text(c)}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+NO_SENTENCES = "<p>No sentences in this build.</p>"
+
+
+def _table_or_none(headers: list[str], rows: list[list[Any]]) -> str:
+    """`_table`, or a line saying there is nothing, where a table would show its header row alone."""
+    return _table(headers, rows) if rows else NO_SENTENCES
+
+
+def _nothing_built(totals: dict[str, Any]) -> str:
+    """The line under the title of a build without a sentence: why its sections are empty."""
+    if totals["sentences"]:
+        return ""
+    why = (f"every input was rejected ({totals['rejects']} rejects, by reason below)" if totals["rejects"]
+           else "its sources held no input")
+    return f"<p class=\"nothing\"><strong>No sentences: {why}.</strong></p>"
 
 
 def _tokenizer_html(section: dict[str, Any] | None) -> str:
@@ -165,7 +190,7 @@ def damaged_html(output: str, problems: list[tuple[str, str]]) -> str:
     mend it, no numbers (they would describe files that are not there any more)."""
     items = "".join(f"<li><code>{_text(uri)}</code>: {_text(why)}</li>" for uri, why in problems)
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>UVD build report: damaged output</title></head><body>
+<html><head><meta charset="utf-8"><title>UVD build report: damaged output</title><style>{WRAP_CSS}</style></head><body>
 <h1>UVD build report</h1>
 <p>Output <code>{_text(output)}</code> is damaged or unfinished: its summary's numbers no longer
 describe its files, so this page shows none. {len(problems)} problems:</p>
@@ -188,7 +213,7 @@ def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     reject_rows = [[reason, n, "; ".join(f"{e['key']} ({e['detail'][:60]})" for e in
                                          data["reject_examples"].get(reason, []))]
                    for reason, n in data["rejects_by_reason"].items()]
-    rejects = (_table(["reason", "count", "examples"], reject_rows) if reject_rows
+    rejects = (_table(["reason", "count", "examples"], reject_rows, wrap=2) if reject_rows
                else "<p>No rejects: every input is part of a sentence.</p>")
     sections = "".join(
         f"<h3>{_text(name)}</h3><img src=\"{_text(path)}\" alt=\"contact sheet of {_text(name)}\">"
@@ -198,18 +223,19 @@ def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>UVD build report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%;border:1px solid #ddd}}</style>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%;border:1px solid #ddd}}{WRAP_CSS}</style>
 </head><body>
 <h1>UVD build report</h1>
 <p>Output <code>{_text(data['output'])}</code>, config {_text(data['config_hash'])}, images {_text(data['image_size'])}px.
 {t['sentences']} sentences, {t['images']} images, {t['rejects']} rejects in {t['shards']} shards.</p>
+{_nothing_built(t)}
 {_warnings_html(data.get("warnings"))}
 <h2>Sentences by source</h2>
 {_table(['source', 'type', 'kinds', 'sentences', 'images', 'train', 'val', 'rejects', 'tokens'], source_rows)}
 <h2>Sentences by kind</h2>
-{_table(['kind', 'sentences'], [[k, n] for k, n in data['sentences_by_kind'].items()])}
+{_table_or_none(['kind', 'sentences'], [[k, n] for k, n in data['sentences_by_kind'].items()])}
 <h2>Sentences, images and tokens by kind and task</h2>
-{_table(['kind / task', 'sentences', 'images', 'tokens'], group_rows)}
+{_table_or_none(['kind / task', 'sentences', 'images', 'tokens'], group_rows)}
 <h2>Sentences by split</h2>
 {_table(['split', 'sentences'], [[k, n] for k, n in data['sentences_by_split'].items()])}
 <h2>Rejects by reason</h2>
@@ -218,7 +244,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 {_inputs_html(data["inputs"], data.get("plots", {}).get("inputs"))}
 {_lengths_html(data["sentence_lengths"], data.get("plots", {}).get("sentence_lengths"))}
 <h2>Contact sheets (one row per sentence, one sheet per kind and task)</h2>
-{sections}
+{sections or NO_SENTENCES}
 {_tokenizer_html(data.get("tokenizer"))}
 {_throughput_html(data["throughput"], data.get("plots", {}).get("throughput"))}
 {_mixture_html(data.get("mixture"))}

@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from sources import fsio
 from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
@@ -191,6 +192,66 @@ def missing_marks(output: str, summary: Any = None) -> list[tuple[str, str]]:
     return missing
 
 
+MERGED_HINT = "run the same build command again: it writes it anew from the committed shards"
+
+
+def _line_digest(lines: Iterable[bytes]) -> tuple[int, int]:
+    """(line count, order-free digest: the sum of the lines' sha256 mod 2**256) of JSONL lines,
+    since `rejects.jsonl` holds the shards' lines in another order than the shards do."""
+    count = total = 0
+    for line in lines:
+        if line.strip():
+            count += 1
+            total = (total + int.from_bytes(hashlib.sha256(line.rstrip(b"\n")).digest(), "big")) % (1 << 256)
+    return count, total
+
+
+def merged_rejects(output: str, summary: dict[str, Any], shard_rejects: dict[str, Recorded | None],
+                   full: bool) -> str | None:
+    """What is wrong with `rejects.jsonl` (None: nothing), held to the rejects files of the shards
+    `summary.json` lists (`shard_rejects`: the intact ones' by stats file; None where a shard's
+    own files are damaged, reported already). The report reads it (the examples of each reason);
+    a trainer's data filter may too. Its size is the sum of theirs (one line each, merged in another
+    order); with `full`, its lines are theirs, read and compared order-free."""
+    from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX
+    from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
+
+    uri = fsio.join(output, REJECTS_FILE)
+    try:
+        listed = [fsio.join(output, RENDERED_DIR, str(s["source"]), str(s["split"]),
+                            str(s["tar"])[: -len(TAR_SUFFIX)] + STATS_SUFFIX) for s in summary["shards"]]
+        counted = int(summary["totals"]["rejects"])
+    except (KeyError, TypeError, ValueError):
+        return None  # an unreadable summary is reported as such
+    files = [shard_rejects.get(stats) for stats in listed]
+    if any(f is None or f.bytes is None for f in files) or not shard_rejects.keys() <= set(listed):
+        # a shard of the list is damaged or missing (reported), or its stats predate sizes; or the
+        # summary lists not every committed shard (another config's, or the report names them)
+        return None
+    expected = sum(f.bytes for f in files)
+    fs, path = fsio.filesystem(uri)
+    try:
+        size = fs.size(path)
+    except FileNotFoundError:
+        return None if expected == 0 else f"missing ({SUMMARY_FILE} counts {counted} rejects); {MERGED_HINT}"
+    if size != expected:
+        return (f"{size} bytes, the committed shards' rejects files hold {expected} ({SUMMARY_FILE} counts {counted} "
+                f"rejects): cut short or edited; {MERGED_HINT}")
+    if not full:
+        return None
+    with fsio.open_file(uri) as handle:
+        found, digest = _line_digest(handle)
+    if found != counted:
+        return f"{found} rejects, {SUMMARY_FILE} counts {counted}; {MERGED_HINT}"
+    wanted = 0
+    for f in files:
+        with fsio.open_file(f.uri) as handle:
+            wanted = (wanted + _line_digest(handle)[1]) % (1 << 256)
+    if digest != wanted:
+        return f"its lines differ from the committed shards' rejects files (edited); {MERGED_HINT}"
+    return None
+
+
 def unreadable(refusal: OSError | str) -> str:
     """What is wrong with a file or folder the system refuses to read or list (no permission, a
     failing disk): its reason (the error, or its text as `fsio.unlistable` gives it), and the fix."""
@@ -209,6 +270,16 @@ def _stray(uri: str) -> str:
     return unreadable(reason) if reason else STRAY
 
 
+def _refused(uri: str) -> str | None:
+    """Why this user may not read a local file whose size is right (None: it may), asked without
+    reading it (`--quick` reads nothing; a mode-000 shard passed it as intact, then stopped the
+    trainer or the report)."""
+    local = fsio.local_path(uri)
+    if local is None or os.access(local, os.R_OK):
+        return None
+    return unreadable(PermissionError(errno.EACCES, os.strerror(errno.EACCES), local))
+
+
 def no_output(output: str, why: str) -> NotFound:
     """The error for a command given `output` that is no build output: a path that is not there, or
     is a file, is said to be so (a mistyped folder is not 'a folder without build.json')."""
@@ -223,14 +294,16 @@ def no_output(output: str, why: str) -> NotFound:
 
 
 def verify_output(output: str, quick: bool = False,
-                  on_damage: Callable[[str, str], None] | None = None, units: bool = True) -> VerifyResult:
+                  on_damage: Callable[[str, str], None] | None = None, units: bool = True,
+                  mixture: bool = True) -> VerifyResult:
     """Check every committed file of `output`; `on_damage(file, why)` is told of each damaged one.
     `units`: the unit store too (the build's cache: a mark read per input unit; the report, whose
-    numbers do not come from it, leaves it out)."""
+    numbers do not come from it, leaves it out); `mixture`: that `mixture.yaml` is there (the
+    trainer's file: the report shows the mix from the summary)."""
     from uvd_pipeline.build import BUILD_FILE
     from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.output_lock import read_holder
-    from uvd_pipeline.rendered_shards import RENDERED_DIR
+    from uvd_pipeline.rendered_shards import RENDERED_DIR, REJECTS_SUFFIX
     from uvd_pipeline.shards import TOKENS_DIR
     from uvd_pipeline.unit_relocation import pending_placements
     from uvd_pipeline.unit_store import UNITS_DIR
@@ -256,7 +329,7 @@ def verify_output(output: str, quick: bool = False,
     def check(recorded: Recorded) -> None:
         result.files += 1
         try:
-            why = check_file(recorded, full=not quick)
+            why = check_file(recorded, full=not quick) or (_refused(recorded.uri) if quick else None)
         except OSError as exc:  # a refusal (mode 000, a failing disk): the other files are checked all the same
             why = unreadable(exc)
         if why:
@@ -283,6 +356,7 @@ def verify_output(output: str, quick: bool = False,
             except OSError as exc:
                 damaged(uri, unreadable(exc))
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
+    shard_rejects: dict[str, Recorded | None] = {}  # intact rendered shard's stats file -> its rejects file
     intact_tars: dict[str, str | None] = {}  # committed tar (as placement records name it) -> its sha256
     # each shard folder listed once: its stats files, then (below) the files no stats file names
     found = {folder: listed(lambda out: files_below(out, folder), folder) for folder in (RENDERED_DIR, TOKENS_DIR)}
@@ -310,10 +384,13 @@ def verify_output(output: str, quick: bool = False,
                 check(recorded)
             if kind == "rendered" and len(result.damaged) == damage:
                 intact_tars[placed_name(uri, stats)] = stats.get("tar_sha256")
+                shard_rejects[uri] = next((f for f in files if f.uri.endswith(REJECTS_SUFFIX)), None)
     if holder is None:
         strays = unclaimed_files(output, claimed, found[RENDERED_DIR] + found[TOKENS_DIR])
         for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, _stray(uri)) for uri in strays]:
             damaged(uri, why)
+        if SUMMARY_FILE in read:
+            _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick, mixture, damaged)
 
     def refused(folder: str, exc: OSError) -> None:  # a unit folder of a source
         damaged(folder, unreadable(exc))
@@ -326,6 +403,25 @@ def verify_output(output: str, quick: bool = False,
         if why:
             damaged(uri, why)
     return result
+
+
+def _check_merged(output: str, summary: dict[str, Any], shard_rejects: dict[str, Recorded | None], quick: bool,
+                  mixture: bool, damaged: Callable[[str, str], None]) -> None:
+    """The files a finished build writes beside its summary from the shards: `rejects.jsonl`
+    (`merged_rejects`) and, where the summary records a token mix, the trainer's `mixture.yaml`."""
+    from uvd_pipeline.mixture import MIXTURE_FILE
+    from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
+
+    uri = fsio.join(output, REJECTS_FILE)
+    try:
+        why = merged_rejects(output, summary, shard_rejects, full=not quick)
+    except OSError as exc:
+        why = unreadable(exc)
+    if why:
+        damaged(uri, why)
+    mixture_uri = fsio.join(output, MIXTURE_FILE)
+    if mixture and summary.get("mixture") and _gone(mixture_uri):
+        damaged(mixture_uri, f"missing: {SUMMARY_FILE} records a token mix, the trainer's --data file; {MERGED_HINT}")
 
 
 def placed_name(stats_uri: str, stats: dict[str, Any]) -> str:
