@@ -694,7 +694,8 @@ LAYOUT_PROBE = """<script>window.addEventListener("load", () => {
 def test_report_of_hostile_file_names_in_chromium(tmp_path):
     """A build whose output folder is named `<script>alert(1)</script>` and whose input holds a
     hidden `.x<img src=x onerror=alert(1)>.png`, a text file named `<svg onload=alert(5)>.png`
-    and a 200-character name in a 19-deep folder chain (a reject key of 200 characters), loaded
+    and a 200-character name in a folder chain as deep as PATH_MAX allows below the test's own
+    folder (a reject key of 200 characters), loaded
     in headless Chromium: no element, script or handler of the data's, its text shown as text;
     and the page fits a 1280-pixel window (the one-word key of the rejects table made it 1818
     pixels wide)."""
@@ -706,7 +707,9 @@ def test_report_of_hostile_file_names_in_chromium(tmp_path):
             pytest.fail("UVD_REQUIRE_BROWSER is set but no chromium is installed")
         pytest.skip("no chromium on this machine (`make test` installs it)")
     images = tmp_path / "images"
-    deep = images.joinpath(*["d" * 200] * 19)
+    # 200-character folders down to about 4000 characters in all: under Linux's PATH_MAX (4096)
+    # wherever pytest's temporary folder lies (a fixed depth overran it below a longer one)
+    deep = images.joinpath(*["d" * 200] * ((4000 - len(str(images)) - 205) // 201))
     deep.mkdir(parents=True)
     Image.new("RGB", (60, 40), (200, 30, 30)).save(images / "ok.png")
     (images / ".x<img src=x onerror=alert(1)>.png").write_bytes(b"a hidden file")
