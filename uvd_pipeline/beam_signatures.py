@@ -28,8 +28,7 @@ _LOCK = threading.Lock()
 
 def _identity(func: types.FunctionType) -> tuple[Any, ...]:
     """What a function's signature is made of, compared by identity on each hit."""
-    return (func.__code__, func.__defaults__, func.__kwdefaults__, func.__dict__.get("__annotations__"),
-            getattr(func, "__annotations__", None))
+    return (func.__code__, func.__defaults__, func.__kwdefaults__, func.__annotations__)
 
 
 def memoized(get_signature: Callable[[Any], Any]) -> Callable[[Any], Any]:
