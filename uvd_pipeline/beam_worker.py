@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from uvd_pipeline import beam_signatures
 from uvd_pipeline.log_filters import quiet_handlers, quiet_refused_bundles
 
 
@@ -21,3 +22,4 @@ def _quiet_worker() -> None:
 
 
 _quiet_worker()
+beam_signatures.install()  # each bundle processor inspects its DoFns' methods again

@@ -495,7 +495,10 @@ def new_pipeline(config: BuildConfig, runner, options):
 
     import apache_beam as beam
 
+    from uvd_pipeline import beam_signatures
     from uvd_pipeline.output_lock import run_tmp
+
+    beam_signatures.install()  # before the graph: Beam inspects each DoFn's methods many times
 
     folder = run_tmp(config.output)
     saved = tempfile.tempdir

@@ -28,7 +28,6 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from tokenizer.atomic import open_atomic, write_bytes
@@ -153,6 +152,8 @@ def write_token_shard(path: str, rows: Iterable[TokenRow], meta: TokenShardMeta,
     """Write `path` (.arrow) and then its stats file; returns the stats. Local paths or fsspec URLs."""
     if not path.endswith(ARROW_SUFFIX):  # readers find shards, and the stats beside them, by the suffix
         raise ValueError(f"{path}: a token shard's name ends in {ARROW_SUFFIX}")
+    import pyarrow.compute as pc  # here: 0.1 s to import, and a build without tokens never needs it
+
     table = to_table(rows, meta)
     data = table_bytes(table)
 
