@@ -68,3 +68,16 @@ def test_installed_a_dofns_state_check_asks_inspect_nothing_the_second_time(monk
     assert userstate.get_dofn_specs(_Step()) == (set(), set())
     assert userstate.is_stateful_dofn(_Step()) is False
     assert calls == []
+
+
+def test_a_beam_without_the_expected_lookup_is_left_alone_with_a_warning(monkeypatch, caplog):
+    """A worker whose Beam moved `get_signature` (another release) builds unmemoized, warned,
+    rather than failing: the memo only saves time."""
+    from apache_beam.transforms import core
+
+    monkeypatch.setattr(beam_signatures, "_INSTALLED", False)
+    monkeypatch.setattr(core, "get_signature", lambda func: None)  # no longer decorators' own
+    with caplog.at_level("WARNING"):
+        beam_signatures.install()
+    assert core.get_signature(len) is None  # untouched
+    assert "left unmemoized" in caplog.text
