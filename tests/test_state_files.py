@@ -93,6 +93,14 @@ def test_verify_and_report_name_a_fifo_or_device_in_place_of_a_committed_file(mi
     report = _cli("report", str(out))
     assert report.returncode != 0 and "rejects.jsonl: a fifo (named pipe), not the file the build wrote" in report.stderr, report.stderr[-2000:]
 
+    rejects = out / "rejects.jsonl"
+    rejects.unlink()
+    with open(rejects, "wb") as handle:  # a sparse 80 MiB file without a line end: never read whole
+        handle.truncate(80 << 20)
+    report = _cli("report", str(out))
+    assert report.returncode != 0 and f"damaged: {rejects}: a line longer than 1 MiB" in report.stderr, \
+        report.stderr[-2000:]
+
 
 def test_a_build_record_past_its_cap_fails_the_build_naming_it(mini_corpus, mini_build, tmp_path):
     config, out = _copy(mini_corpus, mini_build, tmp_path)
