@@ -111,3 +111,27 @@ def test_a_build_record_past_its_cap_fails_the_build_naming_it(mini_corpus, mini
     assert run.returncode != 0
     assert f"{build} is larger than the 64 MiB this file may have; not a file this build wrote: delete it" in run.stderr, \
         run.stderr[-2000:]
+
+
+def test_the_report_copies_no_generation_strip_from_outside_the_trainer_folder(tmp_path):
+    """`OUT/trainer/demo.json` names the demo's generation strip the report copies next to its page:
+    a name that climbs out (`../../secret`) is refused naming the field, never copied; a fifo in
+    the strip's place is refused unopened."""
+    from uvd_pipeline.report import trainer_section
+    from uvd_pipeline.state_files import StateFileRefused
+
+    out, report = tmp_path / "out", tmp_path / "out" / "report"
+    (out / "trainer").mkdir(parents=True)
+    report.mkdir()
+    (tmp_path / "secret").write_bytes(b"private bytes")
+    demo = {"preset": "tiny", "parameters": 1, "steps": 2, "seq_len": 8, "tokens_seen": 16, "tokens_per_s": 1.0,
+            "final_loss": 8.5, "prompts": [], "legend": "", "curve": {"step": [1, 2], "loss": [9.0, 8.5]},
+            "generation_png": "../../secret"}
+    (out / "trainer" / "demo.json").write_text(json.dumps(demo))
+    with pytest.raises(ValueError, match=r"demo.json: generation_png '\.\./\.\./secret' is no file name in its folder"):
+        trainer_section(str(out), str(report))
+    assert not (report / "trainer_generation.png").exists()
+    os.mkfifo(out / "trainer" / "generation.png")
+    (out / "trainer" / "demo.json").write_text(json.dumps({**demo, "generation_png": "generation.png"}))
+    with pytest.raises(StateFileRefused, match="generation.png is a fifo"):
+        trainer_section(str(out), str(report))
