@@ -448,8 +448,47 @@ def relist(key: tuple, rename: Callable[[str], str] | None = None) -> str:
         return "missing"
 
 
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a fifo (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def special_kind(mode: int) -> str | None:
+    """What a path of `st_mode` `mode` is when it is a fifo, socket or device ("a fifo (named
+    pipe)", ...), else None (a regular file, a folder)."""
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
+
+
+class NotAFile(OSError):
+    """A local path that is a fifo, socket or device, refused before it is opened: opening a fifo
+    blocks until a writer comes, and a device (`/dev/zero`, a link to it) reads without end.
+    `kind` says which ("a fifo (named pipe)", ...)."""
+
+    def __init__(self, uri: str, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"{uri} is {kind}, not a file")
+
+
+def refuse_special(uri: str) -> None:
+    """Raise `NotAFile` when `uri` is a local fifo, socket or device (links followed; judged by
+    `stat`, which never opens it). Anything else, a missing path included, is left to the open
+    that follows, which raises its own error. Remote filesystems hold no such files."""
+    path = local_path(uri)
+    if path is None:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    kind = special_kind(mode)
+    if kind:
+        raise NotAFile(uri, kind)
+
+
 def open_file(uri: str, mode: str = "rb") -> IO[bytes]:
+    """An open file; a local fifo, socket or device raises `NotAFile` unopened (`refuse_special`)."""
     _opened(uri)
+    if "r" in mode:
+        refuse_special(uri)
     return fsspec.open(uri, mode).open()
 
 
@@ -459,8 +498,10 @@ class FileTooLarge(ValueError):
 
 def read_bytes(uri: str, limit: int | None = None) -> bytes:
     """The whole file; with `limit`, raises `FileTooLarge` instead of reading past that many bytes
-    (before reading any where the open file says its size: no stat of the path beforehand)."""
+    (before reading any where the open file says its size). A local fifo, socket or device raises
+    `NotAFile` unopened."""
     _opened(uri)
+    refuse_special(uri)
     with fsspec.open(uri, "rb") as handle:
         if limit is None:
             return handle.read()
@@ -511,6 +552,7 @@ def read_text(uri: str) -> str:
 
 def iter_lines(uri: str) -> Iterator[str]:
     _opened(uri)
+    refuse_special(uri)
     with fsspec.open(uri, "rt", encoding="utf-8") as handle:
         for line in handle:
             yield line.rstrip("\n")

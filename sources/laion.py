@@ -236,7 +236,9 @@ def refuse_tfrecords(name: str, root: str, files: list[str]) -> None:
 
 
 def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
-    files = [f for f in fsio.list_files(root) if not set_aside(fsio.basename(f))]
+    # `links`: a shard that is a fifo or a link still names the layout (its unit rejects it,
+    # `not_a_file`), never taken for a plain folder whose listings are images without their file
+    files = [f for f in fsio.list_files(root, links=True) if not set_aside(fsio.basename(f))]
     if any(_is_shard_name(f) for f in files):
         return "webdataset"
     parquets = [f for f in files if f.endswith(".parquet")]

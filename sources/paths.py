@@ -297,7 +297,8 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
     if stat.S_ISDIR(mode) and loops_back(path):
         raise LinkLoop(f"{shown_name(relative_to_root(root, path))} is a link to a folder above it (a loop), not read")
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise NotAFile(f"{shown_name(relative_to_root(root, path))} is a fifo, socket or device, not a file")
+        kind = fsio.special_kind(mode) or "a fifo, socket or device"
+        raise NotAFile(f"{shown_name(relative_to_root(root, path))} is {kind}, not a file (never opened)")
     if stat.S_ISDIR(mode) and (refused := fsio.unlistable(path)):
         raise UnreadableFolder(f"{shown_name(relative_to_root(root, path))} is a folder this user cannot list ({refused}): "
                                "give read and search access to it (chmod a+rX), or move it out of the source")

@@ -28,19 +28,23 @@ block: the tar's `corrupt_archive`, read no further. Pax records are read in one
 of digits), and each header is let go once its member is visited. A plain tar's headers are read
 once, by `scan`, which keeps what the read needs of each (`KeptHeaders`: name, type, offsets, size;
 never the pax records) within `MAX_KEPT_HEADER_BYTES`, judged before each is kept; past it, and for
-a compressed tar, the read reads the headers again. A member's declared size is held to the file
+a compressed tar, the read reads the headers again. A gzipped tar that inflates clean within that
+budget is inflated once, by `scan`, and read from its inflated copy (`small_gzip`). A member's declared size is held to the file
 (`_bound_data`): a negative one is refused; one past the end of the file ends the walk there as on
 any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 import posixpath
 import re
 import sys
 import tarfile
+import zlib
 from array import array
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
@@ -415,6 +419,7 @@ class Layout:
     key_ends: dict[bytes, int] = field(default_factory=dict)  # sample key digest -> ordinal of its last member
     position: int = -1
     headers: "KeptHeaders | None" = None  # a plain tar's member headers as `scan` read them: the read walks them
+    inflated: bytes | None = None  # a small gzipped tar as `scan` inflated it (`small_gzip`): the read reads it
 
     def visit(self, info: tarfile.TarInfo) -> str | None:
         """Advance to `info`; the detail of its `duplicate_member` reject when a later copy of its
@@ -504,7 +509,60 @@ class KeptHeaders:
             yield info
 
 
+def small_gzip(handle: IO[bytes]) -> bytes | None:
+    """The tar inside a gzipped one (`.tar.gz`, `.tgz`) when its one gzip member inflates whole and
+    clean (its CRC and length checked, nothing after it) to at most `MAX_KEPT_HEADER_BYTES`; None
+    otherwise, judged from its trailer's declared length first (a shard past it is not inflated
+    here), and never inflating past the cap whatever it declares. `handle` is left anywhere."""
+    handle.seek(0)
+    if handle.read(2) != b"\x1f\x8b":
+        return None
+    size = _file_size(handle)
+    if size is None or size < 20:
+        return None
+    handle.seek(size - 4)
+    if int.from_bytes(handle.read(4), "little") > MAX_KEPT_HEADER_BYTES:
+        return None
+    handle.seek(0)
+    inflater, parts, total = zlib.decompressobj(16 + zlib.MAX_WBITS), [], 0
+    try:
+        while not inflater.eof and (chunk := handle.read(1 << 16)):
+            part = inflater.decompress(chunk, MAX_KEPT_HEADER_BYTES + 1 - total)
+            total += len(part)
+            parts.append(part)
+            if total > MAX_KEPT_HEADER_BYTES or inflater.unconsumed_tail:
+                return None
+    except zlib.error:
+        return None
+    if not inflater.eof or inflater.unused_data or handle.read(1):
+        return None  # cut short, or more after it (a second gzip member, junk): read as before
+    return b"".join(parts)
+
+
+def _opened(uri: str, layout: Layout) -> Any:
+    """The tar to read: the scan's inflated copy of a small gzipped one, else the file."""
+    if layout.inflated is not None:
+        return contextlib.nullcontext(io.BytesIO(layout.inflated))
+    return fsio.open_file(uri)
+
+
 def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
+    """`_scan`, a small gzipped tar inflated once: its scan and its read take the inflated tar
+    (`small_gzip`) where that scan keeps every header and meets no damage; any other is scanned
+    (and read) from its file as before, so that its items, order and rejects stay the same."""
+    try:
+        with fsio.open_file(uri) as handle:
+            inflated = small_gzip(handle)
+    except (OSError, ValueError):
+        inflated = None  # the scan below meets it again and says it
+    if inflated is not None:
+        layout = _scan(uri, keyed, Layout(inflated=inflated))
+        if layout.headers is not None and layout.headers.error is None:
+            return layout
+    return _scan(uri, keyed, Layout())
+
+
+def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layout:
     """The `Layout` of the tar at `uri` from its member headers (data skipped; a compressed tar is
     read through); `keyed` gives a member name's sample key (webdataset shards), None for archives
     read member by member. A cut or unreadable tar gives what its headers before the damage say
@@ -514,9 +572,8 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
     `MAX_KEPT_HEADER_BYTES`. A tar appended to between scan and read ends where the scan saw it end
     (a rerun redoes the unit: the state of its inputs is recorded)."""
     names: dict[bytes, int] = {}  # name digest -> how many members have it: ~100 bytes a member
-    layout = Layout()
     try:
-        with fsio.open_file(uri) as handle, open_tar(handle, tar_mode(handle)) as tar:
+        with _opened(uri, layout) as handle, open_tar(handle, tar_mode(handle)) as tar:
             layout.headers = KeptHeaders() if tar.fileobj is handle else None  # a compressed tar is a stream
             for ordinal, info in enumerate(tar):
                 tar.members.clear()
@@ -566,7 +623,7 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
     layout = scan(uri) if layout is None else layout
     kept = layout.headers
     try:
-        with fsio.open_file(uri) as handle, open_tar(handle, "r:" if kept is not None else mode(handle)) as tar:
+        with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle)) as tar:
             for info in tar if kept is None else kept.members(tar):
                 replaced = layout.visit(info)
                 yield from visit(tar, info) if replaced is None else shadowed(info, replaced)

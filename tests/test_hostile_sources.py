@@ -1077,3 +1077,31 @@ def test_a_negative_member_size_is_refused_from_its_header(tmp_path: Path):
     assert [i.key for i in items if not isinstance(i, Reject)] == ["inet-train-n01440764-n01440764_0"]
     (reject,) = [i for i in items if isinstance(i, Reject)]
     assert reject.reason == "corrupt_archive" and "declares -5 bytes" in reject.detail, reject
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_img2dataset_shard_that_is_a_fifo_or_device_is_rejected_as_such(sample_corpus: Path, tmp_path: Path,
+                                                                            kind: str):
+    """A webdataset shard beside its parquet and stats that is a fifo (or, links followed, a
+    device): the folder is still img2dataset's layout, and the shard is one `not_a_file` reject
+    saying what it is, never opened (a fifo blocks); not a plain folder whose `_stats.json` is an
+    image without its file, with the parquet's samples gone unaccounted."""
+    from conftest import MINI_LAION_SHARD
+
+    root = tmp_path / "laion"
+    root.mkdir()
+    stem = f"{MINI_LAION_SHARD:05d}"
+    for name in (f"{stem}.parquet", f"{stem}_stats.json"):
+        (root / name).write_bytes((sample_corpus / "laion" / name).read_bytes())
+    shard = root / f"{stem}.tar"
+    if kind == "fifo":
+        os.mkfifo(shard)
+    else:
+        shard.symlink_to("/dev/zero")
+    items = _items(LaionSource("web", str(root), follow_links=True))
+    reasons = [i.reason for i in items if isinstance(i, Reject)]
+    assert reasons.count("not_a_file") == 1 and "missing_image" not in reasons, reasons
+    assert not [i for i in items if not isinstance(i, Reject)]
+    detail = next(i.detail for i in items if isinstance(i, Reject) and i.reason == "not_a_file")
+    what = "a fifo (named pipe)" if kind == "fifo" else "a character device"
+    assert detail == f"'{stem}.tar' is {what}, not a file (never opened)"

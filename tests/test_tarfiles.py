@@ -3,6 +3,7 @@ of those bytes, data offsets that point at the data, and archives GNU tar itself
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -378,3 +379,93 @@ def test_a_sparse_member_reads_back_its_bytes_as_does_the_member_after_it(tmp_pa
     items = [item for unit in source.units() for item in source.read(unit)]
     assert not [item for item in items if isinstance(item, Reject)], items
     assert [item.data for item in items] == [(files / name).read_bytes() for name in names if name.endswith(".jpg")]
+
+
+def _gzipped_shards(tmp_path) -> dict[str, "Path"]:
+    """The same img2dataset shard gzipped the ways the world gzips one: webdataset's TarWriter
+    writing `.tar.gz` itself, GNU tar -czf and bsdtar -czf of its files (`.tgz`, `.tar.gz`), and
+    GNU tar after `tar -rf` appended a second copy of a member, then gzip."""
+    import webdataset as wds
+
+    require_archivers("tar", "bsdtar", "gzip")
+    plain = _web_shard(tmp_path / "plain", 8)
+    files = tmp_path / "files"
+    files.mkdir()
+    subprocess.run(["tar", "-xf", str(plain), "-C", str(files)], check=True)
+    names = sorted(os.listdir(files))
+    shards = {}
+    for label, stem in (("webdataset", "00000.tar.gz"), ("gnu", "00000.tgz"), ("bsdtar", "00000.tar.gz"),
+                        ("appended", "00000.tar.gz")):
+        folder = tmp_path / label
+        folder.mkdir()
+        for name in ("00000.parquet", "00000_stats.json"):
+            shutil.copy(plain.parent / name, folder / name)
+        shards[label] = folder / stem
+    with tarfile.open(plain) as tar, wds.TarWriter(str(shards["webdataset"]), compress=True) as sink:
+        samples: dict[str, dict] = {}
+        for info in tar.getmembers():
+            key, ext = info.name.split(".", 1)
+            samples.setdefault(key, {"__key__": key})[ext] = tar.extractfile(info).read()
+        for sample in samples.values():
+            sink.write(sample)
+    subprocess.run(["tar", "-czf", str(shards["gnu"]), "-C", str(files), *names], check=True)
+    subprocess.run(["bsdtar", "-czf", str(shards["bsdtar"]), "-C", str(files), *names], check=True)
+    appended = tmp_path / "appended.tar"
+    subprocess.run(["tar", "-cf", str(appended), "-C", str(files), *names], check=True)
+    (files / names[0]).write_bytes(b"\xff\xd8\xff a later copy")
+    subprocess.run(["tar", "-rf", str(appended), "-C", str(files), names[0]], check=True)
+    shards["appended"].write_bytes(subprocess.run(["gzip", "-c", str(appended)], check=True,
+                                                  capture_output=True).stdout)
+    return shards
+
+
+def test_a_small_gzipped_shard_is_inflated_once_and_reads_as_before(tmp_path, monkeypatch):
+    """A gzipped shard within `MAX_KEPT_HEADER_BYTES` inflated is inflated once, by `scan`, whose
+    copy the read reads (its file's bytes read once, not twice); its items, their order and its
+    rejects are what reading it twice gives (`small_gzip` off), for shards of webdataset, GNU tar,
+    bsdtar and an appended copy; cut anywhere in its gzip stream or its tar, or past the budget,
+    it is read twice as before, with the same items."""
+    from sources import fsio, tar_members
+    from sources.laion import LaionSource
+
+    read_bytes = []
+
+    def counted_open(uri, mode="rb"):
+        handle = opened(uri, mode)
+        if uri.endswith((".tgz", ".tar.gz")):  # the shard's bytes, not its parquet's
+            original = handle.read
+            handle.read = lambda *a: read_bytes.append(len(data := original(*a))) or data
+        return handle
+
+    opened = fsio.open_file
+    for label, shard in _gzipped_shards(tmp_path).items():
+        source = LaionSource("web", str(shard.parent), "webdataset")
+        whole = shard.read_bytes()
+        plain = gzip.decompress(whole)
+        cuts = {"whole": whole, "gzip cut": whole[: len(whole) * 2 // 3], "no gzip trailer": whole[:-8],
+                "tar cut": gzip.compress(plain[: len(plain) // 2]), "junk after": whole + b"junk"}
+        for where, data in cuts.items():
+            shard.write_bytes(data)
+            monkeypatch.setattr(fsio, "open_file", counted_open)
+            read_bytes.clear()
+            once = _items(source)
+            read_once = sum(read_bytes)
+            monkeypatch.setattr(tar_members, "small_gzip", lambda handle: None)
+            read_bytes.clear()
+            twice = _items(source)
+            read_twice = sum(read_bytes)
+            monkeypatch.undo()
+            assert once == twice, (label, where)
+            assert where != "whole" or "corrupt_archive" not in "".join(once), (label, once)
+            inflated = tar_members.scan(str(shard)).inflated
+            if where == "whole":
+                assert inflated == plain and "ImageRecord" in "".join(once), label
+                assert read_once < 1.2 * len(data) < read_twice, (label, read_once, read_twice, len(data))
+            else:
+                assert inflated is None, (label, where)
+        shard.write_bytes(whole)
+        monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", len(plain) - 1)
+        assert tar_members.scan(str(shard)).inflated is None
+        past = _items(source)
+        monkeypatch.undo()
+        assert past == _items(source), label

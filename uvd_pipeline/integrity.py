@@ -55,12 +55,24 @@ def check_file(recorded: Recorded, full: bool = False, sizes: dict[str, int] | N
         size = sizes.get(path) if sizes is not None else fs.size(path)
     except FileNotFoundError:
         return "missing (its stats file records it)"
-    if size is None:
-        return "missing (its stats file records it)"
+    if size is None:  # a listing holds files only: a fifo or device in its place is none
+        return _not_a_file(recorded.uri) or "missing (its stats file records it)"
     if recorded.bytes is not None and size != recorded.bytes:
-        return f"{size} bytes, its stats record {recorded.bytes} (truncated or rewritten)"
-    if full and recorded.sha256 and sha256_of(recorded.uri) != recorded.sha256:
-        return "sha256 differs from its stats: the bytes changed after it was committed"
+        return _not_a_file(recorded.uri) or f"{size} bytes, its stats record {recorded.bytes} (truncated or rewritten)"
+    try:
+        if full and recorded.sha256 and sha256_of(recorded.uri) != recorded.sha256:
+            return "sha256 differs from its stats: the bytes changed after it was committed"
+    except fsio.NotAFile as exc:  # its size (0) matched: a fifo says 0, /dev/zero too
+        return f"{exc.kind}, not the file its stats record"
+    return None
+
+
+def _not_a_file(uri: str) -> str | None:
+    """What a fifo, socket or device in place of a committed file is, judged unopened."""
+    try:
+        fsio.refuse_special(uri)
+    except fsio.NotAFile as exc:
+        return f"{exc.kind}, not the file its stats record"
     return None
 
 

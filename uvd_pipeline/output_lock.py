@@ -32,9 +32,11 @@ from typing import Any
 
 from sources import fsio
 from uvd_pipeline.config import ConfigError
+from uvd_pipeline.state_files import read_state_json
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "_lock.json"
+LOCK_MAX_BYTES = 64 << 10  # ours hold a host, a pid, a time and a run id: ~150 bytes
 TMP_DIR = "_tmp"
 UNREADABLE_GRACE_S = 60.0  # a lock file still empty this long after it was made is a crashed start
 
@@ -94,7 +96,7 @@ def lock_uri(output: str) -> str:
 def read_holder(output: str) -> LockHolder | None:
     """Who holds the output's lock (None: nobody, or a lock file that cannot be read)."""
     try:
-        raw = json.loads(fsio.read_bytes(lock_uri(output)))
+        raw = read_state_json(lock_uri(output), LOCK_MAX_BYTES)
         return LockHolder(str(raw["host"]), int(raw["pid"]), str(raw["started"]), str(raw["run_id"]),
                           raw.get("pid_start"))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
@@ -157,8 +159,7 @@ def _remove_lock(output: str, expected: LockHolder | None) -> None:
     except FileNotFoundError:
         return
     try:
-        with open(aside, "rb") as handle:
-            raw = json.loads(handle.read())
+        raw = read_state_json(aside, LOCK_MAX_BYTES)
         moved = LockHolder(str(raw["host"]), int(raw["pid"]), str(raw["started"]), str(raw["run_id"]),
                            raw.get("pid_start"))
     except (OSError, ValueError, KeyError, TypeError):

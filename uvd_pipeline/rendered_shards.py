@@ -43,6 +43,7 @@ from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, Shard
 from uvd_pipeline.keys import apart_when_folded
 from uvd_pipeline.quality import ShardQuality
 from uvd_pipeline.sentences import Sentence
+from uvd_pipeline.state_files import read_state_json
 from uvd_pipeline.tarfiles import TarWriter
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def stats_files(output: str) -> list[str]:
 
 
 def read_json(uri: str) -> Any:
-    return json.loads(fsio.read_bytes(uri))
+    """One of the build's own JSON files, judged before it is read (`state_files`)."""
+    return read_state_json(uri)
 
 
 def read_stats(uri: str) -> dict[str, Any]:

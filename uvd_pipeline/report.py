@@ -33,6 +33,7 @@ from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, TRAINER_DIR, build_
                                       trainer_figures)
 from uvd_pipeline.report_page import damaged_html, render_html
 from uvd_pipeline.shards import REBUILD_HINT, ShardDamaged
+from uvd_pipeline.state_files import read_state
 from uvd_pipeline.report_plots import (contact_sheet, inputs_plot, lengths_plot, loss_plot, save_image,
                                        throughput_plot, tokens_plot)
 from uvd_pipeline.summary import SUMMARY_FILE
@@ -89,10 +90,20 @@ def trainer_section(output: str, report_dir: str) -> dict[str, Any] | None:
     section = trainer_figures(demo)
     section["loss_plot"] = loss_plot(demo, report_dir)
     if demo.get("generation_png"):
-        strip = fsio.read_bytes(fsio.join(output, TRAINER_DIR, demo["generation_png"]))
+        strip = read_state(_strip_uri(output, demo["generation_png"]))  # a fifo or a huge file refused
         write_bytes(fsio.join(report_dir, "trainer_generation.png"), strip)
         section["generation"] = "trainer_generation.png"
     return section
+
+
+def _strip_uri(output: str, name: Any) -> str:
+    """The demo's generation strip: a file of `OUT/trainer/` its demo.json names by its plain name
+    (`trainer.demo` writes `generation.png`); a path, `..` or no text is refused naming the field,
+    never copied into the report from wherever it leads."""
+    if not isinstance(name, str) or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"{fsio.join(output, TRAINER_DIR, 'demo.json')}: generation_png {str(name)[:80]!r} is no "
+                         "file name in its folder; run python -m trainer.demo again (it writes the file anew)")
+    return fsio.join(output, TRAINER_DIR, name)
 
 
 def contact_sheets(output: str, summary: dict[str, Any], report_dir: str, per_group: int) -> dict[str, str]:

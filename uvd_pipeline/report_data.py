@@ -19,6 +19,9 @@ from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
 TRAINER_DIR = "trainer"  # written by `python -m trainer.demo` (the report only reads it)
 EXAMPLES_PER_REASON = 3
+# a line of `rejects.jsonl`: a key, a reason, a detail of at most 300 characters (~0.5 KB); one past
+# this is no line the build wrote (a file replaced by one without line ends is never read whole)
+MAX_REJECT_LINE_BYTES = 1 << 20
 # reconstruction sample of each source: its token shards in path order (train before val), the
 # first RECONSTRUCTION_PER_SENTENCE images of each sentence in order, RECONSTRUCTION_IMAGES in all
 RECONSTRUCTION_IMAGES = 8
@@ -84,6 +87,23 @@ def pick_sentences(output: str, summary: dict[str, Any], per_group: int) -> dict
     return dict(sorted(picked.items()))
 
 
+def _reject_lines(uri: str) -> Iterator[bytes]:
+    """The lines of the build's `rejects.jsonl`, each read within `MAX_REJECT_LINE_BYTES`: a fifo
+    or device in its place (never opened) or a longer line is a `ShardDamaged` naming the file."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    fix = "not the file the build wrote; the build writes it again"
+    try:
+        handle = fsio.open_file(uri)
+    except fsio.NotAFile as exc:  # a fifo would block the report, /dev/zero never end
+        raise ShardDamaged(uri, f"{exc.kind}, {fix}") from None
+    with handle:
+        while line := handle.readline(MAX_REJECT_LINE_BYTES + 1):
+            if len(line) > MAX_REJECT_LINE_BYTES:
+                raise ShardDamaged(uri, f"a line longer than {MAX_REJECT_LINE_BYTES >> 20} MiB, {fix}")
+            yield line.rstrip(b"\n")
+
+
 def _reject_examples(output: str, expected: int) -> dict[str, list[dict[str, str]]]:
     """The first rejects of each reason; `ShardDamaged` when the file does not hold the `expected`
     number of rejects the summary counts (cut short or replaced since the build)."""
@@ -93,7 +113,7 @@ def _reject_examples(output: str, expected: int) -> dict[str, list[dict[str, str
     uri = fsio.join(output, REJECTS_FILE)
     found = 0
     if fsio.exists(uri):
-        for line in fsio.iter_lines(uri):
+        for line in _reject_lines(uri):
             if not line:
                 continue
             found += 1

@@ -31,12 +31,14 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from tokenizer.atomic import open_atomic, write_bytes
+from tokenizer.config import read_json
 from uvd_pipeline.mixture import KIND_GROUPS, NAME_PATTERN
 
 TOKEN_FORMAT_VERSION = 1
 TOKENS_DIR = "tokens"
 ARROW_SUFFIX = ".arrow"
 STATS_SUFFIX = ".stats.json"
+STATS_MAX_BYTES = 64 << 20  # judged before it is read (a fifo, /dev/zero or a huge file in its place)
 META_PREFIX = "uvd."
 
 SCHEMA = pa.schema([
@@ -192,8 +194,7 @@ def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
     Raises `ShardDamaged` naming the damaged file."""
     stats_path = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
     try:
-        with open(stats_path, "rb") as handle:
-            stats = json.loads(handle.read())
+        stats = read_json(stats_path, STATS_MAX_BYTES, "a token shard's stats", "ours take ~1 KB")
         if not isinstance(stats, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:

@@ -25,6 +25,7 @@ from uvd_pipeline.integrity import REBUILD_HINT, Recorded, ShardDamaged, rendere
 from uvd_pipeline.quality import INPUT_BINS, empty_inputs, merge_inputs, merge_lengths, sorted_lengths, stage_throughput
 from uvd_pipeline.rendered_shards import REJECTS_SUFFIX, STATS_SUFFIX, read_json, stats_files
 from uvd_pipeline.source_factory import source_notices
+from uvd_pipeline.state_files import STATE_MAX_BYTES, read_state
 from uvd_pipeline.tokenize_stage import arithmetic_label, summarize_tokens
 
 SUMMARY_FILE = "summary.json"
@@ -155,8 +156,8 @@ def _checked_text(file: Recorded | str) -> str:
     """A shard's rejects file, checked against its stats on use like every committed file: an
     altered one is a `ShardDamaged` naming it, never lines merged into `rejects.jsonl`."""
     if isinstance(file, str):
-        return fsio.read_text(file)
-    data = fsio.read_bytes(file.uri)
+        return read_state(file).decode("utf-8")
+    data = read_state(file.uri, STATE_MAX_BYTES if file.bytes is None else file.bytes)
     if file.bytes is not None and len(data) != file.bytes:
         raise ShardDamaged(file.uri, f"{len(data)} bytes, its stats file records {file.bytes}; {REBUILD_HINT}")
     if file.sha256 is not None and hashlib.sha256(data).hexdigest() != file.sha256:

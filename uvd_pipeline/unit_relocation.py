@@ -357,7 +357,14 @@ def _relocate_unit(mark_uri: str, located: dict[str, Moved],
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return result  # not a unit of this store version: the next load renders it again
     moved_uri, images_uri = stem + MOVED_SUFFIX, stem + BIN_SUFFIX
-    earlier = read_moved(moved_uri, mark["render"])
+    try:
+        earlier = read_moved(moved_uri, mark["render"])
+    except ValueError as exc:  # damaged or refused (`state_files`): where its images went is unknown
+        log.warning("unit %s: unreadable %s record (%s): removed from the store, the next build renders it again",
+                    fsio.basename(stem), MOVED_SUFFIX, exc)
+        _forget(stem)
+        result.forgotten += 1
+        return result
     now = located.get(rendering, {})
     suspects = {o: (v[2], v[3]) for o, v in earlier.items()} | doubtful.get(rendering, {})
     lost = [(o, length, sha) for o, (length, sha) in suspects.items() if o not in now]

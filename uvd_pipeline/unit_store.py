@@ -43,6 +43,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from sources import fsio
 from tokenizer.atomic import AtomicFile, is_temporary, write_bytes
+from uvd_pipeline.state_files import read_state, read_state_json
 
 log = logging.getLogger(__name__)
 UNITS_DIR = "_units"
@@ -247,7 +248,7 @@ def committed_digests(output: str, source: str, uids: Iterable[str]) -> list[tup
     for uid in uids:
         uri = fsio.join(output, UNITS_DIR, source, uid + MARK_SUFFIX)
         try:
-            mark = json.loads(fsio.read_bytes(uri))
+            mark = read_state_json(uri)
         except (FileNotFoundError, ValueError):
             return None
         if not isinstance(mark, dict) or not isinstance(mark.get("inputs_digest"), str):
@@ -315,7 +316,7 @@ class UnitStore:
         uid = self.uid(unit)
         mark_uri = self._path(uid, MARK_SUFFIX)
         try:
-            mark = json.loads(fsio.read_bytes(mark_uri))
+            mark = read_state_json(mark_uri)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -369,7 +370,7 @@ class UnitStore:
 
     def _read_checked(self, uid: str, suffix: str, recorded: dict[str, Any]) -> bytes:
         uri = self._path(uid, suffix)
-        data = fsio.read_bytes(uri)
+        data = read_state(uri, recorded["bytes"])  # its mark's size is its cap
         if len(data) != recorded["bytes"]:
             raise ValueError(f"{uri} holds {len(data)} bytes, its commit mark says {recorded['bytes']}")
         if hashlib.sha256(data).hexdigest() != recorded["sha256"]:
@@ -441,7 +442,7 @@ Moved = dict[int, tuple[str, int, int, str]]  # offset in the unit's image file 
 def read_moved(uri: str, render: str) -> Moved:
     """Where a unit's images moved (`unit_relocation`): only for the rendering `render`."""
     try:
-        data = json.loads(fsio.read_bytes(uri))
+        data = read_state_json(uri)
     except FileNotFoundError:
         return {}
     if not isinstance(data, dict) or data.get("render") != render:
@@ -550,6 +551,7 @@ class StoreReader:
 
 
 SHARD_INPUTS_DIR = "_inputs"
+SHARD_INPUTS_MAX_BYTES = 4096  # a sha256 in hex, 64 bytes
 
 
 def shard_inputs_uri(output: str, source: str, stem: str) -> str:
@@ -561,8 +563,8 @@ def shard_inputs_uri(output: str, source: str, stem: str) -> str:
 
 def read_shard_inputs(uri: str) -> str | None:
     try:
-        return fsio.read_bytes(uri).decode().strip()
-    except (FileNotFoundError, UnicodeDecodeError):
+        return read_state(uri, SHARD_INPUTS_MAX_BYTES).decode().strip()
+    except (FileNotFoundError, ValueError):  # not UTF-8, or refused (`state_files`): built again
         return None
 
 
@@ -576,7 +578,8 @@ def unit_marks(output: str, refused: Callable[[str, OSError], None] | None = Non
     marks = []
     for folder in fsio.list_dirs(root):
         try:
-            marks += [f for f in fsio.list_files(folder, (MARK_SUFFIX,)) if not is_temporary(f)]
+            # `links`: a link or fifo in a mark's place is listed too, and its check names it
+            marks += [f for f in fsio.list_files(folder, (MARK_SUFFIX,), links=True) if not is_temporary(f)]
         except OSError as exc:
             if refused is None:
                 raise
@@ -593,7 +596,7 @@ def check_unit(output: str, mark_uri: str, full: bool,
     fails without them (a build killed in its write phase freed their store copies, and its
     `.moved` records come with the rerun)."""
     try:
-        mark = json.loads(fsio.read_bytes(mark_uri))
+        mark = read_state_json(mark_uri)
         store = UnitStore(output, mark["source"], mark["config_hash"])
         uid = fsio.basename(mark_uri)[: -len(MARK_SUFFIX)]
         try:

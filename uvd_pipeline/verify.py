@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 from sources import fsio
 from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
 from uvd_pipeline.shards import NotFound
+from uvd_pipeline.state_files import read_state_json
 from uvd_pipeline.unit_store import check_unit, unit_marks
 
 
@@ -59,7 +60,7 @@ class VerifyResult:
 
 
 def _json(uri: str) -> Any:
-    data = json.loads(fsio.read_bytes(uri))
+    data = read_state_json(uri)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data

@@ -1,0 +1,137 @@
+"""A build's own files read back on a rerun, by `verify` and by `report` (commit marks, `.moved`
+records, shard inputs, stats, rejects files, `build.json`) are judged before they are read: a fifo,
+socket or device in their place is never opened (opening a fifo blocks, `/dev/zero` never ends),
+and no more than a cap is read. A unit whose record is refused is rendered again, a shard whose
+file is refused is rebuilt, and the output comes out byte for byte as before."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, shard_digests, write_config
+
+
+def _copy(mini_corpus: Path, mini_build, tmp_path: Path) -> tuple[Path, Path]:
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    return write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint), out
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """The command line in a child with a deadline: a read that blocks fails the test, never hangs it."""
+    return subprocess.run([sys.executable, "-m", "uvd_pipeline", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=240)
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _to_dev_zero(path: Path) -> None:
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def _biggest(folder: Path, pattern: str) -> Path:
+    return max(folder.glob(pattern), key=lambda p: p.stat().st_size)
+
+
+def test_a_rerun_renders_again_what_a_fifo_device_or_huge_file_replaced(mini_corpus, mini_build, tmp_path):
+    config, out = _copy(mini_corpus, mini_build, tmp_path)
+    reference = shard_digests(out)
+    mark = _biggest(out / "_units" / "inet", "*.json")
+    moved = _biggest(out / "_units" / "clips", "*.moved")
+    inputs = out / "_inputs" / "web" / "web-train-00000.txt"
+    empty_rejects = next(p for p in (out / "rendered").rglob("*.rejects.jsonl") if p.stat().st_size == 0)
+    stats = out / "rendered" / "inet" / "val" / "inet-val-00000.stats.json"
+    _fifo(mark)
+    _to_dev_zero(moved)
+    _to_dev_zero(inputs)
+    _fifo(empty_rejects)  # its stats record 0 bytes: the size check alone passes a fifo
+    with open(stats, "r+b") as handle:  # a sparse 80 MiB file: past the cap, no JSON
+        handle.truncate(80 << 20)
+
+    run = _cli("build", str(config))
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = run.stderr
+    assert f"unit {mark.stem} of inet: unreadable commit mark ({mark} is a fifo (named pipe), not a file this build " \
+           "wrote: delete it" in log
+    assert f"{empty_rejects}: a fifo (named pipe), not the file its stats record" in log
+    assert f"{stats}: unreadable stats ({stats} is larger than the 64 MiB" in log
+    assert str(moved) in log
+    summary = json.loads((out / "summary.json").read_text())
+    counters = summary["run"]["counters"]
+    assert counters["inet.units_rendered"] >= 1 and counters["clips.units_rendered"] >= 1
+    for path in (mark, empty_rejects, stats, inputs):
+        assert path.is_file() and not path.is_symlink(), f"{path} written anew as a file"
+    assert shard_digests(out) == reference
+    check = _cli("verify", str(out))
+    assert check.returncode == 0 and "intact" in check.stdout, check.stdout + check.stderr
+
+
+def test_verify_and_report_name_a_fifo_or_device_in_place_of_a_committed_file(mini_corpus, mini_build, tmp_path):
+    _, out = _copy(mini_corpus, mini_build, tmp_path)
+    mark = _biggest(out / "_units" / "web", "*.json")
+    empty_rejects = next(p for p in (out / "rendered").rglob("*.rejects.jsonl") if p.stat().st_size == 0)
+    _to_dev_zero(mark)
+    _fifo(empty_rejects)
+    check = _cli("verify", str(out))
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert f"damaged: {empty_rejects}: a fifo (named pipe), not the file its stats record" in check.stdout
+    assert f"{mark} is a character device, not a file this build wrote" in check.stdout
+
+    _fifo(out / "rejects.jsonl")
+    report = _cli("report", str(out))
+    assert report.returncode != 0 and "rejects.jsonl: a fifo (named pipe), not the file the build wrote" in report.stderr, report.stderr[-2000:]
+
+    rejects = out / "rejects.jsonl"
+    rejects.unlink()
+    with open(rejects, "wb") as handle:  # a sparse 80 MiB file without a line end: never read whole
+        handle.truncate(80 << 20)
+    report = _cli("report", str(out))
+    assert report.returncode != 0 and f"damaged: {rejects}: a line longer than 1 MiB" in report.stderr, \
+        report.stderr[-2000:]
+
+
+def test_a_build_record_past_its_cap_fails_the_build_naming_it(mini_corpus, mini_build, tmp_path):
+    config, out = _copy(mini_corpus, mini_build, tmp_path)
+    build = out / "build.json"
+    with open(build, "r+b") as handle:
+        handle.truncate(100 << 20)
+    run = _cli("build", str(config))
+    assert run.returncode != 0
+    assert f"{build} is larger than the 64 MiB this file may have; not a file this build wrote: delete it" in run.stderr, \
+        run.stderr[-2000:]
+
+
+def test_the_report_copies_no_generation_strip_from_outside_the_trainer_folder(tmp_path):
+    """`OUT/trainer/demo.json` names the demo's generation strip the report copies next to its page:
+    a name that climbs out (`../../secret`) is refused naming the field, never copied; a fifo in
+    the strip's place is refused unopened."""
+    from uvd_pipeline.report import trainer_section
+    from uvd_pipeline.state_files import StateFileRefused
+
+    out, report = tmp_path / "out", tmp_path / "out" / "report"
+    (out / "trainer").mkdir(parents=True)
+    report.mkdir()
+    (tmp_path / "secret").write_bytes(b"private bytes")
+    demo = {"preset": "tiny", "parameters": 1, "steps": 2, "seq_len": 8, "tokens_seen": 16, "tokens_per_s": 1.0,
+            "final_loss": 8.5, "prompts": [], "legend": "", "curve": {"step": [1, 2], "loss": [9.0, 8.5]},
+            "generation_png": "../../secret"}
+    (out / "trainer" / "demo.json").write_text(json.dumps(demo))
+    with pytest.raises(ValueError, match=r"demo.json: generation_png '\.\./\.\./secret' is no file name in its folder"):
+        trainer_section(str(out), str(report))
+    assert not (report / "trainer_generation.png").exists()
+    os.mkfifo(out / "trainer" / "generation.png")
+    (out / "trainer" / "demo.json").write_text(json.dumps({**demo, "generation_png": "generation.png"}))
+    with pytest.raises(StateFileRefused, match="generation.png is a fifo"):
+        trainer_section(str(out), str(report))
