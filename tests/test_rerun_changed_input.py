@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -288,7 +289,10 @@ def test_one_caption_edited_in_an_image_folders_metadata_renders_only_its_image(
     root = tmp_path / "repo"
     (root / "train").mkdir(parents=True)
     for i, name in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
-        Image.new("RGB", (32, 32), (40 * i, 90, 200 - 40 * i)).save(root / "train" / name, quality=90)
+        # noise, not a flat colour: flat colours' pHashes lie within dedup's reach of each other
+        # by the JPEG encoder's ringing alone (c.jpg was a's near twin under Pillow 12.3)
+        pixels = np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "train" / name, quality=90)
     rows = [{"file_name": n, "text": f"photo {n}"} for n in ("a.jpg", "b.jpg", "c.jpg")]
     meta = root / "train" / "metadata.jsonl"
     meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
