@@ -98,8 +98,9 @@ def test_verify_and_report_name_a_fifo_or_device_in_place_of_a_committed_file(mi
     with open(rejects, "wb") as handle:  # a sparse 80 MiB file without a line end: never read whole
         handle.truncate(80 << 20)
     report = _cli("report", str(out))
-    assert report.returncode != 0 and f"damaged: {rejects}: a line longer than 1 MiB" in report.stderr, \
-        report.stderr[-2000:]
+    # held to the shards' rejects files by its size first (`verify.merged_rejects`), before a line is read
+    assert report.returncode != 0 and f"damaged: {rejects}: {80 << 20} bytes, the committed shards' rejects" \
+        in report.stderr, report.stderr[-2000:]
 
 
 def test_a_build_record_past_its_cap_fails_the_build_naming_it(mini_corpus, mini_build, tmp_path):
@@ -135,3 +136,19 @@ def test_the_report_copies_no_generation_strip_from_outside_the_trainer_folder(t
     (out / "trainer" / "demo.json").write_text(json.dumps({**demo, "generation_png": "generation.png"}))
     with pytest.raises(StateFileRefused, match="generation.png is a fifo"):
         trainer_section(str(out), str(report))
+
+
+def test_reject_lines_are_read_within_their_bound(tmp_path):
+    """The report's reader of `rejects.jsonl` (reached once its size agrees with the shards'):
+    a line past `MAX_REJECT_LINE_BYTES` is refused naming the file, never read whole."""
+    from uvd_pipeline import report_data
+    from uvd_pipeline.shards import ShardDamaged
+
+    rejects = tmp_path / "rejects.jsonl"
+    with open(rejects, "wb") as handle:  # a sparse 80 MiB file without a line end
+        handle.write(b'{"key": "a"}\n')
+        handle.truncate(80 << 20)
+    lines = report_data._reject_lines(str(rejects))
+    assert next(lines) == b'{"key": "a"}'
+    with pytest.raises(ShardDamaged, match="a line longer than 1 MiB"):
+        next(lines)

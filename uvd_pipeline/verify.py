@@ -230,6 +230,10 @@ def merged_rejects(output: str, summary: dict[str, Any], shard_rejects: dict[str
         # summary lists not every committed shard (another config's, or the report names them)
         return None
     expected = sum(f.bytes for f in files)
+    try:
+        fsio.refuse_special(uri)  # a fifo's size is 0: say what it is, not that it was cut short
+    except fsio.NotAFile as exc:
+        return f"{exc.kind}, not the file the build wrote; {MERGED_HINT}"
     fs, path = fsio.filesystem(uri)
     try:
         size = fs.size(path)
