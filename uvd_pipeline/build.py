@@ -70,7 +70,7 @@ def make_runner(config: BuildConfig, options):
     its data channels made safe), a bounded DaskRunner for `runner: dask`, and None otherwise (Beam
     then finds the runner by the name in the options)."""
     if config.beam.is_dask:
-        return _dask_runner(config.beam.dask_settings.shuffle_partitions)
+        return _dask_runner(config.beam.dask_settings.groupings)
     if not config.beam.local:
         return None
     from uvd_pipeline.local_runner import local_runner
@@ -375,7 +375,7 @@ def check_runner(config: BuildConfig) -> None:
     beam = config.beam
     if beam.is_dask:  # ours (`make_runner`): the dask extra is checked there, before any cluster starts
         if beam.dask_settings.address:
-            _dask_runner(beam.dask_settings.shuffle_partitions)  # the extra, before its scheduler is asked
+            _dask_runner(beam.dask_settings.groupings)  # the extra, before its scheduler is asked
             from uvd_pipeline.dask_cluster import check_address
 
             check_address(beam.dask_settings.address)

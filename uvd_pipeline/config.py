@@ -426,8 +426,19 @@ class DaskConfig(Strict):
                               "shared out; 0: no limit")
     partition_size: StrictInt = Field(1, ge=1, description="work units per Dask partition (one task per "
                                 "partition and step: small partitions spread the work over workers)")
-    shuffle_partitions: StrictInt = Field(8, ge=1, le=4096, description="partitions of every grouping (at least the "
-                                    "cluster's worker threads, so each step's work spreads; each costs tasks)")
+    shuffle_partitions: StrictInt | None = Field(None, ge=1, le=4096, description="partitions of every grouping "
+                                           "(at least the cluster's worker threads, so each step's work spreads; each "
+                                           "costs tasks); none: the local cluster's threads, 8 on a given scheduler")
+
+    @property
+    def groupings(self) -> int:
+        """Partitions of every grouping. The local cluster's threads by default: a grouping of n
+        partitions is n x n split tasks, and 8 on a 2-thread cluster made 272 of a 300-image
+        build's 583 tasks, each a scheduler round trip; a given scheduler's threads are not
+        known before it runs, so 8 there."""
+        if self.shuffle_partitions is not None:
+            return self.shuffle_partitions
+        return 8 if self.address else self.workers * self.threads_per_worker
 
     @field_validator("address")
     @classmethod

@@ -12,7 +12,7 @@ Beam's DaskRunner turns a GroupByKey into a Dask bag shuffle with as many partit
 and a Flatten into the sum of its inputs' partitions, so partitions multiply along the graph (the
 mini build reached 399 partitions and 58,000 tasks for 10 shards, most of them empty). The runner
 here is Beam's with one change: the input of every grouping is first cut to at most
-`beam.dask.shuffle_partitions` partitions. Which elements meet in a group does not change.
+`beam.dask.shuffle_partitions` partitions (by default the local cluster's threads). Which elements meet in a group does not change.
 
 Beam's DaskRunner also hands a side input to its consumer as the producing bag itself: each of the
 consumer's tasks computed that bag again from inside the task (a nested compute through the
@@ -163,7 +163,9 @@ def bounded_dask_runner(shuffle_partitions: int):
             visitor.visit_transform = visit_transform
             return visitor
 
-    return BoundedDaskRunner()
+    runner = BoundedDaskRunner()
+    runner.shuffle_partitions = shuffle_partitions
+    return runner
 
 
 def _pardo_with_side_values(node, bags: dict):
