@@ -10,7 +10,8 @@ only, and a caller compares the sum with its budget before it reads the table.
 
 The headers are flatbuffers (Arrow's format/Message.fbs): Message {version, header_type, header,
 bodyLength, ...} whose header is a RecordBatch {length, nodes, buffers: [Buffer {offset, length}],
-compression: BodyCompression, ...}. Only those fields are read.
+compression: BodyCompression, ...}, or a DictionaryBatch {id, data: RecordBatch, isDelta}: pyarrow
+compresses a dictionary's values too, and reading decompresses them. Only those fields are read.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class _Table:
 
 
 def decompressed_bytes(path: str) -> int:
-    """Bytes the record batches of the IPC file `path` decompress to when read; 0 for a file whose
+    """Bytes the record and dictionary batches of the IPC file `path` decompress to when read; 0 for a file whose
     batches are not compressed (they are memory-mapped, not copied). Raises `ValueError` for a
     file that is not an Arrow IPC file or whose headers do not parse."""
     with pa.memory_map(path, "r") as source:
@@ -64,18 +65,22 @@ def decompressed_bytes(path: str) -> int:
         total = 0
         try:
             for message in ipc.MessageReader.open_stream(source):
-                if message.type != "record batch":
+                if message.type not in ("record batch", "dictionary"):
                     continue
-                total += _batch_decompressed_bytes(message.metadata.to_pybytes(), message.body)
+                total += _batch_decompressed_bytes(message.metadata.to_pybytes(), message.body,
+                                                   message.type == "dictionary")
         except (pa.ArrowException, struct.error, IndexError) as exc:
             raise ValueError(f"unreadable record batch header ({type(exc).__name__}: {exc})") from None
     return total
 
 
-def _batch_decompressed_bytes(metadata: bytes, body: pa.Buffer | None) -> int:
-    """Sum of the declared sizes of one compressed batch's buffers (0 when it is not compressed)."""
+def _batch_decompressed_bytes(metadata: bytes, body: pa.Buffer | None, dictionary: bool = False) -> int:
+    """Sum of the declared sizes of one compressed batch's buffers (0 when it is not compressed);
+    `dictionary`: the message is a DictionaryBatch, whose RecordBatch is its field 1 (data)."""
     message = _Table(metadata, struct.unpack_from("<I", metadata, 0)[0])
-    batch = message.table(2)  # Message.header: the RecordBatch
+    batch = message.table(2)  # Message.header: the RecordBatch (or the DictionaryBatch holding one)
+    if dictionary and batch is not None:
+        batch = batch.table(1)
     if batch is None or batch.table(3) is None:  # RecordBatch.compression absent: stored as is
         return 0
     view = memoryview(body) if body is not None else memoryview(b"")
