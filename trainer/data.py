@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from uvd_pipeline.shards import (ARROW_SUFFIX, SCHEMA, STATS_SUFFIX, TokenShardMeta, find_shards,
                                  read_token_shard, verify_token_shard)
 
-from .arrow_body import decompressed_bytes
+from .arrow_body import NotArrowFile, decompressed_bytes
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
 
@@ -267,12 +267,17 @@ def check_compressed_size(path: str, budget: int | None = None) -> None:
     """Refuse, before it is read, a shard whose record batches are compressed (pyarrow IPC zstd or
     lz4) to more than `budget` bytes once decompressed, judged from the sizes its headers declare:
     reading it decompresses all of it into memory, and a few kilobytes can declare gigabytes. A
-    file whose headers do not parse is left to the reader, which names what is wrong with it."""
+    file whose footer or batch headers do not parse is refused too (the reader might decompress
+    what the check could not judge); one that is not an Arrow IPC file at all is left to the
+    reader, which refuses it before reading any batch and names what it is."""
     budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
     try:
         size = decompressed_bytes(path)
-    except (ValueError, OSError):
+    except NotArrowFile:
         return
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{path}: its Arrow headers do not parse, so its decompressed size cannot be judged before "
+                         f"it is read ({exc}); {REWRITE_HINT}") from None
     if size > budget:
         raise UsageError(f"{path}: its record batches are compressed (Arrow IPC zstd/lz4) and declare {size} bytes "
                          f"decompressed, more than the {budget} a compressed shard may take (it cannot be "
