@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-from trainer.data import UsageError, check_compressed_size, decompressed_bytes
+from uvd_pipeline.shards import ShardTooLarge, check_compressed_size, decompressed_bytes
 
 BUDGET = 1 << 20
 
@@ -41,7 +41,7 @@ def test_a_compressed_dictionary_batch_is_counted_and_refused_past_the_budget(tm
     assert path.stat().st_size < 64 * 1024
     declared = decompressed_bytes(str(path))
     assert declared >= 4 << 20 and declared >= _allocated_on_read(path) - 1024  # a few headers aside
-    with pytest.raises(UsageError, match=rf"{path}: its record batches are compressed .* declare {declared} bytes"):
+    with pytest.raises(ShardTooLarge, match=rf"{path}: its record batches are compressed .* declare {declared} bytes"):
         check_compressed_size(str(path), BUDGET)
 
 
@@ -81,7 +81,7 @@ def test_the_size_is_judged_from_the_blocks_the_footer_points_to(tmp_path: Path,
     declared = decompressed_bytes(str(path))
     assert declared == decompressed_bytes(str(plain)) >= 4 << 20
     assert declared >= _allocated_on_read(path) - 1024  # a few headers aside
-    with pytest.raises(UsageError, match=rf"{path}: its record batches are compressed .* declare {declared} bytes"):
+    with pytest.raises(ShardTooLarge, match=rf"{path}: its record batches are compressed .* declare {declared} bytes"):
         check_compressed_size(str(path), BUDGET)
 
 
@@ -93,5 +93,63 @@ def test_a_block_whose_header_does_not_parse_is_refused_naming_the_file(tmp_path
     schema_end = 16 + struct.unpack_from("<i", data, 12)[0]
     data[schema_end + 8:schema_end + 24] = b"\xee" * 16  # the record batch's flatbuffer root and vtable offset
     path.write_bytes(bytes(data))
-    with pytest.raises(UsageError, match=rf"{path}: .*headers? .*(do|does) not parse"):
+    with pytest.raises(ShardTooLarge, match=rf"{path}: .*headers? .*(do|does) not parse"):
         check_compressed_size(str(path), BUDGET)
+
+
+def _committed_compressed_shard(folder: Path, tokens: int) -> Path:
+    """A committed token shard (write_token_shard, then rewritten with zstd and honest stats) of
+    one sentence of `tokens` zeros: a few kilobytes of file declaring 2 x `tokens` bytes."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from uvd_pipeline.shards import TokenRow, TokenShardMeta, write_token_shard
+
+    path = folder / "tokens" / "src" / "val" / "shard-00000.arrow"
+    path.parent.mkdir(parents=True)
+    meta = TokenShardMeta("vqgan", "h" * 8, 8192, 256, 256, "c" * 8)
+    write_token_shard(str(path), [TokenRow("s0", "src", "image", "t", "val", np.zeros(tokens, np.uint16), {})], meta)
+    table = ipc.open_file(pa.OSFile(str(path))).read_all()
+    _write_zstd(table, path.with_suffix(".zstd")).replace(path)  # the copy read, not a map of the file rewritten
+    data = path.read_bytes()
+    path.with_name("shard-00000.stats.json").write_text(
+        json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
+    return path
+
+
+def _evaluate_tokens_per_image(path: Path, folder: Path):
+    from trainer.evaluate import shard_tokens_per_image
+    return shard_tokens_per_image([str(path)])
+
+
+def _demo_prompts(path: Path, folder: Path):
+    from trainer.demo import pick_prompts
+    return pick_prompts([str(path)], context_images=1)
+
+
+def _report_token_usage(path: Path, folder: Path):
+    from uvd_pipeline.report_data import token_usage
+    return token_usage(str(folder))
+
+
+def _jsonl_rows(path: Path, folder: Path):
+    from uvd_pipeline.shards import iter_rows
+    return list(iter_rows(str(path)))
+
+
+@pytest.mark.parametrize("read", [_evaluate_tokens_per_image, _demo_prompts, _report_token_usage, _jsonl_rows])
+def test_every_reader_of_token_shards_judges_the_size_before_it_reads(tmp_path: Path, monkeypatch, read):
+    """Old code judged only in the trainer's loader and evaluate's sentence loop: evaluate's first
+    call (tokens per image), the demo's prompts, the build report and the JSONL export decompressed
+    a committed 4 MiB shard of a few kilobytes whole (70 MiB for 4938 bytes in the field)."""
+    import uvd_pipeline.shards as shards
+
+    path = _committed_compressed_shard(tmp_path, 2 << 20)
+    assert path.stat().st_size < 64 * 1024
+    monkeypatch.setattr(shards, "COMPRESSED_SHARD_BUDGET", BUDGET)
+    allocated = pa.total_allocated_bytes()
+    with pytest.raises(ShardTooLarge, match=rf"{path}: its record batches are compressed .* declare 4194[0-9]+ bytes"):
+        read(path, tmp_path)
+    assert pa.total_allocated_bytes() - allocated < BUDGET

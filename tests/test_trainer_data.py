@@ -399,7 +399,7 @@ def test_a_compressed_shard_trains_on_the_tokens_written_and_its_size_is_judged_
     from the headers, is what reading it allocates."""
     import pyarrow.ipc as ipc
 
-    from trainer.arrow_body import decompressed_bytes
+    from uvd_pipeline.shards import decompressed_bytes
 
     rng = np.random.default_rng(0)
     written = [rng.integers(0, 8192, 16 * (1 + i % 3)).tolist() for i in range(7)]
@@ -420,7 +420,7 @@ def test_a_compressed_shard_declaring_more_than_its_budget_is_refused_before_it_
     """Old code: a zstd shard of zero tokens (4 MiB here, 68 KB of file for 2 GiB in the field) was
     decompressed whole when listed and held while open: 2.1 GB peak RSS for that 68 KB file,
     and up to 64 such shards at once."""
-    import trainer.data as data
+    import uvd_pipeline.shards as shards
 
     tokens = 2 * 2**20  # 4 MiB of uint16 zeros
     table = pa.table({"sentence_id": ["s0"], "source": ["x"], "kind": ["image"], "task": ["none"], "split": ["train"],
@@ -431,9 +431,9 @@ def test_a_compressed_shard_declaring_more_than_its_budget_is_refused_before_it_
     path = tmp_path / "bomb" / "b-00000.arrow"
     _write_compressed(table, path, "zstd")
     assert path.stat().st_size < 64 * 1024
-    monkeypatch.setattr(data, "COMPRESSED_SHARD_BUDGET", 2**20, raising=False)
+    monkeypatch.setattr(shards, "COMPRESSED_SHARD_BUDGET", 2**20)
     allocated = pa.total_allocated_bytes()
-    with pytest.raises(UsageError, match=rf"{path}: its record batches are compressed \(Arrow IPC zstd/lz4\) and "
+    with pytest.raises(shards.ShardTooLarge, match=rf"{path}: its record batches are compressed \(Arrow IPC zstd/lz4\) and "
                                          rf"declare 4194[0-9]+ bytes decompressed, more than the 1048576 .*write it "
                                          r"uncompressed"):
         _loader(str(path), mode="stream")

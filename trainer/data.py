@@ -3,7 +3,8 @@
 The trainer sees only committed token shards (`uvd_pipeline.shards`) and a mixture spec: globs with
 weights, plus a split filter. Shards are memory-mapped; a sentence is a zero-copy uint16 view and
 only the windows this rank trains on are ever copied out (a shard with IPC compression is held
-decompressed instead, within `COMPRESSED_SHARD_BUDGET`, judged before it is read). A shard another
+decompressed instead, within `uvd_pipeline.shards.COMPRESSED_SHARD_BUDGET`, judged by
+`read_token_shard` before it is read). A shard another
 tool wrote is held to the
 contract before its tokens are used: the columns and each sentence's n_images whole images when it
 is listed (offsets only), its ids inside the codebook when its tokens are first read (with the
@@ -44,7 +45,6 @@ import pyarrow.compute as pc
 from uvd_pipeline.shards import (ARROW_SUFFIX, SCHEMA, STATS_SUFFIX, TokenShardMeta, find_shards,
                                  read_token_shard, verify_token_shard)
 
-from .arrow_body import NotArrowFile, decompressed_bytes
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
 
@@ -259,32 +259,6 @@ def check_token_values(path: str, table: pa.Table, meta: TokenShardMeta) -> None
         base += len(chunk)
 
 
-# a compressed shard is held decompressed while open (it cannot be memory-mapped): at most this much
-COMPRESSED_SHARD_BUDGET = 1 << 30
-
-
-def check_compressed_size(path: str, budget: int | None = None) -> None:
-    """Refuse, before it is read, a shard whose record batches are compressed (pyarrow IPC zstd or
-    lz4) to more than `budget` bytes once decompressed, judged from the sizes its headers declare:
-    reading it decompresses all of it into memory, and a few kilobytes can declare gigabytes. A
-    file whose footer or batch headers do not parse is refused too (the reader might decompress
-    what the check could not judge); one that is not an Arrow IPC file at all is left to the
-    reader, which refuses it before reading any batch and names what it is."""
-    budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
-    try:
-        size = decompressed_bytes(path)
-    except NotArrowFile:
-        return
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"{path}: its Arrow headers do not parse, so its decompressed size cannot be judged before "
-                         f"it is read ({exc}); {REWRITE_HINT}") from None
-    if size > budget:
-        raise UsageError(f"{path}: its record batches are compressed (Arrow IPC zstd/lz4) and declare {size} bytes "
-                         f"decompressed, more than the {budget} a compressed shard may take (it cannot be "
-                         f"memory-mapped, so it is held decompressed while open); write it uncompressed "
-                         f"(pyarrow.ipc.new_file without compression, as write_token_shard does)")
-
-
 # -- shards and sources ----------------------------------------------------------------------
 def _no_shard_hint(pattern: str) -> str:
     """Why a glob (a folder: every file below it) that matches no committed shard matches none:
@@ -361,7 +335,6 @@ class SentenceSource:
         for path in self.paths:
             # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
             # run does not read every shard before its first step
-            check_compressed_size(path)
             table, meta = read_token_shard(path, verify="size")
             try:
                 lengths = check_token_layout(path, table, meta)

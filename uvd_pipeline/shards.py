@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from tokenizer.atomic import open_atomic, write_bytes
+from uvd_pipeline.arrow_body import NotArrowFile, decompressed_bytes
 from uvd_pipeline.mixture import KIND_GROUPS, NAME_PATTERN
 
 TOKEN_FORMAT_VERSION = 1
@@ -220,15 +221,49 @@ def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
     return stats
 
 
+# a compressed shard cannot be memory-mapped: reading it holds it decompressed, at most this much
+COMPRESSED_SHARD_BUDGET = 1 << 30
+UNCOMPRESSED_HINT = "write it uncompressed (pyarrow.ipc.new_file without compression, as write_token_shard does)"
+
+
+class ShardTooLarge(ShardDamaged):
+    """A token shard refused before it is read: its compressed batches declare more than the budget
+    once decompressed, or its Arrow headers do not parse, so that size cannot be judged."""
+
+
+def check_compressed_size(path: str, budget: int | None = None) -> int:
+    """The bytes the shard `path` will hold decompressed when read (0: not compressed, it is
+    memory-mapped), refused past `budget` before it is read: reading a compressed (zstd/lz4) IPC
+    file decompresses all of it, and a few kilobytes can declare gigabytes. A file whose footer or
+    batch headers do not parse is refused too (the reader might decompress what could not be
+    judged); one without the IPC file magic is left to the reader, which refuses it unread and names
+    what it is. Raises `ShardTooLarge`; an `OSError` reading it is raised as it is."""
+    budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
+    try:
+        size = decompressed_bytes(path)
+    except NotArrowFile:
+        return 0
+    except ValueError as exc:
+        raise ShardTooLarge(path, f"its Arrow headers do not parse, so its decompressed size cannot be judged before "
+                                  f"it is read ({exc}); {UNCOMPRESSED_HINT}") from None
+    if size > budget:
+        raise ShardTooLarge(path, f"its record batches are compressed (Arrow IPC zstd/lz4) and declare {size} bytes "
+                                  f"decompressed, more than the {budget} a compressed shard may take (it cannot be "
+                                  f"memory-mapped, so it is held decompressed while open); {UNCOMPRESSED_HINT}")
+    return size
+
+
 def read_token_shard(path: str, verify: str = "full") -> tuple[pa.Table, TokenShardMeta]:
     """Memory-map a committed shard (no copy of the token data into Python memory), checked first
     against its stats: `verify` "full" (size and sha256) or "size" (for a caller that checks the
-    digest before it reads any token, as the trainer's data loader does)."""
+    digest before it reads any token, as the trainer's data loader does). A compressed shard is
+    refused past `COMPRESSED_SHARD_BUDGET` before it is read (`check_compressed_size`)."""
     if verify not in ("full", "size"):
         raise ValueError(f"verify must be 'full' or 'size', not {verify!r}")
     if not committed(path):
         raise NotFound(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)")
     verify_token_shard(path, full=verify == "full")
+    check_compressed_size(path)  # before any batch is decompressed
     try:
         source = pa.memory_map(path, "r")
         table = ipc.open_file(source).read_all()
