@@ -4,7 +4,7 @@ The trainer sees only committed token shards (`uvd_pipeline.shards`) and a mixtu
 weights, plus a split filter. Shards are memory-mapped; a sentence is a zero-copy uint16 view and
 only the windows this rank trains on are ever copied out (a shard with IPC compression is held
 decompressed instead, within `uvd_pipeline.shards.COMPRESSED_SHARD_BUDGET`, judged by
-`read_token_shard` before it is read). A shard another
+`read_token_shard` before it is read, and those held open together within it too). A shard another
 tool wrote is held to the
 contract before its tokens are used: the columns and each sentence's n_images whole images when it
 is listed (offsets only), its ids inside the codebook when its tokens are first read (with the
@@ -42,8 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uvd_pipeline.shards import (ARROW_SUFFIX, SCHEMA, STATS_SUFFIX, TokenShardMeta, find_shards,
-                                 read_token_shard, verify_token_shard)
+from uvd_pipeline.shards import (ARROW_SUFFIX, COMPRESSED_SHARD_BUDGET, SCHEMA, STATS_SUFFIX, TokenShardMeta,
+                                 decompressed_bytes, find_shards, read_token_shard, verify_token_shard)
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
@@ -282,11 +282,16 @@ def _no_shard_hint(pattern: str) -> str:
 
 
 class _OpenShards:
-    """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps."""
+    """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps. A
+    compressed shard cannot be mapped and is held decompressed while open, so those held together
+    stay within one `COMPRESSED_SHARD_BUDGET` (each alone is within it: `read_token_shard`), the
+    oldest closed past it; a mapped shard costs nothing held."""
 
-    def __init__(self, limit: int = 64) -> None:
+    def __init__(self, limit: int = 64, budget: int | None = None) -> None:
         self.limit = limit
+        self.budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
         self._open: OrderedDict[str, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+        self._held: dict[str, int] = {}  # decompressed bytes of each open compressed shard
         self._values_checked: set[str] = set()  # a shard evicted and mapped again is not read twice
 
     def chunks(self, path: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -303,8 +308,12 @@ class _OpenShards:
                   np.asarray(c.values.to_numpy(zero_copy_only=True)))
                  for c in table.column("tokens").chunks]
         self._open[path] = found
-        if len(self._open) > self.limit:
-            self._open.popitem(last=False)
+        held = decompressed_bytes(path)  # the footer's headers only, judged by read_token_shard just now
+        if held:
+            self._held[path] = held
+        while len(self._open) > 1 and (len(self._open) > self.limit or sum(self._held.values()) > self.budget):
+            oldest, _ = self._open.popitem(last=False)
+            self._held.pop(oldest, None)
         return found
 
 
