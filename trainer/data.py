@@ -42,8 +42,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uvd_pipeline.shards import (ARROW_SUFFIX, COMPRESSED_SHARD_BUDGET, SCHEMA, STATS_SUFFIX, TokenShardMeta,
-                                 decompressed_bytes, find_shards, read_token_shard, verify_token_shard)
+from uvd_pipeline.shards import (ARROW_SUFFIX, COMPRESSED_SHARD_BUDGET, REBUILD_HINT, SCHEMA, STATS_SUFFIX,
+                                 TokenShardMeta, decompressed_bytes, find_shards, read_token_shard,
+                                 verify_token_shard)
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
@@ -270,14 +271,15 @@ def _no_shard_hint(pattern: str) -> str:
     loose = [p for p in files if p.endswith(ARROW_SUFFIX)]
     if loose:
         return (f" ({len(loose)} .arrow file(s) match, e.g. {loose[0]}, but none has its {STATS_SUFFIX}: an "
-                f"unfinished build, or Arrow files another tool wrote (pyarrow, HF datasets save_to_disk); "
-                f"{REWRITE_HINT})")
+                f"unfinished build (resume it), or Arrow files another tool wrote (pyarrow, HF datasets save_to_disk); "
+                f"the {STATS_SUFFIX} is written with the shard, its size and sha256, not by hand: {REWRITE_HINT})")
     others = [p for p in files if not p.endswith(STATS_SUFFIX)]
     if others:
         return (f" ({len(others)} file(s) match, e.g. {others[0]}, but a token shard's name ends in {ARROW_SUFFIX}; "
                 f"{REWRITE_HINT})")
     if files:  # stats whose shards are gone
-        return f" ({len(files)} {STATS_SUFFIX} file(s) match, e.g. {files[0]}, with no {ARROW_SUFFIX} shard beside it)"
+        return (f" ({len(files)} {STATS_SUFFIX} file(s) match, e.g. {files[0]}, with no {ARROW_SUFFIX} shard beside it; "
+                f"{REBUILD_HINT})")
     return ""
 
 

@@ -189,7 +189,7 @@ _VERIFIED: dict[str, tuple[int, int, int]] = {}
 def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
     """Check a committed token shard against its stats (returned): its size always, and with
     `full` its sha256 (once per file and process: a file rewritten since is checked again).
-    Raises `ShardDamaged` naming the damaged file."""
+    Stats lacking either are refused. Raises `ShardDamaged` naming the damaged file."""
     stats_path = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
     try:
         with open(stats_path, "rb") as handle:
@@ -205,12 +205,18 @@ def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
         info = os.stat(path)
     except FileNotFoundError:
         raise ShardDamaged(path, f"missing (its {STATS_SUFFIX} records it); {REBUILD_HINT}") from None
-    recorded = stats.get("bytes")
-    if recorded is not None and info.st_size != recorded:
+    missing = [k for k, kind in (("sha256", str), ("bytes", int)) if not isinstance(stats.get(k), kind)]
+    if missing:  # without them nothing below is checked: refused, not read unchecked
+        raise ShardDamaged(stats_path, f"records no {' and '.join(missing)} (every committed token shard's stats carry "
+                                       f"its size and sha256); get a proper shard: {REBUILD_HINT}, or write it with "
+                                       f"uvd_pipeline.shards.write_token_shard (or python -m uvd_pipeline import-jsonl "
+                                       f"for LVM/EasyLM JSONL), which writes both")
+    recorded = stats["bytes"]
+    if info.st_size != recorded:
         raise ShardDamaged(path, f"{info.st_size} bytes, its stats record {recorded} (truncated or rewritten); "
                                  f"{REBUILD_HINT}")
-    digest = stats.get("sha256")
-    if full and digest:
+    digest = stats["sha256"]
+    if full:
         seen = (info.st_size, info.st_mtime_ns, info.st_ino)
         if _VERIFIED.get(path) != seen:
             if file_sha256(path) != digest:
