@@ -101,14 +101,23 @@ class SegmentationSource:
 
     def _without_image(self, folder: str, labels_dir: str, uri: str, split: str) -> Reject:
         """A label map whose image is not there (`_labels_without_image`), under its pair's key."""
-        name = fsio.basename(uri).removesuffix(".png").removesuffix(".PNG")
+        *folders, name = names_below(labels_dir, uri)
+        name = name.removesuffix(".png").removesuffix(".PNG")
         for suffix in (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX):
             name = name.removesuffix(suffix.removesuffix(".png"))
-        group = safe_key(self.name, folder, name)
+        group = safe_key(self.name, folder, "/".join([*self._folders_in_key(folders), name]))
         images = self._pairs_root()[0][len(self.path):].strip("/")
         return Reject(f"{group}-segmentation", self.name, group, "read", "missing_image",
                       f"label map {shown_name('/'.join(names_below(labels_dir, uri)))} has no image in "
                       f"{images}/{folder}/"[:200], split_hint=split)
+
+    def _folders_in_key(self, folders: list[str]) -> list[str]:
+        """The folders between a split folder and a file that a key made from its path carries: all
+        but Cityscapes' city folder (its name begins every file's name). A pair's key is its file
+        name alone, as a release lays them out; a label map without its image in a folder deeper
+        than that keeps the folders, joined by '/' (which no file name holds, so `safe_key` adds a
+        digest): `outdoor/0001.png` took `indoor/0001.jpg`'s pair key and one was lost at assemble."""
+        return folders[1:] if self.layout == "cityscapes" else folders
 
     def _full_ade_release_marked(self) -> bool:
         """`path` is the full ADE20K release's top (its index, its images/ADE) or that images/ADE."""

@@ -22,7 +22,7 @@ import pytest
 from sources.annotated_video import AnnotatedVideoSource, frame_windows, windows_holding
 from sources.multitask import MultiTaskSource
 from sources.multiview import Co3dSource, ObjaverseSource, azimuths_about_axis, pick_evenly
-from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord
+from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord, safe_key
 from sources.segmentation import SegmentationSource
 from sources.stereo import StereoSource
 
@@ -766,6 +766,34 @@ def test_label_map_whose_image_is_gone_is_a_counted_reject(tmp_path: Path, layou
     if layout == "cityscapes":  # the linked folder: its pair's one reject, no label map without an image
         (linked,) = [i.key for i in items if isinstance(i, Reject) and i.reason == "outside_root"]
         assert linked == "ade-val-frankfurt_000000_000294-segmentation"
+
+
+def test_a_label_map_without_its_image_in_a_nested_folder_never_takes_a_real_pairs_key(tmp_path: Path):
+    """Old code keyed a label map without its image by its file name alone: in an ADE20K tree sorted
+    into folders, `outdoor/0001.png` (its image not extracted) took `indoor/0001.jpg`'s pair key,
+    and the build keeps one item a key (the other a `duplicate_key` at assemble). Its key now
+    carries its folders (joined by '/', which no image name holds, so a digest marks it), and
+    real pairs keep theirs, folder-joined names such as `outdoor-0001.jpg` included."""
+    from PIL import Image
+
+    labels = np.ones((16, 32), np.uint8) * 7
+    base = tmp_path / "ADEChallengeData2016"
+    for stem, with_image in (("indoor/0001", True), ("outdoor/0001", False), ("outdoor-0001", True), ("0002", False)):
+        label = base / "annotations" / "training" / f"{stem}.png"
+        label.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(labels, "L").save(label)
+        if with_image:
+            image = base / "images" / "training" / f"{stem}.jpg"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(image)
+    items = _read_all(SegmentationSource("ade", str(tmp_path)))
+    pairs = sorted(i.key for i in items if not isinstance(i, Reject))
+    assert pairs == ["ade-training-0001-segmentation", "ade-training-outdoor-0001-segmentation"]  # as before
+    gone = sorted((i.key, i.reason) for i in items if isinstance(i, Reject))
+    assert gone == [("ade-training-0002-segmentation", "missing_image"),  # flat: its pair's key, as before
+                    (f"{safe_key('ade', 'training', 'outdoor/0001')}-segmentation", "missing_image")]
+    assert gone[1][0].startswith("ade-training-outdoor_0001_")
+    assert len({i.key for i in items}) == len(items)
 
 
 def _nearest_rows_cols(policy: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray, slice, slice]:
