@@ -72,7 +72,9 @@ class SegmentationSource:
                 if fsio.exists(split_dir) else []
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
             if folder in splits:  # labelled splits: a label map whose image is gone is a unit's reject too
-                orphans = self._labels_without_image(split_dir, fsio.join(labels_root, folder), files)
+                # roots as listed names spell them (`memory://x` lists `memory:///x/...`): compared by text
+                orphans = self._labels_without_image(fsio.listed_root(split_dir),
+                                                     fsio.listed_root(fsio.join(labels_root, folder)), files)
                 units += [(folder, tuple(orphans[i : i + FILES_PER_UNIT])) for i in range(0, len(orphans), FILES_PER_UNIT)]
         return units
 
@@ -207,7 +209,8 @@ class SegmentationSource:
         unlabeled = self.layout == "cityscapes" and folder in CITYSCAPES_UNLABELED_SPLITS
         split = {**ADE_SPLITS, **CITYSCAPES_SPLITS, **CITYSCAPES_UNLABELED_SPLITS}[folder]
         images_root, labels_root, _ = self._pairs_root()  # asked once a unit, not once an image
-        split_dir, labels_dir = fsio.join(images_root, folder), fsio.join(labels_root, folder)
+        # as listed names spell them (`memory://x` lists `memory:///x/...`): the files are compared with them by text
+        split_dir, labels_dir = (fsio.listed_root(fsio.join(root, folder)) for root in (images_root, labels_root))
         for uri in files:
             if uri.startswith(labels_dir + "/"):  # a label map whose image is gone: never read
                 yield self._without_image(folder, labels_dir, uri, split)

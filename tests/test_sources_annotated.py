@@ -796,6 +796,45 @@ def test_a_label_map_without_its_image_in_a_nested_folder_never_takes_a_real_pai
     assert len({i.key for i in items}) == len(items)
 
 
+@pytest.mark.parametrize("layout", ["ade20k", "cityscapes"])
+def test_a_memory_root_spelt_with_two_slashes_reads_as_with_three(tmp_path: Path, layout: str):
+    """`memory://x` lists its files as `memory:///x/...`: old code compared the root's own text with
+    those names, so every image was an `outside_root` reject and, since annot43, every label map
+    was one again as an image-less map under the same key (16 rejects, 6 keys twice, for the tree
+    that gave 6). Both spellings now read the pairs and the one label map without its image."""
+    import uuid
+
+    import fsspec
+    from PIL import Image
+
+    memory = fsspec.filesystem("memory")
+    top = f"mend43a-{uuid.uuid4().hex}"
+    labels, image = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.ones((16, 32), np.uint8) * 7, "L").save(labels, "PNG")
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(image, "PNG")
+    if layout == "ade20k":
+        files = {"ADEChallengeData2016/images/training/ADE_train_00000001.jpg": image,
+                 "ADEChallengeData2016/annotations/training/ADE_train_00000001.png": labels,
+                 "ADEChallengeData2016/annotations/training/ADE_train_00000002.png": labels}
+        expected = [("ade-training-ADE_train_00000001-segmentation", "PairRecord"),
+                    ("ade-training-ADE_train_00000002-segmentation", "missing_image")]
+    else:
+        files = {"leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png": image,
+                 "gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png": labels,
+                 "gtFine/train/aachen/aachen_000001_000019_gtFine_labelIds.png": labels}
+        expected = [("ade-train-aachen_000000_000019-segmentation", "PairRecord"),
+                    ("ade-train-aachen_000001_000019-segmentation", "missing_image")]
+    for name, data in files.items():
+        memory.pipe(f"/{top}/{name}", data.getvalue())
+    try:
+        for root in (f"memory://{top}", f"memory:///{top}"):
+            items = _read_all(SegmentationSource("ade", root, layout))
+            got = sorted((i.key, i.reason if isinstance(i, Reject) else type(i).__name__) for i in items)
+            assert got == expected, root
+    finally:
+        memory.rm(f"/{top}", recursive=True)
+
+
 def _nearest_rows_cols(policy: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray, slice, slice]:
     """Source row and column of each canvas pixel's centre (nearest neighbour as PIL and
     scikit-image sample it), worked out here from each policy's definition, and where on the canvas
