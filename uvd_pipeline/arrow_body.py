@@ -74,28 +74,17 @@ def decompressed_bytes(path: str) -> int:
     judged are the blocks its footer lists, at their offsets: what `ipc.open_file` reads, whatever
     lies between them. Raises `NotArrowFile` for a file without the IPC file magic, `ValueError`
     for one whose footer or batch headers do not parse, `OSError` for one that cannot be read."""
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(
-            handle.fileno()).st_size else _empty() as data:
-        if len(data) < 2 * len(FILE_MAGIC) + 4 or data[:len(FILE_MAGIC)] != FILE_MAGIC \
-                or data[-len(FILE_MAGIC):] != FILE_MAGIC:
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size < 2 * len(FILE_MAGIC) + 4:  # mmap refuses an empty file
             raise NotArrowFile("not an Arrow IPC file")
-        try:
-            total = 0
-            for offset, metadata_length, _ in _footer_blocks(data):
-                total += _block_decompressed_bytes(data, offset, metadata_length)
-        except (struct.error, IndexError, OverflowError) as exc:
-            raise ValueError(f"a header that does not parse ({type(exc).__name__}: {exc})") from None
-    return total
-
-
-class _empty:
-    """An empty file's bytes (mmap refuses a length of 0)."""
-
-    def __enter__(self) -> bytes:
-        return b""
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:len(FILE_MAGIC)] != FILE_MAGIC or data[-len(FILE_MAGIC):] != FILE_MAGIC:
+                raise NotArrowFile("not an Arrow IPC file")
+            try:
+                return sum(_block_decompressed_bytes(data, offset, metadata_length)
+                           for offset, metadata_length, _ in _footer_blocks(data))
+            except (struct.error, IndexError, OverflowError) as exc:
+                raise ValueError(f"a header that does not parse ({type(exc).__name__}: {exc})") from None
 
 
 def _footer_blocks(data) -> list[tuple]:
@@ -124,29 +113,24 @@ def _block_decompressed_bytes(data, offset: int, metadata_length: int) -> int:
     body_start, body_length = offset + metadata_length, message.scalar(3, "<q") or 0  # Message.bodyLength
     if body_length < 0 or body_start + body_length > len(data):
         raise ValueError(f"the body of the batch at {offset} ({body_length} bytes) lies outside the file")
-    body = memoryview(data)[body_start:body_start + body_length]
-    try:
-        return _batch_decompressed_bytes(metadata, body, kind == HEADER_DICTIONARY_BATCH)
-    finally:
-        body.release()
+    return _batch_decompressed_bytes(message, data, body_start, body_length, kind == HEADER_DICTIONARY_BATCH)
 
 
-def _batch_decompressed_bytes(metadata: bytes, body: memoryview, dictionary: bool = False) -> int:
-    """Sum of the declared sizes of one compressed batch's buffers (0 when it is not compressed);
-    `dictionary`: the message is a DictionaryBatch, whose RecordBatch is its field 1 (data)."""
-    message = _Table(metadata, struct.unpack_from("<I", metadata, 0)[0])
+def _batch_decompressed_bytes(message: _Table, data, body_start: int, body_length: int, dictionary: bool) -> int:
+    """Sum of the declared sizes of one compressed batch's buffers (0 when it is not compressed),
+    its body the `body_length` bytes of `data` from `body_start`; `dictionary`: the message is a
+    DictionaryBatch, whose RecordBatch is its field 1 (data)."""
     batch = message.table(2)  # Message.header: the RecordBatch (or the DictionaryBatch holding one)
     if dictionary and batch is not None:
         batch = batch.table(1)
     if batch is None or batch.table(3) is None:  # RecordBatch.compression absent: stored as is
         return 0
-    view = body
     total = 0
     for offset, length in batch.struct_vector(2, "<qq"):  # RecordBatch.buffers
         if length < 8:  # an empty buffer carries no prefix
             continue
-        if offset < 0 or offset + 8 > len(view):
-            raise ValueError(f"a buffer at {offset} lies outside its batch's {len(view)}-byte body")
-        declared = struct.unpack_from("<q", view, offset)[0]
+        if offset < 0 or offset + 8 > body_length:
+            raise ValueError(f"a buffer at {offset} lies outside its batch's {body_length}-byte body")
+        declared = struct.unpack_from("<q", data, body_start + offset)[0]
         total += length - 8 if declared == UNCOMPRESSED else max(declared, 0)
     return total
