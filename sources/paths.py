@@ -276,8 +276,9 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
     if _is_url(root) or _is_url(path):
         if not _is_url(path) or not _is_url(root):
             raise OutsideRoot(f"{shown_name(path)} is on another filesystem than the source root")
-        base = posixpath.normpath(root.split("://", 1)[1])
-        if not _within(base, posixpath.normpath(path.split("://", 1)[1]), "/"):
+        # as listed names spell them: `memory://x` lists `memory:///x/...`, all outside_root before
+        base, inside = (posixpath.normpath(fsio.listed_root(uri).split("://", 1)[1]) for uri in (root, path))
+        if not _within(base, inside, "/"):
             raise OutsideRoot(f"{shown_name(relative_to_root(root, path))} lies outside the source root")
         return
     root, path = _local(root), _local(path)

@@ -72,7 +72,9 @@ class SegmentationSource:
                 if fsio.exists(split_dir) else []
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
             if folder in splits:  # labelled splits: a label map whose image is gone is a unit's reject too
-                orphans = self._labels_without_image(split_dir, fsio.join(labels_root, folder), files)
+                # roots as listed names spell them (`memory://x` lists `memory:///x/...`): compared by text
+                orphans = self._labels_without_image(fsio.listed_root(split_dir),
+                                                     fsio.listed_root(fsio.join(labels_root, folder)), files)
                 units += [(folder, tuple(orphans[i : i + FILES_PER_UNIT])) for i in range(0, len(orphans), FILES_PER_UNIT)]
         return units
 
@@ -101,14 +103,23 @@ class SegmentationSource:
 
     def _without_image(self, folder: str, labels_dir: str, uri: str, split: str) -> Reject:
         """A label map whose image is not there (`_labels_without_image`), under its pair's key."""
-        name = fsio.basename(uri).removesuffix(".png").removesuffix(".PNG")
+        *folders, name = names_below(labels_dir, uri)
+        name = name.removesuffix(".png").removesuffix(".PNG")
         for suffix in (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX):
             name = name.removesuffix(suffix.removesuffix(".png"))
-        group = safe_key(self.name, folder, name)
+        group = safe_key(self.name, folder, "/".join([*self._folders_in_key(folders), name]))
         images = self._pairs_root()[0][len(self.path):].strip("/")
         return Reject(f"{group}-segmentation", self.name, group, "read", "missing_image",
                       f"label map {shown_name('/'.join(names_below(labels_dir, uri)))} has no image in "
                       f"{images}/{folder}/"[:200], split_hint=split)
+
+    def _folders_in_key(self, folders: list[str]) -> list[str]:
+        """The folders between a split folder and a file that a key made from its path carries: all
+        but Cityscapes' city folder (its name begins every file's name). A pair's key is its file
+        name alone, as a release lays them out; a label map without its image in a folder deeper
+        than that keeps the folders, joined by '/' (which no file name holds, so `safe_key` adds a
+        digest): `outdoor/0001.png` took `indoor/0001.jpg`'s pair key and one was lost at assemble."""
+        return folders[1:] if self.layout == "cityscapes" else folders
 
     def _full_ade_release_marked(self) -> bool:
         """`path` is the full ADE20K release's top (its index, its images/ADE) or that images/ADE."""
@@ -198,7 +209,8 @@ class SegmentationSource:
         unlabeled = self.layout == "cityscapes" and folder in CITYSCAPES_UNLABELED_SPLITS
         split = {**ADE_SPLITS, **CITYSCAPES_SPLITS, **CITYSCAPES_UNLABELED_SPLITS}[folder]
         images_root, labels_root, _ = self._pairs_root()  # asked once a unit, not once an image
-        split_dir, labels_dir = fsio.join(images_root, folder), fsio.join(labels_root, folder)
+        # as listed names spell them (`memory://x` lists `memory:///x/...`): the files are compared with them by text
+        split_dir, labels_dir = (fsio.listed_root(fsio.join(root, folder)) for root in (images_root, labels_root))
         for uri in files:
             if uri.startswith(labels_dir + "/"):  # a label map whose image is gone: never read
                 yield self._without_image(folder, labels_dir, uri, split)

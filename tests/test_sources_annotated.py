@@ -22,7 +22,7 @@ import pytest
 from sources.annotated_video import AnnotatedVideoSource, frame_windows, windows_holding
 from sources.multitask import MultiTaskSource
 from sources.multiview import Co3dSource, ObjaverseSource, azimuths_about_axis, pick_evenly
-from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord
+from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord, safe_key
 from sources.segmentation import SegmentationSource
 from sources.stereo import StereoSource
 
@@ -766,6 +766,73 @@ def test_label_map_whose_image_is_gone_is_a_counted_reject(tmp_path: Path, layou
     if layout == "cityscapes":  # the linked folder: its pair's one reject, no label map without an image
         (linked,) = [i.key for i in items if isinstance(i, Reject) and i.reason == "outside_root"]
         assert linked == "ade-val-frankfurt_000000_000294-segmentation"
+
+
+def test_a_label_map_without_its_image_in_a_nested_folder_never_takes_a_real_pairs_key(tmp_path: Path):
+    """Old code keyed a label map without its image by its file name alone: in an ADE20K tree sorted
+    into folders, `outdoor/0001.png` (its image not extracted) took `indoor/0001.jpg`'s pair key,
+    and the build keeps one item a key (the other a `duplicate_key` at assemble). Its key now
+    carries its folders (joined by '/', which no image name holds, so a digest marks it), and
+    real pairs keep theirs, folder-joined names such as `outdoor-0001.jpg` included."""
+    from PIL import Image
+
+    labels = np.ones((16, 32), np.uint8) * 7
+    base = tmp_path / "ADEChallengeData2016"
+    for stem, with_image in (("indoor/0001", True), ("outdoor/0001", False), ("outdoor-0001", True), ("0002", False)):
+        label = base / "annotations" / "training" / f"{stem}.png"
+        label.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(labels, "L").save(label)
+        if with_image:
+            image = base / "images" / "training" / f"{stem}.jpg"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(image)
+    items = _read_all(SegmentationSource("ade", str(tmp_path)))
+    pairs = sorted(i.key for i in items if not isinstance(i, Reject))
+    assert pairs == ["ade-training-0001-segmentation", "ade-training-outdoor-0001-segmentation"]  # as before
+    gone = sorted((i.key, i.reason) for i in items if isinstance(i, Reject))
+    assert gone == [("ade-training-0002-segmentation", "missing_image"),  # flat: its pair's key, as before
+                    (f"{safe_key('ade', 'training', 'outdoor/0001')}-segmentation", "missing_image")]
+    assert gone[1][0].startswith("ade-training-outdoor_0001_")
+    assert len({i.key for i in items}) == len(items)
+
+
+@pytest.mark.parametrize("layout", ["ade20k", "cityscapes"])
+def test_a_memory_root_spelt_with_two_slashes_reads_as_with_three(tmp_path: Path, layout: str):
+    """`memory://x` lists its files as `memory:///x/...`: old code compared the root's own text with
+    those names, so every image was an `outside_root` reject and, since annot43, every label map
+    was one again as an image-less map under the same key (16 rejects, 6 keys twice, for the tree
+    that gave 6). Both spellings now read the pairs and the one label map without its image."""
+    import uuid
+
+    import fsspec
+    from PIL import Image
+
+    memory = fsspec.filesystem("memory")
+    top = f"mend43a-{uuid.uuid4().hex}"
+    labels, image = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.ones((16, 32), np.uint8) * 7, "L").save(labels, "PNG")
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(image, "PNG")
+    if layout == "ade20k":
+        files = {"ADEChallengeData2016/images/training/ADE_train_00000001.jpg": image,
+                 "ADEChallengeData2016/annotations/training/ADE_train_00000001.png": labels,
+                 "ADEChallengeData2016/annotations/training/ADE_train_00000002.png": labels}
+        expected = [("ade-training-ADE_train_00000001-segmentation", "PairRecord"),
+                    ("ade-training-ADE_train_00000002-segmentation", "missing_image")]
+    else:
+        files = {"leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png": image,
+                 "gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png": labels,
+                 "gtFine/train/aachen/aachen_000001_000019_gtFine_labelIds.png": labels}
+        expected = [("ade-train-aachen_000000_000019-segmentation", "PairRecord"),
+                    ("ade-train-aachen_000001_000019-segmentation", "missing_image")]
+    for name, data in files.items():
+        memory.pipe(f"/{top}/{name}", data.getvalue())
+    try:
+        for root in (f"memory://{top}", f"memory:///{top}"):
+            items = _read_all(SegmentationSource("ade", root, layout))
+            got = sorted((i.key, i.reason if isinstance(i, Reject) else type(i).__name__) for i in items)
+            assert got == expected, root
+    finally:
+        memory.rm(f"/{top}", recursive=True)
 
 
 def _nearest_rows_cols(policy: str, h: int, w: int, size: int) -> tuple[np.ndarray, np.ndarray, slice, slice]:

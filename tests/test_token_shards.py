@@ -66,6 +66,27 @@ def test_uncommitted_and_invalid(tmp_path: Path):
         write_token_shard(str(tmp_path / "y.arrow"), [short], META)
 
 
+@pytest.mark.parametrize("kept", [(), ("bytes",), ("sha256",)], ids=["empty", "no_sha256", "no_bytes"])
+@pytest.mark.parametrize("verify", ["full", "size"])
+def test_stats_without_their_digest_or_size_are_refused(tmp_path: Path, kept: tuple[str, ...], verify: str):
+    """Old code skipped the check a stats field was missing for: a shard whose token changed, its
+    stats `{}`, was read (and trained on, even with verify="full") with no word."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    path = tmp_path / "web-train-00000.arrow"
+    rows = _rows(2)
+    written = write_token_shard(str(path), rows, META)
+    data = bytearray(path.read_bytes())
+    at = data.find(rows[-1].tokens[:4].tobytes())  # a token of the first sentence, still inside the codebook
+    data[at:at + 2] = np.uint16((int(rows[-1].tokens[0]) + 1) % 8192).tobytes()
+    path.write_bytes(bytes(data))
+    stats_path = tmp_path / "web-train-00000.stats.json"
+    stats_path.write_text(json.dumps({k: v for k, v in written.items() if k not in ("bytes", "sha256") or k in kept}))
+    with pytest.raises(ShardDamaged, match=rf"{stats_path}: records no (sha256|bytes|sha256 and bytes) .*"
+                                           r"write_token_shard.*import-jsonl"):
+        read_token_shard(str(path), verify=verify)
+
+
 def test_jsonl_round_trip(tmp_path: Path):
     rows = _rows()
     shard = tmp_path / "web-train-00000.arrow"

@@ -399,7 +399,7 @@ def test_a_compressed_shard_trains_on_the_tokens_written_and_its_size_is_judged_
     from the headers, is what reading it allocates."""
     import pyarrow.ipc as ipc
 
-    from trainer.arrow_body import decompressed_bytes
+    from uvd_pipeline.shards import decompressed_bytes
 
     rng = np.random.default_rng(0)
     written = [rng.integers(0, 8192, 16 * (1 + i % 3)).tolist() for i in range(7)]
@@ -420,7 +420,7 @@ def test_a_compressed_shard_declaring_more_than_its_budget_is_refused_before_it_
     """Old code: a zstd shard of zero tokens (4 MiB here, 68 KB of file for 2 GiB in the field) was
     decompressed whole when listed and held while open: 2.1 GB peak RSS for that 68 KB file,
     and up to 64 such shards at once."""
-    import trainer.data as data
+    import uvd_pipeline.shards as shards
 
     tokens = 2 * 2**20  # 4 MiB of uint16 zeros
     table = pa.table({"sentence_id": ["s0"], "source": ["x"], "kind": ["image"], "task": ["none"], "split": ["train"],
@@ -431,10 +431,40 @@ def test_a_compressed_shard_declaring_more_than_its_budget_is_refused_before_it_
     path = tmp_path / "bomb" / "b-00000.arrow"
     _write_compressed(table, path, "zstd")
     assert path.stat().st_size < 64 * 1024
-    monkeypatch.setattr(data, "COMPRESSED_SHARD_BUDGET", 2**20, raising=False)
+    monkeypatch.setattr(shards, "COMPRESSED_SHARD_BUDGET", 2**20)
     allocated = pa.total_allocated_bytes()
-    with pytest.raises(UsageError, match=rf"{path}: its record batches are compressed \(Arrow IPC zstd/lz4\) and "
+    with pytest.raises(shards.ShardTooLarge, match=rf"{path}: its record batches are compressed \(Arrow IPC zstd/lz4\) and "
                                          rf"declare 4194[0-9]+ bytes decompressed, more than the 1048576 .*write it "
                                          r"uncompressed"):
         _loader(str(path), mode="stream")
     assert pa.total_allocated_bytes() - allocated < 2**20
+
+
+def test_compressed_shards_held_open_together_stay_within_one_budget(tmp_path: Path, monkeypatch):
+    """Old code's budget was per shard while the loader kept 64 shards open: six zstd shards each
+    within the budget were all held decompressed at once (6 x one shard's bytes, up to 64 GiB
+    with the 1 GiB default). Now the oldest are closed past one total; tokens read back the same."""
+    import pyarrow.ipc as ipc
+
+    import trainer.data as data
+    from uvd_pipeline.shards import decompressed_bytes
+
+    rng = np.random.default_rng(1)
+    written, paths = [], []
+    for i in range(6):
+        tokens = [rng.integers(0, 8192, 16 * 2048).tolist() for _ in range(4)]  # 256 KiB of uint16 a shard
+        plain = write_foreign_shard(tmp_path / "plain" / f"p{i}.arrow", tokens)
+        path = tmp_path / "z" / f"z-{i:05d}.arrow"
+        _write_compressed(ipc.open_file(plain).read_all(), path, "zstd")
+        written.append(tokens)
+        paths.append(str(path))
+    each = decompressed_bytes(paths[0])
+    assert each >= 4 * 16 * 2048 * 2
+    monkeypatch.setattr(data, "COMPRESSED_SHARD_BUDGET", 2 * each + each // 2)
+    cache = data._OpenShards(64)
+    before = pa.total_allocated_bytes()
+    for _ in range(2):
+        for path, tokens in zip(paths, written):
+            offsets, values = cache.chunks(path)[0]
+            assert values[offsets[3]:offsets[4]].tolist() == tokens[3]
+    assert pa.total_allocated_bytes() - before <= 2 * each + each // 2

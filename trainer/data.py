@@ -3,7 +3,8 @@
 The trainer sees only committed token shards (`uvd_pipeline.shards`) and a mixture spec: globs with
 weights, plus a split filter. Shards are memory-mapped; a sentence is a zero-copy uint16 view and
 only the windows this rank trains on are ever copied out (a shard with IPC compression is held
-decompressed instead, within `COMPRESSED_SHARD_BUDGET`, judged before it is read). A shard another
+decompressed instead, within `uvd_pipeline.shards.COMPRESSED_SHARD_BUDGET`, judged by
+`read_token_shard` before it is read, and those held open together within it too). A shard another
 tool wrote is held to the
 contract before its tokens are used: the columns and each sentence's n_images whole images when it
 is listed (offsets only), its ids inside the codebook when its tokens are first read (with the
@@ -41,10 +42,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from uvd_pipeline.shards import (ARROW_SUFFIX, SCHEMA, STATS_SUFFIX, TokenShardMeta, find_shards,
-                                 read_token_shard, verify_token_shard)
+from uvd_pipeline.shards import (ARROW_SUFFIX, COMPRESSED_SHARD_BUDGET, REBUILD_HINT, SCHEMA, STATS_SUFFIX,
+                                 TokenShardMeta, decompressed_bytes, find_shards, read_token_shard,
+                                 verify_token_shard)
 
-from .arrow_body import decompressed_bytes
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
 
@@ -259,27 +260,6 @@ def check_token_values(path: str, table: pa.Table, meta: TokenShardMeta) -> None
         base += len(chunk)
 
 
-# a compressed shard is held decompressed while open (it cannot be memory-mapped): at most this much
-COMPRESSED_SHARD_BUDGET = 1 << 30
-
-
-def check_compressed_size(path: str, budget: int | None = None) -> None:
-    """Refuse, before it is read, a shard whose record batches are compressed (pyarrow IPC zstd or
-    lz4) to more than `budget` bytes once decompressed, judged from the sizes its headers declare:
-    reading it decompresses all of it into memory, and a few kilobytes can declare gigabytes. A
-    file whose headers do not parse is left to the reader, which names what is wrong with it."""
-    budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
-    try:
-        size = decompressed_bytes(path)
-    except (ValueError, OSError):
-        return
-    if size > budget:
-        raise UsageError(f"{path}: its record batches are compressed (Arrow IPC zstd/lz4) and declare {size} bytes "
-                         f"decompressed, more than the {budget} a compressed shard may take (it cannot be "
-                         f"memory-mapped, so it is held decompressed while open); write it uncompressed "
-                         f"(pyarrow.ipc.new_file without compression, as write_token_shard does)")
-
-
 # -- shards and sources ----------------------------------------------------------------------
 def _no_shard_hint(pattern: str) -> str:
     """Why a glob (a folder: every file below it) that matches no committed shard matches none:
@@ -291,23 +271,29 @@ def _no_shard_hint(pattern: str) -> str:
     loose = [p for p in files if p.endswith(ARROW_SUFFIX)]
     if loose:
         return (f" ({len(loose)} .arrow file(s) match, e.g. {loose[0]}, but none has its {STATS_SUFFIX}: an "
-                f"unfinished build, or Arrow files another tool wrote (pyarrow, HF datasets save_to_disk); "
-                f"{REWRITE_HINT})")
+                f"unfinished build (resume it), or Arrow files another tool wrote (pyarrow, HF datasets save_to_disk); "
+                f"the {STATS_SUFFIX} is written with the shard, its size and sha256, not by hand: {REWRITE_HINT})")
     others = [p for p in files if not p.endswith(STATS_SUFFIX)]
     if others:
         return (f" ({len(others)} file(s) match, e.g. {others[0]}, but a token shard's name ends in {ARROW_SUFFIX}; "
                 f"{REWRITE_HINT})")
     if files:  # stats whose shards are gone
-        return f" ({len(files)} {STATS_SUFFIX} file(s) match, e.g. {files[0]}, with no {ARROW_SUFFIX} shard beside it)"
+        return (f" ({len(files)} {STATS_SUFFIX} file(s) match, e.g. {files[0]}, with no {ARROW_SUFFIX} shard beside it; "
+                f"{REBUILD_HINT})")
     return ""
 
 
 class _OpenShards:
-    """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps."""
+    """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps. A
+    compressed shard cannot be mapped and is held decompressed while open, so those held together
+    stay within one `COMPRESSED_SHARD_BUDGET` (each alone is within it: `read_token_shard`), the
+    oldest closed past it; a mapped shard costs nothing held."""
 
-    def __init__(self, limit: int = 64) -> None:
+    def __init__(self, limit: int = 64, budget: int | None = None) -> None:
         self.limit = limit
+        self.budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
         self._open: OrderedDict[str, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+        self._held: dict[str, int] = {}  # decompressed bytes of each open compressed shard
         self._values_checked: set[str] = set()  # a shard evicted and mapped again is not read twice
 
     def chunks(self, path: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -324,8 +310,12 @@ class _OpenShards:
                   np.asarray(c.values.to_numpy(zero_copy_only=True)))
                  for c in table.column("tokens").chunks]
         self._open[path] = found
-        if len(self._open) > self.limit:
-            self._open.popitem(last=False)
+        held = decompressed_bytes(path)  # the footer's headers only, judged by read_token_shard just now
+        if held:
+            self._held[path] = held
+        while len(self._open) > 1 and (len(self._open) > self.limit or sum(self._held.values()) > self.budget):
+            oldest, _ = self._open.popitem(last=False)
+            self._held.pop(oldest, None)
         return found
 
 
@@ -356,7 +346,6 @@ class SentenceSource:
         for path in self.paths:
             # the size now; the digest when the shard's tokens are first used (`_OpenShards`), so a
             # run does not read every shard before its first step
-            check_compressed_size(path)
             table, meta = read_token_shard(path, verify="size")
             try:
                 lengths = check_token_layout(path, table, meta)

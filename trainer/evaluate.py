@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from uvd_pipeline.shards import ShardDamaged, TokenShardMeta, find_shards, read_token_shard, sentence_tokens
 
 from .config import BOS_ID, CODEBOOK_SIZE, PAD_ID, TOKENS_PER_IMAGE, UsageError
-from .data import check_compressed_size, check_same_tokenizer, check_token_layout, check_token_values
+from .data import check_same_tokenizer, check_token_layout, check_token_values
 from .model import LVMTransformer
 
 DEFAULT_CONTEXTS = (1, 3, 7, 11, 15)
@@ -217,7 +217,6 @@ def iter_sentences(paths: Iterable[str], split: str | None = "val",
     seen: dict[tuple[str, str, str], int] = defaultdict(int)
     first: tuple[str, TokenShardMeta] | None = None
     for path in paths:
-        check_compressed_size(path)
         table, meta = read_token_shard(path)
         if meta.codebook_size > CODEBOOK_SIZE:
             raise UsageError(f"{path}: codebook_size {meta.codebook_size} does not fit the LM's {CODEBOOK_SIZE} codes")

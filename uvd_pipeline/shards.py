@@ -32,6 +32,7 @@ import pyarrow.ipc as ipc
 
 from tokenizer.atomic import open_atomic, write_bytes
 from tokenizer.config import read_json
+from uvd_pipeline.arrow_body import NotArrowFile, decompressed_bytes
 from uvd_pipeline.mixture import KIND_GROUPS, NAME_PATTERN
 
 TOKEN_FORMAT_VERSION = 1
@@ -191,7 +192,7 @@ _VERIFIED: dict[str, tuple[int, int, int]] = {}
 def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
     """Check a committed token shard against its stats (returned): its size always, and with
     `full` its sha256 (once per file and process: a file rewritten since is checked again).
-    Raises `ShardDamaged` naming the damaged file."""
+    Stats lacking either are refused. Raises `ShardDamaged` naming the damaged file."""
     stats_path = path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX
     try:
         stats = read_json(stats_path, STATS_MAX_BYTES, "a token shard's stats", "ours take ~1 KB")
@@ -206,12 +207,18 @@ def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
         info = os.stat(path)
     except FileNotFoundError:
         raise ShardDamaged(path, f"missing (its {STATS_SUFFIX} records it); {REBUILD_HINT}") from None
-    recorded = stats.get("bytes")
-    if recorded is not None and info.st_size != recorded:
+    missing = [k for k, kind in (("sha256", str), ("bytes", int)) if not isinstance(stats.get(k), kind)]
+    if missing:  # without them nothing below is checked: refused, not read unchecked
+        raise ShardDamaged(stats_path, f"records no {' and '.join(missing)} (every committed token shard's stats carry "
+                                       f"its size and sha256); get a proper shard: {REBUILD_HINT}, or write it with "
+                                       f"uvd_pipeline.shards.write_token_shard (or python -m uvd_pipeline import-jsonl "
+                                       f"for LVM/EasyLM JSONL), which writes both")
+    recorded = stats["bytes"]
+    if info.st_size != recorded:
         raise ShardDamaged(path, f"{info.st_size} bytes, its stats record {recorded} (truncated or rewritten); "
                                  f"{REBUILD_HINT}")
-    digest = stats.get("sha256")
-    if full and digest:
+    digest = stats["sha256"]
+    if full:
         seen = (info.st_size, info.st_mtime_ns, info.st_ino)
         if _VERIFIED.get(path) != seen:
             if file_sha256(path) != digest:
@@ -222,15 +229,49 @@ def verify_token_shard(path: str, full: bool = True) -> dict[str, Any]:
     return stats
 
 
+# a compressed shard cannot be memory-mapped: reading it holds it decompressed, at most this much
+COMPRESSED_SHARD_BUDGET = 1 << 30
+UNCOMPRESSED_HINT = "write it uncompressed (pyarrow.ipc.new_file without compression, as write_token_shard does)"
+
+
+class ShardTooLarge(ShardDamaged):
+    """A token shard refused before it is read: its compressed batches declare more than the budget
+    once decompressed, or its Arrow headers do not parse, so that size cannot be judged."""
+
+
+def check_compressed_size(path: str, budget: int | None = None) -> int:
+    """The bytes the shard `path` will hold decompressed when read (0: not compressed, it is
+    memory-mapped), refused past `budget` before it is read: reading a compressed (zstd/lz4) IPC
+    file decompresses all of it, and a few kilobytes can declare gigabytes. A file whose footer or
+    batch headers do not parse is refused too (the reader might decompress what could not be
+    judged); one without the IPC file magic is left to the reader, which refuses it unread and names
+    what it is. Raises `ShardTooLarge`; an `OSError` reading it is raised as it is."""
+    budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
+    try:
+        size = decompressed_bytes(path)
+    except NotArrowFile:
+        return 0
+    except ValueError as exc:
+        raise ShardTooLarge(path, f"its Arrow headers do not parse, so its decompressed size cannot be judged before "
+                                  f"it is read ({exc}); {UNCOMPRESSED_HINT}") from None
+    if size > budget:
+        raise ShardTooLarge(path, f"its record batches are compressed (Arrow IPC zstd/lz4) and declare {size} bytes "
+                                  f"decompressed, more than the {budget} a compressed shard may take (it cannot be "
+                                  f"memory-mapped, so it is held decompressed while open); {UNCOMPRESSED_HINT}")
+    return size
+
+
 def read_token_shard(path: str, verify: str = "full") -> tuple[pa.Table, TokenShardMeta]:
     """Memory-map a committed shard (no copy of the token data into Python memory), checked first
     against its stats: `verify` "full" (size and sha256) or "size" (for a caller that checks the
-    digest before it reads any token, as the trainer's data loader does)."""
+    digest before it reads any token, as the trainer's data loader does). A compressed shard is
+    refused past `COMPRESSED_SHARD_BUDGET` before it is read (`check_compressed_size`)."""
     if verify not in ("full", "size"):
         raise ValueError(f"verify must be 'full' or 'size', not {verify!r}")
     if not committed(path):
         raise NotFound(f"{path} is not a committed token shard (its {STATS_SUFFIX} file is missing)")
     verify_token_shard(path, full=verify == "full")
+    check_compressed_size(path)  # before any batch is decompressed
     try:
         source = pa.memory_map(path, "r")
         table = ipc.open_file(source).read_all()
