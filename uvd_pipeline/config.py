@@ -77,7 +77,9 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
 # frame decoded by PyAV at each frame's size; COCO brush masks without a box drawn from their runs,
 # detectron2's rotated boxes drawn, 17 keypoints named otherwise than COCO's person drawn without
 # its skeleton; a Hub repo without card configs building only the files `datasets` loads.
-RENDER_REVISION = 8
+# 9 (2026-12-06): label maps' 255 (VOC's void border) drawn unlabelled, not as class 255; a label
+# map or KITTI view without its image counted; a `memory://x` root read, not refused as outside.
+RENDER_REVISION = 9
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
