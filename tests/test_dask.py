@@ -430,3 +430,31 @@ def test_a_worker_whose_closing_fails_after_the_cluster_closed_it_ends_non_zero(
          "closing the worker's connections failed); exit status 1",
          f"uvd build worker {ends['exit function'].pid}: closing failed after the cluster closed it (RuntimeError: "
          "the decode workers did not stop); exit status 1"]), lines
+
+
+def test_a_given_scheduler_left_without_workers_is_named_while_the_build_waits(caplog):
+    """A user's scheduler whose only worker died: Dask waits for workers to come back, and the
+    build sat at its last progress line without a word. The watch says so, naming
+    `beam.dask.address` and what to do, once, and says when workers are back."""
+    import time
+
+    import distributed
+
+    from uvd_pipeline.dask_cluster import WorkerWatch
+
+    def said(text: str) -> bool:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if text in caplog.text:
+                return True
+            time.sleep(0.05)
+        return False
+
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster:
+        with caplog.at_level("INFO", logger="uvd_pipeline.dask_cluster"):
+            with WorkerWatch(cluster.scheduler_address, interval=0.1):
+                assert said("has no workers left"), caplog.text
+                assert "beam.dask.address" in caplog.text and f"dask worker {cluster.scheduler_address}" in caplog.text
+                cluster.scale(1)
+                assert said("has workers again (1)"), caplog.text
+    assert caplog.text.count("has no workers left") == 1

@@ -25,6 +25,7 @@ elements gathered in one task) that the consumer's tasks depend on.
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -103,6 +104,59 @@ async def _identity(address: str, timeout: float, connection: dict) -> dict:
         await comm.close()
 
 
+WATCH_INTERVAL_S = 10.0  # how often a given scheduler is asked how many workers it has
+
+
+class WorkerWatch:
+    """Asks a given scheduler every `interval` seconds how many workers it has, while a build
+    runs on it, and says so when none is left: Dask waits for workers to come back (an autoscaled
+    cluster may shrink to none), so a build whose only worker died sat at its last progress line
+    without a word. A warning names the address and what to do; a line when workers return."""
+
+    def __init__(self, address: str, interval: float = WATCH_INTERVAL_S) -> None:
+        self.address, self.interval = address, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dask-worker-watch", daemon=True)
+
+    def __enter__(self) -> "WorkerWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=ANSWER_TIMEOUT_S + 1)
+
+    def _workers(self, connection: dict) -> int | None:
+        """The scheduler's worker count, None where it does not answer."""
+        import asyncio
+
+        try:
+            identity = asyncio.run(asyncio.wait_for(_identity(self.address, ANSWER_TIMEOUT_S, connection),
+                                                    ANSWER_TIMEOUT_S))
+        except UNREACHABLE:
+            return None
+        return int(identity.get("n_workers") or 0) if isinstance(identity, dict) else None
+
+    def _run(self) -> None:
+        connection = _connection_args(self.address)
+        said = None  # what was last said: "none", "unreachable" or None (workers there)
+        while not self._stop.wait(self.interval):
+            workers = self._workers(connection)
+            state = "unreachable" if workers is None else ("none" if workers == 0 else None)
+            if state == said:
+                continue
+            if state == "none":
+                log.warning("Dask scheduler at %s (beam.dask.address) has no workers left: the build waits until "
+                            "some join (`dask worker %s`); or stop it (Ctrl-C) and run it again later: committed "
+                            "units are kept", self.address, self.address)
+            elif state == "unreachable":
+                log.warning("Dask scheduler at %s (beam.dask.address) does not answer within %g s: the build "
+                            "waits for it", self.address, ANSWER_TIMEOUT_S)
+            else:
+                log.info("Dask scheduler at %s has workers again (%d)", self.address, workers)
+            said = state
+
+
 def memory_limit(value: str) -> str | int:
     """The config's memory limit in the form LocalCluster takes ('auto', bytes text, or 0)."""
     return 0 if value == "0" else value
@@ -113,7 +167,8 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
     """Yield the scheduler address; a local cluster started here is closed on exit (its workers
     keep Beam's import warning out and end at once when closed: `uvd_pipeline.dask_worker`)."""
     if settings.address:
-        yield settings.address
+        with WorkerWatch(settings.address):
+            yield settings.address
         return
     from distributed import LocalCluster
 
