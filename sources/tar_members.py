@@ -539,6 +539,9 @@ def small_gzip(handle: IO[bytes]) -> bytes | None:
     return b"".join(parts)
 
 
+GZIP_TAR_SUFFIXES = (".gz", ".tgz")  # the names whose tars `scan` tries to inflate once
+
+
 def _opened(uri: str, layout: Layout) -> Any:
     """The tar to read: the scan's inflated copy of a small gzipped one, else the file."""
     if layout.inflated is not None:
@@ -550,11 +553,14 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
     """`_scan`, a small gzipped tar inflated once: its scan and its read take the inflated tar
     (`small_gzip`) where that scan keeps every header and meets no damage; any other is scanned
     (and read) from its file as before, so that its items, order and rejects stay the same."""
-    try:
-        with fsio.open_file(uri) as handle:
-            inflated = small_gzip(handle)
-    except (OSError, ValueError):
-        inflated = None  # the scan below meets it again and says it
+    inflated = None
+    if uri.lower().endswith(GZIP_TAR_SUFFIXES):  # a plain tar is opened once, not also to look for gzip
+        try:
+            with fsio.open_file(uri) as handle:
+                inflated = small_gzip(handle)
+        except (OSError, ValueError) as exc:
+            raise_machine_error(exc, uri)  # too many open files, no memory: the machine's, no archive's
+            inflated = None  # the scan below meets it again and says it
     if inflated is not None:
         layout = _scan(uri, keyed, Layout(inflated=inflated))
         if layout.headers is not None and layout.headers.error is None:

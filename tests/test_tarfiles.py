@@ -469,3 +469,38 @@ def test_a_small_gzipped_shard_is_inflated_once_and_reads_as_before(tmp_path, mo
         past = _items(source)
         monkeypatch.undo()
         assert past == _items(source), label
+
+
+@pytest.mark.parametrize("name", ["00000.tar", "00000.tar.gz"])
+def test_too_many_open_files_scanning_a_tar_is_the_machines_error_and_a_plain_tar_is_opened_once(
+        tmp_path, monkeypatch, name):
+    """`scan` opens a gzipped tar first to inflate it once; too many open files there was taken
+    for a tar that is no small gzip (the scan went on, the error lost), and every plain tar was
+    opened twice (a second request on a remote filesystem). Now only gzip names are tried, and the
+    machine's error is raised."""
+    import errno
+
+    from sources import fsio, tar_members
+    from sources.records import MachineError
+
+    shard = tmp_path / name
+    with tarfile.open(shard, "w:gz" if name.endswith(".gz") else "w") as tar:
+        info = tarfile.TarInfo("000000000.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    real_open, opened = fsio.open_file, []
+
+    def counting(uri, *args, **kwargs):
+        opened.append(uri)
+        return real_open(uri, *args, **kwargs)
+
+    monkeypatch.setattr(fsio, "open_file", counting)
+    tar_members.scan(str(shard))
+    assert len(opened) == 1  # a plain tar: scanned from the file; a small gzip: inflated once, scanned in memory
+
+    def exhausted(uri, *args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+
+    monkeypatch.setattr(fsio, "open_file", exhausted)
+    with pytest.raises(MachineError, match=r"\[Errno %d\]" % errno.EMFILE):
+        tar_members.scan(str(shard))
