@@ -180,7 +180,7 @@ def write_tar_with_a_huge_member(path: Path, size: int) -> None:
     ("png16_11k", "ok:RenderedUnit"),  # 605 MB declared: decoded, converted in strips
     ("rgba", "reject:image_too_large"),  # 1.15 GB declared
     ("sparse", "reject:file_too_large"),  # read up to the cap, never whole
-    ("zero", "reject:file_too_large"),
+    ("zero", "reject:not_a_file"),  # a link to /dev/zero: a character device, never opened
     ("coco20000", "reject:annotation_size_mismatch"),  # the mask takes the decoded image's size
     ("depth20000", "reject:annotation_too_large"),
     ("jpeg_pair", "ok:RenderedUnit"),  # over budget at full size: a DCT-reduced decode

@@ -8,7 +8,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from sources.fsio import FileTooLarge
+from sources.fsio import FileTooLarge, NotAFile
+from sources.paths import NOT_A_FILE
 from sources.records import FILE_TOO_LARGE, ImageRecord, Reject, VideoClipRecord, VideoRecord
 from sources.video import VideoError, clip_frames
 from transforms.decode import DecodeError
@@ -98,6 +99,8 @@ def render_image(record: ImageRecord, settings: RenderSettings, fingerprint: boo
         data = record.read_bytes()
     except FileTooLarge as exc:
         return Reject(record.key, record.source, record.group, "read", FILE_TOO_LARGE, str(exc), split_hint=split)
+    except NotAFile as exc:  # a followed link to /dev/zero, a fifo: never opened (`fsio.refuse_special`)
+        return Reject(record.key, record.source, record.group, "read", NOT_A_FILE, str(exc), split_hint=split)
     except (OSError, ValueError) as exc:
         return Reject(record.key, record.source, record.group, "read", "unreadable_file",
                       exception_detail(exc), split_hint=split)
