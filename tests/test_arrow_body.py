@@ -153,3 +153,27 @@ def test_every_reader_of_token_shards_judges_the_size_before_it_reads(tmp_path: 
     with pytest.raises(ShardTooLarge, match=rf"{path}: its record batches are compressed .* declare 4194[0-9]+ bytes"):
         read(path, tmp_path)
     assert pa.total_allocated_bytes() - allocated < BUDGET
+
+
+def test_a_file_whose_leading_magic_is_changed_is_refused_not_waved_through(tmp_path: Path):
+    """Old code took a file without 'ARROW1' at its start for 'not an Arrow file' and judged it 0;
+    Arrow's file reader checks only the trailing magic, so a zstd bomb with junk in its first six
+    bytes was read whole (t_headmagic.py: 32 MiB decompressed from a few kilobytes)."""
+    table = pa.table({"tokens": pa.array([pa.array([0] * (2 << 20), pa.uint16())], pa.large_list(pa.uint16()))})
+    path = _write_zstd(table, tmp_path / "bomb.arrow")
+    data = bytearray(path.read_bytes())
+    data[:6] = b"XXXXXX"
+    path.write_bytes(bytes(data))
+    assert ipc.open_file(str(path)).read_all().equals(table)  # the reader reads it whole
+    with pytest.raises(ShardTooLarge, match=rf"{path}: .*starts without the Arrow IPC file magic"):
+        check_compressed_size(str(path), BUDGET)
+
+
+def test_a_file_without_the_trailing_magic_is_left_to_the_reader(tmp_path: Path):
+    """An Arrow IPC stream (what HF datasets' save_to_disk writes) has no file magic at all: the
+    reader refuses it unread and names what it is, so the size check does not."""
+    table = pa.table({"tokens": pa.array([pa.array([0] * 1024, pa.uint16())], pa.large_list(pa.uint16()))})
+    path = tmp_path / "stream.arrow"
+    with ipc.new_stream(str(path), table.schema, options=ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
+    assert check_compressed_size(str(path), BUDGET) == 0

@@ -64,22 +64,25 @@ class _Table:
 
 
 class NotArrowFile(ValueError):
-    """The file lacks the Arrow IPC file magic at its start or end: `ipc.open_file` refuses it
-    before it reads any batch, so there is nothing to judge."""
+    """The file lacks the Arrow IPC file magic at its end: `ipc.open_file` refuses it before it
+    reads any batch, so there is nothing to judge. (Arrow checks only the trailing magic: a file
+    that ends with it but does not start with it is read, so it is refused, not passed over.)"""
 
 
 def decompressed_bytes(path: str) -> int:
     """Bytes the record and dictionary batches of the IPC file `path` decompress to when read; 0
     for a file whose batches are not compressed (they are memory-mapped, not copied). The batches
     judged are the blocks its footer lists, at their offsets: what `ipc.open_file` reads, whatever
-    lies between them. Raises `NotArrowFile` for a file without the IPC file magic, `ValueError`
+    lies between them. Raises `NotArrowFile` for a file without the IPC file magic at its end, `ValueError`
     for one whose footer or batch headers do not parse, `OSError` for one that cannot be read."""
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size < 2 * len(FILE_MAGIC) + 4:  # mmap refuses an empty file
             raise NotArrowFile("not an Arrow IPC file")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if data[:len(FILE_MAGIC)] != FILE_MAGIC or data[-len(FILE_MAGIC):] != FILE_MAGIC:
+            if data[-len(FILE_MAGIC):] != FILE_MAGIC:
                 raise NotArrowFile("not an Arrow IPC file")
+            if data[:len(FILE_MAGIC)] != FILE_MAGIC:  # Arrow reads it all the same: fail closed
+                raise ValueError("it ends with the Arrow IPC file magic but starts without the Arrow IPC file magic")
             try:
                 return sum(_block_decompressed_bytes(data, offset, metadata_length)
                            for offset, metadata_length, _ in _footer_blocks(data))
