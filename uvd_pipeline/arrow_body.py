@@ -27,16 +27,26 @@ FILE_MAGIC = b"ARROW1"
 CONTINUATION = -1  # 0xFFFFFFFF before a message's metadata length
 BLOCK = "<qi4xq"  # Footer Block {offset: long, metaDataLength: int, (padding), bodyLength: long}
 HEADER_DICTIONARY_BATCH, HEADER_RECORD_BATCH = 2, 3  # MessageHeader union: Schema 1, DictionaryBatch 2, RecordBatch 3
+MIN_MESSAGE_BYTES = 64  # a batch message: 8-byte prefix, a Message table and its RecordBatch, 8-aligned
 UNCOMPRESSED = -1  # a compressed body's buffer prefix meaning "stored as is"
 
 
 class _Table:
-    """A flatbuffer table at `pos` of `data`: its fields by number, absent ones as None."""
+    """A flatbuffer table at `pos` of `data`, read in place (no copy) within the flatbuffer's bytes
+    `data[lo:hi]`: its fields by number, absent ones as None. A position outside them raises
+    ValueError (Python's struct would wrap a negative one to the end of the buffer)."""
 
-    def __init__(self, data: bytes, pos: int) -> None:
-        self.data, self.pos = data, pos
+    def __init__(self, data, pos: int, lo: int, hi: int) -> None:
+        self.data, self.pos, self.lo, self.hi = data, pos, lo, hi
+        self._check(pos, 4)
         vtable = pos - struct.unpack_from("<i", data, pos)[0]
+        self._check(vtable, 4)
         self._vtable, self._vtable_size = vtable, struct.unpack_from("<H", data, vtable)[0]
+        self._check(vtable, self._vtable_size)
+
+    def _check(self, at: int, size: int) -> None:
+        if at < self.lo or at + size > self.hi:
+            raise ValueError(f"a flatbuffer position {at - self.lo} (+{size} bytes) outside its {self.hi - self.lo} bytes")
 
     def _field(self, number: int) -> int | None:
         at = 4 + 2 * number
@@ -47,19 +57,28 @@ class _Table:
 
     def scalar(self, number: int, item: str) -> int | None:
         at = self._field(number)
-        return None if at is None else struct.unpack_from(item, self.data, at)[0]
+        if at is None:
+            return None
+        self._check(at, struct.calcsize(item))
+        return struct.unpack_from(item, self.data, at)[0]
 
     def table(self, number: int) -> "_Table | None":
         at = self._field(number)
-        return None if at is None else _Table(self.data, at + struct.unpack_from("<I", self.data, at)[0])
+        if at is None:
+            return None
+        self._check(at, 4)
+        return _Table(self.data, at + struct.unpack_from("<I", self.data, at)[0], self.lo, self.hi)
 
     def struct_vector(self, number: int, item: str) -> list[tuple]:
         at = self._field(number)
         if at is None:
             return []
+        self._check(at, 4)
         start = at + struct.unpack_from("<I", self.data, at)[0]
+        self._check(start, 4)
         count = struct.unpack_from("<I", self.data, start)[0]
         size = struct.calcsize(item)
+        self._check(start + 4, count * size)
         return [struct.unpack_from(item, self.data, start + 4 + i * size) for i in range(count)]
 
 
@@ -84,8 +103,10 @@ def decompressed_bytes(path: str) -> int:
             if data[:len(FILE_MAGIC)] != FILE_MAGIC:  # Arrow reads it all the same: fail closed
                 raise ValueError("it ends with the Arrow IPC file magic but starts without the Arrow IPC file magic")
             try:
-                return sum(_block_decompressed_bytes(data, offset, metadata_length)
-                           for offset, metadata_length, _ in _footer_blocks(data))
+                blocks = _footer_blocks(data)
+                if len(blocks) > len(data) // MIN_MESSAGE_BYTES:  # blocks sharing one message: work without end
+                    raise ValueError(f"{len(blocks)} blocks in a file of {len(data)} bytes")
+                return sum(_block_decompressed_bytes(data, offset, metadata_length) for offset, metadata_length, _ in blocks)
             except (struct.error, IndexError, OverflowError) as exc:
                 raise ValueError(f"a header that does not parse ({type(exc).__name__}: {exc})") from None
 
@@ -96,8 +117,8 @@ def _footer_blocks(data) -> list[tuple]:
     footer_start = len(data) - len(FILE_MAGIC) - 4 - footer_length
     if footer_length <= 0 or footer_start < len(FILE_MAGIC):
         raise ValueError(f"a footer length of {footer_length} bytes does not fit the file")
-    footer_bytes = bytes(data[footer_start:footer_start + footer_length])
-    footer = _Table(footer_bytes, struct.unpack_from("<I", footer_bytes, 0)[0])
+    footer_end = footer_start + footer_length
+    footer = _Table(data, footer_start + struct.unpack_from("<I", data, footer_start)[0], footer_start, footer_end)
     return footer.struct_vector(2, BLOCK) + footer.struct_vector(3, BLOCK)  # dictionaries, recordBatches
 
 
@@ -108,8 +129,12 @@ def _block_decompressed_bytes(data, offset: int, metadata_length: int) -> int:
         raise ValueError(f"a block at {offset} of {metadata_length} bytes lies outside the file")
     prefix = struct.unpack_from("<i", data, offset)[0]
     skip = 8 if prefix == CONTINUATION else 4  # the continuation mark, then the metadata's length
-    metadata = bytes(data[offset + skip:offset + metadata_length])
-    message = _Table(metadata, struct.unpack_from("<I", metadata, 0)[0])
+    flatbuffer_length = struct.unpack_from("<i", data, offset + skip - 4)[0]  # read in place: no copy
+    if not 0 < flatbuffer_length <= metadata_length - skip:
+        raise ValueError(f"the message at {offset} declares {flatbuffer_length} bytes of metadata, "
+                         f"its block {metadata_length - skip}")
+    start = offset + skip
+    message = _Table(data, start + struct.unpack_from("<I", data, start)[0], start, start + flatbuffer_length)
     kind = message.scalar(1, "<B")  # Message.header_type
     if kind not in (HEADER_DICTIONARY_BATCH, HEADER_RECORD_BATCH):
         raise ValueError(f"the block at {offset} holds a message of type {kind}, not a batch")
