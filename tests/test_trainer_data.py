@@ -468,3 +468,45 @@ def test_compressed_shards_held_open_together_stay_within_one_budget(tmp_path: P
             offsets, values = cache.chunks(path)[0]
             assert values[offsets[3]:offsets[4]].tolist() == tokens[3]
     assert pa.total_allocated_bytes() - before <= 2 * each + each // 2
+
+
+def _compressed_shards(folder: Path, count: int) -> tuple[list[str], list[list[list[int]]]]:
+    """`count` zstd shards of four 64 KiB sentences each, written by pyarrow and sealed."""
+    import pyarrow.ipc as ipc
+
+    rng = np.random.default_rng(1)
+    written, paths = [], []
+    for i in range(count):
+        tokens = [rng.integers(0, 8192, 16 * 2048).tolist() for _ in range(4)]
+        plain = write_foreign_shard(folder / "plain" / f"p{i}.arrow", tokens)
+        path = folder / "z" / f"z-{i:05d}.arrow"
+        _write_compressed(ipc.open_file(plain).read_all(), path, "zstd")
+        written.append(tokens)
+        paths.append(str(path))
+    return paths, written
+
+
+def test_the_oldest_compressed_shard_is_closed_before_the_next_is_read(tmp_path: Path, monkeypatch):
+    """Old code evicted only after reading the new shard, so it held the old ones and the new one
+    at once: up to twice the budget (t_peak.py: 1.90 x). The bytes held while a shard is read,
+    that shard included, now stay within the budget."""
+    import trainer.data as data
+    from uvd_pipeline.shards import decompressed_bytes
+
+    paths, written = _compressed_shards(tmp_path, 4)
+    each = decompressed_bytes(paths[0])
+    budget = each + each // 20  # one shard at a time
+    cache = data._OpenShards(64, budget=budget)
+    peaks = []
+    reader = data.read_token_shard
+
+    def reading(path, *args, **kwargs):
+        peaks.append(sum(cache._held.values()) + decompressed_bytes(path))
+        return reader(path, *args, **kwargs)
+
+    monkeypatch.setattr(data, "read_token_shard", reading)
+    for _ in range(2):
+        for path, tokens in zip(paths, written):
+            offsets, values = cache.chunks(path)[0]
+            assert values[offsets[1]:offsets[2]].tolist() == tokens[1]
+    assert len(peaks) == 8 and max(peaks) <= budget

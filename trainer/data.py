@@ -287,7 +287,7 @@ class _OpenShards:
     """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps. A
     compressed shard cannot be mapped and is held decompressed while open, so those held together
     stay within one `COMPRESSED_SHARD_BUDGET` (each alone is within it: `read_token_shard`), the
-    oldest closed past it; a mapped shard costs nothing held."""
+    oldest closed before a shard that would pass it is read, its size judged from its headers; a mapped shard costs nothing held."""
 
     def __init__(self, limit: int = 64, budget: int | None = None) -> None:
         self.limit = limit
@@ -302,6 +302,10 @@ class _OpenShards:
         if found is not None:
             self._open.move_to_end(path)
             return found
+        held = self._judged(path)
+        while self._open and (len(self._open) >= self.limit or sum(self._held.values()) + held > self.budget):
+            oldest = self._open.popitem(last=False)[0]  # closed before the next is read, not after
+            self._held.pop(oldest, None)
         table, meta = read_token_shard(path)  # the sha256 is checked here, before any token is used
         if path not in self._values_checked:
             check_token_values(path, table, meta)
@@ -310,13 +314,18 @@ class _OpenShards:
                   np.asarray(c.values.to_numpy(zero_copy_only=True)))
                  for c in table.column("tokens").chunks]
         self._open[path] = found
-        held = decompressed_bytes(path)  # the footer's headers only, judged by read_token_shard just now
         if held:
             self._held[path] = held
-        while len(self._open) > 1 and (len(self._open) > self.limit or sum(self._held.values()) > self.budget):
-            oldest, _ = self._open.popitem(last=False)
-            self._held.pop(oldest, None)
         return found
+
+    @staticmethod
+    def _judged(path: str) -> int:
+        """The decompressed bytes `path` will hold once read, from its headers only; a file whose
+        size cannot be judged counts 0 here and is refused by `read_token_shard`, with its reason."""
+        try:
+            return decompressed_bytes(path)
+        except (ValueError, OSError):
+            return 0
 
 
 @dataclass
