@@ -28,6 +28,7 @@ CONTINUATION = -1  # 0xFFFFFFFF before a message's metadata length
 BLOCK = "<qi4xq"  # Footer Block {offset: long, metaDataLength: int, (padding), bodyLength: long}
 HEADER_DICTIONARY_BATCH, HEADER_RECORD_BATCH = 2, 3  # MessageHeader union: Schema 1, DictionaryBatch 2, RecordBatch 3
 MIN_MESSAGE_BYTES = 64  # a batch message: 8-byte prefix, a Message table and its RecordBatch, 8-aligned
+ALLOCATION_ALIGNMENT = 64  # Arrow's memory pool rounds each buffer it allocates up to this
 UNCOMPRESSED = -1  # a compressed body's buffer prefix meaning "stored as is"
 
 
@@ -145,7 +146,7 @@ def _block_decompressed_bytes(data, offset: int, metadata_length: int) -> int:
 
 
 def _batch_decompressed_bytes(message: _Table, data, body_start: int, body_length: int, dictionary: bool) -> int:
-    """Sum of the declared sizes of one compressed batch's buffers (0 when it is not compressed),
+    """Sum of the declared sizes, each rounded up to 64 bytes as allocated, of one compressed batch's buffers (0 when it is not compressed),
     its body the `body_length` bytes of `data` from `body_start`; `dictionary`: the message is a
     DictionaryBatch, whose RecordBatch is its field 1 (data)."""
     batch = message.table(2)  # Message.header: the RecordBatch (or the DictionaryBatch holding one)
@@ -160,5 +161,6 @@ def _batch_decompressed_bytes(message: _Table, data, body_start: int, body_lengt
         if offset < 0 or offset + 8 > body_length:
             raise ValueError(f"a buffer at {offset} lies outside its batch's {body_length}-byte body")
         declared = struct.unpack_from("<q", data, body_start + offset)[0]
-        total += length - 8 if declared == UNCOMPRESSED else max(declared, 0)
+        size = length - 8 if declared == UNCOMPRESSED else max(declared, 0)
+        total += -(-size // ALLOCATION_ALIGNMENT) * ALLOCATION_ALIGNMENT  # Arrow allocates in 64-byte steps
     return total
