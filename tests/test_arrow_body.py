@@ -235,3 +235,41 @@ def test_each_decompressed_buffer_is_counted_as_arrow_allocates_it_rounded_to_64
     allocated = _allocated_on_read(path)
     assert allocated >= 2000 * 64
     assert allocated <= decompressed_bytes(str(path)) <= 2 * allocated
+
+
+def _footer_tricks(data: bytes) -> dict[str, bytes]:
+    """`data` (a pyarrow IPC file) with its footer's flatbuffer malformed three ways pyarrow's own
+    verifier refuses (t_tricks.py)."""
+    n = len(data)
+    footer_len = struct.unpack_from("<i", data, n - 10)[0]
+    start = n - 10 - footer_len
+    footer = data[start:n - 10]
+    root = struct.unpack_from("<I", footer, 0)[0]
+    vtable = root - struct.unpack_from("<i", footer, root)[0]
+
+    def with_footer(at: int, item: str, value: int) -> bytes:
+        patched = bytearray(footer)
+        struct.pack_into(item, patched, at, value)
+        return data[:start] + bytes(patched) + data[n - 10:]
+
+    shorter = bytearray(data)
+    struct.pack_into("<i", shorter, n - 10, footer_len - 16)
+    return {"vtable_wrap": with_footer(root, "<i", root + 8),  # a vtable before the buffer's start
+            "vtable_size_huge": with_footer(vtable, "<H", 0xFFFF),
+            "footer_len_small": bytes(shorter)}
+
+
+@pytest.mark.parametrize("trick", ["vtable_wrap", "vtable_size_huge", "footer_len_small"])
+def test_a_footer_whose_flatbuffer_points_outside_itself_is_refused(tmp_path: Path, trick: str):
+    """Old code judged these 0 or sized them (struct wraps a negative position to the buffer's end,
+    and a vtable's declared size was not bounded): fail closed, as for any header that does not parse."""
+    import numpy as np
+
+    table = pa.table({"tokens": pa.array([np.arange(256, dtype=np.uint16)] * 50, pa.large_list(pa.uint16()))})
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table, max_chunksize=10)
+    path = tmp_path / f"{trick}.arrow"
+    path.write_bytes(_footer_tricks(sink.getvalue().to_pybytes())[trick])
+    with pytest.raises(ShardTooLarge, match=rf"{path}: its Arrow headers do not parse"):
+        check_compressed_size(str(path), BUDGET)
