@@ -22,6 +22,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import threading
 
 FILE_MAGIC = b"ARROW1"
 CONTINUATION = -1  # 0xFFFFFFFF before a message's metadata length
@@ -30,6 +31,10 @@ HEADER_DICTIONARY_BATCH, HEADER_RECORD_BATCH = 2, 3  # MessageHeader union: Sche
 MIN_MESSAGE_BYTES = 64  # a batch message: 8-byte prefix, a Message table and its RecordBatch, 8-aligned
 ALLOCATION_ALIGNMENT = 64  # Arrow's memory pool rounds each buffer it allocates up to this
 UNCOMPRESSED = -1  # a compressed body's buffer prefix meaning "stored as is"
+# sizes judged, by (device, inode, size, mtime, ctime): a file changed since is judged again
+_JUDGED: dict[tuple, int] = {}
+_JUDGED_LIMIT = 4096
+_JUDGED_LOCK = threading.Lock()
 
 
 class _Table:
@@ -47,7 +52,8 @@ class _Table:
 
     def _check(self, at: int, size: int) -> None:
         if at < self.lo or at + size > self.hi:
-            raise ValueError(f"a flatbuffer position {at - self.lo} (+{size} bytes) outside its {self.hi - self.lo} bytes")
+            raise ValueError(f"a flatbuffer position {at - self.lo} (+{size} bytes) outside its "
+                             f"{self.hi - self.lo} bytes")
 
     def _field(self, number: int) -> int | None:
         at = 4 + 2 * number
@@ -93,23 +99,40 @@ def decompressed_bytes(path: str) -> int:
     """Bytes the record and dictionary batches of the IPC file `path` decompress to when read; 0
     for a file whose batches are not compressed (they are memory-mapped, not copied). The batches
     judged are the blocks its footer lists, at their offsets: what `ipc.open_file` reads, whatever
-    lies between them. Raises `NotArrowFile` for a file without the IPC file magic at its end, `ValueError`
-    for one whose footer or batch headers do not parse, `OSError` for one that cannot be read."""
+    lies between them. Raises `NotArrowFile` for a file without the IPC file magic at its end,
+    `ValueError` for one whose footer or batch headers do not parse, `OSError` for one that cannot
+    be read. A size is judged once per version of a file (its inode, size, mtime and ctime)."""
     with open(path, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size < 2 * len(FILE_MAGIC) + 4:  # mmap refuses an empty file
+        stat = os.fstat(handle.fileno())
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        with _JUDGED_LOCK:  # a reader judges before it reads and its caller counts what it holds: one parse
+            if key in _JUDGED:
+                return _JUDGED[key]
+        size = _judge(handle, stat.st_size)
+        with _JUDGED_LOCK:
+            if len(_JUDGED) >= _JUDGED_LIMIT:
+                _JUDGED.pop(next(iter(_JUDGED)))
+            _JUDGED[key] = size
+        return size
+
+
+def _judge(handle, file_size: int) -> int:
+    """`decompressed_bytes` of the open file `handle`, parsed from its footer."""
+    if file_size < 2 * len(FILE_MAGIC) + 4:  # mmap refuses an empty file
+        raise NotArrowFile("not an Arrow IPC file")
+    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[-len(FILE_MAGIC):] != FILE_MAGIC:
             raise NotArrowFile("not an Arrow IPC file")
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if data[-len(FILE_MAGIC):] != FILE_MAGIC:
-                raise NotArrowFile("not an Arrow IPC file")
-            if data[:len(FILE_MAGIC)] != FILE_MAGIC:  # Arrow reads it all the same: fail closed
-                raise ValueError("it ends with the Arrow IPC file magic but starts without the Arrow IPC file magic")
-            try:
-                blocks = _footer_blocks(data)
-                if len(blocks) > len(data) // MIN_MESSAGE_BYTES:  # blocks sharing one message: work without end
-                    raise ValueError(f"{len(blocks)} blocks in a file of {len(data)} bytes")
-                return sum(_block_decompressed_bytes(data, offset, metadata_length) for offset, metadata_length, _ in blocks)
-            except (struct.error, IndexError, OverflowError) as exc:
-                raise ValueError(f"a header that does not parse ({type(exc).__name__}: {exc})") from None
+        if data[:len(FILE_MAGIC)] != FILE_MAGIC:  # Arrow reads it all the same: fail closed
+            raise ValueError("it ends with the Arrow IPC file magic but starts without the Arrow IPC file magic")
+        try:
+            blocks = _footer_blocks(data)
+            if len(blocks) > len(data) // MIN_MESSAGE_BYTES:  # blocks sharing one message: work without end
+                raise ValueError(f"{len(blocks)} blocks in a file of {len(data)} bytes")
+            return sum(_block_decompressed_bytes(data, offset, metadata_length)
+                       for offset, metadata_length, _ in blocks)
+        except (struct.error, IndexError, OverflowError) as exc:
+            raise ValueError(f"a header that does not parse ({type(exc).__name__}: {exc})") from None
 
 
 def _footer_blocks(data) -> list[tuple]:
@@ -146,8 +169,8 @@ def _block_decompressed_bytes(data, offset: int, metadata_length: int) -> int:
 
 
 def _batch_decompressed_bytes(message: _Table, data, body_start: int, body_length: int, dictionary: bool) -> int:
-    """Sum of the declared sizes, each rounded up to 64 bytes as allocated, of one compressed batch's buffers (0 when it is not compressed),
-    its body the `body_length` bytes of `data` from `body_start`; `dictionary`: the message is a
+    """Sum of the declared sizes, each rounded up to 64 bytes as Arrow allocates it, of one
+    compressed batch's buffers (0 when it is not compressed), its body the `body_length` bytes of `data` from `body_start`; `dictionary`: the message is a
     DictionaryBatch, whose RecordBatch is its field 1 (data)."""
     batch = message.table(2)  # Message.header: the RecordBatch (or the DictionaryBatch holding one)
     if dictionary and batch is not None:
