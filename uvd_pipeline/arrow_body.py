@@ -29,6 +29,7 @@ CONTINUATION = -1  # 0xFFFFFFFF before a message's metadata length
 BLOCK = "<qi4xq"  # Footer Block {offset: long, metaDataLength: int, (padding), bodyLength: long}
 HEADER_DICTIONARY_BATCH, HEADER_RECORD_BATCH = 2, 3  # MessageHeader union: Schema 1, DictionaryBatch 2, RecordBatch 3
 MIN_MESSAGE_BYTES = 64  # a batch message: 8-byte prefix, a Message table and its RecordBatch, 8-aligned
+BUFFER_ENTRY_BYTES = 16  # a Buffer {offset: long, length: long} in a RecordBatch header
 ALLOCATION_ALIGNMENT = 64  # Arrow's memory pool rounds each buffer it allocates up to this
 UNCOMPRESSED = -1  # a compressed body's buffer prefix meaning "stored as is"
 # sizes judged, by (device, inode, size, mtime, ctime): a file changed since is judged again
@@ -76,7 +77,7 @@ class _Table:
         self._check(at, 4)
         return _Table(self.data, at + struct.unpack_from("<I", self.data, at)[0], self.lo, self.hi)
 
-    def struct_vector(self, number: int, item: str) -> list[tuple]:
+    def struct_vector(self, number: int, item: str, allowance: "_Allowance | None" = None) -> list[tuple]:
         at = self._field(number)
         if at is None:
             return []
@@ -86,7 +87,23 @@ class _Table:
         count = struct.unpack_from("<I", self.data, start)[0]
         size = struct.calcsize(item)
         self._check(start + 4, count * size)
+        if allowance is not None:
+            allowance.take(count)
         return [struct.unpack_from(item, self.data, start + 4 + i * size) for i in range(count)]
+
+
+class _Allowance:
+    """Buffer entries a file's batches may name in all: blocks may repeat one batch, so without a
+    bound the entries walked grow with the square of the file's size; a file pyarrow writes names
+    at most its size / 16 (each entry is 16 bytes of some header)."""
+
+    def __init__(self, entries: int) -> None:
+        self.left = entries
+
+    def take(self, count: int) -> None:
+        if count > self.left:
+            raise ValueError("its batches name more buffers than its headers could hold (blocks repeating a batch)")
+        self.left -= count
 
 
 class NotArrowFile(ValueError):
@@ -129,7 +146,8 @@ def _judge(handle, file_size: int) -> int:
             blocks = _footer_blocks(data)
             if len(blocks) > len(data) // MIN_MESSAGE_BYTES:  # blocks sharing one message: work without end
                 raise ValueError(f"{len(blocks)} blocks in a file of {len(data)} bytes")
-            return sum(_block_decompressed_bytes(data, offset, metadata_length)
+            allowance = _Allowance(len(data) // BUFFER_ENTRY_BYTES)
+            return sum(_block_decompressed_bytes(data, offset, metadata_length, allowance)
                        for offset, metadata_length, _ in blocks)
         except (struct.error, IndexError, OverflowError) as exc:
             raise ValueError(f"a header that does not parse ({type(exc).__name__}: {exc})") from None
@@ -146,7 +164,7 @@ def _footer_blocks(data) -> list[tuple]:
     return footer.struct_vector(2, BLOCK) + footer.struct_vector(3, BLOCK)  # dictionaries, recordBatches
 
 
-def _block_decompressed_bytes(data, offset: int, metadata_length: int) -> int:
+def _block_decompressed_bytes(data, offset: int, metadata_length: int, allowance: _Allowance) -> int:
     """The declared decompressed size of the batch message at `offset`, as the file reader reads
     it: its metadata in `metadata_length` bytes there, its body right after them."""
     if offset < 0 or metadata_length < 8 or offset + metadata_length > len(data):
@@ -165,10 +183,12 @@ def _block_decompressed_bytes(data, offset: int, metadata_length: int) -> int:
     body_start, body_length = offset + metadata_length, message.scalar(3, "<q") or 0  # Message.bodyLength
     if body_length < 0 or body_start + body_length > len(data):
         raise ValueError(f"the body of the batch at {offset} ({body_length} bytes) lies outside the file")
-    return _batch_decompressed_bytes(message, data, body_start, body_length, kind == HEADER_DICTIONARY_BATCH)
+    return _batch_decompressed_bytes(message, data, body_start, body_length, kind == HEADER_DICTIONARY_BATCH,
+                                     allowance)
 
 
-def _batch_decompressed_bytes(message: _Table, data, body_start: int, body_length: int, dictionary: bool) -> int:
+def _batch_decompressed_bytes(message: _Table, data, body_start: int, body_length: int, dictionary: bool,
+                              allowance: _Allowance) -> int:
     """Sum of the declared sizes, each rounded up to 64 bytes as Arrow allocates it, of one
     compressed batch's buffers (0 when it is not compressed), its body the `body_length` bytes of `data` from `body_start`; `dictionary`: the message is a
     DictionaryBatch, whose RecordBatch is its field 1 (data)."""
@@ -178,7 +198,7 @@ def _batch_decompressed_bytes(message: _Table, data, body_start: int, body_lengt
     if batch is None or batch.table(3) is None:  # RecordBatch.compression absent: stored as is
         return 0
     total = 0
-    for offset, length in batch.struct_vector(2, "<qq"):  # RecordBatch.buffers
+    for offset, length in batch.struct_vector(2, "<qq", allowance):  # RecordBatch.buffers
         if length < 8:  # an empty buffer carries no prefix
             continue
         if offset < 0 or offset + 8 > body_length:
