@@ -34,6 +34,7 @@ import glob as globlib
 import json
 import math
 import os
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -43,8 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uvd_pipeline.shards import (ARROW_SUFFIX, COMPRESSED_SHARD_BUDGET, REBUILD_HINT, SCHEMA, STATS_SUFFIX,
-                                 TokenShardMeta, decompressed_bytes, find_shards, read_token_shard,
-                                 verify_token_shard)
+                                 UNCOMPRESSED_HINT, TokenShardMeta, decompressed_bytes, find_shards,
+                                 read_token_shard, verify_token_shard)
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
@@ -287,7 +288,9 @@ class _OpenShards:
     """A small LRU of memory-mapped shards: thousands of shards never hold thousands of maps. A
     compressed shard cannot be mapped and is held decompressed while open, so those held together
     stay within one `COMPRESSED_SHARD_BUDGET` (each alone is within it: `read_token_shard`), the
-    oldest closed past it; a mapped shard costs nothing held."""
+    oldest closed before a shard that would pass it is read, its size judged from its headers; a
+    mapped shard costs nothing held. A shard read again after being closed for the budget is
+    decompressed again each time: told once, since a mixture that does not fit re-reads on every window."""
 
     def __init__(self, limit: int = 64, budget: int | None = None) -> None:
         self.limit = limit
@@ -295,6 +298,8 @@ class _OpenShards:
         self._open: OrderedDict[str, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
         self._held: dict[str, int] = {}  # decompressed bytes of each open compressed shard
         self._values_checked: set[str] = set()  # a shard evicted and mapped again is not read twice
+        self._closed_for_budget: set[str] = set()
+        self._told_rereads = False
 
     def chunks(self, path: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """(offsets int64, values uint16) per Arrow chunk of the tokens column, all zero-copy."""
@@ -302,6 +307,18 @@ class _OpenShards:
         if found is not None:
             self._open.move_to_end(path)
             return found
+        held = self._judged(path)
+        while self._open and (len(self._open) >= self.limit or sum(self._held.values()) + held > self.budget):
+            oldest = self._open.popitem(last=False)[0]  # closed before the next is read, not after
+            if self._held.pop(oldest, None) and len(self._open) < self.limit - 1:
+                self._closed_for_budget.add(oldest)
+        if path in self._closed_for_budget and not self._told_rereads:
+            self._told_rereads = True
+            warnings.warn(f"{path}: compressed token shards are read and decompressed again each time they are "
+                          f"used, since those in use together ({held} bytes decompressed for this one, "
+                          f"{len(self._closed_for_budget)} closed so far) do not fit the {self.budget}-byte budget "
+                          f"(COMPRESSED_SHARD_BUDGET): training runs many times slower; {UNCOMPRESSED_HINT}",
+                          stacklevel=2)
         table, meta = read_token_shard(path)  # the sha256 is checked here, before any token is used
         if path not in self._values_checked:
             check_token_values(path, table, meta)
@@ -310,13 +327,18 @@ class _OpenShards:
                   np.asarray(c.values.to_numpy(zero_copy_only=True)))
                  for c in table.column("tokens").chunks]
         self._open[path] = found
-        held = decompressed_bytes(path)  # the footer's headers only, judged by read_token_shard just now
         if held:
             self._held[path] = held
-        while len(self._open) > 1 and (len(self._open) > self.limit or sum(self._held.values()) > self.budget):
-            oldest, _ = self._open.popitem(last=False)
-            self._held.pop(oldest, None)
         return found
+
+    @staticmethod
+    def _judged(path: str) -> int:
+        """The decompressed bytes `path` will hold once read, from its headers only; a file whose
+        size cannot be judged counts 0 here and is refused by `read_token_shard`, with its reason."""
+        try:
+            return decompressed_bytes(path)
+        except (ValueError, OSError):
+            return 0
 
 
 @dataclass

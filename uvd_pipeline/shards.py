@@ -244,7 +244,7 @@ def check_compressed_size(path: str, budget: int | None = None) -> int:
     memory-mapped), refused past `budget` before it is read: reading a compressed (zstd/lz4) IPC
     file decompresses all of it, and a few kilobytes can declare gigabytes. A file whose footer or
     batch headers do not parse is refused too (the reader might decompress what could not be
-    judged); one without the IPC file magic is left to the reader, which refuses it unread and names
+    judged); one without the IPC file magic at its end is left to the reader, which refuses it unread and names
     what it is. Raises `ShardTooLarge`; an `OSError` reading it is raised as it is."""
     budget = COMPRESSED_SHARD_BUDGET if budget is None else budget
     try:
