@@ -469,3 +469,43 @@ def test_a_small_gzipped_shard_is_inflated_once_and_reads_as_before(tmp_path, mo
         past = _items(source)
         monkeypatch.undo()
         assert past == _items(source), label
+
+
+def test_a_gzipped_shard_of_several_gzip_members_or_with_fextra_reads_whole(tmp_path, monkeypatch):
+    """A `.tgz` made of several gzip members (`cat a.gz b.gz`, as bgzip, pigz --independent or
+    concatenated dumps write it) or whose gzip header carries FEXTRA (dictzip, bgzip) reads every
+    sample, inflated once (`small_gzip`) or streamed (past the budget): tarfile's own `r|gz`
+    stopped at the end of the first member (3 of 8 samples lost as `missing_from_archive`) and
+    refused FEXTRA as invalid compressed data. GNU tar lists every member of both."""
+    import zlib
+
+    from sources import tar_members
+    from sources.laion import LaionSource
+
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    whole = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    assert sum("ImageRecord" in item for item in whole) == 8 and "Reject" not in "".join(whole)
+    plain = gzip.decompress(shard.read_bytes())
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "a").write_bytes(plain[: len(plain) // 1024 * 512])
+    (half / "b").write_bytes(plain[len(plain) // 1024 * 512:])
+    subprocess.run(["gzip", "-n", str(half / "a"), str(half / "b")], check=True)
+    members = subprocess.run(f"cat {half}/a.gz {half}/b.gz", shell=True, check=True, capture_output=True).stdout
+    deflated = zlib.compressobj(9, zlib.DEFLATED, -15)
+    extra = b"BC\x02\x00\x00\x00"  # bgzip's subfield
+    fextra = (b"\x1f\x8b\x08\x04\0\0\0\0\0\xff" + len(extra).to_bytes(2, "little") + extra
+              + deflated.compress(plain) + deflated.flush()
+              + zlib.crc32(plain).to_bytes(4, "little") + len(plain).to_bytes(4, "little"))
+    for label, data in (("cat of two members", members), ("FEXTRA", fextra)):
+        shard.write_bytes(data)
+        assert len(subprocess.run(["tar", "-tzf", str(shard)], check=True, capture_output=True,
+                                  text=True).stdout.split()) == 24, label
+        assert tar_members.small_gzip(open(shard, "rb")) == plain, label
+        assert _items(LaionSource("web", str(shard.parent), "webdataset")) == whole, label
+        monkeypatch.setattr(tar_members, "small_gzip", lambda handle: None)  # a shard past the budget
+        assert _items(LaionSource("web", str(shard.parent), "webdataset")) == whole, label
+        monkeypatch.undo()
+    shard.write_bytes(members[:-200])  # the second member cut short: a counted reject still
+    cut = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    assert "corrupt_archive" in "".join(cut) and sum("ImageRecord" in item for item in cut) < 8
