@@ -509,3 +509,33 @@ def test_a_gzipped_shard_of_several_gzip_members_or_with_fextra_reads_whole(tmp_
     shard.write_bytes(members[:-200])  # the second member cut short: a counted reject still
     cut = _items(LaionSource("web", str(shard.parent), "webdataset"))
     assert "corrupt_archive" in "".join(cut) and sum("ImageRecord" in item for item in cut) < 8
+
+
+def test_a_lying_gzip_length_never_inflates_a_shard_past_the_budget(tmp_path):
+    """A gzipped tar past `MAX_KEPT_HEADER_BYTES` whose trailer's ISIZE is patched to 100 bytes
+    passes the trailer check, but `small_gzip` stops inflating at the budget and returns None:
+    its peak memory stays within the budget's parts plus zlib's one output of at most the budget
+    (blocks, then joined: 16.1 MiB measured), under 2.5 times it; without the in-loop cap the
+    whole 24 MiB tar is inflated (30.8 MB peak measured; 87 MiB for a 64 MiB one)."""
+    import tracemalloc
+
+    from sources import tar_members
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "000000000.jpg").write_bytes(b"\xff\xd8\xff" + bytes(3 * tar_members.MAX_KEPT_HEADER_BYTES))
+    shard = tmp_path / "00000.tar.gz"
+    subprocess.run(["tar", "-czf", str(shard), "-C", str(files), "000000000.jpg"], check=True)
+    lying = bytearray(shard.read_bytes())
+    assert int.from_bytes(lying[-4:], "little") > 3 * tar_members.MAX_KEPT_HEADER_BYTES
+    lying[-4:] = (100).to_bytes(4, "little")
+    shard.write_bytes(bytes(lying))
+    with open(shard, "rb") as handle:
+        tracemalloc.start()
+        try:
+            inflated = tar_members.small_gzip(handle)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert inflated is None
+    assert peak < 2.5 * tar_members.MAX_KEPT_HEADER_BYTES, peak
