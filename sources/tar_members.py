@@ -29,7 +29,8 @@ of digits), and each header is let go once its member is visited. A plain tar's 
 once, by `scan`, which keeps what the read needs of each (`KeptHeaders`: name, type, offsets, size;
 never the pax records) within `MAX_KEPT_HEADER_BYTES`, judged before each is kept; past it, and for
 a compressed tar, the read reads the headers again. A gzipped tar that inflates clean within that
-budget is inflated once, by `scan`, and read from its inflated copy (`small_gzip`). A member's declared size is held to the file
+budget is inflated once, by `scan`, and read from its inflated copy (`small_gzip`); a larger one
+is streamed through `GzipStream` (both read every gzip member and check each one's CRC). A member's declared size is held to the file
 (`_bound_data`): a negative one is refused; one past the end of the file ends the walk there as on
 any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import hashlib
 import io
 import posixpath
@@ -326,7 +328,7 @@ def _plain_file(fileobj: Any) -> Any:
     """The opened file under tarfile's stream (`r|`, `r|*`) when it is uncompressed, else None."""
     if not isinstance(fileobj, tarfile._Stream):
         return fileobj
-    if fileobj.comptype != "tar":
+    if fileobj.comptype != "tar" or isinstance(fileobj.fileobj, GzipStream):
         return None
     inner = fileobj.fileobj
     return inner.fileobj if isinstance(inner, tarfile._StreamProxy) else inner
@@ -356,9 +358,52 @@ def _stream_seek(stream: Any, pos: int) -> int:
     return stream.pos
 
 
+class GzipStream:
+    """A gzipped tar's inflated bytes, read forward only, for tarfile's `r|`: `gzip.GzipFile`
+    reads every gzip member (`cat a.gz b.gz`, bgzip, pigz --independent; tarfile's own `r|gz`
+    stopped at the end of the first, losing the rest of the shard), a header with FEXTRA (dictzip,
+    bgzip: tarfile's `r|gz` refused it) and zero padding after the last member, and checks each
+    member's CRC and length. Damage (a cut stream, bad data or CRC) ends the bytes where it lies,
+    as tarfile's own `r|gz` ended them, so that what lies before it reads as before; `error` keeps
+    it, for `check_end_marker` to raise where the tar itself ended whole. Memory: GzipFile's buffers."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._inflated = gzip.GzipFile(fileobj=handle, mode="rb")
+        self.error: tarfile.ReadError | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self.error is not None:
+            return b""
+        try:
+            return self._inflated.read1(size)
+        except gzip.BadGzipFile as exc:
+            if str(exc).startswith("Not a gzipped file"):  # junk where a next member would start:
+                return b""  # ignored, as gzip -d and GNU tar -z do ("trailing garbage ignored")
+            self.error = tarfile.ReadError(f"the gzip stream is damaged or cut short: {exception_detail(exc)}")
+            return b""
+        except (EOFError, zlib.error) as exc:
+            self.error = tarfile.ReadError(f"the gzip stream is damaged or cut short: {exception_detail(exc)}")
+            return b""
+
+
+def _is_gzip(handle: IO[bytes]) -> bool:
+    """Whether a seekable `handle` starts with gzip's magic (its position put back at the start)."""
+    try:
+        if not handle.seekable():
+            return False
+        head = handle.read(2)
+        handle.seek(0)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return head == b"\x1f\x8b"
+
+
 def open_tar(handle: IO[bytes], mode: str) -> tarfile.TarFile:
     """`tarfile.open` on an opened file, its extended headers judged before they are read and each
-    member's size held to the file (`CappedTarInfo`); a stream's skip ends at its end (`_stream_seek`)."""
+    member's size held to the file (`CappedTarInfo`); a stream's skip ends at its end (`_stream_seek`).
+    A gzipped tar streamed (`r|*`, `r|gz`) is inflated by `GzipStream` (every gzip member read)."""
+    if mode in ("r|*", "r|gz") and _is_gzip(handle):
+        handle, mode = GzipStream(handle), "r|"
     tar = tarfile.open(fileobj=handle, mode=mode, tarinfo=CappedTarInfo)
     if isinstance(tar.fileobj, tarfile._Stream):
         tar.fileobj.seek = functools.partial(_stream_seek, tar.fileobj)  # type: ignore[method-assign]
@@ -373,8 +418,15 @@ def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
 
 def check_end_marker(tar: tarfile.TarFile, handle) -> None:
     """Raise when an uncompressed tar stops at a member boundary without its end-of-archive
-    block: `tarfile` ends such a stream quietly, and a shard cut there would look whole."""
-    if getattr(tar.fileobj, "comptype", "tar") != "tar":
+    block: `tarfile` ends such a stream quietly, and a shard cut there would look whole; or when
+    a gzipped one's stream was damaged past where tarfile read (`GzipStream.error`)."""
+    inflated = getattr(tar.fileobj, "fileobj", None)
+    if isinstance(inflated, GzipStream):
+        while inflated.read(1 << 16):  # the rest of the stream (padding), each member's CRC checked
+            pass
+        if inflated.error is not None:
+            raise inflated.error
+    if _plain_file(tar.fileobj) is None:
         return
     try:
         handle.seek(tar.offset)
@@ -510,10 +562,12 @@ class KeptHeaders:
 
 
 def small_gzip(handle: IO[bytes]) -> bytes | None:
-    """The tar inside a gzipped one (`.tar.gz`, `.tgz`) when its one gzip member inflates whole and
-    clean (its CRC and length checked, nothing after it) to at most `MAX_KEPT_HEADER_BYTES`; None
-    otherwise, judged from its trailer's declared length first (a shard past it is not inflated
-    here), and never inflating past the cap whatever it declares. `handle` is left anywhere."""
+    """The tar inside a gzipped one (`.tar.gz`, `.tgz`) when its gzip members (one, or several as
+    `cat a.gz b.gz`, bgzip and pigz --independent write them) inflate whole and clean (each one's
+    CRC and length checked; zero padding after the last, as gzip skips it, and nothing else) to at
+    most `MAX_KEPT_HEADER_BYTES`; None otherwise, judged from the last trailer's declared length
+    first (a shard past it is not inflated here), and never inflating past the cap whatever it
+    declares. `handle` is left anywhere."""
     handle.seek(0)
     if handle.read(2) != b"\x1f\x8b":
         return None
@@ -524,18 +578,29 @@ def small_gzip(handle: IO[bytes]) -> bytes | None:
     if int.from_bytes(handle.read(4), "little") > MAX_KEPT_HEADER_BYTES:
         return None
     handle.seek(0)
-    inflater, parts, total = zlib.decompressobj(16 + zlib.MAX_WBITS), [], 0
+    inflater, parts, total, pending = zlib.decompressobj(16 + zlib.MAX_WBITS), [], 0, b""
     try:
-        while not inflater.eof and (chunk := handle.read(1 << 16)):
-            part = inflater.decompress(chunk, MAX_KEPT_HEADER_BYTES + 1 - total)
+        while pending or (pending := handle.read(1 << 16)):
+            part = inflater.decompress(pending, MAX_KEPT_HEADER_BYTES + 1 - total)
             total += len(part)
             parts.append(part)
-            if total > MAX_KEPT_HEADER_BYTES or inflater.unconsumed_tail:
+            if total > MAX_KEPT_HEADER_BYTES:
                 return None
+            pending = inflater.unconsumed_tail
+            if inflater.eof:  # a member ends (its CRC and length checked): another may follow
+                pending = inflater.unused_data + handle.read(max(0, 18 - len(inflater.unused_data)))
+                if not pending.strip(b"\0"):
+                    break
+                if not pending.startswith(b"\x1f\x8b"):
+                    return None  # junk after a member: read as before
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     except zlib.error:
         return None
-    if not inflater.eof or inflater.unused_data or handle.read(1):
-        return None  # cut short, or more after it (a second gzip member, junk): read as before
+    if not inflater.eof:
+        return None  # cut short: read as before
+    while padding := handle.read(1 << 16):
+        if padding.strip(b"\0"):
+            return None  # junk after the last member: read as before
     return b"".join(parts)
 
 

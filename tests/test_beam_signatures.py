@@ -81,3 +81,30 @@ def test_a_beam_without_the_expected_lookup_is_left_alone_with_a_warning(monkeyp
         beam_signatures.install()
     assert core.get_signature(len) is None  # untouched
     assert "left unmemoized" in caplog.text
+
+
+def test_annotations_or_keyword_defaults_changed_in_place_are_seen():
+    """A function's `__annotations__` or `__kwdefaults__` dict changed in place (not replaced) gives
+    its new signature, as Beam's own lookup does: the memo compared the dicts by identity and
+    served the stale one (`x: int` after `x` was annotated `str`)."""
+    original = decorators.get_signature.__dict__.get("__wrapped_get_signature__", decorators.get_signature)
+    cached = beam_signatures.memoized(original)
+
+    def typed(self, x: int, *, k=1):
+        return x
+
+    class Step(beam.DoFn):
+        def process(self, element: int):
+            yield element
+
+    step = Step()
+    assert cached(typed) == original(typed) and cached(step.process) == original(step.process)
+    typed.__annotations__["x"] = str  # (this module's annotations are strings: `from __future__`)
+    assert cached(typed) == original(typed) and cached(typed).parameters["x"].annotation is str
+    typed.__kwdefaults__["k"] = 2
+    assert cached(typed) == original(typed) and cached(typed).parameters["k"].default == 2
+    del typed.__annotations__["x"]
+    assert cached(typed) == original(typed) and cached(typed).parameters["x"].annotation is inspect.Parameter.empty
+    Step.process.__annotations__["element"] = bytes
+    assert cached(step.process) == original(step.process)
+    assert cached(step.process).parameters["element"].annotation is bytes

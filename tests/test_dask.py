@@ -52,12 +52,16 @@ def test_dask_options_and_cli_runner_override(tmp_path):
     ({"workers": 3, "threads_per_worker": 2}, 6),
     ({"address": "tcp://10.0.0.5:8786"}, 8),
     ({"workers": 2, "shuffle_partitions": 5}, 5),
+    ({"workers": 8, "threads_per_worker": 8}, 64),
+    ({"workers": 256, "threads_per_worker": 64}, 64),  # was 16,384: past the field's own le=4096
+    ({"workers": 256, "threads_per_worker": 64, "shuffle_partitions": 4096}, 4096),
 ])
 def test_dask_groupings_default_to_the_local_clusters_threads(dask, groupings, tmp_path):
     """Every grouping of a 2-thread local cluster shuffled 8 partitions: n x n split tasks each, 272
     of a 300-image build's 583 tasks, each a scheduler round trip while both workers waited. Left
     out, `shuffle_partitions` is now the local cluster's threads (8 on a given scheduler, whose
-    threads are not known before it runs); set, it is as set."""
+    threads are not known before it runs), at most 64 (256 workers x 64 threads made 16,384, past
+    the field's own limit of 4096: 16,384^2 split tasks a grouping); set, it is as set."""
     from uvd_pipeline.build import make_runner
 
     config = load_config(str(write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", "embedded",

@@ -152,3 +152,34 @@ def test_reject_lines_are_read_within_their_bound(tmp_path):
     assert next(lines) == b'{"key": "a"}'
     with pytest.raises(ShardDamaged, match="a line longer than 1 MiB"):
         next(lines)
+
+
+def test_a_folder_in_place_of_rejects_jsonl_or_mixture_yaml_is_named_as_a_folder(mini_corpus, mini_build, tmp_path):
+    """A folder where the build wrote `rejects.jsonl` (its size the folder's 4096 bytes) is named
+    as a folder by `verify`, not as a file 'cut short' whose fix is a rerun; and the rerun, which
+    rewrites `rejects.jsonl` and `mixture.yaml` at the end, stops naming the folder and the fix
+    (it was a ValueError traceback: 'Cannot delete directory'), never deleting what it never wrote.
+    Once the folder is removed, the rerun writes the files again and `verify` finds it intact."""
+    config, out = _copy(mini_corpus, mini_build, tmp_path)
+    for name in ("rejects.jsonl", "mixture.yaml"):
+        (out / name).unlink()
+        (out / name).mkdir()
+        (out / name / "notes.txt").write_text("a user's file")
+    check = _cli("verify", str(out))
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert f"{out / 'rejects.jsonl'}: a folder, not the file the build wrote: remove it" in check.stdout, check.stdout
+    assert "cut short" not in check.stdout
+    run = _cli("build", str(config))
+    assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert f"{out / 'rejects.jsonl'} is a folder, not the file the build writes there; remove it" in run.stderr, \
+        run.stderr[-3000:]
+    assert (out / "rejects.jsonl" / "notes.txt").read_text() == "a user's file"
+    shutil.rmtree(out / "rejects.jsonl")
+    run = _cli("build", str(config))
+    assert run.returncode != 0 and f"{out / 'mixture.yaml'} is a folder" in run.stderr, run.stderr[-3000:]
+    shutil.rmtree(out / "mixture.yaml")
+    run = _cli("build", str(config))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / "rejects.jsonl").is_file() and (out / "mixture.yaml").is_file()
+    check = _cli("verify", str(out))
+    assert check.returncode == 0 and "intact" in check.stdout, check.stdout + check.stderr

@@ -504,3 +504,73 @@ def test_too_many_open_files_scanning_a_tar_is_the_machines_error_and_a_plain_ta
     monkeypatch.setattr(fsio, "open_file", exhausted)
     with pytest.raises(MachineError, match=r"\[Errno %d\]" % errno.EMFILE):
         tar_members.scan(str(shard))
+
+
+def test_a_gzipped_shard_of_several_gzip_members_or_with_fextra_reads_whole(tmp_path, monkeypatch):
+    """A `.tgz` made of several gzip members (`cat a.gz b.gz`, as bgzip, pigz --independent or
+    concatenated dumps write it) or whose gzip header carries FEXTRA (dictzip, bgzip) reads every
+    sample, inflated once (`small_gzip`) or streamed (past the budget): tarfile's own `r|gz`
+    stopped at the end of the first member (3 of 8 samples lost as `missing_from_archive`) and
+    refused FEXTRA as invalid compressed data. GNU tar lists every member of both."""
+    import zlib
+
+    from sources import tar_members
+    from sources.laion import LaionSource
+
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    whole = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    assert sum("ImageRecord" in item for item in whole) == 8 and "Reject" not in "".join(whole)
+    plain = gzip.decompress(shard.read_bytes())
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "a").write_bytes(plain[: len(plain) // 1024 * 512])
+    (half / "b").write_bytes(plain[len(plain) // 1024 * 512:])
+    subprocess.run(["gzip", "-n", str(half / "a"), str(half / "b")], check=True)
+    members = subprocess.run(f"cat {half}/a.gz {half}/b.gz", shell=True, check=True, capture_output=True).stdout
+    deflated = zlib.compressobj(9, zlib.DEFLATED, -15)
+    extra = b"BC\x02\x00\x00\x00"  # bgzip's subfield
+    fextra = (b"\x1f\x8b\x08\x04\0\0\0\0\0\xff" + len(extra).to_bytes(2, "little") + extra
+              + deflated.compress(plain) + deflated.flush()
+              + zlib.crc32(plain).to_bytes(4, "little") + len(plain).to_bytes(4, "little"))
+    for label, data in (("cat of two members", members), ("FEXTRA", fextra)):
+        shard.write_bytes(data)
+        assert len(subprocess.run(["tar", "-tzf", str(shard)], check=True, capture_output=True,
+                                  text=True).stdout.split()) == 24, label
+        assert tar_members.small_gzip(open(shard, "rb")) == plain, label
+        assert _items(LaionSource("web", str(shard.parent), "webdataset")) == whole, label
+        monkeypatch.setattr(tar_members, "small_gzip", lambda handle: None)  # a shard past the budget
+        assert _items(LaionSource("web", str(shard.parent), "webdataset")) == whole, label
+        monkeypatch.undo()
+    shard.write_bytes(members[:-200])  # the second member cut short: a counted reject still
+    cut = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    assert "corrupt_archive" in "".join(cut) and sum("ImageRecord" in item for item in cut) < 8
+
+
+def test_a_lying_gzip_length_never_inflates_a_shard_past_the_budget(tmp_path):
+    """A gzipped tar past `MAX_KEPT_HEADER_BYTES` whose trailer's ISIZE is patched to 100 bytes
+    passes the trailer check, but `small_gzip` stops inflating at the budget and returns None:
+    its peak memory stays within the budget's parts plus zlib's one output of at most the budget
+    (blocks, then joined: 16.1 MiB measured), under 2.5 times it; without the in-loop cap the
+    whole 24 MiB tar is inflated (30.8 MB peak measured; 87 MiB for a 64 MiB one)."""
+    import tracemalloc
+
+    from sources import tar_members
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "000000000.jpg").write_bytes(b"\xff\xd8\xff" + bytes(3 * tar_members.MAX_KEPT_HEADER_BYTES))
+    shard = tmp_path / "00000.tar.gz"
+    subprocess.run(["tar", "-czf", str(shard), "-C", str(files), "000000000.jpg"], check=True)
+    lying = bytearray(shard.read_bytes())
+    assert int.from_bytes(lying[-4:], "little") > 3 * tar_members.MAX_KEPT_HEADER_BYTES
+    lying[-4:] = (100).to_bytes(4, "little")
+    shard.write_bytes(bytes(lying))
+    with open(shard, "rb") as handle:
+        tracemalloc.start()
+        try:
+            inflated = tar_members.small_gzip(handle)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert inflated is None
+    assert peak < 2.5 * tar_members.MAX_KEPT_HEADER_BYTES, peak

@@ -13,7 +13,7 @@ depends on the function alone (a bound method's drops its first parameter whatev
 to), and a `Signature` is immutable, so handing out the same one changes nothing Beam sees. A
 function whose signature could change under the memo is not memoized: one with a `__signature__`
 or `__wrapped__` (inspect reads those), and any whose code, defaults or annotations were replaced
-since (checked on each hit). Entries go with their function (weak keys)."""
+or changed in place since (their items checked on each hit). Entries go with their function (weak keys)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,16 @@ _INSTALLED = False
 _LOCK = threading.Lock()
 
 
+_BETWEEN = object()  # parts `_identity`'s flat tuple apart: no key or value of a dict is it
+
+
 def _identity(func: types.FunctionType) -> tuple[Any, ...]:
-    """What a function's signature is made of, compared by identity on each hit."""
-    return (func.__code__, func.__defaults__, func.__kwdefaults__, func.__annotations__)
+    """What a function's signature is made of, compared item by item, by identity, on each hit:
+    its code and defaults, and a snapshot of its keyword defaults' and annotations' items, so that
+    a dict changed in place (`f.__annotations__["x"] = str`) misses as well as one replaced."""
+    kwdefaults = func.__kwdefaults__ or {}
+    return (func.__code__, func.__defaults__, _BETWEEN, *(part for item in kwdefaults.items() for part in item),
+            _BETWEEN, *(part for item in func.__annotations__.items() for part in item))
 
 
 def memoized(get_signature: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -45,7 +52,7 @@ def memoized(get_signature: Callable[[Any], Any]) -> Callable[[Any], Any]:
         entry = memo.get(plain)
         if entry is not None:
             found = entry.get(bound)
-            if found is not None and all(a is b for a, b in zip(found[0], key[1])):
+            if found is not None and len(found[0]) == len(key[1]) and all(a is b for a, b in zip(found[0], key[1])):
                 return found[1]
         signature = get_signature(func)
         with _LOCK:

@@ -295,11 +295,15 @@ def unfinish(output: str) -> None:
     mark of a finished build) first, then `rejects.jsonl` and `mixture.yaml`; the run writes them
     again when it finishes. A rerun over grown input that failed or was killed half-way left the
     earlier run's summary beside its rewritten shards: its totals, shard list and mixture described
-    another output, and `verify`, seeing a finished build, called it intact."""
+    another output, and `verify`, seeing a finished build, called it intact. A folder in the place
+    of one stops the build naming it (deleting a folder the build never wrote is not ours to do)."""
     from uvd_pipeline.mixture import MIXTURE_FILE
 
     for name in (SUMMARY_FILE, REJECTS_FILE, MIXTURE_FILE):
         fs, path = fsio.filesystem(fsio.join(output, name))
+        if fs.isdir(path):  # never the build's: someone's folder, not ours to delete
+            raise ConfigError(f"output: {fsio.join(output, name)} is a folder, not the file the build writes "
+                              "there; remove it (or move it away), then run the same build command again")
         if fs.exists(path):
             fs.rm(path)
 

@@ -414,6 +414,9 @@ def runner_name(value: str) -> str | None:
 
 
 MEMORY_PATTERN = r"^(auto|0|\d+(\.\d+)?\s*([kKMGT]i?B|B)?)$"
+# Default partitions of a Dask grouping: each costs n x n split tasks (64: 4096, a scheduler round
+# trip each), while a local cluster past 64 threads has more threads than one machine has cores.
+MAX_DEFAULT_GROUPINGS = 64
 
 
 class DaskConfig(Strict):
@@ -430,17 +433,19 @@ class DaskConfig(Strict):
                                 "partition and step: small partitions spread the work over workers)")
     shuffle_partitions: StrictInt | None = Field(None, ge=1, le=4096, description="partitions of every grouping "
                                            "(at least the cluster's worker threads, so each step's work spreads; each "
-                                           "costs tasks); none: the local cluster's threads, 8 on a given scheduler")
+                                           "costs tasks); none: the local cluster's threads up to 64, 8 on a given "
+                                           "scheduler")
 
     @property
     def groupings(self) -> int:
         """Partitions of every grouping. The local cluster's threads by default: a grouping of n
         partitions is n x n split tasks, and 8 on a 2-thread cluster made 272 of a 300-image
         build's 583 tasks, each a scheduler round trip; a given scheduler's threads are not
-        known before it runs, so 8 there."""
+        known before it runs, so 8 there. At most `MAX_DEFAULT_GROUPINGS`: 256 workers x 64 threads
+        made 16,384 partitions, past the field's own limit of 4096, and 16,384^2 split tasks."""
         if self.shuffle_partitions is not None:
             return self.shuffle_partitions
-        return 8 if self.address else self.workers * self.threads_per_worker
+        return 8 if self.address else min(self.workers * self.threads_per_worker, MAX_DEFAULT_GROUPINGS)
 
     @field_validator("address")
     @classmethod

@@ -235,6 +235,8 @@ def merged_rejects(output: str, summary: dict[str, Any], shard_rejects: dict[str
     except fsio.NotAFile as exc:
         return f"{exc.kind}, not the file the build wrote; {MERGED_HINT}"
     fs, path = fsio.filesystem(uri)
+    if fs.isdir(path):  # its size is the folder's (4096), no file's: not 'cut short'
+        return f"a folder, not the file the build wrote: remove it, then {MERGED_HINT}"
     try:
         size = fs.size(path)
     except FileNotFoundError:
