@@ -174,6 +174,7 @@ def test_a_folder_in_place_of_rejects_jsonl_or_mixture_yaml_is_named_as_a_folder
     assert f"{out / 'rejects.jsonl'} is a folder, not the file the build writes there; remove it" in run.stderr, \
         run.stderr[-3000:]
     assert (out / "rejects.jsonl" / "notes.txt").read_text() == "a user's file"
+    assert (out / "summary.json").is_file()  # refused before anything is taken away: still a finished output
     shutil.rmtree(out / "rejects.jsonl")
     run = _cli("build", str(config))
     assert run.returncode != 0 and f"{out / 'mixture.yaml'} is a folder" in run.stderr, run.stderr[-3000:]

@@ -574,3 +574,31 @@ def test_a_lying_gzip_length_never_inflates_a_shard_past_the_budget(tmp_path):
             tracemalloc.stop()
     assert inflated is None
     assert peak < 2.5 * tar_members.MAX_KEPT_HEADER_BYTES, peak
+
+
+@pytest.mark.parametrize("damage", ["last byte cut", "trailer cut", "crc flipped"])
+def test_a_gzipped_shard_whose_tar_is_whole_but_gzip_trailer_damaged_is_a_counted_corrupt_archive(
+        tmp_path, monkeypatch, damage):
+    """A GNU `tar -czf` shard whose tar ends whole but whose gzip trailer is cut or whose CRC is
+    wrong: `tar -tzf` exits with an error. The damage shows only at the end of the stream, so the
+    samples before it are kept, the one then held is `truncated_sample` and the shard one
+    `corrupt_archive` naming the gzip stream, inflated once or streamed (before, tarfile's own
+    reader passed over a bad trailer: the shard read as whole)."""
+    from sources import tar_members
+    from sources.laion import LaionSource
+
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    data = bytearray(shard.read_bytes())
+    if damage == "last byte cut":
+        data = data[:-1]
+    elif damage == "trailer cut":
+        data = data[:-9]
+    else:
+        data[-8] ^= 1
+    shard.write_bytes(bytes(data))
+    assert subprocess.run(["tar", "-tzf", str(shard)], capture_output=True).returncode != 0
+    for streamed in (False, True):
+        if streamed:
+            monkeypatch.setattr(tar_members, "small_gzip", lambda handle: None)  # a shard past the budget
+        items = "".join(_items(LaionSource("web", str(shard.parent), "webdataset")))
+        assert "corrupt_archive" in items and "gzip stream is damaged" in items, (streamed, items)

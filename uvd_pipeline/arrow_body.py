@@ -118,7 +118,9 @@ def decompressed_bytes(path: str) -> int:
     judged are the blocks its footer lists, at their offsets: what `ipc.open_file` reads, whatever
     lies between them. Raises `NotArrowFile` for a file without the IPC file magic at its end,
     `ValueError` for one whose footer or batch headers do not parse, `OSError` for one that cannot
-    be read. A size is judged once per version of a file (its inode, size, mtime and ctime)."""
+    be read. A size is judged once per version of a file (its inode, size, mtime and ctime): a
+    file changed in place through a shared mapping keeps its times until written back, and such a
+    change is for the shard's recorded size and sha256 to catch (`shards.verify_token_shard`)."""
     with open(path, "rb") as handle:
         stat = os.fstat(handle.fileno())
         key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)

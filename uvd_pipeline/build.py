@@ -299,11 +299,13 @@ def unfinish(output: str) -> None:
     of one stops the build naming it (deleting a folder the build never wrote is not ours to do)."""
     from uvd_pipeline.mixture import MIXTURE_FILE
 
-    for name in (SUMMARY_FILE, REJECTS_FILE, MIXTURE_FILE):
-        fs, path = fsio.filesystem(fsio.join(output, name))
+    places = [(uri, *fsio.filesystem(uri)) for uri in (fsio.join(output, name)
+                                                        for name in (SUMMARY_FILE, REJECTS_FILE, MIXTURE_FILE))]
+    for uri, fs, path in places:  # all judged before any is taken away: a refusal leaves a finished output finished
         if fs.isdir(path):  # never the build's: someone's folder, not ours to delete
-            raise ConfigError(f"output: {fsio.join(output, name)} is a folder, not the file the build writes "
+            raise ConfigError(f"output: {uri} is a folder, not the file the build writes "
                               "there; remove it (or move it away), then run the same build command again")
+    for uri, fs, path in places:
         if fs.exists(path):
             fs.rm(path)
 
