@@ -468,18 +468,24 @@ class NotAFile(OSError):
         super().__init__(f"{uri} is {kind}, not a file")
 
 
-def refuse_special(uri: str) -> None:
-    """Raise `NotAFile` when `uri` is a local fifo, socket or device (links followed; judged by
-    `stat`, which never opens it). Anything else, a missing path included, is left to the open
-    that follows, which raises its own error. Remote filesystems hold no such files."""
+def special_at(uri: str) -> str | None:
+    """What a local fifo, socket or device at `uri` is ("a fifo (named pipe)", ...; links
+    followed; judged by `stat`, which never opens it), else None: a regular file, a folder, a
+    missing path (the open that follows raises its own error), or a remote filesystem's file
+    (they hold no such files)."""
     path = local_path(uri)
     if path is None:
-        return
+        return None
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):
-        return
-    kind = special_kind(mode)
+        return None
+    return special_kind(mode)
+
+
+def refuse_special(uri: str) -> None:
+    """Raise `NotAFile` when `uri` is a local fifo, socket or device (`special_at`)."""
+    kind = special_at(uri)
     if kind:
         raise NotAFile(uri, kind)
 

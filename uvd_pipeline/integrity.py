@@ -69,11 +69,8 @@ def check_file(recorded: Recorded, full: bool = False, sizes: dict[str, int] | N
 
 def _not_a_file(uri: str) -> str | None:
     """What a fifo, socket or device in place of a committed file is, judged unopened."""
-    try:
-        fsio.refuse_special(uri)
-    except fsio.NotAFile as exc:
-        return f"{exc.kind}, not the file its stats record"
-    return None
+    kind = fsio.special_at(uri)
+    return f"{kind}, not the file its stats record" if kind else None
 
 
 def rendered_files(stats_uri: str, stats: dict[str, Any]) -> list[Recorded]:

@@ -230,10 +230,9 @@ def merged_rejects(output: str, summary: dict[str, Any], shard_rejects: dict[str
         # summary lists not every committed shard (another config's, or the report names them)
         return None
     expected = sum(f.bytes for f in files)
-    try:
-        fsio.refuse_special(uri)  # a fifo's size is 0: say what it is, not that it was cut short
-    except fsio.NotAFile as exc:
-        return f"{exc.kind}, not the file the build wrote; {MERGED_HINT}"
+    kind = fsio.special_at(uri)  # a fifo's size is 0: say what it is, not that it was cut short
+    if kind:
+        return f"{kind}, not the file the build wrote; {MERGED_HINT}"
     fs, path = fsio.filesystem(uri)
     if fs.isdir(path):  # its size is the folder's (4096), no file's: not 'cut short'
         return f"a folder, not the file the build wrote: remove it, then {MERGED_HINT}"
