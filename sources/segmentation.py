@@ -114,11 +114,12 @@ class SegmentationSource:
                       f"{images}/{folder}/"[:200], split_hint=split)
 
     def _folders_in_key(self, folders: list[str]) -> list[str]:
-        """The folders between a split folder and a file that a key made from its path carries: all
-        but Cityscapes' city folder (its name begins every file's name). A pair's key is its file
-        name alone, as a release lays them out; a label map without its image in a folder deeper
-        than that keeps the folders, joined by '/' (which no file name holds, so `safe_key` adds a
-        digest): `outdoor/0001.png` took `indoor/0001.jpg`'s pair key and one was lost at assemble."""
+        """The folders between a split folder and a file that its key carries: all but Cityscapes'
+        city folder (its name begins every file's name), joined by '/' (which no file name holds, so
+        `safe_key` adds a digest). A pair as a release lays them out (flat ADE20K, Cityscapes'
+        `<city>/`) keeps its file name alone as its key; in folders deeper than that, a pair and a
+        label map without its image keep their folders: `indoor/0001.jpg` and `outdoor/0001.jpg`
+        took one key, and one pair was lost at assemble as a `duplicate_key`."""
         return folders[1:] if self.layout == "cityscapes" else folders
 
     def _full_ade_release_marked(self) -> bool:
@@ -220,8 +221,9 @@ class SegmentationSource:
                 key = safe_key(self.name, folder, *names_below(split_dir, uri))
                 yield Reject(key, self.name, key, "read", aside.reason, aside.detail, split_hint=split)
                 continue
-            stem = fsio.basename(uri).rsplit(".", 1)[0].removesuffix(CITYSCAPES_IMAGE_SUFFIX)
-            group = safe_key(self.name, folder, stem)
+            *folders, name = names_below(split_dir, uri)
+            stem = name.rsplit(".", 1)[0].removesuffix(CITYSCAPES_IMAGE_SUFFIX)
+            group = safe_key(self.name, folder, "/".join([*self._folders_in_key(folders), stem]))
             key = f"{group}-segmentation"
             if unlabeled:
                 yield self._unlabeled(folder, key, group, split)
@@ -238,4 +240,4 @@ class SegmentationSource:
                 continue
             yield PairRecord(key=key, source=self.name, group=group, task="segmentation", image_uri=uri,
                              annotation=annotation, split_hint=split,
-                             lineage={"file": f"{folder}/{fsio.basename(uri)}"})
+                             lineage={"file": "/".join([folder, *folders, name])})

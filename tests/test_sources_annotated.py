@@ -772,8 +772,9 @@ def test_a_label_map_without_its_image_in_a_nested_folder_never_takes_a_real_pai
     """Old code keyed a label map without its image by its file name alone: in an ADE20K tree sorted
     into folders, `outdoor/0001.png` (its image not extracted) took `indoor/0001.jpg`'s pair key,
     and the build keeps one item a key (the other a `duplicate_key` at assemble). Its key now
-    carries its folders (joined by '/', which no image name holds, so a digest marks it), and
-    real pairs keep theirs, folder-joined names such as `outdoor-0001.jpg` included."""
+    carries its folders (joined by '/', which no image name holds, so a digest marks it), as a
+    nested pair's does, and flat pairs keep theirs, folder-joined names such as `outdoor-0001.jpg`
+    included."""
     from PIL import Image
 
     labels = np.ones((16, 32), np.uint8) * 7
@@ -788,7 +789,9 @@ def test_a_label_map_without_its_image_in_a_nested_folder_never_takes_a_real_pai
             Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(image)
     items = _read_all(SegmentationSource("ade", str(tmp_path)))
     pairs = sorted(i.key for i in items if not isinstance(i, Reject))
-    assert pairs == ["ade-training-0001-segmentation", "ade-training-outdoor-0001-segmentation"]  # as before
+    # a nested pair carries its folders too (world44: `indoor/0001.jpg` beside `outdoor/0001.jpg` took one key)
+    assert pairs == sorted([f"{safe_key('ade', 'training', 'indoor/0001')}-segmentation",
+                            "ade-training-outdoor-0001-segmentation"])
     gone = sorted((i.key, i.reason) for i in items if isinstance(i, Reject))
     assert gone == [("ade-training-0002-segmentation", "missing_image"),  # flat: its pair's key, as before
                     (f"{safe_key('ade', 'training', 'outdoor/0001')}-segmentation", "missing_image")]
