@@ -86,3 +86,52 @@ def test_cityscapes_pairs_below_their_city_folder_keep_distinct_keys(tmp_path: P
         city = str(Path(record.image_uri).parent.relative_to(tmp_path / "leftImg8bit" / "train"))
         stem = Path(record.image_uri).name.removesuffix("_leftImg8bit.png")
         assert np.array_equal(_render_target(record), np.broadcast_to(palette()[stems[city, stem]], (32, 32, 3)))
+
+
+# -- CO3D v2 as its release writes it ---------------------------------------------------------
+def _co3d_release(root: Path, sequences: dict[str, np.ndarray]) -> list[dict]:
+    """A CO3D v2 category `toy` as the release lays it out: per sequence its JPEG frames and
+    masks (ImageMagick), frame annotations with every field `FrameAnnotation` writes."""
+    import test_sources_annotated as annotated
+
+    frames = []
+    for sequence, degrees in sequences.items():
+        for frame in annotated._co3d_orbit(root, degrees, sequence):
+            number = frame["frame_number"]
+            stem = f"toy/{sequence}"
+            frame["image"]["size"] = [8, 8]
+            frame["mask"] = {"path": f"{stem}/masks/frame{number + 1:06d}.png", "mass": 32.0}
+            frame["depth"] = {"path": f"{stem}/depths/frame{number + 1:06d}.jpg.geometric.png",
+                              "scale_adjustment": 1.0, "mask_path": f"{stem}/depth_masks/frame{number + 1:06d}.png"}
+            frame["meta"] = {"frame_type": "train_known"}
+            _magick_grey(root / frame["mask"]["path"], np.full((8, 8), 255))
+            frames.append(frame)
+    return frames
+
+
+def test_co3d_frame_annotations_left_decompressed_under_their_jgz_name_read_as_json(tmp_path: Path):
+    """A frame_annotations.jgz whose gzip was undone under its name (a browser's download sent
+    with `Content-Encoding: gzip`, `gunzip -c x.jgz > x.jgz.tmp && mv`) holds the same JSON list:
+    it was the whole category's `bad_annotation_file` ('is not a valid gzip stream'). It is read
+    as the JSON it is; a file that is neither gzip nor JSON is still refused, and the gzip one
+    reads the same."""
+    import gzip
+    import json
+
+    from sources.multiview import Co3dSource
+    from sources.records import MultiViewRecord
+
+    frames = _co3d_release(tmp_path, {"s1": np.arange(8) * 45.0})
+    jgz = tmp_path / "toy" / "frame_annotations.jgz"
+    source = Co3dSource("co3d", str(tmp_path), views=4, pair_tasks=("segmentation",))
+    got = {}
+    for kind, data in (("gzip", gzip.compress(json.dumps(frames).encode())), ("plain", json.dumps(frames).encode()),
+                       ("plain_indented", json.dumps(frames, indent=2).encode())):
+        jgz.write_bytes(data)
+        got[kind] = list(source.read(str(tmp_path / "toy")))
+    assert isinstance(got["gzip"][0], MultiViewRecord) and len(got["gzip"]) == 9
+    assert got["plain"] == got["gzip"] and got["plain_indented"] == got["gzip"]
+    jgz.write_bytes(b"<html>502 Bad Gateway</html>")
+    (reject,) = list(source.read(str(tmp_path / "toy")))
+    assert (reject.reason, reject.detail) == ("bad_annotation_file",
+                                               "annotation file toy/frame_annotations.jgz: is not a valid gzip stream")
