@@ -135,3 +135,103 @@ def test_co3d_frame_annotations_left_decompressed_under_their_jgz_name_read_as_j
     (reject,) = list(source.read(str(tmp_path / "toy")))
     assert (reject.reason, reject.detail) == ("bad_annotation_file",
                                                "annotation file toy/frame_annotations.jgz: is not a valid gzip stream")
+
+
+def test_co3d_release_with_frames_missing_a_lone_frame_and_numbers_out_of_order(tmp_path: Path):
+    """A CO3D v2 category as released, gzip'd JSON written as `dump_dataclass_jgzip` does, with what
+    partial downloads and other tools leave: frame numbers out of capture order (a re-exported
+    file), a listed frame whose JPEG is not on disk, a sequence of one frame. Each frame's pair
+    keeps its own frame number and mask, the sentence orders views by azimuth whatever the
+    numbers, the lost frame is named, and the lone frame is a whole pair."""
+    import gzip
+    import json
+
+    from sources.multiview import Co3dSource
+    from sources.records import MultiViewRecord
+
+    frames = _co3d_release(tmp_path, {"s1": np.arange(8) * 45.0, "s2": np.array([30.0])})
+    numbers = [5, 0, 7, 2, 6, 1, 4, 3]  # s1's frames, in capture (azimuth) order
+    for frame, number in zip(frames[:8], numbers):
+        frame["frame_number"] = number
+    (tmp_path / frames[3]["image"]["path"]).unlink()  # number 2, at 135 degrees
+    order = np.random.default_rng(1).permutation(len(frames))
+    with gzip.GzipFile(tmp_path / "toy" / "frame_annotations.jgz", "wb") as out:
+        out.write(json.dumps([frames[i] for i in order]).encode())
+    items = list(Co3dSource("co3d", str(tmp_path), views=4, pair_tasks=("segmentation",)).read(str(tmp_path / "toy")))
+    rejects = sorted((i.key, i.reason, i.detail) for i in items if isinstance(i, Reject))
+    assert rejects == [("co3d-toy-s1-missing", "missing_frames", "1 annotated frames have no image file: frame000004.jpg"),
+                       ("co3d-toy-s2", "too_few_views", "1 frames < 4")]
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    azimuth_of = {number: 45.0 * index for index, number in enumerate(numbers)}
+    walked = [azimuth_of[n] for n in record.lineage["frame_numbers"]]
+    assert np.allclose((np.array(walked) - walked[0]) % 360, record.azimuths_deg, atol=0.01)
+    assert list(record.azimuths_deg) == sorted(record.azimuths_deg) and 2 not in record.lineage["frame_numbers"]
+    pairs = {i.key: i for i in items if isinstance(i, PairRecord)}
+    assert sorted(pairs) == sorted([f"co3d-toy-s1-f{n:06d}-segmentation" for n in numbers if n != 2] +
+                                   ["co3d-toy-s2-f000000-segmentation"])
+    for key, pair in pairs.items():
+        assert Path(pair.annotation["mask_uri"]).name == Path(pair.image_uri).name.replace(".jpg", ".png")
+
+
+def _magick_label_maps(folder: Path, labels: np.ndarray) -> dict[str, Path]:
+    """One grey label map and its palette re-saves as ImageMagick writes them: `PNG8:` and
+    `-type Palette -define png:color-type=3` (bare `-type Palette` keeps a grey PNG), each a
+    palette in the order colours first appear, so its indices are not the classes."""
+    grey = folder / "grey.png"
+    _magick_grey(grey, labels)
+    made = {"grey": grey, "png8": folder / "png8.png", "color_type_3": folder / "ct3.png"}
+    subprocess.run(["convert", str(grey), f"PNG8:{made['png8']}"], check=True)
+    subprocess.run(["convert", str(grey), "-type", "Palette", "-define", "png:color-type=3", str(made["color_type_3"])],
+                   check=True)
+    return made
+
+
+def test_label_map_resaved_as_a_grey_palette_by_imagemagick_keeps_its_classes(tmp_path: Path):
+    """`convert label.png PNG8:label.png` writes a palette whose entries are the map's greys in
+    the order they first appear (0, 150, 3, 255, 12 here): old code read the indices (0..4), as
+    Pillow and mmseg do, so ADE20K class 150 became class 1. A palette whose used entries are
+    all grey and one grey each is read as its greys, as every viewer shows the file and as a grey
+    map stored as RGB was already read; a colour palette (PASCAL VOC's) is still read as indices."""
+    from PIL import Image
+
+    from transforms.maps import decode_label_map
+
+    labels = np.zeros((16, 32), np.uint8)
+    labels[:, 8:], labels[:, 16:], labels[:, 24:], labels[8:, :4] = 150, 3, 255, 12
+    made = _magick_label_maps(tmp_path, labels)
+    for kind, path in made.items():
+        with Image.open(path) as image:
+            assert (image.mode == "P") == (kind != "grey"), kind
+            if kind != "grey":
+                assert not np.array_equal(np.asarray(image), labels)  # the indices are not the classes
+        # as ImageMagick itself reads the file back: `-type Palette` dithers, so its re-save is
+        # not always the map it was given (2 of 512 pixels of class 3 came back 0 in 6.9.11)
+        shown = subprocess.run(["convert", str(path), "-depth", "8", "gray:-"], capture_output=True, check=True).stdout
+        assert np.array_equal(decode_label_map(path.read_bytes()), np.frombuffer(shown, np.uint8).reshape(labels.shape))
+        if kind != "color_type_3":
+            assert np.array_equal(decode_label_map(path.read_bytes()), labels), kind
+    voc = Image.fromarray(np.where(labels == 255, 4, labels % 5).astype(np.uint8), "P")
+    voc.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 224, 224, 192])
+    voc.save(tmp_path / "voc.png")
+    assert np.array_equal(decode_label_map((tmp_path / "voc.png").read_bytes()), np.asarray(voc))
+    indices = (labels == 150) + 2 * (labels == 3)  # 0, 1 and 2 used; 0 and 1 of one grey: no grey map's re-save
+    shared = Image.fromarray(indices.astype(np.uint8), "P")
+    shared.putpalette([9, 9, 9, 9, 9, 9, 40, 40, 40])
+    shared.save(tmp_path / "shared.png")
+    assert np.array_equal(decode_label_map((tmp_path / "shared.png").read_bytes()), indices)
+
+
+def test_ade20k_pair_whose_label_map_imagemagick_resaved_as_a_palette_renders_its_classes(tmp_path: Path):
+    """The same through the ADE20K reader and renderer: the target draws classes 3, 12 and 150
+    (and 255, the void mark, as unlabelled), not the palette's indices 0..4."""
+    from transforms.annotations import palette
+
+    labels = np.zeros((32, 32), np.uint8)
+    labels[:, 8:], labels[:, 16:], labels[:, 24:], labels[16:, :4] = 150, 3, 255, 12
+    base = tmp_path / "ADEChallengeData2016"
+    made = _magick_label_maps(tmp_path / "made", labels)
+    _magick_photo(base / "images" / "training" / "ADE_train_00000001.jpg", "rgb(90,90,90)", 32, 32)
+    (base / "annotations" / "training").mkdir(parents=True)
+    made["png8"].rename(base / "annotations" / "training" / "ADE_train_00000001.png")
+    (record,) = _read_all(SegmentationSource("ade", str(tmp_path)))
+    assert np.array_equal(_render_target(record), palette()[np.where(labels == 255, 0, labels)])

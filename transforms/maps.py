@@ -65,13 +65,38 @@ def _opencv_decode(data: bytes) -> np.ndarray:
     return array
 
 
-def _palette_indices(data: bytes) -> np.ndarray:
-    """A palette (P) image's indices, as Pillow reads them (OpenCV only gives their colours)."""
+def _palette_labels(data: bytes) -> np.ndarray:
+    """A palette (P) image's class ids: its indices, as Pillow reads them (OpenCV only gives their
+    colours), or its greys where it is a grey map's palette re-save (`grey_palette_values`)."""
     try:
         with pixels_judged_here(), Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image)
+            indices = np.asarray(image)
+            entries = image.getpalette() or []
     except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes
         raise MapError("corrupt_annotation", f"palette image: {type(exc).__name__}") from None
+    greys = grey_palette_values(indices, entries)
+    return indices if greys is None else greys[indices]
+
+
+def grey_palette_values(indices: np.ndarray, entries: list[int]) -> np.ndarray | None:
+    """The grey of each palette index when the palette is a grey label map's re-save: every entry
+    a pixel uses is grey (R = G = B) and no two used entries share a grey, and some index is not
+    its grey; else None (the indices are the classes). ImageMagick's `convert x.png PNG8:x.png`
+    (and `-define png:color-type=3`) of a grey map lists its greys in the order they first appear,
+    so index 1 held class 150: the file shows the greys, and a grey map stored as RGB is read as
+    its grey. Pillow and mmseg read the indices; for a palette of colours (PASCAL VOC's) and one
+    of identity greys (Pillow's L to P) both readings agree, and those stay indices."""
+    colours = np.asarray(entries[: len(entries) // 3 * 3], np.int32).reshape(-1, 3)
+    used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
+    if used.size == 0 or used[-1] >= len(colours):
+        return None  # an index past the palette: no colour to read
+    picked = colours[used]
+    if not (picked == picked[:, :1]).all() or len(np.unique(picked[:, 0])) != len(used) or \
+            (picked[:, 0] == used).all():
+        return None
+    greys = np.arange(256, dtype=np.int32)
+    greys[: len(colours)] = colours[:, 0]
+    return greys
 
 
 def decode_label_map(data: bytes) -> np.ndarray:
@@ -79,10 +104,11 @@ def decode_label_map(data: bytes) -> np.ndarray:
 
     A palette (P) PNG, as PASCAL VOC and many converted ADE20K or LIP copies store labels, holds
     the class ids as its indices (what Pillow, and so mmseg and torchvision, read); its palette
-    only says how a viewer shows them, so the indices are read, never the colours."""
+    only says how a viewer shows them, so the indices are read, never the colours, but for a
+    grey map re-saved as a palette (`grey_palette_values`), whose greys are its classes."""
     declared = _judged(data)
     if declared is not None and declared[2] == "P":
-        return _palette_indices(data).astype(np.int32)
+        return _palette_labels(data).astype(np.int32)
     array = _opencv_decode(data)
     if array.ndim == 3:
         if array.shape[2] >= 3 and (np.ptp(array[..., :3], axis=2) == 0).all():
