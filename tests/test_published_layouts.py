@@ -235,3 +235,87 @@ def test_ade20k_pair_whose_label_map_imagemagick_resaved_as_a_palette_renders_it
     made["png8"].rename(base / "annotations" / "training" / "ADE_train_00000001.png")
     (record,) = _read_all(SegmentationSource("ade", str(tmp_path)))
     assert np.array_equal(_render_target(record), palette()[np.where(labels == 255, 0, labels)])
+
+
+# -- COCO as released: val2017/ and annotations/{instances,person_keypoints}_val2017.json --------
+COCO_PERSON = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+               "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+               "right_knee", "left_ankle", "right_ankle"]
+
+
+def test_coco_val2017_as_released_matches_pycocotools(tmp_path: Path):
+    """COCO 2017 as its zips unpack: JPEGs in val2017/, instances and person_keypoints files that
+    both list every image and repeat each person (one annotation id in both), crowd people as
+    uncompressed RLE (`iscrowd: 1`), category ids with gaps (1, 18, 90), an image without
+    objects, an object whose image id no entry has, keypoints of v 0, 1 and 2. Each image's
+    segmentation target is pycocotools' `annToMask` of its objects (each id once) under every
+    resize policy; what has nothing to draw, or no image, is counted."""
+    import contextlib
+    import io
+    import json
+
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    import test_coco_exports as coco_tests
+    from sources.coco import CocoSource, load_index
+    from transforms.annotations import colourize_labels
+    from transforms.resize import plan_resize
+
+    w, h = coco_tests.W, coco_tests.H
+    (tmp_path / "annotations").mkdir()
+    images = [{"license": 1, "file_name": f"{i:012d}.jpg", "coco_url": "", "height": h, "width": w,
+               "date_captured": "2013-11-14 17:02:52", "flickr_url": "", "id": i} for i in (139, 285, 632, 724)]
+    for image in images:
+        pixels = np.random.default_rng(image["id"]).integers(0, 255, (h, w, 3), dtype=np.uint8)
+        (tmp_path / "val2017").mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "val2017" / image["file_name"], quality=90)
+    crowd = np.zeros((h, w), bool)
+    crowd[5:40, 30:70] = True
+    crowd_person = {"segmentation": coco_tests.fortran_rle(crowd, False), "area": float(crowd.sum()), "iscrowd": 1,
+                    "image_id": 139, "bbox": [30, 5, 40, 35], "category_id": 1, "id": 900100139}
+    person = {"segmentation": [[20, 10, 40, 10, 40, 55, 20, 55]], "area": 900.0, "iscrowd": 0, "image_id": 724,
+              "bbox": [20, 10, 20, 45], "category_id": 1, "id": 10}
+    keypoints = [30, 20, 2, 32, 18, 1, 5, 5, 0] + [0] * 42
+    categories = [{"supercategory": "person", "id": 1, "name": "person", "keypoints": COCO_PERSON,
+                   "skeleton": coco_tests.COCO_SKELETON},
+                  {"supercategory": "animal", "id": 18, "name": "dog"},
+                  {"supercategory": "indoor", "id": 90, "name": "toothbrush"}]
+    instances = [{"segmentation": [[10, 10, 40, 10, 40, 50, 10, 50]], "area": 1200.0, "iscrowd": 0, "image_id": 139,
+                  "bbox": [10, 10, 30, 40], "category_id": 18, "id": 1}, crowd_person, person,
+                 {"segmentation": [[50, 20, 70, 20, 60, 55]], "area": 350.0, "iscrowd": 0, "image_id": 285,
+                  "bbox": [50, 20, 20, 35], "category_id": 90, "id": 2},
+                 {"segmentation": [[1, 1, 5, 1, 5, 5]], "area": 8.0, "iscrowd": 0, "image_id": 999,
+                  "bbox": [1, 1, 4, 4], "category_id": 90, "id": 3}]
+    people = [{**person, "num_keypoints": 2, "keypoints": keypoints},
+              {**crowd_person, "num_keypoints": 0, "keypoints": [0] * 51}]
+    info = {"description": "COCO 2017 Dataset", "version": "1.0", "year": 2017}
+    files = {"instances_val2017.json": (instances, categories), "person_keypoints_val2017.json": (people, categories[:1])}
+    for name, (annotations, cats) in files.items():
+        (tmp_path / "annotations" / name).write_text(json.dumps(
+            {"info": info, "licenses": [], "images": images, "annotations": annotations, "categories": cats}))
+    load_index.cache_clear()
+    source = CocoSource("coco", str(tmp_path), tuple(f"annotations/{name}" for name in files), "val2017")
+    items = {i.key: i for unit in source.units() for i in source.read(unit)}
+    assert {k: (i.stage, i.reason) for k, i in items.items() if isinstance(i, Reject)} == {
+        "coco-139-pose": ("read", "no_pose_annotations"), "coco-285-pose": ("read", "no_pose_annotations"),
+        **{f"coco-632-{t}": ("read", f"no_{t}_annotations") for t in ("detection", "segmentation", "pose")},
+        **{f"coco-999-{t}": ("read", "bad_annotation") for t in ("detection", "segmentation", "pose")}}
+    assert items["coco-139-detection"].lineage["crowd_regions_left_out"] == 1  # once, though in both files
+    objects = {}
+    for name in files:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(tmp_path / "annotations" / name))
+        objects.update({a["id"]: (coco, a) for a in coco.dataset["annotations"] if a["image_id"] in coco.imgs})
+    for image_id in (139, 285, 724):
+        masks = [(coco.annToMask(a).astype(bool), a["category_id"]) for coco, a in objects.values()
+                 if a["image_id"] == image_id]
+        labels = np.zeros((h, w), np.int32)
+        for mask, category in sorted(masks, key=lambda m: -int(m[0].sum())):
+            labels[mask] = category
+        for policy in coco_tests.POLICIES:
+            _, target = coco_tests.rendered(items[f"coco-{image_id}-segmentation"], policy)
+            expected = colourize_labels(plan_resize(h, w, 64, policy).apply_image(labels, nearest=True))
+            assert np.array_equal(target, expected), (image_id, policy)
+    _, pose = coco_tests.rendered(items["coco-724-pose"])
+    assert pose.any()
