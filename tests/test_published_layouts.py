@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sources.records import PairRecord, Reject
 from sources.segmentation import SegmentationSource
@@ -319,3 +320,84 @@ def test_coco_val2017_as_released_matches_pycocotools(tmp_path: Path):
             assert np.array_equal(target, expected), (image_id, policy)
     _, pose = coco_tests.rendered(items["coco-724-pose"])
     assert pose.any()
+
+
+# -- the full ADE20K release (ADE20K_2021_17_01, ADE20K_2016_07_26) ----------------------------
+def _ade_full_seg(path: Path, classes: np.ndarray) -> None:
+    """A `_seg.png` as the release codes it (its utils_ade20k.loadAde20K reads class =
+    R / 10 * 256 + G): R = class // 256 * 10, G = class % 256, B the instance mask."""
+    from PIL import Image
+
+    seg = np.zeros((*classes.shape, 3), np.uint8)
+    seg[..., 0], seg[..., 1] = classes // 256 * 10, classes % 256
+    seg[..., 2] = np.where(classes > 0, 7, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(seg).save(path)
+
+
+def _ade_full_release(root: Path, version: str) -> tuple[Path, dict[str, np.ndarray]]:
+    """The release's tree: images/ADE/<split>/<scene group>/<scene>/ (2021) or images/<split>/<letter>/<scene>/
+    (2016), each JPEG with its `_seg.png`, a `_parts_1.png` and (2021) a `.json` beside it, its index at the top."""
+    top = root / f"ADE20K_{version}"
+    images = top / ("images/ADE" if version == "2021_17_01" else "images")
+    scenes = {"training": ("home_or_hotel/bathroom", "cultural/abbey"), "validation": ("urban/street",)}
+    made = {}
+    for split, folders in scenes.items():
+        for number, folder in enumerate(folders, 1):
+            name = f"ADE_{'train' if split == 'training' else 'val'}_{number:08d}"
+            classes = np.zeros((24, 32), np.int64)
+            classes[:, 10:], classes[12:, 20:] = 2978, 165 + number  # 2978 (wall) needs R: over 255
+            _magick_photo(images / split / folder / f"{name}.jpg", "rgb(90,120,150)", 32, 24)
+            _ade_full_seg(images / split / folder / f"{name}_seg.png", classes)
+            _ade_full_seg(images / split / folder / f"{name}_parts_1.png", classes // 3)
+            if version == "2021_17_01":
+                (images / split / folder / f"{name}.json").write_text('{"annotation": {}}')
+            made[f"{split}/{folder}/{name}"] = classes
+    (top / ("index_ade20k.pkl" if version == "2021_17_01" else "index_ade20k.mat")).write_bytes(b"\0")
+    return top, made
+
+
+@pytest.mark.parametrize("version", ["2021_17_01", "2016_07_26"])
+def test_full_ade20k_release_renders_the_classes_its_seg_png_codes(tmp_path: Path, version: str):
+    """`layout: ade20k_full` reads the full release (which `ade20k` refuses): each JPEG of
+    images/ADE/<split>/.../ with the `_seg.png` beside it, class = R / 10 * 256 + G (3000+
+    classes), drawn through the one palette; `_parts_N.png`, `.json` and the index are not read.
+    A `_seg.png` without its image is `missing_image`, an image without one `missing_annotation`."""
+    from transforms.annotations import palette
+    from transforms.resize import plan_resize
+
+    top, made = _ade_full_release(tmp_path, version)
+    images = top / ("images/ADE" if version == "2021_17_01" else "images")
+    _magick_photo(images / "training/cultural/abbey/ADE_train_00000009.jpg", "white")  # its _seg.png not there
+    _ade_full_seg(images / "validation/urban/street/ADE_val_00000009_seg.png", np.ones((24, 32), np.int64))
+    for path in (top, images):
+        items = _read_all(SegmentationSource("ade", str(path), "ade20k_full"))
+        pairs = [i for i in items if isinstance(i, PairRecord)]
+        rejects = sorted((i.reason, i.split_hint, i.detail) for i in items if isinstance(i, Reject))
+        assert rejects == [("missing_annotation", "train", "no label map ADE_train_00000009_seg.png"),
+                           ("missing_image", "val", "label map 'urban/street/ADE_val_00000009_seg.png' has no image in "
+                            f"{images.relative_to(path) / 'validation' if path == top else 'validation'}/")], rejects
+        assert len(pairs) == len(made) == len({p.key for p in pairs})
+        for pair in pairs:
+            name = str(Path(pair.image_uri).relative_to(images).with_suffix(""))
+            assert pair.split_hint == ("train" if name.startswith("training/") else "val")
+            assert pair.annotation["label_uri"] == pair.image_uri.removesuffix(".jpg") + "_seg.png"
+            fitted = plan_resize(24, 32, 32, "squash").apply_image(made[name], nearest=True)
+            assert np.array_equal(_render_target(pair), palette()[fitted])
+
+
+def test_full_ade20k_release_is_listed_through_the_config(tmp_path: Path):
+    """The config takes `layout: ade20k_full` and lists its units; `ade20k` on the same tree
+    still refuses it, now naming the layout that reads it."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    top, made = _ade_full_release(tmp_path, "2021_17_01")
+    for layout in ("ade20k_full", "ade20k"):
+        config = parse_config({"output": str(tmp_path / "out"),
+                               "sources": [{"name": "s", "type": "segmentation", "path": str(top), "layout": layout}]})
+        if layout == "ade20k":
+            with pytest.raises(ConfigError, match="set `layout: ade20k_full` to read it"):
+                list_units(config)
+        else:
+            assert list_units(config)

@@ -99,14 +99,36 @@ def grey_palette_values(indices: np.ndarray, entries: list[int]) -> np.ndarray |
     return greys
 
 
-def decode_label_map(data: bytes) -> np.ndarray:
-    """A single-channel 8- or 16-bit label PNG -> int32 class (or panoptic) ids.
+# the full ADE20K release's `_seg.png`: class = R / 10 * 256 + G (its utils_ade20k.loadAde20K), B the instance
+ADE_FULL_ENCODING = "ade20k_full"
+LABEL_ENCODINGS = ("ids", ADE_FULL_ENCODING)
+
+
+def decode_ade20k_full_classes(data: bytes) -> np.ndarray:
+    """A full-release ADE20K `_seg.png` -> int32 class ids (0 unlabelled, up to 3688 in 2021's): R
+    holds class // 256 times 10, G class % 256 (`int(R / 10) * 256 + G`, as the release's own
+    loader reads it); B, the instance, is not a class. Anything but an 8-bit RGB(A) PNG is no such map."""
+    array = _opencv_decode(data)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] < 3:
+        raise MapError("bad_label_map", f"a full ADE20K _seg.png is 8-bit RGB, got {array.dtype} "
+                                        f"{array.shape[2] if array.ndim == 3 else 1} channel(s)")
+    red, green = array[..., 2].astype(np.int32), array[..., 1].astype(np.int32)  # OpenCV's BGR
+    return red // 10 * 256 + green
+
+
+def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
+    """A single-channel 8- or 16-bit label PNG -> int32 class (or panoptic) ids; with `encoding`
+    `ade20k_full`, a full ADE20K release's colour-coded `_seg.png` (`decode_ade20k_full_classes`).
 
     A palette (P) PNG, as PASCAL VOC and many converted ADE20K or LIP copies store labels, holds
     the class ids as its indices (what Pillow, and so mmseg and torchvision, read); its palette
     only says how a viewer shows them, so the indices are read, never the colours, but for a
     grey map re-saved as a palette (`grey_palette_values`), whose greys are its classes."""
+    if encoding not in LABEL_ENCODINGS:
+        raise ValueError(f"unknown label map encoding {encoding!r}; allowed: {', '.join(LABEL_ENCODINGS)}")
     declared = _judged(data)
+    if encoding == ADE_FULL_ENCODING:
+        return decode_ade20k_full_classes(data)
     if declared is not None and declared[2] == "P":
         return _palette_labels(data).astype(np.int32)
     array = _opencv_decode(data)
