@@ -112,8 +112,10 @@ def decode_ade20k_full_classes(data: bytes) -> np.ndarray:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] < 3:
         raise MapError("bad_label_map", f"a full ADE20K _seg.png is 8-bit RGB, got {array.dtype} "
                                         f"{array.shape[2] if array.ndim == 3 else 1} channel(s)")
-    red, green = array[..., 2].astype(np.int32), array[..., 1].astype(np.int32)  # OpenCV's BGR
-    return red // 10 * 256 + green
+    classes = (array[..., 2] // 10).astype(np.int32)  # OpenCV's BGR: R is [..., 2]
+    classes *= 256  # in place: one int32 map beside the decoded one, within `MAP_WORK_BYTES`
+    classes += array[..., 1]
+    return classes
 
 
 def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
