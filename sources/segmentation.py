@@ -275,4 +275,4 @@ class SegmentationSource:
                 continue
             yield PairRecord(key=key, source=self.name, group=group, task="segmentation", image_uri=uri,
                              annotation=annotation, split_hint=split,
-                             lineage={"file": "/".join([folder, *folders, name])})
+                             lineage={"file": "/".join([folder, *self._folders_in_key(folders), name])})

@@ -401,3 +401,18 @@ def test_full_ade20k_release_is_listed_through_the_config(tmp_path: Path):
                 list_units(config)
         else:
             assert list_units(config)
+
+
+def test_lineage_of_released_layouts_is_unchanged_and_nested_pairs_name_their_folders(tmp_path: Path):
+    """Lineage reaches every sentence header: Cityscapes as released and flat ADE20K keep the
+    `<split>/<file name>` they had (their output bytes unchanged); a nested pair names its folders."""
+    _magick_photo(tmp_path / "cs/leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png", "red")
+    _magick_grey(tmp_path / "cs/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png", np.full((16, 32), 7))
+    (pair,) = _read_all(SegmentationSource("cs", str(tmp_path / "cs"), "cityscapes"))
+    assert pair.lineage == {"file": "train/aachen_000000_000019_leftImg8bit.png"}
+    base = tmp_path / "ade/ADEChallengeData2016"
+    for stem in ("ADE_train_00000001", "indoor/0001"):
+        _magick_photo(base / f"images/training/{stem}.jpg", "red")
+        _magick_grey(base / f"annotations/training/{stem}.png", np.full((16, 32), 7))
+    files = sorted(i.lineage["file"] for i in _read_all(SegmentationSource("ade", str(tmp_path / "ade"))))
+    assert files == ["training/ADE_train_00000001.jpg", "training/indoor/0001.jpg"]
