@@ -185,7 +185,8 @@ def _plain_json(handle) -> bool:
     refuse. The handle is put back at its start."""
     head = handle.read(64)
     handle.seek(0)
-    return not head.startswith(GZIP_MAGIC) and head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1] in _JSON_OPENINGS
+    opening = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1]
+    return not head.startswith(GZIP_MAGIC) and opening in _JSON_OPENINGS
 
 
 class _JsonStream:

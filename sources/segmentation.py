@@ -92,7 +92,7 @@ class SegmentationSource:
             raise self._full_ade_release()
         self._check_layout(images_root, labels_root, tuple(splits))
         units = []
-        listed = splits if self.layout == "ade20k" else {**splits, **CITYSCAPES_UNLABELED_SPLITS}
+        listed = {**splits, **CITYSCAPES_UNLABELED_SPLITS} if self.layout == "cityscapes" else splits
         for folder in listed:
             split_dir = fsio.join(images_root, folder)
             files = collapse_set_aside(split_dir, fsio.list_files(split_dir, self._image_suffixes(), recursive=True,

@@ -81,12 +81,13 @@ def _palette_labels(data: bytes) -> np.ndarray:
 
 def grey_palette_values(used: np.ndarray, entries: list[int]) -> np.ndarray | None:
     """The grey of each palette index when the palette is a grey label map's re-save: every entry
-    a pixel uses (`used`, the indices its pixels hold) is grey (R = G = B) and no two used entries share a grey, and some index is not
-    its grey; else None (the indices are the classes). ImageMagick's `convert x.png PNG8:x.png`
-    (and `-define png:color-type=3`) of a grey map lists its greys in the order they first appear,
-    so index 1 held class 150: the file shows the greys, and a grey map stored as RGB is read as
-    its grey. Pillow and mmseg read the indices; for a palette of colours (PASCAL VOC's) and one
-    of identity greys (Pillow's L to P) both readings agree, and those stay indices."""
+    a pixel uses (`used`, the indices its pixels hold) is grey (R = G = B), no two used entries
+    share a grey, and some index is not its grey; else None (the indices are the classes).
+    ImageMagick's `convert x.png PNG8:x.png` (and `-define png:color-type=3`) of a grey map lists
+    its greys in the order they first appear, so index 1 held class 150: the file shows the
+    greys, and a grey map stored as RGB is read as its grey. Pillow and mmseg read the indices;
+    for a palette of colours (PASCAL VOC's) and one of identity greys (Pillow's L to P) both
+    readings agree, and those stay indices."""
     colours = np.asarray(entries[: len(entries) // 3 * 3], np.int32).reshape(-1, 3)
     if used.size == 0 or used[-1] >= len(colours):
         return None  # an index past the palette: no colour to read
