@@ -416,3 +416,18 @@ def test_lineage_of_released_layouts_is_unchanged_and_nested_pairs_name_their_fo
         _magick_grey(base / f"annotations/training/{stem}.png", np.full((16, 32), 7))
     files = sorted(i.lineage["file"] for i in _read_all(SegmentationSource("ade", str(tmp_path / "ade"))))
     assert files == ["training/ADE_train_00000001.jpg", "training/indoor/0001.jpg"]
+
+
+def test_full_ade20k_seg_png_that_is_not_rgb_is_a_counted_bad_label_map(tmp_path: Path):
+    """A `_seg.png` re-saved grey (a SceneParsing-style map put beside the image) codes no class
+    in R and G: its pair is one `bad_label_map` reject at rendering, never drawn as ids."""
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    top, _ = _ade_full_release(tmp_path, "2021_17_01")
+    seg = top / "images/ADE/validation/urban/street/ADE_val_00000001_seg.png"
+    _magick_grey(seg, np.full((24, 32), 12))
+    (pair,) = [i for i in _read_all(SegmentationSource("ade", str(top), "ade20k_full"))
+               if i.image_uri.endswith("ADE_val_00000001.jpg")]
+    rejected = render_pair(pair, RenderSettings(32, "squash", 0, 10**9, 1, 0, 0.0))
+    assert isinstance(rejected, Reject) and (rejected.stage, rejected.reason) == ("annotation", "bad_label_map")
