@@ -153,7 +153,7 @@ def _text_steps(uri: str, gzipped: bool, limit: int) -> Iterator[str]:
     done, data = 0, b""
     try:
         with fsio.open_file(uri) as handle:
-            stream = gzip.GzipFile(fileobj=handle, mode="rb") if gzipped else handle
+            stream = gzip.GzipFile(fileobj=handle, mode="rb") if gzipped and not _plain_json(handle) else handle
             while data := stream.read(TEXT_STEP):
                 done += len(data)
                 if done > limit:
@@ -171,6 +171,22 @@ def _text_steps(uri: str, gzipped: bool, limit: int) -> Iterator[str]:
         raise
     except OSError as exc:
         raise _unreadable(uri, exc) from None
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+_JSON_OPENINGS = (b"[", b"{")
+
+
+def _plain_json(handle) -> bool:
+    """Whether a file named as gzip (CO3D's `.jgz`) holds its JSON text unpacked, the gzip undone
+    under its name (a browser saving a download sent with `Content-Encoding: gzip`): its first
+    bytes are no gzip magic but a JSON list or object, after any BOM and whitespace. The text
+    reads as it would have from the gzip; anything else (an HTML error page) is left to gzip to
+    refuse. The handle is put back at its start."""
+    head = handle.read(64)
+    handle.seek(0)
+    opening = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1]
+    return not head.startswith(GZIP_MAGIC) and opening in _JSON_OPENINGS
 
 
 class _JsonStream:

@@ -14,8 +14,9 @@ from sources import fsio
 from sources.paths import (ConfiguredPathMissing, collapse_set_aside, missing_under, names_below, path_problem,
                            set_aside_problem, shown_name)
 from sources.records import PairRecord, Reject, SourceItem, safe_key
+from transforms.maps import ADE_FULL_ENCODING
 
-Layout = Literal["ade20k", "cityscapes"]
+Layout = Literal["ade20k", "ade20k_full", "cityscapes"]
 ADE_SPLITS = {"training": "train", "validation": "val"}
 CITYSCAPES_SPLITS = {"train": "train", "val": "val"}
 # leftImg8bit folders without fine labels, and the split their rejects count in: each image one
@@ -24,6 +25,9 @@ CITYSCAPES_UNLABELED_SPLITS = {"test": "val", "demoVideo": "val", "train_extra":
 # what the full ADE20K release (not the SceneParsing benchmark) holds at its top
 ADE_FULL_RELEASE_MARKERS = ("index_ade20k.pkl", "index_ade20k.mat")
 ADE_FULL_RELEASE_LABEL = "_seg.png"  # beside each of its images
+# where the full release's split folders lie below its top: 2021's images/ADE/, 2016's images/,
+# or `path` given as that folder itself
+ADE_FULL_IMAGE_FOLDERS = ("images/ADE", "images", "")
 FILES_PER_UNIT = 256
 # Cityscapes' void ids that its labels.py colours black like 'unlabeled' (0): ego vehicle, rectification
 # border, out of roi, static. They render as unlabeled (0), not as classes of their own (the hood in
@@ -51,6 +55,9 @@ class SegmentationSource:
     follow_links: bool = False  # read images and label maps that are links leading out of `path`
 
     def _pairs_root(self) -> tuple[str, str, dict[str, str]]:
+        if self.layout == "ade20k_full":  # each `_seg.png` beside its image
+            images = self._full_release_images()
+            return images, images, ADE_SPLITS
         if self.layout == "ade20k":
             base = fsio.join(self.path, "ADEChallengeData2016")
             if not fsio.exists(base):
@@ -58,16 +65,37 @@ class SegmentationSource:
             return fsio.join(base, "images"), fsio.join(base, "annotations"), ADE_SPLITS
         return fsio.join(self.path, "leftImg8bit"), fsio.join(self.path, "gtFine"), CITYSCAPES_SPLITS
 
+    def _full_release_images(self) -> str:
+        """The folder of the full release's split folders (`ADE_FULL_IMAGE_FOLDERS`): the first
+        holding one; 2021's images/ADE when none does (`check` names it)."""
+        for below in ADE_FULL_IMAGE_FOLDERS:
+            folder = fsio.join(self.path, below) if below else self.path
+            if any(fsio.isdir(fsio.join(folder, split)) for split in ADE_SPLITS):
+                return folder
+        return fsio.join(self.path, ADE_FULL_IMAGE_FOLDERS[0])
+
+    def _image_suffixes(self) -> tuple[str, ...]:
+        """What the split folders' images end with: the full release's are JPEGs, and the PNGs
+        beside them (`_seg.png`, `_parts_N.png`) its annotations."""
+        return (".jpg",) if self.layout == "ade20k_full" else (".jpg", ".png")
+
+    def _is_label_file(self, uri: str, split_dir: str, labels_dir: str) -> bool:
+        """Whether a listed file is a label map (one without its image, `_labels_without_image`),
+        not an image: below the label folder, which in the full release is the image folder."""
+        if labels_dir == split_dir:
+            return uri.endswith(ADE_FULL_RELEASE_LABEL)
+        return uri.startswith(labels_dir + "/")
+
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
         images_root, labels_root, splits = self._pairs_root()
         if self.layout == "ade20k" and not fsio.isdir(labels_root) and self._full_ade_release_marked():
             raise self._full_ade_release()
         self._check_layout(images_root, labels_root, tuple(splits))
         units = []
-        listed = splits if self.layout == "ade20k" else {**splits, **CITYSCAPES_UNLABELED_SPLITS}
+        listed = {**splits, **CITYSCAPES_UNLABELED_SPLITS} if self.layout == "cityscapes" else splits
         for folder in listed:
             split_dir = fsio.join(images_root, folder)
-            files = collapse_set_aside(split_dir, fsio.list_files(split_dir, (".jpg", ".png"), recursive=True,
+            files = collapse_set_aside(split_dir, fsio.list_files(split_dir, self._image_suffixes(), recursive=True,
                                                                   follow_links=self.follow_links, links=True)) \
                 if fsio.exists(split_dir) else []
             units += [(folder, tuple(files[i : i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
@@ -88,7 +116,8 @@ class SegmentationSource:
         if not fsio.isdir(labels_dir):
             return []
         paired = {self._label_in(uri, images_dir, labels_dir) for uri in images}
-        suffixes = (".png",) if self.layout == "ade20k" else (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX)
+        suffixes = {"ade20k": (".png",), "ade20k_full": (ADE_FULL_RELEASE_LABEL,)}.get(
+            self.layout, (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX))
         lowered = tuple(suffix.lower() for suffix in suffixes)
         found: dict[str, str] = {}  # the label map an image would read -> the first file standing for it
         for uri in fsio.list_files(labels_dir, suffixes, recursive=True, follow_links=self.follow_links, links=True):
@@ -105,20 +134,23 @@ class SegmentationSource:
         """A label map whose image is not there (`_labels_without_image`), under its pair's key."""
         *folders, name = names_below(labels_dir, uri)
         name = name.removesuffix(".png").removesuffix(".PNG")
+        if self.layout == "ade20k_full":
+            name = name.removesuffix(ADE_FULL_RELEASE_LABEL.removesuffix(".png"))
         for suffix in (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX):
             name = name.removesuffix(suffix.removesuffix(".png"))
         group = safe_key(self.name, folder, "/".join([*self._folders_in_key(folders), name]))
-        images = self._pairs_root()[0][len(self.path):].strip("/")
+        images = "/".join(filter(None, (self._pairs_root()[0][len(self.path):].strip("/"), folder)))
         return Reject(f"{group}-segmentation", self.name, group, "read", "missing_image",
                       f"label map {shown_name('/'.join(names_below(labels_dir, uri)))} has no image in "
-                      f"{images}/{folder}/"[:200], split_hint=split)
+                      f"{images}/"[:200], split_hint=split)
 
     def _folders_in_key(self, folders: list[str]) -> list[str]:
-        """The folders between a split folder and a file that a key made from its path carries: all
-        but Cityscapes' city folder (its name begins every file's name). A pair's key is its file
-        name alone, as a release lays them out; a label map without its image in a folder deeper
-        than that keeps the folders, joined by '/' (which no file name holds, so `safe_key` adds a
-        digest): `outdoor/0001.png` took `indoor/0001.jpg`'s pair key and one was lost at assemble."""
+        """The folders between a split folder and a file that its key carries: all but Cityscapes'
+        city folder (its name begins every file's name), joined by '/' (which no file name holds, so
+        `safe_key` adds a digest). A pair as a release lays them out (flat ADE20K, Cityscapes'
+        `<city>/`) keeps its file name alone as its key; in folders deeper than that, a pair and a
+        label map without its image keep their folders: `indoor/0001.jpg` and `outdoor/0001.jpg`
+        took one key, and one pair was lost at assemble as a `duplicate_key`."""
         return folders[1:] if self.layout == "cityscapes" else folders
 
     def _full_ade_release_marked(self) -> bool:
@@ -141,9 +173,9 @@ class SegmentationSource:
         among them) were each a `missing_annotation` reject, or `check` named only a missing folder."""
         return ConfiguredPathMissing("layout", (
             f"ade20k layout: {self.path} holds the full ADE20K release (images/ADE/<split>/<scene>/<name>.jpg "
-            f"with <name>{ADE_FULL_RELEASE_LABEL}, 3000+ classes coded in R and G), which is not read: give "
-            "`path` the SceneParsing benchmark, ADEChallengeData2016 (images/ and annotations/ of class "
-            "indices 0..150, ADEChallengeData2016.zip)"))
+            f"with <name>{ADE_FULL_RELEASE_LABEL}, 3000+ classes coded in R and G), which this layout does not "
+            "read: set `layout: ade20k_full` to read it, or give `path` the SceneParsing benchmark, "
+            "ADEChallengeData2016 (images/ and annotations/ of class indices 0..150, ADEChallengeData2016.zip)"))
 
     def _check_layout(self, images_root: str, labels_root: str, folders: tuple[str, ...]) -> None:
         """The path holds the layout's image folder, at least one split folder in it, and its label
@@ -173,6 +205,8 @@ class SegmentationSource:
         stem = relative.rsplit(".", 1)[0]
         if self.layout == "ade20k":
             relative = stem + ".png"
+        elif self.layout == "ade20k_full":
+            relative = stem + ADE_FULL_RELEASE_LABEL
         elif stem.endswith(CITYSCAPES_IMAGE_SUFFIX):  # .png as released, or .jpg as mirrors re-encode it
             relative = stem.removesuffix(CITYSCAPES_IMAGE_SUFFIX) + CITYSCAPES_LABEL_SUFFIX
         return fsio.join(labels_dir, relative)
@@ -184,6 +218,8 @@ class SegmentationSource:
         where only `_labelTrainIds` is there, those as the label ids they stand for (a copy keeping
         only trainIds was one `missing_annotation` reject per image)."""
         if fsio.exists(label):
+            if self.layout == "ade20k_full":  # 0 is unlabelled; 255 is a class of its own there
+                return label, {"label_uri": label, "encoding": ADE_FULL_ENCODING}
             return label, {"label_uri": label, "unlabeled_ids": (VOID_MARK,)} if self.layout == "ade20k" else {
                 "label_uri": label, "unlabeled_ids": CITYSCAPES_UNLABELED_IDS + (VOID_MARK,)}
         train_ids = label.removesuffix(CITYSCAPES_LABEL_SUFFIX) + CITYSCAPES_TRAIN_IDS_SUFFIX
@@ -212,7 +248,7 @@ class SegmentationSource:
         # as listed names spell them (`memory://x` lists `memory:///x/...`): the files are compared with them by text
         split_dir, labels_dir = (fsio.listed_root(fsio.join(root, folder)) for root in (images_root, labels_root))
         for uri in files:
-            if uri.startswith(labels_dir + "/"):  # a label map whose image is gone: never read
+            if self._is_label_file(uri, split_dir, labels_dir):  # a label map whose image is gone: never read
                 yield self._without_image(folder, labels_dir, uri, split)
                 continue
             aside = set_aside_problem(split_dir, uri)
@@ -220,8 +256,9 @@ class SegmentationSource:
                 key = safe_key(self.name, folder, *names_below(split_dir, uri))
                 yield Reject(key, self.name, key, "read", aside.reason, aside.detail, split_hint=split)
                 continue
-            stem = fsio.basename(uri).rsplit(".", 1)[0].removesuffix(CITYSCAPES_IMAGE_SUFFIX)
-            group = safe_key(self.name, folder, stem)
+            *folders, name = names_below(split_dir, uri)
+            stem = name.rsplit(".", 1)[0].removesuffix(CITYSCAPES_IMAGE_SUFFIX)
+            group = safe_key(self.name, folder, "/".join([*self._folders_in_key(folders), stem]))
             key = f"{group}-segmentation"
             if unlabeled:
                 yield self._unlabeled(folder, key, group, split)
@@ -238,4 +275,4 @@ class SegmentationSource:
                 continue
             yield PairRecord(key=key, source=self.name, group=group, task="segmentation", image_uri=uri,
                              annotation=annotation, split_hint=split,
-                             lineage={"file": f"{folder}/{fsio.basename(uri)}"})
+                             lineage={"file": "/".join([folder, *self._folders_in_key(folders), name])})

@@ -641,8 +641,9 @@ def _palette_png(path: Path, indices: np.ndarray, palette: list[int]) -> None:
 @pytest.mark.parametrize("palette", ["voc_colours", "grey_reversed"])
 def test_ade20k_palette_mode_annotation_renders_its_indices(tmp_path: Path, palette: str):
     """A P-mode label PNG holds class ids as indices: OpenCV expanded them to the palette's
-    colours, so a colour palette was rejected as `bad_label_map` and a grey one that is not the
-    identity silently rendered other classes (id 5 under a reversed grey palette became 250)."""
+    colours, so a colour palette was rejected as `bad_label_map`. A palette of distinct greys
+    is a grey map's re-save (ImageMagick's `PNG8:`, world44), read as the greys the file shows
+    (index 5 under a reversed grey palette is 250, index 0's 255 the void mark)."""
     from PIL import Image
 
     from transforms.annotations import palette as class_colours
@@ -658,7 +659,8 @@ def test_ade20k_palette_mode_annotation_renders_its_indices(tmp_path: Path, pale
     source = SegmentationSource("ade", str(tmp_path))
     (record,) = [i for unit in source.units() for i in source.read(unit)]
     _, target = _render(record)
-    assert np.array_equal(target, class_colours()[labels])
+    shown = labels if palette == "voc_colours" else np.where(labels == 0, 0, 255 - labels)  # 255: void, unlabelled
+    assert np.array_equal(target, class_colours()[shown])
     annotation = Path(record.annotation["label_uri"])
     annotation.write_bytes(annotation.read_bytes()[:-40])  # cut short: a counted reject, no crash
     from uvd_pipeline.render import RenderSettings
@@ -772,8 +774,9 @@ def test_a_label_map_without_its_image_in_a_nested_folder_never_takes_a_real_pai
     """Old code keyed a label map without its image by its file name alone: in an ADE20K tree sorted
     into folders, `outdoor/0001.png` (its image not extracted) took `indoor/0001.jpg`'s pair key,
     and the build keeps one item a key (the other a `duplicate_key` at assemble). Its key now
-    carries its folders (joined by '/', which no image name holds, so a digest marks it), and
-    real pairs keep theirs, folder-joined names such as `outdoor-0001.jpg` included."""
+    carries its folders (joined by '/', which no image name holds, so a digest marks it), as a
+    nested pair's does, and flat pairs keep theirs, folder-joined names such as `outdoor-0001.jpg`
+    included."""
     from PIL import Image
 
     labels = np.ones((16, 32), np.uint8) * 7
@@ -788,7 +791,9 @@ def test_a_label_map_without_its_image_in_a_nested_folder_never_takes_a_real_pai
             Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(image)
     items = _read_all(SegmentationSource("ade", str(tmp_path)))
     pairs = sorted(i.key for i in items if not isinstance(i, Reject))
-    assert pairs == ["ade-training-0001-segmentation", "ade-training-outdoor-0001-segmentation"]  # as before
+    # a nested pair carries its folders too (world44: `indoor/0001.jpg` beside `outdoor/0001.jpg` took one key)
+    assert pairs == sorted([f"{safe_key('ade', 'training', 'indoor/0001')}-segmentation",
+                            "ade-training-outdoor-0001-segmentation"])
     gone = sorted((i.key, i.reason) for i in items if isinstance(i, Reject))
     assert gone == [("ade-training-0002-segmentation", "missing_image"),  # flat: its pair's key, as before
                     (f"{safe_key('ade', 'training', 'outdoor/0001')}-segmentation", "missing_image")]

@@ -65,24 +65,75 @@ def _opencv_decode(data: bytes) -> np.ndarray:
     return array
 
 
-def _palette_indices(data: bytes) -> np.ndarray:
-    """A palette (P) image's indices, as Pillow reads them (OpenCV only gives their colours)."""
+def _palette_labels(data: bytes) -> np.ndarray:
+    """A palette (P) image's class ids: its indices, as Pillow reads them (OpenCV only gives their
+    colours), or its greys where it is a grey map's palette re-save (`grey_palette_values`)."""
     try:
         with pixels_judged_here(), Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image)
+            indices = np.asarray(image)
+            entries = image.getpalette() or []
+            counts = image.histogram()  # Pillow's C count of each index: a third of a bincount's time
     except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes
         raise MapError("corrupt_annotation", f"palette image: {type(exc).__name__}") from None
+    greys = grey_palette_values(np.flatnonzero(counts), entries)
+    return indices if greys is None else greys[indices]
 
 
-def decode_label_map(data: bytes) -> np.ndarray:
-    """A single-channel 8- or 16-bit label PNG -> int32 class (or panoptic) ids.
+def grey_palette_values(used: np.ndarray, entries: list[int]) -> np.ndarray | None:
+    """The grey of each palette index when the palette is a grey label map's re-save: every entry
+    a pixel uses (`used`, the indices its pixels hold) is grey (R = G = B), no two used entries
+    share a grey, and some index is not its grey; else None (the indices are the classes).
+    ImageMagick's `convert x.png PNG8:x.png` (and `-define png:color-type=3`) of a grey map lists
+    its greys in the order they first appear, so index 1 held class 150: the file shows the
+    greys, and a grey map stored as RGB is read as its grey. Pillow and mmseg read the indices;
+    for a palette of colours (PASCAL VOC's) and one of identity greys (Pillow's L to P) both
+    readings agree, and those stay indices."""
+    colours = np.asarray(entries[: len(entries) // 3 * 3], np.int32).reshape(-1, 3)
+    if used.size == 0 or used[-1] >= len(colours):
+        return None  # an index past the palette: no colour to read
+    picked = colours[used]
+    if not (picked == picked[:, :1]).all() or len(np.unique(picked[:, 0])) != len(used) or \
+            (picked[:, 0] == used).all():
+        return None
+    greys = np.arange(256, dtype=np.int32)
+    greys[: len(colours)] = colours[:, 0]
+    return greys
+
+
+# the full ADE20K release's `_seg.png`: class = R / 10 * 256 + G (its utils_ade20k.loadAde20K), B the instance
+ADE_FULL_ENCODING = "ade20k_full"
+LABEL_ENCODINGS = ("ids", ADE_FULL_ENCODING)
+
+
+def decode_ade20k_full_classes(data: bytes) -> np.ndarray:
+    """A full-release ADE20K `_seg.png` -> int32 class ids (0 unlabelled, up to 3688 in 2021's): R
+    holds class // 256 times 10, G class % 256 (`int(R / 10) * 256 + G`, as the release's own
+    loader reads it); B, the instance, is not a class. Anything but an 8-bit RGB(A) PNG is no such map."""
+    array = _opencv_decode(data)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] < 3:
+        raise MapError("bad_label_map", f"a full ADE20K _seg.png is 8-bit RGB, got {array.dtype} "
+                                        f"{array.shape[2] if array.ndim == 3 else 1} channel(s)")
+    classes = (array[..., 2] // 10).astype(np.int32)  # OpenCV's BGR: R is [..., 2]
+    classes *= 256  # in place: one int32 map beside the decoded one, within `MAP_WORK_BYTES`
+    classes += array[..., 1]
+    return classes
+
+
+def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
+    """A single-channel 8- or 16-bit label PNG -> int32 class (or panoptic) ids; with `encoding`
+    `ade20k_full`, a full ADE20K release's colour-coded `_seg.png` (`decode_ade20k_full_classes`).
 
     A palette (P) PNG, as PASCAL VOC and many converted ADE20K or LIP copies store labels, holds
     the class ids as its indices (what Pillow, and so mmseg and torchvision, read); its palette
-    only says how a viewer shows them, so the indices are read, never the colours."""
+    only says how a viewer shows them, so the indices are read, never the colours, but for a
+    grey map re-saved as a palette (`grey_palette_values`), whose greys are its classes."""
+    if encoding not in LABEL_ENCODINGS:
+        raise ValueError(f"unknown label map encoding {encoding!r}; allowed: {', '.join(LABEL_ENCODINGS)}")
     declared = _judged(data)
+    if encoding == ADE_FULL_ENCODING:
+        return decode_ade20k_full_classes(data)
     if declared is not None and declared[2] == "P":
-        return _palette_indices(data).astype(np.int32)
+        return _palette_labels(data).astype(np.int32)
     array = _opencv_decode(data)
     if array.ndim == 3:
         if array.shape[2] >= 3 and (np.ptp(array[..., :3], axis=2) == 0).all():

@@ -357,7 +357,8 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
     elif "mask_uri" in annotation:
         labels = np.where(decode_map("decode_gray", _read(annotation["mask_uri"]), settings.decode_time_s) > 127, annotation.get("class_id", 1), 0)
     else:
-        labels = decode_map("decode_label_map", _read(annotation["label_uri"]), settings.decode_time_s)
+        labels = decode_map("decode_label_map", _read(annotation["label_uri"]), settings.decode_time_s,
+                            annotation.get("encoding", "ids"))
         if annotation.get("unlabeled_ids"):  # a dataset's void ids, drawn as its unlabeled (0)
             labels = np.where(np.isin(labels, annotation["unlabeled_ids"]), 0, labels)
         if annotation.get("value_ids"):  # a map of train ids (Cityscapes' 0..18, 255 ignore): the ids they stand for
