@@ -189,10 +189,11 @@ def _magick_label_maps(folder: Path, labels: np.ndarray) -> dict[str, Path]:
 
 def test_label_map_resaved_as_a_grey_palette_by_imagemagick_keeps_its_classes(tmp_path: Path):
     """`convert label.png PNG8:label.png` writes a palette whose entries are the map's greys in
-    the order they first appear (0, 150, 3, 255, 12 here): old code read the indices (0..4), as
-    Pillow and mmseg do, so ADE20K class 150 became class 1. A palette whose used entries are
-    all grey and one grey each is read as its greys, as every viewer shows the file and as a grey
-    map stored as RGB was already read; a colour palette (PASCAL VOC's) is still read as indices."""
+    the order they first appear (0, 150, 3, 255, 12 here), and no other entry: old code read the
+    indices (0..4), as Pillow and mmseg do, so ADE20K class 150 became class 1. A palette grey in
+    every entry, one grey to each used entry, is read as its greys, as every viewer shows the file
+    and as a grey map stored as RGB was already read; a palette with any colour in it is read as
+    indices (`test_colour_palette_whose_pixels_use_only_its_grey_entries_reads_its_indices`)."""
     from PIL import Image
 
     from transforms.maps import decode_label_map
@@ -220,6 +221,43 @@ def test_label_map_resaved_as_a_grey_palette_by_imagemagick_keeps_its_classes(tm
     shared.putpalette([9, 9, 9, 9, 9, 9, 40, 40, 40])
     shared.save(tmp_path / "shared.png")
     assert np.array_equal(decode_label_map((tmp_path / "shared.png").read_bytes()), indices)
+
+
+# ADE20K's usual colour palette: 0 ('other') black, then mmseg's ADE20KDataset PALETTE (its first
+# entries: wall (1) and windowpane (9) grey, the rest of its 150 colours are not)
+ADE_COLOUR_PALETTE_HEAD = [0, 0, 0, 120, 120, 120, 180, 120, 120, 6, 230, 230, 80, 50, 50, 4, 200, 3,
+                           120, 120, 80, 140, 140, 140, 204, 5, 255, 230, 230, 230, 4, 250, 7]
+
+
+@pytest.mark.parametrize("case", ["voc_car_and_background", "voc_car_only", "ade_wall_and_window"])
+def test_colour_palette_whose_pixels_use_only_its_grey_entries_reads_its_indices(tmp_path: Path, case: str):
+    """PASCAL VOC's colour map (VOCdevkit's labelcolormap, 256 entries, as SegmentationClass PNGs
+    carry it) holds greys too: 0 background, 7 car (128, 128, 128), 56 and 63. A mask of only
+    a car and background (no void border: a crop, a re-save) used only grey entries, so it was
+    read as a grey map's re-save and car became class 128; so did ADE20K's colour palette (wall
+    120, windowpane 230). A palette with any colour in it is read as its indices, as Pillow and
+    mmseg read it; a grey map quantized by Pillow (which writes only its greys) still reads greys."""
+    from PIL import Image
+    from test_sources_annotated import _voc_colormap
+
+    from transforms.maps import decode_label_map
+
+    indices = {"voc_car_and_background": np.where(np.arange(32) < 20, 7, 0),
+               "voc_car_only": np.full(32, 7), "ade_wall_and_window": np.array([0, 1, 9, 1] * 8)}[case]
+    indices = np.tile(indices, (16, 1)).astype(np.uint8)
+    image = Image.fromarray(indices, "P")
+    image.putpalette(ADE_COLOUR_PALETTE_HEAD if case.startswith("ade") else _voc_colormap())
+    image.save(tmp_path / "label.png")
+    with Image.open(tmp_path / "label.png") as written:  # as Pillow (and so mmseg) reads it back
+        assert written.mode == "P" and np.array_equal(np.asarray(written), indices)
+        colours = np.asarray(written.getpalette()).reshape(-1, 3)[np.unique(indices)]
+        assert (colours == colours[:, :1]).all()  # every used entry grey, as the old test asked
+    assert np.array_equal(decode_label_map((tmp_path / "label.png").read_bytes()), indices)
+    greys = np.tile(np.array([0, 150, 3, 255, 12, 12, 3, 0] * 4, np.uint8), (16, 1))
+    Image.fromarray(greys).quantize().save(tmp_path / "quantized.png")
+    with Image.open(tmp_path / "quantized.png") as quantized:
+        assert quantized.mode == "P" and not np.array_equal(np.asarray(quantized), greys)
+    assert np.array_equal(decode_label_map((tmp_path / "quantized.png").read_bytes()), greys)
 
 
 def test_ade20k_pair_whose_label_map_imagemagick_resaved_as_a_palette_renders_its_classes(tmp_path: Path):
