@@ -469,3 +469,73 @@ def test_full_ade20k_seg_png_that_is_not_rgb_is_a_counted_bad_label_map(tmp_path
                if i.image_uri.endswith("ADE_val_00000001.jpg")]
     rejected = render_pair(pair, RenderSettings(32, "squash", 0, 10**9, 1, 0, 0.0))
     assert isinstance(rejected, Reject) and (rejected.stage, rejected.reason) == ("annotation", "bad_label_map")
+
+
+@pytest.mark.parametrize("version", ["2021_17_01", "2016_07_26"])
+def test_full_ade20k_release_given_its_images_folder_reads_as_from_its_top(tmp_path: Path, version: str):
+    """docs/layouts.md lets `path` be the release's `images` folder: 2021's (images/ADE/<split>/)
+    was refused ('no images/ADE under .../images'); it now reads the pairs its top reads."""
+    top, made = _ade_full_release(tmp_path, version)
+    from_top = sorted((i.key, i.image_uri) for i in _read_all(SegmentationSource("ade", str(top), "ade20k_full")))
+    from_images = sorted((i.key, i.image_uri)
+                         for i in _read_all(SegmentationSource("ade", str(top / "images"), "ade20k_full")))
+    assert len(from_top) == len(made) and from_images == from_top
+
+
+def test_full_ade20k_release_reads_only_its_training_and_validation_folders(tmp_path: Path):
+    """The full release has training/ and validation/ only; a test/ (or Cityscapes' demoVideo/,
+    train_extra/) folder beside them, JPEGs and `_seg.png` in it, is not read: before 2fd3f51 it
+    was listed too, and its images read as pairs (counted in val, demoVideo's and test's)."""
+    top, made = _ade_full_release(tmp_path, "2021_17_01")
+    for folder in ("test", "demoVideo", "train_extra"):
+        _magick_photo(top / f"images/ADE/{folder}/urban/street/ADE_test_00000001.jpg", "white", 32, 24)
+        _ade_full_seg(top / f"images/ADE/{folder}/urban/street/ADE_test_00000001_seg.png", np.ones((24, 32), np.int64))
+    items = _read_all(SegmentationSource("ade", str(top), "ade20k_full"))
+    assert all(isinstance(i, PairRecord) for i in items), [(i.reason, i.detail) for i in items if isinstance(i, Reject)]
+    assert sorted(i.lineage["file"] for i in items) == sorted(f"{name}.jpg" for name in made)
+
+
+def test_full_ade20k_orphan_seg_png_in_upper_case_is_one_missing_image(tmp_path: Path):
+    """A `_seg.PNG` without its image (a copy through a tool that upper-cases suffixes) was listed
+    as an orphan label map (that listing ignores case) but then read as an image, named by a
+    second, phantom label map: `missing_annotation` 'no label map ADE_train_00000003_seg_seg.png'.
+    It is one `missing_image` reject, keyed as its image would be."""
+    top, made = _ade_full_release(tmp_path, "2021_17_01")
+    _ade_full_seg(top / "images/ADE/training/cultural/abbey/ADE_train_00000003_seg.PNG", np.ones((24, 32), np.int64))
+    items = _read_all(SegmentationSource("ade", str(top), "ade20k_full"))
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert (reject.reason, reject.detail) == ("missing_image", "label map 'cultural/abbey/ADE_train_00000003_seg.PNG' "
+                                                               "has no image in images/ADE/training/")
+    assert "ADE_train_00000003_" in reject.key and "_seg" not in reject.key, reject.key
+    assert len(items) == len(made) + 1
+
+
+def _scene_parsing_benchmark(root: Path) -> Path:
+    """ADEChallengeData2016 as ADEChallengeData2016.zip extracts: images/ and annotations/ of
+    class indices, no `_seg.png` anywhere."""
+    base = root / "ADEChallengeData2016"
+    for split, stem in (("training", "ADE_train_00000001"), ("validation", "ADE_val_00000001")):
+        _magick_photo(base / "images" / split / f"{stem}.jpg", "rgb(90,90,90)")
+        _magick_grey(base / "annotations" / split / f"{stem}.png", np.full((16, 32), 5))
+    return base
+
+
+def test_scene_parsing_benchmark_given_as_ade20k_full_fails_check_naming_ade20k(tmp_path: Path):
+    """`layout: ade20k_full` given ADEChallengeData2016 passed `check`, and every image was a
+    `missing_annotation` reject (no `_seg.png` beside it): 0 pairs. `check` now refuses it,
+    naming `layout: ade20k` (the opposite mistake was already refused), from the benchmark's
+    folder, its parent or its images/ folder; `ade20k` reads it."""
+    from sources.paths import ConfiguredPathMissing
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    base = _scene_parsing_benchmark(tmp_path)
+    for path in (tmp_path, base, base / "images"):
+        with pytest.raises(ConfiguredPathMissing, match=r"holds the SceneParsing benchmark.* set `layout: ade20k`"):
+            SegmentationSource("ade", str(path), "ade20k_full").units()
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "segmentation", "path": str(base), "layout": "ade20k_full"}]})
+    with pytest.raises(ConfigError, match="layout"):
+        list_units(config)
+    assert all(isinstance(i, PairRecord) for i in _read_all(SegmentationSource("ade", str(base)))) and \
+        len(_read_all(SegmentationSource("ade", str(base)))) == 2
