@@ -138,6 +138,31 @@ def test_co3d_frame_annotations_left_decompressed_under_their_jgz_name_read_as_j
                                                "annotation file toy/frame_annotations.jgz: is not a valid gzip stream")
 
 
+def test_co3d_plain_json_jgz_after_long_whitespace_or_over_the_cap_is_named_as_plain_json(tmp_path: Path):
+    """A decompressed .jgz whose JSON follows 64 bytes of whitespace or more (blank lines a script
+    printed first) was refused as 'not a valid gzip stream' (only its first 64 bytes were looked
+    at); one over the size cap as 'expands past' it, though nothing was expanded. The first reads
+    as its JSON, the second 'is larger than' the cap; a gzip one over the cap still expands past it."""
+    import gzip
+    import json
+
+    from sources.annotation_files import AnnotationFileError, iter_json_list
+
+    frames = [{"frame_number": i, "image": {"path": f"toy/s1/images/frame{i + 1:06d}.jpg"}} for i in range(40)]
+    body = json.dumps(frames).encode()
+    jgz = tmp_path / "frame_annotations.jgz"
+    for lead in (b"\n" * 70, b"\xef\xbb\xbf" + b"\r\n" * 40, b" " * 200_000):
+        jgz.write_bytes(lead + body)
+        assert list(iter_json_list(str(jgz), gzipped=True)) == frames, lead[:8]
+    limit = len(body) // 2
+    jgz.write_bytes(body)
+    with pytest.raises(AnnotationFileError, match=f"frame_annotations.jgz: is larger than {limit} bytes"):
+        list(iter_json_list(str(jgz), gzipped=True, limit=limit))
+    jgz.write_bytes(gzip.compress(body))
+    with pytest.raises(AnnotationFileError, match=f"frame_annotations.jgz: expands past {limit} bytes"):
+        list(iter_json_list(str(jgz), gzipped=True, limit=limit))
+
+
 def test_co3d_release_with_frames_missing_a_lone_frame_and_numbers_out_of_order(tmp_path: Path):
     """A CO3D v2 category as released, gzip'd JSON written as `dump_dataclass_jgzip` does, with what
     partial downloads and other tools leave: frame numbers out of capture order (a re-exported
