@@ -166,7 +166,8 @@ class SegmentationSource:
     def _seg_png_beside_images(self, images_root: str, folders: tuple[str, ...]) -> bool:
         """Whether the image folders hold the full release's `_seg.png` (listed only on the way
         to refusing the tree: it has no annotations/ folder)."""
-        return any(f.lower().endswith(ADE_FULL_RELEASE_LABEL) for folder in folders if fsio.isdir(fsio.join(images_root, folder))
+        return any(f.lower().endswith(ADE_FULL_RELEASE_LABEL)
+                   for folder in folders if fsio.isdir(fsio.join(images_root, folder))
                    for f in fsio.list_files(fsio.join(images_root, folder), (".png",), recursive=True))
 
     def _full_ade_release(self) -> ConfiguredPathMissing:
