@@ -164,8 +164,9 @@ class SegmentationSource:
             any(fsio.exists(fsio.join(path, m)) for m in ADE_FULL_RELEASE_MARKERS)
 
     def _seg_png_beside_images(self, images_root: str, folders: tuple[str, ...]) -> bool:
-        """Whether the image folders hold the full release's `_seg.png` (listed only on the way
-        to refusing the tree: it has no annotations/ folder)."""
+        """Whether the image folders hold the full release's `_seg.png` (listed only to tell
+        `check`'s refusals apart: under `ade20k` a tree without annotations/, under `ade20k_full`
+        one with it)."""
         return any(f.lower().endswith(ADE_FULL_RELEASE_LABEL)
                    for folder in folders if fsio.isdir(fsio.join(images_root, folder))
                    for f in fsio.list_files(fsio.join(images_root, folder), (".png",), recursive=True))
