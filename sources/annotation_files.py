@@ -153,12 +153,13 @@ def _text_steps(uri: str, gzipped: bool, limit: int) -> Iterator[str]:
     done, data = 0, b""
     try:
         with fsio.open_file(uri) as handle:
-            stream = gzip.GzipFile(fileobj=handle, mode="rb") if gzipped and not _plain_json(handle) else handle
+            inflated = gzipped and not _plain_json(handle)  # a plain-JSON .jgz expands nothing
+            stream = gzip.GzipFile(fileobj=handle, mode="rb") if inflated else handle
             while data := stream.read(TEXT_STEP):
                 done += len(data)
                 if done > limit:
-                    raise AnnotationFileError(uri, f"{'expands' if gzipped else 'is larger'} past {limit} bytes "
-                                                   "(the limit of one annotation file)")
+                    raise AnnotationFileError(uri, f"{'expands past' if inflated else 'is larger than'} {limit} "
+                                                   "bytes (the limit of one annotation file)")
                 yield text.decode(data)
             yield text.decode(b"", final=True)
     except UnicodeDecodeError as exc:  # its position counts from this step (and up to 3 bytes held from the last)
@@ -175,18 +176,27 @@ def _text_steps(uri: str, gzipped: bool, limit: int) -> Iterator[str]:
 
 GZIP_MAGIC = b"\x1f\x8b"
 _JSON_OPENINGS = (b"[", b"{")
+_JSON_SPACE = b" \t\r\n"
+SNIFF_STEP = 64 << 10  # bytes of leading whitespace read at a time when sniffing
+MAX_SNIFF_BYTES = 1 << 20  # leading whitespace looked through at most: past it, left to gzip to refuse
 
 
 def _plain_json(handle) -> bool:
     """Whether a file named as gzip (CO3D's `.jgz`) holds its JSON text unpacked, the gzip undone
     under its name (a browser saving a download sent with `Content-Encoding: gzip`): its first
-    bytes are no gzip magic but a JSON list or object, after any BOM and whitespace. The text
-    reads as it would have from the gzip; anything else (an HTML error page) is left to gzip to
-    refuse. The handle is put back at its start."""
+    bytes are no gzip magic but a JSON list or object, after any BOM and whitespace (up to
+    `MAX_SNIFF_BYTES` of it: only 64 bytes were looked at, and JSON after more blank lines was
+    refused as 'not a valid gzip stream'). The text reads as it would have from the gzip; anything
+    else (an HTML error page) is left to gzip to refuse. The handle is put back at its start."""
     head = handle.read(64)
+    rest, looked = head.removeprefix(b"\xef\xbb\xbf").lstrip(_JSON_SPACE), len(head)
+    while not rest and head and looked < MAX_SNIFF_BYTES and not head.startswith(GZIP_MAGIC):
+        more = handle.read(SNIFF_STEP)
+        rest, looked = more.lstrip(_JSON_SPACE), looked + len(more)
+        if not more:
+            break
     handle.seek(0)
-    opening = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1]
-    return not head.startswith(GZIP_MAGIC) and opening in _JSON_OPENINGS
+    return not head.startswith(GZIP_MAGIC) and rest[:1] in _JSON_OPENINGS
 
 
 class _JsonStream:

@@ -7,6 +7,7 @@ What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
@@ -25,9 +26,9 @@ CITYSCAPES_UNLABELED_SPLITS = {"test": "val", "demoVideo": "val", "train_extra":
 # what the full ADE20K release (not the SceneParsing benchmark) holds at its top
 ADE_FULL_RELEASE_MARKERS = ("index_ade20k.pkl", "index_ade20k.mat")
 ADE_FULL_RELEASE_LABEL = "_seg.png"  # beside each of its images
-# where the full release's split folders lie below its top: 2021's images/ADE/, 2016's images/,
-# or `path` given as that folder itself
-ADE_FULL_IMAGE_FOLDERS = ("images/ADE", "images", "")
+# where the full release's split folders lie below `path`: its top (2021's images/ADE/, 2016's
+# images/), 2021's images/ folder (ADE/), or `path` given as the split folders' own
+ADE_FULL_IMAGE_FOLDERS = ("images/ADE", "images", "ADE", "")
 FILES_PER_UNIT = 256
 # Cityscapes' void ids that its labels.py colours black like 'unlabeled' (0): ego vehicle, rectification
 # border, out of roi, static. They render as unlabeled (0), not as classes of their own (the hood in
@@ -82,8 +83,8 @@ class SegmentationSource:
     def _is_label_file(self, uri: str, split_dir: str, labels_dir: str) -> bool:
         """Whether a listed file is a label map (one without its image, `_labels_without_image`),
         not an image: below the label folder, which in the full release is the image folder."""
-        if labels_dir == split_dir:
-            return uri.endswith(ADE_FULL_RELEASE_LABEL)
+        if labels_dir == split_dir:  # as the orphan listing finds them: `_seg.PNG` too
+            return uri.lower().endswith(ADE_FULL_RELEASE_LABEL)
         return uri.startswith(labels_dir + "/")
 
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -134,8 +135,9 @@ class SegmentationSource:
         """A label map whose image is not there (`_labels_without_image`), under its pair's key."""
         *folders, name = names_below(labels_dir, uri)
         name = name.removesuffix(".png").removesuffix(".PNG")
-        if self.layout == "ade20k_full":
-            name = name.removesuffix(ADE_FULL_RELEASE_LABEL.removesuffix(".png"))
+        seg = ADE_FULL_RELEASE_LABEL.removesuffix(".png")
+        if self.layout == "ade20k_full" and name.lower().endswith(seg):
+            name = name[: -len(seg)]
         for suffix in (CITYSCAPES_LABEL_SUFFIX, CITYSCAPES_TRAIN_IDS_SUFFIX):
             name = name.removesuffix(suffix.removesuffix(".png"))
         group = safe_key(self.name, folder, "/".join([*self._folders_in_key(folders), name]))
@@ -162,9 +164,11 @@ class SegmentationSource:
             any(fsio.exists(fsio.join(path, m)) for m in ADE_FULL_RELEASE_MARKERS)
 
     def _seg_png_beside_images(self, images_root: str, folders: tuple[str, ...]) -> bool:
-        """Whether the image folders hold the full release's `_seg.png` (listed only on the way
-        to refusing the tree: it has no annotations/ folder)."""
-        return any(f.endswith(ADE_FULL_RELEASE_LABEL) for folder in folders if fsio.isdir(fsio.join(images_root, folder))
+        """Whether the image folders hold the full release's `_seg.png` (listed only to tell
+        `check`'s refusals apart: under `ade20k` a tree without annotations/, under `ade20k_full`
+        one with it)."""
+        return any(f.lower().endswith(ADE_FULL_RELEASE_LABEL)
+                   for folder in folders if fsio.isdir(fsio.join(images_root, folder))
                    for f in fsio.list_files(fsio.join(images_root, folder), (".png",), recursive=True))
 
     def _full_ade_release(self) -> ConfiguredPathMissing:
@@ -177,10 +181,32 @@ class SegmentationSource:
             "read: set `layout: ade20k_full` to read it, or give `path` the SceneParsing benchmark, "
             "ADEChallengeData2016 (images/ and annotations/ of class indices 0..150, ADEChallengeData2016.zip)"))
 
+    def _scene_parsing_benchmark(self, images_root: str, folders: tuple[str, ...]) -> bool:
+        """Whether `ade20k_full` was given the SceneParsing benchmark: ADEChallengeData2016 below
+        `path`, or an annotations/ folder beside the image folder and no `_seg.png` in its split
+        folders (listed only where annotations/ is there: the release has none)."""
+        if not fsio.isdir(images_root):
+            return fsio.isdir(fsio.join(self.path, "ADEChallengeData2016"))
+        root = images_root.rstrip("/")
+        beside = fsio.join(root[: root.rfind("/")] if "://" in root else os.path.dirname(root), "annotations")
+        return fsio.isdir(beside) and not self._seg_png_beside_images(images_root, folders)
+
+    def _scene_parsing_refused(self) -> ConfiguredPathMissing:
+        """The SceneParsing benchmark is not the full release `ade20k_full` reads: `check` passed it,
+        and each of its images was a `missing_annotation` reject (no `_seg.png` beside it), 0 pairs."""
+        return ConfiguredPathMissing("layout", (
+            f"ade20k_full layout: {self.path} holds the SceneParsing benchmark, ADEChallengeData2016 "
+            "(images/<split>/ and annotations/<split>/ of class indices 0..150, no <name>"
+            f"{ADE_FULL_RELEASE_LABEL} beside the images), which this layout does not read: set `layout: "
+            "ade20k` to read it, or give `path` the full ADE20K release (ADE20K_2021_17_01: "
+            f"images/ADE/<split>/<scene>/<name>.jpg with <name>{ADE_FULL_RELEASE_LABEL})"))
+
     def _check_layout(self, images_root: str, labels_root: str, folders: tuple[str, ...]) -> None:
         """The path holds the layout's image folder, at least one split folder in it, and its label
         folder; else `check` names `layout` and what the path holds (a wrong layout would read
         nothing; without the label folder every image was a `missing_annotation` reject)."""
+        if self.layout == "ade20k_full" and self._scene_parsing_benchmark(images_root, folders):
+            raise self._scene_parsing_refused()
         relative = images_root[len(self.path):].strip("/")
         if not fsio.isdir(images_root):
             raise missing_under("layout", self.path, relative, f"{self.layout} layout: ")

@@ -138,6 +138,31 @@ def test_co3d_frame_annotations_left_decompressed_under_their_jgz_name_read_as_j
                                                "annotation file toy/frame_annotations.jgz: is not a valid gzip stream")
 
 
+def test_co3d_plain_json_jgz_after_long_whitespace_or_over_the_cap_is_named_as_plain_json(tmp_path: Path):
+    """A decompressed .jgz whose JSON follows 64 bytes of whitespace or more (blank lines a script
+    printed first) was refused as 'not a valid gzip stream' (only its first 64 bytes were looked
+    at); one over the size cap as 'expands past' it, though nothing was expanded. The first reads
+    as its JSON, the second 'is larger than' the cap; a gzip one over the cap still expands past it."""
+    import gzip
+    import json
+
+    from sources.annotation_files import AnnotationFileError, iter_json_list
+
+    frames = [{"frame_number": i, "image": {"path": f"toy/s1/images/frame{i + 1:06d}.jpg"}} for i in range(40)]
+    body = json.dumps(frames).encode()
+    jgz = tmp_path / "frame_annotations.jgz"
+    for lead in (b"\n" * 70, b"\xef\xbb\xbf" + b"\r\n" * 40, b" " * 200_000):
+        jgz.write_bytes(lead + body)
+        assert list(iter_json_list(str(jgz), gzipped=True)) == frames, lead[:8]
+    limit = len(body) // 2
+    jgz.write_bytes(body)
+    with pytest.raises(AnnotationFileError, match=f"frame_annotations.jgz: is larger than {limit} bytes"):
+        list(iter_json_list(str(jgz), gzipped=True, limit=limit))
+    jgz.write_bytes(gzip.compress(body))
+    with pytest.raises(AnnotationFileError, match=f"frame_annotations.jgz: expands past {limit} bytes"):
+        list(iter_json_list(str(jgz), gzipped=True, limit=limit))
+
+
 def test_co3d_release_with_frames_missing_a_lone_frame_and_numbers_out_of_order(tmp_path: Path):
     """A CO3D v2 category as released, gzip'd JSON written as `dump_dataclass_jgzip` does, with what
     partial downloads and other tools leave: frame numbers out of capture order (a re-exported
@@ -189,10 +214,11 @@ def _magick_label_maps(folder: Path, labels: np.ndarray) -> dict[str, Path]:
 
 def test_label_map_resaved_as_a_grey_palette_by_imagemagick_keeps_its_classes(tmp_path: Path):
     """`convert label.png PNG8:label.png` writes a palette whose entries are the map's greys in
-    the order they first appear (0, 150, 3, 255, 12 here): old code read the indices (0..4), as
-    Pillow and mmseg do, so ADE20K class 150 became class 1. A palette whose used entries are
-    all grey and one grey each is read as its greys, as every viewer shows the file and as a grey
-    map stored as RGB was already read; a colour palette (PASCAL VOC's) is still read as indices."""
+    the order they first appear (0, 150, 3, 255, 12 here), and no other entry: old code read the
+    indices (0..4), as Pillow and mmseg do, so ADE20K class 150 became class 1. A palette grey in
+    every entry, one grey to each used entry, is read as its greys, as every viewer shows the file
+    and as a grey map stored as RGB was already read; a palette with any colour in it is read as
+    indices (`test_colour_palette_whose_pixels_use_only_its_grey_entries_reads_its_indices`)."""
     from PIL import Image
 
     from transforms.maps import decode_label_map
@@ -220,6 +246,43 @@ def test_label_map_resaved_as_a_grey_palette_by_imagemagick_keeps_its_classes(tm
     shared.putpalette([9, 9, 9, 9, 9, 9, 40, 40, 40])
     shared.save(tmp_path / "shared.png")
     assert np.array_equal(decode_label_map((tmp_path / "shared.png").read_bytes()), indices)
+
+
+# ADE20K's usual colour palette: 0 ('other') black, then mmseg's ADE20KDataset PALETTE (its first
+# entries: wall (1) and windowpane (9) grey, the rest of its 150 colours are not)
+ADE_COLOUR_PALETTE_HEAD = [0, 0, 0, 120, 120, 120, 180, 120, 120, 6, 230, 230, 80, 50, 50, 4, 200, 3,
+                           120, 120, 80, 140, 140, 140, 204, 5, 255, 230, 230, 230, 4, 250, 7]
+
+
+@pytest.mark.parametrize("case", ["voc_car_and_background", "voc_car_only", "ade_wall_and_window"])
+def test_colour_palette_whose_pixels_use_only_its_grey_entries_reads_its_indices(tmp_path: Path, case: str):
+    """PASCAL VOC's colour map (VOCdevkit's labelcolormap, 256 entries, as SegmentationClass PNGs
+    carry it) holds greys too: 0 background, 7 car (128, 128, 128), 56 and 63. A mask of only
+    a car and background (no void border: a crop, a re-save) used only grey entries, so it was
+    read as a grey map's re-save and car became class 128; so did ADE20K's colour palette (wall
+    120, windowpane 230). A palette with any colour in it is read as its indices, as Pillow and
+    mmseg read it; a grey map quantized by Pillow (which writes only its greys) still reads greys."""
+    from PIL import Image
+    from test_sources_annotated import _voc_colormap
+
+    from transforms.maps import decode_label_map
+
+    indices = {"voc_car_and_background": np.where(np.arange(32) < 20, 7, 0),
+               "voc_car_only": np.full(32, 7), "ade_wall_and_window": np.array([0, 1, 9, 1] * 8)}[case]
+    indices = np.tile(indices, (16, 1)).astype(np.uint8)
+    image = Image.fromarray(indices, "P")
+    image.putpalette(ADE_COLOUR_PALETTE_HEAD if case.startswith("ade") else _voc_colormap())
+    image.save(tmp_path / "label.png")
+    with Image.open(tmp_path / "label.png") as written:  # as Pillow (and so mmseg) reads it back
+        assert written.mode == "P" and np.array_equal(np.asarray(written), indices)
+        colours = np.asarray(written.getpalette()).reshape(-1, 3)[np.unique(indices)]
+        assert (colours == colours[:, :1]).all()  # every used entry grey, as the old test asked
+    assert np.array_equal(decode_label_map((tmp_path / "label.png").read_bytes()), indices)
+    greys = np.tile(np.array([0, 150, 3, 255, 12, 12, 3, 0] * 4, np.uint8), (16, 1))
+    Image.fromarray(greys).quantize().save(tmp_path / "quantized.png")
+    with Image.open(tmp_path / "quantized.png") as quantized:
+        assert quantized.mode == "P" and not np.array_equal(np.asarray(quantized), greys)
+    assert np.array_equal(decode_label_map((tmp_path / "quantized.png").read_bytes()), greys)
 
 
 def test_ade20k_pair_whose_label_map_imagemagick_resaved_as_a_palette_renders_its_classes(tmp_path: Path):
@@ -431,3 +494,73 @@ def test_full_ade20k_seg_png_that_is_not_rgb_is_a_counted_bad_label_map(tmp_path
                if i.image_uri.endswith("ADE_val_00000001.jpg")]
     rejected = render_pair(pair, RenderSettings(32, "squash", 0, 10**9, 1, 0, 0.0))
     assert isinstance(rejected, Reject) and (rejected.stage, rejected.reason) == ("annotation", "bad_label_map")
+
+
+@pytest.mark.parametrize("version", ["2021_17_01", "2016_07_26"])
+def test_full_ade20k_release_given_its_images_folder_reads_as_from_its_top(tmp_path: Path, version: str):
+    """docs/layouts.md lets `path` be the release's `images` folder: 2021's (images/ADE/<split>/)
+    was refused ('no images/ADE under .../images'); it now reads the pairs its top reads."""
+    top, made = _ade_full_release(tmp_path, version)
+    from_top = sorted((i.key, i.image_uri) for i in _read_all(SegmentationSource("ade", str(top), "ade20k_full")))
+    from_images = sorted((i.key, i.image_uri)
+                         for i in _read_all(SegmentationSource("ade", str(top / "images"), "ade20k_full")))
+    assert len(from_top) == len(made) and from_images == from_top
+
+
+def test_full_ade20k_release_reads_only_its_training_and_validation_folders(tmp_path: Path):
+    """The full release has training/ and validation/ only; a test/ (or Cityscapes' demoVideo/,
+    train_extra/) folder beside them, JPEGs and `_seg.png` in it, is not read: before 2fd3f51 it
+    was listed too, and its images read as pairs (counted in val, demoVideo's and test's)."""
+    top, made = _ade_full_release(tmp_path, "2021_17_01")
+    for folder in ("test", "demoVideo", "train_extra"):
+        _magick_photo(top / f"images/ADE/{folder}/urban/street/ADE_test_00000001.jpg", "white", 32, 24)
+        _ade_full_seg(top / f"images/ADE/{folder}/urban/street/ADE_test_00000001_seg.png", np.ones((24, 32), np.int64))
+    items = _read_all(SegmentationSource("ade", str(top), "ade20k_full"))
+    assert all(isinstance(i, PairRecord) for i in items), [(i.reason, i.detail) for i in items if isinstance(i, Reject)]
+    assert sorted(i.lineage["file"] for i in items) == sorted(f"{name}.jpg" for name in made)
+
+
+def test_full_ade20k_orphan_seg_png_in_upper_case_is_one_missing_image(tmp_path: Path):
+    """A `_seg.PNG` without its image (a copy through a tool that upper-cases suffixes) was listed
+    as an orphan label map (that listing ignores case) but then read as an image, named by a
+    second, phantom label map: `missing_annotation` 'no label map ADE_train_00000003_seg_seg.png'.
+    It is one `missing_image` reject, keyed as its image would be."""
+    top, made = _ade_full_release(tmp_path, "2021_17_01")
+    _ade_full_seg(top / "images/ADE/training/cultural/abbey/ADE_train_00000003_seg.PNG", np.ones((24, 32), np.int64))
+    items = _read_all(SegmentationSource("ade", str(top), "ade20k_full"))
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert (reject.reason, reject.detail) == ("missing_image", "label map 'cultural/abbey/ADE_train_00000003_seg.PNG' "
+                                                               "has no image in images/ADE/training/")
+    assert "ADE_train_00000003_" in reject.key and "_seg" not in reject.key, reject.key
+    assert len(items) == len(made) + 1
+
+
+def _scene_parsing_benchmark(root: Path) -> Path:
+    """ADEChallengeData2016 as ADEChallengeData2016.zip extracts: images/ and annotations/ of
+    class indices, no `_seg.png` anywhere."""
+    base = root / "ADEChallengeData2016"
+    for split, stem in (("training", "ADE_train_00000001"), ("validation", "ADE_val_00000001")):
+        _magick_photo(base / "images" / split / f"{stem}.jpg", "rgb(90,90,90)")
+        _magick_grey(base / "annotations" / split / f"{stem}.png", np.full((16, 32), 5))
+    return base
+
+
+def test_scene_parsing_benchmark_given_as_ade20k_full_fails_check_naming_ade20k(tmp_path: Path):
+    """`layout: ade20k_full` given ADEChallengeData2016 passed `check`, and every image was a
+    `missing_annotation` reject (no `_seg.png` beside it): 0 pairs. `check` now refuses it,
+    naming `layout: ade20k` (the opposite mistake was already refused), from the benchmark's
+    folder, its parent or its images/ folder; `ade20k` reads it."""
+    from sources.paths import ConfiguredPathMissing
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    base = _scene_parsing_benchmark(tmp_path)
+    for path in (tmp_path, base, base / "images"):
+        with pytest.raises(ConfiguredPathMissing, match=r"holds the SceneParsing benchmark.* set `layout: ade20k`"):
+            SegmentationSource("ade", str(path), "ade20k_full").units()
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "segmentation", "path": str(base), "layout": "ade20k_full"}]})
+    with pytest.raises(ConfigError, match="layout"):
+        list_units(config)
+    assert all(isinstance(i, PairRecord) for i in _read_all(SegmentationSource("ade", str(base)))) and \
+        len(_read_all(SegmentationSource("ade", str(base)))) == 2

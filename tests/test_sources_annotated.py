@@ -638,12 +638,14 @@ def _palette_png(path: Path, indices: np.ndarray, palette: list[int]) -> None:
     image.save(path)
 
 
-@pytest.mark.parametrize("palette", ["voc_colours", "grey_reversed"])
+@pytest.mark.parametrize("palette", ["voc_colours", "voc_colormap_greys_only", "grey_reversed"])
 def test_ade20k_palette_mode_annotation_renders_its_indices(tmp_path: Path, palette: str):
     """A P-mode label PNG holds class ids as indices: OpenCV expanded them to the palette's
-    colours, so a colour palette was rejected as `bad_label_map`. A palette of distinct greys
-    is a grey map's re-save (ImageMagick's `PNG8:`, world44), read as the greys the file shows
-    (index 5 under a reversed grey palette is 250, index 0's 255 the void mark)."""
+    colours, so a colour palette was rejected as `bad_label_map`; so is PASCAL VOC's colour map
+    where the pixels use only its grey entries (0, and 7 = (128, 128, 128)), which world44 read
+    as greys (7 drawn as class 128). A palette grey in every entry is a grey map's re-save
+    (ImageMagick's `PNG8:`, world44), read as the greys the file shows (index 5 under a reversed
+    grey palette is 250, index 0's 255 the void mark)."""
     from PIL import Image
 
     from transforms.annotations import palette as class_colours
@@ -652,14 +654,17 @@ def test_ade20k_palette_mode_annotation_renders_its_indices(tmp_path: Path, pale
     labels = np.zeros((64, 64), np.uint8)
     labels[:, 32:] = 5
     labels[40:, :] = 150  # ADE20K: 0 other, 1..150 classes
+    if palette == "voc_colormap_greys_only":
+        labels[labels > 0] = 7  # VOC's colour map is grey at 0 and 7 (and 56, 63) only
     (ade / "images/training").mkdir(parents=True)
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(ade / "images/training/ADE_train_00000001.jpg", quality=95)
-    colours = [(i * 37) % 256 for i in range(768)] if palette == "voc_colours" else [255 - i // 3 for i in range(768)]
+    colours = {"voc_colours": [(i * 37) % 256 for i in range(768)], "voc_colormap_greys_only": _voc_colormap(),
+               "grey_reversed": [255 - i // 3 for i in range(768)]}[palette]
     _palette_png(ade / "annotations/training/ADE_train_00000001.png", labels, colours)
     source = SegmentationSource("ade", str(tmp_path))
     (record,) = [i for unit in source.units() for i in source.read(unit)]
     _, target = _render(record)
-    shown = labels if palette == "voc_colours" else np.where(labels == 0, 0, 255 - labels)  # 255: void, unlabelled
+    shown = np.where(labels == 0, 0, 255 - labels) if palette == "grey_reversed" else labels  # 255: void, unlabelled
     assert np.array_equal(target, class_colours()[shown])
     annotation = Path(record.annotation["label_uri"])
     annotation.write_bytes(annotation.read_bytes()[:-40])  # cut short: a counted reject, no crash

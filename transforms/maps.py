@@ -81,18 +81,20 @@ def _palette_labels(data: bytes) -> np.ndarray:
 
 def grey_palette_values(used: np.ndarray, entries: list[int]) -> np.ndarray | None:
     """The grey of each palette index when the palette is a grey label map's re-save: every entry
-    a pixel uses (`used`, the indices its pixels hold) is grey (R = G = B), no two used entries
-    share a grey, and some index is not its grey; else None (the indices are the classes).
-    ImageMagick's `convert x.png PNG8:x.png` (and `-define png:color-type=3`) of a grey map lists
-    its greys in the order they first appear, so index 1 held class 150: the file shows the
-    greys, and a grey map stored as RGB is read as its grey. Pillow and mmseg read the indices;
-    for a palette of colours (PASCAL VOC's) and one of identity greys (Pillow's L to P) both
-    readings agree, and those stay indices."""
+    of the palette is grey (R = G = B), no two entries a pixel uses (`used`, the indices its
+    pixels hold) share a grey, and some used index is not its grey; else None (the indices are
+    the classes). ImageMagick's `convert x.png PNG8:x.png` (and `-define png:color-type=3`) of
+    a grey map, and Pillow's `quantize`, write its greys and no other entry, in their own order,
+    so index 1 held class 150: the file shows the greys, and a grey map stored as RGB is read as
+    its grey. Pillow and mmseg read the indices; for a palette with any colour in it (PASCAL
+    VOC's colour map, ADE20K's colour palette), even where the pixels use only its grey entries
+    (VOC's car, 7, is (128, 128, 128); ADE20K's wall, 1, (120, 120, 120)), and for one of identity
+    greys (Pillow's L to P), those stay indices."""
     colours = np.asarray(entries[: len(entries) // 3 * 3], np.int32).reshape(-1, 3)
     if used.size == 0 or used[-1] >= len(colours):
         return None  # an index past the palette: no colour to read
     picked = colours[used]
-    if not (picked == picked[:, :1]).all() or len(np.unique(picked[:, 0])) != len(used) or \
+    if not (colours == colours[:, :1]).all() or len(np.unique(picked[:, 0])) != len(used) or \
             (picked[:, 0] == used).all():
         return None
     greys = np.arange(256, dtype=np.int32)
