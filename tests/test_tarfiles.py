@@ -602,3 +602,38 @@ def test_a_gzipped_shard_whose_tar_is_whole_but_gzip_trailer_damaged_is_a_counte
             monkeypatch.setattr(tar_members, "small_gzip", lambda handle: None)  # a shard past the budget
         items = "".join(_items(LaionSource("web", str(shard.parent), "webdataset")))
         assert "corrupt_archive" in items and "gzip stream is damaged" in items, (streamed, items)
+
+
+@pytest.mark.parametrize("tail", [64 << 10, 64 << 20])
+def test_a_gzipped_shard_whose_stream_goes_on_after_its_tar_is_checked_within_a_bound(tmp_path, monkeypatch, tail):
+    """A GNU tar shard followed inside its gzip stream by `tail` zeros (`(tar -cf - ...; head -c N
+    /dev/zero) | gzip`: a record-padded writer, or a 1 MB .tgz hiding 1 GB of zeros). GNU tar
+    lists it whole. Its CRC lies past the zeros: a short tail is inflated and checked (reads as the
+    shard without it); one past `max(the tar's bytes, GZIP_TAIL_FLOOR)` is not inflated on, and
+    the shard is a counted `corrupt_archive` saying its CRC went unchecked (before: every zero was
+    inflated at each read, 0.82 CPU-s for 1 GB, and the shard passed as whole)."""
+    from sources import tar_members
+    from sources.laion import LaionSource
+
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    whole = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    files = tmp_path / "own"
+    files.mkdir()
+    subprocess.run(["tar", "-xzf", str(shard), "-C", str(files)], check=True)
+    subprocess.run(f"(tar -cf - -C {files} $(ls {files}); head -c {tail} /dev/zero) | gzip -n > {shard}",
+                   shell=True, check=True)
+    assert len(subprocess.run(["tar", "-tzf", str(shard)], check=True, capture_output=True,
+                              text=True).stdout.split()) == 24
+    items = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    if tail <= tar_members.GZIP_TAIL_FLOOR:
+        assert items == whole
+        return
+    joined = "".join(items)
+    assert "corrupt_archive" in joined and "its CRC is not checked" in joined, joined[-3000:]
+    assert sum("ImageRecord" in item for item in items) == 7  # the last sample is held when the check ends
+    drained = []
+    real_read = tar_members.GzipStream.read
+    monkeypatch.setattr(tar_members.GzipStream, "read", lambda self, size=-1: drained.append(
+        len(out := real_read(self, size))) or out)
+    _items(LaionSource("web", str(shard.parent), "webdataset"))
+    assert sum(drained) < 4 * tar_members.GZIP_TAIL_FLOOR, sum(drained)  # not the 64 MiB of zeros
