@@ -747,6 +747,10 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
             layout.headers = KeptHeaders() if tar.fileobj is handle else None  # a compressed tar is a stream
             for ordinal, info in enumerate(tar):
                 tar.members.clear()
+                if ordinal >= MAX_TAR_MEMBERS:  # the index stops here, and so will the read
+                    if layout.headers is not None:
+                        layout.headers.error = too_many_members()
+                    return layout
                 if layout.headers is not None and not layout.headers.keep(info):
                     layout.headers = None  # let go at once: the read reads the headers again
                 if info.isdir():
@@ -766,6 +770,18 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
         elif layout.headers is not None:
             layout.headers.error = _bare(exc)  # the read says it after the kept members
     return layout
+
+
+# Members a tar may hold: `scan`'s index of names and sample keys grows with them (~120 bytes a
+# member: 36 MiB at 300,000, 250 MB at 2 million), so past it the walk stops, as on a cut tar (the
+# shard's `corrupt_archive`, the sample then held `truncated_sample`). webdataset's ShardWriter
+# writes at most 100,000 samples a shard (3-4 members each); img2dataset 10,000.
+MAX_TAR_MEMBERS = 500_000
+
+
+def too_many_members() -> tarfile.ReadError:
+    return tarfile.ReadError(f"the archive holds more than {MAX_TAR_MEMBERS} members: those after them are not "
+                             "read (the index of their names would grow with them)")
 
 
 def _bare(exc: BaseException) -> BaseException:
@@ -794,7 +810,9 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
     kept = layout.headers
     try:
         with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle)) as tar:
-            for info in tar if kept is None else kept.members(tar):
+            for ordinal, info in enumerate(tar if kept is None else kept.members(tar)):
+                if ordinal >= MAX_TAR_MEMBERS:
+                    raise too_many_members()
                 replaced = layout.visit(info)
                 yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
                 tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again

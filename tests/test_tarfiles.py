@@ -684,3 +684,38 @@ def test_a_gzipped_shard_past_the_kept_budget_is_inflated_once_into_a_spool(tmp_
     monkeypatch.setattr(tar_members, "spooled_gzip", spooled)
     monkeypatch.setattr(tar_members, "MAX_SPOOL_RATIO", 0.5)  # a shard deflating past the ratio: streamed
     assert tar_members.scan(str(shard)).spool is None and _items(source) == streamed
+
+
+def test_a_tar_of_more_members_than_the_cap_is_indexed_and_read_only_up_to_it(tmp_path, monkeypatch):
+    """`scan` indexed every member's name and sample key (~120 bytes a member: 250 MB for a tar of 2
+    million empty members, which Python's tarfile or GNU tar write in seconds). Past
+    `MAX_TAR_MEMBERS` the index stops growing and the read stops there too, as on a cut tar: the
+    samples before are built, the one then held is `truncated_sample`, the shard `corrupt_archive`
+    saying why, plain or gzipped, kept headers or read again."""
+    from sources import tar_members
+    from sources.laion import LaionSource
+
+    gnu = _gzipped_shards(tmp_path)["gnu"]
+    gnu.unlink()
+    shard = gnu.with_suffix(".tar")
+    files = tmp_path / "many"
+    files.mkdir()
+    for index in range(20):  # 40 members: 20 samples of a .jpg and a .txt
+        (files / f"{index:09d}.jpg").write_bytes(b"\xff\xd8\xff" + bytes(index))
+        (files / f"{index:09d}.txt").write_text(f"image {index}")
+    subprocess.run(f"tar -cf {shard} -C {files} $(ls {files})", shell=True, check=True)
+    whole = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    assert "corrupt_archive" not in "".join(whole)
+    monkeypatch.setattr(tar_members, "MAX_TAR_MEMBERS", 31)
+    layout = tar_members.scan(str(shard), lambda member: tar_members.split_member(member)[0])
+    assert len(layout.key_ends) == 16  # members 0-30: samples 0-15, no further
+    capped = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    joined = "".join(capped)
+    assert "corrupt_archive" in joined and "holds more than 31 members" in joined
+    assert sum("ImageRecord" in item for item in capped) == 15 and "truncated_sample" in joined
+    assert capped[:15] == [item for item in whole if "ImageRecord" in item][:15]
+    monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 0)  # headers read again: the same
+    assert _items(LaionSource("web", str(shard.parent), "webdataset")) == capped
+    subprocess.run(["gzip", "-n", str(shard)], check=True)
+    gzipped = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    assert "holds more than 31 members" in "".join(gzipped) and sum("ImageRecord" in i for i in gzipped) == 15
