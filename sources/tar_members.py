@@ -662,10 +662,34 @@ MAX_SPOOL_RATIO = 8  # a tar of JPEGs deflates to ~1x, of text and JSON to 3-5x
 SPOOL_FREE_RESERVE = 1 << 30
 
 
+_MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
+
+
+def in_memory(folder: str) -> bool:
+    """Whether `folder` lies on a filesystem held in memory (a tmpfs /tmp, as Fedora and Arch mount
+    it): a spool there would be the memory streaming saves. From the mount table; False where none
+    can be read."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as table:
+            mounts = [line.split()[1:3] for line in table if len(line.split()) > 2]
+    except OSError:
+        return False
+    path = os.path.realpath(folder)
+    best, kind = "", ""
+    for point, fs_type in mounts:
+        point = point.replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fs_type
+    return kind in _MEMORY_FILESYSTEMS
+
+
 def spool_budget(folder: str, gzipped_bytes: int) -> int:
     """The bytes a spool in `folder` of a `gzipped_bytes` shard may take: `MAX_SPOOL_BYTES` or
     `MAX_SPOOL_RATIO` times the shard, less where the disk has less free room than that plus
-    `SPOOL_FREE_RESERVE` (0: no spool)."""
+    `SPOOL_FREE_RESERVE` (0: no spool, and none on a filesystem held in memory)."""
+    if in_memory(folder):
+        return 0
     try:
         room = os.statvfs(folder)
     except (OSError, AttributeError):

@@ -719,3 +719,27 @@ def test_a_tar_of_more_members_than_the_cap_is_indexed_and_read_only_up_to_it(tm
     subprocess.run(["gzip", "-n", str(shard)], check=True)
     gzipped = _items(LaionSource("web", str(shard.parent), "webdataset"))
     assert "holds more than 31 members" in "".join(gzipped) and sum("ImageRecord" in i for i in gzipped) == 15
+
+
+def test_no_spool_is_written_to_a_temporary_folder_held_in_memory(tmp_path, monkeypatch):
+    """A tmpfs TMPDIR (Fedora's and Arch's /tmp, /dev/shm) holds a spool in memory: the shard past
+    the kept budget is streamed there instead, as before. The filesystem kinds are GNU stat's."""
+    import tempfile
+
+    from sources import tar_members
+
+    kinds = {folder: subprocess.run(["stat", "-f", "-c", "%T", folder], check=True, capture_output=True,
+                                    text=True).stdout.strip() for folder in ("/dev/shm", str(tmp_path))}
+    for folder, kind in kinds.items():
+        assert tar_members.in_memory(folder) == (kind in ("tmpfs", "ramfs")), (folder, kind)
+    shard = tmp_path / "00000.tgz"
+    rng = np.random.default_rng(6)
+    (tmp_path / "000000000.jpg").write_bytes(rng.bytes(tar_members.MAX_KEPT_HEADER_BYTES + (1 << 20)))
+    subprocess.run(["tar", "-czf", str(shard), "-C", str(tmp_path), "000000000.jpg"], check=True)
+    for folder, kind in kinds.items():
+        monkeypatch.setattr(tempfile, "tempdir", folder)
+        with open(shard, "rb") as handle:
+            spool = tar_members.spooled_gzip(handle)
+        assert (spool is None) == (kind in ("tmpfs", "ramfs")), (folder, kind)
+        if spool is not None:
+            spool.close()
