@@ -495,6 +495,7 @@ class Layout:
     headers: "KeptHeaders | None" = None  # a plain tar's member headers as `scan` read them: the read walks them
     inflated: bytes | None = None  # a small gzipped tar as `scan` inflated it (`small_gzip`): the read reads it
     spool: IO[bytes] | None = None  # a larger one as `scan` inflated it (`spooled_gzip`): the read reads it
+    damaged: bool = False  # the scan met a cut or unreadable header, or more than `MAX_TAR_MEMBERS`
 
     def let_go(self) -> None:
         """Close the spool (its file is unnamed: closing it frees its room)."""
@@ -752,6 +753,8 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
         layout = _scan(uri, keyed, Layout(inflated=inflated, spool=spool))
         if layout.headers is not None and layout.headers.error is None:
             return layout
+        if spool is not None and not layout.damaged:  # headers past the kept budget: read again, from the spool
+            return layout
         layout.let_go()
     return _scan(uri, keyed, Layout())
 
@@ -772,6 +775,7 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
             for ordinal, info in enumerate(tar):
                 tar.members.clear()
                 if ordinal >= MAX_TAR_MEMBERS:  # the index stops here, and so will the read
+                    layout.damaged = True
                     if layout.headers is not None:
                         layout.headers.error = too_many_members()
                     return layout
@@ -789,6 +793,7 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
                 check_end_marker(tar, handle)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise_machine_error(exc, uri)
+        layout.damaged = True
         if isinstance(exc, ValueError):  # no error the read catches: it reads the headers again, as before
             layout.headers = None
         elif layout.headers is not None:

@@ -682,6 +682,10 @@ def test_a_gzipped_shard_past_the_kept_budget_is_inflated_once_into_a_spool(tmp_
     assert sum(read_bytes) > 1.9 * shard.stat().st_size
     assert once == streamed and sum("ImageRecord" in item for item in once) == 5
     monkeypatch.setattr(tar_members, "spooled_gzip", spooled)
+    monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 1000)  # headers past the kept budget (a tar
+    read_bytes.clear()  # of ~75,000 members): read again from the spool, the file still inflated once
+    assert _items(source) == streamed and sum(read_bytes) < 1.2 * shard.stat().st_size, sum(read_bytes)
+    monkeypatch.undo()
     monkeypatch.setattr(tar_members, "MAX_SPOOL_RATIO", 0.5)  # a shard deflating past the ratio: streamed
     assert tar_members.scan(str(shard)).spool is None and _items(source) == streamed
 
