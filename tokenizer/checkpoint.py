@@ -1,7 +1,7 @@
 """Checkpoint I/O in open-muse's format: a folder with `config.json` + `pytorch_model.bin`.
 
-`load` reads the released LVM tokenizer folder exactly as published (or `model.safetensors`
-when the optional safetensors package is installed) and refuses anything that does not fit the
+`load` reads the released LVM tokenizer folder exactly as published (or `model.safetensors`,
+read by `safetensors_file` without mapping it) and refuses anything that does not fit the
 architecture its config describes, naming the missing/unexpected keys and differing shapes; the
 file is compared with shapes computed from the config before any module is built, so the cost of
 a refusal follows the file, not the depth a config declares. Every failure is a `CheckpointError`
@@ -15,7 +15,6 @@ a checkpoint. `weights_hash` is the provenance id token shards record next to th
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import pickle
 import re
@@ -28,6 +27,7 @@ import torch
 from .atomic import atomic_path
 from .config import VQGANConfig, not_a_file
 from .model import VQGAN, state_shapes
+from .safetensors_file import SafetensorsFileError, load_state
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "pytorch_model.bin"
@@ -278,13 +278,11 @@ def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
         problem = weight_file_problem(st_path)
         if problem:
             raise CheckpointError(f"{st_path}: {problem}")
-        if importlib.util.find_spec("safetensors") is None:
-            raise CheckpointError(f"{st_path}: reading safetensors needs the optional 'safetensors' package")
-        from safetensors.torch import load_file
-
-        try:  # a short file, or a header whose offsets the file does not hold
-            return load_file(st_path, device="cpu"), st_path
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type, and OSError
+        try:  # read, not mapped: judged from its header and size first, a file cut meanwhile refused
+            return load_state(st_path), st_path
+        except SafetensorsFileError as exc:
+            raise CheckpointError(f"{st_path}: cannot be read as safetensors ({exc.reason})") from None
+        except OSError as exc:
             raise CheckpointError(f"{st_path}: cannot be read as safetensors ({type(exc).__name__}: {exc})") from None
     raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} or {SAFETENSORS_NAME} found")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -345,15 +346,26 @@ class Stored:
     path: Path
 
 
+@contextmanager
+def _reading_safetensors(path: Path) -> Iterator[None]:
+    """`reading`, with the safetensors reader's own refusals kept in its words."""
+    from tokenizer.safetensors_file import SafetensorsFileError
+
+    with reading(path):
+        try:
+            yield
+        except SafetensorsFileError as exc:
+            raise CheckpointDamaged(path, exc.reason) from None
+
+
 def _headers(path: Path) -> list[tuple[str, Stored]]:
-    """(name, Stored) of every tensor in one safetensors file, from its header."""
-    from safetensors import safe_open
+    """(name, Stored) of every tensor in one safetensors file, from its header (judged against the
+    file's size: `tokenizer.safetensors_file`)."""
+    from tokenizer.safetensors_file import read_header
 
     check_weight_file(path)
-    with reading(path), safe_open(str(path), framework="pt", device="cpu") as handle:
-        pieces = [(key, handle.get_slice(key)) for key in handle.keys()]
-        return [(key, Stored(tuple(p.get_shape()), SAFE_DTYPES.get(p.get_dtype(), p.get_dtype()), path))
-                for key, p in pieces]
+    with _reading_safetensors(path):
+        return [(s.name, Stored(s.shape, SAFE_DTYPES.get(s.dtype, s.dtype), path)) for s in read_header(path)]
 
 
 def stored_tensors(weights: WeightFiles, folder: str | os.PathLike[str]
@@ -418,14 +430,13 @@ def iter_tensors(weights: WeightFiles, kept: dict[Path, BinShard] | None = None
     in `kept` (from `stored_tensors`) is not read again, and is let go tensor by tensor. A mapped
     .bin is checked unchanged before each tensor (a stat), so one rewritten in place since it was
     read is refused in words rather than crashing the process at the first touch of its pages."""
-    from safetensors import safe_open
+    from tokenizer.safetensors_file import iter_tensors as safetensors_tensors
 
     kept = {} if kept is None else kept
     for path in weights.files:
-        if path.suffix == ".safetensors":
-            with reading(path), safe_open(str(path), framework="pt", device="cpu") as handle:
-                for key in handle.keys():
-                    yield key, handle.get_tensor(key)
+        if path.suffix == ".safetensors":  # read, not mapped: a file cut meanwhile is refused, not a SIGBUS
+            with _reading_safetensors(path):
+                yield from safetensors_tensors(path)
         else:
             shard = kept.pop(path, None) or _read_bin(path)
             for key in list(shard.state):

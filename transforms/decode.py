@@ -224,7 +224,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(_without_png_text(data)))
     except UnidentifiedImageError:
         _raise_if_cut_short(data)
         known = sniff_format(data)
@@ -248,6 +248,41 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if w * h > max_pixels:
         raise DecodeError("decompression_bomb", f"{w}x{h} exceeds max_pixels={max_pixels}")
     return image
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _without_png_text(data: bytes) -> bytes:
+    """A PNG's bytes without its text chunks (comments, captions, XMP: no pixel depends on them),
+    for Pillow to open, where one may inflate past Pillow's 1 MiB `MAX_TEXT_CHUNK` (a zTXt or iTXt)
+    or they hold over 1 MiB (Pillow's limit is 64 MiB together): Pillow refused the whole picture
+    (`corrupt_header`), where libpng, ImageMagick and browsers show it. Any other file, one with
+    small plain text only (ImageMagick's dates: no copy made), or one whose chunks do not walk
+    cleanly to IEND (damaged or cut: Pillow judges it as before) is returned as it is."""
+    if not data.startswith(_PNG_SIGNATURE) or not any(kind in data for kind in _PNG_TEXT):
+        return data
+    kept, pos, start, plain_text, compressed = [], 8, 8, 0, False
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if length > 0x7FFFFFFF or not kind.isalpha() or end > len(data):
+            return data
+        if kind in _PNG_TEXT:
+            kept.append(data[start:pos])
+            start = end
+            compressed |= kind != b"tEXt"
+            plain_text += length if kind == b"tEXt" else 0
+        pos = end
+        if kind == b"IEND":
+            if not compressed and plain_text <= _PLAIN_TEXT_KEPT:
+                return data
+            return data[:8] + b"".join(kept) + data[start:]
+    return data
+
+
+_PLAIN_TEXT_KEPT = 1 << 20  # bytes of tEXt a PNG is opened with as it is
 
 
 _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",

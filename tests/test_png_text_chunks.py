@@ -1,0 +1,73 @@
+"""A PNG whose text chunks (a comment, XMP, a caption: zTXt, iTXt, tEXt) inflate past Pillow's
+1 MiB limit or hold over 64 MiB together was rejected `corrupt_header` ("Decompressed data too large
+for PngImagePlugin.MAX_TEXT_CHUNK"), though no pixel depends on them and ImageMagick, browsers and
+libpng show the picture. The picture is now decoded without them, as Pillow decodes the same
+PNG written without the text; a colour profile (iCCP) past the limit is still a counted reject,
+since the colours depend on it."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from transforms.decode import DecodeError, decode_rgb
+
+
+def _photo() -> Image.Image:
+    rng = np.random.default_rng(3)
+    return Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+
+
+def _png(info: PngImagePlugin.PngInfo | None = None, **kwargs) -> bytes:
+    out = io.BytesIO()
+    _photo().save(out, "PNG", pnginfo=info, **kwargs)
+    return out.getvalue()
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _after_idat(data: bytes, chunk: bytes) -> bytes:
+    """`chunk` put before IEND, after the pixels (where ImageMagick writes its tEXt dates)."""
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + chunk + data[end:]
+
+
+BIG = "A" * (3 << 20)  # 3 MiB of text, deflating to a few KiB
+
+CASES = {
+    "zTXt comment (Pillow zip=True)": lambda: _png(_info(lambda i: i.add_text("Comment", BIG, zip=True))),
+    "iTXt XMP, compressed": lambda: _png(_info(lambda i: i.add_itxt("XML:com.adobe.xmp", BIG, zip=True))),
+    "zTXt after the pixels": lambda: _after_idat(_png(), _chunk(b"zTXt", b"Comment\0\0" + zlib.compress(BIG.encode()))),
+    "many tEXt over 64 MiB together": lambda: _png(_info(
+        lambda i: [i.add_text(f"k{n}", "B" * ((1 << 20) - 8)) for n in range(70)])),
+}
+
+
+def _info(fill) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    fill(info)
+    return info
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_png_with_huge_text_chunks_decodes_as_without_them(case):
+    data = CASES[case]()
+    reference = np.asarray(Image.open(io.BytesIO(_png())).convert("RGB"))
+    assert np.array_equal(np.asarray(_photo()), reference)
+    assert np.array_equal(decode_rgb(data), reference), case
+
+
+def test_a_png_with_a_huge_colour_profile_is_still_a_counted_reject():
+    data = _png()
+    profile = _chunk(b"iCCP", b"huge\0\0" + zlib.compress(bytes(3 << 20)))
+    data = data[:33] + profile + data[33:]
+    with pytest.raises(DecodeError) as caught:
+        decode_rgb(data)
+    assert caught.value.reason == "corrupt_header" and "MAX_TEXT_CHUNK" in str(caught.value)
