@@ -51,6 +51,7 @@ class VideoIndex:
     # the stamps rise in decode order while the decoder reorders (H.264 with B-frames in AVI):
     # the k-th frame the decoder outputs is presented frame k, whatever its stamp
     decode_order_stamps: bool = False
+    partial: int = 0  # the last packets, read short from a cut file: hidden (`_whole_packets`)
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -81,6 +82,7 @@ def build_index(container, stream) -> VideoIndex:
     keyframe: list[bool] = []
     discard: list[bool] = []
     size: list[int] = []
+    corrupt: list[bool] = []
     clean = True
     missing = 0
     try:
@@ -94,6 +96,7 @@ def build_index(container, stream) -> VideoIndex:
             keyframe.append(bool(packet.is_keyframe))
             discard.append(bool(packet.is_discard))
             size.append(int(packet.size))
+            corrupt.append(bool(packet.is_corrupt))
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         log.debug("demux stopped early: %s", exc)
         clean = False
@@ -115,12 +118,30 @@ def build_index(container, stream) -> VideoIndex:
         first = keyframe.index(True)
         discard = [d or i < first or p < pts[first] for i, (d, p) in enumerate(zip(discard, pts))]
     in_decode_order = _stamps_in_decode_order(pts, stream.codec_context, fmt)
+    # named by their stamps, frames after a partial packet keep their names without it; named by
+    # output order (AVI), the decoder's concealed frame is one of the outputs the CLI shows too
+    partial = 0 if in_decode_order else len(pts) - _whole_packets(corrupt)
+    discard[len(pts) - partial:] = [True] * partial
     if in_decode_order and any(discard[keyframe.index(True):]):
         raise UnsupportedVideo("unsupported_container",
                                f"{fmt}/{codec}: time stamps in decode order from a decoder that reorders frames, "
                                "with frames an edit list hides: the shown frames cannot be named")
     return VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
-                      clean, fmt, codec, in_decode_order)
+                      clean, fmt, codec, in_decode_order, partial)
+
+
+def _whole_packets(corrupt: list[bool]) -> int:
+    """How many packets precede the ones the file ends on that the demuxer read short (hidden
+    where frames are named by their stamps). A file cut mid-packet (an interrupted
+    download) ends on a partial one, flagged corrupt (MP4: "partial file"). Counted, it was a frame
+    that did not decode (H.264 in MP4: its last NAL unit runs past the packet, so the ffmpeg CLI
+    shows no frame for it) or decoded as concealment, and every frame shown after it (a B-frame
+    cut after its P-frame) was named one too far. Corrupt packets with whole ones after them
+    (MPEG-TS continuity errors) stay frames, as players show them."""
+    whole = len(corrupt)
+    while whole and corrupt[whole - 1]:
+        whole -= 1
+    return whole
 
 
 def _stamps_in_decode_order(pts: list[int], codec_context, container: str) -> bool:
