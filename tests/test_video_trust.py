@@ -193,3 +193,78 @@ def test_an_mp4_cut_before_its_first_frame_is_too_few_frames(tmp_path):
     path.write_bytes(data[:data.index(b"mdat") + 4])
     (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
     assert isinstance(item, Reject) and (item.reason, item.detail) == ("too_few_frames", "no frames"), item
+
+
+# -- the ffmpeg CLI's other ways of writing frames a player shows ---------------------------
+def _ts_wrap(tmp_path: Path, path: Path) -> None:
+    """MPEG-TS stamps are 33 bits of 90 kHz: starting 1.2 s before 2^33 ticks, they wrap mid-file."""
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), *video_zoo.X264_CLI, "-g", "25", "-pix_fmt", "yuv420p",
+                     "-output_ts_offset", "95442.5", str(path))
+
+
+def _vfr_concat(tmp_path: Path, path: Path) -> None:
+    """Two parts at 25 and 30 fps joined by the concat demuxer with a stream copy."""
+    parts = []
+    for k, (rate, first) in enumerate(((25, 0), (30, 30))):
+        part = tmp_path / f"_part{k}.mp4"
+        video_zoo.ffmpeg("-i", _source(tmp_path, 60), "-vf", f"select=between(n\\,{first}\\,{first + 29}),"
+                         "setpts=N/FRAME_RATE/TB", "-r", str(rate), *video_zoo.X264_CLI, "-g", "10", "-pix_fmt",
+                         "yuv420p", "-video_track_timescale", "90000", str(part))
+        parts.append(f"file '{part}'\n")
+    listing = tmp_path / "_parts.txt"
+    listing.write_text("".join(parts))
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(path))
+
+
+def _copy_cut(tmp_path: Path, path: Path) -> None:
+    """`-ss` before a stream copy of a B-frame stream, between key frames (MOV: an edit list;
+    Matroska: the pre-roll packets before zero)."""
+    whole = tmp_path / "_whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-pix_fmt",
+                     "yuv420p", str(whole))
+    video_zoo.ffmpeg("-ss", "1.3", "-i", str(whole), "-c", "copy", str(path))
+
+
+SHOWN = {
+    "wrap.ts": _ts_wrap,
+    "vfr.mp4": _vfr_concat,
+    "cut.mov": _copy_cut,
+    "cut.mkv": _copy_cut,
+    "hevc10.mp4": lambda tmp, path: video_zoo.ffmpeg(
+        "-i", _source(tmp, 40), "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=12:log-level=error",
+        "-pix_fmt", "yuv420p10le", str(path)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHOWN))
+def test_frames_of_files_the_cli_writes_are_the_frames_it_shows(tmp_path, name: str):
+    """Time stamps wrapping at 2^33 in MPEG-TS, variable frame rate from a concat copy, copy cuts
+    with B-frames in MOV and Matroska, 10-bit HEVC: the count is the CLI's and frame i shows
+    what the CLI's frame i shows, with either decoder requested."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / name
+    SHOWN[name](tmp_path, path)
+    reference = video_zoo.sequential(path)
+    for decoder in DECODERS:
+        record = _read(path, decoder, strides=(1, 2))
+        assert record.n_frames == len(reference), decoder
+        _assert_frames_as_shown(record, reference)
+
+
+def test_mpeg_ts_files_joined_end_to_end_are_a_counted_reject(tmp_path):
+    """`cat a.ts b.ts`: the second recording's clock starts again, so its stamps repeat the
+    first's and a decoded frame cannot be named by its stamp. `unsupported_container` with
+    that reason, never frames of the wrong part."""
+    video_zoo.require_ffmpeg()
+    parts = []
+    for k in range(2):
+        part = tmp_path / f"_part{k}.ts"
+        video_zoo.ffmpeg("-i", _source(tmp_path, 60), "-vf", f"select=between(n\\,{30 * k}\\,{30 * k + 29}),"
+                         "setpts=N/25/TB", *video_zoo.X264_CLI, "-g", "10", "-pix_fmt", "yuv420p", str(part))
+        parts.append(part.read_bytes())
+    path = tmp_path / "joined.ts"
+    path.write_bytes(b"".join(parts))
+    assert len(video_zoo.sequential(path)) == 60  # the CLI shows both parts
+    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(item, Reject) and item.reason == "unsupported_container", item
+    assert "share time stamps" in item.detail
