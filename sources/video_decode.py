@@ -1056,6 +1056,25 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
             yield i, postprocess(pixels) if postprocess else pixels
 
 
+def decord_frame_count(uri: str) -> int:
+    """How many frames decord counts in `uri`, opened as `decord_frames` opens it (run in decord's
+    own process). VideoError("unreadable") where decord cannot open it: a WebM written live
+    (browsers' MediaRecorder, `ffmpeg -live 1`) declares no duration nor frame count, and decord
+    refuses it ("Failed to measure duration/frame-count due to broken metadata") where PyAV
+    reads every frame."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    try:
+        reader = decord.VideoReader(fsio.local_path(uri) or fsio.open_file(uri), ctx=decord.cpu(0), num_threads=1)
+    except Exception as exc:
+        if _machine_error(exc):
+            raise
+        _raise_if_cannot_open(uri)
+        raise VideoError("unreadable", exception_detail(exc)) from None
+    return len(reader)
+
+
 def _raise_if_cannot_open(uri: str) -> None:
     """Raise the OSError of this machine (`DECODER_MACHINE_ERRNOS`) that opening `uri` meets now:
     decord's error names no errno ("Error reading x.mp4...", its log says "Too many open files"),

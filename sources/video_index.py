@@ -51,7 +51,7 @@ class VideoIndex:
     # the stamps rise in decode order while the decoder reorders (H.264 with B-frames in AVI):
     # the k-th frame the decoder outputs is presented frame k, whatever its stamp
     decode_order_stamps: bool = False
-    partial: int = 0  # the last packets, read short from a cut file: hidden (`_whole_packets`)
+    partial: int = 0  # the last packets, read short from a cut file: hidden (`_partial_shown_before`)
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -118,9 +118,7 @@ def build_index(container, stream) -> VideoIndex:
         first = keyframe.index(True)
         discard = [d or i < first or p < pts[first] for i, (d, p) in enumerate(zip(discard, pts))]
     in_decode_order = _stamps_in_decode_order(pts, stream.codec_context, fmt)
-    # named by their stamps, frames after a partial packet keep their names without it; named by
-    # output order (AVI), the decoder's concealed frame is one of the outputs the CLI shows too
-    partial = 0 if in_decode_order else len(pts) - _whole_packets(corrupt)
+    partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     discard[len(pts) - partial:] = [True] * partial
     if in_decode_order and any(discard[keyframe.index(True):]):
         raise UnsupportedVideo("unsupported_container",
@@ -130,18 +128,22 @@ def build_index(container, stream) -> VideoIndex:
                       clean, fmt, codec, in_decode_order, partial)
 
 
-def _whole_packets(corrupt: list[bool]) -> int:
-    """How many packets precede the ones the file ends on that the demuxer read short (hidden
-    where frames are named by their stamps). A file cut mid-packet (an interrupted
-    download) ends on a partial one, flagged corrupt (MP4: "partial file"). Counted, it was a frame
-    that did not decode (H.264 in MP4: its last NAL unit runs past the packet, so the ffmpeg CLI
-    shows no frame for it) or decoded as concealment, and every frame shown after it (a B-frame
-    cut after its P-frame) was named one too far. Corrupt packets with whole ones after them
-    (MPEG-TS continuity errors) stay frames, as players show them."""
+def _partial_shown_before(pts: list[int], corrupt: list[bool]) -> int:
+    """How many packets at the end of the file to hide: the ones the demuxer read short (a file
+    cut mid-packet, an interrupted download; FFmpeg flags them corrupt, MP4 says "partial file")
+    where every one of them is shown before a whole packet's frame (a P-frame cut after the
+    B-frames shown before it came whole). Counted, such a frame was a hole (H.264 in MP4 refuses a
+    NAL unit that runs past its packet; the ffmpeg CLI shows no frame for it) and every frame shown
+    after it was named one too far. A partial frame shown last stays counted: the probe checks it
+    decodes, as a JPEG missing its last bytes does (the CLI shows it), and counts back where it does
+    not. Corrupt packets with whole ones after them (MPEG-TS continuity errors) stay frames."""
     whole = len(corrupt)
     while whole and corrupt[whole - 1]:
         whole -= 1
-    return whole
+    if whole in (0, len(pts)):
+        return 0
+    last_whole = max(pts[:whole])
+    return len(pts) - whole if all(p < last_whole for p in pts[whole:]) else 0
 
 
 def _stamps_in_decode_order(pts: list[int], codec_context, container: str) -> bool:

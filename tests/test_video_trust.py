@@ -268,3 +268,53 @@ def test_mpeg_ts_files_joined_end_to_end_are_a_counted_reject(tmp_path):
     (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
     assert isinstance(item, Reject) and item.reason == "unsupported_container", item
     assert "share time stamps" in item.detail
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+def test_a_webm_recorded_live_is_left_to_pyav_where_decord_cannot_open_it(tmp_path):
+    """A WebM written as it is recorded (`ffmpeg -live 1`, as browsers' MediaRecorder and
+    streaming tools write it: no duration, no frame count, no cues). decord refuses to open it
+    ("Failed to measure duration/frame-count due to broken metadata"), yet `decoder: decord` chose
+    it, and every clip of the video was lost as `unreadable`. decord is now asked to open the file
+    and count its frames at planning; where it cannot, or counts other than PyAV, PyAV decodes and
+    the lineage says why."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "live.webm"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 40), "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+                     "-g", "15", "-pix_fmt", "yuv420p", "-live", "1", "-f", "webm", str(path))
+    record = _read(path, "decord", strides=(1, 2))
+    assert record.decoder == "pyav", record.clips[0].lineage
+    assert "decord cannot open it" in record.clips[0].lineage["decoder_note"]
+    _assert_frames_as_shown(record, video_zoo.sequential(path), video_zoo.coded(path))
+    # a WebM with its duration written (the same frames, muxed by a seeking writer) stays decord's
+    whole = tmp_path / "whole.webm"
+    video_zoo.ffmpeg("-i", str(path), "-c", "copy", str(whole))
+    record = _read(whole, "decord", strides=(1, 2))
+    assert record.decoder == "decord", record.clips[0].lineage
+    _assert_frames_as_shown(record, video_zoo.sequential(whole), video_zoo.coded(whole))
+
+
+def test_a_cut_mjpeg_avi_keeps_the_last_frame_the_cli_shows(tmp_path):
+    """A camera's MJPEG AVI cut inside its last frame: the JPEG missing its last bytes still
+    decodes (the CLI shows it), and, shown last, it stays counted (only a partial frame shown
+    before whole ones is hidden)."""
+    video_zoo.require_ffmpeg()
+    whole = video_zoo.build_zoo(tmp_path, ["mjpeg.avi"])["mjpeg.avi"]
+    path = video_zoo.truncate(whole, tmp_path / "cut.avi", 0.77)
+    reference = video_zoo.sequential(path)
+    assert probe(str(path)).n_frames == len(reference) == 27
+    _assert_frames_as_shown(_read(path, "pyav", strides=(1,)), reference)
+
+
+def test_a_fragmented_mp4_cut_short_counts_the_frames_ffmpeg_shows(tmp_path):
+    """A fragmented MP4 (`-movflags frag_keyframe+empty_moov`: screen and stream recorders, so a
+    crash leaves a playable file) cut at 63%: it ended on a partial P-frame shown before the
+    B-frames that came whole, counted 55 frames where the CLI shows 54."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), *video_zoo.X264_CLI, "-g", "12", "-pix_fmt", "yuv420p",
+                     "-movflags", "frag_keyframe+empty_moov", str(whole))
+    path = video_zoo.truncate(whole, tmp_path / "cut.mp4", 0.63)
+    reference = video_zoo.sequential(path)
+    assert probe(str(path)).n_frames == len(reference) == 54
+    _assert_frames_as_shown(_read(path, "pyav", strides=(1,)), reference)
