@@ -385,8 +385,10 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
 
 
 def _decord_refusal(uri: str, info: Probe, max_pixels: int, limits: Budget) -> str | None:
-    """Why decord may not decode this file (None: it may). Last, since it decodes key frames (one
-    per new H.264 SPS, each of other codecs whose header states no size:
+    """Why decord may not decode this file (None: it may). Then whether decord opens it and counts
+    the frames the probe counted (`video_decode.decord_frame_count`: a WebM written live declares
+    no duration, which decord refuses; each clip was then lost as `unreadable`). Last, since it
+    decodes key frames (one per new H.264 SPS, each of other codecs whose header states no size:
     `video_decode.key_frame_sizes`), whether those have more than one size (an HLS recording
     switching up and back down: decord squashed the larger frames into the first one's size where
     the probe's first and last agreed). A check that fails, or runs over the budget (an all-intra
@@ -397,6 +399,13 @@ def _decord_refusal(uri: str, info: Probe, max_pixels: int, limits: Budget) -> s
     why = decord_exact(info)
     if why is not None:
         return why
+    try:  # in decord's own process, as its decoding job
+        counted = budget.call("sources.video_decode:decord_frame_count", uri, budget=limits, pool="decord")
+    except (BudgetExceeded, JobError) as exc:
+        failure = _job_error(exc)  # raises this machine's OSError, as below
+        return f"decord cannot open it ({failure.reason}: {failure.detail})"
+    if counted != info.n_frames:  # its decoding job would refuse the file as changed (`changed_file`)
+        return f"decord counts {counted} frames where {info.n_frames} are shown"
     try:
         sizes = budget.call("sources.video_decode:key_frame_sizes", uri, max_pixels, budget=limits)
     except (BudgetExceeded, JobError) as exc:

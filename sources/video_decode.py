@@ -187,8 +187,10 @@ def open_stream(uri: str):
     stream = video_stream(container)
     if stream is None:
         covers = len(container.streams.video)
+        held = _streams_held(container)
         container.close()
-        raise VideoError("no_video_stream", f"only cover art ({covers} attached picture), no video" if covers else "")
+        raise VideoError("no_video_stream", f"only cover art ({covers} attached picture), no video" if covers else
+                         f"the file holds {held or 'no streams'}, no video")
     if stream.codec_context is None:  # PyAV makes none where FFmpeg has no decoder for the stream's codec
         container.close()
         raise VideoError("unsupported_codec", "FFmpeg has no decoder for the codec the video stream declares "
@@ -198,6 +200,16 @@ def open_stream(uri: str):
     # would leave the picture off its 32-byte alignment (H.264 `crop_left=8`: 8 columns too many)
     stream.codec_context.flags |= av.codec.context.Flags.unaligned
     return container, stream
+
+
+def _streams_held(container) -> str:
+    """What a file without video holds, for the reject's detail: "1 audio stream", "2 audio
+    streams and 1 subtitle stream" ("" for none)."""
+    kinds: dict[str, int] = {}
+    for stream in container.streams:
+        kinds[stream.type] = kinds.get(stream.type, 0) + 1
+    parts = [f"{n} {kind} stream{'s' if n > 1 else ''}" for kind, n in kinds.items()]
+    return " and ".join(parts)
 
 
 def video_stream(container):
@@ -826,7 +838,7 @@ class Probe:
     container: str
     codec: str
     keyframes: int
-    hidden: int  # packets decoded but never shown (edit list; before the first key frame)
+    hidden: int  # packets decoded, never shown (edit list; before the first key frame), a cut's partial one not
     rotation: int  # degrees counterclockwise applied to show the frame
     mirrored: bool  # mirrored left-right before the rotation
     pixel_format: str
@@ -893,7 +905,8 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     base, num, den = shown[0], index.time_base.numerator, index.time_base.denominator
     times = tuple(round((p - base) * num / den, 6) for p in shown[:n])  # = float(Fraction): exactly rounded
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
-                 sum(index.keyframe), sum(index.discard), 90 * turns, mirrored, pixel_format, full_size_fits, sar_text,
+                 sum(index.keyframe), sum(index.discard) - index.partial, 90 * turns, mirrored, pixel_format,
+                 full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
                  video_streams, interlaced, size_changes, session.cropped_left,
                  session.matrix_guessed)
@@ -1041,6 +1054,25 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
         batch_size = max(1, min(32, DECORD_BATCH_BYTES // (pixels_per_frame * 3)))
         for i, pixels in zip(chunk, batch):
             yield i, postprocess(pixels) if postprocess else pixels
+
+
+def decord_frame_count(uri: str) -> int:
+    """How many frames decord counts in `uri`, opened as `decord_frames` opens it (run in decord's
+    own process). VideoError("unreadable") where decord cannot open it: a WebM written live
+    (browsers' MediaRecorder, `ffmpeg -live 1`) declares no duration nor frame count, and decord
+    refuses it ("Failed to measure duration/frame-count due to broken metadata") where PyAV
+    reads every frame."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    try:
+        reader = decord.VideoReader(fsio.local_path(uri) or fsio.open_file(uri), ctx=decord.cpu(0), num_threads=1)
+    except Exception as exc:
+        if _machine_error(exc):
+            raise
+        _raise_if_cannot_open(uri)
+        raise VideoError("unreadable", exception_detail(exc)) from None
+    return len(reader)
 
 
 def _raise_if_cannot_open(uri: str) -> None:

@@ -51,6 +51,7 @@ class VideoIndex:
     # the stamps rise in decode order while the decoder reorders (H.264 with B-frames in AVI):
     # the k-th frame the decoder outputs is presented frame k, whatever its stamp
     decode_order_stamps: bool = False
+    partial: int = 0  # the last packets, read short from a cut file: hidden (`_partial_shown_before`)
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -81,6 +82,7 @@ def build_index(container, stream) -> VideoIndex:
     keyframe: list[bool] = []
     discard: list[bool] = []
     size: list[int] = []
+    corrupt: list[bool] = []
     clean = True
     missing = 0
     try:
@@ -94,6 +96,7 @@ def build_index(container, stream) -> VideoIndex:
             keyframe.append(bool(packet.is_keyframe))
             discard.append(bool(packet.is_discard))
             size.append(int(packet.size))
+            corrupt.append(bool(packet.is_corrupt))
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         log.debug("demux stopped early: %s", exc)
         clean = False
@@ -115,12 +118,32 @@ def build_index(container, stream) -> VideoIndex:
         first = keyframe.index(True)
         discard = [d or i < first or p < pts[first] for i, (d, p) in enumerate(zip(discard, pts))]
     in_decode_order = _stamps_in_decode_order(pts, stream.codec_context, fmt)
+    partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
+    discard[len(pts) - partial:] = [True] * partial
     if in_decode_order and any(discard[keyframe.index(True):]):
         raise UnsupportedVideo("unsupported_container",
                                f"{fmt}/{codec}: time stamps in decode order from a decoder that reorders frames, "
                                "with frames an edit list hides: the shown frames cannot be named")
     return VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
-                      clean, fmt, codec, in_decode_order)
+                      clean, fmt, codec, in_decode_order, partial)
+
+
+def _partial_shown_before(pts: list[int], corrupt: list[bool]) -> int:
+    """How many packets at the end of the file to hide: the ones the demuxer read short (a file
+    cut mid-packet, an interrupted download; FFmpeg flags them corrupt, MP4 says "partial file")
+    where every one of them is shown before a whole packet's frame (a P-frame cut after the
+    B-frames shown before it came whole). Counted, such a frame was a hole (H.264 in MP4 refuses a
+    NAL unit that runs past its packet; the ffmpeg CLI shows no frame for it) and every frame shown
+    after it was named one too far. A partial frame shown last stays counted: the probe checks it
+    decodes, as a JPEG missing its last bytes does (the CLI shows it), and counts back where it does
+    not. Corrupt packets with whole ones after them (MPEG-TS continuity errors) stay frames."""
+    whole = len(corrupt)
+    while whole and corrupt[whole - 1]:
+        whole -= 1
+    if whole in (0, len(pts)):
+        return 0
+    last_whole = max(pts[:whole])
+    return len(pts) - whole if all(p < last_whole for p in pts[whole:]) else 0
 
 
 def _stamps_in_decode_order(pts: list[int], codec_context, container: str) -> bool:

@@ -1,0 +1,320 @@
+"""Frame-exactness on files the ffmpeg CLI writes the way users' tools do: all-intra HEVC, AV1 and
+VP9 at odd sizes and with a display size the container declares (`-aspect`: Matroska/WebM's
+DisplayWidth/DisplayHeight), and an MP4 cut short. Each frame is checked against the ffmpeg CLI's
+own decode (what a player shows) and against PyAV decoding every frame in order.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import video_zoo
+
+from sources.records import Reject, VideoRecord
+from sources.video import VideoSource, clip_frames, decord_available
+from sources.video_decode import probe
+
+DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
+
+
+def _source(tmp_path: Path, n: int) -> str:
+    return str(video_zoo._source(tmp_path, n))
+
+
+def _read(path: Path, decoder: str = "pyav", strides=(1, 2)) -> VideoRecord:
+    (record,) = list(VideoSource("trust", str(path.parent), strides=strides, decoder=decoder).read(str(path)))
+    assert isinstance(record, VideoRecord), record
+    return record
+
+
+def _cli_frames(path: Path, width: int, height: int, vf: str | None = None) -> np.ndarray:
+    """Every frame the ffmpeg CLI shows, as rgb24 (after `vf` where given)."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", *(["-vf", vf] if vf else []),
+                          "-vsync", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def _assert_frames_as_shown(record: VideoRecord, reference, everything=None, tolerance: float = 3.0) -> int:
+    """Every clip decodes, each frame shows the index of the player's frame at its place and is
+    within `tolerance` of it (exactly PyAV's sequential decode where `everything` is given)."""
+    checked = 0
+    for clip, frames in clip_frames(record):
+        assert not isinstance(frames, Exception), (clip.key, frames)
+        for i, frame in zip(clip.frame_indices, frames):
+            assert frame.shape == reference[i].shape, (clip.key, i)
+            assert video_zoo.read_index(frame) == video_zoo.read_index(reference[i]), (clip.key, i)
+            assert np.abs(frame.astype(int) - reference[i]).mean() < tolerance, (clip.key, i)
+            if everything is not None:
+                assert np.array_equal(frame, everything[i]), (clip.key, i)
+            checked += 1
+    assert checked
+    return checked
+
+
+# -- (a) HEVC all-intra ---------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_all_intra_hevc_gives_every_frame_a_full_decode_gives(tmp_path, suffix: str, decoder: str):
+    """x265 with `keyint=1` (every frame an IDR: what editing intermediates and some cameras
+    write): each wanted frame is its own key frame, decoded alone. decord reads no HEVC (its
+    exactness is checked per key frame only where it may decode: `decord_exact` refuses HEVC
+    first), so PyAV decodes it and the lineage says why; the frames are those of a decode of
+    every frame, and the ffmpeg CLI's."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / f"allintra{suffix}"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 40), "-c:v", "libx265", "-preset", "ultrafast", "-x265-params",
+                     "keyint=1:log-level=error", "-pix_fmt", "yuv420p", str(path))
+    info = probe(str(path))
+    assert (info.codec, info.keyframes, info.n_frames) == ("hevc", 40, 40)
+    record = _read(path, decoder, strides=(1, 2))
+    assert record.decoder == "pyav"
+    if decoder == "decord":
+        assert "codec hevc" in record.clips[0].lineage["decoder_note"]
+    _assert_frames_as_shown(record, video_zoo.sequential(path), video_zoo.coded(path))
+
+
+# -- (b) AV1 and VP9 sizes ------------------------------------------------------------------
+AV1_VP9_ODD = {
+    "aom.mkv": ["-c:v", "libaom-av1", "-cpu-used", "8", "-crf", "30", "-g", "10"],
+    "rav1e.mp4": ["-c:v", "librav1e", "-speed", "10", "-g", "10"],
+    "vp9.webm": ["-c:v", "libvpx-vp9", "-deadline", "good", "-cpu-used", "8", "-g", "10"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(AV1_VP9_ODD))
+def test_av1_and_vp9_at_an_odd_size_give_the_frames_ffmpeg_shows(tmp_path, name: str):
+    """65x49: AV1 codes in 8x8 blocks and VP9 in 8x8 too, the decoders crop to the declared
+    size; the frames keep it (not the coded, padded size) with either decoder requested."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / name
+    video_zoo.ffmpeg("-i", _source(tmp_path, 30), "-vf", "scale=65:49", *AV1_VP9_ODD[name], "-pix_fmt", "yuv420p",
+                     str(path))
+    reference = _cli_frames(path, 65, 49)
+    everything = video_zoo.coded(path)
+    assert len(reference) == len(everything) == 30
+    for decoder in DECODERS:
+        record = _read(path, decoder)
+        assert record.n_frames == 30 and record.decoder == "pyav"  # odd height or AV1: PyAV decodes
+        assert (record.clips[0].lineage["width"], record.clips[0].lineage["height"]) == (65, 49)
+        _assert_frames_as_shown(record, reference, everything)
+
+
+@pytest.mark.parametrize("name,encode", [
+    ("vp9.webm", ["-c:v", "libvpx-vp9", "-deadline", "good", "-cpu-used", "8", "-g", "10"]),
+    ("av1.mkv", ["-c:v", "libaom-av1", "-cpu-used", "8", "-crf", "30", "-g", "10"]),
+])
+def test_a_display_size_the_container_declares_is_shown(tmp_path, name: str, encode: list[str]):
+    """`ffmpeg -i x -c copy -aspect 2:1 y.webm` writes Matroska's DisplayWidth/DisplayHeight
+    (VP9 and AV1 bitstreams carry no pixel aspect ratio of their own): FFmpeg reads them as the
+    stream's sample aspect ratio, 98:65 here, and a player shows 98x49. The frames come out at
+    that size, as `-vf scale=iw*sar:ih:flags=area` shows them."""
+    video_zoo.require_ffmpeg()
+    coded = tmp_path / f"coded{Path(name).suffix}"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 24), "-vf", "scale=65:49", *encode, "-pix_fmt", "yuv420p", str(coded))
+    path = tmp_path / name
+    video_zoo.ffmpeg("-i", str(coded), "-c", "copy", "-aspect", "2:1", str(path))
+    shown = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=sample_aspect_ratio,display_aspect_ratio", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["98:65,2:1"]
+    reference = _cli_frames(path, 98, 49, "scale=iw*sar:ih:flags=area")
+    for decoder in DECODERS:
+        record = _read(path, decoder)
+        lineage = record.clips[0].lineage
+        assert (lineage["width"], lineage["height"], lineage["sample_aspect_ratio"]) == (98, 49, "98:65")
+        _assert_frames_as_shown(record, reference)
+
+
+# -- cut files ------------------------------------------------------------------------------
+@pytest.mark.parametrize("fraction", [0.55, 0.62, 0.7, 0.78, 0.86, 0.93])
+def test_an_mp4_cut_short_counts_and_names_the_frames_ffmpeg_shows(tmp_path, fraction: float):
+    """A faststart MP4 (index first) cut at `fraction` of its bytes (an interrupted download):
+    the last packet the demuxer returns may be a partial one (FFmpeg flags it corrupt, "partial
+    file"). Counted as a frame, it left a hole (the frame did not decode, so a clip holding it was
+    lost) and every later index named the next frame ffmpeg shows; a partial frame that did
+    decode would be concealment garbage. The count is now ffmpeg's, and frame i is its frame i."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 60), *video_zoo.X264_CLI, "-g", "12", "-pix_fmt", "yuv420p",
+                     "-movflags", "+faststart", str(whole))
+    path = video_zoo.truncate(whole, tmp_path / "cut.mp4", fraction)
+    reference = video_zoo.sequential(path)
+    info = probe(str(path))
+    assert info.n_frames == len(reference)
+    record = _read(path, "pyav", strides=(1,))
+    _assert_frames_as_shown(record, reference)
+
+
+def test_an_mp4_cut_before_its_index_is_a_counted_reject(tmp_path):
+    """moov at the end (ffmpeg's default) cut off: nothing says where the frames are; the
+    video is `unreadable` with FFmpeg's words, never a crash."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 30), *video_zoo.X264_CLI, "-pix_fmt", "yuv420p", str(whole))
+    path = video_zoo.truncate(whole, tmp_path / "cut.mp4", 0.7)
+    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(item, Reject) and item.reason == "unreadable" and "moov atom not found" in item.detail
+
+
+# -- files with no frames to read -----------------------------------------------------------
+@pytest.mark.parametrize("name,made", [
+    ("song.m4a", ["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac"]),
+    ("speech.mkv", ["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "libvorbis"]),
+    ("empty.mp4", ["-f", "lavfi", "-i", "color=size=64x48", "-c:v", "libx264", "-frames:v", "0"]),
+])
+def test_a_file_without_video_is_a_reject_that_says_what_it_holds(tmp_path, name: str, made: list[str]):
+    """An audio-only file among the videos (a `.m4a` renamed, a podcast `.mkv`) or one the
+    ffmpeg CLI wrote with `-frames:v 0` (no video track at all): `no_video_stream`, whose detail
+    said only "VideoError: no_video_stream"; it now says what the file holds."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / name
+    video_zoo.ffmpeg(*made, str(path))
+    suffix = ".mp4" if name.endswith(".m4a") else path.suffix
+    shown = path.rename(path.with_suffix(suffix))
+    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(shown)))
+    assert isinstance(item, Reject) and item.reason == "no_video_stream", item
+    expected = "no streams" if name == "empty.mp4" else "1 audio stream"
+    assert item.detail == f"the file holds {expected}, no video", item.detail
+
+
+def test_an_mp4_cut_before_its_first_frame_is_too_few_frames(tmp_path):
+    """A faststart MP4 whose download stopped right after its index: the index lists every frame,
+    none is in the file. `too_few_frames` ("no frames"), never a crash or a guessed frame."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 30), *video_zoo.X264_CLI, "-pix_fmt", "yuv420p", "-movflags",
+                     "+faststart", str(whole))
+    data = whole.read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[:data.index(b"mdat") + 4])
+    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(item, Reject) and (item.reason, item.detail) == ("too_few_frames", "no frames"), item
+
+
+# -- the ffmpeg CLI's other ways of writing frames a player shows ---------------------------
+def _ts_wrap(tmp_path: Path, path: Path) -> None:
+    """MPEG-TS stamps are 33 bits of 90 kHz: starting 1.2 s before 2^33 ticks, they wrap mid-file."""
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), *video_zoo.X264_CLI, "-g", "25", "-pix_fmt", "yuv420p",
+                     "-output_ts_offset", "95442.5", str(path))
+
+
+def _vfr_concat(tmp_path: Path, path: Path) -> None:
+    """Two parts at 25 and 30 fps joined by the concat demuxer with a stream copy."""
+    parts = []
+    for k, (rate, first) in enumerate(((25, 0), (30, 30))):
+        part = tmp_path / f"_part{k}.mp4"
+        video_zoo.ffmpeg("-i", _source(tmp_path, 60), "-vf", f"select=between(n\\,{first}\\,{first + 29}),"
+                         "setpts=N/FRAME_RATE/TB", "-r", str(rate), *video_zoo.X264_CLI, "-g", "10", "-pix_fmt",
+                         "yuv420p", "-video_track_timescale", "90000", str(part))
+        parts.append(f"file '{part}'\n")
+    listing = tmp_path / "_parts.txt"
+    listing.write_text("".join(parts))
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(path))
+
+
+def _copy_cut(tmp_path: Path, path: Path) -> None:
+    """`-ss` before a stream copy of a B-frame stream, between key frames (MOV: an edit list;
+    Matroska: the pre-roll packets before zero)."""
+    whole = tmp_path / "_whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-pix_fmt",
+                     "yuv420p", str(whole))
+    video_zoo.ffmpeg("-ss", "1.3", "-i", str(whole), "-c", "copy", str(path))
+
+
+SHOWN = {
+    "wrap.ts": _ts_wrap,
+    "vfr.mp4": _vfr_concat,
+    "cut.mov": _copy_cut,
+    "cut.mkv": _copy_cut,
+    "hevc10.mp4": lambda tmp, path: video_zoo.ffmpeg(
+        "-i", _source(tmp, 40), "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=12:log-level=error",
+        "-pix_fmt", "yuv420p10le", str(path)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHOWN))
+def test_frames_of_files_the_cli_writes_are_the_frames_it_shows(tmp_path, name: str):
+    """Time stamps wrapping at 2^33 in MPEG-TS, variable frame rate from a concat copy, copy cuts
+    with B-frames in MOV and Matroska, 10-bit HEVC: the count is the CLI's and frame i shows
+    what the CLI's frame i shows, with either decoder requested."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / name
+    SHOWN[name](tmp_path, path)
+    reference = video_zoo.sequential(path)
+    for decoder in DECODERS:
+        record = _read(path, decoder, strides=(1, 2))
+        assert record.n_frames == len(reference), decoder
+        _assert_frames_as_shown(record, reference)
+
+
+def test_mpeg_ts_files_joined_end_to_end_are_a_counted_reject(tmp_path):
+    """`cat a.ts b.ts`: the second recording's clock starts again, so its stamps repeat the
+    first's and a decoded frame cannot be named by its stamp. `unsupported_container` with
+    that reason, never frames of the wrong part."""
+    video_zoo.require_ffmpeg()
+    parts = []
+    for k in range(2):
+        part = tmp_path / f"_part{k}.ts"
+        video_zoo.ffmpeg("-i", _source(tmp_path, 60), "-vf", f"select=between(n\\,{30 * k}\\,{30 * k + 29}),"
+                         "setpts=N/25/TB", *video_zoo.X264_CLI, "-g", "10", "-pix_fmt", "yuv420p", str(part))
+        parts.append(part.read_bytes())
+    path = tmp_path / "joined.ts"
+    path.write_bytes(b"".join(parts))
+    assert len(video_zoo.sequential(path)) == 60  # the CLI shows both parts
+    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(item, Reject) and item.reason == "unsupported_container", item
+    assert "share time stamps" in item.detail
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+def test_a_webm_recorded_live_is_left_to_pyav_where_decord_cannot_open_it(tmp_path):
+    """A WebM written as it is recorded (`ffmpeg -live 1`, as browsers' MediaRecorder and
+    streaming tools write it: no duration, no frame count, no cues). decord refuses to open it
+    ("Failed to measure duration/frame-count due to broken metadata"), yet `decoder: decord` chose
+    it, and every clip of the video was lost as `unreadable`. decord is now asked to open the file
+    and count its frames at planning; where it cannot, or counts other than PyAV, PyAV decodes and
+    the lineage says why."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "live.webm"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 40), "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+                     "-g", "15", "-pix_fmt", "yuv420p", "-live", "1", "-f", "webm", str(path))
+    record = _read(path, "decord", strides=(1, 2))
+    assert record.decoder == "pyav", record.clips[0].lineage
+    assert "decord cannot open it" in record.clips[0].lineage["decoder_note"]
+    _assert_frames_as_shown(record, video_zoo.sequential(path), video_zoo.coded(path))
+    # a WebM with its duration written (the same frames, muxed by a seeking writer) stays decord's
+    whole = tmp_path / "whole.webm"
+    video_zoo.ffmpeg("-i", str(path), "-c", "copy", str(whole))
+    record = _read(whole, "decord", strides=(1, 2))
+    assert record.decoder == "decord", record.clips[0].lineage
+    _assert_frames_as_shown(record, video_zoo.sequential(whole), video_zoo.coded(whole))
+
+
+def test_a_cut_mjpeg_avi_keeps_the_last_frame_the_cli_shows(tmp_path):
+    """A camera's MJPEG AVI cut inside its last frame: the JPEG missing its last bytes still
+    decodes (the CLI shows it), and, shown last, it stays counted (only a partial frame shown
+    before whole ones is hidden)."""
+    video_zoo.require_ffmpeg()
+    whole = video_zoo.build_zoo(tmp_path, ["mjpeg.avi"])["mjpeg.avi"]
+    path = video_zoo.truncate(whole, tmp_path / "cut.avi", 0.77)
+    reference = video_zoo.sequential(path)
+    assert probe(str(path)).n_frames == len(reference) == 27
+    _assert_frames_as_shown(_read(path, "pyav", strides=(1,)), reference)
+
+
+def test_a_fragmented_mp4_cut_short_counts_the_frames_ffmpeg_shows(tmp_path):
+    """A fragmented MP4 (`-movflags frag_keyframe+empty_moov`: screen and stream recorders, so a
+    crash leaves a playable file) cut at 63%: it ended on a partial P-frame shown before the
+    B-frames that came whole, counted 55 frames where the CLI shows 54."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), *video_zoo.X264_CLI, "-g", "12", "-pix_fmt", "yuv420p",
+                     "-movflags", "frag_keyframe+empty_moov", str(whole))
+    path = video_zoo.truncate(whole, tmp_path / "cut.mp4", 0.63)
+    reference = video_zoo.sequential(path)
+    assert probe(str(path)).n_frames == len(reference) == 54
+    _assert_frames_as_shown(_read(path, "pyav", strides=(1,)), reference)
