@@ -489,6 +489,7 @@ def test_report_page_escapes_and_shows_text_from_the_data(report_build):
     config, summary = report_build
     data = report_data(config.output, summary)
     data["reject_examples"]["truncated"][0]["detail"] = HOSTILE
+    data["reject_examples"]["truncated"][0]["input"] = "sub/<script>alert(1)</script>.png"  # a file's name
     data["warnings"] = {"web": [HOSTILE]}
     data["throughput"]["runner"] = HOSTILE
     data["config_hash"] = data["image_size"] = HOSTILE
@@ -503,6 +504,8 @@ def test_report_page_escapes_and_shows_text_from_the_data(report_build):
 
     assert page.count(shown(HOSTILE)) == 4  # config hash, image size, warning, runner
     assert f"({shown(HOSTILE[:60])})" in page  # the reject example, its first 60 characters
+    # named by where its input lies, as text
+    assert f"sub/{html.escape('<script>alert(1)</script>')}.png ({shown(HOSTILE[:60])})" in page
 
 
 def test_report_of_an_output_whose_rejects_file_lost_lines_says_so(report_copy):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 from sources import fsio
@@ -164,7 +164,8 @@ class UnitRenderer:
                     key = safe_key(name, "unit", f"{stable_hash(label):016x}")
                     count(name, "rejects.unit_failed")
                     outputs.append((REJECTS, Reject(key, name, key, "read", "unit_failed",
-                                                    exception_detail(exc, f"{label[:120]}: ", limit=300))))
+                                                    exception_detail(exc, f"{label[:120]}: ", limit=300),
+                                                    input=label)))
             digest = writer.commit(outputs, inputs_read)
         except BaseException:
             writer.abandon()
@@ -196,6 +197,8 @@ class UnitRenderer:
                 yield REJECTS, one.located(record_input(clips.get(one.key, record), self._input_root()))
                 continue
             PROGRESS.add("rendered")
+            if isinstance(one, RenderedUnit):  # a later reject of it (a duplicate, a clash) names its input
+                one = replace(one, input=record_input(record, self._input_root()))
             stored = writer.stored(one)
             if isinstance(one, RenderedUnit):
                 count(record.source, "rendered_units")
