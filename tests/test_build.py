@@ -701,7 +701,8 @@ def test_a_rerun_that_fails_half_way_leaves_no_summary_of_another_output(mini_bu
     shards left the earlier run's summary.json, rejects.jsonl and mixture.yaml beside them: totals
     and a shard list of another output, and `verify`, seeing a finished build, said intact with
     nothing more. A run takes them away before it changes anything and writes them when it
-    finishes; verify says the build did not finish."""
+    finishes; verify says the build did not finish, and exits 3 (unfinished), not 0: `verify && upload`
+    uploaded the half build."""
     from uvd_pipeline import build, verify
 
     config, _ = mini_build_copy
@@ -717,8 +718,9 @@ def test_a_rerun_that_fails_half_way_leaves_no_summary_of_another_output(mini_bu
         with pytest.raises(RuntimeError, match="137"):
             build.run_build(config)
     assert not [name for name in finished if (out / name).exists()]
-    assert verify.main(str(out)) == 0
-    assert "did not finish" in capsys.readouterr().out
+    assert verify.main(str(out)) == verify.UNFINISHED == 3
+    printed = capsys.readouterr().out
+    assert "did not finish" in printed and f"{out}: UNFINISHED: what is committed is intact" in printed
     build.run_build(config)
     assert shard_digests(out) == before
     summary = json.loads((out / "summary.json").read_text())
