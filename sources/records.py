@@ -313,6 +313,7 @@ class PairRecord:
     annotation: dict[str, Any] = field(default_factory=dict)
     split_hint: str | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
+    input: str = ""  # where `image_data` came from (a tar member, a parquet row): its rejects' `input`
 
 
 @dataclass(frozen=True)
@@ -482,7 +483,7 @@ def record_input(record: Any, root: str) -> str:
             where += f" at {record.frame_times[0]:.3f}-{record.frame_times[-1]:.3f}s"
         return where
     if isinstance(record, PairRecord):
-        return relative_input(record.image_uri, root) or str(record.lineage.get("file") or "")
+        return record.input or relative_input(record.image_uri, root) or str(record.lineage.get("file") or "")
     if isinstance(record, TupleRecord):
         return relative_input(record.uris[0][1], root) if record.uris else ""
     if isinstance(record, MultiViewRecord):
