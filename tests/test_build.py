@@ -47,7 +47,7 @@ def test_mini_build_counts_and_reject_reasons(mini_build):
     assert sources["web"]["rejects_by_reason"]["duplicate_near"] == MINI_WEB_NEAR_DUPLICATES
     rejects = [json.loads(line) for line in (Path(config.output) / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == summary["totals"]["rejects"] == sum(reasons.values())
-    assert all(set(r) == {"key", "source", "stage", "reason", "detail"} for r in rejects)
+    assert all(set(r) == {"key", "source", "stage", "reason", "input", "detail"} for r in rejects)
     assert {r["stage"] for r in rejects} == {"download", "decode", "assemble", "plan", "dedup"}
 
 
@@ -58,10 +58,12 @@ def test_rejects_name_no_folder_the_input_lies_in(mini_build, mini_corpus):
     config, _ = mini_build
     output = Path(config.output)
     files = [output / "rejects.jsonl", *sorted((output / "rendered").rglob("*.rejects.jsonl"))]
-    details = [json.loads(line)["detail"] for f in files for line in f.read_text().splitlines()]
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    details = [row["detail"] for row in rows]
     assert any("not_a_video.mp4" in d for d in details)  # an exception that carries its path
     root = str(Path(mini_corpus).resolve())
-    assert [d for d in details if root in d or str(mini_corpus) in d] == []
+    # nor does its input: the path under the source's root
+    assert [d for d in details + [row["input"] for row in rows] if root in d or str(mini_corpus) in d] == []
 
 
 def test_summary_splits_the_build_time_into_its_phases(mini_build):
