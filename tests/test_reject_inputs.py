@@ -10,7 +10,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from sources.records import MAX_INPUT_CHARS, Reject, input_name, input_text
 from uvd_pipeline.render import RenderSettings
