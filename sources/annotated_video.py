@@ -31,7 +31,7 @@ import struct
 import unicodedata
 import zlib
 from dataclasses import dataclass, replace
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION
 from sources.paths import (OutsideRoot, check_inside, names_below, path_problem, set_aside, set_aside_problem,
                            shown_name)
-from sources.records import AnnotatedClipRecord, Reject, SourceItem, read_input_bytes, safe_key
+from sources.records import AnnotatedClipRecord, Reject, SourceItem, read_input_bytes, relative_input, safe_key
 from transforms.errors import Rejected
 
 VideoLayout = Literal["vipseg", "jhmdb"]
@@ -326,7 +326,8 @@ class AnnotatedVideoSource:
         key = safe_key(self.name, *names_below(self.path, uri))
         problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
         if problem:  # a Mac's `._walk_test_split1.txt`, a list that is a link leading out
-            yield Reject(key, self.name, key, "read", problem.reason, problem.detail)
+            yield Reject(key, self.name, key, "read", problem.reason, problem.detail,
+                         input=relative_input(uri, self.path))
             return
         if self.layout == "jhmdb" and not fsio.exists(uri):  # `_split_lists`: other splits, not the one read
             action = fsio.basename(uri).removesuffix(self._split_suffix)
@@ -336,7 +337,7 @@ class AnnotatedVideoSource:
         else:
             _, detail = split_list(uri, self.layout)
         if detail:
-            yield Reject(key, self.name, key, "read", BAD_SPLIT_LIST, detail[:200])
+            yield Reject(key, self.name, key, "read", BAD_SPLIT_LIST, detail[:200], input=relative_input(uri, self.path))
 
     def _official_split(self, video: str) -> tuple[str | None, bool]:
         return official_split(self.path, self.layout, self.official_split, self.follow_links, video)
@@ -364,21 +365,22 @@ class AnnotatedVideoSource:
             yield item if split is None else replace(item, split_hint=split)
 
     def _read_video(self, video_dir: str, test: bool) -> Iterator[SourceItem]:
+        at = relative_input(video_dir, self.path) + "/"  # rejects' `input`: the video's folder
         aside = set_aside_problem(self.path, video_dir)
         if aside:  # `__MACOSX/`, `@eaDir/`: one reject, never a video of no frames
             key = safe_key(self.name, *names_below(self.path, video_dir))
-            yield Reject(key, self.name, key, "read", aside.reason, aside.detail)
+            yield Reject(key, self.name, key, "read", aside.reason, aside.detail, input=at)
             return
         video = self._video(video_dir)
         group = safe_key(self.name, *video.split("/"))
         outside = path_problem(self.path, video_dir, self.follow_links)
         if outside:  # not listed: the linked video folder is one rejected item
-            yield Reject(group, self.name, group, "read", outside.reason, outside.detail)
+            yield Reject(group, self.name, group, "read", outside.reason, outside.detail, input=at)
             return
         if not fsio.exists(video_dir):  # listed from its annotations alone
             annotations = f"panomasks/{video}/" if self.layout == "vipseg" else f"joint_positions/{video}/"
             yield Reject(group, self.name, group, "read", "missing_frame",
-                         f"{annotations} has no frame folder {shown_name(video)}")
+                         f"{annotations} has no frame folder {shown_name(video)}", input=at)
             return
         files = fsio.list_files(video_dir, FRAME_SUFFIXES, links=True)
         masks: list[str] = []
@@ -387,7 +389,7 @@ class AnnotatedVideoSource:
             masks = fsio.list_files(masks_dir, (".png",), links=True) if fsio.exists(masks_dir) else []
             if test and not masks:  # VIPSeg withholds its test masks: one reject, not one per window
                 yield Reject(group, self.name, group, "read", "unlabeled_split",
-                             f"{VIPSEG_TEST_LIST} lists {shown_name(video)}: VIPSeg's test masks are withheld")
+                             f"{VIPSEG_TEST_LIST} lists {shown_name(video)}: VIPSeg's test masks are withheld", input=at)
                 return
         slots: dict[int, _Slot] = {}
         for what, uris in (("frame", files), ("annotation", masks)):
@@ -395,13 +397,14 @@ class AnnotatedVideoSource:
                 aside = set_aside_problem(self.path, uri)
                 if aside:  # a Mac's `._00001.png`: never frame 1's twin
                     yield Reject(safe_key(group, fsio.basename(uri)), self.name, group, "read", aside.reason,
-                                 aside.detail)
+                                 aside.detail, input=relative_input(uri, self.path))
                     continue
                 number = frame_number(uri)
                 if number is None:  # its place in time is unknown: never guessed from a text sort
                     name = fsio.basename(uri)
                     yield Reject(safe_key(group, name), self.name, group, "read", f"unnumbered_{what}",
-                                 f"{shown_name(name)} has no frame number in its name")
+                                 f"{shown_name(name)} has no frame number in its name",
+                                 input=relative_input(uri, self.path))
                     continue
                 slot = slots.setdefault(number, _Slot(number, [], []))
                 (slot.frames if what == "frame" else slot.masks).append(uri)
@@ -420,24 +423,24 @@ class AnnotatedVideoSource:
         if not windows:
             yield Reject(group, self.name, group, "plan", "too_few_frames", f"{n_frames} frames < {self.frames}"
                          if n_frames < (self.frames - 1) * self.stride + 1 else
-                         f"no window of {self.frames} frames at stride {self.stride} holds any of them")
+                         f"no window of {self.frames} frames at stride {self.stride} holds any of them", input=at)
             return
         points = None
         if self.layout == "jhmdb":
             try:
                 points = self._points(video)
             except OutsideRoot as exc:
-                yield Reject(group, self.name, group, "read", exc.reason, exc.detail)
+                yield Reject(group, self.name, group, "read", exc.reason, exc.detail, input=at)
                 return
             except FileNotFoundError as exc:
-                yield Reject(group, self.name, group, "read", "missing_annotation", str(exc)[:200])
+                yield Reject(group, self.name, group, "read", "missing_annotation", str(exc)[:200], input=at)
                 return
             except Rejected as exc:
-                yield Reject(group, self.name, group, "read", exc.reason, f"joint_positions.mat: {exc.detail}")
+                yield Reject(group, self.name, group, "read", exc.reason, f"joint_positions.mat: {exc.detail}", input=at)
                 return
             except OSError as exc:
                 yield Reject(group, self.name, group, "read", "unreadable_file",
-                             f"joint_positions.mat: {type(exc).__name__}")
+                             f"joint_positions.mat: {type(exc).__name__}", input=at)
                 return
             if len(points) > n_frames:
                 # poses past the last frame file are frames missing at the clip's end: rejected as a gap is
@@ -445,43 +448,53 @@ class AnnotatedVideoSource:
                 windows = windows_holding(present, n_frames, self.frames, self.stride)
         widths = {len(_digits(f) or "") for slot in slots.values() for f in slot.frames}
         width = widths.pop() if len(widths) == 1 else 0  # a missing frame named as its neighbours are
+
+        def window_at(window: Sequence[int]) -> str:
+            """A window's rejects' `input`: the video's folder and its frames' numbers."""
+            return f"{at} frames {number_of(window[0]):0{width}d}..{number_of(window[-1]):0{width}d}"
         for window in windows:
             key = f"{group}-s{self.stride}-f{window[0]:05d}"
             places = [place(i) for i in window]
             used = [u for p in places if p is not None for u in (*p.frames, *p.masks)]
             outside = next(filter(None, (path_problem(self.path, u, self.follow_links) for u in used)), None)
             if outside:
-                yield Reject(key, self.name, group, "read", outside.reason, outside.detail)
+                yield Reject(key, self.name, group, "read", outside.reason, outside.detail,
+                             input=window_at(window))
                 continue
             gone = [(i, p) for i, p in zip(window, places) if p is None or not p.frames]
             if gone:
                 orphans = [fsio.basename(m) for _, p in gone if p is not None for m in p.masks]
                 yield Reject(key, self.name, group, "read", "missing_frame", (
                     f"no frame for {', '.join(orphans)}" if orphans else
-                    f"no frame file numbered {', '.join(f'{number_of(i):0{width}d}' for i, _ in gone)}")[:200])
+                    f"no frame file numbered {', '.join(f'{number_of(i):0{width}d}' for i, _ in gone)}")[:200],
+                             input=window_at(window))
                 continue
             doubled = next((p for p in places if len(p.frames) > 1), None)
             if doubled:
                 yield Reject(key, self.name, group, "read", "duplicate_frame",
-                             f"frame {doubled.number}: {', '.join(fsio.basename(f) for f in doubled.frames)}"[:200])
+                             f"frame {doubled.number}: {', '.join(fsio.basename(f) for f in doubled.frames)}"[:200],
+                             input=window_at(window))
                 continue
             frame_uris = tuple(p.frames[0] for p in places)  # type: ignore[union-attr]
             if self.layout == "vipseg":
                 lost = [p.frames[0] for p in places if not p.masks]  # type: ignore[union-attr]
                 if lost:
                     yield Reject(key, self.name, group, "read", "missing_annotation",
-                                 f"no mask for {', '.join(fsio.basename(f) for f in lost)}"[:200])
+                                 f"no mask for {', '.join(fsio.basename(f) for f in lost)}"[:200],
+                             input=window_at(window))
                     continue
                 doubled = next((p for p in places if len(p.masks) > 1), None)  # type: ignore[union-attr]
                 if doubled:
                     yield Reject(key, self.name, group, "read", "duplicate_annotation",
-                                 f"frame {doubled.number}: {', '.join(fsio.basename(m) for m in doubled.masks)}"[:200])
+                                 f"frame {doubled.number}: {', '.join(fsio.basename(m) for m in doubled.masks)}"[:200],
+                             input=window_at(window))
                     continue
                 annotation = {"kind": "mask", "uris": [p.masks[0] for p in places]}  # type: ignore[union-attr]
             else:
                 if window[-1] >= len(points):  # type: ignore[arg-type]
                     yield Reject(key, self.name, group, "read", "missing_annotation",
-                                 f"joint_positions covers {len(points)} frames")  # type: ignore[arg-type]
+                                 f"joint_positions covers {len(points)} frames",  # type: ignore[arg-type]
+                                 input=window_at(window))
                     continue
                 annotation = {"kind": "pose", "skeleton": "jhmdb15",  # type: ignore[index]
                               "points": [[v for x, y in points[i] for v in (float(x), float(y), 2.0)]

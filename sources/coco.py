@@ -58,9 +58,17 @@ class CocoIndex:
     # an id whose key another id already makes (`"1"` beside `1`) -> that id; each of them is
     # rejected, naming both (`key_twins`), the twin under a key of its own (`CocoSource.group`)
     twin_of: dict[Id, Id] = field(default_factory=dict)
+    image_at: dict[Id, str] = field(default_factory=dict)  # image id -> "file images[i]" of its entry kept
 
 
 AT = "_at"  # where an annotation came from ("instances.json annotations[12]"), for reject details
+
+
+def _entry_input(image_id: Id, index: "CocoIndex", anns: list[dict[str, Any]]) -> str:
+    """An image's pairs' reject `input`: the entry listing it (`instances.json images[3]`), else the
+    first annotation naming it, and its id."""
+    listed = index.image_at.get(image_id) or (anns[0][AT] if anns else "")
+    return f"{listed} (image id {image_id!r})" if isinstance(image_id, str) else f"{listed} (image id {image_id})"
 
 
 def _compact(values: list) -> array | list:
@@ -219,7 +227,7 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
         problems.setdefault(first, _twin_problem(first, other, image_at, named_at))
         problems.setdefault(other, _twin_problem(first, other, image_at, named_at))
     return CocoIndex(images, {k: [v[i] for i in sorted(v, key=id_order)] for k, v in annotations.items()}, categories,
-                     problems, shift, twin_of)
+                     problems, shift, twin_of, image_at)
 
 
 # what a category 0 that no annotation uses is called where it names no class
@@ -683,46 +691,50 @@ class CocoSource:
         for image_id in image_ids:
             group = self.group(image_id, index)
             anns = [expanded(a) for a in index.annotations.get(image_id, [])]
+            at = _entry_input(image_id, index, anns)
             if image_id in index.problems:
                 shown = repr(image_id) if image_id in index.twin_of else image_id
-                yield from self._every_task(group, BAD_ANNOTATION, f"image {shown}: {index.problems[image_id]}")
+                yield from self._every_task(group, BAD_ANNOTATION, f"image {shown}: {index.problems[image_id]}", at)
                 continue
             if image_id not in index.images:
                 more = f" and {len(anns) - 1} more" if len(anns) > 1 else ""
                 yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: no images entry has this id; "
-                                                                   f"{anns[0][AT]}{more} name it")
+                                                                   f"{anns[0][AT]}{more} name it", at)
                 continue
             image = index.images[image_id]
             # the pair's width/height are the decoded image's (render_pair), never the JSON's
             lineage = {"image_id": image_id, "file": image.get("file_name")}
             if not isinstance(image.get("file_name"), str) or not image["file_name"]:
-                yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: file_name is not a text")
+                yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: file_name is not a text", at)
                 continue
+            at += f": {image['file_name']}"
             try:  # file_name comes from the JSON: it must name a file inside the images folder
                 image_uri = image_path(images_uri, image["file_name"])
                 check_inside(images_uri, image_uri, self.follow_links)
             except OutsideRoot as exc:
-                yield from self._every_task(group, exc.reason, f"image {image_id}: {exc.detail}")
+                yield from self._every_task(group, exc.reason, f"image {image_id}: {exc.detail}", at)
                 continue
             for task in self.tasks:
                 key = f"{group}-{task}"
                 payload = self._payload(task, anns, image, index)
                 if isinstance(payload, Missing):
                     detail = f"image {image_id} has none" if payload == "has none" else f"image {image_id}: {payload}"
-                    yield Reject(key, self.name, group, "read", f"no_{task}_annotations", detail)
+                    yield Reject(key, self.name, group, "read", f"no_{task}_annotations", detail, input=at)
                     continue
-                if isinstance(payload, str):
-                    yield Reject(key, self.name, group, "read", BAD_ANNOTATION, payload)
+                if isinstance(payload, str):  # the entry it names, when it is an annotation's
+                    entry = next((a[AT] for a in anns if payload.startswith(f"{a[AT]}: ")), None)
+                    yield Reject(key, self.name, group, "read", BAD_ANNOTATION, payload,
+                                 input=f"{entry} (image id {image_id})" if entry else at)
                     continue
                 yield PairRecord(key=key, source=self.name, group=group, task=task,
                                  image_uri=image_uri,
                                  annotation=payload, lineage={**lineage, **_left_out(task, anns)})
 
-    def _every_task(self, group: str, reason: str, detail: str) -> Iterator[Reject]:
+    def _every_task(self, group: str, reason: str, detail: str, at: str) -> Iterator[Reject]:
         """A reject for each task's pair of an image none of whose pairs can be made (every pair
-        is counted, as a drawn one would be)."""
+        is counted, as a drawn one would be), its input `at`."""
         for task in self.tasks:
-            yield Reject(f"{group}-{task}", self.name, group, "read", reason, detail)
+            yield Reject(f"{group}-{task}", self.name, group, "read", reason, detail, input=at)
 
     @staticmethod
     def _payload(task: str, anns: list[dict], image: dict, index: CocoIndex) -> dict | str:

@@ -40,5 +40,5 @@ class DerivedPairsSource:
                 annotation = {"labeler": dict(self.labeler)} if self.labeler else {"synthetic": task}
                 yield PairRecord(key=f"{item.key}-{task}", source=self.name, group=item.group, task=task,
                                  image_uri=item.uri, image_data=item.data, annotation=annotation,
-                                 lineage=dict(item.lineage))
+                                 lineage=dict(item.lineage), input=item.input)
 

@@ -355,9 +355,11 @@ class ImageNetSource:
             stem = _stem(uri)
             wnid = name_text(nfc(unit.wnid)) if unit.wnid else labels.get(stem)  # Beam groups by it as UTF-8
             key = safe_key(self.name, unit.place, wnid or "unlabelled", stem)
+            at = relative_to_root(self.path, uri)
             outside = path_problem(self.path, uri, self.follow_links)
             if outside:
-                yield Reject(key, self.name, key, "read", outside.reason, outside.detail, split_hint=unit.split)
+                yield Reject(key, self.name, key, "read", outside.reason, outside.detail, split_hint=unit.split,
+                             input=at)
                 continue
             if not _is_image_name(uri):
                 yield self._not_an_image(unit, uri)
@@ -366,16 +368,16 @@ class ImageNetSource:
                 other = safe_key(self.name, unit.place, wnid or "unlabelled", nfc(fsio.basename(uri)))
                 yield Reject(other, self.name, other, "read", "duplicate_key",
                              f"{_where(unit, fsio.basename(uri))}: key {key} already taken by "
-                             f"{_where(unit, taken[key])}", split_hint=unit.split)
+                             f"{_where(unit, taken[key])}", split_hint=unit.split, input=at)
                 continue
             taken[key] = fsio.basename(uri)
             if wnid is None:
                 yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {VAL_LABELS_FILE}",
-                             split_hint=unit.split)
+                             split_hint=unit.split, input=at)
                 continue
             if synsets and wnid not in synsets:
                 yield Reject(key, self.name, key, "read", "unknown_label", f"{wnid} not in {SYNSET_FILE}",
-                             split_hint=unit.split)
+                             split_hint=unit.split, input=at)
                 continue
             yield ImageRecord(
                 key=key,
@@ -411,7 +413,8 @@ class ImageNetSource:
         """A copy of a member that a later one of its name replaces (`tar -r`, `tar -u`), as on
         extraction (`tar_members.Layout`): its `duplicate_member` reject, keyed by its whole name."""
         key = safe_key(self.name, unit.split, name_text(nfc(unit.wnid or "")), nfc(_member_name(info.name)))
-        yield Reject(key, self.name, key, "read", DUPLICATE_MEMBER, f"{shown}: {detail}"[:300], split_hint=unit.split)
+        yield Reject(key, self.name, key, "read", DUPLICATE_MEMBER, f"{shown}: {detail}"[:300], split_hint=unit.split,
+                     input=self._member_at(unit, info.name))
 
     def _archive_member(self, unit: Unit, shown: str, synsets: dict[str, str], taken: dict[str, str],
                         reading: list[str], tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[SourceItem]:
@@ -433,7 +436,7 @@ class ImageNetSource:
         reading.pop()
         yield ImageRecord(key=key, source=self.name, group=key, data=data, split_hint=split, label=wnid,
                           lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid),
-                                   "file": f"{split}/{_stem(name)}"})
+                                   "file": f"{split}/{_stem(name)}"}, input=self._member_at(unit, info.name))
 
     def _archive_cut(self, unit: Unit, shown: str, reading: list[str], exc: BaseException) -> Iterator[Reject]:
         """A cut or unreadable class archive (`read_members`' cut): a `truncated_sample` for the
@@ -442,13 +445,19 @@ class ImageNetSource:
         for name in reading:
             key = safe_key(self.name, unit.split, wnid, _stem(name))
             yield Reject(key, self.name, key, "read", "truncated_sample",
-                         f"{shown}: {name}: {exception_detail(exc)}"[:300], split_hint=unit.split)
+                         f"{shown}: {name}: {exception_detail(exc)}"[:300], split_hint=unit.split,
+                         input=self._member_at(unit, name))
         yield self._archive_reject(unit, "corrupt_archive", f"{shown}: {exception_detail(exc)}")
 
     def _archive_reject(self, unit: Unit, reason: str, detail: str) -> Reject:
         """A reject of a whole class archive (what it holds is unknown), keyed by its file name."""
         key = safe_key(self.name, unit.split, name_text(nfc(unit.wnid or "")), nfc(fsio.basename(unit.uris[0])))
-        return Reject(key, self.name, key, "read", reason, detail[:300], split_hint=unit.split)
+        return Reject(key, self.name, key, "read", reason, detail[:300], split_hint=unit.split,
+                      input=relative_to_root(self.path, unit.uris[0]))
+
+    def _member_at(self, unit: Unit, member: str) -> str:
+        """A class archive's member as a reject's `input`: `train/n01440764.tar:n01440764_10026.JPEG`."""
+        return f"{relative_to_root(self.path, unit.uris[0])}:{member}"
 
     def _member_problem(self, unit: Unit, shown: str, info: tarfile.TarInfo, name: str, key: str,
                         taken: dict[str, str], synsets: dict[str, str]) -> Reject | None:
@@ -459,7 +468,8 @@ class ImageNetSource:
         whole = safe_key(self.name, split, wnid, nfc(name) + ("/" if info.isdir() else ""))  # keyed by the whole name
 
         def reject(item_key: str, reason: str, detail: str) -> Reject:
-            return Reject(item_key, self.name, item_key, "read", reason, f"{shown}: {detail}"[:300], split_hint=split)
+            return Reject(item_key, self.name, item_key, "read", reason, f"{shown}: {detail}"[:300], split_hint=split,
+                          input=self._member_at(unit, info.name))
 
         aside = set_aside_problem("", name, folder=info.isdir())
         if aside:  # macOS tar's `._n0_1.JPEG` before `n0_1.JPEG`, a `.DS_Store`
@@ -500,7 +510,8 @@ class ImageNetSource:
             if image_id not in present:
                 key = safe_key(self.name, split, wnid, image_id)
                 yield Reject(key, self.name, key, "read", "missing_image", f"{image_id} is listed in "
-                             f"{VAL_LABELS_FILE}, but {split}/ holds no image of that name", split_hint=split)
+                             f"{VAL_LABELS_FILE}, but {split}/ holds no image of that name", split_hint=split,
+                             input=f"{relative_to_root(self.path, self.val_labels_uri)} {image_id}")
 
     def _not_an_image(self, unit: Unit, uri: str) -> Reject:
         """An entry that is no image: an operating system's metadata (`os_metadata`), a hidden file
@@ -513,11 +524,13 @@ class ImageNetSource:
         aside = set_aside(fsio.basename(uri))
         if aside:
             detail = f"{_where(unit, name)}: {aside.detail}, {'not read' if folder else 'not an image'}"
-            return Reject(key, self.name, key, "read", aside.reason, detail, split_hint=unit.split)
+            return Reject(key, self.name, key, "read", aside.reason, detail, split_hint=unit.split,
+                          input=relative_to_root(self.path, uri) + ("/" if folder else ""))
         detail = (f"{_where(unit, name)} is a folder: class folders are read flat" if folder
                   else f"{_where(unit, name)} is not one of {', '.join(IMAGE_SUFFIXES)}"
                   + (f"; {_tar_advice(unit, name)}" if name.lower().endswith(ARCHIVE_SUFFIX) else ""))
-        return Reject(key, self.name, key, "read", "unexpected_file", detail, split_hint=unit.split)
+        return Reject(key, self.name, key, "read", "unexpected_file", detail, split_hint=unit.split,
+                      input=relative_to_root(self.path, uri) + ("/" if folder else ""))
 
 
 def _outer_advice(name: str) -> str:

@@ -401,15 +401,15 @@ class LaionSource:
         answer = hf_card.card_answer(self.path, data_file, self.hf_config)
         return hf_card.CardError(answer["error"]) if "error" in answer else (answer["split"], answer["built"])
 
-    def _card_split(self, key: str, relative: str, answer: CardAnswer) -> str | Reject:
+    def _card_split(self, key: str, relative: str, answer: CardAnswer, where: str = "") -> str | Reject:
         """The split the card's built config gives the image at `relative` as `_card_answer` gave it
         (of the image itself, or of the metadata file naming it: `datasets` loads an ImageFolder's
         rows from there), or the image's reject: `other_hf_config` when no split of the config names it."""
         if isinstance(answer, hf_card.CardError):
-            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {answer}")
+            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {answer}", where=where)
         split, built = answer
         return split if split is not None else self._reject(key, "read", OTHER_HF_CONFIG,
-                                                            self._other_config(relative, built))
+                                                            self._other_config(relative, built), where=where)
 
     def _check_caption_column(self, uri: str) -> None:
         """Raise before the build when `caption_column` is set and the first metadata file of an
@@ -544,7 +544,7 @@ class LaionSource:
         """The reject of an OS metadata or hidden file or folder (`sources.paths.set_aside`), unread;
         `key` makes its key, only for such a file (every tar member is asked)."""
         problem = set_aside_problem(walk_root, uri, folder)
-        return self._reject(key(), "read", problem.reason, problem.detail) if problem else None
+        return self._reject(key(), "read", problem.reason, problem.detail, where=self._at(uri)) if problem else None
 
     def read(self, unit: Unit) -> Iterator[SourceItem]:
         if unit.kind == "stray":
@@ -557,7 +557,7 @@ class LaionSource:
             yield self._reject(key, "read", "unexpected_file",
                                f"{name} is neither an img2dataset shard (NNNNN{', NNNNN'.join(TAR_SUFFIXES)}; "
                                f"NNNNN/ or NNNNN.parquet of output_format files or parquet) nor the listing of "
-                               f"one (NNNNN.parquet, NNNNN_stats.json beside it): not read")
+                               f"one (NNNNN.parquet, NNNNN_stats.json beside it): not read", where=self._at(unit.uris[0]))
         elif unit.kind == "tar":
             items = self._read_tar(unit.uris[0], unit.owns if unit.parts > 1 else None)
             yield from items if unit.parts == 1 else (item for item in items if unit.owns(item.key))
@@ -569,7 +569,8 @@ class LaionSource:
             yield from (self._hf_other(uri) for uri in unit.uris)
         elif unit.kind == "card":
             yield self._reject(path_key(self.name, hf_card.CARD), "read", "unexpected_file",
-                               f"{hf_card.CARD} is the dataset card: its configs give the splits, it is no image")
+                               f"{hf_card.CARD} is the dataset card: its configs give the splits, it is no image",
+                               where=self._at(unit.uris[0]) if unit.uris else hf_card.CARD)
         elif unit.kind in ("metadata", "metadata_card"):
             yield from self._read_metadata(unit.uris[0], unit.kind == "metadata_card")
         else:
@@ -656,81 +657,94 @@ class LaionSource:
         """The key of a reject about a whole shard (its archive or its listing)."""
         return data_key(self.name, shard)
 
-    def _reject(self, key: str, stage: str, reason: str, detail: str, split_hint: str | None = None) -> Reject:
-        return Reject(key, self.name, key, stage, reason, detail[:300], split_hint=split_hint)
+    def _reject(self, key: str, stage: str, reason: str, detail: str, split_hint: str | None = None,
+                where: str = "") -> Reject:
+        return Reject(key, self.name, key, stage, reason, detail[:300], split_hint=split_hint, input=where)
+
+    def _at(self, uri: str) -> str:
+        """A reject's `input`: the file at `uri` as the source's root sees it, spelt as on disk."""
+        return relative_to_root(self.path, uri)
 
     def _read_tar(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
         """Every item of a tar; with `owns` (a part of the tar), samples whose key it does not own
         are read as usual but not made records (the caller drops their items)."""
         shard, base = shard_of(uri)
         listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path, self.follow_links)
-        yield from listing_rejects(self.name, listing, shard)
+        yield from listing_rejects(self.name, listing, shard, self._at(base + ".parquet"))
+        tar = self._at(uri)
         problem = path_problem(self.path, uri, self.follow_links)
         if problem:  # a link out of the root, or a fifo: never opened; one reject for what it holds
-            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail, where=tar)
             return
         seen: set[str] = set()  # keys whose sample has been yielded (or rejected whole, or cut short)
-        keep = functools.partial(self._keep_member, shard, owns)
-        for item in samples(uri, self.name, shard, keep, lambda handle: _read_mode(handle, owns)):
+        keep = functools.partial(self._keep_member, shard, owns, tar)
+        for item in samples(uri, self.name, shard, keep, lambda handle: _read_mode(handle, owns), tar):
             if not isinstance(item, Sample):
                 yield item
                 continue
             if not (item.cut or item.dropped) and (owns is None or owns(self._key(shard, item.key))):
-                yield from self._sample(shard, item.key, item.members, listing)
+                yield from self._sample(shard, item.key, item.members, listing, tar)
             seen.add(item.key)
-        yield from missing_rejects(self.name, listing, shard, seen, fsio.basename(uri))
+        yield from missing_rejects(self.name, listing, shard, seen, fsio.basename(uri), tar + ":")
 
-    def _keep_member(self, shard: str, owns: Callable[[str], bool] | None, tar: tarfile.TarFile,
+    def _keep_member(self, shard: str, owns: Callable[[str], bool] | None, where: str, tar: tarfile.TarFile,
                      info: tarfile.TarInfo, sample: Sample, ext: str) -> Reject | None:
         """A member's bytes (`tar_members.Keep`); one over `MAX_INPUT_FILE_BYTES` drops its sample
         whole, never read into memory; a sample another part owns keeps b"" (that part reads it)."""
         too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)
         if too_large:
             sample.dropped = True
-            return self._reject(self._key(shard, sample.key), "read", MEMBER_TOO_LARGE, too_large)
+            return self._reject(self._key(shard, sample.key), "read", MEMBER_TOO_LARGE, too_large,
+                                where=f"{where}:{info.name}")
         theirs = owns is not None and not owns(self._key(shard, sample.key))
         sample.members[ext] = b"" if theirs else member_bytes(tar, info)
         return None
 
     def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
-                listing: "ShardListing") -> Iterator[SourceItem]:
+                listing: "ShardListing", tar: str) -> Iterator[SourceItem]:
         key = self._key(shard, sample_key)
+        at = f"{tar}:{sample_key}"  # a member's name is the sample's key and its extension (in lower case)
         images = _image_members(members)
         if not images:
-            yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(members)) or 'none'}")
+            yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(members)) or 'none'}",
+                               where=at)
             return
         image_ext = images[0]
         for extra in images[1:]:
             yield self._reject(key, "read", "duplicate_key",
-                               f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})")
-        yield from self._unexpected_members(key, sample_key, members, images)
+                               f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})",
+                               where=f"{at}.{extra}")
+        yield from self._unexpected_members(key, sample_key, members, images, lambda ext: f"{at}.{ext}")
         changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
                                members[image_ext], f"{sample_key}.{image_ext}")
         if changed:
-            yield self._reject(key, "read", HASH_MISMATCH, changed)
+            yield self._reject(key, "read", HASH_MISMATCH, changed, where=f"{at}.{image_ext}")
             return
         lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
         lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
-        yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage)
+        yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage,
+                          input=f"{at}.{image_ext}")
 
     def _unexpected_members(self, key: str, sample_key: str, members: dict[str, Any],
-                            images: list[str]) -> Iterator[Reject]:
+                            images: list[str], at: Callable[[str], str]) -> Iterator[Reject]:
         """An `unexpected_file` reject for each member of a sample that is neither an image nor a
         sidecar (a `000.npy` put in by hand): img2dataset writes one image (`--encode_format`), its
         `.txt` and its `.json` (extra columns go in the json), nothing else; never dropped unsaid."""
         for other in sorted(e for e in members if e not in images and e not in SAMPLE_SIDECARS):
             yield self._reject(key, "read", "unexpected_file",
-                               f"{sample_key}.{other}: not read (a sample's image, .txt and .json are)")
+                               f"{sample_key}.{other}: not read (a sample's image, .txt and .json are)",
+                               where=at(other))
 
     # -- img2dataset files layout --------------------------------------------------------
     def _read_files(self, folder: str) -> Iterator[SourceItem]:
         shard = fsio.basename(folder)
         base = fsio.join(self.path, shard)
         listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path, self.follow_links)
-        yield from listing_rejects(self.name, listing, shard)
+        yield from listing_rejects(self.name, listing, shard, self._at(base + ".parquet"))
         problem = path_problem(self.path, folder, self.follow_links)
         if problem:  # a shard folder linking out of the root: one reject for what it holds
-            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail,
+                               where=self._at(folder) + "/")
             return
         by_key: dict[str, dict[str, str]] = {}
         refused: set[str] = set()  # samples with a file that links out of the root (never read)
@@ -742,12 +756,12 @@ class LaionSource:
             key, ext = split_member(fsio.basename(uri))
             problem = path_problem(self.path, uri, self.follow_links)
             if problem:
-                yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail)
+                yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail, where=self._at(uri))
                 refused.add(key)
                 continue
             if ext in by_key.setdefault(key, {}):
                 yield self._reject(self._key(shard, key), "read", "duplicate_key",
-                                   f"{fsio.basename(uri)}: key {key} already has a {ext} file")
+                                   f"{fsio.basename(uri)}: key {key} already has a {ext} file", where=self._at(uri))
                 continue
             by_key[key][ext] = uri
         for sample_key in sorted(by_key):
@@ -756,24 +770,27 @@ class LaionSource:
             images = _image_members(files)
             if not images:
                 if sample_key not in refused:  # else its image is the `outside_root` reject above
-                    yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}")
+                    yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}",
+                                       where=self._at(next(iter(sorted(files.values())))))
                 continue
             for extra in images[1:]:
                 yield self._reject(key, "read", "duplicate_key",
-                                   f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})")
-            yield from self._unexpected_members(key, sample_key, files, images)
+                                   f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})",
+                                   where=self._at(files[extra]))
+            yield from self._unexpected_members(key, sample_key, files, images, lambda ext: self._at(files[ext]))
             texts, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}
             data, changed = self._checked_file(recorded, files[images[0]])
             if changed:
-                yield self._reject(key, "read", HASH_MISMATCH, changed)
+                yield self._reject(key, "read", HASH_MISMATCH, changed, where=self._at(files[images[0]]))
                 continue
             lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0], **_classes(texts)})
             yield ImageRecord(key=key, source=self.name, group=key, lineage=lineage,
                               **({"data": data} if data is not None else {"uri": files[images[0]]}))
-        yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/")
+        yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/",
+                                   self._at(folder) + "/")
 
     def _checked_file(self, recorded: dict[str, Any], uri: str) -> tuple[bytes | None, str | None]:
         """A files-layout image's bytes and `hash_problem`, read only when its hash is to be checked
@@ -798,14 +815,15 @@ class LaionSource:
             fsio.basename(uri).removesuffix(".parquet")
         problem = path_problem(self.path, uri, self.follow_links)
         if problem:  # a link out of the root, or a fifo: never opened
-            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail)
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail, where=self._at(uri))
             return
         try:
             yield from self._hf_items(uri, shard) if hf else self._parquet_items(uri, shard)
         except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, or cut by a killed download
             raise_machine_error(exc, uri)  # too many open files, no memory: the machine's
             yield self._reject(self._shard_key(shard), "read", BAD_PARQUET,
-                               parquet_problem(uri, exc, "its rows after the last one read are unknown"))
+                               parquet_problem(uri, exc, "its rows after the last one read are unknown"),
+                               where=self._at(uri))
 
     def _parquet_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
         import pyarrow.parquet as pq
@@ -813,29 +831,33 @@ class LaionSource:
         column = _image_column(uri)
         with fsio.open_file(uri) as handle:
             batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",))
+            at = self._at(uri)
             for first, rows in _row_lists(batches):
-                for row in rows:
+                for offset, row in enumerate(rows):
                     sample_key = nfc(str(row.get("key")))
                     key = self._key(shard, sample_key)
+                    index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
+                    where = _row_input(at, index, row)
                     if isinstance(first, hf_parquet.TooLarge):
-                        yield self._reject(key, "read", ROW_GROUP_TOO_LARGE, first.detail)
+                        yield self._reject(key, "read", ROW_GROUP_TOO_LARGE, first.detail, where=where)
                         continue
                     data = row.pop(column, None) if column else None
                     caption = row.pop("txt", None)
                     state = download_status(row)
                     if state != "success":
-                        yield self._reject(key, "download", state, str(row.get("error_message") or ""))
+                        yield self._reject(key, "download", state, str(row.get("error_message") or ""), where=where)
                         continue
                     if not data:
-                        yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes")
+                        yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes",
+                                           where=where)
                         continue
                     changed = hash_problem(row, data, f"{shard}.parquet {column} of {sample_key}")
                     if changed:
-                        yield self._reject(key, "read", HASH_MISMATCH, changed)
+                        yield self._reject(key, "read", HASH_MISMATCH, changed, where=where)
                         continue
                     lineage = _lineage(caption.encode() if caption else None, None, row)
                     lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
-                    yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage)
+                    yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage, input=where)
 
     def _hf_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
         """The rows of a `datasets` parquet: each an image record (its bytes, or the file its
@@ -846,10 +868,11 @@ class LaionSource:
         try:
             split = hf_card.file_split(self.path, relative_to_root(self.path, uri), self.hf_config)
         except hf_card.CardError as exc:  # the card was changed since the build started
-            yield self._reject(self._shard_key(shard), "read", BAD_METADATA, f"{name}: {exc}")
+            yield self._reject(self._shard_key(shard), "read", BAD_METADATA, f"{name}: {exc}", where=self._at(uri))
             return
         if split is None:
-            yield self._reject(self._shard_key(shard), "read", OTHER_HF_CONFIG, self._other_config(name))
+            yield self._reject(self._shard_key(shard), "read", OTHER_HF_CONFIG, self._other_config(name),
+                               where=self._at(uri))
             return
         hint = hf_parquet.split_hint(split)
         with fsio.open_file(uri) as handle:
@@ -858,17 +881,19 @@ class LaionSource:
                 image, caption = self._hf_columns(parquet.schema_arrow, name)
             except hf_parquet.MissingColumns as exc:
                 yield Reject(self._shard_key(shard), self.name, self._shard_key(shard), "read", "unexpected_file",
-                             f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint)
+                             f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint,
+                             input=self._at(uri))
                 return
             names = hf_parquet.class_names(parquet.schema_arrow)
             context = {"file": name, "hf_split": split}
+            at = self._at(uri)
             lists = hf_parquet.image_list_columns(parquet.schema_arrow)
             for column in lists:  # never read: its images would ride in the lineage as nulls
                 key = data_key(self.name, shard, "column", column)
                 yield Reject(key, self.name, key, "read", IMAGE_LIST_COLUMN,
                              f"{name}: column {column!r} holds a list of images per row (Sequence(Image())), not "
                              f"read: the images of its {parquet.metadata.num_rows} rows are not built"[:300],
-                             split_hint=hint)
+                             split_hint=hint, input=f"{at} column {column}")
             others = {*hf_parquet.image_columns(parquet.schema_arrow), *lists} - {image}  # never read
             columns = [c for c in parquet.schema_arrow.names if c not in others]
             for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns)):
@@ -877,12 +902,13 @@ class LaionSource:
                     key = data_key(self.name, shard, str(index))
                     if isinstance(first, hf_parquet.TooLarge):
                         yield Reject(key, self.name, key, "read", ROW_GROUP_TOO_LARGE, first.detail[:300],
-                                     split_hint=hint)
+                                     split_hint=hint, input=f"{at} row {index}")
                         continue
-                    yield self._hf_row(key, row, image, caption, names, {**context, "row": index}, hint)
+                    yield self._hf_row(key, row, image, caption, names, {**context, "row": index}, hint,
+                                       f"{at} row {index}")
 
     def _hf_row(self, key: str, row: dict[str, Any], image: str, caption: str | None, names: dict[str, list[str]],
-                context: dict[str, Any], hint: str | None) -> SourceItem:
+                context: dict[str, Any], hint: str | None, at: str = "") -> SourceItem:
         """One `datasets` row: its image's bytes, or a file its `path` names inside the root (a
         null image, a path leading out or to nothing: a reject)."""
         cell = row.pop(image) or {}
@@ -893,7 +919,8 @@ class LaionSource:
         if data is None:
             problem = self._hf_path_problem(named, where)
             if isinstance(problem, PathProblem):
-                return Reject(key, self.name, key, "read", problem.reason, problem.detail[:300], split_hint=hint)
+                return Reject(key, self.name, key, "read", problem.reason, problem.detail[:300], split_hint=hint,
+                              input=at)
             uri = problem
         lineage: dict[str, Any] = {**({"caption": str(text).strip()} if text else {}), **context}
         if named:  # a path-only row's file as it lies under the root (`datasets` writes it absolute)
@@ -903,6 +930,7 @@ class LaionSource:
             lineage["class_names"] = labels
         lineage["huggingface"] = {k: _jsonable(v) for k, v in sorted(row.items()) if not isinstance(v, bytes)}
         return ImageRecord(key=key, source=self.name, group=key, split_hint=hint, lineage=lineage,
+                           input=at if uri is None else f"{at}: {self._at(uri)}",
                            **({"data": data} if uri is None else {"uri": uri}))
 
     def _hf_path_problem(self, named: Any, where: str) -> PathProblem | str:
@@ -928,10 +956,11 @@ class LaionSource:
         key = path_key(self.name, relative)
         aside = self._set_aside(lambda: key, self.path, uri)
         if aside is None and _ext_of(relative) == "parquet":  # a file of another config of the card
-            return self._reject(key, "read", OTHER_HF_CONFIG, self._other_config(relative))
+            return self._reject(key, "read", OTHER_HF_CONFIG, self._other_config(relative), where=self._at(uri))
         what = ("an image file no row's path names, never a sample of its own (built where a row names it)"
                 if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
-        return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}")
+        return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}",
+                                     where=self._at(uri))
 
     def _other_config(self, relative: str, built: str | None = None) -> str:
         """Why a data file of the repo is not read: no split of the card's built config (named
@@ -961,20 +990,22 @@ class LaionSource:
             return self._plain_image(key, uri, relative, lineage, splits, ask)
         if "unread" in row:
             return self._reject(key, "read", UNLISTED_IMAGE, f"{shown_name(relative)}: {row['unread']} names the "
-                                f"images here but is not read ({row['why']}): its row, if any, is unknown")
+                                f"images here but is not read ({row['why']}): its row, if any, is unknown",
+                                where=self._at(uri))
         if "extra" in row:
             return self._reject(key, "read", EXTRA_IMAGE,
                                 f"{shown_name(relative)} is the {row['column']} of {row['extra']} line {row['line']}: "
                                 f"it rides in the lineage of that row's {row['lead']} image, never built as an image of "
-                                "its own (one image per row)")
+                                "its own (one image per row)", where=self._at(uri))
         if "unlisted" in row:
             return self._reject(key, "read", UNLISTED_IMAGE,
                                 f"{shown_name(relative)}: no row of a metadata file (metadata.jsonl, .csv, .parquet) in "
-                                "its folder or above names it; datasets' ImageFolder leaves it out too")
+                                "its folder or above names it; datasets' ImageFolder leaves it out too",
+                                where=self._at(uri))
         values = {k: v for k, v in row["values"].items() if k != row["lead"]}
         column = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in values), None)
         text = _caption_text(values.pop(column, None)) if column else None
-        split = (self._card_split(key, relative, card) if card is not None
+        split = (self._card_split(key, relative, card, self._at(uri)) if card is not None
                  else split_of(relative, row["file"]))
         if isinstance(split, Reject):
             return split
@@ -997,30 +1028,32 @@ class LaionSource:
         one not there. A row naming a file that is there is that file's unit's to build. A file
         the card's built config does not name is one `other_hf_config` reject: its rows unused."""
         relative = nfc(relative_to_root(self.path, uri))
+        at = self._at(uri)
         built = self._metadata_unused(relative) if card else None
         if built:
             yield self._reject(path_key(self.name, relative), "read", OTHER_HF_CONFIG,
                                f"{self._other_config(relative, built)}; its rows are unused, the images it names take "
-                               "their split from the card")
+                               "their split from the card", where=at)
             return
         problem = path_problem(self.path, uri, self.follow_links)
         if problem:
-            yield self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail)
+            yield self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail, where=at)
             return
         parsed = imagefolder.read_metadata(uri)
         hint = hf_parquet.split_hint(hf_parquet.hf_split(relative))  # a held-out split's rejects are counted there
         if parsed.unread:
             yield self._reject(path_key(self.name, relative), "read", parsed.reason, f"{relative}: {parsed.unread}",
-                               hint)
+                               hint, where=at)
         for line, reason, detail in parsed.problems:
-            yield self._reject(data_key(self.name, relative, str(line)), "read", reason, f"{relative} {detail}", hint)
+            yield self._reject(data_key(self.name, relative, str(line)), "read", reason, f"{relative} {detail}", hint,
+                               where=f"{at} line {line}")
         folder = relative.rpartition("/")[0]
         present = self._files_below(uri.rsplit("/", 1)[0]) if parsed.rows else {}
         for name, (_, line, raw) in parsed.rows.items():
             problem = self._row_problem(folder, relative, line, parsed.values(raw)[parsed.lead], name, present)
             if problem:
                 yield self._reject(data_key(self.name, relative, str(line)), "read", problem.reason, problem.detail,
-                                   hint)
+                                   hint, where=f"{at} line {line}")
 
     def _files_below(self, folder: str) -> dict[str, str]:
         """The files below `folder` (a metadata file's own parent, as the disk spells it: a Mac's
@@ -1106,7 +1139,7 @@ class LaionSource:
                 if problem:  # a caption linking out of the root: never read, its image goes without
                     del sidecars[ext]
                     yield self._reject(path_key(self.name, relative_to_root(root, uri)), "read", problem.reason,
-                                       problem.detail)
+                                       problem.detail, where=self._at(uri))
             if not entries:  # a caption or metadata file whose image is not there
                 for uri in sidecars.values():
                     relative = relative_to_root(root, uri)
@@ -1114,7 +1147,7 @@ class LaionSource:
                         yield self._tool_sidecar(root, uri)
                         continue
                     yield self._reject(path_key(self.name, relative), "read", "missing_image",
-                                       f"{nfc(relative)}: no image file with this stem")
+                                       f"{nfc(relative)}: no image file with this stem", where=self._at(uri))
                 continue
             texts, unread = self._sidecar_texts(sidecars, lambda uri: path_key(self.name, relative_to_root(root, uri)))
             yield from unread
@@ -1123,7 +1156,7 @@ class LaionSource:
                 key = path_key(self.name, relative)
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:
-                    yield self._reject(key, "read", problem.reason, problem.detail)
+                    yield self._reject(key, "read", problem.reason, problem.detail, where=self._at(uri))
                     continue
                 lineage: dict[str, Any] = {"path": relative}  # in NFC, as the key
                 caption = texts.get("txt", b"").decode("utf-8", errors="replace").strip()
@@ -1146,7 +1179,7 @@ class LaionSource:
         `dev_board.jpg` are photos' names). With a card's `configs` (`splits` "card"), the split its
         built config gives the image (`_card_split`, `ask`: `_card_answer`)."""
         card = splits == "card"
-        split = (self._card_split(key, relative, ask(relative)) if card
+        split = (self._card_split(key, relative, ask(relative), self._at(uri)) if card
                  else hf_parquet.folder_split(relative) if splits == "split" else None)
         if isinstance(split, Reject):
             return split
@@ -1163,7 +1196,8 @@ class LaionSource:
         takeout = _TAKEOUT_JSON.fullmatch(base)
         what = (f"metadata of the photo {takeout['photo']}, as Google Takeout writes it" if takeout else TOOL_SIDECARS[_ext_of(relative)])
         return self._reject(path_key(self.name, relative), "read", METADATA_SIDECAR,
-                            f"{base}: {what}, not read (no caption; its places and names are never published)")
+                            f"{base}: {what}, not read (no caption; its places and names are never published)",
+                            where=self._at(uri))
 
     def _sidecar_texts(self, sidecars: dict[str, str],
                        key: Callable[[str], str]) -> tuple[dict[str, bytes], list[Reject]]:
@@ -1177,9 +1211,10 @@ class LaionSource:
             try:
                 texts[ext] = read_input_bytes(uri)  # too many open files: the machine's MachineError
             except fsio.FileTooLarge as exc:
-                unread.append(self._reject(key(uri), "read", FILE_TOO_LARGE, str(exc)))
+                unread.append(self._reject(key(uri), "read", FILE_TOO_LARGE, str(exc), where=self._at(uri)))
             except OSError as exc:
-                unread.append(self._reject(key(uri), "read", "unreadable_file", exception_detail(exc)))
+                unread.append(self._reject(key(uri), "read", "unreadable_file", exception_detail(exc),
+                                           where=self._at(uri)))
         return texts, unread
 
     def _unread_twin(self, root: str, uri: str) -> Reject:
@@ -1189,14 +1224,16 @@ class LaionSource:
         what = "a folder" if fsio.isdir(uri) else "not there (a link to nothing)"
         problem = path_problem(root, uri, self.follow_links) or PathProblem(
             "unreadable_file", f"{shown_name(nfc(relative))} is {what}")
-        return self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail)
+        return self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail,
+                            where=self._at(uri))
 
     def _twin(self, root: str, uri: str, kept: str) -> Reject:
         """The `duplicate_key` reject of a folder file whose name is the one `kept` has, once both are
         in NFC and extensions in lower case: the two would share a key (a sidecar, its one slot)."""
         relative = relative_to_root(root, uri)
         return self._reject(path_key(self.name, relative), "read", "duplicate_key",
-                            twin_detail(relative, relative_to_root(root, kept), "in another Unicode form or case"))
+                            twin_detail(relative, relative_to_root(root, kept), "in another Unicode form or case"),
+                            where=self._at(uri))
 
 
 def split_of(image: str, metadata: str) -> str:
@@ -1305,33 +1342,44 @@ def _listing_file(uri: str, root: str, follow_links: bool, problems: list[tuple[
     return outside is None
 
 
-def listing_rejects(name: str, listing: ShardListing, shard: str) -> Iterator[Reject]:
+def listing_rejects(name: str, listing: ShardListing, shard: str, parquet: str = "") -> Iterator[Reject]:
     """A downloader's parquet (img2dataset's, video2dataset's) lists every URL it tried; failed
     ones become counted rejects of source `name` keyed `data_key(name, shard, key)` (an unreadable
     parquet is one `bad_parquet` reject: what it would have listed is unknown; a listing file that
-    links out of the root an `outside_root` one, never read)."""
+    links out of the root an `outside_root` one, never read). Their `input`: the listing `parquet`
+    (as the root sees it), the row's key and its URL."""
     for reason, detail in listing.problems:
-        yield shard_reject(name, data_key(name, shard), "read", reason, detail)
+        yield shard_reject(name, data_key(name, shard), "read", reason, detail, parquet)
     for sample_key, row in listing.rows.items():
         state = download_status(row)
         if state != "success":
             yield shard_reject(name, data_key(name, shard, sample_key), "download", state,
-                                  str(row.get("error_message") or ""))
+                               str(row.get("error_message") or ""), _listed_input(parquet, sample_key, row))
 
 
-def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str], archive: str) -> Iterator[Reject]:
-    """Successes the downloader recorded that the archive (or folder) does not hold: a cut or lost shard."""
+def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str], archive: str,
+                    where: str = "") -> Iterator[Reject]:
+    """Successes the downloader recorded that the archive (or folder) does not hold: a cut or lost
+    shard. Their `input`: `where` (the archive as the root sees it, with `:` or `/`) and the key."""
     for sample_key in listing.successes():
         if sample_key not in seen:
             yield shard_reject(name, data_key(name, shard, sample_key), "read", "missing_from_archive",
-                                  f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it")
+                               f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it",
+                               f"{where}{sample_key}" if where else "")
     if listing.rows or listing.stats_successes is None:
         return
     found = len(seen)
     if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
         yield shard_reject(name, data_key(name, shard, "missing"), "read", "missing_from_archive",
                               f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
-                              f"holds {found}; without {shard}.parquet the missing keys are unknown")
+                              f"holds {found}; without {shard}.parquet the missing keys are unknown",
+                              where.rstrip(":"))
+
+
+def _listed_input(parquet: str, sample_key: str, row: dict[str, Any]) -> str:
+    """A downloader's listed row as a reject's `input`: its parquet, its key and its URL."""
+    url = row.get("url")
+    return f"{parquet} key {sample_key}" + (f": {url}" if isinstance(url, str) and url else "") if parquet else ""
 
 
 def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:
@@ -1398,6 +1446,12 @@ def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None
     return (f"{name}: {algorithm} of its {len(data)} bytes is {actual[:16]}..., img2dataset recorded "
             f"{digest[:16]}... for the download (stored unchanged, --disable_all_reencoding): changed since")
 
+
+
+def _row_input(parquet: str, index: int, row: dict[str, Any]) -> str:
+    """A parquet row's reject `input`: the file, the row's index (from 0) and the URL it lists."""
+    url = row.get("url")
+    return f"{parquet} row {index}" + (f": {url}" if isinstance(url, str) and url else "")
 
 
 def _row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:

@@ -145,7 +145,8 @@ class MpiiSource:
             if image is None:  # belongs to no image: the entry itself is the rejected item
                 key = safe_key(self.name, "entry", str(index))
                 yield Reject(key, self.name, key, "read", BAD_ANNOTATION,
-                             f"{self.annotation_file}[{index}] {entry_problem(entries[index])}", split_hint=self.split)
+                             f"{self.annotation_file}[{index}] {entry_problem(entries[index])}", split_hint=self.split,
+                             input=f"{self.annotation_file}[{index}]")
             elif index_of.people[image][0] == index:
                 images.append(image)
         for image in images:
@@ -160,21 +161,23 @@ class MpiiSource:
         group = safe_key(self.name, _stem(image))
         key = f"{group}-pose"
         owner = index_of.stem_owner[_stem(image)]
+        indices = index_of.people[image]
+        at = f"{self.annotation_file}[{indices[0]}]: {image}"  # its first person's entry, and the image it names
         if owner != image:
             yield Reject(key, self.name, group, "read", "duplicate_key",
-                         f"{image}: key {key} already taken by {owner}")
+                         f"{image}: key {key} already taken by {owner}", input=at)
             return
-        indices = index_of.people[image]
         bad = next(((i, p) for i in indices if (p := entry_problem(entries[i]))), None)
         if bad:  # one bad person spoils the image's pose target, not the unit
-            yield Reject(key, self.name, group, "read", BAD_ANNOTATION, f"{self.annotation_file}[{bad[0]}] {bad[1]}")
+            yield Reject(key, self.name, group, "read", BAD_ANNOTATION, f"{self.annotation_file}[{bad[0]}] {bad[1]}",
+                         input=f"{self.annotation_file}[{bad[0]}]: {image}")
             return
         images_root = fsio.join(self.path, self.images_dir)
         try:  # the name comes from the JSON: it must stay inside the images folder
             image_uri = join_inside(images_root, image)
             check_inside(images_root, image_uri, self.follow_links)
         except OutsideRoot as exc:
-            yield Reject(key, self.name, group, "read", exc.reason, exc.detail)
+            yield Reject(key, self.name, group, "read", exc.reason, exc.detail, input=at)
             return
         points = []
         for person in (entries[i] for i in indices):
@@ -182,7 +185,7 @@ class MpiiSource:
             if len(joints) != MPII_JOINTS or len(visible) != MPII_JOINTS:
                 yield Reject(key, self.name, group, "read", "bad_keypoints",
                              f"{image}: expected {MPII_JOINTS} joints and {MPII_JOINTS} joints_vis, "
-                             f"got {len(joints)} and {len(visible)}")
+                             f"got {len(joints)} and {len(visible)}", input=at)
                 return
             # MPII coordinates are MATLAB's (1-based pixel centres): pixel-edge = value - 0.5
             points.append([v for (x, y), vis in zip(joints, visible)

@@ -25,7 +25,7 @@ from typing import Iterator
 
 from sources import fsio
 from sources.paths import names_below, path_problem, set_aside, set_aside_problem, shown_name
-from sources.records import Reject, SourceItem, TupleRecord, safe_key
+from sources.records import Reject, SourceItem, TupleRecord, relative_input, safe_key
 
 # task -> (folder, domain id: the files' `_domain_<id>.png` ending)
 TASKONOMY = {
@@ -158,7 +158,8 @@ class MultiTaskSource:
         outside = set_aside_problem(self.path, unit) or path_problem(self.path, unit, self.follow_links)
         if outside:  # not listed: the linked building is one rejected item
             key = self._unit_key(unit)
-            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail,
+                         input=relative_input(unit, self.path) + "/")
             return
         building = self._building(unit)
         image = building.folders.get("image", "")
@@ -166,7 +167,8 @@ class MultiTaskSource:
             key = self._unit_key(unit)
             where = (f"{IMAGE_FOLDER}/ folder in {shown_name(building.name)}" if not building.component else
                      f"{shown_name(f'{IMAGE_FOLDER}/{building.component}/{building.name}/')} folder")
-            yield Reject(key, self.name, key, "read", "incomplete_tuple", f"no {where}: none of its views has its image")
+            yield Reject(key, self.name, key, "read", "incomplete_tuple", f"no {where}: none of its views has its image",
+                         input=relative_input(image, self.path) + "/")
             return
         yield from self._tuples(building)
 
@@ -182,7 +184,8 @@ class MultiTaskSource:
                 aside = set_aside_problem(building.shown_root, uri)
                 if aside:  # a Mac's `._<stem>_domain_rgb.png`: never a tuple of its own
                     key = safe_key(self.name, *building.key_parts, folder, fsio.basename(uri))
-                    yield Reject(key, self.name, key, "read", aside.reason, aside.detail)
+                    yield Reject(key, self.name, key, "read", aside.reason, aside.detail,
+                                 input=relative_input(uri, self.path))
                     continue
                 files.setdefault(fsio.basename(uri)[: -len(suffix)], {})[task] = uri
         lineage = {"component": building.component} if len(building.key_parts) > 1 else {}
@@ -191,11 +194,14 @@ class MultiTaskSource:
             found = files[stem]
             missing = [t for t in self.tasks if t not in found]
             outside = next(filter(None, (path_problem(self.path, u, self.follow_links) for u in found.values())), None)
+            # its first file there, and its stem: `<building>/rgb/point_0_view_0_domain_rgb.png`
+            at = relative_input(next(iter(found.values())), self.path) if found else stem
             if outside:
-                yield Reject(group, self.name, group, "read", outside.reason, outside.detail)
+                yield Reject(group, self.name, group, "read", outside.reason, outside.detail, input=at)
                 continue
             if missing:
-                yield Reject(group, self.name, group, "read", "incomplete_tuple", f"missing {', '.join(missing)}")
+                yield Reject(group, self.name, group, "read", "incomplete_tuple", f"missing {', '.join(missing)}",
+                             input=at)
                 continue
             yield TupleRecord(key=group, source=self.name, group=group,
                               uris=tuple((t, found[t]) for t in self.tasks), formats=(("depth", "png16"),),

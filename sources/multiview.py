@@ -25,6 +25,7 @@ from sources.annotation_files import (BAD_ANNOTATION, BAD_ANNOTATION_FILE, Annot
 from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
                            names_found, path_problem, set_aside, set_aside_problem)
 from sources.records import (MachineError, MultiViewRecord, PairRecord, Reject, SourceItem, read_input_bytes,
+                              relative_input,
                              safe_key)
 
 
@@ -252,25 +253,27 @@ class ObjaverseSource:
     def read(self, folder: str) -> Iterator[SourceItem]:
         uid = fsio.basename(folder)
         key = safe_key(self.name, uid)
+        at = relative_input(folder, self.path) + "/"
         outside = set_aside_problem(self.path, folder) or path_problem(self.path, folder, self.follow_links)
         if outside:  # not listed: the linked (or `__MACOSX/`) object folder is one rejected item
-            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail, input=at)
             return
         files = []
         for uri in fsio.list_files(folder, links=True):
             aside = set_aside_problem(self.path, uri) if uri.endswith((".png", ".npy")) else None
             if aside:  # a Mac's `._000.npy`: never a view's camera, never a `bad_camera` for the object
                 reject_key = safe_key(self.name, uid, fsio.basename(uri))
-                yield Reject(reject_key, self.name, key, "read", aside.reason, aside.detail)
+                yield Reject(reject_key, self.name, key, "read", aside.reason, aside.detail,
+                             input=relative_input(uri, self.path))
             else:
                 files.append(uri)
         outside = next(filter(None, (path_problem(self.path, f, self.follow_links) for f in files)), None)
         if outside:
-            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail, input=at)
             return
         pngs = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".png")}
         npys = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".npy")}
-        yield from self._unpaired(key, pngs, npys)
+        yield from self._unpaired(key, pngs, npys, at)
         views = []
         for stem in sorted(pngs):
             if stem not in npys:
@@ -282,7 +285,8 @@ class ObjaverseSource:
             except Exception as exc:
                 problem = type(exc).__name__
             if problem or rt is None:
-                yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {problem}")
+                yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {problem}",
+                             input=relative_input(npys[stem], self.path))
                 return
             centre = blender_camera_centre(rt)
             views.append((stem, pngs[stem], centre))
@@ -291,7 +295,7 @@ class ObjaverseSource:
             detail = f"{len(views)} views with cameras < {self.views}"
             if missing:
                 detail += f"; no camera for {', '.join(missing[:5])}"
-            yield Reject(key, self.name, key, "read", "too_few_views", detail)
+            yield Reject(key, self.name, key, "read", "too_few_views", detail, input=at)
             return
         centres = np.stack([v[2] for v in views])
         azimuths = azimuths_about_axis(centres, np.array([0.0, 0.0, 1.0]))  # Blender world: +Z up
@@ -309,16 +313,18 @@ class ObjaverseSource:
                      "files": [views[i][0] for i in chosen]},
         )
 
-    def _unpaired(self, key: str, pngs: dict[str, str], npys: dict[str, str]) -> Iterator[Reject]:
+    def _unpaired(self, key: str, pngs: dict[str, str], npys: dict[str, str], at: str) -> Iterator[Reject]:
         """A render without its camera and a camera without its render, each counted (they used
         to vanish whenever enough views were left). Other files are no input of this layout."""
         renders, cameras = sorted(set(pngs) - set(npys)), sorted(set(npys) - set(pngs))
         if renders:
             yield Reject(f"{key}-no_camera", self.name, key, "read", "missing_camera",
-                         f"{len(renders)} renders have no .npy: {_some(renders, '.png')}")
+                         f"{len(renders)} renders have no .npy: {_some(renders, '.png')}",
+                         input=relative_input(pngs[renders[0]], self.path) if len(renders) == 1 else at)
         if cameras:
             yield Reject(f"{key}-no_view", self.name, key, "read", "missing_view",
-                         f"{len(cameras)} cameras have no .png: {_some(cameras, '.npy')}")
+                         f"{len(cameras)} cameras have no .png: {_some(cameras, '.npy')}",
+                         input=relative_input(npys[cameras[0]], self.path) if len(cameras) == 1 else at)
 
 
 def _some(stems: list[str], suffix: str, shown: int = 5) -> str:
@@ -438,15 +444,16 @@ class Co3dSource:
         # the file too: a link leading out was read, and a fifo blocked the build for good
         outside = path_problem(self.path, category_dir, self.follow_links) or \
             path_problem(self.path, annotations, self.follow_links)
+        at = relative_input(annotations, self.path)
         if outside:
             key = safe_key(self.name, category)
-            yield Reject(key, self.name, key, "read", outside.reason, outside.detail)
+            yield Reject(key, self.name, key, "read", outside.reason, outside.detail, input=at)
             return
         try:  # the whole file is read before anything is yielded: a bad file is one reject, as it always was
             by_sequence, rejects = self._frames(category, annotations)
         except AnnotationFileError as exc:
             key = safe_key(self.name, category)
-            yield Reject(key, self.name, key, "read", BAD_ANNOTATION_FILE, exc.detail(self.path))
+            yield Reject(key, self.name, key, "read", BAD_ANNOTATION_FILE, exc.detail(self.path), input=at)
             return
         yield from rejects
         held_out, list_rejects = self._held_out(category, category_dir, frozenset(by_sequence))
@@ -474,9 +481,10 @@ class Co3dSource:
             if not name.endswith(".json") or set_aside(name) or not evaluates_held_out_sequences(name):
                 continue
             key = safe_key(self.name, category, SET_LISTS_DIR, name)
+            at = relative_input(uri, self.path)
             problem = path_problem(self.path, uri, self.follow_links)
             if problem:
-                rejects.append(Reject(key, self.name, key, "read", problem.reason, problem.detail))
+                rejects.append(Reject(key, self.name, key, "read", problem.reason, problem.detail, input=at))
                 continue
             bad = 0
             try:
@@ -487,11 +495,12 @@ class Co3dSource:
                     if sequence in known and subset in HELD_OUT_SUBSETS:
                         held.add(sequence)
             except AnnotationFileError as exc:
-                rejects.append(Reject(key, self.name, key, "read", BAD_ANNOTATION_FILE, exc.detail(self.path)))
+                rejects.append(Reject(key, self.name, key, "read", BAD_ANNOTATION_FILE, exc.detail(self.path), input=at))
                 continue
             if bad:
                 rejects.append(Reject(key, self.name, key, "read", BAD_ANNOTATION,
-                                      f"{SET_LISTS_DIR}/{name}: {bad} entries are not [sequence_name, frame_number, image_path]"))
+                                      f"{SET_LISTS_DIR}/{name}: {bad} entries are not [sequence_name, frame_number, image_path]",
+                                      input=at))
         return frozenset(held), rejects
 
     def _frames(self, category: str, uri: str) -> tuple[dict[str, list[Co3dFrame]], list[Reject]]:
@@ -523,7 +532,8 @@ class Co3dSource:
 
     def _frame_reject(self, category: str, index: int, reason: str, detail: str) -> Reject:
         key = safe_key(self.name, category, "frame", str(index))
-        return Reject(key, self.name, key, "read", reason, f"frame_annotations.jgz[{index}]{detail}")
+        return Reject(key, self.name, key, "read", reason, f"frame_annotations.jgz[{index}]{detail}",
+                      input=f"{category}/frame_annotations.jgz[{index}]")
 
     def _keep(self, frame: dict) -> Co3dFrame:
         """What this reader uses of a frame that passed `frame_problem`, its paths checked."""
@@ -547,17 +557,19 @@ class Co3dSource:
         try:  # the sequence name comes from the annotation file: its folder must stay inside the root
             images_dir = join_inside(self.path, f"{category}/{sequence}/images")
         except OutsideRoot as exc:
-            yield Reject(key, self.name, key, "read", exc.reason, f"sequence_name: {exc.detail}", split_hint=split)
+            yield Reject(key, self.name, key, "read", exc.reason, f"sequence_name: {exc.detail}", split_hint=split,
+                         input=f"{category}/frame_annotations.jgz sequence {sequence}")
             return
         present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
         usable = [f for f in frames if fsio.basename(f.image_uri) in present]
         lost = [fsio.basename(f.image_uri) for f in frames if fsio.basename(f.image_uri) not in present]
         if lost:  # named, so that a user can tell a half-extracted download from a stray annotation
             yield Reject(f"{key}-missing", self.name, key, "read", "missing_frames",
-                         f"{len(lost)} annotated frames have no image file: {_some(sorted(lost), '')}", split_hint=split)
+                         f"{len(lost)} annotated frames have no image file: {_some(sorted(lost), '')}", split_hint=split,
+                         input=relative_input(images_dir, self.path) + "/")
         if len(usable) < self.views:  # no sentence, but each frame's pairs are whole
             yield Reject(key, self.name, key, "read", "too_few_views", f"{len(usable)} frames < {self.views}",
-                         split_hint=split)
+                         split_hint=split, input=relative_input(images_dir, self.path) + "/")
         else:
             yield self._orbit(category, sequence, key, usable, split)
         for task in self.pair_tasks:
@@ -578,7 +590,8 @@ class Co3dSource:
         around = centres - (middle if target is None else target)
         if np.linalg.norm(around - np.outer(around @ axis, axis), axis=1).max() < MIN_CAMERA_DISTANCE:
             return Reject(key, self.name, key, "read", "bad_camera", f"its {len(usable)} cameras stand on one line "
-                          "through the object (all at one point): no azimuth orders them", split_hint=split)
+                          "through the object (all at one point): no azimuth orders them", split_hint=split,
+                          input=f"{category}/frame_annotations.jgz sequence {sequence}")
         azimuths = azimuths_about_axis(around, axis)
         # on the records' grid: an SVD's last bits differ between BLAS builds, and at an exact tie
         # (views evenly spaced, a paused camera) they chose the first view and the picks
@@ -600,12 +613,14 @@ class Co3dSource:
         pair_key = f"{group}-f{frame.number:06d}-{task}"
         if task == "depth":
             if not frame.depth_uri:
-                yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no depth path", split_hint=split)
+                yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no depth path", split_hint=split,
+                             input=relative_input(frame.image_uri, self.path))
                 return
             annotation = {"depth_uri": frame.depth_uri, "format": "co3d", "scale": frame.depth_scale}
         else:
             if not frame.mask_uri:
-                yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no mask path", split_hint=split)
+                yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no mask path", split_hint=split,
+                             input=relative_input(frame.image_uri, self.path))
                 return
             annotation = {"mask_uri": frame.mask_uri, "class_id": 1}
         yield PairRecord(key=pair_key, source=self.name, group=group, task=task, image_uri=frame.image_uri,

@@ -12,7 +12,7 @@ import errno
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Union
 
 from sources.budget import Budget
@@ -242,6 +242,7 @@ class ImageRecord:
     split_hint: str | None = None  # an official split from the dataset layout (ImageNet val/)
     label: str | None = None  # class id (ImageNet wnid) when the source has one
     lineage: dict[str, Any] = field(default_factory=dict)
+    input: str = ""  # where bytes in hand came from (`shard.tar:member`, a parquet row): its rejects' `input`
 
     def read_bytes(self) -> bytes:
         if self.data is not None:
@@ -312,6 +313,7 @@ class PairRecord:
     annotation: dict[str, Any] = field(default_factory=dict)
     split_hint: str | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
+    input: str = ""  # where `image_data` came from (a tar member, a parquet row): its rejects' `input`
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,7 @@ class Reject:
     reason: str  # short stable code: truncated, not_an_image, too_few_frames, ...
     detail: str = ""
     split_hint: str | None = None  # the official split when the layout has one
+    input: str = ""  # where the input lies, as a user finds it (`input_text`): the key is cleaned
 
     def as_row(self) -> dict[str, str]:
         return {
@@ -374,8 +377,54 @@ class Reject:
             "source": self.source,
             "stage": self.stage,
             "reason": self.reason,
+            "input": input_text(self.input),
             "detail": clean_detail(self.detail),
         }
+
+    def located(self, where: str) -> "Reject":
+        """This reject naming `where` as its input, unless it already names one."""
+        return self if self.input or not where else replace(self, input=where)
+
+
+MAX_INPUT_CHARS = 1024  # a reject's `input` longer than this keeps its start and end (`input_text`)
+INPUT_CUT = " ... "
+
+
+def input_text(where: str) -> str:
+    """A reject's `input` as the rejects file holds it: UTF-8 text that reads back to the name's
+    bytes (`input_name`): a '\\' doubled, each byte of a name that is not UTF-8 (a latin-1 tar
+    member) as `\\xNN`. A longer one than `MAX_INPUT_CHARS` keeps its start and its end (the file's
+    own name) around `INPUT_CUT`, so a reject line stays bounded whatever a path holds."""
+    text = _SURROGATE.sub(_escaped, where.replace("\\", "\\\\"))
+    if len(text) <= MAX_INPUT_CHARS:
+        return text
+    half = (MAX_INPUT_CHARS - len(INPUT_CUT)) // 2
+    return text[:half] + INPUT_CUT + text[-half:]
+
+
+_INPUT_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+
+
+def input_name(text: str) -> str:
+    """The name an `input_text` stands for, with each escaped byte back as Python's `os` holds it
+    (`os.fsencode` gives the bytes on disk)."""
+    def back(match: re.Match) -> str:
+        code = match.group(1)
+        if code == "\\":
+            return "\\"
+        return chr(0xDC00 + int(code[1:], 16)) if code[0] == "x" else chr(int(code[1:], 16))
+    return _INPUT_ESCAPE.sub(back, text)
+
+
+def relative_input(uri: str | None, root: str) -> str:
+    """`uri` as a path under the source's `root` ('/'-separated), or `uri` itself when it lies
+    elsewhere (another root a config names), as `sources.paths.relative_to_root` has it."""
+    if not uri:
+        return ""
+    root = root.rstrip("/")
+    if uri == root:  # a source whose path is the file itself (one video): its name
+        return uri.rsplit("/", 1)[-1]
+    return uri[len(root) + 1:] if root and uri.startswith(root + "/") else uri
 
 
 _VOLATILE = (
@@ -420,6 +469,45 @@ def texts_of(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [texts_of(v) for v in value]
     return value
+
+
+def record_input(record: Any, root: str) -> str:
+    """Where a record's input lies under its source's `root`, as its rejects name it (`Reject.input`):
+    an image's file or `shard.tar:member`, a video's file (with its tar member) and a clip's time span,
+    a pair's or tuple's image, a multi-view object's or annotated clip's folder (with its frames)."""
+    if isinstance(record, ImageRecord):
+        return record.input or relative_input(record.uri, root)
+    if isinstance(record, (VideoClipRecord, VideoRecord)):
+        where = relative_input(record.uri, root) + (f":{record.member.name}" if record.member else "")
+        if isinstance(record, VideoClipRecord) and record.frame_times:
+            where += f" at {record.frame_times[0]:.3f}-{record.frame_times[-1]:.3f}s"
+        return where
+    if isinstance(record, PairRecord):
+        return record.input or relative_input(record.image_uri, root) or str(record.lineage.get("file") or "")
+    if isinstance(record, TupleRecord):
+        return relative_input(record.uris[0][1], root) if record.uris else ""
+    if isinstance(record, MultiViewRecord):
+        return _folder_of(record.view_uris, root)
+    if isinstance(record, AnnotatedClipRecord):
+        if not record.frame_uris:
+            return ""
+        first, last = (relative_input(u, root).rpartition("/")[2] for u in (record.frame_uris[0], record.frame_uris[-1]))
+        return f"{_folder_of(record.frame_uris, root)} frames {first}..{last}"
+    return ""
+
+
+def _folder_of(uris: tuple[str, ...], root: str) -> str:
+    """The folder under `root` that holds all of `uris` (an object's views, a clip's frames)."""
+    if not uris:
+        return ""
+    parts = [relative_input(u, root).split("/")[:-1] for u in uris]
+    common = parts[0]
+    for other in parts[1:]:
+        n = 0
+        while n < min(len(common), len(other)) and common[n] == other[n]:
+            n += 1
+        common = common[:n]
+    return "/".join(common) + "/" if common else "./"
 
 
 SourceItem = Union[ImageRecord, VideoClipRecord, VideoRecord, PairRecord, TupleRecord, MultiViewRecord,

@@ -14,7 +14,7 @@ from typing import Iterator, Literal
 from sources import fsio
 from sources.paths import (ConfiguredPathMissing, collapse_set_aside, missing_under, names_below, path_problem,
                            set_aside_problem, shown_name)
-from sources.records import PairRecord, Reject, SourceItem, safe_key
+from sources.records import PairRecord, Reject, SourceItem, relative_input, safe_key
 from transforms.maps import ADE_FULL_ENCODING
 
 Layout = Literal["ade20k", "ade20k_full", "cityscapes"]
@@ -144,7 +144,8 @@ class SegmentationSource:
         images = "/".join(filter(None, (self._pairs_root()[0][len(self.path):].strip("/"), folder)))
         return Reject(f"{group}-segmentation", self.name, group, "read", "missing_image",
                       f"label map {shown_name('/'.join(names_below(labels_dir, uri)))} has no image in "
-                      f"{images}/"[:200], split_hint=split)
+                      f"{images}/"[:200], split_hint=split,
+                      input=relative_input(uri, fsio.listed_root(self.path)))
 
     def _folders_in_key(self, folders: list[str]) -> list[str]:
         """The folders between a split folder and a file that its key carries: all but Cityscapes'
@@ -253,18 +254,19 @@ class SegmentationSource:
             return train_ids, {"label_uri": train_ids, "value_ids": CITYSCAPES_ID_OF_TRAIN_ID}
         return label, None
 
-    def _unlabeled(self, folder: str, key: str, group: str, split: str) -> Reject:
+    def _unlabeled(self, folder: str, key: str, group: str, split: str, at: str = "") -> Reject:
         """An image of a Cityscapes folder without fine labels: gtFine/test holds placeholders
         (cityscapesScripts #57: only the ego vehicle and the ROI marks), demoVideo
         (leftImg8bit_demoVideo.zip) has no labels, train_extra is labelled in gtCoarse only."""
         if folder == "test":
             return Reject(key, self.name, group, "read", "unlabeled_split",
-                          "Cityscapes' test labels are withheld (gtFine/test holds placeholders)", split_hint=split)
+                          "Cityscapes' test labels are withheld (gtFine/test holds placeholders)", split_hint=split,
+                          input=at)
         if folder == "demoVideo":
             return Reject(key, self.name, group, "read", "unlabeled_split",
-                          "demoVideo's frames have no labels", split_hint=split)
+                          "demoVideo's frames have no labels", split_hint=split, input=at)
         return Reject(key, self.name, group, "read", "coarse_labels_only",
-                      f"{folder} is labelled in gtCoarse only, which is not read", split_hint=split)
+                      f"{folder} is labelled in gtCoarse only, which is not read", split_hint=split, input=at)
 
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
         folder, files = unit
@@ -277,27 +279,28 @@ class SegmentationSource:
             if self._is_label_file(uri, split_dir, labels_dir):  # a label map whose image is gone: never read
                 yield self._without_image(folder, labels_dir, uri, split)
                 continue
+            at = relative_input(uri, fsio.listed_root(self.path))
             aside = set_aside_problem(split_dir, uri)
             if aside:  # a Mac's `._x.png`, `@eaDir/`: never an image without its label map
                 key = safe_key(self.name, folder, *names_below(split_dir, uri))
-                yield Reject(key, self.name, key, "read", aside.reason, aside.detail, split_hint=split)
+                yield Reject(key, self.name, key, "read", aside.reason, aside.detail, split_hint=split, input=at)
                 continue
             *folders, name = names_below(split_dir, uri)
             stem = name.rsplit(".", 1)[0].removesuffix(CITYSCAPES_IMAGE_SUFFIX)
             group = safe_key(self.name, folder, "/".join([*self._folders_in_key(folders), stem]))
             key = f"{group}-segmentation"
             if unlabeled:
-                yield self._unlabeled(folder, key, group, split)
+                yield self._unlabeled(folder, key, group, split, at)
                 continue
             label, annotation = self._label_map(self._label_in(uri, split_dir, labels_dir))
             outside = path_problem(self.path, uri, self.follow_links) or \
                 path_problem(self.path, label, self.follow_links)
             if outside:
-                yield Reject(key, self.name, group, "read", outside.reason, outside.detail, split_hint=split)
+                yield Reject(key, self.name, group, "read", outside.reason, outside.detail, split_hint=split, input=at)
                 continue
             if annotation is None:
                 yield Reject(key, self.name, group, "read", "missing_annotation", f"no label map {fsio.basename(label)}",
-                             split_hint=split)
+                             split_hint=split, input=at)
                 continue
             yield PairRecord(key=key, source=self.name, group=group, task="segmentation", image_uri=uri,
                              annotation=annotation, split_hint=split,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import PathProblem, missing_under, path_problem, set_aside_problem, shown_name
+from sources.paths import PathProblem, missing_under, path_problem, relative_to_root, set_aside_problem, shown_name
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
@@ -89,7 +89,8 @@ class StereoSource:
         group = safe_key(self.name, stem)
         return Reject(f"{group}-pair", self.name, group, "read", "missing_image",
                       f"no left view of {shown_name(stem)} in {self.left_folder}/; its file in "
-                      f"{', '.join(f'{folder}/' for folder in left)} left unread"[:200])
+                      f"{', '.join(f'{folder}/' for folder in left)} left unread"[:200],
+                      input=relative_to_root(self.path, uri))
 
     def _check_right_folder(self) -> None:
         """Stereo pairs read `right_folder`: a misspelt one (KITTI 2012 left at 2015's `image_3`)
@@ -118,10 +119,11 @@ class StereoSource:
                 yield self._without_left_view(left)
                 continue
             group = safe_key(self.name, name.rsplit(".", 1)[0])
+            at = relative_to_root(self.path, left)
             aside = set_aside_problem(fsio.join(root, self.left_folder), left)
             if aside:  # a Mac's `._000000_10.png`: never paired with the `._` file beside the right view
                 key = safe_key(self.name, self.left_folder, name)
-                yield Reject(key, self.name, key, "read", aside.reason, aside.detail)
+                yield Reject(key, self.name, key, "read", aside.reason, aside.detail, input=at)
                 continue
             right = fsio.join(root, self.right_folder, name)
             disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
@@ -131,15 +133,16 @@ class StereoSource:
             if len(shared) == 1 and (problem := shared.pop()) is not None:
                 # one problem for every task (the left view outside the root, the right view gone
                 # where every task reads it): one reject of the left view
-                yield Reject(f"{group}-pair", self.name, group, "read", problem.reason, problem.detail)
+                yield Reject(f"{group}-pair", self.name, group, "read", problem.reason, problem.detail, input=at)
                 continue
             for task, annotation in planned.items():
                 key = f"{group}-{task}"
                 if (problem := problems[task]) is not None:
-                    yield Reject(key, self.name, group, "read", problem.reason, problem.detail)
+                    yield Reject(key, self.name, group, "read", problem.reason, problem.detail, input=at)
                     continue
                 if annotation is None:
-                    yield Reject(key, self.name, group, "read", "missing_annotation", f"no disparity for {name}")
+                    yield Reject(key, self.name, group, "read", "missing_annotation", f"no disparity for {name}",
+                                 input=at)
                     continue
                 lineage = {"file": name}
                 if "labeler" in annotation:

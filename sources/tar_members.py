@@ -79,9 +79,10 @@ class Sample:
 Keep = Callable[[tarfile.TarFile, tarfile.TarInfo, Sample, str], "Reject | None"]
 
 
-def shard_reject(name: str, key: str, stage: str, reason: str, detail: str) -> Reject:
-    """A reject of source `name` about a web shard's sample or listing (its detail cut to 300 characters)."""
-    return Reject(key, name, key, stage, reason, detail[:300])
+def shard_reject(name: str, key: str, stage: str, reason: str, detail: str, where: str = "") -> Reject:
+    """A reject of source `name` about a web shard's sample or listing (its detail cut to 300
+    characters), its input `where` (`shard.tar:member`, a parquet row)."""
+    return Reject(key, name, key, stage, reason, detail[:300], input=where)
 
 
 def split_member(name: str) -> tuple[str, str]:
@@ -857,14 +858,15 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
 
 
 def samples(uri: str, name: str, shard: str, keep: Keep,
-            mode: Callable[[IO[bytes]], str] = _plain) -> Iterator[Reject | Sample]:
+            mode: Callable[[IO[bytes]], str] = _plain, where: str = "") -> Iterator[Reject | Sample]:
     """The rejects and the samples of the tar at `uri` (source `name`, shard `shard`), in archive
     order (see the module's docstring); `mode` gives tarfile's mode for the opened file. A sample
     is all the members of its key, wherever they lie, as extracting the tar gathers them (a copy
     `tar -r` appended is the last of its name: it replaces the first, `Layout`); it is handed over
-    once its last member is read (a cut one with `cut` set, before the shard's `corrupt_archive`)."""
+    once its last member is read (a cut one with `cut` set, before the shard's `corrupt_archive`).
+    Rejects name their input under `where`, the tar as its source's root sees it (default its name)."""
     layout = scan(uri, lambda member: split_member(member)[0])
-    runs = _Runs(name, shard, fsio.basename(uri), keep, layout)
+    runs = _Runs(name, shard, fsio.basename(uri), keep, layout, where or fsio.basename(uri))
     yield from read_members(uri, mode, runs.member, runs.cut, runs.shadowed, layout)
     yield from runs.end()
 
@@ -896,6 +898,7 @@ class _Runs:
     archive: str
     keep: Keep
     layout: Layout
+    where: str  # the tar under its source's root: rejects' `input` is `where:member`
     done: set[str] = field(default_factory=set)  # keys whose sample was handed over (`bounded`)
     held: dict[str, Sample] = field(default_factory=dict)  # samples whose last member is to come, by key
     held_bytes: int = 0
@@ -907,21 +910,27 @@ class _Runs:
         """A reject's key: the shard's and `parts` (a sample key, a member name; none: the shard itself)."""
         return data_key(self.name, self.shard, *parts)
 
+    def at(self, member: str | None = None) -> str:
+        """A reject's `input`: the tar's member (a sample's key: its members are `key.*`), or the tar."""
+        return self.where if member is None else f"{self.where}:{member}"
+
     def shadowed(self, info: tarfile.TarInfo, detail: str) -> Iterator[Reject]:
         """A copy a later one of its name replaces (`Layout.visit`): its reject, never read."""
-        yield shard_reject(self.name, self.key(split_member(info.name)[0]), "read", DUPLICATE_MEMBER, detail)
+        yield shard_reject(self.name, self.key(split_member(info.name)[0]), "read", DUPLICATE_MEMBER, detail,
+                           self.at(info.name))
 
     def member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[Reject | Sample]:
         if info.isdir():
             return
         aside = set_aside_problem("", info.name, folder=False)
         if aside:  # macOS tar's `._00000.jpg` before `00000.jpg`: never a sample of key ''
-            yield shard_reject(self.name, self.key(info.name), "read", aside.reason, aside.detail)
+            yield shard_reject(self.name, self.key(info.name), "read", aside.reason, aside.detail,
+                               self.at(info.name))
             return
         key, ext = split_member(info.name)
         if not info.isfile():  # links, devices, fifos: counted, never followed
             yield shard_reject(self.name, self.key(key), "read", NOT_A_FILE,
-                               f"{info.name}: tar member of type {member_type(info)}")
+                               f"{info.name}: tar member of type {member_type(info)}", self.at(info.name))
             return
         if self.sample is None or key != self.sample.key:
             yield from self._run_ends()
@@ -934,7 +943,8 @@ class _Runs:
             self.sample = held or Sample(key, dropped=dropped)
         if self.repeated or ext in self.sample.members:
             yield shard_reject(self.name, self.key(key), "read", "duplicate_key",
-                               f"{info.name}: key {key} already has a {ext} member in {self.archive}")
+                               f"{info.name}: key {key} already has a {ext} member in {self.archive}",
+                               self.at(info.name))
             return
         if not self.sample.dropped:
             rejected = self.keep(tar, info, self.sample, ext)
@@ -956,7 +966,7 @@ class _Runs:
             yield shard_reject(self.name, self.key(sample.key), "read", SCATTERED_SAMPLE,
                                f"key {sample.key}: its members lie apart in {self.archive} and holding its "
                                f"{size} bytes until its last one would pass the {MAX_HELD_BYTES} byte budget "
-                               "for samples held open")
+                               "for samples held open", self.at(sample.key))
             sample.dropped = True
         if sample.dropped:  # its later members are not read: its key alone is kept, never its members
             self.scattered[sample.key] = None
@@ -971,12 +981,13 @@ class _Runs:
         self.sample = None
         for sample in current + list(self.held.values()) + [Sample(key, dropped=True) for key in self.scattered]:
             if not sample.dropped:
-                yield shard_reject(self.name, self.key(sample.key), "read", "truncated_sample", exception_detail(exc))
+                yield shard_reject(self.name, self.key(sample.key), "read", "truncated_sample", exception_detail(exc),
+                                   self.at(sample.key))
             sample.cut = True
             yield sample
         self.held.clear()
         self.scattered.clear()
-        yield shard_reject(self.name, self.key(), "read", "corrupt_archive", exception_detail(exc))
+        yield shard_reject(self.name, self.key(), "read", "corrupt_archive", exception_detail(exc), self.at())
 
     def end(self) -> Iterator[Sample]:
         if self.sample is not None and not self.repeated:

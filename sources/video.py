@@ -579,14 +579,16 @@ class VideoSource:
             if other != uri:
                 key = self.video_key(other)
                 yield Reject(key, self.name, key, "read", "duplicate_key",
-                             twin_detail(self.relative(other), self.relative(uri)))
+                             twin_detail(self.relative(other), self.relative(uri)),
+                             input=self.relative(other))
         yield from self._read(uri)
 
     def _read(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
         video = self.video_key(uri)
         problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
         if problem:  # a Mac's `._clip.mp4`, a link leading out of the root, a fifo, a device: never opened
-            yield Reject(video, self.name, video, "read", problem.reason, problem.detail)
+            yield Reject(video, self.name, video, "read", problem.reason, problem.detail,
+                         input=self.relative(uri))
             return
         if video_shards.is_shard_input(uri):  # a video2dataset tar, or a files-layout listing
             yield from video_shards.read_input(self, uri, owns)
@@ -597,17 +599,18 @@ class VideoSource:
                 member: TarMember | None = None) -> Iterator[VideoRecord | Reject]:
         """The `VideoRecord` of the video at `uri` (or its tar `member`) keyed `video`, its lineage
         starting with `named`; or the reject of a video that cannot be probed or is too short."""
+        where = self.relative(uri) + (f":{member.name}" if member else "")
         try:
             probe = probe_video(uri, self.decoder, self.limits, self.max_pixels, member)
         except VideoError as exc:
-            yield Reject(video, self.name, video, "plan", exc.reason, exc.detail)
+            yield Reject(video, self.name, video, "plan", exc.reason, exc.detail, input=where)
             return
         except OSError as exc:  # the machine's (`_worker_uri`, starting the decoder): the unit fails
             raise MachineError(f"planning {named.get('file') or fsio.basename(uri)}: {exc}") from exc
         plans = plan_clips(probe.n_frames, self.strides, self.frames, self.max_windows_per_stride)
         if not plans:
             yield Reject(video, self.name, video, "plan", "too_few_frames",
-                         f"{probe.n_frames} decodable frames < {self.frames}")
+                         f"{probe.n_frames} decodable frames < {self.frames}", input=where)
             return
         info = probe.info
         lineage = {

@@ -39,6 +39,7 @@ from sources import fsio
 from sources.laion import (ShardListing, Unit, download_status, listing_rejects, missing_rejects, parse_json,
                            tar_units)
 from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
+from sources.paths import relative_to_root
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, shard_reject,
                                  split_member)
 
@@ -96,12 +97,14 @@ def _read_listing(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
     if not fsio.isdir(base):
         yield shard_reject(source.name, data_key(source.name, shard), "read", UNEXPECTED_FILE,
                       f"{shard}{LISTING_SUFFIX} has neither a {shard}/ folder nor a {shard}{TAR_SUFFIX} beside it "
-                      "(video2dataset's output_format=parquet keeps videos inside the parquet): not read")
+                      "(video2dataset's output_format=parquet keeps videos inside the parquet): not read",
+                      relative_to_root(source.path, uri))
         return
     listing = ShardListing.read(uri, base + "_stats.json", source.path, source.follow_links)
-    yield from listing_rejects(source.name, listing, shard)
+    yield from listing_rejects(source.name, listing, shard, relative_to_root(source.path, uri))
     present = {split_member(fsio.basename(f))[0] for f in fsio.list_files(base, source.extensions, links=True)}
-    yield from missing_rejects(source.name, listing, shard, present, f"folder {shard}/")
+    yield from missing_rejects(source.name, listing, shard, present, f"folder {shard}/",
+                               relative_to_root(source.path, base) + "/")
 
 
 def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
@@ -110,20 +113,21 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
     the items of keys it does not own)."""
     shard, base = shard_name(source, uri)
     listing = ShardListing.read(base + LISTING_SUFFIX, base + "_stats.json", source.path, source.follow_links)
-    yield from listing_rejects(source.name, listing, shard)
+    yield from listing_rejects(source.name, listing, shard, relative_to_root(source.path, base + LISTING_SUFFIX))
     seen: set[str] = set()  # samples whose video was found (or cut): not missing from the archive
-    keep = functools.partial(_keep_member, source.name, shard)
-    for item in samples(uri, source.name, shard, keep):
+    tar = relative_to_root(source.path, uri)
+    keep = functools.partial(_keep_member, source.name, shard, tar)
+    for item in samples(uri, source.name, shard, keep, where=tar):
         if not isinstance(item, Sample):
             yield item
         elif item.cut:
             seen.add(item.key)
         else:
             yield from _sample(source, uri, shard, item.key, item.members, listing, seen, owns)
-    yield from missing_rejects(source.name, listing, shard, seen, fsio.basename(uri))
+    yield from missing_rejects(source.name, listing, shard, seen, fsio.basename(uri), tar + ":")
 
 
-def _keep_member(name: str, shard: str, tar: tarfile.TarFile, info: tarfile.TarInfo, sample: Sample,
+def _keep_member(name: str, shard: str, where: str, tar: tarfile.TarFile, info: tarfile.TarInfo, sample: Sample,
                  ext: str) -> Reject | None:
     """A sidecar's bytes, any other member's header (`tar_members.Keep`: the data of a video is
     never read here); a sidecar over `MAX_INPUT_FILE_BYTES` is its `member_too_large` reject,
@@ -134,7 +138,8 @@ def _keep_member(name: str, shard: str, tar: tarfile.TarFile, info: tarfile.TarI
     too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)
     if too_large:
         sample.members[ext] = b""
-        return shard_reject(name, data_key(name, shard, sample.key), "read", MEMBER_TOO_LARGE, too_large)
+        return shard_reject(name, data_key(name, shard, sample.key), "read", MEMBER_TOO_LARGE, too_large,
+                            f"{where}:{info.name}")
     sample.members[ext] = member_bytes(tar, info)
     return None
 
@@ -142,22 +147,25 @@ def _keep_member(name: str, shard: str, tar: tarfile.TarFile, info: tarfile.TarI
 def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, members: dict[str, Any],
             listing: ShardListing, seen: set[str], owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
     key = data_key(source.name, shard, sample_key)
+    at = f"{relative_to_root(source.path, uri)}:{sample_key}"  # a member is the key and its extension
     videos = [e for e in members if e not in SIDECARS and f".{e}" in source.extensions]
     meta = parse_json(members.get("json"))
     if not videos:
-        yield from _without_video(source, key, sample_key, members, meta, listing)
+        yield from _without_video(source, key, sample_key, members, meta, listing, at)
         return
     seen.add(sample_key)
     for extra in videos[1:]:
         yield shard_reject(source.name, key, "read", "duplicate_key",
-                           f"{sample_key}.{extra}: key {sample_key} already has a video ({videos[0]})")
+                           f"{sample_key}.{extra}: key {sample_key} already has a video ({videos[0]})", f"{at}.{extra}")
     for other in sorted(e for e in members if e not in videos and e not in SIDECARS and e not in AUDIO):
         yield shard_reject(source.name, key, "read", UNEXPECTED_FILE,
-                           f"{sample_key}.{other}: not read (a sample's video, .txt, .json and audio are)")
+                           f"{sample_key}.{other}: not read (a sample's video, .txt, .json and audio are)",
+                           f"{at}.{other}")
     info: tarfile.TarInfo = members[videos[0]]
     too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)  # judged on the header: never copied out
     if too_large:
-        yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE, too_large)
+        yield shard_reject(source.name, key, "read", MEMBER_TOO_LARGE, too_large,
+                           f"{relative_to_root(source.path, uri)}:{info.name}")
         return
     if owns is not None and not owns(key):  # another part's video: that part probes it
         return
@@ -169,7 +177,7 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
 
 
 def _without_video(source: "VideoSource", key: str, sample_key: str, members: dict[str, Any], meta: dict,
-                   listing: ShardListing) -> Iterator[Reject]:
+                   listing: ShardListing, at: str = "") -> Iterator[Reject]:
     """A sample with no video member: a failed download (video2dataset writes its `.txt` and
     `.json` all the same), counted once: from the parquet's row when it lists the key (a failure
     there, or `missing_from_archive` for a success), else from the `.json`'s status."""
@@ -177,7 +185,7 @@ def _without_video(source: "VideoSource", key: str, sample_key: str, members: di
         return
     status = download_status(meta) if "status" in meta else ""
     if status and status != "success":
-        yield shard_reject(source.name, key, "download", status, str(meta.get("error_message") or ""))
+        yield shard_reject(source.name, key, "download", status, str(meta.get("error_message") or ""), at)
         return
     names = ", ".join(f"{sample_key}.{e}" for e in sorted(members)) or "none"
     why = f"none is {sample_key} with a video extension ({', '.join(source.extensions)})"
@@ -185,4 +193,4 @@ def _without_video(source: "VideoSource", key: str, sample_key: str, members: di
     if dotted:  # `clip.v2.mp4`: webdataset's key is `clip`, its field `v2.mp4`
         why += (f"; webdataset ends a key at its first dot, so {sample_key}.{dotted[0]} is field {dotted[0]} "
                 f"of key {sample_key}, not a video")
-    yield shard_reject(source.name, key, "read", "missing_video", f"members: {names} ({why})")
+    yield shard_reject(source.name, key, "read", "missing_video", f"members: {names} ({why})", at)

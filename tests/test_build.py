@@ -47,7 +47,7 @@ def test_mini_build_counts_and_reject_reasons(mini_build):
     assert sources["web"]["rejects_by_reason"]["duplicate_near"] == MINI_WEB_NEAR_DUPLICATES
     rejects = [json.loads(line) for line in (Path(config.output) / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == summary["totals"]["rejects"] == sum(reasons.values())
-    assert all(set(r) == {"key", "source", "stage", "reason", "detail"} for r in rejects)
+    assert all(set(r) == {"key", "source", "stage", "reason", "input", "detail"} for r in rejects)
     assert {r["stage"] for r in rejects} == {"download", "decode", "assemble", "plan", "dedup"}
 
 
@@ -58,10 +58,12 @@ def test_rejects_name_no_folder_the_input_lies_in(mini_build, mini_corpus):
     config, _ = mini_build
     output = Path(config.output)
     files = [output / "rejects.jsonl", *sorted((output / "rendered").rglob("*.rejects.jsonl"))]
-    details = [json.loads(line)["detail"] for f in files for line in f.read_text().splitlines()]
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    details = [row["detail"] for row in rows]
     assert any("not_a_video.mp4" in d for d in details)  # an exception that carries its path
     root = str(Path(mini_corpus).resolve())
-    assert [d for d in details if root in d or str(mini_corpus) in d] == []
+    # nor does its input: the path under the source's root
+    assert [d for d in details + [row["input"] for row in rows] if root in d or str(mini_corpus) in d] == []
 
 
 def test_summary_splits_the_build_time_into_its_phases(mini_build):
@@ -701,7 +703,8 @@ def test_a_rerun_that_fails_half_way_leaves_no_summary_of_another_output(mini_bu
     shards left the earlier run's summary.json, rejects.jsonl and mixture.yaml beside them: totals
     and a shard list of another output, and `verify`, seeing a finished build, said intact with
     nothing more. A run takes them away before it changes anything and writes them when it
-    finishes; verify says the build did not finish."""
+    finishes; verify says the build did not finish, and exits 3 (unfinished), not 0: `verify && upload`
+    uploaded the half build."""
     from uvd_pipeline import build, verify
 
     config, _ = mini_build_copy
@@ -717,8 +720,9 @@ def test_a_rerun_that_fails_half_way_leaves_no_summary_of_another_output(mini_bu
         with pytest.raises(RuntimeError, match="137"):
             build.run_build(config)
     assert not [name for name in finished if (out / name).exists()]
-    assert verify.main(str(out)) == 0
-    assert "did not finish" in capsys.readouterr().out
+    assert verify.main(str(out)) == verify.UNFINISHED == 3
+    printed = capsys.readouterr().out
+    assert "did not finish" in printed and f"{out}: UNFINISHED: what is committed is intact" in printed
     build.run_build(config)
     assert shard_digests(out) == before
     summary = json.loads((out / "summary.json").read_text())

@@ -990,3 +990,20 @@ def test_a_number_written_as_text_names_the_number_to_write(tmp_path: Path, caps
         number = "a number" if field == "split.val_fraction" else "a whole number"
         assert f"  {field}: expects {number}, got the text '{got}'; write {written} without quotes" in err, err
     assert "tokenizer.batch_size: Input should be a valid integer (got 'many')" in err
+
+
+def test_an_output_path_with_bytes_that_are_not_utf8_names_the_field_and_the_fix(tmp_path: Path, capsys):
+    """`--output` naming a folder whose name a latin-1 system wrote (`caf\\xe9`): refused with
+    pydantic's own words ("Input should be a valid string, unable to parse raw data as a unicode
+    string"), naming neither the cause nor a fix. It names the field, the name as readable text and
+    what to do, and builds nothing."""
+    from uvd_pipeline.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    latin1 = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")
+    assert main(["build", str(path), "--output", latin1]) == 2
+    err = capsys.readouterr().err
+    assert f"output: {tmp_path}/caf\\xe9 holds bytes that are not UTF-8" in err, err
+    assert "rename the folder to a UTF-8 name" in err and "unable to parse raw data" not in err
+    assert not os.path.exists(os.fsencode(latin1))

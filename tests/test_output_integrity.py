@@ -708,3 +708,21 @@ def test_verify_holds_rejects_jsonl_and_mixture_yaml_to_the_shards(mini_corpus, 
     run_build(config)
     assert rejects.read_bytes() == merged and mixture.read_bytes() == plan
     assert verify()[0] == 0
+
+
+def test_verify_of_a_build_stopped_before_its_summary_is_unfinished_not_intact(mini_corpus, mini_build, tmp_path):
+    """A build killed mid-way leaves committed shards and no `summary.json`: `verify` printed a
+    note and `intact`, exit 0, so `verify OUT && upload` uploaded half a build. It says UNFINISHED
+    and exits 3 (documented in --help and the README); damage still exits 1."""
+    _, out, _ = _copy(mini_corpus, mini_build, tmp_path)
+    (out / "summary.json").unlink()
+    command = f"{sys.executable} -m uvd_pipeline verify {out} && echo uploaded"
+    done = subprocess.run(["sh", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and "uploaded" not in done.stdout, done.stdout + done.stderr
+    assert f"{out}: UNFINISHED: what is committed is intact" in done.stdout and "did not finish" in done.stdout
+    help_text = subprocess.run([sys.executable, "-m", "uvd_pipeline", "verify", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=60).stdout
+    assert "3 unfinished" in " ".join(help_text.split())
+    next(out.glob("rendered/*/*/*.tar")).write_bytes(b"cut")
+    assert subprocess.run([sys.executable, "-m", "uvd_pipeline", "verify", str(out)], cwd=REPO,
+                          capture_output=True, timeout=120).returncode == 1

@@ -489,6 +489,7 @@ def test_report_page_escapes_and_shows_text_from_the_data(report_build):
     config, summary = report_build
     data = report_data(config.output, summary)
     data["reject_examples"]["truncated"][0]["detail"] = HOSTILE
+    data["reject_examples"]["truncated"][0]["input"] = "sub/<script>alert(1)</script>.png"  # a file's name
     data["warnings"] = {"web": [HOSTILE]}
     data["throughput"]["runner"] = HOSTILE
     data["config_hash"] = data["image_size"] = HOSTILE
@@ -503,6 +504,8 @@ def test_report_page_escapes_and_shows_text_from_the_data(report_build):
 
     assert page.count(shown(HOSTILE)) == 4  # config hash, image size, warning, runner
     assert f"({shown(HOSTILE[:60])})" in page  # the reject example, its first 60 characters
+    # named by where its input lies, as text
+    assert f"sub/{html.escape('<script>alert(1)</script>')}.png ({shown(HOSTILE[:60])})" in page
 
 
 def test_report_of_an_output_whose_rejects_file_lost_lines_says_so(report_copy):
@@ -734,5 +737,8 @@ def test_report_of_hostile_file_names_in_chromium(tmp_path):
     assert seen["images"] and all(re.fullmatch(r"[a-z_]+\.png", src) for src in seen["images"]), seen["images"]
     assert f"Output {where / 'out'}," in seen["text"]
     assert ".x<img src=x onerror=alert(1)>.png: hidden" in seen["text"]
-    assert "web-" + "d" * 100 in seen["text"]
+    # the rejects table names each input by where it lies, as text: the deep one kept within 1024
+    # characters, its start and its own name
+    assert "<svg onload=alert(5)>.png (" in seen["text"]
+    assert "d" * 200 + "/" + "d" * 100 in seen["text"] and "y" * 200 + ".png (" in seen["text"]
     assert seen["width"] <= seen["window"] == 1280, seen

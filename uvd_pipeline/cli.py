@@ -315,8 +315,10 @@ def parser() -> argparse.ArgumentParser:
     _add_set_option(b)
     b.set_defaults(func=cmd_build)
 
-    v = sub.add_parser("verify", help="check every committed file of a build output against its stats "
-                       "(exit 0 intact, 1 damaged, 2 no build output there or it cannot be read)")
+    verify_help = ("check every committed file of a build output against its stats (exit 0 intact, 1 damaged, "
+                   "2 no build output there or it cannot be read, 3 unfinished: what is committed is intact but the "
+                   "build did not finish or is running; do not publish it)")
+    v = sub.add_parser("verify", help=verify_help, description=verify_help)
     v.add_argument("out", help="a build's output folder (the config's output)")
     v.add_argument("--quick", action="store_true", help="sizes only: read no file")
     v.set_defaults(func=cmd_verify)

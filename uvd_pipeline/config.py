@@ -21,6 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, Str
                       field_validator, model_serializer, model_validator)
 
 from sources.coco import INDEX_MEMORY_MB
+from sources.records import name_text
 from transforms.phash import band_width, probes_per_band
 from uvd_pipeline.mixture import GROUPS, NAME_PATTERN, PAPER_MIX
 
@@ -793,6 +794,11 @@ def _describe(error: dict[str, Any], data: Any) -> str:
         return f"{where}: expects {_shape_wanted(kind, loc, data)}, got {_shape_got(error.get('input'))}"
     if kind == "bool_type":
         return f"{where}: expects true or false, got {error.get('input')!r}"
+    if kind == "string_unicode":  # a path with a name in another encoding: `os` hands its bytes over as surrogates
+        return (f"{where}: {name_text(str(error.get('input')))} holds bytes that are not UTF-8 (a name written in "
+                "another encoding, such as latin-1); the build writes its paths into JSON, YAML and Arrow, which hold "
+                "UTF-8 text only: rename the folder to a UTF-8 name (convmv -f latin1 -t utf8 --notest PATH) or give "
+                "another path")
     if kind == "too_short":
         return f"{where}: needs at least {error.get('ctx', {}).get('min_length', 1)} entry; got none"
     if kind == "missing":

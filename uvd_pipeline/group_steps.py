@@ -222,7 +222,7 @@ def _decide(item: tuple[str, Iterable[Any]]) -> Iterator[Any]:
     twin, twin_dropped = choose_twin(candidates)
     for unit in units:
         count(unit.source, f"rejects.{twin.reason}")
-        yield TaggedOutput(REJECTS, duplicate_reject(unit.key, unit.group, twin, twin_dropped))
+        yield TaggedOutput(REJECTS, duplicate_reject(unit.key, unit.group, twin, twin_dropped).located(unit.input))
 
 
 class Deduplicate(beam.PTransform):

@@ -272,7 +272,7 @@ def write_shard(
         finally:
             with contextlib.suppress(FileNotFoundError):  # renamed into place
                 os.unlink(local_tar)
-        rejects.sort(key=lambda r: (r["key"], r["stage"], r["reason"], r["detail"]))
+        rejects.sort(key=lambda r: (r["key"], r["stage"], r["reason"], r["detail"], r["input"]))
         lines = "".join(jsonl_line(r) for r in rejects).encode()
         write_bytes(address.path(output, REJECTS_SUFFIX), lines)
         side_files = {address.stem + REJECTS_SUFFIX: _recorded(lines)}

@@ -33,7 +33,7 @@ from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, TRAINER_DIR, build_
                                       trainer_figures)
 from uvd_pipeline.report_page import damaged_html, render_html
 from uvd_pipeline.shards import REBUILD_HINT, ShardDamaged
-from uvd_pipeline.state_files import read_state
+from uvd_pipeline.state_files import StateFileRefused, read_state
 from uvd_pipeline.report_plots import (contact_sheet, inputs_plot, lengths_plot, loss_plot, save_image,
                                        throughput_plot, tokens_plot)
 from uvd_pipeline.summary import SUMMARY_FILE
@@ -152,6 +152,8 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
     clear_report_dir(report_dir)
     try:
         summary = read_stats(summary_uri)  # a JSON object, or ValueError
+    except StateFileRefused as exc:  # a folder, a fifo in its place: said as what it is, with the fix
+        problems = [(summary_uri, exc.why)]
     except ValueError as exc:
         problems = [(summary_uri, f"unreadable JSON ({exc})"[:200])]
     else:

@@ -201,6 +201,13 @@ describe its files, so this page shows none. {len(problems)} problems:</p>
 """
 
 
+def _reject_example(row: dict[str, str]) -> str:
+    """One reject as the report's table shows it (as text, escaped by `_table`): where its input
+    lies, so that a user finds the file (its key where the reject names none, or a rejects file
+    written before `input` was), and the start of its detail."""
+    return f"{row.get('input') or row['key']} ({row['detail'][:60]})"
+
+
 def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
     source_rows = []
     for name, s in data["sources"].items():
@@ -210,8 +217,7 @@ def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
                             s["rejects"], _or_dash(data["counts"]["by_source"][name]["tokens"])])
     group_rows = [[g, c["sentences"], _or_dash(c["images"]), _or_dash(c["tokens"])]
                   for g, c in data["counts"]["by_kind_task"].items()]
-    reject_rows = [[reason, n, "; ".join(f"{e['key']} ({e['detail'][:60]})" for e in
-                                         data["reject_examples"].get(reason, []))]
+    reject_rows = [[reason, n, "; ".join(_reject_example(e) for e in data["reject_examples"].get(reason, []))]
                    for reason, n in data["rejects_by_reason"].items()]
     rejects = (_table(["reason", "count", "examples"], reject_rows, wrap=2) if reject_rows
                else "<p>No rejects: every input is part of a sentence.</p>")

@@ -43,6 +43,7 @@ class RenderedUnit:
     label: str | None = None
     kind: str = "category"  # the grouped sentence kind it belongs to: category | pairs | multitask
     fingerprint: Any = None  # a dedup.Fingerprint when the unit takes part in deduplication
+    input: str = ""  # where its record's input lies (`sources.records.record_input`): its rejects name it
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def _describe(unit: RenderedUnit) -> str:
 def _clash_reject(unit: RenderedUnit, kept: RenderedUnit, count: int) -> Reject:
     return Reject(unit.key, unit.source, unit.group, "assemble", "duplicate_key",
                   f"{count} {unit.split} {unit.kind} units of {unit.label} share this key: "
-                  f"kept ({_describe(kept)}), dropped ({_describe(unit)})", split_hint=unit.split)
+                  f"kept ({_describe(kept)}), dropped ({_describe(unit)})", split_hint=unit.split, input=unit.input)
 
 
 MAX_LABEL_BYTES = 160  # with the source, split and index, a grouped sentence id stays a file name's 255 bytes

@@ -16,23 +16,33 @@ from sources import fsio
 
 STATE_MAX_BYTES = 64 << 20
 FIX = "not a file this build wrote: delete it and run the build again (it writes the file anew)"
+FOLDER_FIX = ("a folder in place of the file the build wrote: move it away (or remove it), then run the same build "
+              "command again (it writes the file anew)")
 
 
 class StateFileRefused(ValueError):
     """A build's own file refused before it was read (not a regular file, or past its cap); the
-    message names the file and the fix. A `ValueError`, as a file that is no JSON: every reader
-    that treats a damaged file as damaged treats this one so."""
+    message names the file and the fix (`why`: the message less the file's name). A `ValueError`,
+    as a file that is no JSON: every reader that treats a damaged file as damaged treats this one so."""
+
+    def __init__(self, uri: str, why: str) -> None:
+        self.why = why
+        super().__init__(f"{uri} is {why}")
 
 
 def read_state(uri: str, limit: int = STATE_MAX_BYTES) -> bytes:
     """The bytes of one of the build's own files: `StateFileRefused` for a fifo, socket or device
-    (never opened) or a file of more than `limit` bytes (no more than that read)."""
+    (never opened), a folder in its place (said as a folder: "cannot be read (Is a directory);
+    check the disk" sent the user to a disk that was fine) or a file of more than `limit` bytes
+    (no more than that read)."""
     try:
         return fsio.read_bytes(uri, limit)
     except fsio.NotAFile as exc:
-        raise StateFileRefused(f"{uri} is {exc.kind}, {FIX}") from None
+        raise StateFileRefused(uri, f"{exc.kind}, {FIX}") from None
+    except IsADirectoryError:
+        raise StateFileRefused(uri, FOLDER_FIX) from None
     except fsio.FileTooLarge:
-        raise StateFileRefused(f"{uri} is larger than the {_shown(limit)} this file may have; {FIX}") from None
+        raise StateFileRefused(uri, f"larger than the {_shown(limit)} this file may have; {FIX}") from None
 
 
 def read_state_json(uri: str, limit: int = STATE_MAX_BYTES) -> Any:

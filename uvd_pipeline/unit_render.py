@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 from sources import fsio
@@ -20,6 +20,7 @@ from sources.records import (
     TupleRecord,
     VideoClipRecord,
     VideoRecord,
+    record_input,
     safe_key,
 )
 from transforms.errors import exception_detail
@@ -113,6 +114,10 @@ class UnitRenderer:
             self._store = UnitStore(self.output, self.source.name, self.config_hash, self.root, self.named_root)
         return self._store
 
+    def _input_root(self) -> str:
+        """The root a reject's `input` is named under, as the source joins its paths to it."""
+        return str(getattr(self.source, "path", "") or self.root)
+
     def unit_key(self, unit) -> str:
         return self.store().uid(unit)
 
@@ -159,7 +164,8 @@ class UnitRenderer:
                     key = safe_key(name, "unit", f"{stable_hash(label):016x}")
                     count(name, "rejects.unit_failed")
                     outputs.append((REJECTS, Reject(key, name, key, "read", "unit_failed",
-                                                    exception_detail(exc, f"{label[:120]}: ", limit=300))))
+                                                    exception_detail(exc, f"{label[:120]}: ", limit=300),
+                                                    input=label)))
             digest = writer.commit(outputs, inputs_read)
         except BaseException:
             writer.abandon()
@@ -184,12 +190,15 @@ class UnitRenderer:
             result = Reject(record.key, record.source, record.group, "render", "internal_error",
                             exception_detail(exc, limit=300))
         distribution("stage.render_us", (time.perf_counter() - start) * 1e6)
+        clips = {clip.key: clip for clip in record.clips} if isinstance(record, VideoRecord) else {}
         for one in result if isinstance(result, list) else [result]:
             if isinstance(one, Reject):
                 count(record.source, f"rejects.{one.reason}")
-                yield REJECTS, one
+                yield REJECTS, one.located(record_input(clips.get(one.key, record), self._input_root()))
                 continue
             PROGRESS.add("rendered")
+            if isinstance(one, RenderedUnit):  # a later reject of it (a duplicate, a clash) names its input
+                one = replace(one, input=record_input(record, self._input_root()))
             stored = writer.stored(one)
             if isinstance(one, RenderedUnit):
                 count(record.source, "rendered_units")

@@ -11,7 +11,11 @@ mark) is gone, and any file in `rendered/` or `tokens/` that no stats file names
 beside the committed ones, a folder no build wrote: a glob reader would take them) are damage too;
 these two need a finished build, so they are left out while a build holds the output. Each damaged
 file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
-intact and 1 when something is damaged. A resumed `build --verify` rebuilds the damaged shards.
+intact and its build finished, 1 when something is damaged, and `UNFINISHED` (3) when what is
+committed is intact but the build did not finish (no `summary.json`: killed or failed mid-build;
+or a build holds the output): shards exist, yet not all of them, so `verify OUT && upload` must
+not go on. A resumed `build --verify` rebuilds the damaged shards; the same build command
+finishes an unfinished one.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any, Callable, Iterable
 from sources import fsio
 from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
 from uvd_pipeline.shards import NotFound
-from uvd_pipeline.state_files import read_state_json
+from uvd_pipeline.state_files import StateFileRefused, read_state_json
 from uvd_pipeline.unit_store import check_unit, unit_marks
 
 
@@ -50,10 +54,17 @@ class VerifyResult:
     def intact(self) -> bool:
         return not self.damaged
 
+    @property
+    def unfinished(self) -> bool:
+        """The output is not a whole build: its last build did not finish, or a build holds it."""
+        return not self.finished or self.holder is not None
+
     def summary_line(self) -> str:
         checked = "sizes and sha256" if self.full else "sizes only (--quick)"
         counts = (f"{self.rendered_shards} rendered shards, {self.token_shards} token shards and "
                   f"{self.units} stored units ({self.files} files, {checked})")
+        if self.intact and self.unfinished:
+            return f"{self.output}: UNFINISHED: what is committed is intact, but the build is not whole: {counts}"
         if self.intact:
             return f"{self.output}: intact: {counts}"
         return f"{self.output}: DAMAGED: {len(self.damaged)} damaged files in {counts}"
@@ -65,6 +76,8 @@ def _json(uri: str) -> Any:
         raise ValueError("not a JSON object")
     return data
 
+
+UNFINISHED = 3  # verify's exit code for an intact output whose build did not finish (or is running)
 
 STRAY = "not a file of any committed shard (no stats file names it): a stray a glob reader would take"
 
@@ -357,6 +370,8 @@ def verify_output(output: str, quick: bool = False,
             result.files += 1
             try:
                 read[name] = _json(uri)
+            except StateFileRefused as exc:  # a folder, a fifo in its place: said as what it is, with the fix
+                damaged(uri, exc.why)
             except ValueError as exc:
                 damaged(uri, f"unreadable JSON ({exc})"[:200])
             except OSError as exc:
@@ -439,7 +454,8 @@ def placed_name(stats_uri: str, stats: dict[str, Any]) -> str:
 
 
 def main(output: str, quick: bool = False) -> int:
-    """Print each damaged file and a summary line; 0 if intact, 1 if damaged."""
+    """Print each damaged file and a summary line; 0 if intact and finished, 1 if damaged,
+    `UNFINISHED` if intact but its build did not finish (or one holds the output)."""
     result = verify_output(output, quick, on_damage=lambda uri, why: print(f"damaged: {uri}: {why}", flush=True))
     if result.holder_gone:
         print(f"note: the build that held this output ({result.holder}) is gone: it was killed or crashed before it "
@@ -456,4 +472,4 @@ def main(output: str, quick: bool = False) -> int:
     if not result.intact:
         print("a resumed build with --verify rebuilds the damaged shards and removes the strays: "
               "python -m uvd_pipeline build CONFIG --verify")
-    return 0 if result.intact else 1
+    return 1 if not result.intact else UNFINISHED if result.unfinished else 0
