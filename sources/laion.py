@@ -47,8 +47,6 @@ out; one with no metadata file there is a plain image.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import re
 import tarfile
@@ -66,6 +64,11 @@ from sources.records import (FILE_TOO_LARGE, FOLDER_FILES_PER_UNIT, FOLDER_UNIT_
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
                                  shard_reject, split_member, tar_mode)
 from sources.web_units import COMPRESSED_TAR_SUFFIXES, TAR_SUFFIXES, Unit, owns_key, tar_units
+from sources.img2dataset_listing import (BAD_PARQUET, HASH_COLUMNS, HASH_MISMATCH, LISTING_SUFFIXES, PYTHON_FILE_READ,
+                                         ShardListing, download_status, hash_problem, listing_rejects, missing_rejects,
+                                         parquet_problem, parse_json, recorded_hash, shard_of, stray_files)
+# moved out under public names; called by their old ones here, so the methods read as before
+from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -90,18 +93,11 @@ _MEDIA_EXTENSIONS = (*IMAGE_EXTENSIONS, "dng", "cr2", "cr3", "nef", "arw", "raf"
 _TAKEOUT_JSON = re.compile(r"(?P<photo>.+?\.(?:%s))(?:\.[a-z-]*)?(?:\(\d+\))?\.json" % "|".join(_MEDIA_EXTENSIONS),
                            re.IGNORECASE)
 LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"]
-# Parquet through a Python (fsspec) file object: no pre-buffering and no reader threads. With
-# them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
-# one process in ten then aborts ("terminate called without an active exception").
-PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
 OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
 # why `datasets` loads a file of a repo without a card's data_files in no split (`hf_parquet.PATTERN_SETS`)
 NO_DEFAULT_SPLIT = ("named by none of the default patterns datasets loads this repo by (without a card's data_files, "
                     "the first set naming any of its files: data/<split>-NNNNN-of-NNNNN.*, else files in split-named "
                     "folders, else split-named files)")
-BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
-HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
-HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
 RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
                  "(README: Getting LAION with img2dataset)")
 
@@ -115,37 +111,6 @@ _FOLDER_KIND_PARTS = {kind: parts for parts, kind in FOLDER_KINDS.items()}
 # what a card's built config says of a data file (`LaionSource._card_answer`): (its split, None
 # for none; the config's name), or the card's error
 CardAnswer = tuple[str | None, str] | hf_card.CardError
-
-
-LISTING_SUFFIXES = (".parquet", "_stats.json")  # what img2dataset writes beside each shard
-
-
-def stray_files(files: list[str], shards: list[str], bases: list[str]) -> list[str]:
-    """The files of an img2dataset folder that are neither `shards` nor the listings of a shard
-    there (`bases`: each shard's path without its suffix), e.g. a `.tar.xz` or `.zip` someone put
-    there, a loose image, a parquet whose tar is gone: each becomes an `unexpected_file` reject,
-    never a silent skip; an operating system's metadata or a hidden file (`.DS_Store`,
-    `._00000.tar`, an editor's lock) an `os_metadata` or `hidden_file` one."""
-    listings = {base + suffix for base in bases for suffix in LISTING_SUFFIXES}
-    return [f for f in files if f not in shards and f not in listings]
-
-
-def _is_shard_name(uri: str) -> bool:
-    """A webdataset archive's name (an AppleDouble `._00000.tar` is no shard)."""
-    return uri.lower().endswith(TAR_SUFFIXES) and not set_aside(fsio.basename(uri))
-
-
-def _data_dirs(root: str) -> list[str]:
-    """A folder's sub-folders that may hold data (not `__MACOSX/`, `@eaDir/`, `.git/`)."""
-    return [d for d in fsio.list_dirs(root, links=True) if not set_aside(fsio.basename(d))]
-
-
-def shard_of(uri: str) -> tuple[str, str]:
-    """(the shard's name, its path without the archive suffix) of a webdataset archive:
-    `00000.tar` and `00000.tar.gz` are shard `00000`, listed by `00000.parquet` beside them."""
-    suffix = next(s for s in TAR_SUFFIXES[::-1] if uri.lower().endswith(s))
-    base = uri[: -len(suffix)]
-    return fsio.basename(base), base
 
 
 def _image_column(parquet_uri: str) -> str | None:
@@ -1186,119 +1151,6 @@ def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
     return "r|*" if owns is None else tar_mode(handle)
 
 
-@dataclass
-class ShardListing:
-    """What img2dataset says a shard holds: its parquet rows by key and its _stats.json count."""
-
-    rows: dict[str, dict[str, Any]]
-    stats_successes: int | None
-    problems: tuple[tuple[str, str], ...] = ()  # (reason, detail) of listing files that are there, unused
-
-    @classmethod
-    def read(cls, parquet_uri: str, stats_uri: str, root: str, follow_links: bool = False) -> "ShardListing":
-        """The shard's listing; an unreadable parquet (a killed img2dataset leaves it empty) lists
-        nothing and says why in `problems`, so the archive beside it is still read. A listing file
-        that links out of `root` is never opened (`sources.paths`)."""
-        import pyarrow as pa
-
-        rows: dict[str, dict[str, Any]] = {}
-        problems: list[tuple[str, str]] = []
-        if _listing_file(parquet_uri, root, follow_links, problems):
-            try:
-                rows = _parquet_rows(parquet_uri)
-            except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
-                raise_machine_error(exc, parquet_uri)  # too many open files, no memory: the machine's
-                problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
-                                                              "the shard's failed downloads are unknown")))
-        successes = None
-        if _listing_file(stats_uri, root, follow_links, problems):
-            successes = _stats_successes(stats_uri, problems)
-        return cls(rows, successes, tuple(problems))
-
-    def successes(self) -> list[str]:
-        return [k for k, row in self.rows.items() if download_status(row) == "success"]
-
-
-def _stats_successes(stats_uri: str, problems: list[tuple[str, str]]) -> int | None:
-    """The successes a shard's `_stats.json` counts (None: unknown). One too large, unreadable or
-    a directory is its problem in `problems` (the shard's samples are still read); too many open
-    files or no memory reading it stays the machine's `MachineError`."""
-    try:
-        parsed = parse_json(read_input_bytes(stats_uri))
-    except (OSError, fsio.FileTooLarge) as exc:  # read_input_bytes raised any MachineError already
-        reason = FILE_TOO_LARGE if isinstance(exc, fsio.FileTooLarge) else "unreadable_file"
-        problems.append((reason, parquet_problem(stats_uri, exc, "the shard's successes are unknown")))
-        return None
-    return parsed["successes"] if isinstance(parsed.get("successes"), int) else None
-
-
-def _listing_file(uri: str, root: str, follow_links: bool, problems: list[tuple[str, str]]) -> bool:
-    """Whether a shard's listing file is there to read; one that links out of `root` (or is a
-    fifo) is its problem in `problems`, never opened."""
-    if not fsio.exists(uri):
-        return False
-    outside = path_problem(root, uri, follow_links)
-    if outside:
-        problems.append(outside)
-    return outside is None
-
-
-def listing_rejects(name: str, listing: ShardListing, shard: str) -> Iterator[Reject]:
-    """A downloader's parquet (img2dataset's, video2dataset's) lists every URL it tried; failed
-    ones become counted rejects of source `name` keyed `data_key(name, shard, key)` (an unreadable
-    parquet is one `bad_parquet` reject: what it would have listed is unknown; a listing file that
-    links out of the root an `outside_root` one, never read)."""
-    for reason, detail in listing.problems:
-        yield shard_reject(name, data_key(name, shard), "read", reason, detail)
-    for sample_key, row in listing.rows.items():
-        state = download_status(row)
-        if state != "success":
-            yield shard_reject(name, data_key(name, shard, sample_key), "download", state,
-                                  str(row.get("error_message") or ""))
-
-
-def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str], archive: str) -> Iterator[Reject]:
-    """Successes the downloader recorded that the archive (or folder) does not hold: a cut or lost shard."""
-    for sample_key in listing.successes():
-        if sample_key not in seen:
-            yield shard_reject(name, data_key(name, shard, sample_key), "read", "missing_from_archive",
-                                  f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it")
-    if listing.rows or listing.stats_successes is None:
-        return
-    found = len(seen)
-    if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
-        yield shard_reject(name, data_key(name, shard, "missing"), "read", "missing_from_archive",
-                              f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
-                              f"holds {found}; without {shard}.parquet the missing keys are unknown")
-
-
-def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:
-    """A `bad_parquet` detail: the file by name (not where it lies), the error, what is unknown."""
-    name = fsio.basename(uri)
-    return f"{name} cannot be read ({type(exc).__name__}: {str(exc).replace(uri, name)}); {unknown}"
-
-
-def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
-    """An img2dataset listing's rows by key, without binary columns."""
-    import pyarrow.parquet as pq
-
-    with fsio.open_file(parquet_uri) as handle:
-        table = pq.read_table(handle, **PYTHON_FILE_READ)
-    if "key" not in table.column_names:
-        return {}
-    keep = [c for c in table.column_names if not hf_parquet.is_binary(table.schema.field(c).type)]
-    return {nfc(str(row["key"])): row for row in table.select(keep).to_pylist()}
-
-
-def download_status(row: dict[str, Any]) -> str:
-    """img2dataset's status of one parquet row: a parquet without a `status` column (older
-    img2dataset outputs, hand-made listings) lists what was downloaded, so its rows are successes;
-    an empty status in a row that has the column is a failure of unknown kind."""
-    if "status" not in row:
-        return "success"
-    return str(row["status"] or "failed")
-
-
 def _first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
     """The first success row img2dataset decoded (its `width` recorded), read a batch at a time."""
     import pyarrow.parquet as pq
@@ -1309,33 +1161,6 @@ def _first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
                 if download_status(row) == "success" and row.get("width") is not None:
                     return row
     return None
-
-
-def recorded_hash(recorded: dict[str, Any]) -> tuple[str, str] | None:
-    """(algorithm, hex digest) img2dataset recorded for a sample whose stored bytes are the bytes it
-    downloaded and hashed: only with `--disable_all_reencoding True`, whose rows carry a `width`
-    of null. A re-encoded or resized image never has the download's hash, so none is checked."""
-    if "width" not in recorded or recorded["width"] is not None:
-        return None
-    for algorithm in HASH_COLUMNS:
-        if isinstance(recorded.get(algorithm), str) and recorded[algorithm]:
-            return algorithm, recorded[algorithm].lower()
-    return None
-
-
-def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None:
-    """Why `data` is not the image img2dataset downloaded (a bad disk, a bad copy, a tool that
-    rewrote it), or None: bytes that still decode would otherwise become a sentence unnoticed."""
-    expected = recorded_hash(recorded)
-    if expected is None:
-        return None
-    algorithm, digest = expected
-    actual = hashlib.new(algorithm, data).hexdigest()
-    if actual == digest:
-        return None
-    return (f"{name}: {algorithm} of its {len(data)} bytes is {actual[:16]}..., img2dataset recorded "
-            f"{digest[:16]}... for the download (stored unchanged, --disable_all_reencoding): changed since")
-
 
 
 def _row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
@@ -1399,16 +1224,6 @@ def _rotation_clause(rotated: int) -> str:
         return ""
     return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation that "
             "re-encoding drops: re-encoded, they are stored, and built, as shot (sideways or mirrored)")
-
-
-def parse_json(data: bytes | None) -> dict:
-    if not data:
-        return {}
-    try:
-        parsed = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def _jsonable(value: Any) -> Any:

@@ -490,7 +490,7 @@ def test_too_many_open_files_reading_a_shards_parquet_fails_the_unit_and_is_no_b
     failed download it lists lost), committed for good: the machine's `MachineError`."""
     import errno
 
-    import sources.laion as laion
+    import sources.img2dataset_listing as img2dataset_listing
     from sources.records import MachineError
 
     (tmp_path / "00000").mkdir()
@@ -500,7 +500,7 @@ def test_too_many_open_files_reading_a_shards_parquet_fails_the_unit_and_is_no_b
     def rows(uri):
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
 
-    monkeypatch.setattr(laion, "_parquet_rows", rows)
+    monkeypatch.setattr(img2dataset_listing, "_parquet_rows", rows)
     with pytest.raises(MachineError, match=r"00000\.parquet.*\[Errno 24\]"):
         _read_all(LaionSource("web", str(tmp_path), "files"))
 
