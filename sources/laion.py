@@ -69,6 +69,9 @@ from sources.img2dataset_listing import (BAD_PARQUET, HASH_COLUMNS, HASH_MISMATC
                                          parquet_problem, parse_json, recorded_hash, shard_of, stray_files)
 # moved out under public names; called by their old ones here, so the methods read as before
 from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name
+from sources.img2dataset_notices import (LISTING_NOTICE_COLUMNS, RESIZE_ADVICE, decoded_samples, listing_rows,
+                                         resized_samples)
+from sources.img2dataset_notices import first_decoded_row as _first_decoded_row, rotation_clause as _rotation_clause
 from transforms.errors import exception_detail
 
 # extensions an image member or file may carry; the decoder sniffs content, these only say
@@ -98,8 +101,6 @@ OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card'
 NO_DEFAULT_SPLIT = ("named by none of the default patterns datasets loads this repo by (without a card's data_files, "
                     "the first set naming any of its files: data/<split>-NNNNN-of-NNNNN.*, else files in split-named "
                     "folders, else split-named files)")
-RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
-                 "(README: Getting LAION with img2dataset)")
 
 
 # the kind of a slice of an image folder by (whether its images take their metadata row, where
@@ -1151,79 +1152,11 @@ def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
     return "r|*" if owns is None else tar_mode(handle)
 
 
-def _first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
-    """The first success row img2dataset decoded (its `width` recorded), read a batch at a time."""
-    import pyarrow.parquet as pq
-
-    with fsio.open_file(parquet_uri) as handle:
-        for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
-            for row in batch.to_pylist():
-                if download_status(row) == "success" and row.get("width") is not None:
-                    return row
-    return None
-
-
 def _row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
     """`hf_parquet.row_batches` as (first row index or its `TooLarge`, rows): a row group too
     large to read gives its rows' keys alone, each then a `row_group_too_large` reject."""
     for item in batches:
         yield (item, item.rows) if isinstance(item, hf_parquet.TooLarge) else item
-
-
-LISTING_NOTICE_COLUMNS = ("status", "width", "height", "original_width", "original_height", "exif")
-
-
-def listing_rows(parquet_uri: str) -> list[dict[str, Any]]:
-    """The columns of an img2dataset listing the notices judge (`resized_samples`,
-    `decoded_samples`), those it has, read once."""
-    import pyarrow.parquet as pq
-
-    with fsio.open_file(parquet_uri) as handle:
-        names = pq.read_schema(handle).names
-        handle.seek(0)
-        columns = [c for c in LISTING_NOTICE_COLUMNS if c in names]
-        return pq.read_table(handle, columns=columns, **PYTHON_FILE_READ).to_pylist()
-
-
-def resized_samples(rows: list[dict[str, Any]]) -> tuple[int, int, str] | None:
-    """(resized, successes, an example) when img2dataset stored other sizes than the originals."""
-    if not rows or not all(c in rows[0] for c in LISTING_NOTICE_COLUMNS[:5]):
-        return None
-    done = [r for r in rows if r["status"] == "success" and r["width"] and r["original_width"]]
-    resized = [r for r in done if (r["width"], r["height"]) != (r["original_width"], r["original_height"])]
-    if not resized:
-        return None
-    r = resized[0]
-    return len(resized), len(done), f"{r['width']}x{r['height']} of {r['original_width']}x{r['original_height']}"
-
-
-def decoded_samples(rows: list[dict[str, Any]]) -> tuple[int, int, int] | None:
-    """(decoded, successes, rotated) when img2dataset decoded the images it stored, and so encoded
-    them again (every mode but `--disable_all_reencoding True`, whose rows have a null `width`;
-    `--skip_reencode True` keeps the bytes of a file already in its format, not told apart here);
-    `rotated`: those its `exif` column records with an EXIF orientation other than normal, which
-    OpenCV's decoding there ignored and its encoding dropped: stored, and built, as shot (sideways)."""
-    if not rows or not all(c in rows[0] for c in ("status", "width")):
-        return None
-    done = [r for r in rows if r["status"] == "success"]
-    decoded = [r for r in done if r["width"] is not None]
-    if not decoded:
-        return None
-    return len(decoded), len(done), sum(_exif_rotated(r.get("exif")) for r in decoded)
-
-
-def _exif_rotated(exif: Any) -> bool:
-    """Whether img2dataset's `exif` column (exifread's tags as JSON) records a turned or mirrored photo."""
-    parsed = parse_json(exif.encode() if isinstance(exif, str) else None)
-    orientation = parsed.get("Image Orientation")
-    return isinstance(orientation, str) and bool(orientation) and not orientation.startswith("Horizontal")
-
-
-def _rotation_clause(rotated: int) -> str:
-    if not rotated:
-        return ""
-    return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation that "
-            "re-encoding drops: re-encoded, they are stored, and built, as shot (sideways or mirrored)")
 
 
 def _jsonable(value: Any) -> Any:
