@@ -47,8 +47,6 @@ out; one with no metadata file there is a plain image.
 from __future__ import annotations
 
 import functools
-import math
-import re
 import tarfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
@@ -60,7 +58,7 @@ from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_in
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, MAX_INPUT_FILE_BYTES,
                              ImageRecord, Reject, SourceItem, data_key, nfc, units_cut_by_name,
-                             path_key, raise_machine_error, read_input_bytes, twin_detail, twin_groups)
+                             path_key, raise_machine_error, read_input_bytes, twin_detail)
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
                                  shard_reject, split_member, tar_mode)
 from sources.web_units import COMPRESSED_TAR_SUFFIXES, TAR_SUFFIXES, Unit, owns_key, tar_units
@@ -72,29 +70,13 @@ from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name a
 from sources.img2dataset_notices import (LISTING_NOTICE_COLUMNS, RESIZE_ADVICE, decoded_samples, listing_rows,
                                          resized_samples)
 from sources.img2dataset_notices import first_decoded_row as _first_decoded_row, rotation_clause as _rotation_clause
+from sources.web_samples import (IMAGE_EXTENSIONS, LABEL_MEMBERS, METADATA_SIDECAR, SAMPLE_SIDECARS, SIDECARS,
+                                 TOOL_SIDECARS, folder_groups)
+from sources.web_samples import (TAKEOUT_JSON as _TAKEOUT_JSON, ext_of as _ext_of, image_members as _image_members,
+                                 jsonable as _jsonable, sample_classes as _classes, sample_lineage as _lineage,
+                                 stem_of as _stem_of)
 from transforms.errors import exception_detail
 
-# extensions an image member or file may carry; the decoder sniffs content, these only say
-# which member of a sample is its picture
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif",
-                    "svg", "jxl", "jp2", "ico")
-SIDECARS = ("txt", "json")  # a caption and metadata next to an image of the same stem
-# a webdataset sample's class label (`ShardWriter({"jpg": ..., "cls": 3})`; webdataset decodes
-# these as integers): in a tar or files-layout sample read into the lineage (`classes`), never an
-# `unexpected_file`. img2dataset writes none.
-LABEL_MEMBERS = ("cls", "cls2", "class")
-SAMPLE_SIDECARS = (*SIDECARS, *LABEL_MEMBERS)
-# what photo tools write beside each photo, never read (`METADATA_SIDECAR`): Lightroom's, darktable's
-# or Capture One's XMP, Apple Photos' edits (`.AAE`); and Google Takeout's `{photo}.json`, also as
-# `{photo}.supplemental-metadata.json` (cut short in long names) or `{photo}(1).json`. Their fields
-# (places, people's names) are no caption and are never published.
-METADATA_SIDECAR = "metadata_sidecar"
-TOOL_SIDECARS = {"xmp": "an XMP sidecar (Lightroom's, darktable's: a photo's edits and metadata)",
-                 "aae": "Apple Photos' edit sidecar"}
-_MEDIA_EXTENSIONS = (*IMAGE_EXTENSIONS, "dng", "cr2", "cr3", "nef", "arw", "raf", "orf", "rw2", "mp4", "mov", "m4v",
-                     "3gp", "mkv", "webm", "avi", "mts")
-_TAKEOUT_JSON = re.compile(r"(?P<photo>.+?\.(?:%s))(?:\.[a-z-]*)?(?:\(\d+\))?\.json" % "|".join(_MEDIA_EXTENSIONS),
-                           re.IGNORECASE)
 LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"]
 OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
 # why `datasets` loads a file of a repo without a card's data_files in no split (`hf_parquet.PATTERN_SETS`)
@@ -195,28 +177,6 @@ def refuse_saved_datasets(name: str, root: str, files: list[str]) -> None:
             f"{name}: {shown} in {root} is a Hugging Face datasets save_to_disk folder (Arrow files), which this "
             "source does not read: write it as parquet (datasets.load_from_disk(path).to_parquet('train.parquet'); "
             "of a DatasetDict each split to its own '<split>.parquet'), read as format: huggingface")
-
-
-def _stem_of(relative: str) -> str:
-    """A folder file's pairing stem: the path without its last extension."""
-    directory, _, base = relative.rpartition("/")
-    stem = base.rsplit(".", 1)[0] if "." in base else base
-    return f"{directory}/{stem}" if directory else stem
-
-
-def _ext_of(relative: str) -> str:
-    base = relative.rpartition("/")[2]
-    return base.rsplit(".", 1)[1].lower() if "." in base else ""
-
-
-def folder_groups(files: list[str], root: str) -> list[list[str]]:
-    """A folder's files grouped by stem (an image with its caption and metadata), in path order.
-    Stems are compared in NFC (`nfc`), as keys are: files whose names differ only in Unicode form
-    (one copied from a Mac in NFD beside one in NFC) share a group, where they are told apart:
-    a file named in NFC comes first, the one read."""
-    groups = twin_groups(files, lambda uri: relative_to_root(root, uri),
-                         by=lambda uri: _stem_of(relative_to_root(root, uri)))
-    return [groups[stem] for stem in sorted(groups)]
 
 
 @dataclass(frozen=True)
@@ -1123,27 +1083,6 @@ def _caption_text(text: Any) -> str | None:
     return str(text).strip() or None if text is not None else None
 
 
-def _image_members(members: dict[str, Any]) -> list[str]:
-    """A sample's picture candidates: image extensions in preference order, then members whose
-    last extension is one (`0001.jpg` of `c.0001.jpg`, a key with a dot: webdataset decodes a
-    member by its last extension), else any member that is not a sidecar (the decoder judges it)."""
-    images = [e for e in IMAGE_EXTENSIONS if e in members]
-    dotted = sorted((e for e in members if "." in e and e.rsplit(".", 1)[1] in IMAGE_EXTENSIONS),
-                    key=lambda e: (IMAGE_EXTENSIONS.index(e.rsplit(".", 1)[1]), e))
-    return images + dotted or sorted(e for e in members if e not in SAMPLE_SIDECARS)[:1]
-
-
-def _classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
-    """{"classes": {member: label}} of a sample's `LABEL_MEMBERS` (an integer, as webdataset
-    decodes it, or else the text), or {} without any."""
-    labels: dict[str, int | str] = {}
-    for ext in LABEL_MEMBERS:
-        if isinstance(members.get(ext), bytes):
-            text = members[ext].decode("utf-8", errors="replace").strip()
-            labels[ext] = int(text) if re.fullmatch(r"-?\d{1,18}", text) else text[:200]
-    return {"classes": labels} if labels else {}
-
-
 def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
     """tarfile mode for one reading whose headers are read again (a plain tar's that `scan` kept
     are walked seekably: `tar_members.KeptHeaders`): a part of a plain local tar opens it seekably,
@@ -1159,36 +1098,3 @@ def _row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
         yield (item, item.rows) if isinstance(item, hf_parquet.TooLarge) else item
 
 
-def _jsonable(value: Any) -> Any:
-    """A metadata value as plain JSON (bytes are never carried; NaN becomes null)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return str(value)
-
-
-def _lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None) -> dict:
-    """Caption and URL at the top (as before), and everything img2dataset recorded under
-    `img2dataset`: its parquet row, overlaid by the sample's `.json`."""
-    lineage: dict = {}
-    if text:
-        lineage["caption"] = text.decode("utf-8", errors="replace").strip()
-    parsed = parse_json(meta)
-    recorded = {**(row or {}), **parsed}
-    for field in ("url", "caption", "original_width", "original_height"):
-        if recorded.get(field) is not None and field not in lineage:
-            lineage[field] = _jsonable(recorded[field])
-    if recorded:
-        lineage["img2dataset"] = {k: _jsonable(v) for k, v in sorted(recorded.items())}
-        width, height = recorded.get("width"), recorded.get("height")
-        original = (recorded.get("original_width"), recorded.get("original_height"))
-        if width and height and all(original) and (width, height) != original:
-            lineage["resized_from"] = [int(original[0]), int(original[1])]  # type: ignore[arg-type]
-    return lineage
