@@ -49,7 +49,7 @@ from __future__ import annotations
 import functools
 import tarfile
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_card, hf_parquet, imagefolder
 from sources.imagefolder import BAD_METADATA, EXTRA_IMAGE, UNLISTED_IMAGE
@@ -60,24 +60,30 @@ from sources.records import (FILE_TOO_LARGE, FOLDER_FILES_PER_UNIT, FOLDER_UNIT_
                              ImageRecord, Reject, SourceItem, data_key, nfc, units_cut_by_name,
                              path_key, raise_machine_error, read_input_bytes, twin_detail)
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
-                                 shard_reject, split_member, tar_mode)
-from sources.web_units import COMPRESSED_TAR_SUFFIXES, TAR_SUFFIXES, Unit, owns_key, tar_units
-from sources.img2dataset_listing import (BAD_PARQUET, HASH_COLUMNS, HASH_MISMATCH, LISTING_SUFFIXES, PYTHON_FILE_READ,
-                                         ShardListing, download_status, hash_problem, listing_rejects, missing_rejects,
-                                         parquet_problem, parse_json, recorded_hash, shard_of, stray_files)
-# moved out under public names; called by their old ones here, so the methods read as before
+                                 split_member, tar_mode)
+from sources.img2dataset_listing import (BAD_PARQUET, HASH_MISMATCH, ShardListing, download_status, hash_problem,
+                                         listing_rejects, missing_rejects, parquet_problem, parse_json, recorded_hash,
+                                         shard_of, stray_files)
+from sources.img2dataset_notices import RESIZE_ADVICE, decoded_samples, listing_rows, resized_samples
+from sources.web_format import LaionFormat, detect_format, first_schema, refuse_saved_datasets, refuse_tfrecords
+from sources.web_samples import (IMAGE_EXTENSIONS, METADATA_SIDECAR, SAMPLE_SIDECARS, SIDECARS, TOOL_SIDECARS,
+                                 folder_groups)
+from sources.web_units import TAR_SUFFIXES, Unit, tar_units
+# helpers moved out of this module under public names, called here by their old private ones
 from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name
-from sources.img2dataset_notices import (LISTING_NOTICE_COLUMNS, RESIZE_ADVICE, decoded_samples, listing_rows,
-                                         resized_samples)
 from sources.img2dataset_notices import first_decoded_row as _first_decoded_row, rotation_clause as _rotation_clause
-from sources.web_samples import (IMAGE_EXTENSIONS, LABEL_MEMBERS, METADATA_SIDECAR, SAMPLE_SIDECARS, SIDECARS,
-                                 TOOL_SIDECARS, folder_groups)
+from sources.web_format import image_column as _image_column
 from sources.web_samples import (TAKEOUT_JSON as _TAKEOUT_JSON, ext_of as _ext_of, image_members as _image_members,
                                  jsonable as _jsonable, sample_classes as _classes, sample_lineage as _lineage,
                                  stem_of as _stem_of)
+# moved out of this module, still importable from here (unused here); the tar-part sizes are not:
+# patch them where tar_units reads them (`sources.web_units`)
+from sources.img2dataset_listing import HASH_COLUMNS, LISTING_SUFFIXES, PYTHON_FILE_READ  # noqa: F401
+from sources.img2dataset_notices import LISTING_NOTICE_COLUMNS  # noqa: F401
+from sources.web_samples import LABEL_MEMBERS  # noqa: F401
+from sources.web_units import COMPRESSED_TAR_SUFFIXES, owns_key  # noqa: F401
 from transforms.errors import exception_detail
 
-LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"]
 OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
 # why `datasets` loads a file of a repo without a card's data_files in no split (`hf_parquet.PATTERN_SETS`)
 NO_DEFAULT_SPLIT = ("named by none of the default patterns datasets loads this repo by (without a card's data_files, "
@@ -94,89 +100,6 @@ _FOLDER_KIND_PARTS = {kind: parts for parts, kind in FOLDER_KINDS.items()}
 # what a card's built config says of a data file (`LaionSource._card_answer`): (its split, None
 # for none; the config's name), or the card's error
 CardAnswer = tuple[str | None, str] | hf_card.CardError
-
-
-def _image_column(parquet_uri: str) -> str | None:
-    """The binary image column of an `output_format=parquet` shard, if it has one."""
-    import pyarrow.parquet as pq
-
-    with fsio.open_file(parquet_uri) as handle:
-        schema = pq.read_schema(handle)
-    for field in schema:
-        if field.name in IMAGE_EXTENSIONS and hf_parquet.is_binary(field.type):
-            return field.name
-    return None
-
-
-def refuse_tfrecords(name: str, root: str, files: list[str]) -> None:
-    """Raise for img2dataset's `output_format=tfrecord` (`NNNNN.tfrecord` beside its listings)
-    among a folder's `files`, which this source does not read: taken for a plain folder, each
-    shard and listing would be an image the decoder fails."""
-    records = sorted(fsio.basename(f) for f in files
-                     if f.lower().endswith(".tfrecord") and not set_aside(fsio.basename(f)))
-    if records:
-        raise FileNotFoundError(
-            f"{name}: {records[0]}{f' and {len(records) - 1} more' if len(records) > 1 else ''} in {root} is "
-            "img2dataset's output_format=tfrecord, which this source does not read: download again with "
-            "--output_format webdataset (or files, or parquet)")
-
-
-def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
-    # `links`: a shard that is a fifo or a link still names the layout (its unit rejects it,
-    # `not_a_file`), never taken for a plain folder whose listings are images without their file
-    files = [f for f in fsio.list_files(root, links=True) if not set_aside(fsio.basename(f))]
-    if any(_is_shard_name(f) for f in files):
-        return "webdataset"
-    parquets = [f for f in files if f.endswith(".parquet")]
-    if parquets and _is_hf_parquet(root, parquets, follow_links):  # a `to_parquet` file, maybe beside images
-        return "huggingface"
-    if parquets and _data_dirs(root):
-        return "files"
-    if parquets and _image_column(parquets[0]):
-        return "parquet"
-    nested = [f for f in fsio.list_files(root, (".parquet",), recursive=True) if not set_aside_problem(root, f, False)]
-    if nested and _is_hf_parquet(root, nested, follow_links):  # the Hub's `data/train-00000-of-00001.parquet`
-        return "huggingface"
-    return "folder"
-
-
-def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
-    """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
-    out of `root`, as a Hub cache snapshot's do without `follow_links`, is never opened)."""
-    schema = first_schema(root, uris, follow_links)
-    return schema is not None and bool(hf_parquet.image_columns(schema[1]) or hf_parquet.image_list_columns(schema[1]))
-
-
-def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> tuple[str, Any] | None:
-    """(file, Arrow schema) of the first of `uris` whose footer reads (of the first `tries`; a
-    damaged or empty one is its unit's `bad_parquet` reject, a link out of `root` its
-    `outside_root` one, never opened here), or None."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    for uri in uris[:tries]:
-        if path_problem(root, uri, follow_links):
-            continue
-        try:
-            with fsio.open_file(uri) as handle:
-                return uri, pq.read_schema(handle)
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            raise_machine_error(exc, uri)
-    return None
-
-
-def refuse_saved_datasets(name: str, root: str, files: list[str]) -> None:
-    """Raise for a `datasets` `save_to_disk` folder (`state.json` beside `data-00000-of-00001.arrow`),
-    Arrow streams this source does not read: taken for a plain folder, each would be an image the
-    decoder fails."""
-    states = [f for f in files if fsio.basename(f) == "state.json"
-              and any(g.endswith(".arrow") and g.startswith(f[: -len("state.json")]) for g in files)]
-    if states:
-        shown = relative_to_root(root, states[0])
-        raise FileNotFoundError(
-            f"{name}: {shown} in {root} is a Hugging Face datasets save_to_disk folder (Arrow files), which this "
-            "source does not read: write it as parquet (datasets.load_from_disk(path).to_parquet('train.parquet'); "
-            "of a DatasetDict each split to its own '<split>.parquet'), read as format: huggingface")
 
 
 @dataclass(frozen=True)
