@@ -42,6 +42,11 @@ A folder with a `metadata.jsonl` or `metadata.csv` is a Hugging Face ImageFolder
 folders or its own give), one unit per metadata file reports its bad rows, and an image no row of
 a metadata file in its folder or above names is an `unlisted_image` reject, as `datasets` leaves it
 out; one with no metadata file there is a plain image.
+
+`LaionSource` is built of: `sources.web_format` (which layout a folder is), `sources.web_units` (the
+units it is cut into, a big tar's parts), `sources.img2dataset_listing` (the shards and listings
+img2dataset writes, what they say), `sources.img2dataset_notices` (what img2dataset did to the
+images it stored) and `sources.web_samples` (what a sample is made of, its lineage).
 """
 
 from __future__ import annotations
