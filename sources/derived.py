@@ -11,8 +11,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from sources.laion import LaionSource, Unit
+from sources.laion import LaionSource
 from sources.records import ImageRecord, PairRecord, SourceItem, stable_hash
+from sources.web_units import Unit
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ train/, a `<wnid>.tar` beside or instead of the `<wnid>/` folders (ILSVRC2012_im
 outer tar extracted: `mkdir train && tar -xf ILSVRC2012_img_train.tar -C train`), or, in a root
 holding no splits' folders, the `<wnid>.tar` at its top, as ImageNet-21k's winter21_whole/ lies,
 read as the train split. Each archive is a unit (a big local one split into parts, as a web
-shard: `sources.laion.tar_units`), each member `<wnid>_<n>.JPEG` an image of class `<wnid>` with
+shard: `sources.web_units.tar_units`), each member `<wnid>_<n>.JPEG` an image of class `<wnid>` with
 the key and lineage it has extracted into `train/<wnid>/`, so that both build the same bytes.
 A member is judged on its header before it is read: a folder or a member in one (`unexpected_file`:
 read flat, as class folders are; `tar -C n0 .`'s leading `./` excepted), an OS's or tool's file,
@@ -63,12 +63,12 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.laion import owns_key, tar_units
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
 from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
                              safe_key, units_cut_by_name)
 from sources.tar_members import (DUPLICATE_MEMBER, MEMBER_TOO_LARGE, member_bytes, member_too_large, member_type,
                                  read_members)
+from sources.web_units import owns_key, tar_units
 from transforms.errors import exception_detail
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
@@ -148,7 +148,7 @@ class Unit:
         return self.folder or self.split
 
     def owns(self, key: str) -> bool:
-        """Whether an item of this unit's archive is this part's to yield (as `sources.laion.Unit`)."""
+        """Whether an item of this unit's archive is this part's to yield (as `sources.web_units.Unit`)."""
         return owns_key(key, self.part, self.parts)
 
 

@@ -42,20 +42,19 @@ A folder with a `metadata.jsonl` or `metadata.csv` is a Hugging Face ImageFolder
 folders or its own give), one unit per metadata file reports its bad rows, and an image no row of
 a metadata file in its folder or above names is an `unlisted_image` reject, as `datasets` leaves it
 out; one with no metadata file there is a plain image.
+
+`LaionSource` is built of: `sources.web_format` (which layout a folder is), `sources.web_units` (the
+units it is cut into, a big tar's parts), `sources.img2dataset_listing` (the shards and listings
+img2dataset writes, what they say), `sources.img2dataset_notices` (what img2dataset did to the
+images it stored) and `sources.web_samples` (what a sample is made of, its lineage).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import math
-import os
-import re
 import tarfile
-import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_card, hf_parquet, imagefolder
 from sources.imagefolder import BAD_METADATA, EXTRA_IMAGE, UNLISTED_IMAGE
@@ -64,64 +63,37 @@ from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_in
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
 from sources.records import (FILE_TOO_LARGE, FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, MAX_INPUT_FILE_BYTES,
                              ImageRecord, Reject, SourceItem, data_key, nfc, units_cut_by_name,
-                             path_key, raise_machine_error, read_input_bytes, twin_detail, twin_groups)
+                             path_key, raise_machine_error, read_input_bytes, twin_detail)
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
-                                 shard_reject, split_member, tar_mode)
+                                 split_member, tar_mode)
+from sources.img2dataset_listing import (BAD_PARQUET, HASH_MISMATCH, ShardListing, download_status, hash_problem,
+                                         listing_rejects, missing_rejects, parquet_problem, parse_json, recorded_hash,
+                                         shard_of, stray_files)
+from sources.img2dataset_notices import RESIZE_ADVICE, decoded_samples, listing_rows, resized_samples
+from sources.web_format import LaionFormat, detect_format, first_schema, refuse_saved_datasets, refuse_tfrecords
+from sources.web_samples import (IMAGE_EXTENSIONS, METADATA_SIDECAR, SAMPLE_SIDECARS, SIDECARS, TOOL_SIDECARS,
+                                 folder_groups)
+from sources.web_units import TAR_SUFFIXES, Unit, tar_units
+# helpers moved out of this module under public names, called here by their old private ones
+from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name
+from sources.img2dataset_notices import first_decoded_row as _first_decoded_row, rotation_clause as _rotation_clause
+from sources.web_format import image_column as _image_column
+from sources.web_samples import (TAKEOUT_JSON as _TAKEOUT_JSON, ext_of as _ext_of, image_members as _image_members,
+                                 jsonable as _jsonable, sample_classes as _classes, sample_lineage as _lineage,
+                                 stem_of as _stem_of)
+# moved out of this module, still importable from here (unused here); the tar-part sizes are not:
+# patch them where tar_units reads them (`sources.web_units`)
+from sources.img2dataset_listing import HASH_COLUMNS, LISTING_SUFFIXES, PYTHON_FILE_READ  # noqa: F401
+from sources.img2dataset_notices import LISTING_NOTICE_COLUMNS  # noqa: F401
+from sources.web_samples import LABEL_MEMBERS  # noqa: F401
+from sources.web_units import COMPRESSED_TAR_SUFFIXES, owns_key  # noqa: F401
 from transforms.errors import exception_detail
 
-# extensions an image member or file may carry; the decoder sniffs content, these only say
-# which member of a sample is its picture
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif",
-                    "svg", "jxl", "jp2", "ico")
-SIDECARS = ("txt", "json")  # a caption and metadata next to an image of the same stem
-# a webdataset sample's class label (`ShardWriter({"jpg": ..., "cls": 3})`; webdataset decodes
-# these as integers): in a tar or files-layout sample read into the lineage (`classes`), never an
-# `unexpected_file`. img2dataset writes none.
-LABEL_MEMBERS = ("cls", "cls2", "class")
-SAMPLE_SIDECARS = (*SIDECARS, *LABEL_MEMBERS)
-# what photo tools write beside each photo, never read (`METADATA_SIDECAR`): Lightroom's, darktable's
-# or Capture One's XMP, Apple Photos' edits (`.AAE`); and Google Takeout's `{photo}.json`, also as
-# `{photo}.supplemental-metadata.json` (cut short in long names) or `{photo}(1).json`. Their fields
-# (places, people's names) are no caption and are never published.
-METADATA_SIDECAR = "metadata_sidecar"
-TOOL_SIDECARS = {"xmp": "an XMP sidecar (Lightroom's, darktable's: a photo's edits and metadata)",
-                 "aae": "Apple Photos' edit sidecar"}
-_MEDIA_EXTENSIONS = (*IMAGE_EXTENSIONS, "dng", "cr2", "cr3", "nef", "arw", "raf", "orf", "rw2", "mp4", "mov", "m4v",
-                     "3gp", "mkv", "webm", "avi", "mts")
-_TAKEOUT_JSON = re.compile(r"(?P<photo>.+?\.(?:%s))(?:\.[a-z-]*)?(?:\(\d+\))?\.json" % "|".join(_MEDIA_EXTENSIONS),
-                           re.IGNORECASE)
-LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"]
-# Parquet through a Python (fsspec) file object: no pre-buffering and no reader threads. With
-# them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
-# one process in ten then aborts ("terminate called without an active exception").
-PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
 OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
 # why `datasets` loads a file of a repo without a card's data_files in no split (`hf_parquet.PATTERN_SETS`)
 NO_DEFAULT_SPLIT = ("named by none of the default patterns datasets loads this repo by (without a card's data_files, "
                     "the first set naming any of its files: data/<split>-NNNNN-of-NNNNN.*, else files in split-named "
                     "folders, else split-named files)")
-BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
-HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
-HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
-RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
-                 "(README: Getting LAION with img2dataset)")
-
-
-# A local tar of this size or more is read as several units (`Unit.part`), so that a few big tars
-# spread over the workers (3 tars on 2 workers: one renders two while the other waits). Each part
-# reads every member header of the tar and seeks over the data of samples another part owns (on a
-# local disk 14 ms per 900-member tar against 40 ms for reading it through; decoding a part's 450
-# images takes ~200 times that); it yields the items whose key hashes to it: together the parts
-# yield exactly what one reading does. A remote tar is never split (each part would download all
-# of it). Smaller parts did not pay: 16 MB (18 units of 50 images for a 900-image build of three
-# 92 MB tars instead of 6 of 150) took 5.14 s against 4.91 s (medians of 4 interleaved runs, 8.0
-# against 7.8 CPU-s).
-TAR_PART_BYTES = 64 << 20
-MAX_TAR_PARTS = 8
-# webdataset shards: plain, or gzip-compressed as webdataset also reads them (streamed through
-# zlib's 32 KiB window, so memory stays bounded; never split into parts: each would inflate it all)
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz")
 
 
 # the kind of a slice of an image folder by (whether its images take their metadata row, where
@@ -133,186 +105,6 @@ _FOLDER_KIND_PARTS = {kind: parts for parts, kind in FOLDER_KINDS.items()}
 # what a card's built config says of a data file (`LaionSource._card_answer`): (its split, None
 # for none; the config's name), or the card's error
 CardAnswer = tuple[str | None, str] | hf_card.CardError
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One parallel work item: a tar (or one of its `parts`), a files-layout shard folder, a
-    parquet of images, or a slice of an image folder (an image's sidecars always in the same slice)."""
-
-    # "tar" | "files" | "parquet" | a slice of an image folder (`FOLDER_KINDS`) | "metadata" |
-    # "metadata_card" (an ImageFolder metadata file; with a card's configs) | "card" (README.md) |
-    # "hf_parquet" | "hf_other" (a `datasets` layout's parquet; its other files) | "stray" (a file
-    # that is none of those: a reject); part of the unit's id (`unit_store.unit_id`): spelt as ever
-    kind: str
-    uris: tuple[str, ...]
-    root: str
-    part: int = 0
-    parts: int = 1
-
-    def __repr__(self) -> str:  # a whole unit keeps the name (`unit_store.unit_id`) it always had
-        split = f", part={self.part}, parts={self.parts}" if self.parts > 1 else ""
-        return f"Unit(kind={self.kind!r}, uris={self.uris!r}, root={self.root!r}{split})"
-
-    def owns(self, key: str) -> bool:
-        """Whether an item of this unit's input is this part's to yield."""
-        return owns_key(key, self.part, self.parts)
-
-
-def owns_key(key: str, part: int, parts: int) -> bool:
-    """Whether the item keyed `key` of a tar read in `parts` parts is part `part`'s to yield (each
-    key's in exactly one part, whatever the order of the members)."""
-    return parts == 1 or zlib.crc32(key.encode("utf-8", "surrogateescape")) % parts == part
-
-
-def tar_units(uri: str, root: str, part_bytes: int | None = None, max_parts: int | None = None) -> list[Unit]:
-    """A tar's units: one, or `parts` of a big local tar (of `part_bytes`, by default
-    `TAR_PART_BYTES`; at most `max_parts`, by default `MAX_TAR_PARTS`)."""
-    path = fsio.local_path(uri)
-    parts = 1
-    if path is not None and not uri.lower().endswith(COMPRESSED_TAR_SUFFIXES):
-        try:
-            size = os.path.getsize(path)
-            parts = min(max_parts or MAX_TAR_PARTS, max(1, -(-size // (part_bytes or TAR_PART_BYTES))))
-        except OSError:  # a dangling link: its one unit says what became of it
-            parts = 1
-    return [Unit("tar", (uri,), root, part, parts) for part in range(parts)]
-
-
-LISTING_SUFFIXES = (".parquet", "_stats.json")  # what img2dataset writes beside each shard
-
-
-def stray_files(files: list[str], shards: list[str], bases: list[str]) -> list[str]:
-    """The files of an img2dataset folder that are neither `shards` nor the listings of a shard
-    there (`bases`: each shard's path without its suffix), e.g. a `.tar.xz` or `.zip` someone put
-    there, a loose image, a parquet whose tar is gone: each becomes an `unexpected_file` reject,
-    never a silent skip; an operating system's metadata or a hidden file (`.DS_Store`,
-    `._00000.tar`, an editor's lock) an `os_metadata` or `hidden_file` one."""
-    listings = {base + suffix for base in bases for suffix in LISTING_SUFFIXES}
-    return [f for f in files if f not in shards and f not in listings]
-
-
-def _is_shard_name(uri: str) -> bool:
-    """A webdataset archive's name (an AppleDouble `._00000.tar` is no shard)."""
-    return uri.lower().endswith(TAR_SUFFIXES) and not set_aside(fsio.basename(uri))
-
-
-def _data_dirs(root: str) -> list[str]:
-    """A folder's sub-folders that may hold data (not `__MACOSX/`, `@eaDir/`, `.git/`)."""
-    return [d for d in fsio.list_dirs(root, links=True) if not set_aside(fsio.basename(d))]
-
-
-def shard_of(uri: str) -> tuple[str, str]:
-    """(the shard's name, its path without the archive suffix) of a webdataset archive:
-    `00000.tar` and `00000.tar.gz` are shard `00000`, listed by `00000.parquet` beside them."""
-    suffix = next(s for s in TAR_SUFFIXES[::-1] if uri.lower().endswith(s))
-    base = uri[: -len(suffix)]
-    return fsio.basename(base), base
-
-
-def _image_column(parquet_uri: str) -> str | None:
-    """The binary image column of an `output_format=parquet` shard, if it has one."""
-    import pyarrow.parquet as pq
-
-    with fsio.open_file(parquet_uri) as handle:
-        schema = pq.read_schema(handle)
-    for field in schema:
-        if field.name in IMAGE_EXTENSIONS and hf_parquet.is_binary(field.type):
-            return field.name
-    return None
-
-
-def refuse_tfrecords(name: str, root: str, files: list[str]) -> None:
-    """Raise for img2dataset's `output_format=tfrecord` (`NNNNN.tfrecord` beside its listings)
-    among a folder's `files`, which this source does not read: taken for a plain folder, each
-    shard and listing would be an image the decoder fails."""
-    records = sorted(fsio.basename(f) for f in files
-                     if f.lower().endswith(".tfrecord") and not set_aside(fsio.basename(f)))
-    if records:
-        raise FileNotFoundError(
-            f"{name}: {records[0]}{f' and {len(records) - 1} more' if len(records) > 1 else ''} in {root} is "
-            "img2dataset's output_format=tfrecord, which this source does not read: download again with "
-            "--output_format webdataset (or files, or parquet)")
-
-
-def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
-    # `links`: a shard that is a fifo or a link still names the layout (its unit rejects it,
-    # `not_a_file`), never taken for a plain folder whose listings are images without their file
-    files = [f for f in fsio.list_files(root, links=True) if not set_aside(fsio.basename(f))]
-    if any(_is_shard_name(f) for f in files):
-        return "webdataset"
-    parquets = [f for f in files if f.endswith(".parquet")]
-    if parquets and _is_hf_parquet(root, parquets, follow_links):  # a `to_parquet` file, maybe beside images
-        return "huggingface"
-    if parquets and _data_dirs(root):
-        return "files"
-    if parquets and _image_column(parquets[0]):
-        return "parquet"
-    nested = [f for f in fsio.list_files(root, (".parquet",), recursive=True) if not set_aside_problem(root, f, False)]
-    if nested and _is_hf_parquet(root, nested, follow_links):  # the Hub's `data/train-00000-of-00001.parquet`
-        return "huggingface"
-    return "folder"
-
-
-def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
-    """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
-    out of `root`, as a Hub cache snapshot's do without `follow_links`, is never opened)."""
-    schema = first_schema(root, uris, follow_links)
-    return schema is not None and bool(hf_parquet.image_columns(schema[1]) or hf_parquet.image_list_columns(schema[1]))
-
-
-def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> tuple[str, Any] | None:
-    """(file, Arrow schema) of the first of `uris` whose footer reads (of the first `tries`; a
-    damaged or empty one is its unit's `bad_parquet` reject, a link out of `root` its
-    `outside_root` one, never opened here), or None."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    for uri in uris[:tries]:
-        if path_problem(root, uri, follow_links):
-            continue
-        try:
-            with fsio.open_file(uri) as handle:
-                return uri, pq.read_schema(handle)
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            raise_machine_error(exc, uri)
-    return None
-
-
-def refuse_saved_datasets(name: str, root: str, files: list[str]) -> None:
-    """Raise for a `datasets` `save_to_disk` folder (`state.json` beside `data-00000-of-00001.arrow`),
-    Arrow streams this source does not read: taken for a plain folder, each would be an image the
-    decoder fails."""
-    states = [f for f in files if fsio.basename(f) == "state.json"
-              and any(g.endswith(".arrow") and g.startswith(f[: -len("state.json")]) for g in files)]
-    if states:
-        shown = relative_to_root(root, states[0])
-        raise FileNotFoundError(
-            f"{name}: {shown} in {root} is a Hugging Face datasets save_to_disk folder (Arrow files), which this "
-            "source does not read: write it as parquet (datasets.load_from_disk(path).to_parquet('train.parquet'); "
-            "of a DatasetDict each split to its own '<split>.parquet'), read as format: huggingface")
-
-
-def _stem_of(relative: str) -> str:
-    """A folder file's pairing stem: the path without its last extension."""
-    directory, _, base = relative.rpartition("/")
-    stem = base.rsplit(".", 1)[0] if "." in base else base
-    return f"{directory}/{stem}" if directory else stem
-
-
-def _ext_of(relative: str) -> str:
-    base = relative.rpartition("/")[2]
-    return base.rsplit(".", 1)[1].lower() if "." in base else ""
-
-
-def folder_groups(files: list[str], root: str) -> list[list[str]]:
-    """A folder's files grouped by stem (an image with its caption and metadata), in path order.
-    Stems are compared in NFC (`nfc`), as keys are: files whose names differ only in Unicode form
-    (one copied from a Mac in NFD beside one in NFC) share a group, where they are told apart:
-    a file named in NFC comes first, the one read."""
-    groups = twin_groups(files, lambda uri: relative_to_root(root, uri),
-                         by=lambda uri: _stem_of(relative_to_root(root, uri)))
-    return [groups[stem] for stem in sorted(groups)]
 
 
 @dataclass(frozen=True)
@@ -1256,202 +1048,12 @@ def _caption_text(text: Any) -> str | None:
     return str(text).strip() or None if text is not None else None
 
 
-def _image_members(members: dict[str, Any]) -> list[str]:
-    """A sample's picture candidates: image extensions in preference order, then members whose
-    last extension is one (`0001.jpg` of `c.0001.jpg`, a key with a dot: webdataset decodes a
-    member by its last extension), else any member that is not a sidecar (the decoder judges it)."""
-    images = [e for e in IMAGE_EXTENSIONS if e in members]
-    dotted = sorted((e for e in members if "." in e and e.rsplit(".", 1)[1] in IMAGE_EXTENSIONS),
-                    key=lambda e: (IMAGE_EXTENSIONS.index(e.rsplit(".", 1)[1]), e))
-    return images + dotted or sorted(e for e in members if e not in SAMPLE_SIDECARS)[:1]
-
-
-def _classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
-    """{"classes": {member: label}} of a sample's `LABEL_MEMBERS` (an integer, as webdataset
-    decodes it, or else the text), or {} without any."""
-    labels: dict[str, int | str] = {}
-    for ext in LABEL_MEMBERS:
-        if isinstance(members.get(ext), bytes):
-            text = members[ext].decode("utf-8", errors="replace").strip()
-            labels[ext] = int(text) if re.fullmatch(r"-?\d{1,18}", text) else text[:200]
-    return {"classes": labels} if labels else {}
-
-
 def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
     """tarfile mode for one reading whose headers are read again (a plain tar's that `scan` kept
     are walked seekably: `tar_members.KeptHeaders`): a part of a plain local tar opens it seekably,
     so the data of samples other parts own is skipped, not read; a whole tar, or a compressed one,
     is streamed (the end-of-archive check then sees the same stream whichever part reads it)."""
     return "r|*" if owns is None else tar_mode(handle)
-
-
-@dataclass
-class ShardListing:
-    """What img2dataset says a shard holds: its parquet rows by key and its _stats.json count."""
-
-    rows: dict[str, dict[str, Any]]
-    stats_successes: int | None
-    problems: tuple[tuple[str, str], ...] = ()  # (reason, detail) of listing files that are there, unused
-
-    @classmethod
-    def read(cls, parquet_uri: str, stats_uri: str, root: str, follow_links: bool = False) -> "ShardListing":
-        """The shard's listing; an unreadable parquet (a killed img2dataset leaves it empty) lists
-        nothing and says why in `problems`, so the archive beside it is still read. A listing file
-        that links out of `root` is never opened (`sources.paths`)."""
-        import pyarrow as pa
-
-        rows: dict[str, dict[str, Any]] = {}
-        problems: list[tuple[str, str]] = []
-        if _listing_file(parquet_uri, root, follow_links, problems):
-            try:
-                rows = _parquet_rows(parquet_uri)
-            except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
-                raise_machine_error(exc, parquet_uri)  # too many open files, no memory: the machine's
-                problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
-                                                              "the shard's failed downloads are unknown")))
-        successes = None
-        if _listing_file(stats_uri, root, follow_links, problems):
-            successes = _stats_successes(stats_uri, problems)
-        return cls(rows, successes, tuple(problems))
-
-    def successes(self) -> list[str]:
-        return [k for k, row in self.rows.items() if download_status(row) == "success"]
-
-
-def _stats_successes(stats_uri: str, problems: list[tuple[str, str]]) -> int | None:
-    """The successes a shard's `_stats.json` counts (None: unknown). One too large, unreadable or
-    a directory is its problem in `problems` (the shard's samples are still read); too many open
-    files or no memory reading it stays the machine's `MachineError`."""
-    try:
-        parsed = parse_json(read_input_bytes(stats_uri))
-    except (OSError, fsio.FileTooLarge) as exc:  # read_input_bytes raised any MachineError already
-        reason = FILE_TOO_LARGE if isinstance(exc, fsio.FileTooLarge) else "unreadable_file"
-        problems.append((reason, parquet_problem(stats_uri, exc, "the shard's successes are unknown")))
-        return None
-    return parsed["successes"] if isinstance(parsed.get("successes"), int) else None
-
-
-def _listing_file(uri: str, root: str, follow_links: bool, problems: list[tuple[str, str]]) -> bool:
-    """Whether a shard's listing file is there to read; one that links out of `root` (or is a
-    fifo) is its problem in `problems`, never opened."""
-    if not fsio.exists(uri):
-        return False
-    outside = path_problem(root, uri, follow_links)
-    if outside:
-        problems.append(outside)
-    return outside is None
-
-
-def listing_rejects(name: str, listing: ShardListing, shard: str, parquet: str = "") -> Iterator[Reject]:
-    """A downloader's parquet (img2dataset's, video2dataset's) lists every URL it tried; failed
-    ones become counted rejects of source `name` keyed `data_key(name, shard, key)` (an unreadable
-    parquet is one `bad_parquet` reject: what it would have listed is unknown; a listing file that
-    links out of the root an `outside_root` one, never read). Their `input`: the listing `parquet`
-    (as the root sees it), the row's key and its URL."""
-    for reason, detail in listing.problems:
-        yield shard_reject(name, data_key(name, shard), "read", reason, detail, parquet)
-    for sample_key, row in listing.rows.items():
-        state = download_status(row)
-        if state != "success":
-            yield shard_reject(name, data_key(name, shard, sample_key), "download", state,
-                               str(row.get("error_message") or ""), _listed_input(parquet, sample_key, row))
-
-
-def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str], archive: str,
-                    where: str = "") -> Iterator[Reject]:
-    """Successes the downloader recorded that the archive (or folder) does not hold: a cut or lost
-    shard. Their `input`: `where` (the archive as the root sees it, with `:` or `/`) and the key."""
-    for sample_key in listing.successes():
-        if sample_key not in seen:
-            yield shard_reject(name, data_key(name, shard, sample_key), "read", "missing_from_archive",
-                               f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it",
-                               f"{where}{sample_key}" if where else "")
-    if listing.rows or listing.stats_successes is None:
-        return
-    found = len(seen)
-    if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
-        yield shard_reject(name, data_key(name, shard, "missing"), "read", "missing_from_archive",
-                              f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
-                              f"holds {found}; without {shard}.parquet the missing keys are unknown",
-                              where.rstrip(":"))
-
-
-def _listed_input(parquet: str, sample_key: str, row: dict[str, Any]) -> str:
-    """A downloader's listed row as a reject's `input`: its parquet, its key and its URL."""
-    url = row.get("url")
-    return f"{parquet} key {sample_key}" + (f": {url}" if isinstance(url, str) and url else "") if parquet else ""
-
-
-def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:
-    """A `bad_parquet` detail: the file by name (not where it lies), the error, what is unknown."""
-    name = fsio.basename(uri)
-    return f"{name} cannot be read ({type(exc).__name__}: {str(exc).replace(uri, name)}); {unknown}"
-
-
-def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
-    """An img2dataset listing's rows by key, without binary columns."""
-    import pyarrow.parquet as pq
-
-    with fsio.open_file(parquet_uri) as handle:
-        table = pq.read_table(handle, **PYTHON_FILE_READ)
-    if "key" not in table.column_names:
-        return {}
-    keep = [c for c in table.column_names if not hf_parquet.is_binary(table.schema.field(c).type)]
-    return {nfc(str(row["key"])): row for row in table.select(keep).to_pylist()}
-
-
-def download_status(row: dict[str, Any]) -> str:
-    """img2dataset's status of one parquet row: a parquet without a `status` column (older
-    img2dataset outputs, hand-made listings) lists what was downloaded, so its rows are successes;
-    an empty status in a row that has the column is a failure of unknown kind."""
-    if "status" not in row:
-        return "success"
-    return str(row["status"] or "failed")
-
-
-def _first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
-    """The first success row img2dataset decoded (its `width` recorded), read a batch at a time."""
-    import pyarrow.parquet as pq
-
-    with fsio.open_file(parquet_uri) as handle:
-        for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
-            for row in batch.to_pylist():
-                if download_status(row) == "success" and row.get("width") is not None:
-                    return row
-    return None
-
-
-def recorded_hash(recorded: dict[str, Any]) -> tuple[str, str] | None:
-    """(algorithm, hex digest) img2dataset recorded for a sample whose stored bytes are the bytes it
-    downloaded and hashed: only with `--disable_all_reencoding True`, whose rows carry a `width`
-    of null. A re-encoded or resized image never has the download's hash, so none is checked."""
-    if "width" not in recorded or recorded["width"] is not None:
-        return None
-    for algorithm in HASH_COLUMNS:
-        if isinstance(recorded.get(algorithm), str) and recorded[algorithm]:
-            return algorithm, recorded[algorithm].lower()
-    return None
-
-
-def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None:
-    """Why `data` is not the image img2dataset downloaded (a bad disk, a bad copy, a tool that
-    rewrote it), or None: bytes that still decode would otherwise become a sentence unnoticed."""
-    expected = recorded_hash(recorded)
-    if expected is None:
-        return None
-    algorithm, digest = expected
-    actual = hashlib.new(algorithm, data).hexdigest()
-    if actual == digest:
-        return None
-    return (f"{name}: {algorithm} of its {len(data)} bytes is {actual[:16]}..., img2dataset recorded "
-            f"{digest[:16]}... for the download (stored unchanged, --disable_all_reencoding): changed since")
-
-
-
-def _row_input(parquet: str, index: int, row: dict[str, Any]) -> str:
-    """A parquet row's reject `input`: the file, the row's index (from 0) and the URL it lists."""
-    url = row.get("url")
-    return f"{parquet} row {index}" + (f": {url}" if isinstance(url, str) and url else "")
 
 
 def _row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
@@ -1461,102 +1063,7 @@ def _row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
         yield (item, item.rows) if isinstance(item, hf_parquet.TooLarge) else item
 
 
-LISTING_NOTICE_COLUMNS = ("status", "width", "height", "original_width", "original_height", "exif")
-
-
-def listing_rows(parquet_uri: str) -> list[dict[str, Any]]:
-    """The columns of an img2dataset listing the notices judge (`resized_samples`,
-    `decoded_samples`), those it has, read once."""
-    import pyarrow.parquet as pq
-
-    with fsio.open_file(parquet_uri) as handle:
-        names = pq.read_schema(handle).names
-        handle.seek(0)
-        columns = [c for c in LISTING_NOTICE_COLUMNS if c in names]
-        return pq.read_table(handle, columns=columns, **PYTHON_FILE_READ).to_pylist()
-
-
-def resized_samples(rows: list[dict[str, Any]]) -> tuple[int, int, str] | None:
-    """(resized, successes, an example) when img2dataset stored other sizes than the originals."""
-    if not rows or not all(c in rows[0] for c in LISTING_NOTICE_COLUMNS[:5]):
-        return None
-    done = [r for r in rows if r["status"] == "success" and r["width"] and r["original_width"]]
-    resized = [r for r in done if (r["width"], r["height"]) != (r["original_width"], r["original_height"])]
-    if not resized:
-        return None
-    r = resized[0]
-    return len(resized), len(done), f"{r['width']}x{r['height']} of {r['original_width']}x{r['original_height']}"
-
-
-def decoded_samples(rows: list[dict[str, Any]]) -> tuple[int, int, int] | None:
-    """(decoded, successes, rotated) when img2dataset decoded the images it stored, and so encoded
-    them again (every mode but `--disable_all_reencoding True`, whose rows have a null `width`;
-    `--skip_reencode True` keeps the bytes of a file already in its format, not told apart here);
-    `rotated`: those its `exif` column records with an EXIF orientation other than normal, which
-    OpenCV's decoding there ignored and its encoding dropped: stored, and built, as shot (sideways)."""
-    if not rows or not all(c in rows[0] for c in ("status", "width")):
-        return None
-    done = [r for r in rows if r["status"] == "success"]
-    decoded = [r for r in done if r["width"] is not None]
-    if not decoded:
-        return None
-    return len(decoded), len(done), sum(_exif_rotated(r.get("exif")) for r in decoded)
-
-
-def _exif_rotated(exif: Any) -> bool:
-    """Whether img2dataset's `exif` column (exifread's tags as JSON) records a turned or mirrored photo."""
-    parsed = parse_json(exif.encode() if isinstance(exif, str) else None)
-    orientation = parsed.get("Image Orientation")
-    return isinstance(orientation, str) and bool(orientation) and not orientation.startswith("Horizontal")
-
-
-def _rotation_clause(rotated: int) -> str:
-    if not rotated:
-        return ""
-    return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation that "
-            "re-encoding drops: re-encoded, they are stored, and built, as shot (sideways or mirrored)")
-
-
-def parse_json(data: bytes | None) -> dict:
-    if not data:
-        return {}
-    try:
-        parsed = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def _jsonable(value: Any) -> Any:
-    """A metadata value as plain JSON (bytes are never carried; NaN becomes null)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return str(value)
-
-
-def _lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None) -> dict:
-    """Caption and URL at the top (as before), and everything img2dataset recorded under
-    `img2dataset`: its parquet row, overlaid by the sample's `.json`."""
-    lineage: dict = {}
-    if text:
-        lineage["caption"] = text.decode("utf-8", errors="replace").strip()
-    parsed = parse_json(meta)
-    recorded = {**(row or {}), **parsed}
-    for field in ("url", "caption", "original_width", "original_height"):
-        if recorded.get(field) is not None and field not in lineage:
-            lineage[field] = _jsonable(recorded[field])
-    if recorded:
-        lineage["img2dataset"] = {k: _jsonable(v) for k, v in sorted(recorded.items())}
-        width, height = recorded.get("width"), recorded.get("height")
-        original = (recorded.get("original_width"), recorded.get("original_height"))
-        if width and height and all(original) and (width, height) != original:
-            lineage["resized_from"] = [int(original[0]), int(original[1])]  # type: ignore[arg-type]
-    return lineage
+def _row_input(parquet: str, index: int, row: dict[str, Any]) -> str:
+    """A parquet row's reject `input`: the file, the row's index (from 0) and the URL it lists."""
+    url = row.get("url")
+    return f"{parquet} row {index}" + (f": {url}" if isinstance(url, str) and url else "")

@@ -53,7 +53,7 @@ import numpy as np
 
 from sources import budget, fsio, video_shards
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
-from sources.laion import Unit
+from sources.web_units import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
                              is_machine_error, nfc, safe_key, twin_detail, twin_groups)

@@ -36,12 +36,13 @@ import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sources import fsio
-from sources.laion import (ShardListing, Unit, download_status, listing_rejects, missing_rejects, parse_json,
-                           tar_units)
+from sources.img2dataset_listing import (ShardListing, download_status, listing_rejects, missing_rejects,
+                                         parse_json)
 from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
 from sources.paths import relative_to_root
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, shard_reject,
                                  split_member)
+from sources.web_units import tar_units
 
 if TYPE_CHECKING:
     from sources.video import VideoSource
@@ -52,7 +53,7 @@ SHARD_SUFFIXES = (TAR_SUFFIX, LISTING_SUFFIX)
 SIDECARS = ("txt", "json")
 # what video2dataset writes beside a video with `encode_formats: {audio: ...}`: part of the sample, not read
 AUDIO = ("m4a", "mp3", "wav", "flac", "ogg", "opus")
-# A local tar of this size or more is read as several units (`laion.Unit.part`): each part reads
+# A local tar of this size or more is read as several units (`web_units.Unit.part`): each part reads
 # every member header (seeking over the data) and probes and decodes only the videos whose key
 # hashes to it, so a video2dataset shard (10000 videos by default, tens of GB) is committed, and
 # redone after a kill, a part at a time, and its parts spread over the workers.

@@ -1025,11 +1025,11 @@ def test_a_member_declaring_more_than_the_file_holds_ends_the_tar_at_once(tmp_pa
     `member_too_large` (judged on its header), the shard one `corrupt_archive`, within seconds."""
     import signal
 
-    from sources import laion
+    from sources import web_units
     from sources.video import VideoSource
 
     if part_bytes:
-        monkeypatch.setattr(laion, "TAR_PART_BYTES", part_bytes)
+        monkeypatch.setattr(web_units, "TAR_PART_BYTES", part_bytes)
     names = {"imagenet": ("n01440764_1.JPEG", "n01440764_2.JPEG", "n01440764_3.JPEG"),
              "web": ("000000000.jpg", "000000001.jpg", "000000002.jpg"),
              "video": ("000000000.mp4", "000000001.mp4", "000000002.mp4")}[reader]

@@ -345,7 +345,7 @@ def test_parts_of_a_real_tar_yield_what_the_whole_tar_does(downloads, tmp_path: 
     tar img2dataset wrote, the same tar cut inside a member, and its members packed again by GNU
     tar (its own header layout), the parts together yield exactly the whole tar's items."""
     _require_img2dataset()
-    import sources.laion as laion
+    import sources.web_units as web_units
 
     for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
         (tmp_path / name).write_bytes((downloads["raw"] / name).read_bytes())
@@ -362,7 +362,7 @@ def test_parts_of_a_real_tar_yield_what_the_whole_tar_does(downloads, tmp_path: 
         subprocess.run(["tar", "--format=gnu", "-cf", str(tar), "-C", str(members), *names], check=True)
     source = LaionSource("web", str(tmp_path))
     whole = [repr(i) for u in source.units() for i in source.read(u)]
-    monkeypatch.setattr(laion, "TAR_PART_BYTES", max(1, tar.stat().st_size // 4))
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", max(1, tar.stat().st_size // 4))
     units = source.units()
     assert len(units) >= 4 and all(u.parts > 1 for u in units)
     parts = [repr(i) for u in units for i in source.read(u)]

@@ -87,3 +87,17 @@ def test_bitstream_headers_are_read_apart_from_decoding():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stderr[-2000:]
+
+
+def test_the_web_unit_and_listing_helpers_load_no_web_source():
+    """`sources.laion` (1,508 lines) held the `Unit` and tar parts the ImageNet and video sources
+    share and img2dataset's listing the video2dataset reader shares, so each loaded the whole web
+    source (its Hugging Face and ImageFolder readers) for them: they have modules of their own
+    (`sources.web_units`, `sources.img2dataset_listing`), and `sources.laion` still exports them."""
+    code = ("import sys, sources.imagenet, sources.video, sources.video_shards; "
+            "print(sorted(m for m in ('sources.laion', 'sources.hf_card', 'sources.imagefolder') if m in sys.modules)); "
+            "import sources.laion as l, sources.web_units as u, sources.img2dataset_listing as i; "
+            "print(l.Unit is u.Unit and l.tar_units is u.tar_units and l.ShardListing is i.ShardListing)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stdout + done.stderr[-2000:]

@@ -617,7 +617,7 @@ def test_a_build_of_class_archives_equals_the_build_of_the_extracted_folders_and
     unit again, and an archive grown by one image (`tar -rf`, as a later download adds to it)
     renders again that class's unit alone, the result again the bytes of its grown folder's build.
     Read as parts (as a tar of 64 MiB or more is), the archives build the same bytes too."""
-    from sources import laion
+    from sources import web_units
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
     from uvd_pipeline.rendered_shards import iter_shard
@@ -643,7 +643,7 @@ def test_a_build_of_class_archives_equals_the_build_of_the_extracted_folders_and
     assert Counter(m["wnid"] for m in members) == dict(zip(WNIDS, (6, 4, 6)))  # 5 and 6: wrapped to pairs
     assert all({m["wnid"] for m in s.header["members"]} == {s.header["meta"]["label"]} for s in sentences)
     with monkeypatch.context() as patch:  # each archive read as parts, as a big one is: the same bytes
-        patch.setattr(laion, "TAR_PART_BYTES", 4096)
+        patch.setattr(web_units, "TAR_PART_BYTES", 4096)
         assert build(tmp_path / "archived", "out-parts")["units_rendered"] > 3
     assert _rendered_tars(tmp_path / "out-parts") == rendered
 
@@ -741,10 +741,10 @@ def test_a_cut_or_false_class_archive_keeps_what_it_holds_and_is_one_reject(tmp_
     blocks is a `corrupt_archive` too; a `.tar` holding a JPEG, or gzipped under the plain name, is
     one `corrupt_archive`: no crash, nothing silent. Read whole, and read as parts of a big tar
     (each part yielding the items whose key it owns), the items are the same."""
-    from sources import laion
+    from sources import web_units
 
     if part_bytes:
-        monkeypatch.setattr(laion, "TAR_PART_BYTES", part_bytes)
+        monkeypatch.setattr(web_units, "TAR_PART_BYTES", part_bytes)
     train = tmp_path / "inet" / "train"
     train.mkdir(parents=True)
     cut: dict[str, list[tarfile.TarInfo]] = {}  # GNU tar's photos, in its (directory) order

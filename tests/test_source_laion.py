@@ -120,6 +120,7 @@ def test_parts_of_a_big_tar_yield_exactly_what_the_whole_tar_does(sample_corpus:
     import gzip
 
     import sources.laion as laion
+    import sources.web_units as web_units
 
     for name in ("00000.tar", "00000.parquet", "00000_stats.json", "00002.tar", "00002.parquet"):
         data = (sample_corpus / "laion" / name).read_bytes()
@@ -129,7 +130,7 @@ def test_parts_of_a_big_tar_yield_exactly_what_the_whole_tar_does(sample_corpus:
     source = LaionSource("web", str(tmp_path), "webdataset")
     whole = _read_all(source)
     assert [u.parts for u in source.units()] == [1, 1]
-    monkeypatch.setattr(laion, "TAR_PART_BYTES", 1 << 18)
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", 1 << 18)
     units = source.units()
     assert len(units) > 4 and all(u.parts > 1 for u in units)
     assert "part=" in repr(units[0])
@@ -489,7 +490,7 @@ def test_too_many_open_files_reading_a_shards_parquet_fails_the_unit_and_is_no_b
     failed download it lists lost), committed for good: the machine's `MachineError`."""
     import errno
 
-    import sources.laion as laion
+    import sources.img2dataset_listing as img2dataset_listing
     from sources.records import MachineError
 
     (tmp_path / "00000").mkdir()
@@ -499,7 +500,7 @@ def test_too_many_open_files_reading_a_shards_parquet_fails_the_unit_and_is_no_b
     def rows(uri):
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
 
-    monkeypatch.setattr(laion, "_parquet_rows", rows)
+    monkeypatch.setattr(img2dataset_listing, "_parquet_rows", rows)
     with pytest.raises(MachineError, match=r"00000\.parquet.*\[Errno 24\]"):
         _read_all(LaionSource("web", str(tmp_path), "files"))
 
@@ -1682,7 +1683,7 @@ def test_a_shard_with_members_appended_by_tar_r_builds_what_its_extracted_folder
     whole, in parts, or gzipped, the shard builds what its extracted folder builds."""
     import gzip
 
-    from sources import laion
+    from sources import web_units
 
     if shutil.which(appender) is None or shutil.which("tar") is None:
         pytest.skip(f"needs GNU tar and {appender}")
@@ -1699,7 +1700,7 @@ def test_a_shard_with_members_appended_by_tar_r_builds_what_its_extracted_folder
     assert not rejects and len(extracted) == 3
     shadowed = [("web-00000-000000000", "duplicate_member")] + [("web-00000-000000001", "duplicate_member")] * 3
     assert _built(_read_all(LaionSource("web", str(shards), "webdataset"))) == (extracted, shadowed)
-    monkeypatch.setattr(laion, "TAR_PART_BYTES", 4096)  # read in parts, each seeking over the others' samples
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", 4096)  # read in parts, each seeking over the others' samples
     assert len(LaionSource("web", str(shards), "webdataset").units()) > 1
     assert _built(_read_all(LaionSource("web", str(shards), "webdataset"))) == (extracted, shadowed)
     (shards / "00000.tar.gz").write_bytes(gzip.compress((shards / "00000.tar").read_bytes(), mtime=0))

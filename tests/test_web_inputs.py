@@ -370,7 +370,7 @@ def test_sample_cut_in_any_member_is_truncated_sample(tmp_path: Path, monkeypatc
     """A tar cut inside the data of a sample's first member (its image) or of a later one: that
     sample is a `truncated_sample` either way, every listed success is accounted once, and the
     parts of the tar read as several units say the same."""
-    import sources.laion as laion
+    import sources.web_units as web_units
 
     _img2dataset_shard(tmp_path, n=6, failed=0)
     tar = tmp_path / "00000.tar"
@@ -382,7 +382,7 @@ def test_sample_cut_in_any_member_is_truncated_sample(tmp_path: Path, monkeypatc
                                                                                       "00000002"]
     assert reasons == {"web-00000": "corrupt_archive", "web-00000-00000003": "truncated_sample",
                        "web-00000-00000004": "missing_from_archive", "web-00000-00000005": "missing_from_archive"}
-    monkeypatch.setattr(laion, "TAR_PART_BYTES", max(1, tar.stat().st_size // 3))
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", max(1, tar.stat().st_size // 3))
     source = LaionSource("web", str(tmp_path))
     assert len(source.units()) >= 3 and all(u.parts > 1 for u in source.units())
     parts = [repr(i) for u in source.units() for i in source.read(u)]
@@ -467,7 +467,7 @@ def test_gzipped_tar_shards_are_read_beside_plain_ones(tmp_path: Path, monkeypat
 
     import yaml
 
-    import sources.laion as laion
+    import sources.web_units as web_units
     from uvd_pipeline.cli import main
 
     plain, zipped = tmp_path / "plain", tmp_path / "web"
@@ -480,7 +480,7 @@ def test_gzipped_tar_shards_are_read_beside_plain_ones(tmp_path: Path, monkeypat
         (zipped / f"{shard}.parquet").write_bytes((plain / "00000.parquet").read_bytes())
     cut = zipped / "00002.tgz"
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
-    monkeypatch.setattr(laion, "TAR_PART_BYTES", 1024)
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", 1024)
     source = LaionSource("web", str(zipped))
     assert [(fsio.basename(u.uris[0]), u.parts) for u in source.units() if u.part == 0] == [
         ("00000.tar", 8), ("00001.tar.gz", 1), ("00002.tgz", 1)]
@@ -497,7 +497,7 @@ def test_gzipped_tar_shards_are_read_beside_plain_ones(tmp_path: Path, monkeypat
     config = {"version": 1, "output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
               "sources": [{"name": "web", "type": "laion", "path": str(zipped), "num_shards": 1}]}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.setattr(laion, "TAR_PART_BYTES", 64 << 20)
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", 64 << 20)
     assert main(["check", str(tmp_path / "c.yaml")]) == 0
     assert "source web: 3 input units" in capsys.readouterr().out
 

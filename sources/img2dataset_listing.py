@@ -1,0 +1,214 @@
+"""What img2dataset writes beside each shard, and what it says: which files of its output folder
+are shards and which their listings (`NNNNN.parquet`, `NNNNN_stats.json`), the listing read
+(`ShardListing`), its failed downloads and the successes an archive lacks as rejects, and whether
+stored bytes are the download it hashed. Shared by the laion and video2dataset readers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from sources import fsio, hf_parquet
+from sources.paths import path_problem, set_aside
+from sources.records import FILE_TOO_LARGE, Reject, data_key, nfc, raise_machine_error, read_input_bytes
+from sources.tar_members import shard_reject
+from sources.web_units import TAR_SUFFIXES
+
+# Parquet through a Python (fsspec) file object: no pre-buffering and no reader threads. With
+# them, Arrow's I/O threads call back into the Python file while the interpreter exits, and about
+# one process in ten then aborts ("terminate called without an active exception").
+PYTHON_FILE_READ = {"pre_buffer": False, "use_threads": False}
+BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cannot be read
+HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
+HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
+LISTING_SUFFIXES = (".parquet", "_stats.json")  # what img2dataset writes beside each shard
+
+
+def stray_files(files: list[str], shards: list[str], bases: list[str]) -> list[str]:
+    """The files of an img2dataset folder that are neither `shards` nor the listings of a shard
+    there (`bases`: each shard's path without its suffix), e.g. a `.tar.xz` or `.zip` someone put
+    there, a loose image, a parquet whose tar is gone: each becomes an `unexpected_file` reject,
+    never a silent skip; an operating system's metadata or a hidden file (`.DS_Store`,
+    `._00000.tar`, an editor's lock) an `os_metadata` or `hidden_file` one."""
+    listings = {base + suffix for base in bases for suffix in LISTING_SUFFIXES}
+    return [f for f in files if f not in shards and f not in listings]
+
+
+def is_shard_name(uri: str) -> bool:
+    """A webdataset archive's name (an AppleDouble `._00000.tar` is no shard)."""
+    return uri.lower().endswith(TAR_SUFFIXES) and not set_aside(fsio.basename(uri))
+
+
+def data_dirs(root: str) -> list[str]:
+    """A folder's sub-folders that may hold data (not `__MACOSX/`, `@eaDir/`, `.git/`)."""
+    return [d for d in fsio.list_dirs(root, links=True) if not set_aside(fsio.basename(d))]
+
+
+def shard_of(uri: str) -> tuple[str, str]:
+    """(the shard's name, its path without the archive suffix) of a webdataset archive:
+    `00000.tar` and `00000.tar.gz` are shard `00000`, listed by `00000.parquet` beside them."""
+    suffix = next(s for s in TAR_SUFFIXES[::-1] if uri.lower().endswith(s))
+    base = uri[: -len(suffix)]
+    return fsio.basename(base), base
+
+
+@dataclass
+class ShardListing:
+    """What img2dataset says a shard holds: its parquet rows by key and its _stats.json count."""
+
+    rows: dict[str, dict[str, Any]]
+    stats_successes: int | None
+    problems: tuple[tuple[str, str], ...] = ()  # (reason, detail) of listing files that are there, unused
+
+    @classmethod
+    def read(cls, parquet_uri: str, stats_uri: str, root: str, follow_links: bool = False) -> "ShardListing":
+        """The shard's listing; an unreadable parquet (a killed img2dataset leaves it empty) lists
+        nothing and says why in `problems`, so the archive beside it is still read. A listing file
+        that links out of `root` is never opened (`sources.paths`)."""
+        import pyarrow as pa
+
+        rows: dict[str, dict[str, Any]] = {}
+        problems: list[tuple[str, str]] = []
+        if _listing_file(parquet_uri, root, follow_links, problems):
+            try:
+                rows = _parquet_rows(parquet_uri)
+            except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
+                raise_machine_error(exc, parquet_uri)  # too many open files, no memory: the machine's
+                problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
+                                                              "the shard's failed downloads are unknown")))
+        successes = None
+        if _listing_file(stats_uri, root, follow_links, problems):
+            successes = _stats_successes(stats_uri, problems)
+        return cls(rows, successes, tuple(problems))
+
+    def successes(self) -> list[str]:
+        return [k for k, row in self.rows.items() if download_status(row) == "success"]
+
+
+def _stats_successes(stats_uri: str, problems: list[tuple[str, str]]) -> int | None:
+    """The successes a shard's `_stats.json` counts (None: unknown). One too large, unreadable or
+    a directory is its problem in `problems` (the shard's samples are still read); too many open
+    files or no memory reading it stays the machine's `MachineError`."""
+    try:
+        parsed = parse_json(read_input_bytes(stats_uri))
+    except (OSError, fsio.FileTooLarge) as exc:  # read_input_bytes raised any MachineError already
+        reason = FILE_TOO_LARGE if isinstance(exc, fsio.FileTooLarge) else "unreadable_file"
+        problems.append((reason, parquet_problem(stats_uri, exc, "the shard's successes are unknown")))
+        return None
+    return parsed["successes"] if isinstance(parsed.get("successes"), int) else None
+
+
+def _listing_file(uri: str, root: str, follow_links: bool, problems: list[tuple[str, str]]) -> bool:
+    """Whether a shard's listing file is there to read; one that links out of `root` (or is a
+    fifo) is its problem in `problems`, never opened."""
+    if not fsio.exists(uri):
+        return False
+    outside = path_problem(root, uri, follow_links)
+    if outside:
+        problems.append(outside)
+    return outside is None
+
+
+def listing_rejects(name: str, listing: ShardListing, shard: str, parquet: str = "") -> Iterator[Reject]:
+    """A downloader's parquet (img2dataset's, video2dataset's) lists every URL it tried; failed
+    ones become counted rejects of source `name` keyed `data_key(name, shard, key)` (an unreadable
+    parquet is one `bad_parquet` reject: what it would have listed is unknown; a listing file that
+    links out of the root an `outside_root` one, never read). Their `input`: the listing `parquet`
+    (as the root sees it), the row's key and its URL."""
+    for reason, detail in listing.problems:
+        yield shard_reject(name, data_key(name, shard), "read", reason, detail, parquet)
+    for sample_key, row in listing.rows.items():
+        state = download_status(row)
+        if state != "success":
+            yield shard_reject(name, data_key(name, shard, sample_key), "download", state,
+                               str(row.get("error_message") or ""), _listed_input(parquet, sample_key, row))
+
+
+def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str], archive: str,
+                    where: str = "") -> Iterator[Reject]:
+    """Successes the downloader recorded that the archive (or folder) does not hold: a cut or lost
+    shard. Their `input`: `where` (the archive as the root sees it, with `:` or `/`) and the key."""
+    for sample_key in listing.successes():
+        if sample_key not in seen:
+            yield shard_reject(name, data_key(name, shard, sample_key), "read", "missing_from_archive",
+                               f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it",
+                               f"{where}{sample_key}" if where else "")
+    if listing.rows or listing.stats_successes is None:
+        return
+    found = len(seen)
+    if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
+        yield shard_reject(name, data_key(name, shard, "missing"), "read", "missing_from_archive",
+                              f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
+                              f"holds {found}; without {shard}.parquet the missing keys are unknown",
+                              where.rstrip(":"))
+
+
+def _listed_input(parquet: str, sample_key: str, row: dict[str, Any]) -> str:
+    """A downloader's listed row as a reject's `input`: its parquet, its key and its URL."""
+    url = row.get("url")
+    return f"{parquet} key {sample_key}" + (f": {url}" if isinstance(url, str) and url else "") if parquet else ""
+
+
+def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:
+    """A `bad_parquet` detail: the file by name (not where it lies), the error, what is unknown."""
+    name = fsio.basename(uri)
+    return f"{name} cannot be read ({type(exc).__name__}: {str(exc).replace(uri, name)}); {unknown}"
+
+
+def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
+    """An img2dataset listing's rows by key, without binary columns."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        table = pq.read_table(handle, **PYTHON_FILE_READ)
+    if "key" not in table.column_names:
+        return {}
+    keep = [c for c in table.column_names if not hf_parquet.is_binary(table.schema.field(c).type)]
+    return {nfc(str(row["key"])): row for row in table.select(keep).to_pylist()}
+
+
+def download_status(row: dict[str, Any]) -> str:
+    """img2dataset's status of one parquet row: a parquet without a `status` column (older
+    img2dataset outputs, hand-made listings) lists what was downloaded, so its rows are successes;
+    an empty status in a row that has the column is a failure of unknown kind."""
+    if "status" not in row:
+        return "success"
+    return str(row["status"] or "failed")
+
+
+def recorded_hash(recorded: dict[str, Any]) -> tuple[str, str] | None:
+    """(algorithm, hex digest) img2dataset recorded for a sample whose stored bytes are the bytes it
+    downloaded and hashed: only with `--disable_all_reencoding True`, whose rows carry a `width`
+    of null. A re-encoded or resized image never has the download's hash, so none is checked."""
+    if "width" not in recorded or recorded["width"] is not None:
+        return None
+    for algorithm in HASH_COLUMNS:
+        if isinstance(recorded.get(algorithm), str) and recorded[algorithm]:
+            return algorithm, recorded[algorithm].lower()
+    return None
+
+
+def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None:
+    """Why `data` is not the image img2dataset downloaded (a bad disk, a bad copy, a tool that
+    rewrote it), or None: bytes that still decode would otherwise become a sentence unnoticed."""
+    expected = recorded_hash(recorded)
+    if expected is None:
+        return None
+    algorithm, digest = expected
+    actual = hashlib.new(algorithm, data).hexdigest()
+    if actual == digest:
+        return None
+    return (f"{name}: {algorithm} of its {len(data)} bytes is {actual[:16]}..., img2dataset recorded "
+            f"{digest[:16]}... for the download (stored unchanged, --disable_all_reencoding): changed since")
+
+
+def parse_json(data: bytes | None) -> dict:
+    if not data:
+        return {}
+    try:
+        parsed = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

@@ -1,0 +1,81 @@
+"""What img2dataset did to the images it stored, read from a shard's listing: resized them,
+decoded and re-encoded them (losing transparency, 16-bit depth and EXIF), dropped their EXIF
+rotation. The laion source warns of it once per build (`LaionSource.notices`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sources import fsio
+from sources.img2dataset_listing import PYTHON_FILE_READ, download_status, parse_json
+
+RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
+                 "(README: Getting LAION with img2dataset)")
+
+
+def first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
+    """The first success row img2dataset decoded (its `width` recorded), read a batch at a time."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
+            for row in batch.to_pylist():
+                if download_status(row) == "success" and row.get("width") is not None:
+                    return row
+    return None
+
+
+LISTING_NOTICE_COLUMNS = ("status", "width", "height", "original_width", "original_height", "exif")
+
+
+def listing_rows(parquet_uri: str) -> list[dict[str, Any]]:
+    """The columns of an img2dataset listing the notices judge (`resized_samples`,
+    `decoded_samples`), those it has, read once."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        names = pq.read_schema(handle).names
+        handle.seek(0)
+        columns = [c for c in LISTING_NOTICE_COLUMNS if c in names]
+        return pq.read_table(handle, columns=columns, **PYTHON_FILE_READ).to_pylist()
+
+
+def resized_samples(rows: list[dict[str, Any]]) -> tuple[int, int, str] | None:
+    """(resized, successes, an example) when img2dataset stored other sizes than the originals."""
+    if not rows or not all(c in rows[0] for c in LISTING_NOTICE_COLUMNS[:5]):
+        return None
+    done = [r for r in rows if r["status"] == "success" and r["width"] and r["original_width"]]
+    resized = [r for r in done if (r["width"], r["height"]) != (r["original_width"], r["original_height"])]
+    if not resized:
+        return None
+    r = resized[0]
+    return len(resized), len(done), f"{r['width']}x{r['height']} of {r['original_width']}x{r['original_height']}"
+
+
+def decoded_samples(rows: list[dict[str, Any]]) -> tuple[int, int, int] | None:
+    """(decoded, successes, rotated) when img2dataset decoded the images it stored, and so encoded
+    them again (every mode but `--disable_all_reencoding True`, whose rows have a null `width`;
+    `--skip_reencode True` keeps the bytes of a file already in its format, not told apart here);
+    `rotated`: those its `exif` column records with an EXIF orientation other than normal, which
+    OpenCV's decoding there ignored and its encoding dropped: stored, and built, as shot (sideways)."""
+    if not rows or not all(c in rows[0] for c in ("status", "width")):
+        return None
+    done = [r for r in rows if r["status"] == "success"]
+    decoded = [r for r in done if r["width"] is not None]
+    if not decoded:
+        return None
+    return len(decoded), len(done), sum(_exif_rotated(r.get("exif")) for r in decoded)
+
+
+def _exif_rotated(exif: Any) -> bool:
+    """Whether img2dataset's `exif` column (exifread's tags as JSON) records a turned or mirrored photo."""
+    parsed = parse_json(exif.encode() if isinstance(exif, str) else None)
+    orientation = parsed.get("Image Orientation")
+    return isinstance(orientation, str) and bool(orientation) and not orientation.startswith("Horizontal")
+
+
+def rotation_clause(rotated: int) -> str:
+    if not rotated:
+        return ""
+    return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation that "
+            "re-encoding drops: re-encoded, they are stored, and built, as shot (sideways or mirrored)")

@@ -1,0 +1,99 @@
+"""Which layout a web source's folder is (`detect_format`): img2dataset's webdataset tars, its
+`files` folders or its parquet with the images, a Hugging Face `datasets` parquet layout, or a
+plain image folder; and the layouts refused by name before a build starts (img2dataset's
+tfrecords, a `datasets` `save_to_disk` folder)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sources import fsio, hf_parquet
+from sources.img2dataset_listing import data_dirs, is_shard_name
+from sources.paths import path_problem, relative_to_root, set_aside, set_aside_problem
+from sources.records import raise_machine_error
+from sources.web_samples import IMAGE_EXTENSIONS
+
+LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"]
+
+
+def image_column(parquet_uri: str) -> str | None:
+    """The binary image column of an `output_format=parquet` shard, if it has one."""
+    import pyarrow.parquet as pq
+
+    with fsio.open_file(parquet_uri) as handle:
+        schema = pq.read_schema(handle)
+    for field in schema:
+        if field.name in IMAGE_EXTENSIONS and hf_parquet.is_binary(field.type):
+            return field.name
+    return None
+
+
+def refuse_tfrecords(name: str, root: str, files: list[str]) -> None:
+    """Raise for img2dataset's `output_format=tfrecord` (`NNNNN.tfrecord` beside its listings)
+    among a folder's `files`, which this source does not read: taken for a plain folder, each
+    shard and listing would be an image the decoder fails."""
+    records = sorted(fsio.basename(f) for f in files
+                     if f.lower().endswith(".tfrecord") and not set_aside(fsio.basename(f)))
+    if records:
+        raise FileNotFoundError(
+            f"{name}: {records[0]}{f' and {len(records) - 1} more' if len(records) > 1 else ''} in {root} is "
+            "img2dataset's output_format=tfrecord, which this source does not read: download again with "
+            "--output_format webdataset (or files, or parquet)")
+
+
+def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
+    # `links`: a shard that is a fifo or a link still names the layout (its unit rejects it,
+    # `not_a_file`), never taken for a plain folder whose listings are images without their file
+    files = [f for f in fsio.list_files(root, links=True) if not set_aside(fsio.basename(f))]
+    if any(is_shard_name(f) for f in files):
+        return "webdataset"
+    parquets = [f for f in files if f.endswith(".parquet")]
+    if parquets and _is_hf_parquet(root, parquets, follow_links):  # a `to_parquet` file, maybe beside images
+        return "huggingface"
+    if parquets and data_dirs(root):
+        return "files"
+    if parquets and image_column(parquets[0]):
+        return "parquet"
+    nested = [f for f in fsio.list_files(root, (".parquet",), recursive=True) if not set_aside_problem(root, f, False)]
+    if nested and _is_hf_parquet(root, nested, follow_links):  # the Hub's `data/train-00000-of-00001.parquet`
+        return "huggingface"
+    return "folder"
+
+
+def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
+    """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
+    out of `root`, as a Hub cache snapshot's do without `follow_links`, is never opened)."""
+    schema = first_schema(root, uris, follow_links)
+    return schema is not None and bool(hf_parquet.image_columns(schema[1]) or hf_parquet.image_list_columns(schema[1]))
+
+
+def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> tuple[str, Any] | None:
+    """(file, Arrow schema) of the first of `uris` whose footer reads (of the first `tries`; a
+    damaged or empty one is its unit's `bad_parquet` reject, a link out of `root` its
+    `outside_root` one, never opened here), or None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for uri in uris[:tries]:
+        if path_problem(root, uri, follow_links):
+            continue
+        try:
+            with fsio.open_file(uri) as handle:
+                return uri, pq.read_schema(handle)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise_machine_error(exc, uri)
+    return None
+
+
+def refuse_saved_datasets(name: str, root: str, files: list[str]) -> None:
+    """Raise for a `datasets` `save_to_disk` folder (`state.json` beside `data-00000-of-00001.arrow`),
+    Arrow streams this source does not read: taken for a plain folder, each would be an image the
+    decoder fails."""
+    states = [f for f in files if fsio.basename(f) == "state.json"
+              and any(g.endswith(".arrow") and g.startswith(f[: -len("state.json")]) for g in files)]
+    if states:
+        shown = relative_to_root(root, states[0])
+        raise FileNotFoundError(
+            f"{name}: {shown} in {root} is a Hugging Face datasets save_to_disk folder (Arrow files), which this "
+            "source does not read: write it as parquet (datasets.load_from_disk(path).to_parquet('train.parquet'); "
+            "of a DatasetDict each split to its own '<split>.parquet'), read as format: huggingface")

@@ -1,0 +1,114 @@
+"""What a web sample is made of: which member of a tar sample (or file of a folder) is its
+picture, which its caption, metadata and label sidecars, which a photo tool's sidecar that is
+never read; a folder's files paired into samples by stem; and the lineage a sample's caption,
+`.json` and listing row give its record."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from sources.img2dataset_listing import parse_json
+from sources.paths import relative_to_root
+from sources.records import twin_groups
+
+# extensions an image member or file may carry; the decoder sniffs content, these only say
+# which member of a sample is its picture
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif",
+                    "svg", "jxl", "jp2", "ico")
+SIDECARS = ("txt", "json")  # a caption and metadata next to an image of the same stem
+# a webdataset sample's class label (`ShardWriter({"jpg": ..., "cls": 3})`; webdataset decodes
+# these as integers): in a tar or files-layout sample read into the lineage (`sample_classes`), never an
+# `unexpected_file`. img2dataset writes none.
+LABEL_MEMBERS = ("cls", "cls2", "class")
+SAMPLE_SIDECARS = (*SIDECARS, *LABEL_MEMBERS)
+# what photo tools write beside each photo, never read (`METADATA_SIDECAR`): Lightroom's, darktable's
+# or Capture One's XMP, Apple Photos' edits (`.AAE`); and Google Takeout's `{photo}.json`, also as
+# `{photo}.supplemental-metadata.json` (cut short in long names) or `{photo}(1).json`. Their fields
+# (places, people's names) are no caption and are never published.
+METADATA_SIDECAR = "metadata_sidecar"
+TOOL_SIDECARS = {"xmp": "an XMP sidecar (Lightroom's, darktable's: a photo's edits and metadata)",
+                 "aae": "Apple Photos' edit sidecar"}
+_MEDIA_EXTENSIONS = (*IMAGE_EXTENSIONS, "dng", "cr2", "cr3", "nef", "arw", "raf", "orf", "rw2", "mp4", "mov", "m4v",
+                     "3gp", "mkv", "webm", "avi", "mts")
+TAKEOUT_JSON = re.compile(r"(?P<photo>.+?\.(?:%s))(?:\.[a-z-]*)?(?:\(\d+\))?\.json" % "|".join(_MEDIA_EXTENSIONS),
+                          re.IGNORECASE)
+
+
+def stem_of(relative: str) -> str:
+    """A folder file's pairing stem: the path without its last extension."""
+    directory, _, base = relative.rpartition("/")
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return f"{directory}/{stem}" if directory else stem
+
+
+def ext_of(relative: str) -> str:
+    base = relative.rpartition("/")[2]
+    return base.rsplit(".", 1)[1].lower() if "." in base else ""
+
+
+def folder_groups(files: list[str], root: str) -> list[list[str]]:
+    """A folder's files grouped by stem (an image with its caption and metadata), in path order.
+    Stems are compared in NFC (`nfc`), as keys are: files whose names differ only in Unicode form
+    (one copied from a Mac in NFD beside one in NFC) share a group, where they are told apart:
+    a file named in NFC comes first, the one read."""
+    groups = twin_groups(files, lambda uri: relative_to_root(root, uri),
+                         by=lambda uri: stem_of(relative_to_root(root, uri)))
+    return [groups[stem] for stem in sorted(groups)]
+
+
+def image_members(members: dict[str, Any]) -> list[str]:
+    """A sample's picture candidates: image extensions in preference order, then members whose
+    last extension is one (`0001.jpg` of `c.0001.jpg`, a key with a dot: webdataset decodes a
+    member by its last extension), else any member that is not a sidecar (the decoder judges it)."""
+    images = [e for e in IMAGE_EXTENSIONS if e in members]
+    dotted = sorted((e for e in members if "." in e and e.rsplit(".", 1)[1] in IMAGE_EXTENSIONS),
+                    key=lambda e: (IMAGE_EXTENSIONS.index(e.rsplit(".", 1)[1]), e))
+    return images + dotted or sorted(e for e in members if e not in SAMPLE_SIDECARS)[:1]
+
+
+def sample_classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
+    """{"classes": {member: label}} of a sample's `LABEL_MEMBERS` (an integer, as webdataset
+    decodes it, or else the text), or {} without any."""
+    labels: dict[str, int | str] = {}
+    for ext in LABEL_MEMBERS:
+        if isinstance(members.get(ext), bytes):
+            text = members[ext].decode("utf-8", errors="replace").strip()
+            labels[ext] = int(text) if re.fullmatch(r"-?\d{1,18}", text) else text[:200]
+    return {"classes": labels} if labels else {}
+
+
+def jsonable(value: Any) -> Any:
+    """A metadata value as plain JSON (bytes are never carried; NaN becomes null)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None) -> dict:
+    """Caption and URL at the top (as before), and everything img2dataset recorded under
+    `img2dataset`: its parquet row, overlaid by the sample's `.json`."""
+    lineage: dict = {}
+    if text:
+        lineage["caption"] = text.decode("utf-8", errors="replace").strip()
+    parsed = parse_json(meta)
+    recorded = {**(row or {}), **parsed}
+    for field in ("url", "caption", "original_width", "original_height"):
+        if recorded.get(field) is not None and field not in lineage:
+            lineage[field] = jsonable(recorded[field])
+    if recorded:
+        lineage["img2dataset"] = {k: jsonable(v) for k, v in sorted(recorded.items())}
+        width, height = recorded.get("width"), recorded.get("height")
+        original = (recorded.get("original_width"), recorded.get("original_height"))
+        if width and height and all(original) and (width, height) != original:
+            lineage["resized_from"] = [int(original[0]), int(original[1])]  # type: ignore[arg-type]
+    return lineage
