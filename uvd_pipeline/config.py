@@ -80,7 +80,11 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
 # its skeleton; a Hub repo without card configs building only the files `datasets` loads.
 # 9 (2026-12-06): label maps' 255 (VOC's void border) drawn unlabelled, not as class 255; a label
 # map or KITTI view without its image counted; a `memory://x` root read, not refused as outside.
-RENDER_REVISION = 9
+# 10 (2026-12-06): every reject names its `input`; nested ADE20K and Cityscapes pairs keyed by
+# their folders; the full ADE20K release (`ade20k_full`); label maps stored as a wholly grey palette
+# read as their greys; a cut video's partial packet shown before whole frames is no frame; PNGs
+# whose text chunks pass Pillow's limits decoded without them.
+RENDER_REVISION = 10
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb expands exponentially)
