@@ -488,10 +488,11 @@ print(sorted(m for m in sys.modules if m.startswith(("dask.dataframe", "dask.arr
 
 
 def test_dask_groupings_shuffle_in_tasks_without_importing_dask_dataframe(tmp_path):
-    """Beam's GroupByKey asks Dask's bag for its default shuffle, which imported dask.dataframe
-    (pandas, dask.array: 1.2 s of the client's time on an idle machine, 2.9 s at load 7, before
-    the first task was submitted) only to answer "tasks" (bags have no p2p shuffle). Groupings now
-    shuffle in tasks without asking; the groups are right and the client imports no dataframe code."""
+    """Beam's GroupByKey asks Dask's bag for its default shuffle, which tried dask.dataframe (and
+    imported dask.array: 0.4 CPU-s of the client, 2.7 s of wall time at load 12, 2.9 s of a
+    300-image build's client at load 7 by cProfile, before the first task was submitted) only to
+    answer "tasks" (bags have no p2p shuffle). Groupings now shuffle in tasks without asking; the
+    groups are right and the client imports no dataframe or array code."""
     import subprocess
     import sys
 
@@ -503,3 +504,31 @@ def test_dask_groupings_shuffle_in_tasks_without_importing_dask_dataframe(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0-9", "1-12", "2-15"]
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+def _imported(names: list[str]) -> list[str]:
+    """Which of `names` the process has imported (a function the workers import by reference)."""
+    import sys
+
+    return [name for name in names if name in sys.modules]
+
+
+def test_the_build_cluster_workers_import_the_builds_modules_before_any_task():
+    """A worker of the build's cluster imported Beam and the build's modules only as it unpickled
+    its first task: computing began 5-6 s after the graph was submitted (a 300-image build at load
+    7), while the client had spent those seconds building the graph. Now each worker imports them
+    as it starts, in a thread, so the cluster's start does not wait for them: with no task
+    submitted, they are there."""
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+    wanted = ["apache_beam", "apache_beam.runners.dask.transform_evaluator", "uvd_pipeline.graph"]
+    with scheduler(DaskConfig(workers=1)) as address:
+        with distributed.Client(address) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                (found,) = client.run(_imported, wanted).values()
+                if found == wanted or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+    assert found == wanted
