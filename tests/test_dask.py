@@ -532,3 +532,83 @@ def test_the_build_cluster_workers_import_the_builds_modules_before_any_task():
                 time.sleep(0.2)
             assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
     assert found == wanted
+
+
+def _slow_step(x: int, folder: str) -> int:
+    """A step that takes a while per element, leaving a file when it starts."""
+    (Path(folder) / f"{x}").touch()
+    time.sleep(1)
+    return x
+
+
+def _cli_cluster(folder: Path, workers: int = 1) -> tuple[str, list]:
+    """`dask scheduler` and `dask worker` processes, as a person starts them (the worker imports the
+    project and this test module by its PYTHONPATH); (scheduler address, [scheduler, workers...])."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}")
+    file = folder / "scheduler.json"
+    log = open(folder / "cluster.log", "w")
+    processes = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                   "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(file)],
+                                  env=env, stdout=log, stderr=log)]
+    processes += [subprocess.Popen([str(bin_dir / "dask"), "worker", "--scheduler-file", str(file), "--nthreads", "1",
+                                    "--no-nanny"], env=env, stdout=log, stderr=log) for _ in range(workers)]
+    deadline = time.monotonic() + 60
+    while not file.exists() or not file.read_text().strip():
+        assert time.monotonic() < deadline, (folder / "cluster.log").read_text()
+        time.sleep(0.1)
+    address = json.loads(file.read_text())["address"]
+    with distributed.Client(address, timeout=60) as client:
+        client.wait_for_workers(workers, timeout=60)
+    return address, processes
+
+
+def test_a_scheduler_that_goes_away_mid_build_fails_the_build_naming_it(tmp_path):
+    """`dask scheduler` killed (SIGKILL) while a build ran on it: the client's futures were
+    cancelled, Beam's DaskRunner took a cancelled future for a finished one, and the build ended
+    with exit status 0, '0 shards' and a summary, as a build with nothing to do (a 300-image build
+    on a CLI scheduler and 2 CLI workers). Now the run fails, naming the scheduler and what to do."""
+    import apache_beam as beam
+
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.dask_cluster import SchedulerLost, bounded_dask_runner
+
+    address, processes = _cli_cluster(tmp_path)
+    started = tmp_path / "started"
+    started.mkdir()
+    try:
+        options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
+        pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
+        pipeline | beam.Create(range(8)) | beam.Map(_slow_step, str(started))
+        result = pipeline.run()
+        outcome: list = []
+
+        def wait() -> None:
+            try:
+                outcome.append(result.wait_until_finish())
+            except BaseException as exc:  # judged below
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 60
+        while not any(started.iterdir()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        processes[0].kill()  # the scheduler
+        waiter.join(120)
+        result.client.close()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    assert not waiter.is_alive(), "the run waited on after its scheduler went away"
+    (error,) = outcome
+    assert isinstance(error, SchedulerLost), error
+    assert address in str(error) and "run the build again" in str(error)
+    assert len(list(started.iterdir())) < 8  # it went away with work left

@@ -203,7 +203,7 @@ def bounded_dask_runner(shuffle_partitions: int):
     side inputs are computed once, as part of the graph."""
     import apache_beam as beam
     import dask
-    from apache_beam.runners.dask.dask_runner import DaskRunner
+    from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunner
     from apache_beam.runners.dask.overrides import _GroupByKeyOnly
     from apache_beam.runners.dask.transform_evaluator import GroupByKey
 
@@ -230,9 +230,42 @@ def bounded_dask_runner(shuffle_partitions: int):
             visitor.visit_transform = visit_transform
             return visitor
 
+        def run_pipeline(self, pipeline, options):
+            result = super().run_pipeline(pipeline, options)
+            return checked_result(result, getattr(options.view_as(DaskOptions), "address", None))
+
     runner = BoundedDaskRunner()
     runner.shuffle_partitions = shuffle_partitions
     return runner
+
+
+class SchedulerLost(RuntimeError):
+    """The build's Dask scheduler went away (or the client lost it) with work not done."""
+
+
+def checked_result(result, address: str | None):
+    """Beam's DaskRunnerResult whose `wait_until_finish` fails where a future did not finish:
+    a scheduler that goes away cancels the client's futures, which Beam's wait (`as_completed`
+    with results) passes over as if done, and the build ended with status 0 and '0 shards'."""
+    from apache_beam.runners.runner import PipelineState
+
+    wait = result.wait_until_finish
+
+    def wait_until_finish(duration=None):
+        state = wait(duration)
+        unfinished = [f for f in result.futures if f.status != "finished"]
+        if unfinished:
+            result._state = PipelineState.FAILED
+            where = f"at {address} " if address else ""
+            raise SchedulerLost(
+                f"the Dask scheduler {where}went away, or the connection to it was lost, before the build's work was "
+                f"done ({len(unfinished)} of {len(result.futures)} results {unfinished[0].status}): shards committed "
+                "so far are kept; start the scheduler and its workers again (or check the network to it) and run "
+                "the build again") from None
+        return state
+
+    result.wait_until_finish = wait_until_finish
+    return result
 
 
 def _pardo_with_side_values(node, bags: dict):
