@@ -541,15 +541,17 @@ def _slow_step(x: int, folder: str) -> int:
     return x
 
 
-def _cli_cluster(folder: Path, workers: int = 1) -> tuple[str, list]:
-    """`dask scheduler` and `dask worker` processes, as a person starts them (the worker imports the
-    project and this test module by its PYTHONPATH); (scheduler address, [scheduler, workers...])."""
+def _cli_cluster(folder: Path, workers: int = 1, project: list[Path] | None = None) -> tuple[str, list]:
+    """`dask scheduler` and `dask worker` processes, as a person starts them (each worker imports the
+    project and this test module by its PYTHONPATH: `project[i]` for worker i, else this checkout);
+    (scheduler address, [scheduler, workers...])."""
     import subprocess
     import sys
 
     from conftest import REPO
 
     bin_dir = Path(sys.executable).parent
+    project = project or [REPO] * workers
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}")
     file = folder / "scheduler.json"
     log = open(folder / "cluster.log", "w")
@@ -557,7 +559,9 @@ def _cli_cluster(folder: Path, workers: int = 1) -> tuple[str, list]:
                                    "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(file)],
                                   env=env, stdout=log, stderr=log)]
     processes += [subprocess.Popen([str(bin_dir / "dask"), "worker", "--scheduler-file", str(file), "--nthreads", "1",
-                                    "--no-nanny"], env=env, stdout=log, stderr=log) for _ in range(workers)]
+                                    "--no-nanny", "--name", f"w{i}"],
+                                   env=dict(env, PYTHONPATH=f"{project[i]}{os.pathsep}{REPO / 'tests'}"),
+                                   stdout=log, stderr=log) for i in range(workers)]
     deadline = time.monotonic() + 60
     while not file.exists() or not file.read_text().strip():
         assert time.monotonic() < deadline, (folder / "cluster.log").read_text()
@@ -612,3 +616,49 @@ def test_a_scheduler_that_goes_away_mid_build_fails_the_build_naming_it(tmp_path
     assert isinstance(error, SchedulerLost), error
     assert address in str(error) and "run the build again" in str(error)
     assert len(list(started.iterdir())) < 8  # it went away with work left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["edited", "older"])
+def test_a_given_schedulers_worker_with_other_project_code_is_refused_before_the_build(change, tmp_path):
+    """A `dask worker` started from another copy of the project (a checkout with a local edit, or an
+    older install) rendered its share of the build with its own code: bytes that differed from
+    what the same config gives, without a word (a 300-image build on a CLI scheduler, one worker
+    with PYTHONPATH elsewhere, ran to the end with status 0). Now the build is refused before
+    it writes anything, naming that worker and the fix; workers with this checkout's code pass."""
+    import shutil
+
+    from conftest import REPO
+    from uvd_pipeline.dask_cluster import check_address
+
+    other = tmp_path / "other-checkout"
+    for package in ("uvd_pipeline", "sources", "transforms", "tokenizer"):
+        shutil.copytree(REPO / package, other / package, ignore=shutil.ignore_patterns("__pycache__", "weights"))
+    if change == "edited":
+        with open(other / "uvd_pipeline" / "render_step.py", "a") as handle:
+            handle.write("# tried something on this machine\n")
+    else:  # a version from before the workers were asked
+        (other / "uvd_pipeline" / "code_identity.py").unlink()
+    address, processes = _cli_cluster(tmp_path, 2, [REPO, other])
+    try:
+        with distributed.Client(address) as client:
+            names = {info["name"]: worker for worker, info in client.scheduler_info()["workers"].items()}
+        with pytest.raises(ConfigError, match=r"beam\.dask\.address: the Dask worker (\S+) of .*") as refused:
+            check_address(address)
+        message = str(refused.value)
+        assert names["w1"] in message and names["w0"] not in message
+        assert ("another version" in message and str(other) in message) if change == "edited" else (
+            "ModuleNotFoundError" in message)
+        assert "install this project's version there" in message
+        processes[2].kill()  # the other copy's worker leaves
+        processes[2].wait()
+        with distributed.Client(address) as client:
+            deadline = time.monotonic() + 60
+            while len(client.scheduler_info()["workers"]) != 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        check_address(address)  # this checkout's worker passes
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()

@@ -78,6 +78,47 @@ def check_address(address: str, timeout: float | None = None) -> None:
     else:
         log.info("Dask scheduler at %s: %d workers, %d threads", address, identity["n_workers"],
                  identity.get("total_threads", 0))
+        check_workers(address)
+
+
+WORKERS_ANSWER_S = 30.0  # workers busy with other work answer between tasks
+
+
+def check_workers(address: str, timeout: float = WORKERS_ANSWER_S) -> None:
+    """Each worker of a given scheduler must run this project's code (`code_identity`): one that
+    cannot import it failed the build's first task there, and one of another version (another
+    checkout, an older install) rendered its share with its own code, bytes that differed from
+    what the same config gives, without a word. Workers that join later are not asked; workers
+    that do not answer within `timeout` are named in a warning."""
+    import distributed
+
+    from uvd_pipeline.code_identity import code_identity
+
+    ours = code_identity()
+    answers: dict = {}
+
+    def ask() -> None:
+        with distributed.Client(address, timeout=ANSWER_TIMEOUT_S, set_as_default=False) as client:
+            answers.update(client.run(code_identity, on_error="return"))
+
+    asking = threading.Thread(target=ask, name="dask-worker-code", daemon=True)
+    asking.start()
+    asking.join(timeout)
+    if asking.is_alive() or not answers:
+        log.warning("Dask workers at %s did not say within %g s which code of the project they run: the build goes "
+                    "on unchecked", address, timeout)
+        return
+    fix = ("install this project's version there (or give the workers the same PYTHONPATH), or leave those workers "
+           "out of the cluster")
+    for worker, theirs in sorted(answers.items()):
+        if isinstance(theirs, BaseException):
+            raise ConfigError(f"beam.dask.address: the Dask worker {worker} of {address} cannot run this project's code "
+                              f"({type(theirs).__name__}: {theirs}); {fix}")
+        if theirs != ours:
+            raise ConfigError(
+                f"beam.dask.address: the Dask worker {worker} of {address} runs another version of the project "
+                f"(from {theirs.get('where')}, code digest {theirs.get('digest', '')[:12]}; this build's from "
+                f"{ours['where']}, {ours['digest'][:12]}): its renders could differ from this build's; {fix}")
 
 
 def _connection_args(address: str) -> dict:
