@@ -462,3 +462,203 @@ def test_a_given_scheduler_left_without_workers_is_named_while_the_build_waits(c
                 cluster.scale(1)
                 assert said("has workers again (1)"), caplog.text
     assert caplog.text.count("has no workers left") == 1
+
+
+_GROUPING_IN_A_FRESH_CLIENT = """
+import sys
+import apache_beam as beam
+import distributed
+from uvd_pipeline.beam_options import ViewCachingOptions
+from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+# a worker process, as the build's (Beam's ParDo collects a bundle's outputs in one object, which
+# the tasks of an in-process worker share: their outputs piled up)
+with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+    options = ViewCachingOptions([f"--dask_client_address={cluster.scheduler_address}", "--dask_partition_size=1"])
+    pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
+    (pipeline | beam.Create([(i % 3, i) for i in range(9)]) | beam.GroupByKey()
+     | beam.Map(lambda kv, folder: open(f"{folder}/{kv[0]}-{sum(kv[1])}", "w").close(), sys.argv[1]))
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        result.client.close()
+print(sorted(m for m in sys.modules if m.startswith(("dask.dataframe", "dask.array", "pandas"))))
+"""
+
+
+def test_dask_groupings_shuffle_in_tasks_without_importing_dask_dataframe(tmp_path):
+    """Beam's GroupByKey asks Dask's bag for its default shuffle, which tried dask.dataframe (and
+    imported dask.array: 0.4 CPU-s of the client, 2.7 s of wall time at load 12, 2.9 s of a
+    300-image build's client at load 7 by cProfile, before the first task was submitted) only to
+    answer "tasks" (bags have no p2p shuffle). Groupings now shuffle in tasks without asking; the
+    groups are right and the client imports no dataframe or array code."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    done = subprocess.run([sys.executable, "-c", _GROUPING_IN_A_FRESH_CLIENT, str(tmp_path)],
+                          env=dict(env, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0-9", "1-12", "2-15"]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+def _imported(names: list[str]) -> list[str]:
+    """Which of `names` the process has imported (a function the workers import by reference)."""
+    import sys
+
+    return [name for name in names if name in sys.modules]
+
+
+def test_the_build_cluster_workers_import_the_builds_modules_before_any_task():
+    """A worker of the build's cluster imported Beam and the build's modules only as it unpickled
+    its first task: computing began 5-6 s after the graph was submitted (a 300-image build at load
+    7), while the client had spent those seconds building the graph. Now each worker imports them
+    as it starts, in a thread, so the cluster's start does not wait for them: with no task
+    submitted, they are there."""
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+    wanted = ["apache_beam", "apache_beam.runners.dask.transform_evaluator", "uvd_pipeline.graph"]
+    with scheduler(DaskConfig(workers=1)) as address:
+        with distributed.Client(address) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                (found,) = client.run(_imported, wanted).values()
+                if found == wanted or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+    assert found == wanted
+
+
+def _slow_step(x: int, folder: str) -> int:
+    """A step that takes a while per element, leaving a file when it starts."""
+    (Path(folder) / f"{x}").touch()
+    time.sleep(1)
+    return x
+
+
+def _cli_cluster(folder: Path, workers: int = 1, project: list[Path] | None = None) -> tuple[str, list]:
+    """`dask scheduler` and `dask worker` processes, as a person starts them (each worker imports the
+    project and this test module by its PYTHONPATH: `project[i]` for worker i, else this checkout);
+    (scheduler address, [scheduler, workers...])."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    bin_dir = Path(sys.executable).parent
+    project = project or [REPO] * workers
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}")
+    file = folder / "scheduler.json"
+    log = open(folder / "cluster.log", "w")
+    processes = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                   "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(file)],
+                                  env=env, stdout=log, stderr=log)]
+    processes += [subprocess.Popen([str(bin_dir / "dask"), "worker", "--scheduler-file", str(file), "--nthreads", "1",
+                                    "--no-nanny", "--name", f"w{i}"],
+                                   env=dict(env, PYTHONPATH=f"{project[i]}{os.pathsep}{REPO / 'tests'}"),
+                                   stdout=log, stderr=log) for i in range(workers)]
+    deadline = time.monotonic() + 60
+    while not file.exists() or not file.read_text().strip():
+        assert time.monotonic() < deadline, (folder / "cluster.log").read_text()
+        time.sleep(0.1)
+    address = json.loads(file.read_text())["address"]
+    with distributed.Client(address, timeout=60) as client:
+        client.wait_for_workers(workers, timeout=60)
+    return address, processes
+
+
+def test_a_scheduler_that_goes_away_mid_build_fails_the_build_naming_it(tmp_path):
+    """`dask scheduler` killed (SIGKILL) while a build ran on it: the client's futures were
+    cancelled, Beam's DaskRunner took a cancelled future for a finished one, and the build ended
+    with exit status 0, '0 shards' and a summary, as a build with nothing to do (a 300-image build
+    on a CLI scheduler and 2 CLI workers). Now the run fails, naming the scheduler and what to do."""
+    import apache_beam as beam
+
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.dask_cluster import SchedulerLost, bounded_dask_runner
+
+    address, processes = _cli_cluster(tmp_path)
+    started = tmp_path / "started"
+    started.mkdir()
+    try:
+        options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
+        pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
+        pipeline | beam.Create(range(8)) | beam.Map(_slow_step, str(started))
+        result = pipeline.run()
+        outcome: list = []
+
+        def wait() -> None:
+            try:
+                outcome.append(result.wait_until_finish())
+            except BaseException as exc:  # judged below
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 60
+        while not any(started.iterdir()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        processes[0].kill()  # the scheduler
+        waiter.join(120)
+        result.client.close()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    assert not waiter.is_alive(), "the run waited on after its scheduler went away"
+    (error,) = outcome
+    assert isinstance(error, SchedulerLost), error
+    assert address in str(error) and "run the build again" in str(error)
+    assert len(list(started.iterdir())) < 8  # it went away with work left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["edited", "older"])
+def test_a_given_schedulers_worker_with_other_project_code_is_refused_before_the_build(change, tmp_path):
+    """A `dask worker` started from another copy of the project (a checkout with a local edit, or an
+    older install) rendered its share of the build with its own code: bytes that differed from
+    what the same config gives, without a word (a 300-image build on a CLI scheduler, one worker
+    with PYTHONPATH elsewhere, ran to the end with status 0). Now the build is refused before
+    it writes anything, naming that worker and the fix; workers with this checkout's code pass."""
+    import shutil
+
+    from conftest import REPO
+    from uvd_pipeline.dask_cluster import check_address
+
+    other = tmp_path / "other-checkout"
+    for package in ("uvd_pipeline", "sources", "transforms", "tokenizer"):
+        shutil.copytree(REPO / package, other / package, ignore=shutil.ignore_patterns("__pycache__", "weights"))
+    if change == "edited":
+        with open(other / "uvd_pipeline" / "render_step.py", "a") as handle:
+            handle.write("# tried something on this machine\n")
+    else:  # a version from before the workers were asked
+        (other / "uvd_pipeline" / "code_identity.py").unlink()
+    address, processes = _cli_cluster(tmp_path, 2, [REPO, other])
+    try:
+        with distributed.Client(address) as client:
+            names = {info["name"]: worker for worker, info in client.scheduler_info()["workers"].items()}
+        with pytest.raises(ConfigError, match=r"beam\.dask\.address: the Dask worker (\S+) of .*") as refused:
+            check_address(address)
+        message = str(refused.value)
+        assert names["w1"] in message and names["w0"] not in message
+        assert ("another version" in message and str(other) in message) if change == "edited" else (
+            "ModuleNotFoundError" in message)
+        assert "install this project's version there" in message
+        processes[2].kill()  # the other copy's worker leaves
+        processes[2].wait()
+        with distributed.Client(address) as client:
+            deadline = time.monotonic() + 60
+            while len(client.scheduler_info()["workers"]) != 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        check_address(address)  # this checkout's worker passes
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()

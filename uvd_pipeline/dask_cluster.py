@@ -14,6 +14,13 @@ mini build reached 399 partitions and 58,000 tasks for 10 shards, most of them e
 here is Beam's with one change: the input of every grouping is first cut to at most
 `beam.dask.shuffle_partitions` partitions (by default the local cluster's threads). Which elements meet in a group does not change.
 
+Its groupings shuffle in tasks, whatever Dask's config says (SHUFFLE): Beam's GroupByKey asks the
+bag for Dask's default shuffle, which on a distributed client tries dask.dataframe (dask.array
+with it, and pandas, which the project does not install) in the build's client: 0.4 CPU-s, 2.7 s
+of wall time at load 12, before the first task is submitted, only to answer "tasks". A config
+setting `dataframe.shuffle.method: disk` took the bag's disk shuffle, which Dask's docs give for
+one machine only.
+
 Beam's DaskRunner also hands a side input to its consumer as the producing bag itself: each of the
 consumer's tasks computed that bag again from inside the task (a nested compute through the
 worker's client), so every step above a side input ran again (the build's renders twice, about
@@ -38,6 +45,9 @@ ANSWER_TIMEOUT_S = 5.0  # a scheduler that is up answers in milliseconds, also a
 # not know, or an answer that is no Dask message: msgpack's errors). Anything else is a bug of ours
 # (or distributed's) and keeps its traceback; a KeyboardInterrupt stays one.
 UNREACHABLE = (OSError, ValueError)
+# How every grouping shuffles (`dataframe.shuffle.method`, set around Beam's GroupByKey): in tasks,
+# what Dask's bag picked on any distributed client, without importing dask.dataframe to decide.
+SHUFFLE = "tasks"
 
 
 def check_address(address: str, timeout: float | None = None) -> None:
@@ -68,6 +78,47 @@ def check_address(address: str, timeout: float | None = None) -> None:
     else:
         log.info("Dask scheduler at %s: %d workers, %d threads", address, identity["n_workers"],
                  identity.get("total_threads", 0))
+        check_workers(address)
+
+
+WORKERS_ANSWER_S = 30.0  # workers busy with other work answer between tasks
+
+
+def check_workers(address: str, timeout: float = WORKERS_ANSWER_S) -> None:
+    """Each worker of a given scheduler must run this project's code (`code_identity`): one that
+    cannot import it failed the build's first task there, and one of another version (another
+    checkout, an older install) rendered its share with its own code, bytes that differed from
+    what the same config gives, without a word. Workers that join later are not asked; workers
+    that do not answer within `timeout` are named in a warning."""
+    import distributed
+
+    from uvd_pipeline.code_identity import code_identity
+
+    ours = code_identity()
+    answers: dict = {}
+
+    def ask() -> None:
+        with distributed.Client(address, timeout=ANSWER_TIMEOUT_S, set_as_default=False) as client:
+            answers.update(client.run(code_identity, on_error="return"))
+
+    asking = threading.Thread(target=ask, name="dask-worker-code", daemon=True)
+    asking.start()
+    asking.join(timeout)
+    if asking.is_alive() or not answers:
+        log.warning("Dask workers at %s did not say within %g s which code of the project they run: the build goes "
+                    "on unchecked", address, timeout)
+        return
+    fix = ("install this project's version there (or give the workers the same PYTHONPATH), or leave those workers "
+           "out of the cluster")
+    for worker, theirs in sorted(answers.items()):
+        if isinstance(theirs, BaseException):
+            raise ConfigError(f"beam.dask.address: the Dask worker {worker} of {address} cannot run this project's code "
+                              f"({type(theirs).__name__}: {theirs}); {fix}")
+        if theirs != ours:
+            raise ConfigError(
+                f"beam.dask.address: the Dask worker {worker} of {address} runs another version of the project "
+                f"(from {theirs.get('where')}, code digest {theirs.get('digest', '')[:12]}; this build's from "
+                f"{ours['where']}, {ours['digest'][:12]}): its renders could differ from this build's; {fix}")
 
 
 def _connection_args(address: str) -> dict:
@@ -192,7 +243,8 @@ def bounded_dask_runner(shuffle_partitions: int):
     """Beam's DaskRunner whose groupings shuffle at most `shuffle_partitions` partitions, and whose
     side inputs are computed once, as part of the graph."""
     import apache_beam as beam
-    from apache_beam.runners.dask.dask_runner import DaskRunner
+    import dask
+    from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunner
     from apache_beam.runners.dask.overrides import _GroupByKeyOnly
     from apache_beam.runners.dask.transform_evaluator import GroupByKey
 
@@ -213,14 +265,48 @@ def bounded_dask_runner(shuffle_partitions: int):
                 bag = visitor.bags[pcoll.producer]
                 if bag.npartitions > shuffle_partitions:
                     bag = bag.repartition(npartitions=shuffle_partitions)
-                visitor.bags[node] = GroupByKey(node).apply(bag)
+                with dask.config.set({"dataframe.shuffle.method": SHUFFLE}):
+                    visitor.bags[node] = GroupByKey(node).apply(bag)
 
             visitor.visit_transform = visit_transform
             return visitor
 
+        def run_pipeline(self, pipeline, options):
+            result = super().run_pipeline(pipeline, options)
+            return checked_result(result, getattr(options.view_as(DaskOptions), "address", None))
+
     runner = BoundedDaskRunner()
     runner.shuffle_partitions = shuffle_partitions
     return runner
+
+
+class SchedulerLost(RuntimeError):
+    """The build's Dask scheduler went away (or the client lost it) with work not done."""
+
+
+def checked_result(result, address: str | None):
+    """Beam's DaskRunnerResult whose `wait_until_finish` fails where a future did not finish:
+    a scheduler that goes away cancels the client's futures, which Beam's wait (`as_completed`
+    with results) passes over as if done, and the build ended with status 0 and '0 shards'."""
+    from apache_beam.runners.runner import PipelineState
+
+    wait = result.wait_until_finish
+
+    def wait_until_finish(duration=None):
+        state = wait(duration)
+        unfinished = [f for f in result.futures if f.status != "finished"]
+        if unfinished:
+            result._state = PipelineState.FAILED
+            where = f"at {address} " if address else ""
+            raise SchedulerLost(
+                f"the Dask scheduler {where}went away, or the connection to it was lost, before the build's work was "
+                f"done ({len(unfinished)} of {len(result.futures)} results {unfinished[0].status}): shards committed "
+                "so far are kept; start the scheduler and its workers again (or check the network to it) and run "
+                "the build again") from None
+        return state
+
+    result.wait_until_finish = wait_until_finish
+    return result
 
 
 def _pardo_with_side_values(node, bags: dict):
