@@ -277,50 +277,6 @@ def test_a_build_with_the_pool_writes_the_bytes_and_counts_of_one_without(
     assert summaries["off"]["run"]["counters"].get("clips.records", 0) > 0
 
 
-def test_without_a_tokenizer_beam_runs_in_one_thread_and_the_pool_renders_in_listing_order(
-        mini_corpus, mini_build, tmp_path, caplog, monkeypatch):
-    """`auto` with 2 workers and no tokenizer: the runner gets one worker in this thread
-    (`in_memory`), the pool's 2 processes render, and the Render step asks for each source's units
-    in listing order (no Reshuffle), so the pool's renderers never wait on a unit asked for late.
-    Every rendered shard is the session's one-worker build's, with every core kept busy."""
-    import yaml
-
-    from uvd_pipeline.build import pipeline_options, run_build
-    from uvd_pipeline.config import load_config
-    from uvd_pipeline.early_render import runner_workers
-    from uvd_pipeline.unit_render import list_units, unit_renderers
-
-    off_config, _ = mini_build
-    path = write_config(tmp_path / "c.yaml", mini_corpus, tmp_path / "out", off_config.tokenizer.checkpoint,
-                        direct_num_workers=2, direct_running_mode="auto")
-    raw = yaml.safe_load(path.read_text())
-    raw["tokenizer"]["enabled"] = False
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    config = load_config(str(path))
-    assert (config.beam.running_mode, runner_workers(config)) == ("multi_threading", ("in_memory", 1))
-    options = pipeline_options(config).get_all_options()
-    assert (options["direct_running_mode"], options["direct_num_workers"]) == ("in_memory", 1)
-    asked: dict[str, list[str]] = {}
-    claim = EarlyRender.claim
-
-    def recording_claim(self, source: str, key: str):
-        asked.setdefault(source, []).append(key)
-        return claim(self, source, key)
-
-    monkeypatch.setattr(EarlyRender, "claim", recording_claim)
-    caplog.set_level(logging.INFO, logger="uvd_pipeline.build")
-    with busy_machine():
-        summary = run_build(config).summary
-    listed = list_units(config)
-    units = sum(map(len, listed.values()))
-    assert early_rendered(caplog) == (units, units)
-    renderers = unit_renderers(config)
-    assert asked == {name: [renderers[name].unit_key(u) for u in us] for name, us in listed.items()}
-    rendered = {k: v for k, v in shard_digests(Path(off_config.output)).items() if k.startswith("rendered")}
-    assert shard_digests(tmp_path / "out") == rendered and rendered
-    assert summary["run"]["counters"]["web.units_rendered"] > 0
-
-
 def test_the_pool_is_on_only_where_the_workers_are_threads(tmp_path, mini_corpus, tiny_tokenizer):
     from uvd_pipeline.config import load_config
     from uvd_pipeline.early_render import wanted

@@ -48,10 +48,8 @@ def pipeline_options(config: BuildConfig, dask_address: str | None = None):
     beam = config.beam
     flags = list(beam.options)
     if beam.local:
-        from uvd_pipeline.early_render import runner_workers
-
-        mode, workers = runner_workers(config)
-        flags += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"]
+        flags += [f"--direct_num_workers={beam.direct_num_workers}",
+                  f"--direct_running_mode={beam.running_mode}"]
         if not any(f.startswith("--sdk_harness_log_level_overrides") for f in flags):
             # Worker processes log their own start/stop at INFO; keep only our progress lines.
             flags.append('--sdk_harness_log_level_overrides={"apache_beam":"WARNING","__main__":"WARNING"}')

@@ -361,20 +361,6 @@ def wanted(config: BuildConfig) -> bool:
     return beam.local and beam.early_render and beam.running_mode in THREAD_MODES
 
 
-def runner_workers(config: BuildConfig) -> tuple[str, int]:
-    """(mode, workers) the local runner is started with. `auto` with the pool and no tokenizer:
-    Beam's stages run in this process's one thread (`in_memory`, 1 worker) while the pool's
-    `direct_num_workers` renderers do the rendering, the only heavy work of such a build. Beam's
-    thread workers (`multi_threading`) pass every element through an in-process gRPC channel and
-    split every stage's bundle in two; one worker in this thread does neither: a 900-image build
-    (2 workers, dedup on and off) took about 0.5 CPU-s less, the same bytes. With a tokenizer its
-    step is work of Beam's own workers, so they stay two threads."""
-    beam = config.beam
-    if beam.direct_running_mode == "auto" and wanted(config) and not config.tokenizer.enabled:
-        return "in_memory", 1
-    return beam.running_mode, beam.direct_num_workers
-
-
 @contextmanager
 def rendering_early(config: BuildConfig, units: dict[str, list], verify: bool = False) -> Iterator[EarlyRender | None]:
     """The pool for this block (None where it is not `wanted`); stopped when the block ends."""

@@ -22,7 +22,6 @@ from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 
-from uvd_pipeline import early_render
 from uvd_pipeline.config import BuildConfig
 from uvd_pipeline.dedup import PERSISTED_TYPES, DedupSettings
 from uvd_pipeline.group_steps import AssembleGroups, Deduplicate
@@ -106,7 +105,6 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
     renderers = unit_renderers(config, verify)
     output, config_hash = config.output, config.content_hash()
     sentence_parts, reject_parts, input_parts = [], [], []
-    spread = not (config.beam.local and early_render.runner_workers(config)[1] == 1 and early_render.wanted(config))
     dedup_units = {}  # source -> its rendered image units, grouped after deduplication
     for source_config in config.enabled_sources:
         name = source_config.name
@@ -114,7 +112,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         log.info("%s: %d work units", name, len(source_units))
         together = deduplicated(config, source_config)
         render = RenderUnit(renderers[name])
-        sentences, rendered_units, rejects, inputs = pipeline | name >> RenderSource(source_units, render, spread)
+        sentences, rendered_units, rejects, inputs = pipeline | name >> RenderSource(source_units, render)
         sentence_parts.append(sentences)
         reject_parts.append(rejects)
         input_parts.append(inputs)

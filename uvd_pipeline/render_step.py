@@ -61,18 +61,17 @@ class RenderSource(beam.PTransform):
     """One source's stage: its units spread over workers, each read, rendered and committed.
     Returns (sentences, units to group, rejects, input digests)."""
 
-    def __init__(self, units: list, render: RenderUnit, spread: bool = True) -> None:
+    def __init__(self, units: list, render: RenderUnit) -> None:
         super().__init__()
-        self.units, self.render, self.spread = units, render, spread
+        self.units, self.render = units, render
 
     def expand(self, pipeline):
-        """`spread`: the units are dealt out to the runner's workers (a Reshuffle); without it
-        (one worker, the early render pool rendering) the step asks for them in listing order,
-        the order the pool renders them in, so its renderers never wait on units asked for late."""
-        units = pipeline | "Units" >> beam.Create([Carried(unit) for unit in self.units], reshuffle=False)
-        if self.spread:
-            units = units | "Spread" >> beam.Reshuffle()
-        rendered = units | "Render" >> beam.ParDo(self.render).with_outputs(REJECTS, UNITS, INPUTS, main=MAIN)
+        rendered = (
+            pipeline
+            | "Units" >> beam.Create([Carried(unit) for unit in self.units], reshuffle=False)
+            | "Spread" >> beam.Reshuffle()
+            | "Render" >> beam.ParDo(self.render).with_outputs(REJECTS, UNITS, INPUTS, main=MAIN)
+        )
         return (of_type(rendered[MAIN], "Sentences only", (Reject, RenderedUnit, UnitInputs), negate=True),
                 of_type(rendered[UNITS], "Units only", RenderedUnit),
                 of_type(rendered[REJECTS], "Rejects only", Reject),
