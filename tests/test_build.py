@@ -11,6 +11,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -629,6 +630,49 @@ def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch, tmp_path):
         monkeypatch.setattr(build, "_USER_BLAS_THREADS", "2")  # the process started with it
         with one_thread_numerics(in_process=True):
             assert set(_blas_threads()) == {2}
+
+
+class _Run:
+    """A pipeline's run result as `run_pipeline` uses it, noting what the collector had frozen."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail, self.frozen = fail, None
+
+    def wait_until_finish(self) -> None:
+        import gc
+
+        self.frozen = gc.get_freeze_count()
+        if self.fail:
+            raise RuntimeError("a stage failed")
+
+
+def test_the_run_leaves_the_objects_made_before_it_out_of_garbage_collection(monkeypatch):
+    """While the pipeline runs, what existed before it (modules, the graph) is frozen out of the
+    collector's scans; afterwards, failed or not, it is collectable again, and a freeze the caller
+    made is neither added to nor undone."""
+    import gc
+
+    from uvd_pipeline.build import run_pipeline
+
+    made_before = [object() for _ in range(3)]
+    for fail in (False, True):
+        run = _Run(fail)
+        pipeline = SimpleNamespace(run=lambda run=run: run)
+        assert gc.get_freeze_count() == 0
+        if fail:
+            with pytest.raises(RuntimeError, match="a stage failed"):
+                run_pipeline(pipeline)
+        else:
+            assert run_pipeline(pipeline) is run
+        assert run.frozen >= len(made_before) and gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        run = _Run(False)
+        run_pipeline(SimpleNamespace(run=lambda: run))
+        assert run.frozen == frozen == gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
 
 
 # Two worker threads (`direct_running_mode: auto`, the pool on by default) with every core kept busy

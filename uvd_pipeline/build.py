@@ -143,14 +143,36 @@ def open_runner(config: BuildConfig) -> Iterator[tuple[Any, Any]]:
 
 def run_pipeline(pipeline) -> Any:
     """Run to the end; a runner's client connection (Dask) is closed whatever happens."""
-    result = pipeline.run()
-    try:
-        result.wait_until_finish()
-    finally:
-        client = getattr(result, "client", None)
-        if client is not None:
-            client.close()
+    with heap_frozen():
+        result = pipeline.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            client = getattr(result, "client", None)
+            if client is not None:
+                client.close()
     return result
+
+
+@contextmanager
+def heap_frozen() -> Iterator[None]:
+    """Python's cyclic garbage collector leaves the objects that exist now (Beam's and our modules,
+    the graph, the options: ~135,000 after building a one-source graph) out of its collections for
+    this block (`gc.freeze`), and takes them back after it (`gc.unfreeze`, so a process that runs
+    many builds frees each one's graph). A full collection during the run scans them all, 45-120 ms
+    each: a 900-image dedup-on build ran one more than dedup off (0.21 s of the main process's
+    garbage collection against 0.09 s). They are alive through the run either way: a `gc.collect()`
+    at this point found nothing to free. A freeze someone else made is left as it is."""
+    import gc
+
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _same_config(recorded: Any, current: dict[str, Any]) -> bool:
