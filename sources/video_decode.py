@@ -189,9 +189,12 @@ def open_stream(uri: str):
     if stream is None:
         covers = len(container.streams.video)
         held = _streams_held(container)
+        # only streams FFmpeg could not type (a track whose header a cut ended: moov at the end, cut inside)
+        untyped = bool(held) and all(s.type in ("data", "unknown") for s in container.streams)
         container.close()
         raise VideoError("no_video_stream", f"only cover art ({covers} attached picture), no video" if covers else
-                         f"the file holds {held or 'no streams'}, no video")
+                         f"the file holds {held or 'no streams'}, no video"
+                         + (" (the file may be cut inside its index)" if untyped else ""))
     if stream.codec_context is None:  # PyAV makes none where FFmpeg has no decoder for the stream's codec
         container.close()
         raise VideoError("unsupported_codec", "FFmpeg has no decoder for the codec the video stream declares "

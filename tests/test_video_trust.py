@@ -181,6 +181,20 @@ def test_a_file_without_video_is_a_reject_that_says_what_it_holds(tmp_path, name
     assert item.detail == f"the file holds {expected}, no video", item.detail
 
 
+def test_an_mp4_cut_inside_its_index_says_it_may_be_cut(tmp_path):
+    """moov at the end, cut inside it (94% of the bytes): FFmpeg still reads a track from what is
+    left, but not as video (a data stream). "the file holds 1 data stream, no video" sent a user
+    looking for a data file; the detail now says the file may be cut inside its index."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 80), *video_zoo.X264_CLI, "-bf", "3", "-g", "25", "-pix_fmt",
+                     "yuv420p", str(whole))
+    path = video_zoo.truncate(whole, tmp_path / "cut.mp4", 0.94)
+    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(item, Reject) and item.reason == "no_video_stream", item
+    assert item.detail == "the file holds 1 data stream, no video (the file may be cut inside its index)", item
+
+
 def test_an_mp4_cut_before_its_first_frame_is_too_few_frames(tmp_path):
     """A faststart MP4 whose download stopped right after its index: the index lists every frame,
     none is in the file. `too_few_frames` ("no frames"), never a crash or a guessed frame."""
