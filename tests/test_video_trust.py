@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import video_zoo
 
+from sources import budget
 from sources.records import Reject, VideoRecord
 from sources.video import VideoSource, clip_frames, decord_available
 from sources.video_decode import probe
@@ -371,3 +372,28 @@ def test_the_note_on_a_live_webm_names_no_path_nor_time(tmp_path):
     note = lineages[0]["decoder_note"]
     assert note == "decord is not frame-exact here (decord cannot open it (unreadable)): PyAV decodes", note
     assert lineages[0] == lineages[1]
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+def test_a_file_decord_counts_otherwise_is_left_to_pyav(tmp_path, monkeypatch):
+    """Where decord opens a file but counts other frames than the probe, its decoding job would
+    refuse every clip as `changed_file`: planning compares the counts and leaves the file to
+    PyAV. No file made here has decord miscount (VFR Matroska/WebM/MP4 at 25 then 5 fps: 80 and
+    80), so decord's real count of a real file is shifted by one on its way back from its job:
+    the seam is the job's result, not the decode."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "clip.mkv"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 40), "-c:v", "libx264", "-bf", "0", "-pix_fmt", "yuv420p", str(path))
+    assert _read(path, "decord", strides=(1,)).decoder == "decord"  # counted alike: decord's
+    real_call = budget.call
+
+    def call(function: str, *args, **kwargs):
+        result = real_call(function, *args, **kwargs)
+        return result + 1 if function == "sources.video_decode:decord_frame_count" else result
+
+    monkeypatch.setattr(budget, "call", call)
+    record = _read(path, "decord", strides=(1,))
+    assert record.decoder == "pyav", record.clips[0].lineage
+    assert record.clips[0].lineage["decoder_note"] == \
+        "decord is not frame-exact here (decord counts 41 frames where 40 are shown): PyAV decodes"
+    _assert_frames_as_shown(record, video_zoo.sequential(path))
