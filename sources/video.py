@@ -403,14 +403,16 @@ def _decord_refusal(uri: str, info: Probe, max_pixels: int, limits: Budget) -> s
         counted = budget.call("sources.video_decode:decord_frame_count", uri, budget=limits, pool="decord")
     except (BudgetExceeded, JobError) as exc:
         failure = _job_error(exc)  # raises this machine's OSError, as below
-        return f"decord cannot open it ({failure.reason}: {failure.detail})"
+        # the reason only: decord's words hold the time of day and the file's path, and a budget's
+        # the memory it measured; the note is in the lineage, which must not vary between runs
+        return f"decord cannot open it ({failure.reason})"
     if counted != info.n_frames:  # its decoding job would refuse the file as changed (`changed_file`)
         return f"decord counts {counted} frames where {info.n_frames} are shown"
     try:
         sizes = budget.call("sources.video_decode:key_frame_sizes", uri, max_pixels, budget=limits)
     except (BudgetExceeded, JobError) as exc:
         failure = _job_error(exc)  # raises this machine's OSError (too many open files), as at the probe
-        return f"its key frames could not be checked for size changes ({failure.reason}: {failure.detail})"
+        return f"its key frames could not be checked for size changes ({failure.reason})"
     return FRAME_SIZE_CHANGES if sizes > 1 else None
 
 

@@ -73,6 +73,7 @@ from a 16-bit 4:4:4 copy of the frame, and is counted as such in `judge_memory`.
 from __future__ import annotations
 
 import errno
+import functools
 import gc
 import logging
 import os
@@ -188,9 +189,12 @@ def open_stream(uri: str):
     if stream is None:
         covers = len(container.streams.video)
         held = _streams_held(container)
+        # only streams FFmpeg could not type (a track whose header a cut ended: moov at the end, cut inside)
+        untyped = bool(held) and all(s.type in ("data", "unknown") for s in container.streams)
         container.close()
         raise VideoError("no_video_stream", f"only cover art ({covers} attached picture), no video" if covers else
-                         f"the file holds {held or 'no streams'}, no video")
+                         f"the file holds {held or 'no streams'}, no video"
+                         + (" (the file may be cut inside its index)" if untyped else ""))
     if stream.codec_context is None:  # PyAV makes none where FFmpeg has no decoder for the stream's codec
         container.close()
         raise VideoError("unsupported_codec", "FFmpeg has no decoder for the codec the video stream declares "
@@ -432,14 +436,30 @@ def fitting_pixels(stream, max_pixels: int, memory_mb: int, canvas=None, convert
     return low
 
 
-def read_index(uri: str) -> VideoIndex:
+def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> VideoIndex:
     container, stream = open_stream(uri)
     try:
-        return build_index(container, stream)
+        return build_index(container, stream, functools.partial(_decoder_shows, uri, max_pixels, memory_mb))
     except UnsupportedVideo as exc:
         raise VideoError(exc.reason, exc.detail) from None
     finally:
         container.close()
+
+
+def _decoder_shows(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex, positions: list[int]) -> set[int]:
+    """The stamps of the packets at `positions` (a cut file's partial ones) that the decoder
+    outputs a frame for, decoded from their key frame as any frame is (`_Session`, budgets
+    judged first). Only cut files pay it: one GOP. A decode that fails shows none of them."""
+    shown = index.presented
+    place = {p: i for i, p in enumerate(shown)}
+    wanted = {index.pts[i]: place[index.pts[i]] for i in positions}
+    session = _Session(uri, index, dict(wanted), None, True, 1 << 62, max_pixels, memory_mb, convert=False)
+    try:
+        got = {w for w, _ in session.run(decode_plan(index, sorted(wanted.values())))}
+    except VideoError as exc:
+        log.debug("partial packets not decoded: %s", exc)
+        return set()
+    return {shown[w] for w in got}
 
 
 _REFORMATTER = None
@@ -810,7 +830,7 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
     `transforms.resize.Canvas`) lets a stream too large to convert at full size be converted at
     the working size instead. `max_pixels`, `memory_mb`: see `judge_memory`.
     """
-    index = read_index(uri)
+    index = read_index(uri, max_pixels, memory_mb)
     shown = index.presented
     if expected_frames is not None and len(shown) < expected_frames:
         raise VideoError("changed_file", f"{len(shown)} frames now, {expected_frames} when planned")
@@ -863,7 +883,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     one decodes, and the count stops at its first frame that does not. The stream's declared
     size is judged first (`judge_memory`, without conversion: no frame is converted here).
     """
-    index = read_index(uri)
+    index = read_index(uri, max_pixels, memory_mb)
     shown = index.presented
     if not shown:
         raise VideoError("too_few_frames", "no frames")

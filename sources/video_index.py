@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import bisect
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class VideoIndex:
     # the stamps rise in decode order while the decoder reorders (H.264 with B-frames in AVI):
     # the k-th frame the decoder outputs is presented frame k, whatever its stamp
     decode_order_stamps: bool = False
-    partial: int = 0  # the last packets, read short from a cut file: hidden (`_partial_shown_before`)
+    partial: int = 0  # the last packets, read short from a cut file, the decoder gives no frame for: hidden
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -76,8 +77,12 @@ class VideoIndex:
         return False
 
 
-def build_index(container, stream) -> VideoIndex:
-    """Demux every packet of `stream` once (cheap: no decoding)."""
+def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int]], set[int]] | None = None
+                ) -> VideoIndex:
+    """Demux every packet of `stream` once (cheap: no decoding). `decoder_shows(index, positions)`:
+    the stamps of the packets at `positions` (a cut's partial ones, shown in `index`) that the
+    decoder outputs a frame for; those not are hidden (`_partial_shown_before`). Without it every
+    such packet is hidden."""
     pts: list[int] = []
     keyframe: list[bool] = []
     discard: list[bool] = []
@@ -118,25 +123,36 @@ def build_index(container, stream) -> VideoIndex:
         first = keyframe.index(True)
         discard = [d or i < first or p < pts[first] for i, (d, p) in enumerate(zip(discard, pts))]
     in_decode_order = _stamps_in_decode_order(pts, stream.codec_context, fmt)
-    partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
-    discard[len(pts) - partial:] = [True] * partial
     if in_decode_order and any(discard[keyframe.index(True):]):
         raise UnsupportedVideo("unsupported_container",
                                f"{fmt}/{codec}: time stamps in decode order from a decoder that reorders frames, "
                                "with frames an edit list hides: the shown frames cannot be named")
-    return VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
-                      clean, fmt, codec, in_decode_order, partial)
+    index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
+                       clean, fmt, codec, in_decode_order)
+    partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
+    tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
+    if not tail:
+        return index
+    output = decoder_shows(index, tail) if decoder_shows is not None else set()
+    hide = [i for i in tail if pts[i] not in output]
+    for i in hide:
+        discard[i] = True
+    return replace(index, discard=tuple(discard), partial=len(hide))
 
 
 def _partial_shown_before(pts: list[int], corrupt: list[bool]) -> int:
     """How many packets at the end of the file to hide: the ones the demuxer read short (a file
     cut mid-packet, an interrupted download; FFmpeg flags them corrupt, MP4 says "partial file")
     where every one of them is shown before a whole packet's frame (a P-frame cut after the
-    B-frames shown before it came whole). Counted, such a frame was a hole (H.264 in MP4 refuses a
-    NAL unit that runs past its packet; the ffmpeg CLI shows no frame for it) and every frame shown
-    after it was named one too far. A partial frame shown last stays counted: the probe checks it
-    decodes, as a JPEG missing its last bytes does (the CLI shows it), and counts back where it does
-    not. Corrupt packets with whole ones after them (MPEG-TS continuity errors) stay frames."""
+    B-frames shown before it came whole). Whether one is a frame is the decoder's to say
+    (`build_index`'s `decoder_shows`): H.264 and HEVC in MP4 refuse a NAL unit that runs past its
+    packet and output nothing (the ffmpeg CLI shows no frame for it; counted, it was a hole and
+    every frame shown after it was named one too far), while FFmpeg's MPEG-4 Part 2 decoder
+    conceals the missing part and outputs a frame the CLI shows (hidden by its place alone, that
+    frame went missing and the next was misnamed). A partial frame shown last stays counted: the
+    probe checks it decodes, as a JPEG missing its last bytes does (the CLI shows it), and counts
+    back where it does not. Corrupt packets with whole ones after them (MPEG-TS continuity errors)
+    stay frames."""
     whole = len(corrupt)
     while whole and corrupt[whole - 1]:
         whole -= 1

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import video_zoo
 
+from sources import budget
 from sources.records import Reject, VideoRecord
 from sources.video import VideoSource, clip_frames, decord_available
 from sources.video_decode import probe
@@ -181,6 +182,20 @@ def test_a_file_without_video_is_a_reject_that_says_what_it_holds(tmp_path, name
     assert item.detail == f"the file holds {expected}, no video", item.detail
 
 
+def test_an_mp4_cut_inside_its_index_says_it_may_be_cut(tmp_path):
+    """moov at the end, cut inside it (94% of the bytes): FFmpeg still reads a track from what is
+    left, but not as video (a data stream). "the file holds 1 data stream, no video" sent a user
+    looking for a data file; the detail now says the file may be cut inside its index."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 80), *video_zoo.X264_CLI, "-bf", "3", "-g", "25", "-pix_fmt",
+                     "yuv420p", str(whole))
+    path = video_zoo.truncate(whole, tmp_path / "cut.mp4", 0.94)
+    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(item, Reject) and item.reason == "no_video_stream", item
+    assert item.detail == "the file holds 1 data stream, no video (the file may be cut inside its index)", item
+
+
 def test_an_mp4_cut_before_its_first_frame_is_too_few_frames(tmp_path):
     """A faststart MP4 whose download stopped right after its index: the index lists every frame,
     none is in the file. `too_few_frames` ("no frames"), never a crash or a guessed frame."""
@@ -318,3 +333,67 @@ def test_a_fragmented_mp4_cut_short_counts_the_frames_ffmpeg_shows(tmp_path):
     reference = video_zoo.sequential(path)
     assert probe(str(path)).n_frames == len(reference) == 54
     _assert_frames_as_shown(_read(path, "pyav", strides=(1,)), reference)
+
+
+@pytest.mark.parametrize("fraction", [0.67, 0.74])
+def test_a_cut_mpeg4_part2_mp4_keeps_the_partial_frame_the_cli_shows(tmp_path, fraction: float):
+    """MPEG-4 Part 2 with B-frames (`-c:v mpeg4 -bf 3`, DivX/XviD-style) in a faststart MP4 cut
+    at `fraction`: the partial P-frame shown before the whole B-frames is concealed by FFmpeg's
+    mpeg4 decoder and shown by the CLI (H.264's decoder outputs nothing for one). Hidden by its
+    place alone, a frame went missing (52 where the CLI shows 53) and the next index named the
+    frame after it. Whether such a frame shows is now decided by decoding it."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 80), "-c:v", "mpeg4", "-q:v", "3", "-bf", "3", "-g", "25",
+                     "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(whole))
+    path = video_zoo.truncate(whole, tmp_path / "cut.mp4", fraction)
+    reference = _cli_frames(path, 64, 48)
+    assert probe(str(path)).n_frames == len(reference)
+    _assert_frames_as_shown(_read(path, "pyav", strides=(1,)), reference)
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+def test_the_note_on_a_live_webm_names_no_path_nor_time(tmp_path):
+    """The lineage (written into each clip's shard member) said why decord was passed over in
+    decord's own words: "[05:42:02] /github/workspace/src/video/video_reader.cc:270:
+    [/tmp/.../live.webm] Failed to measure ...": the time of day and the input's absolute path,
+    so two builds differed and the output told where the input lay. The note is now fixed text
+    per reason: the same file read from two folders gives one lineage."""
+    video_zoo.require_ffmpeg()
+    lineages = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "live.webm"
+        video_zoo.ffmpeg("-i", _source(tmp_path, 20), "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used",
+                         "8", "-g", "15", "-pix_fmt", "yuv420p", "-live", "1", "-f", "webm", str(path))
+        record = _read(path, "decord", strides=(1,))
+        assert record.decoder == "pyav"
+        lineages.append(record.clips[0].lineage)
+    note = lineages[0]["decoder_note"]
+    assert note == "decord is not frame-exact here (decord cannot open it (unreadable)): PyAV decodes", note
+    assert lineages[0] == lineages[1]
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+def test_a_file_decord_counts_otherwise_is_left_to_pyav(tmp_path, monkeypatch):
+    """Where decord opens a file but counts other frames than the probe, its decoding job would
+    refuse every clip as `changed_file`: planning compares the counts and leaves the file to
+    PyAV. No file made here has decord miscount (VFR Matroska/WebM/MP4 at 25 then 5 fps: 80 and
+    80), so decord's real count of a real file is shifted by one on its way back from its job:
+    the seam is the job's result, not the decode."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "clip.mkv"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 40), "-c:v", "libx264", "-bf", "0", "-pix_fmt", "yuv420p", str(path))
+    assert _read(path, "decord", strides=(1,)).decoder == "decord"  # counted alike: decord's
+    real_call = budget.call
+
+    def call(function: str, *args, **kwargs):
+        result = real_call(function, *args, **kwargs)
+        return result + 1 if function == "sources.video_decode:decord_frame_count" else result
+
+    monkeypatch.setattr(budget, "call", call)
+    record = _read(path, "decord", strides=(1,))
+    assert record.decoder == "pyav", record.clips[0].lineage
+    assert record.clips[0].lineage["decoder_note"] == \
+        "decord is not frame-exact here (decord counts 41 frames where 40 are shown): PyAV decodes"
+    _assert_frames_as_shown(record, video_zoo.sequential(path))

@@ -369,7 +369,7 @@ def test_decoded_frames_whose_stamps_do_not_rise_are_refused_never_delivered(zoo
 
     real = video_decode.read_index
     monkeypatch.setattr(video_decode, "read_index",
-                        lambda uri: dc.replace(real(uri), decode_order_stamps=False))
+                        lambda uri, *budgets: dc.replace(real(uri, *budgets), decode_order_stamps=False))
     with pytest.raises(video_decode.VideoError) as caught:
         list(decode_frames(str(zoo["h264_bframes.avi"]), range(100)))
     assert caught.value.reason == "unsupported_container" and "not presentation times" in caught.value.detail
