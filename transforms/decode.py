@@ -224,7 +224,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
     try:
-        image = Image.open(io.BytesIO(_without_png_text(data)))
+        image = Image.open(io.BytesIO(without_png_text(data)))
     except UnidentifiedImageError:
         _raise_if_cut_short(data)
         known = sniff_format(data)
@@ -254,7 +254,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 
 
-def _without_png_text(data: bytes) -> bytes:
+def without_png_text(data: bytes) -> bytes:
     """A PNG's bytes without its text chunks (comments, captions, XMP: no pixel depends on them),
     for Pillow to open, where one may inflate past Pillow's 1 MiB `MAX_TEXT_CHUNK` (a zTXt or iTXt)
     or they hold over 1 MiB (Pillow's limit is 64 MiB together): Pillow refused the whole picture
