@@ -824,3 +824,43 @@ def test_no_spool_is_written_to_a_temporary_folder_held_in_memory(tmp_path, monk
         assert (spool is None) == (kind in ("tmpfs", "ramfs")), (folder, kind)
         if spool is not None:
             spool.close()
+
+
+def test_the_spool_budget_keeps_a_gib_free_and_takes_at_most_4_gib_or_8_times_the_shard(tmp_path, monkeypatch):
+    """`spool_budget` as the disk's free room (os.statvfs, faked here: the free room of a real disk
+    is no fixed figure) makes it: at most 4 GiB, at most 8 times the gzipped shard, and never
+    leaving less than 1 GiB free (other workers' spools, the build's own output); none at all
+    when less than that is free, and then the shard is not spooled."""
+    from sources import tar_members
+
+    gib, mib = 1 << 30, 1 << 20
+    free = [0]
+
+    class Room:
+        f_frsize = 4096
+
+        @property
+        def f_bavail(self):
+            return free[0] // 4096
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Room())
+    folder = str(tmp_path)
+    assert not tar_members.in_memory(folder)
+    free[0] = 100 * gib
+    assert tar_members.spool_budget(folder, gib) == 4 * gib  # the cap, not 8 GiB
+    assert tar_members.spool_budget(folder, 10 * mib) == 80 * mib  # 8 times the shard
+    free[0] = gib + 100 * mib
+    assert tar_members.spool_budget(folder, gib) == 100 * mib  # a GiB left free
+    free[0] = gib - 4096
+    assert tar_members.spool_budget(folder, gib) == 0
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 1000)  # past the in-memory budget
+    free[0] = 100 * gib
+    with open(shard, "rb") as handle:
+        spool = tar_members.spooled_gzip(handle)
+    assert spool is not None
+    spool.close()
+    free[0] = gib + 2000  # 2000 bytes over the reserve: too little for this shard
+    with open(shard, "rb") as handle:
+        assert tar_members.spooled_gzip(handle) is None
