@@ -864,3 +864,24 @@ def test_the_spool_budget_keeps_a_gib_free_and_takes_at_most_4_gib_or_8_times_th
     free[0] = gib + 2000  # 2000 bytes over the reserve: too little for this shard
     with open(shard, "rb") as handle:
         assert tar_members.spooled_gzip(handle) is None
+
+
+@pytest.mark.slow
+def test_a_webdataset_shard_of_its_default_maxcount_with_many_fields_is_read_whole(tmp_path):
+    """webdataset's ShardWriter closes a shard at 100,000 samples by default; 84,000 samples of 6
+    fields (504,000 members) passed the old 500,000-member cap: the shard's `corrupt_archive` and
+    ~667 samples lost. Its index (`scan`, which the read follows) now holds every sample."""
+    import webdataset as wds
+
+    from sources import tar_members
+
+    pattern = str(tmp_path / "shard-%06d.tar")
+    with wds.ShardWriter(pattern, verbose=0) as sink:  # its defaults: maxcount 100,000
+        for index in range(84_000):
+            sink.write({"__key__": f"{index:09d}", "jpg": b"\xff\xd8\xff", "txt": b"c", "json": b"{}",
+                        "cls": b"1", "npy": b"x", "seg.png": b"p"})
+    shards = sorted(tmp_path.glob("shard-*.tar"))
+    assert len(shards) == 1
+
+    layout = tar_members.scan(str(shards[0]), lambda member: tar_members.split_member(member)[0])
+    assert not layout.damaged and len(layout.key_ends) == 84_000  # the old cap stopped the index at 500,000
