@@ -120,3 +120,39 @@ def test_a_palette_label_map_with_a_huge_text_chunk_reads_its_indices_and_an_unr
     with pytest.raises(MapError) as refused:
         decode_label_map(bytes(broken))
     assert refused.value.reason == "corrupt_annotation", refused.value
+
+
+@pytest.mark.parametrize("kind", ["tEXt", "zTXt", "pHYs"])
+def test_a_png_whose_ancillary_chunk_fails_its_crc_decodes_as_libpng_decodes_it(tmp_path, kind):
+    """A bit flipped in a PNG's comment (tEXt or zTXt, written by Pillow before the pixels) or its
+    pHYs: libpng (ImageMagick) drops the chunk with a warning and shows the picture. A bad-CRC tEXt
+    was `not_an_image` ("no image format recognises these bytes") while a bad-CRC zTXt decoded;
+    both decode now, to the pixels ImageMagick gives."""
+    import subprocess
+
+    info = PngImagePlugin.PngInfo()
+    if kind == "tEXt":
+        info.add_text("Comment", "a scanned page")
+    elif kind == "zTXt":
+        info.add_text("Comment", "a scanned page", zip=True)
+    data = bytearray(_png(info, dpi=(300, 300)))
+    at = data.index(kind.encode())
+    assert at < data.index(b"IDAT")
+    data[at + 8] ^= 0x01  # a bit of the chunk's body: its CRC no longer matches
+    path = tmp_path / "page.png"
+    path.write_bytes(bytes(data))
+    magick = subprocess.run(["convert", str(path), "rgb:-"], capture_output=True, check=True)
+    assert b"CRC error" in magick.stderr
+    expected = np.asarray(_photo())
+    assert magick.stdout == expected.tobytes()
+    assert np.array_equal(decode_rgb(bytes(data)), expected)
+
+
+def test_a_png_whose_critical_chunk_fails_its_crc_is_a_corrupt_header_never_not_an_image():
+    """A bad CRC in IHDR: libpng refuses it too. It is the PNG's `corrupt_header`, naming the
+    chunk, not `not_an_image` ("no image format recognises these bytes")."""
+    data = bytearray(_png())
+    data[29] ^= 0xFF  # IHDR's CRC
+    with pytest.raises(DecodeError) as refused:
+        decode_rgb(bytes(data))
+    assert refused.value.reason == "corrupt_header" and "IHDR" in str(refused.value), refused.value
