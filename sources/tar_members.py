@@ -32,7 +32,8 @@ a compressed tar, the read reads the headers again. A gzipped tar that inflates 
 budget is inflated once, by `scan`, and read from its inflated copy (`small_gzip`); a larger one
 into an unnamed temporary file within a disk budget (`spooled_gzip`); one past that, damaged or cut
 is streamed through `GzipStream` (both read every gzip member and check each one's CRC; what
-follows a streamed tar's end is inflated only within `GZIP_TAIL_FLOOR` or the tar's size: `_drain`). A member's declared size is held to the file
+follows a tar's end is inflated only within `GZIP_TAIL_FLOOR` or the tar's size, streamed or not: `_drain`,
+`check_end_marker`; damage there cuts no sample: `AfterTheEnd`). A member's declared size is held to the file
 (`_bound_data`): a negative one is refused; one past the end of the file ends the walk there as on
 any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
 """
@@ -422,43 +423,70 @@ def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
 
 
 # Inflated bytes a gzipped tar's stream may hold after its end-of-archive block, at least: the
-# rest is inflated only for its CRC, so the drain is bounded by max(the tar's bytes, this), and a
+# rest is inflated only for its CRC, so the tail is bounded by max(the tar's bytes, this), and a
 # read costs at most about twice its tar (a 1 MB .tgz hiding 1 GB of zeros cost 0.82 CPU-s a read).
-GZIP_TAIL_FLOOR = 1 << 20
+# A tar pads its end to a whole record: Python's tarfile and GNU tar's default to 10 KiB, bsdtar's
+# `-b` to at most 4 MiB (8192 blocks), GNU tar's `-b` to any size (`-b 20000`: 10 MB; `-b 65536`:
+# 32 MiB); 64 MiB of zeros inflates in ~0.05 CPU-s.
+GZIP_TAIL_FLOOR = 64 << 20
 
 
-def _drain(inflated: GzipStream, tar_bytes: int) -> None:
-    """Inflate the rest of a gzipped tar's stream (each member's CRC checked), at most
-    `max(tar_bytes, GZIP_TAIL_FLOOR)` bytes: past it the CRC is not checked, and that is said."""
-    budget, drained = max(tar_bytes, GZIP_TAIL_FLOOR), 0
-    while chunk := inflated.read(1 << 16):
-        drained += len(chunk)
-        if drained > budget:
-            raise tarfile.ReadError(f"the gzip stream goes on for more than {budget} inflated bytes after the "
-                                    f"tar's end-of-archive block (at byte {tar_bytes}): its CRC is not checked, "
-                                    "so the shard is not taken as whole")
-    if inflated.error is not None:
+class AfterTheEnd(tarfile.ReadError):
+    """What is wrong with a gzipped tar's stream after its end-of-archive block (a bad CRC, a cut
+    trailer, a tail past `GZIP_TAIL_FLOOR`): every member lay before it and was read whole, so no
+    sample is cut; the shard is still its counted `corrupt_archive`."""
+
+
+def tail_bound(tar_bytes: int) -> int:
+    """The inflated bytes a gzipped tar of `tar_bytes` (up to its end-of-archive block) may carry after them."""
+    return max(tar_bytes, GZIP_TAIL_FLOOR)
+
+
+def _tail_too_long(tar_bytes: int) -> AfterTheEnd:
+    return AfterTheEnd(f"the gzip stream goes on for more than {tail_bound(tar_bytes)} inflated bytes after the "
+                       f"tar's end-of-archive block (at byte {tar_bytes}): its CRC is not checked, so the shard "
+                       "is not taken as whole")
+
+
+def _drain(tar: tarfile.TarFile, inflated: GzipStream) -> None:
+    """Inflate the rest of a gzipped tar's stream (each member's CRC checked), the bytes after its
+    end-of-archive block at most `tail_bound`: past it the CRC is not checked, and that is said
+    (`AfterTheEnd`, as `check_end_marker` says of an inflated copy's tail: the same verdict)."""
+    if inflated.error is not None:  # tarfile met the damage before its end-of-archive block: a cut tar
         raise inflated.error
+    stream = tar.fileobj
+    budget = tail_bound(tar.offset)
+    tail = stream.pos + len(stream.buf) - tar.offset  # what tarfile's buffer holds past the block
+    while chunk := inflated.read(1 << 16):
+        tail += len(chunk)
+        if tail > budget:
+            raise _tail_too_long(tar.offset)
+    if inflated.error is not None:
+        raise AfterTheEnd(str(inflated.error))
 
 
-def check_end_marker(tar: tarfile.TarFile, handle) -> None:
+def check_end_marker(tar: tarfile.TarFile, handle, gzipped: bool = False) -> None:
     """Raise when an uncompressed tar stops at a member boundary without its end-of-archive
     block: `tarfile` ends such a stream quietly, and a shard cut there would look whole; or when
     a gzipped one's stream was damaged past where tarfile read (`GzipStream.error`), or goes on
-    past what `_drain` inflates to reach its CRC."""
+    past `tail_bound` after its end, streamed (`_drain`) or inflated (`gzipped`: the handle is
+    `small_gzip`'s or `spooled_gzip`'s copy) alike."""
     inflated = getattr(tar.fileobj, "fileobj", None)
     if isinstance(inflated, GzipStream):
-        _drain(inflated, tar.offset)
+        _drain(tar, inflated)
     if _plain_file(tar.fileobj) is None:
         return
     try:
         handle.seek(tar.offset)
         tail = handle.read(tarfile.BLOCKSIZE)
+        size = _file_size(handle) if gzipped else None
     except (OSError, ValueError):  # a stream that cannot seek: nothing more to learn
         return
     if len(tail) < tarfile.BLOCKSIZE or tail.count(0) != tarfile.BLOCKSIZE:
         raise tarfile.ReadError(f"the archive ends after {tar.offset} bytes without its end-of-archive "
                                 "block (cut short)")
+    if size is not None and size - tar.offset > tail_bound(tar.offset):
+        raise _tail_too_long(tar.offset)
 
 
 def _plain(handle: IO[bytes]) -> str:
@@ -791,7 +819,7 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
                 if keyed is not None:
                     layout.key_ends[_digest(keyed(info.name))] = ordinal
             if layout.headers is not None:
-                check_end_marker(tar, handle)
+                check_end_marker(tar, handle, layout.inflated is not None or layout.spool is not None)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise_machine_error(exc, uri)
         layout.damaged = True
@@ -803,10 +831,12 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
 
 
 # Members a tar may hold: `scan`'s index of names and sample keys grows with them (~120 bytes a
-# member: 36 MiB at 300,000, 250 MB at 2 million), so past it the walk stops, as on a cut tar (the
-# shard's `corrupt_archive`, the sample then held `truncated_sample`). webdataset's ShardWriter
-# writes at most 100,000 samples a shard (3-4 members each); img2dataset 10,000.
-MAX_TAR_MEMBERS = 500_000
+# member), so past it the walk stops, as on a cut tar (the shard's `corrupt_archive`, the sample
+# then held `truncated_sample`). webdataset's ShardWriter writes at most 100,000 samples a shard
+# by default (its maxcount), 10 fields each at most in practice: 1,000,000 members pass (500,000
+# lost 667 samples of an 84,000-sample shard of 6 fields); img2dataset writes 10,000 samples. A
+# scan of a tarfile-written tar of 2**20 empty members (2**19 keys) peaked at +172 MiB RSS (measured).
+MAX_TAR_MEMBERS = 1 << 20
 
 
 def too_many_members() -> tarfile.ReadError:
@@ -847,7 +877,7 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
                 yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
                 tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again
             if kept is None:
-                check_end_marker(tar, handle)
+                check_end_marker(tar, handle, layout.inflated is not None or layout.spool is not None)
             elif kept.error is not None:
                 raise kept.error
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -976,7 +1006,15 @@ class _Runs:
 
     def cut(self, exc: BaseException) -> Iterator[Reject | Sample]:
         """The sample whose header was read last is cut, whether in its first member or a later one,
-        and so is each held one (its last member lay past the cut)."""
+        and so is each held one (its last member lay past the cut); damage after the tar's
+        end-of-archive block (`AfterTheEnd`) cuts none: every member before it was read whole."""
+        if isinstance(exc, AfterTheEnd):
+            yield from self._run_ends()
+            yield from self.end()
+            self.held.clear()
+            self.scattered.clear()
+            yield shard_reject(self.name, self.key(), "read", "corrupt_archive", exception_detail(exc), self.at())
+            return
         current = [] if self.sample is None or self.repeated else [self.sample]
         self.sample = None
         for sample in current + list(self.held.values()) + [Sample(key, dropped=True) for key in self.scattered]:

@@ -71,3 +71,88 @@ def test_a_png_with_a_huge_colour_profile_is_still_a_counted_reject():
     with pytest.raises(DecodeError) as caught:
         decode_rgb(data)
     assert caught.value.reason == "corrupt_header" and "MAX_TEXT_CHUNK" in str(caught.value)
+
+
+def _before_idat(data: bytes, chunk: bytes) -> bytes:
+    """`chunk` put right after IHDR, before the pixels (where Photoshop and exiftool write XMP)."""
+    return data[:33] + chunk + data[33:]
+
+
+_BIG_COMMENT = _chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * (2 << 20)))  # inflates past 1 MiB
+
+
+def test_a_map_with_a_huge_text_chunk_is_judged_on_its_budget_before_decoding():
+    """A 16-bit depth PNG (OpenCV's, 9000x9000) past the map memory budget, with a zTXt comment
+    inflating to 2 MiB: Pillow refused its header (MAX_TEXT_CHUNK), the budget check was skipped
+    and OpenCV decoded it (+772 MiB peak RSS over a 768 MiB budget). Now it is refused on its
+    header as the same PNG without the comment is."""
+    import cv2
+
+    from transforms.maps import MapError, decode_depth
+
+    ok, encoded = cv2.imencode(".png", np.zeros((9000, 9000), np.uint16))
+    assert ok
+    plain = encoded.tobytes()
+    for data in (plain, _before_idat(plain, _BIG_COMMENT)):
+        with pytest.raises(MapError) as refused:
+            decode_depth(data, "png16")
+        assert refused.value.reason == "annotation_too_large", refused.value
+
+
+def test_a_palette_label_map_with_a_huge_text_chunk_reads_its_indices_and_an_unreadable_png_is_refused():
+    """A PASCAL VOC-style palette label PNG with a 2 MiB zTXt comment was `corrupt_annotation`
+    (Pillow refused it); it reads the indices it reads without the comment. A PNG whose header
+    Pillow cannot read at all is refused, never decoded with no budget judged."""
+    from transforms.maps import MapError, decode_label_map
+
+    labels = np.zeros((40, 60), np.uint8)
+    labels[10:30, 20:50] = 15
+    image = Image.fromarray(labels, "P")
+    image.putpalette([value for index in range(256) for value in (index * 7 % 256, index * 3 % 256, 0)])
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    plain = out.getvalue()
+    expected = decode_label_map(plain)
+    assert (expected == labels).all()
+    assert (decode_label_map(_before_idat(plain, _BIG_COMMENT)) == expected).all()
+    broken = bytearray(plain)
+    broken[29] ^= 0xFF  # IHDR's CRC: Pillow refuses the header
+    with pytest.raises(MapError) as refused:
+        decode_label_map(bytes(broken))
+    assert refused.value.reason == "corrupt_annotation", refused.value
+
+
+@pytest.mark.parametrize("kind", ["tEXt", "zTXt", "pHYs"])
+def test_a_png_whose_ancillary_chunk_fails_its_crc_decodes_as_libpng_decodes_it(tmp_path, kind):
+    """A bit flipped in a PNG's comment (tEXt or zTXt, written by Pillow before the pixels) or its
+    pHYs: libpng (ImageMagick) drops the chunk with a warning and shows the picture. A bad-CRC tEXt
+    was `not_an_image` ("no image format recognises these bytes") while a bad-CRC zTXt decoded;
+    both decode now, to the pixels ImageMagick gives."""
+    import subprocess
+
+    info = PngImagePlugin.PngInfo()
+    if kind == "tEXt":
+        info.add_text("Comment", "a scanned page")
+    elif kind == "zTXt":
+        info.add_text("Comment", "a scanned page", zip=True)
+    data = bytearray(_png(info, dpi=(300, 300)))
+    at = data.index(kind.encode())
+    assert at < data.index(b"IDAT")
+    data[at + 8] ^= 0x01  # a bit of the chunk's body: its CRC no longer matches
+    path = tmp_path / "page.png"
+    path.write_bytes(bytes(data))
+    magick = subprocess.run(["convert", str(path), "rgb:-"], capture_output=True, check=True)
+    assert b"CRC error" in magick.stderr
+    expected = np.asarray(_photo())
+    assert magick.stdout == expected.tobytes()
+    assert np.array_equal(decode_rgb(bytes(data)), expected)
+
+
+def test_a_png_whose_critical_chunk_fails_its_crc_is_a_corrupt_header_never_not_an_image():
+    """A bad CRC in IHDR: libpng refuses it too. It is the PNG's `corrupt_header`, naming the
+    chunk, not `not_an_image` ("no image format recognises these bytes")."""
+    data = bytearray(_png())
+    data[29] ^= 0xFF  # IHDR's CRC
+    with pytest.raises(DecodeError) as refused:
+        decode_rgb(bytes(data))
+    assert refused.value.reason == "corrupt_header" and "IHDR" in str(refused.value), refused.value

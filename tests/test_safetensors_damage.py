@@ -135,3 +135,26 @@ def test_a_file_that_shrinks_while_streamed_is_refused_not_a_sigbus(tmp_path):
                           cwd=REPO, timeout=120)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert f"refused: {path}: " in done.stdout and "shrank while being read" in done.stdout, done.stdout
+
+
+def test_a_file_rewritten_in_place_while_streamed_is_refused_not_mixed(tmp_path):
+    """A checkpoint saved again over the file being streamed (same size, other values: a trainer's
+    next save to the same name, written in place): the tensors after the rewrite came from the new
+    file and those before from the old, a model of two checkpoints. The file's size and mtime are
+    checked after each tensor's read: it is refused."""
+    import os
+
+    path = tmp_path / "model.safetensors"
+    save_file({"a": torch.zeros(1000), "b": torch.zeros(1000)}, str(path))
+    newer = tmp_path / "newer.safetensors"
+    save_file({"a": torch.ones(1000), "b": torch.ones(1000)}, str(newer))
+    assert newer.stat().st_size == path.stat().st_size
+    stream = iter_tensors(path)
+    name, first = next(stream)
+    assert name == "a" and first.sum().item() == 0
+    before = path.stat().st_mtime_ns
+    with open(path, "r+b") as handle:  # in place: the same inode, as `open(path, "r+b")` or `dd conv=notrunc`
+        handle.write(newer.read_bytes())
+    os.utime(path, ns=(before + 10**9, before + 10**9))  # the rewrite's own mtime, a second on (coarse clocks)
+    with pytest.raises(SafetensorsFileError, match="changed while being read"):
+        dict(stream)

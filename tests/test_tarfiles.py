@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 
 import numpy as np
 import pytest
@@ -607,14 +608,14 @@ def test_a_gzipped_shard_whose_tar_is_whole_but_gzip_trailer_damaged_is_a_counte
         assert "corrupt_archive" in items and "gzip stream is damaged" in items, (streamed, items)
 
 
-@pytest.mark.parametrize("tail", [64 << 10, 64 << 20])
+@pytest.mark.parametrize("tail", [64 << 10, (64 << 20) + (1 << 20)])
 def test_a_gzipped_shard_whose_stream_goes_on_after_its_tar_is_checked_within_a_bound(tmp_path, monkeypatch, tail):
     """A GNU tar shard followed inside its gzip stream by `tail` zeros (`(tar -cf - ...; head -c N
     /dev/zero) | gzip`: a record-padded writer, or a 1 MB .tgz hiding 1 GB of zeros). GNU tar
     lists it whole. Its CRC lies past the zeros: a short tail is inflated and checked (reads as the
     shard without it); one past `max(the tar's bytes, GZIP_TAIL_FLOOR)` is not inflated on, and
-    the shard is a counted `corrupt_archive` saying its CRC went unchecked (before: every zero was
-    inflated at each read, 0.82 CPU-s for 1 GB, and the shard passed as whole)."""
+    the shard is a counted `corrupt_archive` saying its CRC went unchecked, every sample built (all
+    lay before the end-of-archive block; before, the last was `truncated_sample`)."""
     from sources import tar_members
     from sources.laion import LaionSource
 
@@ -633,17 +634,93 @@ def test_a_gzipped_shard_whose_stream_goes_on_after_its_tar_is_checked_within_a_
         return
     joined = "".join(items)
     assert "corrupt_archive" in joined and "its CRC is not checked" in joined, joined[-3000:]
-    assert sum("ImageRecord" in item for item in items) == 7  # the last sample is held when the check ends
+    assert "truncated_sample" not in joined
+    assert [item for item in items if "corrupt_archive" not in item] == whole
     drained = []
     real_read = tar_members.GzipStream.read
     monkeypatch.setattr(tar_members.GzipStream, "read", lambda self, size=-1: drained.append(
         len(out := real_read(self, size))) or out)
     _items(LaionSource("web", str(shard.parent), "webdataset"))
-    assert sum(drained) < 4 * tar_members.GZIP_TAIL_FLOOR, sum(drained)  # not the 64 MiB of zeros
+    assert sum(drained) < 4 * tar_members.GZIP_TAIL_FLOOR, sum(drained)  # not all of a longer tail
+
+
+def _three_ways(monkeypatch, source) -> list[list[str]]:
+    """A gzipped shard's items inflated in memory (`small_gzip`), spooled (`spooled_gzip`) and streamed."""
+    from sources import tar_members
+
+    ways = []
+    with monkeypatch.context() as patched:
+        ways.append(_items(source))
+        patched.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 1000)
+        ways.append(_items(source))
+        patched.setattr(tar_members, "spooled_gzip", lambda handle: None)
+        patched.setattr(tar_members, "small_gzip", lambda handle: None)
+        ways.append(_items(source))
+    return ways
+
+
+def test_a_gzipped_tar_with_junk_past_the_tail_bound_has_one_verdict_inflated_spooled_or_streamed(
+        tmp_path, monkeypatch):
+    """A tar followed inside its gzip stream by random bytes past the tail bound (made small here):
+    inflated in memory or spooled, its CRC was checked and it passed whole; streamed, it was a
+    `corrupt_archive` and its last sample `truncated_sample`. Which it was hung on TMPDIR and the
+    disk's free room; now each way says the same: every sample, and one `corrupt_archive`."""
+    from sources import tar_members
+    from sources.laion import LaionSource
+
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    whole = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    files = tmp_path / "own"
+    files.mkdir()
+    subprocess.run(["tar", "-xzf", str(shard), "-C", str(files)], check=True)
+    subprocess.run(f"(tar -cf - -C {files} $(ls {files}); head -c {2 << 20} /dev/urandom) | gzip -n > {shard}",
+                   shell=True, check=True)
+    monkeypatch.setattr(tar_members, "GZIP_TAIL_FLOOR", 1 << 20)
+    ways = _three_ways(monkeypatch, LaionSource("web", str(shard.parent), "webdataset"))
+    assert ways[0] == ways[1] == ways[2], ways
+    joined = "".join(ways[0])
+    assert "its CRC is not checked" in joined and "truncated_sample" not in joined
+    assert [item for item in ways[0] if "corrupt_archive" not in item] == whole
+
+
+def test_a_gnu_tar_written_with_a_big_blocking_factor_reads_whole_wherever_tmpdir_lies(tmp_path, monkeypatch):
+    """`tar -b 20000 -czf` (GNU tar pads to a 10 MB record; `tar -tzf` lists it whole) of 3 MiB of
+    JPEG-like data: spooled to a TMPDIR on disk it read whole; streamed (TMPDIR on /dev/shm, a
+    full disk) its 7 MB of padding passed the old tail bound, max(tar bytes, 1 MiB): a
+    `corrupt_archive` and its last sample `truncated_sample`. Now both build every sample."""
+    from sources import tar_members
+    from sources.laion import LaionSource
+
+    require_archivers("tar")
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    files = tmp_path / "big"
+    files.mkdir()
+    rng = np.random.default_rng(7)
+    for index in range(3):
+        (files / f"{index:09d}.jpg").write_bytes(b"\xff\xd8\xff" + rng.bytes(1 << 20))
+        (files / f"{index:09d}.txt").write_text(f"image {index}")
+    subprocess.run(f"tar -b 20000 -czf {shard} -C {files} $(ls {files})", shell=True, check=True)
+    assert len(gzip.decompress(shard.read_bytes())) == 20000 * 512
+    assert len(subprocess.run(["tar", "-tzf", str(shard)], check=True, capture_output=True,
+                              text=True).stdout.split()) == 6
+    source = LaionSource("web", str(shard.parent), "webdataset")
+    seen = {}
+    for folder in (tmp_path, "/dev/shm"):
+        if not os.path.isdir(folder):
+            continue
+        monkeypatch.setattr(tempfile, "tempdir", str(folder))
+        seen[str(folder)] = (tar_members.in_memory(str(folder)), _items(source))
+    kinds = {in_memory for in_memory, _ in seen.values()}
+    items = [found for _, found in seen.values()]
+    assert all(found == items[0] for found in items)
+    assert sum("ImageRecord" in item for item in items[0]) == 3, items[0]
+    assert "corrupt_archive" not in "".join(items[0]) and "truncated_sample" not in "".join(items[0])
+    monkeypatch.setattr(tar_members, "spooled_gzip", lambda handle: None)  # streamed wherever TMPDIR lies
+    assert _items(source) == items[0] and kinds
 
 
 def test_a_gzipped_shard_past_the_kept_budget_is_inflated_once_into_a_spool(tmp_path, monkeypatch):
-    """A GNU `tar -czf` shard of JPEG-like members inflating past `MAX_KEPT_HEADER_BYTES` (10 MiB)
+    """A GNU `tar -czf` shard of JPEG-like members inflating past `MAX_KEPT_HEADER_BYTES` (8 MiB)
     was inflated twice, its file read twice (scan, then read: 0.54 of 0.73 CPU-s for a 40 MB
     shard); now once, into an unnamed temporary file that the read reads, closed after it. Its
     items are what the streamed read gives; past `MAX_SPOOL_RATIO` times its size (or the disk's
@@ -747,3 +824,64 @@ def test_no_spool_is_written_to_a_temporary_folder_held_in_memory(tmp_path, monk
         assert (spool is None) == (kind in ("tmpfs", "ramfs")), (folder, kind)
         if spool is not None:
             spool.close()
+
+
+def test_the_spool_budget_keeps_a_gib_free_and_takes_at_most_4_gib_or_8_times_the_shard(tmp_path, monkeypatch):
+    """`spool_budget` as the disk's free room (os.statvfs, faked here: the free room of a real disk
+    is no fixed figure) makes it: at most 4 GiB, at most 8 times the gzipped shard, and never
+    leaving less than 1 GiB free (other workers' spools, the build's own output); none at all
+    when less than that is free, and then the shard is not spooled."""
+    from sources import tar_members
+
+    gib, mib = 1 << 30, 1 << 20
+    free = [0]
+
+    class Room:
+        f_frsize = 4096
+
+        @property
+        def f_bavail(self):
+            return free[0] // 4096
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Room())
+    folder = str(tmp_path)
+    assert not tar_members.in_memory(folder)
+    free[0] = 100 * gib
+    assert tar_members.spool_budget(folder, gib) == 4 * gib  # the cap, not 8 GiB
+    assert tar_members.spool_budget(folder, 10 * mib) == 80 * mib  # 8 times the shard
+    free[0] = gib + 100 * mib
+    assert tar_members.spool_budget(folder, gib) == 100 * mib  # a GiB left free
+    free[0] = gib - 4096
+    assert tar_members.spool_budget(folder, gib) == 0
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 1000)  # past the in-memory budget
+    free[0] = 100 * gib
+    with open(shard, "rb") as handle:
+        spool = tar_members.spooled_gzip(handle)
+    assert spool is not None
+    spool.close()
+    free[0] = gib + 2000  # 2000 bytes over the reserve: too little for this shard
+    with open(shard, "rb") as handle:
+        assert tar_members.spooled_gzip(handle) is None
+
+
+@pytest.mark.slow
+def test_a_webdataset_shard_of_its_default_maxcount_with_many_fields_is_read_whole(tmp_path):
+    """webdataset's ShardWriter closes a shard at 100,000 samples by default; 84,000 samples of 6
+    fields (504,000 members) passed the old 500,000-member cap: the shard's `corrupt_archive` and
+    ~667 samples lost. Its index (`scan`, which the read follows) now holds every sample."""
+    import webdataset as wds
+
+    from sources import tar_members
+
+    pattern = str(tmp_path / "shard-%06d.tar")
+    with wds.ShardWriter(pattern, verbose=0) as sink:  # its defaults: maxcount 100,000
+        for index in range(84_000):
+            sink.write({"__key__": f"{index:09d}", "jpg": b"\xff\xd8\xff", "txt": b"c", "json": b"{}",
+                        "cls": b"1", "npy": b"x", "seg.png": b"p"})
+    shards = sorted(tmp_path.glob("shard-*.tar"))
+    assert len(shards) == 1
+
+    layout = tar_members.scan(str(shards[0]), lambda member: tar_members.split_member(member)[0])
+    assert not layout.damaged and len(layout.key_ends) == 84_000  # the old cap stopped the index at 500,000

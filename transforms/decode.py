@@ -38,13 +38,14 @@ import functools
 import io
 import math
 import warnings
+import zlib
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from transforms import hdr
 from transforms.colour_profile import (
@@ -224,12 +225,14 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
     try:
-        image = Image.open(io.BytesIO(_without_png_text(data)))
+        image = Image.open(io.BytesIO(without_png_text(data)))
     except UnidentifiedImageError:
         _raise_if_cut_short(data)
         known = sniff_format(data)
         if known:
             raise DecodeError("unsupported_format", f"{known}: a real image format this build cannot decode") from None
+        if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it (a critical chunk's bad CRC)
+            raise DecodeError("corrupt_header", _png_refusal(data)) from None
         # the detail never quotes the bytes: a text file read by mistake must not be published
         raise DecodeError("not_an_image", f"no image format recognises these {len(data)} bytes") from None
     except Exception as exc:  # Pillow raises many types on broken headers
@@ -254,29 +257,43 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 
 
-def _without_png_text(data: bytes) -> bytes:
+def _png_refusal(data: bytes) -> str:
+    """Why Pillow's PNG reader refuses a PNG (`Image.open` says only that no format recognised it)."""
+    try:
+        PngImagePlugin.PngImageFile(io.BytesIO(without_png_text(data))).close()
+    except Exception as exc:
+        return exception_detail(exc, "PNG: ")
+    return "PNG: Pillow cannot open it"
+
+
+def without_png_text(data: bytes) -> bytes:
     """A PNG's bytes without its text chunks (comments, captions, XMP: no pixel depends on them),
     for Pillow to open, where one may inflate past Pillow's 1 MiB `MAX_TEXT_CHUNK` (a zTXt or iTXt)
     or they hold over 1 MiB (Pillow's limit is 64 MiB together): Pillow refused the whole picture
-    (`corrupt_header`), where libpng, ImageMagick and browsers show it. Any other file, one with
-    small plain text only (ImageMagick's dates: no copy made), or one whose chunks do not walk
-    cleanly to IEND (damaged or cut: Pillow judges it as before) is returned as it is."""
-    if not data.startswith(_PNG_SIGNATURE) or not any(kind in data for kind in _PNG_TEXT):
+    (`corrupt_header`), where libpng, ImageMagick and browsers show it. An ancillary chunk (its
+    kind's first letter lower case) whose CRC is wrong is dropped too, as libpng drops one with a
+    warning (Pillow refused a bad-CRC tEXt before the pixels, and read the PNG as no image at
+    all); a critical one is left for Pillow to refuse. Any other file, one with small plain text
+    only (ImageMagick's dates: no copy made), or one whose chunks do not walk cleanly to IEND
+    (damaged or cut: Pillow judges it as before) is returned as it is."""
+    if not data.startswith(_PNG_SIGNATURE):
         return data
-    kept, pos, start, plain_text, compressed = [], 8, 8, 0, False
+    view = memoryview(data)
+    kept, pos, start, plain_text, copied = [], 8, 8, 0, False
     while pos + 8 <= len(data):
         length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
         end = pos + 12 + length
         if length > 0x7FFFFFFF or not kind.isalpha() or end > len(data):
             return data
-        if kind in _PNG_TEXT:
+        broken = kind[0] & 0x20 and zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big")
+        if kind in _PNG_TEXT or broken:
             kept.append(data[start:pos])
             start = end
-            compressed |= kind != b"tEXt"
+            copied |= kind != b"tEXt" or bool(broken)
             plain_text += length if kind == b"tEXt" else 0
         pos = end
         if kind == b"IEND":
-            if not compressed and plain_text <= _PLAIN_TEXT_KEPT:
+            if not copied and plain_text <= _PLAIN_TEXT_KEPT:
                 return data
             return data[:8] + b"".join(kept) + data[start:]
     return data

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from transforms.decode import DEFAULT_MAX_DECODE_BYTES, decode_cost, pixels_judged_here
+from transforms.decode import DEFAULT_MAX_DECODE_BYTES, decode_cost, pixels_judged_here, without_png_text
 from transforms.errors import Rejected
 
 MAP_WORK_BYTES = 8  # per pixel beyond the decoded buffer: the float32 / int32 copies a map goes through
@@ -27,13 +27,22 @@ class MapError(Rejected):
     """A map (depth, mask, labels) that cannot be read or rendered."""
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _declared(data: bytes) -> tuple[int, int, str] | None:
     """(width, height, mode) from the header alone, or None when Pillow does not know the format;
-    at any size (Pillow's own pixel limit lifted): `_imdecode` judges it on its memory budget."""
+    at any size (Pillow's own pixel limit lifted): `_imdecode` judges it on its memory budget.
+    A PNG's text chunks are set aside first (`without_png_text`: a zTXt past Pillow's 1 MiB
+    `MAX_TEXT_CHUNK` made Pillow refuse it, and OpenCV then decoded a 9000x9000 16-bit map with
+    no budget judged: +772 MiB); a PNG whose header Pillow still cannot read is refused, never
+    decoded unjudged."""
     try:
-        with pixels_judged_here(), Image.open(io.BytesIO(data)) as image:
+        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data))) as image:
             return image.size[0], image.size[1], image.mode
-    except Exception:
+    except Exception as exc:
+        if data.startswith(_PNG_SIGNATURE):
+            raise MapError("corrupt_annotation", f"PNG header unreadable: {type(exc).__name__}") from None
         return None
 
 
@@ -69,7 +78,7 @@ def _palette_labels(data: bytes) -> np.ndarray:
     """A palette (P) image's class ids: its indices, as Pillow reads them (OpenCV only gives their
     colours), or its greys where it is a grey map's palette re-save (`grey_palette_values`)."""
     try:
-        with pixels_judged_here(), Image.open(io.BytesIO(data)) as image:
+        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data))) as image:
             indices = np.asarray(image)
             entries = image.getpalette() or []
             counts = image.histogram()  # Pillow's C count of each index: a third of a bincount's time
