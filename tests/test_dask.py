@@ -734,3 +734,30 @@ def test_a_grouping_on_worker_processes_of_two_threads_gives_each_group_once(wor
 
     with scheduler(DaskConfig(workers=1, threads_per_worker=2)) as address:
         assert _groups_on(address, tmp_path / "groups") == RIGHT_GROUPS
+
+
+def test_a_beam_whose_dask_internals_changed_is_refused_naming_the_fix(monkeypatch, caplog):
+    """The bounded runner makes each bundle's receiver with Beam 2.77's DaskRunner internals: a Beam
+    whose internals take other arguments is refused before the build (naming beam.runner, what
+    differs and the fix); another version with the same shape runs, with a warning."""
+    import apache_beam
+    from apache_beam.runners.dask import transform_evaluator
+
+    from uvd_pipeline.dask_cluster import bounded_dask_runner, check_beam_shape
+
+    monkeypatch.setattr(apache_beam, "__version__", "2.78.0")
+    with caplog.at_level("WARNING"):
+        check_beam_shape()
+    assert "checked with Beam 2.77.x; this is Beam 2.78.0" in caplog.text
+
+    def changed(items, invoker_args, invoker_kwargs, receivers, batch):  # a parameter renamed, one added
+        raise AssertionError("not called")
+
+    monkeypatch.setattr(transform_evaluator, "apply_dofn_to_bundle", changed)
+    with pytest.raises(ConfigError, match=r"beam\.runner: dask: .*Beam 2\.78\.0 changed \(.*apply_dofn_to_bundle "
+                                          r"takes no do_fn_invoker_args, do_fn_invoker_kwargs, tagged_receivers\).*"
+                                          r"pip install -e '\.\[dask\]'"):
+        bounded_dask_runner(2)
+    monkeypatch.setattr(transform_evaluator, "OneReceiver", dict)  # no `values`
+    with pytest.raises(ConfigError, match=r"a bundle's receiver and output handler cannot be made \(KeyError"):
+        check_beam_shape()
