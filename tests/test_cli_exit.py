@@ -688,3 +688,24 @@ def test_every_argument_of_every_command_says_what_it_is():
     shown = subprocess.run([sys.executable, "-m", "uvd_pipeline", "--help"], capture_output=True, text=True,
                            timeout=120).stdout
     assert "(exit 0 intact, 1 damaged, 2 no build output there" in " ".join(shown.split())
+
+
+def test_a_dask_scheduler_lost_mid_build_is_one_line(tiny_config: Path, tmp_path: Path, monkeypatch, capsys):
+    """A build whose Dask scheduler went away (`dask_cluster.SchedulerLost`, raised as the runner's
+    wait finds its futures unfinished) ended in a traceback above the message that says what to do;
+    now it is one `error:` line and exit 2, as the operating system's refusals are."""
+    from uvd_pipeline import build
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.dask_cluster import SchedulerLost
+
+    message = ("the Dask scheduler at tcp://127.0.0.1:8786 went away, or the connection to it was lost, before the "
+               "build's work was done (3 of 4 results cancelled): shards committed so far are kept; start the "
+               "scheduler and its workers again (or check the network to it) and run the build again")
+
+    def lost(*args, **kwargs):
+        raise SchedulerLost(message)
+
+    monkeypatch.setattr(build, "run_build", lost)
+    assert main(["build", str(tiny_config), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"error: {message}" and "Traceback" not in err, err

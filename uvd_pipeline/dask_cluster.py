@@ -27,6 +27,14 @@ worker's client), so every step above a side input ran again (the build's render
 twice the tasks in all), and the scheduler warned of conflicting task specs for the same keys
 (133 multi-line warnings in a 13-shard build). Here a side input is one value of the graph (its
 elements gathered in one task) that the consumer's tasks depend on.
+
+Beam 2.77's DaskRunner also collects the outputs of every bundle of a step in one receiver, made
+with the graph and never emptied: a task returns all the receiver holds. A task unpickled on a
+worker process has its own copy, but where tasks share the object (a cluster whose workers are
+threads of the build's process, `LocalCluster(processes=False)`, passes the graph as it is) each
+bundle returned every earlier bundle's outputs too, or another thread's: 12 numbers grouped by 3
+came back as groups of 94, 120 and 150. Here every ParDo's bundle makes its own receiver
+(`_bundle`), with Beam's DoFn invoker, on any cluster.
 """
 
 from __future__ import annotations
@@ -240,8 +248,10 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
 
 
 def bounded_dask_runner(shuffle_partitions: int):
-    """Beam's DaskRunner whose groupings shuffle at most `shuffle_partitions` partitions, and whose
-    side inputs are computed once, as part of the graph."""
+    """Beam's DaskRunner whose groupings shuffle at most `shuffle_partitions` partitions, whose
+    side inputs are computed once, as part of the graph, and whose bundles collect their own
+    outputs (a Beam whose DoFn invoker differs from 2.77's is refused: `check_beam_shape`)."""
+    check_beam_shape()
     import apache_beam as beam
     import dask
     from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunner
@@ -255,8 +265,8 @@ def bounded_dask_runner(shuffle_partitions: int):
             visit = visitor.visit_transform
 
             def visit_transform(node) -> None:
-                if type(node.transform) is beam.ParDo and node.side_inputs:  # what Beam translates as ParDo
-                    visitor.bags[node] = _pardo_with_side_values(node, visitor.bags)
+                if type(node.transform) is beam.ParDo:  # what Beam translates as ParDo
+                    visitor.bags[node] = _pardo(node, visitor.bags)
                     return
                 if not isinstance(node.transform, _GroupByKeyOnly):
                     visit(node)
@@ -309,22 +319,18 @@ def checked_result(result, address: str | None):
     return result
 
 
-def _pardo_with_side_values(node, bags: dict):
-    """The bag of a ParDo with side inputs: Beam's translation (`transform_evaluator.ParDo.apply`,
-    the same DoFn invoker) with each side input's elements passed to the tasks as one computed
-    value of the graph, not as the bag that makes them."""
+def _pardo(node, bags: dict):
+    """The bag of a ParDo: Beam's translation (`transform_evaluator.ParDo.apply`, the same DoFn
+    invoker), but each bundle collects its outputs in a receiver of its own (`_bundle`), and each
+    side input's elements reach the tasks as one computed value of the graph, not as the bag that
+    makes them."""
     from apache_beam import DoFn
-    from apache_beam.runners.common import DoFnContext, DoFnSignature, _OutputHandler
-    from apache_beam.runners.dask.transform_evaluator import OneReceiver, get_windowed_value
+    from apache_beam.runners.common import DoFnContext, DoFnSignature
+    from apache_beam.runners.dask.transform_evaluator import get_windowed_value
 
     transform = node.transform
     (pcoll,) = node.main_inputs.values()
     window_fn = pcoll.windowing.windowfn if hasattr(pcoll, "windowing") else None
-    receivers = OneReceiver()
-    invoker_args = [DoFnSignature(transform.fn), _OutputHandler(
-        window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
-        per_element_output_counter=None, output_batch_converter=None, process_yields_batches=False,
-        process_batch_yields_elements=False)]
     args, kwargs = transform.raw_side_inputs
     invoker_kwargs = dict(context=DoFnContext(transform.label, state=None), input_args=list(args),
                           input_kwargs=kwargs, user_state_context=None,
@@ -332,7 +338,7 @@ def _pardo_with_side_values(node, bags: dict):
     specs = [(type(side), side._view_options(), side._window_mapping_fn) for side in node.side_inputs]
     values = [_elements(bags[side.pvalue.producer]) for side in node.side_inputs]
     return bags[pcoll.producer].map(get_windowed_value, window_fn).map_partitions(
-        _bundle_with_side_values, invoker_args, invoker_kwargs, receivers, specs, *values)
+        _bundle, DoFnSignature(transform.fn), window_fn, invoker_kwargs, specs, *values)
 
 
 def _elements(bag):
@@ -349,12 +355,92 @@ def _concatenated(parts: list) -> list:
     return [item for part in parts for item in part]
 
 
-def _bundle_with_side_values(items, invoker_args, invoker_kwargs, receivers, specs, *values) -> list:
-    """One partition through the DoFn (Beam's `apply_dofn_to_bundle`), its side inputs made of
-    their computed elements."""
+def _bundle(items, signature, window_fn, invoker_kwargs, specs, *values) -> list:
+    """One partition through the DoFn (Beam's `apply_dofn_to_bundle`), its outputs collected in a
+    receiver made here, its side inputs made of their computed elements."""
     from apache_beam.runners.dask.transform_evaluator import apply_dofn_to_bundle, get_windowed_value
     from apache_beam.transforms.sideinputs import SideInputMap
 
-    side_inputs = [SideInputMap(kind, options, [get_windowed_value(v, window_fn) for v in elements])
-                   for (kind, options, window_fn), elements in zip(specs, values)]
-    return apply_dofn_to_bundle(items, invoker_args, dict(invoker_kwargs, side_inputs=side_inputs), receivers)
+    receivers, handler = _receiving(window_fn)
+    side_inputs = [SideInputMap(kind, options, [get_windowed_value(v, side_window_fn) for v in elements])
+                   for (kind, options, side_window_fn), elements in zip(specs, values)]
+    return apply_dofn_to_bundle(items, [signature, handler], dict(invoker_kwargs, side_inputs=side_inputs),
+                                receivers)
+
+
+def _receiving(window_fn):
+    """A bundle's own receiver (Beam's `OneReceiver`, all outputs in its `values`) and the output
+    handler that fills it, as Beam's `ParDo.apply` makes them."""
+    from apache_beam.runners.common import _OutputHandler
+    from apache_beam.runners.dask.transform_evaluator import OneReceiver
+
+    receivers = OneReceiver()
+    handler = _OutputHandler(window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
+                             per_element_output_counter=None, output_batch_converter=None,
+                             process_yields_batches=False, process_batch_yields_elements=False)
+    return receivers, handler
+
+
+# The parameters `_pardo` and `_bundle` give Beam's functions, as Beam 2.77 has them (its output
+# handler, compiled, is checked by making one: `_receiving`).
+BEAM_SIGNATURES = {
+    "apache_beam.runners.common.DoFnInvoker.create_invoker": ("signature", "output_handler", "context",
+                                                              "side_inputs", "input_args", "input_kwargs",
+                                                              "user_state_context", "bundle_finalizer_param"),
+    "apache_beam.runners.dask.transform_evaluator.apply_dofn_to_bundle": (
+        "items", "do_fn_invoker_args", "do_fn_invoker_kwargs", "tagged_receivers"),
+}
+BEAM_CHECKED = "2.77."  # the Beam whose DaskRunner the above was read from
+
+
+def check_beam_shape() -> None:
+    """The Beam internals `_pardo` and `_bundle` call must take what they are given: a Beam whose
+    DaskRunner or DoFn invoker changed is refused (`runner: dask`, naming what differs and the fix)
+    before anything is written; another Beam of the same shape is run with a warning."""
+    import inspect
+
+    import apache_beam
+
+    differs = []
+    try:
+        receivers, _ = _receiving(None)
+        if not isinstance(receivers.values, list):
+            differs.append("OneReceiver.values is no list")
+    except (ImportError, AttributeError, TypeError, KeyError) as exc:
+        differs.append(f"a bundle's receiver and output handler cannot be made ({type(exc).__name__}: {exc})")
+    for where, names in BEAM_SIGNATURES.items():
+        found = _resolved(where)
+        if found is None:
+            differs.append(f"{where} is missing")
+            continue
+        try:
+            have = inspect.signature(found).parameters
+        except (ValueError, TypeError):  # compiled without one: called as it is
+            continue
+        missing = [name for name in names if name not in have]
+        if missing:
+            differs.append(f"{where} takes no {', '.join(missing)}")
+    version = apache_beam.__version__
+    if differs:
+        raise ConfigError(f"beam.runner: dask: this build's Dask steps call Beam {BEAM_CHECKED}x's DaskRunner internals, "
+                          f"which Beam {version} changed ({'; '.join(differs)}); install the Beam the project pins "
+                          "(pip install -e '.[dask]'), or use runner: local")
+    if not version.startswith(BEAM_CHECKED):
+        log.warning("beam.runner: dask: the build's Dask steps were checked with Beam %sx; this is Beam %s, whose "
+                    "DaskRunner internals have the same shape: the build goes on", BEAM_CHECKED, version)
+
+
+def _resolved(where: str):
+    """The object a dotted name names (its longest importable module, then attributes), or None."""
+    from importlib import import_module
+
+    parts = where.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            found = import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:]:
+            found = getattr(found, part, None)
+        return found
+    return None
