@@ -782,3 +782,17 @@ def test_report_of_hostile_file_names_in_chromium(tmp_path):
     assert "<svg onload=alert(5)>.png (" in seen["text"]
     assert "d" * 200 + "/" + "d" * 100 in seen["text"] and "y" * 200 + ".png (" in seen["text"]
     assert seen["width"] <= seen["window"] == 1280, seen
+
+
+def test_report_of_an_output_folder_whose_name_is_not_utf8_is_refused_with_the_fix(tmp_path, capsys):
+    """An output folder renamed by a latin-1 system (`caf\\xe9out`): the report crashed with a
+    UnicodeEncodeError traceback ('\\udce9') writing report.json. It is refused up front, as the
+    config refuses such an output, naming the folder as text and the fix."""
+    from uvd_pipeline.cli import main
+
+    latin1 = os.fsdecode(bytes(tmp_path) + b"/caf\xe9out")
+    os.mkdir(os.fsencode(latin1))
+    assert main(["report", latin1]) == 2
+    err = capsys.readouterr().err
+    assert f"report OUT: {tmp_path}/caf\\xe9out holds bytes that are not UTF-8" in err and "Traceback" not in err
+    assert os.listdir(os.fsencode(latin1)) == []

@@ -14,7 +14,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
-from uvd_pipeline.config import ConfigError
+from uvd_pipeline.config import ConfigError, not_utf8
 from uvd_pipeline.log_filters import BeamRefusalNoise, quiet_handlers
 from uvd_pipeline.refusals import refusal
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
@@ -220,6 +220,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.sentences < 0:
         raise ConfigError(f"--sentences {args.sentences}: must be 0 or more")
+    if any("\ud800" <= c <= "\udfff" for c in args.out):  # report.json is UTF-8: it crashed writing the name
+        raise ConfigError(not_utf8("report OUT", args.out))
     try:
         paths = write_report(args.out, max_sentences_per_group=args.sentences)
     except OutputUnfinished as exc:  # not damage: the exit code verify gives it
