@@ -301,3 +301,60 @@ def test_an_images_folder_given_as_an_absolute_path_is_named_by_its_own_name(tmp
     source = MpiiSource("mpii", str(tmp_path / "mpii"), images_dir=str(far))
     assert _by_reason(_rows(source, tmp_path / "out2")) == {"truncated": ["mpii_images/a.jpg"]}
     assert folder_input(str(tmp_path / "root" / "img" / "x.jpg"), str(tmp_path / "root"), str(images)) == "img/x.jpg"
+
+
+def test_a_listed_success_missing_from_its_shard_names_the_member_the_file_or_the_tar(tmp_path: Path):
+    """img2dataset's parquet lists key 000000001 a success that its shard lacks (a GNU tar, a
+    `files` folder), or its stats count two successes of a tar holding one: the reject names where
+    the sample should be (`00000.tar:000000001`, `00000/000000001`), or the tar when no listing
+    names the key."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources.laion import LaionSource
+
+    files = tmp_path / "made"
+    _magick(files / "000000000.jpg")
+    (files / "000000000.txt").write_text("a")
+    listing = pa.table({"key": ["000000000", "000000001"], "url": ["http://a/0", "http://a/1"],
+                        "status": ["success", "success"], "error_message": [None, None]})
+    found = {}
+    for layout in ("tar", "files", "stats-only"):
+        root = tmp_path / layout
+        root.mkdir()
+        if layout == "files":
+            shutil.copytree(files, root / "00000")
+        else:
+            _gnu_tar(root / "00000.tar", files, "000000000.jpg", "000000000.txt")
+        if layout == "stats-only":
+            (root / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 2}))
+        else:
+            pq.write_table(listing, root / "00000.parquet")
+        found[layout] = _by_reason(_rows(LaionSource("web", str(root)), tmp_path / f"out-{layout}"))
+    assert found == {"tar": {"missing_from_archive": ["00000.tar:000000001"]},
+                     "files": {"missing_from_archive": ["00000/000000001"]},
+                     "stats-only": {"missing_from_archive": ["00000.tar"]}}
+
+
+def test_images_inside_a_parquet_are_named_by_file_row_and_url(tmp_path: Path):
+    """img2dataset's `output_format: parquet` holds each image in its row: a cut JPEG, an HTML
+    page, a failed download are each named `00000.parquet row N: URL`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources.laion import LaionSource
+
+    ok = _magick(tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "root").mkdir()
+    pq.write_table(pa.table({"key": ["000000000", "000000001", "000000002", "000000003"],
+                             "jpg": [ok, ok[:200], None, b"<html>"], "txt": ["a", "b", "c", "d"],
+                             "url": ["http://a/0.jpg", "http://a/1.jpg", "http://a/2.jpg", "http://a/3.jpg"],
+                             "status": ["success", "success", "failed_to_download", "success"],
+                             "error_message": [None, None, "404", None]}), tmp_path / "root" / "00000.parquet")
+    (tmp_path / "root" / "00000_stats.json").write_text(json.dumps({"count": 4, "successes": 3}))
+    found = _by_reason(_rows(LaionSource("web", str(tmp_path / "root")), tmp_path / "out"))
+    assert found == {"truncated": ["00000.parquet row 1: http://a/1.jpg"],
+                     "failed_to_download": ["00000.parquet row 2: http://a/2.jpg"],
+                     "not_an_image": ["00000.parquet row 3: http://a/3.jpg"]}
