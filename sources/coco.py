@@ -18,7 +18,7 @@ from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
 from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under, relative_to_root, shown_name
-from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key
+from sources.records import PairRecord, Reject, SourceItem, folder_input, nfc, safe_key
 from transforms.annotations import COCO17, MAX_CLASS_ID
 
 COCO_TASKS = ("detection", "segmentation", "pose")
@@ -727,7 +727,7 @@ class CocoSource:
                                  input=f"{entry} (image id {image_id})" if entry else at)
                     continue
                 yield PairRecord(key=key, source=self.name, group=group, task=task,
-                                 image_uri=image_uri,
+                                 image_uri=image_uri, input=folder_input(image_uri, self.path, images_uri),
                                  annotation=payload, lineage={**lineage, **_left_out(task, anns)})
 
     def _every_task(self, group: str, reason: str, detail: str, at: str) -> Iterator[Reject]:

@@ -21,7 +21,7 @@ from typing import Iterator
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, load_json, numbers
 from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under
-from sources.records import PairRecord, Reject, SourceItem, raise_machine_error, safe_key
+from sources.records import PairRecord, Reject, SourceItem, folder_input, raise_machine_error, safe_key
 
 MPII_JOINTS = 16
 MATLAB_OFFSET = 0.5
@@ -191,6 +191,6 @@ class MpiiSource:
             points.append([v for (x, y), vis in zip(joints, visible)
                            for v in (x - MATLAB_OFFSET, y - MATLAB_OFFSET, 2.0 if vis else 0.0)])
         yield PairRecord(key=key, source=self.name, group=group, task="pose",
-                         image_uri=image_uri,
+                         image_uri=image_uri, input=folder_input(image_uri, self.path, images_root),
                          annotation={"skeleton": "mpii16", "people": points},
                          lineage={"file": image, "people": len(points)})

@@ -427,6 +427,18 @@ def relative_input(uri: str | None, root: str) -> str:
     return uri[len(root) + 1:] if root and uri.startswith(root + "/") else uri
 
 
+def folder_input(uri: str, root: str, folder: str) -> str:
+    """`uri` as a path under the source's `root`, or, when `folder` (a config field's folder, as
+    COCO's or MPII's `images_dir` given as an absolute path) holds it outside the root, as the
+    folder's own name and the path below it (`val2017/000000013551.jpg`): never the machine's
+    folders above it, which named no file a user of the rejects file could tell apart."""
+    root, folder = root.rstrip("/"), folder.rstrip("/")
+    inside_root = bool(root) and uri.startswith(root + "/")
+    if not inside_root and folder and uri.startswith(folder + "/"):
+        return folder.rsplit("/", 1)[-1] + uri[len(folder):]
+    return relative_input(uri, root)
+
+
 _VOLATILE = (
     (re.compile(r"\[\d{2}:\d{2}:\d{2}\] ?"), ""),  # log timestamps some decoders put in messages
     (re.compile(r" at 0x[0-9a-fA-F]+"), ""),  # object addresses in reprs

@@ -1007,3 +1007,11 @@ def test_an_output_path_with_bytes_that_are_not_utf8_names_the_field_and_the_fix
     assert f"output: {tmp_path}/caf\\xe9 holds bytes that are not UTF-8" in err, err
     assert "rename the folder to a UTF-8 name" in err and "unable to parse raw data" not in err
     assert not os.path.exists(os.fsencode(latin1))
+    # `--set output=...`, bare or quoted as the YAML error advised: "is not a YAML value; quote text"
+    for given in (f"output={latin1}", f'output="{latin1}"', f"sources.0.path='{latin1}'"):
+        assert main(["build", str(path), "--set", given]) == 2
+        err = capsys.readouterr().err
+        field = given.partition("=")[0]
+        assert f"--set {field}: {tmp_path}/caf\\xe9 holds bytes that are not UTF-8" in err, err
+        assert "rename the folder to a UTF-8 name" in err and "YAML" not in err.replace("JSON, YAML and Arrow", "")
+    assert not os.path.exists(os.fsencode(latin1))

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 
-from sources.records import MAX_INPUT_CHARS, Reject, input_name, input_text
+from sources.records import MAX_INPUT_CHARS, Reject, folder_input, input_name, input_text
 from uvd_pipeline.render import RenderSettings
 from uvd_pipeline.tagged import REJECTS
 from uvd_pipeline.unit_render import UnitRenderer
@@ -232,12 +232,129 @@ def test_multiview_object_rejects_name_the_folder_and_the_file(tmp_path: Path):
 
 def test_every_reject_of_a_whole_build_names_its_input(mini_build):
     """The mini corpus's build (image folders, img2dataset shards, ImageNet, videos): each reject
-    line of `rejects.jsonl` has an `input`, and each of the sources' (read, decode, plan) names one."""
+    line of `rejects.jsonl` has an `input`, and each of the sources' (read, decode, plan) names one,
+    as do the grouping's rejects of one unit (`remainder_dropped`, `group_too_small`: they were
+    empty, though the unit carried its input)."""
     config, _ = mini_build
     rows = [json.loads(line) for line in Path(config.output, "rejects.jsonl").read_text().splitlines()]
     assert rows and all("input" in row for row in rows)
-    unnamed = [row for row in rows if not row["input"] and row["stage"] in ("read", "download", "decode", "plan")]
+    unit_of_its_own = ("group_too_small", "remainder_dropped")  # the grouping's rejects of one unit each
+    unnamed = [row for row in rows if not row["input"]
+               and (row["stage"] in ("read", "download", "decode", "plan") or row["reason"] in unit_of_its_own)]
     assert unnamed == []
+    grouped = [row for row in rows if row["reason"] in unit_of_its_own]
+    assert grouped and {row["stage"] for row in grouped} == {"assemble"}
+    imagenet = [row["input"] for row in grouped if row["source"] == "inet"]
+    assert imagenet and all(name.endswith(".JPEG") and name.split("/")[0] in ("train", "val") for name in imagenet)
     assert str(config.output) not in json.dumps(rows) and "/tmp/" not in json.dumps([r["input"] for r in rows])
     too_short = [row["input"] for row in rows if row["reason"] == "too_few_frames"]
     assert too_short and all(name.endswith(".mp4") or name.endswith(".webm") for name in too_short)
+
+
+def test_grouping_rejects_name_their_units_input_whatever_the_arrival_order():
+    """A class of 3 images cut into sentences of 2 drops one (`remainder_dropped`), a class of 1
+    is `group_too_small`: each reject names its unit's file. Two units clashing on one key give it
+    the least of their inputs, in any order the runner delivers them."""
+    from apache_beam.pvalue import TaggedOutput
+
+    from uvd_pipeline.group_steps import _plan
+
+    def rejects(group, pairs):
+        out = _plan((("category", group, "train"), pairs), "inet", {"category": 2}, "drop", 0)
+        return sorted((o.value.reason, o.value.key, o.value.as_row()["input"])
+                      for o in out if isinstance(o, TaggedOutput))
+
+    pairs = [("k0", "train/n01/a.JPEG"), ("k1", "train/n01/b.JPEG"), ("k2", "train/n01/c.JPEG")]
+    dropped = rejects("n01", pairs)
+    assert len(dropped) == 1 and dropped[0][0] == "remainder_dropped"
+    assert dropped[0][2] == dict(pairs)[dropped[0][1]]
+    latin1 = "train/n02/" + os.fsdecode(b"caf\xe9.JPEG")
+    assert rejects("n02", [("k9", latin1)]) == [("group_too_small", "k9", "train/n02/caf\\xe9.JPEG")]
+    clash = [("k9", "train/n02/b.JPEG"), ("k9", "train/n02/a.JPEG")]
+    assert rejects("n02", clash) == rejects("n02", clash[::-1]) == [("group_too_small", "k9", "train/n02/a.JPEG")]
+
+
+def test_an_images_folder_given_as_an_absolute_path_is_named_by_its_own_name(tmp_path: Path):
+    """COCO's and MPII's `images_dir` may be an absolute path outside the source's root: their
+    rejects named the machine's folders (`/tmp/.../elsewhere/val2017/b.jpg`); they name the folder
+    and the file below it (`val2017/b.jpg`), as a user who downloaded `val2017` knows it."""
+    from sources.coco import CocoSource
+    from sources.mpii import MpiiSource
+
+    images = tmp_path / "elsewhere" / "val2017"
+    _magick(images / "b.jpg")
+    _cut(images / "b.jpg", 200)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "ann.json").write_text(json.dumps({
+        "images": [{"id": 2, "file_name": "b.jpg", "width": 40, "height": 30}],
+        "annotations": [{"id": 12, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "thing"}]}))
+    source = CocoSource("coco", str(tmp_path / "root"), ("ann.json",), str(images), ("detection",))
+    assert _by_reason(_rows(source, tmp_path / "out1")) == {"truncated": ["val2017/b.jpg"]}
+
+    far = tmp_path / "far" / "mpii_images"
+    _magick(far / "a.jpg")
+    _cut(far / "a.jpg", 200)
+    entry = {"image": "a.jpg", "joints": [[5, 5]] * 16, "joints_vis": [1] * 16, "center": [5, 5], "scale": 1}
+    (tmp_path / "mpii" / "annotations").mkdir(parents=True)
+    (tmp_path / "mpii" / "annotations" / "mpii_train.json").write_text(json.dumps([entry]))
+    source = MpiiSource("mpii", str(tmp_path / "mpii"), images_dir=str(far))
+    assert _by_reason(_rows(source, tmp_path / "out2")) == {"truncated": ["mpii_images/a.jpg"]}
+    assert folder_input(str(tmp_path / "root" / "img" / "x.jpg"), str(tmp_path / "root"), str(images)) == "img/x.jpg"
+
+
+def test_a_listed_success_missing_from_its_shard_names_the_member_the_file_or_the_tar(tmp_path: Path):
+    """img2dataset's parquet lists key 000000001 a success that its shard lacks (a GNU tar, a
+    `files` folder), or its stats count two successes of a tar holding one: the reject names where
+    the sample should be (`00000.tar:000000001`, `00000/000000001`), or the tar when no listing
+    names the key."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources.laion import LaionSource
+
+    files = tmp_path / "made"
+    _magick(files / "000000000.jpg")
+    (files / "000000000.txt").write_text("a")
+    listing = pa.table({"key": ["000000000", "000000001"], "url": ["http://a/0", "http://a/1"],
+                        "status": ["success", "success"], "error_message": [None, None]})
+    found = {}
+    for layout in ("tar", "files", "stats-only"):
+        root = tmp_path / layout
+        root.mkdir()
+        if layout == "files":
+            shutil.copytree(files, root / "00000")
+        else:
+            _gnu_tar(root / "00000.tar", files, "000000000.jpg", "000000000.txt")
+        if layout == "stats-only":
+            (root / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 2}))
+        else:
+            pq.write_table(listing, root / "00000.parquet")
+        found[layout] = _by_reason(_rows(LaionSource("web", str(root)), tmp_path / f"out-{layout}"))
+    assert found == {"tar": {"missing_from_archive": ["00000.tar:000000001"]},
+                     "files": {"missing_from_archive": ["00000/000000001"]},
+                     "stats-only": {"missing_from_archive": ["00000.tar"]}}
+
+
+def test_images_inside_a_parquet_are_named_by_file_row_and_url(tmp_path: Path):
+    """img2dataset's `output_format: parquet` holds each image in its row: a cut JPEG, an HTML
+    page, a failed download are each named `00000.parquet row N: URL`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources.laion import LaionSource
+
+    ok = _magick(tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "root").mkdir()
+    pq.write_table(pa.table({"key": ["000000000", "000000001", "000000002", "000000003"],
+                             "jpg": [ok, ok[:200], None, b"<html>"], "txt": ["a", "b", "c", "d"],
+                             "url": ["http://a/0.jpg", "http://a/1.jpg", "http://a/2.jpg", "http://a/3.jpg"],
+                             "status": ["success", "success", "failed_to_download", "success"],
+                             "error_message": [None, None, "404", None]}), tmp_path / "root" / "00000.parquet")
+    (tmp_path / "root" / "00000_stats.json").write_text(json.dumps({"count": 4, "successes": 3}))
+    found = _by_reason(_rows(LaionSource("web", str(tmp_path / "root")), tmp_path / "out"))
+    assert found == {"truncated": ["00000.parquet row 1: http://a/1.jpg"],
+                     "failed_to_download": ["00000.parquet row 2: http://a/2.jpg"],
+                     "not_an_image": ["00000.parquet row 3: http://a/3.jpg"]}

@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 from uvd_pipeline.quality import ASPECT_EDGES, SIDE_EDGES
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.report import write_report
+from uvd_pipeline.verify import OutputUnfinished
 from uvd_pipeline.report_data import RECONSTRUCTION_IMAGES, RECONSTRUCTION_PER_SENTENCE
 from uvd_pipeline.report_plots import LABEL_WIDTH, THUMB
 from uvd_pipeline.rendered_shards import iter_shard
@@ -458,9 +459,31 @@ def test_report_of_an_unfinished_build_says_so(report_copy):
     (out / "summary.json").write_text(json.dumps(summary))
     holder = {"host": "elsewhere", "pid": 1, "started": "2026-01-01T00:00:00+00:00", "run_id": "r1"}
     (out / "_lock.json").write_text(json.dumps(holder))
-    with pytest.raises(ShardDamaged, match="a build holds this output"):
+    with pytest.raises(OutputUnfinished, match="UNFINISHED: a build holds this output"):
         write_report(str(out))
     assert "a build holds this output (" in _damage_page(out)
+
+
+def test_report_of_a_held_or_unfinished_output_exits_as_verify_does(report_copy, capsys):
+    """An intact output a build holds exited 1 calling the lock damage (`error: damaged:
+    .../_lock.json`), one without summary.json 2 ("has no summary.json"), while `verify` exits
+    UNFINISHED (3) for both: a script reading the two saw three answers to one state."""
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.verify import UNFINISHED
+    from uvd_pipeline.verify import main as verify_main
+
+    out, summary = report_copy
+    holder = {"host": "elsewhere", "pid": 1, "started": "2026-01-01T00:00:00+00:00", "run_id": "r1"}
+    (out / "_lock.json").write_text(json.dumps(holder))
+    assert main(["report", str(out)]) == UNFINISHED == verify_main(str(out), quick=True)
+    said = capsys.readouterr().err
+    assert "UNFINISHED: a build holds this output (" in said and "damaged" not in said
+    (out / "_lock.json").unlink()
+    (out / "summary.json").unlink()
+    assert main(["report", str(out)]) == UNFINISHED == verify_main(str(out), quick=True)
+    said = capsys.readouterr().err
+    assert f"{out}: UNFINISHED: it has no summary.json" in said and "damaged" not in said
+    assert main(["report", str(out / "nothing")]) == 2  # no output there: as before
 
 
 # -- text from the data on the page: escaped, and shown as it is -------------------------------
@@ -505,7 +528,24 @@ def test_report_page_escapes_and_shows_text_from_the_data(report_build):
     assert page.count(shown(HOSTILE)) == 4  # config hash, image size, warning, runner
     assert f"({shown(HOSTILE[:60])})" in page  # the reject example, its first 60 characters
     # named by where its input lies, as text
-    assert f"sub/{html.escape('<script>alert(1)</script>')}.png ({shown(HOSTILE[:60])})" in page
+    source = data["reject_examples"]["truncated"][0]["source"]
+    assert f"{source}: sub/{html.escape('<script>alert(1)</script>')}.png ({shown(HOSTILE[:60])})" in page
+
+
+def test_report_examples_name_the_source_and_show_a_newline_in_a_name(report_build):
+    """Two sources' `00000.tar:000000017.jpg` read alike in the examples cell: it names the source
+    before the input. A file named `new\\nline.jpg` showed as "new line.jpg" (HTML folds a newline
+    into a space): a cell shows it as its code, as it does a line separator."""
+    from uvd_pipeline.report_data import report_data
+    from uvd_pipeline.report_page import render_html
+
+    config, summary = report_build
+    data = report_data(config.output, summary)
+    example = data["reject_examples"]["truncated"][0]
+    example["input"] = "00000.tar:new\nline\t.jpg"
+    page = render_html(data, {})
+    assert f"{example['source']}: 00000.tar:new\\u000aline\\u0009.jpg (" in page
+    assert "new\nline" not in page
 
 
 def test_report_of_an_output_whose_rejects_file_lost_lines_says_so(report_copy):
@@ -742,3 +782,17 @@ def test_report_of_hostile_file_names_in_chromium(tmp_path):
     assert "<svg onload=alert(5)>.png (" in seen["text"]
     assert "d" * 200 + "/" + "d" * 100 in seen["text"] and "y" * 200 + ".png (" in seen["text"]
     assert seen["width"] <= seen["window"] == 1280, seen
+
+
+def test_report_of_an_output_folder_whose_name_is_not_utf8_is_refused_with_the_fix(tmp_path, capsys):
+    """An output folder renamed by a latin-1 system (`caf\\xe9out`): the report crashed with a
+    UnicodeEncodeError traceback ('\\udce9') writing report.json. It is refused up front, as the
+    config refuses such an output, naming the folder as text and the fix."""
+    from uvd_pipeline.cli import main
+
+    latin1 = os.fsdecode(bytes(tmp_path) + b"/caf\xe9out")
+    os.mkdir(os.fsencode(latin1))
+    assert main(["report", latin1]) == 2
+    err = capsys.readouterr().err
+    assert f"report OUT: {tmp_path}/caf\\xe9out holds bytes that are not UTF-8" in err and "Traceback" not in err
+    assert os.listdir(os.fsencode(latin1)) == []

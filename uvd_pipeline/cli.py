@@ -14,7 +14,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
-from uvd_pipeline.config import ConfigError
+from uvd_pipeline.config import ConfigError, not_utf8
 from uvd_pipeline.dask_cluster import SchedulerLost
 from uvd_pipeline.log_filters import BeamRefusalNoise, quiet_handlers
 from uvd_pipeline.refusals import refusal
@@ -217,10 +217,17 @@ def with_runner(config, runner: str):
 
 def cmd_report(args: argparse.Namespace) -> int:
     from uvd_pipeline.report import write_report
+    from uvd_pipeline.verify import UNFINISHED, OutputUnfinished
 
     if args.sentences < 0:
         raise ConfigError(f"--sentences {args.sentences}: must be 0 or more")
-    paths = write_report(args.out, max_sentences_per_group=args.sentences)
+    if any("\ud800" <= c <= "\udfff" for c in args.out):  # report.json is UTF-8: it crashed writing the name
+        raise ConfigError(not_utf8("report OUT", args.out))
+    try:
+        paths = write_report(args.out, max_sentences_per_group=args.sentences)
+    except OutputUnfinished as exc:  # not damage: the exit code verify gives it
+        print(f"error: {exc}", file=sys.stderr)
+        return UNFINISHED
     print(f"report: {paths['html']}")
     print(f"report data: {paths['json']}")
     return 0
@@ -324,7 +331,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--quick", action="store_true", help="sizes only: read no file")
     v.set_defaults(func=cmd_verify)
 
-    r = sub.add_parser("report", help="write report.html and report.json for a build output")
+    report_help = ("write report.html and report.json for a build output (exit 0 written, 1 damaged, 2 no build "
+                   "output there, 3 unfinished: its build did not finish or is running, as verify says)")
+    r = sub.add_parser("report", help=report_help, description=report_help)
     r.add_argument("out", help="a build's output folder (the config's output)")
     r.add_argument("--sentences", type=int, default=4, help="sentences per kind/task in the contact sheets (default 4)")
     r.set_defaults(func=cmd_report)

@@ -799,10 +799,7 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     if kind == "bool_type":
         return f"{where}: expects true or false, got {error.get('input')!r}"
     if kind == "string_unicode":  # a path with a name in another encoding: `os` hands its bytes over as surrogates
-        return (f"{where}: {name_text(str(error.get('input')))} holds bytes that are not UTF-8 (a name written in "
-                "another encoding, such as latin-1); the build writes its paths into JSON, YAML and Arrow, which hold "
-                "UTF-8 text only: rename the folder to a UTF-8 name (convmv -f latin1 -t utf8 --notest PATH) or give "
-                "another path")
+        return not_utf8(where, str(error.get("input")))
     if kind == "too_short":
         return f"{where}: needs at least {error.get('ctx', {}).get('min_length', 1)} entry; got none"
     if kind == "missing":
@@ -1152,6 +1149,14 @@ def _child_for_update(node: Any, part: str, dotted: str, where: str) -> Any:
     return child
 
 
+def not_utf8(where: str, value: str) -> str:
+    """The message for a path whose name holds bytes that are not UTF-8 (`os` hands them over as
+    lone surrogates), whether the config file, `--output` or `--set` gave it."""
+    return (f"{where}: {name_text(value)} holds bytes that are not UTF-8 (a name written in another encoding, "
+            "such as latin-1); the build writes its paths into JSON, YAML and Arrow, which hold UTF-8 text only: "
+            "rename the folder to a UTF-8 name (convmv -f latin1 -t utf8 --notest PATH) or give another path")
+
+
 def parse_set_options(items: list[str]) -> dict[str, Any]:
     """`--set KEY=VALUE` options as overrides for `load_config`: KEY is a dotted field path
     (`tokenizer.batch_size`, `sources.0.enabled`, `sources.web.enabled`), VALUE a YAML scalar (`32`, `true`, `null`,
@@ -1165,6 +1170,8 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
                               "e.g. --set tokenizer.batch_size=32")
         if key in overrides:
             raise ConfigError(f"--set {key} is given twice; give it once")
+        if any("\udc80" <= c <= "\udcff" for c in text):  # a shell word of non-UTF-8 bytes: YAML reads no such text
+            raise ConfigError(not_utf8(f"--set {key}", text.strip().strip("'\"")))
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:

@@ -33,10 +33,16 @@ class IncompleteGroupError(RuntimeError):
     """The runner delivered fewer elements than were produced; nothing incomplete is committed."""
 
 
-def _plan(item: tuple[tuple[str, str, str], Iterable[str]], source: str, lengths: dict[str, int],
+def _plan(item: tuple[tuple[str, str, str], Iterable[tuple[str, str]]], source: str, lengths: dict[str, int],
           remainder: str, seed: int) -> Iterator[Any]:
-    (kind, label, split), keys = item
-    for planned in plan_group_sentences(source, label, split, keys, lengths[kind], remainder, seed):
+    """Plans one group from its units' (key, input) pairs: the input goes only to the rejects of
+    units that fit no sentence. Units clashing on a key (`place_units`) give the key the least of
+    their inputs, whatever order the runner delivers them in."""
+    (kind, label, split), pairs = item
+    inputs: dict[str, str] = {}
+    for key, where in pairs:
+        inputs[key] = min(inputs[key], where) if key in inputs else where
+    for planned in plan_group_sentences(source, label, split, inputs, lengths[kind], remainder, seed, inputs):
         if isinstance(planned, Reject):
             count(source, f"rejects.{planned.reason}")
             yield TaggedOutput(REJECTS, planned)
@@ -93,7 +99,7 @@ class AssembleGroups(beam.PTransform):
     def expand(self, units):
         slots = (
             units
-            | "GroupKeys" >> beam.Map(lambda u: ((u.kind, u.label, u.split), u.key))
+            | "GroupKeys" >> beam.Map(lambda u: ((u.kind, u.label, u.split), (u.key, u.input)))
             | "ByGroup" >> beam.GroupByKey()
             | "Plan" >> beam.FlatMap(_plan, self.source, self.lengths, self.remainder, self.seed)
             .with_outputs(REJECTS, main="slots")

@@ -37,7 +37,8 @@ from uvd_pipeline.state_files import StateFileRefused, read_state
 from uvd_pipeline.report_plots import (contact_sheet, inputs_plot, lengths_plot, loss_plot, save_image,
                                        throughput_plot, tokens_plot)
 from uvd_pipeline.summary import SUMMARY_FILE
-from uvd_pipeline.verify import no_output
+from uvd_pipeline.output_lock import lock_uri
+from uvd_pipeline.verify import OutputUnfinished, no_output
 
 REPORT_DIR = "report"
 
@@ -144,9 +145,16 @@ def write_damaged(output: str, report_dir: str, problems: list[tuple[str, str]])
 def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str]:
     """report/report.html, report/report.json and their pictures for a finished build at `output`:
     {"html": uri, "json": uri}. A damaged or unfinished output gets a page that says what is wrong
-    instead of the summary's numbers, and `ShardDamaged` naming the first problem."""
+    instead of the summary's numbers, and `ShardDamaged` naming the first problem; an unfinished or
+    held one (intact) `OutputUnfinished`."""
+    from uvd_pipeline.build import BUILD_FILE
+
     summary_uri = fsio.join(output, SUMMARY_FILE)
     if not fsio.exists(summary_uri):
+        if fsio.exists(fsio.join(output, BUILD_FILE)):  # a build started here and did not finish (or runs)
+            raise OutputUnfinished(f"{output}: UNFINISHED: it has no {SUMMARY_FILE}: its last build did not finish "
+                                   "(it failed, was stopped, or is running); run the same build command again to "
+                                   "finish it, then write the report")
         raise no_output(output, f"has no {SUMMARY_FILE}: run the build (to completion) first")
     report_dir = fsio.join(output, REPORT_DIR)
     clear_report_dir(report_dir)
@@ -165,6 +173,8 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
         problems = [(exc.path, exc.why)]
     clear_report_dir(report_dir)
     write_damaged(output, report_dir, problems)
+    if all(uri == lock_uri(output) for uri, _ in problems):  # held, its files intact: not damage
+        raise OutputUnfinished(f"{output}: UNFINISHED: {problems[0][1]}; write the report once the build is done")
     path, why = problems[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     hint = "" if REBUILD_HINT in why else f"; {REBUILD_HINT}"

@@ -15,12 +15,18 @@ from uvd_pipeline.report_data import RECONSTRUCTION_PER_SENTENCE
 from uvd_pipeline.tokenize_stage import arithmetic_label
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, kept: str = "\t\n") -> str:
     """`value` as page text: HTML-escaped, and every control, format or line/paragraph separator
-    character (a right-to-left override turns the rest of its table cell around) shown as its
-    code, since names and details come from the data."""
-    return "".join(c if c in "\t\n" or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")
+    character (a right-to-left override turns the rest of its table cell around) but those `kept`
+    shown as its code, since names and details come from the data."""
+    return "".join(c if c in kept or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")
                    else f"\\u{ord(c):04x}" for c in html.escape(str(value)))
+
+
+def _data_text(value: Any) -> str:
+    """A file's name or a detail in a cell or list item: a tab or newline in it shown as its code
+    too (HTML shows `new\\nline.jpg` as "new line.jpg", a name no file has)."""
+    return _text(value, kept="")
 
 
 # text from the data may be one unbroken word of hundreds of characters (a reject's key, from a long
@@ -32,8 +38,8 @@ WRAP_CSS = "p,li,td.wrap{overflow-wrap:anywhere}td.wrap{min-width:16em}"
 def _table(headers: list[str], rows: list[list[Any]], wrap: int | None = None) -> str:
     """A table of `rows`; column `wrap` holds text from the data, wrapped anywhere (`WRAP_CSS`)."""
     head = "".join(f"<th>{_text(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td class=\"wrap\">{_text(c)}</td>" if i == wrap else f"<td>{_text(c)}</td>"
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td class=\"wrap\">{_data_text(c)}</td>" if i == wrap
+                                    else f"<td>{_data_text(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -188,7 +194,7 @@ def _or_dash(value: Any) -> Any:
 def damaged_html(output: str, problems: list[tuple[str, str]]) -> str:
     """The page of an output whose files no longer match its summary: what is wrong and how to
     mend it, no numbers (they would describe files that are not there any more)."""
-    items = "".join(f"<li><code>{_text(uri)}</code>: {_text(why)}</li>" for uri, why in problems)
+    items = "".join(f"<li><code>{_data_text(uri)}</code>: {_text(why)}</li>" for uri, why in problems)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>UVD build report: damaged output</title><style>{WRAP_CSS}</style></head><body>
 <h1>UVD build report</h1>
@@ -203,9 +209,11 @@ describe its files, so this page shows none. {len(problems)} problems:</p>
 
 def _reject_example(row: dict[str, str]) -> str:
     """One reject as the report's table shows it (as text, escaped by `_table`): where its input
-    lies, so that a user finds the file (its key where the reject names none, or a rejects file
-    written before `input` was), and the start of its detail."""
-    return f"{row.get('input') or row['key']} ({row['detail'][:60]})"
+    lies, after its source's name (two sources' `00000.tar:000000017.jpg` are two files), so that a
+    user finds the file (its key, which starts with the source's name, where the reject names none
+    or a rejects file written before `input` was), and the start of its detail."""
+    where = f"{row['source']}: {row['input']}" if row.get("input") else row["key"]
+    return f"{where} ({row['detail'][:60]})"
 
 
 def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -108,18 +108,21 @@ def plan_group_sentences(
     length: int,
     remainder: str,
     seed: int,
+    inputs: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[str, Slot] | Reject]:
     """Cut one group's units (a class, a task) into sentences of `length` units.
 
     Units are put in a seeded hash order; yields (unit_key, Slot) pairs and, for units that fit
     no sentence, rejects (`remainder_dropped`, or `group_too_small` when not even one sentence
-    can be made).
+    can be made), each naming its unit's input from `inputs` (key -> `RenderedUnit.input`).
     """
+    inputs = inputs or {}
     order = sorted(set(unit_keys), key=lambda k: (stable_hash("order", seed, k), k))
     if len(order) < length:
         for key in order:
             yield Reject(key, source, key, "assemble", "group_too_small",
-                         f"{label} has {len(order)} {split} units < {length}", split_hint=split)
+                         f"{label} has {len(order)} {split} units < {length}", split_hint=split,
+                         input=inputs.get(key, ""))
         return
     full, left = divmod(len(order), length)
     runs = [order[i * length : (i + 1) * length] for i in range(full)]
@@ -130,7 +133,7 @@ def plan_group_sentences(
             for key in order[full * length :]:
                 yield Reject(key, source, key, "assemble", "remainder_dropped",
                              f"{label}: {left} {split} units left after {full} sentences of {length}",
-                             split_hint=split)
+                             split_hint=split, input=inputs.get(key, ""))
     for index, run in enumerate(runs):
         sentence_id = f"{source}-{split}-{safe_label(label)}-{index:04d}"
         for position, key in enumerate(run):

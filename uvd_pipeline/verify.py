@@ -79,6 +79,11 @@ def _json(uri: str) -> Any:
 
 UNFINISHED = 3  # verify's exit code for an intact output whose build did not finish (or is running)
 
+
+class OutputUnfinished(RuntimeError):
+    """An output whose build did not finish (no summary.json) or that a build holds: not damaged,
+    not whole; `report` exits `UNFINISHED` as `verify` does, so scripts read both alike."""
+
 STRAY = "not a file of any committed shard (no stats file names it): a stray a glob reader would take"
 
 
