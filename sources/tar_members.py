@@ -33,7 +33,8 @@ budget is inflated once, by `scan`, and read from its inflated copy (`small_gzip
 into an unnamed temporary file within a disk budget (`spooled_gzip`); one past that, damaged or cut
 is streamed through `GzipStream` (both read every gzip member and check each one's CRC; what
 follows a tar's end is inflated only within `GZIP_TAIL_FLOOR` or the tar's size, streamed or not: `_drain`,
-`check_end_marker`; damage there cuts no sample: `AfterTheEnd`). A member's declared size is held to the file
+`check_end_marker`; damage there cuts no sample: `AfterTheEnd`; a CRC or length failing once the
+tar ended whole says a byte read is wrong, member unknown: `ChecksumFails`). A member's declared size is held to the file
 (`_bound_data`): a negative one is refused; one past the end of the file ends the walk there as on
 any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
 """
@@ -385,6 +386,9 @@ class GzipStream:
         except gzip.BadGzipFile as exc:
             if str(exc).startswith("Not a gzipped file"):  # junk where a next member would start:
                 return b""  # ignored, as gzip -d and GNU tar -z do ("trailing garbage ignored")
+            if str(exc).startswith(("CRC check failed", "Incorrect length")):  # every byte read, some wrong
+                self.error = ChecksumFails(_checksum_detail(exc))
+                return b""
             self.error = tarfile.ReadError(f"the gzip stream is damaged or cut short: {exception_detail(exc)}")
             return b""
         except (EOFError, zlib.error) as exc:
@@ -432,9 +436,27 @@ GZIP_TAIL_FLOOR = 64 << 20
 
 
 class AfterTheEnd(tarfile.ReadError):
-    """What is wrong with a gzipped tar's stream after its end-of-archive block (a bad CRC, a cut
-    trailer, a tail past `GZIP_TAIL_FLOOR`): every member lay before it and was read whole, so no
-    sample is cut; the shard is still its counted `corrupt_archive`."""
+    """What is wrong with a gzipped tar's stream after its end-of-archive block (a cut trailer, a
+    tail past `GZIP_TAIL_FLOOR`): every member lay before it and was read whole, so no sample is
+    cut; the shard is still its counted `corrupt_archive`. A CRC or length that fails there is
+    `ChecksumFails`: the bytes read may be wrong anywhere."""
+
+
+class ChecksumFails(AfterTheEnd):
+    """A gzip member's CRC or length fails once the tar has ended whole: every member was read,
+    no sample is cut, but some inflated byte is wrong and which member holds it cannot be told
+    (a byte flipped inside a JPEG fails the CRC as one in the tail does); the shard is its
+    counted `corrupt_archive` saying so. Where the stream ends with it before the tar's end, it
+    is a cut tar (`_drain`)."""
+
+
+def _checksum_detail(exc: BaseException) -> str:
+    """What a gzip CRC or length failure means, within a reject detail's 200 characters."""
+    text = str(exc)
+    crc = text.startswith("CRC")
+    check, figures = ("CRC", f" ({text.removeprefix('CRC check failed ')})") if crc else ("length", "")
+    return (f"the gzip {check} check fails{figures}: some byte of the shard is wrong, in which member cannot be "
+            "told; its samples were built as read (download it again)")
 
 
 def tail_bound(tar_bytes: int) -> int:
@@ -453,7 +475,7 @@ def _drain(tar: tarfile.TarFile, inflated: GzipStream) -> None:
     end-of-archive block at most `tail_bound`: past it the CRC is not checked, and that is said
     (`AfterTheEnd`, as `check_end_marker` says of an inflated copy's tail: the same verdict)."""
     if inflated.error is not None:  # tarfile met the damage before its end-of-archive block: a cut tar
-        raise inflated.error
+        raise tarfile.ReadError(*inflated.error.args)  # a `ChecksumFails` too: what followed it is lost
     stream = tar.fileobj
     budget = tail_bound(tar.offset)
     tail = stream.pos + len(stream.buf) - tar.offset  # what tarfile's buffer holds past the block
@@ -461,6 +483,8 @@ def _drain(tar: tarfile.TarFile, inflated: GzipStream) -> None:
         tail += len(chunk)
         if tail > budget:
             raise _tail_too_long(tar.offset)
+    if isinstance(inflated.error, ChecksumFails):
+        raise inflated.error
     if inflated.error is not None:
         raise AfterTheEnd(str(inflated.error))
 
@@ -1007,7 +1031,8 @@ class _Runs:
     def cut(self, exc: BaseException) -> Iterator[Reject | Sample]:
         """The sample whose header was read last is cut, whether in its first member or a later one,
         and so is each held one (its last member lay past the cut); damage after the tar's
-        end-of-archive block (`AfterTheEnd`) cuts none: every member before it was read whole."""
+        end-of-archive block (`AfterTheEnd`) cuts none: every member before it was read whole (a
+        gzip CRC failing then, `ChecksumFails`, says some byte read is wrong, member unknown)."""
         if isinstance(exc, AfterTheEnd):
             yield from self._run_ends()
             yield from self.end()
