@@ -854,12 +854,13 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
     return layout
 
 
-# Members a tar may hold: `scan`'s index of names and sample keys grows with them (~120 bytes a
-# member), so past it the walk stops, as on a cut tar (the shard's `corrupt_archive`, the sample
+# Members a tar may hold: `scan`'s index of names and sample keys grows with them (~170 bytes a
+# member of 2-field samples, ~240 of 1-field ones), so past it the walk stops, as on a cut tar (the shard's `corrupt_archive`, the sample
 # then held `truncated_sample`). webdataset's ShardWriter writes at most 100,000 samples a shard
 # by default (its maxcount), 10 fields each at most in practice: 1,000,000 members pass (500,000
 # lost 667 samples of an 84,000-sample shard of 6 fields); img2dataset writes 10,000 samples. A
-# scan of a tarfile-written tar of 2**20 empty members (2**19 keys) peaked at +172 MiB RSS (measured).
+# scan of a tarfile-written tar of 2**20 empty members peaked at +172 MiB RSS with 2 a sample (2**19
+# keys), and at +242 MiB, the worst case, with 1 a sample (2**20 keys: a tar of JPEGs alone).
 MAX_TAR_MEMBERS = 1 << 20
 
 
