@@ -33,7 +33,8 @@ budget is inflated once, by `scan`, and read from its inflated copy (`small_gzip
 into an unnamed temporary file within a disk budget (`spooled_gzip`); one past that, damaged or cut
 is streamed through `GzipStream` (both read every gzip member and check each one's CRC; what
 follows a tar's end is inflated only within `GZIP_TAIL_FLOOR` or the tar's size, streamed or not: `_drain`,
-`check_end_marker`; damage there cuts no sample: `AfterTheEnd`). A member's declared size is held to the file
+`check_end_marker`; damage there cuts no sample: `AfterTheEnd`; a CRC or length failing once the
+tar ended whole says a byte read is wrong, member unknown: `ChecksumFails`). A member's declared size is held to the file
 (`_bound_data`): a negative one is refused; one past the end of the file ends the walk there as on
 any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
 """
@@ -385,6 +386,9 @@ class GzipStream:
         except gzip.BadGzipFile as exc:
             if str(exc).startswith("Not a gzipped file"):  # junk where a next member would start:
                 return b""  # ignored, as gzip -d and GNU tar -z do ("trailing garbage ignored")
+            if str(exc).startswith(("CRC check failed", "Incorrect length")):  # every byte read, some wrong
+                self.error = ChecksumFails(_checksum_detail(exc))
+                return b""
             self.error = tarfile.ReadError(f"the gzip stream is damaged or cut short: {exception_detail(exc)}")
             return b""
         except (EOFError, zlib.error) as exc:
@@ -432,9 +436,27 @@ GZIP_TAIL_FLOOR = 64 << 20
 
 
 class AfterTheEnd(tarfile.ReadError):
-    """What is wrong with a gzipped tar's stream after its end-of-archive block (a bad CRC, a cut
-    trailer, a tail past `GZIP_TAIL_FLOOR`): every member lay before it and was read whole, so no
-    sample is cut; the shard is still its counted `corrupt_archive`."""
+    """What is wrong with a gzipped tar's stream after its end-of-archive block (a cut trailer, a
+    tail past `GZIP_TAIL_FLOOR`): every member lay before it and was read whole, so no sample is
+    cut; the shard is still its counted `corrupt_archive`. A CRC or length that fails there is
+    `ChecksumFails`: the bytes read may be wrong anywhere."""
+
+
+class ChecksumFails(AfterTheEnd):
+    """A gzip member's CRC or length fails once the tar has ended whole: every member was read,
+    no sample is cut, but some inflated byte is wrong and which member holds it cannot be told
+    (a byte flipped inside a JPEG fails the CRC as one in the tail does); the shard is its
+    counted `corrupt_archive` saying so. Where the stream ends with it before the tar's end, it
+    is a cut tar (`_drain`)."""
+
+
+def _checksum_detail(exc: BaseException) -> str:
+    """What a gzip CRC or length failure means, within a reject detail's 200 characters."""
+    text = str(exc)
+    crc = text.startswith("CRC")
+    check, figures = ("CRC", f" ({text.removeprefix('CRC check failed ')})") if crc else ("length", "")
+    return (f"the gzip {check} check fails{figures}: some byte of the shard is wrong, in which member cannot be "
+            "told; its samples were built as read (download it again)")
 
 
 def tail_bound(tar_bytes: int) -> int:
@@ -453,7 +475,7 @@ def _drain(tar: tarfile.TarFile, inflated: GzipStream) -> None:
     end-of-archive block at most `tail_bound`: past it the CRC is not checked, and that is said
     (`AfterTheEnd`, as `check_end_marker` says of an inflated copy's tail: the same verdict)."""
     if inflated.error is not None:  # tarfile met the damage before its end-of-archive block: a cut tar
-        raise inflated.error
+        raise tarfile.ReadError(*inflated.error.args)  # a `ChecksumFails` too: what followed it is lost
     stream = tar.fileobj
     budget = tail_bound(tar.offset)
     tail = stream.pos + len(stream.buf) - tar.offset  # what tarfile's buffer holds past the block
@@ -461,6 +483,8 @@ def _drain(tar: tarfile.TarFile, inflated: GzipStream) -> None:
         tail += len(chunk)
         if tail > budget:
             raise _tail_too_long(tar.offset)
+    if isinstance(inflated.error, ChecksumFails):
+        raise inflated.error
     if inflated.error is not None:
         raise AfterTheEnd(str(inflated.error))
 
@@ -830,12 +854,13 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
     return layout
 
 
-# Members a tar may hold: `scan`'s index of names and sample keys grows with them (~120 bytes a
-# member), so past it the walk stops, as on a cut tar (the shard's `corrupt_archive`, the sample
+# Members a tar may hold: `scan`'s index of names and sample keys grows with them (~170 bytes a
+# member of 2-field samples, ~240 of 1-field ones), so past it the walk stops, as on a cut tar (the shard's `corrupt_archive`, the sample
 # then held `truncated_sample`). webdataset's ShardWriter writes at most 100,000 samples a shard
 # by default (its maxcount), 10 fields each at most in practice: 1,000,000 members pass (500,000
 # lost 667 samples of an 84,000-sample shard of 6 fields); img2dataset writes 10,000 samples. A
-# scan of a tarfile-written tar of 2**20 empty members (2**19 keys) peaked at +172 MiB RSS (measured).
+# scan of a tarfile-written tar of 2**20 empty members peaked at +172 MiB RSS with 2 a sample (2**19
+# keys), and at +242 MiB, the worst case, with 1 a sample (2**20 keys: a tar of JPEGs alone).
 MAX_TAR_MEMBERS = 1 << 20
 
 
@@ -1007,7 +1032,8 @@ class _Runs:
     def cut(self, exc: BaseException) -> Iterator[Reject | Sample]:
         """The sample whose header was read last is cut, whether in its first member or a later one,
         and so is each held one (its last member lay past the cut); damage after the tar's
-        end-of-archive block (`AfterTheEnd`) cuts none: every member before it was read whole."""
+        end-of-archive block (`AfterTheEnd`) cuts none: every member before it was read whole (a
+        gzip CRC failing then, `ChecksumFails`, says some byte read is wrong, member unknown)."""
         if isinstance(exc, AfterTheEnd):
             yield from self._run_ends()
             yield from self.end()

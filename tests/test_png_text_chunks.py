@@ -156,3 +156,100 @@ def test_a_png_whose_critical_chunk_fails_its_crc_is_a_corrupt_header_never_not_
     with pytest.raises(DecodeError) as refused:
         decode_rgb(bytes(data))
     assert refused.value.reason == "corrupt_header" and "IHDR" in str(refused.value), refused.value
+
+
+def _flip_crc(data: bytes, kind: bytes, nth: int = 0) -> bytes:
+    """`data` with the CRC of its `nth` `kind` chunk wrong (its last bit flipped)."""
+    pos, seen = 8, 0
+    while True:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == kind:
+            if seen == nth:
+                broken = bytearray(data)
+                broken[pos + 11 + length] ^= 0x01
+                return bytes(broken)
+            seen += 1
+        pos += 12 + length
+
+
+def test_an_apng_whose_later_frame_chunk_fails_its_crc_still_decodes_its_whole_first_frame(tmp_path):
+    """An ffmpeg APNG with a bad CRC in its second fcTL (after the first frame's IDAT): dropping it
+    broke the next fdAT's sequence and Pillow refused the whole file ("APNG contains frame sequence
+    errors"), where ImageMagick and ffmpeg show it. The frame chunks are left for Pillow: the first
+    frame decodes as it does from the intact file."""
+    import subprocess
+
+    path = tmp_path / "a.png"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=5:duration=1",
+                    "-plays", "0", "-f", "apng", str(path)], check=True)
+    whole = path.read_bytes()
+    broken = _flip_crc(whole, b"fcTL", 1)
+    assert broken.index(b"fcTL", broken.index(b"IDAT")) > 0
+    path.write_bytes(broken)
+    magick = subprocess.run(["convert", f"{path}[0]", "-depth", "8", "rgb:-"], capture_output=True, check=True)
+    first = decode_rgb(broken)
+    assert np.array_equal(first, decode_rgb(whole))
+    assert magick.stdout == first.tobytes()
+
+
+def _magick_png(tmp_path, *options: str, prefix: str = "") -> bytes:
+    import subprocess
+
+    path = tmp_path / "m.png"
+    subprocess.run(["convert", "-size", "64x48", *options, prefix + str(path)], check=True)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("made", ["iCCP", "gAMA", "tRNS", "eXIf"])
+def test_a_png_whose_pixel_chunk_fails_its_crc_is_a_corrupt_header_naming_it(tmp_path, made):
+    """A bad CRC in a chunk the pixels depend on was dropped silently: an ImageMagick Adobe RGB
+    PNG (iCCP) decoded as sRGB with no profile ([0, 201, 0] became [0, 200, 0]), a gAMA 1.0 grey
+    133 became 60, a palette PNG's tRNS lost its transparency, an eXIf's turn was applied from the
+    bad chunk anyway. Each is `corrupt_header`, naming the chunk; the intact file decodes as before."""
+    from transforms.decode import _png_exif, load_image
+
+    if made == "iCCP":
+        whole = _magick_png(tmp_path, "xc:rgb(0,200,0)", "-depth", "8", "-profile", "/usr/share/color/icc/ghostscript/a98.icc")
+        assert load_image(whole, 256, "squash").colour_profile
+    elif made == "gAMA":
+        whole = _magick_png(tmp_path, "xc:rgb(60,60,60)", "-depth", "8", "-set", "gamma", "1.0", "-define",
+                            "png:exclude-chunk=iCCP,sRGB,cHRM,bKGD,tIME,tEXt,zTXt")
+        assert decode_rgb(whole)[0, 0].tolist() == [133, 133, 133]
+    elif made == "tRNS":
+        whole = _magick_png(tmp_path, "xc:rgba(255,0,0,0)", "-fill", "blue", "-draw", "rectangle 0,0 10,10",
+                            prefix="PNG8:")
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        out = io.BytesIO()
+        Image.new("RGB", (64, 32), (255, 0, 0)).save(out, "PNG", exif=exif.tobytes())
+        whole = out.getvalue()
+        assert decode_rgb(whole).shape[:2] == (64, 32)  # turned
+    assert made.encode() in whole
+    decode_rgb(whole)
+    broken = _flip_crc(whole, made.encode())
+    with pytest.raises(DecodeError) as refused:
+        decode_rgb(broken)
+    assert refused.value.reason == "corrupt_header"
+    assert f"its {made} chunk fails its CRC" in str(refused.value), refused.value
+    if made == "eXIf":  # the orientation read from the chunk agrees with the decode: none from a bad one
+        assert _png_exif(whole) is not None and _png_exif(broken) is None
+
+
+def test_a_png_whose_unused_chunk_fails_its_crc_decodes_and_a_label_map_keeps_its_indices(tmp_path):
+    """A bad CRC in bKGD or tIME (ImageMagick writes both; Pillow composites nothing on bKGD) is
+    dropped as libpng drops it; a palette label map's bad tRNS (no class depends on it) is read
+    by its indices, not refused."""
+    from transforms.maps import decode_label_map
+
+    whole = _magick_png(tmp_path, "xc:rgb(10,20,30)", "-depth", "8")
+    for kind in (b"bKGD", b"tIME"):
+        assert np.array_equal(decode_rgb(_flip_crc(whole, kind)), decode_rgb(whole)), kind
+    labels = np.zeros((40, 60), np.uint8)
+    labels[10:30, 20:50] = 15
+    image = Image.fromarray(labels, "P")
+    image.putpalette([value for index in range(256) for value in (index * 7 % 256, index * 3 % 256, 0)])
+    out = io.BytesIO()
+    image.save(out, "PNG", transparency=0)
+    assert b"tRNS" in out.getvalue()
+    assert (decode_label_map(_flip_crc(out.getvalue(), b"tRNS")) == labels).all()

@@ -605,7 +605,8 @@ def test_a_gzipped_shard_whose_tar_is_whole_but_gzip_trailer_damaged_is_a_counte
             monkeypatch.setattr(tar_members, "small_gzip", lambda handle: None)  # a shard past the budget
             monkeypatch.setattr(tar_members, "spooled_gzip", lambda handle: None)  # nor spooled: streamed
         items = "".join(_items(LaionSource("web", str(shard.parent), "webdataset")))
-        assert "corrupt_archive" in items and "gzip stream is damaged" in items, (streamed, items)
+        said = "gzip CRC check fails" if damage == "crc flipped" else "gzip stream is damaged"
+        assert "corrupt_archive" in items and said in items, (streamed, items)
 
 
 @pytest.mark.parametrize("tail", [64 << 10, (64 << 20) + (1 << 20)])
@@ -681,6 +682,32 @@ def test_a_gzipped_tar_with_junk_past_the_tail_bound_has_one_verdict_inflated_sp
     joined = "".join(ways[0])
     assert "its CRC is not checked" in joined and "truncated_sample" not in joined
     assert [item for item in ways[0] if "corrupt_archive" not in item] == whole
+
+
+def test_a_gzipped_shard_with_a_byte_flipped_inside_a_member_says_its_crc_fails_not_damage_after_the_end(
+        tmp_path, monkeypatch):
+    """A shard gzipped without compression (stored blocks: `gzip.compress(..., compresslevel=0)`,
+    as of incompressible JPEGs) with one byte flipped inside its first JPEG, as a bad copy flips
+    one: `gzip -t` says "crc error". It was a `corrupt_archive` "AfterTheEnd: ... damaged or cut
+    short", as if every member was read whole, though the first sample was built from the wrong
+    byte. Now the detail says the CRC fails, that which member holds the wrong byte cannot be told
+    and that the samples were built from the bytes as read; the same inflated, spooled or streamed."""
+    import gzip
+
+    from sources.laion import LaionSource
+
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    stored = bytearray(gzip.compress(gzip.decompress(shard.read_bytes()), compresslevel=0, mtime=0))
+    stored[stored.index(b"\xff\xd8\xff") + 100] ^= 0x55
+    shard.write_bytes(bytes(stored))
+    assert "crc error" in subprocess.run(["gzip", "-t", str(shard)], capture_output=True, text=True).stderr
+    ways = _three_ways(monkeypatch, LaionSource("web", str(shard.parent), "webdataset"))
+    assert ways[0] == ways[1] == ways[2], ways
+    refused = [item for item in ways[0] if "corrupt_archive" in item]
+    assert len(refused) == 1 and "truncated_sample" not in "".join(ways[0]), ways[0]
+    assert "gzip CRC check fails" in refused[0] and "in which member cannot be told" in refused[0], refused
+    assert "AfterTheEnd" not in refused[0] and "built as read (download it again)" in refused[0], refused
+    assert sum("ImageRecord" in item for item in ways[0]) == 8
 
 
 def test_a_gnu_tar_written_with_a_big_blocking_factor_reads_whole_wherever_tmpdir_lies(tmp_path, monkeypatch):

@@ -224,8 +224,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
+    opened = without_png_text(data)  # outside the try: its own `corrupt_header` stands as it is
     try:
-        image = Image.open(io.BytesIO(without_png_text(data)))
+        image = Image.open(io.BytesIO(opened))
     except UnidentifiedImageError:
         _raise_if_cut_short(data)
         known = sniff_format(data)
@@ -255,6 +256,10 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+# ancillary chunks the decode reads into the pixels or their orientation (colour profile, gamma,
+# primaries, significant bits, transparency, EXIF turn), and APNG's frame chunks
+_PNG_PIXEL_CHUNKS = (b"iCCP", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"tRNS", b"eXIf")
+_PNG_ANIMATION_CHUNKS = (b"acTL", b"fcTL", b"fdAT")
 
 
 def _png_refusal(data: bytes) -> str:
@@ -266,15 +271,21 @@ def _png_refusal(data: bytes) -> str:
     return "PNG: Pillow cannot open it"
 
 
-def without_png_text(data: bytes) -> bytes:
+def without_png_text(data: bytes, refuse_pixel_chunks: bool = True) -> bytes:
     """A PNG's bytes without its text chunks (comments, captions, XMP: no pixel depends on them),
     for Pillow to open, where one may inflate past Pillow's 1 MiB `MAX_TEXT_CHUNK` (a zTXt or iTXt)
     or they hold over 1 MiB (Pillow's limit is 64 MiB together): Pillow refused the whole picture
     (`corrupt_header`), where libpng, ImageMagick and browsers show it. An ancillary chunk (its
-    kind's first letter lower case) whose CRC is wrong is dropped too, as libpng drops one with a
+    kind's first letter lower case) whose CRC is wrong and that no pixel depends on (text, pHYs,
+    tIME, bKGD: Pillow composites nothing on it) is dropped too, as libpng drops one with a
     warning (Pillow refused a bad-CRC tEXt before the pixels, and read the PNG as no image at
-    all); a critical one is left for Pillow to refuse. Any other file, one with small plain text
-    only (ImageMagick's dates: no copy made), or one whose chunks do not walk cleanly to IEND
+    all). One that changes the pixels or their turn (`_PNG_PIXEL_CHUNKS`: dropping a bad-CRC iCCP
+    read an Adobe RGB photo as sRGB, a gAMA 1.0 grey 133 as 60) is `corrupt_header`, naming it;
+    APNG's acTL, fcTL and fdAT are left for Pillow (dropping a frame's fcTL broke the next fdAT's
+    sequence: a whole first frame was refused), or dropped where `refuse_pixel_chunks` is False (a
+    label or depth map, read by index or by OpenCV); a critical one is left for Pillow to refuse.
+    Any other file, one with small plain text only (ImageMagick's dates: no copy made), or one
+    whose chunks do not walk cleanly to IEND
     (damaged or cut: Pillow judges it as before) is returned as it is."""
     if not data.startswith(_PNG_SIGNATURE):
         return data
@@ -285,7 +296,11 @@ def without_png_text(data: bytes) -> bytes:
         end = pos + 12 + length
         if length > 0x7FFFFFFF or not kind.isalpha() or end > len(data):
             return data
-        broken = kind[0] & 0x20 and zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big")
+        broken = (kind[0] & 0x20 and kind not in _PNG_ANIMATION_CHUNKS
+                  and zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"))
+        if broken and kind in _PNG_PIXEL_CHUNKS and refuse_pixel_chunks:
+            raise DecodeError("corrupt_header", f"PNG: its {kind.decode()} chunk fails its CRC (it changes the "
+                                                "pixels: they cannot be shown as made)")
         if kind in _PNG_TEXT or broken:
             kept.append(data[start:pos])
             start = end
@@ -539,13 +554,16 @@ def pages_of(image: Image.Image, data: bytes) -> Pages:
 
 def _png_exif(data: bytes) -> bytes | None:
     """The eXIf chunk of a PNG, found by walking chunk headers (Pillow's `getexif` would decode
-    every pixel to reach a chunk stored after them, before any budget check)."""
+    every pixel to reach a chunk stored after them, before any budget check). One whose CRC fails
+    is None, as the decode reads it (`without_png_text` refuses such a PNG)."""
     pos = 8
     while pos + 8 <= len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
         kind = data[pos + 4 : pos + 8]
         if kind == b"eXIf":
-            return data[pos + 8 : pos + 8 + length]
+            end = pos + 12 + length
+            whole = zlib.crc32(data[pos + 4 : end - 4]) == int.from_bytes(data[end - 4 : end], "big")
+            return data[pos + 8 : end - 4] if whole and end <= len(data) else None
         if kind == b"IEND":
             return None
         pos += 12 + length

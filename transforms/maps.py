@@ -38,7 +38,7 @@ def _declared(data: bytes) -> tuple[int, int, str] | None:
     no budget judged: +772 MiB); a PNG whose header Pillow still cannot read is refused, never
     decoded unjudged."""
     try:
-        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data))) as image:
+        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
             return image.size[0], image.size[1], image.mode
     except Exception as exc:
         if data.startswith(_PNG_SIGNATURE):
@@ -78,7 +78,7 @@ def _palette_labels(data: bytes) -> np.ndarray:
     """A palette (P) image's class ids: its indices, as Pillow reads them (OpenCV only gives their
     colours), or its greys where it is a grey map's palette re-save (`grey_palette_values`)."""
     try:
-        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data))) as image:
+        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
             indices = np.asarray(image)
             entries = image.getpalette() or []
             counts = image.histogram()  # Pillow's C count of each index: a third of a bincount's time
