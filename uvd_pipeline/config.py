@@ -82,8 +82,9 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
 # map or KITTI view without its image counted; a `memory://x` root read, not refused as outside.
 # 10 (2026-12-06): every reject names its `input`; nested ADE20K and Cityscapes pairs keyed by
 # their folders; the full ADE20K release (`ade20k_full`); label maps stored as a wholly grey palette
-# read as their greys; a cut video's partial packet shown before whole frames is no frame; PNGs
-# whose text chunks pass Pillow's limits decoded without them.
+# read as their greys; a cut video's partial packet shown before whole frames is no frame unless
+# its decoder shows one; PNGs whose text chunks pass Pillow's limits decoded without them, a bad CRC
+# on a chunk that changes pixels refused; a gzip tail judged alike on every path.
 RENDER_REVISION = 10
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_CONFIG_BYTES = 1 << 20  # a build config is a page of YAML, not a data file
