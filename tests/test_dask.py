@@ -506,34 +506,6 @@ def test_dask_groupings_shuffle_in_tasks_without_importing_dask_dataframe(tmp_pa
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
 
-def _imported(names: list[str]) -> list[str]:
-    """Which of `names` the process has imported (a function the workers import by reference)."""
-    import sys
-
-    return [name for name in names if name in sys.modules]
-
-
-def test_the_build_cluster_workers_import_the_builds_modules_before_any_task():
-    """A worker of the build's cluster imported Beam and the build's modules only as it unpickled
-    its first task: computing began 5-6 s after the graph was submitted (a 300-image build at load
-    7), while the client had spent those seconds building the graph. Now each worker imports them
-    as it starts, in a thread, so the cluster's start does not wait for them: with no task
-    submitted, they are there."""
-    from uvd_pipeline.config import DaskConfig
-    from uvd_pipeline.dask_cluster import scheduler
-    wanted = ["apache_beam", "apache_beam.runners.dask.transform_evaluator", "uvd_pipeline.graph"]
-    with scheduler(DaskConfig(workers=1)) as address:
-        with distributed.Client(address) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                (found,) = client.run(_imported, wanted).values()
-                if found == wanted or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
-    assert found == wanted
-
-
 def _slow_step(x: int, folder: str) -> int:
     """A step that takes a while per element, leaving a file when it starts."""
     (Path(folder) / f"{x}").touch()

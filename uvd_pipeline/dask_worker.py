@@ -13,13 +13,12 @@ plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask ext
   being closed exits as before, with its exit status.
 - A task failed by a refusal (disk full, too many open files): the worker logged its traceback
   ("Compute Failed") above the command's one `error:` line (`log_filters.DaskRefusalNoise`).
-- The build's modules (Beam and the steps' code) are imported in a thread of each worker process
-  as it starts (`_warm`), while the build's client builds and submits its graph: a worker that
-  imported them only as it unpickled its first task started computing 5-6 s after the graph was
-  submitted at load 7. Imported in the plugin's setup itself they delayed the cluster's start (the
-  worker joins after its plugins), which the client waits for. A task that arrives meanwhile waits
-  for the modules it needs (Python's import locks); a module that fails to import is left to the
-  task, which fails as before.
+- The build's modules (Beam and the steps' code) are imported as a worker unpickles its first
+  task, not ahead of it in a thread: Beam's packages import each other in a circle, and a thread
+  importing them while a task was being unpickled in another order left each a half-initialised
+  module (`ImportError: cannot import name 'PipelineRunner' from partially initialized module`),
+  failing the task or the worker's reading of the scheduler's messages. Imported in the plugin's
+  setup they delayed the cluster's start (the worker joins after its plugins) by as much.
 - A closed worker whose closing then fails (the process's target raising after the teardown, or
   an exit function raising) ends with status 1 and one line saying why: the fast exit's status 0
   hid such failures from the nanny.
@@ -32,29 +31,9 @@ import logging
 import multiprocessing
 import os
 import sys
-import threading
-from importlib import import_module
 from multiprocessing import util
 
 from distributed.diagnostics.plugin import WorkerPlugin
-
-
-# What a build's tasks import as they are unpickled: Beam (its DaskRunner's bag steps) and the
-# build's graph, which imports every step's module.
-WARM_MODULES = ("apache_beam", "apache_beam.runners.dask.transform_evaluator", "uvd_pipeline.graph",
-                "uvd_pipeline.dask_cluster")
-
-log = logging.getLogger(__name__)
-
-
-def _warm(modules: tuple[str, ...] = WARM_MODULES) -> None:
-    """Import `modules` ahead of the first task (a failure is the task's to report)."""
-    for name in modules:
-        try:
-            import_module(name)
-        except Exception as exc:  # noqa: BLE001 - the task that needs it fails with it
-            log.debug("warming %s failed: %s", name, exc)
-            return
 
 
 class BuildWorker(WorkerPlugin):
@@ -75,8 +54,6 @@ class BuildWorker(WorkerPlugin):
 
         logging.getLogger().addFilter(BeamImportNoise())  # the record is made on the root logger itself
         quiet_refused_tasks()  # a refusal's "Compute Failed" traceback: the command says it in one line
-        if multiprocessing.parent_process() is not None:  # after the filter: Beam's import warns
-            threading.Thread(target=_warm, name="uvd-warm-imports", daemon=True).start()
 
     def teardown(self, worker) -> None:
         self.closed = True  # closed by the cluster (the build's end), not failed
