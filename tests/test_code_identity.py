@@ -1,0 +1,42 @@
+"""`code_identity`: what a Dask worker is asked before a build on a given scheduler, so that every
+worker renders with this checkout's code and weights."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO
+from uvd_pipeline.code_identity import BUILD_PACKAGES, code_identity
+
+
+def _digest_of(copy) -> str:
+    """The digest a process importing the project from `copy` reports (its own interpreter)."""
+    done = subprocess.run([sys.executable, "-c", "from uvd_pipeline.code_identity import code_identity; "
+                           "import json; print(json.dumps(code_identity()))"],
+                          cwd=copy, env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, check=True)
+    import json
+
+    identity = json.loads(done.stdout)
+    assert identity["where"] == str(copy)
+    return identity["digest"]
+
+
+def test_a_copy_differs_by_its_code_or_its_shipped_weights_never_by_where_it_lies(tmp_path):
+    """A worker whose embedded tokenizer weights differ rendered other tokens while its code's digest
+    matched (only .py files were hashed); the same code and weights at another path must pass."""
+    copy = tmp_path / "copy"
+    for package in BUILD_PACKAGES:
+        shutil.copytree(REPO / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    ours = code_identity()["digest"]
+    assert _digest_of(copy) == ours
+    weights = sorted((copy / "tokenizer" / "weights").rglob("*.bin"))[0]
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    assert _digest_of(copy) != ours
+    weights.write_bytes(original)
+    with open(copy / "transforms" / "resize.py", "a") as handle:
+        handle.write("# edited here\n")
+    assert _digest_of(copy) != ours
