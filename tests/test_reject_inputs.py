@@ -257,10 +257,11 @@ def test_grouping_rejects_name_their_units_input_whatever_the_arrival_order():
     the least of their inputs, in any order the runner delivers them."""
     from apache_beam.pvalue import TaggedOutput
 
-    from uvd_pipeline.group_steps import _plan
+    from uvd_pipeline.group_steps import _carried, _plan
 
     def rejects(group, pairs):
-        out = _plan((("category", group, "train"), pairs), "inet", {"category": 2}, "drop", 0)
+        carried = [(key, _carried(where)) for key, where in pairs]  # as the grouping carries them
+        out = _plan((("category", group, "train"), carried), "inet", {"category": 2}, "drop", 0)
         return sorted((o.value.reason, o.value.key, o.value.as_row()["input"])
                       for o in out if isinstance(o, TaggedOutput))
 

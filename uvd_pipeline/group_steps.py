@@ -33,14 +33,22 @@ class IncompleteGroupError(RuntimeError):
     """The runner delivered fewer elements than were produced; nothing incomplete is committed."""
 
 
-def _plan(item: tuple[tuple[str, str, str], Iterable[tuple[str, str]]], source: str, lengths: dict[str, int],
+def _carried(where: str) -> bytes:
+    """A unit's input as the grouping carries it: bytes, since a file name that is not UTF-8 holds
+    surrogates (a latin-1 `café.jpg`'s byte 0xE9) that Beam's text coder cannot encode (the whole build failed at
+    GroupKeys with a UnicodeEncodeError)."""
+    return where.encode("utf-8", "surrogateescape")
+
+
+def _plan(item: tuple[tuple[str, str, str], Iterable[tuple[str, bytes]]], source: str, lengths: dict[str, int],
           remainder: str, seed: int) -> Iterator[Any]:
     """Plans one group from its units' (key, input) pairs: the input goes only to the rejects of
     units that fit no sentence. Units clashing on a key (`place_units`) give the key the least of
     their inputs, whatever order the runner delivers them in."""
     (kind, label, split), pairs = item
     inputs: dict[str, str] = {}
-    for key, where in pairs:
+    for key, carried in pairs:
+        where = carried.decode("utf-8", "surrogateescape")  # see `_carried`
         inputs[key] = min(inputs[key], where) if key in inputs else where
     for planned in plan_group_sentences(source, label, split, inputs, lengths[kind], remainder, seed, inputs):
         if isinstance(planned, Reject):
@@ -99,7 +107,7 @@ class AssembleGroups(beam.PTransform):
     def expand(self, units):
         slots = (
             units
-            | "GroupKeys" >> beam.Map(lambda u: ((u.kind, u.label, u.split), (u.key, u.input)))
+            | "GroupKeys" >> beam.Map(lambda u: ((u.kind, u.label, u.split), (u.key, _carried(u.input))))
             | "ByGroup" >> beam.GroupByKey()
             | "Plan" >> beam.FlatMap(_plan, self.source, self.lengths, self.remainder, self.seed)
             .with_outputs(REJECTS, main="slots")
