@@ -1046,16 +1046,7 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
                   memory_mb: int = DEFAULT_MEMORY_MB) -> Iterator[tuple[int, np.ndarray]]:
     """The same frames through decord, for files `decord_exact` admits (full-size frames within
     the memory budget, judged at the probe), in batches of at most `DECORD_BATCH_BYTES`."""
-    import decord
-
-    decord.logging.set_level(decord.logging.QUIET)
-    try:
-        reader = decord.VideoReader(fsio.local_path(uri) or fsio.open_file(uri), ctx=decord.cpu(0), num_threads=1)
-    except Exception as exc:
-        if _machine_error(exc):
-            raise
-        _raise_if_cannot_open(uri)
-        raise VideoError("unreadable", exception_detail(exc)) from None
+    reader = _decord_reader(uri)
     if len(reader) != expected_frames:
         raise VideoError("changed_file", f"decord counts {len(reader)} frames, planned with {expected_frames}")
     order = sorted(set(wanted))
@@ -1076,22 +1067,28 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
             yield i, postprocess(pixels) if postprocess else pixels
 
 
+def _decord_reader(uri: str):
+    """decord's reader of `uri` on one thread; VideoError("unreadable") where decord cannot open it
+    (this machine's own errors, such as too many open files, raised as they are)."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    try:
+        return decord.VideoReader(fsio.local_path(uri) or fsio.open_file(uri), ctx=decord.cpu(0), num_threads=1)
+    except Exception as exc:
+        if _machine_error(exc):
+            raise
+        _raise_if_cannot_open(uri)
+        raise VideoError("unreadable", exception_detail(exc)) from None
+
+
 def decord_frame_count(uri: str) -> int:
     """How many frames decord counts in `uri`, opened as `decord_frames` opens it (run in decord's
     own process). VideoError("unreadable") where decord cannot open it: a WebM written live
     (browsers' MediaRecorder, `ffmpeg -live 1`) declares no duration nor frame count, and decord
     refuses it ("Failed to measure duration/frame-count due to broken metadata") where PyAV
     reads every frame."""
-    import decord
-
-    decord.logging.set_level(decord.logging.QUIET)
-    try:
-        reader = decord.VideoReader(fsio.local_path(uri) or fsio.open_file(uri), ctx=decord.cpu(0), num_threads=1)
-    except Exception as exc:
-        if _machine_error(exc):
-            raise
-        _raise_if_cannot_open(uri)
-        raise VideoError("unreadable", exception_detail(exc)) from None
+    reader = _decord_reader(uri)
     return len(reader)
 
 

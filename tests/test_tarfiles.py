@@ -609,6 +609,21 @@ def test_a_gzipped_shard_whose_tar_is_whole_but_gzip_trailer_damaged_is_a_counte
         assert "corrupt_archive" in items and said in items, (streamed, items)
 
 
+def _regzipped_with_a_tail(tmp_path, tail_command: str):
+    """The GNU test shard written again by `tar | gzip` with what `tail_command` prints after the
+    tar's end inside the gzip stream; returns it and the items the shard gave before."""
+    from sources.laion import LaionSource
+
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    whole = _items(LaionSource("web", str(shard.parent), "webdataset"))
+    files = tmp_path / "own"
+    files.mkdir()
+    subprocess.run(["tar", "-xzf", str(shard), "-C", str(files)], check=True)
+    subprocess.run(f"(tar -cf - -C {files} $(ls {files}); {tail_command}) | gzip -n > {shard}",
+                   shell=True, check=True)
+    return shard, whole
+
+
 @pytest.mark.parametrize("tail", [64 << 10, (64 << 20) + (1 << 20)])
 def test_a_gzipped_shard_whose_stream_goes_on_after_its_tar_is_checked_within_a_bound(tmp_path, monkeypatch, tail):
     """A GNU tar shard followed inside its gzip stream by `tail` zeros (`(tar -cf - ...; head -c N
@@ -620,13 +635,7 @@ def test_a_gzipped_shard_whose_stream_goes_on_after_its_tar_is_checked_within_a_
     from sources import tar_members
     from sources.laion import LaionSource
 
-    shard = _gzipped_shards(tmp_path)["gnu"]
-    whole = _items(LaionSource("web", str(shard.parent), "webdataset"))
-    files = tmp_path / "own"
-    files.mkdir()
-    subprocess.run(["tar", "-xzf", str(shard), "-C", str(files)], check=True)
-    subprocess.run(f"(tar -cf - -C {files} $(ls {files}); head -c {tail} /dev/zero) | gzip -n > {shard}",
-                   shell=True, check=True)
+    shard, whole = _regzipped_with_a_tail(tmp_path, f"head -c {tail} /dev/zero")
     assert len(subprocess.run(["tar", "-tzf", str(shard)], check=True, capture_output=True,
                               text=True).stdout.split()) == 24
     items = _items(LaionSource("web", str(shard.parent), "webdataset"))
@@ -669,13 +678,7 @@ def test_a_gzipped_tar_with_junk_past_the_tail_bound_has_one_verdict_inflated_sp
     from sources import tar_members
     from sources.laion import LaionSource
 
-    shard = _gzipped_shards(tmp_path)["gnu"]
-    whole = _items(LaionSource("web", str(shard.parent), "webdataset"))
-    files = tmp_path / "own"
-    files.mkdir()
-    subprocess.run(["tar", "-xzf", str(shard), "-C", str(files)], check=True)
-    subprocess.run(f"(tar -cf - -C {files} $(ls {files}); head -c {2 << 20} /dev/urandom) | gzip -n > {shard}",
-                   shell=True, check=True)
+    shard, whole = _regzipped_with_a_tail(tmp_path, f"head -c {2 << 20} /dev/urandom")
     monkeypatch.setattr(tar_members, "GZIP_TAIL_FLOOR", 1 << 20)
     ways = _three_ways(monkeypatch, LaionSource("web", str(shard.parent), "webdataset"))
     assert ways[0] == ways[1] == ways[2], ways
@@ -710,6 +713,16 @@ def test_a_gzipped_shard_with_a_byte_flipped_inside_a_member_says_its_crc_fails_
     assert sum("ImageRecord" in item for item in ways[0]) == 8
 
 
+def _jpeg_like_samples(files: Path, count: int, size: int, seed: int) -> Path:
+    """`count` samples of a JPEG signature and `size` random bytes, each with a caption, in `files`."""
+    files.mkdir()
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        (files / f"{index:09d}.jpg").write_bytes(b"\xff\xd8\xff" + rng.bytes(size))
+        (files / f"{index:09d}.txt").write_text(f"image {index}")
+    return files
+
+
 def test_a_gnu_tar_written_with_a_big_blocking_factor_reads_whole_wherever_tmpdir_lies(tmp_path, monkeypatch):
     """`tar -b 20000 -czf` (GNU tar pads to a 10 MB record; `tar -tzf` lists it whole) of 3 MiB of
     JPEG-like data: spooled to a TMPDIR on disk it read whole; streamed (TMPDIR on /dev/shm, a
@@ -720,12 +733,7 @@ def test_a_gnu_tar_written_with_a_big_blocking_factor_reads_whole_wherever_tmpdi
 
     require_archivers("tar")
     shard = _gzipped_shards(tmp_path)["gnu"]
-    files = tmp_path / "big"
-    files.mkdir()
-    rng = np.random.default_rng(7)
-    for index in range(3):
-        (files / f"{index:09d}.jpg").write_bytes(b"\xff\xd8\xff" + rng.bytes(1 << 20))
-        (files / f"{index:09d}.txt").write_text(f"image {index}")
+    files = _jpeg_like_samples(tmp_path / "big", 3, 1 << 20, seed=7)
     subprocess.run(f"tar -b 20000 -czf {shard} -C {files} $(ls {files})", shell=True, check=True)
     assert len(gzip.decompress(shard.read_bytes())) == 20000 * 512
     assert len(subprocess.run(["tar", "-tzf", str(shard)], check=True, capture_output=True,
@@ -756,12 +764,7 @@ def test_a_gzipped_shard_past_the_kept_budget_is_inflated_once_into_a_spool(tmp_
     from sources.laion import LaionSource
 
     shard = _gzipped_shards(tmp_path)["gnu"]
-    files = tmp_path / "big"
-    files.mkdir()
-    rng = np.random.default_rng(5)
-    for index in range(5):
-        (files / f"{index:09d}.jpg").write_bytes(b"\xff\xd8\xff" + rng.bytes(2 << 20))
-        (files / f"{index:09d}.txt").write_text(f"image {index}")
+    files = _jpeg_like_samples(tmp_path / "big", 5, 2 << 20, seed=5)
     subprocess.run(f"tar -czf {shard} -C {files} $(ls {files})", shell=True, check=True)
     assert len(gzip.decompress(shard.read_bytes())) > tar_members.MAX_KEPT_HEADER_BYTES
     read_bytes, spools = [], []
