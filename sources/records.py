@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Union
 
 from sources.budget import Budget
+from sources.paths import relative_to_root
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # one input file read whole; above it the bytes alone would crowd the decode's memory budget
@@ -421,10 +423,9 @@ def relative_input(uri: str | None, root: str) -> str:
     elsewhere (another root a config names), as `sources.paths.relative_to_root` has it."""
     if not uri:
         return ""
-    root = root.rstrip("/")
-    if uri == root:  # a source whose path is the file itself (one video): its name
+    if uri == root.rstrip("/"):  # a source whose path is the file itself (one video): its name
         return uri.rsplit("/", 1)[-1]
-    return uri[len(root) + 1:] if root and uri.startswith(root + "/") else uri
+    return relative_to_root(root, uri) if root.rstrip("/") else uri
 
 
 def folder_input(uri: str, root: str, folder: str) -> str:
@@ -512,13 +513,7 @@ def _folder_of(uris: tuple[str, ...], root: str) -> str:
     """The folder under `root` that holds all of `uris` (an object's views, a clip's frames)."""
     if not uris:
         return ""
-    parts = [relative_input(u, root).split("/")[:-1] for u in uris]
-    common = parts[0]
-    for other in parts[1:]:
-        n = 0
-        while n < min(len(common), len(other)) and common[n] == other[n]:
-            n += 1
-        common = common[:n]
+    common = os.path.commonprefix([relative_input(u, root).split("/")[:-1] for u in uris])  # folder by folder
     return "/".join(common) + "/" if common else "./"
 
 
