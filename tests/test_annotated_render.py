@@ -675,3 +675,53 @@ def test_pfm_read_as_middleburys_reader_and_cut_short_is_a_map_error(little_endi
         with pytest.raises(MapError) as caught:
             decode_depth(data[:-cut], "pfm")
         assert caught.value.reason == "truncated_annotation"
+
+
+def test_co3d_depth_is_measured_only_where_its_depth_mask_says(tmp_path: Path):
+    """A CO3D category as the download lays it out: `<category>/<sequence>/images/frameNNNNNN.jpg`,
+    `depths/frameNNNNNN.jpg.geometric.png` (float16 bits in uint16), `depth_masks/frameNNNNNN.png`
+    (1-bit), named by `frame_annotations.jgz`'s `depth.path` and `depth.mask_path`. CO3D's loader
+    keeps depth only where the depth mask is set (its MVS depth elsewhere is not trusted); this
+    reader drew the whole map, so the untrusted right half came out coloured as measured depth.
+    Now it is black (no depth), the left half as before."""
+    import gzip
+
+    from PIL import Image
+
+    from sources.multiview import Co3dSource
+
+    seq = tmp_path / "teddybear" / "34_1403_4393"
+    for folder in ("images", "depths", "depth_masks"):
+        (seq / folder).mkdir(parents=True)
+    depth = np.tile(np.linspace(1.0, 4.0, 16, dtype=np.float16), (16, 1))  # farther to the right
+    trusted = np.zeros((16, 16), bool)
+    trusted[:, :8] = True
+    frames = []
+    for number in (1, 2):
+        stem = f"frame{number:06d}"
+        Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(seq / "images" / f"{stem}.jpg", quality=95)
+        Image.fromarray(depth.view(np.uint16)).save(seq / "depths" / f"{stem}.jpg.geometric.png")
+        Image.fromarray(trusted).convert("1").save(seq / "depth_masks" / f"{stem}.png")  # 1-bit, as CO3D's
+        base = "teddybear/34_1403_4393"
+        frames.append({"sequence_name": "34_1403_4393", "frame_number": number,
+                       "image": {"path": f"{base}/images/{stem}.jpg", "size": [16, 16]},
+                       "depth": {"path": f"{base}/depths/{stem}.jpg.geometric.png", "scale_adjustment": 1.5,
+                                 "mask_path": f"{base}/depth_masks/{stem}.png"},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [0.0, 0.0, 3.0 + number]}})
+    with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wt") as out:
+        json.dump(frames, out)
+    assert Image.open(seq / "depth_masks/frame000001.png").mode == "1"
+    source = Co3dSource("co3d", str(tmp_path), views=2, pair_tasks=("depth",))
+    pairs = [i for u in source.units() for i in source.read(u) if isinstance(i, PairRecord)]
+    assert [p.key for p in pairs] == ["co3d-teddybear-34_1403_4393-f000001-depth",
+                                      "co3d-teddybear-34_1403_4393-f000002-depth"]
+    assert pairs[0].annotation["valid_mask_uri"].endswith("teddybear/34_1403_4393/depth_masks/frame000001.png")
+    result = render_pair(pairs[0], settings("squash", 16))
+    assert not isinstance(result, Reject), result
+    _, target = (decode_png(png) for png in result.images)
+    assert (target[:, 8:] == 0).all()  # untrusted: no depth
+    expected = depth_to_colour(np.where(trusted, depth.astype(np.float32) * 1.5, 0))
+    assert np.array_equal(target, expected) and (target[:, :8].sum(axis=2) > 0).all()
+    # a depth mask of another size than its depth map cannot say which pixels it means
+    Image.fromarray(np.ones((8, 8), bool)).convert("1").save(seq / "depth_masks" / "frame000002.png")
+    assert render_pair(pairs[1], settings("squash", 16)).reason == "annotation_size_mismatch"
