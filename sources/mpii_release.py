@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import io
 import math
-import struct
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +29,12 @@ import numpy as np
 
 from sources.annotation_files import AnnotationFileError
 from sources.fsio import FileTooLarge
+from sources.mat_files import mat_inflated_bytes
 from sources.records import read_input_bytes
 
 MPII_JOINTS = 16
 MAX_RELEASE_FILE_BYTES = 64 << 20  # the release is 12.5 MB
 MAX_RELEASE_INFLATED_BYTES = 512 << 20  # its variables inflated (a synthetic one of its counts: 135 MB)
-MAT_V5, MI_COMPRESSED = 0x0100, 15
-INFLATE_CHUNK = 1 << 20
 UNLABELED_SPLIT = "unlabeled_split"
 NO_POSE_ANNOTATIONS = "no_pose_annotations"
 
@@ -61,31 +58,6 @@ class ReleaseEntry:
     where: str
     entry: dict | None = None
     problem: str | None = None
-
-
-def mat_inflated_bytes(data: bytes, cap: int) -> int:
-    """What a MAT v5 file's compressed top-level variables inflate to, counted a chunk at a time and
-    no further than past `cap`: scipy inflates a variable whole before reading it. Other files
-    (MAT v4, v7.3, not MAT at all) hold no compressed variable scipy would inflate: 0."""
-    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
-        return 0
-    order = "<" if data[126:128] == b"IM" else ">"
-    if struct.unpack_from(order + "H", data, 124)[0] != MAT_V5:
-        return 0
-    position, total = 128, 0
-    while position + 8 <= len(data) and total <= cap:
-        mdtype, nbytes = struct.unpack_from(order + "II", data, position)
-        position += 8
-        if mdtype == MI_COMPRESSED:
-            inflater, pending = zlib.decompressobj(), data[position:position + nbytes]
-            try:
-                while pending and total <= cap:
-                    total += len(inflater.decompress(pending, INFLATE_CHUNK))
-                    pending = inflater.unconsumed_tail
-            except zlib.error:
-                raise ValueError("a compressed variable is not zlib data") from None
-        position += nbytes
-    return total
 
 
 def _each(value: Any) -> list:

@@ -804,12 +804,13 @@ def test_mpii_release_is_judged_before_scipy_reads_it(tmp_path: Path, monkeypatc
     holds 2.6 times that at its peak): past the budget the file stops `check`, naming the field."""
     from mpii_release import Image, Person, write_release
     from sources import mpii_release
+    from sources.mat_files import mat_inflated_bytes
     from sources.mpii import MpiiSource
     from sources.paths import ConfiguredValueMismatch
 
     _mpii_images(tmp_path, ["a.jpg"])
     write_release(tmp_path / "mpii_human_pose_v1_u12_1.mat", [Image("a.jpg", True, [Person([(0, 5.0, 5.0, 1.0)])])])
-    inflated = mpii_release.mat_inflated_bytes((tmp_path / "mpii_human_pose_v1_u12_1.mat").read_bytes(), 1 << 30)
+    inflated = mat_inflated_bytes((tmp_path / "mpii_human_pose_v1_u12_1.mat").read_bytes(), 1 << 30)
     assert inflated > (tmp_path / "mpii_human_pose_v1_u12_1.mat").stat().st_size
     monkeypatch.setattr(mpii_release, "MAX_RELEASE_INFLATED_BYTES", inflated - 1)
     with pytest.raises(ConfiguredValueMismatch) as caught:
