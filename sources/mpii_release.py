@@ -62,7 +62,10 @@ class ReleaseEntry:
 
 def _each(value: Any) -> list:
     """The elements of a MATLAB array as scipy reads it squeezed: a 1 x 1 struct (one person, one
-    point) comes back as the struct itself, [] as an empty array."""
+    point) comes back as the struct itself, [] as an empty array; a field the struct lacks (None)
+    holds nothing."""
+    if value is None:
+        return []
     if isinstance(value, np.ndarray):
         return list(value.flat)
     return [value]

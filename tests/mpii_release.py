@@ -36,6 +36,7 @@ class Image:
     name: str
     train: bool
     people: list[Person] = field(default_factory=list)
+    person_fields: tuple[str, ...] | None = None  # a train image's people with a test image's fields
 
 
 def _struct_array(rows: list[dict], fields: tuple[str, ...]) -> np.ndarray:
@@ -66,7 +67,7 @@ def write_release(path: Path, images: list[Image]) -> None:
 
     annolist = np.empty((1, len(images)), dtype=[(n, object) for n in ("image", "annorect", "frame_sec", "vididx")])
     for i, image in enumerate(images):
-        fields = TRAIN_PERSON_FIELDS if image.train else TEST_PERSON_FIELDS
+        fields = image.person_fields or (TRAIN_PERSON_FIELDS if image.train else TEST_PERSON_FIELDS)
         annorect = _struct_array([_person(p, image.train) for p in image.people], fields) if image.people else EMPTY
         annolist[0, i] = ({"name": image.name}, annorect, EMPTY, EMPTY)
     single = np.empty((len(images), 1), dtype=object)

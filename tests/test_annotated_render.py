@@ -756,6 +756,8 @@ def test_mpii_own_release_reads_as_mmposes_conversion_of_it(tmp_path: Path):
         Image("000004812.jpg", False, [Person(None, (40.0, 30.0)), Person(None, (60.0, 20.0))]),
         Image("000015774.jpg", True, [Person(None)]),
         Image("000017855.jpg", True, [Person([(16, 20.0, 20.0, 1.0)])]),
+        Image("000019043.jpg", True, [Person(None)], person_fields=("scale", "objpos")),  # no annopoints field
+        Image("000022704.jpg", True),  # annorect []
     ]
     _mpii_images(tmp_path / "mat", [i.name for i in images])
     _mpii_images(tmp_path / "json", [i.name for i in images])
@@ -764,7 +766,7 @@ def test_mpii_own_release_reads_as_mmposes_conversion_of_it(tmp_path: Path):
     (tmp_path / "json" / "annotations" / "mpii_train.json").write_text(json.dumps(mmpose_entries(images[:2])))
     # the file as MATLAB lays it out, read back by scipy's default (record arrays, nothing squeezed)
     release = loadmat(tmp_path / "mat" / "mpii_human_pose_v1_u12_1.mat")["RELEASE"][0, 0]
-    assert release["annolist"].shape == (1, 5) and release["img_train"].tolist() == [[1, 1, 0, 1, 1]]
+    assert release["annolist"].shape == (1, 7) and release["img_train"].tolist() == [[1, 1, 0, 1, 1, 1, 1]]
     assert release["annolist"][0, 1]["annorect"].shape == (1, 1)
     assert release["annolist"][0, 0]["annorect"][0, 2]["annopoints"][0, 0]["point"].shape == (1, 1)
     assert "annopoints" not in release["annolist"][0, 2]["annorect"].dtype.names
@@ -791,9 +793,11 @@ def test_mpii_own_release_reads_as_mmposes_conversion_of_it(tmp_path: Path):
         "mpii-000004812-pose": ("unlabeled_split", "mpii_human_pose_v1_u12_1.mat annolist(3): 000004812.jpg"),
         "mpii-000015774-pose": ("no_pose_annotations", "mpii_human_pose_v1_u12_1.mat annolist(4): 000015774.jpg"),
         "mpii-000017855-pose": ("bad_annotation",
-                                "mpii_human_pose_v1_u12_1.mat annolist(5).annorect(1): 000017855.jpg")}
+                                "mpii_human_pose_v1_u12_1.mat annolist(5).annorect(1): 000017855.jpg"),
+        "mpii-000019043-pose": ("no_pose_annotations", "mpii_human_pose_v1_u12_1.mat annolist(6): 000019043.jpg"),
+        "mpii-000022704-pose": ("no_pose_annotations", "mpii_human_pose_v1_u12_1.mat annolist(7): 000022704.jpg")}
     assert "annopoints.point(1).id is not a joint 0..15" in from_mat["mpii-000017855-pose"].detail
-    assert [from_mat[k].split_hint for k in sorted(rejects)] == ["val", None, None]  # counted in val, as Cityscapes' test
+    assert [from_mat[k].split_hint for k in sorted(rejects)] == ["val", None, None, None, None]  # counted in val, as Cityscapes' test
     # drawn as the JSON's pair is: the same target, pixel for pixel
     drawn = [render_pair(pairs_of[pairs[0]], settings("pad", 64)) for pairs_of in (from_mat, from_json)]
     assert drawn[0].images == drawn[1].images
@@ -850,3 +854,34 @@ def test_coco_panoptic_file_is_named_for_what_it_is(tmp_path: Path):
         list_units(config)
     assert str(caught.value).startswith("sources[0].annotation_files (coco): annotation file ")
     assert "is a COCO panoptic file" in str(caught.value) and "instances_<split>.json" in str(caught.value)
+
+
+@pytest.mark.parametrize("release, outcome", [
+    (5.0, "RELEASE has no annolist or img_train"),
+    ({"annolist": "text", "img_train": np.array([[1.0]])}, "bad_annotation"),
+    ({"annolist": {"image": {"name": 3.0}, "annorect": np.zeros((0, 0))}, "img_train": np.array([[1.0]])}, "bad_annotation"),
+    ({"annolist": {"image": {"name": "a.jpg"}, "annorect": {"annopoints": {"point": {"x": "a", "y": 1.0, "id": 0.0}}}},
+      "img_train": np.array([[1.0]])}, "bad_annotation"),
+    ({"annolist": {"image": {"name": "a.jpg"}, "annorect": {"annopoints": {"point": 7.0}}},
+      "img_train": np.array([[1.0]])}, "bad_annotation"),
+    ({"annolist": {"image": {"name": "a.jpg"}, "annorect": np.array([[1.0, 2.0]])}, "img_train": np.array([[1.0]])},
+     "no_pose_annotations"),
+    ({"annolist": {"image": {"name": "a.jpg"}}, "img_train": np.array([[1.0, 0.0]])}, "lists 1 images, img_train 2"),
+    ({"annolist": {"image": {"name": "a.jpg"}}, "img_train": np.array([[2.0]])}, "bad_annotation"),
+])
+def test_mpii_release_of_another_shape_is_a_reject_or_names_the_file(tmp_path: Path, release, outcome):
+    """A .mat that is not the release's shape (scipy writes it) never raises out of the reader: an
+    image that cannot be read is its reject, a file without the release's struct stops `check`."""
+    from scipy.io import savemat
+
+    from sources.mpii import MpiiSource
+    from sources.paths import ConfiguredValueMismatch
+
+    _mpii_images(tmp_path, ["a.jpg"])
+    savemat(tmp_path / "release.mat", {"RELEASE": release})
+    source = MpiiSource("mpii", str(tmp_path), annotation_file="release.mat")
+    if outcome not in ("bad_annotation", "no_pose_annotations"):  # a message of the whole file
+        with pytest.raises(ConfiguredValueMismatch, match=outcome):
+            source.units()
+        return
+    assert [i.reason for u in source.units() for i in source.read(u)] == [outcome]
