@@ -725,6 +725,8 @@ def test_co3d_depth_is_measured_only_where_its_depth_mask_says(tmp_path: Path):
     # a depth mask of another size than its depth map cannot say which pixels it means
     Image.fromarray(np.ones((8, 8), bool)).convert("1").save(seq / "depth_masks" / "frame000002.png")
     assert render_pair(pairs[1], settings("squash", 16)).reason == "annotation_size_mismatch"
+    (seq / "depth_masks" / "frame000002.png").unlink()  # named, and not there: never drawn unmasked
+    assert render_pair(pairs[1], settings("squash", 16)).reason == "missing_annotation"
 
 
 def _mpii_images(root: Path, names: list[str]) -> None:
