@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import io
 import re
-import struct
 import unicodedata
-import zlib
 from dataclasses import dataclass, replace
 from typing import Iterator, Literal, Sequence
 
@@ -37,6 +35,7 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION
+from sources.mat_files import mat_inflated_bytes
 from sources.paths import (OutsideRoot, check_inside, names_below, path_problem, set_aside, set_aside_problem,
                            shown_name)
 from sources.records import AnnotatedClipRecord, Reject, SourceItem, read_input_bytes, relative_input, safe_key
@@ -111,36 +110,18 @@ MAX_JOINTS_BYTES = 1 << 18
 MAX_JOINTS_INFLATED_BYTES = 1 << 22
 MAX_JHMDB_FRAMES = 4096  # the frames a pos_img may declare
 MATLAB_OFFSET = 0.5  # JHMDB's pos_img is in MATLAB's 1-based pixel-centre coordinates
-MAT_V5, MI_COMPRESSED = 0x0100, 15
-INFLATE_CHUNK = 1 << 20
 MAT_NUMERIC = frozenset({"double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"})
 
 
 def _check_inflation(data: bytes) -> None:
-    """Count what a MAT v5 file's compressed top-level elements inflate to, a chunk at a time,
-    refusing past `MAX_JOINTS_INFLATED_BYTES`. Other files (MAT v4, v7.3, not MAT at all) hold no
-    compressed element scipy would inflate."""
-    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
-        return
-    order = "<" if data[126:128] == b"IM" else ">"
-    if struct.unpack_from(order + "H", data, 124)[0] != MAT_V5:
-        return
-    position, total = 128, 0
-    while position + 8 <= len(data):
-        mdtype, nbytes = struct.unpack_from(order + "II", data, position)
-        position += 8
-        if mdtype == MI_COMPRESSED:
-            inflater, pending = zlib.decompressobj(), data[position:position + nbytes]
-            try:
-                while pending and total <= MAX_JOINTS_INFLATED_BYTES:
-                    total += len(inflater.decompress(pending, INFLATE_CHUNK))
-                    pending = inflater.unconsumed_tail
-            except zlib.error:
-                raise Rejected(BAD_ANNOTATION, "a compressed variable is not zlib data") from None
-            if total > MAX_JOINTS_INFLATED_BYTES:
-                raise Rejected("annotation_too_large",
-                               f"its compressed variables inflate past {MAX_JOINTS_INFLATED_BYTES} bytes")
-        position += nbytes
+    """Refuse a MAT file whose compressed variables inflate past `MAX_JOINTS_INFLATED_BYTES`
+    (`mat_inflated_bytes`)."""
+    try:
+        total = mat_inflated_bytes(data, MAX_JOINTS_INFLATED_BYTES)
+    except ValueError as exc:
+        raise Rejected(BAD_ANNOTATION, str(exc)) from None
+    if total > MAX_JOINTS_INFLATED_BYTES:
+        raise Rejected("annotation_too_large", f"its compressed variables inflate past {MAX_JOINTS_INFLATED_BYTES} bytes")
 
 
 def _pos_img_frames(data: bytes) -> int:

@@ -151,6 +151,10 @@ def id_order(value: Id) -> tuple[bool, int, str]:
     return (True, 0, value) if isinstance(value, str) else (False, value, "")
 
 
+class PanopticFile(AnnotationFileError):
+    """A COCO panoptic file given as a COCO annotation file: its annotations have no ids of their own."""
+
+
 @fsio.cached_input(maxsize=4, max_bytes=CACHED_INDEX_FILE_BYTES)
 def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     """Merge COCO JSON files (instances, person_keypoints...) by image id and annotation id.
@@ -204,6 +208,11 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
         # took 8% of a file of small boxes at the peak)
         seen_anns: dict[Id, int] = {}
         entries = _list(uri, data, "annotations")
+        if entries and isinstance(entries[0], dict) and "segments_info" in entries[0] and "id" not in entries[0]:
+            raise PanopticFile(uri, "is a COCO panoptic file (an annotation per image with segments_info, the masks "
+                                    "PNGs in panoptic_<split>/); this reader takes instances_<split>.json and "
+                                    "person_keypoints_<split>.json (panopticapi's panoptic2detection_coco_format "
+                                    "writes the instances form of a panoptic file)")
         for index, ann in enumerate(entries):
             image_id = _id_field(uri, "annotations", index, ann, "image_id")
             ann_id = _id_field(uri, "annotations", index, ann, "id")
@@ -655,7 +664,10 @@ class CocoSource:
             if not fsio.exists(uri):
                 raise missing_under("annotation_files", self.path, name, "COCO: ")
         self.check_index_memory()
-        index = load_index(self._uris(), self._images_uri())
+        try:
+            index = load_index(self._uris(), self._images_uri())
+        except PanopticFile as exc:  # the field naming the file is to blame, not `path`
+            raise ConfiguredValueMismatch("annotation_files", str(exc)) from None
         # annotations of unlisted images are rejects, and so is each id of those that make one key (`key_twins`)
         ids = sorted(set(index.images) | set(index.annotations), key=id_order)
         if not fsio.isdir(self._images_uri()):  # else every pair is a missing image

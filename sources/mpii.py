@@ -9,8 +9,10 @@ with one key. A second image name with a stem already taken (`a.jpg`, `a.png`) i
 MMPose names its files by split: every pair and reject of `mpii_val.json` (HRNet's `valid.json`
 of the same form: the validation images of Tompson et al., the split MPII results are reported
 on) is in the `val` split, never hashed into `train`; the entries of any other file are hashed into
-train/val like sources without a split. MPII's own release (`mpii_human_pose_v1_u12_1.mat`) is
-refused with the files this reader takes.
+train/val like sources without a split. MPII's own release (`mpii_human_pose_v1_u12_1.mat`, told by
+its first bytes) is read into the entries MMPose's converter makes of it (`sources.mpii_release`);
+its test images (`img_train` 0) are `unlabeled_split` rejects, its train images without an annotated
+person `no_pose_annotations`, and its pairs are hashed (the release holds no validation split).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, load_json, numbers
+from sources.mpii_release import UNLABELED_SPLIT, ReleaseEntry, UnannotatedImage, read_release
 from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under
 from sources.records import PairRecord, Reject, SourceItem, folder_input, raise_machine_error, safe_key
 
@@ -50,14 +53,11 @@ def _starts_with(uri: str, magic: bytes) -> bool:
 
 @fsio.cached_input(maxsize=2)
 def _load_entries(uri: str) -> list:
-    try:
-        entries = load_json(uri)
-    except AnnotationFileError:
-        if _starts_with(uri, MAT_MAGIC):  # was "is not UTF-8 text (at byte 132)"
-            raise AnnotationFileError(uri, "is a MATLAB .mat file (MPII's own release); this reader takes "
-                                           "MMPose's JSON of it: annotations/mpii_train.json and "
-                                           "mpii_val.json (MMPose's MPII preparation)") from None
-        raise
+    """MMPose's JSON list of people, or the release's entries (`read_release`) where the file is a
+    MATLAB .mat (it was refused as "not UTF-8 text (at byte 132)")."""
+    if _starts_with(uri, MAT_MAGIC):
+        return read_release(uri)
+    entries = load_json(uri)
     if not isinstance(entries, list):
         raise AnnotationFileError(uri, "is not a list of people")
     return entries
@@ -86,9 +86,16 @@ def _image_index(uri: str) -> ImageIndex:
 
 def image_name(entry: object) -> str | None:
     """The entry's image name, when it has one."""
+    if isinstance(entry, (ReleaseEntry, UnannotatedImage)):
+        return entry.image
     if isinstance(entry, dict) and isinstance(entry.get("image"), str) and entry["image"]:
         return entry["image"]
     return None
+
+
+def _entry(entry: object) -> dict:
+    """An entry's MMPose dict (a release's entry holds one)."""
+    return entry.entry if isinstance(entry, ReleaseEntry) and entry.entry is not None else entry
 
 
 def _stem(image: str) -> str:
@@ -97,6 +104,8 @@ def _stem(image: str) -> str:
 
 def entry_problem(entry: object) -> str | None:
     """What is wrong with one MPII person entry, or None."""
+    if isinstance(entry, ReleaseEntry):
+        return entry.problem or entry_problem(entry.entry)
     if not isinstance(entry, dict):
         return "is not an object"
     if not isinstance(entry.get("image"), str) or not entry["image"]:
@@ -125,6 +134,14 @@ class MpiiSource:
     def _annotations(self) -> list:
         return _load_entries(fsio.join(self.path, self.annotation_file))
 
+    def _at(self, entries: list, index: int) -> str:
+        """Where an entry lies: `annotations/mpii_train.json[4]`, or in the release MATLAB's own
+        `mpii_human_pose_v1_u12_1.mat annolist(12).annorect(2)`."""
+        entry = entries[index]
+        if isinstance(entry, (ReleaseEntry, UnannotatedImage)):
+            return f"{self.annotation_file} {entry.where}"
+        return f"{self.annotation_file}[{index}]"
+
     def units(self) -> list[tuple[int, int]]:
         if not fsio.exists(fsio.join(self.path, self.annotation_file)):
             raise missing_under("annotation_file", self.path, self.annotation_file, "MPII: ")
@@ -144,9 +161,9 @@ class MpiiSource:
             image = image_name(entries[index])
             if image is None:  # belongs to no image: the entry itself is the rejected item
                 key = safe_key(self.name, "entry", str(index))
-                yield Reject(key, self.name, key, "read", BAD_ANNOTATION,
-                             f"{self.annotation_file}[{index}] {entry_problem(entries[index])}", split_hint=self.split,
-                             input=f"{self.annotation_file}[{index}]")
+                at = self._at(entries, index)
+                yield Reject(key, self.name, key, "read", BAD_ANNOTATION, f"{at} {entry_problem(entries[index])}",
+                             split_hint=self.split, input=at)
             elif index_of.people[image][0] == index:
                 images.append(image)
         for image in images:
@@ -162,15 +179,20 @@ class MpiiSource:
         key = f"{group}-pose"
         owner = index_of.stem_owner[_stem(image)]
         indices = index_of.people[image]
-        at = f"{self.annotation_file}[{indices[0]}]: {image}"  # its first person's entry, and the image it names
+        at = f"{self._at(entries, indices[0])}: {image}"  # its first person's entry, and the image it names
         if owner != image:
             yield Reject(key, self.name, group, "read", "duplicate_key",
                          f"{image}: key {key} already taken by {owner}", input=at)
             return
+        unannotated = next((entries[i] for i in indices if isinstance(entries[i], UnannotatedImage)), None)
+        if unannotated:  # the release's test image, or a train image without an annotated person
+            yield Reject(key, self.name, group, "read", unannotated.reason, unannotated.detail, input=at,
+                         split_hint="val" if unannotated.reason == UNLABELED_SPLIT else None)  # as Cityscapes' test
+            return
         bad = next(((i, p) for i in indices if (p := entry_problem(entries[i]))), None)
         if bad:  # one bad person spoils the image's pose target, not the unit
-            yield Reject(key, self.name, group, "read", BAD_ANNOTATION, f"{self.annotation_file}[{bad[0]}] {bad[1]}",
-                         input=f"{self.annotation_file}[{bad[0]}]: {image}")
+            yield Reject(key, self.name, group, "read", BAD_ANNOTATION, f"{self._at(entries, bad[0])} {bad[1]}",
+                         input=f"{self._at(entries, bad[0])}: {image}")
             return
         images_root = fsio.join(self.path, self.images_dir)
         try:  # the name comes from the JSON: it must stay inside the images folder
@@ -180,7 +202,7 @@ class MpiiSource:
             yield Reject(key, self.name, group, "read", exc.reason, exc.detail, input=at)
             return
         points = []
-        for person in (entries[i] for i in indices):
+        for person in (_entry(entries[i]) for i in indices):
             joints, visible = person.get("joints", []), person.get("joints_vis", [])
             if len(joints) != MPII_JOINTS or len(visible) != MPII_JOINTS:
                 yield Reject(key, self.name, group, "read", "bad_keypoints",

@@ -374,6 +374,7 @@ class Co3dFrame:
     mask_uri: str | None
     depth_scale: float
     camera: np.ndarray  # 3x4 [R | T], PyTorch3D's row-vector convention
+    depth_mask_uri: str | None  # where the depth is trusted (CO3D's loader keeps depth only there)
 
 
 def frame_problem(frame: Any) -> str | None:
@@ -403,6 +404,8 @@ def frame_problem(frame: Any) -> str | None:
         value = frame.get(field)
         if value is not None and not (isinstance(value, dict) and isinstance(value.get("path", ""), (str, type(None)))):
             return f"{field} is not an object with a path"
+    if not isinstance((frame.get("depth") or {}).get("mask_path", ""), (str, type(None))):
+        return "depth.mask_path is not a path"
     scale = (frame.get("depth") or {}).get("scale_adjustment")
     if scale is not None and not is_number(scale):
         return "depth.scale_adjustment is not a number"
@@ -542,7 +545,7 @@ class Co3dSource:
         camera = np.concatenate([np.array(viewpoint["R"], np.float64), np.array([viewpoint["T"]], np.float64).T], 1)
         return Co3dFrame(as_int(frame["frame_number"]), self._inside(frame["image"]["path"]),
                          self._inside(depth.get("path")), self._inside(mask.get("path")),
-                         float(depth.get("scale_adjustment") or 1.0), camera)
+                         float(depth.get("scale_adjustment") or 1.0), camera, self._inside(depth.get("mask_path")))
 
     def _inside(self, name: str | None) -> str | None:
         if not name:
@@ -617,6 +620,8 @@ class Co3dSource:
                              input=relative_input(frame.image_uri, self.path))
                 return
             annotation = {"depth_uri": frame.depth_uri, "format": "co3d", "scale": frame.depth_scale}
+            if frame.depth_mask_uri:  # CO3D's loader: depth is kept only where its depth mask is set
+                annotation["valid_mask_uri"] = frame.depth_mask_uri
         else:
             if not frame.mask_uri:
                 yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no mask path", split_hint=split,

@@ -10,12 +10,18 @@ disparity map reads no right view. The map is resampled nearest (an unmeasured 0
 into a measured neighbour, and a sparse map stays as sparse), and its values are not rescaled with
 the width: the target's colours are normalised per image, so a common factor changes nothing.
 
+KITTI measures disparity on a scene's `NNNNNN_10` frame only: its `_11` frame (the second of a
+scene flow pair; the multiview extension's `_00`..`_20` likewise) has a stereo pair but no depth
+target, one `no_ground_truth_frame` reject each (a labeler gives them depth). A scene's frames share
+one split group (`kitti-000000`): frames 0.1 s apart are never split between train and val.
+
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a pair of the files beside each view.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -25,11 +31,26 @@ from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
 DISPARITY_SCALE = 1 / 256  # KITTI stores disparity * 256 in uint16, 0 = no measurement
+KITTI_FRAME = re.compile(r"^(\d{6})_(\d{2})$")  # scene number, frame in the scene: 000000_10
+GROUND_TRUTH_FRAME = "10"  # the one frame of a KITTI scene its disparity maps measure
 
 
 def _stem(name: str) -> str:
     """A view's or disparity map's name without its extension: the frame it belongs to."""
     return name.rsplit(".", 1)[0]
+
+
+def _scene(stem: str) -> str:
+    """The scene a frame belongs to (`000000` of `000000_11`), or the stem itself when it is not
+    named the KITTI way: the split group of the scene's frames."""
+    found = KITTI_FRAME.match(stem)
+    return found.group(1) if found else stem
+
+
+def is_second_frame(stem: str) -> bool:
+    """Whether a frame is a KITTI frame other than the `_10` one its scene's disparity measures."""
+    found = KITTI_FRAME.match(stem)
+    return bool(found) and found.group(2) != GROUND_TRUTH_FRAME
 
 
 @dataclass(frozen=True)
@@ -86,8 +107,8 @@ class StereoSource:
         stem = _stem(fsio.basename(uri))
         left = [folder for folder in self._read_folders()
                 if any(fsio.exists(fsio.join(split, folder, stem + ext)) for ext in (".png", ".jpg"))]
-        group = safe_key(self.name, stem)
-        return Reject(f"{group}-pair", self.name, group, "read", "missing_image",
+        group = safe_key(self.name, _scene(stem))
+        return Reject(f"{safe_key(self.name, stem)}-pair", self.name, group, "read", "missing_image",
                       f"no left view of {shown_name(stem)} in {self.left_folder}/; its file in "
                       f"{', '.join(f'{folder}/' for folder in left)} left unread"[:200],
                       input=relative_to_root(self.path, uri))
@@ -118,7 +139,8 @@ class StereoSource:
             if not left.startswith(fsio.join(root, self.left_folder) + "/"):  # beside a left view that is gone
                 yield self._without_left_view(left)
                 continue
-            group = safe_key(self.name, name.rsplit(".", 1)[0])
+            frame = safe_key(self.name, _stem(name))
+            group = safe_key(self.name, _scene(_stem(name)))
             at = relative_to_root(self.path, left)
             aside = set_aside_problem(fsio.join(root, self.left_folder), left)
             if aside:  # a Mac's `._000000_10.png`: never paired with the `._` file beside the right view
@@ -133,12 +155,17 @@ class StereoSource:
             if len(shared) == 1 and (problem := shared.pop()) is not None:
                 # one problem for every task (the left view outside the root, the right view gone
                 # where every task reads it): one reject of the left view
-                yield Reject(f"{group}-pair", self.name, group, "read", problem.reason, problem.detail, input=at)
+                yield Reject(f"{frame}-pair", self.name, group, "read", problem.reason, problem.detail, input=at)
                 continue
             for task, annotation in planned.items():
-                key = f"{group}-{task}"
+                key = f"{frame}-{task}"
                 if (problem := problems[task]) is not None:
                     yield Reject(key, self.name, group, "read", problem.reason, problem.detail, input=at)
+                    continue
+                if annotation is None and is_second_frame(_stem(name)):
+                    yield Reject(key, self.name, group, "read", "no_ground_truth_frame",
+                                 f"{shown_name(name)}: {self.disparity_folder}/ holds _{GROUND_TRUTH_FRAME} frames only "
+                                 "(KITTI measures no disparity on the other frames); its stereo pair is built", input=at)
                     continue
                 if annotation is None:
                     yield Reject(key, self.name, group, "read", "missing_annotation", f"no disparity for {name}",

@@ -571,7 +571,7 @@ def test_mpii_split_of_hrnets_files_and_mpiis_own_release(tmp_path: Path):
     """HRNet's `annot/valid.json` (MMPose's form, the same Tompson split) is `val` too, its
     `train.json` hashed. MPII's own `mpii_human_pose_v1_u12_1.mat` (a MATLAB v5 struct RELEASE,
     here written by scipy as MATLAB writes it) was refused as "not UTF-8 text (at byte 132)",
-    blamed on `path`: `check` now blames `annotation_file` and names the files this reader takes."""
+    blamed on `path`; it is read now, and its pairs hashed (it holds no validation split)."""
     from scipy.io import savemat
 
     from sources.mpii import MpiiSource
@@ -594,17 +594,17 @@ def test_mpii_split_of_hrnets_files_and_mpiis_own_release(tmp_path: Path):
     savemat(tmp_path / "mpii_human_pose_v1_u12_1.mat", {"RELEASE": release})
     config = parse_config({"output": str(tmp_path.parent / "out"), "sources": [
         {"name": "mpii", "type": "mpii", "path": str(tmp_path), "annotation_file": "mpii_human_pose_v1_u12_1.mat"}]})
-    with pytest.raises(ConfigError) as caught:
-        list_units(config)
-    assert str(caught.value).startswith("sources[0].annotation_file (mpii): annotation file ")
-    assert "is a MATLAB .mat file (MPII's own release); this reader takes MMPose's JSON" in str(caught.value)
+    assert len(list_units(config)) == 1
+    release_source = MpiiSource("mpii", str(tmp_path), annotation_file="mpii_human_pose_v1_u12_1.mat")
+    items = [i for unit in release_source.units() for i in release_source.read(unit)]
+    assert [(i.key, type(i).__name__, i.split_hint) for i in items] == [("mpii-a-pose", "PairRecord", None)]
 
 
 def test_mpii_release_checked_with_no_file_to_spare_is_the_machines_error(tmp_path: Path, monkeypatch):
-    """MPII's own .mat release (scipy writes it as MATLAB does) is read as JSON, then opened again to
-    see whether it is a .mat: a second opening that met too many open files (EMFILE) gave up the
-    .mat advice for the JSON reader's 'not UTF-8 text (at byte 132)'. It is this machine's
-    `MachineError`; with files to spare the advice is given."""
+    """MPII's own .mat release (scipy writes it as MATLAB does) is opened to see whether it is a .mat:
+    an opening that meets too many open files (EMFILE) must not make it read as JSON ('not UTF-8
+    text (at byte 132)'). It is this machine's `MachineError`; with files to spare the file is read
+    (this one lacks `annolist`: named so)."""
     import errno
     import os
 
@@ -620,9 +620,9 @@ def test_mpii_release_checked_with_no_file_to_spare_is_the_machines_error(tmp_pa
     source = MpiiSource("mpii", str(tmp_path), annotation_file="mpii_human_pose_v1_u12_1.mat")
     real_open, opened = fsio.open_file, []
 
-    def open_file(uri, *args, **kwargs):  # the descriptor table full at the file's second opening
+    def open_file(uri, *args, **kwargs):  # the descriptor table full at the file's first opening
         opened.append(uri)
-        if len(opened) == 2:
+        if len(opened) == 1:
             raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
         return real_open(uri, *args, **kwargs)
 
@@ -630,7 +630,7 @@ def test_mpii_release_checked_with_no_file_to_spare_is_the_machines_error(tmp_pa
         full.setattr(fsio, "open_file", open_file)
         with pytest.raises(MachineError, match=r"reading mpii_human_pose_v1_u12_1\.mat: \[Errno 24\]"):
             source.units()
-    with pytest.raises(ConfiguredValueMismatch, match="is a MATLAB .mat file"):
+    with pytest.raises(ConfiguredValueMismatch, match="RELEASE has no annolist or img_train"):
         source.units()
 
 
@@ -675,3 +675,215 @@ def test_pfm_read_as_middleburys_reader_and_cut_short_is_a_map_error(little_endi
         with pytest.raises(MapError) as caught:
             decode_depth(data[:-cut], "pfm")
         assert caught.value.reason == "truncated_annotation"
+
+
+def test_co3d_depth_is_measured_only_where_its_depth_mask_says(tmp_path: Path):
+    """A CO3D category as the download lays it out: `<category>/<sequence>/images/frameNNNNNN.jpg`,
+    `depths/frameNNNNNN.jpg.geometric.png` (float16 bits in uint16), `depth_masks/frameNNNNNN.png`
+    (1-bit), named by `frame_annotations.jgz`'s `depth.path` and `depth.mask_path`. CO3D's loader
+    keeps depth only where the depth mask is set (its MVS depth elsewhere is not trusted); this
+    reader drew the whole map, so the untrusted right half came out coloured as measured depth.
+    Now it is black (no depth), the left half as before."""
+    import gzip
+
+    from PIL import Image
+
+    from sources.multiview import Co3dSource
+
+    seq = tmp_path / "teddybear" / "34_1403_4393"
+    for folder in ("images", "depths", "depth_masks"):
+        (seq / folder).mkdir(parents=True)
+    depth = np.tile(np.linspace(1.0, 4.0, 16, dtype=np.float16), (16, 1))  # farther to the right
+    trusted = np.zeros((16, 16), bool)
+    trusted[:, :8] = True
+    frames = []
+    for number in (1, 2):
+        stem = f"frame{number:06d}"
+        Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(seq / "images" / f"{stem}.jpg", quality=95)
+        Image.fromarray(depth.view(np.uint16)).save(seq / "depths" / f"{stem}.jpg.geometric.png")
+        Image.fromarray(trusted).convert("1").save(seq / "depth_masks" / f"{stem}.png")  # 1-bit, as CO3D's
+        base = "teddybear/34_1403_4393"
+        frames.append({"sequence_name": "34_1403_4393", "frame_number": number,
+                       "image": {"path": f"{base}/images/{stem}.jpg", "size": [16, 16]},
+                       "depth": {"path": f"{base}/depths/{stem}.jpg.geometric.png", "scale_adjustment": 1.5,
+                                 "mask_path": f"{base}/depth_masks/{stem}.png"},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [0.0, 0.0, 3.0 + number]}})
+    with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wt") as out:
+        json.dump(frames, out)
+    assert Image.open(seq / "depth_masks/frame000001.png").mode == "1"
+    source = Co3dSource("co3d", str(tmp_path), views=2, pair_tasks=("depth",))
+    pairs = [i for u in source.units() for i in source.read(u) if isinstance(i, PairRecord)]
+    assert [p.key for p in pairs] == ["co3d-teddybear-34_1403_4393-f000001-depth",
+                                      "co3d-teddybear-34_1403_4393-f000002-depth"]
+    assert pairs[0].annotation["valid_mask_uri"].endswith("teddybear/34_1403_4393/depth_masks/frame000001.png")
+    result = render_pair(pairs[0], settings("squash", 16))
+    assert not isinstance(result, Reject), result
+    _, target = (decode_png(png) for png in result.images)
+    assert (target[:, 8:] == 0).all()  # untrusted: no depth
+    expected = depth_to_colour(np.where(trusted, depth.astype(np.float32) * 1.5, 0))
+    assert np.array_equal(target, expected) and (target[:, :8].sum(axis=2) > 0).all()
+    # a depth mask of another size than its depth map cannot say which pixels it means
+    Image.fromarray(np.ones((8, 8), bool)).convert("1").save(seq / "depth_masks" / "frame000002.png")
+    assert render_pair(pairs[1], settings("squash", 16)).reason == "annotation_size_mismatch"
+    (seq / "depth_masks" / "frame000002.png").unlink()  # named, and not there: never drawn unmasked
+    assert render_pair(pairs[1], settings("squash", 16)).reason == "missing_annotation"
+
+
+def _mpii_images(root: Path, names: list[str]) -> None:
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(root / "images" / name, quality=90)
+
+
+def test_mpii_own_release_reads_as_mmposes_conversion_of_it(tmp_path: Path):
+    """MPII's `mpii_human_pose_v1_u12_1.mat` (scipy writes it in the release's layout,
+    `tests/mpii_release.py`) was refused ("a MATLAB .mat file ... this reader takes MMPose's JSON").
+    It reads now, each train image's pair the very one MMPose's JSON of the same people gives:
+    joints by `id` (listed out of order), `is_visible` 1, 0, '1' or [] all annotated, a joint MPII
+    left out unlabelled, a person without annopoints left out, one person (a 1 x 1 annorect) and one
+    point (a 1 x 1 point array) read as MATLAB keeps them. A test image (img_train 0) is
+    `unlabeled_split`, a train image with no annotated person `no_pose_annotations`, a point whose id
+    is no joint `bad_annotation` naming MATLAB's own place of it."""
+    from scipy.io import loadmat
+
+    from mpii_release import Image, Person, mmpose_entries, write_release
+    from sources.mpii import MpiiSource
+
+    full = [(j, 10.0 + 3 * j, 50.0 - 2 * j, [1.0, 0.0, "1", None][j % 4]) for j in range(16)]
+    images = [
+        Image("000001163.jpg", True, [Person(full[::-1]), Person(None), Person([(9, 40.0, 5.0, None)])]),
+        Image("000003072.jpg", True, [Person([(j, 20.0 + j, 30.0, 1.0) for j in (0, 1, 2, 6, 7, 8, 9, 12, 13)])]),
+        Image("000004812.jpg", False, [Person(None, (40.0, 30.0)), Person(None, (60.0, 20.0))]),
+        Image("000015774.jpg", True, [Person(None)]),
+        Image("000017855.jpg", True, [Person([(16, 20.0, 20.0, 1.0)])]),
+        Image("000019043.jpg", True, [Person(None)], person_fields=("scale", "objpos")),  # no annopoints field
+        Image("000022704.jpg", True),  # annorect []
+    ]
+    _mpii_images(tmp_path / "mat", [i.name for i in images])
+    _mpii_images(tmp_path / "json", [i.name for i in images])
+    write_release(tmp_path / "mat" / "mpii_human_pose_v1_u12_1.mat", images)
+    (tmp_path / "json" / "annotations").mkdir()
+    (tmp_path / "json" / "annotations" / "mpii_train.json").write_text(json.dumps(mmpose_entries(images[:2])))
+    # the file as MATLAB lays it out, read back by scipy's default (record arrays, nothing squeezed)
+    release = loadmat(tmp_path / "mat" / "mpii_human_pose_v1_u12_1.mat")["RELEASE"][0, 0]
+    assert release["annolist"].shape == (1, 7) and release["img_train"].tolist() == [[1, 1, 0, 1, 1, 1, 1]]
+    assert release["annolist"][0, 1]["annorect"].shape == (1, 1)
+    assert release["annolist"][0, 0]["annorect"][0, 2]["annopoints"][0, 0]["point"].shape == (1, 1)
+    assert "annopoints" not in release["annolist"][0, 2]["annorect"].dtype.names
+
+    mat = MpiiSource("mpii", str(tmp_path / "mat"), annotation_file="mpii_human_pose_v1_u12_1.mat")
+    from_mat = {i.key: i for u in mat.units() for i in mat.read(u)}
+    mmpose = MpiiSource("mpii", str(tmp_path / "json"))
+    from_json = {i.key: i for u in mmpose.units() for i in mmpose.read(u)}
+    pairs = ["mpii-000001163-pose", "mpii-000003072-pose"]
+    assert sorted(from_json) == pairs
+    for key in pairs:
+        assert isinstance(from_mat[key], PairRecord)
+        assert (from_mat[key].annotation, from_mat[key].lineage, from_mat[key].split_hint) == \
+            (from_json[key].annotation, from_json[key].lineage, from_json[key].split_hint)
+    first, single = (from_mat[k].annotation["people"] for k in pairs)
+    assert len(first) == 2 and np.array(first[0]).reshape(16, 3).tolist() == \
+        [[9.5 + 3 * j, 49.5 - 2 * j, 2.0] for j in range(16)]
+    assert np.array(first[1]).reshape(16, 3)[9].tolist() == [39.5, 4.5, 2.0] and \
+        np.array(first[1]).reshape(16, 3)[:, 2].sum() == 2.0
+    assert [v for j, v in enumerate(np.array(single[0]).reshape(16, 3)[:, 2])] == \
+        [2.0 if j in (0, 1, 2, 6, 7, 8, 9, 12, 13) else 0.0 for j in range(16)]
+    rejects = {k: (r.reason, r.input) for k, r in from_mat.items() if isinstance(r, Reject)}
+    assert rejects == {
+        "mpii-000004812-pose": ("unlabeled_split", "mpii_human_pose_v1_u12_1.mat annolist(3): 000004812.jpg"),
+        "mpii-000015774-pose": ("no_pose_annotations", "mpii_human_pose_v1_u12_1.mat annolist(4): 000015774.jpg"),
+        "mpii-000017855-pose": ("bad_annotation",
+                                "mpii_human_pose_v1_u12_1.mat annolist(5).annorect(1): 000017855.jpg"),
+        "mpii-000019043-pose": ("no_pose_annotations", "mpii_human_pose_v1_u12_1.mat annolist(6): 000019043.jpg"),
+        "mpii-000022704-pose": ("no_pose_annotations", "mpii_human_pose_v1_u12_1.mat annolist(7): 000022704.jpg")}
+    assert "annopoints.point(1).id is not a joint 0..15" in from_mat["mpii-000017855-pose"].detail
+    assert [from_mat[k].split_hint for k in sorted(rejects)] == ["val", None, None, None, None]  # counted in val, as Cityscapes' test
+    # drawn as the JSON's pair is: the same target, pixel for pixel
+    drawn = [render_pair(pairs_of[pairs[0]], settings("pad", 64)) for pairs_of in (from_mat, from_json)]
+    assert drawn[0].images == drawn[1].images
+
+
+def test_mpii_release_is_judged_before_scipy_reads_it(tmp_path: Path, monkeypatch):
+    """What the release's compressed variables inflate to is counted before scipy reads them (scipy
+    holds 2.6 times that at its peak): past the budget the file stops `check`, naming the field."""
+    from mpii_release import Image, Person, write_release
+    from sources import mpii_release
+    from sources.mat_files import mat_inflated_bytes
+    from sources.mpii import MpiiSource
+    from sources.paths import ConfiguredValueMismatch
+
+    _mpii_images(tmp_path, ["a.jpg"])
+    write_release(tmp_path / "mpii_human_pose_v1_u12_1.mat", [Image("a.jpg", True, [Person([(0, 5.0, 5.0, 1.0)])])])
+    inflated = mat_inflated_bytes((tmp_path / "mpii_human_pose_v1_u12_1.mat").read_bytes(), 1 << 30)
+    assert inflated > (tmp_path / "mpii_human_pose_v1_u12_1.mat").stat().st_size
+    monkeypatch.setattr(mpii_release, "MAX_RELEASE_INFLATED_BYTES", inflated - 1)
+    with pytest.raises(ConfiguredValueMismatch) as caught:
+        MpiiSource("mpii", str(tmp_path), annotation_file="mpii_human_pose_v1_u12_1.mat").units()
+    assert caught.value.field == "annotation_file" and "inflates past" in str(caught.value)
+
+
+def test_coco_panoptic_file_is_named_for_what_it_is(tmp_path: Path):
+    """COCO panoptic as downloaded (`annotations/panoptic_val2017.json`, its annotations one per image
+    with `segments_info`, the masks PNGs in `annotations/panoptic_val2017/`, ids as R + 256 G + 256^2 B)
+    given as an annotation file stopped `check` with "annotations[0] has no 'id'", as if the file were
+    damaged. The message now says it is a panoptic file and what this reader takes instead."""
+    from PIL import Image
+
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    (tmp_path / "val2017").mkdir()
+    Image.fromarray(np.full((8, 8, 3), 80, np.uint8)).save(tmp_path / "val2017" / "000000000139.jpg")
+    segment = 3226956
+    (tmp_path / "annotations" / "panoptic_val2017").mkdir(parents=True)
+    ids = np.zeros((8, 8, 3), np.uint8)
+    ids[2:5, 2:5] = (segment % 256, segment // 256 % 256, segment // 65536)
+    Image.fromarray(ids).save(tmp_path / "annotations" / "panoptic_val2017" / "000000000139.png")
+    panoptic = {"info": {}, "licenses": [],
+                "images": [{"id": 139, "file_name": "000000000139.jpg", "width": 8, "height": 8}],
+                "annotations": [{"image_id": 139, "file_name": "000000000139.png",
+                                 "segments_info": [{"id": segment, "category_id": 1, "iscrowd": 0,
+                                                    "bbox": [2, 2, 3, 3], "area": 9}]}],
+                "categories": [{"id": 1, "name": "person", "supercategory": "person", "isthing": 1,
+                                "color": [220, 20, 60]}]}
+    (tmp_path / "annotations" / "panoptic_val2017.json").write_text(json.dumps(panoptic))
+    config = parse_config({"output": str(tmp_path.parent / "out"), "sources": [
+        {"name": "coco", "type": "coco", "path": str(tmp_path), "images_dir": "val2017",
+         "annotation_files": ["annotations/panoptic_val2017.json"]}]})
+    with pytest.raises(ConfigError) as caught:
+        list_units(config)
+    assert str(caught.value).startswith("sources[0].annotation_files (coco): annotation file ")
+    assert "is a COCO panoptic file" in str(caught.value) and "instances_<split>.json" in str(caught.value)
+
+
+@pytest.mark.parametrize("release, outcome", [
+    (5.0, "RELEASE has no annolist or img_train"),
+    ({"annolist": "text", "img_train": np.array([[1.0]])}, "bad_annotation"),
+    ({"annolist": {"image": {"name": 3.0}, "annorect": np.zeros((0, 0))}, "img_train": np.array([[1.0]])}, "bad_annotation"),
+    ({"annolist": {"image": {"name": "a.jpg"}, "annorect": {"annopoints": {"point": {"x": "a", "y": 1.0, "id": 0.0}}}},
+      "img_train": np.array([[1.0]])}, "bad_annotation"),
+    ({"annolist": {"image": {"name": "a.jpg"}, "annorect": {"annopoints": {"point": 7.0}}},
+      "img_train": np.array([[1.0]])}, "bad_annotation"),
+    ({"annolist": {"image": {"name": "a.jpg"}, "annorect": np.array([[1.0, 2.0]])}, "img_train": np.array([[1.0]])},
+     "no_pose_annotations"),
+    ({"annolist": {"image": {"name": "a.jpg"}}, "img_train": np.array([[1.0, 0.0]])}, "lists 1 images, img_train 2"),
+    ({"annolist": {"image": {"name": "a.jpg"}}, "img_train": np.array([[2.0]])}, "bad_annotation"),
+])
+def test_mpii_release_of_another_shape_is_a_reject_or_names_the_file(tmp_path: Path, release, outcome):
+    """A .mat that is not the release's shape (scipy writes it) never raises out of the reader: an
+    image that cannot be read is its reject, a file without the release's struct stops `check`."""
+    from scipy.io import savemat
+
+    from sources.mpii import MpiiSource
+    from sources.paths import ConfiguredValueMismatch
+
+    _mpii_images(tmp_path, ["a.jpg"])
+    savemat(tmp_path / "release.mat", {"RELEASE": release})
+    source = MpiiSource("mpii", str(tmp_path), annotation_file="release.mat")
+    if outcome not in ("bad_annotation", "no_pose_annotations"):  # a message of the whole file
+        with pytest.raises(ConfiguredValueMismatch, match=outcome):
+            source.units()
+        return
+    assert [i.reason for u in source.units() for i in source.read(u)] == [outcome]

@@ -1305,7 +1305,7 @@ def test_kitti_views_and_disparity_without_their_left_view_are_counted(tmp_path:
         "kitti-000000_10-depth", "kitti-000000_10-stereo", "kitti-000000_11-stereo"]
     rejects = {r.key: r for r in items if isinstance(r, Reject)}
     assert {k: r.reason for k, r in rejects.items()} == {
-        "kitti-000000_11-depth": "missing_annotation", "kitti-000001_10-pair": "missing_image",
+        "kitti-000000_11-depth": "no_ground_truth_frame", "kitti-000001_10-pair": "missing_image",
         "kitti-000001_11-pair": "missing_image"}
     assert rejects["kitti-000001_10-pair"].detail.endswith("in image_3/, disp_noc_0/ left unread")
     assert rejects["kitti-000001_11-pair"].detail.endswith("in image_3/ left unread")
@@ -1335,7 +1335,7 @@ def test_kitti_2012_layout_reads_with_its_folder_names(tmp_path: Path):
     assert depth.image_uri.endswith("colored_0/000000_10.png") and depth.annotation["disparity_uri"].endswith("disp_occ/000000_10.png")
     stereo = next(i for i in items if isinstance(i, PairRecord) and i.task == "stereo")
     assert stereo.annotation["right_uri"].endswith("colored_1/000000_10.png")
-    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("k12-000000_11-depth", "missing_annotation")]
+    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("k12-000000_11-depth", "no_ground_truth_frame")]
     with pytest.raises(ConfiguredPathMissing) as info:
         StereoSource("k12", str(tmp_path), disparity_folder="disp_occ").units()
     assert info.value.field == "left_folder" and "colored_0/" in str(info.value)
@@ -1987,3 +1987,41 @@ def test_co3d_views_of_an_evenly_spaced_orbit_do_not_hang_on_the_last_bits(tmp_p
                      if isinstance(i, MultiViewRecord)]
         picks.append((record.lineage["frame_numbers"], record.azimuths_deg))
     assert picks[0] == picks[1] == picks[2], picks
+
+
+def test_kitti_2015_second_frames_are_no_missing_disparity(tmp_path: Path):
+    """KITTI 2015's data_scene_flow.zip as extracted: image_2/image_3 hold `NNNNNN_10.png` and
+    `NNNNNN_11.png` (the two frames of a scene flow pair), disp_occ_0/disp_noc_0 the `_10` frames
+    only: KITTI measures disparity there alone. Each `_11` depth pair was a `missing_annotation`
+    reject ('no disparity for 000000_11.png': 200 of them on the full download, read as files
+    lost); it is `no_ground_truth_frame`, its stereo pair is built, and a scene's two frames share
+    one split group (the `_11` frame, 0.1 s after the `_10`, was hashed into the other split)."""
+    split = tmp_path / "training"
+    for scene in ("000000", "000001"):
+        for frame in ("10", "11"):
+            rng = np.random.default_rng(int(scene) * 2 + int(frame))
+            for folder in ("image_2", "image_3"):
+                _png(split / folder / f"{scene}_{frame}.png", rng.integers(0, 255, (6, 20, 3), dtype=np.uint8))
+        disparity = np.zeros((6, 20), np.uint16)
+        disparity[2:4, 5:15] = 256 * 7 + 128  # 7.5 px, sparse as KITTI's LiDAR-fed maps are
+        _png(split / "disp_occ_0" / f"{scene}_10.png", disparity)
+    source = StereoSource("kitti", str(tmp_path), disparity_folder="disp_occ_0")
+    items = _read_all(source)
+    pairs = {i.key: i for i in items if isinstance(i, PairRecord)}
+    rejects = {i.key: i for i in items if isinstance(i, Reject)}
+    assert sorted(pairs) == ["kitti-000000_10-depth", "kitti-000000_10-stereo", "kitti-000000_11-stereo",
+                             "kitti-000001_10-depth", "kitti-000001_10-stereo", "kitti-000001_11-stereo"]
+    assert {k: r.reason for k, r in rejects.items()} == {
+        "kitti-000000_11-depth": "no_ground_truth_frame", "kitti-000001_11-depth": "no_ground_truth_frame"}
+    assert "disp_occ_0/ holds _10 frames only" in rejects["kitti-000000_11-depth"].detail
+    assert rejects["kitti-000000_11-depth"].input == "training/image_2/000000_11.png"
+    assert {i.group for i in items if i.key.startswith("kitti-000000")} == {"kitti-000000"}
+    depth = pairs["kitti-000001_10-depth"]
+    assert depth.annotation["disparity_uri"].endswith("disp_occ_0/000001_10.png")
+    assert cv2.imread(depth.annotation["disparity_uri"], cv2.IMREAD_UNCHANGED)[3, 5] * depth.annotation["scale"] == 7.5
+    assert pairs["kitti-000000_11-stereo"].annotation["right_uri"].endswith("image_3/000000_11.png")
+    # a labeler gives the second frames their depth, as it gives any pair without a map
+    labelled = _read_all(StereoSource("kitti", str(tmp_path), disparity_folder="disp_occ_0",
+                                      labeler=(("name", "sgbm"),)))
+    assert not [i for i in labelled if isinstance(i, Reject)]
+    assert next(i for i in labelled if i.key == "kitti-000000_11-depth").annotation["labeler"] == {"name": "sgbm"}

@@ -208,6 +208,16 @@ def decode_depth(data: bytes, fmt: DepthFormat, scale: float = 1.0) -> np.ndarra
     raise MapError("bad_format", f"unknown depth format {fmt!r}; allowed: {', '.join(DEPTH_FORMATS)}")
 
 
+def masked_depth(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Depth kept where `valid` (a depth mask: nonzero = trusted) is set, 0 (no depth) elsewhere, as
+    CO3D's loader keeps it; a mask of another size says nothing of which pixels it means."""
+    valid = valid if valid.ndim == 2 else valid[..., 0]
+    if valid.shape != depth.shape[:2]:
+        raise MapError("annotation_size_mismatch", f"depth mask {valid.shape[1]}x{valid.shape[0]} vs depth map "
+                                                   f"{depth.shape[1]}x{depth.shape[0]}")
+    return np.where(valid > 0, depth, np.float32(0)).astype(np.float32)
+
+
 def decode_normals(data: bytes, fmt: Literal["rgb", "npy"] = "rgb") -> np.ndarray:
     """Unit normals (H, W, 3) float32; RGB-encoded maps use n = rgb / 127.5 - 1."""
     if fmt == "npy":

@@ -38,7 +38,7 @@ from transforms.annotations import (
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodeError
 from transforms.degrade import synthetic_pair
 from transforms.errors import Rejected, exception_detail
-from transforms.maps import MapError
+from transforms.maps import MapError, masked_depth
 from transforms.resize import ResizePlan
 from uvd_pipeline.image_decode import decode_map, decode_through, load_image
 from uvd_pipeline.keys import seed_for
@@ -422,6 +422,9 @@ def _depth(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, set
         return depth_to_colour(_fit_map(plan, values), disparity=True)
     values = decode_map("decode_depth", _read(annotation["depth_uri"]), settings.decode_time_s,
                         annotation.get("format", "png16"), float(annotation.get("scale", 1.0)))
+    if "valid_mask_uri" in annotation:  # CO3D's depth mask: depth only where it is set
+        values = masked_depth(values, decode_map("decode_gray", _read(annotation["valid_mask_uri"]),
+                                                 settings.decode_time_s))
     return depth_to_colour(_fit_map(plan, values))
 
 
