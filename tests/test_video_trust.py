@@ -482,3 +482,37 @@ def test_a_file_decord_counts_otherwise_is_left_to_pyav(tmp_path, monkeypatch):
     assert record.clips[0].lineage["decoder_note"] == \
         "decord is not frame-exact here (decord counts 41 frames where 40 are shown): PyAV decodes"
     _assert_frames_as_shown(record, video_zoo.sequential(path))
+
+
+# -- an audit of what cameras, phones and tools write, frame for frame against the CLI ------
+AUDITED = {  # name: the CLI's arguments after its input (testsrc2, or its frames shrunk by -vf)
+    "audio_first.mp4": ["-map", "1:a", "-map", "0:v", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"],
+    "audio_first.mkv": ["-map", "1:a", "-map", "0:v", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "libopus"],
+    "one_frame.mp4": ["-frames:v", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    "two_frames.ts": ["-frames:v", "2", "-c:v", "libx264", "-bf", "2", "-pix_fmt", "yuv420p"],
+    "two_frames.webm": ["-frames:v", "2", "-c:v", "libvpx-vp9"],
+    "one_pixel.mkv": ["-vf", "scale=1:1", "-c:v", "ffv1"],
+    "one_pixel.webm": ["-vf", "scale=1:1", "-c:v", "libvpx-vp9"],
+    "one_pixel.mp4": ["-vf", "scale=1:1", "-c:v", "libx264", "-pix_fmt", "yuv444p"],
+    "full_range.mp4": ["-c:v", "libx264", "-pix_fmt", "yuvj420p"],
+    "bt601_tagged.mp4": ["-vf", "scale=out_color_matrix=bt601,format=yuv420p", "-c:v", "libx264", "-colorspace",
+                         "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(AUDITED))
+def test_files_phones_and_tools_write_give_the_cli_frames_pixel_for_pixel(tmp_path, name: str):
+    """An audio track listed before the video, clips of one or two frames (B-frames asked for),
+    1x1 frames, full-range `yuvj420p` and BT.601-tagged H.264: every frame equals the CLI's
+    (`-vsync passthrough`, rgb24), read whole and sparsely. (Rotation, edit lists, two video
+    tracks, interlaced and changing sizes: tests/test_video_zoo.py and the tests above.)"""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / name
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=0.4", "-f", "lavfi",
+                    "-i", "sine=d=0.5", *AUDITED[name], str(path)], check=True)
+    reference = video_zoo.sequential(path)
+    info = probe(str(path))
+    assert info.n_frames == len(reference) and (info.height, info.width) == reference[0].shape[:2]
+    for wanted in (range(info.n_frames), range(info.n_frames - 1, -1, -3)):
+        got = dict(decode_frames(str(path), wanted))
+        assert sorted(got) == sorted(wanted) and all(np.array_equal(got[i], reference[i]) for i in got)
