@@ -516,3 +516,22 @@ def test_files_phones_and_tools_write_give_the_cli_frames_pixel_for_pixel(tmp_pa
     for wanted in (range(info.n_frames), range(info.n_frames - 1, -1, -3)):
         got = dict(decode_frames(str(path), wanted))
         assert sorted(got) == sorted(wanted) and all(np.array_equal(got[i], reference[i]) for i in got)
+
+
+@pytest.mark.parametrize("suffix", [".mpg", ".ts"])
+def test_interlaced_mpeg2_is_woven_as_the_cli_converts_its_fields(tmp_path, suffix: str):
+    """MPEG-2 coded as fields (DVD, broadcast: `-flags +ildct+ilme`, B-frames, PS and TS): every
+    frame equals the CLI's conversion of each field's chroma on its own (`scale=interl=1`),
+    byte for byte, and is far from the progressive one (the file tells them apart)."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / f"interlaced{suffix}"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=128x96:rate=25:d=0.8",
+                    "-c:v", "mpeg2video", "-q:v", "2", "-bf", "2", "-g", "12", "-flags", "+ildct+ilme", "-top", "1",
+                    str(path)], check=True)
+    fields = _cli_frames(path, 128, 96, "scale=interl=1")
+    progressive = _cli_frames(path, 128, 96, "scale=interl=0")
+    assert len(fields) == 20 and np.abs(fields.astype(int) - progressive).mean() > 2
+    info = probe(str(path))
+    assert info.n_frames == 20 and info.interlaced
+    got = dict(decode_frames(str(path), range(0, 20, 3)))
+    assert sorted(got) == list(range(0, 20, 3)) and all(np.array_equal(got[i], fields[i]) for i in got)
