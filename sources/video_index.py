@@ -25,8 +25,9 @@ each packet its index stamp before decoding, and reads such a file from the star
   discontinuity"). Each part from where the decode stamps fall is moved after the part before
   (`_joined_stamps`); a part must begin at a key frame, else the file is refused.
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
-  cut with B-frames): FFmpeg's demuxer gives no stamp to a block before its cluster's time zero,
-  while the CLI decodes and shows those frames first. Their order is asked of the decoder
+  cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
+  before its cluster's time zero, while the CLI decodes and shows those frames first (those its
+  decoder drops, HEVC's leading RASL frames, not at all: hidden). Their order is asked of the decoder
   (`_stamp_negative_blocks`), and they are stamped before the first stamped frame.
 """
 
@@ -127,7 +128,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     label = f"{fmt}/{codec}"
     restamped = ""
     if None in raw:
-        pts = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
+        pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
+        discard = [d or i in dropped for i, d in enumerate(discard)]
         restamped = "negative"
     else:
         pts = _joined_stamps(raw, dts, keyframe, label, bool(container.format.flags & TS_DISCONT),
@@ -213,13 +215,15 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
 
 
 def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: str,
-                           decoder_order: Callable[[int], list[int]] | None) -> list[int]:
+                           decoder_order: Callable[[int], list[int]] | None) -> tuple[list[int], set[int]]:
     """Stamps for Matroska blocks the demuxer gives none because they lie before zero (the CLI
-    shows them first, in the order its decoder outputs them). Accepted only where that is all it
-    can be: Matroska, every stamp the demuxer gives at least zero, the file starting at a key
-    frame, and the decoder outputting every unstamped frame before any stamped one. They are
-    stamped one frame apart before the first stamped frame, in the decoder's output order.
-    Anything else is refused: its frames cannot be named."""
+    shows them first, in the order its decoder outputs them), and the positions of those the
+    decoder gives no frame for (an HEVC cut's leading RASL frames, which the CLI does not show
+    either: hidden, stamped before all others). Accepted only where that is all it can be:
+    Matroska, every stamp the demuxer gives at least zero, the file starting at a key frame, and
+    the decoder outputting every unstamped frame it shows before any stamped one. They are stamped
+    one frame apart before the first stamped frame, in the decoder's output order. Anything else
+    is refused: its frames cannot be named."""
     missing = [i for i, p in enumerate(raw) if p is None]
     stamped = [p for p in raw if p is not None]
     refusal = UnsupportedVideo("unsupported_container",
@@ -228,16 +232,17 @@ def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: s
     if label.split("/")[0] != MATROSKA or not keyframe[0] or min(stamped, default=0) < 0 or decoder_order is None:
         raise refusal
     order = decoder_order(missing[-1])
-    unstamped = [i for i in order if raw[i] is None]
-    if sorted(unstamped) != missing or order[:len(missing)] != unstamped:
+    shown = [i for i in order if raw[i] is None]
+    if order[:len(shown)] != shown or len(set(shown)) != len(shown):
         raise UnsupportedVideo("unsupported_container",
-                               f"{label}: {len(missing)} packets carry no time stamp and the decoder does not show "
-                               "them all before the stamped ones, so they cannot be placed")
+                               f"{label}: {len(missing)} packets carry no time stamp and the decoder shows some of "
+                               "them after stamped ones, so they cannot be placed")
+    dropped = sorted(set(missing) - set(shown))
     step, first = _frame_step(stamped), min(stamped, default=0)
     stamps: list[int] = [p for p in raw]  # type: ignore[misc]
-    for rank, i in enumerate(unstamped):
-        stamps[i] = first - (len(unstamped) - rank) * step
-    return stamps
+    for rank, i in enumerate(dropped + shown):
+        stamps[i] = first - (len(dropped) + len(shown) - rank) * step
+    return stamps, set(dropped)
 
 
 def _partial_shown_before(pts: list[int], corrupt: list[bool]) -> int:

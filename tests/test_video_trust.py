@@ -346,17 +346,28 @@ def test_mpeg_ts_joined_to_a_part_cut_mid_gop_is_a_counted_reject(tmp_path):
     assert "start again at packet 30, which is not a key frame" in item.detail
 
 
-def test_an_mkv_cut_with_negative_stamps_gives_the_frames_the_cli_shows(tmp_path):
-    """`ffmpeg -ss 1.3 -i in.mp4 -c copy -avoid_negative_ts disabled out.mkv` with B-frames: the
-    frames from the key frame before the cut are kept, stamped before zero. FFmpeg's Matroska
-    demuxer gives those blocks no stamp at all, and the file was refused ("packets carry no time
-    stamp"); the CLI shows them first. Their order is the decoder's: count and pixels equal the CLI's."""
+NEGATIVE = {  # name: (the encoder of the whole clip, the cut's muxing options)
+    "h264_disabled.mkv": ([*video_zoo.X264_CLI, "-g", "12", "-bf", "3"], ["-avoid_negative_ts", "disabled"]),
+    "hevc_default.mkv": (["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=12:log-level=error"], []),
+    "hevc_disabled.mkv": (["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=12:log-level=error"],
+                          ["-avoid_negative_ts", "disabled"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEGATIVE))
+def test_an_mkv_cut_with_negative_stamps_gives_the_frames_the_cli_shows(tmp_path, name: str):
+    """`ffmpeg -ss 1.3 -i in.mp4 -c copy out.mkv` of B-frames (or HEVC's open GOPs, even with the
+    default muxing): the frames from the key frame before the cut are kept, stamped before zero.
+    FFmpeg's Matroska demuxer gives those blocks no stamp at all, and the file was refused
+    ("packets carry no time stamp"); the CLI shows them first (HEVC's leading RASL frames of that
+    key frame not at all: its decoder drops them). Their order is the decoder's: count and pixels
+    equal the CLI's."""
     video_zoo.require_ffmpeg()
+    encoder, muxing = NEGATIVE[name]
     whole = tmp_path / "_whole.mp4"
-    video_zoo.ffmpeg("-i", _source(tmp_path, 90), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-pix_fmt",
-                     "yuv420p", str(whole))
-    path = tmp_path / "negative.mkv"
-    video_zoo.ffmpeg("-ss", "1.3", "-i", str(whole), "-c", "copy", "-avoid_negative_ts", "disabled", str(path))
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), *encoder, "-pix_fmt", "yuv420p", str(whole))
+    path = tmp_path / name
+    video_zoo.ffmpeg("-ss", "1.3", "-i", str(whole), "-c", "copy", *muxing, str(path))
     with av.open(str(path)) as container:  # what makes the file: blocks the demuxer gives no stamp
         assert sum(p.pts is None for p in container.demux(video=0) if p.size) > 0
     reference = video_zoo.sequential(path)
