@@ -136,8 +136,9 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                              stream.time_base or Fraction(1))
         restamped = "joined" if pts != raw else ""
     if len(set(pts)) != len(pts):
+        joined = " (files joined end to end?)" if container.format.flags & TS_DISCONT else ""
         raise UnsupportedVideo("unsupported_container",
-                               f"{label}: packets share time stamps, so frames cannot be told apart")
+                               f"{label}: packets share time stamps{joined}, so frames cannot be told apart")
     if pts and not any(keyframe):
         raise UnsupportedVideo("unsupported_container", f"{label}: no key frame in the stream")
     if pts:
@@ -182,21 +183,22 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     """Stamps that place the parts of MPEG-TS/PS files joined end to end one after another, in
     file order, as the CLI shows them; `raw` itself when no decode stamp falls (or the format's
     stamps are not allowed to jump). A part begins where a decode stamp (DTS) falls by more than
-    `JOIN_FALL` below the highest before it (the CLI's own test: `ts_discontinuity_detect`); it
+    `JOIN_FALL` below the highest before it (the CLI's own test: `ts_discontinuity_detect`), its
+    presentation stamp too (a decode stamp alone astray, presentation stamps going on, is no join); it
     must begin at a key frame (else its first frames reference the part before: refused). Each
     part is moved so that its first presented frame comes one frame after the last presented
     frame so far."""
     if not discontinuous:
         return raw
     fall = JOIN_FALL / time_base
-    starts, highest = [], None
-    for i, d in enumerate(dts):
+    starts, highest, latest = [], None, None  # the part's highest decode and presentation stamps
+    for i, (d, p) in enumerate(zip(dts, raw)):
         if d is None:
             continue
-        if highest is not None and d + fall < highest:
+        if highest is not None and d + fall < highest and p + fall < latest:  # a lone decode stamp astray: not a join
             starts.append(i)
-            highest = d
-        highest = d if highest is None else max(highest, d)
+            highest, latest = d, p
+        highest, latest = (d, p) if highest is None else (max(highest, d), max(latest, p))
     if not starts:
         return raw
     for i in starts:
