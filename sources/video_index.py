@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -172,10 +173,11 @@ MATROSKA = "matroska,webm"
 
 
 def _frame_step(stamps: list[int]) -> int:
-    """The most common gap between consecutive presented stamps (a frame's duration), at least 1."""
+    """The most common gap between consecutive presented stamps (a frame's duration; of equals the
+    smallest), at least 1."""
     ordered = sorted(stamps)
-    gaps = [b - a for a, b in zip(ordered, ordered[1:]) if b > a]
-    return max(1, max(set(gaps), key=lambda g: (gaps.count(g), -g))) if gaps else 1
+    gaps = Counter(b - a for a, b in zip(ordered, ordered[1:]) if b > a)
+    return max(1, max(gaps, key=lambda g: (gaps[g], -g))) if gaps else 1
 
 
 def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], label: str,
@@ -209,10 +211,13 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
                                    "placed")
     bounds = [0, *starts, len(raw)]
     stamps = list(raw[:bounds[1]])
+    latest, step = max(stamps), _frame_step(stamps)  # of the part before: linear in the packets, however many parts
     for a, b in zip(bounds[1:], bounds[2:]):
         part = raw[a:b]
-        offset = max(stamps) + _frame_step(stamps) - min(part)
-        stamps += [p + offset for p in part]
+        offset = latest + step - min(part)
+        moved = [p + offset for p in part]
+        stamps += moved
+        latest, step = max(moved), _frame_step(moved)
     return stamps
 
 
