@@ -439,7 +439,8 @@ def fitting_pixels(stream, max_pixels: int, memory_mb: int, canvas=None, convert
 def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> VideoIndex:
     container, stream = open_stream(uri)
     try:
-        return build_index(container, stream, functools.partial(_decoder_shows, uri, max_pixels, memory_mb))
+        return build_index(container, stream, functools.partial(_decoder_shows, uri, max_pixels, memory_mb),
+                           functools.partial(_decoder_order, uri, max_pixels, memory_mb))
     except UnsupportedVideo as exc:
         raise VideoError(exc.reason, exc.detail) from None
     finally:
@@ -460,6 +461,39 @@ def _decoder_shows(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex,
         log.debug("partial packets not decoded: %s", exc)
         return set()
     return {shown[w] for w in got}
+
+
+def _decoder_order(uri: str, max_pixels: int, memory_mb: int, last: int) -> list[int]:
+    """The positions (decode order) of packets 0..`last` in the order the decoder outputs their
+    frames: each packet is stamped with its position before decoding (`build_index` asks it of
+    Matroska blocks the demuxer gives no stamp). Budgets judged first; a packet that does not
+    decode is missing from the list."""
+    container, stream = open_stream(uri)
+    try:
+        judge_stream(stream, max_pixels, memory_mb, convert=False)
+        codec = stream.codec_context
+        codec.options = {"max_pixels": str(decoder_max_pixels(fitting_pixels(stream, max_pixels, memory_mb,
+                                                                             convert=False)))}
+        order: list[int] = []
+        position = -1
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            position += 1
+            if position > last:
+                break
+            packet.pts, packet.dts = position, None
+            try:
+                order += [frame.pts for frame in codec.decode(packet)]
+            except Exception as exc:  # a damaged packet: its frame is missing from the order
+                log.debug("decode error at packet %d: %s", position, exc)
+        try:
+            order += [frame.pts for frame in codec.decode(None)]
+        except Exception as exc:
+            log.debug("flush error: %s", exc)
+    finally:
+        container.close()
+    return [p for p in order if p is not None]
 
 
 _REFORMATTER = None
@@ -717,6 +751,7 @@ class _Session:
         trust: dict[int, int | None] = {}
         seeked = False  # after a seek, packets are matched to the index by time stamp
         position_of = {p: i for i, p in enumerate(index.pts)}
+        restamped = bool(index.demuxed)  # the demuxer's stamps repeat or are missing: read on, never seek
         for stretch in plan:
             if not self.wanted:
                 break
@@ -726,7 +761,8 @@ class _Session:
                 yield from self._deliver(codec.decode(None), trust)
                 codec.flush_buffers()
                 self._restart()
-            if position + 1 < stretch.first and sum(index.size[position + 1:stretch.first]) > self.seek_bytes:
+            if position + 1 < stretch.first and not restamped and \
+                    sum(index.size[position + 1:stretch.first]) > self.seek_bytes:
                 landed = self._seek(stream, stretch.first)
                 if landed is None:
                     packets, position, stream, codec = self._reopen()
@@ -737,11 +773,14 @@ class _Session:
                 packet = next(packets, None)
                 if packet is None:
                     break
-                if packet.size == 0 or packet.pts is None:
+                if packet.size == 0 or (packet.pts is None and not restamped):
                     continue
-                at = position_of.get(packet.pts)
-                if at is not None and index.size[at] != packet.size:
-                    at = None  # same time stamp, other bytes: after a seek, MPEG-PS can misplace stamps
+                if restamped:
+                    at = _restamp(index, packet, position + 1)
+                else:
+                    at = position_of.get(packet.pts)
+                    if at is not None and index.size[at] != packet.size:
+                        at = None  # same time stamp, other bytes: after a seek, MPEG-PS can misplace stamps
                 if at != position + 1:
                     if not seeked:
                         raise VideoError("decode_failed",
@@ -813,6 +852,18 @@ class _Session:
         return None
 
 
+def _restamp(index: VideoIndex, packet, at: int) -> int | None:
+    """`at` when the packet is the index's packet there (the demuxer's stamp and its size), given
+    the index's stamp (its decode stamp moved alike); None when it is not."""
+    if at >= len(index.pts) or index.demuxed[at] != packet.pts or index.size[at] != packet.size:
+        return None
+    stamp = index.pts[at]
+    if packet.pts is not None and packet.dts is not None:
+        packet.dts = packet.dts + stamp - packet.pts
+    packet.pts = stamp
+    return at
+
+
 def _prepend(first, rest):
     yield first
     yield from rest
@@ -874,6 +925,7 @@ class Probe:
     size_changes: bool = False  # the probed frames are not all one size (clips joined by a stream copy)
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
     matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
+    restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "negative" (Matroska before zero)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -929,7 +981,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
                  full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
                  video_streams, interlaced, size_changes, session.cropped_left,
-                 session.matrix_guessed)
+                 session.matrix_guessed, index.restamped)
 
 
 def _shapes(session: _Session, plan: list[Stretch]) -> dict[int, tuple[int, int]]:
@@ -1138,6 +1190,8 @@ def decord_exact(probe: Probe) -> str | None:
         return "cropped from the left off alignment (decord shows the columns the stream hides)"
     if probe.video_streams > 1:  # decord reads FFmpeg's best stream: it may be the cover
         return f"{probe.video_streams} video streams (cover art beside the video, say)"
+    if probe.restamped:  # decord names frames by the demuxer's stamps: repeated, or missing
+        return f"time stamps restamped ({probe.restamped})"
     if probe.hidden:
         return "edit list or a stream cut mid-GOP"
     if probe.decode_order_stamps:

@@ -15,12 +15,27 @@ declared or not: the reorder delay can first appear mid-stream (an IPP stream an
 B-frames copied into one file: the decoder learns of it from the later SPS), and the stamps the
 MPEG-4 parser guesses for DivX/XviD's packed B-frames are wrong. Named by those stamps, frames
 came out misnamed before the stamps were seen to fall.
+
+Where the demuxer's stamps cannot name frames but the ffmpeg CLI still shows them all, the index
+restamps the packets (`VideoIndex.demuxed` keeps what the demuxer said; the decoding session gives
+each packet its index stamp before decoding, and reads such a file from the start, never seeking):
+- MPEG-TS/PS files joined end to end (`cat a.ts b.ts`): the second recording's clock starts again.
+  The CLI shows every frame of the first part, then every frame of the second, in decode order
+  (its decoder is fed on; `ffmpeg` itself moves later stamps by a new offset, "timestamp
+  discontinuity"). Each part from where the decode stamps fall is moved after the part before
+  (`_joined_stamps`); a part must begin at a key frame, else the file is refused.
+- Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
+  cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
+  before its cluster's time zero, while the CLI decodes and shows those frames first (those its
+  decoder drops, HEVC's leading RASL frames, not at all: hidden). Their order is asked of the decoder
+  (`_stamp_negative_blocks`), and they are stamped before the first stamped frame.
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -53,6 +68,10 @@ class VideoIndex:
     # the k-th frame the decoder outputs is presented frame k, whatever its stamp
     decode_order_stamps: bool = False
     partial: int = 0  # the last packets, read short from a cut file, the decoder gives no frame for: hidden
+    # per packet, the demuxer's own stamp where `pts` was given by the index instead (() when not):
+    # "joined" MPEG-TS/PS parts, or Matroska blocks stamped before zero ("negative"), see `restamped`
+    demuxed: tuple[int | None, ...] = ()
+    restamped: str = ""  # why `pts` is not the demuxer's: "joined", "negative" ("" when it is)
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -77,27 +96,27 @@ class VideoIndex:
         return False
 
 
-def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int]], set[int]] | None = None
-                ) -> VideoIndex:
+def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int]], set[int]] | None = None,
+                decoder_order: Callable[[int], list[int]] | None = None) -> VideoIndex:
     """Demux every packet of `stream` once (cheap: no decoding). `decoder_shows(index, positions)`:
     the stamps of the packets at `positions` (a cut's partial ones, shown in `index`) that the
     decoder outputs a frame for; those not are hidden (`_partial_shown_before`). Without it every
-    such packet is hidden."""
-    pts: list[int] = []
+    such packet is hidden. `decoder_order(last)`: the positions of packets 0..last in the order the
+    decoder outputs their frames (asked only of Matroska blocks without stamps); without it such
+    a file is refused."""
+    raw: list[int | None] = []
+    dts: list[int | None] = []
     keyframe: list[bool] = []
     discard: list[bool] = []
     size: list[int] = []
     corrupt: list[bool] = []
     clean = True
-    missing = 0
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
-            if packet.pts is None:
-                missing += 1
-                continue
-            pts.append(int(packet.pts))
+            raw.append(None if packet.pts is None else int(packet.pts))
+            dts.append(None if packet.dts is None else int(packet.dts))
             keyframe.append(bool(packet.is_keyframe))
             discard.append(bool(packet.is_discard))
             size.append(int(packet.size))
@@ -107,15 +126,22 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         clean = False
     fmt = container.format.name
     codec = stream.codec_context.name
-    if missing:
-        raise UnsupportedVideo("unsupported_container",
-                               f"{fmt}/{codec}: {missing} of {missing + len(pts)} packets carry no time stamp, "
-                               "so decoded frames cannot be matched to their place")
+    label = f"{fmt}/{codec}"
+    restamped = ""
+    if None in raw:
+        pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
+        discard = [d or i in dropped for i, d in enumerate(discard)]
+        restamped = "negative"
+    else:
+        pts = _joined_stamps(raw, dts, keyframe, label, bool(container.format.flags & TS_DISCONT),
+                             stream.time_base or Fraction(1))
+        restamped = "joined" if pts != raw else ""
     if len(set(pts)) != len(pts):
+        joined = " (files joined end to end?)" if container.format.flags & TS_DISCONT else ""
         raise UnsupportedVideo("unsupported_container",
-                               f"{fmt}/{codec}: packets share time stamps, so frames cannot be told apart")
+                               f"{label}: packets share time stamps{joined}, so frames cannot be told apart")
     if pts and not any(keyframe):
-        raise UnsupportedVideo("unsupported_container", f"{fmt}/{codec}: no key frame in the stream")
+        raise UnsupportedVideo("unsupported_container", f"{label}: no key frame in the stream")
     if pts:
         # a stream cut mid-GOP (captured MPEG-TS, say) starts with frames whose references are
         # gone: decoders drop them and players start at the first key frame, so they are hidden
@@ -125,10 +151,11 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     in_decode_order = _stamps_in_decode_order(pts, stream.codec_context, fmt)
     if in_decode_order and any(discard[keyframe.index(True):]):
         raise UnsupportedVideo("unsupported_container",
-                               f"{fmt}/{codec}: time stamps in decode order from a decoder that reorders frames, "
+                               f"{label}: time stamps in decode order from a decoder that reorders frames, "
                                "with frames an edit list hides: the shown frames cannot be named")
     index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
-                       clean, fmt, codec, in_decode_order)
+                       clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
+                       restamped=restamped)
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:
@@ -138,6 +165,91 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     for i in hide:
         discard[i] = True
     return replace(index, discard=tuple(discard), partial=len(hide))
+
+
+TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: a format whose stamps may jump (MPEG-TS/PS), as the CLI knows it
+JOIN_FALL = Fraction(1, 10)  # seconds: a decode stamp falling more is a new part (the CLI's discontinuity)
+MATROSKA = "matroska,webm"
+
+
+def _frame_step(stamps: list[int]) -> int:
+    """The most common gap between consecutive presented stamps (a frame's duration; of equals the
+    smallest), at least 1."""
+    ordered = sorted(stamps)
+    gaps = Counter(b - a for a, b in zip(ordered, ordered[1:]) if b > a)
+    return max(1, max(gaps, key=lambda g: (gaps[g], -g))) if gaps else 1
+
+
+def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], label: str,
+                   discontinuous: bool, time_base: Fraction) -> list[int]:
+    """Stamps that place the parts of MPEG-TS/PS files joined end to end one after another, in
+    file order, as the CLI shows them; `raw` itself when no decode stamp falls (or the format's
+    stamps are not allowed to jump). A part begins where a decode stamp (DTS) falls by more than
+    `JOIN_FALL` below the highest before it (the CLI's own test: `ts_discontinuity_detect`), its
+    presentation stamp too (a decode stamp alone astray, presentation stamps going on, is no join); it
+    must begin at a key frame (else its first frames reference the part before: refused). Each
+    part is moved so that its first presented frame comes one frame after the last presented
+    frame so far."""
+    if not discontinuous:
+        return raw
+    fall = JOIN_FALL / time_base
+    starts, highest, latest = [], None, None  # the part's highest decode and presentation stamps
+    for i, (d, p) in enumerate(zip(dts, raw)):
+        if d is None:
+            continue
+        if highest is not None and d + fall < highest and p + fall < latest:  # a lone decode stamp astray: not a join
+            starts.append(i)
+            highest, latest = d, p
+        highest, latest = (d, p) if highest is None else (max(highest, d), max(latest, p))
+    if not starts:
+        return raw
+    for i in starts:
+        if not keyframe[i]:
+            raise UnsupportedVideo("unsupported_container",
+                                   f"{label}: the time stamps start again at packet {i}, which is not a key frame "
+                                   "(files joined end to end, the later one cut mid-GOP): its frames cannot be "
+                                   "placed")
+    bounds = [0, *starts, len(raw)]
+    stamps = list(raw[:bounds[1]])
+    latest, step = max(stamps), _frame_step(stamps)  # of the part before: linear in the packets, however many parts
+    for a, b in zip(bounds[1:], bounds[2:]):
+        part = raw[a:b]
+        offset = latest + step - min(part)
+        moved = [p + offset for p in part]
+        stamps += moved
+        latest, step = max(moved), _frame_step(moved)
+    return stamps
+
+
+def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: str,
+                           decoder_order: Callable[[int], list[int]] | None) -> tuple[list[int], set[int]]:
+    """Stamps for Matroska blocks the demuxer gives none because they lie before zero (the CLI
+    shows them first, in the order its decoder outputs them), and the positions of those the
+    decoder gives no frame for (an HEVC cut's leading RASL frames, which the CLI does not show
+    either: hidden, stamped before all others). Accepted only where that is all it can be:
+    Matroska, every stamp the demuxer gives at least zero, the file starting at a key frame, and
+    the decoder outputting every unstamped frame it shows before any stamped one. They are stamped
+    one frame apart before the first stamped frame, in the decoder's output order. Anything else
+    is refused: its frames cannot be named."""
+    missing = [i for i, p in enumerate(raw) if p is None]
+    stamped = [p for p in raw if p is not None]
+    refusal = UnsupportedVideo("unsupported_container",
+                               f"{label}: {len(missing)} of {len(raw)} packets carry no time stamp, so decoded "
+                               "frames cannot be matched to their place")
+    if label.split("/")[0] != MATROSKA or not keyframe[0] or min(stamped, default=0) < 0 or decoder_order is None:
+        raise refusal
+    order = decoder_order(missing[-1])
+    shown = [i for i in order if raw[i] is None]
+    if order[:len(shown)] != shown or len(set(shown)) != len(shown):
+        raise UnsupportedVideo("unsupported_container",
+                               f"{label}: {len(missing)} packets carry no time stamp and the decoder shows some of "
+                               "them after stamped ones, so they cannot be placed")
+    dropped = sorted(set(missing) - set(shown))
+    step, first = _frame_step(stamped), min(stamped, default=0)
+    stamps: list[int] = [p for p in raw]  # type: ignore[misc]
+    for rank, i in enumerate(dropped + shown):
+        stamps[i] = first - (len(dropped) + len(shown) - rank) * step
+    return stamps, set(dropped)
 
 
 def _partial_shown_before(pts: list[int], corrupt: list[bool]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import video_zoo
@@ -16,7 +17,7 @@ import video_zoo
 from sources import budget
 from sources.records import Reject, VideoRecord
 from sources.video import VideoSource, clip_frames, decord_available
-from sources.video_decode import probe
+from sources.video_decode import decode_frames, probe
 
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 
@@ -266,23 +267,118 @@ def test_frames_of_files_the_cli_writes_are_the_frames_it_shows(tmp_path, name: 
         _assert_frames_as_shown(record, reference)
 
 
-def test_mpeg_ts_files_joined_end_to_end_are_a_counted_reject(tmp_path):
-    """`cat a.ts b.ts`: the second recording's clock starts again, so its stamps repeat the
-    first's and a decoded frame cannot be named by its stamp. `unsupported_container` with
-    that reason, never frames of the wrong part."""
-    video_zoo.require_ffmpeg()
+# -- files joined end to end, stamps before zero: restamped (`sources.video_index`) -----------
+JOINED = {  # name: the codec options of each part (x264 with B-frames; MPEG-2 with open GOPs)
+    "h264.ts": [*video_zoo.X264_CLI, "-g", "10", "-bf", "2"],
+    "mpeg2.ts": ["-c:v", "mpeg2video", "-q:v", "2", "-g", "12", "-bf", "2"],
+    "mpeg2.mpg": ["-c:v", "mpeg2video", "-q:v", "2", "-g", "12", "-bf", "2"],
+}
+
+
+def _parts(tmp_path: Path, name: str, sizes=((64, 48), (64, 48)), n: int = 30) -> list[Path]:
+    """Parts of `n` frames each, written apart by the CLI (so each starts its clock again): part k
+    shows the pattern's frames k*n.. (every part scaled to its size)."""
     parts = []
-    for k in range(2):
-        part = tmp_path / f"_part{k}.ts"
-        video_zoo.ffmpeg("-i", _source(tmp_path, 60), "-vf", f"select=between(n\\,{30 * k}\\,{30 * k + 29}),"
-                         "setpts=N/25/TB", *video_zoo.X264_CLI, "-g", "10", "-pix_fmt", "yuv420p", str(part))
-        parts.append(part.read_bytes())
-    path = tmp_path / "joined.ts"
-    path.write_bytes(b"".join(parts))
-    assert len(video_zoo.sequential(path)) == 60  # the CLI shows both parts
+    for k, (w, h) in enumerate(sizes):
+        part = tmp_path / f"_part{k}{Path(name).suffix}"
+        video_zoo.ffmpeg("-i", _source(tmp_path, n * len(sizes)), "-vf", f"select=between(n\\,{n * k}\\,{n * k + n - 1}),"
+                         f"setpts=N/25/TB,scale={w}:{h}", *JOINED[name], "-pix_fmt", "yuv420p", str(part))
+        parts.append(part)
+    return parts
+
+
+def _joined(tmp_path: Path, name: str, parts: list[Path]) -> Path:
+    """`cat part0 part1 > joined`: what a camera's or a recorder's split files joined by hand give."""
+    path = tmp_path / f"joined_{name}"
+    path.write_bytes(b"".join(part.read_bytes() for part in parts))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(JOINED))
+def test_mpeg_files_joined_end_to_end_give_every_frame_the_cli_shows(tmp_path, name: str):
+    """`cat a.ts b.ts > c.ts` (and MPEG-PS `.mpg` alike): ffmpeg and VLC play both parts, but the
+    second part's clock starts again, so its stamps repeat the first's, and the file was refused
+    (`unsupported_container`: "packets share time stamps"). Now each part is placed after the one
+    before, as the CLI shows them: the count is the CLI's and every frame equals the CLI's frame
+    at its place, pixel for pixel, however the clips pick them (the file is read from its start,
+    never seeked: the demuxer's stamps repeat)."""
+    video_zoo.require_ffmpeg()
+    path = _joined(tmp_path, name, _parts(tmp_path, name))
+    reference = video_zoo.sequential(path)
+    assert len(reference) == 60 and [video_zoo.read_index(f) for f in reference] == list(range(60))
+    for decoder in DECODERS:
+        record = _read(path, decoder, strides=(1, 3))
+        assert record.n_frames == 60, decoder
+        assert record.clips[0].lineage["restamped"] == "joined"
+        assert _assert_frames_as_shown(record, reference, everything=reference, tolerance=0.5) > 60
+
+
+def test_joined_mpeg_ts_parts_of_two_sizes_keep_each_frame_its_size(tmp_path):
+    """Two recordings of different sizes joined by `cat` (a mid-stream resolution change): each
+    frame keeps its own size, equal byte for byte to what the CLI decodes without scaling it to
+    the first size (`-autoscale 0`, framemd5 of rgb24)."""
+    import hashlib
+
+    video_zoo.require_ffmpeg()
+    path = _joined(tmp_path, "h264.ts", _parts(tmp_path, "h264.ts", sizes=((64, 48), (96, 64), (64, 48)), n=12))
+    listing = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-autoscale", "0",
+                              "-vsync", "passthrough", "-pix_fmt", "rgb24", "-f", "framemd5", "-"],
+                             capture_output=True, text=True, check=True).stdout
+    expected = [(int(line.split(",")[4]), line.split(",")[5].strip()) for line in listing.splitlines()
+                if line and not line.startswith("#")]
+    assert len(expected) == 36 and {size for size, _ in expected} == {64 * 48 * 3, 96 * 64 * 3}
+    assert probe(str(path)).n_frames == 36
+    for wanted in (range(36), range(2, 36, 5)):
+        got = dict(decode_frames(str(path), wanted))
+        assert sorted(got) == list(wanted)
+        assert all((frame.size, hashlib.md5(frame.tobytes()).hexdigest()) == expected[i] for i, frame in got.items())
+
+
+def test_mpeg_ts_joined_to_a_part_cut_mid_gop_is_a_counted_reject(tmp_path):
+    """`cat a.ts b.ts` where b.ts is a capture that starts mid-GOP: the CLI decodes b's first
+    frames against a's pictures (frames that show neither). Refused, naming why, never guessed."""
+    video_zoo.require_ffmpeg()
+    first, second = _parts(tmp_path, "h264.ts")
+    cut = video_zoo._head_cut(second, tmp_path / "_cut.ts", 188)
+    path = _joined(tmp_path, "cut.ts", [first, cut])
     (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
     assert isinstance(item, Reject) and item.reason == "unsupported_container", item
-    assert "share time stamps" in item.detail
+    assert "start again at packet 30, which is not a key frame" in item.detail
+
+
+NEGATIVE = {  # name: (the encoder of the whole clip, the cut's muxing options)
+    "h264_disabled.mkv": ([*video_zoo.X264_CLI, "-g", "12", "-bf", "3"], ["-avoid_negative_ts", "disabled"]),
+    "hevc_default.mkv": (["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=12:log-level=error"], []),
+    "hevc_disabled.mkv": (["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=12:log-level=error"],
+                          ["-avoid_negative_ts", "disabled"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEGATIVE))
+def test_an_mkv_cut_with_negative_stamps_gives_the_frames_the_cli_shows(tmp_path, name: str):
+    """`ffmpeg -ss 1.3 -i in.mp4 -c copy out.mkv` of B-frames (or HEVC's open GOPs, even with the
+    default muxing): the frames from the key frame before the cut are kept, stamped before zero.
+    FFmpeg's Matroska demuxer gives those blocks no stamp at all, and the file was refused
+    ("packets carry no time stamp"); the CLI shows them first (HEVC's leading RASL frames of that
+    key frame not at all: its decoder drops them). Their order is the decoder's: count and pixels
+    equal the CLI's."""
+    video_zoo.require_ffmpeg()
+    encoder, muxing = NEGATIVE[name]
+    whole = tmp_path / "_whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), *encoder, "-pix_fmt", "yuv420p", str(whole))
+    path = tmp_path / name
+    video_zoo.ffmpeg("-ss", "1.3", "-i", str(whole), "-c", "copy", *muxing, str(path))
+    with av.open(str(path)) as container:  # what makes the file: blocks the demuxer gives no stamp
+        assert sum(p.pts is None for p in container.demux(video=0) if p.size) > 0
+    reference = video_zoo.sequential(path)
+    first = video_zoo.read_index(reference[0])  # the key frame before 1.3 s
+    assert first < 32 and [video_zoo.read_index(f) for f in reference] == list(range(first, 90))
+    for decoder in DECODERS:
+        record = _read(path, decoder, strides=(1, 5))
+        assert record.n_frames == len(reference), decoder
+        assert record.clips[0].lineage["restamped"] == "negative"
+        assert record.clips[0].frame_times[:2] == (0.0, 0.04)
+        assert _assert_frames_as_shown(record, reference, everything=reference, tolerance=0.5) > len(reference)
 
 
 @pytest.mark.skipif(not decord_available(), reason="decord is not installed")
@@ -397,3 +493,56 @@ def test_a_file_decord_counts_otherwise_is_left_to_pyav(tmp_path, monkeypatch):
     assert record.clips[0].lineage["decoder_note"] == \
         "decord is not frame-exact here (decord counts 41 frames where 40 are shown): PyAV decodes"
     _assert_frames_as_shown(record, video_zoo.sequential(path))
+
+
+# -- an audit of what cameras, phones and tools write, frame for frame against the CLI ------
+AUDITED = {  # name: the CLI's arguments after its input (testsrc2, or its frames shrunk by -vf)
+    "audio_first.mp4": ["-map", "1:a", "-map", "0:v", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"],
+    "audio_first.mkv": ["-map", "1:a", "-map", "0:v", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "libopus"],
+    "one_frame.mp4": ["-frames:v", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    "two_frames.ts": ["-frames:v", "2", "-c:v", "libx264", "-bf", "2", "-pix_fmt", "yuv420p"],
+    "two_frames.webm": ["-frames:v", "2", "-c:v", "libvpx-vp9"],
+    "one_pixel.mkv": ["-vf", "scale=1:1", "-c:v", "ffv1"],
+    "one_pixel.webm": ["-vf", "scale=1:1", "-c:v", "libvpx-vp9"],
+    "one_pixel.mp4": ["-vf", "scale=1:1", "-c:v", "libx264", "-pix_fmt", "yuv444p"],
+    "full_range.mp4": ["-c:v", "libx264", "-pix_fmt", "yuvj420p"],
+    "bt601_tagged.mp4": ["-vf", "scale=out_color_matrix=bt601,format=yuv420p", "-c:v", "libx264", "-colorspace",
+                         "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(AUDITED))
+def test_files_phones_and_tools_write_give_the_cli_frames_pixel_for_pixel(tmp_path, name: str):
+    """An audio track listed before the video, clips of one or two frames (B-frames asked for),
+    1x1 frames, full-range `yuvj420p` and BT.601-tagged H.264: every frame equals the CLI's
+    (`-vsync passthrough`, rgb24), read whole and sparsely. (Rotation, edit lists, two video
+    tracks, interlaced and changing sizes: tests/test_video_zoo.py and the tests above.)"""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / name
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=0.4", "-f", "lavfi",
+                    "-i", "sine=d=0.5", *AUDITED[name], str(path)], check=True)
+    reference = video_zoo.sequential(path)
+    info = probe(str(path))
+    assert info.n_frames == len(reference) and (info.height, info.width) == reference[0].shape[:2]
+    for wanted in (range(info.n_frames), range(info.n_frames - 1, -1, -3)):
+        got = dict(decode_frames(str(path), wanted))
+        assert sorted(got) == sorted(wanted) and all(np.array_equal(got[i], reference[i]) for i in got)
+
+
+@pytest.mark.parametrize("suffix", [".mpg", ".ts"])
+def test_interlaced_mpeg2_is_woven_as_the_cli_converts_its_fields(tmp_path, suffix: str):
+    """MPEG-2 coded as fields (DVD, broadcast: `-flags +ildct+ilme`, B-frames, PS and TS): every
+    frame equals the CLI's conversion of each field's chroma on its own (`scale=interl=1`),
+    byte for byte, and is far from the progressive one (the file tells them apart)."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / f"interlaced{suffix}"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=128x96:rate=25:d=0.8",
+                    "-c:v", "mpeg2video", "-q:v", "2", "-bf", "2", "-g", "12", "-flags", "+ildct+ilme", "-top", "1",
+                    str(path)], check=True)
+    fields = _cli_frames(path, 128, 96, "scale=interl=1")
+    progressive = _cli_frames(path, 128, 96, "scale=interl=0")
+    assert len(fields) == 20 and np.abs(fields.astype(int) - progressive).mean() > 2
+    info = probe(str(path))
+    assert info.n_frames == 20 and info.interlaced
+    got = dict(decode_frames(str(path), range(0, 20, 3)))
+    assert sorted(got) == list(range(0, 20, 3)) and all(np.array_equal(got[i], fields[i]) for i in got)
