@@ -73,6 +73,12 @@ class Sample:
     members: dict[str, Any] = field(default_factory=dict)  # extension -> what `Keep` kept
     dropped: bool = False  # rejected whole by `Keep` (a member over the cap): its later members are not read
     cut: bool = False  # the tar ends inside it: its `truncated_sample` is said (unless dropped), never a record
+    names: dict[str, str] = field(default_factory=dict)  # extension -> the member's name as the tar spells it
+
+    def member_name(self, ext: str) -> str:
+        """The name in the tar of this sample's member `ext` (`X.JPG`, `./x.jpg`: `members` keys its
+        extension in lower case, and its key is in NFC), for a reject's `input` to name it as it is."""
+        return self.names.get(ext, f"{self.key}.{ext}")
 
 
 # A source's say on one member of `sample` with extension `ext`: keep something in
@@ -491,13 +497,16 @@ def _drain(tar: tarfile.TarFile, inflated: GzipStream) -> None:
 
 def check_end_marker(tar: tarfile.TarFile, handle, gzipped: bool = False) -> None:
     """Raise when an uncompressed tar stops at a member boundary without its end-of-archive
-    block: `tarfile` ends such a stream quietly, and a shard cut there would look whole; or when
+    block (a file's, an inflated copy's or a stream's: tarfile read no zero block where it stopped):
+    `tarfile` ends such a stream quietly, and a shard cut there would look whole; or when
     a gzipped one's stream was damaged past where tarfile read (`GzipStream.error`), or goes on
     past `tail_bound` after its end, streamed (`_drain`) or inflated (`gzipped`: the handle is
     `small_gzip`'s or `spooled_gzip`'s copy) alike."""
     inflated = getattr(tar.fileobj, "fileobj", None)
     if isinstance(inflated, GzipStream):
         _drain(tar, inflated)
+    if isinstance(tar.fileobj, tarfile._Stream) and tar.fileobj.pos < tar.offset + tarfile.BLOCKSIZE:
+        raise _no_end_block(tar.offset)  # streamed: tarfile read no zero block there, only the stream's end
     if _plain_file(tar.fileobj) is None:
         return
     try:
@@ -507,10 +516,14 @@ def check_end_marker(tar: tarfile.TarFile, handle, gzipped: bool = False) -> Non
     except (OSError, ValueError):  # a stream that cannot seek: nothing more to learn
         return
     if len(tail) < tarfile.BLOCKSIZE or tail.count(0) != tarfile.BLOCKSIZE:
-        raise tarfile.ReadError(f"the archive ends after {tar.offset} bytes without its end-of-archive "
-                                "block (cut short)")
+        raise _no_end_block(tar.offset)
     if size is not None and size - tar.offset > tail_bound(tar.offset):
         raise _tail_too_long(tar.offset)
+
+
+def _no_end_block(offset: int) -> tarfile.ReadError:
+    """A tar that stops at a member boundary: read from its file, inflated or streamed, one verdict."""
+    return tarfile.ReadError(f"the archive ends after {offset} bytes without its end-of-archive block (cut short)")
 
 
 def _plain(handle: IO[bytes]) -> str:
@@ -933,6 +946,7 @@ SCATTERED_SAMPLE = "scattered_sample"
 DUPLICATE_MEMBER = "duplicate_member"
 
 
+_NAME_BYTES = 120  # a member name's entry in `Sample.names` besides its characters (str, dict slot)
 _SAMPLE_BYTES = 512  # a held sample's own memory: its object, its key, its dict of members (~450 bytes measured)
 
 
@@ -940,8 +954,9 @@ def _held_bytes(sample: Sample) -> int:
     """What a held sample takes in memory: itself (`_SAMPLE_BYTES` and its key) and its kept members
     (a header kept stands for a few hundred bytes). Counted with the sample: 80,000 samples of
     1-byte members spread over a tar held 35 MB counted as 80 KB, so the budget bounded nothing."""
-    return _SAMPLE_BYTES + len(sample.key) + sum(len(value) if isinstance(value, (bytes, str)) else 512
-                                                 for value in sample.members.values())
+    return (_SAMPLE_BYTES + len(sample.key) + sum(len(value) if isinstance(value, (bytes, str)) else 512
+                                                  for value in sample.members.values())
+            + sum(_NAME_BYTES + len(name) for name in sample.names.values()))
 
 
 @dataclass
@@ -1001,6 +1016,7 @@ class _Runs:
                                f"{info.name}: key {key} already has a {ext} member in {self.archive}",
                                self.at(info.name))
             return
+        self.sample.names[ext] = info.name
         if not self.sample.dropped:
             rejected = self.keep(tar, info, self.sample, ext)
             if rejected is not None:
