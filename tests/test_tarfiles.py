@@ -819,7 +819,7 @@ def test_a_tar_of_more_members_than_the_cap_is_indexed_and_read_only_up_to_it(tm
     assert "corrupt_archive" not in "".join(whole)
     monkeypatch.setattr(tar_members, "MAX_TAR_MEMBERS", 31)
     layout = tar_members.scan(str(shard), lambda member: tar_members.split_member(member)[0])
-    assert len(layout.key_ends) == 16  # members 0-30: samples 0-15, no further
+    assert layout.keys == 16  # members 0-30: samples 0-15, no further
     capped = _items(LaionSource("web", str(shard.parent), "webdataset"))
     joined = "".join(capped)
     assert "corrupt_archive" in joined and "holds more than 31 members" in joined
@@ -914,7 +914,7 @@ def test_a_webdataset_shard_of_its_default_maxcount_with_many_fields_is_read_who
     assert len(shards) == 1
 
     layout = tar_members.scan(str(shards[0]), lambda member: tar_members.split_member(member)[0])
-    assert not layout.damaged and len(layout.key_ends) == 84_000  # the old cap stopped the index at 500,000
+    assert not layout.damaged and layout.keys == 84_000  # the old cap stopped the index at 500,000
 
 
 def test_a_gzipped_tar_without_its_end_of_archive_block_is_cut_inflated_spooled_or_streamed(tmp_path, monkeypatch):
@@ -964,3 +964,35 @@ def test_a_shards_members_are_named_in_rejects_and_records_as_the_tar_spells_the
     assert {name.split(":", 1)[1] for name in inputs} <= set(held), inputs
     assert "00000.tar:000000000.JPG" in inputs and "00000.tar:000000001.NPY" in inputs, inputs
     assert sum(isinstance(item, Reject) and item.reason == "duplicate_key" for item in items) == 1
+
+
+def test_the_scans_index_of_names_and_keys_takes_its_few_bytes_a_member(tmp_path, monkeypatch):
+    """`scan`'s index of member names and sample keys held ~240 bytes a member in dicts (+242 MiB
+    at the 2**20-member cap, a tar of one-file samples, counted by no budget). Its arrays take
+    `INDEX_BYTES_PER_MEMBER` (48) a member; with the sort at the end the scan's peak stays under
+    100 bytes a member (traced, its kept headers set aside), and what it tells the read is the
+    same: the copy `tar -r` appended shadows the first, a scattered key's last member is known."""
+    import tracemalloc
+
+    from sources import tar_members
+
+    require_archivers("tar")
+    shard = tmp_path / "00000.tar"
+    count = 40_000
+    with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT) as tar:  # one empty member a sample
+        for index in range(count):
+            tar.addfile(tarfile.TarInfo(f"{index:09d}.jpg"))
+    (tmp_path / "000000007.jpg").write_bytes(b"again")
+    (tmp_path / "000000003.txt").write_bytes(b"apart")
+    subprocess.run(["tar", "-rf", str(shard), "-C", str(tmp_path), "000000007.jpg", "000000003.txt"], check=True)
+    monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 0)
+    tracemalloc.start()
+    try:
+        layout = tar_members.scan(str(shard), lambda member: tar_members.split_member(member)[0])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * count, peak / count
+    assert not layout.damaged and layout.keys == count
+    assert list(layout.copies.values()) == [[1, count * 512]]  # the appended copy's header offset
+    assert sorted(layout.key_ends.values()) == [count, count + 1]  # keys 7 and 3: their members lie apart
