@@ -623,7 +623,8 @@ class LaionSource:
 
         column = _image_column(uri)
         with fsio.open_file(uri) as handle:
-            batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",))
+            batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",),
+                                             source=handle)
             at = self._at(uri)
             for first, rows in _row_lists(batches):
                 for offset, row in enumerate(rows):
@@ -689,7 +690,7 @@ class LaionSource:
                              split_hint=hint, input=f"{at} column {column}")
             others = {*hf_parquet.image_columns(parquet.schema_arrow), *lists} - {image}  # never read
             columns = [c for c in parquet.schema_arrow.names if c not in others]
-            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns)):
+            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns, source=handle)):
                 for offset, row in enumerate(rows):
                     index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
                     key = data_key(self.name, shard, str(index))

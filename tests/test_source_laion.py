@@ -1838,3 +1838,41 @@ def test_one_image_added_to_a_folder_changes_only_its_unit(tmp_path):
     assert len(before) > 2 and sum(map(len, (u.uris for u in after))) == 1201
     assert len(set(after) - set(before)) == 1 and len(set(before) - set(after)) == 1
     assert max(len(u.uris) for u in after) <= laion.FOLDER_UNIT_MOST * laion.FOLDER_FILES_PER_UNIT
+
+
+@pytest.mark.parametrize("layout", ["huggingface", "img2dataset"])
+def test_a_dictionary_encoded_row_group_is_judged_on_the_values_its_rows_hold(tmp_path: Path, monkeypatch,
+                                                                              layout: str):
+    """pyarrow dictionary-encodes byte strings: a file of one image in 200 rows (a placeholder
+    repeated, or `dictionary_pagesize_limit` raised) declares one image's bytes in its footer and
+    reads as 200 copies (an 8 MiB image: an 8 MB file declaring 8 MiB read at 2.1 GB peak RSS).
+    The row group is judged on what its rows hold, as its plainly written twin is: over the budget
+    each row is its `row_group_too_large` reject, saying so; the next group's distinct images are built."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import hf_parquet
+
+    picture = _encoded("PNG", 5, size=128)  # ~49 KB, 200 rows: ~9.8 MB held, under 1 MB declared
+    others = [_encoded("PNG", seed, size=8) for seed in range(3)]
+    pictures = [picture] * 200 + others
+    if layout == "huggingface":
+        rows = [{"image": {"bytes": b, "path": None}, "text": f"c{i}", "label": 0} for i, b in enumerate(pictures)]
+        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        schema = pa.schema([("image", image), ("text", pa.string()), ("label", pa.int64())], metadata=HF_METADATA)
+        table, path = pa.Table.from_pylist(rows, schema=schema), tmp_path / "train.parquet"
+    else:
+        rows = [{"key": f"{i:09d}", "status": "success", "error_message": None, "txt": f"c{i}", "jpg": b}
+                for i, b in enumerate(pictures)]
+        table, path = pa.Table.from_pylist(rows), tmp_path / "00000.parquet"
+    pq.write_table(table, path, row_group_size=200)
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    declared = hf_parquet.declared_bytes(group)
+    assert declared < 1 << 20 < 200 * len(picture)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 4 << 20)
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [i.reason for i in items[:200]] == ["row_group_too_large"] * 200, items[0]
+    assert "holds" in items[0].detail and f"its footer declares {declared}" in items[0].detail
+    assert [i.data for i in items[200:]] == others
+    if layout == "img2dataset":
+        assert items[0].key == "web-00000-000000000"
