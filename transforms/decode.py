@@ -70,6 +70,7 @@ from transforms.headers import (
     embedded_images,
     gif_frames,
     gif_screen,
+    heif_size,
     icon_entries,
     jpeg_layout,
     marker_lossless,
@@ -224,6 +225,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
+    declared = heif_size(data)  # before Image.open: libavif's refusal read as "cannot decode AVIF"
+    if declared and declared[0] * declared[1] > max_pixels:
+        raise DecodeError("decompression_bomb", f"{declared[0]}x{declared[1]} exceeds max_pixels={max_pixels}")
     opened = without_png_text(data)  # outside the try: its own `corrupt_header` stands as it is
     try:
         image = Image.open(io.BytesIO(opened))
