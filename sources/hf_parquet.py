@@ -95,7 +95,7 @@ def features(schema) -> dict[str, dict]:
     raw = (schema.metadata or {}).get(HF_METADATA_KEY)
     try:
         declared = json.loads(raw)["info"]["features"] if raw else {}
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested past Python's limit
         return {}
     return {k: v for k, v in declared.items() if isinstance(v, dict)} if isinstance(declared, dict) else {}
 

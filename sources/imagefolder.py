@@ -236,8 +236,9 @@ def _jsonl_rows(text: str, parsed: Metadata) -> Iterator[Row]:
             continue
         try:
             value = json.loads(line)
-        except ValueError as exc:
-            parsed.problems.append((number, BAD_METADATA, f"line {number}: not JSON ({str(exc)[:80]})"))
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's limit
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:80]
+            parsed.problems.append((number, BAD_METADATA, f"line {number}: not JSON ({why})"))
             continue
         if not isinstance(value, dict):
             what = type(value).__name__

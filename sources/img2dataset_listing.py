@@ -205,10 +205,12 @@ def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None
 
 
 def parse_json(data: bytes | None) -> dict:
+    """A sample's `.json` as a dict; {} for one that is no JSON object, or nested past Python's
+    recursion limit (a `[` * 200,000: json's RecursionError failed the whole shard's unit)."""
     if not data:
         return {}
     try:
         parsed = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     return parsed if isinstance(parsed, dict) else {}

@@ -1876,3 +1876,46 @@ def test_a_dictionary_encoded_row_group_is_judged_on_the_values_its_rows_hold(tm
     assert [i.data for i in items[200:]] == others
     if layout == "img2dataset":
         assert items[0].key == "web-00000-000000000"
+
+
+def test_json_nested_past_the_recursion_limit_fails_no_shard_and_no_metadata_file(tmp_path: Path):
+    """A web sample's `.json` of 200,000 nested brackets (GNU tar of the files) raised json's
+    RecursionError out of the shard's read: its unit failed, the samples after it lost. It reads
+    as a `.json` that is no JSON object (the sample built without it); an ImageFolder
+    `metadata.jsonl` line like it is that line's `bad_metadata`, the other rows read."""
+    deep = "[" * 200_000 + "]" * 200_000
+    files, web = tmp_path / "files", tmp_path / "web"
+    files.mkdir()
+    web.mkdir()
+    for index in range(3):
+        (files / f"{index:09d}.jpg").write_bytes(_encoded("JPEG", index))
+    (files / "000000000.json").write_text(deep)
+    subprocess.run(["tar", "-cf", str(web / "00000.tar"), "-C", str(files), *sorted(os.listdir(files))], check=True)
+    items = _read_all(LaionSource("web", str(web), "webdataset"))
+    assert [type(i).__name__ for i in items] == ["ImageRecord"] * 3, items
+
+    folder = tmp_path / "imagefolder"
+    folder.mkdir()
+    for index in range(2):
+        (folder / f"{index}.jpg").write_bytes(_encoded("JPEG", index))
+    (folder / "metadata.jsonl").write_text(f'{{"file_name": "0.jpg", "text": "a"}}\n{{"file_name": "1.jpg", "x": {deep}}}\n')
+    items = _read_all(LaionSource("imgs", str(folder)))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert [r.lineage.get("caption") for r in records] == ["a"], items
+    problems = [i for i in items if isinstance(i, Reject) and i.reason == "bad_metadata"]
+    assert len(problems) == 1 and "line 2: not JSON (nested too deeply)" in problems[0].detail, items
+
+
+def test_a_parquet_whose_huggingface_metadata_nests_past_the_recursion_limit_declares_no_features(tmp_path: Path):
+    """A parquet whose `huggingface` schema metadata is 200,000 nested brackets (pyarrow writes
+    any bytes there) raised RecursionError reading its features; it declares none, as metadata
+    that is no JSON does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import hf_parquet
+
+    deep = b"[" * 200_000 + b"]" * 200_000
+    schema = pa.schema([("text", pa.string())], metadata={hf_parquet.HF_METADATA_KEY: deep})
+    pq.write_table(pa.Table.from_pylist([{"text": "a"}], schema=schema), tmp_path / "train.parquet")
+    assert hf_parquet.features(pq.ParquetFile(tmp_path / "train.parquet").schema_arrow) == {}
