@@ -253,6 +253,9 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
         size = declared = declared_bytes(group, columns)
         if size <= ROW_GROUP_BYTES and source is not None and _dictionary_chunks(group, columns):
             size = value_bytes(source, parquet, index, columns)
+        if size > ROW_GROUP_BYTES and group.num_rows > size:  # each row its reject: a count no bytes back
+            raise ValueError(f"{name}: row group {index} declares {group.num_rows} rows in {size} bytes: "
+                             "a damaged footer (no row is read; a row of an image takes bytes)")
         if size > ROW_GROUP_BYTES:
             readable = key_columns and (source is None or value_bytes(source, parquet, index, list(key_columns))
                                         <= ROW_GROUP_BYTES)

@@ -1919,3 +1919,45 @@ def test_a_parquet_whose_huggingface_metadata_nests_past_the_recursion_limit_dec
     schema = pa.schema([("text", pa.string())], metadata={hf_parquet.HF_METADATA_KEY: deep})
     pq.write_table(pa.Table.from_pylist([{"text": "a"}], schema=schema), tmp_path / "train.parquet")
     assert hf_parquet.features(pq.ParquetFile(tmp_path / "train.parquet").schema_arrow) == {}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def test_a_footer_declaring_more_rows_than_bytes_in_a_row_group_over_the_budget_is_a_bad_parquet(
+        tmp_path: Path, monkeypatch):
+    """A `datasets` parquet (pyarrow-written, 12,345 rows in one row group) whose footer was
+    damaged to declare 1,000,000 rows (10**12 took every byte of memory): a group over the
+    budget gave a list of one empty row a declared row, and a reject each, never reading a byte
+    that backs them. A group over the budget declaring more rows than bytes is a `bad_parquet`
+    saying so, the build going on."""
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import hf_parquet
+
+    count = 12_345
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string()), ("label", pa.int64())], metadata=HF_METADATA)
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist([{"image": {"bytes": b"\xff\xd8\xff", "path": None}, "text": "c", "label": 0}]
+                                        * count, schema=schema), path, row_group_size=count)
+    data = path.read_bytes()
+    length = struct.unpack("<I", data[-8:-4])[0]
+    footer = data[-8 - length : -8].replace(_varint(count << 1), _varint(1_000_000 << 1))  # zigzag i64s
+    path.write_bytes(data[: -8 - length] + footer + struct.pack("<I", len(footer)) + b"PAR1")
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    declared = hf_parquet.declared_bytes(group)
+    assert group.num_rows == 1_000_000 and declared < 1_000_000
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", declared - 1)  # over the budget by its footer alone
+    items = _read_all(LaionSource("hf", str(tmp_path)))
+    assert [i.reason for i in items] == ["bad_parquet"], len(items)
+    assert "declares 1000000 rows in" in items[0].detail, items[0].detail
