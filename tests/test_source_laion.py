@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -1961,3 +1962,30 @@ def test_a_footer_declaring_more_rows_than_bytes_in_a_row_group_over_the_budget_
     items = _read_all(LaionSource("hf", str(tmp_path)))
     assert [i.reason for i in items] == ["bad_parquet"], len(items)
     assert "declares 1000000 rows in" in items[0].detail, items[0].detail
+
+
+def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(tmp_path: Path, monkeypatch):
+    """A `metadata.parquet` (pyarrow-written) whose caption is one long text in every row is stored
+    once, dictionary-encoded: 395 KB declaring 8 MiB held 200 copies of an 8 MiB caption, read
+    1,024 rows a batch before the kept-text budget could say no (4.9 GB peak RSS). Its row group is
+    judged on the values its rows hold before any is read: over the budget, the file is its
+    `file_too_large` reject (its images then `unlisted_image`), saying so."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import imagefolder
+
+    for index in range(3):
+        (tmp_path / f"{index}.jpg").write_bytes(_encoded("JPEG", index))
+    caption = "a long caption " * 4096  # 60 KiB, in 200 rows: 12 MB held, ~60 KiB declared
+    pq.write_table(pa.table({"file_name": [f"{i}.jpg" for i in range(3)] + [f"gone{i}.jpg" for i in range(197)],
+                             "text": [caption] * 200}), tmp_path / "metadata.parquet")
+    declared = pq.ParquetFile(tmp_path / "metadata.parquet").metadata.row_group(0).total_byte_size
+    assert declared < 1 << 20
+    monkeypatch.setattr(imagefolder, "MAX_METADATA_PARQUET_BYTES", 4 << 20)
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    reasons = sorted(i.reason for i in items if isinstance(i, Reject))
+    assert reasons == ["file_too_large"] + ["unlisted_image"] * 3, items
+    refused = next(i for i in items if i.reason == "file_too_large")
+    held = re.search(rf"holds (\d+) bytes of values \(its footer declares {declared}: ", refused.detail)
+    assert held and 200 * len(caption) < int(held.group(1)) < 200 * len(caption) + 8192, refused.detail
