@@ -1989,3 +1989,35 @@ def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(t
     refused = next(i for i in items if i.reason == "file_too_large")
     held = re.search(rf"holds (\d+) bytes of values \(its footer declares {declared}: ", refused.detail)
     assert held and 200 * len(caption) < int(held.group(1)) < 200 * len(caption) + 8192, refused.detail
+
+
+def test_a_shards_listing_is_judged_on_the_values_its_rows_hold_before_it_is_read(tmp_path: Path, monkeypatch):
+    """The parquet beside a webdataset shard (img2dataset's listing) was read whole, binary
+    columns and all, whatever it held: a caption repeated in every row is stored once,
+    dictionary-encoded, so a small file can hold any number of copies. It is judged before any
+    row is read (its binary columns never are): past the budget it is the shard's `bad_parquet`
+    saying what its rows hold, and the tar's samples are built without it."""
+    import subprocess
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import img2dataset_listing
+
+    files, web = tmp_path / "files", tmp_path / "web"
+    files.mkdir()
+    web.mkdir()
+    for index in range(2):
+        (files / f"{index:09d}.jpg").write_bytes(_encoded("JPEG", index))
+    subprocess.run(["tar", "-cf", str(web / "00000.tar"), "-C", str(files), *sorted(os.listdir(files))], check=True)
+    caption = "a long caption " * 4096
+    count = 200
+    pq.write_table(pa.table({"key": [f"{i:09d}" for i in range(count)], "status": ["success"] * count,
+                             "caption": [caption] * count, "jpg": [b"\xff\xd8\xff"] * count}), web / "00000.parquet")
+    assert (web / "00000.parquet").stat().st_size < 1 << 20
+    monkeypatch.setattr(img2dataset_listing, "MAX_LISTING_BYTES", 4 << 20, raising=False)  # (none before)
+    items = _read_all(LaionSource("web", str(web), "webdataset"))
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [r.reason for r in rejects] == ["bad_parquet"], rejects
+    assert "bytes of values, over the 4194304 byte budget of a listing" in rejects[0].detail
+    assert sum(isinstance(i, ImageRecord) for i in items) == 2
