@@ -2021,3 +2021,25 @@ def test_a_shards_listing_is_judged_on_the_values_its_rows_hold_before_it_is_rea
     assert [r.reason for r in rejects] == ["bad_parquet"], rejects
     assert "bytes of values, over the 4194304 byte budget of a listing" in rejects[0].detail
     assert sum(isinstance(i, ImageRecord) for i in items) == 2
+
+
+def test_the_resize_notice_never_reads_a_listing_past_its_budget(tmp_path: Path, monkeypatch):
+    """The build's img2dataset notice read the listing's `exif` and size columns whole, whatever
+    they held (an EXIF text repeated in every row is stored once, dictionary-encoded). A listing
+    whose notice columns hold more than the listing budget gives no notice (its shard is its
+    `bad_parquet`); within it the notice is said as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import img2dataset_listing
+
+    (tmp_path / "00000").mkdir()
+    count, exif = 200, '{"Image Orientation": "Rotated 90 CW"}' + " " * 60_000
+    pq.write_table(pa.table({"key": [f"{i:09d}" for i in range(count)], "status": ["success"] * count,
+                             "width": [256] * count, "height": [256] * count, "original_width": [640] * count,
+                             "original_height": [480] * count, "exif": [exif] * count}), tmp_path / "00000.parquet")
+    source = LaionSource("web", str(tmp_path), "files")
+    assert any("img2dataset resized 200 of 200 images" in n for n in source.notices())
+    monkeypatch.setattr(img2dataset_listing, "MAX_LISTING_BYTES", 4 << 20, raising=False)  # (none before)
+    monkeypatch.setattr("sources.img2dataset_notices.MAX_LISTING_BYTES", 4 << 20, raising=False)
+    assert source.notices() == []
