@@ -95,7 +95,7 @@ def features(schema) -> dict[str, dict]:
     raw = (schema.metadata or {}).get(HF_METADATA_KEY)
     try:
         declared = json.loads(raw)["info"]["features"] if raw else {}
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested past Python's limit
         return {}
     return {k: v for k, v in declared.items() if isinstance(v, dict)} if isinstance(declared, dict) else {}
 
@@ -196,22 +196,74 @@ def declared_bytes(group, columns: list[str] | None = None, leaf: str | None = N
                and (leaf is None or c.path_in_schema == leaf))
 
 
+def _dictionary_chunks(group, columns: list[str] | None) -> list[Any]:
+    """A row group's column chunks of byte strings (binary, text) that carry a dictionary page:
+    each of their rows may repeat one value of the dictionary (`value_bytes`)."""
+    chunks = [group.column(i) for i in range(group.num_columns)]
+    return [c for c in chunks if c.has_dictionary_page and c.physical_type == "BYTE_ARRAY"
+            and (columns is None or c.path_in_schema.split(".")[0] in columns)]
+
+
+def value_bytes(source: Any, parquet, index: int, columns: list[str] | None = None) -> int:
+    """What row group `index`'s `columns` (all by default) hold once their values are byte strings
+    of their own, as a read hands them over: `declared_bytes`, but for a dictionary-encoded chunk
+    of byte strings the bytes of the value each row points at. Its footer says the size of the
+    dictionary: a pyarrow file of one 8 MiB image in 200 rows (`dictionary_pagesize_limit` raised,
+    or a small image repeated) declared 8 MiB and read as 1.6 GB. Those chunks are read here as
+    dictionaries (the dictionary and a 4-byte index a row: within their declared size) from `source`,
+    the opened file."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    group = parquet.metadata.row_group(index)
+    encoded = _dictionary_chunks(group, columns)
+    plain = {c.path_in_schema for c in encoded}
+    size = sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in
+               (group.column(i) for i in range(group.num_columns))
+               if (columns is None or c.path_in_schema.split(".")[0] in columns) and c.path_in_schema not in plain)
+    if not encoded:
+        return size
+    reader = pq.ParquetFile(source, metadata=parquet.metadata, read_dictionary=sorted(plain), pre_buffer=False)
+    for chunk in encoded:
+        held = 0
+        for array in reader.read_row_group(index, columns=[chunk.path_in_schema], use_threads=False).column(0).chunks:
+            while pa.types.is_struct(array.type):  # `image.bytes`: the one leaf read
+                array = array.field(0)
+            if pa.types.is_dictionary(array.type):
+                held += pc.sum(pc.take(pc.binary_length(array.dictionary), array.indices)).as_py() or 0
+            else:
+                held += array.nbytes
+        size += max(chunk.total_uncompressed_size, chunk.total_compressed_size, held)
+    return size
+
+
 def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
-                columns: list[str] | None = None) -> Iterator[tuple[int, list[dict]] | TooLarge]:
-    """Each row group of `parquet` (a `pyarrow.parquet.ParquetFile` of file `name`) as
-    (index of the first row, rows of `columns`, by default all), `BATCH_ROWS` at a time, or as
-    `TooLarge` when its footer declares more than `ROW_GROUP_BYTES` (then only `key_columns` of
-    it are read)."""
+                columns: list[str] | None = None, source: Any = None) -> Iterator[tuple[int, list[dict]] | TooLarge]:
+    """Each row group of `parquet` (a `pyarrow.parquet.ParquetFile` of file `name`, opened from
+    `source`) as (index of the first row, rows of `columns`, by default all), `BATCH_ROWS` at a
+    time, or as `TooLarge` when its footer declares more than `ROW_GROUP_BYTES`, or its values
+    hold more (`value_bytes`, judged where a dictionary-encoded chunk could: then only
+    `key_columns` of it are read, if they hold no more)."""
     meta = parquet.metadata
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first = 0
     for index in range(meta.num_row_groups):
         group = meta.row_group(index)
-        size = declared_bytes(group, columns)
+        size = declared = declared_bytes(group, columns)
+        if size <= ROW_GROUP_BYTES and source is not None and _dictionary_chunks(group, columns):
+            size = value_bytes(source, parquet, index, columns)
+        if size > ROW_GROUP_BYTES and group.num_rows > size:  # each row its reject: a count no bytes back
+            raise ValueError(f"{name}: row group {index} declares {group.num_rows} rows in {size} bytes: "
+                             "a damaged footer (no row is read; a row of an image takes bytes)")
         if size > ROW_GROUP_BYTES:
+            readable = key_columns and (source is None or value_bytes(source, parquet, index, list(key_columns))
+                                        <= ROW_GROUP_BYTES)
             keys = parquet.read_row_group(index, columns=list(key_columns), use_threads=False).to_pylist() \
-                if key_columns else [{} for _ in range(group.num_rows)]
-            yield TooLarge(first, keys, f"{name}: row group {index} declares {size} bytes for its {group.num_rows} "
+                if readable else [{} for _ in range(group.num_rows)]
+            said = f"declares {size} bytes" if size == declared else \
+                f"holds {size} bytes of values (its footer declares {declared}: dictionary-encoded)"
+            yield TooLarge(first, keys, f"{name}: row group {index} {said} for its {group.num_rows} "
                                         f"rows, over the {ROW_GROUP_BYTES} byte budget of one row group: not read; "
                                         "write it with smaller row groups (pyarrow.parquet.write_table(..., "
                                         "row_group_size=100))")

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sources import fsio
+from sources import fsio, hf_parquet
 from sources.paths import path_problem, relative_to_root
 from sources.records import FILE_TOO_LARGE, nfc, read_input_bytes
 from transforms.errors import exception_detail
@@ -214,6 +214,13 @@ def _parquet_rows(data: bytes, parsed: Metadata) -> Iterator[Row]:
         if declared > MAX_METADATA_PARQUET_BYTES:
             raise ParquetUnread(f"declares {declared} bytes uncompressed, over the {MAX_METADATA_PARQUET_BYTES} "
                                 "byte budget of a metadata file: not read", FILE_TOO_LARGE)
+        for index in range(meta.num_row_groups):  # a dictionary-encoded value repeated: its footer says it once
+            held = hf_parquet.value_bytes(pa.BufferReader(data), parquet, index)
+            if held > MAX_METADATA_PARQUET_BYTES:
+                raise ParquetUnread(f"row group {index} holds {held} bytes of values (its footer declares "
+                                    f"{meta.row_group(index).total_byte_size}: dictionary-encoded), over the "
+                                    f"{MAX_METADATA_PARQUET_BYTES} byte budget of a metadata file: not read",
+                                    FILE_TOO_LARGE)
         parsed.columns = list(parquet.schema_arrow.names)
         line = 0
         for batch in parquet.iter_batches(batch_size=1024, use_threads=False):
@@ -236,8 +243,9 @@ def _jsonl_rows(text: str, parsed: Metadata) -> Iterator[Row]:
             continue
         try:
             value = json.loads(line)
-        except ValueError as exc:
-            parsed.problems.append((number, BAD_METADATA, f"line {number}: not JSON ({str(exc)[:80]})"))
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's limit
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:80]
+            parsed.problems.append((number, BAD_METADATA, f"line {number}: not JSON ({why})"))
             continue
         if not isinstance(value, dict):
             what = type(value).__name__

@@ -157,16 +157,30 @@ def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:
     return f"{name} cannot be read ({type(exc).__name__}: {str(exc).replace(uri, name)}); {unknown}"
 
 
+# the values a listing's columns other than binary ones may hold, all its rows together (held whole,
+# as dicts): img2dataset writes 10,000 rows a shard, ~3 MB of them
+MAX_LISTING_BYTES = 64 << 20
+
+
 def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
-    """An img2dataset listing's rows by key, without binary columns."""
+    """An img2dataset listing's rows by key, without binary columns (never read). Judged before any
+    row is read on the values its row groups hold (`hf_parquet.value_bytes`: its footer's sizes, or
+    for a dictionary-encoded column what each row points at): past `MAX_LISTING_BYTES` it is a
+    ValueError (the shard's `bad_parquet`), never read whole (it was, binary columns and all)."""
     import pyarrow.parquet as pq
 
     with fsio.open_file(parquet_uri) as handle:
-        table = pq.read_table(handle, **PYTHON_FILE_READ)
-    if "key" not in table.column_names:
-        return {}
-    keep = [c for c in table.column_names if not hf_parquet.is_binary(table.schema.field(c).type)]
-    return {nfc(str(row["key"])): row for row in table.select(keep).to_pylist()}
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
+        schema = parquet.schema_arrow
+        if "key" not in schema.names:
+            return {}
+        keep = [c for c in schema.names if not hf_parquet.is_binary(schema.field(c).type)]
+        held = sum(hf_parquet.value_bytes(handle, parquet, index, keep) for index in range(parquet.num_row_groups))
+        if held > MAX_LISTING_BYTES:
+            raise ValueError(f"its rows hold {held} bytes of values, over the {MAX_LISTING_BYTES} byte budget of a "
+                             "listing: not read")
+        table = parquet.read(columns=keep, use_threads=False)
+    return {nfc(str(row["key"])): row for row in table.to_pylist()}
 
 
 def download_status(row: dict[str, Any]) -> str:
@@ -205,10 +219,12 @@ def hash_problem(recorded: dict[str, Any], data: bytes, name: str) -> str | None
 
 
 def parse_json(data: bytes | None) -> dict:
+    """A sample's `.json` as a dict; {} for one that is no JSON object, or nested past Python's
+    recursion limit (a `[` * 200,000: json's RecursionError failed the whole shard's unit)."""
     if not data:
         return {}
     try:
         parsed = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     return parsed if isinstance(parsed, dict) else {}

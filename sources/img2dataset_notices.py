@@ -6,22 +6,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from sources import fsio
-from sources.img2dataset_listing import PYTHON_FILE_READ, download_status, parse_json
+from sources import fsio, hf_parquet
+from sources.img2dataset_listing import MAX_LISTING_BYTES, download_status, parse_json
 
 RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
                  "(README: Getting LAION with img2dataset)")
 
 
 def first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
-    """The first success row img2dataset decoded (its `width` recorded), read a batch at a time."""
+    """The first success row img2dataset decoded (its `width` recorded), read a batch at a time; a
+    row group whose values pass `hf_parquet.ROW_GROUP_BYTES` is passed over, as the read passes it."""
     import pyarrow.parquet as pq
 
     with fsio.open_file(parquet_uri) as handle:
-        for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=64, use_threads=False):
-            for row in batch.to_pylist():
-                if download_status(row) == "success" and row.get("width") is not None:
-                    return row
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
+        for index in range(parquet.num_row_groups):
+            if hf_parquet.value_bytes(handle, parquet, index) > hf_parquet.ROW_GROUP_BYTES:
+                continue
+            for batch in parquet.iter_batches(batch_size=64, row_groups=[index], use_threads=False):
+                for row in batch.to_pylist():
+                    if download_status(row) == "success" and row.get("width") is not None:
+                        return row
     return None
 
 
@@ -34,10 +39,12 @@ def listing_rows(parquet_uri: str) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     with fsio.open_file(parquet_uri) as handle:
-        names = pq.read_schema(handle).names
-        handle.seek(0)
-        columns = [c for c in LISTING_NOTICE_COLUMNS if c in names]
-        return pq.read_table(handle, columns=columns, **PYTHON_FILE_READ).to_pylist()
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
+        columns = [c for c in LISTING_NOTICE_COLUMNS if c in parquet.schema_arrow.names]
+        held = sum(hf_parquet.value_bytes(handle, parquet, index, columns) for index in range(parquet.num_row_groups))
+        if held > MAX_LISTING_BYTES:  # judged before any row is read: no notice from it
+            raise ValueError(f"its notice columns hold {held} bytes of values, over {MAX_LISTING_BYTES}")
+        return parquet.read(columns=columns, use_threads=False).to_pylist()
 
 
 def resized_samples(rows: list[dict[str, Any]]) -> tuple[int, int, str] | None:

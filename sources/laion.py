@@ -475,7 +475,7 @@ class LaionSource:
                 yield item
                 continue
             if not (item.cut or item.dropped) and (owns is None or owns(self._key(shard, item.key))):
-                yield from self._sample(shard, item.key, item.members, listing, tar)
+                yield from self._sample(shard, item.key, item.members, listing, tar, item.member_name)
             seen.add(item.key)
         yield from missing_rejects(self.name, listing, shard, seen, fsio.basename(uri), tar + ":")
 
@@ -493,9 +493,10 @@ class LaionSource:
         return None
 
     def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
-                listing: "ShardListing", tar: str) -> Iterator[SourceItem]:
+                listing: "ShardListing", tar: str, named: Callable[[str], str]) -> Iterator[SourceItem]:
+        """A read sample's record and rejects; `named` gives a member's name as the tar spells it."""
         key = self._key(shard, sample_key)
-        at = f"{tar}:{sample_key}"  # a member's name is the sample's key and its extension (in lower case)
+        at = f"{tar}:{sample_key}"  # the sample; a member is `{tar}:{named(ext)}` (`X.JPG`, not `x.jpg`)
         images = _image_members(members)
         if not images:
             yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(members)) or 'none'}",
@@ -505,17 +506,17 @@ class LaionSource:
         for extra in images[1:]:
             yield self._reject(key, "read", "duplicate_key",
                                f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})",
-                               where=f"{at}.{extra}")
-        yield from self._unexpected_members(key, sample_key, members, images, lambda ext: f"{at}.{ext}")
+                               where=f"{tar}:{named(extra)}")
+        yield from self._unexpected_members(key, sample_key, members, images, lambda ext: f"{tar}:{named(ext)}")
         changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
                                members[image_ext], f"{sample_key}.{image_ext}")
         if changed:
-            yield self._reject(key, "read", HASH_MISMATCH, changed, where=f"{at}.{image_ext}")
+            yield self._reject(key, "read", HASH_MISMATCH, changed, where=f"{tar}:{named(image_ext)}")
             return
         lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
         lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage,
-                          input=f"{at}.{image_ext}")
+                          input=f"{tar}:{named(image_ext)}")
 
     def _unexpected_members(self, key: str, sample_key: str, members: dict[str, Any],
                             images: list[str], at: Callable[[str], str]) -> Iterator[Reject]:
@@ -622,7 +623,8 @@ class LaionSource:
 
         column = _image_column(uri)
         with fsio.open_file(uri) as handle:
-            batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",))
+            batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",),
+                                             source=handle)
             at = self._at(uri)
             for first, rows in _row_lists(batches):
                 for offset, row in enumerate(rows):
@@ -688,7 +690,7 @@ class LaionSource:
                              split_hint=hint, input=f"{at} column {column}")
             others = {*hf_parquet.image_columns(parquet.schema_arrow), *lists} - {image}  # never read
             columns = [c for c in parquet.schema_arrow.names if c not in others]
-            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns)):
+            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns, source=handle)):
                 for offset, row in enumerate(rows):
                     index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
                     key = data_key(self.name, shard, str(index))

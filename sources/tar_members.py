@@ -57,6 +57,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
+import numpy as np
+
 from sources import fsio
 from sources.paths import NOT_A_FILE, set_aside_problem
 from sources.records import Reject, bounded, data_key, nfc, raise_machine_error
@@ -73,6 +75,12 @@ class Sample:
     members: dict[str, Any] = field(default_factory=dict)  # extension -> what `Keep` kept
     dropped: bool = False  # rejected whole by `Keep` (a member over the cap): its later members are not read
     cut: bool = False  # the tar ends inside it: its `truncated_sample` is said (unless dropped), never a record
+    names: dict[str, str] = field(default_factory=dict)  # extension -> the member's name, where not `key.ext`
+
+    def member_name(self, ext: str) -> str:
+        """The name in the tar of this sample's member `ext` (`X.JPG`, `./x.jpg`: `members` keys its
+        extension in lower case, and its key is in NFC), for a reject's `input` to name it as it is."""
+        return self.names.get(ext, f"{self.key}.{ext}")
 
 
 # A source's say on one member of `sample` with extension `ext`: keep something in
@@ -491,13 +499,16 @@ def _drain(tar: tarfile.TarFile, inflated: GzipStream) -> None:
 
 def check_end_marker(tar: tarfile.TarFile, handle, gzipped: bool = False) -> None:
     """Raise when an uncompressed tar stops at a member boundary without its end-of-archive
-    block: `tarfile` ends such a stream quietly, and a shard cut there would look whole; or when
+    block (a file's, an inflated copy's or a stream's: tarfile read no zero block where it stopped):
+    `tarfile` ends such a stream quietly, and a shard cut there would look whole; or when
     a gzipped one's stream was damaged past where tarfile read (`GzipStream.error`), or goes on
     past `tail_bound` after its end, streamed (`_drain`) or inflated (`gzipped`: the handle is
     `small_gzip`'s or `spooled_gzip`'s copy) alike."""
     inflated = getattr(tar.fileobj, "fileobj", None)
     if isinstance(inflated, GzipStream):
         _drain(tar, inflated)
+    if isinstance(tar.fileobj, tarfile._Stream) and tar.fileobj.pos < tar.offset + tarfile.BLOCKSIZE:
+        raise _no_end_block(tar.offset)  # streamed: tarfile read no zero block there, only the stream's end
     if _plain_file(tar.fileobj) is None:
         return
     try:
@@ -507,10 +518,14 @@ def check_end_marker(tar: tarfile.TarFile, handle, gzipped: bool = False) -> Non
     except (OSError, ValueError):  # a stream that cannot seek: nothing more to learn
         return
     if len(tail) < tarfile.BLOCKSIZE or tail.count(0) != tarfile.BLOCKSIZE:
-        raise tarfile.ReadError(f"the archive ends after {tar.offset} bytes without its end-of-archive "
-                                "block (cut short)")
+        raise _no_end_block(tar.offset)
     if size is not None and size - tar.offset > tail_bound(tar.offset):
         raise _tail_too_long(tar.offset)
+
+
+def _no_end_block(offset: int) -> tarfile.ReadError:
+    """A tar that stops at a member boundary: read from its file, inflated or streamed, one verdict."""
+    return tarfile.ReadError(f"the archive ends after {offset} bytes without its end-of-archive block (cut short)")
 
 
 def _plain(handle: IO[bytes]) -> str:
@@ -543,7 +558,10 @@ class Layout:
     build the same bytes. `position` is the ordinal of the member being visited."""
 
     copies: dict[bytes, list[int]] = field(default_factory=dict)  # name digest -> [copies to come, last's offset]
-    key_ends: dict[bytes, int] = field(default_factory=dict)  # sample key digest -> ordinal of its last member
+    # sample key digest -> ordinal of its last member, for a key whose members lie in more than one
+    # run (`_Index`): one whose members all lie together has no member after its run's end
+    key_ends: dict[bytes, int] = field(default_factory=dict)
+    keys: int = 0  # the sample keys the scan indexed
     position: int = -1
     headers: "KeptHeaders | None" = None  # a plain tar's member headers as `scan` read them: the read walks them
     inflated: bytes | None = None  # a small gzipped tar as `scan` inflated it (`small_gzip`): the read reads it
@@ -812,6 +830,66 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
     return _scan(uri, keyed, Layout())
 
 
+_DIGEST = 16  # bytes of `_digest`
+
+
+@dataclass
+class _Index:
+    """What `_scan` gathers of a tar's members for its `Layout`, in flat arrays: a 16-byte name
+    digest and a header offset a member, a key digest and a last ordinal a run of members of one
+    sample key (`INDEX_BYTES_PER_MEMBER` at most a member). Dicts of them took ~240 bytes a member
+    (+242 MiB at `MAX_TAR_MEMBERS`, counted by no budget); these 48 at most, sorted once at the end
+    (`finish`) to find the names held twice and the keys whose members lie apart: few, kept in dicts."""
+
+    names: bytearray = field(default_factory=bytearray)
+    offsets: array = field(default_factory=lambda: array("q"))
+    runs: bytearray = field(default_factory=bytearray)
+    run_ends: array = field(default_factory=lambda: array("q"))
+    last_key: bytes = b""
+
+    def add(self, info: tarfile.TarInfo, ordinal: int, keyed: Callable[[str], str] | None) -> None:
+        self.names += _digest(extracted_name(info.name))
+        self.offsets.append(info.offset)
+        if keyed is None:
+            return
+        key = _digest(keyed(info.name))
+        if key == self.last_key:
+            self.run_ends[-1] = ordinal
+            return
+        self.runs += key
+        self.run_ends.append(ordinal)
+        self.last_key = key
+
+    def finish(self, layout: Layout) -> None:
+        """Fill `layout` from the arrays, and let them go."""
+        _, names = _repeated(self.names)
+        for digest, members in names:  # the last copy is built: each earlier one is its `duplicate_member`
+            layout.copies[digest] = [len(members) - 1, self.offsets[int(members[-1])]]
+        layout.keys, keys = _repeated(self.runs)
+        for digest, runs in keys:
+            layout.key_ends[digest] = self.run_ends[int(runs[-1])]
+        self.names, self.offsets, self.runs, self.run_ends = bytearray(), array("q"), bytearray(), array("q")
+
+
+def _repeated(digests: bytearray) -> tuple[int, list[tuple[bytes, np.ndarray]]]:
+    """How many distinct 16-byte digests `digests` holds, and each one it holds more than once
+    with its positions there, ascending (a stable sort: the last is the latest)."""
+    if not digests:
+        return 0, []
+    halves = np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2)
+    order = np.lexsort((halves[:, 1], halves[:, 0]))
+    first, second = halves[order, 0], halves[order, 1]
+    starts = np.flatnonzero(np.concatenate(([True], (first[1:] != first[:-1]) | (second[1:] != second[:-1]))))
+    del first, second
+    ends = np.append(starts[1:], len(order))
+    repeated = []
+    for group in np.flatnonzero(ends - starts > 1):
+        positions = order[starts[group] : ends[group]]
+        at = int(positions[0]) * _DIGEST
+        repeated.append((bytes(digests[at : at + _DIGEST]), positions))
+    return len(starts), repeated
+
+
 def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layout:
     """The `Layout` of the tar at `uri` from its member headers (data skipped; a compressed tar is
     read through); `keyed` gives a member name's sample key (webdataset shards), None for archives
@@ -821,7 +899,7 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
     (three 300-image img2dataset shards: 0.54-0.60 CPU-s read twice, 0.35-0.39 once); none past
     `MAX_KEPT_HEADER_BYTES`. A tar appended to between scan and read ends where the scan saw it end
     (a rerun redoes the unit: the state of its inputs is recorded)."""
-    names: dict[bytes, int] = {}  # name digest -> how many members have it: ~100 bytes a member
+    index = _Index()
     try:
         with _opened(uri, layout) as handle, open_tar(handle, tar_mode(handle)) as tar:
             layout.headers = KeptHeaders() if tar.fileobj is handle else None  # a compressed tar is a stream
@@ -834,14 +912,8 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
                     return layout
                 if layout.headers is not None and not layout.headers.keep(info):
                     layout.headers = None  # let go at once: the read reads the headers again
-                if info.isdir():
-                    continue
-                name = _digest(extracted_name(info.name))
-                names[name] = names.get(name, 0) + 1
-                if names[name] > 1:
-                    layout.copies[name] = [names[name] - 1, info.offset]
-                if keyed is not None:
-                    layout.key_ends[_digest(keyed(info.name))] = ordinal
+                if not info.isdir():
+                    index.add(info, ordinal, keyed)
             if layout.headers is not None:
                 check_end_marker(tar, handle, layout.inflated is not None or layout.spool is not None)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
@@ -851,17 +923,22 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
             layout.headers = None
         elif layout.headers is not None:
             layout.headers.error = _bare(exc)  # the read says it after the kept members
+    finally:
+        index.finish(layout)
     return layout
 
 
-# Members a tar may hold: `scan`'s index of names and sample keys grows with them (~170 bytes a
-# member of 2-field samples, ~240 of 1-field ones), so past it the walk stops, as on a cut tar (the shard's `corrupt_archive`, the sample
-# then held `truncated_sample`). webdataset's ShardWriter writes at most 100,000 samples a shard
-# by default (its maxcount), 10 fields each at most in practice: 1,000,000 members pass (500,000
-# lost 667 samples of an 84,000-sample shard of 6 fields); img2dataset writes 10,000 samples. A
-# scan of a tarfile-written tar of 2**20 empty members peaked at +172 MiB RSS with 2 a sample (2**19
-# keys), and at +242 MiB, the worst case, with 1 a sample (2**20 keys: a tar of JPEGs alone).
+# Members a tar may hold: `scan`'s index of names and sample keys grows with them (`_Index`: at most
+# `INDEX_BYTES_PER_MEMBER` a member, a member's name digest and offset and, with one a sample, a
+# run's key digest and ordinal), so past it the walk stops, as on a cut tar (the shard's
+# `corrupt_archive`, the sample then held `truncated_sample`). webdataset's ShardWriter writes at
+# most 100,000 samples a shard by default (its maxcount), 10 fields each at most in practice:
+# 1,000,000 members pass (500,000 lost 667 samples of an 84,000-sample shard of 6 fields);
+# img2dataset writes 10,000 samples. At the cap the index takes 48 MiB, and its sort at the end
+# ~27 bytes a member more for a moment. (Its dicts, before, peaked at +242 MiB RSS scanning a
+# tarfile-written tar of 2**20 empty members of one a sample, a tar of JPEGs alone.)
 MAX_TAR_MEMBERS = 1 << 20
+INDEX_BYTES_PER_MEMBER = 2 * (_DIGEST + 8)
 
 
 def too_many_members() -> tarfile.ReadError:
@@ -933,6 +1010,7 @@ SCATTERED_SAMPLE = "scattered_sample"
 DUPLICATE_MEMBER = "duplicate_member"
 
 
+_NAME_BYTES = 120  # a member name's entry in `Sample.names` besides its characters (str, dict slot)
 _SAMPLE_BYTES = 512  # a held sample's own memory: its object, its key, its dict of members (~450 bytes measured)
 
 
@@ -940,8 +1018,9 @@ def _held_bytes(sample: Sample) -> int:
     """What a held sample takes in memory: itself (`_SAMPLE_BYTES` and its key) and its kept members
     (a header kept stands for a few hundred bytes). Counted with the sample: 80,000 samples of
     1-byte members spread over a tar held 35 MB counted as 80 KB, so the budget bounded nothing."""
-    return _SAMPLE_BYTES + len(sample.key) + sum(len(value) if isinstance(value, (bytes, str)) else 512
-                                                 for value in sample.members.values())
+    return (_SAMPLE_BYTES + len(sample.key) + sum(len(value) if isinstance(value, (bytes, str)) else 512
+                                                  for value in sample.members.values())
+            + sum(_NAME_BYTES + len(name) for name in sample.names.values()))
 
 
 @dataclass
@@ -1001,6 +1080,8 @@ class _Runs:
                                f"{info.name}: key {key} already has a {ext} member in {self.archive}",
                                self.at(info.name))
             return
+        if info.name != f"{key}.{ext}":  # kept only where it is not the key and extension (`X.JPG`, `./x.jpg`)
+            self.sample.names[ext] = info.name
         if not self.sample.dropped:
             rejected = self.keep(tar, info, self.sample, ext)
             if rejected is not None:

@@ -124,7 +124,7 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
         elif item.cut:
             seen.add(item.key)
         else:
-            yield from _sample(source, uri, shard, item.key, item.members, listing, seen, owns)
+            yield from _sample(source, uri, shard, item.key, item.members, listing, seen, owns, item.member_name)
     yield from missing_rejects(source.name, listing, shard, seen, fsio.basename(uri), tar + ":")
 
 
@@ -146,9 +146,12 @@ def _keep_member(name: str, shard: str, where: str, tar: tarfile.TarFile, info: 
 
 
 def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, members: dict[str, Any],
-            listing: ShardListing, seen: set[str], owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
+            listing: ShardListing, seen: set[str], owns: Callable[[str], bool] | None,
+            named: Callable[[str], str]) -> Iterator[SourceItem]:
+    """A read sample's planned clips and rejects; `named` gives a member's name as the tar spells it."""
     key = data_key(source.name, shard, sample_key)
-    at = f"{relative_to_root(source.path, uri)}:{sample_key}"  # a member is the key and its extension
+    tar = relative_to_root(source.path, uri)
+    at = f"{tar}:{sample_key}"  # the sample; a member is `{tar}:{named(ext)}` (`X.MP4`, not `x.mp4`)
     videos = [e for e in members if e not in SIDECARS and f".{e}" in source.extensions]
     meta = parse_json(members.get("json"))
     if not videos:
@@ -157,11 +160,12 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
     seen.add(sample_key)
     for extra in videos[1:]:
         yield shard_reject(source.name, key, "read", "duplicate_key",
-                           f"{sample_key}.{extra}: key {sample_key} already has a video ({videos[0]})", f"{at}.{extra}")
+                           f"{sample_key}.{extra}: key {sample_key} already has a video ({videos[0]})",
+                           f"{tar}:{named(extra)}")
     for other in sorted(e for e in members if e not in videos and e not in SIDECARS and e not in AUDIO):
         yield shard_reject(source.name, key, "read", UNEXPECTED_FILE,
                            f"{sample_key}.{other}: not read (a sample's video, .txt, .json and audio are)",
-                           f"{at}.{other}")
+                           f"{tar}:{named(other)}")
     info: tarfile.TarInfo = members[videos[0]]
     too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)  # judged on the header: never copied out
     if too_large:

@@ -2,8 +2,8 @@
 1 MiB limit or hold over 64 MiB together was rejected `corrupt_header` ("Decompressed data too large
 for PngImagePlugin.MAX_TEXT_CHUNK"), though no pixel depends on them and ImageMagick, browsers and
 libpng show the picture. The picture is now decoded without them, as Pillow decodes the same
-PNG written without the text; a colour profile (iCCP) past the limit is still a counted reject,
-since the colours depend on it."""
+PNG written without the text; a colour profile (iCCP) past the limit is read and applied (up to
+16 MiB, the most a JPEG carries; past that a counted reject), since the colours depend on it."""
 
 from __future__ import annotations
 
@@ -64,13 +64,68 @@ def test_a_png_with_huge_text_chunks_decodes_as_without_them(case):
     assert np.array_equal(decode_rgb(data), reference), case
 
 
-def test_a_png_with_a_huge_colour_profile_is_still_a_counted_reject():
-    data = _png()
-    profile = _chunk(b"iCCP", b"huge\0\0" + zlib.compress(bytes(3 << 20)))
-    data = data[:33] + profile + data[33:]
-    with pytest.raises(DecodeError) as caught:
+def _with_private_tag(profile: bytes, tag: bytes) -> bytes:
+    """An ICC profile with one more (private, `zzzz`) tag holding `tag`: how a printer's or camera's
+    profile grows past a MiB (its LUTs); lcms, ImageMagick and browsers skip a tag they do not know."""
+    count = struct.unpack(">I", profile[128:132])[0]
+    table = [struct.unpack(">4sII", profile[132 + 12 * i : 144 + 12 * i]) for i in range(count)]
+    body = profile[132 + 12 * count :]
+    table = [(sig, offset + 12, size) for sig, offset, size in table]
+    offset = (132 + 12 * (count + 1) + len(body) + 3) & ~3
+    table.append((b"zzzz", offset, 8 + len(tag)))
+    out = bytearray(profile[:128] + struct.pack(">I", count + 1)
+                    + b"".join(struct.pack(">4sII", *entry) for entry in table) + body)
+    out += bytes(offset - len(out)) + b"zzzz" + bytes(4) + tag
+    out[0:4] = struct.pack(">I", len(out))
+    out[84:100] = bytes(16)  # no profile ID (its MD5) claimed
+    return bytes(out)
+
+
+_A98 = "/usr/share/color/icc/ghostscript/a98.icc"
+
+
+def _magick_with_profile(tmp_path, profile: bytes, name: str = "p.png") -> bytes:
+    import subprocess
+
+    (tmp_path / "big.icc").write_bytes(profile)
+    out = tmp_path / name
+    subprocess.run(["convert", "-size", "64x48", "xc:rgb(128,64,200)", "-depth", "8", "-profile",
+                    str(tmp_path / "big.icc"), str(out)], check=True)
+    return out.read_bytes()
+
+
+def test_a_png_with_a_colour_profile_past_pillows_limit_decodes_in_its_colours(tmp_path):
+    """ImageMagick's PNG of an Adobe RGB profile grown to 1.5 MiB (a private tag of LUT-like bytes)
+    was `corrupt_header` ("Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK"), where
+    ImageMagick, libpng and browsers show it; it decodes in the sRGB ImageMagick converts it to, as
+    the same PNG with the plain 564-byte profile does, and the JPEG with the same big profile."""
+    import subprocess
+
+    from transforms.decode import load_image
+
+    big = _with_private_tag(open(_A98, "rb").read(), np.random.default_rng(45).bytes(3 << 19))
+    data = _magick_with_profile(tmp_path, big)
+    assert b"iCCP" in data and len(data) > 1 << 20
+    magick = subprocess.run(["convert", str(tmp_path / "p.png"), "-profile", "/usr/share/color/icc/ghostscript/srgb.icc",
+                             "-depth", "8", "rgb:-"], check=True, capture_output=True).stdout
+    expected = np.frombuffer(magick, np.uint8).reshape(48, 64, 3)
+    decoded = load_image(data, 64, "squash")
+    assert decoded.colour_profile == "Artifex Software A98 ICC Profile"
+    assert np.abs(decoded.pixels[8:56].astype(int) - expected).max() <= 1
+    assert decoded.pixels[32, 32].tolist() != [128, 64, 200]  # converted, not read as sRGB
+    small = _magick_with_profile(tmp_path, open(_A98, "rb").read(), "small.png")
+    assert np.array_equal(decode_rgb(data), decode_rgb(small))
+    assert np.array_equal(decode_rgb(data), decode_rgb(_magick_with_profile(tmp_path, big, "p.jpg")))
+
+
+def test_a_png_whose_colour_profile_inflates_past_what_a_jpeg_can_carry_is_image_too_large(tmp_path):
+    """A profile inflating past 16 MiB (255 JPEG APP2 segments: no JPEG carries more) is refused
+    `image_too_large` naming the iCCP chunk, inflated no further than that; it never reaches Pillow."""
+    data = _magick_with_profile(tmp_path, _with_private_tag(open(_A98, "rb").read(), bytes(255 * 65_519)))
+    assert len(data) < 1 << 20  # zeros deflate: a small file
+    with pytest.raises(DecodeError) as refused:
         decode_rgb(data)
-    assert caught.value.reason == "corrupt_header" and "MAX_TEXT_CHUNK" in str(caught.value)
+    assert refused.value.reason == "image_too_large" and "iCCP colour profile" in str(refused.value), refused.value
 
 
 def _before_idat(data: bytes, chunk: bytes) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -1838,3 +1839,207 @@ def test_one_image_added_to_a_folder_changes_only_its_unit(tmp_path):
     assert len(before) > 2 and sum(map(len, (u.uris for u in after))) == 1201
     assert len(set(after) - set(before)) == 1 and len(set(before) - set(after)) == 1
     assert max(len(u.uris) for u in after) <= laion.FOLDER_UNIT_MOST * laion.FOLDER_FILES_PER_UNIT
+
+
+@pytest.mark.parametrize("layout", ["huggingface", "img2dataset"])
+def test_a_dictionary_encoded_row_group_is_judged_on_the_values_its_rows_hold(tmp_path: Path, monkeypatch,
+                                                                              layout: str):
+    """pyarrow dictionary-encodes byte strings: a file of one image in 200 rows (a placeholder
+    repeated, or `dictionary_pagesize_limit` raised) declares one image's bytes in its footer and
+    reads as 200 copies (an 8 MiB image: an 8 MB file declaring 8 MiB read at 2.1 GB peak RSS).
+    The row group is judged on what its rows hold, as its plainly written twin is: over the budget
+    each row is its `row_group_too_large` reject, saying so; the next group's distinct images are built."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import hf_parquet
+
+    picture = _encoded("PNG", 5, size=128)  # ~49 KB, 200 rows: ~9.8 MB held, under 1 MB declared
+    others = [_encoded("PNG", seed, size=8) for seed in range(3)]
+    pictures = [picture] * 200 + others
+    if layout == "huggingface":
+        rows = [{"image": {"bytes": b, "path": None}, "text": f"c{i}", "label": 0} for i, b in enumerate(pictures)]
+        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        schema = pa.schema([("image", image), ("text", pa.string()), ("label", pa.int64())], metadata=HF_METADATA)
+        table, path = pa.Table.from_pylist(rows, schema=schema), tmp_path / "train.parquet"
+    else:
+        rows = [{"key": f"{i:09d}", "status": "success", "error_message": None, "txt": f"c{i}", "jpg": b}
+                for i, b in enumerate(pictures)]
+        table, path = pa.Table.from_pylist(rows), tmp_path / "00000.parquet"
+    pq.write_table(table, path, row_group_size=200)
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    declared = hf_parquet.declared_bytes(group)
+    assert declared < 1 << 20 < 200 * len(picture)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 4 << 20)
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [i.reason for i in items[:200]] == ["row_group_too_large"] * 200, items[0]
+    assert "holds" in items[0].detail and f"its footer declares {declared}" in items[0].detail
+    assert [i.data for i in items[200:]] == others
+    if layout == "img2dataset":
+        assert items[0].key == "web-00000-000000000"
+
+
+def test_json_nested_past_the_recursion_limit_fails_no_shard_and_no_metadata_file(tmp_path: Path):
+    """A web sample's `.json` of 200,000 nested brackets (GNU tar of the files) raised json's
+    RecursionError out of the shard's read: its unit failed, the samples after it lost. It reads
+    as a `.json` that is no JSON object (the sample built without it); an ImageFolder
+    `metadata.jsonl` line like it is that line's `bad_metadata`, the other rows read."""
+    deep = "[" * 200_000 + "]" * 200_000
+    files, web = tmp_path / "files", tmp_path / "web"
+    files.mkdir()
+    web.mkdir()
+    for index in range(3):
+        (files / f"{index:09d}.jpg").write_bytes(_encoded("JPEG", index))
+    (files / "000000000.json").write_text(deep)
+    subprocess.run(["tar", "-cf", str(web / "00000.tar"), "-C", str(files), *sorted(os.listdir(files))], check=True)
+    items = _read_all(LaionSource("web", str(web), "webdataset"))
+    assert [type(i).__name__ for i in items] == ["ImageRecord"] * 3, items
+
+    folder = tmp_path / "imagefolder"
+    folder.mkdir()
+    for index in range(2):
+        (folder / f"{index}.jpg").write_bytes(_encoded("JPEG", index))
+    (folder / "metadata.jsonl").write_text(f'{{"file_name": "0.jpg", "text": "a"}}\n{{"file_name": "1.jpg", "x": {deep}}}\n')
+    items = _read_all(LaionSource("imgs", str(folder)))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert [r.lineage.get("caption") for r in records] == ["a"], items
+    problems = [i for i in items if isinstance(i, Reject) and i.reason == "bad_metadata"]
+    assert len(problems) == 1 and "line 2: not JSON (nested too deeply)" in problems[0].detail, items
+
+
+def test_a_parquet_whose_huggingface_metadata_nests_past_the_recursion_limit_declares_no_features(tmp_path: Path):
+    """A parquet whose `huggingface` schema metadata is 200,000 nested brackets (pyarrow writes
+    any bytes there) raised RecursionError reading its features; it declares none, as metadata
+    that is no JSON does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import hf_parquet
+
+    deep = b"[" * 200_000 + b"]" * 200_000
+    schema = pa.schema([("text", pa.string())], metadata={hf_parquet.HF_METADATA_KEY: deep})
+    pq.write_table(pa.Table.from_pylist([{"text": "a"}], schema=schema), tmp_path / "train.parquet")
+    assert hf_parquet.features(pq.ParquetFile(tmp_path / "train.parquet").schema_arrow) == {}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def test_a_footer_declaring_more_rows_than_bytes_in_a_row_group_over_the_budget_is_a_bad_parquet(
+        tmp_path: Path, monkeypatch):
+    """A `datasets` parquet (pyarrow-written, 12,345 rows in one row group) whose footer was
+    damaged to declare 1,000,000 rows (10**12 took every byte of memory): a group over the
+    budget gave a list of one empty row a declared row, and a reject each, never reading a byte
+    that backs them. A group over the budget declaring more rows than bytes is a `bad_parquet`
+    saying so, the build going on."""
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import hf_parquet
+
+    count = 12_345
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string()), ("label", pa.int64())], metadata=HF_METADATA)
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist([{"image": {"bytes": b"\xff\xd8\xff", "path": None}, "text": "c", "label": 0}]
+                                        * count, schema=schema), path, row_group_size=count)
+    data = path.read_bytes()
+    length = struct.unpack("<I", data[-8:-4])[0]
+    footer = data[-8 - length : -8].replace(_varint(count << 1), _varint(1_000_000 << 1))  # zigzag i64s
+    path.write_bytes(data[: -8 - length] + footer + struct.pack("<I", len(footer)) + b"PAR1")
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    declared = hf_parquet.declared_bytes(group)
+    assert group.num_rows == 1_000_000 and declared < 1_000_000
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", declared - 1)  # over the budget by its footer alone
+    items = _read_all(LaionSource("hf", str(tmp_path)))
+    assert [i.reason for i in items] == ["bad_parquet"], len(items)
+    assert "declares 1000000 rows in" in items[0].detail, items[0].detail
+
+
+def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(tmp_path: Path, monkeypatch):
+    """A `metadata.parquet` (pyarrow-written) whose caption is one long text in every row is stored
+    once, dictionary-encoded: 395 KB declaring 8 MiB held 200 copies of an 8 MiB caption, read
+    1,024 rows a batch before the kept-text budget could say no (4.9 GB peak RSS). Its row group is
+    judged on the values its rows hold before any is read: over the budget, the file is its
+    `file_too_large` reject (its images then `unlisted_image`), saying so."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import imagefolder
+
+    for index in range(3):
+        (tmp_path / f"{index}.jpg").write_bytes(_encoded("JPEG", index))
+    caption = "a long caption " * 4096  # 60 KiB, in 200 rows: 12 MB held, ~60 KiB declared
+    pq.write_table(pa.table({"file_name": [f"{i}.jpg" for i in range(3)] + [f"gone{i}.jpg" for i in range(197)],
+                             "text": [caption] * 200}), tmp_path / "metadata.parquet")
+    declared = pq.ParquetFile(tmp_path / "metadata.parquet").metadata.row_group(0).total_byte_size
+    assert declared < 1 << 20
+    monkeypatch.setattr(imagefolder, "MAX_METADATA_PARQUET_BYTES", 4 << 20)
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    reasons = sorted(i.reason for i in items if isinstance(i, Reject))
+    assert reasons == ["file_too_large"] + ["unlisted_image"] * 3, items
+    refused = next(i for i in items if i.reason == "file_too_large")
+    held = re.search(rf"holds (\d+) bytes of values \(its footer declares {declared}: ", refused.detail)
+    assert held and 200 * len(caption) < int(held.group(1)) < 200 * len(caption) + 8192, refused.detail
+
+
+def test_a_shards_listing_is_judged_on_the_values_its_rows_hold_before_it_is_read(tmp_path: Path, monkeypatch):
+    """The parquet beside a webdataset shard (img2dataset's listing) was read whole, binary
+    columns and all, whatever it held: a caption repeated in every row is stored once,
+    dictionary-encoded, so a small file can hold any number of copies. It is judged before any
+    row is read (its binary columns never are): past the budget it is the shard's `bad_parquet`
+    saying what its rows hold, and the tar's samples are built without it."""
+    import subprocess
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import img2dataset_listing
+
+    files, web = tmp_path / "files", tmp_path / "web"
+    files.mkdir()
+    web.mkdir()
+    for index in range(2):
+        (files / f"{index:09d}.jpg").write_bytes(_encoded("JPEG", index))
+    subprocess.run(["tar", "-cf", str(web / "00000.tar"), "-C", str(files), *sorted(os.listdir(files))], check=True)
+    caption = "a long caption " * 4096
+    count = 200
+    pq.write_table(pa.table({"key": [f"{i:09d}" for i in range(count)], "status": ["success"] * count,
+                             "caption": [caption] * count, "jpg": [b"\xff\xd8\xff"] * count}), web / "00000.parquet")
+    assert (web / "00000.parquet").stat().st_size < 1 << 20
+    monkeypatch.setattr(img2dataset_listing, "MAX_LISTING_BYTES", 4 << 20, raising=False)  # (none before)
+    items = _read_all(LaionSource("web", str(web), "webdataset"))
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [r.reason for r in rejects] == ["bad_parquet"], rejects
+    assert "bytes of values, over the 4194304 byte budget of a listing" in rejects[0].detail
+    assert sum(isinstance(i, ImageRecord) for i in items) == 2
+
+
+def test_the_resize_notice_never_reads_a_listing_past_its_budget(tmp_path: Path, monkeypatch):
+    """The build's img2dataset notice read the listing's `exif` and size columns whole, whatever
+    they held (an EXIF text repeated in every row is stored once, dictionary-encoded). A listing
+    whose notice columns hold more than the listing budget gives no notice (its shard is its
+    `bad_parquet`); within it the notice is said as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources import img2dataset_listing
+
+    (tmp_path / "00000").mkdir()
+    count, exif = 200, '{"Image Orientation": "Rotated 90 CW"}' + " " * 60_000
+    pq.write_table(pa.table({"key": [f"{i:09d}" for i in range(count)], "status": ["success"] * count,
+                             "width": [256] * count, "height": [256] * count, "original_width": [640] * count,
+                             "original_height": [480] * count, "exif": [exif] * count}), tmp_path / "00000.parquet")
+    source = LaionSource("web", str(tmp_path), "files")
+    assert any("img2dataset resized 200 of 200 images" in n for n in source.notices())
+    monkeypatch.setattr(img2dataset_listing, "MAX_LISTING_BYTES", 4 << 20, raising=False)  # (none before)
+    monkeypatch.setattr("sources.img2dataset_notices.MAX_LISTING_BYTES", 4 << 20, raising=False)
+    assert source.notices() == []

@@ -819,7 +819,7 @@ def test_a_tar_of_more_members_than_the_cap_is_indexed_and_read_only_up_to_it(tm
     assert "corrupt_archive" not in "".join(whole)
     monkeypatch.setattr(tar_members, "MAX_TAR_MEMBERS", 31)
     layout = tar_members.scan(str(shard), lambda member: tar_members.split_member(member)[0])
-    assert len(layout.key_ends) == 16  # members 0-30: samples 0-15, no further
+    assert layout.keys == 16  # members 0-30: samples 0-15, no further
     capped = _items(LaionSource("web", str(shard.parent), "webdataset"))
     joined = "".join(capped)
     assert "corrupt_archive" in joined and "holds more than 31 members" in joined
@@ -914,4 +914,85 @@ def test_a_webdataset_shard_of_its_default_maxcount_with_many_fields_is_read_who
     assert len(shards) == 1
 
     layout = tar_members.scan(str(shards[0]), lambda member: tar_members.split_member(member)[0])
-    assert not layout.damaged and len(layout.key_ends) == 84_000  # the old cap stopped the index at 500,000
+    assert not layout.damaged and layout.keys == 84_000  # the old cap stopped the index at 500,000
+
+
+def test_a_gzipped_tar_without_its_end_of_archive_block_is_cut_inflated_spooled_or_streamed(tmp_path, monkeypatch):
+    """A GNU tar shard cut at a member boundary before its end-of-archive block, then gzipped
+    whole (`tar -cf - ... | head -c N | gzip`: a tar killed between members whose pipe's gzip
+    ended cleanly). Spooled, it was a `corrupt_archive` and its last sample `truncated_sample`;
+    inflated in memory or streamed, it read as whole, nothing said. Each way now says it is cut."""
+    from sources.laion import LaionSource
+
+    shard = _gzipped_shards(tmp_path)["gnu"]
+    raw = subprocess.run(["gzip", "-dc", str(shard)], check=True, capture_output=True).stdout
+    cut = _cuts(raw)["no end block"]
+    shard.write_bytes(subprocess.run(f"gzip -dc {shard} | head -c {cut} | gzip -n", shell=True, check=True,
+                                     capture_output=True).stdout)
+    assert subprocess.run(["tar", "-tzf", str(shard)], capture_output=True).returncode == 0  # GNU tar: only a warning
+    ways = _three_ways(monkeypatch, LaionSource("web", str(shard.parent), "webdataset"))
+    assert ways[0] == ways[1] == ways[2], ways
+    rejects = [item for item in ways[0] if item.startswith("Reject")]
+    assert len(rejects) == 2, rejects
+    assert "truncated_sample" in rejects[0] and "corrupt_archive" in rejects[1]
+    assert f"ends after {cut} bytes without its end-of-archive block" in rejects[1]
+
+
+def test_a_shards_members_are_named_in_rejects_and_records_as_the_tar_spells_them(tmp_path):
+    """A shard GNU tar made of a camera's upper-case files (`000000000.JPG`, `000000001.NPY`
+    beside its `.jpg`, a `.PNG` twin of a `.jpg`): a reject's (and a record's) `input` named
+    `00000.tar:000000000.jpg`, a member the tar does not hold, so `tar -xf 00000.tar
+    000000000.jpg` found nothing. Each names the member as it is in the tar."""
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    require_archivers("tar")
+    files = tmp_path / "files"
+    files.mkdir()
+    jpeg = subprocess.run(["convert", "-size", "16x16", "xc:red", "jpg:-"], check=True, capture_output=True).stdout
+    names = {"000000000.JPG": jpeg, "000000000.txt": b"caption", "000000001.jpg": jpeg, "000000001.NPY": b"x",
+             "000000002.jpg": jpeg, "000000002.PNG": b"\x89PNG not one"}
+    for name, data in names.items():
+        (files / name).write_bytes(data)
+    (tmp_path / "web").mkdir()
+    subprocess.run(["tar", "-cf", str(tmp_path / "web" / "00000.tar"), "-C", str(files), *names], check=True)
+    source = LaionSource("web", str(tmp_path / "web"), "webdataset")
+    items = [item for unit in source.units() for item in source.read(unit)]
+    inputs = sorted(item.input for item in items if isinstance(item, (ImageRecord, Reject)))
+    held = subprocess.run(["tar", "-tf", str(tmp_path / "web" / "00000.tar")], check=True, capture_output=True,
+                          text=True).stdout.split()
+    assert {name.split(":", 1)[1] for name in inputs} <= set(held), inputs
+    assert "00000.tar:000000000.JPG" in inputs and "00000.tar:000000001.NPY" in inputs, inputs
+    assert sum(isinstance(item, Reject) and item.reason == "duplicate_key" for item in items) == 1
+
+
+def test_the_scans_index_of_names_and_keys_takes_its_few_bytes_a_member(tmp_path, monkeypatch):
+    """`scan`'s index of member names and sample keys held ~240 bytes a member in dicts (+242 MiB
+    at the 2**20-member cap, a tar of one-file samples, counted by no budget). Its arrays take
+    `INDEX_BYTES_PER_MEMBER` (48) a member; with the sort at the end the scan's peak stays under
+    100 bytes a member (traced, its kept headers set aside), and what it tells the read is the
+    same: the copy `tar -r` appended shadows the first, a scattered key's last member is known."""
+    import tracemalloc
+
+    from sources import tar_members
+
+    require_archivers("tar")
+    shard = tmp_path / "00000.tar"
+    count = 40_000
+    with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT) as tar:  # one empty member a sample
+        for index in range(count):
+            tar.addfile(tarfile.TarInfo(f"{index:09d}.jpg"))
+    (tmp_path / "000000007.jpg").write_bytes(b"again")
+    (tmp_path / "000000003.txt").write_bytes(b"apart")
+    subprocess.run(["tar", "-rf", str(shard), "-C", str(tmp_path), "000000007.jpg", "000000003.txt"], check=True)
+    monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 0)
+    tracemalloc.start()
+    try:
+        layout = tar_members.scan(str(shard), lambda member: tar_members.split_member(member)[0])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * count, peak / count
+    assert not layout.damaged and layout.keys == count
+    assert list(layout.copies.values()) == [[1, count * 512]]  # the appended copy's header offset
+    assert sorted(layout.key_ends.values()) == [count, count + 1]  # keys 7 and 3: their members lie apart

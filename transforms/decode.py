@@ -70,6 +70,7 @@ from transforms.headers import (
     embedded_images,
     gif_frames,
     gif_screen,
+    heif_size,
     icon_entries,
     jpeg_layout,
     marker_lossless,
@@ -224,6 +225,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
+    declared = heif_size(data)  # before Image.open: libavif's refusal read as "cannot decode AVIF"
+    if declared and declared[0] * declared[1] > max_pixels:
+        raise DecodeError("decompression_bomb", f"{declared[0]}x{declared[1]} exceeds max_pixels={max_pixels}")
     opened = without_png_text(data)  # outside the try: its own `corrupt_header` stands as it is
     try:
         image = Image.open(io.BytesIO(opened))
@@ -246,6 +250,10 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if raw:  # Pillow opened the camera's preview in IFD0: never the photo, whatever its size
         raise DecodeError("unsupported_format", f"{raw}: a camera raw this build cannot develop "
                                                 f"(its embedded preview is not the photo)")
+    if image.format == "PNG" and "icc_profile" not in image.info:
+        profile = png_profile_past_pillow(data)  # taken out for Pillow by `without_png_text`
+        if profile:
+            image.info["icc_profile"] = profile
     w, h = image.size
     if w < 1 or h < 1:
         raise DecodeError("no_pixels", f"{w}x{h}")
@@ -284,6 +292,7 @@ def without_png_text(data: bytes, refuse_pixel_chunks: bool = True) -> bytes:
     APNG's acTL, fcTL and fdAT are left for Pillow (dropping a frame's fcTL broke the next fdAT's
     sequence: a whole first frame was refused), or dropped where `refuse_pixel_chunks` is False (a
     label or depth map, read by index or by OpenCV); a critical one is left for Pillow to refuse.
+    An iCCP profile inflating past Pillow's 1 MiB is taken out too (`png_profile_past_pillow`).
     Any other file, one with small plain text only (ImageMagick's dates: no copy made), or one
     whose chunks do not walk cleanly to IEND
     (damaged or cut: Pillow judges it as before) is returned as it is."""
@@ -301,7 +310,9 @@ def without_png_text(data: bytes, refuse_pixel_chunks: bool = True) -> bytes:
         if broken and kind in _PNG_PIXEL_CHUNKS and refuse_pixel_chunks:
             raise DecodeError("corrupt_header", f"PNG: its {kind.decode()} chunk fails its CRC (it changes the "
                                                 "pixels: they cannot be shown as made)")
-        if kind in _PNG_TEXT or broken:
+        past_pillow = (kind == b"iCCP" and not broken  # read by `png_profile_past_pillow`
+                       and len(_inflated_profile(view[pos + 8 : end - 4], _PILLOW_PROFILE)) > _PILLOW_PROFILE)
+        if kind in _PNG_TEXT or broken or past_pillow:
             kept.append(data[start:pos])
             start = end
             copied |= kind != b"tEXt" or bool(broken)
@@ -315,6 +326,44 @@ def without_png_text(data: bytes, refuse_pixel_chunks: bool = True) -> bytes:
 
 
 _PLAIN_TEXT_KEPT = 1 << 20  # bytes of tEXt a PNG is opened with as it is
+# Pillow refuses a PNG whose iCCP profile inflates past `MAX_TEXT_CHUNK` (1 MiB), where ImageMagick,
+# libpng and browsers show it (a printer's or camera's LUT profile: a few MiB). One is read here up
+# to the most a JPEG can carry (255 APP2 segments of 65,519 bytes: a PNG made from such a JPEG keeps
+# its profile); past that the colours cannot be known within a bounded read (`image_too_large`).
+_PILLOW_PROFILE = PngImagePlugin.MAX_TEXT_CHUNK
+MAX_PNG_PROFILE = 255 * 65_519
+
+
+def _inflated_profile(body: bytes | memoryview, limit: int) -> bytes:
+    """An iCCP chunk's profile, inflated to at most `limit` + 1 bytes (a zlib bomb costs no more);
+    b"" for one whose name, method or zlib stream is broken (Pillow ignores its zlib failure)."""
+    name_end = bytes(body[:81]).find(b"\0")
+    if name_end < 0 or len(body) < name_end + 2 or body[name_end + 1] != 0:
+        return b""
+    try:
+        return zlib.decompressobj().decompress(body[name_end + 2 :], limit + 1)
+    except zlib.error:
+        return b""
+
+
+def png_profile_past_pillow(data: bytes) -> bytes | None:
+    """A PNG's colour profile (its first iCCP chunk before IDAT) when it inflates past Pillow's
+    limit, which `without_png_text` took out for Pillow to open the PNG; None for none such. One
+    inflating past `MAX_PNG_PROFILE` is `image_too_large`, judged inflating no further."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if kind in (b"IDAT", b"IEND") or end > len(data):
+            return None
+        if kind == b"iCCP":
+            profile = _inflated_profile(memoryview(data)[pos + 8 : end - 4], MAX_PNG_PROFILE)
+            if len(profile) > MAX_PNG_PROFILE:
+                raise DecodeError("image_too_large", f"PNG: its iCCP colour profile inflates past "
+                                                     f"{MAX_PNG_PROFILE} bytes (the most a JPEG can carry)")
+            return profile if len(profile) > _PILLOW_PROFILE else None
+        pos = end
+    return None
 
 
 _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",

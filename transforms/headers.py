@@ -244,6 +244,18 @@ def _associations(data: bytes, begin: int, end: int) -> dict[int, list[int]]:
     return out
 
 
+def heif_size(data: bytes) -> tuple[int, int] | None:
+    """The width and height an AVIF's or HEIF's primary item declares (its `ispe` property), None
+    for another file or one without it: judged before libavif or libheif reads the file (past
+    their own size limits they refuse it in words of their own: Pillow then names no format)."""
+    if data[4:8] != b"ftyp":
+        return None
+    ispe = next(((b, e) for k, b, e in _primary_properties(data) if k == b"ispe" and e - b >= 12), None)
+    if ispe is None:
+        return None
+    return int.from_bytes(data[ispe[0] + 4 : ispe[0] + 8], "big"), int.from_bytes(data[ispe[0] + 8 : ispe[0] + 12], "big")
+
+
 def clean_aperture(data: bytes, width: int, height: int) -> tuple[int, int, int, int] | None:
     """The (left, top, right, bottom) crop that the primary item's `clap` (clean aperture) property
     of an AVIF or HEIF makes of its width x height image, None without one or when it is not a
