@@ -699,7 +699,7 @@ class LaionSource:
                     yield self._hf_row(key, row, image, caption, names, {**context, "row": index}, hint,
                                        f"{at} row {index}")
 
-    def _hf_row(self, key: str, row: dict[str, Any], image: str, caption: str | None, names: dict[str, list[str]],
+    def _hf_row(self, key: str, row: dict[str, Any], image: str, caption: str | None, names: dict[str, dict],
                 context: dict[str, Any], hint: str | None, at: str = "") -> SourceItem:
         """One `datasets` row: its image's bytes, or a file its `path` names inside the root (a
         null image, a path leading out or to nothing: a reject)."""
@@ -717,7 +717,8 @@ class LaionSource:
         lineage: dict[str, Any] = {**({"caption": str(text).strip()} if text else {}), **context}
         if named:  # a path-only row's file as it lies under the root (`datasets` writes it absolute)
             lineage["image_path"] = nfc(relative_to_root(self.path, uri)) if uri else named
-        labels = {c: names[c][v] for c, v in row.items() if c in names and isinstance(v, int) and 0 <= v < len(names[c])}
+        labels = {c: hf_parquet.label_names(names[c], v) for c, v in row.items() if c in names}
+        labels = {c: named for c, named in labels.items() if named is not None}
         if labels:
             lineage["class_names"] = labels
         lineage["huggingface"] = {k: _jsonable(v) for k, v in sorted(row.items()) if not isinstance(v, bytes)}
