@@ -103,20 +103,21 @@ def features(schema) -> dict[str, dict]:
 def class_names(schema) -> dict[str, dict]:
     """The feature of each column holding a `ClassLabel` (itself, or inside lists and dicts: a
     multi-label `List(ClassLabel)`, a detection dataset's `objects.category`), for `label_names`."""
-    return {column: feature for column, feature in features(schema).items() if _holds_class_label(feature)}
+    return {column: feature for column, feature in features(schema).items() if holds_class_label(feature)}
 
 
 _LIST_TYPES = ("List", "Sequence", "LargeList")  # `datasets` 4+ writes `List`, 2.x and 3.x `Sequence`
 
 
-def _holds_class_label(feature: Any) -> bool:
+def holds_class_label(feature: Any) -> bool:
+    """Whether a feature (`datasets`' JSON form) is a `ClassLabel` or holds one in lists or dicts."""
     if not isinstance(feature, dict):
         return False
     if feature.get("_type") == "ClassLabel":
         return isinstance(feature.get("names"), list)
     inner = [feature.get("feature")] if feature.get("_type") in _LIST_TYPES else \
         [] if "_type" in feature else list(feature.values())  # a dict of features: a struct
-    return any(_holds_class_label(f) for f in inner)
+    return any(holds_class_label(f) for f in inner)
 
 
 def label_names(feature: dict, value: Any) -> Any:
@@ -135,10 +136,10 @@ def label_names(feature: dict, value: Any) -> Any:
             return [label_names(inner, v) for v in value]
         if isinstance(value, dict) and isinstance(inner, dict) and "_type" not in inner:  # 2.x: dict of lists
             return {k: [label_names(inner[k], v) for v in value[k]] if isinstance(value[k], list) else None
-                    for k in inner if k in value and _holds_class_label(inner[k])}
+                    for k in inner if k in value and holds_class_label(inner[k])}
         return None
     if kind is None and isinstance(value, dict):  # a struct
-        return {k: label_names(f, value[k]) for k, f in feature.items() if k in value and _holds_class_label(f)}
+        return {k: label_names(f, value[k]) for k, f in feature.items() if k in value and holds_class_label(f)}
     return None
 
 

@@ -676,7 +676,8 @@ class LaionSource:
                              f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint,
                              input=self._at(uri))
                 return
-            names = hf_parquet.class_names(parquet.schema_arrow)
+            names = hf_parquet.class_names(parquet.schema_arrow) if hf_parquet.features(parquet.schema_arrow) \
+                else hf_card.card_class_labels(self.path, self.hf_config)  # datasets casts to the card's
             context = {"file": name, "hf_split": split}
             at = self._at(uri)
             lists = hf_parquet.image_list_columns(parquet.schema_arrow)

@@ -200,3 +200,65 @@ def test_class_labels_inside_lists_and_dicts_are_named(tmp_path: Path, declared:
         {"labels": [], "objects": {"category": []}, "fine": "b"},
         {"labels": ["dog", None], "objects": {"category": ["y"]}}]
     assert records[0].lineage["huggingface"]["labels"] == [0, 2]  # the integers stay as they were
+
+
+_CARD_FEATURES = """---
+dataset_info:
+  features:
+  - name: image
+    dtype: image
+  - name: labels
+    list:
+      class_label:
+        names:
+          '0': cat
+          '1': dog
+          '2': car
+  - name: objects
+    struct:
+    - name: category
+      list:
+        class_label:
+          names:
+            '0': x
+            '1': y
+    - name: bbox
+      list:
+        list: float32
+  - name: fine
+    dtype:
+      class_label:
+        names:
+          '0': a
+          '1': b
+  splits:
+  - name: train
+    num_examples: 3
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+---
+# a card as push_to_hub writes it (datasets 5.2 `Features._to_yaml_list`)
+"""
+
+
+def test_class_labels_come_from_the_card_when_the_parquet_declares_no_features(tmp_path: Path):
+    """Parquet files without `datasets`' schema metadata (written by pandas or pyarrow, uploaded
+    beside a card): `load_dataset` (5.2) takes the features from the card's `dataset_info` and names
+    the labels (`ClassLabel(names=['cat', 'dog', 'car'])`); the lineage had bare integers."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    objects = pa.struct([("category", pa.list_(pa.int64())), ("bbox", pa.list_(pa.list_(pa.float32())))])
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({
+        "image": pa.array([{"bytes": b"x", "path": None}] * 2, image),
+        "labels": pa.array([[0, 2], [1]], pa.list_(pa.int64())),
+        "objects": pa.array([{"category": [1], "bbox": [[0, 0, 1, 1]]}, {"category": [], "bbox": []}], objects),
+        "fine": pa.array([1, 0], pa.int64())}), tmp_path / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "README.md").write_text(_CARD_FEATURES)
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u) if getattr(i, "lineage", None)]
+    assert [r.lineage.get("class_names") for r in records] == [
+        {"labels": ["cat", "car"], "objects": {"category": ["y"]}, "fine": "b"},
+        {"labels": ["dog"], "objects": {"category": []}, "fine": "a"}]
