@@ -24,6 +24,10 @@ BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cann
 HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
 HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
 LISTING_SUFFIXES = (".parquet", "_stats.json")  # what img2dataset writes beside each shard
+# samples a `_stats.json` counts that no file holds, counted one by one up to this many per shard
+# (10 times img2dataset's default --number_sample_per_shard): a hand-edited or foreign stats file
+# claiming 10**12 would otherwise never end
+MAX_UNLISTED_REJECTS = 100_000
 
 
 def stray_files(files: list[str], shards: list[str], bases: list[str]) -> list[str]:
@@ -147,9 +151,12 @@ def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str]
         else:
             why = (f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} holds {len(seen)}; "
                    f"without {shard}.parquet the missing keys are unknown")
-        for number in range(1, lost + 1):
+        counted = min(lost, MAX_UNLISTED_REJECTS)
+        for number in range(1, counted + 1):
+            more = f" ({lost - counted} more claimed, not counted one by one)" \
+                if number == counted < lost else ""
             yield shard_reject(name, data_key(name, shard, "missing", str(number)), "read", "missing_from_archive",
-                               why[:300], where.rstrip(":/"))
+                               why[:300 - len(more)] + more, where.rstrip(":/"))
 
 
 def unlisted_successes(listing: ShardListing, listed: list[str], seen: set[str]) -> int:

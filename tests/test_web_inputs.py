@@ -403,6 +403,21 @@ def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
     assert all(m.detail.startswith(f"00000_stats.json counts 12 successes, 00000.tar holds {found};") for m in missing)
 
 
+def test_a_stats_file_claiming_absurdly_many_successes_is_counted_within_a_bound(tmp_path: Path, monkeypatch):
+    """A `_stats.json` (hand-edited, or of another download) claiming 10**12 successes the shard
+    does not hold: each lost sample is a reject, up to `MAX_UNLISTED_REJECTS`; the last of them
+    says how many more were claimed. Never 10**12 rejects (a build that never ends)."""
+    import sources.img2dataset_listing as listing
+
+    monkeypatch.setattr(listing, "MAX_UNLISTED_REJECTS", 5)
+    _img2dataset_shard(tmp_path)
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 10**12, "successes": 10**12}))
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    missing = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
+    assert len(missing) == 5 and sum(isinstance(i, ImageRecord) for i in items) == 12
+    assert "999999999983 more" in missing[-1].detail
+
+
 def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
     """What a killed img2dataset leaves: the tar cut at a member boundary and a 0-byte parquet (it
     writes the parquet, and _stats.json, when the shard closes). The tar's samples are built, the
