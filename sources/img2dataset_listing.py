@@ -45,9 +45,16 @@ def is_shard_name(uri: str) -> bool:
     return uri.lower().endswith(TAR_SUFFIXES) and not set_aside(fsio.basename(uri))
 
 
+# img2dataset's (and video2dataset's) work folder in its output: the URL list cut into `N.feather`
+# shards, removed when the download ends; a running or killed download leaves it. Never a shard.
+WORK_FOLDER = "_tmp"
+
+
 def data_dirs(root: str) -> list[str]:
-    """A folder's sub-folders that may hold data (not `__MACOSX/`, `@eaDir/`, `.git/`)."""
-    return [d for d in fsio.list_dirs(root, links=True) if not set_aside(fsio.basename(d))]
+    """A folder's sub-folders that may hold data (not `__MACOSX/`, `@eaDir/`, `.git/`, nor the
+    downloader's `_tmp/`)."""
+    return [d for d in fsio.list_dirs(root, links=True)
+            if not set_aside(fsio.basename(d)) and fsio.basename(d) != WORK_FOLDER]
 
 
 def shard_of(uri: str) -> tuple[str, str]:

@@ -328,8 +328,10 @@ class LaionSource:
 
     def _strays(self, files: list[str], shards: list[str], bases: list[str]) -> list[Unit]:
         """A unit (one reject) for each file beside the shards that is none (`stray_files`), and
-        for each folder there an operating system or a tool left (`__MACOSX/`, `@eaDir/`, `.git/`)."""
-        folders = [d for d in fsio.list_dirs(self.path, links=True) if set_aside(fsio.basename(d))]
+        for each folder there that is no shard folder (`bases`): one an operating system or a tool
+        left (`__MACOSX/`, `@eaDir/`, `.git/`), img2dataset's `_tmp/`, any other (never read; a
+        folder named as a shard's listing is that shard's reject)."""
+        folders = [d for d in stray_files(fsio.list_dirs(self.path, links=True), shards, bases) if d not in bases]
         return [Unit("stray", (f,), self.path) for f in stray_files(files, shards, bases) + folders]
 
     def _set_aside(self, key: Callable[[], str], walk_root: str, uri: str, folder: bool | None = None) -> Reject | None:

@@ -360,6 +360,7 @@ def test_parts_of_a_real_tar_yield_what_the_whole_tar_does(downloads, tmp_path: 
         subprocess.run(["tar", "-xf", str(tar), "-C", str(members)], check=True)
         names = sorted(p.name for p in members.iterdir())
         subprocess.run(["tar", "--format=gnu", "-cf", str(tar), "-C", str(members), *names], check=True)
+        shutil.rmtree(members)  # a folder beside the shards would be a reject of its own
     source = LaionSource("web", str(tmp_path))
     whole = [repr(i) for u in source.units() for i in source.read(u)]
     monkeypatch.setattr(web_units, "TAR_PART_BYTES", max(1, tar.stat().st_size // 4))
