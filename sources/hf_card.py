@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from sources import fsio
-from sources.hf_parquet import SPLIT_NAME, hf_split, loaded_split, pattern_set, split_hint
+from sources.hf_parquet import SPLIT_NAME, hf_split, holds_class_label, loaded_split, pattern_set, split_hint
 from sources.paths import relative_to_root
 from sources.records import read_input_bytes
 from transforms.errors import exception_detail
@@ -303,3 +303,80 @@ def _judged_patterns(root: str, suffixes: tuple[str, ...] | None) -> str:
     if not fsio.isdir(root):  # a config's data_dir that is not there: none of its files is
         return "all"
     return pattern_set([relative_to_root(root, f) for f in fsio.list_files(root, suffixes, recursive=True)])
+
+
+@fsio.derived_input
+def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict]:
+    """The features (`datasets`' JSON form, as `hf_parquet.class_names` gives them) of the columns
+    holding a `ClassLabel` that the card's `dataset_info` declares for the built config (`default`
+    without configs): `datasets` casts a parquet without its own features to these, naming the
+    labels. {} without a card, its `dataset_info`, or a card that cannot be read (its configs'
+    error stops the build elsewhere). Recorded for the unit: an edit of the names renders it again."""
+    try:
+        config = card_config(root, hf_config)
+    except CardError:
+        return {}
+    return read_card_labels(fsio.join(root, CARD)).get(config.name if config else "default", {})
+
+
+@fsio.cached_input(maxsize=4)
+def read_card_labels(uri: str) -> dict[str, dict[str, dict]]:
+    """{config name: `card_class_labels`} of each `dataset_info` entry of the card at `uri` (one
+    entry without `config_name` is `default`'s, as `datasets`' `DatasetInfosDict` reads it); {} when
+    there is none or it cannot be read (judged by its size first, as `read_card`)."""
+    import yaml
+
+    try:
+        text = read_input_bytes(uri, MAX_CARD_BYTES).decode("utf-8-sig")
+        front = front_matter(text)
+        card = yaml.load(front, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if front else None  # noqa: S506
+    except (OSError, fsio.FileTooLarge, UnicodeDecodeError, yaml.YAMLError):  # the machine's errors: raised
+        return {}
+    infos = card.get("dataset_info") if isinstance(card, dict) else None
+    infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
+    found = {}
+    for info in infos:
+        if isinstance(info, dict) and isinstance(info.get("features"), list):
+            name = info.get("config_name", "default")
+            found[name if isinstance(name, str) else "default"] = {
+                column: feature for column, feature in _yaml_fields(info["features"]).items()
+                if holds_class_label(feature)}
+    return found
+
+
+def _yaml_fields(entries: Any) -> dict[str, Any]:
+    """A card's YAML feature list (`- name: label` with `dtype`, `list`, `sequence`, `struct`) as
+    `datasets`' JSON features (5.2 `Features._from_yaml_list`), the shapes that can hold a
+    `ClassLabel` kept; a malformed entry is `None` (no labels), never an error."""
+    if not isinstance(entries, list):
+        return {}
+    return {e["name"]: _yaml_feature(e) for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)}
+
+
+def _yaml_feature(obj: Any) -> Any:
+    if not isinstance(obj, dict) or not obj:
+        return None
+    kind = next(iter(obj)) if "name" not in obj else next((k for k in obj if k != "name"), None)
+    inner = obj.get(kind)
+    if kind in ("large_list", "list", "sequence"):
+        if isinstance(inner, list):  # a list of fields: `sequence` of a dict is a dict of lists there
+            fields = _yaml_fields(inner)
+            return ({name: {"_type": "List", "feature": sub} for name, sub in fields.items()} if kind == "sequence"
+                    else {"_type": "List", "feature": fields})
+        return {"_type": "List", "feature": _yaml_feature(inner) if isinstance(inner, dict) else None}
+    if kind == "struct":
+        return _yaml_fields(inner)
+    if kind == "dtype":
+        return _yaml_feature(inner) if isinstance(inner, dict) else None
+    if kind == "class_label":
+        names = inner.get("names") if isinstance(inner, dict) else None
+        if isinstance(names, list):
+            return {"_type": "ClassLabel", "names": [str(n) for n in names]}
+        try:
+            ids = sorted(names, key=int) if isinstance(names, dict) else None
+        except (TypeError, ValueError):
+            return None
+        if not ids or [int(i) for i in ids] != list(range(len(ids))):  # datasets refuses a gap
+            return None
+        return {"_type": "ClassLabel", "names": [str(names[i]) for i in ids]}
+    return None

@@ -100,10 +100,47 @@ def features(schema) -> dict[str, dict]:
     return {k: v for k, v in declared.items() if isinstance(v, dict)} if isinstance(declared, dict) else {}
 
 
-def class_names(schema) -> dict[str, list[str]]:
-    """The names of each `ClassLabel` column's integers."""
-    return {column: [str(n) for n in feature["names"]] for column, feature in features(schema).items()
-            if feature.get("_type") == "ClassLabel" and isinstance(feature.get("names"), list)}
+def class_names(schema) -> dict[str, dict]:
+    """The feature of each column holding a `ClassLabel` (itself, or inside lists and dicts: a
+    multi-label `List(ClassLabel)`, a detection dataset's `objects.category`), for `label_names`."""
+    return {column: feature for column, feature in features(schema).items() if holds_class_label(feature)}
+
+
+_LIST_TYPES = ("List", "Sequence", "LargeList")  # `datasets` 4+ writes `List`, 2.x and 3.x `Sequence`
+
+
+def holds_class_label(feature: Any) -> bool:
+    """Whether a feature (`datasets`' JSON form) is a `ClassLabel` or holds one in lists or dicts."""
+    if not isinstance(feature, dict):
+        return False
+    if feature.get("_type") == "ClassLabel":
+        return isinstance(feature.get("names"), list)
+    inner = [feature.get("feature")] if feature.get("_type") in _LIST_TYPES else \
+        [] if "_type" in feature else list(feature.values())  # a dict of features: a struct
+    return any(holds_class_label(f) for f in inner)
+
+
+def label_names(feature: dict, value: Any) -> Any:
+    """`value` of a column whose feature (`class_names`) holds `ClassLabel`s, each label integer
+    replaced by its name (None: an integer no name has, as `-1` for no label), in the value's
+    shape; the parts of a dict holding no label left out. A `Sequence` of a dict (`datasets` 2.x)
+    holds a dict of lists."""
+    kind = feature.get("_type")
+    if kind == "ClassLabel":
+        names = feature["names"]
+        return str(names[value]) if isinstance(value, int) and not isinstance(value, bool) \
+            and 0 <= value < len(names) else None
+    if kind in _LIST_TYPES:
+        inner = feature.get("feature")
+        if isinstance(value, list):
+            return [label_names(inner, v) for v in value]
+        if isinstance(value, dict) and isinstance(inner, dict) and "_type" not in inner:  # 2.x: dict of lists
+            return {k: [label_names(inner[k], v) for v in value[k]] if isinstance(value[k], list) else None
+                    for k in inner if k in value and holds_class_label(inner[k])}
+        return None
+    if kind is None and isinstance(value, dict):  # a struct
+        return {k: label_names(f, value[k]) for k, f in feature.items() if k in value and holds_class_label(f)}
+    return None
 
 
 def hf_split(relative: str) -> str:

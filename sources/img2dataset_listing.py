@@ -24,6 +24,10 @@ BAD_PARQUET = "bad_parquet"  # an img2dataset shard listing that exists but cann
 HASH_MISMATCH = "hash_mismatch"  # stored bytes that are not the download img2dataset hashed
 HASH_COLUMNS = ("sha256", "md5", "sha512", "sha1")  # img2dataset --compute_hash (sha256 by default)
 LISTING_SUFFIXES = (".parquet", "_stats.json")  # what img2dataset writes beside each shard
+# samples a `_stats.json` counts that no file holds, counted one by one up to this many per shard
+# (10 times img2dataset's default --number_sample_per_shard): a hand-edited or foreign stats file
+# claiming 10**12 would otherwise never end
+MAX_UNLISTED_REJECTS = 100_000
 
 
 def stray_files(files: list[str], shards: list[str], bases: list[str]) -> list[str]:
@@ -41,9 +45,16 @@ def is_shard_name(uri: str) -> bool:
     return uri.lower().endswith(TAR_SUFFIXES) and not set_aside(fsio.basename(uri))
 
 
+# img2dataset's (and video2dataset's) work folder in its output: the URL list cut into `N.feather`
+# shards, removed when the download ends; a running or killed download leaves it. Never a shard.
+WORK_FOLDER = "_tmp"
+
+
 def data_dirs(root: str) -> list[str]:
-    """A folder's sub-folders that may hold data (not `__MACOSX/`, `@eaDir/`, `.git/`)."""
-    return [d for d in fsio.list_dirs(root, links=True) if not set_aside(fsio.basename(d))]
+    """A folder's sub-folders that may hold data (not `__MACOSX/`, `@eaDir/`, `.git/`, nor the
+    downloader's `_tmp/`)."""
+    return [d for d in fsio.list_dirs(root, links=True)
+            if not set_aside(fsio.basename(d)) and fsio.basename(d) != WORK_FOLDER]
 
 
 def shard_of(uri: str) -> tuple[str, str]:
@@ -129,20 +140,38 @@ def listing_rejects(name: str, listing: ShardListing, shard: str, parquet: str =
 def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str], archive: str,
                     where: str = "") -> Iterator[Reject]:
     """Successes the downloader recorded that the archive (or folder) does not hold: a cut or lost
-    shard. Their `input`: `where` (the archive as the root sees it, with `:` or `/`) and the key."""
-    for sample_key in listing.successes():
+    shard. Their `input`: `where` (the archive as the root sees it, with `:` or `/`) and the key.
+    Then one reject per success its `_stats.json` counts beyond those the parquet lists or the
+    archive holds (`unlisted_successes`), keyed `missing-1`, `missing-2`... (their keys unknown)."""
+    listed = listing.successes()
+    for sample_key in listed:
         if sample_key not in seen:
             yield shard_reject(name, data_key(name, shard, sample_key), "read", "missing_from_archive",
                                f"{shard}.parquet lists {sample_key} as downloaded; {archive} lacks it",
                                f"{where}{sample_key}" if where else "")
-    if listing.rows or listing.stats_successes is None:
-        return
-    found = len(seen)
-    if found < listing.stats_successes:  # no parquet: only the count in _stats.json is known
-        yield shard_reject(name, data_key(name, shard, "missing"), "read", "missing_from_archive",
-                              f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} "
-                              f"holds {found}; without {shard}.parquet the missing keys are unknown",
-                              where.rstrip(":"))
+    lost = unlisted_successes(listing, listed, seen)
+    if lost:
+        if listing.rows:  # img2dataset counts a success before writing it: its writer raised on these
+            why = (f"{shard}_stats.json counts {listing.stats_successes} successes, {shard}.parquet lists "
+                   f"{len(listed)} and {archive} holds {len(seen)}: {lost} downloaded samples were written "
+                   "nowhere (img2dataset's sample writer failed on them; see its log)")
+        else:
+            why = (f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} holds {len(seen)}; "
+                   f"without {shard}.parquet the missing keys are unknown")
+        counted = min(lost, MAX_UNLISTED_REJECTS)
+        for number in range(1, counted + 1):
+            more = f" ({lost - counted} more claimed, not counted one by one)" \
+                if number == counted < lost else ""
+            yield shard_reject(name, data_key(name, shard, "missing", str(number)), "read", "missing_from_archive",
+                               why[:300 - len(more)] + more, where.rstrip(":/"))
+
+
+def unlisted_successes(listing: ShardListing, listed: list[str], seen: set[str]) -> int:
+    """How many successes a shard's `_stats.json` counts beyond those its parquet lists (`listed`)
+    or its archive holds (`seen`): samples no file names, each to be counted (0 when unknown)."""
+    if listing.stats_successes is None:
+        return 0
+    return max(0, listing.stats_successes - len(set(listed) | seen))
 
 
 def _listed_input(parquet: str, sample_key: str, row: dict[str, Any]) -> str:

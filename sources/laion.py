@@ -328,8 +328,10 @@ class LaionSource:
 
     def _strays(self, files: list[str], shards: list[str], bases: list[str]) -> list[Unit]:
         """A unit (one reject) for each file beside the shards that is none (`stray_files`), and
-        for each folder there an operating system or a tool left (`__MACOSX/`, `@eaDir/`, `.git/`)."""
-        folders = [d for d in fsio.list_dirs(self.path, links=True) if set_aside(fsio.basename(d))]
+        for each folder there that is no shard folder (`bases`): one an operating system or a tool
+        left (`__MACOSX/`, `@eaDir/`, `.git/`), img2dataset's `_tmp/`, any other (never read; a
+        folder named as a shard's listing is that shard's reject)."""
+        folders = [d for d in stray_files(fsio.list_dirs(self.path, links=True), shards, bases) if d not in bases]
         return [Unit("stray", (f,), self.path) for f in stray_files(files, shards, bases) + folders]
 
     def _set_aside(self, key: Callable[[], str], walk_root: str, uri: str, folder: bool | None = None) -> Reject | None:
@@ -678,7 +680,8 @@ class LaionSource:
                              f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint,
                              input=self._at(uri))
                 return
-            names = hf_parquet.class_names(parquet.schema_arrow)
+            names = hf_parquet.class_names(parquet.schema_arrow) if hf_parquet.features(parquet.schema_arrow) \
+                else hf_card.card_class_labels(self.path, self.hf_config)  # datasets casts to the card's
             context = {"file": name, "hf_split": split}
             at = self._at(uri)
             lists = hf_parquet.image_list_columns(parquet.schema_arrow)
@@ -701,7 +704,7 @@ class LaionSource:
                     yield self._hf_row(key, row, image, caption, names, {**context, "row": index}, hint,
                                        f"{at} row {index}")
 
-    def _hf_row(self, key: str, row: dict[str, Any], image: str, caption: str | None, names: dict[str, list[str]],
+    def _hf_row(self, key: str, row: dict[str, Any], image: str, caption: str | None, names: dict[str, dict],
                 context: dict[str, Any], hint: str | None, at: str = "") -> SourceItem:
         """One `datasets` row: its image's bytes, or a file its `path` names inside the root (a
         null image, a path leading out or to nothing: a reject)."""
@@ -719,7 +722,8 @@ class LaionSource:
         lineage: dict[str, Any] = {**({"caption": str(text).strip()} if text else {}), **context}
         if named:  # a path-only row's file as it lies under the root (`datasets` writes it absolute)
             lineage["image_path"] = nfc(relative_to_root(self.path, uri)) if uri else named
-        labels = {c: names[c][v] for c, v in row.items() if c in names and isinstance(v, int) and 0 <= v < len(names[c])}
+        labels = {c: hf_parquet.label_names(names[c], v) for c, v in row.items() if c in names}
+        labels = {c: named for c, named in labels.items() if named is not None}
         if labels:
             lineage["class_names"] = labels
         lineage["huggingface"] = {k: _jsonable(v) for k, v in sorted(row.items()) if not isinstance(v, bytes)}

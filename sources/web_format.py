@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from sources import fsio, hf_parquet
+from sources.imagefolder import METADATA_FILES
 from sources.img2dataset_listing import data_dirs, is_shard_name
 from sources.paths import path_problem, relative_to_root, set_aside, set_aside_problem
 from sources.records import raise_machine_error
@@ -50,7 +51,9 @@ def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
     parquets = [f for f in files if f.endswith(".parquet")]
     if parquets and _is_hf_parquet(root, parquets, follow_links):  # a `to_parquet` file, maybe beside images
         return "huggingface"
-    if parquets and data_dirs(root):
+    # img2dataset's `files` shards pair `NNNNN.parquet` with `NNNNN/`; an ImageFolder's own
+    # `metadata.parquet` beside its image folders (`images/0.png`) is none of them
+    if [p for p in parquets if fsio.basename(p) not in METADATA_FILES] and data_dirs(root):
         return "files"
     if parquets and image_column(parquets[0]):
         return "parquet"

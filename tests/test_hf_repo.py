@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from sources import fsio
 from sources.laion import LaionSource
@@ -153,3 +154,111 @@ def test_a_sharded_name_whose_split_datasets_refuses_stops_the_build(tmp_path: P
     assert hf_parquet.hf_split("data/my-train-00000-of-00001.parquet") == "my-train"
     with pytest.raises(ValueError, match=r"data/my-train-00000-of-00001.parquet names split 'my-train', no split name"):
         LaionSource("hf", str(tmp_path), "huggingface").units()
+
+
+# The `huggingface` schema metadata `datasets` 5.2 writes (`Dataset.to_parquet`) for a multi-label
+# column (`List(ClassLabel(...))`), a detection dataset's `objects` (a dict of lists, cppe-5's
+# layout) and a plain `ClassLabel`; and `datasets` 2.x's spelling of the same lists (`Sequence`,
+# a `Sequence` of a dict stored as a dict of lists).
+_LABELS_5 = {"image": {"_type": "Image"},
+             "labels": {"feature": {"names": ["cat", "dog", "car"], "_type": "ClassLabel"}, "_type": "List"},
+             "objects": {"category": {"feature": {"names": ["x", "y"], "_type": "ClassLabel"}, "_type": "List"},
+                         "bbox": {"feature": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "List"},
+                                  "_type": "List"}},
+             "fine": {"names": ["a", "b"], "_type": "ClassLabel"}}
+_LABELS_2 = {"image": {"_type": "Image"},
+             "labels": {"feature": {"num_classes": 3, "names": ["cat", "dog", "car"], "_type": "ClassLabel"},
+                        "length": -1, "_type": "Sequence"},
+             "objects": {"feature": {"category": {"num_classes": 2, "names": ["x", "y"], "_type": "ClassLabel"},
+                                     "bbox": {"feature": {"dtype": "float32", "_type": "Value"}, "length": 4,
+                                              "_type": "Sequence"}},
+                         "length": -1, "_type": "Sequence"},
+             "fine": {"num_classes": 2, "names": ["a", "b"], "_type": "ClassLabel"}}
+
+
+@pytest.mark.parametrize("declared", [_LABELS_5, _LABELS_2], ids=["datasets-5", "datasets-2"])
+def test_class_labels_inside_lists_and_dicts_are_named(tmp_path: Path, declared: dict):
+    """A multi-label column (`List(ClassLabel)`) and the `ClassLabel`s of a detection dataset's
+    `objects` rode in the lineage as bare integers, named only for a top-level `ClassLabel`: each
+    is named now, in the value's own shape (an integer no name has: null; a top-level one: left out)."""
+    import json
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    objects = pa.struct([("category", pa.list_(pa.int64())), ("bbox", pa.list_(pa.list_(pa.float32())))])
+    table = pa.table({
+        "image": pa.array([{"bytes": b"x", "path": None}] * 3, image),
+        "labels": pa.array([[0, 2], [], [1, 7]], pa.list_(pa.int64())),
+        "objects": pa.array([{"category": [0, 1], "bbox": [[0, 0, 1, 1], [1, 1, 2, 2]]},
+                             {"category": [], "bbox": []}, {"category": [1], "bbox": [[0, 0, 2, 2]]}], objects),
+        "fine": pa.array([0, 1, -1], pa.int64())})
+    metadata = {b"huggingface": json.dumps({"info": {"features": declared}}).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), tmp_path / "train.parquet")
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u)]
+    assert [r.lineage.get("class_names") for r in records] == [
+        {"labels": ["cat", "car"], "objects": {"category": ["x", "y"]}, "fine": "a"},
+        {"labels": [], "objects": {"category": []}, "fine": "b"},
+        {"labels": ["dog", None], "objects": {"category": ["y"]}}]
+    assert records[0].lineage["huggingface"]["labels"] == [0, 2]  # the integers stay as they were
+
+
+_CARD_FEATURES = """---
+dataset_info:
+  features:
+  - name: image
+    dtype: image
+  - name: labels
+    list:
+      class_label:
+        names:
+          '0': cat
+          '1': dog
+          '2': car
+  - name: objects
+    struct:
+    - name: category
+      list:
+        class_label:
+          names:
+            '0': x
+            '1': y
+    - name: bbox
+      list:
+        list: float32
+  - name: fine
+    dtype:
+      class_label:
+        names:
+          '0': a
+          '1': b
+  splits:
+  - name: train
+    num_examples: 3
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+---
+# a card as push_to_hub writes it (datasets 5.2 `Features._to_yaml_list`)
+"""
+
+
+def test_class_labels_come_from_the_card_when_the_parquet_declares_no_features(tmp_path: Path):
+    """Parquet files without `datasets`' schema metadata (written by pandas or pyarrow, uploaded
+    beside a card): `load_dataset` (5.2) takes the features from the card's `dataset_info` and names
+    the labels (`ClassLabel(names=['cat', 'dog', 'car'])`); the lineage had bare integers."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    objects = pa.struct([("category", pa.list_(pa.int64())), ("bbox", pa.list_(pa.list_(pa.float32())))])
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({
+        "image": pa.array([{"bytes": b"x", "path": None}] * 2, image),
+        "labels": pa.array([[0, 2], [1]], pa.list_(pa.int64())),
+        "objects": pa.array([{"category": [1], "bbox": [[0, 0, 1, 1]]}, {"category": [], "bbox": []}], objects),
+        "fine": pa.array([1, 0], pa.int64())}), tmp_path / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "README.md").write_text(_CARD_FEATURES)
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u) if getattr(i, "lineage", None)]
+    assert [r.lineage.get("class_names") for r in records] == [
+        {"labels": ["cat", "car"], "objects": {"category": ["y"]}, "fine": "b"},
+        {"labels": ["dog"], "objects": {"category": []}, "fine": "a"}]

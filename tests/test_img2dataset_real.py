@@ -360,6 +360,7 @@ def test_parts_of_a_real_tar_yield_what_the_whole_tar_does(downloads, tmp_path: 
         subprocess.run(["tar", "-xf", str(tar), "-C", str(members)], check=True)
         names = sorted(p.name for p in members.iterdir())
         subprocess.run(["tar", "--format=gnu", "-cf", str(tar), "-C", str(members), *names], check=True)
+        shutil.rmtree(members)  # a folder beside the shards would be a reject of its own
     source = LaionSource("web", str(tmp_path))
     whole = [repr(i) for u in source.units() for i in source.read(u)]
     monkeypatch.setattr(web_units, "TAR_PART_BYTES", max(1, tar.stat().st_size // 4))
@@ -529,3 +530,42 @@ def test_reencoded_download_is_warned_about_and_its_rotation_loss_named(reencode
                              pa.array([hashlib.sha256(d).hexdigest() if d else None for d in served]))
     pq.write_table(table, kept / "00000.parquet")
     assert LaionSource("web", str(kept)).notices() == []
+
+
+def test_samples_img2dataset_counted_but_wrote_nowhere_are_rejects(site, tmp_path: Path):
+    """img2dataset counts a download a success before its writer runs, and a writer that raises
+    loses the sample: its webdataset writer's `json.dumps` fails on a `--save_additional_columns`
+    column of dates (`TypeError: datetime is not JSON serializable`), so the tar and the parquet
+    both lack the sample while `_stats.json` counts it among `successes`. Each such sample is a
+    `missing_from_archive` reject of its own: every URL img2dataset tried is a sentence or a reject."""
+    import datetime
+
+    import pyarrow as pa
+
+    _, base, _ = site
+    names = ["landscape.jpg", "wide.jpg", "rot6.jpg", "gone.jpg"]
+    (tmp_path / "urls").mkdir()
+    pq.write_table(pa.table({"URL": [f"{base}/{n}" for n in names], "TEXT": [f"zoo {n}" for n in names],
+                             "created": pa.array([datetime.datetime(2020, 1, 1)] * len(names), pa.timestamp("us"))}),
+                   tmp_path / "urls" / "part-0.parquet")
+    out = tmp_path / "web"
+    command = [str(IMG2DATASET), "--url_list", str(tmp_path / "urls"), "--input_format", "parquet", "--url_col", "URL",
+               "--caption_col", "TEXT", "--save_additional_columns", '["created"]', "--output_folder", str(out),
+               "--output_format", "webdataset", "--resize_mode", "no", "--disable_all_reencoding", "True",
+               "--processes_count", "1", "--thread_count", "2", "--timeout", "5", "--retries", "0"]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = json.loads((out / "00000_stats.json").read_text())
+    assert (stats["count"], stats["successes"]) == (4, 3)  # what img2dataset says it did
+    assert [r["status"] for r in _parquet_rows(out)] == ["failed_to_download"]  # what it wrote
+    with tarfile.open(out / "00000.tar") as tar:
+        assert tar.getmembers() == []
+
+    source = LaionSource("web", str(out))
+    items = [i for u in source.units() for i in source.read(u)]
+    reasons = Counter(i.reason for i in items if isinstance(i, Reject))
+    assert reasons == {"failed_to_download": 1, "missing_from_archive": 3}
+    lost = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
+    assert len({r.key for r in lost}) == 3
+    assert all("00000_stats.json counts 3 successes" in r.detail and "00000.parquet" in r.detail for r in lost)

@@ -1061,6 +1061,24 @@ def test_an_image_folder_with_metadata_parquet_and_conditioning_images(tmp_path:
                            "its folder or above names it; datasets' ImageFolder leaves it out too")]
 
 
+def test_an_image_folder_with_metadata_parquet_at_its_top_is_no_img2dataset_files_layout(tmp_path: Path):
+    """`metadata.parquet` at the root with its images in a folder below (`images/0.png`), which
+    `datasets` 5.2 loads as an ImageFolder of 3 rows with their captions, was taken for
+    img2dataset's `files` layout (a parquet beside a folder): captions lost, the metadata file an
+    `unexpected_file` reject. It is a folder of images now, each photo with its row."""
+    pictures = _controlnet_folder(tmp_path)
+    train = tmp_path / "train"
+    for child in train.iterdir():
+        child.rename(tmp_path / child.name)
+    train.rmdir()
+    assert detect_format(str(tmp_path)) == "folder"
+    items = _read_all(LaionSource("cn", str(tmp_path)))
+    records = sorted((i.lineage["path"], i.lineage["caption"], i.read_bytes() == pictures[i.lineage["path"]])
+                     for i in items if isinstance(i, ImageRecord))
+    assert records == [(f"images/{i}.png", f"a photo {i}", True) for i in range(3)]
+    assert sorted(r.reason for r in items if isinstance(r, Reject)) == ["extra_image"] * 3 + ["unlisted_image"]
+
+
 def test_a_metadata_parquet_that_is_damaged_or_declares_too_much_is_never_read(tmp_path: Path, monkeypatch):
     """A cut `metadata.parquet` is one `bad_metadata` reject, its images `unlisted_image`; one
     whose footer declares more than the budget uncompressed is judged before its rows are read."""

@@ -395,10 +395,55 @@ def test_cut_tar_without_parquet_counts_from_stats(tmp_path: Path):
     tar = tmp_path / "00000.tar"
     tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
     items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
-    (missing,) = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
+    missing = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
     found = sum(isinstance(i, ImageRecord) for i in items) + sum(
         isinstance(i, Reject) and i.reason == "truncated_sample" for i in items)
-    assert missing.detail.startswith(f"00000_stats.json counts 12 successes, 00000.tar holds {found};")
+    # one reject per sample lost, so that sentences and rejects add up to what img2dataset counted
+    assert len(missing) == 12 - found and len({m.key for m in missing}) == len(missing)
+    assert all(m.detail.startswith(f"00000_stats.json counts 12 successes, 00000.tar holds {found};") for m in missing)
+
+
+def test_a_stats_file_claiming_absurdly_many_successes_is_counted_within_a_bound(tmp_path: Path, monkeypatch):
+    """A `_stats.json` (hand-edited, or of another download) claiming 10**12 successes the shard
+    does not hold: each lost sample is a reject, up to `MAX_UNLISTED_REJECTS`; the last of them
+    says how many more were claimed. Never 10**12 rejects (a build that never ends)."""
+    import sources.img2dataset_listing as listing
+
+    monkeypatch.setattr(listing, "MAX_UNLISTED_REJECTS", 5)
+    _img2dataset_shard(tmp_path)
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 10**12, "successes": 10**12}))
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    missing = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
+    assert len(missing) == 5 and sum(isinstance(i, ImageRecord) for i in items) == 12
+    assert "999999999983 more" in missing[-1].detail
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "files"])
+def test_folders_beside_img2dataset_shards_are_counted_never_skipped_or_read_as_shards(tmp_path: Path, layout: str):
+    """img2dataset keeps its work folder `_tmp/` (the URL list cut into `N.feather` shards) in the
+    output folder until the download ends: a running or killed download leaves it there. Beside
+    webdataset tars it (and any other folder: `extra/` holding a photo) was skipped silently; in
+    the files layout it was read as a shard folder, each feather a `not_an_image` record to decode.
+    Each such folder is now one `unexpected_file` reject, never read (the build of a killed
+    download says what is there; the rerun after img2dataset finished has no `_tmp/`)."""
+    import pyarrow.feather as feather
+
+    _img2dataset_shard(tmp_path)
+    if layout == "files":
+        with tarfile.open(tmp_path / "00000.tar") as tar:
+            tar.extractall(tmp_path / "00000", filter="data")
+        (tmp_path / "00000.tar").unlink()
+    (tmp_path / "_tmp").mkdir()
+    feather.write_feather(pa.table({"url": ["http://127.0.0.1/0.jpg"], "caption": ["c"]}), tmp_path / "_tmp" / "0.feather")
+    if layout == "webdataset":  # (in the files layout a folder of images is a shard folder: read)
+        (tmp_path / "extra").mkdir()
+        (tmp_path / "extra" / "photo.jpg").write_bytes(_image(seed=99, size=(20, 20)))
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == layout
+    items = _read_all(source)
+    assert sum(isinstance(i, ImageRecord) for i in items) == 12
+    others = sorted((i.input, i.reason) for i in items if isinstance(i, Reject) and i.reason != "failed_to_download")
+    assert others == [("_tmp", "unexpected_file")] + ([("extra", "unexpected_file")] if layout == "webdataset" else [])
 
 
 def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
