@@ -689,6 +689,53 @@ def test_a_grouping_on_an_in_process_cluster_gives_each_group_once(threads, tmp_
         assert _groups_on(cluster.scheduler_address, tmp_path / "groups") == RIGHT_GROUPS
 
 
+def _summing_dofn():
+    """A DoFn that sends each bundle's sum in `finish_bundle` (as `group_steps.BatchedProbes` sends
+    its last batches)."""
+    import apache_beam as beam
+    from apache_beam.transforms.window import GlobalWindows
+
+    class SumAtEnd(beam.DoFn):
+        def start_bundle(self):
+            self.total = 0
+
+        def process(self, x):
+            self.total += x
+            if x == 0:
+                yield "zero seen"
+
+        def finish_bundle(self):
+            yield GlobalWindows.windowed_value(("sum", self.total))
+
+    return SumAtEnd()
+
+
+def test_what_a_dofn_sends_when_its_bundle_ends_reaches_the_next_step(tmp_path):
+    """Beam 2.77's `apply_dofn_to_bundle` returns its outputs as they were before `finish_bundle`:
+    what a DoFn sends there was lost on Dask (the dedup's batched probes: no near duplicate
+    found). Each bundle's outputs are read after it ends now."""
+    import apache_beam as beam
+
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    folder = tmp_path / "seen"
+    folder.mkdir()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        options = ViewCachingOptions([f"--dask_client_address={cluster.scheduler_address}", "--dask_partition_size=4"])
+        pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
+        (pipeline | beam.Create(range(12)) | beam.ParDo(_summing_dofn())
+         | beam.Map(lambda x, f: (Path(f) / repr(x).replace("/", "_")).write_text("") if x != "zero seen"
+                    else (Path(f) / "zero").write_text(""), str(folder)))
+        result = pipeline.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            result.client.close()
+    sums = sorted(int(p.name.split(", ")[1].rstrip(")")) for p in folder.iterdir() if p.name.startswith("("))
+    assert (folder / "zero").exists() and sums and sum(sums) == sum(range(12)), sorted(os.listdir(folder))
+
+
 @pytest.mark.parametrize("workers", ["dask worker --nthreads 2", "the build's cluster, threads_per_worker: 2"])
 def test_a_grouping_on_worker_processes_of_two_threads_gives_each_group_once(workers, tmp_path):
     """Worker processes of two threads (`dask worker --nthreads 2`; the build's own local cluster):

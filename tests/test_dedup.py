@@ -327,6 +327,38 @@ def test_beam_dedup_step_matches_the_reference(exact, near):
             equal_to(rejects_expected), label="rejects")
 
 
+def test_the_near_search_sends_a_bundles_probes_batched_per_key():
+    """Each fingerprint's probes went to the near grouping as one element per (band, super-bucket)
+    key, about 21 an image, each encoded, held and decoded by the runner: most of the dedup's CPU
+    on the local runner. A bundle's probes go as one element per key now (at most bands x 256),
+    the last of them sent when the bundle ends; grouped, they make the twin records of the
+    unbatched search."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from uvd_pipeline.group_steps import BatchedProbes, _near_twins, _probes
+    from uvd_pipeline.sentences import RenderedUnit
+
+    entries = _random_fingerprints(4, n_bases=600, n_copies=200)
+    settings = DedupSettings(False, True, 6, 4)
+    unbatched: dict[tuple[int, int], list] = defaultdict(list)
+    for entry in entries:
+        for key, value in _probes(entry, settings):
+            unbatched[key].append([value])
+    expected = sorted(repr(twin) for item in unbatched.items() for twin in _near_twins(item, settings.threshold))
+    assert len(expected) > 50 and sum(map(len, unbatched.values())) > 10 * settings.bands * 256
+    units = [RenderedUnit(e.key, e.source, e.split, e.key, (b"png",), ({"key": e.key},), fingerprint=e)
+             for e in entries]
+    with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
+        probes = pipeline | beam.Create(units, reshuffle=False) | beam.ParDo(BatchedProbes(settings, exact=False))
+        count = probes | beam.combiners.Count.Globally()
+        assert_that(count | beam.Map(lambda n: 0 < n <= settings.bands * 256), equal_to([True]), label="elements")
+        twins = (probes | beam.GroupByKey() | beam.FlatMap(_near_twins, settings.threshold)
+                 | beam.Map(repr))
+        assert_that(twins, equal_to(expected), label="twins")
+
+
 def test_the_dedup_decision_reads_and_splits_each_group_once():
     """The unit-key grouping that meets each unit with the twin records dropping it was read by two
     steps, kept units and duplicates, each splitting every group again. One step decides now, with
@@ -619,7 +651,7 @@ def test_super_buckets_give_each_bucket_its_members_with_a_few_hundred_keys_per_
     """The near search groups by (band, super-bucket) and splits each group into its (band, value)
     buckets: the same twin records as a grouping by (band, value), from a grouping whose keys do
     not grow with the images (the local runner keeps a key and a list per key until it is read)."""
-    from uvd_pipeline.group_steps import _near_twins, _probes
+    from uvd_pipeline.group_steps import _near_twins, _probes, probe_batches
 
     entries = _random_fingerprints(3, n_bases=300, n_copies=300)
     settings = DedupSettings(True, True, 6, 4)
@@ -633,11 +665,18 @@ def test_super_buckets_give_each_bucket_its_members_with_a_few_hundred_keys_per_
     elements = 0
     for entry in entries:
         for key, value in _probes(entry, settings):
-            grouped[key].append(value)
+            grouped[key].append([value])
             elements += 1
     found = Counter(twin for item in grouped.items() for twin in _near_twins(item, settings.threshold))
     assert found == expected and sum(t.reason == NEAR for t in found.elements()) > 100
     assert len(grouped) <= settings.bands * 256 and elements < sum(map(len, by_value.values())) * 2 // 3
+    # a bundle's probes batched per key (`BatchedProbes`), in bundles of any size: the same records
+    for size in (1, 7, 600, len(entries)):
+        batched: dict[tuple[int, int], list] = defaultdict(list)
+        for start in range(0, len(entries), size):
+            for key, batch in probe_batches(entries[start:start + size], settings).items():
+                batched[key].append(batch)
+        assert Counter(twin for item in batched.items() for twin in _near_twins(item, settings.threshold)) == expected
 
 
 def _brute_decisions(entries: list[Fingerprint], threshold: int) -> dict[str, tuple[str, str, int, bool]]:
@@ -674,13 +713,10 @@ def _bucket_decisions(twins) -> dict[str, tuple[str, str, int, bool]]:
 def _grouped_twins(entries: list[Fingerprint], settings: DedupSettings) -> list:
     """The twin records of the Beam step's near search: its probe elements grouped by their key
     (a dict for the GroupByKey), each group split into buckets (`_near_twins`)."""
-    from uvd_pipeline.group_steps import _near_twins, _probes
+    from uvd_pipeline.group_steps import _near_twins, probe_batches
 
-    grouped: dict[tuple[int, int], list] = defaultdict(list)
-    for entry in entries:
-        for key, value in _probes(entry, settings):
-            grouped[key].append(value)
-    return [twin for item in grouped.items() for twin in _near_twins(item, settings.threshold)]
+    grouped = probe_batches(entries, settings)
+    return [twin for key, batch in grouped.items() for twin in _near_twins((key, [batch]), settings.threshold)]
 
 
 def test_a_hash_copied_thousands_of_times_costs_linear_twin_records():

@@ -162,13 +162,18 @@ def heap_frozen() -> Iterator[None]:
     many builds frees each one's graph). A full collection during the run scans them all, 45-120 ms
     each: a 900-image dedup-on build ran one more than dedup off (0.21 s of the main process's
     garbage collection against 0.09 s). They are alive through the run either way: a `gc.collect()`
-    at this point found nothing to free. A freeze someone else made is left as it is."""
+    at this point found nothing to free. A freeze someone else made is left as it is. The collector,
+    paused while the command started (`startup_gc`), is turned back on here, after the freeze."""
     import gc
 
+    from uvd_pipeline import startup_gc
+
     if gc.get_freeze_count():
+        startup_gc.resume()
         yield
         return
     gc.freeze()
+    startup_gc.resume()
     try:
         yield
     finally:

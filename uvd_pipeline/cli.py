@@ -14,6 +14,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
+from uvd_pipeline import startup_gc
 from uvd_pipeline.config import ConfigError, not_utf8
 from uvd_pipeline.dask_cluster import SchedulerLost
 from uvd_pipeline.log_filters import BeamRefusalNoise, quiet_handlers
@@ -133,6 +134,7 @@ READER_GONE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a writer whose
 
 def run() -> NoReturn:
     """The `uvd` command and `python -m uvd_pipeline`."""
+    startup_gc.pause()  # until a build's run starts, or another command's work (`startup_gc`)
     in_utf8_mode()
     try:
         code = main()
@@ -371,6 +373,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging(args.verbose)
+    if args.func is not cmd_build:  # a build turns the collector back on where its run starts
+        startup_gc.resume()
     try:
         return args.func(args)
     except (ConfigError, JsonlError) as exc:

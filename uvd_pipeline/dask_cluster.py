@@ -357,15 +357,17 @@ def _concatenated(parts: list) -> list:
 
 def _bundle(items, signature, window_fn, invoker_kwargs, specs, *values) -> list:
     """One partition through the DoFn (Beam's `apply_dofn_to_bundle`), its outputs collected in a
-    receiver made here, its side inputs made of their computed elements."""
+    receiver made here, its side inputs made of their computed elements. The outputs are read from
+    the receiver after the bundle ends: Beam's function returns a copy of them taken before
+    `finish_bundle`, which lost what a DoFn sends there (`group_steps.BatchedProbes`' batches)."""
     from apache_beam.runners.dask.transform_evaluator import apply_dofn_to_bundle, get_windowed_value
     from apache_beam.transforms.sideinputs import SideInputMap
 
     receivers, handler = _receiving(window_fn)
     side_inputs = [SideInputMap(kind, options, [get_windowed_value(v, side_window_fn) for v in elements])
                    for (kind, options, side_window_fn), elements in zip(specs, values)]
-    return apply_dofn_to_bundle(items, [signature, handler], dict(invoker_kwargs, side_inputs=side_inputs),
-                                receivers)
+    apply_dofn_to_bundle(items, [signature, handler], dict(invoker_kwargs, side_inputs=side_inputs), receivers)
+    return [output.value for output in receivers.values]
 
 
 def _receiving(window_fn):

@@ -39,6 +39,7 @@ rules:
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -52,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from sources import budget
+from uvd_pipeline import startup_gc
 from uvd_pipeline.config import BuildConfig
 from uvd_pipeline.step_metrics import MetricRecord, recorded
 from uvd_pipeline.unit_render import RenderCancelled, UnitRenderer, unit_renderers
@@ -316,6 +318,11 @@ def _die_with(parent: int) -> None:
 
 def _serve(conn, renderers: dict[str, UnitRenderer], stopped, parent: int) -> None:
     """The render process: units from the pipe until None or the pipe closes (the build ended)."""
+    # What it inherited lives as long as it does: frozen, the collector never scans it (a scan writes
+    # to every object's header, copying the build's pages into this process); then the collector,
+    # held off while the build started (`startup_gc`), is turned back on (Python's recipe for fork)
+    gc.freeze()
+    startup_gc.resume()
     _die_with(parent)
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and SIGTERM are the build's to handle: it closes the pool
         signal.signal(sig, signal.SIG_IGN)

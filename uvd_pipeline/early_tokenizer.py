@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from uvd_pipeline import startup_gc
 from uvd_pipeline.config import BuildConfig
 from uvd_pipeline.tokenize_stage import TokenizeSettings, load_tokenizer
 
@@ -109,6 +110,7 @@ def tokenizer_early(config: BuildConfig) -> Iterator[EarlyTokenizer | None]:
     if not wanted(config):
         yield None
         return
+    startup_gc.resume()  # loading and compiling a model makes cyclic garbage: collect it as it comes
     settings = TokenizeSettings.of(config.tokenizer)
     early = EarlyTokenizer(settings, config.image.size)
     with _ACTIVE_LOCK:

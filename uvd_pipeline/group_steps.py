@@ -10,6 +10,8 @@ from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from sources.records import Reject
 from transforms.phash import band_probes, band_width
@@ -134,20 +136,65 @@ EXACT_BAND = -1  # the band index under which exact twin records travel through 
 EXACT_SPREAD = 256  # ... spread over this many keys by their unit key
 
 
-def _exact(item: tuple[str, Iterable[Fingerprint]], near: DedupSettings | None) -> Iterator[tuple[tuple[int, int], Any]]:
-    """One sha256 group: a twin record for each member but the best-ranked, and the best one's band
-    probes (`_probes`) when the near search runs. The twin records take the near search's grouping
-    too, under `EXACT_BAND` (`_near_twins` passes them on): one stream of twin records, where two
-    streams needed a Flatten (a stage of its own on the local runner) and a filter each."""
-    best, twins = exact_group(item[1])
-    for twin in twins:
-        yield (EXACT_BAND, zlib.crc32(twin.key.encode()) % EXACT_SPREAD), twin
-    if near is not None:
-        yield from _probes(best, near)
+PROBE_BATCH_UNITS = 2048  # fingerprints whose probes `BatchedProbes` holds before it sends them
 
 
-def _probes_of_unit(unit: RenderedUnit, settings: DedupSettings) -> Iterator[Any]:
-    return _probes(unit.fingerprint, settings)
+class BatchedProbes(beam.DoFn):
+    """One sha256 group's twin records and its best-ranked member's band probes (input: sha256
+    groups), or each unit's probes (input: units, exact search off). The twin records take the
+    near search's grouping too, under `EXACT_BAND` (`_near_twins` passes them on): one stream of
+    twin records, where two needed a Flatten (a stage of its own on the local runner) and a filter
+    each. The probes of a bundle's fingerprints are sent as one element per (band, super-bucket)
+    key they touch, a list of `_probes` values, not one element per fingerprint and key: the
+    ~21 elements an image (each encoded, held by the grouping, decoded and passed through the next
+    step's operations) were most of the dedup's cost on the local runner. Each key's group holds
+    the same values either way, so the same twin records follow. At most `PROBE_BATCH_UNITS`
+    fingerprints' probes are held; the rest of a bundle is sent when it ends (`finish_bundle`)."""
+
+    def __init__(self, settings: DedupSettings, exact: bool) -> None:
+        self.settings = settings if settings.near else None
+        self.exact = exact
+
+    def start_bundle(self) -> None:
+        self._batches: dict[tuple[int, int], list[tuple[bytes, ProbeRow]]] = {}
+        self._held = 0
+
+    def process(self, item: Any) -> Iterator[tuple[tuple[int, int], Any]]:
+        if self.exact:
+            best, twins = exact_group(item[1])
+            for twin in twins:
+                yield (EXACT_BAND, zlib.crc32(twin.key.encode()) % EXACT_SPREAD), twin
+        else:
+            best = item.fingerprint
+        if self.settings is None:
+            return
+        batches = self._batches
+        for key, value in _probes(best, self.settings):
+            batch = batches.get(key)
+            if batch is None:
+                batches[key] = [value]
+            else:
+                batch.append(value)
+        self._held += 1
+        if self._held >= PROBE_BATCH_UNITS:
+            yield from self._sent()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for element in self._sent():
+            yield GlobalWindows.windowed_value(element)
+
+    def _sent(self) -> Iterator[tuple[tuple[int, int], list[tuple[bytes, ProbeRow]]]]:
+        batches, self._batches, self._held = self._batches, {}, 0
+        yield from batches.items()
+
+
+def probe_batches(entries: Iterable[Fingerprint], settings: DedupSettings) -> dict[tuple[int, int], list]:
+    """The probes of `entries` batched per key as one bundle of `BatchedProbes` sends them."""
+    batches: dict[tuple[int, int], list] = {}
+    for entry in entries:
+        for key, value in _probes(entry, settings):
+            batches.setdefault(key, []).append(value)
+    return batches
 
 
 def _probes(entry: Fingerprint, settings: DedupSettings) -> Iterator[tuple[tuple[int, int], tuple[bytes, ProbeRow]]]:
@@ -177,16 +224,17 @@ def super_shift(bands: int) -> int:
 
 
 def _near_twins(item: tuple[tuple[int, int], Iterable[Any]], threshold: int) -> Iterator[Twin]:
-    """The (band, value) buckets of one super-bucket, each with exactly the members a grouping by
-    (band, value) would give it; pairs within the threshold in each (`near_bucket`). Under
+    """The (band, value) buckets of one super-bucket (its values: `BatchedProbes`' batches), each
+    with exactly the members a grouping by (band, value) would give it; pairs within the threshold in each (`near_bucket`). Under
     `EXACT_BAND`, the exact twin records, passed on."""
     if item[0][0] == EXACT_BAND:
         yield from item[1]
         return
     buckets: dict[int, list[tuple[bool, ProbeRow]]] = {}
-    for targets, row in item[1]:
-        for value, stored in _TARGET.iter_unpack(targets):
-            buckets.setdefault(value, []).append((bool(stored), row))
+    for batch in item[1]:  # `BatchedProbes`' lists
+        for targets, row in batch:
+            for value, stored in _TARGET.iter_unpack(targets):
+                buckets.setdefault(value, []).append((bool(stored), row))
     decoded: dict[ProbeRow, Any] = {}  # a row sits in several buckets of the group: decode it once
     for members in buckets.values():
         if len(members) < 2:  # most buckets: a probe that found nothing
@@ -265,10 +313,10 @@ class Deduplicate(beam.PTransform):
                 units
                 | "By pixels" >> beam.Map(lambda u: (u.fingerprint.sha256, u.fingerprint))
                 | "Exact groups" >> beam.GroupByKey()
-                | "Exact twins and probes" >> beam.FlatMap(_exact, near)
+                | "Exact twins and probes" >> beam.ParDo(BatchedProbes(settings, exact=True))
             )
         else:
-            keyed = units | "Band probes" >> beam.FlatMap(_probes_of_unit, near)
+            keyed = units | "Band probes" >> beam.ParDo(BatchedProbes(settings, exact=False))
         # a key with any twin record is dropped: the grouping that gathers each unit's records as
         # the better twin also gathers a marker per record that drops it (no counting stage). The
         # groupings' inputs are told apart by type, not tagged (a CoGroupByKey adds three steps)
