@@ -722,11 +722,96 @@ def test_co3d_depth_is_measured_only_where_its_depth_mask_says(tmp_path: Path):
     assert (target[:, 8:] == 0).all()  # untrusted: no depth
     expected = depth_to_colour(np.where(trusted, depth.astype(np.float32) * 1.5, 0))
     assert np.array_equal(target, expected) and (target[:, :8].sum(axis=2) > 0).all()
-    # a depth mask of another size than its depth map cannot say which pixels it means
-    Image.fromarray(np.ones((8, 8), bool)).convert("1").save(seq / "depth_masks" / "frame000002.png")
+    # a depth mask of another aspect ratio than its depth map cannot say which pixels it means
+    Image.fromarray(np.ones((8, 16), bool)).convert("1").save(seq / "depth_masks" / "frame000002.png")
     assert render_pair(pairs[1], settings("squash", 16)).reason == "annotation_size_mismatch"
     (seq / "depth_masks" / "frame000002.png").unlink()  # named, and not there: never drawn unmasked
     assert render_pair(pairs[1], settings("squash", 16)).reason == "missing_annotation"
+
+
+def _co3d_frame(tmp_path: Path, make_mask: list[str]) -> tuple[PairRecord, np.ndarray, Path]:
+    """One CO3D pair of a 32x32 frame (depth 1..4 m, farther to the right) whose depth mask
+    ImageMagick draws (`convert` with `make_mask`); also its depth and its mask's path."""
+    import gzip
+    import subprocess
+
+    from PIL import Image
+
+    from sources.multiview import Co3dSource
+
+    seq = tmp_path / "teddybear" / "34_1403_4393"
+    for folder in ("images", "depths", "depth_masks"):
+        (seq / folder).mkdir(parents=True, exist_ok=True)
+    depth = np.tile(np.linspace(1.0, 4.0, 32, dtype=np.float16), (32, 1))
+    base, frames = "teddybear/34_1403_4393", []
+    for number in (1, 2):
+        stem = f"frame{number:06d}"
+        Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(seq / "images" / f"{stem}.jpg", quality=95)
+        Image.fromarray(depth.view(np.uint16)).save(seq / "depths" / f"{stem}.jpg.geometric.png")
+        subprocess.run(["convert", *make_mask, str(seq / "depth_masks" / f"{stem}.png")], check=True)
+        frames.append({"sequence_name": "34_1403_4393", "frame_number": number,
+                       "image": {"path": f"{base}/images/{stem}.jpg", "size": [32, 32]},
+                       "depth": {"path": f"{base}/depths/{stem}.jpg.geometric.png", "scale_adjustment": 1.0,
+                                 "mask_path": f"{base}/depth_masks/{stem}.png"},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [0.0, 0.0, 3.0 + number]}})
+    with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wt") as out:
+        json.dump(frames, out)
+    source = Co3dSource("co3d", str(tmp_path), views=2, pair_tasks=("depth",))
+    pair = next(i for u in source.units() for i in source.read(u) if isinstance(i, PairRecord))
+    return pair, depth.astype(np.float32), seq / "depth_masks" / "frame000001.png"
+
+
+def _co3d_kept(mask_path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Where CO3D's loader keeps depth: `_load_1bit_png_mask` (Pillow's convert("L") > 0),
+    resized nearest to the depth map's size as torch's `interpolate(mode="nearest")` does."""
+    import torch
+    from PIL import Image
+
+    with Image.open(mask_path) as image:
+        mask = torch.from_numpy((np.array(image.convert("L")) > 0).astype(np.float32))
+    return torch.nn.functional.interpolate(mask[None, None], size=shape, mode="nearest")[0, 0].numpy() > 0
+
+
+@pytest.mark.parametrize("make_mask", [
+    ["-size", "32x32", "xc:black", "-fill", "white", "-draw", "rectangle 0,0 15,31", "-type", "bilevel"],
+    ["-size", "32x32", "xc:black", "-fill", "red", "-draw", "rectangle 0,0 15,31", "-define", "png:color-type=2"],
+    ["-size", "32x32", "xc:black", "-fill", "rgb(0,0,1)", "-draw", "rectangle 0,0 15,31",
+     "-fill", "rgb(0,1,0)", "-draw", "rectangle 0,0 7,31", "-define", "png:color-type=2"],
+    ["-size", "32x32", "xc:black", "-fill", "red", "-draw", "rectangle 0,0 15,31", "-type", "palette"],
+    ["-size", "16x16", "xc:black", "-fill", "white", "-draw", "rectangle 0,0 7,15", "-type", "bilevel"],
+    ["-size", "64x64", "xc:black", "-fill", "white", "-draw", "rectangle 0,0 20,63", "-type", "bilevel"],
+], ids=["1bit", "red_rgb", "dim_rgb", "red_palette", "half_size", "double_size"])
+def test_co3d_depth_mask_is_read_as_co3ds_loader_reads_it(tmp_path: Path, make_mask: list[str]):
+    """Depth masks ImageMagick writes in the forms a PNG can take: kept where CO3D's loader keeps
+    them (Pillow's convert("L") > 0, resized nearest), read back with Pillow and torch. A coloured
+    mask was read from its blue channel (red on black kept nothing: an all-black target), and one of
+    half or double the depth's size at its aspect ratio was `annotation_size_mismatch`."""
+    pair, depth, mask_path = _co3d_frame(tmp_path, make_mask)
+    kept = _co3d_kept(mask_path, depth.shape)
+    assert 0 < kept.sum() < kept.size
+    result = render_pair(pair, settings("squash", 32))
+    assert not isinstance(result, Reject), result
+    _, target = (decode_png(png) for png in result.images)
+    assert np.array_equal(target, depth_to_colour(np.where(kept, depth, 0)))
+    assert (target[~kept] == 0).all() and (target[kept].sum(axis=1) > 0).all()
+
+
+@pytest.mark.parametrize("make_mask", [
+    ["-size", "32x32", "xc:black", "-type", "bilevel"],
+    ["-size", "32x32", "xc:black", "-fill", "white", "-draw", "rectangle 0,0 15,31", "-type", "bilevel"],
+], ids=["all_black_mask", "mask_on_no_depth"])
+def test_co3d_depth_with_no_valid_pixel_left_is_an_empty_target(tmp_path: Path, make_mask: list[str]):
+    """An all-black depth mask (nothing trusted), or a mask set only where the depth map has no
+    depth, left no valid pixel: the pair came out as an all-black target counted as good. Now it is
+    an `empty_target` reject."""
+    pair, depth, _ = _co3d_frame(tmp_path, make_mask)
+    if "rectangle 0,0 15,31" in make_mask:  # depth only where the mask is not set
+        from PIL import Image
+
+        depth[:, :16] = 0
+        Image.fromarray(depth.astype(np.float16).view(np.uint16)).save(pair.annotation["depth_uri"])
+    result = render_pair(pair, settings("squash", 32))
+    assert isinstance(result, Reject) and result.reason == "empty_target", result
 
 
 def _mpii_images(root: Path, names: list[str]) -> None:
