@@ -822,10 +822,11 @@ def _mpii_images(root: Path, names: list[str]) -> None:
         Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(root / "images" / name, quality=90)
 
 
-def test_mpii_own_release_reads_as_mmposes_conversion_of_it(tmp_path: Path):
+def test_mpii_own_release_reads_as_hrnets_json_encodes_its_people(tmp_path: Path):
     """MPII's `mpii_human_pose_v1_u12_1.mat` (scipy writes it in the release's layout,
     `tests/mpii_release.py`) was refused ("a MATLAB .mat file ... this reader takes MMPose's JSON").
-    It reads now, each train image's pair the very one MMPose's JSON of the same people gives:
+    It reads now as HRNet's JSON (the one MMPose ships) encodes people, each train image's pair in
+    this test the very one that JSON of the same people (`mmpose_entries`) gives:
     joints by `id` (listed out of order), `is_visible` 1, 0, '1' or [] all annotated, a joint MPII
     left out unlabelled, a person without annopoints left out, one person (a 1 x 1 annorect) and one
     point (a 1 x 1 point array) read as MATLAB keeps them. A test image (img_train 0) is
@@ -892,7 +893,7 @@ def test_mpii_own_release_reads_as_mmposes_conversion_of_it(tmp_path: Path):
 
 def test_mpii_release_is_judged_before_scipy_reads_it(tmp_path: Path, monkeypatch):
     """What the release's compressed variables inflate to is counted before scipy reads them (scipy
-    holds 2.6 times that at its peak): past the budget the file stops `check`, naming the field."""
+    holds up to 4 times that at its peak): past the budget the file stops `check`, naming the field."""
     from mpii_release import Image, Person, write_release
     from sources import mpii_release
     from sources.mat_files import mat_inflated_bytes
@@ -907,6 +908,100 @@ def test_mpii_release_is_judged_before_scipy_reads_it(tmp_path: Path, monkeypatc
     with pytest.raises(ConfiguredValueMismatch) as caught:
         MpiiSource("mpii", str(tmp_path), annotation_file="mpii_human_pose_v1_u12_1.mat").units()
     assert caught.value.field == "annotation_file" and "inflates past" in str(caught.value)
+
+
+def _inflating_release(path: Path, inflated: int) -> None:
+    """A .mat whose one compressed variable, `RELEASE` (uint8 zeros), inflates to `inflated` bytes:
+    the MAT v5 layout (header, miCOMPRESSED holding a miMATRIX) written a chunk at a time, so a file
+    of a few hundred KB asks scipy for hundreds of MB without the test holding them."""
+    import struct
+    import zlib
+
+    name = b"RELEASE"
+    matrix = (struct.pack("<IIII", 6, 8, 9, 0) + struct.pack("<IIii", 5, 8, 1, inflated)
+              + struct.pack("<II", 1, len(name)) + name.ljust(8, b"\0") + struct.pack("<II", 2, inflated))
+    pad = -inflated % 8
+    compress = zlib.compressobj(9)
+    parts, left, zeros = [compress.compress(struct.pack("<II", 14, len(matrix) + inflated + pad) + matrix)], inflated + pad, bytes(1 << 24)
+    while left:
+        parts.append(compress.compress(zeros[:min(left, len(zeros))]))
+        left -= min(left, len(zeros))
+    body = b"".join(parts) + compress.flush()
+    header = b"MATLAB 5.0 MAT-file".ljust(116, b" ") + bytes(8) + struct.pack("<H", 0x0100) + b"IM"
+    path.write_bytes(header + struct.pack("<II", 15, len(body)) + body)
+
+
+def test_mpii_release_budget_holds_its_worst_shape(tmp_path: Path):
+    """The budget was 512 MiB inflated, and scipy builds nested 1 x 1 structs at 4 times their
+    inflated bytes (the entries made of them as much again): a 1.2 MB file of 400k one-point people
+    grew a worker by 1.6 GiB, one at the budget would by 3.7 GiB. A file inflating to 200 MiB (over
+    the release's 135 MB by half) is refused now, before scipy reads it."""
+    from sources.mat_files import mat_inflated_bytes
+    from sources.mpii import MpiiSource
+    from sources.paths import ConfiguredValueMismatch
+
+    _mpii_images(tmp_path, ["a.jpg"])
+    _inflating_release(tmp_path / "release.mat", 200 << 20)
+    assert (tmp_path / "release.mat").stat().st_size < 1 << 20
+    assert mat_inflated_bytes((tmp_path / "release.mat").read_bytes(), 1 << 30) >= 200 << 20
+    with pytest.raises(ConfiguredValueMismatch) as caught:
+        MpiiSource("mpii", str(tmp_path), annotation_file="release.mat").units()
+    assert caught.value.field == "annotation_file" and "inflates past 192 MiB" in str(caught.value)
+
+
+@pytest.mark.parametrize("cap, outcome", [("MAX_RELEASE_IMAGES", "lists 3 images, over the 2"),
+                                          ("MAX_RELEASE_PEOPLE", "holds 4 people, over the 2")])
+def test_mpii_release_images_and_people_are_counted_before_entries_are_made(tmp_path: Path, monkeypatch,
+                                                                           cap, outcome):
+    """Within the inflated budget, a release of more images or people than a worker holds as entries
+    (each about 2 KiB, as many as the structs scipy made of them) was read whole: they are counted
+    first now, and past twice the release's counts the file stops `check`, naming the field."""
+    from mpii_release import Image, Person, write_release
+    from sources import mpii_release
+    from sources.mpii import MpiiSource
+    from sources.paths import ConfiguredValueMismatch
+
+    _mpii_images(tmp_path, ["a.jpg", "b.jpg", "c.jpg"])
+    person = Person([(0, 5.0, 5.0, 1.0)])
+    write_release(tmp_path / "release.mat", [Image("a.jpg", True, [person, person]), Image("b.jpg", True, [person]),
+                                             Image("c.jpg", False, [person])])
+    monkeypatch.setattr(mpii_release, cap, 2)
+    with pytest.raises(ConfiguredValueMismatch) as caught:
+        MpiiSource("mpii", str(tmp_path), annotation_file="release.mat").units()
+    assert caught.value.field == "annotation_file" and outcome in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["mat", "json"])
+def test_mpii_entries_kept_parsed_count_what_they_hold(tmp_path: Path, kind):
+    """The parsed entries of two annotation files were kept with no byte limit, each counted as its
+    file's bytes: a release's entries take about 2 KiB each, 40 times its compressed bytes. What a
+    kept parse counts is at least what its entries hold now (tracemalloc), so `CACHED_ENTRIES_BYTES`
+    bounds them."""
+    import tracemalloc
+
+    from mpii_release import Image, Person, mmpose_entries, write_release
+    from sources import mpii
+    from sources.mpii_release import read_release
+
+    names = [f"{i:09d}.jpg" for i in range(100)]
+    images = [Image(n, True, [Person([(j, 5.0 + j, 9.0, 1.0) for j in range(16)])] * 2) for n in names]
+    uri = tmp_path / ("release.mat" if kind == "mat" else "mpii_train.json")
+    if kind == "mat":
+        write_release(uri, images)
+    else:
+        uri.write_text(json.dumps(mmpose_entries(images)))
+    read_release(str(tmp_path / "release.mat")) if kind == "mat" else None  # scipy's imports, untraced
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        entries = read_release(str(uri)) if kind == "mat" else json.loads(uri.read_text())
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(entries) == 200 and held > 20 * uri.stat().st_size // (10 if kind == "json" else 1)
+    mpii._load_entries.cache_clear()
+    assert len(mpii._load_entries(str(uri))) == 200
+    assert mpii._load_entries.weight(str(uri)) >= held
 
 
 def test_coco_panoptic_file_is_named_for_what_it_is(tmp_path: Path):
