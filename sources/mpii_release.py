@@ -18,7 +18,7 @@ and what its compressed variables inflate to are judged before scipy reads it: a
 of the real counts (4.7 MB compressed, 135 MB inflated) peaks at 355 MB read this way, 2.6 times
 its inflated bytes. That is not the worst: scipy builds nested 1 x 1 structs (one person of one
 point per image) at 4.0 times their inflated bytes, and the entries made of them take as much
-again (a 314 KB file of 100k such images, 53 MiB inflated: +422 MiB, 7.9 times; at the old 512 MiB
+again (a 314 KB file of 100k such images, 53 MiB inflated: +422 MiB, 7.9 times; by that ratio, at the old 512 MiB
 budget, 3.7 GiB). So the inflated bytes are held to `MAX_RELEASE_INFLATED_BYTES`, and images and
 people are counted before entries are made (`MAX_RELEASE_IMAGES`, `MAX_RELEASE_PEOPLE`; entries
 `KEPT_ENTRY_BYTES` each): a 1.8 MB file of that shape at the edge (190 MiB inflated, 50k entries)
