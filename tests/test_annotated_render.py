@@ -922,7 +922,8 @@ def _inflating_release(path: Path, inflated: int) -> None:
               + struct.pack("<II", 1, len(name)) + name.ljust(8, b"\0") + struct.pack("<II", 2, inflated))
     pad = -inflated % 8
     compress = zlib.compressobj(9)
-    parts, left, zeros = [compress.compress(struct.pack("<II", 14, len(matrix) + inflated + pad) + matrix)], inflated + pad, bytes(1 << 24)
+    parts = [compress.compress(struct.pack("<II", 14, len(matrix) + inflated + pad) + matrix)]
+    left, zeros = inflated + pad, bytes(1 << 24)
     while left:
         parts.append(compress.compress(zeros[:min(left, len(zeros))]))
         left -= min(left, len(zeros))

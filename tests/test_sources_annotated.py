@@ -2046,5 +2046,6 @@ def test_kitti_frame_rules_hold_in_kittis_layout_only(tmp_path: Path):
         kitti = layout[0] == "image_2"
         assert [i.key for i in items if isinstance(i, PairRecord)] == ["rig-000000_10-depth"]
         (lost,) = [i for i in items if isinstance(i, Reject)]
-        assert (lost.key, lost.reason) == ("rig-000000_11-depth", "no_ground_truth_frame" if kitti else "missing_annotation")
+        reason = "no_ground_truth_frame" if kitti else "missing_annotation"
+        assert (lost.key, lost.reason) == ("rig-000000_11-depth", reason)
         assert sorted(i.group for i in items) == (["rig-000000"] * 2 if kitti else ["rig-000000_10", "rig-000000_11"])
