@@ -1,4 +1,4 @@
-"""MPII human pose in MMPose's JSON form (the .mat original converted by MMPose's tools).
+"""MPII human pose in MMPose's JSON form (HRNet's conversion of the .mat original, which MMPose ships).
 
 MPII lists one entry per person; an image's people become one pair, keyed by the image's stem.
 Units are ranges of entries, and an image is read in the unit holding its first entry, with all
@@ -10,7 +10,8 @@ MMPose names its files by split: every pair and reject of `mpii_val.json` (HRNet
 of the same form: the validation images of Tompson et al., the split MPII results are reported
 on) is in the `val` split, never hashed into `train`; the entries of any other file are hashed into
 train/val like sources without a split. MPII's own release (`mpii_human_pose_v1_u12_1.mat`, told by
-its first bytes) is read into the entries MMPose's converter makes of it (`sources.mpii_release`);
+its first bytes) is read as HRNet's JSON encodes people (joints by id, every annotated joint
+visible; `sources.mpii_release`);
 its test images (`img_train` 0) are `unlabeled_split` rejects, its train images without an annotated
 person `no_pose_annotations`, and its pairs are hashed (the release holds no validation split).
 """
@@ -22,7 +23,7 @@ from typing import Iterator
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION, AnnotationFileError, load_json, numbers
-from sources.mpii_release import UNLABELED_SPLIT, ReleaseEntry, UnannotatedImage, read_release
+from sources.mpii_release import KEPT_ENTRY_BYTES, UNLABELED_SPLIT, ReleaseEntry, UnannotatedImage, read_release
 from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under
 from sources.records import PairRecord, Reject, SourceItem, folder_input, raise_machine_error, safe_key
 
@@ -51,7 +52,18 @@ def _starts_with(uri: str, magic: bytes) -> bool:
         return False
 
 
-@fsio.cached_input(maxsize=2)
+# Entries kept parsed stand for at most this many bytes (one larger list alone): a release's
+# entries, or a JSON's, take about `KEPT_ENTRY_BYTES` each, many times their file's bytes.
+CACHED_ENTRIES_BYTES = 160 << 20
+
+
+def _kept_weight(entries: list) -> int:
+    """What a kept list of entries counts in the cache: its entries, not its file's bytes (a
+    release's 12.5 MB file makes some 25k entries of about 75 MB)."""
+    return len(entries) * KEPT_ENTRY_BYTES
+
+
+@fsio.cached_input(maxsize=2, max_bytes=CACHED_ENTRIES_BYTES, weigh=_kept_weight)
 def _load_entries(uri: str) -> list:
     """MMPose's JSON list of people, or the release's entries (`read_release`) where the file is a
     MATLAB .mat (it was refused as "not UTF-8 text (at byte 132)")."""

@@ -1,9 +1,10 @@
-"""MPII's own release, `mpii_human_pose_v1_u12_1.mat`, read into the entries MMPose's (HRNet's)
-converter makes of it, so that the MPII reader gives the same pairs from either file.
+"""MPII's own release, `mpii_human_pose_v1_u12_1.mat`, read as HRNet's JSON encodes people (joints
+by id, every annotated joint visible): the JSON MMPose ships as `mpii_train.json`, whose entries the
+MPII reader already takes.
 
 The file is one MATLAB struct `RELEASE`: `annolist(i).image.name`, `annolist(i).annorect(k)` (one
 person: `annopoints.point(j)` with `x`, `y` (MATLAB's 1-based pixel centres), `id` 0..15 and
-`is_visible`), and `img_train(i)` (1 train, 0 test). As the converter does, an entry is one annotated
+`is_visible`), and `img_train(i)` (1 train, 0 test). As in HRNet's JSON, an entry is one annotated
 person of a train image: joints by `id`, `[-1, -1]` and joints_vis 0 where MPII left a joint out,
 joints_vis 1 for every annotated joint. `is_visible` is not used: MPII leaves it empty on the head's
 two points, writes it as the text '1' on some, and its evaluation counts every annotated joint.
@@ -15,7 +16,13 @@ dropped without a word.
 Memory: scipy builds Python objects for the release's 25k images and 40k people. The file's size
 and what its compressed variables inflate to are judged before scipy reads it: a synthetic release
 of the real counts (4.7 MB compressed, 135 MB inflated) peaks at 355 MB read this way, 2.6 times
-its inflated bytes (883 MB as record arrays, which this reader does not use).
+its inflated bytes. That is not the worst: scipy builds nested 1 x 1 structs (one person of one
+point per image) at 4.0 times their inflated bytes, and the entries made of them take as much
+again (a 314 KB file of 100k such images, 53 MiB inflated: +422 MiB, 7.9 times; by that ratio, at the old 512 MiB
+budget, 3.7 GiB). So the inflated bytes are held to `MAX_RELEASE_INFLATED_BYTES`, and images and
+people are counted before entries are made (`MAX_RELEASE_IMAGES`, `MAX_RELEASE_PEOPLE`; entries
+`KEPT_ENTRY_BYTES` each): a 1.8 MB file of that shape at the edge (190 MiB inflated, 50k entries)
+peaks at +785 MiB, its entries made after scipy's own peak has passed.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ from sources.records import read_input_bytes
 
 MPII_JOINTS = 16
 MAX_RELEASE_FILE_BYTES = 64 << 20  # the release is 12.5 MB
-MAX_RELEASE_INFLATED_BYTES = 512 << 20  # its variables inflated (a synthetic one of its counts: 135 MB)
+MAX_RELEASE_INFLATED_BYTES = 192 << 20  # its variables inflated (a synthetic one of its counts: 135 MB)
+MAX_RELEASE_IMAGES = 50_000  # about twice the release's 24,987 images, counted before entries are made
+MAX_RELEASE_PEOPLE = 80_000  # about twice its 40k people (`annorect`s)
+KEPT_ENTRY_BYTES = 3072  # what one entry kept takes (a dict of 16 joints: 2.8 KiB measured, read or parsed from JSON)
 UNLABELED_SPLIT = "unlabeled_split"
 NO_POSE_ANNOTATIONS = "no_pose_annotations"
 
@@ -119,6 +129,13 @@ def read_release(uri: str) -> list[ReleaseEntry | UnannotatedImage]:
     images, flags = _each(annolist), _each(img_train)
     if len(images) != len(flags):
         raise AnnotationFileError(uri, f"RELEASE.annolist lists {len(images)} images, img_train {len(flags)}")
+    if len(images) > MAX_RELEASE_IMAGES:
+        raise AnnotationFileError(uri, f"RELEASE.annolist lists {len(images)} images, over the {MAX_RELEASE_IMAGES} "
+                                       "of one MPII release's memory budget (the release has 24,987)")
+    people = sum(len(_each(getattr(image, "annorect", None))) for image in images)
+    if people > MAX_RELEASE_PEOPLE:
+        raise AnnotationFileError(uri, f"RELEASE.annolist holds {people} people, over the {MAX_RELEASE_PEOPLE} "
+                                       "of one MPII release's memory budget (the release has about 40k)")
     entries: list[ReleaseEntry | UnannotatedImage] = []
     for index, (image, train) in enumerate(zip(images, flags), 1):
         entries.extend(_image_entries(image, _number(train), f"annolist({index})"))

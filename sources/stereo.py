@@ -13,7 +13,10 @@ the width: the target's colours are normalised per image, so a common factor cha
 KITTI measures disparity on a scene's `NNNNNN_10` frame only: its `_11` frame (the second of a
 scene flow pair; the multiview extension's `_00`..`_20` likewise) has a stereo pair but no depth
 target, one `no_ground_truth_frame` reject each (a labeler gives them depth). A scene's frames share
-one split group (`kitti-000000`): frames 0.1 s apart are never split between train and val.
+one split group (`kitti-000000`): frames 0.1 s apart are never split between train and val. These
+rules hold where the folders are KITTI's (`KITTI_LEFT_FOLDERS`, `KITTI_DISPARITY_FOLDERS`): another
+stereo set whose files happen to be named `NNNNNN_NN` keeps `missing_annotation` for a lost map,
+and each frame its own group.
 
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a pair of the files beside each view.
@@ -33,6 +36,9 @@ STEREO_TASKS = ("stereo", "depth")
 DISPARITY_SCALE = 1 / 256  # KITTI stores disparity * 256 in uint16, 0 = no measurement
 KITTI_FRAME = re.compile(r"^(\d{6})_(\d{2})$")  # scene number, frame in the scene: 000000_10
 GROUND_TRUTH_FRAME = "10"  # the one frame of a KITTI scene its disparity maps measure
+KITTI_LEFT_FOLDERS = ("image_2", "colored_0", "image_0")  # 2015's colour, 2012's colour and grey left views
+KITTI_DISPARITY_FOLDERS = ("disp_noc_0", "disp_occ_0", "disp_noc_1", "disp_occ_1",  # KITTI 2015
+                           "disp_noc", "disp_occ", "disp_refl_noc", "disp_refl_occ")  # KITTI 2012
 
 
 def _stem(name: str) -> str:
@@ -40,16 +46,16 @@ def _stem(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
-def _scene(stem: str) -> str:
-    """The scene a frame belongs to (`000000` of `000000_11`), or the stem itself when it is not
-    named the KITTI way: the split group of the scene's frames."""
-    found = KITTI_FRAME.match(stem)
+def _scene(stem: str, kitti: bool) -> str:
+    """The scene a KITTI frame belongs to (`000000` of `000000_11`), or the stem itself when it is
+    not named the KITTI way or the set is not KITTI's: the split group of the scene's frames."""
+    found = KITTI_FRAME.match(stem) if kitti else None
     return found.group(1) if found else stem
 
 
-def is_second_frame(stem: str) -> bool:
-    """Whether a frame is a KITTI frame other than the `_10` one its scene's disparity measures."""
-    found = KITTI_FRAME.match(stem)
+def is_second_frame(stem: str, kitti: bool) -> bool:
+    """Whether a frame of KITTI's layout is one other than the `_10` its scene's disparity measures."""
+    found = KITTI_FRAME.match(stem) if kitti else None
     return bool(found) and found.group(2) != GROUND_TRUTH_FRAME
 
 
@@ -64,6 +70,12 @@ class StereoSource:
     right_folder: str = "image_3"  # KITTI 2012: colored_1
     labeler: tuple[tuple[str, Any], ...] | None = None  # a labeler spec for pairs without disparity
     follow_links: bool = False  # read views and disparity maps that are links leading out of `path`
+
+    @property
+    def kitti_layout(self) -> bool:
+        """Whether the left view and disparity folders are KITTI's: its frame naming rules hold."""
+        return (self.left_folder.rstrip("/").rsplit("/", 1)[-1] in KITTI_LEFT_FOLDERS
+                and self.disparity_folder.rstrip("/").rsplit("/", 1)[-1] in KITTI_DISPARITY_FOLDERS)
 
     def units(self) -> list[tuple[str, ...]]:
         split = fsio.join(self.path, self.split_folder)
@@ -107,7 +119,7 @@ class StereoSource:
         stem = _stem(fsio.basename(uri))
         left = [folder for folder in self._read_folders()
                 if any(fsio.exists(fsio.join(split, folder, stem + ext)) for ext in (".png", ".jpg"))]
-        group = safe_key(self.name, _scene(stem))
+        group = safe_key(self.name, _scene(stem, self.kitti_layout))
         return Reject(f"{safe_key(self.name, stem)}-pair", self.name, group, "read", "missing_image",
                       f"no left view of {shown_name(stem)} in {self.left_folder}/; its file in "
                       f"{', '.join(f'{folder}/' for folder in left)} left unread"[:200],
@@ -140,7 +152,7 @@ class StereoSource:
                 yield self._without_left_view(left)
                 continue
             frame = safe_key(self.name, _stem(name))
-            group = safe_key(self.name, _scene(_stem(name)))
+            group = safe_key(self.name, _scene(_stem(name), self.kitti_layout))
             at = relative_to_root(self.path, left)
             aside = set_aside_problem(fsio.join(root, self.left_folder), left)
             if aside:  # a Mac's `._000000_10.png`: never paired with the `._` file beside the right view
@@ -162,7 +174,7 @@ class StereoSource:
                 if (problem := problems[task]) is not None:
                     yield Reject(key, self.name, group, "read", problem.reason, problem.detail, input=at)
                     continue
-                if annotation is None and is_second_frame(_stem(name)):
+                if annotation is None and is_second_frame(_stem(name), self.kitti_layout):
                     yield Reject(key, self.name, group, "read", "no_ground_truth_frame",
                                  f"{shown_name(name)}: {self.disparity_folder}/ holds _{GROUND_TRUTH_FRAME} frames only "
                                  "(KITTI measures no disparity on the other frames); its stereo pair is built", input=at)

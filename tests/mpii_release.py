@@ -1,6 +1,6 @@
 """MPII's own annotation release, `mpii_human_pose_v1_u12_1.mat`, written with scipy in the layout
-MATLAB saved it in (a compressed v5 file holding one 1x1 struct `RELEASE`), and the MMPose JSON
-its converter makes of the same people: the MPII reader's tests compare the two.
+MATLAB saved it in (a compressed v5 file holding one 1x1 struct `RELEASE`), and the same people as
+HRNet's JSON (the one MMPose ships) encodes them: the MPII reader's tests compare the two.
 
 The layout, as the release's README and the file give it: `RELEASE.annolist` (1 x images) with
 `image.name`, `annorect` (1 x people: head box `x1 y1 x2 y2`, `scale`, `objpos.x/.y`,
@@ -82,7 +82,7 @@ def write_release(path: Path, images: list[Image]) -> None:
 
 
 def mmpose_entries(images: list[Image]) -> list[dict]:
-    """What MMPose's (HRNet's) conversion lists of the release: one entry per annotated person of a
+    """The release's people as HRNet's JSON encodes them: one entry per annotated person of a
     train image, joints in MATLAB's coordinates, [-1, -1] and joints_vis 0 for joints MPII left out,
     joints_vis 1 for every annotated one (MPII's `is_visible` is not what it says)."""
     entries = []

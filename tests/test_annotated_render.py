@@ -722,11 +722,96 @@ def test_co3d_depth_is_measured_only_where_its_depth_mask_says(tmp_path: Path):
     assert (target[:, 8:] == 0).all()  # untrusted: no depth
     expected = depth_to_colour(np.where(trusted, depth.astype(np.float32) * 1.5, 0))
     assert np.array_equal(target, expected) and (target[:, :8].sum(axis=2) > 0).all()
-    # a depth mask of another size than its depth map cannot say which pixels it means
-    Image.fromarray(np.ones((8, 8), bool)).convert("1").save(seq / "depth_masks" / "frame000002.png")
+    # a depth mask of another aspect ratio than its depth map cannot say which pixels it means
+    Image.fromarray(np.ones((8, 16), bool)).convert("1").save(seq / "depth_masks" / "frame000002.png")
     assert render_pair(pairs[1], settings("squash", 16)).reason == "annotation_size_mismatch"
     (seq / "depth_masks" / "frame000002.png").unlink()  # named, and not there: never drawn unmasked
     assert render_pair(pairs[1], settings("squash", 16)).reason == "missing_annotation"
+
+
+def _co3d_frame(tmp_path: Path, make_mask: list[str]) -> tuple[PairRecord, np.ndarray, Path]:
+    """One CO3D pair of a 32x32 frame (depth 1..4 m, farther to the right) whose depth mask
+    ImageMagick draws (`convert` with `make_mask`); also its depth and its mask's path."""
+    import gzip
+    import subprocess
+
+    from PIL import Image
+
+    from sources.multiview import Co3dSource
+
+    seq = tmp_path / "teddybear" / "34_1403_4393"
+    for folder in ("images", "depths", "depth_masks"):
+        (seq / folder).mkdir(parents=True, exist_ok=True)
+    depth = np.tile(np.linspace(1.0, 4.0, 32, dtype=np.float16), (32, 1))
+    base, frames = "teddybear/34_1403_4393", []
+    for number in (1, 2):
+        stem = f"frame{number:06d}"
+        Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(seq / "images" / f"{stem}.jpg", quality=95)
+        Image.fromarray(depth.view(np.uint16)).save(seq / "depths" / f"{stem}.jpg.geometric.png")
+        subprocess.run(["convert", *make_mask, str(seq / "depth_masks" / f"{stem}.png")], check=True)
+        frames.append({"sequence_name": "34_1403_4393", "frame_number": number,
+                       "image": {"path": f"{base}/images/{stem}.jpg", "size": [32, 32]},
+                       "depth": {"path": f"{base}/depths/{stem}.jpg.geometric.png", "scale_adjustment": 1.0,
+                                 "mask_path": f"{base}/depth_masks/{stem}.png"},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [0.0, 0.0, 3.0 + number]}})
+    with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wt") as out:
+        json.dump(frames, out)
+    source = Co3dSource("co3d", str(tmp_path), views=2, pair_tasks=("depth",))
+    pair = next(i for u in source.units() for i in source.read(u) if isinstance(i, PairRecord))
+    return pair, depth.astype(np.float32), seq / "depth_masks" / "frame000001.png"
+
+
+def _co3d_kept(mask_path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Where CO3D's loader keeps depth: `_load_1bit_png_mask` (Pillow's convert("L") > 0),
+    resized nearest to the depth map's size as torch's `interpolate(mode="nearest")` does."""
+    import torch
+    from PIL import Image
+
+    with Image.open(mask_path) as image:
+        mask = torch.from_numpy((np.array(image.convert("L")) > 0).astype(np.float32))
+    return torch.nn.functional.interpolate(mask[None, None], size=shape, mode="nearest")[0, 0].numpy() > 0
+
+
+@pytest.mark.parametrize("make_mask", [
+    ["-size", "32x32", "xc:black", "-fill", "white", "-draw", "rectangle 0,0 15,31", "-type", "bilevel"],
+    ["-size", "32x32", "xc:black", "-fill", "red", "-draw", "rectangle 0,0 15,31", "-define", "png:color-type=2"],
+    ["-size", "32x32", "xc:black", "-fill", "rgb(0,0,1)", "-draw", "rectangle 0,0 15,31",
+     "-fill", "rgb(0,1,0)", "-draw", "rectangle 0,0 7,31", "-define", "png:color-type=2"],
+    ["-size", "32x32", "xc:black", "-fill", "red", "-draw", "rectangle 0,0 15,31", "-type", "palette"],
+    ["-size", "16x16", "xc:black", "-fill", "white", "-draw", "rectangle 0,0 7,15", "-type", "bilevel"],
+    ["-size", "64x64", "xc:black", "-fill", "white", "-draw", "rectangle 0,0 20,63", "-type", "bilevel"],
+], ids=["1bit", "red_rgb", "dim_rgb", "red_palette", "half_size", "double_size"])
+def test_co3d_depth_mask_is_read_as_co3ds_loader_reads_it(tmp_path: Path, make_mask: list[str]):
+    """Depth masks ImageMagick writes in the forms a PNG can take: kept where CO3D's loader keeps
+    them (Pillow's convert("L") > 0, resized nearest), read back with Pillow and torch. A coloured
+    mask was read from its blue channel (red on black kept nothing: an all-black target), and one of
+    half or double the depth's size at its aspect ratio was `annotation_size_mismatch`."""
+    pair, depth, mask_path = _co3d_frame(tmp_path, make_mask)
+    kept = _co3d_kept(mask_path, depth.shape)
+    assert 0 < kept.sum() < kept.size
+    result = render_pair(pair, settings("squash", 32))
+    assert not isinstance(result, Reject), result
+    _, target = (decode_png(png) for png in result.images)
+    assert np.array_equal(target, depth_to_colour(np.where(kept, depth, 0)))
+    assert (target[~kept] == 0).all() and (target[kept].sum(axis=1) > 0).all()
+
+
+@pytest.mark.parametrize("make_mask", [
+    ["-size", "32x32", "xc:black", "-type", "bilevel"],
+    ["-size", "32x32", "xc:black", "-fill", "white", "-draw", "rectangle 0,0 15,31", "-type", "bilevel"],
+], ids=["all_black_mask", "mask_on_no_depth"])
+def test_co3d_depth_with_no_valid_pixel_left_is_an_empty_target(tmp_path: Path, make_mask: list[str]):
+    """An all-black depth mask (nothing trusted), or a mask set only where the depth map has no
+    depth, left no valid pixel: the pair came out as an all-black target counted as good. Now it is
+    an `empty_target` reject."""
+    pair, depth, _ = _co3d_frame(tmp_path, make_mask)
+    if "rectangle 0,0 15,31" in make_mask:  # depth only where the mask is not set
+        from PIL import Image
+
+        depth[:, :16] = 0
+        Image.fromarray(depth.astype(np.float16).view(np.uint16)).save(pair.annotation["depth_uri"])
+    result = render_pair(pair, settings("squash", 32))
+    assert isinstance(result, Reject) and result.reason == "empty_target", result
 
 
 def _mpii_images(root: Path, names: list[str]) -> None:
@@ -737,10 +822,11 @@ def _mpii_images(root: Path, names: list[str]) -> None:
         Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(root / "images" / name, quality=90)
 
 
-def test_mpii_own_release_reads_as_mmposes_conversion_of_it(tmp_path: Path):
+def test_mpii_own_release_reads_as_hrnets_json_encodes_its_people(tmp_path: Path):
     """MPII's `mpii_human_pose_v1_u12_1.mat` (scipy writes it in the release's layout,
     `tests/mpii_release.py`) was refused ("a MATLAB .mat file ... this reader takes MMPose's JSON").
-    It reads now, each train image's pair the very one MMPose's JSON of the same people gives:
+    It reads now as HRNet's JSON (the one MMPose ships) encodes people, each train image's pair in
+    this test the very one that JSON of the same people (`mmpose_entries`) gives:
     joints by `id` (listed out of order), `is_visible` 1, 0, '1' or [] all annotated, a joint MPII
     left out unlabelled, a person without annopoints left out, one person (a 1 x 1 annorect) and one
     point (a 1 x 1 point array) read as MATLAB keeps them. A test image (img_train 0) is
@@ -807,7 +893,7 @@ def test_mpii_own_release_reads_as_mmposes_conversion_of_it(tmp_path: Path):
 
 def test_mpii_release_is_judged_before_scipy_reads_it(tmp_path: Path, monkeypatch):
     """What the release's compressed variables inflate to is counted before scipy reads them (scipy
-    holds 2.6 times that at its peak): past the budget the file stops `check`, naming the field."""
+    holds up to 4 times that at its peak): past the budget the file stops `check`, naming the field."""
     from mpii_release import Image, Person, write_release
     from sources import mpii_release
     from sources.mat_files import mat_inflated_bytes
@@ -822,6 +908,101 @@ def test_mpii_release_is_judged_before_scipy_reads_it(tmp_path: Path, monkeypatc
     with pytest.raises(ConfiguredValueMismatch) as caught:
         MpiiSource("mpii", str(tmp_path), annotation_file="mpii_human_pose_v1_u12_1.mat").units()
     assert caught.value.field == "annotation_file" and "inflates past" in str(caught.value)
+
+
+def _inflating_release(path: Path, inflated: int) -> None:
+    """A .mat whose one compressed variable, `RELEASE` (uint8 zeros), inflates to `inflated` bytes:
+    the MAT v5 layout (header, miCOMPRESSED holding a miMATRIX) written a chunk at a time, so a file
+    of a few hundred KB asks scipy for hundreds of MB without the test holding them."""
+    import struct
+    import zlib
+
+    name = b"RELEASE"
+    matrix = (struct.pack("<IIII", 6, 8, 9, 0) + struct.pack("<IIii", 5, 8, 1, inflated)
+              + struct.pack("<II", 1, len(name)) + name.ljust(8, b"\0") + struct.pack("<II", 2, inflated))
+    pad = -inflated % 8
+    compress = zlib.compressobj(9)
+    parts = [compress.compress(struct.pack("<II", 14, len(matrix) + inflated + pad) + matrix)]
+    left, zeros = inflated + pad, bytes(1 << 24)
+    while left:
+        parts.append(compress.compress(zeros[:min(left, len(zeros))]))
+        left -= min(left, len(zeros))
+    body = b"".join(parts) + compress.flush()
+    header = b"MATLAB 5.0 MAT-file".ljust(116, b" ") + bytes(8) + struct.pack("<H", 0x0100) + b"IM"
+    path.write_bytes(header + struct.pack("<II", 15, len(body)) + body)
+
+
+def test_mpii_release_budget_holds_its_worst_shape(tmp_path: Path):
+    """The budget was 512 MiB inflated, and scipy builds nested 1 x 1 structs at 4 times their
+    inflated bytes (the entries made of them as much again): a 1.2 MB file of 400k one-point people
+    grew a worker by 1.6 GiB, one at the budget would by 3.7 GiB. A file inflating to 200 MiB (over
+    the release's 135 MB by half) is refused now, before scipy reads it."""
+    from sources.mat_files import mat_inflated_bytes
+    from sources.mpii import MpiiSource
+    from sources.paths import ConfiguredValueMismatch
+
+    _mpii_images(tmp_path, ["a.jpg"])
+    _inflating_release(tmp_path / "release.mat", 200 << 20)
+    assert (tmp_path / "release.mat").stat().st_size < 1 << 20
+    assert mat_inflated_bytes((tmp_path / "release.mat").read_bytes(), 1 << 30) >= 200 << 20
+    with pytest.raises(ConfiguredValueMismatch) as caught:
+        MpiiSource("mpii", str(tmp_path), annotation_file="release.mat").units()
+    assert caught.value.field == "annotation_file" and "inflates past 192 MiB" in str(caught.value)
+
+
+@pytest.mark.parametrize("cap, outcome", [("MAX_RELEASE_IMAGES", "lists 3 images, over the 2"),
+                                          ("MAX_RELEASE_PEOPLE", "holds 4 people, over the 2")])
+def test_mpii_release_images_and_people_are_counted_before_entries_are_made(tmp_path: Path, monkeypatch,
+                                                                           cap, outcome):
+    """Within the inflated budget, a release of more images or people than a worker holds as entries
+    (each about 2 KiB, as many as the structs scipy made of them) was read whole: they are counted
+    first now, and past twice the release's counts the file stops `check`, naming the field."""
+    from mpii_release import Image, Person, write_release
+    from sources import mpii_release
+    from sources.mpii import MpiiSource
+    from sources.paths import ConfiguredValueMismatch
+
+    _mpii_images(tmp_path, ["a.jpg", "b.jpg", "c.jpg"])
+    person = Person([(0, 5.0, 5.0, 1.0)])
+    write_release(tmp_path / "release.mat", [Image("a.jpg", True, [person, person]), Image("b.jpg", True, [person]),
+                                             Image("c.jpg", False, [person])])
+    monkeypatch.setattr(mpii_release, cap, 2)
+    with pytest.raises(ConfiguredValueMismatch) as caught:
+        MpiiSource("mpii", str(tmp_path), annotation_file="release.mat").units()
+    assert caught.value.field == "annotation_file" and outcome in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["mat", "json"])
+def test_mpii_entries_kept_parsed_count_what_they_hold(tmp_path: Path, kind):
+    """The parsed entries of two annotation files were kept with no byte limit, each counted as its
+    file's bytes: a release's entries take about 2 KiB each, 40 times its compressed bytes. What a
+    kept parse counts is at least what its entries hold now (tracemalloc), so `CACHED_ENTRIES_BYTES`
+    bounds them."""
+    import tracemalloc
+
+    from mpii_release import Image, Person, mmpose_entries, write_release
+    from sources import mpii
+    from sources.mpii_release import read_release
+
+    names = [f"{i:09d}.jpg" for i in range(100)]
+    images = [Image(n, True, [Person([(j, 5.0 + j, 9.0, 1.0) for j in range(16)])] * 2) for n in names]
+    uri = tmp_path / ("release.mat" if kind == "mat" else "mpii_train.json")
+    if kind == "mat":
+        write_release(uri, images)
+    else:
+        uri.write_text(json.dumps(mmpose_entries(images)))
+    read_release(str(tmp_path / "release.mat")) if kind == "mat" else None  # scipy's imports, untraced
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        entries = read_release(str(uri)) if kind == "mat" else json.loads(uri.read_text())
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(entries) == 200 and held > 20 * uri.stat().st_size // (10 if kind == "json" else 1)
+    mpii._load_entries.cache_clear()
+    assert len(mpii._load_entries(str(uri))) == 200
+    assert mpii._load_entries.weight(str(uri)) >= held
 
 
 def test_coco_panoptic_file_is_named_for_what_it_is(tmp_path: Path):

@@ -352,7 +352,7 @@ def test_mpii_bad_entries_and_names_that_leave_the_root(tmp_path: Path):
 
 
 def _mpii_person(image: str, shift: float) -> dict:
-    """One MPII person entry as MMPose's converter writes it (MATLAB 1-based pixel centres)."""
+    """One MPII person entry as HRNet's JSON (the one MMPose ships) writes it (MATLAB 1-based pixel centres)."""
     return {"image": image, "center": [32.0, 24.0], "scale": 0.3,
             "joints": [[10.0 + j + shift, 20.0 + j] for j in range(16)], "joints_vis": [1] * 16}
 

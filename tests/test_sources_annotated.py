@@ -2025,3 +2025,27 @@ def test_kitti_2015_second_frames_are_no_missing_disparity(tmp_path: Path):
                                       labeler=(("name", "sgbm"),)))
     assert not [i for i in labelled if isinstance(i, Reject)]
     assert next(i for i in labelled if i.key == "kitti-000000_11-depth").annotation["labeler"] == {"name": "sgbm"}
+
+
+def test_kitti_frame_rules_hold_in_kittis_layout_only(tmp_path: Path):
+    """A stereo set in folders of its own (`left/`, `right/`, `disparity/`) whose files happen to
+    be named `NNNNNN_NN` (a capture rig's `000000_11.png`: take 0, camera frame 11) lost one
+    disparity map: it was a `no_ground_truth_frame` reject, read as KITTI's unmeasured frame and
+    left out of the missing files, and the frames were grouped by their first six digits. Outside
+    KITTI's folders it is `missing_annotation` now and each frame is its own split group; the same
+    files in KITTI's folders keep KITTI's rules."""
+    for layout in (("left", "right", "disparity"), ("image_2", "image_3", "disp_occ_0")):
+        root = tmp_path / layout[0]
+        for frame in ("000000_10", "000000_11"):
+            rng = np.random.default_rng(int(frame[-2:]))
+            for folder in layout[:2]:
+                _png(root / "training" / folder / f"{frame}.png", rng.integers(0, 255, (6, 20, 3), dtype=np.uint8))
+        _png(root / "training" / layout[2] / "000000_10.png", np.full((6, 20), 256 * 3, np.uint16))
+        items = _read_all(StereoSource("rig", str(root), tasks=("depth",), left_folder=layout[0],
+                                       right_folder=layout[1], disparity_folder=layout[2]))
+        kitti = layout[0] == "image_2"
+        assert [i.key for i in items if isinstance(i, PairRecord)] == ["rig-000000_10-depth"]
+        (lost,) = [i for i in items if isinstance(i, Reject)]
+        reason = "no_ground_truth_frame" if kitti else "missing_annotation"
+        assert (lost.key, lost.reason) == ("rig-000000_11-depth", reason)
+        assert sorted(i.group for i in items) == (["rig-000000"] * 2 if kitti else ["rig-000000_10", "rig-000000_11"])

@@ -208,14 +208,42 @@ def decode_depth(data: bytes, fmt: DepthFormat, scale: float = 1.0) -> np.ndarra
     raise MapError("bad_format", f"unknown depth format {fmt!r}; allowed: {', '.join(DEPTH_FORMATS)}")
 
 
+PILLOW_LUMA = (19595, 38470, 7471)  # Pillow's RGB -> "L" weights, in 1/65536ths (its L24 macro)
+MASK_ASPECT_TOLERANCE = 0.01  # as a map's aspect against its image's (render_annotated.ASPECT_TOLERANCE)
+
+
+def decode_depth_mask(data: bytes) -> np.ndarray:
+    """A depth mask as CO3D's loader reads it (`Image.open(path).convert("L") > 0`): True where
+    trusted. A colour or palette mask counts a pixel by Pillow's luma of its red, green and blue
+    (alpha ignored), so red on black keeps the red pixels; a 16-bit colour one by their high bytes,
+    which is all Pillow reads of them."""
+    array = _imdecode(data)
+    if array.ndim == 2:
+        return array > 0
+    bgr = array[..., :3]
+    if bgr.dtype == np.uint16:
+        bgr = bgr >> 8
+    blue, green, red = (bgr[..., i].astype(np.uint32) for i in range(3))
+    luma = red * PILLOW_LUMA[0] + green * PILLOW_LUMA[1] + blue * PILLOW_LUMA[2] + 0x8000
+    return (luma >> 16) > 0
+
+
 def masked_depth(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Depth kept where `valid` (a depth mask: nonzero = trusted) is set, 0 (no depth) elsewhere, as
-    CO3D's loader keeps it; a mask of another size says nothing of which pixels it means."""
+    CO3D's loader keeps it. A mask of another size at the depth's aspect ratio is resized to it
+    nearest (as CO3D's loader resizes it); one of another aspect says nothing of which pixels it
+    means. Depth with no valid pixel left is no target: `empty_target`."""
     valid = valid if valid.ndim == 2 else valid[..., 0]
-    if valid.shape != depth.shape[:2]:
-        raise MapError("annotation_size_mismatch", f"depth mask {valid.shape[1]}x{valid.shape[0]} vs depth map "
-                                                   f"{depth.shape[1]}x{depth.shape[0]}")
-    return np.where(valid > 0, depth, np.float32(0)).astype(np.float32)
+    (h, w), (mh, mw) = depth.shape[:2], valid.shape
+    if (mh, mw) != (h, w):
+        if abs(mw / mh - w / h) > MASK_ASPECT_TOLERANCE * w / h:
+            raise MapError("annotation_size_mismatch", f"depth mask {mw}x{mh} vs depth map {w}x{h}: "
+                                                       "another aspect ratio")
+        valid = valid[(np.arange(h) * mh // h)[:, None], np.arange(w) * mw // w]
+    kept = np.where(valid > 0, depth, np.float32(0)).astype(np.float32)
+    if not (np.isfinite(kept) & (kept > 0)).any():
+        raise MapError("empty_target", "no pixel of the depth map is valid (> 0) where its depth mask is set")
+    return kept
 
 
 def decode_normals(data: bytes, fmt: Literal["rgb", "npy"] = "rgb") -> np.ndarray:

@@ -423,7 +423,7 @@ def _depth(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, set
     values = decode_map("decode_depth", _read(annotation["depth_uri"]), settings.decode_time_s,
                         annotation.get("format", "png16"), float(annotation.get("scale", 1.0)))
     if "valid_mask_uri" in annotation:  # CO3D's depth mask: depth only where it is set
-        values = masked_depth(values, decode_map("decode_gray", _read(annotation["valid_mask_uri"]),
+        values = masked_depth(values, decode_map("decode_depth_mask", _read(annotation["valid_mask_uri"]),
                                                  settings.decode_time_s))
     return depth_to_colour(_fit_map(plan, values))
 
