@@ -61,7 +61,7 @@ from sources.imagefolder import BAD_METADATA, EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
-from sources.records import (FILE_TOO_LARGE, FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, MAX_INPUT_FILE_BYTES,
+from sources.records import (FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, MAX_INPUT_FILE_BYTES,
                              ImageRecord, Reject, SourceItem, data_key, nfc, units_cut_by_name,
                              path_key, raise_machine_error, read_input_bytes, twin_detail)
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, open_tar, samples,
@@ -70,10 +70,11 @@ from sources.img2dataset_listing import (BAD_PARQUET, HASH_MISMATCH, ShardListin
                                          listing_rejects, missing_rejects, parquet_problem, parse_json, recorded_hash,
                                          shard_of, stray_files)
 from sources.img2dataset_notices import RESIZE_ADVICE, decoded_samples, listing_rows, resized_samples
-from sources.web_format import LaionFormat, detect_format, first_schema, refuse_saved_datasets, refuse_tfrecords
+from sources.web_format import LaionFormat, first_schema, refuse_saved_datasets, refuse_tfrecords
 from sources.web_samples import (IMAGE_EXTENSIONS, METADATA_SIDECAR, SAMPLE_SIDECARS, SIDECARS, TOOL_SIDECARS,
                                  folder_groups)
 from sources.web_units import TAR_SUFFIXES, Unit, tar_units
+from sources.web_reader import WebReader, row_lists as _row_lists
 # helpers moved out of this module under public names, called here by their old private ones
 from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name
 from sources.img2dataset_notices import first_decoded_row as _first_decoded_row, rotation_clause as _rotation_clause
@@ -87,7 +88,7 @@ from sources.img2dataset_listing import HASH_COLUMNS, LISTING_SUFFIXES, PYTHON_F
 from sources.img2dataset_notices import LISTING_NOTICE_COLUMNS  # noqa: F401
 from sources.web_samples import LABEL_MEMBERS  # noqa: F401
 from sources.web_units import COMPRESSED_TAR_SUFFIXES, owns_key  # noqa: F401
-from transforms.errors import exception_detail
+from sources.web_format import detect_format  # noqa: F401
 
 OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
 # why `datasets` loads a file of a repo without a card's data_files in no split (`hf_parquet.PATTERN_SETS`)
@@ -108,7 +109,7 @@ CardAnswer = tuple[str | None, str] | hf_card.CardError
 
 
 @dataclass(frozen=True)
-class LaionSource:
+class LaionSource(WebReader):
     name: str
     path: str
     format: LaionFormat = "auto"
@@ -116,9 +117,6 @@ class LaionSource:
     image_column: str | None = None  # a `datasets` parquet's Image column (None: its only one)
     caption_column: str | None = None  # a `datasets` parquet's caption (None: `hf_parquet.CAPTION_COLUMNS`)
     hf_config: str | None = None  # the config of a `datasets` repo's card to build (None: its default)
-
-    def resolved_format(self) -> LaionFormat:
-        return detect_format(self.path, self.follow_links) if self.format == "auto" else self.format
 
     def units(self) -> list[Unit]:
         fmt = self.resolved_format()
@@ -332,12 +330,6 @@ class LaionSource:
         folders = [d for d in fsio.list_dirs(self.path, links=True) if set_aside(fsio.basename(d))]
         return [Unit("stray", (f,), self.path) for f in stray_files(files, shards, bases) + folders]
 
-    def _set_aside(self, key: Callable[[], str], walk_root: str, uri: str, folder: bool | None = None) -> Reject | None:
-        """The reject of an OS metadata or hidden file or folder (`sources.paths.set_aside`), unread;
-        `key` makes its key, only for such a file (every tar member is asked)."""
-        problem = set_aside_problem(walk_root, uri, folder)
-        return self._reject(key(), "read", problem.reason, problem.detail, where=self._at(uri)) if problem else None
-
     def read(self, unit: Unit) -> Iterator[SourceItem]:
         if unit.kind == "stray":
             name = fsio.basename(unit.uris[0])
@@ -441,22 +433,6 @@ class LaionSource:
         return None
 
     # -- img2dataset webdataset shards -------------------------------------------------
-    def _key(self, shard: str, sample_key: str) -> str:
-        """A sample's key: one-to-one over (shard, sample key), both of which may hold '-'."""
-        return data_key(self.name, shard, sample_key)
-
-    def _shard_key(self, shard: str) -> str:
-        """The key of a reject about a whole shard (its archive or its listing)."""
-        return data_key(self.name, shard)
-
-    def _reject(self, key: str, stage: str, reason: str, detail: str, split_hint: str | None = None,
-                where: str = "") -> Reject:
-        return Reject(key, self.name, key, stage, reason, detail[:300], split_hint=split_hint, input=where)
-
-    def _at(self, uri: str) -> str:
-        """A reject's `input`: the file at `uri` as the source's root sees it, spelt as on disk."""
-        return relative_to_root(self.path, uri)
-
     def _read_tar(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
         """Every item of a tar; with `owns` (a part of the tar), samples whose key it does not own
         are read as usual but not made records (the caller drops their items)."""
@@ -991,24 +967,6 @@ class LaionSource:
                             f"{base}: {what}, not read (no caption; its places and names are never published)",
                             where=self._at(uri))
 
-    def _sidecar_texts(self, sidecars: dict[str, str],
-                       key: Callable[[str], str]) -> tuple[dict[str, bytes], list[Reject]]:
-        """The bytes of each caption and metadata file (by extension), and the reject (keyed by `key`)
-        of each the operating system refuses (no permission, a failing disk) or that is over the one
-        file cap: its image goes on without it. The refusal used to end the unit's reading, one
-        `unit_failed` reject naming the folder in place of its up to 256 images."""
-        texts: dict[str, bytes] = {}
-        unread: list[Reject] = []
-        for ext, uri in sidecars.items():
-            try:
-                texts[ext] = read_input_bytes(uri)  # too many open files: the machine's MachineError
-            except fsio.FileTooLarge as exc:
-                unread.append(self._reject(key(uri), "read", FILE_TOO_LARGE, str(exc), where=self._at(uri)))
-            except OSError as exc:
-                unread.append(self._reject(key(uri), "read", "unreadable_file", exception_detail(exc),
-                                           where=self._at(uri)))
-        return texts, unread
-
     def _unread_twin(self, root: str, uri: str) -> Reject:
         """The reject of a folder file of a key none of whose files is one to read (`twin_to_read`):
         its path's problem (a fifo, a link leading out), or that no file is there."""
@@ -1054,13 +1012,6 @@ def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
     so the data of samples other parts own is skipped, not read; a whole tar, or a compressed one,
     is streamed (the end-of-archive check then sees the same stream whichever part reads it)."""
     return "r|*" if owns is None else tar_mode(handle)
-
-
-def _row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
-    """`hf_parquet.row_batches` as (first row index or its `TooLarge`, rows): a row group too
-    large to read gives its rows' keys alone, each then a `row_group_too_large` reject."""
-    for item in batches:
-        yield (item, item.rows) if isinstance(item, hf_parquet.TooLarge) else item
 
 
 def _row_input(parquet: str, index: int, row: dict[str, Any]) -> str:
