@@ -74,7 +74,8 @@ from sources.web_format import LaionFormat, first_schema, refuse_saved_datasets,
 from sources.web_samples import (IMAGE_EXTENSIONS, METADATA_SIDECAR, SAMPLE_SIDECARS, SIDECARS, TOOL_SIDECARS,
                                  folder_groups)
 from sources.web_units import TAR_SUFFIXES, Unit, tar_units
-from sources.web_reader import WebReader, row_lists as _row_lists
+from sources.web_card import OTHER_HF_CONFIG, CardAnswer, CardSplits
+from sources.web_reader import row_lists as _row_lists
 # helpers moved out of this module under public names, called here by their old private ones
 from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name
 from sources.img2dataset_notices import first_decoded_row as _first_decoded_row, rotation_clause as _rotation_clause
@@ -90,12 +91,6 @@ from sources.web_samples import LABEL_MEMBERS  # noqa: F401
 from sources.web_units import COMPRESSED_TAR_SUFFIXES, owns_key  # noqa: F401
 from sources.web_format import detect_format  # noqa: F401
 
-OTHER_HF_CONFIG = "other_hf_config"  # a parquet of a repo no split of its card's built config names
-# why `datasets` loads a file of a repo without a card's data_files in no split (`hf_parquet.PATTERN_SETS`)
-NO_DEFAULT_SPLIT = ("named by none of the default patterns datasets loads this repo by (without a card's data_files, "
-                    "the first set naming any of its files: data/<split>-NNNNN-of-NNNNN.*, else files in split-named "
-                    "folders, else split-named files)")
-
 
 # the kind of a slice of an image folder by (whether its images take their metadata row, where
 # their split comes from: "" `split.val_fraction`, "split" a split layout's folders, "card" the
@@ -103,13 +98,10 @@ NO_DEFAULT_SPLIT = ("named by none of the default patterns datasets loads this r
 FOLDER_KINDS = {(False, ""): "folder", (False, "split"): "folder_split", (False, "card"): "folder_card",
                 (True, ""): "imagefolder", (True, "split"): "imagefolder_split", (True, "card"): "imagefolder_card"}
 _FOLDER_KIND_PARTS = {kind: parts for parts, kind in FOLDER_KINDS.items()}
-# what a card's built config says of a data file (`LaionSource._card_answer`): (its split, None
-# for none; the config's name), or the card's error
-CardAnswer = tuple[str | None, str] | hf_card.CardError
 
 
 @dataclass(frozen=True)
-class LaionSource(WebReader):
+class LaionSource(CardSplits):
     name: str
     path: str
     format: LaionFormat = "auto"
@@ -175,31 +167,6 @@ class LaionSource(WebReader):
         named = [hf_parquet.folder_split(nfc(relative_to_root(self.path, f))) for f in files
                  if _ext_of(relative_to_root(self.path, f)) in IMAGE_EXTENSIONS]
         return "train" in named or bool(named) and None not in named
-
-    def _folder_card(self) -> bool:
-        """Whether the folder's dataset card (README.md `configs:`, `sources.hf_card`) gives its
-        splits; a card that cannot be read, or no config to build, stops the build naming the field."""
-        try:
-            return hf_card.card_config(self.path, self.hf_config) is not None
-        except hf_card.CardError as exc:
-            raise ValueError(f"{self.name}: {exc} (format: folder; field hf_config)") from None
-
-    def _card_answer(self, data_file: str) -> CardAnswer:
-        """(the split the card's built config gives a data file, None for none; that config's name),
-        or a `CardError` returned (the card was changed since the build started): the card asked
-        once (`hf_card.card_answer`), as each asking stats it (a request on a remote filesystem)."""
-        answer = hf_card.card_answer(self.path, data_file, self.hf_config)
-        return hf_card.CardError(answer["error"]) if "error" in answer else (answer["split"], answer["built"])
-
-    def _card_split(self, key: str, relative: str, answer: CardAnswer, where: str = "") -> str | Reject:
-        """The split the card's built config gives the image at `relative` as `_card_answer` gave it
-        (of the image itself, or of the metadata file naming it: `datasets` loads an ImageFolder's
-        rows from there), or the image's reject: `other_hf_config` when no split of the config names it."""
-        if isinstance(answer, hf_card.CardError):
-            return self._reject(key, "read", BAD_METADATA, f"{shown_name(relative)}: {answer}", where=where)
-        split, built = answer
-        return split if split is not None else self._reject(key, "read", OTHER_HF_CONFIG,
-                                                            self._other_config(relative, built), where=where)
 
     def _check_caption_column(self, uri: str) -> None:
         """Raise before the build when `caption_column` is set and the first metadata file of an
@@ -729,18 +696,6 @@ class LaionSource(WebReader):
                 if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
         return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}",
                                      where=self._at(uri))
-
-    def _other_config(self, relative: str, built: str | None = None) -> str:
-        """Why a data file of the repo is not read: no split of the card's built config (named
-        `built`, else asked of the card) names it."""
-        named = hf_card.built_name(self.path, self.hf_config) if built is None else {"built": built}
-        if "error" in named:  # the card was changed since the build started
-            return f"{shown_name(relative)}: {named['error']}"
-        built = named["built"]
-        if built == "(none)":
-            return f"{shown_name(relative)} is {NO_DEFAULT_SPLIT}: datasets does not load it, not read"
-        return (f"{shown_name(relative)} is a data file of no split of config {built} of {hf_card.CARD}, the one "
-                "built (datasets does not load it either): not read; set hf_config to build another config")
 
     # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
     def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str,
