@@ -57,8 +57,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_card, hf_parquet, imagefolder
-from sources.imagefolder import BAD_METADATA, EXTRA_IMAGE, UNLISTED_IMAGE
-from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
+from sources.imagefolder import EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.paths import (OutsideRoot, PathProblem, collapse_set_aside, join_inside, path_problem,
                            set_aside, set_aside_problem, relative_to_root, shown_name, twin_to_read)
 from sources.records import (FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, MAX_INPUT_FILE_BYTES, ImageRecord, Reject,
@@ -70,14 +69,14 @@ from sources.img2dataset_notices import RESIZE_ADVICE, decoded_samples, listing_
 from sources.web_format import LaionFormat, first_schema, refuse_saved_datasets, refuse_tfrecords
 from sources.web_samples import IMAGE_EXTENSIONS, METADATA_SIDECAR, SIDECARS, TOOL_SIDECARS, folder_groups
 from sources.web_units import TAR_SUFFIXES, Unit, tar_units
+from sources.hf_repo_reader import HfRepoReader
 from sources.img2dataset_reader import Img2datasetReader
-from sources.web_card import OTHER_HF_CONFIG, CardAnswer, CardSplits
-from sources.web_reader import row_lists as _row_lists
+from sources.web_card import OTHER_HF_CONFIG, CardAnswer
 # helpers moved out of this module under public names, called here by their old private ones
 from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name
 from sources.img2dataset_notices import first_decoded_row as _first_decoded_row, rotation_clause as _rotation_clause
-from sources.web_samples import (TAKEOUT_JSON as _TAKEOUT_JSON, ext_of as _ext_of, image_members as _image_members,
-                                 jsonable as _jsonable, stem_of as _stem_of)
+from sources.web_samples import (TAKEOUT_JSON as _TAKEOUT_JSON, caption_text as _caption_text, ext_of as _ext_of,
+                                 image_members as _image_members, jsonable as _jsonable, stem_of as _stem_of)
 # moved out of this module, still importable from here (unused here); the tar-part sizes are not:
 # patch them where tar_units reads them (`sources.web_units`)
 from sources.img2dataset_listing import HASH_COLUMNS, LISTING_SUFFIXES, PYTHON_FILE_READ  # noqa: F401
@@ -97,7 +96,7 @@ _FOLDER_KIND_PARTS = {kind: parts for parts, kind in FOLDER_KINDS.items()}
 
 
 @dataclass(frozen=True)
-class LaionSource(CardSplits, Img2datasetReader):
+class LaionSource(HfRepoReader, Img2datasetReader):
     name: str
     path: str
     format: LaionFormat = "auto"
@@ -263,30 +262,6 @@ class LaionSource(CardSplits, Img2datasetReader):
         except OutsideRoot:
             return None
 
-    def _hf_columns(self, schema, name: str, config_error: bool = False) -> tuple[str, str | None]:
-        """(image column, caption column) of a `datasets` parquet: the configured ones, or its one
-        `Image` column and the first of `CAPTION_COLUMNS` it has. A file without them raises
-        `hf_parquet.MissingColumns` (its unit's reject); the first file (`config_error`) a
-        ValueError naming the config field, before the build starts."""
-        images = hf_parquet.image_columns(schema)
-        image = self.image_column or (images[0] if len(images) == 1 else None)
-        caption = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in schema.names), None)
-        problem = None
-        if image not in images:
-            lists = hf_parquet.image_list_columns(schema)
-            problem = (f"{name} has no Image column {self.image_column!r} (its Image columns: {images or 'none'})"
-                       if self.image_column else f"{name} has {len(images) or 'no'} Image columns"
-                       + (f" ({', '.join(images)}): set image_column to the one to build" if images else "")) + (
-                f"; {', '.join(lists)} holds a list of images per row (Sequence(Image())), which this source "
-                "does not read (one image per row)" if lists else "")
-        elif caption is not None and caption not in schema.names:
-            problem = f"{name} has no caption column {caption!r} (its columns: {', '.join(schema.names)})"
-        if problem and config_error:
-            raise ValueError(f"{self.name}: {problem} (format: huggingface; fields image_column, caption_column)")
-        if problem:
-            raise hf_parquet.MissingColumns(problem)
-        return image, caption  # type: ignore[return-value]
-
     def _strays(self, files: list[str], shards: list[str], bases: list[str]) -> list[Unit]:
         """A unit (one reject) for each file beside the shards that is none (`stray_files`), and
         for each folder there an operating system or a tool left (`__MACOSX/`, `@eaDir/`, `.git/`)."""
@@ -415,109 +390,6 @@ class LaionSource(CardSplits, Img2datasetReader):
             yield self._reject(self._shard_key(shard), "read", BAD_PARQUET,
                                parquet_problem(uri, exc, "its rows after the last one read are unknown"),
                                where=self._at(uri))
-
-    def _hf_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
-        """The rows of a `datasets` parquet: each an image record (its bytes, or the file its
-        `path` names inside the root) or a reject keyed by the file and the row's index."""
-        import pyarrow.parquet as pq
-
-        name = f"{shard}.parquet"
-        try:
-            split = hf_card.file_split(self.path, relative_to_root(self.path, uri), self.hf_config)
-        except hf_card.CardError as exc:  # the card was changed since the build started
-            yield self._reject(self._shard_key(shard), "read", BAD_METADATA, f"{name}: {exc}", where=self._at(uri))
-            return
-        if split is None:
-            yield self._reject(self._shard_key(shard), "read", OTHER_HF_CONFIG, self._other_config(name),
-                               where=self._at(uri))
-            return
-        hint = hf_parquet.split_hint(split)
-        with fsio.open_file(uri) as handle:
-            parquet = pq.ParquetFile(handle, pre_buffer=False)
-            try:
-                image, caption = self._hf_columns(parquet.schema_arrow, name)
-            except hf_parquet.MissingColumns as exc:
-                yield Reject(self._shard_key(shard), self.name, self._shard_key(shard), "read", "unexpected_file",
-                             f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint,
-                             input=self._at(uri))
-                return
-            names = hf_parquet.class_names(parquet.schema_arrow)
-            context = {"file": name, "hf_split": split}
-            at = self._at(uri)
-            lists = hf_parquet.image_list_columns(parquet.schema_arrow)
-            for column in lists:  # never read: its images would ride in the lineage as nulls
-                key = data_key(self.name, shard, "column", column)
-                yield Reject(key, self.name, key, "read", IMAGE_LIST_COLUMN,
-                             f"{name}: column {column!r} holds a list of images per row (Sequence(Image())), not "
-                             f"read: the images of its {parquet.metadata.num_rows} rows are not built"[:300],
-                             split_hint=hint, input=f"{at} column {column}")
-            others = {*hf_parquet.image_columns(parquet.schema_arrow), *lists} - {image}  # never read
-            columns = [c for c in parquet.schema_arrow.names if c not in others]
-            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns)):
-                for offset, row in enumerate(rows):
-                    index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
-                    key = data_key(self.name, shard, str(index))
-                    if isinstance(first, hf_parquet.TooLarge):
-                        yield Reject(key, self.name, key, "read", ROW_GROUP_TOO_LARGE, first.detail[:300],
-                                     split_hint=hint, input=f"{at} row {index}")
-                        continue
-                    yield self._hf_row(key, row, image, caption, names, {**context, "row": index}, hint,
-                                       f"{at} row {index}")
-
-    def _hf_row(self, key: str, row: dict[str, Any], image: str, caption: str | None, names: dict[str, list[str]],
-                context: dict[str, Any], hint: str | None, at: str = "") -> SourceItem:
-        """One `datasets` row: its image's bytes, or a file its `path` names inside the root (a
-        null image, a path leading out or to nothing: a reject)."""
-        cell = row.pop(image) or {}
-        text = _caption_text(row.pop(caption, None)) if caption else None
-        where = f"row {context['row']} of {context['file']}"
-        data, named = cell.get("bytes"), cell.get("path")
-        uri = None
-        if data is None:
-            problem = self._hf_path_problem(named, where)
-            if isinstance(problem, PathProblem):
-                return Reject(key, self.name, key, "read", problem.reason, problem.detail[:300], split_hint=hint,
-                              input=at)
-            uri = problem
-        lineage: dict[str, Any] = {**({"caption": str(text).strip()} if text else {}), **context}
-        if named:  # a path-only row's file as it lies under the root (`datasets` writes it absolute)
-            lineage["image_path"] = nfc(relative_to_root(self.path, uri)) if uri else named
-        labels = {c: names[c][v] for c, v in row.items() if c in names and isinstance(v, int) and 0 <= v < len(names[c])}
-        if labels:
-            lineage["class_names"] = labels
-        lineage["huggingface"] = {k: _jsonable(v) for k, v in sorted(row.items()) if not isinstance(v, bytes)}
-        return ImageRecord(key=key, source=self.name, group=key, split_hint=hint, lineage=lineage,
-                           input=at if uri is None else f"{at}: {self._at(uri)}",
-                           **({"data": data} if uri is None else {"uri": uri}))
-
-    def _hf_path_problem(self, named: Any, where: str) -> PathProblem | str:
-        """The file a row without image bytes points at (inside the root, taken from there), or
-        the reject's reason and detail: no image at all, a path leading out, a file not there."""
-        if not named:
-            return PathProblem("missing_image", f"{where}: its image is null (no bytes, no path)")
-        try:
-            uri = join_inside(self.path, str(named))
-        except OutsideRoot as exc:
-            return PathProblem(exc.reason, f"{where}: {exc.detail}")
-        problem = path_problem(self.path, uri, self.follow_links)
-        if problem:
-            return PathProblem(problem.reason, f"{where}: {problem.detail}")
-        if not fsio.exists(uri):
-            return PathProblem("missing_image", f"{where}: no image bytes, and its path "
-                                                f"{shown_name(nfc(relative_to_root(self.path, uri)))} is not there")
-        return uri
-
-    def _hf_other(self, uri: str) -> Reject:
-        """The reject of a file in a `datasets` layout that is no parquet of it (never read)."""
-        relative = nfc(relative_to_root(self.path, uri))
-        key = path_key(self.name, relative)
-        aside = self._set_aside(lambda: key, self.path, uri)
-        if aside is None and _ext_of(relative) == "parquet":  # a file of another config of the card
-            return self._reject(key, "read", OTHER_HF_CONFIG, self._other_config(relative), where=self._at(uri))
-        what = ("an image file no row's path names, never a sample of its own (built where a row names it)"
-                if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
-        return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}",
-                                     where=self._at(uri))
 
     # -- Hugging Face ImageFolder (images with metadata.jsonl / metadata.csv) --------------
     def _listed_image(self, key: str, uri: str, relative: str, lineage: dict[str, Any], splits: str,
@@ -774,10 +646,3 @@ def split_of(image: str, metadata: str) -> str:
 def _metadata_of(row: dict[str, Any]) -> str:
     """The metadata file (relative to the root) an `imagefolder.image_row` answer comes from."""
     return next(row[k] for k in ("file", "extra", "unread", "unlisted") if k in row)
-
-
-def _caption_text(text: Any) -> str | None:
-    """A caption cell as text: of several captions (COCO's five) the first, blank as none."""
-    if isinstance(text, list):
-        text = next((t for t in text if isinstance(t, str) and t.strip()), None)
-    return str(text).strip() or None if text is not None else None
