@@ -51,29 +51,26 @@ images it stored) and `sources.web_samples` (what a sample is made of, its linea
 
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 from sources import fsio, hf_card, hf_parquet, imagefolder
 from sources.paths import (OutsideRoot, collapse_set_aside, join_inside, path_problem, set_aside, set_aside_problem,
                            relative_to_root)
-from sources.records import (FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, MAX_INPUT_FILE_BYTES, SourceItem, data_key, nfc,
-                             units_cut_by_name, path_key, raise_machine_error)
-from sources.tar_members import open_tar, split_member
-from sources.img2dataset_listing import BAD_PARQUET, hash_problem, parquet_problem, recorded_hash, shard_of, stray_files
-from sources.img2dataset_notices import RESIZE_ADVICE, decoded_samples, listing_rows, resized_samples
+from sources.records import (FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, SourceItem, data_key, nfc, units_cut_by_name,
+                             path_key, raise_machine_error)
+from sources.img2dataset_listing import BAD_PARQUET, parquet_problem, shard_of, stray_files
 from sources.web_format import LaionFormat, first_schema, refuse_saved_datasets, refuse_tfrecords
 from sources.web_samples import IMAGE_EXTENSIONS, SIDECARS, TOOL_SIDECARS, folder_groups
 from sources.web_units import TAR_SUFFIXES, Unit, tar_units
 from sources.hf_repo_reader import HfRepoReader
 from sources.web_folder import FOLDER_KINDS, FolderReader
 from sources.web_metadata import MetadataReader
+from sources.web_notices import Img2datasetNotices
 from sources.img2dataset_reader import Img2datasetReader
 # helpers moved out of this module under public names, called here by their old private ones
 from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name
-from sources.img2dataset_notices import first_decoded_row as _first_decoded_row, rotation_clause as _rotation_clause
-from sources.web_samples import ext_of as _ext_of, image_members as _image_members, stem_of as _stem_of
+from sources.web_samples import ext_of as _ext_of, stem_of as _stem_of
 # moved out of this module, still importable from here (unused here); the tar-part sizes are not:
 # patch them where tar_units reads them (`sources.web_units`)
 from sources.img2dataset_listing import HASH_COLUMNS, LISTING_SUFFIXES, PYTHON_FILE_READ  # noqa: F401
@@ -85,7 +82,7 @@ from sources.img2dataset_listing import ShardListing  # noqa: F401
 
 
 @dataclass(frozen=True)
-class LaionSource(FolderReader, MetadataReader, HfRepoReader, Img2datasetReader):
+class LaionSource(FolderReader, MetadataReader, HfRepoReader, Img2datasetReader, Img2datasetNotices):
     name: str
     path: str
     format: LaionFormat = "auto"
@@ -276,78 +273,6 @@ class LaionSource(FolderReader, MetadataReader, HfRepoReader, Img2datasetReader)
         else:
             yield from self._read_folder(unit)
 
-    def notices(self) -> list[str]:
-        """Warnings about the input as a whole (once per source): img2dataset-resized images."""
-        if self.resolved_format() in ("folder", "huggingface"):
-            return []
-        import pyarrow as pa
-
-        listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)  # its unit rejects the others
-                  if path_problem(self.path, p, self.follow_links) is None and not set_aside(fsio.basename(p))]
-        for parquet in listed[:2]:
-            try:
-                rows = listing_rows(parquet)
-                resized, decoded = resized_samples(rows), decoded_samples(rows)
-            except (OSError, ValueError, pa.ArrowException) as exc:  # unreadable: its unit rejects it
-                raise_machine_error(exc, parquet)  # too many open files: never a warning left out unsaid
-                continue
-            rotated = _rotation_clause(decoded[2]) if decoded else ""
-            if resized:
-                count, total, example = resized
-                return [f"{self.name}: img2dataset resized {count} of {total} images in "
-                        f"{fsio.basename(parquet)} (e.g. stored {example}); the build then sees its "
-                        f"letterboxed or re-encoded pixels, not the originals{rotated}: {RESIZE_ADVICE}"]
-            if decoded and not self._kept_as_downloaded(parquet):
-                count, total, _ = decoded
-                return [f"{self.name}: img2dataset decoded and re-encoded {count} of {total} images in "
-                        f"{fsio.basename(parquet)} itself (sizes kept; each it encoded again, all but what "
-                        f"--skip_reencode True kept as downloaded, lost transparency (flattened on white), "
-                        f"16-bit depth and EXIF){rotated}: {RESIZE_ADVICE}"]
-        return []
-
-    def _kept_as_downloaded(self, parquet: str) -> bool:
-        """Whether the first image img2dataset decoded in this shard is stored as downloaded (its
-        bytes have the recorded hash: `--skip_reencode True` kept a file already in its format, or
-        a hand-made listing): then its decoding is no evidence of re-encoding and nothing is warned."""
-        import pyarrow as pa
-
-        try:
-            row = _first_decoded_row(parquet)
-            recorded = {**row, "width": None} if row else None
-            if recorded is None or recorded_hash(recorded) is None:
-                return False
-            data = self._stored_image(parquet, row)
-        except (OSError, ValueError, EOFError, tarfile.TarError, fsio.FileTooLarge, pa.ArrowException) as exc:
-            raise_machine_error(exc, parquet)  # too many open files: never a false 're-encoded' warning
-            return False  # unreadable: its unit says why
-        return data is not None and hash_problem(recorded, data, "") is None
-
-    def _stored_image(self, parquet: str, row: dict[str, Any]) -> bytes | None:
-        """The image bytes a shard stores for `row`: in the parquet itself, its `NNNNN/` folder, or
-        its tar (read from the start: img2dataset writes the tar in the parquet's row order)."""
-        column = next((c for c in row if c in IMAGE_EXTENSIONS and isinstance(row[c], bytes)), None)
-        if column:
-            return row[column]
-        base, key = parquet.removesuffix(".parquet"), str(row.get("key"))
-        folder = [f for f in fsio.list_files(base) if split_member(fsio.basename(f))[0] == key] \
-            if fsio.isdir(base) else []
-        images = _image_members({split_member(fsio.basename(f))[1]: f for f in folder})
-        if images:
-            return fsio.read_bytes(next(f for f in folder if split_member(fsio.basename(f))[1] == images[0]),
-                                   MAX_INPUT_FILE_BYTES)
-        tar_uri = next((base + suffix for suffix in TAR_SUFFIXES if fsio.exists(base + suffix)), None)
-        if tar_uri is None:
-            return None
-        with fsio.open_file(tar_uri) as handle, open_tar(handle, "r|*") as tar:
-            for count, info in enumerate(tar):
-                stem, ext = split_member(info.name)
-                if stem == key and ext in IMAGE_EXTENSIONS and info.isfile() and info.size <= MAX_INPUT_FILE_BYTES:
-                    extracted = tar.extractfile(info)
-                    return extracted.read() if extracted is not None else None
-                if count > 64:
-                    return None
-        return None
-
     # -- img2dataset output_format=parquet, Hugging Face datasets parquet ---------------
     def _read_parquet(self, uri: str, hf: bool = False) -> Iterator[SourceItem]:
         """Images inside the parquet (img2dataset `output_format=parquet`, or a `datasets` Image
@@ -368,4 +293,3 @@ class LaionSource(FolderReader, MetadataReader, HfRepoReader, Img2datasetReader)
             yield self._reject(self._shard_key(shard), "read", BAD_PARQUET,
                                parquet_problem(uri, exc, "its rows after the last one read are unknown"),
                                where=self._at(uri))
-
