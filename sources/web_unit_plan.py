@@ -7,6 +7,7 @@ together); configuration the build cannot go on with is refused here, naming the
 from __future__ import annotations
 
 from sources import fsio, hf_card, hf_parquet, imagefolder
+from sources.hf_repo_reader import HfRepoReader
 from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name, shard_of, stray_files
 from sources.paths import (OutsideRoot, collapse_set_aside, join_inside, path_problem, relative_to_root, set_aside,
                            set_aside_problem)
@@ -14,9 +15,8 @@ from sources.records import FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, nfc, raise_
 from sources.web_folder import FOLDER_KINDS
 from sources.web_format import first_schema, refuse_saved_datasets, refuse_tfrecords
 from sources.web_metadata import MetadataReader
-from sources.hf_repo_reader import HfRepoReader
-from sources.web_samples import IMAGE_EXTENSIONS, SIDECARS, TOOL_SIDECARS, ext_of as _ext_of, folder_groups, \
-    stem_of as _stem_of
+from sources.web_samples import (IMAGE_EXTENSIONS, SIDECARS, TOOL_SIDECARS, ext_of as _ext_of, folder_groups,
+                                 stem_of as _stem_of)
 from sources.web_units import TAR_SUFFIXES, Unit, tar_units
 
 
