@@ -43,8 +43,9 @@ from uvd_pipeline.shards import ShardDamaged
 from . import checkpoint as ckpt
 from . import cpu_gemm
 from .config import ModelConfig, UsageError, preset
-from .data import MODES, TokenWindows, mixture_from_args
+from .data import MODES, TokenWindows
 from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning
+from .mixture_spec import mixture_from_args
 from .model import LVMTransformer, rope_tables
 from .run_layout import set_aside
 from .step_monitor import PROFILE_NAME, SteadyTimer, StepProfile, StepReadback
