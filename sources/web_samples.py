@@ -1,7 +1,7 @@
 """What a web sample is made of: which member of a tar sample (or file of a folder) is its
 picture, which its caption, metadata and label sidecars, which a photo tool's sidecar that is
 never read; a folder's files paired into samples by stem; and the lineage a sample's caption,
-`.json` and listing row give its record."""
+`.json` and listing row give its record (a caption cell as text: `caption_text`)."""
 
 from __future__ import annotations
 
@@ -112,3 +112,11 @@ def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] |
         if width and height and all(original) and (width, height) != original:
             lineage["resized_from"] = [int(original[0]), int(original[1])]  # type: ignore[arg-type]
     return lineage
+
+
+def caption_text(text: Any) -> str | None:
+    """A caption cell as text: of several captions (COCO's five) the first, blank as none."""
+    if isinstance(text, list):
+        text = next((t for t in text if isinstance(t, str) and t.strip()), None)
+    return str(text).strip() or None if text is not None else None
+

@@ -33,7 +33,7 @@ class Unit:
     """One parallel work item: a tar (or one of its `parts`), a files-layout shard folder, a
     parquet of images, or a slice of an image folder (an image's sidecars always in the same slice)."""
 
-    # "tar" | "files" | "parquet" | a slice of an image folder (`laion.FOLDER_KINDS`) | "metadata" |
+    # "tar" | "files" | "parquet" | a slice of an image folder (`web_folder.FOLDER_KINDS`) | "metadata" |
     # "metadata_card" (an ImageFolder metadata file; with a card's configs) | "card" (README.md) |
     # "hf_parquet" | "hf_other" (a `datasets` layout's parquet; its other files) | "stray" (a file
     # that is none of those: a reject); part of the unit's id (`unit_store.unit_id`): spelt as ever

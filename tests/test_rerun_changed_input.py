@@ -283,9 +283,9 @@ def test_one_caption_edited_in_an_image_folders_metadata_renders_only_its_image(
     fresh build."""
     from PIL import Image
 
-    from sources import laion
+    from sources import web_unit_plan
 
-    monkeypatch.setattr(laion, "FOLDER_FILES_PER_UNIT", 1)  # one image per unit
+    monkeypatch.setattr(web_unit_plan, "FOLDER_FILES_PER_UNIT", 1)  # one image per unit
     root = tmp_path / "repo"
     (root / "train").mkdir(parents=True)
     for i, name in enumerate(["a.jpg", "b.jpg", "c.jpg"]):

@@ -1471,9 +1471,9 @@ def test_image_files_path_only_rows_name_are_theirs_and_the_other_files_share_un
     images: each image was a unit of its own and an `unexpected_file` reject though a row built it
     (400 PNGs: 401 units, 400 rejects). Now a named image is its row's alone, and the files no row
     names (an image, the card) are rejects in units of `FOLDER_FILES_PER_UNIT`."""
-    import sources.laion as laion
+    import sources.web_unit_plan as web_unit_plan
 
-    monkeypatch.setattr(laion, "FOLDER_FILES_PER_UNIT", 2)
+    monkeypatch.setattr(web_unit_plan, "FOLDER_FILES_PER_UNIT", 2)
     pictures = [_encoded("PNG", i, size=8) for i in range(5)]
     (tmp_path / "imgs").mkdir()
     for i, picture in enumerate(pictures):
@@ -1643,9 +1643,9 @@ def test_path_only_rows_of_a_row_group_over_budget_claim_no_image(tmp_path: Path
     image files its rows name: its rows are `row_group_too_large` rejects, and the files they would
     have named are counted as files no row claims (nothing built, nothing lost)."""
     import sources.hf_parquet as hf_parquet
-    import sources.laion as laion
+    import sources.web_unit_plan as web_unit_plan
 
-    monkeypatch.setattr(laion, "FOLDER_FILES_PER_UNIT", 8)
+    monkeypatch.setattr(web_unit_plan, "FOLDER_FILES_PER_UNIT", 8)
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 1)  # every group is over it
     (tmp_path / "imgs").mkdir()
     for i in range(3):
@@ -1846,7 +1846,7 @@ def test_one_image_added_to_a_folder_changes_only_its_unit(tmp_path):
     later unit's files, so a rerun rendered them all again (520 images: 3 of 3 units). Units now
     end where the names say (`records.unit_ends_after`): only the unit the new image falls in
     differs, and no unit holds more than `FOLDER_UNIT_MOST` times the average."""
-    import sources.laion as laion
+    import sources.web_unit_plan as web_unit_plan
 
     picture = _encoded("PNG", 0, size=8)
     for i in range(1200):
@@ -1856,7 +1856,7 @@ def test_one_image_added_to_a_folder_changes_only_its_unit(tmp_path):
     after = LaionSource("web", str(tmp_path)).units()
     assert len(before) > 2 and sum(map(len, (u.uris for u in after))) == 1201
     assert len(set(after) - set(before)) == 1 and len(set(before) - set(after)) == 1
-    assert max(len(u.uris) for u in after) <= laion.FOLDER_UNIT_MOST * laion.FOLDER_FILES_PER_UNIT
+    assert max(len(u.uris) for u in after) <= web_unit_plan.FOLDER_UNIT_MOST * web_unit_plan.FOLDER_FILES_PER_UNIT
 
 
 @pytest.mark.parametrize("layout", ["huggingface", "img2dataset"])

@@ -1,0 +1,215 @@
+"""Reading img2dataset's shards in its three layouts: a webdataset tar (whole, or the part of a
+big one a unit owns), an `output_format=files` folder, an `output_format=parquet` file with the
+images; each checked against the shard's listing (its failed downloads, the successes the shard
+lacks, the bytes img2dataset hashed)."""
+
+from __future__ import annotations
+
+import functools
+import tarfile
+from typing import Any, Callable, Iterator
+
+from sources import fsio, hf_parquet
+from sources.hf_parquet import ROW_GROUP_TOO_LARGE
+from sources.img2dataset_listing import (HASH_MISMATCH, ShardListing, download_status, hash_problem, listing_rejects,
+                                         missing_rejects, parse_json, recorded_hash, shard_of)
+from sources.paths import path_problem
+from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, nfc, read_input_bytes
+from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, split_member,
+                                 tar_mode)
+from sources.web_format import image_column as _image_column
+from sources.web_reader import WebReader, row_lists as _row_lists
+from sources.web_samples import (SAMPLE_SIDECARS, image_members as _image_members, sample_classes as _classes,
+                                 sample_lineage as _lineage)
+
+
+class Img2datasetReader(WebReader):
+    """The items of one img2dataset shard, by its layout (`LaionSource.read` picks the reader)."""
+
+    def _read_tar(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
+        """Every item of a tar; with `owns` (a part of the tar), samples whose key it does not own
+        are read as usual but not made records (the caller drops their items)."""
+        shard, base = shard_of(uri)
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path, self.follow_links)
+        yield from listing_rejects(self.name, listing, shard, self._at(base + ".parquet"))
+        tar = self._at(uri)
+        problem = path_problem(self.path, uri, self.follow_links)
+        if problem:  # a link out of the root, or a fifo: never opened; one reject for what it holds
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail, where=tar)
+            return
+        seen: set[str] = set()  # keys whose sample has been yielded (or rejected whole, or cut short)
+        keep = functools.partial(self._keep_member, shard, owns, tar)
+        for item in samples(uri, self.name, shard, keep, lambda handle: _read_mode(handle, owns), tar):
+            if not isinstance(item, Sample):
+                yield item
+                continue
+            if not (item.cut or item.dropped) and (owns is None or owns(self._key(shard, item.key))):
+                yield from self._sample(shard, item.key, item.members, listing, tar, item.member_name)
+            seen.add(item.key)
+        yield from missing_rejects(self.name, listing, shard, seen, fsio.basename(uri), tar + ":")
+
+    def _keep_member(self, shard: str, owns: Callable[[str], bool] | None, where: str, tar: tarfile.TarFile,
+                     info: tarfile.TarInfo, sample: Sample, ext: str) -> Reject | None:
+        """A member's bytes (`tar_members.Keep`); one over `MAX_INPUT_FILE_BYTES` drops its sample
+        whole, never read into memory; a sample another part owns keeps b"" (that part reads it)."""
+        too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)
+        if too_large:
+            sample.dropped = True
+            return self._reject(self._key(shard, sample.key), "read", MEMBER_TOO_LARGE, too_large,
+                                where=f"{where}:{info.name}")
+        theirs = owns is not None and not owns(self._key(shard, sample.key))
+        sample.members[ext] = b"" if theirs else member_bytes(tar, info)
+        return None
+
+    def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
+                listing: "ShardListing", tar: str, named: Callable[[str], str]) -> Iterator[SourceItem]:
+        """A read sample's record and rejects; `named` gives a member's name as the tar spells it."""
+        key = self._key(shard, sample_key)
+        at = f"{tar}:{sample_key}"  # the sample; a member is `{tar}:{named(ext)}` (`X.JPG`, not `x.jpg`)
+        images = _image_members(members)
+        if not images:
+            yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(members)) or 'none'}",
+                               where=at)
+            return
+        image_ext = images[0]
+        for extra in images[1:]:
+            yield self._reject(key, "read", "duplicate_key",
+                               f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})",
+                               where=f"{tar}:{named(extra)}")
+        yield from self._unexpected_members(key, sample_key, members, images, lambda ext: f"{tar}:{named(ext)}")
+        changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
+                               members[image_ext], f"{sample_key}.{image_ext}")
+        if changed:
+            yield self._reject(key, "read", HASH_MISMATCH, changed, where=f"{tar}:{named(image_ext)}")
+            return
+        lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
+        lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
+        yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage,
+                          input=f"{tar}:{named(image_ext)}")
+
+    def _unexpected_members(self, key: str, sample_key: str, members: dict[str, Any],
+                            images: list[str], at: Callable[[str], str]) -> Iterator[Reject]:
+        """An `unexpected_file` reject for each member of a sample that is neither an image nor a
+        sidecar (a `000.npy` put in by hand): img2dataset writes one image (`--encode_format`), its
+        `.txt` and its `.json` (extra columns go in the json), nothing else; never dropped unsaid."""
+        for other in sorted(e for e in members if e not in images and e not in SAMPLE_SIDECARS):
+            yield self._reject(key, "read", "unexpected_file",
+                               f"{sample_key}.{other}: not read (a sample's image, .txt and .json are)",
+                               where=at(other))
+
+    def _read_files(self, folder: str) -> Iterator[SourceItem]:
+        shard = fsio.basename(folder)
+        base = fsio.join(self.path, shard)
+        listing = ShardListing.read(base + ".parquet", base + "_stats.json", self.path, self.follow_links)
+        yield from listing_rejects(self.name, listing, shard, self._at(base + ".parquet"))
+        problem = path_problem(self.path, folder, self.follow_links)
+        if problem:  # a shard folder linking out of the root: one reject for what it holds
+            yield self._reject(self._shard_key(shard), "read", problem.reason, problem.detail,
+                               where=self._at(folder) + "/")
+            return
+        by_key: dict[str, dict[str, str]] = {}
+        refused: set[str] = set()  # samples with a file that links out of the root (never read)
+        for uri in fsio.list_files(folder, links=True):
+            aside = self._set_aside(lambda: self._key(shard, fsio.basename(uri)), folder, uri)
+            if aside:  # a Mac's `._00000.jpg` beside `00000.jpg`: no sample of key ''
+                yield aside
+                continue
+            key, ext = split_member(fsio.basename(uri))
+            problem = path_problem(self.path, uri, self.follow_links)
+            if problem:
+                yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail, where=self._at(uri))
+                refused.add(key)
+                continue
+            if ext in by_key.setdefault(key, {}):
+                yield self._reject(self._key(shard, key), "read", "duplicate_key",
+                                   f"{fsio.basename(uri)}: key {key} already has a {ext} file", where=self._at(uri))
+                continue
+            by_key[key][ext] = uri
+        for sample_key in sorted(by_key):
+            files = by_key[sample_key]
+            key = self._key(shard, sample_key)
+            images = _image_members(files)
+            if not images:
+                if sample_key not in refused:  # else its image is the `outside_root` reject above
+                    yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}",
+                                       where=self._at(next(iter(sorted(files.values())))))
+                continue
+            for extra in images[1:]:
+                yield self._reject(key, "read", "duplicate_key",
+                                   f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})",
+                                   where=self._at(files[extra]))
+            yield from self._unexpected_members(key, sample_key, files, images, lambda ext: self._at(files[ext]))
+            texts, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files}, lambda _: key)
+            yield from unread
+            recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}
+            data, changed = self._checked_file(recorded, files[images[0]])
+            if changed:
+                yield self._reject(key, "read", HASH_MISMATCH, changed, where=self._at(files[images[0]]))
+                continue
+            lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
+            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0], **_classes(texts)})
+            yield ImageRecord(key=key, source=self.name, group=key, lineage=lineage,
+                              **({"data": data} if data is not None else {"uri": files[images[0]]}))
+        yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/",
+                                   self._at(folder) + "/")
+
+    def _checked_file(self, recorded: dict[str, Any], uri: str) -> tuple[bytes | None, str | None]:
+        """A files-layout image's bytes and `hash_problem`, read only when its hash is to be checked
+        (then the record carries the bytes: the decoder does not read the file again); (None, None)
+        otherwise, and for an unreadable or too large file, which the decoder rejects with its reason."""
+        if recorded_hash(recorded) is None:
+            return None, None
+        try:
+            data = read_input_bytes(uri)  # too many open files: the machine's MachineError, never unchecked
+        except (OSError, fsio.FileTooLarge):
+            return None, None
+        return data, hash_problem(recorded, data, fsio.basename(uri))
+
+    def _parquet_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
+        import pyarrow.parquet as pq
+
+        column = _image_column(uri)
+        with fsio.open_file(uri) as handle:
+            batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",),
+                                             source=handle)
+            at = self._at(uri)
+            for first, rows in _row_lists(batches):
+                for offset, row in enumerate(rows):
+                    sample_key = nfc(str(row.get("key")))
+                    key = self._key(shard, sample_key)
+                    index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
+                    where = _row_input(at, index, row)
+                    if isinstance(first, hf_parquet.TooLarge):
+                        yield self._reject(key, "read", ROW_GROUP_TOO_LARGE, first.detail, where=where)
+                        continue
+                    data = row.pop(column, None) if column else None
+                    caption = row.pop("txt", None)
+                    state = download_status(row)
+                    if state != "success":
+                        yield self._reject(key, "download", state, str(row.get("error_message") or ""), where=where)
+                        continue
+                    if not data:
+                        yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes",
+                                           where=where)
+                        continue
+                    changed = hash_problem(row, data, f"{shard}.parquet {column} of {sample_key}")
+                    if changed:
+                        yield self._reject(key, "read", HASH_MISMATCH, changed, where=where)
+                        continue
+                    lineage = _lineage(caption.encode() if caption else None, None, row)
+                    lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
+                    yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage, input=where)
+
+
+def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:
+    """tarfile mode for one reading whose headers are read again (a plain tar's that `scan` kept
+    are walked seekably: `tar_members.KeptHeaders`): a part of a plain local tar opens it seekably,
+    so the data of samples other parts own is skipped, not read; a whole tar, or a compressed one,
+    is streamed (the end-of-archive check then sees the same stream whichever part reads it)."""
+    return "r|*" if owns is None else tar_mode(handle)
+
+
+def _row_input(parquet: str, index: int, row: dict[str, Any]) -> str:
+    """A parquet row's reject `input`: the file, the row's index (from 0) and the URL it lists."""
+    url = row.get("url")
+    return f"{parquet} row {index}" + (f": {url}" if isinstance(url, str) and url else "")

@@ -1,0 +1,96 @@
+"""The laion source's warnings about its input as a whole (`notices`, once per build): that
+img2dataset resized, or decoded and re-encoded, the images it stored, judged from the first
+listings (`sources.img2dataset_notices`) and, for re-encoding, the stored bytes of one image
+against the hash img2dataset recorded."""
+
+from __future__ import annotations
+
+import tarfile
+from typing import Any
+
+from sources import fsio
+from sources.img2dataset_listing import hash_problem, recorded_hash
+from sources.img2dataset_notices import (RESIZE_ADVICE, decoded_samples, first_decoded_row as _first_decoded_row,
+                                         listing_rows, resized_samples, rotation_clause as _rotation_clause)
+from sources.paths import path_problem, set_aside
+from sources.records import MAX_INPUT_FILE_BYTES, raise_machine_error
+from sources.tar_members import open_tar, split_member
+from sources.web_reader import WebReader
+from sources.web_samples import IMAGE_EXTENSIONS, image_members as _image_members
+from sources.web_units import TAR_SUFFIXES
+
+
+class Img2datasetNotices(WebReader):
+    """What img2dataset did to the images of a source's shards, said once before its build."""
+
+    def notices(self) -> list[str]:
+        """Warnings about the input as a whole (once per source): img2dataset-resized images."""
+        if self.resolved_format() in ("folder", "huggingface"):
+            return []
+        import pyarrow as pa
+
+        listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)  # its unit rejects the others
+                  if path_problem(self.path, p, self.follow_links) is None and not set_aside(fsio.basename(p))]
+        for parquet in listed[:2]:
+            try:
+                rows = listing_rows(parquet)
+                resized, decoded = resized_samples(rows), decoded_samples(rows)
+            except (OSError, ValueError, pa.ArrowException) as exc:  # unreadable: its unit rejects it
+                raise_machine_error(exc, parquet)  # too many open files: never a warning left out unsaid
+                continue
+            rotated = _rotation_clause(decoded[2]) if decoded else ""
+            if resized:
+                count, total, example = resized
+                return [f"{self.name}: img2dataset resized {count} of {total} images in "
+                        f"{fsio.basename(parquet)} (e.g. stored {example}); the build then sees its "
+                        f"letterboxed or re-encoded pixels, not the originals{rotated}: {RESIZE_ADVICE}"]
+            if decoded and not self._kept_as_downloaded(parquet):
+                count, total, _ = decoded
+                return [f"{self.name}: img2dataset decoded and re-encoded {count} of {total} images in "
+                        f"{fsio.basename(parquet)} itself (sizes kept; each it encoded again, all but what "
+                        f"--skip_reencode True kept as downloaded, lost transparency (flattened on white), "
+                        f"16-bit depth and EXIF){rotated}: {RESIZE_ADVICE}"]
+        return []
+
+    def _kept_as_downloaded(self, parquet: str) -> bool:
+        """Whether the first image img2dataset decoded in this shard is stored as downloaded (its
+        bytes have the recorded hash: `--skip_reencode True` kept a file already in its format, or
+        a hand-made listing): then its decoding is no evidence of re-encoding and nothing is warned."""
+        import pyarrow as pa
+
+        try:
+            row = _first_decoded_row(parquet)
+            recorded = {**row, "width": None} if row else None
+            if recorded is None or recorded_hash(recorded) is None:
+                return False
+            data = self._stored_image(parquet, row)
+        except (OSError, ValueError, EOFError, tarfile.TarError, fsio.FileTooLarge, pa.ArrowException) as exc:
+            raise_machine_error(exc, parquet)  # too many open files: never a false 're-encoded' warning
+            return False  # unreadable: its unit says why
+        return data is not None and hash_problem(recorded, data, "") is None
+
+    def _stored_image(self, parquet: str, row: dict[str, Any]) -> bytes | None:
+        """The image bytes a shard stores for `row`: in the parquet itself, its `NNNNN/` folder, or
+        its tar (read from the start: img2dataset writes the tar in the parquet's row order)."""
+        column = next((c for c in row if c in IMAGE_EXTENSIONS and isinstance(row[c], bytes)), None)
+        if column:
+            return row[column]
+        base, key = parquet.removesuffix(".parquet"), str(row.get("key"))
+        folder = [f for f in fsio.list_files(base) if split_member(fsio.basename(f))[0] == key] \
+            if fsio.isdir(base) else []
+        images = _image_members({split_member(fsio.basename(f))[1]: f for f in folder})
+        if images:
+            return fsio.read_bytes(next(f for f in folder if split_member(fsio.basename(f))[1] == images[0]),
+                                   MAX_INPUT_FILE_BYTES)
+        tar_uri = next((base + suffix for suffix in TAR_SUFFIXES if fsio.exists(base + suffix)), None)
+        if tar_uri is None:
+            return None
+        with fsio.open_file(tar_uri) as handle, open_tar(handle, "r|*") as tar:
+            for count, info in enumerate(tar):
+                stem, ext = split_member(info.name)
+                if stem == key and ext in IMAGE_EXTENSIONS and info.isfile() and info.size <= MAX_INPUT_FILE_BYTES:
+                    extracted = tar.extractfile(info)
+                    return extracted.read() if extracted is not None else None
+                if count > 64:
+                    return None
+        return None
