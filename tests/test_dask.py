@@ -639,6 +639,67 @@ def test_a_given_schedulers_worker_with_other_project_code_is_refused_before_the
             process.wait()
 
 
+def _other_copy(folder: Path) -> Path:
+    """A copy of the project's build packages with a local edit, as another checkout holds it."""
+    import shutil
+
+    from conftest import REPO
+
+    for package in ("uvd_pipeline", "sources", "transforms", "tokenizer"):
+        shutil.copytree(REPO / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(folder / "uvd_pipeline" / "render_step.py", "a") as handle:
+        handle.write("# tried something on this machine\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_a_worker_with_other_code_that_joins_mid_build_stops_the_build_naming_it(tmp_path):
+    """A `dask worker` from another copy of the project that joined the scheduler after the build
+    started was never asked which code it runs: it took its share of the tasks and ran them with
+    its own code, and the build ended with status 0. Now its first task of the build refuses it,
+    naming the worker and the fix, and the build stops (a ConfigError: the command's one error line)."""
+    import subprocess
+    import sys
+
+    import apache_beam as beam
+
+    from conftest import REPO
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    other = _other_copy(tmp_path / "other-checkout")
+    address, processes = _cli_cluster(tmp_path)
+    started = tmp_path / "started"
+    started.mkdir()
+    try:
+        options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
+        pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
+        pipeline | beam.Create(range(16)) | beam.Map(_slow_step, str(started))
+        result = pipeline.run()
+        deadline = time.monotonic() + 60
+        while not any(started.iterdir()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with open(tmp_path / "late.log", "w") as log:  # joins mid-build, with the other copy on its path
+            processes.append(subprocess.Popen(
+                [str(Path(sys.executable).parent / "dask"), "worker", "--scheduler-file", str(tmp_path / "scheduler.json"),
+                 "--nthreads", "1", "--no-nanny", "--name", "late"],
+                env=dict(os.environ, PYTHONPATH=f"{other}{os.pathsep}{REPO / 'tests'}"), stdout=log, stderr=log))
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            (late,) = [w for w, info in client.scheduler_info()["workers"].items() if info["name"] == "late"]
+        with pytest.raises(ConfigError, match=r"beam\.dask\.address: the Dask worker (\S+) runs another version") as refused:
+            result.wait_until_finish()
+        result.client.close()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    message = str(refused.value)
+    assert late in message and str(other) in message and "install this project's version there" in message
+    assert len(list(started.iterdir())) < 16  # stopped with work left
+
+
 def _keyed(x: int) -> tuple[int, int]:
     time.sleep(0.02)  # so that bundles of one step overlap in a worker's threads
     return x % 3, x

@@ -93,40 +93,82 @@ WORKERS_ANSWER_S = 30.0  # workers busy with other work answer between tasks
 
 
 def check_workers(address: str, timeout: float = WORKERS_ANSWER_S) -> None:
-    """Each worker of a given scheduler must run this project's code (`code_identity`): one that
-    cannot import it failed the build's first task there, and one of another version (another
-    checkout, an older install) rendered its share with its own code, bytes that differed from
-    what the same config gives, without a word. Workers that join later are not asked; workers
-    that do not answer within `timeout` are named in a warning."""
+    """Each worker of a given scheduler must run this project's code and libraries
+    (`code_identity`): one that cannot import it failed the build's first task there, and one of
+    another version (another checkout, an older install, other libraries) rendered its share with
+    its own code, bytes that differed from what the same config gives, without a word. Workers that
+    join later are checked by the build's tasks themselves (`checked_task`); workers that do not
+    answer within `timeout` are named in a warning."""
     import distributed
 
-    from uvd_pipeline.code_identity import code_identity
+    from uvd_pipeline.code_identity import FIX, code_identity, difference
 
     ours = code_identity()
     answers: dict = {}
 
     def ask() -> None:
         with distributed.Client(address, timeout=ANSWER_TIMEOUT_S, set_as_default=False) as client:
-            answers.update(client.run(code_identity, on_error="return"))
+            answers.update(client.run(by_value(code_identity), on_error="return"))
 
     asking = threading.Thread(target=ask, name="dask-worker-code", daemon=True)
     asking.start()
     asking.join(timeout)
     if asking.is_alive() or not answers:
         log.warning("Dask workers at %s did not say within %g s which code of the project they run: the build goes "
-                    "on unchecked", address, timeout)
+                    "on, each worker checked by its first task of the build", address, timeout)
         return
-    fix = ("install this project's version there (or give the workers the same PYTHONPATH), or leave those workers "
-           "out of the cluster")
     for worker, theirs in sorted(answers.items()):
         if isinstance(theirs, BaseException):
             raise ConfigError(f"beam.dask.address: the Dask worker {worker} of {address} cannot run this project's code "
-                              f"({type(theirs).__name__}: {theirs}); {fix}")
-        if theirs != ours:
-            raise ConfigError(
-                f"beam.dask.address: the Dask worker {worker} of {address} runs another version of the project "
-                f"(from {theirs.get('where')}, code digest {theirs.get('digest', '')[:12]}; this build's from "
-                f"{ours['where']}, {ours['digest'][:12]}): its renders could differ from this build's; {fix}")
+                              f"({type(theirs).__name__}: {theirs}); {FIX}")
+        differs = difference(ours, theirs)
+        if differs is not None:
+            raise ConfigError(f"beam.dask.address: the Dask worker {worker} of {address} {differs}: its renders could "
+                              f"differ from this build's; {FIX}")
+
+
+class ByValue:
+    """A function of `uvd_pipeline.code_identity` that reaches Dask's workers as its code
+    (cloudpickle, by value) rather than by its module's name, which a worker would resolve in its
+    own copy of the project, maybe an older one without the check. It unpickles as the function."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def __call__(self, *args):
+        return self.function(*args)
+
+    def __reduce__(self):
+        import pickle
+
+        import cloudpickle
+
+        from uvd_pipeline import code_identity
+
+        with _BY_VALUE:
+            cloudpickle.register_pickle_by_value(code_identity)
+            try:
+                code = cloudpickle.dumps(self.function)
+            finally:
+                cloudpickle.unregister_pickle_by_value(code_identity)
+        return pickle.loads, (code,)
+
+
+_BY_VALUE = threading.Lock()  # cloudpickle's registry is one for the process
+
+
+def by_value(function) -> ByValue:
+    return ByValue(function)
+
+
+def checked_task(ours: dict, target: str) -> ByValue:
+    """The function a task of the build's own code calls on a worker: `target` ("module:name"),
+    called once the worker is known to run `ours` (`code_identity.run_checked`, by value)."""
+    from functools import partial
+
+    from uvd_pipeline.code_identity import run_checked
+
+    return ByValue(partial(run_checked, ours, target))
 
 
 def _connection_args(address: str) -> dict:
@@ -258,6 +300,8 @@ def bounded_dask_runner(shuffle_partitions: int):
     from apache_beam.runners.dask.overrides import _GroupByKeyOnly
     from apache_beam.runners.dask.transform_evaluator import GroupByKey
 
+    from uvd_pipeline.code_identity import code_identity
+
     class BoundedDaskRunner(DaskRunner):
         @staticmethod
         def to_dask_bag_visitor(bag_kwargs=None):
@@ -266,7 +310,7 @@ def bounded_dask_runner(shuffle_partitions: int):
 
             def visit_transform(node) -> None:
                 if type(node.transform) is beam.ParDo:  # what Beam translates as ParDo
-                    visitor.bags[node] = _pardo(node, visitor.bags)
+                    visitor.bags[node] = _pardo(node, visitor.bags, runner.code)
                     return
                 if not isinstance(node.transform, _GroupByKeyOnly):
                     visit(node)
@@ -287,6 +331,7 @@ def bounded_dask_runner(shuffle_partitions: int):
 
     runner = BoundedDaskRunner()
     runner.shuffle_partitions = shuffle_partitions
+    runner.code = code_identity()  # what every worker that runs the build's own code must run too
     return runner
 
 
@@ -303,7 +348,13 @@ def checked_result(result, address: str | None):
     wait = result.wait_until_finish
 
     def wait_until_finish(duration=None):
-        state = wait(duration)
+        try:
+            state = wait(duration)
+        except Exception as exc:
+            if type(exc).__name__ == "OtherProjectCode":  # made by value on the worker: not our class object
+                result._state = PipelineState.FAILED
+                raise ConfigError(str(exc)) from None
+            raise
         unfinished = [f for f in result.futures if f.status != "finished"]
         if unfinished:
             result._state = PipelineState.FAILED
@@ -319,11 +370,12 @@ def checked_result(result, address: str | None):
     return result
 
 
-def _pardo(node, bags: dict):
+def _pardo(node, bags: dict, code: dict):
     """The bag of a ParDo: Beam's translation (`transform_evaluator.ParDo.apply`, the same DoFn
     invoker), but each bundle collects its outputs in a receiver of its own (`_bundle`), and each
     side input's elements reach the tasks as one computed value of the graph, not as the bag that
-    makes them."""
+    makes them. A bundle first checks that its worker runs the build's code (`checked_task`): a
+    worker that joined the scheduler after the build started was never asked."""
     from apache_beam import DoFn
     from apache_beam.runners.common import DoFnContext, DoFnSignature
     from apache_beam.runners.dask.transform_evaluator import get_windowed_value
@@ -338,7 +390,8 @@ def _pardo(node, bags: dict):
     specs = [(type(side), side._view_options(), side._window_mapping_fn) for side in node.side_inputs]
     values = [_elements(bags[side.pvalue.producer]) for side in node.side_inputs]
     return bags[pcoll.producer].map(get_windowed_value, window_fn).map_partitions(
-        _bundle, DoFnSignature(transform.fn), window_fn, invoker_kwargs, specs, *values)
+        checked_task(code, f"{__name__}:_bundle"), DoFnSignature(transform.fn), window_fn, invoker_kwargs, specs,
+        *values)
 
 
 def _elements(bag):
