@@ -225,18 +225,27 @@ class _GraphsSubmitted:
         self.graphs += 1
 
 
-def test_dask_side_input_is_part_of_the_graph_and_computed_once(tmp_path):
+def test_dask_side_input_is_part_of_the_graph_and_computed_once(tmp_path, monkeypatch):
     """Beam's DaskRunner hands a side input to its consumer as the producing bag itself, which each
     consumer task computed again from inside the task: a graph submitted from a worker per task (14
     in a 13-shard build, with 133 scheduler warnings of conflicting specs for the same keys, which
     "can cause failures and deadlocks"), and every step above the side input ran again. The bounded
     runner makes each side input one value of the build's graph that the consumer's tasks depend
-    on: one graph, each step above it runs once, and the looked-up values are right."""
+    on: one graph, each step above it runs once, and the looked-up values are right. The build runs
+    the graph as built, without Beam's test of its round trip through protos (0.22 CPU-s of the
+    build's process), which had also turned each side input argument into a placeholder: the DoFn
+    was given the AsDict object itself ("'AsDict' object is not subscriptable")."""
     import apache_beam as beam
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.build import run_pipeline
     from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    def no_round_trip(*args, **kwargs):
+        raise AssertionError("the graph was rebuilt from its protos")
+
+    monkeypatch.setattr(beam.Pipeline, "from_runner_api", no_round_trip)
 
     runs, looked_up = tmp_path / "runs", tmp_path / "looked_up"
     runs.mkdir()
@@ -253,11 +262,7 @@ def test_dask_side_input_is_part_of_the_graph_and_computed_once(tmp_path):
         ((pipeline | "Main" >> beam.Create(range(12)), table | "Keys" >> beam.Keys()) | beam.Flatten()
          | "Look up" >> beam.Map(_looked_up, beam.pvalue.AsDict(table))
          | "Write" >> beam.Map(lambda name, folder: (Path(folder) / name).touch(), str(looked_up)))
-        result = pipeline.run()
-        try:
-            result.wait_until_finish()
-        finally:
-            result.client.close()
+        run_pipeline(pipeline)  # as the build runs it
     assert sorted(p.name for p in looked_up.iterdir()) == sorted(f"{x}={(x % 4) ** 2}" for x in range(12))
     assert counter.graphs == 1
     assert sorted(p.name.split("-")[0] for p in runs.iterdir()) == ["0", "1", "2", "3"]
@@ -796,3 +801,40 @@ def test_a_beam_whose_dask_internals_changed_is_refused_naming_the_fix(monkeypat
     monkeypatch.setattr(transform_evaluator, "OneReceiver", dict)  # no `values`
     with pytest.raises(ConfigError, match=r"a bundle's receiver and output handler cannot be made \(KeyError"):
         check_beam_shape()
+
+
+def _holding_memory(x: int, megabytes: int) -> int:
+    """A step that holds `megabytes` of touched memory for a while."""
+    held = b"x" * (megabytes << 20)
+    time.sleep(3)
+    return x + len(held) * 0
+
+
+@pytest.mark.slow
+def test_workers_dying_of_their_memory_limit_fail_the_build_naming_the_setting(tmp_path):
+    """A local cluster with too little memory for the work (`beam.dask.memory_limit: 200MB` on a
+    300-image build): Dask's nanny ended each worker running the same task until the scheduler
+    gave it up, and the command died in distributed's KilledWorker traceback, which names neither
+    the setting nor the fix. Now the run fails with one message naming `beam.dask.memory_limit`
+    (one death allowed here, where Dask allows 3, to keep the test short)."""
+    import apache_beam as beam
+    import dask
+
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import WorkersKilled, bounded_dask_runner, scheduler
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with scheduler(DaskConfig(workers=1, memory_limit="400MB")) as address:
+            options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
+            pipeline = beam.Pipeline(runner=bounded_dask_runner(1, "400MB"), options=options)
+            pipeline | beam.Create([1]) | beam.Map(_holding_memory, 600)
+            result = pipeline.run()
+            try:
+                with pytest.raises(WorkersKilled) as killed:
+                    result.wait_until_finish()
+            finally:
+                result.client.close()
+    message = str(killed.value)
+    assert "died once running the same task" in message and "beam.dask.memory_limit: 400MB" in message
+    assert "run the build again" in message

@@ -132,8 +132,12 @@ class ByValue:
     (cloudpickle, by value) rather than by its module's name, which a worker would resolve in its
     own copy of the project, maybe an older one without the check. It unpickles as the function."""
 
-    def __init__(self, function) -> None:
+    def __init__(self, function, name: str) -> None:
         self.function = function
+        self.__name__ = name  # what Dask names its tasks by
+
+    def __dask_tokenize__(self):
+        return type(self).__name__, pickle_digest(self.function)
 
     def __call__(self, *args):
         return self.function(*args)
@@ -157,8 +161,16 @@ class ByValue:
 _BY_VALUE = threading.Lock()  # cloudpickle's registry is one for the process
 
 
+def pickle_digest(function) -> str:
+    """A digest of `function` and what it is bound to (a partial's arguments), for Dask's keys."""
+    import hashlib
+    import pickle
+
+    return hashlib.sha256(pickle.dumps(function)).hexdigest()
+
+
 def by_value(function) -> ByValue:
-    return ByValue(function)
+    return ByValue(function, function.__name__)
 
 
 def checked_task(ours: dict, target: str) -> ByValue:
@@ -168,7 +180,7 @@ def checked_task(ours: dict, target: str) -> ByValue:
 
     from uvd_pipeline.code_identity import run_checked
 
-    return ByValue(partial(run_checked, ours, target))
+    return ByValue(partial(run_checked, ours, target), target.rpartition(":")[2])
 
 
 def _connection_args(address: str) -> dict:
@@ -277,10 +289,13 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
 
     # its HTTP pages (the dashboard where bokeh is installed) on a free loopback port: with None,
     # distributed still binds 8787, the port of a person's own dashboard
-    cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
+    # no workers at first, then `scale`, which starts them in the background: each imports the
+    # build's modules before it joins (`BuildWorker.setup`) while this process builds the graph
+    cluster = LocalCluster(n_workers=0, threads_per_worker=settings.threads_per_worker,
                            memory_limit=memory_limit(settings.memory_limit), processes=True,
                            host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
                            plugins=(BuildWorker(),))
+    cluster.scale(settings.workers)
     log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
              settings.workers, settings.threads_per_worker, cluster.dashboard_link)
     try:
@@ -289,10 +304,12 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
         cluster.close()
 
 
-def bounded_dask_runner(shuffle_partitions: int):
+def bounded_dask_runner(shuffle_partitions: int, memory_limit: str | None = None):
     """Beam's DaskRunner whose groupings shuffle at most `shuffle_partitions` partitions, whose
     side inputs are computed once, as part of the graph, and whose bundles collect their own
-    outputs (a Beam whose DoFn invoker differs from 2.77's is refused: `check_beam_shape`)."""
+    outputs (a Beam whose DoFn invoker differs from 2.77's is refused: `check_beam_shape`).
+    `memory_limit`: the local cluster's (`beam.dask.memory_limit`), named where workers die; None
+    for a given scheduler's workers."""
     check_beam_shape()
     import apache_beam as beam
     import dask
@@ -303,6 +320,11 @@ def bounded_dask_runner(shuffle_partitions: int):
     from uvd_pipeline.code_identity import code_identity
 
     class BoundedDaskRunner(DaskRunner):
+        # Beam's Pipeline.run first rebuilds the graph from its protos, as a test that a portable
+        # runner could take it (0.22 CPU-s of the build's process), where a runner that is not of
+        # the Fn API is given: this one takes the graph as built, as Beam's in-process runners do
+        test_runner_api = False
+
         @staticmethod
         def to_dask_bag_visitor(bag_kwargs=None):
             visitor = DaskRunner.to_dask_bag_visitor(bag_kwargs)
@@ -327,7 +349,7 @@ def bounded_dask_runner(shuffle_partitions: int):
 
         def run_pipeline(self, pipeline, options):
             result = super().run_pipeline(pipeline, options)
-            return checked_result(result, getattr(options.view_as(DaskOptions), "address", None))
+            return checked_result(result, getattr(options.view_as(DaskOptions), "address", None), memory_limit)
 
     runner = BoundedDaskRunner()
     runner.shuffle_partitions = shuffle_partitions
@@ -339,11 +361,20 @@ class SchedulerLost(RuntimeError):
     """The build's Dask scheduler went away (or the client lost it) with work not done."""
 
 
-def checked_result(result, address: str | None):
+class WorkersKilled(RuntimeError):
+    """Dask gave up a task of the build after the workers running it died, one after another
+    (`distributed.scheduler.allowed-failures`): most often each passed its memory limit."""
+
+
+def checked_result(result, address: str | None, memory_limit: str | None = None):
     """Beam's DaskRunnerResult whose `wait_until_finish` fails where a future did not finish:
     a scheduler that goes away cancels the client's futures, which Beam's wait (`as_completed`
-    with results) passes over as if done, and the build ended with status 0 and '0 shards'."""
+    with results) passes over as if done, and the build ended with status 0 and '0 shards'. A
+    task whose workers died (Dask's KilledWorker, a traceback naming neither the memory limit nor
+    the setting) and a worker that runs other code (`code_identity.run_checked`) fail it in one
+    message saying what to do."""
     from apache_beam.runners.runner import PipelineState
+    from distributed.scheduler import KilledWorker
 
     wait = result.wait_until_finish
 
@@ -354,6 +385,9 @@ def checked_result(result, address: str | None):
             if type(exc).__name__ == "OtherProjectCode":  # made by value on the worker: not our class object
                 result._state = PipelineState.FAILED
                 raise ConfigError(str(exc)) from None
+            if isinstance(exc, KilledWorker):
+                result._state = PipelineState.FAILED
+                raise WorkersKilled(_killed_message(exc, memory_limit)) from None
             raise
         unfinished = [f for f in result.futures if f.status != "finished"]
         if unfinished:
@@ -370,6 +404,21 @@ def checked_result(result, address: str | None):
     return result
 
 
+def _killed_message(killed, memory_limit: str | None) -> str:
+    last = getattr(getattr(killed, "last_worker", None), "address", "?")
+    if memory_limit is not None:
+        limit, fix = (f"beam.dask.memory_limit: {memory_limit}",
+                      "raise beam.dask.memory_limit (auto shares the machine's memory out) or lower "
+                      "beam.dask.threads_per_worker")
+    else:
+        limit, fix = ("each worker's --memory-limit", "give the workers more memory (dask worker --memory-limit) or "
+                      "fewer threads (--nthreads)")
+    deaths = killed.allowed_failures + 1
+    return (f"Dask's workers died {'once' if deaths == 1 else f'{deaths} times'} running the same task of the build (the last "
+            f"was {last}): most often a worker's memory passed its limit ({limit}; Dask's nanny ends a worker at "
+            f"95% of it, as its log above says); {fix}. Shards committed so far are kept: run the build again")
+
+
 def _pardo(node, bags: dict, code: dict):
     """The bag of a ParDo: Beam's translation (`transform_evaluator.ParDo.apply`, the same DoFn
     invoker), but each bundle collects its outputs in a receiver of its own (`_bundle`), and each
@@ -383,7 +432,7 @@ def _pardo(node, bags: dict, code: dict):
     transform = node.transform
     (pcoll,) = node.main_inputs.values()
     window_fn = pcoll.windowing.windowfn if hasattr(pcoll, "windowing") else None
-    args, kwargs = transform.raw_side_inputs
+    args, kwargs = transform.args, transform.kwargs  # side inputs as placeholders, with or without the round trip
     invoker_kwargs = dict(context=DoFnContext(transform.label, state=None), input_args=list(args),
                           input_kwargs=kwargs, user_state_context=None,
                           bundle_finalizer_param=DoFn.BundleFinalizerParam())
