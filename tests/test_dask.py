@@ -415,6 +415,25 @@ def test_the_build_cluster_workers_keep_beams_import_warning_out_and_end_at_once
         os.kill(pid, 0)  # the worker process is gone
 
 
+def test_ctrl_c_leaves_the_build_clusters_workers_to_the_build(capfd):
+    """Ctrl-C in a terminal reaches every process of its group: each worker of the build's local
+    cluster died of the KeyboardInterrupt mid-task, printing 144 lines of tracebacks (theirs and
+    their heartbeats') above the command's one "interrupted:" line. The build's process owns
+    Ctrl-C and closes the cluster, which ends its workers: they now leave SIGINT alone."""
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    with scheduler(DaskConfig(workers=1)) as address:
+        with distributed.Client(address) as client:
+            client.wait_for_workers(1, timeout=60)
+            (pid,) = client.run(os.getpid).values()
+            os.kill(pid, signal.SIGINT)
+            time.sleep(1)
+            assert list(client.run(os.getpid).values()) == [pid]  # the same worker, alive and answering
+    err = capfd.readouterr().err
+    assert "KeyboardInterrupt" not in err, err
+
+
 def test_a_worker_whose_closing_fails_after_the_cluster_closed_it_ends_non_zero(capfd):
     """A worker the cluster closed ended with `os._exit(0)` at its last exit function: a step of
     its closing that failed after that (the process's target raising: status 1), or an exit

@@ -22,6 +22,9 @@ plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask ext
   another order left each a half-initialised module, `ImportError: cannot import name
   'PipelineRunner' from partially initialized module`.) A module that fails to import is left to
   the task, which fails with it as before.
+- Ctrl-C in a terminal reaches every process of its group: the workers died of it mid-task, each
+  printing its tracebacks above the command's "interrupted:" line. The build's process owns it and
+  closes the cluster, which ends the workers; they ignore SIGINT.
 - A closed worker whose closing then fails (the process's target raising after the teardown, or
   an exit function raising) ends with status 1 and one line saying why: the fast exit's status 0
   hid such failures from the nanny.
@@ -33,7 +36,9 @@ import atexit
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from multiprocessing import util
 
 from importlib import import_module
@@ -68,6 +73,8 @@ class BuildWorker(WorkerPlugin):
 
     def setup(self, worker) -> None:
         if multiprocessing.parent_process() is not None:  # a worker process of its own, never the build's
+            if threading.current_thread() is threading.main_thread():  # Ctrl-C is the build's process's
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             atexit.register(self._exit_at_once)  # before any module of the build registers its own: run after them
             util.Finalize(None, self._note_target_end, exitpriority=0)
             sys.unraisablehook = self._noting_failed_exit_functions(sys.unraisablehook)
