@@ -63,3 +63,20 @@ def test_a_process_with_another_pillow_is_told_apart_naming_it(tmp_path):
     assert theirs["digest"] == ours["digest"] and theirs["versions"]["pillow"] == "11.0.0"
     assert difference(ours, theirs) == f"has other libraries: pillow 11.0.0 (this build: {PIL.__version__})"
     assert difference(ours, ours) is None
+
+
+def test_a_process_without_the_project_is_told_so(tmp_path):
+    """The check reaches a worker as code, so a worker without the project answers too: said as
+    such, not as "another version from ''" (`-S`: a Python where no site installs the project)."""
+    from uvd_pipeline.code_identity import difference
+
+    done = subprocess.run([sys.executable, "-S", "-c", "import importlib.util, json, sys; "
+                           "spec = importlib.util.spec_from_file_location('ci', sys.argv[1]); "
+                           "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+                           "print(json.dumps(m.code_identity()))", str(REPO / "uvd_pipeline" / "code_identity.py")],
+                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True)
+    import json
+
+    theirs = json.loads(done.stdout)
+    assert theirs["where"] == ""
+    assert difference(code_identity(), theirs) == "finds no copy of the project on its path (it cannot import uvd_pipeline)"

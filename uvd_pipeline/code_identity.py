@@ -68,6 +68,8 @@ def _identity_files(folder: str):
 
 def difference(ours: dict, theirs: dict) -> str | None:
     """What another process's `code_identity` differs in from ours, in words; None if nothing."""
+    if not theirs.get("where"):
+        return "finds no copy of the project on its path (it cannot import uvd_pipeline)"
     if theirs.get("digest") != ours["digest"]:
         return (f"runs another version of the project (from {theirs.get('where')}, code digest "
                 f"{str(theirs.get('digest', ''))[:12]}; this build's from {ours['where']}, {ours['digest'][:12]})")
