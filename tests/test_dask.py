@@ -200,6 +200,23 @@ def test_dask_address_that_does_not_answer_fails_early_naming_the_field(listenin
     assert not out.exists()  # refused before the output was prepared
 
 
+@pytest.mark.parametrize("address, why", [("tcp://127.0.0.1:{port}", "ConnectionRefusedError"),
+                                          ("tcp://no-such-host.invalid:8786", "gaierror")], ids=["refused", "unknown host"])
+def test_a_refused_or_unknown_scheduler_address_fails_at_once_saying_why(address, why):
+    """A port where nothing listens, or a host name no resolver knows, took the whole 5 s wait and
+    was said as "TimeoutError" (distributed's connect retries both until its timeout); both are
+    known at once, and the message now says which."""
+    from uvd_pipeline.dask_cluster import check_address
+
+    sock = _silent_listener()
+    address = address.format(port=sock.getsockname()[1])
+    sock.close()  # nothing listens there now
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"beam\.dask\.address: no Dask scheduler answers at .*\(%s" % why):
+        check_address(address)
+    assert time.perf_counter() - started < 2.5  # not the 5 s wait
+
+
 def _noted(item: tuple[int, int], folder: str) -> tuple[int, int]:
     """The item, leaving a file per run of this step."""
     import uuid

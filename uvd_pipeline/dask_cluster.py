@@ -209,12 +209,29 @@ async def _identity(address: str, timeout: float, connection: dict) -> dict:
     """What the scheduler says of itself (its `identity` handler), within `timeout` seconds."""
     from distributed.comm import connect
 
+    await _tcp_open(address)
     comm = await connect(address, timeout=timeout, **connection)
     try:
         await comm.write({"op": "identity", "reply": True})
         return await comm.read()
     finally:
         await comm.close()
+
+
+async def _tcp_open(address: str) -> None:
+    """Raise at once where a TCP address refuses connections or names an unknown host (an OSError
+    saying so): distributed's connect retries both until its timeout, then says only that it timed
+    out. Other schemes (tls://, ucx://) are left to it."""
+    import asyncio
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme != "tcp":
+        return
+    host, port = parse_host_port(location)
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
 
 
 WATCH_INTERVAL_S = 10.0  # how often a given scheduler is asked how many workers it has
