@@ -40,3 +40,43 @@ def test_a_copy_differs_by_its_code_or_its_shipped_weights_never_by_where_it_lie
     with open(copy / "transforms" / "resize.py", "a") as handle:
         handle.write("# edited here\n")
     assert _digest_of(copy) != ours
+
+
+def test_a_process_with_another_pillow_is_told_apart_naming_it(tmp_path):
+    """A worker whose environment had another Pillow (another resize, other PNG bytes) passed the
+    check, which hashed only the project's files. The versions now count: an install of Pillow
+    11.0.0 found first on the path is named, with this build's."""
+    from uvd_pipeline.code_identity import difference
+
+    shadow = tmp_path / "site"
+    (shadow / "pillow-11.0.0.dist-info").mkdir(parents=True)
+    (shadow / "pillow-11.0.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: pillow\nVersion: 11.0.0\n")
+    done = subprocess.run([sys.executable, "-c", "from uvd_pipeline.code_identity import code_identity; "
+                           "import json; print(json.dumps(code_identity()))"],
+                          env={"PYTHONPATH": f"{shadow}:{REPO}", "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, check=True)
+    import json
+
+    import PIL
+
+    theirs, ours = json.loads(done.stdout), code_identity()
+    assert theirs["digest"] == ours["digest"] and theirs["versions"]["pillow"] == "11.0.0"
+    assert difference(ours, theirs) == f"has other libraries: pillow 11.0.0 (this build: {PIL.__version__})"
+    assert difference(ours, ours) is None
+
+
+def test_a_process_without_the_project_is_told_so(tmp_path):
+    """The check reaches a worker as code, so a worker without the project answers too: said as
+    such, not as "another version from ''" (`-S`: a Python where no site installs the project)."""
+    from uvd_pipeline.code_identity import difference
+
+    done = subprocess.run([sys.executable, "-S", "-c", "import importlib.util, json, sys; "
+                           "spec = importlib.util.spec_from_file_location('ci', sys.argv[1]); "
+                           "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+                           "print(json.dumps(m.code_identity()))", str(REPO / "uvd_pipeline" / "code_identity.py")],
+                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True)
+    import json
+
+    theirs = json.loads(done.stdout)
+    assert theirs["where"] == ""
+    assert difference(code_identity(), theirs) == "finds no copy of the project on its path (it cannot import uvd_pipeline)"

@@ -200,6 +200,23 @@ def test_dask_address_that_does_not_answer_fails_early_naming_the_field(listenin
     assert not out.exists()  # refused before the output was prepared
 
 
+@pytest.mark.parametrize("address, why", [("tcp://127.0.0.1:{port}", "ConnectionRefusedError"),
+                                          ("tcp://no-such-host.invalid:8786", "gaierror")], ids=["refused", "unknown host"])
+def test_a_refused_or_unknown_scheduler_address_fails_at_once_saying_why(address, why):
+    """A port where nothing listens, or a host name no resolver knows, took the whole 5 s wait and
+    was said as "TimeoutError" (distributed's connect retries both until its timeout); both are
+    known at once, and the message now says which."""
+    from uvd_pipeline.dask_cluster import check_address
+
+    sock = _silent_listener()
+    address = address.format(port=sock.getsockname()[1])
+    sock.close()  # nothing listens there now
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"beam\.dask\.address: no Dask scheduler answers at .*\(%s" % why):
+        check_address(address)
+    assert time.perf_counter() - started < 2.5  # not the 5 s wait
+
+
 def _noted(item: tuple[int, int], folder: str) -> tuple[int, int]:
     """The item, leaving a file per run of this step."""
     import uuid
@@ -225,18 +242,27 @@ class _GraphsSubmitted:
         self.graphs += 1
 
 
-def test_dask_side_input_is_part_of_the_graph_and_computed_once(tmp_path):
+def test_dask_side_input_is_part_of_the_graph_and_computed_once(tmp_path, monkeypatch):
     """Beam's DaskRunner hands a side input to its consumer as the producing bag itself, which each
     consumer task computed again from inside the task: a graph submitted from a worker per task (14
     in a 13-shard build, with 133 scheduler warnings of conflicting specs for the same keys, which
     "can cause failures and deadlocks"), and every step above the side input ran again. The bounded
     runner makes each side input one value of the build's graph that the consumer's tasks depend
-    on: one graph, each step above it runs once, and the looked-up values are right."""
+    on: one graph, each step above it runs once, and the looked-up values are right. The build runs
+    the graph as built, without Beam's test of its round trip through protos (0.22 CPU-s of the
+    build's process), which had also turned each side input argument into a placeholder: the DoFn
+    was given the AsDict object itself ("'AsDict' object is not subscriptable")."""
     import apache_beam as beam
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.build import run_pipeline
     from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    def no_round_trip(*args, **kwargs):
+        raise AssertionError("the graph was rebuilt from its protos")
+
+    monkeypatch.setattr(beam.Pipeline, "from_runner_api", no_round_trip)
 
     runs, looked_up = tmp_path / "runs", tmp_path / "looked_up"
     runs.mkdir()
@@ -253,11 +279,7 @@ def test_dask_side_input_is_part_of_the_graph_and_computed_once(tmp_path):
         ((pipeline | "Main" >> beam.Create(range(12)), table | "Keys" >> beam.Keys()) | beam.Flatten()
          | "Look up" >> beam.Map(_looked_up, beam.pvalue.AsDict(table))
          | "Write" >> beam.Map(lambda name, folder: (Path(folder) / name).touch(), str(looked_up)))
-        result = pipeline.run()
-        try:
-            result.wait_until_finish()
-        finally:
-            result.client.close()
+        run_pipeline(pipeline)  # as the build runs it
     assert sorted(p.name for p in looked_up.iterdir()) == sorted(f"{x}={(x % 4) ** 2}" for x in range(12))
     assert counter.graphs == 1
     assert sorted(p.name.split("-")[0] for p in runs.iterdir()) == ["0", "1", "2", "3"]
@@ -408,6 +430,25 @@ def test_the_build_cluster_workers_keep_beams_import_warning_out_and_end_at_once
     assert closing < 3, f"closing the cluster took {closing:.1f} s"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # the worker process is gone
+
+
+def test_ctrl_c_leaves_the_build_clusters_workers_to_the_build(capfd):
+    """Ctrl-C in a terminal reaches every process of its group: each worker of the build's local
+    cluster died of the KeyboardInterrupt mid-task, printing 144 lines of tracebacks (theirs and
+    their heartbeats') above the command's one "interrupted:" line. The build's process owns
+    Ctrl-C and closes the cluster, which ends its workers: they now leave SIGINT alone."""
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    with scheduler(DaskConfig(workers=1)) as address:
+        with distributed.Client(address) as client:
+            client.wait_for_workers(1, timeout=60)
+            (pid,) = client.run(os.getpid).values()
+            os.kill(pid, signal.SIGINT)
+            time.sleep(1)
+            assert list(client.run(os.getpid).values()) == [pid]  # the same worker, alive and answering
+    err = capfd.readouterr().err
+    assert "KeyboardInterrupt" not in err, err
 
 
 def test_a_worker_whose_closing_fails_after_the_cluster_closed_it_ends_non_zero(capfd):
@@ -639,6 +680,67 @@ def test_a_given_schedulers_worker_with_other_project_code_is_refused_before_the
             process.wait()
 
 
+def _other_copy(folder: Path) -> Path:
+    """A copy of the project's build packages with a local edit, as another checkout holds it."""
+    import shutil
+
+    from conftest import REPO
+
+    for package in ("uvd_pipeline", "sources", "transforms", "tokenizer"):
+        shutil.copytree(REPO / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(folder / "uvd_pipeline" / "render_step.py", "a") as handle:
+        handle.write("# tried something on this machine\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_a_worker_with_other_code_that_joins_mid_build_stops_the_build_naming_it(tmp_path):
+    """A `dask worker` from another copy of the project that joined the scheduler after the build
+    started was never asked which code it runs: it took its share of the tasks and ran them with
+    its own code, and the build ended with status 0. Now its first task of the build refuses it,
+    naming the worker and the fix, and the build stops (a ConfigError: the command's one error line)."""
+    import subprocess
+    import sys
+
+    import apache_beam as beam
+
+    from conftest import REPO
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    other = _other_copy(tmp_path / "other-checkout")
+    address, processes = _cli_cluster(tmp_path)
+    started = tmp_path / "started"
+    started.mkdir()
+    try:
+        options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
+        pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
+        pipeline | beam.Create(range(16)) | beam.Map(_slow_step, str(started))
+        result = pipeline.run()
+        deadline = time.monotonic() + 60
+        while not any(started.iterdir()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with open(tmp_path / "late.log", "w") as log:  # joins mid-build, with the other copy on its path
+            processes.append(subprocess.Popen(
+                [str(Path(sys.executable).parent / "dask"), "worker", "--scheduler-file", str(tmp_path / "scheduler.json"),
+                 "--nthreads", "1", "--no-nanny", "--name", "late"],
+                env=dict(os.environ, PYTHONPATH=f"{other}{os.pathsep}{REPO / 'tests'}"), stdout=log, stderr=log))
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            (late,) = [w for w, info in client.scheduler_info()["workers"].items() if info["name"] == "late"]
+        with pytest.raises(ConfigError, match=r"beam\.dask\.address: the Dask worker (\S+) runs another version") as refused:
+            result.wait_until_finish()
+        result.client.close()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    message = str(refused.value)
+    assert late in message and str(other) in message and "install this project's version there" in message
+    assert len(list(started.iterdir())) < 16  # stopped with work left
+
+
 def _keyed(x: int) -> tuple[int, int]:
     time.sleep(0.02)  # so that bundles of one step overlap in a worker's threads
     return x % 3, x
@@ -782,3 +884,40 @@ def test_a_beam_whose_dask_internals_changed_is_refused_naming_the_fix(monkeypat
     monkeypatch.setattr(transform_evaluator, "OneReceiver", dict)  # no `values`
     with pytest.raises(ConfigError, match=r"a bundle's receiver and output handler cannot be made \(KeyError"):
         check_beam_shape()
+
+
+def _holding_memory(x: int, megabytes: int) -> int:
+    """A step that holds `megabytes` of touched memory for a while."""
+    held = b"x" * (megabytes << 20)
+    time.sleep(3)
+    return x + len(held) * 0
+
+
+@pytest.mark.slow
+def test_workers_dying_of_their_memory_limit_fail_the_build_naming_the_setting(tmp_path):
+    """A local cluster with too little memory for the work (`beam.dask.memory_limit: 200MB` on a
+    300-image build): Dask's nanny ended each worker running the same task until the scheduler
+    gave it up, and the command died in distributed's KilledWorker traceback, which names neither
+    the setting nor the fix. Now the run fails with one message naming `beam.dask.memory_limit`
+    (one death allowed here, where Dask allows 3, to keep the test short)."""
+    import apache_beam as beam
+    import dask
+
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import WorkersKilled, bounded_dask_runner, scheduler
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with scheduler(DaskConfig(workers=1, memory_limit="400MB")) as address:
+            options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
+            pipeline = beam.Pipeline(runner=bounded_dask_runner(1, "400MB"), options=options)
+            pipeline | beam.Create([1]) | beam.Map(_holding_memory, 600)
+            result = pipeline.run()
+            try:
+                with pytest.raises(WorkersKilled) as killed:
+                    result.wait_until_finish()
+            finally:
+                result.client.close()
+    message = str(killed.value)
+    assert "died once running the same task" in message and "beam.dask.memory_limit: 400MB" in message
+    assert "run the build again" in message

@@ -70,7 +70,8 @@ def make_runner(config: BuildConfig, options):
     its data channels made safe), a bounded DaskRunner for `runner: dask`, and None otherwise (Beam
     then finds the runner by the name in the options)."""
     if config.beam.is_dask:
-        return _dask_runner(config.beam.dask_settings.groupings)
+        settings = config.beam.dask_settings
+        return _dask_runner(settings.groupings, None if settings.address else settings.memory_limit)
     if not config.beam.local:
         return None
     from uvd_pipeline.local_runner import local_runner
@@ -78,7 +79,7 @@ def make_runner(config: BuildConfig, options):
     return local_runner(options)
 
 
-def _dask_runner(shuffle_partitions: int):
+def _dask_runner(shuffle_partitions: int, memory_limit: str | None = None):
     try:
         import apache_beam.runners.dask.dask_runner  # noqa: F401
         import distributed  # noqa: F401  (the runner imports it lazily and fails late without it)
@@ -87,7 +88,7 @@ def _dask_runner(shuffle_partitions: int):
                           "pip install -e '.[dask]'") from None
     from uvd_pipeline.dask_cluster import bounded_dask_runner
 
-    return bounded_dask_runner(shuffle_partitions)
+    return bounded_dask_runner(shuffle_partitions, memory_limit)
 
 
 # Workers run one at a time per core: a numeric library's own thread pool in each of them only
@@ -142,9 +143,10 @@ def open_runner(config: BuildConfig) -> Iterator[tuple[Any, Any]]:
 
 
 def run_pipeline(pipeline) -> Any:
-    """Run to the end; a runner's client connection (Dask) is closed whatever happens."""
+    """Run to the end; a runner's client connection (Dask) is closed whatever happens. A runner
+    may skip Beam's test of the graph's round trip through its protos (`test_runner_api`)."""
     with heap_frozen():
-        result = pipeline.run()
+        result = pipeline.run(getattr(pipeline.runner, "test_runner_api", "AUTO"))
         try:
             result.wait_until_finish()
         finally:

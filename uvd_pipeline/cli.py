@@ -16,7 +16,7 @@ from typing import Iterator, NoReturn
 
 from uvd_pipeline import startup_gc
 from uvd_pipeline.config import ConfigError, not_utf8
-from uvd_pipeline.dask_cluster import SchedulerLost
+from uvd_pipeline.dask_cluster import SchedulerLost, WorkersKilled
 from uvd_pipeline.log_filters import BeamRefusalNoise, quiet_handlers
 from uvd_pipeline.refusals import refusal
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotFound as exc:  # a path the user gave; any other FileNotFoundError is ours: its traceback stays
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except SchedulerLost as exc:  # a given Dask scheduler went away mid-build: the message says what to do
+    except (SchedulerLost, WorkersKilled) as exc:  # a Dask scheduler gone, workers dying: the message says what to do
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ShardDamaged as exc:

@@ -1,22 +1,38 @@
 """Which code of the project a process runs: a digest of the build's packages' Python files, as
-found on its path. A Dask worker on another machine (or with another PYTHONPATH) imports its own
-copy of the project; one of another version rendered its units with its own code, and the build's
-bytes differed from what its config promised, without a word (`dask_cluster.check_workers`)."""
+found on its path, and the versions of Python and of the libraries that shape rendered bytes. A
+Dask worker on another machine (or with another PYTHONPATH, or another environment) imports its
+own copy of the project and its own libraries; one of another version rendered its units with its
+own code, and the build's bytes differed from what its config promised, without a word
+(`dask_cluster.check_workers` asks the workers there at the start; `run_checked` is how each task
+of the build's own code checks the worker it runs on, also one that joined later).
+
+This module imports nothing outside Python's standard library, and nothing of the project: the
+build sends `run_checked` to the workers as its code (cloudpickle, by value), so that a worker
+with another copy of the project, an older one without this module included, runs this check and
+not its own."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.metadata
 import importlib.util
 import os
+import sys
 
 # the packages whose code a build's tasks run (pyproject's packages but the trainer)
 BUILD_PACKAGES = ("uvd_pipeline", "sources", "transforms", "tokenizer")
+# the installed libraries whose version can change what a task makes: decoders, resizers, PNG
+# deflate, shard writers, the tokenizer's torch, and Beam and cloudpickle, which carry the tasks
+DISTRIBUTIONS = ("apache-beam", "av", "cloudpickle", "decord", "numpy", "opencv-python-headless", "pillow",
+                 "pillow-heif", "pyarrow", "pycocotools", "scikit-image", "torch", "webdataset", "zlib-ng")
 
 
-def code_identity() -> dict[str, str]:
+def code_identity() -> dict:
     """{"digest": sha256 of the packages' .py files and the weights they ship (relative paths and
     bytes: `checkpoint: embedded` loads each worker's own copy of `tokenizer/weights/`), "where":
-    the folder the project is imported from}. Reads files, imports nothing of the project."""
+    the folder the project is imported from, "python": major.minor, "versions": {distribution:
+    version or "missing"}}. Reads files, imports nothing of the project."""
     digest = hashlib.sha256()
     where = ""
     for package in BUILD_PACKAGES:
@@ -29,7 +45,15 @@ def code_identity() -> dict[str, str]:
                 digest.update(f"{os.path.relpath(path, folder)}\n".encode())
                 with open(path, "rb") as handle:
                     digest.update(hashlib.sha256(handle.read()).digest())
-    return {"digest": digest.hexdigest(), "where": where}
+    return {"digest": digest.hexdigest(), "where": where, "python": "%d.%d" % sys.version_info[:2],
+            "versions": {name: _version(name) for name in DISTRIBUTIONS}}
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
 
 
 def _identity_files(folder: str):
@@ -40,3 +64,55 @@ def _identity_files(folder: str):
         for name in files:
             if name.endswith(".py") or shipped:
                 yield os.path.join(root, name)
+
+
+def difference(ours: dict, theirs: dict) -> str | None:
+    """What another process's `code_identity` differs in from ours, in words; None if nothing."""
+    if not theirs.get("where"):
+        return "finds no copy of the project on its path (it cannot import uvd_pipeline)"
+    if theirs.get("digest") != ours["digest"]:
+        return (f"runs another version of the project (from {theirs.get('where')}, code digest "
+                f"{str(theirs.get('digest', ''))[:12]}; this build's from {ours['where']}, {ours['digest'][:12]})")
+    if theirs.get("python") != ours["python"]:
+        return f"runs Python {theirs.get('python')} (this build: Python {ours['python']})"
+    versions = theirs.get("versions") or {}
+    differ = [f"{name} {versions.get(name, 'unknown')} (this build: {have})"
+              for name, have in sorted(ours["versions"].items()) if versions.get(name) != have]
+    return f"has other libraries: {', '.join(differ)}" if differ else None
+
+
+FIX = ("install this project's version there, in an environment with the same libraries (or give the workers the "
+       "same PYTHONPATH), or leave those workers out of the cluster")
+
+
+class OtherProjectCode(RuntimeError):
+    """A task of the build met a worker that runs other code (`difference`): what it made could
+    differ from what the build's config gives."""
+
+
+def run_checked(ours: dict, target: str, *args):
+    """Call the function `target` ("module:name") with `args` once this worker is known to run the
+    build's code and libraries (`ours`): asked on a worker's first task of the build, remembered on
+    the worker. Raises `OtherProjectCode` naming the worker, what differs and the fix."""
+    worker = _current_worker()
+    passed = getattr(worker, "uvd_code_passed", None)
+    if passed is None or ours["digest"] not in passed:
+        differs = difference(ours, code_identity())
+        if differs is not None:
+            name = getattr(worker, "address", None) or f"process {os.getpid()}"
+            raise OtherProjectCode(f"beam.dask.address: the Dask worker {name} {differs}: its work could differ from "
+                                   f"this build's, so the build stops; {FIX}")
+        if worker is not None:
+            worker.uvd_code_passed = (passed or frozenset()) | {ours["digest"]}
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+def _current_worker():
+    """The Dask worker running this task, or None outside one."""
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None

@@ -93,40 +93,94 @@ WORKERS_ANSWER_S = 30.0  # workers busy with other work answer between tasks
 
 
 def check_workers(address: str, timeout: float = WORKERS_ANSWER_S) -> None:
-    """Each worker of a given scheduler must run this project's code (`code_identity`): one that
-    cannot import it failed the build's first task there, and one of another version (another
-    checkout, an older install) rendered its share with its own code, bytes that differed from
-    what the same config gives, without a word. Workers that join later are not asked; workers
-    that do not answer within `timeout` are named in a warning."""
+    """Each worker of a given scheduler must run this project's code and libraries
+    (`code_identity`): one that cannot import it failed the build's first task there, and one of
+    another version (another checkout, an older install, other libraries) rendered its share with
+    its own code, bytes that differed from what the same config gives, without a word. Workers that
+    join later are checked by the build's tasks themselves (`checked_task`); workers that do not
+    answer within `timeout` are named in a warning."""
     import distributed
 
-    from uvd_pipeline.code_identity import code_identity
+    from uvd_pipeline.code_identity import FIX, code_identity, difference
 
     ours = code_identity()
     answers: dict = {}
 
     def ask() -> None:
         with distributed.Client(address, timeout=ANSWER_TIMEOUT_S, set_as_default=False) as client:
-            answers.update(client.run(code_identity, on_error="return"))
+            answers.update(client.run(by_value(code_identity), on_error="return"))
 
     asking = threading.Thread(target=ask, name="dask-worker-code", daemon=True)
     asking.start()
     asking.join(timeout)
     if asking.is_alive() or not answers:
         log.warning("Dask workers at %s did not say within %g s which code of the project they run: the build goes "
-                    "on unchecked", address, timeout)
+                    "on, each worker checked by its first task of the build", address, timeout)
         return
-    fix = ("install this project's version there (or give the workers the same PYTHONPATH), or leave those workers "
-           "out of the cluster")
     for worker, theirs in sorted(answers.items()):
         if isinstance(theirs, BaseException):
             raise ConfigError(f"beam.dask.address: the Dask worker {worker} of {address} cannot run this project's code "
-                              f"({type(theirs).__name__}: {theirs}); {fix}")
-        if theirs != ours:
-            raise ConfigError(
-                f"beam.dask.address: the Dask worker {worker} of {address} runs another version of the project "
-                f"(from {theirs.get('where')}, code digest {theirs.get('digest', '')[:12]}; this build's from "
-                f"{ours['where']}, {ours['digest'][:12]}): its renders could differ from this build's; {fix}")
+                              f"({type(theirs).__name__}: {theirs}); {FIX}")
+        differs = difference(ours, theirs)
+        if differs is not None:
+            raise ConfigError(f"beam.dask.address: the Dask worker {worker} of {address} {differs}: its renders could "
+                              f"differ from this build's; {FIX}")
+
+
+class ByValue:
+    """A function of `uvd_pipeline.code_identity` that reaches Dask's workers as its code
+    (cloudpickle, by value) rather than by its module's name, which a worker would resolve in its
+    own copy of the project, maybe an older one without the check. It unpickles as the function."""
+
+    def __init__(self, function, name: str) -> None:
+        self.function = function
+        self.__name__ = name  # what Dask names its tasks by
+
+    def __dask_tokenize__(self):
+        return type(self).__name__, pickle_digest(self.function)
+
+    def __call__(self, *args):
+        return self.function(*args)
+
+    def __reduce__(self):
+        import pickle
+
+        import cloudpickle
+
+        from uvd_pipeline import code_identity
+
+        with _BY_VALUE:
+            cloudpickle.register_pickle_by_value(code_identity)
+            try:
+                code = cloudpickle.dumps(self.function)
+            finally:
+                cloudpickle.unregister_pickle_by_value(code_identity)
+        return pickle.loads, (code,)
+
+
+_BY_VALUE = threading.Lock()  # cloudpickle's registry is one for the process
+
+
+def pickle_digest(function) -> str:
+    """A digest of `function` and what it is bound to (a partial's arguments), for Dask's keys."""
+    import hashlib
+    import pickle
+
+    return hashlib.sha256(pickle.dumps(function)).hexdigest()
+
+
+def by_value(function) -> ByValue:
+    return ByValue(function, function.__name__)
+
+
+def checked_task(ours: dict, target: str) -> ByValue:
+    """The function a task of the build's own code calls on a worker: `target` ("module:name"),
+    called once the worker is known to run `ours` (`code_identity.run_checked`, by value)."""
+    from functools import partial
+
+    from uvd_pipeline.code_identity import run_checked
+
+    return ByValue(partial(run_checked, ours, target), target.rpartition(":")[2])
 
 
 def _connection_args(address: str) -> dict:
@@ -155,12 +209,29 @@ async def _identity(address: str, timeout: float, connection: dict) -> dict:
     """What the scheduler says of itself (its `identity` handler), within `timeout` seconds."""
     from distributed.comm import connect
 
+    await _tcp_open(address)
     comm = await connect(address, timeout=timeout, **connection)
     try:
         await comm.write({"op": "identity", "reply": True})
         return await comm.read()
     finally:
         await comm.close()
+
+
+async def _tcp_open(address: str) -> None:
+    """Raise at once where a TCP address refuses connections or names an unknown host (an OSError
+    saying so): distributed's connect retries both until its timeout, then says only that it timed
+    out. Other schemes (tls://, ucx://) are left to it."""
+    import asyncio
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme != "tcp":
+        return
+    host, port = parse_host_port(location)
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
 
 
 WATCH_INTERVAL_S = 10.0  # how often a given scheduler is asked how many workers it has
@@ -235,10 +306,13 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
 
     # its HTTP pages (the dashboard where bokeh is installed) on a free loopback port: with None,
     # distributed still binds 8787, the port of a person's own dashboard
-    cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
+    # no workers at first, then `scale`, which starts them in the background: each imports the
+    # build's modules before it joins (`BuildWorker.setup`) while this process builds the graph
+    cluster = LocalCluster(n_workers=0, threads_per_worker=settings.threads_per_worker,
                            memory_limit=memory_limit(settings.memory_limit), processes=True,
                            host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
                            plugins=(BuildWorker(),))
+    cluster.scale(settings.workers)
     log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
              settings.workers, settings.threads_per_worker, cluster.dashboard_link)
     try:
@@ -247,10 +321,12 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
         cluster.close()
 
 
-def bounded_dask_runner(shuffle_partitions: int):
+def bounded_dask_runner(shuffle_partitions: int, memory_limit: str | None = None):
     """Beam's DaskRunner whose groupings shuffle at most `shuffle_partitions` partitions, whose
     side inputs are computed once, as part of the graph, and whose bundles collect their own
-    outputs (a Beam whose DoFn invoker differs from 2.77's is refused: `check_beam_shape`)."""
+    outputs (a Beam whose DoFn invoker differs from 2.77's is refused: `check_beam_shape`).
+    `memory_limit`: the local cluster's (`beam.dask.memory_limit`), named where workers die; None
+    for a given scheduler's workers."""
     check_beam_shape()
     import apache_beam as beam
     import dask
@@ -258,7 +334,14 @@ def bounded_dask_runner(shuffle_partitions: int):
     from apache_beam.runners.dask.overrides import _GroupByKeyOnly
     from apache_beam.runners.dask.transform_evaluator import GroupByKey
 
+    from uvd_pipeline.code_identity import code_identity
+
     class BoundedDaskRunner(DaskRunner):
+        # Beam's Pipeline.run first rebuilds the graph from its protos, as a test that a portable
+        # runner could take it (0.22 CPU-s of the build's process), where a runner that is not of
+        # the Fn API is given: this one takes the graph as built, as Beam's in-process runners do
+        test_runner_api = False
+
         @staticmethod
         def to_dask_bag_visitor(bag_kwargs=None):
             visitor = DaskRunner.to_dask_bag_visitor(bag_kwargs)
@@ -266,7 +349,7 @@ def bounded_dask_runner(shuffle_partitions: int):
 
             def visit_transform(node) -> None:
                 if type(node.transform) is beam.ParDo:  # what Beam translates as ParDo
-                    visitor.bags[node] = _pardo(node, visitor.bags)
+                    visitor.bags[node] = _pardo(node, visitor.bags, runner.code)
                     return
                 if not isinstance(node.transform, _GroupByKeyOnly):
                     visit(node)
@@ -283,10 +366,11 @@ def bounded_dask_runner(shuffle_partitions: int):
 
         def run_pipeline(self, pipeline, options):
             result = super().run_pipeline(pipeline, options)
-            return checked_result(result, getattr(options.view_as(DaskOptions), "address", None))
+            return checked_result(result, getattr(options.view_as(DaskOptions), "address", None), memory_limit)
 
     runner = BoundedDaskRunner()
     runner.shuffle_partitions = shuffle_partitions
+    runner.code = code_identity()  # what every worker that runs the build's own code must run too
     return runner
 
 
@@ -294,16 +378,34 @@ class SchedulerLost(RuntimeError):
     """The build's Dask scheduler went away (or the client lost it) with work not done."""
 
 
-def checked_result(result, address: str | None):
+class WorkersKilled(RuntimeError):
+    """Dask gave up a task of the build after the workers running it died, one after another
+    (`distributed.scheduler.allowed-failures`): most often each passed its memory limit."""
+
+
+def checked_result(result, address: str | None, memory_limit: str | None = None):
     """Beam's DaskRunnerResult whose `wait_until_finish` fails where a future did not finish:
     a scheduler that goes away cancels the client's futures, which Beam's wait (`as_completed`
-    with results) passes over as if done, and the build ended with status 0 and '0 shards'."""
+    with results) passes over as if done, and the build ended with status 0 and '0 shards'. A
+    task whose workers died (Dask's KilledWorker, a traceback naming neither the memory limit nor
+    the setting) and a worker that runs other code (`code_identity.run_checked`) fail it in one
+    message saying what to do."""
     from apache_beam.runners.runner import PipelineState
+    from distributed.scheduler import KilledWorker
 
     wait = result.wait_until_finish
 
     def wait_until_finish(duration=None):
-        state = wait(duration)
+        try:
+            state = wait(duration)
+        except Exception as exc:
+            if type(exc).__name__ == "OtherProjectCode":  # made by value on the worker: not our class object
+                result._state = PipelineState.FAILED
+                raise ConfigError(str(exc)) from None
+            if isinstance(exc, KilledWorker):
+                result._state = PipelineState.FAILED
+                raise WorkersKilled(_killed_message(exc, memory_limit)) from None
+            raise
         unfinished = [f for f in result.futures if f.status != "finished"]
         if unfinished:
             result._state = PipelineState.FAILED
@@ -319,11 +421,27 @@ def checked_result(result, address: str | None):
     return result
 
 
-def _pardo(node, bags: dict):
+def _killed_message(killed, memory_limit: str | None) -> str:
+    last = getattr(getattr(killed, "last_worker", None), "address", "?")
+    if memory_limit is not None:
+        limit, fix = (f"beam.dask.memory_limit: {memory_limit}",
+                      "raise beam.dask.memory_limit (auto shares the machine's memory out) or lower "
+                      "beam.dask.threads_per_worker")
+    else:
+        limit, fix = ("each worker's --memory-limit", "give the workers more memory (dask worker --memory-limit) or "
+                      "fewer threads (--nthreads)")
+    deaths = killed.allowed_failures + 1
+    return (f"Dask's workers died {'once' if deaths == 1 else f'{deaths} times'} running the same task of the build (the last "
+            f"was {last}): most often a worker's memory passed its limit ({limit}; Dask's nanny ends a worker at "
+            f"95% of it, as its log above says); {fix}. Shards committed so far are kept: run the build again")
+
+
+def _pardo(node, bags: dict, code: dict):
     """The bag of a ParDo: Beam's translation (`transform_evaluator.ParDo.apply`, the same DoFn
     invoker), but each bundle collects its outputs in a receiver of its own (`_bundle`), and each
     side input's elements reach the tasks as one computed value of the graph, not as the bag that
-    makes them."""
+    makes them. A bundle first checks that its worker runs the build's code (`checked_task`): a
+    worker that joined the scheduler after the build started was never asked."""
     from apache_beam import DoFn
     from apache_beam.runners.common import DoFnContext, DoFnSignature
     from apache_beam.runners.dask.transform_evaluator import get_windowed_value
@@ -331,14 +449,15 @@ def _pardo(node, bags: dict):
     transform = node.transform
     (pcoll,) = node.main_inputs.values()
     window_fn = pcoll.windowing.windowfn if hasattr(pcoll, "windowing") else None
-    args, kwargs = transform.raw_side_inputs
+    args, kwargs = transform.args, transform.kwargs  # side inputs as placeholders, with or without the round trip
     invoker_kwargs = dict(context=DoFnContext(transform.label, state=None), input_args=list(args),
                           input_kwargs=kwargs, user_state_context=None,
                           bundle_finalizer_param=DoFn.BundleFinalizerParam())
     specs = [(type(side), side._view_options(), side._window_mapping_fn) for side in node.side_inputs]
     values = [_elements(bags[side.pvalue.producer]) for side in node.side_inputs]
     return bags[pcoll.producer].map(get_windowed_value, window_fn).map_partitions(
-        _bundle, DoFnSignature(transform.fn), window_fn, invoker_kwargs, specs, *values)
+        checked_task(code, f"{__name__}:_bundle"), DoFnSignature(transform.fn), window_fn, invoker_kwargs, specs,
+        *values)
 
 
 def _elements(bag):

@@ -13,12 +13,18 @@ plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask ext
   being closed exits as before, with its exit status.
 - A task failed by a refusal (disk full, too many open files): the worker logged its traceback
   ("Compute Failed") above the command's one `error:` line (`log_filters.DaskRefusalNoise`).
-- The build's modules (Beam and the steps' code) are imported as a worker unpickles its first
-  task, not ahead of it in a thread: Beam's packages import each other in a circle, and a thread
-  importing them while a task was being unpickled in another order left each a half-initialised
-  module (`ImportError: cannot import name 'PipelineRunner' from partially initialized module`),
-  failing the task or the worker's reading of the scheduler's messages. Imported in the plugin's
-  setup they delayed the cluster's start (the worker joins after its plugins) by as much.
+- The build's modules (Beam and the steps' code) are imported in the plugin's setup, which a
+  worker process runs before it joins the scheduler, so no task reaches it before they are whole;
+  the cluster's workers start in the background (`dask_cluster.scheduler`) while the build's
+  process builds and submits its graph. Before, the first task on each worker imported them as it
+  was unpickled, after the graph was submitted. (Not in a thread beside the worker: Beam's packages
+  import each other in a circle, and a thread importing them while a task was being unpickled in
+  another order left each a half-initialised module, `ImportError: cannot import name
+  'PipelineRunner' from partially initialized module`.) A module that fails to import is left to
+  the task, which fails with it as before.
+- Ctrl-C in a terminal reaches every process of its group: the workers died of it mid-task, each
+  printing its tracebacks above the command's "interrupted:" line. The build's process owns it and
+  closes the cluster, which ends the workers; they ignore SIGINT.
 - A closed worker whose closing then fails (the process's target raising after the teardown, or
   an exit function raising) ends with status 1 and one line saying why: the fast exit's status 0
   hid such failures from the nanny.
@@ -30,10 +36,30 @@ import atexit
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from multiprocessing import util
 
+from importlib import import_module
+
 from distributed.diagnostics.plugin import WorkerPlugin
+
+# What a build's tasks import as they are unpickled: Beam (its DaskRunner's bag steps) and the
+# build's graph, which imports every step's module.
+WARM_MODULES = ("apache_beam", "apache_beam.runners.dask.transform_evaluator", "uvd_pipeline.graph",
+                "uvd_pipeline.dask_cluster")
+log = logging.getLogger(__name__)
+
+
+def import_ahead(modules: tuple[str, ...] = WARM_MODULES) -> None:
+    """Import `modules` before the worker takes tasks (a failure is left to the task that needs it)."""
+    for name in modules:
+        try:
+            import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the task that needs it fails with it, naming it
+            log.debug("importing %s ahead of the tasks failed: %s", name, exc)
+            return
 
 
 class BuildWorker(WorkerPlugin):
@@ -47,6 +73,8 @@ class BuildWorker(WorkerPlugin):
 
     def setup(self, worker) -> None:
         if multiprocessing.parent_process() is not None:  # a worker process of its own, never the build's
+            if threading.current_thread() is threading.main_thread():  # Ctrl-C is the build's process's
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             atexit.register(self._exit_at_once)  # before any module of the build registers its own: run after them
             util.Finalize(None, self._note_target_end, exitpriority=0)
             sys.unraisablehook = self._noting_failed_exit_functions(sys.unraisablehook)
@@ -54,6 +82,8 @@ class BuildWorker(WorkerPlugin):
 
         logging.getLogger().addFilter(BeamImportNoise())  # the record is made on the root logger itself
         quiet_refused_tasks()  # a refusal's "Compute Failed" traceback: the command says it in one line
+        if multiprocessing.parent_process() is not None:  # after the filter: Beam's import warns
+            import_ahead()  # before the worker joins: no task is unpickled meanwhile
 
     def teardown(self, worker) -> None:
         self.closed = True  # closed by the cluster (the build's end), not failed
