@@ -211,8 +211,8 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     `open-gop` recovery points: the decoder carries the part before's frame order over the join,
     drops frames and gives others out of order, so they cannot be placed: refused). Its packets
     shown before that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL) reference the
-    part before: hidden, as at the file's start, so the part gives what it gives alone. Each part is moved so that its first
-    shown frame comes one frame after the last frame so far."""
+    part before: hidden, as at the file's start, so the part gives what it gives alone. Each
+    part is moved so that its first shown frame comes one frame after the last frame so far."""
     if not joinable:
         return raw, set()
     stamps, starts = _unwrapped_parts(raw, dts, JOIN_FALL / time_base, MPEG_WRAP if time_base == MPEG_CLOCK else 0)
@@ -226,10 +226,10 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
                                    "placed")
         if i in no_idr:
             raise UnsupportedVideo("unsupported_container",
-                                   f"{label}: the time stamps start again at packet {i}, an H.264 key frame that is no "
-                                   "IDR (files joined end to end, the later one starting with an open GOP): the decoder "
-                                   "carries the frame order of the part before over the join, so its frames cannot be "
-                                   "placed")
+                                   f"{label}: the time stamps start again at packet {i}, an H.264 key frame that is "
+                                   "no IDR (files joined end to end, the later one starting with an open GOP): the "
+                                   "decoder carries the frame order of the part before over the join, so its frames "
+                                   "cannot be placed")
     bounds = [0, *starts, len(raw)]
     placed = list(stamps[:bounds[1]])
     latest, step = max(placed), _frame_step(placed)  # of the part before: linear in the packets, however many parts

@@ -466,7 +466,8 @@ def test_mpeg_ts_joined_to_an_h264_open_gop_is_a_counted_reject(tmp_path):
     decoder carries the part before's frame order over it, drops frames and gives others out of
     order. Refused with the reason, never guessed (before: missing frames or wrong ones)."""
     video_zoo.require_ffmpeg()
-    encoder = [*video_zoo.X264_CLI, "-g", "12", "-bf", "2", "-x264-params", "open-gop=1:keyint=12:min-keyint=12:scenecut=0"]
+    encoder = [*video_zoo.X264_CLI, "-g", "12", "-bf", "2",
+               "-x264-params", "open-gop=1:keyint=12:min-keyint=12:scenecut=0"]
     first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
     whole = _part_of(tmp_path, "_whole.ts", encoder, 0, 90)
     cut = tmp_path / "_cut.ts"
