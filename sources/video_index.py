@@ -23,7 +23,10 @@ each packet its index stamp before decoding, and reads such a file from the star
   The CLI shows every frame of the first part, then every frame of the second, in decode order
   (its decoder is fed on; `ffmpeg` itself moves later stamps by a new offset, "timestamp
   discontinuity"). Each part from where the decode stamps fall is moved after the part before
-  (`_joined_stamps`); a part must begin at a key frame, else the file is refused.
+  (`_joined_stamps`; a 33-bit clock wrapping within a part is undone); a part must begin at a key
+  frame (in H.264 an IDR), else the file is refused, and the leading frames of an open GOP that
+  begins a part are hidden, as at the file's start. Only MPEG-TS/PS: other formats whose stamps
+  may jump (chained Ogg, which the CLI shows only the first stream of) are refused.
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
@@ -36,7 +39,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -110,6 +113,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     discard: list[bool] = []
     size: list[int] = []
     corrupt: list[bool] = []
+    no_idr: set[int] = set()  # H.264 key frames of MPEG-TS/PS that are no IDR: a later part cannot start there
+    check_idr = container.format.name in JOINABLE and stream.codec_context.name == "h264"
     clean = True
     try:
         for packet in container.demux(stream):
@@ -121,6 +126,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             discard.append(bool(packet.is_discard))
             size.append(int(packet.size))
             corrupt.append(bool(packet.is_corrupt))
+            if check_idr and packet.is_keyframe and not _h264_idr(bytes(packet)):
+                no_idr.add(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         log.debug("demux stopped early: %s", exc)
         clean = False
@@ -133,11 +140,14 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         discard = [d or i in dropped for i, d in enumerate(discard)]
         restamped = "negative"
     else:
-        pts = _joined_stamps(raw, dts, keyframe, label, bool(container.format.flags & TS_DISCONT),
-                             stream.time_base or Fraction(1))
+        pts, leading = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE, stream.time_base or Fraction(1),
+                                      no_idr)
+        discard = [d or i in leading for i, d in enumerate(discard)]
         restamped = "joined" if pts != raw else ""
     if len(set(pts)) != len(pts):
-        joined = " (files joined end to end?)" if container.format.flags & TS_DISCONT else ""
+        joined = " (files joined end to end?)" if fmt in JOINABLE else \
+            " (a chained stream whose clock starts again, such as chained Ogg: only MPEG-TS/PS parts are " \
+            "placed one after another)" if container.format.flags & TS_DISCONT else ""
         raise UnsupportedVideo("unsupported_container",
                                f"{label}: packets share time stamps{joined}, so frames cannot be told apart")
     if pts and not any(keyframe):
@@ -167,8 +177,11 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     return replace(index, discard=tuple(discard), partial=len(hide))
 
 
-TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: a format whose stamps may jump (MPEG-TS/PS), as the CLI knows it
+TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: a format whose stamps may jump (MPEG-TS/PS, Ogg, ...), as the CLI knows it
+JOINABLE = ("mpegts", "mpeg")  # where parts joined end to end are placed one after another: MPEG-TS and MPEG-PS
 JOIN_FALL = Fraction(1, 10)  # seconds: a decode stamp falling more is a new part (the CLI's discontinuity)
+MPEG_CLOCK = Fraction(1, 90000)  # MPEG-TS/PS stamps: 33 bits of 90 kHz ticks, wrapping after 26.5 hours
+MPEG_WRAP = 1 << 33
 MATROSKA = "matroska,webm"
 
 
@@ -181,44 +194,97 @@ def _frame_step(stamps: list[int]) -> int:
 
 
 def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], label: str,
-                   discontinuous: bool, time_base: Fraction) -> list[int]:
+                   joinable: bool, time_base: Fraction, no_idr: Collection[int] = ()) -> tuple[list[int], set[int]]:
     """Stamps that place the parts of MPEG-TS/PS files joined end to end one after another, in
-    file order, as the CLI shows them; `raw` itself when no decode stamp falls (or the format's
-    stamps are not allowed to jump). A part begins where a decode stamp (DTS) falls by more than
-    `JOIN_FALL` below the highest before it (the CLI's own test: `ts_discontinuity_detect`), its
-    presentation stamp too (a decode stamp alone astray, presentation stamps going on, is no join); it
-    must begin at a key frame (else its first frames reference the part before: refused). Each
-    part is moved so that its first presented frame comes one frame after the last presented
-    frame so far."""
-    if not discontinuous:
-        return raw
-    fall = JOIN_FALL / time_base
-    starts, highest, latest = [], None, None  # the part's highest decode and presentation stamps
-    for i, (d, p) in enumerate(zip(dts, raw)):
-        if d is None:
-            continue
-        if highest is not None and d + fall < highest and p + fall < latest:  # a lone decode stamp astray: not a join
-            starts.append(i)
-            highest, latest = d, p
-        highest, latest = (d, p) if highest is None else (max(highest, d), max(latest, p))
+    file order, as the CLI shows them, and the positions of the packets to hide; `raw` itself
+    when no decode stamp falls (or the format is not MPEG-TS/PS: `joinable`).
+
+    A part begins where a packet's decode stamp (DTS) falls by more than `JOIN_FALL` below the
+    previous packet's, its presentation stamp too (the CLI's own test, `ts_discontinuity_detect`,
+    compares each packet with the one before). A packet whose decode stamp lies after its own
+    presentation stamp is astray and compared with nothing (one PES whose DTS jumped up would
+    otherwise make the next frames look like a new part); a decode stamp alone astray,
+    presentation stamps going on, is no join either. A jump of about 2^33 ticks is the MPEG
+    clock wrapping (after 26.5 hours, also in a later part): the rest of that part is moved by
+    2^33, wherever it lies. A part must begin at a key frame (else its first frames reference the
+    part before: refused), and in H.264 at an IDR (`no_idr`: key frames that are no IDR, x264's
+    `open-gop` recovery points: the decoder carries the part before's frame order over the join,
+    drops frames and gives others out of order, so they cannot be placed: refused). Its packets
+    shown before that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL) reference the
+    part before: hidden, as at the file's start, so the part gives what it gives alone. Each
+    part is moved so that its first shown frame comes one frame after the last frame so far."""
+    if not joinable:
+        return raw, set()
+    stamps, starts = _unwrapped_parts(raw, dts, JOIN_FALL / time_base, MPEG_WRAP if time_base == MPEG_CLOCK else 0)
     if not starts:
-        return raw
+        return stamps, set()
     for i in starts:
         if not keyframe[i]:
             raise UnsupportedVideo("unsupported_container",
                                    f"{label}: the time stamps start again at packet {i}, which is not a key frame "
                                    "(files joined end to end, the later one cut mid-GOP): its frames cannot be "
                                    "placed")
+        if i in no_idr:
+            raise UnsupportedVideo("unsupported_container",
+                                   f"{label}: the time stamps start again at packet {i}, an H.264 key frame that is "
+                                   "no IDR (files joined end to end, the later one starting with an open GOP): the "
+                                   "decoder carries the frame order of the part before over the join, so its frames "
+                                   "cannot be placed")
     bounds = [0, *starts, len(raw)]
-    stamps = list(raw[:bounds[1]])
-    latest, step = max(stamps), _frame_step(stamps)  # of the part before: linear in the packets, however many parts
+    placed = list(stamps[:bounds[1]])
+    latest, step = max(placed), _frame_step(placed)  # of the part before: linear in the packets, however many parts
+    hidden: set[int] = set()
     for a, b in zip(bounds[1:], bounds[2:]):
-        part = raw[a:b]
-        offset = latest + step - min(part)
-        moved = [p + offset for p in part]
-        stamps += moved
-        latest, step = max(moved), _frame_step(moved)
-    return stamps
+        part = stamps[a:b]
+        key = part[0]  # the part's key frame
+        leading = sorted((p, j) for j, p in enumerate(part) if p < key)
+        moved = [p + latest + step - key for p in part]
+        for rank, (_, j) in enumerate(leading):  # hidden: stamped between the part before and the key frame
+            moved[j] = latest + (rank + 1) * step // (len(leading) + 1)
+            hidden.add(a + j)
+        placed += moved
+        latest, step = max(moved), _frame_step([p for p in moved if p >= moved[0]])
+    return placed, hidden
+
+
+def _h264_idr(data: bytes) -> bool:
+    """Whether an H.264 access unit (Annex B, as MPEG-TS/PS carry it) is an IDR picture: its first
+    slice NAL unit is of type 5 (an I-frame key frame that is no IDR is of type 1)."""
+    at = data.find(b"\x00\x00\x01")
+    while 0 <= at < len(data) - 3:
+        kind = data[at + 3] & 0x1F
+        if kind in (1, 5):
+            return kind == 5
+        at = data.find(b"\x00\x00\x01", at + 3)
+    return False
+
+
+def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap: int) -> tuple[list[int], list[int]]:
+    """The stamps with each wrap of a `wrap`-tick clock undone (0: a clock that never wraps), and
+    the positions where a new part begins (see `_joined_stamps`)."""
+    stamps: list[int] = []
+    starts: list[int] = []
+    offset = 0  # added to the raw stamps from here: multiples of `wrap`
+    previous: int | None = None  # the decode stamp of the last packet whose stamps are in order
+
+    def near(stamp: int, to: int | None) -> int:  # `stamp` moved by whole wraps to lie nearest `to`
+        return stamp if not wrap or to is None else stamp + round(Fraction(to - stamp, wrap)) * wrap
+
+    for i, (d, p) in enumerate(zip(dts, raw)):
+        if d is None:
+            stamps.append(near(p + offset, previous))
+            continue
+        d = near(d + offset, previous)
+        offset = d - dts[i]  # type: ignore[operator]
+        p = near(p + offset, d)  # a presentation stamp wrapped before its decode stamp
+        if d > p:  # a decode stamp after its own presentation: astray, compared with nothing
+            stamps.append(p)
+            continue
+        if previous is not None and d + fall < previous and p + fall < previous:
+            starts.append(i)
+        previous = d
+        stamps.append(p)
+    return stamps, starts
 
 
 def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: str,

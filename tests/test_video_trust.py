@@ -346,6 +346,167 @@ def test_mpeg_ts_joined_to_a_part_cut_mid_gop_is_a_counted_reject(tmp_path):
     assert "start again at packet 30, which is not a key frame" in item.detail
 
 
+def _part_of(tmp_path: Path, name: str, encoder: list[str], first: int, n: int, *muxing: str) -> Path:
+    """`n` frames of the pattern from frame `first`, encoded apart by the CLI (its clock from zero)."""
+    path = tmp_path / name
+    video_zoo.ffmpeg("-i", _source(tmp_path, first + n), "-vf", f"select=gte(n\\,{first}),setpts=N/25/TB,scale=64:48",
+                     *encoder, "-pix_fmt", "yuv420p", *muxing, str(path))
+    return path
+
+
+def _shift_pes_dts(data: bytes, nth: int, ticks: int) -> bytes:
+    """The MPEG-TS bytes with the decode stamp of the `nth` video PES moved by `ticks` (90 kHz):
+    one stamp astray, as a faulty muxer or a broadcast glitch leaves it."""
+    out = bytearray(data)
+    seen = -1
+    for at in range(0, len(out) - 187, 188):
+        if out[at] != 0x47 or not out[at + 1] & 0x40:  # a packet that starts a PES
+            continue
+        head = at + 4 + (1 + out[at + 4] if out[at + 3] & 0x20 else 0)
+        if out[head:head + 3] != b"\x00\x00\x01" or not 0xE0 <= out[head + 3] <= 0xEF:
+            continue
+        seen += 1
+        if seen < nth:
+            continue
+        assert out[head + 7] >> 6 == 3, "that PES carries no decode stamp"
+        f = out[head + 14:head + 19]
+        stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
+        stamp = (stamp + ticks) % (1 << 33)
+        out[head + 14:head + 19] = bytes([0x10 | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF,
+                                          (stamp >> 15 & 0x7F) << 1 | 1, stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
+        return bytes(out)
+    raise ValueError(f"no video PES {nth}")
+
+
+def _cli_md5s(path: Path) -> list[str]:
+    """The md5 of each frame the ffmpeg CLI shows (rgb24, each at its own size)."""
+    listing = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-autoscale", "0",
+                              "-vsync", "passthrough", "-pix_fmt", "rgb24", "-f", "framemd5", "-"],
+                             capture_output=True, text=True, check=True).stdout
+    return [line.split(",")[5].strip() for line in listing.splitlines() if line and not line.startswith("#")]
+
+
+def _md5s(path: Path, wanted, **options) -> dict[int, str]:
+    import hashlib
+
+    return {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(path), wanted, **options)}
+
+
+@pytest.mark.parametrize("ticks", [90000, -90000])
+def test_one_mpeg_ts_decode_stamp_astray_is_no_join(tmp_path, ticks: int):
+    """One PES whose decode stamp jumps up 1 s (or falls 1 s), its presentation stamp right: no
+    join, the CLI shows the 60 frames in order. Compared with the highest stamps so far, the jump
+    up made the next B-frames look like a new part starting mid-GOP and the file was refused (a
+    regression); without the presentation stamp's test, the fall did."""
+    video_zoo.require_ffmpeg()
+    part = _part_of(tmp_path, "_whole.ts", [*video_zoo.X264_CLI, "-g", "25", "-bf", "3"], 0, 60)
+    path = tmp_path / "astray.ts"
+    path.write_bytes(_shift_pes_dts(part.read_bytes(), 22, ticks))
+    with av.open(str(path)) as container:  # what makes the file: packet 22's decode stamp, alone astray
+        stamps = [(p.pts, p.dts, p.is_keyframe) for p in container.demux(video=0) if p.size]
+    assert stamps[22][1] - stamps[21][1] == ticks + 3600 and stamps[23][1] - stamps[21][1] == 7200
+    assert not stamps[23][2] and stamps[23][0] < stamps[22][0]  # a B-frame follows
+    expected = _cli_md5s(path)
+    assert len(expected) == 60
+    assert probe(str(path)).n_frames == 60
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+
+
+@pytest.mark.parametrize("before_wrap", [0.5, 0.62, 0.86])
+def test_mpeg_ts_joined_to_a_part_whose_clock_wraps_gives_every_frame(tmp_path, before_wrap: float):
+    """`cat a.ts b.ts` where b's 33-bit clock wraps `before_wrap` seconds in (a recorder running
+    26.5 hours): the fall of about 2^33 ticks is the clock wrapping, not a third part starting
+    mid-GOP (refused 9 times in 10). Each frame equals the CLI's."""
+    video_zoo.require_ffmpeg()
+    encoder = [*video_zoo.X264_CLI, "-g", "10", "-bf", "2"]
+    first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
+    wrap = (1 << 33) / 90000 - 1.4 - before_wrap  # the muxer starts its clock at 1.4 s
+    second = _part_of(tmp_path, "_b.ts", encoder, 30, 30, "-output_ts_offset", f"{wrap:.4f}")
+    path = _joined(tmp_path, "wrap.ts", [first, second])
+    with av.open(str(path)) as container:
+        stamps = [p.dts for p in container.demux(video=0) if p.size]
+    assert any(a - b > 1 << 32 for a, b in zip(stamps, stamps[1:]))  # the clock wraps in the file
+    expected = _cli_md5s(path)
+    assert len(expected) == 60 and [video_zoo.read_index(f) for f in video_zoo.sequential(path)] == list(range(60))
+    assert probe(str(path)).n_frames == 60
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    assert _md5s(path, [3, 44, 58]) == {i: expected[i] for i in (3, 44, 58)}
+
+
+OPEN_GOP = {  # name: the encoder of a clip whose cut starts with an open GOP
+    "mpeg2.ts": ["-c:v", "mpeg2video", "-q:v", "2", "-g", "12", "-bf", "2"],
+    "hevc.ts": ["-c:v", "libx265", "-preset", "ultrafast",
+                "-x265-params", "keyint=12:min-keyint=12:scenecut=0:bframes=2:log-level=error"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPEN_GOP))
+def test_a_part_cut_at_an_open_gop_gives_what_it_gives_alone(tmp_path, name: str):
+    """`cat a.ts cut.ts` where cut.ts (`-ss 1.7 -c copy`) starts with an open GOP (MPEG-2; HEVC's
+    RASL frames): its leading frames reference the part before, so the CLI shows 2 garbage frames
+    there. They are hidden, as at a file's start: the first part's frames, then exactly the
+    frames the CLI shows of the cut part alone (before, those garbage frames were counted)."""
+    video_zoo.require_ffmpeg()
+    encoder = OPEN_GOP[name]
+    first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
+    whole = _part_of(tmp_path, "_whole.ts", encoder, 0, 90)
+    cut = tmp_path / "_cut.ts"
+    video_zoo.ffmpeg("-ss", "1.7", "-i", str(whole), "-c", "copy", str(cut))
+    alone = _cli_md5s(cut)
+    path = _joined(tmp_path, name, [first, cut])
+    expected = _cli_md5s(first) + alone
+    assert len(_cli_md5s(path)) == len(expected) + 2  # what makes the file: the CLI shows 2 leading frames more
+    assert probe(str(path)).n_frames == len(expected) == 30 + len(alone)
+    assert _md5s(path, range(len(expected))) == dict(enumerate(expected))
+    assert _md5s(path, [31, 50]) == {31: expected[31], 50: expected[50]}
+
+
+def test_mpeg_ts_joined_to_an_h264_open_gop_is_a_counted_reject(tmp_path):
+    """A later part starting at an x264 `open-gop` key frame (a recovery point, no IDR): the H.264
+    decoder carries the part before's frame order over it, drops frames and gives others out of
+    order. Refused with the reason, never guessed (before: missing frames or wrong ones)."""
+    video_zoo.require_ffmpeg()
+    encoder = [*video_zoo.X264_CLI, "-g", "12", "-bf", "2",
+               "-x264-params", "open-gop=1:keyint=12:min-keyint=12:scenecut=0"]
+    first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
+    whole = _part_of(tmp_path, "_whole.ts", encoder, 0, 90)
+    cut = tmp_path / "_cut.ts"
+    video_zoo.ffmpeg("-ss", "1.7", "-i", str(whole), "-c", "copy", str(cut))
+    assert probe(str(cut)).n_frames == len(_cli_md5s(cut))  # alone, the cut part reads
+    path = _joined(tmp_path, "opengop.ts", [first, cut])
+    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(item, Reject) and item.reason == "unsupported_container", item
+    assert "an H.264 key frame that is no IDR" in item.detail
+
+
+def test_chained_ogg_is_a_counted_reject(tmp_path):
+    """Two Theora files joined end to end (a chained Ogg): the CLI shows only the first's 30
+    frames. Only MPEG-TS/PS parts are placed one after another (Ogg's stamps may jump too, for
+    FFmpeg): before, 63 frames were counted and clips failed to decode."""
+    video_zoo.require_ffmpeg()
+    encoder = ["-c:v", "libtheora", "-q:v", "7", "-g", "10"]
+    parts = [_part_of(tmp_path, f"_{k}.ogv", encoder, 30 * k, 30) for k in range(2)]
+    path = _joined(tmp_path, "chained.ogv", parts)
+    assert len(_cli_md5s(path)) == 30
+    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(item, Reject) and item.reason == "unsupported_container", item
+    assert "chained" in item.detail
+
+
+def test_a_joined_file_is_never_seeked(tmp_path):
+    """`cat a.ts a.ts` with every gap worth a seek (`seek_bytes=0`): the demuxer's stamps in the
+    second part repeat the first's, so a seek there lands where the index places the first part
+    and frames went missing. A restamped file is read from its start: each wanted frame comes,
+    equal to the CLI's."""
+    video_zoo.require_ffmpeg()
+    part = _part_of(tmp_path, "_a.ts", [*video_zoo.X264_CLI, "-g", "10", "-bf", "2"], 0, 30)
+    path = _joined(tmp_path, "twice.ts", [part, part])
+    expected = _cli_md5s(path)
+    assert len(expected) == 60 and probe(str(path)).restamped == "joined"
+    for wanted in ([5, 55], [59], [45, 49, 53, 57]):
+        assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
+
+
 NEGATIVE = {  # name: (the encoder of the whole clip, the cut's muxing options)
     "h264_disabled.mkv": ([*video_zoo.X264_CLI, "-g", "12", "-bf", "3"], ["-avoid_negative_ts", "disabled"]),
     "hevc_default.mkv": (["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=12:log-level=error"], []),
