@@ -88,7 +88,12 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
 # read as their greys; a cut video's partial packet shown before whole frames is no frame unless
 # its decoder shows one; PNGs whose text chunks pass Pillow's limits decoded without them, a bad CRC
 # on a chunk that changes pixels refused; a gzip tail judged alike on every path.
-RENDER_REVISION = 10
+# 11 (2026-12-06): KITTI pairs split by scene (`_10` and `_11` together), CO3D depth drawn only
+# where its depth mask says (read as CO3D's loader reads it); MPEG-TS/PS files joined end to end
+# read part by part (an open GOP's leading frames at a part's start hidden); Matroska frames
+# before zero shown; PNG colour profiles past 1 MiB applied; Hugging Face ClassLabels inside lists
+# and dicts, or declared by the card, named; an ImageFolder's top-level metadata.parquet read.
+RENDER_REVISION = 11
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_WORKERS = 1024  # local workers; more is a typo, not a machine
 MAX_TORCH_THREADS = 1024  # torch threads per worker process; more is a typo (each one a thread of every worker)
