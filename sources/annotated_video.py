@@ -35,7 +35,7 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION
-from sources.mat_files import mat_inflated_bytes
+from sources.mat_files import MatUnreadable, mat_inflated_bytes, scipy_read
 from sources.paths import (OutsideRoot, check_inside, names_below, path_problem, set_aside, set_aside_problem,
                            shown_name)
 from sources.records import AnnotatedClipRecord, Reject, SourceItem, read_input_bytes, relative_input, safe_key
@@ -130,11 +130,9 @@ def _pos_img_frames(data: bytes) -> int:
     from scipy.io import whosmat
 
     try:
-        declared = {name: (tuple(shape), kind) for name, shape, kind in whosmat(io.BytesIO(data))}
-    except NotImplementedError:  # scipy reads MAT v4 to v7, not v7.3
-        raise Rejected(BAD_ANNOTATION, "a MAT v7.3 (HDF5) file: save it in MATLAB's default -v7 format") from None
-    except Exception as exc:  # scipy's messages can quote the file's header bytes: name the problem only
-        raise Rejected(BAD_ANNOTATION, f"not a readable MAT file ({type(exc).__name__})") from None
+        declared = {name: (tuple(shape), kind) for name, shape, kind in scipy_read(lambda: whosmat(io.BytesIO(data)))}
+    except MatUnreadable as exc:
+        raise Rejected(BAD_ANNOTATION, str(exc)) from None
     if "pos_img" not in declared:
         raise Rejected(BAD_ANNOTATION, "has no pos_img")
     shape, kind = declared["pos_img"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 MAT_V5, MI_COMPRESSED = 0x0100, 15
 INFLATE_CHUNK = 1 << 20
@@ -33,3 +36,19 @@ def mat_inflated_bytes(data: bytes, cap: int) -> int:
                 raise ValueError("a compressed variable is not zlib data") from None
         position += nbytes
     return total
+
+
+class MatUnreadable(ValueError):
+    """A MAT file scipy could not read, in words a user can act on (scipy's own messages can quote
+    the file's header bytes: only the problem's kind is named)."""
+
+
+def scipy_read(read: Callable[[], T]) -> T:
+    """`read()`, a scipy.io call on a MAT file; its failures as `MatUnreadable`: v7.3 (HDF5), which
+    scipy does not read, with the fix, and anything else by its exception's kind."""
+    try:
+        return read()
+    except NotImplementedError:  # scipy reads MAT v4 to v7, not v7.3
+        raise MatUnreadable("a MAT v7.3 (HDF5) file: save it in MATLAB's default -v7 format") from None
+    except Exception as exc:
+        raise MatUnreadable(f"not a readable MAT file ({type(exc).__name__})") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -684,35 +685,12 @@ def test_co3d_depth_is_measured_only_where_its_depth_mask_says(tmp_path: Path):
     keeps depth only where the depth mask is set (its MVS depth elsewhere is not trusted); this
     reader drew the whole map, so the untrusted right half came out coloured as measured depth.
     Now it is black (no depth), the left half as before."""
-    import gzip
-
     from PIL import Image
 
-    from sources.multiview import Co3dSource
-
-    seq = tmp_path / "teddybear" / "34_1403_4393"
-    for folder in ("images", "depths", "depth_masks"):
-        (seq / folder).mkdir(parents=True)
-    depth = np.tile(np.linspace(1.0, 4.0, 16, dtype=np.float16), (16, 1))  # farther to the right
     trusted = np.zeros((16, 16), bool)
     trusted[:, :8] = True
-    frames = []
-    for number in (1, 2):
-        stem = f"frame{number:06d}"
-        Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(seq / "images" / f"{stem}.jpg", quality=95)
-        Image.fromarray(depth.view(np.uint16)).save(seq / "depths" / f"{stem}.jpg.geometric.png")
-        Image.fromarray(trusted).convert("1").save(seq / "depth_masks" / f"{stem}.png")  # 1-bit, as CO3D's
-        base = "teddybear/34_1403_4393"
-        frames.append({"sequence_name": "34_1403_4393", "frame_number": number,
-                       "image": {"path": f"{base}/images/{stem}.jpg", "size": [16, 16]},
-                       "depth": {"path": f"{base}/depths/{stem}.jpg.geometric.png", "scale_adjustment": 1.5,
-                                 "mask_path": f"{base}/depth_masks/{stem}.png"},
-                       "viewpoint": {"R": np.eye(3).tolist(), "T": [0.0, 0.0, 3.0 + number]}})
-    with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wt") as out:
-        json.dump(frames, out)
-    assert Image.open(seq / "depth_masks/frame000001.png").mode == "1"
-    source = Co3dSource("co3d", str(tmp_path), views=2, pair_tasks=("depth",))
-    pairs = [i for u in source.units() for i in source.read(u) if isinstance(i, PairRecord)]
+    pairs, depth, seq = _co3d_category(tmp_path, 16, 1.5, lambda path: Image.fromarray(trusted).convert("1").save(path))
+    assert Image.open(seq / "depth_masks/frame000001.png").mode == "1"  # 1-bit, as CO3D's
     assert [p.key for p in pairs] == ["co3d-teddybear-34_1403_4393-f000001-depth",
                                       "co3d-teddybear-34_1403_4393-f000002-depth"]
     assert pairs[0].annotation["valid_mask_uri"].endswith("teddybear/34_1403_4393/depth_masks/frame000001.png")
@@ -729,11 +707,14 @@ def test_co3d_depth_is_measured_only_where_its_depth_mask_says(tmp_path: Path):
     assert render_pair(pairs[1], settings("squash", 16)).reason == "missing_annotation"
 
 
-def _co3d_frame(tmp_path: Path, make_mask: list[str]) -> tuple[PairRecord, np.ndarray, Path]:
-    """One CO3D pair of a 32x32 frame (depth 1..4 m, farther to the right) whose depth mask
-    ImageMagick draws (`convert` with `make_mask`); also its depth and its mask's path."""
+def _co3d_category(tmp_path: Path, size: int, scale: float,
+                   write_mask: Callable[[Path], None]) -> tuple[list[PairRecord], np.ndarray, Path]:
+    """A CO3D category as the download lays it out: `<category>/<sequence>/images/frameNNNNNN.jpg`,
+    `depths/frameNNNNNN.jpg.geometric.png` (float16 bits in uint16), `depth_masks/frameNNNNNN.png`
+    (written by `write_mask`), named by `frame_annotations.jgz`'s `depth.path`, `scale_adjustment`
+    and `depth.mask_path`: two frames of size x size, depth 1..4 m (farther to the right). Its
+    depth pairs as the source reads them, the depth map, the sequence's folder."""
     import gzip
-    import subprocess
 
     from PIL import Image
 
@@ -742,23 +723,32 @@ def _co3d_frame(tmp_path: Path, make_mask: list[str]) -> tuple[PairRecord, np.nd
     seq = tmp_path / "teddybear" / "34_1403_4393"
     for folder in ("images", "depths", "depth_masks"):
         (seq / folder).mkdir(parents=True, exist_ok=True)
-    depth = np.tile(np.linspace(1.0, 4.0, 32, dtype=np.float16), (32, 1))
+    depth = np.tile(np.linspace(1.0, 4.0, size, dtype=np.float16), (size, 1))
     base, frames = "teddybear/34_1403_4393", []
     for number in (1, 2):
         stem = f"frame{number:06d}"
-        Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(seq / "images" / f"{stem}.jpg", quality=95)
+        Image.fromarray(np.full((size, size, 3), 120, np.uint8)).save(seq / "images" / f"{stem}.jpg", quality=95)
         Image.fromarray(depth.view(np.uint16)).save(seq / "depths" / f"{stem}.jpg.geometric.png")
-        subprocess.run(["convert", *make_mask, str(seq / "depth_masks" / f"{stem}.png")], check=True)
+        write_mask(seq / "depth_masks" / f"{stem}.png")
         frames.append({"sequence_name": "34_1403_4393", "frame_number": number,
-                       "image": {"path": f"{base}/images/{stem}.jpg", "size": [32, 32]},
-                       "depth": {"path": f"{base}/depths/{stem}.jpg.geometric.png", "scale_adjustment": 1.0,
+                       "image": {"path": f"{base}/images/{stem}.jpg", "size": [size, size]},
+                       "depth": {"path": f"{base}/depths/{stem}.jpg.geometric.png", "scale_adjustment": scale,
                                  "mask_path": f"{base}/depth_masks/{stem}.png"},
                        "viewpoint": {"R": np.eye(3).tolist(), "T": [0.0, 0.0, 3.0 + number]}})
     with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wt") as out:
         json.dump(frames, out)
     source = Co3dSource("co3d", str(tmp_path), views=2, pair_tasks=("depth",))
-    pair = next(i for u in source.units() for i in source.read(u) if isinstance(i, PairRecord))
-    return pair, depth.astype(np.float32), seq / "depth_masks" / "frame000001.png"
+    return [i for u in source.units() for i in source.read(u) if isinstance(i, PairRecord)], depth, seq
+
+
+def _co3d_frame(tmp_path: Path, make_mask: list[str]) -> tuple[PairRecord, np.ndarray, Path]:
+    """One CO3D pair of a 32x32 frame whose depth mask ImageMagick draws (`convert` with
+    `make_mask`); also its depth and its mask's path."""
+    import subprocess
+
+    pairs, depth, seq = _co3d_category(
+        tmp_path, 32, 1.0, lambda path: subprocess.run(["convert", *make_mask, str(path)], check=True))
+    return pairs[0], depth.astype(np.float32), seq / "depth_masks" / "frame000001.png"
 
 
 def _co3d_kept(mask_path: Path, shape: tuple[int, int]) -> np.ndarray:

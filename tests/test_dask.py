@@ -586,24 +586,37 @@ def _cli_cluster(folder: Path, workers: int = 1, project: list[Path] | None = No
     return address, processes
 
 
+def _slow_run_started(address: str, started: Path, count: int):
+    """A run of `count` slow steps (`_slow_step`, each leaving a file in `started`) on the
+    scheduler at `address`, one element a partition; its result, once its first step has begun."""
+    import apache_beam as beam
+
+    from uvd_pipeline.beam_options import ViewCachingOptions
+    from uvd_pipeline.dask_cluster import bounded_dask_runner
+
+    started.mkdir()
+    options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
+    pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
+    pipeline | beam.Create(range(count)) | beam.Map(_slow_step, str(started))
+    result = pipeline.run()
+    deadline = time.monotonic() + 60
+    while not any(started.iterdir()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return result
+
+
 def test_a_scheduler_that_goes_away_mid_build_fails_the_build_naming_it(tmp_path):
     """`dask scheduler` killed (SIGKILL) while a build ran on it: the client's futures were
     cancelled, Beam's DaskRunner took a cancelled future for a finished one, and the build ended
     with exit status 0, '0 shards' and a summary, as a build with nothing to do (a 300-image build
     on a CLI scheduler and 2 CLI workers). Now the run fails, naming the scheduler and what to do."""
-    import apache_beam as beam
-
-    from uvd_pipeline.beam_options import ViewCachingOptions
-    from uvd_pipeline.dask_cluster import SchedulerLost, bounded_dask_runner
+    from uvd_pipeline.dask_cluster import SchedulerLost
 
     address, processes = _cli_cluster(tmp_path)
     started = tmp_path / "started"
-    started.mkdir()
     try:
-        options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
-        pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
-        pipeline | beam.Create(range(8)) | beam.Map(_slow_step, str(started))
-        result = pipeline.run()
+        result = _slow_run_started(address, started, 8)
         outcome: list = []
 
         def wait() -> None:
@@ -614,10 +627,6 @@ def test_a_scheduler_that_goes_away_mid_build_fails_the_build_naming_it(tmp_path
 
         waiter = threading.Thread(target=wait, daemon=True)
         waiter.start()
-        deadline = time.monotonic() + 60
-        while not any(started.iterdir()):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         processes[0].kill()  # the scheduler
         waiter.join(120)
         result.client.close()
@@ -702,25 +711,13 @@ def test_a_worker_with_other_code_that_joins_mid_build_stops_the_build_naming_it
     import subprocess
     import sys
 
-    import apache_beam as beam
-
     from conftest import REPO
-    from uvd_pipeline.beam_options import ViewCachingOptions
-    from uvd_pipeline.dask_cluster import bounded_dask_runner
 
     other = _other_copy(tmp_path / "other-checkout")
     address, processes = _cli_cluster(tmp_path)
     started = tmp_path / "started"
-    started.mkdir()
     try:
-        options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
-        pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
-        pipeline | beam.Create(range(16)) | beam.Map(_slow_step, str(started))
-        result = pipeline.run()
-        deadline = time.monotonic() + 60
-        while not any(started.iterdir()):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        result = _slow_run_started(address, started, 16)
         with open(tmp_path / "late.log", "w") as log:  # joins mid-build, with the other copy on its path
             processes.append(subprocess.Popen(
                 [str(Path(sys.executable).parent / "dask"), "worker", "--scheduler-file", str(tmp_path / "scheduler.json"),
