@@ -657,7 +657,7 @@ def test_the_run_leaves_the_objects_made_before_it_out_of_garbage_collection(mon
     made_before = [object() for _ in range(3)]
     for fail in (False, True):
         run = _Run(fail)
-        pipeline = SimpleNamespace(run=lambda run=run: run)
+        pipeline = SimpleNamespace(runner=object(), run=lambda test_runner_api="AUTO", run=run: run)
         assert gc.get_freeze_count() == 0
         if fail:
             with pytest.raises(RuntimeError, match="a stage failed"):
@@ -669,7 +669,7 @@ def test_the_run_leaves_the_objects_made_before_it_out_of_garbage_collection(mon
     try:
         frozen = gc.get_freeze_count()
         run = _Run(False)
-        run_pipeline(SimpleNamespace(run=lambda: run))
+        run_pipeline(SimpleNamespace(runner=object(), run=lambda test_runner_api="AUTO": run))
         assert run.frozen == frozen == gc.get_freeze_count()
     finally:
         gc.unfreeze()
