@@ -165,10 +165,10 @@ def heap_frozen() -> Iterator[None]:
     each: a 900-image dedup-on build ran one more than dedup off (0.21 s of the main process's
     garbage collection against 0.09 s). Nearly all of them are alive through the run either way;
     with the collector paused while the command started (`startup_gc`), the start's cyclic garbage
-    is frozen with them, freed by a full collection after the block: ~3,250 objects, 5,600-7,700 memory blocks,
-    0.6 MB of a 300-image build's 180 MB peak, which a collection here would free for 33-80 ms of
-    this thread's CPU (every object is still in the youngest generation, so even `collect(0)` scans
-    them all): not worth it. A freeze someone else made is left as it is. The collector is turned
+    is frozen with them, freed by a full collection after the block: ~3,250 objects, 5,600-7,700
+    memory blocks, 0.6 MB of a 300-image build's 180 MB peak, which a collection here would free
+    for 33-80 ms of this thread's CPU (every object is still in the youngest generation, so even
+    `collect(0)` scans them all): not worth it. A freeze someone else made is left as it is. The collector is turned
     back on here, after the freeze."""
     import gc
 
