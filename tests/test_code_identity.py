@@ -80,3 +80,26 @@ def test_a_process_without_the_project_is_told_so(tmp_path):
     theirs = json.loads(done.stdout)
     assert theirs["where"] == ""
     assert difference(code_identity(), theirs) == "finds no copy of the project on its path (it cannot import uvd_pipeline)"
+
+
+def test_a_worker_that_passed_one_build_is_checked_again_for_a_build_with_other_libraries():
+    """A long-lived Dask worker remembers the builds whose code it was found to run, so that only
+    its first task of a build asks: it remembered them by the code's digest alone, so a later build
+    with the same project code but another Pillow (or Python) ran on it unchecked, its renders made
+    with the worker's Pillow. Now the whole identity is what is remembered (an in-process worker
+    that passed a build is sent a task of one whose Pillow differs)."""
+    import re
+
+    import distributed
+    import pytest
+
+    from uvd_pipeline.code_identity import OtherProjectCode, run_checked
+
+    ours = code_identity()
+    other = dict(ours, versions=dict(ours["versions"], pillow="9.0.0"))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        assert client.submit(run_checked, ours, "os:getpid", pure=False).result() > 0  # this worker passes
+        with pytest.raises(OtherProjectCode, match=rf"pillow {re.escape(ours['versions']['pillow'])} \(this build: 9\.0\.0\)"):
+            client.submit(run_checked, other, "os:getpid", pure=False).result()
+        assert client.submit(run_checked, ours, "os:getpid", pure=False).result() > 0  # and still passes ours

@@ -918,3 +918,46 @@ def test_workers_dying_of_their_memory_limit_fail_the_build_naming_the_setting(t
     message = str(killed.value)
     assert "died once running the same task" in message and "beam.dask.memory_limit: 400MB" in message
     assert "run the build again" in message
+
+
+# In every process `multiprocessing` spawns (the local Dask cluster's worker processes, and only
+# they), exit at once, as a worker does that a site hook, a process limit or a broken install stops.
+_DYING_WORKERS = '''import os, sys
+if "--multiprocessing-fork" in sys.argv:
+    os._exit(3)
+'''
+
+
+def test_a_local_cluster_whose_workers_cannot_start_fails_the_build_saying_so(tmp_path):
+    """The build's local cluster starts its workers in the background (`scale`, while the graph is
+    built): a worker process that died as it started was only a tornado traceback ("Nanny failed
+    to start") and the build waited at "write 0/4" for ever. Now it fails with exit status 2 and
+    one `error:` line saying the workers did not start and what to check (a 4-image build whose
+    spawned processes exit at once, by a `sitecustomize`)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+
+    images = tmp_path / "img"
+    images.mkdir()
+    for i, colour in enumerate(("red", "green", "blue", "gray")):
+        subprocess.run(["convert", "-size", "48x40", f"gradient:{colour}-white", str(images / f"{i}.png")], check=True)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_DYING_WORKERS)
+    config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
+              "tokenizer": {"enabled": False},
+              "beam": {"runner": "dask", "dask": {"workers": 2, "memory_limit": "1GiB"}},
+              "sources": [{"name": "web", "type": "laion", "path": str(images), "format": "folder", "num_shards": 2}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO)]))
+    done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(tmp_path / "c.yaml")], cwd=REPO,
+                          capture_output=True, text=True, timeout=150, env=env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert "worker processes" in errors[0] and "started" in errors[0] and "beam.dask" in errors[0], errors[0]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]

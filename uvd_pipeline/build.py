@@ -163,9 +163,13 @@ def heap_frozen() -> Iterator[None]:
     this block (`gc.freeze`), and takes them back after it (`gc.unfreeze`, so a process that runs
     many builds frees each one's graph). A full collection during the run scans them all, 45-120 ms
     each: a 900-image dedup-on build ran one more than dedup off (0.21 s of the main process's
-    garbage collection against 0.09 s). They are alive through the run either way: a `gc.collect()`
-    at this point found nothing to free. A freeze someone else made is left as it is. The collector,
-    paused while the command started (`startup_gc`), is turned back on here, after the freeze."""
+    garbage collection against 0.09 s). Nearly all of them are alive through the run either way;
+    with the collector paused while the command started (`startup_gc`), the start's cyclic garbage
+    is frozen with them, freed by a full collection after the block: ~3,250 objects, 5,600-7,700
+    memory blocks, 0.6 MB of a 300-image build's 180 MB peak, which a collection here would free
+    for 33-80 ms of this thread's CPU (every object is still in the youngest generation, so even
+    `collect(0)` scans them all): not worth it. A freeze someone else made is left as it is. The collector is turned
+    back on here, after the freeze."""
     import gc
 
     from uvd_pipeline import startup_gc

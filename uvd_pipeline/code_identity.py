@@ -93,19 +93,28 @@ class OtherProjectCode(RuntimeError):
 def run_checked(ours: dict, target: str, *args):
     """Call the function `target` ("module:name") with `args` once this worker is known to run the
     build's code and libraries (`ours`): asked on a worker's first task of the build, remembered on
-    the worker. Raises `OtherProjectCode` naming the worker, what differs and the fix."""
+    the worker by the whole identity (`identity_key`: a build with the same code but another Python
+    or Pillow is asked again). Raises `OtherProjectCode` naming the worker, what differs and the fix."""
     worker = _current_worker()
     passed = getattr(worker, "uvd_code_passed", None)
-    if passed is None or ours["digest"] not in passed:
+    key = identity_key(ours)
+    if passed is None or key not in passed:
         differs = difference(ours, code_identity())
         if differs is not None:
             name = getattr(worker, "address", None) or f"process {os.getpid()}"
             raise OtherProjectCode(f"beam.dask.address: the Dask worker {name} {differs}: its work could differ from "
                                    f"this build's, so the build stops; {FIX}")
         if worker is not None:
-            worker.uvd_code_passed = (passed or frozenset()) | {ours["digest"]}
+            worker.uvd_code_passed = (passed or frozenset()) | {key}
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)(*args)
+
+
+def identity_key(identity: dict) -> str:
+    """A digest of all of a `code_identity` (code, Python, library versions, where it lies)."""
+    import json
+
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def _current_worker():

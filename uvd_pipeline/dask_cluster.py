@@ -312,13 +312,97 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
                            memory_limit=memory_limit(settings.memory_limit), processes=True,
                            host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
                            plugins=(BuildWorker(),))
+    start = WorkerStart(cluster, settings.workers)
     cluster.scale(settings.workers)
     log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
              settings.workers, settings.threads_per_worker, cluster.dashboard_link)
+    _STARTING[cluster.scheduler_address] = start
     try:
-        yield cluster.scheduler_address
+        with start.told():
+            yield cluster.scheduler_address
     finally:
+        _STARTING.pop(cluster.scheduler_address, None)
         cluster.close()
+
+
+START_WARN_S = 120.0  # a worker imports Beam and the build's steps before it joins: seconds, 20-30 at load 12
+
+
+class WorkerStart:
+    """The local cluster's workers as they start in the background (`scale`): a worker process that
+    dies or fails as it starts (a site hook, a process or memory limit, a broken install) is not
+    started again, and where none started the build waited for one without end, its only sign a
+    tornado traceback of "Nanny failed to start". `wait` (before the build's wait for its results)
+    returns once a worker has joined and fails the build once every start has failed."""
+
+    def __init__(self, cluster, workers: int) -> None:
+        self.cluster, self.workers = cluster, workers
+
+    def failed(self) -> list:
+        """The nannies whose start failed, once the cluster knows every start's outcome (none before)."""
+        from distributed.core import Status
+
+        nannies = list(self.cluster.workers.values())  # filled once every start of the batch ended
+        return [nanny for nanny in nannies if nanny.status == Status.failed]
+
+    def joined(self) -> int:
+        return len(self.cluster.scheduler.workers)
+
+    def wait(self, poll: float = 0.1, warn_after: float = START_WARN_S) -> None:
+        """Return once a worker has joined the scheduler; raise ConfigError once none can."""
+        import time
+
+        warn_at = time.monotonic() + warn_after
+        while not self.joined():
+            failed = self.failed()
+            if len(failed) >= self.workers:
+                raise ConfigError(self.message(failed))
+            if warn_at is not None and time.monotonic() > warn_at:
+                log.warning("no worker of the local Dask cluster has joined within %g s: the build waits for them "
+                            "(a busy machine starts them slowly)", warn_after)
+                warn_at = None
+            time.sleep(poll)
+
+    def message(self, failed: list) -> str:
+        reason = getattr(failed[0], "_Server__startup_exc", None)  # distributed keeps why it failed, privately
+        why = f" ({type(reason).__name__}: {reason})" if reason is not None else ""
+        return (f"beam.dask: none of the local Dask cluster's {self.workers} worker processes started{why}: a new "
+                "Python process of this environment dies or fails as it starts (a sitecustomize or other site hook, "
+                "a limit on processes or memory, a broken install of dask/distributed; any lines above are the "
+                "workers' own); `python -c \"import distributed; distributed.LocalCluster(n_workers=1).close()\"` "
+                "shows it outside the build. Mend that, give beam.dask.address of a running scheduler, or build "
+                "with --runner DirectRunner")
+
+    @contextmanager
+    def told(self) -> Iterator[None]:
+        """Leave out tornado's traceback of the failed start where the build says it (`wait`: every
+        start failed); where only some failed it stays, the one word of it."""
+        said = _SaidByTheBuild(self)
+        logger = logging.getLogger("tornado.application")
+        logger.addFilter(said)
+        try:
+            yield
+        finally:
+            logger.removeFilter(said)
+
+
+class _SaidByTheBuild(logging.Filter):
+    """Drops the record of the cluster's failed scaling where every worker's start failed."""
+
+    def __init__(self, start: WorkerStart) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            scaling = "_correct_state_internal" in record.getMessage()
+            return not (scaling and len(self.start.failed()) >= self.start.workers)
+        except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
+            return True
+
+
+# The local clusters' starts by scheduler address, while their builds run (`checked_result` waits on them).
+_STARTING: dict[str, WorkerStart] = {}
 
 
 def bounded_dask_runner(shuffle_partitions: int, memory_limit: str | None = None):
@@ -396,8 +480,14 @@ def checked_result(result, address: str | None, memory_limit: str | None = None)
     wait = result.wait_until_finish
 
     def wait_until_finish(duration=None):
+        start = _STARTING.get(address) if address else None
         try:
+            if start is not None:  # a local cluster's workers start in the background: none may
+                start.wait()
             state = wait(duration)
+        except ConfigError:
+            result._state = PipelineState.FAILED
+            raise
         except Exception as exc:
             if type(exc).__name__ == "OtherProjectCode":  # made by value on the worker: not our class object
                 result._state = PipelineState.FAILED
