@@ -7,7 +7,8 @@ split: `data/train-00000-of-00004.parquet` (`push_to_hub`), `<config>/<split>/00
 Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives `to_parquet`
 (`cifar10-test.parquet`). `hf_split` resolves a file's split as `datasets` does, and
 `pattern_set`/`loaded_split` which files of a repo it loads at all (without a card's `data_files`).
-Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read.
+Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read,
+and where a chunk of byte strings is dictionary-encoded by what its rows hold (`value_bytes`).
 """
 
 from __future__ import annotations
@@ -234,44 +235,81 @@ def declared_bytes(group, columns: list[str] | None = None, leaf: str | None = N
 
 
 def _dictionary_chunks(group, columns: list[str] | None) -> list[Any]:
-    """A row group's column chunks of byte strings (binary, text) that carry a dictionary page:
-    each of their rows may repeat one value of the dictionary (`value_bytes`)."""
+    """A row group's column chunks of byte strings (binary, text, fixed-size binary) that carry a
+    dictionary page: each of their rows may repeat one value of the dictionary (`value_bytes`)."""
     chunks = [group.column(i) for i in range(group.num_columns)]
-    return [c for c in chunks if c.has_dictionary_page and c.physical_type == "BYTE_ARRAY"
+    return [c for c in chunks if c.has_dictionary_page and c.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
             and (columns is None or c.path_in_schema.split(".")[0] in columns)]
+
+
+def _chunk_bytes(chunk) -> int:
+    """What a column chunk declares in its footer: its uncompressed size or, if larger, its stored size."""
+    return max(chunk.total_uncompressed_size, chunk.total_compressed_size)
+
+
+def _fixed_width_bytes(parquet, group, chunk) -> int:
+    """What a FIXED_LEN_BYTE_ARRAY chunk holds read, without reading it: each of its values (rows of
+    a list count each item) its width (pyarrow reads none of them as a dictionary)."""
+    index = next(i for i in range(group.num_columns) if group.column(i).path_in_schema == chunk.path_in_schema)
+    return chunk.num_values * parquet.schema.column(index).length
+
+
+def dictionary_held(array) -> int:
+    """The bytes of the values each row of `array` points at in its dictionary-encoded leaves (in
+    structs, lists and maps, at any depth: `captions: Sequence(Value("string"))`); other leaves
+    count nothing (their footer's size bounds them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        return sum(dictionary_held(a) for a in array.chunks)
+    if pa.types.is_dictionary(array.type):
+        return pc.sum(pc.take(pc.binary_length(array.dictionary), array.indices)).as_py() or 0
+    if pa.types.is_struct(array.type):  # flatten: the struct's own offset applied to each field
+        return sum(dictionary_held(a) for a in array.flatten())
+    if isinstance(array, pa.MapArray):  # its keys and items, each map's (offsets applied)
+        return dictionary_held(array.keys) + dictionary_held(array.items)
+    if isinstance(array, (pa.ListArray, pa.LargeListArray, pa.FixedSizeListArray)):
+        return dictionary_held(array.flatten())  # the items the rows hold, offsets applied
+    return 0
+
+
+def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, budget: int | None = None):
+    """What row group `index`'s `columns` (all by default) hold: the footer's size of each chunk, but
+    of a dictionary-encoded one of byte strings the bytes its rows point at (`dictionary_held`, at
+    least its declared size) and of fixed-size binary its rows times its width; and, when `budget`
+    is given and that passes no more than it, the group read (once: its encoded chunks left as
+    dictionaries, within their declared size). Without `budget` only the encoded chunks are read.
+    Over `budget` before any value is read (fixed-size binary, or a footer's sizes): nothing is."""
+    import pyarrow.parquet as pq
+
+    group = parquet.metadata.row_group(index)
+    encoded = _dictionary_chunks(group, columns)
+    strings = sorted(c.path_in_schema for c in encoded if c.physical_type == "BYTE_ARRAY")
+    fixed = sum(max(_chunk_bytes(c), _fixed_width_bytes(parquet, group, c)) for c in encoded
+                if c.physical_type == "FIXED_LEN_BYTE_ARRAY")
+    plain = {c.path_in_schema for c in encoded}
+    size = fixed + sum(_chunk_bytes(c) for c in (group.column(i) for i in range(group.num_columns))
+                       if (columns is None or c.path_in_schema.split(".")[0] in columns)
+                       and c.path_in_schema not in plain)
+    stated = sum(_chunk_bytes(c) for c in encoded if c.physical_type == "BYTE_ARRAY")
+    if not strings or (budget is not None and size + stated > budget):
+        return size + stated, None
+    reader = pq.ParquetFile(source, metadata=parquet.metadata, read_dictionary=strings, pre_buffer=False)
+    table = reader.read_row_group(index, columns=strings if budget is None else columns, use_threads=False)
+    return size + max(stated, sum(dictionary_held(c) for c in table.columns)), table
 
 
 def value_bytes(source: Any, parquet, index: int, columns: list[str] | None = None) -> int:
     """What row group `index`'s `columns` (all by default) hold once their values are byte strings
     of their own, as a read hands them over: `declared_bytes`, but for a dictionary-encoded chunk
-    of byte strings the bytes of the value each row points at. Its footer says the size of the
-    dictionary: a pyarrow file of one 8 MiB image in 200 rows (`dictionary_pagesize_limit` raised,
-    or a small image repeated) declared 8 MiB and read as 1.6 GB. Those chunks are read here as
-    dictionaries (the dictionary and a 4-byte index a row: within their declared size) from `source`,
-    the opened file."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    group = parquet.metadata.row_group(index)
-    encoded = _dictionary_chunks(group, columns)
-    plain = {c.path_in_schema for c in encoded}
-    size = sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in
-               (group.column(i) for i in range(group.num_columns))
-               if (columns is None or c.path_in_schema.split(".")[0] in columns) and c.path_in_schema not in plain)
-    if not encoded:
-        return size
-    reader = pq.ParquetFile(source, metadata=parquet.metadata, read_dictionary=sorted(plain), pre_buffer=False)
-    for chunk in encoded:
-        held = 0
-        for array in reader.read_row_group(index, columns=[chunk.path_in_schema], use_threads=False).column(0).chunks:
-            while pa.types.is_struct(array.type):  # `image.bytes`: the one leaf read
-                array = array.field(0)
-            if pa.types.is_dictionary(array.type):
-                held += pc.sum(pc.take(pc.binary_length(array.dictionary), array.indices)).as_py() or 0
-            else:
-                held += array.nbytes
-        size += max(chunk.total_uncompressed_size, chunk.total_compressed_size, held)
+    of byte strings the bytes of the value each row points at, in structs and lists too. Its
+    footer says the size of the dictionary: a pyarrow file of one 8 MiB image in 200 rows
+    (`dictionary_pagesize_limit` raised, or a small image repeated) declared 8 MiB and read as
+    1.6 GB; a `Sequence(Value("string"))` of one 8 MiB caption the same. Those chunks are read here
+    as dictionaries (the dictionary and a 4-byte index a row: within their declared size) from
+    `source`, the opened file; fixed-size binary is its rows times its width, unread."""
+    size, _ = _judged_read(source, parquet, index, columns)
     return size
 
 
@@ -281,15 +319,19 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
     `source`) as (index of the first row, rows of `columns`, by default all), `BATCH_ROWS` at a
     time, or as `TooLarge` when its footer declares more than `ROW_GROUP_BYTES`, or its values
     hold more (`value_bytes`, judged where a dictionary-encoded chunk could: then only
-    `key_columns` of it are read, if they hold no more)."""
+    `key_columns` of it are read, if they hold no more). A group so judged is read once: the
+    rows come from the dictionaries read to judge it (`datasets` and pyarrow write every image
+    column with a dictionary page, so an honest image parquet was read twice)."""
     meta = parquet.metadata
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first = 0
     for index in range(meta.num_row_groups):
         group = meta.row_group(index)
         size = declared = declared_bytes(group, columns)
+        table = None
         if size <= ROW_GROUP_BYTES and source is not None and _dictionary_chunks(group, columns):
-            size = value_bytes(source, parquet, index, columns)
+            size, table = _judged_read(source, parquet, index, columns, ROW_GROUP_BYTES)
+            table = table if size <= ROW_GROUP_BYTES else None
         if size > ROW_GROUP_BYTES and group.num_rows > size:  # each row its reject: a count no bytes back
             raise ValueError(f"{name}: row group {index} declares {group.num_rows} rows in {size} bytes: "
                              "a damaged footer (no row is read; a row of an image takes bytes)")
@@ -304,6 +346,9 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
                                         f"rows, over the {ROW_GROUP_BYTES} byte budget of one row group: not read; "
                                         "write it with smaller row groups (pyarrow.parquet.write_table(..., "
                                         "row_group_size=100))")
+        elif table is not None:
+            for start in range(0, table.num_rows, BATCH_ROWS):
+                yield first + start, table.slice(start, BATCH_ROWS).to_pylist()
         else:
             start = first
             for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index], columns=columns,

@@ -74,9 +74,9 @@ class Img2datasetReader(WebReader):
         image_ext = images[0]
         for extra in images[1:]:
             yield self._reject(key, "read", "duplicate_key",
-                               f"{sample_key}.{extra}: key {sample_key} already has an image ({image_ext})",
+                               f"{named(extra)}: key {sample_key} already has an image ({named(image_ext)})",
                                where=f"{tar}:{named(extra)}")
-        yield from self._unexpected_members(key, sample_key, members, images, lambda ext: f"{tar}:{named(ext)}")
+        yield from self._unexpected_members(key, members, images, named, lambda ext: f"{tar}:{named(ext)}")
         changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
                                members[image_ext], f"{sample_key}.{image_ext}")
         if changed:
@@ -87,14 +87,15 @@ class Img2datasetReader(WebReader):
         yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage,
                           input=f"{tar}:{named(image_ext)}")
 
-    def _unexpected_members(self, key: str, sample_key: str, members: dict[str, Any],
-                            images: list[str], at: Callable[[str], str]) -> Iterator[Reject]:
+    def _unexpected_members(self, key: str, members: dict[str, Any], images: list[str],
+                            named: Callable[[str], str], at: Callable[[str], str]) -> Iterator[Reject]:
         """An `unexpected_file` reject for each member of a sample that is neither an image nor a
         sidecar (a `000.npy` put in by hand): img2dataset writes one image (`--encode_format`), its
-        `.txt` and its `.json` (extra columns go in the json), nothing else; never dropped unsaid."""
+        `.txt` and its `.json` (extra columns go in the json), nothing else; never dropped unsaid.
+        `named` spells a member as its tar or folder does (`000.NPY`)."""
         for other in sorted(e for e in members if e not in images and e not in SAMPLE_SIDECARS):
             yield self._reject(key, "read", "unexpected_file",
-                               f"{sample_key}.{other}: not read (a sample's image, .txt and .json are)",
+                               f"{named(other)}: not read (a sample's image, .txt and .json are)",
                                where=at(other))
 
     def _read_files(self, folder: str) -> Iterator[SourceItem]:
@@ -136,9 +137,10 @@ class Img2datasetReader(WebReader):
                 continue
             for extra in images[1:]:
                 yield self._reject(key, "read", "duplicate_key",
-                                   f"{sample_key}.{extra}: key {sample_key} already has an image ({images[0]})",
-                                   where=self._at(files[extra]))
-            yield from self._unexpected_members(key, sample_key, files, images, lambda ext: self._at(files[ext]))
+                                   f"{fsio.basename(files[extra])}: key {sample_key} already has an image "
+                                   f"({fsio.basename(files[images[0]])})", where=self._at(files[extra]))
+            yield from self._unexpected_members(key, files, images, lambda ext: fsio.basename(files[ext]),
+                                                lambda ext: self._at(files[ext]))
             texts, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}

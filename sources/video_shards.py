@@ -160,11 +160,11 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
     seen.add(sample_key)
     for extra in videos[1:]:
         yield shard_reject(source.name, key, "read", "duplicate_key",
-                           f"{sample_key}.{extra}: key {sample_key} already has a video ({videos[0]})",
+                           f"{named(extra)}: key {sample_key} already has a video ({named(videos[0])})",
                            f"{tar}:{named(extra)}")
     for other in sorted(e for e in members if e not in videos and e not in SIDECARS and e not in AUDIO):
         yield shard_reject(source.name, key, "read", UNEXPECTED_FILE,
-                           f"{sample_key}.{other}: not read (a sample's video, .txt, .json and audio are)",
+                           f"{named(other)}: not read (a sample's video, .txt, .json and audio are)",
                            f"{tar}:{named(other)}")
     info: tarfile.TarInfo = members[videos[0]]
     too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)  # judged on the header: never copied out

@@ -644,6 +644,9 @@ def test_a_row_group_over_the_budget_is_never_read_and_each_of_its_rows_is_a_rej
     iter_batches = pq.ParquetFile.iter_batches
     monkeypatch.setattr(pq.ParquetFile, "iter_batches",
                         lambda self, *a, **k: asked.append(k.get("row_groups")) or iter_batches(self, *a, **k))
+    read_row_group = pq.ParquetFile.read_row_group  # a group judged on its dictionaries: read once, whole
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, columns=None, **k:
+                        (columns != ["key"] and asked.append([i])) or read_row_group(self, i, columns=columns, **k))
     source = LaionSource("web", str(tmp_path))
     assert source.resolved_format() == ("huggingface" if layout == "huggingface" else "parquet")
     items = _read_all(source)
