@@ -466,7 +466,7 @@ def _decoder_shows(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex,
 def _decoder_order(uri: str, max_pixels: int, memory_mb: int, last: int) -> list[int]:
     """The positions (decode order) of packets 0..`last` in the order the decoder outputs their
     frames: each packet is stamped with its position before decoding (`build_index` asks it of
-    Matroska blocks the demuxer gives no stamp). Budgets judged first; a packet that does not
+    Matroska blocks and MPEG-TS/PS packets the demuxer gives no stamp). Budgets judged first; a packet that does not
     decode is missing from the list."""
     container, stream = open_stream(uri)
     try:
@@ -925,7 +925,8 @@ class Probe:
     size_changes: bool = False  # the probed frames are not all one size (clips joined by a stream copy)
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
     matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
-    restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "negative" (Matroska before zero)
+    restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "negative" (Matroska before zero),
+    # "split" (MPEG-TS/PS packets the parser left unstamped)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
