@@ -47,7 +47,12 @@ by default FFmpeg keeps columns a crop off 32-byte alignment would hide, as deco
 
 Colour: frames are converted to RGB with the matrix and range the stream declares (BT.709,
 BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
-(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). A stream that declares no
+(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py) for 8-bit 4:2:0, which swscale
+converts by one fixed path whatever the flags. From more bits (x264 10-bit) its general path
+upsamples the chroma, placed differently by PyAV's bilinear context and by the CLI (bicubic by
+default, or bilinear): equal to a level or two where the chroma is flat, apart beside chroma
+edges only (up to 116 levels on one pixel pair at testsrc2's yellow/blue border); neither is
+nearer a numpy conversion of the decoded planes. A stream that declares no
 matrix (H.273 "unspecified: determined by the application") is converted as players show it: by
 its frame size, BT.709 for HD (at least 1280 wide or over 576 lines: mpv and libplacebo's
 `pl_color_system_guess_ycbcr`, which Kodi uses too; Chromium and Firefox guess alike, from
