@@ -638,7 +638,7 @@ class VideoSource:
             lineage["matrix_guessed"] = info.matrix_guessed
         if info.interlaced:  # fields woven, not deinterlaced (`sources.video_decode`)
             lineage["interlaced"] = True
-        if info.restamped:  # the demuxer's stamps repeat (joined parts) or are missing (before zero)
+        if info.restamped:  # the demuxer's stamps repeat (joined parts) or are missing (before zero, split by the parser)
             lineage["restamped"] = info.restamped
         if info.hidden:  # by an edit list, or before the first key frame of a stream cut mid-GOP
             lineage["frames_hidden"] = info.hidden

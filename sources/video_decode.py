@@ -47,7 +47,12 @@ by default FFmpeg keeps columns a crop off 32-byte alignment would hide, as deco
 
 Colour: frames are converted to RGB with the matrix and range the stream declares (BT.709,
 BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
-(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py). A stream that declares no
+(`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py) for 8-bit 4:2:0, which swscale
+converts by one fixed path whatever the flags. From more bits (x264 10-bit) its general path
+upsamples the chroma, placed differently by PyAV's bilinear context and by the CLI (bicubic by
+default, or bilinear): equal to a level or two where the chroma is flat, apart beside chroma
+edges only (up to 116 levels on one pixel pair at testsrc2's yellow/blue border); neither is
+nearer a numpy conversion of the decoded planes. A stream that declares no
 matrix (H.273 "unspecified: determined by the application") is converted as players show it: by
 its frame size, BT.709 for HD (at least 1280 wide or over 576 lines: mpv and libplacebo's
 `pl_color_system_guess_ycbcr`, which Kodi uses too; Chromium and Firefox guess alike, from
@@ -466,7 +471,7 @@ def _decoder_shows(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex,
 def _decoder_order(uri: str, max_pixels: int, memory_mb: int, last: int) -> list[int]:
     """The positions (decode order) of packets 0..`last` in the order the decoder outputs their
     frames: each packet is stamped with its position before decoding (`build_index` asks it of
-    Matroska blocks the demuxer gives no stamp). Budgets judged first; a packet that does not
+    Matroska blocks and MPEG-TS/PS packets the demuxer gives no stamp). Budgets judged first; a packet that does not
     decode is missing from the list."""
     container, stream = open_stream(uri)
     try:
@@ -925,7 +930,8 @@ class Probe:
     size_changes: bool = False  # the probed frames are not all one size (clips joined by a stream copy)
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
     matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
-    restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "negative" (Matroska before zero)
+    restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "negative" (Matroska before zero),
+    # "split" (MPEG-TS/PS packets the parser left unstamped)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:

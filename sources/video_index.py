@@ -32,6 +32,10 @@ each packet its index stamp before decoding, and reads such a file from the star
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
   decoder drops, HEVC's leading RASL frames, not at all: hidden). Their order is asked of the decoder
   (`_stamp_negative_blocks`), and they are stamped before the first stamped frame.
+- MPEG-TS/PS packets FFmpeg's parser cut out of PES packets without a stamp (an H.264 SEI after the
+  slice, as `h264_metadata=sei_user_data=` puts it at x264's IDRs): the CLI shows their frames where
+  its decoder outputs them, so the decoder's output order places each between its stamped
+  neighbours (`_stamp_split_access_units`).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class VideoIndex:
     # per packet, the demuxer's own stamp where `pts` was given by the index instead (() when not):
     # "joined" MPEG-TS/PS parts, or Matroska blocks stamped before zero ("negative"), see `restamped`
     demuxed: tuple[int | None, ...] = ()
-    restamped: str = ""  # why `pts` is not the demuxer's: "joined", "negative" ("" when it is)
+    restamped: str = ""  # why `pts` is not the demuxer's: "joined", "negative", "split" ("" when it is)
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -105,7 +109,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     the stamps of the packets at `positions` (a cut's partial ones, shown in `index`) that the
     decoder outputs a frame for; those not are hidden (`_partial_shown_before`). Without it every
     such packet is hidden. `decoder_order(last)`: the positions of packets 0..last in the order the
-    decoder outputs their frames (asked only of Matroska blocks without stamps); without it such
+    decoder outputs their frames (asked only of packets without stamps: Matroska, MPEG-TS/PS); without it such
     a file is refused."""
     raw: list[int | None] = []
     dts: list[int | None] = []
@@ -135,7 +139,10 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     codec = stream.codec_context.name
     label = f"{fmt}/{codec}"
     restamped = ""
-    if None in raw:
+    if None in raw and fmt in JOINABLE:
+        pts = _stamp_split_access_units(raw, label, decoder_order)
+        restamped = "split"
+    elif None in raw:
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
         discard = [d or i in dropped for i, d in enumerate(discard)]
         restamped = "negative"
@@ -316,6 +323,65 @@ def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: s
     for rank, i in enumerate(dropped + shown):
         stamps[i] = first - (len(dropped) + len(shown) - rank) * step
     return stamps, set(dropped)
+
+
+def _stamp_split_access_units(raw: list[int | None], label: str,
+                              decoder_order: Callable[[int], list[int]] | None) -> list[int]:
+    """Stamps for MPEG-TS/PS packets that FFmpeg's parser cut out of the PES packets without one.
+
+    An H.264 SEI after a slice (`h264_metadata=sei_user_data=` at x264's IDRs with `aud=0`) ends
+    the access unit for the parser, which glues the SEI to the next PES's picture: that packet
+    starts in a PES whose stamp was spent, so it gets none (and the next PES's stamp is lost).
+    The CLI decodes it and shows its frame where the decoder outputs it. So the decoder names the
+    place: the whole stream is decoded once (no conversion), each packet stamped with its position
+    (`decoder_order`), and each unstamped frame is stamped evenly between the stamped frames
+    output before and after it (one frame between two stamps a frame apart: the lost stamp
+    itself). Accepted only where that is all it can be: every unstamped packet gives exactly one
+    frame, and the stamped frames come out in their stamps' order with room between them; anything
+    else is refused: its frames cannot be named."""
+    missing = [i for i, p in enumerate(raw) if p is None]
+    stamped = [p for p in raw if p is not None]
+    if decoder_order is None or not stamped:
+        raise UnsupportedVideo("unsupported_container",
+                               f"{label}: {len(missing)} of {len(raw)} packets carry no time stamp, so decoded "
+                               "frames cannot be matched to their place")
+    order = decoder_order(len(raw) - 1)
+    shown = Counter(i for i in order if raw[i] is None)
+    if set(shown) != set(missing) or max(shown.values()) > 1:
+        lost = len(set(missing) - set(shown))
+        raise UnsupportedVideo("unsupported_container",
+                               f"{label}: {len(missing)} packets carry no time stamp and the decoder gives "
+                               f"{lost} of them no frame, so the others cannot be told where they lie")
+    outputs = [raw[i] for i in order]
+    known = [p for p in outputs if p is not None]
+    if not known or any(b <= a for a, b in zip(known, known[1:])):
+        raise UnsupportedVideo("unsupported_container",
+                               f"{label}: {len(missing)} packets carry no time stamp and the decoder outputs "
+                               "stamped frames out of their stamps' order, so they cannot be placed")
+    step = _frame_step(stamped)
+    stamps: list[int] = [p for p in raw]  # type: ignore[misc]
+    run: list[int] = []  # unstamped positions output since the last stamped frame
+    before: int | None = None
+    for i, p in [*zip(order, outputs), (None, None)]:
+        if i is not None and p is None:
+            run.append(i)
+            continue
+        if run:
+            if before is None:  # before the first stamped frame: a frame apart, ending one before it
+                new = [p - (len(run) - k) * step for k in range(len(run))]  # type: ignore[operator]
+            elif p is None:  # after the last one: a frame apart
+                new = [before + (k + 1) * step for k in range(len(run))]
+            elif p - before > len(run):
+                new = [before + (k + 1) * (p - before) // (len(run) + 1) for k in range(len(run))]
+            else:
+                raise UnsupportedVideo("unsupported_container",
+                                       f"{label}: {len(run)} frames without a time stamp come out between "
+                                       f"stamps {before} and {p}: no room to place them")
+            for at, stamp in zip(run, new):
+                stamps[at] = stamp
+            run = []
+        before = p
+    return stamps
 
 
 def _partial_shown_before(pts: list[int], corrupt: list[bool]) -> int:

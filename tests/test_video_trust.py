@@ -17,7 +17,7 @@ import video_zoo
 from sources import budget
 from sources.records import Reject, VideoRecord
 from sources.video import VideoSource, clip_frames, decord_available
-from sources.video_decode import decode_frames, probe
+from sources.video_decode import decode_frames, probe, read_index
 
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 
@@ -540,6 +540,47 @@ def test_an_mkv_cut_with_negative_stamps_gives_the_frames_the_cli_shows(tmp_path
         assert record.clips[0].lineage["restamped"] == "negative"
         assert record.clips[0].frame_times[:2] == (0.0, 0.04)
         assert _assert_frames_as_shown(record, reference, everything=reference, tolerance=0.5) > len(reference)
+
+
+def test_an_mpeg_ts_whose_sei_follows_the_slice_gives_the_frames_the_cli_shows(tmp_path):
+    """x264 remuxed with an SEI added by a bitstream filter (`-bsf:v h264_metadata=sei_user_data=`,
+    x264's `aud=0`): at each IDR but the first the SEI lands after the slice, so FFmpeg's H.264
+    parser ends the access unit there and glues the SEI to the next PES's picture. That packet
+    starts in a PES whose stamp was spent: it gets none (the next PES's own stamp is lost), and the
+    file was refused ("5 of 60 packets carry no time stamp") while the CLI shows all 60 frames. The
+    decoder's output order places each unstamped frame between its stamped neighbours: count and
+    pixels equal the CLI's."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "sei_after_slice.ts"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 60), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-x264-params",
+                     "aud=0", "-pix_fmt", "yuv420p", "-bsf:v",
+                     "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+hello", str(path))
+    with av.open(str(path)) as container:  # what makes the file: packets the demuxer gives no stamp
+        assert sum(p.pts is None for p in container.demux(video=0) if p.size) == 5
+    reference = video_zoo.sequential(path)
+    assert [video_zoo.read_index(f) for f in reference] == list(range(60))
+    for decoder in DECODERS:
+        record = _read(path, decoder, strides=(1, 5))
+        assert record.n_frames == 60, decoder
+        assert record.clips[0].lineage["restamped"] == "split"
+        assert record.clips[0].frame_times[:2] == (0.0, 0.04)
+        assert _assert_frames_as_shown(record, reference, everything=reference, tolerance=0.5) > 60
+    # the stamps given are the ones the parser lost: each PES's own PTS, read from the TS packets
+    assert list(read_index(str(path)).pts) == _pes_stamps(path)
+
+
+def _pes_stamps(path: Path) -> list[int]:
+    """The PTS of each video PES packet (PID 0x100, where FFmpeg's muxer puts the video), in file order."""
+    data, stamps = path.read_bytes(), []
+    for at in range(0, len(data) - 187, 188):
+        ts = data[at:at + 188]
+        if ((ts[1] & 0x1F) << 8 | ts[2]) != 0x100 or not ts[1] & 0x40:
+            continue  # another PID, or no PES starts here
+        pes = ts[4 + (1 + ts[4] if ts[3] & 0x20 else 0):]
+        assert pes[:3] == b"\0\0\1" and pes[7] & 0x80, "a video PES without a PTS"
+        b = pes[9:14]
+        stamps.append((b[0] >> 1 & 7) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1)
+    return stamps
 
 
 @pytest.mark.skipif(not decord_available(), reason="decord is not installed")

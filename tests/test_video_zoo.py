@@ -733,6 +733,37 @@ def test_interlaced_frames_are_woven_with_each_fields_chroma_by_either_decoder(t
         assert np.abs(frames.astype(int) - fields[:16]).mean() < 0.5, decoder
 
 
+def test_ten_bit_frames_match_the_cli_in_flat_colour_and_differ_only_at_chroma_edges(tmp_path):
+    """x264 10-bit 4:2:0: no 8-bit shortcut in swscale, so its general path upsamples the chroma,
+    placed differently by PyAV's bilinear context and by the CLI (default bicubic, or bilinear):
+    a legitimate difference of scalers, not of matrix, range or bit depth. Where the chroma is flat
+    the frames equal the CLI's to a level or two; the difference is confined to the pixel pairs
+    beside a chroma edge (on testsrc2 up to 116 levels, a yellow/blue bar border, where one
+    scaler takes a chroma sample whole and the other blends a quarter of its neighbour in)."""
+    from scipy import ndimage
+
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "ten_bit.ts"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "smptebars=size=128x96:rate=25", "-frames:v", "8",
+                     "-pix_fmt", "yuv420p10le", *video_zoo.X264_CLI, "-crf", "10", str(path))
+    (record,) = list(VideoSource("zoo", str(tmp_path), strides=(1,), frames=8).read(str(path)))
+    ((clip, frames),) = list(clip_frames(record))
+    with av.open(str(path)) as container:
+        first = next(container.decode(video=0))
+        assert first.format.name == "yuv420p10le"
+        u, v = (np.frombuffer(first.planes[k], "<u2").reshape(48, -1)[:, :64].astype(int) for k in (1, 2))
+    # chroma samples with one within two samples (a bicubic filter's reach) more than 8 10-bit levels off
+    near_edge = np.zeros((48, 64), bool)
+    for c in (u, v):
+        near_edge |= ndimage.maximum_filter(c, 5) - ndimage.minimum_filter(c, 5) > 8
+    flat = ~np.repeat(np.repeat(near_edge, 2, 0), 2, 1)
+    for flags in ("bilinear", "bicubic"):
+        cli = _ffmpeg_rgb(path, f"scale=in_color_matrix=bt601:in_range=tv:flags={flags}", 128, 96)
+        error = np.abs(frames[0].astype(int) - cli[0]).max(axis=-1)
+        assert flat.mean() > 0.5 and error[flat].max() <= 2, (flags, error[flat].max())
+        assert error[~flat].max() > 8  # the file tells the scalers apart, beside its chroma edges
+
+
 # (file, ffmpeg's encoding options, the matrix and range it declares): HD-style BT.709, a phone's
 # full-range H.264, a camera's full-range MJPEG (JFIF: BT.601)
 TAGGED = [("bt709_tv.mp4", ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", *video_zoo.X264_CLI,
