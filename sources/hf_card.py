@@ -310,17 +310,19 @@ def _judged_patterns(root: str, suffixes: tuple[str, ...] | None) -> str:
 
 
 @fsio.derived_input
-def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict]:
+def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict] | None:
     """The features (`datasets`' JSON form, as `hf_parquet.class_names` gives them) of the columns
     holding a `ClassLabel` that the card's `dataset_info` declares for the built config (`default`
-    without configs): `datasets` casts a parquet without its own features to these, naming the
-    labels. {} without a card, its `dataset_info`, or a card that cannot be read (its configs'
-    error stops the build elsewhere). Recorded for the unit: an edit of the names renders it again."""
+    without configs): `datasets` casts each parquet to these (5.2: the card's features win over a
+    parquet's own `huggingface` metadata), naming the labels. None where the card declares no
+    features for the config (no card, no `dataset_info`, one that cannot be read: its configs' error
+    stops the build elsewhere): each parquet's own then. Recorded for the unit: an edit of the names
+    renders it again."""
     try:
         config = card_config(root, hf_config)
     except CardError:
-        return {}
-    return read_card_labels(fsio.join(root, CARD)).get(config.name if config else "default", {})
+        return None
+    return read_card_labels(fsio.join(root, CARD)).get(config.name if config else "default")
 
 
 @fsio.cached_input(maxsize=4)

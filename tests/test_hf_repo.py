@@ -345,3 +345,49 @@ def test_label_names_stops_at_the_depth_bound_in_structs_each_holding_a_label():
         feature, value = {"a": {"_type": "ClassLabel", "names": ["x"]}, "b": feature}, {"a": 0, "b": value}
     named = hf_parquet.label_names(feature, value)
     assert named["a"] == "x" and named["b"]["b"]["a"] == "x"
+
+
+@pytest.mark.parametrize("card_label, named", [
+    ("    dtype:\n      class_label:\n        names:\n          '0': lion\n          '1': tiger\n", ["lion", "tiger"]),
+    ("    dtype: int64\n", [None, None])], ids=["card-names", "card-int64"])
+def test_the_cards_features_win_over_the_parquets_as_load_dataset_reads_them(tmp_path: Path, card_label: str,
+                                                                             named: list):
+    """A parquet `datasets` wrote (`ClassLabel(names=['cat', 'dog'])` in its `huggingface` metadata)
+    beside a card declaring the config's features: `load_dataset` (5.2) gives the card's
+    (`ClassLabel(names=['lion', 'tiger'])`; `dtype: int64`: `Value('int64')`, no names). The
+    lineage named the parquet's labels."""
+    import json
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    features = {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"},
+                "label": {"names": ["cat", "dog"], "_type": "ClassLabel"}}  # as `Dataset.to_parquet` writes it
+    table = pa.table({"image": pa.array([{"bytes": b"x", "path": None}] * 2, image), "text": ["a", "b"],
+                      "label": pa.array([0, 1], pa.int64())})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})}),
+                   tmp_path / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "README.md").write_text(
+        "---\ndataset_info:\n  features:\n  - name: image\n    dtype: image\n  - name: text\n    dtype: string\n"
+        f"  - name: label\n{card_label}configs:\n- config_name: default\n  data_files:\n  - split: train\n"
+        "    path: data/train-*\n---\n")
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u) if getattr(i, "lineage", None)]
+    assert [r.lineage.get("class_names", {}).get("label") for r in records] == named
+
+
+def test_a_card_declaring_another_configs_features_leaves_the_parquets_labels(tmp_path: Path):
+    """The card's `dataset_info` names only config `other`: the built `default` config keeps the
+    parquet's own features, as `load_dataset` does."""
+    import json
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    features = {"image": {"_type": "Image"}, "label": {"names": ["cat", "dog"], "_type": "ClassLabel"}}
+    table = pa.table({"image": pa.array([{"bytes": b"x", "path": None}], image), "text": ["a"], "label": [1]})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})}),
+                   tmp_path / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "README.md").write_text(
+        "---\ndataset_info:\n  config_name: other\n  features:\n  - name: label\n    dtype: int64\n---\n")
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u) if getattr(i, "lineage", None)]
+    assert [r.lineage.get("class_names") for r in records] == [{"label": "dog"}]
