@@ -2061,3 +2061,30 @@ def test_the_resize_notice_never_reads_a_listing_past_its_budget(tmp_path: Path,
     monkeypatch.setattr(img2dataset_listing, "MAX_LISTING_BYTES", 4 << 20, raising=False)  # (none before)
     monkeypatch.setattr("sources.img2dataset_notices.MAX_LISTING_BYTES", 4 << 20, raising=False)
     assert source.notices() == []
+
+
+def test_a_shard_retarred_with_dot_slash_names_reads_as_the_shard_img2dataset_wrote(sample_corpus: Path,
+                                                                                  tmp_path: Path):
+    """A shard extracted and packed again with GNU tar (`tar -C dir -cf 00000.tar .`) names its
+    members `./000000001.jpg`: the keys were `./000000001`, so each sample was built under another
+    key and also counted `missing_from_archive` against the parquet. The leading `./` is no part
+    of the key: the same records and rejects as the shard img2dataset wrote."""
+    original, retarred = tmp_path / "original", tmp_path / "retarred"
+    original.mkdir()
+    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
+        shutil.copy(sample_corpus / "laion" / name, original / name)
+    shutil.copytree(original, retarred)
+    (tmp_path / "x").mkdir()
+    subprocess.run(["tar", "-xf", str(original / "00000.tar"), "-C", str(tmp_path / "x")], check=True)
+    (retarred / "00000.tar").unlink()
+    subprocess.run(["tar", "-C", str(tmp_path / "x"), "-cf", str(retarred / "00000.tar"), "."], check=True)
+    assert subprocess.run(["tar", "-tf", str(retarred / "00000.tar")], capture_output=True, text=True,
+                          check=True).stdout.splitlines()[1].startswith("./0000")
+
+    def read(folder: Path) -> tuple[list, Counter]:
+        items = _read_all(LaionSource("web", str(folder), "webdataset"))
+        records = sorted((r.key, r.lineage["sample_key"], r.data) for r in items if isinstance(r, ImageRecord))
+        return records, Counter((r.key, r.reason) for r in items if isinstance(r, Reject))
+
+    want, got = read(original), read(retarred)
+    assert want[0] and got == want
