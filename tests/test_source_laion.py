@@ -2088,3 +2088,16 @@ def test_a_shard_retarred_with_dot_slash_names_reads_as_the_shard_img2dataset_wr
 
     want, got = read(original), read(retarred)
     assert want[0] and got == want
+
+
+def test_a_folder_named_as_a_shard_beside_its_tar_is_an_unexpected_file(sample_corpus: Path, tmp_path: Path):
+    """`00000/` (the shard extracted with GNU tar) beside `00000.tar` in a webdataset layout: its
+    files are never read, and the folder was skipped without a word (only the files layout reads a
+    shard's folder). It is one `unexpected_file` reject now, as a folder of any other name."""
+    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
+        shutil.copy(sample_corpus / "laion" / name, tmp_path / name)
+    (tmp_path / "00000").mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "00000.tar"), "-C", str(tmp_path / "00000")], check=True)
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert [(r.reason, r.input) for r in items if isinstance(r, Reject) and r.input == "00000"] == [
+        ("unexpected_file", "00000")]
