@@ -144,7 +144,8 @@ def label_names(feature: dict, value: Any, depth: int = 0) -> Any:
                     for k in inner if k in value and holds_class_label(inner[k])}
         return None
     if kind is None and isinstance(value, dict):  # a struct
-        return {k: label_names(f, value[k], depth + 1) for k, f in feature.items() if k in value and holds_class_label(f)}
+        return {k: label_names(f, value[k], depth + 1) for k, f in feature.items()
+                if k in value and holds_class_label(f)}
     return None
 
 

@@ -284,12 +284,12 @@ def _aliased_card(depth: int) -> str:
 _SELF_ALIAS_CARD = "---\ndataset_info:\n  features: &f\n  - name: label\n    list: *f\n---\n"
 
 
-@pytest.mark.parametrize("card", [_SELF_ALIAS_CARD, _aliased_card(8)], ids=["self-alias", "fan-out-10^8"])
+@pytest.mark.parametrize("card", [_SELF_ALIAS_CARD, _aliased_card(5)], ids=["self-alias", "fan-out-10^5"])
 def test_a_card_whose_features_alias_themselves_or_fan_out_names_no_labels(tmp_path: Path, card: str):
     """YAML aliases in a card's `dataset_info`: one naming itself (66 bytes) raised RecursionError
     and stopped the build; one fanning out (2 KB, 10**8 leaves) walked for minutes and recorded
-    tens of MB as the unit's derived input. Now the walk ends a cycle and stops past a node budget:
-    no labels, the row read, the recorded value small."""
+    tens of MB as the unit's derived input (10**5 here: 9.3 MB recorded). Now the walk ends a cycle
+    and stops past a node budget: no labels, the row read, the recorded value small."""
     import json
 
     from sources import hf_card

@@ -382,6 +382,7 @@ def test_a_stats_json_too_large_or_a_folder_is_a_reject_and_the_shard_is_read(tm
     (reject,) = [r for r in records if isinstance(r, Reject)]
     assert reject.reason == ("file_too_large" if stats == "huge" else "unreadable_file")
     assert "00000_stats.json" in reject.detail and "successes are unknown" in reject.detail
+    assert reject.input == "00000_stats.json"  # its own file, not the shard's parquet
     (record,) = [r for r in records if isinstance(r, ImageRecord)]
     assert record.data == png and record.lineage["caption"] == "a caption"
 
