@@ -18,17 +18,21 @@ build before it starts, naming the card, as `datasets` refuses the card too).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sources import fsio
 from sources.hf_parquet import SPLIT_NAME, hf_split, holds_class_label, loaded_split, pattern_set, split_hint
 from sources.paths import relative_to_root
 from sources.records import read_input_bytes
 from transforms.errors import exception_detail
+
+_log = logging.getLogger(__name__)
 
 CARD = "README.md"
 MAX_CARD_BYTES = 1 << 20  # real cards with hundreds of configs and their features: a few hundred KiB
@@ -306,17 +310,19 @@ def _judged_patterns(root: str, suffixes: tuple[str, ...] | None) -> str:
 
 
 @fsio.derived_input
-def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict]:
+def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict] | None:
     """The features (`datasets`' JSON form, as `hf_parquet.class_names` gives them) of the columns
     holding a `ClassLabel` that the card's `dataset_info` declares for the built config (`default`
-    without configs): `datasets` casts a parquet without its own features to these, naming the
-    labels. {} without a card, its `dataset_info`, or a card that cannot be read (its configs'
-    error stops the build elsewhere). Recorded for the unit: an edit of the names renders it again."""
+    without configs): `datasets` casts each parquet to these (5.2: the card's features win over a
+    parquet's own `huggingface` metadata), naming the labels. None where the card declares no
+    features for the config (no card, no `dataset_info`, one that cannot be read: its configs' error
+    stops the build elsewhere): each parquet's own then. Recorded for the unit: an edit of the names
+    renders it again."""
     try:
         config = card_config(root, hf_config)
     except CardError:
-        return {}
-    return read_card_labels(fsio.join(root, CARD)).get(config.name if config else "default", {})
+        return None
+    return read_card_labels(fsio.join(root, CARD)).get(config.name if config else "default")
 
 
 @fsio.cached_input(maxsize=4)
@@ -330,44 +336,91 @@ def read_card_labels(uri: str) -> dict[str, dict[str, dict]]:
         text = read_input_bytes(uri, MAX_CARD_BYTES).decode("utf-8-sig")
         front = front_matter(text)
         card = yaml.load(front, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if front else None  # noqa: S506
-    except (OSError, fsio.FileTooLarge, UnicodeDecodeError, yaml.YAMLError):  # the machine's errors: raised
+    except (OSError, fsio.FileTooLarge, UnicodeDecodeError, yaml.YAMLError, RecursionError):  # the machine's: raised
         return {}
     infos = card.get("dataset_info") if isinstance(card, dict) else None
     infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
-    found = {}
-    for info in infos:
-        if isinstance(info, dict) and isinstance(info.get("features"), list):
-            name = info.get("config_name", "default")
-            found[name if isinstance(name, str) else "default"] = {
-                column: feature for column, feature in _yaml_fields(info["features"]).items()
-                if holds_class_label(feature)}
+    found, walk = {}, _FeatureWalk(MAX_CARD_FEATURE_NODES)
+    try:
+        for info in infos:
+            if isinstance(info, dict) and isinstance(info.get("features"), list):
+                name = info.get("config_name", "default")
+                found[name if isinstance(name, str) else "default"] = {
+                    column: feature for column, feature in _yaml_fields(info["features"], walk).items()
+                    if holds_class_label(feature)}
+    except (_TooManyNodes, RecursionError) as exc:  # aliases fanning out, or nested past the stack
+        _log.warning("%s: dataset_info features not read (%s): no class labels from the card", uri,
+                     exc if isinstance(exc, _TooManyNodes) else "nested past Python's recursion limit")
+        return {}
     return found
 
 
-def _yaml_fields(entries: Any) -> dict[str, Any]:
+MAX_CARD_FEATURE_NODES = 10_000  # YAML nodes walked in a card's features; real cards have tens
+
+
+class _TooManyNodes(Exception):
+    """The card's features are past `MAX_CARD_FEATURE_NODES`: YAML aliases fanning out (a 2 KB card
+    can stand for 10**8 nodes, each walked and recorded)."""
+
+
+class _FeatureWalk:
+    """What one walk over a card's features spends: nodes within a budget (aliases are shared
+    objects: each use counts), and the containers open on the current path (an alias naming its
+    own ancestor is a cycle: `None`, never a recursion without end)."""
+
+    def __init__(self, budget: int):
+        self.left = budget
+        self.open: set[int] = set()
+
+    @contextlib.contextmanager
+    def enter(self, node: Any) -> Iterator[bool]:
+        """Counts `node`; yields whether it may be walked (False: it is its own ancestor)."""
+        self.left -= 1
+        if self.left < 0:
+            raise _TooManyNodes(f"over {MAX_CARD_FEATURE_NODES} nodes")
+        if id(node) in self.open:
+            yield False
+            return
+        self.open.add(id(node))
+        try:
+            yield True
+        finally:
+            self.open.discard(id(node))
+
+
+def _yaml_fields(entries: Any, walk: _FeatureWalk) -> dict[str, Any]:
     """A card's YAML feature list (`- name: label` with `dtype`, `list`, `sequence`, `struct`) as
     `datasets`' JSON features (5.2 `Features._from_yaml_list`), the shapes that can hold a
     `ClassLabel` kept; a malformed entry is `None` (no labels), never an error."""
     if not isinstance(entries, list):
         return {}
-    return {e["name"]: _yaml_feature(e) for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)}
+    with walk.enter(entries) as fresh:
+        if not fresh:
+            return {}
+        return {e["name"]: _yaml_feature(e, walk) for e in entries
+                if isinstance(e, dict) and isinstance(e.get("name"), str)}
 
 
-def _yaml_feature(obj: Any) -> Any:
+def _yaml_feature(obj: Any, walk: _FeatureWalk) -> Any:
     if not isinstance(obj, dict) or not obj:
         return None
+    with walk.enter(obj) as fresh:
+        return _yaml_kind(obj, walk) if fresh else None
+
+
+def _yaml_kind(obj: dict, walk: _FeatureWalk) -> Any:
     kind = next(iter(obj)) if "name" not in obj else next((k for k in obj if k != "name"), None)
     inner = obj.get(kind)
     if kind in ("large_list", "list", "sequence"):
         if isinstance(inner, list):  # a list of fields: `sequence` of a dict is a dict of lists there
-            fields = _yaml_fields(inner)
+            fields = _yaml_fields(inner, walk)
             return ({name: {"_type": "List", "feature": sub} for name, sub in fields.items()} if kind == "sequence"
                     else {"_type": "List", "feature": fields})
-        return {"_type": "List", "feature": _yaml_feature(inner) if isinstance(inner, dict) else None}
+        return {"_type": "List", "feature": _yaml_feature(inner, walk) if isinstance(inner, dict) else None}
     if kind == "struct":
-        return _yaml_fields(inner)
+        return _yaml_fields(inner, walk)
     if kind == "dtype":
-        return _yaml_feature(inner) if isinstance(inner, dict) else None
+        return _yaml_feature(inner, walk) if isinstance(inner, dict) else None
     if kind == "class_label":
         names = inner.get("names") if isinstance(inner, dict) else None
         if isinstance(names, list):

@@ -108,24 +108,29 @@ def class_names(schema) -> dict[str, dict]:
 
 
 _LIST_TYPES = ("List", "Sequence", "LargeList")  # `datasets` 4+ writes `List`, 2.x and 3.x `Sequence`
+MAX_LABEL_DEPTH = 32  # lists and dicts around a `ClassLabel`; real features nest a few (detection: 3)
 
 
-def holds_class_label(feature: Any) -> bool:
-    """Whether a feature (`datasets`' JSON form) is a `ClassLabel` or holds one in lists or dicts."""
-    if not isinstance(feature, dict):
+def holds_class_label(feature: Any, depth: int = 0) -> bool:
+    """Whether a feature (`datasets`' JSON form) is a `ClassLabel` or holds one in lists or dicts,
+    within `MAX_LABEL_DEPTH` levels (deeper: no label; `label_names` follows only what holds one,
+    so it is bounded too, never past Python's recursion limit)."""
+    if not isinstance(feature, dict) or depth > MAX_LABEL_DEPTH:
         return False
     if feature.get("_type") == "ClassLabel":
         return isinstance(feature.get("names"), list)
     inner = [feature.get("feature")] if feature.get("_type") in _LIST_TYPES else \
         [] if "_type" in feature else list(feature.values())  # a dict of features: a struct
-    return any(holds_class_label(f) for f in inner)
+    return any(holds_class_label(f, depth + 1) for f in inner)
 
 
-def label_names(feature: dict, value: Any) -> Any:
+def label_names(feature: dict, value: Any, depth: int = 0) -> Any:
     """`value` of a column whose feature (`class_names`) holds `ClassLabel`s, each label integer
     replaced by its name (None: an integer no name has, as `-1` for no label), in the value's
     shape; the parts of a dict holding no label left out. A `Sequence` of a dict (`datasets` 2.x)
-    holds a dict of lists."""
+    holds a dict of lists. Past `MAX_LABEL_DEPTH` levels (a struct of a label and a struct of...): None."""
+    if depth > MAX_LABEL_DEPTH:
+        return None
     kind = feature.get("_type")
     if kind == "ClassLabel":
         names = feature["names"]
@@ -134,13 +139,14 @@ def label_names(feature: dict, value: Any) -> Any:
     if kind in _LIST_TYPES:
         inner = feature.get("feature")
         if isinstance(value, list):
-            return [label_names(inner, v) for v in value]
+            return [label_names(inner, v, depth + 1) for v in value]
         if isinstance(value, dict) and isinstance(inner, dict) and "_type" not in inner:  # 2.x: dict of lists
-            return {k: [label_names(inner[k], v) for v in value[k]] if isinstance(value[k], list) else None
+            return {k: [label_names(inner[k], v, depth + 1) for v in value[k]] if isinstance(value[k], list) else None
                     for k in inner if k in value and holds_class_label(inner[k])}
         return None
     if kind is None and isinstance(value, dict):  # a struct
-        return {k: label_names(f, value[k]) for k, f in feature.items() if k in value and holds_class_label(f)}
+        return {k: label_names(f, value[k], depth + 1) for k, f in feature.items()
+                if k in value and holds_class_label(f)}
     return None
 
 

@@ -70,8 +70,8 @@ class HfRepoReader(CardSplits):
                              f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint,
                              input=self._at(uri))
                 return
-            names = hf_parquet.class_names(parquet.schema_arrow) if hf_parquet.features(parquet.schema_arrow) \
-                else hf_card.card_class_labels(self.path, self.hf_config)  # datasets casts to the card's
+            names = hf_card.card_class_labels(self.path, self.hf_config)  # datasets casts to the card's
+            names = hf_parquet.class_names(parquet.schema_arrow) if names is None else names
             context = {"file": name, "hf_split": split}
             at = self._at(uri)
             lists = hf_parquet.image_list_columns(parquet.schema_arrow)

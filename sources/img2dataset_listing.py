@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio, hf_parquet
-from sources.paths import path_problem, set_aside
+from sources.paths import path_problem, relative_to_root, set_aside
 from sources.records import FILE_TOO_LARGE, Reject, data_key, nfc, raise_machine_error, read_input_bytes
 from sources.tar_members import shard_reject
 from sources.web_units import TAR_SUFFIXES
@@ -71,28 +71,30 @@ class ShardListing:
 
     rows: dict[str, dict[str, Any]]
     stats_successes: int | None
-    problems: tuple[tuple[str, str], ...] = ()  # (reason, detail) of listing files that are there, unused
+    problems: tuple[tuple[str, str, str], ...] = ()  # (reason, detail, its file from the root): listing files unused
 
     @classmethod
     def read(cls, parquet_uri: str, stats_uri: str, root: str, follow_links: bool = False) -> "ShardListing":
         """The shard's listing; an unreadable parquet (a killed img2dataset leaves it empty) lists
         nothing and says why in `problems`, so the archive beside it is still read. A listing file
-        that links out of `root` is never opened (`sources.paths`)."""
+        that links out of `root` is never opened (`sources.paths`). Each problem names its own file."""
         import pyarrow as pa
 
         rows: dict[str, dict[str, Any]] = {}
-        problems: list[tuple[str, str]] = []
-        if _listing_file(parquet_uri, root, follow_links, problems):
+        parquet_problems: list[tuple[str, str]] = []
+        if _listing_file(parquet_uri, root, follow_links, parquet_problems):
             try:
                 rows = _parquet_rows(parquet_uri)
             except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
                 raise_machine_error(exc, parquet_uri)  # too many open files, no memory: the machine's
-                problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
-                                                              "the shard's failed downloads are unknown")))
-        successes = None
-        if _listing_file(stats_uri, root, follow_links, problems):
-            successes = _stats_successes(stats_uri, problems)
-        return cls(rows, successes, tuple(problems))
+                parquet_problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
+                                                                      "the shard's failed downloads are unknown")))
+        successes, stats_problems = None, []
+        if _listing_file(stats_uri, root, follow_links, stats_problems):
+            successes = _stats_successes(stats_uri, stats_problems)
+        found = ((parquet_uri, parquet_problems), (stats_uri, stats_problems))
+        return cls(rows, successes, tuple((reason, detail, relative_to_root(root, uri))
+                                          for uri, problems in found for reason, detail in problems))
 
     def successes(self) -> list[str]:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
@@ -127,9 +129,9 @@ def listing_rejects(name: str, listing: ShardListing, shard: str, parquet: str =
     ones become counted rejects of source `name` keyed `data_key(name, shard, key)` (an unreadable
     parquet is one `bad_parquet` reject: what it would have listed is unknown; a listing file that
     links out of the root an `outside_root` one, never read). Their `input`: the listing `parquet`
-    (as the root sees it), the row's key and its URL."""
-    for reason, detail in listing.problems:
-        yield shard_reject(name, data_key(name, shard), "read", reason, detail, parquet)
+    (as the root sees it), the row's key and its URL; a listing file's problem names that file."""
+    for reason, detail, at in listing.problems:
+        yield shard_reject(name, data_key(name, shard), "read", reason, detail, at)
     for sample_key, row in listing.rows.items():
         state = download_status(row)
         if state != "success":

@@ -97,8 +97,12 @@ def shard_reject(name: str, key: str, stage: str, reason: str, detail: str, wher
 
 def split_member(name: str) -> tuple[str, str]:
     """webdataset convention: the key is the path up to the first dot of the file name; in NFC
-    (`nfc`), as keys take names: a tar made on a Mac names its members in NFD."""
-    directory, base = posixpath.split(nfc(name))
+    (`nfc`), as keys take names: a tar made on a Mac names its members in NFD. A leading `./`
+    (GNU tar's `tar -C dir -cf x.tar .`) is no part of it, as extracting shows: `./1.jpg` is `1.jpg`."""
+    name = nfc(name)
+    while name.startswith("./"):
+        name = name[2:].lstrip("/")
+    directory, base = posixpath.split(name)
     stem, _, ext = base.partition(".")
     return posixpath.join(directory, stem) if directory else stem, ext.lower()
 

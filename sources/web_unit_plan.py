@@ -36,7 +36,7 @@ class UnitPlanner(MetadataReader, HfRepoReader):
         if fmt == "files":
             folders = _data_dirs(self.path)
             return [Unit("files", (d,), self.path) for d in folders] + self._strays(
-                fsio.list_files(self.path, links=True), [], folders)
+                fsio.list_files(self.path, links=True), [], folders, read_folders=folders)
         if fmt == "parquet":
             files = fsio.list_files(self.path, links=True)
             shards = [f for f in files if f.endswith(".parquet") and not set_aside(fsio.basename(f))]
@@ -170,10 +170,13 @@ class UnitPlanner(MetadataReader, HfRepoReader):
         except OutsideRoot:
             return None
 
-    def _strays(self, files: list[str], shards: list[str], bases: list[str]) -> list[Unit]:
+    def _strays(self, files: list[str], shards: list[str], bases: list[str],
+                read_folders: tuple[str, ...] | list[str] = ()) -> list[Unit]:
         """A unit (one reject) for each file beside the shards that is none (`stray_files`), and
-        for each folder there that is no shard folder (`bases`): one an operating system or a tool
-        left (`__MACOSX/`, `@eaDir/`, `.git/`), img2dataset's `_tmp/`, any other (never read; a
-        folder named as a shard's listing is that shard's reject)."""
-        folders = [d for d in stray_files(fsio.list_dirs(self.path, links=True), shards, bases) if d not in bases]
+        for each folder there that is not read (`read_folders`: the files layout's shard folders):
+        one an operating system or a tool left (`__MACOSX/`, `@eaDir/`, `.git/`), img2dataset's
+        `_tmp/`, any other, `00000/` beside `00000.tar` too (never read; a folder named as a
+        shard's listing is that shard's reject)."""
+        folders = [d for d in stray_files(fsio.list_dirs(self.path, links=True), shards, bases)
+                   if d not in read_folders]
         return [Unit("stray", (f,), self.path) for f in stray_files(files, shards, bases) + folders]

@@ -262,3 +262,132 @@ def test_class_labels_come_from_the_card_when_the_parquet_declares_no_features(t
     assert [r.lineage.get("class_names") for r in records] == [
         {"labels": ["cat", "car"], "objects": {"category": ["y"]}, "fine": "b"},
         {"labels": ["dog"], "objects": {"category": []}, "fine": "a"}]
+
+
+def _unlabelled_parquet(root: Path) -> None:
+    """One row, written by pyarrow (no `datasets` metadata): its labels are the card's to name."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"image": pa.array([{"bytes": b"x", "path": None}], image), "text": ["x"], "label": [0]}),
+                   root / "data" / "train-00000-of-00001.parquet")
+
+
+def _aliased_card(depth: int) -> str:
+    """A card whose `dataset_info` features fan out through YAML aliases: 10 references to the
+    alias below at each of `depth` levels (10**depth leaves from ~200 bytes a level)."""
+    lines = ["---", "x0: &x0 [{name: c, dtype: {class_label: {names: [a, b]}}}]"]
+    for i in range(1, depth + 1):
+        lines.append(f"x{i}: &x{i} [" + ", ".join(f"{{name: c{j}, list: *x{i - 1}}}" for j in range(10)) + "]")
+    return "\n".join([*lines, "dataset_info:", f"  features: *x{depth}", "---", ""])
+
+
+_SELF_ALIAS_CARD = "---\ndataset_info:\n  features: &f\n  - name: label\n    list: *f\n---\n"
+
+
+@pytest.mark.parametrize("card", [_SELF_ALIAS_CARD, _aliased_card(5)], ids=["self-alias", "fan-out-10^5"])
+def test_a_card_whose_features_alias_themselves_or_fan_out_names_no_labels(tmp_path: Path, card: str):
+    """YAML aliases in a card's `dataset_info`: one naming itself (66 bytes) raised RecursionError
+    and stopped the build; one fanning out (2 KB, 10**8 leaves) walked for minutes and recorded
+    tens of MB as the unit's derived input (10**5 here: 9.3 MB recorded). Now the walk ends a cycle
+    and stops past a node budget: no labels, the row read, the recorded value small."""
+    import json
+
+    from sources import hf_card
+
+    _unlabelled_parquet(tmp_path)
+    (tmp_path / "README.md").write_text(card)
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u) if getattr(i, "lineage", None)]
+    assert len(records) == 1 and "class_names" not in records[0].lineage
+    assert len(json.dumps(hf_card.card_class_labels(str(tmp_path), None))) < 1000
+
+
+def test_a_card_sharing_one_alias_a_few_times_still_names_its_labels(tmp_path: Path):
+    """Aliases within the budget (10**2 leaves) are read as `datasets` reads them: labels named."""
+    _unlabelled_parquet(tmp_path)
+    (tmp_path / "README.md").write_text(_aliased_card(2).replace("features: *x2", "features: [{name: label, "
+                                                                  "dtype: {class_label: {names: [cat, dog]}}}, "
+                                                                  "{name: more, list: *x2}]"))
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u) if getattr(i, "lineage", None)]
+    assert records[0].lineage["class_names"] == {"label": "cat"}
+
+
+def test_a_parquet_whose_features_nest_past_the_stack_is_read_without_labels(tmp_path: Path):
+    """`huggingface` metadata nesting `List` 600 deep (json reads it): `holds_class_label` recursed
+    past Python's limit and the RecursionError stopped the build. Past a depth bound: no label."""
+    import json
+
+    deep: dict = {"_type": "ClassLabel", "names": ["a"]}
+    for _ in range(600):
+        deep = {"_type": "List", "feature": deep}
+    features = {"image": {"_type": "Image"}, "text": {"_type": "Value", "dtype": "string"}, "deep": deep,
+                "label": {"_type": "ClassLabel", "names": ["cat", "dog"]}}
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({"image": pa.array([{"bytes": b"x", "path": None}], image), "text": ["x"], "deep": [0],
+                      "label": [1]})
+    pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})}),
+                   tmp_path / "train.parquet")
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u) if getattr(i, "lineage", None)]
+    assert [r.lineage.get("class_names") for r in records] == [{"label": "dog"}]
+
+
+def test_label_names_stops_at_the_depth_bound_in_structs_each_holding_a_label():
+    """A struct holding a label and a struct holding a label... 1500 deep: each level holds one
+    within the bound, so only `label_names`' own depth bound keeps it within the stack (1500 levels:
+    past Python's default limit of 1000 frames)."""
+    from sources import hf_parquet
+
+    feature: dict = {"a": {"_type": "ClassLabel", "names": ["x"]}}
+    value: dict = {"a": 0}
+    for _ in range(1500):
+        feature, value = {"a": {"_type": "ClassLabel", "names": ["x"]}, "b": feature}, {"a": 0, "b": value}
+    named = hf_parquet.label_names(feature, value)
+    assert named["a"] == "x" and named["b"]["b"]["a"] == "x"
+
+
+@pytest.mark.parametrize("card_label, named", [
+    ("    dtype:\n      class_label:\n        names:\n          '0': lion\n          '1': tiger\n", ["lion", "tiger"]),
+    ("    dtype: int64\n", [None, None])], ids=["card-names", "card-int64"])
+def test_the_cards_features_win_over_the_parquets_as_load_dataset_reads_them(tmp_path: Path, card_label: str,
+                                                                             named: list):
+    """A parquet `datasets` wrote (`ClassLabel(names=['cat', 'dog'])` in its `huggingface` metadata)
+    beside a card declaring the config's features: `load_dataset` (5.2) gives the card's
+    (`ClassLabel(names=['lion', 'tiger'])`; `dtype: int64`: `Value('int64')`, no names). The
+    lineage named the parquet's labels."""
+    import json
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    features = {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"},
+                "label": {"names": ["cat", "dog"], "_type": "ClassLabel"}}  # as `Dataset.to_parquet` writes it
+    table = pa.table({"image": pa.array([{"bytes": b"x", "path": None}] * 2, image), "text": ["a", "b"],
+                      "label": pa.array([0, 1], pa.int64())})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})}),
+                   tmp_path / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "README.md").write_text(
+        "---\ndataset_info:\n  features:\n  - name: image\n    dtype: image\n  - name: text\n    dtype: string\n"
+        f"  - name: label\n{card_label}configs:\n- config_name: default\n  data_files:\n  - split: train\n"
+        "    path: data/train-*\n---\n")
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u) if getattr(i, "lineage", None)]
+    assert [r.lineage.get("class_names", {}).get("label") for r in records] == named
+
+
+def test_a_card_declaring_another_configs_features_leaves_the_parquets_labels(tmp_path: Path):
+    """The card's `dataset_info` names only config `other`: the built `default` config keeps the
+    parquet's own features, as `load_dataset` does."""
+    import json
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    features = {"image": {"_type": "Image"}, "label": {"names": ["cat", "dog"], "_type": "ClassLabel"}}
+    table = pa.table({"image": pa.array([{"bytes": b"x", "path": None}], image), "text": ["a"], "label": [1]})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})}),
+                   tmp_path / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "README.md").write_text(
+        "---\ndataset_info:\n  config_name: other\n  features:\n  - name: label\n    dtype: int64\n---\n")
+    source = LaionSource("hf", str(tmp_path), "huggingface")
+    records = [i for u in source.units() for i in source.read(u) if getattr(i, "lineage", None)]
+    assert [r.lineage.get("class_names") for r in records] == [{"label": "dog"}]

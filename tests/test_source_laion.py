@@ -382,6 +382,7 @@ def test_a_stats_json_too_large_or_a_folder_is_a_reject_and_the_shard_is_read(tm
     (reject,) = [r for r in records if isinstance(r, Reject)]
     assert reject.reason == ("file_too_large" if stats == "huge" else "unreadable_file")
     assert "00000_stats.json" in reject.detail and "successes are unknown" in reject.detail
+    assert reject.input == "00000_stats.json"  # its own file, not the shard's parquet
     (record,) = [r for r in records if isinstance(r, ImageRecord)]
     assert record.data == png and record.lineage["caption"] == "a caption"
 
@@ -2064,3 +2065,43 @@ def test_the_resize_notice_never_reads_a_listing_past_its_budget(tmp_path: Path,
     monkeypatch.setattr(img2dataset_listing, "MAX_LISTING_BYTES", 4 << 20, raising=False)  # (none before)
     monkeypatch.setattr("sources.img2dataset_notices.MAX_LISTING_BYTES", 4 << 20, raising=False)
     assert source.notices() == []
+
+
+def test_a_shard_retarred_with_dot_slash_names_reads_as_the_shard_img2dataset_wrote(sample_corpus: Path,
+                                                                                  tmp_path: Path):
+    """A shard extracted and packed again with GNU tar (`tar -C dir -cf 00000.tar .`) names its
+    members `./000000001.jpg`: the keys were `./000000001`, so each sample was built under another
+    key and also counted `missing_from_archive` against the parquet. The leading `./` is no part
+    of the key: the same records and rejects as the shard img2dataset wrote."""
+    original, retarred = tmp_path / "original", tmp_path / "retarred"
+    original.mkdir()
+    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
+        shutil.copy(sample_corpus / "laion" / name, original / name)
+    shutil.copytree(original, retarred)
+    (tmp_path / "x").mkdir()
+    subprocess.run(["tar", "-xf", str(original / "00000.tar"), "-C", str(tmp_path / "x")], check=True)
+    (retarred / "00000.tar").unlink()
+    subprocess.run(["tar", "-C", str(tmp_path / "x"), "-cf", str(retarred / "00000.tar"), "."], check=True)
+    assert subprocess.run(["tar", "-tf", str(retarred / "00000.tar")], capture_output=True, text=True,
+                          check=True).stdout.splitlines()[1].startswith("./0000")
+
+    def read(folder: Path) -> tuple[list, Counter]:
+        items = _read_all(LaionSource("web", str(folder), "webdataset"))
+        records = sorted((r.key, r.lineage["sample_key"], r.data) for r in items if isinstance(r, ImageRecord))
+        return records, Counter((r.key, r.reason) for r in items if isinstance(r, Reject))
+
+    want, got = read(original), read(retarred)
+    assert want[0] and got == want
+
+
+def test_a_folder_named_as_a_shard_beside_its_tar_is_an_unexpected_file(sample_corpus: Path, tmp_path: Path):
+    """`00000/` (the shard extracted with GNU tar) beside `00000.tar` in a webdataset layout: its
+    files are never read, and the folder was skipped without a word (only the files layout reads a
+    shard's folder). It is one `unexpected_file` reject now, as a folder of any other name."""
+    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
+        shutil.copy(sample_corpus / "laion" / name, tmp_path / name)
+    (tmp_path / "00000").mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "00000.tar"), "-C", str(tmp_path / "00000")], check=True)
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert [(r.reason, r.input) for r in items if isinstance(r, Reject) and r.input == "00000"] == [
+        ("unexpected_file", "00000")]
