@@ -92,7 +92,9 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
 # where its depth mask says (read as CO3D's loader reads it); MPEG-TS/PS files joined end to end
 # read part by part (an open GOP's leading frames at a part's start hidden); Matroska frames
 # before zero shown; PNG colour profiles past 1 MiB applied; Hugging Face ClassLabels inside lists
-# and dicts, or declared by the card, named; an ImageFolder's top-level metadata.parquet read.
+# and dicts, or declared by the card (the card's winning over the parquet's, as in `datasets`),
+# named; an ImageFolder's top-level metadata.parquet read; tar members named `./x` keyed `x`;
+# an MPEG-TS whose SEI follows the slice (split access units) read as the CLI shows it.
 RENDER_REVISION = 11
 MAX_DEDUP_PROBES = 1024  # index buckets one image may look up (bands x probes per band)
 MAX_WORKERS = 1024  # local workers; more is a typo, not a machine
