@@ -767,6 +767,12 @@ def test_a_cut_or_false_class_archive_keeps_what_it_holds_and_is_one_reject(tmp_
         [key(WNIDS[0], cut[WNIDS[0]][1].name), key(WNIDS[1], cut[WNIDS[1]][1].name),
          key(WNIDS[1], cut[WNIDS[1]][2].name)])
     rejects = sorted((r.key, r.reason, r.detail) for r in items if isinstance(r, Reject))
+    # what Python's tarfile says of gzip bytes as a tar header depends on the bytes (the photos'
+    # times): "invalid header", or "bad checksum" where the checksum field happens to parse
+    with pytest.raises(tarfile.ReadError) as gzipped:
+        tarfile.open(train / "n01530575.tar", "r:")
+    gzipped_as_tar = str(gzipped.value)
+    assert gzipped_as_tar in ("invalid header", "bad checksum")
     assert rejects == sorted([
         (key(WNIDS[0], cut[WNIDS[0]][2].name), "truncated_sample",
          f"train/{WNIDS[0]}.tar: {cut[WNIDS[0]][2].name.removeprefix('./')}: ReadError: unexpected end of data"),
@@ -776,7 +782,7 @@ def test_a_cut_or_false_class_archive_keeps_what_it_holds_and_is_one_reject(tmp_
          f"train/{WNIDS[1]}.tar: ReadError: the archive ends after {cut[WNIDS[1]][3].offset} bytes without its "
          "end-of-archive block (cut short)"),
         (safe_key("inet", "train", "n01530575", "n01530575.tar"), "corrupt_archive",
-         "train/n01530575.tar: ReadError: invalid header"),
+         f"train/n01530575.tar: ReadError: {gzipped_as_tar}"),
         (safe_key("inet", "train", WNIDS[2], f"{WNIDS[2]}.tar"), "corrupt_archive",
          f"train/{WNIDS[2]}.tar: ReadError: invalid header")])
 
