@@ -322,14 +322,16 @@ def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict] | Non
         config = card_config(root, hf_config)
     except CardError:
         return None
-    return read_card_labels(fsio.join(root, CARD)).get(config.name if config else "default")
+    return read_card_labels(fsio.join(root, CARD), config.name if config else "default")
 
 
 @fsio.cached_input(maxsize=4)
-def read_card_labels(uri: str) -> dict[str, dict[str, dict]]:
-    """{config name: `card_class_labels`} of each `dataset_info` entry of the card at `uri` (one
-    entry without `config_name` is `default`'s, as `datasets`' `DatasetInfosDict` reads it); {} when
-    there is none or it cannot be read (judged by its size first, as `read_card`)."""
+def read_card_labels(uri: str, config_name: str) -> dict[str, dict] | None:
+    """`card_class_labels` of the `dataset_info` entry for `config_name` in the card at `uri` (one
+    entry without `config_name` is `default`'s, as `datasets`' `DatasetInfosDict` reads it); None
+    when there is none or it cannot be read (judged by its size first, as `read_card`). Only that
+    entry is walked, within its own node budget: a card of a thousand honest configs passed one
+    budget shared by all, and none of them was named."""
     import yaml
 
     try:
@@ -337,22 +339,27 @@ def read_card_labels(uri: str) -> dict[str, dict[str, dict]]:
         front = front_matter(text)
         card = yaml.load(front, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if front else None  # noqa: S506
     except (OSError, fsio.FileTooLarge, UnicodeDecodeError, yaml.YAMLError, RecursionError):  # the machine's: raised
-        return {}
+        return None
     infos = card.get("dataset_info") if isinstance(card, dict) else None
     infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
-    found, walk = {}, _FeatureWalk(MAX_CARD_FEATURE_NODES)
+    ours = [info for info in infos if isinstance(info, dict) and isinstance(info.get("features"), list)
+            and _entry_name(info) == config_name]
+    if not ours:
+        return None
     try:
-        for info in infos:
-            if isinstance(info, dict) and isinstance(info.get("features"), list):
-                name = info.get("config_name", "default")
-                found[name if isinstance(name, str) else "default"] = {
-                    column: feature for column, feature in _yaml_fields(info["features"], walk).items()
-                    if holds_class_label(feature)}
+        return {column: feature for column, feature in _yaml_fields(ours[-1]["features"],
+                                                                    _FeatureWalk(MAX_CARD_FEATURE_NODES)).items()
+                if holds_class_label(feature)}
     except (_TooManyNodes, RecursionError) as exc:  # aliases fanning out, or nested past the stack
-        _log.warning("%s: dataset_info features not read (%s): no class labels from the card", uri,
+        _log.warning("%s: dataset_info features of %s not read (%s): no class labels from the card", uri, config_name,
                      exc if isinstance(exc, _TooManyNodes) else "nested past Python's recursion limit")
-        return {}
-    return found
+        return None
+
+
+def _entry_name(info: dict) -> str:
+    """The config a `dataset_info` entry is of: its `config_name`, `default` without one."""
+    name = info.get("config_name", "default")
+    return name if isinstance(name, str) else "default"
 
 
 MAX_CARD_FEATURE_NODES = 10_000  # YAML nodes walked in a card's features; real cards have tens

@@ -313,6 +313,31 @@ def test_a_card_sharing_one_alias_a_few_times_still_names_its_labels(tmp_path: P
     assert records[0].lineage["class_names"] == {"label": "cat"}
 
 
+def test_a_card_of_many_honest_configs_names_the_built_configs_labels(tmp_path: Path):
+    """One node budget was shared by all of a card's `dataset_info` entries: a 500 KB card of 1,100
+    configs (each a ClassLabel, a sequence of ClassLabels and a few more features, as the Hub's
+    NER and QA cards have them) passed it, and no config was named. Each entry is walked alone now,
+    within its own budget: the built config's labels are named, the last config's as the first's."""
+    from sources import hf_card, hf_parquet
+
+    lines = ["---", "dataset_info:"]
+    for c in range(1_100):
+        lines += [f"- config_name: c{c}", "  features:", "  - name: image", "    dtype: image",
+                  "  - name: tokens", "    sequence: string", "  - name: ner_tags", "    sequence:",
+                  "      class_label:", "        names:", "          '0': O", "          '1': B-PER",
+                  "  - name: label", "    dtype:", "      class_label:", "        names:", "          '0': cat",
+                  f"          '1': dog{c}", "  - name: answers", "    sequence:", "    - name: text",
+                  "      dtype: string", "    - name: start", "      dtype: int32"]
+    card = tmp_path / "README.md"
+    card.write_text("\n".join([*lines, "---", "card"]))
+    assert card.stat().st_size > 400_000
+    for config in ("c0", "c1099"):
+        labels = hf_card.read_card_labels(str(card), config)
+        assert sorted(labels) == ["label", "ner_tags"], labels
+        assert hf_parquet.label_names(labels["label"], 1) == f"dog{config[1:]}"
+    assert hf_card.read_card_labels(str(card), "c1100") is None  # no entry: the parquet's own labels
+
+
 def test_a_parquet_whose_features_nest_past_the_stack_is_read_without_labels(tmp_path: Path):
     """`huggingface` metadata nesting `List` 600 deep (json reads it): `holds_class_label` recursed
     past Python's limit and the RecursionError stopped the build. Past a depth bound: no label."""
