@@ -338,7 +338,7 @@ class MpiiSourceConfig(SourceBase, LinkOptions, PairSource):
 
 class SegmentationSourceConfig(SourceBase, LinkOptions, PairSource):
     type: Literal["segmentation"]
-    layout: Literal["ade20k", "ade20k_full", "cityscapes"] = "ade20k"
+    layout: Literal["ade20k", "ade20k_full", "cityscapes", "voc"] = "ade20k"
 
 
 class StereoSourceConfig(SourceBase, LinkOptions, PairSource):
