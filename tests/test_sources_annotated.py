@@ -2049,3 +2049,21 @@ def test_kitti_frame_rules_hold_in_kittis_layout_only(tmp_path: Path):
         reason = "no_ground_truth_frame" if kitti else "missing_annotation"
         assert (lost.key, lost.reason) == ("rig-000000_11-depth", reason)
         assert sorted(i.group for i in items) == (["rig-000000"] * 2 if kitti else ["rig-000000_10", "rig-000000_11"])
+
+
+def test_taskonomy_tuple_whose_depth_map_holds_no_depth_is_an_empty_target(tmp_path: Path):
+    """A Taskonomy view whose depth_zbuffer is all 65535 (no depth anywhere) drew a black depth
+    panel in its tuple, counted as good; now the tuple is one `empty_target` reject, and a view
+    with depth beside it still renders."""
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_tuple
+
+    empty = _taskonomy_view(0)
+    empty["depth_zbuffer"] = np.full_like(empty["depth_zbuffer"], 65535)
+    _write_view(tmp_path, "taskonomy", "allensville", "point_0_view_0", empty, domain_first=False)
+    _write_view(tmp_path, "taskonomy", "allensville", "point_1_view_0", _taskonomy_view(1), domain_first=False)
+    records = {i.key: i for i in _read_all(MultiTaskSource("tk", str(tmp_path)))}
+    settings = RenderSettings(24, "squash", 0, 10**9, 1, 0, 0.0)
+    result = render_tuple(records["tk-allensville-point_0_view_0"], settings)
+    assert isinstance(result, Reject) and (result.stage, result.reason) == ("annotation", "empty_target"), result
+    assert not isinstance(render_tuple(records["tk-allensville-point_1_view_0"], settings), Reject)
