@@ -57,6 +57,7 @@ class SegmentationSource:
     path: str
     layout: Layout = "ade20k"
     follow_links: bool = False  # read images and label maps that are links leading out of `path`
+    tasks: tuple[str, ...] = ("segmentation",)  # `voc` also reads detection (Annotations/*.xml)
 
     def _pairs_root(self) -> tuple[str, str, dict[str, str]]:
         if self.layout == "ade20k_full":  # each `_seg.png` beside its image
@@ -91,7 +92,7 @@ class SegmentationSource:
         return uri.startswith(labels_dir + "/")
 
     def _voc(self) -> VocSegmentation:
-        return VocSegmentation(self.name, self.path, self.follow_links)
+        return VocSegmentation(self.name, self.path, self.follow_links, self.tasks)
 
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
         if self.layout == "voc":

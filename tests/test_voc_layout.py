@@ -128,13 +128,15 @@ def test_voc_listed_ids_with_files_gone_and_unlisted_maps_are_counted(tmp_path: 
     """A tar extracted in part, and lists edited by hand: an id whose JPEG is gone is
     `missing_image`, one whose class map is gone `missing_annotation`, a line that is no id (a
     path, two words) `bad_split_list` naming it (the list's other ids are read), a class map no
-    list names `unlisted_label_map`; test.txt's ids (labels withheld) `unlabeled_split` in val;
+    list names `unlisted_label_map`; test.txt's ids without their map (labels withheld)
+    `unlabeled_split` in val;
     a Mac's `._x.png` among the maps `os_metadata`."""
     _write_voc(tmp_path, PAIRS, {"train.txt": ["2007_000032", "2007_000039", "../../etc/passwd", "2099_000001"],
                                  "val.txt": ["2007_000063"], "test.txt": ["2008_000008"]},
                extra_images=("2007_000039",))
     voc = tmp_path / "VOCdevkit" / "VOC2012"
     (voc / "JPEGImages" / "2007_000032.jpg").unlink()
+    (voc / "SegmentationClass" / "2008_000008.png").unlink()  # VOC2012test.tar: no maps
     (voc / "SegmentationClass" / "._2011_003271.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
     items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
     rejects = {(r.input, r.reason, r.split_hint) for r in items if isinstance(r, Reject)}
@@ -215,3 +217,137 @@ def test_voc_build_end_to_end_counts_every_listed_id(tmp_path: Path, tiny_tokeni
                 assert np.array_equal(decode_png(target), palette()[np.where(labels == 255, 0, labels)])
                 drawn.add(member["key"])
     assert drawn == {f"voc-{i}-segmentation" for i in PAIRS} - {"voc-2007_000039-segmentation"}
+
+
+def _voc_xml(path: Path, image_id: str, objects: list[tuple[str, tuple[int, int, int, int], int]],
+             size: tuple[int, int] = SIZE) -> None:
+    """An Annotations/<id>.xml as VOC's files are laid out (folder, filename, source, size,
+    segmented, then each object's name, pose, truncated, difficult, bndbox), written by the
+    standard library's ElementTree as LabelImg-style tools write them."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "VOC2012"
+    ET.SubElement(root, "filename").text = f"{image_id}.jpg"
+    source = ET.SubElement(root, "source")
+    ET.SubElement(source, "database").text = "The VOC2007 Database"
+    ET.SubElement(source, "annotation").text = "PASCAL VOC2007"
+    dims = ET.SubElement(root, "size")
+    for name, value in (("width", size[1]), ("height", size[0]), ("depth", 3)):
+        ET.SubElement(dims, name).text = str(value)
+    ET.SubElement(root, "segmented").text = "1"
+    for name, (x0, y0, x1, y1), difficult in objects:
+        item = ET.SubElement(root, "object")
+        ET.SubElement(item, "name").text = name
+        ET.SubElement(item, "pose").text = "Frontal"
+        ET.SubElement(item, "truncated").text = "0"
+        ET.SubElement(item, "difficult").text = str(difficult)
+        box = ET.SubElement(item, "bndbox")
+        for field, value in zip(("xmin", "ymin", "xmax", "ymax"), (x0, y0, x1, y1)):
+            ET.SubElement(box, field).text = str(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path)
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<annotation><object><name>&lol9;</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>
+"""
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE annotation [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<annotation><object><name>&xxe;</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>
+"""
+
+
+def test_voc_detection_boxes_from_annotations_xml_as_detectron2_reads_them(tmp_path: Path):
+    """`tasks: [segmentation, detection]` also reads ImageSets/Main's ids with their
+    Annotations/<id>.xml: each object's box as detectron2's `load_voc_instances` takes it (1-based
+    inclusive corners: xmin - 1, ymin - 1 to xmax, ymax), difficult objects kept, VOC's class i
+    drawn as label map index i's colour; an image's two tasks share its group. A billion-laughs
+    file, an external entity, a file that is no XML, one over 1 MiB, one without objects and an
+    id without its XML are counted rejects, each at once (no entity is expanded)."""
+    from transforms.annotations import draw_boxes
+    from sources.voc_xml import VOC_CLASSES
+
+    _write_voc(tmp_path, PAIRS, {"train.txt": ["2007_000032"], "val.txt": ["2007_000039"]})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    boxes = {"2007_000032": [("aeroplane", (10, 12, 40, 30), 0), ("person", (30, 5, 64, 64), 1)],
+             "2007_000039": [("bottle", (1, 1, 20, 50), 0)]}
+    for image_id, objects in boxes.items():
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, objects)
+    (voc / "Annotations" / "2007_000063.xml").write_bytes(BILLION_LAUGHS)
+    (voc / "Annotations" / "2008_000008.xml").write_bytes(XXE)
+    (voc / "Annotations" / "2011_003271.xml").write_bytes(b"<annotation><object><name>cat</name>")
+    for image_id, photo in (("2012_000001", "moon"), ("2012_000002", "moon"), ("2012_000003", "moon")):
+        Image.fromarray(_photo(photo)).save(voc / "JPEGImages" / f"{image_id}.jpg")
+    _voc_xml(voc / "Annotations" / "2012_000001.xml", "2012_000001", [])
+    (voc / "Annotations" / "2012_000002.xml").write_bytes(b"<annotation>" + b" " * (1 << 20) + b"</annotation>")
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text(
+        "2007_000032\n2007_000063\n2008_000008\n2011_003271\n2012_000001\n2012_000002\n2012_000003\n")
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("2007_000039\n")
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection")))
+    detection = {i.key: i for i in items if i.key.endswith("-detection")}
+    rejects = {k: (r.reason, r.input.rsplit("/", 2)[-2:]) for k, r in detection.items() if isinstance(r, Reject)}
+    assert rejects == {"voc-2007_000063-detection": ("bad_annotation", ["Annotations", "2007_000063.xml"]),
+                       "voc-2008_000008-detection": ("bad_annotation", ["Annotations", "2008_000008.xml"]),
+                       "voc-2011_003271-detection": ("bad_annotation", ["Annotations", "2011_003271.xml"]),
+                       "voc-2012_000001-detection": ("no_detection_annotations", ["Annotations", "2012_000001.xml"]),
+                       "voc-2012_000002-detection": ("file_too_large", ["Annotations", "2012_000002.xml"]),
+                       "voc-2012_000003-detection": ("missing_annotation", ["JPEGImages", "2012_000003.jpg"])}
+    assert "DTD" in detail_of(detection, "voc-2007_000063-detection") and "passwd" not in str(items)
+    assert "not well-formed" in detail_of(detection, "voc-2011_003271-detection")
+    pairs = {k: r for k, r in detection.items() if isinstance(r, PairRecord)}
+    assert sorted(pairs) == ["voc-2007_000032-detection", "voc-2007_000039-detection"]
+    assert {r.split_hint for r in pairs.values()} == {"train", "val"}
+    segmentation = {i.key: i for i in items if i.key.endswith("-segmentation")}
+    for key, record in pairs.items():
+        image_id = key.split("-")[1]
+        assert record.group == segmentation[f"voc-{image_id}-segmentation"].group
+        objects = boxes[image_id]
+        assert record.annotation["boxes"] == [[x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1]
+                                              for _, (x0, y0, x1, y1), _ in objects]
+        classes = [VOC_CLASSES.index(name) + 1 for name, _, _ in objects]
+        assert record.annotation["categories"] == classes
+        assert (record.annotation["width"], record.annotation["height"]) == (SIZE[1], SIZE[0])
+        with Image.open(record.image_uri) as photo:  # the image as Pillow decodes it, boxes drawn
+            expected = draw_boxes(np.asarray(photo.convert("RGB")),
+                                  np.array([[x0 - 1, y0 - 1, x1, y1] for _, (x0, y0, x1, y1), _ in objects]), classes)
+        drawn = _render_target(record)
+        assert np.abs(drawn.astype(int) - expected.astype(int)).max() <= 2  # JPEG decoders within 2 levels
+        outline = np.any(expected != np.asarray(Image.open(record.image_uri).convert("RGB")), axis=2)
+        assert outline.any() and np.array_equal(drawn[outline], expected[outline])
+
+
+def detail_of(items: dict, key: str) -> str:
+    return items[key].detail
+
+
+def test_voc_detection_asked_of_another_layout_or_without_main_lists_fails_early(tmp_path: Path):
+    """`tasks: [detection]` is VOC's: with `layout: ade20k` the config names `tasks`; a VOC tree
+    without ImageSets/Main (the segmentation lists alone) fails `check` naming `tasks`."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    def config(layout: str) -> object:
+        return parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": layout,
+             "tasks": ["segmentation", "detection"]}]})
+
+    _write_voc(tmp_path / "data", PAIRS, {"val.txt": list(PAIRS)})
+    with pytest.raises(ConfigError, match="tasks: detection is read from PASCAL VOC's Annotations/"):
+        config("ade20k")
+    with pytest.raises(ConfigError) as info:
+        list_units(config("voc"))
+    assert "sources[0].tasks (s)" in str(info.value) and "ImageSets/Main/train.txt" in str(info.value)
