@@ -198,8 +198,15 @@ def test_voc_build_end_to_end_counts_every_listed_id(tmp_path: Path, tiny_tokeni
     made = _write_voc(tmp_path / "data", PAIRS, {"train.txt": list(PAIRS)[:3], "val.txt": list(PAIRS)[3:],
                                                  "test.txt": ["2012_000001"]})
     (tmp_path / "data/VOCdevkit/VOC2012/JPEGImages/2007_000039.jpg").unlink()
+    voc_root = tmp_path / "data/VOCdevkit/VOC2012"
+    (voc_root / "ImageSets/Main").mkdir()
+    (voc_root / "ImageSets/Main/val.txt").write_text("2008_000008\n2011_003271\n")
+    boxes = {"2008_000008": [("car", (5, 6, 30, 40), 0)], "2011_003271": [("tvmonitor", (20, 10, 60, 50), 1)]}
+    for image_id, objects in boxes.items():
+        _voc_xml(voc_root / "Annotations" / f"{image_id}.xml", image_id, objects)
     config = {"output": str(tmp_path / "out"), "image": {"size": 64}, "split": {"val_fraction": 0.0},
               "sources": [{"name": "voc", "type": "segmentation", "layout": "voc", "path": str(tmp_path / "data"),
+                           "tasks": ["segmentation", "detection"],
                            "num_shards": 1, "pairs_per_sentence": 2, "remainder": "wrap"}],
               "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8, "compile": False},
               "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
@@ -207,16 +214,22 @@ def test_voc_build_end_to_end_counts_every_listed_id(tmp_path: Path, tiny_tokeni
     run_build(load_config(str(tmp_path / "c.yaml")))
     voc = json.loads((tmp_path / "out" / "summary.json").read_text())["sources"]["voc"]
     assert voc["rejects_by_reason"] == {"missing_image": 1, "unlabeled_split": 1}
-    assert {split: counts["images"] for split, counts in voc["by_split"].items()} == {"train": 4, "val": 4}
+    assert {split: counts["images"] for split, counts in voc["by_split"].items()} == {"train": 4, "val": 8}
+    assert voc["by_kind_task"] == {"pairs/segmentation": 2, "pairs/detection": 1}
     drawn = set()
     for tar in sorted((tmp_path / "out" / "rendered").rglob("*.tar")):
         for sentence in iter_shard(str(tar)):
             members = sentence.header["members"]
-            for member, target in zip(members[1::2], sentence.images[1::2]):
-                labels = made[member["key"].split("-")[1]]
-                assert np.array_equal(decode_png(target), palette()[np.where(labels == 255, 0, labels)])
+            for member, image, target in zip(members[1::2], sentence.images[::2], sentence.images[1::2]):
+                if member["task"] == "segmentation":
+                    labels = made[member["key"].split("-")[1]]
+                    assert np.array_equal(decode_png(target), palette()[np.where(labels == 255, 0, labels)])
+                else:  # the boxes outlined over the image, the rest of it as it is
+                    changed = np.any(decode_png(target) != decode_png(image), axis=2)
+                    assert 0 < changed.mean() < 0.5
                 drawn.add(member["key"])
-    assert drawn == {f"voc-{i}-segmentation" for i in PAIRS} - {"voc-2007_000039-segmentation"}
+    assert drawn == {f"voc-{i}-segmentation" for i in PAIRS} - {"voc-2007_000039-segmentation"} | {
+        "voc-2008_000008-detection", "voc-2011_003271-detection"}
 
 
 def _voc_xml(path: Path, image_id: str, objects: list[tuple[str, tuple[int, int, int, int], int]],
