@@ -233,6 +233,11 @@ class VocSegmentation:
                 yield Reject(key, self.name, group, "read", boxes.reason, boxes.detail[:200], split_hint=split,
                              input=xml_at)
                 continue
+            if not boxes["boxes"] and list_name == VOC_TEST_LIST:  # VOC2012test.tar: sizes only, objects withheld
+                yield Reject(key, self.name, group, "read", "unlabeled_split",
+                             f"VOC's test annotations are withheld ({folder}/{image_id}{suffix} holds no <object>)",
+                             split_hint=split, input=xml_at)
+                continue
             if not boxes["boxes"]:
                 yield Reject(key, self.name, group, "read", f"no_{task}_annotations",
                              f"{folder}/{image_id}{suffix} holds no <object>", split_hint=split, input=xml_at)

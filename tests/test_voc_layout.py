@@ -289,7 +289,8 @@ def test_voc_detection_boxes_from_annotations_xml_as_detectron2_reads_them(tmp_p
     inclusive corners: xmin - 1, ymin - 1 to xmax, ymax), difficult objects kept, VOC's class i
     drawn as label map index i's colour; an image's two tasks share its group. A billion-laughs
     file, an external entity, a file that is no XML, one over 1 MiB, one without objects and an
-    id without its XML are counted rejects, each at once (no entity is expanded)."""
+    id without its XML are counted rejects, each at once (no entity is expanded); a test id whose
+    XML holds no object (VOC2012test.tar's) is `unlabeled_split`."""
     from transforms.annotations import draw_boxes
     from sources.voc_xml import VOC_CLASSES
 
@@ -310,6 +311,9 @@ def test_voc_detection_boxes_from_annotations_xml_as_detectron2_reads_them(tmp_p
     (voc / "ImageSets" / "Main" / "train.txt").write_text(
         "2007_000032\n2007_000063\n2008_000008\n2011_003271\n2012_000001\n2012_000002\n2012_000003\n")
     (voc / "ImageSets" / "Main" / "val.txt").write_text("2007_000039\n")
+    Image.fromarray(_photo("moon")).save(voc / "JPEGImages" / "2012_000004.jpg")
+    _voc_xml(voc / "Annotations" / "2012_000004.xml", "2012_000004", [])  # VOC2012test.tar: no objects
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("2012_000004\n2007_000039\n")  # a val id too: read once
     items = _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection")))
     detection = {i.key: i for i in items if i.key.endswith("-detection")}
     rejects = {k: (r.reason, r.input.rsplit("/", 2)[-2:]) for k, r in detection.items() if isinstance(r, Reject)}
@@ -318,7 +322,8 @@ def test_voc_detection_boxes_from_annotations_xml_as_detectron2_reads_them(tmp_p
                        "voc-2011_003271-detection": ("bad_annotation", ["Annotations", "2011_003271.xml"]),
                        "voc-2012_000001-detection": ("no_detection_annotations", ["Annotations", "2012_000001.xml"]),
                        "voc-2012_000002-detection": ("file_too_large", ["Annotations", "2012_000002.xml"]),
-                       "voc-2012_000003-detection": ("missing_annotation", ["JPEGImages", "2012_000003.jpg"])}
+                       "voc-2012_000003-detection": ("missing_annotation", ["JPEGImages", "2012_000003.jpg"]),
+                       "voc-2012_000004-detection": ("unlabeled_split", ["Annotations", "2012_000004.xml"])}
     assert "DTD" in detail_of(detection, "voc-2007_000063-detection") and "passwd" not in str(items)
     assert "not well-formed" in detail_of(detection, "voc-2011_003271-detection")
     pairs = {k: r for k, r in detection.items() if isinstance(r, PairRecord)}
