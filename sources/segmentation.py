@@ -1,4 +1,6 @@
-"""Semantic segmentation label maps: ADE20K (SceneParsing) and Cityscapes layouts.
+"""Semantic segmentation label maps: ADE20K (SceneParsing), Cityscapes and PASCAL VOC layouts.
+
+PASCAL VOC (`layout: voc`) is read by `sources.voc`, whose split lists, not folders, name the pairs.
 
 A pair is an image and its label PNG, matched by name; a missing label is a counted reject.
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
@@ -15,9 +17,10 @@ from sources import fsio
 from sources.paths import (ConfiguredPathMissing, collapse_set_aside, missing_under, names_below, path_problem,
                            set_aside_problem, shown_name)
 from sources.records import PairRecord, Reject, SourceItem, relative_input, safe_key
+from sources.voc import VocSegmentation
 from transforms.maps import ADE_FULL_ENCODING
 
-Layout = Literal["ade20k", "ade20k_full", "cityscapes"]
+Layout = Literal["ade20k", "ade20k_full", "cityscapes", "voc"]
 ADE_SPLITS = {"training": "train", "validation": "val"}
 CITYSCAPES_SPLITS = {"train": "train", "val": "val"}
 # leftImg8bit folders without fine labels, and the split their rejects count in: each image one
@@ -54,6 +57,7 @@ class SegmentationSource:
     path: str
     layout: Layout = "ade20k"
     follow_links: bool = False  # read images and label maps that are links leading out of `path`
+    tasks: tuple[str, ...] = ("segmentation",)  # `voc` also reads detection (Annotations/*.xml)
 
     def _pairs_root(self) -> tuple[str, str, dict[str, str]]:
         if self.layout == "ade20k_full":  # each `_seg.png` beside its image
@@ -87,7 +91,12 @@ class SegmentationSource:
             return uri.lower().endswith(ADE_FULL_RELEASE_LABEL)
         return uri.startswith(labels_dir + "/")
 
+    def _voc(self) -> VocSegmentation:
+        return VocSegmentation(self.name, self.path, self.follow_links, self.tasks)
+
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
+        if self.layout == "voc":
+            return self._voc().units()
         images_root, labels_root, splits = self._pairs_root()
         if self.layout == "ade20k" and not fsio.isdir(labels_root) and self._full_ade_release_marked():
             raise self._full_ade_release()
@@ -269,6 +278,9 @@ class SegmentationSource:
                       f"{folder} is labelled in gtCoarse only, which is not read", split_hint=split, input=at)
 
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
+        if self.layout == "voc":
+            yield from self._voc().read(unit)
+            return
         folder, files = unit
         unlabeled = self.layout == "cityscapes" and folder in CITYSCAPES_UNLABELED_SPLITS
         split = {**ADE_SPLITS, **CITYSCAPES_SPLITS, **CITYSCAPES_UNLABELED_SPLITS}[folder]

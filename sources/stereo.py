@@ -14,9 +14,11 @@ KITTI measures disparity on a scene's `NNNNNN_10` frame only: its `_11` frame (t
 scene flow pair; the multiview extension's `_00`..`_20` likewise) has a stereo pair but no depth
 target, one `no_ground_truth_frame` reject each (a labeler gives them depth). A scene's frames share
 one split group (`kitti-000000`): frames 0.1 s apart are never split between train and val. These
-rules hold where the folders are KITTI's (`KITTI_LEFT_FOLDERS`, `KITTI_DISPARITY_FOLDERS`): another
-stereo set whose files happen to be named `NNNNNN_NN` keeps `missing_annotation` for a lost map,
-and each frame its own group.
+rules hold where the folders are KITTI's (`KITTI_LEFT_FOLDERS`, `KITTI_DISPARITY_FOLDERS`) and every
+left view is named KITTI's way (`kitti_named`): another stereo set whose files happen to be named
+`NNNNNN_NN`, in folders of its own or in KITTI's among names of its own (a rig's `123456_11.png`,
+12:34:56 camera 11, beside `left_0001.png`), keeps `missing_annotation` for a lost map, and each
+frame its own group.
 
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a pair of the files beside each view.
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import PathProblem, missing_under, path_problem, relative_to_root, set_aside_problem, shown_name
+from sources.paths import (PathProblem, missing_under, path_problem, relative_to_root, set_aside, set_aside_problem,
+                           shown_name)
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
 STEREO_TASKS = ("stereo", "depth")
@@ -53,6 +56,16 @@ def _scene(stem: str, kitti: bool) -> str:
     return found.group(1) if found else stem
 
 
+@fsio.derived_input
+def kitti_named(left_dir: str) -> bool:
+    """Whether every left view of the folder (what operating systems leave aside) is named as
+    KITTI names its frames, `NNNNNN_NN`: only then are its frame rules KITTI's. Judged once per run
+    and recorded as its value: a frame added that keeps it renders no other unit again."""
+    return fsio.once_per_run(("sources.stereo.kitti_named", left_dir), lambda: all(
+        KITTI_FRAME.match(_stem(fsio.basename(uri)))
+        for uri in fsio.list_files(left_dir, (".png", ".jpg"), links=True) if not set_aside(fsio.basename(uri))))
+
+
 def is_second_frame(stem: str, kitti: bool) -> bool:
     """Whether a frame of KITTI's layout is one other than the `_10` its scene's disparity measures."""
     found = KITTI_FRAME.match(stem) if kitti else None
@@ -73,7 +86,13 @@ class StereoSource:
 
     @property
     def kitti_layout(self) -> bool:
-        """Whether the left view and disparity folders are KITTI's: its frame naming rules hold."""
+        """Whether the left view and disparity folders are KITTI's and every left view is named
+        KITTI's way (`kitti_named`): its frame naming rules hold."""
+        return self.kitti_folders and kitti_named(fsio.join(self.path, self.split_folder, self.left_folder))
+
+    @property
+    def kitti_folders(self) -> bool:
+        """Whether the left view and disparity folders are named as KITTI's."""
         return (self.left_folder.rstrip("/").rsplit("/", 1)[-1] in KITTI_LEFT_FOLDERS
                 and self.disparity_folder.rstrip("/").rsplit("/", 1)[-1] in KITTI_DISPARITY_FOLDERS)
 
@@ -113,13 +132,13 @@ class StereoSource:
                     found.setdefault(stem, uri)
         return sorted(found.values())
 
-    def _without_left_view(self, uri: str) -> Reject:
+    def _without_left_view(self, uri: str, kitti: bool) -> Reject:
         """One frame whose left view is gone (`_files_without_left_view`), naming what it leaves."""
         split = fsio.join(self.path, self.split_folder)
         stem = _stem(fsio.basename(uri))
         left = [folder for folder in self._read_folders()
                 if any(fsio.exists(fsio.join(split, folder, stem + ext)) for ext in (".png", ".jpg"))]
-        group = safe_key(self.name, _scene(stem, self.kitti_layout))
+        group = safe_key(self.name, _scene(stem, kitti))
         return Reject(f"{safe_key(self.name, stem)}-pair", self.name, group, "read", "missing_image",
                       f"no left view of {shown_name(stem)} in {self.left_folder}/; its file in "
                       f"{', '.join(f'{folder}/' for folder in left)} left unread"[:200],
@@ -146,13 +165,14 @@ class StereoSource:
 
     def read(self, files: tuple[str, ...]) -> Iterator[SourceItem]:
         root = fsio.join(self.path, self.split_folder)
+        kitti = self.kitti_layout  # judged once a unit, not once a frame
         for left in files:
             name = fsio.basename(left)
             if not left.startswith(fsio.join(root, self.left_folder) + "/"):  # beside a left view that is gone
-                yield self._without_left_view(left)
+                yield self._without_left_view(left, kitti)
                 continue
             frame = safe_key(self.name, _stem(name))
-            group = safe_key(self.name, _scene(_stem(name), self.kitti_layout))
+            group = safe_key(self.name, _scene(_stem(name), kitti))
             at = relative_to_root(self.path, left)
             aside = set_aside_problem(fsio.join(root, self.left_folder), left)
             if aside:  # a Mac's `._000000_10.png`: never paired with the `._` file beside the right view
@@ -174,13 +194,15 @@ class StereoSource:
                 if (problem := problems[task]) is not None:
                     yield Reject(key, self.name, group, "read", problem.reason, problem.detail, input=at)
                     continue
-                if annotation is None and is_second_frame(_stem(name), self.kitti_layout):
+                if annotation is None and is_second_frame(_stem(name), kitti):
                     yield Reject(key, self.name, group, "read", "no_ground_truth_frame",
                                  f"{shown_name(name)}: {self.disparity_folder}/ holds _{GROUND_TRUTH_FRAME} frames only "
                                  "(KITTI measures no disparity on the other frames); its stereo pair is built", input=at)
                     continue
                 if annotation is None:
-                    yield Reject(key, self.name, group, "read", "missing_annotation", f"no disparity for {name}",
+                    why = "" if kitti or not self.kitti_folders else \
+                        f" (KITTI's folders, but not every view of {self.left_folder}/ is named NNNNNN_NN: read as any stereo set)"
+                    yield Reject(key, self.name, group, "read", "missing_annotation", f"no disparity for {name}{why}"[:200],
                                  input=at)
                     continue
                 lineage = {"file": name}

@@ -1058,3 +1058,62 @@ def test_mpii_release_of_another_shape_is_a_reject_or_names_the_file(tmp_path: P
             source.units()
         return
     assert [i.reason for u in source.units() for i in source.read(u)] == [outcome]
+
+
+def _kitti_depth_pair(tmp_path: Path, disparity: np.ndarray) -> PairRecord:
+    """One KITTI 2015 depth pair: `image_2/000000_10.png` and its `disp_noc_0` map (uint16,
+    disparity * 256, 0 = no measurement) as OpenCV writes it (KITTI's devkit users do)."""
+    from sources.stereo import StereoSource
+
+    h, w = disparity.shape
+    for folder in ("image_2", "disp_noc_0"):
+        (tmp_path / "training" / folder).mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(tmp_path / "training/image_2/000000_10.png"), np.full((h, w, 3), 90, np.uint8))
+    cv2.imwrite(str(tmp_path / "training/disp_noc_0/000000_10.png"), disparity.astype(np.uint16))
+    source = StereoSource("kitti", str(tmp_path), tasks=("depth",))
+    (pair,) = [i for u in source.units() for i in source.read(u)]
+    assert isinstance(pair, PairRecord) and "disparity_uri" in pair.annotation
+    return pair
+
+
+@pytest.mark.parametrize("case", ["kitti_all_zero", "kitti_measured_only_where_cropped", "co3d_no_mask_all_zero"])
+def test_depth_without_a_mask_and_no_valid_pixel_is_an_empty_target(tmp_path: Path, case: str):
+    """A disparity map with no measurement (all 0), one whose only measurements the centre crop
+    cuts off, and a CO3D depth map of zeros whose frame has no depth mask: each drew an all-black
+    target counted as good (only a depth mask that left nothing was `empty_target`). Now each is
+    an `empty_target` reject, as the masked case is; a map with depth inside the crop still draws."""
+    import gzip
+
+    from PIL import Image
+
+    if case.startswith("kitti"):
+        disparity = np.zeros((32, 64), np.uint16)
+        if case == "kitti_measured_only_where_cropped":
+            disparity[:, :8] = 40 * 256  # the left 8 columns: center_crop to 32x32 keeps 16..47
+        pair = _kitti_depth_pair(tmp_path, disparity)
+        with Image.open(pair.annotation["disparity_uri"]) as written:  # read back by Pillow: 16-bit
+            assert written.mode.startswith("I") and np.array_equal(np.asarray(written), disparity)
+        policy = "center_crop"
+    else:
+        pairs, _, seq = _co3d_category(tmp_path, 32, 1.0, lambda path: None)
+        with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "rt") as f:
+            frames = json.load(f)
+        for frame in frames:
+            frame["depth"]["mask_path"] = None  # CO3D frames without a depth mask
+        with gzip.open(tmp_path / "teddybear" / "frame_annotations.jgz", "wt") as out:
+            json.dump(frames, out)
+        Image.fromarray(np.zeros((32, 32), np.float16).view(np.uint16)).save(
+            seq / "depths" / "frame000001.jpg.geometric.png")
+        from sources.multiview import Co3dSource
+
+        source = Co3dSource("co3d", str(tmp_path), views=2, pair_tasks=("depth",))
+        pair = next(i for u in source.units() for i in source.read(u)
+                    if isinstance(i, PairRecord) and "-f000001-" in i.key)
+        assert "valid_mask_uri" not in pair.annotation
+        policy = "squash"
+    result = render_pair(pair, settings(policy, 32))
+    assert isinstance(result, Reject) and (result.stage, result.reason) == ("annotation", "empty_target"), result
+    if case == "kitti_measured_only_where_cropped":
+        assert "crop" in result.detail
+        kept = render_pair(pair, settings("squash", 32))  # squash keeps the measured columns
+        assert not isinstance(kept, Reject) and decode_png(kept.images[1])[:, :4].sum() > 0

@@ -2049,3 +2049,53 @@ def test_kitti_frame_rules_hold_in_kittis_layout_only(tmp_path: Path):
         reason = "no_ground_truth_frame" if kitti else "missing_annotation"
         assert (lost.key, lost.reason) == ("rig-000000_11-depth", reason)
         assert sorted(i.group for i in items) == (["rig-000000"] * 2 if kitti else ["rig-000000_10", "rig-000000_11"])
+
+
+def test_kitti_folders_of_other_names_are_read_as_any_stereo_set(tmp_path: Path):
+    """A rig's capture copied into KITTI's folders (`image_2`, `image_3`, `disp_noc_0`) with names
+    of its own (`left_0001.png`) and, among them, `123456_11.png` (12:34:56, camera 11): that one
+    took KITTI's rules, a lost map read as KITTI's unmeasured `_11` frame (`no_ground_truth_frame`)
+    and grouped with `123456_10` by its six digits. KITTI's rules now need every left view named
+    KITTI's way: a lost map is `missing_annotation` saying why, each frame its own group. A Mac's
+    `._000000_10.png` beside KITTI's own names does not turn them off."""
+    names = ["left_0001", "left_0002", "123456_10", "123456_11"]
+    for name in names:
+        rng = np.random.default_rng(len(name))
+        for folder in ("image_2", "image_3"):
+            _png(tmp_path / "rig" / "training" / folder / f"{name}.png", rng.integers(0, 255, (6, 20, 3), dtype=np.uint8))
+    for name in ("left_0001", "123456_10"):
+        _png(tmp_path / "rig" / "training" / "disp_noc_0" / f"{name}.png", np.full((6, 20), 256 * 3, np.uint16))
+    items = _read_all(StereoSource("rig", str(tmp_path / "rig"), tasks=("depth",)))
+    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == ["rig-123456_10-depth", "rig-left_0001-depth"]
+    lost = {i.key: i for i in items if isinstance(i, Reject)}
+    assert {k: r.reason for k, r in lost.items()} == {"rig-123456_11-depth": "missing_annotation",
+                                                       "rig-left_0002-depth": "missing_annotation"}
+    assert "not every view of image_2/ is named NNNNNN_NN" in lost["rig-123456_11-depth"].detail
+    assert sorted(i.group for i in items) == sorted(f"rig-{n}" for n in names)
+    kitti = tmp_path / "kitti" / "training"
+    for name in ("000000_10", "000000_11"):
+        for folder in ("image_2", "image_3"):
+            _png(kitti / folder / f"{name}.png", np.full((6, 20, 3), 90, np.uint8))
+    _png(kitti / "disp_noc_0" / "000000_10.png", np.full((6, 20), 256 * 3, np.uint16))
+    (kitti / "image_2" / "._000000_10.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    items = _read_all(StereoSource("kitti", str(tmp_path / "kitti"), tasks=("depth",)))
+    reasons = {i.key: i.reason for i in items if isinstance(i, Reject)}
+    assert reasons["kitti-000000_11-depth"] == "no_ground_truth_frame"
+    assert {i.group for i in items if not i.key.startswith("kitti-image_2")} == {"kitti-000000"}
+
+def test_taskonomy_tuple_whose_depth_map_holds_no_depth_is_an_empty_target(tmp_path: Path):
+    """A Taskonomy view whose depth_zbuffer is all 65535 (no depth anywhere) drew a black depth
+    panel in its tuple, counted as good; now the tuple is one `empty_target` reject, and a view
+    with depth beside it still renders."""
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_tuple
+
+    empty = _taskonomy_view(0)
+    empty["depth_zbuffer"] = np.full_like(empty["depth_zbuffer"], 65535)
+    _write_view(tmp_path, "taskonomy", "allensville", "point_0_view_0", empty, domain_first=False)
+    _write_view(tmp_path, "taskonomy", "allensville", "point_1_view_0", _taskonomy_view(1), domain_first=False)
+    records = {i.key: i for i in _read_all(MultiTaskSource("tk", str(tmp_path)))}
+    settings = RenderSettings(24, "squash", 0, 10**9, 1, 0, 0.0)
+    result = render_tuple(records["tk-allensville-point_0_view_0"], settings)
+    assert isinstance(result, Reject) and (result.stage, result.reason) == ("annotation", "empty_target"), result
+    assert not isinstance(render_tuple(records["tk-allensville-point_1_view_0"], settings), Reject)

@@ -336,9 +336,22 @@ class MpiiSourceConfig(SourceBase, LinkOptions, PairSource):
     images_dir: str = "images"
 
 
-class SegmentationSourceConfig(SourceBase, LinkOptions, PairSource):
+class SegmentationSourceConfig(SourceBase, LinkOptions, PairSource, LaterFields):
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"tasks": ("segmentation",)}
     type: Literal["segmentation"]
-    layout: Literal["ade20k", "ade20k_full", "cityscapes"] = "ade20k"
+    layout: Literal["ade20k", "ade20k_full", "cityscapes", "voc"] = "ade20k"
+    tasks: tuple[Literal["segmentation", "detection"], ...] = Field(
+        ("segmentation",), min_length=1, description="voc only: also detection, the boxes of Annotations/<id>.xml "
+        "for the ids of ImageSets/Main/")
+
+    @model_validator(mode="after")
+    def _detection_of_voc(self) -> "SegmentationSourceConfig":
+        if "detection" in self.tasks and self.layout != "voc":
+            raise ValueError(f"tasks: detection is read from PASCAL VOC's Annotations/ (layout: voc); {self.layout} "
+                             "holds label maps only: remove detection")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks: {list(self.tasks)} names a task twice")
+        return self
 
 
 class StereoSourceConfig(SourceBase, LinkOptions, PairSource):

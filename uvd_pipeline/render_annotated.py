@@ -419,13 +419,27 @@ def _depth(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, set
     if "disparity_uri" in annotation:
         values = decode_map("decode_depth", _read(annotation["disparity_uri"]), settings.decode_time_s, "png16",
                             float(annotation.get("scale", 1.0)))
-        return depth_to_colour(_fit_map(plan, values), disparity=True)
+        return depth_to_colour(_drawn_depth(values, _fit_map(plan, values)), disparity=True)
     values = decode_map("decode_depth", _read(annotation["depth_uri"]), settings.decode_time_s,
                         annotation.get("format", "png16"), float(annotation.get("scale", 1.0)))
     if "valid_mask_uri" in annotation:  # CO3D's depth mask: depth only where it is set
         values = masked_depth(values, decode_map("decode_depth_mask", _read(annotation["valid_mask_uri"]),
                                                  settings.decode_time_s))
-    return depth_to_colour(_fit_map(plan, values))
+    return depth_to_colour(_drawn_depth(values, _fit_map(plan, values)))
+
+
+def _drawn_depth(values: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """`fitted` (the map on the canvas) when some pixel of it holds depth (finite, > 0); else no
+    target: an all-black one would teach that the image has no depth, so it is `empty_target`,
+    as a depth mask that leaves nothing is (`masked_depth`). `values` (the map as stored) says
+    whether it held none or the crop cut off all it held."""
+    if (np.isfinite(fitted) & (fitted > 0)).any():
+        return fitted
+    if (np.isfinite(values) & (values > 0)).any():
+        raise AnnotationError("empty_target", "the resize policy's crop cuts off every pixel of the map that holds "
+                                              "depth")
+    raise AnnotationError("empty_target", "no pixel of the map holds depth (every one 0, or its format's no-depth "
+                                          "value)")
 
 
 def _normals(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,

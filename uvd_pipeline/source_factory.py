@@ -90,7 +90,7 @@ READERS: dict[str, Callable[[Any, int, int | None], Any]] = {
     "coco": _coco,
     "mpii": lambda c, seed, max_pixels: MpiiSource(c.name, c.path, c.annotation_file, c.images_dir,
                                                    c.follow_links),
-    "segmentation": lambda c, seed, max_pixels: SegmentationSource(c.name, c.path, c.layout, c.follow_links),
+    "segmentation": lambda c, seed, max_pixels: SegmentationSource(c.name, c.path, c.layout, c.follow_links, c.tasks),
     "stereo": lambda c, seed, max_pixels: StereoSource(c.name, c.path, tuple(c.tasks),
                                                        disparity_folder=c.disparity_folder,
                                                        left_folder=c.left_folder, right_folder=c.right_folder,

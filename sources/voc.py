@@ -1,0 +1,247 @@
+"""PASCAL VOC as VOCdevkit unpacks it (`layout: voc` of `type: segmentation`).
+
+    VOCdevkit/VOC2012/JPEGImages/<id>.jpg               every image of every VOC task
+    VOCdevkit/VOC2012/SegmentationClass/<id>.png        palette PNG: class index 0..20, 255 void
+    VOCdevkit/VOC2012/ImageSets/Segmentation/<list>.txt train.txt, val.txt (trainval.txt: both), test.txt
+    VOCdevkit/VOC2012/Annotations/<id>.xml              detection: <object><name><bndbox> (`voc_xml`)
+    VOCdevkit/VOC2012/ImageSets/Main/<list>.txt         detection's train.txt, val.txt, test.txt
+
+The lists, not the folders, say which images are a task's: JPEGImages holds all 17,125 images of
+VOC2012's tasks, of which 2,913 have a class map and 11,540 are detection's. So an image (or an
+XML file) no list of an asked task names is none of its set, passed over without a word (not
+counted: the folders are shared with the tasks and images this layout does not read). Each id a
+list names is one pair or one counted reject (its JPEG, label map or XML gone or bad), and each
+label map no segmentation list names is counted (`unlisted_label_map`): VOC's own
+SegmentationClass holds exactly trainval's maps. An id in two lists of a task is read once, in the
+first of val, train, test (held out wins). test.txt names images whose annotations are withheld
+(VOC2012test.tar; VOC2007's test annotations were released): an id without its map or XML is one
+`unlabeled_split` reject, one with it a val pair. SegmentationObject/ (instance ids) is not read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+from sources import fsio
+from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem, shown_name
+from sources.records import FILE_TOO_LARGE, PairRecord, Reject, SourceItem, read_input_bytes, relative_input, safe_key
+from sources.voc_xml import MAX_VOC_XML_BYTES, parse_voc_xml
+from transforms.errors import Rejected
+
+VOC_IMAGES = "JPEGImages"
+VOC_LABELS = "SegmentationClass"
+VOC_XML = "Annotations"
+# each task's lists and the folder of its annotations, `<id><suffix>`
+VOC_TASKS = {"segmentation": ("ImageSets/Segmentation", VOC_LABELS, ".png"),
+             "detection": ("ImageSets/Main", VOC_XML, ".xml")}
+VOC_LISTS_FOLDER = VOC_TASKS["segmentation"][0]
+# the lists read, in the order an id listed twice is taken (held out first); trainval.txt is
+# train.txt and val.txt together, so it is not read
+VOC_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train", "test.txt": "val"}
+VOC_TEST_LIST = "test.txt"
+VOC_VOID = 255  # VOC's border round each object and its unlabelled pixels: drawn as unlabeled (0)
+MAX_VOC_LIST_BYTES = 1 << 20  # VOC2012's train.txt: 1,464 ids, 17 KB
+VOC_ID = re.compile(r"[A-Za-z0-9_-]+")  # 2007_000032 (2012), 000032 (2007): a file's stem, never a path
+FILES_PER_UNIT = 256
+LIST_UNIT = "voc:lists"
+UNLISTED_UNIT = "voc:unlisted"
+
+
+def read_voc_list(uri: str) -> tuple[list[str], str]:
+    """One VOC split list: its ids in order, and what is wrong with it ('' when nothing). A line is
+    one id (a file stem); a line of another form (two words, a path) is left out and named."""
+    try:
+        text = read_input_bytes(uri, MAX_VOC_LIST_BYTES).decode("utf-8-sig")
+    except fsio.FileTooLarge:
+        return [], f"larger than {MAX_VOC_LIST_BYTES} bytes (a split list is a page of ids)"
+    except UnicodeDecodeError:
+        return [], "not UTF-8 text"
+    except (OSError, ValueError) as exc:
+        return [], f"unreadable ({type(exc).__name__})"
+    ids: list[str] = []
+    bad: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        word = line.strip()
+        if not word:
+            continue
+        if VOC_ID.fullmatch(word):
+            ids.append(word)
+        else:
+            bad.append((number, word))
+    problem = ""
+    if bad:
+        problem = (f"{len(bad)} line{'s are' if len(bad) > 1 else ' is'} not an image id "
+                   f"(line {bad[0][0]}: {bad[0][1][:60]!r})")
+    return ids, problem
+
+
+@dataclass(frozen=True)
+class VocSegmentation:
+    """The reader behind `SegmentationSource(layout="voc")`: units are split lists' ids, not files."""
+
+    name: str
+    path: str
+    follow_links: bool = False
+    tasks: tuple[str, ...] = ("segmentation",)
+
+    def root(self) -> str:
+        """The VOC<year> folder: `path` itself, or the one VOC<year> folder below it or below its
+        VOCdevkit/ (`check` names them when there are several)."""
+        if fsio.isdir(fsio.join(self.path, VOC_IMAGES)):
+            return self.path
+        for top in (self.path, fsio.join(self.path, "VOCdevkit")):
+            found = [d for d in (fsio.list_dirs(top) if fsio.isdir(top) else [])
+                     if fsio.isdir(fsio.join(d, VOC_IMAGES))]
+            if len(found) > 1:
+                names = ", ".join(fsio.basename(d) for d in found)
+                raise ConfiguredPathMissing("path", f"voc layout: {top} holds several VOC sets ({names}): "
+                                                    "set `path` to one of them (one source each)")
+            if found:
+                return found[0]
+        return self.path
+
+    def _check(self, root: str) -> None:
+        """The set's images, and for each task asked its annotation folder and a train or val list,
+        are there; else `check` names `layout` (`tasks` for detection) and what the path holds
+        (without the lists nothing says which image is whose)."""
+        field = "layout" if self.tasks == ("segmentation",) else "tasks"
+        for task in self.tasks:
+            lists, folder, _ = VOC_TASKS[task]
+            for needed in (VOC_IMAGES, folder):
+                if not fsio.isdir(fsio.join(root, needed)):
+                    raise missing_under(field, self.path, relative_input(fsio.join(root, needed), self.path),
+                                        f"voc layout, {task}: ", "; expected VOCdevkit/VOC<year>/ as VOCtrainval "
+                                        "tars unpack")
+            if not any(fsio.exists(fsio.join(root, lists, n)) for n in ("train.txt", "val.txt")):
+                raise missing_under(field, self.path, relative_input(fsio.join(root, lists, "train.txt"), self.path),
+                                    f"voc layout, {task}: ", "; nor val.txt: the split lists say which images are "
+                                    f"{task}'s")
+
+    def units(self) -> list[tuple[str, tuple[str, ...]]]:
+        root = self.root()
+        self._check(root)
+        units: list[tuple[str, tuple[str, ...]]] = []
+        list_uris = []
+        for task in self.tasks:
+            lists = fsio.join(root, VOC_TASKS[task][0])
+            taken: set[str] = set()
+            for list_name in VOC_SPLIT_LISTS:
+                uri = fsio.join(lists, list_name)
+                if not fsio.exists(uri):
+                    continue
+                list_uris.append(uri)
+                if path_problem(self.path, uri, self.follow_links) or set_aside_problem(self.path, uri):
+                    continue  # its own unit's reject
+                ids = [i for i in dict.fromkeys(read_voc_list(uri)[0]) if i not in taken]
+                taken.update(ids)
+                images = [fsio.join(root, VOC_IMAGES, i + ".jpg") for i in ids]
+                units += [(f"{task}:{list_name}", tuple(images[i: i + FILES_PER_UNIT]))
+                          for i in range(0, len(images), FILES_PER_UNIT)]
+            if task == "segmentation":
+                unlisted = [u for u in fsio.list_files(fsio.join(root, VOC_LABELS), (".png",), links=True)
+                            if fsio.basename(u).rsplit(".", 1)[0] not in taken]
+                units += [(UNLISTED_UNIT, tuple(unlisted[i: i + FILES_PER_UNIT]))
+                          for i in range(0, len(unlisted), FILES_PER_UNIT)]
+        return units + ([(LIST_UNIT, tuple(list_uris))] if list_uris else [])
+
+    def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
+        folder, files = unit
+        if folder == LIST_UNIT:
+            yield from self._read_lists(files)
+        elif folder == UNLISTED_UNIT:
+            yield from self._read_unlisted(files)
+        else:
+            task, list_name = folder.split(":", 1)
+            yield from self._read_listed(task, list_name, files)
+
+    def _read_lists(self, uris: tuple[str, ...]) -> Iterator[Reject]:
+        """A list that cannot be read, or has lines of another form: one `bad_split_list` reject
+        (the ids it gave are read all the same); a good list is nothing."""
+        for uri in uris:
+            key = safe_key(self.name, *uri[len(uri.rsplit("/", 3)[0]) + 1:].split("/"))
+            at = relative_input(uri, fsio.listed_root(self.path))
+            problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
+            if problem:
+                yield Reject(key, self.name, key, "read", problem.reason, problem.detail, input=at)
+                continue
+            detail = read_voc_list(uri)[1]
+            if detail:
+                yield Reject(key, self.name, key, "read", "bad_split_list", detail[:200], input=at)
+
+    def _read_unlisted(self, uris: tuple[str, ...]) -> Iterator[Reject]:
+        """A label map no list names (`unlisted_label_map`), or what an operating system left there."""
+        labels = fsio.listed_root(fsio.join(self.root(), VOC_LABELS))
+        for uri in uris:
+            key = safe_key(self.name, VOC_LABELS, fsio.basename(uri))
+            at = relative_input(uri, fsio.listed_root(self.path))
+            aside = set_aside_problem(labels, uri)
+            if aside:
+                yield Reject(key, self.name, key, "read", aside.reason, aside.detail, input=at)
+                continue
+            yield Reject(key, self.name, key, "read", "unlisted_label_map",
+                         f"{shown_name(fsio.basename(uri))}: no list of {VOC_LISTS_FOLDER}/ names it", input=at)
+
+    def _read_listed(self, task: str, list_name: str, images: tuple[str, ...]) -> Iterator[SourceItem]:
+        """Each id a list names: a pair of its JPEG and its annotation, or a counted reject."""
+        split = VOC_SPLIT_LISTS[list_name]
+        lists, folder, suffix = VOC_TASKS[task]
+        listed_as = f"{lists}/{list_name}"
+        for image in images:
+            image_id = fsio.basename(image).rsplit(".", 1)[0]
+            group = safe_key(self.name, image_id)
+            key = f"{group}-{task}"
+            annotation = fsio.join(image.rsplit("/", 2)[0], folder, image_id + suffix)
+            at = relative_input(image, fsio.listed_root(self.path))
+            outside = path_problem(self.path, image, self.follow_links) or \
+                path_problem(self.path, annotation, self.follow_links)
+            if outside:
+                yield Reject(key, self.name, group, "read", outside.reason, outside.detail, split_hint=split, input=at)
+                continue
+            if list_name == VOC_TEST_LIST and not fsio.exists(annotation):
+                yield Reject(key, self.name, group, "read", "unlabeled_split",
+                             f"VOC's test annotations are withheld ({listed_as} lists {image_id}; no "
+                             f"{folder}/{image_id}{suffix})", split_hint=split, input=at)
+                continue
+            if not fsio.exists(image):
+                yield Reject(key, self.name, group, "read", "missing_image",
+                             f"{listed_as} lists {image_id}; no {VOC_IMAGES}/{image_id}.jpg", split_hint=split, input=at)
+                continue
+            if not fsio.exists(annotation):
+                what = "label map" if task == "segmentation" else "annotation"
+                yield Reject(key, self.name, group, "read", "missing_annotation",
+                             f"{listed_as} lists {image_id}; no {what} {folder}/{image_id}{suffix}",
+                             split_hint=split, input=at)
+                continue
+            lineage = {"file": f"{VOC_IMAGES}/{image_id}.jpg", "voc_list": f"{lists}/{list_name}"}
+            if task == "segmentation":
+                yield PairRecord(key=key, source=self.name, group=group, task=task, image_uri=image,
+                                 annotation={"label_uri": annotation, "unlabeled_ids": (VOC_VOID,)}, split_hint=split,
+                                 lineage=lineage)
+                continue
+            try:
+                boxes = parse_voc_xml(read_input_bytes(annotation, MAX_VOC_XML_BYTES))
+            except fsio.FileTooLarge:
+                boxes = Rejected(FILE_TOO_LARGE, f"over the {MAX_VOC_XML_BYTES} bytes a VOC annotation may take")
+            except Rejected as exc:
+                boxes = exc
+            except (OSError, UnicodeError) as exc:
+                boxes = Rejected("unreadable_file", type(exc).__name__)
+            xml_at = relative_input(annotation, fsio.listed_root(self.path))
+            if isinstance(boxes, Rejected):
+                yield Reject(key, self.name, group, "read", boxes.reason, boxes.detail[:200], split_hint=split,
+                             input=xml_at)
+                continue
+            if not boxes["boxes"] and list_name == VOC_TEST_LIST:  # VOC2012test.tar: sizes only, objects withheld
+                yield Reject(key, self.name, group, "read", "unlabeled_split",
+                             f"VOC's test annotations are withheld ({folder}/{image_id}{suffix} holds no <object>)",
+                             split_hint=split, input=xml_at)
+                continue
+            if not boxes["boxes"]:
+                yield Reject(key, self.name, group, "read", f"no_{task}_annotations",
+                             f"{folder}/{image_id}{suffix} holds no <object>", split_hint=split, input=xml_at)
+                continue
+            names = boxes.pop("names")
+            yield PairRecord(key=key, source=self.name, group=group, task=task, image_uri=image, annotation=boxes,
+                             split_hint=split, lineage={**lineage, "classes": sorted(set(names))})

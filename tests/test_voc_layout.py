@@ -1,0 +1,371 @@
+"""PASCAL VOC as VOCdevkit unpacks it (`type: segmentation`, `layout: voc`), on a small tree of
+real photographs (scikit-image's bundled ones, JPEG-encoded by Pillow) and SegmentationClass
+palette PNGs carrying VOCdevkit's colour map, read back with Pillow and OpenCV."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from sources.records import PairRecord, Reject
+from sources.segmentation import SegmentationSource
+
+SIZE = (64, 64)  # h, w: square, so the squash policy draws the map as it is
+
+
+def _voc_colormap() -> list[int]:
+    """VOCdevkit's `labelcolormap(256)` (VOCinit.m): class i's colour from the bits of i."""
+    colours: list[int] = []
+    for i in range(256):
+        rgb, c = [0, 0, 0], i
+        for j in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((c >> channel) & 1) << (7 - j)
+            c >>= 3
+        colours += rgb
+    return colours
+
+
+def _photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    image = getattr(data, name)()
+    image = np.stack([image] * 3, axis=2) if image.ndim == 2 else image[..., :3]
+    return cv2.resize(image, SIZE[::-1], interpolation=cv2.INTER_AREA)
+
+
+def _labels(cls: int, seed: int) -> np.ndarray:
+    """An object of class `cls` ringed by VOC's void border (255) on background (0)."""
+    labels = np.zeros(SIZE, np.uint8)
+    top = 8 + seed * 2
+    labels[top - 2: top + 22, 10: 40] = 255
+    labels[top: top + 20, 12: 38] = cls
+    return labels
+
+
+def _write_voc(root: Path, pairs: dict[str, tuple[str, int]], lists: dict[str, list[str]],
+               extra_images: tuple[str, ...] = (), extra_labels: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """VOCdevkit/VOC2012 with JPEGImages/<id>.jpg, SegmentationClass/<id>.png (mode P, VOC's colour
+    map), SegmentationObject/<id>.png and ImageSets/Segmentation/<list>.txt; returns each id's labels."""
+    voc = root / "VOCdevkit" / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets/Segmentation", "Annotations"):
+        (voc / folder).mkdir(parents=True, exist_ok=True)
+    made = {}
+    for n, (image_id, (photo, cls)) in enumerate(pairs.items()):
+        if image_id not in extra_labels:
+            Image.fromarray(_photo(photo)).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        labels = made[image_id] = _labels(cls, n)
+        if image_id in extra_images:
+            continue
+        label = Image.fromarray(labels, "P")
+        label.putpalette(_voc_colormap())
+        label.save(voc / "SegmentationClass" / f"{image_id}.png")
+        objects = Image.fromarray(np.where(labels == cls, 1, labels).astype(np.uint8), "P")
+        objects.putpalette(_voc_colormap())
+        objects.save(voc / "SegmentationObject" / f"{image_id}.png")
+    for name, ids in lists.items():
+        (voc / "ImageSets" / "Segmentation" / name).write_text("".join(f"{i}\n" for i in ids))
+    return made
+
+
+def _render_target(record: PairRecord) -> np.ndarray:
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_pair
+
+    rendered = render_pair(record, RenderSettings(SIZE[1], "squash", 0, 10**9, 1, 0, 0.0))
+    assert not isinstance(rendered, Reject), rendered
+    return decode_png(rendered.images[1])
+
+
+def _read_all(source) -> list:
+    return [i for unit in source.units() for i in source.read(unit)]
+
+
+PAIRS = {"2007_000032": ("astronaut", 1), "2007_000039": ("coffee", 15), "2007_000063": ("chelsea", 8),
+         "2008_000008": ("rocket", 7), "2011_003271": ("camera", 20)}
+
+
+def test_voc2012_segmentation_pairs_follow_its_lists_and_draw_palette_indices(tmp_path: Path):
+    """Old code had no VOC layout (`layout: voc` failed the config; `ade20k` on VOCdevkit failed
+    `check`). Each listed id is one pair in its list's split; its target draws the class indices
+    of the palette PNG (never its colours: VOC's aeroplane, 1, is (128, 0, 0) there, its car, 7,
+    grey (128, 128, 128)) with the 255 void border unlabelled; an id listed in train and val is
+    read once, in val; JPEGImages' images no list names (the detection set) are not read."""
+    from transforms.annotations import palette
+
+    made = _write_voc(tmp_path, PAIRS, {"train.txt": ["2007_000032", "2007_000039", "2011_003271"],
+                                        "val.txt": ["2007_000063", "2008_000008", "2011_003271"],
+                                        "trainval.txt": list(PAIRS)})
+    Image.fromarray(_photo("moon")).save(
+        tmp_path / "VOCdevkit/VOC2012/JPEGImages/2012_004331.jpg")  # detection only: no list names it
+    label_file = tmp_path / "VOCdevkit/VOC2012/SegmentationClass/2008_000008.png"
+    with Image.open(label_file) as written:  # read back independently: the indices Pillow reads
+        assert written.mode == "P" and np.array_equal(np.asarray(written), made["2008_000008"])
+        assert written.getpalette()[7 * 3: 8 * 3] == [128, 128, 128]
+    colours = cv2.imread(str(label_file), cv2.IMREAD_UNCHANGED)  # OpenCV expands the palette: colours
+    assert colours.ndim == 3 and tuple(colours[20, 20]) == (128, 128, 128) and tuple(colours[0, 0]) == (0, 0, 0)
+    assert tuple(colours[made["2008_000008"] == 255][0]) == (192, 224, 224)  # VOC's void, BGR
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    splits = {i.key: i.split_hint for i in items}
+    assert splits == {"voc-2007_000032-segmentation": "train", "voc-2007_000039-segmentation": "train",
+                      "voc-2007_000063-segmentation": "val", "voc-2008_000008-segmentation": "val",
+                      "voc-2011_003271-segmentation": "val"}
+    for record in items:
+        labels = made[record.key.split("-")[1]]
+        assert np.array_equal(_render_target(record), palette()[np.where(labels == 255, 0, labels)])
+    # the same from VOCdevkit/ and from VOC2012/ itself
+    for path in (tmp_path / "VOCdevkit", tmp_path / "VOCdevkit" / "VOC2012"):
+        assert sorted(i.key for i in _read_all(SegmentationSource("voc", str(path), "voc"))) == sorted(splits)
+
+
+def test_voc_listed_ids_with_files_gone_and_unlisted_maps_are_counted(tmp_path: Path):
+    """A tar extracted in part, and lists edited by hand: an id whose JPEG is gone is
+    `missing_image`, one whose class map is gone `missing_annotation`, a line that is no id (a
+    path, two words) `bad_split_list` naming it (the list's other ids are read), a class map no
+    list names `unlisted_label_map`; test.txt's ids without their map (labels withheld)
+    `unlabeled_split` in val;
+    a Mac's `._x.png` among the maps `os_metadata`."""
+    _write_voc(tmp_path, PAIRS, {"train.txt": ["2007_000032", "2007_000039", "../../etc/passwd", "2099_000001"],
+                                 "val.txt": ["2007_000063"], "test.txt": ["2008_000008"]},
+               extra_images=("2007_000039",))
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    (voc / "JPEGImages" / "2007_000032.jpg").unlink()
+    (voc / "SegmentationClass" / "2008_000008.png").unlink()  # VOC2012test.tar: no maps
+    (voc / "SegmentationClass" / "._2011_003271.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    rejects = {(r.input, r.reason, r.split_hint) for r in items if isinstance(r, Reject)}
+    at = "VOCdevkit/VOC2012/"
+    assert rejects == {
+        (at + "JPEGImages/2007_000032.jpg", "missing_image", "train"),
+        (at + "JPEGImages/2007_000039.jpg", "missing_annotation", "train"),
+        (at + "JPEGImages/2099_000001.jpg", "missing_image", "train"),
+        (at + "ImageSets/Segmentation/train.txt", "bad_split_list", None),
+        (at + "JPEGImages/2008_000008.jpg", "unlabeled_split", "val"),
+        (at + "SegmentationClass/2011_003271.png", "unlisted_label_map", None),
+        (at + "SegmentationClass/._2011_003271.png", "os_metadata", None),
+    }
+    by_reason = {r.reason: r for r in items if isinstance(r, Reject)}
+    assert "line 3: '../../etc/passwd'" in by_reason["bad_split_list"].detail
+    assert "no label map SegmentationClass/2007_000039.png" in by_reason["missing_annotation"].detail
+    assert [i.key for i in items if isinstance(i, PairRecord)] == ["voc-2007_000063-segmentation"]
+    assert Counter(r.reason for r in items if isinstance(r, Reject))["missing_image"] == 2
+
+
+def test_voc_layout_through_the_config_and_check(tmp_path: Path):
+    """`layout: voc` is a config value; a VOC tree without its lists (or without SegmentationClass,
+    the detection-only VOC2007 test tar) fails `check` naming `layout`, and two VOC sets under
+    one VOCdevkit name both."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    def units(path: Path):
+        return list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "segmentation", "path": str(path), "layout": "voc"}]}))
+
+    _write_voc(tmp_path / "data", PAIRS, {"val.txt": list(PAIRS)})
+    assert units(tmp_path / "data")
+    lists = tmp_path / "data/VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt"
+    lists.rename(lists.with_name("trainval_aug.txt"))
+    with pytest.raises(ConfigError) as info:
+        units(tmp_path / "data")
+    assert "sources[0].layout (s)" in str(info.value) and "train.txt" in str(info.value)
+    assert "trainval_aug.txt" in str(info.value)
+    lists.with_name("trainval_aug.txt").rename(lists)
+    (tmp_path / "data/VOCdevkit/VOC2007/JPEGImages").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="several VOC sets \\(VOC2007, VOC2012\\)"):
+        units(tmp_path / "data")
+
+
+def test_voc_build_end_to_end_counts_every_listed_id(tmp_path: Path, tiny_tokenizer: Path):
+    """The build reads `layout: voc` through its units: each listed id is a sentence member or a
+    reject in summary.json, and the sentences' targets are the palette indices' colours."""
+    import json
+
+    import yaml
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.render import decode_png
+    from uvd_pipeline.rendered_shards import iter_shard
+    from transforms.annotations import palette
+
+    made = _write_voc(tmp_path / "data", PAIRS, {"train.txt": list(PAIRS)[:3], "val.txt": list(PAIRS)[3:],
+                                                 "test.txt": ["2012_000001"]})
+    (tmp_path / "data/VOCdevkit/VOC2012/JPEGImages/2007_000039.jpg").unlink()
+    voc_root = tmp_path / "data/VOCdevkit/VOC2012"
+    (voc_root / "ImageSets/Main").mkdir()
+    (voc_root / "ImageSets/Main/val.txt").write_text("2008_000008\n2011_003271\n")
+    boxes = {"2008_000008": [("car", (5, 6, 30, 40), 0)], "2011_003271": [("tvmonitor", (20, 10, 60, 50), 1)]}
+    for image_id, objects in boxes.items():
+        _voc_xml(voc_root / "Annotations" / f"{image_id}.xml", image_id, objects)
+    config = {"output": str(tmp_path / "out"), "image": {"size": 64}, "split": {"val_fraction": 0.0},
+              "sources": [{"name": "voc", "type": "segmentation", "layout": "voc", "path": str(tmp_path / "data"),
+                           "tasks": ["segmentation", "detection"],
+                           "num_shards": 1, "pairs_per_sentence": 2, "remainder": "wrap"}],
+              "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8, "compile": False},
+              "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_build(load_config(str(tmp_path / "c.yaml")))
+    voc = json.loads((tmp_path / "out" / "summary.json").read_text())["sources"]["voc"]
+    assert voc["rejects_by_reason"] == {"missing_image": 1, "unlabeled_split": 1}
+    assert {split: counts["images"] for split, counts in voc["by_split"].items()} == {"train": 4, "val": 8}
+    assert voc["by_kind_task"] == {"pairs/segmentation": 2, "pairs/detection": 1}
+    drawn = set()
+    for tar in sorted((tmp_path / "out" / "rendered").rglob("*.tar")):
+        for sentence in iter_shard(str(tar)):
+            members = sentence.header["members"]
+            for member, image, target in zip(members[1::2], sentence.images[::2], sentence.images[1::2]):
+                if member["task"] == "segmentation":
+                    labels = made[member["key"].split("-")[1]]
+                    assert np.array_equal(decode_png(target), palette()[np.where(labels == 255, 0, labels)])
+                else:  # the boxes outlined over the image, the rest of it as it is
+                    changed = np.any(decode_png(target) != decode_png(image), axis=2)
+                    assert 0 < changed.mean() < 0.5
+                drawn.add(member["key"])
+    assert drawn == {f"voc-{i}-segmentation" for i in PAIRS} - {"voc-2007_000039-segmentation"} | {
+        "voc-2008_000008-detection", "voc-2011_003271-detection"}
+
+
+def _voc_xml(path: Path, image_id: str, objects: list[tuple[str, tuple[int, int, int, int], int]],
+             size: tuple[int, int] = SIZE) -> None:
+    """An Annotations/<id>.xml as VOC's files are laid out (folder, filename, source, size,
+    segmented, then each object's name, pose, truncated, difficult, bndbox), written by the
+    standard library's ElementTree as LabelImg-style tools write them."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "VOC2012"
+    ET.SubElement(root, "filename").text = f"{image_id}.jpg"
+    source = ET.SubElement(root, "source")
+    ET.SubElement(source, "database").text = "The VOC2007 Database"
+    ET.SubElement(source, "annotation").text = "PASCAL VOC2007"
+    dims = ET.SubElement(root, "size")
+    for name, value in (("width", size[1]), ("height", size[0]), ("depth", 3)):
+        ET.SubElement(dims, name).text = str(value)
+    ET.SubElement(root, "segmented").text = "1"
+    for name, (x0, y0, x1, y1), difficult in objects:
+        item = ET.SubElement(root, "object")
+        ET.SubElement(item, "name").text = name
+        ET.SubElement(item, "pose").text = "Frontal"
+        ET.SubElement(item, "truncated").text = "0"
+        ET.SubElement(item, "difficult").text = str(difficult)
+        box = ET.SubElement(item, "bndbox")
+        for field, value in zip(("xmin", "ymin", "xmax", "ymax"), (x0, y0, x1, y1)):
+            ET.SubElement(box, field).text = str(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path)
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<annotation><object><name>&lol9;</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>
+"""
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE annotation [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<annotation><object><name>&xxe;</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>
+"""
+
+
+def test_voc_detection_boxes_from_annotations_xml_as_detectron2_reads_them(tmp_path: Path):
+    """`tasks: [segmentation, detection]` also reads ImageSets/Main's ids with their
+    Annotations/<id>.xml: each object's box as detectron2's `load_voc_instances` takes it (1-based
+    inclusive corners: xmin - 1, ymin - 1 to xmax, ymax), difficult objects kept, VOC's class i
+    drawn as label map index i's colour; an image's two tasks share its group. A billion-laughs
+    file, an external entity, a file that is no XML, one over 1 MiB, one without objects and an
+    id without its XML are counted rejects, each at once (no entity is expanded); a test id whose
+    XML holds no object (VOC2012test.tar's) is `unlabeled_split`."""
+    from transforms.annotations import draw_boxes
+    from sources.voc_xml import VOC_CLASSES
+
+    _write_voc(tmp_path, PAIRS, {"train.txt": ["2007_000032"], "val.txt": ["2007_000039"]})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    boxes = {"2007_000032": [("aeroplane", (10, 12, 40, 30), 0), ("person", (30, 5, 64, 64), 1)],
+             "2007_000039": [("bottle", (1, 1, 20, 50), 0)]}
+    for image_id, objects in boxes.items():
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, objects)
+    (voc / "Annotations" / "2007_000063.xml").write_bytes(BILLION_LAUGHS)
+    (voc / "Annotations" / "2008_000008.xml").write_bytes(XXE)
+    (voc / "Annotations" / "2011_003271.xml").write_bytes(b"<annotation><object><name>cat</name>")
+    for image_id, photo in (("2012_000001", "moon"), ("2012_000002", "moon"), ("2012_000003", "moon")):
+        Image.fromarray(_photo(photo)).save(voc / "JPEGImages" / f"{image_id}.jpg")
+    _voc_xml(voc / "Annotations" / "2012_000001.xml", "2012_000001", [])
+    (voc / "Annotations" / "2012_000002.xml").write_bytes(b"<annotation>" + b" " * (1 << 20) + b"</annotation>")
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text(
+        "2007_000032\n2007_000063\n2008_000008\n2011_003271\n2012_000001\n2012_000002\n2012_000003\n")
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("2007_000039\n")
+    Image.fromarray(_photo("moon")).save(voc / "JPEGImages" / "2012_000004.jpg")
+    _voc_xml(voc / "Annotations" / "2012_000004.xml", "2012_000004", [])  # VOC2012test.tar: no objects
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("2012_000004\n2007_000039\n")  # a val id too: read once
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection")))
+    detection = {i.key: i for i in items if i.key.endswith("-detection")}
+    rejects = {k: (r.reason, r.input.rsplit("/", 2)[-2:]) for k, r in detection.items() if isinstance(r, Reject)}
+    assert rejects == {"voc-2007_000063-detection": ("bad_annotation", ["Annotations", "2007_000063.xml"]),
+                       "voc-2008_000008-detection": ("bad_annotation", ["Annotations", "2008_000008.xml"]),
+                       "voc-2011_003271-detection": ("bad_annotation", ["Annotations", "2011_003271.xml"]),
+                       "voc-2012_000001-detection": ("no_detection_annotations", ["Annotations", "2012_000001.xml"]),
+                       "voc-2012_000002-detection": ("file_too_large", ["Annotations", "2012_000002.xml"]),
+                       "voc-2012_000003-detection": ("missing_annotation", ["JPEGImages", "2012_000003.jpg"]),
+                       "voc-2012_000004-detection": ("unlabeled_split", ["Annotations", "2012_000004.xml"])}
+    assert "DTD" in detail_of(detection, "voc-2007_000063-detection") and "passwd" not in str(items)
+    assert "not well-formed" in detail_of(detection, "voc-2011_003271-detection")
+    pairs = {k: r for k, r in detection.items() if isinstance(r, PairRecord)}
+    assert sorted(pairs) == ["voc-2007_000032-detection", "voc-2007_000039-detection"]
+    assert {r.split_hint for r in pairs.values()} == {"train", "val"}
+    segmentation = {i.key: i for i in items if i.key.endswith("-segmentation")}
+    for key, record in pairs.items():
+        image_id = key.split("-")[1]
+        assert record.group == segmentation[f"voc-{image_id}-segmentation"].group
+        objects = boxes[image_id]
+        assert record.annotation["boxes"] == [[x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1]
+                                              for _, (x0, y0, x1, y1), _ in objects]
+        classes = [VOC_CLASSES.index(name) + 1 for name, _, _ in objects]
+        assert record.annotation["categories"] == classes
+        assert (record.annotation["width"], record.annotation["height"]) == (SIZE[1], SIZE[0])
+        with Image.open(record.image_uri) as photo:  # the image as Pillow decodes it, boxes drawn
+            expected = draw_boxes(np.asarray(photo.convert("RGB")),
+                                  np.array([[x0 - 1, y0 - 1, x1, y1] for _, (x0, y0, x1, y1), _ in objects]), classes)
+        drawn = _render_target(record)
+        assert np.abs(drawn.astype(int) - expected.astype(int)).max() <= 2  # JPEG decoders within 2 levels
+        outline = np.any(expected != np.asarray(Image.open(record.image_uri).convert("RGB")), axis=2)
+        assert outline.any() and np.array_equal(drawn[outline], expected[outline])
+
+
+def detail_of(items: dict, key: str) -> str:
+    return items[key].detail
+
+
+def test_voc_detection_asked_of_another_layout_or_without_main_lists_fails_early(tmp_path: Path):
+    """`tasks: [detection]` is VOC's: with `layout: ade20k` the config names `tasks`; a VOC tree
+    without ImageSets/Main (the segmentation lists alone) fails `check` naming `tasks`."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    def config(layout: str) -> object:
+        return parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": layout,
+             "tasks": ["segmentation", "detection"]}]})
+
+    _write_voc(tmp_path / "data", PAIRS, {"val.txt": list(PAIRS)})
+    with pytest.raises(ConfigError, match="tasks: detection is read from PASCAL VOC's Annotations/"):
+        config("ade20k")
+    with pytest.raises(ConfigError) as info:
+        list_units(config("voc"))
+    assert "sources[0].tasks (s)" in str(info.value) and "ImageSets/Main/train.txt" in str(info.value)
