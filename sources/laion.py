@@ -33,7 +33,8 @@ A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.
 `Image` struct column) are read row by row, one unit per file (an image file a row's path names is
 that row's; the other files are rejects, `FOLDER_FILES_PER_UNIT` to a unit), each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
-(validation, test) go to `val`; a repo card's `configs:` (`sources.hf_card`) gives the splits and
+(validation, test) go to `val`; a Hub cache snapshot is read in place (`sources.hub_cache`: its
+links to the cache's blobs are inside the root, its rows' `hf://` paths its files); a repo card's `configs:` (`sources.hf_card`) gives the splits and
 the files of the config built, another config's file is an `other_hf_config` reject (without one,
 so is a file the default pattern set the repo loads by leaves out: `hf_parquet.pattern_set`). A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sources import fsio, hf_card, hf_parquet, imagefolder
 from sources.hf_repo_reader import HfRepoReader
 from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name, shard_of, stray_files
-from sources.paths import (OutsideRoot, collapse_set_aside, join_inside, path_problem, relative_to_root, set_aside,
+from sources.paths import (OutsideRoot, collapse_set_aside, path_problem, relative_to_root, set_aside,
                            set_aside_problem)
 from sources.records import FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, nfc, raise_machine_error, units_cut_by_name
 from sources.web_folder import FOLDER_KINDS
@@ -166,7 +166,7 @@ class UnitPlanner(MetadataReader, HfRepoReader):
     def _inside(self, named: str) -> str | None:
         """The path under the root (in NFC) of a file a row names, None for one out of it."""
         try:
-            return nfc(relative_to_root(self.path, join_inside(self.path, named)))
+            return nfc(relative_to_root(self.path, self._named_file(named)))
         except OutsideRoot:
             return None
 
