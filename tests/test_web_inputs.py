@@ -446,6 +446,83 @@ def test_folders_beside_img2dataset_shards_are_counted_never_skipped_or_read_as_
     assert others == [("_tmp", "unexpected_file")] + ([("extra", "unexpected_file")] if layout == "webdataset" else [])
 
 
+def _work_folder(root: Path, shards: list[int]) -> None:
+    """img2dataset 1.47's `_tmp/`: its reader cuts the URL list into `{shard_id}.feather` (an Arrow
+    IPC file of the URL columns, `pa.ipc.new_file`), one per shard to download, each removed once
+    its shard is written."""
+    (root / "_tmp").mkdir(parents=True, exist_ok=True)
+    for shard in shards:
+        table = pa.table({"url": [f"http://127.0.0.1/{shard}-{i}.jpg" for i in range(3)],
+                          "caption": [f"c{i}" for i in range(3)]})
+        with open(root / "_tmp" / f"{shard}.feather", "wb") as handle, pa.ipc.new_file(handle, table.schema) as writer:
+            writer.write_table(table)
+
+
+def test_a_download_killed_before_any_shard_ended_is_one_unfinished_download_reject(tmp_path: Path):
+    """An img2dataset download killed before its first shard ended leaves only `_tmp/` with the
+    URL shards it planned: taken for a plain image folder, each feather was an image record the
+    decoder failed (`not_an_image`), nothing said the download was unfinished. Now the folder is
+    one `unfinished_download` reject naming the shards and what to do; a format set by hand says
+    so in its error; a folder of images holding such a `_tmp/` keeps its images."""
+    _work_folder(tmp_path, [0, 1, 2, 3, 4])
+    source = LaionSource("web", str(tmp_path))
+    (reject,) = _read_all(source)
+    assert (reject.reason, reject.input, reject.key) == ("unfinished_download", "_tmp", data_key("web", "_tmp"))
+    assert "5 shards it planned (00000, 00001, 00002... 00004) not finished" in reject.detail
+    assert "rerun the same img2dataset command" in reject.detail and len(reject.detail) <= 300
+    for fmt in ("webdataset", "parquet"):
+        with pytest.raises(FileNotFoundError, match="no .* shards in .*img2dataset's work folder: its download"):
+            LaionSource("web", str(tmp_path), fmt).units()
+
+    (tmp_path / "photos").mkdir()  # a folder of images that holds such a folder too
+    (tmp_path / "photos" / "a.jpg").write_bytes(_image(seed=1))
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [i.key for i in items if isinstance(i, ImageRecord)] == [path_key("web", "photos/a.jpg")]
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [("unfinished_download", "_tmp")]
+
+
+def test_a_download_killed_after_a_shard_ended_names_the_shards_to_come(tmp_path: Path):
+    """Killed once shard 0 ended: its tar, parquet and `_stats.json` are there, `_tmp/` holds the
+    feathers of shards 1 and 2 (img2dataset removed shard 0's): the shard is read, and `_tmp/`,
+    an `unexpected_file` before, is the `unfinished_download` naming shards 00001 and 00002. A
+    `_tmp/` whose shards all ended (img2dataset leaves it on S3) stays `unexpected_file`."""
+    _img2dataset_shard(tmp_path)
+    _work_folder(tmp_path, [1, 2])
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert sum(isinstance(i, ImageRecord) for i in items) == 12
+    (reject,) = [i for i in items if isinstance(i, Reject) and i.input == "_tmp"]
+    assert reject.reason == "unfinished_download" and "2 shards it planned (00001, 00002) not finished" in reject.detail
+    for name in ("1.feather", "2.feather"):
+        (tmp_path / "_tmp" / name).unlink()
+    _work_folder(tmp_path, [0])
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [i.reason for i in items if isinstance(i, Reject) and i.input == "_tmp"] == ["unexpected_file"]
+
+
+def test_only_img2dataset_named_folders_are_files_shards(tmp_path: Path):
+    """In img2dataset's `files` layout (`00000/` beside `00000.parquet`) a user's `notes/` holding a
+    photo and a text was read as a shard (the photo a sample, the text a `missing_image`). Only a
+    folder named as img2dataset's writer names a shard (digits) is one; `notes/` and `00000_old/`
+    are each one `unexpected_file` reject, `.ipynb_checkpoints/` one `hidden_file`, never read."""
+    _img2dataset_shard(tmp_path)
+    with tarfile.open(tmp_path / "00000.tar") as tar:
+        tar.extractall(tmp_path / "00000", filter="data")
+    (tmp_path / "00000.tar").unlink()
+    for folder in ("notes", "00000_old", ".ipynb_checkpoints"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "look.jpg").write_bytes(_image(seed=7))
+    (tmp_path / "notes" / "todo.txt").write_text("check shard 3")
+    (tmp_path / ".ipynb_checkpoints" / "explore-checkpoint.ipynb").write_text("{}")
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == "files"
+    items = _read_all(source)
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(records) == 12 and all(r.key.startswith("web-00000-") for r in records)
+    others = sorted((i.input, i.reason) for i in items if isinstance(i, Reject) and i.reason != "failed_to_download")
+    assert others == [(".ipynb_checkpoints", "hidden_file"), ("00000_old", "unexpected_file"),
+                      ("notes", "unexpected_file")]
+
+
 def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
     """What a killed img2dataset leaves: the tar cut at a member boundary and a 0-byte parquet (it
     writes the parquet, and _stats.json, when the shard closes). The tar's samples are built, the
