@@ -1079,3 +1079,35 @@ def test_a_webdataset_shard_writer_dataset_reads_as_webdataset_itself_reads_it(t
             assert records[at].lineage["classes"] == {"cls": int(fields["cls"])}
     assert rejects == [("unexpected_file", f"x.0001.{ext}: not read (a sample's image, .txt and .json are)")
                        for ext in ("cls", "json", "txt")]
+
+
+def test_a_gnu_tar_of_nested_folders_and_dotted_names_keys_as_webdataset_does(tmp_path: Path):
+    """A shard packed by GNU tar from a folder tree: folder entries (`a/`, `a/b/`), a key in
+    nested folders (`a/b/c`), a folder with a dot in its name (`e.f/g.jpg`: webdataset's key
+    `e.f/g`, cut at the first dot of the file's name only), a name with several dots
+    (`photo.v2.final.jpg`: key `photo`). Each image is built under webdataset 1.0.2's own
+    `__key__`, with the caption and label webdataset gives that sample; nothing else is read."""
+    import subprocess
+
+    tree = tmp_path / "tree"
+    members = {"a/b/c.jpg": _image(seed=1), "a/b/c.cls": b"3", "a/b/c.json": b'{"x": 1}', "a/d.jpg": _image(seed=2),
+               "a/d.txt": b"cap d", "photo.v2.final.jpg": _image(seed=3), "e.f/g.jpg": _image(seed=4),
+               "e.f/g.txt": b"cap g"}
+    for name, data in members.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    (tmp_path / "shards").mkdir()
+    tar = tmp_path / "shards" / "00000.tar"
+    subprocess.run(["tar", "-cf", str(tar), "-C", str(tree), "a", "photo.v2.final.jpg", "e.f"], check=True)
+    assert "a/b/\n" in subprocess.run(["tar", "-tf", str(tar)], capture_output=True, text=True, check=True).stdout
+    theirs = {s["__key__"]: s for s in wds.WebDataset([str(tar)], shardshuffle=False)}
+    assert sorted(theirs) == ["a/b/c", "a/d", "e.f/g", "photo"]
+    items = _read_all(LaionSource("web", str(tmp_path / "shards")))
+    assert [i for i in items if isinstance(i, Reject)] == []
+    records = {r.lineage["sample_key"]: r for r in items}
+    assert sorted(records) == sorted(theirs)
+    for key, sample in theirs.items():
+        image = next(v for k, v in sample.items() if k.endswith("jpg"))
+        assert records[key].data == image, key
+        assert records[key].lineage.get("caption") == (sample["txt"].decode() if "txt" in sample else None), key
+    assert records["a/b/c"].lineage["classes"] == {"cls": int(theirs["a/b/c"]["cls"])}
