@@ -136,7 +136,7 @@ def hf_file(root: str, uri: str) -> str | None:
     repo_id, revision, inside = matched.groups()
     if repo_id != snapshot.repo_id or _commit_of(snapshot, unquote(revision or "main")) != snapshot.commit:
         return None
-    path = os.path.normpath(os.path.join(snapshot.folder, *unquote(inside).split("/")))
+    path = os.path.normpath(os.path.join(snapshot.folder, *inside.split("/")))  # (only the revision is quoted)
     if not path.startswith(snapshot.folder + os.sep) or not os.path.lexists(path):
         return None
     # as the root spells it: the snapshot folder found with links resolved

@@ -162,14 +162,17 @@ def test_only_the_caches_own_links_to_its_repos_blobs_count_as_inside(tmp_path: 
 
 def _hf_rows_snapshot(tmp_path: Path) -> tuple[Path, list[str]]:
     """A snapshot whose parquet names its images as `datasets` names a Hub file (`hf://datasets/
-    ORG/NAME@REV/path`, path only): by commit, by branch, percent-encoded, of another repo, of
-    another revision, not downloaded."""
+    ORG/NAME@REV/path`, path only): by commit, by branch, by a ref percent-encoded (as `datasets`
+    quotes a revision; never the path), of another repo, a path percent-encoded (no such file), of
+    another revision, not downloaded, climbing out."""
     cache = tmp_path / "hub"
     _cache_file(cache, "org/cats", "images/1.png", _png(1))
     _cache_file(cache, "org/cats", "images/my cat.png", _png(2), shared=True)
     _cache_file(cache, "org/dogs", "images/1.png", _png(3))
-    paths = [f"hf://datasets/org/cats@{COMMIT}/images/1.png", "hf://datasets/org/cats@main/images/my%20cat.png",
-             "hf://datasets/org/cats/images/1.png", "hf://datasets/org/dogs@main/images/1.png",
+    _cache_file(cache, "org/cats", "images/1.png", _png(1), revision="refs/convert/parquet")
+    paths = [f"hf://datasets/org/cats@{COMMIT}/images/1.png", "hf://datasets/org/cats@main/images/my cat.png",
+             "hf://datasets/org/cats/images/1.png", "hf://datasets/org/cats@refs%2Fconvert%2Fparquet/images/1.png",
+             "hf://datasets/org/dogs@main/images/1.png", "hf://datasets/org/cats/images/my%20cat.png",
              f"hf://datasets/org/cats@{OLD_COMMIT}/images/1.png", f"hf://datasets/org/cats@{COMMIT}/images/9.png",
              f"hf://datasets/org/cats@{COMMIT}/../../../secret.png"]
     parquet = _cache_file(cache, "org/cats", "data/train-00000-of-00001.parquet",
@@ -188,13 +191,14 @@ def test_hf_paths_in_a_snapshot_are_its_files_when_it_holds_them(tmp_path: Path)
     items = _read_all(LaionSource("hf", str(snapshot)))
     by_row = {i.key.rsplit("-", 1)[-1].split("_")[0]: i for i in items if "train-00000" in i.key}
     read = {row: i for row, i in by_row.items() if isinstance(i, ImageRecord)}
-    assert sorted(read) == ["0", "1", "2"]
-    assert [Path(read[r].uri).read_bytes() for r in "012"] == [_png(1), _png(2), _png(1)]
-    assert [read[r].lineage["image_path"] for r in "012"] == ["images/1.png", "images/my cat.png", "images/1.png"]
-    assert all(read[r].uri.startswith(str(snapshot)) for r in "012")
+    assert sorted(read) == ["0", "1", "2", "3"]
+    assert [Path(read[r].uri).read_bytes() for r in "0123"] == [_png(1), _png(2), _png(1), _png(1)]
+    assert [read[r].lineage["image_path"] for r in "0123"] == ["images/1.png", "images/my cat.png", "images/1.png",
+                                                               "images/1.png"]
+    assert all(read[r].uri.startswith(str(snapshot)) for r in "0123")
     assert {row: i.reason for row, i in by_row.items() if isinstance(i, Reject)} == \
-        {"3": "outside_root", "4": "outside_root", "5": "outside_root", "6": "outside_root"}
-    assert "does not hold" in by_row["3"].detail and "does not hold" in by_row["6"].detail
+        {row: "outside_root" for row in "45678"}
+    assert all("does not hold" in by_row[row].detail for row in "45678")
     assert not [i for i in items if isinstance(i, Reject) and i.reason == "unexpected_file" and "images/" in i.input]
     # not a snapshot: a hf:// path stays an absolute name, never looked up
     assert hf_file(str(tmp_path), paths[0]) is None and snapshot_of(str(tmp_path)) is None

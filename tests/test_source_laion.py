@@ -742,8 +742,9 @@ def test_a_datasets_parquet_with_two_image_columns_needs_image_column(tmp_path: 
 
 
 def test_a_hub_cache_snapshot_links_its_parquet_out_of_the_root(tmp_path: Path):
-    """`huggingface_hub.snapshot_download` leaves `snapshots/<rev>/data/x.parquet` as a link to
-    `blobs/<sha256>`: never opened (not even to detect the format) unless `follow_links: true`."""
+    """A folder shaped like a Hub cache snapshot but none (`snapshots/abc123`: no commit hash, no
+    `datasets--ORG--NAME` above) linking its parquet to `blobs/`: never opened (not even to detect
+    the format) unless `follow_links: true`. A real cache snapshot: tests/test_hub_cache.py."""
     blob = tmp_path / "blobs" / "0b1f"
     _hf_parquet(blob, [{"image": {"bytes": _encoded("PNG", 1, size=8), "path": "a.png"}, "text": "a", "label": 0}])
     snapshot = tmp_path / "snapshots" / "abc123" / "data"
