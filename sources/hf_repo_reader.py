@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from sources import fsio, hf_card, hf_parquet
+from sources import fsio, hf_card, hf_parquet, hub_cache
 from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
+from sources.hub_cache import HF_URI
 from sources.imagefolder import BAD_METADATA
 from sources.paths import OutsideRoot, PathProblem, join_inside, path_problem, relative_to_root, shown_name
 from sources.records import ImageRecord, Reject, SourceItem, data_key, nfc, path_key
@@ -127,7 +128,7 @@ class HfRepoReader(CardSplits):
         if not named:
             return PathProblem("missing_image", f"{where}: its image is null (no bytes, no path)")
         try:
-            uri = join_inside(self.path, str(named))
+            uri = self._named_file(str(named))
         except OutsideRoot as exc:
             return PathProblem(exc.reason, f"{where}: {exc.detail}")
         problem = path_problem(self.path, uri, self.follow_links)
@@ -137,6 +138,18 @@ class HfRepoReader(CardSplits):
             return PathProblem("missing_image", f"{where}: no image bytes, and its path "
                                                 f"{shown_name(nfc(relative_to_root(self.path, uri)))} is not there")
         return uri
+
+    def _named_file(self, named: str) -> str:
+        """The file a row's path names under the root; raises `OutsideRoot` for one out of it. In a
+        Hub cache snapshot a `hf://datasets/...` path (as `datasets` writes a Hub file's) is the
+        snapshot's file when it is of the snapshot's repo and revision and downloaded there."""
+        if HF_URI.match(named) and hub_cache.snapshot_of(self.path):
+            local = hub_cache.hf_file(self.path, named)
+            if local is None:
+                raise OutsideRoot(f"{shown_name(named)} is a Hub file this cache snapshot does not hold under the "
+                                  "root (another repo or revision, or not downloaded)")
+            return local
+        return join_inside(self.path, named)
 
     def _hf_other(self, uri: str) -> Reject:
         """The reject of a file in a `datasets` layout that is no parquet of it (never read)."""

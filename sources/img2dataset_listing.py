@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -48,13 +49,43 @@ def is_shard_name(uri: str) -> bool:
 # img2dataset's (and video2dataset's) work folder in its output: the URL list cut into `N.feather`
 # shards, removed when the download ends; a running or killed download leaves it. Never a shard.
 WORK_FOLDER = "_tmp"
+UNFINISHED_DOWNLOAD = "unfinished_download"  # its work folder, planning shards not finished yet
+_PLANNED = re.compile(r"(\d+)\.feather")  # img2dataset's reader: `{tmp_path}/{shard_id}.feather`
+_FINISHED = re.compile(r"(\d+)_stats\.json")  # written when a shard ends (`--incremental_mode` reads them)
+# `output_format=files`: a shard is the folder `{shard_id:0{oom_shard_count}d}` (writer.py), digits only
+_SHARD_FOLDER = re.compile(r"\d+")
 
 
 def data_dirs(root: str) -> list[str]:
-    """A folder's sub-folders that may hold data (not `__MACOSX/`, `@eaDir/`, `.git/`, nor the
-    downloader's `_tmp/`)."""
-    return [d for d in fsio.list_dirs(root, links=True)
-            if not set_aside(fsio.basename(d)) and fsio.basename(d) != WORK_FOLDER]
+    """A folder's sub-folders that may be img2dataset's `files` shards: named as its writer names
+    them (`00000/`), none of `__MACOSX/`, `@eaDir/`, `.git/`, the downloader's `_tmp/`, nor a
+    user's `notes/` (each of those a reject beside the shards, never read as one)."""
+    return [d for d in fsio.list_dirs(root, links=True) if _SHARD_FOLDER.fullmatch(fsio.basename(d))]
+
+
+def unfinished_shards(root: str) -> list[int] | None:
+    """The shards img2dataset has still to finish when `root` holds its work folder `_tmp/` with the
+    URL shards it planned (`N.feather`, each removed once its shard is written; its `N_stats.json`
+    at the root, img2dataset's own test for `--incremental_mode incremental`, also marks it done).
+    None without such a folder (a `_tmp/` of something else, or one linking out of the root: never
+    listed); [] when each shard it planned has finished (on S3 img2dataset leaves `_tmp/` behind)."""
+    work = fsio.join(root, WORK_FOLDER)
+    if not fsio.isdir(work) or path_problem(root, work):
+        return None
+    planned = {int(m.group(1)) for f in fsio.list_files(work) if (m := _PLANNED.fullmatch(fsio.basename(f)))}
+    if not planned:
+        return None
+    finished = {int(m.group(1)) for f in fsio.list_files(root) if (m := _FINISHED.fullmatch(fsio.basename(f)))}
+    return sorted(planned - finished)
+
+
+def unfinished_detail(unfinished: list[int]) -> str:
+    """The `unfinished_download` reject's detail: what is missing, and what to do (within 300 characters)."""
+    shown = ", ".join(f"{n:05d}" for n in unfinished[:3]) + (f"... {unfinished[-1]:05d}" if len(unfinished) > 3 else "")
+    return (f"img2dataset's work folder: its download was killed or is still running, {len(unfinished)} shard"
+            f"{'s' * (len(unfinished) > 1)} it planned ({shown}) not finished (no _stats.json), not built: let it "
+            "finish, or rerun the same img2dataset command (its default --incremental_mode incremental downloads "
+            "only those)")
 
 
 def shard_of(uri: str) -> tuple[str, str]:

@@ -18,7 +18,9 @@ a DNG or CR2 are `unsupported_format`, never the raw's small preview) or,
 for a caption without its image, a reject; what photo tools write beside each photo (an `.xmp`,
 Apple Photos' `.AAE`, Google Takeout's `x.jpg.json`) is a `metadata_sidecar` reject, never read; a link leading out of the root, in any layout, is an
 `outside_root` reject and is never opened; a file beside the shards that is neither a shard nor a
-listing (a `.tar.xz`, a `.zip`) is an `unexpected_file` reject. What operating systems, copies and
+listing (a `.tar.xz`, a `.zip`, a folder not named in digits as img2dataset names a files shard) is
+an `unexpected_file` reject; img2dataset's work folder `_tmp/` of a download killed or still running
+is one `unfinished_download` reject naming the shards not ended (alone too: never images). What operating systems, copies and
 tools leave (a Mac's `._x.jpg` beside every file or inside a tar it made, `.DS_Store`, `__MACOSX/`,
 `Thumbs.db`, `@eaDir/`; an editor's `.~lock.x#`, `.git/`), in any layout, is one `os_metadata` or
 `hidden_file` reject per file or folder (`sources.paths.set_aside`): never opened, never an image
@@ -33,7 +35,8 @@ A Hugging Face `datasets` repo's parquet files (`format: huggingface`, `sources.
 `Image` struct column) are read row by row, one unit per file (an image file a row's path names is
 that row's; the other files are rejects, `FOLDER_FILES_PER_UNIT` to a unit), each row group judged by the size
 its footer declares before it is read (img2dataset's parquet likewise); a held-out split's rows
-(validation, test) go to `val`; a repo card's `configs:` (`sources.hf_card`) gives the splits and
+(validation, test) go to `val`; a Hub cache snapshot is read in place (`sources.hub_cache`: its
+links to the cache's blobs are inside the root, its rows' `hf://` paths its files); a repo card's `configs:` (`sources.hf_card`) gives the splits and
 the files of the config built, another config's file is an `other_hf_config` reject (without one,
 so is a file the default pattern set the repo loads by leaves out: `hf_parquet.pattern_set`). A `save_to_disk` folder is refused by name (`refuse_saved_datasets`).
 
@@ -61,7 +64,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio, hf_card
-from sources.img2dataset_listing import BAD_PARQUET, parquet_problem
+from sources.img2dataset_listing import (BAD_PARQUET, UNFINISHED_DOWNLOAD, WORK_FOLDER, parquet_problem, unfinished_detail,
+                                         unfinished_shards)
 from sources.img2dataset_reader import Img2datasetReader
 from sources.paths import path_problem, relative_to_root
 from sources.records import SourceItem, data_key, nfc, path_key, raise_machine_error
@@ -97,6 +101,11 @@ class LaionSource(UnitPlanner, FolderReader, Img2datasetReader, Img2datasetNotic
             aside = self._set_aside(lambda: key, self.path, unit.uris[0])
             if aside:
                 yield aside
+                return
+            unfinished = unfinished_shards(self.path) if name == WORK_FOLDER else None
+            if unfinished:  # a download killed, or still running: shards to come
+                yield self._reject(key, "read", UNFINISHED_DOWNLOAD, unfinished_detail(unfinished),
+                                   where=self._at(unit.uris[0]))
                 return
             yield self._reject(key, "read", "unexpected_file",
                                f"{name} is neither an img2dataset shard (NNNNN{', NNNNN'.join(TAR_SUFFIXES)}; "

@@ -23,7 +23,7 @@ import posixpath
 import stat
 from typing import NamedTuple
 
-from sources import fsio
+from sources import fsio, hub_cache
 
 OUTSIDE_ROOT = "outside_root"  # the reject reason for every path that leaves its root
 NOT_A_FILE = "not_a_file"  # a fifo, socket or device: reading it could block or never end
@@ -284,7 +284,8 @@ def check_inside(root: str, path: str, follow_links: bool = False) -> None:
     root, path = _local(root), _local(path)
     if not _within(root, path, os.sep):
         raise OutsideRoot(f"{shown_name(relative_to_root(root, path))} lies outside the source root")
-    if not follow_links and not _within(os.path.realpath(root), os.path.realpath(path), os.sep):
+    if not follow_links and not _within(os.path.realpath(root), os.path.realpath(path), os.sep) \
+            and not hub_cache.is_cached_blob(root, path):
         raise OutsideRoot(f"{shown_name(relative_to_root(root, path))} is a link leading out of the source root "
                           f"(set follow_links: true to allow it)")
     try:

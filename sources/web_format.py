@@ -65,7 +65,7 @@ def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
 
 def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
     """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
-    out of `root`, as a Hub cache snapshot's do without `follow_links`, is never opened)."""
+    out of `root` without `follow_links`, other than a Hub cache snapshot's to its blobs, is never opened)."""
     schema = first_schema(root, uris, follow_links)
     return schema is not None and bool(hf_parquet.image_columns(schema[1]) or hf_parquet.image_list_columns(schema[1]))
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from sources import fsio, hf_card, hf_parquet, imagefolder
 from sources.hf_repo_reader import HfRepoReader
-from sources.img2dataset_listing import data_dirs as _data_dirs, is_shard_name as _is_shard_name, shard_of, stray_files
-from sources.paths import (OutsideRoot, collapse_set_aside, join_inside, path_problem, relative_to_root, set_aside,
+from sources.img2dataset_listing import (WORK_FOLDER, data_dirs as _data_dirs, is_shard_name as _is_shard_name, shard_of,
+                                         stray_files, unfinished_detail, unfinished_shards)
+from sources.paths import (OutsideRoot, collapse_set_aside, path_problem, relative_to_root, set_aside,
                            set_aside_problem)
 from sources.records import FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, nfc, raise_machine_error, units_cut_by_name
 from sources.web_folder import FOLDER_KINDS
@@ -30,7 +31,8 @@ class UnitPlanner(MetadataReader, HfRepoReader):
             files = fsio.list_files(self.path, links=True)
             tars = [f for f in files if _is_shard_name(f)]
             if not tars:
-                raise FileNotFoundError(f"{self.name}: no {', '.join(TAR_SUFFIXES)} shards in {self.path}")
+                raise FileNotFoundError(f"{self.name}: no {', '.join(TAR_SUFFIXES)} shards in {self.path}"
+                                        f"{self._unfinished_hint()}")
             return [part for t in tars for part in tar_units(t, self.path)] + self._strays(
                 files, tars, [shard_of(t)[1] for t in tars])
         if fmt == "files":
@@ -41,7 +43,7 @@ class UnitPlanner(MetadataReader, HfRepoReader):
             files = fsio.list_files(self.path, links=True)
             shards = [f for f in files if f.endswith(".parquet") and not set_aside(fsio.basename(f))]
             if not shards:
-                raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}")
+                raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}{self._unfinished_hint()}")
             return [Unit("parquet", (p,), self.path) for p in shards] + self._strays(
                 files, shards, [p.removesuffix(".parquet") for p in shards])
         # folder links walked with `follow_links` (else listed: `outside_root`), loops listed: `link_loop`
@@ -52,6 +54,11 @@ class UnitPlanner(MetadataReader, HfRepoReader):
         if self.format == "auto":
             refuse_tfrecords(self.name, self.path, files)
             refuse_saved_datasets(self.name, self.path, files)
+        work = self._work_folder()  # a download killed before any shard ended: one reject, never images
+        if work:
+            files = [f for f in files if not f.startswith(work + "/")]
+            if not files:
+                return [Unit("stray", (work,), self.path)]
         metadata = [f for f in files if imagefolder.is_metadata(f) and not set_aside_problem(self.path, f)]
         # with a card's configs, each image's split from there; the card a unit of its own
         card = self._folder_card()
@@ -67,11 +74,20 @@ class UnitPlanner(MetadataReader, HfRepoReader):
         splits = "card" if card else "split" if self._split_layout(files) else ""  # folders' split names read
         kind = FOLDER_KINDS[bool(metadata), splits]  # with metadata, each image takes its row
         units = [Unit("metadata_card" if card else "metadata", (m,), self.path) for m in metadata] + [
-            Unit("card", (c,), self.path) for c in cards]
+            Unit("card", (c,), self.path) for c in cards] + [Unit("stray", (work,), self.path) for work in [work] if work]
         # this module's constants passed, as read now (a test sets them on this module)
         chunks = units_cut_by_name(groups, lambda group: nfc(_stem_of(relative_to_root(self.path, group[0]))),
                                    FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST)
         return units + [Unit(kind, chunk, self.path) for chunk in chunks]
+
+    def _work_folder(self) -> str | None:
+        """img2dataset's work folder `_tmp/` at the root, with the URL shards it planned: its files are
+        no images (`N.feather`); the folder is one reject (`LaionSource.read`)."""
+        return fsio.join(self.path, WORK_FOLDER) if unfinished_shards(self.path) is not None else None
+
+    def _unfinished_hint(self) -> str:
+        """What a folder without shards holds when it is a download that finished none yet."""
+        return f" ({unfinished_detail(found)})" if (found := unfinished_shards(self.path)) else ""
 
     def _split_layout(self, files: list[str]) -> bool:
         """Whether the folder's split names are a split layout as `datasets` splits one: an image in
@@ -166,7 +182,7 @@ class UnitPlanner(MetadataReader, HfRepoReader):
     def _inside(self, named: str) -> str | None:
         """The path under the root (in NFC) of a file a row names, None for one out of it."""
         try:
-            return nfc(relative_to_root(self.path, join_inside(self.path, named)))
+            return nfc(relative_to_root(self.path, self._named_file(named)))
         except OutsideRoot:
             return None
 

@@ -569,3 +569,112 @@ def test_samples_img2dataset_counted_but_wrote_nowhere_are_rejects(site, tmp_pat
     lost = [i for i in items if isinstance(i, Reject) and i.reason == "missing_from_archive"]
     assert len({r.key for r in lost}) == 3
     assert all("00000_stats.json counts 3 successes" in r.detail and "00000.parquet" in r.detail for r in lost)
+
+
+class _Slow(_Quiet):
+    """Each answer a fifth of a second late: the download is still running when it is killed."""
+
+    def do_GET(self) -> None:
+        import time
+
+        time.sleep(0.2)
+        try:
+            super().do_GET()
+        except (BrokenPipeError, ConnectionResetError):  # its client killed mid-answer: the point
+            pass
+
+
+def _killed_download(url_list: Path, out: Path, until: str, *extra: str) -> list[str]:
+    """img2dataset killed (SIGKILL to its whole process group, as the OOM killer or a lost session
+    ends it: Ctrl-C would run its handler, which removes `_tmp/`) once `until` (a glob under `out`)
+    is there; returns what it left."""
+    import signal
+    import time
+
+    command = [str(IMG2DATASET), "--url_list", str(url_list), "--input_format", "csv", "--url_col", "url",
+               "--caption_col", "caption", "--output_folder", str(out), "--processes_count", "1",
+               "--thread_count", "4", "--timeout", "10", "--retries", "0", "--number_sample_per_shard", "13", *extra]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(out.glob(until)) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert list(out.glob(until)), f"img2dataset never wrote {until}"
+    return sorted(p.name for p in out.iterdir())
+
+
+@pytest.fixture(scope="module")
+def slow_site(site):
+    """The zoo served again, each answer late, with a URL list of 5 shards of 13 URLs."""
+    root, _, _ = site
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Slow, directory=str(root / "site")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        names = [u for u in URLS if u != "gone.jpg"] * 6
+        yield _url_list(root / "slow.csv", f"http://127.0.0.1:{server.server_address[1]}", names[:65])
+    finally:
+        server.shutdown()
+
+
+def test_a_really_killed_download_is_an_unfinished_download_never_images(slow_site, tmp_path: Path):
+    """img2dataset killed before any shard ended leaves `_tmp/` with a feather per shard it
+    planned, nothing else: it was read as a plain folder, each feather an image the decoder failed.
+    Now it is one `unfinished_download` reject naming the 5 shards. Killed once shard 0 ended, the
+    shard is read and `_tmp/` names the 4 shards to come; the same command run again finishes the
+    download (the advice the reject gives), and the build then has no such reject."""
+    _require_img2dataset()
+    early = tmp_path / "early"
+    assert _killed_download(slow_site, early, "_tmp/4.feather", "--output_format", "webdataset") == ["_tmp"]
+    assert sorted(p.name for p in (early / "_tmp").iterdir()) == [f"{n}.feather" for n in range(5)]
+    source = LaionSource("web", str(early))
+    (reject,) = [i for u in source.units() for i in source.read(u)]
+    assert reject.reason == "unfinished_download" and reject.input == "_tmp"
+    assert "5 shards it planned (00000, 00001, 00002... 00004) not finished" in reject.detail
+
+    later = tmp_path / "later"
+    left = _killed_download(slow_site, later, "00000_stats.json", "--output_format", "webdataset")
+    assert "_tmp" in left and "00000.tar" in left
+    source = LaionSource("web", str(later))
+    items = [i for u in source.units() for i in source.read(u)]
+    (reject,) = [i for i in items if isinstance(i, Reject) and i.input == "_tmp"]
+    assert reject.reason == "unfinished_download" and "00001" in reject.detail and "00000," not in reject.detail
+    shard0 = {row["key"] for row in pq.read_table(later / "00000.parquet").to_pylist() if row["status"] == "success"}
+    assert shard0 and {i.lineage["sample_key"] for i in items
+                       if isinstance(i, ImageRecord) and i.lineage["shard"] == "00000"} == shard0
+    assert not any(isinstance(i, Reject) and i.reason == "not_an_image" for i in items)
+
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    subprocess.run([str(IMG2DATASET), "--url_list", str(slow_site), "--input_format", "csv", "--url_col", "url",
+                    "--caption_col", "caption", "--output_folder", str(later), "--processes_count", "1",
+                    "--thread_count", "4", "--timeout", "10", "--retries", "0", "--number_sample_per_shard", "13",
+                    "--output_format", "webdataset"], env=env, capture_output=True, timeout=120, check=True)
+    source = LaionSource("web", str(later))
+    items = [i for u in source.units() for i in source.read(u)]
+    assert not (later / "_tmp").exists() and not any(getattr(i, "reason", "") == "unfinished_download" for i in items)
+    assert len({i.lineage["shard"] for i in items if isinstance(i, ImageRecord)}) == 5
+
+
+def test_folders_beside_real_files_shards_are_rejects_never_shards(downloads, tmp_path: Path):
+    """Beside img2dataset's real `files` shards (`00000/`), a user's `notes/` holding a photo and a
+    `.ipynb_checkpoints/` from a notebook: `notes/` was read as a shard (its photo a sample). Only
+    img2dataset's digit-named folders are shards: the same records as the download alone."""
+    _require_img2dataset()
+    shutil.copytree(downloads["default"], tmp_path / "files")
+    alone = LaionSource("web", str(tmp_path / "files"))
+    expected = sorted(repr(i) for u in alone.units() for i in alone.read(u))
+    (tmp_path / "files" / "notes").mkdir()
+    (tmp_path / "files" / "notes" / "look.jpg").write_bytes(downloads["zoo"]["landscape.jpg"])
+    (tmp_path / "files" / "notes" / "todo.txt").write_text("check the rotated one")
+    (tmp_path / "files" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "files" / ".ipynb_checkpoints" / "look-checkpoint.ipynb").write_text("{}")
+    source = LaionSource("web", str(tmp_path / "files"))
+    assert source.resolved_format() == "files"
+    items = [i for u in source.units() for i in source.read(u)]
+    added = [i for i in items if repr(i) not in expected]
+    assert sorted((i.reason, i.input) for i in added) == [("hidden_file", ".ipynb_checkpoints"),
+                                                          ("unexpected_file", "notes")]

@@ -446,6 +446,83 @@ def test_folders_beside_img2dataset_shards_are_counted_never_skipped_or_read_as_
     assert others == [("_tmp", "unexpected_file")] + ([("extra", "unexpected_file")] if layout == "webdataset" else [])
 
 
+def _work_folder(root: Path, shards: list[int]) -> None:
+    """img2dataset 1.47's `_tmp/`: its reader cuts the URL list into `{shard_id}.feather` (an Arrow
+    IPC file of the URL columns, `pa.ipc.new_file`), one per shard to download, each removed once
+    its shard is written."""
+    (root / "_tmp").mkdir(parents=True, exist_ok=True)
+    for shard in shards:
+        table = pa.table({"url": [f"http://127.0.0.1/{shard}-{i}.jpg" for i in range(3)],
+                          "caption": [f"c{i}" for i in range(3)]})
+        with open(root / "_tmp" / f"{shard}.feather", "wb") as handle, pa.ipc.new_file(handle, table.schema) as writer:
+            writer.write_table(table)
+
+
+def test_a_download_killed_before_any_shard_ended_is_one_unfinished_download_reject(tmp_path: Path):
+    """An img2dataset download killed before its first shard ended leaves only `_tmp/` with the
+    URL shards it planned: taken for a plain image folder, each feather was an image record the
+    decoder failed (`not_an_image`), nothing said the download was unfinished. Now the folder is
+    one `unfinished_download` reject naming the shards and what to do; a format set by hand says
+    so in its error; a folder of images holding such a `_tmp/` keeps its images."""
+    _work_folder(tmp_path, [0, 1, 2, 3, 4])
+    source = LaionSource("web", str(tmp_path))
+    (reject,) = _read_all(source)
+    assert (reject.reason, reject.input, reject.key) == ("unfinished_download", "_tmp", data_key("web", "_tmp"))
+    assert "5 shards it planned (00000, 00001, 00002... 00004) not finished" in reject.detail
+    assert "rerun the same img2dataset command" in reject.detail and len(reject.detail) <= 300
+    for fmt in ("webdataset", "parquet"):
+        with pytest.raises(FileNotFoundError, match="no .* shards in .*img2dataset's work folder: its download"):
+            LaionSource("web", str(tmp_path), fmt).units()
+
+    (tmp_path / "photos").mkdir()  # a folder of images that holds such a folder too
+    (tmp_path / "photos" / "a.jpg").write_bytes(_image(seed=1))
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [i.key for i in items if isinstance(i, ImageRecord)] == [path_key("web", "photos/a.jpg")]
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [("unfinished_download", "_tmp")]
+
+
+def test_a_download_killed_after_a_shard_ended_names_the_shards_to_come(tmp_path: Path):
+    """Killed once shard 0 ended: its tar, parquet and `_stats.json` are there, `_tmp/` holds the
+    feathers of shards 1 and 2 (img2dataset removed shard 0's): the shard is read, and `_tmp/`,
+    an `unexpected_file` before, is the `unfinished_download` naming shards 00001 and 00002. A
+    `_tmp/` whose shards all ended (img2dataset leaves it on S3) stays `unexpected_file`."""
+    _img2dataset_shard(tmp_path)
+    _work_folder(tmp_path, [1, 2])
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert sum(isinstance(i, ImageRecord) for i in items) == 12
+    (reject,) = [i for i in items if isinstance(i, Reject) and i.input == "_tmp"]
+    assert reject.reason == "unfinished_download" and "2 shards it planned (00001, 00002) not finished" in reject.detail
+    for name in ("1.feather", "2.feather"):
+        (tmp_path / "_tmp" / name).unlink()
+    _work_folder(tmp_path, [0])
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [i.reason for i in items if isinstance(i, Reject) and i.input == "_tmp"] == ["unexpected_file"]
+
+
+def test_only_img2dataset_named_folders_are_files_shards(tmp_path: Path):
+    """In img2dataset's `files` layout (`00000/` beside `00000.parquet`) a user's `notes/` holding a
+    photo and a text was read as a shard (the photo a sample, the text a `missing_image`). Only a
+    folder named as img2dataset's writer names a shard (digits) is one; `notes/` and `00000_old/`
+    are each one `unexpected_file` reject, `.ipynb_checkpoints/` one `hidden_file`, never read."""
+    _img2dataset_shard(tmp_path)
+    with tarfile.open(tmp_path / "00000.tar") as tar:
+        tar.extractall(tmp_path / "00000", filter="data")
+    (tmp_path / "00000.tar").unlink()
+    for folder in ("notes", "00000_old", ".ipynb_checkpoints"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "look.jpg").write_bytes(_image(seed=7))
+    (tmp_path / "notes" / "todo.txt").write_text("check shard 3")
+    (tmp_path / ".ipynb_checkpoints" / "explore-checkpoint.ipynb").write_text("{}")
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == "files"
+    items = _read_all(source)
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(records) == 12 and all(r.key.startswith("web-00000-") for r in records)
+    others = sorted((i.input, i.reason) for i in items if isinstance(i, Reject) and i.reason != "failed_to_download")
+    assert others == [(".ipynb_checkpoints", "hidden_file"), ("00000_old", "unexpected_file"),
+                      ("notes", "unexpected_file")]
+
+
 def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
     """What a killed img2dataset leaves: the tar cut at a member boundary and a 0-byte parquet (it
     writes the parquet, and _stats.json, when the shard closes). The tar's samples are built, the
@@ -1002,3 +1079,35 @@ def test_a_webdataset_shard_writer_dataset_reads_as_webdataset_itself_reads_it(t
             assert records[at].lineage["classes"] == {"cls": int(fields["cls"])}
     assert rejects == [("unexpected_file", f"x.0001.{ext}: not read (a sample's image, .txt and .json are)")
                        for ext in ("cls", "json", "txt")]
+
+
+def test_a_gnu_tar_of_nested_folders_and_dotted_names_keys_as_webdataset_does(tmp_path: Path):
+    """A shard packed by GNU tar from a folder tree: folder entries (`a/`, `a/b/`), a key in
+    nested folders (`a/b/c`), a folder with a dot in its name (`e.f/g.jpg`: webdataset's key
+    `e.f/g`, cut at the first dot of the file's name only), a name with several dots
+    (`photo.v2.final.jpg`: key `photo`). Each image is built under webdataset 1.0.2's own
+    `__key__`, with the caption and label webdataset gives that sample; nothing else is read."""
+    import subprocess
+
+    tree = tmp_path / "tree"
+    members = {"a/b/c.jpg": _image(seed=1), "a/b/c.cls": b"3", "a/b/c.json": b'{"x": 1}', "a/d.jpg": _image(seed=2),
+               "a/d.txt": b"cap d", "photo.v2.final.jpg": _image(seed=3), "e.f/g.jpg": _image(seed=4),
+               "e.f/g.txt": b"cap g"}
+    for name, data in members.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    (tmp_path / "shards").mkdir()
+    tar = tmp_path / "shards" / "00000.tar"
+    subprocess.run(["tar", "-cf", str(tar), "-C", str(tree), "a", "photo.v2.final.jpg", "e.f"], check=True)
+    assert "a/b/\n" in subprocess.run(["tar", "-tf", str(tar)], capture_output=True, text=True, check=True).stdout
+    theirs = {s["__key__"]: s for s in wds.WebDataset([str(tar)], shardshuffle=False)}
+    assert sorted(theirs) == ["a/b/c", "a/d", "e.f/g", "photo"]
+    items = _read_all(LaionSource("web", str(tmp_path / "shards")))
+    assert [i for i in items if isinstance(i, Reject)] == []
+    records = {r.lineage["sample_key"]: r for r in items}
+    assert sorted(records) == sorted(theirs)
+    for key, sample in theirs.items():
+        image = next(v for k, v in sample.items() if k.endswith("jpg"))
+        assert records[key].data == image, key
+        assert records[key].lineage.get("caption") == (sample["txt"].decode() if "txt" in sample else None), key
+    assert records["a/b/c"].lineage["classes"] == {"cls": int(theirs["a/b/c"]["cls"])}

@@ -1,0 +1,163 @@
+"""A Hugging Face Hub cache snapshot as `huggingface_hub` leaves it, read without `follow_links`.
+
+`snapshot_download` / `huggingface-cli download --repo-type dataset ORG/NAME` write
+`<cache>/datasets--ORG--NAME/snapshots/<commit>/<path in repo>` as a relative link to
+`../../blobs/<etag>` (the repo's blob: the file's sha256, or its git sha1 for a small file), and
+with the cache's shared store (huggingface_hub 2.x, Xet files) that blob is itself a link to
+`<cache>/blobs/<xx>/<xet hash>` beside a `.huggingface-shared-blobs` marker (`file_download.py`,
+`utils/_shared_blobs.py`). Every file of a snapshot thus links out of it; with a root that is
+such a snapshot (or a folder in one) a link counts as inside when it leads, hop by hop as the
+cache writes it, to a blob of the same repo and nothing else (`is_cached_blob`): any other
+link, and any folder link, is still `outside_root`.
+
+A row's `hf://datasets/ORG/NAME@REV/path` (what `datasets` writes for a Hub file, its revision
+percent-encoded) is the snapshot's file when the repo and revision are the snapshot's and the
+file is there (`hf_file`); otherwise it stays out of the root.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import stat
+from typing import NamedTuple
+from urllib.parse import unquote
+
+_REPO_FOLDER = re.compile(r"datasets--[^/]+")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_BLOB = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a git sha1 (small files) or a sha256 (LFS, Xet)
+_STORE_ENTRY = re.compile(r"[0-9a-f]{64}")
+SHARED_MARKER = ".huggingface-shared-blobs"  # huggingface_hub's `SHARED_BLOBS_MARKER_NAME`
+SHARED_LAYOUT = "1\n"  # its `SHARED_BLOBS_LAYOUT_VERSION`, as the marker holds it
+# datasets 5.2's `packaged_modules/vortex/vortex.py` `_HF_URI_PATTERN`: repo id, revision, path in repo
+HF_URI = re.compile(r"^hf://datasets/([^/@]+/[^/@]+?)(?:@([^/]+))?/(.+)$")
+_MAX_REF_BYTES = 256  # a `refs/<branch>` file holds a commit hash
+
+
+class Snapshot(NamedTuple):
+    repo: str  # the cache's repo folder `.../datasets--ORG--NAME`, links resolved
+    commit: str
+    repo_id: str  # ORG/NAME as the Hub spells it
+
+    @property
+    def folder(self) -> str:
+        return os.path.join(self.repo, "snapshots", self.commit)
+
+
+def snapshot_of(root: str) -> Snapshot | None:
+    """The Hub cache snapshot a local root is, or lies in (links resolved), else None."""
+    if "://" in root:  # a bucket has no links: its files are the blobs themselves
+        return None
+    return _snapshot_at(os.path.realpath(root))
+
+
+@functools.lru_cache(maxsize=64)
+def _snapshot_at(real_root: str) -> Snapshot | None:
+    parts = real_root.split(os.sep)
+    for index in range(len(parts) - 2, 0, -1):
+        if parts[index] == "snapshots" and _REPO_FOLDER.fullmatch(parts[index - 1]) \
+                and _COMMIT.fullmatch(parts[index + 1]):
+            repo = os.sep.join(parts[:index]) or os.sep
+            return Snapshot(repo, parts[index + 1], parts[index - 1][len("datasets--"):].replace("--", "/"))
+    return None
+
+
+def is_cached_blob(root: str, path: str) -> bool:
+    """Whether `path` (a local file below `root`, a link) is a file of the Hub cache snapshot
+    `root` is, or lies in: a link in a folder of the root leading to `<repo>/blobs/<etag>`, a
+    file, or through it to the cache's marked shared store, as huggingface_hub writes them."""
+    snapshot = snapshot_of(root)
+    if snapshot is None or not os.path.islink(path):
+        return False
+    folder = os.path.realpath(os.path.dirname(path))
+    real_root = os.path.realpath(root)
+    if not (folder == real_root or folder.startswith(real_root.rstrip(os.sep) + os.sep)):
+        return False  # a folder on the way that links elsewhere: the cache writes none
+    blobs = os.path.join(snapshot.repo, "blobs")
+    blob = _hop(folder, path)
+    if blob is None or os.path.dirname(blob) != blobs or not _BLOB.fullmatch(os.path.basename(blob)):
+        return False
+    end = blob
+    if _is_link(blob):
+        end = _hop(blobs, blob)
+        store = os.path.join(os.path.dirname(snapshot.repo), "blobs")
+        name = os.path.basename(end or "")
+        if end is None or not _STORE_ENTRY.fullmatch(name) or os.path.dirname(end) != os.path.join(store, name[:2]) \
+                or not _marked_store(store):
+            return False
+    # a blob gone (a cache cleaned by hand) is the reader's `missing` reject, as any dangling link
+    return os.path.realpath(path) == end and (_is_file(end) or not os.path.lexists(end))
+
+
+def _hop(folder: str, link: str) -> str | None:
+    """Where one link leads, its text taken from the (real) folder it lies in, normalised."""
+    try:
+        return os.path.normpath(os.path.join(folder, os.readlink(link)))
+    except OSError:
+        return None
+
+
+def _is_link(path: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _marked_store(store: str) -> bool:
+    """Whether the cache's shared blob folder carries huggingface_hub's marker (the folder it
+    owns; an unmarked `blobs/` there is none of its)."""
+    marker = os.path.join(store, SHARED_MARKER)
+    if not _is_file(marker):
+        return False
+    try:
+        with open(marker, "rb") as handle:
+            return handle.read(len(SHARED_LAYOUT) + 1) == SHARED_LAYOUT.encode()
+    except OSError:
+        return False
+
+
+def hf_file(root: str, uri: str) -> str | None:
+    """The path under the snapshot folder that `uri` (`hf://datasets/ORG/NAME@REV/path`) names
+    when `root` is, or lies in, a cache snapshot of that repo at that revision (no revision:
+    `main`; a branch or tag as the cache's `refs/` records it) and the file is there; else None."""
+    matched = HF_URI.match(uri)
+    snapshot = snapshot_of(root) if matched else None
+    if snapshot is None or matched is None:
+        return None
+    repo_id, revision, inside = matched.groups()
+    if repo_id != snapshot.repo_id or _commit_of(snapshot, unquote(revision or "main")) != snapshot.commit:
+        return None
+    path = os.path.normpath(os.path.join(snapshot.folder, *inside.split("/")))  # (only the revision is quoted)
+    if not path.startswith(snapshot.folder + os.sep) or not os.path.lexists(path):
+        return None
+    # as the root spells it: the snapshot folder found with links resolved
+    real_root = os.path.realpath(root)
+    if not path.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None  # another folder of the snapshot than the root's
+    return os.path.join(os.path.abspath(root), path[len(real_root.rstrip(os.sep)) + 1:])
+
+
+def _commit_of(snapshot: Snapshot, revision: str) -> str | None:
+    """The commit a revision names in the cache: itself when a commit hash, else what the repo's
+    `refs/<revision>` holds (huggingface_hub writes one per branch or tag downloaded)."""
+    if _COMMIT.fullmatch(revision):
+        return revision
+    refs = os.path.join(snapshot.repo, "refs")
+    ref = os.path.normpath(os.path.join(refs, *revision.split("/")))
+    if not ref.startswith(refs + os.sep) or not _is_file(ref):
+        return None
+    try:
+        with open(ref, "rb") as handle:
+            text = handle.read(_MAX_REF_BYTES).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return text if _COMMIT.fullmatch(text) else None

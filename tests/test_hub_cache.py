@@ -1,0 +1,204 @@
+"""A Hugging Face Hub cache snapshot as users have it after `snapshot_download` /
+`huggingface-cli download --repo-type dataset`: every file a relative link to `../../blobs/<etag>`
+(and, with huggingface_hub 2.x's shared store, that blob a link to `<cache>/blobs/<xx>/<hash>`).
+The cache is written here by huggingface_hub's own cache-writing functions (offline: the download
+itself is replaced by writing the bytes where it writes them) and read back by its `scan_cache_dir`."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from huggingface_hub import file_download, scan_cache_dir, try_to_load_from_cache
+from huggingface_hub.utils import _shared_blobs
+from PIL import Image
+
+from sources.hub_cache import hf_file, is_cached_blob, snapshot_of
+from sources.laion import LaionSource
+from sources.records import ImageRecord, Reject
+
+COMMIT = "69dc4cef7a5c4b2cfe387727ec8ea73d4bff7302"
+OLD_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+HF_METADATA = {b"huggingface": b'{"info": {"features": {"image": {"_type": "Image"}, '
+                               b'"text": {"dtype": "string", "_type": "Value"}}}}'}
+
+
+def _cache_file(cache: Path, repo_id: str, filename: str, data: bytes, commit: str = COMMIT, shared: bool = False,
+                lfs: bool = True, revision: str = "main") -> Path:
+    """`filename` of dataset `repo_id` at `commit` in the cache as `_hf_hub_download_to_cache_dir`
+    leaves it: the blob named by its etag (sha256 for an LFS file, the git blob sha1 for a small
+    one), the ref of `revision`, the snapshot's relative link (`_create_symlink`); `shared`: the
+    blob then moved into the cache's shared store (`publish_blob_to_shared_store`, Xet files)."""
+    storage = cache / file_download.repo_folder_name(repo_id=repo_id, repo_type="dataset")
+    etag = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    blob = storage / "blobs" / etag
+    pointer = Path(file_download._get_pointer_path(str(storage), commit, os.path.join(*filename.split("/"))))
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    file_download._cache_commit_hash_for_specific_revision(str(storage), revision, commit)
+    if not blob.exists():
+        blob.with_suffix(".incomplete").write_bytes(data)
+        os.replace(blob.with_suffix(".incomplete"), blob)
+        if shared:
+            xet = hashlib.sha256(b"xet" + data).hexdigest()
+            assert _shared_blobs.publish_blob_to_shared_store(blob_path=str(blob), xet_hash=xet, cache_dir=cache,
+                                                              expected_size=len(data))
+    file_download._create_symlink(str(blob), str(pointer), new_blob=True)
+    return pointer
+
+
+def _png(seed: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (seed * 40 % 256, 90, 10)).save(out, "PNG")
+    return out.getvalue()
+
+
+def _parquet(cells: list[dict]) -> bytes:
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_METADATA)
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([{"image": c, "text": f"t{i}"} for i, c in enumerate(cells)], schema), out)
+    return out.getvalue()
+
+
+def _read_all(source: LaionSource) -> list:
+    return [item for unit in source.units() for item in source.read(unit)]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_hub_cache_snapshot_is_read_without_follow_links(tmp_path: Path, shared: bool):
+    """A snapshot's parquet links to `../../../blobs/<sha256>`: it was `outside_root` (and the
+    root taken for a plain folder) unless `follow_links: true`; the cache's own links are now
+    inside, with the shared store's second hop too, and the rows read as with the links followed."""
+    cache = tmp_path / "hub"
+    rows = _parquet([{"bytes": _png(0), "path": "a.png"}, {"bytes": _png(1), "path": "b.png"}])
+    _cache_file(cache, "org/cats", "data/train-00000-of-00001.parquet", rows, shared=shared)
+    _cache_file(cache, "org/cats", "README.md", b"---\nlicense: mit\n---\n", lfs=False)
+    (repo,) = scan_cache_dir(cache).repos  # huggingface_hub reads back the cache written
+    assert repo.repo_id == "org/cats" and repo.repo_type == "dataset"
+    snapshot = Path(try_to_load_from_cache("org/cats", "README.md", cache_dir=cache, repo_type="dataset")).parent
+    assert snapshot.name == COMMIT and os.readlink(snapshot / "README.md").startswith("../../blobs/")
+    if shared:  # the repo's blob is itself a link into the cache's store
+        assert os.readlink(os.readlink(snapshot / "data" / "train-00000-of-00001.parquet").replace(
+            "../../..", str(snapshot.parent.parent))).startswith("../../blobs/")
+
+    source = LaionSource("hf", str(snapshot))
+    assert source.resolved_format() == "huggingface"
+    items = _read_all(source)
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert [r.data for r in records] == [_png(0), _png(1)] and [r.lineage["caption"] for r in records] == ["t0", "t1"]
+    assert [(r.reason, r.input) for r in items if isinstance(r, Reject)] == [("unexpected_file", "README.md")]
+    followed = _read_all(LaionSource("hf", str(snapshot), follow_links=True))
+    assert [(i.key, getattr(i, "data", None)) for i in followed] == [(i.key, getattr(i, "data", None)) for i in items]
+    # pointed at a folder of the snapshot, or through a link to it, the same
+    (tmp_path / "cats").symlink_to(snapshot)
+    for root in (snapshot / "data", tmp_path / "cats"):
+        assert [r.data for r in _read_all(LaionSource("hf", str(root))) if isinstance(r, ImageRecord)] == \
+            [_png(0), _png(1)]
+
+
+def _snapshot_with_image(tmp_path: Path) -> tuple[Path, Path]:
+    cache = tmp_path / "hub"
+    image = _cache_file(cache, "org/cats", "images/1.png", _png(1), lfs=False)
+    return cache, image.parent.parent
+
+
+@pytest.mark.parametrize("made", ["elsewhere", "other_repo_blob", "blob_links_out", "unmarked_store", "incomplete",
+                                  "refs_file", "folder_link", "not_a_commit"])
+def test_only_the_caches_own_links_to_its_repos_blobs_count_as_inside(tmp_path: Path, made: str):
+    """Nothing else a snapshot may hold leads out of it: a link to a file elsewhere, to another
+    repo's blob, to a blob that itself links out, through an unmarked `<cache>/blobs/`, to a
+    download in progress (`<etag>.incomplete`), to the repo's `refs/main`, a folder link; nor
+    does a folder named `snapshots/<rev>` whose rev is no commit hash."""
+    cache, snapshot = _snapshot_with_image(tmp_path)
+    repo = snapshot.parent.parent
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(_png(7))
+    link = snapshot / "images" / "x.png"
+    if made == "elsewhere":
+        link.symlink_to(os.path.relpath(secret, link.parent))
+    elif made == "other_repo_blob":
+        other = _cache_file(cache, "org/dogs", "images/2.png", _png(2))
+        link.symlink_to(os.path.relpath(os.path.realpath(other), link.parent))
+    elif made == "blob_links_out":
+        blob = repo / "blobs" / hashlib.sha256(b"x").hexdigest()
+        blob.symlink_to(secret)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    elif made == "unmarked_store":  # a blob linking to `<cache>/blobs/xx/<hash>` with no marker there
+        name = hashlib.sha256(b"y").hexdigest()
+        (cache / "blobs" / name[:2]).mkdir(parents=True)
+        (cache / "blobs" / name[:2] / name).write_bytes(_png(7))
+        blob = repo / "blobs" / hashlib.sha256(b"z").hexdigest()
+        blob.symlink_to(os.path.relpath(cache / "blobs" / name[:2] / name, blob.parent))
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    elif made == "incomplete":
+        blob = repo / "blobs" / (hashlib.sha256(b"w").hexdigest() + ".incomplete")
+        blob.write_bytes(_png(7)[:20])
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    elif made == "refs_file":
+        link.symlink_to(os.path.relpath(repo / "refs" / "main", link.parent))
+    elif made == "folder_link":
+        (tmp_path / "more").mkdir()
+        (tmp_path / "more" / "x.png").write_bytes(_png(7))
+        (snapshot / "more").symlink_to(tmp_path / "more")
+        link = snapshot / "more" / "x.png"
+    else:
+        renamed = snapshot.with_name("v1.0")
+        snapshot.rename(renamed)
+        snapshot, link = renamed, renamed / "images" / "1.png"
+    assert not is_cached_blob(str(snapshot), str(link))
+    items = _read_all(LaionSource("hf", str(snapshot)))
+    shown = {"folder_link": "more", "not_a_commit": "images/1.png"}.get(made, "images/x.png")
+    assert ("outside_root", shown) in {(i.reason, i.input) for i in items if isinstance(i, Reject)}
+    assert all(getattr(i, "data", None) != _png(7) and "secret" not in str(getattr(i, "uri", "")) for i in items)
+    if made != "not_a_commit":  # the cache's own link beside it is read
+        assert is_cached_blob(str(snapshot), str(snapshot / "images" / "1.png"))
+
+
+def _hf_rows_snapshot(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A snapshot whose parquet names its images as `datasets` names a Hub file (`hf://datasets/
+    ORG/NAME@REV/path`, path only): by commit, by branch, by a ref percent-encoded (as `datasets`
+    quotes a revision; never the path), of another repo, a path percent-encoded (no such file), of
+    another revision, not downloaded, climbing out."""
+    cache = tmp_path / "hub"
+    _cache_file(cache, "org/cats", "images/1.png", _png(1))
+    _cache_file(cache, "org/cats", "images/my cat.png", _png(2), shared=True)
+    _cache_file(cache, "org/dogs", "images/1.png", _png(3))
+    _cache_file(cache, "org/cats", "images/1.png", _png(1), revision="refs/convert/parquet")
+    paths = [f"hf://datasets/org/cats@{COMMIT}/images/1.png", "hf://datasets/org/cats@main/images/my cat.png",
+             "hf://datasets/org/cats/images/1.png", "hf://datasets/org/cats@refs%2Fconvert%2Fparquet/images/1.png",
+             "hf://datasets/org/dogs@main/images/1.png", "hf://datasets/org/cats/images/my%20cat.png",
+             f"hf://datasets/org/cats@{OLD_COMMIT}/images/1.png", f"hf://datasets/org/cats@{COMMIT}/images/9.png",
+             f"hf://datasets/org/cats@{COMMIT}/../../../secret.png"]
+    parquet = _cache_file(cache, "org/cats", "data/train-00000-of-00001.parquet",
+                          _parquet([{"bytes": None, "path": p} for p in paths]))
+    (tmp_path / "secret.png").write_bytes(_png(7))
+    return parquet.parent.parent, paths
+
+
+def test_hf_paths_in_a_snapshot_are_its_files_when_it_holds_them(tmp_path: Path):
+    """A path-only row `hf://datasets/org/cats@<commit>/images/1.png` was `outside_root` ("an
+    absolute name") even in the cache snapshot of that very commit holding the file: now it is
+    that file (by commit, by a branch the cache's `refs/` gives that commit, or with no revision:
+    `main`), and no `unexpected_file` of its own; another repo's, another revision's, a file not
+    downloaded, a climb out stay `outside_root`."""
+    snapshot, paths = _hf_rows_snapshot(tmp_path)
+    items = _read_all(LaionSource("hf", str(snapshot)))
+    by_row = {i.key.rsplit("-", 1)[-1].split("_")[0]: i for i in items if "train-00000" in i.key}
+    read = {row: i for row, i in by_row.items() if isinstance(i, ImageRecord)}
+    assert sorted(read) == ["0", "1", "2", "3"]
+    assert [Path(read[r].uri).read_bytes() for r in "0123"] == [_png(1), _png(2), _png(1), _png(1)]
+    assert [read[r].lineage["image_path"] for r in "0123"] == ["images/1.png", "images/my cat.png", "images/1.png",
+                                                               "images/1.png"]
+    assert all(read[r].uri.startswith(str(snapshot)) for r in "0123")
+    assert {row: i.reason for row, i in by_row.items() if isinstance(i, Reject)} == \
+        {row: "outside_root" for row in "45678"}
+    assert all("does not hold" in by_row[row].detail for row in "45678")
+    assert not [i for i in items if isinstance(i, Reject) and i.reason == "unexpected_file" and "images/" in i.input]
+    # not a snapshot: a hf:// path stays an absolute name, never looked up
+    assert hf_file(str(tmp_path), paths[0]) is None and snapshot_of(str(tmp_path)) is None
