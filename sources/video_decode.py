@@ -757,6 +757,8 @@ class _Session:
         seeked = False  # after a seek, packets are matched to the index by time stamp
         position_of = {p: i for i, p in enumerate(index.pts)}
         restamped = bool(index.demuxed)  # the demuxer's stamps repeat or are missing: read on, never seek
+        joins = set(index.joins)  # a later part of a joined file begins: the decoder starts afresh
+        fed = False  # packets were sent to the decoder since it last started afresh
         for stretch in plan:
             if not self.wanted:
                 break
@@ -766,6 +768,7 @@ class _Session:
                 yield from self._deliver(codec.decode(None), trust)
                 codec.flush_buffers()
                 self._restart()
+                fed = False
             if position + 1 < stretch.first and not restamped and \
                     sum(index.size[position + 1:stretch.first]) > self.seek_bytes:
                 landed = self._seek(stream, stretch.first)
@@ -799,11 +802,16 @@ class _Session:
                     yield from self._deliver(codec.decode(None), trust)
                     packets, position, stream, codec = self._reopen()
                     self._restart()
-                    seeked = False
+                    seeked = fed = False
                     continue
                 position = at
                 if position < stretch.first:
                     continue
+                if position in joins and fed:  # each part decoded as it is alone (`VideoIndex.joins`)
+                    yield from self._deliver(codec.decode(None), trust)
+                    codec.flush_buffers()
+                    self._restart()
+                fed = True
                 trust[packet.pts] = stretch.trusted_from
                 if self.skip_nonref and not index.decode_order_stamps:  # a skipped frame would shift the names
                     codec.skip_frame = "DEFAULT" if packet.pts in self.wanted else "NONREF"

@@ -24,9 +24,13 @@ each packet its index stamp before decoding, and reads such a file from the star
   (its decoder is fed on; `ffmpeg` itself moves later stamps by a new offset, "timestamp
   discontinuity"). Each part from where the decode stamps fall is moved after the part before
   (`_joined_stamps`; a 33-bit clock wrapping within a part is undone); a part must begin at a key
-  frame (in H.264 an IDR), else the file is refused, and the leading frames of an open GOP that
-  begins a part are hidden, as at the file's start. Only MPEG-TS/PS: other formats whose stamps
-  may jump (chained Ogg, which the CLI shows only the first stream of) are refused.
+  frame, else the file is refused, and the leading frames of an open GOP that begins a part are
+  hidden, as at the file's start. Each part is decoded as it is alone (the decoder drained and
+  flushed where it begins, `VideoIndex.joins`): where a part starts with an open GOP (an H.264 key
+  frame that is no IDR, an HEVC CRA), the CLI's one decoder carries the part before's frame order
+  over the join, drops and mixes frames; the frames here are those the CLI shows of each part
+  alone. Only MPEG-TS/PS: other formats whose stamps may jump (chained Ogg, which the CLI shows
+  only the first stream of) are refused.
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
@@ -43,7 +47,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -79,6 +83,9 @@ class VideoIndex:
     # "joined" MPEG-TS/PS parts, or Matroska blocks stamped before zero ("negative"), see `restamped`
     demuxed: tuple[int | None, ...] = ()
     restamped: str = ""  # why `pts` is not the demuxer's: "joined", "negative", "split" ("" when it is)
+    # packet positions where a later part of a joined file begins: the decoder starts afresh there
+    # (drained and flushed), so each part decodes as it does alone
+    joins: tuple[int, ...] = ()
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -117,8 +124,6 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     discard: list[bool] = []
     size: list[int] = []
     corrupt: list[bool] = []
-    no_idr: set[int] = set()  # H.264 key frames of MPEG-TS/PS that are no IDR: a later part cannot start there
-    check_idr = container.format.name in JOINABLE and stream.codec_context.name == "h264"
     clean = True
     try:
         for packet in container.demux(stream):
@@ -130,8 +135,6 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             discard.append(bool(packet.is_discard))
             size.append(int(packet.size))
             corrupt.append(bool(packet.is_corrupt))
-            if check_idr and packet.is_keyframe and not _h264_idr(bytes(packet)):
-                no_idr.add(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         log.debug("demux stopped early: %s", exc)
         clean = False
@@ -139,6 +142,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     codec = stream.codec_context.name
     label = f"{fmt}/{codec}"
     restamped = ""
+    joins: list[int] = []
     if None in raw and fmt in JOINABLE:
         pts = _stamp_split_access_units(raw, label, decoder_order)
         restamped = "split"
@@ -147,8 +151,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         discard = [d or i in dropped for i, d in enumerate(discard)]
         restamped = "negative"
     else:
-        pts, leading = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE, stream.time_base or Fraction(1),
-                                      no_idr)
+        pts, leading, joins = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE,
+                                             stream.time_base or Fraction(1))
         discard = [d or i in leading for i, d in enumerate(discard)]
         restamped = "joined" if pts != raw else ""
     if len(set(pts)) != len(pts):
@@ -172,7 +176,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                                "with frames an edit list hides: the shown frames cannot be named")
     index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
-                       restamped=restamped)
+                       restamped=restamped, joins=tuple(joins) if restamped == "joined" else ())
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:
@@ -201,10 +205,10 @@ def _frame_step(stamps: list[int]) -> int:
 
 
 def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], label: str,
-                   joinable: bool, time_base: Fraction, no_idr: Collection[int] = ()) -> tuple[list[int], set[int]]:
+                   joinable: bool, time_base: Fraction) -> tuple[list[int], set[int], list[int]]:
     """Stamps that place the parts of MPEG-TS/PS files joined end to end one after another, in
-    file order, as the CLI shows them, and the positions of the packets to hide; `raw` itself
-    when no decode stamp falls (or the format is not MPEG-TS/PS: `joinable`).
+    file order, the positions of the packets to hide, and the positions where a later part
+    begins; `raw` itself when no decode stamp falls (or the format is not MPEG-TS/PS: `joinable`).
 
     A part begins where a packet's decode stamp (DTS) falls by more than `JOIN_FALL` below the
     previous packet's, its presentation stamp too (the CLI's own test, `ts_discontinuity_detect`,
@@ -214,29 +218,26 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     presentation stamps going on, is no join either. A jump of about 2^33 ticks is the MPEG
     clock wrapping (after 26.5 hours, also in a later part): the rest of that part is moved by
     2^33, wherever it lies. A part must begin at a key frame (else its first frames reference the
-    part before: refused), and in H.264 at an IDR (`no_idr`: key frames that are no IDR, x264's
-    `open-gop` recovery points: the decoder carries the part before's frame order over the join,
-    drops frames and gives others out of order, so they cannot be placed: refused). Its packets
-    shown before that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL) reference the
-    part before: hidden, as at the file's start, so the part gives what it gives alone. Each
-    part is moved so that its first shown frame comes one frame after the last frame so far."""
+    part before: refused). Each part is decoded as it is alone: the decoder is drained and
+    flushed where it begins (`VideoIndex.joins`), so an H.264 part starting at a key frame that is
+    no IDR (x264's `open-gop` recovery points) or an HEVC CRA gives its own frames in its own
+    order (the CLI's one decoder carries the part before's frame order over such a join, drops
+    frames and mixes the parts' frames; what it shows of each part alone is what is shown here).
+    Its packets shown before that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL,
+    x264's B-frames before a recovery point) reference the part before: hidden, as at the file's
+    start, so the part gives what it gives alone. Each part is moved so that its first shown frame
+    comes one frame after the last frame so far."""
     if not joinable:
-        return raw, set()
+        return raw, set(), []
     stamps, starts = _unwrapped_parts(raw, dts, JOIN_FALL / time_base, MPEG_WRAP if time_base == MPEG_CLOCK else 0)
     if not starts:
-        return stamps, set()
+        return stamps, set(), []
     for i in starts:
         if not keyframe[i]:
             raise UnsupportedVideo("unsupported_container",
                                    f"{label}: the time stamps start again at packet {i}, which is not a key frame "
                                    "(files joined end to end, the later one cut mid-GOP): its frames cannot be "
                                    "placed")
-        if i in no_idr:
-            raise UnsupportedVideo("unsupported_container",
-                                   f"{label}: the time stamps start again at packet {i}, an H.264 key frame that is "
-                                   "no IDR (files joined end to end, the later one starting with an open GOP): the "
-                                   "decoder carries the frame order of the part before over the join, so its frames "
-                                   "cannot be placed")
     bounds = [0, *starts, len(raw)]
     placed = list(stamps[:bounds[1]])
     latest, step = max(placed), _frame_step(placed)  # of the part before: linear in the packets, however many parts
@@ -251,19 +252,7 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
             hidden.add(a + j)
         placed += moved
         latest, step = max(moved), _frame_step([p for p in moved if p >= moved[0]])
-    return placed, hidden
-
-
-def _h264_idr(data: bytes) -> bool:
-    """Whether an H.264 access unit (Annex B, as MPEG-TS/PS carry it) is an IDR picture: its first
-    slice NAL unit is of type 5 (an I-frame key frame that is no IDR is of type 1)."""
-    at = data.find(b"\x00\x00\x01")
-    while 0 <= at < len(data) - 3:
-        kind = data[at + 3] & 0x1F
-        if kind in (1, 5):
-            return kind == 5
-        at = data.find(b"\x00\x00\x01", at + 3)
-    return False
+    return placed, hidden, starts
 
 
 def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap: int) -> tuple[list[int], list[int]]:

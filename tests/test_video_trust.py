@@ -461,10 +461,29 @@ def test_a_part_cut_at_an_open_gop_gives_what_it_gives_alone(tmp_path, name: str
     assert _md5s(path, [31, 50]) == {31: expected[31], 50: expected[50]}
 
 
-def test_mpeg_ts_joined_to_an_h264_open_gop_is_a_counted_reject(tmp_path):
-    """A later part starting at an x264 `open-gop` key frame (a recovery point, no IDR): the H.264
-    decoder carries the part before's frame order over it, drops frames and gives others out of
-    order. Refused with the reason, never guessed (before: missing frames or wrong ones)."""
+def _reads_as_each_part_alone(path: Path, parts: list[Path]) -> list[str]:
+    """What makes a join whose later part starts with an open GOP: the CLI's one decoder carries
+    the part before's frame order over the join, so what it shows of the joined file is not what
+    it shows of the parts, one after the other. Each part is decoded here by a decoder started
+    afresh, so the reference is the CLI on each part alone: every frame, and frames picked across
+    the join, equal to it byte for byte (rgb24 framemd5, `-vsync passthrough`)."""
+    expected = [md5 for part in parts for md5 in _cli_md5s(part)]
+    assert _cli_md5s(path) != expected  # the CLI mixes the parts' frames at the join
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (len(expected), "joined")
+    assert _md5s(path, range(len(expected))) == dict(enumerate(expected))
+    first = len(_cli_md5s(parts[0]))
+    picked = [1, first - 1, first, first + 3, len(expected) - 1]
+    assert _md5s(path, picked) == {i: expected[i] for i in picked}
+    return expected
+
+
+def test_mpeg_ts_joined_to_an_h264_open_gop_gives_each_part_as_alone(tmp_path):
+    """A later part starting at an x264 `open-gop` key frame (a recovery point, no IDR; `-ss 1.7
+    -c copy` of such a stream): the CLI's one decoder shows 60 frames where the parts alone show
+    30 + 42, some of them out of order. Refused before (`unsupported_container`: "an H.264 key
+    frame that is no IDR"); now each part is decoded as it is alone, its leading B-frames hidden
+    as at a file's start."""
     video_zoo.require_ffmpeg()
     encoder = [*video_zoo.X264_CLI, "-g", "12", "-bf", "2",
                "-x264-params", "open-gop=1:keyint=12:min-keyint=12:scenecut=0"]
@@ -472,11 +491,29 @@ def test_mpeg_ts_joined_to_an_h264_open_gop_is_a_counted_reject(tmp_path):
     whole = _part_of(tmp_path, "_whole.ts", encoder, 0, 90)
     cut = tmp_path / "_cut.ts"
     video_zoo.ffmpeg("-ss", "1.7", "-i", str(whole), "-c", "copy", str(cut))
-    assert probe(str(cut)).n_frames == len(_cli_md5s(cut))  # alone, the cut part reads
     path = _joined(tmp_path, "opengop.ts", [first, cut])
-    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
-    assert isinstance(item, Reject) and item.reason == "unsupported_container", item
-    assert "an H.264 key frame that is no IDR" in item.detail
+    assert len(_cli_md5s(path)) == 60
+    assert len(_reads_as_each_part_alone(path, [first, cut])) == 72
+    (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 72, record
+
+
+def test_mpeg_ts_joined_to_an_hevc_cra_gives_each_part_as_alone(tmp_path):
+    """x265 with its defaults (open GOPs: a CRA every 250 frames, 4 B-frames) cut at its CRA by
+    `-ss 9.9 -c copy`, joined after another x265 recording: the CLI's one decoder gives the cut
+    part's key frame before the first part's last frames (41 frames, out of order; the parts
+    alone show 30 + 10), and the file was refused ("the decoder gives the frame stamped 234000
+    after the one stamped 241200"). Each part is now decoded as it is alone, its RASL frame
+    hidden."""
+    video_zoo.require_ffmpeg()
+    x265 = ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"]
+    first = _part_of(tmp_path, "_a.ts", x265, 0, 30)
+    whole = _part_of(tmp_path, "_whole.ts", x265, 0, 260)
+    cut = tmp_path / "_cut.ts"
+    video_zoo.ffmpeg("-ss", "9.9", "-i", str(whole), "-c", "copy", str(cut))
+    path = _joined(tmp_path, "cra.ts", [first, cut])
+    assert len(_cli_md5s(path)) == 41
+    assert len(_reads_as_each_part_alone(path, [first, cut])) == 40
 
 
 def test_chained_ogg_is_a_counted_reject(tmp_path):
