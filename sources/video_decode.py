@@ -758,6 +758,7 @@ class _Session:
         position_of = {p: i for i, p in enumerate(index.pts)}
         restamped = bool(index.demuxed)  # the demuxer's stamps repeat or are missing: read on, never seek
         joins = set(index.joins)  # a later part of a joined file begins: the decoder starts afresh
+        headers = set(index.headers)  # decoder headers sent as packets: fed wherever they lie
         fed = False  # packets were sent to the decoder since it last started afresh
         for stretch in plan:
             if not self.wanted:
@@ -806,6 +807,8 @@ class _Session:
                     continue
                 position = at
                 if position < stretch.first:
+                    if position in headers:  # the decoder is configured for the part that follows
+                        self._configure(codec, packet)
                     continue
                 if position in joins and fed:  # each part decoded as it is alone (`VideoIndex.joins`)
                     yield from self._deliver(codec.decode(None), trust)
@@ -832,6 +835,16 @@ class _Session:
             except Exception as exc:
                 log.debug("flush error: %s", exc)
                 self._note_too_large(codec)
+
+    @staticmethod
+    def _configure(codec, packet) -> None:
+        """Send the decoder a header packet (`VideoIndex.headers`) met outside the wanted stretches:
+        it gives no frame, and one it does not take (Theora's comment header) changes nothing."""
+        codec.skip_frame = "DEFAULT"
+        try:
+            codec.decode(packet)
+        except Exception as exc:
+            log.debug("header packet not taken: %s", exc)
 
     def _reopen(self):
         """Start over from the beginning of the file, without seeking from here on."""
@@ -939,7 +952,7 @@ class Probe:
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
     matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
     restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "negative" (Matroska before zero),
-    # "split" (MPEG-TS/PS packets the parser left unstamped)
+    # "split" (MPEG-TS/PS packets the parser left unstamped), "chained" (chained Ogg Theora)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:

@@ -29,8 +29,9 @@ each packet its index stamp before decoding, and reads such a file from the star
   flushed where it begins, `VideoIndex.joins`): where a part starts with an open GOP (an H.264 key
   frame that is no IDR, an HEVC CRA), the CLI's one decoder carries the part before's frame order
   over the join, drops and mixes frames; the frames here are those the CLI shows of each part
-  alone. Only MPEG-TS/PS: other formats whose stamps may jump (chained Ogg, which the CLI shows
-  only the first stream of) are refused.
+  alone. Only MPEG-TS/PS here; other formats whose stamps may jump are refused, but for:
+- Chained Ogg Theora (`cat a.ogv b.ogv`): each part after the one before, its headers (packets
+  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`).
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
@@ -82,10 +83,14 @@ class VideoIndex:
     # per packet, the demuxer's own stamp where `pts` was given by the index instead (() when not):
     # "joined" MPEG-TS/PS parts, or Matroska blocks stamped before zero ("negative"), see `restamped`
     demuxed: tuple[int | None, ...] = ()
-    restamped: str = ""  # why `pts` is not the demuxer's: "joined", "negative", "split" ("" when it is)
+    restamped: str = ""  # why `pts` is not the demuxer's: "joined", "negative", "split", "chained" ("" when it is)
     # packet positions where a later part of a joined file begins: the decoder starts afresh there
     # (drained and flushed), so each part decodes as it does alone
     joins: tuple[int, ...] = ()
+    # packet positions of decoder headers that come as packets (a chained Ogg's later Theora
+    # headers): no frames (hidden), sent to the decoder wherever they lie, so it is configured as
+    # the part that follows needs
+    headers: tuple[int, ...] = ()
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -124,6 +129,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     discard: list[bool] = []
     size: list[int] = []
     corrupt: list[bool] = []
+    headers: list[int] = []  # a chained Ogg's later Theora headers (`_theora_header`)
+    chained = container.format.name == "ogg" and stream.codec_context.name == "theora"
     clean = True
     try:
         for packet in container.demux(stream):
@@ -135,6 +142,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             discard.append(bool(packet.is_discard))
             size.append(int(packet.size))
             corrupt.append(bool(packet.is_corrupt))
+            if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
+                headers.append(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         log.debug("demux stopped early: %s", exc)
         clean = False
@@ -150,6 +159,11 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
         discard = [d or i in dropped for i, d in enumerate(discard)]
         restamped = "negative"
+    elif headers:
+        pts = _chained_stamps(raw, keyframe, headers, label)
+        keyframe = [k and i not in headers for i, k in enumerate(keyframe)]
+        discard = [d or i in headers for i, d in enumerate(discard)]
+        restamped = "chained"
     else:
         pts, leading, joins = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE,
                                              stream.time_base or Fraction(1))
@@ -157,7 +171,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         restamped = "joined" if pts != raw else ""
     if len(set(pts)) != len(pts):
         joined = " (files joined end to end?)" if fmt in JOINABLE else \
-            " (a chained stream whose clock starts again, such as chained Ogg: only MPEG-TS/PS parts are " \
+            " (a chained stream whose clock starts again: only MPEG-TS/PS parts and chained Ogg Theora are " \
             "placed one after another)" if container.format.flags & TS_DISCONT else ""
         raise UnsupportedVideo("unsupported_container",
                                f"{label}: packets share time stamps{joined}, so frames cannot be told apart")
@@ -176,7 +190,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                                "with frames an edit list hides: the shown frames cannot be named")
     index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
-                       restamped=restamped, joins=tuple(joins) if restamped == "joined" else ())
+                       restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
+                       headers=tuple(headers))
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:
@@ -253,6 +268,49 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
         placed += moved
         latest, step = max(moved), _frame_step([p for p in moved if p >= moved[0]])
     return placed, hidden, starts
+
+
+THEORA_HEADERS = (0x80, 0x81, 0x82)  # identification, comment, setup
+
+
+def _theora_header(start: bytes) -> bool:
+    """Whether a Theora packet (its first 7 bytes) is a header: a type byte with its top bit set,
+    then "theora"."""
+    return len(start) == 7 and start[0] in THEORA_HEADERS and start[1:] == b"theora"
+
+
+def _chained_stamps(raw: list[int], keyframe: list[bool], headers: list[int], label: str) -> list[int]:
+    """Stamps for a chained Ogg (`cat a.ogv b.ogv`: Ogg streams one after another, each with its
+    own headers and its clock from zero), placing each part's frames one frame after the part
+    before, in file order, as VLC plays it and the ffmpeg CLI shows it decoding on one thread
+    (`-threads 1`: FFmpeg's Theora decoder reconfigures itself at the headers; on several threads
+    it cannot, and the CLI shows the first part only, with errors). FFmpeg's demuxer gives the
+    later parts' headers as packets (the first part's are the stream's extradata): they give no
+    frame and are stamped before every frame (hidden). A part begins at its headers and must go
+    on with a key frame, else the file is refused."""
+    header_set = set(headers)
+    starts = [i for i in headers if i > 0 and i - 1 not in header_set]
+    bounds = [0, *starts, len(raw)]
+    placed = list(raw)
+    latest: int | None = None
+    step = 1
+    for a, b in zip(bounds, bounds[1:]):
+        part = [i for i in range(a, b) if i not in header_set]
+        if not part:
+            continue
+        if latest is not None:
+            if not keyframe[part[0]]:
+                raise UnsupportedVideo("unsupported_container",
+                                       f"{label}: a chained stream part begins at packet {part[0]}, which is not "
+                                       "a key frame: its frames cannot be placed")
+            shift = latest + step - min(raw[i] for i in part)
+            for i in part:
+                placed[i] = raw[i] + shift
+        latest, step = max(placed[i] for i in part), _frame_step([placed[i] for i in part])
+    low = min((placed[i] for i in range(len(raw)) if i not in header_set), default=0)
+    for rank, i in enumerate(headers):
+        placed[i] = low - len(headers) + rank
+    return placed
 
 
 def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap: int) -> tuple[list[int], list[int]]:

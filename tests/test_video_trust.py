@@ -516,18 +516,41 @@ def test_mpeg_ts_joined_to_an_hevc_cra_gives_each_part_as_alone(tmp_path):
     assert len(_reads_as_each_part_alone(path, [first, cut])) == 40
 
 
-def test_chained_ogg_is_a_counted_reject(tmp_path):
-    """Two Theora files joined end to end (a chained Ogg): the CLI shows only the first's 30
-    frames. Only MPEG-TS/PS parts are placed one after another (Ogg's stamps may jump too, for
-    FFmpeg): before, 63 frames were counted and clips failed to decode."""
+@pytest.mark.parametrize("sizes", [((64, 48), (64, 48)), ((64, 48), (96, 64))])
+def test_chained_ogg_theora_gives_each_part_in_turn(tmp_path, sizes):
+    """Two Theora files joined end to end (a chained Ogg, `cat a.ogv b.ogv`; the second may be
+    another size): VLC plays both. The ffmpeg CLI shows only the first's 30 frames by default (its
+    Theora decoder cannot reconfigure at the second part's headers on several threads: "try
+    -threads 1"), and on one thread shows all 60, equal to each part alone: that is the reference.
+    Refused before ("packets share time stamps"); now every frame, and frames picked in the second
+    part (its headers sent to the decoder though the frames before are skipped), equal the CLI's,
+    and the file is never seeked."""
     video_zoo.require_ffmpeg()
     encoder = ["-c:v", "libtheora", "-q:v", "7", "-g", "10"]
-    parts = [_part_of(tmp_path, f"_{k}.ogv", encoder, 30 * k, 30) for k in range(2)]
+    parts = []
+    for k, (w, h) in enumerate(sizes):
+        part = _part_of(tmp_path, f"_{k}.ogv", encoder, 30 * k, 30)
+        if (w, h) != (64, 48):
+            video_zoo.ffmpeg("-i", str(part), "-vf", f"scale={w}:{h}", *encoder, str(tmp_path / f"_{k}b.ogv"))
+            part = tmp_path / f"_{k}b.ogv"
+        parts.append(part)
     path = _joined(tmp_path, "chained.ogv", parts)
-    assert len(_cli_md5s(path)) == 30
-    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
-    assert isinstance(item, Reject) and item.reason == "unsupported_container", item
-    assert "chained" in item.detail
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    assert len(_cli_md5s(path)) == 30  # what makes the file: the CLI's default threads show one part
+    listing = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), "-map", "0:v:0",
+                              "-autoscale", "0", "-vsync", "passthrough", "-pix_fmt", "rgb24", "-f", "framemd5", "-"],
+                             capture_output=True, text=True, check=True).stdout
+    assert [line.split(",")[5].strip() for line in listing.splitlines() if line and not line.startswith("#")] \
+        == expected
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (60, "chained")
+    assert info.times[29:31] == (1.16, 1.2)  # the second part one frame after the first
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    for wanted in ([31], [45, 59], [2, 40]):
+        assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
+    (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 60, record
+    assert record.clips[0].lineage["restamped"] == "chained"
 
 
 def test_a_joined_file_is_never_seeked(tmp_path):
