@@ -78,7 +78,6 @@ from a 16-bit 4:4:4 copy of the frame, and is counted as such in `judge_memory`.
 from __future__ import annotations
 
 import errno
-import functools
 import gc
 import logging
 import os
@@ -92,6 +91,7 @@ from sources import fsio
 from sources.budget import SEND_AHEAD_BYTES
 from sources.video_bitstream import ParameterSets, VP9Sizes, header_size
 from sources.video_index import Stretch, UnsupportedVideo, VideoIndex, build_index, decode_plan, key_of
+from sources.video_index_cache import IndexCache, file_identity
 from transforms import hdr as hdr_colour
 from transforms.errors import Rejected, exception_detail
 
@@ -441,15 +441,41 @@ def fitting_pixels(stream, max_pixels: int, memory_mb: int, canvas=None, convert
     return low
 
 
+_INDEXES = IndexCache()  # indexes this process built by decoding (`sources.video_index_cache`)
+
+
 def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> VideoIndex:
+    """The file's index (`video_index.build_index`). One whose building decoded frames (unstamped
+    packets placed by the decoder's output order; a cut file's partial packets) is kept for the
+    next read of the same local file in this process, keyed by its identity (`file_identity`)."""
+    path = fsio.local_path(uri)
+    identity = file_identity(path) if path else None
+    key = (path, identity, max_pixels, memory_mb)
+    cached = _INDEXES.get(key) if identity else None
+    if cached is not None:
+        return cached
+    decoded = False
+
+    def shows(index: VideoIndex, positions: list[int]) -> set[int]:
+        nonlocal decoded
+        decoded = True
+        return _decoder_shows(uri, max_pixels, memory_mb, index, positions)
+
+    def order(last: int) -> list[int]:
+        nonlocal decoded
+        decoded = True
+        return _decoder_order(uri, max_pixels, memory_mb, last)
+
     container, stream = open_stream(uri)
     try:
-        return build_index(container, stream, functools.partial(_decoder_shows, uri, max_pixels, memory_mb),
-                           functools.partial(_decoder_order, uri, max_pixels, memory_mb))
+        index = build_index(container, stream, shows, order)
     except UnsupportedVideo as exc:
         raise VideoError(exc.reason, exc.detail) from None
     finally:
         container.close()
+    if decoded and identity and file_identity(path) == identity:  # unchanged while indexed
+        _INDEXES.put(key, index)
+    return index
 
 
 def _decoder_shows(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex, positions: list[int]) -> set[int]:

@@ -629,6 +629,34 @@ def test_an_mpeg_ts_whose_sei_follows_the_slice_gives_the_frames_the_cli_shows(t
     assert list(read_index(str(path)).pts) == _pes_stamps(path)
 
 
+def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monkeypatch):
+    """An MPEG-TS whose unstamped packets are placed by the decoder (`restamped: split`) was
+    decoded whole at every read of its index (each clip read by `read_clip_frames`, 1.2 s for 40 s
+    of 720p). The index is kept per file version: a second read decodes nothing and gives the same
+    index; the file written anew (other bytes, same size) is indexed afresh."""
+    import os
+
+    from sources import video_decode
+
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "sei_after_slice.ts"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 60), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-x264-params",
+                     "aud=0", "-pix_fmt", "yuv420p", "-bsf:v",
+                     "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+hello", str(path))
+    decodes = []
+    order = video_decode._decoder_order
+    monkeypatch.setattr(video_decode, "_decoder_order", lambda *args: decodes.append(args) or order(*args))
+    first = read_index(str(path))
+    assert first.restamped == "split" and len(decodes) == 1
+    assert read_index(str(path)) == first and len(decodes) == 1
+    assert read_index(str(path), memory_mb=1024) == first and len(decodes) == 2  # other budgets: judged again
+    data = path.read_bytes()
+    half = len(data) // 376 * 188
+    path.write_bytes(data[:half] + bytes(len(data) - half))  # the same size, its second half zeroed
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # even the same modification time
+    assert read_index(str(path)) != first and len(decodes) == 3
+
+
 def _pes_stamps(path: Path) -> list[int]:
     """The PTS of each video PES packet (PID 0x100, where FFmpeg's muxer puts the video), in file order."""
     data, stamps = path.read_bytes(), []
