@@ -22,7 +22,8 @@ each packet its index stamp before decoding, and reads such a file from the star
 - MPEG-TS/PS files joined end to end (`cat a.ts b.ts`): the second recording's clock starts again.
   The CLI shows every frame of the first part, then every frame of the second, in decode order
   (its decoder is fed on; `ffmpeg` itself moves later stamps by a new offset, "timestamp
-  discontinuity"). Each part from where the decode stamps fall is moved after the part before
+  discontinuity"). Each part from where the decode stamps fall (or jump forward over 10 s at a
+  key frame, which the CLI closes too) is moved after the part before
   (`_joined_stamps`; a 33-bit clock wrapping within a part is undone); a part must begin at a key
   frame, else the file is refused, and the leading frames of an open GOP that begins a part are
   hidden, as at the file's start. Each part is decoded as it is alone (the decoder drained and
@@ -206,6 +207,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
 TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: a format whose stamps may jump (MPEG-TS/PS, Ogg, ...), as the CLI knows it
 JOINABLE = ("mpegts", "mpeg")  # where parts joined end to end are placed one after another: MPEG-TS and MPEG-PS
 JOIN_FALL = Fraction(1, 10)  # seconds: a decode stamp falling more is a new part (the CLI's discontinuity)
+JOIN_JUMP = Fraction(10)  # seconds: a decode stamp jumping forward more is closed up (the CLI's dts_delta_threshold)
 MPEG_CLOCK = Fraction(1, 90000)  # MPEG-TS/PS stamps: 33 bits of 90 kHz ticks, wrapping after 26.5 hours
 MPEG_WRAP = 1 << 33
 MATROSKA = "matroska,webm"
@@ -232,8 +234,13 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     otherwise make the next frames look like a new part); a decode stamp alone astray,
     presentation stamps going on, is no join either. A jump of about 2^33 ticks is the MPEG
     clock wrapping (after 26.5 hours, also in a later part): the rest of that part is moved by
-    2^33, wherever it lies. A part must begin at a key frame (else its first frames reference the
-    part before: refused). Each part is decoded as it is alone: the decoder is drained and
+    2^33, wherever it lies. A decode stamp jumping forward by more than `JOIN_JUMP` at a key frame
+    (10 s: parts recorded apart on one running clock, a later one starting far after the one
+    before) begins a part too, closing the gap as the CLI does (`dts_delta_threshold`); a shorter
+    jump the CLI keeps (`-vsync passthrough` shows it; its default for frame-rate outputs fills it
+    with copies of the frame before), and so do we, as we do a jump mid-GOP (decoded on). A part
+    begun by a fall must begin at a key frame (else its first frames reference the part before:
+    refused). Each part is decoded as it is alone: the decoder is drained and
     flushed where it begins (`VideoIndex.joins`), so an H.264 part starting at a key frame that is
     no IDR (x264's `open-gop` recovery points) or an HEVC CRA gives its own frames in its own
     order (the CLI's one decoder carries the part before's frame order over such a join, drops
@@ -244,7 +251,9 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     comes one frame after the last frame so far."""
     if not joinable:
         return raw, set(), []
-    stamps, starts = _unwrapped_parts(raw, dts, JOIN_FALL / time_base, MPEG_WRAP if time_base == MPEG_CLOCK else 0)
+    stamps, starts, jumps = _unwrapped_parts(raw, dts, JOIN_FALL / time_base,
+                                             MPEG_WRAP if time_base == MPEG_CLOCK else 0, JOIN_JUMP / time_base)
+    starts = sorted(starts + [i for i in jumps if keyframe[i]])
     if not starts:
         return stamps, set(), []
     for i in starts:
@@ -313,11 +322,14 @@ def _chained_stamps(raw: list[int], keyframe: list[bool], headers: list[int], la
     return placed
 
 
-def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap: int) -> tuple[list[int], list[int]]:
-    """The stamps with each wrap of a `wrap`-tick clock undone (0: a clock that never wraps), and
-    the positions where a new part begins (see `_joined_stamps`)."""
+def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap: int,
+                     jump: Fraction | None = None) -> tuple[list[int], list[int], list[int]]:
+    """The stamps with each wrap of a `wrap`-tick clock undone (0: a clock that never wraps), the
+    positions where a new part begins (a fall, see `_joined_stamps`), and those where the decode
+    stamp jumps forward by more than `jump` ticks (None: never)."""
     stamps: list[int] = []
     starts: list[int] = []
+    jumps: list[int] = []
     offset = 0  # added to the raw stamps from here: multiples of `wrap`
     previous: int | None = None  # the decode stamp of the last packet whose stamps are in order
 
@@ -336,9 +348,11 @@ def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap
             continue
         if previous is not None and d + fall < previous and p + fall < previous:
             starts.append(i)
+        elif previous is not None and jump is not None and d - previous > jump:
+            jumps.append(i)
         previous = d
         stamps.append(p)
-    return stamps, starts
+    return stamps, starts, jumps
 
 
 def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: str,

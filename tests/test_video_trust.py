@@ -7,6 +7,7 @@ own decode (what a player shows) and against PyAV decoding every frame in order.
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -551,6 +552,39 @@ def test_chained_ogg_theora_gives_each_part_in_turn(tmp_path, sizes):
     (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
     assert isinstance(record, VideoRecord) and record.n_frames == 60, record
     assert record.clips[0].lineage["restamped"] == "chained"
+
+
+def _cli_listing(path: Path) -> tuple[list[float], list[str]]:
+    """The time (seconds from the first) and rgb24 md5 of each frame the CLI shows (`-vsync passthrough`)."""
+    listing = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vsync", "passthrough",
+                              "-pix_fmt", "rgb24", "-f", "framemd5", "-"], capture_output=True, text=True,
+                             check=True).stdout
+    rows = [line.split(",") for line in listing.splitlines() if line and not line.startswith("#")]
+    base = Fraction(listing.split("#tb 0: ")[1].split()[0])
+    return [round(float((int(r[2]) - int(rows[0][2])) * base), 6) for r in rows], [r[5].strip() for r in rows]
+
+
+@pytest.mark.parametrize(("offset", "gap"), [(5, 3.76), (30, 0.04)])
+def test_a_later_part_starting_after_a_jump_is_timed_as_the_cli_shows(tmp_path, offset: int, gap: float):
+    """`cat a.ts b.ts` where b's clock starts `offset` s in (recordings split on one running clock,
+    the second started later): its stamps jump forward. The CLI closes a jump over 10 s
+    (`dts_delta_threshold`: b follows a at once) and keeps a shorter one (with `-vsync passthrough`;
+    its constant-rate default fills it with copies of a's last frame). The frame times were the
+    demuxer's, keeping a 28.8 s jump. Now the times are the CLI's; the frames are its frames, 60
+    of them either way: clips step by frames shown, never by time, so no frame is repeated."""
+    video_zoo.require_ffmpeg()
+    encoder = [*video_zoo.X264_CLI, "-g", "10", "-bf", "2"]
+    first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
+    second = _part_of(tmp_path, "_b.ts", encoder, 30, 30, "-output_ts_offset", str(offset))
+    path = _joined(tmp_path, "jump.ts", [first, second])
+    times, expected = _cli_listing(path)
+    assert len(expected) == 60 and round(times[30] - times[29], 6) == gap
+    info = probe(str(path))
+    assert info.times == tuple(times)
+    assert info.restamped == ("joined" if offset > 10 else "")
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    record = _read(path, strides=(2,))
+    assert record.clips[0].frame_times == tuple(times[i] for i in record.clips[0].frame_indices)
 
 
 def test_a_joined_file_is_never_seeked(tmp_path):
