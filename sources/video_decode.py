@@ -1021,7 +1021,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     sar_text = f"{declared_sar.numerator}:{declared_sar.denominator}" if declared_sar and declared_sar != 1 else ""
     pixel_format = stream.codec_context.format.name if stream.codec_context.format else ""
     transfer = stream_hdr(stream) or ""
-    rate = stream.average_rate or stream.guessed_rate
+    rate = stream.average_rate or _mean_rate(shown[:n], index.time_base) or stream.guessed_rate
     fps = float(rate) if rate else 0.0
     video_streams = len(container.streams.video)
     interlaced = session.interlaced or stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
@@ -1035,6 +1035,15 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
                  video_streams, interlaced, size_changes, session.cropped_left,
                  session.matrix_guessed, index.restamped)
+
+
+def _mean_rate(stamps: Sequence[int], time_base: Fraction) -> Fraction | None:
+    """Frames a second over the frames shown (their stamps, in order): the rate of a stream that
+    declares no average (a WebM recorded live, as browsers' MediaRecorder writes it: no duration),
+    whose guessed rate is its time base's where frames come 31-35 ms apart (1000 fps, a "1k tbr"
+    in the CLI's words). None for fewer than two frames."""
+    span = (stamps[-1] - stamps[0]) * time_base if len(stamps) > 1 else 0
+    return (len(stamps) - 1) / span if span > 0 else None
 
 
 def _shapes(session: _Session, plan: list[Stretch]) -> dict[int, tuple[int, int]]:

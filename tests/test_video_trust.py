@@ -705,6 +705,32 @@ def _pes_stamps(path: Path) -> list[int]:
     return stamps
 
 
+def test_a_webm_recorded_live_at_a_varying_rate_is_timed_at_its_mean_rate(tmp_path):
+    """A WebM recorded live the way a browser's MediaRecorder writes it (Chromium's, checked by
+    hand: no duration, no frame rate, VP8 frames 31-35 ms apart as a canvas was painted). Made
+    here by the CLI (`-live 1`, frames stamped 33 ms apart give or take 4 ms, no rate declared:
+    Chromium's own recording times vary from run to run). FFmpeg's guessed rate is then the stamps'
+    common step: the lineage said `fps: 200.0` here, and 1000.0 for Chromium's recording of a
+    30 fps canvas (the CLI says "1k tbr"). The rate is now the frames' mean (frames - 1 over the
+    span of their stamps); frames and times are the CLI's."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "live.webm"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 40), "-vf", "settb=1/1000,setpts=N*33+mod(N*7\\,5),scale=64:48",
+                     "-vsync", "passthrough", "-r", "1000", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8",
+                     "-g", "15", "-pix_fmt", "yuv420p", "-live", "1", "-f", "webm", str(path))
+    with av.open(str(path)) as container:  # what makes the file: no average rate, a guess of the stamps' step
+        stream = container.streams.video[0]
+        assert not stream.average_rate and stream.guessed_rate == 200
+    times, expected = _cli_listing(path)
+    assert len(expected) == 40 and times[-1] == 1.29
+    info = probe(str(path))
+    assert info.times == tuple(times)
+    assert info.fps == pytest.approx(39 / 1.29)
+    assert _md5s(path, range(40)) == dict(enumerate(expected))
+    record = _read(path, strides=(1,))
+    assert record.clips[0].lineage["fps"] == 30.233
+
+
 @pytest.mark.skipif(not decord_available(), reason="decord is not installed")
 def test_a_webm_recorded_live_is_left_to_pyav_where_decord_cannot_open_it(tmp_path):
     """A WebM written as it is recorded (`ffmpeg -live 1`, as browsers' MediaRecorder and
