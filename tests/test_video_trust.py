@@ -731,6 +731,34 @@ def test_a_webm_recorded_live_at_a_varying_rate_is_timed_at_its_mean_rate(tmp_pa
     assert record.clips[0].lineage["fps"] == 30.233
 
 
+@pytest.mark.parametrize(("name", "rotate"), [("phone.mp4", 90), ("phone.mov", 270)])
+def test_a_phone_style_cut_with_a_rotation_and_an_edit_list_gives_the_frames_the_cli_shows(tmp_path, name, rotate):
+    """What a phone's clip trimmed by a stream copy holds: a display matrix (`-metadata:s:v
+    rotate=`, as phones tag portrait video) and an edit list hiding the GOP's pre-roll (`-ss 1.3
+    -c copy` of x264 with B-frames). Both were checked apart (the zoo); together, every frame is the
+    CLI's (rotated, the pre-roll hidden), whichever decoder is asked for (decord refuses the
+    rotation: PyAV decodes)."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "_whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), "-vf", "scale=64:48", *video_zoo.X264_CLI, "-g", "25", "-bf", "3",
+                     "-pix_fmt", "yuv420p", str(whole))
+    path = tmp_path / name
+    video_zoo.ffmpeg("-ss", "1.3", "-i", str(whole), "-c", "copy", "-metadata:s:v", f"rotate={rotate}", str(path))
+    reference = video_zoo.sequential(path)
+    info = probe(str(path))
+    assert (info.rotation, info.n_frames, reference[0].shape) == (rotate, len(reference), (64, 48, 3))
+    assert info.hidden > 0  # what makes the file: an edit list hides the pre-roll
+    for decoder in DECODERS:
+        record = _read(path, decoder, strides=(1, 2))
+        assert record.decoder == "pyav" and record.clips[0].lineage["rotation"] == rotate
+        checked = 0
+        for clip, frames in clip_frames(record):
+            for i, frame in zip(clip.frame_indices, frames):
+                assert np.array_equal(frame, reference[i]), (decoder, i)
+                checked += 1
+        assert checked > len(reference)
+
+
 @pytest.mark.skipif(not decord_available(), reason="decord is not installed")
 def test_a_webm_recorded_live_is_left_to_pyav_where_decord_cannot_open_it(tmp_path):
     """A WebM written as it is recorded (`ffmpeg -live 1`, as browsers' MediaRecorder and
