@@ -22,8 +22,8 @@ each packet its index stamp before decoding, and reads such a file from the star
 - MPEG-TS/PS files joined end to end (`cat a.ts b.ts`): the second recording's clock starts again.
   The CLI shows every frame of the first part, then every frame of the second, in decode order
   (its decoder is fed on; `ffmpeg` itself moves later stamps by a new offset, "timestamp
-  discontinuity"). Each part from where the decode stamps fall (or jump forward over 10 s at a
-  key frame, which the CLI closes too) is moved after the part before
+  discontinuity"). Each part from where the decode stamps fall is moved after the part before (a
+  jump forward over 10 s, which the CLI closes too, is closed up, decoded on)
   (`_joined_stamps`; a 33-bit clock wrapping within a part is undone); a part must begin at a key
   frame, else the file is refused, and the leading frames of an open GOP that begins a part are
   hidden, as at the file's start. Each part is decoded as it is alone (the decoder drained and
@@ -231,29 +231,29 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     previous packet's, its presentation stamp too (the CLI's own test, `ts_discontinuity_detect`,
     compares each packet with the one before). A packet whose decode stamp lies after its own
     presentation stamp is astray and compared with nothing (one PES whose DTS jumped up would
-    otherwise make the next frames look like a new part); a decode stamp alone astray,
-    presentation stamps going on, is no join either. A jump of about 2^33 ticks is the MPEG
-    clock wrapping (after 26.5 hours, also in a later part): the rest of that part is moved by
-    2^33, wherever it lies. A decode stamp jumping forward by more than `JOIN_JUMP` at a key frame
-    (10 s: parts recorded apart on one running clock, a later one starting far after the one
-    before) begins a part too, closing the gap as the CLI does (`dts_delta_threshold`); a shorter
-    jump the CLI keeps (`-vsync passthrough` shows it; its default for frame-rate outputs fills it
-    with copies of the frame before), and so do we, as we do a jump mid-GOP (decoded on). A part
-    begun by a fall must begin at a key frame (else its first frames reference the part before:
-    refused). Each part is decoded as it is alone: the decoder is drained and
-    flushed where it begins (`VideoIndex.joins`), so an H.264 part starting at a key frame that is
-    no IDR (x264's `open-gop` recovery points) or an HEVC CRA gives its own frames in its own
-    order (the CLI's one decoder carries the part before's frame order over such a join, drops
-    frames and mixes the parts' frames; what it shows of each part alone is what is shown here).
-    Its packets shown before that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL,
-    x264's B-frames before a recovery point) reference the part before: hidden, as at the file's
-    start, so the part gives what it gives alone. Each part is moved so that its first shown frame
-    comes one frame after the last frame so far."""
+    otherwise make the next frames look like a new part); a decode stamp alone astray, presentation
+    stamps going on, is no join either. A jump of about 2^33 ticks is the MPEG clock wrapping (after
+    26.5 hours, also in a later part): the rest of that part is moved by 2^33, wherever it lies. A
+    decode stamp jumping forward by more than `JOIN_JUMP` (10 s: parts recorded apart on one running
+    clock, a later one started far after the one before; a DVD's clock jumping between cells) is
+    closed up, as the CLI does (`dts_delta_threshold`: it moves the stamps and feeds its decoder on,
+    so the frames are unchanged: `_closed_gaps`); a shorter jump the CLI keeps (`-vsync passthrough`
+    shows it; its default for frame-rate outputs fills it with copies of the frame before), and so
+    do we. A part must begin at a key frame (else its first frames reference the part before:
+    refused). Each part is decoded as it is alone: the decoder is drained and flushed where it
+    begins (`VideoIndex.joins`), so an H.264 part starting at a key frame that is no IDR (x264's
+    `open-gop` recovery points) or an HEVC CRA gives its own frames in its own order (the CLI's one
+    decoder carries the part before's frame order over such a join, drops frames and mixes the
+    parts' frames; what it shows of each part alone is what is shown here). Its packets shown before
+    that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL, x264's B-frames before a
+    recovery point) reference the part before: hidden, as at the file's start, so the part gives
+    what it gives alone. Each part is moved so that its first shown frame comes one frame after the
+    last frame so far."""
     if not joinable:
         return raw, set(), []
     stamps, starts, jumps = _unwrapped_parts(raw, dts, JOIN_FALL / time_base,
                                              MPEG_WRAP if time_base == MPEG_CLOCK else 0, JOIN_JUMP / time_base)
-    starts = sorted(starts + [i for i in jumps if keyframe[i]])
+    stamps = _closed_gaps(stamps, jumps, starts)
     if not starts:
         return stamps, set(), []
     for i in starts:
@@ -353,6 +353,20 @@ def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap
         previous = d
         stamps.append(p)
     return stamps, starts, jumps
+
+
+def _closed_gaps(stamps: list[int], gaps: list[int], starts: list[int]) -> list[int]:
+    """The stamps with the forward jump at each position of `gaps` closed: the packets from there
+    to the next gap or part start (`starts`) moved so that the smallest of them comes one frame
+    after the largest of its part before it (their order, and so the decoder's, kept)."""
+    closed = list(stamps)
+    bounds = sorted({*gaps, *starts})
+    for g in gaps:
+        end = next((b for b in bounds if b > g), len(closed))
+        before = closed[max((s for s in starts if s <= g), default=0):g]
+        shift = max(before) + _frame_step(before) - min(closed[g:end])
+        closed[g:end] = [p + shift for p in closed[g:end]]
+    return closed
 
 
 def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: str,

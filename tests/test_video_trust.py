@@ -587,6 +587,52 @@ def test_a_later_part_starting_after_a_jump_is_timed_as_the_cli_shows(tmp_path, 
     assert record.clips[0].frame_times == tuple(times[i] for i in record.clips[0].frame_indices)
 
 
+def _shift_pes_stamps_from(data: bytes, first: int, ticks: int) -> bytes:
+    """The MPEG-TS bytes with the stamps (PTS and DTS) of every video PES from the `first`th on
+    moved by `ticks` (90 kHz): one recording whose clock jumps mid-stream, as a DVD's between cells
+    or a broadcast's at a splice."""
+    out = bytearray(data)
+    seen = -1
+    for at in range(0, len(out) - 187, 188):
+        if out[at] != 0x47 or not out[at + 1] & 0x40:
+            continue
+        head = at + 4 + (1 + out[at + 4] if out[at + 3] & 0x20 else 0)
+        if out[head:head + 3] != b"\x00\x00\x01" or not 0xE0 <= out[head + 3] <= 0xEF:
+            continue
+        seen += 1
+        if seen < first:
+            continue
+        for o in range(head + 9, head + 9 + 5 * (2 if out[head + 7] >> 6 == 3 else 1), 5):
+            f = out[o:o + 5]
+            stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
+            stamp = (stamp + ticks) % (1 << 33)
+            out[o:o + 5] = bytes([(f[0] & 0xF0) | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF,
+                                  (stamp >> 15 & 0x7F) << 1 | 1, stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
+    return bytes(out)
+
+
+@pytest.mark.parametrize("first", [34, 37])
+def test_a_clock_jumping_forward_mid_stream_is_closed_and_decoded_on(tmp_path, first: int):
+    """One MPEG-2 recording (open GOPs) whose clock jumps 20 s forward at a key frame (packet 34:
+    its leading B-frames reference the P-frame before the jump) or mid-GOP (37). The CLI closes the
+    jump and feeds its decoder on: 60 frames in order, the leading ones whole. So do we now (the
+    times kept the 20 s before); a part started afresh there would have hidden two good frames."""
+    video_zoo.require_ffmpeg()
+    whole = _part_of(tmp_path, "_whole.ts", ["-c:v", "mpeg2video", "-q:v", "2", "-g", "12", "-bf", "2"], 0, 60)
+    path = tmp_path / "jumping.ts"
+    path.write_bytes(_shift_pes_stamps_from(whole.read_bytes(), first, 20 * 90000))
+    with av.open(str(path)) as container:  # what makes the file: the decode stamps jump 20 s at `first`
+        stamps = [p.dts for p in container.demux(video=0) if p.size]
+    assert stamps[first] - stamps[first - 1] == 20 * 90000 + 3600
+    times, expected = _cli_listing(path)
+    assert [video_zoo.read_index(f) for f in video_zoo.sequential(path)] == list(range(60))
+    assert times == [round(i * 0.04, 6) for i in range(60)]
+    info = probe(str(path))
+    assert (info.times, info.restamped) == (tuple(times), "joined")
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    assert _md5s(path, [35, 36, 50]) == {i: expected[i] for i in (35, 36, 50)}
+
+
 def test_a_joined_file_is_never_seeked(tmp_path):
     """`cat a.ts a.ts` with every gap worth a seek (`seek_bytes=0`): the demuxer's stamps in the
     second part repeat the first's, so a seek there lands where the index places the first part
