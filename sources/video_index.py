@@ -160,7 +160,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
         discard = [d or i in dropped for i, d in enumerate(discard)]
         restamped = "negative"
-    elif headers:
+    elif headers and headers[-1] >= len(headers):  # headers after a frame: a later part's
         pts = _chained_stamps(raw, keyframe, headers, label)
         keyframe = [k and i not in headers for i, k in enumerate(keyframe)]
         discard = [d or i in headers for i, d in enumerate(discard)]
@@ -192,7 +192,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
                        restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
-                       headers=tuple(headers))
+                       headers=tuple(headers) if restamped == "chained" else ())
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:
