@@ -78,7 +78,6 @@ from a 16-bit 4:4:4 copy of the frame, and is counted as such in `judge_memory`.
 from __future__ import annotations
 
 import errno
-import functools
 import gc
 import logging
 import os
@@ -92,6 +91,7 @@ from sources import fsio
 from sources.budget import SEND_AHEAD_BYTES
 from sources.video_bitstream import ParameterSets, VP9Sizes, header_size
 from sources.video_index import Stretch, UnsupportedVideo, VideoIndex, build_index, decode_plan, key_of
+from sources.video_index_cache import IndexCache, file_identity
 from transforms import hdr as hdr_colour
 from transforms.errors import Rejected, exception_detail
 
@@ -441,15 +441,41 @@ def fitting_pixels(stream, max_pixels: int, memory_mb: int, canvas=None, convert
     return low
 
 
+_INDEXES = IndexCache()  # indexes this process built by decoding (`sources.video_index_cache`)
+
+
 def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> VideoIndex:
+    """The file's index (`video_index.build_index`). One whose building decoded frames (unstamped
+    packets placed by the decoder's output order; a cut file's partial packets) is kept for the
+    next read of the same local file in this process, keyed by its identity (`file_identity`)."""
+    path = fsio.local_path(uri)
+    identity = file_identity(path) if path else None
+    key = (path, identity, max_pixels, memory_mb)
+    cached = _INDEXES.get(key) if identity else None
+    if cached is not None:
+        return cached
+    decoded = False
+
+    def shows(index: VideoIndex, positions: list[int]) -> set[int]:
+        nonlocal decoded
+        decoded = True
+        return _decoder_shows(uri, max_pixels, memory_mb, index, positions)
+
+    def order(last: int) -> list[int]:
+        nonlocal decoded
+        decoded = True
+        return _decoder_order(uri, max_pixels, memory_mb, last)
+
     container, stream = open_stream(uri)
     try:
-        return build_index(container, stream, functools.partial(_decoder_shows, uri, max_pixels, memory_mb),
-                           functools.partial(_decoder_order, uri, max_pixels, memory_mb))
+        index = build_index(container, stream, shows, order)
     except UnsupportedVideo as exc:
         raise VideoError(exc.reason, exc.detail) from None
     finally:
         container.close()
+    if decoded and identity and file_identity(path) == identity:  # unchanged while indexed
+        _INDEXES.put(key, index)
+    return index
 
 
 def _decoder_shows(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex, positions: list[int]) -> set[int]:
@@ -757,6 +783,9 @@ class _Session:
         seeked = False  # after a seek, packets are matched to the index by time stamp
         position_of = {p: i for i, p in enumerate(index.pts)}
         restamped = bool(index.demuxed)  # the demuxer's stamps repeat or are missing: read on, never seek
+        joins = set(index.joins)  # a later part of a joined file begins: the decoder starts afresh
+        headers = set(index.headers)  # decoder headers sent as packets: fed wherever they lie
+        fed = False  # packets were sent to the decoder since it last started afresh
         for stretch in plan:
             if not self.wanted:
                 break
@@ -766,6 +795,7 @@ class _Session:
                 yield from self._deliver(codec.decode(None), trust)
                 codec.flush_buffers()
                 self._restart()
+                fed = False
             if position + 1 < stretch.first and not restamped and \
                     sum(index.size[position + 1:stretch.first]) > self.seek_bytes:
                 landed = self._seek(stream, stretch.first)
@@ -799,11 +829,18 @@ class _Session:
                     yield from self._deliver(codec.decode(None), trust)
                     packets, position, stream, codec = self._reopen()
                     self._restart()
-                    seeked = False
+                    seeked = fed = False
                     continue
                 position = at
                 if position < stretch.first:
+                    if position in headers:  # the decoder is configured for the part that follows
+                        self._configure(codec, packet)
                     continue
+                if position in joins and fed:  # each part decoded as it is alone (`VideoIndex.joins`)
+                    yield from self._deliver(codec.decode(None), trust)
+                    codec.flush_buffers()
+                    self._restart()
+                fed = True
                 trust[packet.pts] = stretch.trusted_from
                 if self.skip_nonref and not index.decode_order_stamps:  # a skipped frame would shift the names
                     codec.skip_frame = "DEFAULT" if packet.pts in self.wanted else "NONREF"
@@ -824,6 +861,16 @@ class _Session:
             except Exception as exc:
                 log.debug("flush error: %s", exc)
                 self._note_too_large(codec)
+
+    @staticmethod
+    def _configure(codec, packet) -> None:
+        """Send the decoder a header packet (`VideoIndex.headers`) met outside the wanted stretches:
+        it gives no frame, and one it does not take (Theora's comment header) changes nothing."""
+        codec.skip_frame = "DEFAULT"
+        try:
+            codec.decode(packet)
+        except Exception as exc:
+            log.debug("header packet not taken: %s", exc)
 
     def _reopen(self):
         """Start over from the beginning of the file, without seeking from here on."""
@@ -931,7 +978,7 @@ class Probe:
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
     matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
     restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "negative" (Matroska before zero),
-    # "split" (MPEG-TS/PS packets the parser left unstamped)
+    # "split" (MPEG-TS/PS packets the parser left unstamped), "chained" (chained Ogg Theora)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -974,7 +1021,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     sar_text = f"{declared_sar.numerator}:{declared_sar.denominator}" if declared_sar and declared_sar != 1 else ""
     pixel_format = stream.codec_context.format.name if stream.codec_context.format else ""
     transfer = stream_hdr(stream) or ""
-    rate = stream.average_rate or stream.guessed_rate
+    rate = stream.average_rate or _mean_rate(shown[:n], index.time_base) or stream.guessed_rate
     fps = float(rate) if rate else 0.0
     video_streams = len(container.streams.video)
     interlaced = session.interlaced or stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
@@ -988,6 +1035,15 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
                  video_streams, interlaced, size_changes, session.cropped_left,
                  session.matrix_guessed, index.restamped)
+
+
+def _mean_rate(stamps: Sequence[int], time_base: Fraction) -> Fraction | None:
+    """Frames a second over the frames shown (their stamps, in order): the rate of a stream that
+    declares no average (a WebM recorded live, as browsers' MediaRecorder writes it: no duration),
+    whose guessed rate is its time base's where frames come 31-35 ms apart (1000 fps, a "1k tbr"
+    in the CLI's words). None for fewer than two frames."""
+    span = (stamps[-1] - stamps[0]) * time_base if len(stamps) > 1 else 0
+    return (len(stamps) - 1) / span if span > 0 else None
 
 
 def _shapes(session: _Session, plan: list[Stretch]) -> dict[int, tuple[int, int]]:

@@ -22,11 +22,17 @@ each packet its index stamp before decoding, and reads such a file from the star
 - MPEG-TS/PS files joined end to end (`cat a.ts b.ts`): the second recording's clock starts again.
   The CLI shows every frame of the first part, then every frame of the second, in decode order
   (its decoder is fed on; `ffmpeg` itself moves later stamps by a new offset, "timestamp
-  discontinuity"). Each part from where the decode stamps fall is moved after the part before
+  discontinuity"). Each part from where the decode stamps fall is moved after the part before (a
+  jump forward over 10 s, which the CLI closes too, is closed up, decoded on)
   (`_joined_stamps`; a 33-bit clock wrapping within a part is undone); a part must begin at a key
-  frame (in H.264 an IDR), else the file is refused, and the leading frames of an open GOP that
-  begins a part are hidden, as at the file's start. Only MPEG-TS/PS: other formats whose stamps
-  may jump (chained Ogg, which the CLI shows only the first stream of) are refused.
+  frame, else the file is refused, and the leading frames of an open GOP that begins a part are
+  hidden, as at the file's start. Each part is decoded as it is alone (the decoder drained and
+  flushed where it begins, `VideoIndex.joins`): where a part starts with an open GOP (an H.264 key
+  frame that is no IDR, an HEVC CRA), the CLI's one decoder carries the part before's frame order
+  over the join, drops and mixes frames; the frames here are those the CLI shows of each part
+  alone. Only MPEG-TS/PS here; other formats whose stamps may jump are refused, but for:
+- Chained Ogg Theora (`cat a.ogv b.ogv`): each part after the one before, its headers (packets
+  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`).
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
@@ -43,7 +49,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -78,7 +84,14 @@ class VideoIndex:
     # per packet, the demuxer's own stamp where `pts` was given by the index instead (() when not):
     # "joined" MPEG-TS/PS parts, or Matroska blocks stamped before zero ("negative"), see `restamped`
     demuxed: tuple[int | None, ...] = ()
-    restamped: str = ""  # why `pts` is not the demuxer's: "joined", "negative", "split" ("" when it is)
+    restamped: str = ""  # why `pts` is not the demuxer's: "joined", "negative", "split", "chained" ("" when it is)
+    # packet positions where a later part of a joined file begins: the decoder starts afresh there
+    # (drained and flushed), so each part decodes as it does alone
+    joins: tuple[int, ...] = ()
+    # packet positions of decoder headers that come as packets (a chained Ogg's later Theora
+    # headers): no frames (hidden), sent to the decoder wherever they lie, so it is configured as
+    # the part that follows needs
+    headers: tuple[int, ...] = ()
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -117,8 +130,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     discard: list[bool] = []
     size: list[int] = []
     corrupt: list[bool] = []
-    no_idr: set[int] = set()  # H.264 key frames of MPEG-TS/PS that are no IDR: a later part cannot start there
-    check_idr = container.format.name in JOINABLE and stream.codec_context.name == "h264"
+    headers: list[int] = []  # a chained Ogg's later Theora headers (`_theora_header`)
+    chained = container.format.name == "ogg" and stream.codec_context.name == "theora"
     clean = True
     try:
         for packet in container.demux(stream):
@@ -130,8 +143,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             discard.append(bool(packet.is_discard))
             size.append(int(packet.size))
             corrupt.append(bool(packet.is_corrupt))
-            if check_idr and packet.is_keyframe and not _h264_idr(bytes(packet)):
-                no_idr.add(len(raw) - 1)
+            if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
+                headers.append(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         log.debug("demux stopped early: %s", exc)
         clean = False
@@ -139,6 +152,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     codec = stream.codec_context.name
     label = f"{fmt}/{codec}"
     restamped = ""
+    joins: list[int] = []
     if None in raw and fmt in JOINABLE:
         pts = _stamp_split_access_units(raw, label, decoder_order)
         restamped = "split"
@@ -146,14 +160,19 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
         discard = [d or i in dropped for i, d in enumerate(discard)]
         restamped = "negative"
+    elif headers and headers[-1] >= len(headers):  # headers after a frame: a later part's
+        pts = _chained_stamps(raw, keyframe, headers, label)
+        keyframe = [k and i not in headers for i, k in enumerate(keyframe)]
+        discard = [d or i in headers for i, d in enumerate(discard)]
+        restamped = "chained"
     else:
-        pts, leading = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE, stream.time_base or Fraction(1),
-                                      no_idr)
+        pts, leading, joins = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE,
+                                             stream.time_base or Fraction(1))
         discard = [d or i in leading for i, d in enumerate(discard)]
         restamped = "joined" if pts != raw else ""
     if len(set(pts)) != len(pts):
         joined = " (files joined end to end?)" if fmt in JOINABLE else \
-            " (a chained stream whose clock starts again, such as chained Ogg: only MPEG-TS/PS parts are " \
+            " (a chained stream whose clock starts again: only MPEG-TS/PS parts and chained Ogg Theora are " \
             "placed one after another)" if container.format.flags & TS_DISCONT else ""
         raise UnsupportedVideo("unsupported_container",
                                f"{label}: packets share time stamps{joined}, so frames cannot be told apart")
@@ -172,7 +191,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                                "with frames an edit list hides: the shown frames cannot be named")
     index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
-                       restamped=restamped)
+                       restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
+                       headers=tuple(headers) if restamped == "chained" else ())
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:
@@ -187,6 +207,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
 TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: a format whose stamps may jump (MPEG-TS/PS, Ogg, ...), as the CLI knows it
 JOINABLE = ("mpegts", "mpeg")  # where parts joined end to end are placed one after another: MPEG-TS and MPEG-PS
 JOIN_FALL = Fraction(1, 10)  # seconds: a decode stamp falling more is a new part (the CLI's discontinuity)
+JOIN_JUMP = Fraction(10)  # seconds: a decode stamp jumping forward more is closed up (the CLI's dts_delta_threshold)
 MPEG_CLOCK = Fraction(1, 90000)  # MPEG-TS/PS stamps: 33 bits of 90 kHz ticks, wrapping after 26.5 hours
 MPEG_WRAP = 1 << 33
 MATROSKA = "matroska,webm"
@@ -201,42 +222,46 @@ def _frame_step(stamps: list[int]) -> int:
 
 
 def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], label: str,
-                   joinable: bool, time_base: Fraction, no_idr: Collection[int] = ()) -> tuple[list[int], set[int]]:
+                   joinable: bool, time_base: Fraction) -> tuple[list[int], set[int], list[int]]:
     """Stamps that place the parts of MPEG-TS/PS files joined end to end one after another, in
-    file order, as the CLI shows them, and the positions of the packets to hide; `raw` itself
-    when no decode stamp falls (or the format is not MPEG-TS/PS: `joinable`).
+    file order, the positions of the packets to hide, and the positions where a later part
+    begins; `raw` itself when no decode stamp falls (or the format is not MPEG-TS/PS: `joinable`).
 
     A part begins where a packet's decode stamp (DTS) falls by more than `JOIN_FALL` below the
     previous packet's, its presentation stamp too (the CLI's own test, `ts_discontinuity_detect`,
     compares each packet with the one before). A packet whose decode stamp lies after its own
     presentation stamp is astray and compared with nothing (one PES whose DTS jumped up would
-    otherwise make the next frames look like a new part); a decode stamp alone astray,
-    presentation stamps going on, is no join either. A jump of about 2^33 ticks is the MPEG
-    clock wrapping (after 26.5 hours, also in a later part): the rest of that part is moved by
-    2^33, wherever it lies. A part must begin at a key frame (else its first frames reference the
-    part before: refused), and in H.264 at an IDR (`no_idr`: key frames that are no IDR, x264's
-    `open-gop` recovery points: the decoder carries the part before's frame order over the join,
-    drops frames and gives others out of order, so they cannot be placed: refused). Its packets
-    shown before that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL) reference the
-    part before: hidden, as at the file's start, so the part gives what it gives alone. Each
-    part is moved so that its first shown frame comes one frame after the last frame so far."""
+    otherwise make the next frames look like a new part); a decode stamp alone astray, presentation
+    stamps going on, is no join either. A jump of about 2^33 ticks is the MPEG clock wrapping (after
+    26.5 hours, also in a later part): the rest of that part is moved by 2^33, wherever it lies. A
+    decode stamp jumping forward by more than `JOIN_JUMP` (10 s: parts recorded apart on one running
+    clock, a later one started far after the one before; a DVD's clock jumping between cells) is
+    closed up, as the CLI does (`dts_delta_threshold`: it moves the stamps and feeds its decoder on,
+    so the frames are unchanged: `_closed_gaps`); a shorter jump the CLI keeps (`-vsync passthrough`
+    shows it; its default for frame-rate outputs fills it with copies of the frame before), and so
+    do we. A part must begin at a key frame (else its first frames reference the part before:
+    refused). Each part is decoded as it is alone: the decoder is drained and flushed where it
+    begins (`VideoIndex.joins`), so an H.264 part starting at a key frame that is no IDR (x264's
+    `open-gop` recovery points) or an HEVC CRA gives its own frames in its own order (the CLI's one
+    decoder carries the part before's frame order over such a join, drops frames and mixes the
+    parts' frames; what it shows of each part alone is what is shown here). Its packets shown before
+    that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL, x264's B-frames before a
+    recovery point) reference the part before: hidden, as at the file's start, so the part gives
+    what it gives alone. Each part is moved so that its first shown frame comes one frame after the
+    last frame so far."""
     if not joinable:
-        return raw, set()
-    stamps, starts = _unwrapped_parts(raw, dts, JOIN_FALL / time_base, MPEG_WRAP if time_base == MPEG_CLOCK else 0)
+        return raw, set(), []
+    stamps, starts, jumps = _unwrapped_parts(raw, dts, JOIN_FALL / time_base,
+                                             MPEG_WRAP if time_base == MPEG_CLOCK else 0, JOIN_JUMP / time_base)
+    stamps = _closed_gaps(stamps, jumps, starts)
     if not starts:
-        return stamps, set()
+        return stamps, set(), []
     for i in starts:
         if not keyframe[i]:
             raise UnsupportedVideo("unsupported_container",
                                    f"{label}: the time stamps start again at packet {i}, which is not a key frame "
                                    "(files joined end to end, the later one cut mid-GOP): its frames cannot be "
                                    "placed")
-        if i in no_idr:
-            raise UnsupportedVideo("unsupported_container",
-                                   f"{label}: the time stamps start again at packet {i}, an H.264 key frame that is "
-                                   "no IDR (files joined end to end, the later one starting with an open GOP): the "
-                                   "decoder carries the frame order of the part before over the join, so its frames "
-                                   "cannot be placed")
     bounds = [0, *starts, len(raw)]
     placed = list(stamps[:bounds[1]])
     latest, step = max(placed), _frame_step(placed)  # of the part before: linear in the packets, however many parts
@@ -251,26 +276,60 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
             hidden.add(a + j)
         placed += moved
         latest, step = max(moved), _frame_step([p for p in moved if p >= moved[0]])
-    return placed, hidden
+    return placed, hidden, starts
 
 
-def _h264_idr(data: bytes) -> bool:
-    """Whether an H.264 access unit (Annex B, as MPEG-TS/PS carry it) is an IDR picture: its first
-    slice NAL unit is of type 5 (an I-frame key frame that is no IDR is of type 1)."""
-    at = data.find(b"\x00\x00\x01")
-    while 0 <= at < len(data) - 3:
-        kind = data[at + 3] & 0x1F
-        if kind in (1, 5):
-            return kind == 5
-        at = data.find(b"\x00\x00\x01", at + 3)
-    return False
+THEORA_HEADERS = (0x80, 0x81, 0x82)  # identification, comment, setup
 
 
-def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap: int) -> tuple[list[int], list[int]]:
-    """The stamps with each wrap of a `wrap`-tick clock undone (0: a clock that never wraps), and
-    the positions where a new part begins (see `_joined_stamps`)."""
+def _theora_header(start: bytes) -> bool:
+    """Whether a Theora packet (its first 7 bytes) is a header: a type byte with its top bit set,
+    then "theora"."""
+    return len(start) == 7 and start[0] in THEORA_HEADERS and start[1:] == b"theora"
+
+
+def _chained_stamps(raw: list[int], keyframe: list[bool], headers: list[int], label: str) -> list[int]:
+    """Stamps for a chained Ogg (`cat a.ogv b.ogv`: Ogg streams one after another, each with its
+    own headers and its clock from zero), placing each part's frames one frame after the part
+    before, in file order, as VLC plays it and the ffmpeg CLI shows it decoding on one thread
+    (`-threads 1`: FFmpeg's Theora decoder reconfigures itself at the headers; on several threads
+    it cannot, and the CLI shows the first part only, with errors). FFmpeg's demuxer gives the
+    later parts' headers as packets (the first part's are the stream's extradata): they give no
+    frame and are stamped before every frame (hidden). A part begins at its headers and must go
+    on with a key frame, else the file is refused."""
+    header_set = set(headers)
+    starts = [i for i in headers if i > 0 and i - 1 not in header_set]
+    bounds = [0, *starts, len(raw)]
+    placed = list(raw)
+    latest: int | None = None
+    step = 1
+    for a, b in zip(bounds, bounds[1:]):
+        part = [i for i in range(a, b) if i not in header_set]
+        if not part:
+            continue
+        if latest is not None:
+            if not keyframe[part[0]]:
+                raise UnsupportedVideo("unsupported_container",
+                                       f"{label}: a chained stream part begins at packet {part[0]}, which is not "
+                                       "a key frame: its frames cannot be placed")
+            shift = latest + step - min(raw[i] for i in part)
+            for i in part:
+                placed[i] = raw[i] + shift
+        latest, step = max(placed[i] for i in part), _frame_step([placed[i] for i in part])
+    low = min((placed[i] for i in range(len(raw)) if i not in header_set), default=0)
+    for rank, i in enumerate(headers):
+        placed[i] = low - len(headers) + rank
+    return placed
+
+
+def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap: int,
+                     jump: Fraction | None = None) -> tuple[list[int], list[int], list[int]]:
+    """The stamps with each wrap of a `wrap`-tick clock undone (0: a clock that never wraps), the
+    positions where a new part begins (a fall, see `_joined_stamps`), and those where the decode
+    stamp jumps forward by more than `jump` ticks (None: never)."""
     stamps: list[int] = []
     starts: list[int] = []
+    jumps: list[int] = []
     offset = 0  # added to the raw stamps from here: multiples of `wrap`
     previous: int | None = None  # the decode stamp of the last packet whose stamps are in order
 
@@ -289,9 +348,25 @@ def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap
             continue
         if previous is not None and d + fall < previous and p + fall < previous:
             starts.append(i)
+        elif previous is not None and jump is not None and d - previous > jump:
+            jumps.append(i)
         previous = d
         stamps.append(p)
-    return stamps, starts
+    return stamps, starts, jumps
+
+
+def _closed_gaps(stamps: list[int], gaps: list[int], starts: list[int]) -> list[int]:
+    """The stamps with the forward jump at each position of `gaps` closed: the packets from there
+    to the next gap or part start (`starts`) moved so that the smallest of them comes one frame
+    after the largest of its part before it (their order, and so the decoder's, kept)."""
+    closed = list(stamps)
+    bounds = sorted({*gaps, *starts})
+    for g in gaps:
+        end = next((b for b in bounds if b > g), len(closed))
+        before = closed[max((s for s in starts if s <= g), default=0):g]
+        shift = max(before) + _frame_step(before) - min(closed[g:end])
+        closed[g:end] = [p + shift for p in closed[g:end]]
+    return closed
 
 
 def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: str,

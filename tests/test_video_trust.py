@@ -7,6 +7,7 @@ own decode (what a player shows) and against PyAV decoding every frame in order.
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -461,10 +462,29 @@ def test_a_part_cut_at_an_open_gop_gives_what_it_gives_alone(tmp_path, name: str
     assert _md5s(path, [31, 50]) == {31: expected[31], 50: expected[50]}
 
 
-def test_mpeg_ts_joined_to_an_h264_open_gop_is_a_counted_reject(tmp_path):
-    """A later part starting at an x264 `open-gop` key frame (a recovery point, no IDR): the H.264
-    decoder carries the part before's frame order over it, drops frames and gives others out of
-    order. Refused with the reason, never guessed (before: missing frames or wrong ones)."""
+def _reads_as_each_part_alone(path: Path, parts: list[Path]) -> list[str]:
+    """What makes a join whose later part starts with an open GOP: the CLI's one decoder carries
+    the part before's frame order over the join, so what it shows of the joined file is not what
+    it shows of the parts, one after the other. Each part is decoded here by a decoder started
+    afresh, so the reference is the CLI on each part alone: every frame, and frames picked across
+    the join, equal to it byte for byte (rgb24 framemd5, `-vsync passthrough`)."""
+    expected = [md5 for part in parts for md5 in _cli_md5s(part)]
+    assert _cli_md5s(path) != expected  # the CLI mixes the parts' frames at the join
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (len(expected), "joined")
+    assert _md5s(path, range(len(expected))) == dict(enumerate(expected))
+    first = len(_cli_md5s(parts[0]))
+    picked = [1, first - 1, first, first + 3, len(expected) - 1]
+    assert _md5s(path, picked) == {i: expected[i] for i in picked}
+    return expected
+
+
+def test_mpeg_ts_joined_to_an_h264_open_gop_gives_each_part_as_alone(tmp_path):
+    """A later part starting at an x264 `open-gop` key frame (a recovery point, no IDR; `-ss 1.7
+    -c copy` of such a stream): the CLI's one decoder shows 60 frames where the parts alone show
+    30 + 42, some of them out of order. Refused before (`unsupported_container`: "an H.264 key
+    frame that is no IDR"); now each part is decoded as it is alone, its leading B-frames hidden
+    as at a file's start."""
     video_zoo.require_ffmpeg()
     encoder = [*video_zoo.X264_CLI, "-g", "12", "-bf", "2",
                "-x264-params", "open-gop=1:keyint=12:min-keyint=12:scenecut=0"]
@@ -472,25 +492,145 @@ def test_mpeg_ts_joined_to_an_h264_open_gop_is_a_counted_reject(tmp_path):
     whole = _part_of(tmp_path, "_whole.ts", encoder, 0, 90)
     cut = tmp_path / "_cut.ts"
     video_zoo.ffmpeg("-ss", "1.7", "-i", str(whole), "-c", "copy", str(cut))
-    assert probe(str(cut)).n_frames == len(_cli_md5s(cut))  # alone, the cut part reads
     path = _joined(tmp_path, "opengop.ts", [first, cut])
-    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
-    assert isinstance(item, Reject) and item.reason == "unsupported_container", item
-    assert "an H.264 key frame that is no IDR" in item.detail
+    assert len(_cli_md5s(path)) == 60
+    assert len(_reads_as_each_part_alone(path, [first, cut])) == 72
+    (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 72, record
 
 
-def test_chained_ogg_is_a_counted_reject(tmp_path):
-    """Two Theora files joined end to end (a chained Ogg): the CLI shows only the first's 30
-    frames. Only MPEG-TS/PS parts are placed one after another (Ogg's stamps may jump too, for
-    FFmpeg): before, 63 frames were counted and clips failed to decode."""
+def test_mpeg_ts_joined_to_an_hevc_cra_gives_each_part_as_alone(tmp_path):
+    """x265 with its defaults (open GOPs: a CRA every 250 frames, 4 B-frames) cut at its CRA by
+    `-ss 9.9 -c copy`, joined after another x265 recording: the CLI's one decoder gives the cut
+    part's key frame before the first part's last frames (41 frames, out of order; the parts
+    alone show 30 + 10), and the file was refused ("the decoder gives the frame stamped 234000
+    after the one stamped 241200"). Each part is now decoded as it is alone, its RASL frame
+    hidden."""
+    video_zoo.require_ffmpeg()
+    x265 = ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"]
+    first = _part_of(tmp_path, "_a.ts", x265, 0, 30)
+    whole = _part_of(tmp_path, "_whole.ts", x265, 0, 260)
+    cut = tmp_path / "_cut.ts"
+    video_zoo.ffmpeg("-ss", "9.9", "-i", str(whole), "-c", "copy", str(cut))
+    path = _joined(tmp_path, "cra.ts", [first, cut])
+    assert len(_cli_md5s(path)) == 41
+    assert len(_reads_as_each_part_alone(path, [first, cut])) == 40
+
+
+@pytest.mark.parametrize("sizes", [((64, 48), (64, 48)), ((64, 48), (96, 64))])
+def test_chained_ogg_theora_gives_each_part_in_turn(tmp_path, sizes):
+    """Two Theora files joined end to end (a chained Ogg, `cat a.ogv b.ogv`; the second may be
+    another size): VLC plays both. The ffmpeg CLI shows only the first's 30 frames by default (its
+    Theora decoder cannot reconfigure at the second part's headers on several threads: "try
+    -threads 1"), and on one thread shows all 60, equal to each part alone: that is the reference.
+    Refused before ("packets share time stamps"); now every frame, and frames picked in the second
+    part (its headers sent to the decoder though the frames before are skipped), equal the CLI's,
+    and the file is never seeked."""
     video_zoo.require_ffmpeg()
     encoder = ["-c:v", "libtheora", "-q:v", "7", "-g", "10"]
-    parts = [_part_of(tmp_path, f"_{k}.ogv", encoder, 30 * k, 30) for k in range(2)]
+    parts = []
+    for k, (w, h) in enumerate(sizes):
+        part = _part_of(tmp_path, f"_{k}.ogv", encoder, 30 * k, 30)
+        if (w, h) != (64, 48):
+            video_zoo.ffmpeg("-i", str(part), "-vf", f"scale={w}:{h}", *encoder, str(tmp_path / f"_{k}b.ogv"))
+            part = tmp_path / f"_{k}b.ogv"
+        parts.append(part)
     path = _joined(tmp_path, "chained.ogv", parts)
-    assert len(_cli_md5s(path)) == 30
-    (item,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
-    assert isinstance(item, Reject) and item.reason == "unsupported_container", item
-    assert "chained" in item.detail
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    assert len(_cli_md5s(path)) == 30  # what makes the file: the CLI's default threads show one part
+    listing = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), "-map", "0:v:0",
+                              "-autoscale", "0", "-vsync", "passthrough", "-pix_fmt", "rgb24", "-f", "framemd5", "-"],
+                             capture_output=True, text=True, check=True).stdout
+    assert [line.split(",")[5].strip() for line in listing.splitlines() if line and not line.startswith("#")] \
+        == expected
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (60, "chained")
+    assert info.times[29:31] == (1.16, 1.2)  # the second part one frame after the first
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    for wanted in ([31], [45, 59], [2, 40]):
+        assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
+    (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 60, record
+    assert record.clips[0].lineage["restamped"] == "chained"
+
+
+def _cli_listing(path: Path) -> tuple[list[float], list[str]]:
+    """The time (seconds from the first) and rgb24 md5 of each frame the CLI shows (`-vsync passthrough`)."""
+    listing = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vsync", "passthrough",
+                              "-pix_fmt", "rgb24", "-f", "framemd5", "-"], capture_output=True, text=True,
+                             check=True).stdout
+    rows = [line.split(",") for line in listing.splitlines() if line and not line.startswith("#")]
+    base = Fraction(listing.split("#tb 0: ")[1].split()[0])
+    return [round(float((int(r[2]) - int(rows[0][2])) * base), 6) for r in rows], [r[5].strip() for r in rows]
+
+
+@pytest.mark.parametrize(("offset", "gap"), [(5, 3.76), (30, 0.04)])
+def test_a_later_part_starting_after_a_jump_is_timed_as_the_cli_shows(tmp_path, offset: int, gap: float):
+    """`cat a.ts b.ts` where b's clock starts `offset` s in (recordings split on one running clock,
+    the second started later): its stamps jump forward. The CLI closes a jump over 10 s
+    (`dts_delta_threshold`: b follows a at once) and keeps a shorter one (with `-vsync passthrough`;
+    its constant-rate default fills it with copies of a's last frame). The frame times were the
+    demuxer's, keeping a 28.8 s jump. Now the times are the CLI's; the frames are its frames, 60
+    of them either way: clips step by frames shown, never by time, so no frame is repeated."""
+    video_zoo.require_ffmpeg()
+    encoder = [*video_zoo.X264_CLI, "-g", "10", "-bf", "2"]
+    first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
+    second = _part_of(tmp_path, "_b.ts", encoder, 30, 30, "-output_ts_offset", str(offset))
+    path = _joined(tmp_path, "jump.ts", [first, second])
+    times, expected = _cli_listing(path)
+    assert len(expected) == 60 and round(times[30] - times[29], 6) == gap
+    info = probe(str(path))
+    assert info.times == tuple(times)
+    assert info.restamped == ("joined" if offset > 10 else "")
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    record = _read(path, strides=(2,))
+    assert record.clips[0].frame_times == tuple(times[i] for i in record.clips[0].frame_indices)
+
+
+def _shift_pes_stamps_from(data: bytes, first: int, ticks: int) -> bytes:
+    """The MPEG-TS bytes with the stamps (PTS and DTS) of every video PES from the `first`th on
+    moved by `ticks` (90 kHz): one recording whose clock jumps mid-stream, as a DVD's between cells
+    or a broadcast's at a splice."""
+    out = bytearray(data)
+    seen = -1
+    for at in range(0, len(out) - 187, 188):
+        if out[at] != 0x47 or not out[at + 1] & 0x40:
+            continue
+        head = at + 4 + (1 + out[at + 4] if out[at + 3] & 0x20 else 0)
+        if out[head:head + 3] != b"\x00\x00\x01" or not 0xE0 <= out[head + 3] <= 0xEF:
+            continue
+        seen += 1
+        if seen < first:
+            continue
+        for o in range(head + 9, head + 9 + 5 * (2 if out[head + 7] >> 6 == 3 else 1), 5):
+            f = out[o:o + 5]
+            stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
+            stamp = (stamp + ticks) % (1 << 33)
+            out[o:o + 5] = bytes([(f[0] & 0xF0) | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF,
+                                  (stamp >> 15 & 0x7F) << 1 | 1, stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
+    return bytes(out)
+
+
+@pytest.mark.parametrize("first", [34, 37])
+def test_a_clock_jumping_forward_mid_stream_is_closed_and_decoded_on(tmp_path, first: int):
+    """One MPEG-2 recording (open GOPs) whose clock jumps 20 s forward at a key frame (packet 34:
+    its leading B-frames reference the P-frame before the jump) or mid-GOP (37). The CLI closes the
+    jump and feeds its decoder on: 60 frames in order, the leading ones whole. So do we now (the
+    times kept the 20 s before); a part started afresh there would have hidden two good frames."""
+    video_zoo.require_ffmpeg()
+    whole = _part_of(tmp_path, "_whole.ts", ["-c:v", "mpeg2video", "-q:v", "2", "-g", "12", "-bf", "2"], 0, 60)
+    path = tmp_path / "jumping.ts"
+    path.write_bytes(_shift_pes_stamps_from(whole.read_bytes(), first, 20 * 90000))
+    with av.open(str(path)) as container:  # what makes the file: the decode stamps jump 20 s at `first`
+        stamps = [p.dts for p in container.demux(video=0) if p.size]
+    assert stamps[first] - stamps[first - 1] == 20 * 90000 + 3600
+    times, expected = _cli_listing(path)
+    assert [video_zoo.read_index(f) for f in video_zoo.sequential(path)] == list(range(60))
+    assert times == [round(i * 0.04, 6) for i in range(60)]
+    info = probe(str(path))
+    assert (info.times, info.restamped) == (tuple(times), "joined")
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    assert _md5s(path, [35, 36, 50]) == {i: expected[i] for i in (35, 36, 50)}
 
 
 def test_a_joined_file_is_never_seeked(tmp_path):
@@ -569,6 +709,34 @@ def test_an_mpeg_ts_whose_sei_follows_the_slice_gives_the_frames_the_cli_shows(t
     assert list(read_index(str(path)).pts) == _pes_stamps(path)
 
 
+def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monkeypatch):
+    """An MPEG-TS whose unstamped packets are placed by the decoder (`restamped: split`) was
+    decoded whole at every read of its index (each clip read by `read_clip_frames`, 1.2 s for 40 s
+    of 720p). The index is kept per file version: a second read decodes nothing and gives the same
+    index; the file written anew (other bytes, same size) is indexed afresh."""
+    import os
+
+    from sources import video_decode
+
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "sei_after_slice.ts"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 60), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-x264-params",
+                     "aud=0", "-pix_fmt", "yuv420p", "-bsf:v",
+                     "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+hello", str(path))
+    decodes = []
+    order = video_decode._decoder_order
+    monkeypatch.setattr(video_decode, "_decoder_order", lambda *args: decodes.append(args) or order(*args))
+    first = read_index(str(path))
+    assert first.restamped == "split" and len(decodes) == 1
+    assert read_index(str(path)) == first and len(decodes) == 1
+    assert read_index(str(path), memory_mb=1024) == first and len(decodes) == 2  # other budgets: judged again
+    data = path.read_bytes()
+    half = len(data) // 376 * 188
+    path.write_bytes(data[:half] + bytes(len(data) - half))  # the same size, its second half zeroed
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # even the same modification time
+    assert read_index(str(path)) != first and len(decodes) == 3
+
+
 def _pes_stamps(path: Path) -> list[int]:
     """The PTS of each video PES packet (PID 0x100, where FFmpeg's muxer puts the video), in file order."""
     data, stamps = path.read_bytes(), []
@@ -581,6 +749,60 @@ def _pes_stamps(path: Path) -> list[int]:
         b = pes[9:14]
         stamps.append((b[0] >> 1 & 7) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1)
     return stamps
+
+
+def test_a_webm_recorded_live_at_a_varying_rate_is_timed_at_its_mean_rate(tmp_path):
+    """A WebM recorded live the way a browser's MediaRecorder writes it (Chromium's, checked by
+    hand: no duration, no frame rate, VP8 frames 31-35 ms apart as a canvas was painted). Made
+    here by the CLI (`-live 1`, frames stamped 33 ms apart give or take 4 ms, no rate declared:
+    Chromium's own recording times vary from run to run). FFmpeg's guessed rate is then the stamps'
+    common step: the lineage said `fps: 200.0` here, and 1000.0 for Chromium's recording of a
+    30 fps canvas (the CLI says "1k tbr"). The rate is now the frames' mean (frames - 1 over the
+    span of their stamps); frames and times are the CLI's."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "live.webm"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 40), "-vf", "settb=1/1000,setpts=N*33+mod(N*7\\,5),scale=64:48",
+                     "-vsync", "passthrough", "-r", "1000", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8",
+                     "-g", "15", "-pix_fmt", "yuv420p", "-live", "1", "-f", "webm", str(path))
+    with av.open(str(path)) as container:  # what makes the file: no average rate, a guess of the stamps' step
+        stream = container.streams.video[0]
+        assert not stream.average_rate and stream.guessed_rate == 200
+    times, expected = _cli_listing(path)
+    assert len(expected) == 40 and times[-1] == 1.29
+    info = probe(str(path))
+    assert info.times == tuple(times)
+    assert info.fps == pytest.approx(39 / 1.29)
+    assert _md5s(path, range(40)) == dict(enumerate(expected))
+    record = _read(path, strides=(1,))
+    assert record.clips[0].lineage["fps"] == 30.233
+
+
+@pytest.mark.parametrize(("name", "rotate"), [("phone.mp4", 90), ("phone.mov", 270)])
+def test_a_phone_style_cut_with_a_rotation_and_an_edit_list_gives_the_frames_the_cli_shows(tmp_path, name, rotate):
+    """What a phone's clip trimmed by a stream copy holds: a display matrix (`-metadata:s:v
+    rotate=`, as phones tag portrait video) and an edit list hiding the GOP's pre-roll (`-ss 1.3
+    -c copy` of x264 with B-frames). Both were checked apart (the zoo); together, every frame is the
+    CLI's (rotated, the pre-roll hidden), whichever decoder is asked for (decord refuses the
+    rotation: PyAV decodes)."""
+    video_zoo.require_ffmpeg()
+    whole = tmp_path / "_whole.mp4"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 90), "-vf", "scale=64:48", *video_zoo.X264_CLI, "-g", "25", "-bf", "3",
+                     "-pix_fmt", "yuv420p", str(whole))
+    path = tmp_path / name
+    video_zoo.ffmpeg("-ss", "1.3", "-i", str(whole), "-c", "copy", "-metadata:s:v", f"rotate={rotate}", str(path))
+    reference = video_zoo.sequential(path)
+    info = probe(str(path))
+    assert (info.rotation, info.n_frames, reference[0].shape) == (rotate, len(reference), (64, 48, 3))
+    assert info.hidden > 0  # what makes the file: an edit list hides the pre-roll
+    for decoder in DECODERS:
+        record = _read(path, decoder, strides=(1, 2))
+        assert record.decoder == "pyav" and record.clips[0].lineage["rotation"] == rotate
+        checked = 0
+        for clip, frames in clip_frames(record):
+            for i, frame in zip(clip.frame_indices, frames):
+                assert np.array_equal(frame, reference[i]), (decoder, i)
+                checked += 1
+        assert checked > len(reference)
 
 
 @pytest.mark.skipif(not decord_available(), reason="decord is not installed")
