@@ -8,7 +8,6 @@ file, safe YAML, no key given twice, aliases bounded) is read by `uvd_pipeline.c
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -17,12 +16,13 @@ import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, ValidationError,
+from pydantic import (BaseModel, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, ValidationError,
                       field_validator, model_serializer, model_validator)
 
 from sources.coco import INDEX_MEMORY_MB
 from sources.records import name_text
 from transforms.phash import band_width, probes_per_band
+from uvd_pipeline.config_base import Strict, _closest
 from uvd_pipeline.config_file import ConfigError, read_yaml
 from uvd_pipeline.mixture import GROUPS, NAME_PATTERN, PAPER_MIX
 # moved to config_file, still importable from here
@@ -106,10 +106,6 @@ MAX_PIXELS_LIMIT = 1 << 30  # a header guard above this (3 GiB of RGB) guards no
 # names Windows keeps for devices, whatever the case or extension (lower-case: a source name's form)
 WINDOWS_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"{port}{n}" for port in ("com", "lpt")
                                                                   for n in range(10))})
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ImageConfig(Strict):
@@ -836,14 +832,6 @@ def _number_as_text(value: Any, whole: bool) -> str | None:
     if whole:
         return str(int(number)) if number.is_integer() else None
     return repr(number)
-
-
-def _closest(word: Any, choices: Any) -> str | None:
-    """The one choice a misspelt `word` most likely meant (`sorces` -> `sources`), if any is close."""
-    if not isinstance(word, str):
-        return None
-    found = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
-    return found[0] if found else None
 
 
 SHAPES = {"model_type": "a section of fields", "model_attributes_type": "a section of fields",
