@@ -166,7 +166,7 @@ def test_an_output_of_an_earlier_render_revision_is_refused_then_rendered_again(
     the flag; --replace-changed renders everything again."""
     import json
 
-    from uvd_pipeline import build, config as config_module
+    from uvd_pipeline import build, config_build as config_module  # BuildConfig.content_hash reads its revision
     from uvd_pipeline.config import ConfigError
 
     config, summary = mini_build_copy
