@@ -25,6 +25,11 @@ Disk: once a shard holding an image commits, the store gives its copy up
 (`uvd_pipeline.unit_relocation`), so a build needs the output's size plus what is in flight,
 not twice the output; the store stays after the build so that a grown or changed input renders
 only what changed.
+
+This module writes, loads, checks and prunes the store; its parts live in their own modules, their
+names importable from here: `unit_images` (images as `StoredRef`s, `StoreReader`),
+`unit_manifest` (a unit's input manifest, the marks' shape checks), `unit_roots` (a moved input's
+paths) and `shard_inputs` (what each committed shard was built from).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from typing import Any, Callable, Iterable
 
 from sources import fsio
 from tokenizer.atomic import AtomicFile, is_temporary, write_bytes
+from uvd_pipeline.shard_inputs import (SHARD_INPUTS_DIR, SHARD_INPUTS_MAX_BYTES, group_digest,  # noqa: F401
+                                       read_shard_inputs, shard_inputs_uri)
 from uvd_pipeline.state_files import read_state, read_state_json
 from uvd_pipeline.unit_images import (Moved, StoredImageError, StoredRef, StoreReader, _placed,  # noqa: F401
                                       _refs, read_moved, rendering_name, unit_id_of)
@@ -68,12 +75,6 @@ class UnitStoreError(OSError):
 def unit_id(source: str, unit: Any) -> str:
     """A stable name for one input unit of a source (its repr names every file or id it covers)."""
     return hashlib.sha256(f"{source}\n{unit!r}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
-
-
-def group_digest(units: Iterable[tuple[str, str]]) -> str:
-    """The input digest of a set of units, (unit id, input digest) pairs in any order: what a
-    source's shards were built from (a shard of a source may hold any of its units' items)."""
-    return hashlib.sha256("\n".join(sorted(f"{u} {d}" for u, d in units)).encode()).hexdigest()
 
 
 def committed_digests(output: str, source: str, uids: Iterable[str]) -> list[tuple[str, str]] | None:
@@ -268,24 +269,6 @@ class UnitWriter:
 
     def abandon(self) -> None:
         self._images.abandon()
-
-
-SHARD_INPUTS_DIR = "_inputs"
-SHARD_INPUTS_MAX_BYTES = 4096  # a sha256 in hex, 64 bytes
-
-
-def shard_inputs_uri(output: str, source: str, stem: str) -> str:
-    """Where a committed output shard records the input digest of its source it was built from:
-    outside `rendered/`, so the shard files stay the same bytes wherever the input lies, and
-    outside the unit store, which a user may delete to reclaim its space."""
-    return fsio.join(output, SHARD_INPUTS_DIR, source, stem + ".txt")
-
-
-def read_shard_inputs(uri: str) -> str | None:
-    try:
-        return read_state(uri, SHARD_INPUTS_MAX_BYTES).decode().strip()
-    except (FileNotFoundError, ValueError):  # not UTF-8, or refused (`state_files`): built again
-        return None
 
 
 def unit_marks(output: str, refused: Callable[[str, OSError], None] | None = None) -> list[str]:
