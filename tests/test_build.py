@@ -166,7 +166,7 @@ def test_an_output_of_an_earlier_render_revision_is_refused_then_rendered_again(
     the flag; --replace-changed renders everything again."""
     import json
 
-    from uvd_pipeline import build, config as config_module
+    from uvd_pipeline import build, config_build as config_module  # BuildConfig.content_hash reads its revision
     from uvd_pipeline.config import ConfigError
 
     config, summary = mini_build_copy
@@ -605,7 +605,7 @@ def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch, tmp_path):
     value the user gave the process is left alone. Worker processes inherit the variable instead."""
     from threadpoolctl import threadpool_limits
 
-    from uvd_pipeline import build
+    from uvd_pipeline import build_runner
     from uvd_pipeline.build import one_thread_numerics, open_runner
     from uvd_pipeline.config import parse_config
 
@@ -614,7 +614,7 @@ def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch, tmp_path):
                              "sources": [{"name": "web", "type": "laion", "path": str(tmp_path / "in")}]})
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    monkeypatch.setattr(build, "_USER_BLAS_THREADS", None)  # the process started without it
+    monkeypatch.setattr(build_runner, "_USER_BLAS_THREADS", None)  # the process started without it
     with threadpool_limits(limits=2, user_api="blas"):  # as on any machine of 2 cores or more
         assert _blas_threads() and set(_blas_threads()) == {2}
         for _ in range(2):
@@ -627,7 +627,7 @@ def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch, tmp_path):
         with open_runner(config(direct_num_workers=4)):  # processes: they read the variable
             assert set(_blas_threads()) == {2}
             assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
-        monkeypatch.setattr(build, "_USER_BLAS_THREADS", "2")  # the process started with it
+        monkeypatch.setattr(build_runner, "_USER_BLAS_THREADS", "2")  # the process started with it
         with one_thread_numerics(in_process=True):
             assert set(_blas_threads()) == {2}
 

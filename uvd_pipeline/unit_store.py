@@ -25,6 +25,11 @@ Disk: once a shard holding an image commits, the store gives its copy up
 (`uvd_pipeline.unit_relocation`), so a build needs the output's size plus what is in flight,
 not twice the output; the store stays after the build so that a grown or changed input renders
 only what changed.
+
+This module writes, loads, checks and prunes the store; its parts live in their own modules, their
+names importable from here: `unit_images` (images as `StoredRef`s, `StoreReader`),
+`unit_manifest` (a unit's input manifest, the marks' shape checks), `unit_roots` (a moved input's
+paths) and `shard_inputs` (what each committed shard was built from).
 """
 
 from __future__ import annotations
@@ -35,15 +40,20 @@ import hashlib
 import io
 import json
 import logging
-import os
 import pickle
 import uuid
-from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from sources import fsio
 from tokenizer.atomic import AtomicFile, is_temporary, write_bytes
+from uvd_pipeline.shard_inputs import (SHARD_INPUTS_DIR, SHARD_INPUTS_MAX_BYTES, group_digest,  # noqa: F401
+                                       read_shard_inputs, shard_inputs_uri)
 from uvd_pipeline.state_files import read_state, read_state_json
+from uvd_pipeline.unit_images import (Moved, StoredImageError, StoredRef, StoreReader, _placed,  # noqa: F401
+                                      _refs, read_moved, rendering_name, unit_id_of)
+from uvd_pipeline.unit_manifest import (_same, changed_input, digest_of, input_manifest,  # noqa: F401
+                                        manifest_problem, mark_problem, unit_paths)
+from uvd_pipeline.unit_roots import rebase, rebased, root_pairs  # noqa: F401
 
 log = logging.getLogger(__name__)
 UNITS_DIR = "_units"
@@ -62,184 +72,9 @@ class UnitStoreError(OSError):
     """Writing the store failed (a full disk, say): the build stops, the unit stays uncommitted."""
 
 
-def rendering_name(source: str, uid: str, render: str) -> str:
-    """A stored image's unit (`StoredRef.unit`): "<source>/<unit id>/<render id>"."""
-    return f"{source}/{uid}/{render}"
-
-
-def unit_id_of(rendering: str) -> str:
-    """The unit id inside a `rendering_name`."""
-    return rendering.rsplit("/", 2)[-2]
-
-
-@dataclass(frozen=True)
-class StoredRef:
-    """One rendered PNG of a unit: where its bytes lie now (the unit's image file, or the tar of
-    the committed shard it was moved into: `uvd_pipeline.unit_relocation`), and which image it is
-    (the rendering it belongs to and its offset in that rendering's image file). Every read checks
-    the sha256, so a damaged store or shard is found before its bytes reach a shard."""
-
-    path: str
-    offset: int
-    length: int
-    sha256: str = ""
-    unit: str = ""  # "<source>/<unit id>/<render id>"
-    unit_offset: int = 0
-
-
-class StoredImageError(IOError):
-    """A stored image's bytes are gone or differ from its digest."""
-
-
 def unit_id(source: str, unit: Any) -> str:
     """A stable name for one input unit of a source (its repr names every file or id it covers)."""
     return hashlib.sha256(f"{source}\n{unit!r}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
-
-
-def rebase(value: Any, old: str, new: str) -> Any:
-    """`value` (a unit, a path, a manifest's key or value) with every path under the source root
-    `old` put under `new` instead, the rest as it is: a moved input's units keep the names and
-    manifests they were committed with under the root the output was first built from."""
-    old, new = old.rstrip("/"), new.rstrip("/")
-    if old == new or not old or not new:
-        return value
-    if isinstance(value, str):
-        return new + value[len(old):] if value == old or value.startswith(old + "/") else value
-    if isinstance(value, list):
-        return [rebase(v, old, new) for v in value]
-    if isinstance(value, tuple):
-        items = [rebase(v, old, new) for v in value]
-        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: rebase(getattr(value, f.name), old, new)
-                                             for f in dataclasses.fields(value) if f.init})
-    return value
-
-
-def rebased(pairs: list[tuple[str, str]], value: Any) -> Any:
-    """`value` `rebase`d by each (old, new) pair of `root_pairs` in turn."""
-    for old, new in pairs:
-        value = rebase(value, old, new)
-    return value
-
-
-def root_pairs(old: str, new: str) -> list[tuple[str, str]]:
-    """The (old, new) prefixes `rebase` takes a moved input's paths by: its roots in the form
-    listed names have (`fsio.listed_root`: `memory://src/web` lists `memory:///src/web/x`, so the
-    roots as written matched no listed name and a moved remote input rendered everything again),
-    then as written (paths a reader joined to its root). None when both name one place."""
-    if not old or not new:
-        return []
-    listed = (fsio.listed_root(old), fsio.listed_root(new))
-    if listed[0] == listed[1]:
-        return []
-    written = (old.rstrip("/"), new.rstrip("/"))
-    return [listed] if written == listed else [listed, written]
-
-
-def unit_paths(unit: Any) -> list[str]:
-    """Paths a unit names itself (a video file, an object folder, a shard's files): their state
-    belongs to its manifest even when a reader opens them outside `sources.fsio`."""
-    if isinstance(unit, str):
-        return [unit]
-    uris = getattr(unit, "uris", None)
-    if isinstance(uris, (tuple, list)):
-        return [u for u in uris if isinstance(u, str)]
-    return []
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def input_manifest(record: fsio.InputsRead, unit: Any, named: Callable[[Any], Any] = _same) -> dict[str, Any]:
-    """Each file the reading opened with its state now, each path it found absent as "missing"
-    (as it was when probed: one that appears before a rerun changes the unit), each listing.
-    `named`: paths as the store names them (`UnitStore.named`; listings' names: `InputsRead.rename`)."""
-    files = sorted(record.files | set(unit_paths(unit)))
-    states = {named(uri): fsio.file_state(uri) for uri in files}
-    states.update({named(uri): ["missing"] for uri in sorted(record.absent) if named(uri) not in states})
-    manifest = {"files": dict(sorted(states.items())),
-                "listings": sorted([named(list(key)), digest] for key, digest in record.listings.items())}
-    if record.derived:  # absent otherwise: the manifests (and digests) of other units stay as they were
-        manifest["derived"] = sorted(([named(list(key)), named(value)] for key, value in record.derived.items()),
-                                     key=lambda entry: json.dumps(entry[0]))
-    return manifest
-
-
-def changed_input(manifest: dict[str, Any], here: Callable[[Any], Any] = _same,
-                  named: Callable[[Any], Any] = _same) -> str | None:
-    """What differs between a recorded manifest and the filesystem now (None: nothing). `here`:
-    a recorded path where the input lies now, `named` the way back (a moved input: `UnitStore`)."""
-    for uri, state in manifest["files"].items():
-        if fsio.file_state(here(uri)) != state:
-            return f"{here(uri)} changed"
-    for key, digest in manifest["listings"]:
-        now = tuple(tuple(k) if isinstance(k, list) else k for k in here(key))
-        if fsio.relist(now, rename=None if named is _same else named) != digest:
-            return f"the listing of {now[1]} changed"
-    for key, value in manifest.get("derived", ()):
-        if named(fsio.rederive(tuple(here(key)))) != value:
-            return f"{key[0]} of {key[-1]} changed"
-    return None
-
-
-def _is_listing_key(key: Any) -> bool:
-    """A key `fsio.relist` takes: ("files", uri, suffixes, recursive, follow_links, links) or
-    ("dirs", uri[, links[, loops]])."""
-    if not isinstance(key, list) or len(key) < 2 or not isinstance(key[1], str):
-        return False
-    if key[0] == "files":
-        return len(key) == 6 and (key[2] is None or isinstance(key[2], list) and all(isinstance(x, str) for x in key[2]))
-    return key[0] == "dirs" and len(key) <= 4
-
-
-def _pairs(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value)
-
-
-def manifest_problem(manifest: Any) -> str | None:
-    """What makes a recorded input manifest unreadable to `changed_input` (None: its shape is right)."""
-    if not isinstance(manifest, dict):
-        return "`inputs` is no object"
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not all(isinstance(s, list) for s in files.values()):
-        return "`inputs.files` is no object of lists"
-    listings = manifest.get("listings")
-    if not _pairs(listings) or not all(_is_listing_key(k) and isinstance(d, str) for k, d in listings):
-        return "`inputs.listings` is no list of (listing, digest) pairs"
-    derived = manifest.get("derived", [])
-    if not _pairs(derived) or not all(isinstance(k, list) and k for k, _ in derived):
-        return "`inputs.derived` is no list of (key, value) pairs"
-    return None
-
-
-def mark_problem(mark: dict[str, Any]) -> str | None:
-    """What makes a commit mark of the wrong shape (a field missing, a list for an object), checked
-    before it is used so that only a damaged mark is rendered again, never a bug of ours."""
-    for name in ("version", "config_hash", "unit", "render", "inputs_digest"):
-        if not isinstance(mark.get(name), (str, int)) or isinstance(mark.get(name), bool):
-            return f"`{name}` missing or of the wrong type"
-    for name in ("results", "images"):
-        if not isinstance(mark.get(name), dict) or not _is_size(mark[name].get("bytes")):
-            return f"`{name}.bytes` missing or no size"
-    if not isinstance(mark["results"].get("sha256"), str):
-        return "`results.sha256` missing"
-    return manifest_problem(mark.get("inputs"))
-
-
-def _is_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def digest_of(manifest: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
-def group_digest(units: Iterable[tuple[str, str]]) -> str:
-    """The input digest of a set of units, (unit id, input digest) pairs in any order: what a
-    source's shards were built from (a shard of a source may hold any of its units' items)."""
-    return hashlib.sha256("\n".join(sorted(f"{u} {d}" for u, d in units)).encode()).hexdigest()
 
 
 def committed_digests(output: str, source: str, uids: Iterable[str]) -> list[tuple[str, str]] | None:
@@ -434,138 +269,6 @@ class UnitWriter:
 
     def abandon(self) -> None:
         self._images.abandon()
-
-
-Moved = dict[int, tuple[str, int, int, str]]  # offset in the unit's image file -> (tar, offset, length, sha256)
-
-
-def read_moved(uri: str, render: str) -> Moved:
-    """Where a unit's images moved (`unit_relocation`): only for the rendering `render`."""
-    try:
-        data = read_state_json(uri)
-    except FileNotFoundError:
-        return {}
-    if not isinstance(data, dict) or data.get("render") != render:
-        return {}
-    images = data.get("images")
-    if not isinstance(images, dict) or not all(isinstance(v, list) and len(v) == 4 for v in images.values()):
-        raise ValueError(f"{uri}: damaged (its `images` is no object of 4-item lists)")
-    return {int(offset): (tar, int(at), int(length), sha) for offset, (tar, at, length, sha) in images.items()}
-
-
-def _refs(item: Any) -> list[StoredRef]:
-    return [i for i in getattr(item, "images", None) or () if isinstance(i, StoredRef)]
-
-
-def _placed(item: Any, images_uri: str, output: str, moved: Moved) -> Any:
-    """An item whose refs point where each image lies: in a committed shard's tar when `moved`
-    says so, else at its offset in `images_uri` ("" in a results file: the store may move)."""
-    images = getattr(item, "images", None)
-    if not images or not isinstance(images[0], StoredRef):
-        return item
-
-    def where(ref: StoredRef) -> StoredRef:
-        if ref.unit_offset in moved:
-            tar, at, _, _ = moved[ref.unit_offset]
-            return dataclasses.replace(ref, path=fsio.join(output, tar), offset=at)
-        return dataclasses.replace(ref, path=images_uri, offset=ref.unit_offset)
-
-    return dataclasses.replace(item, images=tuple(where(r) for r in images))
-
-
-class StoreReader:
-    """Reads refs back, each checked against its sha256. Keeps up to `OPEN_FILES` files open: a
-    shard's images, in sentence-id order, alternate between the units that rendered them, and
-    opening the file again for each image (an fsspec open, a seek, a read) was a third of a shard
-    write's reading; a local file is read with one `pread`. `previous`: where a shard's tar
-    replaced during this run was kept (`unit_relocation.keep_previous`): a ref into a tar that
-    changed is read from there. One per shard write, never shared between threads."""
-
-    OPEN_FILES = 32
-
-    def __init__(self, previous: Callable[[str], str | None] | None = None) -> None:
-        self._open: dict[str, int | IO[bytes]] = {}  # path -> an OS file descriptor (local) or a handle
-        self._previous = previous
-
-    def read(self, ref: StoredRef) -> bytes:
-        data = self._read_at(ref.path, ref.offset, ref.length)
-        if data is not None and hashlib.sha256(data).hexdigest() == ref.sha256:
-            return data
-        kept = self._previous(ref.path) if self._previous else None
-        if kept is not None:
-            data = self._read_at(kept, ref.offset, ref.length)
-            if data is not None and hashlib.sha256(data).hexdigest() == ref.sha256:
-                return data
-        why = "is short" if data is None else "does not match its sha256"
-        raise StoredImageError(f"the stored image at {ref.path} (offset {ref.offset}, {ref.length} bytes) {why} "
-                               f"(unit {ref.unit}); run the build again with --verify: the unit is rendered again")
-
-    def _file(self, path: str) -> int | IO[bytes] | None:
-        """The open file of `path` (opened now when it is not; the least recently used one closed
-        when too many are), or None when there is no such file."""
-        found = self._open.pop(path, None)
-        if found is None:
-            local = fsio.local_path(path)
-            try:
-                found = os.open(local, os.O_RDONLY) if local is not None else fsio.open_file(path, "rb")
-            except FileNotFoundError:
-                return None
-            if len(self._open) >= self.OPEN_FILES:
-                self._close(self._open.pop(next(iter(self._open))))
-        self._open[path] = found  # most recently used last
-        return found
-
-    def _read_at(self, path: str, offset: int, length: int) -> bytes | None:
-        handle = self._file(path)
-        if handle is None:
-            return None
-        if isinstance(handle, int):
-            data = os.pread(handle, length, offset)
-        else:
-            handle.seek(offset)
-            data = handle.read(length)
-        return data if len(data) == length else None
-
-    @staticmethod
-    def _close(handle: int | IO[bytes]) -> None:
-        if isinstance(handle, int):
-            os.close(handle)
-        else:
-            handle.close()
-
-    def close(self) -> None:
-        while self._open:
-            self._close(self._open.popitem()[1])
-
-    def resolve(self, item: Any) -> Any:
-        """An item with every `StoredRef` image replaced by its bytes (others pass through)."""
-        images = getattr(item, "images", None)
-        if not images or not any(isinstance(i, StoredRef) for i in images):
-            return item
-        return dataclasses.replace(item, images=tuple(self.read(i) if isinstance(i, StoredRef) else i
-                                                      for i in images))
-
-    def resolve_all(self, items: Iterable[Any]) -> Iterator[Any]:
-        for item in items:
-            yield self.resolve(item)
-
-
-SHARD_INPUTS_DIR = "_inputs"
-SHARD_INPUTS_MAX_BYTES = 4096  # a sha256 in hex, 64 bytes
-
-
-def shard_inputs_uri(output: str, source: str, stem: str) -> str:
-    """Where a committed output shard records the input digest of its source it was built from:
-    outside `rendered/`, so the shard files stay the same bytes wherever the input lies, and
-    outside the unit store, which a user may delete to reclaim its space."""
-    return fsio.join(output, SHARD_INPUTS_DIR, source, stem + ".txt")
-
-
-def read_shard_inputs(uri: str) -> str | None:
-    try:
-        return read_state(uri, SHARD_INPUTS_MAX_BYTES).decode().strip()
-    except (FileNotFoundError, ValueError):  # not UTF-8, or refused (`state_files`): built again
-        return None
 
 
 def unit_marks(output: str, refused: Callable[[str, OSError], None] | None = None) -> list[str]:

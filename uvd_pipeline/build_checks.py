@@ -1,0 +1,124 @@
+"""What a build refuses before any work starts, besides the config and the sources: an output
+that cannot be a folder, a runner that does not load, a tokenizer checkpoint that is missing or
+cannot tokenize this build. Each names the field to fix, in one line."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sources import fsio
+from uvd_pipeline.build_runner import _dask_runner
+from uvd_pipeline.config import BuildConfig, ConfigError
+
+
+def check_output(config: BuildConfig) -> None:
+    """The output must be a folder the build can make: an existing file there (or a file where a
+    folder above it would go) failed only when the lock was taken, in a traceback."""
+    local = fsio.local_path(config.output)
+    if local is None:
+        return  # an object store makes "folders" under any key
+    path = os.path.abspath(local)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if os.path.isdir(path):
+        return
+    what = "is a file" if os.path.isfile(path) else "exists and is not a folder"
+    if path == os.path.abspath(local):
+        raise ConfigError(f"output: {config.output} {what}; name a folder (it is made when missing), e.g. "
+                          f"{config.output}.build")
+    raise ConfigError(f"output: {path} {what}, so no folder can be made at {config.output}; name a folder "
+                      "elsewhere")
+
+
+def check_runner(config: BuildConfig) -> None:
+    """The runner class must load before anything is written: a runner given by its full dotted path,
+    or a Beam runner whose extra is missing (DataflowRunner without apache-beam[gcp]), failed only
+    when the pipeline started, with the output already prepared. So did a Dask scheduler address
+    where none answers (`dask_cluster.check_address`)."""
+    beam = config.beam
+    if beam.is_dask:  # ours (`make_runner`): the dask extra is checked there, before any cluster starts
+        if beam.dask_settings.address:
+            _dask_runner(beam.dask_settings.groupings)  # the extra, before its scheduler is asked
+            from uvd_pipeline.dask_cluster import check_address
+
+            check_address(beam.dask_settings.address)
+        return
+    if beam.local:
+        return  # ours (`make_runner`)
+    from uvd_pipeline.config import RUNNER_NAMES
+
+    path = RUNNER_NAMES.get(beam.runner, beam.runner)
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        import importlib
+
+        runner = getattr(importlib.import_module(module_name), class_name)
+    except AttributeError:
+        raise ConfigError(f"beam.runner: {module_name} has no {class_name}; name a runner class by its full "
+                          "dotted path (module.Class)") from None
+    except Exception as exc:  # ImportError (a missing extra, a misspelt module), or the module's own failure
+        raise ConfigError(f"beam.runner: {path} cannot be loaded ({type(exc).__name__}: {exc}); install what it "
+                          "needs (DataflowRunner: apache-beam[gcp]) or correct the name") from None
+    from apache_beam.runners.runner import PipelineRunner
+
+    if not (isinstance(runner, type) and issubclass(runner, PipelineRunner)):
+        raise ConfigError(f"beam.runner: {path} is not a Beam runner (a PipelineRunner subclass)")
+
+
+def check_before_build(config: BuildConfig) -> None:
+    """What `check` and `build` refuse before any work, besides the sources (`list_units`) and
+    the tokenizer: where the output goes and which runner runs it."""
+    check_output(config)
+    check_runner(config)
+
+
+def check_tokenizer(config: BuildConfig) -> None:
+    """The tokenizer checkpoint must load before anything runs (it loads in every worker, after
+    all rendering): a missing, damaged or unsafe checkpoint fails here in one line, and so does
+    one that loads but cannot tokenize this build (`tokenizer_fits`)."""
+    if not config.tokenizer.enabled:
+        return
+    from uvd_pipeline.tokenize_stage import TokenizeSettings
+
+    path = TokenizeSettings(config.tokenizer.checkpoint).path
+    for name in ("config.json",):
+        if not fsio.exists(fsio.join(path, name)):
+            hint = ("run `make tokenizer` to train the embedded one" if config.tokenizer.checkpoint == "embedded"
+                    else "point it at a folder holding config.json and pytorch_model.bin")
+            raise ConfigError(f"tokenizer.checkpoint: no {name} in {path}; {hint}, or set tokenizer.enabled: false")
+    if "://" in path:
+        return  # a remote checkpoint is loaded by the workers that can reach it
+    from tokenizer.checkpoint import CheckpointError, load
+
+    try:
+        model = load(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"tokenizer.checkpoint: {exc}") from None
+    problem = tokenizer_fits(model.config, config)
+    if problem:
+        raise ConfigError(f"tokenizer.checkpoint: {path}: {problem}")
+
+
+def tokenizer_fits(model_config: Any, config: BuildConfig) -> str | None:
+    """Why a loaded tokenizer cannot tokenize this build (None when it can): the checks that
+    `tokenizer.codec.Tokenizer` and its `encode` make, which otherwise failed in every worker after
+    all the rendering. The build renders RGB images of `image.size`."""
+    from uvd_pipeline.shards import TOKEN_DTYPE_CODES
+
+    if model_config.num_channels != 3:
+        return (f"it encodes images of {model_config.num_channels} channels; the build renders RGB images "
+                "(3 channels): use a tokenizer trained on RGB")
+    if model_config.num_embeddings > TOKEN_DTYPE_CODES:
+        return (f"its codebook holds {model_config.num_embeddings} codes; token shards store uint16 codes "
+                f"(at most {TOKEN_DTYPE_CODES}): use a tokenizer with a smaller codebook")
+    factor = model_config.downsample_factor
+    if config.image.size % factor:
+        return (f"it downsamples by {factor}; image.size {config.image.size} is not a multiple of it: set "
+                f"image.size to a multiple of {factor}")
+    if config.tokenizer.device == "cuda" and config.beam.local:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "tokenizer.device is cuda, but this machine has no CUDA device: set tokenizer.device: auto or cpu"
+    return None

@@ -1,0 +1,166 @@
+"""The config of where and how the Beam job runs (`beam:`, and `beam.dask:` for a Dask cluster):
+the runner by name, checked without importing Beam, and the local workers' mode. None of it
+shapes the output bytes, so none of it is in the config hash."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
+
+from uvd_pipeline.config_base import Strict, _closest
+
+
+MAX_WORKERS = 1024  # local workers; more is a typo, not a machine
+MAX_THREAD_WORKERS = 2  # `beam.direct_running_mode: auto` runs up to this many local workers as threads
+
+
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # Beam finds it only by this full name
+# The runners Beam knows by name (`StandardOptions.ALL_KNOWN_RUNNERS`; a test holds them equal), kept
+# here so that validating a config does not import Beam (a second on a small machine).
+BEAM_RUNNERS = tuple(f"apache_beam.runners.{path}" for path in (
+    "dataflow.dataflow_runner.DataflowRunner", "direct.direct_runner.BundleBasedDirectRunner",
+    "direct.direct_runner.DirectRunner", "direct.direct_runner.SwitchingDirectRunner",
+    "interactive.interactive_runner.InteractiveRunner", "portability.flink_runner.FlinkRunner",
+    "portability.fn_api_runner.FnApiRunner", "portability.kafka_streams_runner.KafkaStreamsRunner",
+    "portability.portable_runner.PortableRunner", "portability.prism_runner.PrismRunner",
+    "portability.spark_runner.SparkRunner", "test.TestDirectRunner", "test.TestDataflowRunner"))
+RUNNER_NAMES = {path.rpartition(".")[2]: path for path in BEAM_RUNNERS}
+DOTTED_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"
+
+
+def runner_name(value: str) -> str | None:
+    """The runner Beam would pick for `value` by name, as its class name (Beam ignores case and
+    lets the "Runner" suffix go: `direct`, `flinkrunner`); None for a name Beam does not know."""
+    by_lower = {name.lower(): name for name in RUNNER_NAMES}
+    return by_lower.get(value.lower(), by_lower.get(value.lower() + "runner"))
+
+
+MEMORY_PATTERN = r"^(auto|0|\d+(\.\d+)?\s*([kKMGT]i?B|B)?)$"
+# Default partitions of a Dask grouping: each costs n x n split tasks (64: 4096, a scheduler round
+# trip each), while a local cluster past 64 threads has more threads than one machine has cores.
+MAX_DEFAULT_GROUPINGS = 64
+
+
+class DaskConfig(Strict):
+    """Where `beam.runner: dask` runs: an existing scheduler, or a cluster of local worker processes
+    that the build starts and stops (the worker settings are for that local cluster only)."""
+
+    address: str | None = Field(None, description="scheduler address, e.g. tcp://10.0.0.5:8786; "
+                                "none: start a local cluster for this build")
+    workers: StrictInt = Field(2, ge=1, le=256, description="worker processes of the local cluster")
+    threads_per_worker: StrictInt = Field(1, ge=1, le=64, description="threads per local worker process")
+    memory_limit: str = Field("auto", description="per local worker, e.g. 4GiB; auto: the machine's memory "
+                              "shared out; 0: no limit")
+    partition_size: StrictInt = Field(1, ge=1, description="work units per Dask partition (one task per "
+                                "partition and step: small partitions spread the work over workers)")
+    shuffle_partitions: StrictInt | None = Field(None, ge=1, le=4096, description="partitions of every grouping "
+                                           "(at least the cluster's worker threads, so each step's work spreads; each "
+                                           "costs tasks); none: the local cluster's threads up to 64, 8 on a given "
+                                           "scheduler")
+
+    @property
+    def groupings(self) -> int:
+        """Partitions of every grouping. The local cluster's threads by default: a grouping of n
+        partitions is n x n split tasks, and 8 on a 2-thread cluster made 272 of a 300-image
+        build's 583 tasks, each a scheduler round trip; a given scheduler's threads are not
+        known before it runs, so 8 there. At most `MAX_DEFAULT_GROUPINGS`: 256 workers x 64 threads
+        made 16,384 partitions, past the field's own limit of 4096, and 16,384^2 split tasks."""
+        if self.shuffle_partitions is not None:
+            return self.shuffle_partitions
+        return 8 if self.address else min(self.workers * self.threads_per_worker, MAX_DEFAULT_GROUPINGS)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^([a-z]+://)?[^\s:/]+:\d+$", value):
+            raise ValueError(f"a scheduler address is [tcp://]host:port, got {value!r}")
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.match(MEMORY_PATTERN, value.strip()):
+            raise ValueError(f"memory_limit is a size like 4GiB or 512MB, 'auto' or 0, got {value!r}")
+        return value.strip()
+
+
+class BeamConfig(Strict):
+    runner: str = Field("DirectRunner", description="DirectRunner (local processes), dask, any Beam runner by "
+                        "name (DataflowRunner, FlinkRunner, SparkRunner, PortableRunner, ...), or a runner class "
+                        "by its full dotted path")
+    dask: DaskConfig | None = Field(None, description="with runner: dask (default: a 2-worker local cluster)")
+    direct_num_workers: StrictInt = Field(2, ge=1, le=MAX_WORKERS, description="local workers (DirectRunner)")
+    direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = Field(
+        "auto", description="local workers as threads of this process or as processes; auto: in_memory for 1 "
+        f"worker, multi_threading up to {MAX_THREAD_WORKERS}, multi_processing beyond (see `running_mode`)")
+    early_render: StrictBool = Field(True, description="with the local workers as threads (multi_threading): render "
+                               "input units in a pool that starts before Beam does; same output bytes "
+                               "(see uvd_pipeline.early_render)")
+    early_render_in: Literal["auto", "threads"] = Field(
+        "auto", description="where the early render pool renders; auto: in forked processes (no render "
+        "waits for Python's lock beside the build's own Python work) where the platform forks (Linux) "
+        "and the build's process runs no other thread yet, else in threads")
+    options: tuple[str, ...] = Field((), description="pass-through Beam flags, e.g. --project=...")
+
+    @property
+    def local(self) -> bool:
+        return self.runner == "DirectRunner"
+
+    @property
+    def running_mode(self) -> str:
+        """The local runner's mode, `auto` resolved. Worker processes cost a fixed ~1 s a build on 2
+        cores (each imports Beam and our modules, then is stopped): a 12-image build took 2.6-2.9 s
+        in processes, 1.6-1.7 s as threads, 900 JPEGs 7.0-8.1 s against 6.2-6.7 (same bytes). Threads
+        share one GIL, which rendering holds for about a tenth of its time (py-spy --gil: 0.7 of ~7
+        worker-seconds), so a few threads lose little to it and many would queue on it: processes
+        beyond `MAX_THREAD_WORKERS`."""
+        if self.direct_running_mode != "auto":
+            return self.direct_running_mode
+        if self.direct_num_workers == 1:
+            return "in_memory"
+        return "multi_threading" if self.direct_num_workers <= MAX_THREAD_WORKERS else "multi_processing"
+
+    @property
+    def is_dask(self) -> bool:
+        return self.runner == "dask"
+
+    @property
+    def dask_settings(self) -> DaskConfig:
+        return self.dask or DaskConfig()
+
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        """A runner Beam knows by name (written as its class name), `dask`, or a runner class by its
+        full dotted path (loaded by `build.check_runner` before the build starts). A misspelt name
+        would fail only once the output was prepared."""
+        if value in ("DaskRunner", DASK_RUNNER):
+            raise ValueError("write runner: dask (the build passes Beam's DaskRunner by its full name)")
+        if value == "dask" or re.match(DOTTED_PATH, value):
+            return value
+        known = runner_name(value)
+        if known is None:
+            guess = _closest(value, ["dask", *RUNNER_NAMES])
+            raise ValueError(
+                f"unknown runner {value!r}; " + (f"did you mean {guess}? " if guess else "") +
+                "the runners known by name are DirectRunner, dask, "
+                f"{', '.join(name for name in RUNNER_NAMES if name != 'DirectRunner')}; any other Beam runner is "
+                "accepted by its full dotted class path (module.Class, e.g. my_company.beam.CustomRunner)")
+        return known
+
+    @model_validator(mode="after")
+    def _dask_section(self) -> "BeamConfig":
+        if self.dask is not None and not self.is_dask:
+            raise ValueError(f"dask: is read only with runner: dask (runner is {self.runner!r}); remove it or set "
+                             "runner: dask")
+        return self
+
+    @field_validator("options")
+    @classmethod
+    def _flags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for flag in value:
+            if not flag.startswith("--"):
+                raise ValueError(f"each option must be a --flag[=value], got {flag!r}")
+        return value

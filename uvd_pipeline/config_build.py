@@ -1,0 +1,164 @@
+"""The whole build config (`BuildConfig`: its sections, its sources, the checks across them) and
+its content hash: what makes two builds the same configuration, with the format version and the
+render revision that the hash holds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr, StrictInt, field_validator, model_validator
+
+from uvd_pipeline.config_base import Strict
+from uvd_pipeline.config_beam import BeamConfig
+from uvd_pipeline.config_sections import DedupConfig, ImageConfig, MixtureConfig, SplitConfig, TokenizerConfig
+from uvd_pipeline.config_sources import SourceConfig
+
+
+FORMAT_VERSION = 1
+# source fields that say how a build runs, not what it outputs: a build resumed with another value
+# (say a higher limit on a bigger machine) is the same configuration, so they stay out of the hash
+RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
+# Bumped whenever the same input and config render to other bytes (a decoder, resize or ordering
+# fix), and part of the config hash: a build resumed by a newer version must not mix the earlier
+# version's stored units and committed shards with its own renders, so it is refused as changed
+# (--replace-changed renders it again). 2 (2026-12-05): label maps resized at pixel centres, palette
+# label PNGs read by index, Cityscapes void ids, Taskonomy edge threshold, 16-bit grey transparency,
+# multi-view azimuths about the object, class-folder names in NFC, COCO boxes clipped to the image
+# and masks layered by their pixels, COCO keypoints at their pixels' centres, joints outside the
+# image not drawn on the padding, what operating systems and tools leave in a dataset read as
+# os_metadata / hidden_file rejects (a Mac's `._x` files made frames, views, pairs and samples),
+# keys over 200 characters and labels over 160 bytes cut with a digest (tar member names that
+# GNU tar can create). 3 (2026-12-05, later): DCT-scaled JPEG decodes placed where the full decode
+# puts their pixels (sizes not a multiple of 8 x the scale, turns that reverse an axis), TIFF
+# orientations 5-8 turned once, MPO photos on the JPEG paths; a sentence's shard from its key as a
+# case-insensitive file system sees it (twins in case or Unicode form share a shard and are told
+# apart there), members named beyond ASCII in pax headers; video: cover art never read as the
+# video, interlaced and size-changing streams decoded by PyAV. 4 (2026-12-05, evening): MPII's
+# shoulders joined to the upper neck as MMPose draws them, CVAT's rotated boxes drawn turned, COCO
+# crowd regions left out counted in the detection lineage, file names in keys and lineage taken in
+# NFC (a Mac's NFD copy), KITTI depth pairs without the right view, Taskonomy labels under their
+# real name, MMPose's mpii_val.json in the val split, Cityscapes JPEG images paired, COCO text ids
+# and Windows-separated file names read, an unreadable caption its own reject, unit_failed
+# rejects keyed by the unit's files inside the source root, drawing budgets for detection, pose
+# and mask targets (annotation_too_large), video cropped off the left edge shown as declared and
+# odd-height 4:2:0 video decoded by PyAV, Kaggle's ImageNet download and Omnidata's read as they lie,
+# CO3D views ordered along the walk and picked evenly in azimuth (its set lists' evaluation
+# sequences in val, cameras at one point a bad_camera), web images whose bytes differ from
+# img2dataset's recorded hash a hash_mismatch reject. 5 (2026-12-05, night): 16-bit PGM/PPM and
+# 32-bit TIFF samples scaled by the depth their file declares, CMYK images with their CMYK profile
+# converted by it, PNG gAMA applied where no profile or sRGB chunk is (to the colour before
+# alpha is composited on white, a 16-bit grey PNG's from its 16 bits), signed 16-bit and 32-bit
+# TIFF samples offset by half their range (they were clipped at 0); VIPSeg's and JHMDB's official
+# split lists honoured (their evaluation videos in val, VIPSeg's unlabelled test videos one reject each);
+# camera raws (DNG, CR2, NEF, ARW, ...) an unsupported_format reject, never their preview rendered;
+# Cityscapes images with only _labelTrainIds rendered; link loops, photo-library sidecars (a Takeout
+# .jpg.json, .xmp, .AAE) and Android's .trashed-/.pending- files rejects of their own. 6 (2026-12-05,
+# late): a GIF frame past its logical screen cut at the screen's edge, grey ICC profiles applied,
+# a 16-bit colour PNG's gAMA applied from its 16 bits, a PNG's non-sRGB cHRM converted as Chromium
+# does, members of multi-page and animated files recording their page count. 7 (2026-12-05,
+# night): a tar member appended again (`tar -r`) built as extraction keeps it (the last copy), MPO
+# and ICO page counts; of several video tracks the one the ffmpeg CLI picks, a stream growing
+# mid-way keeping its frames before the growth; COCO: Label Studio's 0-based ids read one up
+# whether class 0 is used or not, one file under two image ids rejected; web images: a Hub repo's
+# card `configs:` giving splits and files, `metadata.parquet` and `*_file_name` columns read, a
+# split layout's held-out folders (`test/`, `validation/`) in val; ImageNet-style class folders:
+# every held-out folder of class folders read as val. 8 (2026-12-06): untagged HD video converted
+# as BT.709 as players guess it (the sample's bigbuckbunny.mp4), VP9 that changes size on an inter
+# frame decoded by PyAV at each frame's size; COCO brush masks without a box drawn from their runs,
+# detectron2's rotated boxes drawn, 17 keypoints named otherwise than COCO's person drawn without
+# its skeleton; a Hub repo without card configs building only the files `datasets` loads.
+# 9 (2026-12-06): label maps' 255 (VOC's void border) drawn unlabelled, not as class 255; a label
+# map or KITTI view without its image counted; a `memory://x` root read, not refused as outside.
+# 10 (2026-12-06): every reject names its `input`; nested ADE20K and Cityscapes pairs keyed by
+# their folders; the full ADE20K release (`ade20k_full`); label maps stored as a wholly grey palette
+# read as their greys; a cut video's partial packet shown before whole frames is no frame unless
+# its decoder shows one; PNGs whose text chunks pass Pillow's limits decoded without them, a bad CRC
+# on a chunk that changes pixels refused; a gzip tail judged alike on every path.
+# 11 (2026-12-06): KITTI pairs split by scene (`_10` and `_11` together), CO3D depth drawn only
+# where its depth mask says (read as CO3D's loader reads it); MPEG-TS/PS files joined end to end
+# read part by part (an open GOP's leading frames at a part's start hidden); Matroska frames
+# before zero shown; PNG colour profiles past 1 MiB applied; Hugging Face ClassLabels inside lists
+# and dicts, or declared by the card (the card's winning over the parquet's, as in `datasets`),
+# named; an ImageFolder's top-level metadata.parquet read; tar members named `./x` keyed `x`;
+# an MPEG-TS whose SEI follows the slice (split access units) read as the CLI shows it.
+RENDER_REVISION = 11
+
+
+class BuildConfig(Strict):
+    version: Literal[1] = 1
+    output: str = Field(min_length=1, description="local path or fsspec URL of the build")
+    seed: StrictInt = Field(0, ge=0)
+    image: ImageConfig = ImageConfig()
+    split: SplitConfig = SplitConfig()
+    sources: tuple[SourceConfig, ...] = Field(min_length=1)
+    dedup: DedupConfig = DedupConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    mixture: MixtureConfig = MixtureConfig()
+    beam: BeamConfig = BeamConfig()
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # Literal[1] would take True for 1
+            raise ValueError(f"expects 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _something_enabled(self) -> "BuildConfig":
+        if not self.enabled_sources:
+            names = ", ".join(s.name for s in self.sources)
+            raise ValueError(f"sources: every source has enabled: false ({names}), so there is nothing to build; "
+                             "set enabled: true on at least one (or --set "
+                             f"sources.{self.sources[0].name}.enabled=true)")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "BuildConfig":
+        seen: set[str] = set()
+        for index, source in enumerate(self.sources):
+            if source.name in seen:
+                raise ValueError(f"sources[{index}].name: {source.name!r} is used twice; names must be unique")
+            seen.add(source.name)
+        for name in self.mixture.sources:
+            if name not in seen:
+                raise ValueError(f"mixture.sources.{name}: no source is named {name!r}; sources are "
+                                 f"{', '.join(sorted(seen))}")
+        return self
+
+    @property
+    def enabled_sources(self) -> tuple[Any, ...]:
+        return tuple(s for s in self.sources if s.enabled)
+
+    # source name -> the root its output was first built from, where the input has moved since
+    # (`with_output_roots`): the output keeps its config hash and its unit store's names
+    _output_roots: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def with_output_roots(self, roots: dict[str, str]) -> "BuildConfig":
+        """This config, its hash (and its unit store's names) taken with each named source's input
+        at its earlier root: a dataset moved since (`mv`, a disk mounted elsewhere) is the same input."""
+        copy = self.model_copy()
+        copy._output_roots = dict(roots)
+        return copy
+
+    def output_root(self, name: str) -> str:
+        """The root a source's units are named under in the output (its `path` unless it moved)."""
+        return self._output_roots.get(name) or next(s.path for s in self.sources if s.name == name)
+
+    @property
+    def output_roots(self) -> dict[str, str]:
+        return dict(self._output_roots)
+
+    def content_hash(self) -> str:
+        """A digest of everything that shapes the output bytes (not how or where it runs)."""
+        # the tokenizer is not part of it: retokenizing keeps the rendered shards valid; nor is
+        # the mixture, which shapes only mixture.yaml (rewritten at the end of every build)
+        content = self.model_dump(mode="json", exclude={"beam": True, "output": True, "tokenizer": True,
+                                                        "mixture": True, "sources": {"__all__": RUN_ONLY_FIELDS}})
+        for source in content["sources"]:
+            source["path"] = self._output_roots.get(source["name"], source["path"])
+        content["format_version"] = FORMAT_VERSION
+        content["render_revision"] = RENDER_REVISION
+        blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
