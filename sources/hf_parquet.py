@@ -240,12 +240,37 @@ def declared_bytes(group, columns: list[str] | None = None, leaf: str | None = N
                and (leaf is None or c.path_in_schema == leaf))
 
 
-def _dictionary_chunks(group, columns: list[str] | None) -> list[Any]:
+# What each value of a column chunk costs once read and handed over as rows (`to_pylist`), beyond
+# the bytes of strings its footer or dictionary says (`_judged_read`): its slot in a Python list or
+# dict and a validity byte (`VALUE_SLOT_BYTES`, nulls too), and by its physical type its Arrow width
+# (a string's offset) and the Python object it becomes (an int 28 bytes, allocated 32; a float 24;
+# a timestamp a datetime, 48; a str or bytes 49 or 33 before its own bytes; True and False are
+# shared). The footer's `num_values` of a chunk counts each item of a list, so 16 rows of 500,000
+# 'ab' each (a 1 KB file) are judged at what reading them costs (they declared 16 MB and read at
+# 470 MB), as is a list of one repeated int (64 KB declared). Its statistics' `null_count` is
+# not taken off: a footer may say anything, the values are what is read. A row group's rows are
+# held together (a unit keeps each row's values in its records' lineage): all its values count.
+VALUE_SLOT_BYTES = 9
+VALUE_BYTES = {"BOOLEAN": 1, "INT32": 4 + 32, "INT64": 8 + 32, "INT96": 12 + 48, "FLOAT": 4 + 24,
+               "DOUBLE": 8 + 24, "BYTE_ARRAY": 4 + 56, "FIXED_LEN_BYTE_ARRAY": 40}
+
+
+def item_bytes(group, columns: list[str] | None = None, leaf: str | None = None) -> int:
+    """What a row group's `columns` (all by default), or the one `leaf`, cost a value at a time
+    once read (`VALUE_BYTES`), from each column chunk's `num_values` in its footer, unread."""
+    chunks = [group.column(i) for i in range(group.num_columns)]
+    return sum(c.num_values * (VALUE_SLOT_BYTES + VALUE_BYTES.get(c.physical_type, 56)) for c in chunks
+               if (columns is None or c.path_in_schema.split(".")[0] in columns)
+               and (leaf is None or c.path_in_schema == leaf))
+
+
+def _dictionary_chunks(group, columns: list[str] | None, leaf: str | None = None) -> list[Any]:
     """A row group's column chunks of byte strings (binary, text, fixed-size binary) that carry a
     dictionary page: each of their rows may repeat one value of the dictionary (`value_bytes`)."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return [c for c in chunks if c.has_dictionary_page and c.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
-            and (columns is None or c.path_in_schema.split(".")[0] in columns)]
+            and (columns is None or c.path_in_schema.split(".")[0] in columns)
+            and (leaf is None or c.path_in_schema == leaf)]
 
 
 def _chunk_bytes(chunk) -> int:
@@ -280,29 +305,33 @@ def dictionary_held(array) -> int:
     return 0
 
 
-def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, budget: int | None = None):
-    """What row group `index`'s `columns` (all by default) hold: the footer's size of each chunk, but
-    of a dictionary-encoded one of byte strings the bytes its rows point at (`dictionary_held`, at
-    least its declared size) and of fixed-size binary its rows times its width; and, when `budget`
-    is given and that passes no more than it, the group read (once: its encoded chunks left as
-    dictionaries, within their declared size). Without `budget` only the encoded chunks are read.
-    Over `budget` before any value is read (fixed-size binary, or a footer's sizes): nothing is."""
+def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, budget: int | None = None,
+                 leaf: str | None = None):
+    """What row group `index`'s `columns` (all by default), or its one `leaf`, hold: the footer's
+    size of each chunk, but of a dictionary-encoded one of byte strings the bytes its rows point
+    at (`dictionary_held`, at least its declared size) and of fixed-size binary its rows times its
+    width, and what each value costs read (`item_bytes`); and, when `budget` is given and that
+    passes no more than it, the group read (once: its encoded chunks left as dictionaries, within
+    their declared size). Without `budget` only the encoded chunks are read. Over `budget` before
+    any value is read (fixed-size binary, the values' count, or a footer's sizes): nothing is."""
     import pyarrow.parquet as pq
 
     group = parquet.metadata.row_group(index)
-    encoded = _dictionary_chunks(group, columns)
+    encoded = _dictionary_chunks(group, columns, leaf)
     strings = sorted(c.path_in_schema for c in encoded if c.physical_type == "BYTE_ARRAY")
     fixed = sum(max(_chunk_bytes(c), _fixed_width_bytes(parquet, group, c)) for c in encoded
                 if c.physical_type == "FIXED_LEN_BYTE_ARRAY")
     plain = {c.path_in_schema for c in encoded}
-    size = fixed + sum(_chunk_bytes(c) for c in (group.column(i) for i in range(group.num_columns))
-                       if (columns is None or c.path_in_schema.split(".")[0] in columns)
-                       and c.path_in_schema not in plain)
+    size = fixed + item_bytes(group, columns, leaf) + sum(
+        _chunk_bytes(c) for c in (group.column(i) for i in range(group.num_columns))
+        if (columns is None or c.path_in_schema.split(".")[0] in columns)
+        and (leaf is None or c.path_in_schema == leaf) and c.path_in_schema not in plain)
     stated = sum(_chunk_bytes(c) for c in encoded if c.physical_type == "BYTE_ARRAY")
     if not strings or (budget is not None and size + stated > budget):
         return size + stated, None
     reader = pq.ParquetFile(source, metadata=parquet.metadata, read_dictionary=strings, pre_buffer=False)
-    table = reader.read_row_group(index, columns=strings if budget is None else columns, use_threads=False)
+    read = strings if budget is None else [leaf] if leaf else columns
+    table = reader.read_row_group(index, columns=read, use_threads=False)
     return size + max(stated, sum(dictionary_held(c) for c in table.columns)), table
 
 
@@ -324,34 +353,29 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
     """Each row group of `parquet` (a `pyarrow.parquet.ParquetFile` of file `name`, opened from
     `source`) as (index of the first row, rows of `columns`, by default all), `BATCH_ROWS` at a
     time, or as `TooLarge` when its footer declares more than `ROW_GROUP_BYTES`, or its values
-    hold more (`value_bytes`, judged where a dictionary-encoded chunk could: then only
-    `key_columns` of it are read, if they hold no more). A group so judged is read once: the
-    rows come from the dictionaries read to judge it (`datasets` and pyarrow write every image
-    column with a dictionary page, so an honest image parquet was read twice)."""
+    hold more (`item_bytes`, `value_bytes`, judged where a dictionary-encoded chunk could: then
+    only `key_columns` of it are read, if they hold no more; `too_large` says how its rows come).
+    A group so judged is read once: the rows come from the dictionaries read to judge it
+    (`datasets` and pyarrow write every image column with a dictionary page, so an honest image
+    parquet was read twice)."""
     meta = parquet.metadata
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first = 0
     for index in range(meta.num_row_groups):
         group = meta.row_group(index)
-        size = declared = declared_bytes(group, columns)
+        declared = declared_bytes(group, columns)
+        size = declared + item_bytes(group, columns)
         table = None
         if size <= ROW_GROUP_BYTES and source is not None and _dictionary_chunks(group, columns):
             size, table = _judged_read(source, parquet, index, columns, ROW_GROUP_BYTES)
             table = table if size <= ROW_GROUP_BYTES else None
-        if size > ROW_GROUP_BYTES and group.num_rows > size:  # each row its reject: a count no bytes back
-            raise ValueError(f"{name}: row group {index} declares {group.num_rows} rows in {size} bytes: "
-                             "a damaged footer (no row is read; a row of an image takes bytes)")
         if size > ROW_GROUP_BYTES:
-            readable = key_columns and (source is None or value_bytes(source, parquet, index, list(key_columns))
-                                        <= ROW_GROUP_BYTES)
-            keys = parquet.read_row_group(index, columns=list(key_columns), use_threads=False).to_pylist() \
-                if readable else [{} for _ in range(group.num_rows)]
-            said = f"declares {size} bytes" if size == declared else \
-                f"holds {size} bytes of values (its footer declares {declared}: dictionary-encoded)"
-            yield TooLarge(first, keys, f"{name}: row group {index} {said} for its {group.num_rows} "
-                                        f"rows, over the {ROW_GROUP_BYTES} byte budget of one row group: not read; "
-                                        "write it with smaller row groups (pyarrow.parquet.write_table(..., "
-                                        "row_group_size=100))")
+            said = f"declares {declared} bytes" if declared > ROW_GROUP_BYTES else \
+                f"holds {size} bytes once read (its values, each an object; its footer declares {declared})"
+            yield from too_large(parquet, index, first, key_columns, source,
+                                 f"{name}: row group {index} {said} for its {group.num_rows} rows, over the "
+                                 f"{ROW_GROUP_BYTES} byte budget of one row group: not read; write it with "
+                                 "smaller row groups (pyarrow.parquet.write_table(..., row_group_size=100))")
         elif table is not None:
             for start in range(0, table.num_rows, BATCH_ROWS):
                 yield first + start, table.slice(start, BATCH_ROWS).to_pylist()
@@ -364,16 +388,49 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
         first += group.num_rows
 
 
-def named_paths(parquet, image: str) -> Iterator[str]:
-    """The `path` of each row's `image` cell of `parquet` (a `pyarrow.parquet.ParquetFile`), that
-    leaf alone read, a row group at a time; a group whose paths declare over `ROW_GROUP_BYTES` is
-    passed over (its rows are then their unit's `row_group_too_large` rejects)."""
+# a row group too large to read gives one reject a row for its first rows, then one for all the
+# rest: an honest file of 10**9 null images (4 MB, 15 row groups of 64 Mi rows: too large, each
+# value an object) was read a row at a time, 10**9 `missing_image` rejects held by its unit
+MAX_LISTED_ROWS = 10_000
+
+
+def too_large(parquet, index: int, first: int, key_columns: tuple[str, ...], source: Any,
+              detail: str) -> Iterator[TooLarge]:
+    """Row group `index` (its first row `first`), not read: as `TooLarge` of its first
+    `MAX_LISTED_ROWS` rows, then, if it has more, one more standing for all the rest (the row
+    after them, its detail naming them and how many). Each row's `key_columns` are read if they
+    hold no more than `ROW_GROUP_BYTES` (`value_bytes`), else it is an empty row."""
+    rows = parquet.metadata.row_group(index).num_rows
+    listed = min(rows, MAX_LISTED_ROWS)
+    keys = [{} for _ in range(min(rows, listed + 1))]
+    if key_columns and (source is None or value_bytes(source, parquet, index, list(key_columns)) <= ROW_GROUP_BYTES):
+        keys = parquet.read_row_group(index, columns=list(key_columns), use_threads=False) \
+            .slice(0, len(keys)).to_pylist()
+    yield TooLarge(first, keys[:listed], detail)
+    if rows > listed:
+        yield TooLarge(first + listed, keys[listed:], f"rows {first + listed} to {first + rows - 1} "
+                       f"({rows - listed} rows, this one reject for them all) of {detail}")
+
+
+def named_paths(parquet, image: str, source: Any = None) -> Iterator[str]:
+    """The `path` of each row's `image` cell of `parquet` (a `pyarrow.parquet.ParquetFile` opened
+    from `source`), that leaf alone read, a row group at a time; a group whose paths hold over
+    `ROW_GROUP_BYTES` once read is passed over (its rows are then their unit's
+    `row_group_too_large` rejects), judged as `row_batches` judges one: each value's cost
+    (`item_bytes`) and, dictionary-encoded, the bytes each row points at (a path repeated in
+    200 rows is stored once; without `source` that chunk is judged by its footer alone)."""
     leaf = f"{image}.path"
     for index in range(parquet.metadata.num_row_groups):
-        if declared_bytes(parquet.metadata.row_group(index), leaf=leaf) > ROW_GROUP_BYTES:
+        group = parquet.metadata.row_group(index)
+        size = declared_bytes(group, leaf=leaf) + item_bytes(group, leaf=leaf)
+        table = None
+        if size <= ROW_GROUP_BYTES and source is not None and _dictionary_chunks(group, None, leaf):
+            size, table = _judged_read(source, parquet, index, None, ROW_GROUP_BYTES, leaf)
+        if size > ROW_GROUP_BYTES:
             continue
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS * 16, row_groups=[index], columns=[leaf],
-                                          use_threads=False):
+        batches = table.to_batches(BATCH_ROWS * 16) if table is not None else parquet.iter_batches(
+            batch_size=BATCH_ROWS * 16, row_groups=[index], columns=[leaf], use_threads=False)
+        for batch in batches:
             yield from (p for p in batch.column(0).flatten()[0].to_pylist() if p)  # null cells: null
 
 

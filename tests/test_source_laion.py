@@ -1953,13 +1953,14 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def test_a_footer_declaring_more_rows_than_bytes_in_a_row_group_over_the_budget_is_a_bad_parquet(
-        tmp_path: Path, monkeypatch):
+def test_a_footer_declaring_a_million_rows_gives_a_bounded_count_of_rejects_naming_them(tmp_path: Path,
+                                                                                          monkeypatch):
     """A `datasets` parquet (pyarrow-written, 12,345 rows in one row group) whose footer was
-    damaged to declare 1,000,000 rows (10**12 took every byte of memory): a group over the
-    budget gave a list of one empty row a declared row, and a reject each, never reading a byte
-    that backs them. A group over the budget declaring more rows than bytes is a `bad_parquet`
-    saying so, the build going on."""
+    damaged to declare 1,000,000 rows and values (10**12 took every byte of memory): a group over
+    the budget gave a list of one empty row a declared row, and a reject each, never reading a
+    byte that backs them; then more rows than bytes was a `bad_parquet`, which an honest file of
+    10**7 null rows (36 KB) is too. Now its first `MAX_LISTED_ROWS` rows are a reject each and
+    one more stands for the rest, naming how many."""
     import struct
 
     import pyarrow as pa
@@ -1981,9 +1982,12 @@ def test_a_footer_declaring_more_rows_than_bytes_in_a_row_group_over_the_budget_
     declared = hf_parquet.declared_bytes(group)
     assert group.num_rows == 1_000_000 and declared < 1_000_000
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", declared - 1)  # over the budget by its footer alone
+    monkeypatch.setattr(hf_parquet, "MAX_LISTED_ROWS", 3)
     items = _read_all(LaionSource("hf", str(tmp_path)))
-    assert [i.reason for i in items] == ["bad_parquet"], len(items)
-    assert "declares 1000000 rows in" in items[0].detail, items[0].detail
+    assert [i.reason for i in items] == ["row_group_too_large"] * 4, len(items)
+    assert [i.input.rpartition(" ")[2] for i in items] == ["0", "1", "2", "3"]
+    assert items[-1].detail.startswith("rows 3 to 999999 (999997 rows, this one reject for them all) of train.parquet: "
+                                       "row group 0 declares"), items[-1].detail
 
 
 def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(tmp_path: Path, monkeypatch):
@@ -1995,7 +1999,7 @@ def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(t
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sources import imagefolder
+    from sources import hf_parquet, imagefolder
 
     for index in range(3):
         (tmp_path / f"{index}.jpg").write_bytes(_encoded("JPEG", index))
@@ -2009,8 +2013,10 @@ def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(t
     reasons = sorted(i.reason for i in items if isinstance(i, Reject))
     assert reasons == ["file_too_large"] + ["unlisted_image"] * 3, items
     refused = next(i for i in items if i.reason == "file_too_large")
-    held = re.search(rf"holds (\d+) bytes of values \(its footer declares {declared}: ", refused.detail)
-    assert held and 200 * len(caption) < int(held.group(1)) < 200 * len(caption) + 8192, refused.detail
+    held = re.search(rf"holds (\d+) bytes once read \(its values, each an object; its footer declares {declared}\)",
+                     refused.detail)
+    each = 200 * 2 * (hf_parquet.VALUE_SLOT_BYTES + hf_parquet.VALUE_BYTES["BYTE_ARRAY"])  # 2 columns' values
+    assert held and 200 * len(caption) + each < int(held.group(1)) < 200 * len(caption) + each + 8192, refused.detail
 
 
 def test_a_shards_listing_is_judged_on_the_values_its_rows_hold_before_it_is_read(tmp_path: Path, monkeypatch):
