@@ -2111,3 +2111,32 @@ def test_a_folder_named_as_a_shard_beside_its_tar_is_an_unexpected_file(sample_c
     items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
     assert [(r.reason, r.input) for r in items if isinstance(r, Reject) and r.input == "00000"] == [
         ("unexpected_file", "00000")]
+
+
+def test_a_shard_packed_with_absolute_names_reads_as_the_shard_img2dataset_wrote(sample_corpus: Path, tmp_path: Path):
+    """GNU `tar -P` (here renaming each member to `/000000001.jpg`) or Python's `tarfile` given an
+    absolute name writes a leading `/`, which GNU tar and bsdtar strip extracting: the keys were
+    `/000000001` (records keyed `web-00000-000000001_<hash>`, each also `missing_from_archive`
+    against the parquet). The leading `/` is no part of the key: the same records and rejects as
+    the shard img2dataset wrote."""
+    original, packed = tmp_path / "original", tmp_path / "packed"
+    original.mkdir()
+    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
+        shutil.copy(sample_corpus / "laion" / name, original / name)
+    shutil.copytree(original, packed)
+    (tmp_path / "x").mkdir()
+    subprocess.run(["tar", "-xf", str(original / "00000.tar"), "-C", str(tmp_path / "x")], check=True)
+    (packed / "00000.tar").unlink()
+    members = sorted(str(p) for p in (tmp_path / "x").iterdir())
+    subprocess.run(["tar", "-P", "--transform", r"s,^/.*/,/,", "-cf", str(packed / "00000.tar"), *members], check=True)
+    names = [m.name for m in tarfile.open(packed / "00000.tar")]
+    assert names and all(n.startswith("/0000") for n in names), names
+
+    def read(folder: Path) -> tuple[list, Counter]:
+        items = _read_all(LaionSource("web", str(folder), "webdataset"))
+        records = sorted((r.key, r.lineage["sample_key"], r.data, r.lineage.get("caption")) for r in items
+                         if isinstance(r, ImageRecord))
+        return records, Counter((r.key, r.reason) for r in items if isinstance(r, Reject))
+
+    want, got = read(original), read(packed)
+    assert want[0] and got == want
