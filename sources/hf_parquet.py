@@ -285,6 +285,49 @@ def _fixed_width_bytes(parquet, group, chunk) -> int:
     return chunk.num_values * parquet.schema.column(index).length
 
 
+# a DELTA_BYTE_ARRAY chunk is judged by reading it (`_delta_bytes`) at most this many bytes a batch
+DELTA_BATCH_BYTES = 16 << 20
+
+
+def _delta_chunks(group, columns: list[str] | None, leaf: str | None = None) -> list[Any]:
+    """A row group's column chunks of byte strings with DELTA_BYTE_ARRAY pages (parquet-mr's v2
+    writer falls back to it; pyarrow writes it when asked): each value is its previous one's
+    first bytes and a suffix, so a few bytes stand for a value as long as all the suffixes."""
+    chunks = [group.column(i) for i in range(group.num_columns)]
+    return [c for c in chunks if c.physical_type == "BYTE_ARRAY" and "DELTA_BYTE_ARRAY" in c.encodings
+            and (columns is None or c.path_in_schema.split(".")[0] in columns)
+            and (leaf is None or c.path_in_schema == leaf)]
+
+
+def _delta_bytes(source: Any, parquet, index: int, chunk, stop: int) -> int:
+    """What a DELTA_BYTE_ARRAY chunk's values hold read (at least its declared size). No value is
+    longer than the chunk's declared size (its suffixes together): a flat column is read alone,
+    so many rows a batch that a batch holds at most `DELTA_BATCH_BYTES` (or one value), its
+    values' lengths summed until past `stop`. In a list a row may hold every value: there, its
+    values times its declared size, unread (a pyarrow file of 200 rows of one 8 MiB caption so
+    written is 1.3 KB, declares 8 MiB and read as 1.6 GB)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    declared = _chunk_bytes(chunk)
+    group = parquet.metadata.row_group(index)
+    position = next(i for i in range(group.num_columns) if group.column(i).path_in_schema == chunk.path_in_schema)
+    if parquet.schema.column(position).max_repetition_level > 0:
+        return max(declared, chunk.num_values * declared)
+    reader = pq.ParquetFile(source, metadata=parquet.metadata, pre_buffer=False)
+    held = 0
+    for batch in reader.iter_batches(batch_size=max(1, DELTA_BATCH_BYTES // max(declared, 1)), row_groups=[index],
+                                     columns=[chunk.path_in_schema], use_threads=False):
+        values = batch.column(0)
+        while pa.types.is_struct(values.type):  # `image.bytes`: the leaf inside its structs
+            values = values.flatten()[0]
+        held += pc.sum(pc.binary_length(values)).as_py() or 0
+        if held > stop:
+            break
+    return max(declared, held)
+
+
 def dictionary_held(array) -> int:
     """The bytes of the values each row of `array` points at in its dictionary-encoded leaves (in
     structs, lists and maps, at any depth: `captions: Sequence(Value("string"))`); other leaves
@@ -321,11 +364,15 @@ def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, bu
     strings = sorted(c.path_in_schema for c in encoded if c.physical_type == "BYTE_ARRAY")
     fixed = sum(max(_chunk_bytes(c), _fixed_width_bytes(parquet, group, c)) for c in encoded
                 if c.physical_type == "FIXED_LEN_BYTE_ARRAY")
-    plain = {c.path_in_schema for c in encoded}
+    delta = [c for c in _delta_chunks(group, columns, leaf) if c.path_in_schema not in {e.path_in_schema for e in encoded}]
+    plain = {c.path_in_schema for c in encoded + delta}
     size = fixed + item_bytes(group, columns, leaf) + sum(
         _chunk_bytes(c) for c in (group.column(i) for i in range(group.num_columns))
         if (columns is None or c.path_in_schema.split(".")[0] in columns)
         and (leaf is None or c.path_in_schema == leaf) and c.path_in_schema not in plain)
+    for chunk in delta:  # read to be judged, each while the group is within `budget`
+        limit = ROW_GROUP_BYTES if budget is None else budget
+        size += _delta_bytes(source, parquet, index, chunk, limit - size) if size <= limit else _chunk_bytes(chunk)
     stated = sum(_chunk_bytes(c) for c in encoded if c.physical_type == "BYTE_ARRAY")
     if not strings or (budget is not None and size + stated > budget):
         return size + stated, None
@@ -366,7 +413,8 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
         declared = declared_bytes(group, columns)
         size = declared + item_bytes(group, columns)
         table = None
-        if size <= ROW_GROUP_BYTES and source is not None and _dictionary_chunks(group, columns):
+        if size <= ROW_GROUP_BYTES and source is not None and (_dictionary_chunks(group, columns)
+                                                              or _delta_chunks(group, columns)):
             size, table = _judged_read(source, parquet, index, columns, ROW_GROUP_BYTES)
             table = table if size <= ROW_GROUP_BYTES else None
         if size > ROW_GROUP_BYTES:
@@ -424,7 +472,8 @@ def named_paths(parquet, image: str, source: Any = None) -> Iterator[str]:
         group = parquet.metadata.row_group(index)
         size = declared_bytes(group, leaf=leaf) + item_bytes(group, leaf=leaf)
         table = None
-        if size <= ROW_GROUP_BYTES and source is not None and _dictionary_chunks(group, None, leaf):
+        if size <= ROW_GROUP_BYTES and source is not None and (_dictionary_chunks(group, None, leaf)
+                                                              or _delta_chunks(group, None, leaf)):
             size, table = _judged_read(source, parquet, index, None, ROW_GROUP_BYTES, leaf)
         if size > ROW_GROUP_BYTES:
             continue
