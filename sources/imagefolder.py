@@ -217,8 +217,8 @@ def _parquet_rows(data: bytes, parsed: Metadata) -> Iterator[Row]:
         for index in range(meta.num_row_groups):  # a value repeated (dictionary-encoded) or many: its footer says less
             held = hf_parquet.value_bytes(pa.BufferReader(data), parquet, index)
             if held > MAX_METADATA_PARQUET_BYTES:
-                raise ParquetUnread(f"row group {index} holds {held} bytes once read (its values, each an "
-                                    f"object; its footer declares {meta.row_group(index).total_byte_size}), over the "
+                raise ParquetUnread(f"row group {index} holds {held} bytes once read (its values, each its "
+                                    f"width; its footer declares {meta.row_group(index).total_byte_size}), over the "
                                     f"{MAX_METADATA_PARQUET_BYTES} byte budget of a metadata file: not read",
                                     FILE_TOO_LARGE)
         parsed.columns = list(parquet.schema_arrow.names)

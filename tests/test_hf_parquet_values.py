@@ -187,11 +187,12 @@ LIST_KINDS = {  # 16 rows of 20,000 items each, values as a user's lists hold th
 
 @pytest.mark.parametrize("kind", sorted(LIST_KINDS))
 def test_a_row_group_is_judged_at_no_less_than_reading_it_costs(tmp_path: Path, kind: str):
-    """Each value of a list costs its Arrow offset or width read and the Python object it becomes
-    handed over; the footer says none of it (a run of one value is a few bytes). A 1,003-byte file
-    of 16 rows of 500,000 'ab' each was judged at 16 MB and read at 470 MB RSS; its int64 twin at
-    64 KB, read at 295 MB. Now a group is judged on each chunk's `num_values` (`item_bytes`): no
-    less than what pyarrow allocates reading it and Python holds of its rows."""
+    """Each value of a list costs its Arrow offset or width read, and the Python object it becomes
+    handed over; the footer says neither (a run of one value is a few bytes). A 1,003-byte file of
+    16 rows of 500,000 'ab' each was judged at 16 MB and read at 470 MB RSS; its int64 twin at
+    64 KB, read at 295 MB. A group is judged on each chunk's `num_values` before it is read
+    (`item_bytes`: no less than pyarrow allocates reading it), and a batch on its values before
+    it is handed over (`python_bytes`: no less than Python holds of its rows)."""
     import tracemalloc
 
     kind_type, value = LIST_KINDS[kind]
@@ -203,11 +204,31 @@ def test_a_row_group_is_judged_at_no_less_than_reading_it_costs(tmp_path: Path, 
     before = pa.total_allocated_bytes()
     table = parquet.read_row_group(0, use_threads=False)
     arrow = pa.total_allocated_bytes() - before
+    handed = sum(hf_parquet.python_bytes(c) for c in table.columns)
     tracemalloc.start()
     rows = table.to_pylist()
     python = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert len(rows) == 16 and judged >= arrow + python, (judged, arrow, python)
+    assert len(rows) == 16 and judged >= arrow and handed >= python, (judged, arrow, handed, python)
+
+
+def test_a_batch_of_rows_too_large_as_python_comes_a_row_at_a_time(tmp_path: Path, monkeypatch):
+    """A `datasets` parquet of 16 rows of 200,000 'ab' tags and one of 2,000,000 (a 3 KB file): read
+    into Arrow within a 64 MiB budget (47 MB), but as Python its batch was 330 MB at once. Now
+    each row is handed over alone (13 MB), and the row of 2,000,000 (132 MB) is its
+    `row_group_too_large` reject: the others are built, their tags as written."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
+    schema = pa.schema([("image", image), ("tags", pa.list_(pa.string()))], metadata=metadata)
+    jpeg = _jpeg()
+    rows = [{"image": {"bytes": jpeg, "path": None}, "tags": ["ab"] * (2_000_000 if i == 5 else 200_000)}
+            for i in range(16)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "train.parquet", row_group_size=16)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 64 << 20)
+    items = list(_read(LaionSource("hf", str(tmp_path))))
+    assert [getattr(i, "reason", None) for i in items] == [None] * 5 + ["row_group_too_large"] + [None] * 10, items[5]
+    assert "row 5 holds" in items[5].detail and "as Python values" in items[5].detail, items[5].detail
+    assert all(len(i.lineage["huggingface"]["tags"]) == 200_000 for i in items if isinstance(i, ImageRecord))
 
 
 @pytest.mark.parametrize("kind", ["list<string>", "list<int64>"])
@@ -275,8 +296,9 @@ def test_the_paths_of_a_dictionary_encoded_path_column_are_judged_on_what_each_r
 def test_an_honest_parquet_of_ten_million_null_images_gives_a_bounded_count_of_rejects(tmp_path: Path):
     """pyarrow writes 10**7 rows of a null `Image` cell in one row group of 36 KB; read a row at a
     time it gave 10**7 `missing_image` rejects (98 CPU-s, every reject held by its unit; 10**9 rows:
-    4 MB, hours). Each value read costs an object: the group is too large to read, its first
-    `MAX_LISTED_ROWS` rows a reject each and one more standing for the rest, naming how many."""
+    4 MB, hours). Its footer's statistics say every image is null: the group is not read, its
+    first `MAX_LISTED_ROWS` rows a `missing_image` each and one more standing for the rest,
+    naming how many."""
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
     table = pa.Table.from_arrays([pa.nulls(10**7, image)], schema=pa.schema([("image", image)], metadata=metadata))
@@ -284,10 +306,11 @@ def test_an_honest_parquet_of_ten_million_null_images_gives_a_bounded_count_of_r
     assert (tmp_path / "train.parquet").stat().st_size < 1 << 20
     items = list(_read(LaionSource("hf", str(tmp_path))))
     listed = hf_parquet.MAX_LISTED_ROWS
-    assert len(items) == listed + 1 and {i.reason for i in items} == {"row_group_too_large"}
+    assert len(items) == listed + 1 and {i.reason for i in items} == {"missing_image"}
     assert items[-1].input.endswith(f"row {listed}"), items[-1].input
     assert items[-1].detail.startswith(f"rows {listed} to 9999999 ({10**7 - listed} rows, this one reject for them "
-                                       "all) of train.parquet: row group 0 holds"), items[-1].detail
+                                       "all) of train.parquet: row group 0: the 'image' of each of its 10000000 "
+                                       "rows is null"), items[-1].detail
 
 
 def _delta_parquet(path: Path, captions: list[str], row_group_size: int) -> None:

@@ -2013,7 +2013,7 @@ def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(t
     reasons = sorted(i.reason for i in items if isinstance(i, Reject))
     assert reasons == ["file_too_large"] + ["unlisted_image"] * 3, items
     refused = next(i for i in items if i.reason == "file_too_large")
-    held = re.search(rf"holds (\d+) bytes once read \(its values, each an object; its footer declares {declared}\)",
+    held = re.search(rf"holds (\d+) bytes once read \(its values, each its width; its footer declares {declared}\)",
                      refused.detail)
     each = 200 * 2 * (hf_parquet.VALUE_SLOT_BYTES + hf_parquet.VALUE_BYTES["BYTE_ARRAY"])  # 2 columns' values
     assert held and 200 * len(caption) + each < int(held.group(1)) < 200 * len(caption) + each + 8192, refused.detail
