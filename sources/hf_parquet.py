@@ -24,6 +24,7 @@ HF_METADATA_KEY = b"huggingface"
 # the caption's column when the config names none, the first found (`txt`: a webdataset's, converted)
 CAPTION_COLUMNS = ("text", "caption", "txt")
 ROW_GROUP_TOO_LARGE = "row_group_too_large"
+MISSING_IMAGE = "missing_image"
 IMAGE_LIST_COLUMN = "image_list_column"  # a `Sequence(Image())` column: refused by name, once per file
 # one row group is read whole (its image column is often one parquet page): the cap one input
 # file has. `datasets` writes row groups of at most 100 MB (`config.MAX_ROW_GROUP_SIZE`; before
@@ -228,6 +229,7 @@ class TooLarge:
     first_row: int
     rows: list[dict[str, Any]] = field(default_factory=list)
     detail: str = ""
+    reason: str = ROW_GROUP_TOO_LARGE  # `MISSING_IMAGE`: a group whose every image is null, unread
 
 
 def declared_bytes(group, columns: list[str] | None = None, leaf: str | None = None) -> int:
@@ -240,12 +242,37 @@ def declared_bytes(group, columns: list[str] | None = None, leaf: str | None = N
                and (leaf is None or c.path_in_schema == leaf))
 
 
-def _dictionary_chunks(group, columns: list[str] | None) -> list[Any]:
+# What each value of a column chunk costs read into Arrow, beyond the bytes of strings its footer
+# or dictionary says (`_judged_read`): a validity byte (nulls too) and, by its physical type, its
+# width (a string its offset and, read as a dictionary, its index). The footer's `num_values` of a
+# chunk counts each item of a list: 16 rows of 500,000 'ab' each (a 1 KB file) declared 16 MB.
+# Its statistics' `null_count` is not taken off: a footer may say anything, the values are read.
+VALUE_SLOT_BYTES = 1
+VALUE_BYTES = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8, "BYTE_ARRAY": 8,
+               "FIXED_LEN_BYTE_ARRAY": 0}
+# What a value costs handed over as Python (`to_pylist`): its slot in a list or dict and its object
+# (an int 28 bytes, a float 24, a str 49 before its own bytes, a dict or list more; None, True and
+# False are shared). Judged on each batch before it is handed over (`python_bytes`): those 16 rows
+# were 470 MB as Python, in one batch.
+PYTHON_VALUE_BYTES = 64
+
+
+def item_bytes(group, columns: list[str] | None = None, leaf: str | None = None) -> int:
+    """What a row group's `columns` (all by default), or the one `leaf`, cost a value at a time
+    read into Arrow (`VALUE_BYTES`), from each column chunk's `num_values` in its footer, unread."""
+    chunks = [group.column(i) for i in range(group.num_columns)]
+    return sum(c.num_values * (VALUE_SLOT_BYTES + VALUE_BYTES.get(c.physical_type, 8)) for c in chunks
+               if (columns is None or c.path_in_schema.split(".")[0] in columns)
+               and (leaf is None or c.path_in_schema == leaf))
+
+
+def _dictionary_chunks(group, columns: list[str] | None, leaf: str | None = None) -> list[Any]:
     """A row group's column chunks of byte strings (binary, text, fixed-size binary) that carry a
     dictionary page: each of their rows may repeat one value of the dictionary (`value_bytes`)."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return [c for c in chunks if c.has_dictionary_page and c.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
-            and (columns is None or c.path_in_schema.split(".")[0] in columns)]
+            and (columns is None or c.path_in_schema.split(".")[0] in columns)
+            and (leaf is None or c.path_in_schema == leaf)]
 
 
 def _chunk_bytes(chunk) -> int:
@@ -258,6 +285,72 @@ def _fixed_width_bytes(parquet, group, chunk) -> int:
     a list count each item) its width (pyarrow reads none of them as a dictionary)."""
     index = next(i for i in range(group.num_columns) if group.column(i).path_in_schema == chunk.path_in_schema)
     return chunk.num_values * parquet.schema.column(index).length
+
+
+# a DELTA_BYTE_ARRAY chunk is judged by reading it (`_delta_bytes`) at most this many bytes a batch
+DELTA_BATCH_BYTES = 16 << 20
+
+
+def _delta_chunks(group, columns: list[str] | None, leaf: str | None = None) -> list[Any]:
+    """A row group's column chunks of byte strings with DELTA_BYTE_ARRAY pages (parquet-mr's v2
+    writer falls back to it; pyarrow writes it when asked): each value is its previous one's
+    first bytes and a suffix, so a few bytes stand for a value as long as all the suffixes."""
+    chunks = [group.column(i) for i in range(group.num_columns)]
+    return [c for c in chunks if c.physical_type == "BYTE_ARRAY" and "DELTA_BYTE_ARRAY" in c.encodings
+            and (columns is None or c.path_in_schema.split(".")[0] in columns)
+            and (leaf is None or c.path_in_schema == leaf)]
+
+
+def _delta_bytes(source: Any, parquet, index: int, chunk, stop: int) -> int:
+    """What a DELTA_BYTE_ARRAY chunk's values hold read (at least its declared size). No value is
+    longer than the chunk's declared size (its suffixes together): a flat column is read alone,
+    so many rows a batch that a batch holds at most `DELTA_BATCH_BYTES` (or one value), its
+    values' lengths summed until past `stop`. In a list a row may hold every value: there, its
+    values times its declared size, unread (a pyarrow file of 200 rows of one 8 MiB caption so
+    written is 1.3 KB, declares 8 MiB and read as 1.6 GB)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    declared = _chunk_bytes(chunk)
+    group = parquet.metadata.row_group(index)
+    position = next(i for i in range(group.num_columns) if group.column(i).path_in_schema == chunk.path_in_schema)
+    if parquet.schema.column(position).max_repetition_level > 0:
+        return max(declared, chunk.num_values * declared)
+    reader = pq.ParquetFile(source, metadata=parquet.metadata, pre_buffer=False)
+    held = 0
+    for batch in reader.iter_batches(batch_size=max(1, DELTA_BATCH_BYTES // max(declared, 1)), row_groups=[index],
+                                     columns=[chunk.path_in_schema], use_threads=False):
+        values = batch.column(0)
+        while pa.types.is_struct(values.type):  # `image.bytes`: the leaf inside its structs
+            values = values.flatten()[0]
+        held += pc.sum(pc.binary_length(values)).as_py() or 0
+        if held > stop:
+            break
+    return max(declared, held)
+
+
+def python_bytes(array) -> int:
+    """What `array` (a column of a batch about to be handed over) costs as Python: each value, in
+    structs, lists and maps too, `PYTHON_VALUE_BYTES`, and each byte string its bytes (of a
+    dictionary-encoded one, the value each row points at)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        return sum(python_bytes(a) for a in array.chunks)
+    own = len(array) * PYTHON_VALUE_BYTES
+    if pa.types.is_dictionary(array.type):
+        return own + dictionary_held(array)
+    if pa.types.is_struct(array.type):
+        return own + sum(python_bytes(a) for a in array.flatten())
+    if isinstance(array, pa.MapArray):
+        return own + python_bytes(array.keys) + python_bytes(array.items)
+    if isinstance(array, (pa.ListArray, pa.LargeListArray, pa.FixedSizeListArray)):
+        return own + python_bytes(array.flatten())
+    if is_binary(array.type) or _is_text(array.type) or pa.types.is_fixed_size_binary(array.type):
+        return own + (pc.sum(pc.binary_length(array)).as_py() or 0)
+    return own
 
 
 def dictionary_held(array) -> int:
@@ -280,29 +373,37 @@ def dictionary_held(array) -> int:
     return 0
 
 
-def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, budget: int | None = None):
-    """What row group `index`'s `columns` (all by default) hold: the footer's size of each chunk, but
-    of a dictionary-encoded one of byte strings the bytes its rows point at (`dictionary_held`, at
-    least its declared size) and of fixed-size binary its rows times its width; and, when `budget`
-    is given and that passes no more than it, the group read (once: its encoded chunks left as
-    dictionaries, within their declared size). Without `budget` only the encoded chunks are read.
-    Over `budget` before any value is read (fixed-size binary, or a footer's sizes): nothing is."""
+def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, budget: int | None = None,
+                 leaf: str | None = None):
+    """What row group `index`'s `columns` (all by default), or its one `leaf`, hold: the footer's
+    size of each chunk, but of a dictionary-encoded one of byte strings the bytes its rows point
+    at (`dictionary_held`, at least its declared size) and of fixed-size binary its rows times its
+    width, and what each value costs read (`item_bytes`); and, when `budget` is given and that
+    passes no more than it, the group read (once: its encoded chunks left as dictionaries, within
+    their declared size). Without `budget` only the encoded chunks are read. Over `budget` before
+    any value is read (fixed-size binary, the values' count, or a footer's sizes): nothing is."""
     import pyarrow.parquet as pq
 
     group = parquet.metadata.row_group(index)
-    encoded = _dictionary_chunks(group, columns)
+    encoded = _dictionary_chunks(group, columns, leaf)
     strings = sorted(c.path_in_schema for c in encoded if c.physical_type == "BYTE_ARRAY")
     fixed = sum(max(_chunk_bytes(c), _fixed_width_bytes(parquet, group, c)) for c in encoded
                 if c.physical_type == "FIXED_LEN_BYTE_ARRAY")
-    plain = {c.path_in_schema for c in encoded}
-    size = fixed + sum(_chunk_bytes(c) for c in (group.column(i) for i in range(group.num_columns))
-                       if (columns is None or c.path_in_schema.split(".")[0] in columns)
-                       and c.path_in_schema not in plain)
+    delta = [c for c in _delta_chunks(group, columns, leaf) if c.path_in_schema not in {e.path_in_schema for e in encoded}]
+    plain = {c.path_in_schema for c in encoded + delta}
+    size = fixed + item_bytes(group, columns, leaf) + sum(
+        _chunk_bytes(c) for c in (group.column(i) for i in range(group.num_columns))
+        if (columns is None or c.path_in_schema.split(".")[0] in columns)
+        and (leaf is None or c.path_in_schema == leaf) and c.path_in_schema not in plain)
+    for chunk in delta:  # read to be judged, each while the group is within `budget`
+        limit = ROW_GROUP_BYTES if budget is None else budget
+        size += _delta_bytes(source, parquet, index, chunk, limit - size) if size <= limit else _chunk_bytes(chunk)
     stated = sum(_chunk_bytes(c) for c in encoded if c.physical_type == "BYTE_ARRAY")
     if not strings or (budget is not None and size + stated > budget):
         return size + stated, None
     reader = pq.ParquetFile(source, metadata=parquet.metadata, read_dictionary=strings, pre_buffer=False)
-    table = reader.read_row_group(index, columns=strings if budget is None else columns, use_threads=False)
+    read = strings if budget is None else [leaf] if leaf else columns
+    table = reader.read_row_group(index, columns=read, use_threads=False)
     return size + max(stated, sum(dictionary_held(c) for c in table.columns)), table
 
 
@@ -319,61 +420,131 @@ def value_bytes(source: Any, parquet, index: int, columns: list[str] | None = No
     return size
 
 
-def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (),
-                columns: list[str] | None = None, source: Any = None) -> Iterator[tuple[int, list[dict]] | TooLarge]:
+def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: list[str] | None = None,
+                source: Any = None, image: str | None = None) -> Iterator[tuple[int, list[dict]] | TooLarge]:
     """Each row group of `parquet` (a `pyarrow.parquet.ParquetFile` of file `name`, opened from
     `source`) as (index of the first row, rows of `columns`, by default all), `BATCH_ROWS` at a
     time, or as `TooLarge` when its footer declares more than `ROW_GROUP_BYTES`, or its values
-    hold more (`value_bytes`, judged where a dictionary-encoded chunk could: then only
-    `key_columns` of it are read, if they hold no more). A group so judged is read once: the
-    rows come from the dictionaries read to judge it (`datasets` and pyarrow write every image
-    column with a dictionary page, so an honest image parquet was read twice)."""
+    hold more read (`item_bytes`, `value_bytes`, judged where a dictionary-encoded chunk could:
+    then only `key_columns` of it are read, if they hold no more; `too_large` says how its rows
+    come). A batch whose rows hold more as Python (`python_bytes`) comes a row at a time, a row
+    that does a `TooLarge` of its own. A group of over `MAX_LISTED_ROWS` rows whose `image` column
+    its footer's statistics say is null in every row is not read: its rows come as `too_large`
+    does, `MISSING_IMAGE`. A group so judged is read once: the rows come from the dictionaries
+    read to judge it (`datasets` and pyarrow write every image column with a dictionary page, so
+    an honest image parquet was read twice)."""
     meta = parquet.metadata
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first = 0
     for index in range(meta.num_row_groups):
         group = meta.row_group(index)
-        size = declared = declared_bytes(group, columns)
+        if image is not None and group.num_rows > MAX_LISTED_ROWS and _all_null(group, image):
+            yield from too_large(parquet, index, first, key_columns, source,
+                                 f"{name}: row group {index}: the {image!r} of each of its {group.num_rows} rows is "
+                                 "null (no bytes, no path), as its footer's statistics say: not read", MISSING_IMAGE)
+            first += group.num_rows
+            continue
+        declared = declared_bytes(group, columns)
+        size = declared + item_bytes(group, columns)
         table = None
-        if size <= ROW_GROUP_BYTES and source is not None and _dictionary_chunks(group, columns):
+        if size <= ROW_GROUP_BYTES and source is not None and (_dictionary_chunks(group, columns)
+                                                              or _delta_chunks(group, columns)):
             size, table = _judged_read(source, parquet, index, columns, ROW_GROUP_BYTES)
             table = table if size <= ROW_GROUP_BYTES else None
-        if size > ROW_GROUP_BYTES and group.num_rows > size:  # each row its reject: a count no bytes back
-            raise ValueError(f"{name}: row group {index} declares {group.num_rows} rows in {size} bytes: "
-                             "a damaged footer (no row is read; a row of an image takes bytes)")
         if size > ROW_GROUP_BYTES:
-            readable = key_columns and (source is None or value_bytes(source, parquet, index, list(key_columns))
-                                        <= ROW_GROUP_BYTES)
-            keys = parquet.read_row_group(index, columns=list(key_columns), use_threads=False).to_pylist() \
-                if readable else [{} for _ in range(group.num_rows)]
-            said = f"declares {size} bytes" if size == declared else \
-                f"holds {size} bytes of values (its footer declares {declared}: dictionary-encoded)"
-            yield TooLarge(first, keys, f"{name}: row group {index} {said} for its {group.num_rows} "
-                                        f"rows, over the {ROW_GROUP_BYTES} byte budget of one row group: not read; "
-                                        "write it with smaller row groups (pyarrow.parquet.write_table(..., "
-                                        "row_group_size=100))")
-        elif table is not None:
-            for start in range(0, table.num_rows, BATCH_ROWS):
-                yield first + start, table.slice(start, BATCH_ROWS).to_pylist()
+            said = f"declares {declared} bytes" if declared > ROW_GROUP_BYTES else \
+                f"holds {size} bytes once read (its values, each its width; its footer declares {declared})"
+            yield from too_large(parquet, index, first, key_columns, source,
+                                 f"{name}: row group {index} {said} for its {group.num_rows} rows, over the "
+                                 f"{ROW_GROUP_BYTES} byte budget of one row group: not read; write it with "
+                                 "smaller row groups (pyarrow.parquet.write_table(..., row_group_size=100))",
+                                 ROW_GROUP_TOO_LARGE)
         else:
+            batches = (table.slice(start, BATCH_ROWS) for start in range(0, table.num_rows, BATCH_ROWS)) \
+                if table is not None else parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index],
+                                                               columns=columns, use_threads=False)
             start = first
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index], columns=columns,
-                                              use_threads=False):
-                yield start, batch.to_pylist()
+            for batch in batches:
+                yield from _handed_over(batch, start, f"{name}: row group {index}", key_columns)
                 start += batch.num_rows
         first += group.num_rows
 
 
-def named_paths(parquet, image: str) -> Iterator[str]:
-    """The `path` of each row's `image` cell of `parquet` (a `pyarrow.parquet.ParquetFile`), that
-    leaf alone read, a row group at a time; a group whose paths declare over `ROW_GROUP_BYTES` is
-    passed over (its rows are then their unit's `row_group_too_large` rejects)."""
+def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...]) -> Iterator[tuple[int, list[dict]]
+                                                                                         | TooLarge]:
+    """A batch of rows (a table or record batch, its first row `first`) as Python, judged first
+    (`python_bytes`): within `ROW_GROUP_BYTES` whole; else a row at a time, a row over it a
+    `TooLarge` of its `key_columns`."""
+    if sum(python_bytes(c) for c in batch.columns) <= ROW_GROUP_BYTES:
+        yield first, batch.to_pylist()
+        return
+    keys = [c for c in key_columns if c in batch.schema.names]
+    for offset in range(batch.num_rows):
+        row = batch.slice(offset, 1)
+        held = sum(python_bytes(c) for c in row.columns)
+        if held <= ROW_GROUP_BYTES:
+            yield first + offset, row.to_pylist()
+        else:
+            yield TooLarge(first + offset, row.select(keys).to_pylist() if keys else [{}],
+                           f"{where}: row {first + offset} holds {held} bytes as Python values (each an object), over "
+                           f"the {ROW_GROUP_BYTES} byte budget of one row group: not read", ROW_GROUP_TOO_LARGE)
+
+
+def _all_null(group, image: str) -> bool:
+    """Whether the footer's statistics say each leaf of column `image` of a row group is null in
+    every row (a null `Image` cell, or one of neither bytes nor path). They may lie: then rows
+    are rejects that had an image (no byte more is read)."""
+    leaves = [group.column(i) for i in range(group.num_columns)
+              if group.column(i).path_in_schema.split(".")[0] == image]
+    stats = [c.statistics if c.is_stats_set else None for c in leaves]
+    return bool(leaves) and all(s is not None and s.has_null_count and s.null_count == c.num_values == group.num_rows
+                                for s, c in zip(stats, leaves))
+
+
+# a row group too large to read, or of null images alone, gives one reject a row for its first rows,
+# then one for all the rest: an honest file of 10**9 null images (4 MB, 15 row groups of 64 Mi rows)
+# was read a row at a time, 10**9 `missing_image` rejects held by its unit (10**7: 98 CPU-s)
+MAX_LISTED_ROWS = 10_000
+
+
+def too_large(parquet, index: int, first: int, key_columns: tuple[str, ...], source: Any,
+              detail: str, reason: str) -> Iterator[TooLarge]:
+    """Row group `index` (its first row `first`), not read: as `TooLarge` (`reason`) of its first
+    `MAX_LISTED_ROWS` rows, then, if it has more, one more standing for all the rest (the row
+    after them, its detail naming them and how many). Each row's `key_columns` are read if they
+    hold no more than `ROW_GROUP_BYTES` (`value_bytes`), else it is an empty row."""
+    rows = parquet.metadata.row_group(index).num_rows
+    listed = min(rows, MAX_LISTED_ROWS)
+    keys = [{} for _ in range(min(rows, listed + 1))]
+    if key_columns and (source is None or value_bytes(source, parquet, index, list(key_columns)) <= ROW_GROUP_BYTES):
+        keys = parquet.read_row_group(index, columns=list(key_columns), use_threads=False) \
+            .slice(0, len(keys)).to_pylist()
+    yield TooLarge(first, keys[:listed], detail, reason)
+    if rows > listed:
+        yield TooLarge(first + listed, keys[listed:], f"rows {first + listed} to {first + rows - 1} "
+                       f"({rows - listed} rows, this one reject for them all) of {detail}", reason)
+
+
+def named_paths(parquet, image: str, source: Any = None) -> Iterator[str]:
+    """The `path` of each row's `image` cell of `parquet` (a `pyarrow.parquet.ParquetFile` opened
+    from `source`), that leaf alone read, a row group at a time; a group whose paths hold over
+    `ROW_GROUP_BYTES` once read is passed over (its rows are then their unit's
+    `row_group_too_large` rejects), judged as `row_batches` judges one: each value's cost
+    (`item_bytes`) and, dictionary-encoded, the bytes each row points at (a path repeated in
+    200 rows is stored once; without `source` that chunk is judged by its footer alone)."""
     leaf = f"{image}.path"
     for index in range(parquet.metadata.num_row_groups):
-        if declared_bytes(parquet.metadata.row_group(index), leaf=leaf) > ROW_GROUP_BYTES:
+        group = parquet.metadata.row_group(index)
+        size = declared_bytes(group, leaf=leaf) + item_bytes(group, leaf=leaf)
+        table = None
+        if size <= ROW_GROUP_BYTES and source is not None and (_dictionary_chunks(group, None, leaf)
+                                                              or _delta_chunks(group, None, leaf)):
+            size, table = _judged_read(source, parquet, index, None, ROW_GROUP_BYTES, leaf)
+        if size > ROW_GROUP_BYTES:
             continue
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS * 16, row_groups=[index], columns=[leaf],
-                                          use_threads=False):
+        batches = table.to_batches(BATCH_ROWS * 16) if table is not None else parquet.iter_batches(
+            batch_size=BATCH_ROWS * 16, row_groups=[index], columns=[leaf], use_threads=False)
+        for batch in batches:
             yield from (p for p in batch.column(0).flatten()[0].to_pylist() if p)  # null cells: null
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from sources import fsio, hf_card, hf_parquet, hub_cache
-from sources.hf_parquet import IMAGE_LIST_COLUMN, ROW_GROUP_TOO_LARGE
+from sources.hf_parquet import IMAGE_LIST_COLUMN
 from sources.hub_cache import HF_URI
 from sources.imagefolder import BAD_METADATA
 from sources.paths import OutsideRoot, PathProblem, join_inside, path_problem, relative_to_root, shown_name
@@ -84,12 +84,13 @@ class HfRepoReader(CardSplits):
                              split_hint=hint, input=f"{at} column {column}")
             others = {*hf_parquet.image_columns(parquet.schema_arrow), *lists} - {image}  # never read
             columns = [c for c in parquet.schema_arrow.names if c not in others]
-            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns, source=handle)):
+            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns, source=handle,
+                                                                        image=image)):
                 for offset, row in enumerate(rows):
                     index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
                     key = data_key(self.name, shard, str(index))
                     if isinstance(first, hf_parquet.TooLarge):
-                        yield Reject(key, self.name, key, "read", ROW_GROUP_TOO_LARGE, first.detail[:300],
+                        yield Reject(key, self.name, key, "read", first.reason, first.detail[:300],
                                      split_hint=hint, input=f"{at} row {index}")
                         continue
                     yield self._hf_row(key, row, image, caption, names, {**context, "row": index}, hint,

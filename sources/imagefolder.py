@@ -214,11 +214,11 @@ def _parquet_rows(data: bytes, parsed: Metadata) -> Iterator[Row]:
         if declared > MAX_METADATA_PARQUET_BYTES:
             raise ParquetUnread(f"declares {declared} bytes uncompressed, over the {MAX_METADATA_PARQUET_BYTES} "
                                 "byte budget of a metadata file: not read", FILE_TOO_LARGE)
-        for index in range(meta.num_row_groups):  # a dictionary-encoded value repeated: its footer says it once
+        for index in range(meta.num_row_groups):  # a value repeated (dictionary-encoded) or many: its footer says less
             held = hf_parquet.value_bytes(pa.BufferReader(data), parquet, index)
             if held > MAX_METADATA_PARQUET_BYTES:
-                raise ParquetUnread(f"row group {index} holds {held} bytes of values (its footer declares "
-                                    f"{meta.row_group(index).total_byte_size}: dictionary-encoded), over the "
+                raise ParquetUnread(f"row group {index} holds {held} bytes once read (its values, each its "
+                                    f"width; its footer declares {meta.row_group(index).total_byte_size}), over the "
                                     f"{MAX_METADATA_PARQUET_BYTES} byte budget of a metadata file: not read",
                                     FILE_TOO_LARGE)
         parsed.columns = list(parquet.schema_arrow.names)

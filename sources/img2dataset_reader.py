@@ -10,7 +10,6 @@ import tarfile
 from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_parquet
-from sources.hf_parquet import ROW_GROUP_TOO_LARGE
 from sources.img2dataset_listing import (HASH_MISMATCH, ShardListing, download_status, hash_problem, listing_rejects,
                                          missing_rejects, parse_json, recorded_hash, shard_of)
 from sources.paths import path_problem
@@ -182,7 +181,7 @@ class Img2datasetReader(WebReader):
                     index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
                     where = _row_input(at, index, row)
                     if isinstance(first, hf_parquet.TooLarge):
-                        yield self._reject(key, "read", ROW_GROUP_TOO_LARGE, first.detail, where=where)
+                        yield self._reject(key, "read", first.reason, first.detail, where=where)
                         continue
                     data = row.pop(column, None) if column else None
                     caption = row.pop("txt", None)

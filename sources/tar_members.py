@@ -98,10 +98,11 @@ def shard_reject(name: str, key: str, stage: str, reason: str, detail: str, wher
 def split_member(name: str) -> tuple[str, str]:
     """webdataset convention: the key is the path up to the first dot of the file name; in NFC
     (`nfc`), as keys take names: a tar made on a Mac names its members in NFD. A leading `./`
-    (GNU tar's `tar -C dir -cf x.tar .`) is no part of it, as extracting shows: `./1.jpg` is `1.jpg`."""
-    name = nfc(name)
-    while name.startswith("./"):
-        name = name[2:].lstrip("/")
+    (GNU tar's `tar -C dir -cf x.tar .`) or `/` (`tar -P`, Python's `tarfile` given an absolute
+    name) is no part of it, as extracting shows (`extracted_name`): `./1.jpg` and `/1.jpg` are
+    `1.jpg` (webdataset 1.0.2 keeps both in `__key__`, `/1` another sample than `1`, though GNU
+    tar and bsdtar extract them to one file, the later over the earlier)."""
+    name = extracted_name(nfc(name))
     directory, base = posixpath.split(name)
     stem, _, ext = base.partition(".")
     return posixpath.join(directory, stem) if directory else stem, ext.lower()

@@ -169,7 +169,7 @@ class UnitPlanner(MetadataReader, HfRepoReader):
                 with fsio.open_file(uri) as handle:
                     parquet = pq.ParquetFile(handle, pre_buffer=False)
                     image, _ = self._hf_columns(parquet.schema_arrow, fsio.basename(uri))
-                    for named in hf_parquet.named_paths(parquet, image):
+                    for named in hf_parquet.named_paths(parquet, image, handle):
                         relative = self._inside(named)
                         if relative in images:
                             claimed.add(relative)

@@ -232,7 +232,7 @@ REJECTS_DOC = REPO / "docs" / "rejects.md"
 # calls that make a reject, and the position of their reason argument
 REASON_ARGUMENT = {"Reject": 4, "_reject": 2, "reject": 1, "Rejected": 0, "DecodeError": 0, "MapError": 0,
                    "VideoError": 0, "AnnotationError": 0, "BudgetExceeded": 0, "PathProblem": 0, "_twin": 2,
-                   "shard_reject": 3}
+                   "shard_reject": 3, "TooLarge": 3, "too_large": 6}  # hf_parquet's, a reader's Reject's reason
 # reasons made at run time, as docs/rejects.md writes them
 DYNAMIC_REASONS = {"no_<task>_annotations", "unnumbered_frame", "unnumbered_annotation", "annotation_<reason>",
                    "failed_to_download", "failed_to_resize", "failed",  # img2dataset's statuses

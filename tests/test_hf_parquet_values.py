@@ -174,3 +174,177 @@ def test_a_datasets_parquet_of_a_fixed_size_binary_bomb_is_rejected_unread(tmp_p
     assert [getattr(i, "reason", None) for i in items] == ["row_group_too_large"] * ROWS, items[:1]
     assert "holds" in items[0].detail, items[0].detail
     assert not [c for c in asked if c is None or any(name.startswith("emb") for name in c)], asked
+
+
+LIST_KINDS = {  # 16 rows of 20,000 items each, values as a user's lists hold them
+    "list<string>": (pa.list_(pa.string()), lambda i: f"t{i % 1000}"),
+    "list<int64>": (pa.list_(pa.int64()), lambda i: 1_000_000 + i),
+    "list<float32>": (pa.list_(pa.float32()), lambda i: i / 3),
+    "list<bool>": (pa.list_(pa.bool_()), lambda i: i % 2 == 0),
+    "large_list<large_binary>": (pa.large_list(pa.large_binary()), lambda i: b"ab"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LIST_KINDS))
+def test_a_row_group_is_judged_at_no_less_than_reading_it_costs(tmp_path: Path, kind: str):
+    """Each value of a list costs its Arrow offset or width read, and the Python object it becomes
+    handed over; the footer says neither (a run of one value is a few bytes). A 1,003-byte file of
+    16 rows of 500,000 'ab' each was judged at 16 MB and read at 470 MB RSS; its int64 twin at
+    64 KB, read at 295 MB. A group is judged on each chunk's `num_values` before it is read
+    (`item_bytes`: no less than pyarrow allocates reading it), and a batch on its values before
+    it is handed over (`python_bytes`: no less than Python holds of its rows)."""
+    import tracemalloc
+
+    kind_type, value = LIST_KINDS[kind]
+    column = pa.array([[value(i) for i in range(row * 20_000, (row + 1) * 20_000)] for row in range(16)], kind_type)
+    parquet = _written(pa.table({"n": list(range(16)), "col": column}), tmp_path / "x.parquet")
+    with open(tmp_path / "x.parquet", "rb") as source:
+        judged = hf_parquet.value_bytes(source, parquet, 0)
+    del column
+    before = pa.total_allocated_bytes()
+    table = parquet.read_row_group(0, use_threads=False)
+    arrow = pa.total_allocated_bytes() - before
+    handed = sum(hf_parquet.python_bytes(c) for c in table.columns)
+    tracemalloc.start()
+    rows = table.to_pylist()
+    python = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(rows) == 16 and judged >= arrow and handed >= python, (judged, arrow, handed, python)
+
+
+def test_a_batch_of_rows_too_large_as_python_comes_a_row_at_a_time(tmp_path: Path, monkeypatch):
+    """A `datasets` parquet of 16 rows of 200,000 'ab' tags and one of 2,000,000 (a 3 KB file): read
+    into Arrow within a 64 MiB budget (47 MB), but as Python its batch was 330 MB at once. Now
+    each row is handed over alone (13 MB), and the row of 2,000,000 (132 MB) is its
+    `row_group_too_large` reject: the others are built, their tags as written."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
+    schema = pa.schema([("image", image), ("tags", pa.list_(pa.string()))], metadata=metadata)
+    jpeg = _jpeg()
+    rows = [{"image": {"bytes": jpeg, "path": None}, "tags": ["ab"] * (2_000_000 if i == 5 else 200_000)}
+            for i in range(16)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "train.parquet", row_group_size=16)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 64 << 20)
+    items = list(_read(LaionSource("hf", str(tmp_path))))
+    assert [getattr(i, "reason", None) for i in items] == [None] * 5 + ["row_group_too_large"] + [None] * 10, items[5]
+    assert "row 5 holds" in items[5].detail and "as Python values" in items[5].detail, items[5].detail
+    assert all(len(i.lineage["huggingface"]["tags"]) == 200_000 for i in items if isinstance(i, ImageRecord))
+
+
+@pytest.mark.parametrize("kind", ["list<string>", "list<int64>"])
+def test_a_datasets_parquet_of_a_list_of_many_small_values_is_row_group_too_large(tmp_path: Path, monkeypatch,
+                                                                                 kind: str):
+    """The proof, scaled to a 4 MiB budget: a `datasets` parquet whose `tags` hold one short value
+    50,000 times a row (16 rows: a few KB) was read, its rows handed over (55 MB as Python); each
+    row is now its `row_group_too_large` reject saying what reading it holds, the next group's
+    rows built."""
+    tag_type = pa.list_(pa.string() if kind == "list<string>" else pa.int64())
+    tag = "ab" if kind == "list<string>" else 7
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
+    schema = pa.schema([("image", image), ("tags", tag_type)], metadata=metadata)
+    jpeg = _jpeg()
+    rows = [{"image": {"bytes": jpeg, "path": None}, "tags": [tag] * 50_000} for _ in range(16)]
+    rows += [{"image": {"bytes": jpeg, "path": None}, "tags": [tag]} for _ in range(3)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "train.parquet", row_group_size=16)
+    assert (tmp_path / "train.parquet").stat().st_size < 8192
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 4 << 20)
+    items = list(_read(LaionSource("hf", str(tmp_path))))
+    assert [getattr(i, "reason", None) for i in items[:16]] == ["row_group_too_large"] * 16, items[:1]
+    assert "holds" in items[0].detail and "once read" in items[0].detail, items[0].detail
+    assert [type(i) for i in items[16:]] == [ImageRecord] * 3, items[16:]
+    assert [i.lineage["huggingface"]["tags"] for i in items[16:]] == [[tag]] * 3
+
+
+def test_an_honest_image_parquet_with_an_embedding_list_is_read_whole(tmp_path: Path):
+    """An image dataset with a CLIP embedding (`Sequence(Value("float32"))` of 768) in one row group of
+    1,000 rows (`datasets` writes 1,000 rows a group, 100 with images; 100,000 rows are 100 such
+    groups): 768,000 values judged at ~28 MB, under the real budget; every row is built, its
+    embedding as written."""
+    import numpy as np
+
+    embeddings = np.random.default_rng(0).random((1000, 768), dtype=np.float32)
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
+    schema = pa.schema([("image", image), ("emb", pa.list_(pa.float32()))], metadata=metadata)
+    jpeg = _jpeg()
+    table = pa.Table.from_arrays([pa.array([{"bytes": jpeg, "path": None}] * 1000, image),
+                                  pa.array(list(embeddings), pa.list_(pa.float32()))], schema=schema)
+    pq.write_table(table, tmp_path / "train.parquet", row_group_size=1000)
+    items = list(_read(LaionSource("hf", str(tmp_path))))
+    assert [type(i) for i in items] == [ImageRecord] * 1000, next(i for i in items if not isinstance(i, ImageRecord))
+    assert np.array_equal(np.array(items[999].lineage["huggingface"]["emb"], np.float32), embeddings[999])
+
+
+def test_the_paths_of_a_dictionary_encoded_path_column_are_judged_on_what_each_row_points_at(tmp_path: Path,
+                                                                                              monkeypatch):
+    """`named_paths` (which images a `datasets` parquet's rows name, read before its units) judged
+    the `image.path` leaf by its footer: one 1 MiB path in 40 rows is stored once (1 MiB declared)
+    and was read as 40 MiB of names. Judged as a read of rows is now: over a 4 MiB budget the group
+    is passed over (its rows are their unit's rejects); under the real one, the 40 paths come."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    long_path = "d/" * (1 << 19) + "x.jpg"
+    table = pa.table({"image": pa.array([{"bytes": None, "path": long_path}] * ROWS, image)})
+    parquet = _written(table, tmp_path / "train.parquet")
+    assert hf_parquet.declared_bytes(parquet.metadata.row_group(0), leaf="image.path") < 2 << 20
+    with open(tmp_path / "train.parquet", "rb") as source:
+        assert list(hf_parquet.named_paths(parquet, "image", source)) == [long_path] * ROWS
+        monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 4 << 20)
+        assert list(hf_parquet.named_paths(parquet, "image", source)) == []
+
+
+def test_an_honest_parquet_of_ten_million_null_images_gives_a_bounded_count_of_rejects(tmp_path: Path):
+    """pyarrow writes 10**7 rows of a null `Image` cell in one row group of 36 KB; read a row at a
+    time it gave 10**7 `missing_image` rejects (98 CPU-s, every reject held by its unit; 10**9 rows:
+    4 MB, hours). Its footer's statistics say every image is null: the group is not read, its
+    first `MAX_LISTED_ROWS` rows a `missing_image` each and one more standing for the rest,
+    naming how many."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
+    table = pa.Table.from_arrays([pa.nulls(10**7, image)], schema=pa.schema([("image", image)], metadata=metadata))
+    pq.write_table(table, tmp_path / "train.parquet", row_group_size=10**7)
+    assert (tmp_path / "train.parquet").stat().st_size < 1 << 20
+    items = list(_read(LaionSource("hf", str(tmp_path))))
+    listed = hf_parquet.MAX_LISTED_ROWS
+    assert len(items) == listed + 1 and {i.reason for i in items} == {"missing_image"}
+    assert items[-1].input.endswith(f"row {listed}"), items[-1].input
+    assert items[-1].detail.startswith(f"rows {listed} to 9999999 ({10**7 - listed} rows, this one reject for them "
+                                       "all) of train.parquet: row group 0: the 'image' of each of its 10000000 "
+                                       "rows is null"), items[-1].detail
+
+
+def _delta_parquet(path: Path, captions: list[str], row_group_size: int) -> None:
+    """A `datasets` image parquet whose `text` column pyarrow writes DELTA_BYTE_ARRAY (parquet-mr's
+    v2 writer falls back to it from a full dictionary): each caption its previous one's first
+    bytes and a suffix."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
+    jpeg = _jpeg()
+    table = pa.Table.from_arrays([pa.array([{"bytes": jpeg, "path": None}] * len(captions), image), pa.array(captions)],
+                                 schema=pa.schema([("image", image), ("text", pa.string())], metadata=metadata))
+    pq.write_table(table, path, row_group_size=row_group_size, use_dictionary=["image.bytes", "image.path"],
+                   column_encoding={"text": "DELTA_BYTE_ARRAY"}, compression="zstd")
+
+
+def test_a_delta_encoded_caption_bomb_is_row_group_too_large(tmp_path: Path, monkeypatch):
+    """DELTA_BYTE_ARRAY stores a value repeated as its previous one's prefix: 40 rows of one 1 MiB
+    caption declare 1 MiB (the first value) and read as 40 MiB (200 of 8 MiB: a 1.3 KB file read at
+    1.6 GB). Over a 4 MiB budget each row is its `row_group_too_large` reject now, judged by
+    reading the column alone a few rows at a time; the next group's rows are built."""
+    _delta_parquet(tmp_path / "train.parquet", [BIG] * ROWS + ["a red square"] * 3, ROWS)
+    chunk = pq.ParquetFile(tmp_path / "train.parquet").metadata.row_group(0).column(2)
+    assert "DELTA_BYTE_ARRAY" in chunk.encodings and chunk.total_uncompressed_size < 2 << 20
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 4 << 20)
+    items = list(_read(LaionSource("hf", str(tmp_path))))
+    assert [getattr(i, "reason", None) for i in items[:ROWS]] == ["row_group_too_large"] * ROWS, items[:1]
+    assert "holds" in items[0].detail, items[0].detail
+    assert [i.lineage["caption"] for i in items[ROWS:]] == ["a red square"] * 3, items[ROWS:]
+
+
+def test_an_honest_delta_encoded_parquet_is_read_as_written(tmp_path: Path):
+    """Distinct captions sharing prefixes (`a photo of a dog 17`), delta-encoded, in 100-row groups:
+    judged on what they hold (a few KB), every row built with its caption."""
+    captions = [f"a photo of a {('dog', 'cat', 'bird')[i % 3]} {i}" for i in range(250)]
+    _delta_parquet(tmp_path / "train.parquet", captions, 100)
+    items = list(_read(LaionSource("hf", str(tmp_path))))
+    assert [i.lineage["caption"] for i in items] == captions, items[:1]

@@ -760,3 +760,29 @@ def _pax_named_tar(path: Path, stem: str) -> None:
         info = tarfile.TarInfo(stem + ".JPEG")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"\xff\xd8x"))
+
+
+def test_a_tiff_of_a_million_strips_is_refused_before_pillow_opens_it(tmp_path: Path, monkeypatch):
+    """Pillow writes a 2 x 600,000 TIFF a row a strip (`tiffinfo={278: 1}`): 1.2 MB, 1.2 Mpx, and
+    1.2 million numbers in its IFD (strip offsets and byte counts), each an int of a tuple once
+    Pillow opens it, each strip a tile of its own (a 2 x 4,000,000 one, 40 MB, took 1.59 GB and
+    14 CPU-s to open, under every pixel budget). Counted from the header before `Image.open`, it is
+    `image_too_large` now; ImageMagick's TIFF of a row a strip (400 strips) decodes as before."""
+    from transforms import decode
+    from transforms.headers import tiff_values
+
+    stripped = io.BytesIO()
+    Image.new("L", (2, 600_000), 128).save(stripped, "TIFF", tiffinfo={278: 1})
+    data = stripped.getvalue()
+    assert tiff_values(data) > decode.MAX_TIFF_VALUES
+    opened, image_open = [], Image.open
+    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
+    with pytest.raises(DecodeError) as refused:
+        load_image(data, 64, "center_crop")
+    assert refused.value.reason == "image_too_large" and "1200007 numbers" in str(refused.value), refused.value
+    assert not opened
+    magick = subprocess.run(["convert", "-size", "600x400", "gradient:red-blue", "-depth", "8", "-define", "tiff:rows-per-strip=1",
+                             "-compress", "none", "tiff:-"], capture_output=True, check=True).stdout
+    assert 800 <= tiff_values(magick) < 1000
+    decoded = load_image(magick, 64, "center_crop")
+    assert (decoded.width, decoded.height, decoded.format) == (600, 400, "TIFF") and opened

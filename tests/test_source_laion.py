@@ -1955,13 +1955,14 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def test_a_footer_declaring_more_rows_than_bytes_in_a_row_group_over_the_budget_is_a_bad_parquet(
-        tmp_path: Path, monkeypatch):
+def test_a_footer_declaring_a_million_rows_gives_a_bounded_count_of_rejects_naming_them(tmp_path: Path,
+                                                                                          monkeypatch):
     """A `datasets` parquet (pyarrow-written, 12,345 rows in one row group) whose footer was
-    damaged to declare 1,000,000 rows (10**12 took every byte of memory): a group over the
-    budget gave a list of one empty row a declared row, and a reject each, never reading a byte
-    that backs them. A group over the budget declaring more rows than bytes is a `bad_parquet`
-    saying so, the build going on."""
+    damaged to declare 1,000,000 rows and values (10**12 took every byte of memory): a group over
+    the budget gave a list of one empty row a declared row, and a reject each, never reading a
+    byte that backs them; then more rows than bytes was a `bad_parquet`, which an honest file of
+    10**7 null rows (36 KB) is too. Now its first `MAX_LISTED_ROWS` rows are a reject each and
+    one more stands for the rest, naming how many."""
     import struct
 
     import pyarrow as pa
@@ -1983,9 +1984,12 @@ def test_a_footer_declaring_more_rows_than_bytes_in_a_row_group_over_the_budget_
     declared = hf_parquet.declared_bytes(group)
     assert group.num_rows == 1_000_000 and declared < 1_000_000
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", declared - 1)  # over the budget by its footer alone
+    monkeypatch.setattr(hf_parquet, "MAX_LISTED_ROWS", 3)
     items = _read_all(LaionSource("hf", str(tmp_path)))
-    assert [i.reason for i in items] == ["bad_parquet"], len(items)
-    assert "declares 1000000 rows in" in items[0].detail, items[0].detail
+    assert [i.reason for i in items] == ["row_group_too_large"] * 4, len(items)
+    assert [i.input.rpartition(" ")[2] for i in items] == ["0", "1", "2", "3"]
+    assert items[-1].detail.startswith("rows 3 to 999999 (999997 rows, this one reject for them all) of train.parquet: "
+                                       "row group 0 declares"), items[-1].detail
 
 
 def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(tmp_path: Path, monkeypatch):
@@ -1997,7 +2001,7 @@ def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(t
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sources import imagefolder
+    from sources import hf_parquet, imagefolder
 
     for index in range(3):
         (tmp_path / f"{index}.jpg").write_bytes(_encoded("JPEG", index))
@@ -2011,8 +2015,10 @@ def test_an_imagefolder_metadata_parquet_is_judged_on_the_values_its_rows_hold(t
     reasons = sorted(i.reason for i in items if isinstance(i, Reject))
     assert reasons == ["file_too_large"] + ["unlisted_image"] * 3, items
     refused = next(i for i in items if i.reason == "file_too_large")
-    held = re.search(rf"holds (\d+) bytes of values \(its footer declares {declared}: ", refused.detail)
-    assert held and 200 * len(caption) < int(held.group(1)) < 200 * len(caption) + 8192, refused.detail
+    held = re.search(rf"holds (\d+) bytes once read \(its values, each its width; its footer declares {declared}\)",
+                     refused.detail)
+    each = 200 * 2 * (hf_parquet.VALUE_SLOT_BYTES + hf_parquet.VALUE_BYTES["BYTE_ARRAY"])  # 2 columns' values
+    assert held and 200 * len(caption) + each < int(held.group(1)) < 200 * len(caption) + each + 8192, refused.detail
 
 
 def test_a_shards_listing_is_judged_on_the_values_its_rows_hold_before_it_is_read(tmp_path: Path, monkeypatch):
@@ -2107,3 +2113,32 @@ def test_a_folder_named_as_a_shard_beside_its_tar_is_an_unexpected_file(sample_c
     items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
     assert [(r.reason, r.input) for r in items if isinstance(r, Reject) and r.input == "00000"] == [
         ("unexpected_file", "00000")]
+
+
+def test_a_shard_packed_with_absolute_names_reads_as_the_shard_img2dataset_wrote(sample_corpus: Path, tmp_path: Path):
+    """GNU `tar -P` (here renaming each member to `/000000001.jpg`) or Python's `tarfile` given an
+    absolute name writes a leading `/`, which GNU tar and bsdtar strip extracting: the keys were
+    `/000000001` (records keyed `web-00000-000000001_<hash>`, each also `missing_from_archive`
+    against the parquet). The leading `/` is no part of the key: the same records and rejects as
+    the shard img2dataset wrote."""
+    original, packed = tmp_path / "original", tmp_path / "packed"
+    original.mkdir()
+    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
+        shutil.copy(sample_corpus / "laion" / name, original / name)
+    shutil.copytree(original, packed)
+    (tmp_path / "x").mkdir()
+    subprocess.run(["tar", "-xf", str(original / "00000.tar"), "-C", str(tmp_path / "x")], check=True)
+    (packed / "00000.tar").unlink()
+    members = sorted(str(p) for p in (tmp_path / "x").iterdir())
+    subprocess.run(["tar", "-P", "--transform", r"s,^/.*/,/,", "-cf", str(packed / "00000.tar"), *members], check=True)
+    names = [m.name for m in tarfile.open(packed / "00000.tar")]
+    assert names and all(n.startswith("/0000") for n in names), names
+
+    def read(folder: Path) -> tuple[list, Counter]:
+        items = _read_all(LaionSource("web", str(folder), "webdataset"))
+        records = sorted((r.key, r.lineage["sample_key"], r.data, r.lineage.get("caption")) for r in items
+                         if isinstance(r, ImageRecord))
+        return records, Counter((r.key, r.reason) for r in items if isinstance(r, Reject))
+
+    want, got = read(original), read(packed)
+    assert want[0] and got == want

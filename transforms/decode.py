@@ -80,6 +80,7 @@ from transforms.headers import (
     png_size,
     tiff_pages,
     tiff_samples,
+    tiff_values,
     webp_still_size,
 )
 from transforms.resize import ResizePlan, ResizePolicy, needed_input_size, plan_resize
@@ -221,6 +222,14 @@ class Held:
     what: str = ""
 
 
+# The numbers a TIFF's first IFD may hold (`tiff_values`). Opening one costs Pillow about 400 bytes a
+# strip (its offset and byte count as ints of tuples, an uncompressed strip's own tile): 2**20 of
+# them, 512 Ki strips, about 200 MB. Writers make far fewer: libtiff's 8 KiB strips give a 13,000 x
+# 13,000 RGB photo 13,000 strips, 65,536 for the largest image the pixel budget takes; Pillow's
+# 64 KiB strips fewer still; 256 x 256 tiles a few thousand.
+MAX_TIFF_VALUES = 1 << 20
+
+
 def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
@@ -228,6 +237,11 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     declared = heif_size(data)  # before Image.open: libavif's refusal read as "cannot decode AVIF"
     if declared and declared[0] * declared[1] > max_pixels:
         raise DecodeError("decompression_bomb", f"{declared[0]}x{declared[1]} exceeds max_pixels={max_pixels}")
+    numbers = tiff_values(data)  # before Image.open: Pillow parses each into an object there
+    if numbers > MAX_TIFF_VALUES:
+        raise DecodeError("image_too_large", f"a TIFF whose first IFD holds {numbers} numbers (strip or tile "
+                                             f"offsets and byte counts), over {MAX_TIFF_VALUES}: Pillow holds each as "
+                                             "an object and an uncompressed strip as a tile of its own, opening it")
     opened = without_png_text(data)  # outside the try: its own `corrupt_header` stands as it is
     try:
         image = Image.open(io.BytesIO(opened))

@@ -921,6 +921,35 @@ def _next_ifd(data: bytes, pos: int, order: str, big: bool) -> int:
     return following if 8 <= following <= len(data) - counted else 0
 
 
+_TIFF_NUMBERS = (3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18)  # SHORT ... DOUBLE, IFD, BigTIFF's LONG8s
+
+
+def tiff_values(data: bytes) -> int:
+    """How many numbers the entries of a TIFF's (or BigTIFF's) first IFD hold, all of them (0: none
+    found; over 2**20 entries: their count). Pillow's `Image.open` parses each into a Python int of a tuple, and, for an
+    uncompressed one, makes a tile of each strip: a 40 MB TIFF Pillow wrote of 2 x 4,000,000 pixels
+    a row a strip (`tiffinfo={278: 1}`) took 1.59 GB and 14 CPU-s to open, no pixel budget
+    passed (8 Mpx). Read from the header alone, a few bytes an entry."""
+    order, big = _TIFF_ORDER.get(data[:4]), False
+    if order is None:
+        order, big = _BIGTIFF_ORDER.get(data[:4]), True
+    if order is None or len(data) < 16:
+        return 0
+    ifd = int.from_bytes(data[8:16] if big else data[4:8], order)
+    width, size = (8, 20) if big else (2, 12)
+    if not 8 <= ifd <= len(data) - width:
+        return 0
+    entries = int.from_bytes(data[ifd : ifd + width], order)
+    if entries > 1 << 20:  # each entry a tag Pillow keeps (BigTIFF's count may say 2**64): never walked
+        return entries
+    start = ifd + width
+    total = 0
+    for at in range(start, min(start + size * entries, len(data) - size + 1), size):
+        if int.from_bytes(data[at + 2 : at + 4], order) in _TIFF_NUMBERS:
+            total += int.from_bytes(data[at + 4 : at + (12 if big else 8)], order)
+    return total
+
+
 def tiff_pages(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
     """The IFDs in a TIFF's (or BigTIFF's) main chain, its pages, by following each IFD's next
     offset: a loop back to an IFD seen before counts its distinct IFDs. Loops are found by Brent's
