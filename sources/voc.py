@@ -42,7 +42,11 @@ VOC_LISTS_FOLDER = VOC_TASKS["segmentation"][0]
 VOC_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train", "test.txt": "val"}
 VOC_TEST_LIST = "test.txt"
 VOC_VOID = 255  # VOC's border round each object and its unlabelled pixels: drawn as unlabeled (0)
-MAX_VOC_LIST_BYTES = 1 << 20  # VOC2012's train.txt: 1,464 ids, 17 KB
+# a split list's budget, judged before its ids are taken: VOC2012's train.txt is 1,464 ids (17 KB), a
+# VOC-format COCO train2017 118,287 (1.5 MB), Open Images' 1.74M train ids 30 MB; at the id cap the
+# run's unit listing holds about 0.7 GB (4M ids: 1.0 GB peak RSS, 0.3 GB before)
+MAX_VOC_LIST_BYTES = 64 << 20
+MAX_VOC_LIST_IDS = 4_000_000
 VOC_ID = re.compile(r"[A-Za-z0-9_-]+")  # 2007_000032 (2012), 000032 (2007): a file's stem, never a path
 FILES_PER_UNIT = 256
 LIST_UNIT = "voc:lists"
@@ -53,9 +57,12 @@ def read_voc_list(uri: str) -> tuple[list[str], str]:
     """One VOC split list: its ids in order, and what is wrong with it ('' when nothing). A line is
     one id (a file stem); a line of another form (two words, a path) is left out and named."""
     try:
-        text = read_input_bytes(uri, MAX_VOC_LIST_BYTES).decode("utf-8-sig")
+        data = read_input_bytes(uri, MAX_VOC_LIST_BYTES)
+        if data.count(b"\n") > MAX_VOC_LIST_IDS:
+            return [], f"more than {MAX_VOC_LIST_IDS} lines (the ids a split list may hold)"
+        text = data.decode("utf-8-sig")
     except fsio.FileTooLarge:
-        return [], f"larger than {MAX_VOC_LIST_BYTES} bytes (a split list is a page of ids)"
+        return [], f"larger than {MAX_VOC_LIST_BYTES} bytes (the most a split list may take)"
     except UnicodeDecodeError:
         return [], "not UTF-8 text"
     except (OSError, ValueError) as exc:

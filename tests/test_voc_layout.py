@@ -369,3 +369,33 @@ def test_voc_detection_asked_of_another_layout_or_without_main_lists_fails_early
     with pytest.raises(ConfigError) as info:
         list_units(config("voc"))
     assert "sources[0].tasks (s)" in str(info.value) and "ImageSets/Main/train.txt" in str(info.value)
+
+
+def test_voc_split_list_of_a_converted_coco_is_read_whole(tmp_path: Path):
+    """COCO train2017 converted to VOC's format (its 118,287 ids, 12 digits each: a 1.5 MB
+    ImageSets/Segmentation/train.txt): the list was over a 1 MiB cap, so all its ids were dropped
+    for one `bad_split_list` reject. Every id is read now; a list over the byte cap (a sparse file,
+    judged by its size before any byte is read) or the id cap (judged before an id is taken) is
+    still one reject naming the cap."""
+    from sources.voc import LIST_UNIT, MAX_VOC_LIST_BYTES, MAX_VOC_LIST_IDS
+
+    ids = [f"{i:012d}" for i in range(1, 118_288)]
+    _write_voc(tmp_path / "coco", dict(list(PAIRS.items())[:1]), {"train.txt": ids})
+    listed = tmp_path / "coco/VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"
+    assert listed.stat().st_size > 1 << 20
+    source = SegmentationSource("coco", str(tmp_path / "coco"), "voc")
+    units = source.units()
+    assert [i for folder, files in units if folder.startswith("segmentation:") for i in files] == [
+        str(tmp_path / "coco/VOCdevkit/VOC2012/JPEGImages" / f"{i}.jpg") for i in ids]
+    (lists,) = [u for u in units if u[0] == LIST_UNIT]
+    assert list(source.read(lists)) == []
+    listed.write_bytes(b"1\n" * (MAX_VOC_LIST_IDS + 1))
+    units = source.units()
+    assert not [u for u in units if u[0].startswith("segmentation:")]
+    (reject,) = [i for u in units for i in source.read(u) if isinstance(i, Reject) and i.reason == "bad_split_list"]
+    assert f"more than {MAX_VOC_LIST_IDS} lines" in reject.detail
+    with listed.open("r+b") as handle:
+        handle.truncate(MAX_VOC_LIST_BYTES + 1)
+    (reject,) = [i for u in source.units() for i in source.read(u)
+                 if isinstance(i, Reject) and i.reason == "bad_split_list"]
+    assert f"larger than {MAX_VOC_LIST_BYTES} bytes" in reject.detail
