@@ -2,19 +2,22 @@
 
 A file is judged by its size first (`MAX_VOC_XML_BYTES`; VOC's are about 1 KB) and refused when
 it declares a DTD: VOC's files have none, and a DTD is how an XML file declares entities (a
-"billion laughs" file expands a few hundred bytes into gigabytes). The standard library's expat
-parser then reads it: it never fetches external entities. Boxes follow detectron2's
+"billion laughs" file expands a few hundred bytes into gigabytes). expat itself says whether it
+does (`declares_dtd`), so the check reads the file in whatever encoding it is (a search of the raw
+bytes missed a UTF-16 file's); it stops at the root element, before any entity is expanded. The
+standard library's expat parser then reads it: it never fetches external entities. Boxes follow detectron2's
 `load_voc_instances`: VOC's corners are 1-based pixel indices, inclusive, so xmin - 1, ymin - 1
 and the far corner as given; `difficult` and `truncated` objects are kept, as there.
 """
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ElementTree
+import xml.parsers.expat as expat
 import zlib
 from typing import Any
 
+from transforms.annotations import PALETTE_SIZE
 from transforms.errors import Rejected
 
 MAX_VOC_XML_BYTES = 1 << 20
@@ -24,8 +27,6 @@ BAD_ANNOTATION = "bad_annotation"
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor")
-PALETTE_IDS = 65536  # transforms.annotations.PALETTE_SIZE: ids drawn in a colour of their own
-_DTD = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 def class_id(name: str) -> int:
@@ -33,7 +34,39 @@ def class_id(name: str) -> int:
     its own) a stable id past them, the same in every build."""
     if name in VOC_CLASSES:
         return VOC_CLASSES.index(name) + 1
-    return len(VOC_CLASSES) + 1 + zlib.crc32(name.encode("utf-8")) % (PALETTE_IDS - len(VOC_CLASSES) - 1)
+    return len(VOC_CLASSES) + 1 + zlib.crc32(name.encode("utf-8")) % (PALETTE_SIZE - len(VOC_CLASSES) - 1)
+
+
+class _Prologue(Exception):
+    """Raised by `declares_dtd`'s handlers to stop expat as soon as it knows the answer."""
+
+    def __init__(self, dtd: bool) -> None:
+        super().__init__(dtd)
+        self.dtd = dtd
+
+
+def declares_dtd(data: bytes) -> bool:
+    """Whether an XML file declares a DTD (`<!DOCTYPE`, hence maybe entities), as expat reads it in
+    the file's own encoding. expat is stopped at the DTD's start, or at the root element (a DTD
+    comes before it), so nothing is expanded; a file that is not well-formed before either says no,
+    and ElementTree names what is wrong with it."""
+    parser = expat.ParserCreate()
+
+    def stop(dtd: bool) -> Any:
+        def handler(*_: Any) -> None:
+            raise _Prologue(dtd)
+        return handler
+
+    parser.StartDoctypeDeclHandler = stop(True)
+    parser.EntityDeclHandler = stop(True)
+    parser.StartElementHandler = stop(False)
+    try:
+        parser.Parse(data, True)
+    except _Prologue as found:
+        return found.dtd
+    except expat.ExpatError:
+        return False
+    return False
 
 
 def _number(element: ElementTree.Element | None, field: str) -> float:
@@ -52,7 +85,7 @@ def parse_voc_xml(data: bytes) -> dict[str, Any]:
     None where it says 0 or nothing). Raises `Rejected` (`file_too_large`, `bad_annotation`)."""
     if len(data) > MAX_VOC_XML_BYTES:
         raise Rejected("file_too_large", f"{len(data)} bytes, over the {MAX_VOC_XML_BYTES} a VOC annotation may take")
-    if _DTD.search(data):
+    if declares_dtd(data):
         raise Rejected(BAD_ANNOTATION, "the XML declares a DTD (entities are refused: VOC's files have none)")
     try:
         root = ElementTree.fromstring(data)

@@ -399,3 +399,54 @@ def test_voc_split_list_of_a_converted_coco_is_read_whole(tmp_path: Path):
     (reject,) = [i for u in source.units() for i in source.read(u)
                  if isinstance(i, Reject) and i.reason == "bad_split_list"]
     assert f"larger than {MAX_VOC_LIST_BYTES} bytes" in reject.detail
+
+
+def _in_encoding(document: bytes, encoding: str) -> bytes:
+    """`document` (declared UTF-8) re-encoded and declared as `encoding`, as an editor saves it."""
+    text = document.decode().replace('<?xml version="1.0"?>', f'<?xml version="1.0" encoding="{encoding}"?>')
+    return text.encode(encoding)
+
+
+INTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE annotation [<!ENTITY c "cat">]>
+<annotation><object><name>&c;</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>
+"""
+BARE_DOCTYPE = b"""<?xml version="1.0"?>
+<!DOCTYPE annotation SYSTEM "voc.dtd">
+<annotation><object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>
+"""
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16", "UTF-16LE", "UTF-16BE", "ISO-8859-1"])
+@pytest.mark.parametrize("document", [BILLION_LAUGHS, XXE, INTERNAL_ENTITY, BARE_DOCTYPE],
+                         ids=["billion_laughs", "xxe", "internal_entity", "bare_doctype"])
+def test_voc_xml_declaring_a_dtd_is_refused_in_every_encoding(document: bytes, encoding: str):
+    """A DTD was refused by a regex over the raw bytes: saved as UTF-16 (an editor's choice) the
+    same file passed it, expat expanded a billion-laughs file (12 -> 79 MB RSS before its
+    amplification limit stopped it) and an internal entity's text was read as the class name.
+    expat itself now says whether a DTD is declared, in whatever encoding the file is: each is
+    refused with this module's words, before any entity is expanded."""
+    from sources.voc_xml import parse_voc_xml
+    from transforms.errors import Rejected
+
+    data = _in_encoding(document, encoding)
+    if encoding.startswith("UTF-16"):
+        assert b"<!DOCTYPE" not in data  # the bytes a regex over them searched for are not there
+    with pytest.raises(Rejected) as info:
+        parse_voc_xml(data)
+    assert (info.value.reason, info.value.detail) == (
+        "bad_annotation", "the XML declares a DTD (entities are refused: VOC's files have none)")
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16"])
+def test_voc_xml_without_a_dtd_reads_in_any_encoding(encoding: str):
+    """The DTD check passes an XML file without one, UTF-8 or UTF-16 (its boxes read), and leaves a
+    file that is no XML to ElementTree's words."""
+    from sources.voc_xml import parse_voc_xml
+    from transforms.errors import Rejected
+
+    plain = BARE_DOCTYPE.replace(b'<!DOCTYPE annotation SYSTEM "voc.dtd">\n', b"")
+    assert parse_voc_xml(_in_encoding(plain, encoding))["boxes"] == [[0.0, 0.0, 9.0, 9.0]]
+    with pytest.raises(Rejected, match="not well-formed XML"):
+        parse_voc_xml(_in_encoding(b'<?xml version="1.0"?>\n<annotation><object>', encoding))
+
