@@ -450,3 +450,37 @@ def test_voc_xml_without_a_dtd_reads_in_any_encoding(encoding: str):
     with pytest.raises(Rejected, match="not well-formed XML"):
         parse_voc_xml(_in_encoding(b'<?xml version="1.0"?>\n<annotation><object>', encoding))
 
+
+def test_voc_tree_as_windows_tools_and_voc2012_write_it(tmp_path: Path):
+    """Lists saved by Notepad (UTF-8 with a byte order mark, CRLF line ends) or edited by hand
+    (a trailing space), and VOC2012's XML files whose corners are decimals (`<xmin>273.3</xmin>`,
+    as some of its 2011 images have): each listed id is read in its list's split, and the boxes are
+    detectron2's `load_voc_instances` (float corners, xmin - 1 and ymin - 1)."""
+    import xml.etree.ElementTree as ET
+
+    from sources.voc import LIST_UNIT
+
+    _write_voc(tmp_path, {i: PAIRS[i] for i in ("2007_000032", "2007_000039", "2007_000063", "2011_003271")}, {})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    notepad = {"train.txt": ["2007_000032", "2007_000039"], "val.txt": ["2007_000063 ", "2011_003271  "]}
+    (voc / "ImageSets" / "Main").mkdir()
+    for folder in ("Segmentation", "Main"):
+        for name, ids in notepad.items():
+            (voc / "ImageSets" / folder / name).write_bytes("\r\n".join(ids).encode("utf-8-sig") + b"\r\n")
+    corners = {"2007_000032": (10, 12, 40, 30), "2007_000039": (1, 1, 64, 64),
+               "2007_000063": ("12.5", "3.25", "40.75", "60"), "2011_003271": ("20.0", "10.5", "60.2", "50.9")}
+    for image_id, corner in corners.items():
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [("cat", corner, 0)])
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection")))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    splits = {i.key: i.split_hint for i in items}
+    assert splits == {f"voc-{i}-{task}": "train" if i in notepad["train.txt"] else "val"
+                      for i in corners for task in ("segmentation", "detection")}
+    for record in items:
+        if record.task != "detection":
+            continue
+        box = ET.parse(voc / "Annotations" / f"{record.key.split('-')[1]}.xml").find("object/bndbox")
+        x0, y0, x1, y1 = (float(box.find(f).text) for f in ("xmin", "ymin", "xmax", "ymax"))  # detectron2's
+        assert record.annotation["boxes"] == [[x0 - 1.0, y0 - 1.0, x1 - x0 + 1, y1 - y0 + 1]]
+    source = SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection"))
+    assert not list(source.read(next(u for u in source.units() if u[0] == LIST_UNIT)))
