@@ -484,3 +484,39 @@ def test_voc_tree_as_windows_tools_and_voc2012_write_it(tmp_path: Path):
         assert record.annotation["boxes"] == [[x0 - 1.0, y0 - 1.0, x1 - x0 + 1, y1 - y0 + 1]]
     source = SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection"))
     assert not list(source.read(next(u for u in source.units() if u[0] == LIST_UNIT)))
+
+
+def test_voc_xml_in_a_multibyte_encoding_is_read_and_an_unknown_one_counted(tmp_path: Path):
+    """A VOC-format set made with Chinese class names, its XML written by ElementTree in GBK (or
+    Shift_JIS, Big5, `utf-16-le`: `write(encoding=...)` declares it): expat reads encodings other
+    than UTF-8, UTF-16 and Latin-1 through Python's codecs and refused a multi-byte one with a
+    ValueError, and a file
+    declaring an encoding Python does not know raised LookupError: either out of the reader, so in
+    a build the unit's 256 ids were one `unit_failed` reject. The first is read (its class name as
+    written), the second one `bad_annotation` naming it."""
+    import xml.etree.ElementTree as ET
+
+    from sources.voc_xml import class_id
+
+    _write_voc(tmp_path, {i: PAIRS[i] for i in ("2007_000032", "2007_000039", "2007_000063", "2008_000008")}, {})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    encodings = {"2007_000032": "gbk", "2007_000039": "shift_jis", "2007_000063": "big5", "2008_000008": "utf-16-le"}
+    for image_id, encoding in encodings.items():
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [("猫", (3, 4, 30, 40), 0)])
+        tree = ET.parse(voc / "Annotations" / f"{image_id}.xml")
+        tree.write(voc / "Annotations" / f"{image_id}.xml", encoding=encoding, xml_declaration=True)
+        assert f"encoding='{encoding}'".encode(encoding) in (voc / "Annotations" / f"{image_id}.xml").read_bytes()
+    Image.fromarray(_photo("moon")).save(voc / "JPEGImages" / "2012_000001.jpg")
+    (voc / "Annotations" / "2012_000001.xml").write_bytes(
+        b'<?xml version="1.0" encoding="x-klingon"?>\n<annotation><object><name>cat</name></object></annotation>')
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{i}\n" for i in [*encodings, "2012_000001"]))
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("detection",)))
+    pairs = {i.key: i for i in items if isinstance(i, PairRecord)}
+    assert sorted(pairs) == [f"voc-{i}-detection" for i in sorted(encodings)]
+    for record in pairs.values():
+        assert record.lineage["classes"] == ["猫"] and record.annotation["categories"] == [class_id("猫")]
+        assert record.annotation["boxes"] == [[2.0, 3.0, 28.0, 37.0]]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert (reject.key, reject.reason) == ("voc-2012_000001-detection", "bad_annotation")
+    assert "x-klingon" in reject.detail
