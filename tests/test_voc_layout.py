@@ -520,3 +520,36 @@ def test_voc_xml_in_a_multibyte_encoding_is_read_and_an_unknown_one_counted(tmp_
     (reject,) = [i for i in items if isinstance(i, Reject)]
     assert (reject.key, reject.reason) == ("voc-2012_000001-detection", "bad_annotation")
     assert "x-klingon" in reject.detail
+
+
+def test_voc_image_in_one_tasks_train_and_anothers_val_is_val_for_both(tmp_path: Path):
+    """VOC's segmentation and detection lists are drawn separately: an image in
+    Segmentation/train.txt and Main/val.txt rendered its segmentation pair in train and its
+    detection pair in val, the same photograph on both sides of the split. Each image id has one
+    split across the tasks, held out winning (as for an id in two lists of one task): both val,
+    also where the other task cannot read it (its missing annotation counted in val). Ids in one
+    task's lists only keep their list's split."""
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    _write_voc(tmp_path, PAIRS, {"train.txt": ["2007_000032", "2007_000039", "2008_000008"],
+                                 "val.txt": ["2007_000063"], "test.txt": ["2011_003271"]})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    for image_id in PAIRS:
+        if image_id != "2008_000008":
+            _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [("cat", (3, 4, 30, 40), 0)])
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("2007_000063\n2011_003271\n2007_000039\n")
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("2007_000032\n2008_000008\n")
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection")))
+    settings = RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.5)
+    splits = {i.key: render_pair(i, settings).split if isinstance(i, PairRecord) else i.split_hint for i in items
+              if not i.key.startswith("voc-SegmentationClass")}
+    assert splits == {
+        "voc-2007_000032-segmentation": "val", "voc-2007_000032-detection": "val",  # Main/val.txt
+        "voc-2007_000063-segmentation": "val", "voc-2007_000063-detection": "val",  # Segmentation/val.txt
+        "voc-2011_003271-segmentation": "val", "voc-2011_003271-detection": "val",  # Segmentation/test.txt
+        "voc-2008_000008-segmentation": "val", "voc-2008_000008-detection": "val",  # no XML: a reject in val
+        "voc-2007_000039-segmentation": "train", "voc-2007_000039-detection": "train"}
+    assert {i.key: i.reason for i in items if isinstance(i, Reject)}["voc-2008_000008-detection"] == \
+        "missing_annotation"
