@@ -8,8 +8,9 @@ bytes missed a UTF-16 file's); it stops at the root element, before any entity i
 standard library's expat parser then reads it: it never fetches external entities. expat reads
 UTF-8, UTF-16 and single-byte encodings; a file declaring a multi-byte one (GBK, Shift_JIS, Big5:
 what ElementTree's `write(encoding=...)` declares) is decoded by Python's codec first (`_as_utf8`).
-Boxes follow detectron2's `load_voc_instances`: VOC's corners are 1-based pixel indices, inclusive, so xmin - 1, ymin - 1
-and the far corner as given; `difficult` and `truncated` objects are kept, as there.
+Boxes follow detectron2's `load_voc_instances`: VOC's corners are 1-based pixel indices, inclusive,
+so xmin - 1, ymin - 1 and the far corner as given; `difficult` and `truncated` objects are kept, as
+there.
 """
 
 from __future__ import annotations
