@@ -14,11 +14,13 @@ KITTI measures disparity on a scene's `NNNNNN_10` frame only: its `_11` frame (t
 scene flow pair; the multiview extension's `_00`..`_20` likewise) has a stereo pair but no depth
 target, one `no_ground_truth_frame` reject each (a labeler gives them depth). A scene's frames share
 one split group (`kitti-000000`): frames 0.1 s apart are never split between train and val. These
-rules hold where the folders are KITTI's (`KITTI_LEFT_FOLDERS`, `KITTI_DISPARITY_FOLDERS`) and every
-left view is named KITTI's way (`kitti_named`): another stereo set whose files happen to be named
-`NNNNNN_NN`, in folders of its own or in KITTI's among names of its own (a rig's `123456_11.png`,
-12:34:56 camera 11, beside `left_0001.png`), keeps `missing_annotation` for a lost map, and each
-frame its own group.
+rules hold where the folders are KITTI's (`KITTI_LEFT_FOLDERS`, `KITTI_DISPARITY_FOLDERS`) and most
+left views are named KITTI's way (`kitti_named`), each for the frames so named: another stereo set
+whose files happen to be named `NNNNNN_NN`, in folders of its own or in KITTI's among as many names
+of its own (a rig's `123456_11.png`, 12:34:56 camera 11, beside `left_0001.png`), keeps
+`missing_annotation` for a lost map, and each frame its own group. A stray name among KITTI's (a
+browser's duplicate `000001_10 (1).png`) is read as such a set's frame, its lost map saying so; it
+turns no KITTI frame's rules off.
 
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a pair of the files beside each view.
@@ -58,12 +60,17 @@ def _scene(stem: str, kitti: bool) -> str:
 
 @fsio.derived_input
 def kitti_named(left_dir: str) -> bool:
-    """Whether every left view of the folder (what operating systems leave aside) is named as
-    KITTI names its frames, `NNNNNN_NN`: only then are its frame rules KITTI's. Judged once per run
-    and recorded as its value: a frame added that keeps it renders no other unit again."""
-    return fsio.once_per_run(("sources.stereo.kitti_named", left_dir), lambda: all(
-        KITTI_FRAME.match(_stem(fsio.basename(uri)))
-        for uri in fsio.list_files(left_dir, (".png", ".jpg"), links=True) if not set_aside(fsio.basename(uri))))
+    """Whether most left views of the folder (but what operating systems leave aside) are named as
+    KITTI names its frames, `NNNNNN_NN`: only then are its frame rules KITTI's, for the frames so
+    named. Most, not every: one stray file (a browser's `000001_10 (1).png`) turned them off for
+    the whole download. Judged once per run and recorded as its value: a frame added that keeps it
+    renders no other unit again."""
+    def most_named() -> bool:
+        names = [_stem(fsio.basename(uri)) for uri in fsio.list_files(left_dir, (".png", ".jpg"), links=True)
+                 if not set_aside(fsio.basename(uri))]
+        return 2 * sum(bool(KITTI_FRAME.match(name)) for name in names) > len(names)
+
+    return fsio.once_per_run(("sources.stereo.kitti_named", left_dir), most_named)
 
 
 def is_second_frame(stem: str, kitti: bool) -> bool:
@@ -86,8 +93,8 @@ class StereoSource:
 
     @property
     def kitti_layout(self) -> bool:
-        """Whether the left view and disparity folders are KITTI's and every left view is named
-        KITTI's way (`kitti_named`): its frame naming rules hold."""
+        """Whether the left view and disparity folders are KITTI's and most left views are named
+        KITTI's way (`kitti_named`): its frame naming rules hold for the frames so named."""
         return self.kitti_folders and kitti_named(fsio.join(self.path, self.split_folder, self.left_folder))
 
     @property
@@ -200,16 +207,26 @@ class StereoSource:
                                  "(KITTI measures no disparity on the other frames); its stereo pair is built", input=at)
                     continue
                 if annotation is None:
-                    why = "" if kitti or not self.kitti_folders else \
-                        f" (KITTI's folders, but not every view of {self.left_folder}/ is named NNNNNN_NN: read as any stereo set)"
-                    yield Reject(key, self.name, group, "read", "missing_annotation", f"no disparity for {name}{why}"[:200],
-                                 input=at)
+                    yield Reject(key, self.name, group, "read", "missing_annotation",
+                                 f"no disparity for {name}{self._read_as_any_set(name, kitti)}"[:200], input=at)
                     continue
                 lineage = {"file": name}
                 if "labeler" in annotation:
                     lineage["pseudo_label"] = annotation["labeler"]["name"]
                 yield PairRecord(key=key, source=self.name, group=group, task=task, image_uri=left,
                                  annotation=annotation, lineage=lineage)
+
+    def _read_as_any_set(self, name: str, kitti: bool) -> str:
+        """Why a frame in KITTI's folders is read as any stereo set's (its lost map no
+        `no_ground_truth_frame`, its group its own): the set's names, or its own; else ""."""
+        if not self.kitti_folders:
+            return ""
+        if not kitti:
+            return f" (KITTI's folders, but no more than half the views of {self.left_folder}/ are named NNNNNN_NN: " \
+                "read as any stereo set)"
+        if not KITTI_FRAME.match(_stem(name)):
+            return " (not named NNNNNN_NN as KITTI's frames beside it: read as any stereo set's frame)"
+        return ""
 
     def _annotation(self, task: str, right: str, disparity: str) -> dict[str, Any] | None:
         """What a task's target reads beside the left view: the right view (stereo, or a labeler's

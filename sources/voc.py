@@ -13,7 +13,8 @@ counted: the folders are shared with the tasks and images this layout does not r
 list names is one pair or one counted reject (its JPEG, label map or XML gone or bad), and each
 label map no segmentation list names is counted (`unlisted_label_map`): VOC's own
 SegmentationClass holds exactly trainval's maps. An id in two lists of a task is read once, in the
-first of val, train, test (held out wins). test.txt names images whose annotations are withheld
+first of val, train, test (held out wins); an id in one task's train list and another's val or
+test list is val for both (one split per image). test.txt names images whose annotations are withheld
 (VOC2012test.tar; VOC2007's test annotations were released): an id without its map or XML is one
 `unlabeled_split` reject, one with it a val pair. SegmentationObject/ (instance ids) is not read.
 """
@@ -42,10 +43,15 @@ VOC_LISTS_FOLDER = VOC_TASKS["segmentation"][0]
 VOC_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train", "test.txt": "val"}
 VOC_TEST_LIST = "test.txt"
 VOC_VOID = 255  # VOC's border round each object and its unlabelled pixels: drawn as unlabeled (0)
-MAX_VOC_LIST_BYTES = 1 << 20  # VOC2012's train.txt: 1,464 ids, 17 KB
+# a split list's budget, judged before its ids are taken: VOC2012's train.txt is 1,464 ids (17 KB), a
+# VOC-format COCO train2017 118,287 (1.5 MB), Open Images' 1.74M train ids 30 MB; at the id cap the
+# run's unit listing holds about 0.7 GB (4M ids: 1.0 GB peak RSS, 0.3 GB before)
+MAX_VOC_LIST_BYTES = 64 << 20
+MAX_VOC_LIST_IDS = 4_000_000
 VOC_ID = re.compile(r"[A-Za-z0-9_-]+")  # 2007_000032 (2012), 000032 (2007): a file's stem, never a path
 FILES_PER_UNIT = 256
 LIST_UNIT = "voc:lists"
+HELD_OUT = "val"  # the split of an id a val or test list of any task names
 UNLISTED_UNIT = "voc:unlisted"
 
 
@@ -53,9 +59,12 @@ def read_voc_list(uri: str) -> tuple[list[str], str]:
     """One VOC split list: its ids in order, and what is wrong with it ('' when nothing). A line is
     one id (a file stem); a line of another form (two words, a path) is left out and named."""
     try:
-        text = read_input_bytes(uri, MAX_VOC_LIST_BYTES).decode("utf-8-sig")
+        data = read_input_bytes(uri, MAX_VOC_LIST_BYTES)
+        if data.count(b"\n") > MAX_VOC_LIST_IDS:
+            return [], f"more than {MAX_VOC_LIST_IDS} lines (the ids a split list may hold)"
+        text = data.decode("utf-8-sig")
     except fsio.FileTooLarge:
-        return [], f"larger than {MAX_VOC_LIST_BYTES} bytes (a split list is a page of ids)"
+        return [], f"larger than {MAX_VOC_LIST_BYTES} bytes (the most a split list may take)"
     except UnicodeDecodeError:
         return [], "not UTF-8 text"
     except (OSError, ValueError) as exc:
@@ -119,26 +128,41 @@ class VocSegmentation:
                                     f"voc layout, {task}: ", "; nor val.txt: the split lists say which images are "
                                     f"{task}'s")
 
-    def units(self) -> list[tuple[str, tuple[str, ...]]]:
-        root = self.root()
-        self._check(root)
-        units: list[tuple[str, tuple[str, ...]]] = []
+    def _listed(self, root: str) -> tuple[dict[tuple[str, str], list[str]], list[str]]:
+        """Each readable split list's ids by (task, list name), and every list there (its own
+        unit reads each again for its reject)."""
+        listed: dict[tuple[str, str], list[str]] = {}
         list_uris = []
         for task in self.tasks:
-            lists = fsio.join(root, VOC_TASKS[task][0])
-            taken: set[str] = set()
             for list_name in VOC_SPLIT_LISTS:
-                uri = fsio.join(lists, list_name)
+                uri = fsio.join(root, VOC_TASKS[task][0], list_name)
                 if not fsio.exists(uri):
                     continue
                 list_uris.append(uri)
                 if path_problem(self.path, uri, self.follow_links) or set_aside_problem(self.path, uri):
                     continue  # its own unit's reject
-                ids = [i for i in dict.fromkeys(read_voc_list(uri)[0]) if i not in taken]
+                listed[task, list_name] = read_voc_list(uri)[0]
+        return listed, list_uris
+
+    def units(self) -> list[tuple[str, tuple[str, ...]]]:
+        root = self.root()
+        self._check(root)
+        units: list[tuple[str, tuple[str, ...]]] = []
+        listed, list_uris = self._listed(root)
+        # one split per image across the tasks, held out winning: an id of Segmentation/train.txt in
+        # Main/val.txt is val for both tasks (its `<task>:train.txt:val` units)
+        held_out = {i for (_, list_name), ids in listed.items() if VOC_SPLIT_LISTS[list_name] == "val" for i in ids}
+        for task in self.tasks:
+            taken: set[str] = set()
+            for list_name in VOC_SPLIT_LISTS:
+                ids = [i for i in dict.fromkeys(listed.get((task, list_name), ())) if i not in taken]
                 taken.update(ids)
-                images = [fsio.join(root, VOC_IMAGES, i + ".jpg") for i in ids]
-                units += [(f"{task}:{list_name}", tuple(images[i: i + FILES_PER_UNIT]))
-                          for i in range(0, len(images), FILES_PER_UNIT)]
+                moved = {i for i in ids if i in held_out} if VOC_SPLIT_LISTS[list_name] != "val" else set()
+                for folder, members in ((f"{task}:{list_name}", [i for i in ids if i not in moved]),
+                                        (f"{task}:{list_name}:{HELD_OUT}", [i for i in ids if i in moved])):
+                    images = [fsio.join(root, VOC_IMAGES, i + ".jpg") for i in members]
+                    units += [(folder, tuple(images[i: i + FILES_PER_UNIT]))
+                              for i in range(0, len(images), FILES_PER_UNIT)]
             if task == "segmentation":
                 unlisted = [u for u in fsio.list_files(fsio.join(root, VOC_LABELS), (".png",), links=True)
                             if fsio.basename(u).rsplit(".", 1)[0] not in taken]
@@ -153,8 +177,8 @@ class VocSegmentation:
         elif folder == UNLISTED_UNIT:
             yield from self._read_unlisted(files)
         else:
-            task, list_name = folder.split(":", 1)
-            yield from self._read_listed(task, list_name, files)
+            task, list_name, *held_out = folder.split(":")
+            yield from self._read_listed(task, list_name, files, HELD_OUT if held_out else VOC_SPLIT_LISTS[list_name])
 
     def _read_lists(self, uris: tuple[str, ...]) -> Iterator[Reject]:
         """A list that cannot be read, or has lines of another form: one `bad_split_list` reject
@@ -183,9 +207,9 @@ class VocSegmentation:
             yield Reject(key, self.name, key, "read", "unlisted_label_map",
                          f"{shown_name(fsio.basename(uri))}: no list of {VOC_LISTS_FOLDER}/ names it", input=at)
 
-    def _read_listed(self, task: str, list_name: str, images: tuple[str, ...]) -> Iterator[SourceItem]:
-        """Each id a list names: a pair of its JPEG and its annotation, or a counted reject."""
-        split = VOC_SPLIT_LISTS[list_name]
+    def _read_listed(self, task: str, list_name: str, images: tuple[str, ...], split: str) -> Iterator[SourceItem]:
+        """Each id a list names: a pair of its JPEG and its annotation, or a counted reject, in
+        `split` (its list's, or val where another task's list holds it out)."""
         lists, folder, suffix = VOC_TASKS[task]
         listed_as = f"{lists}/{list_name}"
         for image in images:

@@ -2,19 +2,26 @@
 
 A file is judged by its size first (`MAX_VOC_XML_BYTES`; VOC's are about 1 KB) and refused when
 it declares a DTD: VOC's files have none, and a DTD is how an XML file declares entities (a
-"billion laughs" file expands a few hundred bytes into gigabytes). The standard library's expat
-parser then reads it: it never fetches external entities. Boxes follow detectron2's
-`load_voc_instances`: VOC's corners are 1-based pixel indices, inclusive, so xmin - 1, ymin - 1
-and the far corner as given; `difficult` and `truncated` objects are kept, as there.
+"billion laughs" file expands a few hundred bytes into gigabytes). expat itself says whether it
+does (`declares_dtd`), so the check reads the file in whatever encoding it is (a search of the raw
+bytes missed a UTF-16 file's); it stops at the root element, before any entity is expanded. The
+standard library's expat parser then reads it: it never fetches external entities. expat reads
+UTF-8, UTF-16 and single-byte encodings; a file declaring a multi-byte one (GBK, Shift_JIS, Big5:
+what ElementTree's `write(encoding=...)` declares) is decoded by Python's codec first (`_as_utf8`).
+Boxes follow detectron2's `load_voc_instances`: VOC's corners are 1-based pixel indices, inclusive,
+so xmin - 1, ymin - 1 and the far corner as given; `difficult` and `truncated` objects are kept, as
+there.
 """
 
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ElementTree
+import xml.parsers.expat as expat
 import zlib
 from typing import Any
 
+from transforms.annotations import PALETTE_SIZE
 from transforms.errors import Rejected
 
 MAX_VOC_XML_BYTES = 1 << 20
@@ -24,8 +31,6 @@ BAD_ANNOTATION = "bad_annotation"
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor")
-PALETTE_IDS = 65536  # transforms.annotations.PALETTE_SIZE: ids drawn in a colour of their own
-_DTD = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 def class_id(name: str) -> int:
@@ -33,7 +38,67 @@ def class_id(name: str) -> int:
     its own) a stable id past them, the same in every build."""
     if name in VOC_CLASSES:
         return VOC_CLASSES.index(name) + 1
-    return len(VOC_CLASSES) + 1 + zlib.crc32(name.encode("utf-8")) % (PALETTE_IDS - len(VOC_CLASSES) - 1)
+    return len(VOC_CLASSES) + 1 + zlib.crc32(name.encode("utf-8")) % (PALETTE_SIZE - len(VOC_CLASSES) - 1)
+
+
+class _Prologue(Exception):
+    """Raised by `declares_dtd`'s handlers to stop expat as soon as it knows the answer."""
+
+    def __init__(self, dtd: bool) -> None:
+        super().__init__(dtd)
+        self.dtd = dtd
+
+
+def declares_dtd(data: bytes) -> bool:
+    """Whether an XML file declares a DTD (`<!DOCTYPE`, hence maybe entities), as expat reads it in
+    the file's own encoding. expat is stopped at the DTD's start, or at the root element (a DTD
+    comes before it), so nothing is expanded; a file that is not well-formed before either says no,
+    and ElementTree names what is wrong with it."""
+    parser = expat.ParserCreate()
+
+    def stop(dtd: bool) -> Any:
+        def handler(*_: Any) -> None:
+            raise _Prologue(dtd)
+        return handler
+
+    parser.StartDoctypeDeclHandler = stop(True)
+    parser.EntityDeclHandler = stop(True)
+    parser.StartElementHandler = stop(False)
+    try:
+        parser.Parse(data, True)
+    except _Prologue as found:
+        return found.dtd
+    except expat.ExpatError:
+        return False
+    return False
+
+
+# an XML declaration naming its encoding, and the codecs its text is looked for in (XML's
+# appendix F: ASCII-like, UTF-16 and UTF-32 of either byte order)
+_DECLARED_ENCODING = re.compile(r"""\A\ufeff?<\?xml[^>]*?\sencoding\s*=\s*(["'])([A-Za-z][A-Za-z0-9._-]*)\1""")
+_DECLARATION_CODECS = ("latin-1", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+
+
+def _as_utf8(data: bytes) -> bytes:
+    """A file expat cannot read in the encoding it declares (a multi-byte one other than UTF-8 and
+    UTF-16, or a name expat does not know, as `utf-16-le`) as UTF-8, declared so: decoded by Python's
+    codec of that name. Raises `Rejected` for an encoding Python does not know either, or bytes that
+    are not of it."""
+    found = (_DECLARED_ENCODING.match(data[:400].decode(codec, "ignore")) for codec in _DECLARATION_CODECS)
+    declared = next(filter(None, found), None)
+    if declared is None:
+        raise Rejected(BAD_ANNOTATION, "an encoding expat cannot read, and no XML declaration naming it")
+    name = declared.group(2)
+    try:
+        text = data.decode(name)
+    except LookupError:
+        raise Rejected(BAD_ANNOTATION, f"declares the encoding {name[:40]!r}, which is none Python knows") from None
+    except UnicodeDecodeError as exc:
+        raise Rejected(BAD_ANNOTATION, f"not {name[:40]} text as it declares (byte {exc.start})") from None
+    declared = _DECLARED_ENCODING.match(text)
+    if declared is None:
+        raise Rejected(BAD_ANNOTATION, f"not {name[:40]} text as it declares (no declaration read in it)")
+    return (text[:declared.start(2)] + "UTF-8" + text[declared.end(2):]).lstrip("\ufeff").encode()
 
 
 def _number(element: ElementTree.Element | None, field: str) -> float:
@@ -52,7 +117,12 @@ def parse_voc_xml(data: bytes) -> dict[str, Any]:
     None where it says 0 or nothing). Raises `Rejected` (`file_too_large`, `bad_annotation`)."""
     if len(data) > MAX_VOC_XML_BYTES:
         raise Rejected("file_too_large", f"{len(data)} bytes, over the {MAX_VOC_XML_BYTES} a VOC annotation may take")
-    if _DTD.search(data):
+    try:
+        dtd = declares_dtd(data)
+    except (ValueError, LookupError):  # a multi-byte encoding, or one expat does not know
+        data = _as_utf8(data)
+        dtd = declares_dtd(data)
+    if dtd:
         raise Rejected(BAD_ANNOTATION, "the XML declares a DTD (entities are refused: VOC's files have none)")
     try:
         root = ElementTree.fromstring(data)

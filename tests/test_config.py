@@ -951,17 +951,22 @@ def test_retokenize_of_an_output_never_built_is_refused_before_the_lock(tmp_path
     assert not (tmp_path / "never").exists()
 
 
-@pytest.mark.parametrize("source, added", [
-    ({"type": "laion", "path": "/data/web"}, {"image_column": "image", "caption_column": "caption"}),
-    ({"type": "annotated_video", "path": "/data/jhmdb", "layout": "jhmdb"}, {"official_split": 2}),
+@pytest.mark.parametrize("source, added, defaults", [
+    ({"type": "laion", "path": "/data/web"}, {"image_column": "image", "caption_column": "caption"},
+     {"image_column": None, "caption_column": None}),
+    ({"type": "annotated_video", "path": "/data/jhmdb", "layout": "jhmdb"}, {"official_split": 2},
+     {"official_split": 1}),
+    ({"type": "segmentation", "path": "/data/voc", "layout": "voc"}, {"tasks": ["segmentation", "detection"]},
+     {"tasks": ["segmentation"]}),
 ])
-def test_fields_added_later_leave_the_saved_config_as_it_was_at_their_default(source, added):
+def test_fields_added_later_leave_the_saved_config_as_it_was_at_their_default(source, added, defaults):
     """A source's fields added after outputs were built (laion's `image_column` and
-    `caption_column`, annotated video's `official_split`) are left out of the saved config while at
-    their default: a build record written before them matches the config again (`build._same_config`),
-    so an earlier render revision's output is refused naming --replace-changed, not told it holds a
-    different configuration (the two laion fields had made every laion output read as one). Set,
-    each is saved and changes the hash."""
+    `caption_column`, annotated video's `official_split`, segmentation's `tasks`) are left out of
+    the saved config while at their default: a build record written before them matches the config
+    again (`build._same_config`), so an earlier render revision's output is refused naming
+    --replace-changed, not told it holds a different configuration (the two laion fields had made
+    every laion output read as one; `tasks`, a tuple compared with the saved JSON's list, every
+    segmentation output). Set, each is saved and changes the hash."""
     from uvd_pipeline.build import _same_config
 
     def config(**fields):
@@ -970,7 +975,8 @@ def test_fields_added_later_leave_the_saved_config_as_it_was_at_their_default(so
     plain = config()
     saved = plain.model_dump(mode="json")
     assert not set(added) & set(saved["sources"][0])  # the record an older version wrote had none of them
-    assert _same_config(saved, config(**{k: None if k != "official_split" else 1 for k in added}).model_dump(mode="json"))
+    assert _same_config(saved, config(**defaults).model_dump(mode="json"))
+    assert config(**defaults).content_hash() == plain.content_hash()
     for name, value in added.items():
         changed = config(**{name: value})
         assert changed.model_dump(mode="json")["sources"][0][name] == value

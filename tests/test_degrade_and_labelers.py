@@ -101,3 +101,37 @@ def test_labeler_specs_are_checked_before_the_build(tmp_path):
 def test_canny_labeler_gives_white_edges(photo):
     edges = get_labeler({"name": "canny"})(photo, LabelContext())
     assert set(np.unique(edges)) == {0, 255} and 0.01 < (edges[..., 0] > 0).mean() < 0.4
+
+
+def test_sgbm_target_with_no_matched_pixel_is_an_empty_target(tmp_path):
+    """A KITTI-layout pair of a textureless view (a flat grey wall, as ImageMagick's `xc:` paints
+    it) whose depth comes from the sgbm labeler: semi-global matching matches no pixel, and the
+    all-black target was accepted as the depth of the image, where a disparity map with no
+    measurement is `empty_target`. The same rule holds for the labeler's target; a textured pair
+    (Middlebury's motorcycle) beside it still renders its depth."""
+    import subprocess
+
+    from PIL import Image
+
+    from sources.records import PairRecord, Reject
+    from sources.stereo import StereoSource
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_pair
+
+    training = tmp_path / "training"
+    for folder in ("image_2", "image_3"):
+        (training / folder).mkdir(parents=True)
+        subprocess.run(["convert", "-size", "192x64", "xc:gray(47%)", str(training / folder / "000000_10.png")],
+                       check=True)
+    for folder, view in (("image_2", "left"), ("image_3", "right")):
+        with Image.open(media.package_file("skimage", f"data/motorcycle_{view}.png")) as image:
+            image.convert("RGB").resize((192, 64), Image.BILINEAR).save(training / folder / "000001_10.png")
+    source = StereoSource("kitti", str(tmp_path), tasks=("depth",), labeler=(("name", "sgbm"),))
+    records = [i for u in source.units() for i in source.read(u)]
+    assert all(isinstance(r, PairRecord) and "labeler" in r.annotation for r in records)
+    rendered = {r.key: render_pair(r, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0)) for r in records}
+    flat = rendered["kitti-000000_10-depth"]
+    assert isinstance(flat, Reject) and (flat.stage, flat.reason) == ("annotation", "empty_target")
+    assert "sgbm" in flat.detail
+    textured = rendered["kitti-000001_10-depth"]
+    assert not isinstance(textured, Reject) and decode_png(textured.images[1]).any()

@@ -369,3 +369,187 @@ def test_voc_detection_asked_of_another_layout_or_without_main_lists_fails_early
     with pytest.raises(ConfigError) as info:
         list_units(config("voc"))
     assert "sources[0].tasks (s)" in str(info.value) and "ImageSets/Main/train.txt" in str(info.value)
+
+
+def test_voc_split_list_of_a_converted_coco_is_read_whole(tmp_path: Path):
+    """COCO train2017 converted to VOC's format (its 118,287 ids, 12 digits each: a 1.5 MB
+    ImageSets/Segmentation/train.txt): the list was over a 1 MiB cap, so all its ids were dropped
+    for one `bad_split_list` reject. Every id is read now; a list over the byte cap (a sparse file,
+    judged by its size before any byte is read) or the id cap (judged before an id is taken) is
+    still one reject naming the cap."""
+    from sources.voc import LIST_UNIT, MAX_VOC_LIST_BYTES, MAX_VOC_LIST_IDS
+
+    ids = [f"{i:012d}" for i in range(1, 118_288)]
+    _write_voc(tmp_path / "coco", dict(list(PAIRS.items())[:1]), {"train.txt": ids})
+    listed = tmp_path / "coco/VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"
+    assert listed.stat().st_size > 1 << 20
+    source = SegmentationSource("coco", str(tmp_path / "coco"), "voc")
+    units = source.units()
+    assert [i for folder, files in units if folder.startswith("segmentation:") for i in files] == [
+        str(tmp_path / "coco/VOCdevkit/VOC2012/JPEGImages" / f"{i}.jpg") for i in ids]
+    (lists,) = [u for u in units if u[0] == LIST_UNIT]
+    assert list(source.read(lists)) == []
+    listed.write_bytes(b"1\n" * (MAX_VOC_LIST_IDS + 1))
+    units = source.units()
+    assert not [u for u in units if u[0].startswith("segmentation:")]
+    (reject,) = [i for u in units for i in source.read(u) if isinstance(i, Reject) and i.reason == "bad_split_list"]
+    assert f"more than {MAX_VOC_LIST_IDS} lines" in reject.detail
+    with listed.open("r+b") as handle:
+        handle.truncate(MAX_VOC_LIST_BYTES + 1)
+    (reject,) = [i for u in source.units() for i in source.read(u)
+                 if isinstance(i, Reject) and i.reason == "bad_split_list"]
+    assert f"larger than {MAX_VOC_LIST_BYTES} bytes" in reject.detail
+
+
+def _in_encoding(document: bytes, encoding: str) -> bytes:
+    """`document` (declared UTF-8) re-encoded and declared as `encoding`, as an editor saves it."""
+    text = document.decode().replace('<?xml version="1.0"?>', f'<?xml version="1.0" encoding="{encoding}"?>')
+    return text.encode(encoding)
+
+
+INTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE annotation [<!ENTITY c "cat">]>
+<annotation><object><name>&c;</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>
+"""
+BARE_DOCTYPE = b"""<?xml version="1.0"?>
+<!DOCTYPE annotation SYSTEM "voc.dtd">
+<annotation><object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>
+"""
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16", "UTF-16LE", "UTF-16BE", "ISO-8859-1"])
+@pytest.mark.parametrize("document", [BILLION_LAUGHS, XXE, INTERNAL_ENTITY, BARE_DOCTYPE],
+                         ids=["billion_laughs", "xxe", "internal_entity", "bare_doctype"])
+def test_voc_xml_declaring_a_dtd_is_refused_in_every_encoding(document: bytes, encoding: str):
+    """A DTD was refused by a regex over the raw bytes: saved as UTF-16 (an editor's choice) the
+    same file passed it, expat expanded a billion-laughs file (12 -> 79 MB RSS before its
+    amplification limit stopped it) and an internal entity's text was read as the class name.
+    expat itself now says whether a DTD is declared, in whatever encoding the file is: each is
+    refused with this module's words, before any entity is expanded."""
+    from sources.voc_xml import parse_voc_xml
+    from transforms.errors import Rejected
+
+    data = _in_encoding(document, encoding)
+    if encoding.startswith("UTF-16"):
+        assert b"<!DOCTYPE" not in data  # the bytes a regex over them searched for are not there
+    with pytest.raises(Rejected) as info:
+        parse_voc_xml(data)
+    assert (info.value.reason, info.value.detail) == (
+        "bad_annotation", "the XML declares a DTD (entities are refused: VOC's files have none)")
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16"])
+def test_voc_xml_without_a_dtd_reads_in_any_encoding(encoding: str):
+    """The DTD check passes an XML file without one, UTF-8 or UTF-16 (its boxes read), and leaves a
+    file that is no XML to ElementTree's words."""
+    from sources.voc_xml import parse_voc_xml
+    from transforms.errors import Rejected
+
+    plain = BARE_DOCTYPE.replace(b'<!DOCTYPE annotation SYSTEM "voc.dtd">\n', b"")
+    assert parse_voc_xml(_in_encoding(plain, encoding))["boxes"] == [[0.0, 0.0, 9.0, 9.0]]
+    with pytest.raises(Rejected, match="not well-formed XML"):
+        parse_voc_xml(_in_encoding(b'<?xml version="1.0"?>\n<annotation><object>', encoding))
+
+
+def test_voc_tree_as_windows_tools_and_voc2012_write_it(tmp_path: Path):
+    """Lists saved by Notepad (UTF-8 with a byte order mark, CRLF line ends) or edited by hand
+    (a trailing space), and VOC2012's XML files whose corners are decimals (`<xmin>273.3</xmin>`,
+    as some of its 2011 images have): each listed id is read in its list's split, and the boxes are
+    detectron2's `load_voc_instances` (float corners, xmin - 1 and ymin - 1)."""
+    import xml.etree.ElementTree as ET
+
+    from sources.voc import LIST_UNIT
+
+    _write_voc(tmp_path, {i: PAIRS[i] for i in ("2007_000032", "2007_000039", "2007_000063", "2011_003271")}, {})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    notepad = {"train.txt": ["2007_000032", "2007_000039"], "val.txt": ["2007_000063 ", "2011_003271  "]}
+    (voc / "ImageSets" / "Main").mkdir()
+    for folder in ("Segmentation", "Main"):
+        for name, ids in notepad.items():
+            (voc / "ImageSets" / folder / name).write_bytes("\r\n".join(ids).encode("utf-8-sig") + b"\r\n")
+    corners = {"2007_000032": (10, 12, 40, 30), "2007_000039": (1, 1, 64, 64),
+               "2007_000063": ("12.5", "3.25", "40.75", "60"), "2011_003271": ("20.0", "10.5", "60.2", "50.9")}
+    for image_id, corner in corners.items():
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [("cat", corner, 0)])
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection")))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    splits = {i.key: i.split_hint for i in items}
+    assert splits == {f"voc-{i}-{task}": "train" if i in notepad["train.txt"] else "val"
+                      for i in corners for task in ("segmentation", "detection")}
+    for record in items:
+        if record.task != "detection":
+            continue
+        box = ET.parse(voc / "Annotations" / f"{record.key.split('-')[1]}.xml").find("object/bndbox")
+        x0, y0, x1, y1 = (float(box.find(f).text) for f in ("xmin", "ymin", "xmax", "ymax"))  # detectron2's
+        assert record.annotation["boxes"] == [[x0 - 1.0, y0 - 1.0, x1 - x0 + 1, y1 - y0 + 1]]
+    source = SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection"))
+    assert not list(source.read(next(u for u in source.units() if u[0] == LIST_UNIT)))
+
+
+def test_voc_xml_in_a_multibyte_encoding_is_read_and_an_unknown_one_counted(tmp_path: Path):
+    """A VOC-format set made with Chinese class names, its XML written by ElementTree in GBK (or
+    Shift_JIS, Big5, `utf-16-le`: `write(encoding=...)` declares it): expat reads encodings other
+    than UTF-8, UTF-16 and Latin-1 through Python's codecs and refused a multi-byte one with a
+    ValueError, and a file
+    declaring an encoding Python does not know raised LookupError: either out of the reader, so in
+    a build the unit's 256 ids were one `unit_failed` reject. The first is read (its class name as
+    written), the second one `bad_annotation` naming it."""
+    import xml.etree.ElementTree as ET
+
+    from sources.voc_xml import class_id
+
+    _write_voc(tmp_path, {i: PAIRS[i] for i in ("2007_000032", "2007_000039", "2007_000063", "2008_000008")}, {})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    encodings = {"2007_000032": "gbk", "2007_000039": "shift_jis", "2007_000063": "big5", "2008_000008": "utf-16-le"}
+    for image_id, encoding in encodings.items():
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [("猫", (3, 4, 30, 40), 0)])
+        tree = ET.parse(voc / "Annotations" / f"{image_id}.xml")
+        tree.write(voc / "Annotations" / f"{image_id}.xml", encoding=encoding, xml_declaration=True)
+        assert f"encoding='{encoding}'".encode(encoding) in (voc / "Annotations" / f"{image_id}.xml").read_bytes()
+    Image.fromarray(_photo("moon")).save(voc / "JPEGImages" / "2012_000001.jpg")
+    (voc / "Annotations" / "2012_000001.xml").write_bytes(
+        b'<?xml version="1.0" encoding="x-klingon"?>\n<annotation><object><name>cat</name></object></annotation>')
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{i}\n" for i in [*encodings, "2012_000001"]))
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("detection",)))
+    pairs = {i.key: i for i in items if isinstance(i, PairRecord)}
+    assert sorted(pairs) == [f"voc-{i}-detection" for i in sorted(encodings)]
+    for record in pairs.values():
+        assert record.lineage["classes"] == ["猫"] and record.annotation["categories"] == [class_id("猫")]
+        assert record.annotation["boxes"] == [[2.0, 3.0, 28.0, 37.0]]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert (reject.key, reject.reason) == ("voc-2012_000001-detection", "bad_annotation")
+    assert "x-klingon" in reject.detail
+
+
+def test_voc_image_in_one_tasks_train_and_anothers_val_is_val_for_both(tmp_path: Path):
+    """VOC's segmentation and detection lists are drawn separately: an image in
+    Segmentation/train.txt and Main/val.txt rendered its segmentation pair in train and its
+    detection pair in val, the same photograph on both sides of the split. Each image id has one
+    split across the tasks, held out winning (as for an id in two lists of one task): both val,
+    also where the other task cannot read it (its missing annotation counted in val). Ids in one
+    task's lists only keep their list's split."""
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    _write_voc(tmp_path, PAIRS, {"train.txt": ["2007_000032", "2007_000039", "2008_000008"],
+                                 "val.txt": ["2007_000063"], "test.txt": ["2011_003271"]})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    for image_id in PAIRS:
+        if image_id != "2008_000008":
+            _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [("cat", (3, 4, 30, 40), 0)])
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("2007_000063\n2011_003271\n2007_000039\n")
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("2007_000032\n2008_000008\n")
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection")))
+    settings = RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.5)
+    splits = {i.key: render_pair(i, settings).split if isinstance(i, PairRecord) else i.split_hint for i in items
+              if not i.key.startswith("voc-SegmentationClass")}
+    assert splits == {
+        "voc-2007_000032-segmentation": "val", "voc-2007_000032-detection": "val",  # Main/val.txt
+        "voc-2007_000063-segmentation": "val", "voc-2007_000063-detection": "val",  # Segmentation/val.txt
+        "voc-2011_003271-segmentation": "val", "voc-2011_003271-detection": "val",  # Segmentation/test.txt
+        "voc-2008_000008-segmentation": "val", "voc-2008_000008-detection": "val",  # no XML: a reject in val
+        "voc-2007_000039-segmentation": "train", "voc-2007_000039-detection": "train"}
+    assert {i.key: i.reason for i in items if isinstance(i, Reject)}["voc-2008_000008-detection"] == \
+        "missing_annotation"

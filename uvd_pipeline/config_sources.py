@@ -57,9 +57,15 @@ class LaterFields(BaseModel):
     def _without_later_defaults(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
         for name, default in self.LATER_DEFAULTS.items():
-            if name in data and data[name] == default:
+            # a tuple default matches its JSON dump (a list) and its python dump (a tuple) alike
+            if name in data and _as_lists(data[name]) == _as_lists(default):
                 del data[name]
         return data
+
+
+def _as_lists(value: Any) -> Any:
+    """`value` with each tuple as a list: `mode="json"` dumps a tuple field as a list."""
+    return [_as_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 class LaionSourceConfig(SourceBase, LinkOptions, LaterFields):

@@ -30,6 +30,11 @@ class LabelerError(ValueError):
     """A labeler spec that cannot work; phrased for the config's author."""
 
 
+class NoLabel(ValueError):
+    """A labeler that found nothing in this image (semi-global matching matched no pixel): no
+    target, as a ground-truth map that holds none is none (`empty_target`), never a black one."""
+
+
 @dataclass(frozen=True)
 class LabelContext:
     right: np.ndarray | None = None  # the right view of a rectified stereo pair, on the same canvas
@@ -90,7 +95,11 @@ def _sgbm(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarr
     def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
         if context.right is None:
             raise LabelerError("the sgbm labeler needs the right view of a stereo pair")
-        return depth_to_colour(sgbm_disparity(image, context.right, num_disparities, block_size), disparity=True)
+        disparity = sgbm_disparity(image, context.right, num_disparities, block_size)
+        if not (disparity > 0).any():  # depth_to_colour's valid pixels: none would draw all black
+            raise NoLabel("the sgbm labeler matched no pixel of the pair (a view without texture, or views "
+                          "that are not a rectified pair)")
+        return depth_to_colour(disparity, disparity=True)
 
     return label
 

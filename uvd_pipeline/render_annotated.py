@@ -42,7 +42,7 @@ from transforms.maps import MapError, masked_depth
 from transforms.resize import ResizePlan
 from uvd_pipeline.image_decode import decode_map, decode_through, load_image
 from uvd_pipeline.keys import seed_for
-from uvd_pipeline.labelers import LabelContext, LabelerError, get_labeler
+from uvd_pipeline.labelers import LabelContext, LabelerError, NoLabel, get_labeler
 from uvd_pipeline.render import RenderSettings, encode_png
 from uvd_pipeline.sentences import RenderedUnit, Sentence
 
@@ -482,6 +482,8 @@ def target_for(task: str, annotation: dict[str, Any], canvas: np.ndarray, plan: 
             return canvas, get_labeler(annotation["labeler"])(canvas, LabelContext(right=right))
         except LabelerError as exc:
             raise AnnotationError("labeler_failed", str(exc)[:200]) from None
+        except NoLabel as exc:
+            raise AnnotationError("empty_target", str(exc)[:200]) from None
     if "synthetic" in annotation:
         return synthetic_pair(task, canvas, np.random.default_rng(seed_for(settings.seed, key)))
     draw = TARGETS.get(task)
