@@ -32,7 +32,8 @@ each packet its index stamp before decoding, and reads such a file from the star
   over the join, drops and mixes frames; the frames here are those the CLI shows of each part
   alone. Only MPEG-TS/PS here; other formats whose stamps may jump are refused, but for:
 - Chained Ogg Theora (`cat a.ogv b.ogv`): each part after the one before, its headers (packets
-  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`).
+  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`). Only
+  video alone: where the parts carry sound too, FFmpeg's demuxer stops at the second part (refused).
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
@@ -146,6 +147,12 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
                 headers.append(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
+        if container.format.name == "ogg" and getattr(exc, "errno", None) == AVERROR_PATCHWELCOME:
+            raise UnsupportedVideo("unsupported_container",
+                                   f"ogg/{stream.codec_context.name}: a chained Ogg whose parts hold several "
+                                   "streams (video with sound, the usual .ogv joined end to end): FFmpeg's demuxer "
+                                   "stops where the second part begins (\"Changing stream parameters in multistream "
+                                   "ogg is not implemented\"), so the later parts' frames cannot be read") from exc
         log.debug("demux stopped early: %s", exc)
         clean = False
     fmt = container.format.name
@@ -204,6 +211,9 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     return replace(index, discard=tuple(discard), partial=len(hide))
 
 
+# AVERROR_PATCHWELCOME as PyAV's errors carry it: FFmpeg's Ogg demuxer raises it where a chained
+# Ogg holding several streams begins its next part (`ogg_replace_stream`)
+AVERROR_PATCHWELCOME = int.from_bytes(b"PAWE", "little")
 TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: a format whose stamps may jump (MPEG-TS/PS, Ogg, ...), as the CLI knows it
 JOINABLE = ("mpegts", "mpeg")  # where parts joined end to end are placed one after another: MPEG-TS and MPEG-PS
 JOIN_FALL = Fraction(1, 10)  # seconds: a decode stamp falling more is a new part (the CLI's discontinuity)

@@ -554,6 +554,33 @@ def test_chained_ogg_theora_gives_each_part_in_turn(tmp_path, sizes):
     assert record.clips[0].lineage["restamped"] == "chained"
 
 
+def test_a_chained_ogg_with_sound_is_a_counted_reject(tmp_path):
+    """Two Theora+Vorbis files joined end to end (the usual `.ogv`, `cat a.ogv b.ogv`): FFmpeg's Ogg
+    demuxer cannot go past the first part when a chain holds several streams ("Changing stream
+    parameters in multistream ogg is not implemented"; the CLI shows the first part's 30 frames even
+    on one thread, then fails). That error was taken for a cut file: 30 of the 60 frames kept, no
+    reject. Now the file is refused `unsupported_container`, naming why."""
+    video_zoo.require_ffmpeg()
+    parts = []
+    for k in range(2):
+        part = tmp_path / f"_{k}.ogv"
+        video_zoo.ffmpeg("-i", _source(tmp_path, 30 * k + 30), "-f", "lavfi", "-i", "sine=f=440:d=1.2",
+                         "-map", "0:v", "-map", "1:a", "-vf", f"select=gte(n\\,{30 * k}),setpts=N/25/TB,scale=64:48",
+                         "-frames:v", "30", "-c:v", "libtheora", "-q:v", "7", "-g", "10", "-c:a", "libvorbis",
+                         str(part))
+        with av.open(str(part)) as container:
+            assert len(container.streams.audio) == 1
+        parts.append(part)
+    path = _joined(tmp_path, "chained_sound.ogv", parts)
+    cli = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), "-map", "0:v:0",
+                          "-f", "framemd5", "-"], capture_output=True, text=True)
+    assert "patches welcome" in cli.stderr  # what makes the file: the CLI stops there too (exit status 0)
+    assert len([line for line in cli.stdout.splitlines() if line and not line.startswith("#")]) == 30
+    (reject,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(reject, Reject), reject
+    assert reject.reason == "unsupported_container" and "chained Ogg" in reject.detail, reject
+
+
 def _cli_listing(path: Path) -> tuple[list[float], list[str]]:
     """The time (seconds from the first) and rgb24 md5 of each frame the CLI shows (`-vsync passthrough`)."""
     listing = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vsync", "passthrough",
