@@ -988,7 +988,8 @@ class Probe:
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
     matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
     restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "jumped" (an MPEG-TS/PS clock
-    # jumping forward over 10 s, closed), "negative" (Matroska before zero), "split" (MPEG-TS/PS packets the parser left unstamped), "chained" (chained Ogg Theora)
+    # jumping forward over 10 s, closed), "negative" (Matroska before zero), "split" (MPEG-TS/PS
+    # packets the parser left unstamped), "chained" (chained Ogg Theora)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
