@@ -90,7 +90,7 @@ import numpy as np
 from sources import fsio
 from sources.budget import SEND_AHEAD_BYTES
 from sources.video_bitstream import ParameterSets, VP9Sizes, header_size
-from sources.video_index import Stretch, UnsupportedVideo, VideoIndex, build_index, decode_plan, key_of
+from sources.video_index import JUMPED, Stretch, UnsupportedVideo, VideoIndex, build_index, decode_plan, key_of
 from sources.video_index_cache import IndexCache, file_identity
 from transforms import hdr as hdr_colour
 from transforms.errors import Rejected, exception_detail
@@ -781,8 +781,10 @@ class _Session:
         position = -1
         trust: dict[int, int | None] = {}
         seeked = False  # after a seek, packets are matched to the index by time stamp
-        position_of = {p: i for i, p in enumerate(index.pts)}
-        restamped = bool(index.demuxed)  # the demuxer's stamps repeat or are missing: read on, never seek
+        position_of = _positions_by_demuxed_stamp(index)
+        # the demuxer's stamps repeat or are missing: read on, never seek (but where only forward jumps
+        # were closed: matched by the demuxer's stamp, given the index's)
+        restamped = bool(index.demuxed) and index.restamped != JUMPED
         joins = set(index.joins)  # a later part of a joined file begins: the decoder starts afresh
         headers = set(index.headers)  # decoder headers sent as packets: fed wherever they lie
         fed = False  # packets were sent to the decoder since it last started afresh
@@ -816,6 +818,8 @@ class _Session:
                     at = position_of.get(packet.pts)
                     if at is not None and index.size[at] != packet.size:
                         at = None  # same time stamp, other bytes: after a seek, MPEG-PS can misplace stamps
+                    if at is not None and index.demuxed:
+                        at = _restamp(index, packet, at)
                 if at != position + 1:
                     if not seeked:
                         raise VideoError("decode_failed",
@@ -885,12 +889,13 @@ class _Session:
         (MPEG-TS/PS seeks can land after it: then retry from earlier key frames). Returns the packet
         iterator and the position before its first packet, or None when no attempt lands."""
         index = self.index
-        position_of = {p: i for i, p in enumerate(index.pts)}
+        position_of = _positions_by_demuxed_stamp(index)
+        stamps = index.demuxed or index.pts  # the demuxer's: what the container seeks by
         keys = [i for i, k in enumerate(index.keyframe) if k and i <= target]
         for attempt in range(3):
             key = keys[max(0, len(keys) - 1 - 2 * attempt)]
             try:
-                self._container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
+                self._container.seek(stamps[key], stream=stream, backward=True, any_frame=False)
             except Exception as exc:
                 log.debug("seek failed: %s", exc)
                 return None
@@ -902,6 +907,11 @@ class _Session:
                         return _prepend(packet, packets), at - 1
                     break
         return None
+
+
+def _positions_by_demuxed_stamp(index: VideoIndex) -> dict[int | None, int]:
+    """Each packet's position by the stamp the demuxer gives it (seeking matches packets so)."""
+    return {p: i for i, p in enumerate(index.demuxed or index.pts)}
 
 
 def _restamp(index: VideoIndex, packet, at: int) -> int | None:
@@ -977,8 +987,9 @@ class Probe:
     size_changes: bool = False  # the probed frames are not all one size (clips joined by a stream copy)
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
     matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
-    restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "negative" (Matroska before zero),
-    # "split" (MPEG-TS/PS packets the parser left unstamped), "chained" (chained Ogg Theora)
+    restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "jumped" (an MPEG-TS/PS clock
+    # jumping forward over 10 s, closed), "negative" (Matroska before zero), "split" (MPEG-TS/PS
+    # packets the parser left unstamped), "chained" (chained Ogg Theora)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:

@@ -18,7 +18,9 @@ came out misnamed before the stamps were seen to fall.
 
 Where the demuxer's stamps cannot name frames but the ffmpeg CLI still shows them all, the index
 restamps the packets (`VideoIndex.demuxed` keeps what the demuxer said; the decoding session gives
-each packet its index stamp before decoding, and reads such a file from the start, never seeking):
+each packet its index stamp before decoding, and reads such a file from the start, never seeking,
+but for one recording whose clock only jumps forward, `restamped: jumped`: its demuxer's stamps are
+unique, so it is seeked by them):
 - MPEG-TS/PS files joined end to end (`cat a.ts b.ts`): the second recording's clock starts again.
   The CLI shows every frame of the first part, then every frame of the second, in decode order
   (its decoder is fed on; `ffmpeg` itself moves later stamps by a new offset, "timestamp
@@ -32,7 +34,8 @@ each packet its index stamp before decoding, and reads such a file from the star
   over the join, drops and mixes frames; the frames here are those the CLI shows of each part
   alone. Only MPEG-TS/PS here; other formats whose stamps may jump are refused, but for:
 - Chained Ogg Theora (`cat a.ogv b.ogv`): each part after the one before, its headers (packets
-  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`).
+  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`). Only
+  video alone: where the parts carry sound too, FFmpeg's demuxer stops at the second part (refused).
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
@@ -84,7 +87,9 @@ class VideoIndex:
     # per packet, the demuxer's own stamp where `pts` was given by the index instead (() when not):
     # "joined" MPEG-TS/PS parts, or Matroska blocks stamped before zero ("negative"), see `restamped`
     demuxed: tuple[int | None, ...] = ()
-    restamped: str = ""  # why `pts` is not the demuxer's: "joined", "negative", "split", "chained" ("" when it is)
+    # why `pts` is not the demuxer's: "joined", "jumped" (one part, forward jumps closed: seekable),
+    # "negative", "split", "chained" ("" when it is)
+    restamped: str = ""
     # packet positions where a later part of a joined file begins: the decoder starts afresh there
     # (drained and flushed), so each part decodes as it does alone
     joins: tuple[int, ...] = ()
@@ -146,6 +151,12 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
                 headers.append(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
+        if container.format.name == "ogg" and getattr(exc, "errno", None) == AVERROR_PATCHWELCOME:
+            raise UnsupportedVideo("unsupported_container",
+                                   f"ogg/{stream.codec_context.name}: a chained Ogg whose parts hold several "
+                                   "streams (video with sound, the usual .ogv joined end to end): FFmpeg's demuxer "
+                                   "stops where the second part begins (\"Changing stream parameters in multistream "
+                                   "ogg is not implemented\"), so the later parts' frames cannot be read") from exc
         log.debug("demux stopped early: %s", exc)
         clean = False
     fmt = container.format.name
@@ -166,10 +177,9 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         discard = [d or i in headers for i, d in enumerate(discard)]
         restamped = "chained"
     else:
-        pts, leading, joins = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE,
-                                             stream.time_base or Fraction(1))
+        pts, leading, joins, restamped = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE,
+                                                        stream.time_base or Fraction(1))
         discard = [d or i in leading for i, d in enumerate(discard)]
-        restamped = "joined" if pts != raw else ""
     if len(set(pts)) != len(pts):
         joined = " (files joined end to end?)" if fmt in JOINABLE else \
             " (a chained stream whose clock starts again: only MPEG-TS/PS parts and chained Ogg Theora are " \
@@ -204,10 +214,14 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     return replace(index, discard=tuple(discard), partial=len(hide))
 
 
+# AVERROR_PATCHWELCOME as PyAV's errors carry it: FFmpeg's Ogg demuxer raises it where a chained
+# Ogg holding several streams begins its next part (`ogg_replace_stream`)
+AVERROR_PATCHWELCOME = int.from_bytes(b"PAWE", "little")
 TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: a format whose stamps may jump (MPEG-TS/PS, Ogg, ...), as the CLI knows it
 JOINABLE = ("mpegts", "mpeg")  # where parts joined end to end are placed one after another: MPEG-TS and MPEG-PS
 JOIN_FALL = Fraction(1, 10)  # seconds: a decode stamp falling more is a new part (the CLI's discontinuity)
 JOIN_JUMP = Fraction(10)  # seconds: a decode stamp jumping forward more is closed up (the CLI's dts_delta_threshold)
+JOINED, JUMPED = "joined", "jumped"  # `VideoIndex.restamped` of MPEG-TS/PS: parts placed; forward jumps closed
 MPEG_CLOCK = Fraction(1, 90000)  # MPEG-TS/PS stamps: 33 bits of 90 kHz ticks, wrapping after 26.5 hours
 MPEG_WRAP = 1 << 33
 MATROSKA = "matroska,webm"
@@ -222,10 +236,12 @@ def _frame_step(stamps: list[int]) -> int:
 
 
 def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], label: str,
-                   joinable: bool, time_base: Fraction) -> tuple[list[int], set[int], list[int]]:
+                   joinable: bool, time_base: Fraction) -> tuple[list[int], set[int], list[int], str]:
     """Stamps that place the parts of MPEG-TS/PS files joined end to end one after another, in
-    file order, the positions of the packets to hide, and the positions where a later part
-    begins; `raw` itself when no decode stamp falls (or the format is not MPEG-TS/PS: `joinable`).
+    file order, the positions of the packets to hide, the positions where a later part begins,
+    and what was done (`VideoIndex.restamped`: "" when the stamps are `raw`, as where the format is
+    not MPEG-TS/PS, `joinable`; "jumped" when only forward jumps were closed, the demuxer's stamps
+    still unique and so fit to seek by; else "joined").
 
     A part begins where a packet's decode stamp (DTS) falls by more than `JOIN_FALL` below the
     previous packet's, its presentation stamp too (the CLI's own test, `ts_discontinuity_detect`,
@@ -234,10 +250,12 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     otherwise make the next frames look like a new part); a decode stamp alone astray, presentation
     stamps going on, is no join either. A jump of about 2^33 ticks is the MPEG clock wrapping (after
     26.5 hours, also in a later part): the rest of that part is moved by 2^33, wherever it lies. A
-    decode stamp jumping forward by more than `JOIN_JUMP` (10 s: parts recorded apart on one running
-    clock, a later one started far after the one before; a DVD's clock jumping between cells) is
-    closed up, as the CLI does (`dts_delta_threshold`: it moves the stamps and feeds its decoder on,
-    so the frames are unchanged: `_closed_gaps`); a shorter jump the CLI keeps (`-vsync passthrough`
+    decode stamp jumping forward by more than `JOIN_JUMP` past one frame after the one before (10 s:
+    parts recorded apart on one running clock, a later one started far after the one before; a
+    DVD's clock jumping between cells) is closed up, as the CLI does (`dts_delta_threshold` past its
+    `next_dts`: it moves the stamps back by that much and feeds its decoder on, so the frames are
+    unchanged, a B-frame after the jump kept among those decoded before it: `_closed_gaps`); such a
+    jump alone, within one part, is no join (`restamped: jumped`); a shorter jump the CLI keeps (`-vsync passthrough`
     shows it; its default for frame-rate outputs fills it with copies of the frame before), and so
     do we. A part must begin at a key frame (else its first frames reference the part before:
     refused). Each part is decoded as it is alone: the decoder is drained and flushed where it
@@ -250,12 +268,15 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     what it gives alone. Each part is moved so that its first shown frame comes one frame after the
     last frame so far."""
     if not joinable:
-        return raw, set(), []
+        return raw, set(), [], ""
     stamps, starts, jumps = _unwrapped_parts(raw, dts, JOIN_FALL / time_base,
                                              MPEG_WRAP if time_base == MPEG_CLOCK else 0, JOIN_JUMP / time_base)
+    wrapped = stamps != raw
     stamps = _closed_gaps(stamps, jumps, starts)
     if not starts:
-        return stamps, set(), []
+        # one part whose clock only jumps forward: no join, seekable by the demuxer's own stamps
+        jumped_only = jumps and not wrapped and len(set(raw)) == len(raw)
+        return stamps, set(), [], "" if stamps == raw else JUMPED if jumped_only else JOINED
     for i in starts:
         if not keyframe[i]:
             raise UnsupportedVideo("unsupported_container",
@@ -276,7 +297,7 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
             hidden.add(a + j)
         placed += moved
         latest, step = max(moved), _frame_step([p for p in moved if p >= moved[0]])
-    return placed, hidden, starts
+    return placed, hidden, starts, JOINED
 
 
 THEORA_HEADERS = (0x80, 0x81, 0x82)  # identification, comment, setup
@@ -323,15 +344,18 @@ def _chained_stamps(raw: list[int], keyframe: list[bool], headers: list[int], la
 
 
 def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap: int,
-                     jump: Fraction | None = None) -> tuple[list[int], list[int], list[int]]:
+                     jump: Fraction | None = None) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """The stamps with each wrap of a `wrap`-tick clock undone (0: a clock that never wraps), the
-    positions where a new part begins (a fall, see `_joined_stamps`), and those where the decode
-    stamp jumps forward by more than `jump` ticks (None: never)."""
+    positions where a new part begins (a fall, see `_joined_stamps`), and (position, ticks) where
+    the decode stamp jumps forward by more than `jump` ticks (None: never) past where the CLI
+    expects it, one frame after the previous decode stamp (its `next_dts`; the frame being the
+    most common step of the part's stamps before): by `ticks` past it."""
     stamps: list[int] = []
     starts: list[int] = []
-    jumps: list[int] = []
+    jumps: list[tuple[int, int]] = []
     offset = 0  # added to the raw stamps from here: multiples of `wrap`
     previous: int | None = None  # the decode stamp of the last packet whose stamps are in order
+    part = 0  # where the current part begins
 
     def near(stamp: int, to: int | None) -> int:  # `stamp` moved by whole wraps to lie nearest `to`
         return stamp if not wrap or to is None else stamp + round(Fraction(to - stamp, wrap)) * wrap
@@ -348,24 +372,30 @@ def _unwrapped_parts(raw: list[int], dts: list[int | None], fall: Fraction, wrap
             continue
         if previous is not None and d + fall < previous and p + fall < previous:
             starts.append(i)
-        elif previous is not None and jump is not None and d - previous > jump:
-            jumps.append(i)
+            part = i
+        elif previous is not None and jump is not None and d - previous > jump:  # rare: only then the step
+            past = d - previous - _frame_step(stamps[max(part, i - STEP_WINDOW):i])
+            if past > jump:
+                jumps.append((i, past))
         previous = d
         stamps.append(p)
     return stamps, starts, jumps
 
 
-def _closed_gaps(stamps: list[int], gaps: list[int], starts: list[int]) -> list[int]:
-    """The stamps with the forward jump at each position of `gaps` closed: the packets from there
-    to the next gap or part start (`starts`) moved so that the smallest of them comes one frame
-    after the largest of its part before it (their order, and so the decoder's, kept)."""
+STEP_WINDOW = 256  # packets before a jump whose stamps give the frame step there
+
+
+def _closed_gaps(stamps: list[int], gaps: list[tuple[int, int]], starts: list[int]) -> list[int]:
+    """The stamps with each forward jump of `gaps` (position, ticks past the expected decode stamp)
+    closed as the CLI closes it: every packet from there to the part's end (the next of `starts`)
+    moved back by those ticks, so the jump's decode stamp comes one frame after the one before.
+    Presentation stamps move alike, so a B-frame decoded after the jump, shown before the frames
+    decoded before it, keeps its place among them."""
     closed = list(stamps)
-    bounds = sorted({*gaps, *starts})
-    for g in gaps:
+    bounds = sorted(starts)
+    for g, ticks in gaps:
         end = next((b for b in bounds if b > g), len(closed))
-        before = closed[max((s for s in starts if s <= g), default=0):g]
-        shift = max(before) + _frame_step(before) - min(closed[g:end])
-        closed[g:end] = [p + shift for p in closed[g:end]]
+        closed[g:end] = [p - ticks for p in closed[g:end]]
     return closed
 
 

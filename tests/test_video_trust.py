@@ -554,6 +554,33 @@ def test_chained_ogg_theora_gives_each_part_in_turn(tmp_path, sizes):
     assert record.clips[0].lineage["restamped"] == "chained"
 
 
+def test_a_chained_ogg_with_sound_is_a_counted_reject(tmp_path):
+    """Two Theora+Vorbis files joined end to end (the usual `.ogv`, `cat a.ogv b.ogv`): FFmpeg's Ogg
+    demuxer cannot go past the first part when a chain holds several streams ("Changing stream
+    parameters in multistream ogg is not implemented"; the CLI shows the first part's 30 frames even
+    on one thread, then fails). That error was taken for a cut file: 30 of the 60 frames kept, no
+    reject. Now the file is refused `unsupported_container`, naming why."""
+    video_zoo.require_ffmpeg()
+    parts = []
+    for k in range(2):
+        part = tmp_path / f"_{k}.ogv"
+        video_zoo.ffmpeg("-i", _source(tmp_path, 30 * k + 30), "-f", "lavfi", "-i", "sine=f=440:d=1.2",
+                         "-map", "0:v", "-map", "1:a", "-vf", f"select=gte(n\\,{30 * k}),setpts=N/25/TB,scale=64:48",
+                         "-frames:v", "30", "-c:v", "libtheora", "-q:v", "7", "-g", "10", "-c:a", "libvorbis",
+                         str(part))
+        with av.open(str(part)) as container:
+            assert len(container.streams.audio) == 1
+        parts.append(part)
+    path = _joined(tmp_path, "chained_sound.ogv", parts)
+    cli = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), "-map", "0:v:0",
+                          "-f", "framemd5", "-"], capture_output=True, text=True)
+    assert "patches welcome" in cli.stderr  # what makes the file: the CLI stops there too (exit status 0)
+    assert len([line for line in cli.stdout.splitlines() if line and not line.startswith("#")]) == 30
+    (reject,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(reject, Reject), reject
+    assert reject.reason == "unsupported_container" and "chained Ogg" in reject.detail, reject
+
+
 def _cli_listing(path: Path) -> tuple[list[float], list[str]]:
     """The time (seconds from the first) and rgb24 md5 of each frame the CLI shows (`-vsync passthrough`)."""
     listing = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vsync", "passthrough",
@@ -564,14 +591,17 @@ def _cli_listing(path: Path) -> tuple[list[float], list[str]]:
     return [round(float((int(r[2]) - int(rows[0][2])) * base), 6) for r in rows], [r[5].strip() for r in rows]
 
 
-@pytest.mark.parametrize(("offset", "gap"), [(5, 3.76), (30, 0.04)])
-def test_a_later_part_starting_after_a_jump_is_timed_as_the_cli_shows(tmp_path, offset: int, gap: float):
+@pytest.mark.parametrize(("offset", "gap"), [(5, 3.76), (30, 0.04), (11.28, 10.04), (11.32, 0.04)])
+def test_a_later_part_starting_after_a_jump_is_timed_as_the_cli_shows(tmp_path, offset: float, gap: float):
     """`cat a.ts b.ts` where b's clock starts `offset` s in (recordings split on one running clock,
     the second started later): its stamps jump forward. The CLI closes a jump over 10 s
     (`dts_delta_threshold`: b follows a at once) and keeps a shorter one (with `-vsync passthrough`;
     its constant-rate default fills it with copies of a's last frame). The frame times were the
     demuxer's, keeping a 28.8 s jump. Now the times are the CLI's; the frames are its frames, 60
-    of them either way: clips step by frames shown, never by time, so no frame is repeated."""
+    of them either way: clips step by frames shown, never by time, so no frame is repeated. The
+    CLI measures the jump past where it expects the next decode stamp (one frame after the last):
+    a 10.04 s step is 10 s past that, kept; 10.08 s is closed (the threshold was one frame off,
+    closing the 10.04 s step)."""
     video_zoo.require_ffmpeg()
     encoder = [*video_zoo.X264_CLI, "-g", "10", "-bf", "2"]
     first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
@@ -581,7 +611,7 @@ def test_a_later_part_starting_after_a_jump_is_timed_as_the_cli_shows(tmp_path, 
     assert len(expected) == 60 and round(times[30] - times[29], 6) == gap
     info = probe(str(path))
     assert info.times == tuple(times)
-    assert info.restamped == ("joined" if offset > 10 else "")
+    assert info.restamped == ("jumped" if gap < 1 else "")  # one part whose clock jumps: no join
     assert _md5s(path, range(60)) == dict(enumerate(expected))
     record = _read(path, strides=(2,))
     assert record.clips[0].frame_times == tuple(times[i] for i in record.clips[0].frame_indices)
@@ -611,26 +641,64 @@ def _shift_pes_stamps_from(data: bytes, first: int, ticks: int) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("first", [34, 37])
-def test_a_clock_jumping_forward_mid_stream_is_closed_and_decoded_on(tmp_path, first: int):
-    """One MPEG-2 recording (open GOPs) whose clock jumps 20 s forward at a key frame (packet 34:
-    its leading B-frames reference the P-frame before the jump) or mid-GOP (37). The CLI closes the
-    jump and feeds its decoder on: 60 frames in order, the leading ones whole. So do we now (the
-    times kept the 20 s before); a part started afresh there would have hidden two good frames."""
+JUMPING = {  # the encoder of one recording whose clock jumps
+    "mpeg2": ["-c:v", "mpeg2video", "-q:v", "2", "-g", "12", "-bf", "2"],
+    "x264": [*video_zoo.X264_CLI, "-g", "25", "-bf", "2"],
+}
+
+
+@pytest.mark.parametrize(("name", "first"), [("mpeg2", 34), ("mpeg2", 37), ("x264", 25), ("x264", 26)])
+def test_a_clock_jumping_forward_mid_stream_is_closed_and_decoded_on(tmp_path, name: str, first: int):
+    """One recording whose clock jumps 20 s forward: MPEG-2 (open GOPs) at a key frame (packet 34:
+    its leading B-frames reference the P-frame before the jump) or mid-GOP (37); x264 with B-frames
+    at a B-frame (25: shown before the packet decoded before it) or at the P-frame after one (26).
+    The CLI closes the jump and feeds its decoder on: 60 frames in order, the leading ones whole. So
+    do we now (the times kept the 20 s before; a part started afresh there would have hidden two
+    good frames). The packets after the jump are moved back as the CLI moves them, by how far their
+    decode stamp lies past one frame after the one before: moved to one frame after the highest
+    stamp before, a B-frame landed after the frames it is shown before and x264's file was refused."""
     video_zoo.require_ffmpeg()
-    whole = _part_of(tmp_path, "_whole.ts", ["-c:v", "mpeg2video", "-q:v", "2", "-g", "12", "-bf", "2"], 0, 60)
+    whole = _part_of(tmp_path, "_whole.ts", JUMPING[name], 0, 60)
     path = tmp_path / "jumping.ts"
     path.write_bytes(_shift_pes_stamps_from(whole.read_bytes(), first, 20 * 90000))
     with av.open(str(path)) as container:  # what makes the file: the decode stamps jump 20 s at `first`
-        stamps = [p.dts for p in container.demux(video=0) if p.size]
-    assert stamps[first] - stamps[first - 1] == 20 * 90000 + 3600
+        stamps = [(p.pts, p.dts) for p in container.demux(video=0) if p.size]
+    assert stamps[first][1] - stamps[first - 1][1] == 20 * 90000 + 3600
+    if (name, first) == ("x264", 25):  # a B-frame: shown before the packet decoded before it
+        assert stamps[first][0] - 20 * 90000 < stamps[first - 1][0]
     times, expected = _cli_listing(path)
     assert [video_zoo.read_index(f) for f in video_zoo.sequential(path)] == list(range(60))
     assert times == [round(i * 0.04, 6) for i in range(60)]
     info = probe(str(path))
-    assert (info.times, info.restamped) == (tuple(times), "joined")
+    assert (info.times, info.restamped) == (tuple(times), "jumped")
     assert _md5s(path, range(60)) == dict(enumerate(expected))
     assert _md5s(path, [35, 36, 50]) == {i: expected[i] for i in (35, 36, 50)}
+
+
+@pytest.mark.parametrize("first", [40, 45])
+def test_a_clock_jumping_forward_is_still_seeked(tmp_path, monkeypatch, first: int):
+    """One x264 recording (B-frames) whose clock jumps 20 s forward at a key frame (40) or a B-frame
+    (45): a jump closed within one part is no join, and its demuxer's stamps are unique, so the
+    file is seeked as any other (by the demuxer's stamps, each packet then given the index's). It
+    was read from its start as a joined file (3 picks in a 2-minute 720p capture: 0.65 s became
+    1.1 s). Frames picked with every gap seeked (`seek_bytes=0`) and with none equal the CLI's."""
+    video_zoo.require_ffmpeg()
+    whole = _part_of(tmp_path, "_whole.ts", [*video_zoo.X264_CLI, "-g", "10", "-bf", "2"], 0, 90)
+    path = tmp_path / "jumping.ts"
+    path.write_bytes(_shift_pes_stamps_from(whole.read_bytes(), first, 20 * 90000))
+    times, expected = _cli_listing(path)
+    assert len(expected) == 90 and times == [round(i * 0.04, 6) for i in range(90)]
+    assert probe(str(path)).restamped == "jumped"
+    from sources.video_decode import _Session
+
+    seeks = []
+    real_seek = _Session._seek
+    monkeypatch.setattr(_Session, "_seek", lambda self, stream, target: seeks.append(target) or
+                        real_seek(self, stream, target))
+    for wanted in ([5, 70], [85], [30, 44, 46, 60, 89]):
+        assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
+        assert _md5s(path, wanted) == {i: expected[i] for i in wanted}
+    assert seeks
 
 
 def test_a_joined_file_is_never_seeked(tmp_path):
