@@ -961,3 +961,70 @@ def test_a_local_cluster_whose_workers_cannot_start_fails_the_build_saying_so(tm
     assert len(errors) == 1, done.stderr[-3000:]
     assert "worker processes" in errors[0] and "started" in errors[0] and "beam.dask" in errors[0], errors[0]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+# Spawned processes (a local cluster's workers) exit at once, but only the first of them: a flag
+# file made with O_EXCL picks it.
+_ONE_DYING_WORKER = '''import os, sys
+if "--multiprocessing-fork" in sys.argv:
+    try:
+        os.close(os.open(os.environ["UVD_TEST_ONE_DIES"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        pass
+    else:
+        os._exit(3)
+'''
+
+
+@pytest.mark.slow
+def test_a_local_cluster_of_which_one_worker_cannot_start_says_so_and_builds_on_the_rest(tmp_path):
+    """One of the local cluster's 2 worker processes dies as it starts (exit status 3, by a
+    `sitecustomize`): the build went on with the other, its only sign tornado's "Nanny failed to
+    start" traceback. Now one warning says 1 of 2 started and why the other did not, the
+    summary says it too (printed and in summary.json), no traceback, and the shards are those of
+    the same build on the local runner."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import REPO, shard_digests
+
+    images = tmp_path / "img"
+    images.mkdir()
+    for i, colour in enumerate(("red", "green", "blue", "gray", "orange", "purple")):
+        subprocess.run(["convert", "-size", "48x40", f"gradient:{colour}-white", str(images / f"{i}.png")], check=True)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_ONE_DYING_WORKER)
+
+    def config(name: str, beam: dict) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({
+            "version": 1, "output": str(tmp_path / name), "seed": 0, "image": {"size": 32},
+            "tokenizer": {"enabled": False}, "beam": beam,
+            "sources": [{"name": "web", "type": "laion", "path": str(images), "format": "folder", "num_shards": 2}]}))
+        return path
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO)]), UVD_TEST_ONE_DIES=str(tmp_path / "flag"))
+    dask = config("dask", {"runner": "dask", "dask": {"workers": 2, "memory_limit": "1GiB"}})
+    done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(dask)], cwd=REPO, capture_output=True,
+                          text=True, timeout=150, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "flag").exists()  # a worker process did die
+    warned = [line for line in done.stderr.splitlines() if "worker processes started" in line]
+    assert len(warned) == 1 and "WARNING" in warned[0], done.stderr[-3000:]
+    assert "1 of 2" in warned[0] and "exited with status 3" in warned[0], warned[0]
+    assert "Traceback" not in done.stderr and "Nanny failed" not in done.stderr, done.stderr[-3000:]
+    said = [line for line in done.stdout.splitlines() if line.startswith("warning:") and "Dask" in line]
+    assert said == ["warning: 1 of 2 workers of the local Dask cluster started, the build ran on them (its process "
+                    "exited with status 3)"], done.stdout
+    summary = json.loads((tmp_path / "dask" / "summary.json").read_text())
+    assert summary["run"]["workers_failed_to_start"] == ["its process exited with status 3"]
+    assert summary["totals"]["sentences"] > 0
+    local = config("local", {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"})
+    done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(local)], cwd=REPO, capture_output=True,
+                          text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert shard_digests(tmp_path / "dask") == shard_digests(tmp_path / "local")

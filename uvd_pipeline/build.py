@@ -34,7 +34,7 @@ from uvd_pipeline.rendered_shards import (
 from uvd_pipeline.source_factory import source_notices
 from uvd_pipeline import unit_store
 from uvd_pipeline.summary import (REJECTS_FILE, SUMMARY_FILE, CommittedShards, finalize, metrics_reported,
-                                  run_counters, run_distributions)
+                                  run_counters, run_distributions, workers_failed_to_start)
 from uvd_pipeline.tokenize_stage import rendered_fields, summarize_tokens, token_stats_files
 from uvd_pipeline.unit_relocation import drop_previous, placement_uri, relocate
 
@@ -575,7 +575,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
             result = run_pipeline(pipeline)
         ran = time.perf_counter()
         summary = finalize(config, phases(started, running, ran, ran), run_counters(result),
-                           distributions=run_distributions(result), metrics=metrics_reported(result))
+                           distributions=run_distributions(result), metrics=metrics_reported(result),
+                           workers_failed=workers_failed_to_start(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
     check_before_build(config)
     units = list_units(config)  # source errors: they name the field the user wrote
@@ -628,7 +629,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     counters = run_counters(result)
     summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),
                        distributions=run_distributions(result), metrics=metrics_reported(result), tokens=tokens,
-                       shards=None if dropped else read.shards)  # shards dropped: their sums are in it, read again
+                       shards=None if dropped else read.shards,  # shards dropped: their sums are in it, read again
+                       workers_failed=workers_failed_to_start(result))
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
 
 
