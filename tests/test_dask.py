@@ -1028,3 +1028,50 @@ def test_a_local_cluster_of_which_one_worker_cannot_start_says_so_and_builds_on_
                           text=True, timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
     assert shard_digests(tmp_path / "dask") == shard_digests(tmp_path / "local")
+
+
+def _unit_marks(out: Path) -> dict[str, tuple[int, int]]:
+    """Commit mark -> its inode and mtime (a unit rendered again gets a new mark)."""
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "_units").glob("*/*.json")}
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_dask_build_is_one_line_and_the_rerun_gives_the_same_bytes(mini_corpus, mini_build, tmp_path):
+    """Ctrl-C (SIGINT to the process group) on a build on its own 2-worker local cluster, sent by a
+    worker right after the 2nd unit commit: each worker logged distributed's "Async instruction
+    ... ended with CancelledError" warning as the cluster's close cancelled its task. Now the
+    command ends with 130 and one line saying it was interrupted, what is kept (the counts of
+    committed units and shards) and how to finish; the rerun keeps the committed units and gives
+    the bytes of a build never interrupted."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    reference_config, _ = mini_build
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, reference_config.tokenizer.checkpoint,
+                        runner="dask", dask={"workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"})
+    flags = tmp_path / "flags"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]),
+               DASK_DISTRIBUTED__WORKER__PRELOAD='["dask_sigint_at_commit"]', UVD_TEST_SIGNAL_FLAGS=str(flags),
+               UVD_TEST_SIGNAL_AFTER="2")
+    proc = subprocess.Popen([sys.executable, "-m", "uvd_pipeline", "build", str(path)], cwd=REPO, env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log, _ = proc.communicate(timeout=300)
+    assert (flags / "sent").exists(), log[-3000:]
+    assert proc.returncode == 130, log[-3000:]
+    marks = _unit_marks(out)
+    assert len(marks) >= 2 and not (out / "summary.json").exists()
+    shards = len([p for p in (out / "rendered").rglob("*.stats.json")]) if (out / "rendered").exists() else 0
+    said = [line for line in log.splitlines() if line.strip()]
+    assert said[-1] == (f"interrupted: the units and shards committed so far are kept ({len(marks)} input units, "
+                        f"{shards} rendered shards); run the same command again to finish the build (it redoes only "
+                        "the rest)"), log[-3000:]
+    assert "CancelledError" not in log and "Traceback" not in log and "WARNING" not in log, log[-3000:]
+    rerun = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(path)], cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert {k: _unit_marks(out).get(k) for k in marks} == marks  # committed units were not rendered again
+    assert shard_digests(out) == shard_digests(Path(reference_config.output))
