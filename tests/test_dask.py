@@ -555,10 +555,11 @@ def _slow_step(x: int, folder: str) -> int:
 
 
 def _cli_cluster(folder: Path, workers: int = 1, project: list[Path] | None = None,
-                 threads: int = 1) -> tuple[str, list]:
+                 threads: int = 1, nanny: bool = False) -> tuple[str, list]:
     """`dask scheduler` and `dask worker` processes, as a person starts them (each worker imports the
     project and this test module by its PYTHONPATH: `project[i]` for worker i, else this checkout;
-    each runs `threads` threads); (scheduler address, [scheduler, workers...])."""
+    each runs `threads` threads, under a nanny that starts it again where it dies, with `nanny`);
+    (scheduler address, [scheduler, workers...])."""
     import subprocess
     import sys
 
@@ -573,7 +574,7 @@ def _cli_cluster(folder: Path, workers: int = 1, project: list[Path] | None = No
                                    "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(file)],
                                   env=env, stdout=log, stderr=log)]
     processes += [subprocess.Popen([str(bin_dir / "dask"), "worker", "--scheduler-file", str(file), "--nthreads", str(threads),
-                                    "--no-nanny", "--name", f"w{i}"],
+                                    "--nanny" if nanny else "--no-nanny", "--name", f"w{i}"],
                                    env=dict(env, PYTHONPATH=f"{project[i]}{os.pathsep}{REPO / 'tests'}"),
                                    stdout=log, stderr=log) for i in range(workers)]
     deadline = time.monotonic() + 60
@@ -1075,3 +1076,48 @@ def test_ctrl_c_on_a_dask_build_is_one_line_and_the_rerun_gives_the_same_bytes(m
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert {k: _unit_marks(out).get(k) for k in marks} == marks  # committed units were not rendered again
     assert shard_digests(out) == shard_digests(Path(reference_config.output))
+
+
+@pytest.mark.slow
+def test_a_cli_build_on_a_given_scheduler_survives_a_worker_killed_mid_build(mini_corpus, mini_build, tmp_path):
+    """`dask scheduler` and two `dask worker`s (with their nannies) started from the command line,
+    as a person on a cluster starts them; `uvd build` with `beam.dask.address`: the workers' code
+    is checked and passes; a worker process busy with the build's work is killed (SIGKILL) after
+    the first shard is committed. The build neither hangs nor fails: the nanny starts a new
+    worker, the lost tasks run again, and the shards equal the local runner's (nothing lost, no
+    row twice); a rerun changes no byte."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, file_digests
+
+    reference_config, reference = mini_build
+    address, processes = _cli_cluster(tmp_path, 2, nanny=True)
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, reference_config.tokenizer.checkpoint,
+                        runner="dask", dask={"address": address})
+    killer = _KillOneWorker(address, out)
+    try:
+        killer.start()
+        done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(path)], cwd=REPO,
+                              capture_output=True, text=True, timeout=400)
+        killer.join(timeout=30)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert killer.error is None, killer.error
+        assert killer.killed is not None and killer.lost_tasks > 0
+        rendered_at_kill, tokens_at_kill = killer.committed_at_kill
+        assert rendered_at_kill >= 1 and tokens_at_kill < reference["totals"]["shards"], "killed after the work was done"
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert shard_digests(out) == shard_digests(Path(reference_config.output))
+        assert (out / "rejects.jsonl").read_text() == (Path(reference_config.output) / "rejects.jsonl").read_text()
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["totals"] == reference["totals"]
+        first = {k: v for k, v in file_digests(out).items() if not k.startswith(("summary", "_lock", "_logs"))}
+        again = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(path)], cwd=REPO,
+                               capture_output=True, text=True, timeout=400)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert {k: v for k, v in file_digests(out).items() if k in first} == first
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
