@@ -317,6 +317,36 @@ def test_local_cluster_leaves_the_dashboard_port_alone(caplog):
     assert f"127.0.0.1:{port}" in caplog.text  # the log names where its pages are
 
 
+def _monitoring(server) -> dict:
+    """What a worker or scheduler samples and how often (ms): stack profiler, host monitor, tick."""
+    callbacks = server.periodic_callbacks
+    return {name: callbacks[name].callback_time if name in callbacks else None for name in ("profile", "monitor", "tick")}
+
+
+def test_the_build_cluster_does_not_profile_its_tasks_or_poll_the_host_often():
+    """distributed's defaults sample the stacks of the threads running tasks every 10 ms (for a
+    dashboard page nobody opens during a build), measure the host every 0.5 s and tick the event
+    loop every 20 ms, in the scheduler, each nanny and each worker: 2 of 13.6 CPU-s of a
+    300-image build at load 12. The build's own cluster turns the profiler off and polls less;
+    the memory limit is watched as often as before; Dask's config is as it was after the build."""
+    import dask
+
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    before = dask.config.get("distributed")
+    with scheduler(DaskConfig(workers=1)) as address:
+        with distributed.Client(address) as client:
+            client.wait_for_workers(1, timeout=120)
+            (worker,) = client.run(lambda dask_worker: _monitoring(dask_worker)).values()
+            memory = client.run(lambda dask_worker: dask_worker.periodic_callbacks["memory_monitor"].callback_time)
+            on_scheduler = client.run_on_scheduler(lambda dask_scheduler: _monitoring(dask_scheduler))
+    assert worker == {"profile": None, "monitor": 2000, "tick": 200}, worker
+    assert on_scheduler["monitor"] == 2000 and on_scheduler["tick"] == 200, on_scheduler
+    assert list(memory.values()) == [100]
+    assert dask.config.get("distributed") == before
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_command_line_keeps_dasks_chatter_out_unless_verbose(verbose):
     """Importing distributed sets its loggers to INFO (whatever the command set before): a Dask
