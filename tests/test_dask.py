@@ -24,6 +24,9 @@ from uvd_pipeline.config import ConfigError, load_config
     ({"runner": "dask", "dask": {"workers": 0}}, "beam.dask.workers"),
     ({"dask": {"workers": 2}}, "read only with runner: dask"),
     ({"runner": "DaskRunner"}, "write runner: dask"),
+    # Beam's own flag: the build started a local cluster beside it, never checked it, and died in
+    # distributed's traceback where nothing answered there
+    ({"runner": "dask", "options": ["--dask_client_address=tcp://127.0.0.1:1"]}, r"beam\.options.*beam\.dask\.address"),
 ])
 def test_dask_config_fails_early_naming_the_field(beam, message, tmp_path):
     path = write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", "embedded", **beam)  # nothing is read
