@@ -34,7 +34,7 @@ from uvd_pipeline.config import BuildConfig, ConfigError
 from uvd_pipeline.rendered_shards import committed_shards, remove_temporaries, stats_files
 from uvd_pipeline.source_factory import source_notices
 from uvd_pipeline.summary import (SUMMARY_FILE, CommittedShards, finalize, metrics_reported,
-                                  run_counters, run_distributions)
+                                  run_counters, run_distributions, workers_failed_to_start)
 from uvd_pipeline.tokenize_stage import summarize_tokens, token_stats_files
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
             result = run_pipeline(pipeline)
         ran = time.perf_counter()
         summary = finalize(config, phases(started, running, ran, ran), run_counters(result),
-                           distributions=run_distributions(result), metrics=metrics_reported(result))
+                           distributions=run_distributions(result), metrics=metrics_reported(result),
+                           workers_failed=workers_failed_to_start(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
     check_before_build(config)
     units = list_units(config)  # source errors: they name the field the user wrote
@@ -190,7 +191,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     counters = run_counters(result)
     summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),
                        distributions=run_distributions(result), metrics=metrics_reported(result), tokens=tokens,
-                       shards=None if dropped else read.shards)  # shards dropped: their sums are in it, read again
+                       shards=None if dropped else read.shards,  # shards dropped: their sums are in it, read again
+                       workers_failed=workers_failed_to_start(result))
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
 
 

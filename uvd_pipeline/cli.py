@@ -63,7 +63,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
                                retokenize=args.retokenize, verify=args.verify, force_unlock=args.force_unlock)
     except KeyboardInterrupt as stop:
-        interrupted(stop)
+        interrupted(stop, config.output)
     print(format_summary(result.summary))
     print(f"summary: {result.summary_path}")
     if args.report:
@@ -103,7 +103,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def interrupted(stop: BaseException | None = None) -> NoReturn:
+def interrupted(stop: BaseException | None = None, output: str | None = None) -> NoReturn:
     """Ctrl-C or SIGTERM: say what is kept and leave at once (130, or 143 for SIGTERM). The output's
     lock is already released (the interrupt came through `run_build`); the local runner's workers
     may be threads of this process, still inside a bundle, beside the runner's gRPC servers:
@@ -111,9 +111,34 @@ def interrupted(stop: BaseException | None = None) -> NoReturn:
     under them aborts the process. Nothing is lost by not waiting: what they did not commit is
     redone by the next run."""
     how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-    print(f"\n{how}: the units and shards committed so far are kept; run the same command again "
+    counts = committed_so_far(output) if output else None
+    kept = f" ({counts[0]} input units, {counts[1]} rendered shards)" if counts else ""
+    print(f"\n{how}: the units and shards committed so far are kept{kept}; run the same command again "
           "to finish the build (it redoes only the rest)", file=sys.stderr)
     _flush_and_exit(TERMINATED_EXIT if isinstance(stop, Terminated) else INTERRUPTED_EXIT)
+
+
+def committed_so_far(output: str) -> tuple[int, int] | None:
+    """(input units, rendered shards) committed in a local `output` (this run's and earlier runs'),
+    for the interrupted build's last line; None for a remote output (no listing over the network
+    after Ctrl-C) or one that cannot be listed."""
+    from tokenizer.atomic import is_temporary
+    from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX
+    from uvd_pipeline.unit_store import MARK_SUFFIX, UNITS_DIR
+
+    if "://" in output:
+        return None
+    try:
+        units = sum(1 for source in os.scandir(os.path.join(output, UNITS_DIR)) if source.is_dir()
+                    for entry in os.scandir(source.path)
+                    if entry.name.endswith(MARK_SUFFIX) and not is_temporary(entry.name))
+    except FileNotFoundError:
+        units = 0
+    except OSError:
+        return None
+    shards = sum(1 for _, _, files in os.walk(os.path.join(output, RENDERED_DIR)) for name in files
+                 if name.endswith(STATS_SUFFIX) and not is_temporary(name))
+    return units, shards
 
 
 def leave(code: int) -> NoReturn:

@@ -163,4 +163,8 @@ class BeamConfig(Strict):
         for flag in value:
             if not flag.startswith("--"):
                 raise ValueError(f"each option must be a --flag[=value], got {flag!r}")
+            if flag.split("=", 1)[0] == "--dask_client_address":  # Beam's own flag: the build never saw it
+                raise ValueError(f"{flag}: give the scheduler as beam.dask.address (with runner: dask), not as Beam's "
+                                 "flag: the build then checks that it answers and that its workers run this project's "
+                                 "code, and starts no local cluster beside it")
         return value

@@ -300,6 +300,26 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
         with WorkerWatch(settings.address):
             yield settings.address
         return
+    import dask
+
+    with dask.config.set(QUIET_CLUSTER):  # the scheduler's, the nannies' and (through them) the workers' config
+        with _local_cluster(settings) as address:
+            yield address
+
+
+# What the build's local cluster does not do (set while it lives, so that its scheduler, its
+# nannies and their worker processes take it): sample the stacks of the threads running tasks
+# every 10 ms for the dashboard's profile page (distributed.worker.profile), measure the host's
+# CPU, memory and network every 0.5 s (system-monitor, 2 s here) and check the event loop every
+# 20 ms (tick, 200 ms here; it still names a loop blocked for seconds). On a 300-image build at
+# load 12 they took 2 of 13.6 CPU-s (A/B, median of 3; the workers' memory limit is watched as
+# before, by `distributed.worker.memory.monitor-interval`).
+QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "2s",
+                 "distributed.admin.tick.interval": "200ms"}
+
+
+@contextmanager
+def _local_cluster(settings: DaskConfig) -> Iterator[str]:
     from distributed import LocalCluster
 
     from uvd_pipeline.dask_worker import BuildWorker
@@ -311,9 +331,10 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
     cluster = LocalCluster(n_workers=0, threads_per_worker=settings.threads_per_worker,
                            memory_limit=memory_limit(settings.memory_limit), processes=True,
                            host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
-                           plugins=(BuildWorker(),))
+                           plugins=(BuildWorker(),), worker_class=_exit_noting_nanny())
     start = WorkerStart(cluster, settings.workers)
     cluster.scale(settings.workers)
+    start.watch()
     log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
              settings.workers, settings.threads_per_worker, cluster.dashboard_link)
     _STARTING[cluster.scheduler_address] = start
@@ -321,8 +342,38 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
         with start.told():
             yield cluster.scheduler_address
     finally:
+        start.stop()
         _STARTING.pop(cluster.scheduler_address, None)
         cluster.close()
+
+
+def _exit_noting_nanny():
+    """distributed's Nanny that keeps its worker process's exit status (`exit_status`): where a
+    process dies as it starts, the nanny's own failure says only "Nanny failed to start worker
+    process", and the status (or the signal that killed it) is the one clue to why."""
+    from distributed import Nanny
+
+    class ExitNotingNanny(Nanny):
+        exit_status: int | None = None
+
+        def _on_worker_exit_sync(self, exitcode):
+            self.exit_status = exitcode
+            return super()._on_worker_exit_sync(exitcode)
+
+    return ExitNotingNanny
+
+
+def start_failure(nanny) -> str:
+    """Why a worker's start failed, in words: the exit status or signal of a process that died
+    as it started, else the exception its start raised (a port that cannot be bound, a preload or
+    plugin that failed, a start that timed out)."""
+    status = getattr(nanny, "exit_status", None)
+    if status is not None and status != 0:
+        return f"its process exited with status {status}" if status > 0 else f"its process was killed by signal {-status}"
+    reason = getattr(nanny, "_Server__startup_exc", None)  # distributed keeps why it failed, privately
+    if reason is None:
+        return "no reason given"
+    return f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
 
 
 START_WARN_S = 120.0  # a worker imports Beam and the build's steps before it joins: seconds, 20-30 at load 12
@@ -337,6 +388,49 @@ class WorkerStart:
 
     def __init__(self, cluster, workers: int) -> None:
         self.cluster, self.workers = cluster, workers
+        self.started: int | None = None  # how many started, once every start's outcome is known
+        self._stop = threading.Event()
+        self._watching: threading.Thread | None = None
+
+    def settled(self) -> bool:
+        """Whether every start of the batch has ended, started or failed."""
+        return len(self.cluster.workers) >= self.workers
+
+    def watch(self, poll: float = 0.2) -> None:
+        """In the background, until every start has ended: where only some failed, say so in one
+        warning (how many started, why the others did not), and keep the count (`started`) for the
+        build's summary. Before, the build went on with fewer workers, its only sign a tornado
+        traceback of "Nanny failed to start"."""
+        def run() -> None:
+            while not self._stop.wait(poll):
+                if self.settled():
+                    self.settle()
+                    return
+
+        self._watching = threading.Thread(target=run, name="dask-worker-start", daemon=True)
+        self._watching.start()
+
+    def settle(self) -> None:
+        failed = self.failed()
+        self.started = self.workers - len(failed)
+        if failed and self.started:
+            log.warning("%s", self.partial_message(failed))
+
+    def failures(self) -> list[str]:
+        """Why each worker that failed to start failed (known once `settle` ran; none before)."""
+        return [start_failure(nanny) for nanny in self.failed()] if self.started is not None else []
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watching is not None:
+            self._watching.join(timeout=1.0)
+
+    def partial_message(self, failed: list) -> str:
+        reasons = sorted(set(start_failure(nanny) for nanny in failed))
+        return (f"local Dask cluster: {self.started} of {self.workers} worker processes started, {len(failed)} failed "
+                f"as they started ({'; '.join(reasons)}): the build goes on with {self.started}, more slowly; "
+                "a limit on processes or memory, or a site hook, is the usual cause (set beam.dask.workers to what "
+                "the machine can start)")
 
     def failed(self) -> list:
         """The nannies whose start failed, once the cluster knows every start's outcome (none before)."""
@@ -364,8 +458,7 @@ class WorkerStart:
             time.sleep(poll)
 
     def message(self, failed: list) -> str:
-        reason = getattr(failed[0], "_Server__startup_exc", None)  # distributed keeps why it failed, privately
-        why = f" ({type(reason).__name__}: {reason})" if reason is not None else ""
+        why = f" ({'; '.join(sorted(set(start_failure(nanny) for nanny in failed)))})"
         return (f"beam.dask: none of the local Dask cluster's {self.workers} worker processes started{why}: a new "
                 "Python process of this environment dies or fails as it starts (a sitecustomize or other site hook, "
                 "a limit on processes or memory, a broken install of dask/distributed; any lines above are the "
@@ -375,8 +468,8 @@ class WorkerStart:
 
     @contextmanager
     def told(self) -> Iterator[None]:
-        """Leave out tornado's traceback of the failed start where the build says it (`wait`: every
-        start failed); where only some failed it stays, the one word of it."""
+        """Leave out tornado's traceback of a failed start: the build says it (`wait`: every start
+        failed; `watch`: some failed)."""
         said = _SaidByTheBuild(self)
         logger = logging.getLogger("tornado.application")
         logger.addFilter(said)
@@ -387,7 +480,7 @@ class WorkerStart:
 
 
 class _SaidByTheBuild(logging.Filter):
-    """Drops the record of the cluster's failed scaling where every worker's start failed."""
+    """Drops the record of the cluster's failed scaling, which the build says in its own words."""
 
     def __init__(self, start: WorkerStart) -> None:
         super().__init__()
@@ -396,7 +489,7 @@ class _SaidByTheBuild(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             scaling = "_correct_state_internal" in record.getMessage()
-            return not (scaling and len(self.start.failed()) >= self.start.workers)
+            return not (scaling and self.start.failed())
         except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
             return True
 
@@ -496,6 +589,11 @@ def checked_result(result, address: str | None, memory_limit: str | None = None)
                 result._state = PipelineState.FAILED
                 raise WorkersKilled(_killed_message(exc, memory_limit)) from None
             raise
+        if start is not None:  # how many of its workers started, for the build's summary
+            start.stop()
+            if start.started is None and start.settled():
+                start.settle()
+            result.workers_failed_to_start = start.failures()
         unfinished = [f for f in result.futures if f.status != "finished"]
         if unfinished:
             result._state = PipelineState.FAILED

@@ -25,6 +25,10 @@ plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask ext
 - Ctrl-C in a terminal reaches every process of its group: the workers died of it mid-task, each
   printing its tracebacks above the command's "interrupted:" line. The build's process owns it and
   closes the cluster, which ends the workers; they ignore SIGINT.
+- Ctrl-C, again: the cluster's close cancels the tasks each worker is running, and each worker
+  logged "Async instruction for <Task cancelled ...> ended with CancelledError" (a warning that
+  distributed says happens only in `Worker.close`) around the command's "interrupted:" line. A
+  worker of the build's cluster that is closing leaves it out (`CancelledAtClose`).
 - A closed worker whose closing then fails (the process's target raising after the teardown, or
   an exit function raising) ends with status 1 and one line saying why: the fast exit's status 0
   hid such failures from the nanny.
@@ -81,6 +85,7 @@ class BuildWorker(WorkerPlugin):
         from uvd_pipeline.log_filters import BeamImportNoise, quiet_refused_tasks
 
         logging.getLogger().addFilter(BeamImportNoise())  # the record is made on the root logger itself
+        logging.getLogger("distributed.worker.state_machine").addFilter(CancelledAtClose(worker))
         quiet_refused_tasks()  # a refusal's "Compute Failed" traceback: the command says it in one line
         if multiprocessing.parent_process() is not None:  # after the filter: Beam's import warns
             import_ahead()  # before the worker joins: no task is unpickled meanwhile
@@ -116,3 +121,24 @@ class BuildWorker(WorkerPlugin):
                              f"exit status {status}\n")
         sys.stderr.flush()
         os._exit(status)
+
+
+class CancelledAtClose(logging.Filter):
+    """Drops distributed's warning of a task cancelled by the worker's own close (Ctrl-C or the
+    build's end closing the cluster): the build says it was interrupted. The same warning while
+    the worker runs (a bug of distributed's, by its comment) is kept."""
+
+    CANCELLED = "ended with CancelledError"
+
+    def __init__(self, worker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from distributed.core import Status
+
+        try:
+            closing = self.worker.status in (Status.closing, Status.closing_gracefully, Status.closed)
+            return not (closing and self.CANCELLED in record.getMessage())
+        except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
+            return True

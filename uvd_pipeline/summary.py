@@ -32,6 +32,12 @@ SUMMARY_FILE = "summary.json"
 REJECTS_FILE = "rejects.jsonl"
 
 
+def workers_failed_to_start(result) -> list[str]:
+    """Why each worker of the build's own local Dask cluster that failed to start failed (the
+    build ran on the rest: `dask_cluster.WorkerStart`); none for other runners."""
+    return list(getattr(result, "workers_failed_to_start", None) or [])
+
+
 def metrics_reported(result) -> bool:
     """Whether the runner reports Beam metrics at all (Beam's DaskRunner raises NotImplementedError)."""
     try:
@@ -240,12 +246,14 @@ def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]])
 
 def finalize(config: BuildConfig, phases: dict[str, float], counters: dict[str, int], resumed: int = 0,
              distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True,
-             tokens: dict[str, Any] | None = None, shards: CommittedShards | None = None) -> dict[str, Any]:
+             tokens: dict[str, Any] | None = None, shards: CommittedShards | None = None,
+             workers_failed: list[str] | None = None) -> dict[str, Any]:
     """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`, and
     write `mixture.yaml`. `phases`: seconds of each phase of the run (`build.phases`), whose sum is
     its time. `metrics`: whether the runner reported Beam metrics (if not, the summary names what
     is missing). `tokens`: `summarize_tokens` of this config, and `shards`: `committed_shards_of`
-    it (every committed shard of this config, and no other), where the caller has them already."""
+    it (every committed shard of this config, and no other), where the caller has them already.
+    `workers_failed`: why each worker of the build's local cluster that did not start failed."""
     output = config.output
     config_hash = config.content_hash()
     if shards is None:
@@ -278,6 +286,7 @@ def finalize(config: BuildConfig, phases: dict[str, float], counters: dict[str, 
             "runner": config.beam.runner,
             "workers": _workers(config),
             "worker_mode": config.beam.running_mode if config.beam.local else None,  # threads or processes
+            "workers_failed_to_start": list(workers_failed or []),
             "metrics": {"reported": metrics, "not_reported": [] if metrics else list(UNREPORTED)},
             "shards_resumed": resumed,
             "counters": counters,
@@ -359,6 +368,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     if metrics.get("reported") is False:
         lines.append(f"the {summary['run']['runner']} runner reported no Beam metrics; the counts above come from "
                      "the committed shards' stats. Not reported: " + "; ".join(metrics["not_reported"]))
+    failed = summary["run"].get("workers_failed_to_start") or []
+    if failed:
+        asked = summary["run"].get("workers") or len(failed)
+        lines.append(f"warning: {asked - len(failed)} of {asked} workers of the local Dask cluster started, the build ran "
+                     f"on them ({'; '.join(sorted(set(failed)))})")
     spent = summary["run"].get("phases") or {}  # none in a summary written before phases were kept
     split = ": " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in spent.items()) if spent else ""
     lines.append(f"{t['shards']} shards in {summary['output']} ({summary['run']['seconds']:.1f}s{split})")
