@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from sources import fsio
 from tokenizer.atomic import write_bytes
 from uvd_pipeline.config import FORMAT_VERSION, RENDER_REVISION, BuildConfig, ConfigError
+from uvd_pipeline.host_memory import freed_memory_kept
 from uvd_pipeline.rendered_shards import (
     REJECTS_SUFFIX,
     RENDERED_DIR,
@@ -140,6 +141,13 @@ def open_runner(config: BuildConfig) -> Iterator[tuple[Any, Any]]:
     runner = make_runner(config, None)  # a missing extra fails before a cluster starts
     with scheduler(config.beam.dask_settings) as address:
         yield runner, pipeline_options(config, dask_address=address)
+
+
+def tokenizes_in_process(config: BuildConfig) -> bool:
+    """Whether the local runner's workers encode tokens in this process (as threads, or in it):
+    then freed memory is kept for reuse while the pipeline runs (`host_memory`)."""
+    beam = config.beam
+    return config.tokenizer.enabled and beam.local and beam.running_mode != "multi_processing"
 
 
 def run_pipeline(pipeline) -> Any:
@@ -572,7 +580,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
             pipeline = new_pipeline(config, runner, options)
             build_retokenize_graph(pipeline, config)
             running = time.perf_counter()
-            result = run_pipeline(pipeline)
+            with freed_memory_kept(tokenizes_in_process(config)):
+                result = run_pipeline(pipeline)
         ran = time.perf_counter()
         summary = finalize(config, phases(started, running, ran, ran), run_counters(result),
                            distributions=run_distributions(result), metrics=metrics_reported(result))
@@ -602,7 +611,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
             pipeline = new_pipeline(config, runner, options)
             build_graph(pipeline, config, done, units, verify=verify, done_rendered=read.rendered)
             running = time.perf_counter()
-            with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
+            with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled), \
+                    freed_memory_kept(tokenizes_in_process(config)):
                 result = run_pipeline(pipeline)
     ran = time.perf_counter()
     if early is not None:
