@@ -5,7 +5,9 @@ batch 16: tensors of 32-130 MB). glibc hands each one back to the kernel when it
 mmap'd block is unmapped; a worker thread's own arena cannot hold a block over 64 MB at all), and
 the kernel zero-fills it again at the next batch's first touch: 828,000 page faults and 28% of the
 encode's CPU (1.29 of 4.61 CPU-s for 64 images, all of it system time) in the sample build's
-Tokenize. Kept in one heap instead, the buffers are reused: 24,000 faults, 0.06 s.
+Tokenize. Kept in one heap instead, the buffers are reused: 24,000 faults, 0.06 s. In a build
+the gain is smaller (sample build: 70 -> 63 system CPU-s; Tokenize alone 15.7 -> 9.2): not every
+worker thread ends up on the shared arena.
 
 So while such a build's pipeline runs: threads that start now share the main arena (`M_ARENA_MAX`),
 which takes every block from its heap (`M_MMAP_MAX` 0) and keeps what is freed
