@@ -259,6 +259,11 @@ class VectorQuantizer(nn.Module):
         self.dim = dim
         self.beta = beta
         self.l2_norm = l2_norm
+        if torch.get_default_device().type == "meta":
+            # built to be loaded (`checkpoint.load`): no init, whose normal_ on meta tensors imported
+            # 822 modules (torch's Python meta kernels, sympy) for 1.1 CPU-s in an eager process
+            self.embedding = nn.Embedding(num_embeddings, dim, _weight=torch.empty(num_embeddings, dim))
+            return
         self.embedding = nn.Embedding(num_embeddings, dim)
         if l2_norm:
             nn.init.normal_(self.embedding.weight)

@@ -28,9 +28,10 @@ from uvd_pipeline.build_record import (BUILD_FILE, _build_record, _same_config, 
                                        moved_inputs, prepare_output, recorded_roots, unfinish)
 from uvd_pipeline.build_runner import (WORKER_ENVIRON, _dask_runner, heap_frozen, make_runner,  # noqa: F401
                                        new_pipeline, one_thread_numerics, open_runner, pipeline_options,
-                                       run_pipeline, worker_numerics)
+                                       run_pipeline, tokenizes_in_process, worker_numerics)
 from uvd_pipeline.build_settle import StatsRead, clear_strays, committed_inputs, drop_stale, settle_store
 from uvd_pipeline.config import BuildConfig, ConfigError
+from uvd_pipeline.host_memory import freed_memory_kept
 from uvd_pipeline.rendered_shards import committed_shards, remove_temporaries, stats_files
 from uvd_pipeline.source_factory import source_notices
 from uvd_pipeline.summary import (SUMMARY_FILE, CommittedShards, finalize, metrics_reported,
@@ -134,7 +135,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
             pipeline = new_pipeline(config, runner, options)
             build_retokenize_graph(pipeline, config)
             running = time.perf_counter()
-            result = run_pipeline(pipeline)
+            with freed_memory_kept(tokenizes_in_process(config)):
+                result = run_pipeline(pipeline)
         ran = time.perf_counter()
         summary = finalize(config, phases(started, running, ran, ran), run_counters(result),
                            distributions=run_distributions(result), metrics=metrics_reported(result),
@@ -165,7 +167,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
             pipeline = new_pipeline(config, runner, options)
             build_graph(pipeline, config, done, units, verify=verify, done_rendered=read.rendered)
             running = time.perf_counter()
-            with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled):
+            with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled), \
+                    freed_memory_kept(tokenizes_in_process(config)):
                 result = run_pipeline(pipeline)
     ran = time.perf_counter()
     if early is not None:

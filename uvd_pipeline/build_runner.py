@@ -111,6 +111,13 @@ def open_runner(config: BuildConfig) -> Iterator[tuple[Any, Any]]:
         yield runner, pipeline_options(config, dask_address=address)
 
 
+def tokenizes_in_process(config: BuildConfig) -> bool:
+    """Whether the local runner's workers encode tokens in this process (as threads, or in it):
+    then freed memory is kept for reuse while the pipeline runs (`host_memory`)."""
+    beam = config.beam
+    return config.tokenizer.enabled and beam.local and beam.running_mode != "multi_processing"
+
+
 def run_pipeline(pipeline) -> Any:
     """Run to the end; a runner's client connection (Dask) is closed whatever happens. A runner
     may skip Beam's test of the graph's round trip through its protos (`test_runner_api`)."""
