@@ -50,10 +50,11 @@ def is_shard_name(uri: str) -> bool:
 # shards, removed when the download ends; a running or killed download leaves it. Never a shard.
 WORK_FOLDER = "_tmp"
 UNFINISHED_DOWNLOAD = "unfinished_download"  # its work folder, planning shards not finished yet
-_PLANNED = re.compile(r"(\d+)\.feather")  # img2dataset's reader: `{tmp_path}/{shard_id}.feather`
-_FINISHED = re.compile(r"(\d+)_stats\.json")  # written when a shard ends (`--incremental_mode` reads them)
-# `output_format=files`: a shard is the folder `{shard_id:0{oom_shard_count}d}` (writer.py), digits only
-_SHARD_FOLDER = re.compile(r"\d+")
+_PLANNED = re.compile(r"([0-9]+)\.feather")  # img2dataset's reader: `{tmp_path}/{shard_id}.feather`
+_FINISHED = re.compile(r"([0-9]+)_stats\.json")  # written when a shard ends (`--incremental_mode` reads them)
+# `output_format=files`: a shard is the folder `{shard_id:0{oom_shard_count}d}` (writer.py), ASCII digits
+# only (`\d` takes any Unicode digit: a folder `٠١` was a shard, `_tmp/٣.feather` shard 3)
+_SHARD_FOLDER = re.compile(r"[0-9]+")
 
 
 def data_dirs(root: str) -> list[str]:

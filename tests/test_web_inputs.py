@@ -523,6 +523,30 @@ def test_only_img2dataset_named_folders_are_files_shards(tmp_path: Path):
                       ("notes", "unexpected_file")]
 
 
+def test_folders_and_feathers_named_in_other_digits_are_no_shards(tmp_path: Path):
+    """img2dataset names a shard in ASCII digits (`{shard_id:05d}`): a folder `٠١` (Arabic-Indic)
+    or `１２` (fullwidth) beside `00000/` was read as a files shard (`\\d` takes any Unicode digit,
+    and `int()` reads them), a `_tmp/٣.feather` planned shard 3. Each folder is now one
+    `unexpected_file` reject, never read, and that feather plans nothing."""
+    from sources.img2dataset_listing import data_dirs, unfinished_shards
+
+    _img2dataset_shard(tmp_path)
+    with tarfile.open(tmp_path / "00000.tar") as tar:
+        tar.extractall(tmp_path / "00000", filter="data")
+    (tmp_path / "00000.tar").unlink()
+    for folder in ("\u0660\u0661", "\uff11\uff12"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "look.jpg").write_bytes(_image(seed=7))
+    assert [os.path.basename(d) for d in data_dirs(str(tmp_path))] == ["00000"]
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert sum(isinstance(i, ImageRecord) for i in items) == 12
+    others = sorted((i.input, i.reason) for i in items if isinstance(i, Reject) and i.reason != "failed_to_download")
+    assert others == [("\u0660\u0661", "unexpected_file"), ("\uff11\uff12", "unexpected_file")]
+    (tmp_path / "_tmp").mkdir()
+    (tmp_path / "_tmp" / "\u0663.feather").write_bytes(b"")
+    assert unfinished_shards(str(tmp_path)) is None
+
+
 def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
     """What a killed img2dataset leaves: the tar cut at a member boundary and a 0-byte parquet (it
     writes the parquet, and _stats.json, when the shard closes). The tar's samples are built, the
