@@ -109,12 +109,15 @@ def _snapshot_with_image(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("made", ["elsewhere", "other_repo_blob", "blob_links_out", "unmarked_store", "incomplete",
-                                  "refs_file", "folder_link", "not_a_commit"])
+                                  "refs_file", "folder_link", "not_a_commit", "blobs_folder_link",
+                                  "store_subfolder_link"])
 def test_only_the_caches_own_links_to_its_repos_blobs_count_as_inside(tmp_path: Path, made: str):
     """Nothing else a snapshot may hold leads out of it: a link to a file elsewhere, to another
     repo's blob, to a blob that itself links out, through an unmarked `<cache>/blobs/`, to a
     download in progress (`<etag>.incomplete`), to the repo's `refs/main`, a folder link; nor
-    does a folder named `snapshots/<rev>` whose rev is no commit hash."""
+    does a folder named `snapshots/<rev>` whose rev is no commit hash; nor a blob whose link text
+    names its repo's `blobs/` (or the shared store's `xx/`) where that folder is itself a link out:
+    the text alone is the cache's, where it leads is not."""
     cache, snapshot = _snapshot_with_image(tmp_path)
     repo = snapshot.parent.parent
     secret = tmp_path / "secret.png"
@@ -147,6 +150,22 @@ def test_only_the_caches_own_links_to_its_repos_blobs_count_as_inside(tmp_path: 
         (tmp_path / "more" / "x.png").write_bytes(_png(7))
         (snapshot / "more").symlink_to(tmp_path / "more")
         link = snapshot / "more" / "x.png"
+    elif made == "blobs_folder_link":  # the repo's `blobs/` moved out, a link left in its place
+        (repo / "blobs").rename(tmp_path / "moved-blobs")
+        (repo / "blobs").symlink_to(tmp_path / "moved-blobs")
+        name = hashlib.sha256(b"v").hexdigest()
+        (tmp_path / "moved-blobs" / name).write_bytes(_png(7))
+        link.symlink_to(f"../../../blobs/{name}")
+    elif made == "store_subfolder_link":  # a marked store whose `xx/` folder is a link out
+        _cache_file(cache, "org/cats", "images/2.png", _png(2), shared=True)  # huggingface_hub marks the store
+        store, name = cache / "blobs", hashlib.sha256(b"u").hexdigest()
+        assert (store / _shared_blobs.SHARED_BLOBS_MARKER_NAME).is_file() and not (store / name[:2]).exists()
+        (tmp_path / "xx").mkdir()
+        (tmp_path / "xx" / name).write_bytes(_png(7))
+        (store / name[:2]).symlink_to(tmp_path / "xx")
+        blob = repo / "blobs" / hashlib.sha256(b"t").hexdigest()
+        blob.symlink_to(f"../../blobs/{name[:2]}/{name}")
+        link.symlink_to(os.path.relpath(blob, link.parent))
     else:
         renamed = snapshot.with_name("v1.0")
         snapshot.rename(renamed)
@@ -156,7 +175,7 @@ def test_only_the_caches_own_links_to_its_repos_blobs_count_as_inside(tmp_path: 
     shown = {"folder_link": "more", "not_a_commit": "images/1.png"}.get(made, "images/x.png")
     assert ("outside_root", shown) in {(i.reason, i.input) for i in items if isinstance(i, Reject)}
     assert all(getattr(i, "data", None) != _png(7) and "secret" not in str(getattr(i, "uri", "")) for i in items)
-    if made != "not_a_commit":  # the cache's own link beside it is read
+    if made not in ("not_a_commit", "blobs_folder_link"):  # the cache's own link beside it is read
         assert is_cached_blob(str(snapshot), str(snapshot / "images" / "1.png"))
 
 
