@@ -221,3 +221,40 @@ def test_hf_paths_in_a_snapshot_are_its_files_when_it_holds_them(tmp_path: Path)
     assert not [i for i in items if isinstance(i, Reject) and i.reason == "unexpected_file" and "images/" in i.input]
     # not a snapshot: a hf:// path stays an absolute name, never looked up
     assert hf_file(str(tmp_path), paths[0]) is None and snapshot_of(str(tmp_path)) is None
+
+
+def test_a_nul_in_a_rows_revision_is_that_rows_outside_root(tmp_path: Path):
+    """`hf://datasets/org/cats@ma%00in/...` (a NUL, percent-encoded as `datasets` quotes a revision)
+    made `os.lstat` raise ValueError looking up `refs/ma\\0in`: the rest of the parquet was lost
+    as one `bad_parquet`. It is now that row's `outside_root`; the rows after it are read."""
+    cache = tmp_path / "hub"
+    _cache_file(cache, "org/cats", "images/1.png", _png(1))
+    paths = ["hf://datasets/org/cats@main/images/1.png", "hf://datasets/org/cats@ma%00in/images/1.png",
+             "hf://datasets/org/cats@main/images/1.png\0", "hf://datasets/org/cats@main/images/1.png"]
+    parquet = _cache_file(cache, "org/cats", "data/train-00000-of-00001.parquet",
+                          _parquet([{"bytes": None, "path": p} for p in paths]))
+    snapshot = parquet.parent.parent
+    assert hf_file(str(snapshot), paths[1]) is None and hf_file(str(snapshot), paths[2]) is None
+    items = _read_all(LaionSource("hf", str(snapshot)))
+    by_row = {i.key.rsplit("-", 1)[-1].split("_")[0]: i for i in items if "train-00000" in i.key}
+    assert sorted(by_row) == ["0", "1", "2", "3"]
+    assert [Path(by_row[r].uri).read_bytes() for r in "03"] == [_png(1), _png(1)]
+    assert [(by_row[r].reason, by_row[r].input) for r in "12"] == \
+        [("outside_root", "data/train-00000-of-00001.parquet row 1"),
+         ("outside_root", "data/train-00000-of-00001.parquet row 2")]
+
+
+def test_a_relative_root_names_a_snapshots_hf_files_as_given(tmp_path: Path, monkeypatch):
+    """With the snapshot given as a relative path, a row's `hf://` file came back absolute (its
+    `image_path` and `uri` the machine's folders, unlike the path-only row beside it naming the
+    same file): it is joined onto the root as given."""
+    cache = tmp_path / "hub"
+    _cache_file(cache, "org/cats", "images/1.png", _png(1))
+    parquet = _cache_file(cache, "org/cats", "data/train-00000-of-00001.parquet",
+                          _parquet([{"bytes": None, "path": f"hf://datasets/org/cats@{COMMIT}/images/1.png"},
+                                    {"bytes": None, "path": "images/1.png"}]))
+    monkeypatch.chdir(tmp_path)
+    root = os.path.relpath(parquet.parent.parent, tmp_path)
+    assert hf_file(root, f"hf://datasets/org/cats@{COMMIT}/images/1.png") == os.path.join(root, "images", "1.png")
+    records = [i for i in _read_all(LaionSource("hf", root)) if isinstance(i, ImageRecord)]
+    assert [(r.lineage["image_path"], r.uri) for r in records] == [("images/1.png", os.path.join(root, "images/1.png"))] * 2
