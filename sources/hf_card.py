@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 from sources import fsio
 from sources.hf_parquet import SPLIT_NAME, hf_split, holds_class_label, loaded_split, pattern_set, split_hint
-from sources.paths import relative_to_root
+from sources.paths import path_problem, relative_to_root
 from sources.records import read_input_bytes
 from transforms.errors import exception_detail
 
@@ -45,6 +45,14 @@ _FRONT_MATTER = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---
 class CardError(ValueError):
     """A dataset card whose `configs` cannot be taken as `datasets` takes them, or a `hf_config`
     the card does not have."""
+
+    field = "hf_config"  # the source's field that the message names
+
+
+class CardOutsideRoot(CardError):
+    """A dataset card that links out of the root, never read without `follow_links`."""
+
+    field = "follow_links"
 
 
 @dataclass(frozen=True)
@@ -190,9 +198,16 @@ def chosen(configs: tuple[Config, ...], hf_config: str | None) -> Config:
     return defaults[0]
 
 
-def card_config(root: str, hf_config: str | None) -> Config | None:
-    """The config of the card at the root to build (None: no card, or one without configs)."""
-    configs = read_card(fsio.join(root, CARD))
+def card_config(root: str, hf_config: str | None, follow_links: bool = False) -> Config | None:
+    """The config of the card at the root to build (None: no card, or one without configs). A card
+    that links out of the root without `follow_links` (a Hub cache snapshot's to its blob is the
+    cache's own, inside) is never opened: text from elsewhere would steer the splits."""
+    card = fsio.join(root, CARD)
+    problem = path_problem(root, card, follow_links)
+    if problem:
+        raise CardOutsideRoot(f"{CARD} cannot be read: {problem.detail}, or copy the card into the root (its configs "
+                        "give the splits)")
+    configs = read_card(card)
     if isinstance(configs, str):
         raise CardError(f"{CARD}: {configs}; fix its configs (datasets refuses it too) or remove the card")
     if not configs:
@@ -228,12 +243,12 @@ def _compiled(pattern: str) -> re.Pattern:
 
 
 @fsio.derived_input
-def built_name(root: str, hf_config: str | None) -> dict[str, str]:
+def built_name(root: str, hf_config: str | None, follow_links: bool = False) -> dict[str, str]:
     """{"built": the built config's name as a reject shows it, `'default'` (`(none)` without
     configs)}, or {"error": the card's error}. Recorded for the unit, not the card: an edit of the
     card's prose leaves it, and the unit, as they were."""
     try:
-        config = card_config(root, hf_config)
+        config = card_config(root, hf_config, follow_links)
     except CardError as exc:
         return {"error": str(exc)}
     return {"built": _shown_name(config)}
@@ -246,24 +261,24 @@ def _shown_name(config: Config | None) -> str:
 
 
 @fsio.derived_input
-def file_split(root: str, relative: str, hf_config: str | None) -> str | None:
+def file_split(root: str, relative: str, hf_config: str | None, follow_links: bool = False) -> str | None:
     """The split `datasets` gives the parquet file at `relative` (under `root`, `/` between folders):
     the card's built config's (of two naming it, the held-out one: never trained on), without a
     card's `data_files` the one the default patterns of the repo (or of the config's `data_dir`)
     give it (`hf_parquet.loaded_split`); None for a file `datasets` does not load (of no split of
     the built config, or named by no pattern of the set the repo loads by). Recorded for the unit
     reading the file: a card edited moves it."""
-    return file_splits(root, [relative], hf_config)[0]
+    return file_splits(root, [relative], hf_config, follow_links)[0]
 
 
 @fsio.derived_input
-def card_answer(root: str, relative: str, hf_config: str | None) -> dict[str, Any]:
+def card_answer(root: str, relative: str, hf_config: str | None, follow_links: bool = False) -> dict[str, Any]:
     """The split the card's built config gives an image folder's file at `relative` (`splits_in`)
     and `built_name`'s name, the card asked once (each asking stats it: a request on a remote
     filesystem): {"split": ..., "built": ...}, or {"error": the card's error}. Recorded for the
     unit reading an image of a folder with a card."""
     try:
-        config = card_config(root, hf_config)
+        config = card_config(root, hf_config, follow_links)
     except CardError as exc:
         return {"error": str(exc)}
     split = (splits_in(config, [relative])[0] if config is None or config.splits
@@ -271,11 +286,12 @@ def card_answer(root: str, relative: str, hf_config: str | None) -> dict[str, An
     return {"split": split, "built": _shown_name(config)}
 
 
-def file_splits(root: str, relatives: list[str], hf_config: str | None) -> list[str | None]:
+def file_splits(root: str, relatives: list[str], hf_config: str | None,
+                follow_links: bool = False) -> list[str | None]:
     """`file_split` of each of `relatives` (parquet files), the card read and the repo (or the
     config's `data_dir`) listed once for them all. Without `data_files`, the files `datasets` loads
     are those of the first default pattern set naming any parquet file there (`default_patterns`)."""
-    config = card_config(root, hf_config)
+    config = card_config(root, hf_config, follow_links)
     if config is not None and config.splits:
         return splits_in(config, relatives)
     return _default_splits(root, config, relatives, default_patterns)
@@ -325,7 +341,7 @@ def _judged_patterns(root: str, suffixes: tuple[str, ...] | None) -> str:
 
 
 @fsio.derived_input
-def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict] | None:
+def card_class_labels(root: str, hf_config: str | None, follow_links: bool = False) -> dict[str, dict] | None:
     """The features (`datasets`' JSON form, as `hf_parquet.class_names` gives them) of the columns
     holding a `ClassLabel` that the card's `dataset_info` declares for the built config (`default`
     without configs): `datasets` casts each parquet to these (5.2: the card's features win over a
@@ -334,7 +350,7 @@ def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict] | Non
     stops the build elsewhere): each parquet's own then. Recorded for the unit: an edit of the names
     renders it again."""
     try:
-        config = card_config(root, hf_config)
+        config = card_config(root, hf_config, follow_links)
     except CardError:
         return None
     return read_card_labels(fsio.join(root, CARD), config.name if config else "default")

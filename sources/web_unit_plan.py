@@ -129,13 +129,14 @@ class UnitPlanner(MetadataReader, HfRepoReader):
         """The parquet files of the card's built config (`hf_card`: all without a card's configs);
         a card that cannot be read, or no config to build, stops the build naming the field."""
         try:
-            splits = hf_card.file_splits(self.path, [relative_to_root(self.path, s) for s in shards], self.hf_config)
+            splits = hf_card.file_splits(self.path, [relative_to_root(self.path, s) for s in shards], self.hf_config,
+                                          self.follow_links)
             kept = [s for s, split in zip(shards, splits) if split]
         except hf_card.CardError as exc:
-            raise ValueError(f"{self.name}: {exc} (format: huggingface; field hf_config)") from None
+            raise ValueError(f"{self.name}: {exc} (format: huggingface; field {exc.field})") from None
         self._check_split_names(shards, splits)
         if not kept:
-            config = hf_card.card_config(self.path, self.hf_config)
+            config = hf_card.card_config(self.path, self.hf_config, self.follow_links)
             if config is None:  # no card's configs: `datasets` loads every data file, so none is one
                 example = relative_to_root(self.path, shards[0])
                 raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is loaded by default (as "
