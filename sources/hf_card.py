@@ -24,7 +24,7 @@ import logging
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from sources import fsio
 from sources.hf_parquet import SPLIT_NAME, hf_split, holds_class_label, loaded_split, pattern_set, split_hint
@@ -66,13 +66,24 @@ class Config:
     default: bool = False
 
 
+class CardParse(NamedTuple):
+    """What a card's front matter is read for, kept of its parse: its `configs` (`configs_in`) and
+    each `dataset_info` entry's `features` list by the config it is of (the last entry of a name,
+    as `read_card_labels` takes it). The rest of the parse (prose-like YAML a card may carry: a
+    1 MiB card of small mappings parses to 12 MiB) is dropped, never held by the cache."""
+
+    configs: tuple[Config, ...] | str
+    features: dict[str, list]
+
+
 @fsio.cached_input(maxsize=2)
-def card_yaml(uri: str) -> Any:
-    """The card at `uri`'s YAML front matter as a safe loader gives it (None without the card or
-    front matter), or why it cannot be read (a `CardText`). Parsed once per card per process for
-    its configs and each config's labels (a 500 KB card of 1,100 configs takes 0.3 s to parse);
-    two cards kept at most (each within `MAX_CARD_BYTES`). Its size is judged on the opened file
-    (`fsio.read_bytes`): the cache's state of it is the only stat."""
+def card_yaml(uri: str) -> CardParse | None:
+    """What the card at `uri`'s YAML front matter (parsed by a safe loader) says of its configs and
+    their features (`CardParse`; None without the card or front matter), or why it cannot be read
+    (a `CardText`). Parsed once per card per process for its configs and each config's labels (a
+    500 KB card of 1,100 configs takes 0.3 s to parse); two cards kept at most (each within
+    `MAX_CARD_BYTES`). Its size is judged on the opened file (`fsio.read_bytes`): the cache's state
+    of it is the only stat."""
     import yaml
 
     try:
@@ -87,11 +98,21 @@ def card_yaml(uri: str) -> Any:
         return CardText(f"unreadable ({exception_detail(exc)})")
     front = front_matter(text)
     try:
-        return None if front is None else yaml.load(front, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        card = None if front is None else yaml.load(front, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         return CardText(f"its YAML front matter does not parse ({str(exc).splitlines()[0][:120]})")
     except RecursionError:
         return CardText("its YAML front matter nests past Python's recursion limit")
+    return None if front is None else CardParse(configs_in(card), _features_by_config(card))
+
+
+def _features_by_config(card: Any) -> dict[str, list]:
+    """Each `dataset_info` entry's `features` list by its config (`_entry_name`), the last of a name
+    (one entry without `config_name` is `default`'s, as `datasets`' `DatasetInfosDict` reads it)."""
+    infos = card.get("dataset_info") if isinstance(card, dict) else None
+    infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
+    return {_entry_name(info): info["features"] for info in infos
+            if isinstance(info, dict) and isinstance(info.get("features"), list)}
 
 
 class CardText(str):
@@ -103,7 +124,7 @@ def read_card(uri: str) -> tuple[Config, ...] | str:
     """The configs of the card at `uri` (empty without the card, front matter or `configs`), or
     why they cannot be read (a string: returned, not raised, so that the parse is kept)."""
     card = card_yaml(uri)
-    return str(card) if isinstance(card, CardText) else configs_in(card)
+    return str(card) if isinstance(card, CardText) else card.configs if card is not None else ()
 
 
 def front_matter(text: str) -> str | None:
@@ -363,16 +384,12 @@ def read_card_labels(uri: str, config_name: str) -> dict[str, dict] | None:
     when there is none or it cannot be read (judged by its size first, as `read_card`). Only that
     entry is walked, within its own node budget: a card of a thousand honest configs passed one
     budget shared by all, and none of them was named."""
-    card = card_yaml(uri)  # the machine's errors raised; a card that cannot be read: a CardText, no dict
-    infos = card.get("dataset_info") if isinstance(card, dict) else None
-    infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
-    ours = [info for info in infos if isinstance(info, dict) and isinstance(info.get("features"), list)
-            and _entry_name(info) == config_name]
-    if not ours:
+    card = card_yaml(uri)  # the machine's errors raised; a card that cannot be read: a CardText
+    features = card.features.get(config_name) if isinstance(card, CardParse) else None
+    if features is None:
         return None
     try:
-        return {column: feature for column, feature in _yaml_fields(ours[-1]["features"],
-                                                                    _FeatureWalk(MAX_CARD_FEATURE_NODES)).items()
+        return {column: feature for column, feature in _yaml_fields(features, _FeatureWalk(MAX_CARD_FEATURE_NODES)).items()
                 if holds_class_label(feature)}
     except (_TooManyNodes, RecursionError) as exc:  # aliases fanning out, or nested past the stack
         _log.warning("%s: dataset_info features of %s not read (%s): no class labels from the card", uri, config_name,
