@@ -20,7 +20,8 @@ Apple Photos' `.AAE`, Google Takeout's `x.jpg.json`) is a `metadata_sidecar` rej
 `outside_root` reject and is never opened; a file beside the shards that is neither a shard nor a
 listing (a `.tar.xz`, a `.zip`, a folder not named in digits as img2dataset names a files shard) is
 an `unexpected_file` reject; img2dataset's work folder `_tmp/` of a download killed or still running
-is one `unfinished_download` reject naming the shards not ended (alone too: never images). What operating systems, copies and
+is one `unfinished_download` reject naming the shards not ended (alone too: never images), whose
+half-written files are left out (`unfinished_shard_files`). What operating systems, copies and
 tools leave (a Mac's `._x.jpg` beside every file or inside a tar it made, `.DS_Store`, `__MACOSX/`,
 `Thumbs.db`, `@eaDir/`; an editor's `.~lock.x#`, `.git/`), in any layout, is one `os_metadata` or
 `hidden_file` reject per file or folder (`sources.paths.set_aside`): never opened, never an image
