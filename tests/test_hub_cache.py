@@ -247,7 +247,8 @@ def test_a_nul_in_a_rows_revision_is_that_rows_outside_root(tmp_path: Path):
 def test_a_relative_root_names_a_snapshots_hf_files_as_given(tmp_path: Path, monkeypatch):
     """With the snapshot given as a relative path, a row's `hf://` file came back absolute (its
     `image_path` and `uri` the machine's folders, unlike the path-only row beside it naming the
-    same file): it is joined onto the root as given."""
+    same file): it is joined onto the root as given. The files the root lists (fsspec names them
+    absolute) are taken relative to it too: a reject's `input` never shows the machine's folders."""
     cache = tmp_path / "hub"
     _cache_file(cache, "org/cats", "images/1.png", _png(1))
     parquet = _cache_file(cache, "org/cats", "data/train-00000-of-00001.parquet",
@@ -256,5 +257,10 @@ def test_a_relative_root_names_a_snapshots_hf_files_as_given(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     root = os.path.relpath(parquet.parent.parent, tmp_path)
     assert hf_file(root, f"hf://datasets/org/cats@{COMMIT}/images/1.png") == os.path.join(root, "images", "1.png")
-    records = [i for i in _read_all(LaionSource("hf", root)) if isinstance(i, ImageRecord)]
+    items = _read_all(LaionSource("hf", root))
+    records = [i for i in items if isinstance(i, ImageRecord)]
     assert [(r.lineage["image_path"], r.uri) for r in records] == [("images/1.png", os.path.join(root, "images/1.png"))] * 2
+    # the file both rows name is theirs (listed absolute, it was also an `unexpected_file` of its own), and
+    # rejects and inputs name files as the root sees them
+    assert not [i for i in items if isinstance(i, Reject)]
+    assert [r.input for r in records] == [f"data/train-00000-of-00001.parquet row {n}: images/1.png" for n in (0, 1)]
