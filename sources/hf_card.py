@@ -24,11 +24,11 @@ import logging
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from sources import fsio
 from sources.hf_parquet import SPLIT_NAME, hf_split, holds_class_label, loaded_split, pattern_set, split_hint
-from sources.paths import relative_to_root
+from sources.paths import path_problem, relative_to_root
 from sources.records import read_input_bytes
 from transforms.errors import exception_detail
 
@@ -46,6 +46,14 @@ class CardError(ValueError):
     """A dataset card whose `configs` cannot be taken as `datasets` takes them, or a `hf_config`
     the card does not have."""
 
+    field = "hf_config"  # the source's field that the message names
+
+
+class CardOutsideRoot(CardError):
+    """A dataset card that links out of the root, never read without `follow_links`."""
+
+    field = "follow_links"
+
 
 @dataclass(frozen=True)
 class Config:
@@ -58,13 +66,24 @@ class Config:
     default: bool = False
 
 
+class CardParse(NamedTuple):
+    """What a card's front matter is read for, kept of its parse: its `configs` (`configs_in`) and
+    each `dataset_info` entry's `features` list by the config it is of (the last entry of a name,
+    as `read_card_labels` takes it). The rest of the parse (prose-like YAML a card may carry: a
+    1 MiB card of small mappings parses to 12 MiB) is dropped, never held by the cache."""
+
+    configs: tuple[Config, ...] | str
+    features: dict[str, list]
+
+
 @fsio.cached_input(maxsize=2)
-def card_yaml(uri: str) -> Any:
-    """The card at `uri`'s YAML front matter as a safe loader gives it (None without the card or
-    front matter), or why it cannot be read (a `CardText`). Parsed once per card per process for
-    its configs and each config's labels (a 500 KB card of 1,100 configs takes 0.3 s to parse);
-    two cards kept at most (each within `MAX_CARD_BYTES`). Its size is judged on the opened file
-    (`fsio.read_bytes`): the cache's state of it is the only stat."""
+def card_yaml(uri: str) -> CardParse | None:
+    """What the card at `uri`'s YAML front matter (parsed by a safe loader) says of its configs and
+    their features (`CardParse`; None without the card or front matter), or why it cannot be read
+    (a `CardText`). Parsed once per card per process for its configs and each config's labels (a
+    500 KB card of 1,100 configs takes 0.3 s to parse); two cards kept at most (each within
+    `MAX_CARD_BYTES`). Its size is judged on the opened file (`fsio.read_bytes`): the cache's state
+    of it is the only stat."""
     import yaml
 
     try:
@@ -79,11 +98,21 @@ def card_yaml(uri: str) -> Any:
         return CardText(f"unreadable ({exception_detail(exc)})")
     front = front_matter(text)
     try:
-        return None if front is None else yaml.load(front, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        card = None if front is None else yaml.load(front, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         return CardText(f"its YAML front matter does not parse ({str(exc).splitlines()[0][:120]})")
     except RecursionError:
         return CardText("its YAML front matter nests past Python's recursion limit")
+    return None if front is None else CardParse(configs_in(card), _features_by_config(card))
+
+
+def _features_by_config(card: Any) -> dict[str, list]:
+    """Each `dataset_info` entry's `features` list by its config (`_entry_name`), the last of a name
+    (one entry without `config_name` is `default`'s, as `datasets`' `DatasetInfosDict` reads it)."""
+    infos = card.get("dataset_info") if isinstance(card, dict) else None
+    infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
+    return {_entry_name(info): info["features"] for info in infos
+            if isinstance(info, dict) and isinstance(info.get("features"), list)}
 
 
 class CardText(str):
@@ -95,7 +124,7 @@ def read_card(uri: str) -> tuple[Config, ...] | str:
     """The configs of the card at `uri` (empty without the card, front matter or `configs`), or
     why they cannot be read (a string: returned, not raised, so that the parse is kept)."""
     card = card_yaml(uri)
-    return str(card) if isinstance(card, CardText) else configs_in(card)
+    return str(card) if isinstance(card, CardText) else card.configs if card is not None else ()
 
 
 def front_matter(text: str) -> str | None:
@@ -190,9 +219,16 @@ def chosen(configs: tuple[Config, ...], hf_config: str | None) -> Config:
     return defaults[0]
 
 
-def card_config(root: str, hf_config: str | None) -> Config | None:
-    """The config of the card at the root to build (None: no card, or one without configs)."""
-    configs = read_card(fsio.join(root, CARD))
+def card_config(root: str, hf_config: str | None, follow_links: bool = False) -> Config | None:
+    """The config of the card at the root to build (None: no card, or one without configs). A card
+    that links out of the root without `follow_links` (a Hub cache snapshot's to its blob is the
+    cache's own, inside) is never opened: text from elsewhere would steer the splits."""
+    card = fsio.join(root, CARD)
+    problem = path_problem(root, card, follow_links)
+    if problem:
+        raise CardOutsideRoot(f"{CARD} cannot be read: {problem.detail}, or copy the card into the root (its configs "
+                        "give the splits)")
+    configs = read_card(card)
     if isinstance(configs, str):
         raise CardError(f"{CARD}: {configs}; fix its configs (datasets refuses it too) or remove the card")
     if not configs:
@@ -228,12 +264,12 @@ def _compiled(pattern: str) -> re.Pattern:
 
 
 @fsio.derived_input
-def built_name(root: str, hf_config: str | None) -> dict[str, str]:
+def built_name(root: str, hf_config: str | None, follow_links: bool = False) -> dict[str, str]:
     """{"built": the built config's name as a reject shows it, `'default'` (`(none)` without
     configs)}, or {"error": the card's error}. Recorded for the unit, not the card: an edit of the
     card's prose leaves it, and the unit, as they were."""
     try:
-        config = card_config(root, hf_config)
+        config = card_config(root, hf_config, follow_links)
     except CardError as exc:
         return {"error": str(exc)}
     return {"built": _shown_name(config)}
@@ -246,24 +282,24 @@ def _shown_name(config: Config | None) -> str:
 
 
 @fsio.derived_input
-def file_split(root: str, relative: str, hf_config: str | None) -> str | None:
+def file_split(root: str, relative: str, hf_config: str | None, follow_links: bool = False) -> str | None:
     """The split `datasets` gives the parquet file at `relative` (under `root`, `/` between folders):
     the card's built config's (of two naming it, the held-out one: never trained on), without a
     card's `data_files` the one the default patterns of the repo (or of the config's `data_dir`)
     give it (`hf_parquet.loaded_split`); None for a file `datasets` does not load (of no split of
     the built config, or named by no pattern of the set the repo loads by). Recorded for the unit
     reading the file: a card edited moves it."""
-    return file_splits(root, [relative], hf_config)[0]
+    return file_splits(root, [relative], hf_config, follow_links)[0]
 
 
 @fsio.derived_input
-def card_answer(root: str, relative: str, hf_config: str | None) -> dict[str, Any]:
+def card_answer(root: str, relative: str, hf_config: str | None, follow_links: bool = False) -> dict[str, Any]:
     """The split the card's built config gives an image folder's file at `relative` (`splits_in`)
     and `built_name`'s name, the card asked once (each asking stats it: a request on a remote
     filesystem): {"split": ..., "built": ...}, or {"error": the card's error}. Recorded for the
     unit reading an image of a folder with a card."""
     try:
-        config = card_config(root, hf_config)
+        config = card_config(root, hf_config, follow_links)
     except CardError as exc:
         return {"error": str(exc)}
     split = (splits_in(config, [relative])[0] if config is None or config.splits
@@ -271,11 +307,12 @@ def card_answer(root: str, relative: str, hf_config: str | None) -> dict[str, An
     return {"split": split, "built": _shown_name(config)}
 
 
-def file_splits(root: str, relatives: list[str], hf_config: str | None) -> list[str | None]:
+def file_splits(root: str, relatives: list[str], hf_config: str | None,
+                follow_links: bool = False) -> list[str | None]:
     """`file_split` of each of `relatives` (parquet files), the card read and the repo (or the
     config's `data_dir`) listed once for them all. Without `data_files`, the files `datasets` loads
     are those of the first default pattern set naming any parquet file there (`default_patterns`)."""
-    config = card_config(root, hf_config)
+    config = card_config(root, hf_config, follow_links)
     if config is not None and config.splits:
         return splits_in(config, relatives)
     return _default_splits(root, config, relatives, default_patterns)
@@ -325,7 +362,7 @@ def _judged_patterns(root: str, suffixes: tuple[str, ...] | None) -> str:
 
 
 @fsio.derived_input
-def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict] | None:
+def card_class_labels(root: str, hf_config: str | None, follow_links: bool = False) -> dict[str, dict] | None:
     """The features (`datasets`' JSON form, as `hf_parquet.class_names` gives them) of the columns
     holding a `ClassLabel` that the card's `dataset_info` declares for the built config (`default`
     without configs): `datasets` casts each parquet to these (5.2: the card's features win over a
@@ -334,7 +371,7 @@ def card_class_labels(root: str, hf_config: str | None) -> dict[str, dict] | Non
     stops the build elsewhere): each parquet's own then. Recorded for the unit: an edit of the names
     renders it again."""
     try:
-        config = card_config(root, hf_config)
+        config = card_config(root, hf_config, follow_links)
     except CardError:
         return None
     return read_card_labels(fsio.join(root, CARD), config.name if config else "default")
@@ -347,16 +384,12 @@ def read_card_labels(uri: str, config_name: str) -> dict[str, dict] | None:
     when there is none or it cannot be read (judged by its size first, as `read_card`). Only that
     entry is walked, within its own node budget: a card of a thousand honest configs passed one
     budget shared by all, and none of them was named."""
-    card = card_yaml(uri)  # the machine's errors raised; a card that cannot be read: a CardText, no dict
-    infos = card.get("dataset_info") if isinstance(card, dict) else None
-    infos = [infos] if isinstance(infos, dict) else infos if isinstance(infos, list) else []
-    ours = [info for info in infos if isinstance(info, dict) and isinstance(info.get("features"), list)
-            and _entry_name(info) == config_name]
-    if not ours:
+    card = card_yaml(uri)  # the machine's errors raised; a card that cannot be read: a CardText
+    features = card.features.get(config_name) if isinstance(card, CardParse) else None
+    if features is None:
         return None
     try:
-        return {column: feature for column, feature in _yaml_fields(ours[-1]["features"],
-                                                                    _FeatureWalk(MAX_CARD_FEATURE_NODES)).items()
+        return {column: feature for column, feature in _yaml_fields(features, _FeatureWalk(MAX_CARD_FEATURE_NODES)).items()
                 if holds_class_label(feature)}
     except (_TooManyNodes, RecursionError) as exc:  # aliases fanning out, or nested past the stack
         _log.warning("%s: dataset_info features of %s not read (%s): no class labels from the card", uri, config_name,

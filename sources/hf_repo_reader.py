@@ -53,7 +53,7 @@ class HfRepoReader(CardSplits):
 
         name = f"{shard}.parquet"
         try:
-            split = hf_card.file_split(self.path, relative_to_root(self.path, uri), self.hf_config)
+            split = hf_card.file_split(self.path, relative_to_root(self.path, uri), self.hf_config, self.follow_links)
         except hf_card.CardError as exc:  # the card was changed since the build started
             yield self._reject(self._shard_key(shard), "read", BAD_METADATA, f"{name}: {exc}", where=self._at(uri))
             return
@@ -71,7 +71,7 @@ class HfRepoReader(CardSplits):
                              f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint,
                              input=self._at(uri))
                 return
-            names = hf_card.card_class_labels(self.path, self.hf_config)  # datasets casts to the card's
+            names = hf_card.card_class_labels(self.path, self.hf_config, self.follow_links)  # datasets casts to the card's
             names = hf_parquet.class_names(parquet.schema_arrow) if names is None else names
             context = {"file": name, "hf_split": split}
             at = self._at(uri)

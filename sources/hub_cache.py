@@ -94,21 +94,23 @@ def _hop(folder: str, link: str) -> str | None:
     """Where one link leads, its text taken from the (real) folder it lies in, normalised."""
     try:
         return os.path.normpath(os.path.join(folder, os.readlink(link)))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return None
 
 
 def _is_link(path: str) -> bool:
     try:
         return stat.S_ISLNK(os.lstat(path).st_mode)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return False
 
 
 def _is_file(path: str) -> bool:
+    """Whether `path` is a plain file (not through a link); a name holding a NUL (a row's
+    `@ma%00in` revision, unquoted) names none, never a ValueError that lost the rest of its parquet."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
@@ -139,11 +141,12 @@ def hf_file(root: str, uri: str) -> str | None:
     path = os.path.normpath(os.path.join(snapshot.folder, *inside.split("/")))  # (only the revision is quoted)
     if not path.startswith(snapshot.folder + os.sep) or not os.path.lexists(path):
         return None
-    # as the root spells it: the snapshot folder found with links resolved
+    # as the root spells it (relative too, as a path-only row's file is): the snapshot folder was
+    # found with links resolved
     real_root = os.path.realpath(root)
     if not path.startswith(real_root.rstrip(os.sep) + os.sep):
         return None  # another folder of the snapshot than the root's
-    return os.path.join(os.path.abspath(root), path[len(real_root.rstrip(os.sep)) + 1:])
+    return os.path.join(root, path[len(real_root.rstrip(os.sep)) + 1:])
 
 
 def _commit_of(snapshot: Snapshot, revision: str) -> str | None:

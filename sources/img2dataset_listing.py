@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio, hf_parquet
-from sources.paths import path_problem, relative_to_root, set_aside
+from sources.paths import path_problem, relative_to_root, set_aside, shown_name
 from sources.records import FILE_TOO_LARGE, Reject, data_key, nfc, raise_machine_error, read_input_bytes
 from sources.tar_members import shard_reject
 from sources.web_units import TAR_SUFFIXES
@@ -50,10 +50,11 @@ def is_shard_name(uri: str) -> bool:
 # shards, removed when the download ends; a running or killed download leaves it. Never a shard.
 WORK_FOLDER = "_tmp"
 UNFINISHED_DOWNLOAD = "unfinished_download"  # its work folder, planning shards not finished yet
-_PLANNED = re.compile(r"(\d+)\.feather")  # img2dataset's reader: `{tmp_path}/{shard_id}.feather`
-_FINISHED = re.compile(r"(\d+)_stats\.json")  # written when a shard ends (`--incremental_mode` reads them)
-# `output_format=files`: a shard is the folder `{shard_id:0{oom_shard_count}d}` (writer.py), digits only
-_SHARD_FOLDER = re.compile(r"\d+")
+_PLANNED = re.compile(r"([0-9]+)\.feather")  # img2dataset's reader: `{tmp_path}/{shard_id}.feather`
+_FINISHED = re.compile(r"([0-9]+)_stats\.json")  # written when a shard ends (`--incremental_mode` reads them)
+# `output_format=files`: a shard is the folder `{shard_id:0{oom_shard_count}d}` (writer.py), ASCII digits
+# only (`\d` takes any Unicode digit: a folder `٠١` was a shard, `_tmp/٣.feather` shard 3)
+_SHARD_FOLDER = re.compile(r"[0-9]+")
 
 
 def data_dirs(root: str) -> list[str]:
@@ -79,13 +80,49 @@ def unfinished_shards(root: str) -> list[int] | None:
     return sorted(planned - finished)
 
 
-def unfinished_detail(unfinished: list[int]) -> str:
-    """The `unfinished_download` reject's detail: what is missing, and what to do (within 300 characters)."""
+def unfinished_shard_files(uris: list[str], unfinished: list[int] | None) -> list[str]:
+    """Those of `uris` (files and folders at the root) that a shard img2dataset has not finished
+    is writing (`unfinished_shards`): its `NNNNN.tar`, `NNNNN/` or `NNNNN.parquet`, half-written.
+    Never built: a killed download's shard would give what it held when killed (a cut tar, a
+    0-byte parquet), and the rerun that finishes it the whole shard; left out, the one
+    `unfinished_download` reject names them, and the rerun's build reads them whole."""
+    if not unfinished:
+        return []
+    planned = set(unfinished)
+    found = []
+    for uri in uris:
+        name = fsio.basename(uri)
+        suffix = next((s for s in (*TAR_SUFFIXES[::-1], ".parquet") if name.lower().endswith(s)), "")
+        stem = name[: len(name) - len(suffix)]
+        if _SHARD_FOLDER.fullmatch(stem) and int(stem) in planned:
+            found.append(uri)
+    return found
+
+
+def is_shard_listing_name(uri: str) -> bool:
+    """A name img2dataset gives a shard's parquet (`00000.parquet`: its listing, or with
+    `output_format=parquet` the shard)."""
+    name = fsio.basename(uri)
+    return name.endswith(".parquet") and _SHARD_FOLDER.fullmatch(name.removesuffix(".parquet")) is not None
+
+
+def unfinished_detail(unfinished: list[int], left_out: list[str] = ()) -> str:
+    """The `unfinished_download` reject's detail: what is missing, the half-written files of those
+    shards left out (`unfinished_shard_files`, as the root names them), and what to do (within 300
+    characters)."""
     shown = ", ".join(f"{n:05d}" for n in unfinished[:3]) + (f"... {unfinished[-1]:05d}" if len(unfinished) > 3 else "")
-    return (f"img2dataset's work folder: its download was killed or is still running, {len(unfinished)} shard"
-            f"{'s' * (len(unfinished) > 1)} it planned ({shown}) not finished (no _stats.json), not built: let it "
-            "finish, or rerun the same img2dataset command (its default --incremental_mode incremental downloads "
-            "only those)")
+    names = [shown_name(n, 20)[1:-1] for n in sorted(left_out, key=lambda n: (n.endswith(".parquet"), n))]
+    # the files named while they fit: two, one and how many more, else how many
+    named = [f", partly written: {', '.join(names[:k])}{f' +{len(names) - k}' if len(names) > k else ''}"
+             for k in (2, 1) if names] + [f", {len(names)} partly written" if names else ""]
+    for partial in named:
+        detail = (f"img2dataset's work folder: its download killed or still running, {len(unfinished)} shard"
+                  f"{'s' * (len(unfinished) > 1)} it planned ({shown}) not finished (no _stats.json), not built"
+                  f"{partial}: let it finish, or rerun the same img2dataset command (by default it downloads only "
+                  "those)")
+        if len(detail) <= 300:
+            break
+    return detail
 
 
 def shard_of(uri: str) -> tuple[str, str]:

@@ -20,7 +20,8 @@ Apple Photos' `.AAE`, Google Takeout's `x.jpg.json`) is a `metadata_sidecar` rej
 `outside_root` reject and is never opened; a file beside the shards that is neither a shard nor a
 listing (a `.tar.xz`, a `.zip`, a folder not named in digits as img2dataset names a files shard) is
 an `unexpected_file` reject; img2dataset's work folder `_tmp/` of a download killed or still running
-is one `unfinished_download` reject naming the shards not ended (alone too: never images). What operating systems, copies and
+is one `unfinished_download` reject naming the shards not ended (alone too: never images), whose
+half-written files are left out (`unfinished_shard_files`). What operating systems, copies and
 tools leave (a Mac's `._x.jpg` beside every file or inside a tar it made, `.DS_Store`, `__MACOSX/`,
 `Thumbs.db`, `@eaDir/`; an editor's `.~lock.x#`, `.git/`), in any layout, is one `os_metadata` or
 `hidden_file` reject per file or folder (`sources.paths.set_aside`): never opened, never an image
@@ -65,7 +66,7 @@ from typing import Iterator
 
 from sources import fsio, hf_card
 from sources.img2dataset_listing import (BAD_PARQUET, UNFINISHED_DOWNLOAD, WORK_FOLDER, parquet_problem, unfinished_detail,
-                                         unfinished_shards)
+                                         unfinished_shard_files, unfinished_shards)
 from sources.img2dataset_reader import Img2datasetReader
 from sources.paths import path_problem, relative_to_root
 from sources.records import SourceItem, data_key, nfc, path_key, raise_machine_error
@@ -103,8 +104,11 @@ class LaionSource(UnitPlanner, FolderReader, Img2datasetReader, Img2datasetNotic
                 yield aside
                 return
             unfinished = unfinished_shards(self.path) if name == WORK_FOLDER else None
-            if unfinished:  # a download killed, or still running: shards to come
-                yield self._reject(key, "read", UNFINISHED_DOWNLOAD, unfinished_detail(unfinished),
+            if unfinished:  # a download killed, or still running: shards to come, theirs half-written left out
+                folders = fsio.list_dirs(self.path, links=True)
+                left = unfinished_shard_files(fsio.list_files(self.path, links=True) + folders, unfinished)
+                shown = [self._at(f) + "/" * (f in folders) for f in left]
+                yield self._reject(key, "read", UNFINISHED_DOWNLOAD, unfinished_detail(unfinished, shown),
                                    where=self._at(unit.uris[0]))
                 return
             yield self._reject(key, "read", "unexpected_file",

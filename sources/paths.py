@@ -339,7 +339,11 @@ def relative_to_root(root: str, path: str) -> str:
     """`path` as the source's root sees it (unchanged when it lies elsewhere): what a reject names,
     so that rejects never publish the machine's folders and stay the same when the data moves."""
     root = root.rstrip("/\\")
-    return path[len(root) + 1:] if path.startswith(root + "/") or path.startswith(root + os.sep) else path
+    if path.startswith(root + "/") or path.startswith(root + os.sep):
+        return path[len(root) + 1:]
+    if root and "://" not in root and not os.path.isabs(root) and os.path.isabs(path):
+        return relative_to_root(os.path.abspath(root), path)  # a root given relative: fsspec lists absolute names
+    return path
 
 
 def shown_name(name: str, limit: int = 120) -> str:

@@ -28,15 +28,15 @@ class CardSplits(WebReader):
         """Whether the folder's dataset card (README.md `configs:`, `sources.hf_card`) gives its
         splits; a card that cannot be read, or no config to build, stops the build naming the field."""
         try:
-            return hf_card.card_config(self.path, self.hf_config) is not None
+            return hf_card.card_config(self.path, self.hf_config, self.follow_links) is not None
         except hf_card.CardError as exc:
-            raise ValueError(f"{self.name}: {exc} (format: folder; field hf_config)") from None
+            raise ValueError(f"{self.name}: {exc} (format: folder; field {exc.field})") from None
 
     def _card_answer(self, data_file: str) -> CardAnswer:
         """(the split the card's built config gives a data file, None for none; that config's name),
         or a `CardError` returned (the card was changed since the build started): the card asked
         once (`hf_card.card_answer`), as each asking stats it (a request on a remote filesystem)."""
-        answer = hf_card.card_answer(self.path, data_file, self.hf_config)
+        answer = hf_card.card_answer(self.path, data_file, self.hf_config, self.follow_links)
         return hf_card.CardError(answer["error"]) if "error" in answer else (answer["split"], answer["built"])
 
     def _card_split(self, key: str, relative: str, answer: CardAnswer, where: str = "") -> str | Reject:
@@ -52,7 +52,7 @@ class CardSplits(WebReader):
     def _other_config(self, relative: str, built: str | None = None) -> str:
         """Why a data file of the repo is not read: no split of the card's built config (named
         `built`, else asked of the card) names it."""
-        named = hf_card.built_name(self.path, self.hf_config) if built is None else {"built": built}
+        named = hf_card.built_name(self.path, self.hf_config, self.follow_links) if built is None else {"built": built}
         if "error" in named:  # the card was changed since the build started
             return f"{shown_name(relative)}: {named['error']}"
         built = named["built"]

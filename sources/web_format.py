@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from sources import fsio, hf_parquet
 from sources.imagefolder import METADATA_FILES
-from sources.img2dataset_listing import data_dirs, is_shard_name
+from sources.img2dataset_listing import (data_dirs, is_shard_listing_name, is_shard_name, unfinished_shard_files,
+                                         unfinished_shards)
 from sources.paths import path_problem, relative_to_root, set_aside, set_aside_problem
 from sources.records import raise_machine_error
 from sources.web_samples import IMAGE_EXTENSIONS
@@ -55,12 +56,34 @@ def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
     # `metadata.parquet` beside its image folders (`images/0.png`) is none of them
     if [p for p in parquets if fsio.basename(p) not in METADATA_FILES] and data_dirs(root):
         return "files"
-    if parquets and image_column(parquets[0]):
-        return "parquet"
+    # img2dataset's `output_format=parquet` holds the images in its parquets: judged on a finished
+    # shard's (one img2dataset is still writing is 0 bytes: its `_tmp/` names it, never built); a
+    # killed download whose every parquet is such a shard is its layout too (one reject, no images)
+    writing = set(unfinished_shard_files(parquets, unfinished_shards(root))) if parquets else set()
+    finished = [p for p in parquets if p not in writing]
+    holds = _holds_images(root, finished, follow_links)
+    if holds or parquets and not finished or holds is None and finished and all(map(is_shard_listing_name, finished)):
+        return "parquet"  # (none of img2dataset's named parquets reads: each its unit's `bad_parquet`)
     nested = [f for f in fsio.list_files(root, (".parquet",), recursive=True) if not set_aside_problem(root, f, False)]
     if nested and _is_hf_parquet(root, nested, follow_links):  # the Hub's `data/train-00000-of-00001.parquet`
         return "huggingface"
     return "folder"
+
+
+def _holds_images(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> bool | None:
+    """Whether the first readable of these parquets (of the first `tries`) has an image column
+    (`image_column`); None when none reads (damaged, empty, linking out of `root`: each its unit's
+    reject, never a crash of the format's detection)."""
+    import pyarrow as pa
+
+    for uri in uris[:tries]:
+        if path_problem(root, uri, follow_links):
+            continue
+        try:
+            return image_column(uri) is not None
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise_machine_error(exc, uri)
+    return None
 
 
 def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:

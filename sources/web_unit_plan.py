@@ -9,7 +9,7 @@ from __future__ import annotations
 from sources import fsio, hf_card, hf_parquet, imagefolder
 from sources.hf_repo_reader import HfRepoReader
 from sources.img2dataset_listing import (WORK_FOLDER, data_dirs as _data_dirs, is_shard_name as _is_shard_name, shard_of,
-                                         stray_files, unfinished_detail, unfinished_shards)
+                                         stray_files, unfinished_detail, unfinished_shard_files, unfinished_shards)
 from sources.paths import (OutsideRoot, collapse_set_aside, path_problem, relative_to_root, set_aside,
                            set_aside_problem)
 from sources.records import FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, nfc, raise_machine_error, units_cut_by_name
@@ -27,25 +27,30 @@ class UnitPlanner(MetadataReader, HfRepoReader):
 
     def units(self) -> list[Unit]:
         fmt = self.resolved_format()
+        if fmt in ("webdataset", "files", "parquet"):
+            # the shards img2dataset is still writing (a killed or running download): left out,
+            # named by the one `unfinished_download` reject of its `_tmp/`, never built half-written
+            unfinished = unfinished_shards(self.path)
+            listed = fsio.list_files(self.path, links=True)
+            left = set(unfinished_shard_files(listed + fsio.list_dirs(self.path, links=True), unfinished))
+            files = [f for f in listed if f not in left]
         if fmt == "webdataset":
-            files = fsio.list_files(self.path, links=True)
             tars = [f for f in files if _is_shard_name(f)]
-            if not tars:
+            if not tars and not left:
                 raise FileNotFoundError(f"{self.name}: no {', '.join(TAR_SUFFIXES)} shards in {self.path}"
                                         f"{self._unfinished_hint()}")
             return [part for t in tars for part in tar_units(t, self.path)] + self._strays(
-                files, tars, [shard_of(t)[1] for t in tars])
+                files, tars, [shard_of(t)[1] for t in tars], left_out=left)
         if fmt == "files":
-            folders = _data_dirs(self.path)
+            folders = [d for d in _data_dirs(self.path) if d not in left]
             return [Unit("files", (d,), self.path) for d in folders] + self._strays(
-                fsio.list_files(self.path, links=True), [], folders, read_folders=folders)
+                files, [], folders, read_folders=folders, left_out=left)
         if fmt == "parquet":
-            files = fsio.list_files(self.path, links=True)
             shards = [f for f in files if f.endswith(".parquet") and not set_aside(fsio.basename(f))]
-            if not shards:
+            if not shards and not left:
                 raise FileNotFoundError(f"{self.name}: no .parquet shards in {self.path}{self._unfinished_hint()}")
             return [Unit("parquet", (p,), self.path) for p in shards] + self._strays(
-                files, shards, [p.removesuffix(".parquet") for p in shards])
+                files, shards, [p.removesuffix(".parquet") for p in shards], left_out=left)
         # folder links walked with `follow_links` (else listed: `outside_root`), loops listed: `link_loop`
         files = collapse_set_aside(self.path, fsio.list_files(self.path, recursive=True, follow_links=self.follow_links,
                                                               links=True))
@@ -124,13 +129,14 @@ class UnitPlanner(MetadataReader, HfRepoReader):
         """The parquet files of the card's built config (`hf_card`: all without a card's configs);
         a card that cannot be read, or no config to build, stops the build naming the field."""
         try:
-            splits = hf_card.file_splits(self.path, [relative_to_root(self.path, s) for s in shards], self.hf_config)
+            splits = hf_card.file_splits(self.path, [relative_to_root(self.path, s) for s in shards], self.hf_config,
+                                          self.follow_links)
             kept = [s for s, split in zip(shards, splits) if split]
         except hf_card.CardError as exc:
-            raise ValueError(f"{self.name}: {exc} (format: huggingface; field hf_config)") from None
+            raise ValueError(f"{self.name}: {exc} (format: huggingface; field {exc.field})") from None
         self._check_split_names(shards, splits)
         if not kept:
-            config = hf_card.card_config(self.path, self.hf_config)
+            config = hf_card.card_config(self.path, self.hf_config, self.follow_links)
             if config is None:  # no card's configs: `datasets` loads every data file, so none is one
                 example = relative_to_root(self.path, shards[0])
                 raise FileNotFoundError(f"{self.name}: no .parquet file under {self.path} is loaded by default (as "
@@ -187,12 +193,14 @@ class UnitPlanner(MetadataReader, HfRepoReader):
             return None
 
     def _strays(self, files: list[str], shards: list[str], bases: list[str],
-                read_folders: tuple[str, ...] | list[str] = ()) -> list[Unit]:
+                read_folders: tuple[str, ...] | list[str] = (), left_out: set[str] | frozenset[str] = frozenset()
+                ) -> list[Unit]:
         """A unit (one reject) for each file beside the shards that is none (`stray_files`), and
         for each folder there that is not read (`read_folders`: the files layout's shard folders):
         one an operating system or a tool left (`__MACOSX/`, `@eaDir/`, `.git/`), img2dataset's
         `_tmp/`, any other, `00000/` beside `00000.tar` too (never read; a folder named as a
-        shard's listing is that shard's reject)."""
+        shard's listing is that shard's reject). A shard img2dataset has not finished (`left_out`)
+        is none: its `_tmp/` reject names it."""
         folders = [d for d in stray_files(fsio.list_dirs(self.path, links=True), shards, bases)
-                   if d not in read_folders]
+                   if d not in read_folders and d not in left_out]
         return [Unit("stray", (f,), self.path) for f in stray_files(files, shards, bases) + folders]

@@ -109,12 +109,15 @@ def _snapshot_with_image(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("made", ["elsewhere", "other_repo_blob", "blob_links_out", "unmarked_store", "incomplete",
-                                  "refs_file", "folder_link", "not_a_commit"])
+                                  "refs_file", "folder_link", "not_a_commit", "blobs_folder_link",
+                                  "store_subfolder_link"])
 def test_only_the_caches_own_links_to_its_repos_blobs_count_as_inside(tmp_path: Path, made: str):
     """Nothing else a snapshot may hold leads out of it: a link to a file elsewhere, to another
     repo's blob, to a blob that itself links out, through an unmarked `<cache>/blobs/`, to a
     download in progress (`<etag>.incomplete`), to the repo's `refs/main`, a folder link; nor
-    does a folder named `snapshots/<rev>` whose rev is no commit hash."""
+    does a folder named `snapshots/<rev>` whose rev is no commit hash; nor a blob whose link text
+    names its repo's `blobs/` (or the shared store's `xx/`) where that folder is itself a link out:
+    the text alone is the cache's, where it leads is not."""
     cache, snapshot = _snapshot_with_image(tmp_path)
     repo = snapshot.parent.parent
     secret = tmp_path / "secret.png"
@@ -147,6 +150,22 @@ def test_only_the_caches_own_links_to_its_repos_blobs_count_as_inside(tmp_path: 
         (tmp_path / "more" / "x.png").write_bytes(_png(7))
         (snapshot / "more").symlink_to(tmp_path / "more")
         link = snapshot / "more" / "x.png"
+    elif made == "blobs_folder_link":  # the repo's `blobs/` moved out, a link left in its place
+        (repo / "blobs").rename(tmp_path / "moved-blobs")
+        (repo / "blobs").symlink_to(tmp_path / "moved-blobs")
+        name = hashlib.sha256(b"v").hexdigest()
+        (tmp_path / "moved-blobs" / name).write_bytes(_png(7))
+        link.symlink_to(f"../../../blobs/{name}")
+    elif made == "store_subfolder_link":  # a marked store whose `xx/` folder is a link out
+        _cache_file(cache, "org/cats", "images/2.png", _png(2), shared=True)  # huggingface_hub marks the store
+        store, name = cache / "blobs", hashlib.sha256(b"u").hexdigest()
+        assert (store / _shared_blobs.SHARED_BLOBS_MARKER_NAME).is_file() and not (store / name[:2]).exists()
+        (tmp_path / "xx").mkdir()
+        (tmp_path / "xx" / name).write_bytes(_png(7))
+        (store / name[:2]).symlink_to(tmp_path / "xx")
+        blob = repo / "blobs" / hashlib.sha256(b"t").hexdigest()
+        blob.symlink_to(f"../../blobs/{name[:2]}/{name}")
+        link.symlink_to(os.path.relpath(blob, link.parent))
     else:
         renamed = snapshot.with_name("v1.0")
         snapshot.rename(renamed)
@@ -156,7 +175,7 @@ def test_only_the_caches_own_links_to_its_repos_blobs_count_as_inside(tmp_path: 
     shown = {"folder_link": "more", "not_a_commit": "images/1.png"}.get(made, "images/x.png")
     assert ("outside_root", shown) in {(i.reason, i.input) for i in items if isinstance(i, Reject)}
     assert all(getattr(i, "data", None) != _png(7) and "secret" not in str(getattr(i, "uri", "")) for i in items)
-    if made != "not_a_commit":  # the cache's own link beside it is read
+    if made not in ("not_a_commit", "blobs_folder_link"):  # the cache's own link beside it is read
         assert is_cached_blob(str(snapshot), str(snapshot / "images" / "1.png"))
 
 
@@ -202,3 +221,46 @@ def test_hf_paths_in_a_snapshot_are_its_files_when_it_holds_them(tmp_path: Path)
     assert not [i for i in items if isinstance(i, Reject) and i.reason == "unexpected_file" and "images/" in i.input]
     # not a snapshot: a hf:// path stays an absolute name, never looked up
     assert hf_file(str(tmp_path), paths[0]) is None and snapshot_of(str(tmp_path)) is None
+
+
+def test_a_nul_in_a_rows_revision_is_that_rows_outside_root(tmp_path: Path):
+    """`hf://datasets/org/cats@ma%00in/...` (a NUL, percent-encoded as `datasets` quotes a revision)
+    made `os.lstat` raise ValueError looking up `refs/ma\\0in`: the rest of the parquet was lost
+    as one `bad_parquet`. It is now that row's `outside_root`; the rows after it are read."""
+    cache = tmp_path / "hub"
+    _cache_file(cache, "org/cats", "images/1.png", _png(1))
+    paths = ["hf://datasets/org/cats@main/images/1.png", "hf://datasets/org/cats@ma%00in/images/1.png",
+             "hf://datasets/org/cats@main/images/1.png\0", "hf://datasets/org/cats@main/images/1.png"]
+    parquet = _cache_file(cache, "org/cats", "data/train-00000-of-00001.parquet",
+                          _parquet([{"bytes": None, "path": p} for p in paths]))
+    snapshot = parquet.parent.parent
+    assert hf_file(str(snapshot), paths[1]) is None and hf_file(str(snapshot), paths[2]) is None
+    items = _read_all(LaionSource("hf", str(snapshot)))
+    by_row = {i.key.rsplit("-", 1)[-1].split("_")[0]: i for i in items if "train-00000" in i.key}
+    assert sorted(by_row) == ["0", "1", "2", "3"]
+    assert [Path(by_row[r].uri).read_bytes() for r in "03"] == [_png(1), _png(1)]
+    assert [(by_row[r].reason, by_row[r].input) for r in "12"] == \
+        [("outside_root", "data/train-00000-of-00001.parquet row 1"),
+         ("outside_root", "data/train-00000-of-00001.parquet row 2")]
+
+
+def test_a_relative_root_names_a_snapshots_hf_files_as_given(tmp_path: Path, monkeypatch):
+    """With the snapshot given as a relative path, a row's `hf://` file came back absolute (its
+    `image_path` and `uri` the machine's folders, unlike the path-only row beside it naming the
+    same file): it is joined onto the root as given. The files the root lists (fsspec names them
+    absolute) are taken relative to it too: a reject's `input` never shows the machine's folders."""
+    cache = tmp_path / "hub"
+    _cache_file(cache, "org/cats", "images/1.png", _png(1))
+    parquet = _cache_file(cache, "org/cats", "data/train-00000-of-00001.parquet",
+                          _parquet([{"bytes": None, "path": f"hf://datasets/org/cats@{COMMIT}/images/1.png"},
+                                    {"bytes": None, "path": "images/1.png"}]))
+    monkeypatch.chdir(tmp_path)
+    root = os.path.relpath(parquet.parent.parent, tmp_path)
+    assert hf_file(root, f"hf://datasets/org/cats@{COMMIT}/images/1.png") == os.path.join(root, "images", "1.png")
+    items = _read_all(LaionSource("hf", root))
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert [(r.lineage["image_path"], r.uri) for r in records] == [("images/1.png", os.path.join(root, "images/1.png"))] * 2
+    # the file both rows name is theirs (listed absolute, it was also an `unexpected_file` of its own), and
+    # rejects and inputs name files as the root sees them
+    assert not [i for i in items if isinstance(i, Reject)]
+    assert [r.input for r in records] == [f"data/train-00000-of-00001.parquet row {n}: images/1.png" for n in (0, 1)]

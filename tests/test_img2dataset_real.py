@@ -678,3 +678,51 @@ def test_folders_beside_real_files_shards_are_rejects_never_shards(downloads, tm
     added = [i for i in items if repr(i) not in expected]
     assert sorted((i.reason, i.input) for i in added) == [("hidden_file", ".ipynb_checkpoints"),
                                                           ("unexpected_file", "notes")]
+
+
+@pytest.mark.parametrize("output_format", ["webdataset", "parquet", "files"])
+def test_a_download_really_killed_in_a_shard_builds_the_ended_ones_and_its_rerun_the_rest(slow_site, tmp_path: Path,
+                                                                                        output_format: str):
+    """img2dataset killed in its first shard: with `--output_format parquet` its 0-byte
+    `00000.parquet` crashed the format's detection (ArrowInvalid); every format is now the one
+    `unfinished_download` reject. Killed in a later shard, the shard it was writing was built half
+    (its cut tar's samples, then `corrupt_archive`, `bad_parquet`): now left out and named, the
+    build holds the ended shards' samples alone. The same img2dataset command then finishes the
+    download, and the same build, rerun, renders the new shards to the bytes of a fresh build."""
+    from conftest import shard_digests
+
+    _require_img2dataset()
+    extra = ("--output_format", output_format, "--resize_mode", "no", "--disable_all_reencoding", "True")
+    early = tmp_path / "early"
+    left = _killed_download(slow_site, early, "00000.parquet", *extra)
+    assert "00000_stats.json" not in left and "_tmp" in left
+    source = LaionSource("web", str(early))
+    (reject,) = [i for u in source.units() for i in source.read(u)]
+    assert (reject.reason, reject.input) == ("unfinished_download", "_tmp") and "00000.parquet" in reject.detail
+
+    later = tmp_path / "killed"
+    left = _killed_download(slow_site, later, "00000_stats.json", *extra)
+    ended = {p.name.removesuffix("_stats.json") for p in later.glob("*_stats.json")}
+    writing = sorted(n for n in left if n[:5].isdigit() and n[:5] not in ended)
+    source = LaionSource("web", str(later))
+    items = [i for u in source.units() for i in source.read(u)]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert reject.reason == "unfinished_download" and all(n in reject.detail for n in writing[:1])
+    successes = sum(row["status"] == "success" for shard in ended
+                    for row in pq.read_table(later / f"{shard}.parquet", columns=["status"]).to_pylist())
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert successes and len(records) == successes and {r.lineage["shard"] for r in records} == ended
+    downloads = {"root": tmp_path, "killed": later}
+    _build(downloads, "killed", tmp_path / "out")
+    out = tmp_path / "out"
+    reasons = Counter(r["reason"] for r in _rejects(out, "killed").values())
+    assert reasons["unfinished_download"] == 1 and not {"corrupt_archive", "truncated_sample", "bad_parquet"} & set(reasons)
+
+    _download(slow_site, later, *extra, per_shard=13)  # the same command: its incremental mode ends the rest
+    assert not (later / "_tmp").exists() and len(list(later.glob("*_stats.json"))) == 5
+    finished, _ = _build(downloads, "killed", out)
+    counters = finished["run"]["counters"]
+    assert counters.get("killed.units_reused") == len(ended) and counters.get("killed.units_rendered") == 5 - len(ended)
+    fresh, fresh_out = _build(downloads, "killed", tmp_path / "fresh")
+    assert fresh["totals"] == finished["totals"] and "unfinished_download" not in str(_rejects(out, "killed"))
+    assert shard_digests(out) == shard_digests(fresh_out)

@@ -499,6 +499,81 @@ def test_a_download_killed_after_a_shard_ended_names_the_shards_to_come(tmp_path
     assert [i.reason for i in items if isinstance(i, Reject) and i.input == "_tmp"] == ["unexpected_file"]
 
 
+@pytest.mark.parametrize("layout", ["webdataset", "files", "parquet"])
+def test_the_shard_a_killed_download_was_writing_is_left_out_and_named(tmp_path: Path, layout: str):
+    """Killed in shard 1 (shard 0 ended: its `_stats.json` is there; `_tmp/` holds 1 and 2): the
+    half-written `00001.tar` (cut at a member), `00001/` or 0-byte `00001.parquet` was built (its
+    samples sentences, then `corrupt_archive`, `bad_parquet`) while the reject said "not built".
+    Now they are left out: shard 0's samples and one `unfinished_download` naming them."""
+    _img2dataset_shard(tmp_path)
+    with tarfile.open(tmp_path / "00000.tar") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    if layout == "files":
+        with tarfile.open(tmp_path / "00000.tar") as tar:
+            tar.extractall(tmp_path / "00000", filter="data")
+        (tmp_path / "00000.tar").unlink()
+        (tmp_path / "00001").mkdir()
+        for name, data in members[:7]:
+            (tmp_path / "00001" / name).write_bytes(data)
+        partial = ["00001/", "00001.parquet"]
+    elif layout == "webdataset":
+        _tar(tmp_path / "00001.tar", members[:7])
+        (tmp_path / "00001.tar").write_bytes((tmp_path / "00001.tar").read_bytes()[:-2000])
+        partial = ["00001.tar", "00001.parquet"]
+    else:
+        rows = pq.read_table(tmp_path / "00000.parquet").to_pylist()
+        for row, data in zip(rows, [d for n, d in members if n.endswith(".jpg")]):
+            row["jpg"] = data
+        (tmp_path / "00000.tar").unlink()
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "00000.parquet")
+        partial = ["00001.parquet"]
+    (tmp_path / "00001.parquet").write_bytes(b"")  # img2dataset writes it when the shard closes
+    _work_folder(tmp_path, [1, 2])
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == layout
+    items = _read_all(source)
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(records) == 12 and {r.lineage["shard"] for r in records} == {"00000"}
+    rejects = [i for i in items if isinstance(i, Reject) and i.reason != "failed_to_download"]
+    assert [(r.reason, r.input) for r in rejects] == [("unfinished_download", "_tmp")]
+    assert f"2 shards it planned (00001, 00002) not finished (no _stats.json), not built, partly written: " \
+           f"{', '.join(partial)}:" in rejects[0].detail and len(rejects[0].detail) <= 300
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "files", "parquet"])
+def test_a_download_killed_in_its_first_shard_is_one_unfinished_download(tmp_path: Path, layout: str):
+    """Killed in shard 0 with `--output_format parquet`, img2dataset leaves a 0-byte `00000.parquet`
+    beside `_tmp/`: the format's detection read its schema and the build crashed (ArrowInvalid
+    "Parquet file size is 0 bytes"). Every layout now gives the one `unfinished_download` reject."""
+    if layout == "webdataset":
+        _tar(tmp_path / "00000.tar", [])
+    elif layout == "files":
+        (tmp_path / "00000").mkdir()
+    (tmp_path / "00000.parquet").write_bytes(b"")
+    _work_folder(tmp_path, [0, 1])
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == layout
+    (reject,) = _read_all(source)
+    assert (reject.reason, reject.input) == ("unfinished_download", "_tmp")
+    assert "2 shards it planned (00000, 00001)" in reject.detail and "00000.parquet" in reject.detail
+
+
+def test_an_unreadable_img2dataset_parquet_is_its_bad_parquet_never_a_crash(tmp_path: Path):
+    """A 0-byte or cut `00000.parquet` with no `_tmp/` (a copy that failed): the format's detection
+    raised ArrowInvalid. It is now the parquet layout, each unreadable shard its `bad_parquet`, the
+    readable ones read, whichever sorts first."""
+    (tmp_path / "00000.parquet").write_bytes(b"")
+    (tmp_path / "00001.parquet").write_bytes(b"PAR1 not a parquet PAR1")
+    source = LaionSource("web", str(tmp_path))
+    assert source.resolved_format() == "parquet"
+    assert sorted((i.reason, i.input) for i in _read_all(source)) == [("bad_parquet", "00000.parquet"),
+                                                                       ("bad_parquet", "00001.parquet")]
+    pq.write_table(pa.table({"key": ["0"], "status": ["success"], "jpg": [_image(seed=3)]}), tmp_path / "00002.parquet")
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert sum(isinstance(i, ImageRecord) for i in items) == 1
+    assert sorted(i.input for i in items if isinstance(i, Reject)) == ["00000.parquet", "00001.parquet"]
+
+
 def test_only_img2dataset_named_folders_are_files_shards(tmp_path: Path):
     """In img2dataset's `files` layout (`00000/` beside `00000.parquet`) a user's `notes/` holding a
     photo and a text was read as a shard (the photo a sample, the text a `missing_image`). Only a
@@ -521,6 +596,30 @@ def test_only_img2dataset_named_folders_are_files_shards(tmp_path: Path):
     others = sorted((i.input, i.reason) for i in items if isinstance(i, Reject) and i.reason != "failed_to_download")
     assert others == [(".ipynb_checkpoints", "hidden_file"), ("00000_old", "unexpected_file"),
                       ("notes", "unexpected_file")]
+
+
+def test_folders_and_feathers_named_in_other_digits_are_no_shards(tmp_path: Path):
+    """img2dataset names a shard in ASCII digits (`{shard_id:05d}`): a folder `٠١` (Arabic-Indic)
+    or `１２` (fullwidth) beside `00000/` was read as a files shard (`\\d` takes any Unicode digit,
+    and `int()` reads them), a `_tmp/٣.feather` planned shard 3. Each folder is now one
+    `unexpected_file` reject, never read, and that feather plans nothing."""
+    from sources.img2dataset_listing import data_dirs, unfinished_shards
+
+    _img2dataset_shard(tmp_path)
+    with tarfile.open(tmp_path / "00000.tar") as tar:
+        tar.extractall(tmp_path / "00000", filter="data")
+    (tmp_path / "00000.tar").unlink()
+    for folder in ("\u0660\u0661", "\uff11\uff12"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "look.jpg").write_bytes(_image(seed=7))
+    assert [os.path.basename(d) for d in data_dirs(str(tmp_path))] == ["00000"]
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert sum(isinstance(i, ImageRecord) for i in items) == 12
+    others = sorted((i.input, i.reason) for i in items if isinstance(i, Reject) and i.reason != "failed_to_download")
+    assert others == [("\u0660\u0661", "unexpected_file"), ("\uff11\uff12", "unexpected_file")]
+    (tmp_path / "_tmp").mkdir()
+    (tmp_path / "_tmp" / "\u0663.feather").write_bytes(b"")
+    assert unfinished_shards(str(tmp_path)) is None
 
 
 def test_killed_img2dataset_shard_keeps_the_tar_samples(tmp_path: Path):
