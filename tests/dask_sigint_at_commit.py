@@ -9,27 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
+
+from signal_at_commit import signal_after_commits
 
 
 def dask_setup(worker) -> None:
-    from uvd_pipeline import unit_store
-
-    flags = os.environ["UVD_TEST_SIGNAL_FLAGS"]
     after = int(os.environ.get("UVD_TEST_SIGNAL_AFTER", "2"))
-    commits = os.path.join(flags, "commits")
-    os.makedirs(commits, exist_ok=True)
-    commit = unit_store.UnitWriter.commit
-
-    def commit_then_signal(self, outputs, record):
-        digest = commit(self, outputs, record)
-        open(os.path.join(commits, uuid.uuid4().hex), "wb").close()
-        if len(os.listdir(commits)) >= after:
-            try:
-                os.close(os.open(os.path.join(flags, "sent"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                return digest
-            os.killpg(os.getpgid(0), signal.SIGINT)
-        return digest
-
-    unit_store.UnitWriter.commit = commit_then_signal
+    signal_after_commits(after, os.environ["UVD_TEST_SIGNAL_FLAGS"], lambda: os.killpg(os.getpgid(0), signal.SIGINT))

@@ -21,14 +21,13 @@ import sys
 import uuid
 
 
-def main(argv: list[str]) -> None:
-    name, after, flags, *command = argv
-    sig, after, build = signal.Signals[name], int(after), os.getpid()
+def signal_after_commits(after: int, flags: str, send) -> None:
+    """Wrap `UnitWriter.commit` so that the process committing the `after`th unit (counted across
+    processes in `flags/commits`) calls `send()` once, `flags/sent` saying it went."""
+    from uvd_pipeline import unit_store
+
     commits = os.path.join(flags, "commits")
     os.makedirs(commits, exist_ok=True)
-
-    from uvd_pipeline import cli, unit_store
-
     commit = unit_store.UnitWriter.commit
 
     def commit_then_signal(self, outputs, record):
@@ -39,13 +38,25 @@ def main(argv: list[str]) -> None:
                 os.close(os.open(os.path.join(flags, "sent"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 return digest
-            if sig == signal.SIGINT:
-                os.killpg(os.getpgid(0), sig)
-            else:
-                os.kill(build, sig)
+            send()
         return digest
 
     unit_store.UnitWriter.commit = commit_then_signal
+
+
+def main(argv: list[str]) -> None:
+    name, after, flags, *command = argv
+    sig, after, build = signal.Signals[name], int(after), os.getpid()
+
+    from uvd_pipeline import cli
+
+    def send() -> None:
+        if sig == signal.SIGINT:
+            os.killpg(os.getpgid(0), sig)
+        else:
+            os.kill(build, sig)
+
+    signal_after_commits(after, flags, send)
     sys.argv = ["uvd", *command]
     cli.run()
 
