@@ -451,6 +451,22 @@ def test_voc_xml_without_a_dtd_reads_in_any_encoding(encoding: str):
         parse_voc_xml(_in_encoding(b'<?xml version="1.0"?>\n<annotation><object>', encoding))
 
 
+@pytest.mark.parametrize("encoding", ["punycode", "undefined"])
+def test_voc_xml_declaring_a_codec_that_fails_with_unicode_error_is_a_bad_annotation(encoding: str):
+    """An XML file declaring `punycode` or `undefined` (codecs Python knows, whose decoding raises a
+    bare UnicodeError, no UnicodeDecodeError): parse_voc_xml raised it, so the detection reader
+    counted the file `unreadable_file` (and any other caller crashed). It is one `bad_annotation`
+    naming the encoding, as for bytes that are not of a declared encoding."""
+    from sources.voc_xml import parse_voc_xml
+    from transforms.errors import Rejected
+
+    document = (f'<?xml version="1.0" encoding="{encoding}"?>\n<annotation><object><name>cat</name><bndbox>'
+                "<xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>\n")
+    with pytest.raises(Rejected) as info:
+        parse_voc_xml(document.encode())
+    assert info.value.reason == "bad_annotation" and f"not {encoding} text as it declares" in info.value.detail
+
+
 def test_voc_tree_as_windows_tools_and_voc2012_write_it(tmp_path: Path):
     """Lists saved by Notepad (UTF-8 with a byte order mark, CRLF line ends) or edited by hand
     (a trailing space), and VOC2012's XML files whose corners are decimals (`<xmin>273.3</xmin>`,
