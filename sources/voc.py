@@ -66,7 +66,7 @@ def read_voc_list(uri: str, room: int | None = None) -> tuple[list[str], str, in
     try:
         data = read_input_bytes(uri, MAX_VOC_LIST_BYTES)
         lines = data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
-        if lines > room == MAX_VOC_LIST_IDS:
+        if lines > room and room == MAX_VOC_LIST_IDS:  # no list read before it: the cap alone
             return [], f"more than {MAX_VOC_LIST_IDS} lines (the ids a split list may hold)", 0
         if lines > room:
             return [], (f"{lines} lines, more than the {room} ids left of the {MAX_VOC_LIST_IDS} the split "
