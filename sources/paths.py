@@ -341,8 +341,13 @@ def relative_to_root(root: str, path: str) -> str:
     root = root.rstrip("/\\")
     if path.startswith(root + "/") or path.startswith(root + os.sep):
         return path[len(root) + 1:]
-    if root and "://" not in root and not os.path.isabs(root) and os.path.isabs(path):
-        return relative_to_root(os.path.abspath(root), path)  # a root given relative: fsspec lists absolute names
+    if root and "://" not in root and "://" not in path:
+        # a root given relative (fsspec lists absolute names, `..` left in: /cwd/../data/...) or with `..`,
+        # `./`, `//`: both compared normalised
+        whole = os.path.normpath(os.path.abspath(os.path.expanduser(root)))
+        plain = os.path.normpath(os.path.abspath(os.path.expanduser(path)))
+        if plain.startswith(whole.rstrip(os.sep) + os.sep):
+            return plain[len(whole.rstrip(os.sep)) + 1:]
     return path
 
 

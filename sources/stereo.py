@@ -14,13 +14,14 @@ KITTI measures disparity on a scene's `NNNNNN_10` frame only: its `_11` frame (t
 scene flow pair; the multiview extension's `_00`..`_20` likewise) has a stereo pair but no depth
 target, one `no_ground_truth_frame` reject each (a labeler gives them depth). A scene's frames share
 one split group (`kitti-000000`): frames 0.1 s apart are never split between train and val. These
-rules hold where the folders are KITTI's (`KITTI_LEFT_FOLDERS`, `KITTI_DISPARITY_FOLDERS`) and most
-left views are named KITTI's way (`kitti_named`), each for the frames so named: another stereo set
-whose files happen to be named `NNNNNN_NN`, in folders of its own or in KITTI's among as many names
-of its own (a rig's `123456_11.png`, 12:34:56 camera 11, beside `left_0001.png`), keeps
-`missing_annotation` for a lost map, and each frame its own group. A stray name among KITTI's (a
-browser's duplicate `000001_10 (1).png`) is read as such a set's frame, its lost map saying so; it
-turns no KITTI frame's rules off.
+rules hold where the folders are KITTI's (`KITTI_LEFT_FOLDERS`, `KITTI_DISPARITY_FOLDERS`), judged
+per frame (`kitti_frame`): a `NNNNNN_10` frame is KITTI's where its disparity map is there, a
+`NNNNNN_NN` frame joins its scene where the scene's `_10` is KITTI's. Another stereo set whose files
+happen to be named `NNNNNN_NN`, in folders of its own, or a frame with no measured `_10` beside it
+(a rig's `123456_11.png`, 12:34:56 camera 11) keeps `missing_annotation` for a lost map, and each
+frame its own group; so does a stray name among KITTI's (a browser's duplicate `000001_10 (1).png`),
+its lost map saying so. No file turns another frame's rules on or off (a vote of the folder's names
+did: half a download's names duplicated turned KITTI's rules off for all of it).
 
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
 `os_metadata` or `hidden_file` reject each (`sources.paths.set_aside`), never a pair of the files beside each view.
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sources import fsio
-from sources.paths import (PathProblem, missing_under, path_problem, relative_to_root, set_aside, set_aside_problem,
+from sources.paths import (PathProblem, missing_under, path_problem, relative_to_root, set_aside_problem,
                            shown_name)
 from sources.records import PairRecord, Reject, SourceItem, safe_key
 
@@ -52,25 +53,17 @@ def _stem(name: str) -> str:
 
 
 def _scene(stem: str, kitti: bool) -> str:
-    """The scene a KITTI frame belongs to (`000000` of `000000_11`), or the stem itself when it is
-    not named the KITTI way or the set is not KITTI's: the split group of the scene's frames."""
+    """The scene a KITTI frame belongs to (`000000` of `000000_11`), or the stem itself when the
+    frame is not KITTI's (`StereoSource.kitti_frame`): the split group of the scene's frames."""
     found = KITTI_FRAME.match(stem) if kitti else None
     return found.group(1) if found else stem
 
 
 @fsio.derived_input
-def kitti_named(left_dir: str) -> bool:
-    """Whether most left views of the folder (but what operating systems leave aside) are named as
-    KITTI names its frames, `NNNNNN_NN`: only then are its frame rules KITTI's, for the frames so
-    named. Most, not every: one stray file (a browser's `000001_10 (1).png`) turned them off for
-    the whole download. Judged once per run and recorded as its value: a frame added that keeps it
-    renders no other unit again."""
-    def most_named() -> bool:
-        names = [_stem(fsio.basename(uri)) for uri in fsio.list_files(left_dir, (".png", ".jpg"), links=True)
-                 if not set_aside(fsio.basename(uri))]
-        return 2 * sum(bool(KITTI_FRAME.match(name)) for name in names) > len(names)
-
-    return fsio.once_per_run(("sources.stereo.kitti_named", left_dir), most_named)
+def measured(disparity_map: str) -> bool:
+    """Whether a scene's `_10` disparity map is there: recorded as its value, so a rerun renders
+    again the units of the scene's other frames where the map came or went."""
+    return fsio.exists(disparity_map)
 
 
 def is_second_frame(stem: str, kitti: bool) -> bool:
@@ -91,11 +84,15 @@ class StereoSource:
     labeler: tuple[tuple[str, Any], ...] | None = None  # a labeler spec for pairs without disparity
     follow_links: bool = False  # read views and disparity maps that are links leading out of `path`
 
-    @property
-    def kitti_layout(self) -> bool:
-        """Whether the left view and disparity folders are KITTI's and most left views are named
-        KITTI's way (`kitti_named`): its frame naming rules hold for the frames so named."""
-        return self.kitti_folders and kitti_named(fsio.join(self.path, self.split_folder, self.left_folder))
+    def kitti_frame(self, stem: str) -> bool:
+        """Whether KITTI's frame rules hold for the frame `stem`: in KITTI's folders, named
+        `NNNNNN_NN`, and its scene's `NNNNNN_10` measured (its disparity map there). Judged per
+        frame, never by the folder's other names: a file added or lost changes no other frame."""
+        found = KITTI_FRAME.match(stem) if self.kitti_folders else None
+        if not found:
+            return False
+        return measured(fsio.join(self.path, self.split_folder, self.disparity_folder,
+                                  f"{found.group(1)}_{GROUND_TRUTH_FRAME}.png"))
 
     @property
     def kitti_folders(self) -> bool:
@@ -139,10 +136,11 @@ class StereoSource:
                     found.setdefault(stem, uri)
         return sorted(found.values())
 
-    def _without_left_view(self, uri: str, kitti: bool) -> Reject:
+    def _without_left_view(self, uri: str) -> Reject:
         """One frame whose left view is gone (`_files_without_left_view`), naming what it leaves."""
         split = fsio.join(self.path, self.split_folder)
         stem = _stem(fsio.basename(uri))
+        kitti = self.kitti_frame(stem)
         left = [folder for folder in self._read_folders()
                 if any(fsio.exists(fsio.join(split, folder, stem + ext)) for ext in (".png", ".jpg"))]
         group = safe_key(self.name, _scene(stem, kitti))
@@ -172,12 +170,12 @@ class StereoSource:
 
     def read(self, files: tuple[str, ...]) -> Iterator[SourceItem]:
         root = fsio.join(self.path, self.split_folder)
-        kitti = self.kitti_layout  # judged once a unit, not once a frame
         for left in files:
             name = fsio.basename(left)
             if not left.startswith(fsio.join(root, self.left_folder) + "/"):  # beside a left view that is gone
-                yield self._without_left_view(left, kitti)
+                yield self._without_left_view(left)
                 continue
+            kitti = self.kitti_frame(_stem(name))
             frame = safe_key(self.name, _stem(name))
             group = safe_key(self.name, _scene(_stem(name), kitti))
             at = relative_to_root(self.path, left)
@@ -218,15 +216,14 @@ class StereoSource:
 
     def _read_as_any_set(self, name: str, kitti: bool) -> str:
         """Why a frame in KITTI's folders is read as any stereo set's (its lost map no
-        `no_ground_truth_frame`, its group its own): the set's names, or its own; else ""."""
-        if not self.kitti_folders:
+        `no_ground_truth_frame`, its group its own): its name, or its scene's unmeasured `_10`; else ""."""
+        if not self.kitti_folders or kitti:
             return ""
-        if not kitti:
-            return f" (KITTI's folders, but no more than half the views of {self.left_folder}/ are named NNNNNN_NN: " \
-                "read as any stereo set)"
-        if not KITTI_FRAME.match(_stem(name)):
-            return " (not named NNNNNN_NN as KITTI's frames beside it: read as any stereo set's frame)"
-        return ""
+        found = KITTI_FRAME.match(_stem(name))
+        if not found:
+            return " (not named NNNNNN_NN as KITTI's frames: read as any stereo set's frame)"
+        return (f" (nor for {found.group(1)}_{GROUND_TRUTH_FRAME}, the frame of its scene KITTI measures: "
+                "read as any stereo set's frame)")
 
     def _annotation(self, task: str, right: str, disparity: str) -> dict[str, Any] | None:
         """What a task's target reads beside the left view: the right view (stereo, or a labeler's

@@ -390,12 +390,20 @@ def _closed_gaps(stamps: list[int], gaps: list[tuple[int, int]], starts: list[in
     closed as the CLI closes it: every packet from there to the part's end (the next of `starts`)
     moved back by those ticks, so the jump's decode stamp comes one frame after the one before.
     Presentation stamps move alike, so a B-frame decoded after the jump, shown before the frames
-    decoded before it, keeps its place among them."""
+    decoded before it, keeps its place among them. A packet before the jump whose presentation
+    stamp already lies past it (an MPEG-PS VOB, its PES packets not aligned with frames: a P-frame
+    stamped on the new clock, the B-frames after it still on the old one) is moved back too, as
+    the decoder shows it after them: left, it would lie the jump above every frame after it."""
     closed = list(stamps)
     bounds = sorted(starts)
+    begin = 0  # where the packets not yet closed begin: the part's start or the last jump
     for g, ticks in gaps:
         end = next((b for b in bounds if b > g), len(closed))
         closed[g:end] = [p - ticks for p in closed[g:end]]
+        begin = max(begin, max((b for b in bounds if b <= g), default=0))
+        past = closed[g] + ticks // 2  # halfway between the two clocks: ticks is over `JOIN_JUMP`
+        closed[begin:g] = [p - ticks if p > past else p for p in closed[begin:g]]
+        begin = g
     return closed
 
 

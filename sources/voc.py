@@ -43,9 +43,11 @@ VOC_LISTS_FOLDER = VOC_TASKS["segmentation"][0]
 VOC_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train", "test.txt": "val"}
 VOC_TEST_LIST = "test.txt"
 VOC_VOID = 255  # VOC's border round each object and its unlabelled pixels: drawn as unlabeled (0)
-# a split list's budget, judged before its ids are taken: VOC2012's train.txt is 1,464 ids (17 KB), a
-# VOC-format COCO train2017 118,287 (1.5 MB), Open Images' 1.74M train ids 30 MB; at the id cap the
-# run's unit listing holds about 0.7 GB (4M ids: 1.0 GB peak RSS, 0.3 GB before)
+# the split lists' budget, judged before a list's ids are taken: VOC2012's train.txt is 1,464 ids
+# (17 KB), a VOC-format COCO train2017 118,287 (1.5 MB), Open Images' 1.74M train ids 30 MB. The
+# bytes cap is each list's; the id cap holds for every list a run reads together (both tasks'
+# train, val and test), so the run's unit listing holds about 0.7 GB at most (4M ids: 1.0 GB peak
+# RSS, 0.3 GB before; six lists of 4M each, capped apart, took 5.3 GB)
 MAX_VOC_LIST_BYTES = 64 << 20
 MAX_VOC_LIST_IDS = 4_000_000
 VOC_ID = re.compile(r"[A-Za-z0-9_-]+")  # 2007_000032 (2012), 000032 (2007): a file's stem, never a path
@@ -55,20 +57,27 @@ HELD_OUT = "val"  # the split of an id a val or test list of any task names
 UNLISTED_UNIT = "voc:unlisted"
 
 
-def read_voc_list(uri: str) -> tuple[list[str], str]:
-    """One VOC split list: its ids in order, and what is wrong with it ('' when nothing). A line is
-    one id (a file stem); a line of another form (two words, a path) is left out and named."""
+def read_voc_list(uri: str, room: int | None = None) -> tuple[list[str], str, int]:
+    """One VOC split list: its ids in order, what is wrong with it ('' when nothing), and how many
+    of the run's ids it takes (its lines, 0 when refused). A line is one id (a file stem); a line
+    of another form (two words, a path) is left out and named. `room`: the ids left of
+    `MAX_VOC_LIST_IDS` after the lists read before it (None: all of them)."""
+    room = MAX_VOC_LIST_IDS if room is None else room
     try:
         data = read_input_bytes(uri, MAX_VOC_LIST_BYTES)
-        if data.count(b"\n") > MAX_VOC_LIST_IDS:
-            return [], f"more than {MAX_VOC_LIST_IDS} lines (the ids a split list may hold)"
+        lines = data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
+        if lines > room and room == MAX_VOC_LIST_IDS:  # no list read before it: the cap alone
+            return [], f"more than {MAX_VOC_LIST_IDS} lines (the ids a split list may hold)", 0
+        if lines > room:
+            return [], (f"{lines} lines, more than the {room} ids left of the {MAX_VOC_LIST_IDS} the split "
+                        "lists read may hold together (the lists before it take the rest)"), 0
         text = data.decode("utf-8-sig")
     except fsio.FileTooLarge:
-        return [], f"larger than {MAX_VOC_LIST_BYTES} bytes (the most a split list may take)"
+        return [], f"larger than {MAX_VOC_LIST_BYTES} bytes (the most a split list may take)", 0
     except UnicodeDecodeError:
-        return [], "not UTF-8 text"
+        return [], "not UTF-8 text", 0
     except (OSError, ValueError) as exc:
-        return [], f"unreadable ({type(exc).__name__})"
+        return [], f"unreadable ({type(exc).__name__})", 0
     ids: list[str] = []
     bad: list[tuple[int, str]] = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -83,7 +92,7 @@ def read_voc_list(uri: str) -> tuple[list[str], str]:
     if bad:
         problem = (f"{len(bad)} line{'s are' if len(bad) > 1 else ' is'} not an image id "
                    f"(line {bad[0][0]}: {bad[0][1][:60]!r})")
-    return ids, problem
+    return ids, problem, lines
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,7 @@ class VocSegmentation:
         unit reads each again for its reject)."""
         listed: dict[tuple[str, str], list[str]] = {}
         list_uris = []
+        room = MAX_VOC_LIST_IDS  # the ids the lists read may hold together, judged before each list's are taken
         for task in self.tasks:
             for list_name in VOC_SPLIT_LISTS:
                 uri = fsio.join(root, VOC_TASKS[task][0], list_name)
@@ -141,7 +151,8 @@ class VocSegmentation:
                 list_uris.append(uri)
                 if path_problem(self.path, uri, self.follow_links) or set_aside_problem(self.path, uri):
                     continue  # its own unit's reject
-                listed[task, list_name] = read_voc_list(uri)[0]
+                listed[task, list_name], _, taken = read_voc_list(uri, room)
+                room -= taken
         return listed, list_uris
 
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -182,7 +193,9 @@ class VocSegmentation:
 
     def _read_lists(self, uris: tuple[str, ...]) -> Iterator[Reject]:
         """A list that cannot be read, or has lines of another form: one `bad_split_list` reject
-        (the ids it gave are read all the same); a good list is nothing."""
+        (the ids it gave are read all the same); a good list is nothing. The lists are judged in
+        the order `_listed` took them, so the id cap they share refuses the same one."""
+        room = MAX_VOC_LIST_IDS
         for uri in uris:
             key = safe_key(self.name, *uri[len(uri.rsplit("/", 3)[0]) + 1:].split("/"))
             at = relative_input(uri, fsio.listed_root(self.path))
@@ -190,7 +203,8 @@ class VocSegmentation:
             if problem:
                 yield Reject(key, self.name, key, "read", problem.reason, problem.detail, input=at)
                 continue
-            detail = read_voc_list(uri)[1]
+            _, detail, taken = read_voc_list(uri, room)
+            room -= taken
             if detail:
                 yield Reject(key, self.name, key, "read", "bad_split_list", detail[:200], input=at)
 

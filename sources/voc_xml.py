@@ -93,8 +93,9 @@ def _as_utf8(data: bytes) -> bytes:
         text = data.decode(name)
     except LookupError:
         raise Rejected(BAD_ANNOTATION, f"declares the encoding {name[:40]!r}, which is none Python knows") from None
-    except UnicodeDecodeError as exc:
-        raise Rejected(BAD_ANNOTATION, f"not {name[:40]} text as it declares (byte {exc.start})") from None
+    except UnicodeError as exc:  # also a codec's bare UnicodeError (punycode, undefined): no byte to name
+        at = f"byte {exc.start}" if isinstance(exc, UnicodeDecodeError) else str(exc)[:120]
+        raise Rejected(BAD_ANNOTATION, f"not {name[:40]} text as it declares ({at})") from None
     declared = _DECLARED_ENCODING.match(text)
     if declared is None:
         raise Rejected(BAD_ANNOTATION, f"not {name[:40]} text as it declares (no declaration read in it)")

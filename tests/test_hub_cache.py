@@ -244,22 +244,32 @@ def test_a_nul_in_a_rows_revision_is_that_rows_outside_root(tmp_path: Path):
          ("outside_root", "data/train-00000-of-00001.parquet row 2")]
 
 
-def test_a_relative_root_names_a_snapshots_hf_files_as_given(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("given", ["{rel}", "../{rel}", "./../{rel}", "..//{rel}"],
+                         ids=["below", "up", "dot-up", "up-doubled-slash"])
+def test_a_relative_root_names_a_snapshots_hf_files_as_given(tmp_path: Path, monkeypatch, given: str):
     """With the snapshot given as a relative path, a row's `hf://` file came back absolute (its
     `image_path` and `uri` the machine's folders, unlike the path-only row beside it naming the
     same file): it is joined onto the root as given. The files the root lists (fsspec names them
-    absolute) are taken relative to it too: a reject's `input` never shows the machine's folders."""
+    absolute) are taken relative to it too: a reject's `input` never shows the machine's folders.
+    A root climbing out of the working folder (`../data`, a config beside the data) is listed
+    unnormalised (`/cwd/../data/...`): compared as given, the parquet was taken for a file in a
+    folder named `__x` or `.x` and the source refused ("no .parquet file ... loaded by default")."""
     cache = tmp_path / "hub"
     _cache_file(cache, "org/cats", "images/1.png", _png(1))
     parquet = _cache_file(cache, "org/cats", "data/train-00000-of-00001.parquet",
                           _parquet([{"bytes": None, "path": f"hf://datasets/org/cats@{COMMIT}/images/1.png"},
                                     {"bytes": None, "path": "images/1.png"}]))
-    monkeypatch.chdir(tmp_path)
-    root = os.path.relpath(parquet.parent.parent, tmp_path)
+    work = tmp_path / "work" if given.startswith(("../", "./../", "..//")) else tmp_path
+    work.mkdir(exist_ok=True)
+    monkeypatch.chdir(work)
+    root = given.format(rel=os.path.relpath(parquet.parent.parent, tmp_path))
     assert hf_file(root, f"hf://datasets/org/cats@{COMMIT}/images/1.png") == os.path.join(root, "images", "1.png")
     items = _read_all(LaionSource("hf", root))
     records = [i for i in items if isinstance(i, ImageRecord)]
-    assert [(r.lineage["image_path"], r.uri) for r in records] == [("images/1.png", os.path.join(root, "images/1.png"))] * 2
+    assert [(r.lineage["image_path"], os.path.normpath(r.uri)) for r in records] == \
+        [("images/1.png", os.path.normpath(os.path.join(root, "images/1.png")))] * 2
+    if given == "{rel}":
+        assert [r.uri for r in records] == [os.path.join(root, "images/1.png")] * 2
     # the file both rows name is theirs (listed absolute, it was also an `unexpected_file` of its own), and
     # rejects and inputs name files as the root sees them
     assert not [i for i in items if isinstance(i, Reject)]

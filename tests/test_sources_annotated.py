@@ -2055,22 +2055,23 @@ def test_kitti_folders_of_other_names_are_read_as_any_stereo_set(tmp_path: Path)
     """A rig's capture copied into KITTI's folders (`image_2`, `image_3`, `disp_noc_0`) with names
     of its own (`left_0001.png`) and, among them, `123456_11.png` (12:34:56, camera 11): that one
     took KITTI's rules, a lost map read as KITTI's unmeasured `_11` frame (`no_ground_truth_frame`)
-    and grouped with `123456_10` by its six digits. KITTI's rules now need most left views named
-    KITTI's way (here half are): a lost map is `missing_annotation` saying why, each frame its own
-    group. A Mac's `._000000_10.png` beside KITTI's own names does not turn them off."""
-    names = ["left_0001", "left_0002", "123456_10", "123456_11"]
+    and grouped with `123456_12` by its six digits. KITTI's rules hold for a frame whose scene's
+    `_10` is measured (its map there), judged per frame: here none is, so a lost map is
+    `missing_annotation` saying why, each frame its own group. A Mac's `._000000_10.png` beside
+    KITTI's own names does not turn them off."""
+    names = ["left_0001", "left_0002", "123456_12", "123456_11"]
     for name in names:
         rng = np.random.default_rng(len(name))
         for folder in ("image_2", "image_3"):
             _png(tmp_path / "rig" / "training" / folder / f"{name}.png", rng.integers(0, 255, (6, 20, 3), dtype=np.uint8))
-    for name in ("left_0001", "123456_10"):
+    for name in ("left_0001", "123456_12"):
         _png(tmp_path / "rig" / "training" / "disp_noc_0" / f"{name}.png", np.full((6, 20), 256 * 3, np.uint16))
     items = _read_all(StereoSource("rig", str(tmp_path / "rig"), tasks=("depth",)))
-    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == ["rig-123456_10-depth", "rig-left_0001-depth"]
+    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == ["rig-123456_12-depth", "rig-left_0001-depth"]
     lost = {i.key: i for i in items if isinstance(i, Reject)}
     assert {k: r.reason for k, r in lost.items()} == {"rig-123456_11-depth": "missing_annotation",
                                                        "rig-left_0002-depth": "missing_annotation"}
-    assert "no more than half the views of image_2/ are named NNNNNN_NN" in lost["rig-123456_11-depth"].detail
+    assert "nor for 123456_10, the frame of its scene KITTI measures" in lost["rig-123456_11-depth"].detail
     assert sorted(i.group for i in items) == sorted(f"rig-{n}" for n in names)
     kitti = tmp_path / "kitti" / "training"
     for name in ("000000_10", "000000_11"):
@@ -2114,6 +2115,28 @@ def test_kitti_rules_outlast_a_stray_file_among_kittis_names(tmp_path: Path):
     assert groups[f"{stray}-stereo"] == stray and stray not in {f"kitti-{s:06d}" for s in range(3)}
     assert sorted(k for k, i in groups.items() if k.endswith("-stereo")) == sorted(
         [f"kitti-{s:06d}_{f}-stereo" for s in range(3) for f in ("10", "11")] + [f"{stray}-stereo"])
+
+
+@pytest.mark.parametrize("frames", [("000000_10",), ("000000_10", "000000_11")])
+def test_kitti_frames_keep_kittis_rules_beside_as_many_duplicates(tmp_path: Path, frames: tuple[str, ...]):
+    """KITTI frames, each with a browser's duplicate beside it (`000000_10 (1).png`): half the left
+    views were not named KITTI's way, so the majority vote turned KITTI's rules off for all of them:
+    the `_11` frame's depth became `missing_annotation` and each frame its own split group. Judged
+    per frame now: a `_10` frame with its map is KITTI's, an `_NN` frame joins its scene where the
+    scene's `_10` is; the duplicates are read as any stereo set's frames."""
+    training = tmp_path / "training"
+    for name in frames:
+        rng = np.random.default_rng(int(name[-2:]))
+        for folder in ("image_2", "image_3"):
+            for copy in (name, f"{name} (1)"):
+                _png(training / folder / f"{copy}.png", rng.integers(0, 255, (6, 20, 3), dtype=np.uint8))
+    _png(training / "disp_noc_0" / "000000_10.png", np.full((6, 20), 256 * 3, np.uint16))
+    items = _read_all(StereoSource("kitti", str(tmp_path), tasks=("depth",)))
+    outcome = {i.key: (i.reason if isinstance(i, Reject) else "pair", i.group) for i in items}
+    stray = {name: safe_key("kitti", f"{name} (1)") for name in frames}
+    assert outcome == {"kitti-000000_10-depth": ("pair", "kitti-000000"),
+                       **({"kitti-000000_11-depth": ("no_ground_truth_frame", "kitti-000000")} if len(frames) > 1 else {}),
+                       **{f"{key}-depth": ("missing_annotation", key) for key in stray.values()}}
 
 
 def test_taskonomy_tuple_whose_depth_map_holds_no_depth_is_an_empty_target(tmp_path: Path):

@@ -701,6 +701,57 @@ def test_a_clock_jumping_forward_is_still_seeked(tmp_path, monkeypatch, first: i
     assert seeks
 
 
+def _shift_ps_stamps_from(data: bytes, first: int, ticks: int) -> bytes:
+    """The MPEG-PS bytes with the stamps (PTS and DTS) of every video PES from the `first`th on
+    moved by `ticks` (90 kHz): a DVD's clock jumping between cells. A VOB's PES packets do not
+    align with frames, so a frame's stamp may sit in a PES before its own."""
+    out = bytearray(data)
+    seen, at = -1, 0
+    while (at := out.find(b"\x00\x00\x01", at)) >= 0 and at + 6 <= len(out):
+        sid = out[at + 3]
+        if sid == 0xBA:  # an MPEG-2 pack header: 14 bytes and its stuffing
+            at += 14 + (out[at + 13] & 7)
+            continue
+        if sid < 0xBB:
+            at += 3
+            continue
+        if 0xE0 <= sid <= 0xEF and out[at + 6] >> 6 == 2 and out[at + 7] >> 7:
+            seen += 1
+            for o in range(at + 9, at + 9 + 5 * (2 if out[at + 7] >> 6 == 3 else 1), 5) if seen >= first else ():
+                f = out[o:o + 5]
+                stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
+                stamp = (stamp + ticks) % (1 << 33)
+                out[o:o + 5] = bytes([(f[0] & 0xF0) | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF,
+                                      (stamp >> 15 & 0x7F) << 1 | 1, stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
+        at += 6 + (out[at + 4] << 8 | out[at + 5])
+    return bytes(out)
+
+
+def test_a_vob_whose_clock_jumps_mid_gop_gives_every_frame_the_cli_shows(tmp_path):
+    """An MPEG-2 VOB (`-f vob`) whose video PES stamps move 20 s from the 40th PES on. Its PES
+    packets do not align with frames, so the presentation stamp jumps at packet 61 (a P-frame)
+    while the decode stamp jumps only at 64: two B-frames between keep the old clock. Closing the
+    jump from 64 alone left packet 61 20 s above every frame after it, and the decoder's output
+    was refused (`unsupported_container`) or misnamed. Now the P-frame shown past the jump is moved
+    back with the rest: the 90 frames equal the CLI's, read through and picked with gaps seeked."""
+    video_zoo.require_ffmpeg()
+    whole = _part_of(tmp_path, "_whole.vob", [*JUMPING["mpeg2"], "-f", "vob"], 0, 90)
+    path = tmp_path / "jumping.vob"
+    path.write_bytes(_shift_ps_stamps_from(whole.read_bytes(), 40, 20 * 90000))
+    with av.open(str(path)) as container:  # what makes the file: the presentation stamp jumps first
+        stamps = [(p.pts, p.dts) for p in container.demux(video=0) if p.size]
+    assert stamps[61][0] - stamps[60][0] > 20 * 90000 > stamps[61][1] - stamps[60][1]
+    assert stamps[64][1] - stamps[63][1] > 20 * 90000 > stamps[63][0] - stamps[62][0]
+    times, expected = _cli_listing(path)
+    assert len(expected) == 90
+    assert _md5s(path, range(90)) == dict(enumerate(expected))
+    for wanted in ([63], [70], [89], [30, 62, 64, 65]):
+        assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
+    record = _read(path, strides=(1,))
+    assert [c.frame_indices[0] for c in record.clips] == [0, 16, 32, 48, 64]
+    assert all(not isinstance(frames, Exception) for _, frames in clip_frames(record))
+
+
 def test_a_joined_file_is_never_seeked(tmp_path):
     """`cat a.ts a.ts` with every gap worth a seek (`seek_bytes=0`): the demuxer's stamps in the
     second part repeat the first's, so a seek there lands where the index places the first part

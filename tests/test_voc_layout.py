@@ -451,6 +451,22 @@ def test_voc_xml_without_a_dtd_reads_in_any_encoding(encoding: str):
         parse_voc_xml(_in_encoding(b'<?xml version="1.0"?>\n<annotation><object>', encoding))
 
 
+@pytest.mark.parametrize("encoding", ["punycode", "undefined"])
+def test_voc_xml_declaring_a_codec_that_fails_with_unicode_error_is_a_bad_annotation(encoding: str):
+    """An XML file declaring `punycode` or `undefined` (codecs Python knows, whose decoding raises a
+    bare UnicodeError, no UnicodeDecodeError): parse_voc_xml raised it, so the detection reader
+    counted the file `unreadable_file` (and any other caller crashed). It is one `bad_annotation`
+    naming the encoding, as for bytes that are not of a declared encoding."""
+    from sources.voc_xml import parse_voc_xml
+    from transforms.errors import Rejected
+
+    document = (f'<?xml version="1.0" encoding="{encoding}"?>\n<annotation><object><name>cat</name><bndbox>'
+                "<xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>\n")
+    with pytest.raises(Rejected) as info:
+        parse_voc_xml(document.encode())
+    assert info.value.reason == "bad_annotation" and f"not {encoding} text as it declares" in info.value.detail
+
+
 def test_voc_tree_as_windows_tools_and_voc2012_write_it(tmp_path: Path):
     """Lists saved by Notepad (UTF-8 with a byte order mark, CRLF line ends) or edited by hand
     (a trailing space), and VOC2012's XML files whose corners are decimals (`<xmin>273.3</xmin>`,
@@ -553,3 +569,35 @@ def test_voc_image_in_one_tasks_train_and_anothers_val_is_val_for_both(tmp_path:
         "voc-2007_000039-segmentation": "train", "voc-2007_000039-detection": "train"}
     assert {i.key: i.reason for i in items if isinstance(i, Reject)}["voc-2008_000008-detection"] == \
         "missing_annotation"
+
+
+def test_voc_id_cap_holds_for_all_the_lists_a_run_reads_together(tmp_path: Path, monkeypatch):
+    """The id cap was per list: segmentation and detection with train, val and test each at the
+    cap (4M ids, 52 MB a list) took 5.3 GB to plan. It holds for every list a run reads together,
+    judged before a list's ids are taken: the list that would pass it is one `bad_split_list`
+    reject naming the cap and none of its ids is read; the lists before it are read whole (here
+    with the cap at 10: 4 + 5 segmentation ids, then Main/train.txt's 3 would make 12)."""
+    import sources.voc as voc_module
+    from sources.voc import LIST_UNIT
+
+    monkeypatch.setattr(voc_module, "MAX_VOC_LIST_IDS", 10)
+    ids = [f"2007_{i:06d}" for i in range(12)]
+    _write_voc(tmp_path, dict(list(PAIRS.items())[:1]), {"val.txt": ids[:4], "train.txt": ids[4:9]})
+    main = tmp_path / "VOCdevkit" / "VOC2012" / "ImageSets" / "Main"
+    main.mkdir()
+    (main / "train.txt").write_text("".join(f"{i}\n" for i in ids[9:]))
+    source = SegmentationSource("voc", str(tmp_path), "voc", tasks=("segmentation", "detection"))
+    units = source.units()
+    assert sorted(_stem(f) for folder, files in units if folder != LIST_UNIT and folder.startswith(
+        ("segmentation:", "detection:")) for f in files) == sorted(ids[:9])
+    assert not [u for u in units if u[0].startswith("detection:")]
+    (lists,) = [u for u in units if u[0] == LIST_UNIT]
+    (reject,) = list(source.read(lists))
+    assert (reject.reason, reject.input) == ("bad_split_list", "VOCdevkit/VOC2012/ImageSets/Main/train.txt")
+    assert "3 lines, more than the 1 ids left of the 10 the split lists read may hold together" in reject.detail
+    monkeypatch.setattr(voc_module, "MAX_VOC_LIST_IDS", 12)
+    assert len([f for folder, files in source.units() if folder.startswith("detection:") for f in files]) == 3
+
+
+def _stem(uri: str) -> str:
+    return uri.rsplit("/", 1)[1].rsplit(".", 1)[0]
