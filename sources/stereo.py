@@ -18,9 +18,10 @@ rules hold where the folders are KITTI's (`KITTI_LEFT_FOLDERS`, `KITTI_DISPARITY
 per frame (`kitti_frame`): a `NNNNNN_10` frame is KITTI's where its disparity map is there, a
 `NNNNNN_NN` frame joins its scene where the scene's `_10` is KITTI's. Another stereo set whose files
 happen to be named `NNNNNN_NN`, in folders of its own, or a frame with no measured `_10` beside it
-(a rig's `123456_11.png`, 12:34:56 camera 11) keeps `missing_annotation` for a lost map, and each
-frame its own group; so does a stray name among KITTI's (a browser's duplicate `000001_10 (1).png`),
-its lost map saying so. No file turns another frame's rules on or off (a vote of the folder's names
+(a rig's `123456_11.png`, 12:34:56 camera 11) keeps `missing_annotation` for a lost map; so does a
+stray name among KITTI's (a browser's duplicate `000001_10 (1).png`, its own group), its lost map
+saying so. Split groups are by scene wherever KITTI's folders hold a `NNNNNN_NN` name, measured or
+not (a stereo-only download, a lost map): grouping more frames together only keeps them in one split. No file turns another frame's rules on or off (a vote of the folder's names
 did: half a download's names duplicated turned KITTI's rules off for all of it).
 
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
@@ -143,7 +144,7 @@ class StereoSource:
         kitti = self.kitti_frame(stem)
         left = [folder for folder in self._read_folders()
                 if any(fsio.exists(fsio.join(split, folder, stem + ext)) for ext in (".png", ".jpg"))]
-        group = safe_key(self.name, _scene(stem, kitti))
+        group = safe_key(self.name, _scene(stem, self.kitti_folders))
         return Reject(f"{safe_key(self.name, stem)}-pair", self.name, group, "read", "missing_image",
                       f"no left view of {shown_name(stem)} in {self.left_folder}/; its file in "
                       f"{', '.join(f'{folder}/' for folder in left)} left unread"[:200],
@@ -177,7 +178,10 @@ class StereoSource:
                 continue
             kitti = self.kitti_frame(_stem(name))
             frame = safe_key(self.name, _stem(name))
-            group = safe_key(self.name, _scene(_stem(name), kitti))
+            # a scene's frames share one split group wherever KITTI's folders name them as KITTI does,
+            # measured or not (a stereo-only download, a lost map): frames 0.1 s apart never straddle
+            # train and val; grouping is no rule about what a frame is
+            group = safe_key(self.name, _scene(_stem(name), self.kitti_folders))
             at = relative_to_root(self.path, left)
             aside = set_aside_problem(fsio.join(root, self.left_folder), left)
             if aside:  # a Mac's `._000000_10.png`: never paired with the `._` file beside the right view

@@ -2057,7 +2057,8 @@ def test_kitti_folders_of_other_names_are_read_as_any_stereo_set(tmp_path: Path)
     took KITTI's rules, a lost map read as KITTI's unmeasured `_11` frame (`no_ground_truth_frame`)
     and grouped with `123456_12` by its six digits. KITTI's rules hold for a frame whose scene's
     `_10` is measured (its map there), judged per frame: here none is, so a lost map is
-    `missing_annotation` saying why, each frame its own group. A Mac's `._000000_10.png` beside
+    `missing_annotation` saying why. Split groups stay by scene wherever KITTI's folders hold a
+    `NNNNNN_NN` name (the two `123456_` frames in one group: at worst kept in one split). A Mac's `._000000_10.png` beside
     KITTI's own names does not turn them off."""
     names = ["left_0001", "left_0002", "123456_12", "123456_11"]
     for name in names:
@@ -2072,7 +2073,7 @@ def test_kitti_folders_of_other_names_are_read_as_any_stereo_set(tmp_path: Path)
     assert {k: r.reason for k, r in lost.items()} == {"rig-123456_11-depth": "missing_annotation",
                                                        "rig-left_0002-depth": "missing_annotation"}
     assert "nor for 123456_10, the frame of its scene KITTI measures" in lost["rig-123456_11-depth"].detail
-    assert sorted(i.group for i in items) == sorted(f"rig-{n}" for n in names)
+    assert sorted(i.group for i in items) == ["rig-123456", "rig-123456", "rig-left_0001", "rig-left_0002"]
     kitti = tmp_path / "kitti" / "training"
     for name in ("000000_10", "000000_11"):
         for folder in ("image_2", "image_3"):
