@@ -14,21 +14,9 @@ from PIL import Image
 
 from sources.records import PairRecord, Reject
 from sources.segmentation import SegmentationSource
+from test_sources_annotated import _voc_colormap  # VOCdevkit's labelcolormap(256)
 
 SIZE = (64, 64)  # h, w: square, so the squash policy draws the map as it is
-
-
-def _voc_colormap() -> list[int]:
-    """VOCdevkit's `labelcolormap(256)` (VOCinit.m): class i's colour from the bits of i."""
-    colours: list[int] = []
-    for i in range(256):
-        rgb, c = [0, 0, 0], i
-        for j in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((c >> channel) & 1) << (7 - j)
-            c >>= 3
-        colours += rgb
-    return colours
 
 
 def _photo(name: str) -> np.ndarray:
