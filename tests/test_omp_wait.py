@@ -1,0 +1,47 @@
+"""The trainer's processes start torch's OpenMP pool with passive waiting (threads sleep when idle
+instead of spinning for 300,000 rounds), unless the user chose a wait setting: read back from
+libgomp itself (`OMP_DISPLAY_ENV=VERBOSE` prints the values it took when torch loaded it)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from trainer.omp_wait import USER_WAIT_SETTINGS, prefer_passive_wait
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def libgomp_spincount(module: str, **env: str) -> str:
+    """GOMP_SPINCOUNT as libgomp took it in `python -m MODULE --help` (torch loads on import)."""
+    clean = {k: v for k, v in os.environ.items() if k not in USER_WAIT_SETTINGS}
+    clean.update(env, OMP_DISPLAY_ENV="VERBOSE", PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-m", module, "--help"], env=clean, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"GOMP_SPINCOUNT = '(\d+)'", done.stderr)
+    assert found, f"libgomp printed no settings: {done.stderr[-2000:]}"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("module", ["trainer.fit", "trainer.demo"])
+def test_trainer_pool_sleeps_when_idle(module: str) -> None:
+    assert libgomp_spincount(module) == "0"  # libgomp's default, the old behaviour, is 300000
+
+
+@pytest.mark.parametrize("setting, spincount", [({"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000"),
+                                                ({"GOMP_SPINCOUNT": "1234"}, "1234")])
+def test_users_wait_setting_wins(setting: dict[str, str], spincount: str) -> None:
+    assert libgomp_spincount("trainer.fit", **setting) == spincount
+
+
+def test_nothing_set_once_torch_is_loaded() -> None:
+    environ: dict[str, str] = {}
+    assert not prefer_passive_wait(environ, {"torch": object()})
+    assert environ == {}
+    assert not prefer_passive_wait({"KMP_BLOCKTIME": "200"}, {})
+    assert prefer_passive_wait(environ, {}) and environ == {"OMP_WAIT_POLICY": "PASSIVE"}
