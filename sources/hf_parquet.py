@@ -467,6 +467,8 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
             for batch in batches:
                 yield from _handed_over(batch, start, f"{name}: row group {index}", key_columns)
                 start += batch.num_rows
+            # the last batch, a slice of `table`, kept the group alive while the next one was read
+            batch = table = None
         first += group.num_rows
 
 
@@ -546,6 +548,7 @@ def named_paths(parquet, image: str, source: Any = None) -> Iterator[str]:
             batch_size=BATCH_ROWS * 16, row_groups=[index], columns=[leaf], use_threads=False)
         for batch in batches:
             yield from (p for p in batch.column(0).flatten()[0].to_pylist() if p)  # null cells: null
+        batch = table = None  # the group's paths let go before the next group is read
 
 
 def is_binary(kind) -> bool:

@@ -348,3 +348,29 @@ def test_an_honest_delta_encoded_parquet_is_read_as_written(tmp_path: Path):
     _delta_parquet(tmp_path / "train.parquet", captions, 100)
     items = list(_read(LaionSource("hf", str(tmp_path))))
     assert [i.lineage["caption"] for i in items] == captions, items[:1]
+
+
+def test_a_row_groups_table_is_let_go_before_the_next_group_is_read(tmp_path: Path, monkeypatch):
+    """The last batch handed over (a slice of its group's table) stayed alive in the generator
+    while the next group was read: two groups' tables at once, +26% peak on an honest embedding
+    parquet. When the next group is judged, Arrow holds nothing of the group before it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    rows = [{"image": {"bytes": rng.bytes(100_000), "path": None}} for _ in range(100)]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([("image", image)])), path, row_group_size=50)
+    held = []
+    judged = hf_parquet._judged_read
+
+    def judging(source, parquet, index, *args, **kwargs):
+        held.append(pa.total_allocated_bytes())
+        return judged(source, parquet, index, *args, **kwargs)
+
+    monkeypatch.setattr(hf_parquet, "_judged_read", judging)
+    with open(path, "rb") as source:
+        parquet = pq.ParquetFile(source, pre_buffer=False)
+        count = sum(len(batch) for _, batch in hf_parquet.row_batches(parquet, "train.parquet", source=source))
+    assert count == 100 and len(held) == 2
+    assert held[1] - held[0] < 1 << 20, held  # a group's table: 5 MB (the module's REPEATED held before)
