@@ -8,7 +8,8 @@ Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives
 (`cifar10-test.parquet`). `hf_split` resolves a file's split as `datasets` does, and
 `pattern_set`/`loaded_split` which files of a repo it loads at all (without a card's `data_files`).
 Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read,
-and where a chunk of byte strings is dictionary-encoded by what its rows hold (`value_bytes`).
+or where its page headers say more (`checked_group`: pyarrow reads by those), and where a chunk of
+byte strings is dictionary-encoded by what its rows hold (`value_bytes`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from sources import parquet_pages
 from sources.records import MAX_INPUT_FILE_BYTES
 
 HF_METADATA_KEY = b"huggingface"
@@ -232,6 +234,64 @@ class TooLarge:
     reason: str = ROW_GROUP_TOO_LARGE  # `MISSING_IMAGE`: a group whose every image is null, unread
 
 
+class CheckedChunk:
+    """A column chunk's footer metadata whose `num_values` and sizes are, where its page headers
+    (`parquet_pages.chunk_pages`, walked when first asked) say more, what they say: pyarrow
+    decodes each page by its header, so a footer patched to say 16 values of a 64-million-value
+    page, or 500 bytes of a 315 MB one, judged as that read at 1.2 and 2.8 GB."""
+
+    def __init__(self, chunk, source: Any):
+        self._chunk, self._source, self._pages = chunk, source, None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chunk, name)
+
+    def pages(self) -> parquet_pages.ChunkPages:
+        """Its page headers summed; one that cannot be read as pyarrow reads it is ArrowInvalid
+        (as pyarrow's own read of the chunk would be: the file's `bad_parquet`)."""
+        import pyarrow as pa
+
+        if self._pages is None:
+            try:
+                self._pages = parquet_pages.chunk_pages(self._source, self._chunk)
+            except parquet_pages.PageHeaderError as exc:
+                raise pa.ArrowInvalid(f"column {self._chunk.path_in_schema}: {exc}") from exc
+        return self._pages
+
+    @property
+    def num_values(self) -> int:
+        return max(self._chunk.num_values, self.pages().values)
+
+    @property
+    def total_uncompressed_size(self) -> int:
+        return max(self._chunk.total_uncompressed_size, self.pages().uncompressed)
+
+    @property
+    def total_compressed_size(self) -> int:
+        return max(self._chunk.total_compressed_size, self.pages().compressed)
+
+
+class CheckedGroup:
+    """A row group's footer metadata whose column chunks are `CheckedChunk`s."""
+
+    def __init__(self, group, source: Any):
+        self._group = group
+        self._chunks = [CheckedChunk(group.column(i), source) for i in range(group.num_columns)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._group, name)
+
+    def column(self, index: int) -> CheckedChunk:
+        return self._chunks[index]
+
+
+def checked_group(parquet, index: int, source: Any = None):
+    """Row group `index` of `parquet` as its page headers in `source` (the opened file) say it
+    is read (`CheckedGroup`); without `source`, its footer alone."""
+    group = parquet.metadata.row_group(index)
+    return group if source is None else CheckedGroup(group, source)
+
+
 def declared_bytes(group, columns: list[str] | None = None, leaf: str | None = None) -> int:
     """What reading a row group's `columns` (all by default), or the one `leaf` of a struct
     (`image.path`), costs, from its footer: for each of their column chunks its uncompressed size
@@ -374,17 +434,18 @@ def dictionary_held(array) -> int:
 
 
 def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, budget: int | None = None,
-                 leaf: str | None = None):
+                 leaf: str | None = None, group=None):
     """What row group `index`'s `columns` (all by default), or its one `leaf`, hold: the footer's
     size of each chunk, but of a dictionary-encoded one of byte strings the bytes its rows point
     at (`dictionary_held`, at least its declared size) and of fixed-size binary its rows times its
     width, and what each value costs read (`item_bytes`); and, when `budget` is given and that
     passes no more than it, the group read (once: its encoded chunks left as dictionaries, within
     their declared size). Without `budget` only the encoded chunks are read. Over `budget` before
-    any value is read (fixed-size binary, the values' count, or a footer's sizes): nothing is."""
+    any value is read (fixed-size binary, the values' count, or a footer's sizes): nothing is.
+    `group`: its `checked_group`, if already made."""
     import pyarrow.parquet as pq
 
-    group = parquet.metadata.row_group(index)
+    group = group if group is not None else checked_group(parquet, index, source)
     encoded = _dictionary_chunks(group, columns, leaf)
     strings = sorted(c.path_in_schema for c in encoded if c.physical_type == "BYTE_ARRAY")
     fixed = sum(max(_chunk_bytes(c), _fixed_width_bytes(parquet, group, c)) for c in encoded
@@ -437,7 +498,7 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first = 0
     for index in range(meta.num_row_groups):
-        group = meta.row_group(index)
+        group = checked_group(parquet, index, source)
         if image is not None and group.num_rows > MAX_LISTED_ROWS and _all_null(group, image):
             yield from too_large(parquet, index, first, key_columns, source,
                                  f"{name}: row group {index}: the {image!r} of each of its {group.num_rows} rows is "
@@ -449,7 +510,7 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
         table = None
         if size <= ROW_GROUP_BYTES and source is not None and (_dictionary_chunks(group, columns)
                                                               or _delta_chunks(group, columns)):
-            size, table = _judged_read(source, parquet, index, columns, ROW_GROUP_BYTES)
+            size, table = _judged_read(source, parquet, index, columns, ROW_GROUP_BYTES, group=group)
             table = table if size <= ROW_GROUP_BYTES else None
         if size > ROW_GROUP_BYTES:
             said = f"declares {declared} bytes" if declared > ROW_GROUP_BYTES else \
@@ -536,12 +597,12 @@ def named_paths(parquet, image: str, source: Any = None) -> Iterator[str]:
     200 rows is stored once; without `source` that chunk is judged by its footer alone)."""
     leaf = f"{image}.path"
     for index in range(parquet.metadata.num_row_groups):
-        group = parquet.metadata.row_group(index)
+        group = checked_group(parquet, index, source)
         size = declared_bytes(group, leaf=leaf) + item_bytes(group, leaf=leaf)
         table = None
         if size <= ROW_GROUP_BYTES and source is not None and (_dictionary_chunks(group, None, leaf)
                                                               or _delta_chunks(group, None, leaf)):
-            size, table = _judged_read(source, parquet, index, None, ROW_GROUP_BYTES, leaf)
+            size, table = _judged_read(source, parquet, index, None, ROW_GROUP_BYTES, leaf, group)
         if size > ROW_GROUP_BYTES:
             continue
         batches = table.to_batches(BATCH_ROWS * 16) if table is not None else parquet.iter_batches(

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -374,3 +377,96 @@ def test_a_row_groups_table_is_let_go_before_the_next_group_is_read(tmp_path: Pa
         count = sum(len(batch) for _, batch in hf_parquet.row_batches(parquet, "train.parquet", source=source))
     assert count == 100 and len(held) == 2
     assert held[1] - held[0] < 1 << 20, held  # a group's table: 5 MB (the module's REPEATED held before)
+
+
+def _varint(value: int, length: int = 0) -> bytes:
+    """`value` as a Thrift compact varint, padded to `length` bytes (a non-minimal varint reads the same)."""
+    out = bytearray()
+    while value >= 0x80 or len(out) < length - 1:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    return bytes(out + bytes([value]))
+
+
+def _forge_footer(path: Path, column: str, num_values: int | None = None, uncompressed: int | None = None) -> None:
+    """Rewrite the footer of the file pyarrow wrote at `path`: column chunk `column`'s `num_values`
+    or `total_uncompressed_size` (ColumnMetaData fields 5 and 6, zigzag i64s) said lower, each in
+    as many bytes as before, so that the file still opens; its pages are untouched."""
+    data = bytearray(path.read_bytes())
+    chunk = next(c for g in range(1) for c in (pq.ParquetFile(path).metadata.row_group(g).column(i)
+                                               for i in range(pq.ParquetFile(path).metadata.num_columns))
+                 if c.path_in_schema == column)
+    fields = [_varint(2 * v) for v in (chunk.num_values, chunk.total_uncompressed_size, chunk.total_compressed_size)]
+    at = data.rfind(b"\x16" + fields[0] + b"\x16" + fields[1] + b"\x16" + fields[2])
+    assert at > 0
+    new = [_varint(2 * v, len(f)) if v is not None else f for v, f in zip((num_values, uncompressed), fields)]
+    data[at:at + 2 + len(fields[0]) + len(fields[1])] = b"\x16" + new[0] + b"\x16" + new[1]
+    path.write_bytes(bytes(data))
+    forged = next(c for c in (pq.ParquetFile(path).metadata.row_group(0).column(i)
+                              for i in range(pq.ParquetFile(path).metadata.num_columns)) if c.path_in_schema == column)
+    assert (num_values or forged.num_values, uncompressed or forged.total_uncompressed_size) == \
+        (forged.num_values, forged.total_uncompressed_size)
+
+
+def _image_parquet(path: Path, other: pa.Array, **write) -> None:
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
+    schema = pa.schema([("image", image), ("other", other.type)], metadata=metadata)
+    table = pa.Table.from_arrays([pa.array([{"bytes": _jpeg(), "path": None}] * len(other), image), other], schema=schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd", **write)
+
+
+@pytest.mark.parametrize("forged", ["num_values", "total_uncompressed_size"])
+def test_a_footer_that_says_less_than_its_page_headers_is_judged_by_the_headers(tmp_path: Path, monkeypatch,
+                                                                                forged: str):
+    """pyarrow reads each page by its own header; the footer is only a summary. A footer patched
+    to say 16 values of a chunk whose one page holds 64 million (16 rows of a 4-million-item list),
+    or 500 bytes of a 315 MB caption chunk, was judged by what it said and read (1.2 and 2.8 GB
+    peaks). Scaled down here under a 4 MiB budget (16 rows, each within it as Python, together
+    over it read into Arrow): the page headers are read before any data and the larger count
+    taken, so the group is `row_group_too_large`, unread, as the same file unforged is."""
+    path = tmp_path / "data" / "train-00000-of-00001.parquet"
+    rows = 16
+    if forged == "num_values":
+        items = 60_000  # a row's list: 3.8 MB as Python; 16 rows 960,000 int64 values, 8.6 MB read
+        other = pa.ListArray.from_arrays(pa.array(np.arange(0, (rows + 1) * items, items, dtype=np.int32)),
+                                         pa.array(np.zeros(rows * items, dtype=np.int64)))
+        _image_parquet(path, other, write_batch_size=1 << 30)
+    else:
+        other = pa.array([chr(97 + i) * (1 << 19) for i in range(rows)])  # 16 captions of 512 KiB
+        _image_parquet(path, other, data_page_size=1 << 30, use_dictionary=False)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 4 << 20)
+    honest = list(_read(LaionSource("hf", str(tmp_path))))
+    leaf = "other.list.element" if forged == "num_values" else "other"
+    _forge_footer(path, leaf, **({"num_values": rows} if forged == "num_values" else {"uncompressed": 300}))
+    items = list(_read(LaionSource("hf", str(tmp_path))))
+    for read in (honest, items):
+        assert [getattr(i, "reason", None) for i in read] == ["row_group_too_large"] * rows, read[:2]
+
+
+DELTA_PEAK = r"""
+import sys, pyarrow as pa, pyarrow.parquet as pq
+from sources import hf_parquet
+hf_parquet.ROW_GROUP_BYTES, hf_parquet.DELTA_BATCH_BYTES = 4 << 20, 1 << 20
+with open(sys.argv[1], "rb") as source:
+    read = list(hf_parquet.row_batches(pq.ParquetFile(source, pre_buffer=False), "x", source=source))
+print(sum(len(r.rows) for r in read if isinstance(r, hf_parquet.TooLarge) and r.reason == "row_group_too_large"),
+      pa.default_memory_pool().max_memory())
+"""
+
+
+def test_a_delta_chunk_whose_footer_says_less_is_judged_a_value_at_a_time(tmp_path: Path):
+    """A DELTA_BYTE_ARRAY caption chunk is judged by reading it, as many values a batch as its
+    declared size allows within `DELTA_BATCH_BYTES`: its footer patched to say 300 bytes of 8 MiB
+    of captions made that every row at once (200 rows of an 8 MiB caption: 2.8 GB peak). Its page
+    headers say 8 MiB: over the budget unread (within it, a value a batch). Scaled down
+    (16 rows of 512 KiB, a 4 MiB budget, 1 MiB batches), in a child whose Arrow peak is its own."""
+    path = tmp_path / "train.parquet"
+    _image_parquet(path, pa.array([chr(97 + i) * (1 << 19) for i in range(16)]), data_page_size=1 << 30,
+                   use_dictionary=["image.bytes"], column_encoding={"other": "DELTA_BYTE_ARRAY"})
+    _forge_footer(path, "other", uncompressed=300)
+    child = subprocess.run([sys.executable, "-c", DELTA_PEAK, str(path)], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    rejected, peak = map(int, child.stdout.split())
+    assert rejected == 16 and peak < 3 << 20, child.stdout  # every row at once: 8 MiB
