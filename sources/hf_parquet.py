@@ -524,13 +524,63 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
             batches = (table.slice(start, BATCH_ROWS) for start in range(0, table.num_rows, BATCH_ROWS)) \
                 if table is not None else parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index],
                                                                columns=columns, use_threads=False)
-            start = first
+            start, nulls = first, _NullImages(image, first)
             for batch in batches:
-                yield from _handed_over(batch, start, f"{name}: row group {index}", key_columns)
+                for offset, run in nulls.kept_runs(batch):
+                    yield from _handed_over(run, start + offset, f"{name}: row group {index}", key_columns)
                 start += batch.num_rows
             # the last batch, a slice of `table`, kept the group alive while the next one was read
-            batch = table = None
+            batch = run = table = None
+            if nulls.dropped:
+                yield TooLarge(nulls.first_dropped, [{}], f"{nulls.dropped} rows from row {nulls.first_dropped} to "
+                               f"{nulls.last_dropped} (this one reject for them all) of {name}: row group {index}: "
+                               f"their {image!r} is null (no bytes, no path), past the first {MAX_LISTED_ROWS} "
+                               "such rows of the group", MISSING_IMAGE)
         first += group.num_rows
+
+
+class _NullImages:
+    """The rows of one row group whose `image` is null (the cell, or both its bytes and its path),
+    counted as its batches are read: its first `MAX_LISTED_ROWS` are handed over (each its own
+    `missing_image`), the rest left out and counted (`dropped`: one reject for them all). A file
+    without statistics, or of one image and 1,999,999 nulls, gave 2,000,000 rejects (23 CPU-s)."""
+
+    def __init__(self, image: str | None, first: int):
+        self.image, self.first, self.listed, self.dropped = image, first, 0, 0
+        self.first_dropped = self.last_dropped = -1
+
+    def kept_runs(self, batch) -> Iterator[tuple[int, Any]]:
+        """(offset, slice) of each run of rows of `batch` (its first row `self.first` on) kept."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        start, self.first = self.first, self.first + batch.num_rows
+        if self.image is None or self.image not in batch.schema.names:
+            yield 0, batch
+            return
+        cell = batch.column(self.image)
+        null = pc.is_null(cell)
+        if pa.types.is_struct(cell.type) and cell.type.get_field_index("bytes") >= 0 \
+                and cell.type.get_field_index("path") >= 0:
+            null = pc.or_(null, pc.and_(pc.is_null(pc.struct_field(cell, "bytes")),
+                                        pc.is_null(pc.struct_field(cell, "path"))))
+        null = np.asarray(null.to_numpy(zero_copy_only=False), dtype=bool)
+        room = MAX_LISTED_ROWS - self.listed
+        if int(null.sum()) <= room:
+            self.listed += int(null.sum())
+            yield 0, batch
+            return
+        drop = null & (np.cumsum(null) > room)
+        self.listed = MAX_LISTED_ROWS
+        dropped = np.flatnonzero(drop)
+        if not self.dropped:
+            self.first_dropped = start + int(dropped[0])
+        self.last_dropped = start + int(dropped[-1])
+        self.dropped += len(dropped)
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], ~drop, [0])).astype(np.int8)))  # kept runs' bounds
+        for begin, end in zip(edges[::2], edges[1::2]):
+            yield int(begin), batch.slice(int(begin), int(end - begin))
 
 
 def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...]) -> Iterator[tuple[int, list[dict]]
