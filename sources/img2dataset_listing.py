@@ -256,16 +256,24 @@ def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:
     return f"{name} cannot be read ({type(exc).__name__}: {str(exc).replace(uri, name)}); {unknown}"
 
 
-# the values a listing's columns other than binary ones may hold, all its rows together (held whole,
-# as dicts): img2dataset writes 10,000 rows a shard, ~3 MB of them
+# the values a listing's read columns (`LISTING_COLUMNS`) may hold, all its rows together (held
+# whole, as dicts): img2dataset writes 10,000 rows a shard, ~3 MB of them; 100,000 rows of LAION
+# captions and URLs ~40 MB
 MAX_LISTING_BYTES = 64 << 20
+# the columns of a listing the build reads: the key, the download's outcome, what a reject's input
+# and the lineage name (URL, caption, sizes) and the recorded hash. Others (`exif`: ~600 bytes a
+# camera photo, img2dataset's `--save_additional_columns`) are never read: each sample's `.json`
+# carries them into its lineage; 100,000 rows with camera EXIF held 72 MB, over the budget
+LISTING_COLUMNS = ("key", "status", "error_message", "url", "caption", "width", "height", "original_width",
+                   "original_height", *HASH_COLUMNS)
 
 
 def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
-    """An img2dataset listing's rows by key, without binary columns (never read). Judged before any
-    row is read on the values its row groups hold (`hf_parquet.value_bytes`: its footer's sizes, or
-    for a dictionary-encoded column what each row points at): past `MAX_LISTING_BYTES` it is a
-    ValueError (the shard's `bad_parquet`), never read whole (it was, binary columns and all)."""
+    """An img2dataset listing's rows by key, of its `LISTING_COLUMNS` alone (others never read).
+    Judged before any row is read on the values those columns hold (`hf_parquet.value_bytes`: its
+    footer's sizes, or for a dictionary-encoded column what each row points at): past
+    `MAX_LISTING_BYTES` it is a ValueError (the shard's `bad_parquet`), never read whole (it was,
+    binary columns and all)."""
     import pyarrow.parquet as pq
 
     with fsio.open_file(parquet_uri) as handle:
@@ -273,7 +281,7 @@ def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
         schema = parquet.schema_arrow
         if "key" not in schema.names:
             return {}
-        keep = [c for c in schema.names if not hf_parquet.is_binary(schema.field(c).type)]
+        keep = [c for c in LISTING_COLUMNS if c in schema.names and not hf_parquet.is_binary(schema.field(c).type)]
         held = sum(hf_parquet.value_bytes(handle, parquet, index, keep) for index in range(parquet.num_row_groups))
         if held > MAX_LISTING_BYTES:
             raise ValueError(f"its rows hold {held} bytes of values, over the {MAX_LISTING_BYTES} byte budget of a "

@@ -766,19 +766,21 @@ def test_a_tiff_of_a_million_strips_is_refused_before_pillow_opens_it(tmp_path: 
     """Pillow writes a 2 x 600,000 TIFF a row a strip (`tiffinfo={278: 1}`): 1.2 MB, 1.2 Mpx, and
     1.2 million numbers in its IFD (strip offsets and byte counts), each an int of a tuple once
     Pillow opens it, each strip a tile of its own (a 2 x 4,000,000 one, 40 MB, took 1.59 GB and
-    14 CPU-s to open, under every pixel budget). Counted from the header before `Image.open`, it is
-    `image_too_large` now; ImageMagick's TIFF of a row a strip (400 strips) decodes as before."""
+    14 CPU-s to open, under every pixel budget). Counted from the header before `Image.open` and
+    weighed against the decoder's budget (`TIFF_VALUE_BYTES` each), it is `image_too_large` now;
+    ImageMagick's TIFF of a row a strip (400 strips) decodes as before."""
     from transforms import decode
     from transforms.headers import tiff_values
 
     stripped = io.BytesIO()
     Image.new("L", (2, 600_000), 128).save(stripped, "TIFF", tiffinfo={278: 1})
     data = stripped.getvalue()
-    assert tiff_values(data) > decode.MAX_TIFF_VALUES
+    budget = 128 << 20  # scaled down: the default 768 MiB budget refuses 4 Mi numbers
+    assert tiff_values(data) * decode.TIFF_VALUE_BYTES > budget
     opened, image_open = [], Image.open
     monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
     with pytest.raises(DecodeError) as refused:
-        load_image(data, 64, "center_crop")
+        load_image(data, 64, "center_crop", max_bytes=budget)
     assert refused.value.reason == "image_too_large" and "1200007 numbers" in str(refused.value), refused.value
     assert not opened
     magick = subprocess.run(["convert", "-size", "600x400", "gradient:red-blue", "-depth", "8", "-define", "tiff:rows-per-strip=1",
@@ -786,3 +788,24 @@ def test_a_tiff_of_a_million_strips_is_refused_before_pillow_opens_it(tmp_path: 
     assert 800 <= tiff_values(magick) < 1000
     decoded = load_image(magick, 64, "center_crop")
     assert (decoded.width, decoded.height, decoded.format) == (600, 400, "TIFF") and opened
+
+
+@pytest.mark.slow
+def test_an_honest_tiff_of_16_pixel_tiles_decodes_within_the_budget(tmp_path: Path):
+    """tifffile writes a 12,000 x 12,000 scan in 16 x 16 tiles (`tile=(16, 16)`, zlib): 562,500
+    tiles, 1,125,000 numbers in its IFD, over the flat 2**20 the numbers were capped at (refused
+    `image_too_large`). Weighed against the decoder's budget (about 215 MiB of 768) it decodes, its
+    rows as written."""
+    import tifffile
+
+    from transforms.headers import tiff_values
+
+    pixels = np.zeros((12000, 12000), np.uint8)
+    pixels[::7] = 200
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(path, pixels, tile=(16, 16), compression="zlib")
+    data = path.read_bytes()
+    assert tiff_values(data) > 1 << 20
+    decoded = load_image(data, 64, "center_crop")
+    assert (decoded.width, decoded.height, decoded.format) == (12000, 12000, "TIFF")
+    assert abs(decoded.pixels.mean() - 200 / 7) < 1.5  # a row in 7 at 200, averaged down

@@ -222,12 +222,14 @@ class Held:
     what: str = ""
 
 
-# The numbers a TIFF's first IFD may hold (`tiff_values`). Opening one costs Pillow about 400 bytes a
-# strip (its offset and byte count as ints of tuples, an uncompressed strip's own tile): 2**20 of
-# them, 512 Ki strips, about 200 MB. Writers make far fewer: libtiff's 8 KiB strips give a 13,000 x
-# 13,000 RGB photo 13,000 strips, 65,536 for the largest image the pixel budget takes; Pillow's
-# 64 KiB strips fewer still; 256 x 256 tiles a few thousand.
-MAX_TIFF_VALUES = 1 << 20
+# What each number a TIFF's first IFD holds (`tiff_values`) costs Pillow opening it: about 400
+# bytes a strip (its offset and byte count as ints of tuples, an uncompressed strip's own tile). A
+# TIFF whose numbers cost more than the decoder's memory budget is refused before `Image.open`
+# (the default budget: 4 Mi numbers; a 2 x 4,000,000 TIFF of a row a strip took 1.59 GB opening).
+# Writers make far fewer: libtiff's 8 KiB strips give a 13,000 x 13,000 RGB photo 13,000 strips;
+# 256 x 256 tiles a few thousand; tifffile's 16 x 16 tiles of a 12,000 x 12,000 scan 1.1 Mi numbers
+# (refused by the flat 2**20 this was).
+TIFF_VALUE_BYTES = 200
 
 
 def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
@@ -238,10 +240,11 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if declared and declared[0] * declared[1] > max_pixels:
         raise DecodeError("decompression_bomb", f"{declared[0]}x{declared[1]} exceeds max_pixels={max_pixels}")
     numbers = tiff_values(data)  # before Image.open: Pillow parses each into an object there
-    if numbers > MAX_TIFF_VALUES:
+    if numbers * TIFF_VALUE_BYTES > max_bytes:
         raise DecodeError("image_too_large", f"a TIFF whose first IFD holds {numbers} numbers (strip or tile "
-                                             f"offsets and byte counts), over {MAX_TIFF_VALUES}: Pillow holds each as "
-                                             "an object and an uncompressed strip as a tile of its own, opening it")
+                                             f"offsets and byte counts), about {numbers * TIFF_VALUE_BYTES >> 20} MiB "
+                                             f"opening it, over the budget of {max_bytes >> 20} MiB: Pillow holds each "
+                                             "as an object and an uncompressed strip as a tile of its own")
     opened = without_png_text(data)  # outside the try: its own `corrupt_header` stands as it is
     try:
         image = Image.open(io.BytesIO(opened))

@@ -1,0 +1,215 @@
+"""What a parquet column chunk's page headers say, read before its data is: the counts pyarrow
+decodes by. Its footer (`ColumnChunkMetaData`: `num_values`, `total_uncompressed_size`) is a
+summary anyone may write anything in; pyarrow allocates each page by its own header (its
+`uncompressed_page_size`, its `num_values`). A footer patched to say 16 values of a chunk whose one
+page holds 64 million read as 1.2 GB. Each page header (Thrift compact protocol, `PageHeader` of
+`parquet.thrift`) is read here for just those fields, its page's data skipped, a bounded number of
+pages a chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# pages walked in one column chunk: pyarrow writes a page per 1 MiB or 20,000 rows, so a 2 GiB chunk
+# (the most a row group may declare) has ~2,000; a chunk of more is refused, never walked to its end
+MAX_PAGES = 100_000
+# the most bytes one page header may take (pyarrow's own limit: `kDefaultMaxPageHeaderSize`)
+MAX_HEADER_BYTES = 16 << 20
+MAX_DEPTH = 16  # structs within structs in a header (a page's `Statistics` is the deepest, 2)
+_READ_AHEAD = 256  # bytes read at a time for a header (a binary field past them is skipped by seeking)
+
+DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
+# compact protocol field types
+_STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(13)
+
+
+@dataclass(frozen=True)
+class PageHeader:
+    """The fields of one `PageHeader` the reading is judged by; `size`: the header's own bytes."""
+
+    type: int
+    uncompressed_page_size: int
+    compressed_page_size: int
+    num_values: int  # of its data page (v1 or v2) or its dictionary page's entries
+    size: int
+
+
+@dataclass(frozen=True)
+class ChunkPages:
+    """A column chunk's pages summed: `values` of its data pages (what the footer's `num_values`
+    counts), `dictionary_values`, and headers and pages together `uncompressed` and `compressed`
+    (what the footer's `total_uncompressed_size` and `total_compressed_size` count)."""
+
+    values: int
+    dictionary_values: int
+    uncompressed: int
+    compressed: int
+    pages: int
+
+
+class PageHeaderError(ValueError):
+    """A page header that cannot be read as pyarrow reads one (cut, not Thrift, too large), or a
+    chunk of more than `MAX_PAGES` pages."""
+
+
+class _Reader:
+    """A file's bytes from `start`, read ahead a little at a time; long binaries skipped by seeking."""
+
+    def __init__(self, source: Any, start: int):
+        self.source, self.position, self.buffer, self.offset = source, start, b"", 0
+
+    def byte(self) -> int:
+        if self.offset >= len(self.buffer):
+            self.source.seek(self.position)
+            self.buffer, self.offset = self.source.read(_READ_AHEAD), 0
+            if not self.buffer:
+                raise PageHeaderError(f"a page header is cut at byte {self.position} (the file ends)")
+        value = self.buffer[self.offset]
+        self.offset += 1
+        self.position += 1
+        return value
+
+    def skip(self, count: int) -> None:
+        if count < 0:
+            raise PageHeaderError(f"a page header holds a negative length ({count})")
+        left = len(self.buffer) - self.offset
+        if count <= left:
+            self.offset += count
+        else:
+            self.buffer, self.offset = b"", 0
+        self.position += count
+
+    def varint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise PageHeaderError(f"a page header's varint at byte {self.position} runs past 64 bits")
+
+    def integer(self) -> int:
+        unsigned = self.varint()
+        return (unsigned >> 1) ^ -(unsigned & 1)  # zigzag
+
+
+def _field(reader: _Reader, last: int) -> tuple[int, int]:
+    """(field id, type) of a struct's next field (type `_STOP` at its end)."""
+    head = reader.byte()
+    kind = head & 0x0F
+    if kind == _STOP:
+        return 0, _STOP
+    delta = head >> 4
+    return (last + delta if delta else reader.integer()), kind
+
+
+def _skip(reader: _Reader, kind: int, depth: int) -> None:
+    """Pass over one value of compact type `kind`."""
+    if depth > MAX_DEPTH:
+        raise PageHeaderError(f"a page header nests past {MAX_DEPTH} levels")
+    if kind in (_TRUE, _FALSE):
+        return
+    if kind == _BYTE:
+        reader.skip(1)
+    elif kind in (_I16, _I32, _I64):
+        reader.varint()
+    elif kind == _DOUBLE:
+        reader.skip(8)
+    elif kind == _BINARY:
+        reader.skip(reader.varint())
+    elif kind in (_LIST, _SET):
+        head = reader.byte()
+        size = head >> 4 if head >> 4 != 15 else reader.varint()
+        for _ in range(size):
+            _skip(reader, head & 0x0F, depth + 1)
+    elif kind == _MAP:
+        size = reader.varint()
+        kinds = reader.byte() if size else 0
+        for _ in range(size):
+            _skip(reader, kinds >> 4, depth + 1)
+            _skip(reader, kinds & 0x0F, depth + 1)
+    elif kind == _STRUCT:
+        _struct(reader, {}, depth + 1)
+    else:
+        raise PageHeaderError(f"a page header holds a field of unknown type {kind}")
+
+
+def _struct(reader: _Reader, wanted: dict[int, Any], depth: int) -> dict[int, Any]:
+    """A struct's fields: those `wanted` names read (an int's value, or for a struct a dict of its
+    wanted fields, by the nested `wanted` dict given), every other passed over."""
+    found: dict[int, Any] = {}
+    last = 0
+    while True:
+        number, kind = _field(reader, last)
+        if kind == _STOP:
+            return found
+        last = number
+        if number in wanted and kind in (_I32, _I64):
+            found[number] = reader.integer()
+        elif number in wanted and kind == _STRUCT and isinstance(wanted[number], dict):
+            if depth > MAX_DEPTH:
+                raise PageHeaderError(f"a page header nests past {MAX_DEPTH} levels")
+            found[number] = _struct(reader, wanted[number], depth + 1)
+        else:
+            _skip(reader, kind, depth)
+
+
+# `PageHeader`: 1 type, 2 uncompressed_page_size, 3 compressed_page_size, 5 data_page_header,
+# 7 dictionary_page_header, 8 data_page_header_v2; each of those three's field 1 is its num_values
+_PAGE_HEADER = {1: int, 2: int, 3: int, 5: {1: int}, 7: {1: int}, 8: {1: int}}
+
+
+def page_header(source: Any, start: int) -> PageHeader:
+    """The page header at byte `start` of the file `source` (seekable, binary)."""
+    reader = _Reader(source, start)
+    fields = _struct(reader, _PAGE_HEADER, 0)
+    size = reader.position - start
+    if size > MAX_HEADER_BYTES:
+        raise PageHeaderError(f"a page header of {size} bytes at byte {start}, over pyarrow's {MAX_HEADER_BYTES}")
+    if not all(k in fields for k in (1, 2, 3)):
+        raise PageHeaderError(f"the page header at byte {start} lacks its type or sizes")
+    kind = fields[1]
+    inner = fields.get({DATA_PAGE: 5, DICTIONARY_PAGE: 7, DATA_PAGE_V2: 8}.get(kind, 0), {})
+    if fields[2] < 0 or fields[3] < 0 or inner.get(1, 0) < 0:
+        raise PageHeaderError(f"the page header at byte {start} declares a negative size or count")
+    return PageHeader(kind, fields[2], fields[3], inner.get(1, 0), size)
+
+
+def chunk_start(chunk) -> int:
+    """Where a column chunk's first page lies, as pyarrow finds it: its dictionary page if it has
+    one before its first data page."""
+    start = chunk.data_page_offset
+    if chunk.has_dictionary_page and 0 < (chunk.dictionary_page_offset or 0) < start:
+        start = chunk.dictionary_page_offset
+    return start
+
+
+def chunk_pages(source: Any, chunk) -> ChunkPages:
+    """The page headers of column chunk `chunk` (a `ColumnChunkMetaData`) of the file `source`,
+    summed, walked as pyarrow reads them: from `chunk_start` while within the footer's stored size
+    and until the footer's `num_values` are seen. Never more than `MAX_PAGES` (`PageHeaderError`);
+    the file's position is kept."""
+    kept = source.tell()
+    try:
+        position = start = chunk_start(chunk)
+        end = start + chunk.total_compressed_size
+        values = dictionary = uncompressed = compressed = pages = 0
+        while position < end and (pages == 0 or values < chunk.num_values):
+            if pages >= MAX_PAGES:
+                raise PageHeaderError(f"column {chunk.path_in_schema} has over {MAX_PAGES} pages in one row group")
+            header = page_header(source, position)
+            pages += 1
+            if header.type in (DATA_PAGE, DATA_PAGE_V2):
+                values += header.num_values
+            elif header.type == DICTIONARY_PAGE:
+                dictionary += header.num_values
+            uncompressed += header.size + header.uncompressed_page_size
+            compressed += header.size + header.compressed_page_size
+            position += header.size + header.compressed_page_size
+        return ChunkPages(values, dictionary, uncompressed, compressed, pages)
+    finally:
+        source.seek(kept)
