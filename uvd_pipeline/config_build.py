@@ -83,7 +83,13 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
 # and dicts, or declared by the card (the card's winning over the parquet's, as in `datasets`),
 # named; an ImageFolder's top-level metadata.parquet read; tar members named `./x` keyed `x`;
 # an MPEG-TS whose SEI follows the slice (split access units) read as the CLI shows it.
-RENDER_REVISION = 11
+# 12 (2026-12-06): joined MPEG-TS whose later parts open with an open GOP and chained Ogg Theora
+# read part by part; forward clock jumps over 10 s closed in the stamps as the CLI does (`jumped`);
+# a stream declaring no average rate timed at its mean shown rate; PASCAL VOC (`layout: voc`);
+# KITTI's rules per frame; a depth or SGBM target with no valid pixel `empty_target`; one split per
+# VOC image; a killed img2dataset download's half-written shards left out; tar members named
+# `/x.jpg` keyed as extracted; Hugging Face lineage values over 4 KiB left out, marked.
+RENDER_REVISION = 12
 
 
 class BuildConfig(Strict):
