@@ -350,6 +350,24 @@ def test_the_build_cluster_does_not_profile_its_tasks_or_poll_the_host_often():
     assert dask.config.get("distributed") == before
 
 
+def test_the_build_cluster_keeps_the_users_own_dask_settings(monkeypatch):
+    """A user who set how often Dask polls (in a config file, an environment variable or in code),
+    or turned the profiler on by name, keeps that on the build's own cluster: only settings left
+    at distributed's defaults are made quieter."""
+    import dask
+
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")  # distributed's default, but said
+    with dask.config.set({"distributed.admin.tick.interval": "50ms", "distributed.admin.system-monitor.interval": "1s"}):
+        with scheduler(DaskConfig(workers=1)) as address:
+            with distributed.Client(address) as client:
+                client.wait_for_workers(1, timeout=120)
+                (worker,) = client.run(lambda dask_worker: _monitoring(dask_worker)).values()
+    assert worker["profile"] is not None and (worker["monitor"], worker["tick"]) == (1000, 50), worker
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_command_line_keeps_dasks_chatter_out_unless_verbose(verbose):
     """Importing distributed sets its loggers to INFO (whatever the command set before): a Dask

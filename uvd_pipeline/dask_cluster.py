@@ -302,7 +302,7 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
         return
     import dask
 
-    with dask.config.set(QUIET_CLUSTER):  # the scheduler's, the nannies' and (through them) the workers' config
+    with dask.config.set(quiet_cluster()):  # the scheduler's, the nannies' and (through them) the workers' config
         with _local_cluster(settings) as address:
             yield address
 
@@ -313,9 +313,24 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
 # CPU, memory and network every 0.5 s (system-monitor, 2 s here) and check the event loop every
 # 20 ms (tick, 200 ms here; it still names a loop blocked for seconds). On a 300-image build at
 # load 12 they took 2 of 13.6 CPU-s (A/B, median of 3; the workers' memory limit is watched as
-# before, by `distributed.worker.memory.monitor-interval`).
+# before, by `distributed.worker.memory.monitor-interval`). Only where the user left them alone
+# (`quiet_cluster`).
 QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "2s",
                  "distributed.admin.tick.interval": "200ms"}
+
+
+def quiet_cluster() -> dict:
+    """The settings of QUIET_CLUSTER the user left at distributed's defaults: one set otherwise
+    (in code, or named in a Dask config file or DASK_* variable, even to the default value) is
+    the user's, kept as it is."""
+    import dask
+
+    defaults = dask.config.merge(*dask.config.defaults)
+    named = dask.config.collect()  # the config files' and the environment's, without the defaults
+    missing = object()
+    return {key: value for key, value in QUIET_CLUSTER.items()
+            if dask.config.get(key, missing) == dask.config.get(key, missing, config=defaults)
+            and dask.config.get(key, missing, config=named) is missing}
 
 
 @contextmanager
